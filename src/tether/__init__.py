@@ -1,0 +1,61 @@
+"""Tether: durable execution for AI agents.
+
+Every durable action of a run (a step, the clock, a random number) is journaled;
+after a crash any worker replays the journal and the run continues where it stopped.
+"""
+
+from tether._app import App, RunHandle
+from tether._context import now, patched, random, run_id, step_attempt, step_key, uuid
+from tether._retry import RetryPolicy
+from tether._types import RunInfo, RunStatus
+from tether.errors import (
+    Cancelled,
+    ConfigError,
+    LeaseLost,
+    NonDeterminismError,
+    NonRetryable,
+    NotSerializable,
+    PayloadError,
+    PayloadTooLarge,
+    RunFailed,
+    RunNotFound,
+    SignalError,
+    SignalTimeout,
+    StepError,
+    StoreError,
+    StoreUnavailable,
+    TetherError,
+    WorkflowNotFound,
+)
+
+__all__ = [
+    "App",
+    "Cancelled",
+    "ConfigError",
+    "LeaseLost",
+    "NonDeterminismError",
+    "NonRetryable",
+    "NotSerializable",
+    "PayloadError",
+    "PayloadTooLarge",
+    "RetryPolicy",
+    "RunFailed",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFound",
+    "RunStatus",
+    "SignalError",
+    "SignalTimeout",
+    "StepError",
+    "StoreError",
+    "StoreUnavailable",
+    "TetherError",
+    "WorkflowNotFound",
+    "now",
+    "patched",
+    "random",
+    "run_id",
+    "step_attempt",
+    "step_key",
+    "uuid",
+]

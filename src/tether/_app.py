@@ -1,0 +1,372 @@
+"""App: the registry of workflow and step definitions, and the client façade over a
+Store (start, get_run, cancel, worker). The composition root: it picks the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from tether._clock import Clock, SystemClock
+from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
+from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
+from tether._replay import current_run, current_step, run_sync_step
+from tether._retry import DEFAULT_RETRY, RetryPolicy
+from tether._types import RunInfo, RunRecord, RunStatus
+from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
+from tether.store import Store, open_store, resolve_url
+
+if TYPE_CHECKING:
+    from tether.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value,
+          RunStatus.BLOCKED.value}
+
+
+class RunHandle(Generic[R]):
+    """A started run: its id, and a way to wait for its result."""
+
+    def __init__(self, app: App, run_id: str, workflow: str | None = None) -> None:
+        self.app = app
+        self.run_id = run_id
+        self.workflow = workflow
+
+    def __repr__(self) -> str:
+        return f"RunHandle(run_id={self.run_id!r})"
+
+    async def status(self) -> RunStatus:
+        return (await self.app.get_run(self.run_id)).status
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the run to end and return its result.
+
+        Raises:
+            RunFailed: the run ended failed, cancelled or blocked.
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        return await asyncio.wait_for(self._result(), timeout)  # type: ignore[no-any-return]
+
+    async def _result(self) -> Any:
+        app = self.app
+        store = await app._open()
+        delay = 0.005
+        while True:
+            event = app._finish_event(self.run_id)
+            run = await store.run_get(self.run_id)
+            if run is None:
+                raise RunNotFound(self.run_id)
+            if run.status in _FINAL:
+                app._finish_events.pop(self.run_id, None)
+                return app._decode_result(run)
+            try:
+                await asyncio.wait_for(event.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 1.5, 0.25)
+
+
+class App:
+    """Workflows and steps registered on one store.
+
+    Args:
+        url: ``sqlite:///path.db`` (default ``./tether.db``) or ``postgresql://...``;
+            ``TETHER_DATABASE_URL`` overrides the default.
+        clock: the time seam (tests pass a fake one).
+        max_payload: size limit of one encoded payload in bytes (default 2 MiB).
+        payload_hook: encrypt/compress stored payload text.
+        store: an already built store (overrides ``url``).
+    """
+
+    def __init__(self, url: str | None = None, *, clock: Clock | None = None,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, payload_hook: PayloadHook | None = None,
+                 store: Store | None = None, **store_options: Any) -> None:
+        self.url = store.url if store is not None else resolve_url(url)
+        self._store: Store | None = store
+        self._store_options = store_options
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self.clock: Clock = clock or SystemClock()
+        self.codec = Codec(max_payload=max_payload, hook=payload_hook)
+        self._workflows: dict[str, WorkflowDef] = {}
+        self._steps: dict[str, StepDef] = {}
+        self._workers: set[Worker] = set()
+        self._finish_events: dict[str, asyncio.Event] = {}
+
+    # -- definitions ------------------------------------------------------------------------
+
+    @overload
+    def step(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+
+    @overload
+    def step(self, fn: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
+
+    @overload
+    def step(self, *, name: str | None = None, retry: RetryPolicy | None = None
+             ) -> Callable[[Callable[P, Any]], Callable[P, Awaitable[Any]]]: ...
+
+    def step(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             retry: RetryPolicy | None = None) -> Any:
+        """Register a step: a side-effecting function whose outcome is journaled.
+
+        ``async def`` and plain ``def`` both work (plain functions run in a thread). In a
+        workflow, ``await step(...)`` is an operation: it runs once, its result is
+        recorded, and replay returns the record. Outside a workflow it is just a call
+        (still awaited).
+        """
+
+        def decorate(f: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+            if not callable(f):
+                raise ConfigError(f"@app.step needs a function, got {type(f).__name__}")
+            is_async = inspect.iscoroutinefunction(f)
+            sdef = StepDef(
+                name=name or f.__qualname__, fn=f, retry=retry or DEFAULT_RETRY,
+                is_async=is_async, return_annotation=return_annotation(f),
+            )
+            self._steps[sdef.name] = sdef
+
+            @functools.wraps(f)
+            def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+                ctx = current_run.get()
+                if ctx is None or current_step.get() is not None:
+                    if is_async:
+                        return f(*args, **kwargs)  # type: ignore[no-any-return]
+                    return run_sync_step(f, args, kwargs)
+                # The position is taken now, at call time, so gather() is deterministic.
+                return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+
+            call.__tether_step__ = sdef  # type: ignore[attr-defined]
+            return call
+
+        return decorate(fn) if fn is not None else decorate
+
+    @overload
+    def workflow(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+
+    @overload
+    def workflow(self, *, name: str | None = None, queue: str = "default"
+                 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
+
+    def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+                 queue: str = "default") -> Any:
+        """Register a workflow: an ``async def`` whose code is replayed after a crash.
+
+        The function is returned as it is, tagged with its definition.
+        """
+
+        def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+            if not inspect.iscoroutinefunction(f):
+                raise ConfigError(
+                    f"workflows must be `async def`; `{getattr(f, '__name__', f)}` is a plain "
+                    "function"
+                )
+            wname = name or f.__name__
+            existing = self._workflows.get(wname)
+            if existing is not None and existing.fn is not f:
+                raise ConfigError(f"a workflow named {wname!r} is already registered")
+            pos, kw = param_annotations(f)
+            wdef = WorkflowDef(name=wname, fn=f, queue=queue,
+                               return_annotation=return_annotation(f),
+                               param_annotations=pos, kw_annotations=kw)
+            self._workflows[wname] = wdef
+            f.__tether_workflow__ = wdef  # type: ignore[attr-defined]
+            return f
+
+        return decorate(fn) if fn is not None else decorate
+
+    def workflows(self) -> dict[str, WorkflowDef]:
+        return dict(self._workflows)
+
+    def queues(self) -> list[str]:
+        """The queues this app's workflows name (``["default"]`` if none)."""
+        found = sorted({w.queue for w in self._workflows.values()})
+        return found or ["default"]
+
+    def _workflow_def(self, workflow: Callable[..., Any] | str) -> WorkflowDef:
+        if isinstance(workflow, str):
+            wdef = self._workflows.get(workflow)
+            if wdef is None:
+                raise WorkflowNotFound(workflow, list(self._workflows))
+            return wdef
+        wdef = getattr(workflow, "__tether_workflow__", None)
+        if wdef is None:
+            raise ConfigError(
+                f"{getattr(workflow, '__name__', workflow)!r} is not a workflow: decorate it "
+                "with @app.workflow"
+            )
+        return wdef  # type: ignore[no-any-return]
+
+    # -- the store ------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.url, **self._store_options)
+        return self._store
+
+    async def _open(self) -> Store:
+        store = self.store
+        if not self._opened:
+            if self._open_lock is None:
+                self._open_lock = asyncio.Lock()
+            async with self._open_lock:
+                if not self._opened:
+                    await store.open()
+                    self._opened = True
+        return store
+
+    async def close(self) -> None:
+        for w in list(self._workers):
+            await w.stop()
+        if self._opened and self._store is not None:
+            await self._store.close()
+        self._opened = False
+        self._store = None
+
+    async def __aenter__(self) -> App:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- client --------------------------------------------------------------------------------
+
+    @overload
+    async def start(self, workflow: Callable[P, Awaitable[R]], *args: Any,
+                    run_id: str | None = None, queue: str | None = None,
+                    **kwargs: Any) -> RunHandle[R]: ...
+
+    @overload
+    async def start(self, workflow: str, *args: Any, run_id: str | None = None,
+                    queue: str | None = None, **kwargs: Any) -> RunHandle[Any]: ...
+
+    async def start(self, workflow: Callable[..., Any] | str, *args: Any,
+                    run_id: str | None = None, queue: str | None = None,
+                    **kwargs: Any) -> RunHandle[Any]:
+        """Start a run of ``workflow`` (the function or its name) with these arguments.
+
+        Idempotent on ``run_id``: starting an existing id returns a handle to that run.
+
+        Raises:
+            WorkflowNotFound, NotSerializable, PayloadTooLarge, ConfigError
+        """
+        wdef = self._workflow_def(workflow)
+        store = await self._open()
+        payload: dict[str, Any] = {"args": list(args)}
+        if kwargs:
+            payload["kwargs"] = kwargs
+        text = self.codec.encode(payload, f"input of workflow {wdef.name!r}")
+        now = self.clock.now()
+        rid = run_id or uuid.uuid4().hex
+        record = RunRecord(run_id=rid, workflow=wdef.name, queue=queue or wdef.queue,
+                           status=RunStatus.QUEUED.value, input=text, created_at=now,
+                           updated_at=now, available_at=now)
+        stored, created = await store.run_insert(run=record)
+        if not created and stored.workflow != wdef.name:
+            raise ConfigError(
+                f"run id {rid!r} is already used by a run of workflow {stored.workflow!r}"
+            )
+        if created:
+            for w in self._workers:
+                w.notify()
+        return RunHandle(self, rid, wdef.name)
+
+    def handle(self, run_id: str) -> RunHandle[Any]:
+        """A handle to an existing run."""
+        return RunHandle(self, run_id)
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """The run's status, input, result or error, and journal.
+
+        Raises:
+            RunNotFound
+        """
+        store = await self._open()
+        run = await store.run_get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        journal = await store.journal_read(run_id)
+        codec = self.codec
+        entries = []
+        for e in journal:
+            duration = None
+            if e.started_at is not None and e.finished_at is not None:
+                duration = e.finished_at - e.started_at
+            entries.append({
+                "position": e.position, "kind": e.kind, "name": e.name, "status": e.status,
+                "attempts": e.attempts, "started_at": e.started_at,
+                "finished_at": e.finished_at, "duration": duration,
+                "next_attempt_at": e.next_attempt_at,
+                "args": _safe_decode(codec, e.args), "result": _safe_decode(codec, e.result),
+                "error": _safe_decode(codec, e.error),
+            })
+        wdef = self._workflows.get(run.workflow)
+        return RunInfo(
+            run_id=run.run_id, workflow=run.workflow, queue=run.queue,
+            status=RunStatus(run.status), input=_safe_decode(codec, run.input),
+            result=_safe_decode(codec, run.result,
+                                wdef.return_annotation if wdef is not None else None),
+            error=_safe_decode(codec, run.error), created_at=run.created_at,
+            updated_at=run.updated_at, finished_at=run.finished_at,
+            waiting_for=run.waiting_for, status_info=_safe_decode(codec, run.status_info),
+            parent_run_id=run.parent_run_id, journal=entries,
+        )
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        store = await self._open()
+        return await store.run_list(status=status, limit=limit)
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
+
+        Raises:
+            RunNotFound
+        """
+        store = await self._open()
+        run = await store.run_cancel(run_id=run_id, now=self.clock.now())
+        for w in self._workers:
+            w.request_cancel(run_id)
+            w.notify()
+        return RunStatus(run.status)
+
+    def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
+               **options: Any) -> Worker:
+        """A worker for this app's workflows; use ``async with app.worker(...):``."""
+        from tether.worker import Worker
+
+        return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _finish_event(self, run_id: str) -> asyncio.Event:
+        event = self._finish_events.get(run_id)
+        if event is None:
+            event = self._finish_events[run_id] = asyncio.Event()
+        return event
+
+    def _run_finished(self, run_id: str) -> None:
+        event = self._finish_events.get(run_id)
+        if event is not None:
+            event.set()
+
+    def _decode_result(self, run: RunRecord) -> Any:
+        if run.status == RunStatus.COMPLETED.value:
+            wdef = self._workflows.get(run.workflow)
+            return self.codec.decode(run.result,
+                                     wdef.return_annotation if wdef is not None else None)
+        error = self.codec.decode(run.error) if run.error else None
+        raise RunFailed(run.run_id, run.status, error)
+
+
+def _safe_decode(codec: Codec, text: str | None, annotation: Any = None) -> Any:
+    if text is None:
+        return None
+    try:
+        return codec.decode(text, annotation)
+    except Exception:
+        return text

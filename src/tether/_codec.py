@@ -1,0 +1,158 @@
+"""Payloads are JSON text. Never pickle: a journal must be readable by other tools
+and must not be a code-execution hole.
+
+Encoding accepts JSON types, dataclasses, pydantic models, datetimes, UUIDs, enums,
+tuples and sets. Decoding restores types from an annotation when one names them
+(``-> list[Hit]`` turns dicts back into ``Hit``), through pydantic's TypeAdapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import typing
+import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, Protocol
+
+from tether.errors import NotSerializable, PayloadTooLarge
+
+DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
+
+
+class PayloadHook(Protocol):
+    """A hook around stored payload text, e.g. for encryption or compression.
+
+    ``encode`` must return text (e.g. base64) and ``decode`` must invert it.
+    """
+
+    def encode(self, text: str) -> str: ...
+
+    def decode(self, text: str) -> str: ...
+
+
+class _Unserializable(Exception):
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def _default(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        raise _Unserializable(value)
+    raise _Unserializable(value)
+
+
+_dumps = json.JSONEncoder(
+    default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+_loads = json.loads
+
+
+class Codec:
+    """Turns values into stored JSON text and back, with a size limit and a hook."""
+
+    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 hook: PayloadHook | None = None) -> None:
+        self.max_payload = max_payload
+        self.hook = hook
+
+    def encode(self, value: object, what: str) -> str:
+        """Encode ``value``; ``what`` names it in errors ("result of step 'search'")."""
+        try:
+            text = _dumps(value)
+        except _Unserializable as exc:
+            raise NotSerializable(what, _type_name(exc.value)) from None
+        except ValueError as exc:  # NaN/inf, circular references
+            raise NotSerializable(what, _type_name(value), str(exc)) from None
+        except TypeError as exc:  # e.g. non-string dict keys
+            raise NotSerializable(what, _type_name(value), str(exc)) from None
+        if len(text) > self.max_payload:
+            size = len(text.encode())
+            if size > self.max_payload:
+                raise PayloadTooLarge(what, size, self.max_payload)
+        if self.hook is not None:
+            text = self.hook.encode(text)
+        return text
+
+    def decode(self, text: str | None, annotation: Any = None) -> Any:
+        """Decode stored text, restoring ``annotation``'s types where it names them."""
+        if text is None:
+            return None
+        if self.hook is not None:
+            text = self.hook.decode(text)
+        value = _loads(text)
+        if annotation is None or annotation is Any:
+            return value
+        return restore(value, annotation)
+
+
+def _type_name(value: object) -> str:
+    t = type(value)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+_PLAIN = (type(None), str, int, float, bool, dict, list, object)
+
+
+def restore(value: Any, annotation: Any) -> Any:
+    """Validate ``value`` into ``annotation``; plain JSON annotations cost nothing."""
+    if annotation in _PLAIN or isinstance(annotation, str):
+        return value
+    adapter = _adapter(annotation)
+    if adapter is None:
+        return value
+    try:
+        return adapter(value)
+    except Exception:
+        # The recorded value does not fit the annotation (e.g. code changed its type):
+        # return it as recorded rather than fail the replay.
+        return value
+
+
+@lru_cache(maxsize=1024)
+def _adapter(annotation: Any) -> Callable[[Any], Any] | None:
+    if not _names_a_rich_type(annotation):
+        return None
+    try:
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(annotation).validate_python
+    except Exception:
+        return None
+
+
+def _names_a_rich_type(annotation: Any) -> bool:
+    """True if restoring could change the value (a dataclass/model/datetime inside)."""
+    if isinstance(annotation, type):
+        return annotation not in _PLAIN
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return False
+    return any(_names_a_rich_type(a) for a in typing.get_args(annotation) if a is not ...)
+
+
+def dumps(value: object) -> str:
+    """Plain JSON text of a JSON-compatible value (no limit, no hook)."""
+    return _dumps(value)
+
+
+def loads(text: str) -> Any:
+    return _loads(text)

@@ -1,0 +1,82 @@
+"""Errors as journaled JSON (type, message, attributes), and back. Never pickled."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+from tether.errors import StepError
+
+_MAX_TB = 4000
+
+
+def qualified_name(t: type) -> str:
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def error_to_dict(exc: BaseException, **extra: Any) -> dict[str, Any]:
+    """The journaled form of an exception."""
+    d: dict[str, Any] = {"type": qualified_name(type(exc)), "message": str(exc)}
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > _MAX_TB:
+        tb = "…" + tb[-_MAX_TB:]
+    d["traceback"] = tb
+    d.update(extra)
+    return d
+
+
+_classes: dict[str, type[StepError]] = {}
+
+
+def _original_class(type_name: str) -> type[BaseException] | None:
+    """The recorded exception class, if its module is already imported (no new imports:
+    a journal names classes, it does not choose which code to load)."""
+    module, _, qualname = type_name.rpartition(".")
+    mod = sys.modules[module or "builtins"] if (module or "builtins") in sys.modules else None
+    if mod is None:
+        return None
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj
+    return None
+
+
+def step_error_class(type_name: str) -> type[StepError]:
+    """A StepError class that is also an instance of the recorded class, when possible,
+    so that ``except ValueError`` in the workflow works live and on replay alike."""
+    cls = _classes.get(type_name)
+    if cls is not None:
+        return cls
+    original = _original_class(type_name)
+    cls = StepError
+    if original is not None and not issubclass(StepError, original):
+        if issubclass(original, StepError):
+            cls = original
+        else:
+            try:
+                cls = type(f"StepError[{original.__name__}]", (StepError, original), {})
+            except TypeError:  # incompatible layouts (e.g. some C exceptions)
+                cls = StepError
+    _classes[type_name] = cls
+    return cls
+
+
+def step_error(d: dict[str, Any], *, step: str, position: int) -> StepError:
+    """Rebuild the exception a workflow sees for a step's recorded failure."""
+    type_name = str(d.get("type", "Exception"))
+    message = str(d.get("message", ""))
+    cls = step_error_class(type_name)
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    # Attributes set directly: the recorded class's own __init__ may want other arguments.
+    err.message = message
+    err.step = step
+    err.position = position
+    err.error_type = type_name
+    err.attempts = int(d.get("attempts", 0))
+    return err

@@ -1,0 +1,381 @@
+"""The journal cursor.
+
+The journal holds one entry per operation of a run, keyed by (run_id, position).
+Replay walks the workflow from the top and answers each operation from its entry.
+The first position without an entry runs for real.
+
+A ``RunContext`` lives in a contextvar while a worker executes one run. Each operation
+takes the next position *when it is called* (not when it first suspends), so
+``asyncio.gather(a(), b(), c())`` gets positions in call order on every replay.
+
+Stopping a run's code early (to release it, or because it is blocked or lost its
+lease) unwinds the coroutine with ``_Stop``, a ``BaseException`` so that ordinary
+``except Exception`` blocks in workflow code do not swallow it. The reason is also
+kept on the context, so even an ``except BaseException`` that swallows it cannot make
+the run continue: every later operation raises it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import datetime as dt
+import functools
+import random as _random
+import uuid as _uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether import _faults
+from tether._codec import Codec
+from tether._definitions import StepDef, WorkflowDef
+from tether._errors_codec import error_to_dict, step_error
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
+from tether.errors import Cancelled, LeaseLost, NonDeterminismError, PayloadError
+
+if TYPE_CHECKING:
+    from tether._clock import Clock
+    from tether.store import Store
+
+OK, ERROR, PENDING = EntryStatus.OK.value, EntryStatus.ERROR.value, EntryStatus.PENDING.value
+
+
+class _Stop(BaseException):
+    """Tether is unwinding this run's code (to release it while it waits, or because it
+    is blocked or lost its lease). If you see this, an ``except BaseException:`` in the
+    workflow caught it: re-raise it."""
+
+
+@dataclass(slots=True)
+class Release:
+    """Stop reason: wait released until ``available_at`` (None: until woken)."""
+
+    available_at: float | None
+    waiting_for: str
+
+
+@dataclass(slots=True)
+class Blocked:
+    """Stop reason: the run needs an operator."""
+
+    error: NonDeterminismError
+
+
+@dataclass(slots=True)
+class Lost:
+    """Stop reason: another worker took the run over."""
+
+    error: BaseException
+
+
+StopReason = Release | Blocked | Lost
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """What code inside a step can ask: ``tether.step_key()`` etc."""
+
+    run_id: str
+    position: int
+    name: str
+    attempt: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}:{self.position}"
+
+
+current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "tether_run", default=None
+)
+current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+    "tether_step", default=None
+)
+
+
+class RunContext:
+    """One run being executed by one worker: its lease and its journal."""
+
+    def __init__(self, *, lease: Lease, workflow: WorkflowDef, journal: list[JournalEntry],
+                 store: Store, codec: Codec, clock: Clock, executor: Executor | None,
+                 sticky_wait: float, cancel_requested: bool = False) -> None:
+        self.run_id = lease.run_id
+        self.lease = lease
+        self.workflow = workflow
+        self.journal: dict[int, JournalEntry] = {e.position: e for e in journal}
+        self.last_recorded = max(self.journal, default=-1)
+        self.position = 0
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        self.executor = executor
+        self.sticky_wait = sticky_wait
+        self.cancel_requested = cancel_requested
+        self.cancel_delivered = False
+        self.stop: StopReason | None = None
+        self.replayed = 0  #: operations answered from the journal
+        self.executed = 0  #: operations run for real
+        self._deferred: list[asyncio.Future[None]] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.wake = asyncio.Event()  #: set when a cancel arrives during an in-memory wait
+
+    # -- positions and the determinism check ------------------------------------------
+
+    def take_position(self) -> int:
+        pos = self.position
+        self.position = pos + 1
+        return pos
+
+    def _halt(self, reason: StopReason) -> _Stop:
+        """Record why the run's code must stop; a lost lease outranks a block, which
+        outranks a release; of two releases the earlier wake-up wins."""
+        cur = self.stop
+        if cur is None or isinstance(reason, Lost):
+            self.stop = reason
+        elif isinstance(reason, Blocked) and not isinstance(cur, Lost):
+            self.stop = reason
+        elif isinstance(reason, Release) and isinstance(cur, Release):
+            a, b = cur.available_at, reason.available_at
+            if b is not None and (a is None or b < a):
+                self.stop = reason
+        return _Stop()
+
+    def check_running(self) -> None:
+        if self.stop is not None:
+            raise _Stop()
+
+    def recorded(self, pos: int, kind: str, name: str) -> JournalEntry | None:
+        """The entry at ``pos`` if it records this operation; parks the run as blocked if
+        it records another one."""
+        entry = self.journal.get(pos)
+        if entry is None:
+            return None
+        if entry.kind != kind or entry.name != name:
+            err = NonDeterminismError(self.run_id, pos, (entry.kind, entry.name), (kind, name))
+            raise self._halt(Blocked(err))
+        return entry
+
+    def unconsumed_entry(self) -> JournalEntry | None:
+        """A recorded entry the finished code never asked for (code removed an operation)."""
+        for pos in range(self.position, self.last_recorded + 1):
+            entry = self.journal.get(pos)
+            if entry is not None and entry.kind != OperationKind.CANCEL:
+                return entry
+        return None
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def write(self, entry: JournalEntry) -> None:
+        """Record an entry durably before going on."""
+        if self._deferred:
+            await self.flush()
+        try:
+            await self.store.journal_append(lease=self.lease, entry=entry)
+        except LeaseLost as exc:
+            raise self._halt(Lost(exc)) from None
+        self.journal[entry.position] = entry
+        _faults.point("journal.after_commit")
+
+    def write_deferred(self, entry: JournalEntry) -> None:
+        """Record an entry without waiting (clock and random values): later writes are
+        ordered after it, and the run flushes before it ends."""
+        self.journal[entry.position] = entry
+        fut = asyncio.ensure_future(self.store.journal_append(lease=self.lease, entry=entry))
+        self._deferred.append(fut)
+
+    async def flush(self) -> None:
+        pending, self._deferred = self._deferred, []
+        for fut in pending:
+            try:
+                await fut
+            except LeaseLost as exc:
+                raise self._halt(Lost(exc)) from None
+
+    # -- cancellation -------------------------------------------------------------------
+
+    async def enter(self, pos: int) -> None:
+        """Start of an async operation: stop if halted, deliver a pending cancel."""
+        if self.stop is not None:
+            raise _Stop()
+        entry = self.journal.get(pos)
+        if entry is not None and entry.kind == OperationKind.CANCEL:
+            self.cancel_delivered = True
+            self.replayed += 1
+            raise Cancelled(self.run_id)
+        if self.cancel_requested and not self.cancel_delivered and entry is None:
+            now = self.clock.now()
+            await self.write(JournalEntry(pos, OperationKind.CANCEL.value, "cancel", OK,
+                                          started_at=now, finished_at=now))
+            self.cancel_delivered = True
+            raise Cancelled(self.run_id)
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        self.wake.set()
+
+    # -- waiting ------------------------------------------------------------------------
+
+    async def wait_until(self, at: float, waiting_for: str) -> None:
+        """Wait until ``at``: in memory if short, else release the run."""
+        remaining = at - self.clock.now()
+        if remaining <= 0:
+            return
+        if remaining > self.sticky_wait:
+            raise self._halt(Release(at, waiting_for))
+        if self.cancel_requested and not self.cancel_delivered:
+            return
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), remaining)
+        except TimeoutError:
+            pass
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def run_step(self, sdef: StepDef, pos: int, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        await self.enter(pos)
+        name = sdef.name
+        entry = self.recorded(pos, OperationKind.STEP.value, name)
+        if entry is not None and entry.status != PENDING:
+            self.replayed += 1
+            return self._outcome(entry, sdef)
+        codec = self.codec
+        now = self.clock.now()
+        try:
+            args_text = codec.encode([list(args), kwargs] if kwargs else list(args),
+                                     f"arguments of step {name!r}")
+        except PayloadError as exc:
+            await self.write(JournalEntry(pos, OperationKind.STEP.value, name, ERROR,
+                                          error=codec.encode(error_to_dict(exc), "error"),
+                                          started_at=now, finished_at=now))
+            raise
+        attempts = entry.attempts if entry is not None else 0
+        first_at = entry.started_at if entry is not None and entry.started_at else None
+        next_at = entry.next_attempt_at if entry is not None else None
+        policy = sdef.retry
+        self.executed += 1
+        while True:
+            if next_at is not None:
+                await self.wait_until(next_at, f"retry {name}")
+                self.check_running()
+            started = self.clock.now()
+            if first_at is None:
+                first_at = started
+            attempts += 1
+            info = StepInfo(self.run_id, pos, name, attempts)
+            try:
+                value = await self._invoke(sdef, info, args, kwargs)
+            except (_Stop, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                now = self.clock.now()
+                nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
+                                             now=now, error=exc)
+                err = codec.encode(error_to_dict(exc, attempts=attempts), "error")
+                status = ERROR if nxt is None else PENDING
+                await self.write(JournalEntry(
+                    pos, OperationKind.STEP.value, name, status, error=err, attempts=attempts,
+                    started_at=first_at, finished_at=now if nxt is None else None,
+                    next_attempt_at=nxt, args=args_text,
+                ))
+                if nxt is None:
+                    raise step_error(codec.decode(err), step=name, position=pos) from exc
+                next_at = nxt
+                continue
+            now = self.clock.now()
+            try:
+                text = codec.encode(value, f"result of step {name!r}")
+            except PayloadError as exc:
+                err = codec.encode(error_to_dict(exc, attempts=attempts), "error")
+                await self.write(JournalEntry(
+                    pos, OperationKind.STEP.value, name, ERROR, error=err, attempts=attempts,
+                    started_at=first_at, finished_at=now, args=args_text,
+                ))
+                raise step_error(codec.decode(err), step=name, position=pos) from exc
+            await self.write(JournalEntry(
+                pos, OperationKind.STEP.value, name, OK, result=text, attempts=attempts,
+                started_at=first_at, finished_at=now, args=args_text,
+            ))
+            return codec.decode(text, sdef.return_annotation)
+
+    async def _invoke(self, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+        token = current_step.set(info)
+        try:
+            if sdef.is_async:
+                return await sdef.fn(*args, **kwargs)
+            ctx = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            call = functools.partial(ctx.run, sdef.fn, *args, **kwargs)
+            return await loop.run_in_executor(self.executor, call)
+        finally:
+            current_step.reset(token)
+
+    def _outcome(self, entry: JournalEntry, sdef: StepDef) -> Any:
+        if entry.status == ERROR:
+            raise step_error(self.codec.decode(entry.error) or {}, step=sdef.name,
+                             position=entry.position)
+        return self.codec.decode(entry.result, sdef.return_annotation)
+
+    def value_op(self, kind: OperationKind, make: Any) -> Any:
+        """A journaled value (clock, random, uuid): recorded once, replayed after."""
+        self.check_running()
+        pos = self.take_position()
+        entry = self.recorded(pos, kind.value, kind.value)
+        if entry is not None:
+            self.replayed += 1
+            return self.codec.decode(entry.result)
+        value = make()
+        now = self.clock.now()
+        self.executed += 1
+        self.write_deferred(JournalEntry(pos, kind.value, kind.value, OK,
+                                         result=self.codec.encode(value, kind.value),
+                                         started_at=now, finished_at=now))
+        return value
+
+    def patched(self, change_id: str) -> bool:
+        self.check_running()
+        pos = self.position
+        entry = self.journal.get(pos)
+        if entry is not None and not (
+            entry.kind == OperationKind.PATCH and entry.name == change_id
+        ):
+            return False  # this run's journal predates the patch: keep the old path
+        self.take_position()
+        if entry is not None:
+            self.replayed += 1
+            return True
+        now = self.clock.now()
+        self.write_deferred(JournalEntry(pos, OperationKind.PATCH.value, change_id, OK,
+                                         result="true", started_at=now, finished_at=now))
+        return True
+
+
+def now_value(ctx: RunContext | None) -> dt.datetime:
+    if ctx is None:
+        return dt.datetime.now(dt.UTC)
+    ts = ctx.value_op(OperationKind.NOW, ctx.clock.now)
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def random_value(ctx: RunContext | None) -> float:
+    if ctx is None:
+        return _random.random()
+    return float(ctx.value_op(OperationKind.RANDOM, _random.random))
+
+
+def uuid_value(ctx: RunContext | None) -> _uuid.UUID:
+    if ctx is None:
+        return _uuid.uuid4()
+    return _uuid.UUID(ctx.value_op(OperationKind.UUID, lambda: str(_uuid.uuid4())))
+
+
+async def run_sync_step(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A plain ``def`` step called outside a workflow: just a call, off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+

@@ -1,0 +1,68 @@
+"""Retry policy: a pure rule for the delay before the next attempt. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failing step is retried. The attempt count and next-attempt time are
+    persisted in the journal, so a worker crash does not restart the schedule.
+
+    The delay before attempt ``n + 1`` (after ``n`` failed attempts) is
+    ``min(initial_interval * backoff ** (n - 1), max_interval)``.
+
+    Attributes:
+        initial_interval: seconds before the second attempt.
+        backoff: factor applied to the interval after each failed attempt.
+        max_interval: upper bound of one interval, in seconds.
+        max_attempts: total attempts allowed, first included; ``None`` retries forever.
+        max_duration: seconds from the first attempt after which no new attempt starts.
+        non_retryable: exception types that fail the step at once.
+    """
+
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+    max_attempts: int | None = 3
+    max_duration: float | None = None
+    non_retryable: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.initial_interval < 0 or self.max_interval < 0:
+            raise ValueError("RetryPolicy intervals must be >= 0")
+        if self.backoff < 1:
+            raise ValueError("RetryPolicy.backoff must be >= 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be >= 1 or None")
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after ``attempts`` failed attempts (``attempts >= 1``)."""
+        exp = max(attempts - 1, 0)
+        try:
+            raw = self.initial_interval * (self.backoff**exp)
+        except OverflowError:
+            return self.max_interval
+        return min(raw, self.max_interval)
+
+    def next_attempt_at(self, *, attempts: int, first_attempt_at: float, now: float,
+                        error: BaseException | None = None) -> float | None:
+        """When to start the next attempt, or ``None`` if the step has failed for good."""
+        if error is not None and self.is_non_retryable(error):
+            return None
+        if self.max_attempts is not None and attempts >= self.max_attempts:
+            return None
+        at = now + self.delay(attempts)
+        if self.max_duration is not None and at - first_attempt_at > self.max_duration:
+            return None
+        return at
+
+    def is_non_retryable(self, error: BaseException) -> bool:
+        from tether.errors import NonRetryable, PayloadError
+
+        return isinstance(error, (NonRetryable, PayloadError, *self.non_retryable))
+
+
+DEFAULT_RETRY = RetryPolicy()
+NO_RETRY = RetryPolicy(max_attempts=1)

@@ -1,0 +1,137 @@
+"""Value types shared by the core, the stores and the front-ends."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life."""
+
+    #: Runnable; no worker holds it yet.
+    QUEUED = "queued"
+    #: A worker holds its lease and executes it.
+    RUNNING = "running"
+    #: Released: waits for a timer, a signal, a child or a retry backoff; no worker holds it.
+    WAITING = "waiting"
+    #: Finished with a result.
+    COMPLETED = "completed"
+    #: Finished with an error.
+    FAILED = "failed"
+    #: Cancelled by a user.
+    CANCELLED = "cancelled"
+    #: Needs an operator (e.g. non-determinism after a deploy); never resumes by itself.
+    BLOCKED = "blocked"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class OperationKind(enum.StrEnum):
+    """What an operation in the journal is."""
+
+    STEP = "step"
+    NOW = "now"
+    RANDOM = "random"
+    UUID = "uuid"
+    PATCH = "patch"
+    SLEEP = "sleep"
+    SIGNAL = "signal"
+    CHILD_START = "child_start"
+    CHILD_RESULT = "child_result"
+    CANCEL = "cancel"
+
+
+class EntryStatus(enum.StrEnum):
+    """Outcome of a journal entry."""
+
+    #: The operation finished; ``result`` holds its value.
+    OK = "ok"
+    #: The operation failed for good; ``error`` holds the error.
+    ERROR = "error"
+    #: Started, not finished: a step between retry attempts, a timer or wait not yet due.
+    PENDING = "pending"
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One operation's record in a run's journal, keyed by (run_id, position)."""
+
+    position: int
+    kind: str
+    name: str
+    status: str
+    result: str | None = None  #: JSON text
+    error: str | None = None  #: JSON text: {"type", "message", ...}
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    next_attempt_at: float | None = None  #: retry backoff / timer due time
+    args: str | None = None  #: JSON text of the step's arguments
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run's row."""
+
+    run_id: str
+    workflow: str
+    queue: str
+    status: str
+    input: str  #: JSON text of [args, kwargs]
+    created_at: float
+    updated_at: float
+    result: str | None = None
+    error: str | None = None
+    owner: str | None = None
+    fencing_token: int = 0
+    available_at: float | None = None
+    cancel_requested: bool = False
+    waiting_for: str | None = None
+    status_info: str | None = None
+    parent_run_id: str | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's hold on a run. Every write carries it; a stale token is rejected."""
+
+    run_id: str
+    worker_id: str
+    fencing_token: int
+
+
+@dataclass(slots=True)
+class ClaimedRun:
+    """A run a worker just claimed, with its journal loaded in the same transaction."""
+
+    run: RunRecord
+    lease: Lease
+    journal: list[JournalEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What ``App.get_run`` returns: the run and its journal, decoded."""
+
+    run_id: str
+    workflow: str
+    queue: str
+    status: RunStatus
+    input: Any
+    result: Any
+    error: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    waiting_for: str | None
+    status_info: Any
+    parent_run_id: str | None
+    journal: list[dict[str, Any]]

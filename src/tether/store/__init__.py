@@ -1,0 +1,38 @@
+"""Store factory: the composition root that names concrete backends."""
+
+from __future__ import annotations
+
+import os
+
+from tether.errors import ConfigError
+from tether.store._port import HeartbeatResult, Store, StoreCapabilities, WorkerInfo
+
+DEFAULT_URL = "sqlite:///./tether.db"
+
+__all__ = ["DEFAULT_URL", "HeartbeatResult", "Store", "StoreCapabilities", "WorkerInfo",
+           "open_store", "resolve_url"]
+
+
+def resolve_url(url: str | None) -> str:
+    """The store URL: the argument, else ``TETHER_DATABASE_URL``, else ``./tether.db``."""
+    return url or os.environ.get("TETHER_DATABASE_URL") or DEFAULT_URL
+
+
+def open_store(url: str | None = None, **options: object) -> Store:
+    """A store for ``url`` (not yet opened)."""
+    url = resolve_url(url)
+    if url.startswith("sqlite:"):
+        from tether.store.sqlite import SqliteStore
+
+        return SqliteStore(url, **options)  # type: ignore[arg-type]
+    if url.startswith(("postgresql:", "postgres:")):
+        try:
+            from tether.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"PostgreSQL store needs psycopg: install tether[postgres] ({exc})"
+            ) from None
+        return PostgresStore(url, **options)  # type: ignore[arg-type]
+    raise ConfigError(
+        f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://host/db"
+    )

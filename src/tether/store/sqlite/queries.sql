@@ -1,0 +1,106 @@
+-- run_insert --
+-- Insert a run unless one with its id exists (start is idempotent on run_id).
+INSERT INTO tether_runs (run_id, workflow, queue, status, input, created_at, updated_at,
+                         available_at, parent_run_id, parent_position)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING;
+
+-- run_get --
+-- One run by id.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at
+FROM tether_runs WHERE run_id = ?;
+
+-- run_list --
+-- Runs, newest first, optionally of one status.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at
+FROM tether_runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id LIMIT ?2;
+
+-- journal_read --
+-- A run's journal in position order.
+SELECT position, kind, name, status, result, error, attempts, started_at, finished_at,
+       next_attempt_at, args
+FROM tether_journal WHERE run_id = ? ORDER BY position;
+
+-- journal_append --
+-- Record one operation's outcome; writes nothing if the caller's lease was taken over,
+-- and never overwrites a final entry.
+INSERT INTO tether_journal (run_id, position, kind, name, status, result, error, attempts,
+                            started_at, finished_at, next_attempt_at, args, fencing_token)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+WHERE EXISTS (SELECT 1 FROM tether_runs
+              WHERE run_id = ?1 AND fencing_token = ?13 AND status = 'running')
+ON CONFLICT (run_id, position) DO UPDATE SET
+    status = excluded.status, result = excluded.result, error = excluded.error,
+    attempts = excluded.attempts, finished_at = excluded.finished_at,
+    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+WHERE tether_journal.status = 'pending';
+
+-- lease_check --
+-- Whether a lease is current.
+SELECT 1 FROM tether_runs WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+
+-- run_finish --
+-- End a run under the caller's lease.
+UPDATE tether_runs
+SET status = ?, result = ?, error = ?, finished_at = ?, updated_at = ?, owner = NULL,
+    available_at = NULL, waiting_for = NULL
+WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+
+-- run_release --
+-- Hand a run back to wait; a pending cancel makes it claimable at once.
+UPDATE tether_runs
+SET status = 'waiting', owner = NULL, waiting_for = ?3, updated_at = ?4,
+    available_at = CASE WHEN cancel_requested THEN ?4 ELSE ?2 END
+WHERE run_id = ?5 AND fencing_token = ?6 AND status = 'running';
+
+-- run_cancel --
+-- Ask a run to cancel; a queued or waiting run becomes claimable now.
+UPDATE tether_runs
+SET cancel_requested = 1, updated_at = ?2,
+    available_at = CASE WHEN status IN ('queued', 'waiting') THEN ?2 ELSE available_at END
+WHERE run_id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled');
+
+-- run_cancel_blocked --
+-- A blocked run has no code that could observe a cancel: end it at once.
+UPDATE tether_runs
+SET status = 'cancelled', cancel_requested = 1, updated_at = ?2, finished_at = ?2,
+    owner = NULL, available_at = NULL
+WHERE run_id = ?1 AND status = 'blocked';
+
+-- lease_heartbeat --
+-- Extend every lease a worker holds; report which it still holds.
+UPDATE tether_runs SET available_at = ?
+WHERE owner = ? AND status = 'running'
+RETURNING run_id, cancel_requested;
+
+-- worker_touch --
+-- Mark a worker alive.
+UPDATE tether_workers SET heartbeat_at = ? WHERE worker_id = ?;
+
+-- lease_expire_owner --
+-- Make a dead worker's runs claimable at once.
+UPDATE tether_runs SET available_at = ? WHERE owner = ? AND status = 'running';
+
+-- worker_register --
+-- Record a live worker.
+INSERT OR REPLACE INTO tether_workers
+    (worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at)
+VALUES (?, ?, ?, ?, ?, ?, ?);
+
+-- worker_delete --
+-- Forget a worker.
+DELETE FROM tether_workers WHERE worker_id = ?;
+
+-- worker_release_runs --
+-- A stopping worker hands its runs back to the queue.
+UPDATE tether_runs SET status = 'queued', owner = NULL, available_at = ?, updated_at = ?
+WHERE owner = ? AND status = 'running';
+
+-- worker_list --
+-- Known workers.
+SELECT worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at
+FROM tether_workers ORDER BY started_at;

@@ -1,0 +1,5 @@
+"""Workers: processes that claim runs from task queues and execute them."""
+
+from tether.worker._worker import Worker
+
+__all__ = ["Worker"]

@@ -1,0 +1,385 @@
+"""The worker: claims runs from its task queues under a lease and executes them.
+
+Loops: one claims (woken by local notifications, or when the next timer is due, or by
+a slow poll), one heartbeats (renews every lease this worker holds in one statement,
+learns of cancels and of leases it lost, and expires the leases of workers on this
+host whose process is gone, so their runs resume at once instead of after the lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether._codec import restore
+from tether._errors_codec import error_to_dict
+from tether._replay import Blocked, Lost, Release, RunContext, _Stop, current_run
+from tether._types import ClaimedRun, RunStatus
+from tether.errors import (
+    Cancelled,
+    LeaseLost,
+    NonDeterminismError,
+    PayloadError,
+    StoreError,
+    StoreUnavailable,
+)
+from tether.store import WorkerInfo
+
+if TYPE_CHECKING:
+    from tether._app import App
+
+log = logging.getLogger("tether.worker")
+
+
+def _pid_start(pid: int) -> str:
+    """The process's start time, to tell a live process from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _process_alive(pid: int, pid_start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not pid_start or _pid_start(pid) in ("", pid_start)
+
+
+@dataclass(slots=True)
+class _Active:
+    task: asyncio.Task[None]
+    ctx: RunContext | None
+    seq: int
+    finishing: bool = False
+
+
+class Worker:
+    """Executes runs of ``app``'s workflows from ``queues``.
+
+    Use it as an async context manager (embedded in an application), or call
+    ``run()`` to serve until cancelled (the ``tether worker`` command).
+    """
+
+    def __init__(self, app: App, *, queues: list[str] | None = None, concurrency: int = 50,
+                 lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
+                 poll_interval: float = 1.0, sticky_wait: float = 2.0,
+                 worker_id: str | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be > 0")
+        self.app = app
+        self.queues = list(queues) if queues else app.queues()
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval or lease_seconds / 4
+        self.poll_interval = poll_interval
+        self.sticky_wait = sticky_wait
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.hostname = socket.gethostname()
+        self._active: dict[str, _Active] = {}
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._started = False
+        self._stopping = False
+        self.completed = 0  #: runs this worker finished (any final status)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Register, recover runs of dead workers on this host, and start serving."""
+        if self._started:
+            return
+        store = await self.app._open()
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(32, self.concurrency + 4), thread_name_prefix="tether-step"
+        )
+        now = self.app.clock.now()
+        await store.worker_register(info=WorkerInfo(
+            worker_id=self.worker_id, hostname=self.hostname, pid=os.getpid(),
+            pid_start=_pid_start(os.getpid()), queues=",".join(self.queues),
+            started_at=now, heartbeat_at=now,
+        ))
+        await self._reap_dead_workers()
+        self._started = True
+        self.app._workers.add(self)
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="tether-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="tether-heartbeat"),
+        ]
+        log.info("worker %s serving queues %s (concurrency %d)", self.worker_id,
+                 ",".join(self.queues), self.concurrency)
+
+    async def stop(self) -> None:
+        """Stop claiming, stop executing, and hand held runs back to the queue."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        self.app._workers.discard(self)
+        for t in self._loops:
+            t.cancel()
+        for a in list(self._active.values()):
+            a.task.cancel()
+        await asyncio.gather(*self._loops, *(a.task for a in self._active.values()),
+                             return_exceptions=True)
+        with contextlib.suppress(StoreError):
+            await self.app.store.worker_unregister(worker_id=self.worker_id,
+                                                   now=self.app.clock.now())
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.worker_id)
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    def notify(self) -> None:
+        """Work may have arrived: claim now instead of at the next poll."""
+        self._wake.set()
+
+    def request_cancel(self, run_id: str) -> None:
+        active = self._active.get(run_id)
+        if active is not None and active.ctx is not None:
+            active.ctx.request_cancel()
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._active)
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        store = self.app.store
+        clock = self.app.clock
+        backoff = 0.1
+        while True:
+            free = self.concurrency - len(self._active)
+            claimed: list[ClaimedRun] = []
+            if free > 0:
+                self._wake.clear()
+                try:
+                    claimed = await store.run_claim(
+                        worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
+                        now=clock.now(), lease_seconds=self.lease_seconds,
+                    )
+                    backoff = 0.1
+                except StoreError as exc:
+                    log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                for c in claimed:
+                    self._seq += 1
+                    task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
+                    self._active[c.run.run_id] = _Active(task, None, self._seq)
+                    task.add_done_callback(self._make_done(c.run.run_id))
+                if claimed:
+                    continue
+            timeout = self.poll_interval
+            if free > 0:
+                try:
+                    nxt = await store.next_available_at(queues=self.queues)
+                except StoreError:
+                    nxt = None
+                if nxt is not None:
+                    timeout = min(timeout, max(nxt - clock.now(), 0.0) + 0.001)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _make_done(self, run_id: str) -> Any:
+        def done(task: asyncio.Task[None]) -> None:
+            active = self._active.get(run_id)
+            if active is not None and active.task is task:
+                del self._active[run_id]
+            self._wake.set()
+            if not task.cancelled() and task.exception() is not None:
+                log.error("run %s: executor crashed", run_id, exc_info=task.exception())
+
+        return done
+
+    # -- heartbeats ---------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        store = self.app.store
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            seq = self._seq
+            try:
+                hb = await store.lease_heartbeat(worker_id=self.worker_id, now=self.app.clock.now(),
+                                                 lease_seconds=self.lease_seconds)
+            except StoreError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for run_id, active in list(self._active.items()):
+                if active.seq > seq or active.finishing:
+                    continue
+                if run_id not in hb.owned:
+                    log.warning("run %s: lease lost to another worker; dropping it", run_id)
+                    if active.ctx is not None:
+                        active.ctx._halt(Lost(LeaseLost(run_id, active.ctx.lease.fencing_token)))
+                    active.task.cancel()
+                elif run_id in hb.cancel_requested and active.ctx is not None:
+                    active.ctx.request_cancel()
+            with contextlib.suppress(StoreError):
+                await self._reap_dead_workers()
+
+    async def _reap_dead_workers(self) -> None:
+        store = self.app.store
+        now = self.app.clock.now()
+        stale_after = max(60.0, self.lease_seconds * 10)
+        for w in await store.worker_list():
+            if w.worker_id == self.worker_id:
+                continue
+            dead = (w.hostname == self.hostname and not _process_alive(w.pid, w.pid_start)) or (
+                now - w.heartbeat_at > stale_after
+            )
+            if dead:
+                n = await store.lease_expire_owner(worker_id=w.worker_id, now=now)
+                if n:
+                    log.info("worker %s is gone; %d of its runs are claimable now",
+                             w.worker_id, n)
+                    self._wake.set()
+
+    # -- executing one run ---------------------------------------------------------------------
+
+    async def _execute(self, claimed: ClaimedRun) -> None:
+        app = self.app
+        run = claimed.run
+        lease = claimed.lease
+        wdef = app._workflows.get(run.workflow)
+        if wdef is None:
+            log.error("run %s: workflow %r is not registered in this worker; releasing it",
+                      run.run_id, run.workflow)
+            with contextlib.suppress(StoreError):
+                await app.store.run_release(
+                    lease=lease, available_at=app.clock.now() + 5 * self.poll_interval,
+                    waiting_for=f"a worker with workflow {run.workflow}", now=app.clock.now())
+            return
+        ctx = RunContext(
+            lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
+            codec=app.codec, clock=app.clock, executor=self._executor,
+            sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
+        )
+        active = self._active.get(run.run_id)
+        if active is not None:
+            active.ctx = ctx
+        token = current_run.set(ctx)
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            args, kwargs = self._decode_input(run.input, wdef)
+            value = await wdef.fn(*args, **kwargs)
+        except _Stop:
+            pass
+        except asyncio.CancelledError:
+            if ctx.stop is None or not isinstance(ctx.stop, Lost):
+                raise  # the worker is stopping; the run goes back to the queue
+        except Exception as exc:
+            error = exc
+        finally:
+            current_run.reset(token)
+            for t in ctx.tasks:
+                if not t.done() and t is not asyncio.current_task():
+                    t.cancel()
+        if active is not None:
+            active.finishing = True
+        await self._conclude(ctx, value, error)
+
+    def _decode_input(self, text: str, wdef: Any) -> tuple[list[Any], dict[str, Any]]:
+        data = self.app.codec.decode(text)
+        args = list(data.get("args", []))
+        kwargs = dict(data.get("kwargs", {}))
+        anns = wdef.param_annotations
+        for i, ann in enumerate(anns[: len(args)]):
+            if ann is not None:
+                args[i] = restore(args[i], ann)
+        for k, v in kwargs.items():
+            ann = wdef.kw_annotations.get(k)
+            if ann is not None:
+                kwargs[k] = restore(v, ann)
+        return args, kwargs
+
+    async def _conclude(self, ctx: RunContext, value: Any, error: BaseException | None) -> None:
+        app = self.app
+        store = app.store
+        codec = app.codec
+        run_id = ctx.run_id
+        if ctx.stop is None:
+            with contextlib.suppress(_Stop):
+                await ctx.flush()
+        stop = ctx.stop
+        if stop is None and error is None:
+            extra = ctx.unconsumed_entry()
+            if extra is not None:
+                stop = Blocked(NonDeterminismError(
+                    run_id, extra.position, (extra.kind, extra.name), None))
+        now = app.clock.now()
+        try:
+            if isinstance(stop, Lost):
+                log.warning("run %s: %s", run_id, stop.error)
+                return
+            if isinstance(stop, Blocked):
+                err = stop.error
+                detail = error_to_dict(err, position=err.position,
+                                       recorded=list(err.recorded) if err.recorded else None,
+                                       requested=list(err.requested) if err.requested else None)
+                detail.pop("traceback", None)
+                log.error("run %s blocked: %s", run_id, err)
+                await store.run_finish(lease=ctx.lease, status=RunStatus.BLOCKED.value,
+                                       result=None, error=codec.encode(detail, "error"), now=now)
+            elif isinstance(stop, Release):
+                await store.run_release(lease=ctx.lease, available_at=stop.available_at,
+                                        waiting_for=stop.waiting_for, now=now)
+                return
+            elif ctx.cancel_delivered:
+                cancel_err = error if error is not None else Cancelled(run_id)
+                await store.run_finish(
+                    lease=ctx.lease, status=RunStatus.CANCELLED.value, result=None,
+                    error=codec.encode(error_to_dict(cancel_err), "error"), now=now)
+            elif error is not None:
+                await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
+                                       result=None,
+                                       error=codec.encode(error_to_dict(error), "error"), now=now)
+            else:
+                try:
+                    text = codec.encode(value, f"result of workflow {ctx.workflow.name!r}")
+                except PayloadError as exc:
+                    await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
+                                           result=None,
+                                           error=codec.encode(error_to_dict(exc), "error"),
+                                           now=now)
+                else:
+                    await store.run_finish(lease=ctx.lease, status=RunStatus.COMPLETED.value,
+                                           result=text, error=None, now=now)
+            self.completed += 1
+            app._run_finished(run_id)
+        except LeaseLost as exc:
+            log.warning("run %s: %s", run_id, exc)
+        except StoreUnavailable as exc:
+            log.error("run %s: could not record its end (%s); it will be replayed", run_id, exc)
