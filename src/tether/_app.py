@@ -8,7 +8,7 @@ import functools
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from tether._clock import Clock, SystemClock
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
@@ -27,6 +27,14 @@ R = TypeVar("R")
 
 _FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value,
           RunStatus.BLOCKED.value}
+
+
+class _StepDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
 
 class RunHandle(Generic[R]):
@@ -50,7 +58,8 @@ class RunHandle(Generic[R]):
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` seconds passed first.
         """
-        return await asyncio.wait_for(self._result(), timeout)  # type: ignore[no-any-return]
+        value: R = await asyncio.wait_for(self._result(), timeout)
+        return value
 
     async def _result(self) -> Any:
         app = self.app
@@ -106,8 +115,8 @@ class App:
     def step(self, fn: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
     @overload
-    def step(self, *, name: str | None = None, retry: RetryPolicy | None = None
-             ) -> Callable[[Callable[P, Any]], Callable[P, Awaitable[Any]]]: ...
+    def step(self, fn: None = None, /, *, name: str | None = None,
+             retry: RetryPolicy | None = None) -> _StepDecorator: ...
 
     def step(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              retry: RetryPolicy | None = None) -> Any:
@@ -148,7 +157,7 @@ class App:
     def workflow(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
 
     @overload
-    def workflow(self, *, name: str | None = None, queue: str = "default"
+    def workflow(self, fn: None = None, /, *, name: str | None = None, queue: str = "default"
                  ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
     def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,

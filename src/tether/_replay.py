@@ -33,6 +33,7 @@ from tether._definitions import StepDef, WorkflowDef
 from tether._errors_codec import error_to_dict, step_error
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import Cancelled, LeaseLost, NonDeterminismError, PayloadError
+from tether.store._port import Wait
 
 if TYPE_CHECKING:
     from tether._clock import Clock
@@ -49,10 +50,9 @@ class _Stop(BaseException):
 
 @dataclass(slots=True)
 class Release:
-    """Stop reason: wait released until ``available_at`` (None: until woken)."""
+    """Stop reason: wait released (see ``Wait``)."""
 
-    available_at: float | None
-    waiting_for: str
+    wait: Wait
 
 
 @dataclass(slots=True)
@@ -136,7 +136,7 @@ class RunContext:
         elif isinstance(reason, Blocked) and not isinstance(cur, Lost):
             self.stop = reason
         elif isinstance(reason, Release) and isinstance(cur, Release):
-            a, b = cur.available_at, reason.available_at
+            a, b = cur.wait.available_at, reason.wait.available_at
             if b is not None and (a is None or b < a):
                 self.stop = reason
         return _Stop()
@@ -222,7 +222,7 @@ class RunContext:
         if remaining <= 0:
             return
         if remaining > self.sticky_wait:
-            raise self._halt(Release(at, waiting_for))
+            raise self._halt(Release(Wait(at, waiting_for)))
         if self.cancel_requested and not self.cancel_delivered:
             return
         self.wake.clear()

@@ -97,6 +97,9 @@ class RunRecord:
     status_info: str | None = None
     parent_run_id: str | None = None
     finished_at: float | None = None
+    parent_position: int | None = None
+    #: What cancelling the parent does to this child: "cancel" or "abandon".
+    on_parent_cancel: str = "cancel"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 
 from tether.errors import ConfigError
-from tether.store._port import HeartbeatResult, Store, StoreCapabilities, WorkerInfo
+from tether.store._port import (
+    HeartbeatResult,
+    SignalSent,
+    Store,
+    StoreCapabilities,
+    Wait,
+    WorkerInfo,
+)
 
 DEFAULT_URL = "sqlite:///./tether.db"
 
-__all__ = ["DEFAULT_URL", "HeartbeatResult", "Store", "StoreCapabilities", "WorkerInfo",
-           "open_store", "resolve_url"]
+__all__ = ["DEFAULT_URL", "HeartbeatResult", "SignalSent", "Store", "StoreCapabilities", "Wait",
+           "WorkerInfo", "open_store", "resolve_url"]
 
 
 def resolve_url(url: str | None) -> str:
@@ -27,12 +34,15 @@ def open_store(url: str | None = None, **options: object) -> Store:
         return SqliteStore(url, **options)  # type: ignore[arg-type]
     if url.startswith(("postgresql:", "postgres:")):
         try:
-            from tether.store.postgres import PostgresStore
-        except ImportError as exc:
+            import psycopg  # noqa: F401
+        except ImportError:
             raise ConfigError(
-                f"PostgreSQL store needs psycopg: install tether[postgres] ({exc})"
+                "the PostgreSQL store needs psycopg: pip install 'tether[postgres]'"
             ) from None
-        return PostgresStore(url, **options)  # type: ignore[arg-type]
+        from tether.store import postgres
+
+        store: Store = postgres.PostgresStore(url, **options)
+        return store
     raise ConfigError(
         f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://host/db"
     )

@@ -11,6 +11,7 @@ caller's clock; no query reads the database's own clock.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +36,29 @@ class HeartbeatResult:
     owned: set[str] = field(default_factory=set)
     #: Of those, runs a user asked to cancel.
     cancel_requested: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSent:
+    """What ``signal_send`` did."""
+
+    signal_id: int
+    #: False when a signal with the same idempotency key was already there.
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """What a released run waits for, so that its waker can find it.
+
+    ``available_at`` is the deadline (timer, timeout, retry); ``signal`` and ``child``
+    name an event that makes the run claimable earlier.
+    """
+
+    available_at: float | None
+    description: str
+    signal: str | None = None
+    child: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +87,8 @@ class Store(Protocol):
         """Finish pending writes and disconnect."""
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless one with its id exists; return (the stored run, created?)."""
+        """Insert ``run`` unless one with its id exists; return (the stored run, created?).
+        A run with ``parent_run_id`` is a child (``parent_position``, ``on_parent_cancel``)."""
 
     async def run_get(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
@@ -85,12 +110,50 @@ class Store(Protocol):
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        """End the run (completed, failed, cancelled, blocked). Raises: LeaseLost."""
+        """End the run (completed, failed, cancelled, blocked) and wake any run waiting
+        for it as a child. Raises: LeaseLost."""
 
-    async def run_release(self, *, lease: Lease, available_at: float | None,
-                          waiting_for: str | None, now: float) -> None:
-        """Give the run up to wait: no owner, claimable again at ``available_at`` (or
-        when woken). A pending cancel makes it claimable at once. Raises: LeaseLost."""
+    async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
+        """Give the run up to wait: no owner, claimable again at ``wait.available_at``
+        or when woken. If the awaited event already happened (a pending signal of that
+        name, a finished child) or a cancel is pending, it is claimable at once, so no
+        wake-up is lost between the check and the release. Raises: LeaseLost."""
+
+    async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
+        """Make a blocked run claimable again (after an operator fixed the code).
+        Raises: RunNotFound, TetherError if the run is not blocked."""
+
+    async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
+        """Publish the run's live status (JSON text). Raises: LeaseLost."""
+
+    async def signal_send(self, *, run_id: str, name: str, payload: str | None,
+                          idempotency_key: str | None, now: float) -> SignalSent:
+        """Store a signal for a run and wake the run if it waits for it. A second signal
+        with the same idempotency key is not stored again.
+        Raises: RunNotFound, SignalError if the run has ended."""
+
+    async def signal_take(self, *, lease: Lease, name: str, position: int,
+                          deadline: float | None, now: float,
+                          timeout_error: str) -> JournalEntry | None:
+        """Consume the oldest pending signal ``name`` into the journal at ``position``
+        (an ``ok`` signal entry with its payload); else, if ``deadline`` has passed,
+        record ``timeout_error`` there (an ``error`` entry); else return None. One
+        transaction, so a signal racing a timeout has exactly one winner.
+        Raises: LeaseLost."""
+
+    async def child_start(self, *, lease: Lease, child: RunRecord,
+                          entry: JournalEntry) -> RunRecord:
+        """Insert the child run (idempotent on its id) and journal ``entry`` (whose result
+        names it) in one transaction. Returns the stored child. Raises: LeaseLost."""
+
+    async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
+        """Ask the unfinished children of a run whose policy is ``cancel`` to cancel."""
+
+    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``callback`` (on the caller's event loop) whenever another process may
+        have made work available or ended a run (new run, signal, cancel, finish).
+        Returns an async unsubscribe function. Backends without notifications never
+        call it; callers also poll slowly."""
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         """Ask a run to cancel; a released or queued run becomes claimable at once.
@@ -111,6 +174,13 @@ class Store(Protocol):
 
     async def worker_list(self) -> list[WorkerInfo]:
         """Known workers."""
+
+    async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
+        """Record workflow names and their queues (workers do this at start), so that
+        runs can be started by name from a process without the code (the CLI)."""
+
+    async def workflow_list(self) -> dict[str, str]:
+        """Registered workflow names and their queues."""
 
     async def next_available_at(self, *, queues: list[str]) -> float | None:
         """The earliest time a run on ``queues`` becomes claimable, or None."""

@@ -30,7 +30,7 @@ from tether.errors import (
     StoreError,
     StoreUnavailable,
 )
-from tether.store import WorkerInfo
+from tether.store import Wait, WorkerInfo
 
 if TYPE_CHECKING:
     from tether._app import App
@@ -278,8 +278,9 @@ class Worker:
                       run.run_id, run.workflow)
             with contextlib.suppress(StoreError):
                 await app.store.run_release(
-                    lease=lease, available_at=app.clock.now() + 5 * self.poll_interval,
-                    waiting_for=f"a worker with workflow {run.workflow}", now=app.clock.now())
+                    lease=lease, now=app.clock.now(), wait=Wait(
+                        app.clock.now() + 5 * self.poll_interval,
+                        f"a worker with workflow {run.workflow}"))
             return
         ctx = RunContext(
             lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
@@ -354,8 +355,8 @@ class Worker:
                 await store.run_finish(lease=ctx.lease, status=RunStatus.BLOCKED.value,
                                        result=None, error=codec.encode(detail, "error"), now=now)
             elif isinstance(stop, Release):
-                await store.run_release(lease=ctx.lease, available_at=stop.available_at,
-                                        waiting_for=stop.waiting_for, now=now)
+                await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
+                self._wake.set()
                 return
             elif ctx.cancel_delivered:
                 cancel_err = error if error is not None else Cancelled(run_id)

@@ -19,16 +19,25 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 import apsw
 
 from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
-from tether.errors import ConfigError, LeaseLost, RunNotFound, StoreError, StoreUnavailable
-from tether.store._port import HeartbeatResult, StoreCapabilities, WorkerInfo
+from tether.errors import (
+    ConfigError,
+    LeaseLost,
+    RunNotFound,
+    SignalError,
+    StoreError,
+    StoreUnavailable,
+    TetherError,
+)
+from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_migrations, load_queries
+from tether.store.sqlite._notify import Notifier
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -42,7 +51,7 @@ SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
-    "finished_at"
+    "finished_at, parent_position, on_parent_cancel"
 )
 _MAX_BATCH = 512
 
@@ -53,6 +62,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
         created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
+        parent_position=row[17], on_parent_cancel=row[18],
     )
 
 
@@ -69,15 +79,17 @@ def _placeholders(n: int) -> str:
 
 
 class _Op:
-    __slots__ = ("args", "fn", "future", "loop", "write")
+    __slots__ = ("args", "fn", "future", "loop", "wake", "write")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool,
-                 loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+                 loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
+                 wake: bool) -> None:
         self.fn = fn
         self.args = args
         self.write = write
         self.loop = loop
         self.future = future
+        self.wake = wake
 
 
 def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -93,7 +105,7 @@ def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]
 class SqliteStore:
     """Embedded store on one SQLite file; several processes on one host may share it."""
 
-    capabilities = StoreCapabilities(notifications=False, multi_host=False)
+    capabilities = StoreCapabilities(notifications=True, multi_host=False)
 
     def __init__(self, url: str, *, synchronous: str | None = None,
                  busy_timeout: float = 30.0) -> None:
@@ -120,6 +132,7 @@ class SqliteStore:
             tuple(int(p) for p in self.sqlite_version.split(".")) >= SAFE_MULTIPROCESS_VERSION
         )
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._notifier = Notifier(os.path.abspath(path))
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -190,10 +203,13 @@ class SqliteStore:
         except BaseException as exc:
             err = exc if isinstance(exc, StoreError) else StoreUnavailable(
                 f"cannot open SQLite store {self.path!r}: {exc}")
-            loop.call_soon_threadsafe(_deliver, [(ready, None, err)])
+            failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+                (ready, None, err)]
+            loop.call_soon_threadsafe(_deliver, failed)
             self._thread = None
             return
-        loop.call_soon_threadsafe(_deliver, [(ready, None, None)])
+        ok: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [(ready, None, None)]
+        loop.call_soon_threadsafe(_deliver, ok)
         q = self._queue
         try:
             while True:
@@ -263,32 +279,38 @@ class SqliteStore:
                     break
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-            except apsw.Error as exc:
+            except apsw.Error as db_exc:
                 with contextlib.suppress(apsw.Error):
                     if not conn.getautocommit():
                         conn.execute("ROLLBACK")
-                err = StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}")
+                err = StoreUnavailable(f"SQLite store {self.path!r} failed: {db_exc}")
                 results = [(op, None, err) for op in batch]
                 break
+        if any(op.wake for op, _, failure in results if failure is None):
+            self._notifier.publish()
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for op, value, exc in results:
-            by_loop.setdefault(op.loop, []).append((op.future, value, exc))
+        for op, value, failure in results:
+            by_loop.setdefault(op.loop, []).append((op.future, value, failure))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed meanwhile
                 loop.call_soon_threadsafe(_deliver, items)
 
-    def _submit(self, fn: Callable[..., Any], *args: Any, write: bool = True) -> Any:
+    def _submit(self, fn: Callable[..., Any], *args: Any, write: bool = True,
+                wake: bool = False) -> Any:
         if self._thread is None or self._closed:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Op(fn, args, write, loop, fut))
+        self._queue.put(_Op(fn, args, write, loop, fut, wake))
         return fut
+
+    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        return self._notifier.subscribe(asyncio.get_running_loop(), callback)
 
     # -- runs -------------------------------------------------------------------------
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        return await self._submit(_run_insert, run)  # type: ignore[no-any-return]
+        return await self._submit(_run_insert, run, wake=True)  # type: ignore[no-any-return]
 
     async def run_get(self, run_id: str) -> RunRecord | None:
         return await self._submit(_run_get, run_id, write=False)  # type: ignore[no-any-return]
@@ -316,14 +338,41 @@ class SqliteStore:
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        await self._submit(_run_finish, lease, status, result, error, now)
+        await self._submit(_run_finish, lease, status, result, error, now, wake=True)
 
-    async def run_release(self, *, lease: Lease, available_at: float | None,
-                          waiting_for: str | None, now: float) -> None:
-        await self._submit(_run_release, lease, available_at, waiting_for, now)
+    async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
+        await self._submit(_run_release, lease, wait, now)
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._submit(_run_cancel, run_id, now)  # type: ignore[no-any-return]
+        return await self._submit(_run_cancel, run_id, now, wake=True)  # type: ignore[no-any-return]
+
+    async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
+        return await self._submit(_run_resume, run_id, now, wake=True)  # type: ignore[no-any-return]
+
+    async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
+        await self._submit(_run_set_status_info, lease, info, now)
+
+    async def signal_send(self, *, run_id: str, name: str, payload: str | None,
+                          idempotency_key: str | None, now: float) -> SignalSent:
+        return await self._submit(  # type: ignore[no-any-return]
+            _signal_send, run_id, name, payload, idempotency_key, now, wake=True
+        )
+
+    async def signal_take(self, *, lease: Lease, name: str, position: int,
+                          deadline: float | None, now: float,
+                          timeout_error: str) -> JournalEntry | None:
+        return await self._submit(  # type: ignore[no-any-return]
+            _signal_take, lease, name, position, deadline, now, timeout_error
+        )
+
+    async def child_start(self, *, lease: Lease, child: RunRecord,
+                          entry: JournalEntry) -> RunRecord:
+        return await self._submit(_child_start, lease, child, entry, wake=True)  # type: ignore[no-any-return]
+
+    async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
+        return await self._submit(  # type: ignore[no-any-return]
+            _run_children_cancel, parent_run_id, now, wake=True
+        )
 
     # -- leases and workers -------------------------------------------------------------
 
@@ -334,16 +383,22 @@ class SqliteStore:
         )
 
     async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
-        return await self._submit(_lease_expire_owner, worker_id, now)  # type: ignore[no-any-return]
+        return await self._submit(_lease_expire_owner, worker_id, now, wake=True)  # type: ignore[no-any-return]
 
     async def worker_register(self, *, info: WorkerInfo) -> None:
         await self._submit(_worker_register, info)
 
     async def worker_unregister(self, *, worker_id: str, now: float) -> None:
-        await self._submit(_worker_unregister, worker_id, now)
+        await self._submit(_worker_unregister, worker_id, now, wake=True)
 
     async def worker_list(self) -> list[WorkerInfo]:
         return await self._submit(_worker_list, write=False)  # type: ignore[no-any-return]
+
+    async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
+        await self._submit(_workflow_register, dict(workflows), now)
+
+    async def workflow_list(self) -> dict[str, str]:
+        return await self._submit(_workflow_list, write=False)  # type: ignore[no-any-return]
 
     async def next_available_at(self, *, queues: list[str]) -> float | None:
         return await self._submit(_next_available_at, tuple(queues), write=False)  # type: ignore[no-any-return]
@@ -355,7 +410,8 @@ class SqliteStore:
 def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]:
     conn.execute(Q["run_insert"], (
         run.run_id, run.workflow, run.queue, run.status, run.input, run.created_at,
-        run.updated_at, run.available_at, run.parent_run_id, None,
+        run.updated_at, run.available_at, run.parent_run_id, run.parent_position,
+        run.on_parent_cancel,
     ))
     created = conn.changes() == 1
     stored = _run_get(conn, run.run_id)
@@ -430,15 +486,82 @@ def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | 
     ))
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
+    conn.execute(Q["run_wake_waiters"], (now, lease.run_id))
 
 
-def _run_release(conn: apsw.Connection, lease: Lease, available_at: float | None,
-                 waiting_for: str | None, now: float) -> None:
+def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> None:
     conn.execute(Q["run_release"], (
-        None, available_at, waiting_for, now, lease.run_id, lease.fencing_token,
+        None, wait.available_at, wait.description, now, lease.run_id, lease.fencing_token,
+        wait.signal, wait.child,
     ))
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
+
+
+def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
+    run = _run_get(conn, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    if run.status != "blocked":
+        raise TetherError(f"run {run_id!r} is {run.status}, not blocked")
+    conn.execute(Q["run_resume"], (run_id, now))
+    return _run_get(conn, run_id)  # type: ignore[return-value]
+
+
+def _run_set_status_info(conn: apsw.Connection, lease: Lease, info: str | None,
+                         now: float) -> None:
+    conn.execute(Q["run_set_status_info"], (info, now, lease.run_id, lease.fencing_token))
+    if conn.changes() != 1:
+        raise LeaseLost(lease.run_id, lease.fencing_token)
+
+
+def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | None,
+                 key: str | None, now: float) -> SignalSent:
+    run = _run_get(conn, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    if run.status in ("completed", "failed", "cancelled"):
+        raise SignalError(f"run {run_id!r} has ended ({run.status}); signal {name!r} not sent")
+    conn.execute(Q["signal_insert"], (run_id, name, payload, key, now))
+    if conn.changes() == 1:
+        signal_id = conn.last_insert_rowid()
+        created = True
+    else:
+        row: Any = conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()[0]
+        signal_id = int(row[0])
+        created = False
+    conn.execute(Q["signal_wake"], (run_id, name, now))
+    return SignalSent(signal_id=signal_id, created=created)
+
+
+def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
+                 deadline: float | None, now: float, timeout_error: str) -> JournalEntry | None:
+    _check_lease(conn, lease)
+    rows: list[Any] = conn.execute(Q["signal_oldest"], (lease.run_id, name)).fetchall()
+    if rows:
+        signal_id, payload = int(rows[0][0]), rows[0][1]
+        conn.execute(Q["signal_consume"], (position, signal_id))
+        entry = JournalEntry(position, "signal", name, "ok", result=payload, attempts=1,
+                             finished_at=now)
+    elif deadline is not None and now >= deadline:
+        entry = JournalEntry(position, "signal", name, "error", error=timeout_error,
+                             attempts=1, finished_at=now, next_attempt_at=deadline)
+    else:
+        return None
+    _journal_append(conn, lease, entry)
+    return entry
+
+
+def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
+                 entry: JournalEntry) -> RunRecord:
+    _check_lease(conn, lease)
+    stored, _ = _run_insert(conn, child)
+    _journal_append(conn, lease, entry)
+    return stored
+
+
+def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) -> list[str]:
+    return [r[0] for r in conn.execute(Q["run_children_cancel"], (parent_run_id, now))]
 
 
 def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
@@ -482,6 +605,15 @@ def _worker_unregister(conn: apsw.Connection, worker_id: str, now: float) -> Non
 
 def _worker_list(conn: apsw.Connection) -> list[WorkerInfo]:
     return [WorkerInfo(*row) for row in conn.execute(Q["worker_list"])]
+
+
+def _workflow_register(conn: apsw.Connection, workflows: dict[str, str], now: float) -> None:
+    for name, queue_name in workflows.items():
+        conn.execute(Q["workflow_register"], (name, queue_name, now))
+
+
+def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
+    return {name: q for name, q in conn.execute(Q["workflow_list"])}
 
 
 def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float | None:

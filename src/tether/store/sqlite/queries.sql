@@ -1,22 +1,22 @@
 -- run_insert --
 -- Insert a run unless one with its id exists (start is idempotent on run_id).
 INSERT INTO tether_runs (run_id, workflow, queue, status, input, created_at, updated_at,
-                         available_at, parent_run_id, parent_position)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         available_at, parent_run_id, parent_position, on_parent_cancel)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO NOTHING;
 
 -- run_get --
 -- One run by id.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at
+       parent_run_id, finished_at, parent_position, on_parent_cancel
 FROM tether_runs WHERE run_id = ?;
 
 -- run_list --
 -- Runs, newest first, optionally of one status.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at
+       parent_run_id, finished_at, parent_position, on_parent_cancel
 FROM tether_runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id LIMIT ?2;
 
 -- journal_read --
@@ -47,15 +47,73 @@ SELECT 1 FROM tether_runs WHERE run_id = ? AND fencing_token = ? AND status = 'r
 -- End a run under the caller's lease.
 UPDATE tether_runs
 SET status = ?, result = ?, error = ?, finished_at = ?, updated_at = ?, owner = NULL,
-    available_at = NULL, waiting_for = NULL
+    available_at = NULL, waiting_for = NULL, wait_signal = NULL, wait_child = NULL
 WHERE run_id = ? AND fencing_token = ? AND status = 'running';
 
+-- run_wake_waiters --
+-- A run ended: runs waiting for it as a child become claimable.
+UPDATE tether_runs SET available_at = ?1, updated_at = ?1
+WHERE wait_child = ?2 AND status = 'waiting';
+
 -- run_release --
--- Hand a run back to wait; a pending cancel makes it claimable at once.
+-- Hand a run back to wait; claimable at once if what it waits for already happened.
 UPDATE tether_runs
 SET status = 'waiting', owner = NULL, waiting_for = ?3, updated_at = ?4,
-    available_at = CASE WHEN cancel_requested THEN ?4 ELSE ?2 END
+    wait_signal = ?7, wait_child = ?8,
+    available_at = CASE
+        WHEN cancel_requested THEN ?4
+        WHEN ?7 IS NOT NULL AND EXISTS (
+            SELECT 1 FROM tether_signals s
+            WHERE s.run_id = ?5 AND s.name = ?7 AND s.consumed_position IS NULL) THEN ?4
+        WHEN ?8 IS NOT NULL AND EXISTS (
+            SELECT 1 FROM tether_runs c
+            WHERE c.run_id = ?8 AND c.status IN ('completed', 'failed', 'cancelled')) THEN ?4
+        ELSE ?2 END
 WHERE run_id = ?5 AND fencing_token = ?6 AND status = 'running';
+
+-- run_resume --
+-- An operator makes a blocked run claimable again.
+UPDATE tether_runs SET status = 'queued', available_at = ?2, updated_at = ?2, error = NULL
+WHERE run_id = ?1 AND status = 'blocked';
+
+-- run_set_status_info --
+-- Publish a run's live status under the caller's lease.
+UPDATE tether_runs SET status_info = ?, updated_at = ?
+WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+
+-- signal_insert --
+-- Store a signal; a repeated idempotency key stores nothing.
+INSERT INTO tether_signals (run_id, name, payload, idempotency_key, created_at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (run_id, idempotency_key) DO NOTHING;
+
+-- signal_find_key --
+-- The signal stored under an idempotency key.
+SELECT signal_id FROM tether_signals WHERE run_id = ? AND idempotency_key = ?;
+
+-- signal_wake --
+-- A run waiting for this signal becomes claimable.
+UPDATE tether_runs SET available_at = ?3, updated_at = ?3
+WHERE run_id = ?1 AND status = 'waiting' AND wait_signal = ?2;
+
+-- signal_oldest --
+-- The oldest pending signal of a name.
+SELECT signal_id, payload FROM tether_signals
+WHERE run_id = ? AND name = ? AND consumed_position IS NULL
+ORDER BY signal_id LIMIT 1;
+
+-- signal_consume --
+-- Mark a signal consumed by the wait at a position.
+UPDATE tether_signals SET consumed_position = ? WHERE signal_id = ?;
+
+-- run_children_cancel --
+-- Ask a run's unfinished children whose policy is cancel to cancel.
+UPDATE tether_runs
+SET cancel_requested = 1, updated_at = ?2,
+    available_at = CASE WHEN status IN ('queued', 'waiting') THEN ?2 ELSE available_at END
+WHERE parent_run_id = ?1 AND on_parent_cancel = 'cancel'
+  AND status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING run_id;
 
 -- run_cancel --
 -- Ask a run to cancel; a queued or waiting run becomes claimable now.
@@ -104,3 +162,12 @@ WHERE owner = ? AND status = 'running';
 -- Known workers.
 SELECT worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at
 FROM tether_workers ORDER BY started_at;
+
+-- workflow_register --
+-- Record a workflow name and its queue.
+INSERT INTO tether_workflows (name, queue, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.updated_at;
+
+-- workflow_list --
+-- Registered workflow names and their queues.
+SELECT name, queue FROM tether_workflows ORDER BY name;
