@@ -6,6 +6,7 @@ after a crash any worker replays the journal and the run continues where it stop
 
 from tether._app import App, RunHandle
 from tether._context import now, patched, random, run_id, step_attempt, step_key, uuid
+from tether._operations import ChildHandle, call, set_status, sleep, start_child, wait_for_signal
 from tether._retry import RetryPolicy
 from tether._types import RunInfo, RunStatus
 from tether.errors import (
@@ -31,6 +32,7 @@ from tether.errors import (
 __all__ = [
     "App",
     "Cancelled",
+    "ChildHandle",
     "ConfigError",
     "LeaseLost",
     "NonDeterminismError",
@@ -51,11 +53,16 @@ __all__ = [
     "StoreUnavailable",
     "TetherError",
     "WorkflowNotFound",
+    "call",
     "now",
     "patched",
     "random",
     "run_id",
+    "set_status",
+    "sleep",
+    "start_child",
     "step_attempt",
     "step_key",
     "uuid",
+    "wait_for_signal",
 ]

@@ -64,6 +64,7 @@ class RunHandle(Generic[R]):
     async def _result(self) -> Any:
         app = self.app
         store = await app._open()
+        await app._subscribe()
         delay = 0.005
         while True:
             event = app._finish_event(self.run_id)
@@ -76,7 +77,8 @@ class RunHandle(Generic[R]):
             try:
                 await asyncio.wait_for(event.wait(), delay)
             except TimeoutError:
-                delay = min(delay * 1.5, 0.25)
+                delay = min(delay * 1.5, 1.0)
+            event.clear()
 
 
 class App:
@@ -105,6 +107,7 @@ class App:
         self._steps: dict[str, StepDef] = {}
         self._workers: set[Worker] = set()
         self._finish_events: dict[str, asyncio.Event] = {}
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
 
     # -- definitions ------------------------------------------------------------------------
 
@@ -231,6 +234,9 @@ class App:
     async def close(self) -> None:
         for w in list(self._workers):
             await w.stop()
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
         if self._opened and self._store is not None:
             await self._store.close()
         self._opened = False
@@ -343,6 +349,36 @@ class App:
             w.notify()
         return RunStatus(run.status)
 
+    async def signal(self, run_id: str, name: str, payload: Any = None, *,
+                     idempotency_key: str | None = None) -> bool:
+        """Send a signal (a named JSON message) to a run; returns False if a signal with
+        this idempotency key had been sent already (it is delivered once).
+
+        Raises:
+            RunNotFound: no such run.
+            SignalError: the run has ended.
+            NotSerializable, PayloadTooLarge
+        """
+        store = await self._open()
+        text = self.codec.encode(payload, f"payload of signal {name!r}")
+        sent = await store.signal_send(run_id=run_id, name=name, payload=text,
+                                       idempotency_key=idempotency_key, now=self.clock.now())
+        for w in self._workers:
+            w.notify()
+        return sent.created
+
+    async def resume(self, run_id: str) -> RunStatus:
+        """Make a ``blocked`` run runnable again, after its code was fixed.
+
+        Raises:
+            RunNotFound, TetherError (the run is not blocked)
+        """
+        store = await self._open()
+        run = await store.run_resume(run_id=run_id, now=self.clock.now())
+        for w in self._workers:
+            w.notify()
+        return RunStatus(run.status)
+
     def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
                **options: Any) -> Worker:
         """A worker for this app's workflows; use ``async with app.worker(...):``."""
@@ -351,6 +387,15 @@ class App:
         return Worker(self, queues=queues, concurrency=concurrency, **options)
 
     # -- internals -------------------------------------------------------------------------------
+
+    async def _subscribe(self) -> None:
+        """Wake result waiters when another process ends a run (once per app)."""
+        if self._unsubscribe is None and self.store.capabilities.notifications:
+            self._unsubscribe = await self.store.subscribe(self._on_store_event)
+
+    def _on_store_event(self) -> None:
+        for event in self._finish_events.values():
+            event.set()
 
     def _finish_event(self, run_id: str) -> asyncio.Event:
         event = self._finish_events.get(run_id)

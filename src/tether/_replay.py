@@ -31,8 +31,16 @@ from tether import _faults
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
 from tether._errors_codec import error_to_dict, step_error
-from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
-from tether.errors import Cancelled, LeaseLost, NonDeterminismError, PayloadError
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind, RunRecord
+from tether.errors import (
+    Cancelled,
+    LeaseLost,
+    NonDeterminismError,
+    PayloadError,
+    RunFailed,
+    RunNotFound,
+    SignalTimeout,
+)
 from tether.store._port import Wait
 
 if TYPE_CHECKING:
@@ -195,7 +203,12 @@ class RunContext:
     # -- cancellation -------------------------------------------------------------------
 
     async def enter(self, pos: int) -> None:
-        """Start of an async operation: stop if halted, deliver a pending cancel."""
+        """Start of an async operation: stop if halted; deliver a pending cancel.
+
+        A cancel is delivered at the first operation that is not answered by a final
+        journal entry; a ``cancel`` entry takes that position (replacing a pending one),
+        so replay raises ``Cancelled`` at the same point.
+        """
         if self.stop is not None:
             raise _Stop()
         entry = self.journal.get(pos)
@@ -203,7 +216,9 @@ class RunContext:
             self.cancel_delivered = True
             self.replayed += 1
             raise Cancelled(self.run_id)
-        if self.cancel_requested and not self.cancel_delivered and entry is None:
+        if self.cancel_requested and not self.cancel_delivered and (
+            entry is None or entry.status == PENDING
+        ):
             now = self.clock.now()
             await self.write(JournalEntry(pos, OperationKind.CANCEL.value, "cancel", OK,
                                           started_at=now, finished_at=now))
@@ -262,7 +277,7 @@ class RunContext:
         while True:
             if next_at is not None:
                 await self.wait_until(next_at, f"retry {name}")
-                self.check_running()
+                await self.enter(pos)
             started = self.clock.now()
             if first_at is None:
                 first_at = started
@@ -322,6 +337,140 @@ class RunContext:
                              position=entry.position)
         return self.codec.decode(entry.result, sdef.return_annotation)
 
+    # -- waiting operations ---------------------------------------------------------------
+
+    async def sleep(self, pos: int, seconds: float) -> None:
+        """A durable timer: the wake-up time is journaled when the timer starts."""
+        await self.enter(pos)
+        kind = OperationKind.SLEEP.value
+        entry = self.recorded(pos, kind, "sleep")
+        if entry is not None and entry.status == OK:
+            self.replayed += 1
+            return
+        if entry is None:
+            now = self.clock.now()
+            wake = now + max(seconds, 0.0)
+            entry = JournalEntry(pos, kind, "sleep", PENDING,
+                                 result=self.codec.encode(wake, "timer"),
+                                 started_at=now, next_attempt_at=wake)
+            await self.write(entry)
+            self.executed += 1
+        wake_at = entry.next_attempt_at if entry.next_attempt_at is not None else 0.0
+        await self.wait_until(wake_at, f"timer until {_iso(wake_at)}")
+        await self.enter(pos)
+        await self.write(JournalEntry(pos, kind, "sleep", OK, result=entry.result,
+                                      started_at=entry.started_at, finished_at=self.clock.now(),
+                                      next_attempt_at=wake_at))
+
+    async def wait_signal(self, pos: int, name: str, timeout: float | None) -> Any:
+        """Take the next signal ``name`` (journaled), or release the run until it comes."""
+        await self.enter(pos)
+        kind = OperationKind.SIGNAL.value
+        entry = self.recorded(pos, kind, name)
+        if entry is not None and entry.status != PENDING:
+            self.replayed += 1
+            return self._signal_outcome(entry, name)
+        now = self.clock.now()
+        if entry is None:
+            deadline = now + timeout if timeout is not None else None
+            if deadline is not None:
+                # The deadline is journaled so that replay does not restart the timeout.
+                entry = JournalEntry(pos, kind, name, PENDING, started_at=now,
+                                     next_attempt_at=deadline,
+                                     args=self.codec.encode({"timeout": timeout}, "timeout"))
+                await self.write(entry)
+        else:
+            deadline = entry.next_attempt_at
+        await self.flush()
+        timeout_error = self.codec.encode(
+            {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
+             "timeout": timeout}, "error")
+        try:
+            taken = await self.store.signal_take(lease=self.lease, name=name, position=pos,
+                                                 deadline=deadline, now=now,
+                                                 timeout_error=timeout_error)
+        except LeaseLost as exc:
+            raise self._halt(Lost(exc)) from None
+        if taken is None:
+            raise self._halt(Release(Wait(deadline, f"signal {name}", signal=name)))
+        self.journal[pos] = taken
+        self.executed += 1
+        return self._signal_outcome(taken, name)
+
+    def _signal_outcome(self, entry: JournalEntry, name: str) -> Any:
+        if entry.status == ERROR:
+            err = self.codec.decode(entry.error) or {}
+            raise SignalTimeout(name, err.get("timeout"))
+        return self.codec.decode(entry.result)
+
+    async def start_child(self, pos: int, workflow: str, queue: str, input_text: str,
+                          run_id: str | None, on_parent_cancel: str) -> str:
+        """Start a child run (journaled with its id); returns the child's run id."""
+        await self.enter(pos)
+        kind = OperationKind.CHILD_START.value
+        entry = self.recorded(pos, kind, workflow)
+        if entry is not None and entry.status == OK:
+            self.replayed += 1
+            return str(self.codec.decode(entry.result))
+        await self.flush()
+        child_id = run_id or f"{self.run_id}.{pos}"
+        now = self.clock.now()
+        child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status="queued",
+                          input=input_text, created_at=now, updated_at=now, available_at=now,
+                          parent_run_id=self.run_id, parent_position=pos,
+                          on_parent_cancel=on_parent_cancel)
+        entry = JournalEntry(pos, kind, workflow, OK, result=self.codec.encode(child_id, "run id"),
+                             started_at=now, finished_at=now, args=input_text)
+        try:
+            await self.store.child_start(lease=self.lease, child=child, entry=entry)
+        except LeaseLost as exc:
+            raise self._halt(Lost(exc)) from None
+        self.journal[pos] = entry
+        self.executed += 1
+        return child_id
+
+    async def child_result(self, pos: int, child_id: str, annotation: Any) -> Any:
+        """Wait for a run to end (released meanwhile); its outcome is journaled."""
+        await self.enter(pos)
+        kind = OperationKind.CHILD_RESULT.value
+        entry = self.recorded(pos, kind, child_id)
+        if entry is None or entry.status == PENDING:
+            await self.flush()
+            run = await self.store.run_get(child_id)
+            if run is None:
+                raise RunNotFound(child_id)
+            if run.status not in ("completed", "failed", "cancelled"):
+                raise self._halt(Release(Wait(None, f"child {child_id}", child=child_id)))
+            now = self.clock.now()
+            if run.status == "completed":
+                entry = JournalEntry(pos, kind, child_id, OK, result=run.result, started_at=now,
+                                     finished_at=now)
+            else:
+                detail = {"type": "tether.errors.RunFailed", "status": run.status,
+                          "error": self.codec.decode(run.error) if run.error else None,
+                          "message": f"child run {child_id!r} ended {run.status}"}
+                entry = JournalEntry(pos, kind, child_id, ERROR,
+                                     error=self.codec.encode(detail, "error"), started_at=now,
+                                     finished_at=now)
+            await self.write(entry)
+            self.executed += 1
+        else:
+            self.replayed += 1
+        if entry.status == ERROR:
+            detail = self.codec.decode(entry.error) or {}
+            raise RunFailed(child_id, str(detail.get("status", "failed")), detail.get("error"))
+        return self.codec.decode(entry.result, annotation)
+
+    def set_status(self, info: Any) -> None:
+        """Publish a live status; skipped while replaying (the store already has it)."""
+        self.check_running()
+        if self.position <= self.last_recorded:
+            return
+        text = None if info is None else self.codec.encode(info, "status")
+        fut = asyncio.ensure_future(
+            self.store.run_set_status_info(lease=self.lease, info=text, now=self.clock.now()))
+        self._deferred.append(fut)
+
     def value_op(self, kind: OperationKind, make: Any) -> Any:
         """A journaled value (clock, random, uuid): recorded once, replayed after."""
         self.check_running()
@@ -354,6 +503,10 @@ class RunContext:
         self.write_deferred(JournalEntry(pos, OperationKind.PATCH.value, change_id, OK,
                                          result="true", started_at=now, finished_at=now))
         return True
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
 def now_value(ctx: RunContext | None) -> dt.datetime:

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._started = False
         self._stopping = False
         self.completed = 0  #: runs this worker finished (any final status)
@@ -123,6 +125,9 @@ class Worker:
             started_at=now, heartbeat_at=now,
         ))
         await self._reap_dead_workers()
+        await store.workflow_register(
+            workflows={name: w.queue for name, w in self.app.workflows().items()}, now=now)
+        self._unsubscribe = await store.subscribe(self.notify)
         self._started = True
         self.app._workers.add(self)
         self._loops = [
@@ -138,6 +143,8 @@ class Worker:
             return
         self._stopping = True
         self.app._workers.discard(self)
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
         for t in self._loops:
             t.cancel()
         for a in list(self._active.values()):
@@ -363,6 +370,9 @@ class Worker:
                 await store.run_finish(
                     lease=ctx.lease, status=RunStatus.CANCELLED.value, result=None,
                     error=codec.encode(error_to_dict(cancel_err), "error"), now=now)
+                children = await store.run_children_cancel(parent_run_id=run_id, now=now)
+                if children:
+                    log.info("run %s cancelled; cancelling children %s", run_id, children)
             elif error is not None:
                 await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
                                        result=None,

@@ -34,6 +34,7 @@ SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
 WHERE EXISTS (SELECT 1 FROM tether_runs
               WHERE run_id = ?1 AND fencing_token = ?13 AND status = 'running')
 ON CONFLICT (run_id, position) DO UPDATE SET
+    kind = excluded.kind, name = excluded.name,
     status = excluded.status, result = excluded.result, error = excluded.error,
     attempts = excluded.attempts, finished_at = excluded.finished_at,
     next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
