@@ -214,6 +214,13 @@ class App:
 
     # -- the store ------------------------------------------------------------------------------
 
+    def use_store(self, url: str) -> None:
+        """Point this app at another store URL (before it is opened)."""
+        if self._opened:
+            raise ConfigError("the app's store is already open")
+        self.url = url
+        self._store = None
+
     @property
     def store(self) -> Store:
         if self._store is None:
@@ -270,26 +277,37 @@ class App:
         Raises:
             WorkflowNotFound, NotSerializable, PayloadTooLarge, ConfigError
         """
-        wdef = self._workflow_def(workflow)
         store = await self._open()
+        name, default_queue = await self._start_target(workflow)
         payload: dict[str, Any] = {"args": list(args)}
         if kwargs:
             payload["kwargs"] = kwargs
-        text = self.codec.encode(payload, f"input of workflow {wdef.name!r}")
+        text = self.codec.encode(payload, f"input of workflow {name!r}")
         now = self.clock.now()
         rid = run_id or uuid.uuid4().hex
-        record = RunRecord(run_id=rid, workflow=wdef.name, queue=queue or wdef.queue,
+        record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED.value, input=text, created_at=now,
                            updated_at=now, available_at=now)
         stored, created = await store.run_insert(run=record)
-        if not created and stored.workflow != wdef.name:
+        if not created and stored.workflow != name:
             raise ConfigError(
                 f"run id {rid!r} is already used by a run of workflow {stored.workflow!r}"
             )
         if created:
             for w in self._workers:
                 w.notify()
-        return RunHandle(self, rid, wdef.name)
+        return RunHandle(self, rid, name)
+
+    async def _start_target(self, workflow: Callable[..., Any] | str) -> tuple[str, str]:
+        """(name, queue) of a workflow given by function, or by name: registered on this
+        app, or registered in the store by a worker that has its code."""
+        if isinstance(workflow, str) and workflow not in self._workflows:
+            known = await self.store.workflow_list()
+            if workflow not in known:
+                raise WorkflowNotFound(workflow, list(known) or None)
+            return workflow, known[workflow]
+        wdef = self._workflow_def(workflow)
+        return wdef.name, wdef.queue
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run."""

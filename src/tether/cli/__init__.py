@@ -1,0 +1,64 @@
+"""The ``tether`` command: one module per command group.
+
+Every command reads the store from ``--db URL`` or ``TETHER_DATABASE_URL`` (default
+``sqlite:///./tether.db``). Bad input gets a one-line error and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from tether.cli import _db, _demo, _runs, _worker
+from tether.cli._common import CliError
+from tether.errors import TetherError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="URL",
+                        help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    parser = argparse.ArgumentParser(
+        prog="tether",
+        description="Durable execution for AI agents: start, inspect and serve journaled runs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _worker.register(sub, common)
+    _runs.register(sub, common)
+    _db.register(sub, common)
+    _demo.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+    )
+    try:
+        code = asyncio.run(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        print(f"tether: error: {exc}", file=sys.stderr)
+        return exc.code
+    except json.JSONDecodeError as exc:
+        print(f"tether: error: malformed JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TetherError as exc:
+        print(f"tether: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Helpers shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from tether._app import App
+from tether.store import resolve_url
+
+
+class CliError(Exception):
+    """A one-line error for the user, with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
+    """The store URL; for commands that only read, a SQLite file must already exist
+    (so a typo does not create an empty store)."""
+    url = resolve_url(getattr(args, "db", None))
+    if must_exist and url.startswith("sqlite:"):
+        parsed = urlparse(url)
+        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+        if path.startswith("/./") or path.startswith("/../"):
+            path = path[1:]
+        if not os.path.exists(path):
+            raise CliError(f"no Tether store at {path} (set --db or TETHER_DATABASE_URL)")
+    return url
+
+
+def client(args: argparse.Namespace, *, must_exist: bool = True) -> App:
+    return App(store_url(args, must_exist=must_exist))
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:APP`` (the current folder is importable)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise CliError(f"expected MODULE:APP, got {spec!r}", 2)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import {module_name!r}: {exc}") from None
+    if not attr:
+        found = [v for v in vars(module).values() if isinstance(v, App)]
+        if len(found) != 1:
+            raise CliError(f"{module_name!r} has {len(found)} App objects: name one (MODULE:APP)")
+        return found[0]
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise CliError(f"{spec!r} is not a tether.App")
+    return app
+
+
+def parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
+
+
+def fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)

@@ -1,0 +1,213 @@
+"""Control without user code: start, runs, show, cancel, result, signal, resume."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tether._types import RunInfo
+from tether.cli._common import (
+    CliError,
+    client,
+    dumps,
+    fmt_duration,
+    fmt_time,
+    load_app,
+    parse_json,
+    short,
+    store_url,
+)
+from tether.errors import RunFailed
+
+STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled", "blocked")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("start", parents=[common], help="start a run of a workflow by name")
+    p.add_argument("workflow", metavar="WORKFLOW_NAME")
+    p.add_argument("--id", dest="run_id", metavar="RUN_ID",
+                   help="run id (idempotent: an existing id is not started again)")
+    p.add_argument("--input", metavar="JSON",
+                   help="JSON array of the workflow's positional arguments (default: none)")
+    p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="load workflow definitions from code instead of the workers' registry")
+    p.set_defaults(handler=start)
+
+    p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=runs)
+
+    p = sub.add_parser("show", parents=[common], help="a run's timeline")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=show)
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a run")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(handler=cancel)
+
+    p = sub.add_parser("result", parents=[common], help="print a run's result as JSON")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait up to SECONDS for the run to end (default: don't wait)")
+    p.set_defaults(handler=result)
+
+    p = sub.add_parser("signal", parents=[common], help="send a signal to a run")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--data", metavar="JSON", help="JSON payload (default: null)")
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="a second signal with the same key is delivered once")
+    p.set_defaults(handler=send_signal)
+
+    p = sub.add_parser("resume", parents=[common],
+                       help="make a blocked run runnable again (after fixing its code)")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(handler=resume)
+
+
+async def start(args: argparse.Namespace) -> int:
+    values = parse_json(args.input, "--input")
+    if values is None:
+        values = []
+    if not isinstance(values, list):
+        raise CliError("--input must be a JSON array of positional arguments", 2)
+    if args.app:
+        app = load_app(args.app)
+        app.use_store(store_url(args, must_exist=False))
+    else:
+        app = client(args, must_exist=False)
+    async with app:
+        handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
+    print(handle.run_id)
+    return 0
+
+
+def _run_dict(r: Any) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
+        "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
+        "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id,
+    }
+
+
+async def runs(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        found = await app.list_runs(status=args.status, limit=args.limit)
+    if args.json:
+        print(dumps([_run_dict(r) for r in found]))
+        return 0
+    if not found:
+        print("no runs")
+        return 0
+    print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
+    for r in found:
+        print(f"{r.run_id:34} {r.workflow:20} {r.queue:10} {r.status:10} "
+              f"{fmt_time(r.created_at):24} {r.waiting_for or ''}")
+    return 0
+
+
+def info_dict(info: RunInfo) -> dict[str, Any]:
+    return {
+        "run_id": info.run_id, "workflow": info.workflow, "queue": info.queue,
+        "status": info.status.value, "input": info.input, "result": info.result,
+        "error": info.error, "created_at": info.created_at, "updated_at": info.updated_at,
+        "finished_at": info.finished_at, "waiting_for": info.waiting_for,
+        "status_info": info.status_info, "parent_run_id": info.parent_run_id,
+        "journal": info.journal,
+    }
+
+
+async def show(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        info = await app.get_run(args.run_id)
+    if args.json:
+        print(dumps(info_dict(info)))
+        return 0
+    print_timeline(info)
+    return 0
+
+
+def print_timeline(info: RunInfo, out: Any = None) -> None:
+    out = out or sys.stdout
+    w = out.write
+    w(f"run {info.run_id}  workflow {info.workflow}  queue {info.queue}  "
+      f"status {info.status.value}\n")
+    w(f"created {fmt_time(info.created_at)}  updated {fmt_time(info.updated_at)}"
+      + (f"  finished {fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
+    if info.waiting_for:
+        w(f"waiting for: {info.waiting_for}\n")
+    if info.status_info is not None:
+        w(f"status: {short(info.status_info, 100)}\n")
+    w(f"input: {short(info.input, 100)}\n")
+    w(f"\n{'POS':>4}  {'KIND':12} {'NAME':24} {'STATUS':8} {'ATT':>3}  {'DURATION':>9}  "
+      "RESULT / ERROR\n")
+    for e in info.journal:
+        if e["error"] is not None:
+            err = e["error"]
+            outcome = f"{err.get('type', 'Error')}: {err.get('message', '')}" if isinstance(
+                err, dict) else str(err)
+            if e["status"] == "pending" and e["next_attempt_at"]:
+                outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {outcome}"
+        elif e["status"] == "pending" and e["next_attempt_at"]:
+            outcome = f"until {fmt_time(e['next_attempt_at'])}"
+        else:
+            outcome = short(e["result"]) if e["result"] is not None else ""
+        w(f"{e['position']:>4}  {e['kind']:12} {short(e['name'], 24):24} {e['status']:8} "
+          f"{e['attempts']:>3}  {fmt_duration(e['duration']):>9}  {short(outcome, 70)}\n")
+    if info.status.value == "completed":
+        w(f"\nresult: {short(info.result, 200)}\n")
+    elif info.error:
+        err = info.error
+        w(f"\n{info.status.value}: {err.get('type', 'Error')}: {err.get('message', '')}\n")
+        if info.status.value == "blocked":
+            w("the run waits for an operator: fix the workflow code (or use "
+              "tether.patched()) and run `tether resume RUN_ID`\n")
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        status = await app.cancel(args.run_id)
+    print(f"{args.run_id}: cancel requested (status {status.value})")
+    return 0
+
+
+async def result(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        handle = app.handle(args.run_id)
+        if args.wait is None:
+            info = await app.get_run(args.run_id)
+            if info.status.value not in ("completed", "failed", "cancelled", "blocked"):
+                raise CliError(f"run {args.run_id!r} has not ended (status {info.status.value});"
+                               " use --wait SECONDS", 3)
+        try:
+            value = await handle.result(timeout=args.wait if args.wait is not None else 5.0)
+        except TimeoutError:
+            raise CliError(f"run {args.run_id!r} did not end within {args.wait} s", 3) from None
+        except RunFailed as exc:
+            raise CliError(str(exc), 1) from None
+    print(dumps(value))
+    return 0
+
+
+async def send_signal(args: argparse.Namespace) -> int:
+    payload = parse_json(args.data, "--data")
+    async with client(args) as app:
+        created = await app.signal(args.run_id, args.name, payload,
+                                   idempotency_key=args.idempotency_key)
+    print(f"{args.run_id}: signal {args.name!r} "
+          + ("sent" if created else "already sent (same idempotency key)"))
+    return 0
+
+
+async def resume(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        status = await app.resume(args.run_id)
+    print(f"{args.run_id}: {status.value}")
+    return 0
+
+

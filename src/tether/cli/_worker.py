@@ -1,0 +1,60 @@
+"""``tether worker MODULE:APP``: serve task queues until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from tether.cli._common import load_app
+from tether.errors import StoreUnavailable
+
+log = logging.getLogger("tether.cli")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("worker", parents=[common], help="run a worker process",
+                       description="Claim and execute runs of MODULE:APP's workflows. "
+                       "SIGTERM/SIGINT stop it and hand its runs back to the queue.")
+    p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
+    p.add_argument("--queue", "-q", action="append", dest="queues", metavar="Q",
+                   help="queue to serve (repeatable; default: the queues of the app's workflows)")
+    p.add_argument("--concurrency", "-c", type=int, default=50,
+                   help="runs executed at once (default 50)")
+    p.add_argument("--lease", type=float, default=5.0, metavar="SECONDS",
+                   help="lease time; a dead worker's runs resume after it (default 5)")
+    p.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    if args.db:
+        app.use_store(args.db)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    delay = 0.5
+    while not stop.is_set():
+        worker = app.worker(queues=args.queues, concurrency=args.concurrency,
+                            lease_seconds=args.lease)
+        try:
+            await worker.start()
+        except StoreUnavailable as exc:
+            log.error("store unavailable: %s; retrying in %.1f s", exc, delay)
+            app._opened = False
+            app._store = None
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+            continue
+        try:
+            await stop.wait()
+        finally:
+            await worker.stop()
+            await app.close()
+    return 0
