@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from tether._clock import Clock, SystemClock
+from tether._clock import Clock, SystemClock, wait_event
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
 from tether._replay import current_run, current_step, run_sync_step
@@ -58,7 +58,8 @@ class RunHandle(Generic[R]):
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` seconds passed first.
         """
-        value: R = await asyncio.wait_for(self._result(), timeout)
+        async with asyncio.timeout(timeout):
+            value: R = await self._result()
         return value
 
     async def _result(self) -> Any:
@@ -74,9 +75,7 @@ class RunHandle(Generic[R]):
             if run.status in _FINAL:
                 app._finish_events.pop(self.run_id, None)
                 return app._decode_result(run)
-            try:
-                await asyncio.wait_for(event.wait(), delay)
-            except TimeoutError:
+            if not await wait_event(event, delay):
                 delay = min(delay * 1.5, 1.0)
             event.clear()
 
@@ -108,6 +107,7 @@ class App:
         self._workers: set[Worker] = set()
         self._finish_events: dict[str, asyncio.Event] = {}
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
+        self._subscribed = False
 
     # -- definitions ------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class App:
                 raise ConfigError(f"@app.step needs a function, got {type(f).__name__}")
             is_async = inspect.iscoroutinefunction(f)
             sdef = StepDef(
-                name=name or f.__qualname__, fn=f, retry=retry or DEFAULT_RETRY,
+                name=name or f.__name__, fn=f, retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
             )
             self._steps[sdef.name] = sdef
@@ -244,6 +244,7 @@ class App:
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
+        self._subscribed = False
         if self._opened and self._store is not None:
             await self._store.close()
         self._opened = False
@@ -408,8 +409,10 @@ class App:
 
     async def _subscribe(self) -> None:
         """Wake result waiters when another process ends a run (once per app)."""
-        if self._unsubscribe is None and self.store.capabilities.notifications:
-            self._unsubscribe = await self.store.subscribe(self._on_store_event)
+        if self._subscribed or not self.store.capabilities.notifications:
+            return
+        self._subscribed = True
+        self._unsubscribe = await self.store.subscribe(self._on_store_event)
 
     def _on_store_event(self) -> None:
         for event in self._finish_events.values():

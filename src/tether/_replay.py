@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether import _faults
+from tether._clock import wait_event
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
 from tether._errors_codec import error_to_dict, step_error
@@ -241,10 +242,7 @@ class RunContext:
         if self.cancel_requested and not self.cancel_delivered:
             return
         self.wake.clear()
-        try:
-            await asyncio.wait_for(self.wake.wait(), remaining)
-        except TimeoutError:
-            pass
+        await wait_event(self.wake, remaining)
 
     # -- operations -----------------------------------------------------------------------
 

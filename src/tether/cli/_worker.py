@@ -8,6 +8,7 @@ import logging
 import signal
 from typing import Any
 
+from tether._clock import wait_event
 from tether.cli._common import load_app
 from tether.errors import StoreUnavailable
 
@@ -46,10 +47,7 @@ async def run(args: argparse.Namespace) -> int:
             log.error("store unavailable: %s; retrying in %.1f s", exc, delay)
             app._opened = False
             app._store = None
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await wait_event(stop, delay)
             delay = min(delay * 2, 10.0)
             continue
         try:

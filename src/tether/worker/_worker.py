@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether._clock import wait_event
 from tether._codec import restore
 from tether._errors_codec import error_to_dict
 from tether._replay import Blocked, Lost, Release, RunContext, _Stop, current_run
@@ -185,7 +186,7 @@ class Worker:
         store = self.app.store
         clock = self.app.clock
         backoff = 0.1
-        while True:
+        while not self._stopping:
             free = self.concurrency - len(self._active)
             claimed: list[ClaimedRun] = []
             if free > 0:
@@ -216,8 +217,7 @@ class Worker:
                     nxt = None
                 if nxt is not None:
                     timeout = min(timeout, max(nxt - clock.now(), 0.0) + 0.001)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
 
     def _make_done(self, run_id: str) -> Any:
         def done(task: asyncio.Task[None]) -> None:
@@ -234,7 +234,7 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         store = self.app.store
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.heartbeat_interval)
             seq = self._seq
             try:

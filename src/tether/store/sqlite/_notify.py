@@ -16,6 +16,7 @@ import os
 import socket
 import tempfile
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
 
 
@@ -25,7 +26,6 @@ class Notifier:
         self.folder = os.path.join(tempfile.gettempdir(), f"tether-{digest}")
         self._sender: socket.socket | None = None
         self._lock = threading.Lock()
-        self._seq = 0
 
     def publish(self) -> None:
         """Wake every subscriber (any thread)."""
@@ -48,13 +48,16 @@ class Notifier:
                 except (BlockingIOError, OSError):
                     pass  # its buffer is full: it has wake-ups pending anyway
 
+    def close(self) -> None:
+        with self._lock:
+            if self._sender is not None:
+                self._sender.close()
+                self._sender = None
+
     def subscribe(self, loop: asyncio.AbstractEventLoop,
                   callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
-        path = os.path.join(self.folder, f"{os.getpid()}-{seq}-{id(callback) & 0xFFFF:x}")
+        path = os.path.join(self.folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

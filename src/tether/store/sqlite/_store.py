@@ -155,6 +155,7 @@ class SqliteStore:
         self._closed = True
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
+        self._notifier.close()
 
     def _connect(self) -> apsw.Connection:
         folder = os.path.dirname(os.path.abspath(self.path))

@@ -1,0 +1,141 @@
+"""Non-determinism parks a run as blocked; tether.patched() keeps old runs on the old path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+
+import tether
+from tether import App, RunStatus
+from tether.cli import main
+from tests.engine.helpers import status_is, wait_for
+
+
+async def _park_v1(store_url: str) -> None:
+    """Deploy v1 and leave run "d" waiting for a signal after one step."""
+    v1 = App(store_url)
+
+    @v1.step
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    @v1.workflow(name="flow")
+    async def flow(x: int) -> int:
+        y = await fetch(x)
+        await tether.wait_for_signal("go")
+        return y
+
+    async with v1.worker():
+        await v1.start(flow, 1, run_id="d")
+        await wait_for(lambda: status_is(v1, "d", "waiting"))
+    await v1.close()
+
+
+async def test_changed_code_blocks_the_run_naming_both_operations(store_url: str) -> None:
+    await _park_v1(store_url)
+    v2 = App(store_url)
+
+    @v2.step
+    async def lookup(x: int) -> int:  # replaces fetch at position 0
+        return x * 10
+
+    @v2.workflow(name="flow")
+    async def flow(x: int) -> int:
+        y = await lookup(x)
+        await tether.wait_for_signal("go")
+        return y
+
+    async with v2.worker():
+        await v2.signal("d", "go")
+        await wait_for(lambda: status_is(v2, "d", "blocked"))
+    info = await v2.get_run("d")
+    assert info.status == RunStatus.BLOCKED
+    assert info.error is not None
+    assert info.error["position"] == 0
+    assert info.error["recorded"] == ["step", "fetch"]
+    assert info.error["requested"] == ["step", "lookup"]
+    assert "position 0" in info.error["message"] and "'fetch'" in info.error["message"]
+    await v2.close()
+
+    text = await asyncio.to_thread(run_cli, "show", "d", "--db", store_url)
+    assert "blocked" in text and "'lookup'" in text and "position 0" in text
+    text = await asyncio.to_thread(run_cli, "show", "d", "--db", store_url, "--json")
+    assert json.loads(text)["status"] == "blocked"
+
+
+def run_cli(*argv: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(argv)) == 0
+    return out.getvalue()
+
+
+async def test_patched_keeps_old_runs_on_old_path_and_new_runs_on_new(store_url: str) -> None:
+    await _park_v1(store_url)
+    v2 = App(store_url)
+    paths: dict[str, str] = {}
+
+    @v2.step
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    @v2.step
+    async def fetch_v2(x: int) -> int:
+        return x + 100
+
+    @v2.workflow(name="flow")
+    async def flow(x: int) -> int:
+        if tether.patched("fetch-v2"):
+            paths[tether.run_id()] = "new"
+            y = await fetch_v2(x)
+        else:
+            paths[tether.run_id()] = "old"
+            y = await fetch(x)
+        await tether.wait_for_signal("go")
+        return y
+
+    async with v2.worker():
+        new = await v2.start(flow, 1, run_id="n")
+        await v2.signal("d", "go")
+        await v2.signal("n", "go")
+        assert await v2.handle("d").result(timeout=10) == 2  # the old path
+        assert await new.result(timeout=10) == 101  # the new path
+    assert paths == {"d": "old", "n": "new"}
+    kinds = [e["kind"] for e in (await v2.get_run("n")).journal]
+    assert kinds[0] == "patch"
+    await v2.close()
+
+
+async def test_removed_operation_blocks_instead_of_completing(store_url: str) -> None:
+    """Code that no longer issues a recorded operation does not silently succeed."""
+    v1 = App(store_url)
+
+    @v1.step
+    async def a() -> int:
+        return 1
+
+    @v1.workflow(name="short")
+    async def short() -> int:
+        x = await a()
+        await tether.wait_for_signal("go")
+        return x
+
+    async with v1.worker():
+        await v1.start(short, run_id="s")
+        await wait_for(lambda: status_is(v1, "s", "waiting"))
+    await v1.close()
+
+    v2 = App(store_url)
+
+    @v2.workflow(name="short")
+    async def short2() -> int:
+        return 1
+
+    async with v2.worker():
+        await v2.signal("s", "go")
+        await wait_for(lambda: status_is(v2, "s", "blocked"))
+    info = await v2.get_run("s")
+    assert info.error is not None and info.error["recorded"] == ["step", "a"]
+    await v2.close()

@@ -1,0 +1,167 @@
+"""Retries are persisted policy; step failures are journaled and catchable on replay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+import tether
+from tether import App, RetryPolicy
+from tests.engine.helpers import status_is, wait_for
+
+FAST = dict(initial_interval=0.01, backoff=1.0, max_interval=0.01)
+
+
+async def test_step_that_fails_n_times_then_succeeds_records_attempts(store_url: str) -> None:
+    """Three failures, then success: one journal entry with four attempts."""
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(**FAST, max_attempts=None))
+    async def flaky() -> str:
+        if tether.step_attempt() <= 3:
+            raise ConnectionError("provider down")
+        return "ok"
+
+    @app.workflow
+    async def wf() -> str:
+        return await flaky()
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="f")).result(timeout=10) == "ok"
+    (entry,) = (await app.get_run("f")).journal
+    assert (entry["status"], entry["attempts"], entry["result"]) == ("ok", 4, "ok")
+    await app.close()
+
+
+async def test_unbounded_retries_keep_going(store_url: str) -> None:
+    """max_attempts=None keeps retrying well past any default limit."""
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(initial_interval=0.001, backoff=1.0, max_interval=0.001,
+                                max_attempts=None))
+    async def stubborn() -> int:
+        if tether.step_attempt() < 25:
+            raise TimeoutError("again")
+        return tether.step_attempt()
+
+    @app.workflow
+    async def wf() -> int:
+        return await stubborn()
+
+    async with app.worker():
+        assert await (await app.start(wf)).result(timeout=30) == 25
+    await app.close()
+
+
+async def test_non_retryable_error_fails_the_run_at_once(store_url: str) -> None:
+    """An error listed in non_retryable is recorded after one attempt and fails the run."""
+    app = App(store_url)
+    calls = Counter[str]()
+
+    @app.step(retry=RetryPolicy(**FAST, max_attempts=None, non_retryable=(ValueError,)))
+    async def validate(x: int) -> int:
+        calls["n"] += 1
+        raise ValueError(f"bad input {x}")
+
+    @app.workflow
+    async def wf() -> int:
+        return await validate(7)
+
+    async with app.worker():
+        with pytest.raises(tether.RunFailed) as exc_info:
+            await (await app.start(wf, run_id="nr")).result(timeout=10)
+    assert calls["n"] == 1
+    assert exc_info.value.status == "failed"
+    info = await app.get_run("nr")
+    assert info.status == tether.RunStatus.FAILED
+    assert info.error is not None and "bad input 7" in info.error["message"]
+    (entry,) = info.journal
+    assert entry["status"] == "error" and entry["attempts"] == 1
+    assert entry["error"]["type"] == "ValueError"
+    await app.close()
+
+
+async def test_exhausted_attempts_fail_the_step(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(**FAST, max_attempts=3))
+    async def never() -> None:
+        raise RuntimeError("nope")
+
+    @app.workflow
+    async def wf() -> None:
+        await never()
+
+    async with app.worker():
+        with pytest.raises(tether.RunFailed):
+            await (await app.start(wf, run_id="ex")).result(timeout=10)
+    (entry,) = (await app.get_run("ex")).journal
+    assert (entry["status"], entry["attempts"]) == ("error", 3)
+    await app.close()
+
+
+async def test_step_error_is_catchable_live_and_on_replay(store_url: str) -> None:
+    """A recorded step failure is re-raised on replay as the same catchable exception."""
+    app = App(store_url)
+    seen: list[tuple[str, str, bool]] = []
+
+    class QuotaExceeded(Exception):
+        pass
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def charge() -> None:
+        raise KeyError("card 42")
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await charge()
+        except KeyError as exc:  # the original class, live and on replay
+            seen.append((type(exc).__name__, str(exc), isinstance(exc, tether.StepError)))
+        await tether.wait_for_signal("go")
+        return "handled"
+
+    async with app.worker():
+        h = await app.start(wf, run_id="se")
+        await wait_for(lambda: status_is(app, "se", "waiting"))
+        await app.signal("se", "go")
+        assert await h.result(timeout=10) == "handled"
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert seen[0][2] is True and "card 42" in seen[0][1]
+    (entry, *_rest) = (await app.get_run("se")).journal
+    assert entry["error"]["type"] == "KeyError"
+    await app.close()
+
+
+async def test_retry_schedule_survives_a_worker_stop(store_url: str) -> None:
+    """Attempt count and next-attempt time are persisted: a new worker continues them."""
+    app = App(store_url)
+    attempts: list[int] = []
+
+    @app.step(retry=RetryPolicy(initial_interval=3.0, backoff=1.0, max_interval=3.0,
+                                max_attempts=None))
+    async def down() -> int:
+        attempts.append(tether.step_attempt())
+        if tether.step_attempt() < 3:
+            raise ConnectionError("503")
+        return tether.step_attempt()
+
+    @app.workflow
+    async def wf() -> int:
+        return await down()
+
+    async with app.worker(sticky_wait=0.5):
+        h = await app.start(wf, run_id="rs")
+        await wait_for(lambda: status_is(app, "rs", "waiting"))  # released for the backoff
+    info = await app.get_run("rs")
+    (entry,) = info.journal
+    assert entry["status"] == "pending" and entry["attempts"] == 1
+    next_at = entry["next_attempt_at"]
+    loop = asyncio.get_running_loop()
+    async with app.worker(sticky_wait=0.5):  # a new worker: same schedule, not restarted
+        assert await h.result(timeout=20) == 3
+    assert attempts == [1, 2, 3]
+    assert next_at is not None and loop.time() > 0
+    await app.close()
