@@ -92,6 +92,17 @@ class Codec:
             text = self.hook.encode(text)
         return text
 
+    def encode_error(self, error: dict[str, Any]) -> str:
+        """Encode a journaled error. Not subject to the payload limit (an error about an
+        oversized payload must still be recordable); long messages are truncated."""
+        msg = error.get("message")
+        if isinstance(msg, str) and len(msg) > 8192:
+            error = dict(error, message=msg[:8192] + "…")
+        text = _dumps(error)
+        if self.hook is not None:
+            text = self.hook.encode(text)
+        return text
+
     def decode(self, text: str | None, annotation: Any = None) -> Any:
         """Decode stored text, restoring ``annotation``'s types where it names them."""
         if text is None:

@@ -264,7 +264,7 @@ class RunContext:
                                      f"arguments of step {name!r}")
         except PayloadError as exc:
             await self.write(JournalEntry(pos, OperationKind.STEP.value, name, ERROR,
-                                          error=codec.encode(error_to_dict(exc), "error"),
+                                          error=codec.encode_error(error_to_dict(exc)),
                                           started_at=now, finished_at=now))
             raise
         attempts = entry.attempts if entry is not None else 0
@@ -289,7 +289,7 @@ class RunContext:
                 now = self.clock.now()
                 nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
                                              now=now, error=exc)
-                err = codec.encode(error_to_dict(exc, attempts=attempts), "error")
+                err = codec.encode_error(error_to_dict(exc, attempts=attempts))
                 status = ERROR if nxt is None else PENDING
                 await self.write(JournalEntry(
                     pos, OperationKind.STEP.value, name, status, error=err, attempts=attempts,
@@ -304,7 +304,7 @@ class RunContext:
             try:
                 text = codec.encode(value, f"result of step {name!r}")
             except PayloadError as exc:
-                err = codec.encode(error_to_dict(exc, attempts=attempts), "error")
+                err = codec.encode_error(error_to_dict(exc, attempts=attempts))
                 await self.write(JournalEntry(
                     pos, OperationKind.STEP.value, name, ERROR, error=err, attempts=attempts,
                     started_at=first_at, finished_at=now, args=args_text,
@@ -380,9 +380,9 @@ class RunContext:
         else:
             deadline = entry.next_attempt_at
         await self.flush()
-        timeout_error = self.codec.encode(
+        timeout_error = self.codec.encode_error(
             {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
-             "timeout": timeout}, "error")
+             "timeout": timeout})
         try:
             taken = await self.store.signal_take(lease=self.lease, name=name, position=pos,
                                                  deadline=deadline, now=now,
@@ -448,7 +448,7 @@ class RunContext:
                           "error": self.codec.decode(run.error) if run.error else None,
                           "message": f"child run {child_id!r} ended {run.status}"}
                 entry = JournalEntry(pos, kind, child_id, ERROR,
-                                     error=self.codec.encode(detail, "error"), started_at=now,
+                                     error=self.codec.encode_error(detail), started_at=now,
                                      finished_at=now)
             await self.write(entry)
             self.executed += 1

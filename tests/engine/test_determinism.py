@@ -8,9 +8,9 @@ import io
 import json
 
 import tether
+from tests.engine.helpers import status_is, wait_for
 from tether import App, RunStatus
 from tether.cli import main
-from tests.engine.helpers import status_is, wait_for
 
 
 async def _park_v1(store_url: str) -> None:

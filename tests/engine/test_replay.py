@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 import tether
-from tether import App
 from tests.engine.helpers import journal_has, wait_for
+from tether import App
 
 
 async def test_replay_after_worker_stop_runs_only_unrecorded_steps(store_url: str) -> None:

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 import tether
-from tether import App, RetryPolicy
 from tests.engine.helpers import status_is, wait_for
+from tether import App, RetryPolicy
 
 FAST = dict(initial_interval=0.01, backoff=1.0, max_interval=0.01)
 

@@ -360,7 +360,7 @@ class Worker:
                 detail.pop("traceback", None)
                 log.error("run %s blocked: %s", run_id, err)
                 await store.run_finish(lease=ctx.lease, status=RunStatus.BLOCKED.value,
-                                       result=None, error=codec.encode(detail, "error"), now=now)
+                                       result=None, error=codec.encode_error(detail), now=now)
             elif isinstance(stop, Release):
                 await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
                 self._wake.set()
@@ -369,21 +369,21 @@ class Worker:
                 cancel_err = error if error is not None else Cancelled(run_id)
                 await store.run_finish(
                     lease=ctx.lease, status=RunStatus.CANCELLED.value, result=None,
-                    error=codec.encode(error_to_dict(cancel_err), "error"), now=now)
+                    error=codec.encode_error(error_to_dict(cancel_err)), now=now)
                 children = await store.run_children_cancel(parent_run_id=run_id, now=now)
                 if children:
                     log.info("run %s cancelled; cancelling children %s", run_id, children)
             elif error is not None:
                 await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
                                        result=None,
-                                       error=codec.encode(error_to_dict(error), "error"), now=now)
+                                       error=codec.encode_error(error_to_dict(error)), now=now)
             else:
                 try:
                     text = codec.encode(value, f"result of workflow {ctx.workflow.name!r}")
                 except PayloadError as exc:
                     await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
                                            result=None,
-                                           error=codec.encode(error_to_dict(exc), "error"),
+                                           error=codec.encode_error(error_to_dict(exc)),
                                            now=now)
                 else:
                     await store.run_finish(lease=ctx.lease, status=RunStatus.COMPLETED.value,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: lint, types, then pytest (SQLite and PostgreSQL).
+source "$(dirname "$0")/_env.sh" "dev"
+
+# PostgreSQL tests need the local server; start it if it is down.
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+
+echo "== ruff"; .venv/bin/ruff check src tests bench
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"
+set +e
+.venv/bin/pytest "$@"
+code=$?
+set -e
+if [ "$code" = 5 ]; then echo "no tests ran"; exit 1; fi
+exit "$code"
