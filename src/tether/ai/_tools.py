@@ -1,0 +1,483 @@
+"""Tools an agent can call: a name, a description, a JSON schema of the arguments, and
+an ``invoke`` that runs the tool.
+
+A ``Tool`` is the one shape the agent loop knows. ``function_tool`` turns a Python
+function into one (the schema comes from the type hints, the descriptions from the
+docstring, and ``invoke`` validates the model's arguments against the signature).
+``tether.ai.mcp.MCPTool`` is the other kind: a tool of an MCP server.
+
+Durability is not a tool's business but its caller's: the agent runs a tool call as a
+step, so the call is journaled, retried by policy, and answered from the journal after
+a crash. Code inside that step reads ``tether.step_key()`` (or ``idempotency_headers()``)
+to tell the receiving system which repeated side effects to drop. A tool whose
+``durable`` is true (an MCP tool) is already a step when awaited in a workflow.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import enum
+import functools
+import inspect
+import json
+import re
+import typing
+from collections.abc import Callable
+from typing import Any, overload
+
+import pydantic
+
+import tether
+from tether import ConfigError, NonRetryable, TetherError
+
+__all__ = [
+    "FunctionTool",
+    "Tool",
+    "ToolArgumentError",
+    "function_tool",
+    "idempotency_headers",
+]
+
+
+class ToolArgumentError(NonRetryable):
+    """The arguments a model gave a tool do not fit its parameters.
+
+    The message is written for the model (it names each bad argument and what was
+    expected), so an agent can hand it back as the tool's result and let the model try
+    again. It is a ``NonRetryable``: running the same call again cannot succeed.
+
+    Attributes:
+        tool: the tool's name.
+        errors: one dict per problem: ``argument`` (dotted path), ``problem``.
+    """
+
+    def __init__(self, tool: str, errors: list[dict[str, str]]) -> None:
+        problems = "; ".join(
+            f"{e['argument']}: {e['problem']}" if e["argument"] else e["problem"]
+            for e in errors
+        )
+        super().__init__(f"invalid arguments for tool {tool!r}: {problems}",
+                         data={"tool": tool, "errors": errors})
+        self.tool = tool
+        self.errors = errors
+
+
+class Tool(abc.ABC):
+    """A tool an agent can call.
+
+    Subclasses set the attributes (as class attributes or in ``__init__``) and
+    implement ``invoke``. The argument schema is a JSON schema of ``type: object``, as
+    OpenAI function calling and Anthropic tool use expect.
+
+    Attributes:
+        name: the name the model calls the tool by.
+        description: what the tool does, for the model.
+        parameters: JSON schema (``type: object``) of the arguments.
+        requires_approval: a human must approve each call before it runs.
+        durable: ``invoke`` is itself a durable operation when awaited in a workflow
+            (the agent need not wrap it in a step); false for plain tools.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    requires_approval: bool = False
+    durable: bool = False
+
+    @abc.abstractmethod
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        """Run the tool with the model's arguments and return its result.
+
+        Inside a step, ``tether.step_key()`` is the call's idempotency key.
+
+        Raises:
+            ToolArgumentError: the arguments do not fit the tool's parameters.
+        """
+
+    def validate_arguments(self, arguments: Any) -> dict[str, Any]:
+        """The model's arguments as a dict, checked as far as this tool can check them.
+
+        Accepts a dict or the JSON text of one (models send arguments as text). Pure and
+        deterministic, so an agent may call it in workflow code, before the step.
+
+        Raises:
+            ToolArgumentError: not a JSON object, or (subclasses) not fitting the schema.
+        """
+        return _as_object(self.name, arguments)
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as a model sees it: ``{"name", "description", "parameters"}``."""
+        return {"name": self.name, "description": self.description,
+                "parameters": self.parameters}
+
+    def result_text(self, result: Any) -> str:
+        """The result of ``invoke`` as text for the model (JSON unless it is a string)."""
+        return result_to_text(result)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class FunctionTool(Tool):
+    """A Python function as a tool; build it with ``function_tool``.
+
+    The instance is still callable like the function it wraps.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
+                 description: str | None = None, requires_approval: bool = False) -> None:
+        if not callable(fn):
+            raise ConfigError(f"function_tool needs a function, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        doc_description, param_docs = parse_docstring(inspect.getdoc(fn) or "")
+        self.description = description if description is not None else doc_description
+        self.requires_approval = requires_approval
+        self._is_async = _is_async_callable(fn)
+        self._model, self._params = _arguments_model(fn, self.name, param_docs)
+        self.parameters = model_schema(self._model)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def validate_arguments(self, arguments: Any) -> dict[str, Any]:
+        """The arguments as given, after checking them against the signature.
+
+        Raises:
+            ToolArgumentError: missing, unknown or ill-typed arguments.
+        """
+        obj = _as_object(self.name, arguments)
+        self._validated(obj)
+        return obj
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        """Validate the arguments, then call the function (a plain ``def`` in a thread).
+
+        Raises:
+            ToolArgumentError: the arguments do not fit the signature.
+        """
+        args, kwargs = self._validated(_as_object(self.name, arguments))
+        if self._is_async:
+            return await self.fn(*args, **kwargs)
+        # to_thread copies the context, so tether.step_key() works in a plain def too.
+        result = await asyncio.to_thread(self.fn, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _validated(self, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            model = self._model.model_validate(arguments)
+        except pydantic.ValidationError as exc:
+            raise ToolArgumentError(self.name, _describe_errors(exc, self._params)) from None
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for field, param in zip(self._model.model_fields, self._params, strict=True):
+            value = getattr(model, field)
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                args.append(value)
+            else:
+                kwargs[param.name] = value
+        return args, kwargs
+
+
+@overload
+def function_tool(fn: Callable[..., Any], /) -> FunctionTool: ...
+
+
+@overload
+def function_tool(fn: None = None, /, *, name: str | None = None,
+                  description: str | None = None,
+                  requires_approval: bool = False) -> Callable[[Callable[..., Any]], FunctionTool]:
+    ...
+
+
+def function_tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+                  description: str | None = None, requires_approval: bool = False
+                  ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
+    """Make a ``Tool`` of a function; use as ``@function_tool`` or ``@function_tool(...)``.
+
+    The argument schema comes from the type hints (str, int, float, bool, lists, dicts,
+    ``Optional``, ``Literal``, enums, dataclasses, pydantic models, ``Annotated[...,
+    Field(...)]``) and the defaults; the description is the docstring's first paragraph,
+    and a Google-style ``Args:`` section describes each parameter.
+
+    Args:
+        fn: the function (``async def`` or plain ``def``).
+        name: the tool's name (default: the function's name).
+        description: overrides the docstring's first paragraph.
+        requires_approval: a human must approve each call.
+
+    Raises:
+        ConfigError: the signature has ``*args``/``**kwargs`` or unresolvable hints.
+    """
+
+    def make(f: Callable[..., Any]) -> FunctionTool:
+        return FunctionTool(f, name=name, description=description,
+                            requires_approval=requires_approval)
+
+    return make(fn) if fn is not None else make
+
+
+def idempotency_headers(header: str = "Idempotency-Key") -> dict[str, str]:
+    """HTTP headers carrying the current step's idempotency key.
+
+    Inside a step: ``{"Idempotency-Key": tether.step_key()}``, the same on every retry
+    and after every crash, so an API that honours the header drops the repeats.
+    Outside a step (no durability, nothing to de-duplicate): ``{}``.
+    """
+    try:
+        return {header: tether.step_key()}
+    except TetherError:
+        return {}
+
+
+# -- docstrings -----------------------------------------------------------------------------
+
+_ARGS_HEADERS = {"args:", "arguments:", "parameters:", "params:", "keyword args:",
+                 "keyword arguments:"}
+_SECTION = re.compile(r"^[A-Z][A-Za-z ]*:$")
+_PARAM_LINE = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:(.*)$")
+
+
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """(description, per-parameter descriptions) of a Google-style docstring.
+
+    The description is the first paragraph, its lines joined by spaces. Parameter
+    descriptions come from an ``Args:`` section (``name (type): text`` lines,
+    continuation lines indented deeper).
+    """
+    lines = inspect.cleandoc(doc).splitlines() if doc else []
+    first: list[str] = []
+    for line in lines:
+        if not line.strip() or _SECTION.match(line.strip()):
+            break
+        first.append(line.strip())
+    params: dict[str, str] = {}
+    start = next((i for i, line in enumerate(lines) if line.strip().lower() in _ARGS_HEADERS),
+                 None)
+    if start is not None:
+        base = _indent(lines[start])
+        item_indent: int | None = None
+        current: str | None = None
+        for line in lines[start + 1:]:
+            if not line.strip():
+                continue
+            indent = _indent(line)
+            if indent <= base:
+                break
+            match = _PARAM_LINE.match(line.strip())
+            if match and (item_indent is None or indent <= item_indent):
+                item_indent = indent
+                current = match.group(1)
+                params[current] = match.group(2).strip()
+            elif current is not None:
+                params[current] = f"{params[current]} {line.strip()}".strip()
+    return " ".join(first), params
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+# -- schema and validation ---------------------------------------------------------------------
+
+
+def _arguments_model(fn: Callable[..., Any], tool: str, docs: dict[str, str]
+                     ) -> tuple[type[pydantic.BaseModel], list[inspect.Parameter]]:
+    """A pydantic model of ``fn``'s parameters (extra arguments forbidden).
+
+    Fields are named ``p0, p1, ...`` with the parameter's name as alias, so a parameter
+    may be called ``json`` or ``schema`` without shadowing ``BaseModel`` attributes.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"tool {tool!r}: cannot read the signature: {exc}") from None
+    target = _unwrap(fn)
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception as exc:
+        raise ConfigError(f"tool {tool!r}: cannot resolve its type hints: {exc}") from None
+    fields: dict[str, Any] = {}
+    params: list[inspect.Parameter] = []
+    for i, p in enumerate(signature.parameters.values()):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise ConfigError(
+                f"tool {tool!r}: *args and **kwargs cannot be described to a model; "
+                "declare each parameter"
+            )
+        annotation = hints.get(p.name, Any)
+        default = ... if p.default is p.empty else p.default
+        fields[f"p{i}"] = (annotation, pydantic.Field(default, alias=p.name,
+                                                      description=docs.get(p.name)))
+        params.append(p)
+    try:
+        model = pydantic.create_model(
+            f"{tool}_arguments",
+            __config__=pydantic.ConfigDict(extra="forbid", populate_by_name=False),
+            **fields,
+        )
+    except Exception as exc:
+        raise ConfigError(f"tool {tool!r}: its parameter types have no JSON schema: {exc}"
+                          ) from None
+    return model, params
+
+
+def model_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The JSON schema of an arguments model, shaped for function calling.
+
+    ``$ref``s into ``$defs`` are inlined (recursive types keep their ``$defs``), the
+    generated ``title``s are dropped, and the root is always ``{"type": "object",
+    "properties": ..., "additionalProperties": false}``.
+    """
+    try:
+        raw = model.model_json_schema(by_alias=True)
+    except Exception as exc:
+        raise ConfigError(f"{model.__name__}: no JSON schema: {exc}") from None
+    defs: dict[str, Any] = raw.pop("$defs", {})
+    kept: dict[str, Any] = {}
+    schema = _inline(raw, defs, kept, ())
+    schema = strip_titles(schema)
+    out: dict[str, Any] = {"type": "object", "properties": schema.get("properties", {})}
+    if schema.get("required"):
+        out["required"] = schema["required"]
+    out["additionalProperties"] = False
+    if kept:
+        out["$defs"] = {k: strip_titles(v) for k, v in kept.items()}
+    return out
+
+
+def _inline(node: Any, defs: dict[str, Any], kept: dict[str, Any],
+            stack: tuple[str, ...]) -> Any:
+    if isinstance(node, list):
+        return [_inline(n, defs, kept, stack) for n in node]
+    if not isinstance(node, dict):
+        return node
+    all_of = node.get("allOf")
+    if isinstance(all_of, list) and len(all_of) == 1 and set(all_of[0]) == {"$ref"}:
+        node = {**{k: v for k, v in node.items() if k != "allOf"}, **all_of[0]}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        if name in stack or name not in defs:
+            # A recursive type cannot be inlined: keep its definition and the reference.
+            if name in defs and name not in kept:
+                kept[name] = {}
+                kept[name] = _inline(defs[name], defs, kept, (*stack, name))
+            return {**_inline(siblings, defs, kept, stack), "$ref": ref}
+        target = _inline(defs[name], defs, kept, (*stack, name))
+        return {**target, **_inline(siblings, defs, kept, stack)}
+    return {k: (v if k in ("default", "const", "enum", "examples") else
+                _inline(v, defs, kept, stack)) for k, v in node.items()}
+
+
+_SCHEMA_MAPS = {"properties", "$defs", "patternProperties", "definitions"}
+_LITERAL_KEYS = {"default", "const", "enum", "examples", "required"}
+
+
+def strip_titles(node: Any) -> Any:
+    """Drop generated ``title`` keywords; a property *named* title is kept."""
+    if isinstance(node, list):
+        return [strip_titles(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title":
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: strip_titles(sub) for name, sub in value.items()}
+        elif key in _LITERAL_KEYS:
+            out[key] = value
+        else:
+            out[key] = strip_titles(value)
+    return out
+
+
+def _as_object(tool: str, arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, (str, bytes)):
+        text = arguments.decode() if isinstance(arguments, bytes) else arguments
+        if not text.strip():
+            return {}
+        try:
+            arguments = json.loads(text)
+        except ValueError as exc:
+            raise ToolArgumentError(tool, [{"argument": "", "problem":
+                                            f"arguments are not valid JSON ({exc})"}]) from None
+    if arguments is None:
+        return {}
+    if not isinstance(arguments, dict):
+        raise ToolArgumentError(tool, [{"argument": "", "problem":
+                                        "arguments must be a JSON object, got "
+                                        f"{type(arguments).__name__}"}])
+    return arguments
+
+
+def _describe_errors(exc: pydantic.ValidationError, params: list[inspect.Parameter]
+                     ) -> list[dict[str, str]]:
+    expected = ", ".join(p.name for p in params) or "none"
+    out: list[dict[str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err.get("loc", ()))
+        kind = err.get("type", "")
+        if kind == "missing":
+            problem = "missing required argument"
+        elif kind == "extra_forbidden":
+            problem = f"unexpected argument (the tool takes: {expected})"
+        else:
+            problem = f"{err.get('msg', 'invalid value')} (got {_short(err.get('input'))})"
+        out.append({"argument": loc, "problem": problem})
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unwrap(fn: Any) -> Any:
+    """The function whose hints and colour count: partials unwrapped, and a callable
+    object's ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn):
+        return fn
+    return type(fn).__call__
+
+
+def _is_async_callable(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(_unwrap(fn))
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+def result_to_text(result: Any) -> str:
+    """A tool result as text: strings as they are, anything else as JSON."""
+    if isinstance(result, str):
+        return result
+    try:
+        return json.dumps(result, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(result)
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return isoformat()
+    return str(value)
+

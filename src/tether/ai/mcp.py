@@ -1,0 +1,577 @@
+"""Durable tools of MCP servers, through the official ``mcp`` SDK's client.
+
+``MCPServer`` is one server (a subprocess over stdio, or a URL over streamable HTTP)
+and a kept connection to it. ``MCPToolset(app, server)`` registers two steps on the
+app, ``mcp:{id}.list_tools`` and ``mcp:{id}.call_tool``; in a workflow,
+``await toolset.tools()`` journals the tool list once and returns ``MCPTool``s whose
+``invoke`` is the ``call_tool`` step. After a crash, a completed call is answered from
+the journal and is not sent to the server again; a call that was in flight is sent
+again with the same idempotency key (in the request's ``_meta``, and as the
+``idempotency_key`` argument when the tool declares one).
+
+What fails the step and what is a value: a transport failure (the server could not be
+reached, the connection broke, the request timed out) raises ``MCPConnectionError``,
+which the step retries with backoff on a fresh connection. Anything the server
+*answered* is a value: a result with ``isError``, or a JSON-RPC error such as an
+unknown tool or invalid parameters, comes back as ``MCPToolResult(is_error=True)`` so
+the model can read it and correct itself.
+
+Needs the extra: ``pip install tether[mcp]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import tether
+from tether import App, RetryPolicy, TetherError
+from tether.ai._tools import Tool, result_to_text, strip_titles
+
+if importlib.util.find_spec("mcp") is None:  # pragma: no cover - exercised in a test
+    raise ImportError(
+        "tether.ai.mcp needs the official MCP SDK: install tether[mcp] "
+        "(pip install 'tether[mcp]')"
+    )
+
+if TYPE_CHECKING:
+    from mcp import Client
+
+__all__ = [
+    "IDEMPOTENCY_META_KEY",
+    "MCPConnectionError",
+    "MCPServer",
+    "MCPTool",
+    "MCPToolInfo",
+    "MCPToolResult",
+    "MCPToolset",
+]
+
+log = logging.getLogger("tether.ai.mcp")
+
+#: The ``_meta`` key of a ``tools/call`` request that carries the idempotency key.
+IDEMPOTENCY_META_KEY = "idempotency_key"
+#: The tool argument that receives the idempotency key when a tool declares it.
+IDEMPOTENCY_ARGUMENT = "idempotency_key"
+
+#: Retries of the MCP steps: transport failures, on a fresh connection each time.
+DEFAULT_MCP_RETRY = RetryPolicy(initial_interval=0.5, backoff=2.0, max_interval=30.0,
+                                max_attempts=6)
+
+
+class MCPConnectionError(TetherError):
+    """The MCP server could not be reached, or the connection broke or timed out.
+
+    Retryable: the ``mcp:...`` steps retry it by their policy, reconnecting first.
+    """
+
+    def __init__(self, server: str, detail: str) -> None:
+        super().__init__(f"MCP server {server!r}: {detail}")
+        self.server = server
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class MCPToolInfo:
+    """A tool as an MCP server lists it."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MCPToolResult:
+    """The outcome of one ``tools/call``, as JSON values (journaled as such).
+
+    Attributes:
+        content: the content blocks, e.g. ``{"type": "text", "text": "..."}``.
+        is_error: the tool failed (or the server rejected the call); ``text`` says why.
+        text: the text blocks joined, or the structured content as JSON if no text.
+        structured: the structured content, if the tool returned any.
+    """
+
+    content: list[dict[str, Any]]
+    is_error: bool = False
+    text: str = ""
+    structured: Any = None
+
+
+# -- the server and its connection -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Connection:
+    """A live client session, owned by one background task that entered the SDK's
+    context managers (anyio requires them to be exited by the task that entered them)."""
+
+    loop: asyncio.AbstractEventLoop
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    client: Client | None = None
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done() and not self.stop.is_set()
+
+
+@dataclass(slots=True)
+class _Locks:
+    loop: asyncio.AbstractEventLoop
+    connect: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class MCPServer:
+    """An MCP server and a kept connection to it.
+
+    Build it with ``MCPServer.stdio(...)`` or ``MCPServer.http(...)``. The connection
+    opens on first use, is shared by every task of the event loop, and is reopened if it
+    died. Close it with ``await server.aclose()`` (or ``async with server:``).
+
+    Attributes:
+        id: the stable name used in step names (``mcp:{id}.call_tool``); pass it
+            explicitly in production, since the default is derived from the command or
+            URL and changes with them.
+    """
+
+    def __init__(self, *, id: str, transport: str, command: str | None = None,
+                 args: Iterable[str] = (), env: dict[str, str] | None = None,
+                 cwd: str | None = None, url: str | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 60.0,
+                 connect_timeout: float = 30.0) -> None:
+        if transport not in ("stdio", "http"):
+            raise ValueError(f"unknown MCP transport {transport!r} (stdio or http)")
+        if not id or not _ID.fullmatch(id):
+            raise ValueError(f"MCP server id {id!r} must match {_ID.pattern}")
+        self.id = id
+        self.transport = transport
+        self.command = command
+        self.args = list(args)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.url = url
+        self.headers = dict(headers) if headers is not None else None
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._conn: _Connection | None = None
+        self._locks: _Locks | None = None
+        self._schemas: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def stdio(cls, command: str, args: Iterable[str] = (), env: dict[str, str] | None = None,
+              *, id: str | None = None, cwd: str | None = None, timeout: float = 60.0,
+              connect_timeout: float = 30.0) -> MCPServer:
+        """A server run as a subprocess, spoken to over its stdin/stdout.
+
+        Args:
+            command: the executable.
+            args: its arguments.
+            env: extra environment variables (over the SDK's safe default set).
+            id: stable name for step names (default: from the command and arguments).
+            cwd: working directory of the subprocess.
+            timeout: seconds to wait for one response.
+            connect_timeout: seconds to wait for the connection and handshake.
+        """
+        args = list(args)
+        return cls(id=id or _stdio_id(command, args), transport="stdio", command=command,
+                   args=args, env=env, cwd=cwd, timeout=timeout,
+                   connect_timeout=connect_timeout)
+
+    @classmethod
+    def http(cls, url: str, headers: dict[str, str] | None = None, *, id: str | None = None,
+             timeout: float = 60.0, connect_timeout: float = 30.0) -> MCPServer:
+        """A server at a URL, over the streamable HTTP transport.
+
+        Args:
+            url: the endpoint, e.g. ``http://127.0.0.1:8000/mcp``.
+            headers: HTTP headers sent with every request (e.g. authorization).
+            id: stable name for step names (default: from the URL's host, port and path).
+            timeout: seconds to wait for one response.
+            connect_timeout: seconds to wait for the connection and handshake.
+        """
+        return cls(id=id or _http_id(url), transport="http", url=url, headers=headers,
+                   timeout=timeout, connect_timeout=connect_timeout)
+
+    def __repr__(self) -> str:
+        target = self.url if self.transport == "http" else " ".join(
+            [self.command or "", *self.args])
+        return f"MCPServer(id={self.id!r}, {self.transport}: {target})"
+
+    async def __aenter__(self) -> MCPServer:
+        await self._client()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def list_tools(self) -> list[MCPToolInfo]:
+        """The server's tools (every page).
+
+        Raises:
+            MCPConnectionError: transport failure (retryable).
+            mcp.MCPError: the server rejected the request.
+        """
+        tools: list[MCPToolInfo] = []
+        cursor: str | None = None
+        for _ in range(1000):
+            page = await self._request(
+                lambda c, cur=cursor: c.list_tools(cursor=cur, cache_mode="bypass"))
+            for t in page.tools:
+                schema = dict(t.input_schema or {})
+                self._schemas[t.name] = schema
+                tools.append(MCPToolInfo(t.name, t.description or "", schema))
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, *,
+                        idempotency_key: str | None = None) -> MCPToolResult:
+        """Call a tool; the server's answer (even an error) is the returned value.
+
+        ``idempotency_key`` goes into the request's ``_meta`` (key
+        ``IDEMPOTENCY_META_KEY``) and, if the tool's input schema declares an
+        ``idempotency_key`` property, into that argument too.
+
+        Raises:
+            MCPConnectionError: transport failure (retryable; the server may or may not
+                have run the tool, hence the idempotency key).
+        """
+        from mcp import MCPError
+
+        args = dict(arguments or {})
+        meta: dict[str, Any] | None = None
+        if idempotency_key is not None:
+            meta = {IDEMPOTENCY_META_KEY: idempotency_key}
+            schema = await self._schema(name)
+            if IDEMPOTENCY_ARGUMENT in (schema or {}).get("properties", {}):
+                args[IDEMPOTENCY_ARGUMENT] = idempotency_key
+        try:
+            result = await self._request(lambda c: c.call_tool(name, args, meta=meta))
+        except MCPError as exc:
+            text = f"MCP error {exc.code}: {exc.message}"
+            return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
+        return _tool_result(result)
+
+    async def aclose(self) -> None:
+        """Close the connection (a later call opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.stop.set()
+        if conn.loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(conn.task), 10.0)
+            if not conn.task.done():
+                conn.task.cancel()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _schema(self, name: str) -> dict[str, Any] | None:
+        if name not in self._schemas:
+            with contextlib.suppress(Exception):
+                await self.list_tools()
+        return self._schemas.get(name)
+
+    async def _request(self, call: Any) -> Any:
+        """Run ``call(client)``; a transport failure drops the connection and raises
+        ``MCPConnectionError``. JSON-RPC errors the server sent pass through."""
+        from mcp import MCPError
+        from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+        from pydantic import ValidationError
+
+        client = await self._client()
+        try:
+            return await call(client)
+        except MCPError as exc:
+            if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+                await self._drop()
+                raise MCPConnectionError(self.id, f"{exc.message} (code {exc.code})") from exc
+            raise
+        except ValidationError:
+            raise  # a malformed answer, not a transport failure
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            await self._drop()
+            raise MCPConnectionError(self.id, _describe(exc)) from exc
+
+    async def _client(self) -> Client:
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is not None and conn.loop is loop and conn.alive and conn.client is not None:
+            return conn.client
+        if self._locks is None or self._locks.loop is not loop:
+            self._locks = _Locks(loop)
+        async with self._locks.connect:
+            conn = self._conn
+            if conn is not None and conn.loop is loop and conn.alive and conn.client is not None:
+                return conn.client
+            if conn is not None:
+                await self._drop()
+            conn = await self._connect(loop)
+            self._conn = conn
+            assert conn.client is not None
+            return conn.client
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        ready: asyncio.Future[Any] = loop.create_future()
+        stop = asyncio.Event()
+        task = loop.create_task(self._own(ready, stop), name=f"tether-mcp-{self.id}")
+        conn = _Connection(loop, task, stop)
+        try:
+            conn.client = await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
+        except TimeoutError:
+            stop.set()
+            task.cancel()
+            raise MCPConnectionError(
+                self.id, f"no connection within {self.connect_timeout} s") from None
+        except (asyncio.CancelledError, MCPConnectionError):
+            stop.set()
+            raise
+        except Exception as exc:
+            stop.set()
+            raise MCPConnectionError(self.id, f"cannot connect: {_describe(exc)}") from exc
+        return conn
+
+    async def _own(self, ready: asyncio.Future[Any], stop: asyncio.Event) -> None:
+        """The connection's owner: enters the SDK's context managers, publishes the
+        client, waits for ``stop``, and exits them in this same task."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await self._open(stack)
+                if not ready.done():
+                    ready.set_result(client)
+                await stop.wait()
+        except asyncio.CancelledError:
+            if not ready.done():
+                ready.cancel()
+            raise
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.debug("MCP server %r: connection closed with %r", self.id, exc)
+        finally:
+            stop.set()
+            if not ready.done():
+                ready.set_exception(MCPConnectionError(self.id, "connection closed"))
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> Client:
+        from mcp import Client, StdioServerParameters
+
+        if self.transport == "stdio":
+            params = StdioServerParameters(command=self.command or "", args=self.args,
+                                           env=self.env, cwd=self.cwd)
+            client = Client(params, read_timeout_seconds=self.timeout, cache=None)
+        else:
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            http = await stack.enter_async_context(httpx2.AsyncClient(
+                headers=self.headers,
+                timeout=httpx2.Timeout(max(self.timeout, 30.0), read=max(self.timeout, 300.0)),
+            ))
+            transport = streamable_http_client(self.url or "", http_client=http)
+            client = Client(transport, read_timeout_seconds=self.timeout, cache=None)
+        return await stack.enter_async_context(client)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.stop.set()
+        if conn.loop is not asyncio.get_running_loop():
+            return  # that loop is gone or elsewhere; its task cannot be awaited from here
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.task), 5.0)
+        except TimeoutError:
+            conn.task.cancel()
+        except asyncio.CancelledError:
+            conn.task.cancel()
+            raise
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost error of an exception group (anyio task groups wrap them)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-.") or "x"
+
+
+def _stdio_id(command: str, args: list[str]) -> str:
+    parts = [os.path.basename(command.rstrip("/\\"))]
+    parts += [os.path.basename(a.rstrip("/\\")) for a in args if not a.startswith("-")]
+    return _slug("-".join(p for p in parts if p))[:80]
+
+
+def _http_id(url: str) -> str:
+    split = urlsplit(url)
+    host = split.hostname or "server"
+    port = f"-{split.port}" if split.port else ""
+    return _slug(f"{host}{port}{split.path}")[:80]
+
+
+def _tool_result(result: Any) -> MCPToolResult:
+    blocks: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for block in result.content or []:
+        data = block.model_dump(mode="json", by_alias=True, exclude_none=True)
+        blocks.append(data)
+        if data.get("type") == "text":
+            texts.append(str(data.get("text", "")))
+    structured = getattr(result, "structured_content", None)
+    text = "\n".join(texts)
+    if not texts and structured is not None:
+        text = json.dumps(structured, ensure_ascii=False)
+    return MCPToolResult(blocks, is_error=bool(result.is_error), text=text,
+                         structured=structured)
+
+
+# -- durability ---------------------------------------------------------------------------------
+
+
+def _step_key() -> str | None:
+    try:
+        return tether.step_key()
+    except TetherError:
+        return None
+
+
+class MCPToolset:
+    """The tools of one MCP server, as durable steps registered on ``app``.
+
+    Registers ``{prefix}:{server.id}.list_tools`` and ``{prefix}:{server.id}.call_tool``
+    (names are part of the journal: keep ``server.id`` stable across deploys). Build the
+    toolset where the app's steps are defined (module level), so every worker process
+    registers the same steps.
+
+    Args:
+        app: the app to register the steps on.
+        server: the MCP server.
+        prefix: first part of the step names.
+        include: only these tool names (default: all).
+        exclude: never these tool names.
+        requires_approval: ``True`` for every tool, or the names that need approval.
+        tool_name_prefix: prepended to each tool's name as the model sees it (to keep
+            two servers' tools apart); the server is called with the original name.
+        retry: the steps' retry policy (transport failures).
+    """
+
+    def __init__(self, app: App, server: MCPServer, *, prefix: str = "mcp",
+                 include: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                 requires_approval: bool | Iterable[str] = False, tool_name_prefix: str = "",
+                 retry: RetryPolicy | None = None) -> None:
+        self.app = app
+        self.server = server
+        self.include = set(include) if include is not None else None
+        self.exclude = set(exclude)
+        self.requires_approval = (requires_approval if isinstance(requires_approval, bool)
+                                  else set(requires_approval))
+        self.tool_name_prefix = tool_name_prefix
+        self.list_tools_step = f"{prefix}:{server.id}.list_tools"
+        self.call_tool_step = f"{prefix}:{server.id}.call_tool"
+        policy = retry or DEFAULT_MCP_RETRY
+
+        async def list_tools() -> list[MCPToolInfo]:
+            return await server.list_tools()
+
+        async def call_tool(name: str, arguments: dict[str, Any]) -> MCPToolResult:
+            return await server.call_tool(name, arguments, idempotency_key=_step_key())
+
+        self._list_tools: Callable[[], Awaitable[list[MCPToolInfo]]] = app.step(
+            name=self.list_tools_step, retry=policy)(list_tools)
+        self._call_tool: Callable[[str, dict[str, Any]], Awaitable[MCPToolResult]] = app.step(
+            name=self.call_tool_step, retry=policy)(call_tool)
+
+    def __repr__(self) -> str:
+        return f"MCPToolset({self.server.id!r})"
+
+    async def tools(self) -> list[MCPTool]:
+        """The server's tools. In a workflow this is one durable operation: the list is
+        journaled, and replay returns the same tools without asking the server."""
+        infos = await self._list_tools()
+        return [MCPTool(self, info) for info in infos if self._wanted(info.name)]
+
+    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> MCPToolResult:
+        """Call a tool by its server-side name; durable in a workflow (the ``call_tool``
+        step), a plain call elsewhere."""
+        return await self._call_tool(name, dict(arguments or {}))
+
+    def _wanted(self, name: str) -> bool:
+        if self.include is not None and name not in self.include:
+            return False
+        return name not in self.exclude
+
+    def _needs_approval(self, name: str) -> bool:
+        if isinstance(self.requires_approval, bool):
+            return self.requires_approval
+        return name in self.requires_approval
+
+
+class MCPTool(Tool):
+    """A tool of an MCP server. ``invoke`` is the toolset's ``call_tool`` step: awaited
+    in a workflow it is journaled (so ``durable`` is true); elsewhere it is a plain call.
+
+    ``invoke`` returns an ``MCPToolResult``; a tool error is a result with
+    ``is_error=True``, not an exception. The ``idempotency_key`` argument, if the tool
+    declares one, is hidden from the model: Tether fills it.
+    """
+
+    durable = True
+
+    def __init__(self, toolset: MCPToolset, info: MCPToolInfo) -> None:
+        self.toolset = toolset
+        self.info = info
+        self.mcp_name = info.name
+        self.name = f"{toolset.tool_name_prefix}{info.name}"
+        self.description = inspect.cleandoc(info.description)
+        self.parameters = _model_facing_schema(info.input_schema)
+        self.requires_approval = toolset._needs_approval(info.name)
+
+    async def invoke(self, arguments: dict[str, Any]) -> MCPToolResult:
+        """Call the tool (durably in a workflow); its answer is the value."""
+        args = {k: v for k, v in self.validate_arguments(arguments).items()
+                if k != IDEMPOTENCY_ARGUMENT}
+        return await self.toolset.call(self.mcp_name, args)
+
+    def result_text(self, result: Any) -> str:
+        if isinstance(result, MCPToolResult):
+            return result.text
+        return result_to_text(result)
+
+
+def _model_facing_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The input schema without the ``idempotency_key`` property and generated titles;
+    always an object."""
+    out: dict[str, Any] = strip_titles(dict(schema or {}))
+    out["type"] = "object"
+    props = dict(out.get("properties") or {})
+    if IDEMPOTENCY_ARGUMENT in props:
+        del props[IDEMPOTENCY_ARGUMENT]
+        required = [r for r in out.get("required") or [] if r != IDEMPOTENCY_ARGUMENT]
+        if required:
+            out["required"] = required
+        else:
+            out.pop("required", None)
+    out["properties"] = props
+    return out
