@@ -1,0 +1,85 @@
+"""Workflows the fault tests run in real worker processes.
+
+Every step that really runs appends ``<pid> <what>`` to the file named by
+``TETHER_TEST_SIDE_FILE``, so a test can count executions across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import tether
+from tether import App, RetryPolicy
+
+app = App()
+
+
+def side(what: str) -> None:
+    path = os.environ["TETHER_TEST_SIDE_FILE"]
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()} {what}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@app.step
+async def step(i: int, delay: float) -> int:
+    await asyncio.sleep(delay)
+    side(f"step {i}")
+    return i * i
+
+
+@app.workflow
+async def six_steps(delay: float) -> list[int]:
+    return [await step(i, delay) for i in range(1, 7)]
+
+
+@app.step(retry=RetryPolicy(initial_interval=4.0, backoff=1.0, max_interval=4.0,
+                            max_attempts=None))
+async def flaky(fail_times: int) -> int:
+    side(f"attempt {tether.step_attempt()}")
+    if tether.step_attempt() <= fail_times:
+        raise ConnectionError("provider down")
+    return tether.step_attempt()
+
+
+@app.workflow
+async def retrying(fail_times: int) -> int:
+    return await flaky(fail_times)
+
+
+@app.step
+async def before_wait() -> str:
+    side("before")
+    return "prepared"
+
+
+@app.workflow
+async def human_in_the_loop() -> dict[str, object]:
+    prepared = await before_wait()
+    approval = await tether.wait_for_signal("approve")
+    side("after")
+    return {"prepared": prepared, "approval": approval}
+
+
+@app.workflow
+async def timer(seconds: float) -> float:
+    await tether.sleep(seconds)
+    side("woke")
+    return seconds
+
+
+@app.workflow(queue="tools")
+async def tool(q: str, delay: float) -> str:
+    await step(1, delay)
+    await step(2, delay)
+    side(f"tool done {q}")
+    return f"result of {q}"
+
+
+@app.workflow(queue="agents")
+async def agent(q: str, delay: float) -> str:
+    answer = await tether.call(tool, q, delay)
+    side(f"agent got {answer}")
+    return answer

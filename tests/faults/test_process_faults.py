@@ -1,0 +1,154 @@
+"""Real faults: SIGKILL worker processes, stop every worker, restart them later."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import journal_has, status_is, wait_for
+from tests.faults.procs import ROOT, Workers
+from tether import App
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+
+@pytest.fixture
+async def env(store_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, Workers]]:
+    from tests.faults import apps
+
+    apps.app.use_store(store_url)
+    workers = Workers(store_url, tmp_path / "side.log", tmp_path)
+    try:
+        yield apps.app, workers
+    finally:
+        workers.stop_all()
+        await apps.app.close()
+
+
+async def test_sigkill_after_step_3_new_worker_completes_without_rerunning(
+    env: tuple[App, Workers],
+) -> None:
+    """Steps 1-3 committed before SIGKILL are not executed again; the result is exact."""
+    from tests.faults.apps import six_steps
+
+    app, workers = env
+    first = workers.start()
+    handle = await app.start(six_steps, 0.3, run_id="crash")
+    await wait_for(lambda: journal_has(app, "crash", 3), timeout=30)
+    workers.kill(first)
+    killed_at = time.monotonic()
+    workers.start()
+    assert await handle.result(timeout=60) == [1, 4, 9, 16, 25, 36]
+    counts = workers.counts()
+    for i in (1, 2, 3):
+        assert counts[f"step {i}"] == 1, counts
+    for i in (4, 5, 6):  # step 4 may have been in flight at the kill
+        assert 1 <= counts[f"step {i}"] <= (2 if i == 4 else 1), counts
+    info = await app.get_run("crash")
+    assert [e["position"] for e in info.journal] == list(range(6))
+    assert time.monotonic() - killed_at < 30
+
+
+async def test_retry_schedule_continues_across_a_sigkill(env: tuple[App, Workers]) -> None:
+    """The attempt count and next-attempt time survive the worker being killed."""
+    from tests.faults.apps import retrying
+
+    app, workers = env
+    first = workers.start()
+    handle = await app.start(retrying, 2, run_id="retry")
+    await wait_for(lambda: _attempts(app, "retry", 1), timeout=30)
+    entry = (await app.get_run("retry")).journal[0]
+    next_at = entry["next_attempt_at"]
+    workers.kill(first)
+    workers.start()
+    assert await handle.result(timeout=60) == 3
+    attempts = [w for _, w in workers.executions() if w.startswith("attempt")]
+    assert attempts == ["attempt 1", "attempt 2", "attempt 3"]  # not restarted at 1
+    final = (await app.get_run("retry")).journal[0]
+    assert final["attempts"] == 3 and final["started_at"] <= next_at
+
+
+async def _attempts(app: App, run_id: str, n: int) -> bool:
+    info = await app.get_run(run_id)
+    return bool(info.journal) and info.journal[0]["attempts"] >= n
+
+
+async def test_human_in_the_loop_across_a_full_stop(env: tuple[App, Workers],
+                                                    store_url: str) -> None:
+    """The signal is sent with the CLI while no worker runs; a new worker completes it."""
+    from tests.faults.apps import human_in_the_loop
+
+    app, workers = env
+    first = workers.start()
+    handle = await app.start(human_in_the_loop, run_id="hitl")
+    await wait_for(lambda: status_is(app, "hitl", "waiting"), timeout=30)
+    workers.kill(first, signal.SIGTERM)
+    out = subprocess.run(
+        [sys.executable, "-m", "tether", "signal", "hitl", "approve", "--db", store_url,
+         "--data", '{"by": "ana", "budget": 4.0}'],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (await app.get_run("hitl")).status.value == "waiting"
+    workers.start()
+    result = await handle.result(timeout=60)
+    assert result == {"prepared": "prepared", "approval": {"by": "ana", "budget": 4.0}}
+    assert workers.counts() == {"before": 1, "after": 1}
+
+
+async def test_timer_across_a_full_stop_wakes_at_the_original_time(
+    env: tuple[App, Workers],
+) -> None:
+    """A 3 s timer; its worker is killed; a worker started 10 s later completes it at once."""
+    from tests.faults.apps import timer
+
+    app, workers = env
+    first = workers.start()
+    handle = await app.start(timer, 3.0, run_id="timer")
+    await wait_for(lambda: _sleep_recorded(app, "timer"), timeout=30)
+    recorded = (await app.get_run("timer")).journal[0]["next_attempt_at"]
+    workers.kill(first)
+    await asyncio.sleep(10)
+    started = time.time()
+    workers.start()
+    assert await handle.result(timeout=30) == 3.0
+    done = time.time()
+    entry = (await app.get_run("timer")).journal[0]
+    assert entry["next_attempt_at"] == recorded  # the original wake-up time
+    assert recorded < started and done - started < 5
+
+
+async def _sleep_recorded(app: App, run_id: str) -> bool:
+    info = await app.get_run(run_id)
+    return bool(info.journal) and info.journal[0]["kind"] == "sleep"
+
+
+async def test_child_on_tools_queue_survives_a_tools_worker_kill(
+    env: tuple[App, Workers],
+) -> None:
+    """Only an agents worker: the child waits. Tools worker killed mid-child: another
+    tools worker resumes it and the parent receives exactly one result."""
+    from tests.faults.apps import agent
+
+    app, workers = env
+    workers.start("agents")
+    handle = await app.start(agent, "q", 0.5, run_id="p")
+    await wait_for(lambda: status_is(app, "p.0", "queued"), timeout=30)
+    await asyncio.sleep(1.0)
+    assert (await app.get_run("p.0")).status.value == "queued"  # no tools worker yet
+    tools = workers.start("tools", lease=2.0)
+    await wait_for(lambda: journal_has(app, "p.0", 1), timeout=30)
+    workers.kill(tools)
+    workers.start("tools", lease=2.0)
+    assert await handle.result(timeout=60) == "result of q"
+    counts = workers.counts()
+    assert counts["agent got result of q"] == 1
+    assert counts["tool done q"] == 1
+    assert counts["step 1"] == 1
