@@ -23,12 +23,12 @@ import tether
 from tests.ai.mcp_crash_worker import build as build_crash_app
 from tether import App, RetryPolicy
 from tether.ai.mcp import (
-    MCPConnectionError,
     MCPServer,
     MCPTool,
     MCPToolInfo,
     MCPToolResult,
     MCPToolset,
+    MCPUnavailable,
 )
 
 HERE = Path(__file__).parent
@@ -209,7 +209,7 @@ async def test_connection_is_shared_by_concurrent_tasks(notes: tuple[MCPServer, 
 
 
 async def test_stdio_server_that_died_is_reconnected(tmp_path: Path) -> None:
-    """A killed stdio server fails the call in flight with MCPConnectionError at most,
+    """A killed stdio server fails the call in flight with MCPUnavailable at most,
     and the next call starts a new server process."""
     log = tmp_path / "calls.jsonl"
     server = MCPServer.stdio(sys.executable, [str(NOTES_SERVER), "stdio"],
@@ -221,7 +221,7 @@ async def test_stdio_server_that_died_is_reconnected(tmp_path: Path) -> None:
         await wait_until(lambda: not pid_alive(first_pid))
         try:
             await server.call_tool("lookup", {"term": "second"})
-        except MCPConnectionError:
+        except MCPUnavailable:
             await server.call_tool("lookup", {"term": "second"})
         second_pid = calls(log, term="second")[0]["pid"]
     assert second_pid != first_pid
@@ -239,9 +239,9 @@ async def test_aclose_ends_the_stdio_server(tmp_path: Path) -> None:
 
 
 async def test_unreachable_server_raises_connection_error() -> None:
-    """Nothing listening on the port: MCPConnectionError, a retryable TetherError."""
+    """Nothing listening on the port: MCPUnavailable, a retryable TetherError."""
     server = MCPServer.http(f"http://127.0.0.1:{free_port()}/mcp", connect_timeout=5)
-    with pytest.raises(MCPConnectionError) as info:
+    with pytest.raises(MCPUnavailable) as info:
         await server.list_tools()
     assert isinstance(info.value, tether.TetherError)
     assert not isinstance(info.value, tether.NonRetryable)
@@ -260,7 +260,7 @@ def test_default_ids_are_derived_from_command_and_url() -> None:
 
 def test_import_without_the_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the mcp package, importing tether.ai.mcp says to install tether[mcp]."""
-    monkeypatch.setitem(sys.modules, "mcp", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "mcp", None)
     monkeypatch.delitem(sys.modules, "tether.ai.mcp")
     with pytest.raises(ImportError, match=r"tether\[mcp\]"):
         importlib.import_module("tether.ai.mcp")
@@ -364,7 +364,7 @@ async def _waiting(app: App, run_id: str) -> bool:
 
 
 async def test_transport_failures_are_retried_until_the_server_is_up(tmp_path: Path) -> None:
-    """A call to a server that is not up yet fails with MCPConnectionError and the step
+    """A call to a server that is not up yet fails with MCPUnavailable and the step
     retries it with backoff; once the server listens, the run completes."""
     log = tmp_path / "calls.jsonl"
     port = free_port()
@@ -449,3 +449,43 @@ async def _call_committed(app: App, run_id: str) -> bool:
         return False
     return any(e["name"] == "mcp:notes.call_tool" and e["status"] == "ok"
                for e in info.journal)
+
+
+def test_which_mcp_errors_are_transient() -> None:
+    """Timeouts, lost connections or sessions and internal errors are retried; errors
+    about the request itself are the server's answer."""
+    from mcp import MCPError
+    from mcp.types import (
+        CONNECTION_CLOSED,
+        INTERNAL_ERROR,
+        INVALID_PARAMS,
+        INVALID_REQUEST,
+        METHOD_NOT_FOUND,
+        REQUEST_TIMEOUT,
+    )
+
+    from tether.ai.mcp import _transient
+
+    assert _transient(MCPError(REQUEST_TIMEOUT, "timed out")) == "keep"
+    assert _transient(MCPError(CONNECTION_CLOSED, "Connection closed")) == "drop"
+    assert _transient(MCPError(INTERNAL_ERROR, "Server returned an error response")) == "drop"
+    assert _transient(MCPError(INVALID_REQUEST, "Session terminated")) == "drop"
+    assert _transient(MCPError(INVALID_REQUEST, "bad request")) is None
+    assert _transient(MCPError(INVALID_PARAMS, "bad arguments")) is None
+    assert _transient(MCPError(METHOD_NOT_FOUND, "no such method")) is None
+
+
+async def test_a_rejected_call_is_an_error_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JSON-RPC error answering tools/call becomes MCPToolResult(is_error=True)."""
+    from mcp import MCPError
+    from mcp.types import INVALID_PARAMS
+
+    server = MCPServer.http("http://127.0.0.1:9/mcp")
+
+    async def reject(call: Any) -> Any:
+        raise MCPError(INVALID_PARAMS, "limit must be positive")
+
+    monkeypatch.setattr(server, "_request", reject)
+    result = await server.call_tool("search", {"limit": -1})
+    assert result.is_error
+    assert result.text == "MCP error -32602: limit must be positive"

@@ -185,7 +185,9 @@ class FunctionTool(Tool):
 
 
 @overload
-def function_tool(fn: Callable[..., Any], /) -> FunctionTool: ...
+def function_tool(fn: Callable[..., Any], /, *, name: str | None = None,
+                  description: str | None = None,
+                  requires_approval: bool = False) -> FunctionTool: ...
 
 
 @overload
@@ -198,7 +200,8 @@ def function_tool(fn: None = None, /, *, name: str | None = None,
 def function_tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
                   description: str | None = None, requires_approval: bool = False
                   ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
-    """Make a ``Tool`` of a function; use as ``@function_tool`` or ``@function_tool(...)``.
+    """Make a ``Tool`` of a function: ``@function_tool``, ``@function_tool(...)``, or
+    ``function_tool(fn, name=...)``.
 
     The argument schema comes from the type hints (str, int, float, bool, lists, dicts,
     ``Optional``, ``Literal``, enums, dataclasses, pydantic models, ``Annotated[...,

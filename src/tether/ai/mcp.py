@@ -10,7 +10,7 @@ again with the same idempotency key (in the request's ``_meta``, and as the
 ``idempotency_key`` argument when the tool declares one).
 
 What fails the step and what is a value: a transport failure (the server could not be
-reached, the connection broke, the request timed out) raises ``MCPConnectionError``,
+reached, the connection broke, the request timed out) raises ``MCPUnavailable``,
 which the step retries with backoff on a fresh connection. Anything the server
 *answered* is a value: a result with ``isError``, or a JSON-RPC error such as an
 unknown tool or invalid parameters, comes back as ``MCPToolResult(is_error=True)`` so
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib.util
 import inspect
 import json
@@ -49,12 +50,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_META_KEY",
-    "MCPConnectionError",
     "MCPServer",
     "MCPTool",
     "MCPToolInfo",
     "MCPToolResult",
     "MCPToolset",
+    "MCPUnavailable",
 ]
 
 log = logging.getLogger("tether.ai.mcp")
@@ -69,10 +70,12 @@ DEFAULT_MCP_RETRY = RetryPolicy(initial_interval=0.5, backoff=2.0, max_interval=
                                 max_attempts=6)
 
 
-class MCPConnectionError(TetherError):
-    """The MCP server could not be reached, or the connection broke or timed out.
+class MCPUnavailable(TetherError):
+    """The MCP server could not be reached, the connection or session broke, the
+    request timed out, or the server failed internally (JSON-RPC INTERNAL_ERROR, HTTP
+    error status).
 
-    Retryable: the ``mcp:...`` steps retry it by their policy, reconnecting first.
+    Retryable: the ``mcp:...`` steps retry it by their policy, on a fresh connection.
     """
 
     def __init__(self, server: str, detail: str) -> None:
@@ -208,7 +211,7 @@ class MCPServer:
         return f"MCPServer(id={self.id!r}, {self.transport}: {target})"
 
     async def __aenter__(self) -> MCPServer:
-        await self._client()
+        await self._connection()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -220,7 +223,7 @@ class MCPServer:
         """The server's tools (every page).
 
         Raises:
-            MCPConnectionError: transport failure (retryable).
+            MCPUnavailable: transport failure (retryable).
             mcp.MCPError: the server rejected the request.
         """
         tools: list[MCPToolInfo] = []
@@ -246,7 +249,7 @@ class MCPServer:
         ``idempotency_key`` property, into that argument too.
 
         Raises:
-            MCPConnectionError: transport failure (retryable; the server may or may not
+            MCPUnavailable: transport failure (retryable; the server may or may not
                 have run the tool, hence the idempotency key).
         """
         from mcp import MCPError
@@ -267,15 +270,9 @@ class MCPServer:
 
     async def aclose(self) -> None:
         """Close the connection (a later call opens a new one)."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        conn.stop.set()
-        if conn.loop is asyncio.get_running_loop():
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(conn.task), 10.0)
-            if not conn.task.done():
-                conn.task.cancel()
+        conn = self._conn
+        if conn is not None:
+            await self._drop(conn)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -286,64 +283,68 @@ class MCPServer:
         return self._schemas.get(name)
 
     async def _request(self, call: Any) -> Any:
-        """Run ``call(client)``; a transport failure drops the connection and raises
-        ``MCPConnectionError``. JSON-RPC errors the server sent pass through."""
+        """Run ``call(client)``. A transient failure raises ``MCPUnavailable`` (and drops
+        the connection unless it merely timed out); JSON-RPC errors the server itself
+        answered pass through as ``mcp.MCPError``."""
         from mcp import MCPError
-        from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
         from pydantic import ValidationError
 
-        client = await self._client()
+        conn = await self._connection()
         try:
-            return await call(client)
+            return await call(conn.client)
         except MCPError as exc:
-            if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
-                await self._drop()
-                raise MCPConnectionError(self.id, f"{exc.message} (code {exc.code})") from exc
-            raise
+            transient = _transient(exc)
+            if transient is None:
+                raise
+            if transient == "drop":
+                await self._drop(conn)
+            raise MCPUnavailable(self.id, f"{exc.message} (code {exc.code})") from exc
         except ValidationError:
             raise  # a malformed answer, not a transport failure
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            await self._drop()
-            raise MCPConnectionError(self.id, _describe(exc)) from exc
+            await self._drop(conn)
+            raise MCPUnavailable(self.id, _describe(exc)) from exc
 
-    async def _client(self) -> Client:
+    async def _connection(self) -> _Connection:
         loop = asyncio.get_running_loop()
         conn = self._conn
-        if conn is not None and conn.loop is loop and conn.alive and conn.client is not None:
-            return conn.client
+        if conn is not None and conn.loop is loop and conn.alive:
+            return conn
         if self._locks is None or self._locks.loop is not loop:
             self._locks = _Locks(loop)
         async with self._locks.connect:
             conn = self._conn
-            if conn is not None and conn.loop is loop and conn.alive and conn.client is not None:
-                return conn.client
+            if conn is not None and conn.loop is loop and conn.alive:
+                return conn
             if conn is not None:
-                await self._drop()
+                await self._drop(conn)
             conn = await self._connect(loop)
             self._conn = conn
-            assert conn.client is not None
-            return conn.client
+            return conn
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         ready: asyncio.Future[Any] = loop.create_future()
         stop = asyncio.Event()
-        task = loop.create_task(self._own(ready, stop), name=f"tether-mcp-{self.id}")
+        # A fresh context: the connection outlives the step that opened it, and must not
+        # carry that step's run context into the SDK's tasks.
+        task = loop.create_task(self._own(ready, stop), name=f"tether-mcp-{self.id}",
+                                context=contextvars.Context())
         conn = _Connection(loop, task, stop)
         try:
             conn.client = await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
         except TimeoutError:
             stop.set()
             task.cancel()
-            raise MCPConnectionError(
+            raise MCPUnavailable(
                 self.id, f"no connection within {self.connect_timeout} s") from None
-        except (asyncio.CancelledError, MCPConnectionError):
+        except (asyncio.CancelledError, MCPUnavailable):
             stop.set()
             raise
         except Exception as exc:
             stop.set()
-            raise MCPConnectionError(self.id, f"cannot connect: {_describe(exc)}") from exc
+            raise MCPUnavailable(self.id, f"cannot connect: {_describe(exc)}") from exc
         return conn
 
     async def _own(self, ready: asyncio.Future[Any], stop: asyncio.Event) -> None:
@@ -367,7 +368,7 @@ class MCPServer:
         finally:
             stop.set()
             if not ready.done():
-                ready.set_exception(MCPConnectionError(self.id, "connection closed"))
+                ready.set_exception(MCPUnavailable(self.id, "connection closed"))
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> Client:
         from mcp import Client, StdioServerParameters
@@ -388,10 +389,11 @@ class MCPServer:
             client = Client(transport, read_timeout_seconds=self.timeout, cache=None)
         return await stack.enter_async_context(client)
 
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
+    async def _drop(self, conn: _Connection) -> None:
+        """Close ``conn``; forget it if it is still the current connection (another task
+        may have replaced it already)."""
+        if self._conn is conn:
+            self._conn = None
         conn.stop.set()
         if conn.loop is not asyncio.get_running_loop():
             return  # that loop is gone or elsewhere; its task cannot be awaited from here
@@ -402,6 +404,22 @@ class MCPServer:
         except asyncio.CancelledError:
             conn.task.cancel()
             raise
+
+
+def _transient(exc: Any) -> str | None:
+    """How to treat an ``MCPError``: ``None`` if the server answered it (a value or a
+    failure of the request itself), ``"keep"``/``"drop"`` (the connection) if retrying
+    may succeed. The streamable HTTP transport reports a lost session as
+    INVALID_REQUEST "Session terminated", and an HTTP error status as INTERNAL_ERROR."""
+    from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT
+
+    if exc.code == REQUEST_TIMEOUT:
+        return "keep"
+    if exc.code in (CONNECTION_CLOSED, INTERNAL_ERROR):
+        return "drop"
+    if exc.code == INVALID_REQUEST and exc.message == "Session terminated":
+        return "drop"
+    return None
 
 
 def _describe(exc: BaseException) -> str:
