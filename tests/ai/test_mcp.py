@@ -489,3 +489,15 @@ async def test_a_rejected_call_is_an_error_value(monkeypatch: pytest.MonkeyPatch
     result = await server.call_tool("search", {"limit": -1})
     assert result.is_error
     assert result.text == "MCP error -32602: limit must be positive"
+
+
+def test_import_with_an_old_sdk_names_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An mcp 1.x install is refused at import, naming the version and the extra."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "1.26.0" if name == "mcp" else real(name))
+    monkeypatch.delitem(sys.modules, "tether.ai.mcp")
+    with pytest.raises(ImportError, match=r"mcp>=2 \(found mcp 1\.26\.0\).*tether\[mcp\]"):
+        importlib.import_module("tether.ai.mcp")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -39,11 +40,26 @@ import tether
 from tether import App, RetryPolicy, TetherError
 from tether.ai._tools import Tool, result_to_text, strip_titles
 
-if importlib.util.find_spec("mcp") is None:  # pragma: no cover - exercised in a test
-    raise ImportError(
-        "tether.ai.mcp needs the official MCP SDK: install tether[mcp] "
-        "(pip install 'tether[mcp]')"
-    )
+
+def _check_sdk() -> None:
+    """Fail at import, with the fix, if the SDK is missing or too old (the client code
+    below uses the 2.x API: ``mcp.Client``, ``httpx2``, per-request ``meta``)."""
+    if importlib.util.find_spec("mcp") is None:
+        raise ImportError(
+            "tether.ai.mcp needs the official MCP SDK: install tether[mcp] "
+            "(pip install 'tether[mcp]')"
+        )
+    try:
+        version = importlib.metadata.version("mcp")
+    except importlib.metadata.PackageNotFoundError:
+        return  # a vendored or source checkout: trust it
+    if int(version.split(".")[0]) < 2:
+        raise ImportError(
+            f"tether.ai.mcp needs mcp>=2 (found mcp {version}): install tether[mcp]"
+        )
+
+
+_check_sdk()
 
 if TYPE_CHECKING:
     from mcp import Client
