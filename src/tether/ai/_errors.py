@@ -1,0 +1,147 @@
+"""Errors of the LLM provider clients, and the rule that says which ones to retry.
+
+```
+TetherError
+└── ProviderError                 (provider, status, message, code, request_id)
+    ├── RetryableProviderError    (retry_after): 408, 409, 429, 5xx, timeouts, refused,
+    │                             reset or dropped connections, a garbled response
+    └── FatalProviderError        (also a NonRetryable): 400, 401, 403, 404, 413, 422, ...
+```
+
+The clients translate every ``httpx`` exception and every non-2xx answer into one of
+these at the boundary, so the code above them (the durable ``LLM`` step) decides with
+one ``isinstance`` and never sees ``httpx``. A ``FatalProviderError`` is also a
+``tether.NonRetryable``, so a step that lets it escape fails at once under any retry
+policy; a ``RetryableProviderError`` is retried by the step's policy, and its
+``retry_after`` (from the provider's ``Retry-After`` header) says how long the provider
+asked us to wait.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tether.errors import NonRetryable, TetherError
+
+__all__ = [
+    "FatalProviderError",
+    "ProviderError",
+    "RetryableProviderError",
+    "error_for_status",
+    "is_retryable_status",
+    "parse_retry_after",
+]
+
+
+class ProviderError(TetherError):
+    """An LLM provider call failed.
+
+    Attributes:
+        provider: ``"openai"``, ``"anthropic"``, ... (the client's provider name).
+        status: the HTTP status, or ``None`` when no response arrived.
+        message: the provider's own error message (or what went wrong on the wire).
+        code: the provider's error type or code (``"rate_limit_error"``,
+            ``"invalid_api_key"``), when it sent one.
+        request_id: the provider's request id header, for its support desk.
+    """
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None,
+                 code: str | None = None, request_id: str | None = None) -> None:
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no response"
+        code = f" ({self.code})" if self.code else ""
+        return f"{self.provider}: {where}{code}: {self.message}"
+
+
+class RetryableProviderError(ProviderError):
+    """A provider call failed in a way that trying again later may fix.
+
+    Attributes:
+        retry_after: seconds the provider asked us to wait (``Retry-After``), or ``None``.
+    """
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None,
+                 code: str | None = None, request_id: str | None = None,
+                 retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, status=status, code=code,
+                         request_id=request_id)
+
+    def _describe(self) -> str:
+        text = super()._describe()
+        if self.retry_after is not None:
+            text += f" (retry after {self.retry_after:g} s)"
+        return text
+
+
+class FatalProviderError(ProviderError, NonRetryable):
+    """A provider refused the call for a reason that retrying cannot fix (bad request,
+    bad key, no such model). The provider's message says what to change."""
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None,
+                 code: str | None = None, request_id: str | None = None) -> None:
+        super().__init__(message, provider=provider, status=status, code=code,
+                         request_id=request_id)
+        self.data: Any = {"provider": provider, "status": status, "code": code}
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether an HTTP status is worth retrying: 408, 409, 429 and every 5xx
+    (Anthropic's 529 "overloaded" included)."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (OpenAI), or ``retry-after`` as seconds
+    or as an HTTP-date. ``None`` when absent or unreadable; never negative.
+
+    ``headers`` is looked up with lower-case names (``httpx.Headers`` is case-blind).
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(value, 0.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is GMT by definition
+            return None
+        value = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(value):
+        return None
+    return max(value, 0.0)
+
+
+def error_for_status(provider: str, status: int, message: str, *, code: str | None = None,
+                     headers: Mapping[str, str] | None = None,
+                     request_id: str | None = None) -> ProviderError:
+    """The error for a non-2xx answer: retryable (with ``retry_after``) or fatal."""
+    if is_retryable_status(status):
+        retry_after = parse_retry_after(headers) if headers is not None else None
+        return RetryableProviderError(message, provider=provider, status=status, code=code,
+                                      request_id=request_id, retry_after=retry_after)
+    return FatalProviderError(message, provider=provider, status=status, code=code,
+                              request_id=request_id)

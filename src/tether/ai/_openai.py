@@ -1,0 +1,389 @@
+"""OpenAI Chat Completions over plain HTTP (``httpx``), for OpenAI and any compatible
+endpoint (Azure, Ollama, vLLM, llama.cpp, ``tether.testing.llm_server``).
+
+There is no hidden retry here: one call is one HTTP request. Every failure leaves as a
+``RetryableProviderError`` (with ``retry_after``) or a ``FatalProviderError``, and the
+durable step around the call owns the retry policy. ``docs/ai-providers.md`` says why
+this is not the official SDK.
+
+This module also holds ``_HTTPChat``, the transport both clients share: one
+``httpx.AsyncClient`` per client object, error translation at the boundary, SSE reading.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import json
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+from urllib.parse import urlsplit
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "tether.ai's provider clients need httpx: install tether[llm]") from exc
+
+from tether.ai._errors import ProviderError, RetryableProviderError, error_for_status
+from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
+from tether.errors import ConfigError
+
+__all__ = ["OpenAIChat"]
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _emit(on_chunk: OnChunk | None, text: str) -> None:
+    if on_chunk is not None and text:
+        result = on_chunk(text)
+        if inspect.isawaitable(result):
+            await result
+
+
+class _HTTPChat:
+    """The HTTP transport of a chat client: requests, error translation, SSE."""
+
+    provider: str
+    model: str
+
+    def __init__(self, model: str, *, provider: str, base_url: str,
+                 headers: Mapping[str, str], timeout: float | httpx.Timeout | None) -> None:
+        if not model:
+            raise ConfigError(f"{provider}: a model name is required")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{provider}: base_url {base_url!r} is not an http(s) URL")
+        self.model = model
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=dict(headers),
+                                         timeout=self._timeout)
+
+    async def aclose(self) -> None:
+        """Close the connection pool. The client cannot be used afterwards."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> _HTTPChat:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
+        """Translate an ``httpx`` exception; all of them are worth retrying."""
+        name = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            message = f"request timed out ({name})"
+        elif isinstance(exc, httpx.ConnectError):
+            message = f"cannot connect to {self.base_url} ({name}: {exc})"
+        elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+            message = f"connection dropped ({name}: {exc or 'no detail'})"
+        else:
+            message = f"{name}: {exc}"
+        return RetryableProviderError(message, provider=self.provider)
+
+    def _response_error(self, resp: httpx.Response) -> ProviderError:
+        """The error for a non-2xx answer, with the provider's own message."""
+        message, code = _error_details(resp)
+        request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
+        return error_for_status(self.provider, resp.status_code, message, code=code,
+                                headers=resp.headers, request_id=request_id)
+
+    def _bad_answer(self, what: str, resp: httpx.Response | None = None) -> ProviderError:
+        status = resp.status_code if resp is not None else None
+        return RetryableProviderError(f"unexpected answer: {what}", provider=self.provider,
+                                      status=status)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _headers(self, idempotency_key: str | None) -> dict[str, str]:
+        return {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+
+    async def _post(self, path: str, body: Mapping[str, Any],
+                    headers: Mapping[str, str]) -> dict[str, Any]:
+        """POST JSON and return the JSON object answered.
+
+        Raises:
+            RetryableProviderError, FatalProviderError: see ``ChatClient``.
+        """
+        try:
+            resp = await self._client.post(path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if resp.status_code >= 300:
+            raise self._response_error(resp)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise self._bad_answer("the body is not JSON", resp) from exc
+        if not isinstance(data, dict):
+            raise self._bad_answer("the body is not a JSON object", resp)
+        return data
+
+    async def _events(self, path: str, body: Mapping[str, Any],
+                      headers: Mapping[str, str]) -> AsyncGenerator[tuple[str, str], None]:
+        """POST JSON and yield the answer's server-sent events as ``(event, data)``
+        (``event`` is ``"message"`` when the server names none).
+
+        Raises:
+            RetryableProviderError, FatalProviderError: see ``ChatClient``.
+        """
+        try:
+            async with self._client.stream("POST", path, json=body, headers=headers) as resp:
+                if resp.status_code >= 300:
+                    await resp.aread()
+                    raise self._response_error(resp)
+                event = "message"
+                data: list[str] = []
+                async for line in resp.aiter_lines():
+                    if not line:
+                        if data:
+                            yield event, "\n".join(data)
+                        event, data = "message", []
+                    elif line.startswith(":"):
+                        continue
+                    else:
+                        name, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if name == "event":
+                            event = value
+                        elif name == "data":
+                            data.append(value)
+                if data:
+                    yield event, "\n".join(data)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+
+
+def _error_details(resp: httpx.Response) -> tuple[str, str | None]:
+    """The provider's error message and type/code from an error body, in either the
+    OpenAI (``{"error": {"message", "type", "code"}}``) or the Anthropic
+    (``{"type": "error", "error": {"type", "message"}}``) shape."""
+    try:
+        data = resp.json()
+    except ValueError:
+        text = resp.text.strip()
+        return (text[:500] or resp.reason_phrase or f"HTTP {resp.status_code}"), None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        message = str(err.get("message") or resp.reason_phrase)
+        code = err.get("code") or err.get("type")
+        return message, (str(code) if code else None)
+    if isinstance(err, str):
+        return err, None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"], None
+    return (json.dumps(data)[:500], None)
+
+
+def _parse_json(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _tools_and_choice(tools: Sequence[Any] | None,
+                      tool_choice: str | None) -> tuple[list[ToolSpec], str | None]:
+    specs = [ToolSpec.of(t) for t in tools or ()]
+    if tool_choice is not None and tool_choice not in ("auto", "none", "required"):
+        if tool_choice not in {s.name for s in specs}:
+            raise ConfigError(f"tool_choice {tool_choice!r} is not 'auto', 'none', 'required' "
+                              "or the name of a tool given")
+    return specs, tool_choice
+
+
+class OpenAIChat(_HTTPChat):
+    """A chat model behind the OpenAI Chat Completions API.
+
+    Args:
+        model: the model name (``"gpt-4.1-mini"``).
+        base_url: default ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        api_key: default ``$OPENAI_API_KEY``; may be absent for a loopback ``base_url``
+            or with ``require_api_key=False`` (local servers without auth).
+        timeout: seconds for each of connect / read / write / pool (an
+            ``httpx.Timeout`` for finer control); default 600 s, connect 10 s.
+        extra_headers: sent with every request (e.g. ``OpenAI-Organization``).
+        provider: the name reported in replies and errors.
+
+    Raises:
+        ConfigError: no API key where one is needed, a bad ``base_url``.
+    """
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 timeout: float | httpx.Timeout | None = None,
+                 extra_headers: Mapping[str, str] | None = None,
+                 require_api_key: bool = True, provider: str = "openai") -> None:
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key and require_api_key and not _is_loopback(url):
+            raise ConfigError(
+                f"{provider}: no API key: set the OPENAI_API_KEY environment variable or pass "
+                f"api_key= (base_url {url})")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(extra_headers or {})
+        super().__init__(model, provider=provider, base_url=url, headers=headers,
+                         timeout=timeout)
+
+    def _body(self, messages: Sequence[Message], tools: Sequence[Any] | None,
+              tool_choice: str | None, output_schema: Mapping[str, Any] | None,
+              params: Mapping[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model,
+                                "messages": [_outgoing(m) for m in messages]}
+        specs, choice = _tools_and_choice(tools, tool_choice)
+        if specs:
+            body["tools"] = [s.to_openai() for s in specs]
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice is not None:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+        if output_schema is not None:
+            name = str(output_schema.get("title") or "output")
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64],
+                "schema": dict(output_schema)}}
+        body.update(params)
+        return body
+
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                   tool_choice: str | None = None,
+                   output_schema: Mapping[str, Any] | None = None,
+                   idempotency_key: str | None = None, **params: Any) -> ChatReply:
+        """One chat completion.
+
+        Args:
+            messages: the conversation, OpenAI chat format.
+            tools: ``ToolSpec``s, ``Tool``s or tool dicts the model may call.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"`` or a tool's name.
+            output_schema: a JSON schema the answer must fit (``response_format``
+                ``json_schema``); the reply's ``text`` is the JSON text.
+            idempotency_key: sent as the ``Idempotency-Key`` header.
+            params: more request fields (``temperature``, ``max_completion_tokens``...).
+
+        Raises:
+            RetryableProviderError, FatalProviderError: see ``ChatClient``.
+        """
+        body = self._body(messages, tools, tool_choice, output_schema, params)
+        data = await self._post("chat/completions", body, self._headers(idempotency_key))
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise self._bad_answer("no choices in the chat completion")
+        message = choices[0].get("message") or {}
+        calls = [ToolCall.parse(str(c.get("id", "")), str(c["function"].get("name", "")),
+                                _as_text(c["function"].get("arguments")))
+                 for c in message.get("tool_calls") or []
+                 if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+        content = message.get("content")
+        return ChatReply(
+            text=_as_text(content) if content is not None else None,
+            tool_calls=calls, usage=_openai_usage(data.get("usage")),
+            model=str(data.get("model") or self.model),
+            finish_reason=str(choices[0].get("finish_reason") or "stop"),
+            provider=self.provider, raw_id=str(data.get("id", "")))
+
+    async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,
+                     tools: Sequence[Any] | None = None, tool_choice: str | None = None,
+                     output_schema: Mapping[str, Any] | None = None,
+                     idempotency_key: str | None = None, **params: Any) -> ChatReply:
+        """Like ``chat``, streamed: ``on_chunk`` receives each text delta as it arrives;
+        the returned reply is the whole answer (text, tool calls, usage).
+
+        Raises:
+            RetryableProviderError: as ``chat``, and a stream that ends early.
+            FatalProviderError: as ``chat``.
+        """
+        body = self._body(messages, tools, tool_choice, output_schema, params)
+        body["stream"] = True
+        body.setdefault("stream_options", {"include_usage": True})
+        text: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        usage = Usage()
+        model, raw_id, finish, done = self.model, "", None, False
+        events = self._events("chat/completions", body, self._headers(idempotency_key))
+        async with aclosing(events) as stream:
+            async for _, data in stream:
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = _parse_json(data)
+                if not isinstance(chunk, dict):
+                    raise self._bad_answer(f"a stream chunk is not a JSON object: {data[:200]}")
+                if isinstance(chunk.get("error"), dict):
+                    err = chunk["error"]
+                    raise RetryableProviderError(
+                        str(err.get("message") or "error in stream"), provider=self.provider,
+                        code=err.get("code") or err.get("type"))
+                model = str(chunk.get("model") or model)
+                raw_id = str(chunk.get("id") or raw_id)
+                if chunk.get("usage"):
+                    usage = _openai_usage(chunk["usage"])
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content")
+                    if piece:
+                        text.append(piece)
+                        await _emit(on_chunk, piece)
+                    for tc in delta.get("tool_calls") or []:
+                        entry = calls.setdefault(int(tc.get("index", len(calls))),
+                                                 {"id": "", "name": "", "args": []})
+                        fn = tc.get("function") or {}
+                        entry["id"] = tc.get("id") or entry["id"]
+                        entry["name"] = fn.get("name") or entry["name"]
+                        if fn.get("arguments"):
+                            entry["args"].append(fn["arguments"])
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+        if not done and finish is None:
+            raise RetryableProviderError("connection dropped: the stream ended before "
+                                         "its end", provider=self.provider)
+        return ChatReply(
+            text="".join(text) if text else None,
+            tool_calls=[ToolCall.parse(c["id"], c["name"], "".join(c["args"]))
+                        for _, c in sorted(calls.items())],
+            usage=usage, model=model, finish_reason=finish or "stop",
+            provider=self.provider, raw_id=raw_id)
+
+
+def _outgoing(message: Message) -> Message:
+    """A message as OpenAI accepts it (Tether's ``is_error`` on tool results is
+    Anthropic-only, and OpenAI refuses unknown fields)."""
+    if "is_error" in message:
+        return {k: v for k, v in message.items() if k != "is_error"}
+    return message
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # content parts
+        return "".join(str(p.get("text", "")) for p in value if isinstance(p, dict))
+    return json.dumps(value)
+
+
+def _openai_usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+

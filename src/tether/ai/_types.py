@@ -1,0 +1,319 @@
+"""The provider-neutral shapes of a chat call: messages, tool specs, tool calls, usage
+and the reply.
+
+Messages are plain dicts in the OpenAI chat format, whatever the provider::
+
+    {"role": "system", "content": "You are terse."}
+    {"role": "user", "content": "Weather in Paris?"}
+    {"role": "assistant", "content": None,
+     "tool_calls": [{"id": "call_1", "type": "function",
+                     "function": {"name": "weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}]}
+    {"role": "tool", "tool_call_id": "call_1", "content": "18 °C"}
+
+The Anthropic client converts them (system messages to ``system``, tool results to
+``tool_result`` blocks of a user turn, assistant ``tool_calls`` to ``tool_use`` blocks).
+``ChatReply.to_message()`` gives the assistant message to append after a reply.
+
+Every value here is JSON-serializable through ``to_dict()`` / ``from_dict()``, so a reply
+can be journaled as a step result and restored on replay.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tether.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tether.ai._openai import OpenAIChat
+
+__all__ = [
+    "PROVIDERS",
+    "ChatClient",
+    "ChatReply",
+    "Message",
+    "OnChunk",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+    "chat_client",
+    "parse_model_spec",
+    "system_message",
+    "tool_message",
+    "user_message",
+]
+
+#: A chat message: a plain dict in the OpenAI chat format.
+Message = dict[str, Any]
+
+#: Receives each text delta of a streamed reply; may be sync or async.
+OnChunk = Callable[[str], Awaitable[None] | None]
+
+#: The provider prefixes ``parse_model_spec`` knows.
+PROVIDERS = ("openai", "anthropic", "openai-compatible")
+
+
+def system_message(content: str) -> Message:
+    return {"role": "system", "content": content}
+
+
+def user_message(content: str) -> Message:
+    return {"role": "user", "content": content}
+
+
+def tool_message(tool_call_id: str, content: str) -> Message:
+    """The result of a tool call, to send back to the model."""
+    return {"role": "tool", "tool_call_id": tool_call_id, "content": content}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call the model asked for.
+
+    A model may write arguments that are not valid JSON (or not a JSON object). That
+    does not raise: ``arguments`` is ``None``, ``raw_arguments`` keeps the text and
+    ``parse_error`` says what is wrong, so an agent can hand the error back to the
+    model.
+
+    Attributes:
+        id: the provider's id of the call, to quote in the tool result.
+        name: the tool's name.
+        arguments: the parsed arguments, or ``None`` if they could not be parsed.
+        raw_arguments: the arguments as the model wrote them (JSON text).
+        parse_error: why ``raw_arguments`` is not a JSON object, or ``None``.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    raw_arguments: str
+    parse_error: str | None = None
+
+    @classmethod
+    def parse(cls, id: str, name: str, raw_arguments: str) -> ToolCall:
+        """A tool call from the model's argument text (empty text means no arguments)."""
+        if not raw_arguments.strip():
+            return cls(id, name, {}, raw_arguments)
+        try:
+            value = json.loads(raw_arguments)
+        except ValueError as exc:
+            return cls(id, name, None, raw_arguments, f"arguments are not valid JSON: {exc}")
+        if not isinstance(value, dict):
+            return cls(id, name, None, raw_arguments,
+                       f"arguments are not a JSON object (got {type(value).__name__})")
+        return cls(id, name, value, raw_arguments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments,
+                "raw_arguments": self.raw_arguments, "parse_error": self.parse_error}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ToolCall:
+        return cls(id=d["id"], name=d["name"], arguments=d.get("arguments"),
+                   raw_arguments=d.get("raw_arguments", ""), parse_error=d.get("parse_error"))
+
+    def to_openai(self) -> dict[str, Any]:
+        """This call as an entry of an assistant message's ``tool_calls``."""
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.raw_arguments}}
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a call consumed.
+
+    ``input_tokens`` counts the whole prompt, cached parts included (for Anthropic, the
+    sum of ``input_tokens``, ``cache_creation_input_tokens`` and
+    ``cache_read_input_tokens``), so the figure means the same for every provider.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens,
+                     self.output_tokens + other.output_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        return cls(int(d.get("input_tokens", 0)), int(d.get("output_tokens", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReply:
+    """A model's answer to one chat call.
+
+    Attributes:
+        text: the text of the answer (with ``output_schema``: the JSON text), or ``None``.
+        tool_calls: the tool calls the model asked for, in order.
+        usage: tokens consumed.
+        model: the model that answered, as the provider names it (often dated).
+        finish_reason: in OpenAI's words whatever the provider: ``stop``,
+            ``tool_calls``, ``length``, ``content_filter`` (others passed through).
+        provider: the client's provider name.
+        raw_id: the provider's id of the response.
+    """
+
+    text: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    finish_reason: str = "stop"
+    provider: str = ""
+    raw_id: str = ""
+
+    def to_message(self) -> Message:
+        """The assistant message to append to the conversation after this reply."""
+        msg: Message = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            msg["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        return msg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "tool_calls": [c.to_dict() for c in self.tool_calls],
+                "usage": self.usage.to_dict(), "model": self.model,
+                "finish_reason": self.finish_reason, "provider": self.provider,
+                "raw_id": self.raw_id}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ChatReply:
+        return cls(text=d.get("text"),
+                   tool_calls=[ToolCall.from_dict(c) for c in d.get("tool_calls", [])],
+                   usage=Usage.from_dict(d.get("usage", {})), model=d.get("model", ""),
+                   finish_reason=d.get("finish_reason", "stop"),
+                   provider=d.get("provider", ""), raw_id=d.get("raw_id", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as the model is told about it.
+
+    Attributes:
+        name: the name the model calls it by.
+        description: what it does, for the model.
+        parameters: JSON schema (``type: object``) of its arguments.
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}})
+
+    @classmethod
+    def of(cls, tool: Any) -> ToolSpec:
+        """A ``ToolSpec`` from a ``ToolSpec``, a ``tether.ai`` ``Tool`` (anything with
+        ``name``, ``description``, ``parameters``), or a dict in neutral
+        (``{"name", "description", "parameters"}``), OpenAI
+        (``{"type": "function", "function": {...}}``) or Anthropic (``input_schema``)
+        form.
+
+        Raises:
+            ConfigError: none of those.
+        """
+        if isinstance(tool, ToolSpec):
+            return tool
+        if isinstance(tool, Mapping):
+            d: Mapping[str, Any] = tool
+            if d.get("type") == "function" and isinstance(d.get("function"), Mapping):
+                d = d["function"]
+            if isinstance(d.get("name"), str):
+                params = d.get("parameters", d.get("input_schema"))
+                return cls(d["name"], str(d.get("description") or ""),
+                           dict(params) if params is not None
+                           else {"type": "object", "properties": {}})
+        elif isinstance(getattr(tool, "name", None), str) and hasattr(tool, "parameters"):
+            return cls(tool.name, str(getattr(tool, "description", "") or ""),
+                       dict(tool.parameters))
+        raise ConfigError(f"cannot use {tool!r} as a tool: expected a ToolSpec, a Tool, or a "
+                          "dict with 'name' and 'parameters'")
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description, "parameters": self.parameters}}
+
+    def to_anthropic(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "input_schema": self.parameters}
+
+
+class ChatClient(Protocol):
+    """What ``OpenAIChat`` and ``AnthropicChat`` both are.
+
+    Raises (both methods):
+        RetryableProviderError: 408/409/429/5xx, timeout, connection refused, reset or
+            dropped mid-response, a garbled answer.
+        FatalProviderError: the provider refused the request (400/401/403/404/422...).
+    """
+
+    provider: str
+    model: str
+
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                   tool_choice: str | None = None,
+                   output_schema: Mapping[str, Any] | None = None,
+                   idempotency_key: str | None = None, **params: Any) -> ChatReply: ...
+
+    async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,
+                     tools: Sequence[Any] | None = None, tool_choice: str | None = None,
+                     output_schema: Mapping[str, Any] | None = None,
+                     idempotency_key: str | None = None, **params: Any) -> ChatReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """Split ``"provider:model"`` (``"openai:gpt-4.1-mini"``) into its two parts.
+
+    The split is at the first colon, so ``"openai-compatible:llama3.1:8b"`` keeps the
+    tag in the model name.
+
+    Raises:
+        ConfigError: no prefix, an unknown one, or no model name.
+    """
+    known = ", ".join(PROVIDERS)
+    provider, sep, model = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"model {spec!r} names no provider: write 'provider:model', "
+                          f"e.g. 'openai:gpt-4.1-mini' (providers: {known})")
+    provider = provider.strip().lower()
+    if provider not in PROVIDERS:
+        raise ConfigError(f"unknown provider {provider!r} in model {spec!r} "
+                          f"(known providers: {known})")
+    if not model.strip():
+        raise ConfigError(f"model {spec!r} names no model after {provider!r}:")
+    return provider, model.strip()
+
+
+def chat_client(spec: str, **options: Any) -> ChatClient:
+    """The client for ``"provider:model"``; ``options`` go to its constructor.
+
+    ``openai-compatible`` is ``OpenAIChat`` against ``base_url`` (Ollama, vLLM,
+    llama.cpp, Azure...), which may run without an API key.
+
+    Raises:
+        ConfigError: a bad spec, a missing API key or base URL.
+    """
+    provider, model = parse_model_spec(spec)
+    if provider == "anthropic":
+        from tether.ai._anthropic import AnthropicChat
+
+        return AnthropicChat(model, **options)
+    from tether.ai._openai import OpenAIChat
+
+    if provider == "openai-compatible":
+        if not options.get("base_url"):
+            raise ConfigError(f"model {spec!r}: an openai-compatible provider needs base_url=")
+        options.setdefault("require_api_key", False)
+        options.setdefault("provider", "openai-compatible")
+    client: OpenAIChat = OpenAIChat(model, **options)
+    return client
