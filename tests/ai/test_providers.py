@@ -1,0 +1,523 @@
+"""The OpenAI and Anthropic clients against the scripted server over loopback HTTP:
+replies, streams, tool calls both ways, and every failure classified for retry."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tether import NonRetryable
+from tether.ai._anthropic import OUTPUT_TOOL, AnthropicChat, to_anthropic_messages
+from tether.ai._errors import (
+    FatalProviderError,
+    ProviderError,
+    RetryableProviderError,
+    parse_retry_after,
+)
+from tether.ai._openai import OpenAIChat
+from tether.ai._pricing import PRICES_AS_OF, PriceTable
+from tether.ai._types import (
+    ChatClient,
+    ChatReply,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    chat_client,
+    parse_model_spec,
+    tool_message,
+    user_message,
+)
+from tether.errors import ConfigError
+from tether.testing import Fault, Outage, Reply, ScriptedLLMServer
+
+PROTOCOLS = ["openai", "anthropic"]
+WEATHER = ToolSpec("weather", "Current weather of a city.",
+                   {"type": "object", "properties": {"city": {"type": "string"}},
+                    "required": ["city"]})
+HELLO = [user_message("Hello")]
+
+
+def make_client(server: ScriptedLLMServer, protocol: str, **kwargs: Any) -> ChatClient:
+    if protocol == "openai":
+        return OpenAIChat("gpt-4.1-mini", base_url=server.base_url, **kwargs)
+    return AnthropicChat("claude-haiku-4-5", base_url=server.anthropic_base_url, **kwargs)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[ScriptedLLMServer]:
+    """A started server with an empty script; tests set it with ``set_script``."""
+    async with ScriptedLLMServer() as server:
+        yield server
+
+
+async def call(client: ChatClient, streamed: bool, **kwargs: Any) -> ChatReply:
+    try:
+        if streamed:
+            return await client.stream(kwargs.pop("messages", HELLO), **kwargs)
+        return await client.chat(kwargs.pop("messages", HELLO), **kwargs)
+    finally:
+        await client.aclose()
+
+
+# -- replies -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_text_reply(served: ScriptedLLMServer, protocol: str, streamed: bool) -> None:
+    """A text answer comes back with usage, model, finish reason and provider."""
+    served.set_script([Reply("Hello there, friend.", input_tokens=11, output_tokens=5,
+                             model="dated-model-2025-01-01")])
+    chunks: list[str] = []
+    kwargs: dict[str, Any] = {"on_chunk": chunks.append} if streamed else {}
+    reply = await call(make_client(served, protocol), streamed, **kwargs)
+    assert reply.text == "Hello there, friend."
+    assert reply.tool_calls == []
+    assert reply.usage == Usage(11, 5)
+    assert reply.model == "dated-model-2025-01-01"
+    assert reply.finish_reason == "stop"
+    assert reply.provider == protocol
+    assert reply.raw_id
+    if streamed:
+        assert len(chunks) > 1 and "".join(chunks) == reply.text
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_tool_calls_both_ways(served: ScriptedLLMServer, protocol: str,
+                                    streamed: bool) -> None:
+    """The model's tool calls are parsed; the conversation with the calls and their results
+    goes back in the provider's format (the strict server checks the pairing)."""
+    served.set_script([
+        Reply("Checking.", tool_calls=[{"name": "weather", "arguments": {"city": "Paris"}},
+                                       {"name": "weather", "arguments": {"city": "Oslo"}}]),
+        Reply("Paris 18 °C, Oslo 4 °C."),
+    ])
+    client = make_client(served, protocol)
+    try:
+        first = await (client.stream(HELLO, tools=[WEATHER]) if streamed
+                       else client.chat(HELLO, tools=[WEATHER]))
+        assert first.finish_reason == "tool_calls"
+        assert [c.arguments for c in first.tool_calls] == [{"city": "Paris"}, {"city": "Oslo"}]
+        assert all(c.name == "weather" and c.id and c.parse_error is None
+                   for c in first.tool_calls)
+        messages = [{"role": "system", "content": "Be brief."}, *HELLO, first.to_message(),
+                    *[tool_message(c.id, f"result {i}") for i, c in enumerate(first.tool_calls)]]
+        second = await (client.stream(messages, tools=[WEATHER]) if streamed
+                        else client.chat(messages, tools=[WEATHER]))
+    finally:
+        await client.aclose()
+    assert second.text == "Paris 18 °C, Oslo 4 °C."
+    sent = served.requests[1].body
+    if protocol == "openai":
+        assert sent["tools"] == [WEATHER.to_openai()]
+        assert sent["messages"][2]["tool_calls"][0]["function"]["name"] == "weather"
+        assert sent["messages"][3] == {"role": "tool", "tool_call_id": first.tool_calls[0].id,
+                                       "content": "result 0"}
+    else:
+        assert sent["system"] == "Be brief."
+        assert sent["tools"] == [WEATHER.to_anthropic()]
+        assistant, results = sent["messages"][1], sent["messages"][2]
+        assert assistant["content"][0] == {"type": "text", "text": "Checking."}
+        assert assistant["content"][1]["input"] == {"city": "Paris"}
+        assert [b["tool_use_id"] for b in results["content"]] == [
+            c.id for c in first.tool_calls]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_malformed_tool_arguments_are_kept_raw(served: ScriptedLLMServer, protocol: str,
+                                                     streamed: bool) -> None:
+    """Arguments that are not a JSON object do not crash: raw text and parse_error kept."""
+    served.set_script([Reply(tool_calls=[{"name": "weather", "arguments": '{"city": "Par'},
+                                         {"name": "weather", "arguments": "[1, 2]"}])])
+    reply = await call(make_client(served, protocol), streamed, tools=[WEATHER])
+    broken, listed = reply.tool_calls
+    assert broken.arguments is None and broken.raw_arguments == '{"city": "Par'
+    assert broken.parse_error is not None and "not valid JSON" in broken.parse_error
+    assert listed.arguments is None and "not a JSON object" in (listed.parse_error or "")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_chat_and_stream_give_the_same_reply(served: ScriptedLLMServer,
+                                                   protocol: str) -> None:
+    """One scripted answer, read whole or streamed, gives equal replies (ids aside)."""
+    step = Reply("Two words.", tool_calls=[{"name": "weather", "id": "id_1",
+                                            "arguments": {"city": "Rome"}}],
+                 input_tokens=9, output_tokens=4)
+    served.set_script([step, step])
+    client = make_client(served, protocol)
+    try:
+        whole = await client.chat(HELLO, tools=[WEATHER])
+        streamed = await client.stream(HELLO, tools=[WEATHER])
+    finally:
+        await client.aclose()
+    assert {**whole.to_dict(), "raw_id": ""} == {**streamed.to_dict(), "raw_id": ""}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_output_schema(served: ScriptedLLMServer, protocol: str, streamed: bool) -> None:
+    """An output schema is sent the provider's way; the reply's text is the JSON answer."""
+    schema = {"title": "Answer", "type": "object",
+              "properties": {"value": {"type": "integer"}}, "required": ["value"]}
+    if protocol == "openai":
+        served.set_script([{"json": {"value": 42}}])
+    else:
+        served.set_script([Reply(tool_calls=[{"name": OUTPUT_TOOL, "arguments": {"value": 42}}])])
+    reply = await call(make_client(served, protocol), streamed, output_schema=schema)
+    assert json.loads(reply.text or "") == {"value": 42}
+    assert reply.tool_calls == [] and reply.finish_reason == "stop"
+    body = served.requests[0].body
+    if protocol == "openai":
+        assert body["response_format"]["type"] == "json_schema"
+        assert body["response_format"]["json_schema"]["schema"] == schema
+    else:
+        assert body["tools"][-1]["name"] == OUTPUT_TOOL
+        assert body["tool_choice"] == {"type": "tool", "name": OUTPUT_TOOL}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_tool_choice_and_params_are_sent(served: ScriptedLLMServer, protocol: str) -> None:
+    """tool_choice is translated per provider; extra params pass through."""
+    served.set_script([Reply("x"), Reply("y")])
+    client = make_client(served, protocol)
+    try:
+        await client.chat(HELLO, tools=[WEATHER], tool_choice="weather", temperature=0.2)
+        await client.chat(HELLO, tools=[WEATHER], tool_choice="required", max_tokens=50)
+        with pytest.raises(ConfigError, match="tool_choice"):
+            await client.chat(HELLO, tools=[WEATHER], tool_choice="nope")
+    finally:
+        await client.aclose()
+    first, second = (r.body for r in served.requests)
+    assert first["temperature"] == 0.2
+    assert second["max_tokens"] == 50
+    if protocol == "openai":
+        assert first["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
+        assert second["tool_choice"] == "required"
+    else:
+        assert first["tool_choice"] == {"type": "tool", "name": "weather"}
+        assert second["tool_choice"] == {"type": "any"}
+        assert first["max_tokens"] == 4096
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_headers_idempotency_key_and_auth(protocol: str) -> None:
+    """The Idempotency-Key, the API key and the provider's version headers are sent."""
+    async with ScriptedLLMServer([Reply("ok")], api_key="sk-test") as server:
+        client = make_client(server, protocol, api_key="sk-test",
+                             extra_headers={"X-Extra": "1"})
+        await call(client, False, idempotency_key="run-7:step-3")
+    headers = server.requests[0].headers
+    assert headers["idempotency-key"] == "run-7:step-3"
+    assert headers["x-extra"] == "1"
+    if protocol == "openai":
+        assert headers["authorization"] == "Bearer sk-test"
+    else:
+        assert headers["x-api-key"] == "sk-test"
+        assert headers["anthropic-version"] == "2023-06-01"
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_rate_limit_is_retryable_with_retry_after(served: ScriptedLLMServer,
+                                                        protocol: str, streamed: bool) -> None:
+    """429 with Retry-After: a RetryableProviderError whose retry_after is the header."""
+    served.set_script([Fault.rate_limit(retry_after=2.5)])
+    with pytest.raises(RetryableProviderError) as info:
+        await call(make_client(served, protocol), streamed)
+    err = info.value
+    assert err.status == 429 and err.retry_after == 2.5 and err.provider == protocol
+    assert err.code in ("rate_limit_exceeded", "rate_limit_error")
+    assert err.request_id and err.request_id.startswith("req_")
+    assert "retry after 2.5 s" in str(err) and "HTTP 429" in str(err)
+    assert not isinstance(err, NonRetryable)
+
+
+@pytest.mark.parametrize("status", [500, 503, 529, 408, 409])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_server_errors_are_retryable(served: ScriptedLLMServer, protocol: str,
+                                           status: int) -> None:
+    """5xx, 408 and 409 are retryable, with no retry_after when no header was sent."""
+    served.set_script([Fault.http(status)])
+    with pytest.raises(RetryableProviderError) as info:
+        await call(make_client(served, protocol), False)
+    assert info.value.status == status and info.value.retry_after is None
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_client_errors_are_fatal_with_the_providers_message(
+        served: ScriptedLLMServer, protocol: str, status: int, streamed: bool) -> None:
+    """4xx refusals are FatalProviderError (a NonRetryable) carrying the provider's message."""
+    served.set_script([Fault.http(status, f"scripted refusal {status}")])
+    with pytest.raises(FatalProviderError) as info:
+        await call(make_client(served, protocol), streamed)
+    err = info.value
+    assert err.status == status and err.message == f"scripted refusal {status}"
+    assert isinstance(err, NonRetryable) and isinstance(err, ProviderError)
+    assert f"scripted refusal {status}" in str(err)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_hang_times_out_and_is_retryable(served: ScriptedLLMServer, protocol: str,
+                                               streamed: bool) -> None:
+    """A server that never answers: the client's timeout fires, as a retryable error."""
+    served.set_script([Fault.hang()])
+    started = time.monotonic()
+    with pytest.raises(RetryableProviderError, match="timed out") as info:
+        await call(make_client(served, protocol, timeout=0.3), streamed)
+    assert time.monotonic() - started < 3
+    assert info.value.status is None
+
+
+@pytest.mark.parametrize("fault", [Fault.reset(), Fault.truncate()], ids=["reset", "truncate"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_dropped_connections_are_retryable(served: ScriptedLLMServer, protocol: str,
+                                                 fault: Fault) -> None:
+    """A connection reset before any answer, or cut in the middle of the body, is
+    retryable; the client is still usable afterwards."""
+    served.set_script([fault, Reply("recovered")])
+    client = make_client(served, protocol)
+    try:
+        with pytest.raises(RetryableProviderError, match="connection dropped"):
+            await client.chat(HELLO)
+        assert (await client.chat(HELLO)).text == "recovered"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_stream_dropped_midway_is_retryable(served: ScriptedLLMServer,
+                                                  protocol: str) -> None:
+    """A stream cut after some chunks is retryable; the chunks seen were delivered."""
+    served.set_script([Reply("one two three four", reset_after_chunks=2)])
+    chunks: list[str] = []
+    with pytest.raises(RetryableProviderError, match="connection dropped"):
+        await call(make_client(served, protocol), True, on_chunk=chunks.append)
+    assert "".join(chunks) == "one two "
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_error_event_in_stream_is_classified(served: ScriptedLLMServer,
+                                                   protocol: str) -> None:
+    """An in-stream error event (Anthropic overloaded_error, OpenAI server_error) is
+    retryable."""
+    served.set_script([Reply("one two three", error_after_chunks=1)])
+    with pytest.raises(RetryableProviderError) as info:
+        await call(make_client(served, protocol), True)
+    assert info.value.code in ("overloaded_error", "server_error")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_connection_refused_is_retryable(protocol: str) -> None:
+    """Nobody listening: a retryable error naming the URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}" + ("/v1" if protocol == "openai" else "")
+    client: ChatClient = (OpenAIChat("m", base_url=url) if protocol == "openai"
+                          else AnthropicChat("m", base_url=url))
+    with pytest.raises(RetryableProviderError, match="cannot connect"):
+        await call(client, False)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_outage_then_recovery(protocol: str) -> None:
+    """During an outage window calls fail retryably; after it they succeed, and the
+    script step was not spent on the failures."""
+    async with ScriptedLLMServer([Reply("back")], outage=Outage(0.3, retry_after=0.1)) as server:
+        client = make_client(server, protocol)
+        try:
+            errors = 0
+            deadline = time.monotonic() + 3
+            while True:
+                try:
+                    reply = await client.chat(HELLO)
+                    break
+                except RetryableProviderError as err:
+                    assert err.status == 503 and err.retry_after == 0.1
+                    errors += 1
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(err.retry_after)
+        finally:
+            await client.aclose()
+    assert reply.text == "back"
+    assert errors >= 2
+    assert server.requests[-1].outcome == "reply"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_exhausted_script_is_a_retryable_500(protocol: str) -> None:
+    """An unscripted extra call surfaces as a 500 naming the exhausted script."""
+    async with ScriptedLLMServer() as server:
+        with pytest.raises(RetryableProviderError, match="script exhausted"):
+            await call(make_client(server, protocol), False)
+
+
+def test_retry_after_forms() -> None:
+    """Retry-After as seconds, as an HTTP-date, and OpenAI's retry-after-ms."""
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after({"retry-after": "7"}) == 7.0
+    assert parse_retry_after({"retry-after": date}, now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after({"retry-after": email.utils.formatdate(now - 60, usegmt=True)},
+                             now=now) == 0.0
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+async def test_retry_after_http_date_from_the_server(served: ScriptedLLMServer) -> None:
+    """A 429 whose Retry-After is an HTTP-date gives retry_after in seconds."""
+    served.set_script([Fault.rate_limit(retry_after=email.utils.formatdate(
+        time.time() + 20, usegmt=True))])
+    with pytest.raises(RetryableProviderError) as info:
+        await call(make_client(served, "anthropic"), False)
+    assert info.value.retry_after == pytest.approx(20, abs=2)
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def test_missing_api_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key for a remote endpoint: ConfigError naming the environment variable; a
+    loopback base_url needs none."""
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY",
+                "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIChat("gpt-4.1")
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        AnthropicChat("claude-sonnet-4-5")
+    with pytest.raises(ConfigError, match="not an http"):
+        OpenAIChat("m", base_url="ftp://x", api_key="k")
+    assert OpenAIChat("m", base_url="http://localhost:1234/v1").base_url.endswith("/v1")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/")
+    assert AnthropicChat("m").base_url == "http://127.0.0.1:9"
+
+
+async def test_env_variables_configure_the_clients(served: ScriptedLLMServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPENAI_BASE_URL / OPENAI_API_KEY are read when no argument is given."""
+    monkeypatch.setenv("OPENAI_BASE_URL", served.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    served.set_script([Reply("env")])
+    assert (await call(OpenAIChat("gpt-4.1"), False)).text == "env"
+    assert served.requests[0].headers["authorization"] == "Bearer sk-env"
+
+
+def test_parse_model_spec() -> None:
+    """provider:model splits at the first colon; unknown or missing providers are named."""
+    assert parse_model_spec("openai:gpt-4.1-mini") == ("openai", "gpt-4.1-mini")
+    assert parse_model_spec("anthropic:claude-sonnet-4-5") == ("anthropic", "claude-sonnet-4-5")
+    assert parse_model_spec("openai-compatible:llama3.1:8b") == ("openai-compatible",
+                                                                 "llama3.1:8b")
+    with pytest.raises(ConfigError, match="known providers: openai, anthropic"):
+        parse_model_spec("gemini:pro")
+    with pytest.raises(ConfigError, match="names no provider"):
+        parse_model_spec("gpt-4.1")
+    with pytest.raises(ConfigError, match="names no model"):
+        parse_model_spec("openai:")
+
+
+async def test_chat_client_factory(served: ScriptedLLMServer) -> None:
+    """chat_client builds the right client; openai-compatible needs a base_url, no key."""
+    served.set_script([Reply("compat"), Reply("claude")])
+    compat = chat_client("openai-compatible:llama3.1:8b", base_url=served.base_url)
+    assert isinstance(compat, OpenAIChat) and compat.model == "llama3.1:8b"
+    reply = await call(compat, False)
+    assert (reply.text, reply.provider) == ("compat", "openai-compatible")
+    claude = chat_client("anthropic:claude-haiku-4-5", base_url=served.anthropic_base_url)
+    assert isinstance(claude, AnthropicChat)
+    assert (await call(claude, True)).text == "claude"
+    with pytest.raises(ConfigError, match="base_url"):
+        chat_client("openai-compatible:x")
+
+
+def test_anthropic_message_conversion() -> None:
+    """System messages join into system; tool results become a user turn's tool_result
+    blocks (first), consecutive roles merge, images convert."""
+    system, messages = to_anthropic_messages([
+        {"role": "system", "content": "A"},
+        {"role": "developer", "content": "B"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}},
+            {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r1"},
+        {"role": "tool", "tool_call_id": "c2", "content": "boom", "is_error": True},
+        {"role": "user", "content": "thanks"},
+    ])
+    assert system == "A\n\nB"
+    assert messages[0]["content"][1]["source"] == {"type": "base64", "media_type": "image/png",
+                                                   "data": "AAAA"}
+    assert messages[1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "c1", "name": "f", "input": {}},
+        {"type": "tool_use", "id": "c2", "name": "f", "input": {"_raw_arguments": "[1]"}}]}
+    assert messages[2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "c1", "content": "r1"},
+        {"type": "tool_result", "tool_use_id": "c2", "content": "boom", "is_error": True},
+        {"type": "text", "text": "thanks"}]}
+    with pytest.raises(ConfigError, match="role 'narrator'"):
+        to_anthropic_messages([{"role": "narrator", "content": "x"}])
+
+
+def test_tool_spec_from_any_shape() -> None:
+    """ToolSpec.of accepts a spec dict, OpenAI and Anthropic tool dicts, and Tool objects."""
+    class ToolLike:
+        name = "weather"
+        description = "Current weather of a city."
+        parameters = WEATHER.parameters
+
+    assert ToolSpec.of(WEATHER.to_openai()) == WEATHER
+    assert ToolSpec.of(WEATHER.to_anthropic()) == WEATHER
+    assert ToolSpec.of({"name": "weather", "description": WEATHER.description,
+                        "parameters": WEATHER.parameters}) == WEATHER
+    assert ToolSpec.of(ToolLike()) == WEATHER
+    with pytest.raises(ConfigError):
+        ToolSpec.of(42)
+
+
+def test_reply_round_trips_through_json() -> None:
+    """A reply survives to_dict -> JSON -> from_dict, malformed tool calls included."""
+    reply = ChatReply(text=None, tool_calls=[ToolCall.parse("c1", "f", '{"a": 1}'),
+                                             ToolCall.parse("c2", "f", "{oops")],
+                      usage=Usage(3, 4), model="m", finish_reason="tool_calls",
+                      provider="openai", raw_id="r")
+    assert ChatReply.from_dict(json.loads(json.dumps(reply.to_dict()))) == reply
+    assert reply.to_message()["tool_calls"][1]["function"]["arguments"] == "{oops"
+    assert Usage(1, 2) + Usage(3, 4) == Usage(4, 6)
+
+
+def test_price_table() -> None:
+    """Known models are priced per million tokens, dated names match their base, overrides
+    win and extend, unknown models cost 0 and are flagged."""
+    prices = PriceTable({"my-model": (1.0, 2.0), "gpt-4.1": (1.0, 1.0)})
+    usage = Usage(1_000_000, 500_000)
+    assert PriceTable().cost("gpt-4.1-mini-2025-04-14", usage) == pytest.approx(0.40 + 0.80)
+    assert PriceTable().cost("claude-sonnet-4-5-20250929", usage) == pytest.approx(3 + 7.5)
+    assert PriceTable().cost("gpt-4o-mini", Usage(1000, 1000)) == pytest.approx(0.00075)
+    assert prices.cost("gpt-4.1", usage) == pytest.approx(1.5)
+    assert prices.cost("my-model", usage) == pytest.approx(2.0)
+    assert prices.cost("claude-haiku-4-5", usage) == pytest.approx(1 + 2.5)
+    unknown = prices.price("llama3.1:8b")
+    assert unknown.known is False and prices.cost("llama3.1:8b", usage) == 0
+    assert "claude-opus-4-1" in prices and "gpt-4.1-nano-x" not in prices
+    assert PRICES_AS_OF.count("-") == 2
+    with pytest.raises(ValueError):
+        PriceTable({"bad": (-1, 0)})
