@@ -197,6 +197,8 @@ async def test_tool_choice_and_params_are_sent(served: ScriptedLLMServer, protoc
     finally:
         await client.aclose()
     first, second = (r.body for r in served.requests)
+    assert client.request_body(HELLO, tools=[WEATHER], tool_choice="weather",
+                               temperature=0.2) == first
     assert first["temperature"] == 0.2
     assert second["max_tokens"] == 50
     if protocol == "openai":

@@ -87,6 +87,23 @@ class _HTTPChat:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
+    def _body(self, messages: Sequence[Message], tools: Sequence[Any] | None,
+              tool_choice: str | None, output_schema: Mapping[str, Any] | None,
+              params: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def request_body(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                     tool_choice: str | None = None,
+                     output_schema: Mapping[str, Any] | None = None,
+                     **params: Any) -> dict[str, Any]:
+        """The JSON body ``chat`` sends for these arguments (``stream`` adds
+        ``"stream": true``). Pure: use it to fingerprint a call.
+
+        Raises:
+            ConfigError: a bad tool or ``tool_choice``.
+        """
+        return self._body(messages, tools, tool_choice, output_schema, params)
+
     # -- errors -------------------------------------------------------------------------
 
     def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:

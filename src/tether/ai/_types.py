@@ -268,6 +268,11 @@ class ChatClient(Protocol):
                      output_schema: Mapping[str, Any] | None = None,
                      idempotency_key: str | None = None, **params: Any) -> ChatReply: ...
 
+    def request_body(self, messages: Sequence[Message], *,
+                     tools: Sequence[Any] | None = None, tool_choice: str | None = None,
+                     output_schema: Mapping[str, Any] | None = None,
+                     **params: Any) -> dict[str, Any]: ...
+
     async def aclose(self) -> None: ...
 
 
