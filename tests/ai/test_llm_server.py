@@ -224,6 +224,18 @@ async def test_callable_steps_and_responder_see_the_request() -> None:
     assert third.json()["content"][0]["text"] == "you said 'Hi' to anthropic"
 
 
+async def test_a_raising_callable_step_is_reported() -> None:
+    """A callable step that raises gets a 500 naming the exception, not a dropped socket."""
+    def broken(req: RecordedRequest) -> Reply:
+        raise KeyError("no such fixture")
+
+    async with ScriptedLLMServer([broken]) as server, httpx.AsyncClient() as http:
+        resp = await http.post(server.base_url + "/chat/completions", json=OPENAI_BODY)
+    assert resp.status_code == 500
+    assert "KeyError" in resp.json()["error"]["message"]
+    assert server.requests[0].outcome == "step_error"
+
+
 async def test_outage_window_after_first_request() -> None:
     """During an outage every chat request gets 503 without consuming steps; after it the
     script resumes."""

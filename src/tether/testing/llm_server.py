@@ -93,8 +93,8 @@ Each ``RecordedRequest`` has ``method``, ``path``, ``headers`` (lower-case names
 ``idempotency-key`` among them), ``body`` (parsed JSON), ``time`` (epoch seconds),
 ``protocol`` (``openai`` / ``anthropic`` / ``models``), ``status`` (the status given,
 ``None`` for hang/reset), ``outcome`` (``reply``, ``fault:<kind>``, ``outage``,
-``exhausted``, ``invalid``, ``unauthorized``) and ``step`` (the index of the step in
-the script as set, when one answered).
+``exhausted``, ``step_error`` (a callable step raised), ``invalid``, ``unauthorized``)
+and ``step`` (the index of the step in the script as set, when one answered).
 
 With ``strict=True`` (default) the server checks requests the way the real APIs do
 (roles, tool results matching earlier tool calls, required fields) and answers 400
@@ -627,6 +627,10 @@ class ScriptedLLMServer:
                               f"request #{len(self.requests)} and has no step left for it "
                               f"(the script had {self._script_len} steps)",
                               outcome="exhausted")
+            return
+        except Exception as exc:  # a test's callable step is broken: say so, loudly
+            await self._error(conn, rec, 500, f"a scripted step raised {type(exc).__name__}: "
+                              f"{exc}", outcome="step_error")
             return
         rec.step = index
         if isinstance(step, Fault):
