@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 try:
@@ -78,7 +78,7 @@ class _HTTPChat:
         """Close the connection pool. The client cannot be used afterwards."""
         await self._client.aclose()
 
-    async def __aenter__(self) -> _HTTPChat:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
