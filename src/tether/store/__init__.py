@@ -41,7 +41,7 @@ def open_store(url: str | None = None, **options: object) -> Store:
             ) from None
         from tether.store import postgres
 
-        store: Store = postgres.PostgresStore(url, **options)
+        store: Store = postgres.PostgresStore(url, **options)  # type: ignore[arg-type]
         return store
     raise ConfigError(
         f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://host/db"

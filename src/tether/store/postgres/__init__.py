@@ -1,12 +1,8 @@
-"""The PostgreSQL store (psycopg 3). Not written yet."""
+"""The PostgreSQL store (psycopg 3): workers on many hosts share one database.
 
-from __future__ import annotations
+See ``docs/postgres.md`` for the design.
+"""
 
-from typing import Any
+from tether.store.postgres._store import PostgresStore
 
-from tether.errors import ConfigError
-
-
-class PostgresStore:
-    def __init__(self, url: str, **options: Any) -> None:
-        raise ConfigError("the PostgreSQL store is not available yet")
+__all__ = ["PostgresStore"]

@@ -1,0 +1,124 @@
+"""What a ``postgresql://`` URL says: how to connect, where the tables live, and how to
+translate psycopg's errors into Tether's at the boundary."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tether.errors import ConfigError, StoreError, StoreUnavailable
+
+DEFAULT_SCHEMA = "tether"
+#: Lower case, so that the name needs no quoting anywhere; short enough that the
+#: notification channel (``<schema>_wake``) fits PostgreSQL's 63-byte identifiers.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,57}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PgConfig:
+    """A parsed store URL."""
+
+    #: What psycopg connects with (the URL less ``schema``, plus our defaults).
+    conninfo: str
+    host: str
+    port: str
+    dbname: str
+    schema: str
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel of this schema (NOTIFY is per database already)."""
+        return f"{self.schema}_wake"
+
+    @property
+    def where(self) -> str:
+        """``host:port/dbname``, for messages."""
+        return f"{self.host}:{self.port}/{self.dbname}"
+
+
+def parse_url(url: str, *, schema: str | None, connect_timeout: float,
+              application_name: str = "tether") -> PgConfig:
+    """Split ``?schema=NAME`` off ``url`` and add connection defaults the URL lacks."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"not a PostgreSQL URL: {url!r}")
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    in_url = [v for k, v in params if k == "schema"]
+    rest = [(k, v) for k, v in params if k != "schema"]
+    if in_url and schema is not None and in_url[-1] != schema:
+        raise ConfigError(
+            f"the URL names schema {in_url[-1]!r} and the schema option {schema!r}; pick one")
+    name = schema if schema is not None else (in_url[-1] if in_url else DEFAULT_SCHEMA)
+    if not _SCHEMA_NAME.match(name):
+        raise ConfigError(
+            f"schema name {name!r} is not supported: use 1-58 characters of a-z, 0-9 and _, "
+            "not starting with a digit")
+    bare = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+    try:
+        given = conninfo_to_dict(bare)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"bad PostgreSQL URL {url!r}: {_first_line(exc)}") from None
+    extra: dict[str, object] = {}
+    if "connect_timeout" not in given:
+        # libpq takes whole seconds; 0 would mean "wait forever".
+        extra["connect_timeout"] = max(1, round(connect_timeout))
+    if "application_name" not in given:
+        extra["application_name"] = application_name
+    host = str(given.get("host") or given.get("hostaddr") or "localhost")
+    return PgConfig(
+        conninfo=make_conninfo(bare, **extra),  # type: ignore[arg-type]
+        host=host,
+        port=str(given.get("port") or "5432"),
+        dbname=str(given.get("dbname") or given.get("user") or ""),
+        schema=name,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect_reason(exc: BaseException) -> str:
+    """The short cause of a failed connection, e.g. ``Connection refused``."""
+    line = _first_line(exc)
+    # libpq: 'connection failed: connection to server at "h", port p failed: <reason>'
+    return line.rsplit(" failed: ", 1)[-1].strip() or line
+
+
+def unavailable(cfg: PgConfig, exc: BaseException) -> StoreUnavailable:
+    """A one-line StoreUnavailable naming the server."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        why = f"no connection within the pool timeout ({_first_line(exc)})"
+    else:
+        why = connect_reason(exc)
+    return StoreUnavailable(f"PostgreSQL at {cfg.host}:{cfg.port} is unavailable: {why}")
+
+
+#: Errors that mean "the server or the connection is gone"; retrying later may succeed.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def translate_errors(cfg: PgConfig) -> Iterator[None]:
+    """Nothing above the store sees psycopg: map its errors to Tether's, chained."""
+    try:
+        yield
+    except psycopg.errors.TransactionRollback:
+        raise  # serialization failure / deadlock: the caller retries the transaction
+    except CONNECTION_ERRORS as exc:
+        raise unavailable(cfg, exc) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL store {cfg.where} failed: {_first_line(exc)}") from exc

@@ -1,0 +1,124 @@
+"""LISTEN/NOTIFY wake-ups: one dedicated connection per store, outside the pool.
+
+Writes that make work available or end a run call ``pg_notify`` on the schema's channel
+in their own transaction, so a wake-up is sent exactly when the write commits. The
+listener holds one connection with ``LISTEN`` on it and calls every subscriber for each
+notification. If that connection drops (server restart, network, a terminated backend)
+it reconnects with backoff and then calls every subscriber once: notifications sent
+while it was away are lost, and a spurious wake-up only costs a claim query. A
+connection that went silent without closing is found by a cheap query every
+``check_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from psycopg import sql
+
+from tether.store.postgres._config import CONNECTION_ERRORS, PgConfig, connect_reason
+
+log = logging.getLogger("tether.store.postgres")
+
+
+class Listener:
+    """Calls subscribers (each on its own event loop) when the channel is notified."""
+
+    def __init__(self, cfg: PgConfig, *, check_interval: float = 30.0,
+                 max_backoff: float = 5.0) -> None:
+        self.cfg = cfg
+        self.check_interval = check_interval
+        self.max_backoff = max_backoff
+        self._subscribers: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
+        self._next_id = 0
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[object] | None = None
+        #: Set while a LISTEN is in place; tests and callers may wait for it.
+        self.listening = asyncio.Event()
+        #: How many times the connection was (re)established.
+        self.connects = 0
+
+    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        loop = asyncio.get_running_loop()
+        key = self._next_id
+        self._next_id += 1
+        self._subscribers[key] = (loop, callback)
+        if self._task is None or self._task.done():
+            self.listening.clear()
+            self._task = asyncio.create_task(self._run(), name="tether-pg-listener")
+        # Callers expect wake-ups from the moment subscribe() returns; the first LISTEN
+        # normally takes one round trip. If the server is down, go on: we retry.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listening.wait(), timeout=5.0)
+
+        async def unsubscribe() -> None:
+            self._subscribers.pop(key, None)
+            if not self._subscribers:
+                await self.close()
+
+        return unsubscribe
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._disconnect()
+        self.listening.clear()
+
+    def _fire(self) -> None:
+        for loop, callback in list(self._subscribers.values()):
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            try:
+                if loop is running:
+                    loop.call_soon(callback)
+                else:
+                    loop.call_soon_threadsafe(callback)
+            except RuntimeError:
+                pass  # that subscriber's loop is closed
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.cfg.conninfo, autocommit=True, application_name="tether-listener")
+                self._conn = conn
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.cfg.channel)))
+                self.connects += 1
+                self.listening.set()
+                if self.connects > 1:
+                    log.info("listener reconnected to %s", self.cfg.where)
+                    self._fire()  # whatever was notified while we were away
+                backoff = 0.1
+                while True:
+                    async for _ in conn.notifies(timeout=self.check_interval):
+                        self._fire()
+                    await conn.execute("SELECT 1")  # still there?
+            except asyncio.CancelledError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                self.listening.clear()
+                log.warning("listener connection to PostgreSQL at %s:%s lost (%s); "
+                            "reconnecting in %.1f s", self.cfg.host, self.cfg.port,
+                            connect_reason(exc), backoff)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                log.error("listener failed (%s); reconnecting in %.1f s", exc, backoff)
+            await self._disconnect()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)

@@ -1,0 +1,576 @@
+"""PostgresStore: the scale-out store, for workers on many hosts.
+
+psycopg 3 in async mode over a bounded ``psycopg_pool.AsyncConnectionPool`` of
+autocommit connections. Each operation costs one round trip: a single statement (with
+data-modifying CTEs where it must do several things), or a pipeline that sends BEGIN,
+its statements and COMMIT with one Sync. Journal appends of every run in the process
+share transactions (``_group_commit``). Writes that make work available or end a run
+notify the schema's channel in the same transaction; ``_listener`` turns that into
+wake-ups.
+
+Connections the server dropped (a restart, a terminated backend) are found on checkout
+without a round trip: an idle connection whose socket is readable has been told to go
+away, so it is discarded and another taken. A connection that fails during an operation
+raises ``StoreUnavailable`` and is discarded by the pool, which reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import select
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import psycopg_pool
+from psycopg.pq import TransactionStatus
+
+from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
+from tether.errors import (
+    ConfigError,
+    LeaseLost,
+    RunNotFound,
+    SignalError,
+    StoreError,
+    StoreUnavailable,
+    TetherError,
+)
+from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
+from tether.store._sql import load_queries
+from tether.store.postgres import _migrate
+from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
+from tether.store.postgres._group_commit import Append, AppendWriter
+from tether.store.postgres._listener import Listener
+
+if TYPE_CHECKING:
+    from tether.store._port import Store
+
+log = logging.getLogger("tether.store.postgres")
+
+_QUERIES = load_queries("tether.store.postgres")
+_FINAL = ("completed", "failed", "cancelled")
+#: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
+_TXN_RETRIES = 3
+
+Conn = psycopg.AsyncConnection[Any]
+Params = Mapping[str, Any] | None
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0], workflow=row[1], queue=row[2], status=row[3], input=row[4],
+        created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
+        fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
+        waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
+        parent_position=row[17], on_parent_cancel=row[18],
+    )
+
+
+def _entry(row: Sequence[Any]) -> JournalEntry:
+    return JournalEntry(
+        position=row[0], kind=row[1], name=row[2], status=row[3], result=row[4],
+        error=row[5], attempts=row[6], started_at=row[7], finished_at=row[8],
+        next_attempt_at=row[9], args=row[10],
+    )
+
+
+def _lease_params(lease: Lease) -> dict[str, Any]:
+    return {"run_id": lease.run_id, "fencing_token": lease.fencing_token}
+
+
+def _entry_params(lease: Lease, e: JournalEntry) -> dict[str, Any]:
+    return {
+        "run_id": lease.run_id, "fencing_token": lease.fencing_token,
+        "position": e.position, "kind": e.kind, "name": e.name, "status": e.status,
+        "result": e.result, "error": e.error, "attempts": e.attempts,
+        "started_at": e.started_at, "finished_at": e.finished_at,
+        "next_attempt_at": e.next_attempt_at, "args": e.args,
+    }
+
+
+def _run_params(run: RunRecord, prefix: str = "") -> dict[str, Any]:
+    return {
+        f"{prefix}run_id": run.run_id, f"{prefix}workflow": run.workflow,
+        f"{prefix}queue": run.queue, f"{prefix}status": run.status,
+        f"{prefix}input": run.input, f"{prefix}created_at": run.created_at,
+        f"{prefix}updated_at": run.updated_at, f"{prefix}available_at": run.available_at,
+        f"{prefix}parent_run_id": run.parent_run_id,
+        f"{prefix}parent_position": run.parent_position,
+        f"{prefix}on_parent_cancel": run.on_parent_cancel,
+    }
+
+
+def _final_conflict(run_id: str, position: int) -> StoreError:
+    return StoreError(f"run {run_id!r}: position {position} already holds a final journal entry")
+
+
+def _auto_migrate_env() -> bool:
+    return os.environ.get("TETHER_AUTO_MIGRATE", "1").strip().lower() not in (
+        "0", "false", "no", "off")
+
+
+def _looks_dead(conn: Conn) -> bool:
+    """Whether an idle connection was told by the server to go away (no round trip).
+
+    An idle connection that is not listening receives nothing unless the server is
+    closing it (shutdown, restart, terminated backend): the FATAL message and the end
+    of the stream make its socket readable.
+    """
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
+class PostgresStore:
+    """The PostgreSQL store: ``postgresql://user@host:5432/db[?schema=NAME]``.
+
+    Args:
+        url: a libpq URL; ``?schema=NAME`` (removed before connecting) picks the schema.
+        schema: the schema holding Tether's tables (default ``tether``); the same as
+            ``?schema=`` in the URL.
+        migrate: create and migrate the tables on ``open()`` (also off when the
+            environment has ``TETHER_AUTO_MIGRATE=0``). When off, ``open()`` raises
+            ConfigError if the schema is behind; ``tether db migrate`` brings it up.
+        pool_min, pool_max: bounds of the connection pool (the listener's connection
+            is extra).
+        connect_timeout: seconds to wait for a new connection.
+        pool_timeout: seconds an operation waits for a pooled connection before
+            raising StoreUnavailable.
+        max_batch: most journal appends written in one transaction.
+    """
+
+    capabilities = StoreCapabilities(notifications=True, multi_host=True)
+
+    def __init__(self, url: str, *, schema: str | None = None, migrate: bool = True,
+                 pool_min: int = 1, pool_max: int = 10, connect_timeout: float = 5.0,
+                 pool_timeout: float = 10.0, max_batch: int = 1000) -> None:
+        if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
+            raise ConfigError(f"bad pool bounds: pool_min={pool_min}, pool_max={pool_max}")
+        self.url = url
+        self.cfg: PgConfig = parse_url(url, schema=schema, connect_timeout=connect_timeout)
+        self.schema = self.cfg.schema
+        self.auto_migrate = migrate and _auto_migrate_env()
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        self.pool_timeout = pool_timeout
+        self._q = {name: sql.replace("{schema}", self.schema) for name, sql in _QUERIES.items()}
+        self._channel = self.cfg.channel
+        self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
+        self._writer = AppendWriter(self._flush_appends, max_batch=max_batch)
+        self._listener = Listener(self.cfg)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check (or apply) migrations and start the pool and the writer.
+
+        Raises:
+            StoreUnavailable: the server cannot be reached (the message names it).
+            ConfigError: ``migrate`` is off and the schema is behind.
+        """
+        if self._pool is not None:
+            return
+        async with self._direct() as conn:
+            with translate_errors(self.cfg):
+                if self.auto_migrate:
+                    applied = await _migrate.migrate(conn, self.schema)
+                    if applied:
+                        log.info("migrated PostgreSQL schema %s at %s: %s", self.schema,
+                                 self.cfg.where, ", ".join(applied))
+                else:
+                    behind = await _migrate.pending(conn, self.schema)
+                    if behind:
+                        raise ConfigError(
+                            f"PostgreSQL schema {self.schema!r} at {self.cfg.where} is behind "
+                            f"(pending: {', '.join(behind)}) and auto-migration is off; "
+                            "run `tether db migrate`")
+        pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
+            self.cfg.conninfo, kwargs={"autocommit": True}, min_size=self.pool_min,
+            max_size=self.pool_max, open=False, timeout=self.pool_timeout,
+            name=f"tether-{self.schema}",
+        )
+        await pool.open(wait=False)
+        self._pool = pool
+        self._closed = False
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Write pending journal appends, stop listening and close the pool."""
+        if self._pool is None or self._closed:
+            return
+        self._closed = True
+        await self._writer.close()
+        await self._listener.close()
+        pool, self._pool = self._pool, None
+        await pool.close()
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations (open or not); return the names applied.
+
+        Raises: StoreUnavailable.
+        """
+        async with self._direct() as conn:
+            with translate_errors(self.cfg):
+                return await _migrate.migrate(conn, self.schema)
+
+    async def migration_status(self) -> list[tuple[int, str, bool]]:
+        """(version, name, applied?) for every migration this code knows.
+
+        Raises: StoreUnavailable.
+        """
+        async with self._direct() as conn:
+            with translate_errors(self.cfg):
+                return await _migrate.status(conn, self.schema)
+
+    @contextlib.asynccontextmanager
+    async def _direct(self) -> AsyncIterator[Conn]:
+        """A connection of its own (not pooled), for migrations."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.cfg.conninfo, autocommit=True)
+        except (psycopg.Error, OSError) as exc:
+            raise unavailable(self.cfg, exc) from None
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    # -- connections and transactions ---------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        pool = self._pool
+        if pool is None or self._closed:
+            raise StoreError("store is not open")
+        # A server restart leaves every idle connection dead; skip those without a
+        # round trip. Bounded: past pool_max dead ones, take what comes and let it fail.
+        for _ in range(self.pool_max + 1):
+            conn = await pool.getconn()
+            if not _looks_dead(conn):
+                break
+            with contextlib.suppress(Exception):
+                await conn.close()
+            await pool.putconn(conn)
+        try:
+            yield conn
+        finally:
+            await pool.putconn(conn)
+
+    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+        """Run ``fn`` on a pooled connection, translating errors; rerun it when the
+        server rolled its transaction back for a deadlock or serialization failure."""
+        for attempt in range(_TXN_RETRIES + 1):
+            try:
+                with translate_errors(self.cfg):
+                    async with self._connection() as conn:
+                        return await fn(conn)
+            except psycopg.errors.TransactionRollback as exc:
+                if attempt == _TXN_RETRIES:
+                    raise StoreUnavailable(
+                        f"PostgreSQL store {self.cfg.where}: transaction kept conflicting "
+                        f"({exc.sqlstate})") from exc
+                await asyncio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _one(self, name: str, params: Params) -> Any:
+        """Run one named query (one round trip); return its cursor's rows and rowcount."""
+        async def go(conn: Conn) -> tuple[list[Any], int]:
+            cur = await conn.execute(self._q[name], params)
+            rows = await cur.fetchall() if cur.description is not None else []
+            return rows, cur.rowcount
+
+        return await self._run_op(go)
+
+    async def _pipeline(self, conn: Conn,
+                        steps: Sequence[tuple[str, Params]]) -> list[psycopg.AsyncCursor[Any]]:
+        """Run named queries in one transaction and one round trip: BEGIN, the
+        statements and COMMIT go out in one pipeline with a single Sync."""
+        cursors: list[psycopg.AsyncCursor[Any]] = []
+        try:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                for name, params in steps:
+                    cur = conn.cursor()
+                    await cur.execute(self._q[name], params)
+                    cursors.append(cur)
+                await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status in (
+                    TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+        return cursors
+
+    async def _txn(self, steps: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """``_pipeline`` on a pooled connection; the rows of each statement."""
+        async def go(conn: Conn) -> list[list[Any]]:
+            cursors = await self._pipeline(conn, steps)
+            return [await c.fetchall() if c.description is not None else [] for c in cursors]
+
+        return await self._run_op(go)  # type: ignore[no-any-return]
+
+    # -- notifications ----------------------------------------------------------------
+
+    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``callback`` on this event loop whenever the schema's channel is notified.
+
+        One listener connection per store, reconnecting by itself."""
+        return await self._listener.subscribe(callback)
+
+    # -- runs -------------------------------------------------------------------------
+
+    async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
+        params = {**_run_params(run), "channel": self._channel}
+        created, stored = await self._txn([("run_insert", params), ("run_get", params)])
+        return _run(stored[0]), bool(created[0][0])
+
+    async def run_get(self, run_id: str) -> RunRecord | None:
+        rows, _ = await self._one("run_get", {"run_id": run_id})
+        return _run(rows[0]) if rows else None
+
+    async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        if status is None:
+            rows, _ = await self._one("run_list", {"limit": limit})
+        else:
+            rows, _ = await self._one("run_list_status", {"status": status, "limit": limit})
+        return [_run(r) for r in rows]
+
+    async def journal_read(self, run_id: str) -> list[JournalEntry]:
+        rows, _ = await self._one("journal_read", {"run_id": run_id})
+        return [_entry(r) for r in rows]
+
+    async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
+                        lease_seconds: float) -> list[ClaimedRun]:
+        if limit <= 0 or not queues:
+            return []
+        params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "now": now,
+                  "lease_expires": now + lease_seconds}
+        runs, entries = await self._txn([("run_claim", params),
+                                         ("run_claim_journals", params)])
+        journals: dict[str, list[JournalEntry]] = {}
+        for row in entries:
+            journals.setdefault(row[0], []).append(_entry(row[1:]))
+        claimed = sorted((_run(r) for r in runs), key=lambda r: (r.created_at, r.run_id))
+        return [ClaimedRun(run=r, lease=Lease(r.run_id, worker_id, r.fencing_token),
+                           journal=journals.get(r.run_id, [])) for r in claimed]
+
+    async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
+        """Record one operation's outcome, in a transaction shared with the appends of
+        other runs (group commit). Raises: LeaseLost, StoreUnavailable."""
+        await self._writer.submit(lease, entry)
+
+    async def _flush_appends(self, batch: list[Append]) -> None:
+        """Write one batch of appends in one transaction; resolve every caller."""
+        async def go(conn: Conn) -> list[bool]:
+            cursors = await self._pipeline(
+                conn, [("journal_append", _entry_params(a.lease, a.entry)) for a in batch])
+            return [c.rowcount == 1 for c in cursors]
+
+        try:
+            written = await self._run_op(go)
+        except StoreUnavailable as exc:
+            for a in batch:
+                _settle(a.future, exc)
+            return
+        except TetherError as exc:
+            if len(batch) == 1:
+                _settle(batch[0].future, exc)
+                return
+            # One entry the server refused (bad data) must not fail the others.
+            for a in batch:
+                await self._flush_appends([a])
+            return
+        refused = [a for a, ok in zip(batch, written, strict=True) if not ok]
+        current: dict[str, int] = {}
+        if refused:
+            try:
+                rows, _ = await self._one(
+                    "lease_tokens", {"run_ids": sorted({a.lease.run_id for a in refused})})
+                current = {r[0]: r[1] for r in rows}
+            except TetherError as exc:
+                for a in refused:
+                    _settle(a.future, exc)
+                refused = []
+        for a, ok in zip(batch, written, strict=True):
+            if ok:
+                _settle(a.future, None)
+        for a in refused:
+            if current.get(a.lease.run_id) != a.lease.fencing_token:
+                _settle(a.future, LeaseLost(a.lease.run_id, a.lease.fencing_token))
+            else:
+                _settle(a.future, _final_conflict(a.lease.run_id, a.entry.position))
+
+    async def run_finish(self, *, lease: Lease, status: str, result: str | None,
+                         error: str | None, now: float) -> None:
+        params = {**_lease_params(lease), "status": status, "result": result, "error": error,
+                  "now": now, "channel": self._channel}
+        finished, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params)])
+        if not finished[0][0]:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+
+    async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
+        params = {**_lease_params(lease), "available_at": wait.available_at,
+                  "description": wait.description, "signal": wait.signal,
+                  "child": wait.child, "now": now}
+
+        async def go(conn: Conn) -> int:
+            cursors = await self._pipeline(conn, [
+                ("lease_lock", params), ("child_lock", params), ("run_release", params)])
+            return cursors[2].rowcount
+
+        if await self._run_op(go) != 1:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+
+    async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
+        params = {"run_id": run_id, "now": now, "channel": self._channel}
+        before, _, after = await self._txn([
+            ("run_lock", params), ("run_resume", params), ("run_get", params)])
+        if not before:
+            raise RunNotFound(run_id)
+        if before[0][0] != "blocked":
+            raise TetherError(f"run {run_id!r} is {before[0][0]}, not blocked")
+        return _run(after[0])
+
+    async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
+        _, count = await self._one("run_set_status_info",
+                                   {**_lease_params(lease), "info": info, "now": now})
+        if count != 1:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+
+    async def signal_send(self, *, run_id: str, name: str, payload: str | None,
+                          idempotency_key: str | None, now: float) -> SignalSent:
+        params = {"run_id": run_id, "name": name, "payload": payload, "key": idempotency_key,
+                  "now": now, "channel": self._channel}
+        status, inserted, found, _ = await self._txn([
+            ("run_lock", params), ("signal_insert", params), ("signal_find_key", params),
+            ("signal_wake", params)])
+        if not status:
+            raise RunNotFound(run_id)
+        if status[0][0] in _FINAL:
+            raise SignalError(
+                f"run {run_id!r} has ended ({status[0][0]}); signal {name!r} not sent")
+        if inserted:
+            return SignalSent(signal_id=int(inserted[0][0]), created=True)
+        return SignalSent(signal_id=int(found[0][0]), created=False)
+
+    async def signal_take(self, *, lease: Lease, name: str, position: int,
+                          deadline: float | None, now: float,
+                          timeout_error: str) -> JournalEntry | None:
+        params = {**_lease_params(lease), "name": name, "position": position,
+                  "deadline": deadline, "now": now, "timeout_error": timeout_error}
+        _, rows = await self._txn([("lease_lock", params), ("signal_take", params)])
+        leased, due, status, result, error, next_attempt_at = rows[0]
+        if not leased:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+        if status is not None:
+            return JournalEntry(position, "signal", name, status, result=result, error=error,
+                                attempts=1, finished_at=now, next_attempt_at=next_attempt_at)
+        if due:
+            raise _final_conflict(lease.run_id, position)
+        return None
+
+    async def child_start(self, *, lease: Lease, child: RunRecord,
+                          entry: JournalEntry) -> RunRecord:
+        params = {**_entry_params(lease, entry), **_run_params(child, "c_"),
+                  "channel": self._channel}
+        leased, started, stored = await self._txn([
+            ("lease_lock", params), ("child_start", params),
+            ("run_get", {"run_id": child.run_id})])
+        if not leased:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+        if not started[0][0]:
+            raise _final_conflict(lease.run_id, entry.position)
+        return _run(stored[0])
+
+    async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
+        rows, _ = await self._one("run_children_cancel", {
+            "parent_run_id": parent_run_id, "now": now, "channel": self._channel})
+        return list(rows[0][0] or [])
+
+    async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
+        params = {"run_id": run_id, "now": now, "channel": self._channel,
+                  "status": "cancelled", "fencing_token": None}
+        # A cancelled blocked run has ended: wake a parent waiting for it, like a finish.
+        *_, stored = await self._txn([
+            ("run_cancel_blocked", params), ("run_wake_waiters", params),
+            ("run_cancel", params), ("run_get", params)])
+        if not stored:
+            raise RunNotFound(run_id)
+        return _run(stored[0])
+
+    # -- leases and workers -------------------------------------------------------------
+
+    async def lease_heartbeat(self, *, worker_id: str, now: float,
+                              lease_seconds: float) -> HeartbeatResult:
+        rows, _ = await self._one("lease_heartbeat", {
+            "worker_id": worker_id, "now": now, "lease_expires": now + lease_seconds})
+        result = HeartbeatResult()
+        for run_id, cancel in rows:
+            result.owned.add(run_id)
+            if cancel:
+                result.cancel_requested.add(run_id)
+        return result
+
+    async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
+        rows, _ = await self._one("lease_expire_owner", {
+            "worker_id": worker_id, "now": now, "channel": self._channel})
+        return int(rows[0][0])
+
+    async def worker_register(self, *, info: WorkerInfo) -> None:
+        await self._one("worker_register", {
+            "worker_id": info.worker_id, "hostname": info.hostname, "pid": info.pid,
+            "pid_start": info.pid_start, "queues": info.queues,
+            "started_at": info.started_at, "heartbeat_at": info.heartbeat_at})
+
+    async def worker_unregister(self, *, worker_id: str, now: float) -> None:
+        await self._one("worker_unregister", {
+            "worker_id": worker_id, "now": now, "channel": self._channel})
+
+    async def worker_list(self) -> list[WorkerInfo]:
+        rows, _ = await self._one("worker_list", None)
+        return [WorkerInfo(*row) for row in rows]
+
+    async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
+        if not workflows:
+            return
+        names = sorted(workflows)
+        await self._one("workflow_register", {
+            "names": names, "queues": [workflows[n] for n in names], "now": now})
+
+    async def workflow_list(self) -> dict[str, str]:
+        rows, _ = await self._one("workflow_list", None)
+        return {name: queue for name, queue in rows}
+
+    async def next_available_at(self, *, queues: list[str]) -> float | None:
+        if not queues:
+            return None
+        rows, _ = await self._one("next_available_at", {"queues": list(queues)})
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(s: PostgresStore) -> Store:
+        return s

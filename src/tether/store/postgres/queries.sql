@@ -1,0 +1,362 @@
+-- Tether's PostgreSQL queries. {schema} is replaced by the store's schema when loaded,
+-- %(channel)s is the schema's LISTEN/NOTIFY channel. Every time is a parameter (the
+-- caller's clock); no query reads now() or CURRENT_TIMESTAMP.
+--
+-- Fencing: a write into a run holds a lock on the run's row until it commits (FOR SHARE
+-- for journal appends, FOR NO KEY UPDATE or the UPDATE itself for the rest), and a claim
+-- locks the rows it takes (FOR UPDATE SKIP LOCKED). So a takeover waits for, or skips,
+-- a run with a write in flight, and a stale write re-checks the fencing token after the
+-- takeover committed: it never lands in a journal its new owner has already loaded.
+--
+-- Wake-ups without lost wake-ups: the releasing run and the event it waits for meet on
+-- one row lock (the run's row for signals, the child's row for children), and the
+-- statement that looks for the other side runs after the lock is held, so it sees
+-- whatever committed before.
+
+-- run_insert --
+-- Insert a run unless one with its id exists; returns 1 (and notifies) if created.
+WITH ins AS (
+    INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at, updated_at,
+                               available_at, parent_run_id, parent_position, on_parent_cancel)
+    VALUES (%(run_id)s, %(workflow)s, %(queue)s, %(status)s, %(input)s, %(created_at)s,
+            %(updated_at)s, %(available_at)s, %(parent_run_id)s, %(parent_position)s,
+            %(on_parent_cancel)s)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM ins;
+
+-- run_get --
+-- One run by id.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel
+FROM {schema}.runs WHERE run_id = %(run_id)s;
+
+-- run_list --
+-- Runs, newest first.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel
+FROM {schema}.runs ORDER BY created_at DESC, run_id LIMIT %(limit)s;
+
+-- run_list_status --
+-- Runs of one status, newest first.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel
+FROM {schema}.runs WHERE status = %(status)s
+ORDER BY created_at DESC, run_id LIMIT %(limit)s;
+
+-- journal_read --
+-- A run's journal in position order.
+SELECT position, kind, name, status, result, error, attempts, started_at, finished_at,
+       next_attempt_at, args
+FROM {schema}.journal WHERE run_id = %(run_id)s ORDER BY position;
+
+-- run_claim --
+-- Claim up to limit runnable runs under a new lease; skips runs another transaction holds.
+UPDATE {schema}.runs
+SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
+    available_at = %(lease_expires)s, updated_at = %(now)s
+WHERE run_id IN (
+    SELECT run_id FROM {schema}.runs
+    WHERE queue = ANY(%(queues)s) AND available_at <= %(now)s
+    ORDER BY available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
+          owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
+          parent_run_id, finished_at, parent_position, on_parent_cancel;
+
+-- run_claim_journals --
+-- The journals of the runs this transaction just claimed (a later statement, so that it
+-- sees every append that committed before the claim took its locks).
+SELECT j.run_id, j.position, j.kind, j.name, j.status, j.result, j.error, j.attempts,
+       j.started_at, j.finished_at, j.next_attempt_at, j.args
+FROM {schema}.journal j
+WHERE j.run_id IN (
+    SELECT r.run_id FROM {schema}.runs r
+    WHERE r.queue = ANY(%(queues)s) AND r.available_at = %(lease_expires)s
+      AND r.owner = %(worker_id)s AND r.xmin = pg_current_xact_id_if_assigned()::xid)
+ORDER BY j.run_id, j.position;
+
+-- lease_lock --
+-- Lock the run's row if the lease is current (the first statement of a fenced write).
+SELECT 1 FROM {schema}.runs
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+FOR NO KEY UPDATE;
+
+-- lease_tokens --
+-- Current fencing tokens of running runs (to tell a stale lease from a refused write).
+SELECT run_id, fencing_token FROM {schema}.runs
+WHERE run_id = ANY(%(run_ids)s) AND status = 'running';
+
+-- journal_append --
+-- Record one operation's outcome; writes nothing if the caller's lease was taken over,
+-- and never overwrites a final entry. Returns a row only if it wrote.
+INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                   attempts, started_at, finished_at, next_attempt_at, args,
+                                   fencing_token)
+SELECT %(run_id)s, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
+       %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
+       %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text,
+       %(fencing_token)s::bigint
+FROM {schema}.runs
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+FOR SHARE
+ON CONFLICT (run_id, position) DO UPDATE SET
+    kind = excluded.kind, name = excluded.name,
+    status = excluded.status, result = excluded.result, error = excluded.error,
+    attempts = excluded.attempts, finished_at = excluded.finished_at,
+    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+WHERE j.status = 'pending'
+RETURNING 1;
+
+-- run_finish --
+-- End a run under the caller's lease; returns 1 (and notifies) if it did.
+WITH fin AS (
+    UPDATE {schema}.runs
+    SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = %(now)s,
+        updated_at = %(now)s, owner = NULL, available_at = NULL, waiting_for = NULL,
+        wait_signal = NULL, wait_child = NULL
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM fin;
+
+-- run_wake_waiters --
+-- A run ended (with this status and token): runs waiting for it as a child become
+-- claimable. A statement of its own, after the one that ended the run took its row lock.
+UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
+WHERE wait_child = %(run_id)s AND status = 'waiting'
+  AND EXISTS (SELECT 1 FROM {schema}.runs c
+              WHERE c.run_id = %(run_id)s AND c.status = %(status)s
+                AND (%(fencing_token)s::bigint IS NULL
+                     OR c.fencing_token = %(fencing_token)s::bigint));
+
+-- child_lock --
+-- Lock the child a run is about to wait for, whatever its state: its end and our release
+-- then happen one after the other.
+SELECT 1 FROM {schema}.runs WHERE run_id = %(child)s FOR SHARE;
+
+-- run_release --
+-- Hand a run back to wait; claimable at once if what it waits for already happened.
+UPDATE {schema}.runs
+SET status = 'waiting', owner = NULL, waiting_for = %(description)s, updated_at = %(now)s,
+    wait_signal = %(signal)s, wait_child = %(child)s,
+    available_at = CASE
+        WHEN cancel_requested THEN %(now)s
+        WHEN %(signal)s::text IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {schema}.signals s
+            WHERE s.run_id = %(run_id)s AND s.name = %(signal)s
+              AND s.consumed_position IS NULL) THEN %(now)s
+        WHEN %(child)s::text IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {schema}.runs c
+            WHERE c.run_id = %(child)s
+              AND c.status IN ('completed', 'failed', 'cancelled')) THEN %(now)s
+        ELSE %(available_at)s::float8 END
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running';
+
+-- run_lock --
+-- Lock a run's row whatever its state; returns its status.
+SELECT status FROM {schema}.runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE;
+
+-- run_resume --
+-- An operator makes a blocked run claimable again; returns 1 (and notifies) if it did.
+WITH r AS (
+    UPDATE {schema}.runs
+    SET status = 'queued', available_at = %(now)s, updated_at = %(now)s, error = NULL
+    WHERE run_id = %(run_id)s AND status = 'blocked'
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM r;
+
+-- run_set_status_info --
+-- Publish a run's live status under the caller's lease.
+UPDATE {schema}.runs SET status_info = %(info)s, updated_at = %(now)s
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running';
+
+-- signal_insert --
+-- Store a signal for a run that has not ended; a repeated idempotency key stores nothing.
+INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, created_at)
+SELECT %(run_id)s, %(name)s::text, %(payload)s::text, %(key)s::text, %(now)s::float8
+FROM {schema}.runs
+WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')
+ON CONFLICT (run_id, idempotency_key) DO NOTHING
+RETURNING signal_id;
+
+-- signal_find_key --
+-- The signal stored under an idempotency key.
+SELECT signal_id FROM {schema}.signals
+WHERE run_id = %(run_id)s AND idempotency_key = %(key)s;
+
+-- signal_wake --
+-- A run waiting for this signal becomes claimable (and is notified).
+WITH w AS (
+    UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
+    WHERE run_id = %(run_id)s AND status = 'waiting' AND wait_signal = %(name)s
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
+
+-- signal_take --
+-- Consume the oldest pending signal into the journal at a position, else record the
+-- timeout there if the deadline passed. Runs after lease_lock. Returns whether the lease
+-- held, whether there was something to record, and what was recorded.
+WITH lease AS (
+    SELECT 1 FROM {schema}.runs
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'),
+sig AS (
+    SELECT signal_id, payload FROM {schema}.signals
+    WHERE run_id = %(run_id)s AND name = %(name)s AND consumed_position IS NULL
+      AND EXISTS (SELECT 1 FROM lease)
+    ORDER BY signal_id LIMIT 1
+    FOR UPDATE),
+entry AS (
+    SELECT sig.signal_id,
+           CASE WHEN sig.signal_id IS NULL THEN 'error' ELSE 'ok' END AS status,
+           sig.payload AS result,
+           CASE WHEN sig.signal_id IS NULL THEN %(timeout_error)s::text END AS error,
+           CASE WHEN sig.signal_id IS NULL THEN %(deadline)s::float8 END AS next_attempt_at
+    FROM lease LEFT JOIN sig ON true
+    WHERE sig.signal_id IS NOT NULL OR %(deadline)s::float8 <= %(now)s::float8),
+ins AS (
+    INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                       attempts, finished_at, next_attempt_at, fencing_token)
+    SELECT %(run_id)s, %(position)s, 'signal', %(name)s, status, result, error, 1,
+           %(now)s, next_attempt_at, %(fencing_token)s
+    FROM entry
+    ON CONFLICT (run_id, position) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name,
+        status = excluded.status, result = excluded.result, error = excluded.error,
+        attempts = excluded.attempts, finished_at = excluded.finished_at,
+        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+    WHERE j.status = 'pending'
+    RETURNING status, result, error, next_attempt_at),
+used AS (
+    UPDATE {schema}.signals SET consumed_position = %(position)s
+    WHERE signal_id = (SELECT signal_id FROM entry) AND EXISTS (SELECT 1 FROM ins))
+SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM entry),
+       ins.status, ins.result, ins.error, ins.next_attempt_at
+FROM (SELECT 1) AS one LEFT JOIN ins ON true;
+
+-- child_start --
+-- Journal the child_start entry and insert the child (idempotent on its id) if the entry
+-- was written. Runs after lease_lock. Returns (entry written, child created).
+WITH jins AS (
+    INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                       attempts, started_at, finished_at, next_attempt_at,
+                                       args, fencing_token)
+    SELECT %(run_id)s, %(position)s::integer, %(kind)s::text, %(name)s::text,
+           %(status)s::text, %(result)s::text, %(error)s::text, %(attempts)s::integer,
+           %(started_at)s::float8, %(finished_at)s::float8, %(next_attempt_at)s::float8,
+           %(args)s::text, %(fencing_token)s::bigint
+    FROM {schema}.runs
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+    ON CONFLICT (run_id, position) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name,
+        status = excluded.status, result = excluded.result, error = excluded.error,
+        attempts = excluded.attempts, finished_at = excluded.finished_at,
+        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+    WHERE j.status = 'pending'
+    RETURNING 1),
+cins AS (
+    INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
+                               updated_at, available_at, parent_run_id, parent_position,
+                               on_parent_cancel)
+    SELECT %(c_run_id)s, %(c_workflow)s::text, %(c_queue)s::text, %(c_status)s::text,
+           %(c_input)s::text, %(c_created_at)s::float8, %(c_updated_at)s::float8,
+           %(c_available_at)s::float8, %(c_parent_run_id)s::text,
+           %(c_parent_position)s::integer, %(c_on_parent_cancel)s::text
+    WHERE EXISTS (SELECT 1 FROM jins)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT count(*) FROM jins), {schema}.wake(%(channel)s, (SELECT count(*) FROM cins));
+
+-- run_children_cancel --
+-- Ask a run's unfinished children whose policy is cancel to cancel; notifies if any.
+WITH c AS (
+    UPDATE {schema}.runs
+    SET cancel_requested = true, updated_at = %(now)s,
+        available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
+                            ELSE available_at END
+    WHERE parent_run_id = %(parent_run_id)s AND on_parent_cancel = 'cancel'
+      AND status NOT IN ('completed', 'failed', 'cancelled')
+    RETURNING run_id)
+SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) FROM c;
+
+-- run_cancel_blocked --
+-- A blocked run has no code that could observe a cancel: end it at once.
+WITH b AS (
+    UPDATE {schema}.runs
+    SET status = 'cancelled', cancel_requested = true, updated_at = %(now)s,
+        finished_at = %(now)s, owner = NULL, available_at = NULL
+    WHERE run_id = %(run_id)s AND status = 'blocked'
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM b;
+
+-- run_cancel --
+-- Ask a run to cancel; a queued or waiting run becomes claimable now (and is notified).
+WITH c AS (
+    UPDATE {schema}.runs
+    SET cancel_requested = true, updated_at = %(now)s,
+        available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
+                            ELSE available_at END
+    WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM c;
+
+-- lease_heartbeat --
+-- Extend every lease a worker holds and mark it alive; report which runs it still holds.
+WITH touch AS (
+    UPDATE {schema}.workers SET heartbeat_at = %(now)s WHERE worker_id = %(worker_id)s)
+UPDATE {schema}.runs SET available_at = %(lease_expires)s
+WHERE owner = %(worker_id)s AND status = 'running'
+RETURNING run_id, cancel_requested;
+
+-- lease_expire_owner --
+-- Make a dead worker's runs claimable at once and forget it; returns how many (notifies).
+WITH e AS (
+    UPDATE {schema}.runs SET available_at = %(now)s
+    WHERE owner = %(worker_id)s AND status = 'running'
+    RETURNING 1),
+d AS (DELETE FROM {schema}.workers WHERE worker_id = %(worker_id)s)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM e;
+
+-- worker_register --
+-- Record a live worker.
+INSERT INTO {schema}.workers
+    (worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at)
+VALUES (%(worker_id)s, %(hostname)s, %(pid)s, %(pid_start)s, %(queues)s, %(started_at)s,
+        %(heartbeat_at)s)
+ON CONFLICT (worker_id) DO UPDATE SET
+    hostname = excluded.hostname, pid = excluded.pid, pid_start = excluded.pid_start,
+    queues = excluded.queues, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at;
+
+-- worker_unregister --
+-- A stopping worker hands its runs back to the queue and is forgotten (notifies).
+WITH r AS (
+    UPDATE {schema}.runs
+    SET status = 'queued', owner = NULL, available_at = %(now)s, updated_at = %(now)s
+    WHERE owner = %(worker_id)s AND status = 'running'
+    RETURNING 1),
+d AS (DELETE FROM {schema}.workers WHERE worker_id = %(worker_id)s)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM r;
+
+-- worker_list --
+-- Known workers.
+SELECT worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at
+FROM {schema}.workers ORDER BY started_at;
+
+-- workflow_register --
+-- Record workflow names and their queues.
+INSERT INTO {schema}.workflows (name, queue, updated_at)
+SELECT n, q, %(now)s FROM unnest(%(names)s::text[], %(queues)s::text[]) AS u(n, q)
+ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.updated_at;
+
+-- workflow_list --
+-- Registered workflow names and their queues.
+SELECT name, queue FROM {schema}.workflows ORDER BY name;
+
+-- next_available_at --
+-- The earliest time a run on these queues becomes claimable.
+SELECT min(available_at) FROM {schema}.runs
+WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL;
