@@ -1,0 +1,56 @@
+"""Store fixtures and record builders for the contract suite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tether._types import ClaimedRun, JournalEntry, RunRecord
+from tether.store import Store, open_store
+
+#: A fixed "now" for the store's clock: tests move time by passing later values.
+T0 = 1_000_000.0
+LEASE = 30.0
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """An open store of one backend of the matrix."""
+    s = open_store(store_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def run_record(run_id: str, *, queue: str = "q", now: float = T0, workflow: str = "wf",
+               status: str = "queued", parent: str | None = None,
+               parent_position: int | None = None, on_parent_cancel: str = "cancel",
+               available_at: float | None = None) -> RunRecord:
+    return RunRecord(
+        run_id=run_id, workflow=workflow, queue=queue, status=status, input="[[], {}]",
+        created_at=now, updated_at=now,
+        available_at=now if available_at is None and status == "queued" else available_at,
+        parent_run_id=parent, parent_position=parent_position,
+        on_parent_cancel=on_parent_cancel,
+    )
+
+
+def entry(position: int, status: str = "ok", *, name: str = "step", kind: str = "step",
+          result: str | None = "1", now: float = T0) -> JournalEntry:
+    return JournalEntry(position=position, kind=kind, name=name, status=status,
+                        result=result if status == "ok" else None, attempts=1,
+                        started_at=now, finished_at=now if status != "pending" else None)
+
+
+async def start_and_claim(store: Store, run_id: str, *, now: float = T0,
+                          worker: str = "w1", **kw: object) -> ClaimedRun:
+    """Insert a run and claim it (it must be the only claimable one on its queue)."""
+    await store.run_insert(run=run_record(run_id, now=now, **kw))  # type: ignore[arg-type]
+    queue = str(kw.get("queue", "q"))
+    claimed = await store.run_claim(worker_id=worker, queues=[queue], limit=1, now=now,
+                                    lease_seconds=LEASE)
+    assert [c.run.run_id for c in claimed] == [run_id]
+    return claimed[0]
