@@ -1,0 +1,392 @@
+"""What only the PostgreSQL store has: migrations, schemas, query plans, round trips,
+row locks that keep fencing and wake-ups exact, and recovery from dropped connections.
+
+Faults here are real: backends terminated with ``pg_terminate_backend``, a TCP proxy
+that goes away and comes back, row locks held by a second connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from tether.errors import ConfigError, LeaseLost, StoreUnavailable
+from tether.store import Wait, open_store
+from tether.store.postgres import PostgresStore
+
+from .conftest import LEASE, T0, entry, run_record, start_and_claim
+from .rtproxy import RoundTripProxy
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def pg(pg_url: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def raw(pg_url: str) -> AsyncIterator[psycopg.AsyncConnection[object]]:
+    """A second connection, outside the store, to hold locks and look at the tables."""
+    conn = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _blocked(task: asyncio.Task[object], seconds: float = 0.3) -> bool:
+    await asyncio.sleep(seconds)
+    return not task.done()
+
+
+# -- connecting and migrating ----------------------------------------------------------
+
+
+async def test_unreachable_server_raises_store_unavailable_naming_host_and_port() -> None:
+    """Opening a store on a port nobody listens on fails fast with a one-line message."""
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/tether", connect_timeout=3)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
+        await store.open()
+    assert time.monotonic() - t0 < 5
+    message = str(err.value)
+    assert "127.0.0.1:1" in message and "\n" not in message
+
+
+async def test_open_migrates_a_fresh_database_and_is_idempotent(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """Five stores opening at once against a fresh database migrate it exactly once."""
+    stores = [PostgresStore(pg_url) for _ in range(5)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        cur = await raw.execute("SELECT version, name FROM tether.schema_version")
+        assert await cur.fetchall() == [(1, "init")]
+        assert await stores[0].migration_status() == [(1, "init", True)]
+        assert await stores[0].migrate() == []
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_without_auto_migration_open_refuses_a_schema_that_is_behind(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``migrate=False`` (or TETHER_AUTO_MIGRATE=0) makes ``open()`` name the fix;
+    ``migrate()`` applies what is pending and reports it."""
+    store = open_store(pg_url, migrate=False)
+    assert isinstance(store, PostgresStore)
+    with pytest.raises(ConfigError, match="tether db migrate"):
+        await store.open()
+    assert await store.migration_status() == [(1, "init", False)]
+    monkeypatch.setenv("TETHER_AUTO_MIGRATE", "0")
+    with pytest.raises(ConfigError, match="0001_init"):
+        await PostgresStore(pg_url).open()
+    assert await store.migrate() == ["0001_init"]
+    assert await store.migration_status() == [(1, "init", True)]
+    await store.open()
+    await store.close()
+
+
+async def test_schemas_are_isolated_tables_and_notifications(pg_url: str) -> None:
+    """Two schemas in one database share nothing: not runs, not wake-ups."""
+    a = open_store(f"{pg_url}?schema=team_a")
+    b = PostgresStore(pg_url, schema="team_b")
+    await a.open()
+    await b.open()
+    try:
+        woken = asyncio.Event()
+        unsubscribe = await b.subscribe(woken.set)
+        await a.run_insert(run=run_record("r1"))
+        assert await b.run_get("r1") is None and await a.run_get("r1") is not None
+        await asyncio.sleep(0.3)
+        assert not woken.is_set()
+        await b.run_insert(run=run_record("r1"))
+        await asyncio.wait_for(woken.wait(), 5)
+        await unsubscribe()
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_bad_schema_names_and_conflicts_are_config_errors() -> None:
+    """The schema comes from the option or the URL, once, and must be a plain name."""
+    with pytest.raises(ConfigError):
+        PostgresStore("postgresql://h/db?schema=a", schema="b")
+    with pytest.raises(ConfigError):
+        PostgresStore("postgresql://h/db?schema=Robert'); DROP TABLE x;--")
+    store = PostgresStore("postgresql://u@h:6543/db?schema=s1&sslmode=disable")
+    assert store.schema == "s1" and "schema" not in store.cfg.conninfo
+    assert "sslmode" in store.cfg.conninfo and store.cfg.where == "h:6543/db"
+
+
+# -- query plans -------------------------------------------------------------------------
+
+
+async def test_claim_and_journal_queries_use_indexes(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """On a table of finished runs with a few runnable ones, claiming, loading the
+    journals and taking a signal never scan a whole table."""
+    await raw.execute("""
+        INSERT INTO tether.runs (run_id, workflow, queue, status, input, created_at,
+                                 updated_at, available_at)
+        SELECT 'r' || i, 'wf', 'q' || (i % 4), CASE WHEN i % 50 = 0 THEN 'queued'
+               ELSE 'completed' END, '[]', i, i, CASE WHEN i % 50 = 0 THEN i END
+        FROM generate_series(1, 20000) AS i;
+        INSERT INTO tether.journal (run_id, position, kind, name, status, fencing_token)
+        SELECT 'r' || i, p, 'step', 's', 'ok', 0
+        FROM generate_series(1, 20000, 7) AS i, generate_series(0, 4) AS p;
+        INSERT INTO tether.signals (run_id, name, created_at)
+        SELECT 'r' || i, 'go', i FROM generate_series(1, 20000, 3) AS i;
+        ANALYZE tether.runs; ANALYZE tether.journal; ANALYZE tether.signals;
+    """)
+    params = {"worker_id": "w", "queues": ["q1", "q2"], "limit": 10, "now": 1e9,
+              "lease_expires": 1e9 + 30, "run_id": "r700", "fencing_token": 1, "name": "go",
+              "position": 0, "deadline": None, "timeout_error": "{}"}
+    for name in ("run_claim", "run_claim_journals", "journal_read", "signal_take",
+                 "next_available_at"):
+        cur = await raw.execute("EXPLAIN " + pg._q[name], params)
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+        assert "Index" in plan, f"{name}:\n{plan}"
+
+
+# -- round trips and group commit ---------------------------------------------------------
+
+
+async def test_every_operation_costs_one_round_trip(pg_url: str) -> None:
+    """Counted on the wire: each store operation sends one Sync (or one simple query)."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url), pool_max=1)
+    await store.open()
+    try:
+        counts: dict[str, int] = {}
+
+        async def measure(label: str, op: object) -> None:
+            proxy.reset()
+            await op  # type: ignore[misc]
+            counts[label] = proxy.round_trips
+
+        # Warm up: the pool's connection, and each statement prepared server-side.
+        for i in range(7):
+            lease = (await start_and_claim(store, f"warm{i}")).lease
+            await store.journal_append(lease=lease, entry=entry(0))
+            await store.run_get(f"warm{i}")
+            await store.run_finish(lease=lease, status="completed", result="1", error=None,
+                                   now=T0)
+        await measure("run_insert", store.run_insert(run=run_record("r1")))
+        claimed = await store.run_claim(worker_id="w", queues=["q"], limit=5, now=T0,
+                                        lease_seconds=LEASE)
+        lease = claimed[0].lease
+        await measure("journal_append", store.journal_append(lease=lease, entry=entry(0)))
+        await measure("run_get", store.run_get("r1"))
+        await measure("journal_read", store.journal_read("r1"))
+        await measure("signal_send", store.signal_send(run_id="r1", name="go", payload="1",
+                                                       idempotency_key="k", now=T0))
+        await measure("signal_take", store.signal_take(
+            lease=lease, name="go", position=1, deadline=None, now=T0, timeout_error="{}"))
+        await measure("child_start", store.child_start(
+            lease=lease, child=run_record("c1", parent="r1", queue="kids"),
+            entry=entry(2, kind="child_start", name="c1")))
+        await measure("run_release", store.run_release(
+            lease=lease, wait=Wait(T0 + 5, "timer"), now=T0))
+        proxy.reset()
+        claimed = await store.run_claim(worker_id="w", queues=["q"], limit=5, now=T0 + 5,
+                                        lease_seconds=LEASE)
+        counts["run_claim (with journal)"] = proxy.round_trips
+        assert len(claimed[0].journal) == 3
+        lease = claimed[0].lease
+        await measure("lease_heartbeat", store.lease_heartbeat(worker_id="w", now=T0 + 6,
+                                                               lease_seconds=LEASE))
+        await measure("run_set_status_info", store.run_set_status_info(
+            lease=lease, info="1", now=T0 + 6))
+        await measure("run_finish", store.run_finish(lease=lease, status="completed",
+                                                     result="1", error=None, now=T0 + 7))
+        await measure("run_cancel", store.run_cancel(run_id="c1", now=T0 + 8))
+        assert counts == dict.fromkeys(counts, 1), counts
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_concurrent_appends_share_transactions(pg_url: str) -> None:
+    """200 runs appending at once are written in a handful of transactions."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url))
+    await store.open()
+    try:
+        for i in range(200):
+            await store.run_insert(run=run_record(f"r{i}"))
+        claimed = await store.run_claim(worker_id="w", queues=["q"], limit=200, now=T0,
+                                        lease_seconds=LEASE)
+        assert len(claimed) == 200
+        batches_before = store._writer.batches
+        proxy.reset()
+        await asyncio.gather(*(store.journal_append(lease=c.lease, entry=entry(0))
+                               for c in claimed))
+        assert store._writer.batches - batches_before <= 3
+        assert proxy.round_trips <= 3
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+# -- row locks: fencing and wake-ups under concurrency -----------------------------------------
+
+
+async def test_a_stale_append_waits_for_the_takeover_and_is_refused(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """An append racing a takeover that has not committed yet waits for it, re-checks
+    the fencing token and writes nothing."""
+    lease = (await start_and_claim(pg, "r1")).lease
+    async with raw.transaction():
+        await raw.execute("UPDATE tether.runs SET fencing_token = fencing_token + 1 "
+                          "WHERE run_id = 'r1'")
+        append = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(0)))
+        assert await _blocked(append)  # type: ignore[arg-type]
+    with pytest.raises(LeaseLost):
+        await append
+    assert await pg.journal_read("r1") == []
+
+
+async def test_a_claim_skips_a_run_with_a_write_in_flight(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """A takeover never waits for, and never overtakes, an uncommitted write: it skips
+    the run until that write committed."""
+    await start_and_claim(pg, "r1")
+    expired = T0 + LEASE + 1
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR SHARE")
+        assert await pg.run_claim(worker_id="w2", queues=["q"], limit=1, now=expired,
+                                  lease_seconds=LEASE) == []
+    claimed = await pg.run_claim(worker_id="w2", queues=["q"], limit=1, now=expired,
+                                 lease_seconds=LEASE)
+    assert [c.lease.fencing_token for c in claimed] == [2]
+
+
+async def test_release_and_signal_at_once_lose_no_wake_up(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """A release waiting for a signal and that signal, both queued behind one lock,
+    leave the run claimable whichever goes first."""
+    lease = (await start_and_claim(pg, "r1")).lease
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR NO KEY UPDATE")
+        release = asyncio.create_task(pg.run_release(
+            lease=lease, wait=Wait(None, "signal go", signal="go"), now=T0 + 1))
+        send = asyncio.create_task(pg.signal_send(run_id="r1", name="go", payload=None,
+                                                  idempotency_key=None, now=T0 + 1))
+        assert await _blocked(release) and await _blocked(send)  # type: ignore[arg-type]
+    await asyncio.gather(release, send)
+    run = await pg.run_get("r1")
+    assert run is not None and run.status == "waiting" and run.available_at == T0 + 1
+
+
+async def test_release_and_child_end_at_once_lose_no_wake_up(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """A parent releasing to wait for a child while the child ends: the parent is
+    claimable whichever commits first."""
+    parent = (await start_and_claim(pg, "p")).lease
+    await pg.child_start(lease=parent, child=run_record("c", queue="kids", parent="p"),
+                         entry=entry(0, kind="child_start", name="c"))
+    child = (await pg.run_claim(worker_id="w2", queues=["kids"], limit=1, now=T0,
+                                lease_seconds=LEASE))[0].lease
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'c' FOR UPDATE")
+        release = asyncio.create_task(pg.run_release(
+            lease=parent, wait=Wait(None, "child c", child="c"), now=T0 + 1))
+        finish = asyncio.create_task(pg.run_finish(lease=child, status="completed",
+                                                   result="1", error=None, now=T0 + 1))
+        assert await _blocked(release) and await _blocked(finish)  # type: ignore[arg-type]
+    await asyncio.gather(release, finish)
+    run = await pg.run_get("p")
+    assert run is not None and run.status == "waiting" and run.available_at == T0 + 1
+
+
+# -- dropped connections ----------------------------------------------------------------------
+
+
+async def _terminate(raw: psycopg.AsyncConnection[object], application_name: str) -> int:
+    cur = await raw.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = %s AND pid <> pg_backend_pid()", (application_name,))
+    pids = [r[0] for r in await cur.fetchall()]
+    for pid in pids:
+        await raw.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+    return len(pids)
+
+
+async def test_pool_drops_terminated_connections_without_failing(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """After the server closed every pooled connection (as on a restart), operations
+    find out on checkout, without a round trip, and succeed on fresh connections."""
+    store = PostgresStore(pg_url, pool_min=3, pool_max=3)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        await asyncio.gather(*(store.run_get("r1") for _ in range(6)))
+        assert await _terminate(raw, "tether") >= 1
+        await asyncio.sleep(0.1)
+        await store.journal_append(lease=lease, entry=entry(0))
+        assert (await store.run_get("r1")) is not None
+        assert len(await store.journal_read("r1")) == 1
+    finally:
+        await store.close()
+
+
+async def test_store_unavailable_while_the_server_is_gone_then_recovers(pg_url: str) -> None:
+    """With the server unreachable, operations raise StoreUnavailable naming it; once it
+    is back the pool reconnects by itself."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url), pool_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+        port = proxy.port
+        await proxy.close()
+        with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+            await store.run_get("r1")
+        proxy = RoundTripProxy()
+        proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", port)
+        proxy.port = port
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert await store.run_get("r1") is not None
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the pool did not reconnect"
+                await asyncio.sleep(0.2)
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_listener_reconnects_after_its_connection_is_terminated(
+        pg: PostgresStore, pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """The listener's connection is killed; it reconnects and wake-ups flow again."""
+    woken = asyncio.Event()
+    unsubscribe = await pg.subscribe(woken.set)
+    try:
+        assert await _terminate(raw, "tether-listener") == 1
+        deadline = time.monotonic() + 10
+        while pg._listener.connects < 2:
+            assert time.monotonic() < deadline, "the listener did not reconnect"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        woken.clear()
+        other = PostgresStore(pg_url)
+        await other.open()
+        try:
+            await other.run_insert(run=run_record("r1"))
+            await asyncio.wait_for(woken.wait(), 5)
+        finally:
+            await other.close()
+    finally:
+        await unsubscribe()
