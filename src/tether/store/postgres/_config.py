@@ -7,7 +7,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
@@ -60,7 +60,9 @@ def parse_url(url: str, *, schema: str | None, connect_timeout: float,
         raise ConfigError(
             f"schema name {name!r} is not supported: use 1-58 characters of a-z, 0-9 and _, "
             "not starting with a digit")
-    bare = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+    # libpq decodes %XX but not "+": keep spaces as %20.
+    bare = urlunsplit(parts._replace(scheme="postgresql",
+                                     query=urlencode(rest, quote_via=quote)))
     try:
         given = conninfo_to_dict(bare)
     except psycopg.ProgrammingError as exc:

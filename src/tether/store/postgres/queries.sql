@@ -8,6 +8,11 @@
 -- a run with a write in flight, and a stale write re-checks the fencing token after the
 -- takeover committed: it never lands in a journal its new owner has already loaded.
 --
+-- Plans: "(status = 'running') IS TRUE" is not indexable, on purpose. Next to a run_id or
+-- owner condition it keeps the planner on the primary key (or runs_owner): with
+-- statistics that still count few running runs (a fresh table, a burst) it would
+-- otherwise walk runs_status and filter, once per row of a group-committed batch.
+--
 -- Wake-ups without lost wake-ups: the releasing run and the event it waits for meet on
 -- one row lock (the run's row for signals, the child's row for children), and the
 -- statement that looks for the other side runs after the lock is held, so it sees
@@ -83,26 +88,54 @@ ORDER BY j.run_id, j.position;
 -- lease_lock --
 -- Lock the run's row if the lease is current (the first statement of a fenced write).
 SELECT 1 FROM {schema}.runs
-WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+  AND (status = 'running') IS TRUE
 FOR NO KEY UPDATE;
 
 -- lease_tokens --
 -- Current fencing tokens of running runs (to tell a stale lease from a refused write).
 SELECT run_id, fencing_token FROM {schema}.runs
-WHERE run_id = ANY(%(run_ids)s) AND status = 'running';
+WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 
 -- journal_append --
--- Record one operation's outcome; writes nothing if the caller's lease was taken over,
--- and never overwrites a final entry. Returns a row only if it wrote.
+-- Record operations' outcomes: one array per column (sent in binary, so nothing is
+-- escaped), one element per entry, no (run_id, position) twice. An entry whose lease was
+-- taken over writes nothing; a final entry is never overwritten. Returns the keys written.
 INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
                                    attempts, started_at, finished_at, next_attempt_at, args,
                                    fencing_token)
-SELECT %(run_id)s, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
+SELECT u.run_id, u.position, u.kind, u.name, u.status, u.result, u.error, u.attempts,
+       u.started_at, u.finished_at, u.next_attempt_at, u.args, u.fencing_token
+FROM unnest(%(run_id)b::text[], %(position)b::integer[], %(kind)b::text[],
+            %(name)b::text[], %(status)b::text[], %(result)b::text[], %(error)b::text[],
+            %(attempts)b::integer[], %(started_at)b::float8[], %(finished_at)b::float8[],
+            %(next_attempt_at)b::float8[], %(args)b::text[], %(fencing_token)b::bigint[])
+     AS u(run_id, position, kind, name, status, result, error, attempts, started_at,
+          finished_at, next_attempt_at, args, fencing_token)
+JOIN {schema}.runs r
+  ON r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+    AND (r.status = 'running') IS TRUE
+FOR SHARE OF r
+ON CONFLICT (run_id, position) DO UPDATE SET
+    kind = excluded.kind, name = excluded.name,
+    status = excluded.status, result = excluded.result, error = excluded.error,
+    attempts = excluded.attempts, finished_at = excluded.finished_at,
+    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+WHERE j.status = 'pending'
+RETURNING j.run_id, j.position;
+
+-- journal_append_one --
+-- The same for one entry, with scalar parameters (a prepared statement: the common case
+-- of a run appending while no other run does).
+INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                   attempts, started_at, finished_at, next_attempt_at, args,
+                                   fencing_token)
+SELECT run_id, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
        %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
-       %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text,
-       %(fencing_token)s::bigint
+       %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text, fencing_token
 FROM {schema}.runs
-WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+  AND (status = 'running') IS TRUE
 FOR SHARE
 ON CONFLICT (run_id, position) DO UPDATE SET
     kind = excluded.kind, name = excluded.name,
@@ -110,7 +143,7 @@ ON CONFLICT (run_id, position) DO UPDATE SET
     attempts = excluded.attempts, finished_at = excluded.finished_at,
     next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
 WHERE j.status = 'pending'
-RETURNING 1;
+RETURNING j.run_id, j.position;
 
 -- run_finish --
 -- End a run under the caller's lease; returns 1 (and notifies) if it did.
@@ -119,7 +152,8 @@ WITH fin AS (
     SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = %(now)s,
         updated_at = %(now)s, owner = NULL, available_at = NULL, waiting_for = NULL,
         wait_signal = NULL, wait_child = NULL
-    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+      AND (status = 'running') IS TRUE
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM fin;
 
@@ -154,7 +188,8 @@ SET status = 'waiting', owner = NULL, waiting_for = %(description)s, updated_at 
             WHERE c.run_id = %(child)s
               AND c.status IN ('completed', 'failed', 'cancelled')) THEN %(now)s
         ELSE %(available_at)s::float8 END
-WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running';
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+  AND (status = 'running') IS TRUE;
 
 -- run_lock --
 -- Lock a run's row whatever its state; returns its status.
@@ -172,7 +207,8 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM r;
 -- run_set_status_info --
 -- Publish a run's live status under the caller's lease.
 UPDATE {schema}.runs SET status_info = %(info)s, updated_at = %(now)s
-WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running';
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+  AND (status = 'running') IS TRUE;
 
 -- signal_insert --
 -- Store a signal for a run that has not ended; a repeated idempotency key stores nothing.
@@ -202,7 +238,8 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
 -- held, whether there was something to record, and what was recorded.
 WITH lease AS (
     SELECT 1 FROM {schema}.runs
-    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'),
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+      AND (status = 'running') IS TRUE),
 sig AS (
     SELECT signal_id, payload FROM {schema}.signals
     WHERE run_id = %(run_id)s AND name = %(name)s AND consumed_position IS NULL
@@ -249,7 +286,8 @@ WITH jins AS (
            %(started_at)s::float8, %(finished_at)s::float8, %(next_attempt_at)s::float8,
            %(args)s::text, %(fencing_token)s::bigint
     FROM {schema}.runs
-    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s AND status = 'running'
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+      AND (status = 'running') IS TRUE
     ON CONFLICT (run_id, position) DO UPDATE SET
         kind = excluded.kind, name = excluded.name,
         status = excluded.status, result = excluded.result, error = excluded.error,
@@ -308,14 +346,14 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM c;
 WITH touch AS (
     UPDATE {schema}.workers SET heartbeat_at = %(now)s WHERE worker_id = %(worker_id)s)
 UPDATE {schema}.runs SET available_at = %(lease_expires)s
-WHERE owner = %(worker_id)s AND status = 'running'
+WHERE owner = %(worker_id)s AND (status = 'running') IS TRUE
 RETURNING run_id, cancel_requested;
 
 -- lease_expire_owner --
 -- Make a dead worker's runs claimable at once and forget it; returns how many (notifies).
 WITH e AS (
     UPDATE {schema}.runs SET available_at = %(now)s
-    WHERE owner = %(worker_id)s AND status = 'running'
+    WHERE owner = %(worker_id)s AND (status = 'running') IS TRUE
     RETURNING 1),
 d AS (DELETE FROM {schema}.workers WHERE worker_id = %(worker_id)s)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM e;
@@ -336,7 +374,7 @@ ON CONFLICT (worker_id) DO UPDATE SET
 WITH r AS (
     UPDATE {schema}.runs
     SET status = 'queued', owner = NULL, available_at = %(now)s, updated_at = %(now)s
-    WHERE owner = %(worker_id)s AND status = 'running'
+    WHERE owner = %(worker_id)s AND (status = 'running') IS TRUE
     RETURNING 1),
 d AS (DELETE FROM {schema}.workers WHERE worker_id = %(worker_id)s)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM r;
