@@ -192,6 +192,23 @@ async def test_concurrent_appends_of_many_runs_each_get_their_own_outcome(store:
         assert len(await store.journal_read(f"r{i}")) == (0 if i == 5 else 1)
 
 
+async def test_appends_to_one_position_made_at_once_land_in_order(store: Store) -> None:
+    """A pending entry and its final one, appended without waiting, land in order; a
+    second final entry for the position, made at the same time, is refused."""
+    lease = (await start_and_claim(store, "r1")).lease
+    outcomes = await asyncio.gather(
+        store.journal_append(lease=lease, entry=entry(0, "pending")),
+        store.journal_append(lease=lease, entry=entry(0, "ok", result='"a"')),
+        store.journal_append(lease=lease, entry=entry(1, "ok")),
+        store.journal_append(lease=lease, entry=entry(0, "ok", result='"b"')),
+        return_exceptions=True)
+    assert outcomes[:3] == [None, None, None]
+    assert isinstance(outcomes[3], StoreError) and not isinstance(outcomes[3], LeaseLost)
+    journal = await store.journal_read("r1")
+    assert [(e.position, e.status, e.result) for e in journal] == [
+        (0, "ok", '"a"'), (1, "ok", "1")]
+
+
 # -- heartbeats and dead workers ----------------------------------------------------------
 
 

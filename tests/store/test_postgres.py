@@ -125,6 +125,9 @@ def test_bad_schema_names_and_conflicts_are_config_errors() -> None:
     store = PostgresStore("postgresql://u@h:6543/db?schema=s1&sslmode=disable")
     assert store.schema == "s1" and "schema" not in store.cfg.conninfo
     assert "sslmode" in store.cfg.conninfo and store.cfg.where == "h:6543/db"
+    # Spaces in libpq options survive (libpq decodes %20, not "+").
+    spaced = PostgresStore("postgresql://h/db?options=-c%20work_mem%3D8MB&schema=s2")
+    assert "-c work_mem=8MB" in spaced.cfg.conninfo
 
 
 # -- query plans -------------------------------------------------------------------------
