@@ -7,7 +7,7 @@ import asyncio
 import functools
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from tether._clock import Clock, SystemClock, wait_event
@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _Registrable(Protocol):
+    def register(self, app: App) -> Any: ...
+
+
+A = TypeVar("A", bound=_Registrable)
 
 _FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value,
           RunStatus.BLOCKED.value}
@@ -119,16 +126,23 @@ class App:
 
     @overload
     def step(self, fn: None = None, /, *, name: str | None = None,
-             retry: RetryPolicy | None = None) -> _StepDecorator: ...
+             retry: RetryPolicy | None = None,
+             on_replay: Callable[[Any], dict[str, float] | None] | None = None,
+             ) -> _StepDecorator: ...
 
     def step(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             retry: RetryPolicy | None = None) -> Any:
+             retry: RetryPolicy | None = None,
+             on_replay: Callable[[Any], dict[str, float] | None] | None = None) -> Any:
         """Register a step: a side-effecting function whose outcome is journaled.
 
         ``async def`` and plain ``def`` both work (plain functions run in a thread). In a
         workflow, ``await step(...)`` is an operation: it runs once, its result is
         recorded, and replay returns the record. Outside a workflow it is just a call
         (still awaited).
+
+        ``on_replay(result)`` may return metrics to add to the run when a recorded result
+        is returned instead of executed (counted once per operation), e.g. the tokens a
+        journaled LLM reply saved.
         """
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -138,6 +152,7 @@ class App:
             sdef = StepDef(
                 name=name or f.__name__, fn=f, retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
+                on_replay=on_replay,
             )
             self._steps[sdef.name] = sdef
 
@@ -349,6 +364,7 @@ class App:
             updated_at=run.updated_at, finished_at=run.finished_at,
             waiting_for=run.waiting_for, status_info=_safe_decode(codec, run.status_info),
             parent_run_id=run.parent_run_id, journal=entries,
+            metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
         )
 
     async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
@@ -397,6 +413,25 @@ class App:
         for w in self._workers:
             w.notify()
         return RunStatus(run.status)
+
+    async def events(self, run_id: str) -> AsyncIterator[str]:
+        """Live events a run publishes for observers (e.g. streamed LLM chunks), from
+        now on, until the caller stops iterating. Best effort: not stored.
+
+        Raises:
+            RunNotFound
+        """
+        store = await self._open()
+        if await store.run_get(run_id) is None:
+            raise RunNotFound(run_id)
+        async for event in store.run_events(run_id):
+            yield event
+
+    def add_agent(self, agent: A) -> A:
+        """Register an agent (``tether.ai.Agent``) as a workflow named after it, so it
+        starts by name like any workflow."""
+        agent.register(self)
+        return agent
 
     def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
                **options: Any) -> Worker:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid as _uuid
+from typing import TYPE_CHECKING
 
 from tether._replay import current_run, current_step, now_value, random_value, uuid_value
 from tether.errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.store import Store
 
 
 def now() -> dt.datetime:
@@ -70,3 +74,24 @@ def patched(change_id: str) -> bool:
     if ctx is None:
         return True
     return ctx.patched(change_id)
+
+
+def add_metrics(deltas: dict[str, float]) -> None:
+    """Add numbers to the running run's metrics (tokens, cost...), persisted with the
+    run and shown by ``App.get_run`` and ``tether show``.
+
+    Called from a step, it counts what really happened on this attempt: a crash after
+    the work but before the journal commit counts it twice, as it was paid twice.
+    """
+    ctx = current_run.get()
+    if ctx is None:
+        raise TetherError("tether add_metrics() called outside a workflow or step")
+    ctx.add_metrics(deltas)
+
+
+def current_store() -> Store:
+    """The store of the run executing (inside a workflow or one of its steps)."""
+    ctx = current_run.get()
+    if ctx is None:
+        raise TetherError("no Tether run is executing here")
+    return ctx.store

@@ -20,6 +20,9 @@ class StepDef:
     retry: RetryPolicy
     is_async: bool
     return_annotation: Any
+    #: Called with a result returned from the journal instead of executed; returns
+    #: metrics to add to the run (at most once per position), e.g. tokens saved.
+    on_replay: Callable[[Any], dict[str, float] | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from tether.errors import (
     LeaseLost,
     NonDeterminismError,
     PayloadError,
+    Postpone,
     RunFailed,
     RunNotFound,
     SignalTimeout,
@@ -80,6 +81,9 @@ class Lost:
 
 StopReason = Release | Blocked | Lost
 
+#: Metrics key: the last journal position whose replay was counted (hidden in displays).
+_REPLAY_MARK = "_replay.through"
+
 
 @dataclass(frozen=True, slots=True)
 class StepInfo:
@@ -108,7 +112,8 @@ class RunContext:
 
     def __init__(self, *, lease: Lease, workflow: WorkflowDef, journal: list[JournalEntry],
                  store: Store, codec: Codec, clock: Clock, executor: Executor | None,
-                 sticky_wait: float, cancel_requested: bool = False) -> None:
+                 sticky_wait: float, cancel_requested: bool = False,
+                 metrics: dict[str, float] | None = None) -> None:
         self.run_id = lease.run_id
         self.lease = lease
         self.workflow = workflow
@@ -128,6 +133,10 @@ class RunContext:
         self._deferred: list[asyncio.Future[None]] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.wake = asyncio.Event()  #: set when a cancel arrives during an in-memory wait
+        self.metrics: dict[str, float] = dict(metrics or {})
+        self._metrics_writing = False
+        self._metrics_dirty = False
+        self._loop = asyncio.get_running_loop()
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -201,6 +210,55 @@ class RunContext:
             except LeaseLost as exc:
                 raise self._halt(Lost(exc)) from None
 
+    # -- metrics --------------------------------------------------------------------------
+
+    def add_metrics(self, deltas: dict[str, float]) -> None:
+        """Add to the run's metrics and persist them soon (thread-safe: sync steps run in
+        an executor). Writes are coalesced and ordered: one in flight at a time, each
+        carrying the latest totals."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            self._loop.call_soon_threadsafe(self.add_metrics, dict(deltas))
+            return
+        changed = False
+        for key, value in deltas.items():
+            if value:
+                self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
+                changed = True
+        if changed:
+            self._persist_metrics()
+
+    def _persist_metrics(self) -> None:
+        if self._metrics_writing:
+            self._metrics_dirty = True
+            return
+        self._metrics_writing = True
+        self._deferred.append(asyncio.ensure_future(self._write_metrics()))
+
+    async def _write_metrics(self) -> None:
+        try:
+            while True:
+                self._metrics_dirty = False
+                text = self.codec.encode(self.metrics, "run metrics")
+                await self.store.run_metrics_set(lease=self.lease, metrics=text,
+                                                 now=self.clock.now())
+                if not self._metrics_dirty:
+                    return
+        finally:
+            self._metrics_writing = False
+
+    def _count_replay(self, sdef: StepDef, pos: int, value: Any) -> None:
+        """Metrics of a result answered from the journal (e.g. tokens not paid again),
+        counted at most once per position over the run's life."""
+        if sdef.on_replay is None or pos <= self.metrics.get(_REPLAY_MARK, -1):
+            return
+        deltas = dict(sdef.on_replay(value) or {})
+        deltas[_REPLAY_MARK] = pos - self.metrics.get(_REPLAY_MARK, -1)
+        self.add_metrics(deltas)
+
     # -- cancellation -------------------------------------------------------------------
 
     async def enter(self, pos: int) -> None:
@@ -256,7 +314,9 @@ class RunContext:
         entry = self.recorded(pos, OperationKind.STEP.value, name)
         if entry is not None and entry.status != PENDING:
             self.replayed += 1
-            return self._outcome(entry, sdef)
+            value = self._outcome(entry, sdef)
+            self._count_replay(sdef, pos, value)
+            return value
         codec = self.codec
         now = self.clock.now()
         try:
@@ -272,9 +332,14 @@ class RunContext:
         next_at = entry.next_attempt_at if entry is not None else None
         policy = sdef.retry
         self.executed += 1
+        waiting_for = f"retry {name}"
+        if entry is not None and entry.error is not None:
+            prev = codec.decode(entry.error) or {}
+            if isinstance(prev, dict) and str(prev.get("type", "")).endswith(".Postpone"):
+                waiting_for = f"postponed {name}: {prev.get('message', '')}"
         while True:
             if next_at is not None:
-                await self.wait_until(next_at, f"retry {name}")
+                await self.wait_until(next_at, waiting_for)
                 await self.enter(pos)
             started = self.clock.now()
             if first_at is None:
@@ -285,10 +350,27 @@ class RunContext:
                 value = await self._invoke(sdef, info, args, kwargs)
             except (_Stop, asyncio.CancelledError):
                 raise
+            except Postpone as exc:
+                # Not a failed attempt: same count, no policy consumed.
+                attempts -= 1
+                now = self.clock.now()
+                next_at = now + exc.delay
+                waiting_for = f"postponed {name}: {exc}"
+                await self.write(JournalEntry(
+                    pos, OperationKind.STEP.value, name, PENDING,
+                    error=codec.encode_error(error_to_dict(exc, attempts=attempts)),
+                    attempts=attempts, started_at=first_at, next_attempt_at=next_at,
+                    args=args_text,
+                ))
+                continue
             except Exception as exc:
                 now = self.clock.now()
                 nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
                                              now=now, error=exc)
+                retry_after = getattr(exc, "retry_after", None)
+                if nxt is not None and isinstance(retry_after, (int, float)) and retry_after > 0:
+                    nxt = max(nxt, now + float(retry_after))
+                waiting_for = f"retry {name}"
                 err = codec.encode_error(error_to_dict(exc, attempts=attempts))
                 status = ERROR if nxt is None else PENDING
                 await self.write(JournalEntry(

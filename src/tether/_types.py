@@ -100,6 +100,9 @@ class RunRecord:
     parent_position: int | None = None
     #: What cancelling the parent does to this child: "cancel" or "abandon".
     on_parent_cancel: str = "cancel"
+    #: Numbers about the run kept by the engine and the AI layer (JSON object text
+    #: in the store): tokens and cost spent, tokens and cost saved by replay.
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +141,5 @@ class RunInfo:
     status_info: Any
     parent_run_id: str | None
     journal: list[dict[str, Any]]
+    #: Numbers about the run: LLM calls, tokens and cost spent, and saved by replay.
+    metrics: dict[str, float] = field(default_factory=dict)

@@ -175,6 +175,20 @@ class NonRetryable(TetherError):
         self.data = data
 
 
+class Postpone(TetherError):  # noqa: N818 - it is an instruction, not a failure
+    """Raise from a step to run it again in ``delay`` seconds without counting a failed
+    attempt (an open circuit breaker, a rate limit not granted yet).
+
+    The step's journal entry stays pending with its next-attempt time, and the run is
+    released while it waits when the delay is longer than a worker's in-memory wait.
+    """
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        super().__init__(reason or f"postponed for {delay:.3f}s")
+        self.delay = max(float(delay), 0.0)
+        self.reason = reason
+
+
 class Cancelled(TetherError):
     """The run was cancelled; raised at its next operation.
 

@@ -293,6 +293,7 @@ class Worker:
             lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
             codec=app.codec, clock=app.clock, executor=self._executor,
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
+            metrics=run.metrics,
         )
         active = self._active.get(run.run_id)
         if active is not None:

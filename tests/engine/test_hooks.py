@@ -1,0 +1,160 @@
+"""Engine hooks the AI layer builds on: Postpone, Retry-After, run metrics, replay counts."""
+
+from __future__ import annotations
+
+import time
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App, Postpone, RetryPolicy
+from tether._context import add_metrics
+
+
+async def test_postpone_is_not_a_failed_attempt(store_url: str) -> None:
+    """A step postponed twice then run once completes under max_attempts=1, with one
+    attempt recorded."""
+    app = App(store_url)
+    calls: list[int] = []
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def gated() -> str:
+        calls.append(tether.step_attempt())
+        if len(calls) <= 2:
+            raise Postpone(0.02, "rate limit")
+        return "done"
+
+    @app.workflow
+    async def wf() -> str:
+        return await gated()
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="p")).result(timeout=10) == "done"
+    (entry,) = (await app.get_run("p")).journal
+    assert (entry["status"], entry["attempts"], entry["result"]) == ("ok", 1, "done")
+    assert calls == [1, 1, 1]  # the attempt number does not move while postponed
+    await app.close()
+
+
+async def test_long_postpone_releases_the_run(store_url: str) -> None:
+    """A postponement longer than the in-memory wait releases the run (status waiting,
+    saying why), and it completes when due."""
+    app = App(store_url)
+    calls: list[float] = []
+
+    @app.step
+    async def gated() -> int:
+        calls.append(time.time())
+        if len(calls) == 1:
+            raise Postpone(0.6, "circuit open")
+        return len(calls)
+
+    @app.workflow
+    async def wf() -> int:
+        return await gated()
+
+    async with app.worker(sticky_wait=0.05, poll_interval=0.1):
+        handle = await app.start(wf, run_id="r")
+        info = await wait_for(lambda: _waiting(app, "r"), timeout=10)
+        assert "postponed gated: circuit open" in (info.waiting_for or "")
+        (entry,) = info.journal
+        assert entry["status"] == "pending" and entry["attempts"] == 0
+        assert await handle.result(timeout=10) == 2
+    assert calls[1] - calls[0] >= 0.55
+    await app.close()
+
+
+async def _waiting(app: App, run_id: str) -> tether.RunInfo | None:
+    info = await app.get_run(run_id)
+    return info if info.status == tether.RunStatus.WAITING else None
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"429, retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+async def test_retry_after_on_an_error_stretches_the_backoff(store_url: str) -> None:
+    """An error carrying ``retry_after`` delays the next attempt at least that long,
+    even past the policy's max_interval."""
+    app = App(store_url)
+    starts: list[float] = []
+
+    @app.step(retry=RetryPolicy(initial_interval=0.01, backoff=1.0, max_interval=0.01,
+                                max_attempts=None))
+    async def provider() -> int:
+        starts.append(time.time())
+        if len(starts) == 1:
+            raise Throttled(0.5)
+        return len(starts)
+
+    @app.workflow
+    async def wf() -> int:
+        return await provider()
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="t")).result(timeout=10) == 2
+    assert starts[1] - starts[0] >= 0.45
+    (entry,) = (await app.get_run("t")).journal
+    assert entry["attempts"] == 2
+    await app.close()
+
+
+async def test_metrics_spent_in_steps_and_saved_by_replay_once_per_operation(
+        store_url: str) -> None:
+    """Metrics added by a step body persist with the run; a replayed result adds its
+    ``on_replay`` metrics once per operation, however many times the run is replayed."""
+    app = App(store_url)
+    executed: list[str] = []
+
+    @app.step(on_replay=lambda result: {"saved.tokens": result["tokens"]})
+    async def think(prompt: str) -> dict[str, int]:
+        executed.append(prompt)
+        add_metrics({"tokens": 10})
+        return {"tokens": 10}
+
+    @app.workflow
+    async def wf() -> int:
+        await think("a")
+        await tether.wait_for_signal("go")
+        await think("b")
+        await tether.wait_for_signal("go")
+        return 0
+
+    async with app.worker(sticky_wait=0.01, poll_interval=0.1):
+        handle = await app.start(wf, run_id="m")
+        for _ in range(2):
+            await wait_for(lambda: status_is(app, "m", "waiting"), timeout=10)
+            await app.signal("m", "go")
+            await wait_for(lambda: _not_waiting(app, "m"), timeout=10)
+        assert await handle.result(timeout=10) == 0
+    assert executed == ["a", "b"]
+    info = await app.get_run("m")
+    # "a" was replayed twice (after each signal), "b" once: each counted once.
+    assert info.metrics == {"tokens": 20.0, "saved.tokens": 20.0}
+    await app.close()
+
+
+async def _not_waiting(app: App, run_id: str) -> bool:
+    info = await app.get_run(run_id)
+    return info.status != tether.RunStatus.WAITING
+
+
+async def test_metrics_from_a_sync_step(store_url: str) -> None:
+    """add_metrics works from a plain ``def`` step, which runs in a thread."""
+    app = App(store_url)
+
+    @app.step
+    def count() -> int:
+        add_metrics({"rows": 3})
+        add_metrics({"rows": 4})
+        return 7
+
+    @app.workflow
+    async def wf() -> int:
+        return await count()
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="s")).result(timeout=10) == 7
+    assert (await app.get_run("s")).metrics == {"rows": 7.0}
+    await app.close()
