@@ -175,7 +175,7 @@ class NonRetryable(TetherError):
         self.data = data
 
 
-class Postpone(TetherError):  # noqa: N818 - it is an instruction, not a failure
+class Postpone(TetherError):
     """Raise from a step to run it again in ``delay`` seconds without counting a failed
     attempt (an open circuit breaker, a rate limit not granted yet).
 

@@ -118,7 +118,7 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
         "error": info.error, "created_at": info.created_at, "updated_at": info.updated_at,
         "finished_at": info.finished_at, "waiting_for": info.waiting_for,
         "status_info": info.status_info, "parent_run_id": info.parent_run_id,
-        "journal": info.journal,
+        "journal": info.journal, "metrics": info.metrics,
     }
 
 
@@ -159,6 +159,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
             outcome = short(e["result"]) if e["result"] is not None else ""
         w(f"{e['position']:>4}  {e['kind']:12} {short(e['name'], 24):24} {e['status']:8} "
           f"{e['attempts']:>3}  {fmt_duration(e['duration']):>9}  {short(outcome, 70)}\n")
+    print_metrics(info.metrics, w)
     if info.status.value == "completed":
         w(f"\nresult: {short(info.result, 200)}\n")
     elif info.error:
@@ -167,6 +168,17 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
         if info.status.value == "blocked":
             w("the run waits for an operator: fix the workflow code (or use "
               "tether.patched()) and run `tether resume RUN_ID`\n")
+
+
+def print_metrics(metrics: dict[str, float], w: Any) -> None:
+    """The run's metrics (LLM calls, tokens, cost; spent and saved by replay)."""
+    if not metrics:
+        return
+    w("\nmetrics:\n")
+    for key in sorted(metrics):
+        value = metrics[key]
+        text = f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+        w(f"  {key:28} {text}\n")
 
 
 async def cancel(args: argparse.Namespace) -> int:
