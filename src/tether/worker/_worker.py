@@ -187,10 +187,12 @@ class Worker:
         clock = self.app.clock
         backoff = 0.1
         while not self._stopping:
+            # Cleared before looking, so a wake-up that arrives while we claim (or while
+            # every slot is busy) is kept for the wait below, and a stale one can't spin.
+            self._wake.clear()
             free = self.concurrency - len(self._active)
             claimed: list[ClaimedRun] = []
             if free > 0:
-                self._wake.clear()
                 try:
                     claimed = await store.run_claim(
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),

@@ -1,0 +1,32 @@
+"""Worker scheduling: a worker whose slots are all busy waits without spinning."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tether import App
+
+
+async def test_a_saturated_worker_still_runs_everything(store_url: str) -> None:
+    """concurrency=1 with several runs: each waits its turn; a finished run frees the
+    slot (this used to spin the event loop forever once a wake-up arrived while busy)."""
+    app = App(store_url)
+
+    @app.step
+    async def work(i: int) -> int:
+        await asyncio.sleep(0.01)
+        return i
+
+    @app.workflow
+    async def wf(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await work(i)
+        return total
+
+    handles = [await app.start(wf, 5) for _ in range(4)]
+    async with app.worker(concurrency=1):
+        results = await asyncio.wait_for(
+            asyncio.gather(*(h.result(timeout=30) for h in handles)), 30)
+    assert results == [10, 10, 10, 10]
+    await app.close()
