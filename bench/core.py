@@ -1,0 +1,177 @@
+"""Core engine benchmark: per-step latency, concurrent throughput, recovery time.
+
+    .venv/bin/python bench/core.py [--db sqlite|postgres|URL] [--steps 1000] [--runs 1000]
+
+Reports, on the chosen store with its default durability setting:
+- µs per step of one workflow of N trivial sequential steps;
+- workflows/s and steps/s for M workflows of 10 trivial steps run concurrently by
+  one worker process;
+- recovery: from a new worker process's start to a SIGKILLed worker's run continuing
+  (its owner provably dead on this host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tether
+from tether import App
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_app(url: str) -> App:
+    app = App(url)
+
+    @app.step
+    async def noop(i: int) -> int:
+        return i
+
+    @app.workflow
+    async def sequential(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await noop(i)
+        return total
+
+    @app.workflow
+    async def ten() -> int:
+        total = 0
+        for i in range(10):
+            total += await noop(i)
+        return total
+
+    return app
+
+
+async def bench_sequential(url: str, steps: int) -> float:
+    app = make_app(url)
+    wf = app.workflows()["sequential"].fn
+    async with app.worker(concurrency=1):
+        await (await app.start(wf, 10)).result(timeout=60)  # warm up
+        t0 = time.perf_counter()
+        await (await app.start(wf, steps)).result(timeout=600)
+        elapsed = time.perf_counter() - t0
+    await app.close()
+    return elapsed / steps * 1e6
+
+
+async def bench_concurrent(url: str, runs: int) -> tuple[float, float]:
+    app = make_app(url)
+    wf = app.workflows()["ten"].fn
+    handles = [await app.start(wf) for _ in range(runs)]
+    async with app.worker(concurrency=runs):
+        t0 = time.perf_counter()
+        for h in handles:
+            await h.result(timeout=600)
+        elapsed = time.perf_counter() - t0
+    await app.close()
+    return runs / elapsed, runs * 10 / elapsed
+
+
+RECOVERY_APP = '''
+import asyncio, os, tether
+app = tether.App()
+@app.step
+async def mark(i: int) -> int:
+    with open(os.environ["BENCH_MARK"], "a") as f:
+        f.write(f"{i} {__import__('time').time()}\\n")
+    if i == 1:
+        await asyncio.sleep(3600)   # the worker is killed here
+    return i
+@app.workflow
+async def victim() -> int:
+    await mark(0)
+    await mark(1)
+    return await mark(2)
+'''
+
+
+async def bench_recovery(url: str, folder: Path) -> float:
+    (folder / "recovery_app.py").write_text(RECOVERY_APP)
+    marks = folder / "marks.log"
+    env = dict(os.environ, BENCH_MARK=str(marks), PYTHONPATH=str(folder))
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tether", "worker", "recovery_app:app", "--db", url],
+            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    first = spawn()
+    client = App(url)
+    # Start by name once the worker registered the workflow.
+    for _ in range(200):
+        try:
+            await client.start("victim", run_id="victim")
+            break
+        except tether.WorkflowNotFound:
+            await asyncio.sleep(0.05)
+    while not marks.exists() or len(marks.read_text().splitlines()) < 2:
+        await asyncio.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    t0 = time.time()
+    second = spawn()
+    try:
+        while len(marks.read_text().splitlines()) < 3:
+            await asyncio.sleep(0.005)
+        continued_at = float(marks.read_text().splitlines()[2].split()[1])
+    finally:
+        second.terminate()
+        second.wait(10)
+        await client.close()
+    return continued_at - t0
+
+
+def resolve(db: str, folder: Path, name: str) -> str:
+    if db == "sqlite":
+        return f"sqlite:///{folder}/{name}.db"
+    if db == "postgres":
+        import psycopg
+
+        admin = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+        dbname = f"tether_bench_{name}_{os.getpid()}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        return admin.rsplit("/", 1)[0] + "/" + dbname
+    return db
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="sqlite", help="sqlite, postgres or a store URL")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--skip-recovery", action="store_true")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="tether-bench-"))
+    url = resolve(args.db, folder, "seq")
+    per_step = await bench_sequential(url, args.steps)
+    wf_s, steps_s = await bench_concurrent(resolve(args.db, folder, "conc"), args.runs)
+    recovery = None if args.skip_recovery else await bench_recovery(
+        resolve(args.db, folder, "rec"), folder)
+    durability = "synchronous=FULL (WAL): survives power loss and process kill" if (
+        args.db == "sqlite") else "synchronous_commit=on"
+    print(f"store: {args.db}   durability: {durability}")
+    print(f"{'benchmark':58} {'result':>16}")
+    print(f"{f'{args.steps} sequential trivial steps, one workflow':58} "
+          f"{per_step:>11.0f} µs/step")
+    print(f"{f'{args.runs} workflows x 10 steps, one worker, concurrent':58} "
+          f"{wf_s:>9.0f} workflows/s")
+    print(f"{'':58} {steps_s:>13.0f} steps/s")
+    if recovery is not None:
+        print(f"{'recovery after SIGKILL (new worker start -> run continues)':58} "
+              f"{recovery * 1000:>14.0f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
