@@ -474,6 +474,9 @@ class PostgresStore:
         if not status:
             raise RunNotFound(run_id)
         if status[0][0] in _FINAL:
+            if found and idempotency_key is not None:
+                # A retried send of a signal the run already got is not an error.
+                return SignalSent(signal_id=int(found[0][0]), created=False)
             raise SignalError(
                 f"run {run_id!r} has ended ({status[0][0]}); signal {name!r} not sent")
         if inserted:

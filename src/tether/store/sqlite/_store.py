@@ -522,6 +522,10 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
     if run is None:
         raise RunNotFound(run_id)
     if run.status in ("completed", "failed", "cancelled"):
+        # A retried send of a signal the run already got is not an error.
+        known = conn.execute(Q["signal_find_key"], (run_id, key)).fetchall() if key else []
+        if known:
+            return SignalSent(signal_id=int(known[0][0]), created=False)
         raise SignalError(f"run {run_id!r} has ended ({run.status}); signal {name!r} not sent")
     conn.execute(Q["signal_insert"], (run_id, name, payload, key, now))
     if conn.changes() == 1:

@@ -1,0 +1,158 @@
+"""The ``tether`` command as a user runs it: real subprocesses against a real store.
+
+Bad input (unknown run, malformed JSON, unknown workflow, unreachable database) gets a
+one-line error on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import tether
+from tether import App
+
+
+def tether_cli(*args: str, db: str | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("TETHER_DATABASE_URL", None)
+    argv = [sys.executable, "-m", "tether", *args]
+    if db is not None:
+        argv += ["--db", db]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0, proc
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if "tether: error:" in ln]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def make_app(url: str) -> App:
+    app = App(url)
+
+    @app.step
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @app.workflow(name="doubler")
+    async def doubler(x: int) -> dict[str, int]:
+        return {"x": x, "doubled": await double(x)}
+
+    @app.workflow(name="approval")
+    async def approval() -> object:
+        tether.set_status({"waiting_for": "approve"})
+        return await tether.wait_for_signal("approve")
+
+    return app
+
+
+@pytest.fixture
+async def served(store_url: str) -> AsyncIterator[tuple[App, str]]:
+    """A store with a worker serving ``doubler`` and ``approval`` in this process."""
+    app = make_app(store_url)
+    async with app.worker(poll_interval=0.1):
+        yield app, store_url
+    await app.close()
+
+
+async def cli(*args: str, db: str | None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(tether_cli, *args, db=db)
+
+
+async def test_start_show_result_runs_by_name(served: tuple[App, str]) -> None:
+    _, url = served
+    started = await cli("start", "doubler", "--id", "d-1", "--input", "[21]", db=url)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "d-1"
+    got = await cli("result", "d-1", "--wait", "30", db=url)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == {"x": 21, "doubled": 42}
+    again = await cli("start", "doubler", "--id", "d-1", "--input", "[99]", db=url)
+    assert again.returncode == 0 and again.stdout.strip() == "d-1"  # idempotent
+    shown = await cli("show", "d-1", "--json", db=url)
+    doc = json.loads(shown.stdout)
+    assert doc["status"] == "completed"
+    assert [(e["kind"], e["name"], e["status"]) for e in doc["journal"]] == [
+        ("step", "double", "ok")]
+    listed = json.loads((await cli("runs", "--json", db=url)).stdout)
+    assert {r["run_id"]: r["status"] for r in listed} == {"d-1": "completed"}
+    text = (await cli("show", "d-1", db=url)).stdout
+    assert "double" in text and "completed" in text
+
+
+async def test_signal_with_idempotency_key_is_delivered_once(served: tuple[App, str]) -> None:
+    app, url = served
+    handle = await app.start("approval", run_id="a-1")
+    for _ in range(2):
+        sent = await cli("signal", "a-1", "approve", "--data", '{"ok": true}',
+                         "--idempotency-key", "k1", db=url)
+        assert sent.returncode == 0, sent.stderr
+    assert await handle.result(timeout=30) == {"ok": True}
+    info = await app.get_run("a-1")
+    assert [e["kind"] for e in info.journal] == ["signal"]
+
+
+async def test_unknown_run_id(served: tuple[App, str]) -> None:
+    _, url = served
+    for args in (("show", "nope"), ("cancel", "nope"), ("result", "nope"),
+                 ("signal", "nope", "approve"), ("resume", "nope")):
+        assert_one_line_error(await cli(*args, db=url), "nope")
+
+
+async def test_signal_to_a_finished_run_is_an_error(served: tuple[App, str]) -> None:
+    app, url = served
+    await (await app.start("doubler", 1, run_id="done")).result(timeout=30)
+    assert_one_line_error(await cli("signal", "done", "approve", db=url), "done")
+
+
+async def test_malformed_json(served: tuple[App, str]) -> None:
+    app, url = served
+    assert_one_line_error(await cli("start", "doubler", "--input", "[1,", db=url), "--input")
+    assert_one_line_error(await cli("start", "doubler", "--input", '{"x": 1}', db=url),
+                          "--input")
+    await app.start("approval", run_id="a-2")
+    assert_one_line_error(await cli("signal", "a-2", "approve", "--data", "{oops", db=url),
+                          "--data")
+    assert (await app.get_run("a-2")).status.value in ("queued", "running", "waiting")
+
+
+async def test_unknown_workflow_name(served: tuple[App, str]) -> None:
+    _, url = served
+    assert_one_line_error(await cli("start", "no_such_workflow", db=url), "no_such_workflow")
+    listed = json.loads((await cli("runs", "--json", db=url)).stdout)
+    assert listed == []
+
+
+def test_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/missing.db"
+    assert_one_line_error(tether_cli("runs", db=url), "missing.db")
+    assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize("command", [("runs",), ("show", "x"), ("start", "wf")])
+def test_unreachable_postgres(command: tuple[str, ...]) -> None:
+    proc = tether_cli(*command, db="postgresql://postgres@127.0.0.1:1/nowhere", timeout=90)
+    assert_one_line_error(proc, "127.0.0.1", "1")
+
+
+def test_unknown_scheme() -> None:
+    assert_one_line_error(tether_cli("runs", db="mysql://x/y"), "mysql")
+
+
+def test_help_lists_the_commands() -> None:
+    proc = tether_cli("--help", db=None)
+    assert proc.returncode == 0
+    for name in ("worker", "start", "runs", "show", "cancel", "result", "signal", "resume"):
+        assert name in proc.stdout
