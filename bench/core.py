@@ -95,9 +95,12 @@ async def victim() -> int:
 '''
 
 
-async def bench_recovery(url: str, folder: Path) -> float:
+async def bench_recovery(url: str, folder: Path, *, stall: bool = False) -> float:
+    """Seconds from a new worker's start to the old worker's run continuing. The old
+    worker is SIGKILLed (provably dead on this host: taken over at once), or with
+    ``stall`` SIGSTOPped (alive but silent: taken over when its lease expires)."""
     (folder / "recovery_app.py").write_text(RECOVERY_APP)
-    marks = folder / "marks.log"
+    marks = folder / ("marks-stall.log" if stall else "marks.log")
     env = dict(os.environ, BENCH_MARK=str(marks), PYTHONPATH=str(folder))
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -116,8 +119,9 @@ async def bench_recovery(url: str, folder: Path) -> float:
             await asyncio.sleep(0.05)
     while not marks.exists() or len(marks.read_text().splitlines()) < 2:
         await asyncio.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.send_signal(signal.SIGSTOP if stall else signal.SIGKILL)
+    if not stall:
+        first.wait()
     t0 = time.time()
     second = spawn()
     try:
@@ -127,8 +131,26 @@ async def bench_recovery(url: str, folder: Path) -> float:
     finally:
         second.terminate()
         second.wait(10)
+        if stall:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
         await client.close()
     return continued_at - t0
+
+
+_CREATED: list[str] = []
+
+
+def drop_created() -> None:
+    """Drop the PostgreSQL databases this bench created."""
+    if not _CREATED:
+        return
+    import psycopg
+
+    admin = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in _CREATED:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def resolve(db: str, folder: Path, name: str) -> str:
@@ -142,6 +164,7 @@ def resolve(db: str, folder: Path, name: str) -> str:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{dbname}"')
+        _CREATED.append(dbname)
         return admin.rsplit("/", 1)[0] + "/" + dbname
     return db
 
@@ -151,16 +174,21 @@ async def main() -> None:
     parser.add_argument("--db", default="sqlite", help="sqlite, postgres or a store URL")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="sequential runs; the median is reported")
     parser.add_argument("--skip-recovery", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tether-bench-"))
-    url = resolve(args.db, folder, "seq")
-    per_step = await bench_sequential(url, args.steps)
+    per_step = sorted([await bench_sequential(resolve(args.db, folder, f"seq{i}"), args.steps)
+                       for i in range(args.repeat)])[args.repeat // 2]
     wf_s, steps_s = await bench_concurrent(resolve(args.db, folder, "conc"), args.runs)
     recovery = None if args.skip_recovery else await bench_recovery(
         resolve(args.db, folder, "rec"), folder)
+    stalled = None if args.skip_recovery else await bench_recovery(
+        resolve(args.db, folder, "stall"), folder, stall=True)
     durability = "synchronous=FULL (WAL): survives power loss and process kill" if (
         args.db == "sqlite") else "synchronous_commit=on"
+    print(f"command: python bench/core.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"store: {args.db}   durability: {durability}")
     print(f"{'benchmark':58} {'result':>16}")
     print(f"{f'{args.steps} sequential trivial steps, one workflow':58} "
@@ -171,7 +199,13 @@ async def main() -> None:
     if recovery is not None:
         print(f"{'recovery after SIGKILL (new worker start -> run continues)':58} "
               f"{recovery * 1000:>14.0f} ms")
+    if stalled is not None:
+        print(f"{'recovery from a SIGSTOPped owner (lease expiry, 5 s)':58} "
+              f"{stalled * 1000:>14.0f} ms")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        drop_created()
