@@ -4,13 +4,15 @@ an ``invoke`` that runs the tool.
 A ``Tool`` is the one shape the agent loop knows. ``function_tool`` turns a Python
 function into one (the schema comes from the type hints, the descriptions from the
 docstring, and ``invoke`` validates the model's arguments against the signature).
-``tether.ai.mcp.MCPTool`` is the other kind: a tool of an MCP server.
+``workflow_tool`` makes a tool of a workflow: each call is a child run on the
+workflow's own queue. ``tether.ai.mcp.MCPTool`` is a tool of an MCP server.
 
 Durability is not a tool's business but its caller's: the agent runs a tool call as a
 step, so the call is journaled, retried by policy, and answered from the journal after
 a crash. Code inside that step reads ``tether.step_key()`` (or ``idempotency_headers()``)
 to tell the receiving system which repeated side effects to drop. A tool whose
-``durable`` is true (an MCP tool) is already a step when awaited in a workflow.
+``durable`` is true (an MCP tool, a workflow tool) is already durable when awaited in a
+workflow; the agent calls its ``launch`` instead of wrapping it in a step.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import inspect
 import json
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, overload
 
 import pydantic
@@ -36,8 +38,10 @@ __all__ = [
     "FunctionTool",
     "Tool",
     "ToolArgumentError",
+    "WorkflowTool",
     "function_tool",
     "idempotency_headers",
+    "workflow_tool",
 ]
 
 
@@ -95,6 +99,19 @@ class Tool(abc.ABC):
         Raises:
             ToolArgumentError: the arguments do not fit the tool's parameters.
         """
+
+    async def launch(self, arguments: dict[str, Any]) -> Awaitable[Any]:
+        """In a workflow: start a call of a durable tool and return an awaitable of its
+        result, every journal position of the call already taken.
+
+        The agent launches the calls of one model turn one after the other, then awaits
+        them together (``asyncio.gather``). Positions are taken in call order only if
+        each launch takes its positions before returning, so a durable tool made of
+        several operations (a child run: start, then result) performs the first ones
+        here. The default returns ``invoke(arguments)`` unstarted, which is right for a
+        tool whose ``invoke`` begins with its only operation.
+        """
+        return self.invoke(arguments)
 
     def validate_arguments(self, arguments: Any) -> dict[str, Any]:
         """The model's arguments as a dict, checked as far as this tool can check them.
@@ -182,6 +199,94 @@ class FunctionTool(Tool):
             else:
                 kwargs[param.name] = value
         return args, kwargs
+
+
+#: ``start_child``'s own keyword arguments: a workflow tool cannot pass them through.
+_CHILD_KEYWORDS = frozenset({"queue", "run_id", "on_parent_cancel"})
+
+
+class WorkflowTool(Tool):
+    """A workflow as a tool: each call is a child run (``tether.start_child``) on the
+    workflow's queue, so the tool scales on its own workers and survives their crashes
+    like any run. Build it with ``workflow_tool``.
+
+    The schema comes from the workflow function's signature and docstring, as for
+    ``function_tool``. Outside a workflow, ``invoke`` raises: a child run needs a parent.
+    """
+
+    durable = True
+
+    def __init__(self, workflow: Callable[..., Any], *, name: str | None = None,
+                 description: str | None = None, queue: str | None = None,
+                 requires_approval: bool = False) -> None:
+        wdef = getattr(workflow, "__tether_workflow__", None)
+        if wdef is None:
+            raise ConfigError(
+                f"workflow_tool needs a workflow (decorated with @app.workflow), got "
+                f"{getattr(workflow, '__name__', type(workflow).__name__)!r}")
+        self.workflow_name: str = wdef.name
+        self.queue: str = queue or wdef.queue
+        self._signature = FunctionTool(wdef.fn, name=name or wdef.name, description=description)
+        clash = [p.name for p in self._signature._params
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name in _CHILD_KEYWORDS]
+        if clash:
+            raise ConfigError(f"workflow tool {self._signature.name!r}: keyword-only "
+                              f"parameter {clash[0]!r} clashes with tether.start_child's own")
+        self.name = self._signature.name
+        self.description = self._signature.description
+        self.parameters = self._signature.parameters
+        self.requires_approval = requires_approval
+
+    def validate_arguments(self, arguments: Any) -> dict[str, Any]:
+        return self._signature.validate_arguments(arguments)
+
+    async def launch(self, arguments: dict[str, Any]) -> Awaitable[Any]:
+        """Start the child run (journaled) and return the wait for its result (its
+        position taken). The child's id is ``<parent run id>.<position>``."""
+        args, kwargs = self._child_arguments(arguments)
+        handle: tether.ChildHandle[Any] = await tether.start_child(
+            self.workflow_name, *args, queue=self.queue, **kwargs)
+        return handle.result()
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        """Run the workflow as a child run and return its result.
+
+        Raises:
+            ToolArgumentError: the arguments do not fit the signature.
+            RunFailed: the child run failed or was cancelled.
+            TetherError: not inside a workflow.
+        """
+        return await (await self.launch(arguments))
+
+    def _child_arguments(self, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The validated arguments, positional where the signature allows (so a
+        parameter named ``queue`` does not collide with ``start_child``'s)."""
+        args, kwargs = self._signature._validated(_as_object(self.name, arguments))
+        positional = list(args)
+        for p in self._signature._params:
+            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                positional.append(kwargs.pop(p.name))
+        return positional, kwargs
+
+
+def workflow_tool(workflow: Callable[..., Any], *, name: str | None = None,
+                  description: str | None = None, queue: str | None = None,
+                  requires_approval: bool = False) -> WorkflowTool:
+    """Make a tool of a workflow: each call runs it as a child run.
+
+    Args:
+        workflow: a function decorated with ``@app.workflow`` (any app: the child is
+            started by name, and whichever worker serves ``queue`` runs it).
+        name: the tool's name (default: the workflow's name).
+        description: overrides the docstring's first paragraph.
+        queue: the child's queue (default: the workflow's own).
+        requires_approval: a human must approve each call.
+
+    Raises:
+        ConfigError: not a workflow, or a signature a model cannot be told about.
+    """
+    return WorkflowTool(workflow, name=name, description=description, queue=queue,
+                        requires_approval=requires_approval)
 
 
 @overload

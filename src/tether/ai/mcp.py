@@ -588,9 +588,17 @@ class MCPTool(Tool):
                 if k != IDEMPOTENCY_ARGUMENT}
         return await self.toolset.call(self.mcp_name, args)
 
+    async def launch(self, arguments: dict[str, Any]) -> Awaitable[MCPToolResult]:
+        """The ``call_tool`` step, its position taken, not yet awaited."""
+        args = {k: v for k, v in self.validate_arguments(arguments).items()
+                if k != IDEMPOTENCY_ARGUMENT}
+        return self.toolset._call_tool(self.mcp_name, args)
+
     def result_text(self, result: Any) -> str:
+        """The text of the result; a tool error is prefixed ``error: `` so the model
+        cannot take it for an answer."""
         if isinstance(result, MCPToolResult):
-            return result.text
+            return f"error: {result.text}" if result.is_error else result.text
         return result_to_text(result)
 
 

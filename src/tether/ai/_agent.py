@@ -1,0 +1,433 @@
+"""The agent loop as an ordinary workflow.
+
+``Agent(name, model=llm, instructions=..., tools=[...])`` registered with
+``app.add_agent(agent)`` is a workflow named ``name`` that takes the task (a string)
+and returns the model's final answer (a string). Each turn::
+
+    reply = await model.chat(messages, tools=specs)        # one durable LLM operation
+    no tool calls -> return reply.text
+    for each tool call, in order: check it (pure); a malformed one is journaled as a
+        failed ``<agent>.invalid_tool_call`` step and its error goes back to the model
+    for each call needing approval, in order: wait (released) for a human's answer
+    launch the remaining calls one after the other (each takes its journal positions),
+    then await them together (asyncio.gather)
+    append one tool message per call, in the model's order
+
+Every operation (LLM call, tool step, MCP call, child run, approval signal) is
+journaled, so after a crash the loop replays to where it stopped: recorded replies and
+tool results come back from the journal, nothing already done is paid or run again.
+
+Why the result is the final text and not a richer object: it is what a parent agent
+(agent-as-tool), ``tether result`` and a human all want, and it stays stable however
+the loop evolves. Turns, tokens and cost are in the run's journal and metrics
+(``App.get_run``), where they are recorded anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import tether
+from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, StepError, TetherError
+from tether.ai._approvals import request_approval
+from tether.ai._tools import FunctionTool, Tool, ToolArgumentError
+from tether.ai._types import (
+    ChatReply,
+    Message,
+    ToolCall,
+    ToolSpec,
+    system_message,
+    tool_message,
+    user_message,
+)
+
+if TYPE_CHECKING:
+    from tether.ai.mcp import MCPServer, MCPToolset
+
+__all__ = ["Agent", "AgentTool", "ChatModel", "InvalidToolCall", "MaxTurnsExceeded"]
+
+#: Retries of a function tool's step (its exceptions; an invalid argument never retries).
+DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
+                                 max_attempts=3)
+
+
+class ChatModel(Protocol):
+    """What an agent needs of its model: ``tether.ai.LLM``'s durable ``chat``."""
+
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
+                   budget: Any = None, **params: Any) -> ChatReply: ...
+
+
+class MaxTurnsExceeded(TetherError):
+    """The model was still calling tools after ``max_turns`` turns; the run fails.
+
+    Attributes:
+        agent: the agent's name.
+        max_turns: the limit.
+        last_tools: the tools the last reply asked for.
+    """
+
+    def __init__(self, agent: str, max_turns: int, last_tools: list[str]) -> None:
+        super().__init__(
+            f"agent {agent!r} reached max_turns={max_turns} without a final answer (the "
+            f"last reply still asked for tools: {', '.join(last_tools) or 'none'}); raise "
+            "max_turns or tell the model when to stop in its instructions")
+        self.agent = agent
+        self.max_turns = max_turns
+        self.last_tools = last_tools
+
+
+class InvalidToolCall(NonRetryable):
+    """A tool call the model got wrong: an unknown tool, arguments that are not a JSON
+    object, or arguments that do not fit the tool's schema. It is journaled as the
+    failure of the ``<agent>.invalid_tool_call`` step, and its message goes back to the
+    model as the call's result; the run goes on."""
+
+
+class AgentTool(Tool):
+    """Another agent as a tool: each call is a child run of that agent (on its queue)
+    with the task the model wrote, and its final answer is the result."""
+
+    durable = True
+
+    def __init__(self, agent: Agent, *, name: str | None = None,
+                 description: str | None = None, requires_approval: bool = False) -> None:
+        self.agent = agent
+        self.name = name or agent.name
+        self.description = description or agent.description or (
+            f"Ask the agent {agent.name!r} to do a task; it answers with text.")
+        self.parameters = {
+            "type": "object",
+            "properties": {"task": {"type": "string",
+                                    "description": "the task, in full sentences"}},
+            "required": ["task"], "additionalProperties": False}
+        self.requires_approval = requires_approval
+
+    def validate_arguments(self, arguments: Any) -> dict[str, Any]:
+        obj = super().validate_arguments(arguments)
+        problems = [{"argument": k, "problem": "unexpected argument (the tool takes: task)"}
+                    for k in obj if k != "task"]
+        if not isinstance(obj.get("task"), str):
+            problems.append({"argument": "task", "problem": "missing required argument"
+                             if "task" not in obj else "Input should be a valid string"})
+        if problems:
+            raise ToolArgumentError(self.name, problems)
+        return obj
+
+    async def launch(self, arguments: dict[str, Any]) -> Awaitable[Any]:
+        task = self.validate_arguments(arguments)["task"]
+        handle: tether.ChildHandle[str] = await tether.start_child(
+            self.agent.name, task, queue=self.agent.queue)
+        return handle.result()
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        """Run the agent as a child run (inside a workflow only)."""
+        return await (await self.launch(arguments))
+
+
+ToolLike = Any  # Tool | plain function | Agent | MCPToolset | MCPServer
+
+
+@dataclass(slots=True)
+class _Call:
+    """One tool call of a turn, on its way through check, approval and launch."""
+
+    index: int
+    call: ToolCall
+    tool: Tool | None = None
+    arguments: dict[str, Any] | None = None
+    #: Set when the call is answered without running the tool (malformed, rejected).
+    answer: str | None = None
+    #: The malformed call's problem, journaled by the invalid_tool_call step.
+    problem: str | None = None
+
+
+class Agent:
+    """An LLM agent that runs as a durable workflow.
+
+    Args:
+        name: the workflow's name (``tether start NAME --input '["the task"]'``).
+        model: a ``tether.ai.LLM`` (anything with its durable ``chat``).
+        instructions: the system message.
+        tools: ``Tool``s (``function_tool``, ``workflow_tool``, ...), plain functions
+            (made ``function_tool``s), other ``Agent``s (called as child runs),
+            ``MCPToolset``s or ``MCPServer``s (their tools, listed once per run).
+        max_turns: LLM calls allowed before the run fails with ``MaxTurnsExceeded``.
+        budget: the run's budget, passed to every LLM call.
+        queue: the queue the agent's runs go to.
+        description: what the agent does, when another agent calls it as a tool.
+        tool_retry: the retry policy of function tools' steps.
+        model_params: extra parameters of every LLM call (``temperature``...).
+
+    Raises:
+        ConfigError: a bad name, ``max_turns < 1``, or a tool that is none of the above.
+    """
+
+    def __init__(self, name: str, *, model: ChatModel, instructions: str = "",
+                 tools: Iterable[ToolLike] = (), max_turns: int = 20, budget: Any = None,
+                 queue: str = "default", description: str = "",
+                 tool_retry: RetryPolicy | None = None,
+                 model_params: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"an agent needs a name, got {name!r}")
+        if not isinstance(max_turns, int) or max_turns < 1:
+            raise ConfigError(f"agent {name!r}: max_turns must be an int >= 1, got {max_turns!r}")
+        if not callable(getattr(model, "chat", None)):
+            raise ConfigError(f"agent {name!r}: model must be a tether.ai.LLM (something with "
+                              f"a durable chat()), got {type(model).__name__}")
+        self.name = name
+        self.model = model
+        self.instructions = instructions
+        self.tools = list(tools)
+        self.max_turns = max_turns
+        self.budget = budget
+        self.queue = queue
+        self.description = description
+        self.tool_retry = tool_retry or DEFAULT_TOOL_RETRY
+        self.model_params = dict(model_params or {})
+        self.app: App | None = None
+        self.workflow: Callable[[str], Awaitable[str]] | None = None
+        self._static: dict[str, Tool] = {}
+        self._toolsets: list[MCPToolset] = []
+        self._steps: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {}
+        self._invalid_call: Callable[[str, str, str], Awaitable[None]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, queue={self.queue!r})"
+
+    def as_tool(self, *, name: str | None = None, description: str | None = None,
+                requires_approval: bool = False) -> AgentTool:
+        """This agent as another agent's tool (each call a child run)."""
+        return AgentTool(self, name=name, description=description,
+                         requires_approval=requires_approval)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def register(self, app: App) -> Agent:
+        """Register the workflow ``self.name`` and the steps of the function tools on
+        ``app`` (``app.add_agent(agent)`` calls this). Agents used as tools are
+        registered too if they are not yet.
+
+        Raises:
+            ConfigError: registered on another app already, two tools with one name, an
+                MCPToolset built on another app, or a tool of an unknown kind.
+        """
+        if self.app is app:
+            return self
+        if self.app is not None:
+            raise ConfigError(f"agent {self.name!r} is already registered on another app")
+        static: dict[str, Tool] = {}
+        toolsets: list[MCPToolset] = []
+        for item in self.tools:
+            tool = self._as_tool(app, item)
+            if tool is None:
+                toolsets.append(self._as_toolset(app, item))
+                continue
+            if tool.name in static:
+                raise ConfigError(f"agent {self.name!r}: two tools are named {tool.name!r}")
+            static[tool.name] = tool
+        for tool in static.values():
+            if isinstance(tool, AgentTool) and tool.agent.app is None:
+                tool.agent.register(app)
+            if not tool.durable:
+                self._steps[tool.name] = self._tool_step(app, tool)
+
+        async def invalid_tool_call(tool: str, arguments: str, problem: str) -> None:
+            raise InvalidToolCall(problem, data={"tool": tool, "arguments": arguments})
+
+        self._invalid_call = app.step(name=f"{self.name}.invalid_tool_call",
+                                      retry=RetryPolicy(max_attempts=1))(invalid_tool_call)
+
+        async def run_agent(task: str) -> str:
+            return await self._loop(task)
+
+        run_agent.__name__ = run_agent.__qualname__ = self.name
+        self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
+        self._static, self._toolsets, self.app = static, toolsets, app
+        return self
+
+    def _as_tool(self, app: App, item: ToolLike) -> Tool | None:
+        """``item`` as a Tool, or ``None`` for an MCP toolset/server (listed per run)."""
+        if isinstance(item, Tool):
+            return item
+        if isinstance(item, Agent):
+            return item.as_tool()
+        kind = type(item).__name__
+        if kind in ("MCPToolset", "MCPServer") and type(item).__module__ == "tether.ai.mcp":
+            return None
+        if callable(item) and getattr(item, "__tether_workflow__", None) is not None:
+            raise ConfigError(f"agent {self.name!r}: {getattr(item, '__name__', item)!r} is a "
+                              "workflow: wrap it with workflow_tool(...) to make it a tool")
+        if callable(item):
+            return FunctionTool(item)
+        raise ConfigError(f"agent {self.name!r}: cannot use {item!r} as a tool (expected a "
+                          "Tool, a function, an Agent, an MCPToolset or an MCPServer)")
+
+    def _as_toolset(self, app: App, item: MCPServer | MCPToolset) -> MCPToolset:
+        from tether.ai.mcp import MCPServer, MCPToolset
+
+        if isinstance(item, MCPServer):
+            return MCPToolset(app, item)
+        if item.app is not app:
+            raise ConfigError(f"agent {self.name!r}: {item!r} was built on another app; build "
+                              "it with MCPToolset(app, server) on the agent's app")
+        return item
+
+    def _tool_step(self, app: App, tool: Tool) -> Callable[[dict[str, Any]], Awaitable[str]]:
+        """The durable step that runs ``tool``; it returns the text the model reads.
+
+        Inside it ``tether.step_key()`` (and ``idempotency_headers()``) give the
+        call's idempotency key, the same on every retry and after a crash."""
+
+        async def run_tool(arguments: dict[str, Any]) -> str:
+            return tool.result_text(await tool.invoke(arguments))
+
+        return app.step(name=f"{self.name}.tool:{tool.name}", retry=self.tool_retry)(run_tool)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _loop(self, task: str) -> str:
+        if not isinstance(task, str) or not task.strip():
+            raise ConfigError(f"agent {self.name!r} takes its task as a non-empty string, got "
+                              f"{task!r}")
+        tools = await self._tools_of_run()
+        specs = [ToolSpec.of(t) for t in tools.values()]
+        messages: list[Message] = []
+        if self.instructions:
+            messages.append(system_message(self.instructions))
+        messages.append(user_message(task))
+        reply: ChatReply | None = None
+        for turn in range(1, self.max_turns + 1):
+            tether.set_status(self._status(turn, "thinking"))
+            reply = await self.model.chat(messages, tools=specs or None, budget=self.budget,
+                                          **self.model_params)
+            messages.append(reply.to_message())
+            if not reply.tool_calls:
+                tether.set_status(self._status(turn, "answered"))
+                return reply.text or ""
+            answers = await self._tool_calls(turn, reply, tools)
+            messages.extend(tool_message(call.id, text)
+                            for call, text in zip(reply.tool_calls, answers, strict=True))
+        last = [c.name for c in reply.tool_calls] if reply is not None else []
+        raise MaxTurnsExceeded(self.name, self.max_turns, last)
+
+    def _status(self, turn: int, state: str) -> dict[str, Any]:
+        return {"agent": self.name, "turn": turn, "state": state}
+
+    async def _tools_of_run(self) -> dict[str, Tool]:
+        """The static tools and, one journaled operation per toolset, the MCP tools."""
+        tools = dict(self._static)
+        for toolset in self._toolsets:
+            for tool in await toolset.tools():
+                if tool.name in tools:
+                    raise ConfigError(
+                        f"agent {self.name!r}: MCP server {toolset.server.id!r} has a tool "
+                        f"named {tool.name!r}, as another tool does; give the toolset a "
+                        "tool_name_prefix")
+                tools[tool.name] = tool
+        return tools
+
+    async def _tool_calls(self, turn: int, reply: ChatReply, tools: Mapping[str, Tool]
+                          ) -> list[str]:
+        """Run one turn's tool calls; the text answer of each, in the model's order."""
+        calls = [self._check(i, call, tools) for i, call in enumerate(reply.tool_calls)]
+        for c in calls:
+            if c.answer is None and c.tool is not None and c.tool.requires_approval:
+                await self._approve(turn, c, reply)
+        tether.set_status(self._status(turn, "calling tools"))
+        launched: list[Awaitable[str]] = []
+        try:
+            for c in calls:
+                launched.append(await self._launch(c))
+        except BaseException:
+            for pending in launched:  # never started: close them without a warning
+                if asyncio.iscoroutine(pending):
+                    pending.close()
+            raise
+        return list(await asyncio.gather(*launched))
+
+    def _check(self, index: int, call: ToolCall, tools: Mapping[str, Tool]) -> _Call:
+        """Pure: find the tool and validate the arguments (deterministic on replay)."""
+        out = _Call(index, call)
+        tool = tools.get(call.name)
+        if tool is None:
+            names = ", ".join(sorted(tools)) or "none"
+            out.problem = f"unknown tool {call.name!r} (the tools are: {names})"
+        elif call.parse_error is not None or call.arguments is None:
+            out.problem = (f"invalid arguments for tool {call.name!r}: "
+                           f"{call.parse_error or 'not a JSON object'}")
+        else:
+            try:
+                out.arguments = tool.validate_arguments(call.arguments)
+                out.tool = tool
+            except ToolArgumentError as exc:
+                out.problem = str(exc)
+        if out.problem is not None:
+            out.answer = f"error: {out.problem}"
+        return out
+
+    async def _approve(self, turn: int, c: _Call, reply: ChatReply) -> None:
+        assert c.tool is not None and c.arguments is not None
+        reason = (reply.text or "").strip() or c.tool.description or f"call {c.tool.name}"
+        decision = await request_approval(
+            c.tool.name, c.arguments, reason, approval_id=f"{turn}.{c.index}",
+            call_id=c.call.id, status=self._status(turn, "calling tools"))
+        if not decision.approved:
+            c.answer = ("rejected by a human: " + decision.note if decision.note
+                        else "rejected by a human (no note given)")
+
+    async def _launch(self, c: _Call) -> Awaitable[str]:
+        """Start one call: its journal positions are taken before this returns."""
+        if c.problem is not None:
+            assert self._invalid_call is not None
+            return self._answered(self._invalid_call(c.call.name, c.call.raw_arguments,
+                                                     c.problem), c)
+        if c.answer is not None:
+            return _done(c.answer)
+        tool, arguments = c.tool, c.arguments
+        assert tool is not None and arguments is not None
+        try:
+            if tool.durable:
+                pending: Awaitable[Any] = await tool.launch(arguments)
+                return self._result_text(pending, tool)
+            return self._result_text(self._steps[tool.name](arguments), tool, text=True)
+        except Cancelled:
+            raise
+        except Exception as exc:  # the launch itself failed (e.g. arguments not JSON)
+            return _done(_failure(tool.name, exc))
+
+    async def _answered(self, pending: Awaitable[Any], c: _Call) -> str:
+        """Await the step that journals a malformed call; the answer is fixed."""
+        try:
+            await pending
+        except Cancelled:
+            raise
+        except Exception:
+            pass  # InvalidToolCall: recorded, as intended
+        assert c.answer is not None
+        return c.answer
+
+    async def _result_text(self, pending: Awaitable[Any], tool: Tool, *, text: bool = False
+                           ) -> str:
+        try:
+            result = await pending
+        except Cancelled:
+            raise
+        except Exception as exc:
+            return _failure(tool.name, exc)
+        return str(result) if text else tool.result_text(result)
+
+
+async def _done(text: str) -> str:
+    return text
+
+
+def _failure(tool: str, exc: Exception) -> str:
+    """What the model reads when a tool failed for good (after its retries)."""
+    if isinstance(exc, StepError):
+        kind = exc.error_type.rsplit(".", 1)[-1]
+        return f"error: tool {tool!r} failed: {kind}: {exc.message}"
+    return f"error: tool {tool!r} failed: {type(exc).__name__}: {exc}"

@@ -1,0 +1,239 @@
+"""Approval gates: a run asks a human before it does something, and waits, released.
+
+Two sides, one contract:
+
+- In a workflow, ``await request_approval(tool, arguments, reason, approval_id=...)``
+  publishes the pending approval in the run's live status (``tether.set_status``) and
+  waits for the signal ``approval`` (``APPROVAL_SIGNAL``). The run holds no worker
+  while it waits. The decision is the signal's payload, so the journal records it.
+- Outside, ``pending_approvals(app)`` lists what waits and ``approve(app, run_id,
+  ...)`` / ``reject(...)`` answer (``tether approvals`` and ``tether approve`` are the
+  same from the shell).
+
+The status a waiting run publishes (the UI and the CLI read it)::
+
+    {"agent": "researcher", "turn": 3, "state": "awaiting_approval",
+     "approval": {"id": "3.0", "tool": "buy_report", "arguments": {...},
+                  "reason": "...", "since": 1767000000.0, "call_id": "call_1"}}
+
+The signal's payload is ``{"approved": bool, "note": str | None, "approval_id": str}``.
+The id makes a stale answer harmless: an answer that names another approval than the
+one waiting is skipped (journaled, ignored), and ``approve()`` sends it with the
+idempotency key ``approval:<id>``, so a double click answers once. A payload sent by
+hand without an id (``tether signal RUN approval --data '{"approved": true}'``)
+answers whatever approval is waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import tether
+from tether import App, RunStatus, TetherError
+
+__all__ = [
+    "APPROVAL_SIGNAL",
+    "ApprovalDecision",
+    "NoPendingApproval",
+    "PendingApproval",
+    "approve",
+    "pending_approval",
+    "pending_approvals",
+    "reject",
+    "request_approval",
+]
+
+#: The name of the signal that answers an approval.
+APPROVAL_SIGNAL = "approval"
+
+#: The ``state`` a run's status has while it waits for an approval.
+AWAITING_APPROVAL = "awaiting_approval"
+
+_FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class NoPendingApproval(TetherError):
+    """The run waits for no approval (it never asked, it was answered already, or it
+    has ended); ``str()`` says which."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(f"run {run_id!r} has no pending approval: {detail}")
+        self.run_id = run_id
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """A human's answer to one approval.
+
+    Attributes:
+        approved: the action may go ahead.
+        note: what the human said (passed back to the model on a reject).
+    """
+
+    approved: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """An approval a run waits for.
+
+    Attributes:
+        run_id: the waiting run.
+        agent: its workflow (the agent's name).
+        tool: the tool the run wants to call.
+        arguments: the arguments it wants to call it with.
+        reason: why (the model's words in that turn, else the tool's description).
+        since: when the run started waiting (epoch seconds, journaled time).
+        approval_id: which approval of the run this is (unique within the run).
+        call_id: the model's id of the tool call.
+    """
+
+    run_id: str
+    agent: str
+    tool: str
+    arguments: dict[str, Any]
+    reason: str
+    since: float
+    approval_id: str
+    call_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "agent": self.agent, "tool": self.tool,
+                "arguments": self.arguments, "reason": self.reason, "since": self.since,
+                "approval_id": self.approval_id, "call_id": self.call_id}
+
+
+# -- the workflow side ----------------------------------------------------------------------
+
+
+async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str, *,
+                           approval_id: str, call_id: str = "",
+                           status: Mapping[str, Any] | None = None) -> ApprovalDecision:
+    """In a workflow: publish a pending approval and wait (released) for the answer.
+
+    Args:
+        tool: what the run wants to do (a tool name).
+        arguments: with which arguments.
+        reason: why, for the human.
+        approval_id: unique within the run and the same on every replay (e.g. the turn
+            and the call's index).
+        call_id: the model's id of the call, for the record.
+        status: other keys of the run's status to publish alongside (the agent's name,
+            its turn); ``state`` and ``approval`` are set here.
+
+    Returns the decision; the status is set back to ``status`` (without the approval)
+    once it has come. Answers naming another approval id are skipped.
+    """
+    since = tether.now().timestamp()
+    base = dict(status or {})
+    tether.set_status({**base, "state": AWAITING_APPROVAL, "approval": {
+        "id": approval_id, "tool": tool, "arguments": dict(arguments), "reason": reason,
+        "since": since, "call_id": call_id}})
+    while True:
+        payload = await tether.wait_for_signal(APPROVAL_SIGNAL)
+        decision = _decision(payload, approval_id)
+        if decision is not None:
+            break
+    tether.set_status({**base, "state": "approved" if decision.approved else "rejected"})
+    return decision
+
+
+def _decision(payload: Any, approval_id: str) -> ApprovalDecision | None:
+    """The decision in a signal payload, or ``None`` to skip it (another approval's
+    answer, or not an answer at all: a human typo must not run a tool)."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("approved"), bool):
+        return None
+    target = payload.get("approval_id")
+    if target is not None and str(target) != approval_id:
+        return None
+    note = payload.get("note")
+    return ApprovalDecision(payload["approved"], None if note is None else str(note))
+
+
+# -- the outside ---------------------------------------------------------------------------
+
+
+def _pending_from(run_id: str, workflow: str, status: RunStatus, info: Any
+                  ) -> PendingApproval | None:
+    if status in _FINAL or not isinstance(info, Mapping):
+        return None
+    approval = info.get("approval")
+    if info.get("state") != AWAITING_APPROVAL or not isinstance(approval, Mapping):
+        return None
+    arguments = approval.get("arguments")
+    return PendingApproval(
+        run_id=run_id, agent=str(info.get("agent") or workflow),
+        tool=str(approval.get("tool", "")),
+        arguments=dict(arguments) if isinstance(arguments, Mapping) else {},
+        reason=str(approval.get("reason") or ""), since=float(approval.get("since") or 0.0),
+        approval_id=str(approval.get("id", "")), call_id=str(approval.get("call_id") or ""))
+
+
+async def pending_approvals(app: App, *, limit: int = 10_000) -> list[PendingApproval]:
+    """Every approval that waits, oldest first.
+
+    Reads the live status of the ``waiting`` runs: a run whose approval was just
+    answered is ``queued`` or ``running`` until it takes the answer, and is not listed.
+    """
+    found: list[PendingApproval] = []
+    for run in await app.list_runs(status=RunStatus.WAITING.value, limit=limit):
+        if run.status_info is None:
+            continue
+        try:
+            info = app.codec.decode(run.status_info)
+        except Exception:
+            continue  # not JSON we wrote: not an approval
+        pending = _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
+        if pending is not None:
+            found.append(pending)
+    found.sort(key=lambda p: (p.since, p.run_id))
+    return found
+
+
+async def pending_approval(app: App, run_id: str) -> PendingApproval | None:
+    """The approval ``run_id`` waits for, or ``None``.
+
+    Raises:
+        RunNotFound
+    """
+    info = await app.get_run(run_id)
+    return _pending_from(info.run_id, info.workflow, info.status, info.status_info)
+
+
+async def approve(app: App, run_id: str, *, approved: bool = True,
+                  note: str | None = None) -> PendingApproval:
+    """Answer the approval ``run_id`` waits for; returns what was answered.
+
+    Raises:
+        RunNotFound: no such run.
+        NoPendingApproval: the run waits for no approval, or this one was answered
+            already (the second of two answers is dropped).
+    """
+    info = await app.get_run(run_id)
+    pending = _pending_from(info.run_id, info.workflow, info.status, info.status_info)
+    if pending is None:
+        raise NoPendingApproval(run_id, _why_not(info.status, info.status_info))
+    payload = {"approved": approved, "note": note, "approval_id": pending.approval_id}
+    created = await app.signal(run_id, APPROVAL_SIGNAL, payload,
+                               idempotency_key=f"approval:{pending.approval_id}")
+    if not created:
+        raise NoPendingApproval(
+            run_id, f"approval {pending.approval_id} ({pending.tool}) was answered already")
+    return pending
+
+
+async def reject(app: App, run_id: str, *, note: str | None = None) -> PendingApproval:
+    """``approve(app, run_id, approved=False, note=note)``: the note goes to the model."""
+    return await approve(app, run_id, approved=False, note=note)
+
+
+def _why_not(status: RunStatus, info: Any) -> str:
+    if status in _FINAL:
+        return f"it has ended ({status.value})"
+    if isinstance(info, Mapping) and info.get("state") in ("approved", "rejected"):
+        return f"its last approval was {info['state']}; it waits for nothing else now"
+    return f"it is {status.value} and has not asked for one"
