@@ -1,0 +1,72 @@
+"""``tether approvals`` and ``tether approve``: what waits for a human, and the answer."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from tether.cli._common import CliError, client, dumps, fmt_time, short
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("approvals", parents=[common],
+                       help="list the tool calls that wait for a human's approval")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=approvals)
+
+    p = sub.add_parser("approve", parents=[common],
+                       help="approve (or --reject) the tool call a run waits on")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--reject", action="store_true", help="reject instead of approving")
+    p.add_argument("--note", metavar="TEXT",
+                   help="a note for the record; on --reject the model reads it")
+    p.set_defaults(handler=approve)
+
+
+async def approvals(args: argparse.Namespace) -> int:
+    from tether.ai._approvals import pending_approvals
+
+    async with client(args) as app:
+        found = await pending_approvals(app)
+    if args.json:
+        print(dumps([p.to_dict() for p in found]))
+        return 0
+    if not found:
+        print("no pending approvals")
+        return 0
+    now = time.time()
+    print(f"{'RUN ID':34} {'AGENT':16} {'TOOL':18} {'WAITING':>8}  {'SINCE':24} ARGUMENTS")
+    for p in found:
+        waited = _ago(now - p.since)
+        print(f"{p.run_id:34} {short(p.agent, 16):16} {short(p.tool, 18):18} {waited:>8}  "
+              f"{fmt_time(p.since):24} {short(p.arguments, 60)}")
+        if p.reason:
+            print(f"{'':34} reason: {short(p.reason, 100)}")
+    return 0
+
+
+async def approve(args: argparse.Namespace) -> int:
+    from tether.ai._approvals import NoPendingApproval
+    from tether.ai._approvals import approve as answer
+
+    if args.note is not None and not args.note.strip():
+        raise CliError("--note is empty: give the text, or leave --note out", 2)
+    async with client(args) as app:
+        try:
+            pending = await answer(app, args.run_id, approved=not args.reject, note=args.note)
+        except NoPendingApproval as exc:
+            raise CliError(str(exc)) from None
+    verb = "rejected" if args.reject else "approved"
+    note = f" (note: {args.note})" if args.note else ""
+    print(f"{args.run_id}: {verb} {pending.tool} {short(pending.arguments, 80)}{note}")
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
