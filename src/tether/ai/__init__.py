@@ -1,4 +1,10 @@
-"""Tether's AI layer: durable LLM calls, agents, tools and MCP, built on the public API."""
+"""Tether's AI layer: durable LLM calls, agents, tools and MCP, built on the public API.
+
+``LLM("openai:gpt-4.1-mini")`` is a model client whose calls are durable operations in
+a workflow, with accounting, budgets and a shared circuit breaker (``docs/llm.md``).
+Agents, tools and MCP: ``docs/tools-and-mcp.md``; provider clients:
+``docs/ai-providers.md``.
+"""
 
 from tether.ai._agent import Agent, AgentTool, InvalidToolCall, MaxTurnsExceeded
 from tether.ai._approvals import (
@@ -12,6 +18,16 @@ from tether.ai._approvals import (
     reject,
     request_approval,
 )
+from tether.ai._breaker import CircuitBreaker
+from tether.ai._budget import Budget, BudgetExceeded, set_budget
+from tether.ai._errors import (
+    FatalProviderError,
+    ProviderConfigError,
+    ProviderError,
+    RetryableProviderError,
+)
+from tether.ai._llm import DEFAULT_LLM_RETRY, LLM, OutputValidationError
+from tether.ai._pricing import PriceTable
 from tether.ai._tools import (
     FunctionTool,
     Tool,
@@ -21,19 +37,45 @@ from tether.ai._tools import (
     idempotency_headers,
     workflow_tool,
 )
+from tether.ai._types import (
+    ChatReply,
+    Message,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    system_message,
+    tool_message,
+    user_message,
+)
 
 __all__ = [
     "APPROVAL_SIGNAL",
+    "DEFAULT_LLM_RETRY",
+    "LLM",
     "Agent",
     "AgentTool",
     "ApprovalDecision",
+    "Budget",
+    "BudgetExceeded",
+    "ChatReply",
+    "CircuitBreaker",
+    "FatalProviderError",
     "FunctionTool",
     "InvalidToolCall",
     "MaxTurnsExceeded",
+    "Message",
     "NoPendingApproval",
+    "OutputValidationError",
     "PendingApproval",
+    "PriceTable",
+    "ProviderConfigError",
+    "ProviderError",
+    "RetryableProviderError",
     "Tool",
     "ToolArgumentError",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
     "WorkflowTool",
     "approve",
     "function_tool",
@@ -42,5 +84,9 @@ __all__ = [
     "pending_approvals",
     "reject",
     "request_approval",
+    "set_budget",
+    "system_message",
+    "tool_message",
+    "user_message",
     "workflow_tool",
 ]

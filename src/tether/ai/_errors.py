@@ -6,6 +6,8 @@ TetherError
     ├── RetryableProviderError    (retry_after): 408, 409, 429, 5xx, timeouts, refused,
     │                             reset or dropped connections, a garbled response
     └── FatalProviderError        (also a NonRetryable): 400, 401, 403, 404, 413, 422, ...
+ConfigError
+└── ProviderConfigError           (also a NonRetryable): no API key, a bad base URL
 ```
 
 The clients translate every ``httpx`` exception and every non-2xx answer into one of
@@ -25,10 +27,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tether.errors import NonRetryable, TetherError
+from tether.errors import ConfigError, NonRetryable, TetherError
 
 __all__ = [
     "FatalProviderError",
+    "ProviderConfigError",
     "ProviderError",
     "RetryableProviderError",
     "error_for_status",
@@ -145,3 +148,11 @@ def error_for_status(provider: str, status: int, message: str, *, code: str | No
                                       request_id=request_id, retry_after=retry_after)
     return FatalProviderError(message, provider=provider, status=status, code=code,
                               request_id=request_id)
+
+
+class ProviderConfigError(ConfigError, NonRetryable):
+    """An LLM cannot be called as configured (a missing API key, a bad base URL).
+
+    Raised inside the durable LLM step, so it is recorded in the run's journal and fails
+    the step at once: retrying cannot supply a key.
+    """

@@ -1,0 +1,95 @@
+"""What an LLM operation cost, and what replay saved.
+
+The journaled result of a durable LLM call is a *call record*::
+
+    {"reply": ChatReply.to_dict(), "cost_usd": 0.00042, "priced": true}
+
+The cost is computed once, when the provider answered, from the ``PriceTable`` of the
+``LLM`` that called it, and kept in the journal. Replay therefore reports as saved
+exactly what was paid, even if prices changed since.
+
+Run metrics (``App.get_run(run_id).metrics``, ``tether show``):
+
+============================ ==========================================================
+``llm.calls``                provider calls that answered (a fresh call, from the step)
+``tokens.input`` / ``.output`` tokens those calls consumed
+``cost.usd``                 their cost (0 for a model the price table does not know)
+``llm.unpriced_calls``       calls whose model had no price (their cost is unknown)
+``saved.calls``              calls answered from the journal instead (replay)
+``saved.tokens.input`` / ... tokens not paid again thanks to replay
+``saved.cost.usd``           cost not paid again
+============================ ==========================================================
+
+Spent figures are added from the step body, so they count what was really paid: a
+crash after the provider answered and before the journal commit pays twice and counts
+twice. Saved figures are added by the engine's ``on_replay`` hook, once per journal
+position over the run's life.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tether.ai._pricing import PriceTable
+from tether.ai._types import ChatReply
+
+__all__ = ["CallRecord", "saved_metrics", "spent_metrics"]
+
+log = logging.getLogger("tether.ai")
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """The journaled outcome of one durable LLM call."""
+
+    reply: ChatReply
+    cost_usd: float
+    priced: bool
+
+    @classmethod
+    def priced_by(cls, prices: PriceTable, requested_model: str, reply: ChatReply) -> CallRecord:
+        """The record of ``reply``, priced by the model that answered (often a dated
+        name), else by the model requested."""
+        price = prices.price(reply.model) if reply.model else prices.price(requested_model)
+        if not price.known:
+            price = prices.price(requested_model)
+        if not price.known and requested_model not in _warned:
+            _warned.add(requested_model)
+            log.warning("no price for model %r (answered as %r): tokens are counted, cost "
+                        "is 0; pass LLM(prices={...}) to price it", requested_model,
+                        reply.model)
+        return cls(reply, price.cost(reply.usage), price.known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reply": self.reply.to_dict(), "cost_usd": self.cost_usd,
+                "priced": self.priced}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
+        return cls(ChatReply.from_dict(d["reply"]), float(d.get("cost_usd", 0.0)),
+                   bool(d.get("priced", True)))
+
+
+def spent_metrics(record: CallRecord) -> dict[str, float]:
+    """Metrics a fresh call adds to its run."""
+    usage = record.reply.usage
+    deltas = {"llm.calls": 1.0, "tokens.input": float(usage.input_tokens),
+              "tokens.output": float(usage.output_tokens), "cost.usd": record.cost_usd}
+    if not record.priced:
+        deltas["llm.unpriced_calls"] = 1.0
+    return deltas
+
+
+def saved_metrics(value: Any) -> dict[str, float] | None:
+    """Metrics a call answered from the journal adds (the engine's ``on_replay``)."""
+    if not isinstance(value, Mapping) or "reply" not in value:
+        return None
+    record = CallRecord.from_dict(value)
+    usage = record.reply.usage
+    return {"saved.calls": 1.0, "saved.tokens.input": float(usage.input_tokens),
+            "saved.tokens.output": float(usage.output_tokens),
+            "saved.cost.usd": record.cost_usd}

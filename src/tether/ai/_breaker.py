@@ -1,0 +1,237 @@
+"""A circuit breaker per provider, and RPM/TPM limits, shared by every worker of a store.
+
+Both live in the store, not in a process: fifty runs on five workers see one breaker,
+so a provider outage is detected once and probed by one caller, instead of each run
+hammering it on its own retry schedule.
+
+The breaker (``kv_get``/``kv_cas`` on key ``llm.breaker:<provider>:<base_url>``)::
+
+    closed --N consecutive failures--> open --cool-down over, one CAS winner--> probing
+       ^                                ^                                          |
+       +------------ probe succeeds ----+------ probe fails: cool-down x backoff --+
+
+- *closed*: calls go through; a failure (5xx, timeout, dropped connection) counts; a
+  success resets the count. 429s do not count: the provider is up and said when to
+  come back (``Retry-After``), which the step's retry honours.
+- *open*: calls raise ``tether.Postpone`` until the cool-down ends (plus jitter), so
+  the runs are released, holding no worker, and no failed attempt is counted.
+- *probing*: the caller whose compare-and-set moved the state from open is the probe;
+  everyone else is postponed briefly. The probe's success closes the breaker; its
+  failure re-opens it with a longer cool-down. A probe that never reports (its worker
+  died) is taken over after ``probe_timeout``.
+
+Every transition is a compare-and-set on a versioned row, so concurrent callers in
+any process agree on one winner. The state is JSON, readable with ``tether db``.
+
+Rate limits use ``store.rate_acquire`` (a DB-enforced token bucket): a call that is not
+granted raises ``Postpone`` for the time the bucket says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import ConfigError, Postpone
+
+if TYPE_CHECKING:
+    from tether.store import Store
+
+__all__ = ["BreakerGuard", "CircuitBreaker", "RateLimits", "Ticket"]
+
+#: How often a compare-and-set is retried after losing a race before giving up the
+#: bookkeeping (the call itself is not affected).
+_CAS_TRIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """The breaker's settings.
+
+    Args:
+        failures: consecutive failures that open it.
+        cooldown: seconds it stays open the first time.
+        backoff: factor applied to the cool-down after each failed probe.
+        max_cooldown: upper bound of the cool-down.
+        probe_timeout: seconds after which a probe that has not reported is presumed
+            dead and another caller may probe.
+        probe_wait: how long callers are postponed while a probe is in flight.
+    """
+
+    failures: int = 5
+    cooldown: float = 5.0
+    backoff: float = 2.0
+    max_cooldown: float = 120.0
+    probe_timeout: float = 60.0
+    probe_wait: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ConfigError(f"CircuitBreaker failures= must be >= 1, got {self.failures}")
+        if min(self.cooldown, self.max_cooldown, self.probe_timeout, self.probe_wait) <= 0:
+            raise ConfigError("CircuitBreaker durations must be > 0")
+        if self.backoff < 1:
+            raise ConfigError(f"CircuitBreaker backoff= must be >= 1, got {self.backoff}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What ``before`` learned: whether this caller is the probe, and the failure count
+    it saw (a success only writes when there is something to reset)."""
+
+    probe: bool = False
+    failures: int = 0
+
+
+def _jitter(seconds: float) -> float:
+    """Spread wake-ups so that released runs do not all come back in one instant."""
+    return seconds + random.uniform(0.0, min(1.0, 0.2 * seconds + 0.05))
+
+
+class BreakerGuard:
+    """One provider's breaker in one store."""
+
+    def __init__(self, store: Store, key: str, config: CircuitBreaker, *,
+                 clock: Callable[[], float], label: str) -> None:
+        self.store = store
+        self.key = key
+        self.config = config
+        self.clock = clock
+        self.label = label
+
+    async def _read(self) -> tuple[dict[str, Any], int | None]:
+        row = await self.store.kv_get(key=self.key)
+        if row is None:
+            return {"state": "closed", "failures": 0}, None
+        try:
+            value = json.loads(row[0])
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            value = {"state": "closed", "failures": 0}
+        return value, row[1]
+
+    async def _write(self, value: dict[str, Any], version: int | None) -> bool:
+        return await self.store.kv_cas(key=self.key, value=json.dumps(value),
+                                       version=version, now=self.clock())
+
+    async def before(self) -> Ticket:
+        """Let the call through (returning its ticket) or postpone it.
+
+        Raises:
+            Postpone: the breaker is open, or another caller is probing.
+        """
+        cfg, now = self.config, self.clock()
+        for _ in range(_CAS_TRIES):
+            state, version = await self._read()
+            kind = state.get("state")
+            failures = int(state.get("failures", 0))
+            if kind == "open" and now < float(state["until"]):
+                raise Postpone(_jitter(float(state["until"]) - now),
+                               f"circuit open for {self.label} "
+                               f"(cool-down {state.get('cooldown', 0):g} s)")
+            if kind == "probing" and now < float(state["probe_until"]):
+                raise Postpone(_jitter(min(cfg.probe_wait, float(state["probe_until"]) - now)),
+                               f"circuit half-open for {self.label}: a probe is in flight")
+            if kind not in ("open", "probing"):
+                return Ticket(False, failures)
+            # The cool-down is over (or the probe vanished): try to be the probe.
+            probing = {"state": "probing", "probe_until": now + cfg.probe_timeout,
+                       "cooldown": float(state.get("cooldown", cfg.cooldown)),
+                       "failures": failures, "opened_at": state.get("opened_at")}
+            if await self._write(probing, version):
+                return Ticket(True, failures)
+        raise Postpone(_jitter(cfg.probe_wait), f"circuit for {self.label} is contended")
+
+    async def success(self, ticket: Ticket) -> None:
+        """The provider answered: a probe closes the breaker; a closed breaker forgets
+        its failures."""
+        if not ticket.probe and ticket.failures == 0:
+            return
+        for _ in range(_CAS_TRIES):
+            state, version = await self._read()
+            kind = state.get("state")
+            if kind in ("open", "probing") and not ticket.probe:
+                return  # opened by others meanwhile: let the probe decide
+            if kind == "closed" and int(state.get("failures", 0)) == 0:
+                return
+            if await self._write({"state": "closed", "failures": 0}, version):
+                return
+
+    async def failure(self, ticket: Ticket) -> None:
+        """The provider failed: count it; open the breaker at the threshold; a failed
+        probe re-opens it with a longer cool-down."""
+        cfg, now = self.config, self.clock()
+        for _ in range(_CAS_TRIES):
+            state, version = await self._read()
+            kind = state.get("state")
+            failures = int(state.get("failures", 0)) + 1
+            if ticket.probe and kind == "probing":
+                cooldown = min(float(state.get("cooldown", cfg.cooldown)) * cfg.backoff,
+                               cfg.max_cooldown)
+                new = {"state": "open", "until": now + cooldown, "cooldown": cooldown,
+                       "failures": failures, "opened_at": state.get("opened_at", now)}
+            elif kind in ("open", "probing"):
+                return  # already open: one outage, one count
+            elif failures >= cfg.failures:
+                new = {"state": "open", "until": now + cfg.cooldown, "cooldown": cfg.cooldown,
+                       "failures": failures, "opened_at": now}
+            else:
+                new = {"state": "closed", "failures": failures}
+            if await self._write(new, version):
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Requests and tokens per minute for one provider key, across all workers.
+
+    Args:
+        rpm: requests per minute, or ``None``.
+        tpm: tokens per minute (the prompt's estimate plus ``max_tokens`` when given),
+            or ``None``.
+    """
+
+    rpm: float | None = None
+    tpm: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"LLM {name}= must be > 0, got {value}")
+
+    async def acquire(self, store: Store, key: str, *, tokens: int, now: float,
+                      label: str) -> None:
+        """Take one request and ``tokens`` tokens, or postpone the call.
+
+        Tokens are taken first: they are the scarcer resource, and a refused request
+        then wastes no token budget. A call larger than the whole per-minute budget
+        takes the whole budget (it could never be granted otherwise).
+
+        Raises:
+            Postpone: not granted yet (the delay is the bucket's own estimate).
+        """
+        if self.tpm is not None:
+            amount = float(min(max(tokens, 1), self.tpm))
+            wait = await store.rate_acquire(key=f"{key}:tpm", limit=self.tpm, period=60.0,
+                                            amount=amount, now=now)
+            if wait > 0:
+                raise Postpone(_jitter(wait), f"tokens-per-minute limit of {label} "
+                               f"({self.tpm:g}/min) reached")
+        if self.rpm is not None:
+            wait = await store.rate_acquire(key=f"{key}:rpm", limit=self.rpm, period=60.0,
+                                            amount=1.0, now=now)
+            if wait > 0:
+                raise Postpone(_jitter(wait), f"requests-per-minute limit of {label} "
+                               f"({self.rpm:g}/min) reached")
+
+
+def key_fingerprint(api_key: str | None) -> str:
+    """A short, non-reversible name for an API key (rate limits are per key)."""
+    if not api_key:
+        return "nokey"
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12]

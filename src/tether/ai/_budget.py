@@ -1,0 +1,200 @@
+"""Budgets: a limit on what a run may spend on LLM calls, in tokens and/or USD.
+
+A run's spending is tallied by the workflow code itself, from the journaled call
+records (``_accounting.CallRecord``) as each LLM operation returns, live or replayed.
+So the tally is the same on every replay, which the budget decision needs.
+
+The decision itself (would this call exceed the budget?) is made in the LLM step's
+body and its outcome is journaled: a refused call is recorded as a failed step with
+``BudgetExceeded``. Deciding in the workflow instead would not be replay-safe when
+calls run concurrently (``asyncio.gather``): live, a sibling's cost is not known yet
+when the check runs; on replay it already is. With the outcome journaled, replay takes
+the recorded branch whatever the timing.
+
+Policy ``wait`` then publishes a status, waits (released) for the signal ``budget``,
+whose payload sets new limits (``{"usd": 5.0, "tokens": 200000}``; ``tether budget
+RUN_ID --usd 5``), and issues the call again as a new operation. A signal is
+journaled, so replay applies the same raise at the same point. Policy ``fail`` lets
+``BudgetExceeded`` (a ``NonRetryable``) propagate to the workflow.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tether._replay import RunContext, current_run
+from tether.errors import ConfigError, NonRetryable, TetherError
+
+__all__ = ["BUDGET_SIGNAL", "Budget", "BudgetExceeded", "RunSpending", "current_spending",
+           "set_budget"]
+
+#: The signal that sets new limits for a run waiting on its budget.
+BUDGET_SIGNAL = "budget"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What a run may spend on LLM calls.
+
+    Args:
+        usd: the limit in US dollars (from the price table), or ``None``.
+        tokens: the limit in tokens (input + output), or ``None``.
+        on_exceed: ``"wait"`` (for the ``budget`` signal, released meanwhile) or
+            ``"fail"`` (raise ``BudgetExceeded``).
+
+    Raises:
+        ConfigError: no limit, a negative or non-finite limit, an unknown policy.
+    """
+
+    usd: float | None = None
+    tokens: int | None = None
+    on_exceed: Literal["wait", "fail"] = "wait"
+
+    def __post_init__(self) -> None:
+        if self.usd is None and self.tokens is None:
+            raise ConfigError("Budget needs a limit: usd=, tokens= or both")
+        for name, value in (("usd", self.usd), ("tokens", self.tokens)):
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise ConfigError(f"Budget {name}= must be a finite number >= 0, got {value!r}")
+        if self.on_exceed not in ("wait", "fail"):
+            raise ConfigError(f"Budget on_exceed= must be 'wait' or 'fail', got "
+                              f"{self.on_exceed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"usd": self.usd, "tokens": self.tokens, "on_exceed": self.on_exceed}
+
+
+class BudgetExceeded(NonRetryable):
+    """The next LLM call would take the run over its budget.
+
+    Attributes:
+        spent_usd, spent_tokens: what the run spent so far.
+        budget_usd, budget_tokens: the limits (``None``: no limit of that kind).
+        estimate_usd, estimate_tokens: what this call's prompt was estimated to cost.
+    """
+
+    def __init__(self, message: str, *, spent_usd: float = 0.0, spent_tokens: int = 0,
+                 budget_usd: float | None = None, budget_tokens: int | None = None,
+                 estimate_usd: float = 0.0, estimate_tokens: int = 0) -> None:
+        super().__init__(message, data={"spent_usd": spent_usd, "spent_tokens": spent_tokens,
+                                        "budget_usd": budget_usd,
+                                        "budget_tokens": budget_tokens})
+        self.spent_usd = spent_usd
+        self.spent_tokens = spent_tokens
+        self.budget_usd = budget_usd
+        self.budget_tokens = budget_tokens
+        self.estimate_usd = estimate_usd
+        self.estimate_tokens = estimate_tokens
+
+
+@dataclass(slots=True)
+class RunSpending:
+    """One run's LLM spending and budget, rebuilt by replay (never stored as such)."""
+
+    budget: Budget | None = None
+    #: Limits set by ``budget`` signals; they replace the budget's own limits.
+    override_usd: float | None = None
+    override_tokens: int | None = None
+    tokens: int = 0
+    usd: float = 0.0
+
+    def add(self, tokens: int, usd: float) -> None:
+        self.tokens += tokens
+        self.usd += usd
+
+    def limits(self, budget: Budget) -> tuple[float | None, int | None]:
+        usd = self.override_usd if self.override_usd is not None else budget.usd
+        tokens = self.override_tokens if self.override_tokens is not None else budget.tokens
+        return usd, tokens
+
+    def apply_signal(self, payload: Any) -> None:
+        """New limits from a ``budget`` signal (``{"usd": ..., "tokens": ...}``); a
+        malformed payload changes nothing (the run then waits again)."""
+        if not isinstance(payload, Mapping):
+            return
+        usd, tokens = payload.get("usd"), payload.get("tokens")
+        if isinstance(usd, (int, float)) and math.isfinite(usd) and usd >= 0:
+            self.override_usd = float(usd)
+        if isinstance(tokens, (int, float)) and math.isfinite(tokens) and tokens >= 0:
+            self.override_tokens = int(tokens)
+
+    def check(self, budget: Budget, *, estimate_tokens: int, estimate_usd: float) -> None:
+        """Raise ``BudgetExceeded`` if spending so far, or so far plus this call's
+        estimated prompt, passes a limit.
+
+        Raises:
+            BudgetExceeded
+        """
+        usd_limit, token_limit = self.limits(budget)
+        over: list[str] = []
+        if usd_limit is not None and (self.usd >= usd_limit
+                                      or self.usd + estimate_usd > usd_limit):
+            over.append(f"${self.usd:.6f} spent + ~${estimate_usd:.6f} for this call > "
+                        f"budget ${usd_limit:.6f}")
+        if token_limit is not None and (self.tokens >= token_limit
+                                        or self.tokens + estimate_tokens > token_limit):
+            over.append(f"{self.tokens} tokens spent + ~{estimate_tokens} for this call > "
+                        f"budget {token_limit} tokens")
+        if over:
+            raise BudgetExceeded("budget exceeded: " + "; ".join(over),
+                                 spent_usd=self.usd, spent_tokens=self.tokens,
+                                 budget_usd=usd_limit, budget_tokens=token_limit,
+                                 estimate_usd=estimate_usd, estimate_tokens=estimate_tokens)
+
+    def status(self, budget: Budget) -> dict[str, Any]:
+        """The live status of a run waiting on its budget."""
+        usd_limit, token_limit = self.limits(budget)
+        return {"waiting_for": "budget", "spent_usd": round(self.usd, 6),
+                "budget_usd": usd_limit, "spent_tokens": self.tokens,
+                "budget_tokens": token_limit,
+                "hint": "raise it: tether budget RUN_ID --usd X --tokens N"}
+
+
+_spending: weakref.WeakKeyDictionary[RunContext, RunSpending] = weakref.WeakKeyDictionary()
+
+
+def spending_of(ctx: RunContext) -> RunSpending:
+    state = _spending.get(ctx)
+    if state is None:
+        state = _spending[ctx] = RunSpending()
+    return state
+
+
+def current_spending() -> RunSpending:
+    """The running run's spending (inside a workflow).
+
+    Raises:
+        TetherError: outside a workflow.
+    """
+    ctx = current_run.get()
+    if ctx is None:
+        raise TetherError("budgets belong to runs: call this inside a workflow")
+    return spending_of(ctx)
+
+
+def set_budget(budget: Budget | None = None, *, usd: float | None = None,
+               tokens: int | None = None,
+               on_exceed: Literal["wait", "fail"] = "wait") -> Budget | None:
+    """Set the running run's budget for its LLM calls (``None`` removes it)::
+
+        tether.ai.set_budget(usd=0.50)                 # wait for a raise when reached
+        tether.ai.set_budget(Budget(tokens=100_000, on_exceed="fail"))
+
+    It is plain workflow state, not an operation: replay runs the same call at the same
+    point, so the journal needs nothing for it (adding or removing it from a workflow
+    in flight does not shift positions). A budget passed to ``llm.chat(budget=)`` wins
+    for that call. Spending counts every LLM call of the run, before the budget was set
+    too.
+
+    Raises:
+        TetherError: outside a workflow.
+        ConfigError: a bad limit.
+    """
+    if budget is None and (usd is not None or tokens is not None):
+        budget = Budget(usd=usd, tokens=tokens, on_exceed=on_exceed)
+    current_spending().budget = budget
+    return budget

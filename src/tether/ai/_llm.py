@@ -1,0 +1,494 @@
+"""``LLM``: a model client whose calls are durable operations inside a workflow.
+
+Inside a workflow, ``await llm.chat(messages)`` is one operation named
+``llm:<provider>:<model>`` (``llm:openai:gpt-4.1-mini``). It runs once; its reply, token
+usage and cost are journaled; replay returns the recorded reply without a request.
+Outside a workflow (or inside a step) it is a plain provider call.
+
+An ``LLM`` is not bound to an ``App``: the operation is executed by the running run's
+context (``RunContext.run_step``) from a step definition built per call. Replay
+matches an operation by its kind and name only, so nothing needs to be registered,
+and the same ``LLM`` object serves every app and every worker in the process.
+
+What the step body does on a fresh call, in order (each part in its own module):
+
+1. budget check (``_budget``): raise ``BudgetExceeded`` if this call would pass it;
+2. store the prompt's new messages as blobs (``_messages``); the journal entry's
+   arguments are the references (conversation head, tools and schema digests, params);
+3. circuit breaker and RPM/TPM limits (``_breaker``): ``Postpone`` when closed to us;
+4. the HTTP call (``_openai`` / ``_anthropic``) with ``Idempotency-Key: <step key>``;
+5. price it and add the run's metrics (``_accounting``); return the call record.
+
+Provider failures are the step's retry policy: by default forever, with backoff up to
+60 s, honouring ``Retry-After``, the run released while it waits. Refusals (400, 401,
+403, ...), a missing key and an exceeded budget (policy ``fail``) fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+import pydantic
+
+import tether
+from tether._context import add_metrics
+from tether._definitions import StepDef
+from tether._replay import RunContext, current_run, current_step
+from tether._retry import RetryPolicy
+from tether.ai._accounting import CallRecord, saved_metrics, spent_metrics
+from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
+from tether.ai._budget import BUDGET_SIGNAL, Budget, BudgetExceeded, RunSpending, spending_of
+from tether.ai._errors import (
+    FatalProviderError,
+    ProviderConfigError,
+    RetryableProviderError,
+)
+from tether.ai._messages import ContentRef, address, canonical_json, digest, put_blobs
+from tether.ai._pricing import PriceTable
+from tether.ai._types import (
+    ChatClient,
+    ChatReply,
+    Message,
+    OnChunk,
+    ToolSpec,
+    chat_client,
+    parse_model_spec,
+)
+from tether.errors import ConfigError, TetherError
+
+__all__ = ["DEFAULT_LLM_RETRY", "LLM", "OutputValidationError"]
+
+log = logging.getLogger("tether.ai")
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+#: Provider failures are retried without end, backing off to one try a minute: an
+#: outage of hours costs a few rows, not a failed agent. Refusals are NonRetryable.
+DEFAULT_LLM_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=60.0,
+                                max_attempts=None)
+
+_DEFAULT_BASE_URLS = {"openai": ("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+                      "anthropic": ("ANTHROPIC_BASE_URL", "https://api.anthropic.com")}
+_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+class OutputValidationError(TetherError):
+    """The model's answers did not fit the requested output type, after the allowed
+    retries (each one fed the validation error back to the model).
+
+    Attributes:
+        output: the name of the requested type.
+        attempts: how many answers were tried.
+        errors: the validation error of each answer.
+        last_text: the last answer's text.
+    """
+
+    def __init__(self, output: str, attempts: int, errors: list[str],
+                 last_text: str | None) -> None:
+        super().__init__(f"the model's answer did not validate as {output} after {attempts} "
+                         f"tries; last error: {errors[-1] if errors else '?'}")
+        self.output = output
+        self.attempts = attempts
+        self.errors = errors
+        self.last_text = last_text
+
+
+class _Call:
+    """One chat call's inputs, in both forms: the live values and the references."""
+
+    def __init__(self, llm: LLM, messages: Sequence[Message], *, tools: Sequence[Any] | None,
+                 tool_choice: str | None, output_schema: dict[str, Any] | None,
+                 params: dict[str, Any], stream: bool) -> None:
+        self.messages = list(messages)
+        self.tools = [ToolSpec.of(t) for t in tools or ()]
+        self.tool_choice = tool_choice
+        self.output_schema = output_schema
+        self.params = params
+        self.stream = stream
+        self.prompt: ContentRef = address(self.messages)
+        self.blobs = dict(self.prompt.blobs)
+        tools_ref = self._blob([{"name": t.name, "description": t.description,
+                                 "parameters": t.parameters} for t in self.tools]
+                               if self.tools else None, "tools")
+        schema_ref = self._blob(output_schema, "output schema")
+        #: The journaled arguments: references and small values, never the prompt.
+        self.refs: dict[str, Any] = {"model": llm.spec, "messages": self.prompt.head,
+                                     "count": self.prompt.count, "tools": tools_ref,
+                                     "tool_choice": tool_choice, "output": schema_ref,
+                                     "params": params, "stream": stream}
+        max_out = params.get("max_tokens", params.get("max_completion_tokens", 0))
+        tools_size = sum(len(self.blobs[k]) for k in (tools_ref, schema_ref) if k)
+        #: About 4 bytes per token: an estimate for budgets and TPM limits.
+        self.estimate_input = (self.prompt.size + tools_size) // 4 + 1
+        self.estimate_total = self.estimate_input + (int(max_out)
+                                                     if isinstance(max_out, int) else 0)
+
+    def _blob(self, value: Any, what: str) -> str | None:
+        if value is None:
+            return None
+        text = canonical_json(value, what)
+        key = digest(text)
+        self.blobs[key] = text
+        return key
+
+
+class LLM:
+    """A chat model; its calls are durable operations inside a workflow.
+
+    Args:
+        spec: ``"provider:model"``: ``"openai:gpt-4.1-mini"``,
+            ``"anthropic:claude-sonnet-4-5"``, ``"openai-compatible:llama3.1:8b"``
+            (which needs ``base_url``).
+        base_url: the endpoint (default: ``$OPENAI_BASE_URL`` / ``$ANTHROPIC_BASE_URL``,
+            else the provider's). Any OpenAI-compatible server works with ``openai:``.
+        api_key: default ``$OPENAI_API_KEY`` / ``$ANTHROPIC_API_KEY``, read at the first
+            call; a missing key fails that call (recorded, not retried).
+        prices: a ``PriceTable``, or ``{model: (usd_in, usd_out)}`` per 1M tokens
+            overriding the defaults.
+        retry: the retry policy of provider failures (default: forever, backoff to 60 s).
+        rpm, tpm: requests / tokens per minute for this provider key, shared by every
+            worker of the store; a call not granted is postponed (run released).
+        breaker: the shared circuit breaker's settings, or ``None`` for none.
+        timeout: the HTTP timeout (seconds, per connect/read/write); default 600 s.
+        client_options: more options for the client (``extra_headers``, and
+            ``max_tokens`` for Anthropic).
+
+    Raises:
+        ConfigError: an unknown provider, no model, ``openai-compatible`` without
+            ``base_url``, a bad limit.
+    """
+
+    def __init__(self, spec: str, *, base_url: str | None = None, api_key: str | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 retry: RetryPolicy = DEFAULT_LLM_RETRY, rpm: float | None = None,
+                 tpm: float | None = None, breaker: CircuitBreaker | None = CircuitBreaker(),
+                 timeout: float | None = None, **client_options: Any) -> None:
+        self.provider, self.model = parse_model_spec(spec)
+        self.spec = f"{self.provider}:{self.model}"
+        #: The journal's name for this model's operations; keep it stable across deploys.
+        self.operation = f"llm:{self.spec}"
+        if self.provider == "openai-compatible" and not base_url:
+            raise ConfigError(f"model {spec!r}: an openai-compatible provider needs base_url=")
+        if base_url is None:
+            var, default = _DEFAULT_BASE_URLS[self.provider]
+            base_url = os.environ.get(var) or default
+        self.base_url = base_url.rstrip("/")
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        self.retry = retry
+        self.rate = RateLimits(rpm, tpm) if rpm is not None or tpm is not None else None
+        self.breaker = breaker
+        self._api_key = api_key
+        self._timeout = timeout
+        self._options = client_options
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatClient] = (
+            weakref.WeakKeyDictionary())
+
+    def __repr__(self) -> str:
+        return f"LLM({self.spec!r}, base_url={self.base_url!r})"
+
+    @property
+    def provider_key(self) -> str:
+        """What the breaker is shared by: provider and endpoint."""
+        return f"{self.provider}:{self.base_url}"
+
+    # -- the client -------------------------------------------------------------------
+
+    def client(self) -> ChatClient:
+        """The HTTP client of the running event loop (one per loop, made on first use).
+
+        Raises:
+            ProviderConfigError: no API key, a bad base URL.
+        """
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            try:
+                found = chat_client(self.spec, base_url=self.base_url, api_key=self._api_key,
+                                    timeout=self._timeout, **self._options)
+            except ConfigError as exc:
+                raise ProviderConfigError(str(exc)) from None
+            self._clients[loop] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close the running loop's HTTP client (the object stays usable)."""
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
+
+    async def __aenter__(self) -> LLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- public calls -----------------------------------------------------------------
+
+    @overload
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                   tool_choice: str | None = None, output: None = None,
+                   output_retries: int = 2, budget: Budget | None = None,
+                   **params: Any) -> ChatReply: ...
+
+    @overload
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                   tool_choice: str | None = None, output: type[M],
+                   output_retries: int = 2, budget: Budget | None = None,
+                   **params: Any) -> M: ...
+
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                   tool_choice: str | None = None, output: type[M] | None = None,
+                   output_retries: int = 2, budget: Budget | None = None,
+                   **params: Any) -> ChatReply | M:
+        """Ask the model; inside a workflow, one durable operation (per output try).
+
+        Args:
+            messages: the conversation, OpenAI chat format (both providers).
+            tools: ``ToolSpec``s, ``Tool``s or tool dicts the model may call.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"`` or a tool's name.
+            output: a pydantic model: the answer is constrained to its JSON schema and
+                returned validated; a non-conforming answer is sent back with the
+                validation error, up to ``output_retries`` more times.
+            budget: this call's budget (default: the run's, see ``set_budget``).
+            params: more request fields (``temperature``, ``max_tokens``, ...), JSON.
+
+        Returns:
+            The ``ChatReply``; with ``output``, the validated instance.
+
+        Raises:
+            FatalProviderError: the provider refused the call (400, 401, 403, ...).
+            ProviderConfigError: no API key.
+            BudgetExceeded: over budget with policy ``fail``.
+            OutputValidationError: no answer validated.
+            RetryableProviderError: outside a workflow only (inside, it is retried).
+        """
+        return await self._complete(messages, tools=tools, tool_choice=tool_choice,
+                                    output=output, output_retries=output_retries,
+                                    budget=budget, params=params, stream=False, on_chunk=None)
+
+    @overload
+    async def stream(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                     tool_choice: str | None = None, output: None = None,
+                     output_retries: int = 2, budget: Budget | None = None,
+                     on_chunk: OnChunk | None = None, **params: Any) -> ChatReply: ...
+
+    @overload
+    async def stream(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                     tool_choice: str | None = None, output: type[M],
+                     output_retries: int = 2, budget: Budget | None = None,
+                     on_chunk: OnChunk | None = None, **params: Any) -> M: ...
+
+    async def stream(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                     tool_choice: str | None = None, output: type[M] | None = None,
+                     output_retries: int = 2, budget: Budget | None = None,
+                     on_chunk: OnChunk | None = None, **params: Any) -> ChatReply | M:
+        """Like ``chat``, streamed. Inside a workflow each text delta is published to
+        the run's observers (``App.events(run_id)``) as
+        ``{"type": "llm.chunk", "position": P, "text": "..."}``, an attempt that fails
+        midway publishes ``llm.error`` (observers drop its partial text), and the end
+        ``llm.end``. The journal records the final reply once; replay returns it and
+        publishes nothing. ``on_chunk`` also receives each delta of a fresh call.
+        """
+        return await self._complete(messages, tools=tools, tool_choice=tool_choice,
+                                    output=output, output_retries=output_retries,
+                                    budget=budget, params=params, stream=True,
+                                    on_chunk=on_chunk)
+
+    # -- structured output --------------------------------------------------------------
+
+    async def _complete(self, messages: Sequence[Message], *, tools: Sequence[Any] | None,
+                        tool_choice: str | None, output: type[M] | None, output_retries: int,
+                        budget: Budget | None, params: dict[str, Any], stream: bool,
+                        on_chunk: OnChunk | None) -> ChatReply | M:
+        if output is None:
+            return await self._call(messages, tools=tools, tool_choice=tool_choice,
+                                    output_schema=None, budget=budget, params=params,
+                                    stream=stream, on_chunk=on_chunk)
+        if output_retries < 0:
+            raise ConfigError(f"output_retries must be >= 0, got {output_retries}")
+        schema = _output_schema(output)
+        convo = list(messages)
+        errors: list[str] = []
+        text: str | None = None
+        for _ in range(output_retries + 1):
+            reply = await self._call(convo, tools=tools, tool_choice=tool_choice,
+                                     output_schema=schema, budget=budget, params=params,
+                                     stream=stream, on_chunk=on_chunk)
+            text = reply.text
+            try:
+                return output.model_validate_json(text or "")
+            except pydantic.ValidationError as exc:
+                problem = _validation_summary(exc, text)
+            errors.append(problem)
+            # Only the text goes back: tool calls without results would be refused.
+            convo = [*convo, {"role": "assistant", "content": text or ""},
+                     {"role": "user", "content":
+                      f"Your answer does not match the required JSON schema: {problem}. "
+                      "Answer again with only a JSON object that matches the schema."}]
+        raise OutputValidationError(output.__name__, len(errors), errors, text)
+
+    # -- one durable call ----------------------------------------------------------------
+
+    async def _call(self, messages: Sequence[Message], *, tools: Sequence[Any] | None,
+                    tool_choice: str | None, output_schema: dict[str, Any] | None,
+                    budget: Budget | None, params: dict[str, Any], stream: bool,
+                    on_chunk: OnChunk | None) -> ChatReply:
+        ctx = current_run.get()
+        if ctx is None or current_step.get() is not None:
+            return await self._request(list(messages), tools=tools, tool_choice=tool_choice,
+                                       output_schema=output_schema, params=params,
+                                       stream=stream, on_chunk=on_chunk, key=None)
+        call = _Call(self, messages, tools=tools, tool_choice=tool_choice,
+                     output_schema=output_schema, params=params, stream=stream)
+        spending = spending_of(ctx)
+        while True:
+            limit = budget if budget is not None else spending.budget
+            sdef = StepDef(name=self.operation, fn=self._body(ctx, call, spending, limit,
+                                                              on_chunk),
+                           retry=self.retry, is_async=True, return_annotation=None,
+                           on_replay=saved_metrics)
+            try:
+                value = await ctx.run_step(sdef, ctx.take_position(), (call.refs,), {})
+            except BudgetExceeded:
+                if limit is None or limit.on_exceed == "fail":
+                    raise
+                tether.set_status(spending.status(limit))
+                spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+                tether.set_status(None)
+                continue
+            record = CallRecord.from_dict(value)
+            spending.add(record.reply.usage.total_tokens, record.cost_usd)
+            return record.reply
+
+    def _body(self, ctx: RunContext, call: _Call, spending: RunSpending,
+              budget: Budget | None,
+              on_chunk: OnChunk | None) -> Callable[[dict[str, Any]], Any]:
+        """The step body of one call (the journaled argument is ``call.refs``)."""
+
+        async def llm_call(refs: dict[str, Any]) -> dict[str, Any]:
+            if budget is not None:
+                price = self.prices.price(self.model)
+                spending.check(budget, estimate_tokens=call.estimate_input,
+                               estimate_usd=call.estimate_input * price.input_per_million
+                               / 1_000_000)
+            store = ctx.store
+            await put_blobs(store, call.blobs)
+            self.client()  # a missing key fails here, before the breaker counts anything
+            guard = None
+            if self.breaker is not None:
+                guard = BreakerGuard(store, f"llm.breaker:{self.provider_key}", self.breaker,
+                                     clock=ctx.clock.now, label=self.provider_key)
+            ticket = await guard.before() if guard is not None else None
+            if self.rate is not None:
+                key = key_fingerprint(self._api_key or os.environ.get(
+                    _KEY_VARS.get(self.provider, ""), ""))
+                await self.rate.acquire(store, f"llm.rate:{self.provider_key}:{key}",
+                                        tokens=call.estimate_total, now=ctx.clock.now(),
+                                        label=self.provider_key)
+            publish = _Publisher(ctx, on_chunk) if call.stream else None
+            try:
+                reply = await self._request(
+                    call.messages, tools=call.tools, tool_choice=call.tool_choice,
+                    output_schema=call.output_schema, params=call.params,
+                    stream=call.stream, on_chunk=publish, key=tether.step_key())
+            except RetryableProviderError as exc:
+                if publish is not None:
+                    await publish.event({"type": "llm.error", "message": str(exc)})
+                if guard is not None and ticket is not None:
+                    if exc.status == 429:
+                        if ticket.probe:  # rate-limited is alive
+                            await _settle(guard.success(ticket))
+                    else:
+                        await _settle(guard.failure(ticket))
+                raise
+            except FatalProviderError:
+                if guard is not None and ticket is not None:
+                    await _settle(guard.success(ticket))  # it answered: it is up
+                raise
+            if guard is not None and ticket is not None:
+                await _settle(guard.success(ticket))
+            record = CallRecord.priced_by(self.prices, self.model, reply)
+            add_metrics(spent_metrics(record))
+            if publish is not None:
+                await publish.event({"type": "llm.end",
+                                     "finish_reason": reply.finish_reason})
+            return record.to_dict()
+
+        return llm_call
+
+    async def _request(self, messages: list[Message], *, tools: Sequence[Any] | None,
+                       tool_choice: str | None, output_schema: dict[str, Any] | None,
+                       params: dict[str, Any], stream: bool, on_chunk: OnChunk | None,
+                       key: str | None) -> ChatReply:
+        client = self.client()
+        if stream:
+            return await client.stream(messages, on_chunk=on_chunk, tools=tools,
+                                       tool_choice=tool_choice, output_schema=output_schema,
+                                       idempotency_key=key, **params)
+        return await client.chat(messages, tools=tools, tool_choice=tool_choice,
+                                 output_schema=output_schema, idempotency_key=key, **params)
+
+
+async def _settle(bookkeeping: Awaitable[None]) -> None:
+    """Run breaker bookkeeping after a call; a store hiccup there must not turn the
+    provider's answer (or its error) into another error."""
+    try:
+        await bookkeeping
+    except Exception as exc:  # logged; the call's own outcome stands
+        log.warning("circuit breaker bookkeeping failed: %s", exc)
+
+
+class _Publisher:
+    """Sends a fresh streamed call's chunks to the run's observers (best effort: a
+    failing event channel never fails the call)."""
+
+    def __init__(self, ctx: RunContext, on_chunk: OnChunk | None) -> None:
+        step = current_step.get()
+        self.ctx = ctx
+        self.position = step.position if step is not None else -1
+        self.attempt = step.attempt if step is not None else 0
+        self.on_chunk = on_chunk
+        self._failed = False
+
+    async def __call__(self, text: str) -> None:
+        await self.event({"type": "llm.chunk", "text": text})
+        if self.on_chunk is not None:
+            result = self.on_chunk(text)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def event(self, event: dict[str, Any]) -> None:
+        event = {**event, "position": self.position, "attempt": self.attempt}
+        try:
+            await self.ctx.store.run_publish(run_id=self.ctx.run_id, data=json.dumps(event))
+        except Exception as exc:  # observers are best effort
+            if not self._failed:
+                self._failed = True
+                log.warning("cannot publish stream events of run %s: %s", self.ctx.run_id,
+                            exc)
+
+
+def _output_schema(output: Any) -> dict[str, Any]:
+    if not (isinstance(output, type) and issubclass(output, pydantic.BaseModel)):
+        raise ConfigError(f"output= must be a pydantic model class, got {output!r}")
+    from tether.ai._tools import model_schema
+
+    schema = model_schema(output)
+    schema["title"] = output.__name__
+    return schema
+
+
+def _validation_summary(exc: pydantic.ValidationError, text: str | None) -> str:
+    if not text:
+        return "the answer was empty (expected a JSON object)"
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -1,0 +1,166 @@
+"""Content-addressed prompts: each message is stored once, and a call's journal entry
+holds a reference to its conversation instead of the conversation.
+
+A conversation is a hash chain. Each message is stored under the SHA-256 of its
+canonical JSON; each *position* in the conversation is a small node
+``{"msg": <message digest>, "prev": <previous node digest or null>}``, stored under the
+SHA-256 of its own text. The digest of the last node (the *head*) names the whole
+conversation, so the journal entry of a call is constant-size however long the
+conversation is::
+
+    call 1: [sys, u1]               -> head n2      nodes n1, n2   messages sys, u1
+    call 2: [sys, u1, a1, u2]       -> head n4      nodes n3, n4   messages a1, u2 (new)
+
+A conversation that grows by appending (an agent loop) therefore stores each message
+and one node per message, once: the store grows with the distinct message bytes, not
+with the sum of the prompts. The same system prompt used by a thousand runs is one
+blob. Editing an earlier message forks the chain at that point, and only the fork's
+nodes are new.
+
+Why a chain rather than a list of message digests in the journal: a list is 66 bytes
+per message per call, which is again quadratic (100 turns of 2 messages cost 1.3 MB of
+digests alone); the chain is 64 bytes per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tether.store import Store
+
+__all__ = ["ContentRef", "address", "canonical_json", "digest", "load_conversation",
+           "put_blobs"]
+
+#: Digests remembered per store as already stored (an LRU): saves re-sending the
+#: growing conversation's old messages on every call of a long agent loop.
+_KNOWN_LIMIT = 100_000
+
+
+def canonical_json(value: Any, what: str = "value") -> str:
+    """The one JSON text of ``value``: sorted keys, no spaces, UTF-8 kept as is.
+
+    Raises:
+        ConfigError: ``value`` is not JSON (a message must be plain data).
+    """
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def digest(text: str) -> str:
+    """The key of a stored text: the hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRef:
+    """A call's prompt in content-addressed form.
+
+    Attributes:
+        head: the digest of the conversation's last node (``None`` when empty).
+        count: how many messages the conversation has.
+        blobs: every text the references need (messages and nodes), by digest.
+        size: the conversation's message bytes (canonical JSON), for estimates.
+    """
+
+    head: str | None
+    count: int
+    blobs: dict[str, str]
+    size: int
+
+
+def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
+    """The content-addressed form of a conversation (pure; nothing is stored).
+
+    Raises:
+        ConfigError: a message is not a JSON object with a ``role``.
+    """
+    blobs: dict[str, str] = {}
+    head: str | None = None
+    size = 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise ConfigError(f"message {i} must be a dict with a 'role' "
+                              f"(got {type(message).__name__})")
+        text = canonical_json(message, f"message {i}")
+        size += len(text.encode())
+        key = digest(text)
+        blobs[key] = text
+        node = canonical_json({"msg": key, "prev": head})
+        head = digest(node)
+        blobs[head] = node
+    return ContentRef(head, len(messages), blobs, size)
+
+
+class _Known:
+    """An LRU set of digests known to be stored."""
+
+    def __init__(self, limit: int) -> None:
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._keys:
+            self._keys.move_to_end(key)  # type: ignore[arg-type]
+            return True
+        return False
+
+    def add(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+        while len(self._keys) > self._limit:
+            self._keys.popitem(last=False)
+
+
+_known: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
+
+
+async def put_blobs(store: Store, blobs: Mapping[str, str]) -> int:
+    """Store the texts this process has not stored yet; returns how many were sent.
+
+    The store ignores keys it already holds, so the in-process memory only saves
+    bandwidth; after a restart the first call re-sends its conversation once.
+    """
+    known = _known.get(store)
+    if known is None:
+        known = _known[store] = _Known(_KNOWN_LIMIT)
+    new = {k: v for k, v in blobs.items() if k not in known}
+    if new:
+        await store.blob_put(blobs=new)
+        known.add(list(new))
+    return len(new)
+
+
+async def load_conversation(store: Store, head: str | None) -> list[dict[str, Any]]:
+    """The messages a head names, read back from the store (for inspection and tests;
+    replay never needs it, the workflow rebuilds its own messages).
+
+    Raises:
+        KeyError: a node or message is missing from the store.
+    """
+    nodes: list[str] = []
+    while head is not None:
+        got = await store.blob_get(keys=[head])
+        if head not in got:
+            raise KeyError(f"conversation node {head} is not in the store")
+        node = json.loads(got[head])
+        nodes.append(node["msg"])
+        head = node["prev"]
+    nodes.reverse()
+    texts = await store.blob_get(keys=list(dict.fromkeys(nodes)))
+    missing = [k for k in nodes if k not in texts]
+    if missing:
+        raise KeyError(f"message {missing[0]} is not in the store")
+    return [json.loads(texts[k]) for k in nodes]

@@ -1,0 +1,345 @@
+"""``tether.ai.LLM``: a chat call inside a workflow is one durable operation, journaled
+with references to content-addressed messages, replayed without a request, accounted,
+retried by policy; refusals and bad configuration fail at once with a recorded error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pydantic
+import pytest
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App, RetryPolicy
+from tether.ai import (
+    LLM,
+    ChatReply,
+    FatalProviderError,
+    OutputValidationError,
+    ProviderConfigError,
+    user_message,
+)
+from tether.ai._messages import load_conversation
+from tether.errors import ConfigError, RunFailed
+from tether.testing import Fault, Reply, ScriptedLLMServer
+
+PROTOCOLS = ["openai", "anthropic"]
+FAST = RetryPolicy(initial_interval=0.01, backoff=1.0, max_interval=0.01, max_attempts=None)
+
+
+def make_llm(server: ScriptedLLMServer, protocol: str, **kwargs: Any) -> LLM:
+    if protocol == "openai":
+        return LLM("openai:gpt-4.1-mini", base_url=server.base_url, **kwargs)
+    return LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url, **kwargs)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as srv:
+        yield srv
+
+
+def chats(server: ScriptedLLMServer) -> list[Any]:
+    return [r for r in server.requests if r.protocol in ("openai", "anthropic")]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_chat_is_one_operation_replayed_without_a_request(
+        store_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """Two calls around a released wait: the second execution replays the first call
+    from the journal (no request), the journal holds references, not the prompt, and
+    the metrics count spent and saved tokens and cost."""
+    server.set_script([Reply("Paris.", input_tokens=1000, output_tokens=10),
+                       Reply("About 2.1 million.", input_tokens=2000, output_tokens=20)])
+    app = App(store_url)
+    llm = make_llm(server, protocol)
+    system = {"role": "system", "content": "Be terse. " * 50}
+
+    @app.workflow
+    async def ask() -> list[str]:
+        messages = [system, user_message("Capital of France?")]
+        first = await llm.chat(messages)
+        await tether.wait_for_signal("go")
+        messages += [first.to_message(), user_message("Its population?")]
+        second = await llm.chat(messages)
+        return [first.text or "", second.text or ""]
+
+    async with app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(ask, run_id="r1")
+        await wait_for(lambda: status_is(app, "r1", "waiting"), timeout=15)
+        await app.signal("r1", "go")
+        assert await handle.result(timeout=15) == ["Paris.", "About 2.1 million."]
+    assert len(chats(server)) == 2
+    assert [r.headers["idempotency-key"] for r in chats(server)] == ["r1:0", "r1:2"]
+
+    info = await app.get_run("r1")
+    op = llm.operation
+    assert op == ("llm:openai:gpt-4.1-mini" if protocol == "openai"
+                  else "llm:anthropic:claude-sonnet-4-5")
+    entries = [e for e in info.journal if e["kind"] == "step"]
+    assert [e["name"] for e in entries] == [op, op]
+    (refs,) = entries[1]["args"]
+    assert refs["count"] == 4 and refs["model"] == llm.spec
+    assert "Be terse" not in json.dumps(info.journal)  # the prompt is not journaled
+    assert await load_conversation(app.store, refs["messages"]) == [
+        system, user_message("Capital of France?"),
+        {"role": "assistant", "content": "Paris."}, user_message("Its population?")]
+    assert entries[0]["result"]["reply"]["text"] == "Paris."
+
+    price_in, price_out = llm.prices.price(llm.model).input_per_million, \
+        llm.prices.price(llm.model).output_per_million
+    cost1 = (1000 * price_in + 10 * price_out) / 1e6
+    cost2 = (2000 * price_in + 20 * price_out) / 1e6
+    m = info.metrics
+    assert m["llm.calls"] == 2 and m["tokens.input"] == 3000 and m["tokens.output"] == 30
+    assert m["cost.usd"] == pytest.approx(cost1 + cost2)
+    # The first call was answered from the journal once, after the signal's release.
+    assert m["saved.calls"] == 1 and m["saved.tokens.input"] == 1000
+    assert m["saved.cost.usd"] == pytest.approx(cost1)
+    await llm.aclose()
+    await app.close()
+
+
+async def test_outside_a_workflow_it_is_a_plain_call(server: ScriptedLLMServer) -> None:
+    """No run: the provider is called, nothing is journaled, no idempotency key."""
+    server.set_script([Reply("hi")])
+    async with make_llm(server, "openai") as llm:
+        reply = await llm.chat([user_message("hello")], temperature=0)
+    assert isinstance(reply, ChatReply) and reply.text == "hi"
+    (req,) = chats(server)
+    assert "idempotency-key" not in req.headers and req.body["temperature"] == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_transient_failures_are_retried_and_recorded(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """500, a reset connection and a 429 are retried; the journal shows the attempts;
+    every attempt carries the same idempotency key."""
+    server.set_script([Fault.http(500), Fault.reset(), Fault.rate_limit(retry_after=0.05),
+                       Reply("ok")])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol, retry=FAST)
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.chat([user_message("x")])).text or ""
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="t")).result(timeout=15) == "ok"
+    (entry,) = (await app.get_run("t")).journal
+    assert entry["status"] == "ok" and entry["attempts"] == 4
+    assert {r.headers["idempotency-key"] for r in chats(server)} == {"t:0"}
+    await llm.aclose()
+    await app.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_refusal_fails_at_once_with_the_providers_message(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A 400 is not retried: the run fails with the provider's own message."""
+    server.set_script([Fault.http(400, "max_tokens: 99999999 > 8192, the maximum")])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol, retry=FAST)
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await llm.chat([user_message("x")])
+        except FatalProviderError as exc:
+            return f"caught {type(exc).__name__}: {exc}"
+        return "no error"
+
+    async with app.worker():
+        outcome = await (await app.start(wf, run_id="f")).result(timeout=15)
+    assert outcome.startswith("caught StepError[FatalProviderError]")
+    assert "HTTP 400" in outcome and "max_tokens: 99999999 > 8192" in outcome
+    (entry,) = (await app.get_run("f")).journal
+    assert entry["status"] == "error" and entry["attempts"] == 1
+    assert "max_tokens: 99999999 > 8192" in entry["error"]["message"]
+    assert len(chats(server)) == 1
+    await llm.aclose()
+    await app.close()
+
+
+async def test_a_missing_api_key_is_a_recorded_error_naming_the_variable(
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch, server: ScriptedLLMServer) -> None:
+    """No OPENAI_API_KEY for a non-loopback endpoint: the step fails once, recorded,
+    naming the variable; nothing is sent anywhere."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="https://llm.invalid/v1", retry=FAST)
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.chat([user_message("x")])).text or ""
+
+    async with app.worker():
+        with pytest.raises(RunFailed, match="OPENAI_API_KEY"):
+            await (await app.start(wf, run_id="k")).result(timeout=15)
+    (entry,) = (await app.get_run("k")).journal
+    assert entry["attempts"] == 1
+    assert entry["error"]["type"] == "tether.ai._errors.ProviderConfigError"
+    with pytest.raises(ProviderConfigError, match="OPENAI_API_KEY"):
+        await llm.chat([user_message("x")])  # outside a workflow: raised directly
+    await app.close()
+
+
+def test_bad_specs_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown provider 'gemini'.*openai, anthropic"):
+        LLM("gemini:pro")
+    with pytest.raises(ConfigError, match="names no provider"):
+        LLM("gpt-4.1")
+    with pytest.raises(ConfigError, match="needs base_url"):
+        LLM("openai-compatible:llama3.1:8b")
+    with pytest.raises(ConfigError, match="rpm= must be > 0"):
+        LLM("openai:gpt-4.1", rpm=0)
+
+
+async def test_bad_messages_are_a_clear_error(server: ScriptedLLMServer, sqlite_url: str) -> None:
+    """A message that is not a dict with a role fails the run with a message naming it."""
+    app = App(sqlite_url)
+    llm = make_llm(server, "openai")
+
+    @app.workflow
+    async def wf() -> None:
+        await llm.chat([user_message("ok"), "not a message"])  # type: ignore[list-item]
+
+    async with app.worker():
+        with pytest.raises(RunFailed, match="message 1 must be a dict with a 'role'"):
+            await (await app.start(wf, run_id="b")).result(timeout=15)
+    assert chats(server) == []
+    await app.close()
+
+
+async def test_unknown_model_counts_tokens_at_no_cost_and_prices_are_overridable(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """A model missing from the price table: tokens counted, cost 0, noted as unpriced;
+    a user price table prices it."""
+    server.set_script([Reply("a", input_tokens=100, output_tokens=10),
+                       Reply("b", input_tokens=100, output_tokens=10)])
+    app = App(sqlite_url)
+    unknown = LLM("openai:my-finetune", base_url=server.base_url)
+    priced = LLM("openai:my-finetune", base_url=server.base_url,
+                 prices={"my-finetune": (10.0, 100.0)})
+
+    @app.workflow
+    async def wf() -> None:
+        await unknown.chat([user_message("x")])
+        await priced.chat([user_message("x")])
+
+    async with app.worker():
+        await (await app.start(wf, run_id="u")).result(timeout=15)
+    m = (await app.get_run("u")).metrics
+    assert m["tokens.input"] == 200 and m["llm.unpriced_calls"] == 1
+    assert m["cost.usd"] == pytest.approx((100 * 10.0 + 10 * 100.0) / 1e6)
+    for llm in (unknown, priced):
+        await llm.aclose()
+    await app.close()
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_structured_output_is_validated_and_retried_with_the_error(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """An answer that does not validate is sent back with the error; the second answer
+    validates; both tries are journaled operations and both are accounted."""
+    server.set_script([Reply('{"name": "Paris", "population": "many"}'),
+                       Reply('{"name": "Paris", "population": 2100000}')])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol)
+
+    @app.workflow
+    async def wf() -> City:
+        return await llm.chat([user_message("Describe Paris.")], output=City)
+
+    async with app.worker():
+        city = await (await app.start(wf, run_id="o")).result(timeout=15)
+    assert city == City(name="Paris", population=2100000)
+    first, second = chats(server)
+    if protocol == "openai":
+        fmt = first.body["response_format"]
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "City"
+        assert fmt["json_schema"]["schema"]["required"] == ["name", "population"]
+    else:
+        assert first.body["tool_choice"] == {"type": "tool", "name": "final_output"}
+    assert "population: Input should be a valid integer" in json.dumps(second.body)
+    info = await app.get_run("o")
+    assert len(info.journal) == 2 and info.metrics["llm.calls"] == 2
+    await llm.aclose()
+    await app.close()
+
+
+async def test_structured_output_gives_up_after_the_retries(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    server.set_script([Reply("not json", times=2)])
+    app = App(sqlite_url)
+    llm = make_llm(server, "openai")
+
+    @app.workflow
+    async def wf() -> City:
+        return await llm.chat([user_message("Describe Paris.")], output=City,
+                              output_retries=1)
+
+    async with app.worker():
+        with pytest.raises(RunFailed, match="did not validate as City after 2 tries"):
+            await (await app.start(wf, run_id="g")).result(timeout=15)
+    assert len(chats(server)) == 2
+    with pytest.raises(ConfigError, match="pydantic model class"):
+        await llm.chat([user_message("x")], output=dict)  # type: ignore[type-var]
+    await llm.aclose()
+    await app.close()
+    assert issubclass(OutputValidationError, tether.TetherError)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_stream_publishes_chunks_and_journals_the_final_reply_once(
+        store_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """Observers receive the chunks live; the journal has one entry with the whole text;
+    replay returns it and publishes nothing."""
+    import asyncio
+
+    server.set_script([Reply("one two three four", chunk_delay=0.05)])
+    app = App(store_url)
+    llm = make_llm(server, protocol)
+
+    @app.workflow
+    async def wf() -> str:
+        await tether.wait_for_signal("go")
+        reply = await llm.stream([user_message("count")])
+        await tether.wait_for_signal("go")
+        return reply.text or ""
+
+    events: list[dict[str, Any]] = []
+
+    async def observe() -> None:
+        async for data in app.events("s"):
+            events.append(json.loads(data))
+
+    async with app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(wf, run_id="s")
+        watcher = asyncio.create_task(observe())
+        await asyncio.sleep(0.2)  # the subscription is live before the stream starts
+        await app.signal("s", "go")
+        await wait_for(lambda: any(e["type"] == "llm.end" for e in events), timeout=15)
+        await wait_for(lambda: status_is(app, "s", "waiting"), timeout=15)
+        await app.signal("s", "go")
+        assert await handle.result(timeout=15) == "one two three four"
+        await asyncio.sleep(0.2)
+        watcher.cancel()
+    chunks = [e["text"] for e in events if e["type"] == "llm.chunk"]
+    assert "".join(chunks) == "one two three four" and len(chunks) == 4
+    assert [e["type"] for e in events].count("llm.end") == 1  # the replay sent nothing
+    assert {e["position"] for e in events} == {1}
+    info = await app.get_run("s")
+    (llm_entry,) = [e for e in info.journal if e["kind"] == "step"]
+    assert llm_entry["result"]["reply"]["text"] == "one two three four"
+    assert len(chats(server)) == 1 and chats(server)[0].stream
+    await llm.aclose()
+    await app.close()
