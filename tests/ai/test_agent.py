@@ -1,0 +1,384 @@
+"""The agent loop as a workflow, against the scripted LLM server on 127.0.0.1: function
+tools, parallel calls, malformed calls, tool failures, max_turns, agents and workflows
+as tools on their own queues."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import tether
+from tether import App, RetryPolicy, RunFailed
+from tether.ai import (
+    LLM,
+    Agent,
+    function_tool,
+    idempotency_headers,
+    workflow_tool,
+)
+from tether.ai._tools import ToolArgumentError
+from tether.errors import ConfigError
+from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+
+FAST_RETRY = RetryPolicy(initial_interval=0.05, backoff=1.0, max_interval=0.05, max_attempts=2)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
+    """A model client of the scripted server (its HTTP client closed after the test)."""
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as client:
+        yield client
+
+
+def tool_messages(request: RecordedRequest) -> list[dict[str, Any]]:
+    """The tool results a request sent back to the model, in order."""
+    return [m for m in request.body["messages"] if m["role"] == "tool"]
+
+
+def call(name: str, arguments: Any, id: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "arguments": arguments}
+    if id is not None:
+        out["id"] = id
+    return out
+
+
+async def run_to_end(app: App, agent: str, task: str, *, run_id: str,
+                     queues: list[str] | None = None, timeout: float = 30) -> Any:
+    async with app.worker(queues=queues):
+        handle = await app.start(agent, task, run_id=run_id)
+        return await handle.result(timeout=timeout)
+
+
+def journal_names(info: tether.RunInfo) -> list[tuple[str, str, str]]:
+    return [(e["kind"], e["name"], e["status"]) for e in info.journal]
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+async def test_function_tools_run_as_steps_and_the_answer_is_the_text(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Each LLM turn and each tool call is a journaled operation; the tool's result goes
+    back to the model, and the run's result is the final text."""
+    app = App(store_url)
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    app.add_agent(Agent("calc", model=llm, instructions="Be terse.", tools=[add]))
+    server.set_script([Reply(tool_calls=[call("add", {"a": 2, "b": 3})]),
+                       Reply("2 + 3 = 5")])
+    async with app:
+        answer = await run_to_end(app, "calc", "What is 2 + 3?", run_id="calc-1")
+        info = await app.get_run("calc-1")
+    assert answer == "2 + 3 = 5"
+    assert journal_names(info) == [("step", "llm:openai:gpt-4.1-mini", "ok"),
+                                   ("step", "calc.tool:add", "ok"),
+                                   ("step", "llm:openai:gpt-4.1-mini", "ok")]
+    first, second = server.requests
+    assert first.body["messages"] == [{"role": "system", "content": "Be terse."},
+                                      {"role": "user", "content": "What is 2 + 3?"}]
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["add"]
+    assert first.body["tools"][0]["function"]["parameters"]["required"] == ["a", "b"]
+    assert [m["content"] for m in tool_messages(second)] == ["5"]
+    assert info.metrics["llm.calls"] == 2
+
+
+async def test_tool_reads_its_idempotency_key(sqlite_url: str,
+                                             server: ScriptedLLMServer, llm: LLM) -> None:
+    """Inside a tool, idempotency_headers() carries the step key: run id and the
+    position of the tool's journal entry."""
+    app = App(sqlite_url)
+
+    @function_tool
+    async def charge(cents: int) -> dict[str, str]:
+        """Charge a card."""
+        return idempotency_headers()
+
+    app.add_agent(Agent("payer", model=llm, tools=[charge]))
+    server.set_script([Reply(tool_calls=[call("charge", {"cents": 100})]), Reply("paid")])
+    async with app:
+        await run_to_end(app, "payer", "pay", run_id="pay-1")
+        info = await app.get_run("pay-1")
+    (entry,) = [e for e in info.journal if e["name"] == "payer.tool:charge"]
+    sent = json.loads(tool_messages(server.requests[1])[0]["content"])
+    assert sent == {"Idempotency-Key": f"pay-1:{entry['position']}"}
+
+
+async def test_parallel_tool_calls_run_concurrently_in_call_order(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """The calls of one turn run at the same time (each waits for the other to have
+    started), take positions in the model's order, and answer in that order."""
+    app = App(sqlite_url)
+    started: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @function_tool
+    async def fetch(key: str) -> str:
+        """Fetch a key."""
+        started[key].set()
+        other = "b" if key == "a" else "a"
+        await asyncio.wait_for(started[other].wait(), 10)
+        return f"value of {key}"
+
+    app.add_agent(Agent("fetcher", model=llm, tools=[fetch]))
+    server.set_script([Reply(tool_calls=[call("fetch", {"key": "a"}, "c1"),
+                                         call("fetch", {"key": "b"}, "c2")]),
+                       Reply("both")])
+    async with app:
+        assert await run_to_end(app, "fetcher", "fetch a and b", run_id="par-1") == "both"
+        info = await app.get_run("par-1")
+    tool_args = [e["args"] for e in info.journal if e["name"] == "fetcher.tool:fetch"]
+    assert tool_args == [[{"key": "a"}], [{"key": "b"}]]
+    assert [(m["tool_call_id"], m["content"]) for m in tool_messages(server.requests[1])] == [
+        ("c1", "value of a"), ("c2", "value of b")]
+
+
+async def test_malformed_tool_calls_go_back_to_the_model(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """An unknown tool, arguments that are not JSON, and arguments that do not fit the
+    schema are each answered with an error the model reads, journaled as a failed
+    invalid_tool_call step; the run goes on and the model corrects itself."""
+    app = App(store_url)
+    ran: list[dict[str, Any]] = []
+
+    @function_tool
+    def lookup(term: str, limit: int = 3) -> str:
+        """Look a term up."""
+        ran.append({"term": term, "limit": limit})
+        return f"{term}: found"
+
+    app.add_agent(Agent("looker", model=llm, tools=[lookup]))
+    server.set_script([
+        Reply(tool_calls=[call("search", {"q": "x"}, "c1"),
+                          call("lookup", "{not json", "c2"),
+                          call("lookup", {"limit": "ten"}, "c3"),
+                          call("lookup", [1, 2], "c4")]),
+        Reply(tool_calls=[call("lookup", {"term": "tether"}, "c5")]),
+        Reply("tether: found"),
+    ])
+    async with app:
+        answer = await run_to_end(app, "looker", "look up tether", run_id="bad-1")
+        info = await app.get_run("bad-1")
+    assert answer == "tether: found"
+    assert ran == [{"term": "tether", "limit": 3}]
+    errors = [m["content"] for m in tool_messages(server.requests[1])]
+    assert errors[0] == "error: unknown tool 'search' (the tools are: lookup)"
+    assert errors[1].startswith("error: invalid arguments for tool 'lookup': arguments are "
+                                "not valid JSON")
+    assert errors[2] == ("error: invalid arguments for tool 'lookup': term: missing required "
+                         "argument; limit: Input should be a valid integer, unable to parse "
+                         "string as an integer (got 'ten')")
+    assert errors[3] == ("error: invalid arguments for tool 'lookup': arguments are not a "
+                         "JSON object (got list)")
+    recorded = [e for e in info.journal if e["name"] == "looker.invalid_tool_call"]
+    assert [e["status"] for e in recorded] == ["error"] * 4
+    assert [e["error"]["message"] for e in recorded] == [m.removeprefix("error: ")
+                                                         for m in errors]
+    assert recorded[0]["args"][0] == "search"
+    assert recorded[1]["args"][1] == "{not json"
+
+
+async def test_a_failing_tool_is_retried_then_reported_to_the_model(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A tool that keeps raising is retried by the agent's tool policy; its last error
+    goes back to the model, and the run goes on."""
+    app = App(sqlite_url)
+    attempts: list[int] = []
+
+    @function_tool
+    def flaky(x: int) -> int:
+        """Fails."""
+        attempts.append(tether.step_attempt())
+        raise ValueError(f"backend down for {x}")
+
+    app.add_agent(Agent("retrier", model=llm, tools=[flaky], tool_retry=FAST_RETRY))
+    server.set_script([Reply(tool_calls=[call("flaky", {"x": 1})]), Reply("gave up")])
+    async with app:
+        assert await run_to_end(app, "retrier", "try", run_id="flaky-1") == "gave up"
+        info = await app.get_run("flaky-1")
+    assert attempts == [1, 2]
+    (entry,) = [e for e in info.journal if e["name"] == "retrier.tool:flaky"]
+    assert (entry["status"], entry["attempts"]) == ("error", 2)
+    assert tool_messages(server.requests[1])[0]["content"] == (
+        "error: tool 'flaky' failed: ValueError: backend down for 1")
+
+
+async def test_max_turns_fails_the_run_with_a_clear_error(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A model that never stops calling tools fails the run after max_turns turns."""
+    app = App(sqlite_url)
+
+    @function_tool
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    app.add_agent(Agent("looper", model=llm, tools=[ping], max_turns=2))
+    server.set_script([Reply(tool_calls=[call("ping", {})], times=2)])
+    async with app:
+        with pytest.raises(RunFailed) as failed:
+            await run_to_end(app, "looper", "ping forever", run_id="loop-1")
+    assert failed.value.error is not None
+    assert failed.value.error["type"] == "tether.ai._agent.MaxTurnsExceeded"
+    assert "reached max_turns=2 without a final answer" in failed.value.error["message"]
+    assert "asked for tools: ping" in failed.value.error["message"]
+    assert len(server.requests) == 2
+
+
+async def test_an_empty_task_fails_the_run_clearly(sqlite_url: str,
+                                                  server: ScriptedLLMServer, llm: LLM) -> None:
+    """The task must be a non-empty string; the model is never called otherwise."""
+    app = App(sqlite_url)
+    app.add_agent(Agent("strict", model=llm))
+    async with app:
+        with pytest.raises(RunFailed, match="takes its task as a non-empty string"):
+            await run_to_end(app, "strict", "  ", run_id="empty-1")
+    assert server.requests == []
+
+
+# -- agents and workflows as tools -------------------------------------------------------------
+
+
+async def test_agent_as_tool_is_a_child_run_on_its_queue(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """An agent used as a tool runs as a child run of the parent, on its own queue; its
+    final answer is the tool's result."""
+    app = App(store_url)
+    researcher = Agent("researcher", model=llm, queue="research",
+                       description="Researches a topic and answers in one line.")
+    app.add_agent(Agent("boss", model=llm, tools=[researcher]))
+
+    def answer(request: RecordedRequest) -> Reply:
+        if request.body["messages"][0]["content"] == "What is a journal?":
+            return Reply("A journal records each operation.")        # the researcher
+        if tool_messages(request):
+            return Reply("Summary: " + tool_messages(request)[0]["content"])
+        return Reply(tool_calls=[call("researcher", {"task": "What is a journal?"})])
+
+    server.responder = answer
+    async with app:
+        result = await run_to_end(app, "boss", "Explain journals", run_id="boss-1",
+                                  queues=["default", "research"])
+        runs = await app.list_runs()
+    assert result == "Summary: A journal records each operation."
+    (child,) = [r for r in runs if r.workflow == "researcher"]
+    assert (child.parent_run_id, child.queue) == ("boss-1", "research")
+    assert [t["function"]["name"] for t in server.requests[0].body["tools"]] == ["researcher"]
+    assert server.requests[0].body["tools"][0]["function"]["description"] == (
+        "Researches a topic and answers in one line.")
+
+
+async def test_workflow_tool_runs_as_a_child_on_another_queue_and_worker(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A workflow tool is a child run on the workflow's queue, executed by a worker of
+    another App (another process in production) that serves only that queue."""
+    tools_app = App(sqlite_url)
+
+    @tools_app.workflow(queue="search")
+    async def web_search(query: str, limit: int = 2) -> list[str]:
+        """Search the web.
+
+        Args:
+            query: what to look for.
+        """
+        return [f"{query} result {i}" for i in range(limit)]
+
+    agent_app = App(sqlite_url)
+    agent_app.add_agent(Agent("searcher", model=llm, tools=[workflow_tool(web_search)]))
+    server.set_script([Reply(tool_calls=[call("web_search", {"query": "tether"})]),
+                       Reply("found two")])
+    async with tools_app, agent_app, tools_app.worker(queues=["search"]):
+        assert await run_to_end(agent_app, "searcher", "search tether", run_id="ws-1",
+                                queues=["default"]) == "found two"
+        child = await agent_app.get_run("ws-1.1")
+    assert (child.workflow, child.queue, child.parent_run_id) == ("web_search", "search", "ws-1")
+    spec = server.requests[0].body["tools"][0]["function"]
+    assert spec["description"] == "Search the web."
+    assert spec["parameters"]["properties"]["query"]["description"] == "what to look for."
+    assert json.loads(tool_messages(server.requests[1])[0]["content"]) == [
+        "tether result 0", "tether result 1"]
+
+
+async def test_a_failed_child_tool_is_reported_to_the_model(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A workflow tool whose child run fails answers the model with the failure."""
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def explode(reason: str) -> str:
+        """Always fails."""
+        raise RuntimeError(reason)
+
+    app.add_agent(Agent("parent", model=llm, tools=[workflow_tool(explode)]))
+    server.set_script([Reply(tool_calls=[call("explode", {"reason": "kaboom"})]),
+                       Reply("it failed")])
+    async with app:
+        assert await run_to_end(app, "parent", "go", run_id="boom-1") == "it failed"
+    text = tool_messages(server.requests[1])[0]["content"]
+    assert text.startswith("error: tool 'explode' failed: ")
+    assert "kaboom" in text
+
+
+# -- configuration errors -----------------------------------------------------------------------
+
+
+async def test_bad_configuration_is_refused_with_the_reason(llm: LLM) -> None:
+    """Bad names, limits, models and tools are refused when the agent is defined or
+    registered, naming what is wrong."""
+    with pytest.raises(ConfigError, match="needs a name"):
+        Agent("", model=llm)
+    with pytest.raises(ConfigError, match="max_turns must be an int >= 1"):
+        Agent("a", model=llm, max_turns=0)
+    with pytest.raises(ConfigError, match=r"model must be a tether\.ai\.LLM"):
+        Agent("a", model="openai:gpt-4.1-mini")  # type: ignore[arg-type]
+
+    def twice() -> None:
+        """Twice."""
+
+    app = App("sqlite:///:memory:")
+    with pytest.raises(ConfigError, match="two tools are named 'twice'"):
+        Agent("dup", model=llm, tools=[twice, function_tool(twice)]).register(app)
+    with pytest.raises(ConfigError, match="cannot use 42 as a tool"):
+        Agent("num", model=llm, tools=[42]).register(app)
+
+    @app.workflow
+    async def wf(x: int) -> int:
+        return x
+
+    with pytest.raises(ConfigError, match="wrap it with workflow_tool"):
+        Agent("wfa", model=llm, tools=[wf]).register(app)
+    with pytest.raises(ConfigError, match="needs a workflow"):
+        workflow_tool(twice)
+    agent = Agent("once", model=llm)
+    agent.register(app)
+    with pytest.raises(ConfigError, match="already registered on another app"):
+        App("sqlite:///:memory:").add_agent(agent)
+
+
+def test_workflow_tool_validates_like_a_function_tool() -> None:
+    """A workflow tool's schema and validation come from the workflow's signature."""
+    app = App("sqlite:///:memory:")
+
+    @app.workflow(queue="q")
+    async def book(room: str, nights: int = 1) -> str:
+        """Book a room."""
+        return room
+
+    tool = workflow_tool(book, requires_approval=True)
+    assert (tool.name, tool.queue, tool.requires_approval) == ("book", "q", True)
+    assert tool.parameters["required"] == ["room"]
+    assert tool.validate_arguments('{"room": "12"}') == {"room": "12"}
+    with pytest.raises(ToolArgumentError, match="nights: Input should be a valid integer"):
+        tool.validate_arguments({"room": "12", "nights": "many"})
