@@ -29,6 +29,7 @@ from tether.errors import (
     LeaseLost,
     NonDeterminismError,
     PayloadError,
+    StepError,
     StoreError,
     StoreUnavailable,
 )
@@ -58,6 +59,16 @@ def _process_alive(pid: int, pid_start: str) -> bool:
     except PermissionError:
         return True
     return not pid_start or _pid_start(pid) in ("", pid_start)
+
+
+#: Seconds before a run whose store call failed under it is replayed.
+STORE_RETRY_DELAY = 1.0
+
+
+def _engine_store_failure(error: BaseException | None) -> bool:
+    """Whether the workflow code ended because one of the engine's own store calls failed
+    transiently (not a step's recorded failure, which is rebuilt as a ``StepError``)."""
+    return isinstance(error, StoreUnavailable) and not isinstance(error, StepError)
 
 
 @dataclass(slots=True)
@@ -366,6 +377,16 @@ class Worker:
                                        result=None, error=codec.encode_error(detail), now=now)
             elif isinstance(stop, Release):
                 await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
+                self._wake.set()
+                return
+            elif _engine_store_failure(error):
+                # The engine's own read or write failed (a dropped connection, a deadlock
+                # the database broke): the run's outcome is unknown, not failed. Hand it
+                # back so that a replay retries from its journal.
+                log.warning("run %s: store failed under it (%s); replaying it in %.1f s",
+                            run_id, error, STORE_RETRY_DELAY)
+                await store.run_release(lease=ctx.lease, now=now, wait=Wait(
+                    now + STORE_RETRY_DELAY, f"retry after a store error: {error}"))
                 self._wake.set()
                 return
             elif ctx.cancel_delivered:

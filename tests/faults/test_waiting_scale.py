@@ -1,0 +1,213 @@
+"""Released means released: runs waiting on signals cost a worker process no memory,
+and one signal wakes exactly the run it names.
+
+The worker is a real ``tether worker`` process serving this module's ``app``; its
+resident memory is read from ``/proc/PID/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tether
+from tests.engine.helpers import wait_for
+from tests.faults.procs import ROOT
+from tether import App, _faults
+from tether.errors import StoreUnavailable
+
+pytestmark = [pytest.mark.faults]
+
+#: Runs parked on a signal at once.
+WAITING_RUNS = 10_000
+#: Allowed growth of the worker's resident memory with all of them waiting.
+RSS_SLACK_KB = 8 * 1024
+
+app = App()
+
+
+@app.step
+async def prepare(i: int) -> int:
+    return i
+
+
+@app.workflow(queue="scale")
+async def awaits_go(i: int) -> dict[str, Any]:
+    """One journaled step, then a release until the signal ``go`` arrives."""
+    prepared = await prepare(i)
+    payload = await tether.wait_for_signal("go")
+    return {"i": prepared, "payload": payload}
+
+
+def rss_kb(pid: int) -> int:
+    """The process's resident set size (VmRSS) in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+@pytest.fixture
+def worker_proc(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """One ``tether worker`` process for the ``scale`` queue, stopped by its PID."""
+    args = [sys.executable, "-m", "tether", "worker", f"{__name__}:app", "--db", store_url,
+            "--queue", "scale"]
+    with open(tmp_path / "worker.log", "wb") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+async def client(store_url: str) -> AsyncIterator[App]:
+    app.use_store(store_url)
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+async def start_many(client: App, ids: list[str], batch: int = 500) -> None:
+    """Start runs through the public API, ``batch`` at a time (they share commits)."""
+    for lo in range(0, len(ids), batch):
+        await asyncio.gather(*(client.start(awaits_go, i, run_id=ids[i])
+                               for i in range(lo, min(lo + batch, len(ids)))))
+
+
+async def none_pending(client: App) -> bool:
+    """No run is queued or running: every started run reached its wait (or ended)."""
+    for status in ("queued", "running"):
+        if await client.list_runs(status=status, limit=1):
+            return False
+    return True
+
+
+async def status_counts(client: App, limit: int) -> dict[str, int]:
+    counts = {}
+    for status in ("queued", "running", "waiting", "completed", "failed", "cancelled",
+                   "blocked"):
+        counts[status] = len(await client.list_runs(status=status, limit=limit))
+    return counts
+
+
+async def snapshot(client: App, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """Each run's status, fencing token, last update and journal, to prove later that
+    nothing claimed or wrote into it."""
+    store = client.store
+    runs = {r.run_id: r for r in await client.list_runs(limit=len(ids) + 10)}
+    out: dict[str, tuple[Any, ...]] = {}
+    for lo in range(0, len(ids), 500):
+        chunk = ids[lo:lo + 500]
+        journals = await asyncio.gather(*(store.journal_read(rid) for rid in chunk))
+        for rid, journal in zip(chunk, journals, strict=True):
+            r = runs[rid]
+            out[rid] = (r.status, r.fencing_token, r.updated_at, tuple(journal))
+    return out
+
+
+@pytest.mark.slow
+async def test_ten_thousand_waiting_runs_cost_no_worker_memory_and_one_signal_wakes_one(
+    client: App, worker_proc: subprocess.Popen[bytes], store_url: str,
+) -> None:
+    """With 10,000 runs released on a signal, the worker's RSS stays within a few MB of
+    its warmed-up idle size; the CLI's signal to one run completes that run only."""
+    # Warm up: the worker runs the whole path (claim, step, release, wake, finish).
+    warm = [f"warm-{i}" for i in range(2)]
+    await start_many(client, warm)
+    await wait_for(lambda: none_pending(client), timeout=60, interval=0.05)
+    for rid in warm:
+        await client.signal(rid, "go", "warm")
+    for rid in warm:
+        assert (await client.handle(rid).result(timeout=30))["payload"] == "warm"
+    await asyncio.sleep(1.0)  # let the worker settle into its idle loop
+    idle_kb = rss_kb(worker_proc.pid)
+
+    ids = [f"wait-{i:05d}" for i in range(WAITING_RUNS)]
+    t0 = time.monotonic()
+    await start_many(client, ids)
+    await wait_for(lambda: none_pending(client), timeout=120, interval=0.2)
+    parked_in = time.monotonic() - t0
+    waiting = await client.list_runs(status="waiting", limit=WAITING_RUNS + 10)
+    assert len(waiting) == WAITING_RUNS, (
+        f"after {parked_in:.1f} s: {await status_counts(client, WAITING_RUNS + 10)}")
+    assert {r.waiting_for for r in waiting} == {"signal go"}
+    await asyncio.sleep(1.0)
+    waiting_kb = rss_kb(worker_proc.pid)
+    assert worker_proc.poll() is None
+    print(f"\n{WAITING_RUNS} runs parked in {parked_in:.1f} s; worker RSS idle {idle_kb} kB, "
+          f"with them waiting {waiting_kb} kB")
+    assert waiting_kb - idle_kb < RSS_SLACK_KB, (
+        f"worker RSS grew from {idle_kb} kB idle to {waiting_kb} kB with "
+        f"{WAITING_RUNS} runs released"
+    )
+
+    before = await snapshot(client, ids)
+    assert all(len(j) == 1 and j[0].kind == "step" for _, _, _, j in before.values())
+    chosen = ids[4321]
+    out = subprocess.run(
+        [sys.executable, "-m", "tether", "signal", chosen, "go", "--data", '{"by": "cli"}',
+         "--db", store_url],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    result = await client.handle(chosen).result(timeout=30)
+    assert result == {"i": 4321, "payload": {"by": "cli"}}
+
+    await asyncio.sleep(2 * 1.0)  # two of the worker's slow polls: any stray claim shows
+    after = await snapshot(client, ids)
+    woken = after.pop(chosen)
+    assert woken[0] == "completed" and woken[1] == before[chosen][1] + 1  # claimed once
+    assert [e.kind for e in woken[3]] == ["step", "signal"]
+    del before[chosen]
+    changed = [rid for rid, snap in after.items() if snap != before[rid]]
+    assert changed == [], f"{len(changed)} other runs were touched, e.g. {changed[:3]}"
+
+
+async def test_a_store_failure_under_a_run_hands_it_back_instead_of_failing_it(
+    store_url: str,
+) -> None:
+    """An engine write that fails transiently (here after its commit, as when the
+    connection drops before the reply; on PostgreSQL the scale test above met deadlocks)
+    ends the attempt, not the run: it is replayed and completes, and the step that
+    committed is answered from the journal."""
+    own = App(store_url)
+    ran: list[int] = []
+
+    @own.step
+    async def once(i: int) -> int:
+        ran.append(i)
+        return i
+
+    @own.workflow
+    async def two_steps() -> int:
+        return await once(1) + await once(2)
+
+    def fail() -> None:
+        raise StoreUnavailable("connection dropped before the commit's reply")
+
+    _faults.arm("journal.after_commit", fail)
+    try:
+        async with own.worker():
+            handle = await own.start(two_steps, run_id="under-fault")
+            assert await handle.result(timeout=30) == 3
+    finally:
+        _faults.disarm_all()
+        await own.close()
+    assert ran == [1, 2]
