@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tether.cli import _approvals, _db, _demo, _runs, _worker
+from tether.cli import _approvals, _budget, _db, _demo, _runs, _worker
 from tether.cli._common import CliError
 from tether.errors import TetherError
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _worker.register(sub, common)
     _runs.register(sub, common)
     _approvals.register(sub, common)
+    _budget.register(sub, common)
     _db.register(sub, common)
     _demo.register(sub, common)
     return parser

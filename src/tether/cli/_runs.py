@@ -171,11 +171,27 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
 
 
 def print_metrics(metrics: dict[str, float], w: Any) -> None:
-    """The run's metrics (LLM calls, tokens, cost; spent and saved by replay)."""
+    """The run's metrics: LLM calls, tokens and cost spent and saved by replay as a
+    block (``tether.ai``'s keys), then any other metric by name."""
     if not metrics:
         return
     w("\nmetrics:\n")
-    for key in sorted(metrics):
+    shown: set[str] = set()
+    blocks = (("LLM spent", ("llm.calls", "tokens.input", "tokens.output", "cost.usd")),
+              ("saved by replay", ("saved.calls", "saved.tokens.input", "saved.tokens.output",
+                                   "saved.cost.usd")))
+    for label, keys in blocks:
+        if not any(k in metrics for k in keys):
+            continue
+        calls, tin, tout, usd = (metrics.get(k, 0.0) for k in keys)
+        line = (f"  {label + ':':17} {int(calls)} calls, {int(tin):,} input + "
+                f"{int(tout):,} output tokens, ${usd:.6f}")
+        if label == "LLM spent" and metrics.get("llm.unpriced_calls"):
+            line += f" ({int(metrics['llm.unpriced_calls'])} calls of unpriced models at $0)"
+        w(line + "\n")
+        shown.update(keys)
+    shown.add("llm.unpriced_calls")
+    for key in sorted(k for k in metrics if k not in shown):
         value = metrics[key]
         text = f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
         w(f"  {key:28} {text}\n")

@@ -1,0 +1,44 @@
+"""``tether budget RUN_ID [--usd X] [--tokens N]``: set new LLM budget limits for a run.
+
+It sends the run the ``budget`` signal (``tether.ai``'s budget policy ``wait``): a run
+waiting on its budget resumes with the new limits; a run not waiting yet keeps the
+signal and applies it the next time its budget is reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from tether.cli._common import CliError, client
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("budget", parents=[common],
+                       help="set a run's LLM budget (resumes a run waiting on it)")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--usd", type=float, help="the new limit in US dollars")
+    p.add_argument("--tokens", type=int, help="the new limit in tokens (input + output)")
+    p.set_defaults(handler=budget)
+
+
+async def budget(args: argparse.Namespace) -> int:
+    from tether.ai._budget import BUDGET_SIGNAL
+
+    if args.usd is None and args.tokens is None:
+        raise CliError("give the new limit: --usd X and/or --tokens N", 2)
+    if args.usd is not None and (not math.isfinite(args.usd) or args.usd < 0):
+        raise CliError(f"--usd must be a number >= 0, got {args.usd}", 2)
+    if args.tokens is not None and args.tokens < 0:
+        raise CliError(f"--tokens must be >= 0, got {args.tokens}", 2)
+    payload: dict[str, float | int] = {}
+    if args.usd is not None:
+        payload["usd"] = args.usd
+    if args.tokens is not None:
+        payload["tokens"] = args.tokens
+    async with client(args) as app:
+        await app.signal(args.run_id, BUDGET_SIGNAL, payload)
+    limits = ", ".join(f"{k} {v:g}" for k, v in payload.items())
+    print(f"budget of run {args.run_id} set to {limits}")
+    return 0
