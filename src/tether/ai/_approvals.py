@@ -48,6 +48,9 @@ __all__ = [
 #: The name of the signal that answers an approval.
 APPROVAL_SIGNAL = "approval"
 
+#: ``RunInfo.waiting_for`` of a run released until its approval comes.
+_WAITING_FOR = f"signal {APPROVAL_SIGNAL}"
+
 #: The ``state`` a run's status has while it waits for an approval.
 AWAITING_APPROVAL = "awaiting_approval"
 
@@ -125,8 +128,10 @@ async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str,
         status: other keys of the run's status to publish alongside (the agent's name,
             its turn); ``state`` and ``approval`` are set here.
 
-    Returns the decision; the status is set back to ``status`` (without the approval)
-    once it has come. Answers naming another approval id are skipped.
+    Returns the decision. Answers naming another approval id are skipped. The status
+    keeps showing this approval until the caller publishes its next one (a second
+    ``set_status`` right after this one could land first: status writes are not
+    ordered); ``approve()`` refuses to answer it twice, whatever the status says.
     """
     since = tether.now().timestamp()
     base = dict(status or {})
@@ -137,9 +142,7 @@ async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str,
         payload = await tether.wait_for_signal(APPROVAL_SIGNAL)
         decision = _decision(payload, approval_id)
         if decision is not None:
-            break
-    tether.set_status({**base, "state": "approved" if decision.approved else "rejected"})
-    return decision
+            return decision
 
 
 def _decision(payload: Any, approval_id: str) -> ApprovalDecision | None:
@@ -181,8 +184,8 @@ async def pending_approvals(app: App, *, limit: int = 10_000) -> list[PendingApp
     """
     found: list[PendingApproval] = []
     for run in await app.list_runs(status=RunStatus.WAITING.value, limit=limit):
-        if run.status_info is None:
-            continue
+        if run.status_info is None or run.waiting_for != _WAITING_FOR:
+            continue  # a stale status: the run waits for something else now
         try:
             info = app.codec.decode(run.status_info)
         except Exception:
@@ -234,6 +237,4 @@ async def reject(app: App, run_id: str, *, note: str | None = None) -> PendingAp
 def _why_not(status: RunStatus, info: Any) -> str:
     if status in _FINAL:
         return f"it has ended ({status.value})"
-    if isinstance(info, Mapping) and info.get("state") in ("approved", "rejected"):
-        return f"its last approval was {info['state']}; it waits for nothing else now"
     return f"it is {status.value} and has not asked for one"

@@ -1,0 +1,260 @@
+"""Approval gates: the run waits released for a human; reject with a note (the model
+reads it), then approve; stale, doubled and malformed answers; the Python API and the
+``tether approvals`` / ``tether approve`` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tether
+from tether import App, RunNotFound, RunStatus
+from tether.ai import (
+    LLM,
+    Agent,
+    NoPendingApproval,
+    PendingApproval,
+    approve,
+    function_tool,
+    pending_approval,
+    pending_approvals,
+    reject,
+    request_approval,
+)
+from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as client:
+        yield client
+
+
+def tool_messages(request: RecordedRequest) -> list[str]:
+    return [m["content"] for m in request.body["messages"] if m["role"] == "tool"]
+
+
+async def next_pending(app: App, after: PendingApproval | None = None,
+                       timeout: float = 20.0) -> PendingApproval:
+    """Wait until an approval (other than ``after``) is pending; return the only one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [p for p in await pending_approvals(app)
+                 if after is None or p.approval_id != after.approval_id]
+        if found:
+            assert len(found) == 1
+            return found[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError("no approval became pending")
+        await asyncio.sleep(0.02)
+
+
+def booking_app(url: str, llm: LLM, booked: list[dict[str, Any]]) -> App:
+    app = App(url)
+
+    @function_tool(requires_approval=True)
+    def book_flight(destination: str, price_usd: float) -> str:
+        """Book a flight (spends money).
+
+        Args:
+            destination: the city.
+            price_usd: the fare.
+        """
+        booked.append({"destination": destination, "price_usd": price_usd})
+        return f"booked {destination} for ${price_usd}"
+
+    app.add_agent(Agent("travel", model=llm, tools=[book_flight]))
+    return app
+
+
+def booking_script(server: ScriptedLLMServer) -> None:
+    server.set_script([
+        Reply("Rome is cheapest, I want to book it.",
+              tool_calls=[{"name": "book_flight",
+                           "arguments": {"destination": "Rome", "price_usd": 420.0}}]),
+        Reply("The human said no; trying Lisbon.",
+              tool_calls=[{"name": "book_flight",
+                           "arguments": {"destination": "Lisbon", "price_usd": 180.0}}]),
+        Reply("Booked Lisbon."),
+    ])
+
+
+async def test_reject_with_a_note_then_approve(store_url: str, server: ScriptedLLMServer,
+                                               llm: LLM) -> None:
+    """A rejected call does not run and the model reads the human's note; the approved
+    one runs once; both answers are in the journal; the run waits released meanwhile."""
+    booked: list[dict[str, Any]] = []
+    app = booking_app(store_url, llm, booked)
+    booking_script(server)
+    async with app, app.worker():
+        handle = await app.start("travel", "Book me a cheap flight", run_id="trip-1")
+        first = await next_pending(app)
+        assert (first.run_id, first.agent, first.tool) == ("trip-1", "travel", "book_flight")
+        assert first.arguments == {"destination": "Rome", "price_usd": 420.0}
+        assert first.reason == "Rome is cheapest, I want to book it."
+        assert first.since == pytest.approx(time.time(), abs=30)
+        info = await app.get_run("trip-1")
+        assert info.status is RunStatus.WAITING
+        assert info.waiting_for == "signal approval"
+        assert booked == []
+        answered = await reject(app, "trip-1", note="too expensive, stay under $200")
+        assert answered == first
+
+        second = await next_pending(app, after=first)
+        assert second.arguments == {"destination": "Lisbon", "price_usd": 180.0}
+        assert second.approval_id != first.approval_id
+        await approve(app, "trip-1", note="fine")
+        assert await handle.result(timeout=20) == "Booked Lisbon."
+        info = await app.get_run("trip-1")
+    assert booked == [{"destination": "Lisbon", "price_usd": 180.0}]
+    assert tool_messages(server.requests[1]) == [
+        "rejected by a human: too expensive, stay under $200"]
+    assert tool_messages(server.requests[2])[-1] == "booked Lisbon for $180.0"
+    decisions = [e["result"] for e in info.journal if e["kind"] == "signal"]
+    assert decisions == [
+        {"approved": False, "note": "too expensive, stay under $200",
+         "approval_id": first.approval_id},
+        {"approved": True, "note": "fine", "approval_id": second.approval_id}]
+    assert [e["name"] for e in info.journal if e["kind"] == "step"].count(
+        "travel.tool:book_flight") == 1
+    assert await pending_approvals(app) == []
+
+
+async def test_answering_twice_or_without_a_pending_approval_is_an_error(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A second answer to the same approval is refused (not applied to the next one);
+    a run that waits for no approval, or no run at all, gets a clear error."""
+    booked: list[dict[str, Any]] = []
+    app = booking_app(sqlite_url, llm, booked)
+    booking_script(server)
+    async with app:
+        async with app.worker():
+            handle = await app.start("travel", "Book me a cheap flight", run_id="trip-2")
+            first = await next_pending(app)
+        # No worker now, so the run cannot take the first answer before the second is
+        # sent: both meet the same pending approval, and the signal's idempotency key
+        # drops the second (it must not answer the next approval).
+        await reject(app, "trip-2", note="no")
+        with pytest.raises(NoPendingApproval, match="was answered already"):
+            await approve(app, "trip-2")
+        async with app.worker():
+            await next_pending(app, after=first)
+            await approve(app, "trip-2")
+            await handle.result(timeout=20)
+        with pytest.raises(NoPendingApproval,
+                           match=r"run 'trip-2' has no pending approval: it has ended"):
+            await approve(app, "trip-2")
+        with pytest.raises(RunNotFound):
+            await approve(app, "no-such-run")
+        assert await pending_approval(app, "trip-2") is None
+    assert booked == [{"destination": "Lisbon", "price_usd": 180.0}]
+
+
+async def test_request_approval_in_a_plain_workflow(store_url: str) -> None:
+    """Any workflow can ask for approval; a stale answer (another approval's id) and a
+    malformed payload are skipped, a hand-sent answer without an id is taken."""
+    app = App(store_url)
+
+    @app.workflow
+    async def deploy(service: str) -> list[Any]:
+        decisions = []
+        for i in range(2):
+            decision = await request_approval(
+                "deploy", {"service": service}, f"release {i} of {service}",
+                approval_id=f"deploy-{i}", status={"agent": "deployer"})
+            decisions.append([decision.approved, decision.note])
+        return decisions
+
+    async with app, app.worker():
+        handle = await app.start(deploy, "api", run_id="dep-1")
+        first = await next_pending(app)
+        assert (first.agent, first.tool, first.reason) == ("deployer", "deploy",
+                                                           "release 0 of api")
+        await app.signal("dep-1", "approval", {"approved": True, "approval_id": "old"})
+        await app.signal("dep-1", "approval", {"approve": "yes"})
+        await app.signal("dep-1", "approval", {"approved": False, "note": "by hand"})
+        second = await next_pending(app, after=first)
+        assert second.approval_id == "deploy-1"
+        await approve(app, "dep-1")
+        assert await handle.result(timeout=20) == [[False, "by hand"], [True, None]]
+        info = await app.get_run("dep-1")
+    assert [e["kind"] for e in info.journal].count("signal") == 4
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+
+def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedLLMServer,
+                                               llm: LLM) -> None:
+    """``tether approvals [--json]`` lists what waits; ``tether approve RUN_ID --reject
+    --note`` and ``tether approve RUN_ID`` answer; errors are one line and non-zero."""
+    db = f"sqlite:///{tmp_path}/cli.db"
+    booked: list[dict[str, Any]] = []
+    app = booking_app(db, llm, booked)
+    booking_script(server)
+    async with app, app.worker():
+        done = await asyncio.to_thread(tether_cli, "approvals", db=db)
+        assert (done.returncode, done.stdout) == (0, "no pending approvals\n")
+        handle = await app.start("travel", "Book me a cheap flight", run_id="trip-cli")
+        first = await next_pending(app)
+
+        listed = await asyncio.to_thread(tether_cli, "approvals", "--json", db=db)
+        assert listed.returncode == 0, listed.stderr
+        (row,) = json.loads(listed.stdout)
+        assert {k: row[k] for k in ("run_id", "agent", "tool", "arguments", "reason")} == {
+            "run_id": "trip-cli", "agent": "travel", "tool": "book_flight",
+            "arguments": {"destination": "Rome", "price_usd": 420.0},
+            "reason": "Rome is cheapest, I want to book it."}
+        assert isinstance(row["since"], float)
+        table = await asyncio.to_thread(tether_cli, "approvals", db=db)
+        assert "trip-cli" in table.stdout and "book_flight" in table.stdout
+        assert "reason: Rome is cheapest" in table.stdout
+
+        rejected = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--reject",
+                                           "--note", "too expensive", db=db)
+        assert rejected.returncode == 0, rejected.stderr
+        assert rejected.stdout.startswith("trip-cli: rejected book_flight")
+        await next_pending(app, after=first)
+        approved = await asyncio.to_thread(tether_cli, "approve", "trip-cli", db=db)
+        assert approved.returncode == 0, approved.stderr
+        await handle.result(timeout=20)
+
+        again = await asyncio.to_thread(tether_cli, "approve", "trip-cli", db=db)
+        assert again.returncode == 1
+        assert again.stderr.strip() == ("tether: error: run 'trip-cli' has no pending "
+                                        "approval: it has ended (completed)")
+        unknown = await asyncio.to_thread(tether_cli, "approve", "nope", db=db)
+        assert (unknown.returncode, unknown.stderr.strip()) == (
+            1, "tether: error: no run with id 'nope'")
+        empty = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--note", " ", db=db)
+        assert empty.returncode == 2 and "--note is empty" in empty.stderr
+    assert tool_messages(server.requests[1]) == ["rejected by a human: too expensive"]
+    assert booked == [{"destination": "Lisbon", "price_usd": 180.0}]
+
+
+def test_pending_approval_shape() -> None:
+    """to_dict() is the ``--json`` row: every field, JSON types."""
+    p = PendingApproval("r", "a", "t", {"x": 1}, "why", 1.5, "1.0", "call_1")
+    assert json.loads(json.dumps(p.to_dict())) == {
+        "run_id": "r", "agent": "a", "tool": "t", "arguments": {"x": 1}, "reason": "why",
+        "since": 1.5, "approval_id": "1.0", "call_id": "call_1"}
+    assert tether.ai.APPROVAL_SIGNAL == "approval"
