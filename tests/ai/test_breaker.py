@@ -1,0 +1,162 @@
+"""The shared circuit breaker and RPM/TPM limits, against a real store (both backends):
+the state machine's transitions, one probe winner among concurrent callers, a vanished
+probe taken over, and limits that postpone instead of failing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tether import Postpone
+from tether.ai import LLM, CircuitBreaker, user_message
+from tether.ai._breaker import BreakerGuard, RateLimits, Ticket
+from tether.errors import ConfigError
+from tether.store import Store, open_store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+CFG = CircuitBreaker(failures=3, cooldown=10.0, backoff=2.0, max_cooldown=25.0,
+                     probe_timeout=30.0, probe_wait=1.0)
+
+
+def guard(store: Store, clock: Clock, key: str = "llm.breaker:test") -> BreakerGuard:
+    return BreakerGuard(store, key, CFG, clock=clock, label="test")
+
+
+async def state(store: Store, key: str = "llm.breaker:test") -> dict[str, object]:
+    row = await store.kv_get(key=key)
+    assert row is not None
+    return json.loads(row[0])  # type: ignore[no-any-return]
+
+
+async def test_failures_open_it_and_a_success_resets_the_count(store: Store) -> None:
+    """Two failures, a success, two failures: still closed (the count is consecutive);
+    the third in a row opens it, and callers are postponed for the cool-down."""
+    clock = Clock()
+    g = guard(store, clock)
+    for _ in range(2):
+        await g.failure(await g.before())
+    ticket = await g.before()
+    assert ticket == Ticket(probe=False, failures=2)
+    await g.success(ticket)
+    assert (await state(store))["failures"] == 0
+    for _ in range(2):
+        await g.failure(await g.before())
+    assert (await state(store))["state"] == "closed"
+    await g.failure(await g.before())
+    assert (await state(store))["state"] == "open"
+    clock.t += 4
+    with pytest.raises(Postpone, match="circuit open for test") as info:
+        await g.before()
+    assert 6.0 <= info.value.delay <= 7.5  # the rest of the cool-down, plus jitter
+
+
+async def test_one_probe_at_a_time_then_close_or_reopen_longer(store: Store) -> None:
+    """After the cool-down, of ten concurrent callers exactly one probes; the others are
+    postponed briefly. A failed probe re-opens with the cool-down doubled (capped); a
+    successful one closes the breaker."""
+    clock = Clock()
+    g = guard(store, clock)
+    for _ in range(3):
+        await g.failure(await g.before())
+    clock.t += 10.5
+
+    async def attempt() -> Ticket | float:
+        try:
+            return await guard(store, clock).before()
+        except Postpone as exc:
+            return exc.delay
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(10)))
+    probes = [o for o in outcomes if isinstance(o, Ticket)]
+    assert len(probes) == 1 and probes[0].probe
+    assert all(isinstance(o, float) and o <= 1.5 for o in outcomes if o not in probes)
+
+    await g.failure(probes[0])
+    opened = await state(store)
+    assert opened["state"] == "open" and opened["cooldown"] == 20.0
+    clock.t += 20.5
+    probe = await g.before()
+    await g.failure(probe)
+    assert (await state(store))["cooldown"] == 25.0  # capped at max_cooldown
+    clock.t += 25.5
+    probe = await g.before()
+    assert probe.probe
+    await g.success(probe)
+    assert await state(store) == {"state": "closed", "failures": 0}
+    assert await g.before() == Ticket(probe=False, failures=0)
+
+
+async def test_a_vanished_probe_is_taken_over(store: Store) -> None:
+    """A probe that never reports (its worker died) blocks others only until
+    ``probe_timeout``; then another caller probes."""
+    clock = Clock()
+    g = guard(store, clock)
+    for _ in range(3):
+        await g.failure(await g.before())
+    clock.t += 11
+    assert (await g.before()).probe  # ... and this caller dies
+    clock.t += 29
+    with pytest.raises(Postpone, match="a probe is in flight"):
+        await g.before()
+    clock.t += 2
+    assert (await g.before()).probe
+
+
+async def test_breakers_are_per_provider_key(store: Store) -> None:
+    clock = Clock()
+    a, b = guard(store, clock, "llm.breaker:a"), guard(store, clock, "llm.breaker:b")
+    for _ in range(3):
+        await a.failure(await a.before())
+    with pytest.raises(Postpone):
+        await a.before()
+    assert await b.before() == Ticket()
+
+
+async def test_rate_limits_postpone_when_not_granted(store: Store) -> None:
+    """RPM 2: two calls pass, the third is postponed for about half a minute. TPM 1000:
+    a 600-token call passes, a second one waits for the bucket to refill."""
+    now = 5_000.0
+    rpm = RateLimits(rpm=2)
+    for _ in range(2):
+        await rpm.acquire(store, "k1", tokens=10, now=now, label="p")
+    with pytest.raises(Postpone, match=r"requests-per-minute limit of p \(2/min\)") as info:
+        await rpm.acquire(store, "k1", tokens=10, now=now, label="p")
+    assert 29 <= info.value.delay <= 37
+    await rpm.acquire(store, "k1", tokens=10, now=now + 31, label="p")
+
+    tpm = RateLimits(tpm=1000)
+    await tpm.acquire(store, "k2", tokens=600, now=now, label="p")
+    with pytest.raises(Postpone, match="tokens-per-minute") as info:
+        await tpm.acquire(store, "k2", tokens=600, now=now, label="p")
+    assert 11 <= info.value.delay <= 17  # 200 tokens missing at 1000/60 per second
+    # A call larger than the whole budget takes all of it rather than never passing.
+    await tpm.acquire(store, "k3", tokens=5000, now=now, label="p")
+
+
+def test_bad_settings_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="failures= must be >= 1"):
+        CircuitBreaker(failures=0)
+    with pytest.raises(ConfigError, match="durations must be > 0"):
+        CircuitBreaker(cooldown=0)
+    with pytest.raises(ConfigError, match="tpm= must be > 0"):
+        LLM("openai:gpt-4.1-mini", tpm=-5)
+    assert user_message("x")["role"] == "user"
