@@ -40,8 +40,16 @@ from tether.errors import (
 )
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_queries
+from tether.store._values import (
+    check_event,
+    check_metrics,
+    check_queue_limit,
+    check_rate,
+    decode_metrics,
+)
 from tether.store.postgres import _migrate
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
+from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter
 from tether.store.postgres._listener import Listener
 
@@ -65,7 +73,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
         created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
-        parent_position=row[17], on_parent_cancel=row[18],
+        parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
     )
 
 
@@ -165,6 +173,7 @@ class PostgresStore:
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush_appends, max_batch=max_batch)
         self._listener = Listener(self.cfg)
+        self._events = EventListener(self.cfg, self._kick)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -212,6 +221,7 @@ class PostgresStore:
         self._closed = True
         await self._writer.close()
         await self._listener.close()
+        await self._events.close()
         pool, self._pool = self._pool, None
         await pool.close()
 
@@ -357,8 +367,8 @@ class PostgresStore:
             return []
         params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "now": now,
                   "lease_expires": now + lease_seconds}
-        runs, entries = await self._txn([("run_claim", params),
-                                         ("run_claim_journals", params)])
+        _, runs, entries = await self._txn([("run_claim_lock", params), ("run_claim", params),
+                                            ("run_claim_journals", params)])
         journals: dict[str, list[JournalEntry]] = {}
         for row in entries:
             journals.setdefault(row[0], []).append(_entry(row[1:]))
@@ -513,8 +523,9 @@ class PostgresStore:
         return _run(stored[0])
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
-        rows, _ = await self._one("run_children_cancel", {
-            "parent_run_id": parent_run_id, "now": now, "channel": self._channel})
+        params = {"parent_run_id": parent_run_id, "now": now, "channel": self._channel}
+        rows, _ = await self._txn([("run_children_cancel", params),
+                                   ("run_children_wake_waiters", params)])
         return list(rows[0][0] or [])
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
@@ -577,6 +588,71 @@ class PostgresStore:
         rows, _ = await self._one("next_available_at", {"queues": list(queues)})
         value = rows[0][0]
         return None if value is None else float(value)
+
+    # -- shared state for the AI layer and limits (migration 0002) ---------------------
+
+    async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
+        check_metrics(lease.run_id, metrics)
+        _, count = await self._one("run_metrics_set",
+                                   {**_lease_params(lease), "metrics": metrics, "now": now})
+        if count != 1:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+
+    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+        if not blobs:
+            return
+        keys = sorted(blobs)  # one order for every writer: overlapping puts never deadlock
+        await self._one("blob_put", {"keys": keys, "values": [blobs[k] for k in keys]})
+
+    async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        rows, _ = await self._one("blob_get", {"keys": list(keys)})
+        return {k: v for k, v in rows}
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        rows, _ = await self._one("kv_get", {"key": key})
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
+        params = {"key": key, "value": value, "version": version, "now": now}
+        rows, _ = await self._one("kv_insert" if version is None else "kv_update", params)
+        return bool(rows)
+
+    async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
+                           now: float) -> float:
+        check_rate(key, limit, period, amount)
+        rows, _ = await self._one("rate_acquire", {
+            "key": key, "limit": float(limit), "period": float(period),
+            "amount": float(amount), "now": float(now)})
+        return float(rows[0][0])
+
+    async def queue_limit_set(self, *, queue: str, limit: int | None, now: float) -> None:
+        check_queue_limit(queue, limit)
+        params = {"queue": queue, "limit": limit, "now": now, "channel": self._channel}
+        await self._one("queue_limit_delete" if limit is None else "queue_limit_set", params)
+
+    async def queue_limits(self) -> dict[str, int]:
+        rows, _ = await self._one("queue_limits", None)
+        return {q: int(n) for q, n in rows}
+
+    async def run_publish(self, *, run_id: str, data: str) -> None:
+        """NOTIFY the run's channel (in parts under PostgreSQL's 8000-byte payload
+        limit, one transaction); nothing is stored."""
+        parts = split_event(check_event(run_id, data))
+        await self._one("run_publish", {"channel": channel_of(self.schema, run_id),
+                                        "parts": parts})
+
+    async def run_events(self, run_id: str) -> AsyncIterator[str]:
+        async for event in self._events.subscribe(channel_of(self.schema, run_id)):
+            yield event
+
+    async def _kick(self, channel: str) -> None:
+        """An empty notification on ``channel`` (the events connection's control)."""
+        async def go(conn: Conn) -> None:
+            await conn.execute("SELECT pg_notify(%s, '')", (channel,))
+
+        await self._run_op(go)
 
 
 def _waves(batch: list[Append]) -> list[list[Append]]:
