@@ -483,14 +483,8 @@ async def test_child_finish_wakes_the_waiting_parent(store: Store, status: str) 
     assert ended is not None and ended.status == status and ended.finished_at == T0 + 3
 
 
-async def test_cancelling_a_blocked_child_wakes_the_waiting_parent(
-        store: Store, request: pytest.FixtureRequest) -> None:
+async def test_cancelling_a_blocked_child_wakes_the_waiting_parent(store: Store) -> None:
     """A blocked child that is cancelled has ended: its waiting parent is woken."""
-    if store.url.startswith("sqlite:"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "SqliteStore bug: _run_cancel ends a blocked run (run_cancel_blocked) but never "
-            "runs run_wake_waiters, so a parent released with wait_child on it stays "
-            "waiting with available_at NULL forever")))
     parent = (await start_and_claim(store, "p")).lease
     await store.child_start(lease=parent, child=run_record("c", queue="kids", parent="p",
                                                            parent_position=0),
@@ -524,6 +518,25 @@ async def test_children_cancel_follows_each_childs_policy(store: Store) -> None:
     assert c1 is not None and c1.cancel_requested and c1.available_at == T0 + 502
     assert c2 is not None and not c2.cancel_requested and c2.available_at == T0 + 500
     assert await store.run_children_cancel(parent_run_id="nobody", now=T0) == []
+
+
+async def test_children_cancel_ends_a_blocked_child_and_wakes_its_waiter(store: Store) -> None:
+    """A blocked child has no code that could observe a cancel: cancelling its parent's
+    children ends it ``cancelled`` at once, and the parent waiting for it is woken."""
+    parent = (await start_and_claim(store, "p")).lease
+    await store.child_start(lease=parent, child=run_record("c", queue="kids", parent="p",
+                                                           parent_position=0),
+                            entry=entry(0, kind="child_start", name="c", result='"c"'))
+    child = (await store.run_claim(worker_id="w2", queues=["kids"], limit=1, now=T0,
+                                   lease_seconds=LEASE))[0].lease
+    await store.run_finish(lease=child, status="blocked", result=None, error="{}", now=T0 + 1)
+    await store.run_release(lease=parent, wait=Wait(None, "child c", child="c"), now=T0 + 2)
+    assert await claim(store, T0 + 2) == []
+    assert await store.run_children_cancel(parent_run_id="p", now=T0 + 3) == ["c"]
+    ended = await store.run_get("c")
+    assert ended is not None and ended.status == "cancelled" and ended.finished_at == T0 + 3
+    assert ended.available_at is None and ended.owner is None
+    assert await claim(store, T0 + 3, queues=("q", "kids")) == ["p"]
 
 
 # -- cancel and resume -------------------------------------------------------------------------

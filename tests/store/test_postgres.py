@@ -70,8 +70,9 @@ async def test_open_migrates_a_fresh_database_and_is_idempotent(
     await asyncio.gather(*(s.open() for s in stores))
     try:
         cur = await raw.execute("SELECT version, name FROM tether.schema_version")
-        assert await cur.fetchall() == [(1, "init")]
-        assert await stores[0].migration_status() == [(1, "init", True)]
+        assert await cur.fetchall() == [(1, "init"), (2, "shared_state")]
+        assert await stores[0].migration_status() == [(1, "init", True),
+                                                      (2, "shared_state", True)]
         assert await stores[0].migrate() == []
     finally:
         await asyncio.gather(*(s.close() for s in stores))
@@ -85,12 +86,12 @@ async def test_without_auto_migration_open_refuses_a_schema_that_is_behind(
     assert isinstance(store, PostgresStore)
     with pytest.raises(ConfigError, match="tether db migrate"):
         await store.open()
-    assert await store.migration_status() == [(1, "init", False)]
+    assert await store.migration_status() == [(1, "init", False), (2, "shared_state", False)]
     monkeypatch.setenv("TETHER_AUTO_MIGRATE", "0")
-    with pytest.raises(ConfigError, match="0001_init"):
+    with pytest.raises(ConfigError, match="0001_init, 0002_shared_state"):
         await PostgresStore(pg_url).open()
-    assert await store.migrate() == ["0001_init"]
-    assert await store.migration_status() == [(1, "init", True)]
+    assert await store.migrate() == ["0001_init", "0002_shared_state"]
+    assert await store.migration_status() == [(1, "init", True), (2, "shared_state", True)]
     await store.open()
     await store.close()
 
@@ -213,6 +214,30 @@ async def test_every_operation_costs_one_round_trip(pg_url: str) -> None:
         await measure("run_finish", store.run_finish(lease=lease, status="completed",
                                                      result="1", error=None, now=T0 + 7))
         await measure("run_cancel", store.run_cancel(run_id="c1", now=T0 + 8))
+        await measure("run_children_cancel", store.run_children_cancel(parent_run_id="r1",
+                                                                       now=T0 + 8))
+        # Migration 0002: shared state and limits.
+        lease = (await start_and_claim(store, "m1", queue="m")).lease
+        await measure("run_metrics_set", store.run_metrics_set(
+            lease=lease, metrics='{"tokens": 3}', now=T0 + 9))
+        await measure("blob_put", store.blob_put(blobs={f"k{i}": "x" for i in range(50)}))
+        await measure("blob_get", store.blob_get(keys=[f"k{i}" for i in range(60)]))
+        await measure("kv_cas", store.kv_cas(key="b", value="open", version=None, now=T0))
+        await measure("kv_get", store.kv_get(key="b"))
+        await measure("rate_acquire", store.rate_acquire(key="rpm", limit=5, period=60,
+                                                         amount=1, now=T0))
+        await measure("queue_limit_set", store.queue_limit_set(queue="lim", limit=2, now=T0))
+        await measure("queue_limits", store.queue_limits())
+        await measure("run_publish (3 parts)", store.run_publish(run_id="m1",
+                                                                 data="y" * 20_000))
+        for i in range(3):
+            await store.run_insert(run=run_record(f"l{i}", queue="lim"))
+        proxy.reset()
+        limited = await store.run_claim(worker_id="w", queues=["lim", "q"], limit=5,
+                                        now=T0 + 10, lease_seconds=LEASE)
+        counts["run_claim (limited queue)"] = proxy.round_trips
+        assert len(limited) == 2
+        await measure("next_available_at", store.next_available_at(queues=["lim", "q"]))
         assert counts == dict.fromkeys(counts, 1), counts
     finally:
         await store.close()

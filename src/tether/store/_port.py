@@ -11,7 +11,7 @@ caller's clock; no query reads the database's own clock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,7 +102,9 @@ class Store(Protocol):
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float) -> list[ClaimedRun]:
         """Claim up to ``limit`` runnable runs under a new lease (fencing token + 1),
-        each with its journal loaded in the same transaction."""
+        each with its journal loaded in the same transaction. A queue with a concurrency
+        limit (``queue_limit_set``) gives at most its limit less the runs held under
+        leases that have not expired, counted atomically across workers."""
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
         """Record one operation's outcome (a pending entry may be overwritten, a final
@@ -147,7 +149,8 @@ class Store(Protocol):
         names it) in one transaction. Returns the stored child. Raises: LeaseLost."""
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
-        """Ask the unfinished children of a run whose policy is ``cancel`` to cancel."""
+        """Ask the unfinished children of a run whose policy is ``cancel`` to cancel; a
+        blocked one ends ``cancelled`` at once (and wakes a run waiting for it)."""
 
     async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         """Call ``callback`` (on the caller's event loop) whenever another process may
@@ -184,3 +187,46 @@ class Store(Protocol):
 
     async def next_available_at(self, *, queues: list[str]) -> float | None:
         """The earliest time a run on ``queues`` becomes claimable, or None."""
+
+    # -- shared state for the AI layer and limits (migration 0002) ---------------------
+
+    async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
+        """Replace the run's metrics (JSON object of numbers: tokens, cost, saved by
+        replay; see ``RunRecord.metrics``). Only the lease holder writes them.
+        Raises: LeaseLost."""
+
+    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+        """Store content-addressed texts (key = digest of the text); a key already
+        stored is left as it is. Not fenced: the same key always holds the same text."""
+
+    async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
+        """The stored texts of ``keys`` (missing keys are absent from the result)."""
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        """A shared value and its version (e.g. a provider's circuit breaker), or None."""
+
+    async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
+        """Compare-and-set: with ``version=None`` insert ``key`` if absent; else replace it
+        only if its version is still ``version`` (the version then goes up by one).
+        True if written. Atomic across processes and hosts."""
+
+    async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
+                           now: float) -> float:
+        """Take ``amount`` from the rate limit ``key`` (at most ``limit`` per ``period``
+        seconds, as a token bucket refilled continuously, full at first use). Returns
+        0.0 when taken; else the seconds until ``amount`` will be available, taking
+        nothing. Atomic across processes and hosts."""
+
+    async def queue_limit_set(self, *, queue: str, limit: int | None, now: float) -> None:
+        """At most ``limit`` runs of ``queue`` run at once across all workers (``None``
+        removes the limit). ``run_claim`` honours it atomically."""
+
+    async def queue_limits(self) -> dict[str, int]:
+        """The queues that have a concurrency limit, and their limits."""
+
+    async def run_publish(self, *, run_id: str, data: str) -> None:
+        """Best-effort live event for observers of a run (e.g. a streamed LLM token
+        chunk); not stored. Delivered to ``run_events`` subscribers in any process."""
+
+    def run_events(self, run_id: str) -> AsyncIterator[str]:
+        """Live events published for ``run_id`` from now on, until the caller stops."""

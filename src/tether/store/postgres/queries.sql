@@ -34,21 +34,21 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM ins;
 -- One run by id.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- run_list --
 -- Runs, newest first.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
 FROM {schema}.runs ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
 -- run_list_status --
 -- Runs of one status, newest first.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
 FROM {schema}.runs WHERE status = %(status)s
 ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
@@ -58,20 +58,47 @@ SELECT position, kind, name, status, result, error, attempts, started_at, finish
        next_attempt_at, args
 FROM {schema}.journal WHERE run_id = %(run_id)s ORDER BY position;
 
+-- run_claim_lock --
+-- Lock the concurrency limits of the claimed queues that have one, in a statement of its
+-- own before the claim: the claim's snapshot, taken after the lock was granted, then
+-- counts every run that an earlier claim of those queues took. Queues without a limit
+-- have no row here, so their claims lock nothing and never wait.
+SELECT queue FROM {schema}.queue_limits WHERE queue = ANY(%(queues)s)
+ORDER BY queue FOR NO KEY UPDATE;
+
 -- run_claim --
 -- Claim up to limit runnable runs under a new lease; skips runs another transaction holds.
+-- A queue with a limit gives at most its limit less the runs held under a lease that
+-- has not expired (runs_held); the others are claimed as before, oldest first.
+WITH lim AS MATERIALIZED (
+    SELECT l.queue, greatest(l.max_running - (
+               SELECT count(*) FROM {schema}.runs h
+               WHERE h.queue = l.queue AND h.status = 'running'
+                 AND h.available_at > %(now)s), 0) AS room
+    FROM {schema}.queue_limits l WHERE l.queue = ANY(%(queues)s)),
+pick AS (
+    SELECT * FROM (
+        SELECT run_id, available_at FROM {schema}.runs
+        WHERE queue = ANY(ARRAY(SELECT unnest(%(queues)s::text[])
+                                EXCEPT SELECT queue FROM lim))
+          AND available_at <= %(now)s
+        ORDER BY available_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED) free
+    UNION ALL
+    SELECT c.run_id, c.available_at FROM lim CROSS JOIN LATERAL (
+        SELECT run_id, available_at FROM {schema}.runs r
+        WHERE r.queue = lim.queue AND r.available_at <= %(now)s
+        ORDER BY r.available_at
+        LIMIT least(lim.room, %(limit)s)
+        FOR UPDATE SKIP LOCKED) c)
 UPDATE {schema}.runs
 SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
     available_at = %(lease_expires)s, updated_at = %(now)s
-WHERE run_id IN (
-    SELECT run_id FROM {schema}.runs
-    WHERE queue = ANY(%(queues)s) AND available_at <= %(now)s
-    ORDER BY available_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
+WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
-          parent_run_id, finished_at, parent_position, on_parent_cancel;
+          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics;
 
 -- run_claim_journals --
 -- The journals of the runs this transaction just claimed (a later statement, so that it
@@ -309,16 +336,29 @@ cins AS (
 SELECT (SELECT count(*) FROM jins), {schema}.wake(%(channel)s, (SELECT count(*) FROM cins));
 
 -- run_children_cancel --
--- Ask a run's unfinished children whose policy is cancel to cancel; notifies if any.
+-- Ask a run's unfinished children whose policy is cancel to cancel; notifies if any. A
+-- blocked child has no code that could observe it, so it ends cancelled at once.
 WITH c AS (
     UPDATE {schema}.runs
     SET cancel_requested = true, updated_at = %(now)s,
-        available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
-                            ELSE available_at END
+        finished_at = CASE WHEN status = 'blocked' THEN %(now)s ELSE finished_at END,
+        owner = CASE WHEN status = 'blocked' THEN NULL ELSE owner END,
+        available_at = CASE WHEN status = 'blocked' THEN NULL
+                            WHEN status IN ('queued', 'waiting') THEN %(now)s
+                            ELSE available_at END,
+        status = CASE WHEN status = 'blocked' THEN 'cancelled' ELSE status END
     WHERE parent_run_id = %(parent_run_id)s AND on_parent_cancel = 'cancel'
       AND status NOT IN ('completed', 'failed', 'cancelled')
     RETURNING run_id)
 SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) FROM c;
+
+-- run_children_wake_waiters --
+-- Children of the run that ended cancelled: runs waiting for one become claimable. A
+-- statement of its own, after the one that ended them took their row locks.
+UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
+WHERE wait_child IN (SELECT c.run_id FROM {schema}.runs c
+                     WHERE c.parent_run_id = %(parent_run_id)s AND c.status = 'cancelled')
+  AND status = 'waiting';
 
 -- run_cancel_blocked --
 -- A blocked run has no code that could observe a cancel: end it at once.
@@ -395,6 +435,80 @@ ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.u
 SELECT name, queue FROM {schema}.workflows ORDER BY name;
 
 -- next_available_at --
--- The earliest time a run on these queues becomes claimable.
-SELECT min(available_at) FROM {schema}.runs
-WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL;
+-- The earliest time a run on these queues becomes claimable; for a queue at its limit,
+-- the earliest lease expiry of its running runs (so that workers do not spin on runs
+-- they may not claim; a run's end wakes them sooner).
+WITH lim AS MATERIALIZED (
+    SELECT l.queue, l.max_running, h.running, h.expiry
+    FROM {schema}.queue_limits l CROSS JOIN LATERAL (
+        SELECT count(*) AS running, min(available_at) AS expiry FROM {schema}.runs r
+        WHERE r.queue = l.queue AND r.status = 'running') h
+    WHERE l.queue = ANY(%(queues)s))
+SELECT min(t) FROM (
+    SELECT min(available_at) AS t FROM {schema}.runs
+    WHERE queue = ANY(ARRAY(SELECT unnest(%(queues)s::text[])
+                            EXCEPT SELECT queue FROM lim WHERE running >= max_running))
+      AND available_at IS NOT NULL
+    UNION ALL
+    SELECT expiry FROM lim WHERE running >= max_running) x;
+
+-- run_metrics_set --
+-- Replace a run's metrics under the caller's lease.
+UPDATE {schema}.runs SET metrics = %(metrics)s, updated_at = %(now)s
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+  AND (status = 'running') IS TRUE;
+
+-- blob_put --
+-- Store texts (one array of keys, one of texts, in key order); a stored key is kept.
+INSERT INTO {schema}.blobs (key, value)
+SELECT k, v FROM unnest(%(keys)b::text[], %(values)b::text[]) AS u(k, v)
+ON CONFLICT (key) DO NOTHING;
+
+-- blob_get --
+-- The stored texts of these keys.
+SELECT key, value FROM {schema}.blobs WHERE key = ANY(%(keys)s::text[]);
+
+-- kv_get --
+-- A shared value and its version.
+SELECT value, version FROM {schema}.kv WHERE key = %(key)s;
+
+-- kv_insert --
+-- Create a shared value at version 1 unless the key exists; returns a row if created.
+INSERT INTO {schema}.kv (key, value, version, updated_at)
+VALUES (%(key)s, %(value)s, 1, %(now)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING 1;
+
+-- kv_update --
+-- Replace a shared value if its version is still the one the caller read (a concurrent
+-- update re-checks the version on the row it committed); returns a row if replaced.
+UPDATE {schema}.kv SET value = %(value)s, version = version + 1, updated_at = %(now)s
+WHERE key = %(key)s AND version = %(version)s
+RETURNING 1;
+
+-- rate_acquire --
+-- Take from a token bucket (see the function); 0 when taken, else seconds to wait.
+SELECT {schema}.rate_acquire(%(key)s, %(limit)s, %(period)s, %(amount)s, %(now)s);
+
+-- queue_limit_set --
+-- Set a queue's concurrency limit (notifies: a higher limit may let workers claim).
+WITH s AS (
+    INSERT INTO {schema}.queue_limits (queue, max_running, updated_at)
+    VALUES (%(queue)s, %(limit)s, %(now)s)
+    ON CONFLICT (queue) DO UPDATE SET max_running = excluded.max_running,
+                                      updated_at = excluded.updated_at
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM s;
+
+-- queue_limit_delete --
+-- Remove a queue's concurrency limit (notifies: workers may claim more).
+WITH d AS (DELETE FROM {schema}.queue_limits WHERE queue = %(queue)s RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM d;
+
+-- queue_limits --
+-- Every queue with a concurrency limit.
+SELECT queue, max_running FROM {schema}.queue_limits ORDER BY queue;
+
+-- run_publish --
+-- Send a live event's parts to its run's channel, in order, in one transaction.
+SELECT {schema}.publish(%(channel)s, %(parts)s::text[]);

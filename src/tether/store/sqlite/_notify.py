@@ -17,7 +17,7 @@ import socket
 import tempfile
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 class Notifier:
@@ -82,3 +82,98 @@ class Notifier:
                 os.unlink(path)
 
         return unsubscribe
+
+
+class EventBus:
+    """Live events of runs between processes sharing one SQLite file (no database).
+
+    A subscriber to a run listens on a Unix stream socket in a folder named after the
+    run (under the store's notification folder). A publisher connects once to each
+    socket there, keeps the connection, and writes each event as a length-prefixed
+    frame: events from one publisher arrive whole and in order (datagrams would not do:
+    Linux queues only ``net.unix.max_dgram_qlen``, often 10, per socket, and a burst of
+    streamed chunks overflows it). Best effort: a subscriber that lags by more than
+    ``MAX_BACKLOG`` bytes is dropped, and a socket left by a process that died is
+    removed by the next publish.
+    """
+
+    MAX_BACKLOG = 4 * 1024 * 1024
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._conns: dict[str, asyncio.StreamWriter] = {}
+
+    def _run_folder(self, run_id: str) -> str:
+        digest = hashlib.sha256(run_id.encode()).hexdigest()[:24]
+        return os.path.join(self.folder, f"ev-{digest}")
+
+    async def publish(self, run_id: str, data: bytes) -> None:
+        folder = self._run_folder(run_id)
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            names = []
+        paths = {os.path.join(folder, name) for name in names}
+        for path in [p for p in self._conns if p.startswith(folder + os.sep)]:
+            if path not in paths:  # that subscriber is gone
+                self._conns.pop(path).close()
+        frame = len(data).to_bytes(4, "big") + data
+        for path in sorted(paths):
+            writer = self._conns.get(path)
+            if writer is None or writer.is_closing():
+                writer = await self._connect(path)
+                if writer is None:
+                    continue
+            writer.write(frame)
+            if writer.transport.get_write_buffer_size() > self.MAX_BACKLOG:
+                writer.close()  # it stopped reading: drop it rather than grow without end
+                self._conns.pop(path, None)
+
+    async def _connect(self, path: str) -> asyncio.StreamWriter | None:
+        self._conns.pop(path, None)
+        try:
+            _, writer = await asyncio.open_unix_connection(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # its process died
+            return None
+        except OSError:
+            return None
+        self._conns[path] = writer
+        return writer
+
+    def close(self) -> None:
+        for writer in self._conns.values():
+            writer.close()
+        self._conns.clear()
+
+    async def subscribe(self, run_id: str) -> AsyncIterator[str]:
+        """Events published for ``run_id`` from the moment this generator first runs."""
+        folder = self._run_folder(run_id)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+        readers: set[asyncio.StreamWriter] = set()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            readers.add(writer)
+            try:
+                while True:
+                    size = int.from_bytes(await reader.readexactly(4), "big")
+                    received.put_nowait(await reader.readexactly(size))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                readers.discard(writer)
+                writer.close()
+
+        server = await asyncio.start_unix_server(serve, path)
+        try:
+            while True:
+                yield (await received.get()).decode()
+        finally:
+            server.close()
+            for writer in list(readers):
+                writer.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)

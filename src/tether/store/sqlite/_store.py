@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
@@ -37,12 +38,21 @@ from tether.errors import (
 )
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_migrations, load_queries
-from tether.store.sqlite._notify import Notifier
+from tether.store._values import (
+    bucket_take,
+    check_event,
+    check_metrics,
+    check_queue_limit,
+    check_rate,
+    decode_metrics,
+)
+from tether.store.sqlite._notify import EventBus, Notifier
 
 if TYPE_CHECKING:
     from tether.store._port import Store
 
-Q = load_queries("tether.store.sqlite")
+_PACKAGE = "tether.store.sqlite"
+Q = load_queries(_PACKAGE)
 
 #: SQLite releases before this one can corrupt a WAL database when several
 #: connections write at once and the WAL is reset (fixed in 3.51.3).
@@ -51,7 +61,7 @@ SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
-    "finished_at, parent_position, on_parent_cancel"
+    "finished_at, parent_position, on_parent_cancel, metrics"
 )
 _MAX_BATCH = 512
 
@@ -62,7 +72,7 @@ def _run(row: Sequence[Any]) -> RunRecord:
         created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
-        parent_position=row[17], on_parent_cancel=row[18],
+        parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
     )
 
 
@@ -72,6 +82,15 @@ def _entry(row: Sequence[Any]) -> JournalEntry:
         error=row[5], attempts=row[6], started_at=row[7], finished_at=row[8],
         next_attempt_at=row[9], args=row[10],
     )
+
+
+def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
+    """(version, name, applied?) of every known migration, read on ``conn``."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                          "AND name = 'tether_schema_version'").fetchall()
+    done = ({r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
+            if exists else set())
+    return [(v, name, v in done) for v, name, _ in load_migrations(_PACKAGE)]
 
 
 def _placeholders(n: int) -> str:
@@ -102,13 +121,40 @@ def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             fut.set_result(value)
 
 
+def _auto_migrate_env() -> bool:
+    return os.environ.get("TETHER_AUTO_MIGRATE", "1").strip().lower() not in (
+        "0", "false", "no", "off")
+
+
+def _flag(opts: dict[str, list[str]], name: str, default: bool) -> bool:
+    if name not in opts:
+        return default
+    text = opts[name][-1].strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"sqlite URL option {name}={opts[name][-1]!r}: use true or false")
+
+
 class SqliteStore:
-    """Embedded store on one SQLite file; several processes on one host may share it."""
+    """Embedded store on one SQLite file; several processes on one host may share it.
+
+    Args:
+        url: ``sqlite:///path.db`` with optional ``?synchronous=normal`` and
+            ``?migrate=false``.
+        synchronous: ``full`` (default), ``normal`` or ``extra``; the same as the URL
+            option.
+        migrate: create and migrate the tables on ``open()`` (default; also off with
+            ``?migrate=false`` or ``TETHER_AUTO_MIGRATE=0``). When off, ``open()`` raises
+            ConfigError if the file's schema is behind; ``tether db migrate`` brings it up.
+        busy_timeout: seconds to wait for another process's write lock.
+    """
 
     capabilities = StoreCapabilities(notifications=True, multi_host=False)
 
     def __init__(self, url: str, *, synchronous: str | None = None,
-                 busy_timeout: float = 30.0) -> None:
+                 busy_timeout: float = 30.0, migrate: bool | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "sqlite":
             raise ConfigError(f"not a sqlite URL: {url!r}")
@@ -123,6 +169,9 @@ class SqliteStore:
         sync = (synchronous or opts.get("synchronous", ["full"])[0]).upper()
         if sync not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(f"synchronous must be full, normal or extra, not {sync!r}")
+        url_migrate = _flag(opts, "migrate", True)
+        self.auto_migrate = (url_migrate if migrate is None else migrate) and url_migrate \
+            and _auto_migrate_env()
         self.url = url
         self.path = path
         self.synchronous = sync
@@ -133,6 +182,7 @@ class SqliteStore:
         )
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._notifier = Notifier(os.path.abspath(path))
+        self._events = EventBus(self._notifier.folder)
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -156,6 +206,7 @@ class SqliteStore:
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
         self._notifier.close()
+        self._events.close()
 
     def _connect(self) -> apsw.Connection:
         folder = os.path.dirname(os.path.abspath(self.path))
@@ -172,10 +223,21 @@ class SqliteStore:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("PRAGMA temp_store=MEMORY")
-        self._migrate(conn)
+        if self.auto_migrate:
+            self._migrate(conn)
+        else:
+            behind = [f"{v:04d}_{name}" for v, name, applied in _status(conn) if not applied]
+            if behind:
+                conn.close()
+                raise ConfigError(
+                    f"SQLite store {self.path!r} is behind (pending: {', '.join(behind)}) "
+                    "and auto-migration is off; run `tether db migrate`")
         return conn
 
-    def _migrate(self, conn: apsw.Connection) -> None:
+    def _migrate(self, conn: apsw.Connection) -> list[str]:
+        """Apply pending migrations in one write transaction (other processes wait on
+        the file's lock, then find nothing to do); return their names."""
+        applied: list[str] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -191,10 +253,62 @@ class SqliteStore:
                     "INSERT INTO tether_schema_version VALUES (?, ?, ?)",
                     (version, name, time.time()),
                 )
+                applied.append(f"{version:04d}_{name}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return applied
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations (open or not); return the names applied.
+
+        Raises: StoreUnavailable.
+        """
+        def go() -> list[str]:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(folder):
+                raise StoreUnavailable(
+                    f"cannot open SQLite store {self.path!r}: no folder {folder}")
+            try:
+                conn = apsw.Connection(self.path)
+            except apsw.Error as exc:
+                raise StoreUnavailable(
+                    f"cannot open SQLite store {self.path!r}: {exc}") from None
+            try:
+                conn.setbusytimeout(int(self.busy_timeout * 1000))
+                conn.execute("PRAGMA journal_mode=WAL")
+                return self._migrate(conn)
+            except apsw.Error as exc:
+                raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(go)
+
+    async def migration_status(self) -> list[tuple[int, str, bool]]:
+        """(version, name, applied?) for every migration this code knows; a file that
+        does not exist yet has every one pending (and is not created).
+
+        Raises: StoreUnavailable.
+        """
+        def go() -> list[tuple[int, str, bool]]:
+            if not os.path.exists(self.path):
+                return [(v, name, False) for v, name, _ in load_migrations(_PACKAGE)]
+            try:
+                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+            except apsw.Error as exc:
+                raise StoreUnavailable(
+                    f"cannot open SQLite store {self.path!r}: {exc}") from None
+            try:
+                conn.setbusytimeout(int(self.busy_timeout * 1000))
+                return _status(conn)
+            except apsw.Error as exc:
+                raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(go)
 
     # -- the writer thread ------------------------------------------------------------
 
@@ -202,7 +316,7 @@ class SqliteStore:
         try:
             conn = self._connect()
         except BaseException as exc:
-            err = exc if isinstance(exc, StoreError) else StoreUnavailable(
+            err = exc if isinstance(exc, (StoreError, ConfigError)) else StoreUnavailable(
                 f"cannot open SQLite store {self.path!r}: {exc}")
             failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
                 (ready, None, err)]
@@ -402,7 +516,52 @@ class SqliteStore:
         return await self._submit(_workflow_list, write=False)  # type: ignore[no-any-return]
 
     async def next_available_at(self, *, queues: list[str]) -> float | None:
+        if not queues:
+            return None
         return await self._submit(_next_available_at, tuple(queues), write=False)  # type: ignore[no-any-return]
+
+    # -- shared state for the AI layer and limits (migration 0002) ---------------------
+
+    async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
+        check_metrics(lease.run_id, metrics)
+        await self._submit(_run_metrics_set, lease, metrics, now)
+
+    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+        if blobs:
+            await self._submit(_blob_put, json.dumps(blobs))
+
+    async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        return await self._submit(_blob_get, json.dumps(list(keys)), write=False)  # type: ignore[no-any-return]
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        return await self._submit(_kv_get, key, write=False)  # type: ignore[no-any-return]
+
+    async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
+        return await self._submit(_kv_cas, key, value, version, now)  # type: ignore[no-any-return]
+
+    async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
+                           now: float) -> float:
+        check_rate(key, limit, period, amount)
+        return await self._submit(_rate_acquire, key, limit, period, amount, now)  # type: ignore[no-any-return]
+
+    async def queue_limit_set(self, *, queue: str, limit: int | None, now: float) -> None:
+        check_queue_limit(queue, limit)
+        # Raising a limit (or removing it) may make runs claimable: wake the workers.
+        await self._submit(_queue_limit_set, queue, limit, now, wake=True)
+
+    async def queue_limits(self) -> dict[str, int]:
+        return await self._submit(_queue_limits, write=False)  # type: ignore[no-any-return]
+
+    async def run_publish(self, *, run_id: str, data: str) -> None:
+        """Send the event to every subscriber's socket for the run (no database write;
+        see ``EventBus``)."""
+        await self._events.publish(run_id, check_event(run_id, data))
+
+    async def run_events(self, run_id: str) -> AsyncIterator[str]:
+        async for data in self._events.subscribe(run_id):
+            yield data
 
 
 # -- operations, run on the writer thread inside a transaction ---------------------------
@@ -437,8 +596,18 @@ def _journal_read(conn: apsw.Connection, run_id: str) -> list[JournalEntry]:
 _claim_sql: dict[int, str] = {}
 
 
+def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]:
+    """The concurrency limits of those of ``queues`` that have one."""
+    sql = ("SELECT queue, max_running FROM tether_queue_limits "
+           f"WHERE queue IN ({_placeholders(len(queues))})")
+    return {q: n for q, n in conn.execute(sql, queues)}
+
+
 def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], limit: int,
                now: float, lease_expires: float) -> list[ClaimedRun]:
+    limits = _limits_of(conn, queues)
+    if limits:
+        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires)
     sql = _claim_sql.get(len(queues))
     if sql is None:
         sql = (
@@ -450,6 +619,41 @@ def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], l
         )
         _claim_sql[len(queues)] = sql
     rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, limit)))
+    return _claimed(conn, worker_id, rows)
+
+
+def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...],
+                       limits: dict[str, int], limit: int, now: float,
+                       lease_expires: float) -> list[ClaimedRun]:
+    """Claim honouring queue limits: a limited queue gives at most its limit less the
+    runs held under a lease that has not expired. Atomic across processes: this runs in
+    the writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
+    candidates: list[Any] = []
+    free = tuple(q for q in queues if q not in limits)
+    if free:
+        sql = ("SELECT run_id, available_at FROM tether_runs "
+               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ? "
+               "ORDER BY available_at LIMIT ?")
+        candidates += conn.execute(sql, (*free, now, limit)).fetchall()
+    for queue_name, max_running in limits.items():
+        held: Any = conn.execute(Q["queue_held"], (queue_name, now)).fetchall()[0][0]
+        room = min(max_running - held, limit)
+        if room > 0:
+            candidates += conn.execute(Q["run_claim_candidates"],
+                                       (queue_name, now, room)).fetchall()
+    candidates.sort(key=lambda c: c[1])
+    ids = [run_id for run_id, _ in candidates[:limit]]
+    if not ids:
+        return []
+    sql = ("UPDATE tether_runs SET status = 'running', owner = ?, "
+           "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
+           f"WHERE run_id IN ({_placeholders(len(ids))}) RETURNING {_RUN_COLS}")
+    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *ids)))
+    rows.sort(key=lambda r: (r[5], r[0]))
+    return _claimed(conn, worker_id, rows)
+
+
+def _claimed(conn: apsw.Connection, worker_id: str, rows: list[Any]) -> list[ClaimedRun]:
     claimed = []
     for row in rows:
         run = _run(row)
@@ -523,7 +727,8 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
         raise RunNotFound(run_id)
     if run.status in ("completed", "failed", "cancelled"):
         # A retried send of a signal the run already got is not an error.
-        known = conn.execute(Q["signal_find_key"], (run_id, key)).fetchall() if key else []
+        known: list[Any] = (conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()
+                            if key else [])
         if known:
             return SignalSent(signal_id=int(known[0][0]), created=False)
         raise SignalError(f"run {run_id!r} has ended ({run.status}); signal {name!r} not sent")
@@ -566,11 +771,17 @@ def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
 
 
 def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) -> list[str]:
-    return [r[0] for r in conn.execute(Q["run_children_cancel"], (parent_run_id, now))]
+    rows: list[Any] = conn.execute(Q["run_children_cancel"], (parent_run_id, now)).fetchall()
+    for child_id, status in rows:
+        if status == "cancelled":  # was blocked: it has ended, like a finish
+            conn.execute(Q["run_wake_waiters"], (now, child_id))
+    return sorted(r[0] for r in rows)
 
 
 def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     conn.execute(Q["run_cancel_blocked"], (run_id, now))
+    if conn.changes():  # a cancelled blocked run has ended: wake a parent waiting for it
+        conn.execute(Q["run_wake_waiters"], (now, run_id))
     conn.execute(Q["run_cancel"], (run_id, now))
     run = _run_get(conn, run_id)
     if run is None:
@@ -622,13 +833,82 @@ def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
 
 
 def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float | None:
-    sql = (
-        "SELECT MIN(available_at) FROM tether_runs "
-        f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at IS NOT NULL"
-    )
-    for (value,) in conn.execute(sql, queues):
-        return value  # type: ignore[no-any-return]
+    """The earliest claimable time; for a queue at its limit, the earliest lease expiry
+    of its running runs (a run's end wakes workers sooner), so that workers do not spin
+    on runs they may not claim."""
+    limits = _limits_of(conn, queues)
+    free = tuple(q for q in queues if q not in limits)
+    times: list[float] = []
+    if free:
+        sql = (
+            "SELECT MIN(available_at) FROM tether_runs "
+            f"WHERE queue IN ({_placeholders(len(free))}) AND available_at IS NOT NULL"
+        )
+        times += [v for (v,) in conn.execute(sql, free) if v is not None]
+    for queue_name, max_running in limits.items():
+        row: Any = conn.execute(Q["queue_running"], (queue_name,)).fetchall()[0]
+        running, expiry = row
+        if running >= max_running:
+            if expiry is not None:
+                times.append(expiry)
+            continue
+        sql = ("SELECT MIN(available_at) FROM tether_runs "
+               "WHERE queue = ? AND available_at IS NOT NULL")
+        times += [v for (v,) in conn.execute(sql, (queue_name,)) if v is not None]
+    return min(times) if times else None
+
+
+def _run_metrics_set(conn: apsw.Connection, lease: Lease, metrics: str, now: float) -> None:
+    conn.execute(Q["run_metrics_set"], (metrics, now, lease.run_id, lease.fencing_token))
+    if conn.changes() != 1:
+        raise LeaseLost(lease.run_id, lease.fencing_token)
+
+
+def _blob_put(conn: apsw.Connection, blobs_json: str) -> None:
+    conn.execute(Q["blob_put"], (blobs_json,))
+
+
+def _blob_get(conn: apsw.Connection, keys_json: str) -> dict[str, str]:
+    return {k: v for k, v in conn.execute(Q["blob_get"], (keys_json,))}
+
+
+def _kv_get(conn: apsw.Connection, key: str) -> tuple[str, int] | None:
+    row: Any
+    for row in conn.execute(Q["kv_get"], (key,)):
+        return str(row[0]), int(row[1])
     return None
+
+
+def _kv_cas(conn: apsw.Connection, key: str, value: str, version: int | None,
+            now: float) -> bool:
+    if version is None:
+        conn.execute(Q["kv_insert"], (key, value, now))
+    else:
+        conn.execute(Q["kv_update"], (value, now, key, version))
+    return conn.changes() == 1
+
+
+def _rate_acquire(conn: apsw.Connection, key: str, limit: float, period: float,
+                  amount: float, now: float) -> float:
+    rows: list[Any] = conn.execute(Q["rate_get"], (key,)).fetchall()
+    tokens, updated_at = rows[0] if rows else (None, None)
+    wait, left, last = bucket_take(tokens, updated_at, limit=limit, period=period,
+                                   amount=amount, now=now)
+    if wait == 0.0:
+        conn.execute(Q["rate_put"], (key, left, last))
+    return wait
+
+
+def _queue_limit_set(conn: apsw.Connection, queue_name: str, limit: int | None,
+                     now: float) -> None:
+    if limit is None:
+        conn.execute(Q["queue_limit_delete"], (queue_name,))
+    else:
+        conn.execute(Q["queue_limit_set"], (queue_name, limit, now))
+
+
+def _queue_limits(conn: apsw.Connection) -> dict[str, int]:
+    return {q: int(n) for q, n in conn.execute(Q["queue_limits"])}
 
 
 if TYPE_CHECKING:

@@ -9,14 +9,14 @@ ON CONFLICT (run_id) DO NOTHING;
 -- One run by id.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
 FROM tether_runs WHERE run_id = ?;
 
 -- run_list --
 -- Runs, newest first, optionally of one status.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
 FROM tether_runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id LIMIT ?2;
 
 -- journal_read --
@@ -108,13 +108,18 @@ ORDER BY signal_id LIMIT 1;
 UPDATE tether_signals SET consumed_position = ? WHERE signal_id = ?;
 
 -- run_children_cancel --
--- Ask a run's unfinished children whose policy is cancel to cancel.
+-- Ask a run's unfinished children whose policy is cancel to cancel; a blocked child has
+-- no code that could observe it, so it ends cancelled at once (as run_cancel_blocked).
 UPDATE tether_runs
 SET cancel_requested = 1, updated_at = ?2,
-    available_at = CASE WHEN status IN ('queued', 'waiting') THEN ?2 ELSE available_at END
+    finished_at = CASE WHEN status = 'blocked' THEN ?2 ELSE finished_at END,
+    owner = CASE WHEN status = 'blocked' THEN NULL ELSE owner END,
+    available_at = CASE WHEN status = 'blocked' THEN NULL
+                        WHEN status IN ('queued', 'waiting') THEN ?2 ELSE available_at END,
+    status = CASE WHEN status = 'blocked' THEN 'cancelled' ELSE status END
 WHERE parent_run_id = ?1 AND on_parent_cancel = 'cancel'
   AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING run_id;
+RETURNING run_id, status;
 
 -- run_cancel --
 -- Ask a run to cancel; a queued or waiting run becomes claimable now.
@@ -172,3 +177,66 @@ ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.u
 -- workflow_list --
 -- Registered workflow names and their queues.
 SELECT name, queue FROM tether_workflows ORDER BY name;
+
+-- run_metrics_set --
+-- Replace a run's metrics under the caller's lease.
+UPDATE tether_runs SET metrics = ?, updated_at = ?
+WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+
+-- blob_put --
+-- Store texts given as one JSON object {key: text}; a key already stored is kept.
+INSERT OR IGNORE INTO tether_blobs (key, value) SELECT key, value FROM json_each(?);
+
+-- blob_get --
+-- The stored texts of the keys given as one JSON array.
+SELECT key, value FROM tether_blobs WHERE key IN (SELECT value FROM json_each(?));
+
+-- kv_get --
+-- A shared value and its version.
+SELECT value, version FROM tether_kv WHERE key = ?;
+
+-- kv_insert --
+-- Create a shared value at version 1 unless the key exists.
+INSERT INTO tether_kv (key, value, version, updated_at) VALUES (?, ?, 1, ?)
+ON CONFLICT (key) DO NOTHING;
+
+-- kv_update --
+-- Replace a shared value if its version is still the one the caller read.
+UPDATE tether_kv SET value = ?1, version = version + 1, updated_at = ?2
+WHERE key = ?3 AND version = ?4;
+
+-- rate_get --
+-- A token bucket's state.
+SELECT tokens, updated_at FROM tether_rate_buckets WHERE key = ?;
+
+-- rate_put --
+-- Write a token bucket's state after a take.
+INSERT INTO tether_rate_buckets (key, tokens, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (key) DO UPDATE SET tokens = ?2, updated_at = ?3;
+
+-- queue_limit_set --
+-- Set a queue's concurrency limit.
+INSERT INTO tether_queue_limits (queue, max_running, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (queue) DO UPDATE SET max_running = ?2, updated_at = ?3;
+
+-- queue_limit_delete --
+-- Remove a queue's concurrency limit.
+DELETE FROM tether_queue_limits WHERE queue = ?;
+
+-- queue_limits --
+-- Every queue with a concurrency limit.
+SELECT queue, max_running FROM tether_queue_limits ORDER BY queue;
+
+-- queue_held --
+-- Runs of a queue held under a lease that has not expired, and the earliest expiry.
+SELECT count(*), min(available_at) FROM tether_runs
+WHERE queue = ?1 AND status = 'running' AND available_at > ?2;
+
+-- queue_running --
+-- Running runs of a queue (leases expired or not) and the earliest lease expiry.
+SELECT count(*), min(available_at) FROM tether_runs WHERE queue = ? AND status = 'running';
+
+-- run_claim_candidates --
+-- The oldest claimable runs of one queue.
+SELECT run_id, available_at FROM tether_runs
+WHERE queue = ? AND available_at <= ? ORDER BY available_at LIMIT ?;

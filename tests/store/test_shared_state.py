@@ -1,0 +1,345 @@
+"""The Store contract for migration 0002, on every backend: run metrics, blobs, shared
+values with compare-and-set, token buckets, queue concurrency limits and live events.
+
+Time moves by passing ``now``; the concurrency tests use several store objects on one
+URL (each its own connection pool or writer thread), so they race for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pytest
+
+from tether.errors import ConfigError, LeaseLost, PayloadTooLarge, StoreError
+from tether.store import Store, Wait, open_store
+from tether.store._values import MAX_EVENT_BYTES
+
+from .conftest import LEASE, T0, run_record, start_and_claim
+
+
+async def claim(store: Store, now: float, *, queues: tuple[str, ...] = ("q",),
+                limit: int = 10, worker: str = "w2") -> list[str]:
+    got = await store.run_claim(worker_id=worker, queues=list(queues), limit=limit, now=now,
+                                lease_seconds=LEASE)
+    return sorted(c.run.run_id for c in got)
+
+
+@contextlib.asynccontextmanager
+async def more_stores(url: str, n: int) -> contextlib.AsyncExitStack:  # type: ignore[misc]
+    """``n`` more open stores on ``url``."""
+    async with contextlib.AsyncExitStack() as stack:
+        stores = []
+        for _ in range(n):
+            s = open_store(url)
+            await s.open()
+            stack.push_async_callback(s.close)
+            stores.append(s)
+        yield stores
+
+
+# -- run metrics ----------------------------------------------------------------------
+
+
+async def test_metrics_are_set_under_the_lease_and_loaded_with_the_run(store: Store) -> None:
+    """Metrics replace the run's metrics and come back from run_get, run_list and a
+    claim; a run without any has ``{}``."""
+    lease = (await start_and_claim(store, "r1")).lease
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {}
+    await store.run_metrics_set(lease=lease, metrics='{"tokens": 12, "cost": 0.5}', now=T0 + 1)
+    await store.run_metrics_set(lease=lease, metrics='{"tokens": 30, "cost": 0.75}',
+                                now=T0 + 2)
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {"tokens": 30.0, "cost": 0.75}
+    assert [r.metrics for r in await store.run_list()] == [{"tokens": 30.0, "cost": 0.75}]
+    taken = await store.run_claim(worker_id="w2", queues=["q"], limit=1,
+                                  now=T0 + LEASE + 1, lease_seconds=LEASE)
+    assert taken[0].run.metrics == {"tokens": 30.0, "cost": 0.75}
+    with pytest.raises(LeaseLost):
+        await store.run_metrics_set(lease=lease, metrics='{"tokens": 1}', now=T0 + LEASE + 2)
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics["tokens"] == 30.0
+
+
+@pytest.mark.parametrize("text", ['[1, 2]', '{"tokens": "many"}', '{"x": true}',
+                                  "gAAAAB-encrypted", '{"x": NaN}'])
+async def test_metrics_that_are_not_a_json_object_of_numbers_are_refused(
+        store: Store, text: str) -> None:
+    """Metrics are plain JSON so every tool can read them: anything else is refused
+    with a message naming the run, and nothing is written."""
+    lease = (await start_and_claim(store, "r1")).lease
+    with pytest.raises(StoreError, match="r1"):
+        await store.run_metrics_set(lease=lease, metrics=text, now=T0)
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {}
+
+
+# -- blobs --------------------------------------------------------------------------------
+
+
+async def test_blobs_are_put_and_got_in_batches_and_never_overwritten(store: Store) -> None:
+    """Missing keys are absent from the answer; a key already stored keeps its text."""
+    texts = {f"k{i}": f"text {i} " * i for i in range(50)}
+    texts["unicode"] = "é✓ " * 1000
+    await store.blob_put(blobs=texts)
+    await store.blob_put(blobs={"k1": "something else", "new": "n"})
+    await store.blob_put(blobs={})
+    got = await store.blob_get(keys=[*texts, "new", "missing"])
+    assert got == {**texts, "new": "n"}
+    assert await store.blob_get(keys=[]) == {}
+    assert await store.blob_get(keys=["missing"]) == {}
+
+
+async def test_concurrent_puts_of_overlapping_keys_all_succeed(store: Store) -> None:
+    """Writers storing the same texts at once (the same prompt cached by many runs) do
+    not fail each other."""
+    async with more_stores(store.url, 3) as others:
+        batches = [{f"k{(i * 7 + j) % 40}": f"v{(i * 7 + j) % 40}" for j in range(20)}
+                   for i in range(12)]
+        await asyncio.gather(*(others[i % 3].blob_put(blobs=b) for i, b in enumerate(batches)))
+    got = await store.blob_get(keys=[f"k{i}" for i in range(40)])
+    assert got == {f"k{i}": f"v{i}" for i in range(40)}
+
+
+# -- shared values ------------------------------------------------------------------------
+
+
+async def test_kv_compare_and_set(store: Store) -> None:
+    """Insert-if-absent with version None; replace only from the current version."""
+    assert await store.kv_get(key="breaker") is None
+    assert await store.kv_cas(key="breaker", value="closed", version=None, now=T0)
+    assert not await store.kv_cas(key="breaker", value="open", version=None, now=T0)
+    assert await store.kv_get(key="breaker") == ("closed", 1)
+    assert await store.kv_cas(key="breaker", value="open", version=1, now=T0 + 1)
+    assert not await store.kv_cas(key="breaker", value="half", version=1, now=T0 + 2)
+    assert await store.kv_get(key="breaker") == ("open", 2)
+    assert not await store.kv_cas(key="other", value="x", version=3, now=T0)
+    assert await store.kv_get(key="other") is None
+
+
+async def test_kv_increments_racing_from_many_stores_lose_nothing(store: Store) -> None:
+    """Read-modify-CAS loops from several store objects at once: every increment lands
+    exactly once, because a CAS from a stale version fails."""
+    assert await store.kv_cas(key="n", value="0", version=None, now=T0)
+
+    async def increment(s: Store) -> int:
+        tries = 0
+        while True:
+            tries += 1
+            current = await s.kv_get(key="n")
+            assert current is not None
+            if await s.kv_cas(key="n", value=str(int(current[0]) + 1), version=current[1],
+                              now=T0):
+                return tries
+
+    async with more_stores(store.url, 3) as others:
+        tries = await asyncio.gather(*(increment(others[i % 3]) for i in range(24)))
+    assert await store.kv_get(key="n") == ("24", 25)
+    assert sum(tries) >= 24
+
+
+# -- rate limits --------------------------------------------------------------------------
+
+
+async def test_rate_bucket_is_full_at_first_use_and_refills_continuously(store: Store) -> None:
+    """3 per 10 s: three takes at once, then the fourth waits 10/3 s, and is taken then."""
+    for _ in range(3):
+        assert await store.rate_acquire(key="rpm", limit=3, period=10, amount=1, now=T0) == 0.0
+    wait = await store.rate_acquire(key="rpm", limit=3, period=10, amount=1, now=T0)
+    assert wait == pytest.approx(10 / 3)
+    wait = await store.rate_acquire(key="rpm", limit=3, period=10, amount=1, now=T0 + 1)
+    assert wait == pytest.approx(10 / 3 - 1)
+    assert await store.rate_acquire(key="rpm", limit=3, period=10, amount=1,
+                                    now=T0 + 10 / 3) == 0.0
+    # A denied take took nothing; amounts larger than one wait for enough tokens.
+    assert await store.rate_acquire(key="rpm", limit=3, period=10, amount=2,
+                                    now=T0 + 10 / 3) == pytest.approx(20 / 3)
+    assert await store.rate_acquire(key="tpm", limit=1000, period=60, amount=0,
+                                    now=T0) == 0.0
+    # Never more than full, however long it was idle.
+    for _ in range(3):
+        assert await store.rate_acquire(key="rpm", limit=3, period=10, amount=1,
+                                        now=T0 + 1000) == 0.0
+    assert await store.rate_acquire(key="rpm", limit=3, period=10, amount=1,
+                                    now=T0 + 1000) > 0
+
+
+async def test_rate_bucket_ignores_a_clock_that_went_back(store: Store) -> None:
+    """A caller whose clock is behind the last writer's refills nothing."""
+    assert await store.rate_acquire(key="k", limit=1, period=10, amount=1, now=T0 + 10) == 0.0
+    assert await store.rate_acquire(key="k", limit=1, period=10, amount=1, now=T0) == \
+        pytest.approx(10)
+    assert await store.rate_acquire(key="k", limit=1, period=10, amount=1,
+                                    now=T0 + 20) == 0.0
+
+
+@pytest.mark.parametrize(("limit", "period", "amount", "what"), [
+    (0, 60, 1, "limit"), (10, 0, 1, "period"), (10, 60, -1, "amount"),
+    (10, 60, 11, "exceeds"), (float("nan"), 60, 1, "limit")])
+async def test_rate_limits_that_make_no_sense_are_refused(
+        store: Store, limit: float, period: float, amount: float, what: str) -> None:
+    with pytest.raises(ConfigError, match=what):
+        await store.rate_acquire(key="bad", limit=limit, period=period, amount=amount, now=T0)
+
+
+async def test_rate_takes_racing_from_many_stores_never_exceed_the_limit(store: Store) -> None:
+    """Tasks on several store objects take from one bucket at the same instant: exactly
+    ``limit`` takes succeed, every other one is told to wait."""
+    async with more_stores(store.url, 3) as others:
+        waits = await asyncio.gather(*(
+            others[i % 3].rate_acquire(key="shared", limit=7, period=60, amount=1, now=T0)
+            for i in range(30)))
+    assert sum(1 for w in waits if w == 0.0) == 7
+    assert all(w > 0 for w in waits if w != 0.0)
+
+
+# -- queue limits -------------------------------------------------------------------------
+
+
+async def test_queue_limits_are_set_listed_and_removed(store: Store) -> None:
+    assert await store.queue_limits() == {}
+    await store.queue_limit_set(queue="llm", limit=2, now=T0)
+    await store.queue_limit_set(queue="tools", limit=0, now=T0)
+    await store.queue_limit_set(queue="llm", limit=5, now=T0 + 1)
+    assert await store.queue_limits() == {"llm": 5, "tools": 0}
+    await store.queue_limit_set(queue="tools", limit=None, now=T0 + 2)
+    await store.queue_limit_set(queue="never-limited", limit=None, now=T0 + 2)
+    assert await store.queue_limits() == {"llm": 5}
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "3"])
+async def test_bad_queue_limits_are_refused(store: Store, limit: object) -> None:
+    with pytest.raises(ConfigError, match="llm"):
+        await store.queue_limit_set(queue="llm", limit=limit, now=T0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="empty"):
+        await store.queue_limit_set(queue="", limit=1, now=T0)
+    assert await store.queue_limits() == {}
+
+
+async def test_claim_holds_a_limited_queue_to_its_limit(store: Store) -> None:
+    """With limit 2, a claim gets at most 2 runs of the queue, later claims get only what
+    ends (finish, release) frees, and another queue in the same claim is not limited."""
+    await store.queue_limit_set(queue="q", limit=2, now=T0)
+    for i in range(5):
+        await store.run_insert(run=run_record(f"r{i}", now=T0 + i * 0.001))
+    for i in range(3):
+        await store.run_insert(run=run_record(f"free{i}", queue="free"))
+    got = await store.run_claim(worker_id="w1", queues=["q", "free"], limit=10, now=T0 + 1,
+                                lease_seconds=LEASE)
+    assert sorted(c.run.run_id for c in got) == ["free0", "free1", "free2", "r0", "r1"]
+    assert await claim(store, T0 + 1) == []
+    leases = {c.run.run_id: c.lease for c in got}
+    await store.run_finish(lease=leases["r0"], status="completed", result="1", error=None,
+                           now=T0 + 2)
+    assert await claim(store, T0 + 2) == ["r2"]
+    assert await claim(store, T0 + 2) == []
+    await store.run_release(lease=leases["r1"], wait=Wait(T0 + 500, "timer"), now=T0 + 3)
+    assert await claim(store, T0 + 3) == ["r3"]
+    # Raising the limit lets more in; removing it lets everything in.
+    await store.queue_limit_set(queue="q", limit=3, now=T0 + 4)
+    assert await claim(store, T0 + 4) == ["r4"]
+    await store.queue_limit_set(queue="q", limit=None, now=T0 + 5)
+    await store.run_insert(run=run_record("r5", now=T0 + 5))
+    assert await claim(store, T0 + 5) == ["r5"]
+
+
+async def test_expired_leases_do_not_count_against_the_limit(store: Store) -> None:
+    """A run whose lease expired is not held: it is claimable again (taken over), and
+    the queue's limit counts only leases that have not expired."""
+    await store.queue_limit_set(queue="q", limit=1, now=T0)
+    await store.run_insert(run=run_record("a", now=T0))
+    await store.run_insert(run=run_record("b", now=T0 + 0.5))
+    assert await claim(store, T0 + 1, worker="w1") == ["a"]
+    assert await claim(store, T0 + 2) == []
+    after = T0 + 1 + LEASE  # a's lease expired: a holds nothing, b gets the one place
+    assert await claim(store, after) == ["b"]
+    assert await claim(store, after) == []  # a is claimable, but b holds the place
+
+
+async def test_limit_zero_pauses_a_queue(store: Store) -> None:
+    await store.run_insert(run=run_record("r1"))
+    await store.queue_limit_set(queue="q", limit=0, now=T0)
+    assert await claim(store, T0 + 1) == []
+    assert await store.next_available_at(queues=["q"]) is None
+    await store.queue_limit_set(queue="q", limit=None, now=T0 + 2)
+    assert await claim(store, T0 + 2) == ["r1"]
+
+
+async def test_next_available_at_of_a_full_queue_is_its_earliest_lease_expiry(
+        store: Store) -> None:
+    """Workers wait on a queue at its limit until a lease could expire (a finish wakes
+    them sooner), instead of spinning on runs they may not claim."""
+    await store.queue_limit_set(queue="q", limit=1, now=T0)
+    await store.run_insert(run=run_record("a", now=T0))
+    await store.run_insert(run=run_record("b", now=T0))
+    assert await store.next_available_at(queues=["q"]) == T0
+    assert await claim(store, T0 + 1) == ["a"]
+    assert await store.next_available_at(queues=["q"]) == T0 + 1 + LEASE
+    await store.run_insert(run=run_record("c", queue="free", now=T0 + 3))
+    assert await store.next_available_at(queues=["q", "free"]) == T0 + 3
+
+
+async def test_claims_racing_from_many_stores_never_exceed_the_limit(store: Store) -> None:
+    """Workers on several store objects claim from one limited queue at once: together
+    they hold exactly the limit."""
+    await store.queue_limit_set(queue="q", limit=3, now=T0)
+    for i in range(20):
+        await store.run_insert(run=run_record(f"r{i:02d}", now=T0 + i * 0.001))
+    async with more_stores(store.url, 4) as others:
+        for _ in range(3):
+            got = await asyncio.gather(*(
+                others[i % 4].run_claim(worker_id=f"w{i}", queues=["q"], limit=2,
+                                        now=T0 + 1, lease_seconds=LEASE)
+                for i in range(8)))
+            assert sum(len(g) for g in got) <= 3
+        running = await store.run_list(status="running")
+    assert len(running) == 3
+
+
+# -- live events --------------------------------------------------------------------------
+
+
+async def test_events_published_through_another_store_arrive_in_order(store: Store) -> None:
+    """A subscriber gets every event published after it subscribed, in order, whatever
+    its size (on PostgreSQL a large one travels in parts); other runs' events and events
+    from before it subscribed are not delivered."""
+    big = "é✓x" * 6000  # 36,000 UTF-8 bytes: several notifications' worth
+    async with more_stores(store.url, 1) as (other,):
+        await other.run_publish(run_id="r1", data="before")
+        events = store.run_events("r1")
+        async with contextlib.aclosing(events):
+            first = asyncio.ensure_future(anext(events))
+            await _until_delivered(other, "r1", first)
+            sent = [f"chunk {i}" for i in range(50)] + [big, "", "last"]
+            for data in sent:
+                await other.run_publish(run_id="r2", data="not for r1")
+                await other.run_publish(run_id="r1", data=data)
+            got: list[str] = []
+            while len(got) < len(sent):
+                event = await asyncio.wait_for(anext(events), 10)
+                if event != "probe" or got:  # probes still in flight come first
+                    got.append(event)
+    assert got == sent
+
+
+async def _until_delivered(publisher: Store, run_id: str, first: asyncio.Future[str]) -> None:
+    """Publish probes until the subscriber's first read returns one (it subscribes on
+    its first read)."""
+    for _ in range(100):
+        await publisher.run_publish(run_id=run_id, data="probe")
+        done, _ = await asyncio.wait([first], timeout=0.1)
+        if done:
+            assert first.result() == "probe"
+            return
+    raise AssertionError("the subscriber never received a probe")
+
+
+async def test_events_that_are_too_large_or_carry_nul_are_refused(store: Store) -> None:
+    with pytest.raises(PayloadTooLarge, match="r1"):
+        await store.run_publish(run_id="r1", data="x" * (MAX_EVENT_BYTES + 1))
+    with pytest.raises(StoreError, match="NUL"):
+        await store.run_publish(run_id="r1", data="a\x00b")
+    await store.run_publish(run_id="nobody-listens", data=json.dumps({"ok": True}))
