@@ -414,6 +414,25 @@ class App:
             w.notify()
         return RunStatus(run.status)
 
+    # -- queue concurrency limits (store engineer) ------------------------------------------
+
+    async def set_queue_limit(self, queue: str, limit: int | None) -> None:
+        """At most ``limit`` runs of ``queue`` run at once across all workers (persisted
+        in the store; ``0`` pauses the queue, ``None`` removes the limit).
+
+        Raises:
+            ConfigError: a limit that is not an integer >= 0 or None.
+        """
+        store = await self._open()
+        await store.queue_limit_set(queue=queue, limit=limit, now=self.clock.now())
+        for w in self._workers:
+            w.notify()
+
+    async def queue_limits(self) -> dict[str, int]:
+        """The queues that have a concurrency limit, and their limits."""
+        store = await self._open()
+        return await store.queue_limits()
+
     async def events(self, run_id: str) -> AsyncIterator[str]:
         """Live events a run publishes for observers (e.g. streamed LLM chunks), from
         now on, until the caller stops iterating. Best effort: not stored.

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from tether.cli import _approvals, _budget, _db, _demo, _runs, _worker
+from tether.cli import _approvals, _budget, _db, _demo, _queues, _runs, _worker
 from tether.cli._common import CliError
 from tether.errors import TetherError
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _approvals.register(sub, common)
     _budget.register(sub, common)
     _db.register(sub, common)
+    _queues.register(sub, common)
     _demo.register(sub, common)
     return parser
 

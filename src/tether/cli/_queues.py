@@ -1,0 +1,78 @@
+"""``tether queues`` and ``tether queue-limit``: queues and their concurrency limits.
+
+A limit is persisted in the store and honoured by every worker's claims at once: at
+most N runs of the queue are held (leased) across all workers. ``0`` pauses a queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tether.cli._common import CliError, client, dumps
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("queues", parents=[common],
+                       help="list queues (from the workflows registry and the limits)")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=queues)
+
+    p = sub.add_parser("queue-limit", parents=[common],
+                       help="set how many runs of a queue may run at once (or none)")
+    p.add_argument("queue", metavar="QUEUE")
+    p.add_argument("limit", metavar="N|none",
+                   help="most runs of QUEUE held at once across all workers (0 pauses it); "
+                        "none removes the limit")
+    p.set_defaults(handler=queue_limit)
+
+
+def parse_limit(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise CliError(f"limit must be an integer >= 0 or 'none', not {text!r}", 2) from None
+    if value < 0:
+        raise CliError(f"limit must be an integer >= 0 or 'none', not {text!r}", 2)
+    return value
+
+
+async def queues(args: argparse.Namespace) -> int:
+    app = client(args)
+    try:
+        limits = await app.queue_limits()
+        workflows = await app.store.workflow_list()
+    finally:
+        await app.close()
+    names = sorted(set(limits) | set(workflows.values()))
+    rows = [{"queue": q, "limit": limits.get(q),
+             "workflows": sorted(w for w, wq in workflows.items() if wq == q)}
+            for q in names]
+    if args.json:
+        print(dumps(rows))
+        return 0
+    if not rows:
+        print("no queues")
+        return 0
+    width = max(5, *(len(r["queue"]) for r in rows))  # type: ignore[arg-type]
+    print(f"{'QUEUE':{width}}  {'LIMIT':>5}  WORKFLOWS")
+    for r in rows:
+        limit = "-" if r["limit"] is None else str(r["limit"])
+        print(f"{r['queue']:{width}}  {limit:>5}  {', '.join(r['workflows']) or '-'}")  # type: ignore[arg-type]
+    return 0
+
+
+async def queue_limit(args: argparse.Namespace) -> int:
+    limit = parse_limit(args.limit)
+    app = client(args, must_exist=False)
+    try:
+        await app.set_queue_limit(args.queue, limit)
+    finally:
+        await app.close()
+    if limit is None:
+        print(f"queue {args.queue}: no limit")
+    else:
+        print(f"queue {args.queue}: at most {limit} run{'s' if limit != 1 else ''} at once")
+    return 0

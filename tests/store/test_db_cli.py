@@ -1,0 +1,107 @@
+"""``tether db status`` / ``tether db migrate`` on both backends, run as a user runs
+them (a subprocess), including the upgrade of a store made by the previous release
+(migration 0001 only) that refuses to open while auto-migration is off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tether.errors import ConfigError
+from tether.store import open_store
+from tether.store._sql import load_migrations
+
+from .conftest import run_record
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tether(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+
+
+def make_release_one_store(url: str) -> None:
+    """A store as the previous release left it: migration 0001 applied, one run."""
+    if url.startswith("sqlite:"):
+        import apsw
+
+        conn = apsw.Connection(url.split("///", 1)[1])
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE tether_schema_version (version INTEGER PRIMARY KEY, "
+                     "name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        (_, _, sql), *_ = load_migrations("tether.store.sqlite")
+        conn.execute(sql)
+        conn.execute("INSERT INTO tether_schema_version VALUES (1, 'init', ?)", (time.time(),))
+        conn.execute("INSERT INTO tether_runs (run_id, workflow, queue, status, input, "
+                     "created_at, updated_at, available_at) VALUES "
+                     "('old', 'wf', 'q', 'queued', '[[], {}]', 1, 1, 1)")
+        conn.close()
+        return
+    import psycopg
+
+    from tether.store.postgres._migrate import migrations
+
+    (_, _, sql), *_ = migrations("tether")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA tether")
+        conn.execute("CREATE TABLE tether.schema_version (version integer PRIMARY KEY, "
+                     "name text NOT NULL, applied_at double precision NOT NULL)")
+        conn.execute(sql)
+        conn.execute("INSERT INTO tether.schema_version VALUES (1, 'init', 0)")
+        conn.execute("INSERT INTO tether.runs (run_id, workflow, queue, status, input, "
+                     "created_at, updated_at, available_at) VALUES "
+                     "('old', 'wf', 'q', 'queued', '[[], {}]', 1, 1, 1)")
+
+
+def status_lines(url: str) -> list[str]:
+    done = tether("db", "status", "--db", url)
+    assert done.returncode == 0, done.stderr
+    return [" ".join(line.split()) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.slow
+async def test_db_status_and_migrate_upgrade_a_previous_release(store_url: str) -> None:
+    """Status lists 0002 pending on a release-one store; a store with auto-migration
+    off refuses to open it, naming the command; ``tether db migrate`` applies only 0002,
+    keeps the data, and a second run has nothing to do."""
+    make_release_one_store(store_url)
+    assert status_lines(store_url) == ["0001 init applied", "0002 shared_state pending"]
+    strict = open_store(store_url, migrate=False)
+    with pytest.raises(ConfigError, match=r"0002_shared_state.*tether db migrate"):
+        await strict.open()
+    first = tether("db", "migrate", "--db", store_url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["applied", "0002_shared_state"]
+    again = tether("db", "migrate", "--db", store_url)
+    assert again.returncode == 0 and again.stdout.strip() == "up to date"
+    assert status_lines(store_url) == ["0001 init applied", "0002 shared_state applied"]
+    await strict.open()
+    try:
+        old = await strict.run_get("old")
+        assert old is not None and old.metrics == {}
+        await strict.run_insert(run=run_record("new"))
+    finally:
+        await strict.close()
+
+
+def test_db_status_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    """Status of a file that does not exist lists everything pending and leaves no file;
+    ``?migrate=false`` in the URL is understood, and a bad value is refused."""
+    url = f"sqlite:///{tmp_path}/none.db"
+    assert status_lines(url) == ["0001 init pending", "0002 shared_state pending"]
+    assert not (tmp_path / "none.db").exists()
+    bad = tether("db", "status", "--db", f"{url}?migrate=perhaps")
+    assert bad.returncode != 0 and "migrate=" in bad.stderr and "true or false" in bad.stderr
+
+
+async def test_sqlite_url_option_turns_auto_migration_off(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/t.db?migrate=false")
+    with pytest.raises(ConfigError, match="tether db migrate"):
+        await store.open()
