@@ -1,0 +1,326 @@
+"""``tether demo``: a research agent survives ``kill -9`` of its worker, waits for a
+human's approval, and finishes without paying for any model call twice.
+
+The story, with real processes and a real SQLite file (in a temporary folder):
+
+1. a ``tether worker`` process runs the agent ``researcher`` (``tether.demo.research``);
+2. after three reasoning steps have committed, the demo kills it with SIGKILL, as a
+   node restart would; step 4 (a slow web search) was running;
+3. a new worker process replays steps 1-3 from the journal (no model request, no MCP
+   call) and runs step 4 again;
+4. the agent asks to spend budget on a report and waits, released; the demo answers
+   with ``tether approve RUN_ID`` (a subprocess, as a human would);
+5. the run completes; the demo prints the timeline, the tokens and cost spent and
+   saved by replay, and checks the model server's request log for repeats.
+
+With ``OPENAI_API_KEY`` (or ``ANTHROPIC_API_KEY``) set it runs against that provider;
+otherwise against the local scripted model server (``tether.testing.llm_server``),
+which answers like a model following the agent's instructions, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from tether import App
+from tether.cli._runs import print_timeline
+from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+
+RUN_ID = "demo-1"
+TASK = "Should our team run its AI agents on a durable execution engine? Recommend."
+KILL_AFTER = 3
+TIMEOUT = 120.0
+
+
+# -- the scripted model -----------------------------------------------------------------------
+
+#: What the scripted model does after seeing n tool results: a tool call (with what it
+#: says about it) or the final answer. Token counts are what a real model would bill
+#: for this conversation, roughly.
+PLAN: list[tuple[str, dict[str, Any], int, int]] = [
+    ("define", {"term": "durable execution"}, 412, 38),
+    ("search_web", {"query": "durable execution engines for AI agents"}, 560, 41),
+    ("buy_report", {"title": "Durable agents 2025", "price_usd": 49.0}, 803, 52),
+]
+SAYS = [
+    "First I need a precise definition.",
+    "Now what practitioners report.",
+    "The market report would settle it; it costs $49, which needs approval.",
+]
+ANSWER = (
+    "Recommendation: yes. Durable execution journals every step, so an agent resumes "
+    "after a crash without redoing completed work; teams report agent runs lost on "
+    "node restarts otherwise, and replay repays no tokens for finished turns. The "
+    "report confirms adoption doubled in 2025: start with the agents whose runs are "
+    "longest or most expensive.")
+
+
+def scripted_model(request: RecordedRequest) -> Reply:
+    """Answer from the state of the conversation, as a model following the plan."""
+    seen = [m for m in request.body.get("messages", []) if m.get("role") == "tool"]
+    if len(seen) < len(PLAN):
+        name, args, tokens_in, tokens_out = PLAN[len(seen)]
+        return Reply(SAYS[len(seen)], tool_calls=[{"name": name, "arguments": args}],
+                     input_tokens=tokens_in, output_tokens=tokens_out, delay=0.3)
+    return Reply(ANSWER, input_tokens=1046, output_tokens=88, delay=0.3)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Model:
+    spec: str
+    base_url: str
+    scripted: bool
+    note: str
+
+
+def _choose_model(scripted_only: bool, server: ScriptedLLMServer | None) -> _Model:
+    if not scripted_only and os.environ.get("OPENAI_API_KEY"):
+        return _Model("openai:gpt-4.1-mini", "", False, "OpenAI gpt-4.1-mini (OPENAI_API_KEY "
+                      "is set)")
+    if not scripted_only and os.environ.get("ANTHROPIC_API_KEY"):
+        return _Model("anthropic:claude-haiku-4-5", "", False, "Anthropic claude-haiku-4-5 "
+                      "(ANTHROPIC_API_KEY is set)")
+    assert server is not None
+    return _Model("openai:gpt-4.1-mini", server.base_url, True,
+                  f"no OPENAI_API_KEY or ANTHROPIC_API_KEY: the local scripted model server "
+                  f"at {server.base_url} (tether.testing.llm_server) plays gpt-4.1-mini, "
+                  "priced as such")
+
+
+def _tether(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tether", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _reasoning_steps(info: Any) -> list[dict[str, Any]]:
+    """The journal's LLM turns and tool calls (not the tool listing, the clock or the
+    approval signal)."""
+    return [e for e in info.journal if e["kind"] == "step"
+            and not e["name"].endswith(".list_tools")]
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    name, result = entry["name"], entry["result"]
+    if name.startswith("llm:") and isinstance(result, dict):
+        reply = result.get("reply", {})
+        usage = reply.get("usage", {})
+        calls = reply.get("tool_calls") or []
+        what = (", ".join(f"asks {c['name']}({_args(c.get('arguments'))})" for c in calls)
+                or "answers")
+        return (f"model    {what}  [{usage.get('input_tokens', 0)} in / "
+                f"{usage.get('output_tokens', 0)} out]")
+    if name.startswith("mcp:") and isinstance(result, dict):
+        args = entry["args"] if isinstance(entry["args"], list) else ["?"]
+        return f"MCP tool {args[0]} (stdio): {_short(result.get('text', ''), 60)}"
+    return f"tool     {name.split(':', 1)[-1]}: {_short(result, 70)}"
+
+
+def _args(arguments: Any) -> str:
+    if not isinstance(arguments, dict):
+        return ""
+    return ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+
+
+def _short(value: Any, width: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _executions(path: str) -> list[tuple[int, str]]:
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            pid, _, what = line.strip().partition(" ")
+            out.append((int(pid), what))
+    return out
+
+
+class _Printer:
+    """Prints each reasoning step once, as it commits."""
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def show(self, info: Any, worker: int) -> int:
+        steps = [e for e in _reasoning_steps(info) if e["status"] == "ok"]
+        for entry in steps[self.shown:]:
+            self.shown += 1
+            print(f"  step {self.shown}  (worker {worker})  {_describe(entry)}")
+        return len(steps)
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+async def run_demo(*, scripted_only: bool = False) -> int:
+    """Run the demo; 0 if the run completed and the provider saw no repeated request."""
+    folder = tempfile.mkdtemp(prefix="tether-demo-")
+    db = f"sqlite:///{folder}/demo.db"
+    log_path = os.path.join(folder, "executions.log")
+    server: ScriptedLLMServer | None = None
+    if scripted_only or not (os.environ.get("OPENAI_API_KEY")
+                             or os.environ.get("ANTHROPIC_API_KEY")):
+        server = ScriptedLLMServer(responder=scripted_model)
+        await server.start()
+    model = _choose_model(scripted_only, server)
+    env = dict(os.environ, TETHER_DATABASE_URL=db, TETHER_DEMO_LOG=log_path,
+               TETHER_DEMO_MODEL=model.spec, TETHER_DEMO_BASE_URL=model.base_url)
+    print(f"store: {db}  (SQLite, WAL, synchronous=FULL)")
+    print(f"model: {model.note}")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        with open(os.path.join(folder, f"worker-{len(procs) + 1}.log"), "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "tether", "worker",
+                                     "tether.demo.research:app", "--db", db],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=err)
+        procs.append(proc)
+        return proc
+
+    try:
+        return await _story(db, env, model, server, spawn, log_path, folder)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+        if server is not None:
+            await server.stop()
+
+
+async def _story(db: str, env: dict[str, str], model: _Model,
+                 server: ScriptedLLMServer | None, spawn: Any, log_path: str,
+                 folder: str) -> int:
+    from tether.demo import research
+
+    app: App = research.app
+    app.use_store(db)
+    printer = _Printer()
+    first = spawn()
+    async with app:
+        handle = await app.start(research.researcher.name, TASK, run_id=RUN_ID)
+        print(f"\nstarted run {RUN_ID} (agent {research.researcher.name!r}) on worker pid "
+              f"{first.pid}\ntask: {TASK}\n")
+        deadline = time.monotonic() + TIMEOUT
+        while printer.show(await app.get_run(RUN_ID), first.pid) < KILL_AFTER:
+            if first.poll() is not None:
+                print(f"worker {first.pid} exited (code {first.returncode}); see {folder}")
+                return 1
+            if time.monotonic() > deadline:
+                print(f"timed out waiting for step {KILL_AFTER}; worker logs in {folder}")
+                return 1
+            await asyncio.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        requests_at_kill = len(server.requests) if server is not None else 0
+        running = [what.split(" ")[0] for pid, what in _executions(log_path)
+                   if pid == first.pid]
+        doing = (f"; it was running step {KILL_AFTER + 1} ({running[-1]})" if running
+                 else "")
+        print(f"\n>>> kill -9 worker {first.pid} after step {KILL_AFTER} (as a node restart "
+              f"would){doing}\n")
+        resumed_at = time.monotonic()
+        second = spawn()
+        print(f"started a new worker pid {second.pid}: it replays steps 1-{KILL_AFTER} from "
+              f"the journal and resumes at step {KILL_AFTER + 1}")
+        approvals = 0
+        while True:
+            info = await app.get_run(RUN_ID)
+            printer.show(info, second.pid)
+            if info.status.is_final:
+                break
+            if time.monotonic() > deadline:
+                print(f"timed out; worker logs in {folder}")
+                return 1
+            if await _answer_approval(app, env):
+                approvals += 1
+            await asyncio.sleep(0.05)
+        printer.show(info, second.pid)
+        elapsed = time.monotonic() - resumed_at
+        try:
+            answer = await handle.result(timeout=5)
+        except Exception as exc:
+            print(f"\nthe run ended {info.status.value}: {exc}")
+            return 1
+    print(f"\nanswer: {answer}\n")
+    print(f"$ tether show {RUN_ID}")
+    print_timeline(info)
+    return _summary(info, model, server, requests_at_kill, first_pid=first.pid,
+                    second_pid=second.pid, log_path=log_path, approvals=approvals,
+                    elapsed=elapsed)
+
+
+async def _answer_approval(app: App, env: dict[str, str]) -> bool:
+    """If the run waits for an approval: show ``tether approvals`` and answer with
+    ``tether approve`` (subprocesses, as a human at a terminal)."""
+    from tether.ai import pending_approvals
+
+    pending = [p for p in await pending_approvals(app) if p.run_id == RUN_ID]
+    if not pending:
+        return False
+    p = pending[0]
+    print(f"\n>>> the agent waits (released: no worker holds it) for approval of "
+          f"{p.tool}({_args(p.arguments)})\n    reason: {p.reason}")
+    listed = await asyncio.to_thread(_tether, "approvals", env=env)
+    print("$ tether approvals\n" + "\n".join("  " + line
+                                           for line in listed.stdout.rstrip().splitlines()))
+    done = await asyncio.to_thread(_tether, "approve", RUN_ID, "--note",
+                                   "within this quarter's budget", env=env)
+    print(f"$ tether approve {RUN_ID} --note 'within this quarter's budget'\n  "
+          f"{(done.stdout or done.stderr).strip()}\n")
+    return done.returncode == 0
+
+
+def _summary(info: Any, model: _Model, server: ScriptedLLMServer | None,
+             requests_at_kill: int, *, first_pid: int, second_pid: int, log_path: str,
+             approvals: int, elapsed: float) -> int:
+    m = info.metrics
+    print("\nspent:            "
+          f"{int(m.get('tokens.input', 0))} input + {int(m.get('tokens.output', 0))} output "
+          f"tokens in {int(m.get('llm.calls', 0))} model calls, "
+          f"${m.get('cost.usd', 0.0):.6f}")
+    print("saved by replay:  "
+          f"{int(m.get('saved.tokens.input', 0))} input + "
+          f"{int(m.get('saved.tokens.output', 0))} output tokens, "
+          f"${m.get('saved.cost.usd', 0.0):.6f} ({int(m.get('saved.calls', 0))} recorded "
+          "replies returned from the journal instead of asking the model again, after the "
+          "kill and after the approval wait)")
+    ran = _executions(log_path)
+    for pid, label in ((first_pid, "killed worker"), (second_pid, "new worker")):
+        mine = [what.split(" ")[0] for p, what in ran if p == pid]
+        print(f"python tools run by the {label} {pid}: {', '.join(mine) or 'none'}")
+    mcp = [what for _, what in ran if what.startswith("mcp:")]
+    print(f"MCP server received: {len(mcp)} call(s) ({', '.join(mcp)})")
+    ok = info.status.value == "completed" and approvals >= (1 if model.scripted else 0)
+    if server is not None:
+        bodies = Counter(json.dumps(r.body, sort_keys=True) for r in server.requests)
+        repeats = sum(n - 1 for n in bodies.values())
+        print(f"provider requests: {len(server.requests)} ({requests_at_kill} before the "
+              f"kill, {len(server.requests) - requests_at_kill} after); repeated: "
+              f"{repeats or 'none'}")
+        ok = ok and repeats == 0
+    else:
+        print(f"provider: {model.spec}; its request log is not visible from here: the "
+              "journal shows each model call once, and saved.calls counts the replies "
+              "replay did not ask for again")
+    print(f"the run completed {elapsed:.1f} s after the new worker started")
+    return 0 if ok else 1
