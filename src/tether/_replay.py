@@ -81,7 +81,7 @@ class Lost:
 
 StopReason = Release | Blocked | Lost
 
-#: Metrics key: the last journal position whose replay was counted (hidden in displays).
+#: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
 
 
@@ -253,10 +253,11 @@ class RunContext:
     def _count_replay(self, sdef: StepDef, pos: int, value: Any) -> None:
         """Metrics of a result answered from the journal (e.g. tokens not paid again),
         counted at most once per position over the run's life."""
-        if sdef.on_replay is None or pos <= self.metrics.get(_REPLAY_MARK, -1):
+        counted = self.metrics.get(_REPLAY_MARK, 0.0)  # positions below it are counted
+        if sdef.on_replay is None or pos < counted:
             return
         deltas = dict(sdef.on_replay(value) or {})
-        deltas[_REPLAY_MARK] = pos - self.metrics.get(_REPLAY_MARK, -1)
+        deltas[_REPLAY_MARK] = pos + 1 - counted
         self.add_metrics(deltas)
 
     # -- cancellation -------------------------------------------------------------------
