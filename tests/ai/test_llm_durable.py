@@ -188,7 +188,7 @@ async def test_a_missing_api_key_is_a_recorded_error_naming_the_variable(
 
 
 def test_bad_specs_are_clear_errors() -> None:
-    with pytest.raises(ConfigError, match="unknown provider 'gemini'.*openai, anthropic"):
+    with pytest.raises(ConfigError, match=r"unknown provider 'gemini'.*openai, anthropic"):
         LLM("gemini:pro")
     with pytest.raises(ConfigError, match="names no provider"):
         LLM("gpt-4.1")
