@@ -407,7 +407,9 @@ class LLM:
                     else:
                         await _settle(guard.failure(ticket))
                 raise
-            except FatalProviderError:
+            except FatalProviderError as exc:
+                if publish is not None:
+                    await publish.event({"type": "llm.error", "message": str(exc)})
                 if guard is not None and ticket is not None:
                     await _settle(guard.success(ticket))  # it answered: it is up
                 raise
