@@ -160,6 +160,14 @@ async def test_claim_and_journal_queries_use_indexes(
         plan = "\n".join(r[0] for r in await cur.fetchall())
         assert "Seq Scan" not in plan, f"{name}:\n{plan}"
         assert "Index" in plan, f"{name}:\n{plan}"
+    # With a limit on one of the queues: still no scan of the whole table (the held
+    # count uses runs_held, the limited queue's pick runs_claim).
+    await raw.execute("INSERT INTO tether.queue_limits VALUES ('q1', 3, 0); "
+                      "ANALYZE tether.queue_limits")
+    for name in ("run_claim_lock", "run_claim", "next_available_at"):
+        cur = await raw.execute("EXPLAIN " + pg._q[name], params)
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        assert "Seq Scan on runs" not in plan, f"{name} with a limit:\n{plan}"
 
 
 # -- round trips and group commit ---------------------------------------------------------

@@ -69,7 +69,9 @@ ORDER BY queue FOR NO KEY UPDATE;
 -- run_claim --
 -- Claim up to limit runnable runs under a new lease; skips runs another transaction holds.
 -- A queue with a limit gives at most its limit less the runs held under a lease that
--- has not expired (runs_held); the others are claimed as before, oldest first.
+-- has not expired (runs_held); the others are claimed as before, oldest first. The
+-- queues stay a plain parameter of the first arm, so the planner sees them as before;
+-- its one-time filter skips it when every queue claimed from has a limit.
 WITH lim AS MATERIALIZED (
     SELECT l.queue, greatest(l.max_running - (
                SELECT count(*) FROM {schema}.runs h
@@ -79,9 +81,9 @@ WITH lim AS MATERIALIZED (
 pick AS (
     SELECT * FROM (
         SELECT run_id, available_at FROM {schema}.runs
-        WHERE queue = ANY(ARRAY(SELECT unnest(%(queues)s::text[])
-                                EXCEPT SELECT queue FROM lim))
-          AND available_at <= %(now)s
+        WHERE queue = ANY(%(queues)s) AND available_at <= %(now)s
+          AND queue <> ALL(ARRAY(SELECT queue FROM lim))
+          AND (SELECT count(*) FROM lim) < cardinality(%(queues)s::text[])
         ORDER BY available_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED) free
@@ -446,9 +448,8 @@ WITH lim AS MATERIALIZED (
     WHERE l.queue = ANY(%(queues)s))
 SELECT min(t) FROM (
     SELECT min(available_at) AS t FROM {schema}.runs
-    WHERE queue = ANY(ARRAY(SELECT unnest(%(queues)s::text[])
-                            EXCEPT SELECT queue FROM lim WHERE running >= max_running))
-      AND available_at IS NOT NULL
+    WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL
+      AND queue <> ALL(ARRAY(SELECT queue FROM lim WHERE running >= max_running))
     UNION ALL
     SELECT expiry FROM lim WHERE running >= max_running) x;
 
