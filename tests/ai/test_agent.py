@@ -16,6 +16,7 @@ from tether import App, RetryPolicy, RunFailed
 from tether.ai import (
     LLM,
     Agent,
+    Budget,
     function_tool,
     idempotency_headers,
     workflow_tool,
@@ -246,6 +247,30 @@ async def test_an_empty_task_fails_the_run_clearly(sqlite_url: str,
         with pytest.raises(RunFailed, match="takes its task as a non-empty string"):
             await run_to_end(app, "strict", "  ", run_id="empty-1")
     assert server.requests == []
+
+
+async def test_the_agents_budget_reaches_every_model_call(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Agent(budget=...) is passed to each LLM call: with on_exceed="fail", the call
+    that would pass it fails the run, and the model is not asked again."""
+    app = App(sqlite_url)
+
+    @function_tool
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    app.add_agent(Agent("frugal", model=llm, tools=[ping],
+                        budget=Budget(tokens=150, on_exceed="fail")))
+    server.set_script([Reply(tool_calls=[call("ping", {})], input_tokens=120,
+                             output_tokens=20), Reply("never sent")])
+    async with app:
+        with pytest.raises(RunFailed) as failed:
+            await run_to_end(app, "frugal", "ping once", run_id="budget-1")
+    assert failed.value.error is not None
+    assert "BudgetExceeded" in failed.value.error["type"]
+    assert "budget exceeded" in failed.value.error["message"]
+    assert len(server.requests) == 1
 
 
 # -- agents and workflows as tools -------------------------------------------------------------
