@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tether import Postpone
+from tests.engine.helpers import wait_for
+from tether import App, Postpone
 from tether.ai import LLM, CircuitBreaker, user_message
 from tether.ai._breaker import BreakerGuard, RateLimits, Ticket
 from tether.errors import ConfigError
 from tether.store import Store, open_store
+from tether.testing import Reply, ScriptedLLMServer
 
 
 class Clock:
@@ -160,3 +162,37 @@ def test_bad_settings_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="tpm= must be > 0"):
         LLM("openai:gpt-4.1-mini", tpm=-5)
     assert user_message("x")["role"] == "user"
+
+
+async def test_an_llm_over_its_rpm_is_postponed_not_failed(sqlite_url: str) -> None:
+    """RPM 60 (a full bucket of 60, one more a second): 63 calls in a row; the calls
+    past the bucket are postponed (the run released meanwhile), none fails, and each
+    journal entry records one attempt."""
+    async with ScriptedLLMServer(responder=lambda req: Reply("ok")) as server:
+        app = App(sqlite_url)
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, rpm=60)
+
+        @app.workflow
+        async def wf() -> int:
+            for i in range(63):
+                await llm.chat([user_message(f"q{i}")])
+            return 63
+
+        seen: set[str] = set()
+
+        async def postponed() -> bool:
+            info = await app.get_run("rpm")
+            if (info.waiting_for or "").startswith("postponed llm"):
+                seen.add(info.waiting_for or "")
+            return bool(seen)
+
+        async with app.worker(sticky_wait=0.1, poll_interval=0.05):
+            handle = await app.start(wf, run_id="rpm")
+            await wait_for(postponed, timeout=30)
+            assert await handle.result(timeout=60) == 63
+        info = await app.get_run("rpm")
+        assert len(server.requests) == 63
+        assert all(e["status"] == "ok" and e["attempts"] == 1 for e in info.journal)
+        assert any("requests-per-minute limit" in s for s in seen)
+        await llm.aclose()
+        await app.close()
