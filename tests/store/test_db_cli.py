@@ -4,6 +4,7 @@ them (a subprocess), including the upgrade of a store made by the previous relea
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,21 @@ async def test_sqlite_url_option_turns_auto_migration_off(tmp_path: Path) -> Non
     store = open_store(f"sqlite:///{tmp_path}/t.db?migrate=false")
     with pytest.raises(ConfigError, match="tether db migrate"):
         await store.open()
+
+
+def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
+    """``tether queue-limit`` persists a limit that ``tether queues`` lists (text and
+    JSON); ``none`` removes it; a bad limit is a usage error naming the value."""
+    url = f"sqlite:///{tmp_path}/t.db"
+    done = tether("queue-limit", "llm", "2", "--db", url)
+    assert done.returncode == 0, done.stderr
+    assert "at most 2 runs at once" in done.stdout
+    listed = tether("queues", "--db", url)
+    assert listed.returncode == 0 and listed.stdout.split()[3:5] == ["llm", "2"]
+    as_json = tether("queues", "--json", "--db", url)
+    assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "workflows": []}]
+    for bad in ("-1", "two"):
+        refused = tether("queue-limit", "llm", bad, "--db", url)
+        assert refused.returncode == 2 and repr(bad) in refused.stderr
+    assert tether("queue-limit", "llm", "none", "--db", url).returncode == 0
+    assert json.loads(tether("queues", "--json", "--db", url).stdout) == []
