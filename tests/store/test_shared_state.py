@@ -343,3 +343,20 @@ async def test_events_that_are_too_large_or_carry_nul_are_refused(store: Store) 
     with pytest.raises(StoreError, match="NUL"):
         await store.run_publish(run_id="r1", data="a\x00b")
     await store.run_publish(run_id="nobody-listens", data=json.dumps({"ok": True}))
+
+
+async def test_a_place_freed_on_a_limited_queue_wakes_other_processes(store: Store) -> None:
+    """Releasing a run of a limited queue (it waits for a timer) frees a place: workers
+    subscribed through another store object are woken to claim it."""
+    await store.queue_limit_set(queue="q", limit=1, now=T0)
+    lease = (await start_and_claim(store, "r1")).lease
+    async with more_stores(store.url, 1) as (other,):
+        woken = asyncio.Event()
+        unsubscribe = await other.subscribe(woken.set)
+        try:
+            await asyncio.sleep(0.1)
+            woken.clear()
+            await store.run_release(lease=lease, wait=Wait(T0 + 100, "timer"), now=T0 + 1)
+            await asyncio.wait_for(woken.wait(), timeout=5)
+        finally:
+            await unsubscribe()

@@ -448,11 +448,12 @@ class PostgresStore:
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         params = {**_lease_params(lease), "available_at": wait.available_at,
                   "description": wait.description, "signal": wait.signal,
-                  "child": wait.child, "now": now}
+                  "child": wait.child, "now": now, "channel": self._channel}
 
         async def go(conn: Conn) -> int:
             cursors = await self._pipeline(conn, [
-                ("lease_lock", params), ("child_lock", params), ("run_release", params)])
+                ("lease_lock", params), ("child_lock", params), ("run_release", params),
+                ("run_release_wake", params)])
             return cursors[2].rowcount
 
         if await self._run_op(go) != 1:

@@ -220,6 +220,12 @@ SET status = 'waiting', owner = NULL, waiting_for = %(description)s, updated_at 
 WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
   AND (status = 'running') IS TRUE;
 
+-- run_release_wake --
+-- A run of a queue with a concurrency limit was released: its place is free, so wake
+-- the workers waiting for one (runs of queues without a limit notify nothing).
+SELECT {schema}.wake(%(channel)s, count(*)) FROM {schema}.queue_limits
+WHERE queue = (SELECT queue FROM {schema}.runs WHERE run_id = %(run_id)s);
+
 -- run_lock --
 -- Lock a run's row whatever its state; returns its status.
 SELECT status FROM {schema}.runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE;

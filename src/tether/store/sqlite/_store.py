@@ -456,7 +456,8 @@ class SqliteStore:
         await self._submit(_run_finish, lease, status, result, error, now, wake=True)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        await self._submit(_run_release, lease, wait, now)
+        if await self._submit(_run_release, lease, wait, now):
+            self._notifier.publish()  # a place on a limited queue is free
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         return await self._submit(_run_cancel, run_id, now, wake=True)  # type: ignore[no-any-return]
@@ -694,13 +695,16 @@ def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | 
     conn.execute(Q["run_wake_waiters"], (now, lease.run_id))
 
 
-def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> None:
+def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> bool:
+    """Release the run; True if its queue has a concurrency limit (workers waiting for
+    a place should hear of it)."""
     conn.execute(Q["run_release"], (
         None, wait.available_at, wait.description, now, lease.run_id, lease.fencing_token,
         wait.signal, wait.child,
     ))
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
+    return bool(conn.execute(Q["run_queue_limited"], (lease.run_id,)).fetchall())
 
 
 def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:

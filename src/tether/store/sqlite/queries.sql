@@ -240,3 +240,8 @@ SELECT count(*), min(available_at) FROM tether_runs WHERE queue = ? AND status =
 -- The oldest claimable runs of one queue.
 SELECT run_id, available_at FROM tether_runs
 WHERE queue = ? AND available_at <= ? ORDER BY available_at LIMIT ?;
+
+-- run_queue_limited --
+-- Whether a run's queue has a concurrency limit.
+SELECT 1 FROM tether_queue_limits
+WHERE queue = (SELECT queue FROM tether_runs WHERE run_id = ?);
