@@ -1,0 +1,345 @@
+"""Waiting benchmarks: wake-up latency of a released run, and many runs on timers.
+
+    .venv/bin/python bench/waiting.py latency [--db sqlite|postgres|URL] [--samples 200]
+                                              [--cli-samples 20]
+    .venv/bin/python bench/waiting.py timers  [--db sqlite|postgres|URL] [--runs 100000]
+                                              [--concurrency 50] [--due-in SECONDS]
+
+latency: one idle ``tether worker`` process; a run released on ``wait_for_signal("go")``;
+the bench process sends the signal (``App.signal`` on its own store connection, and
+the ``tether signal`` CLI for a smaller sample set) and the run's next step records
+``time.time()`` when it runs. All processes are on one machine, so their clocks agree.
+The latency is from just before the send (the API call; for the CLI, the signal's
+``created_at``, taken by the CLI just before its commit) to that step running.
+
+timers: ``--runs`` runs each sleep until one shared due time (``tether.sleep``, the
+delay computed from the journaled ``tether.now()``); one worker process parks them all
+(released), then they come due together. Reports the worker's RSS idle, with all runs
+waiting, and at its peak; the store's size on disk; and the time from the due time to
+the last run completed (runs/s).
+
+Each sub-command prints its table and the command that reproduced it. PostgreSQL runs
+use a fresh database (``tether_bench_waiting_<pid>``) that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import tether
+from tether import App
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PG_ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+app = App()
+
+
+@app.step
+async def resumed_at() -> float:
+    """When the workflow's code ran again after its wait."""
+    return time.time()
+
+
+@app.workflow(queue="bench-wake")
+async def wake_me() -> float:
+    await tether.wait_for_signal("go")
+    return await resumed_at()
+
+
+@app.workflow(queue="bench-timers")
+async def due_at(at: float) -> None:
+    """Sleep until the epoch time ``at`` (journaled ``now``, so replay agrees)."""
+    await tether.sleep(max(at - tether.now().timestamp(), 0.0))
+
+
+# -- processes and stores ------------------------------------------------------------------
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` field in kB (``VmRSS``, ``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
+@contextmanager
+def worker(url: str, queue: str, concurrency: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``tether worker waiting:app`` process, stopped by its PID."""
+    args = [sys.executable, "-m", "tether", "worker", "waiting:app", "--db", url,
+            "--queue", queue, "--concurrency", str(concurrency)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src")]))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextmanager
+def store_url(db: str, folder: Path) -> Iterator[str]:
+    """A fresh store: a SQLite file in ``folder``, or a PostgreSQL database dropped after."""
+    if db == "sqlite":
+        yield f"sqlite:///{folder}/waiting.db"
+        return
+    if db != "postgres":
+        yield db
+        return
+    import psycopg
+
+    name = f"tether_bench_waiting_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def store_size(url: str) -> dict[str, int]:
+    """Bytes on disk: the SQLite file and its WAL, or ``pg_database_size``."""
+    if url.startswith("sqlite:"):
+        path = url.split("sqlite://", 1)[1]
+        return {name: os.path.getsize(path + suffix) if os.path.exists(path + suffix) else 0
+                for name, suffix in (("db", ""), ("wal", "-wal"))}
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return {"db": int(row[0])}
+
+
+def signal_created_at(url: str, run_id: str) -> float:
+    """When the sender stamped its signal (read from the store's table: the CLI
+    process's own clock, just before it committed)."""
+    if url.startswith("sqlite:"):
+        import apsw
+
+        conn = apsw.Connection(url.split("sqlite://", 1)[1], flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            rows = conn.execute("SELECT created_at FROM tether_signals WHERE run_id = ?",
+                                (run_id,)).fetchall()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            rows = pg.execute("SELECT created_at FROM tether.signals WHERE run_id = %s",
+                              (run_id,)).fetchall()
+    value: Any = rows[0][0]
+    return float(value)
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float,
+                interval: float) -> None:
+    """Poll an async predicate until true."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def describe(db: str) -> str:
+    if db == "sqlite":
+        return "SQLite (WAL, synchronous=FULL)"
+    if db == "postgres":
+        return "PostgreSQL 15 (synchronous_commit=on), loopback"
+    return db
+
+
+def command() -> str:
+    return ".venv/bin/python bench/waiting.py " + " ".join(sys.argv[1:])
+
+
+# -- wake-up latency ------------------------------------------------------------------------
+
+
+async def one_sample(run_id: str, send: str, url: str) -> tuple[float, float]:
+    """Start a run, let it be released and the worker go idle, send ``go``; the seconds
+    from the send to the workflow's code running again, and the seconds the sender
+    took to commit its signal (API only; 0 for the CLI)."""
+    handle = await app.start(wake_me, run_id=run_id)
+
+    async def released() -> bool:
+        return (await handle.status()).value == "waiting"
+
+    await until(released, timeout=30, interval=0.002)
+    await asyncio.sleep(0.05)  # the worker is idle: nothing claimed, nothing in flight
+    if send == "api":
+        t0 = time.time()
+        await app.signal(run_id, "go")
+        sent = time.time() - t0
+    else:
+        sent = 0.0
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        subprocess.run([sys.executable, "-m", "tether", "signal", run_id, "go", "--db", url],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        t0 = signal_created_at(url, run_id)
+    resumed = await handle.result(timeout=30)
+    return resumed - t0, sent
+
+
+def summary(samples: list[float]) -> tuple[float, float, float, float]:
+    ordered = sorted(samples)
+    p99 = statistics.quantiles(ordered, n=100, method="inclusive")[98] if len(
+        ordered) > 1 else ordered[0]
+    return statistics.median(ordered), p99, ordered[0], ordered[-1]
+
+
+async def bench_latency(args: argparse.Namespace, folder: Path) -> None:
+    rows: list[tuple[str, int, tuple[float, float, float, float]]] = []
+    with store_url(args.db, folder) as url, \
+            worker(url, "bench-wake", 50, folder / "latency-worker.log") as proc:
+        app.use_store(url)
+        try:
+            for i in range(5):  # warm-up: imports, prepared statements, caches
+                await one_sample(f"warm-{i}", "api", url)
+            api = [await one_sample(f"api-{i}", "api", url) for i in range(args.samples)]
+            rows.append(("App.signal (bench process)", len(api), summary([a for a, _ in api])))
+            rows.append(("  of which App.signal's commit", len(api),
+                         summary([s for _, s in api])))
+            if args.cli_samples:
+                cli = [(await one_sample(f"cli-{i}", "cli", url))[0]
+                       for i in range(args.cli_samples)]
+                rows.append(("tether signal (CLI process)", len(cli), summary(cli)))
+            rss = proc_status_kb(proc.pid, "VmRSS")
+        finally:
+            await app.close()
+    print(f"store: {describe(args.db)}; one idle worker process (RSS {rss / 1024:.1f} MiB)")
+    print("wake-up latency: signal sent -> the workflow's next step runs")
+    print(f"{'sender':32} {'samples':>8} {'median':>9} {'p99':>9} {'min':>9} {'max':>9}")
+    for name, n, (med, p99, lo, hi) in rows:
+        print(f"{name:32} {n:>8} {med * 1e3:>7.2f}ms {p99 * 1e3:>7.2f}ms "
+              f"{lo * 1e3:>7.2f}ms {hi * 1e3:>7.2f}ms")
+    print(f"command: {command()}")
+
+
+# -- many runs on timers --------------------------------------------------------------------
+
+
+async def count_not(statuses: tuple[str, ...]) -> bool:
+    for status in statuses:
+        if await app.list_runs(status=status, limit=1):
+            return False
+    return True
+
+
+async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
+    n = args.runs
+    due_in = args.due_in if args.due_in is not None else (
+        (10 + n / 4000) if args.db == "sqlite" else (20 + n / 500))
+    with store_url(args.db, folder) as url, \
+            worker(url, "bench-timers", args.concurrency, folder / "timers-worker.log") as proc:
+        app.use_store(url)
+        try:
+            warm = [await app.start(due_at, 0.0, run_id=f"warm-{i}") for i in range(3)]
+            for h in warm:
+                await h.result(timeout=60)
+            await asyncio.sleep(2.0)
+            idle_kb = proc_status_kb(proc.pid, "VmRSS")
+            empty = store_size(url)
+
+            t_start = time.time()
+            due = t_start + due_in
+            for lo in range(0, n, 1000):
+                await asyncio.gather(*(app.start(due_at, due, run_id=f"t-{i:06d}")
+                                       for i in range(lo, min(lo + 1000, n))))
+            started_in = time.time() - t_start
+            await until(lambda: count_not(("queued", "running")), timeout=due_in * 2,
+                        interval=0.5)
+            parked_in = time.time() - t_start
+            if time.time() >= due - 3:
+                raise SystemExit(f"parking {n} runs took {parked_in:.0f} s, past the due time "
+                                 f"({due_in:.0f} s): run again with a larger --due-in")
+            await asyncio.sleep(2.0)
+            waiting = await app.list_runs(status="waiting", limit=n + 10)
+            assert len(waiting) == n, f"{len(waiting)} of {n} runs are waiting"
+            waiting_kb = proc_status_kb(proc.pid, "VmRSS")
+            parked_peak_kb = proc_status_kb(proc.pid, "VmHWM")
+            size = store_size(url)
+
+            await until(lambda: count_not(("waiting", "queued", "running")),
+                        timeout=due_in + 3600, interval=0.25)
+            done = await app.list_runs(status="completed", limit=n + 10)
+            finished = [r.finished_at for r in done if r.run_id.startswith("t-")]
+            assert len(finished) == n, f"{len(finished)} of {n} runs completed"
+            last = max(f for f in finished if f is not None)
+            first = min(f for f in finished if f is not None)
+            await asyncio.sleep(2.0)
+            after_kb = proc_status_kb(proc.pid, "VmRSS")
+            peak_kb = proc_status_kb(proc.pid, "VmHWM")
+        finally:
+            await app.close()
+    total = sum(size.values())
+    print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}")
+    print(f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after the first "
+          "start")
+    print(f"{'measure':52} {'value':>18}")
+    print(f"{'start (App.start, gathered 1,000 at a time)':52} {n / started_in:>12.0f} runs/s")
+    print(f"{'all released (start -> last one waiting)':52} {parked_in:>16.1f} s")
+    print(f"{'worker RSS idle (after warm-up)':52} {idle_kb / 1024:>14.1f} MiB")
+    print(f"{f'worker RSS with {n} runs waiting':52} {waiting_kb / 1024:>14.1f} MiB")
+    print(f"{'worker peak RSS while parking them (VmHWM)':52} {parked_peak_kb / 1024:>14.1f} MiB")
+    print(f"{'worker RSS after all completed / peak':52} "
+          f"{after_kb / 1024:>7.1f} / {peak_kb / 1024:.1f} MiB")
+    sizes = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in size.items())
+    print(f"{'store on disk with them waiting (MiB)':52} {sizes:>18}")
+    print(f"{'  per waiting run (minus the empty store)':52} "
+          f"{(total - sum(empty.values())) / n:>12.0f} bytes")
+    print(f"{'due -> last completed':52} {last - due:>16.1f} s")
+    print(f"{'  first completed at (after due)':52} {first - due:>16.2f} s")
+    print(f"{'  completion rate':52} {n / (last - due):>12.0f} runs/s")
+    print(f"command: {command()}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    lat = sub.add_parser("latency", help="wake-up latency of a released run")
+    lat.add_argument("--samples", type=int, default=200)
+    lat.add_argument("--cli-samples", type=int, default=20,
+                     help="samples sent with the `tether signal` CLI (0: none)")
+    tim = sub.add_parser("timers", help="many runs waiting on timers that come due together")
+    tim.add_argument("--runs", type=int, default=100_000)
+    tim.add_argument("--concurrency", type=int, default=50)
+    tim.add_argument("--due-in", type=float, default=None, metavar="SECONDS",
+                     help="due time after the first start (default: from --runs)")
+    for p in (lat, tim):
+        p.add_argument("--db", default="sqlite", help="sqlite, postgres or a store URL")
+    args = parser.parse_args()
+    if getattr(args, "runs", 1) < 1 or getattr(args, "samples", 1) < 1:
+        parser.error("--runs and --samples must be at least 1")
+    folder = Path(tempfile.mkdtemp(prefix="tether-bench-waiting-"))
+    if args.bench == "latency":
+        await bench_latency(args, folder)
+    else:
+        await bench_timers(args, folder)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
