@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from typing import Any
@@ -17,13 +18,40 @@ def qualified_name(t: type) -> str:
 
 def error_to_dict(exc: BaseException, **extra: Any) -> dict[str, Any]:
     """The journaled form of an exception."""
-    d: dict[str, Any] = {"type": qualified_name(type(exc)), "message": str(exc)}
+    if isinstance(exc, StepError):
+        # A step's failure re-raised by the workflow: record the original error.
+        d: dict[str, Any] = {"type": exc.error_type, "message": exc.message}
+    else:
+        d = {"type": qualified_name(type(exc)), "message": str(exc)}
+    attrs = _public_attributes(exc)
+    if attrs:
+        d["attrs"] = attrs
     tb = "".join(traceback.format_exception(exc))
     if len(tb) > _MAX_TB:
         tb = "…" + tb[-_MAX_TB:]
     d["traceback"] = tb
     d.update(extra)
     return d
+
+
+_STEP_FIELDS = frozenset({"message", "step", "position", "error_type", "attempts"})
+_MAX_ATTRS = 4000
+
+
+def _public_attributes(exc: BaseException) -> dict[str, Any]:
+    """The exception's own JSON-able public attributes (e.g. an HTTP status, a
+    ``retry_after``), so the workflow sees them on replay too. Bounded in size."""
+    out: dict[str, Any] = {}
+    for key, value in getattr(exc, "__dict__", {}).items():
+        if key.startswith("_") or key in _STEP_FIELDS:
+            continue
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        if len(text) <= _MAX_ATTRS:
+            out[key] = value
+    return out
 
 
 _classes: dict[str, type[StepError]] = {}
@@ -79,4 +107,12 @@ def step_error(d: dict[str, Any], *, step: str, position: int) -> StepError:
     err.position = position
     err.error_type = type_name
     err.attempts = int(d.get("attempts", 0))
+    attrs = d.get("attrs")
+    if isinstance(attrs, dict):
+        for key, value in attrs.items():
+            if isinstance(key, str) and not key.startswith("_") and key not in _STEP_FIELDS:
+                try:
+                    setattr(err, key, value)
+                except (AttributeError, TypeError):
+                    continue
     return err

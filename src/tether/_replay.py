@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
+import json
 import random as _random
 import uuid as _uuid
 from concurrent.futures import Executor
@@ -136,6 +137,9 @@ class RunContext:
         self.metrics: dict[str, float] = dict(metrics or {})
         self._metrics_writing = False
         self._metrics_dirty = False
+        self._status_text: str | None = None
+        self._status_writing = False
+        self._status_dirty = False
         self._loop = asyncio.get_running_loop()
 
     # -- positions and the determinism check ------------------------------------------
@@ -242,7 +246,8 @@ class RunContext:
         try:
             while True:
                 self._metrics_dirty = False
-                text = self.codec.encode(self.metrics, "run metrics")
+                # Plain JSON, never through the payload hook: stores read these numbers.
+                text = json.dumps(self.metrics)
                 await self.store.run_metrics_set(lease=self.lease, metrics=text,
                                                  now=self.clock.now())
                 if not self._metrics_dirty:
@@ -548,9 +553,22 @@ class RunContext:
         if self.position <= self.last_recorded:
             return
         text = None if info is None else self.codec.encode(info, "status")
-        fut = asyncio.ensure_future(
-            self.store.run_set_status_info(lease=self.lease, info=text, now=self.clock.now()))
-        self._deferred.append(fut)
+        # Coalesced and ordered like metrics: one write in flight, each carrying the
+        # latest status, so two quick updates can't land in the wrong order.
+        self._status_text = text
+        self._status_dirty = True
+        if not self._status_writing:
+            self._status_writing = True
+            self._deferred.append(asyncio.ensure_future(self._write_status()))
+
+    async def _write_status(self) -> None:
+        try:
+            while self._status_dirty:
+                self._status_dirty = False
+                await self.store.run_set_status_info(lease=self.lease, info=self._status_text,
+                                                     now=self.clock.now())
+        finally:
+            self._status_writing = False
 
     def value_op(self, kind: OperationKind, make: Any) -> Any:
         """A journaled value (clock, random, uuid): recorded once, replayed after."""

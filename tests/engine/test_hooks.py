@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import tether
-from tests.engine.helpers import status_is, wait_for
+from tests.engine.helpers import journal_has, status_is, wait_for
 from tether import App, Postpone, RetryPolicy
 from tether._context import add_metrics
 
@@ -123,21 +123,16 @@ async def test_metrics_spent_in_steps_and_saved_by_replay_once_per_operation(
 
     async with app.worker(sticky_wait=0.01, poll_interval=0.1):
         handle = await app.start(wf, run_id="m")
-        for _ in range(2):
+        for k in (1, 2):
             await wait_for(lambda: status_is(app, "m", "waiting"), timeout=10)
             await app.signal("m", "go")
-            await wait_for(lambda: _not_waiting(app, "m"), timeout=10)
+            await wait_for(lambda k=k: journal_has(app, "m", k, kind="signal"), timeout=10)
         assert await handle.result(timeout=10) == 0
     assert executed == ["a", "b"]
     info = await app.get_run("m")
     # "a" was replayed twice (after each signal), "b" once: each counted once.
     assert info.metrics == {"tokens": 20.0, "saved.tokens": 20.0}
     await app.close()
-
-
-async def _not_waiting(app: App, run_id: str) -> bool:
-    info = await app.get_run(run_id)
-    return info.status != tether.RunStatus.WAITING
 
 
 async def test_metrics_from_a_sync_step(store_url: str) -> None:

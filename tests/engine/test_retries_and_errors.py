@@ -165,3 +165,45 @@ async def test_retry_schedule_survives_a_worker_stop(store_url: str) -> None:
     assert attempts == [1, 2, 3]
     assert next_at is not None and loop.time() > 0
     await app.close()
+
+
+class ProviderDown(Exception):
+    def __init__(self, status: int, body: dict[str, str]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+        self._private = object()
+
+
+async def test_error_attributes_survive_replay(store_url: str) -> None:
+    """A step error's JSON-able public attributes reach the workflow live and on replay,
+    and a re-raised step error is recorded under its original type."""
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def call() -> None:
+        raise ProviderDown(401, {"error": "bad key"})
+
+    @app.workflow
+    async def wf() -> list[object]:
+        try:
+            await call()
+        except ProviderDown as exc:
+            seen = [exc.status, exc.body]
+        await tether.wait_for_signal("again")
+        await call()  # fails the run with the same error
+        return seen
+
+    async with app.worker(sticky_wait=0.01, poll_interval=0.1):
+        handle = await app.start(wf, run_id="e")
+        await wait_for(lambda: status_is(app, "e", "waiting"), timeout=10)
+        await app.signal("e", "again")  # replay: the first error comes from the journal
+        with pytest.raises(tether.RunFailed):
+            await handle.result(timeout=10)
+    info = await app.get_run("e")
+    assert info.error is not None
+    assert info.error["type"].endswith("ProviderDown")
+    assert info.error["attrs"] == {"status": 401, "body": {"error": "bad key"}}
+    first = info.journal[0]["error"]
+    assert first["attrs"] == {"status": 401, "body": {"error": "bad key"}}
+    await app.close()
