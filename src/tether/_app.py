@@ -264,6 +264,9 @@ class App:
             await self._store.close()
         self._opened = False
         self._store = None
+        # Loop-bound primitives go too, so the App can be used again from a new loop.
+        self._open_lock = None
+        self._finish_events.clear()
 
     async def __aenter__(self) -> App:
         await self._open()

@@ -30,3 +30,22 @@ async def test_a_saturated_worker_still_runs_everything(store_url: str) -> None:
             asyncio.gather(*(h.result(timeout=30) for h in handles)), 30)
     assert results == [10, 10, 10, 10]
     await app.close()
+
+
+def test_an_app_is_reusable_after_close_from_a_new_event_loop(tmp_path: object) -> None:
+    """close() forgets loop-bound state: a script may run asyncio.run() twice."""
+    app = App(f"sqlite:///{tmp_path}/reuse.db")
+
+    @app.workflow
+    async def wf(x: int) -> int:
+        return x
+
+    async def once(base: int) -> list[int]:
+        handles = await asyncio.gather(*(app.start(wf, base + i) for i in range(3)))
+        async with app.worker():
+            out = [await h.result(timeout=10) for h in handles]
+        await app.close()
+        return out
+
+    assert asyncio.run(once(0)) == [0, 1, 2]
+    assert asyncio.run(once(10)) == [10, 11, 12]
