@@ -49,3 +49,32 @@ def test_an_app_is_reusable_after_close_from_a_new_event_loop(tmp_path: object) 
 
     assert asyncio.run(once(0)) == [0, 1, 2]
     assert asyncio.run(once(10)) == [10, 11, 12]
+
+
+async def test_a_failed_final_write_is_retried(store_url: str) -> None:
+    """The store refuses the run's final write twice (a dropped connection): the worker
+    keeps trying instead of leaving the run 'running' under a lease it renews forever."""
+    from tether import StoreUnavailable
+
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> str:
+        return "done"
+
+    await app._open()
+    store = app.store
+    real_finish = store.run_finish
+    failures: list[str] = []
+
+    async def flaky_finish(**kwargs: object) -> None:
+        if len(failures) < 2:
+            failures.append("refused")
+            raise StoreUnavailable("connection dropped (injected)")
+        await real_finish(**kwargs)  # type: ignore[arg-type]
+
+    store.run_finish = flaky_finish  # type: ignore[method-assign]
+    async with app.worker():
+        assert await (await app.start(wf, run_id="f")).result(timeout=20) == "done"
+    assert failures == ["refused", "refused"]
+    await app.close()

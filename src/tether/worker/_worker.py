@@ -348,9 +348,6 @@ class Worker:
         return args, kwargs
 
     async def _conclude(self, ctx: RunContext, value: Any, error: BaseException | None) -> None:
-        app = self.app
-        store = app.store
-        codec = app.codec
         run_id = ctx.run_id
         if ctx.stop is None:
             with contextlib.suppress(_Stop):
@@ -361,60 +358,99 @@ class Worker:
             if extra is not None:
                 stop = Blocked(NonDeterminismError(
                     run_id, extra.position, (extra.kind, extra.name), None))
+        delay = 0.2
+        while True:
+            try:
+                await self._record_end(ctx, value, error, stop)
+                return
+            except LeaseLost as exc:
+                log.warning("run %s: %s", run_id, exc)
+                return
+            except StoreUnavailable as exc:
+                if self._stopping:
+                    log.error("run %s: could not record its end (%s); it will be replayed "
+                              "by the next worker", run_id, exc)
+                    return
+                # Keep trying: the heartbeat renews this run's lease meanwhile, so nobody
+                # else would ever replay it if we gave up here.
+                log.warning("run %s: could not record its end (%s); retrying in %.1f s",
+                            run_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _cancel_children(self, run_id: str) -> None:
+        """Cancel a cancelled run's children; the parent's end is already recorded, so a
+        store failure here is retried on its own."""
+        delay = 0.2
+        for _ in range(8):
+            try:
+                children = await self.app.store.run_children_cancel(
+                    parent_run_id=run_id, now=self.app.clock.now())
+            except StoreUnavailable as exc:
+                log.warning("run %s: could not cancel its children (%s); retrying", run_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if children:
+                log.info("run %s cancelled; cancelling children %s", run_id, children)
+            return
+        log.error("run %s: gave up cancelling its children; cancel them with tether cancel",
+                  run_id)
+
+    async def _record_end(self, ctx: RunContext, value: Any, error: BaseException | None,
+                          stop: Any) -> None:
+        """One attempt at writing how the run's code ended (fenced by its lease)."""
+        app = self.app
+        store = app.store
+        codec = app.codec
+        run_id = ctx.run_id
         now = app.clock.now()
-        try:
-            if isinstance(stop, Lost):
-                log.warning("run %s: %s", run_id, stop.error)
-                return
-            if isinstance(stop, Blocked):
-                err = stop.error
-                detail = error_to_dict(err, position=err.position,
-                                       recorded=list(err.recorded) if err.recorded else None,
-                                       requested=list(err.requested) if err.requested else None)
-                detail.pop("traceback", None)
-                log.error("run %s blocked: %s", run_id, err)
-                await store.run_finish(lease=ctx.lease, status=RunStatus.BLOCKED.value,
-                                       result=None, error=codec.encode_error(detail), now=now)
-            elif isinstance(stop, Release):
-                await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
-                self._wake.set()
-                return
-            elif _engine_store_failure(error):
-                # The engine's own read or write failed (a dropped connection, a deadlock
-                # the database broke): the run's outcome is unknown, not failed. Hand it
-                # back so that a replay retries from its journal.
-                log.warning("run %s: store failed under it (%s); replaying it in %.1f s",
-                            run_id, error, STORE_RETRY_DELAY)
-                await store.run_release(lease=ctx.lease, now=now, wait=Wait(
-                    now + STORE_RETRY_DELAY, f"retry after a store error: {error}"))
-                self._wake.set()
-                return
-            elif ctx.cancel_delivered:
-                cancel_err = error if error is not None else Cancelled(run_id)
-                await store.run_finish(
-                    lease=ctx.lease, status=RunStatus.CANCELLED.value, result=None,
-                    error=codec.encode_error(error_to_dict(cancel_err)), now=now)
-                children = await store.run_children_cancel(parent_run_id=run_id, now=now)
-                if children:
-                    log.info("run %s cancelled; cancelling children %s", run_id, children)
-            elif error is not None:
+        if isinstance(stop, Lost):
+            log.warning("run %s: %s", run_id, stop.error)
+            return
+        if isinstance(stop, Blocked):
+            err = stop.error
+            detail = error_to_dict(err, position=err.position,
+                                   recorded=list(err.recorded) if err.recorded else None,
+                                   requested=list(err.requested) if err.requested else None)
+            detail.pop("traceback", None)
+            log.error("run %s blocked: %s", run_id, err)
+            await store.run_finish(lease=ctx.lease, status=RunStatus.BLOCKED.value,
+                                   result=None, error=codec.encode_error(detail), now=now)
+        elif isinstance(stop, Release):
+            await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
+            self._wake.set()
+            return
+        elif _engine_store_failure(error):
+            # The engine's own read or write failed (a dropped connection, a deadlock
+            # the database broke): the run's outcome is unknown, not failed. Hand it
+            # back so that a replay retries from its journal.
+            log.warning("run %s: store failed under it (%s); replaying it in %.1f s",
+                        run_id, error, STORE_RETRY_DELAY)
+            await store.run_release(lease=ctx.lease, now=now, wait=Wait(
+                now + STORE_RETRY_DELAY, f"retry after a store error: {error}"))
+            self._wake.set()
+            return
+        elif ctx.cancel_delivered:
+            cancel_err = error if error is not None else Cancelled(run_id)
+            await store.run_finish(
+                lease=ctx.lease, status=RunStatus.CANCELLED.value, result=None,
+                error=codec.encode_error(error_to_dict(cancel_err)), now=now)
+            await self._cancel_children(run_id)
+        elif error is not None:
+            await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
+                                   result=None,
+                                   error=codec.encode_error(error_to_dict(error)), now=now)
+        else:
+            try:
+                text = codec.encode(value, f"result of workflow {ctx.workflow.name!r}")
+            except PayloadError as exc:
                 await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
                                        result=None,
-                                       error=codec.encode_error(error_to_dict(error)), now=now)
+                                       error=codec.encode_error(error_to_dict(exc)),
+                                       now=now)
             else:
-                try:
-                    text = codec.encode(value, f"result of workflow {ctx.workflow.name!r}")
-                except PayloadError as exc:
-                    await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
-                                           result=None,
-                                           error=codec.encode_error(error_to_dict(exc)),
-                                           now=now)
-                else:
-                    await store.run_finish(lease=ctx.lease, status=RunStatus.COMPLETED.value,
-                                           result=text, error=None, now=now)
-            self.completed += 1
-            app._run_finished(run_id)
-        except LeaseLost as exc:
-            log.warning("run %s: %s", run_id, exc)
-        except StoreUnavailable as exc:
-            log.error("run %s: could not record its end (%s); it will be replayed", run_id, exc)
+                await store.run_finish(lease=ctx.lease, status=RunStatus.COMPLETED.value,
+                                       result=text, error=None, now=now)
+        self.completed += 1
+        app._run_finished(run_id)
