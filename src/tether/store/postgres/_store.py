@@ -431,6 +431,12 @@ class PostgresStore:
                 refused = []
         for a in refused:
             if current.get(a.lease.run_id) != a.lease.fencing_token:
+                # Worth a line in the log: a stalled worker (paused, partitioned) tried
+                # to write into a run another worker has taken over since.
+                log.warning("run %s: journal append at position %d refused by fencing: "
+                            "token %d is stale (current: %s)", a.lease.run_id,
+                            a.entry.position, a.lease.fencing_token,
+                            current.get(a.lease.run_id, "run not running"))
                 _settle(a.future, LeaseLost(a.lease.run_id, a.lease.fencing_token))
             else:
                 _settle(a.future, _final_conflict(a.lease.run_id, a.entry.position))
