@@ -69,9 +69,9 @@ ORDER BY queue FOR NO KEY UPDATE;
 -- run_claim --
 -- Claim up to limit runnable runs under a new lease; skips runs another transaction holds.
 -- A queue with a limit gives at most its limit less the runs held under a lease that
--- has not expired (runs_held); the others are claimed as before, oldest first. The
--- queues stay a plain parameter of the first arm, so the planner sees them as before;
--- its one-time filter skips it when every queue claimed from has a limit.
+-- has not expired (runs_held); the others are claimed oldest first. Each queue is read
+-- by its own ordered scan of (queue, available_at), so a claim costs the same with ten
+-- or a hundred thousand runs due (`queue = ANY(...) ORDER BY` would sort them all).
 WITH lim AS MATERIALIZED (
     SELECT l.queue, greatest(l.max_running - (
                SELECT count(*) FROM {schema}.runs h
@@ -79,14 +79,15 @@ WITH lim AS MATERIALIZED (
                  AND h.available_at > %(now)s), 0) AS room
     FROM {schema}.queue_limits l WHERE l.queue = ANY(%(queues)s)),
 pick AS (
-    SELECT * FROM (
-        SELECT run_id, available_at FROM {schema}.runs
-        WHERE queue = ANY(%(queues)s) AND available_at <= %(now)s
-          AND queue <> ALL(ARRAY(SELECT queue FROM lim))
-          AND (SELECT count(*) FROM lim) < cardinality(%(queues)s::text[])
-        ORDER BY available_at
+    SELECT f.run_id, f.available_at
+    FROM unnest(%(queues)s::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT run_id, available_at FROM {schema}.runs r
+        WHERE r.queue = q.queue AND r.available_at <= %(now)s
+          AND q.queue <> ALL(ARRAY(SELECT queue FROM lim))
+        ORDER BY r.available_at
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED) free
+        FOR UPDATE SKIP LOCKED) f
     UNION ALL
     SELECT c.run_id, c.available_at FROM lim CROSS JOIN LATERAL (
         SELECT run_id, available_at FROM {schema}.runs r
@@ -141,10 +142,10 @@ FROM unnest(%(run_id)b::text[], %(position)b::integer[], %(kind)b::text[],
             %(next_attempt_at)b::float8[], %(args)b::text[], %(fencing_token)b::bigint[])
      AS u(run_id, position, kind, name, status, result, error, attempts, started_at,
           finished_at, next_attempt_at, args, fencing_token)
-JOIN {schema}.runs r
+JOIN (SELECT run_id, fencing_token FROM {schema}.runs
+      WHERE run_id = ANY(%(run_id)b::text[]) AND (status = 'running') IS TRUE
+      ORDER BY run_id FOR SHARE) r  -- locked in run_id order, as heartbeats lock them
   ON r.run_id = u.run_id AND r.fencing_token = u.fencing_token
-    AND (r.status = 'running') IS TRUE
-FOR SHARE OF r
 ON CONFLICT (run_id, position) DO UPDATE SET
     kind = excluded.kind, name = excluded.name,
     status = excluded.status, result = excluded.result, error = excluded.error,
@@ -391,11 +392,17 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM c;
 
 -- lease_heartbeat --
 -- Extend every lease a worker holds and mark it alive; report which runs it still holds.
+-- Rows are locked in run_id order, as journal appends lock them, so the two never
+-- deadlock.
 WITH touch AS (
-    UPDATE {schema}.workers SET heartbeat_at = %(now)s WHERE worker_id = %(worker_id)s)
-UPDATE {schema}.runs SET available_at = %(lease_expires)s
-WHERE owner = %(worker_id)s AND (status = 'running') IS TRUE
-RETURNING run_id, cancel_requested;
+    UPDATE {schema}.workers SET heartbeat_at = %(now)s WHERE worker_id = %(worker_id)s),
+held AS MATERIALIZED (
+    SELECT run_id FROM {schema}.runs
+    WHERE owner = %(worker_id)s AND (status = 'running') IS TRUE
+    ORDER BY run_id FOR NO KEY UPDATE)
+UPDATE {schema}.runs r SET available_at = %(lease_expires)s
+FROM held WHERE r.run_id = held.run_id
+RETURNING r.run_id, r.cancel_requested;
 
 -- lease_expire_owner --
 -- Make a dead worker's runs claimable at once and forget it; returns how many (notifies).
