@@ -61,6 +61,14 @@ def _process_alive(pid: int, pid_start: str) -> bool:
     return not pid_start or _pid_start(pid) in ("", pid_start)
 
 
+#: A worker that holds no run renews its registration this often (it has no lease that
+#: could expire; another worker calls it stale after a minute without a heartbeat).
+IDLE_HEARTBEAT_INTERVAL = 15.0
+#: The default poll of a worker whose store is shared by hosts and notifies it of new
+#: work (PostgreSQL's LISTEN/NOTIFY): the poll only repairs a lost wake-up, and every
+#: poll of every idle worker is a round trip to the one server.
+NOTIFIED_POLL_INTERVAL = 10.0
+
 #: Seconds before a run whose store call failed under it is replayed.
 STORE_RETRY_DELAY = 1.0
 
@@ -88,7 +96,7 @@ class Worker:
 
     def __init__(self, app: App, *, queues: list[str] | None = None, concurrency: int = 50,
                  lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
-                 poll_interval: float = 1.0, sticky_wait: float = 2.0,
+                 poll_interval: float | None = None, sticky_wait: float = 2.0,
                  worker_id: str | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -99,7 +107,11 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 4
-        self.poll_interval = poll_interval
+        #: Seconds between looks for work when nothing woke the worker: 1 s by default,
+        #: NOTIFIED_POLL_INTERVAL on a multi-host store that notifies.
+        self.poll_interval = poll_interval if poll_interval is not None else 1.0
+        self._default_poll = poll_interval is None
+        self._peers: list[WorkerInfo] | None = None  # the workers seen at the last look
         self.sticky_wait = sticky_wait
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hostname = socket.gethostname()
@@ -127,6 +139,9 @@ class Worker:
         if self._started:
             return
         store = await self.app._open()
+        caps = store.capabilities
+        if self._default_poll and caps.notifications and caps.multi_host:
+            self.poll_interval = NOTIFIED_POLL_INTERVAL
         self._executor = ThreadPoolExecutor(
             max_workers=min(32, self.concurrency + 4), thread_name_prefix="tether-step"
         )
@@ -247,8 +262,17 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         store = self.app.store
+        loop = asyncio.get_running_loop()
+        last_beat = loop.time()
         while not self._stopping:
             await asyncio.sleep(self.heartbeat_interval)
+            if not self._active and loop.time() - last_beat < IDLE_HEARTBEAT_INTERVAL:
+                # No lease to renew: only check, without a query, that the workers of
+                # this host seen at the last look are alive.
+                with contextlib.suppress(StoreError):
+                    await self._reap_dead_workers(refresh=False)
+                continue
+            last_beat = loop.time()
             seq = self._seq
             try:
                 hb = await store.lease_heartbeat(worker_id=self.worker_id, now=self.app.clock.now(),
@@ -269,18 +293,24 @@ class Worker:
             with contextlib.suppress(StoreError):
                 await self._reap_dead_workers()
 
-    async def _reap_dead_workers(self) -> None:
+    async def _reap_dead_workers(self, *, refresh: bool = True) -> None:
+        """Make the runs of dead workers claimable at once: a worker of this host whose
+        process is gone, or (with ``refresh``, which reads the worker list) any worker
+        silent for longer than ``stale_after``."""
         store = self.app.store
         now = self.app.clock.now()
         stale_after = max(60.0, self.lease_seconds * 10)
-        for w in await store.worker_list():
+        if refresh or self._peers is None:
+            self._peers = await store.worker_list()
+        for w in list(self._peers):
             if w.worker_id == self.worker_id:
                 continue
             dead = (w.hostname == self.hostname and not _process_alive(w.pid, w.pid_start)) or (
-                now - w.heartbeat_at > stale_after
+                refresh and now - w.heartbeat_at > stale_after
             )
             if dead:
                 n = await store.lease_expire_owner(worker_id=w.worker_id, now=now)
+                self._peers.remove(w)
                 if n:
                     log.info("worker %s is gone; %d of its runs are claimable now",
                              w.worker_id, n)
