@@ -1,0 +1,123 @@
+"""Restart the PostgreSQL server under load: workers reconnect and every run completes.
+
+WARNING: this module restarts the shared local cluster with ``pg_ctlcluster ...
+restart``. Every other client of the server (other tests running at the same time
+included) loses its connections for the second or two the restart takes. It is marked
+``slow``, ``faults`` and ``postgres``; deselect it with ``-m "not faults"``. Whatever
+happens, the server is running again when the test ends (the fixture starts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.faults.pg_cluster import (
+    PgWorkers,
+    executions,
+    journal_tokens,
+    no_overlap,
+    pg_cluster_version,
+    pg_ctl,
+    pg_ready,
+    wait_statuses,
+)
+from tether import App
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres]
+
+
+@pytest.fixture
+def cluster() -> Iterator[str]:
+    """The local cluster's version; on teardown, the server is up (started if not)."""
+    version = pg_cluster_version()
+    if version is None:
+        reason = "no local cluster to restart (pg_ctlcluster and /etc/postgresql/*/main)"
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    try:
+        yield version
+    finally:
+        if not pg_ready(5):
+            pg_ctl(version, "start")
+            assert pg_ready(60), "PostgreSQL did not come back after the restart test"
+
+
+@pytest.fixture
+async def env(cluster: str, pg_url: str,
+              tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
+    from tests.faults import pg_apps
+
+    pg_apps.app.use_store(pg_url)
+    workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
+    try:
+        yield pg_apps.app, workers
+    finally:
+        workers.stop_all()
+        await pg_apps.app.close()
+
+
+async def test_server_restart_with_100_runs_in_flight(env: tuple[App, PgWorkers],
+                                                      cluster: str, pg_url: str) -> None:
+    """100 runs of 30 short steps in flight on two workers (about 1,000 journal writes a
+    second, so the restart cuts some off); the server restarts. The workers
+    reconnect by themselves and every run completes; no entry is lost or written twice,
+    and the only steps that ran twice are ones whose record the restart cut off (at
+    most one per run)."""
+    from tests.faults.pg_apps import chain
+
+    app, workers = env
+    procs = [workers.start(concurrency=60) for _ in range(2)]
+    workers.wait_serving(procs)
+    for i in range(100):
+        await app.start(chain, 30, 0.1, run_id=f"r{i:03}")
+    await _wait(lambda: sum(e.end is not None for e in executions(workers.side_file)) >= 300,
+                30)
+    ended_before = sum(e.end is not None for e in executions(workers.side_file))
+    assert ended_before < 2000, "most steps ended before the restart began"
+    t0 = time.monotonic()
+    out = await asyncio.to_thread(pg_ctl, cluster, "restart")
+    assert out.returncode == 0, out.stderr
+    assert await asyncio.to_thread(pg_ready, 30)
+    down_for = time.monotonic() - t0
+
+    statuses = await asyncio.to_thread(wait_statuses, pg_url, "completed", 100, 120)
+    assert statuses == {"completed": 100}
+    for p in procs:
+        assert p.poll() is None, workers.log(p)  # reconnected, did not crash
+    logs = "".join(workers.log(p) for p in procs)
+    assert "listener reconnected" in logs, logs
+    assert "Traceback" not in logs, logs
+
+    journal = journal_tokens(pg_url)
+    assert len(journal) == 3000 and {s for s, _ in journal.values()} == {"ok"}
+    execs = executions(workers.side_file)
+    counts = Counter((e.run_id, e.position) for e in execs)
+    assert set(counts) == set(journal)  # nothing lost, nothing extra
+    twice = {k: n for k, n in counts.items() if n > 1}
+    assert all(n == 2 for n in twice.values()), twice
+    assert max(Counter(r for r, _ in twice).values(), default=0) <= 1, twice
+    for (run_id, pos), (_, token) in journal.items():
+        ran = [e for e in execs if (e.run_id, e.position) == (run_id, pos)]
+        assert ran[-1].token == token, (run_id, pos, ran, token)  # the last one counted
+        assert all(e.token != token for e in ran[:-1]), (run_id, pos, ran)
+    no_overlap(execs, killed={})
+    for i in (0, 99):
+        assert await app.handle(f"r{i:03}").result(timeout=10) == 30
+    print(f"\nrestart took {down_for:.1f} s; {len(twice)} steps ran twice "
+          f"(their record was cut off by the restart)")
+
+
+async def _wait(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
