@@ -199,6 +199,7 @@ async def test_unreachable_database_at_start_worker_retries_then_serves(
     assert proc.poll() is None  # it did not crash
     lines = [ln for ln in workers.log(proc).splitlines() if str(port) in ln]
     assert all("Connection refused" in ln and "retrying in" in ln for ln in lines), lines
+    assert "(attempt 3)" in workers.log(proc)
     assert "Traceback" not in workers.log(proc)
 
     proxy = await _ProxyOnPort(port).start()
@@ -207,6 +208,7 @@ async def test_unreachable_database_at_start_worker_retries_then_serves(
         await _wait(lambda: "serving queues" in workers.log(proc), 30,
                     "never connected:\n" + workers.log(proc))
         assert await handle.result(timeout=30) == 2
+        assert "store reachable after" in workers.log(proc)
         assert proxy.connections > 0  # the worker really went through the late port
     finally:  # in a thread: the proxy in this loop must serve the workers' goodbyes
         await asyncio.to_thread(workers.stop_all)

@@ -38,18 +38,23 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     delay = 0.5
+    failures = 0
     while not stop.is_set():
         worker = app.worker(queues=args.queues, concurrency=args.concurrency,
                             lease_seconds=args.lease)
         try:
             await worker.start()
         except StoreUnavailable as exc:
-            log.error("store unavailable: %s; retrying in %.1f s", exc, delay)
-            app._opened = False
-            app._store = None
+            # One line per attempt, naming the server: the worker's state is in its log.
+            failures += 1
+            log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
+                      failures)
+            await app.close()  # a store opened before the failure reconnects from scratch
             await wait_event(stop, delay)
             delay = min(delay * 2, 10.0)
             continue
+        if failures:
+            log.info("store reachable after %d failed attempts", failures)
         try:
             await stop.wait()
         finally:
