@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -166,11 +167,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _proxy_to(url: str) -> RoundTripProxy:
+    """A round-trip proxy in front of the server of ``url``."""
+    parts = urlsplit(url)
+    return RoundTripProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
 class _ProxyOnPort(RoundTripProxy):
     """The round-trip proxy on a port chosen in advance (the database "comes up")."""
 
-    def __init__(self, port: int) -> None:
-        super().__init__()
+    def __init__(self, url: str, port: int) -> None:
+        parts = urlsplit(url)
+        super().__init__(parts.hostname or "127.0.0.1", parts.port or 5432)
         self._want = port
 
     async def start(self) -> _ProxyOnPort:
@@ -188,8 +202,7 @@ async def test_unreachable_database_at_start_worker_retries_then_serves(
 
     app, workers = env
     port = _free_port()
-    via_port = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
-    assert via_port != pg_url
+    via_port = _with_port(pg_url, port)
     proc = workers.start(db=via_port)
 
     def retried(n: int) -> bool:
@@ -202,7 +215,7 @@ async def test_unreachable_database_at_start_worker_retries_then_serves(
     assert "(attempt 3)" in workers.log(proc)
     assert "Traceback" not in workers.log(proc)
 
-    proxy = await _ProxyOnPort(port).start()
+    proxy = await _ProxyOnPort(pg_url, port).start()
     try:
         handle = await app.start(chain, 2, 0.0, run_id="late")
         await _wait(lambda: "serving queues" in workers.log(proc), 30,
@@ -221,7 +234,7 @@ async def test_twenty_idle_workers_make_few_queries(env: tuple[App, PgWorkers],
     query, heartbeat, poll and listener check, counted on the wire) stay under 20/s in
     total. bench/cluster.py --idle reports the figure."""
     _, workers = env
-    proxy = await RoundTripProxy().start()
+    proxy = await _proxy_to(pg_url).start()
     try:
         procs = [workers.start(db=proxy.url(pg_url), concurrency=10) for _ in range(20)]
         await asyncio.to_thread(workers.wait_serving, procs, 120)
