@@ -104,8 +104,12 @@ def executions(side_file: Path) -> list[Execution]:
             sorted(starts.items(), key=lambda kv: kv[1][4])]
 
 
-def execution_counts(side_file: Path) -> Counter[tuple[str, int]]:
-    return Counter((e.run_id, e.position) for e in executions(side_file))
+def group_by_step(execs: list[Execution]) -> dict[tuple[str, int], list[Execution]]:
+    """(run_id, position) -> its executions, in order of start."""
+    out: dict[tuple[str, int], list[Execution]] = {}
+    for e in execs:
+        out.setdefault((e.run_id, e.position), []).append(e)
+    return out
 
 
 def journal_tokens(db: str, schema: str = "tether") -> dict[tuple[str, int], tuple[str, int]]:

@@ -24,6 +24,7 @@ import pytest
 from tests.faults.pg_cluster import (
     PgWorkers,
     executions,
+    group_by_step,
     journal_tokens,
     no_overlap,
     wait_statuses,
@@ -96,8 +97,9 @@ async def test_sigkill_one_of_three_workers_300_runs(env: tuple[App, PgWorkers],
     assert all(n == 2 for n in twice.values()), twice
     per_run = Counter(run_id for run_id, _ in twice)
     assert set(per_run) <= held and max(per_run.values(), default=0) <= 1, per_run
+    by_step = group_by_step(execs)
     for (run_id, pos), (_, token) in journal.items():
-        ran = [e for e in execs if (e.run_id, e.position) == (run_id, pos)]
+        ran = by_step[(run_id, pos)]
         # The entry was written by the lease of the last execution; an earlier one
         # can only be the killed worker's, cut before its result committed.
         assert ran[-1].token == token, (run_id, pos, ran, token)

@@ -21,6 +21,7 @@ from tests.conftest import IN_CI
 from tests.faults.pg_cluster import (
     PgWorkers,
     executions,
+    group_by_step,
     journal_tokens,
     no_overlap,
     pg_cluster_version,
@@ -104,8 +105,9 @@ async def test_server_restart_with_100_runs_in_flight(env: tuple[App, PgWorkers]
     twice = {k: n for k, n in counts.items() if n > 1}
     assert all(n == 2 for n in twice.values()), twice
     assert max(Counter(r for r, _ in twice).values(), default=0) <= 1, twice
+    by_step = group_by_step(execs)
     for (run_id, pos), (_, token) in journal.items():
-        ran = [e for e in execs if (e.run_id, e.position) == (run_id, pos)]
+        ran = by_step[(run_id, pos)]
         assert ran[-1].token == token, (run_id, pos, ran, token)  # the last one counted
         assert all(e.token != token for e in ran[:-1]), (run_id, pos, ran)
     no_overlap(execs, killed={})
