@@ -78,3 +78,53 @@ async def test_a_failed_final_write_is_retried(store_url: str) -> None:
         assert await (await app.start(wf, run_id="f")).result(timeout=20) == "done"
     assert failures == ["refused", "refused"]
     await app.close()
+
+
+async def test_a_run_whose_executor_crashed_is_handed_back(store_url: str) -> None:
+    """An unexpected error escaping a run's conclusion does not leave the run 'running'
+    under a lease the heartbeat renews forever: it is handed back and replayed."""
+    from tether import StoreError
+
+    app = App(store_url)
+    executed: list[int] = []
+
+    @app.step
+    async def work() -> int:
+        executed.append(1)
+        return 1
+
+    @app.workflow
+    async def wf() -> int:
+        return await work()
+
+    release = asyncio.Event()
+
+    @app.step
+    async def hold() -> None:
+        await release.wait()
+
+    @app.workflow
+    async def long_runner() -> None:
+        await hold()  # keeps the worker holding another lease, renewed by heartbeats
+
+    await app._open()
+    store = app.store
+    real_finish = store.run_finish
+    failures: list[str] = []
+
+    async def broken_once(**kwargs: object) -> None:
+        if not failures:
+            failures.append("boom")
+            raise StoreError("unexpected (injected)")
+        await real_finish(**kwargs)  # type: ignore[arg-type]
+
+    store.run_finish = broken_once  # type: ignore[method-assign]
+    async with app.worker(lease_seconds=1.0):
+        await app.start(long_runner, run_id="other")
+        try:
+            assert await (await app.start(wf, run_id="w")).result(timeout=10) == 1
+        finally:
+            release.set()
+    assert failures == ["boom"]
+    assert executed == [1]  # replayed from the journal, not run again
+    await app.close()

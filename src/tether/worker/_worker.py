@@ -23,7 +23,7 @@ from tether._clock import wait_event
 from tether._codec import restore
 from tether._errors_codec import error_to_dict
 from tether._replay import Blocked, Lost, Release, RunContext, _Stop, current_run
-from tether._types import ClaimedRun, RunStatus
+from tether._types import ClaimedRun, Lease, RunStatus
 from tether.errors import (
     Cancelled,
     LeaseLost,
@@ -84,6 +84,7 @@ class _Active:
     task: asyncio.Task[None]
     ctx: RunContext | None
     seq: int
+    lease: Lease
     finishing: bool = False
 
 
@@ -116,6 +117,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hostname = socket.gethostname()
         self._active: dict[str, _Active] = {}
+        self._background: set[asyncio.Future[None]] = set()
         self._seq = 0
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -233,7 +235,7 @@ class Worker:
                 for c in claimed:
                     self._seq += 1
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
-                    self._active[c.run.run_id] = _Active(task, None, self._seq)
+                    self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease)
                     task.add_done_callback(self._make_done(c.run.run_id))
                 if claimed:
                     continue
@@ -254,9 +256,33 @@ class Worker:
                 del self._active[run_id]
             self._wake.set()
             if not task.cancelled() and task.exception() is not None:
-                log.error("run %s: executor crashed", run_id, exc_info=task.exception())
+                log.error("run %s: executor crashed; handing it back", run_id,
+                          exc_info=task.exception())
+                if active is not None:
+                    # Else the heartbeat, which renews every lease this worker holds,
+                    # would keep the run 'running' here with nobody executing it.
+                    hand_back = asyncio.ensure_future(self._hand_back(active.lease))
+                    self._background.add(hand_back)
+                    hand_back.add_done_callback(self._background.discard)
 
         return done
+
+    async def _hand_back(self, lease: Lease) -> None:
+        """Release a run this worker holds but no longer executes, for a replay soon."""
+        delay = 0.2
+        for _ in range(10):
+            now = self.app.clock.now()
+            try:
+                await self.app.store.run_release(lease=lease, now=now, wait=Wait(
+                    now + STORE_RETRY_DELAY, "replay after a worker error"))
+                self._wake.set()
+                return
+            except LeaseLost:
+                return
+            except StoreError as exc:
+                log.warning("run %s: could not hand it back (%s); retrying", lease.run_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- heartbeats ---------------------------------------------------------------------------
 
