@@ -65,6 +65,15 @@ class RunHandle(Generic[R]):
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` seconds passed first.
         """
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 or None")
+        # Look once before the clock starts, so timeout=0 returns an ended run's result.
+        run = await (await self.app._open()).run_get(self.run_id)
+        if run is None:
+            raise RunNotFound(self.run_id)
+        if run.status in _FINAL:
+            done: R = self.app._decode_result(run)
+            return done
         async with asyncio.timeout(timeout):
             value: R = await self._result()
         return value
@@ -323,7 +332,10 @@ class App:
         if isinstance(workflow, str) and workflow not in self._workflows:
             known = await self.store.workflow_list()
             if workflow not in known:
-                raise WorkflowNotFound(workflow, list(known) or None)
+                raise WorkflowNotFound(
+                    workflow, list(known) or None,
+                    hint="no worker has registered its workflows in this store yet: start "
+                         "one, or name the code with --app MODULE:APP")
             return workflow, known[workflow]
         wdef = self._workflow_def(workflow)
         return wdef.name, wdef.queue
@@ -360,7 +372,7 @@ class App:
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
-            status=RunStatus(run.status), input=_safe_decode(codec, run.input),
+            status=RunStatus(run.status), input=_input_view(_safe_decode(codec, run.input)),
             result=_safe_decode(codec, run.result,
                                 wdef.return_annotation if wdef is not None else None),
             error=_safe_decode(codec, run.error), created_at=run.created_at,
@@ -493,6 +505,14 @@ class App:
                                      wdef.return_annotation if wdef is not None else None)
         error = self.codec.decode(run.error) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
+
+
+def _input_view(stored: Any) -> Any:
+    """A run's input as users gave it: the list of positional arguments, or
+    ``{"args": [...], "kwargs": {...}}`` when there are keyword arguments."""
+    if isinstance(stored, dict) and set(stored) == {"args"}:
+        return stored["args"]
+    return stored
 
 
 def _safe_decode(codec: Codec, text: str | None, annotation: Any = None) -> Any:

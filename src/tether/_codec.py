@@ -18,7 +18,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Protocol
 
-from tether.errors import NotSerializable, PayloadTooLarge
+from tether._definitions import LazyHint
+from tether.errors import NotSerializable, PayloadError, PayloadTooLarge
 
 DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 
@@ -110,6 +111,8 @@ class Codec:
         if self.hook is not None:
             text = self.hook.decode(text)
         value = _loads(text)
+        if isinstance(annotation, LazyHint):
+            annotation = annotation.resolve()
         if annotation is None or annotation is Any:
             return value
         return restore(value, annotation)
@@ -123,8 +126,14 @@ def _type_name(value: object) -> str:
 _PLAIN = (type(None), str, int, float, bool, dict, list, object)
 
 
-def restore(value: Any, annotation: Any) -> Any:
-    """Validate ``value`` into ``annotation``; plain JSON annotations cost nothing."""
+def restore(value: Any, annotation: Any, *, strict: str | None = None) -> Any:
+    """Validate ``value`` into ``annotation``; plain JSON annotations cost nothing.
+
+    A value that does not fit is returned as recorded, unless ``strict`` names what it
+    is (e.g. a run's input argument): then it is a ``PayloadError`` saying why.
+    """
+    if isinstance(annotation, LazyHint):
+        annotation = annotation.resolve()
     if annotation in _PLAIN or isinstance(annotation, str):
         return value
     adapter = _adapter(annotation)
@@ -132,10 +141,19 @@ def restore(value: Any, annotation: Any) -> Any:
         return value
     try:
         return adapter(value)
-    except Exception:
+    except Exception as exc:
+        if strict is not None:
+            first = str(exc).splitlines()
+            detail = "; ".join(line.strip() for line in first[1:3]) or str(exc)
+            raise PayloadError(f"{strict} does not fit {_annotation_name(annotation)}: "
+                               f"{detail}") from None
         # The recorded value does not fit the annotation (e.g. code changed its type):
         # return it as recorded rather than fail the replay.
         return value
+
+
+def _annotation_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation)
 
 
 @lru_cache(maxsize=1024)

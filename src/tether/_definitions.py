@@ -37,23 +37,51 @@ class WorkflowDef:
     kw_annotations: dict[str, Any]
 
 
-def return_annotation(fn: Callable[..., Any]) -> Any:
+class LazyHint:
+    """An annotation that could not be resolved when the function was decorated (a
+    forward reference to a class defined later, under ``from __future__ import
+    annotations``): resolved at first use, when the module is complete."""
+
+    __slots__ = ("fn", "name", "resolved")
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        self.resolved: Any = None
+
+    def resolve(self) -> Any:
+        if self.resolved is None:
+            try:
+                self.resolved = typing.get_type_hints(self.fn).get(self.name)
+            except Exception:
+                return None
+        return self.resolved
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any] | None:
     try:
-        hints = typing.get_type_hints(fn)
+        return typing.get_type_hints(fn)
     except Exception:
         return None
+
+
+def return_annotation(fn: Callable[..., Any]) -> Any:
+    hints = _hints(fn)
+    if hints is None:
+        return LazyHint(fn, "return") if "return" in getattr(fn, "__annotations__", {}) else None
     return hints.get("return")
 
 
 def param_annotations(fn: Callable[..., Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        hints = {}
+    hints = _hints(fn)
+    declared = getattr(fn, "__annotations__", {})
     positional = []
     by_name = {}
     for p in inspect.signature(fn).parameters.values():
-        ann = hints.get(p.name)
+        if hints is not None:
+            ann = hints.get(p.name)
+        else:
+            ann = LazyHint(fn, p.name) if p.name in declared else None
         by_name[p.name] = ann
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             positional.append(ann)

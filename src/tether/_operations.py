@@ -95,6 +95,9 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
                        run_id: str | None, on_parent_cancel: str) -> ChildHandle[Any]:
     name, q, annotation = _child_target(workflow, queue)
+    if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:
+        # Named by string: its queue is the one the workers that serve it registered.
+        q = (await ctx.store.workflow_list()).get(name, q)
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs

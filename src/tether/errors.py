@@ -47,9 +47,11 @@ class RunNotFound(TetherError):
 class WorkflowNotFound(TetherError):
     """No workflow of this name is registered on the app."""
 
-    def __init__(self, name: str, known: list[str] | None = None) -> None:
-        hint = f" (registered: {', '.join(sorted(known))})" if known else ""
-        super().__init__(f"no workflow named {name!r}{hint}")
+    def __init__(self, name: str, known: list[str] | None = None, *,
+                 hint: str | None = None) -> None:
+        if known:
+            hint = f"registered: {', '.join(sorted(known))}"
+        super().__init__(f"no workflow named {name!r}" + (f" ({hint})" if hint else ""))
         self.name = name
 
 

@@ -156,3 +156,63 @@ def test_help_lists_the_commands() -> None:
     assert proc.returncode == 0
     for name in ("worker", "start", "runs", "show", "cancel", "result", "signal", "resume"):
         assert name in proc.stdout
+
+
+async def test_result_wait_zero_returns_an_ended_run(served: tuple[App, str]) -> None:
+    app, url = served
+    await (await app.start("doubler", 2, run_id="z")).result(timeout=30)
+    got = await cli("result", "z", "--wait", "0", db=url)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == {"x": 2, "doubled": 4}
+    assert await app.handle("z").result(timeout=0) == {"x": 2, "doubled": 4}
+    bad = await cli("result", "z", "--wait", "-1", db=url)
+    assert bad.returncode == 2 and "--wait" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_input_is_shown_as_the_arguments_given(served: tuple[App, str]) -> None:
+    app, url = served
+    await (await app.start("doubler", 5, run_id="in")).result(timeout=30)
+    doc = json.loads((await cli("show", "in", "--json", db=url)).stdout)
+    assert doc["input"] == [5]
+
+
+async def test_cancel_of_an_ended_run(served: tuple[App, str]) -> None:
+    app, url = served
+    await (await app.start("doubler", 1, run_id="ended")).result(timeout=30)
+    assert_one_line_error(await cli("cancel", "ended", db=url), "already ended")
+
+
+@pytest.mark.parametrize("flags", [("--concurrency", "0"), ("--lease", "0"),
+                                   ("--lease", "-3")])
+def test_worker_rejects_bad_numbers_without_a_traceback(
+        flags: tuple[str, str], tmp_path: Path) -> None:
+    proc = tether_cli("worker", "tests.cli.test_cli:nothing", *flags,
+                      db=f"sqlite:///{tmp_path}/w.db", timeout=30)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and flags[0] in proc.stderr
+
+
+def test_worker_on_a_sqlite_path_that_cannot_exist_exits(tmp_path: Path) -> None:
+    """A missing folder is a configuration error: one line and an exit, not retries."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "worker", "tests.cli.cli_app:app",
+         "--db", f"sqlite:///{tmp_path}/no/such/folder/x.db"],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert_one_line_error(proc, "no folder")
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/p.db"
+
+    async def fill() -> None:
+        app = make_app(url)
+        async with app:
+            for i in range(300):
+                await app.start("doubler", i)
+
+    asyncio.run(fill())
+    argv = f"{sys.executable} -m tether runs --db {url} --limit 300 | head -1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", argv], capture_output=True,
+                          text=True, timeout=60)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -14,6 +14,7 @@ from tether.cli._common import (
     fmt_duration,
     fmt_time,
     load_app,
+    non_negative_float,
     parse_json,
     short,
     store_url,
@@ -52,7 +53,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("result", parents=[common], help="print a run's result as JSON")
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--wait", type=float, metavar="SECONDS",
+    p.add_argument("--wait", type=non_negative_float, metavar="SECONDS",
                    help="wait up to SECONDS for the run to end (default: don't wait)")
     p.set_defaults(handler=result)
 
@@ -199,6 +200,12 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
 
 async def cancel(args: argparse.Namespace) -> int:
     async with client(args) as app:
+        before = (await app.get_run(args.run_id)).status.value
+        if before == "cancelled":
+            print(f"{args.run_id}: already cancelled")
+            return 0
+        if before in ("completed", "failed"):
+            raise CliError(f"run {args.run_id!r} has already ended ({before}); nothing to cancel")
         status = await app.cancel(args.run_id)
     print(f"{args.run_id}: cancel requested (status {status.value})")
     return 0

@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from tether._clock import wait_event
-from tether.cli._common import load_app
+from tether.cli._common import load_app, positive_float, positive_int
 from tether.errors import StoreUnavailable
 
 log = logging.getLogger("tether.cli")
@@ -22,9 +22,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--queue", "-q", action="append", dest="queues", metavar="Q",
                    help="queue to serve (repeatable; default: the queues of the app's workflows)")
-    p.add_argument("--concurrency", "-c", type=int, default=50,
+    p.add_argument("--concurrency", "-c", type=positive_int, default=50,
                    help="runs executed at once (default 50)")
-    p.add_argument("--lease", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
                    help="lease time; a dead worker's runs resume after it (default 5)")
     p.set_defaults(handler=run)
 

@@ -396,11 +396,12 @@ class Worker:
         anns = wdef.param_annotations
         for i, ann in enumerate(anns[: len(args)]):
             if ann is not None:
-                args[i] = restore(args[i], ann)
+                args[i] = restore(args[i], ann,
+                                  strict=f"argument {i + 1} of workflow {wdef.name!r}")
         for k, v in kwargs.items():
             ann = wdef.kw_annotations.get(k)
             if ann is not None:
-                kwargs[k] = restore(v, ann)
+                kwargs[k] = restore(v, ann, strict=f"argument {k!r} of workflow {wdef.name!r}")
         return args, kwargs
 
     async def _conclude(self, ctx: RunContext, value: Any, error: BaseException | None) -> None:

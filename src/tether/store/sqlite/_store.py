@@ -211,7 +211,8 @@ class SqliteStore:
     def _connect(self) -> apsw.Connection:
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: no folder {folder}")
+            # A configuration mistake, not an outage: waiting would not fix it.
+            raise ConfigError(f"cannot open SQLite store {self.path!r}: no folder {folder}")
         try:
             conn = apsw.Connection(self.path)
         except apsw.Error as exc:
@@ -268,7 +269,7 @@ class SqliteStore:
         def go() -> list[str]:
             folder = os.path.dirname(os.path.abspath(self.path))
             if not os.path.isdir(folder):
-                raise StoreUnavailable(
+                raise ConfigError(
                     f"cannot open SQLite store {self.path!r}: no folder {folder}")
             try:
                 conn = apsw.Connection(self.path)
