@@ -23,6 +23,9 @@ def _ctx(what: str) -> RunContext:
 def _seconds(duration: float | dt.timedelta) -> float:
     if isinstance(duration, dt.timedelta):
         return duration.total_seconds()
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        raise TypeError(f"expected seconds (int or float) or a timedelta, "
+                        f"got {type(duration).__name__}")
     return float(duration)
 
 

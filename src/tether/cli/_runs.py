@@ -77,6 +77,8 @@ async def start(args: argparse.Namespace) -> int:
         values = []
     if not isinstance(values, list):
         raise CliError("--input must be a JSON array of positional arguments", 2)
+    if args.run_id is not None and not args.run_id.strip():
+        raise CliError("--id must not be empty", 2)
     if args.app:
         app = load_app(args.app)
         app.use_store(store_url(args, must_exist=False))
