@@ -75,7 +75,7 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
     shown = await asyncio.to_thread(tether_cli, "show", "b1", db=store_url)
     assert "LLM spent:        2 calls, 2,000 input + 20 output tokens, $0.000832" in shown.stdout
     # The released run replayed the first call once when the budget was raised.
-    assert "saved by replay:  1 calls, 1,000 input + 10 output tokens, $0.000416" in shown.stdout
+    assert "saved by replay:  1 call, 1,000 input + 10 output tokens, $0.000416" in shown.stdout
     await llm.aclose()
     await app.close()
 

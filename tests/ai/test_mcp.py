@@ -248,6 +248,27 @@ async def test_unreachable_server_raises_connection_error() -> None:
     await server.aclose()
 
 
+async def test_missing_stdio_command_fails_at_once(tmp_path: Path) -> None:
+    """A server command that does not exist is not an outage: NonRetryable, and a run
+    calling it fails instead of retrying forever."""
+    server = MCPServer.stdio(str(tmp_path / "no-such-mcp-server"), [], id="missing")
+    with pytest.raises(tether.NonRetryable, match="cannot start"):
+        await server.list_tools()
+    await server.aclose()
+
+    app = App(f"sqlite:///{tmp_path}/m.db")
+    toolset = MCPToolset(app, server)
+
+    @app.workflow
+    async def uses_it() -> int:
+        return len(await toolset.tools())
+
+    async with app.worker():
+        with pytest.raises(tether.RunFailed, match="cannot start"):
+            await (await app.start(uses_it)).result(timeout=20)
+    await app.close()
+
+
 def test_default_ids_are_derived_from_command_and_url() -> None:
     """Ids name the server without its absolute paths; bad ids are refused."""
     s = MCPServer.stdio("/usr/bin/python3", ["-u", "/srv/app/weather.py", "stdio"])

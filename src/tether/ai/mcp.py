@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import tether
-from tether import App, RetryPolicy, TetherError
+from tether import App, NonRetryable, RetryPolicy, TetherError
 from tether.ai._tools import Tool, result_to_text, strip_titles
 
 
@@ -360,6 +360,11 @@ class MCPServer:
             raise
         except Exception as exc:
             stop.set()
+            missing = _startup_mistake(exc)
+            if missing is not None:
+                # A command that does not exist will not appear by retrying: fail now.
+                raise NonRetryable(
+                    f"MCP server {self.id!r} cannot start: {missing}") from exc
             raise MCPUnavailable(self.id, f"cannot connect: {_describe(exc)}") from exc
         return conn
 
@@ -420,6 +425,18 @@ class MCPServer:
         except asyncio.CancelledError:
             conn.task.cancel()
             raise
+
+
+def _startup_mistake(exc: BaseException) -> BaseException | None:
+    """A missing or non-executable server command, possibly inside an exception group."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, NotADirectoryError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _startup_mistake(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _transient(exc: Any) -> str | None:

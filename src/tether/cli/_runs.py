@@ -183,11 +183,13 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
     blocks = (("LLM spent", ("llm.calls", "tokens.input", "tokens.output", "cost.usd")),
               ("saved by replay", ("saved.calls", "saved.tokens.input", "saved.tokens.output",
                                    "saved.cost.usd")))
+    llm_run = any(k in metrics for k in blocks[0][1] + blocks[1][1])
     for label, keys in blocks:
-        if not any(k in metrics for k in keys):
-            continue
+        if not llm_run:
+            continue  # an LLM run shows both lines, "saved by replay: 0 calls" included
         calls, tin, tout, usd = (metrics.get(k, 0.0) for k in keys)
-        line = (f"  {label + ':':17} {int(calls)} calls, {int(tin):,} input + "
+        noun = "call" if int(calls) == 1 else "calls"
+        line = (f"  {label + ':':17} {int(calls)} {noun}, {int(tin):,} input + "
                 f"{int(tout):,} output tokens, ${usd:.6f}")
         if label == "LLM spent" and metrics.get("llm.unpriced_calls"):
             line += f" ({int(metrics['llm.unpriced_calls'])} calls of unpriced models at $0)"

@@ -203,7 +203,7 @@ class PostgresStore:
                         raise ConfigError(
                             f"PostgreSQL schema {self.schema!r} at {self.cfg.where} is behind "
                             f"(pending: {', '.join(behind)}) and auto-migration is off; "
-                            "run `tether db migrate`")
+                            "run `tether db migrate --db URL` with this store's URL")
         pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
             self.cfg.conninfo, kwargs={"autocommit": True}, min_size=self.pool_min,
             max_size=self.pool_max, open=False, timeout=self.pool_timeout,

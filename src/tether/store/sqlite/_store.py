@@ -232,7 +232,8 @@ class SqliteStore:
                 conn.close()
                 raise ConfigError(
                     f"SQLite store {self.path!r} is behind (pending: {', '.join(behind)}) "
-                    "and auto-migration is off; run `tether db migrate`")
+                    "and auto-migration is off; run `tether db migrate --db URL` with this "
+                    "store's URL")
         return conn
 
     def _migrate(self, conn: apsw.Connection) -> list[str]:
