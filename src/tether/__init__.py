@@ -7,7 +7,7 @@ after a crash any worker replays the journal and the run continues where it stop
 from tether._app import App, RunHandle
 from tether._context import now, patched, random, run_id, step_attempt, step_key, uuid
 from tether._operations import ChildHandle, call, set_status, sleep, start_child, wait_for_signal
-from tether._retry import RetryPolicy
+from tether._retry import RateLimit, RetryPolicy
 from tether._types import RunInfo, RunStatus
 from tether.errors import (
     Cancelled,
@@ -42,6 +42,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "Postpone",
+    "RateLimit",
     "RetryPolicy",
     "RunFailed",
     "RunHandle",

@@ -14,7 +14,7 @@ from tether._clock import Clock, SystemClock, wait_event
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
 from tether._replay import current_run, current_step, run_sync_step
-from tether._retry import DEFAULT_RETRY, RetryPolicy
+from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._types import RunInfo, RunRecord, RunStatus
 from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
 from tether.store import Store, open_store, resolve_url
@@ -137,17 +137,21 @@ class App:
     def step(self, fn: None = None, /, *, name: str | None = None,
              retry: RetryPolicy | None = None,
              on_replay: Callable[[Any], dict[str, float] | None] | None = None,
-             ) -> _StepDecorator: ...
+             rate_limit: RateLimit | None = None) -> _StepDecorator: ...
 
     def step(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              retry: RetryPolicy | None = None,
-             on_replay: Callable[[Any], dict[str, float] | None] | None = None) -> Any:
+             on_replay: Callable[[Any], dict[str, float] | None] | None = None,
+             rate_limit: RateLimit | None = None) -> Any:
         """Register a step: a side-effecting function whose outcome is journaled.
 
         ``async def`` and plain ``def`` both work (plain functions run in a thread). In a
         workflow, ``await step(...)`` is an operation: it runs once, its result is
         recorded, and replay returns the record. Outside a workflow it is just a call
         (still awaited).
+
+        ``rate_limit=tether.RateLimit(key, limit, per=seconds)`` caps calls across all
+        workers (enforced in the store); a call over it waits without using an attempt.
 
         ``on_replay(result)`` may return metrics to add to the run when a recorded result
         is returned instead of executed (counted once per operation), e.g. the tokens a
@@ -161,7 +165,7 @@ class App:
             sdef = StepDef(
                 name=name or f.__name__, fn=f, retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
-                on_replay=on_replay,
+                on_replay=on_replay, rate_limit=rate_limit,
             )
             self._steps[sdef.name] = sdef
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether._retry import RetryPolicy
+from tether._retry import RateLimit, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,8 @@ class StepDef:
     #: Called with a result returned from the journal instead of executed; returns
     #: metrics to add to the run (at most once per position), e.g. tokens saved.
     on_replay: Callable[[Any], dict[str, float] | None] | None = None
+    #: Calls per period across all workers (``tether.RateLimit``).
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

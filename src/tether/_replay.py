@@ -353,6 +353,8 @@ class RunContext:
             attempts += 1
             info = StepInfo(self.run_id, pos, name, attempts)
             try:
+                if sdef.rate_limit is not None:
+                    await self._take_rate(sdef)
                 value = await self._invoke(sdef, info, args, kwargs)
             except (_Stop, asyncio.CancelledError):
                 raise
@@ -403,6 +405,15 @@ class RunContext:
                 started_at=first_at, finished_at=now, args=args_text,
             ))
             return codec.decode(text, sdef.return_annotation)
+
+    async def _take_rate(self, sdef: StepDef) -> None:
+        """Take from the step's rate limit, or postpone the step until it can."""
+        rl = sdef.rate_limit
+        assert rl is not None
+        wait = await self.store.rate_acquire(key=rl.key, limit=rl.limit, period=rl.per,
+                                             amount=rl.cost, now=self.clock.now())
+        if wait > 0:
+            raise Postpone(wait, f"rate limit {rl.key!r}")
 
     async def _invoke(self, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> Any:

@@ -64,5 +64,29 @@ class RetryPolicy:
         return isinstance(error, (NonRetryable, PayloadError, *self.non_retryable))
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` calls (or ``cost`` units per call) per ``per`` seconds under
+    ``key``, across every worker sharing the store: a token bucket kept in the store.
+
+    A step with a rate limit that is not granted waits without using an attempt (and
+    is released while it waits if the wait is long). Outside a workflow a step is a
+    plain call and is not limited.
+    """
+
+    key: str
+    limit: float
+    per: float = 60.0
+    cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("RateLimit.key must not be empty")
+        if self.limit <= 0 or self.per <= 0 or self.cost <= 0:
+            raise ValueError("RateLimit limit, per and cost must be > 0")
+        if self.cost > self.limit:
+            raise ValueError("RateLimit.cost must not exceed limit")
+
+
 DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(max_attempts=1)

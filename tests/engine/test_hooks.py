@@ -153,3 +153,42 @@ async def test_metrics_from_a_sync_step(store_url: str) -> None:
         assert await (await app.start(wf, run_id="s")).result(timeout=10) == 7
     assert (await app.get_run("s")).metrics == {"rows": 7.0}
     await app.close()
+
+
+async def test_a_step_rate_limit_holds_across_runs(store_url: str) -> None:
+    """RateLimit("k", 2, per=1): ten calls from five concurrent runs are spread over
+    the bucket's refill (at most 2 at once, 2 more per second), none fails, and no
+    attempt is used up by waiting."""
+    app = App(store_url)
+    times: list[float] = []
+
+    @app.step(rate_limit=tether.RateLimit("test-api", 2, per=1.0),
+              retry=RetryPolicy(max_attempts=1))
+    async def call_api(i: int) -> int:
+        times.append(time.time())
+        return i
+
+    @app.workflow
+    async def wf(n: int) -> int:
+        return await call_api(n) + await call_api(n)
+
+    async with app.worker(sticky_wait=5.0):
+        handles = [await app.start(wf, i) for i in range(5)]
+        results = [await h.result(timeout=30) for h in handles]
+    assert results == [0, 2, 4, 6, 8]
+    times.sort()
+    assert len(times) == 10
+    # A full bucket of 2, then 2 per second: the 10th call is at least 4 s after the 1st.
+    assert times[-1] - times[0] >= 3.5
+    for i in range(len(times)):
+        in_window = [t for t in times if times[i] <= t < times[i] + 1.0]
+        assert len(in_window) <= 4  # a token bucket's bound: capacity 2 + 2 refilled
+    await app.close()
+
+
+def test_rate_limit_rejects_impossible_settings() -> None:
+    import pytest
+
+    for bad in (dict(key="", limit=1), dict(key="k", limit=0), dict(key="k", limit=1, cost=2)):
+        with pytest.raises(ValueError):
+            tether.RateLimit(**bad)  # type: ignore[arg-type]
