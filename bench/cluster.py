@@ -44,34 +44,16 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.core import make_app  # noqa: E402
 from tests.store.rtproxy import RoundTripProxy  # noqa: E402
 
 from tether import App  # noqa: E402
 from tether.store import Store  # noqa: E402
 
 ADMIN_URL = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-app = App()
-
-
-@app.step
-async def noop(i: int) -> int:
-    return i
-
-
-@app.workflow
-async def sequential(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += await noop(i)
-    return total
-
-
-@app.workflow
-async def ten() -> int:
-    total = 0
-    for i in range(10):
-        total += await noop(i)
-    return total
+app = make_app(None)  # the same trivial workflows as bench/core.py
+sequential = app.workflows()["sequential"].fn
+ten = app.workflows()["ten"].fn
 
 
 # -- the worker process -----------------------------------------------------------------

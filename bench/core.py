@@ -28,7 +28,8 @@ from tether import App
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_app(url: str) -> App:
+def make_app(url: str | None) -> App:
+    """An app with the benchmarks' trivial workflows (``None``: the default store)."""
     app = App(url)
 
     @app.step
