@@ -67,30 +67,31 @@ class RunHandle(Generic[R]):
         """
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0 or None")
-        # Look once before the clock starts, so timeout=0 returns an ended run's result.
-        run = await (await self.app._open()).run_get(self.run_id)
-        if run is None:
-            raise RunNotFound(self.run_id)
-        if run.status in _FINAL:
-            done: R = self.app._decode_result(run)
-            return done
-        async with asyncio.timeout(timeout):
-            value: R = await self._result()
+        store = await self.app._open()
+        run = await self._get(store)
+        if run.status not in _FINAL:  # an ended run is answered even with timeout=0
+            async with asyncio.timeout(timeout):
+                run = await self._wait_end(store)
+        value: R = self.app._decode_result(run)
         return value
 
-    async def _result(self) -> Any:
+    async def _get(self, store: Store) -> RunRecord:
+        run = await store.run_get(self.run_id)
+        if run is None:
+            raise RunNotFound(self.run_id)
+        return run
+
+    async def _wait_end(self, store: Store) -> RunRecord:
+        """Wait for the run to end: woken by notifications, polling with backoff."""
         app = self.app
-        store = await app._open()
         await app._subscribe()
         delay = 0.005
         while True:
             event = app._finish_event(self.run_id)
-            run = await store.run_get(self.run_id)
-            if run is None:
-                raise RunNotFound(self.run_id)
+            run = await self._get(store)  # after subscribing: no end is missed
             if run.status in _FINAL:
                 app._finish_events.pop(self.run_id, None)
-                return app._decode_result(run)
+                return run
             if not await wait_event(event, delay):
                 delay = min(delay * 1.5, 1.0)
             event.clear()

@@ -10,13 +10,11 @@ committed, and no model request is in flight.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
+from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
@@ -82,19 +81,6 @@ def tool_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not met within {timeout} s")
-        await asyncio.sleep(0.05)
-
-
 async def start_when_registered(app: App, run_id: str) -> None:
     """Start the agent by name once a worker has registered it in the store."""
     async def started() -> bool:
@@ -104,7 +90,7 @@ async def start_when_registered(app: App, run_id: str) -> None:
             return False
         return True
 
-    await wait_for(started, what="the worker registers the agent")
+    await wait_for(started, timeout=30, what="the worker registers the agent")
 
 
 def env_for(tmp: Path, server: ScriptedLLMServer, mcp: str = "") -> dict[str, str]:
@@ -141,7 +127,7 @@ async def killed_run(tmp: Path, db: str, *, with_mcp: bool, mcp: str = "") -> di
                 await start_when_registered(app, "kill-1")
                 log = tmp / "tools.jsonl"
                 await wait_for(lambda: any(t["tool"] == "slow_fetch" for t in tool_log(log)),
-                               what="slow_fetch starts")
+                               timeout=30, what="slow_fetch starts")
                 before = await app.get_run("kill-1")
                 os.kill(first.pid, signal.SIGKILL)
                 first.wait(10)

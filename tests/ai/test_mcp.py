@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 
 import tether
 from tests.ai.mcp_crash_worker import build as build_crash_app
+from tests.engine.helpers import wait_for
 from tether import App, RetryPolicy
 from tether.ai.mcp import (
     MCPServer,
@@ -79,19 +80,6 @@ def calls(log: Path, **match: Any) -> list[dict[str, Any]]:
         return []
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return [c for c in lines if all(c["arguments"].get(k) == v for k, v in match.items())]
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def pid_alive(pid: int) -> bool:
@@ -218,7 +206,7 @@ async def test_stdio_server_that_died_is_reconnected(tmp_path: Path) -> None:
         await server.call_tool("lookup", {"term": "first"})
         first_pid = calls(log, term="first")[0]["pid"]
         os.kill(first_pid, signal.SIGKILL)
-        await wait_until(lambda: not pid_alive(first_pid))
+        await wait_for(lambda: not pid_alive(first_pid), timeout=15)
         try:
             await server.call_tool("lookup", {"term": "second"})
         except MCPUnavailable:
@@ -235,7 +223,7 @@ async def test_aclose_ends_the_stdio_server(tmp_path: Path) -> None:
     await server.call_tool("lookup", {"term": "x"})
     pid = calls(log)[0]["pid"]
     await server.aclose()
-    await wait_until(lambda: not pid_alive(pid), timeout=10)
+    await wait_for(lambda: not pid_alive(pid), timeout=10)
 
 
 async def test_unreachable_server_raises_connection_error() -> None:
@@ -370,7 +358,7 @@ async def test_replay_answers_completed_calls_from_the_journal(tmp_path: Path) -
 
     async with app.worker(sticky_wait=0.0):
         handle = await app.start(approve_then_lookup, "n1", run_id="run-2")
-        await wait_until(lambda: _waiting(app, "run-2"))
+        await wait_for(lambda: _waiting(app, "run-2"), timeout=15)
         await app.signal("run-2", "go")
         assert await handle.result(timeout=30) == ["recorded 'n1'", "n1: a word"]
     assert len(calls(log, note="n1")) == 1
@@ -401,7 +389,7 @@ async def test_transport_failures_are_retried_until_the_server_is_up(tmp_path: P
     try:
         async with app.worker(sticky_wait=5.0):
             handle = await app.start(look, "late", run_id="run-3")
-            await wait_until(lambda: _attempts(app, "run-3"))
+            await wait_for(lambda: _attempts(app, "run-3"), timeout=15)
             proc = await asyncio.to_thread(start_http_server, port, log)
             assert await handle.result(timeout=30) == "late: a word"
         info = await app.get_run("run-3")
@@ -442,7 +430,7 @@ async def test_completed_call_is_not_resent_after_sigkill(tmp_path: Path) -> Non
     try:
         first = spawn(1)
         handle = await app.start("record_then_lookup", "keep-once", run_id="run-kill")
-        await wait_until(lambda: _call_committed(app, "run-kill"), timeout=30)
+        await wait_for(lambda: _call_committed(app, "run-kill"), timeout=30)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(5)
         assert len(calls(log, note="keep-once")) == 1

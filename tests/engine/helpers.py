@@ -10,7 +10,7 @@ from tether import App, RunNotFound
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
-                   interval: float = 0.01) -> Any:
+                   interval: float = 0.01, what: str = "condition") -> Any:
     """Poll an async or plain predicate until it returns something truthy."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -21,7 +21,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
         if value:
             return value
         if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
+            raise TimeoutError(f"{what}: not met within {timeout} s")
         await asyncio.sleep(interval)
 
 
