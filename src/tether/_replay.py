@@ -24,6 +24,7 @@ import functools
 import json
 import random as _random
 import uuid as _uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,34 @@ current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
 )
 
 
+class _LatestWriter:
+    """Writes a value that changes often (metrics, live status) in order, coalesced:
+    at most one write in flight, each sending the latest value, so two quick changes
+    can't land in the wrong order. Writes join the run's deferred writes (flushed, with
+    a lost lease reported, before the run's next journal write and at its end)."""
+
+    def __init__(self, defer: Callable[[Awaitable[None]], None],
+                 write: Callable[[], Awaitable[None]]) -> None:
+        self._defer = defer
+        self._write = write
+        self._writing = False
+        self._dirty = False
+
+    def changed(self) -> None:
+        self._dirty = True
+        if not self._writing:
+            self._writing = True
+            self._defer(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._dirty:
+                self._dirty = False
+                await self._write()
+        finally:
+            self._writing = False
+
+
 class RunContext:
     """One run being executed by one worker: its lease and its journal."""
 
@@ -135,11 +164,12 @@ class RunContext:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.wake = asyncio.Event()  #: set when a cancel arrives during an in-memory wait
         self.metrics: dict[str, float] = dict(metrics or {})
-        self._metrics_writing = False
-        self._metrics_dirty = False
+        # Plain JSON, never through the payload hook: stores read these numbers.
+        self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
+            lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()))
         self._status_text: str | None = None
-        self._status_writing = False
-        self._status_dirty = False
+        self._status_writer = _LatestWriter(self._defer, lambda: self.store.run_set_status_info(
+            lease=self.lease, info=self._status_text, now=self.clock.now()))
         self._loop = asyncio.get_running_loop()
 
     # -- positions and the determinism check ------------------------------------------
@@ -199,12 +229,14 @@ class RunContext:
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")
 
+    def _defer(self, write: Awaitable[None]) -> None:
+        self._deferred.append(asyncio.ensure_future(write))
+
     def write_deferred(self, entry: JournalEntry) -> None:
         """Record an entry without waiting (clock and random values): later writes are
         ordered after it, and the run flushes before it ends."""
         self.journal[entry.position] = entry
-        fut = asyncio.ensure_future(self.store.journal_append(lease=self.lease, entry=entry))
-        self._deferred.append(fut)
+        self._defer(self.store.journal_append(lease=self.lease, entry=entry))
 
     async def flush(self) -> None:
         pending, self._deferred = self._deferred, []
@@ -233,27 +265,7 @@ class RunContext:
                 self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
                 changed = True
         if changed:
-            self._persist_metrics()
-
-    def _persist_metrics(self) -> None:
-        if self._metrics_writing:
-            self._metrics_dirty = True
-            return
-        self._metrics_writing = True
-        self._deferred.append(asyncio.ensure_future(self._write_metrics()))
-
-    async def _write_metrics(self) -> None:
-        try:
-            while True:
-                self._metrics_dirty = False
-                # Plain JSON, never through the payload hook: stores read these numbers.
-                text = json.dumps(self.metrics)
-                await self.store.run_metrics_set(lease=self.lease, metrics=text,
-                                                 now=self.clock.now())
-                if not self._metrics_dirty:
-                    return
-        finally:
-            self._metrics_writing = False
+            self._metrics_writer.changed()
 
     def _count_replay(self, sdef: StepDef, pos: int, value: Any) -> None:
         """Metrics of a result answered from the journal (e.g. tokens not paid again),
@@ -563,23 +575,8 @@ class RunContext:
         self.check_running()
         if self.position <= self.last_recorded:
             return
-        text = None if info is None else self.codec.encode(info, "status")
-        # Coalesced and ordered like metrics: one write in flight, each carrying the
-        # latest status, so two quick updates can't land in the wrong order.
-        self._status_text = text
-        self._status_dirty = True
-        if not self._status_writing:
-            self._status_writing = True
-            self._deferred.append(asyncio.ensure_future(self._write_status()))
-
-    async def _write_status(self) -> None:
-        try:
-            while self._status_dirty:
-                self._status_dirty = False
-                await self.store.run_set_status_info(lease=self.lease, info=self._status_text,
-                                                     now=self.clock.now())
-        finally:
-            self._status_writing = False
+        self._status_text = None if info is None else self.codec.encode(info, "status")
+        self._status_writer.changed()
 
     def value_op(self, kind: OperationKind, make: Any) -> Any:
         """A journaled value (clock, random, uuid): recorded once, replayed after."""
