@@ -71,6 +71,8 @@ NOTIFIED_POLL_INTERVAL = 10.0
 
 #: Seconds before a run whose store call failed under it is replayed.
 STORE_RETRY_DELAY = 1.0
+#: What ``Worker._retry_store`` returns when it gave up.
+_GAVE_UP = object()
 
 
 def _engine_store_failure(error: BaseException | None) -> bool:
@@ -269,18 +271,37 @@ class Worker:
 
     async def _hand_back(self, lease: Lease) -> None:
         """Release a run this worker holds but no longer executes, for a replay soon."""
-        delay = 0.2
-        for _ in range(10):
+
+        def release() -> Awaitable[None]:
             now = self.app.clock.now()
-            try:
-                await self.app.store.run_release(lease=lease, now=now, wait=Wait(
-                    now + STORE_RETRY_DELAY, "replay after a worker error"))
+            return self.app.store.run_release(lease=lease, now=now, wait=Wait(
+                now + STORE_RETRY_DELAY, "replay after a worker error"))
+
+        with contextlib.suppress(LeaseLost):  # someone else has it: nothing to hand back
+            if await self._retry_store(lease.run_id, "hand it back", release,
+                                       errors=(StoreError,), attempts=10) is not _GAVE_UP:
                 self._wake.set()
-                return
+
+    async def _retry_store(self, run_id: str, what: str, call: Callable[[], Awaitable[Any]], *,
+                           errors: tuple[type[Exception], ...] = (StoreUnavailable,),
+                           attempts: int | None = None) -> Any:
+        """``call()`` until the store takes it, backing off from 0.2 s to 5 s; after
+        ``attempts`` (or once the worker is stopping) log and return ``_GAVE_UP``.
+        A lost lease is not retried: ``LeaseLost`` goes to the caller."""
+        delay = 0.2
+        tried = 0
+        while True:
+            try:
+                return await call()
             except LeaseLost:
-                return
-            except StoreError as exc:
-                log.warning("run %s: could not hand it back (%s); retrying", lease.run_id, exc)
+                raise
+            except errors as exc:
+                tried += 1
+                if self._stopping or (attempts is not None and tried >= attempts):
+                    log.error("run %s: could not %s (%s); giving up", run_id, what, exc)
+                    return _GAVE_UP
+                log.warning("run %s: could not %s (%s); retrying in %.1f s",
+                            run_id, what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -415,44 +436,25 @@ class Worker:
             if extra is not None:
                 stop = Blocked(NonDeterminismError(
                     run_id, extra.position, (extra.kind, extra.name), None))
-        delay = 0.2
-        while True:
-            try:
-                await self._record_end(ctx, value, error, stop)
-                return
-            except LeaseLost as exc:
-                log.warning("run %s: %s", run_id, exc)
-                return
-            except StoreUnavailable as exc:
-                if self._stopping:
-                    log.error("run %s: could not record its end (%s); it will be replayed "
-                              "by the next worker", run_id, exc)
-                    return
-                # Keep trying: the heartbeat renews this run's lease meanwhile, so nobody
-                # else would ever replay it if we gave up here.
-                log.warning("run %s: could not record its end (%s); retrying in %.1f s",
-                            run_id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # Retried without a limit while the worker runs: the heartbeat renews this run's
+        # lease meanwhile, so nobody else would ever replay it if we gave up. A stopping
+        # worker hands its leases back, and the next worker replays the run.
+        try:
+            await self._retry_store(run_id, "record its end",
+                                    lambda: self._record_end(ctx, value, error, stop))
+        except LeaseLost as exc:
+            log.warning("run %s: %s", run_id, exc)
 
     async def _cancel_children(self, run_id: str) -> None:
         """Cancel a cancelled run's children; the parent's end is already recorded, so a
         store failure here is retried on its own."""
-        delay = 0.2
-        for _ in range(8):
-            try:
-                children = await self.app.store.run_children_cancel(
-                    parent_run_id=run_id, now=self.app.clock.now())
-            except StoreUnavailable as exc:
-                log.warning("run %s: could not cancel its children (%s); retrying", run_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if children:
-                log.info("run %s cancelled; cancelling children %s", run_id, children)
-            return
-        log.error("run %s: gave up cancelling its children; cancel them with tether cancel",
-                  run_id)
+        children = await self._retry_store(
+            run_id, "cancel its children", lambda: self.app.store.run_children_cancel(
+                parent_run_id=run_id, now=self.app.clock.now()), attempts=8)
+        if children is _GAVE_UP:
+            log.error("run %s: cancel its children with `tether cancel`", run_id)
+        elif children:
+            log.info("run %s cancelled; cancelling children %s", run_id, children)
 
     async def _record_end(self, ctx: RunContext, value: Any, error: BaseException | None,
                           stop: Any) -> None:
