@@ -49,7 +49,7 @@ from tether.store._port import Wait
 
 if TYPE_CHECKING:
     from tether._clock import Clock
-    from tether.store import Store
+    from tether.store._port import Store
 
 OK, ERROR, PENDING = EntryStatus.OK.value, EntryStatus.ERROR.value, EntryStatus.PENDING.value
 
@@ -164,6 +164,8 @@ class RunContext:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.wake = asyncio.Event()  #: set when a cancel arrives during an in-memory wait
         self.metrics: dict[str, float] = dict(metrics or {})
+        #: Integrations' state for this execution (``tether.ext.Run.memory``).
+        self.memory: dict[object, Any] = {}
         # Plain JSON, never through the payload hook: stores read these numbers.
         self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
             lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()))
