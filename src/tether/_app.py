@@ -32,9 +32,6 @@ class _Registrable(Protocol):
 
 A = TypeVar("A", bound=_Registrable)
 
-_FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value,
-          RunStatus.BLOCKED.value}
-
 
 class _StepDecorator(Protocol):
     @overload
@@ -69,7 +66,7 @@ class RunHandle(Generic[R]):
             raise ValueError("timeout must be >= 0 or None")
         store = await self.app._open()
         run = await self._get(store)
-        if run.status not in _FINAL:  # an ended run is answered even with timeout=0
+        if not run.status.is_settled:  # an ended run is answered even with timeout=0
             async with asyncio.timeout(timeout):
                 run = await self._wait_end(store)
         value: R = self.app._decode_result(run)
@@ -89,7 +86,7 @@ class RunHandle(Generic[R]):
         while True:
             event = app._finish_event(self.run_id)
             run = await self._get(store)  # after subscribing: no end is missed
-            if run.status in _FINAL:
+            if run.status.is_settled:
                 app._finish_events.pop(self.run_id, None)
                 return run
             if not await wait_event(event, delay):
@@ -341,7 +338,7 @@ class App:
         now = self.clock.now()
         rid = run_id or uuid.uuid4().hex
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
-                           status=RunStatus.QUEUED.value, input=text, created_at=now,
+                           status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now)
         stored, created = await store.run_insert(run=record)
         if not created and stored.workflow != name:
@@ -399,7 +396,7 @@ class App:
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
-            status=RunStatus(run.status), input=_input_view(_safe_decode(codec, run.input)),
+            status=run.status, input=_input_view(_safe_decode(codec, run.input)),
             result=_safe_decode(codec, run.result,
                                 wdef.return_annotation if wdef is not None else None),
             error=_safe_decode(codec, run.error), created_at=run.created_at,
@@ -531,7 +528,7 @@ class App:
             event.set()
 
     def _decode_result(self, run: RunRecord) -> Any:
-        if run.status == RunStatus.COMPLETED.value:
+        if run.status is RunStatus.COMPLETED:
             wdef = self._workflows.get(run.workflow)
             return self.codec.decode(run.result,
                                      wdef.return_annotation if wdef is not None else None)

@@ -245,7 +245,7 @@ async def _story(db: str, env: dict[str, str], model: _Model,
         while True:
             info = await app.get_run(RUN_ID)
             printer.show(info, second.pid)
-            if info.status.is_final:
+            if info.status.is_settled:
                 break
             if time.monotonic() > deadline:
                 print(f"timed out; worker logs in {folder}")
