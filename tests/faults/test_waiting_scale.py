@@ -77,11 +77,10 @@ def worker_proc(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[byt
 
 @pytest.fixture
 async def client(store_url: str) -> AsyncIterator[App]:
-    app.use_store(store_url)
-    # Opened before any gather: the module's app outlives this test's event loop, and
-    # App binds its open lock to the loop of the first contended open.
-    async with app:
-        yield app
+    # A client App of its own per test (the module's app is the worker process's, and
+    # App.close() is final), opened before any gather starts.
+    async with App(store_url) as own:
+        yield own
 
 
 async def start_many(client: App, ids: list[str], batch: int = 500) -> None:
