@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from tether._clock import Clock, SystemClock, wait_event
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
-from tether._replay import current_run, current_step, run_sync_step
+from tether._operations import run_step, run_sync_step
+from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._types import RunInfo, RunRecord, RunStatus
 from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
@@ -63,7 +64,7 @@ class RunHandle(Generic[R]):
             TimeoutError: ``timeout`` seconds passed first.
         """
         if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
+            raise ConfigError("timeout must be >= 0 or None")
         store = await self.app._open()
         run = await self._get(store)
         if not run.status.is_settled:  # an ended run is answered even with timeout=0
@@ -177,7 +178,7 @@ class App:
                         return f(*args, **kwargs)  # type: ignore[no-any-return]
                     return run_sync_step(f, args, kwargs)
                 # The position is taken now, at call time, so gather() is deterministic.
-                return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+                return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
             call.__tether_step__ = sdef  # type: ignore[attr-defined]
             return call

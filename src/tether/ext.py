@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether._definitions import StepDef
-from tether._replay import RunContext, StepInfo, run_sync_step
+from tether._operations import run_step, run_sync_step
+from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
@@ -229,7 +230,7 @@ def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | Non
     sdef = StepDef(name=name, fn=fn, retry=retry or DEFAULT_RETRY, is_async=is_async,
                    return_annotation=return_annotation, on_replay=on_replay,
                    rate_limit=rate_limit)
-    return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+    return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
 
 async def shared_state(app: App) -> SharedState:
