@@ -328,7 +328,11 @@ class App:
         Idempotent on ``run_id``: starting an existing id returns a handle to that run.
 
         Raises:
-            WorkflowNotFound, NotSerializable, PayloadTooLarge, ConfigError
+            WorkflowNotFound: no workflow of that name is registered here or in the store.
+            NotSerializable: an argument is not JSON.
+            PayloadTooLarge: the encoded input is over the size limit.
+            ConfigError: the run id is used by a run of another workflow; the App is
+                closed.
         """
         store = await self._open()
         name, default_queue = await self._start_target(workflow)
@@ -373,7 +377,7 @@ class App:
         """The run's status, input, result or error, and journal.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_get(run_id)
@@ -415,7 +419,7 @@ class App:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_cancel(run_id=run_id, now=self.clock.now())
@@ -432,7 +436,8 @@ class App:
         Raises:
             RunNotFound: no such run.
             SignalError: the run has ended.
-            NotSerializable, PayloadTooLarge
+            NotSerializable: the payload is not JSON.
+            PayloadTooLarge: the encoded payload is over the size limit.
         """
         store = await self._open()
         text = self.codec.encode(payload, f"payload of signal {name!r}")
@@ -446,7 +451,8 @@ class App:
         """Make a ``blocked`` run runnable again, after its code was fixed.
 
         Raises:
-            RunNotFound, TetherError (the run is not blocked)
+            RunNotFound: no run has this id.
+            RunStateError: the run is not blocked.
         """
         store = await self._open()
         run = await store.run_resume(run_id=run_id, now=self.clock.now())
@@ -478,7 +484,7 @@ class App:
         now on, until the caller stops iterating. Best effort: not stored.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         if await store.run_get(run_id) is None:

@@ -193,7 +193,7 @@ class RunContext:
             raise _Stop()
 
     def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
-        """The entry at ``pos`` if it records this operation; parks the run as blocked if
+        """The entry at ``pos`` if it records this operation; stops the run as blocked if
         it records another one."""
         entry = self.journal.get(pos)
         if entry is None:

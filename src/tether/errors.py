@@ -145,7 +145,7 @@ class StepError(TetherError):
 class NonDeterminismError(TetherError):
     """Replay asked for a different operation than the journal holds at a position.
 
-    The run is parked as ``blocked``; it waits for a code fix or an operator.
+    The run stops as ``blocked``; it waits for a code fix and an operator's resume.
     """
 
     def __init__(self, run_id: str, position: int, recorded: tuple[str, str] | None,

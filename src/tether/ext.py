@@ -214,7 +214,8 @@ def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | Non
 
     Raises:
         ConfigError: ``name`` is empty or ``fn`` is not callable.
-        Whatever ``fn`` raised last, as ``tether.StepError``, once retries are exhausted.
+        StepError: what ``fn`` raised last, once the retries are exhausted (also an
+            instance of the original class when it is importable).
     """
     if not name:
         raise ConfigError("tether.ext.step() needs a non-empty operation name")

@@ -25,7 +25,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", "-c", type=positive_int, default=50,
                    help="runs executed at once (default 50)")
     p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
-                   help="lease time; a dead worker's runs resume after it (default 5)")
+                   help="lease time; a dead worker's runs are taken over after it (default 5)")
     p.set_defaults(handler=run)
 
 

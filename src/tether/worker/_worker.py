@@ -3,7 +3,8 @@
 Loops: one claims (woken by local notifications, or when the next timer is due, or by
 a slow poll), one heartbeats (renews every lease this worker holds in one statement,
 learns of cancels and of leases it lost, and expires the leases of workers on this
-host whose process is gone, so their runs resume at once instead of after the lease).
+host whose process is gone, so their runs are taken over at once instead of after the
+lease).
 """
 
 from __future__ import annotations
