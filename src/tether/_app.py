@@ -411,7 +411,21 @@ class App:
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
         )
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(self, *, status: RunStatus | str | None = None,
+                        limit: int = 100) -> list[RunRecord]:
+        """The newest runs, optionally only those in ``status``.
+
+        Raises:
+            ConfigError: an unknown status, or a limit below 1.
+        """
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise ConfigError(f"unknown run status {status!r} (one of: {known})") from None
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
         store = await self._open()
         return await store.run_list(status=status, limit=limit)
 
