@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from tests.engine.helpers import client_app
 from tests.faults.pg_cluster import (
     PgWorkers,
     executions,
@@ -39,13 +40,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres]
 async def env(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
     from tests.faults import pg_apps
 
-    pg_apps.app.use_store(pg_url)
+    app = client_app(pg_apps.app, pg_url)
     workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
     try:
-        yield pg_apps.app, workers
+        yield app, workers
     finally:
         workers.stop_all()
-        await pg_apps.app.close()
+        await app.close()
 
 
 async def _wait(predicate: object, timeout: float, what: str) -> None:

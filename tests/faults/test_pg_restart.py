@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
+from tests.engine.helpers import client_app
 from tests.faults.pg_cluster import (
     PgWorkers,
     executions,
@@ -56,13 +57,13 @@ async def env(cluster: str, pg_url: str,
               tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
     from tests.faults import pg_apps
 
-    pg_apps.app.use_store(pg_url)
+    app = client_app(pg_apps.app, pg_url)
     workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
     try:
-        yield pg_apps.app, workers
+        yield app, workers
     finally:
         workers.stop_all()
-        await pg_apps.app.close()
+        await app.close()
 
 
 async def test_server_restart_with_100_runs_in_flight(env: tuple[App, PgWorkers],

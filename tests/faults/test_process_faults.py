@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import journal_has, status_is, wait_for
+from tests.engine.helpers import client_app, journal_has, status_is, wait_for
 from tests.faults.procs import ROOT, Workers
 from tether import App
 
@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 async def env(store_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, Workers]]:
     from tests.faults import apps
 
-    apps.app.use_store(store_url)
+    app = client_app(apps.app, store_url)
     workers = Workers(store_url, tmp_path / "side.log", tmp_path)
     try:
-        yield apps.app, workers
+        yield app, workers
     finally:
         workers.stop_all()
-        await apps.app.close()
+        await app.close()
 
 
 async def test_sigkill_after_step_3_new_worker_completes_without_rerunning(

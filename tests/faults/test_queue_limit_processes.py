@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import wait_for
+from tests.engine.helpers import client_app, wait_for
 from tests.faults.procs import ROOT
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -63,10 +63,11 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 async def test_four_workers_never_run_more_than_the_limit_at_once(
         store_url: str, tmp_path: Path, worker_procs: list[subprocess.Popen[bytes]]) -> None:
-    from tests.faults.limit_apps import app, limited_job
+    from tests.faults import limit_apps
+    from tests.faults.limit_apps import limited_job
 
     side = tmp_path / "steps.log"
-    app.use_store(store_url)
+    app = client_app(limit_apps.app, store_url)
     try:
         await app.set_queue_limit("limited", LIMIT)
         assert await app.queue_limits() == {"limited": LIMIT}
