@@ -197,7 +197,7 @@ def add_metrics(deltas: Mapping[str, float]) -> None:
     ctx.add_metrics(dict(deltas))
 
 
-def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | None = None,
+def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | None = None,
          on_replay: OnReplay | None = None, rate_limit: RateLimit | None = None,
          return_annotation: Any = None, **kwargs: Any) -> Awaitable[Any]:
     """Run ``fn(*args, **kwargs)`` as a step operation named ``name``.
@@ -211,6 +211,8 @@ def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | Non
 
     ``name`` is what the determinism check compares: keep it stable across deploys
     and distinct per kind of call (prefix it with your integration, ``llm:openai:...``).
+    Keyword arguments named like this function's options (``retry``, ``on_replay``,
+    ``rate_limit``, ``return_annotation``) are taken as options, not passed to ``fn``.
 
     Raises:
         ConfigError: ``name`` is empty or ``fn`` is not callable.
