@@ -291,16 +291,24 @@ class App:
         Closing twice is harmless."""
         for w in list(self._workers):
             await w.stop()
+        await self._drop_store()
+        self._closed = True
+        self._finish_events.clear()
+
+    async def _drop_store(self) -> None:
+        """Close the store (if it was opened) and forget it: the next use builds and
+        opens a new one. ``close()`` does this for good; a worker process does it after
+        a failed start, to reconnect from scratch."""
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
         self._subscribed = False
-        self._closed = True
-        if self._opened and self._store is not None:
-            await self._store.close()
+        store, opened = self._store, self._opened
         self._opened = False
         self._open_lock = None
-        self._finish_events.clear()
+        self._store = None
+        if opened and store is not None:
+            await store.close()
 
     async def __aenter__(self) -> App:
         await self._open()
@@ -591,6 +599,11 @@ class WorkerHost:
     def run_ended(self, run_id: str) -> None:
         """A worker of this process ended ``run_id``: wake its result waiters at once."""
         self._app._run_finished(run_id)
+
+    async def reconnect(self) -> None:
+        """After a failed start: close and forget the store, so that the next start
+        connects from scratch (the App stays usable, unlike after ``App.close()``)."""
+        await self._app._drop_store()
 
 
 def worker_host(app: App) -> WorkerHost:

@@ -77,3 +77,22 @@ async def test_list_runs_refuses_an_unknown_status_or_limit(app: App) -> None:
         await app.list_runs(limit=0)
     assert [r.run_id for r in await app.list_runs(status=RunStatus.QUEUED)] == ["q"]
     assert [r.run_id for r in await app.list_runs(status="queued")] == ["q"]
+
+
+async def test_a_worker_host_reconnect_keeps_the_app_usable(store_url: str) -> None:
+    """What a worker process does after a failed start: the store is closed and built
+    again on next use; unlike close(), the App goes on working."""
+    from tether._app import worker_host
+
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> int:
+        return 3
+
+    first = await app.start(wf, run_id="before")
+    await worker_host(app).reconnect()
+    assert not app.closed
+    async with app.worker():
+        assert await first.result(timeout=10) == 3
+    await app.close()

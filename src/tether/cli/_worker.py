@@ -8,6 +8,7 @@ import logging
 import signal
 from typing import Any
 
+from tether._app import worker_host
 from tether._clock import wait_event
 from tether.cli._common import load_app, positive_float, positive_int
 from tether.errors import StoreUnavailable
@@ -49,7 +50,7 @@ async def run(args: argparse.Namespace) -> int:
             failures += 1
             log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
                       failures)
-            await app.close()  # a store opened before the failure reconnects from scratch
+            await worker_host(app).reconnect()  # the next attempt connects from scratch
             await wait_event(stop, delay)
             delay = min(delay * 2, 10.0)
             continue
