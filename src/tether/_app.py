@@ -285,6 +285,19 @@ class App:
                     self._opened = True
         return store
 
+    async def reset_store(self) -> None:
+        """Close the store's connections and forget them, keeping the App usable: the next
+        call that needs the store opens it anew. For a long-lived process (the CLI worker)
+        that reconnects from scratch after the store failed.
+
+        Raises:
+            ConfigError: the App is closed.
+        """
+        self._check_open()
+        for w in list(self._workers):
+            await w.stop()
+        await self._drop_store()
+
     async def close(self) -> None:
         """Stop this app's workers and close its store. Final: afterwards every call
         that needs the store raises ``ConfigError`` instead of opening a new one.
@@ -297,8 +310,7 @@ class App:
 
     async def _drop_store(self) -> None:
         """Close the store (if it was opened) and forget it: the next use builds and
-        opens a new one. ``close()`` does this for good; a worker process does it after
-        a failed start, to reconnect from scratch."""
+        opens a new one (``reset_store``), unless the App is closed for good."""
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
@@ -599,11 +611,6 @@ class WorkerHost:
     def run_ended(self, run_id: str) -> None:
         """A worker of this process ended ``run_id``: wake its result waiters at once."""
         self._app._run_finished(run_id)
-
-    async def reconnect(self) -> None:
-        """After a failed start: close and forget the store, so that the next start
-        connects from scratch (the App stays usable, unlike after ``App.close()``)."""
-        await self._app._drop_store()
 
 
 def worker_host(app: App) -> WorkerHost:

@@ -79,11 +79,10 @@ async def test_list_runs_refuses_an_unknown_status_or_limit(app: App) -> None:
     assert [r.run_id for r in await app.list_runs(status="queued")] == ["q"]
 
 
-async def test_a_worker_host_reconnect_keeps_the_app_usable(store_url: str) -> None:
+async def test_reset_store_keeps_the_app_usable_and_a_closed_app_refuses_it(
+        store_url: str) -> None:
     """What a worker process does after a failed start: the store is closed and built
     again on next use; unlike close(), the App goes on working."""
-    from tether._app import worker_host
-
     app = App(store_url)
 
     @app.workflow
@@ -91,8 +90,10 @@ async def test_a_worker_host_reconnect_keeps_the_app_usable(store_url: str) -> N
         return 3
 
     first = await app.start(wf, run_id="before")
-    await worker_host(app).reconnect()
+    await app.reset_store()
     assert not app.closed
     async with app.worker():
         assert await first.result(timeout=10) == 3
     await app.close()
+    with pytest.raises(ConfigError, match="App is closed"):
+        await app.reset_store()

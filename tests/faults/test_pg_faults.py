@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from tests.engine.helpers import client_app
 from tests.faults.pg_cluster import (
     PgWorkers,
     executions,
@@ -38,9 +37,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres]
 
 @pytest.fixture
 async def env(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
-    from tests.faults import pg_apps
-
-    app = client_app(pg_apps.app, pg_url)
+    # A client App of its own per test: the module's App belongs to the worker processes,
+    # and App.close() is final.
+    app = App(pg_url)
     workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
     try:
         yield app, workers

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.engine.helpers import client_app
 from tests.faults.pg_cluster import (
     PgWorkers,
     executions,
@@ -55,9 +54,9 @@ def cluster() -> Iterator[str]:
 @pytest.fixture
 async def env(cluster: str, pg_url: str,
               tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
-    from tests.faults import pg_apps
-
-    app = client_app(pg_apps.app, pg_url)
+    # A client App of its own per test: the module's App belongs to the worker processes,
+    # and App.close() is final.
+    app = App(pg_url)
     workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
     try:
         yield app, workers

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import client_app, journal_has, status_is, wait_for
+from tests.engine.helpers import journal_has, status_is, wait_for
 from tests.faults.procs import ROOT, Workers
 from tether import App
 
@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 @pytest.fixture
 async def env(store_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, Workers]]:
-    from tests.faults import apps
-
-    app = client_app(apps.app, store_url)
+    # A client App of its own per test: the module's App belongs to the worker processes,
+    # and App.close() is final.
+    app = App(store_url)
     workers = Workers(store_url, tmp_path / "side.log", tmp_path)
     try:
         yield app, workers

@@ -8,7 +8,6 @@ import logging
 import signal
 from typing import Any
 
-from tether._app import worker_host
 from tether._clock import wait_event
 from tether.cli._common import load_app, positive_float, positive_int
 from tether.errors import StoreUnavailable
@@ -26,7 +25,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", "-c", type=positive_int, default=50,
                    help="runs executed at once (default 50)")
     p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
-                   help="lease time; a dead worker's runs are taken over after it (default 5)")
+                   help="lease time; a dead worker's runs resume after it (default 5)")
     p.set_defaults(handler=run)
 
 
@@ -50,7 +49,7 @@ async def run(args: argparse.Namespace) -> int:
             failures += 1
             log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
                       failures)
-            await worker_host(app).reconnect()  # the next attempt connects from scratch
+            await app.reset_store()  # a store opened before the failure reconnects anew
             await wait_event(stop, delay)
             delay = min(delay * 2, 10.0)
             continue
@@ -60,5 +59,5 @@ async def run(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await worker.stop()
-            await app.close()
+    await app.close()
     return 0
