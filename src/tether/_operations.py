@@ -50,6 +50,9 @@ from tether.store._port import Wait
 R = TypeVar("R")
 
 
+# -- the public functions (re-exported by tether) ------------------------------------------
+
+
 def _ctx(what: str) -> RunContext:
     ctx = current_run.get()
     if ctx is None:
@@ -170,7 +173,8 @@ async def call(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: s
     return await handle.result()
 
 
-# -- steps -----------------------------------------------------------------------------------
+# -- steps ---------------------------------------------------------------------------------
+
 
 async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> Any:
@@ -333,6 +337,7 @@ def _outcome(ctx: RunContext, entry: JournalEntry, sdef: StepDef) -> Any:
 # -- waiting operations --------------------------------------------------------------------
 
 
+
 async def timer(ctx: RunContext, pos: int, seconds: float) -> None:
     """A durable timer: the wake-up time is journaled when the timer starts."""
     await ctx.enter(pos)
@@ -458,6 +463,9 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
         detail = ctx.codec.decode(entry.error) or {}
         raise RunFailed(child_id, str(detail.get("status", "failed")), detail.get("error"))
     return ctx.codec.decode(entry.result, annotation)
+
+
+# -- live status, journaled values, patch markers ------------------------------------------
 
 
 def status_publish(ctx: RunContext, info: Any) -> None:
