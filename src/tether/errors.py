@@ -28,13 +28,13 @@ Exception
 │   │   ├── ai.InvalidToolCall         the model called an unknown tool or sent bad JSON
 │   │   ├── ai.ToolArgumentError       a tool's arguments do not fit its schema
 │   │   └── ai.FatalProviderError      (status) the provider refused: 400, 401, 403...
-│   ├── ai.ProviderError           (provider, status, retry_after)
-│   │   ├── ai.RetryableProviderError  429, 5xx, timeouts, dropped connections
+│   ├── ai.ProviderError           (provider, status, message, code, request_id)
+│   │   ├── ai.RetryableProviderError  (retry_after) 429, 5xx, timeouts, drops
 │   │   └── ai.FatalProviderError      (also NonRetryable, above)
 │   ├── ai.OutputValidationError   (output, attempts, errors, last_text)
-│   ├── ai.MaxTurnsExceeded        (max_turns) an agent ran out of turns
-│   ├── ai.NoPendingApproval       (run_id) nothing to approve
-│   └── ai.mcp.MCPUnavailable      an MCP server cannot be reached
+│   ├── ai.MaxTurnsExceeded        (agent, max_turns, last_tools) out of turns
+│   ├── ai.NoPendingApproval       (run_id, detail) nothing to approve
+│   └── ai.mcp.MCPUnavailable      (server, detail) retryable: unreachable, broken
 └── ValueError
     └── ConfigError                (the same class: ``except ValueError`` catches it)
 ```
