@@ -8,7 +8,7 @@ Exception
 │   ├── OutsideRun                 a run-only function called where no run executes
 │   ├── RunNotFound                (run_id)
 │   ├── WorkflowNotFound           (name)
-│   ├── RunStateError              (run_id, status) the run's state forbids the request
+│   ├── RunStateError              (run_id, status, request) the state forbids it
 │   ├── RunFailed                  (run_id, status, error) an awaited run did not complete
 │   ├── StepError                  (step, position, error_type, attempts) a step failed for good
 │   ├── NonDeterminismError        (run_id, position, recorded, requested) -> run blocked
