@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import tether
-from tests.engine.helpers import wait_for
+from tests.engine.helpers import client_app, wait_for
 from tests.faults.procs import ROOT
 from tether import App, _faults
 from tether.errors import StoreUnavailable
@@ -77,9 +77,8 @@ def worker_proc(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[byt
 
 @pytest.fixture
 async def client(store_url: str) -> AsyncIterator[App]:
-    # A client App of its own per test (the module's app is the worker process's, and
-    # App.close() is final), opened before any gather starts.
-    async with App(store_url) as own:
+    # Opened before any gather, so concurrent starts share one open.
+    async with client_app(app, store_url) as own:
         yield own
 
 
