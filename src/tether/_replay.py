@@ -383,7 +383,10 @@ class RunContext:
                     args=args_text,
                 ))
                 continue
-            except Exception as exc:
+            except BaseException as exc:
+                # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
+                # failed attempt like any other, not the worker's end (the worker's own
+                # shutdown arrives as CancelledError, handled above).
                 now = self.clock.now()
                 nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
                                              now=now, error=exc)
