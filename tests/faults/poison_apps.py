@@ -94,3 +94,17 @@ async def task_exits() -> int:
 @app.workflow
 async def healthy(i: int) -> int:
     return await fine(i)
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` raises: recording it crashes the engine's code
+    that writes the run's end, on every replay."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print me")
+
+
+@app.workflow
+async def unprintable() -> None:
+    side("unprintable")
+    raise Unprintable

@@ -117,3 +117,22 @@ async def test_cancel_of_a_run_whose_step_keeps_raising_ends_it_without_spinning
     await (await app.start("healthy", 9)).result(timeout=30)
     assert lines(side).count("custom") == after_cancel  # nothing ran after the end
     assert proc.poll() is None
+
+
+async def test_executor_crashes_back_off_and_fail_the_run_after_a_bound(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose end cannot be recorded crashes the executor on every replay: it is
+    handed back with a growing delay and fails, visibly, after MAX_EXECUTOR_CRASHES."""
+    from tether.worker import Worker, _worker
+
+    monkeypatch.setattr(_worker, "STORE_RETRY_DELAY", 0.05)
+    side = tmp_path / "in-process.log"
+    monkeypatch.setenv("TETHER_TEST_SIDE_FILE", str(side))
+    async with Worker(app, lease_seconds=2):
+        await app.start("unprintable", run_id="u")
+        await wait_for(lambda: status_is(app, "u", "failed"), timeout=30)
+    info = await app.get_run("u")
+    assert info.error is not None
+    assert f"crashed {_worker.MAX_EXECUTOR_CRASHES} times" in info.error["message"]
+    assert lines(side).count("unprintable") == _worker.MAX_EXECUTOR_CRASHES
