@@ -27,7 +27,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 async def approvals(args: argparse.Namespace) -> int:
     from tether.ai._approvals import pending_approvals
 
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         found = await pending_approvals(app)
     if args.json:
         print(dumps([p.to_dict() for p in found]))

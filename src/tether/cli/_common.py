@@ -38,8 +38,20 @@ def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
     return url
 
 
-def client(args: argparse.Namespace, *, must_exist: bool = True) -> App:
-    return App(store_url(args, must_exist=must_exist))
+def store_options(url: str, *, read_only: bool) -> dict[str, Any]:
+    """How a command (other than ``worker`` and ``db migrate``) opens a SQLite store: a
+    reading command changes no file (nothing created, nothing migrated, no WAL switch);
+    a writing command may create a new store but leaves an older schema to ``tether db
+    migrate`` or a worker. Every command refuses a file that is not a Tether store."""
+    if not url.startswith("sqlite:"):
+        return {}
+    return {"read_only": True} if read_only else {"migrate": False, "create": True}
+
+
+def client(args: argparse.Namespace, *, must_exist: bool = True,
+           read_only: bool = False) -> App:
+    url = store_url(args, must_exist=must_exist or read_only)
+    return App(url, **store_options(url, read_only=read_only))
 
 
 def load_app(spec: str) -> App:

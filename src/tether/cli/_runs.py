@@ -80,8 +80,9 @@ async def start(args: argparse.Namespace) -> int:
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--id must not be empty", 2)
     if args.app:
-        app = load_app(args.app)
-        app.use_store(store_url(args, must_exist=False))
+        app = load_app(args.app)  # the app's own store unless --db names another
+        if args.db:
+            app.use_store(store_url(args, must_exist=False))
     else:
         app = client(args, must_exist=False)
     async with app:
@@ -99,7 +100,7 @@ def _run_dict(r: Any) -> dict[str, Any]:
 
 
 async def runs(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         found = await app.list_runs(status=args.status, limit=args.limit)
     if args.json:
         print(dumps([_run_dict(r) for r in found]))
@@ -126,7 +127,7 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
 
 
 async def show(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         info = await app.get_run(args.run_id)
     if args.json:
         print(dumps(info_dict(info)))
@@ -216,7 +217,7 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def result(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         handle = app.handle(args.run_id)
         if args.wait is None:
             info = await app.get_run(args.run_id)
