@@ -12,6 +12,7 @@ from tether._types import RunInfo, RunStatus
 from tether.errors import (
     Cancelled,
     ConfigError,
+    InvalidName,
     LeaseLost,
     NonDeterminismError,
     NonRetryable,
@@ -35,6 +36,7 @@ __all__ = [
     "Cancelled",
     "ChildHandle",
     "ConfigError",
+    "InvalidName",
     "LeaseLost",
     "NonDeterminismError",
     "NonRetryable",

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from tether._replay import RunContext, current_run
+from tether._types import check_name
 from tether.errors import ConfigError, TetherError
 
 R = TypeVar("R")
@@ -50,6 +51,7 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
         SignalTimeout: ``timeout`` passed first (catchable).
     """
     ctx = _ctx("wait_for_signal")
+    check_name("signal name", name)
     t = None if timeout is None else _seconds(timeout)
     return ctx.wait_signal(ctx.take_position(), name, t)
 
@@ -98,6 +100,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
                        run_id: str | None, on_parent_cancel: str) -> ChildHandle[Any]:
     name, q, annotation = _child_target(workflow, queue)
+    if run_id is not None:
+        check_name("run id", run_id)
     if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:
         # Named by string: its queue is the one the workers that serve it registered.
         q = (await ctx.store.workflow_list()).get(name, q)

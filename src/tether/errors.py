@@ -14,6 +14,7 @@ TetherError
 │   ├── StoreUnavailable
 │   └── LeaseLost
 ├── SignalError                (signal to an unknown or finished run)
+├── InvalidName                (empty id or name, or one with control characters)
 ├── SignalTimeout
 ├── NonRetryable               (raise from a step: fail now, do not retry)
 └── Cancelled                  (delivered to a cancelled run at its next operation)
@@ -158,6 +159,16 @@ class LeaseLost(StoreError):
 
 class SignalError(TetherError):
     """A signal could not be delivered (unknown or finished run)."""
+
+
+class InvalidName(TetherError, ValueError):
+    """A run id, workflow, queue or signal name that Tether refuses: empty, or holding
+    control characters (which would rewrite an operator's terminal when printed)."""
+
+    def __init__(self, what: str, value: str, reason: str) -> None:
+        super().__init__(f"{what} {value!r} {reason}")
+        self.what = what
+        self.value = value
 
 
 class SignalTimeout(TetherError):

@@ -556,6 +556,7 @@ class SqliteStore:
         return await self._submit(_run_get, run_id, write=False)  # type: ignore[no-any-return]
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
         return await self._submit(_run_list, status, limit, write=False)  # type: ignore[no-any-return]
 
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
