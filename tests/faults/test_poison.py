@@ -5,6 +5,7 @@ a run ends it."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -44,13 +45,15 @@ def worker(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
 
 @pytest.fixture
 async def app(sqlite_url: str) -> AsyncIterator[App]:
+    """A fresh copy of the poison app (an App is closed for good after each test)."""
     from tests.faults import poison_apps
 
-    poison_apps.app.use_store(sqlite_url)
+    fresh = importlib.reload(poison_apps).app
+    fresh.use_store(sqlite_url)
     try:
-        yield poison_apps.app
+        yield fresh
     finally:
-        await poison_apps.app.close()
+        await fresh.close()
 
 
 def lines(side: Path) -> list[str]:
