@@ -88,3 +88,17 @@ async def chaos(seed: int) -> list[int]:
         else:
             out.append(int(await tether.wait_for_signal("go")))
     return out
+
+
+@app.step
+def slow_effect() -> int:
+    """The fencing race's step: its effect, then a pause in which the harness stops
+    this process (SIGSTOP) until another worker has taken the run over."""
+    record_effect()
+    time.sleep(0.6)
+    return os.getpid()
+
+
+@app.workflow
+async def fenced(i: int) -> int:
+    return await slow_effect()
