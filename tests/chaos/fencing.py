@@ -92,8 +92,10 @@ async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> 
             run = await app.store.run_get(run_id)
             committed_pid = app.codec.decode(entry.result)
             assert run is not None
-            # The frozen process's outcome must never be what the store kept.
-            if committed_pid == pid or app.codec.decode(run.result) == pid:
+            # Once the run was taken over (its fencing token moved past the frozen
+            # process's first claim), the frozen process's outcome must never be kept.
+            taken_over = run.fencing_token > 1
+            if taken_over and (committed_pid == pid or app.codec.decode(run.result) == pid):
                 figures.stale_writes_accepted += 1
     finally:
         for p in procs.values():
