@@ -1,0 +1,87 @@
+"""``python -m tests.chaos [smoke|full] [sqlite] [postgres]``: run the chaos scenarios
+of a profile and print their figures as Markdown (for docs/reliability.md).
+
+PostgreSQL is reached at ``TETHER_TEST_PG`` (default postgresql://postgres@127.0.0.1/
+postgres); each scenario gets a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.fencing import race
+from tests.chaos.harness import PROFILES, ROOT, soak
+
+FENCING_ITERATIONS = {"smoke": 4, "full": 200}
+
+
+@contextlib.contextmanager
+def store_url(backend: str, work: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{work}/t.db"
+        return
+    import psycopg
+
+    admin = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"tether_chaos_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    out = ["| figure | " + " | ".join(str(r[keys[0]]) for r in rows) + " |",
+           "|---|" + "---|" * len(rows)]
+    out += [f"| {k} | " + " | ".join(str(r[k]) for r in rows) + " |" for k in keys[1:]]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    profile = argv[0] if argv else "full"
+    backends = argv[1:] or ["sqlite", "postgres"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    soaks, fences = [], []
+    for backend in backends:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                store_url(backend, Path(tmp)) as url:
+            figures = asyncio.run(soak(backend, url, Path(tmp), PROFILES[(profile, backend)]))
+            soaks.append(figures.summary())
+            print(json.dumps(soaks[-1]), flush=True)
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                store_url(backend, Path(tmp)) as url:
+            f = asyncio.run(race(url, Path(tmp), FENCING_ITERATIONS[profile]))
+            fences.append({"backend": backend, "iterations": f.iterations,
+                           "takeovers": f.takeovers,
+                           "stale writes accepted": f.stale_writes_accepted,
+                           "frozen while holding SQLite's write lock": f.frozen_holding_lock,
+                           "wall time s": round(f.seconds, 1)})
+            print(json.dumps(fences[-1]), flush=True)
+    print(f"\nprofile {profile}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}\n")
+    print("Kill -9 soak\n\n" + table(soaks))
+    print("\nLease and fencing race\n\n" + table(fences))
+    bad = [s for s in soaks if any(s[k] for k in (
+        "runs lost", "runs not completed after drain", "wrong results",
+        "duplicated committed-step effects", "effects missing", "journal gaps"))]
+    bad += [f for f in fences if f["stale writes accepted"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
