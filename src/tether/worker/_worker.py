@@ -332,9 +332,11 @@ class Worker:
                 return store.run_finish(lease=lease, status=RunStatus.FAILED.value,
                                         result=None, error=text, now=now)
             delay = min(STORE_RETRY_DELAY * 2 ** max(crashes - 1, 0), 60.0)
+            # Only the error's type here: waiting_for is not a payload (no codec hook
+            # encrypts it), and a message may hold user data.
             return store.run_release(lease=lease, now=now, wait=Wait(
                 now + delay, f"replay after a worker error (crash {crashes} of "
-                             f"{MAX_EXECUTOR_CRASHES}): {reason}"[:500]))
+                             f"{MAX_EXECUTOR_CRASHES}): {type(error).__name__}"))
 
         with contextlib.suppress(LeaseLost):  # someone else has it: nothing to hand back
             if await self._retry_store(lease.run_id, "hand it back", release,
