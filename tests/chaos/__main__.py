@@ -22,8 +22,10 @@ from typing import Any
 
 from tests.chaos.fencing import race
 from tests.chaos.harness import PROFILES, ROOT, soak
+from tests.chaos.storm import storm
 
 FENCING_ITERATIONS = {"smoke": 4, "full": 200}
+STORM_RUNS = {"smoke": 400, "full": 5000}
 
 
 @contextlib.contextmanager
@@ -57,7 +59,7 @@ def main(argv: list[str]) -> int:
     backends = argv[1:] or ["sqlite", "postgres"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
-    soaks, fences = [], []
+    soaks, fences, storms = [], [], []
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
                 store_url(backend, Path(tmp)) as url:
@@ -73,10 +75,17 @@ def main(argv: list[str]) -> int:
                            "frozen while holding SQLite's write lock": f.frozen_holding_lock,
                            "wall time s": round(f.seconds, 1)})
             print(json.dumps(fences[-1]), flush=True)
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                store_url(backend, Path(tmp)) as url:
+            st = asyncio.run(storm(backend, url, Path(tmp), STORM_RUNS[profile]))
+            storms.append(st.summary())
+            print(json.dumps(storms[-1]), flush=True)
     print(f"\nprofile {profile}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}\n")
     print("Kill -9 soak\n\n" + table(soaks))
     print("\nLease and fencing race\n\n" + table(fences))
-    bad = [s for s in soaks if any(s[k] for k in (
+    print("\nRecovery storm\n\n" + table(storms))
+    bad = [s for s in storms if s["lost"] or s["completed"] != s["runs"]]
+    bad += [s for s in soaks if any(s[k] for k in (
         "runs lost", "runs not completed after drain", "wrong results",
         "duplicated committed-step effects", "effects missing", "journal gaps"))]
     bad += [f for f in fences if f["stale writes accepted"]]

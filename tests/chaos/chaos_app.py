@@ -102,3 +102,8 @@ def slow_effect() -> int:
 @app.workflow
 async def fenced(i: int) -> int:
     return await slow_effect()
+
+
+@app.workflow
+async def storm_one(i: int) -> int:
+    return await effect(i, 0)
