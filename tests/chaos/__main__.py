@@ -22,10 +22,12 @@ from typing import Any
 
 from tests.chaos.fencing import race
 from tests.chaos.harness import PROFILES, ROOT, soak
+from tests.chaos.powerloss import run as power_loss
 from tests.chaos.storm import storm
 
 FENCING_ITERATIONS = {"smoke": 4, "full": 200}
 STORM_RUNS = {"smoke": 400, "full": 5000}
+POWER_LOSS_POINTS = {"smoke": 8, "full": 1000}
 
 
 @contextlib.contextmanager
@@ -83,12 +85,27 @@ def main(argv: list[str]) -> int:
     print(f"\nprofile {profile}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}\n")
     print("Kill -9 soak\n\n" + table(soaks))
     print("\nLease and fencing race\n\n" + table(fences))
+    losses = []
+    if "sqlite" in backends:
+        points = int(os.environ.get("CHAOS_POWER_LOSS_POINTS", POWER_LOSS_POINTS[profile]))
+        for sync, n in (("full", points), ("normal", max(4, points // 10))):
+            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+                pl = power_loss(Path(tmp), n, sync)
+            losses.append({"synchronous": sync, "crash points": pl.crash_points,
+                           "acknowledged operations": pl.acknowledged,
+                           "acknowledged lost": pl.lost,
+                           "integrity failures": pl.integrity_failures})
+            print(json.dumps(losses[-1]), flush=True)
     print("\nRecovery storm\n\n" + table(storms))
+    if losses:
+        print("\nPower loss (SQLite, VFS shim)\n\n" + table(losses))
     bad = [s for s in storms if s["lost"] or s["completed"] != s["runs"]]
     bad += [s for s in soaks if any(s[k] for k in (
         "runs lost", "runs not completed after drain", "wrong results",
         "duplicated committed-step effects", "effects missing", "journal gaps"))]
     bad += [f for f in fences if f["stale writes accepted"]]
+    bad += [x for x in losses if x["integrity failures"]
+            or (x["synchronous"] == "full" and x["acknowledged lost"])]
     return 1 if bad else 0
 
 

@@ -205,6 +205,10 @@ class SqliteStore:
         create: set up a new store where no file (or an empty one) exists, even with
             ``migrate`` off (default: as ``migrate``). An existing store's older schema
             is still only migrated when ``migrate`` is on.
+        vfs: the name of a registered SQLite VFS to open the file with (fault
+            injection: the chaos suite's power-loss shim). Such a VFS may lack shared
+            memory, so the connection takes the file in exclusive locking mode: one
+            process only.
 
     A file that exists but is not a Tether store (another program's database, or not
     a database at all) is never changed: ``open()`` raises ConfigError. So does a store
@@ -215,7 +219,8 @@ class SqliteStore:
 
     def __init__(self, url: str, *, synchronous: str | None = None,
                  busy_timeout: float = 30.0, migrate: bool | None = None,
-                 read_only: bool = False, create: bool | None = None) -> None:
+                 read_only: bool = False, create: bool | None = None,
+                 vfs: str | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "sqlite":
             raise ConfigError(f"not a sqlite URL: {url!r}")
@@ -237,6 +242,7 @@ class SqliteStore:
         if mode not in ("rw", "ro"):
             raise ConfigError(f"sqlite URL option mode={mode!r}: use rw or ro")
         self.read_only = read_only or mode == "ro"
+        self.vfs = vfs
         self.create = (self.auto_migrate if create is None else create) and not self.read_only
         self.url = url
         self.path = path
@@ -315,7 +321,11 @@ class SqliteStore:
         # file exists (made above, mode 0600); a vanished file is an error, not a new one.
         flags = apsw.SQLITE_OPEN_READWRITE
         try:
-            conn = apsw.Connection(self.path, flags=flags)
+            if self.vfs is not None:
+                conn = apsw.Connection(self.path, flags=flags, vfs=self.vfs)
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            else:
+                conn = apsw.Connection(self.path, flags=flags)
         except apsw.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
         try:
