@@ -23,6 +23,7 @@ from typing import Any
 from tests.chaos.fencing import race
 from tests.chaos.harness import PROFILES, ROOT, soak
 from tests.chaos.powerloss import run as power_loss
+from tests.chaos.resetproxy import ResettingProxy
 from tests.chaos.storm import storm
 
 FENCING_ITERATIONS = {"smoke": 4, "full": 200}
@@ -56,6 +57,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+async def _through_proxy(url: str, work: Path, profile: str) -> dict[str, Any]:
+    proxy = await ResettingProxy(url).start()
+    try:
+        figures = await soak("postgres", url, work, PROFILES[(profile, "proxy")],
+                             worker_url=proxy.url())
+    finally:
+        await proxy.close()
+    return {**figures.summary(), "backend": "postgres via resetting proxy",
+            "connection resets": proxy.resets, "ambiguous commits": proxy.ambiguous_commits}
+
+
 def main(argv: list[str]) -> int:
     profile = argv[0] if argv else "full"
     backends = argv[1:] or ["sqlite", "postgres"]
@@ -85,6 +97,12 @@ def main(argv: list[str]) -> int:
     print(f"\nprofile {profile}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}\n")
     print("Kill -9 soak\n\n" + table(soaks))
     print("\nLease and fencing race\n\n" + table(fences))
+    proxied = []
+    if "postgres" in backends:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                store_url("postgres", Path(tmp)) as url:
+            proxied.append(asyncio.run(_through_proxy(url, Path(tmp), profile)))
+            print(json.dumps(proxied[-1]), flush=True)
     losses = []
     if "sqlite" in backends:
         points = int(os.environ.get("CHAOS_POWER_LOSS_POINTS", POWER_LOSS_POINTS[profile]))
@@ -97,6 +115,8 @@ def main(argv: list[str]) -> int:
                            "integrity failures": pl.integrity_failures})
             print(json.dumps(losses[-1]), flush=True)
     print("\nRecovery storm\n\n" + table(storms))
+    if proxied:
+        print("\nPostgreSQL behind a connection-resetting proxy\n\n" + table(proxied))
     if losses:
         print("\nPower loss (SQLite, VFS shim)\n\n" + table(losses))
     bad = [s for s in storms if s["lost"] or s["completed"] != s["runs"]]
@@ -104,6 +124,9 @@ def main(argv: list[str]) -> int:
         "runs lost", "runs not completed after drain", "wrong results",
         "duplicated committed-step effects", "effects missing", "journal gaps"))]
     bad += [f for f in fences if f["stale writes accepted"]]
+    bad += [p for p in proxied if any(p[k] for k in (
+        "runs lost", "runs not completed after drain", "wrong results",
+        "duplicated committed-step effects", "effects missing", "journal gaps"))]
     bad += [x for x in losses if x["integrity failures"]
             or (x["synchronous"] == "full" and x["acknowledged lost"])]
     return 1 if bad else 0

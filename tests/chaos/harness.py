@@ -37,7 +37,7 @@ class Profile:
     runs: int
     crash_p: float = 0.01  # probability that a step dies at effect.before_commit
     lease: float = 2.0
-    kill_every: tuple[float, float] = (1.0, 3.0)
+    kill_every: tuple[float, float] | None = (1.0, 3.0)  # None: no kills
     drain_timeout: float = 180.0
 
 
@@ -46,6 +46,10 @@ PROFILES = {
     ("smoke", "postgres"): Profile("smoke", workers=3, duration=20, runs=60),
     ("full", "sqlite"): Profile("full", workers=2, duration=300, runs=900),
     ("full", "postgres"): Profile("full", workers=3, duration=300, runs=900),
+    ("smoke", "proxy"): Profile("smoke", workers=3, duration=20, runs=60, crash_p=0.0,
+                                kill_every=None),
+    ("full", "proxy"): Profile("full", workers=3, duration=120, runs=400, crash_p=0.0,
+                               kill_every=None),
 }
 
 
@@ -135,11 +139,13 @@ class _Workers:
 
 
 async def soak(backend: str, url: str, workdir: Path, profile: Profile,
-               seed: int = 12) -> Figures:
+               seed: int = 12, worker_url: str | None = None) -> Figures:
+    """Run ``profile``; workers reach the store at ``worker_url`` (default ``url``:
+    e.g. through a proxy that breaks their connections) and the harness at ``url``."""
     rng = random.Random(seed)
     figures = Figures(backend, profile.name, seed)
     ledger = workdir / "ledger.db"
-    workers = _Workers(url, ledger, workdir, profile)
+    workers = _Workers(worker_url or url, ledger, workdir, profile)
     app = App(url)
     started: dict[str, int] = {}
     tasks: set[asyncio.Task[Any]] = set()
@@ -180,6 +186,8 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
         owners_of_killed: set[str | None] = {None}
 
         async def kill_loop() -> None:
+            if profile.kill_every is None:
+                return
             while time.monotonic() < deadline:
                 await asyncio.sleep(rng.uniform(*profile.kill_every))
                 alive = workers.alive()
