@@ -157,6 +157,7 @@ class Worker:
         self.hostname = socket.gethostname()
         self._active: dict[str, _Active] = {}
         self._crashes: dict[str, int] = {}  # run id -> executor crashes in a row
+        self._claiming = False  # a run_claim is in flight (its runs are not active yet)
         self._background: set[asyncio.Future[None]] = set()
         self._seq = 0
         self._wake = asyncio.Event()
@@ -262,6 +263,7 @@ class Worker:
             free = self.concurrency - len(self._active)
             claimed: list[ClaimedRun] = []
             if free > 0:
+                self._claiming = True
                 try:
                     claimed = await store.run_claim(
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
@@ -273,6 +275,8 @@ class Worker:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                finally:
+                    self._claiming = False
                 for c in claimed:
                     self._seq += 1
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
@@ -401,8 +405,30 @@ class Worker:
                     active.task.cancel()
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()
+            if not self._claiming and self._seq == seq:
+                with contextlib.suppress(StoreError):
+                    await self._release_orphans(hb.owned - set(self._active))
             with contextlib.suppress(StoreError):
                 await self._reap_dead_workers()
+
+    async def _release_orphans(self, orphans: set[str]) -> None:
+        """Hand back runs the store says this worker holds but that it does not execute:
+        their claim committed but its reply was lost (a connection cut after COMMIT).
+        Without this, this worker's heartbeat would renew their leases for as long as it
+        lives, with nobody executing them. Called only when no claim was in flight."""
+        store = self.app.store
+        for run_id in orphans:
+            run = await store.run_get(run_id)
+            if run is None or run.owner != self.worker_id or run_id in self._active:
+                continue
+            log.warning("run %s: held in the store but not executed here (a claim whose "
+                        "reply was lost); handing it back", run_id)
+            now = self.app.clock.now()
+            with contextlib.suppress(LeaseLost):
+                await store.run_release(
+                    lease=Lease(run_id, self.worker_id, run.fencing_token), now=now,
+                    wait=Wait(now, "handed back: its claim's reply was lost"))
+                self._wake.set()
 
     async def _reap_dead_workers(self, *, refresh: bool = True) -> None:
         """Make the runs of dead workers claimable at once: a worker of this host whose
