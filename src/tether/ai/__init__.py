@@ -25,8 +25,10 @@ from tether.ai._errors import (
     ProviderConfigError,
     ProviderError,
     RetryableProviderError,
+    error_for_status,
 )
 from tether.ai._llm import DEFAULT_LLM_RETRY, LLM, OutputValidationError
+from tether.ai._metered import MeteredModel
 from tether.ai._pricing import PriceTable
 from tether.ai._tools import (
     FunctionTool,
@@ -63,6 +65,7 @@ __all__ = [
     "FunctionTool",
     "InvalidToolCall",
     "MaxTurnsExceeded",
+    "MeteredModel",
     "Message",
     "NoPendingApproval",
     "OutputValidationError",
@@ -78,6 +81,7 @@ __all__ = [
     "Usage",
     "WorkflowTool",
     "approve",
+    "error_for_status",
     "function_tool",
     "idempotency_headers",
     "pending_approval",
