@@ -25,13 +25,13 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import RunContext
 
 import tether
+from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
+from tests.engine.helpers import status_is, wait_for
 from tether import App, RunFailed
 from tether.ai import Budget
 from tether.errors import ConfigError
 from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
 from tether.testing.llm_server import Reply, ScriptedLLMServer
-from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
-from tests.engine.helpers import status_is, wait_for
 
 
 class City(BaseModel):
@@ -165,7 +165,8 @@ async def test_budget_fail_stops_before_the_request(
     TetherAgent(geo_agent(model, []), app=app, budget=Budget(tokens=1000, on_exceed="fail"))
     async with app, app.worker():
         handle = await app.start("geo", "Where?", run_id="b1")
-        with pytest.raises(RunFailed, match=r"BudgetExceeded.*1010 tokens spent.*budget 1000 tokens"):
+        with pytest.raises(RunFailed,
+                           match=r"BudgetExceeded.*1010 tokens spent.*budget 1000 tokens"):
             await handle.result(timeout=30)
         info = await app.get_run("b1")
     assert len(server.requests) == 1
@@ -218,7 +219,7 @@ async def test_streaming_events_reach_the_handler_inside_a_run(
     assert answer == "durable agents resume"
     assert "".join(deltas).strip() == "durable agents resume" and len(deltas) >= 2
     assert server.requests[0].stream
-    assert [e["name"] for e in info.journal][0] == "pydantic_ai:talker__model.request_stream"
+    assert info.journal[0]["name"] == "pydantic_ai:talker__model.request_stream"
     assert info.metrics["llm.calls"] == 1 and info.metrics["tokens.output"] == 3
 
 
@@ -284,7 +285,7 @@ async def test_a_refused_request_fails_the_run_once(
 async def test_bad_configuration_is_a_clear_error(model: OpenAIChatModel) -> None:
     with pytest.raises(ConfigError, match="TetherAgent needs a name"):
         TetherAgent(Agent(model))
-    with pytest.raises(ConfigError, match="requests-per-minute|rpm"):
+    with pytest.raises(ConfigError, match=r"rpm"):
         TetherDurability(rpm=-1)
     attached = Agent(model, name="a", capabilities=[TetherDurability()])
     with pytest.raises(ConfigError, match="has a TetherDurability already"):

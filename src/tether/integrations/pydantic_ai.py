@@ -28,9 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic
 
-from typing_extensions import TypeVar
-
-import pydantic
 from pydantic_ai.agent import EventStreamHandler
 from pydantic_ai.agent.abstract import AbstractAgent
 from pydantic_ai.durable_exec import (
@@ -48,6 +45,7 @@ from pydantic_ai.messages import ModelMessagesTypeAdapter
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT
+from typing_extensions import TypeVar
 
 import tether
 from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, RunHandle, ext
@@ -232,7 +230,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         messages = cache_key[1] if len(cache_key) > 1 else []
         try:
             size = len(ModelMessagesTypeAdapter.dump_json(messages))  # type: ignore[arg-type]
-        except (TypeError, ValueError, pydantic.PydanticSerializationError):
+        except (TypeError, ValueError):  # PydanticSerializationError is a ValueError
             size = 0
         settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
             else {}
@@ -350,7 +348,7 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
 
         async def run_agent(prompt: str) -> Any:
             deps = self._deps() if self._deps is not None else None
-            result = await self.run(prompt, deps=deps)  # type: ignore[arg-type]
+            result = await self.run(prompt, deps=deps)
             return result.output
 
         output = self.agent.output_type
