@@ -185,7 +185,7 @@ class TetherModel(Model):
             args={"model": self.name, "stream": False})
         return _RESPONSE.validate_python(payload)
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
             self, system_instructions: str | None, input: str | list[TResponseInputItem],
             model_settings: ModelSettings, tools: list[Tool],
             output_schema: AgentOutputSchemaBase | None, handoffs: list[Handoff],
