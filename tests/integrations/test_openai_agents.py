@@ -23,6 +23,7 @@ from agents import (
     Agent,
     GuardrailFunctionOutput,
     OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
     Runner,
     SQLiteSession,
     function_tool,
@@ -45,6 +46,7 @@ from tether.integrations.openai_agents import (
     workflow_tool,
 )
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
 
 set_tracing_disabled(True)
 
@@ -306,3 +308,65 @@ async def test_outside_a_workflow_it_is_the_plain_sdk(
     server.set_script([Reply("plain")])
     result = await TetherAgent(Agent(name="p", model=model)).run("hi")
     assert result.final_output == "plain" and len(server.requests) == 1
+
+
+async def test_responses_api_model_streamed_in_a_workflow_and_replayed(
+        sqlite_url: str) -> None:
+    """An ``OpenAIResponsesModel`` (reasoning item, function call, streamed answer) under
+    ``Runner.run_streamed`` in a workflow: the stream is read in the step, its text
+    published to the run's observers; the replay after a signal sends nothing again and
+    gives the same output; the reasoning item went back to the model."""
+    script = [ResponsesReply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}],
+                             reasoning="check the weather first", input_tokens=30,
+                             output_tokens=7),
+              Reply("Cold and clear in Oslo", input_tokens=40, output_tokens=5, delay=0.5)]
+    async with ScriptedResponsesServer(script=script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+
+        @function_tool
+        def weather(city: str) -> str:
+            """The weather in a city."""
+            return f"cold in {city}"
+
+        agent = durable(Agent(name="forecaster", tools=[weather],
+                              model=OpenAIResponsesModel("gpt-4.1-mini",
+                                                         openai_client=client)))
+        app = App(sqlite_url)
+        finals: list[str] = []
+
+        @app.workflow
+        async def forecast(question: str) -> str:
+            streamed = Runner.run_streamed(agent, question, run_config=run_config())
+            async for _ in streamed.stream_events():
+                pass
+            finals.append(str(streamed.final_output))
+            await tether.wait_for_signal("go")
+            return str(streamed.final_output)
+
+        chunks: list[str] = []
+
+        async def watch() -> None:
+            async for data in app.events("o1"):
+                event = json.loads(data)
+                if event.get("type") == "llm.chunk":
+                    chunks.append(event["text"])
+
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(forecast, "Weather in Oslo?", run_id="o1")
+            watcher = asyncio.create_task(watch())  # the answer is delayed 0.5 s
+            await wait_for(lambda: status_is(app, "o1", "waiting"), timeout=20)
+            await app.signal("o1", "go")
+            assert await handle.result(timeout=20) == "Cold and clear in Oslo"
+            info = await app.get_run("o1")
+            watcher.cancel()
+        await client.close()
+    assert finals == ["Cold and clear in Oslo"] * 2
+    assert [r.path for r in server.requests] == ["/v1/responses"] * 2
+    assert all(r.stream for r in server.requests)
+    assert [i.get("type") for i in server.requests[1].body["input"]][1:] == [
+        "reasoning", "function_call", "function_call_output"]
+    assert [e["name"] for e in info.journal] == [MODEL, "openai_agents:tool:weather", MODEL,
+                                                 "go"]
+    assert info.metrics["llm.calls"] == 2 and info.metrics["saved.calls"] == 2
+    assert info.metrics["tokens.input"] == 70
+    assert "".join(chunks) == "Cold and clear in Oslo"

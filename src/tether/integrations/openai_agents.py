@@ -52,6 +52,7 @@ from agents.agent_output import AgentOutputSchemaBase
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.memory import Session, SessionABC
 from agents.models.interface import ModelTracing
+from agents.usage import Usage as AgentsUsage
 from openai.types.responses import Response, ResponseCompletedEvent
 from typing_extensions import TypeVar
 
@@ -88,6 +89,18 @@ DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval
                                  max_attempts=3)
 
 _RESPONSE = pydantic.TypeAdapter(ModelResponse)
+_USAGE = pydantic.TypeAdapter(AgentsUsage)
+
+
+def _load_model_response(payload: Mapping[str, Any]) -> ModelResponse:
+    """A journaled ``ModelResponse``, rebuilt as leniently as the OpenAI SDK builds what
+    the API sent (its output items are constructed, not validated: a field the API
+    left out is ``None`` in the record, which strict validation would refuse)."""
+    output = Response.model_construct(output=payload.get("output") or []).output
+    return ModelResponse(output=output, usage=_USAGE.validate_python(payload.get("usage") or {}),
+                         response_id=payload.get("response_id"),
+                         request_id=payload.get("request_id"),
+                         raw_usage=payload.get("raw_usage"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,7 +196,7 @@ class TetherModel(Model):
             estimate_tokens=_estimate(system_instructions, input),
             max_output_tokens=model_settings.max_tokens or 0,
             args={"model": self.name, "stream": False})
-        return _RESPONSE.validate_python(payload)
+        return _load_model_response(payload)
 
     async def stream_response(
             self, system_instructions: str | None, input: str | list[TResponseInputItem],
@@ -229,7 +242,7 @@ class TetherModel(Model):
             max_output_tokens=model_settings.max_tokens or 0,
             args={"model": self.name, "stream": True})
         yield ResponseCompletedEvent(type="response.completed", sequence_number=0,
-                                     response=Response.model_validate(payload))
+                                     response=Response.model_construct(**payload))
 
 
 class TetherModelProvider(ModelProvider):
