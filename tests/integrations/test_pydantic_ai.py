@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.mcp import MCPToolset
 from pydantic_ai.messages import PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
-from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import RunContext
 
@@ -32,6 +32,7 @@ from tether.ai import Budget
 from tether.errors import ConfigError
 from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
 from tether.testing.llm_server import Reply, ScriptedLLMServer
+from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
 
 
 class City(BaseModel):
@@ -304,3 +305,46 @@ async def test_outside_a_workflow_the_agent_runs_plainly(
     tagent = TetherAgent(Agent(model, name="plain"))
     assert (await tagent.run("hi")).output == "plain"
     assert len(server.requests) == 1
+
+
+async def test_responses_api_model_with_reasoning(sqlite_url: str) -> None:
+    """pydantic-ai's ``openai:`` models use the Responses API: a reasoning item and a
+    tool call come back from the journal on replay, and the ledger counts the calls."""
+    async with ScriptedResponsesServer(script=[
+        ResponsesReply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}],
+                       reasoning="look it up", input_tokens=30, output_tokens=6),
+        Reply("Cold in Oslo", input_tokens=40, output_tokens=4)]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        agent = Agent(OpenAIResponsesModel("gpt-4.1-mini", provider=provider),
+                      name="forecast")
+        cities: list[str] = []
+
+        @agent.tool_plain
+        def weather(city: str) -> str:
+            """The weather."""
+            cities.append(city)
+            return "cold"
+
+        tagent = TetherAgent(agent)
+        app = App(sqlite_url)
+        outputs: list[str] = []
+
+        @app.workflow
+        async def forecast(q: str) -> str:
+            outputs.append((await tagent.run(q)).output)
+            await tether.wait_for_signal("go")
+            return outputs[-1]
+
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(forecast, "Oslo?", run_id="o1")
+            await wait_for(lambda: status_is(app, "o1", "waiting"), timeout=20)
+            await app.signal("o1", "go")
+            assert await handle.result(timeout=20) == "Cold in Oslo"
+            info = await app.get_run("o1")
+        await provider.client.close()
+    assert outputs == ["Cold in Oslo"] * 2 and len(server.requests) == 2
+    assert cities == ["Oslo"]
+    # pydantic-ai sends the reasoning summary back as a thinking text, then the call.
+    sent = server.requests[1].body["input"]
+    assert "look it up" in sent[1]["content"] and sent[2]["type"] == "function_call"
+    assert info.metrics["llm.calls"] == 2 and info.metrics["saved.calls"] == 2
