@@ -106,7 +106,7 @@ MODEL = "openai_agents:model:gpt-4.1-mini"
 
 async def test_model_tools_and_handoff_are_journaled_with_typed_output(
         store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
-    """Tool call, handoff and the structured answer: three model steps and a tool step;
+    """Started by name from the CLI; tool call, handoff and the structured answer: three model steps and a tool step;
     the result is the handed-off agent's City; the ledger counts the three requests."""
     server.set_script(triage_script())
     weather: list[str] = []
@@ -114,8 +114,11 @@ async def test_model_tools_and_handoff_are_journaled_with_typed_output(
     app = App(store_url)
     TetherAgent(triage, app=app)
     async with app, app.worker():
-        handle = await app.start("triage", "Where is the Eiffel tower?", run_id="t1")
-        assert await handle.result(timeout=30) == PARIS
+        started = await asyncio.to_thread(
+            tether_cli, "start", "triage", "--input", '["Where is the Eiffel tower?"]',
+            "--id", "t1", db=store_url)
+        assert started.returncode == 0, started.stderr
+        assert await app.handle("t1").result(timeout=30) == PARIS
         info = await app.get_run("t1")
     assert [(e["name"], e["status"]) for e in info.journal] == [
         (MODEL, "ok"), ("openai_agents:tool:weather", "ok"), (MODEL, "ok"), (MODEL, "ok")]

@@ -86,7 +86,7 @@ def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
 
 async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(
         store_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
-    """The agent started by name: each model request and the tool call is one journal
+    """The agent started by name from the CLI: each model request and the tool call is one journal
     entry; the result comes back as the output_type; the ledger counts both calls and
     ``tether show`` reports them as for tether.ai agents."""
     server.set_script(geo_script())
@@ -94,8 +94,12 @@ async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(
     app = App(store_url)
     tagent = TetherAgent(geo_agent(model, weather), app=app)
     async with app, app.worker():
-        handle = await app.start("geo", "Where is the Eiffel tower?", run_id="geo-1")
-        assert await handle.result(timeout=30) == City(**PARIS)
+        # Started by name from the CLI, as an operator would.
+        started = await asyncio.to_thread(
+            tether_cli, "start", "geo", "--input", '["Where is the Eiffel tower?"]',
+            "--id", "geo-1", db=store_url)
+        assert started.returncode == 0, started.stderr
+        assert await app.handle("geo-1").result(timeout=30) == City(**PARIS)
         info = await app.get_run("geo-1")
     assert tagent.workflow is not None
     assert [(e["name"], e["status"]) for e in info.journal] == [
