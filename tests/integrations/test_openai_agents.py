@@ -106,8 +106,9 @@ MODEL = "openai_agents:model:gpt-4.1-mini"
 
 async def test_model_tools_and_handoff_are_journaled_with_typed_output(
         store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
-    """Started by name from the CLI; tool call, handoff and the structured answer: three model steps and a tool step;
-    the result is the handed-off agent's City; the ledger counts the three requests."""
+    """Started by name from the CLI; tool call, handoff and the structured answer: three
+    model steps and a tool step; the result is the handed-off agent's City; the ledger
+    counts the three requests."""
     server.set_script(triage_script())
     weather: list[str] = []
     triage, _ = triage_agents(model, weather)
