@@ -204,7 +204,8 @@ def to_responses_input(messages: Sequence[Message]) -> tuple[str | None, list[di
             items.append({"role": "user", "content": content if isinstance(content, str)
                           else _user_parts(content)})
         elif role == "assistant":
-            items.extend(dict(r) for r in msg.get("reasoning") or [])
+            items.extend(dict(r) for r in msg.get("reasoning") or []
+                         if isinstance(r, dict) and r.get("type") == "reasoning")
             text = _as_text(content)
             if text:
                 items.append({"role": "assistant", "content": text})

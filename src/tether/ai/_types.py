@@ -162,8 +162,9 @@ class ChatReply:
             ``tool_calls``, ``length``, ``content_filter`` (others passed through).
         provider: the client's provider name.
         raw_id: the provider's id of the response.
-        reasoning: the model's reasoning items as the provider sent them (OpenAI
-            Responses ``reasoning`` items), to be sent back with the next request; kept
+        reasoning: the model's reasoning as the provider sent it (OpenAI Responses
+            ``reasoning`` items, Anthropic ``thinking``/``redacted_thinking`` blocks with
+            their signatures), to be sent back with the next request; kept
             in the journal and in the assistant message (key ``reasoning``, which the
             Chat Completions client leaves out of its requests).
     """

@@ -18,6 +18,7 @@ it over as it is; the public names of ``tether.testing`` are unchanged.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -36,15 +37,23 @@ from tether.testing.llm_server import (
     _split_json,
 )
 
-__all__ = ["ResponsesReply", "ScriptedResponsesServer"]
+__all__ = ["ResponsesReply", "ScriptedResponsesServer", "thinking_signature"]
 
 
 @dataclass(frozen=True)
 class ResponsesReply(Reply):
-    """A ``Reply`` that may also carry a reasoning summary (a ``reasoning`` output item
-    before the message, as reasoning models send)."""
+    """A ``Reply`` that may also carry the model's reasoning: on the Responses API a
+    ``reasoning`` output item (with this summary) before the message; on the Anthropic
+    Messages API a ``thinking`` block (this text, and a signature the server derives
+    from it) first in the content, streamed as ``thinking_delta``/``signature_delta``."""
 
     reasoning: str | None = None
+
+
+def thinking_signature(text: str) -> str:
+    """The signature the server gives a thinking block with this text (a test can check
+    that a block came back unchanged)."""
+    return "sig-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class ScriptedResponsesServer(ScriptedLLMServer):
@@ -135,6 +144,43 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 sent += 1
             await self._send_chunk(conn, payload)
         await conn.send(b"0\r\n\r\n")
+
+    # -- Anthropic extended thinking --------------------------------------------------
+
+    def _render(self, rec: RecordedRequest, reply: Reply) -> dict[str, Any]:
+        rendered = super()._render(rec, reply)
+        thinking = getattr(reply, "reasoning", None)
+        if rec.protocol == "anthropic" and thinking:
+            rendered["content"].insert(0, {"type": "thinking", "thinking": thinking,
+                                           "signature": thinking_signature(thinking)})
+        return rendered
+
+    def _anthropic_events(self, rec: RecordedRequest,
+                          reply: Reply) -> Iterable[tuple[str, str]]:
+        thinking = getattr(reply, "reasoning", None)
+        events = iter(super()._anthropic_events(rec, reply))
+        if not thinking:
+            yield from events
+            return
+        yield next(events)  # message_start
+
+        def event(name: str, data: dict[str, Any]) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+        yield "meta", event("content_block_start", {"index": 0, "content_block": {
+            "type": "thinking", "thinking": "", "signature": ""}})
+        for piece in _chunks(Reply(thinking)):
+            yield "content", event("content_block_delta", {
+                "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}})
+        yield "meta", event("content_block_delta", {"index": 0, "delta": {
+            "type": "signature_delta", "signature": thinking_signature(thinking)}})
+        yield "meta", event("content_block_stop", {"index": 0})
+        for kind, text in events:  # the other blocks move up one index
+            name, _, data = text.partition("\ndata: ")
+            payload = json.loads(data)
+            if "index" in payload:
+                payload["index"] += 1
+            yield kind, f"{name}\ndata: {json.dumps(payload)}\n\n"
 
     # -- rendering ----------------------------------------------------------------------
 
