@@ -26,6 +26,7 @@ the loop evolves. Turns, tokens and cost are in the run's journal and metrics
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +34,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pydantic
 
 import tether
-from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, StepError, TetherError
+from tether import (
+    App,
+    Cancelled,
+    ConfigError,
+    NonRetryable,
+    RetryPolicy,
+    SignalTimeout,
+    StepError,
+    TetherError,
+)
 from tether.ai._approvals import request_approval
 from tether.ai._tools import FunctionTool, Tool, ToolArgumentError, model_schema
 from tether.ai._types import (
@@ -49,11 +59,14 @@ from tether.ai._types import (
 if TYPE_CHECKING:
     from tether.ai.mcp import MCPServer, MCPToolset
 
-__all__ = ["FINAL_RESULT_TOOL", "Agent", "AgentTool", "ChatModel", "InvalidToolCall",
-           "MaxTurnsExceeded"]
+__all__ = ["FINAL_RESULT_TOOL", "STEER_SIGNAL", "Agent", "AgentTool", "ChatModel",
+           "InvalidToolCall", "MaxTurnsExceeded"]
 
 #: The tool an agent with an ``output_type`` gives its final answer with.
 FINAL_RESULT_TOOL = "final_result"
+
+#: The signal that steers a running agent (``tether signal RUN message --data '"..."'``).
+STEER_SIGNAL = "message"
 
 #: Retries of a function tool's step (its exceptions; an invalid argument never retries).
 DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
@@ -199,6 +212,13 @@ class Agent:
             do not validate go back to the model as the call's error, as for any tool. A
             plain-text answer that is valid JSON for the schema is accepted too. The run's
             result is then the instance (JSON in the journal, typed for ``result()``).
+        steerable: take messages sent to a running agent (the signal ``message``:
+            ``tether signal RUN message --data '"also check pricing"'`` or
+            ``agent.steer(app, run_id, text)``) into account at its next turn: before each
+            model call, and before ending with an answer, the agent takes every message
+            waiting (one journaled signal operation each, and one that finds none) and adds
+            it to the conversation as a user message. Off by default: it adds operations to
+            the journal, which runs started before the change would not have.
 
     Raises:
         ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
@@ -210,7 +230,8 @@ class Agent:
                  queue: str = "default", description: str = "",
                  tool_retry: RetryPolicy | None = None,
                  model_params: Mapping[str, Any] | None = None,
-                 output_type: type[pydantic.BaseModel] | None = None) -> None:
+                 output_type: type[pydantic.BaseModel] | None = None,
+                 steerable: bool = False) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -233,6 +254,7 @@ class Agent:
             raise ConfigError(f"agent {name!r}: output_type must be a pydantic model class, "
                               f"got {output_type!r}")
         self.output_type = output_type
+        self.steerable = steerable
         self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
@@ -351,6 +373,8 @@ class Agent:
         messages.append(user_message(task))
         reply: ChatReply | None = None
         for turn in range(1, self.max_turns + 1):
+            if self.steerable:
+                messages.extend(user_message(text) for text in await self._steering())
             tether.set_status(self._status(turn, "thinking"))
             reply = await self.model.chat(messages, tools=specs or None, budget=self.budget,
                                           **self.model_params)
@@ -358,14 +382,22 @@ class Agent:
             if self._final is not None:
                 found, output = self._final_answer(reply, tools)
                 if found:
-                    tether.set_status(self._status(turn, "answered"))
-                    return output
-                if not reply.tool_calls:
-                    # Text that is not the answer's JSON: ask for the tool, next turn.
+                    late = await self._steering() if self.steerable else []
+                    if not late:
+                        tether.set_status(self._status(turn, "answered"))
+                        return output
+                    # Superseded by messages that came during the turn: answer again.
+                    messages.extend(tool_message(call.id, "superseded: the user sent a new "
+                                                 "message") for call in reply.tool_calls)
+                    messages.extend(user_message(text) for text in late)
+                    continue
+                if not reply.tool_calls:  # text that is not the answer's JSON
                     messages.append(user_message(
                         f"Give your final answer by calling the tool {FINAL_RESULT_TOOL!r}."))
                     continue
             if not reply.tool_calls:
+                if self.steerable and await self._steered(messages):
+                    continue
                 tether.set_status(self._status(turn, "answered"))
                 return reply.text or ""
             answers = await self._tool_calls(turn, reply, tools)
@@ -373,6 +405,37 @@ class Agent:
                             for call, text in zip(reply.tool_calls, answers, strict=True))
         last = [c.name for c in reply.tool_calls] if reply is not None else []
         raise MaxTurnsExceeded(self.name, self.max_turns, last)
+
+    async def _steering(self) -> list[str]:
+        """Every steering message waiting, in order (journaled signal operations; the
+        last one finds none)."""
+        texts: list[str] = []
+        while True:
+            try:
+                payload = await tether.wait_for_signal(STEER_SIGNAL, timeout=0)
+            except SignalTimeout:
+                return texts
+            texts.append(payload if isinstance(payload, str) else json.dumps(payload))
+
+    async def _steered(self, messages: list[Message]) -> bool:
+        """Before ending: add the messages that came during the last turn, if any (a
+        final answer given then is superseded: the model answers again with them)."""
+        late = await self._steering()
+        messages.extend(user_message(text) for text in late)
+        return bool(late)
+
+    async def steer(self, app: App, run_id: str, text: str) -> None:
+        """Send a message to a running run of this (``steerable``) agent; it is taken
+        into account at the agent's next turn.
+
+        Raises:
+            ConfigError: the agent is not steerable.
+            RunNotFound: no such run.
+        """
+        if not self.steerable:
+            raise ConfigError(f"agent {self.name!r} is not steerable: create it with "
+                              "steerable=True")
+        await app.signal(run_id, STEER_SIGNAL, text)
 
     def _final_answer(self, reply: ChatReply, tools: Mapping[str, Tool]
                       ) -> tuple[bool, Any]:
