@@ -67,3 +67,15 @@ async def test_a_stream_broken_midway() -> None:
     assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["a ", "b "]
     assert events[-1].type == "error"
     assert server.requests[0].outcome == "fault:error_mid_stream"
+
+
+async def test_anthropic_count_tokens_takes_no_script_step() -> None:
+    async with ScriptedResponsesServer(script=[Reply("hi")]) as server, \
+            httpx.AsyncClient(base_url=server.anthropic_base_url) as http:
+        body = {"model": "claude-sonnet-4-5", "system": "Be brief.",
+                "messages": [{"role": "user", "content": "x" * 400}]}
+        counted = await http.post("/v1/messages/count_tokens", json=body)
+        bad = await http.post("/v1/messages/count_tokens", json={"model": "m"})
+    assert counted.status_code == 200 and 100 <= counted.json()["input_tokens"] <= 130
+    assert bad.status_code == 400
+    assert server.remaining == 1  # the reply is still there for a real call

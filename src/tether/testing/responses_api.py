@@ -11,6 +11,9 @@ API, streaming or not, in the shape the official SDKs parse: ``message`` items w
 ``response.completed``. Faults (``Fault``, ``reset_after_chunks``,
 ``error_after_chunks``) behave as on the other endpoints.
 
+It also answers Anthropic's ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``,
+the same estimate the scripted replies use, without taking a script step).
+
 A separate module so that the test kit's own split of the server by provider can take
 it over as it is; the public names of ``tether.testing`` are unchanged.
 """
@@ -61,6 +64,10 @@ class ScriptedResponsesServer(ScriptedLLMServer):
 
     async def _dispatch(self, conn: _Conn, method: str, path: str,
                         headers: dict[str, str], raw_body: bytes) -> None:
+        if method == "POST" and path in ("/v1/messages/count_tokens",
+                                          "/messages/count_tokens"):
+            await self._count_tokens(conn, path, headers, raw_body)
+            return
         if method != "POST" or path not in ("/v1/responses", "/responses"):
             await super()._dispatch(conn, method, path, headers, raw_body)
             return
@@ -75,6 +82,26 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                               protocol="responses")
         self.requests.append(rec)
         await self._responses(conn, rec, parse_error)
+
+    async def _count_tokens(self, conn: _Conn, path: str, headers: dict[str, str],
+                            raw_body: bytes) -> None:
+        """Anthropic's ``count_tokens``: the estimate the scripted replies use (about 4
+        characters a token of system, messages and tools); no script step is taken."""
+        try:
+            body = json.loads(raw_body or b"null")
+        except ValueError:
+            body = None
+        rec = RecordedRequest("POST", path, dict(headers), body, time.time(),
+                              protocol="anthropic")
+        self.requests.append(rec)
+        if not isinstance(body, dict) or not body.get("model") or not isinstance(
+                body.get("messages"), list):
+            await self._error(conn, rec, 400, "count_tokens needs model and messages",
+                              outcome="invalid")
+            return
+        rec.status, rec.outcome = 200, "count_tokens"
+        prompt = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
+        await self._respond(conn, 200, {"input_tokens": max(1, len(prompt) // 4)})
 
     async def _responses(self, conn: _Conn, rec: RecordedRequest,
                          parse_error: str | None) -> None:
