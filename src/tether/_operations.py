@@ -213,7 +213,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         except BaseException as exc:
             # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
             # failed attempt like any other, not the worker's end (the worker's own
-            # shutdown arrives as CancelledError, above).
+            # shutdown arrives as CancelledError, handled above).
             await _record_failure(ctx, sdef, pos, state, exc, args_text)
             continue
         return await _record_success(ctx, sdef, pos, state, value, args_text)

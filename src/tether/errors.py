@@ -19,8 +19,8 @@ Exception
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
 │   ├── SignalError                signal to a run that has ended
-│   ├── InvalidName                (what, value) an empty id or name, or one with control
-│   │                              characters (also a ValueError)
+│   ├── InvalidName                (what, value) empty, or with control characters (also a
+│   │                              ValueError)
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
 │   ├── Cancelled                  (run_id) delivered at the run's next operation
 │   ├── Postpone                   (delay, reason) raise from a step: try again later,
