@@ -1,0 +1,178 @@
+"""``TestEnv``: days of durable waiting (timers, signal timeouts, retry backoffs) pass
+in virtual time; every wait is a real release and replay on a real SQLite store."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import tether
+from tether import App, RetryPolicy, RunFailed, SignalTimeout
+from tether.ai import LLM
+from tether.testing import Reply, TestEnv
+
+DAY = 86400.0
+
+
+def make_app() -> tuple[App, dict[str, Any]]:
+    app = App("sqlite:///never-opened.db")
+    seen: dict[str, Any] = {"attempts": [], "calls": 0}
+
+    @app.step(retry=RetryPolicy(initial_interval=3600, backoff=2, max_interval=6 * 3600,
+                                max_attempts=4))
+    async def flaky() -> str:
+        seen["attempts"].append(app.clock.now())
+        if len(seen["attempts"]) < 3:
+            raise ConnectionError("the partner API is down")
+        return "ok"
+
+    @app.step
+    def count() -> int:
+        seen["calls"] += 1
+        return int(seen["calls"])
+
+    @app.workflow
+    async def slow(name: str) -> dict[str, Any]:
+        t0 = tether.now().timestamp()
+        await count()
+        await tether.sleep(3 * DAY)
+        t1 = tether.now().timestamp()
+        try:
+            answer = await tether.wait_for_signal("answer", timeout=DAY)
+        except SignalTimeout:
+            answer = "timed out"
+        t2 = tether.now().timestamp()
+        status = await flaky()
+        t3 = tether.now().timestamp()
+        return {"name": name, "slept": t1 - t0, "waited": t2 - t1, "answer": answer,
+                "status": status, "retried": t3 - t2}
+
+    @app.workflow
+    async def approval() -> Any:
+        return await tether.wait_for_signal("answer", timeout=DAY)
+
+    @app.workflow
+    async def ticker(n: int) -> list[float]:
+        stamps = []
+        for _ in range(n):
+            await tether.sleep(3600)
+            stamps.append(tether.now().timestamp())
+        return stamps
+
+    @app.workflow
+    async def parent() -> list[Any]:
+        first = await tether.call(ticker, 2)
+        second = await tether.call(ticker, 1)
+        return [first, second]
+
+    seen["workflows"] = {"slow": slow, "approval": approval, "ticker": ticker,
+                         "parent": parent}
+    return app, seen
+
+
+async def test_three_days_a_day_long_timeout_and_hours_of_backoff_take_no_real_time() -> None:
+    app, seen = make_app()
+    started = time.monotonic()
+    async with TestEnv(app, start_time=1_000_000.0) as env:
+        result = await env.run(seen["workflows"]["slow"], "ada")
+        end = env.now()
+        info = await app.get_run((await app.list_runs())[0].run_id)
+    real = time.monotonic() - started
+    assert result["slept"] == 3 * DAY
+    assert result["waited"] == DAY and result["answer"] == "timed out"
+    # Two failures: backoffs of 1 h then 2 h before the third attempt succeeded.
+    attempts = seen["attempts"]
+    assert [b - a for a, b in zip(attempts, attempts[1:], strict=False)] == [3600, 7200]
+    assert result["retried"] == 3 * 3600 and result["status"] == "ok"
+    assert end == 1_000_000.0 + 4 * DAY + 3 * 3600
+    assert seen["calls"] == 1  # replayed after every release, executed once
+    assert [e["kind"] for e in info.journal] == ["now", "step", "sleep", "now", "signal",
+                                                 "now", "step", "now"]
+    # Virtual days, real seconds: a loose bound that only a real-time wait would break.
+    assert real < 30
+
+
+async def test_time_stands_still_between_waits_so_a_signal_beats_its_timeout() -> None:
+    app, seen = make_app()
+    async with TestEnv(app) as env:
+        handle = await env.start(seen["workflows"]["approval"])
+        await env.settle()
+        assert (await app.get_run(handle.run_id)).status == "waiting"
+        t0 = env.now()
+        await app.signal(handle.run_id, "answer", {"approved": True})
+        assert await handle.result() == {"approved": True}
+        assert env.now() == t0
+
+
+async def test_advance_moves_time_by_hand_and_runs_what_became_due() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0) as env:
+        handle = await app.start(seen["workflows"]["ticker"], 3)
+        await env.advance(3600)
+        info = await app.get_run(handle.run_id)
+        assert info.status == "waiting"
+        assert [e["status"] for e in info.journal if e["kind"] == "sleep"] == ["ok", "pending"]
+        await env.advance(1800)  # not yet due
+        assert [e["status"] for e in (await app.get_run(handle.run_id)).journal
+                if e["kind"] == "sleep"] == ["ok", "pending"]
+        assert await env.result(handle) == [3600.0, 7200.0, 10800.0]
+
+
+async def test_children_and_their_timers_skip_too() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0) as env:
+        assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
+
+
+async def test_auto_skip_skips_without_waiting_through_the_env() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0, auto_skip=True) as env:
+        handle = await app.start(seen["workflows"]["approval"])
+        with pytest.raises(RunFailed) as err:
+            await handle.result(timeout=30)
+        assert "SignalTimeout" in str(err.value.error)
+        assert env.now() == DAY
+
+
+async def test_llm_calls_are_answered_by_the_scripted_server() -> None:
+    app = App()
+    models: list[LLM] = []
+
+    @app.workflow
+    async def ask(question: str) -> str:
+        reply = await models[0].chat([{"role": "user", "content": question}])
+        await tether.sleep(DAY)  # released, then replayed: the reply comes from the journal
+        return reply.text or ""
+
+    async with TestEnv(app, llm=[Reply("Paris.")]) as env:
+        # Built inside the environment, without base_url: the environment's server.
+        async with LLM("openai:gpt-4.1-mini") as llm:
+            models.append(llm)
+            assert await env.run(ask, "Capital of France?") == "Paris."
+        assert [r.last_user_text() for r in env.llm.requests] == ["Capital of France?"]
+
+
+async def test_the_app_gets_its_store_and_clock_back() -> None:
+    app, seen = make_app()
+    clock = app.clock
+    async with TestEnv(app) as env:
+        assert app.url == env.store_url and app.clock is env.clock
+    assert app.url == "sqlite:///never-opened.db" and app.clock is clock
+    async with TestEnv(app) as env:  # usable again
+        assert await env.run(seen["workflows"]["ticker"], 1)
+
+
+async def test_an_app_already_open_is_refused(tmp_path: Any) -> None:
+    app = App(f"sqlite:///{tmp_path}/t.db")
+    async with app:
+        with pytest.raises(tether.ConfigError, match="store is not open yet"):
+            await TestEnv(app).open()
+
+
+async def test_advance_refuses_going_back() -> None:
+    app, _ = make_app()
+    async with TestEnv(app) as env:
+        with pytest.raises(ValueError, match="forward only"):
+            await env.advance(-1)
