@@ -3,6 +3,7 @@ in virtual time; every wait is a real release and replay on a real SQLite store.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -84,7 +85,7 @@ async def test_three_days_a_day_long_timeout_and_hours_of_backoff_take_no_real_t
     assert result["waited"] == DAY and result["answer"] == "timed out"
     # Two failures: backoffs of 1 h then 2 h before the third attempt succeeded.
     attempts = seen["attempts"]
-    assert [b - a for a, b in zip(attempts, attempts[1:], strict=False)] == [3600, 7200]
+    assert [b - a for a, b in itertools.pairwise(attempts)] == [3600, 7200]
     assert result["retried"] == 3 * 3600 and result["status"] == "ok"
     assert end == 1_000_000.0 + 4 * DAY + 3 * 3600
     assert seen["calls"] == 1  # replayed after every release, executed once
