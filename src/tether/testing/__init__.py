@@ -14,14 +14,23 @@
 from __future__ import annotations
 
 from tether.testing._env import TestEnv, TestRunHandle, VirtualClock
+from tether.testing._history import History, HistoryError, export_history, load_history
+from tether.testing._replayer import ReplayResult, check_history, replay
 from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
 
 __all__ = [
     "Fault",
+    "History",
+    "HistoryError",
     "Outage",
+    "ReplayResult",
     "Reply",
     "ScriptedLLMServer",
     "TestEnv",
     "TestRunHandle",
     "VirtualClock",
+    "check_history",
+    "export_history",
+    "load_history",
+    "replay",
 ]
