@@ -1,13 +1,19 @@
 """The backend matrix: every behavioural test that takes ``store_url`` runs on SQLite
 (a fresh file per test) and on PostgreSQL (a fresh database per test, dropped after).
 
+A ``store_url`` database is cloned from a template migrated once per session
+(``CREATE DATABASE ... TEMPLATE``), instead of migrating every test's database;
+``pg_url`` stays an empty database, for the tests of migrating one.
+
 In CI (``CI=true``) PostgreSQL tests never skip: an unreachable server fails them.
 On a developer's machine without PostgreSQL they skip with a one-line reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -39,25 +45,84 @@ def pg_reason() -> str | None:
     return _pg_reason[0]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped after the test."""
+def _need_pg() -> None:
     reason = pg_reason()
     if reason is not None:
         if IN_CI:
             pytest.fail(f"CI=true and {reason}")
         pytest.skip(reason)
+
+
+def _database_url(name: str) -> str:
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def _create_database(name: str, template: str | None = None) -> None:
     import psycopg
 
-    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    for attempt in range(50):
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(sql)
+            return
+        except psycopg.errors.ObjectInUse:
+            # The template's last connection is still closing on the server side.
+            if attempt == 49:
+                raise
+            time.sleep(0.05)
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    _need_pg()
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
     try:
-        yield f"{base}/{name}"
+        yield _database_url(name)
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """The name of a database migrated once for the session (dropped at its end)."""
+    _need_pg()
+    from tether.store import open_store
+
+    name = f"tether_tmpl_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
+
+    async def migrate() -> None:
+        store = open_store(_database_url(name))
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(migrate())
+        yield name
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture
+def pg_migrated_url(pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database already migrated (a copy of the session's
+    template), dropped after the test."""
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    _create_database(name, template=pg_template)
+    try:
+        yield _database_url(name)
+    finally:
+        _drop_database(name)
 
 
 @pytest.fixture
@@ -70,4 +135,4 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """The store URL of one backend of the matrix."""
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_migrated_url"))
