@@ -15,9 +15,11 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tether import App
 
 PG_ADMIN_URL = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -136,3 +138,13 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_migrated_url"))
+
+
+@pytest.fixture
+async def app(store_url: str) -> AsyncIterator[App]:
+    """An App on a fresh store of the backend matrix, closed (for good) after the test."""
+    the_app = App(store_url)
+    try:
+        yield the_app
+    finally:
+        await the_app.close()

@@ -4,6 +4,7 @@ in virtual time; every wait is a real release and replay on a real SQLite store.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from typing import Any
 
@@ -79,7 +80,7 @@ async def test_three_days_a_day_long_timeout_and_hours_of_backoff_take_no_real_t
     async with TestEnv(app, start_time=1_000_000.0) as env:
         result = await env.run(seen["workflows"]["slow"], "ada")
         end = env.now()
-        info = await app.get_run((await app.list_runs())[0].run_id)
+        info = await env.app.get_run((await env.app.list_runs())[0].run_id)
     real = time.monotonic() - started
     assert result["slept"] == 3 * DAY
     assert result["waited"] == DAY and result["answer"] == "timed out"
@@ -100,9 +101,9 @@ async def test_time_stands_still_between_waits_so_a_signal_beats_its_timeout() -
     async with TestEnv(app) as env:
         handle = await env.start(seen["workflows"]["approval"])
         await env.settle()
-        assert (await app.get_run(handle.run_id)).status == "waiting"
+        assert (await env.app.get_run(handle.run_id)).status == "waiting"
         t0 = env.now()
-        await app.signal(handle.run_id, "answer", {"approved": True})
+        await env.app.signal(handle.run_id, "answer", {"approved": True})
         assert await handle.result() == {"approved": True}
         assert env.now() == t0
 
@@ -110,13 +111,13 @@ async def test_time_stands_still_between_waits_so_a_signal_beats_its_timeout() -
 async def test_advance_moves_time_by_hand_and_runs_what_became_due() -> None:
     app, seen = make_app()
     async with TestEnv(app, start_time=0.0) as env:
-        handle = await app.start(seen["workflows"]["ticker"], 3)
+        handle = await env.app.start(seen["workflows"]["ticker"], 3)
         await env.advance(3600)
-        info = await app.get_run(handle.run_id)
+        info = await env.app.get_run(handle.run_id)
         assert info.status == "waiting"
         assert [e["status"] for e in info.journal if e["kind"] == "sleep"] == ["ok", "pending"]
         await env.advance(1800)  # not yet due
-        assert [e["status"] for e in (await app.get_run(handle.run_id)).journal
+        assert [e["status"] for e in (await env.app.get_run(handle.run_id)).journal
                 if e["kind"] == "sleep"] == ["ok", "pending"]
         assert await env.result(handle) == [3600.0, 7200.0, 10800.0]
 
@@ -130,7 +131,7 @@ async def test_children_and_their_timers_skip_too() -> None:
 async def test_auto_skip_skips_without_waiting_through_the_env() -> None:
     app, seen = make_app()
     async with TestEnv(app, start_time=0.0, auto_skip=True) as env:
-        handle = await app.start(seen["workflows"]["approval"])
+        handle = await env.app.start(seen["workflows"]["approval"])
         with pytest.raises(RunFailed) as err:
             await handle.result(timeout=30)
         assert "SignalTimeout" in str(err.value.error)
@@ -139,37 +140,55 @@ async def test_auto_skip_skips_without_waiting_through_the_env() -> None:
 
 async def test_llm_calls_are_answered_by_the_scripted_server() -> None:
     app = App()
-    models: list[LLM] = []
+    built_before = LLM("anthropic:claude-haiku-4-5", api_key="k")  # module level, say
+    built_inside: list[LLM] = []
 
     @app.workflow
-    async def ask(question: str) -> str:
-        reply = await models[0].chat([{"role": "user", "content": question}])
-        await tether.sleep(DAY)  # released, then replayed: the reply comes from the journal
-        return reply.text or ""
+    async def ask(question: str) -> list[str]:
+        first = await built_before.chat([{"role": "user", "content": question}])
+        second = await built_inside[0].chat([{"role": "user", "content": "Sure?"}])
+        await tether.sleep(DAY)  # released, then replayed: replies come from the journal
+        return [first.text or "", second.text or ""]
 
-    async with TestEnv(app, llm=[Reply("Paris.")]) as env:
+    url = built_before.base_url
+    async with TestEnv(app, llm=[Reply("Paris."), Reply("Yes.")], llms=[built_before]) as env:
         # Built inside the environment, without base_url: the environment's server.
         async with LLM("openai:gpt-4.1-mini") as llm:
-            models.append(llm)
-            assert await env.run(ask, "Capital of France?") == "Paris."
-        assert [r.last_user_text() for r in env.llm.requests] == ["Capital of France?"]
+            built_inside.append(llm)
+            assert await env.run(ask, "Capital of France?") == ["Paris.", "Yes."]
+        assert [(r.protocol, r.last_user_text()) for r in env.llm.requests] == [
+            ("anthropic", "Capital of France?"), ("openai", "Sure?")]
+    assert built_before.base_url == url
 
 
-async def test_the_app_gets_its_store_and_clock_back() -> None:
+async def test_the_apps_own_definitions_run_and_the_app_itself_is_untouched(
+        tmp_path: Any) -> None:
     app, seen = make_app()
     clock = app.clock
     async with TestEnv(app) as env:
-        assert app.url == env.store_url and app.clock is env.clock
-    assert app.url == "sqlite:///never-opened.db" and app.clock is clock
-    async with TestEnv(app) as env:  # usable again
+        assert env.app is not app and env.app.url == env.store_url
+        assert env.app.clock is env.clock
+        assert set(env.app.workflows()) == set(app.workflows())
         assert await env.run(seen["workflows"]["ticker"], 1)
+    assert env.app.closed and not app.closed
+    assert app.url == "sqlite:///never-opened.db" and app.clock is clock
+    assert not os.path.exists(env.store_url[len("sqlite:///"):])
+    async with TestEnv(app) as again:  # a second environment from the same app
+        assert await again.run(seen["workflows"]["ticker"], 1)
 
 
-async def test_an_app_already_open_is_refused(tmp_path: Any) -> None:
-    app = App(f"sqlite:///{tmp_path}/t.db")
-    async with app:
-        with pytest.raises(tether.ConfigError, match="store is not open yet"):
-            await TestEnv(app).open()
+async def test_an_app_in_use_elsewhere_can_be_tested_too(tmp_path: Any) -> None:
+    app = App(f"sqlite:///{tmp_path}/real.db")
+
+    @app.workflow
+    async def nap() -> str:
+        await tether.sleep(DAY)
+        return "rested"
+
+    async with app:  # open on its own store
+        async with TestEnv(app) as env:
+            assert await env.run(nap) == "rested"
+        assert await app.list_runs() == []  # the environment's runs stayed in its store
 
 
 async def test_advance_refuses_going_back() -> None:

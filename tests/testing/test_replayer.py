@@ -27,14 +27,14 @@ async def record(tmp_path: Path) -> dict[str, Path]:
     env = TestEnv(apps.v1, start_time=0.0)
     async with env:
         done = await env.start("flow", "abc", run_id="done")
-        await apps.v1.signal("done", "go", 7)
+        await env.app.signal("done", "go", 7)
         assert await done.result() == 4
         await env.start("flow", "xyz", run_id="waiting")
         await env.advance(3600)
         paths = {}
         for run_id in ("done", "waiting"):
             path = tmp_path / f"{run_id}.json"
-            path.write_text(json.dumps(await export_history(apps.v1, run_id)))
+            path.write_text(json.dumps(await export_history(env.app, run_id)))
             paths[run_id] = path
         # The CLI reads the same store (copied with its WAL: the environment deletes
         # its own when it closes).

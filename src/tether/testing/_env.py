@@ -1,5 +1,11 @@
 """``TestEnv``: an app on a temporary SQLite store, a worker, and a clock that skips.
 
+``TestEnv(app)`` builds ``env.app``: a new ``App`` with the definitions of ``app`` (its
+workflows, steps and agents, its payload codec) on a temporary SQLite file and a
+``VirtualClock``, and a worker for it. ``app`` itself is not touched (``App.close()``
+is final, so the environment never borrows it): start, signal and inspect runs through
+``env.app`` (or ``env.start`` / ``env.run`` / ``env.result``).
+
 Time in the environment is virtual. It starts at the real time (or ``start_time``) and
 moves only when the environment moves it:
 
@@ -20,11 +26,11 @@ a real release and a replay, as in production after a long sleep.
 "Every run is waiting" is read from the store in one query (no run ``running``, none
 claimable now), so a run claimed but not yet started is never missed.
 
-The app's store and clock are swapped for the environment's life and restored after;
-the app must not have opened its store yet. Environment variables
-``OPENAI_BASE_URL``/``ANTHROPIC_BASE_URL`` point at the environment's scripted LLM
-server (``env.llm``) meanwhile, so an ``LLM`` built inside the environment without a
-``base_url`` is answered by the script, never by a real provider.
+LLM calls are answered by the environment's scripted server (``env.llm``): the
+``LLM`` objects given as ``llms=`` (typically built at module level, before the
+environment) point at it while the environment is open, and environment variables
+``OPENAI_BASE_URL``/``ANTHROPIC_BASE_URL`` do too, for an ``LLM`` built inside the
+environment without a ``base_url``.
 """
 
 from __future__ import annotations
@@ -39,8 +45,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether._app import App, RunHandle
-from tether._clock import Clock
-from tether.errors import ConfigError
 from tether.testing.llm_server import ScriptedLLMServer, Step
 
 if TYPE_CHECKING:
@@ -111,17 +115,20 @@ class TestEnv:
     """A test environment for ``app``: ``async with TestEnv(app) as env:``.
 
     Args:
-        app: the application under test (its store must not be open yet).
+        app: the application under test (its definitions are used; it is not touched).
         start_time: the virtual clock's start (epoch seconds; default: now).
         llm: the scripted LLM server's script (``env.llm.set_script`` changes it), or a
             ``ScriptedLLMServer`` to use (started if it is not).
+        llms: ``tether.ai.LLM`` objects to point at the scripted server while the
+            environment is open (their ``base_url`` comes back after).
         auto_skip: skip time whenever every run waits, not only while the test waits
             through the environment.
         queues: the worker's queues (default: every queue of the app's workflows).
         **worker_options: passed to ``app.worker`` (``concurrency``, ...).
 
     Attributes:
-        app: the app, on the temporary store while the environment is open.
+        app: the environment's ``App``: the definitions of ``app`` on the temporary
+            store and the virtual clock (closed with the environment).
         clock: the ``VirtualClock``.
         llm: the ``ScriptedLLMServer``.
         worker: the ``Worker``.
@@ -132,19 +139,20 @@ class TestEnv:
 
     def __init__(self, app: App, *, start_time: float | None = None,
                  llm: Iterable[Step] | ScriptedLLMServer | None = None,
-                 auto_skip: bool = False, queues: list[str] | None = None,
-                 **worker_options: Any) -> None:
-        self.app = app
+                 llms: Iterable[Any] = (), auto_skip: bool = False,
+                 queues: list[str] | None = None, **worker_options: Any) -> None:
+        self.source = app
+        self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
         self.llm = llm if isinstance(llm, ScriptedLLMServer) else ScriptedLLMServer(llm or ())
         self.auto_skip = auto_skip
+        self._llms = list(llms)
+        self._llm_urls: list[str] = []
         self._queues = queues
         self._worker_options = {"sticky_wait": 0.0, **worker_options}
         self._worker: Worker | None = None
         self._dir: str | None = None
         self.store_url = ""
-        self._saved_url = ""
-        self._saved_clock: Clock | None = None
         self._saved_env: dict[str, str | None] = {}
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
@@ -161,25 +169,12 @@ class TestEnv:
         await self.close()
 
     async def open(self) -> None:
-        """Swap in the temporary store and the clock, start the LLM server and a worker.
-
-        Raises:
-            ConfigError: the app's store is already open.
-        """
+        """Build ``env.app`` on a temporary store, start the LLM server and a worker."""
         if self._opened:
             return
-        app = self.app
         self._dir = tempfile.mkdtemp(prefix="tether-test-")
         self.store_url = f"sqlite:///{self._dir}/tether.db"
-        self._saved_url = app.url
-        try:
-            app.use_store(self.store_url)
-        except ConfigError:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise ConfigError("TestEnv needs an app whose store is not open yet: build the "
-                              "environment before the app is used (or close it first)") from None
-        self._saved_clock = app.clock
-        app.clock = self.clock
+        self.app = _twin(self.source, self.store_url, self.clock)
         self._opened = True
         try:
             await self.llm.start()
@@ -188,7 +183,12 @@ class TestEnv:
             for var in _KEY_ENV:
                 if not os.environ.get(var):
                     self._set_env(var, "test-key")
-            self._worker = app.worker(queues=self._queues, **self._worker_options)
+            for model in self._llms:
+                await model.aclose()  # a client of this loop would keep the old URL
+                self._llm_urls.append(model.base_url)
+                model.base_url = (self.llm.anthropic_base_url
+                                  if model.provider == "anthropic" else self.llm.base_url)
+            self._worker = self.app.worker(queues=self._queues, **self._worker_options)
             await self._worker.start()
             self._skip_task = asyncio.create_task(self._skip_loop(), name="tether-test-skip")
             if self.auto_skip:
@@ -199,8 +199,8 @@ class TestEnv:
             raise
 
     async def close(self) -> None:
-        """Stop the worker and the LLM server, close the temporary store, restore the
-        app's store URL and clock, and delete the temporary files."""
+        """Stop the worker and the LLM server, close ``env.app`` (for good) and delete
+        the temporary store."""
         if not self._opened:
             return
         self._opened = False
@@ -208,9 +208,12 @@ class TestEnv:
             self._skip_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._skip_task
-        app = self.app
         try:
-            await app.close()  # stops the worker too
+            await self.app.close()  # stops the worker too
+            for model, url in zip(self._llms, self._llm_urls, strict=False):
+                await model.aclose()
+                model.base_url = url
+            self._llm_urls.clear()
             await self.llm.stop()
         finally:
             for var, old in self._saved_env.items():
@@ -219,10 +222,6 @@ class TestEnv:
                 else:
                     os.environ[var] = old
             self._saved_env.clear()
-            if self._saved_clock is not None:
-                app.clock = self._saved_clock
-            with contextlib.suppress(ConfigError):
-                app.use_store(self._saved_url)
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -342,3 +341,16 @@ class TestEnv:
         """Start a run and wait for its result, skipping time (see ``start``)."""
         handle = await self.start(workflow, *args, **kwargs)
         return await handle.result()
+
+
+def _twin(app: App, url: str, clock: VirtualClock) -> App:
+    """A new App with ``app``'s definitions and codec, on ``url`` with ``clock``.
+
+    The definitions are shared, not re-registered, so whatever a definition carries
+    (queue, retry policy, versions) is the same in both apps.
+    """
+    twin = App(url, clock=clock, max_payload=app.codec.max_payload,
+               payload_hook=app.codec.hook)
+    twin._workflows.update(app._workflows)
+    twin._steps.update(app._steps)
+    return twin
