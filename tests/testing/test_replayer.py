@@ -129,6 +129,10 @@ async def test_code_that_waits_on_something_else_times_out(recorded: dict[str, P
                  "workflow": "flow", "status": "completed",
                  "journal": [{"position": "0", "kind": "step", "name": "x",
                               "status": "ok"}]}), "journal[0].position must be an integer"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "journal": [{"position": 0, "kind": "teleport", "name": "x",
+                              "status": "ok"}]}), "journal[0].kind 'teleport' is not one of"),
 ])
 def test_bad_history_files_get_a_one_line_error(tmp_path: Path, content: str,
                                                 error: str) -> None:

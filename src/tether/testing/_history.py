@@ -19,7 +19,7 @@ from typing import Any
 
 from tether._app import App
 from tether._codec import Codec
-from tether._types import JournalEntry, RunRecord
+from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord
 from tether.errors import RunNotFound, TetherError
 
 FORMAT = "tether.history"
@@ -68,7 +68,8 @@ class History:
         out = []
         for e in self.journal:
             out.append(JournalEntry(
-                position=e["position"], kind=e["kind"], name=e["name"], status=e["status"],
+                position=e["position"], kind=OperationKind(e["kind"]), name=e["name"],
+                status=EntryStatus(e["status"]),
                 result=_encode(codec, e.get("result"), "result"),
                 error=None if e.get("error") is None else codec.encode_error(e["error"]),
                 attempts=int(e.get("attempts") or 0), started_at=e.get("started_at"),
@@ -173,6 +174,10 @@ def _parse(data: Any, where: str) -> History:
         for name in ("kind", "name", "status"):
             if not isinstance(e.get(name), str):
                 raise HistoryError(f"{where}: journal[{i}].{name} must be a string")
+        for name, enum in (("kind", OperationKind), ("status", EntryStatus)):
+            if e[name] not in enum.__members__.values():
+                raise HistoryError(f"{where}: journal[{i}].{name} {e[name]!r} is not one of "
+                                   f"{', '.join(m.value for m in enum)}")
         entries.append({name: e.get(name) for name in _ENTRY_FIELDS})
     times: dict[str, float | None] = {}
     for name in ("created_at", "updated_at", "finished_at"):

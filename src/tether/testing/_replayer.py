@@ -33,7 +33,7 @@ from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
 
-OK, PENDING = EntryStatus.OK.value, EntryStatus.PENDING.value
+OK, PENDING = EntryStatus.OK, EntryStatus.PENDING
 _ENDED = frozenset({"completed", "failed", "cancelled"})
 
 #: Real seconds a workflow may take to reach its journal's end before the check gives
@@ -125,21 +125,21 @@ class _CheckContext(RunContext):
     async def run_step(self, sdef: StepDef, pos: int, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> Any:
         await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.STEP.value, sdef.name)
+        entry = self.recorded(pos, OperationKind.STEP, sdef.name)
         if entry is None or entry.status == PENDING:
             raise self.reach(pos, OperationKind.STEP.value, sdef.name)
         return await super().run_step(sdef, pos, args, kwargs)
 
     async def sleep(self, pos: int, seconds: float) -> None:
         await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.SLEEP.value, "sleep")
+        entry = self.recorded(pos, OperationKind.SLEEP, "sleep")
         if entry is None or entry.status != OK:
             raise self.reach(pos, OperationKind.SLEEP.value, "sleep")
         await super().sleep(pos, seconds)
 
     async def wait_signal(self, pos: int, name: str, timeout: float | None) -> Any:
         await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.SIGNAL.value, name)
+        entry = self.recorded(pos, OperationKind.SIGNAL, name)
         if entry is None or entry.status == PENDING:
             raise self.reach(pos, OperationKind.SIGNAL.value, name)
         return await super().wait_signal(pos, name, timeout)
@@ -147,7 +147,7 @@ class _CheckContext(RunContext):
     async def start_child(self, pos: int, workflow: str, queue: str, input_text: str,
                           run_id: str | None, on_parent_cancel: str) -> str:
         await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.CHILD_START.value, workflow)
+        entry = self.recorded(pos, OperationKind.CHILD_START, workflow)
         if entry is None or entry.status != OK:
             raise self.reach(pos, OperationKind.CHILD_START.value, workflow)
         return await super().start_child(pos, workflow, queue, input_text, run_id,
@@ -155,7 +155,7 @@ class _CheckContext(RunContext):
 
     async def child_result(self, pos: int, child_id: str, annotation: Any) -> Any:
         await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.CHILD_RESULT.value, child_id)
+        entry = self.recorded(pos, OperationKind.CHILD_RESULT, child_id)
         if entry is None or entry.status == PENDING:
             raise self.reach(pos, OperationKind.CHILD_RESULT.value, child_id)
         return await super().child_result(pos, child_id, annotation)
@@ -163,7 +163,7 @@ class _CheckContext(RunContext):
     def value_op(self, kind: OperationKind, make: Any) -> Any:
         self.check_running()
         pos = self.position
-        if self.recorded(pos, kind.value, kind.value) is None:
+        if self.recorded(pos, kind, kind.value) is None:
             self.take_position()
             raise self.reach(pos, kind.value, kind.value)
         return super().value_op(kind, make)
