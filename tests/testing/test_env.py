@@ -197,3 +197,11 @@ async def test_advance_refuses_going_back() -> None:
     async with TestEnv(app) as env:
         with pytest.raises(ValueError, match="forward only"):
             await env.advance(-1)
+
+
+async def test_time_skipping_on_either_backend(store_url: str) -> None:
+    """The environment reads idleness through the Store port: PostgreSQL works too."""
+    app, seen = make_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0) as env:
+        assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
+        assert await env.run(seen["workflows"]["slow"], "pg") is not None

@@ -124,6 +124,8 @@ class TestEnv:
         auto_skip: skip time whenever every run waits, not only while the test waits
             through the environment.
         queues: the worker's queues (default: every queue of the app's workflows).
+        store_url: a store of your own instead of the temporary SQLite file (e.g. a
+            fresh PostgreSQL database); it is left in place afterwards.
         **worker_options: passed to ``app.worker`` (``concurrency``, ...).
 
     Attributes:
@@ -140,7 +142,8 @@ class TestEnv:
     def __init__(self, app: App, *, start_time: float | None = None,
                  llm: Iterable[Step] | ScriptedLLMServer | None = None,
                  llms: Iterable[Any] = (), auto_skip: bool = False,
-                 queues: list[str] | None = None, **worker_options: Any) -> None:
+                 queues: list[str] | None = None, store_url: str | None = None,
+                 **worker_options: Any) -> None:
         self.source = app
         self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
@@ -152,7 +155,8 @@ class TestEnv:
         self._worker_options = {"sticky_wait": 0.0, **worker_options}
         self._worker: Worker | None = None
         self._dir: str | None = None
-        self.store_url = ""
+        self.store_url = store_url or ""
+        self._own_store = store_url is None
         self._saved_env: dict[str, str | None] = {}
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
@@ -172,8 +176,9 @@ class TestEnv:
         """Build ``env.app`` on a temporary store, start the LLM server and a worker."""
         if self._opened:
             return
-        self._dir = tempfile.mkdtemp(prefix="tether-test-")
-        self.store_url = f"sqlite:///{self._dir}/tether.db"
+        if self._own_store:
+            self._dir = tempfile.mkdtemp(prefix="tether-test-")
+            self.store_url = f"sqlite:///{self._dir}/tether.db"
         self.app = _twin(self.source, self.store_url, self.clock)
         self._opened = True
         try:
