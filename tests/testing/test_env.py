@@ -203,5 +203,7 @@ async def test_time_skipping_on_either_backend(store_url: str) -> None:
     """The environment reads idleness through the Store port: PostgreSQL works too."""
     app, seen = make_app()
     async with TestEnv(app, store_url=store_url, start_time=0.0) as env:
+        seen["env"] = env
         assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
-        assert await env.run(seen["workflows"]["slow"], "pg") is not None
+        result = await env.run(seen["workflows"]["slow"], "pg")
+        assert (result["slept"], result["waited"], result["retried"]) == (3 * DAY, DAY, 3 * 3600)
