@@ -18,7 +18,7 @@ moves only when the environment moves it:
   send it a signal, then wait, without the signal's timeout firing first. With
   ``auto_skip=True`` time skips for the environment's whole life instead.
 - ``env.advance(seconds)`` moves it by hand, then lets every run that became due run
-  until all wait again.
+  until all wait again; ``env.skip()`` moves it to the next wake-up, one at a time.
 
 Runs are released at every wait (the worker's ``sticky_wait`` is 0), so each wait is
 a real release and a replay, as in production after a long sleep.
@@ -117,7 +117,8 @@ class TestEnv:
     Args:
         app: the application under test (its definitions are used; it is not touched).
         start_time: the virtual clock's start (epoch seconds; default: now).
-        llm: the scripted LLM server's script (``env.llm.set_script`` changes it), or a
+        llm: the scripted LLM server's script (``env.llm.set_script`` changes it; its
+            outages and request times follow the virtual clock), or a
             ``ScriptedLLMServer`` to use (started if it is not).
         llms: ``tether.ai.LLM`` objects to point at the scripted server while the
             environment is open (their ``base_url`` comes back after).
@@ -147,7 +148,8 @@ class TestEnv:
         self.source = app
         self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
-        self.llm = llm if isinstance(llm, ScriptedLLMServer) else ScriptedLLMServer(llm or ())
+        self.llm = (llm if isinstance(llm, ScriptedLLMServer)
+                    else ScriptedLLMServer(llm or (), clock=self.clock.now))
         self.auto_skip = auto_skip
         self._llms = list(llms)
         self._llm_urls: list[str] = []
@@ -260,6 +262,21 @@ class TestEnv:
         self.clock.advance(seconds)
         self.worker.notify()
         await self.settle(timeout=timeout)
+
+    async def skip(self, *, timeout: float = 60.0) -> bool:
+        """One step of time skipping, by hand: let every due run run until all wait,
+        then move the clock to the earliest wake-up of a waiting run and let what became
+        due run until all wait again. False (time unchanged) if no run waits on time.
+
+        Raises:
+            TimeoutError: runs kept running for ``timeout`` real seconds.
+        """
+        await self.settle(timeout=timeout)
+        _, wake = await self._look()
+        if wake is None:
+            return False
+        await self.advance(wake - self.clock.now(), timeout=timeout)
+        return True
 
     async def settle(self, *, timeout: float = 60.0) -> None:
         """Wait (real time) until no run is running and none is due now, without moving

@@ -58,6 +58,9 @@ class ScriptedLLMServer:
         models: what ``GET /v1/models`` lists.
         api_key: if set, requests without this key get 401.
         strict: check requests as the real APIs do (400 when wrong).
+        clock: what time is for outages and ``RecordedRequest.time`` (epoch seconds;
+            default the real clock); ``TestEnv`` passes its virtual clock, so a 20 s
+            outage passes in virtual time.
     """
 
     def __init__(self, script: Iterable[Step] = (), *,
@@ -65,13 +68,15 @@ class ScriptedLLMServer:
                  | None = None,
                  outage: Outage | Mapping[str, Any] | None = None, host: str = "127.0.0.1",
                  port: int = 0, models: Sequence[str] = DEFAULT_MODELS,
-                 api_key: str | None = None, strict: bool = True) -> None:
+                 api_key: str | None = None, strict: bool = True,
+                 clock: Callable[[], float] | None = None) -> None:
         self.host = host
         self.port = port
         self.models = list(models)
         self.api_key = api_key
         self.strict = strict
         self.responder = responder
+        self.clock = clock
         self.requests: list[RecordedRequest] = []
         self._script: list[tuple[int, Step, int]] = []   # (index, step, times left)
         self._script_len = 0
@@ -82,6 +87,9 @@ class ScriptedLLMServer:
         self._started_at = 0.0
         self._first_chat_at: float | None = None
         self._seq = 0
+
+    def _now(self) -> float:
+        return time.monotonic() if self.clock is None else self.clock()
 
     # -- script ----------------------------------------------------------------------
 
@@ -129,7 +137,7 @@ class ScriptedLLMServer:
         self._server = await asyncio.start_server(self._on_connect, self.host, self.port,
                                                   limit=1 << 20)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._started_at = time.monotonic()
+        self._started_at = self._now()
         return self
 
     async def stop(self) -> None:
@@ -195,7 +203,8 @@ class ScriptedLLMServer:
                 body = json.loads(raw_body)
             except ValueError as exc:
                 parse_error = str(exc)
-        rec = RecordedRequest(method, path, dict(headers), body, time.time())
+        rec = RecordedRequest(method, path, dict(headers), body,
+                              time.time() if self.clock is None else self.clock())
         self.requests.append(rec)
         if path in ("/v1/models", "/models") and method == "GET":
             rec.protocol = "models"
@@ -232,7 +241,7 @@ class ScriptedLLMServer:
             if outage is not None:
                 self.outage = outage
                 self._first_chat_at = None
-                self._started_at = time.monotonic()
+                self._started_at = self._now()
             await conn.respond(200, {"ok": True, "remaining": self.remaining})
         else:
             await conn.respond(404, {"error": f"unknown control endpoint {path}"})
@@ -263,7 +272,7 @@ class ScriptedLLMServer:
             if problem is not None:
                 await self._error(conn, rec, 400, problem, outcome="invalid")
                 return
-        now = time.monotonic()
+        now = self._now()
         if self._first_chat_at is None:
             self._first_chat_at = now
         if self.outage is not None:
