@@ -197,3 +197,45 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         assert len(err) == 1 and message in err[0], (argv, out.stderr)
     missing = tether("export", "nope", "--db", f"sqlite:///{tmp_path}/none.db")
     assert missing.returncode == 1 and "no Tether store" in missing.stderr
+
+
+class Rot13:
+    """A payload hook (stand-in for encryption): stored text is unreadable as JSON."""
+
+    def encode(self, text: str) -> str:
+        import codecs
+
+        return "rot13:" + codecs.encode(text, "rot13")
+
+    def decode(self, text: str) -> str:
+        import codecs
+
+        assert text.startswith("rot13:"), text
+        return codecs.decode(text[len("rot13:"):], "rot13")
+
+
+async def test_histories_hold_json_values_whatever_the_payload_hook() -> None:
+    import tether
+
+    app = tether.App(payload_hook=Rot13())
+
+    @app.step
+    def greet(name: str) -> dict[str, str]:
+        return {"hello": name}
+
+    @app.workflow
+    async def wf(name: str) -> str:
+        reply = await greet(name)
+        await tether.sleep(60)
+        return reply["hello"]
+
+    async with TestEnv(app) as env:
+        handle = await env.start(wf, "ada")
+        assert await handle.result() == "ada"
+        stored = await env.app.store.journal_read(handle.run_id)
+        history = await export_history(env.app, handle.run_id)
+    assert stored[0].result is not None and stored[0].result.startswith("rot13:")
+    assert history["journal"][0]["result"] == {"hello": "ada"}
+    assert history["input"] == {"args": ["ada"]}
+    [result] = await replay(app, history)
+    assert result.compatible, result.message
