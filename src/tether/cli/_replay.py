@@ -9,7 +9,14 @@ import sys
 from typing import Any
 
 from tether._app import App
-from tether.cli._common import CliError, client, load_app, positive_int, store_url
+from tether.cli._common import (
+    CliError,
+    client,
+    load_app,
+    positive_float,
+    positive_int,
+    store_url,
+)
 from tether.testing._history import HistoryError, export_history, history_of, load_history
 from tether.testing._replayer import DEFAULT_TIMEOUT, ReplayResult, check_history
 
@@ -40,7 +47,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=positive_int, default=1000,
                    help="with --workflow: at most this many runs, newest first "
                         "(default 1000)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="give up on a run whose code does not reach its journal's end "
                         f"in SECONDS (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -68,8 +75,6 @@ async def replay(args: argparse.Namespace) -> int:
     if not args.files and not args.workflow:
         raise CliError("nothing to check: give history FILES, or --workflow NAME with --db",
                        2)
-    if args.timeout <= 0:
-        raise CliError("--timeout must be greater than 0", 2)
     app = load_app(args.check)
     results: list[ReplayResult] = []
     if args.files:
