@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -45,12 +46,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether._app import App, RunHandle
+from tether.errors import StoreError
 from tether.testing.llm_server import ScriptedLLMServer, Step
 
 if TYPE_CHECKING:
     from tether.worker import Worker
 
 R = TypeVar("R")
+
+log = logging.getLogger("tether.testing")
 
 #: Seconds of real time between looks at the store while skipping or settling.
 _POLL = 0.002
@@ -211,6 +215,8 @@ class TestEnv:
         if not self._opened:
             return
         self._opened = False
+        self._skippers = 0
+        self._skip_wanted.clear()
         if self._skip_task is not None:
             self._skip_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -329,7 +335,12 @@ class TestEnv:
         delay = _POLL
         while True:
             await self._skip_wanted.wait()
-            idle, wake = await self._look()
+            try:
+                idle, wake = await self._look()
+            except StoreError as exc:  # e.g. a test that breaks the store on purpose
+                log.warning("time skipping: cannot read the store (%s); retrying", exc)
+                await asyncio.sleep(_POLL_MAX)
+                continue
             if idle and wake is not None:
                 self.clock.set(wake)
                 self.worker.notify()
