@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from tether._clock import Clock, SystemClock, wait_event
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
-from tether._replay import current_run, current_step, run_sync_step
+from tether._operations import run_step, run_sync_step
+from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._types import RunInfo, RunRecord, RunStatus
 from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
@@ -63,7 +64,7 @@ class RunHandle(Generic[R]):
             TimeoutError: ``timeout`` seconds passed first.
         """
         if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
+            raise ConfigError("timeout must be >= 0 or None")
         store = await self.app._open()
         run = await self._get(store)
         if not run.status.is_settled:  # an ended run is answered even with timeout=0
@@ -177,7 +178,7 @@ class App:
                         return f(*args, **kwargs)  # type: ignore[no-any-return]
                     return run_sync_step(f, args, kwargs)
                 # The position is taken now, at call time, so gather() is deterministic.
-                return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+                return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
             call.__tether_step__ = sdef  # type: ignore[attr-defined]
             return call
@@ -284,22 +285,42 @@ class App:
                     self._opened = True
         return store
 
+    async def reset_store(self) -> None:
+        """Close the store's connections and forget them, keeping the App usable: the next
+        call that needs the store opens it anew. For a long-lived process (the CLI worker)
+        that reconnects from scratch after the store failed.
+
+        Raises:
+            ConfigError: the App is closed.
+        """
+        self._check_open()
+        for w in list(self._workers):
+            await w.stop()
+        await self._drop_store()
+
     async def close(self) -> None:
         """Stop this app's workers and close its store. Final: afterwards every call
         that needs the store raises ``ConfigError`` instead of opening a new one.
         Closing twice is harmless."""
         for w in list(self._workers):
             await w.stop()
+        await self._drop_store()
+        self._closed = True
+        self._finish_events.clear()
+
+    async def _drop_store(self) -> None:
+        """Close the store (if it was opened) and forget it: the next use builds and
+        opens a new one (``reset_store``), unless the App is closed for good."""
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
         self._subscribed = False
-        self._closed = True
-        if self._opened and self._store is not None:
-            await self._store.close()
+        store, opened = self._store, self._opened
         self._opened = False
         self._open_lock = None
-        self._finish_events.clear()
+        self._store = None
+        if opened and store is not None:
+            await store.close()
 
     async def __aenter__(self) -> App:
         await self._open()
@@ -327,7 +348,11 @@ class App:
         Idempotent on ``run_id``: starting an existing id returns a handle to that run.
 
         Raises:
-            WorkflowNotFound, NotSerializable, PayloadTooLarge, ConfigError
+            WorkflowNotFound: no workflow of that name is registered here or in the store.
+            NotSerializable: an argument is not JSON.
+            PayloadTooLarge: the encoded input is over the size limit.
+            ConfigError: the run id is used by a run of another workflow; the App is
+                closed.
         """
         store = await self._open()
         name, default_queue = await self._start_target(workflow)
@@ -372,7 +397,7 @@ class App:
         """The run's status, input, result or error, and journal.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_get(run_id)
@@ -406,7 +431,21 @@ class App:
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
         )
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(self, *, status: RunStatus | str | None = None,
+                        limit: int = 100) -> list[RunRecord]:
+        """The newest runs, optionally only those in ``status``.
+
+        Raises:
+            ConfigError: an unknown status, or a limit below 1.
+        """
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise ConfigError(f"unknown run status {status!r} (one of: {known})") from None
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
         store = await self._open()
         return await store.run_list(status=status, limit=limit)
 
@@ -414,7 +453,7 @@ class App:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_cancel(run_id=run_id, now=self.clock.now())
@@ -431,7 +470,8 @@ class App:
         Raises:
             RunNotFound: no such run.
             SignalError: the run has ended.
-            NotSerializable, PayloadTooLarge
+            NotSerializable: the payload is not JSON.
+            PayloadTooLarge: the encoded payload is over the size limit.
         """
         store = await self._open()
         text = self.codec.encode(payload, f"payload of signal {name!r}")
@@ -445,7 +485,8 @@ class App:
         """Make a ``blocked`` run runnable again, after its code was fixed.
 
         Raises:
-            RunNotFound, TetherError (the run is not blocked)
+            RunNotFound: no run has this id.
+            RunStateError: the run is not blocked.
         """
         store = await self._open()
         run = await store.run_resume(run_id=run_id, now=self.clock.now())
@@ -477,7 +518,7 @@ class App:
         now on, until the caller stops iterating. Best effort: not stored.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         if await store.run_get(run_id) is None:

@@ -30,7 +30,8 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     #: Cancelled by a user.
     CANCELLED = "cancelled"
-    #: Needs an operator (e.g. non-determinism after a deploy); never resumes by itself.
+    #: Needs an operator (e.g. non-determinism after a deploy): not ended, and never runs
+    #: again until resumed (``App.resume``, ``tether resume``).
     BLOCKED = "blocked"
 
     @property

@@ -1,4 +1,5 @@
-"""Tether's AI layer: durable LLM calls, agents, tools and MCP, built on the public API.
+"""Tether's AI layer: durable LLM calls, agents, tools and MCP, built on the public API
+and the extension interface (``tether.ext``) only, as any integration is.
 
 ``LLM("openai:gpt-4.1-mini")`` is a model client whose calls are durable operations in
 a workflow, with accounting, budgets and a shared circuit breaker (``docs/llm.md``).

@@ -163,12 +163,12 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
         w(f"{e['position']:>4}  {e['kind']:12} {short(e['name'], 24):24} {e['status']:8} "
           f"{e['attempts']:>3}  {fmt_duration(e['duration']):>9}  {short(outcome, 70)}\n")
     print_metrics(info.metrics, w)
-    if info.status.value == "completed":
+    if info.status is RunStatus.COMPLETED:
         w(f"\nresult: {short(info.result, 200)}\n")
     elif info.error:
         err = info.error
         w(f"\n{info.status.value}: {err.get('type', 'Error')}: {err.get('message', '')}\n")
-        if info.status.value == "blocked":
+        if info.status is RunStatus.BLOCKED:
             w("the run waits for an operator: fix the workflow code (or use "
               "tether.patched()) and run `tether resume RUN_ID`\n")
 
@@ -204,12 +204,13 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
 
 async def cancel(args: argparse.Namespace) -> int:
     async with client(args) as app:
-        before = (await app.get_run(args.run_id)).status.value
-        if before == "cancelled":
+        before = (await app.get_run(args.run_id)).status
+        if before is RunStatus.CANCELLED:
             print(f"{args.run_id}: already cancelled")
             return 0
-        if before in ("completed", "failed"):  # cancelled is answered above
-            raise CliError(f"run {args.run_id!r} has already ended ({before}); nothing to cancel")
+        if before.is_ended:
+            raise CliError(f"run {args.run_id!r} has already ended ({before.value}); "
+                           "nothing to cancel")
         status = await app.cancel(args.run_id)
     print(f"{args.run_id}: cancel requested (status {status.value})")
     return 0

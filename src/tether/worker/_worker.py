@@ -3,7 +3,8 @@
 Loops: one claims (woken by local notifications, or when the next timer is due, or by
 a slow poll), one heartbeats (renews every lease this worker holds in one statement,
 learns of cancels and of leases it lost, and expires the leases of workers on this
-host whose process is gone, so their runs resume at once instead of after the lease).
+host whose process is gone, so their runs are taken over at once instead of after the
+lease).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tether._replay import Blocked, Lost, Release, RunContext, _Stop, current_ru
 from tether._types import ClaimedRun, Lease, RunStatus
 from tether.errors import (
     Cancelled,
+    ConfigError,
     LeaseLost,
     NonDeterminismError,
     PayloadError,
@@ -103,9 +105,9 @@ class Worker:
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
                  worker_id: str | None = None) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+            raise ConfigError("concurrency must be >= 1")
         if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be > 0")
+            raise ConfigError("lease_seconds must be > 0")
         self.app = app
         self._host = worker_host(app)
         self.queues = list(queues) if queues else app.queues()
@@ -335,7 +337,7 @@ class Worker:
                 if run_id not in hb.owned:
                     log.warning("run %s: lease lost to another worker; dropping it", run_id)
                     if active.ctx is not None:
-                        active.ctx._halt(Lost(LeaseLost(run_id, active.ctx.lease.fencing_token)))
+                        active.ctx.halt(Lost(LeaseLost(run_id, active.ctx.lease.fencing_token)))
                     active.task.cancel()
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()

@@ -31,10 +31,10 @@ from tether.errors import (
     ConfigError,
     LeaseLost,
     RunNotFound,
+    RunStateError,
     SignalError,
     StoreError,
     StoreUnavailable,
-    TetherError,
 )
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_migrations, load_queries
@@ -714,7 +714,7 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     if run is None:
         raise RunNotFound(run_id)
     if run.status != "blocked":
-        raise TetherError(f"run {run_id!r} is {run.status}, not blocked")
+        raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
     conn.execute(Q["run_resume"], (run_id, now))
     return _run_get(conn, run_id)  # type: ignore[return-value]
 
