@@ -27,13 +27,16 @@ from typing import Any
 
 from tether._app import App
 from tether._codec import restore
-from tether._definitions import StepDef, WorkflowDef
+from tether._definitions import WorkflowDef
 from tether._replay import Blocked, Release, RunContext, _Stop, current_run
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
 
 OK, PENDING = EntryStatus.OK, EntryStatus.PENDING
+#: Operations whose entry is final only when ``ok`` (a timer or a child start is never
+#: recorded as an error).
+_OK_ONLY = frozenset({OperationKind.SLEEP, OperationKind.CHILD_START})
 _ENDED = frozenset({"completed", "failed", "cancelled"})
 
 #: Real seconds a workflow may take to reach its journal's end before the check gives
@@ -102,7 +105,13 @@ class _NoStore:
 
 
 class _CheckContext(RunContext):
-    """A journal cursor that answers from the journal and stops at the frontier."""
+    """A journal cursor that answers from the journal and stops at the frontier.
+
+    Every operation (``tether._operations``) asks the cursor for the entry at its
+    position (``recorded``) before it would execute or write anything: a final entry is
+    answered as in any replay; no entry, or a pending one, is the frontier. Writes, the
+    store and live status are refused or dropped as a second line of defence.
+    """
 
     def __init__(self, *, workflow: WorkflowDef, journal: list[JournalEntry], app: App,
                  run_id: str, at: float, executor: Executor | None = None) -> None:
@@ -117,69 +126,21 @@ class _CheckContext(RunContext):
     def reach(self, pos: int, kind: str, name: str) -> _Stop:
         """The code asks for an operation the journal does not answer: stop here."""
         if self.frontier is None or pos < self.frontier[0]:
-            self.frontier = (pos, kind, name)
-        return self._halt(Release(Wait(None, "replay check")))
+            self.frontier = (pos, str(kind), name)
+        return self.halt(Release(Wait(None, "replay check")))
 
-    # -- operations: answered from the journal, or the frontier ---------------------------
-
-    async def run_step(self, sdef: StepDef, pos: int, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.STEP, sdef.name)
-        if entry is None or entry.status == PENDING:
-            raise self.reach(pos, OperationKind.STEP.value, sdef.name)
-        return await super().run_step(sdef, pos, args, kwargs)
-
-    async def sleep(self, pos: int, seconds: float) -> None:
-        await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.SLEEP, "sleep")
-        if entry is None or entry.status != OK:
-            raise self.reach(pos, OperationKind.SLEEP.value, "sleep")
-        await super().sleep(pos, seconds)
-
-    async def wait_signal(self, pos: int, name: str, timeout: float | None) -> Any:
-        await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.SIGNAL, name)
-        if entry is None or entry.status == PENDING:
-            raise self.reach(pos, OperationKind.SIGNAL.value, name)
-        return await super().wait_signal(pos, name, timeout)
-
-    async def start_child(self, pos: int, workflow: str, queue: str, input_text: str,
-                          run_id: str | None, on_parent_cancel: str) -> str:
-        await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.CHILD_START, workflow)
-        if entry is None or entry.status != OK:
-            raise self.reach(pos, OperationKind.CHILD_START.value, workflow)
-        return await super().start_child(pos, workflow, queue, input_text, run_id,
-                                         on_parent_cancel)
-
-    async def child_result(self, pos: int, child_id: str, annotation: Any) -> Any:
-        await self.enter(pos)
-        entry = self.recorded(pos, OperationKind.CHILD_RESULT, child_id)
-        if entry is None or entry.status == PENDING:
-            raise self.reach(pos, OperationKind.CHILD_RESULT.value, child_id)
-        return await super().child_result(pos, child_id, annotation)
-
-    def value_op(self, kind: OperationKind, make: Any) -> Any:
-        self.check_running()
-        pos = self.position
-        if self.recorded(pos, kind, kind.value) is None:
-            self.take_position()
-            raise self.reach(pos, kind.value, kind.value)
-        return super().value_op(kind, make)
-
-    def patched(self, change_id: str) -> bool:
-        self.check_running()
-        pos = self.position
-        if self.journal.get(pos) is None:
-            self.take_position()
-            raise self.reach(pos, OperationKind.PATCH.value, change_id)
-        return super().patched(change_id)
+    def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
+        entry = super().recorded(pos, kind, name)  # another operation there: blocked
+        final = entry is not None and (entry.status == OK if kind in _OK_ONLY
+                                       else entry.status != PENDING)
+        if not final:
+            raise self.reach(pos, kind, name)
+        return entry
 
     # -- nothing is written ----------------------------------------------------------------
 
-    def set_status(self, info: Any) -> None:
-        self.check_running()
+    def status_changed(self, text: str | None) -> None:
+        return None
 
     def add_metrics(self, deltas: dict[str, float]) -> None:
         for key, value in deltas.items():
