@@ -16,7 +16,7 @@ from tether._definitions import StepDef, WorkflowDef, param_annotations, return_
 from tether._operations import run_step, run_sync_step
 from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._types import RunInfo, RunRecord, RunStatus
+from tether._types import RunInfo, RunRecord, RunStatus, check_name
 from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
 from tether.store import Store, open_store, resolve_url
 
@@ -164,7 +164,8 @@ class App:
                 raise ConfigError(f"@app.step needs a function, got {type(f).__name__}")
             is_async = inspect.iscoroutinefunction(f)
             sdef = StepDef(
-                name=name or f.__name__, fn=f, retry=retry or DEFAULT_RETRY,
+                name=check_name("step name", name or f.__name__), fn=f,
+                retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
                 on_replay=on_replay, rate_limit=rate_limit,
             )
@@ -205,7 +206,8 @@ class App:
                     f"workflows must be `async def`; `{getattr(f, '__name__', f)}` is a plain "
                     "function"
                 )
-            wname = name or f.__name__
+            wname = check_name("workflow name", name or f.__name__)
+            check_name("queue", queue)
             existing = self._workflows.get(wname)
             if existing is not None and existing.fn is not f:
                 raise ConfigError(f"a workflow named {wname!r} is already registered")
@@ -354,6 +356,10 @@ class App:
             ConfigError: the run id is used by a run of another workflow; the App is
                 closed.
         """
+        if run_id is not None:
+            check_name("run id", run_id)
+        if queue is not None:
+            check_name("queue", queue)
         store = await self._open()
         name, default_queue = await self._start_target(workflow)
         payload: dict[str, Any] = {"args": list(args)}
@@ -361,7 +367,8 @@ class App:
             payload["kwargs"] = kwargs
         text = self.codec.encode(payload, f"input of workflow {name!r}")
         now = self.clock.now()
-        rid = run_id or uuid.uuid4().hex
+        # An empty id is refused, not replaced: the caller relies on it for idempotency.
+        rid = uuid.uuid4().hex if run_id is None else run_id
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now)
@@ -473,6 +480,7 @@ class App:
             NotSerializable: the payload is not JSON.
             PayloadTooLarge: the encoded payload is over the size limit.
         """
+        check_name("signal name", name)
         store = await self._open()
         text = self.codec.encode(payload, f"payload of signal {name!r}")
         sent = await store.signal_send(run_id=run_id, name=name, payload=text,

@@ -19,6 +19,8 @@ Exception
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
 │   ├── SignalError                signal to a run that has ended
+│   ├── InvalidName                (what, value) empty, or with control characters (also a
+│   │                              ValueError)
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
 │   ├── Cancelled                  (run_id) delivered at the run's next operation
 │   ├── Postpone                   (delay, reason) raise from a step: try again later,
@@ -212,6 +214,16 @@ class LeaseLost(StoreError):
 
 class SignalError(TetherError):
     """A signal could not be delivered (unknown or finished run)."""
+
+
+class InvalidName(TetherError, ValueError):
+    """A run id, workflow, queue or signal name that Tether refuses: empty, or holding
+    control characters (which would rewrite an operator's terminal when printed)."""
+
+    def __init__(self, what: str, value: str, reason: str) -> None:
+        super().__init__(f"{what} {value!r} {reason}")
+        self.what = what
+        self.value = value
 
 
 class SignalTimeout(TetherError):

@@ -26,8 +26,10 @@ from tether.ai._errors import (
     ProviderConfigError,
     ProviderError,
     RetryableProviderError,
+    error_for_status,
 )
 from tether.ai._llm import DEFAULT_LLM_RETRY, LLM, OutputValidationError
+from tether.ai._metered import MeteredModel
 from tether.ai._pricing import PriceTable
 from tether.ai._tools import (
     FunctionTool,
@@ -65,6 +67,7 @@ __all__ = [
     "InvalidToolCall",
     "MaxTurnsExceeded",
     "Message",
+    "MeteredModel",
     "NoPendingApproval",
     "OutputValidationError",
     "PendingApproval",
@@ -79,6 +82,7 @@ __all__ = [
     "Usage",
     "WorkflowTool",
     "approve",
+    "error_for_status",
     "function_tool",
     "idempotency_headers",
     "pending_approval",

@@ -30,6 +30,12 @@ from tether.testing.llm_server._script import (
 
 _PROVIDERS: dict[str, ModuleType] = {"openai": _openai, "anthropic": _anthropic}
 
+
+def _provider(protocol: str) -> ModuleType:
+    """The provider module of a request's protocol; OpenAI's shapes for the others (the
+    Responses API of ``tether.testing.responses_api`` answers errors as OpenAI does)."""
+    return _PROVIDERS.get(protocol, _openai)
+
 _DEFAULT_MESSAGES = {
     400: "Invalid request.", 401: "Incorrect API key provided.",
     403: "You are not allowed to use this model.", 404: "The model does not exist.",
@@ -268,7 +274,7 @@ class ScriptedLLMServer:
                 await self._error(conn, rec, 401, msg, outcome="unauthorized")
                 return
         if self.strict:
-            problem = _PROVIDERS[rec.protocol].check(rec.body)
+            problem = _provider(rec.protocol).check(rec.body)
             if problem is not None:
                 await self._error(conn, rec, 400, problem, outcome="invalid")
                 return
@@ -328,7 +334,7 @@ class ScriptedLLMServer:
             headers["retry-after"] = (f"{retry_after:g}" if isinstance(retry_after, (int, float))
                                       else str(retry_after))
         rec.status, rec.outcome = status, outcome
-        provider = _PROVIDERS[rec.protocol]
+        provider = _provider(rec.protocol)
         headers[provider.REQUEST_ID_HEADER] = f"req_{uuid.uuid4().hex[:24]}"
         await conn.respond(status, provider.error_body(status, message), headers=headers)
 
@@ -350,9 +356,7 @@ class ScriptedLLMServer:
         elif fault.kind == "truncate":
             rec.outcome = "fault:truncate"
             rec.status = 200
-            provider = _PROVIDERS[rec.protocol]
-            data = json.dumps(provider.render(rec, Reply("This answer will be cut off."),
-                                              self._next_id)).encode()
+            data = json.dumps(self._render(rec, Reply("This answer will be cut off."))).encode()
             await conn.send(head(200, {"content-type": "application/json",
                                        "content-length": str(len(data))})
                             + data[: len(data) // 2])
@@ -364,19 +368,19 @@ class ScriptedLLMServer:
         if reply.delay > 0:
             await asyncio.sleep(reply.delay)
         rec.outcome = "reply"
-        provider = _PROVIDERS[rec.protocol]
+        provider = _provider(rec.protocol)
         if not rec.stream:
             if reply.chunk_delay > 0:
                 await asyncio.sleep(reply.chunk_delay * len(chunks(reply)))
             rec.status = 200
-            await conn.respond(200, provider.render(rec, reply, self._next_id),
+            await conn.respond(200, self._render(rec, reply),
                                headers={provider.REQUEST_ID_HEADER: self._next_id("req_")})
             return
         rec.status = 200
         await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
                                    "cache-control": "no-cache", "transfer-encoding": "chunked",
                                    provider.REQUEST_ID_HEADER: self._next_id("req_")}))
-        events = list(provider.events(rec, reply, self._next_id))
+        events = list(self._events(rec, reply))
         reset_at = _cut_index(events, reply.reset_after_chunks)
         error_at = _cut_index(events, reply.error_after_chunks)
         sent_content = 0
@@ -396,6 +400,18 @@ class ScriptedLLMServer:
                 sent_content += 1
             await conn.send_chunk(payload)
         await conn.end_chunks()
+
+    def _render(self, rec: RecordedRequest, reply: Reply) -> dict[str, Any]:
+        """A non-streaming answer in the request's protocol (a subclass may add to it)."""
+        rendered: dict[str, Any] = _provider(rec.protocol).render(rec, reply, self._next_id)
+        return rendered
+
+    def _events(self, rec: RecordedRequest, reply: Reply) -> Iterable[tuple[str, str]]:
+        """The ``(kind, SSE text)`` pairs of a streamed answer in the request's protocol
+        (kind ``content`` marks the chunks that faults and delays count)."""
+        events: Iterable[tuple[str, str]] = _provider(rec.protocol).events(
+            rec, reply, self._next_id)
+        return events
 
     def _next_id(self, prefix: str) -> str:
         self._seq += 1
