@@ -29,7 +29,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether import _faults
+from tether import _faults, _observe
 from tether._clock import wait_event
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
@@ -367,7 +367,7 @@ class RunContext:
             try:
                 if sdef.rate_limit is not None:
                     await self._take_rate(sdef)
-                value = await self._invoke(sdef, info, args, kwargs)
+                value = await _observe.step(self, info, self._invoke(sdef, info, args, kwargs))
             except (_Stop, asyncio.CancelledError):
                 raise
             except Postpone as exc:
@@ -398,6 +398,7 @@ class RunContext:
                     started_at=first_at, finished_at=now if nxt is None else None,
                     next_attempt_at=nxt, args=args_text,
                 ))
+                _observe.step_failed(self, info, exc, nxt)
                 if nxt is None:
                     raise step_error(codec.decode(err), step=name, position=pos) from exc
                 next_at = nxt
@@ -530,6 +531,7 @@ class RunContext:
                           on_parent_cancel=on_parent_cancel)
         entry = JournalEntry(pos, kind, workflow, OK, result=self.codec.encode(child_id, "run id"),
                              started_at=now, finished_at=now, args=input_text)
+        await _observe.child_starting(self, child_id)
         try:
             await self.store.child_start(lease=self.lease, child=child, entry=entry)
         except LeaseLost as exc:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether import _observe
 from tether._clock import wait_event
 from tether._codec import restore
 from tether._errors_codec import error_to_dict
@@ -393,7 +394,7 @@ class Worker:
         error: BaseException | None = None
         try:
             args, kwargs = self._decode_input(run.input, wdef)
-            value = await wdef.fn(*args, **kwargs)
+            value = await _observe.run(ctx, wdef.fn(*args, **kwargs))
         except _Stop:
             pass
         except asyncio.CancelledError:
