@@ -269,7 +269,7 @@ async def cancel_run(request: Request) -> Response:
 
 
 async def list_approvals(request: Request) -> Response:
-    from tether.ai._approvals import pending_approvals
+    from tether.ai import pending_approvals
 
     found = await pending_approvals(tether_app(request))
     return json_response({"approvals": [p.to_dict() for p in found]})
@@ -291,8 +291,8 @@ async def answer_approval(request: Request) -> Response:
 
 async def answer(app: App, run_id: str, approved: bool, note: str | None) -> dict[str, Any]:
     """Answer the approval ``run_id`` waits for (the API and the inbox form)."""
-    from tether.ai._approvals import NoPendingApproval
-    from tether.ai._approvals import approve as send
+    from tether.ai import NoPendingApproval
+    from tether.ai import approve as send
 
     try:
         pending = await send(app, run_id, approved=approved, note=note)

@@ -145,6 +145,10 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return _error(503, "store_unavailable", str(exc))
 
 
+async def _body_too_large(request: Request, exc: Exception) -> Response:
+    return _too_large(request.app.state.max_body)
+
+
 async def _openapi(request: Request) -> Response:
     return JSONResponse(document())
 
@@ -190,10 +194,11 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     if mcp_http is not None:
         routes.append(Mount("/mcp", app=mcp_http.asgi))
     web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        _api.ApiError: _api_error, HTTPException: _http_error,
+        _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
         StoreUnavailable: _unavailable,
     })
     tokens = tokens or Tokens()
     web.state.tether = app
     web.state.tokens = tokens
+    web.state.max_body = max_body
     return Guard(web, tokens, max_body)

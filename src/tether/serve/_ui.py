@@ -276,7 +276,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     if len(found) > limit:
         more = "/runs?" + urlencode({**filters, "cursor": encode_cursor(
             page[-1].created_at, page[-1].run_id)})
-    from tether.ai._approvals import pending_approvals
+    from tether.ai import pending_approvals
 
     waiting = {p.run_id for p in await pending_approvals(app, limit=1000)}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
@@ -319,7 +319,7 @@ async def approvals_fragment(request: Request) -> Response:
 
 
 async def _approvals_context(request: Request) -> dict[str, Any]:
-    from tether.ai._approvals import pending_approvals
+    from tether.ai import pending_approvals
 
     return {"approvals": await pending_approvals(request.app.state.tether)}
 
