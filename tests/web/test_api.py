@@ -37,8 +37,7 @@ class Api:
 
 async def _api(url: str, tokens: Tokens | None, max_body: int = 1 << 20
                ) -> AsyncIterator[Api]:
-    app = webapp.app
-    app.use_store(url)
+    app = webapp.make_app(url)
     await app._open()
     asgi = create_app(app, tokens=tokens, max_body=max_body, mcp=False)
     headers = {"Authorization": f"Bearer {ADMIN}"} if tokens else {}

@@ -26,10 +26,9 @@ async def test_run_killed_after_step_3_and_resumed_emits_each_step_span_once(
     Steps 1-3 are answered from the journal: across both workers each step has exactly
     one span, and the resumed execution joins the run's trace."""
     spans_file = tmp_path / "spans.jsonl"
-    app = webapp.app
-    app.use_store(sqlite_url)
+    app = webapp.make_app(sqlite_url)
     async with app:
-        await app.start(webapp.steps, 6, run_id="otel-1")
+        await app.start("steps", 6, run_id="otel-1")
         first = start_worker(sqlite_url, tmp_path, app="tests.web.otel_worker_app:app",
                              extra_env={"TETHER_TEST_SPANS": str(spans_file),
                                         "TETHER_TEST_GATE": str(tmp_path / "never")})

@@ -10,59 +10,8 @@ import time
 import tether
 from tether.ai import LLM, Agent, function_tool, request_approval, user_message
 
-app = tether.App()
-
 llm = LLM("openai:gpt-4.1-mini", base_url=os.environ.get("TETHER_TEST_LLM_URL")
           or "http://127.0.0.1:9/v1", api_key="test-key")
-
-
-@app.step
-async def hello(name: str) -> str:
-    return f"hello {name}"
-
-
-@app.step
-async def work(i: int) -> int:
-    gate = os.environ.get("TETHER_TEST_GATE")
-    if gate and i == 4:
-        # Step 4 waits here until the test kills the worker (the gate file never appears).
-        while not os.path.exists(gate):
-            await asyncio.sleep(0.05)
-    return i * 10
-
-
-@app.workflow
-async def greet(name: str) -> str:
-    return await hello(name)
-
-
-@app.workflow
-async def wait_go() -> object:
-    return await tether.wait_for_signal("go")
-
-
-@app.workflow
-async def steps(n: int) -> list[int]:
-    return [await work(i) for i in range(1, n + 1)]
-
-
-@app.workflow
-async def parent(name: str) -> str:
-    return str(await tether.call(greet, name))
-
-
-@app.workflow
-async def purchase(item: str) -> dict[str, object]:
-    decision = await request_approval("buy", {"item": item, "price_usd": 49.0},
-                                      f"{item} is needed for the report", approval_id="1",
-                                      status={"agent": "purchase"})
-    return {"approved": decision.approved, "note": decision.note}
-
-
-@app.workflow
-async def stream_answer(question: str) -> str:
-    reply = await llm.stream([user_message(question)])
-    return reply.text or ""
 
 
 @function_tool(requires_approval=True)
@@ -76,6 +25,55 @@ def buy_report(title: str, price_usd: float) -> str:
     return f"bought {title!r} for ${price_usd:.2f} at {time.strftime('%H:%M')}"
 
 
-shopper = app.add_agent(Agent(
-    "shopper", model=llm, instructions="Buy the report the user asks for, then answer.",
-    tools=[buy_report], max_turns=4))
+def make_app(url: str | None = None) -> tether.App:
+    """A new App with the test workflows (an App is closed for good after use)."""
+    app = tether.App(url)
+
+    @app.step
+    async def hello(name: str) -> str:
+        return f"hello {name}"
+
+    @app.step
+    async def work(i: int) -> int:
+        gate = os.environ.get("TETHER_TEST_GATE")
+        if gate and i == 4:
+            # Step 4 waits here until the test kills the worker (the gate file never appears).
+            while not os.path.exists(gate):
+                await asyncio.sleep(0.05)
+        return i * 10
+
+    @app.workflow
+    async def greet(name: str) -> str:
+        return await hello(name)
+
+    @app.workflow
+    async def wait_go() -> object:
+        return await tether.wait_for_signal("go")
+
+    @app.workflow
+    async def steps(n: int) -> list[int]:
+        return [await work(i) for i in range(1, n + 1)]
+
+    @app.workflow
+    async def parent(name: str) -> str:
+        return str(await tether.call(greet, name))
+
+    @app.workflow
+    async def purchase(item: str) -> dict[str, object]:
+        decision = await request_approval("buy", {"item": item, "price_usd": 49.0},
+                                          f"{item} is needed for the report", approval_id="1",
+                                          status={"agent": "purchase"})
+        return {"approved": decision.approved, "note": decision.note}
+
+    @app.workflow
+    async def stream_answer(question: str) -> str:
+        reply = await llm.stream([user_message(question)])
+        return reply.text or ""
+
+    app.add_agent(Agent(
+        "shopper", model=llm, instructions="Buy the report the user asks for, then answer.",
+        tools=[buy_report], max_turns=4))
+    return app
+
+
+app = make_app()
