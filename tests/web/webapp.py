@@ -42,6 +42,16 @@ def make_app(url: str | None = None) -> tether.App:
                 await asyncio.sleep(0.05)
         return i * 10
 
+    @app.step(retry=tether.RetryPolicy(initial_interval=0.2, max_attempts=2))
+    async def flaky(tag: str) -> str:
+        if tether.step_attempt() == 1:
+            raise TimeoutError(f"provider timed out ({tag})")
+        return tag
+
+    @app.workflow
+    async def retrying(tag: str) -> str:
+        return await flaky(tag)
+
     @app.workflow
     async def greet(name: str) -> str:
         return await hello(name)

@@ -326,14 +326,15 @@ async def health(request: Request) -> Response:
     return json_response({"ok": True})
 
 
+# ``{run_id:path}``: run ids may contain "/"; the routes with a suffix come first.
 routes = [
     Route("/api/v1/runs", start_run, methods=["POST"]),
     Route("/api/v1/runs", list_runs, methods=["GET"]),
-    Route("/api/v1/runs/{run_id}", get_run, methods=["GET"]),
-    Route("/api/v1/runs/{run_id}/journal", get_journal, methods=["GET"]),
-    Route("/api/v1/runs/{run_id}/events", run_events, methods=["GET"]),
-    Route("/api/v1/runs/{run_id}/signals/{name}", send_signal, methods=["POST"]),
-    Route("/api/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
-    Route("/api/v1/runs/{run_id}/approval", answer_approval, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/journal", get_journal, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:path}/events", run_events, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:path}/signals/{name}", send_signal, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/cancel", cancel_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/approval", answer_approval, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}", get_run, methods=["GET"]),
     Route("/api/v1/approvals", list_approvals, methods=["GET"]),
 ]

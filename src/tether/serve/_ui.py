@@ -406,18 +406,19 @@ async def logout(request: Request) -> Response:
     return response
 
 
+# ``{run_id:path}``: run ids may contain "/"; the routes with a suffix come first.
 routes = [
     Route("/", home, methods=["GET"]),
     Route("/runs", runs_page, methods=["GET"]),
-    Route("/runs/{run_id}", run_page, methods=["GET"]),
+    Route("/runs/{run_id:path}", run_page, methods=["GET"]),
     Route("/approvals", approvals_page, methods=["GET"]),
     Route("/login", login_page, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
     Route("/ui/runs", runs_fragment, methods=["GET"]),
-    Route("/ui/runs/{run_id}", run_fragment, methods=["GET"]),
     Route("/ui/approvals", approvals_fragment, methods=["GET"]),
-    Route("/ui/runs/{run_id}/approval", approval_action, methods=["POST"]),
-    Route("/ui/runs/{run_id}/cancel", cancel_action, methods=["POST"]),
-    Route("/ui/runs/{run_id}/signal", signal_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/approval", approval_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/cancel", cancel_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/signal", signal_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}", run_fragment, methods=["GET"]),
 ]
