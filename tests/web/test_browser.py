@@ -24,6 +24,8 @@ from tests.web.test_sse import start_llm
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+STREAMED = ("Replay answers every finished step from the journal, so a resumed agent pays "
+            "for no model call twice and picks up exactly where it stopped.").split()
 
 
 @pytest.fixture
@@ -63,6 +65,8 @@ def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Pa
          "input_tokens": 1250, "output_tokens": 38},
         {"text": "Bought the report: adoption of durable agents doubled in 2025.",
          "input_tokens": 1402, "output_tokens": 21},
+        {"text": " ".join(STREAMED), "input_tokens": 230, "output_tokens": 60,
+         "chunk_delay": 0.12},
     ])
     db = f"sqlite:///{tmp_path}/ui.db"
     served: Served | None = None
@@ -119,6 +123,16 @@ def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Pa
         expect(page.locator(".timeline")).to_contain_text("shopper.tool:buy_report")
         page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 
+        # The answer streams into the run page as the model produces it.
+        start("stream_answer", "explain-replay", "How does replay save tokens?")
+        page.goto(served.url + "/runs/explain-replay")
+        stream = page.locator("#stream-text")
+        expect(stream).to_contain_text(" ".join(STREAMED[:4]), timeout=20_000)
+        assert page.locator("#run-status").inner_text() != "completed"
+        page.screenshot(path=str(tmp_path / "run-streaming.png"), full_page=True)
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator(".result")).to_contain_text(STREAMED[-1])
+
         dark = browser.new_context(viewport={"width": 1360, "height": 900},
                                    color_scheme="dark")
         dark.add_cookies(context.cookies())
@@ -141,7 +155,7 @@ def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Pa
     if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
         out = ROOT / "docs" / "img"
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("runs.png", "inbox.png", "run.png", "run-dark.png"):
+        for name in ("runs.png", "inbox.png", "run.png", "run-dark.png", "run-streaming.png"):
             shutil.copy(tmp_path / name, out / name)
 
 

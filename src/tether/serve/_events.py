@@ -50,14 +50,25 @@ def frame(event: str, data: Any, event_id: str | None = None) -> str:
 
 
 async def last_event_id(app: App, run_id: str) -> str | None:
-    """The id of the run's newest event (None: none yet), for a page that shows the run
-    as it is now and streams what happens next."""
-    last = None
+    """Where a page that shows the run as it is now should start following it: after
+    the run's newest event, or, while an LLM answer is streaming, just before that
+    answer's first chunk (the page does not draw partial answers, the stream does)."""
+    last: str | None = None
+    resume: str | None = None
+    streaming: object = None  # the position of the answer streaming now, if any
     while True:
         batch = await app.store.run_events_read(run_id=run_id, after=last, limit=1000)
         if not batch:
-            return last
-        last = batch[-1].event_id
+            return resume if streaming is not None else last
+        for ev in batch:
+            if ev.kind in ("chunk", "op"):
+                data = await _data(app, run_id, ev.kind, ev.data)
+                position = data.get("position") if isinstance(data, dict) else None
+                if ev.kind == "chunk" and position != streaming:
+                    streaming, resume = position, last
+                elif ev.kind == "op" and position == streaming:
+                    streaming = resume = None  # that call has finished
+            last = ev.event_id
 
 
 async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]:

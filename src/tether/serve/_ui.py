@@ -306,7 +306,11 @@ async def run_page(request: Request) -> Response:
 
 
 async def run_fragment(request: Request) -> Response:
-    return render(request, "_run_live.html", run=await _view_or_404(request))
+    """The top (``?part=head``) or the rest (``?part=body``) of a run page."""
+    part = request.query_params.get("part", "head")
+    if part not in ("head", "body"):
+        raise ApiError(400, "bad_request", "part must be head or body")
+    return render(request, f"_run_{part}.html", run=await _view_or_404(request))
 
 
 async def approvals_page(request: Request) -> Response:

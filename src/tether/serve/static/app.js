@@ -18,7 +18,7 @@ function poll(el) {
 }
 
 function followRun(root) {
-  const live = document.getElementById("live");
+  const parts = Array.from(root.querySelectorAll("[data-part]"));
   const box = document.getElementById("stream");
   const text = document.getElementById("stream-text");
   const actions = document.getElementById("actions");
@@ -28,10 +28,12 @@ function followRun(root) {
     if (pending) return;
     pending = setTimeout(() => {
       pending = null;
-      fetch(root.dataset.refresh, {credentials: "same-origin"})
-        .then(r => r.ok ? r.text() : null)
-        .then(html => { if (html !== null) live.innerHTML = html; })
-        .catch(() => {});
+      parts.forEach(el => {
+        fetch(root.dataset.refresh + "?part=" + el.dataset.part, {credentials: "same-origin"})
+          .then(r => r.ok ? r.text() : null)
+          .then(html => { if (html !== null) el.innerHTML = html; })
+          .catch(() => {});
+      });
     }, 150);
   };
   if (root.dataset.final) return;
@@ -46,12 +48,21 @@ function followRun(root) {
   });
   source.addEventListener("chunk", ev => {
     const data = JSON.parse(ev.data);
+    if (data.type === "llm.error" && data.position === position) {
+      text.textContent = "";  // the attempt failed midway; a retry streams anew
+      return;
+    }
     if (data.type !== "llm.chunk" || typeof data.text !== "string") return;
     if (position !== data.position) { position = data.position; text.textContent = ""; }
     box.hidden = false;
     text.textContent += data.text;  // text, never HTML
   });
-  source.addEventListener("end", () => { source.close(); update(); });
+  source.addEventListener("op", ev => {
+    // The streamed call finished: its answer is in the timeline (and the result) now.
+    const data = JSON.parse(ev.data);
+    if (data.position === position && data.status !== "pending") box.hidden = true;
+  });
+  source.addEventListener("end", () => { source.close(); box.hidden = true; update(); });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
