@@ -287,8 +287,9 @@ class Store(ServeQueries, Protocol):
         """The queues that have a concurrency limit, and their limits."""
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
-        """Best-effort live event for observers of a run (e.g. a streamed LLM token
-        chunk); not stored. Delivered to ``run_events`` subscribers in any process."""
+        """Live event for observers of a run (e.g. a streamed LLM token chunk):
+        delivered to ``run_events`` subscribers in any process, and kept in the run's
+        event log for ``run_events_read`` (migration 0004)."""
 
     def run_events(self, run_id: str) -> AsyncIterator[str]:
         """Live events published for ``run_id`` from now on, until the caller stops."""
