@@ -144,3 +144,16 @@ def test_worker_json_logs_name_the_run_position_and_next_attempt(tmp_path: Path)
     assert failed[0]["run_id"] == "flaky-1" and failed[0]["position"] == 0
     assert "TimeoutError: provider timed out (t)" in failed[0]["message"]
     assert "next attempt at 20" in failed[0]["message"]
+
+
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["--port", "70000"], "--port must be between 1 and 65535, got 70000", 2),
+    (["--max-body", "0"], "argument --max-body: must be at least 1, got 0", 2),
+    (["--app", "no_such_module_xyz:app"], "cannot import 'no_such_module_xyz'", 1),
+])
+def test_serve_rejects_bad_flags_in_one_line(tmp_path: Path, args: list[str], message: str,
+                                             code: int) -> None:
+    r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db", *args],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == code
+    assert message in r.stderr.strip().splitlines()[-1]
