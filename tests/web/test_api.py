@@ -381,3 +381,19 @@ async def test_metrics_in_prometheus_format(api_any: Api) -> None:
     assert 'tether_step_duration_seconds_bucket{le="+Inf"} 1' in lines
     assert 'tether_llm_tokens_total{type="input",outcome="spent"} 0' in lines
     assert "# TYPE tether_step_duration_seconds histogram" in lines
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/v1/runs/w/signals/%7F", {"data": 1}),
+    ("POST", "/api/v1/runs", {"workflow": "greet", "run_id": "a\u202eb"}),
+    ("POST", "/api/v1/runs", {"workflow": "greet", "queue": "q\u0085"}),
+])
+async def test_names_with_control_characters_are_bad_requests(api: Api, method: str, path: str,
+                                                              body: dict[str, Any]) -> None:
+    """Names the engine refuses (control characters: terminal injection) are a 400 and
+    change nothing (found by the fuzz test: it was a 500)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    r = await api.http.request(method, path, json=body)
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+    assert await api.snapshot() == before

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether import App
-from tether.errors import StoreUnavailable
+from tether.errors import InvalidName, StoreUnavailable
 from tether.serve import _api, _metrics, _ui
 from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens
 from tether.serve._openapi import document
@@ -141,6 +141,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
 
 
+async def _invalid_name(request: Request, exc: Exception) -> Response:
+    """A run id, workflow, queue or signal name the engine refuses (control
+    characters and the like): bad input, checked before anything is written."""
+    return await _api_error(request, _api.ApiError(400, "bad_request", str(exc)))
+
+
 async def _unavailable(request: Request, exc: Exception) -> Response:
     return _error(503, "store_unavailable", str(exc))
 
@@ -195,7 +201,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         routes.append(Mount("/mcp", app=mcp_http.asgi))
     web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
-        StoreUnavailable: _unavailable,
+        StoreUnavailable: _unavailable, InvalidName: _invalid_name,
     })
     tokens = tokens or Tokens()
     web.state.tether = app
