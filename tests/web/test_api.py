@@ -59,6 +59,13 @@ async def api(sqlite_url: str) -> AsyncIterator[Api]:
 
 
 @pytest.fixture
+async def api_open(sqlite_url: str) -> AsyncIterator[Api]:
+    """The API without tokens (loopback mode), SQLite."""
+    async for a in _api(sqlite_url, None):
+        yield a
+
+
+@pytest.fixture
 async def api_any(store_url: str) -> AsyncIterator[Api]:
     """The API without tokens (loopback mode), on SQLite and PostgreSQL."""
     async for a in _api(store_url, None):
@@ -397,3 +404,19 @@ async def test_names_with_control_characters_are_bad_requests(api: Api, method: 
     r = await api.http.request(method, path, json=body)
     assert r.status_code == 400 and error_of(r) == "bad_request"
     assert await api.snapshot() == before
+
+
+async def test_cross_site_posts_are_refused_without_a_token(api_open: Api) -> None:
+    """A page of another site cannot make a browser change anything, even on a loopback
+    server without tokens; a same-origin or non-browser client can."""
+    api = api_open
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null"}):
+        r = await api.http.post("/api/v1/runs/w/cancel", headers=headers)
+        assert r.status_code == 403 and error_of(r) == "forbidden", headers
+    assert await api.snapshot() == before
+    r = await api.http.post("/api/v1/runs/w/cancel", headers={
+        "Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 202

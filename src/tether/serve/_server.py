@@ -62,6 +62,14 @@ class Guard:
             if int(length) > self.max_body:
                 await _reply(scope, receive, send, _too_large(self.max_body))
                 return
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and "authorization" not in headers \
+                and _cross_site(headers):
+            # A page of another site posting to this server (a loopback server without
+            # tokens has no other defence; with tokens the SameSite cookie is one more).
+            await _reply(scope, receive, send, _error(
+                403, "forbidden", "cross-site request refused: send it from this server's "
+                "pages or with an Authorization header"))
+            return
         principal = OPEN
         if self.tokens.enabled and not any(path == p or (p.endswith("/") and path.startswith(p))
                                            for p in _PUBLIC):
@@ -114,6 +122,18 @@ class Guard:
         except _TooLarge:
             if not started:
                 await _too_large(self.max_body)(scope, receive, send)
+
+
+def _cross_site(headers: dict[str, str]) -> bool:
+    """Whether a browser says the request comes from another site (``Sec-Fetch-Site``,
+    else an ``Origin`` whose host is not this one)."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    return origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
