@@ -523,7 +523,8 @@ class App:
 
     async def events(self, run_id: str) -> AsyncIterator[str]:
         """Live events a run publishes for observers (e.g. streamed LLM chunks), from
-        now on, until the caller stops iterating. Best effort: not stored.
+        now on, until the caller stops iterating. Best effort (``tether serve`` reads the
+        stored event log instead, to resume after a reconnect).
 
         Raises:
             RunNotFound: no run has this id.
