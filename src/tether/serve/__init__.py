@@ -1,0 +1,1 @@
+"""The outward faces of Tether over a store (HTTP API, MCP)."""
