@@ -483,6 +483,8 @@ class App:
         agent.register(self)
         if mcp:
             self.expose_mcp(str(getattr(agent, "name", "")), task_only=mcp == "task-only")
+            workflow = getattr(agent, "workflow", None)  # the tool's description
+            workflow.__tether_mcp_description__ = getattr(agent, "description", "")  # type: ignore[union-attr]
         return agent
 
     def expose_mcp(self, *workflows: Callable[..., Any] | str, task_only: bool = False) -> None:
