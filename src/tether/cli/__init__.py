@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tether.cli import _approvals, _budget, _db, _demo, _queues, _runs, _worker
+from tether.cli import _approvals, _budget, _db, _demo, _mcp, _queues, _runs, _worker
 from tether.cli._common import CliError
 from tether.errors import TetherError
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db.register(sub, common)
     _queues.register(sub, common)
     _demo.register(sub, common)
+    _mcp.register(sub, common)
     return parser
 
 
