@@ -25,21 +25,31 @@ Protocol rules implemented here (quoted from the extension text in docs/mcp-serv
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
+import anyio
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     INVALID_PARAMS,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     CallToolRequestParams,
     CallToolResult,
+    Notification,
+    NotificationParams,
     Request,
     RequestParams,
     Result,
+    SubscriptionFilter,
+    SubscriptionsAcknowledgedNotification,
+    SubscriptionsAcknowledgedNotificationParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
@@ -54,11 +64,15 @@ __all__ = [
     "GetTaskRequest",
     "GetTaskResult",
     "TaskBackend",
+    "TaskListenHandler",
+    "TaskNotification",
+    "TaskNotificationParams",
     "TasksClientExtension",
     "TasksExtension",
     "UpdateTaskParams",
     "UpdateTaskRequest",
     "client_declares_tasks",
+    "install_task_notifications",
     "iso_time",
     "missing_capability",
     "unknown_task",
@@ -139,8 +153,15 @@ class CancelTaskRequest(Request[CancelTaskParams, Literal["tasks/cancel"]]):
     name_param = "taskId"
 
 
-class _Ack(Result):
-    result_type: str | None = "complete"
+class TaskNotificationParams(NotificationParams):
+    """A ``DetailedTask`` (every key of it) as notification params."""
+
+    model_config = NotificationParams.model_config | {"extra": "allow"}
+
+
+class TaskNotification(Notification[TaskNotificationParams, Literal["notifications/tasks"]]):
+    method: Literal["notifications/tasks"] = "notifications/tasks"
+    params: TaskNotificationParams
 
 
 # -- server side ---------------------------------------------------------------------------
@@ -240,6 +261,84 @@ class TasksExtension(Extension):
         if not await self.backend.cancel_task(params.task_id):
             raise unknown_task(params.task_id)
         return {"resultType": "complete"}
+
+
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+ListenHandlerFn = Callable[[ServerRequestContext[Any, Any], SubscriptionsListenRequestParams],
+                           Awaitable[Any]]
+
+
+class TaskListenHandler:
+    """``subscriptions/listen`` with the extension's ``taskIds`` filter: acknowledges the
+    known task ids, then sends ``notifications/tasks`` (the task as ``tasks/get`` would
+    answer it, without ``resultType``) at once and whenever it changes, until every
+    task has ended; then the stream ends gracefully. Changes are found by reading the
+    backend every ``interval`` seconds, so a stream served by one process sees changes
+    made by any. A listen without ``taskIds`` goes to the SDK's handler (``inner``).
+    """
+
+    def __init__(self, backend: TaskBackend, inner: ListenHandlerFn | None,
+                 interval: float = 0.5) -> None:
+        self.backend = backend
+        self.inner = inner
+        self.interval = interval
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any],
+                       params: SubscriptionsListenRequestParams) -> Any:
+        wanted = (params.notifications.model_extra or {}).get("taskIds")
+        if not wanted:
+            if self.inner is None:
+                raise MCPError(code=INVALID_PARAMS, message="nothing to listen to")
+            return await self.inner(ctx, params)
+        if not client_declares_tasks(ctx):
+            raise missing_capability("task notifications")
+        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: ctx.request_id}
+        tasks: dict[str, dict[str, Any]] = {}
+        for task_id in wanted if isinstance(wanted, list) else []:
+            if isinstance(task_id, str) and task_id not in tasks:
+                task = await self.backend.get_task(task_id)
+                if task is not None:
+                    tasks[task_id] = task
+        honored = SubscriptionFilter.model_validate({"taskIds": list(tasks)})
+        await ctx.session.send_notification(SubscriptionsAcknowledgedNotification(
+            params=SubscriptionsAcknowledgedNotificationParams(notifications=honored,
+                                                               _meta=meta)),
+            related_request_id=ctx.request_id)
+        sent: dict[str, str] = {}
+        while tasks:
+            for task_id, task in list(tasks.items()):
+                seen = json.dumps(task, sort_keys=True, default=str)
+                if sent.get(task_id) != seen:
+                    sent[task_id] = seen
+                    notification = TaskNotification(
+                        params=TaskNotificationParams.model_validate({**task, "_meta": meta}))
+                    await ctx.session.send_notification(
+                        notification,  # type: ignore[arg-type]
+                        related_request_id=ctx.request_id)
+                if task.get("status") in _TERMINAL:
+                    del tasks[task_id]
+            if not tasks:
+                break
+            await anyio.sleep(self.interval)
+            for task_id in list(tasks):
+                fresh = await self.backend.get_task(task_id)
+                if fresh is None:
+                    del tasks[task_id]  # deleted (retention): nothing more to say
+                else:
+                    tasks[task_id] = fresh
+        return SubscriptionsListenResult(_meta=meta)
+
+
+def install_task_notifications(server: Any, backend: TaskBackend,
+                               interval: float = 0.5) -> None:
+    """Serve ``subscriptions/listen`` with ``taskIds`` on an SDK ``MCPServer`` (keeping
+    its own handler for every other filter)."""
+    lowlevel = server._lowlevel_server
+    entry = lowlevel.get_request_handler("subscriptions/listen")
+    lowlevel.add_request_handler(
+        "subscriptions/listen", SubscriptionsListenRequestParams,
+        TaskListenHandler(backend, entry.handler if entry is not None else None, interval))
 
 
 # -- client side ---------------------------------------------------------------------------

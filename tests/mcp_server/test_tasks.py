@@ -4,12 +4,21 @@ tasks/update, cancel, idempotency, errors, and clients without the Tasks extensi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from mcp import Client, MCPError
-from mcp_types import INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
+from mcp.client.extension import NotificationBinding
+from mcp_types import (
+    INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    SubscriptionFilter,
+    SubscriptionsListenRequest,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+)
 
 from tests.mcp_server import apps
 from tests.mcp_server.host import (
@@ -21,7 +30,7 @@ from tests.mcp_server.host import (
     update_task,
 )
 from tether import App, RunStatus
-from tether._mcp_tasks import CreateTaskResult
+from tether._mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
 from tether.ai import LLM
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
@@ -243,3 +252,37 @@ async def test_client_without_the_extension(served: tuple[App, str]) -> None:
         with pytest.raises(MCPError) as err:
             await get_task(client, "whatever")
         assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+
+
+async def test_task_notifications_to_a_subscriber(served: tuple[App, str]) -> None:
+    """subscriptions/listen with taskIds: the ack names the known tasks; each change of
+    the task is a notifications/tasks carrying the whole task, the last one completed
+    with its result; then the stream ends."""
+    _, url = served
+    received: list[TaskNotificationParams] = []
+
+    async def collect(params: TaskNotificationParams) -> None:
+        received.append(params)
+
+    class Listening(TasksClientExtension):
+        def notifications(self) -> tuple[NotificationBinding[TaskNotificationParams]]:
+            return (NotificationBinding(method="notifications/tasks",
+                                        params_type=TaskNotificationParams, handler=collect),)
+
+    async with Client(url, extensions=[Listening()]) as client:
+        created = await client.session.call_tool(
+            "slow_sum", {"numbers": [1, 2], "pause": 0.4}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        listen = SubscriptionsListenRequest(params=SubscriptionsListenRequestParams(
+            notifications=SubscriptionFilter.model_validate(
+                {"taskIds": [created.task_id, "no-such-task"]})))
+        await client.session.send_request(listen, SubscriptionsListenResult)
+        async with asyncio.timeout(10):
+            while not received or (received[-1].model_extra or {}).get("status") != "completed":
+                await asyncio.sleep(0.05)
+    tasks = [p.model_extra or {} for p in received]
+    assert {t["taskId"] for t in tasks} == {created.task_id}
+    assert tasks[0]["status"] == "working"
+    assert tasks[-1]["status"] == "completed"
+    assert tasks[-1]["result"]["content"] == [{"type": "text", "text": "3"}]
+    assert "resultType" not in tasks[-1]

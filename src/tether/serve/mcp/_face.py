@@ -26,6 +26,7 @@ from tether import App, RunStatus, TetherError
 from tether._mcp_tasks import (
     CreateTaskResult,
     TasksExtension,
+    install_task_notifications,
     iso_time,
     missing_capability,
 )
@@ -356,6 +357,7 @@ def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]
         "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
         tools=[exposed.tool for exposed in backend.tools.values()],
         extensions=[TasksExtension(backend)])
+    install_task_notifications(server, backend)
     return server, backend
 
 
