@@ -242,6 +242,7 @@ async def test_client_without_the_extension(served: tuple[App, str]) -> None:
     tasks/get get the extension's error (-32021)."""
     _, url = served
     async with Client(url) as client:
+        assert client.protocol_version == "2026-07-28"
         result = await client.call_tool("slow_sum", {"numbers": [2, 3]})
         assert result.content[0].text == "5"  # type: ignore[union-attr]
         assert not result.is_error
@@ -286,3 +287,16 @@ async def test_task_notifications_to_a_subscriber(served: tuple[App, str]) -> No
     assert tasks[-1]["status"] == "completed"
     assert tasks[-1]["result"]["content"] == [{"type": "text", "text": "3"}]
     assert "resultType" not in tasks[-1]
+
+
+async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, str]) -> None:
+    """A 2025-11-25 client (initialize handshake) gets direct results, even when it
+    declares the extension; a task-only tool answers it with -32021."""
+    _, url = served
+    async with Client(url, mode="legacy", extensions=[TasksClientExtension()]) as client:
+        assert client.protocol_version == "2025-11-25"
+        result = await client.call_tool("quote", {"order": {"item": "pen", "quantity": 2}})
+        assert result.structured_content == {"item": "pen", "total": 5.0, "note": ""}
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("ask", {"question": "?"})
+        assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
