@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from tether import App
-from tether._mcp_tasks import (
+from tether.mcp_tasks import (
     CancelTaskParams,
     CancelTaskRequest,
     GetTaskParams,

@@ -34,7 +34,7 @@ from mcp_types import CallToolRequestParams
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from tether._mcp_tasks import CreateTaskResult, TasksExtension, iso_time, missing_capability
+from tether.mcp_tasks import CreateTaskResult, TasksExtension, iso_time, missing_capability
 
 
 def _log(line: str) -> None:

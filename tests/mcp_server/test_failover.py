@@ -16,7 +16,7 @@ import pytest
 
 from tests.faults.procs import ROOT
 from tests.mcp_server.host import get_task, poll, tasks_client
-from tether._mcp_tasks import CreateTaskResult
+from tether.mcp_tasks import CreateTaskResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

@@ -13,7 +13,7 @@ from mcp import Client, StdioServerParameters
 
 from tests.faults.procs import ROOT
 from tests.mcp_server.host import poll
-from tether._mcp_tasks import CreateTaskResult, TasksClientExtension
+from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
 
 def tether_cmd(*args: str) -> subprocess.CompletedProcess[str]:

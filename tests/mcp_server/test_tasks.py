@@ -30,8 +30,8 @@ from tests.mcp_server.host import (
     update_task,
 )
 from tether import App, RunStatus
-from tether._mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
 from tether.ai import LLM
+from tether.mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
 

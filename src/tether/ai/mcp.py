@@ -315,7 +315,7 @@ class MCPServer:
             MCPUnavailable: transport failure (retryable).
             mcp.MCPError: the server rejected the request (e.g. an unknown task).
         """
-        from tether._mcp_tasks import GetTaskParams, GetTaskRequest, GetTaskResult
+        from tether.mcp_tasks import GetTaskParams, GetTaskRequest, GetTaskResult
 
         task: GetTaskResult = await self._request(lambda c: c.session.send_request(
             GetTaskRequest(params=GetTaskParams(task_id=task_id)), GetTaskResult))
@@ -329,7 +329,7 @@ class MCPServer:
         Raises:
             MCPUnavailable, mcp.MCPError
         """
-        from tether._mcp_tasks import UpdateTaskParams, UpdateTaskRequest
+        from tether.mcp_tasks import UpdateTaskParams, UpdateTaskRequest
 
         await self._request(lambda c: c.session.send_request(UpdateTaskRequest(
             params=UpdateTaskParams(task_id=task_id, input_responses=input_responses)),
@@ -341,7 +341,7 @@ class MCPServer:
         Raises:
             MCPUnavailable, mcp.MCPError
         """
-        from tether._mcp_tasks import CancelTaskParams, CancelTaskRequest
+        from tether.mcp_tasks import CancelTaskParams, CancelTaskRequest
 
         await self._request(lambda c: c.session.send_request(
             CancelTaskRequest(params=CancelTaskParams(task_id=task_id)), _ack_model()))
@@ -506,7 +506,7 @@ def _tasks_extension() -> Any:
     """The Tasks extension for the SDK client, resolving a task result by raising it."""
     from mcp.client.extension import ResultClaim
 
-    from tether._mcp_tasks import CreateTaskResult, TasksClientExtension
+    from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
     async def handed_back(result: CreateTaskResult, ctx: Any) -> Any:
         raise _TaskCreated(result)

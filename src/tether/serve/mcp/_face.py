@@ -23,15 +23,15 @@ from mcp_types import CallToolRequestParams
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
-from tether._mcp_tasks import (
+from tether._types import RunRecord
+from tether.errors import RunFailed, RunNotFound
+from tether.mcp_tasks import (
     CreateTaskResult,
     TasksExtension,
     install_task_notifications,
     iso_time,
     missing_capability,
 )
-from tether._types import RunRecord
-from tether.errors import RunFailed, RunNotFound
 
 __all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
 
