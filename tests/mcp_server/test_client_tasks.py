@@ -14,7 +14,9 @@ import pytest
 from tests.mcp_server import client_apps
 from tests.mcp_server.remote import serve_remote
 from tether import App, RunFailed
-from tether.ai import approve, pending_approvals
+from tether.ai import LLM, Agent, approve, pending_approvals
+from tether.ai.mcp import MCPServer, MCPToolset
+from tether.testing.llm_server import Reply, ScriptedLLMServer
 
 
 @pytest.fixture
@@ -108,3 +110,28 @@ async def test_cancelling_the_run_cancels_the_remote_task(client_app: App,
     lines = log_lines(remote_log)
     task_id = lines[0][2]
     assert ["cancel", task_id] in lines
+
+
+async def test_parallel_remote_tasks_in_one_agent_turn(store_url: str, remote_log: Path) -> None:
+    """Two remote tasks launched in one turn, the second finishing first, with a worker
+    that releases the run at every poll (so each poll is a replay): each tool message
+    carries its own task's result, and each tool was called once."""
+    async with ScriptedLLMServer() as llm_server, serve_remote(poll_interval_ms=100) as url:
+        llm_server.set_script([
+            Reply(tool_calls=[{"name": "long_job", "arguments": {"seconds": 1.5}},
+                              {"name": "long_job", "arguments": {"seconds": 0.2}}]),
+            Reply("both done"),
+        ])
+        async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url,
+                       breaker=None) as llm:
+            app = App(store_url)
+            remote = MCPServer.http(url, id="remote")
+            app.add_agent(Agent("runner", model=llm, tools=[
+                MCPToolset(app, remote, include=["long_job"], poll_floor=0.3)]))
+            async with app, app.worker(sticky_wait=0), remote:
+                handle = await app.start("runner", "run both jobs")
+                assert await handle.result(timeout=60) == "both done"
+        tool_texts = [m["content"] for m in llm_server.requests[1].body["messages"]
+                      if m["role"] == "tool"]
+    assert tool_texts == ["done after 1.5 s", "done after 0.2 s"]
+    assert len([ln for ln in log_lines(remote_log) if ln[0] == "call"]) == 2

@@ -42,7 +42,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -610,6 +610,25 @@ def _tool_result(result: Any) -> MCPToolResult:
 # -- durability ---------------------------------------------------------------------------------
 
 
+#: ``Run.memory`` key of the queue of remote tasks a run follows (see ``follow``).
+_FOLLOWING = "tether.ai.mcp.following"
+
+
+def _take_turn() -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
+    """(the previous follower's end, this follower's end) in workflow code, else
+    ``(None, None)``. Taken in call order, which replay repeats."""
+    from tether.ext import current_run, in_workflow
+
+    run = current_run() if in_workflow() else None
+    if run is None:
+        return None, None
+    queue: list[asyncio.Future[None]] = run.memory(_FOLLOWING, list)
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    before = queue[-1] if queue else None
+    queue.append(mine)
+    return before, mine
+
+
 def _step_key() -> str | None:
     try:
         return tether.step_key()
@@ -700,13 +719,34 @@ class MCPToolset:
         step), a plain call elsewhere. A remote task is followed to its end."""
         return await self.follow(name, self._call_tool(name, dict(arguments or {})))
 
-    async def follow(self, name: str, called: Awaitable[MCPToolResult]) -> MCPToolResult:
+    def follow(self, name: str, called: Awaitable[MCPToolResult]
+               ) -> Coroutine[Any, Any, MCPToolResult]:
         """Await the ``call_tool`` step; if the server made it a task, poll the task on
         durable timers (the run is released in between), answer its input requests
-        through Tether approvals or the ``mcp_input`` signal, and return its result."""
-        result = await called
-        if result.task_id is None:
-            return result
+        through Tether approvals or the ``mcp_input`` signal, and return its result.
+
+        Call it where the ``call_tool`` step's position is taken (it takes a turn then):
+        remote tasks of one run are followed one after the other in that order, so the
+        polls' journal positions do not depend on which remote task answered first."""
+        return self._follow(name, called, _take_turn())
+
+    async def _follow(self, name: str, called: Awaitable[MCPToolResult],
+                      turn: tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]
+                      ) -> MCPToolResult:
+        before, mine = turn
+        try:
+            result = await called
+            if result.task_id is None:
+                return result
+            if before is not None:
+                await asyncio.shield(before)  # an earlier remote task is followed first
+            return await self._poll(name, result)
+        finally:
+            if mine is not None and not mine.done():
+                mine.set_result(None)
+
+    async def _poll(self, name: str, result: MCPToolResult) -> MCPToolResult:
+        assert result.task_id is not None
         task_id = result.task_id
         interval = (result.poll_interval_ms or 0) / 1000
         answered: set[str] = set()
