@@ -63,6 +63,11 @@ def build(url: str | None = None, *, llm: Any = None) -> App:
         payload = await tether.wait_for_signal("answer")
         return f"answered: {payload.get('text') if isinstance(payload, dict) else payload}"
 
+    @app.workflow(mcp=True)
+    async def explode(message: str) -> str:
+        """Fail with ``message``."""
+        raise tether.NonRetryable(message)
+
     @app.workflow  # not exposed: no tool, no task
     async def hidden() -> str:
         return "hidden"

@@ -32,7 +32,7 @@ async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:
         cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")})
     async with Client(params, extensions=[TasksClientExtension()]) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
-        assert names == ["ask", "quote", "slow_sum"]
+        assert names == ["ask", "explode", "quote", "slow_sum"]
         created = await client.session.call_tool("slow_sum", {"numbers": [4, 5]},
                                                  allow_claimed=True)
         assert isinstance(created, CreateTaskResult)

@@ -67,7 +67,7 @@ async def test_tools_are_listed_with_schemas_from_annotations(served: tuple[App,
     _, url = served
     async with tasks_client(url) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert sorted(tools) == ["ask", "quote", "slow_sum", "travel"]
+    assert sorted(tools) == ["ask", "explode", "quote", "slow_sum", "travel"]
     quote = tools["quote"].input_schema
     assert quote["required"] == ["order"]
     order = quote["$defs"]["Order"]
@@ -300,3 +300,24 @@ async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, st
         with pytest.raises(MCPError) as err:
             await client.call_tool("ask", {"question": "?"})
         assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+
+
+async def test_failed_run_is_a_failed_task(served: tuple[App, str]) -> None:
+    """A run that fails is a failed task carrying the error; a synchronous caller gets
+    an isError result with the same message."""
+    _, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool("explode", {"message": "out of fuel"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["code"] == -32603
+    assert done.error["message"] == "NonRetryable: out of fuel"
+    assert done.status_message == "NonRetryable: out of fuel"
+    assert done.result is None
+    async with Client(url) as plain:
+        result = await plain.call_tool("explode", {"message": "out of fuel"})
+    assert result.is_error
+    assert result.content[0].text == "NonRetryable: out of fuel"  # type: ignore[union-attr]
