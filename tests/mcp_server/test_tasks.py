@@ -237,7 +237,8 @@ async def test_unknown_task_and_invalid_arguments(served: tuple[App, str]) -> No
     assert len(await app.list_runs()) == 1  # only `hidden`
 
 
-async def test_client_without_the_extension(served: tuple[App, str]) -> None:
+async def test_client_without_the_extension(served: tuple[App, str],
+                                            llm_server: ScriptedLLMServer) -> None:
     """Without the extension a short tool answers synchronously; a task-only tool and
     tasks/get get the extension's error (-32021)."""
     _, url = served
@@ -253,6 +254,11 @@ async def test_client_without_the_extension(served: tuple[App, str]) -> None:
         with pytest.raises(MCPError) as err:
             await get_task(client, "whatever")
         assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+        llm_server.set_script([Reply(tool_calls=[
+            {"name": "book_flight", "arguments": {"destination": "Oslo"}}])])
+        waits = await client.call_tool("travel", {"task": "Book Oslo"})
+        assert waits.is_error  # it cannot be answered without the extension; not a hang
+        assert "waits for input (signal approval)" in waits.content[0].text  # type: ignore[union-attr]
 
 
 async def test_task_notifications_to_a_subscriber(served: tuple[App, str]) -> None:

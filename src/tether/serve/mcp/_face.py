@@ -7,6 +7,7 @@ the mapping of run states to task states and the input-request conventions.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -135,16 +136,30 @@ class TetherTasks:
         return _complete(await self._sync(handle.run_id))
 
     async def _sync(self, run_id: str) -> Any:
-        """A call from a client without the extension: wait for the run (bounded)."""
-        try:
-            value = await self.app.handle(run_id).result(timeout=self.sync_timeout)
-        except TimeoutError:
-            return _text_result(
-                f"run {run_id} is still going after {self.sync_timeout:g} s; call this tool "
-                "with the MCP Tasks extension to follow it", True)
-        except RunFailed as exc:
-            return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
-        return _value_result(_jsonable(value))
+        """A call from a client without the extension: wait for the run (bounded); a
+        run that stops to wait for input is answered at once (this client cannot give
+        it)."""
+        handle = self.app.handle(run_id)
+        deadline = asyncio.get_running_loop().time() + self.sync_timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                value = await handle.result(timeout=max(0.0, min(1.0, remaining)))
+            except TimeoutError:
+                run = await self._run(run_id)
+                if run is not None and await self._input_requests(run):
+                    return _text_result(
+                        f"run {run_id} waits for input ({run.waiting_for}); call this tool "
+                        "with the MCP Tasks extension to answer it, or answer with "
+                        "`tether approve` / `tether signal`", True)
+                if remaining <= 0:
+                    return _text_result(
+                        f"run {run_id} is still going after {self.sync_timeout:g} s; call "
+                        "this tool with the MCP Tasks extension to follow it", True)
+                continue
+            except RunFailed as exc:
+                return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
+            return _value_result(_jsonable(value))
 
     # -- tasks/get ----------------------------------------------------------------------
 
