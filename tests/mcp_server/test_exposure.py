@@ -45,3 +45,14 @@ def test_expose_list_and_unknown_names(tmp_path: Path) -> None:
         app.expose_mcp(not_a_workflow)
     with pytest.raises(TetherError, match="'nope' is exposed but is not a registered workflow"):
         create_mcp_http(app, expose=["nope"])
+
+
+def test_parameter_named_like_a_start_keyword(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def route(queue: str) -> str:
+        return queue
+
+    with pytest.raises(ConfigError, match=r"its parameter .queue. is a keyword of App\.start"):
+        TetherTasks(app)

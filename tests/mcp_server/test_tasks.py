@@ -231,9 +231,13 @@ async def test_unknown_task_and_invalid_arguments(served: tuple[App, str]) -> No
         assert err.value.code == INVALID_PARAMS
         bad = await client.session.call_tool("quote", {"order": {"item": "tea"}},
                                              allow_claimed=True)
+        extra = await client.session.call_tool("slow_sum", {"numbers": [1], "speed": 9},
+                                               allow_claimed=True)
     assert not isinstance(bad, CreateTaskResult)
     assert bad.is_error  # type: ignore[union-attr]
     assert "order.quantity" in bad.content[0].text  # type: ignore[union-attr]
+    assert extra.is_error  # type: ignore[union-attr]
+    assert "speed: unexpected argument" in extra.content[0].text  # type: ignore[union-attr]
     assert len(await app.list_runs()) == 1  # only `hidden`
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
 from tether._types import RunRecord
-from tether.errors import RunFailed, RunNotFound
+from tether.errors import ConfigError, RunFailed, RunNotFound
 from tether.mcp_tasks import (
     CreateTaskResult,
     TasksExtension,
@@ -100,6 +101,10 @@ class TetherTasks:
                 raise TetherError(f"MCP: {name!r} is exposed but is not a registered workflow")
             description = (getattr(wdef.fn, "__tether_mcp_description__", None)
                            or (wdef.fn.__doc__ or "").strip() or f"Run the workflow {name!r}.")
+            clash = sorted(_RESERVED & set(inspect.signature(wdef.fn).parameters))
+            if clash:
+                raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its parameter "
+                                  f"{clash[0]!r} is a keyword of App.start; rename it")
             tool = SdkTool.from_function(wdef.fn, name=name, description=description,
                                          structured_output=False)
             self.tools[name] = _Exposed(name, mode == "task-only", tool)
@@ -114,13 +119,17 @@ class TetherTasks:
         if exposed.task_only and not tasks:
             raise missing_capability(f"tool {params.name!r} (task-only)")
         arguments = dict(params.arguments or {})
+        model = exposed.tool.fn_metadata.arg_model
+        problems = [f"{k}: unexpected argument" for k in arguments
+                    if k not in model.model_fields and k not in _aliases(model)]
         try:
-            exposed.tool.fn_metadata.arg_model.model_validate(arguments)
+            model.model_validate(arguments)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                                 for e in exc.errors())
-            return _complete(_text_result(f"invalid arguments for {params.name!r}: {problems}",
-                                          True))
+            problems += [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors()]
+        if problems:
+            return _complete(_text_result(
+                f"invalid arguments for {params.name!r}: {'; '.join(problems)}", True))
         meta = params.meta or {}
         key = meta.get(IDEMPOTENCY_META_KEY) if isinstance(meta, Mapping) else None
         run_id = (_keyed_run_id(params.name, str(key)) if key is not None
@@ -294,6 +303,15 @@ class TetherTasks:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+#: Keyword arguments of ``App.start``: a workflow parameter of that name cannot be
+#: passed through it.
+_RESERVED = frozenset({"workflow", "run_id", "queue"})
+
+
+def _aliases(model: Any) -> set[str]:
+    return {f.alias for f in model.model_fields.values() if f.alias}
 
 
 def _keyed_run_id(tool: str, key: str) -> str:
