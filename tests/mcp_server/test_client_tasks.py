@@ -135,3 +135,24 @@ async def test_parallel_remote_tasks_in_one_agent_turn(store_url: str, remote_lo
                       if m["role"] == "tool"]
     assert tool_texts == ["done after 1.5 s", "done after 0.2 s"]
     assert len([ln for ln in log_lines(remote_log) if ln[0] == "call"]) == 2
+
+
+async def test_a_task_the_server_forgot_ends_the_call_as_an_error(store_url: str,
+                                                                  remote_log: Path) -> None:
+    """A remote server restarted with its tasks in memory answers -32602 for the task:
+    the call ends as an error result (not a failed run retrying forever)."""
+    async with serve_remote(poll_interval_ms=100) as url:
+        app, remote = client_apps.build(store_url, remote_url=url, poll_floor=0.1)
+        async with app, remote:
+            handle = await app.start("use_remote", "long_job", {"seconds": 60})
+            async with app.worker():
+                async def polled() -> bool:
+                    return any(ln[0] == "get" for ln in log_lines(remote_log))
+
+                await wait_until(polled)
+    async with serve_remote(poll_interval_ms=100) as url2:  # a new server: no tasks
+        app2, remote2 = client_apps.build(store_url, remote_url=url2, poll_floor=0.1)
+        async with app2, remote2, app2.worker():
+            result = await app2.handle(handle.run_id).result(timeout=30)
+    assert result["is_error"] is True
+    assert "remote task failed: task gone" in result["text"]

@@ -687,7 +687,18 @@ class MCPToolset:
         self.poll_floor = poll_floor
 
         async def get_task(task_id: str) -> dict[str, Any]:
-            return await server.get_task(task_id)
+            from mcp import MCPError
+            from mcp_types import INVALID_PARAMS
+
+            try:
+                return await server.get_task(task_id)
+            except MCPError as exc:
+                if exc.code != INVALID_PARAMS:
+                    raise
+                # The server no longer knows the task (expired, purged, or its memory
+                # was lost): asking again cannot help; the call ends as a failure.
+                return {"taskId": task_id, "status": "failed",
+                        "error": {"code": exc.code, "message": f"task gone: {exc.message}"}}
 
         async def update_task(task_id: str, responses: dict[str, Any]) -> None:
             await server.update_task(task_id, responses)
