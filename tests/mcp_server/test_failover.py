@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -45,6 +46,28 @@ class Procs:
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         assert line.startswith(b"http://"), log_path.read_text()
         return proc, line.decode().strip()
+
+    async def tether_serve(self) -> tuple[asyncio.subprocess.Process, str]:
+        """``tether serve --app ...`` on a free port; its MCP URL once /healthz answers."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log_path = self.tmp / f"serve-{len(self.procs)}.log"
+        with open(log_path, "wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tether", "serve", "--app", APP, "--db", self.db,
+                "--port", str(port), cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        self.procs.append(proc)
+        async with asyncio.timeout(60):
+            while True:
+                assert proc.returncode is None, log_path.read_text()
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.1)
+        return proc, f"http://127.0.0.1:{port}/mcp"
 
     async def worker(self) -> asyncio.subprocess.Process:
         log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")
@@ -85,9 +108,24 @@ async def procs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await p.stop_all()
 
 
-async def test_another_server_answers_after_the_creator_is_killed(procs: Procs) -> None:
+def _has_tether_serve() -> bool:
+    try:
+        from tether.serve import create_app  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("server", ["host", "tether-serve"])
+async def test_another_server_answers_after_the_creator_is_killed(procs: Procs,
+                                                                  server: str) -> None:
+    """With the test's own Starlette host, and with `tether serve` (which mounts the
+    same face at /mcp) once it is part of the code base."""
+    if server == "tether-serve" and not _has_tether_serve():
+        pytest.skip("tether serve (helper serve's branch) is not merged into this branch")
+    start = procs.host if server == "host" else procs.tether_serve
     await procs.worker()
-    first, url = await procs.host()
+    first, url = await start()
     async with tasks_client(url) as client:
         created = await client.session.call_tool(
             "slow_sum", {"numbers": [1, 2, 3, 4], "pause": 1.0}, allow_claimed=True)
@@ -97,7 +135,7 @@ async def test_another_server_answers_after_the_creator_is_killed(procs: Procs) 
     await first.wait()
     assert procs.steps()["add 3"] == 0  # still in flight when its server died
 
-    _, other = await procs.host()
+    _, other = await start()
     async with tasks_client(other) as client:
         task = await get_task(client, created.task_id)
         assert task.task_id == created.task_id
