@@ -4,9 +4,12 @@ at the face's construction), and nothing else is exposed."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+import tether
 from tether import App, ConfigError, TetherError
 from tether.ai import LLM, Agent
 from tether.serve.mcp import TetherTasks, create_mcp_http
@@ -56,3 +59,36 @@ def test_parameter_named_like_a_start_keyword(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"its parameter .queue. is a keyword of App\.start"):
         TetherTasks(app)
+
+
+async def test_ttl_follows_the_apps_retention(tmp_path: Path) -> None:
+    """ttlMs is null while the run goes and without retention; once the run ended it is
+    the time from creation until retention may purge it."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def nap() -> str:
+        await tether.sleep(0.2)
+        return "rested"
+
+    tasks = TetherTasks(app)
+    async with app, app.worker():
+        handle = await app.start(nap)
+        running = await tasks.get_task(handle.run_id)
+        assert running is not None and running["ttlMs"] is None
+        await handle.result(timeout=20)
+        assert (await tasks.get_task(handle.run_id) or {})["ttlMs"] is None  # no retention
+        app.retention = SimpleNamespace(  # type: ignore[attr-defined]
+            older_than=3600.0, statuses=("completed", "failed", "cancelled"))
+        ended = await tasks.get_task(handle.run_id)
+        run = await app.get_run(handle.run_id)
+        record = await _record(app, handle.run_id)
+    assert ended is not None and run.finished_at is not None
+    assert ended["ttlMs"] == int((run.finished_at - run.created_at + 3600.0) * 1000)
+    assert ended["ttlMs"] > 3_600_000
+    assert TetherTasks(app, ttl_ms=5000)._ttl_ms(record) == 5000
+
+
+async def _record(app: App, run_id: str) -> Any:
+    store = await app._open()
+    return await store.run_get(run_id)

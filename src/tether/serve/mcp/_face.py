@@ -78,8 +78,9 @@ class TetherTasks:
         expose: more workflows to expose (functions or names), besides those marked
             ``mcp=True`` in code.
         poll_interval_ms: the ``pollIntervalMs`` suggested to clients.
-        ttl_ms: the ``ttlMs`` reported: how long a task is kept after creation (the
-            store's retention); ``None`` (default) keeps tasks until deleted.
+        ttl_ms: the ``ttlMs`` reported (milliseconds from creation the task is kept);
+            ``None`` (default) derives it from the app's retention, or reports ``null``
+            (kept until deleted) without one.
         sync_timeout: how long a call from a client without the Tasks extension waits
             for the run before answering that it is still running.
     """
@@ -178,7 +179,7 @@ class TetherTasks:
             return None
         task: dict[str, Any] = {
             "taskId": run.run_id, "createdAt": iso_time(run.created_at),
-            "lastUpdatedAt": iso_time(run.updated_at), "ttlMs": self.ttl_ms,
+            "lastUpdatedAt": iso_time(run.updated_at), "ttlMs": self._ttl_ms(run),
             "pollIntervalMs": self.poll_interval_ms,
         }
         status = run.status
@@ -204,6 +205,20 @@ class TetherTasks:
                 task["status"] = "working"
                 task["statusMessage"] = _working_message(run)
         return task
+
+    def _ttl_ms(self, run: RunRecord) -> int | None:
+        """``ttlMs``: the configured value, else the app's retention (``App(retention=)``
+        purges ended runs ``older_than`` seconds after they ended): an ended task may be
+        discarded that long after its creation plus its run time; a task still going is
+        never discarded (``null``; the extension lets the TTL change over a task's life)."""
+        if self.ttl_ms is not None:
+            return self.ttl_ms
+        retention = getattr(self.app, "retention", None)
+        older_than = getattr(retention, "older_than", None)
+        statuses = getattr(retention, "statuses", ())
+        if older_than is None or run.finished_at is None or run.status not in statuses:
+            return None
+        return int((run.finished_at - run.created_at + float(older_than)) * 1000)
 
     async def _run(self, task_id: str) -> RunRecord | None:
         store = await self.app._open()
