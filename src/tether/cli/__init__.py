@@ -19,6 +19,7 @@ from tether.cli import (
     _db,
     _demo,
     _logging,
+    _mcp,
     _queues,
     _replay,
     _runs,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo.register(sub, common)
     _replay.register(sub, common)
     _serve.register(sub, common)
+    _mcp.register(sub, common)
     return parser
 
 
