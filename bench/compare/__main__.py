@@ -238,7 +238,7 @@ def measure_recovery(system: str, url: str, args: argparse.Namespace,
     second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        out, err = second.communicate(timeout=args.timeout)
+        _, err = second.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
         second.kill()
         second.wait()

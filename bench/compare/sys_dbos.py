@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import agent_pair, emit, hang_if_first, mark, parse  # noqa: E402
-from dbos import DBOS, DBOSConfig  # noqa: E402
+from common import agent_pair, emit, hang_if_first, mark, parse
+from dbos import DBOS, DBOSConfig
 
 A = parse()
 if A.store.startswith("sqlite:///"):

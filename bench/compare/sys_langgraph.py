@@ -22,8 +22,8 @@ from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import agent_pair, emit, hang_if_first, mark, parse  # noqa: E402
-from langgraph.graph import END, START, StateGraph  # noqa: E402
+from common import agent_pair, emit, hang_if_first, mark, parse
+from langgraph.graph import END, START, StateGraph
 
 A = parse()
 

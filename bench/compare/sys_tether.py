@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,10 +14,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import agent_pair, emit, hang_if_first, mark, parse  # noqa: E402
+from common import agent_pair, emit, hang_if_first, mark, parse
 
-
-from tether import App  # noqa: E402
+from tether import App
 
 
 def make_app(url: str, marks: str | None = None) -> App:
@@ -60,10 +60,11 @@ def make_app(url: str, marks: str | None = None) -> App:
 
 
 async def start_all(app: App, wf: Any, count: int, *args: Any) -> list[Any]:
-    start_many = getattr(app, "start_many", None)
-    if start_many is not None:
-        return list(await start_many(wf, [(args, {}) for _ in range(count)]))
-    return list(await asyncio.gather(*(app.start(wf, *args) for _ in range(count))))
+    """``count`` runs started in one transaction (``App.start_many``), or with
+    ``BENCH_START=each`` one ``App.start`` each, all at once."""
+    if os.environ.get("BENCH_START") == "each" or not hasattr(app, "start_many"):
+        return list(await asyncio.gather(*(app.start(wf, *args) for _ in range(count))))
+    return list(await app.start_many(wf, [args] * count))
 
 
 async def main() -> None:

@@ -36,6 +36,7 @@ from tether._types import (
     Lease,
     OperationKind,
     RunRecord,
+    RunStatus,
 )
 from tether.errors import (
     ConfigError,
@@ -68,6 +69,7 @@ log = logging.getLogger("tether.store.postgres")
 
 _QUERIES = load_queries("tether.store.postgres")
 _FINAL = tuple(s.value for s in ENDED)
+_SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
 #: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
 _TXN_RETRIES = 3
 
@@ -357,6 +359,34 @@ class PostgresStore:
     async def run_get(self, run_id: str) -> RunRecord | None:
         rows, _ = await self._one("run_get", {"run_id": run_id})
         return _run(rows[0]) if rows else None
+
+    async def run_get_many(self, run_ids: list[str], *,
+                           settled_only: bool = False) -> list[RunRecord]:
+        if not run_ids:
+            return []
+        rows, _ = await self._one("run_get_many", {
+            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None})
+        return [_run(r) for r in rows]
+
+    async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+        """One transaction, two statements, one round trip for the lot."""
+        if not runs:
+            return []
+        unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
+        cols = {key: [_run_params(r)[key] for r in unique] for key in (
+            "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
+            "available_at", "parent_run_id", "parent_position", "on_parent_cancel")}
+        ids = cols["run_id"]
+        created_rows, stored_rows = await self._txn([
+            ("run_insert_many", {**cols, "channel": self._channel}),
+            ("run_get_many", {"run_ids": ids, "statuses": None})])
+        created = {r[0] for r in created_rows}
+        stored = {r[0]: _run(r) for r in stored_rows}
+        out: list[tuple[RunRecord, bool]] = []
+        for r in runs:
+            out.append((stored[r.run_id], r.run_id in created))
+            created.discard(r.run_id)  # a repeated id is created once
+        return out
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         if status is None:

@@ -37,6 +37,32 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
+-- run_get_many --
+-- The runs of these ids (with settled: only those in one of these statuses).
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+FROM {schema}.runs
+WHERE run_id = ANY(%(run_ids)b::text[])
+  AND (%(statuses)b::text[] IS NULL OR status = ANY(%(statuses)b::text[]));
+
+-- run_insert_many --
+-- Insert runs (one array per column, no id twice) unless their ids exist; returns the
+-- ids created, and notifies once if any was.
+WITH ins AS (
+    INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
+                               updated_at, available_at, parent_run_id, parent_position,
+                               on_parent_cancel)
+    SELECT * FROM unnest(%(run_id)b::text[], %(workflow)b::text[], %(queue)b::text[],
+                         %(status)b::text[], %(input)b::text[], %(created_at)b::float8[],
+                         %(updated_at)b::float8[], %(available_at)b::float8[],
+                         %(parent_run_id)b::text[], %(parent_position)b::integer[],
+                         %(on_parent_cancel)b::text[])
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id),
+woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
+SELECT run_id FROM ins, woke;
+
 -- run_list --
 -- Runs, newest first.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
