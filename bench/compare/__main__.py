@@ -17,8 +17,10 @@ round, so a machine that is slower in one round moves both sides of a ratio.
 
 Durability is equal for all: each step's outcome is committed power-loss safe before
 the next step runs (SQLite WAL with synchronous=FULL, PostgreSQL synchronous_commit=on).
-``tether-relaxed`` (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit=off:
-survives a process kill, not power loss) is shown apart and not compared.
+``tether-before`` (with ``--before REV``) is Tether at another revision, for a change's
+before/after ratio from the same rounds. ``tether-relaxed`` (SQLite synchronous=NORMAL,
+PostgreSQL synchronous_commit=off: survives a process kill, not power loss) is shown
+apart and not compared.
 
 Workloads:
   seq         1 run x --steps trivial steps: µs per step
@@ -56,7 +58,9 @@ ROOT = HERE.parents[1]
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-SYSTEMS = ["tether", "dbos", "langgraph", "tether-relaxed"]
+SYSTEMS = ["tether", "dbos", "langgraph", "tether-relaxed", "tether-before"]
+#: --before REV: that revision's src/, exported to a temporary folder.
+BEFORE_SRC = ""
 WORKLOADS = ["seq", "throughput", "recovery", "agent"]
 #: What each workload reports, and whether more is better.
 METRIC = {"seq": ("us_per_step", "µs/step", False),
@@ -182,6 +186,9 @@ def command(system: str, workload: str, url: str, args: argparse.Namespace,
             url += "?synchronous=normal"
         else:
             env["PGOPTIONS"] = "-c synchronous_commit=off"
+    elif system == "tether-before":
+        env["PYTHONPATH"] = os.pathsep.join(
+            [BEFORE_SRC, *filter(None, [env.get("PYTHONPATH")])])
     elif system in ("dbos", "langgraph"):
         py, script = str(PEERS_PY), f"sys_{system}.py"
     argv = [py, str(HERE / script), workload, "--store", url, "--steps", str(args.steps),
@@ -275,7 +282,7 @@ def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             v = mine[system][metric]
             vals.append(v)
-            if system in ("dbos", "langgraph") and "tether" in mine:
+            if system in ("dbos", "langgraph", "tether-before") and "tether" in mine:
                 ratios.append(mine["tether"][metric] / v)
             limit = r["limits"].get(store)
             if limit and wl == "seq":
@@ -331,7 +338,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--stores", default="sqlite,postgres")
-    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--systems", default=",".join(SYSTEMS[:4]))
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--runs", type=int, default=1000)
@@ -339,6 +346,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true",
                    help="--steps 300 --runs 200: a few minutes instead of ~20")
     p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+    p.add_argument("--before", metavar="REV",
+                   help="also run Tether at git revision REV (system tether-before), for "
+                        "before/after ratios of a change from the same rounds")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "compare.json"))
     args = p.parse_args()
     if args.rounds < 1:
@@ -354,6 +364,17 @@ def main() -> None:
         bad = [g for g in given if g not in known]
         if bad:
             p.error(f"unknown {name} {bad[0]!r} (known: {', '.join(known)})")
+    if args.before:
+        global BEFORE_SRC
+        dest = Path(tempfile.mkdtemp(prefix="tether-before-"))
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"],
+                                 capture_output=True, check=False)
+        if archive.returncode != 0:
+            p.error(f"--before: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+        BEFORE_SRC = str(dest / "src")
+        if "tether-before" not in systems:
+            systems.append("tether-before")
     if any(s in ("dbos", "langgraph") for s in systems) and not ensure_peers():
         systems = [s for s in systems if s not in ("dbos", "langgraph")]
     folder = Path(tempfile.mkdtemp(prefix="tether-compare-"))
