@@ -127,16 +127,29 @@ def fresh_store(kind: str, folder: Path) -> Iterator[str]:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(f"{path}{suffix}")
         return
-    import psycopg
 
     name = f"tether_cmp_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
+    admin(f'CREATE DATABASE "{name}"')
     try:
         yield ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def admin(sql: str) -> None:
+    """Run ``sql`` on the admin database; retried for a minute (the server may be
+    restarting: other people's tests share it)."""
+    import psycopg
+
+    for attempt in range(60):
+        try:
+            with psycopg.connect(ADMIN, autocommit=True, connect_timeout=5) as c:
+                c.execute(sql)
+            return
+        except psycopg.OperationalError:
+            if attempt == 59:
+                raise
+            time.sleep(1)
 
 
 def sqlite_commit_us(folder: Path, n: int = 500) -> float:
@@ -398,7 +411,8 @@ def main() -> None:
                     with fresh_store(store, folder) as url:
                         try:
                             m = measure(system, wl, url, args, folder)
-                        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                        except (RuntimeError, subprocess.TimeoutExpired, ValueError,
+                                OSError) as exc:
                             m = {"error": str(exc)}
                     m.update(workload=wl, store=store, system=system, round=rnd)
                     measurements.append(m)

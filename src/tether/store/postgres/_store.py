@@ -59,7 +59,7 @@ from tether.store._values import (
 from tether.store.postgres import _migrate
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
-from tether.store.postgres._group_commit import Append, AppendWriter
+from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Item
 from tether.store.postgres._listener import Listener
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class PostgresStore:
         self._q = {name: sql.replace("{schema}", self.schema) for name, sql in _QUERIES.items()}
         self._channel = self.cfg.channel
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
-        self._writer = AppendWriter(self._flush_appends, max_batch=max_batch)
+        self._writer = AppendWriter(self._flush, max_batch=max_batch)
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
@@ -419,6 +419,16 @@ class PostgresStore:
         other runs (group commit). Raises: LeaseLost, StoreUnavailable."""
         await self._writer.submit(lease, entry)
 
+    async def _flush(self, batch: list[Item]) -> None:
+        """Write one batch of the group-commit queue: its appends, then its ends of runs
+        (each run's end was submitted after its last append was written)."""
+        appends = [i for i in batch if isinstance(i, Append)]
+        finishes = [i for i in batch if isinstance(i, Finish)]
+        if appends:
+            await self._flush_appends(appends)
+        if finishes:
+            await self._flush_finishes(finishes)
+
     async def _flush_appends(self, batch: list[Append]) -> None:
         """Write one batch of appends in one transaction; resolve every caller."""
         waves = _waves(batch)
@@ -483,11 +493,55 @@ class PostgresStore:
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        params = {**_lease_params(lease), "status": status, "result": result, "error": error,
-                  "now": now, "channel": self._channel}
+        """End a run under its lease, in a transaction shared with the other runs of the
+        process ending at the same time (group commit). Raises: LeaseLost,
+        StoreUnavailable."""
+        await self._writer.submit_finish(lease, status, result, error, now)
+
+    async def _finish_one(self, f: Finish) -> None:
+        params = {**_lease_params(f.lease), "status": f.status, "result": f.result,
+                  "error": f.error, "now": f.now, "channel": self._channel}
         finished, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params)])
         if not finished[0][0]:
-            raise LeaseLost(lease.run_id, lease.fencing_token)
+            raise LeaseLost(f.lease.run_id, f.lease.fencing_token)
+
+    async def _flush_finishes(self, batch: list[Finish]) -> None:
+        """End many runs in one transaction (one round trip); resolve every caller."""
+        ids = [f.lease.run_id for f in batch]
+        if len(batch) == 1 or len(set(ids)) != len(ids):
+            for f in batch:
+                try:
+                    await self._finish_one(f)
+                except TetherError as exc:
+                    _settle(f.future, exc)
+                else:
+                    _settle(f.future, None)
+            return
+        ordered = sorted(batch, key=lambda f: f.lease.run_id)
+        cols = {
+            "run_id": [f.lease.run_id for f in ordered],
+            "fencing_token": [f.lease.fencing_token for f in ordered],
+            "status": [f.status for f in ordered], "result": [f.result for f in ordered],
+            "error": [f.error for f in ordered], "now": [f.now for f in ordered],
+            "channel": self._channel,
+        }
+        try:
+            _, finished, _ = await self._txn([
+                ("run_lock_many", cols), ("run_finish_many", cols),
+                ("run_wake_waiters_many", cols)])
+        except StoreUnavailable as exc:
+            for f in batch:
+                _settle(f.future, exc)
+            return
+        except TetherError:
+            # One end the server refused (bad data) must not fail the others.
+            for f in batch:
+                await self._flush_finishes([f])
+            return
+        ended = {row[0] for row in finished}
+        for f in batch:
+            _settle(f.future, None if f.lease.run_id in ended
+                    else LeaseLost(f.lease.run_id, f.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         params = {**_lease_params(lease), "available_at": wait.available_at,
