@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace) -> int:
             failures += 1
             log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
                       failures)
-            await app.close()  # a store opened before the failure reconnects from scratch
+            await app.reset_store()  # a store opened before the failure reconnects anew
             await wait_event(stop, delay)
             delay = min(delay * 2, 10.0)
             continue
@@ -59,5 +59,5 @@ async def run(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await worker.stop()
-            await app.close()
+    await app.close()
     return 0
