@@ -7,8 +7,8 @@ replay: a run journals ``--positions`` trivial steps, then waits for a signal (r
 The signal makes it claimable again; the claim loads its journal and the worker replays
 every position to reach the wait, then runs the next step. Reported: the time from the
 send to that step running (claim + journal load + replay + one step), and the same for
-a run of 10 positions, so the difference is the replay of the long journal. Three
-samples each, the median.
+a run of 10 positions, so the difference is the replay of the long journal.
+``--samples`` of each (default 3), the median.
 
 killed: one worker process runs ``--runs`` runs; each journals step 0 and hangs in step
 1. When all are in step 1 the process is killed (SIGKILL). A new worker process starts;
@@ -114,11 +114,11 @@ async def replay_once(url: str, positions: int) -> float:
     return resumed - t0
 
 
-async def bench_replay(db: str, positions: int, folder: Path) -> None:
+async def bench_replay(db: str, positions: int, folder: Path, count: int) -> None:
     rows = []
     for n in (10, positions):
         samples = []
-        for i in range(3):
+        for i in range(count):
             url = fresh(db, folder, f"replay{n}_{i}")
             try:
                 samples.append(await replay_once(url, n))
@@ -186,11 +186,12 @@ async def main() -> None:
     p.add_argument("--db", default="sqlite")
     p.add_argument("--positions", type=int, default=10_000)
     p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=3, help="replay: samples of each")
     a = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tether-storms-"))
     print(f"command: python bench/storms.py {' '.join(sys.argv[1:])}")
     if a.what == "replay":
-        await bench_replay(a.db, a.positions, folder)
+        await bench_replay(a.db, a.positions, folder, a.samples)
     else:
         await bench_killed(a.db, a.runs, folder)
 
