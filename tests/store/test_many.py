@@ -45,3 +45,39 @@ async def test_get_many_reads_more_ids_than_one_statement_holds(store: Store) ->
     await store.run_insert_many(runs=[run_record(i) for i in ids])
     got = await store.run_get_many(ids)
     assert sorted(r.run_id for r in got) == ids
+
+
+async def test_many_runs_ending_at_once_each_get_their_own_outcome(store: Store) -> None:
+    """Ends submitted together (group-committed on PostgreSQL): a stale lease fails
+    alone, a parent waiting for one of the children becomes claimable."""
+    import asyncio
+
+    from tether._types import Lease
+    from tether.errors import LeaseLost
+    from tether.store import Wait
+
+    parent = await start_and_claim(store, "parent", queue="p")
+    await store.run_insert_many(runs=[
+        run_record(f"c{i}", parent="parent", parent_position=0) for i in range(6)])
+    claimed = await store.run_claim(worker_id="w", queues=["q"], limit=10, now=T0,
+                                    lease_seconds=30)
+    leases = {c.run.run_id: c.lease for c in claimed}
+    assert sorted(leases) == [f"c{i}" for i in range(6)]
+    await store.run_release(lease=parent.lease, wait=Wait(
+        available_at=None, description="child c3", child="c3"), now=T0)
+    stale = Lease("c5", "w", leases["c5"].fencing_token + 7)
+    outcomes = await asyncio.gather(
+        *(store.run_finish(lease=leases[f"c{i}"], status="completed", result=str(i),
+                           error=None, now=T0 + 1) for i in range(5)),
+        store.run_finish(lease=stale, status="completed", result="5", error=None,
+                         now=T0 + 1),
+        return_exceptions=True)
+    assert outcomes[:5] == [None] * 5
+    assert isinstance(outcomes[5], LeaseLost)
+    runs = {r.run_id: r for r in await store.run_get_many([f"c{i}" for i in range(6)])}
+    assert [(runs[f"c{i}"].status, runs[f"c{i}"].result) for i in range(5)] == [
+        ("completed", str(i)) for i in range(5)]
+    assert runs["c5"].status == "running"
+    woken = await store.run_claim(worker_id="w", queues=["p"], limit=10, now=T0 + 2,
+                                  lease_seconds=30)
+    assert [c.run.run_id for c in woken] == ["parent"]
