@@ -13,6 +13,7 @@ fi
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache
+echo "== docs (API reference from docstrings, warnings are errors)"; .venv/bin/mkdocs build --strict --quiet
 echo "== pytest"
 set +e
 .venv/bin/pytest "$@"

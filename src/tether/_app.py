@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from tether._clock import Clock, SystemClock
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
-from tether._replay import current_run, current_step, run_sync_step
+from tether._operations import run_step, run_sync_step
+from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._types import RunInfo, RunRecord, RunStatus
+from tether._types import RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
 from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
 from tether.store import Store, open_store, resolve_url
@@ -64,7 +65,7 @@ class RunHandle(Generic[R]):
             TimeoutError: ``timeout`` seconds passed first.
         """
         if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
+            raise ConfigError("timeout must be >= 0 or None")
         app = self.app
         await app._open()
         run = await app._waiters.read(self.run_id)
@@ -145,7 +146,8 @@ class App:
                 raise ConfigError(f"@app.step needs a function, got {type(f).__name__}")
             is_async = inspect.iscoroutinefunction(f)
             sdef = StepDef(
-                name=name or f.__name__, fn=f, retry=retry or DEFAULT_RETRY,
+                name=check_name("step name", name or f.__name__), fn=f,
+                retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
                 on_replay=on_replay, rate_limit=rate_limit,
             )
@@ -159,7 +161,7 @@ class App:
                         return f(*args, **kwargs)  # type: ignore[no-any-return]
                     return run_sync_step(f, args, kwargs)
                 # The position is taken now, at call time, so gather() is deterministic.
-                return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+                return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
             call.__tether_step__ = sdef  # type: ignore[attr-defined]
             return call
@@ -186,7 +188,8 @@ class App:
                     f"workflows must be `async def`; `{getattr(f, '__name__', f)}` is a plain "
                     "function"
                 )
-            wname = name or f.__name__
+            wname = check_name("workflow name", name or f.__name__)
+            check_name("queue", queue)
             existing = self._workflows.get(wname)
             if existing is not None and existing.fn is not f:
                 raise ConfigError(f"a workflow named {wname!r} is already registered")
@@ -277,14 +280,7 @@ class App:
         self._check_open()
         for w in list(self._workers):
             await w.stop()
-        if self._unsubscribe is not None:
-            await self._unsubscribe()
-            self._unsubscribe = None
-        self._subscribed = False
-        store, opened = self._store, self._opened
-        self._store, self._opened = None, False
-        if opened and store is not None:
-            await store.close()
+        await self._drop_store()
 
     async def close(self) -> None:
         """Stop this app's workers and close its store. Final: afterwards every call
@@ -292,16 +288,23 @@ class App:
         Closing twice is harmless."""
         for w in list(self._workers):
             await w.stop()
+        await self._drop_store()
+        self._closed = True
+
+    async def _drop_store(self) -> None:
+        """Close the store (if it was opened) and forget it: the next use builds and
+        opens a new one (``reset_store``), unless the App is closed for good."""
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
         self._subscribed = False
-        self._closed = True
-        if self._opened and self._store is not None:
-            await self._store.close()
+        store, opened = self._store, self._opened
         self._opened = False
         self._open_lock = None
         self._waiters.close()
+        self._store = None
+        if opened and store is not None:
+            await store.close()
 
     async def __aenter__(self) -> App:
         await self._open()
@@ -329,8 +332,16 @@ class App:
         Idempotent on ``run_id``: starting an existing id returns a handle to that run.
 
         Raises:
-            WorkflowNotFound, NotSerializable, PayloadTooLarge, ConfigError
+            WorkflowNotFound: no workflow of that name is registered here or in the store.
+            NotSerializable: an argument is not JSON.
+            PayloadTooLarge: the encoded input is over the size limit.
+            ConfigError: the run id is used by a run of another workflow; the App is
+                closed.
         """
+        if run_id is not None:
+            check_name("run id", run_id)
+        if queue is not None:
+            check_name("queue", queue)
         store = await self._open()
         name, default_queue = await self._start_target(workflow)
         payload: dict[str, Any] = {"args": list(args)}
@@ -338,7 +349,8 @@ class App:
             payload["kwargs"] = kwargs
         text = self.codec.encode(payload, f"input of workflow {name!r}")
         now = self.clock.now()
-        rid = run_id or uuid.uuid4().hex
+        # An empty id is refused, not replaced: the caller relies on it for idempotency.
+        rid = uuid.uuid4().hex if run_id is None else run_id
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now)
@@ -367,13 +379,15 @@ class App:
                 an id is already used by a run of another workflow (the other runs
                 were started).
         """
-        store = await self._open()
-        name, default_queue = await self._start_target(workflow)
         items = [list(args) for args in inputs]
         if run_ids is not None and len(run_ids) != len(items):
             raise ConfigError(f"start_many: {len(run_ids)} run ids for {len(items)} inputs")
-        if run_ids is not None and any(not rid for rid in run_ids):
-            raise ConfigError("start_many: a run id is empty")
+        for rid in run_ids or ():
+            check_name("run id", rid)
+        if queue is not None:
+            check_name("queue", queue)
+        store = await self._open()
+        name, default_queue = await self._start_target(workflow)
         now = self.clock.now()
         records = []
         for i, args in enumerate(items):
@@ -415,7 +429,7 @@ class App:
         """The run's status, input, result or error, and journal.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_get(run_id)
@@ -449,7 +463,21 @@ class App:
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
         )
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(self, *, status: RunStatus | str | None = None,
+                        limit: int = 100) -> list[RunRecord]:
+        """The newest runs, optionally only those in ``status``.
+
+        Raises:
+            ConfigError: an unknown status, or a limit below 1.
+        """
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise ConfigError(f"unknown run status {status!r} (one of: {known})") from None
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
         store = await self._open()
         return await store.run_list(status=status, limit=limit)
 
@@ -457,7 +485,7 @@ class App:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_cancel(run_id=run_id, now=self.clock.now())
@@ -474,8 +502,10 @@ class App:
         Raises:
             RunNotFound: no such run.
             SignalError: the run has ended.
-            NotSerializable, PayloadTooLarge
+            NotSerializable: the payload is not JSON.
+            PayloadTooLarge: the encoded payload is over the size limit.
         """
+        check_name("signal name", name)
         store = await self._open()
         text = self.codec.encode(payload, f"payload of signal {name!r}")
         sent = await store.signal_send(run_id=run_id, name=name, payload=text,
@@ -488,7 +518,8 @@ class App:
         """Make a ``blocked`` run runnable again, after its code was fixed.
 
         Raises:
-            RunNotFound, TetherError (the run is not blocked)
+            RunNotFound: no run has this id.
+            RunStateError: the run is not blocked.
         """
         store = await self._open()
         run = await store.run_resume(run_id=run_id, now=self.clock.now())
@@ -520,7 +551,7 @@ class App:
         now on, until the caller stops iterating. Best effort: not stored.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         if await store.run_get(run_id) is None:

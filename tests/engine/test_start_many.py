@@ -8,7 +8,7 @@ import pytest
 
 import tether
 from tether import App
-from tether.errors import ConfigError, NotSerializable, RunFailed, RunNotFound
+from tether.errors import ConfigError, InvalidName, NotSerializable, RunFailed, RunNotFound
 
 
 def make(app: App) -> tuple[object, object]:
@@ -48,7 +48,7 @@ async def test_start_many_refuses_bad_input_and_starts_nothing(app: App) -> None
     double, _ = make(app)
     with pytest.raises(ConfigError, match="2 run ids for 3 inputs"):
         await app.start_many(double, [(1,), (2,), (3,)], run_ids=["a", "b"])  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="run id is empty"):
+    with pytest.raises(InvalidName, match="is empty"):
         await app.start_many(double, [(1,)], run_ids=[""])  # type: ignore[arg-type]
     with pytest.raises(NotSerializable):
         await app.start_many(double, [(1,), (object(),)])  # type: ignore[arg-type]

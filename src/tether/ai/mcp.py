@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import tether
-from tether import App, NonRetryable, RetryPolicy, TetherError
+from tether import App, ConfigError, NonRetryable, RetryPolicy, TetherError
 from tether.ai._tools import Tool, result_to_text, strip_titles
 
 
@@ -169,9 +169,9 @@ class MCPServer:
                  headers: dict[str, str] | None = None, timeout: float = 60.0,
                  connect_timeout: float = 30.0) -> None:
         if transport not in ("stdio", "http"):
-            raise ValueError(f"unknown MCP transport {transport!r} (stdio or http)")
+            raise ConfigError(f"unknown MCP transport {transport!r} (stdio or http)")
         if not id or not _ID.fullmatch(id):
-            raise ValueError(f"MCP server id {id!r} must match {_ID.pattern}")
+            raise ConfigError(f"MCP server id {id!r} must match {_ID.pattern}")
         self.id = id
         self.transport = transport
         self.command = command

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from tether.cli import _approvals, _budget, _db, _demo, _queues, _runs, _worker
-from tether.cli._common import CliError
+from tether.cli._common import CliError, safe
 from tether.errors import TetherError
 
 EXIT_ERROR = 1
@@ -53,13 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except CliError as exc:
-        print(f"tether: error: {exc}", file=sys.stderr)
+        print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return exc.code
     except json.JSONDecodeError as exc:
         print(f"tether: error: malformed JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TetherError as exc:
-        print(f"tether: error: {exc}", file=sys.stderr)
+        print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
         # `tether runs | head`: the reader left; say nothing more (not even at exit).

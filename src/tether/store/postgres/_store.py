@@ -42,6 +42,7 @@ from tether.errors import (
     ConfigError,
     LeaseLost,
     RunNotFound,
+    RunStateError,
     SignalError,
     StoreError,
     StoreUnavailable,
@@ -564,7 +565,7 @@ class PostgresStore:
         if not before:
             raise RunNotFound(run_id)
         if before[0][0] != "blocked":
-            raise TetherError(f"run {run_id!r} is {before[0][0]}, not blocked")
+            raise RunStateError(run_id, str(before[0][0]), "resume it (only a blocked run resumes)")
         return _run(after[0])
 
     async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
