@@ -3,6 +3,7 @@
     .venv/bin/python bench/compare                      # all workloads, 3 rounds, ~20 min
     .venv/bin/python bench/compare --quick              # smaller sizes, a few minutes
     .venv/bin/python bench/compare --stores sqlite --workloads seq,throughput
+    .venv/bin/python bench/compare --render bench/results/compare.json   # Markdown
 
 Installs the peers (pinned in ``requirements-peers.txt``: DBOS, LangGraph with its SQLite
 and PostgreSQL checkpointers) into ``bench/.venv-peers`` on first use; Tether runs from
@@ -356,7 +357,37 @@ def print_table(rows: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> Non
           "(above 1: more steps than bare commits fit in a second).")
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The summary as a Markdown table (for README.md and docs/performance.md)."""
+    rows = report["summary"]
+    lines = ["| workload | store | system | median (min-max) | Tether ÷ system, same round "
+             "| x limit |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    for row in rows:
+        unit = METRIC[row["workload"]][1]
+        ratio = ""
+        if row["tether_over_peer"]:
+            rs = row["tether_over_peer"]
+            ratio = f"{statistics.median(rs):.3g} ({min(rs):.3g}-{max(rs):.3g})"
+        times = f"{statistics.median(row['times_limit']):.2f}" if row["times_limit"] else ""
+        lines.append(f"| {row['workload']} | {row['store']} | {row['system']} | "
+                     f"{row['median']:,.1f} ({row['min']:,.1f}-{row['max']:,.1f}) {unit} | "
+                     f"{ratio} | {times} |")
+    lim = {}
+    for store in ("sqlite", "postgres"):
+        vals = [m["limit_us"] for r in report["rounds"] for m in r["measurements"]
+                if m["store"] == store and m.get("limit_us")]
+        if vals:
+            lim[store] = (min(vals), statistics.median(vals), max(vals))
+    for store, (lo, mid, hi) in lim.items():
+        lines.append("")
+        lines.append(f"Limit, {store}: one commit {mid:,.0f} µs median ({lo:,.0f}-{hi:,.0f}).")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--stores", default="sqlite,postgres")
