@@ -357,6 +357,24 @@ def print_table(rows: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> Non
           "(above 1: more steps than bare commits fit in a second).")
 
 
+def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
+                 started: datetime.datetime, load_before: tuple[float, float, float],
+                 systems: list[str]) -> None:
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "command": ["bench/compare", *sys.argv[1:]],
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "versions": versions("dbos" in systems or "langgraph" in systems),
+        "sizes": {"steps": args.steps, "runs": args.runs, "agent_runs": args.agent_runs,
+                  "agent_steps": 20, "agent_delay_s": 0.05},
+        "rounds_done": len(rounds), "rounds_asked": args.rounds,
+        "rounds": rounds, "summary": summarize(rounds),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The summary as a Markdown table (for README.md and docs/performance.md)."""
     rows = report["summary"]
@@ -461,21 +479,10 @@ def main() -> None:
                     print(f"round {rnd + 1}/{args.rounds} {wl:10} {store:8} {system:15} "
                           f"{shown} ({time.perf_counter() - t:.0f} s)", flush=True)
         rounds.append({"round": rnd, "limits": limits, "measurements": measurements})
-    rows = summarize(rounds)
+        # Written after every round: a run stopped early keeps what it measured.
+        write_report(args, rounds, started, load_before, systems)
     print()
-    print_table(rows, rounds)
-    report = {
-        "date": started.isoformat(timespec="seconds"),
-        "command": ["bench/compare", *sys.argv[1:]],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "versions": versions("dbos" in systems or "langgraph" in systems),
-        "sizes": {"steps": args.steps, "runs": args.runs, "agent_runs": args.agent_runs,
-                  "agent_steps": 20, "agent_delay_s": 0.05},
-        "rounds": rounds, "summary": rows,
-    }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    print_table(summarize(rounds), rounds)
     print(f"\nwrote {args.json}")
 
 
