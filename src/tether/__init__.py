@@ -12,6 +12,7 @@ from tether._types import RunInfo, RunStatus
 from tether.errors import (
     Cancelled,
     ConfigError,
+    InvalidName,
     LeaseLost,
     NonDeterminismError,
     NonRetryable,
@@ -37,6 +38,7 @@ __all__ = [
     "Cancelled",
     "ChildHandle",
     "ConfigError",
+    "InvalidName",
     "LeaseLost",
     "NonDeterminismError",
     "NonRetryable",

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from tether import _observe
 from tether._definitions import StepDef
 from tether._errors_codec import error_to_dict, step_error
 from tether._replay import (
@@ -34,7 +35,7 @@ from tether._replay import (
     current_step,
 )
 from tether._retry import decide_retry
-from tether._types import JournalEntry, OperationKind, RunRecord, RunStatus
+from tether._types import JournalEntry, OperationKind, RunRecord, RunStatus, check_name
 from tether.errors import (
     ConfigError,
     LeaseLost,
@@ -90,6 +91,7 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
         SignalTimeout: ``timeout`` passed first (catchable).
     """
     ctx = _ctx("wait_for_signal")
+    check_name("signal name", name)
     t = None if timeout is None else _seconds(timeout)
     return signal_wait(ctx, ctx.take_position(), name, t)
 
@@ -138,6 +140,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
                        run_id: str | None, on_parent_cancel: str) -> ChildHandle[Any]:
     name, q, annotation = _child_target(workflow, queue)
+    if run_id is not None:
+        check_name("run id", run_id)
     if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:
         # Named by string: its queue is the one the workers that serve it registered.
         q = (await ctx.store.workflow_list()).get(name, q)
@@ -203,11 +207,14 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         try:
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
-            value = await _invoke(ctx, sdef, StepInfo(ctx.run_id, pos, name, state.attempts),
-                                  args, kwargs)
+            info = StepInfo(ctx.run_id, pos, name, state.attempts)
+            value = await _observe.step(ctx, info, _invoke(ctx, sdef, info, args, kwargs))
         except (_Stop, asyncio.CancelledError):
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
+            # failed attempt like any other, not the worker's end (the worker's own
+            # shutdown arrives as CancelledError, handled above).
             await _record_failure(ctx, sdef, pos, state, exc, args_text)
             continue
         return await _record_success(ctx, sdef, pos, state, value, args_text)
@@ -259,7 +266,7 @@ async def _encode_args(ctx: RunContext, name: str, pos: int, args: tuple[Any, ..
 
 
 async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
-                          exc: Exception, args_text: str) -> None:
+                          exc: BaseException, args_text: str) -> None:
     """Journal a failed attempt and schedule the next; raise ``StepError`` (the recorded
     error) if the step failed for good."""
     now = ctx.clock.now()
@@ -274,6 +281,9 @@ async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
         finished_at=now if final else None, next_attempt_at=decision.retry_at,
         args=args_text,
     ))
+    if not decision.postponed:
+        _observe.step_failed(ctx, StepInfo(ctx.run_id, pos, sdef.name, state.attempts), exc,
+                             decision.retry_at)
     if decision.retry_at is None:
         raise step_error(ctx.codec.decode(err), step=sdef.name, position=pos) from exc
     state.attempts = decision.attempts
@@ -423,6 +433,7 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
                       on_parent_cancel=on_parent_cancel)
     entry = JournalEntry(pos, kind, workflow, OK, result=ctx.codec.encode(child_id, "run id"),
                          started_at=now, finished_at=now, args=input_text)
+    await _observe.child_starting(ctx, child_id)
     try:
         await ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
     except LeaseLost as exc:

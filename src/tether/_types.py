@@ -175,3 +175,28 @@ class RunInfo:
     journal: list[dict[str, Any]]
     #: Numbers about the run: LLM calls, tokens and cost spent, and saved by replay.
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+#: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),
+#: line and paragraph separators, and the bidirectional overrides that reorder text.
+_FORBIDDEN = frozenset(
+    [chr(c) for c in range(0x20)] + [chr(0x7F)] + [chr(c) for c in range(0x80, 0xA0)]
+    + ["\u2028", "\u2029", "\u061c", "\u200e", "\u200f"]
+    + [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)])
+
+
+def check_name(what: str, value: object) -> str:
+    """``value`` if it is a usable id or name, else ``InvalidName`` saying why."""
+    from tether.errors import InvalidName
+
+    if not isinstance(value, str):
+        raise InvalidName(what, str(value), f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidName(what, value, "is empty")
+    if not _FORBIDDEN.isdisjoint(value):
+        raise InvalidName(what, value, "holds control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName(what, value, "holds a lone surrogate (not valid Unicode)") from None
+    return value

@@ -4,6 +4,8 @@
 Exception
 ├── TetherError                    base of every error Tether raises
 │   ├── ConfigError                bad setup or a bad argument (also a ValueError)
+│   │   ├── InvalidName                (what, value) an id or name that is empty or holds
+│   │   │                              control characters
 │   │   └── ai.ProviderConfigError     no API key, bad base URL (also NonRetryable)
 │   ├── OutsideRun                 a run-only function called where no run executes
 │   ├── RunNotFound                (run_id)
@@ -14,7 +16,8 @@ Exception
 │   ├── NonDeterminismError        (run_id, position, recorded, requested) -> run blocked
 │   ├── PayloadError
 │   │   ├── NotSerializable        (what, value_type)
-│   │   └── PayloadTooLarge        (what, size, limit)
+│   │   ├── PayloadTooLarge        (what, size, limit)
+│   │   └── encryption.PayloadDecryptError  unknown key, wrong key, tampering
 │   ├── StoreError
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
@@ -39,7 +42,8 @@ Exception
     └── ConfigError                (the same class: ``except ValueError`` catches it)
 ```
 
-Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``).
+Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``),
+``encryption.`` in ``tether.encryption``.
 
 Rules:
 
@@ -212,6 +216,16 @@ class LeaseLost(StoreError):
 
 class SignalError(TetherError):
     """A signal could not be delivered (unknown or finished run)."""
+
+
+class InvalidName(ConfigError):
+    """A run id, workflow, queue or signal name that Tether refuses: empty, or holding
+    control characters (which would rewrite an operator's terminal when printed)."""
+
+    def __init__(self, what: str, value: str, reason: str) -> None:
+        super().__init__(f"{what} {value!r} {reason}")
+        self.what = what
+        self.value = value
 
 
 class SignalTimeout(TetherError):
