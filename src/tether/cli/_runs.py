@@ -213,6 +213,15 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
         w(line + "\n")
         shown.update(keys)
     shown.add("llm.unpriced_calls")
+    if metrics.get("children.runs"):
+        kids = int(metrics["children.runs"])
+        ktok, kusd = metrics.get("children.tokens", 0.0), metrics.get("children.cost.usd", 0.0)
+        own_tok = metrics.get("tokens.input", 0.0) + metrics.get("tokens.output", 0.0)
+        w(f"  {'child runs:':17} {kids} {'run' if kids == 1 else 'runs'}, "
+          f"{int(ktok):,} tokens, ${kusd:.6f}\n")
+        w(f"  {'tree total:':17} {int(own_tok + ktok):,} tokens, "
+          f"${metrics.get('cost.usd', 0.0) + kusd:.6f}\n")
+        shown.update(("children.runs", "children.tokens", "children.cost.usd"))
     for key in sorted(k for k in metrics if k not in shown):
         value = metrics[key]
         text = f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
