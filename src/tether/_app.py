@@ -101,6 +101,8 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(max_payload=max_payload, hook=payload_hook)
         self._workflows: dict[str, WorkflowDef] = {}
+        #: Workflows served as MCP tools: name -> "optional" | "task-only".
+        self.mcp_exposed: dict[str, str] = {}
         self._steps: dict[str, StepDef] = {}
         self._workers: set[Worker] = set()
         self._waiters = ResultWaiters(self._read_runs)
@@ -172,15 +174,20 @@ class App:
     def workflow(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
 
     @overload
-    def workflow(self, fn: None = None, /, *, name: str | None = None, queue: str = "default"
+    def workflow(self, fn: None = None, /, *, name: str | None = None, queue: str = "default",
+                 mcp: bool | str = False
                  ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
     def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-                 queue: str = "default") -> Any:
+                 queue: str = "default", mcp: bool | str = False) -> Any:
         """Register a workflow: an ``async def`` whose code is replayed after a crash.
 
-        The function is returned as it is, tagged with its definition.
+        The function is returned as it is, tagged with its definition. ``mcp=True``
+        exposes it as a tool of Tether's MCP server (``mcp="task-only"``: callable
+        only as a task); see docs/mcp-server.md.
         """
+
+        _check_mcp(mcp)
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.iscoroutinefunction(f):
@@ -199,6 +206,8 @@ class App:
                                param_annotations=pos, kw_annotations=kw)
             self._workflows[wname] = wdef
             f.__tether_workflow__ = wdef  # type: ignore[attr-defined]
+            if mcp:
+                self.expose_mcp(wname, task_only=mcp == "task-only")
             return f
 
         return decorate(fn) if fn is not None else decorate
@@ -548,7 +557,8 @@ class App:
 
     async def events(self, run_id: str) -> AsyncIterator[str]:
         """Live events a run publishes for observers (e.g. streamed LLM chunks), from
-        now on, until the caller stops iterating. Best effort: not stored.
+        now on, until the caller stops iterating. Best effort (``tether serve`` reads the
+        stored event log instead, to resume after a reconnect).
 
         Raises:
             RunNotFound: no run has this id.
@@ -559,11 +569,25 @@ class App:
         async for event in store.run_events(run_id):
             yield event
 
-    def add_agent(self, agent: A) -> A:
+    def add_agent(self, agent: A, *, mcp: bool | str = False) -> A:
         """Register an agent (``tether.ai.Agent``) as a workflow named after it, so it
-        starts by name like any workflow."""
+        starts by name like any workflow. ``mcp=True`` (or ``"task-only"``) exposes it
+        as an MCP tool."""
+        _check_mcp(mcp)
         agent.register(self)
+        if mcp:
+            self.expose_mcp(str(getattr(agent, "name", "")), task_only=mcp == "task-only")
+            workflow = getattr(agent, "workflow", None)  # the tool's description
+            workflow.__tether_mcp_description__ = getattr(agent, "description", "")  # type: ignore[union-attr]
         return agent
+
+    def expose_mcp(self, *workflows: Callable[..., Any] | str, task_only: bool = False) -> None:
+        """Expose workflows (functions or names) as tools of Tether's MCP server
+        (``tether serve`` at ``/mcp``, ``tether mcp``); ``task_only``: a client without
+        the Tasks extension gets its error instead of a synchronous call."""
+        for w in workflows:
+            self.mcp_exposed[w if isinstance(w, str) else self._workflow_def(w).name] = (
+                "task-only" if task_only else "optional")
 
     def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
                **options: Any) -> Worker:
@@ -603,6 +627,11 @@ class App:
                                      wdef.return_annotation if wdef is not None else None)
         error = self.codec.decode(run.error) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
+
+
+def _check_mcp(mcp: object) -> None:
+    if mcp not in (False, True, "task-only"):
+        raise ConfigError(f"mcp= takes True, False or 'task-only', got {mcp!r}")
 
 
 class WorkerHost:

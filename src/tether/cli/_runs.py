@@ -35,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="JSON array of the workflow's positional arguments (default: none)")
     p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="load workflow definitions from code instead of the workers' registry")
+                   help="load workflow definitions from code instead of the workers' "
+                   "registry (and use that app's store unless --db is given)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -129,11 +130,22 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
     }
 
 
+async def run_document(app: Any, run_id: str) -> dict[str, Any]:
+    """``tether show RUN --json`` and ``GET /api/v1/runs/{run_id}``: the run, its journal
+    and metrics, and its children (newest first). Raises: RunNotFound."""
+    info = await app.get_run(run_id)
+    doc = info_dict(info)
+    kids = await app.store.run_search(parent=run_id, limit=1000)
+    doc["children"] = [{**_run_dict(k), "metrics": k.metrics} for k in kids]
+    return doc
+
+
 async def show(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         info = await app.get_run(args.run_id)
-    if args.json:
-        print(dumps(info_dict(info)))
+        doc = await run_document(app, args.run_id) if args.json else None
+    if doc is not None:
+        print(dumps(doc))
         return 0
     print_timeline(info)
     return 0

@@ -62,6 +62,7 @@ from tether.store.postgres._config import PgConfig, parse_url, translate_errors,
 from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Item
 from tether.store.postgres._listener import Listener
+from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -147,7 +148,7 @@ def _looks_dead(conn: Conn) -> bool:
     return bool(readable)
 
 
-class PostgresStore:
+class PostgresStore(PostgresServeQueries):
     """The PostgreSQL store: ``postgresql://user@host:5432/db[?schema=NAME]``.
 
     Args:
@@ -179,7 +180,8 @@ class PostgresStore:
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.pool_timeout = pool_timeout
-        self._q = {name: sql.replace("{schema}", self.schema) for name, sql in _QUERIES.items()}
+        self._q = {name: sql.replace("{schema}", self.schema)
+                   for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
         self._channel = self.cfg.channel
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush, max_batch=max_batch)
@@ -741,11 +743,12 @@ class PostgresStore:
         return {q: int(n) for q, n in rows}
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
-        """NOTIFY the run's channel (in parts under PostgreSQL's 8000-byte payload
-        limit, one transaction); nothing is stored."""
+        """Store the event (for ``run_events_read``) and NOTIFY the run's channel (in
+        parts under PostgreSQL's 8000-byte payload limit), in one transaction."""
         parts = split_event(check_event(run_id, data))
-        await self._one("run_publish", {"channel": channel_of(self.schema, run_id),
-                                        "parts": parts})
+        await self._one("run_publish_stored", {"run_id": run_id, "data": data,
+                                               "channel": channel_of(self.schema, run_id),
+                                               "parts": parts})
 
     async def run_events(self, run_id: str) -> AsyncIterator[str]:
         async for event in self._events.subscribe(channel_of(self.schema, run_id)):

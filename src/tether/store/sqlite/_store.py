@@ -55,6 +55,7 @@ from tether.store._values import (
     decode_metrics,
 )
 from tether.store.sqlite._notify import EventBus, Notifier
+from tether.store.sqlite._serve import SqliteServeQueries, event_chunk
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -195,7 +196,7 @@ def _flag(opts: dict[str, list[str]], name: str, default: bool) -> bool:
     raise ConfigError(f"sqlite URL option {name}={opts[name][-1]!r}: use true or false")
 
 
-class SqliteStore:
+class SqliteStore(SqliteServeQueries):
     """Embedded store on one SQLite file; several processes on one host may share it.
 
     Args:
@@ -712,9 +713,11 @@ class SqliteStore:
         return await self._submit(_queue_limits, write=False)  # type: ignore[no-any-return]
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
-        """Send the event to every subscriber's socket for the run (no database write;
-        see ``EventBus``)."""
-        await self._events.publish(run_id, check_event(run_id, data))
+        """Store the event (for ``run_events_read``), then send it to every
+        subscriber's socket for the run (see ``EventBus``)."""
+        payload = check_event(run_id, data)
+        await self._submit(event_chunk, run_id, data)
+        await self._events.publish(run_id, payload)
 
     async def run_events(self, run_id: str) -> AsyncIterator[str]:
         async for data in self._events.subscribe(run_id):
