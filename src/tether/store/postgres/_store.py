@@ -306,10 +306,10 @@ class PostgresStore(PostgresServeQueries):
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _one(self, name: str, params: Params) -> Any:
+    async def _one(self, name: str, params: Params, *, prepare: bool | None = None) -> Any:
         """Run one named query (one round trip); return its cursor's rows and rowcount."""
         async def go(conn: Conn) -> tuple[list[Any], int]:
-            cur = await conn.execute(self._q[name], params)
+            cur = await conn.execute(self._q[name], params, prepare=prepare)
             rows = await cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount
 
@@ -336,10 +336,11 @@ class PostgresStore(PostgresServeQueries):
             raise
         return cursors
 
-    async def _txn(self, steps: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+    async def _txn(self, steps: Sequence[tuple[str, Params]], *,
+                   prepare: bool | None = None) -> list[list[Any]]:
         """``_pipeline`` on a pooled connection; the rows of each statement."""
         async def go(conn: Conn) -> list[list[Any]]:
-            cursors = await self._pipeline(conn, steps)
+            cursors = await self._pipeline(conn, steps, prepare=prepare)
             return [await c.fetchall() if c.description is not None else [] for c in cursors]
 
         return await self._run_op(go)  # type: ignore[no-any-return]
@@ -367,8 +368,10 @@ class PostgresStore(PostgresServeQueries):
                            settled_only: bool = False) -> list[RunRecord]:
         if not run_ids:
             return []
+        # Statements over arrays are never prepared (see _flush_appends).
         rows, _ = await self._one("run_get_many", {
-            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None})
+            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None},
+            prepare=False)
         return [_run(r) for r in rows]
 
     async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
@@ -382,7 +385,7 @@ class PostgresStore(PostgresServeQueries):
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),
-            ("run_get_many", {"run_ids": ids, "statuses": None})])
+            ("run_get_many", {"run_ids": ids, "statuses": None})], prepare=False)
         created = {r[0] for r in created_rows}
         stored = {r[0]: _run(r) for r in stored_rows}
         out: list[tuple[RunRecord, bool]] = []
@@ -531,7 +534,7 @@ class PostgresStore(PostgresServeQueries):
         try:
             _, finished, _ = await self._txn([
                 ("run_lock_many", cols), ("run_finish_many", cols),
-                ("run_wake_waiters_many", cols)])
+                ("run_wake_waiters_many", cols)], prepare=False)
         except StoreUnavailable as exc:
             for f in batch:
                 _settle(f.future, exc)
