@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from tether import _observe
 from tether._definitions import StepDef
 from tether._errors_codec import error_to_dict, step_error
 from tether._replay import (
@@ -206,8 +207,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         try:
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
-            value = await _invoke(ctx, sdef, StepInfo(ctx.run_id, pos, name, state.attempts),
-                                  args, kwargs)
+            info = StepInfo(ctx.run_id, pos, name, state.attempts)
+            value = await _observe.step(ctx, info, _invoke(ctx, sdef, info, args, kwargs))
         except (_Stop, asyncio.CancelledError):
             raise
         except BaseException as exc:
@@ -280,6 +281,9 @@ async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
         finished_at=now if final else None, next_attempt_at=decision.retry_at,
         args=args_text,
     ))
+    if not decision.postponed:
+        _observe.step_failed(ctx, StepInfo(ctx.run_id, pos, sdef.name, state.attempts), exc,
+                             decision.retry_at)
     if decision.retry_at is None:
         raise step_error(ctx.codec.decode(err), step=sdef.name, position=pos) from exc
     state.attempts = decision.attempts
@@ -429,6 +433,7 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
                       on_parent_cancel=on_parent_cancel)
     entry = JournalEntry(pos, kind, workflow, OK, result=ctx.codec.encode(child_id, "run id"),
                          started_at=now, finished_at=now, args=input_text)
+    await _observe.child_starting(ctx, child_id)
     try:
         await ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
     except LeaseLost as exc:

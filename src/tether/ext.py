@@ -155,7 +155,8 @@ class Run:
 
     async def publish(self, event: Mapping[str, Any]) -> None:
         """Send a live event (a JSON object) to the run's observers (``App.events``,
-        ``tether serve``'s streams). Best effort: not stored, not replayed.
+        ``tether serve``'s streams). Not replayed; kept in the run's event log so
+        ``tether serve``'s streams can resume after a reconnect.
 
         Raises:
             StoreError: the event could not be sent (callers usually log and go on).

@@ -9,12 +9,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from tether.cli import _approvals, _budget, _db, _demo, _queues, _runs, _worker
+from tether.cli import (
+    _approvals,
+    _budget,
+    _db,
+    _demo,
+    _logging,
+    _mcp,
+    _queues,
+    _replay,
+    _runs,
+    _serve,
+    _worker,
+)
 from tether.cli._common import CliError, safe
 from tether.errors import TetherError
 
@@ -26,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL",
                         help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    _logging.add_arguments(common)
     parser = argparse.ArgumentParser(
         prog="tether",
         description="Durable execution for AI agents: start, inspect and serve journaled runs.",
@@ -38,16 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     _db.register(sub, common)
     _queues.register(sub, common)
     _demo.register(sub, common)
+    _replay.register(sub, common)
+    _serve.register(sub, common)
+    _mcp.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
-    )
+    _logging.configure(args)
     try:
         code = asyncio.run(args.handler(args))
     except KeyboardInterrupt:

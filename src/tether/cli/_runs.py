@@ -130,11 +130,22 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
     }
 
 
+async def run_document(app: Any, run_id: str) -> dict[str, Any]:
+    """``tether show RUN --json`` and ``GET /api/v1/runs/{run_id}``: the run, its journal
+    and metrics, and its children (newest first). Raises: RunNotFound."""
+    info = await app.get_run(run_id)
+    doc = info_dict(info)
+    kids = await app.store.run_search(parent=run_id, limit=1000)
+    doc["children"] = [{**_run_dict(k), "metrics": k.metrics} for k in kids]
+    return doc
+
+
 async def show(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         info = await app.get_run(args.run_id)
-    if args.json:
-        print(dumps(info_dict(info)))
+        doc = await run_document(app, args.run_id) if args.json else None
+    if doc is not None:
+        print(dumps(doc))
         return 0
     print_timeline(info)
     return 0

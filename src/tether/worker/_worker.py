@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether import _observe
 from tether._app import worker_host
 from tether._clock import wait_event
 from tether._codec import restore
@@ -485,7 +486,7 @@ class Worker:
         error: BaseException | None = None
         try:
             args, kwargs = self._decode_input(run.input, wdef)
-            value = await wdef.fn(*args, **kwargs)
+            value = await _observe.run(ctx, wdef.fn(*args, **kwargs))
         except _Stop:
             pass
         except asyncio.CancelledError:
