@@ -149,7 +149,7 @@ async def start_run(request: Request) -> Response:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
     except WorkflowNotFound as exc:
         raise ApiError(404, "workflow_not_found", str(exc)) from None
-    except InvalidName as exc:  # e.g. a format character the API's own check lets through
+    except InvalidName as exc:  # e.g. a bidirectional override the check above lets by
         raise ApiError(400, "bad_request", str(exc)) from None
     except ConfigError as exc:  # the id belongs to a run of another workflow
         raise ApiError(409, "conflict", str(exc)) from None
