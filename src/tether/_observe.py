@@ -132,6 +132,10 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
 
     where = f"run {ctx.run_id} position {info.position}"
     err = f"{type(error).__name__}: {error}"
+    if ctx.codec.hook is not None:
+        # The app encrypts or redacts its payloads (errors included): a log line must
+        # not carry in clear what the journal keeps sealed.
+        err = f"{type(error).__name__} (message withheld: payloads pass a payload hook)"
     if next_attempt_at is None:
         log.warning("%s: step %s failed for good on attempt %d: %s", where, info.name,
                     info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position})
