@@ -4,6 +4,8 @@
 Exception
 ├── TetherError                    base of every error Tether raises
 │   ├── ConfigError                bad setup or a bad argument (also a ValueError)
+│   │   ├── InvalidName                (what, value) an id or name that is empty or holds
+│   │   │                              control characters
 │   │   └── ai.ProviderConfigError     no API key, bad base URL (also NonRetryable)
 │   ├── OutsideRun                 a run-only function called where no run executes
 │   ├── RunNotFound                (run_id)
@@ -14,13 +16,12 @@ Exception
 │   ├── NonDeterminismError        (run_id, position, recorded, requested) -> run blocked
 │   ├── PayloadError
 │   │   ├── NotSerializable        (what, value_type)
-│   │   └── PayloadTooLarge        (what, size, limit)
+│   │   ├── PayloadTooLarge        (what, size, limit)
+│   │   └── encryption.PayloadDecryptError  unknown key, wrong key, tampering
 │   ├── StoreError
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
 │   ├── SignalError                signal to a run that has ended
-│   ├── InvalidName                (what, value) empty, or with control characters (also a
-│   │                              ValueError)
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
 │   ├── Cancelled                  (run_id) delivered at the run's next operation
 │   ├── Postpone                   (delay, reason) raise from a step: try again later,
@@ -41,7 +42,8 @@ Exception
     └── ConfigError                (the same class: ``except ValueError`` catches it)
 ```
 
-Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``).
+Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``),
+``encryption.`` in ``tether.encryption``.
 
 Rules:
 
@@ -216,7 +218,7 @@ class SignalError(TetherError):
     """A signal could not be delivered (unknown or finished run)."""
 
 
-class InvalidName(TetherError, ValueError):
+class InvalidName(ConfigError):
     """A run id, workflow, queue or signal name that Tether refuses: empty, or holding
     control characters (which would rewrite an operator's terminal when printed)."""
 

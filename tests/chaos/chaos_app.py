@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 
 import apsw
@@ -22,7 +23,7 @@ from tether import App
 
 app = App(os.environ.get("CHAOS_DB"))
 
-_ledger: apsw.Connection | None = None
+_ledger = threading.local()  # one connection per step thread: apsw forbids sharing
 
 
 def plan(seed: int) -> list[tuple[str, int]]:
@@ -43,14 +44,15 @@ def value(seed: int, i: int) -> int:
 
 
 def _ledger_conn() -> apsw.Connection:
-    global _ledger
-    if _ledger is None:
-        _ledger = apsw.Connection(os.environ["CHAOS_LEDGER"])
-        _ledger.setbusytimeout(60_000)
-        _ledger.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
-        _ledger.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, "
-                        "pid INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL)")
-    return _ledger
+    conn: apsw.Connection | None = getattr(_ledger, "conn", None)
+    if conn is None:
+        conn = apsw.Connection(os.environ["CHAOS_LEDGER"])
+        conn.setbusytimeout(60_000)
+        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, "
+                     "pid INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL)")
+        _ledger.conn = conn
+    return conn
 
 
 def record_effect() -> None:

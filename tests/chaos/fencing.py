@@ -44,7 +44,7 @@ def _executor_pid(ledger: Path, key: str) -> int | None:
         return None  # the table is not there yet
     finally:
         conn.close()
-    return int(rows[0][0]) if rows else None
+    return int(str(rows[0][0])) if rows else None
 
 
 async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> FencingFigures:

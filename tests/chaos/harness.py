@@ -231,7 +231,9 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
         await asyncio.gather(replacer, *tasks, return_exceptions=True)
         await _check(app, started, ledger, figures)
     finally:
-        workers.stop_all()
+        # Off the event loop: a proxy in this process must keep relaying while the
+        # workers shut down through it.
+        await asyncio.to_thread(workers.stop_all)
         await app.close()
     if backend == "sqlite":
         path = url.split("///", 1)[1]

@@ -73,9 +73,9 @@ async def storm(backend: str, url: str, workdir: Path, runs: int,
         first = [_spawn(url, ledger, workdir / f"storm-first-{n}.log", concurrency)
                  for n in range(2)]
         procs += first
-        while not await app.store.run_list(status="running", limit=1):
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        # Kill as soon as the first runs complete: most are still pending or held.
+        while not await app.store.run_list(status="completed", limit=1):
+            await asyncio.sleep(0.01)
         held = await app.store.run_list(status="running", limit=1_000_000)
         figures.runs_held_when_killed = len(held)
         for p in first:

@@ -68,10 +68,11 @@ def status_lines(url: str) -> list[str]:
 
 
 @pytest.mark.slow
-async def test_db_status_and_migrate_upgrade_a_previous_release(store_url: str) -> None:
+async def test_db_status_and_migrate_upgrade_a_previous_release(empty_store_url: str) -> None:
     """Status lists 0002 pending on a release-one store; a store with auto-migration
     off refuses to open it, naming the command; ``tether db migrate`` applies only 0002,
     keeps the data, and a second run has nothing to do."""
+    store_url = empty_store_url
     make_release_one_store(store_url)
     later = [f"{v:04d} {n}" for v, n, _ in load_migrations("tether.store.sqlite")[1:]]
     assert status_lines(store_url) == ["0001 init applied", *(f"{m} pending" for m in later)]

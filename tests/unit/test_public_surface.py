@@ -11,6 +11,7 @@ import pytest
 import tether
 import tether.ai
 import tether.ai.mcp
+import tether.encryption
 import tether.errors
 import tether.ext
 
@@ -41,7 +42,7 @@ def _isort_style(name: str) -> tuple[int, str]:
 
 def _error_classes() -> list[type[BaseException]]:
     found: dict[str, type[BaseException]] = {}
-    for module in (tether.errors, tether, tether.ai, tether.ai.mcp):
+    for module in (tether.errors, tether, tether.ai, tether.ai.mcp, tether.encryption):
         for value in vars(module).values():
             if (inspect.isclass(value) and issubclass(value, BaseException)
                     and value.__module__.startswith("tether")

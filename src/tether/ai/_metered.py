@@ -59,7 +59,8 @@ class MeteredModel:
             fingerprint is used, never the key). Default ``$<PROVIDER>_API_KEY``.
         prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
         retry: the retry policy of provider failures (default: forever, backoff to 60 s).
-        rpm, tpm: requests / tokens per minute for this key, shared by every worker.
+        rpm: requests per minute for this key, shared by every worker.
+        tpm: tokens per minute for this key, likewise.
         breaker: the circuit breaker's settings, or ``None`` for none.
 
     Raises:
@@ -111,7 +112,8 @@ class MeteredModel:
 
         Raises:
             BudgetExceeded: over budget with policy ``fail``.
-            FatalProviderError, or what ``request`` raised, once retries are exhausted.
+            FatalProviderError: the provider refused the request.
+            StepError: what ``request`` raised last, once the retries are exhausted.
         """
         run = ext.current_run()
         if run is None or not ext.in_workflow():

@@ -13,7 +13,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tether.cli import _approvals, _budget, _db, _demo, _logging, _queues, _runs, _serve, _worker
+from tether.cli import (
+    _approvals,
+    _budget,
+    _db,
+    _demo,
+    _logging,
+    _mcp,
+    _queues,
+    _replay,
+    _runs,
+    _serve,
+    _worker,
+)
 from tether.cli._common import CliError, safe
 from tether.errors import TetherError
 
@@ -38,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db.register(sub, common)
     _queues.register(sub, common)
     _demo.register(sub, common)
+    _replay.register(sub, common)
     _serve.register(sub, common)
+    _mcp.register(sub, common)
     return parser
 
 

@@ -35,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="JSON array of the workflow's positional arguments (default: none)")
     p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="load workflow definitions from code instead of the workers' registry")
+                   help="load workflow definitions from code instead of the workers' "
+                   "registry (and use that app's store unless --db is given)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")

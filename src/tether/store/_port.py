@@ -155,6 +155,15 @@ class Store(ServeQueries, Protocol):
     async def run_get(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
 
+    async def run_get_many(self, run_ids: list[str], *,
+                           settled_only: bool = False) -> list[RunRecord]:
+        """The runs of these ids that exist (with ``settled_only``: only those ended or
+        blocked), in no particular order: one read for many result waiters."""
+
+    async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+        """``run_insert`` for each run, in one transaction; results in the given order.
+        An id given twice is inserted once (the second is reported not created)."""
+
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         """Runs, newest first."""
 

@@ -14,8 +14,8 @@ API, streaming or not, in the shape the official SDKs parse: ``message`` items w
 It also answers Anthropic's ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``,
 the same estimate the scripted replies use, without taking a script step).
 
-A separate module so that the test kit's own split of the server by provider can take
-it over as it is; the public names of ``tether.testing`` are unchanged.
+Built on the provider-split server (``tether.testing.llm_server``): its ``_dispatch``,
+``_render`` and ``_events`` hooks.
 """
 
 from __future__ import annotations
@@ -28,17 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tether.testing.llm_server import (
-    Fault,
-    RecordedRequest,
-    Reply,
-    ScriptedLLMServer,
-    _chunks,
-    _Conn,
-    _Exhausted,
-    _raw_args,
-    _split_json,
-)
+from tether.testing.llm_server._http import Conn as _Conn
+from tether.testing.llm_server._http import head
+from tether.testing.llm_server._script import Fault, RecordedRequest, Reply
+from tether.testing.llm_server._script import chunks as _chunks
+from tether.testing.llm_server._script import raw_args as _raw_args
+from tether.testing.llm_server._script import split_json as _split_json
+from tether.testing.llm_server._server import ScriptedLLMServer, _cut_index, _Exhausted
 
 __all__ = ["ResponsesReply", "ScriptedResponsesServer", "thinking_signature"]
 
@@ -101,7 +97,7 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             return
         rec.status, rec.outcome = 200, "count_tokens"
         prompt = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
-        await self._respond(conn, 200, {"input_tokens": max(1, len(prompt) // 4)})
+        await conn.respond(200, {"input_tokens": max(1, len(prompt) // 4)})
 
     async def _responses(self, conn: _Conn, rec: RecordedRequest,
                          parse_error: str | None) -> None:
@@ -144,33 +140,35 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         rec.outcome = "reply"
         rec.status = 200
         if not rec.stream:
-            await self._respond(conn, 200, self._response(rec, reply),
-                                headers={"x-request-id": self._next_id("req_")})
+            await conn.respond(200, self._response(rec, reply),
+                               headers={"x-request-id": self._next_id("req_")})
             return
-        await conn.send(self._head(200, {"content-type": "text/event-stream; charset=utf-8",
-                                         "cache-control": "no-cache",
-                                         "transfer-encoding": "chunked",
-                                         "x-request-id": self._next_id("req_")}))
+        await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
+                                   "cache-control": "no-cache", "transfer-encoding": "chunked",
+                                   "x-request-id": self._next_id("req_")}))
+        events = list(self._response_events(rec, reply))
+        reset_at = _cut_index(events, reply.reset_after_chunks)
+        error_at = _cut_index(events, reply.error_after_chunks)
         sent = 0
-        for kind, payload in self._response_events(rec, reply):
+        for index, (kind, payload) in enumerate(events):
+            if index == reset_at:
+                rec.outcome = "fault:reset_mid_stream"
+                conn.abort()
+                return
+            if index == error_at:
+                rec.outcome = "fault:error_mid_stream"
+                await conn.send_chunk(_sse("error", {
+                    "type": "error", "code": "server_error", "param": None,
+                    "message": "The server had an error while processing your request.",
+                    "sequence_number": 0}))
+                await conn.end_chunks()
+                return
             if kind == "content":
-                if reply.reset_after_chunks is not None and sent >= reply.reset_after_chunks:
-                    rec.outcome = "fault:reset_mid_stream"
-                    conn.abort()
-                    return
-                if reply.error_after_chunks is not None and sent >= reply.error_after_chunks:
-                    rec.outcome = "fault:error_mid_stream"
-                    await self._send_chunk(conn, _sse("error", {
-                        "type": "error", "code": "server_error", "param": None,
-                        "message": "The server had an error while processing your request.",
-                        "sequence_number": 0}))
-                    await conn.send(b"0\r\n\r\n")
-                    return
                 if sent and reply.chunk_delay > 0:
                     await asyncio.sleep(reply.chunk_delay)
                 sent += 1
-            await self._send_chunk(conn, payload)
-        await conn.send(b"0\r\n\r\n")
+            await conn.send_chunk(payload)
+        await conn.end_chunks()
 
     # -- Anthropic extended thinking --------------------------------------------------
 
@@ -182,10 +180,12 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                                            "signature": thinking_signature(thinking)})
         return rendered
 
-    def _anthropic_events(self, rec: RecordedRequest,
-                          reply: Reply) -> Iterable[tuple[str, str]]:
+    def _events(self, rec: RecordedRequest, reply: Reply) -> Iterable[tuple[str, str]]:
+        if rec.protocol != "anthropic":
+            yield from super()._events(rec, reply)
+            return
         thinking = getattr(reply, "reasoning", None)
-        events = iter(super()._anthropic_events(rec, reply))
+        events = iter(super()._events(rec, reply))
         if not thinking:
             yield from events
             return

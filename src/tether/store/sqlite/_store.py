@@ -26,7 +26,15 @@ from urllib.parse import parse_qs, urlparse
 
 import apsw
 
-from tether._types import ClaimedRun, EntryStatus, JournalEntry, Lease, OperationKind, RunRecord
+from tether._types import (
+    ClaimedRun,
+    EntryStatus,
+    JournalEntry,
+    Lease,
+    OperationKind,
+    RunRecord,
+    RunStatus,
+)
 from tether.errors import (
     ConfigError,
     LeaseLost,
@@ -566,6 +574,18 @@ class SqliteStore(SqliteServeQueries):
     async def run_get(self, run_id: str) -> RunRecord | None:
         return await self._submit(_run_get, run_id, write=False)  # type: ignore[no-any-return]
 
+    async def run_get_many(self, run_ids: list[str], *,
+                           settled_only: bool = False) -> list[RunRecord]:
+        if not run_ids:
+            return []
+        return await self._submit(  # type: ignore[no-any-return]
+            _run_get_many, tuple(run_ids), settled_only, write=False)
+
+    async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+        if not runs:
+            return []
+        return await self._submit(_run_insert_many, runs, wake=True)  # type: ignore[no-any-return]
+
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
         return await self._submit(_run_list, status, limit, write=False)  # type: ignore[no-any-return]
@@ -723,6 +743,31 @@ def _run_get(conn: apsw.Connection, run_id: str) -> RunRecord | None:
     for row in conn.execute(Q["run_get"], (run_id,)):
         return _run(row)
     return None
+
+
+_SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
+#: Ids per statement of a many-run read (well under SQLite's variable limit).
+_CHUNK = 500
+
+
+def _run_get_many(conn: apsw.Connection, run_ids: tuple[str, ...],
+                  settled_only: bool) -> list[RunRecord]:
+    select = Q["run_get"].rsplit("WHERE", 1)[0]
+    out: list[RunRecord] = []
+    for i in range(0, len(run_ids), _CHUNK):
+        ids = run_ids[i:i + _CHUNK]
+        sql = f"{select}WHERE run_id IN ({_placeholders(len(ids))})"
+        params: tuple[str, ...] = ids
+        if settled_only:
+            sql += f" AND status IN ({_placeholders(len(_SETTLED))})"
+            params = ids + _SETTLED
+        out.extend(_run(r) for r in conn.execute(sql, params))
+    return out
+
+
+def _run_insert_many(conn: apsw.Connection,
+                     runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+    return [_run_insert(conn, run) for run in runs]
 
 
 def _run_list(conn: apsw.Connection, status: str | None, limit: int) -> list[RunRecord]:
