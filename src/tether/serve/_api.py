@@ -20,6 +20,7 @@ from tether import App, RunNotFound
 from tether.cli._runs import STATUSES, run_document
 from tether.errors import (
     ConfigError,
+    InvalidName,
     PayloadError,
     PayloadTooLarge,
     SignalError,
@@ -148,6 +149,8 @@ async def start_run(request: Request) -> Response:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
     except WorkflowNotFound as exc:
         raise ApiError(404, "workflow_not_found", str(exc)) from None
+    except InvalidName as exc:  # a run id or queue the engine refuses
+        raise ApiError(400, "bad_request", str(exc)) from None
     except ConfigError as exc:  # the id belongs to a run of another workflow
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
