@@ -103,6 +103,15 @@ class RunRecord:
     #: Numbers about the run kept by the engine and the AI layer (JSON object text
     #: in the store): tokens and cost spent, tokens and cost saved by replay.
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The code version the run was started under (None: any worker may claim it).
+    version: str | None = None
+    #: A fork's origin: the run it was copied from, and the position it was cut at.
+    forked_from: str | None = None
+    forked_at: int | None = None
+    #: How many times the run continued as new (earlier journals are archived).
+    generation: int = 0
+    #: When an operator erased the run's payloads, or None.
+    erased_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

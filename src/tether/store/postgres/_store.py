@@ -74,6 +74,8 @@ def _run(row: Sequence[Any]) -> RunRecord:
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
+        version=row[20], forked_from=row[21], forked_at=row[22], generation=row[23],
+        erased_at=row[24],
     )
 
 
@@ -108,6 +110,8 @@ def _run_params(run: RunRecord, prefix: str = "") -> dict[str, Any]:
         f"{prefix}parent_run_id": run.parent_run_id,
         f"{prefix}parent_position": run.parent_position,
         f"{prefix}on_parent_cancel": run.on_parent_cancel,
+        f"{prefix}version": run.version, f"{prefix}forked_from": run.forked_from,
+        f"{prefix}forked_at": run.forked_at,
     }
 
 

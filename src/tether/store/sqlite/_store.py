@@ -61,7 +61,8 @@ SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
-    "finished_at, parent_position, on_parent_cancel, metrics"
+    "finished_at, parent_position, on_parent_cancel, metrics, "
+    "version, forked_from, forked_at, generation, erased_at"
 )
 _MAX_BATCH = 512
 
@@ -73,6 +74,8 @@ def _run(row: Sequence[Any]) -> RunRecord:
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
+        version=row[20], forked_from=row[21], forked_at=row[22], generation=row[23],
+        erased_at=row[24],
     )
 
 
@@ -574,7 +577,7 @@ def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]
     conn.execute(Q["run_insert"], (
         run.run_id, run.workflow, run.queue, run.status, run.input, run.created_at,
         run.updated_at, run.available_at, run.parent_run_id, run.parent_position,
-        run.on_parent_cancel,
+        run.on_parent_cancel, run.version, run.forked_from, run.forked_at,
     ))
     created = conn.changes() == 1
     stored = _run_get(conn, run.run_id)
