@@ -18,10 +18,13 @@ the run continue: every later operation raises it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import dataclasses
 import datetime as dt
 import functools
 import json
+import logging
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
@@ -44,12 +47,16 @@ from tether.errors import (
     RunFailed,
     RunNotFound,
     SignalTimeout,
+    StepTimeout,
 )
+from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait
 
 if TYPE_CHECKING:
     from tether._clock import Clock
     from tether.store import Store
+
+log = logging.getLogger("tether.worker")
 
 OK, ERROR, PENDING = EntryStatus.OK.value, EntryStatus.ERROR.value, EntryStatus.PENDING.value
 
@@ -81,7 +88,14 @@ class Lost:
     error: BaseException
 
 
-StopReason = Release | Blocked | Lost
+@dataclass(slots=True)
+class Continue:
+    """Stop reason: ``tether.continue_as_new`` (a fresh journal with this input)."""
+
+    input: str
+
+
+StopReason = Release | Blocked | Lost | Continue
 
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
@@ -95,10 +109,18 @@ class StepInfo:
     position: int
     name: str
     attempt: int
+    #: How many times the run continued as new (positions restart at 0 each time).
+    generation: int = 0
 
     @property
     def key(self) -> str:
+        if self.generation:
+            return f"{self.run_id}:{self.generation}:{self.position}"
         return f"{self.run_id}:{self.position}"
+
+
+class _Interrupted(Exception):
+    """An async step was interrupted by a cancel request (internal)."""
 
 
 current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
@@ -143,7 +165,7 @@ class RunContext:
     def __init__(self, *, lease: Lease, workflow: WorkflowDef, journal: list[JournalEntry],
                  store: Store, codec: Codec, clock: Clock, executor: Executor | None,
                  sticky_wait: float, cancel_requested: bool = False,
-                 metrics: dict[str, float] | None = None) -> None:
+                 metrics: dict[str, float] | None = None, generation: int = 0) -> None:
         self.run_id = lease.run_id
         self.lease = lease
         self.workflow = workflow
@@ -171,6 +193,12 @@ class RunContext:
         self._status_writer = _LatestWriter(self._defer, lambda: self.store.run_set_status_info(
             lease=self.lease, info=self._status_text, now=self.clock.now()))
         self._loop = asyncio.get_running_loop()
+        self.generation = generation
+        #: Set when the worker drains (SIGTERM): the run is handed back at its next
+        #: operation or wait, after the step in flight is journaled.
+        self.draining = False
+        self._step_tasks: set[asyncio.Future[Any]] = set()
+        self._history: set[asyncio.Future[None]] = set()
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -186,6 +214,8 @@ class RunContext:
         if cur is None or isinstance(reason, Lost):
             self.stop = reason
         elif isinstance(reason, Blocked) and not isinstance(cur, Lost):
+            self.stop = reason
+        elif isinstance(reason, Continue) and isinstance(cur, Release):
             self.stop = reason
         elif isinstance(reason, Release) and isinstance(cur, Release):
             a, b = cur.wait.available_at, reason.wait.available_at
@@ -289,6 +319,8 @@ class RunContext:
         if self.stop is not None:
             raise _Stop()
         entry = self.journal.get(pos)
+        if self.draining and (entry is None or entry.status == PENDING):
+            self._check_drain()
         if entry is not None and entry.kind == OperationKind.CANCEL:
             self.cancel_delivered = True
             self.replayed += 1
@@ -303,8 +335,47 @@ class RunContext:
             raise Cancelled(self.run_id)
 
     def request_cancel(self) -> None:
+        """A cancel arrived: wake an in-memory wait and interrupt running async steps
+        (they end as an interrupted attempt; the cancel takes their position)."""
         self.cancel_requested = True
         self.wake.set()
+        for t in list(self._step_tasks):
+            t.cancel()
+
+    def drain(self) -> None:
+        """The worker is stopping: hand the run back at its next operation or wait."""
+        self.draining = True
+        self.wake.set()
+
+    def _check_drain(self, at: float | None = None) -> None:
+        if self.draining:
+            now = self.clock.now()
+            raise self._halt(Release(Wait(now if at is None else max(at, now),
+                                          "handed back by a draining worker")))
+
+    # -- attempts (history, written without waiting) ------------------------------------
+
+    def _record_attempt(self, attempt: AttemptRecord,
+                        after: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
+        async def write() -> None:
+            if after is not None:
+                with contextlib.suppress(Exception):
+                    await after
+            try:
+                await self.store.attempt_record(attempt=attempt)
+            except Exception as exc:  # history only: never fails the run
+                log.warning("run %s: could not record attempt %d of %s: %s", self.run_id,
+                            attempt.attempt, attempt.name, exc)
+
+        fut = asyncio.ensure_future(write())
+        self._history.add(fut)
+        fut.add_done_callback(self._history.discard)
+        return fut
+
+    async def flush_history(self) -> None:
+        """Wait for the attempt records in flight (at the run's end)."""
+        if self._history:
+            await asyncio.gather(*list(self._history), return_exceptions=True)
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -317,8 +388,10 @@ class RunContext:
             raise self._halt(Release(Wait(at, waiting_for)))
         if self.cancel_requested and not self.cancel_delivered:
             return
+        self._check_drain(at)
         self.wake.clear()
         await wait_event(self.wake, remaining)
+        self._check_drain(at)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -363,15 +436,28 @@ class RunContext:
             if first_at is None:
                 first_at = started
             attempts += 1
-            info = StepInfo(self.run_id, pos, name, attempts)
+            info = StepInfo(self.run_id, pos, name, attempts, self.generation)
+            record = AttemptRecord(
+                attempt_id=_uuid.uuid4().hex, run_id=self.run_id, generation=self.generation,
+                position=pos, name=name, attempt=attempts, worker_id=self.lease.worker_id,
+                status="running", started_at=started)
+            began = self._record_attempt(record)
             try:
                 if sdef.rate_limit is not None:
                     await self._take_rate(sdef)
                 value = await self._invoke(sdef, info, args, kwargs)
             except (_Stop, asyncio.CancelledError):
                 raise
+            except _Interrupted:
+                self._record_attempt(dataclasses.replace(
+                    record, status="cancelled", finished_at=self.clock.now()), began)
+                await self.enter(pos)  # delivers the cancel at this position
+                raise AssertionError("unreachable: enter() delivers the cancel") from None
             except Postpone as exc:
                 # Not a failed attempt: same count, no policy consumed.
+                self._record_attempt(dataclasses.replace(
+                    record, status="postponed", finished_at=self.clock.now(),
+                    error=codec.encode_error(error_to_dict(exc))), began)
                 attempts -= 1
                 now = self.clock.now()
                 next_at = now + exc.delay
@@ -385,6 +471,9 @@ class RunContext:
                 continue
             except Exception as exc:
                 now = self.clock.now()
+                self._record_attempt(dataclasses.replace(
+                    record, status="error", finished_at=now,
+                    error=codec.encode_error(error_to_dict(exc, attempts=attempts))), began)
                 nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
                                              now=now, error=exc)
                 retry_after = getattr(exc, "retry_after", None)
@@ -403,6 +492,8 @@ class RunContext:
                 next_at = nxt
                 continue
             now = self.clock.now()
+            self._record_attempt(dataclasses.replace(record, status="ok", finished_at=now),
+                                 began)
             try:
                 text = codec.encode(value, f"result of step {name!r}")
             except PayloadError as exc:
@@ -432,11 +523,30 @@ class RunContext:
         token = current_step.set(info)
         try:
             if sdef.is_async:
-                return await sdef.fn(*args, **kwargs)
-            ctx = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            call = functools.partial(ctx.run, sdef.fn, *args, **kwargs)
-            return await loop.run_in_executor(self.executor, call)
+                # Its own task, so that a cancel request can interrupt it at once.
+                inner: asyncio.Future[Any] = asyncio.ensure_future(sdef.fn(*args, **kwargs))
+                self._step_tasks.add(inner)
+            else:
+                ctx = contextvars.copy_context()
+                loop = asyncio.get_running_loop()
+                call = functools.partial(ctx.run, sdef.fn, *args, **kwargs)
+                inner = loop.run_in_executor(self.executor, call)
+            try:
+                if sdef.timeout is None:
+                    return await inner
+                return await asyncio.wait_for(inner, sdef.timeout)
+            except TimeoutError:
+                if inner.done() and not inner.cancelled():
+                    raise  # the step itself raised TimeoutError
+                raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if (inner.cancelled() and self.cancel_requested and task is not None
+                        and not task.cancelling()):
+                    raise _Interrupted() from None
+                raise
+            finally:
+                self._step_tasks.discard(inner)
         finally:
             current_step.reset(token)
 

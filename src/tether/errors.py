@@ -16,6 +16,7 @@ TetherError
 ├── SignalError                (signal to an unknown or finished run)
 ├── SignalTimeout
 ├── NonRetryable               (raise from a step: fail now, do not retry)
+├── StepTimeout                (one attempt of a step ran past its timeout)
 └── Cancelled                  (delivered to a cancelled run at its next operation)
 ```
 
@@ -201,3 +202,14 @@ class Cancelled(TetherError):
     def __init__(self, run_id: str = "") -> None:
         super().__init__(f"run {run_id!r} was cancelled")
         self.run_id = run_id
+
+
+class StepTimeout(TetherError, TimeoutError):
+    """One attempt of a step ran longer than its ``timeout``; the attempt failed and is
+    retried under the step's policy. (A plain ``def`` step's thread cannot be stopped:
+    it runs on in the background while the next attempt starts.)"""
+
+    def __init__(self, step: str = "", timeout: float = 0.0) -> None:
+        super().__init__(f"step {step!r} timed out after {timeout:g} s")
+        self.step = step
+        self.timeout = timeout

@@ -89,6 +89,8 @@ pick AS (
         SELECT run_id, available_at FROM {schema}.runs r
         WHERE r.queue = q.queue AND r.available_at <= %(now)s
           AND q.queue <> ALL(ARRAY(SELECT queue FROM lim))
+          AND (r.version IS NULL OR r.version = %(version)s::text)
+          AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
         ORDER BY r.available_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED) f
@@ -96,6 +98,8 @@ pick AS (
     SELECT c.run_id, c.available_at FROM lim CROSS JOIN LATERAL (
         SELECT run_id, available_at FROM {schema}.runs r
         WHERE r.queue = lim.queue AND r.available_at <= %(now)s
+          AND (r.version IS NULL OR r.version = %(version)s::text)
+          AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
         ORDER BY r.available_at
         LIMIT least(lim.room, %(limit)s)
         FOR UPDATE SKIP LOCKED) c)
@@ -468,6 +472,8 @@ SELECT min(t) FROM (
     SELECT min(available_at) AS t FROM {schema}.runs
     WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL
       AND queue <> ALL(ARRAY(SELECT queue FROM lim WHERE running >= max_running))
+      AND (version IS NULL OR version = %(version)s::text)
+      AND (%(workflows)s::text[] IS NULL OR workflow = ANY(%(workflows)s::text[]))
     UNION ALL
     SELECT expiry FROM lim WHERE running >= max_running) x;
 

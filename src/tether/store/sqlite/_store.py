@@ -36,6 +36,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
+from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_migrations, load_queries
 from tether.store._values import (
@@ -46,6 +47,7 @@ from tether.store._values import (
     check_rate,
     decode_metrics,
 )
+from tether.store.sqlite import _lifecycle as _lc
 from tether.store.sqlite._notify import EventBus, Notifier
 
 if TYPE_CHECKING:
@@ -442,11 +444,13 @@ class SqliteStore:
         return await self._submit(_journal_read, run_id, write=False)  # type: ignore[no-any-return]
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
-                        lease_seconds: float) -> list[ClaimedRun]:
-        if limit <= 0 or not queues:
+                        lease_seconds: float, workflows: list[str] | None = None,
+                        version: str | None = None) -> list[ClaimedRun]:
+        if limit <= 0 or not queues or workflows == []:
             return []
         return await self._submit(  # type: ignore[no-any-return]
-            _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds
+            _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
+            _Filter(workflows, version),
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
@@ -521,10 +525,13 @@ class SqliteStore:
     async def workflow_list(self) -> dict[str, str]:
         return await self._submit(_workflow_list, write=False)  # type: ignore[no-any-return]
 
-    async def next_available_at(self, *, queues: list[str]) -> float | None:
-        if not queues:
+    async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
+                                version: str | None = None) -> float | None:
+        if not queues or workflows == []:
             return None
-        return await self._submit(_next_available_at, tuple(queues), write=False)  # type: ignore[no-any-return]
+        found: float | None = await self._submit(_next_available_at, tuple(queues),
+                                                 _Filter(workflows, version), write=False)
+        return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
@@ -570,6 +577,69 @@ class SqliteStore:
             yield data
 
 
+    # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
+
+    async def attempt_record(self, *, attempt: AttemptRecord) -> None:
+        await self._submit(_lc.attempt_record, attempt)
+
+    async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
+        return await self._submit(_lc.attempt_list, run_id, write=False)  # type: ignore[no-any-return]
+
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.run_retry, run_id, version, now, _run_get, _journal_read, wake=True)
+
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert, wake=True)
+
+    async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
+        await self._submit(_lc.run_continue, lease, input, now, wake=True)
+
+    async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
+        return await self._submit(_lc.journal_archive_read, run_id, write=False)  # type: ignore[no-any-return]
+
+    async def run_versions(self) -> list[tuple[str | None, str, int]]:
+        return await self._submit(_lc.run_versions, write=False)  # type: ignore[no-any-return]
+
+    async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
+        return await self._submit(_lc.run_version_candidates, version, write=False)  # type: ignore[no-any-return]
+
+    async def run_version_set(self, *, run_ids: list[str], from_version: str,
+                              to_version: str, now: float) -> list[str]:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.run_version_set, list(run_ids), from_version, to_version, now, wake=True)
+
+    async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
+        await self._submit(_lc.schedule_upsert, schedule)
+
+    async def schedule_list(self) -> list[ScheduleRecord]:
+        return await self._submit(_lc.schedule_list, write=False)  # type: ignore[no-any-return]
+
+    async def schedule_get(self, name: str) -> ScheduleRecord | None:
+        return await self._submit(_lc.schedule_get, name, write=False)  # type: ignore[no-any-return]
+
+    async def schedule_pause(self, *, name: str, paused: bool, next_tick: float | None,
+                             now: float) -> bool:
+        return await self._submit(_lc.schedule_pause, name, paused, next_tick, now)  # type: ignore[no-any-return]
+
+    async def schedule_delete(self, name: str) -> bool:
+        return await self._submit(_lc.schedule_delete, name)  # type: ignore[no-any-return]
+
+    async def schedule_advance(self, *, name: str, expected: float | None,
+                               next_tick: float | None, last_tick: float | None,
+                               last_run_id: str | None, now: float) -> bool:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.schedule_advance, name, expected, next_tick, last_tick, last_run_id, now)
+
+    async def run_purge(self, *, finished_before: float, statuses: list[str],
+                        limit: int = 1000) -> PurgeReport:
+        return await self._submit(_lc.run_purge, finished_before, list(statuses), limit)  # type: ignore[no-any-return]
+
+    async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
+        return await self._submit(_lc.run_erase, run_id, now, _run_get)  # type: ignore[no-any-return]
+
+
 # -- operations, run on the writer thread inside a transaction ---------------------------
 
 
@@ -609,28 +679,46 @@ def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]
     return {q: n for q, n in conn.execute(sql, queues)}
 
 
+class _Filter:
+    """Which runs a worker may claim: of the workflows it registered (None: any), and
+    of its code version or of none (a worker without a version: runs without one)."""
+
+    __slots__ = ("params", "sql")
+
+    def __init__(self, workflows: list[str] | None, version: str | None) -> None:
+        self.sql = (" AND (version IS NULL OR version = ?)"
+                    " AND (? IS NULL OR workflow IN (SELECT value FROM json_each(?)))")
+        names = None if workflows is None else json.dumps(sorted(workflows))
+        self.params: tuple[Any, ...] = (version, names, names)
+
+
+_ANY = _Filter(None, None)
+
+
 def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], limit: int,
-               now: float, lease_expires: float) -> list[ClaimedRun]:
+               now: float, lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
     limits = _limits_of(conn, queues)
     if limits:
-        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires)
+        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires,
+                                  flt)
     sql = _claim_sql.get(len(queues))
     if sql is None:
         sql = (
             "UPDATE tether_runs SET status = 'running', owner = ?, "
             "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
             "WHERE run_id IN (SELECT run_id FROM tether_runs "
-            f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ? "
+            f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ?{flt.sql} "
             f"ORDER BY available_at LIMIT ?) RETURNING {_RUN_COLS}"
         )
         _claim_sql[len(queues)] = sql
-    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, limit)))
+    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, *flt.params,
+                                   limit)))
     return _claimed(conn, worker_id, rows)
 
 
 def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...],
                        limits: dict[str, int], limit: int, now: float,
-                       lease_expires: float) -> list[ClaimedRun]:
+                       lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
     """Claim honouring queue limits: a limited queue gives at most its limit less the
     runs held under a lease that has not expired. Atomic across processes: this runs in
     the writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
@@ -638,15 +726,17 @@ def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str,
     free = tuple(q for q in queues if q not in limits)
     if free:
         sql = ("SELECT run_id, available_at FROM tether_runs "
-               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ? "
+               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ?{flt.sql} "
                "ORDER BY available_at LIMIT ?")
-        candidates += conn.execute(sql, (*free, now, limit)).fetchall()
+        candidates += conn.execute(sql, (*free, now, *flt.params, limit)).fetchall()
     for queue_name, max_running in limits.items():
         held: Any = conn.execute(Q["queue_held"], (queue_name, now)).fetchall()[0][0]
         room = min(max_running - held, limit)
         if room > 0:
-            candidates += conn.execute(Q["run_claim_candidates"],
-                                       (queue_name, now, room)).fetchall()
+            sql = ("SELECT run_id, available_at FROM tether_runs "
+                   f"WHERE queue = ? AND available_at <= ?{flt.sql} "
+                   "ORDER BY available_at LIMIT ?")
+            candidates += conn.execute(sql, (queue_name, now, *flt.params, room)).fetchall()
     candidates.sort(key=lambda c: c[1])
     ids = [run_id for run_id, _ in candidates[:limit]]
     if not ids:
@@ -841,7 +931,8 @@ def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
     return {name: q for name, q in conn.execute(Q["workflow_list"])}
 
 
-def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float | None:
+def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...],
+                       flt: _Filter = _ANY) -> float | None:
     """The earliest claimable time; for a queue at its limit, the earliest lease expiry
     of its running runs (a run's end wakes workers sooner), so that workers do not spin
     on runs they may not claim."""
@@ -852,8 +943,9 @@ def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float 
         sql = (
             "SELECT MIN(available_at) FROM tether_runs "
             f"WHERE queue IN ({_placeholders(len(free))}) AND available_at IS NOT NULL"
+            f"{flt.sql}"
         )
-        times += [v for (v,) in conn.execute(sql, free) if v is not None]
+        times += [v for (v,) in conn.execute(sql, (*free, *flt.params)) if v is not None]
     for queue_name, max_running in limits.items():
         row: Any = conn.execute(Q["queue_running"], (queue_name,)).fetchall()[0]
         running, expiry = row
@@ -862,8 +954,9 @@ def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float 
                 times.append(expiry)
             continue
         sql = ("SELECT MIN(available_at) FROM tether_runs "
-               "WHERE queue = ? AND available_at IS NOT NULL")
-        times += [v for (v,) in conn.execute(sql, (queue_name,)) if v is not None]
+               f"WHERE queue = ? AND available_at IS NOT NULL{flt.sql}")
+        times += [v for (v,) in conn.execute(sql, (queue_name, *flt.params))
+                  if v is not None]
     return min(times) if times else None
 
 
