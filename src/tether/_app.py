@@ -450,19 +450,38 @@ class App:
             raise RunNotFound(run_id)
         journal = await store.journal_read(run_id)
         codec = self.codec
-        entries = []
-        for e in journal:
-            duration = None
-            if e.started_at is not None and e.finished_at is not None:
-                duration = e.finished_at - e.started_at
-            entries.append({
-                "position": e.position, "kind": e.kind, "name": e.name, "status": e.status,
-                "attempts": e.attempts, "started_at": e.started_at,
-                "finished_at": e.finished_at, "duration": duration,
-                "next_attempt_at": e.next_attempt_at,
-                "args": _safe_decode(codec, e.args), "result": _safe_decode(codec, e.result),
-                "error": _safe_decode(codec, e.error),
-            })
+
+        def entry_views(journal: list[Any]) -> list[dict[str, Any]]:
+            entries = []
+            for e in journal:
+                duration = None
+                if e.started_at is not None and e.finished_at is not None:
+                    duration = e.finished_at - e.started_at
+                entries.append({
+                    "position": e.position, "kind": e.kind, "name": e.name,
+                    "status": e.status, "attempts": e.attempts, "started_at": e.started_at,
+                    "finished_at": e.finished_at, "duration": duration,
+                    "next_attempt_at": e.next_attempt_at,
+                    "args": _safe_decode(codec, e.args),
+                    "result": _safe_decode(codec, e.result),
+                    "error": _safe_decode(codec, e.error),
+                })
+            return entries
+
+        entries = entry_views(journal)
+        history = [{"generation": g.generation, "input": _input_view(
+                        _safe_decode(codec, g.input)), "journal": entry_views(g.entries)}
+                   for g in await store.journal_archive_read(run_id)]
+        attempts = []
+        for a in await store.attempt_list(run_id):
+            status = a.status
+            if status == "running" and not (run.status == "running" and run.owner == a.worker_id):
+                status = "interrupted"  # its worker no longer holds the run: cut off
+            attempts.append({
+                "generation": a.generation, "position": a.position, "name": a.name,
+                "attempt": a.attempt, "worker_id": a.worker_id, "status": status,
+                "started_at": a.started_at, "finished_at": a.finished_at,
+                "error": _safe_decode(codec, a.error)})
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
@@ -474,6 +493,9 @@ class App:
             waiting_for=run.waiting_for, status_info=_safe_decode(codec, run.status_info),
             parent_run_id=run.parent_run_id, journal=entries,
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
+            version=run.version, forked_from=run.forked_from, forked_at=run.forked_at,
+            generation=run.generation, history=history, attempts=attempts,
+            erased_at=run.erased_at,
         )
 
     async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
