@@ -12,6 +12,7 @@ fi
 
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
+echo "== import contracts"; .venv/bin/lint-imports --no-cache
 echo "== pytest"
 set +e
 .venv/bin/pytest "$@"

@@ -37,9 +37,6 @@ A = TypeVar("A", bound=_Registrable)
 _log = logging.getLogger("tether")
 _NO_INPUT: Any = object()
 
-_FINAL = {RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value,
-          RunStatus.BLOCKED.value}
-
 
 class _StepDecorator(Protocol):
     @overload
@@ -74,7 +71,7 @@ class RunHandle(Generic[R]):
             raise ValueError("timeout must be >= 0 or None")
         store = await self.app._open()
         run = await self._get(store)
-        if run.status not in _FINAL:  # an ended run is answered even with timeout=0
+        if not run.status.is_settled:  # an ended run is answered even with timeout=0
             async with asyncio.timeout(timeout):
                 run = await self._wait_end(store)
         value: R = self.app._decode_result(run)
@@ -94,7 +91,7 @@ class RunHandle(Generic[R]):
         while True:
             event = app._finish_event(self.run_id)
             run = await self._get(store)  # after subscribing: no end is missed
-            if run.status in _FINAL:
+            if run.status.is_settled:
                 app._finish_events.pop(self.run_id, None)
                 return run
             if not await wait_event(event, delay):
@@ -126,6 +123,7 @@ class App:
         self._store: Store | None = store
         self._store_options = store_options
         self._opened = False
+        self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(max_payload=max_payload, hook=payload_hook)
@@ -135,6 +133,7 @@ class App:
         self._finish_events: dict[str, asyncio.Event] = {}
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False
+        self._host = WorkerHost(self)
         if version is not None and (not isinstance(version, str) or not version.strip()):
             raise ConfigError(f"version must be a non-empty string, not {version!r}")
         self.version: str | None = version
@@ -327,13 +326,31 @@ class App:
 
     def use_store(self, url: str) -> None:
         """Point this app at another store URL (before it is opened)."""
+        self._check_open()
         if self._opened:
             raise ConfigError("the app's store is already open")
         self.url = url
         self._store = None
 
     @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called: a closed App is done for good."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError(
+                "this App is closed: App.close() is final; create a new App to use the "
+                "store again")
+
+    @property
     def store(self) -> Store:
+        """The app's store (built on first use, opened by the first call that needs it).
+
+        Raises:
+            ConfigError: the App is closed.
+        """
+        self._check_open()
         if self._store is None:
             self._store = open_store(self.url, **self._store_options)
         return self._store
@@ -350,17 +367,19 @@ class App:
         return store
 
     async def close(self) -> None:
+        """Stop this app's workers and close its store. Final: afterwards every call
+        that needs the store raises ``ConfigError`` instead of opening a new one.
+        Closing twice is harmless."""
         for w in list(self._workers):
             await w.stop()
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
         self._subscribed = False
+        self._closed = True
         if self._opened and self._store is not None:
             await self._store.close()
         self._opened = False
-        self._store = None
-        # Loop-bound primitives go too, so the App can be used again from a new loop.
         self._open_lock = None
         self._finish_events.clear()
 
@@ -401,7 +420,7 @@ class App:
         now = self.clock.now()
         rid = run_id or uuid.uuid4().hex
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
-                           status=RunStatus.QUEUED.value, input=text, created_at=now,
+                           status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version)
         stored, created = await store.run_insert(run=record)
         if not created and stored.workflow != name:
@@ -485,7 +504,7 @@ class App:
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
-            status=RunStatus(run.status), input=_input_view(_safe_decode(codec, run.input)),
+            status=run.status, input=_input_view(_safe_decode(codec, run.input)),
             result=_safe_decode(codec, run.result,
                                 wdef.return_annotation if wdef is not None else None),
             error=_safe_decode(codec, run.error), created_at=run.created_at,
@@ -581,7 +600,7 @@ class App:
         if not rid.strip():
             raise ConfigError("a run id must not be empty")
         record = RunRecord(run_id=rid, workflow=source.workflow, queue=source.queue,
-                           status=RunStatus.QUEUED.value, input=text, created_at=now,
+                           status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version,
                            forked_from=run_id, forked_at=at)
         await store.run_fork(source_run_id=run_id, run=record, at=at)
@@ -641,9 +660,14 @@ class App:
 
     def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
                **options: Any) -> Worker:
-        """A worker for this app's workflows; use ``async with app.worker(...):``."""
+        """A worker for this app's workflows; use ``async with app.worker(...):``.
+
+        Raises:
+            ConfigError: the App is closed.
+        """
         from tether.worker import Worker
 
+        self._check_open()
         return Worker(self, queues=queues, concurrency=concurrency, **options)
 
     # -- internals -------------------------------------------------------------------------------
@@ -671,12 +695,53 @@ class App:
             event.set()
 
     def _decode_result(self, run: RunRecord) -> Any:
-        if run.status == RunStatus.COMPLETED.value:
+        if run.status is RunStatus.COMPLETED:
             wdef = self._workflows.get(run.workflow)
             return self.codec.decode(run.result,
                                      wdef.return_annotation if wdef is not None else None)
         error = self.codec.decode(run.error) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
+
+
+class WorkerHost:
+    """The narrow part of an ``App`` that its workers use, and nothing else: the store
+    (opened once for the app), the definitions, and the notices a worker gives back.
+    A worker gets it with ``worker_host(app)``."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    async def open(self) -> Store:
+        """The app's store, opened.
+
+        Raises:
+            ConfigError: the App is closed.
+        """
+        return await self._app._open()
+
+    def workflow(self, name: str) -> WorkflowDef | None:
+        """The registered workflow ``name``, or ``None``."""
+        return self._app._workflows.get(name)
+
+    def attach(self, worker: Worker) -> None:
+        """A worker started: the app's notices (new runs, signals, cancels) reach it,
+        and ``App.close()`` stops it."""
+        self._app._workers.add(worker)
+
+    def detach(self, worker: Worker) -> None:
+        """A worker stopped."""
+        self._app._workers.discard(worker)
+
+    def run_ended(self, run_id: str) -> None:
+        """A worker of this process ended ``run_id``: wake its result waiters at once."""
+        self._app._run_finished(run_id)
+
+
+def worker_host(app: App) -> WorkerHost:
+    """The worker's view of ``app``."""
+    return app._host
 
 
 def _input_view(stored: Any) -> Any:

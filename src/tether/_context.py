@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid as _uuid
-from typing import TYPE_CHECKING
 
 from tether._replay import current_run, current_step, now_value, random_value, uuid_value
-from tether.errors import TetherError
-
-if TYPE_CHECKING:
-    from tether.store import Store
+from tether.errors import OutsideRun
 
 
 def now() -> dt.datetime:
@@ -35,7 +31,7 @@ def run_id() -> str:
         return step.run_id
     ctx = current_run.get()
     if ctx is None:
-        raise TetherError("tether.run_id() called outside a workflow or step")
+        raise OutsideRun("tether.run_id()", "a workflow or step")
     return ctx.run_id
 
 
@@ -47,7 +43,7 @@ def step_key() -> str:
     """
     step = current_step.get()
     if step is None:
-        raise TetherError("tether.step_key() called outside a step")
+        raise OutsideRun("tether.step_key()", "a step")
     return step.key
 
 
@@ -55,7 +51,7 @@ def step_attempt() -> int:
     """Inside a step: which attempt this is (1 for the first)."""
     step = current_step.get()
     if step is None:
-        raise TetherError("tether.step_attempt() called outside a step")
+        raise OutsideRun("tether.step_attempt()", "a step")
     return step.attempt
 
 
@@ -74,24 +70,3 @@ def patched(change_id: str) -> bool:
     if ctx is None:
         return True
     return ctx.patched(change_id)
-
-
-def add_metrics(deltas: dict[str, float]) -> None:
-    """Add numbers to the running run's metrics (tokens, cost...), persisted with the
-    run and shown by ``App.get_run`` and ``tether show``.
-
-    Called from a step, it counts what really happened on this attempt: a crash after
-    the work but before the journal commit counts it twice, as it was paid twice.
-    """
-    ctx = current_run.get()
-    if ctx is None:
-        raise TetherError("tether add_metrics() called outside a workflow or step")
-    ctx.add_metrics(deltas)
-
-
-def current_store() -> Store:
-    """The store of the run executing (inside a workflow or one of its steps)."""
-    ctx = current_run.get()
-    if ctx is None:
-        raise TetherError("no Tether run is executing here")
-    return ctx.store

@@ -321,7 +321,7 @@ async def start_tick(app: App, store: Store, s: ScheduleRecord, run_id: str,
                      now: float) -> bool:
     """Start the run of one tick (idempotent on its id); True if this call created it."""
     run = RunRecord(run_id=run_id, workflow=s.workflow, queue=s.queue,
-                    status=RunStatus.QUEUED.value, input=s.input, created_at=now,
+                    status=RunStatus.QUEUED, input=s.input, created_at=now,
                     updated_at=now, available_at=now, version=app.version)
     _, created = await store.run_insert(run=run)
     return created

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from tether._replay import RunContext, current_run
-from tether.errors import ConfigError, TetherError
+from tether.errors import ConfigError, OutsideRun
 
 R = TypeVar("R")
 
@@ -16,7 +16,7 @@ R = TypeVar("R")
 def _ctx(what: str) -> RunContext:
     ctx = current_run.get()
     if ctx is None:
-        raise TetherError(f"tether.{what}() can only be used inside a workflow")
+        raise OutsideRun(f"tether.{what}()")
     return ctx
 
 

@@ -37,7 +37,7 @@ from tether._clock import wait_event
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
 from tether._errors_codec import error_to_dict, step_error
-from tether._types import EntryStatus, JournalEntry, Lease, OperationKind, RunRecord
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind, RunRecord, RunStatus
 from tether.errors import (
     Cancelled,
     LeaseLost,
@@ -54,11 +54,11 @@ from tether.store._port import Wait
 
 if TYPE_CHECKING:
     from tether._clock import Clock
-    from tether.store import Store
+    from tether.store._port import Store
 
 log = logging.getLogger("tether.worker")
 
-OK, ERROR, PENDING = EntryStatus.OK.value, EntryStatus.ERROR.value, EntryStatus.PENDING.value
+OK, ERROR, PENDING = EntryStatus.OK, EntryStatus.ERROR, EntryStatus.PENDING
 
 
 class _Stop(BaseException):
@@ -186,6 +186,8 @@ class RunContext:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.wake = asyncio.Event()  #: set when a cancel arrives during an in-memory wait
         self.metrics: dict[str, float] = dict(metrics or {})
+        #: Integrations' state for this execution (``tether.ext.Run.memory``).
+        self.memory: dict[object, Any] = {}
         # Plain JSON, never through the payload hook: stores read these numbers.
         self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
             lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()))
@@ -227,7 +229,7 @@ class RunContext:
         if self.stop is not None:
             raise _Stop()
 
-    def recorded(self, pos: int, kind: str, name: str) -> JournalEntry | None:
+    def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
         """The entry at ``pos`` if it records this operation; parks the run as blocked if
         it records another one."""
         entry = self.journal.get(pos)
@@ -329,7 +331,7 @@ class RunContext:
             entry is None or entry.status == PENDING
         ):
             now = self.clock.now()
-            await self.write(JournalEntry(pos, OperationKind.CANCEL.value, "cancel", OK,
+            await self.write(JournalEntry(pos, OperationKind.CANCEL, "cancel", OK,
                                           started_at=now, finished_at=now))
             self.cancel_delivered = True
             raise Cancelled(self.run_id)
@@ -402,7 +404,7 @@ class RunContext:
             self.tasks.add(task)
         await self.enter(pos)
         name = sdef.name
-        entry = self.recorded(pos, OperationKind.STEP.value, name)
+        entry = self.recorded(pos, OperationKind.STEP, name)
         if entry is not None and entry.status != PENDING:
             self.replayed += 1
             value = self._outcome(entry, sdef)
@@ -414,7 +416,7 @@ class RunContext:
             args_text = codec.encode([list(args), kwargs] if kwargs else list(args),
                                      f"arguments of step {name!r}")
         except PayloadError as exc:
-            await self.write(JournalEntry(pos, OperationKind.STEP.value, name, ERROR,
+            await self.write(JournalEntry(pos, OperationKind.STEP, name, ERROR,
                                           error=codec.encode_error(error_to_dict(exc)),
                                           started_at=now, finished_at=now))
             raise
@@ -463,7 +465,7 @@ class RunContext:
                 next_at = now + exc.delay
                 waiting_for = f"postponed {name}: {exc}"
                 await self.write(JournalEntry(
-                    pos, OperationKind.STEP.value, name, PENDING,
+                    pos, OperationKind.STEP, name, PENDING,
                     error=codec.encode_error(error_to_dict(exc, attempts=attempts)),
                     attempts=attempts, started_at=first_at, next_attempt_at=next_at,
                     args=args_text,
@@ -483,7 +485,7 @@ class RunContext:
                 err = codec.encode_error(error_to_dict(exc, attempts=attempts))
                 status = ERROR if nxt is None else PENDING
                 await self.write(JournalEntry(
-                    pos, OperationKind.STEP.value, name, status, error=err, attempts=attempts,
+                    pos, OperationKind.STEP, name, status, error=err, attempts=attempts,
                     started_at=first_at, finished_at=now if nxt is None else None,
                     next_attempt_at=nxt, args=args_text,
                 ))
@@ -499,12 +501,12 @@ class RunContext:
             except PayloadError as exc:
                 err = codec.encode_error(error_to_dict(exc, attempts=attempts))
                 await self.write(JournalEntry(
-                    pos, OperationKind.STEP.value, name, ERROR, error=err, attempts=attempts,
+                    pos, OperationKind.STEP, name, ERROR, error=err, attempts=attempts,
                     started_at=first_at, finished_at=now, args=args_text,
                 ))
                 raise step_error(codec.decode(err), step=name, position=pos) from exc
             await self.write(JournalEntry(
-                pos, OperationKind.STEP.value, name, OK, result=text, attempts=attempts,
+                pos, OperationKind.STEP, name, OK, result=text, attempts=attempts,
                 started_at=first_at, finished_at=now, args=args_text,
             ))
             return codec.decode(text, sdef.return_annotation)
@@ -561,7 +563,7 @@ class RunContext:
     async def sleep(self, pos: int, seconds: float) -> None:
         """A durable timer: the wake-up time is journaled when the timer starts."""
         await self.enter(pos)
-        kind = OperationKind.SLEEP.value
+        kind = OperationKind.SLEEP
         entry = self.recorded(pos, kind, "sleep")
         if entry is not None and entry.status == OK:
             self.replayed += 1
@@ -584,7 +586,7 @@ class RunContext:
     async def wait_signal(self, pos: int, name: str, timeout: float | None) -> Any:
         """Take the next signal ``name`` (journaled), or release the run until it comes."""
         await self.enter(pos)
-        kind = OperationKind.SIGNAL.value
+        kind = OperationKind.SIGNAL
         entry = self.recorded(pos, kind, name)
         if entry is not None and entry.status != PENDING:
             self.replayed += 1
@@ -626,7 +628,7 @@ class RunContext:
                           run_id: str | None, on_parent_cancel: str) -> str:
         """Start a child run (journaled with its id); returns the child's run id."""
         await self.enter(pos)
-        kind = OperationKind.CHILD_START.value
+        kind = OperationKind.CHILD_START
         entry = self.recorded(pos, kind, workflow)
         if entry is not None and entry.status == OK:
             self.replayed += 1
@@ -634,7 +636,7 @@ class RunContext:
         await self.flush()
         child_id = run_id or f"{self.run_id}.{pos}"
         now = self.clock.now()
-        child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status="queued",
+        child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status=RunStatus.QUEUED,
                           input=input_text, created_at=now, updated_at=now, available_at=now,
                           parent_run_id=self.run_id, parent_position=pos,
                           on_parent_cancel=on_parent_cancel)
@@ -651,17 +653,17 @@ class RunContext:
     async def child_result(self, pos: int, child_id: str, annotation: Any) -> Any:
         """Wait for a run to end (released meanwhile); its outcome is journaled."""
         await self.enter(pos)
-        kind = OperationKind.CHILD_RESULT.value
+        kind = OperationKind.CHILD_RESULT
         entry = self.recorded(pos, kind, child_id)
         if entry is None or entry.status == PENDING:
             await self.flush()
             run = await self.store.run_get(child_id)
             if run is None:
                 raise RunNotFound(child_id)
-            if run.status not in ("completed", "failed", "cancelled"):
+            if not run.status.is_ended:
                 raise self._halt(Release(Wait(None, f"child {child_id}", child=child_id)))
             now = self.clock.now()
-            if run.status == "completed":
+            if run.status is RunStatus.COMPLETED:
                 entry = JournalEntry(pos, kind, child_id, OK, result=run.result, started_at=now,
                                      finished_at=now)
             else:
@@ -692,14 +694,14 @@ class RunContext:
         """A journaled value (clock, random, uuid): recorded once, replayed after."""
         self.check_running()
         pos = self.take_position()
-        entry = self.recorded(pos, kind.value, kind.value)
+        entry = self.recorded(pos, kind, kind.value)
         if entry is not None:
             self.replayed += 1
             return self.codec.decode(entry.result)
         value = make()
         now = self.clock.now()
         self.executed += 1
-        self.write_deferred(JournalEntry(pos, kind.value, kind.value, OK,
+        self.write_deferred(JournalEntry(pos, kind, kind.value, OK,
                                          result=self.codec.encode(value, kind.value),
                                          started_at=now, finished_at=now))
         return value
@@ -717,7 +719,7 @@ class RunContext:
             self.replayed += 1
             return True
         now = self.clock.now()
-        self.write_deferred(JournalEntry(pos, OperationKind.PATCH.value, change_id, OK,
+        self.write_deferred(JournalEntry(pos, OperationKind.PATCH, change_id, OK,
                                          result="true", started_at=now, finished_at=now))
         return True
 

@@ -8,7 +8,15 @@ from typing import Any
 
 
 class RunStatus(enum.StrEnum):
-    """Where a run is in its life."""
+    """Where a run is in its life.
+
+    A run has **ended** when it is ``completed``, ``failed`` or ``cancelled``
+    (:data:`ENDED`): it never runs again by itself, and signals to it are refused.
+    ``blocked`` has *not* ended: the run keeps its journal and runs again after an
+    operator resumes it (``App.resume``, ``tether resume``) once the code is fixed. It
+    will not move by itself either, so a caller waiting for a result
+    (``RunHandle.result``) stops at ``blocked`` too (:attr:`is_settled`).
+    """
 
     #: Runnable; no worker holds it yet.
     QUEUED = "queued"
@@ -26,11 +34,20 @@ class RunStatus(enum.StrEnum):
     BLOCKED = "blocked"
 
     @property
-    def is_final(self) -> bool:
-        return self in _FINAL
+    def is_ended(self) -> bool:
+        """Completed, failed or cancelled: the run never runs again by itself."""
+        return self in ENDED
+
+    @property
+    def is_settled(self) -> bool:
+        """Ended or blocked: nothing changes without someone acting, so a caller
+        waiting for the run's result stops waiting."""
+        return self in ENDED or self is RunStatus.BLOCKED
 
 
-_FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+#: The statuses of a run that has ended (the one definition; ``blocked`` is not one).
+ENDED: frozenset[RunStatus] = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class OperationKind(enum.StrEnum):
@@ -61,12 +78,16 @@ class EntryStatus(enum.StrEnum):
 
 @dataclass(slots=True)
 class JournalEntry:
-    """One operation's record in a run's journal, keyed by (run_id, position)."""
+    """One operation's record in a run's journal, keyed by (run_id, position).
+
+    ``kind`` and ``status`` are enums (strings given by a store are converted; the
+    StrEnums compare equal to, and are stored as, their plain values).
+    """
 
     position: int
-    kind: str
+    kind: OperationKind
     name: str
-    status: str
+    status: EntryStatus
     result: str | None = None  #: JSON text
     error: str | None = None  #: JSON text: {"type", "message", ...}
     attempts: int = 0
@@ -74,6 +95,12 @@ class JournalEntry:
     finished_at: float | None = None
     next_attempt_at: float | None = None  #: retry backoff / timer due time
     args: str | None = None  #: JSON text of the step's arguments
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not OperationKind:
+            self.kind = OperationKind(self.kind)
+        if type(self.status) is not EntryStatus:
+            self.status = EntryStatus(self.status)
 
 
 @dataclass(slots=True)
@@ -83,7 +110,7 @@ class RunRecord:
     run_id: str
     workflow: str
     queue: str
-    status: str
+    status: RunStatus
     input: str  #: JSON text of [args, kwargs]
     created_at: float
     updated_at: float
@@ -112,6 +139,10 @@ class RunRecord:
     generation: int = 0
     #: When an operator erased the run's payloads, or None.
     erased_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.status) is not RunStatus:
+            self.status = RunStatus(self.status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,16 @@ class ConfigError(TetherError):
     """Tether was set up wrongly (bad URL, bad option, missing decoration)."""
 
 
+class OutsideRun(TetherError):
+    """A function that belongs to a run's code (``tether.wait_for_signal``,
+    ``tether.step_key``...) was called where no run executes."""
+
+    def __init__(self, what: str, where: str = "a workflow") -> None:
+        super().__init__(f"{what} can only be used inside {where}")
+        self.what = what
+        self.where = where
+
+
 class RunNotFound(TetherError):
     """No run has this id in the store."""
 

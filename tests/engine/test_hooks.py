@@ -7,7 +7,7 @@ import time
 import tether
 from tests.engine.helpers import journal_has, status_is, wait_for
 from tether import App, Postpone, RetryPolicy
-from tether._context import add_metrics
+from tether.ext import add_metrics
 
 
 async def test_postpone_is_not_a_failed_attempt(store_url: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tether import App
+import pytest
+
+from tether import App, ConfigError
 
 
 async def test_a_saturated_worker_still_runs_everything(store_url: str) -> None:
@@ -32,23 +34,33 @@ async def test_a_saturated_worker_still_runs_everything(store_url: str) -> None:
     await app.close()
 
 
-def test_an_app_is_reusable_after_close_from_a_new_event_loop(tmp_path: object) -> None:
-    """close() forgets loop-bound state: a script may run asyncio.run() twice."""
-    app = App(f"sqlite:///{tmp_path}/reuse.db")
-
-    @app.workflow
-    async def wf(x: int) -> int:
-        return x
+def test_a_script_may_run_two_event_loops_with_an_app_each(tmp_path: object) -> None:
+    """asyncio.run() twice, one App per loop on one store; the closed first App stays
+    closed in the second loop instead of silently opening a new store."""
+    url = f"sqlite:///{tmp_path}/reuse.db"
+    apps: list[App] = []
 
     async def once(base: int) -> list[int]:
+        app = App(url)
+        apps.append(app)
+
+        @app.workflow
+        async def wf(x: int) -> int:
+            return x
+
         handles = await asyncio.gather(*(app.start(wf, base + i) for i in range(3)))
         async with app.worker():
             out = [await h.result(timeout=10) for h in handles]
         await app.close()
         return out
 
+    async def reuse_closed() -> None:
+        await apps[0].get_run("any")
+
     assert asyncio.run(once(0)) == [0, 1, 2]
     assert asyncio.run(once(10)) == [10, 11, 12]
+    with pytest.raises(ConfigError, match="App is closed"):
+        asyncio.run(reuse_closed())
 
 
 async def test_a_failed_final_write_is_retried(store_url: str) -> None:

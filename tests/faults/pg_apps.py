@@ -21,14 +21,14 @@ import uuid
 
 import tether
 from tether import App
-from tether._replay import current_run
+from tether.ext import current_run
 
 app = App()
 
 
 def _record(what: str, position: int, exec_id: str) -> str:
-    ctx = current_run.get()
-    token = ctx.lease.fencing_token if ctx is not None else -1
+    run = current_run()
+    token = run.fencing_token if run is not None else -1
     line = (f"{what} {tether.run_id()} {position} {os.getpid()} {token} "
             f"{time.monotonic():.6f} {exec_id}\n")
     fd = os.open(os.environ["TETHER_TEST_SIDE_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT,

@@ -54,7 +54,6 @@ _WAITING_FOR = f"signal {APPROVAL_SIGNAL}"
 #: The ``state`` a run's status has while it waits for an approval.
 AWAITING_APPROVAL = "awaiting_approval"
 
-_FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class NoPendingApproval(TetherError):
@@ -162,7 +161,7 @@ def _decision(payload: Any, approval_id: str) -> ApprovalDecision | None:
 
 def _pending_from(run_id: str, workflow: str, status: RunStatus, info: Any
                   ) -> PendingApproval | None:
-    if status in _FINAL or not isinstance(info, Mapping):
+    if status.is_ended or not isinstance(info, Mapping):
         return None
     approval = info.get("approval")
     if info.get("state") != AWAITING_APPROVAL or not isinstance(approval, Mapping):
@@ -235,6 +234,6 @@ async def reject(app: App, run_id: str, *, note: str | None = None) -> PendingAp
 
 
 def _why_not(status: RunStatus, info: Any) -> str:
-    if status in _FINAL:
+    if status.is_ended:
         return f"it has ended ({status.value})"
     return f"it is {status.value} and has not asked for one"

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from tether.errors import ConfigError, Postpone
 
 if TYPE_CHECKING:
-    from tether.store import Store
+    from tether.ext import SharedState
 
 __all__ = ["BreakerGuard", "CircuitBreaker", "RateLimits", "Ticket"]
 
@@ -95,7 +95,7 @@ def _jitter(seconds: float) -> float:
 class BreakerGuard:
     """One provider's breaker in one store."""
 
-    def __init__(self, store: Store, key: str, config: CircuitBreaker, *,
+    def __init__(self, store: SharedState, key: str, config: CircuitBreaker, *,
                  clock: Callable[[], float], label: str) -> None:
         self.store = store
         self.key = key
@@ -204,7 +204,7 @@ class RateLimits:
             if value is not None and value <= 0:
                 raise ConfigError(f"LLM {name}= must be > 0, got {value}")
 
-    async def acquire(self, store: Store, key: str, *, tokens: int, now: float,
+    async def acquire(self, store: SharedState, key: str, *, tokens: int, now: float,
                       label: str) -> None:
         """Take one request and ``tokens`` tokens, or postpone the call.
 

@@ -21,13 +21,12 @@ journaled, so replay applies the same raise at the same point. Policy ``fail`` l
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tether._replay import RunContext, current_run
-from tether.errors import ConfigError, NonRetryable, TetherError
+from tether import ext
+from tether.errors import ConfigError, NonRetryable, OutsideRun
 
 __all__ = ["BUDGET_SIGNAL", "Budget", "BudgetExceeded", "RunSpending", "current_spending",
            "set_budget"]
@@ -154,26 +153,22 @@ class RunSpending:
                 "hint": "raise it: tether budget RUN_ID --usd X --tokens N"}
 
 
-_spending: weakref.WeakKeyDictionary[RunContext, RunSpending] = weakref.WeakKeyDictionary()
-
-
-def spending_of(ctx: RunContext) -> RunSpending:
-    state = _spending.get(ctx)
-    if state is None:
-        state = _spending[ctx] = RunSpending()
-    return state
+def spending_of(run: ext.Run) -> RunSpending:
+    """The run's spending: per-execution memory, rebuilt by replay from the recorded
+    calls (each replayed call adds its recorded usage again)."""
+    return run.memory(RunSpending, RunSpending)
 
 
 def current_spending() -> RunSpending:
     """The running run's spending (inside a workflow).
 
     Raises:
-        TetherError: outside a workflow.
+        OutsideRun: outside a workflow.
     """
-    ctx = current_run.get()
-    if ctx is None:
-        raise TetherError("budgets belong to runs: call this inside a workflow")
-    return spending_of(ctx)
+    run = ext.current_run()
+    if run is None:
+        raise OutsideRun("tether.ai budgets", "a workflow or step")
+    return spending_of(run)
 
 
 def set_budget(budget: Budget | None = None, *, usd: float | None = None,
@@ -191,7 +186,7 @@ def set_budget(budget: Budget | None = None, *, usd: float | None = None,
     too.
 
     Raises:
-        TetherError: outside a workflow.
+        OutsideRun: outside a workflow.
         ConfigError: a bad limit.
     """
     if budget is None and (usd is not None or tokens is not None):

@@ -5,8 +5,8 @@ Inside a workflow, ``await llm.chat(messages)`` is one operation named
 usage and cost are journaled; replay returns the recorded reply without a request.
 Outside a workflow (or inside a step) it is a plain provider call.
 
-An ``LLM`` is not bound to an ``App``: the operation is executed by the running run's
-context (``RunContext.run_step``) from a step definition built per call. Replay
+An ``LLM`` is not bound to an ``App``: each call is a step built at call time
+(``tether.ext.step``), executed by the running run. Replay
 matches an operation by its kind and name only, so nothing needs to be registered,
 and the same ``LLM`` object serves every app and every worker in the process.
 
@@ -27,7 +27,6 @@ Provider failures are the step's retry policy: by default forever, with backoff 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import weakref
@@ -37,10 +36,7 @@ from typing import Any, TypeVar, overload
 import pydantic
 
 import tether
-from tether._context import add_metrics
-from tether._definitions import StepDef
-from tether._replay import RunContext, current_run, current_step
-from tether._retry import RetryPolicy
+from tether import RetryPolicy, ext
 from tether.ai._accounting import CallRecord, saved_metrics, spent_metrics
 from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
 from tether.ai._budget import BUDGET_SIGNAL, Budget, BudgetExceeded, RunSpending, spending_of
@@ -339,22 +335,20 @@ class LLM:
                     tool_choice: str | None, output_schema: dict[str, Any] | None,
                     budget: Budget | None, params: dict[str, Any], stream: bool,
                     on_chunk: OnChunk | None) -> ChatReply:
-        ctx = current_run.get()
-        if ctx is None or current_step.get() is not None:
+        run = ext.current_run()
+        if run is None or not ext.in_workflow():
             return await self._request(list(messages), tools=tools, tool_choice=tool_choice,
                                        output_schema=output_schema, params=params,
                                        stream=stream, on_chunk=on_chunk, key=None)
         call = _Call(self, messages, tools=tools, tool_choice=tool_choice,
                      output_schema=output_schema, params=params, stream=stream)
-        spending = spending_of(ctx)
+        spending = spending_of(run)
         while True:
             limit = budget if budget is not None else spending.budget
-            sdef = StepDef(name=self.operation, fn=self._body(ctx, call, spending, limit,
-                                                              on_chunk),
-                           retry=self.retry, is_async=True, return_annotation=None,
-                           on_replay=saved_metrics)
+            body = self._body(run, call, spending, limit, on_chunk)
             try:
-                value = await ctx.run_step(sdef, ctx.take_position(), (call.refs,), {})
+                value = await ext.step(self.operation, body, call.refs, retry=self.retry,
+                                       on_replay=saved_metrics)
             except BudgetExceeded:
                 if limit is None or limit.on_exceed == "fail":
                     raise
@@ -366,7 +360,7 @@ class LLM:
             spending.add(record.reply.usage.total_tokens, record.cost_usd)
             return record.reply
 
-    def _body(self, ctx: RunContext, call: _Call, spending: RunSpending,
+    def _body(self, run: ext.Run, call: _Call, spending: RunSpending,
               budget: Budget | None,
               on_chunk: OnChunk | None) -> Callable[[dict[str, Any]], Any]:
         """The step body of one call (the journaled argument is ``call.refs``)."""
@@ -377,21 +371,21 @@ class LLM:
                 spending.check(budget, estimate_tokens=call.estimate_input,
                                estimate_usd=call.estimate_input * price.input_per_million
                                / 1_000_000)
-            store = ctx.store
-            await put_blobs(store, call.blobs)
+            shared = run.shared
+            await put_blobs(shared, call.blobs)
             self.client()  # a missing key fails here, before the breaker counts anything
             guard = None
             if self.breaker is not None:
-                guard = BreakerGuard(store, f"llm.breaker:{self.provider_key}", self.breaker,
-                                     clock=ctx.clock.now, label=self.provider_key)
+                guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
+                                     clock=run.clock, label=self.provider_key)
             ticket = await guard.before() if guard is not None else None
             if self.rate is not None:
                 key = key_fingerprint(self._api_key or os.environ.get(
                     _KEY_VARS.get(self.provider, ""), ""))
-                await self.rate.acquire(store, f"llm.rate:{self.provider_key}:{key}",
-                                        tokens=call.estimate_total, now=ctx.clock.now(),
+                await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
+                                        tokens=call.estimate_total, now=run.clock(),
                                         label=self.provider_key)
-            publish = _Publisher(ctx, on_chunk) if call.stream else None
+            publish = _Publisher(run, on_chunk) if call.stream else None
             try:
                 reply = await self._request(
                     call.messages, tools=call.tools, tool_choice=call.tool_choice,
@@ -416,7 +410,7 @@ class LLM:
             if guard is not None and ticket is not None:
                 await _settle(guard.success(ticket))
             record = CallRecord.priced_by(self.prices, self.model, reply)
-            add_metrics(spent_metrics(record))
+            run.add_metrics(spent_metrics(record))
             if publish is not None:
                 await publish.event({"type": "llm.end",
                                      "finish_reason": reply.finish_reason})
@@ -450,9 +444,9 @@ class _Publisher:
     """Sends a fresh streamed call's chunks to the run's observers (best effort: a
     failing event channel never fails the call)."""
 
-    def __init__(self, ctx: RunContext, on_chunk: OnChunk | None) -> None:
-        step = current_step.get()
-        self.ctx = ctx
+    def __init__(self, run: ext.Run, on_chunk: OnChunk | None) -> None:
+        step = ext.current_step()
+        self.run = run
         self.position = step.position if step is not None else -1
         self.attempt = step.attempt if step is not None else 0
         self.on_chunk = on_chunk
@@ -468,11 +462,11 @@ class _Publisher:
     async def event(self, event: dict[str, Any]) -> None:
         event = {**event, "position": self.position, "attempt": self.attempt}
         try:
-            await self.ctx.store.run_publish(run_id=self.ctx.run_id, data=json.dumps(event))
+            await self.run.publish(event)
         except Exception as exc:  # observers are best effort
             if not self._failed:
                 self._failed = True
-                log.warning("cannot publish stream events of run %s: %s", self.ctx.run_id,
+                log.warning("cannot publish stream events of run %s: %s", self.run.run_id,
                             exc)
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from tether.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tether.store import Store
+    from tether.ext import SharedState
 
 __all__ = ["ContentRef", "address", "canonical_json", "digest", "load_conversation",
            "put_blobs"]
@@ -127,7 +127,7 @@ class _Known:
 _known: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
 
 
-async def put_blobs(store: Store, blobs: Mapping[str, str]) -> int:
+async def put_blobs(store: SharedState, blobs: Mapping[str, str]) -> int:
     """Store the texts this process has not stored yet; returns how many were sent.
 
     The store ignores keys it already holds, so the in-process memory only saves
@@ -143,7 +143,7 @@ async def put_blobs(store: Store, blobs: Mapping[str, str]) -> int:
     return len(new)
 
 
-async def load_conversation(store: Store, head: str | None) -> list[dict[str, Any]]:
+async def load_conversation(store: SharedState, head: str | None) -> list[dict[str, Any]]:
     """The messages a head names, read back from the store (for inspection and tests;
     replay never needs it, the workflow rebuilds its own messages).
 

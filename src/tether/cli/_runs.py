@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tether._types import RunInfo
+from tether._types import RunInfo, RunStatus
 from tether.cli._common import (
     CliError,
     client,
@@ -22,7 +22,7 @@ from tether.cli._common import (
 from tether.cli._lifecycle_show import lifecycle_dict, print_attempts, print_origin
 from tether.errors import RunFailed
 
-STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled", "blocked")
+STATUSES = tuple(s.value for s in RunStatus)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -212,7 +212,7 @@ async def cancel(args: argparse.Namespace) -> int:
         if before == "cancelled":
             print(f"{args.run_id}: already cancelled")
             return 0
-        if before in ("completed", "failed"):
+        if before in ("completed", "failed"):  # cancelled is answered above
             raise CliError(f"run {args.run_id!r} has already ended ({before}); nothing to cancel")
         status = await app.cancel(args.run_id)
     print(f"{args.run_id}: cancel requested (status {status.value})")
@@ -224,7 +224,7 @@ async def result(args: argparse.Namespace) -> int:
         handle = app.handle(args.run_id)
         if args.wait is None:
             info = await app.get_run(args.run_id)
-            if info.status.value not in ("completed", "failed", "cancelled", "blocked"):
+            if not info.status.is_settled:
                 raise CliError(f"run {args.run_id!r} has not ended (status {info.status.value});"
                                " use --wait SECONDS", 3)
         try:

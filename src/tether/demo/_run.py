@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether import App
-from tether.cli._runs import print_timeline
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
 RUN_ID = "demo-1"
@@ -246,7 +245,7 @@ async def _story(db: str, env: dict[str, str], model: _Model,
         while True:
             info = await app.get_run(RUN_ID)
             printer.show(info, second.pid)
-            if info.status.is_final:
+            if info.status.is_settled:
                 break
             if time.monotonic() > deadline:
                 print(f"timed out; worker logs in {folder}")
@@ -263,7 +262,8 @@ async def _story(db: str, env: dict[str, str], model: _Model,
             return 1
     print(f"\nanswer: {answer}\n")
     print(f"$ tether show {RUN_ID}")
-    print_timeline(info)
+    shown = await asyncio.to_thread(_tether, "show", RUN_ID, env=env)
+    print((shown.stdout or shown.stderr).rstrip())
     return _summary(info, model, server, requests_at_kill, first_pid=first.pid,
                     second_pid=second.pid, log_path=log_path, approvals=approvals,
                     elapsed=elapsed)

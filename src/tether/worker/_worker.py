@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether._app import worker_host
 from tether._clock import wait_event
 from tether._codec import restore
 from tether._errors_codec import error_to_dict
@@ -107,6 +108,7 @@ class Worker:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be > 0")
         self.app = app
+        self._host = worker_host(app)
         self.queues = list(queues) if queues else app.queues()
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -146,7 +148,7 @@ class Worker:
         """Register, recover runs of dead workers on this host, and start serving."""
         if self._started:
             return
-        store = await self.app._open()
+        store = await self._host.open()
         caps = store.capabilities
         if self._default_poll and caps.notifications and caps.multi_host:
             self.poll_interval = NOTIFIED_POLL_INTERVAL
@@ -164,7 +166,7 @@ class Worker:
             workflows={name: w.queue for name, w in self.app.workflows().items()}, now=now)
         self._unsubscribe = await store.subscribe(self.notify)
         self._started = True
-        self.app._workers.add(self)
+        self._host.attach(self)
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="tether-claim"),
             asyncio.create_task(self._heartbeat_loop(), name="tether-heartbeat"),
@@ -185,7 +187,7 @@ class Worker:
         if not self._started or self._stopping:
             return
         self._stopping = True
-        self.app._workers.discard(self)
+        self._host.detach(self)
         if self._unsubscribe is not None:
             await self._unsubscribe()
         for t in self._loops:
@@ -459,7 +461,7 @@ class Worker:
         app = self.app
         run = claimed.run
         lease = claimed.lease
-        wdef = app._workflows.get(run.workflow)
+        wdef = self._host.workflow(run.workflow)
         if wdef is None:
             log.error("run %s: workflow %r is not registered in this worker; releasing it",
                       run.run_id, run.workflow)
@@ -612,4 +614,4 @@ class Worker:
                 await store.run_finish(lease=ctx.lease, status=RunStatus.COMPLETED.value,
                                        result=text, error=None, now=now)
         self.completed += 1
-        app._run_finished(run_id)
+        self._host.run_ended(run_id)

@@ -28,7 +28,15 @@ import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
 
-from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
+from tether._types import (
+    ENDED,
+    ClaimedRun,
+    EntryStatus,
+    JournalEntry,
+    Lease,
+    OperationKind,
+    RunRecord,
+)
 from tether.errors import (
     ConfigError,
     LeaseLost,
@@ -61,7 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.store.postgres")
 
 _QUERIES = load_queries("tether.store.postgres")
-_FINAL = ("completed", "failed", "cancelled")
+_FINAL = tuple(s.value for s in ENDED)
 #: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
 _TXN_RETRIES = 3
 
@@ -519,7 +527,8 @@ class PostgresStore:
         if not leased:
             raise LeaseLost(lease.run_id, lease.fencing_token)
         if status is not None:
-            return JournalEntry(position, "signal", name, status, result=result, error=error,
+            return JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus(status),
+                                result=result, error=error,
                                 attempts=1, finished_at=now, next_attempt_at=next_attempt_at)
         if due:
             raise _final_conflict(lease.run_id, position)

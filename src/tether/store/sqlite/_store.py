@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 import apsw
 
-from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
+from tether._types import ClaimedRun, EntryStatus, JournalEntry, Lease, OperationKind, RunRecord
 from tether.errors import (
     ConfigError,
     LeaseLost,
@@ -824,7 +824,7 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
     run = _run_get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
-    if run.status in ("completed", "failed", "cancelled"):
+    if run.status.is_ended:
         # A retried send of a signal the run already got is not an error.
         known: list[Any] = (conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()
                             if key else [])
@@ -850,10 +850,11 @@ def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
     if rows:
         signal_id, payload = int(rows[0][0]), rows[0][1]
         conn.execute(Q["signal_consume"], (position, signal_id))
-        entry = JournalEntry(position, "signal", name, "ok", result=payload, attempts=1,
-                             finished_at=now)
+        entry = JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus.OK,
+                             result=payload, attempts=1, finished_at=now)
     elif deadline is not None and now >= deadline:
-        entry = JournalEntry(position, "signal", name, "error", error=timeout_error,
+        entry = JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus.ERROR,
+                             error=timeout_error,
                              attempts=1, finished_at=now, next_attempt_at=deadline)
     else:
         return None

@@ -1,0 +1,251 @@
+"""The extension interface: what integrations build on.
+
+``tether.ai`` and the agent-framework integrations are written against this module and
+the public ``tether`` API only, as any user's integration would be; nothing outside the
+engine imports its private modules (an import-linter contract checks it). See
+``docs/extending.md``.
+
+What an integration gets here:
+
+- **a step built at call time** (:func:`step`): a journaled operation whose body is
+  made per call (a closure over the call's live inputs) instead of registered with
+  ``@app.step``. Replay matches an operation by kind and name only, so nothing needs to
+  be registered and one integration object can serve every app of a process;
+- **the current run's identity** (:func:`current_run`, :func:`current_step`,
+  :func:`in_workflow`);
+- **run metrics** (:func:`add_metrics`, and ``on_replay`` on :func:`step` for what a
+  recorded result saved);
+- **live events** for observers (:meth:`Run.publish`, read by ``App.events``);
+- **shared state** across workers and hosts (:class:`SharedState`: versioned keys,
+  content-addressed blobs and rate limits, kept in the store);
+- **per-execution memory** (:meth:`Run.memory`): plain Python state for one execution
+  of a run's code, rebuilt by replay after a crash or a release.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from tether._definitions import StepDef
+from tether._replay import RunContext, StepInfo, run_sync_step
+from tether._replay import current_run as _current_run
+from tether._replay import current_step as _current_step
+from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
+from tether.errors import ConfigError, OutsideRun
+
+if TYPE_CHECKING:
+    from tether._app import App
+
+__all__ = [
+    "OnReplay",
+    "Run",
+    "SharedState",
+    "StepInfo",
+    "add_metrics",
+    "current_run",
+    "current_step",
+    "in_workflow",
+    "shared_state",
+    "step",
+]
+
+T = TypeVar("T")
+
+#: Called with a result answered from the journal instead of executed; returns metrics
+#: to add to the run (counted at most once per position over the run's life).
+OnReplay = Callable[[Any], dict[str, float] | None]
+
+
+class SharedState(Protocol):
+    """State shared by every worker and host of one store (a provider's circuit
+    breaker, its rate limits, content-addressed conversation texts).
+
+    Keys are free text; prefix them with your integration's name (``llm.breaker:...``).
+    Every method is atomic across processes and hosts.
+    """
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        """The value of ``key`` and its version, or ``None`` if it was never set."""
+        ...
+
+    async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
+        """Compare-and-set: with ``version=None`` insert ``key`` if absent; else replace it
+        only if its version is still ``version`` (the version then goes up by one).
+        True if written."""
+        ...
+
+    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+        """Store content-addressed texts (the key is a digest of the text); a key that is
+        stored already is left as it is."""
+        ...
+
+    async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
+        """The texts stored under ``keys`` (missing keys are absent from the result)."""
+        ...
+
+    async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
+                           now: float) -> float:
+        """Take ``amount`` from the token bucket ``key`` (``limit`` per ``period``
+        seconds, refilled continuously, full at first use). Returns 0.0 when taken;
+        else the seconds until ``amount`` will be available, taking nothing."""
+        ...
+
+
+class Run:
+    """The run whose code executes here, as an integration sees it.
+
+    Obtained from :func:`current_run`; valid while that execution of the run lasts
+    (do not keep it across runs).
+    """
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    def __repr__(self) -> str:
+        return f"Run(run_id={self.run_id!r}, workflow={self.workflow!r})"
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._ctx.run_id
+
+    @property
+    def workflow(self) -> str:
+        """The name of the run's workflow."""
+        return self._ctx.workflow.name
+
+    @property
+    def fencing_token(self) -> int:
+        """The executing worker's fencing token (grows on every takeover of the run)."""
+        return self._ctx.lease.fencing_token
+
+    @property
+    def shared(self) -> SharedState:
+        """State shared across workers, in the run's store."""
+        return self._ctx.store
+
+    def clock(self) -> float:
+        """The engine's clock, in seconds since the epoch. Not journaled: use it for
+        bookkeeping outside the journal (breakers, limits), and ``tether.now()`` for
+        time that workflow logic depends on."""
+        return self._ctx.clock.now()
+
+    def memory(self, key: object, factory: Callable[[], T]) -> T:
+        """Per-execution state under ``key`` (built by ``factory`` on first use).
+
+        It lives as long as this execution of the run's code: a crash or a release
+        drops it, and replay rebuilds it by running the same code again, so keep only
+        what the workflow code derives from journaled results.
+        """
+        memory = self._ctx.memory
+        if key not in memory:
+            memory[key] = factory()
+        value: T = memory[key]
+        return value
+
+    def add_metrics(self, deltas: Mapping[str, float]) -> None:
+        """Add numbers to the run's metrics; see :func:`add_metrics`."""
+        self._ctx.add_metrics(dict(deltas))
+
+    async def publish(self, event: Mapping[str, Any]) -> None:
+        """Send a live event (a JSON object) to the run's observers (``App.events``,
+        ``tether serve``'s streams). Best effort: not stored, not replayed.
+
+        Raises:
+            StoreError: the event could not be sent (callers usually log and go on).
+        """
+        await self._ctx.store.run_publish(run_id=self._ctx.run_id, data=json.dumps(event))
+
+
+def current_run() -> Run | None:
+    """The run whose workflow code or step executes here, or ``None`` outside runs."""
+    ctx = _current_run.get()
+    return None if ctx is None else Run(ctx)
+
+
+def current_step() -> StepInfo | None:
+    """Inside a step's body: which step, position and attempt; else ``None``."""
+    return _current_step.get()
+
+
+def in_workflow() -> bool:
+    """True in workflow code, where an operation is journaled; False outside runs and
+    inside a step's body (where an operation is a plain call)."""
+    return _current_run.get() is not None and _current_step.get() is None
+
+
+def add_metrics(deltas: Mapping[str, float]) -> None:
+    """Add numbers to the running run's metrics (tokens, cost...), persisted with the run
+    and shown by ``App.get_run`` and ``tether show``. Thread-safe (plain ``def`` steps run
+    in threads).
+
+    Called from a step, it counts what really happened on this attempt: a crash after
+    the work but before the journal commit counts it twice, as it was paid twice.
+
+    Raises:
+        OutsideRun: no run executes here.
+    """
+    ctx = _current_run.get()
+    if ctx is None:
+        raise OutsideRun("tether.ext.add_metrics()", "a workflow or step")
+    ctx.add_metrics(dict(deltas))
+
+
+def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | None = None,
+         on_replay: OnReplay | None = None, rate_limit: RateLimit | None = None,
+         return_annotation: Any = None, **kwargs: Any) -> Awaitable[Any]:
+    """Run ``fn(*args, **kwargs)`` as a step operation named ``name``.
+
+    In workflow code it takes the run's next position *now* (at call time, so
+    ``asyncio.gather`` stays deterministic), runs ``fn`` once under ``retry`` (default
+    ``tether.RetryPolicy()``), journals its outcome, and on replay returns the record
+    without calling ``fn``. The arguments are journaled (they must be JSON), so pass the
+    call's small identity as arguments and close over the large live values in ``fn``.
+    Outside a workflow, or inside a step's body, it is a plain call of ``fn``.
+
+    ``name`` is what the determinism check compares: keep it stable across deploys
+    and distinct per kind of call (prefix it with your integration, ``llm:openai:...``).
+
+    Raises:
+        ConfigError: ``name`` is empty or ``fn`` is not callable.
+        Whatever ``fn`` raised last, as ``tether.StepError``, once retries are exhausted.
+    """
+    if not name:
+        raise ConfigError("tether.ext.step() needs a non-empty operation name")
+    if not callable(fn):
+        raise ConfigError(f"tether.ext.step() needs a function, got {type(fn).__name__}")
+    is_async = _is_async(fn)
+    ctx = _current_run.get()
+    if ctx is None or _current_step.get() is not None:
+        if is_async:
+            result: Awaitable[Any] = fn(*args, **kwargs)
+            return result
+        return run_sync_step(fn, args, kwargs)
+    sdef = StepDef(name=name, fn=fn, retry=retry or DEFAULT_RETRY, is_async=is_async,
+                   return_annotation=return_annotation, on_replay=on_replay,
+                   rate_limit=rate_limit)
+    return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+
+
+async def shared_state(app: App) -> SharedState:
+    """The shared state of ``app``'s store (opened if need be), for code outside runs:
+    tools, admin scripts, tests.
+
+    Raises:
+        ConfigError: the App is closed.
+    """
+    from tether._app import worker_host
+
+    return await worker_host(app).open()
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    # iscoroutinefunction sees through functools.partial; an object whose __call__ is
+    # an ``async def`` counts too.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004

@@ -1,0 +1,62 @@
+"""App.close() is final: a closed App never silently opens a new store."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether import App, ConfigError
+
+
+async def test_a_closed_app_refuses_every_call_that_needs_the_store(store_url: str) -> None:
+    """After close(), start/get_run/worker/store raise ConfigError naming the fix."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> int:
+        return 1
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="r")).result(timeout=10) == 1
+    await app.close()
+    assert app.closed
+    with pytest.raises(ConfigError, match="App is closed"):
+        await app.start(wf)
+    with pytest.raises(ConfigError, match="App is closed"):
+        await app.get_run("r")
+    with pytest.raises(ConfigError, match="App is closed"):
+        app.worker()
+    with pytest.raises(ConfigError, match="App is closed"):
+        _ = app.store
+    with pytest.raises(ConfigError, match="App is closed"):
+        async with app:
+            pass
+    await app.close()  # closing twice is harmless
+
+
+async def test_the_run_outlives_its_closed_app(store_url: str) -> None:
+    """Closing loses nothing: a new App on the same store sees the run."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> int:
+        return 7
+
+    async with app, app.worker():
+        await (await app.start(wf, run_id="kept")).result(timeout=10)
+    again = App(store_url)
+    try:
+        assert (await again.get_run("kept")).result == 7
+    finally:
+        await again.close()
+
+
+async def test_the_app_fixture_is_open_and_usable(app: App) -> None:
+    """The shared ``app`` fixture gives an open App on the test's store."""
+
+    @app.workflow
+    async def wf(x: int) -> int:
+        return x + 1
+
+    async with app.worker():
+        assert await (await app.start(wf, 1)).result(timeout=10) == 2
+    assert not app.closed

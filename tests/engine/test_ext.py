@@ -1,0 +1,135 @@
+"""tether.ext: the extension interface integrations build on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import tether
+from tether import App, ConfigError, OutsideRun, RetryPolicy, ext
+
+
+async def test_a_step_built_at_call_time_runs_once_and_replays(app: App) -> None:
+    """ext.step journals a closure's outcome under its name; replay (here: a workflow
+    re-run after a later step failed its first attempt) does not call it again."""
+    calls: list[str] = []
+    flaky: list[int] = []
+
+    async def fetch_body(key: str, *, suffix: str) -> str:
+        calls.append(key)
+        return key + suffix
+
+    @app.step(retry=RetryPolicy(initial_interval=0.01, max_attempts=2))
+    async def second() -> int:
+        flaky.append(1)
+        if len(flaky) == 1:
+            raise RuntimeError("first attempt fails")
+        return len(flaky)
+
+    @app.workflow
+    async def wf() -> list[Any]:
+        a = await ext.step("integration:fetch", fetch_body, "k", suffix="!")
+        return [a, await second()]
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="s")).result(timeout=10) == ["k!", 2]
+    assert calls == ["k"]
+    (entry, _) = (await app.get_run("s")).journal
+    assert (entry["kind"], entry["name"], entry["args"]) == (
+        "step", "integration:fetch", [["k"], {"suffix": "!"}])
+
+
+async def test_on_replay_metrics_count_once_when_the_result_comes_from_the_journal(
+        app: App) -> None:
+    """on_replay's metrics are added when a recorded result is returned, not when run."""
+    @app.workflow
+    async def wf() -> int:
+        value = await ext.step("calc", lambda: 21, on_replay=lambda v: {"saved": v})
+        await tether.wait_for_signal("go")
+        return int(value) * 2
+
+    async with app.worker(sticky_wait=0.0):
+        handle = await app.start(wf, run_id="m")
+        while (await app.get_run("m")).status != tether.RunStatus.WAITING:
+            await asyncio.sleep(0.01)
+        await app.signal("m", "go")
+        assert await handle.result(timeout=10) == 42
+    assert (await app.get_run("m")).metrics.get("saved") == 21.0
+
+
+async def test_run_identity_memory_metrics_and_events(app: App) -> None:
+    """current_run() names the run; memory() is per execution; add_metrics persists;
+    publish() reaches App.events."""
+    seen: dict[str, Any] = {}
+
+    @app.workflow
+    async def wf() -> int:
+        run = ext.current_run()
+        assert run is not None and ext.in_workflow()
+        seen["run"] = (run.run_id, run.workflow)
+        counter = run.memory("counter", lambda: [0])
+        counter[0] += 1
+        assert run.memory("counter", lambda: [99]) is counter
+        run.add_metrics({"widgets": 3})
+        # Events are live only: publish until the test says it has seen one.
+        while await run.shared.kv_get(key="ext.seen") is None:
+            await run.publish({"type": "hello"})
+            await asyncio.sleep(0.01)
+
+        async def body() -> bool:
+            inner = ext.current_step()
+            return inner is not None and not ext.in_workflow() and inner.key == "e:0"
+
+        return int(await ext.step("inside", body))
+
+    async with app.worker():
+        await app.start(wf, run_id="e")
+        async for event in app.events("e"):
+            assert json.loads(event) == {"type": "hello"}
+            break
+        await (await ext.shared_state(app)).kv_cas(key="ext.seen", value="1", version=None, now=0.0)
+        assert await app.handle("e").result(timeout=10) == 1
+    assert seen["run"] == ("e", "wf")
+    assert (await app.get_run("e")).metrics["widgets"] == 3.0
+
+
+async def test_outside_a_run_ext_step_is_a_plain_call_and_identity_is_none() -> None:
+    """Outside workflows: ext.step calls the function, current_run() is None, and
+    add_metrics says where it belongs."""
+    assert ext.current_run() is None and ext.current_step() is None
+    assert not ext.in_workflow()
+    assert await ext.step("x", lambda a: a + 1, 1) == 2
+
+    async def double(a: int) -> int:
+        return a * 2
+
+    assert await ext.step("y", double, 4) == 8
+    with pytest.raises(OutsideRun, match="inside a workflow or step"):
+        ext.add_metrics({"n": 1})
+
+
+def test_bad_arguments_to_ext_step_are_config_errors() -> None:
+    """An empty name or a non-callable body is refused with a one-line ConfigError."""
+    with pytest.raises(ConfigError, match="non-empty operation name"):
+        ext.step("", lambda: 1)
+    with pytest.raises(ConfigError, match="needs a function"):
+        ext.step("n", 42)  # type: ignore[arg-type]
+
+
+async def test_shared_state_is_shared_through_the_store(app: App) -> None:
+    """shared_state(app) is the store's kv: a value set there is seen by a run."""
+    shared = await ext.shared_state(app)
+    assert await shared.kv_cas(key="ext.test", value="v1", version=None, now=0.0)
+
+    @app.workflow
+    async def wf() -> str | None:
+        run = ext.current_run()
+        assert run is not None
+        got = await run.shared.kv_get(key="ext.test")
+        return None if got is None else got[0]
+
+    async with app.worker():
+        assert await (await app.start(wf)).result(timeout=10) == "v1"
