@@ -14,7 +14,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tether.cli import _approvals, _budget, _db, _demo, _queues, _runs, _worker
+from tether.cli import (
+    _approvals,
+    _budget,
+    _db,
+    _demo,
+    _lifecycle,
+    _queues,
+    _runs,
+    _schedules,
+    _worker,
+)
 from tether.cli._common import CliError
 from tether.errors import TetherError
 
@@ -30,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tether",
         description="Durable execution for AI agents: start, inspect and serve journaled runs.",
     )
+    parser.add_argument("--version", action="version", version=f"tether {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _worker.register(sub, common)
     _runs.register(sub, common)
@@ -38,7 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     _db.register(sub, common)
     _queues.register(sub, common)
     _demo.register(sub, common)
+    _lifecycle.register(sub, common)
+    _schedules.register(sub, common)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tether")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
