@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 import tether
-from tether import App, RetryPolicy
 from tests.engine.helpers import status_is, wait_for
+from tether import App, RetryPolicy
 
 ONCE = RetryPolicy(max_attempts=1)
 
