@@ -38,17 +38,30 @@ async def started_slow(w: Workers) -> bool:
     return w.counts()["start slow"] >= 1
 
 
+async def two_workers(client: App, workers: Workers, *extra: str
+                      ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    a, b = workers.start(*extra), workers.start(*extra)
+    await wait_for(lambda: registered(client, 2), timeout=30, what="two workers up")
+    return a, b
+
+
+async def the_one_running(workers: Workers, a: subprocess.Popen[bytes],
+                          b: subprocess.Popen[bytes]
+                          ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """(the worker executing the slow step, the other), once the step started."""
+    await wait_for(lambda: started_slow(workers), timeout=30, what="slow step started")
+    pid = next(p for p, what in workers.executions() if what == "start slow")
+    return (a, b) if pid == a.pid else (b, a)
+
+
 async def test_sigterm_drain_finishes_the_step_and_hands_the_run_over(
         store_url: str, workers: Workers) -> None:
     """A 2 s step in flight when SIGTERM arrives completes once; the other worker
     continues the run without running it again."""
     async with App(store_url) as client:
-        a = workers.start()
-        await wait_for(lambda: registered(client, 1), timeout=30, what="worker A up")
+        a, b = await two_workers(client, workers)
         h = await client.start("deploy", 2.0, run_id="d-1")
-        await wait_for(lambda: started_slow(workers), timeout=30, what="slow step started")
-        b = workers.start()
-        await wait_for(lambda: registered(client, 2), timeout=30, what="worker B up")
+        a, b = await the_one_running(workers, a, b)
         a.send_signal(signal.SIGTERM)
         assert await h.result(timeout=60) == ["slow done", "quick done"]
         assert a.wait(30) == 0
@@ -58,7 +71,7 @@ async def test_sigterm_drain_finishes_the_step_and_hands_the_run_over(
     by_pid = {what: pid for pid, what in workers.executions()}
     assert by_pid["end slow"] == a.pid and by_pid["quick"] == b.pid
     assert [x["status"] for x in info.attempts] == ["ok", "ok"]
-    assert "draining" in workers.log(0)
+    assert "draining: 1 runs in flight" in workers.log(workers.procs.index(a))
 
 
 async def test_sigterm_with_a_short_grace_reruns_the_step_elsewhere(
@@ -66,12 +79,9 @@ async def test_sigterm_with_a_short_grace_reruns_the_step_elsewhere(
     """With --grace 1 the 2 s step is cut off: the next worker runs it again, and the
     cut-off attempt shows as interrupted, with its worker."""
     async with App(store_url) as client:
-        a = workers.start("--grace", "1")
-        await wait_for(lambda: registered(client, 1), timeout=30, what="worker A up")
+        a, b = await two_workers(client, workers, "--grace", "1")
         h = await client.start("deploy", 2.0, run_id="d-2")
-        await wait_for(lambda: started_slow(workers), timeout=30, what="slow step started")
-        b = workers.start()
-        await wait_for(lambda: registered(client, 2), timeout=30, what="worker B up")
+        a, b = await the_one_running(workers, a, b)
         t0 = time.monotonic()
         a.send_signal(signal.SIGTERM)
         assert a.wait(30) == 0
