@@ -186,9 +186,6 @@ async def test_schedule_on_three_workers_starts_one_run_per_tick(
         workers.stop_all()
         runs = [r for r in await client.list_runs(limit=1000)
                 if r.run_id.startswith("every-second@")]
-        for r in runs:
-            if r.status != "completed":
-                continue
     executed = Counter(what.split()[1] for _, what in workers.executions())
     assert executed, "no tick ran"
     assert max(executed.values()) == 1, executed.most_common(3)
@@ -197,7 +194,6 @@ async def test_schedule_on_three_workers_starts_one_run_per_tick(
     assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), ticks  # no gap, no twin
     done = {r.run_id for r in runs if r.status == "completed"}
     assert set(executed) >= done
-    assert len({pid for pid, _ in workers.executions()}) >= 1
 
 
 def _epoch(run_id: str) -> float:
