@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
 import random as _random
@@ -97,6 +97,9 @@ class Continue:
 
 StopReason = Release | Blocked | Lost | Continue
 
+#: Seconds an attempt's start may wait before it is written (see ``_record_attempt``).
+ATTEMPT_WRITE_DELAY = 0.05
+
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
 
@@ -159,13 +162,70 @@ class _LatestWriter:
             self._writing = False
 
 
+class AttemptWriter:
+    """Writes the execution attempts of steps (history) for all the runs of a worker,
+    off the hot path: an attempt's state is noted in memory and written at most
+    ``ATTEMPT_WRITE_DELAY`` later, in one store call with every other state noted
+    meanwhile. So a step pays no commit of its own for its history; an attempt that
+    ends within the delay is written once, finished; one still running then is on disk
+    before a crash can cut it off (``show`` then calls it interrupted)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._prefix = _uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+        self._buffer: dict[str, AttemptRecord] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._last: asyncio.Future[None] | None = None
+
+    def next_id(self) -> str:
+        """A new attempt id, unique across processes (a random prefix and a counter)."""
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def note(self, attempt: AttemptRecord) -> None:
+        self._buffer[attempt.attempt_id] = attempt
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
+                                                                self._write)
+
+    def _write(self) -> asyncio.Future[None] | None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buffer:
+            return self._last
+        batch, self._buffer = list(self._buffer.values()), {}
+        before = self._last
+
+        async def write() -> None:
+            if before is not None:  # in order: a finished state never precedes its start
+                with contextlib.suppress(BaseException):
+                    await before
+            try:
+                await self.store.attempt_record(attempts=batch)
+            except Exception as exc:  # history only: never fails a run
+                log.warning("could not record %d step attempts: %s", len(batch), exc)
+
+        self._last = asyncio.ensure_future(write())
+        return self._last
+
+    async def flush(self, run_id: str | None = None) -> None:
+        """Write what was noted (of ``run_id``, or of every run) and wait for it."""
+        if run_id is None or any(a.run_id == run_id for a in self._buffer.values()):
+            self._write()
+        if self._last is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._last)
+
+
 class RunContext:
     """One run being executed by one worker: its lease and its journal."""
 
     def __init__(self, *, lease: Lease, workflow: WorkflowDef, journal: list[JournalEntry],
                  store: Store, codec: Codec, clock: Clock, executor: Executor | None,
                  sticky_wait: float, cancel_requested: bool = False,
-                 metrics: dict[str, float] | None = None, generation: int = 0) -> None:
+                 metrics: dict[str, float] | None = None, generation: int = 0,
+                 attempt_writer: AttemptWriter | None = None) -> None:
         self.run_id = lease.run_id
         self.lease = lease
         self.workflow = workflow
@@ -200,7 +260,7 @@ class RunContext:
         #: operation or wait, after the step in flight is journaled.
         self.draining = False
         self._step_tasks: set[asyncio.Future[Any]] = set()
-        self._history: set[asyncio.Future[None]] = set()
+        self.attempt_writer = attempt_writer or AttemptWriter(store)
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -355,29 +415,14 @@ class RunContext:
             raise self._halt(Release(Wait(now if at is None else max(at, now),
                                           "handed back by a draining worker")))
 
-    # -- attempts (history, written without waiting) ------------------------------------
+    # -- attempts (history, written off the hot path) --------------------------------------
 
-    def _record_attempt(self, attempt: AttemptRecord,
-                        after: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
-        async def write() -> None:
-            if after is not None:
-                with contextlib.suppress(Exception):
-                    await after
-            try:
-                await self.store.attempt_record(attempt=attempt)
-            except Exception as exc:  # history only: never fails the run
-                log.warning("run %s: could not record attempt %d of %s: %s", self.run_id,
-                            attempt.attempt, attempt.name, exc)
-
-        fut = asyncio.ensure_future(write())
-        self._history.add(fut)
-        fut.add_done_callback(self._history.discard)
-        return fut
+    def _record_attempt(self, attempt: AttemptRecord) -> None:
+        self.attempt_writer.note(attempt)
 
     async def flush_history(self) -> None:
-        """Wait for the attempt records in flight (at the run's end)."""
-        if self._history:
-            await asyncio.gather(*list(self._history), return_exceptions=True)
+        """Write this run's attempts noted so far and wait for them (at the run's end)."""
+        await self.attempt_writer.flush(self.run_id)
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -440,10 +485,9 @@ class RunContext:
             attempts += 1
             info = StepInfo(self.run_id, pos, name, attempts, self.generation)
             record = AttemptRecord(
-                attempt_id=_uuid.uuid4().hex, run_id=self.run_id, generation=self.generation,
-                position=pos, name=name, attempt=attempts, worker_id=self.lease.worker_id,
-                status="running", started_at=started)
-            began = self._record_attempt(record)
+                self.attempt_writer.next_id(), self.run_id, self.generation, pos, name,
+                attempts, self.lease.worker_id, "running", started)
+            self._record_attempt(record)
             try:
                 if sdef.rate_limit is not None:
                     await self._take_rate(sdef)
@@ -451,15 +495,15 @@ class RunContext:
             except (_Stop, asyncio.CancelledError):
                 raise
             except _Interrupted:
-                self._record_attempt(dataclasses.replace(
-                    record, status="cancelled", finished_at=self.clock.now()), began)
+                self._record_attempt(_ended(
+                    record, status="cancelled", finished_at=self.clock.now()))
                 await self.enter(pos)  # delivers the cancel at this position
                 raise AssertionError("unreachable: enter() delivers the cancel") from None
             except Postpone as exc:
                 # Not a failed attempt: same count, no policy consumed.
-                self._record_attempt(dataclasses.replace(
+                self._record_attempt(_ended(
                     record, status="postponed", finished_at=self.clock.now(),
-                    error=codec.encode_error(error_to_dict(exc))), began)
+                    error=codec.encode_error(error_to_dict(exc))))
                 attempts -= 1
                 now = self.clock.now()
                 next_at = now + exc.delay
@@ -473,9 +517,9 @@ class RunContext:
                 continue
             except Exception as exc:
                 now = self.clock.now()
-                self._record_attempt(dataclasses.replace(
+                self._record_attempt(_ended(
                     record, status="error", finished_at=now,
-                    error=codec.encode_error(error_to_dict(exc, attempts=attempts))), began)
+                    error=codec.encode_error(error_to_dict(exc, attempts=attempts))))
                 nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
                                              now=now, error=exc)
                 retry_after = getattr(exc, "retry_after", None)
@@ -494,8 +538,7 @@ class RunContext:
                 next_at = nxt
                 continue
             now = self.clock.now()
-            self._record_attempt(dataclasses.replace(record, status="ok", finished_at=now),
-                                 began)
+            self._record_attempt(_ended(record, status="ok", finished_at=now))
             try:
                 text = codec.encode(value, f"result of step {name!r}")
             except PayloadError as exc:
@@ -722,6 +765,13 @@ class RunContext:
         self.write_deferred(JournalEntry(pos, OperationKind.PATCH, change_id, OK,
                                          result="true", started_at=now, finished_at=now))
         return True
+
+
+def _ended(a: AttemptRecord, *, status: str, finished_at: float,
+           error: str | None = None) -> AttemptRecord:
+    """``a`` finished (``dataclasses.replace`` costs several times more per step)."""
+    return AttemptRecord(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
+                         a.worker_id, status, a.started_at, finished_at, error)
 
 
 def _iso(ts: float) -> str:

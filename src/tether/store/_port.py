@@ -238,9 +238,9 @@ class Store(Protocol):
 
     # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
 
-    async def attempt_record(self, *, attempt: AttemptRecord) -> None:
-        """Record (or update, by ``attempt_id``) one execution attempt of a step. History,
-        not fenced: it never changes what a run does."""
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        """Record (or update, by ``attempt_id``) execution attempts of steps, in one
+        transaction. History, not fenced: it never changes what a run does."""
 
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         """A run's attempts in the order they started."""

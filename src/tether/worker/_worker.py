@@ -24,7 +24,16 @@ from tether._clock import wait_event
 from tether._codec import restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
-from tether._replay import Blocked, Continue, Lost, Release, RunContext, _Stop, current_run
+from tether._replay import (
+    AttemptWriter,
+    Blocked,
+    Continue,
+    Lost,
+    Release,
+    RunContext,
+    _Stop,
+    current_run,
+)
 from tether._types import ClaimedRun, Lease, RunStatus
 from tether.errors import (
     Cancelled,
@@ -133,6 +142,7 @@ class Worker:
         self._draining = False
         #: The workflows this worker may claim runs of: the ones its app registered.
         self._claimable: list[str] = sorted(app.workflows())
+        self._attempts: AttemptWriter | None = None  # made at start, on the opened store
         self.completed = 0  #: runs this worker finished (any final status)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -149,6 +159,7 @@ class Worker:
         if self._started:
             return
         store = await self._host.open()
+        self._attempts = AttemptWriter(store)
         caps = store.capabilities
         if self._default_poll and caps.notifications and caps.multi_host:
             self.poll_interval = NOTIFIED_POLL_INTERVAL
@@ -476,6 +487,7 @@ class Worker:
             codec=app.codec, clock=app.clock, executor=self._executor,
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
             metrics=run.metrics, generation=run.generation,
+            attempt_writer=self._attempts,
         )
         if self._draining:
             ctx.drain()
@@ -533,12 +545,13 @@ class Worker:
         # Retried without a limit while the worker runs: the heartbeat renews this run's
         # lease meanwhile, so nobody else would ever replay it if we gave up. A stopping
         # worker hands its leases back, and the next worker replays the run.
+        # The attempts first: whoever sees the run ended sees all of its attempts.
+        await ctx.flush_history()
         try:
             await self._retry_store(run_id, "record its end",
                                     lambda: self._record_end(ctx, value, error, stop))
         except LeaseLost as exc:
             log.warning("run %s: %s", run_id, exc)
-        await ctx.flush_history()
 
     async def _cancel_children(self, run_id: str) -> None:
         """Cancel a cancelled run's children; the parent's end is already recorded, so a

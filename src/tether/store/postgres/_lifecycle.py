@@ -73,15 +73,17 @@ class Lifecycle:
 
     # -- attempts ---------------------------------------------------------------------
 
-    async def attempt_record(self, conn: Conn, a: AttemptRecord) -> None:
-        await conn.execute(
-            f"INSERT INTO {self.s}.attempts (attempt_id, run_id, generation, position, name, "
-            "attempt, worker_id, status, started_at, finished_at, error) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, "
-            "finished_at = excluded.finished_at, error = excluded.error",
-            (a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt, a.worker_id,
-             a.status, a.started_at, a.finished_at, a.error))
+    async def attempt_record(self, conn: Conn, attempts: list[AttemptRecord]) -> None:
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {self.s}.attempts (attempt_id, run_id, generation, position, "
+                "name, attempt, worker_id, status, started_at, finished_at, error) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, "
+                "finished_at = excluded.finished_at, error = excluded.error",
+                [(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
+                  a.worker_id, a.status, a.started_at, a.finished_at, a.error)
+                 for a in attempts])
 
     async def attempt_list(self, conn: Conn, run_id: str) -> list[AttemptRecord]:
         rows = await self._rows(

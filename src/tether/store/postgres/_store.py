@@ -689,8 +689,9 @@ class PostgresStore:
         fn = getattr(self._lifecycle, method)
         return self._run_op(lambda conn: fn(conn, *args))
 
-    async def attempt_record(self, *, attempt: AttemptRecord) -> None:
-        await self._life("attempt_record", attempt)
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        if attempts:
+            await self._life("attempt_record", list(attempts))
 
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         return await self._life("attempt_list", run_id)  # type: ignore[no-any-return]

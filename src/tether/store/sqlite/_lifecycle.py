@@ -34,10 +34,10 @@ def _schedule(row: Sequence[Any]) -> ScheduleRecord:
     return ScheduleRecord(*r)
 
 
-def attempt_record(conn: apsw.Connection, a: AttemptRecord) -> None:
-    conn.execute(L["attempt_record"], (
+def attempt_record(conn: apsw.Connection, attempts: list[AttemptRecord]) -> None:
+    conn.executemany(L["attempt_record"], [(
         a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt, a.worker_id,
-        a.status, a.started_at, a.finished_at, a.error))
+        a.status, a.started_at, a.finished_at, a.error) for a in attempts])
 
 
 def attempt_list(conn: apsw.Connection, run_id: str) -> list[AttemptRecord]:

@@ -579,8 +579,9 @@ class SqliteStore:
 
     # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
 
-    async def attempt_record(self, *, attempt: AttemptRecord) -> None:
-        await self._submit(_lc.attempt_record, attempt)
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        if attempts:
+            await self._submit(_lc.attempt_record, list(attempts))
 
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         return await self._submit(_lc.attempt_list, run_id, write=False)  # type: ignore[no-any-return]
