@@ -366,6 +366,26 @@ class App:
                     self._opened = True
         return store
 
+    async def reset_store(self) -> None:
+        """Close the store's connections and forget them, keeping the App usable: the next
+        call that needs the store opens it anew. For a long-lived process (the CLI worker)
+        that reconnects from scratch after the store failed.
+
+        Raises:
+            ConfigError: the App is closed.
+        """
+        self._check_open()
+        for w in list(self._workers):
+            await w.stop()
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
+        self._subscribed = False
+        store, opened = self._store, self._opened
+        self._store, self._opened = None, False
+        if opened and store is not None:
+            await store.close()
+
     async def close(self) -> None:
         """Stop this app's workers and close its store. Final: afterwards every call
         that needs the store raises ``ConfigError`` instead of opening a new one.

@@ -37,15 +37,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres]
 
 @pytest.fixture
 async def env(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
-    from tests.faults import pg_apps
-
-    pg_apps.app.use_store(pg_url)
+    # A client App of its own per test: the module's App belongs to the worker processes,
+    # and App.close() is final.
+    app = App(pg_url)
     workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
     try:
-        yield pg_apps.app, workers
+        yield app, workers
     finally:
         workers.stop_all()
-        await pg_apps.app.close()
+        await app.close()
 
 
 async def _wait(predicate: object, timeout: float, what: str) -> None:

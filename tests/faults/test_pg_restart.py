@@ -54,15 +54,15 @@ def cluster() -> Iterator[str]:
 @pytest.fixture
 async def env(cluster: str, pg_url: str,
               tmp_path: Path) -> AsyncIterator[tuple[App, PgWorkers]]:
-    from tests.faults import pg_apps
-
-    pg_apps.app.use_store(pg_url)
+    # A client App of its own per test: the module's App belongs to the worker processes,
+    # and App.close() is final.
+    app = App(pg_url)
     workers = PgWorkers(pg_url, tmp_path / "side.log", tmp_path)
     try:
-        yield pg_apps.app, workers
+        yield app, workers
     finally:
         workers.stop_all()
-        await pg_apps.app.close()
+        await app.close()
 
 
 async def test_server_restart_with_100_runs_in_flight(env: tuple[App, PgWorkers],

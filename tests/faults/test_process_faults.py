@@ -21,15 +21,15 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 @pytest.fixture
 async def env(store_url: str, tmp_path: Path) -> AsyncIterator[tuple[App, Workers]]:
-    from tests.faults import apps
-
-    apps.app.use_store(store_url)
+    # A client App of its own per test: the module's App belongs to the worker processes,
+    # and App.close() is final.
+    app = App(store_url)
     workers = Workers(store_url, tmp_path / "side.log", tmp_path)
     try:
-        yield apps.app, workers
+        yield app, workers
     finally:
         workers.stop_all()
-        await apps.app.close()
+        await app.close()
 
 
 async def test_sigkill_after_step_3_new_worker_completes_without_rerunning(

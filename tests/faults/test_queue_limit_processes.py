@@ -17,6 +17,7 @@ import pytest
 
 from tests.engine.helpers import wait_for
 from tests.faults.procs import ROOT
+from tether import App
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -63,10 +64,10 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 async def test_four_workers_never_run_more_than_the_limit_at_once(
         store_url: str, tmp_path: Path, worker_procs: list[subprocess.Popen[bytes]]) -> None:
-    from tests.faults.limit_apps import app, limited_job
+    from tests.faults.limit_apps import limited_job
 
     side = tmp_path / "steps.log"
-    app.use_store(store_url)
+    app = App(store_url)  # a client of its own: App.close() is final
     try:
         await app.set_queue_limit("limited", LIMIT)
         assert await app.queue_limits() == {"limited": LIMIT}

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from tether import App, RetryPolicy
 from tests.life.procs import ROOT
+from tether import App, RetryPolicy
 
 
 def cli(*args: str, db: str | None) -> subprocess.CompletedProcess[str]:

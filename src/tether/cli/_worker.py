@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace) -> int:
             failures += 1
             log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
                       failures)
-            await app.close()  # a store opened before the failure reconnects from scratch
+            await app.reset_store()  # a store opened before the failure reconnects anew
             await wait_event(stop, delay)
             delay = min(delay * 2, 10.0)
             continue
@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace) -> int:
             await worker.drain(args.grace, abandon)
         finally:
             await worker.stop()
-            await app.close()
+    await app.close()
     stuck = [t for t in threading.enumerate() if t.name.startswith("tether-step")
              and t.is_alive()]
     if stuck:
