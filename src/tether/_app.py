@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Registrable(Protocol):
@@ -250,6 +251,17 @@ class App:
             return f
 
         return decorate(fn) if fn is not None else decorate
+
+    @overload
+    def schedule(self, target: str, /, *, timezone: str = "UTC", name: str | None = None,
+                 input: Any = None, overlap: str = "skip", catchup: str = "latest",
+                 catchup_max: int = 10, queue: str | None = None) -> Callable[[F], F]: ...
+
+    @overload
+    def schedule(self, target: Callable[..., Any], /, *, cron: str, timezone: str = "UTC",
+                 name: str | None = None, input: Any = None, overlap: str = "skip",
+                 catchup: str = "latest", catchup_max: int = 10,
+                 queue: str | None = None) -> None: ...
 
     def schedule(self, target: Callable[..., Any] | str, /, *, cron: str | None = None,
                  timezone: str = "UTC", name: str | None = None, input: Any = None,

@@ -201,3 +201,19 @@ def _epoch(run_id: str) -> float:
 
     stamp = run_id.split("@", 1)[1].rstrip("Z")
     return dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.UTC).timestamp()
+
+
+async def test_an_attempt_cut_off_by_kill_9_shows_as_interrupted(
+        store_url: str, workers: Workers) -> None:
+    async with App(store_url) as client:
+        a, b = await two_workers(client, workers)
+        h = await client.start("deploy", 1.5, run_id="k-1")
+        a, b = await the_one_running(workers, a, b)
+        await asyncio.sleep(0.3)  # past the attempt writer's delay: its start is on disk
+        a.kill()
+        a.wait(10)
+        assert await h.result(timeout=60) == ["slow done", "quick done"]
+        info = await client.get_run("k-1")
+    slow = [x for x in info.attempts if x["name"] == "slow"]
+    assert [x["status"] for x in slow] == ["interrupted", "ok"]
+    assert str(a.pid) in slow[0]["worker_id"] and str(b.pid) in slow[1]["worker_id"]

@@ -199,3 +199,31 @@ async def test_cancel_interrupts_a_running_async_step(store_url: str) -> None:
         info = await app.get_run(h.run_id)
         assert [a["status"] for a in info.attempts] == ["cancelled"]
         assert [e["kind"] for e in info.journal] == ["cancel"]
+
+
+async def test_a_thread_step_timeout_fails_the_attempt(sqlite_url: str) -> None:
+    """A plain def step cannot be stopped, but its attempt fails at the timeout."""
+    import threading
+    import time
+
+    app = App(sqlite_url)
+    release = threading.Event()
+
+    @app.step(timeout=0.2, retry=ONCE)
+    def stuck() -> str:
+        release.wait(30)
+        return "late"
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            return await stuck()
+        except tether.StepTimeout as exc:  # the recorded error keeps its class
+            return f"timed out: {isinstance(exc, tether.StepError)}"
+
+    async with app, app.worker():
+        t0 = time.monotonic()
+        h = await app.start(wf)
+        assert await h.result(timeout=20) == "timed out: True"
+        release.set()
+        assert time.monotonic() - t0 < 15
