@@ -73,16 +73,19 @@ async def test_db_status_and_migrate_upgrade_a_previous_release(store_url: str) 
     off refuses to open it, naming the command; ``tether db migrate`` applies only 0002,
     keeps the data, and a second run has nothing to do."""
     make_release_one_store(store_url)
-    assert status_lines(store_url) == ["0001 init applied", "0002 shared_state pending"]
+    later = [(v, name) for v, name, _ in load_migrations("tether.store.sqlite")][1:]
+    assert status_lines(store_url) == ["0001 init applied",
+                                       *(f"{v:04d} {n} pending" for v, n in later)]
     strict = open_store(store_url, migrate=False)
     with pytest.raises(ConfigError, match=r"0002_shared_state.*tether db migrate"):
         await strict.open()
     first = tether("db", "migrate", "--db", store_url)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.split() == ["applied", "0002_shared_state"]
+    assert first.stdout.split() == [w for v, n in later for w in ("applied", f"{v:04d}_{n}")]
     again = tether("db", "migrate", "--db", store_url)
     assert again.returncode == 0 and again.stdout.strip() == "up to date"
-    assert status_lines(store_url) == ["0001 init applied", "0002 shared_state applied"]
+    assert status_lines(store_url) == ["0001 init applied",
+                                       *(f"{v:04d} {n} applied" for v, n in later)]
     await strict.open()
     try:
         old = await strict.run_get("old")
@@ -96,7 +99,8 @@ def test_db_status_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> N
     """Status of a file that does not exist lists everything pending and leaves no file;
     ``?migrate=false`` in the URL is understood, and a bad value is refused."""
     url = f"sqlite:///{tmp_path}/none.db"
-    assert status_lines(url) == ["0001 init pending", "0002 shared_state pending"]
+    assert status_lines(url) == [f"{v:04d} {n} pending"
+                                 for v, n, _ in load_migrations("tether.store.sqlite")]
     assert not (tmp_path / "none.db").exists()
     bad = tether("db", "status", "--db", f"{url}?migrate=perhaps")
     assert bad.returncode != 0 and "migrate=" in bad.stderr and "true or false" in bad.stderr

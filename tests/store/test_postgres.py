@@ -17,6 +17,7 @@ import pytest
 from tether.errors import ConfigError, LeaseLost, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store.postgres import PostgresStore
+from tether.store.postgres._migrate import migrations
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
 from .rtproxy import RoundTripProxy
@@ -70,9 +71,9 @@ async def test_open_migrates_a_fresh_database_and_is_idempotent(
     await asyncio.gather(*(s.open() for s in stores))
     try:
         cur = await raw.execute("SELECT version, name FROM tether.schema_version")
-        assert await cur.fetchall() == [(1, "init"), (2, "shared_state")]
-        assert await stores[0].migration_status() == [(1, "init", True),
-                                                      (2, "shared_state", True)]
+        known = [(v, n) for v, n, _ in migrations("tether")]
+        assert await cur.fetchall() == known
+        assert await stores[0].migration_status() == [(v, n, True) for v, n in known]
         assert await stores[0].migrate() == []
     finally:
         await asyncio.gather(*(s.close() for s in stores))
@@ -86,12 +87,14 @@ async def test_without_auto_migration_open_refuses_a_schema_that_is_behind(
     assert isinstance(store, PostgresStore)
     with pytest.raises(ConfigError, match="tether db migrate"):
         await store.open()
-    assert await store.migration_status() == [(1, "init", False), (2, "shared_state", False)]
+    known = [(v, n) for v, n, _ in migrations("tether")]
+    names = [f"{v:04d}_{n}" for v, n in known]
+    assert await store.migration_status() == [(v, n, False) for v, n in known]
     monkeypatch.setenv("TETHER_AUTO_MIGRATE", "0")
-    with pytest.raises(ConfigError, match="0001_init, 0002_shared_state"):
+    with pytest.raises(ConfigError, match=", ".join(names)):
         await PostgresStore(pg_url).open()
-    assert await store.migrate() == ["0001_init", "0002_shared_state"]
-    assert await store.migration_status() == [(1, "init", True), (2, "shared_state", True)]
+    assert await store.migrate() == names
+    assert await store.migration_status() == [(v, n, True) for v, n in known]
     await store.open()
     await store.close()
 
@@ -153,7 +156,8 @@ async def test_claim_and_journal_queries_use_indexes(
     """)
     params = {"worker_id": "w", "queues": ["q1", "q2"], "limit": 10, "now": 1e9,
               "lease_expires": 1e9 + 30, "run_id": "r700", "fencing_token": 1, "name": "go",
-              "position": 0, "deadline": None, "timeout_error": "{}"}
+              "position": 0, "deadline": None, "timeout_error": "{}",
+              "version": None, "workflows": ["wf"]}
     for name in ("run_claim", "run_claim_journals", "journal_read", "signal_take",
                  "next_available_at"):
         cur = await raw.execute("EXPLAIN " + pg._q[name], params)
