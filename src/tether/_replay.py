@@ -401,8 +401,9 @@ class RunContext:
         (they end as an interrupted attempt; the cancel takes their position)."""
         self.cancel_requested = True
         self.wake.set()
-        for t in list(self._step_tasks):
-            t.cancel()
+        if not self.cancel_delivered:  # clean-up steps after Cancelled run to the end
+            for t in list(self._step_tasks):
+                t.cancel()
 
     def drain(self) -> None:
         """The worker is stopping: hand the run back at its next operation or wait."""
@@ -498,7 +499,7 @@ class RunContext:
                 self._record_attempt(_ended(
                     record, status="cancelled", finished_at=self.clock.now()))
                 await self.enter(pos)  # delivers the cancel at this position
-                raise AssertionError("unreachable: enter() delivers the cancel") from None
+                continue  # (a cancel already delivered: the step runs again)
             except Postpone as exc:
                 # Not a failed attempt: same count, no policy consumed.
                 self._record_attempt(_ended(

@@ -164,3 +164,29 @@ def test_retention_and_durations_are_validated() -> None:
             parse_duration(bad)
     with pytest.raises(tether.ConfigError):
         App("sqlite:///x.db", retention="eventually")
+
+
+async def test_purge_keeps_a_child_its_waiting_parent_may_still_read(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def child() -> int:
+        return 7
+
+    @app.workflow
+    async def parent() -> int:
+        handle = await tether.start_child(child)
+        await tether.wait_for_signal("then")  # the child ends meanwhile
+        return await handle.result()
+
+    async with app, app.worker():
+        h = await app.start(parent, run_id="p")
+        await wait_for(lambda: status_is(app, "p.0", "completed"), what="child done")
+        report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                           statuses=["completed"])
+        assert report.runs == 0
+        await app.signal("p", "then")
+        assert await h.result(timeout=20) == 7
+        report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                           statuses=["completed"])
+        assert sorted(report.run_ids) == ["p", "p.0"]

@@ -227,3 +227,39 @@ async def test_a_thread_step_timeout_fails_the_attempt(sqlite_url: str) -> None:
         assert await h.result(timeout=20) == "timed out: True"
         release.set()
         assert time.monotonic() - t0 < 15
+
+
+async def test_clean_up_after_a_cancel_is_not_interrupted(store_url: str) -> None:
+    """Once the cancel is delivered, the workflow's clean-up step runs to its end even
+    though heartbeats keep reporting the cancel request."""
+    app = App(store_url)
+    started = asyncio.Event()
+
+    @app.step
+    async def work() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    @app.step
+    async def clean_up() -> str:
+        await asyncio.sleep(1.5)  # several heartbeats of a 1 s lease
+        return "cleaned"
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await work()
+        except tether.Cancelled:
+            return await clean_up()
+        return "not reached"
+
+    async with app, app.worker(lease_seconds=1.0):
+        h = await app.start(wf)
+        await asyncio.wait_for(started.wait(), 20)
+        await app.cancel(h.run_id)
+        await wait_for(lambda: status_is(app, h.run_id, "cancelled"), timeout=20,
+                       what="cancelled after clean-up")
+        info = await app.get_run(h.run_id)
+    assert [(e["kind"], e["status"]) for e in info.journal] == [("cancel", "ok"),
+                                                                ("step", "ok")]
+    assert [a["status"] for a in info.attempts] == ["cancelled", "ok"]

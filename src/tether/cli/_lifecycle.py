@@ -68,7 +68,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "purge", parents=[common], help="delete finished runs older than a duration",
         description="Delete runs that ended more than DURATION ago, with their journals, "
         "archived journals, attempts and signals, and report what was deleted. A run with "
-        "an unfinished child is kept.")
+        "an unfinished child, and a child whose parent has not ended, are kept.")
     p.add_argument("--older-than", required=True, metavar="DURATION",
                    help="e.g. 90s, 15m, 12h, 30d, 2w")
     p.add_argument("--status", metavar="S[,S]",

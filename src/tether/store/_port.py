@@ -300,7 +300,7 @@ class Store(Protocol):
                         limit: int = 1000) -> PurgeReport:
         """Delete up to ``limit`` runs that ended (``statuses``) before a time, with
         their journals, archived journals, attempts and signals; a run with an
-        unfinished child is kept."""
+        unfinished child, and a child whose parent has not ended, are kept."""
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
         """Replace every payload of an ended run with ``{"erased": true}``, keeping its

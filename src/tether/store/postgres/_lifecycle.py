@@ -274,6 +274,8 @@ class Lifecycle:
                 "AND finished_at < %s AND status = ANY(%s) AND NOT EXISTS ("
                 "SELECT 1 FROM {s}.runs c WHERE c.parent_run_id = r.run_id "
                 "AND c.status NOT IN ('completed', 'failed', 'cancelled')) "
+                "AND NOT EXISTS (SELECT 1 FROM {s}.runs p WHERE p.run_id = r.parent_run_id "
+                "AND p.status NOT IN ('completed', 'failed', 'cancelled')) "
                 "ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED",
                 (finished_before, list(statuses), limit))
             ids = [r[0] for r in rows]

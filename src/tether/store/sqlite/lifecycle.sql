@@ -129,10 +129,14 @@ SET next_tick = ?3, last_tick = coalesce(?4, last_tick),
 WHERE name = ?1 AND next_tick IS ?2;
 
 -- purge_candidates --
--- Finished runs older than a time, of some statuses (JSON array), oldest first.
+-- Finished runs older than a time, of some statuses (JSON array), oldest first; not a
+-- run with an unfinished child, nor a child whose parent has not ended (it may still
+-- read the child's outcome).
 SELECT run_id FROM tether_runs
 WHERE finished_at IS NOT NULL AND finished_at < ?1
   AND status IN (SELECT value FROM json_each(?2))
   AND NOT EXISTS (SELECT 1 FROM tether_runs c WHERE c.parent_run_id = tether_runs.run_id
                   AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+  AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
+                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
 ORDER BY finished_at LIMIT ?3;
