@@ -1,15 +1,23 @@
 """The backend matrix: every behavioural test that takes ``store_url`` runs on SQLite
 (a fresh file per test) and on PostgreSQL (a fresh database per test, dropped after).
 
+A ``store_url`` database is cloned from a template migrated once per session
+(``CREATE DATABASE ... TEMPLATE``) instead of migrating every test's database, and
+emptied and reused by a later test when its structure is unchanged (``_PgPool``);
+``pg_url`` stays an empty database of its own, for the tests of migrating one.
+
 In CI (``CI=true``) PostgreSQL tests never skip: an unreachable server fails them.
 On a developer's machine without PostgreSQL they skip with a one-line reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -41,25 +49,186 @@ def pg_reason() -> str | None:
     return _pg_reason[0]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped after the test."""
+def _need_pg() -> None:
     reason = pg_reason()
     if reason is not None:
         if IN_CI:
             pytest.fail(f"CI=true and {reason}")
         pytest.skip(reason)
+
+
+def _database_url(name: str) -> str:
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def _create_database(name: str, template: str | None = None) -> None:
     import psycopg
 
-    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    for attempt in range(50):
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(sql)
+            return
+        except psycopg.errors.ObjectInUse:
+            # The template's last connection is still closing on the server side.
+            if attempt == 49:
+                raise
+            time.sleep(0.05)
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped after the test."""
+    _need_pg()
+    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
     try:
-        yield f"{base}/{name}"
+        yield _database_url(name)
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(name)
+
+
+_SIGNATURE_SQL = [
+    # Schemas, tables and columns, functions: what a test could have added or changed.
+    "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+    "AND nspname <> 'information_schema' ORDER BY 1",
+    "SELECT table_schema, table_name, column_name, data_type, column_default "
+    "FROM information_schema.columns WHERE table_schema NOT IN "
+    "('pg_catalog', 'information_schema') ORDER BY 1, 2, 3",
+    "SELECT n.nspname, p.proname, md5(p.prosrc) FROM pg_proc p "
+    "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN "
+    "('pg_catalog', 'information_schema') ORDER BY 1, 2, 3",
+    "SELECT schemaname, indexname, indexdef FROM pg_indexes WHERE schemaname NOT IN "
+    "('pg_catalog', 'information_schema') ORDER BY 1, 2",
+]
+
+
+def _tables(conn: Any) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in conn.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = "
+        "'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+        "ORDER BY 1, 2").fetchall()]
+
+
+def _signature(conn: Any) -> tuple[Any, ...]:
+    """The database's structure, and the rows of every table that held rows in the
+    template (the migrations' version rows)."""
+    parts: list[Any] = [tuple(conn.execute(q).fetchall()) for q in _SIGNATURE_SQL]
+    for schema, table in _tables(conn):
+        if table == "schema_version":
+            parts.append(tuple(conn.execute(
+                f'SELECT * FROM "{schema}"."{table}" ORDER BY 1').fetchall()))
+    return tuple(parts)
+
+
+class _PgPool:
+    """Migrated databases for ``store_url``: cloned from the session's template
+    (``CREATE DATABASE ... TEMPLATE``), and after a test emptied and reused rather than
+    dropped, when nothing but rows changed (same structure as the template, checked),
+    so most tests pay neither a migration nor a database copy. A database whose
+    structure a test changed is dropped. Tables the template filled (the version table)
+    are kept as they are; if the migrations seeded any other table, nothing is reused."""
+
+    def __init__(self, template: str) -> None:
+        import psycopg
+
+        self.template = template
+        self.free: list[str] = []
+        with psycopg.connect(_database_url(template), autocommit=True) as conn:
+            self.signature = _signature(conn)
+            self.empty = [(schema, table) for schema, table in _tables(conn)
+                          if table != "schema_version"]
+            self.reusable = all(
+                not conn.execute(f'SELECT 1 FROM "{schema}"."{table}" LIMIT 1').fetchall()
+                for schema, table in self.empty)
+
+    def take(self) -> str:
+        if self.free:
+            return self.free.pop()
+        name = f"tether_test_{uuid.uuid4().hex[:12]}"
+        _create_database(name, template=self.template)
+        return name
+
+    def give_back(self, name: str) -> None:
+        if not self.reusable or not self._reset(name):
+            _drop_database(name)
+            return
+        self.free.append(name)
+
+    def _reset(self, name: str) -> bool:
+        """Empty the database for the next test; False if it cannot be reused."""
+        import psycopg
+
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            with psycopg.connect(_database_url(name), autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '5s'")
+                if _signature(conn) != self.signature:
+                    return False
+                if self.empty:
+                    tables = ", ".join(f'"{schema}"."{table}"' for schema, table in self.empty)
+                    conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+                # Session-level leftovers of the test die with its connections; what is
+                # left is the structure (checked) and empty tables.
+            return True
+        except psycopg.Error:
+            return False
+
+    def close(self) -> None:
+        for name in self.free:
+            _drop_database(name)
+        self.free.clear()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """The name of a database migrated once for the session (dropped at its end)."""
+    _need_pg()
+    from tether.store import open_store
+
+    name = f"tether_tmpl_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
+
+    async def migrate() -> None:
+        store = open_store(_database_url(name))
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(migrate())
+        yield name
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_pool(pg_template: str) -> Iterator[_PgPool]:
+    pool = _PgPool(pg_template)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def pg_migrated_url(pg_pool: _PgPool) -> Iterator[str]:
+    """A migrated PostgreSQL database with empty tables, for this test alone (from the
+    session's pool: a copy of the template, or one emptied after an earlier test)."""
+    name = pg_pool.take()
+    try:
+        yield _database_url(name)
+    finally:
+        pg_pool.give_back(name)
 
 
 @pytest.fixture
@@ -72,7 +241,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """The store URL of one backend of the matrix."""
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_migrated_url"))
 
 
 @pytest.fixture
@@ -83,3 +252,12 @@ async def app(store_url: str) -> AsyncIterator[App]:
         yield the_app
     finally:
         await the_app.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_store_url(request: pytest.FixtureRequest) -> str:
+    """The store URL of one backend of the matrix, on an empty database (no schema):
+    for the tests of migrating one."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))

@@ -9,15 +9,17 @@ import functools
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from tether._clock import Clock, SystemClock, wait_event
+from tether._clock import Clock, SystemClock
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
-from tether._replay import current_run, current_step, run_sync_step
+from tether._operations import run_step, run_sync_step
+from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._types import RunInfo, RunRecord, RunStatus
+from tether._types import RunInfo, RunRecord, RunStatus, check_name
+from tether._waiters import ResultWaiters
 from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
 from tether.store import Store, open_store, resolve_url
 
@@ -69,35 +71,16 @@ class RunHandle(Generic[R]):
             TimeoutError: ``timeout`` seconds passed first.
         """
         if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
-        store = await self.app._open()
-        run = await self._get(store)
-        if not run.status.is_settled:  # an ended run is answered even with timeout=0
-            async with asyncio.timeout(timeout):
-                run = await self._wait_end(store)
-        value: R = self.app._decode_result(run)
-        return value
-
-    async def _get(self, store: Store) -> RunRecord:
-        run = await store.run_get(self.run_id)
-        if run is None:
-            raise RunNotFound(self.run_id)
-        return run
-
-    async def _wait_end(self, store: Store) -> RunRecord:
-        """Wait for the run to end: woken by notifications, polling with backoff."""
+            raise ConfigError("timeout must be >= 0 or None")
         app = self.app
-        await app._subscribe()
-        delay = 0.005
-        while True:
-            event = app._finish_event(self.run_id)
-            run = await self._get(store)  # after subscribing: no end is missed
-            if run.status.is_settled:
-                app._finish_events.pop(self.run_id, None)
-                return run
-            if not await wait_event(event, delay):
-                delay = min(delay * 1.5, 1.0)
-            event.clear()
+        await app._open()
+        run = await app._waiters.read(self.run_id)
+        if not run.status.is_settled:  # an ended run is answered even with timeout=0
+            await app._subscribe()
+            async with asyncio.timeout(timeout):
+                run = await app._waiters.wait(self.run_id)
+        value: R = app._decode_result(run)
+        return value
 
 
 class App:
@@ -129,9 +112,11 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self.codec = Codec(max_payload=max_payload, hook=payload_hook)
         self._workflows: dict[str, WorkflowDef] = {}
+        #: Workflows served as MCP tools: name -> "optional" | "task-only".
+        self.mcp_exposed: dict[str, str] = {}
         self._steps: dict[str, StepDef] = {}
         self._workers: set[Worker] = set()
-        self._finish_events: dict[str, asyncio.Event] = {}
+        self._waiters = ResultWaiters(self._read_runs)
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False
         self._host = WorkerHost(self)
@@ -197,7 +182,8 @@ class App:
                 raise ConfigError(f"@app.step needs a function, got {type(f).__name__}")
             is_async = inspect.iscoroutinefunction(f)
             sdef = StepDef(
-                name=name or f.__name__, fn=f, retry=retry or DEFAULT_RETRY,
+                name=check_name("step name", name or f.__name__), fn=f,
+                retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
                 on_replay=on_replay, rate_limit=rate_limit, timeout=limit,
             )
@@ -211,7 +197,7 @@ class App:
                         return f(*args, **kwargs)  # type: ignore[no-any-return]
                     return run_sync_step(f, args, kwargs)
                 # The position is taken now, at call time, so gather() is deterministic.
-                return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+                return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
             call.__tether_step__ = sdef  # type: ignore[attr-defined]
             return call
@@ -222,15 +208,20 @@ class App:
     def workflow(self, fn: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
 
     @overload
-    def workflow(self, fn: None = None, /, *, name: str | None = None, queue: str = "default"
+    def workflow(self, fn: None = None, /, *, name: str | None = None, queue: str = "default",
+                 mcp: bool | str = False
                  ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
     def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-                 queue: str = "default") -> Any:
+                 queue: str = "default", mcp: bool | str = False) -> Any:
         """Register a workflow: an ``async def`` whose code is replayed after a crash.
 
-        The function is returned as it is, tagged with its definition.
+        The function is returned as it is, tagged with its definition. ``mcp=True``
+        exposes it as a tool of Tether's MCP server (``mcp="task-only"``: callable
+        only as a task); see docs/mcp-server.md.
         """
+
+        _check_mcp(mcp)
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.iscoroutinefunction(f):
@@ -238,7 +229,8 @@ class App:
                     f"workflows must be `async def`; `{getattr(f, '__name__', f)}` is a plain "
                     "function"
                 )
-            wname = name or f.__name__
+            wname = check_name("workflow name", name or f.__name__)
+            check_name("queue", queue)
             existing = self._workflows.get(wname)
             if existing is not None and existing.fn is not f:
                 raise ConfigError(f"a workflow named {wname!r} is already registered")
@@ -248,6 +240,8 @@ class App:
                                param_annotations=pos, kw_annotations=kw)
             self._workflows[wname] = wdef
             f.__tether_workflow__ = wdef  # type: ignore[attr-defined]
+            if mcp:
+                self.expose_mcp(wname, task_only=mcp == "task-only")
             return f
 
         return decorate(fn) if fn is not None else decorate
@@ -389,14 +383,7 @@ class App:
         self._check_open()
         for w in list(self._workers):
             await w.stop()
-        if self._unsubscribe is not None:
-            await self._unsubscribe()
-            self._unsubscribe = None
-        self._subscribed = False
-        store, opened = self._store, self._opened
-        self._store, self._opened = None, False
-        if opened and store is not None:
-            await store.close()
+        await self._drop_store()
 
     async def close(self) -> None:
         """Stop this app's workers and close its store. Final: afterwards every call
@@ -404,16 +391,23 @@ class App:
         Closing twice is harmless."""
         for w in list(self._workers):
             await w.stop()
+        await self._drop_store()
+        self._closed = True
+
+    async def _drop_store(self) -> None:
+        """Close the store (if it was opened) and forget it: the next use builds and
+        opens a new one (``reset_store``), unless the App is closed for good."""
         if self._unsubscribe is not None:
             await self._unsubscribe()
             self._unsubscribe = None
         self._subscribed = False
-        self._closed = True
-        if self._opened and self._store is not None:
-            await self._store.close()
+        store, opened = self._store, self._opened
         self._opened = False
         self._open_lock = None
-        self._finish_events.clear()
+        self._waiters.close()
+        self._store = None
+        if opened and store is not None:
+            await store.close()
 
     async def __aenter__(self) -> App:
         await self._open()
@@ -441,8 +435,16 @@ class App:
         Idempotent on ``run_id``: starting an existing id returns a handle to that run.
 
         Raises:
-            WorkflowNotFound, NotSerializable, PayloadTooLarge, ConfigError
+            WorkflowNotFound: (a function not decorated as a workflow: ConfigError)
+            NotSerializable: an argument is not JSON.
+            PayloadTooLarge: the encoded input is over the size limit.
+            ConfigError: the run id is used by a run of another workflow; the App is
+                closed.
         """
+        if run_id is not None:
+            check_name("run id", run_id)
+        if queue is not None:
+            check_name("queue", queue)
         store = await self._open()
         name, default_queue = await self._start_target(workflow, queue)
         payload: dict[str, Any] = {"args": list(args)}
@@ -450,7 +452,8 @@ class App:
             payload["kwargs"] = kwargs
         text = self.codec.encode(payload, f"input of workflow {name!r}")
         now = self.clock.now()
-        rid = run_id or uuid.uuid4().hex
+        # An empty id is refused, not replaced: the caller relies on it for idempotency.
+        rid = uuid.uuid4().hex if run_id is None else run_id
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version)
@@ -463,6 +466,50 @@ class App:
             for w in self._workers:
                 w.notify()
         return RunHandle(self, rid, name)
+
+    async def start_many(self, workflow: Callable[..., Awaitable[R]] | str,
+                         inputs: Iterable[Sequence[Any]], *,
+                         run_ids: Sequence[str] | None = None,
+                         queue: str | None = None) -> list[RunHandle[R]]:
+        """Start one run of ``workflow`` per item of ``inputs`` (each a sequence of
+        positional arguments) in one store transaction: many starts for the price of
+        one commit. Idempotent on ``run_ids`` like ``start``; an id given twice starts
+        one run.
+
+        Raises:
+            WorkflowNotFound, NotSerializable, PayloadTooLarge: nothing was started.
+            ConfigError: ``run_ids`` does not match ``inputs`` (nothing was started), or
+                an id is already used by a run of another workflow (the other runs
+                were started).
+        """
+        items = [list(args) for args in inputs]
+        if run_ids is not None and len(run_ids) != len(items):
+            raise ConfigError(f"start_many: {len(run_ids)} run ids for {len(items)} inputs")
+        for rid in run_ids or ():
+            check_name("run id", rid)
+        if queue is not None:
+            check_name("queue", queue)
+        store = await self._open()
+        name, default_queue = await self._start_target(workflow, queue)
+        now = self.clock.now()
+        records = []
+        for i, args in enumerate(items):
+            text = self.codec.encode({"args": args}, f"input of workflow {name!r}")
+            rid = run_ids[i] if run_ids is not None else uuid.uuid4().hex
+            records.append(RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
+                                     status=RunStatus.QUEUED, input=text, created_at=now,
+                                     updated_at=now, available_at=now,
+                                     version=self.version))
+        results = await store.run_insert_many(runs=records) if records else []
+        clashes = [stored.run_id for stored, created in results
+                   if not created and stored.workflow != name]
+        if any(created for _, created in results):
+            for w in self._workers:
+                w.notify()
+        if clashes:
+            raise ConfigError(f"run id {clashes[0]!r} is already used by a run of another "
+                              f"workflow ({len(clashes)} such ids; the other runs started)")
+        return [RunHandle(self, r.run_id, name) for r in records]
 
     async def _start_target(self, workflow: Callable[..., Any] | str,
                             queue: str | None = None) -> tuple[str, str]:
@@ -493,7 +540,7 @@ class App:
         """The run's status, input, result or error, and journal.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_get(run_id)
@@ -549,7 +596,21 @@ class App:
             erased_at=run.erased_at,
         )
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(self, *, status: RunStatus | str | None = None,
+                        limit: int = 100) -> list[RunRecord]:
+        """The newest runs, optionally only those in ``status``.
+
+        Raises:
+            ConfigError: an unknown status, or a limit below 1.
+        """
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise ConfigError(f"unknown run status {status!r} (one of: {known})") from None
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
         store = await self._open()
         return await store.run_list(status=status, limit=limit)
 
@@ -557,7 +618,7 @@ class App:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         run = await store.run_cancel(run_id=run_id, now=self.clock.now())
@@ -574,8 +635,10 @@ class App:
         Raises:
             RunNotFound: no such run.
             SignalError: the run has ended.
-            NotSerializable, PayloadTooLarge
+            NotSerializable: the payload is not JSON.
+            PayloadTooLarge: the encoded payload is over the size limit.
         """
+        check_name("signal name", name)
         store = await self._open()
         text = self.codec.encode(payload, f"payload of signal {name!r}")
         sent = await store.signal_send(run_id=run_id, name=name, payload=text,
@@ -644,7 +707,8 @@ class App:
         """Make a ``blocked`` run runnable again, after its code was fixed.
 
         Raises:
-            RunNotFound, TetherError (the run is not blocked)
+            RunNotFound: no run has this id.
+            RunStateError: the run is not blocked.
         """
         store = await self._open()
         run = await store.run_resume(run_id=run_id, now=self.clock.now())
@@ -673,10 +737,11 @@ class App:
 
     async def events(self, run_id: str) -> AsyncIterator[str]:
         """Live events a run publishes for observers (e.g. streamed LLM chunks), from
-        now on, until the caller stops iterating. Best effort: not stored.
+        now on, until the caller stops iterating. Best effort (``tether serve`` reads the
+        stored event log instead, to resume after a reconnect).
 
         Raises:
-            RunNotFound
+            RunNotFound: no run has this id.
         """
         store = await self._open()
         if await store.run_get(run_id) is None:
@@ -684,11 +749,25 @@ class App:
         async for event in store.run_events(run_id):
             yield event
 
-    def add_agent(self, agent: A) -> A:
+    def add_agent(self, agent: A, *, mcp: bool | str = False) -> A:
         """Register an agent (``tether.ai.Agent``) as a workflow named after it, so it
-        starts by name like any workflow."""
+        starts by name like any workflow. ``mcp=True`` (or ``"task-only"``) exposes it
+        as an MCP tool."""
+        _check_mcp(mcp)
         agent.register(self)
+        if mcp:
+            self.expose_mcp(str(getattr(agent, "name", "")), task_only=mcp == "task-only")
+            workflow = getattr(agent, "workflow", None)  # the tool's description
+            workflow.__tether_mcp_description__ = getattr(agent, "description", "")  # type: ignore[union-attr]
         return agent
+
+    def expose_mcp(self, *workflows: Callable[..., Any] | str, task_only: bool = False) -> None:
+        """Expose workflows (functions or names) as tools of Tether's MCP server
+        (``tether serve`` at ``/mcp``, ``tether mcp``); ``task_only``: a client without
+        the Tasks extension gets its error instead of a synchronous call."""
+        for w in workflows:
+            self.mcp_exposed[w if isinstance(w, str) else self._workflow_def(w).name] = (
+                "task-only" if task_only else "optional")
 
     def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
                **options: Any) -> Worker:
@@ -712,19 +791,14 @@ class App:
         self._unsubscribe = await self.store.subscribe(self._on_store_event)
 
     def _on_store_event(self) -> None:
-        for event in self._finish_events.values():
-            event.set()
-
-    def _finish_event(self, run_id: str) -> asyncio.Event:
-        event = self._finish_events.get(run_id)
-        if event is None:
-            event = self._finish_events[run_id] = asyncio.Event()
-        return event
+        self._waiters.check_all()
 
     def _run_finished(self, run_id: str) -> None:
-        event = self._finish_events.get(run_id)
-        if event is not None:
-            event.set()
+        self._waiters.check(run_id)
+
+    async def _read_runs(self, run_ids: list[str], settled_only: bool) -> list[RunRecord]:
+        store = await self._open()
+        return await store.run_get_many(run_ids, settled_only=settled_only)
 
     def _decode_result(self, run: RunRecord) -> Any:
         if run.status is RunStatus.COMPLETED:
@@ -733,6 +807,11 @@ class App:
                                      wdef.return_annotation if wdef is not None else None)
         error = self.codec.decode(run.error) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
+
+
+def _check_mcp(mcp: object) -> None:
+    if mcp not in (False, True, "task-only"):
+        raise ConfigError(f"mcp= takes True, False or 'task-only', got {mcp!r}")
 
 
 class WorkerHost:

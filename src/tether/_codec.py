@@ -85,6 +85,15 @@ class Codec:
             raise NotSerializable(what, _type_name(value), str(exc)) from None
         except TypeError as exc:  # e.g. non-string dict keys
             raise NotSerializable(what, _type_name(value), str(exc)) from None
+        except RecursionError:
+            raise NotSerializable(what, _type_name(value), "nested too deeply") from None
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise NotSerializable(what, _type_name(value),
+                                      "holds a lone surrogate, which is not valid Unicode"
+                                      ) from None
         if len(text) > self.max_payload:
             size = len(text.encode())
             if size > self.max_payload:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid as _uuid
 
-from tether._replay import current_run, current_step, now_value, random_value, uuid_value
+from tether._operations import now_value, patch_marker, random_value, uuid_value
+from tether._replay import current_run, current_step
 from tether.errors import OutsideRun
 
 
@@ -69,4 +70,4 @@ def patched(change_id: str) -> bool:
     ctx = current_run.get()
     if ctx is None:
         return True
-    return ctx.patched(change_id)
+    return patch_marker(ctx, change_id)

@@ -10,7 +10,6 @@ schedule's next tick (``schedule_advance``) lets one of them move the schedule o
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -20,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tether._replay import Continue, current_run
-from tether._types import OperationKind, RunRecord, RunStatus
-from tether.errors import ConfigError, TetherError
+from tether._types import RunRecord, RunStatus
+from tether.errors import ConfigError, OutsideRun
 from tether.store._lifecycle import ScheduleRecord
 
 if TYPE_CHECKING:
@@ -102,13 +101,13 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     """
     ctx = current_run.get()
     if ctx is None:
-        raise TetherError("tether.continue_as_new() called outside a workflow")
+        raise OutsideRun("tether.continue_as_new()")
     ctx.check_running()
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs
     text = ctx.codec.encode(payload, f"input of workflow {ctx.workflow.name!r}")
-    raise ctx._halt(Continue(text))
+    raise ctx.halt(Continue(text))
 
 
 # -- cron ----------------------------------------------------------------------------------
@@ -388,79 +387,15 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
 
 # -- compatibility of a run's journal with other code ------------------------------------
 
-class _Reached(Exception):
-    """The dry replay got past the run's recorded journal without a mismatch."""
-
-
-class _ReadOnlyStore:
-    """What a dry replay may touch: nothing is written or waited for."""
-
-    def __getattr__(self, name: str) -> Any:
-        async def refuse(*args: Any, **kwargs: Any) -> Any:
-            if name in ("journal_append", "run_metrics_set", "run_set_status_info",
-                        "attempt_record"):
-                return None
-            raise _Reached()
-
-        return refuse
-
-
-async def check_compatible(app: App, run_id: str, timeout: float = 10.0) -> str | None:
-    """Replay ``run_id``'s journal against ``app``'s code, executing nothing: None if
-    every recorded operation is asked for in order (the code is compatible), else why
-    not (a mismatch, an operation the code no longer asks for, a missing workflow)."""
-    from tether._replay import Blocked, RunContext, _Stop
-    from tether._types import Lease
+async def check_compatible(app: App, run_id: str, timeout: float = 30.0) -> str | None:
+    """Replay ``run_id``'s journal against ``app``'s code with the testing kit's replayer
+    (``tether.testing.replay``), executing nothing: None if the code asks for every
+    recorded operation in order, else the replayer's one-line reason."""
+    from tether.testing import check_history, export_history, load_history
 
     store = await app._open()
-    run = await store.run_get(run_id)
-    if run is None:
+    if await store.run_get(run_id) is None:
         return "no such run"
-    wdef = app.workflows().get(run.workflow)
-    if wdef is None:
-        return f"workflow {run.workflow!r} is not in this code"
-    journal = await store.journal_read(run_id)
-
-    class DryRun(RunContext):
-        async def run_step(self, sdef: Any, pos: int, args: tuple[Any, ...],
-                           kwargs: dict[str, Any]) -> Any:
-            entry = self.journal.get(pos)
-            if entry is None or entry.status == "pending":
-                self.recorded(pos, OperationKind.STEP, sdef.name)
-                raise _Reached()
-            return await super().run_step(sdef, pos, args, kwargs)
-
-        async def write(self, entry: Any) -> None:
-            raise _Reached()
-
-        async def wait_until(self, at: float, waiting_for: str) -> None:
-            raise _Reached()
-
-    ctx = DryRun(lease=Lease(run_id, "compatibility-check", run.fencing_token),
-                 workflow=wdef, journal=journal, store=_ReadOnlyStore(),
-                 codec=app.codec, clock=app.clock, executor=None, sticky_wait=0.0,
-                 generation=run.generation)
-    token = current_run.set(ctx)
-    finished = False
-    try:
-        data = app.codec.decode(run.input) or {}
-        async with asyncio.timeout(timeout):
-            await wdef.fn(*data.get("args", []), **data.get("kwargs", {}))
-        finished = True
-    except (_Reached, _Stop, TimeoutError):
-        pass
-    except Exception:
-        pass  # the code's own failure is its behaviour, not a mismatch
-    finally:
-        current_run.reset(token)
-        for t in ctx.tasks:
-            if not t.done() and t is not asyncio.current_task():
-                t.cancel()
-    if isinstance(ctx.stop, Blocked):
-        return str(ctx.stop.error)
-    if finished and ctx.stop is None:
-        extra = ctx.unconsumed_entry()
-        if extra is not None:
-            return (f"the code ends without operation {extra.position} "
-                    f"({extra.kind} {extra.name!r}) that the run recorded")
-    return None
+    history = load_history(await export_history(app, run_id))
+    result = await check_history(app, history, timeout=timeout)
+    return None if result.compatible else result.message

@@ -1,16 +1,60 @@
-"""Waiting operations a workflow can perform: timers, signals, children, live status."""
+"""The operations a workflow performs, and their public functions.
+
+Each operation takes the run's journal cursor (``RunContext``, in ``_replay``) and the
+position it took when it was called. It is answered from the journal entry at that
+position if there is one (replay), and otherwise runs for real and journals its outcome
+before the workflow goes on: steps (with retries), timers, signal waits, child runs,
+journaled values (clock, random, uuid), patch markers and the live status.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
+import functools
+import random as _random
+import uuid as _uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tether._replay import RunContext, current_run
-from tether.errors import ConfigError, OutsideRun
+from tether import _observe
+from tether._definitions import StepDef
+from tether._errors_codec import error_to_dict, step_error
+from tether._replay import (
+    ERROR,
+    OK,
+    PENDING,
+    Lost,
+    Release,
+    RunContext,
+    StepInfo,
+    _Interrupted,
+    _Stop,
+    current_run,
+    current_step,
+)
+from tether._retry import decide_retry
+from tether._types import JournalEntry, OperationKind, RunRecord, RunStatus, check_name
+from tether.errors import (
+    ConfigError,
+    LeaseLost,
+    OutsideRun,
+    PayloadError,
+    Postpone,
+    RunFailed,
+    RunNotFound,
+    SignalTimeout,
+    StepTimeout,
+)
+from tether.store._lifecycle import AttemptRecord
+from tether.store._port import Wait
 
 R = TypeVar("R")
+
+
+# -- the public functions (re-exported by tether) ------------------------------------------
 
 
 def _ctx(what: str) -> RunContext:
@@ -24,7 +68,7 @@ def _seconds(duration: float | dt.timedelta) -> float:
     if isinstance(duration, dt.timedelta):
         return duration.total_seconds()
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise TypeError(f"expected seconds (int or float) or a timedelta, "
+        raise ConfigError(f"expected seconds (int or float) or a timedelta, "
                         f"got {type(duration).__name__}")
     return float(duration)
 
@@ -37,7 +81,7 @@ def sleep(duration: float | dt.timedelta) -> Awaitable[None]:
     ctx = current_run.get()
     if ctx is None:
         return asyncio.sleep(seconds)
-    return ctx.sleep(ctx.take_position(), seconds)
+    return timer(ctx, ctx.take_position(), seconds)
 
 
 def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> Awaitable[Any]:
@@ -50,8 +94,9 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
         SignalTimeout: ``timeout`` passed first (catchable).
     """
     ctx = _ctx("wait_for_signal")
+    check_name("signal name", name)
     t = None if timeout is None else _seconds(timeout)
-    return ctx.wait_signal(ctx.take_position(), name, t)
+    return signal_wait(ctx, ctx.take_position(), name, t)
 
 
 def set_status(info: Any) -> None:
@@ -59,7 +104,7 @@ def set_status(info: Any) -> None:
     ctx = current_run.get()
     if ctx is None:
         return
-    ctx.set_status(info)
+    status_publish(ctx, info)
 
 
 class ChildHandle(Generic[R]):
@@ -79,7 +124,7 @@ class ChildHandle(Generic[R]):
             RunFailed: the child failed or was cancelled.
         """
         ctx = _ctx("ChildHandle.result")
-        return ctx.child_result(ctx.take_position(), self.run_id, self._annotation)
+        return child_wait(ctx, ctx.take_position(), self.run_id, self._annotation)
 
 
 def _child_target(workflow: Callable[..., Any] | str, queue: str | None) -> tuple[str, str, Any]:
@@ -98,6 +143,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
                        run_id: str | None, on_parent_cancel: str) -> ChildHandle[Any]:
     name, q, annotation = _child_target(workflow, queue)
+    if run_id is not None:
+        check_name("run id", run_id)
     if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:
         # Named by string: its queue is the one the workers that serve it registered.
         q = (await ctx.store.workflow_list()).get(name, q)
@@ -105,7 +152,7 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
     if kwargs:
         payload["kwargs"] = kwargs
     text = ctx.codec.encode(payload, f"input of child workflow {name!r}")
-    child_id = await ctx.start_child(pos, name, q, text, run_id, on_parent_cancel)
+    child_id = await child_start(ctx, pos, name, q, text, run_id, on_parent_cancel)
     return ChildHandle(child_id, annotation)
 
 
@@ -131,3 +178,421 @@ async def call(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: s
     handle: ChildHandle[R] = await start_child(workflow, *args, queue=queue, run_id=run_id,
                                                **kwargs)
     return await handle.result()
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+
+async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+    """A step: answered from the journal, or run under its retry policy until it succeeds
+    or fails for good. Each attempt's outcome is journaled before the step goes on; the
+    retry decision is ``decide_retry`` (pure)."""
+    task = asyncio.current_task()
+    if task is not None:
+        ctx.tasks.add(task)
+    await ctx.enter(pos)
+    name = sdef.name
+    entry = ctx.recorded(pos, OperationKind.STEP, name)
+    if entry is not None and entry.status != PENDING:
+        ctx.replayed += 1
+        value = _outcome(ctx, entry, sdef)
+        ctx.count_replay(sdef, pos, value)
+        return value
+    args_text = await _encode_args(ctx, name, pos, args, kwargs)
+    ctx.executed += 1
+    state = _Attempts.resume(ctx, name, entry)
+    while True:
+        if state.next_at is not None:
+            await ctx.wait_until(state.next_at, state.waiting_for)
+            await ctx.enter(pos)
+        started = ctx.clock.now()
+        state.begin(started)
+        # Every attempt's history, with the worker running it (written off the hot path).
+        record = AttemptRecord(ctx.attempt_writer.next_id(), ctx.run_id, ctx.generation, pos,
+                               name, state.attempts, ctx.lease.worker_id, "running", started)
+        ctx.attempt_writer.note(record)
+        try:
+            if sdef.rate_limit is not None:
+                await _take_rate(ctx, sdef)
+            info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation)
+            value = await _observe.step(ctx, info, _invoke(ctx, sdef, info, args, kwargs))
+        except (_Stop, asyncio.CancelledError):
+            raise
+        except _Interrupted:
+            ctx.attempt_writer.note(_ended(record, "cancelled", ctx.clock.now()))
+            await ctx.enter(pos)  # delivers the cancel at this position
+            continue  # (a cancel already delivered: the step runs again)
+        except BaseException as exc:
+            # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
+            # failed attempt like any other, not the worker's end (the worker's own
+            # shutdown arrives as CancelledError, handled above).
+            ctx.attempt_writer.note(_ended(
+                record, "postponed" if isinstance(exc, Postpone) else "error",
+                ctx.clock.now(), ctx.codec.encode_error(error_to_dict(exc))))
+            await _record_failure(ctx, sdef, pos, state, exc, args_text)
+            continue
+        ctx.attempt_writer.note(_ended(record, "ok", ctx.clock.now()))
+        return await _record_success(ctx, sdef, pos, state, value, args_text)
+
+
+def _ended(a: AttemptRecord, status: str, finished_at: float,
+           error: str | None = None) -> AttemptRecord:
+    """``a`` finished (``dataclasses.replace`` costs several times more per step)."""
+    return AttemptRecord(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
+                         a.worker_id, status, a.started_at, finished_at, error)
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """Where a step's attempts stand: restored from its pending entry after a release or
+    a crash, so the count and the schedule survive both."""
+
+    attempts: int = 0
+    first_at: float | None = None
+    next_at: float | None = None
+    waiting_for: str = ""
+
+    @classmethod
+    def resume(cls, ctx: RunContext, name: str, entry: JournalEntry | None) -> _Attempts:
+        state = cls(waiting_for=f"retry {name}")
+        if entry is None:
+            return state
+        state.attempts = entry.attempts
+        state.first_at = entry.started_at or None
+        state.next_at = entry.next_attempt_at
+        if entry.error is not None:
+            prev = ctx.codec.decode(entry.error) or {}
+            if isinstance(prev, dict) and str(prev.get("type", "")).endswith(".Postpone"):
+                state.waiting_for = f"postponed {name}: {prev.get('message', '')}"
+        return state
+
+    def begin(self, now: float) -> None:
+        if self.first_at is None:
+            self.first_at = now
+        self.attempts += 1
+
+
+async def _encode_args(ctx: RunContext, name: str, pos: int, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> str:
+    """The step's arguments as journaled JSON; arguments that cannot be stored fail the
+    step before it runs (recorded, so replay fails the same way)."""
+    try:
+        return ctx.codec.encode([list(args), kwargs] if kwargs else list(args),
+                                f"arguments of step {name!r}")
+    except PayloadError as exc:
+        now = ctx.clock.now()
+        await ctx.write(JournalEntry(pos, OperationKind.STEP, name, ERROR,
+                                     error=ctx.codec.encode_error(error_to_dict(exc)),
+                                     started_at=now, finished_at=now))
+        raise
+
+
+async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
+                          exc: BaseException, args_text: str) -> None:
+    """Journal a failed attempt and schedule the next; raise ``StepError`` (the recorded
+    error) if the step failed for good."""
+    now = ctx.clock.now()
+    assert state.first_at is not None
+    decision = decide_retry(sdef.retry, exc, attempts=state.attempts,
+                            first_attempt_at=state.first_at, now=now)
+    err = ctx.codec.encode_error(error_to_dict(exc, attempts=decision.attempts))
+    final = decision.failed_for_good
+    await ctx.write(JournalEntry(
+        pos, OperationKind.STEP, sdef.name, ERROR if final else PENDING, error=err,
+        attempts=decision.attempts, started_at=state.first_at,
+        finished_at=now if final else None, next_attempt_at=decision.retry_at,
+        args=args_text,
+    ))
+    if not decision.postponed:
+        _observe.step_failed(ctx, StepInfo(ctx.run_id, pos, sdef.name, state.attempts), exc,
+                             decision.retry_at)
+    if decision.retry_at is None:
+        raise step_error(ctx.codec.decode(err), step=sdef.name, position=pos) from exc
+    state.attempts = decision.attempts
+    state.next_at = decision.retry_at
+    state.waiting_for = (f"postponed {sdef.name}: {exc}" if decision.postponed
+                         else f"retry {sdef.name}")
+
+
+async def _record_success(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
+                          value: Any, args_text: str) -> Any:
+    """Journal the result; a result that cannot be stored fails the step for good."""
+    now = ctx.clock.now()
+    name = sdef.name
+    try:
+        text = ctx.codec.encode(value, f"result of step {name!r}")
+    except PayloadError as exc:
+        err = ctx.codec.encode_error(error_to_dict(exc, attempts=state.attempts))
+        await ctx.write(JournalEntry(
+            pos, OperationKind.STEP, name, ERROR, error=err, attempts=state.attempts,
+            started_at=state.first_at, finished_at=now, args=args_text,
+        ))
+        raise step_error(ctx.codec.decode(err), step=name, position=pos) from exc
+    await ctx.write(JournalEntry(
+        pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
+        started_at=state.first_at, finished_at=now, args=args_text,
+    ))
+    return ctx.codec.decode(text, sdef.return_annotation)
+
+
+async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
+    """Take from the step's rate limit, or postpone the step until it can."""
+    rl = sdef.rate_limit
+    assert rl is not None
+    wait = await ctx.store.rate_acquire(key=rl.key, limit=rl.limit, period=rl.per,
+                                         amount=rl.cost, now=ctx.clock.now())
+    if wait > 0:
+        raise Postpone(wait, f"rate limit {rl.key!r}")
+
+
+async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+    token = current_step.set(info)
+    try:
+        if sdef.is_async:
+            # Its own task, so that a cancel request can interrupt it at once.
+            inner: asyncio.Future[Any] = asyncio.ensure_future(sdef.fn(*args, **kwargs))
+            ctx._step_tasks.add(inner)
+        else:
+            context = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            call = functools.partial(context.run, sdef.fn, *args, **kwargs)
+            inner = loop.run_in_executor(ctx.executor, call)
+        try:
+            if sdef.timeout is None:
+                return await inner
+            return await asyncio.wait_for(inner, sdef.timeout)
+        except TimeoutError:
+            if inner.done() and not inner.cancelled():
+                raise  # the step itself raised TimeoutError
+            raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if (inner.cancelled() and ctx.cancel_requested and task is not None
+                    and not task.cancelling()):
+                raise _Interrupted() from None
+            raise
+        finally:
+            ctx._step_tasks.discard(inner)
+    finally:
+        current_step.reset(token)
+
+
+def _outcome(ctx: RunContext, entry: JournalEntry, sdef: StepDef) -> Any:
+    if entry.status == ERROR:
+        raise step_error(ctx.codec.decode(entry.error) or {}, step=sdef.name,
+                         position=entry.position)
+    return ctx.codec.decode(entry.result, sdef.return_annotation)
+
+
+# -- waiting operations --------------------------------------------------------------------
+
+
+
+async def timer(ctx: RunContext, pos: int, seconds: float) -> None:
+    """A durable timer: the wake-up time is journaled when the timer starts."""
+    await ctx.enter(pos)
+    kind = OperationKind.SLEEP
+    entry = ctx.recorded(pos, kind, "sleep")
+    if entry is not None and entry.status == OK:
+        ctx.replayed += 1
+        return
+    if entry is None:
+        now = ctx.clock.now()
+        wake = now + max(seconds, 0.0)
+        entry = JournalEntry(pos, kind, "sleep", PENDING,
+                             result=ctx.codec.encode(wake, "timer"),
+                             started_at=now, next_attempt_at=wake)
+        await ctx.write(entry)
+        ctx.executed += 1
+    wake_at = entry.next_attempt_at if entry.next_attempt_at is not None else 0.0
+    await ctx.wait_until(wake_at, f"timer until {_iso(wake_at)}")
+    await ctx.enter(pos)
+    await ctx.write(JournalEntry(pos, kind, "sleep", OK, result=entry.result,
+                                  started_at=entry.started_at, finished_at=ctx.clock.now(),
+                                  next_attempt_at=wake_at))
+
+
+async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | None) -> Any:
+    """Take the next signal ``name`` (journaled), or release the run until it comes."""
+    await ctx.enter(pos)
+    kind = OperationKind.SIGNAL
+    entry = ctx.recorded(pos, kind, name)
+    if entry is not None and entry.status != PENDING:
+        ctx.replayed += 1
+        return _signal_outcome(ctx, entry, name)
+    now = ctx.clock.now()
+    if entry is None:
+        deadline = now + timeout if timeout is not None else None
+        if deadline is not None:
+            # The deadline is journaled so that replay does not restart the timeout.
+            entry = JournalEntry(pos, kind, name, PENDING, started_at=now,
+                                 next_attempt_at=deadline,
+                                 args=ctx.codec.encode({"timeout": timeout}, "timeout"))
+            await ctx.write(entry)
+    else:
+        deadline = entry.next_attempt_at
+    await ctx.flush()
+    timeout_error = ctx.codec.encode_error(
+        {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
+         "timeout": timeout})
+    try:
+        taken = await ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
+                                             deadline=deadline, now=now,
+                                             timeout_error=timeout_error)
+    except LeaseLost as exc:
+        raise ctx.halt(Lost(exc)) from None
+    if taken is None:
+        raise ctx.halt(Release(Wait(deadline, f"signal {name}", signal=name)))
+    ctx.journal[pos] = taken
+    ctx.executed += 1
+    return _signal_outcome(ctx, taken, name)
+
+
+def _signal_outcome(ctx: RunContext, entry: JournalEntry, name: str) -> Any:
+    if entry.status == ERROR:
+        err = ctx.codec.decode(entry.error) or {}
+        raise SignalTimeout(name, err.get("timeout"))
+    return ctx.codec.decode(entry.result)
+
+
+async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, input_text: str,
+                      run_id: str | None, on_parent_cancel: str) -> str:
+    """Start a child run (journaled with its id); returns the child's run id."""
+    await ctx.enter(pos)
+    kind = OperationKind.CHILD_START
+    entry = ctx.recorded(pos, kind, workflow)
+    if entry is not None and entry.status == OK:
+        ctx.replayed += 1
+        return str(ctx.codec.decode(entry.result))
+    await ctx.flush()
+    child_id = run_id or f"{ctx.run_id}.{pos}"
+    now = ctx.clock.now()
+    child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status=RunStatus.QUEUED,
+                      input=input_text, created_at=now, updated_at=now, available_at=now,
+                      parent_run_id=ctx.run_id, parent_position=pos,
+                      on_parent_cancel=on_parent_cancel)
+    entry = JournalEntry(pos, kind, workflow, OK, result=ctx.codec.encode(child_id, "run id"),
+                         started_at=now, finished_at=now, args=input_text)
+    await _observe.child_starting(ctx, child_id)
+    try:
+        await ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
+    except LeaseLost as exc:
+        raise ctx.halt(Lost(exc)) from None
+    ctx.journal[pos] = entry
+    ctx.executed += 1
+    return child_id
+
+
+async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) -> Any:
+    """Wait for a run to end (released meanwhile); its outcome is journaled."""
+    await ctx.enter(pos)
+    kind = OperationKind.CHILD_RESULT
+    entry = ctx.recorded(pos, kind, child_id)
+    if entry is None or entry.status == PENDING:
+        await ctx.flush()
+        run = await ctx.store.run_get(child_id)
+        if run is None:
+            raise RunNotFound(child_id)
+        if not run.status.is_ended:
+            raise ctx.halt(Release(Wait(None, f"child {child_id}", child=child_id)))
+        now = ctx.clock.now()
+        if run.status is RunStatus.COMPLETED:
+            entry = JournalEntry(pos, kind, child_id, OK, result=run.result, started_at=now,
+                                 finished_at=now)
+        else:
+            detail = {"type": "tether.errors.RunFailed", "status": run.status,
+                      "error": ctx.codec.decode(run.error) if run.error else None,
+                      "message": f"child run {child_id!r} ended {run.status}"}
+            entry = JournalEntry(pos, kind, child_id, ERROR,
+                                 error=ctx.codec.encode_error(detail), started_at=now,
+                                 finished_at=now)
+        await ctx.write(entry)
+        ctx.executed += 1
+    else:
+        ctx.replayed += 1
+    if entry.status == ERROR:
+        detail = ctx.codec.decode(entry.error) or {}
+        raise RunFailed(child_id, str(detail.get("status", "failed")), detail.get("error"))
+    return ctx.codec.decode(entry.result, annotation)
+
+
+# -- live status, journaled values, patch markers ------------------------------------------
+
+
+def status_publish(ctx: RunContext, info: Any) -> None:
+    """Publish a live status; skipped while replaying (the store already has it)."""
+    ctx.check_running()
+    if ctx.position <= ctx.last_recorded:
+        return
+    ctx.status_changed(None if info is None else ctx.codec.encode(info, "status"))
+
+
+def value_op(ctx: RunContext, kind: OperationKind, make: Any) -> Any:
+    """A journaled value (clock, random, uuid): recorded once, replayed after."""
+    ctx.check_running()
+    pos = ctx.take_position()
+    entry = ctx.recorded(pos, kind, kind.value)
+    if entry is not None:
+        ctx.replayed += 1
+        return ctx.codec.decode(entry.result)
+    value = make()
+    now = ctx.clock.now()
+    ctx.executed += 1
+    ctx.write_deferred(JournalEntry(pos, kind, kind.value, OK,
+                                     result=ctx.codec.encode(value, kind.value),
+                                     started_at=now, finished_at=now))
+    return value
+
+
+def patch_marker(ctx: RunContext, change_id: str) -> bool:
+    """``tether.patched``: True (journaled) where the journal has no entry yet or this
+    marker; False where the journal predates the patch (nothing is taken or recorded)."""
+    ctx.check_running()
+    pos = ctx.position
+    entry = ctx.journal.get(pos)
+    if entry is not None and not (
+        entry.kind == OperationKind.PATCH and entry.name == change_id
+    ):
+        return False  # this run's journal predates the patch: keep the old path
+    ctx.take_position()
+    if entry is not None:
+        ctx.replayed += 1
+        return True
+    now = ctx.clock.now()
+    ctx.write_deferred(JournalEntry(pos, OperationKind.PATCH, change_id, OK,
+                                     result="true", started_at=now, finished_at=now))
+    return True
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+
+def now_value(ctx: RunContext | None) -> dt.datetime:
+    if ctx is None:
+        return dt.datetime.now(dt.UTC)
+    ts = value_op(ctx, OperationKind.NOW, ctx.clock.now)
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+
+def random_value(ctx: RunContext | None) -> float:
+    if ctx is None:
+        return _random.random()
+    return float(value_op(ctx, OperationKind.RANDOM, _random.random))
+
+
+
+def uuid_value(ctx: RunContext | None) -> _uuid.UUID:
+    if ctx is None:
+        return _uuid.uuid4()
+    return _uuid.UUID(value_op(ctx, OperationKind.UUID, lambda: str(_uuid.uuid4())))
+
+
+
+async def run_sync_step(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A plain ``def`` step called outside a workflow: just a call, off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)

@@ -20,12 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import datetime as dt
-import functools
 import itertools
 import json
 import logging
-import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -36,18 +33,11 @@ from tether import _faults
 from tether._clock import wait_event
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
-from tether._errors_codec import error_to_dict, step_error
-from tether._types import EntryStatus, JournalEntry, Lease, OperationKind, RunRecord, RunStatus
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import (
     Cancelled,
     LeaseLost,
     NonDeterminismError,
-    PayloadError,
-    Postpone,
-    RunFailed,
-    RunNotFound,
-    SignalTimeout,
-    StepTimeout,
 )
 from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait
@@ -219,7 +209,10 @@ class AttemptWriter:
 
 
 class RunContext:
-    """One run being executed by one worker: its lease and its journal."""
+    """The journal cursor of one run being executed by one worker: its lease, its
+    journal, the next position, the determinism check, why the run's code must stop,
+    and the writes (ordered, some deferred). The operations that move the cursor live
+    in ``tether._operations``."""
 
     def __init__(self, *, lease: Lease, workflow: WorkflowDef, journal: list[JournalEntry],
                  store: Store, codec: Codec, clock: Clock, executor: Executor | None,
@@ -269,7 +262,7 @@ class RunContext:
         self.position = pos + 1
         return pos
 
-    def _halt(self, reason: StopReason) -> _Stop:
+    def halt(self, reason: StopReason) -> _Stop:
         """Record why the run's code must stop; a lost lease outranks a block, which
         outranks a release; of two releases the earlier wake-up wins."""
         cur = self.stop
@@ -290,14 +283,14 @@ class RunContext:
             raise _Stop()
 
     def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
-        """The entry at ``pos`` if it records this operation; parks the run as blocked if
+        """The entry at ``pos`` if it records this operation; stops the run as blocked if
         it records another one."""
         entry = self.journal.get(pos)
         if entry is None:
             return None
         if entry.kind != kind or entry.name != name:
             err = NonDeterminismError(self.run_id, pos, (entry.kind, entry.name), (kind, name))
-            raise self._halt(Blocked(err))
+            raise self.halt(Blocked(err))
         return entry
 
     def unconsumed_entry(self) -> JournalEntry | None:
@@ -317,7 +310,7 @@ class RunContext:
         try:
             await self.store.journal_append(lease=self.lease, entry=entry)
         except LeaseLost as exc:
-            raise self._halt(Lost(exc)) from None
+            raise self.halt(Lost(exc)) from None
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")
 
@@ -336,7 +329,7 @@ class RunContext:
             try:
                 await fut
             except LeaseLost as exc:
-                raise self._halt(Lost(exc)) from None
+                raise self.halt(Lost(exc)) from None
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -359,7 +352,7 @@ class RunContext:
         if changed:
             self._metrics_writer.changed()
 
-    def _count_replay(self, sdef: StepDef, pos: int, value: Any) -> None:
+    def count_replay(self, sdef: StepDef, pos: int, value: Any) -> None:
         """Metrics of a result answered from the journal (e.g. tokens not paid again),
         counted at most once per position over the run's life."""
         counted = self.metrics.get(_REPLAY_MARK, 0.0)  # positions below it are counted
@@ -368,6 +361,11 @@ class RunContext:
         deltas = dict(sdef.on_replay(value) or {})
         deltas[_REPLAY_MARK] = pos + 1 - counted
         self.add_metrics(deltas)
+
+    def status_changed(self, text: str | None) -> None:
+        """The live status changed (encoded JSON or ``None``): persist it soon."""
+        self._status_text = text
+        self._status_writer.changed()
 
     # -- cancellation -------------------------------------------------------------------
 
@@ -413,7 +411,7 @@ class RunContext:
     def _check_drain(self, at: float | None = None) -> None:
         if self.draining:
             now = self.clock.now()
-            raise self._halt(Release(Wait(now if at is None else max(at, now),
+            raise self.halt(Release(Wait(now if at is None else max(at, now),
                                           "handed back by a draining worker")))
 
     # -- attempts (history, written off the hot path) --------------------------------------
@@ -433,372 +431,10 @@ class RunContext:
         if remaining <= 0:
             return
         if remaining > self.sticky_wait:
-            raise self._halt(Release(Wait(at, waiting_for)))
+            raise self.halt(Release(Wait(at, waiting_for)))
         if self.cancel_requested and not self.cancel_delivered:
             return
         self._check_drain(at)
         self.wake.clear()
         await wait_event(self.wake, remaining)
         self._check_drain(at)
-
-    # -- operations -----------------------------------------------------------------------
-
-    async def run_step(self, sdef: StepDef, pos: int, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-        await self.enter(pos)
-        name = sdef.name
-        entry = self.recorded(pos, OperationKind.STEP, name)
-        if entry is not None and entry.status != PENDING:
-            self.replayed += 1
-            value = self._outcome(entry, sdef)
-            self._count_replay(sdef, pos, value)
-            return value
-        codec = self.codec
-        now = self.clock.now()
-        try:
-            args_text = codec.encode([list(args), kwargs] if kwargs else list(args),
-                                     f"arguments of step {name!r}")
-        except PayloadError as exc:
-            await self.write(JournalEntry(pos, OperationKind.STEP, name, ERROR,
-                                          error=codec.encode_error(error_to_dict(exc)),
-                                          started_at=now, finished_at=now))
-            raise
-        attempts = entry.attempts if entry is not None else 0
-        first_at = entry.started_at if entry is not None and entry.started_at else None
-        next_at = entry.next_attempt_at if entry is not None else None
-        policy = sdef.retry
-        self.executed += 1
-        waiting_for = f"retry {name}"
-        if entry is not None and entry.error is not None:
-            prev = codec.decode(entry.error) or {}
-            if isinstance(prev, dict) and str(prev.get("type", "")).endswith(".Postpone"):
-                waiting_for = f"postponed {name}: {prev.get('message', '')}"
-        while True:
-            if next_at is not None:
-                await self.wait_until(next_at, waiting_for)
-                await self.enter(pos)
-            started = self.clock.now()
-            if first_at is None:
-                first_at = started
-            attempts += 1
-            info = StepInfo(self.run_id, pos, name, attempts, self.generation)
-            record = AttemptRecord(
-                self.attempt_writer.next_id(), self.run_id, self.generation, pos, name,
-                attempts, self.lease.worker_id, "running", started)
-            self._record_attempt(record)
-            try:
-                if sdef.rate_limit is not None:
-                    await self._take_rate(sdef)
-                value = await self._invoke(sdef, info, args, kwargs)
-            except (_Stop, asyncio.CancelledError):
-                raise
-            except _Interrupted:
-                self._record_attempt(_ended(
-                    record, status="cancelled", finished_at=self.clock.now()))
-                await self.enter(pos)  # delivers the cancel at this position
-                continue  # (a cancel already delivered: the step runs again)
-            except Postpone as exc:
-                # Not a failed attempt: same count, no policy consumed.
-                self._record_attempt(_ended(
-                    record, status="postponed", finished_at=self.clock.now(),
-                    error=codec.encode_error(error_to_dict(exc))))
-                attempts -= 1
-                now = self.clock.now()
-                next_at = now + exc.delay
-                waiting_for = f"postponed {name}: {exc}"
-                await self.write(JournalEntry(
-                    pos, OperationKind.STEP, name, PENDING,
-                    error=codec.encode_error(error_to_dict(exc, attempts=attempts)),
-                    attempts=attempts, started_at=first_at, next_attempt_at=next_at,
-                    args=args_text,
-                ))
-                continue
-            except Exception as exc:
-                now = self.clock.now()
-                self._record_attempt(_ended(
-                    record, status="error", finished_at=now,
-                    error=codec.encode_error(error_to_dict(exc, attempts=attempts))))
-                nxt = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_at,
-                                             now=now, error=exc)
-                retry_after = getattr(exc, "retry_after", None)
-                if nxt is not None and isinstance(retry_after, (int, float)) and retry_after > 0:
-                    nxt = max(nxt, now + float(retry_after))
-                waiting_for = f"retry {name}"
-                err = codec.encode_error(error_to_dict(exc, attempts=attempts))
-                status = ERROR if nxt is None else PENDING
-                await self.write(JournalEntry(
-                    pos, OperationKind.STEP, name, status, error=err, attempts=attempts,
-                    started_at=first_at, finished_at=now if nxt is None else None,
-                    next_attempt_at=nxt, args=args_text,
-                ))
-                if nxt is None:
-                    raise step_error(codec.decode(err), step=name, position=pos) from exc
-                next_at = nxt
-                continue
-            now = self.clock.now()
-            self._record_attempt(_ended(record, status="ok", finished_at=now))
-            try:
-                text = codec.encode(value, f"result of step {name!r}")
-            except PayloadError as exc:
-                err = codec.encode_error(error_to_dict(exc, attempts=attempts))
-                await self.write(JournalEntry(
-                    pos, OperationKind.STEP, name, ERROR, error=err, attempts=attempts,
-                    started_at=first_at, finished_at=now, args=args_text,
-                ))
-                raise step_error(codec.decode(err), step=name, position=pos) from exc
-            await self.write(JournalEntry(
-                pos, OperationKind.STEP, name, OK, result=text, attempts=attempts,
-                started_at=first_at, finished_at=now, args=args_text,
-            ))
-            return codec.decode(text, sdef.return_annotation)
-
-    async def _take_rate(self, sdef: StepDef) -> None:
-        """Take from the step's rate limit, or postpone the step until it can."""
-        rl = sdef.rate_limit
-        assert rl is not None
-        wait = await self.store.rate_acquire(key=rl.key, limit=rl.limit, period=rl.per,
-                                             amount=rl.cost, now=self.clock.now())
-        if wait > 0:
-            raise Postpone(wait, f"rate limit {rl.key!r}")
-
-    async def _invoke(self, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> Any:
-        token = current_step.set(info)
-        try:
-            if sdef.is_async:
-                # Its own task, so that a cancel request can interrupt it at once.
-                inner: asyncio.Future[Any] = asyncio.ensure_future(sdef.fn(*args, **kwargs))
-                self._step_tasks.add(inner)
-            else:
-                ctx = contextvars.copy_context()
-                loop = asyncio.get_running_loop()
-                call = functools.partial(ctx.run, sdef.fn, *args, **kwargs)
-                inner = loop.run_in_executor(self.executor, call)
-            try:
-                if sdef.timeout is None:
-                    return await inner
-                return await asyncio.wait_for(inner, sdef.timeout)
-            except TimeoutError:
-                if inner.done() and not inner.cancelled():
-                    raise  # the step itself raised TimeoutError
-                raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if (inner.cancelled() and self.cancel_requested and task is not None
-                        and not task.cancelling()):
-                    raise _Interrupted() from None
-                raise
-            finally:
-                self._step_tasks.discard(inner)
-        finally:
-            current_step.reset(token)
-
-    def _outcome(self, entry: JournalEntry, sdef: StepDef) -> Any:
-        if entry.status == ERROR:
-            raise step_error(self.codec.decode(entry.error) or {}, step=sdef.name,
-                             position=entry.position)
-        return self.codec.decode(entry.result, sdef.return_annotation)
-
-    # -- waiting operations ---------------------------------------------------------------
-
-    async def sleep(self, pos: int, seconds: float) -> None:
-        """A durable timer: the wake-up time is journaled when the timer starts."""
-        await self.enter(pos)
-        kind = OperationKind.SLEEP
-        entry = self.recorded(pos, kind, "sleep")
-        if entry is not None and entry.status == OK:
-            self.replayed += 1
-            return
-        if entry is None:
-            now = self.clock.now()
-            wake = now + max(seconds, 0.0)
-            entry = JournalEntry(pos, kind, "sleep", PENDING,
-                                 result=self.codec.encode(wake, "timer"),
-                                 started_at=now, next_attempt_at=wake)
-            await self.write(entry)
-            self.executed += 1
-        wake_at = entry.next_attempt_at if entry.next_attempt_at is not None else 0.0
-        await self.wait_until(wake_at, f"timer until {_iso(wake_at)}")
-        await self.enter(pos)
-        await self.write(JournalEntry(pos, kind, "sleep", OK, result=entry.result,
-                                      started_at=entry.started_at, finished_at=self.clock.now(),
-                                      next_attempt_at=wake_at))
-
-    async def wait_signal(self, pos: int, name: str, timeout: float | None) -> Any:
-        """Take the next signal ``name`` (journaled), or release the run until it comes."""
-        await self.enter(pos)
-        kind = OperationKind.SIGNAL
-        entry = self.recorded(pos, kind, name)
-        if entry is not None and entry.status != PENDING:
-            self.replayed += 1
-            return self._signal_outcome(entry, name)
-        now = self.clock.now()
-        if entry is None:
-            deadline = now + timeout if timeout is not None else None
-            if deadline is not None:
-                # The deadline is journaled so that replay does not restart the timeout.
-                entry = JournalEntry(pos, kind, name, PENDING, started_at=now,
-                                     next_attempt_at=deadline,
-                                     args=self.codec.encode({"timeout": timeout}, "timeout"))
-                await self.write(entry)
-        else:
-            deadline = entry.next_attempt_at
-        await self.flush()
-        timeout_error = self.codec.encode_error(
-            {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
-             "timeout": timeout})
-        try:
-            taken = await self.store.signal_take(lease=self.lease, name=name, position=pos,
-                                                 deadline=deadline, now=now,
-                                                 timeout_error=timeout_error)
-        except LeaseLost as exc:
-            raise self._halt(Lost(exc)) from None
-        if taken is None:
-            raise self._halt(Release(Wait(deadline, f"signal {name}", signal=name)))
-        self.journal[pos] = taken
-        self.executed += 1
-        return self._signal_outcome(taken, name)
-
-    def _signal_outcome(self, entry: JournalEntry, name: str) -> Any:
-        if entry.status == ERROR:
-            err = self.codec.decode(entry.error) or {}
-            raise SignalTimeout(name, err.get("timeout"))
-        return self.codec.decode(entry.result)
-
-    async def start_child(self, pos: int, workflow: str, queue: str, input_text: str,
-                          run_id: str | None, on_parent_cancel: str) -> str:
-        """Start a child run (journaled with its id); returns the child's run id."""
-        await self.enter(pos)
-        kind = OperationKind.CHILD_START
-        entry = self.recorded(pos, kind, workflow)
-        if entry is not None and entry.status == OK:
-            self.replayed += 1
-            return str(self.codec.decode(entry.result))
-        await self.flush()
-        child_id = run_id or f"{self.run_id}.{pos}"
-        now = self.clock.now()
-        child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status=RunStatus.QUEUED,
-                          input=input_text, created_at=now, updated_at=now, available_at=now,
-                          parent_run_id=self.run_id, parent_position=pos,
-                          on_parent_cancel=on_parent_cancel)
-        entry = JournalEntry(pos, kind, workflow, OK, result=self.codec.encode(child_id, "run id"),
-                             started_at=now, finished_at=now, args=input_text)
-        try:
-            await self.store.child_start(lease=self.lease, child=child, entry=entry)
-        except LeaseLost as exc:
-            raise self._halt(Lost(exc)) from None
-        self.journal[pos] = entry
-        self.executed += 1
-        return child_id
-
-    async def child_result(self, pos: int, child_id: str, annotation: Any) -> Any:
-        """Wait for a run to end (released meanwhile); its outcome is journaled."""
-        await self.enter(pos)
-        kind = OperationKind.CHILD_RESULT
-        entry = self.recorded(pos, kind, child_id)
-        if entry is None or entry.status == PENDING:
-            await self.flush()
-            run = await self.store.run_get(child_id)
-            if run is None:
-                raise RunNotFound(child_id)
-            if not run.status.is_ended:
-                raise self._halt(Release(Wait(None, f"child {child_id}", child=child_id)))
-            now = self.clock.now()
-            if run.status is RunStatus.COMPLETED:
-                entry = JournalEntry(pos, kind, child_id, OK, result=run.result, started_at=now,
-                                     finished_at=now)
-            else:
-                detail = {"type": "tether.errors.RunFailed", "status": run.status,
-                          "error": self.codec.decode(run.error) if run.error else None,
-                          "message": f"child run {child_id!r} ended {run.status}"}
-                entry = JournalEntry(pos, kind, child_id, ERROR,
-                                     error=self.codec.encode_error(detail), started_at=now,
-                                     finished_at=now)
-            await self.write(entry)
-            self.executed += 1
-        else:
-            self.replayed += 1
-        if entry.status == ERROR:
-            detail = self.codec.decode(entry.error) or {}
-            raise RunFailed(child_id, str(detail.get("status", "failed")), detail.get("error"))
-        return self.codec.decode(entry.result, annotation)
-
-    def set_status(self, info: Any) -> None:
-        """Publish a live status; skipped while replaying (the store already has it)."""
-        self.check_running()
-        if self.position <= self.last_recorded:
-            return
-        self._status_text = None if info is None else self.codec.encode(info, "status")
-        self._status_writer.changed()
-
-    def value_op(self, kind: OperationKind, make: Any) -> Any:
-        """A journaled value (clock, random, uuid): recorded once, replayed after."""
-        self.check_running()
-        pos = self.take_position()
-        entry = self.recorded(pos, kind, kind.value)
-        if entry is not None:
-            self.replayed += 1
-            return self.codec.decode(entry.result)
-        value = make()
-        now = self.clock.now()
-        self.executed += 1
-        self.write_deferred(JournalEntry(pos, kind, kind.value, OK,
-                                         result=self.codec.encode(value, kind.value),
-                                         started_at=now, finished_at=now))
-        return value
-
-    def patched(self, change_id: str) -> bool:
-        self.check_running()
-        pos = self.position
-        entry = self.journal.get(pos)
-        if entry is not None and not (
-            entry.kind == OperationKind.PATCH and entry.name == change_id
-        ):
-            return False  # this run's journal predates the patch: keep the old path
-        self.take_position()
-        if entry is not None:
-            self.replayed += 1
-            return True
-        now = self.clock.now()
-        self.write_deferred(JournalEntry(pos, OperationKind.PATCH, change_id, OK,
-                                         result="true", started_at=now, finished_at=now))
-        return True
-
-
-def _ended(a: AttemptRecord, *, status: str, finished_at: float,
-           error: str | None = None) -> AttemptRecord:
-    """``a`` finished (``dataclasses.replace`` costs several times more per step)."""
-    return AttemptRecord(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
-                         a.worker_id, status, a.started_at, finished_at, error)
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
-
-
-def now_value(ctx: RunContext | None) -> dt.datetime:
-    if ctx is None:
-        return dt.datetime.now(dt.UTC)
-    ts = ctx.value_op(OperationKind.NOW, ctx.clock.now)
-    return dt.datetime.fromtimestamp(ts, dt.UTC)
-
-
-def random_value(ctx: RunContext | None) -> float:
-    if ctx is None:
-        return _random.random()
-    return float(ctx.value_op(OperationKind.RANDOM, _random.random))
-
-
-def uuid_value(ctx: RunContext | None) -> _uuid.UUID:
-    if ctx is None:
-        return _uuid.uuid4()
-    return _uuid.UUID(ctx.value_op(OperationKind.UUID, lambda: str(_uuid.uuid4())))
-
-
-async def run_sync_step(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A plain ``def`` step called outside a workflow: just a call, off the event loop."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.errors import ConfigError, NonRetryable, PayloadError, Postpone
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -31,11 +33,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.initial_interval < 0 or self.max_interval < 0:
-            raise ValueError("RetryPolicy intervals must be >= 0")
+            raise ConfigError("RetryPolicy intervals must be >= 0")
         if self.backoff < 1:
-            raise ValueError("RetryPolicy.backoff must be >= 1")
+            raise ConfigError("RetryPolicy.backoff must be >= 1")
         if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be >= 1 or None")
+            raise ConfigError("RetryPolicy.max_attempts must be >= 1 or None")
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts (``attempts >= 1``)."""
@@ -59,9 +61,51 @@ class RetryPolicy:
         return at
 
     def is_non_retryable(self, error: BaseException) -> bool:
-        from tether.errors import NonRetryable, PayloadError
-
         return isinstance(error, (NonRetryable, PayloadError, *self.non_retryable))
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What to record after a step attempt raised: the retry decision.
+
+    Attributes:
+        attempts: the failed attempts to record (a postponement does not count one).
+        retry_at: when the next attempt starts; ``None`` if the step failed for good.
+        postponed: the step asked to be tried later (``Postpone``), not a failure.
+    """
+
+    attempts: int
+    retry_at: float | None
+    postponed: bool = False
+
+    @property
+    def failed_for_good(self) -> bool:
+        return self.retry_at is None
+
+
+def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
+                 first_attempt_at: float, now: float) -> AttemptOutcome:
+    """The retry decision after attempt number ``attempts`` raised ``error``. Pure.
+
+    1. ``Postpone(delay)``: not a failure; the attempt is given back and the step runs
+       again at ``now + delay``, whatever the policy says.
+    2. Otherwise the policy decides (``RetryPolicy.next_attempt_at``): ``NonRetryable``,
+       ``PayloadError`` and the policy's ``non_retryable`` types, the last attempt, or
+       passing ``max_duration`` fail the step for good.
+    3. An error with a positive ``retry_after`` attribute (seconds, e.g. from an HTTP
+       ``Retry-After`` header) pushes a retry that the policy allows to at least
+       ``now + retry_after``; it never turns a final failure into a retry.
+    """
+    if isinstance(error, Postpone):
+        return AttemptOutcome(attempts=attempts - 1, retry_at=now + error.delay,
+                              postponed=True)
+    at = policy.next_attempt_at(attempts=attempts, first_attempt_at=first_attempt_at,
+                                now=now, error=error)
+    retry_after = getattr(error, "retry_after", None)
+    if (at is not None and isinstance(retry_after, (int, float))
+            and not isinstance(retry_after, bool) and retry_after > 0):
+        at = max(at, now + float(retry_after))
+    return AttemptOutcome(attempts=attempts, retry_at=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +125,11 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         if not self.key:
-            raise ValueError("RateLimit.key must not be empty")
+            raise ConfigError("RateLimit.key must not be empty")
         if self.limit <= 0 or self.per <= 0 or self.cost <= 0:
-            raise ValueError("RateLimit limit, per and cost must be > 0")
+            raise ConfigError("RateLimit limit, per and cost must be > 0")
         if self.cost > self.limit:
-            raise ValueError("RateLimit.cost must not exceed limit")
+            raise ConfigError("RateLimit.cost must not exceed limit")
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -30,7 +30,8 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     #: Cancelled by a user.
     CANCELLED = "cancelled"
-    #: Needs an operator (e.g. non-determinism after a deploy); never resumes by itself.
+    #: Needs an operator (e.g. non-determinism after a deploy): not ended, and never runs
+    #: again until resumed (``App.resume``, ``tether resume``).
     BLOCKED = "blocked"
 
     @property
@@ -196,3 +197,28 @@ class RunInfo:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: When its payloads were erased (``tether erase``), or None.
     erased_at: float | None = None
+
+
+#: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),
+#: line and paragraph separators, and the bidirectional overrides that reorder text.
+_FORBIDDEN = frozenset(
+    [chr(c) for c in range(0x20)] + [chr(0x7F)] + [chr(c) for c in range(0x80, 0xA0)]
+    + ["\u2028", "\u2029", "\u061c", "\u200e", "\u200f"]
+    + [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)])
+
+
+def check_name(what: str, value: object) -> str:
+    """``value`` if it is a usable id or name, else ``InvalidName`` saying why."""
+    from tether.errors import InvalidName
+
+    if not isinstance(value, str):
+        raise InvalidName(what, str(value), f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise InvalidName(what, value, "is empty")
+    if not _FORBIDDEN.isdisjoint(value):
+        raise InvalidName(what, value, "holds control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidName(what, value, "holds a lone surrogate (not valid Unicode)") from None
+    return value

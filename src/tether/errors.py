@@ -1,27 +1,64 @@
-"""Tether's public exceptions.
+"""Tether's public exceptions, and the rules they follow.
 
 ```
-TetherError
-├── ConfigError
-├── RunNotFound · WorkflowNotFound
-├── RunFailed                  (the awaited run ended failed / cancelled / blocked)
-├── StepError                  (a step's recorded failure, re-raised in the workflow)
-├── NonDeterminismError        (run_id, position, recorded, requested)
-├── PayloadError
-│   ├── NotSerializable
-│   └── PayloadTooLarge
-├── StoreError
-│   ├── StoreUnavailable
-│   └── LeaseLost
-├── SignalError                (signal to an unknown or finished run)
-├── SignalTimeout
-├── NonRetryable               (raise from a step: fail now, do not retry)
-├── StepTimeout                (one attempt of a step ran past its timeout)
-└── Cancelled                  (delivered to a cancelled run at its next operation)
+Exception
+├── TetherError                    base of every error Tether raises
+│   ├── ConfigError                bad setup or a bad argument (also a ValueError)
+│   │   ├── InvalidName                (what, value) an id or name that is empty or holds
+│   │   │                              control characters
+│   │   └── ai.ProviderConfigError     no API key, bad base URL (also NonRetryable)
+│   ├── OutsideRun                 a run-only function called where no run executes
+│   ├── RunNotFound                (run_id)
+│   ├── WorkflowNotFound           (name)
+│   ├── RunStateError              (run_id, status, request) the state forbids it
+│   ├── RunFailed                  (run_id, status, error) an awaited run did not complete
+│   ├── StepError                  (step, position, error_type, attempts) a step failed for good
+│   ├── NonDeterminismError        (run_id, position, recorded, requested) -> run blocked
+│   ├── PayloadError
+│   │   ├── NotSerializable        (what, value_type)
+│   │   ├── PayloadTooLarge        (what, size, limit)
+│   │   └── encryption.PayloadDecryptError  unknown key, wrong key, tampering
+│   ├── StoreError
+│   │   ├── StoreUnavailable       retrying later may succeed
+│   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
+│   ├── SignalError                signal to a run that has ended
+│   ├── SignalTimeout              (name, timeout) catchable in the workflow
+│   ├── StepTimeout                (step, timeout) one attempt ran past the step's timeout
+│   ├── Cancelled                  (run_id) delivered at the run's next operation
+│   ├── Postpone                   (delay, reason) raise from a step: try again later,
+│   │                              no attempt used
+│   ├── NonRetryable               (data) raise from a step: fail now, whatever the policy
+│   │   ├── ai.BudgetExceeded          (spent/budget usd and tokens, estimates)
+│   │   ├── ai.InvalidToolCall         the model called an unknown tool or sent bad JSON
+│   │   ├── ai.ToolArgumentError       a tool's arguments do not fit its schema
+│   │   └── ai.FatalProviderError      (status) the provider refused: 400, 401, 403...
+│   ├── ai.ProviderError           (provider, status, message, code, request_id)
+│   │   ├── ai.RetryableProviderError  (retry_after) 429, 5xx, timeouts, drops
+│   │   └── ai.FatalProviderError      (also NonRetryable, above)
+│   ├── ai.OutputValidationError   (output, attempts, errors, last_text)
+│   ├── ai.MaxTurnsExceeded        (agent, max_turns, last_tools) out of turns
+│   ├── ai.NoPendingApproval       (run_id, detail) nothing to approve
+│   └── ai.mcp.MCPUnavailable      (server, detail) retryable: unreachable, broken
+└── ValueError
+    └── ConfigError                (the same class: ``except ValueError`` catches it)
 ```
 
-Every error a user can see carries its data as attributes; its ``str()`` says what
-happened. Errors are journaled as JSON (type, message, attributes), never pickled.
+Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``),
+``encryption.`` in ``tether.encryption``.
+
+Rules:
+
+- **Every error a user can see carries its data as attributes**, and its ``str()`` says
+  what happened. Errors are journaled as JSON (type, message, attributes), never pickled.
+- **Bad arguments** (a wrong type or value passed to any Tether function, decorator or
+  constructor) raise ``ConfigError``, a subclass of both ``TetherError`` and
+  ``ValueError``, with a one-line message naming the argument; nothing is written.
+- **Whether to retry** is in the class: in a step, ``NonRetryable`` (and its subclasses)
+  fails at once, ``Postpone`` waits without using an attempt, anything else follows
+  the step's ``RetryPolicy``. ``StoreUnavailable`` is transient; every other
+  ``StoreError`` is not.
+- No code raises ``TetherError`` itself: every error has a specific class. Foreign
+  errors (``apsw``, ``psycopg``, ``httpx``) are translated at the boundary, chained.
 """
 
 from __future__ import annotations
@@ -33,8 +70,9 @@ class TetherError(Exception):
     """Base class of every error Tether raises."""
 
 
-class ConfigError(TetherError):
-    """Tether was set up wrongly (bad URL, bad option, missing decoration)."""
+class ConfigError(TetherError, ValueError):
+    """Tether was set up wrongly, or a function got a bad argument (bad URL, bad option,
+    missing decoration, a negative timeout). Also a ``ValueError``."""
 
 
 class OutsideRun(TetherError):
@@ -64,6 +102,16 @@ class WorkflowNotFound(TetherError):
             hint = f"registered: {', '.join(sorted(known))}"
         super().__init__(f"no workflow named {name!r}" + (f" ({hint})" if hint else ""))
         self.name = name
+
+
+class RunStateError(TetherError):
+    """The run's status does not allow the request (resume a run that is not blocked)."""
+
+    def __init__(self, run_id: str, status: str, request: str) -> None:
+        super().__init__(f"run {run_id!r} is {status}: cannot {request}")
+        self.run_id = run_id
+        self.status = status
+        self.request = request
 
 
 class RunFailed(TetherError):
@@ -102,7 +150,7 @@ class StepError(TetherError):
 class NonDeterminismError(TetherError):
     """Replay asked for a different operation than the journal holds at a position.
 
-    The run is parked as ``blocked``; it waits for a code fix or an operator.
+    The run stops as ``blocked``; it waits for a code fix and an operator's resume.
     """
 
     def __init__(self, run_id: str, position: int, recorded: tuple[str, str] | None,
@@ -169,6 +217,16 @@ class LeaseLost(StoreError):
 
 class SignalError(TetherError):
     """A signal could not be delivered (unknown or finished run)."""
+
+
+class InvalidName(ConfigError):
+    """A run id, workflow, queue or signal name that Tether refuses: empty, or holding
+    control characters (which would rewrite an operator's terminal when printed)."""
+
+    def __init__(self, what: str, value: str, reason: str) -> None:
+        super().__init__(f"{what} {value!r} {reason}")
+        self.what = what
+        self.value = value
 
 
 class SignalTimeout(TetherError):

@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether._definitions import StepDef
-from tether._replay import RunContext, StepInfo, run_sync_step
+from tether._operations import run_step, run_sync_step
+from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
@@ -154,7 +155,8 @@ class Run:
 
     async def publish(self, event: Mapping[str, Any]) -> None:
         """Send a live event (a JSON object) to the run's observers (``App.events``,
-        ``tether serve``'s streams). Best effort: not stored, not replayed.
+        ``tether serve``'s streams). Not replayed; kept in the run's event log so
+        ``tether serve``'s streams can resume after a reconnect.
 
         Raises:
             StoreError: the event could not be sent (callers usually log and go on).
@@ -196,7 +198,7 @@ def add_metrics(deltas: Mapping[str, float]) -> None:
     ctx.add_metrics(dict(deltas))
 
 
-def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | None = None,
+def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | None = None,
          on_replay: OnReplay | None = None, rate_limit: RateLimit | None = None,
          return_annotation: Any = None, **kwargs: Any) -> Awaitable[Any]:
     """Run ``fn(*args, **kwargs)`` as a step operation named ``name``.
@@ -210,10 +212,13 @@ def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | Non
 
     ``name`` is what the determinism check compares: keep it stable across deploys
     and distinct per kind of call (prefix it with your integration, ``llm:openai:...``).
+    Keyword arguments named like this function's options (``retry``, ``on_replay``,
+    ``rate_limit``, ``return_annotation``) are taken as options, not passed to ``fn``.
 
     Raises:
         ConfigError: ``name`` is empty or ``fn`` is not callable.
-        Whatever ``fn`` raised last, as ``tether.StepError``, once retries are exhausted.
+        StepError: what ``fn`` raised last, once the retries are exhausted (also an
+            instance of the original class when it is importable).
     """
     if not name:
         raise ConfigError("tether.ext.step() needs a non-empty operation name")
@@ -229,7 +234,7 @@ def step(name: str, fn: Callable[..., Any], *args: Any, retry: RetryPolicy | Non
     sdef = StepDef(name=name, fn=fn, retry=retry or DEFAULT_RETRY, is_async=is_async,
                    return_annotation=return_annotation, on_replay=on_replay,
                    rate_limit=rate_limit)
-    return ctx.run_step(sdef, ctx.take_position(), args, kwargs)
+    return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
 
 async def shared_state(app: App) -> SharedState:

@@ -39,3 +39,13 @@ async def status_is(app: App, run_id: str, *statuses: str) -> bool:
     except RunNotFound:
         return False
     return info.status.value in statuses
+
+
+def client_app(module_app: App, url: str) -> App:
+    """A new App on ``url`` with the workflows of ``module_app`` (a module-level app the
+    worker subprocesses import), for one test: ``App.close()`` is final, so tests don't
+    share one App."""
+    client = App(url)
+    for wdef in module_app.workflows().values():
+        client.workflow(name=wdef.name, queue=wdef.queue)(wdef.fn)
+    return client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether import App, ConfigError
+from tether import App, ConfigError, RunStatus
 
 
 async def test_a_closed_app_refuses_every_call_that_needs_the_store(store_url: str) -> None:
@@ -60,3 +60,40 @@ async def test_the_app_fixture_is_open_and_usable(app: App) -> None:
     async with app.worker():
         assert await (await app.start(wf, 1)).result(timeout=10) == 2
     assert not app.closed
+
+
+async def test_list_runs_refuses_an_unknown_status_or_limit(app: App) -> None:
+    """A bad filter is a one-line ConfigError, not an empty list that looks like an
+    answer; a RunStatus or its string both work."""
+
+    @app.workflow
+    async def wf() -> int:
+        return 1
+
+    await app.start(wf, run_id="q")
+    with pytest.raises(ConfigError, match="unknown run status 'queueed'"):
+        await app.list_runs(status="queueed")
+    with pytest.raises(ConfigError, match="limit must be >= 1"):
+        await app.list_runs(limit=0)
+    assert [r.run_id for r in await app.list_runs(status=RunStatus.QUEUED)] == ["q"]
+    assert [r.run_id for r in await app.list_runs(status="queued")] == ["q"]
+
+
+async def test_reset_store_keeps_the_app_usable_and_a_closed_app_refuses_it(
+        store_url: str) -> None:
+    """What a worker process does after a failed start: the store is closed and built
+    again on next use; unlike close(), the App goes on working."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> int:
+        return 3
+
+    first = await app.start(wf, run_id="before")
+    await app.reset_store()
+    assert not app.closed
+    async with app.worker():
+        assert await first.result(timeout=10) == 3
+    await app.close()
+    with pytest.raises(ConfigError, match="App is closed"):
+        await app.reset_store()

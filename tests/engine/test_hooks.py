@@ -8,6 +8,7 @@ import tether
 from tests.engine.helpers import journal_has, status_is, wait_for
 from tether import App, Postpone, RetryPolicy
 from tether.ext import add_metrics
+from tether.testing import TestEnv
 
 
 async def test_postpone_is_not_a_failed_attempt(store_url: str) -> None:
@@ -158,22 +159,24 @@ async def test_metrics_from_a_sync_step(store_url: str) -> None:
 async def test_a_step_rate_limit_holds_across_runs(store_url: str) -> None:
     """RateLimit("k", 2, per=1): ten calls from five concurrent runs are spread over
     the bucket's refill (at most 2 at once, 2 more per second), none fails, and no
-    attempt is used up by waiting."""
+    attempt is used up by waiting. Virtual time (``TestEnv``): the refill waits pass
+    when every run waits, and the call times are exact."""
     app = App(store_url)
     times: list[float] = []
+    env = TestEnv(app, store_url=store_url, start_time=0.0)
 
     @app.step(rate_limit=tether.RateLimit("test-api", 2, per=1.0),
               retry=RetryPolicy(max_attempts=1))
     async def call_api(i: int) -> int:
-        times.append(time.time())
+        times.append(env.now())
         return i
 
     @app.workflow
     async def wf(n: int) -> int:
         return await call_api(n) + await call_api(n)
 
-    async with app.worker(sticky_wait=5.0):
-        handles = [await app.start(wf, i) for i in range(5)]
+    async with env:
+        handles = [await env.start(wf, i) for i in range(5)]
         results = [await h.result(timeout=30) for h in handles]
     assert results == [0, 2, 4, 6, 8]
     times.sort()
@@ -183,7 +186,6 @@ async def test_a_step_rate_limit_holds_across_runs(store_url: str) -> None:
     for i in range(len(times)):
         in_window = [t for t in times if times[i] <= t < times[i] + 1.0]
         assert len(in_window) <= 4  # a token bucket's bound: capacity 2 + 2 refilled
-    await app.close()
 
 
 def test_rate_limit_rejects_impossible_settings() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 import tether
 from tests.engine.helpers import status_is, wait_for
 from tether import App, RetryPolicy
+from tether.testing import VirtualClock
 
 FAST = dict(initial_interval=0.01, backoff=1.0, max_interval=0.01)
 
@@ -136,14 +136,16 @@ async def test_step_error_is_catchable_live_and_on_replay(store_url: str) -> Non
 
 
 async def test_retry_schedule_survives_a_worker_stop(store_url: str) -> None:
-    """Attempt count and next-attempt time are persisted: a new worker continues them."""
-    app = App(store_url)
-    attempts: list[int] = []
+    """Attempt count and next-attempt time are persisted: a new worker continues them.
+    Virtual time: the 3 s backoffs pass when the test moves the clock."""
+    clock = VirtualClock(1000.0)
+    app = App(store_url, clock=clock)
+    attempts: list[tuple[int, float]] = []
 
     @app.step(retry=RetryPolicy(initial_interval=3.0, backoff=1.0, max_interval=3.0,
                                 max_attempts=None))
     async def down() -> int:
-        attempts.append(tether.step_attempt())
+        attempts.append((tether.step_attempt(), clock.now()))
         if tether.step_attempt() < 3:
             raise ConnectionError("503")
         return tether.step_attempt()
@@ -155,16 +157,23 @@ async def test_retry_schedule_survives_a_worker_stop(store_url: str) -> None:
     async with app.worker(sticky_wait=0.5):
         h = await app.start(wf, run_id="rs")
         await wait_for(lambda: status_is(app, "rs", "waiting"))  # released for the backoff
-    info = await app.get_run("rs")
-    (entry,) = info.journal
+    (entry,) = (await app.get_run("rs")).journal
     assert entry["status"] == "pending" and entry["attempts"] == 1
-    next_at = entry["next_attempt_at"]
-    loop = asyncio.get_running_loop()
-    async with app.worker(sticky_wait=0.5):  # a new worker: same schedule, not restarted
+    assert entry["next_attempt_at"] == 1003.0
+    async with app.worker(sticky_wait=0.5) as worker:  # a new worker: same schedule
+        clock.advance(3.0)
+        worker.notify()
+        await wait_for(lambda: _attempts_recorded(app, "rs", 2))
+        clock.advance(3.0)
+        worker.notify()
         assert await h.result(timeout=20) == 3
-    assert attempts == [1, 2, 3]
-    assert next_at is not None and loop.time() > 0
+    assert attempts == [(1, 1000.0), (2, 1003.0), (3, 1006.0)]
     await app.close()
+
+
+async def _attempts_recorded(app: App, run_id: str, n: int) -> bool:
+    (entry,) = (await app.get_run(run_id)).journal
+    return bool(entry["attempts"] >= n and entry["status"] == "pending")
 
 
 class ProviderDown(Exception):

@@ -1,4 +1,5 @@
-"""Waiting costs nothing: timers, signals and children release the run."""
+"""Waiting costs nothing: timers, signals and children release the run. Timers and
+signal timeouts run in virtual time (``tether.testing.TestEnv``, on either backend)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import tether
 from tests.engine.helpers import status_is, wait_for
 from tether import App
+from tether.testing import TestEnv
 
 
 async def test_signal_sent_before_the_wait_is_kept(store_url: str) -> None:
@@ -20,11 +22,13 @@ async def test_signal_sent_before_the_wait_is_kept(store_url: str) -> None:
         await tether.sleep(0.3)
         return await tether.wait_for_signal("approve")
 
-    h = await app.start(wf, run_id="early")
-    await app.signal("early", "approve", {"amount": 4})  # before any worker ran it
-    async with app.worker():
+    async with TestEnv(app, store_url=store_url) as env:
+        h = await env.start(wf, run_id="early")
+        # Time stands still until the test waits: the run is still in its sleep.
+        await env.app.signal("early", "approve", {"amount": 4})
         assert await h.result(timeout=10) == {"amount": 4}
-    await app.close()
+        assert [e["kind"] for e in (await env.app.get_run("early")).journal] == ["sleep",
+                                                                                 "signal"]
 
 
 async def test_two_signals_of_one_name_are_consumed_in_order_once_each(store_url: str) -> None:
@@ -56,11 +60,11 @@ async def test_signal_timeout_raises_and_is_recorded(store_url: str) -> None:
             return f"timeout {exc.name}"
         return "signal"
 
-    async with app.worker():
-        assert await (await app.start(wf, run_id="to")).result(timeout=10) == "timeout late"
-    (entry,) = (await app.get_run("to")).journal
+    async with TestEnv(app, store_url=store_url) as env:
+        assert await env.run(wf, run_id="to") == "timeout late"
+        (entry,) = (await env.app.get_run("to")).journal
     assert entry["kind"] == "signal" and entry["status"] == "error"
-    await app.close()
+    assert abs(entry["finished_at"] - entry["started_at"] - 0.3) < 1e-6  # virtual time
 
 
 async def test_timeout_racing_a_signal_has_exactly_one_winner(store_url: str) -> None:
@@ -129,12 +133,11 @@ async def test_idempotency_key_delivers_a_signal_once(store_url: str) -> None:
             b = None
         return [a, b]
 
-    h = await app.start(wf, run_id="idem")
-    assert await app.signal("idem", "s", "once", idempotency_key="k1") is True
-    assert await app.signal("idem", "s", "once", idempotency_key="k1") is False
-    async with app.worker():
+    async with TestEnv(app, store_url=store_url) as env:
+        h = await env.start(wf, run_id="idem")
+        assert await env.app.signal("idem", "s", "once", idempotency_key="k1") is True
+        assert await env.app.signal("idem", "s", "once", idempotency_key="k1") is False
         assert await h.result(timeout=10) == ["once", None]
-    await app.close()
 
 
 async def test_timer_records_its_wake_time_and_releases_the_run(store_url: str) -> None:
@@ -146,17 +149,17 @@ async def test_timer_records_its_wake_time_and_releases_the_run(store_url: str) 
         await tether.sleep(2.5)
         return (tether.now() - start).total_seconds()
 
-    async with app.worker(sticky_wait=0.5):
-        h = await app.start(wf, run_id="t")
-        await wait_for(lambda: status_is(app, "t", "waiting"))
-        info = await app.get_run("t")
+    async with TestEnv(app, store_url=store_url, sticky_wait=0.5) as env:  # virtual time
+        h = await env.start(wf, run_id="t")
+        await env.settle()
+        info = await env.app.get_run("t")
+        assert info.status.value == "waiting"
         assert info.waiting_for is not None and info.waiting_for.startswith("timer until")
         elapsed = await h.result(timeout=15)
-    assert elapsed >= 2.5
-    sleep_entry = (await app.get_run("t")).journal[1]
+        sleep_entry = (await env.app.get_run("t")).journal[1]
+    assert elapsed == 2.5
     assert sleep_entry["kind"] == "sleep" and sleep_entry["status"] == "ok"
-    assert abs(sleep_entry["next_attempt_at"] - (sleep_entry["started_at"] + 2.5)) < 1e-6
-    await app.close()
+    assert sleep_entry["next_attempt_at"] == sleep_entry["started_at"] + 2.5
 
 
 async def test_set_status_is_visible_to_observers(store_url: str) -> None:

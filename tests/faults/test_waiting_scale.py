@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import tether
-from tests.engine.helpers import wait_for
+from tests.engine.helpers import client_app, wait_for
 from tests.faults.procs import ROOT
 from tether import App, _faults
 from tether.errors import StoreUnavailable
@@ -77,11 +77,9 @@ def worker_proc(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[byt
 
 @pytest.fixture
 async def client(store_url: str) -> AsyncIterator[App]:
-    app.use_store(store_url)
-    # Opened before any gather: the module's app outlives this test's event loop, and
-    # App binds its open lock to the loop of the first contended open.
-    async with app:
-        yield app
+    # Opened before any gather, so concurrent starts share one open.
+    async with client_app(app, store_url) as own:
+        yield own
 
 
 async def start_many(client: App, ids: list[str], batch: int = 500) -> None:

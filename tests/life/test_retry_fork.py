@@ -67,7 +67,7 @@ async def test_retry_refuses_a_run_that_has_not_failed(store_url: str) -> None:
     async with app, app.worker():
         h = await app.start("order", 2, run_id="o-2")
         assert await h.result(timeout=20) == 30
-        with pytest.raises(tether.TetherError, match="completed"):
+        with pytest.raises(tether.RunStateError, match="completed"):
             await app.retry("o-2")
         with pytest.raises(tether.RunNotFound):
             await app.retry("nope")

@@ -16,11 +16,15 @@ import pytest
 
 from tether.errors import ConfigError, LeaseLost, StoreUnavailable
 from tether.store import Wait, open_store
+from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore
-from tether.store.postgres._migrate import migrations
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
 from .rtproxy import RoundTripProxy
+
+#: Every migration this code knows (other branches add theirs).
+ALL_MIGRATIONS = load_migrations("tether.store.postgres")
+NAMES = [f"{v:04d}_{n}" for v, n, _ in ALL_MIGRATIONS]
 
 pytestmark = pytest.mark.postgres
 
@@ -71,9 +75,9 @@ async def test_open_migrates_a_fresh_database_and_is_idempotent(
     await asyncio.gather(*(s.open() for s in stores))
     try:
         cur = await raw.execute("SELECT version, name FROM tether.schema_version")
-        known = [(v, n) for v, n, _ in migrations("tether")]
-        assert await cur.fetchall() == known
-        assert await stores[0].migration_status() == [(v, n, True) for v, n in known]
+        assert await cur.fetchall() == [(v, n) for v, n, _ in ALL_MIGRATIONS]
+        assert await stores[0].migration_status() == [(v, n, True)
+                                                      for v, n, _ in ALL_MIGRATIONS]
         assert await stores[0].migrate() == []
     finally:
         await asyncio.gather(*(s.close() for s in stores))
@@ -87,14 +91,12 @@ async def test_without_auto_migration_open_refuses_a_schema_that_is_behind(
     assert isinstance(store, PostgresStore)
     with pytest.raises(ConfigError, match="tether db migrate"):
         await store.open()
-    known = [(v, n) for v, n, _ in migrations("tether")]
-    names = [f"{v:04d}_{n}" for v, n in known]
-    assert await store.migration_status() == [(v, n, False) for v, n in known]
+    assert await store.migration_status() == [(v, n, False) for v, n, _ in ALL_MIGRATIONS]
     monkeypatch.setenv("TETHER_AUTO_MIGRATE", "0")
-    with pytest.raises(ConfigError, match=", ".join(names)):
+    with pytest.raises(ConfigError, match=", ".join(NAMES)):
         await PostgresStore(pg_url).open()
-    assert await store.migrate() == names
-    assert await store.migration_status() == [(v, n, True) for v, n in known]
+    assert await store.migrate() == NAMES
+    assert await store.migration_status() == [(v, n, True) for v, n, _ in ALL_MIGRATIONS]
     await store.open()
     await store.close()
 

@@ -78,3 +78,26 @@ async def lifecycle_client() -> None:
     assert_type(info.forked_from, str | None)
     assert_type(info.attempts, list[dict[str, Any]])
     versioned.schedule(session, cron="0 9 * * mon", input=[[]], name="weekly")
+
+
+# -- tether.ext: what an integration writes -----------------------------------------------
+
+from tether import ext  # noqa: E402
+
+
+async def integration_call(query: str) -> object:
+    async def body(q: str) -> list[str]:
+        return [q]
+
+    run = ext.current_run()
+    if run is not None:
+        assert_type(run.run_id, str)
+        assert_type(run.memory("k", list[int]), list[int])
+        run.add_metrics({"calls": 1})
+        await run.publish({"type": "integration.call"})
+        assert_type(await run.shared.kv_get(key="integration:x"), tuple[str, int] | None)
+    step = ext.current_step()
+    if step is not None:
+        assert_type(step.key, str)
+    assert_type(ext.in_workflow(), bool)
+    return await ext.step("integration:search", body, query, retry=RetryPolicy())

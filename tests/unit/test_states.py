@@ -35,3 +35,26 @@ def test_an_unknown_state_is_refused_at_the_boundary() -> None:
                   created_at=0.0, updated_at=0.0)
     with pytest.raises(ValueError, match="is not a valid OperationKind"):
         JournalEntry(0, "teleport", "x", "ok")
+
+
+def test_the_sql_of_both_stores_uses_the_one_ended_set() -> None:
+    """SQL cannot import the enum: every status list in the stores' queries that names
+    an ended status is exactly the ended set, so a change to ENDED that the SQL does not
+    follow fails here (the other lists name live states only)."""
+    import re
+    from importlib import resources
+
+    ended = {s.value for s in ENDED}
+    found = 0
+    for backend in ("sqlite", "postgres"):
+        sql = resources.files(f"tether.store.{backend}").joinpath("queries.sql").read_text()
+        for listed in re.findall(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)", sql):
+            names = set(re.findall(r"'(\w+)'", listed))
+            assert names <= {s.value for s in RunStatus}, listed
+            if names & (ended | {"blocked"}):
+                assert names == ended, listed
+                found += 1
+        for single in re.findall(r"status\s*=\s*'(\w+)'", sql):
+            assert single in {s.value for s in RunStatus} or single in {
+                s.value for s in EntryStatus}, single
+    assert found >= 4

@@ -1,4 +1,5 @@
-"""Tether's AI layer: durable LLM calls, agents, tools and MCP, built on the public API.
+"""Tether's AI layer: durable LLM calls, agents, tools and MCP, built on the public API
+and the extension interface (``tether.ext``) only, as any integration is.
 
 ``LLM("openai:gpt-4.1-mini")`` is a model client whose calls are durable operations in
 a workflow, with accounting, budgets and a shared circuit breaker (``docs/llm.md``).
@@ -25,8 +26,10 @@ from tether.ai._errors import (
     ProviderConfigError,
     ProviderError,
     RetryableProviderError,
+    error_for_status,
 )
 from tether.ai._llm import DEFAULT_LLM_RETRY, LLM, OutputValidationError
+from tether.ai._metered import MeteredModel
 from tether.ai._pricing import PriceTable
 from tether.ai._tools import (
     FunctionTool,
@@ -64,6 +67,7 @@ __all__ = [
     "InvalidToolCall",
     "MaxTurnsExceeded",
     "Message",
+    "MeteredModel",
     "NoPendingApproval",
     "OutputValidationError",
     "PendingApproval",
@@ -78,6 +82,7 @@ __all__ = [
     "Usage",
     "WorkflowTool",
     "approve",
+    "error_for_status",
     "function_tool",
     "idempotency_headers",
     "pending_approval",

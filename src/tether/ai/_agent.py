@@ -26,14 +26,26 @@ the loop evolves. Turns, tokens and cost are in the run's journal and metrics
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pydantic
+
 import tether
-from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, StepError, TetherError
+from tether import (
+    App,
+    Cancelled,
+    ConfigError,
+    NonRetryable,
+    RetryPolicy,
+    SignalTimeout,
+    StepError,
+    TetherError,
+)
 from tether.ai._approvals import request_approval
-from tether.ai._tools import FunctionTool, Tool, ToolArgumentError
+from tether.ai._tools import FunctionTool, Tool, ToolArgumentError, model_schema
 from tether.ai._types import (
     ChatReply,
     Message,
@@ -47,7 +59,14 @@ from tether.ai._types import (
 if TYPE_CHECKING:
     from tether.ai.mcp import MCPServer, MCPToolset
 
-__all__ = ["Agent", "AgentTool", "ChatModel", "InvalidToolCall", "MaxTurnsExceeded"]
+__all__ = ["FINAL_RESULT_TOOL", "STEER_SIGNAL", "Agent", "AgentTool", "ChatModel",
+           "InvalidToolCall", "MaxTurnsExceeded"]
+
+#: The tool an agent with an ``output_type`` gives its final answer with.
+FINAL_RESULT_TOOL = "final_result"
+
+#: The signal that steers a running agent (``tether signal RUN message --data '"..."'``).
+STEER_SIGNAL = "message"
 
 #: Retries of a function tool's step (its exceptions; an invalid argument never retries).
 DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
@@ -131,6 +150,32 @@ class AgentTool(Tool):
 ToolLike = Any  # Tool | plain function | Agent | MCPToolset | MCPServer
 
 
+class _FinalResult(Tool):
+    """The tool an agent with an ``output_type`` answers with. Its arguments are checked
+    against the model in workflow code (pure); it is never invoked."""
+
+    def __init__(self, model: type[pydantic.BaseModel]) -> None:
+        self.model = model
+        self.name = FINAL_RESULT_TOOL
+        self.description = (f"Give your final answer ({model.__name__}); call it once, "
+                             "when you are done.")
+        self.parameters = model_schema(model)
+
+    def validate_arguments(self, arguments: Any) -> dict[str, Any]:
+        obj = super().validate_arguments(arguments)
+        try:
+            self.model.model_validate(obj)
+        except pydantic.ValidationError as exc:
+            raise ToolArgumentError(self.name, [
+                {"argument": ".".join(str(p) for p in err.get("loc", ())),
+                 "problem": str(err.get("msg", "invalid"))}
+                for err in exc.errors()[:10]]) from None
+        return obj
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:  # pragma: no cover
+        raise NonRetryable("final_result is answered by the agent, never invoked")
+
+
 @dataclass(slots=True)
 class _Call:
     """One tool call of a turn, on its way through check, approval and launch."""
@@ -161,16 +206,32 @@ class Agent:
         description: what the agent does, when another agent calls it as a tool.
         tool_retry: the retry policy of function tools' steps.
         model_params: extra parameters of every LLM call (``temperature``...).
+        output_type: a pydantic model: the agent's answer is an instance of it, validated.
+            The model gives it by calling the tool ``final_result`` (its parameters are
+            the model's schema), so the answer costs no second model call; arguments that
+            do not validate go back to the model as the call's error, as for any tool. A
+            plain-text answer that is valid JSON for the schema is accepted too. The run's
+            result is then the instance (JSON in the journal, typed for ``result()``).
+        steerable: take messages sent to a running agent (the signal ``message``:
+            ``tether signal RUN message --data '"also check pricing"'`` or
+            ``agent.steer(app, run_id, text)``) into account at its next turn: before each
+            model call, and before ending with an answer, the agent takes every message
+            waiting (one journaled signal operation each, and one that finds none) and adds
+            it to the conversation as a user message. Off by default: it adds operations to
+            the journal, which runs started before the change would not have.
 
     Raises:
-        ConfigError: a bad name, ``max_turns < 1``, or a tool that is none of the above.
+        ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
+            ``output_type`` that is not a pydantic model.
     """
 
     def __init__(self, name: str, *, model: ChatModel, instructions: str = "",
                  tools: Iterable[ToolLike] = (), max_turns: int = 20, budget: Any = None,
                  queue: str = "default", description: str = "",
                  tool_retry: RetryPolicy | None = None,
-                 model_params: Mapping[str, Any] | None = None) -> None:
+                 model_params: Mapping[str, Any] | None = None,
+                 output_type: type[pydantic.BaseModel] | None = None,
+                 steerable: bool = False) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -188,6 +249,13 @@ class Agent:
         self.description = description
         self.tool_retry = tool_retry or DEFAULT_TOOL_RETRY
         self.model_params = dict(model_params or {})
+        if output_type is not None and not (isinstance(output_type, type)
+                                            and issubclass(output_type, pydantic.BaseModel)):
+            raise ConfigError(f"agent {name!r}: output_type must be a pydantic model class, "
+                              f"got {output_type!r}")
+        self.output_type = output_type
+        self.steerable = steerable
+        self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
         self._static: dict[str, Tool] = {}
@@ -226,7 +294,8 @@ class Agent:
             if tool is None:
                 toolsets.append(self._as_toolset(app, item))
                 continue
-            if tool.name in static:
+            if tool.name in static or (self._final is not None
+                                       and tool.name == FINAL_RESULT_TOOL):
                 raise ConfigError(f"agent {self.name!r}: two tools are named {tool.name!r}")
             static[tool.name] = tool
         for tool in static.values():
@@ -241,10 +310,11 @@ class Agent:
         self._invalid_call = app.step(name=f"{self.name}.invalid_tool_call",
                                       retry=RetryPolicy(max_attempts=1))(invalid_tool_call)
 
-        async def run_agent(task: str) -> str:
+        async def run_agent(task: str) -> Any:
             return await self._loop(task)
 
         run_agent.__name__ = run_agent.__qualname__ = self.name
+        run_agent.__annotations__ = {"task": str, "return": self.output_type or str}
         self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
         self._static, self._toolsets, self.app = static, toolsets, app
         return self
@@ -289,11 +359,13 @@ class Agent:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    async def _loop(self, task: str) -> str:
+    async def _loop(self, task: str) -> Any:
         if not isinstance(task, str) or not task.strip():
             raise ConfigError(f"agent {self.name!r} takes its task as a non-empty string, got "
                               f"{task!r}")
         tools = await self._tools_of_run()
+        if self._final is not None:
+            tools[FINAL_RESULT_TOOL] = self._final
         specs = [ToolSpec.of(t) for t in tools.values()]
         messages: list[Message] = []
         if self.instructions:
@@ -301,11 +373,31 @@ class Agent:
         messages.append(user_message(task))
         reply: ChatReply | None = None
         for turn in range(1, self.max_turns + 1):
+            if self.steerable:
+                messages.extend(user_message(text) for text in await self._steering())
             tether.set_status(self._status(turn, "thinking"))
             reply = await self.model.chat(messages, tools=specs or None, budget=self.budget,
                                           **self.model_params)
             messages.append(reply.to_message())
+            if self._final is not None:
+                found, output = self._final_answer(reply, tools)
+                if found:
+                    late = await self._steering() if self.steerable else []
+                    if not late:
+                        tether.set_status(self._status(turn, "answered"))
+                        return output
+                    # Superseded by messages that came during the turn: answer again.
+                    messages.extend(tool_message(call.id, "superseded: the user sent a new "
+                                                 "message") for call in reply.tool_calls)
+                    messages.extend(user_message(text) for text in late)
+                    continue
+                if not reply.tool_calls:  # text that is not the answer's JSON
+                    messages.append(user_message(
+                        f"Give your final answer by calling the tool {FINAL_RESULT_TOOL!r}."))
+                    continue
             if not reply.tool_calls:
+                if self.steerable and await self._steered(messages):
+                    continue
                 tether.set_status(self._status(turn, "answered"))
                 return reply.text or ""
             answers = await self._tool_calls(turn, reply, tools)
@@ -313,6 +405,56 @@ class Agent:
                             for call, text in zip(reply.tool_calls, answers, strict=True))
         last = [c.name for c in reply.tool_calls] if reply is not None else []
         raise MaxTurnsExceeded(self.name, self.max_turns, last)
+
+    async def _steering(self) -> list[str]:
+        """Every steering message waiting, in order (journaled signal operations; the
+        last one finds none)."""
+        texts: list[str] = []
+        while True:
+            try:
+                payload = await tether.wait_for_signal(STEER_SIGNAL, timeout=0)
+            except SignalTimeout:
+                return texts
+            texts.append(payload if isinstance(payload, str) else json.dumps(payload))
+
+    async def _steered(self, messages: list[Message]) -> bool:
+        """Before ending: add the messages that came during the last turn, if any (a
+        final answer given then is superseded: the model answers again with them)."""
+        late = await self._steering()
+        messages.extend(user_message(text) for text in late)
+        return bool(late)
+
+    async def steer(self, app: App, run_id: str, text: str) -> None:
+        """Send a message to a running run of this (``steerable``) agent; it is taken
+        into account at the agent's next turn.
+
+        Raises:
+            ConfigError: the agent is not steerable.
+            RunNotFound: no such run.
+        """
+        if not self.steerable:
+            raise ConfigError(f"agent {self.name!r} is not steerable: create it with "
+                              "steerable=True")
+        await app.signal(run_id, STEER_SIGNAL, text)
+
+    def _final_answer(self, reply: ChatReply, tools: Mapping[str, Tool]
+                      ) -> tuple[bool, Any]:
+        """Pure: the validated answer of a reply (a valid ``final_result`` call, or text
+        that is valid JSON for the schema), as ``(True, answer)``; else ``(False, None)``
+        (an invalid call is then answered by the tool-call path, with its error)."""
+        assert self._final is not None
+        for i, call in enumerate(reply.tool_calls):
+            if call.name == FINAL_RESULT_TOOL:
+                checked = self._check(i, call, tools)
+                if checked.problem is None and checked.arguments is not None:
+                    return True, self._final.model.model_validate(checked.arguments)
+                return False, None
+        if not reply.tool_calls and reply.text:
+            try:
+                return True, self._final.model.model_validate_json(reply.text)
+            except pydantic.ValidationError:
+                return False, None
+        return False, None
 
     def _status(self, turn: int, state: str) -> dict[str, Any]:
         return {"agent": self.name, "turn": turn, "state": state}

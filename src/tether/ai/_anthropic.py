@@ -9,7 +9,11 @@ Conversion (``to_anthropic_messages``):
   the API requires), ``"is_error": True`` on a tool message marks a failed tool;
 - consecutive turns of one role are merged, so user and assistant alternate;
 - user content parts: ``text``; ``image_url`` (data URL or http URL) becomes an
-  ``image`` block; Anthropic-native blocks pass through.
+  ``image`` block; Anthropic-native blocks pass through;
+- extended thinking: a reply's ``thinking`` / ``redacted_thinking`` blocks are kept
+  whole in ``ChatReply.reasoning`` (so journaled, and in the assistant message under
+  ``reasoning``) and sent back first in that assistant turn, unchanged, signature
+  included, as the API requires when thinking is on with tool use.
 
 An ``output_schema`` becomes a tool named ``final_output`` that the model is made to
 call (``tool_choice``); its input, as JSON text, is the reply's ``text``.
@@ -128,8 +132,12 @@ class AnthropicChat(_HTTPChat):
         if output_text is not None and not calls and finish == "tool_calls":
             finish = "stop"
         text = output_text if output_text is not None else ("".join(texts) if texts else None)
+        # Extended thinking: kept whole (text and signature) to be sent back unchanged.
+        thinking = [{k: v for k, v in b.items() if k != "raw"} for b in blocks
+                    if b.get("type") in _THINKING_BLOCKS]
         return ChatReply(text=text, tool_calls=calls, usage=usage, model=model,
-                         finish_reason=finish, provider=self.provider, raw_id=raw_id)
+                         finish_reason=finish, provider=self.provider, raw_id=raw_id,
+                         reasoning=thinking)
 
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None,
@@ -202,6 +210,11 @@ class AnthropicChat(_HTTPChat):
                         piece = str(delta.get("text", ""))
                         block["parts"].append(piece)
                         await _emit(on_chunk, piece)
+                    elif delta.get("type") == "thinking_delta":
+                        block["parts"].append(str(delta.get("thinking", "")))
+                    elif delta.get("type") == "signature_delta":
+                        block["signature"] = (str(block.get("signature") or "")
+                                              + str(delta.get("signature", "")))
                     elif delta.get("type") == "input_json_delta":
                         piece = str(delta.get("partial_json", ""))
                         block["parts"].append(piece)
@@ -226,6 +239,8 @@ class AnthropicChat(_HTTPChat):
             joined = "".join(block.pop("parts"))
             if block.get("type") == "text":
                 block["text"] = joined
+            elif block.get("type") == "thinking":
+                block["thinking"] = str(block.get("thinking") or "") + joined
             elif block.get("type") == "tool_use":
                 block["raw"] = joined
             finished.append(block)
@@ -239,6 +254,10 @@ class AnthropicChat(_HTTPChat):
         if kind in _RETRYABLE_TYPES:
             return RetryableProviderError(message, provider=self.provider, code=kind)
         return FatalProviderError(message, provider=self.provider, code=kind)
+
+
+#: Anthropic's extended-thinking content blocks.
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
 
 
 def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
@@ -328,7 +347,10 @@ def to_anthropic_messages(messages: Sequence[Message]) -> tuple[str | None,
         elif role == "user":
             add("user", _content_blocks(content))
         elif role == "assistant":
-            blocks = [b for b in _content_blocks(content) if b.get("type") == "text"]
+            # Thinking blocks first, unchanged (the API checks their signatures).
+            blocks = [dict(b) for b in msg.get("reasoning") or []
+                      if isinstance(b, dict) and b.get("type") in _THINKING_BLOCKS]
+            blocks += [b for b in _content_blocks(content) if b.get("type") == "text"]
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 blocks.append({"type": "tool_use", "id": call.get("id"),

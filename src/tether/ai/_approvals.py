@@ -200,7 +200,7 @@ async def pending_approval(app: App, run_id: str) -> PendingApproval | None:
     """The approval ``run_id`` waits for, or ``None``.
 
     Raises:
-        RunNotFound
+        RunNotFound: no run has this id.
     """
     info = await app.get_run(run_id)
     return _pending_from(info.run_id, info.workflow, info.status, info.status_info)

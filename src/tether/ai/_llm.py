@@ -148,8 +148,9 @@ class LLM:
         prices: a ``PriceTable``, or ``{model: (usd_in, usd_out)}`` per 1M tokens
             overriding the defaults.
         retry: the retry policy of provider failures (default: forever, backoff to 60 s).
-        rpm, tpm: requests / tokens per minute for this provider key, shared by every
-            worker of the store; a call not granted is postponed (run released).
+        rpm: requests per minute for this provider key, shared by every worker of the
+            store; a call not granted is postponed (run released).
+        tpm: tokens per minute, likewise.
         breaker: the shared circuit breaker's settings, or ``None`` for none.
         timeout: the HTTP timeout (seconds, per connect/read/write); default 600 s.
         client_options: more options for the client (``extra_headers``, and

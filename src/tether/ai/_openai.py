@@ -383,9 +383,10 @@ class OpenAIChat(_HTTPChat):
 
 def _outgoing(message: Message) -> Message:
     """A message as OpenAI accepts it (Tether's ``is_error`` on tool results is
-    Anthropic-only, and OpenAI refuses unknown fields)."""
-    if "is_error" in message:
-        return {k: v for k, v in message.items() if k != "is_error"}
+    Anthropic-only, ``reasoning`` items are for the Responses API, and OpenAI refuses
+    unknown fields)."""
+    if "is_error" in message or "reasoning" in message:
+        return {k: v for k, v in message.items() if k not in ("is_error", "reasoning")}
     return message
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tether.ai._types import Usage
+from tether.errors import ConfigError
 
 __all__ = ["DEFAULT_PRICES", "PRICES_AS_OF", "Price", "PriceTable"]
 
@@ -79,7 +80,7 @@ class PriceTable:
         table = dict(DEFAULT_PRICES) if defaults else {}
         for model, (inp, out) in (overrides or {}).items():
             if inp < 0 or out < 0:
-                raise ValueError(f"price of {model!r} must be >= 0, got ({inp}, {out})")
+                raise ConfigError(f"price of {model!r} must be >= 0, got ({inp}, {out})")
             table[model] = (float(inp), float(out))
         self._table = table
 

@@ -162,6 +162,11 @@ class ChatReply:
             ``tool_calls``, ``length``, ``content_filter`` (others passed through).
         provider: the client's provider name.
         raw_id: the provider's id of the response.
+        reasoning: the model's reasoning as the provider sent it (OpenAI Responses
+            ``reasoning`` items, Anthropic ``thinking``/``redacted_thinking`` blocks with
+            their signatures), to be sent back with the next request; kept
+            in the journal and in the assistant message (key ``reasoning``, which the
+            Chat Completions client leaves out of its requests).
     """
 
     text: str | None
@@ -171,19 +176,25 @@ class ChatReply:
     finish_reason: str = "stop"
     provider: str = ""
     raw_id: str = ""
+    reasoning: list[dict[str, Any]] = field(default_factory=list)
 
     def to_message(self) -> Message:
         """The assistant message to append to the conversation after this reply."""
         msg: Message = {"role": "assistant", "content": self.text}
         if self.tool_calls:
             msg["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        if self.reasoning:
+            msg["reasoning"] = list(self.reasoning)
         return msg
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "tool_calls": [c.to_dict() for c in self.tool_calls],
-                "usage": self.usage.to_dict(), "model": self.model,
-                "finish_reason": self.finish_reason, "provider": self.provider,
-                "raw_id": self.raw_id}
+        out = {"text": self.text, "tool_calls": [c.to_dict() for c in self.tool_calls],
+               "usage": self.usage.to_dict(), "model": self.model,
+               "finish_reason": self.finish_reason, "provider": self.provider,
+               "raw_id": self.raw_id}
+        if self.reasoning:
+            out["reasoning"] = list(self.reasoning)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChatReply:
@@ -191,7 +202,8 @@ class ChatReply:
                    tool_calls=[ToolCall.from_dict(c) for c in d.get("tool_calls", [])],
                    usage=Usage.from_dict(d.get("usage", {})), model=d.get("model", ""),
                    finish_reason=d.get("finish_reason", "stop"),
-                   provider=d.get("provider", ""), raw_id=d.get("raw_id", ""))
+                   provider=d.get("provider", ""), raw_id=d.get("raw_id", ""),
+                   reasoning=list(d.get("reasoning") or []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +315,9 @@ def chat_client(spec: str, **options: Any) -> ChatClient:
     """The client for ``"provider:model"``; ``options`` go to its constructor.
 
     ``openai-compatible`` is ``OpenAIChat`` against ``base_url`` (Ollama, vLLM,
-    llama.cpp, Azure...), which may run without an API key.
+    llama.cpp, Azure...), which may run without an API key. ``api="responses"`` (OpenAI
+    and compatible) uses the Responses API (``OpenAIResponses``) instead of Chat
+    Completions.
 
     Raises:
         ConfigError: a bad spec, a missing API key or base URL.
@@ -312,9 +326,22 @@ def chat_client(spec: str, **options: Any) -> ChatClient:
     if provider == "anthropic":
         from tether.ai._anthropic import AnthropicChat
 
+        if options.pop("api", "messages") != "messages":
+            raise ConfigError(f"model {spec!r}: Anthropic models take no api= option")
         return AnthropicChat(model, **options)
     from tether.ai._openai import OpenAIChat
 
+    api = options.pop("api", "chat")
+    if api not in ("chat", "responses"):
+        raise ConfigError(f"model {spec!r}: api= must be 'chat' (Chat Completions) or "
+                          f"'responses' (the Responses API), got {api!r}")
+    if api == "responses":
+        if provider == "openai-compatible":
+            options.setdefault("require_api_key", False)
+            options.setdefault("provider", "openai-compatible")
+        from tether.ai._responses import OpenAIResponses
+
+        return OpenAIResponses(model, **options)
     if provider == "openai-compatible":
         if not options.get("base_url"):
             raise ConfigError(f"model {spec!r}: an openai-compatible provider needs base_url=")

@@ -16,6 +16,16 @@ which the step retries with backoff on a fresh connection. Anything the server
 unknown tool or invalid parameters, comes back as ``MCPToolResult(is_error=True)`` so
 the model can read it and correct itself.
 
+Remote tasks (the MCP Tasks extension, ``io.modelcontextprotocol/tasks``): the client
+declares the extension, so a server may answer ``tools/call`` with a task instead of a
+result. The ``call_tool`` step then records the task id, and the workflow follows the
+task without holding a worker: a durable timer (``tether.sleep``, at least
+``poll_floor`` seconds, else the server's ``pollIntervalMs``) and one journaled
+``get_task`` step per poll. A remote ``input_required`` becomes a wait in Tether: an
+approval (``tether approve``) when the request asks for ``approved``, else the signal
+``mcp_input`` whose payload is the answer; the answer goes back with ``tasks/update``.
+After a crash, replay resumes polling the same task id: the tool is called once.
+
 Needs the extra: ``pip install tether[mcp]``.
 """
 
@@ -24,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -31,13 +42,13 @@ import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import tether
-from tether import App, NonRetryable, RetryPolicy, TetherError
+from tether import App, ConfigError, NonRetryable, RetryPolicy, TetherError
 from tether.ai._tools import Tool, result_to_text, strip_titles
 
 
@@ -66,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_META_KEY",
+    "MCP_INPUT_SIGNAL",
     "MCPServer",
     "MCPTool",
     "MCPToolInfo",
@@ -80,6 +92,9 @@ log = logging.getLogger("tether.ai.mcp")
 IDEMPOTENCY_META_KEY = "idempotency_key"
 #: The tool argument that receives the idempotency key when a tool declares it.
 IDEMPOTENCY_ARGUMENT = "idempotency_key"
+
+#: The signal that answers a remote task's input request that is not an approval.
+MCP_INPUT_SIGNAL = "mcp_input"
 
 #: Retries of the MCP steps: transport failures, on a fresh connection each time.
 DEFAULT_MCP_RETRY = RetryPolicy(initial_interval=0.5, backoff=2.0, max_interval=30.0,
@@ -124,6 +139,11 @@ class MCPToolResult:
     is_error: bool = False
     text: str = ""
     structured: Any = None
+    #: The server answered with a task (Tasks extension): its id, followed by
+    #: ``MCPToolset.call`` until it ends; ``None`` for a direct result.
+    task_id: str | None = None
+    #: The server's suggested polling interval for ``task_id``.
+    poll_interval_ms: int | None = None
 
 
 # -- the server and its connection -------------------------------------------------------------
@@ -169,9 +189,9 @@ class MCPServer:
                  headers: dict[str, str] | None = None, timeout: float = 60.0,
                  connect_timeout: float = 30.0) -> None:
         if transport not in ("stdio", "http"):
-            raise ValueError(f"unknown MCP transport {transport!r} (stdio or http)")
+            raise ConfigError(f"unknown MCP transport {transport!r} (stdio or http)")
         if not id or not _ID.fullmatch(id):
-            raise ValueError(f"MCP server id {id!r} must match {_ID.pattern}")
+            raise ConfigError(f"MCP server id {id!r} must match {_ID.pattern}")
         self.id = id
         self.transport = transport
         self.command = command
@@ -279,10 +299,52 @@ class MCPServer:
                 args[IDEMPOTENCY_ARGUMENT] = idempotency_key
         try:
             result = await self._request(lambda c: c.call_tool(name, args, meta=meta))
+        except _TaskCreated as created:
+            task = created.task
+            return MCPToolResult([], text=f"task {task.task_id} ({task.status})",
+                                 task_id=task.task_id, poll_interval_ms=task.poll_interval_ms)
         except MCPError as exc:
             text = f"MCP error {exc.code}: {exc.message}"
             return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
         return _tool_result(result)
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        """``tasks/get``: the task as JSON (``status``, ``result``, ``inputRequests``...).
+
+        Raises:
+            MCPUnavailable: transport failure (retryable).
+            mcp.MCPError: the server rejected the request (e.g. an unknown task).
+        """
+        from tether.mcp_tasks import GetTaskParams, GetTaskRequest, GetTaskResult
+
+        task: GetTaskResult = await self._request(lambda c: c.session.send_request(
+            GetTaskRequest(params=GetTaskParams(task_id=task_id)), GetTaskResult))
+        out: dict[str, Any] = task.model_dump(by_alias=True, mode="json", exclude_none=True)
+        out.pop("_meta", None)
+        return out
+
+    async def update_task(self, task_id: str, input_responses: dict[str, Any]) -> None:
+        """``tasks/update``: answer the task's outstanding input requests.
+
+        Raises:
+            MCPUnavailable, mcp.MCPError
+        """
+        from tether.mcp_tasks import UpdateTaskParams, UpdateTaskRequest
+
+        await self._request(lambda c: c.session.send_request(UpdateTaskRequest(
+            params=UpdateTaskParams(task_id=task_id, input_responses=input_responses)),
+            _ack_model()))
+
+    async def cancel_task(self, task_id: str) -> None:
+        """``tasks/cancel``.
+
+        Raises:
+            MCPUnavailable, mcp.MCPError
+        """
+        from tether.mcp_tasks import CancelTaskParams, CancelTaskRequest
+
+        await self._request(lambda c: c.session.send_request(
+            CancelTaskRequest(params=CancelTaskParams(task_id=task_id)), _ack_model()))
 
     async def aclose(self) -> None:
         """Close the connection (a later call opens a new one)."""
@@ -315,8 +377,8 @@ class MCPServer:
             if transient == "drop":
                 await self._drop(conn)
             raise MCPUnavailable(self.id, f"{exc.message} (code {exc.code})") from exc
-        except ValidationError:
-            raise  # a malformed answer, not a transport failure
+        except (ValidationError, _TaskCreated):
+            raise  # a malformed answer, or a task: not a transport failure
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -394,10 +456,13 @@ class MCPServer:
     async def _open(self, stack: contextlib.AsyncExitStack) -> Client:
         from mcp import Client, StdioServerParameters
 
+        extensions = [_tasks_extension()]
+
         if self.transport == "stdio":
             params = StdioServerParameters(command=self.command or "", args=self.args,
                                            env=self.env, cwd=self.cwd)
-            client = Client(params, read_timeout_seconds=self.timeout, cache=None)
+            client = Client(params, read_timeout_seconds=self.timeout, cache=None,
+                            extensions=extensions)
         else:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
@@ -407,7 +472,8 @@ class MCPServer:
                 timeout=httpx2.Timeout(max(self.timeout, 30.0), read=max(self.timeout, 300.0)),
             ))
             transport = streamable_http_client(self.url or "", http_client=http)
-            client = Client(transport, read_timeout_seconds=self.timeout, cache=None)
+            client = Client(transport, read_timeout_seconds=self.timeout, cache=None,
+                            extensions=extensions)
         return await stack.enter_async_context(client)
 
     async def _drop(self, conn: _Connection) -> None:
@@ -425,6 +491,42 @@ class MCPServer:
         except asyncio.CancelledError:
             conn.task.cancel()
             raise
+
+
+class _TaskCreated(Exception):
+    """The server answered ``tools/call`` with a task: raised by the claim's resolver so
+    the SDK's ``call_tool`` (input-required rounds, re-listing) hands it back to us."""
+
+    def __init__(self, task: Any) -> None:
+        super().__init__(f"task {task.task_id}")
+        self.task = task
+
+
+def _tasks_extension() -> Any:
+    """The Tasks extension for the SDK client, resolving a task result by raising it."""
+    from mcp.client.extension import ResultClaim
+
+    from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
+
+    async def handed_back(result: CreateTaskResult, ctx: Any) -> Any:
+        raise _TaskCreated(result)
+
+    class _Tasks(TasksClientExtension):
+        def claims(self) -> Any:
+            return (ResultClaim(result_type="task", model=CreateTaskResult,
+                                resolve=handed_back),)
+
+    return _Tasks()
+
+
+@functools.cache
+def _ack_model() -> Any:
+    from mcp_types import Result
+
+    class Ack(Result):
+        result_type: str | None = None
+
+    return Ack
 
 
 def _startup_mistake(exc: BaseException) -> BaseException | None:
@@ -482,6 +584,13 @@ def _http_id(url: str) -> str:
     return _slug(f"{host}{port}{split.path}")[:80]
 
 
+def _tool_result_from_json(data: dict[str, Any]) -> MCPToolResult:
+    """A ``CallToolResult`` inlined in a completed task, as an ``MCPToolResult``."""
+    from mcp_types import CallToolResult
+
+    return _tool_result(CallToolResult.model_validate(data))
+
+
 def _tool_result(result: Any) -> MCPToolResult:
     blocks: list[dict[str, Any]] = []
     texts: list[str] = []
@@ -499,6 +608,25 @@ def _tool_result(result: Any) -> MCPToolResult:
 
 
 # -- durability ---------------------------------------------------------------------------------
+
+
+#: ``Run.memory`` key of the queue of remote tasks a run follows (see ``follow``).
+_FOLLOWING = "tether.ai.mcp.following"
+
+
+def _take_turn() -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
+    """(the previous follower's end, this follower's end) in workflow code, else
+    ``(None, None)``. Taken in call order, which replay repeats."""
+    from tether.ext import current_run, in_workflow
+
+    run = current_run() if in_workflow() else None
+    if run is None:
+        return None, None
+    queue: list[asyncio.Future[None]] = run.memory(_FOLLOWING, list)
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    before = queue[-1] if queue else None
+    queue.append(mine)
+    return before, mine
 
 
 def _step_key() -> str | None:
@@ -526,12 +654,15 @@ class MCPToolset:
         tool_name_prefix: prepended to each tool's name as the model sees it (to keep
             two servers' tools apart); the server is called with the original name.
         retry: the steps' retry policy (transport failures).
+        poll_floor: the least seconds between two polls of a remote task. Keep it
+            above the worker's ``sticky_wait`` (2 s by default) so the run is released
+            between polls and holds no worker.
     """
 
     def __init__(self, app: App, server: MCPServer, *, prefix: str = "mcp",
                  include: Iterable[str] | None = None, exclude: Iterable[str] = (),
                  requires_approval: bool | Iterable[str] = False, tool_name_prefix: str = "",
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, poll_floor: float = 3.0) -> None:
         self.app = app
         self.server = server
         self.include = set(include) if include is not None else None
@@ -553,6 +684,37 @@ class MCPToolset:
             name=self.list_tools_step, retry=policy)(list_tools)
         self._call_tool: Callable[[str, dict[str, Any]], Awaitable[MCPToolResult]] = app.step(
             name=self.call_tool_step, retry=policy)(call_tool)
+        self.poll_floor = poll_floor
+
+        async def get_task(task_id: str) -> dict[str, Any]:
+            from mcp import MCPError
+            from mcp_types import INVALID_PARAMS
+
+            try:
+                return await server.get_task(task_id)
+            except MCPError as exc:
+                if exc.code != INVALID_PARAMS:
+                    raise
+                # The server no longer knows the task (expired, purged, or its memory
+                # was lost): asking again cannot help; the call ends as a failure.
+                return {"taskId": task_id, "status": "failed",
+                        "error": {"code": exc.code, "message": f"task gone: {exc.message}"}}
+
+        async def update_task(task_id: str, responses: dict[str, Any]) -> None:
+            await server.update_task(task_id, responses)
+
+        async def cancel_task(task_id: str) -> None:
+            from mcp import MCPError
+
+            with contextlib.suppress(MCPError):  # unknown or ended: nothing to cancel
+                await server.cancel_task(task_id)
+
+        self._get_task: Callable[[str], Awaitable[dict[str, Any]]] = app.step(
+            name=f"{prefix}:{server.id}.get_task", retry=policy)(get_task)
+        self._update_task: Callable[[str, dict[str, Any]], Awaitable[None]] = app.step(
+            name=f"{prefix}:{server.id}.update_task", retry=policy)(update_task)
+        self._cancel_task: Callable[[str], Awaitable[None]] = app.step(
+            name=f"{prefix}:{server.id}.cancel_task", retry=policy)(cancel_task)
 
     def __repr__(self) -> str:
         return f"MCPToolset({self.server.id!r})"
@@ -565,8 +727,91 @@ class MCPToolset:
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> MCPToolResult:
         """Call a tool by its server-side name; durable in a workflow (the ``call_tool``
-        step), a plain call elsewhere."""
-        return await self._call_tool(name, dict(arguments or {}))
+        step), a plain call elsewhere. A remote task is followed to its end."""
+        return await self.follow(name, self._call_tool(name, dict(arguments or {})))
+
+    def follow(self, name: str, called: Awaitable[MCPToolResult]
+               ) -> Coroutine[Any, Any, MCPToolResult]:
+        """Await the ``call_tool`` step; if the server made it a task, poll the task on
+        durable timers (the run is released in between), answer its input requests
+        through Tether approvals or the ``mcp_input`` signal, and return its result.
+
+        Call it where the ``call_tool`` step's position is taken (it takes a turn then):
+        remote tasks of one run are followed one after the other in that order, so the
+        polls' journal positions do not depend on which remote task answered first."""
+        return self._follow(name, called, _take_turn())
+
+    async def _follow(self, name: str, called: Awaitable[MCPToolResult],
+                      turn: tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]
+                      ) -> MCPToolResult:
+        before, mine = turn
+        try:
+            result = await called
+            if result.task_id is None:
+                return result
+            if before is not None:
+                await asyncio.shield(before)  # an earlier remote task is followed first
+            return await self._poll(name, result)
+        finally:
+            if mine is not None and not mine.done():
+                mine.set_result(None)
+
+    async def _poll(self, name: str, result: MCPToolResult) -> MCPToolResult:
+        assert result.task_id is not None
+        task_id = result.task_id
+        interval = (result.poll_interval_ms or 0) / 1000
+        answered: set[str] = set()
+        try:
+            while True:
+                await tether.sleep(max(interval, self.poll_floor))
+                task = await self._get_task(task_id)
+                status = task.get("status")
+                if status == "completed":
+                    return _tool_result_from_json(task.get("result") or {})
+                if status in ("failed", "cancelled"):
+                    error = task.get("error") or {}
+                    text = (f"remote task {status}: "
+                            f"{error.get('message') or task.get('statusMessage') or status}")
+                    return MCPToolResult([{"type": "text", "text": text}], is_error=True,
+                                         text=text)
+                interval = (task.get("pollIntervalMs") or 0) / 1000 or interval
+                if status == "input_required":
+                    responses = {}
+                    for key, request in sorted((task.get("inputRequests") or {}).items()):
+                        if key not in answered:
+                            responses[key] = await self._answer(name, task_id, key, request)
+                            answered.add(key)
+                    if responses:
+                        await self._update_task(task_id, responses)
+        except tether.Cancelled:
+            await self._cancel_task(task_id)  # the run was cancelled: so is its remote task
+            raise
+
+    async def _answer(self, tool: str, task_id: str, key: str, request: Any) -> Any:
+        """Wait (released) in Tether for the answer to one remote input request."""
+        params = request.get("params") if isinstance(request, dict) else None
+        params = params if isinstance(params, dict) else {}
+        schema = params.get("requestedSchema") or {}
+        message = str(params.get("message") or f"{tool} needs input")
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        if isinstance(props, dict) and (props.get("approved") or {}).get("type") == "boolean":
+            from tether.ai._approvals import request_approval
+
+            details = (params.get("_meta") or {}).get("tether/approval") or {}
+            arguments = details.get("arguments") if isinstance(details, dict) else None
+            decision = await request_approval(
+                f"{self.server.id}:{tool}", arguments if isinstance(arguments, dict) else {},
+                message, approval_id=f"mcp:{task_id}:{key}")
+            return {"action": "accept",
+                    "content": {"approved": decision.approved, "note": decision.note or ""}}
+        tether.set_status({"state": "awaiting_input", "input": {
+            "signal": MCP_INPUT_SIGNAL, "server": self.server.id, "tool": tool,
+            "task_id": task_id, "key": key, "message": message, "request": request}})
+        answer = await tether.wait_for_signal(MCP_INPUT_SIGNAL)
+        if isinstance(answer, dict) and isinstance(answer.get("action"), str):
+            return answer
+        return {"action": "accept", "content": answer if isinstance(answer, dict)
+                else {"value": answer}}
 
     def _wanted(self, name: str) -> bool:
         if self.include is not None and name not in self.include:
@@ -606,10 +851,11 @@ class MCPTool(Tool):
         return await self.toolset.call(self.mcp_name, args)
 
     async def launch(self, arguments: dict[str, Any]) -> Awaitable[MCPToolResult]:
-        """The ``call_tool`` step, its position taken, not yet awaited."""
+        """The ``call_tool`` step, its position taken, not yet awaited (then the remote
+        task, if the server made one)."""
         args = {k: v for k, v in self.validate_arguments(arguments).items()
                 if k != IDEMPOTENCY_ARGUMENT}
-        return self.toolset._call_tool(self.mcp_name, args)
+        return self.toolset.follow(self.mcp_name, self.toolset._call_tool(self.mcp_name, args))
 
     def result_text(self, result: Any) -> str:
         """The text of the result; a tool error is prefixed ``error: `` so the model

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,12 +19,16 @@ from tether.cli import (
     _db,
     _demo,
     _lifecycle,
+    _logging,
+    _mcp,
     _queues,
+    _replay,
     _runs,
     _schedules,
+    _serve,
     _worker,
 )
-from tether.cli._common import CliError
+from tether.cli._common import CliError, safe
 from tether.errors import TetherError
 
 EXIT_ERROR = 1
@@ -36,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL",
                         help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    _logging.add_arguments(common)
     parser = argparse.ArgumentParser(
         prog="tether",
         description="Durable execution for AI agents: start, inspect and serve journaled runs.",
@@ -49,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db.register(sub, common)
     _queues.register(sub, common)
     _demo.register(sub, common)
+    _replay.register(sub, common)
+    _serve.register(sub, common)
+    _mcp.register(sub, common)
     _lifecycle.register(sub, common)
     _schedules.register(sub, common)
     return parser
@@ -67,22 +74,19 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", True) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
-    )
+    _logging.configure(args)
     try:
         code = asyncio.run(args.handler(args))
     except KeyboardInterrupt:
         return 130
     except CliError as exc:
-        print(f"tether: error: {exc}", file=sys.stderr)
+        print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return exc.code
     except json.JSONDecodeError as exc:
         print(f"tether: error: malformed JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TetherError as exc:
-        print(f"tether: error: {exc}", file=sys.stderr)
+        print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
         # `tether runs | head`: the reader left; say nothing more (not even at exit).

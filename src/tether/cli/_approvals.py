@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from tether.cli._common import CliError, client, dumps, fmt_time, short
+from tether.cli._common import CliError, client, dumps, fmt_time, safe, short
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 async def approvals(args: argparse.Namespace) -> int:
     from tether.ai._approvals import pending_approvals
 
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         found = await pending_approvals(app)
     if args.json:
         print(dumps([p.to_dict() for p in found]))
@@ -39,7 +39,7 @@ async def approvals(args: argparse.Namespace) -> int:
     print(f"{'RUN ID':34} {'AGENT':16} {'TOOL':18} {'WAITING':>8}  {'SINCE':24} ARGUMENTS")
     for p in found:
         waited = _ago(now - p.since)
-        print(f"{p.run_id:34} {short(p.agent, 16):16} {short(p.tool, 18):18} {waited:>8}  "
+        print(f"{safe(p.run_id):34} {short(p.agent, 16):16} {short(p.tool, 18):18} {waited:>8}  "
               f"{fmt_time(p.since):24} {short(p.arguments, 60)}")
         if p.reason:
             print(f"{'':34} reason: {short(p.reason, 100)}")
@@ -58,8 +58,8 @@ async def approve(args: argparse.Namespace) -> int:
         except NoPendingApproval as exc:
             raise CliError(str(exc)) from None
     verb = "rejected" if args.reject else "approved"
-    note = f" (note: {args.note})" if args.note else ""
-    print(f"{args.run_id}: {verb} {pending.tool} {short(pending.arguments, 80)}{note}")
+    note = f" (note: {safe(args.note)})" if args.note else ""
+    print(f"{safe(args.run_id)}: {verb} {safe(pending.tool)} {short(pending.arguments, 80)}{note}")
     return 0
 
 

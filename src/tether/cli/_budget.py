@@ -1,7 +1,7 @@
 """``tether budget RUN_ID [--usd X] [--tokens N]``: set new LLM budget limits for a run.
 
 It sends the run the ``budget`` signal (``tether.ai``'s budget policy ``wait``): a run
-waiting on its budget resumes with the new limits; a run not waiting yet keeps the
+waiting on its budget continues with the new limits; a run not waiting yet keeps the
 signal and applies it the next time its budget is reached.
 """
 
@@ -16,7 +16,7 @@ from tether.cli._common import CliError, client
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("budget", parents=[common],
-                       help="set a run's LLM budget (resumes a run waiting on it)")
+                       help="set a run's LLM budget (a run waiting on it continues)")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--usd", type=float, help="the new limit in US dollars")
     p.add_argument("--tokens", type=int, help="the new limit in tokens (input + output)")

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tether._app import App
+from tether._types import _FORBIDDEN
 from tether.store import resolve_url
 
 
@@ -38,8 +39,20 @@ def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
     return url
 
 
-def client(args: argparse.Namespace, *, must_exist: bool = True) -> App:
-    return App(store_url(args, must_exist=must_exist))
+def store_options(url: str, *, read_only: bool) -> dict[str, Any]:
+    """How a command (other than ``worker`` and ``db migrate``) opens a SQLite store: a
+    reading command changes no file (nothing created, nothing migrated, no WAL switch);
+    a writing command may create a new store but leaves an older schema to ``tether db
+    migrate`` or a worker. Every command refuses a file that is not a Tether store."""
+    if not url.startswith("sqlite:"):
+        return {}
+    return {"read_only": True} if read_only else {"migrate": False, "create": True}
+
+
+def client(args: argparse.Namespace, *, must_exist: bool = True,
+           read_only: bool = False) -> App:
+    url = store_url(args, must_exist=must_exist or read_only)
+    return App(url, **store_options(url, read_only=read_only))
 
 
 def load_app(spec: str) -> App:
@@ -82,6 +95,19 @@ def _bounded(convert: Callable[[str], float], kind: str, low: float,
 
 
 positive_int = _bounded(int, "an integer", 1, strict=False)
+
+
+def bounded_int(high: int) -> Callable[[str], Any]:
+    """An argparse type: an integer from 1 to ``high``."""
+    low = positive_int
+
+    def parse(text: str) -> int:
+        value: int = low(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {text}")
+        return value
+
+    return parse
 positive_float = _bounded(float, "a number", 0, strict=True)
 non_negative_float = _bounded(float, "a number", 0, strict=False)
 
@@ -93,6 +119,24 @@ def parse_json(text: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
+    except RecursionError:
+        raise CliError(f"{what} is nested too deeply", 2) from None
+
+
+_ESCAPES = {ord(c): (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+            for c in _FORBIDDEN}
+
+
+def safe(text: object) -> str:
+    """``text`` with control characters escaped (``\\x1b``), so that what a run, a step
+    or an error put in a name or message cannot move the cursor, recolour or rewrite
+    the operator's terminal."""
+    value = text if isinstance(text, str) else str(text)
+    if value.isprintable():
+        return value
+    value = value.translate(_ESCAPES)
+    # Lone surrogates would make the terminal's encoder fail.
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def fmt_time(ts: float | None) -> str:
@@ -115,7 +159,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 def short(value: Any, width: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = text.replace("\n", " ")
+    text = safe(text.replace("\n", " "))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

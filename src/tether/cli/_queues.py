@@ -40,7 +40,7 @@ def parse_limit(text: str) -> int | None:
 
 
 async def queues(args: argparse.Namespace) -> int:
-    app = client(args)
+    app = client(args, read_only=True)
     try:
         limits = await app.queue_limits()
         workflows = await app.store.workflow_list()

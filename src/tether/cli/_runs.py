@@ -9,6 +9,7 @@ from typing import Any
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import (
     CliError,
+    bounded_int,
     client,
     dumps,
     fmt_duration,
@@ -16,6 +17,7 @@ from tether.cli._common import (
     load_app,
     non_negative_float,
     parse_json,
+    safe,
     short,
     store_url,
 )
@@ -34,12 +36,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="JSON array of the workflow's positional arguments (default: none)")
     p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="load workflow definitions from code instead of the workers' registry")
+                   help="load workflow definitions from code instead of the workers' "
+                   "registry (and use that app's store unless --db is given)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
     p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
+                   help="at most this many runs (default 50)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=runs)
 
@@ -81,13 +85,14 @@ async def start(args: argparse.Namespace) -> int:
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--id must not be empty", 2)
     if args.app:
-        app = load_app(args.app)
-        app.use_store(store_url(args, must_exist=False))
+        app = load_app(args.app)  # the app's own store unless --db names another
+        if args.db:
+            app.use_store(store_url(args, must_exist=False))
     else:
         app = client(args, must_exist=False)
     async with app:
         handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
-    print(handle.run_id)
+    print(safe(handle.run_id))
     return 0
 
 
@@ -100,7 +105,7 @@ def _run_dict(r: Any) -> dict[str, Any]:
 
 
 async def runs(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         found = await app.list_runs(status=args.status, limit=args.limit)
     if args.json:
         print(dumps([_run_dict(r) for r in found]))
@@ -110,8 +115,8 @@ async def runs(args: argparse.Namespace) -> int:
         return 0
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
-        print(f"{r.run_id:34} {r.workflow:20} {r.queue:10} {r.status:10} "
-              f"{fmt_time(r.created_at):24} {r.waiting_for or ''}")
+        print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
+              f"{fmt_time(r.created_at):24} {safe(r.waiting_for or '')}")
     return 0
 
 
@@ -127,11 +132,22 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
     }
 
 
+async def run_document(app: Any, run_id: str) -> dict[str, Any]:
+    """``tether show RUN --json`` and ``GET /api/v1/runs/{run_id}``: the run, its journal
+    and metrics, and its children (newest first). Raises: RunNotFound."""
+    info = await app.get_run(run_id)
+    doc = info_dict(info)
+    kids = await app.store.run_search(parent=run_id, limit=1000)
+    doc["children"] = [{**_run_dict(k), "metrics": k.metrics} for k in kids]
+    return doc
+
+
 async def show(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         info = await app.get_run(args.run_id)
-    if args.json:
-        print(dumps(info_dict(info)))
+        doc = await run_document(app, args.run_id) if args.json else None
+    if doc is not None:
+        print(dumps(doc))
         return 0
     print_timeline(info)
     return 0
@@ -140,12 +156,12 @@ async def show(args: argparse.Namespace) -> int:
 def print_timeline(info: RunInfo, out: Any = None) -> None:
     out = out or sys.stdout
     w = out.write
-    w(f"run {info.run_id}  workflow {info.workflow}  queue {info.queue}  "
+    w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
       f"status {info.status.value}\n")
     w(f"created {fmt_time(info.created_at)}  updated {fmt_time(info.updated_at)}"
       + (f"  finished {fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
     if info.waiting_for:
-        w(f"waiting for: {info.waiting_for}\n")
+        w(f"waiting for: {safe(info.waiting_for)}\n")
     if info.status_info is not None:
         w(f"status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
@@ -167,12 +183,13 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
           f"{e['attempts']:>3}  {fmt_duration(e['duration']):>9}  {short(outcome, 70)}\n")
     print_attempts(info, w)
     print_metrics(info.metrics, w)
-    if info.status.value == "completed":
+    if info.status is RunStatus.COMPLETED:
         w(f"\nresult: {short(info.result, 200)}\n")
     elif info.error:
         err = info.error
-        w(f"\n{info.status.value}: {err.get('type', 'Error')}: {err.get('message', '')}\n")
-        if info.status.value == "blocked":
+        w(f"\n{info.status.value}: {safe(err.get('type', 'Error'))}: "
+          f"{safe(err.get('message', ''))}\n")
+        if info.status is RunStatus.BLOCKED:
             w("the run waits for an operator: fix the workflow code (or use "
               "tether.patched()) and run `tether resume RUN_ID`\n")
 
@@ -203,24 +220,25 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
     for key in sorted(k for k in metrics if k not in shown):
         value = metrics[key]
         text = f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
-        w(f"  {key:28} {text}\n")
+        w(f"  {safe(key):28} {text}\n")
 
 
 async def cancel(args: argparse.Namespace) -> int:
     async with client(args) as app:
-        before = (await app.get_run(args.run_id)).status.value
-        if before == "cancelled":
-            print(f"{args.run_id}: already cancelled")
+        before = (await app.get_run(args.run_id)).status
+        if before is RunStatus.CANCELLED:
+            print(f"{safe(args.run_id)}: already cancelled")
             return 0
-        if before in ("completed", "failed"):  # cancelled is answered above
-            raise CliError(f"run {args.run_id!r} has already ended ({before}); nothing to cancel")
+        if before.is_ended:
+            raise CliError(f"run {args.run_id!r} has already ended ({before.value}); "
+                           "nothing to cancel")
         status = await app.cancel(args.run_id)
-    print(f"{args.run_id}: cancel requested (status {status.value})")
+    print(f"{safe(args.run_id)}: cancel requested (status {status.value})")
     return 0
 
 
 async def result(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         handle = app.handle(args.run_id)
         if args.wait is None:
             info = await app.get_run(args.run_id)
@@ -242,7 +260,7 @@ async def send_signal(args: argparse.Namespace) -> int:
     async with client(args) as app:
         created = await app.signal(args.run_id, args.name, payload,
                                    idempotency_key=args.idempotency_key)
-    print(f"{args.run_id}: signal {args.name!r} "
+    print(f"{safe(args.run_id)}: signal {args.name!r} "
           + ("sent" if created else "already sent (same idempotency key)"))
     return 0
 
@@ -250,7 +268,7 @@ async def send_signal(args: argparse.Namespace) -> int:
 async def resume(args: argparse.Namespace) -> int:
     async with client(args) as app:
         status = await app.resume(args.run_id)
-    print(f"{args.run_id}: {status.value}")
+    print(f"{safe(args.run_id)}: {status.value}")
     return 0
 
 

@@ -240,7 +240,7 @@ async def _story(db: str, env: dict[str, str], model: _Model,
         resumed_at = time.monotonic()
         second = spawn()
         print(f"started a new worker pid {second.pid}: it replays steps 1-{KILL_AFTER} from "
-              f"the journal and resumes at step {KILL_AFTER + 1}")
+              f"the journal and continues at step {KILL_AFTER + 1}")
         approvals = 0
         while True:
             info = await app.get_run(RUN_ID)

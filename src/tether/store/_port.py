@@ -75,7 +75,69 @@ class WorkerInfo:
     heartbeat_at: float
 
 
-class Store(Protocol):
+# -- the control plane's reads (tether serve; migration 0004) ----------------------------
+
+#: A worker that has not heartbeated for this many seconds is not counted as live.
+WORKER_STALE = 60.0
+
+#: Upper bounds (seconds) of the step latency histogram ``store_stats`` reports.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """A stored event of a run, for Server-Sent Events.
+
+    ``event_id`` is an opaque cursor: reading after it returns every later event once,
+    from any process on the same store. ``kind`` is ``op`` (a journal entry finished,
+    failed or was retried; ``data`` is JSON of position, kind, name, status, attempts),
+    ``status`` (``data`` is JSON of the new status and what it waits for), ``live`` (the
+    live status changed; read it from the run) or ``chunk`` (``data`` is what
+    ``run_publish`` sent)."""
+
+    event_id: str
+    kind: str
+    data: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Numbers about the whole store, for ``GET /metrics``."""
+
+    runs_by_status: dict[str, int]
+    #: queue -> (queued runs, created_at of the oldest queued run)
+    queues: dict[str, tuple[int, float]]
+    step_count: int
+    step_seconds: float
+    #: how many finished steps took at most each of ``STEP_BUCKETS``
+    step_buckets: tuple[int, ...]
+    #: totals of the runs' metrics (``tokens.input``, ``cost.usd``, ``saved.*``, ...)
+    llm: dict[str, float]
+    workers: int
+
+
+class ServeQueries(Protocol):
+    """What ``tether serve`` reads beyond the engine's contract (both backends)."""
+
+    async def run_search(self, *, status: str | None = None, workflow: str | None = None,
+                         queue: str | None = None, parent: str | None = None,
+                         text: str | None = None, limit: int = 50,
+                         before: tuple[float, str] | None = None) -> list[RunRecord]:
+        """Runs matching every given filter (``text``: a substring of the run id), newest
+        first (by ``created_at``, then ``run_id``), strictly after the ``before`` cursor
+        (the last run's (created_at, run_id) of the previous page)."""
+
+    async def run_events_read(self, *, run_id: str, after: str | None,
+                              limit: int = 500) -> list[RunEvent]:
+        """The run's stored events after the cursor ``after`` (None: from the start),
+        oldest first. Raises: ValueError for a cursor this backend never made."""
+
+    async def store_stats(self, *, now: float) -> StoreStats:
+        """Runs by status, queue depth and age, step latencies, LLM totals, and the
+        workers that heartbeated within the last minute before ``now``."""
+
+
+class Store(ServeQueries, Protocol):
     """Everything Tether persists."""
 
     url: str
@@ -93,6 +155,15 @@ class Store(Protocol):
 
     async def run_get(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
+
+    async def run_get_many(self, run_ids: list[str], *,
+                           settled_only: bool = False) -> list[RunRecord]:
+        """The runs of these ids that exist (with ``settled_only``: only those ended or
+        blocked), in no particular order: one read for many result waiters."""
+
+    async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+        """``run_insert`` for each run, in one transaction; results in the given order.
+        An id given twice is inserted once (the second is reported not created)."""
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         """Runs, newest first."""
@@ -230,8 +301,9 @@ class Store(Protocol):
         """The queues that have a concurrency limit, and their limits."""
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
-        """Best-effort live event for observers of a run (e.g. a streamed LLM token
-        chunk); not stored. Delivered to ``run_events`` subscribers in any process."""
+        """Live event for observers of a run (e.g. a streamed LLM token chunk):
+        delivered to ``run_events`` subscribers in any process, and kept in the run's
+        event log for ``run_events_read`` (migration 0004)."""
 
     def run_events(self, run_id: str) -> AsyncIterator[str]:
         """Live events published for ``run_id`` from now on, until the caller stops."""

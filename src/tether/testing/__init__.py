@@ -1,24 +1,36 @@
-"""Test helpers for code built on Tether.
+"""Test helpers for code built on Tether (``docs/testing.md``).
 
-``tether.testing.llm_server``: a scripted OpenAI/Anthropic-compatible LLM server on
-127.0.0.1 (``ScriptedLLMServer``, ``Reply``, ``Fault``, ``Outage``), also runnable as
-``python -m tether.testing.llm_server``. Its names are loaded on first use, so running
-the module with ``-m`` does not import it twice.
+- ``TestEnv``: an app on a temporary SQLite store with a worker and a virtual clock
+  that skips to the next wake-up whenever every run waits.
+- ``replay`` / ``load_history`` / ``export_history``: check recorded runs against the
+  current code without executing anything.
+- ``ScriptedLLMServer``, ``Reply``, ``Fault``, ``Outage``: a scripted
+  OpenAI/Anthropic-compatible LLM server on 127.0.0.1 (``tether.testing.llm_server``,
+  also runnable as ``python -m tether.testing.llm_server``).
+- A pytest plugin (``tether.testing.pytest_plugin``, loaded automatically) with the
+  fixtures ``app``, ``tether_env``, ``llm_server`` and ``mcp_server``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from tether.testing._env import TestEnv, TestRunHandle, VirtualClock
+from tether.testing._history import History, HistoryError, export_history, load_history
+from tether.testing._replayer import ReplayResult, check_history, replay
+from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
 
-if TYPE_CHECKING:
-    from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
-
-__all__ = ["Fault", "Outage", "Reply", "ScriptedLLMServer"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from tether.testing import llm_server
-
-        return getattr(llm_server, name)
-    raise AttributeError(f"module 'tether.testing' has no attribute {name!r}")
+__all__ = [
+    "Fault",
+    "History",
+    "HistoryError",
+    "Outage",
+    "ReplayResult",
+    "Reply",
+    "ScriptedLLMServer",
+    "TestEnv",
+    "TestRunHandle",
+    "VirtualClock",
+    "check_history",
+    "export_history",
+    "load_history",
+    "replay",
+]

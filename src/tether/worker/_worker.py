@@ -3,7 +3,8 @@
 Loops: one claims (woken by local notifications, or when the next timer is due, or by
 a slow poll), one heartbeats (renews every lease this worker holds in one statement,
 learns of cancels and of leases it lost, and expires the leases of workers on this
-host whose process is gone, so their runs resume at once instead of after the lease).
+host whose process is gone, so their runs are taken over at once instead of after the
+lease).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether import _observe
 from tether._app import worker_host
 from tether._clock import wait_event
 from tether._codec import restore
@@ -37,6 +39,7 @@ from tether._replay import (
 from tether._types import ClaimedRun, Lease, RunStatus
 from tether.errors import (
     Cancelled,
+    ConfigError,
     LeaseLost,
     NonDeterminismError,
     PayloadError,
@@ -82,6 +85,9 @@ NOTIFIED_POLL_INTERVAL = 10.0
 
 #: Seconds before a run whose store call failed under it is replayed.
 STORE_RETRY_DELAY = 1.0
+#: Crashes of the worker's own code while executing one run (an exception that escaped
+#: the run's executor) before the run is failed instead of handed back again.
+MAX_EXECUTOR_CRASHES = 5
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
 
@@ -90,6 +96,38 @@ def _engine_store_failure(error: BaseException | None) -> bool:
     """Whether the workflow code ended because one of the engine's own store calls failed
     transiently (not a step's recorded failure, which is rebuilt as a ``StepError``)."""
     return isinstance(error, StoreUnavailable) and not isinstance(error, StepError)
+
+
+class ExitInTask(Exception):
+    """A task started by workflow code raised ``SystemExit`` or ``KeyboardInterrupt``;
+    it is raised in that task instead, so it fails the run, not the worker."""
+
+
+async def _contained(coro: Any) -> Any:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise ExitInTask(f"{type(exc).__name__}({exc}) raised in a task of a run") from exc
+
+
+def _contain_exits(loop: asyncio.AbstractEventLoop) -> None:
+    """Make tasks created inside a run turn ``SystemExit``/``KeyboardInterrupt`` into
+    an ordinary exception: asyncio re-raises those two out of the event loop, which would
+    end the worker (and every next worker that claims the run). Tasks created outside
+    runs are left alone. Chains any task factory already set."""
+    previous = loop.get_task_factory()
+    if getattr(previous, "_tether_contains_exits", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if current_run.get() is not None:
+            coro = _contained(coro)
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    factory._tether_contains_exits = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)
 
 
 @dataclass(slots=True)
@@ -113,9 +151,9 @@ class Worker:
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
                  worker_id: str | None = None) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+            raise ConfigError("concurrency must be >= 1")
         if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be > 0")
+            raise ConfigError("lease_seconds must be > 0")
         self.app = app
         self._host = worker_host(app)
         self.queues = list(queues) if queues else app.queues()
@@ -131,6 +169,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hostname = socket.gethostname()
         self._active: dict[str, _Active] = {}
+        self._crashes: dict[str, int] = {}  # run id -> executor crashes in a row
+        self._claiming = False  # a run_claim is in flight (its runs are not active yet)
         self._background: set[asyncio.Future[None]] = set()
         self._seq = 0
         self._wake = asyncio.Event()
@@ -160,6 +200,7 @@ class Worker:
             return
         store = await self._host.open()
         self._attempts = AttemptWriter(store)
+        _contain_exits(asyncio.get_running_loop())
         caps = store.capabilities
         if self._default_poll and caps.notifications and caps.multi_host:
             self.poll_interval = NOTIFIED_POLL_INTERVAL
@@ -282,6 +323,7 @@ class Worker:
             free = self.concurrency - len(self._active)
             claimed: list[ClaimedRun] = []
             if free > 0:
+                self._claiming = True
                 try:
                     claimed = await store.run_claim(
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
@@ -294,6 +336,8 @@ class Worker:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                finally:
+                    self._claiming = False
                 for c in claimed:
                     self._seq += 1
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
@@ -319,29 +363,54 @@ class Worker:
             if active is not None and active.task is task:
                 del self._active[run_id]
             self._wake.set()
-            if not task.cancelled() and task.exception() is not None:
-                log.error("run %s: executor crashed; handing it back", run_id,
-                          exc_info=task.exception())
-                if active is not None:
-                    # Else the heartbeat, which renews every lease this worker holds,
-                    # would keep the run 'running' here with nobody executing it.
-                    hand_back = asyncio.ensure_future(self._hand_back(active.lease))
-                    self._background.add(hand_back)
-                    hand_back.add_done_callback(self._background.discard)
+            error = None if task.cancelled() else task.exception()
+            if error is None:
+                self._crashes.pop(run_id, None)
+                return
+            crashes = self._crashes.get(run_id, 0) + 1
+            self._crashes[run_id] = crashes
+            log.error("run %s: executor crashed (%d of %d)", run_id, crashes,
+                      MAX_EXECUTOR_CRASHES, exc_info=error)
+            if active is not None:
+                # Else the heartbeat, which renews every lease this worker holds,
+                # would keep the run 'running' here with nobody executing it.
+                after = self._hand_back(active.lease, crashes, error)
+                hand_back = asyncio.ensure_future(after)
+                self._background.add(hand_back)
+                hand_back.add_done_callback(self._background.discard)
 
         return done
 
-    async def _hand_back(self, lease: Lease) -> None:
-        """Release a run this worker holds but no longer executes, for a replay soon."""
+    async def _hand_back(self, lease: Lease, crashes: int = 0,
+                         error: BaseException | None = None) -> None:
+        """Release a run this worker holds but no longer executes, for a replay after a
+        backoff that doubles with each crash; after ``MAX_EXECUTOR_CRASHES`` the run
+        fails instead, so a poison run can neither spin nor hold a slot for ever."""
+        store = self.app.store
+        reason = f"{type(error).__name__}: {error}" if error is not None else "worker error"
 
         def release() -> Awaitable[None]:
             now = self.app.clock.now()
-            return self.app.store.run_release(lease=lease, now=now, wait=Wait(
-                now + STORE_RETRY_DELAY, "replay after a worker error"))
+            if crashes >= MAX_EXECUTOR_CRASHES:
+                text = self.app.codec.encode_error({
+                    "type": "tether.errors.TetherError",
+                    "message": f"the worker crashed {crashes} times executing this run; "
+                               f"last: {reason}"})
+                return store.run_finish(lease=lease, status=RunStatus.FAILED.value,
+                                        result=None, error=text, now=now)
+            delay = min(STORE_RETRY_DELAY * 2 ** max(crashes - 1, 0), 60.0)
+            # Only the error's type here: waiting_for is not a payload (no codec hook
+            # encrypts it), and a message may hold user data.
+            return store.run_release(lease=lease, now=now, wait=Wait(
+                now + delay, f"replay after a worker error (crash {crashes} of "
+                             f"{MAX_EXECUTOR_CRASHES}): {type(error).__name__}"))
 
         with contextlib.suppress(LeaseLost):  # someone else has it: nothing to hand back
             if await self._retry_store(lease.run_id, "hand it back", release,
                                        errors=(StoreError,), attempts=10) is not _GAVE_UP:
+                if crashes >= MAX_EXECUTOR_CRASHES:
+                    self._crashes.pop(lease.run_id, None)
+                    self._host.run_ended(lease.run_id)
                 self._wake.set()
 
     async def _retry_store(self, run_id: str, what: str, call: Callable[[], Awaitable[Any]], *,
@@ -436,12 +505,34 @@ class Worker:
                 if run_id not in hb.owned:
                     log.warning("run %s: lease lost to another worker; dropping it", run_id)
                     if active.ctx is not None:
-                        active.ctx._halt(Lost(LeaseLost(run_id, active.ctx.lease.fencing_token)))
+                        active.ctx.halt(Lost(LeaseLost(run_id, active.ctx.lease.fencing_token)))
                     active.task.cancel()
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()
+            if not self._claiming and self._seq == seq:
+                with contextlib.suppress(StoreError):
+                    await self._release_orphans(hb.owned - set(self._active))
             with contextlib.suppress(StoreError):
                 await self._reap_dead_workers()
+
+    async def _release_orphans(self, orphans: set[str]) -> None:
+        """Hand back runs the store says this worker holds but that it does not execute:
+        their claim committed but its reply was lost (a connection cut after COMMIT).
+        Without this, this worker's heartbeat would renew their leases for as long as it
+        lives, with nobody executing them. Called only when no claim was in flight."""
+        store = self.app.store
+        for run_id in orphans:
+            run = await store.run_get(run_id)
+            if run is None or run.owner != self.worker_id or run_id in self._active:
+                continue
+            log.warning("run %s: held in the store but not executed here (a claim whose "
+                        "reply was lost); handing it back", run_id)
+            now = self.app.clock.now()
+            with contextlib.suppress(LeaseLost):
+                await store.run_release(
+                    lease=Lease(run_id, self.worker_id, run.fencing_token), now=now,
+                    wait=Wait(now, "handed back: its claim's reply was lost"))
+                self._wake.set()
 
     async def _reap_dead_workers(self, *, refresh: bool = True) -> None:
         """Make the runs of dead workers claimable at once: a worker of this host whose
@@ -499,13 +590,15 @@ class Worker:
         error: BaseException | None = None
         try:
             args, kwargs = self._decode_input(run.input, wdef)
-            value = await wdef.fn(*args, **kwargs)
+            value = await _observe.run(ctx, wdef.fn(*args, **kwargs))
         except _Stop:
             pass
         except asyncio.CancelledError:
             if ctx.stop is None or not isinstance(ctx.stop, Lost):
                 raise  # the worker is stopping; the run goes back to the queue
-        except Exception as exc:
+        except BaseException as exc:
+            # User code's sys.exit() or KeyboardInterrupt fails the run; it must not end
+            # the worker (its own shutdown arrives as CancelledError, handled above).
             error = exc
         finally:
             current_run.reset(token)

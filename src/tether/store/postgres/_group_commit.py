@@ -1,15 +1,17 @@
-"""Group commit for journal appends.
+"""Group commit for journal appends and the ends of runs.
 
-Every ``journal_append`` of the process goes into one queue. A single writer task takes
-everything queued, writes it in one transaction (one pipeline: BEGIN, one fenced INSERT
-per entry, COMMIT, one Sync: one round trip and one WAL flush for the lot), and resolves
+Every ``journal_append`` and ``run_finish`` of the process goes into one queue. A single
+writer task takes everything queued, writes its appends in one transaction (one fenced
+INSERT of arrays: one round trip and one WAL flush for the lot) and its ends of runs in
+another (BEGIN, lock, UPDATE of arrays, wake-ups, COMMIT in one pipeline), and resolves
 each caller's future. While a batch is in flight the next one gathers, so under load
 batches grow by themselves and throughput approaches the commit rate times the batch
 size, with no timer and no added latency when the process is idle.
 
 One writer, not several, so that two appends to one run are written in the order they
 were made (a pending entry, then its final one), as the SQLite store's single writer
-thread does.
+thread does. A run's end is submitted after its last append was written, so writing a
+batch's appends before its ends keeps every run's order.
 """
 
 from __future__ import annotations
@@ -30,14 +32,29 @@ class Append:
     future: asyncio.Future[None]
 
 
-class AppendWriter:
-    """Queues appends and writes them in shared transactions with ``flush``."""
+@dataclass(slots=True)
+class Finish:
+    """A run's end (``run_finish``) waiting for its batch."""
+    lease: Lease
+    status: str
+    result: str | None
+    error: str | None
+    now: float
+    future: asyncio.Future[None]
 
-    def __init__(self, flush: Callable[[list[Append]], Awaitable[None]], *,
+
+Item = Append | Finish
+
+
+class AppendWriter:
+    """Queues appends and ends of runs and writes them in shared transactions with
+    ``flush``."""
+
+    def __init__(self, flush: Callable[[list[Item]], Awaitable[None]], *,
                  max_batch: int = 1000) -> None:
         self._flush = flush
         self.max_batch = max_batch
-        self._queue: list[Append] = []
+        self._queue: list[Item] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -50,12 +67,22 @@ class AppendWriter:
         self._task = asyncio.create_task(self._run(), name="tether-pg-group-commit")
 
     def submit(self, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
-        if self._task is None or self._closing:
-            raise StoreError("store is not open")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut = self._future()
         self._queue.append(Append(lease, entry, fut))
         self._ready.set()
         return fut
+
+    def submit_finish(self, lease: Lease, status: str, result: str | None,
+                      error: str | None, now: float) -> asyncio.Future[None]:
+        fut = self._future()
+        self._queue.append(Finish(lease, status, result, error, now, fut))
+        self._ready.set()
+        return fut
+
+    def _future(self) -> asyncio.Future[None]:
+        if self._task is None or self._closing:
+            raise StoreError("store is not open")
+        return asyncio.get_running_loop().create_future()
 
     async def close(self) -> None:
         """Write what is queued, then stop."""

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from tether._types import JournalEntry, Lease, RunRecord
-from tether.errors import ConfigError, LeaseLost, RunNotFound, TetherError
+from tether.errors import ConfigError, LeaseLost, RunNotFound, RunStateError
 from tether.store._lifecycle import (
     RETRYABLE,
     ArchivedJournal,
@@ -101,8 +101,8 @@ class Lifecycle:
             if run is None:
                 raise RunNotFound(run_id)
             if run.status not in RETRYABLE:
-                raise TetherError(f"run {run_id!r} is {run.status}; only a failed, blocked "
-                                  "or cancelled run can be retried")
+                raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
+                                    "or cancelled run can be retried)")
             plan = retry_plan(run.status, await self._journal(conn, run_id))
             if plan.delete:
                 await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s "
@@ -298,8 +298,8 @@ class Lifecycle:
             if run is None:
                 raise RunNotFound(run_id)
             if run.status not in (*_ENDED, "blocked"):
-                raise TetherError(f"run {run_id!r} is {run.status}; erase a run that has "
-                                  "ended (cancel it first)")
+                raise RunStateError(run_id, str(run.status), "erase it before it has ended "
+                                    "(cancel it first)")
             report = PurgeReport(runs=1, run_ids=[run_id])
             e = _ERASED
             await conn.execute(

@@ -36,11 +36,13 @@ from tether._types import (
     Lease,
     OperationKind,
     RunRecord,
+    RunStatus,
 )
 from tether.errors import (
     ConfigError,
     LeaseLost,
     RunNotFound,
+    RunStateError,
     SignalError,
     StoreError,
     StoreUnavailable,
@@ -59,9 +61,10 @@ from tether.store._values import (
 from tether.store.postgres import _migrate
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
-from tether.store.postgres._group_commit import Append, AppendWriter
+from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Item
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
+from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -70,6 +73,7 @@ log = logging.getLogger("tether.store.postgres")
 
 _QUERIES = load_queries("tether.store.postgres")
 _FINAL = tuple(s.value for s in ENDED)
+_SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
 #: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
 _TXN_RETRIES = 3
 
@@ -150,7 +154,7 @@ def _looks_dead(conn: Conn) -> bool:
     return bool(readable)
 
 
-class PostgresStore:
+class PostgresStore(PostgresServeQueries):
     """The PostgreSQL store: ``postgresql://user@host:5432/db[?schema=NAME]``.
 
     Args:
@@ -182,10 +186,11 @@ class PostgresStore:
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.pool_timeout = pool_timeout
-        self._q = {name: sql.replace("{schema}", self.schema) for name, sql in _QUERIES.items()}
+        self._q = {name: sql.replace("{schema}", self.schema)
+                   for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
         self._channel = self.cfg.channel
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
-        self._writer = AppendWriter(self._flush_appends, max_batch=max_batch)
+        self._writer = AppendWriter(self._flush, max_batch=max_batch)
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
@@ -365,6 +370,34 @@ class PostgresStore:
         rows, _ = await self._one("run_get", {"run_id": run_id})
         return _run(rows[0]) if rows else None
 
+    async def run_get_many(self, run_ids: list[str], *,
+                           settled_only: bool = False) -> list[RunRecord]:
+        if not run_ids:
+            return []
+        rows, _ = await self._one("run_get_many", {
+            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None})
+        return [_run(r) for r in rows]
+
+    async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+        """One transaction, two statements, one round trip for the lot."""
+        if not runs:
+            return []
+        unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
+        cols = {key: [_run_params(r)[key] for r in unique] for key in (
+            "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
+            "available_at", "parent_run_id", "parent_position", "on_parent_cancel")}
+        ids = cols["run_id"]
+        created_rows, stored_rows = await self._txn([
+            ("run_insert_many", {**cols, "channel": self._channel}),
+            ("run_get_many", {"run_ids": ids, "statuses": None})])
+        created = {r[0] for r in created_rows}
+        stored = {r[0]: _run(r) for r in stored_rows}
+        out: list[tuple[RunRecord, bool]] = []
+        for r in runs:
+            out.append((stored[r.run_id], r.run_id in created))
+            created.discard(r.run_id)  # a repeated id is created once
+        return out
+
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         if status is None:
             rows, _ = await self._one("run_list", {"limit": limit})
@@ -397,6 +430,16 @@ class PostgresStore:
         """Record one operation's outcome, in a transaction shared with the appends of
         other runs (group commit). Raises: LeaseLost, StoreUnavailable."""
         await self._writer.submit(lease, entry)
+
+    async def _flush(self, batch: list[Item]) -> None:
+        """Write one batch of the group-commit queue: its appends, then its ends of runs
+        (each run's end was submitted after its last append was written)."""
+        appends = [i for i in batch if isinstance(i, Append)]
+        finishes = [i for i in batch if isinstance(i, Finish)]
+        if appends:
+            await self._flush_appends(appends)
+        if finishes:
+            await self._flush_finishes(finishes)
 
     async def _flush_appends(self, batch: list[Append]) -> None:
         """Write one batch of appends in one transaction; resolve every caller."""
@@ -462,11 +505,55 @@ class PostgresStore:
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        params = {**_lease_params(lease), "status": status, "result": result, "error": error,
-                  "now": now, "channel": self._channel}
+        """End a run under its lease, in a transaction shared with the other runs of the
+        process ending at the same time (group commit). Raises: LeaseLost,
+        StoreUnavailable."""
+        await self._writer.submit_finish(lease, status, result, error, now)
+
+    async def _finish_one(self, f: Finish) -> None:
+        params = {**_lease_params(f.lease), "status": f.status, "result": f.result,
+                  "error": f.error, "now": f.now, "channel": self._channel}
         finished, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params)])
         if not finished[0][0]:
-            raise LeaseLost(lease.run_id, lease.fencing_token)
+            raise LeaseLost(f.lease.run_id, f.lease.fencing_token)
+
+    async def _flush_finishes(self, batch: list[Finish]) -> None:
+        """End many runs in one transaction (one round trip); resolve every caller."""
+        ids = [f.lease.run_id for f in batch]
+        if len(batch) == 1 or len(set(ids)) != len(ids):
+            for f in batch:
+                try:
+                    await self._finish_one(f)
+                except TetherError as exc:
+                    _settle(f.future, exc)
+                else:
+                    _settle(f.future, None)
+            return
+        ordered = sorted(batch, key=lambda f: f.lease.run_id)
+        cols = {
+            "run_id": [f.lease.run_id for f in ordered],
+            "fencing_token": [f.lease.fencing_token for f in ordered],
+            "status": [f.status for f in ordered], "result": [f.result for f in ordered],
+            "error": [f.error for f in ordered], "now": [f.now for f in ordered],
+            "channel": self._channel,
+        }
+        try:
+            _, finished, _ = await self._txn([
+                ("run_lock_many", cols), ("run_finish_many", cols),
+                ("run_wake_waiters_many", cols)])
+        except StoreUnavailable as exc:
+            for f in batch:
+                _settle(f.future, exc)
+            return
+        except TetherError:
+            # One end the server refused (bad data) must not fail the others.
+            for f in batch:
+                await self._flush_finishes([f])
+            return
+        ended = {row[0] for row in finished}
+        for f in batch:
+            _settle(f.future, None if f.lease.run_id in ended
+                    else LeaseLost(f.lease.run_id, f.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         params = {**_lease_params(lease), "available_at": wait.available_at,
@@ -489,7 +576,7 @@ class PostgresStore:
         if not before:
             raise RunNotFound(run_id)
         if before[0][0] != "blocked":
-            raise TetherError(f"run {run_id!r} is {before[0][0]}, not blocked")
+            raise RunStateError(run_id, str(before[0][0]), "resume it (only a blocked run resumes)")
         return _run(after[0])
 
     async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
@@ -665,11 +752,12 @@ class PostgresStore:
         return {q: int(n) for q, n in rows}
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
-        """NOTIFY the run's channel (in parts under PostgreSQL's 8000-byte payload
-        limit, one transaction); nothing is stored."""
+        """Store the event (for ``run_events_read``) and NOTIFY the run's channel (in
+        parts under PostgreSQL's 8000-byte payload limit), in one transaction."""
         parts = split_event(check_event(run_id, data))
-        await self._one("run_publish", {"channel": channel_of(self.schema, run_id),
-                                        "parts": parts})
+        await self._one("run_publish_stored", {"run_id": run_id, "data": data,
+                                               "channel": channel_of(self.schema, run_id),
+                                               "parts": parts})
 
     async def run_events(self, run_id: str) -> AsyncIterator[str]:
         async for event in self._events.subscribe(channel_of(self.schema, run_id)):

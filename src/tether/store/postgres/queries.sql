@@ -39,6 +39,32 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        version, forked_from, forked_at, generation, erased_at
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
+-- run_get_many --
+-- The runs of these ids (with settled: only those in one of these statuses).
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+FROM {schema}.runs
+WHERE run_id = ANY(%(run_ids)b::text[])
+  AND (%(statuses)b::text[] IS NULL OR status = ANY(%(statuses)b::text[]));
+
+-- run_insert_many --
+-- Insert runs (one array per column, no id twice) unless their ids exist; returns the
+-- ids created, and notifies once if any was.
+WITH ins AS (
+    INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
+                               updated_at, available_at, parent_run_id, parent_position,
+                               on_parent_cancel)
+    SELECT * FROM unnest(%(run_id)b::text[], %(workflow)b::text[], %(queue)b::text[],
+                         %(status)b::text[], %(input)b::text[], %(created_at)b::float8[],
+                         %(updated_at)b::float8[], %(available_at)b::float8[],
+                         %(parent_run_id)b::text[], %(parent_position)b::integer[],
+                         %(on_parent_cancel)b::text[])
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id),
+woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
+SELECT run_id FROM ins, woke;
+
 -- run_list --
 -- Runs, newest first.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
@@ -205,6 +231,39 @@ WHERE wait_child = %(run_id)s AND status = 'waiting'
               WHERE c.run_id = %(run_id)s AND c.status = %(status)s
                 AND (%(fencing_token)s::bigint IS NULL
                      OR c.fencing_token = %(fencing_token)s::bigint));
+
+-- run_lock_many --
+-- Lock the rows of runs about to end together, in run_id order (as heartbeats and
+-- journal appends lock them), before run_finish_many updates them.
+SELECT 1 FROM {schema}.runs WHERE run_id = ANY(%(run_id)b::text[])
+ORDER BY run_id FOR NO KEY UPDATE;
+
+-- run_finish_many --
+-- run_finish for many runs (one array per column, no run twice); returns the ids of
+-- those it ended (the others' leases were lost), and notifies once if any.
+WITH fin AS (
+    UPDATE {schema}.runs r
+    SET status = u.status, result = u.result, error = u.error, finished_at = u.now,
+        updated_at = u.now, owner = NULL, available_at = NULL, waiting_for = NULL,
+        wait_signal = NULL, wait_child = NULL
+    FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(status)b::text[],
+                %(result)b::text[], %(error)b::text[], %(now)b::float8[])
+         AS u(run_id, fencing_token, status, result, error, now)
+    WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+      AND (r.status = 'running') IS TRUE
+    RETURNING r.run_id),
+woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM fin)
+SELECT fin.run_id FROM fin, woke;
+
+-- run_wake_waiters_many --
+-- run_wake_waiters for the runs run_finish_many ended (same arrays).
+UPDATE {schema}.runs w SET available_at = u.now, updated_at = u.now
+FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(status)b::text[],
+            %(now)b::float8[]) AS u(run_id, fencing_token, status, now)
+WHERE w.wait_child = u.run_id AND w.status = 'waiting'
+  AND EXISTS (SELECT 1 FROM {schema}.runs c
+              WHERE c.run_id = u.run_id AND c.status = u.status
+                AND c.fencing_token = u.fencing_token);
 
 -- child_lock --
 -- Lock the child a run is about to wait for, whatever its state: its end and our release

@@ -10,7 +10,7 @@ from typing import Any
 import apsw
 
 from tether._types import JournalEntry, Lease, RunRecord
-from tether.errors import ConfigError, LeaseLost, RunNotFound, TetherError
+from tether.errors import ConfigError, LeaseLost, RunNotFound, RunStateError
 from tether.store._lifecycle import (
     RETRYABLE,
     ArchivedJournal,
@@ -50,8 +50,8 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in RETRYABLE:
-        raise TetherError(f"run {run_id!r} is {run.status}; only a failed, blocked or "
-                          "cancelled run can be retried")
+        raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
+                            "or cancelled run can be retried)")
     plan = retry_plan(run.status, read(conn, run_id))
     for pos in plan.delete:
         conn.execute(L["journal_delete_at"], (run_id, pos))
@@ -181,8 +181,8 @@ def run_erase(conn: apsw.Connection, run_id: str, now: float, get: Any) -> Purge
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in ("completed", "failed", "cancelled", "blocked"):
-        raise TetherError(f"run {run_id!r} is {run.status}; erase a run that has ended "
-                          "(cancel it first)")
+        raise RunStateError(run_id, str(run.status), "erase it before it has ended "
+                                    "(cancel it first)")
     report = PurgeReport(runs=1, run_ids=[run_id])
     conn.execute(
         "UPDATE tether_runs SET input = ?2, result = CASE WHEN result IS NULL THEN NULL "

@@ -5,6 +5,12 @@ file; a process that commits a change that makes work available (a new run, a si
 a cancel, a run's end) sends one byte to every socket there. Sockets of processes that
 died are found by ``ECONNREFUSED`` and removed. A lost datagram costs only latency:
 workers also poll slowly.
+
+The folders live under ``<tmp>/tether-<uid>``, which must be a real folder owned by this
+user with mode 0700 (made with ``mkdir``, which fails if the name exists). If another
+user got there first, or made it a symlink or left it open to others, Tether does not
+use it: it logs a warning and goes without wake-ups (workers find work by polling; live
+events are not streamed), rather than send a run's output to a stranger's socket.
 """
 
 from __future__ import annotations
@@ -12,23 +18,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import socket
+import stat
 import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+log = logging.getLogger("tether.store")
+
+
+def private_root() -> str | None:
+    """``<tmp>/tether-<uid>``, created 0700 if missing; None (with a warning) if that name
+    is not a folder that only this user can use."""
+    uid = os.geteuid()
+    root = os.path.join(tempfile.gettempdir(), f"tether-{uid}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        log.warning("no private folder for wake-ups at %s (%s); polling instead", root, exc)
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        log.warning("%s is not a folder private to uid %d (owner %d, mode %o); not using "
+                    "it: no wake-ups between processes, workers poll instead", root, uid,
+                    st.st_uid, stat.S_IMODE(st.st_mode))
+        return None
+    return root
+
 
 class Notifier:
     def __init__(self, db_path: str) -> None:
         digest = hashlib.sha256(os.path.realpath(db_path).encode()).hexdigest()[:16]
-        self.folder = os.path.join(tempfile.gettempdir(), f"tether-{digest}")
+        root = private_root()
+        #: The folder of this store's sockets, or None when no private place exists.
+        self.folder = os.path.join(root, digest) if root is not None else None
         self._sender: socket.socket | None = None
         self._lock = threading.Lock()
 
     def publish(self) -> None:
         """Wake every subscriber (any thread)."""
+        if self.folder is None:
+            return
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
@@ -56,12 +90,27 @@ class Notifier:
 
     def subscribe(self, loop: asyncio.AbstractEventLoop,
                   callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        if self.folder is None:
+            async def nothing() -> None:
+                return None
+
+            return nothing
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.folder, 0o700)  # inside the private root: nobody else can
         path = os.path.join(self.folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        sock.bind(path)
+        try:
+            sock.bind(path)
+        except OSError as exc:  # e.g. a TMPDIR so deep the socket path is too long
+            sock.close()
+            log.warning("no wake-ups at %s (%s); polling instead", path, exc)
+
+            async def nothing() -> None:
+                return None
+
+            return nothing
         sock.setblocking(False)
 
         def readable() -> None:
@@ -99,15 +148,18 @@ class EventBus:
 
     MAX_BACKLOG = 4 * 1024 * 1024
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
+    def __init__(self, folder: str | None) -> None:
+        self.folder = folder  # None: no private place, no live events between processes
         self._conns: dict[str, asyncio.StreamWriter] = {}
 
     def _run_folder(self, run_id: str) -> str:
+        assert self.folder is not None
         digest = hashlib.sha256(run_id.encode()).hexdigest()[:24]
         return os.path.join(self.folder, f"ev-{digest}")
 
     async def publish(self, run_id: str, data: bytes) -> None:
+        if self.folder is None:
+            return
         folder = self._run_folder(run_id)
         try:
             names = os.listdir(folder)
@@ -149,6 +201,9 @@ class EventBus:
 
     async def subscribe(self, run_id: str) -> AsyncIterator[str]:
         """Events published for ``run_id`` from the moment this generator first runs."""
+        if self.folder is None:
+            await asyncio.Event().wait()  # nothing will arrive; ends when cancelled
+            return
         folder = self._run_folder(run_id)
         os.makedirs(folder, mode=0o700, exist_ok=True)
         path = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")

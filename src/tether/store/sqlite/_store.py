@@ -26,15 +26,23 @@ from urllib.parse import parse_qs, urlparse
 
 import apsw
 
-from tether._types import ClaimedRun, EntryStatus, JournalEntry, Lease, OperationKind, RunRecord
+from tether._types import (
+    ClaimedRun,
+    EntryStatus,
+    JournalEntry,
+    Lease,
+    OperationKind,
+    RunRecord,
+    RunStatus,
+)
 from tether.errors import (
     ConfigError,
     LeaseLost,
     RunNotFound,
+    RunStateError,
     SignalError,
     StoreError,
     StoreUnavailable,
-    TetherError,
 )
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
@@ -49,6 +57,7 @@ from tether.store._values import (
 )
 from tether.store.sqlite import _lifecycle as _lc
 from tether.store.sqlite._notify import EventBus, Notifier
+from tether.store.sqlite._serve import SqliteServeQueries, event_chunk
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -98,6 +107,56 @@ def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
     return [(v, name, v in done) for v, name, _ in load_migrations(_PACKAGE)]
 
 
+def _create_private(path: str) -> None:
+    """Create an empty store file readable by its owner only (SQLite gives the -wal and
+    -shm files the database file's mode). Another process creating it first is fine."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _schema_state(conn: apsw.Connection, path: str) -> str:
+    """``new`` (an empty database), ``current`` or ``behind``; raises ConfigError for a
+    file that is not a Tether store or was written by a newer Tether."""
+    tables = {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return "new"
+    if "tether_schema_version" not in tables:
+        sample = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise ConfigError(
+            f"{path} is not a Tether store (it holds other tables: {sample}); "
+            "it was left unchanged: point --db at a new or a Tether file")
+    applied = {r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
+    known = {v for v, _, _ in load_migrations(_PACKAGE)}
+    unknown = sorted(applied - known)
+    if unknown:
+        raise ConfigError(
+            f"SQLite store {path!r} was written by a newer Tether (schema migration "
+            f"{unknown[-1]:04d}, which this version does not know); upgrade tether to "
+            "use it")
+    return "behind" if known - applied else "current"
+
+
+def translate_error(exc: apsw.Error, path: str) -> StoreError:
+    """Tether's error for an apsw error: nothing above the store sees apsw."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+        return StoreUnavailable(f"SQLite store {path!r} is locked: {first}")
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StoreError(
+            f"SQLite store {path!r} is corrupt or not a database ({first}); restore it "
+            "from a backup")
+    if isinstance(exc, (apsw.FullError, apsw.IOError, apsw.CantOpenError,
+                        apsw.ProtocolError)):
+        return StoreUnavailable(f"SQLite store {path!r} failed: {first}")
+    if isinstance(exc, apsw.ReadOnlyError):
+        return StoreError(f"SQLite store {path!r} is open read-only: {first}")
+    return StoreError(f"SQLite store {path!r} failed: {first}")
+
+
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
@@ -142,7 +201,7 @@ def _flag(opts: dict[str, list[str]], name: str, default: bool) -> bool:
     raise ConfigError(f"sqlite URL option {name}={opts[name][-1]!r}: use true or false")
 
 
-class SqliteStore:
+class SqliteStore(SqliteServeQueries):
     """Embedded store on one SQLite file; several processes on one host may share it.
 
     Args:
@@ -154,12 +213,28 @@ class SqliteStore:
             ``?migrate=false`` or ``TETHER_AUTO_MIGRATE=0``). When off, ``open()`` raises
             ConfigError if the file's schema is behind; ``tether db migrate`` brings it up.
         busy_timeout: seconds to wait for another process's write lock.
+        read_only: open an existing store for reading only: nothing is created,
+            migrated or written (the file's bytes stay as they are); writes raise
+            StoreError. Also ``?mode=ro`` in the URL.
+        create: set up a new store where no file (or an empty one) exists, even with
+            ``migrate`` off (default: as ``migrate``). An existing store's older schema
+            is still only migrated when ``migrate`` is on.
+        vfs: the name of a registered SQLite VFS to open the file with (fault
+            injection: the chaos suite's power-loss shim). Such a VFS may lack shared
+            memory, so the connection takes the file in exclusive locking mode: one
+            process only.
+
+    A file that exists but is not a Tether store (another program's database, or not
+    a database at all) is never changed: ``open()`` raises ConfigError. So does a store
+    written by a newer Tether (a migration this code does not know).
     """
 
     capabilities = StoreCapabilities(notifications=True, multi_host=False)
 
     def __init__(self, url: str, *, synchronous: str | None = None,
-                 busy_timeout: float = 30.0, migrate: bool | None = None) -> None:
+                 busy_timeout: float = 30.0, migrate: bool | None = None,
+                 read_only: bool = False, create: bool | None = None,
+                 vfs: str | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "sqlite":
             raise ConfigError(f"not a sqlite URL: {url!r}")
@@ -177,6 +252,12 @@ class SqliteStore:
         url_migrate = _flag(opts, "migrate", True)
         self.auto_migrate = (url_migrate if migrate is None else migrate) and url_migrate \
             and _auto_migrate_env()
+        mode = opts.get("mode", ["rw"])[-1].strip().lower()
+        if mode not in ("rw", "ro"):
+            raise ConfigError(f"sqlite URL option mode={mode!r}: use rw or ro")
+        self.read_only = read_only or mode == "ro"
+        self.vfs = vfs
+        self.create = (self.auto_migrate if create is None else create) and not self.read_only
         self.url = url
         self.path = path
         self.synchronous = sync
@@ -213,32 +294,90 @@ class SqliteStore:
         self._notifier.close()
         self._events.close()
 
-    def _connect(self) -> apsw.Connection:
+    def _connect(self, *, migrate: bool | None = None) -> apsw.Connection:
+        """Open the file, check it is a Tether store this code can use, and bring it to
+        WAL mode and the current schema (unless read-only). Waits up to ``busy_timeout``
+        on another process's lock at every step: a store that another process is
+        creating or migrating at this moment is a wait, not an error."""
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             # A configuration mistake, not an outage: waiting would not fix it.
             raise ConfigError(f"cannot open SQLite store {self.path!r}: no folder {folder}")
-        try:
-            conn = apsw.Connection(self.path)
-        except apsw.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from None
-        conn.setbusytimeout(int(self.busy_timeout * 1000))
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-        if str(mode).lower() != "wal":
-            raise StoreUnavailable(f"SQLite store {self.path!r} cannot use WAL mode ({mode})")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        if self.auto_migrate:
-            self._migrate(conn)
-        else:
-            behind = [f"{v:04d}_{name}" for v, name, applied in _status(conn) if not applied]
-            if behind:
-                conn.close()
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                if migrate is None:
+                    return self._connect_once(self.auto_migrate, self.create)
+                return self._connect_once(migrate, migrate)
+            except (apsw.BusyError, apsw.LockedError) as exc:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(
+                        f"SQLite store {self.path!r} stayed locked for {self.busy_timeout:g} s "
+                        "while opening") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except apsw.Error as exc:
+                raise translate_error(exc, self.path) from exc
+
+    def _connect_once(self, migrate: bool, create: bool) -> apsw.Connection:
+        if not os.path.exists(self.path):
+            if self.read_only:
+                raise ConfigError(f"no Tether store at {self.path} (nothing was created)")
+            if not create:
                 raise ConfigError(
-                    f"SQLite store {self.path!r} is behind (pending: {', '.join(behind)}) "
-                    "and auto-migration is off; run `tether db migrate --db URL` with this "
-                    "store's URL")
+                    f"no Tether store at {self.path} and auto-migration is off; run "
+                    f"`tether db migrate --db {self.url}` to create it")
+            _create_private(self.path)
+        # Read-write even for a reader (whose writes ``query_only`` refuses): a reading
+        # connection that is the file's last one then removes the -wal and -shm files it
+        # needed at close, leaving the folder as it found it. No SQLITE_OPEN_CREATE: the
+        # file exists (made above, mode 0600); a vanished file is an error, not a new one.
+        flags = apsw.SQLITE_OPEN_READWRITE
+        try:
+            if self.vfs is not None:
+                conn = apsw.Connection(self.path, flags=flags, vfs=self.vfs)
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            else:
+                conn = apsw.Connection(self.path, flags=flags)
+        except apsw.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            conn.setbusytimeout(int(self.busy_timeout * 1000))
+            state = _schema_state(conn, self.path)
+            if self.read_only:
+                if state == "new":
+                    raise ConfigError(f"{self.path} is an empty file, not a Tether store yet")
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                # Switching to WAL takes the file's exclusive lock and does not use the
+                # busy handler: a BusyError here goes round the caller's wait loop.
+                mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
+                if str(mode).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+                if str(mode).lower() != "wal":
+                    raise StoreUnavailable(
+                        f"SQLite store {self.path!r} cannot use WAL mode ({mode})")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            if state == "new" and not create:
+                raise ConfigError(
+                    f"{self.path} is an empty file and auto-migration is off; run "
+                    f"`tether db migrate --db {self.url}` to set it up")
+            if state == "behind" and (self.read_only or not migrate):
+                behind = [f"{v:04d}_{name}" for v, name, applied in _status(conn)
+                          if not applied]
+                raise ConfigError(
+                    f"SQLite store {self.path!r} has an older schema (pending: "
+                    f"{', '.join(behind)}); run `tether db migrate --db {self.url}` "
+                    "(a worker also migrates it)")
+            if state != "current" and not self.read_only:
+                # A new file is always set up; an older schema only when allowed to.
+                self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _migrate(self, conn: apsw.Connection) -> list[str]:
@@ -268,54 +407,49 @@ class SqliteStore:
         return applied
 
     async def migrate(self) -> list[str]:
-        """Apply pending migrations (open or not); return the names applied.
+        """Apply pending migrations (open or not); return the names applied. Creates the
+        store (mode 0600) where no file exists; refuses a file that is not a Tether store
+        or that a newer Tether wrote.
 
-        Raises: StoreUnavailable.
+        Raises: ConfigError, StoreUnavailable, StoreError.
         """
         def go() -> list[str]:
-            folder = os.path.dirname(os.path.abspath(self.path))
-            if not os.path.isdir(folder):
-                raise ConfigError(
-                    f"cannot open SQLite store {self.path!r}: no folder {folder}")
+            if self.read_only:
+                raise ConfigError("a read-only store cannot be migrated")
+            before = {v for v, _, applied in self._status_now() if applied}
+            conn = self._connect(migrate=True)
             try:
-                conn = apsw.Connection(self.path)
-            except apsw.Error as exc:
-                raise StoreUnavailable(
-                    f"cannot open SQLite store {self.path!r}: {exc}") from None
-            try:
-                conn.setbusytimeout(int(self.busy_timeout * 1000))
-                conn.execute("PRAGMA journal_mode=WAL")
-                return self._migrate(conn)
-            except apsw.Error as exc:
-                raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
+                after = [(v, name) for v, name, applied in _status(conn) if applied]
             finally:
                 conn.close()
+            return [f"{v:04d}_{name}" for v, name in after if v not in before]
 
         return await asyncio.to_thread(go)
+
+    def _status_now(self) -> list[tuple[int, str, bool]]:
+        if not os.path.exists(self.path):
+            return [(v, name, False) for v, name, _ in load_migrations(_PACKAGE)]
+        try:  # read-write, so that the last connection removes -wal/-shm at close
+            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
+        except apsw.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            conn.setbusytimeout(int(self.busy_timeout * 1000))
+            conn.execute("PRAGMA query_only=ON")
+            _schema_state(conn, self.path)  # refuses foreign files and newer schemas
+            return _status(conn)
+        except apsw.Error as exc:
+            raise translate_error(exc, self.path) from exc
+        finally:
+            conn.close()
 
     async def migration_status(self) -> list[tuple[int, str, bool]]:
         """(version, name, applied?) for every migration this code knows; a file that
         does not exist yet has every one pending (and is not created).
 
-        Raises: StoreUnavailable.
+        Raises: ConfigError (not a Tether store, or a newer one), StoreUnavailable.
         """
-        def go() -> list[tuple[int, str, bool]]:
-            if not os.path.exists(self.path):
-                return [(v, name, False) for v, name, _ in load_migrations(_PACKAGE)]
-            try:
-                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
-            except apsw.Error as exc:
-                raise StoreUnavailable(
-                    f"cannot open SQLite store {self.path!r}: {exc}") from None
-            try:
-                conn.setbusytimeout(int(self.busy_timeout * 1000))
-                return _status(conn)
-            except apsw.Error as exc:
-                raise StoreUnavailable(f"SQLite store {self.path!r} failed: {exc}") from None
-            finally:
-                conn.close()
-
-        return await asyncio.to_thread(go)
+        return await asyncio.to_thread(self._status_now)
 
     # -- the writer thread ------------------------------------------------------------
 
@@ -372,7 +506,7 @@ class SqliteStore:
                         except apsw.BusyError:
                             raise
                         except Exception as exc:
-                            results.append((op, None, exc))
+                            results.append((op, None, self._foreign(exc)))
                         continue
                     conn.execute("SAVEPOINT op")
                     try:
@@ -382,7 +516,7 @@ class SqliteStore:
                     except Exception as exc:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
-                        results.append((op, None, exc))
+                        results.append((op, None, self._foreign(exc)))
                     else:
                         conn.execute("RELEASE op")
                         results.append((op, value, None))
@@ -396,8 +530,8 @@ class SqliteStore:
                     if not conn.getautocommit():
                         conn.execute("ROLLBACK")
                 if time.monotonic() > deadline:
-                    err = StoreUnavailable(f"SQLite store {self.path!r} stayed locked")
-                    results = [(op, None, err) for op in batch]
+                    locked = StoreUnavailable(f"SQLite store {self.path!r} stayed locked")
+                    results = [(op, None, locked) for op in batch]
                     break
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
@@ -405,7 +539,8 @@ class SqliteStore:
                 with contextlib.suppress(apsw.Error):
                     if not conn.getautocommit():
                         conn.execute("ROLLBACK")
-                err = StoreUnavailable(f"SQLite store {self.path!r} failed: {db_exc}")
+                err = translate_error(db_exc, self.path)
+                err.__cause__ = db_exc
                 results = [(op, None, err) for op in batch]
                 break
         if any(op.wake for op, _, failure in results if failure is None):
@@ -416,6 +551,13 @@ class SqliteStore:
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed meanwhile
                 loop.call_soon_threadsafe(_deliver, items)
+
+    def _foreign(self, exc: Exception) -> Exception:
+        if not isinstance(exc, apsw.Error):
+            return exc
+        err = translate_error(exc, self.path)
+        err.__cause__ = exc
+        return err
 
     def _submit(self, fn: Callable[..., Any], *args: Any, write: bool = True,
                 wake: bool = False) -> Any:
@@ -437,7 +579,20 @@ class SqliteStore:
     async def run_get(self, run_id: str) -> RunRecord | None:
         return await self._submit(_run_get, run_id, write=False)  # type: ignore[no-any-return]
 
+    async def run_get_many(self, run_ids: list[str], *,
+                           settled_only: bool = False) -> list[RunRecord]:
+        if not run_ids:
+            return []
+        return await self._submit(  # type: ignore[no-any-return]
+            _run_get_many, tuple(run_ids), settled_only, write=False)
+
+    async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+        if not runs:
+            return []
+        return await self._submit(_run_insert_many, runs, wake=True)  # type: ignore[no-any-return]
+
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
         return await self._submit(_run_list, status, limit, write=False)  # type: ignore[no-any-return]
 
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
@@ -568,9 +723,11 @@ class SqliteStore:
         return await self._submit(_queue_limits, write=False)  # type: ignore[no-any-return]
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
-        """Send the event to every subscriber's socket for the run (no database write;
-        see ``EventBus``)."""
-        await self._events.publish(run_id, check_event(run_id, data))
+        """Store the event (for ``run_events_read``), then send it to every
+        subscriber's socket for the run (see ``EventBus``)."""
+        payload = check_event(run_id, data)
+        await self._submit(event_chunk, run_id, data)
+        await self._events.publish(run_id, payload)
 
     async def run_events(self, run_id: str) -> AsyncIterator[str]:
         async for data in self._events.subscribe(run_id):
@@ -660,6 +817,31 @@ def _run_get(conn: apsw.Connection, run_id: str) -> RunRecord | None:
     for row in conn.execute(Q["run_get"], (run_id,)):
         return _run(row)
     return None
+
+
+_SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
+#: Ids per statement of a many-run read (well under SQLite's variable limit).
+_CHUNK = 500
+
+
+def _run_get_many(conn: apsw.Connection, run_ids: tuple[str, ...],
+                  settled_only: bool) -> list[RunRecord]:
+    select = Q["run_get"].rsplit("WHERE", 1)[0]
+    out: list[RunRecord] = []
+    for i in range(0, len(run_ids), _CHUNK):
+        ids = run_ids[i:i + _CHUNK]
+        sql = f"{select}WHERE run_id IN ({_placeholders(len(ids))})"
+        params: tuple[str, ...] = ids
+        if settled_only:
+            sql += f" AND status IN ({_placeholders(len(_SETTLED))})"
+            params = ids + _SETTLED
+        out.extend(_run(r) for r in conn.execute(sql, params))
+    return out
+
+
+def _run_insert_many(conn: apsw.Connection,
+                     runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
+    return [_run_insert(conn, run) for run in runs]
 
 
 def _run_list(conn: apsw.Connection, status: str | None, limit: int) -> list[RunRecord]:
@@ -808,7 +990,7 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     if run is None:
         raise RunNotFound(run_id)
     if run.status != "blocked":
-        raise TetherError(f"run {run_id!r} is {run.status}, not blocked")
+        raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
     conn.execute(Q["run_resume"], (run_id, now))
     return _run_get(conn, run_id)  # type: ignore[return-value]
 

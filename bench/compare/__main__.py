@@ -1,0 +1,490 @@
+"""Tether beside its peers: the same workloads on the same stores, interleaved rounds.
+
+    .venv/bin/python bench/compare                      # all workloads, 3 rounds, ~20 min
+    .venv/bin/python bench/compare --quick              # smaller sizes, a few minutes
+    .venv/bin/python bench/compare --stores sqlite --workloads seq,throughput
+    .venv/bin/python bench/compare --render bench/results/compare.json   # Markdown
+
+Installs the peers (pinned in ``requirements-peers.txt``: DBOS, LangGraph with its SQLite
+and PostgreSQL checkpointers) into ``bench/.venv-peers`` on first use; Tether runs from
+the interpreter that runs this file. Restate is not included: its server is not a
+Python package.
+
+Every measurement is a fresh process (``sys_<system>.py``) on a fresh store: a new SQLite
+file or a new PostgreSQL database on ``TETHER_BENCH_PG`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards. A round runs every
+(workload, store, system) once, systems in a rotated order; ratios are taken inside one
+round, so a machine that is slower in one round moves both sides of a ratio.
+
+Durability is equal for all: each step's outcome is committed power-loss safe before
+the next step runs (SQLite WAL with synchronous=FULL, PostgreSQL synchronous_commit=on).
+``tether-before`` (with ``--before REV``) is Tether at another revision, for a change's
+before/after ratio from the same rounds. ``tether-relaxed`` (SQLite synchronous=NORMAL,
+PostgreSQL synchronous_commit=off: survives a process kill, not power loss) is shown
+apart and not compared.
+
+Workloads:
+  seq         1 run x --steps trivial steps: µs per step
+  throughput  --runs runs x 10 steps in one process, the starts timed: runs/s; peak RSS
+  recovery    spawn a process -> the run a SIGKILLed process left resumes its next step
+  agent       --agent-runs concurrent runs of 20 steps that each await 50 ms: overhead
+              over the same code with no durability, measured in the same process
+and before each workload on each store, the limit: one SQLite commit (WAL,
+synchronous=FULL, one row) or one PostgreSQL commit round trip (one-row INSERT,
+autocommit), so every figure is also shown as a multiple of the limit measured next to
+it. Writes a JSON file with every raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PEERS_VENV = ROOT / "bench" / ".venv-peers"
+PEERS_PY = PEERS_VENV / "bin" / "python"
+ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+SYSTEMS = ["tether", "dbos", "langgraph", "tether-relaxed", "tether-before"]
+#: --before REV: that revision's src/, exported to a temporary folder.
+BEFORE_SRC = ""
+WORKLOADS = ["seq", "throughput", "recovery", "agent"]
+#: What each workload reports, and whether more is better.
+METRIC = {"seq": ("us_per_step", "µs/step", False),
+          "throughput": ("runs_per_s", "runs/s", True),
+          "recovery": ("recovery_ms", "ms", False),
+          "agent": ("overhead_pct", "% over asyncio", False),
+          "rss": ("peak_rss_mb", "MB peak RSS", False)}
+
+
+# -- setup ------------------------------------------------------------------------------
+
+
+def ensure_peers() -> bool:
+    """Create bench/.venv-peers with the pinned peers unless it has them already."""
+    req = HERE / "requirements-peers.txt"
+    stamp = PEERS_VENV / ".requirements"
+    if PEERS_PY.exists() and stamp.exists() and stamp.read_text() == req.read_text():
+        return True
+    print(f"installing the peers into {PEERS_VENV} ...", flush=True)
+    try:
+        if not PEERS_PY.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "-r", str(req)],
+                       check=True)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"could not install the peers ({exc}); running Tether alone", file=sys.stderr)
+        return False
+    stamp.write_text(req.read_text())
+    return True
+
+
+def versions(peers: bool) -> dict[str, str]:
+    out = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
+    code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+            "%r}))")
+    out.update(json.loads(subprocess.run(
+        [sys.executable, "-c", code % ["tether", "psycopg"]], capture_output=True,
+        text=True, check=True).stdout))
+    if peers:
+        out.update(json.loads(subprocess.run(
+            [str(PEERS_PY), "-c", code % ["dbos", "langgraph", "langgraph-checkpoint-sqlite",
+                                          "langgraph-checkpoint-postgres"]],
+            capture_output=True, text=True, check=True).stdout))
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        with psycopg.connect(ADMIN) as c:
+            out["postgresql"] = str(c.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    return out
+
+
+# -- stores -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_store(kind: str, folder: Path) -> Iterator[str]:
+    """A new SQLite file or PostgreSQL database, removed afterwards."""
+    if kind == "sqlite":
+        path = folder / f"{uuid.uuid4().hex[:12]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f"{path}{suffix}")
+        return
+
+    name = f"tether_cmp_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def admin(sql: str) -> None:
+    """Run ``sql`` on the admin database; retried for a minute (the server may be
+    restarting: other people's tests share it)."""
+    import psycopg
+
+    for attempt in range(60):
+        try:
+            with psycopg.connect(ADMIN, autocommit=True, connect_timeout=5) as c:
+                c.execute(sql)
+            return
+        except psycopg.OperationalError:
+            if attempt == 59:
+                raise
+            time.sleep(1)
+
+
+def sqlite_commit_us(folder: Path, n: int = 300) -> float:
+    """µs per one-row commit, WAL with synchronous=FULL (what Tether's SQLite store does)."""
+    path = folder / "raw.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?, ?)", (i, "x"))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{path}{suffix}")
+    return elapsed / n * 1e6
+
+
+def pg_commit_us(url: str, n: int = 300) -> float:
+    """µs per one-row INSERT committed in its own transaction, one round trip each."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE t (k integer PRIMARY KEY, v text)")
+        for i in range(20):  # the plan prepared
+            c.execute("INSERT INTO t VALUES (%s, %s)", (-1 - i, "x"), prepare=True)
+        t0 = time.perf_counter()
+        for i in range(n):
+            c.execute("INSERT INTO t VALUES (%s, %s)", (i, "x"), prepare=True)
+        return (time.perf_counter() - t0) / n * 1e6
+
+
+def measure_limit(store: str, folder: Path) -> float:
+    if store == "sqlite":
+        return sqlite_commit_us(folder)
+    with fresh_store("postgres", folder) as url:
+        return pg_commit_us(url)
+
+
+# -- one measurement ----------------------------------------------------------------------
+
+
+def command(system: str, workload: str, url: str, args: argparse.Namespace,
+            marks: str | None = None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    py = sys.executable
+    script = "sys_tether.py"
+    if system == "tether-relaxed":
+        if url.startswith("sqlite:///"):
+            url += "?synchronous=normal"
+        else:
+            env["PGOPTIONS"] = "-c synchronous_commit=off"
+    elif system == "tether-before":
+        env["PYTHONPATH"] = os.pathsep.join(
+            [BEFORE_SRC, *filter(None, [env.get("PYTHONPATH")])])
+    elif system in ("dbos", "langgraph"):
+        py, script = str(PEERS_PY), f"sys_{system}.py"
+    argv = [py, str(HERE / script), workload, "--store", url, "--steps", str(args.steps),
+            "--runs", str(args.runs), "--agent-runs", str(args.agent_runs)]
+    if marks:
+        argv += ["--marks", marks]
+    return argv, env
+
+
+def last_json(out: str) -> dict[str, Any]:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise ValueError("no JSON line in the output")
+
+
+def measure(system: str, workload: str, url: str, args: argparse.Namespace,
+            folder: Path) -> dict[str, Any]:
+    if workload == "recovery":
+        return measure_recovery(system, url, args, folder)
+    argv, env = command(system, workload, url, args)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                          timeout=args.timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                           else f"exit {proc.returncode}")
+    return last_json(proc.stdout)
+
+
+def measure_recovery(system: str, url: str, args: argparse.Namespace,
+                     folder: Path) -> dict[str, Any]:
+    """Kill -9 a process in its run's step 1; time a new process's spawn to step 1
+    running again."""
+    marks = folder / f"marks-{uuid.uuid4().hex[:8]}"
+    marks.touch()
+
+    def lines() -> list[str]:
+        return marks.read_text().splitlines()
+
+    argv, env = command(system, "recover-a", url, args, str(marks))
+    first = subprocess.Popen(argv, env={**env, "BENCH_HANG": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + args.timeout
+        while len(lines()) < 2:
+            if first.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the first process did not reach step 1")
+            time.sleep(0.01)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    argv, env = command(system, "recover-b", url, args, str(marks))
+    t0 = time.time()
+    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = second.communicate(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        second.wait()
+        raise RuntimeError("the second process did not finish the run") from None
+    done = lines()
+    if len(done) < 3 or second.returncode != 0:
+        raise RuntimeError(f"the run did not resume ({err.strip().splitlines()[-1:]})")
+    return {"recovery_ms": (float(done[2].split()[1]) - t0) * 1000}
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def describe(values: list[float]) -> str:
+    return (f"{min(values):>9.1f} {statistics.median(values):>9.1f} {max(values):>9.1f}")
+
+
+def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (workload, store, system): min/median/max, and per-round ratios."""
+    rows: list[dict[str, Any]] = []
+    keys: list[tuple[str, str, str]] = []
+    for r in rounds:
+        for m in r["measurements"]:
+            k = (m["workload"], m["store"], m["system"])
+            if k not in keys:
+                keys.append(k)
+    for wl, store, system in keys:
+        metric, unit, _ = METRIC[wl]
+        vals, ratios, limits = [], [], []
+        for r in rounds:
+            mine = {m["system"]: m for m in r["measurements"]
+                    if m["workload"] == wl and m["store"] == store and "error" not in m}
+            if system not in mine:
+                continue
+            v = mine[system][metric]
+            vals.append(v)
+            if system in ("dbos", "langgraph", "tether-before") and "tether" in mine:
+                ratios.append(mine["tether"][metric] / v)
+            limit = mine[system].get("limit_us")
+            if limit and wl == "seq":
+                limits.append(v / limit)
+            if limit and wl == "throughput":
+                # steps/s as a multiple of one-commit-per-step
+                limits.append(v * 10 * limit / 1e6)
+        if vals:
+            rows.append({"workload": wl, "store": store, "system": system, "unit": unit,
+                         "min": min(vals), "median": statistics.median(vals),
+                         "max": max(vals), "n": len(vals),
+                         "tether_over_peer": ratios or None,
+                         "times_limit": limits or None})
+        if wl == "throughput":
+            rss = [m["peak_rss_mb"] for r in rounds for m in r["measurements"]
+                   if m["workload"] == wl and m["store"] == store and m["system"] == system
+                   and "peak_rss_mb" in m]
+            if rss:
+                rows.append({"workload": "rss", "store": store, "system": system,
+                             "unit": "MB peak RSS (throughput process)", "min": min(rss),
+                             "median": statistics.median(rss), "max": max(rss),
+                             "n": len(rss), "tether_over_peer": None, "times_limit": None})
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> None:
+    for store in ("sqlite", "postgres"):
+        lim = sorted({m["limit_us"] for r in rounds for m in r["measurements"]
+                      if m["store"] == store and m.get("limit_us")})
+        if lim:
+            what = ("SQLite commit (WAL, FULL)" if store == "sqlite"
+                    else "PostgreSQL commit round trip")
+            print(f"limit: {what:30} {describe(lim)}  µs")
+    print()
+    print(f"{'workload':11} {'store':8} {'system':15} {'min':>9} {'median':>9} {'max':>9}  "
+          f"{'unit':15} {'Tether/peer (median, range)':30} {'x limit':>8}")
+    for row in rows:
+        ratio = ""
+        if row["tether_over_peer"]:
+            rs = row["tether_over_peer"]
+            ratio = f"{statistics.median(rs):.3f} ({min(rs):.3f}-{max(rs):.3f})"
+        times = f"{statistics.median(row['times_limit']):.2f}" if row["times_limit"] else ""
+        unit = METRIC[row["workload"]][1]
+        print(f"{row['workload']:11} {row['store']:8} {row['system']:15} "
+              f"{describe([row['min'], row['median'], row['max']])}  {unit:15} "
+              f"{ratio:30} {times:>8}")
+    print("\nTether/peer: Tether's figure divided by the peer's, in the same round "
+          "(below 1 is better for µs, ms and %; above 1 for runs/s). x limit: sequential "
+          "µs/step over one bare commit; throughput steps/s times one commit's time "
+          "(above 1: more steps than bare commits fit in a second).")
+
+
+def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
+                 started: datetime.datetime, load_before: tuple[float, float, float],
+                 systems: list[str]) -> None:
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "command": ["bench/compare", *sys.argv[1:]],
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "versions": versions("dbos" in systems or "langgraph" in systems),
+        "sizes": {"steps": args.steps, "runs": args.runs, "agent_runs": args.agent_runs,
+                  "agent_steps": 20, "agent_delay_s": 0.05},
+        "rounds_done": len(rounds), "rounds_asked": args.rounds,
+        "rounds": rounds, "summary": summarize(rounds),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The summary as a Markdown table (for README.md and docs/performance.md)."""
+    rows = report["summary"]
+    lines = ["| workload | store | system | median (min-max) | Tether ÷ system, same round "
+             "| x limit |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    for row in rows:
+        unit = METRIC[row["workload"]][1]
+        ratio = ""
+        if row["tether_over_peer"]:
+            rs = row["tether_over_peer"]
+            ratio = f"{statistics.median(rs):.3g} ({min(rs):.3g}-{max(rs):.3g})"
+        times = f"{statistics.median(row['times_limit']):.2f}" if row["times_limit"] else ""
+        lines.append(f"| {row['workload']} | {row['store']} | {row['system']} | "
+                     f"{row['median']:,.1f} ({row['min']:,.1f}-{row['max']:,.1f}) {unit} | "
+                     f"{ratio} | {times} |")
+    lim = {}
+    for store in ("sqlite", "postgres"):
+        vals = [m["limit_us"] for r in report["rounds"] for m in r["measurements"]
+                if m["store"] == store and m.get("limit_us")]
+        if vals:
+            lim[store] = (min(vals), statistics.median(vals), max(vals))
+    for store, (lo, mid, hi) in lim.items():
+        lines.append("")
+        lines.append(f"Limit, {store}: one commit {mid:,.0f} µs median ({lo:,.0f}-{hi:,.0f}).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--stores", default="sqlite,postgres")
+    p.add_argument("--systems", default=",".join(SYSTEMS[:4]))
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--agent-runs", type=int, default=100)
+    p.add_argument("--quick", action="store_true",
+                   help="--steps 300 --runs 200: a few minutes instead of ~20")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+    p.add_argument("--before", metavar="REV",
+                   help="also run Tether at git revision REV (system tether-before), for "
+                        "before/after ratios of a change from the same rounds")
+    p.add_argument("--json", default=str(ROOT / "bench" / "results" / "compare.json"))
+    args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.quick:
+        args.steps, args.runs = 300, 200
+    stores = [s for s in args.stores.split(",") if s]
+    systems = [s for s in args.systems.split(",") if s]
+    workloads = [w for w in args.workloads.split(",") if w]
+    for name, given, known in (("store", stores, ["sqlite", "postgres"]),
+                               ("system", systems, SYSTEMS),
+                               ("workload", workloads, WORKLOADS)):
+        bad = [g for g in given if g not in known]
+        if bad:
+            p.error(f"unknown {name} {bad[0]!r} (known: {', '.join(known)})")
+    if args.before:
+        global BEFORE_SRC
+        dest = Path(tempfile.mkdtemp(prefix="tether-before-"))
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"],
+                                 capture_output=True, check=False)
+        if archive.returncode != 0:
+            p.error(f"--before: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+        BEFORE_SRC = str(dest / "src")
+        if "tether-before" not in systems:
+            systems.append("tether-before")
+    if any(s in ("dbos", "langgraph") for s in systems) and not ensure_peers():
+        systems = [s for s in systems if s not in ("dbos", "langgraph")]
+    folder = Path(tempfile.mkdtemp(prefix="tether-compare-"))
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    print(f"command: {' '.join([Path(sys.executable).name, 'bench/compare', *sys.argv[1:]])}")
+    rounds: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        limits: dict[str, float] = {}
+        measurements: list[dict[str, Any]] = []
+        order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
+        for wl in workloads:
+            for store in stores:
+                # The disk's limit right before the group it is compared with: on a
+                # shared machine it moves from minute to minute.
+                limit = measure_limit(store, folder)
+                limits.setdefault(store, limit)
+                for system in order:
+                    t = time.perf_counter()
+                    with fresh_store(store, folder) as url:
+                        try:
+                            m = measure(system, wl, url, args, folder)
+                        except (RuntimeError, subprocess.TimeoutExpired, ValueError,
+                                OSError) as exc:
+                            m = {"error": str(exc)}
+                    m.update(workload=wl, store=store, system=system, round=rnd,
+                             limit_us=limit)
+                    measurements.append(m)
+                    metric = METRIC[wl][0]
+                    shown = f"{m[metric]:.1f}" if metric in m else f"ERROR {m['error']}"
+                    print(f"round {rnd + 1}/{args.rounds} {wl:10} {store:8} {system:15} "
+                          f"{shown} ({time.perf_counter() - t:.0f} s)", flush=True)
+        rounds.append({"round": rnd, "limits": limits, "measurements": measurements})
+        # Written after every round: a run stopped early keeps what it measured.
+        write_report(args, rounds, started, load_before, systems)
+    print()
+    print_table(summarize(rounds), rounds)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

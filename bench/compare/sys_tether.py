@@ -1,0 +1,120 @@
+"""Tether's side of ``bench/compare``: one workload in this process, one JSON line out.
+
+    .venv/bin/python bench/compare/sys_tether.py seq --store sqlite:///x.db
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import agent_pair, emit, hang_if_first, mark, parse
+
+from tether import App
+
+
+def make_app(url: str, marks: str | None = None) -> App:
+    app = App(url)
+
+    @app.step
+    async def noop(i: int) -> int:
+        return i
+
+    @app.step
+    async def think(i: int, delay: float) -> int:
+        await asyncio.sleep(delay)  # a model call's latency
+        return i
+
+    @app.step
+    async def marked(i: int) -> int:
+        assert marks is not None
+        mark(marks, i)
+        await hang_if_first(i)
+        return i
+
+    @app.workflow
+    async def sequential(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await noop(i)
+        return total
+
+    @app.workflow
+    async def agent(n: int, delay: float) -> int:
+        total = 0
+        for i in range(n):
+            total += await think(i, delay)
+        return total
+
+    @app.workflow
+    async def victim() -> int:
+        return await marked(0) + await marked(1) + await marked(2)
+
+    return app
+
+
+async def start_all(app: App, wf: Any, count: int, *args: Any) -> list[Any]:
+    """``count`` runs started in one transaction (``App.start_many``), or with
+    ``BENCH_START=each`` one ``App.start`` each, all at once."""
+    if os.environ.get("BENCH_START") == "each" or not hasattr(app, "start_many"):
+        return list(await asyncio.gather(*(app.start(wf, *args) for _ in range(count))))
+    return list(await app.start_many(wf, [args] * count))
+
+
+async def main() -> None:
+    a = parse()
+    app = make_app(a.store, a.marks)
+    wfs = {name: d.fn for name, d in app.workflows().items()}
+    if a.workload == "seq":
+        async with app.worker(concurrency=1):
+            await (await app.start(wfs["sequential"], 10)).result(timeout=60)  # warm up
+            t0 = time.perf_counter()
+            await (await app.start(wfs["sequential"], a.steps)).result(timeout=900)
+            elapsed = time.perf_counter() - t0
+        await app.close()
+        emit(us_per_step=elapsed / a.steps * 1e6)
+    elif a.workload == "throughput":
+        async with app.worker(concurrency=a.runs):
+            await (await app.start(wfs["sequential"], 10)).result(timeout=60)  # warm up
+            t0 = time.perf_counter()
+            handles = await start_all(app, wfs["sequential"], a.runs, 10)
+            t_started = time.perf_counter()
+            await asyncio.gather(*(h.result(timeout=900) for h in handles))
+            elapsed = time.perf_counter() - t0
+        await app.close()
+        emit(runs_per_s=a.runs / elapsed, start_s=t_started - t0)
+    elif a.workload == "agent":
+        worker = app.worker(concurrency=a.agent_runs)
+        async with worker:
+            await (await app.start(wfs["agent"], 1, 0.0)).result(timeout=60)  # warm up
+
+            async def durable() -> float:
+                t0 = time.perf_counter()
+                handles = await start_all(app, wfs["agent"], a.agent_runs, a.agent_steps,
+                                          a.agent_delay)
+                await asyncio.gather(*(h.result(timeout=900) for h in handles))
+                return time.perf_counter() - t0
+
+            out = await agent_pair(durable, a.agent_runs, a.agent_steps, a.agent_delay)
+        await app.close()
+        emit(**out)
+    elif a.workload == "recover-a":
+        async with app.worker(concurrency=1):
+            await app.start(wfs["victim"], run_id="victim")
+            await asyncio.sleep(3600)  # killed in step 1
+    elif a.workload == "recover-b":
+        async with app.worker(concurrency=1):
+            await app.handle("victim").result(timeout=120)
+        await app.close()
+        emit(ok=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+

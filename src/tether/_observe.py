@@ -1,0 +1,142 @@
+"""Observers of executed work: the seam telemetry hangs on (``tether.otel``).
+
+The engine calls these helpers only where work really executes: a run's code running
+on a worker, a step attempt, a child run being started. An operation answered from the
+journal during replay never reaches them, so an observer that makes a span per call
+cannot multiply spans by replaying (a run resumed at step 40 reports steps 40 onwards).
+
+With no observer installed every helper is one ``if`` and an ``await`` of what it wraps.
+Observers must not raise: an exception from one is logged and ignored, because
+telemetry must never change what a run does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from tether._replay import RunContext, StepInfo
+
+__all__ = ["Observer", "add_observer", "child_starting", "remove_observer", "run", "step",
+           "step_failed"]
+
+log = logging.getLogger("tether.observe")
+T = TypeVar("T")
+
+
+class Observer(Protocol):
+    """What an observer implements (all of it; return ``None`` tokens when unused)."""
+
+    async def run_started(self, ctx: RunContext) -> Any:
+        """The run's code starts executing on this worker (first time or a replay);
+        returns a token handed back to ``run_ended``."""
+
+    def run_ended(self, token: Any, ctx: RunContext, error: BaseException | None) -> None:
+        """The run's code stopped: returned (``error`` None), raised, or was unwound to
+        wait or stop (``error`` is Tether's internal ``BaseException``)."""
+
+    def step_started(self, ctx: RunContext, info: StepInfo) -> Any:
+        """One attempt of a step starts executing (never for a journaled step)."""
+
+    def step_ended(self, token: Any, value: Any, error: BaseException | None) -> None:
+        """The attempt returned ``value`` or raised ``error``."""
+
+    async def child_starting(self, ctx: RunContext, child_id: str) -> None:
+        """``ctx`` is about to start the child run ``child_id`` (for trace context)."""
+
+
+_observers: list[Observer] = []
+
+
+def add_observer(observer: Observer) -> None:
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def remove_observer(observer: Observer) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
+
+
+async def run(ctx: RunContext, code: Awaitable[T]) -> T:
+    """Await a run's workflow code under the observers."""
+    if not _observers:
+        return await code
+    started = []
+    for o in list(_observers):
+        try:
+            started.append((o, await o.run_started(ctx)))
+        except Exception:
+            log.exception("observer %r failed at run start", o)
+    try:
+        value = await code
+    except BaseException as exc:
+        _end_runs(started, ctx, exc)
+        raise
+    _end_runs(started, ctx, None)
+    return value
+
+
+def _end_runs(started: list[tuple[Observer, Any]], ctx: RunContext,
+              error: BaseException | None) -> None:
+    for o, token in reversed(started):
+        try:
+            o.run_ended(token, ctx, error)
+        except Exception:
+            log.exception("observer %r failed at run end", o)
+
+
+async def step(ctx: RunContext, info: StepInfo, attempt: Awaitable[T]) -> T:
+    """Await one executed attempt of a step under the observers."""
+    if not _observers:
+        return await attempt
+    started = []
+    for o in list(_observers):
+        try:
+            started.append((o, o.step_started(ctx, info)))
+        except Exception:
+            log.exception("observer %r failed at step start", o)
+    try:
+        value = await attempt
+    except BaseException as exc:
+        _end_steps(started, None, exc)
+        raise
+    _end_steps(started, value, None)
+    return value
+
+
+def _end_steps(started: list[tuple[Observer, Any]], value: Any,
+               error: BaseException | None) -> None:
+    for o, token in reversed(started):
+        try:
+            o.step_ended(token, value, error)
+        except Exception:
+            log.exception("observer %r failed at step end", o)
+
+
+async def child_starting(ctx: RunContext, child_id: str) -> None:
+    for o in list(_observers):
+        try:
+            await o.child_starting(ctx, child_id)
+        except Exception:
+            log.exception("observer %r failed at child start", o)
+
+
+def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
+                next_attempt_at: float | None) -> None:
+    """Log a failed step attempt: the error, and when the next attempt is (or that
+    there is none). Logged whether or not observers are installed."""
+    import datetime as dt
+
+    where = f"run {ctx.run_id} position {info.position}"
+    err = f"{type(error).__name__}: {error}"
+    if next_attempt_at is None:
+        log.warning("%s: step %s failed for good on attempt %d: %s", where, info.name,
+                    info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position})
+        return
+    at = dt.datetime.fromtimestamp(next_attempt_at, dt.UTC).isoformat(timespec="milliseconds")
+    log.warning("%s: step %s attempt %d failed: %s; next attempt at %s (in %.1f s)", where,
+                info.name, info.attempt, err, at, max(next_attempt_at - ctx.clock.now(), 0.0),
+                extra={"run_id": ctx.run_id, "position": info.position})

@@ -1,0 +1,180 @@
+"""Result waiters: every ``RunHandle.result`` of one App reads through one reader.
+
+A thousand callers waiting for a thousand runs used to read one run each, and every
+store notification (any run of the schema started, ended or was released) woke all of
+them to read again: a thousand reads per notification, most of the client's CPU under
+load. Here the callers register a future and ask for a read; one task per App gathers
+every id asked for since its last read and reads them in one store call
+(``run_get_many``), so reads cost one round trip per wave, however many callers wait.
+
+- ``read(run_id)``: the run as it is now (the first read of ``result``).
+- ``wait(run_id)``: the run once it is settled (ended or blocked). Woken by
+  ``check(run_id)`` (a worker of this process ended the run: read it), ``check_all()``
+  (a store notification: some run changed; read those settled among all waited for),
+  and a per-waiter poll with backoff (``check``), for stores without notifications,
+  lost notifications and runs deleted meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tether._types import RunRecord
+from tether.errors import RunNotFound
+
+#: Most ids in one read.
+MAX_READ = 1000
+#: Polling of one waiter: first delay, growth, cap (seconds).
+POLL_FIRST, POLL_GROWTH, POLL_CAP = 0.005, 1.5, 1.0
+
+ReadMany = Callable[[list[str], bool], Awaitable[list[RunRecord]]]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """Futures of one run: those that take any state and those waiting for the end."""
+    readers: list[asyncio.Future[RunRecord]] = field(default_factory=list)
+    settled: list[asyncio.Future[RunRecord]] = field(default_factory=list)
+
+
+class ResultWaiters:
+    """Coalesced reads for the result waiters of one App (see the module docstring)."""
+
+    def __init__(self, read_many: ReadMany) -> None:
+        self._read_many = read_many
+        self._runs: dict[str, _Waiting] = {}
+        self._due: set[str] = set()  # ids to read soon, whatever their state
+        self._all = False            # and every other id waited for, if settled
+        self._kick: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def read(self, run_id: str) -> RunRecord:
+        """The run now. Raises: RunNotFound, StoreError."""
+        fut = self._register(run_id, settled=False)
+        self._due.add(run_id)
+        self._wake()
+        try:
+            return await fut
+        finally:
+            self._unregister(run_id, fut)
+
+    async def wait(self, run_id: str) -> RunRecord:
+        """The run once it is settled; cancel to stop waiting. Raises: RunNotFound,
+        StoreError."""
+        fut = self._register(run_id, settled=True)
+        loop = asyncio.get_running_loop()
+        delay = POLL_FIRST
+        timer: asyncio.TimerHandle | None = None
+
+        def poll() -> None:
+            nonlocal delay, timer
+            self.check(run_id)
+            delay = min(delay * POLL_GROWTH, POLL_CAP)
+            timer = loop.call_later(delay, poll)
+
+        self.check(run_id)  # after registering: an end before this read is seen by it
+        timer = loop.call_later(delay, poll)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            self._unregister(run_id, fut)
+
+    def check(self, run_id: str) -> None:
+        """Read ``run_id`` soon if someone waits for it to settle."""
+        if run_id in self._runs:
+            self._due.add(run_id)
+            self._wake()
+
+    def check_all(self) -> None:
+        """Read every run waited for soon (something changed in the store)."""
+        if self._runs:
+            self._all = True
+            self._wake()
+
+    def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        for waiting in self._runs.values():
+            for fut in (*waiting.readers, *waiting.settled):
+                if not fut.done():
+                    fut.cancel()
+        self._runs.clear()
+        self._due.clear()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _register(self, run_id: str, *, settled: bool) -> asyncio.Future[RunRecord]:
+        fut: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
+        waiting = self._runs.get(run_id)
+        if waiting is None:
+            waiting = self._runs[run_id] = _Waiting()
+        (waiting.settled if settled else waiting.readers).append(fut)
+        return fut
+
+    def _unregister(self, run_id: str, fut: asyncio.Future[RunRecord]) -> None:
+        waiting = self._runs.get(run_id)
+        if waiting is None:
+            return
+        for group in (waiting.readers, waiting.settled):
+            if fut in group:
+                group.remove(fut)
+        if not waiting.readers and not waiting.settled:
+            del self._runs[run_id]
+
+    def _wake(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._kick = asyncio.Event()
+            self._task = loop.create_task(self._reader(), name="tether-result-reader")
+        assert self._kick is not None
+        self._kick.set()
+
+    async def _reader(self) -> None:
+        kick = self._kick
+        assert kick is not None
+        while True:
+            await kick.wait()
+            kick.clear()
+            any_ids = sorted(self._due & self._runs.keys())
+            settled_ids = sorted(self._runs.keys() - self._due) if self._all else []
+            self._due.clear()
+            self._all = False
+            for ids, settled_only in ((any_ids, False), (settled_ids, True)):
+                for i in range(0, len(ids), MAX_READ):
+                    await self._read(ids[i:i + MAX_READ], settled_only)
+
+    async def _read(self, ids: list[str], settled_only: bool) -> None:
+        try:
+            runs = await self._read_many(ids, settled_only)
+        except Exception as exc:  # the callers of these ids see the store's error
+            for run_id in ids:
+                waiting = self._runs.get(run_id)
+                if waiting is not None:
+                    for fut in (*waiting.readers, *waiting.settled):
+                        if not fut.done():
+                            fut.set_exception(exc)
+            return
+        found = {run.run_id: run for run in runs}
+        for run_id in ids:
+            waiting = self._runs.get(run_id)
+            if waiting is None:
+                continue
+            run = found.get(run_id)
+            if run is None:
+                if settled_only:
+                    continue  # not settled yet (or gone: the next full read says so)
+                for fut in (*waiting.readers, *waiting.settled):
+                    if not fut.done():
+                        fut.set_exception(RunNotFound(run_id))
+                continue
+            for fut in waiting.readers:
+                if not fut.done():
+                    fut.set_result(run)
+            if run.status.is_settled:
+                for fut in waiting.settled:
+                    if not fut.done():
+                        fut.set_result(run)

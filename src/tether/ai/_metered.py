@@ -1,0 +1,211 @@
+"""``MeteredModel``: Tether's accounting, budget, breaker and rate limits around a model
+request that another library's client makes.
+
+Agent frameworks (pydantic-ai, the OpenAI Agents SDK) bring their own model clients and
+message formats. Their integrations keep the framework's client for the request itself
+and wrap each request in ``MeteredModel.call``, which makes it one durable operation
+and gives it everything ``tether.ai.LLM`` gives its own calls:
+
+1. budget check (the run's ``set_budget`` or ``budget=``): ``BudgetExceeded`` in the step,
+   journaled; policy ``wait`` waits (released) for the ``budget`` signal and asks again;
+2. the shared circuit breaker of the provider (``llm.breaker:<provider>:<base_url>``) and
+   RPM/TPM limits (``llm.rate:...``): ``Postpone`` while closed to us;
+3. the request (the framework's client); it raises ``RetryableProviderError`` /
+   ``FatalProviderError`` for provider failures, which the breaker counts as ``LLM``'s do;
+4. usage priced by the ``PriceTable`` and added to the run's metrics (``llm.calls``,
+   ``tokens.*``, ``cost.usd``), so ``tether show`` reports the run as it reports an
+   ``LLM``'s; replay adds ``saved.*`` instead, and the spending tally counts both.
+
+The journaled result is ``{"result": <the request's JSON>, "usage": {...}, "model":
+<model that answered>, "cost_usd": x, "priced": bool}``; ``call`` returns ``result``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import tether
+from tether import RetryPolicy, ext
+from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
+from tether.ai._budget import BUDGET_SIGNAL, Budget, BudgetExceeded, spending_of
+from tether.ai._errors import FatalProviderError, RetryableProviderError
+from tether.ai._pricing import PriceTable
+from tether.ai._types import Usage
+from tether.errors import ConfigError
+
+__all__ = ["MeteredModel", "UsageOf"]
+
+log = logging.getLogger("tether.ai")
+
+#: From a request's JSON result: the tokens it used and the model that answered
+#: (``None``: the model asked for).
+UsageOf = Callable[[Any], tuple[Usage, str | None]]
+
+_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=60.0, max_attempts=None)
+
+
+class MeteredModel:
+    """A provider endpoint whose requests, made by someone else's client, are metered,
+    budgeted, rate-limited and guarded by Tether's shared circuit breaker.
+
+    Args:
+        provider: the provider's name (``"openai"``, ``"anthropic"``...), for errors,
+            the breaker's key and metrics.
+        base_url: the endpoint; with ``provider`` it keys the breaker (one per endpoint).
+        api_key: the key, only to tell RPM/TPM buckets of different keys apart (a
+            fingerprint is used, never the key). Default ``$<PROVIDER>_API_KEY``.
+        prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
+        retry: the retry policy of provider failures (default: forever, backoff to 60 s).
+        rpm: requests per minute for this key, shared by every worker.
+        tpm: tokens per minute for this key, likewise.
+        breaker: the circuit breaker's settings, or ``None`` for none.
+
+    Raises:
+        ConfigError: no provider, a bad limit.
+    """
+
+    def __init__(self, provider: str, *, base_url: str = "", api_key: str | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 retry: RetryPolicy = _RETRY, rpm: float | None = None,
+                 tpm: float | None = None,
+                 breaker: CircuitBreaker | None = CircuitBreaker()) -> None:
+        if not provider:
+            raise ConfigError("MeteredModel needs a provider name")
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        self.retry = retry
+        self.rate = RateLimits(rpm, tpm) if rpm is not None or tpm is not None else None
+        self.breaker = breaker
+        self._api_key = api_key
+
+    def __repr__(self) -> str:
+        return f"MeteredModel({self.provider!r}, base_url={self.base_url!r})"
+
+    @property
+    def provider_key(self) -> str:
+        """What the breaker is shared by: provider and endpoint (as ``LLM``'s)."""
+        return f"{self.provider}:{self.base_url}"
+
+    async def call(self, name: str, request: Callable[[], Awaitable[Any]], *, model: str,
+                   usage: UsageOf, estimate_tokens: int = 0, max_output_tokens: int = 0,
+                   args: Mapping[str, Any] | None = None,
+                   budget: Budget | None = None) -> Any:
+        """Make ``request()`` one durable, metered operation named ``name``.
+
+        Args:
+            name: the journal's operation name (keep it stable across deploys).
+            request: makes the request; returns its result as JSON (what is journaled
+                and what replay returns). Provider failures should be raised as
+                ``RetryableProviderError`` / ``FatalProviderError``.
+            model: the model asked for (priced if the answer does not name one).
+            usage: reads the tokens and the answering model from the result.
+            estimate_tokens: the prompt's estimated size, for budgets and TPM limits.
+            max_output_tokens: the answer's limit, for TPM limits.
+            args: journaled with the operation (small JSON: the call's identity).
+            budget: this call's budget (default: the run's, see ``set_budget``).
+
+        Outside a workflow (or inside a step) it is ``await request()``.
+
+        Raises:
+            BudgetExceeded: over budget with policy ``fail``.
+            FatalProviderError: the provider refused the request.
+            StepError: what ``request`` raised last, once the retries are exhausted.
+        """
+        run = ext.current_run()
+        if run is None or not ext.in_workflow():
+            return await request()
+        spending = spending_of(run)
+        journaled = dict(args or {})
+        journaled.setdefault("model", model)
+        while True:
+            limit = budget if budget is not None else spending.budget
+            body = self._body(run, request, model=model, usage=usage, limit=limit,
+                              estimate=estimate_tokens, max_out=max_output_tokens)
+            try:
+                record = await ext.step(name, body, journaled, retry=self.retry,
+                                        on_replay=saved_metrics)
+            except BudgetExceeded:
+                if limit is None or limit.on_exceed == "fail":
+                    raise
+                tether.set_status(spending.status(limit))
+                spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+                tether.set_status(None)
+                continue
+            used = Usage.from_dict(record.get("usage") or {})
+            spending.add(used.total_tokens, float(record.get("cost_usd", 0.0)))
+            return record.get("result")
+
+    def _body(self, run: ext.Run, request: Callable[[], Awaitable[Any]], *, model: str,
+              usage: UsageOf, limit: Budget | None, estimate: int,
+              max_out: int) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        spending = spending_of(run)
+
+        async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
+            if limit is not None:
+                price = self.prices.price(model)
+                spending.check(limit, estimate_tokens=estimate,
+                               estimate_usd=estimate * price.input_per_million / 1_000_000)
+            shared = run.shared
+            guard = None
+            if self.breaker is not None:
+                guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
+                                     clock=run.clock, label=self.provider_key)
+            ticket = await guard.before() if guard is not None else None
+            if self.rate is not None:
+                key = key_fingerprint(self._api_key or os.environ.get(
+                    f"{self.provider.upper().replace('-', '_')}_API_KEY", ""))
+                await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
+                                        tokens=estimate + max_out, now=run.clock(),
+                                        label=self.provider_key)
+            try:
+                result = await request()
+            except RetryableProviderError as exc:
+                if guard is not None and ticket is not None:
+                    if exc.status == 429:
+                        if ticket.probe:  # rate-limited is alive
+                            await _settle(guard.success(ticket))
+                    else:
+                        await _settle(guard.failure(ticket))
+                raise
+            except FatalProviderError:
+                if guard is not None and ticket is not None:
+                    await _settle(guard.success(ticket))  # it answered: it is up
+                raise
+            if guard is not None and ticket is not None:
+                await _settle(guard.success(ticket))
+            used, answered = usage(result)
+            price = self.prices.price(answered) if answered else self.prices.price(model)
+            if not price.known:
+                price = self.prices.price(model)
+            cost = price.cost(used)
+            record = {"result": result, "usage": used.to_dict(), "model": answered or model,
+                      "cost_usd": cost, "priced": price.known}
+            deltas = {"llm.calls": 1.0, "tokens.input": float(used.input_tokens),
+                      "tokens.output": float(used.output_tokens), "cost.usd": cost}
+            if not price.known:
+                deltas["llm.unpriced_calls"] = 1.0
+            run.add_metrics(deltas)
+            return record
+
+        return metered_call
+
+
+def saved_metrics(value: Any) -> dict[str, float] | None:
+    """What a metered call answered from the journal saved (the engine's ``on_replay``)."""
+    if not isinstance(value, Mapping) or "usage" not in value:
+        return None
+    used = Usage.from_dict(value.get("usage") or {})
+    return {"saved.calls": 1.0, "saved.tokens.input": float(used.input_tokens),
+            "saved.tokens.output": float(used.output_tokens),
+            "saved.cost.usd": float(value.get("cost_usd", 0.0))}
+
+
+async def _settle(bookkeeping: Awaitable[None]) -> None:
+    try:
+        await bookkeeping
+    except Exception as exc:  # logged; the call's own outcome stands
+        log.warning("circuit breaker bookkeeping failed: %s", exc)

@@ -1,0 +1,240 @@
+"""The OpenAI Responses API over plain HTTP, as a ``ChatClient``:
+``LLM("openai:gpt-5", api="responses")``.
+
+The conversation stays in Tether's (OpenAI chat) message format, so agents, budgets,
+content-addressed messages and the journal do not change with the API; this client
+translates it into Responses ``input`` items on the way out and the response's output
+items into a ``ChatReply`` on the way back:
+
+- ``system``/``developer`` messages become ``instructions``;
+- user and assistant texts become ``message`` items, an assistant's tool calls
+  ``function_call`` items, tool results ``function_call_output`` items;
+- ``reasoning`` output items are kept whole in ``ChatReply.reasoning`` (so in the
+  journal and in the assistant message) and sent back, in place, with the next request,
+  as reasoning models need between tool calls.
+
+Requests are stateless (``store: false`` unless given): the whole conversation is sent
+each time, as the journal has it, never a ``previous_response_id`` that would tie a
+resumed run to state kept at the provider. With ``reasoning=`` in the parameters the
+client asks for ``reasoning.encrypted_content``, which is what lets reasoning items be
+sent back without server-side storage. One call is one HTTP request: no hidden retry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from tether.ai._errors import RetryableProviderError
+from tether.ai._openai import (
+    DEFAULT_OPENAI_BASE_URL,
+    _as_text,
+    _emit,
+    _HTTPChat,
+    _is_loopback,
+    _parse_json,
+    _tools_and_choice,
+)
+from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, Usage
+from tether.errors import ConfigError
+
+__all__ = ["OpenAIResponses", "to_responses_input"]
+
+
+class OpenAIResponses(_HTTPChat):
+    """A model behind the OpenAI Responses API (``POST /responses``).
+
+    Args: as ``OpenAIChat``.
+
+    Raises:
+        ConfigError: no API key where one is needed, a bad ``base_url``.
+    """
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 timeout: float | httpx.Timeout | None = None,
+                 extra_headers: Mapping[str, str] | None = None,
+                 require_api_key: bool = True, provider: str = "openai") -> None:
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key and require_api_key and not _is_loopback(url):
+            raise ConfigError(
+                f"{provider}: no API key: set the OPENAI_API_KEY environment variable or pass "
+                f"api_key= (base_url {url})")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(extra_headers or {})
+        super().__init__(model, provider=provider, base_url=url, headers=headers,
+                         timeout=timeout)
+
+    def _body(self, messages: Sequence[Message], tools: Sequence[Any] | None,
+              tool_choice: str | None, output_schema: Mapping[str, Any] | None,
+              params: Mapping[str, Any]) -> dict[str, Any]:
+        instructions, items = to_responses_input(messages)
+        body: dict[str, Any] = {"model": self.model, "input": items, "store": False}
+        if instructions:
+            body["instructions"] = instructions
+        specs, choice = _tools_and_choice(tools, tool_choice)
+        if specs:
+            body["tools"] = [{"type": "function", "name": s.name,
+                              "description": s.description, "parameters": s.parameters}
+                             for s in specs]
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice is not None:
+            body["tool_choice"] = {"type": "function", "name": choice}
+        if output_schema is not None:
+            name = str(output_schema.get("title") or "output")
+            body["text"] = {"format": {
+                "type": "json_schema", "schema": dict(output_schema),
+                "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64]}}
+        extra = dict(params)
+        if "max_tokens" in extra:  # the name every other client takes
+            extra.setdefault("max_output_tokens", extra.pop("max_tokens"))
+        body.update(extra)
+        if body.get("reasoning") is not None and not body.get("store"):
+            include = list(body.get("include") or [])
+            if "reasoning.encrypted_content" not in include:
+                body["include"] = [*include, "reasoning.encrypted_content"]
+        return body
+
+    async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
+                   tool_choice: str | None = None,
+                   output_schema: Mapping[str, Any] | None = None,
+                   idempotency_key: str | None = None, **params: Any) -> ChatReply:
+        """One response.
+
+        Raises:
+            RetryableProviderError, FatalProviderError: see ``ChatClient``.
+        """
+        body = self._body(messages, tools, tool_choice, output_schema, params)
+        data = await self._post("responses", body, self._headers(idempotency_key))
+        return self._reply(data)
+
+    async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,
+                     tools: Sequence[Any] | None = None, tool_choice: str | None = None,
+                     output_schema: Mapping[str, Any] | None = None,
+                     idempotency_key: str | None = None, **params: Any) -> ChatReply:
+        """Like ``chat``, streamed: ``on_chunk`` receives each text delta; the reply is
+        the ``response.completed`` event's response.
+
+        Raises:
+            RetryableProviderError: as ``chat``, an ``error`` event, and a stream that
+                ends before ``response.completed``.
+            FatalProviderError: as ``chat``.
+        """
+        body = self._body(messages, tools, tool_choice, output_schema, params)
+        body["stream"] = True
+        final: dict[str, Any] | None = None
+        events = self._events("responses", body, self._headers(idempotency_key))
+        async with aclosing(events) as stream:
+            async for _, data in stream:
+                event = _parse_json(data)
+                if not isinstance(event, dict):
+                    raise self._bad_answer(f"a stream event is not a JSON object: {data[:200]}")
+                kind = event.get("type")
+                if kind == "response.output_text.delta":
+                    await _emit(on_chunk, str(event.get("delta") or ""))
+                elif kind == "response.completed" and isinstance(event.get("response"), dict):
+                    final = event["response"]
+                elif kind in ("error", "response.failed"):
+                    error = event.get("error") or (event.get("response") or {}).get("error")
+                    detail = error if isinstance(error, dict) else event
+                    raise RetryableProviderError(
+                        str(detail.get("message") or "error in stream"),
+                        provider=self.provider, code=detail.get("code"))
+        if final is None:
+            raise RetryableProviderError("connection dropped: the stream ended before "
+                                         "response.completed", provider=self.provider)
+        return self._reply(final)
+
+    def _reply(self, data: Mapping[str, Any]) -> ChatReply:
+        output = data.get("output")
+        if not isinstance(output, list):
+            raise self._bad_answer("no output in the response")
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        reasoning: list[dict[str, Any]] = []
+        for item in output:
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "message":
+                texts.extend(str(part.get("text") or "") for part in item.get("content") or []
+                             if isinstance(part, dict) and part.get("type") == "output_text")
+            elif kind == "function_call":
+                calls.append(ToolCall.parse(str(item.get("call_id") or item.get("id") or ""),
+                                            str(item.get("name") or ""),
+                                            _as_text(item.get("arguments"))))
+            elif kind == "reasoning":
+                reasoning.append({k: v for k, v in item.items() if v is not None})
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        assert isinstance(usage, dict)
+        incomplete = (data.get("incomplete_details") or {}) if data.get(
+            "status") == "incomplete" else {}
+        finish = ("tool_calls" if calls else
+                  "length" if isinstance(incomplete, dict)
+                  and incomplete.get("reason") == "max_output_tokens" else "stop")
+        return ChatReply(
+            text="".join(texts) if texts else None, tool_calls=calls,
+            usage=Usage(int(usage.get("input_tokens") or 0),
+                        int(usage.get("output_tokens") or 0)),
+            model=str(data.get("model") or self.model), finish_reason=finish,
+            provider=self.provider, raw_id=str(data.get("id") or ""), reasoning=reasoning)
+
+
+def to_responses_input(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Chat-format messages as the Responses API's ``(instructions, input)``.
+
+    Raises:
+        ConfigError: a message without a known role.
+    """
+    system: list[str] = []
+    items: list[dict[str, Any]] = []
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        content = msg.get("content")
+        if role in ("system", "developer"):
+            text = _as_text(content)
+            if text:
+                system.append(text)
+        elif role == "user":
+            items.append({"role": "user", "content": content if isinstance(content, str)
+                          else _user_parts(content)})
+        elif role == "assistant":
+            items.extend(dict(r) for r in msg.get("reasoning") or []
+                         if isinstance(r, dict) and r.get("type") == "reasoning")
+            text = _as_text(content)
+            if text:
+                items.append({"role": "assistant", "content": text})
+            for call in msg.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                items.append({"type": "function_call", "call_id": call.get("id"),
+                              "name": fn.get("name"),
+                              "arguments": _as_text(fn.get("arguments"))})
+        elif role == "tool":
+            items.append({"type": "function_call_output", "call_id": msg.get("tool_call_id"),
+                          "output": _as_text(content)})
+        else:
+            raise ConfigError(f"message {i} has role {role!r}: expected system, developer, "
+                              "user, assistant or tool")
+    return ("\n\n".join(system) if system else None), items
+
+
+def _user_parts(content: Any) -> list[dict[str, Any]]:
+    """Chat content parts (``text``, ``image_url``) as Responses input parts."""
+    parts: list[dict[str, Any]] = []
+    for part in content or []:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            parts.append({"type": "input_text", "text": str(part.get("text") or "")})
+        elif part.get("type") == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            parts.append({"type": "input_image", "image_url": url})
+        else:
+            parts.append(dict(part))
+    return parts

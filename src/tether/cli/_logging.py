@@ -1,0 +1,96 @@
+"""``--log-level`` and ``--log-format`` for every command, and the run context on log
+lines: a line logged while a run executes names its run id (and the step's position and
+attempt inside a step), in text and in JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+LEVELS = ("debug", "info", "warning", "error")
+_RUN_FIELDS = ("run_id", "position", "attempt")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", choices=LEVELS, default=None,
+                        help="log lines at this level and above (default: info)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="text lines, or one JSON object per line (default: text)")
+
+
+class RunContextFilter(logging.Filter):
+    """Adds ``run_id``, ``position`` and ``attempt`` from the executing run, unless the
+    line already carries them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tether._replay import current_run, current_step
+
+        ctx = current_run.get()
+        if ctx is not None and getattr(record, "run_id", None) is None:
+            record.run_id = ctx.run_id
+        step = current_step.get()
+        if step is not None:
+            if getattr(record, "position", None) is None:
+                record.position = step.position
+            if getattr(record, "attempt", None) is None:
+                record.attempt = step.attempt
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        run_id = getattr(record, "run_id", None)
+        if run_id is not None:
+            tags = [f"run={run_id}"]
+            for key in ("position", "attempt"):
+                value = getattr(record, key, None)
+                if value is not None:
+                    tags.append(f"{key}={value}")
+            line += " [" + " ".join(tags) + "]"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, run fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in _RUN_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def configure(args: argparse.Namespace) -> None:
+    """Set up the root logger from the command's flags (``verbose`` commands default to
+    info, others to warning)."""
+    level_name = getattr(args, "log_level", None)
+    if level_name is None:
+        level = logging.INFO if getattr(args, "verbose", True) else logging.WARNING
+    else:
+        level = getattr(logging, level_name.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RunContextFilter())
+    json_format = getattr(args, "log_format", "text") == "json"
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

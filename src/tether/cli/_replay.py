@@ -1,0 +1,119 @@
+"""``tether export`` (a run's history as JSON) and ``tether replay --check`` (recorded
+runs against the current code, executing nothing). Format: ``docs/testing.md``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tether._app import App
+from tether.cli._common import (
+    CliError,
+    client,
+    load_app,
+    positive_float,
+    positive_int,
+    store_url,
+)
+from tether.testing._history import HistoryError, export_history, history_of, load_history
+from tether.testing._replayer import DEFAULT_TIMEOUT, ReplayResult, check_history
+
+#: Exit code when a run does not replay (an unreadable input exits 2).
+EXIT_MISMATCH = 1
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("export", parents=[common],
+                       help="print a run's history (its journal) as JSON, for tether replay")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="the app whose payload hook decodes stored payloads (if it has one)")
+    p.set_defaults(handler=export)
+
+    p = sub.add_parser(
+        "replay", parents=[common],
+        help="check recorded runs against the current code, executing nothing",
+        description="Replay recorded runs (history files from `tether export`, or a "
+                    "workflow's runs in a store) against the code of MODULE:APP without "
+                    "executing anything; print, per run, compatible or the first mismatch. "
+                    "Exit 1 if a run does not replay, 2 on bad input.")
+    p.add_argument("--check", metavar="MODULE:APP", required=True,
+                   help="the app whose current code is checked")
+    p.add_argument("files", nargs="*", metavar="FILE", help="history files (tether export)")
+    p.add_argument("--workflow", metavar="NAME",
+                   help="with --db: check the runs of this workflow in the store")
+    p.add_argument("--limit", type=positive_int, default=1000,
+                   help="with --workflow: at most this many runs, newest first "
+                        "(default 1000)")
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="give up on a run whose code does not reach its journal's end "
+                        f"in SECONDS (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=replay)
+
+
+async def export(args: argparse.Namespace) -> int:
+    app = client(args)
+    if args.app:
+        code = load_app(args.app)
+        app = App(store_url(args), payload_hook=code.codec.hook,
+                  max_payload=code.codec.max_payload)
+    async with app:
+        try:
+            history = await export_history(app, args.run_id)
+        except HistoryError as exc:
+            raise CliError(str(exc)) from None
+    print(json.dumps(history, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def replay(args: argparse.Namespace) -> int:
+    if args.files and args.workflow:
+        raise CliError("give history FILES or --workflow NAME (with --db), not both", 2)
+    if not args.files and not args.workflow:
+        raise CliError("nothing to check: give history FILES, or --workflow NAME with --db",
+                       2)
+    app = load_app(args.check)
+    results: list[ReplayResult] = []
+    if args.files:
+        try:
+            histories = [load_history(path) for path in args.files]
+        except HistoryError as exc:
+            raise CliError(str(exc), 2) from None
+        for h in histories:
+            results.append(await check_history(app, h, timeout=args.timeout))
+    else:
+        if args.workflow not in app.workflows():
+            raise CliError(f"{args.check} has no workflow named {args.workflow!r} "
+                           f"(registered: {', '.join(sorted(app.workflows())) or 'none'})", 2)
+        async with App(store_url(args), payload_hook=app.codec.hook,
+                       max_payload=app.codec.max_payload) as reader:
+            store = reader.store
+            runs = [r for r in await store.run_list(limit=1_000_000)
+                    if r.workflow == args.workflow][: args.limit]
+            for run in runs:
+                try:
+                    history = history_of(run, await store.journal_read(run.run_id),
+                                         reader.codec)
+                except HistoryError as exc:
+                    raise CliError(str(exc)) from None
+                results.append(await check_history(app, history, timeout=args.timeout))
+    _print(results, args.json)
+    return EXIT_MISMATCH if any(not r.compatible for r in results) else 0
+
+
+def _print(results: list[ReplayResult], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        return
+    if not results:
+        print("no runs to check")
+        return
+    for r in results:
+        label = "ok      " if r.compatible else "MISMATCH"
+        where = f" ({r.source})" if r.source else ""
+        print(f"{label} {r.run_id} {r.workflow}{where}: {r.message}")
+    bad = sum(not r.compatible for r in results)
+    print(f"{len(results) - bad} compatible, {bad} mismatched", file=sys.stderr)

@@ -1,0 +1,60 @@
+"""``tether serve``: the HTTP API, the web UI, ``/metrics`` and ``/healthz`` over a store."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from tether.cli._common import CliError, load_app, positive_int, store_url
+
+log = logging.getLogger("tether.serve")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "serve", parents=[common], help="serve the HTTP API and the web UI",
+        description="Serve the HTTP API (/api/v1, /openapi.json), the web UI, /metrics and "
+        "/healthz over the store the workers use. Stateless: several serve processes can "
+        "share one PostgreSQL store. Without tokens it binds to loopback only.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8233, help="port (default 8233)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="API tokens, one ROLE:TOKEN per line (ROLE admin or read); "
+                   "also read from $TETHER_API_TOKENS (comma-separated)")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="load this app's code (workflow types for results, payload hooks)")
+    p.add_argument("--max-body", type=positive_int, default=None, metavar="BYTES",
+                   help="largest request body accepted (default 1 MiB)")
+    p.set_defaults(handler=serve)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from tether.serve import DEFAULT_MAX_BODY, Tokens, check_bind, create_app
+    except ImportError as exc:
+        raise CliError(f"tether serve needs the serve extra: pip install 'tether[serve]' "
+                       f"({exc})") from None
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port must be between 1 and 65535, got {args.port}", 2)
+    tokens = Tokens.load(args.token_file)
+    check_bind(args.host, tokens)
+    if args.app:
+        app = load_app(args.app)
+        app.use_store(store_url(args, must_exist=False))
+    else:
+        from tether import App
+
+        app = App(store_url(args, must_exist=False))
+    asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY)
+    level = (args.log_level or "info")
+    config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
+                            log_level=level, access_log=level == "debug",
+                            timeout_graceful_shutdown=3, lifespan="on")
+    server = uvicorn.Server(config)
+    mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
+    log.info("serving %s on http://%s:%d (%s)", app.url, args.host, args.port, mode)
+    await server.serve()
+    return 0

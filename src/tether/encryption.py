@@ -1,0 +1,143 @@
+"""Opt-in protection of stored payloads: AES-GCM encryption and redaction.
+
+Both are payload hooks (``App(payload_hook=...)``): every payload Tether stores (run
+inputs and results, step arguments, results and errors, signal payloads, journaled
+errors with their messages and tracebacks) passes through ``encode`` before it reaches
+the store and through ``decode`` when read back. Ids, workflow, step and signal names,
+statuses and timestamps are not payloads and stay readable.
+
+``AesGcm`` needs ``pip install 'tether[crypto]'``. Each stored text is
+``tgcm1.<key id>.<base64(nonce | ciphertext | tag)>``; the key id names the key that
+wrote it, so keys can be rotated: encrypt with the newest, keep the older ones for
+reading. It fails closed: a payload written with a key this process does not have, a
+tampered one, or one that is not encrypted at all raises ``PayloadDecryptError``
+instead of returning anything.
+
+``Redact`` replaces what matches its patterns with ``[redacted]`` before anything is
+journaled. It is lossy by design: a replay sees the redacted value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+from tether._codec import PayloadHook
+from tether.errors import ConfigError, PayloadError
+
+__all__ = ["AesGcm", "PayloadDecryptError", "Redact"]
+
+_PREFIX = "tgcm1"
+
+
+class PayloadDecryptError(PayloadError):
+    """A stored payload could not be decrypted (unknown key id, wrong key, tampering,
+    or plaintext where ciphertext was expected); nothing is returned in its place."""
+
+
+class AesGcm:
+    """Encrypt stored payloads with AES-GCM (128, 192 or 256-bit keys).
+
+    Args:
+        keys: key id -> raw key bytes. Key ids are short names without dots.
+        active: the key id new payloads are encrypted with (default: the first).
+        allow_plaintext: read payloads stored before encryption was turned on
+            (default False: they are refused).
+    """
+
+    def __init__(self, keys: Mapping[str, bytes], active: str | None = None, *,
+                 allow_plaintext: bool = False) -> None:
+        try:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:
+            raise ConfigError(
+                "payload encryption needs cryptography: pip install 'tether[crypto]'"
+            ) from None
+        if not keys:
+            raise ConfigError("AesGcm needs at least one key")
+        self._ciphers = {}
+        for kid, key in keys.items():
+            if not kid or "." in kid or not kid.isprintable():
+                raise ConfigError(f"key id {kid!r}: use a short printable name without dots")
+            if len(key) not in (16, 24, 32):
+                raise ConfigError(f"key {kid!r} is {len(key)} bytes; AES keys are 16, 24 "
+                                  "or 32 bytes")
+            self._ciphers[kid] = AESGCM(key)
+        self.active = active if active is not None else next(iter(keys))
+        if self.active not in self._ciphers:
+            raise ConfigError(f"active key id {self.active!r} is not among the keys")
+        self.allow_plaintext = allow_plaintext
+
+    @classmethod
+    def from_env(cls, name: str = "TETHER_PAYLOAD_KEYS") -> AesGcm:
+        """Keys from ``name``: ``id1:BASE64KEY,id2:BASE64KEY``; the first encrypts."""
+        spec = os.environ.get(name, "").strip()
+        if not spec:
+            raise ConfigError(f"${name} is empty: set it to id:BASE64KEY[,id:BASE64KEY]")
+        keys: dict[str, bytes] = {}
+        for item in spec.split(","):
+            kid, sep, b64 = item.strip().partition(":")
+            try:
+                keys[kid] = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError(f"${name}: key {kid!r} is not valid base64") from None
+            if not sep:
+                raise ConfigError(f"${name}: expected id:BASE64KEY, got {kid!r}")
+        return cls(keys)
+
+    def encode(self, text: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._ciphers[self.active].encrypt(nonce, text.encode(), None)
+        return f"{_PREFIX}.{self.active}.{base64.b64encode(nonce + sealed).decode()}"
+
+    def decode(self, text: str) -> str:
+        from cryptography.exceptions import InvalidTag
+
+        prefix, _, rest = text.partition(".")
+        if prefix != _PREFIX:
+            if self.allow_plaintext:
+                return text
+            raise PayloadDecryptError(
+                "a stored payload is not encrypted and plaintext is not allowed "
+                "(AesGcm(allow_plaintext=True) reads payloads stored before encryption)")
+        kid, _, b64 = rest.partition(".")
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
+            raise PayloadDecryptError(
+                f"a stored payload was encrypted with key id {kid!r}, which this process "
+                f"does not have (it has: {', '.join(sorted(self._ciphers))})")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+            return cipher.decrypt(raw[:12], raw[12:], None).decode()
+        except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError):
+            raise PayloadDecryptError(
+                f"a stored payload under key id {kid!r} does not decrypt: wrong key "
+                "material for that id, or the payload was altered") from None
+
+
+class Redact:
+    """Replace matches of ``patterns`` with ``replacement`` in every payload before it is
+    stored; ``inner`` (e.g. ``AesGcm``) then encodes the redacted text."""
+
+    def __init__(self, patterns: Iterable[str | re.Pattern[str]], *,
+                 replacement: str = "[redacted]", inner: PayloadHook | None = None) -> None:
+        self._patterns = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        if any(p.pattern == "" for p in self._patterns):
+            raise ConfigError("an empty redaction pattern would match everywhere")
+        self.replacement = replacement
+        self.inner = inner
+
+    def redact(self, text: str) -> str:
+        for p in self._patterns:
+            text = p.sub(self.replacement, text)
+        return text
+
+    def encode(self, text: str) -> str:
+        text = self.redact(text)
+        return self.inner.encode(text) if self.inner is not None else text
+
+    def decode(self, text: str) -> str:
+        return self.inner.decode(text) if self.inner is not None else text

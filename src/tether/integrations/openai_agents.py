@@ -1,0 +1,581 @@
+"""The OpenAI Agents SDK made durable by Tether (extra ``openai-agents``).
+
+Inside a Tether workflow, an ``agents.Agent`` run through ``TetherAgent`` (or through
+``Runner.run`` on an agent prepared by ``durable(agent)`` with ``run_config()``) is
+journaled operation by operation:
+
+- each **model request** (Chat Completions or Responses, streamed or not) is one step
+  named ``openai_agents:model:<model>`` through ``tether.ai.MeteredModel``: the run's
+  budget, the provider's shared circuit breaker, RPM/TPM limits and the cost ledger
+  (``tether show``, ``tether budget``), its result the SDK's ``ModelResponse`` as JSON;
+- each **function tool** call is one step ``openai_agents:tool:<name>`` (an agent used
+  as a tool stays in workflow code, so its own model requests are steps and metered);
+- a tool can be a **child workflow** on its own queue (``workflow_tool``);
+- **sessions** (``TetherSession``): reads and writes of the conversation store are
+  steps, so replay sees the history as it was and writes nothing twice.
+
+Handoffs, guardrails and ``output_type`` are the SDK's own workflow-side logic over
+those recorded results: replay takes the same handoffs, runs the same guardrails over
+the same inputs and validates the same final output.
+
+The SDK's tracing is not journaled: a replayed run would export its spans again.
+See ``docs/integrations-openai-agents.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Generic, cast
+
+import openai
+import pydantic
+from agents import (
+    Agent,
+    FunctionTool,
+    Handoff,
+    Model,
+    ModelProvider,
+    ModelResponse,
+    ModelSettings,
+    OpenAIProvider,
+    RunConfig,
+    Runner,
+    RunResult,
+    Tool,
+    function_tool,
+)
+from agents.agent_output import AgentOutputSchemaBase
+from agents.items import TResponseInputItem, TResponseStreamEvent
+from agents.memory import Session, SessionABC
+from agents.models.interface import ModelTracing
+from agents.usage import Usage as AgentsUsage
+from openai.types.responses import Response, ResponseCompletedEvent
+from typing_extensions import TypeVar
+
+import tether
+from tether import App, ConfigError, RetryPolicy, RunHandle, ext
+from tether.ai import (
+    DEFAULT_LLM_RETRY,
+    Budget,
+    CircuitBreaker,
+    MeteredModel,
+    PriceTable,
+    RetryableProviderError,
+    Usage,
+    error_for_status,
+    set_budget,
+)
+
+__all__ = [
+    "TetherAgent",
+    "TetherModel",
+    "TetherModelProvider",
+    "TetherSession",
+    "durable",
+    "durable_tool",
+    "run_config",
+    "workflow_tool",
+]
+
+OutputT = TypeVar("OutputT", default=Any)
+
+#: Retries of a function tool's step (its exceptions that the SDK did not turn into a
+#: message for the model).
+DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
+                                 max_attempts=3)
+
+_RESPONSE = pydantic.TypeAdapter(ModelResponse)
+_USAGE = pydantic.TypeAdapter(AgentsUsage)
+
+
+def _load_model_response(payload: Mapping[str, Any]) -> ModelResponse:
+    """A journaled ``ModelResponse``, rebuilt as leniently as the OpenAI SDK builds what
+    the API sent (its output items are constructed, not validated: a field the API
+    left out is ``None`` in the record, which strict validation would refuse)."""
+    output = Response.model_construct(output=payload.get("output") or []).output
+    return ModelResponse(output=output, usage=_USAGE.validate_python(payload.get("usage") or {}),
+                         response_id=payload.get("response_id"),
+                         request_id=payload.get("request_id"),
+                         raw_usage=payload.get("raw_usage"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Metering:
+    prices: PriceTable
+    retry: RetryPolicy
+    rpm: float | None
+    tpm: float | None
+    breaker: CircuitBreaker | None
+
+
+class TetherModel(Model):
+    """An Agents SDK ``Model`` whose requests are durable, metered operations inside a
+    Tether workflow (a plain call of the wrapped model outside one).
+
+    Args:
+        model: the SDK model (``OpenAIChatCompletionsModel``, ``OpenAIResponsesModel``,
+            any ``Model``), or a model name looked up in ``provider`` at first use.
+        provider: where a model name is looked up (default ``agents.OpenAIProvider()``).
+        name: the model's name in operation names and prices (default: the model's).
+        prices, retry, rpm, tpm, breaker: as for ``tether.ai.LLM``.
+    """
+
+    def __init__(self, model: Model | str, *, provider: ModelProvider | None = None,
+                 name: str | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 retry: RetryPolicy = DEFAULT_LLM_RETRY, rpm: float | None = None,
+                 tpm: float | None = None,
+                 breaker: CircuitBreaker | None = CircuitBreaker()) -> None:
+        if isinstance(model, TetherModel):
+            raise ConfigError("TetherModel(...) of a TetherModel: wrap the SDK model once")
+        if not isinstance(model, (Model, str)):
+            raise ConfigError(f"TetherModel needs an agents Model or a model name, got "
+                              f"{type(model).__name__}")
+        self._model: Model | None = model if isinstance(model, Model) else None
+        self._model_name = model if isinstance(model, str) else None
+        self._provider = provider
+        self.name = name or self._model_name or str(getattr(model, "model", "")) or \
+            type(model).__name__
+        self._metering = _Metering(
+            prices if isinstance(prices, PriceTable) else PriceTable(prices), retry, rpm, tpm,
+            breaker)
+        self._meter: MeteredModel | None = None
+        if rpm is not None or tpm is not None:
+            MeteredModel("check", rpm=rpm, tpm=tpm)  # bad limits fail here
+
+    def __repr__(self) -> str:
+        return f"TetherModel({self.name!r})"
+
+    @property
+    def wrapped(self) -> Model:
+        """The SDK model that makes the requests."""
+        if self._model is None:
+            provider = self._provider or OpenAIProvider()
+            self._model = provider.get_model(self._model_name)
+        return self._model
+
+    def _metered(self) -> MeteredModel:
+        if self._meter is None:
+            client = getattr(self.wrapped, "_client", None)
+            base_url = str(getattr(client, "base_url", "") or "")
+            m = self._metering
+            self._meter = MeteredModel("openai", base_url=base_url, prices=m.prices,
+                                       retry=m.retry, rpm=m.rpm, tpm=m.tpm, breaker=m.breaker)
+        return self._meter
+
+    async def close(self) -> None:
+        if self._model is not None:
+            await self._model.close()
+
+    async def get_response(self, system_instructions: str | None,
+                           input: str | list[TResponseInputItem],
+                           model_settings: ModelSettings, tools: list[Tool],
+                           output_schema: AgentOutputSchemaBase | None, handoffs: list[Handoff],
+                           tracing: ModelTracing, *, previous_response_id: str | None,
+                           conversation_id: str | None, prompt: Any) -> ModelResponse:
+        def call() -> Awaitable[ModelResponse]:
+            return self.wrapped.get_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                tracing, previous_response_id=previous_response_id,
+                conversation_id=conversation_id, prompt=prompt)
+
+        if not ext.in_workflow():
+            return await call()
+
+        async def request() -> Any:
+            with _provider_errors():
+                response = await call()
+            return _RESPONSE.dump_python(response, mode="json")
+
+        payload = await self._metered().call(
+            f"openai_agents:model:{self.name}", request, model=self.name, usage=_usage_of,
+            estimate_tokens=_estimate(system_instructions, input),
+            max_output_tokens=model_settings.max_tokens or 0,
+            args={"model": self.name, "stream": False})
+        return _load_model_response(payload)
+
+    async def stream_response(
+            self, system_instructions: str | None, input: str | list[TResponseInputItem],
+            model_settings: ModelSettings, tools: list[Tool],
+            output_schema: AgentOutputSchemaBase | None, handoffs: list[Handoff],
+            tracing: ModelTracing, *, previous_response_id: str | None,
+            conversation_id: str | None, prompt: Any) -> AsyncIterator[TResponseStreamEvent]:
+        """Outside a workflow, the wrapped model's stream. Inside one, the stream is read
+        in the step (its text deltas published to the run's observers as ``llm.chunk``
+        events) and the SDK receives the journaled final response as one
+        ``response.completed`` event, live and on replay alike."""
+
+        def stream() -> AsyncIterator[TResponseStreamEvent]:
+            return self.wrapped.stream_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                tracing, previous_response_id=previous_response_id,
+                conversation_id=conversation_id, prompt=prompt)
+
+        if not ext.in_workflow():
+            async for event in stream():
+                yield event
+            return
+
+        async def request() -> Any:
+            run = ext.current_run()
+            final: Response | None = None
+            with _provider_errors():
+                async for event in stream():
+                    if event.type == "response.output_text.delta" and run is not None:
+                        await _publish(run, {"type": "llm.chunk", "text": event.delta})
+                    elif isinstance(event, ResponseCompletedEvent):
+                        final = event.response
+            if final is None:
+                raise RetryableProviderError("the stream ended without a completed response",
+                                             provider="openai")
+            if run is not None:
+                await _publish(run, {"type": "llm.end"})
+            return final.model_dump(mode="json")
+
+        payload = await self._metered().call(
+            f"openai_agents:model:{self.name}", request, model=self.name, usage=_usage_of,
+            estimate_tokens=_estimate(system_instructions, input),
+            max_output_tokens=model_settings.max_tokens or 0,
+            args={"model": self.name, "stream": True})
+        yield ResponseCompletedEvent(type="response.completed", sequence_number=0,
+                                     response=Response.model_construct(**payload))
+
+
+class TetherModelProvider(ModelProvider):
+    """A ``ModelProvider`` whose models are ``TetherModel``s (for agents whose model is
+    a name, or none): ``RunConfig(model_provider=TetherModelProvider())``.
+
+    Args:
+        provider: where names are looked up (default ``agents.OpenAIProvider()``).
+        options: ``TetherModel`` options (prices, retry, rpm, tpm, breaker).
+    """
+
+    def __init__(self, provider: ModelProvider | None = None, **options: Any) -> None:
+        self.provider = provider or OpenAIProvider()
+        self.options = options
+        self._models: dict[str | None, TetherModel] = {}
+
+    def get_model(self, model_name: str | None) -> Model:
+        found = self._models.get(model_name)
+        if found is None:
+            inner = self.provider.get_model(model_name)
+            found = TetherModel(inner, name=model_name or getattr(inner, "model", None),
+                                **self.options)
+            self._models[model_name] = found
+        return found
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+
+def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
+                 name: str | None = None) -> FunctionTool:
+    """A copy of ``tool`` whose calls are steps (``openai_agents:tool:<name>``) inside a
+    workflow: the arguments and the result are journaled, replay returns the result.
+    The result must be JSON (a pydantic model is journaled as its JSON; anything else
+    as its ``str()``). An agent used as a tool is returned as it is (its model requests
+    are steps already)."""
+    if getattr(tool, "_is_agent_tool", False) or getattr(tool, "__tether_durable__", False):
+        return tool
+    invoke = tool.on_invoke_tool
+    operation = f"openai_agents:tool:{name or tool.name}"
+
+    async def on_invoke_tool(ctx: Any, arguments: str) -> Any:
+        if not ext.in_workflow():
+            return await invoke(ctx, arguments)
+
+        async def body(args: str) -> Any:
+            return _jsonable(await invoke(ctx, args))
+
+        return await ext.step(operation, body, arguments, retry=retry)
+
+    copy = dataclasses.replace(tool, on_invoke_tool=on_invoke_tool)
+    copy.__tether_durable__ = True  # type: ignore[attr-defined]
+    return copy
+
+
+def workflow_tool(workflow: Callable[..., Awaitable[Any]], *, name: str | None = None,
+                  description: str | None = None) -> FunctionTool:
+    """A Tether workflow as an agent's tool: each call is a child run on the workflow's
+    own queue (served by its own workers), awaited durably (the parent is released
+    while it waits if the child takes long). The tool's schema is the workflow's
+    signature; its description the docstring (or ``description``).
+
+    Raises:
+        ConfigError: ``workflow`` is not a registered workflow.
+    """
+    if getattr(workflow, "__tether_workflow__", None) is None:
+        raise ConfigError(f"{getattr(workflow, '__name__', workflow)!r} is not a workflow: "
+                          "decorate it with @app.workflow")
+
+    @functools.wraps(workflow)
+    async def call_child(*args: Any, **kwargs: Any) -> Any:
+        return _jsonable(await tether.call(workflow, *args, **kwargs))
+
+    tool = function_tool(call_child, name_override=name, description_override=description)
+    tool.__tether_durable__ = True  # type: ignore[attr-defined]
+    return tool
+
+
+def durable(agent: Agent[Any], **model_options: Any) -> Agent[Any]:
+    """A copy of ``agent`` (and of the agents it hands off to, cycles included) whose
+    function tools are ``durable_tool``s and whose model, if it is a ``Model`` object,
+    is a ``TetherModel``. Agents whose model is a name get their ``TetherModel`` from
+    ``run_config()``'s provider. ``model_options`` go to the ``TetherModel``s."""
+    return _Durable(model_options).agent(agent)
+
+
+class _Durable:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.done: dict[int, Agent[Any]] = {}
+
+    def agent(self, agent: Agent[Any]) -> Agent[Any]:
+        found = self.done.get(id(agent))
+        if found is not None:
+            return found
+        model = agent.model
+        if isinstance(model, Model) and not isinstance(model, TetherModel):
+            model = TetherModel(model, **self.options)
+        copy = agent.clone(model=model)
+        self.done[id(agent)] = copy
+        copy.tools = [durable_tool(t) if isinstance(t, FunctionTool) else t
+                      for t in agent.tools]
+        copy.handoffs = [self.agent(h) if isinstance(h, Agent) else h
+                         for h in agent.handoffs]
+        return copy
+
+
+def run_config(config: RunConfig | None = None, **model_options: Any) -> RunConfig:
+    """``config`` (or a new ``RunConfig``) with a ``TetherModelProvider`` around its model
+    provider, so agents whose model is a name get durable models."""
+    config = config or RunConfig()
+    if isinstance(config.model_provider, TetherModelProvider):
+        return config
+    return dataclasses.replace(config, model_provider=TetherModelProvider(
+        config.model_provider, **model_options))
+
+
+class TetherSession(SessionABC):
+    """A session whose reads and writes are steps inside a workflow: replay reads the
+    history as it was and writes nothing twice. Outside a workflow it is ``session``.
+
+    Args:
+        session: the SDK session (``SQLiteSession``, ``RedisSession``, ...).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.session_id = session.session_id
+        self.session_settings = getattr(session, "session_settings", None)
+
+    def _op(self, what: str) -> str:
+        return f"openai_agents:session.{what}"
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        async def body(n: int | None) -> Any:
+            return _jsonable(await self.session.get_items(n))
+
+        if not ext.in_workflow():
+            return await self.session.get_items(limit)
+        return cast(list[TResponseInputItem],
+                    await ext.step(self._op("get_items"), body, limit))
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        if not ext.in_workflow():
+            await self.session.add_items(items)
+            return
+        plain = _jsonable(items)
+
+        async def body(count: int) -> None:
+            await self.session.add_items(items)
+
+        # The items are not journaled twice: the count identifies the write.
+        await ext.step(self._op("add_items"), body, len(plain))
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        async def body() -> Any:
+            return _jsonable(await self.session.pop_item())
+
+        if not ext.in_workflow():
+            return await self.session.pop_item()
+        return cast("TResponseInputItem | None", await ext.step(self._op("pop_item"), body))
+
+    async def clear_session(self) -> None:
+        if not ext.in_workflow():
+            await self.session.clear_session()
+            return
+        await ext.step(self._op("clear_session"), self.session.clear_session)
+
+
+class TetherAgent(Generic[OutputT]):
+    """An Agents SDK ``Agent`` as a Tether workflow.
+
+    ``TetherAgent(agent, app=app)`` registers a workflow named after the agent (or
+    ``name=``) that takes the input text and returns the run's ``final_output``, typed
+    as the agent's ``output_type`` (a pydantic model comes back as that model). Start
+    it with ``await tagent.start("...")``, by name (``tether start NAME '"..."'``), over
+    the HTTP API or as an MCP task. In your own workflows, ``await tagent.run(input,
+    ...)`` runs it durably with ``Runner.run``'s arguments.
+
+    Args:
+        agent: the starting agent (its handoffs and tools are made durable too).
+        app: register on this app now (else ``app.add_agent(tagent)`` later).
+        name: the workflow's name (default ``agent.name``).
+        queue: the workflow's task queue.
+        budget: a budget set at the start of each run.
+        session: a factory ``(run_id) -> Session`` for runs started by name (wrapped in
+            ``TetherSession``).
+        max_turns: the SDK's turn limit.
+        config: a base ``RunConfig``.
+        model_options: ``TetherModel`` options (prices, retry, rpm, tpm, breaker).
+
+    Raises:
+        ConfigError: an empty name.
+    """
+
+    def __init__(self, agent: Agent[Any], *, app: App | None = None, name: str | None = None,
+                 queue: str = "default", budget: Budget | None = None,
+                 session: Callable[[str], Session] | None = None, max_turns: int = 10,
+                 config: RunConfig | None = None, **model_options: Any) -> None:
+        wname = name or agent.name
+        if not wname:
+            raise ConfigError("TetherAgent needs a name: give the Agent a name or pass name=")
+        self.agent = agent
+        self.durable_agent = durable(agent, **model_options)
+        self.name = wname
+        self.queue = queue
+        self.budget = budget
+        self.max_turns = max_turns
+        self._session = session
+        self.config = run_config(config, **model_options)
+        self.app: App | None = None
+        self.workflow: Callable[..., Awaitable[Any]] | None = None
+        if app is not None:
+            app.add_agent(self)
+
+    def __repr__(self) -> str:
+        return f"TetherAgent({self.name!r}, queue={self.queue!r})"
+
+    def register(self, app: App) -> TetherAgent[OutputT]:
+        """Register the workflow on ``app`` (``app.add_agent(tagent)`` calls this).
+
+        Raises:
+            ConfigError: registered on another app already.
+        """
+        if self.app is app:
+            return self
+        if self.app is not None:
+            raise ConfigError(f"agent {self.name!r} is already registered on another app")
+
+        async def run_agent(input: str) -> Any:
+            session = None
+            if self._session is not None:
+                session = self._session(tether.run_id())
+            result = await self.run(input, session=session)
+            return _jsonable(result.final_output) if not isinstance(
+                result.final_output, pydantic.BaseModel) else result.final_output
+
+        output = self.agent.output_type
+        ret = output if isinstance(output, type) else Any
+        run_agent.__name__ = run_agent.__qualname__ = self.name
+        run_agent.__annotations__ = {"input": str, "return": ret}
+        run_agent.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               annotation=str)], return_annotation=ret)
+        self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
+        self.app = app
+        return self
+
+    async def run(self, input: str | list[TResponseInputItem], *,
+                  session: Session | None = None, context: Any = None,
+                  max_turns: int | None = None, **kwargs: Any) -> RunResult:
+        """``Runner.run`` on the durable copy of the agent: inside a workflow each model
+        request, tool call and session access is a journaled operation."""
+        if self.budget is not None and ext.in_workflow():
+            set_budget(self.budget)
+        if session is not None and not isinstance(session, TetherSession):
+            session = TetherSession(session)
+        config = kwargs.pop("run_config", None)
+        return await Runner.run(self.durable_agent, input, session=session, context=context,
+                                max_turns=max_turns or self.max_turns,
+                                run_config=run_config(config) if config else self.config,
+                                **kwargs)
+
+    async def start(self, input: str, *, run_id: str | None = None) -> RunHandle[OutputT]:
+        """Start a run of the registered workflow (returns at once).
+
+        Raises:
+            ConfigError: not registered on an app.
+        """
+        if self.app is None or self.workflow is None:
+            raise ConfigError(f"agent {self.name!r} is not registered: pass app= or call "
+                              "app.add_agent(tagent) first")
+        handle: RunHandle[OutputT] = await self.app.start(self.workflow, input, run_id=run_id)
+        return handle
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+class _provider_errors:
+    """Maps the OpenAI SDK's errors to tether.ai's provider errors (which the breaker
+    counts and the retry policy understands)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        if isinstance(exc, openai.APIStatusError):
+            raise error_for_status("openai", exc.status_code, exc.message,
+                                   headers=exc.response.headers,
+                                   request_id=exc.request_id) from exc
+        if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+            raise RetryableProviderError(str(exc), provider="openai") from exc
+
+
+async def _publish(run: ext.Run, event: dict[str, Any]) -> None:
+    step = ext.current_step()
+    if step is not None:
+        event = {**event, "position": step.position, "attempt": step.attempt}
+    try:
+        await run.publish(event)
+    except Exception:  # observers are best effort
+        pass
+
+
+def _usage_of(result: Any) -> tuple[Usage, str | None]:
+    if not isinstance(result, Mapping):
+        return Usage(), None
+    usage = result.get("usage") or {}
+    model = result.get("model")
+    return (Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+            model if isinstance(model, str) and model else None)
+
+
+def _estimate(system: str | None, input: str | list[TResponseInputItem]) -> int:
+    try:
+        size = len(system or "") + len(json.dumps(input, default=str))
+    except (TypeError, ValueError):
+        size = len(system or "")
+    return size // 4 + 1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        if isinstance(value, list):
+            return [_jsonable(v) for v in value]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return _jsonable(dataclasses.asdict(value))
+        return str(value)
+    return value
+

@@ -1,0 +1,388 @@
+"""pydantic-ai agents made durable by Tether (extra ``pydantic-ai``).
+
+Built on pydantic-ai's public engine interface (``pydantic_ai.durable_exec``), as its
+Temporal, DBOS and Prefect backends are: ``TetherDurability`` is a durability
+capability whose durable unit is a Tether step built at call time (``tether.ext.step``).
+Inside a Tether workflow every model request, model stream, tool call, MCP call, tool
+discovery and event-handler call of the agent is one journaled operation; after a crash
+replay returns the recorded results and the run goes on where it stopped. Outside a
+workflow the capability is transparent.
+
+Model requests also go through ``tether.ai.MeteredModel``: the run's budget
+(``tether.ai.set_budget`` or ``TetherAgent(budget=)``), the provider's shared circuit
+breaker, RPM/TPM limits, and the cost ledger (``llm.calls``, ``tokens.*``, ``cost.usd``,
+and ``saved.*`` for what replay answered), so ``tether show`` and ``tether budget`` work
+as for ``tether.ai.Agent``.
+
+``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
+prompt in, the typed output out), startable by name from the CLI (``tether start NAME
+'"prompt"'``), the API and as an MCP task. See ``docs/integrations-pydantic-ai.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic
+
+from pydantic_ai.agent import EventStreamHandler
+from pydantic_ai.agent.abstract import AbstractAgent
+from pydantic_ai.durable_exec import (
+    JSON_CODEC,
+    BaseDurabilityCapability,
+    DurabilityEngineSpec,
+    DurableOperationId,
+    JournalCallableOperationBackend,
+    ModelRequestId,
+    RoleBasedOperationConfig,
+    conversation_id_from_run_id,
+)
+from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
+from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.models import Model
+from pydantic_ai.run import AgentRunResult
+from pydantic_ai.tools import AgentDepsT
+from typing_extensions import TypeVar
+
+import tether
+from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, RunHandle, ext
+from tether.ai import (
+    DEFAULT_LLM_RETRY,
+    Budget,
+    CircuitBreaker,
+    FatalProviderError,
+    MeteredModel,
+    PriceTable,
+    RetryableProviderError,
+    Usage,
+    set_budget,
+)
+
+__all__ = ["TetherAgent", "TetherDurability", "TetherStepConfig"]
+
+OutputT = TypeVar("OutputT", default=Any)
+
+#: Retries of a tool call, MCP call or discovery step (the tool's own exceptions).
+DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
+                                 max_attempts=3)
+
+
+@dataclass(frozen=True, slots=True)
+class TetherStepConfig:
+    """How one kind of durable unit runs: its retry policy."""
+
+    retry: RetryPolicy
+
+
+class _NotSerializable(NonRetryable):
+    """A durable unit's result could not be journaled as JSON (never retried)."""
+
+
+def _serialization_failure(exc: Exception) -> BaseException:
+    return _NotSerializable(f"pydantic-ai value cannot be journaled as JSON: {exc}")
+
+
+class _Backend(JournalCallableOperationBackend[TetherStepConfig]):
+    """Runs each operation as a Tether step built at call time; model requests metered."""
+
+    def __init__(self, durability: TetherDurability[Any], *, agent_name: str,
+                 default_model_id: str | None,
+                 config: RoleBasedOperationConfig[TetherStepConfig]) -> None:
+        super().__init__(agent_name=agent_name, default_model_id=default_model_id,
+                         config=config)
+        self._durability = durability
+
+    async def execute(self, *, operation_id: DurableOperationId, name: str,
+                      body: Callable[[], Awaitable[object]], cache_key: tuple[object, ...],
+                      config: TetherStepConfig) -> object:
+        step_name = f"pydantic_ai:{name}"
+        if isinstance(operation_id, ModelRequestId):
+            return await self._durability._model_step(operation_id, step_name, body,
+                                                      cache_key, config)
+        return await ext.step(step_name, body, retry=config.retry)
+
+
+class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
+    """Capability that makes a pydantic-ai agent durable inside Tether workflows.
+
+    Attach it to the agent (``Agent(..., name="x", capabilities=[TetherDurability()])``)
+    or let ``TetherAgent`` attach it to each run. Call ``agent.run()`` inside a Tether
+    workflow (``TetherAgent`` registers one); outside a workflow it changes nothing.
+
+    Args:
+        name: the name in the agent's operation names (default: the agent's ``name``).
+            Operation names are journal data: keep them stable across deploys.
+        models: more models by id, for ``agent.run(model=...)`` switching.
+        event_stream_handler: receives the run's events; model events are delivered
+            live inside the model-request step, tool events each in their own step.
+        model_retry: retry policy of model requests (default: forever, backoff to 60 s).
+        tool_retry: retry policy of tool calls, MCP calls and discovery.
+        prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
+        rpm, tpm: requests / tokens per minute per provider endpoint, across workers.
+        breaker: the provider circuit breaker's settings, or ``None`` for none.
+    """
+
+    engine_spec: ClassVar[DurabilityEngineSpec] = DurabilityEngineSpec(
+        engine_name="Tether",
+        durable_unit_noun="step",
+        durable_unit_plural="steps",
+        durable_container_noun="workflow",
+        codec=JSON_CODEC,
+        serialization_failure=_serialization_failure,
+        wrapped_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
+        toolset_lifecycles={"function": "enter-always", "mcp": "enter-in-durable-unit",
+                            "dynamic": "enter-never"},
+        journal_discovery=True,
+        # A step takes the run's next journal position when it is called; tool calls run
+        # one after the other so that order never depends on scheduling.
+        sequential_tools_in_durable_context=True,
+        unsupported_runtime_toolset_kinds=frozenset({"mcp", "dynamic"}),
+        cancellation_error_types=(Cancelled,),
+    )
+
+    def __init__(self, *, name: str | None = None, models: Mapping[str, Model] | None = None,
+                 event_stream_handler: EventStreamHandler[AgentDepsT] | None = None,
+                 model_retry: RetryPolicy = DEFAULT_LLM_RETRY,
+                 tool_retry: RetryPolicy = DEFAULT_TOOL_RETRY,
+                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 rpm: float | None = None, tpm: float | None = None,
+                 breaker: CircuitBreaker | None = CircuitBreaker()) -> None:
+        super().__init__(models=models, event_stream_handler=event_stream_handler, name=name)
+        self._model_retry = model_retry
+        self._tool_retry = tool_retry
+        self._prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        self._rpm, self._tpm, self._breaker = rpm, tpm, breaker
+        self._meters: dict[str, MeteredModel] = {}
+        self._backend: _Backend | None = None
+        if rpm is not None or tpm is not None:
+            MeteredModel("check", rpm=rpm, tpm=tpm)  # bad limits fail here, not at a call
+
+    # -- what the base asks of an engine -------------------------------------------------
+
+    @property
+    def in_durable_context(self) -> bool:
+        return ext.in_workflow()
+
+    def _bind_to_agent(self, agent: AbstractAgent[AgentDepsT, Any]) -> None:
+        self._meters = {}
+        config = RoleBasedOperationConfig(
+            model=TetherStepConfig(self._model_retry), event=TetherStepConfig(self._tool_retry),
+            capability=TetherStepConfig(self._tool_retry),
+            tool=TetherStepConfig(self._tool_retry))
+        self._backend = _Backend(self, agent_name=self.name,
+                                 default_model_id=self.default_model_id, config=config)
+        self._register_toolsets(agent)
+
+    def get_durable_operation_backend(self) -> _Backend:
+        if self._backend is None:
+            raise ConfigError("TetherDurability is not bound to an agent yet")
+        return self._backend
+
+    def get_default_run_id(self) -> str | None:
+        run = ext.current_run()
+        if run is None or not ext.in_workflow():
+            return None
+        counter = run.memory(("pydantic_ai.runs", self.name), itertools.count)
+        n = next(counter)
+        # Replay rebuilds the counter from zero, so the n-th agent run gets the same id.
+        return f"{run.run_id}:{self.name}:{n}"
+
+    def get_default_conversation_id(self, run_id: str) -> str | None:
+        return conversation_id_from_run_id(run_id) if self.in_durable_context else None
+
+    async def get_run_start_time(self, run_id: str) -> datetime | None:
+        # Journaled: a recovered run counts its timeout= from when it first started.
+        return tether.now() if self.in_durable_context else None
+
+    # -- model requests through Tether's accounting --------------------------------------
+
+    def _model_for(self, operation_id: ModelRequestId) -> tuple[str, str, str]:
+        """(provider, base_url, model name) of the request's model."""
+        model: Any = None
+        if operation_id.model_id is None:
+            model = self.agent.model if self.agent is not None else None
+        else:
+            model = self._extra_models.get(operation_id.model_id, operation_id.model_id)
+        if isinstance(model, Model):
+            return model.system, (model.base_url or "").rstrip("/"), model.model_name
+        text = str(model or operation_id.model_name or "unknown")
+        provider, _, name = text.partition(":")
+        return (provider, "", name) if name else ("unknown", "", text)
+
+    def _meter(self, provider: str, base_url: str) -> MeteredModel:
+        key = f"{provider}:{base_url}"
+        found = self._meters.get(key)
+        if found is None:
+            found = MeteredModel(provider, base_url=base_url, prices=self._prices,
+                                 retry=self._model_retry, rpm=self._rpm, tpm=self._tpm,
+                                 breaker=self._breaker)
+            self._meters[key] = found
+        return found
+
+    async def _model_step(self, operation_id: ModelRequestId, name: str,
+                          body: Callable[[], Awaitable[object]], cache_key: tuple[object, ...],
+                          config: TetherStepConfig) -> object:
+        provider, base_url, model = self._model_for(operation_id)
+        meter = self._meter(provider, base_url)
+        messages = cache_key[1] if len(cache_key) > 1 else []
+        try:
+            size = len(ModelMessagesTypeAdapter.dump_json(messages))  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # PydanticSerializationError is a ValueError
+            size = 0
+        settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
+            else {}
+        max_out = settings.get("max_tokens", 0)
+
+        async def request() -> object:
+            try:
+                return await body()
+            except ModelHTTPError as exc:
+                raise _provider_error(provider, exc, exc.status_code) from exc
+            except ModelAPIError as exc:
+                raise _provider_error(provider, exc, None) from exc
+
+        return await meter.call(name, request, model=model, usage=_usage_of,
+                                estimate_tokens=size // 4 + 1,
+                                max_output_tokens=max_out if isinstance(max_out, int) else 0,
+                                args={"model": f"{provider}:{model}",
+                                      "stream": operation_id.streaming})
+
+
+def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> Exception:
+    message = getattr(exc, "message", None) or str(exc)
+    retry_after = getattr(exc, "retry_after", None)
+    if status is None or status in (408, 409, 429) or status >= 500:
+        return RetryableProviderError(message, provider=provider, status=status,
+                                      retry_after=retry_after)
+    return FatalProviderError(message, provider=provider, status=status)
+
+
+def _usage_of(result: Any) -> tuple[Usage, str | None]:
+    """Tokens and answering model of a journaled ModelResponse (or a streamed result)."""
+    response = result
+    if isinstance(result, Mapping) and "response" in result and "usage" not in result:
+        response = result["response"]
+    if not isinstance(response, Mapping):
+        return Usage(), None
+    usage = response.get("usage") or {}
+    model = response.get("model_name")
+    return (Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+            model if isinstance(model, str) and model else None)
+
+
+class TetherAgent(Generic[AgentDepsT, OutputT]):
+    """A pydantic-ai ``Agent`` as a Tether workflow.
+
+    ``TetherAgent(agent, app=app)`` registers a workflow named after the agent (or
+    ``name=``) that takes the user prompt and returns the agent's output, typed as
+    the agent's ``output_type`` (a pydantic model comes back as that model, also from
+    ``RunHandle.result()``). Start it with ``await tagent.start("prompt")``, by name
+    (``tether start NAME '"prompt"'``, ``app.start("NAME", "prompt")``), over the HTTP
+    API or as an MCP task. In your own workflows, ``await tagent.run(prompt, ...)``
+    runs the agent durably with pydantic-ai's full ``run`` signature.
+
+    Args:
+        agent: the pydantic-ai agent (it needs a ``name``, or pass ``name=``).
+        app: register on this app now (else ``app.add_agent(tagent)`` later).
+        name: the workflow's and the operations' name (default ``agent.name``).
+        queue: the task queue of the workflow.
+        budget: a budget set at the start of each run (``tether.ai.Budget``).
+        deps: a factory of the agent's ``deps`` for runs started by name (called in
+            each run; it must build the same deps on replay).
+        durability: the ``TetherDurability`` to use (prices, limits, retries, event
+            stream handler); default one with default settings, unless the agent has
+            one in its capabilities already.
+
+    Raises:
+        ConfigError: no name, a name already registered by another agent.
+    """
+
+    def __init__(self, agent: AbstractAgent[AgentDepsT, OutputT], *, app: App | None = None,
+                 name: str | None = None, queue: str = "default", budget: Budget | None = None,
+                 deps: Callable[[], AgentDepsT] | None = None,
+                 durability: TetherDurability[AgentDepsT] | None = None) -> None:
+        wname = name or agent.name
+        if not wname:
+            raise ConfigError("TetherAgent needs a name: give the pydantic-ai Agent name=... "
+                              "or pass TetherAgent(name=...); it names the workflow and the "
+                              "journal's operations")
+        self.agent = agent
+        self.name = wname
+        self.queue = queue
+        self.budget = budget
+        self._deps = deps
+        attached = TetherDurability.from_agent(agent)
+        if attached is not None and durability is not None:
+            raise ConfigError(f"agent {wname!r} has a TetherDurability already; pass "
+                              "durability= only to an agent without one")
+        self._extra: list[TetherDurability[AgentDepsT]] = []
+        if attached is None:
+            self._extra = [durability or TetherDurability(name=wname)]
+            if durability is not None and not durability.name:
+                durability.name = wname
+        self.app: App | None = None
+        self.workflow: Callable[..., Awaitable[Any]] | None = None
+        if app is not None:
+            app.add_agent(self)
+
+    def __repr__(self) -> str:
+        return f"TetherAgent({self.name!r}, queue={self.queue!r})"
+
+    @property
+    def output_type(self) -> Any:
+        return self.agent.output_type
+
+    def register(self, app: App) -> TetherAgent[AgentDepsT, OutputT]:
+        """Register the workflow on ``app`` (``app.add_agent(tagent)`` calls this).
+
+        Raises:
+            ConfigError: registered on another app already.
+        """
+        if self.app is app:
+            return self
+        if self.app is not None:
+            raise ConfigError(f"agent {self.name!r} is already registered on another app")
+
+        async def run_agent(prompt: str) -> Any:
+            deps = self._deps() if self._deps is not None else None
+            result = await self.run(prompt, deps=deps)
+            return result.output
+
+        output = self.agent.output_type
+        run_agent.__name__ = run_agent.__qualname__ = self.name
+        run_agent.__annotations__ = {"prompt": str,
+                                     "return": output if isinstance(output, type) else Any}
+        run_agent.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               annotation=str)],
+            return_annotation=run_agent.__annotations__["return"])
+        self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
+        self.app = app
+        return self
+
+    async def run(self, user_prompt: str | Sequence[Any] | None = None,
+                  **kwargs: Any) -> AgentRunResult[OutputT]:
+        """``agent.run(...)`` made durable: inside a workflow every model request and tool
+        call is a journaled operation. Takes pydantic-ai's ``run`` arguments."""
+        if self.budget is not None and ext.in_workflow():
+            set_budget(self.budget)
+        capabilities = [*self._extra, *(kwargs.pop("capabilities", None) or ())]
+        result: AgentRunResult[OutputT] = await self.agent.run(
+            user_prompt, capabilities=capabilities or None, **kwargs)
+        return result
+
+    async def start(self, prompt: str, *, run_id: str | None = None) -> RunHandle[OutputT]:
+        """Start a run of the registered workflow (returns at once).
+
+        Raises:
+            ConfigError: not registered on an app.
+        """
+        if self.app is None or self.workflow is None:
+            raise ConfigError(f"agent {self.name!r} is not registered: pass app= or call "
+                              "app.add_agent(tagent) first")
+        handle: RunHandle[OutputT] = await self.app.start(self.workflow, prompt, run_id=run_id)
+        return handle
+

@@ -1,0 +1,363 @@
+"""The MCP Tasks extension (``io.modelcontextprotocol/tasks``, SEP-2663), the pieces the
+official ``mcp`` SDK (2.x) lacks, written to the extension's text and kept here in one
+module for both sides.
+
+The SDK supplies the extension seams (``mcp.server.extension.Extension`` with
+``MethodBinding`` and ``intercept_tool_call``; ``mcp.client.extension.ClientExtension``
+with a ``ResultClaim`` on ``tools/call``) but no Tasks extension. What this module adds:
+
+- the wire shapes: ``CreateTaskResult`` (``resultType: "task"``), the ``tasks/get``,
+  ``tasks/update`` and ``tasks/cancel`` requests and their params, and the
+  ``notifications/tasks`` method name;
+- ``TasksExtension``: a server extension that serves the three methods by delegating
+  to a ``TaskBackend`` (Tether's is ``tether.serve.mcp``: tasks are runs) and lets the
+  backend decide per ``tools/call`` whether to answer with a task;
+- ``TasksClientExtension``: advertises the extension on a client's requests and claims
+  the ``"task"`` result shape, so ``session.call_tool(..., allow_claimed=True)``
+  returns a ``CreateTaskResult``.
+
+Protocol rules implemented here (quoted from the extension text in docs/mcp-server.md):
+``tasks/*`` from a client that did not declare the extension fail with -32021
+(Missing Required Client Capability); an unknown task id is -32602 (Invalid params);
+``tasks/update`` and ``tasks/cancel`` acknowledge with an empty result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+import anyio
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.extension import Extension, MethodBinding
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
+from mcp_types import (
+    INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    CallToolRequestParams,
+    CallToolResult,
+    Notification,
+    NotificationParams,
+    Request,
+    RequestParams,
+    Result,
+    SubscriptionFilter,
+    SubscriptionsAcknowledgedNotification,
+    SubscriptionsAcknowledgedNotificationParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field
+
+__all__ = [
+    "EXTENSION_ID",
+    "TASK_NOTIFICATION",
+    "CancelTaskParams",
+    "CancelTaskRequest",
+    "CreateTaskResult",
+    "GetTaskParams",
+    "GetTaskRequest",
+    "GetTaskResult",
+    "TaskBackend",
+    "TaskListenHandler",
+    "TaskNotification",
+    "TaskNotificationParams",
+    "TasksClientExtension",
+    "TasksExtension",
+    "UpdateTaskParams",
+    "UpdateTaskRequest",
+    "client_declares_tasks",
+    "install_task_notifications",
+    "iso_time",
+    "missing_capability",
+    "unknown_task",
+]
+
+#: The extension's identifier.
+EXTENSION_ID = "io.modelcontextprotocol/tasks"
+#: The notification that carries a task's state to subscribers.
+TASK_NOTIFICATION = "notifications/tasks"
+
+TaskStatus = Literal["working", "input_required", "completed", "cancelled", "failed"]
+
+
+def iso_time(epoch: float) -> str:
+    """An epoch time as the ISO 8601 UTC text the extension's timestamps use."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- wire shapes ---------------------------------------------------------------------------
+
+
+class _TaskFields(Result):
+    """The ``Task`` shape: operational metadata about ongoing work."""
+
+    task_id: str
+    status: str
+    status_message: str | None = None
+    created_at: str
+    last_updated_at: str
+    #: Milliseconds from creation the server keeps the task; ``None`` is unlimited.
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+
+
+class CreateTaskResult(_TaskFields):
+    """The answer to a ``tools/call`` that became a task (``resultType: "task"``)."""
+
+    result_type: Literal["task"] = "task"
+
+
+class GetTaskResult(_TaskFields):
+    """A ``tasks/get`` answer: the task with its status' payload inlined."""
+
+    result_type: str | None = "complete"
+    input_requests: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class GetTaskParams(RequestParams):
+    task_id: str
+
+
+class UpdateTaskParams(RequestParams):
+    task_id: str
+    input_responses: dict[str, Any] = Field(default_factory=dict)
+
+
+class CancelTaskParams(RequestParams):
+    task_id: str
+
+
+class GetTaskRequest(Request[GetTaskParams, Literal["tasks/get"]]):
+    method: Literal["tasks/get"] = "tasks/get"
+    params: GetTaskParams
+    name_param = "taskId"  # Streamable HTTP: Mcp-Name carries the task id
+
+
+class UpdateTaskRequest(Request[UpdateTaskParams, Literal["tasks/update"]]):
+    method: Literal["tasks/update"] = "tasks/update"
+    params: UpdateTaskParams
+    name_param = "taskId"
+
+
+class CancelTaskRequest(Request[CancelTaskParams, Literal["tasks/cancel"]]):
+    method: Literal["tasks/cancel"] = "tasks/cancel"
+    params: CancelTaskParams
+    name_param = "taskId"
+
+
+class TaskNotificationParams(NotificationParams):
+    """A ``DetailedTask`` (every key of it) as notification params."""
+
+    model_config = NotificationParams.model_config | {"extra": "allow"}
+
+
+class TaskNotification(Notification[TaskNotificationParams, Literal["notifications/tasks"]]):
+    method: Literal["notifications/tasks"] = "notifications/tasks"
+    params: TaskNotificationParams
+
+
+# -- server side ---------------------------------------------------------------------------
+
+
+class TaskBackend(Protocol):
+    """Where tasks live. Each method answers for any task id, from shared state: the
+    server process that created a task need not be the one asked about it."""
+
+    async def call_tool(self, params: CallToolRequestParams, *, tasks: bool,
+                        call_next: Callable[[], Awaitable[HandlerResult]]) -> HandlerResult:
+        """Answer a ``tools/call``: a ``CreateTaskResult`` (only if ``tasks``: the client
+        declared the extension on this request), a plain result, or ``call_next()`` for
+        a tool the backend does not own."""
+        ...
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """The task as a ``DetailedTask`` wire object, or ``None`` if unknown."""
+        ...
+
+    async def update_task(self, task_id: str, input_responses: Mapping[str, Any]) -> bool:
+        """Deliver answers to outstanding input requests (ignoring keys not outstanding);
+        ``False`` if the task is unknown."""
+        ...
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Ask the task to cancel; ``False`` if the task is unknown."""
+        ...
+
+
+def client_declares_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
+    """The client declared the extension: in this request's envelope (2026-07-28) or
+    in its ``initialize`` capabilities (handshake era)."""
+    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return False  # a task result cannot be delivered on a handshake-era wire
+    capabilities = ctx.session.client_capabilities
+    declared = capabilities.extensions if capabilities is not None else None
+    return bool(declared) and EXTENSION_ID in (declared or {})
+
+
+def missing_capability(what: str) -> MCPError:
+    """The extension's error for a client that did not declare it (-32021)."""
+    return MCPError(code=MISSING_REQUIRED_CLIENT_CAPABILITY,
+                    message=f"Missing required client capability: {what} needs the "
+                            f"{EXTENSION_ID} extension",
+                    data={"requiredCapabilities": {"extensions": {EXTENSION_ID: {}}}})
+
+
+def unknown_task(task_id: str) -> MCPError:
+    """The extension's error for a task id the server does not know (-32602)."""
+    return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: Task not found "
+                                                 f"({task_id!r})")
+
+
+class TasksExtension(Extension):
+    """The Tasks extension on the SDK's server: ``tasks/get``, ``tasks/update``,
+    ``tasks/cancel``, and a ``tools/call`` interceptor that lets ``backend`` answer
+    with a task."""
+
+    identifier = EXTENSION_ID
+
+    def __init__(self, backend: TaskBackend) -> None:
+        self.backend = backend
+
+    def methods(self) -> Sequence[MethodBinding]:
+        return (MethodBinding("tasks/get", GetTaskParams, self._get),
+                MethodBinding("tasks/update", UpdateTaskParams, self._update),
+                MethodBinding("tasks/cancel", CancelTaskParams, self._cancel))
+
+    async def intercept_tool_call(self, params: CallToolRequestParams,
+                                  ctx: ServerRequestContext[Any, Any],
+                                  call_next: CallNext) -> HandlerResult:
+        return await self.backend.call_tool(params, tasks=client_declares_tasks(ctx),
+                                            call_next=lambda: call_next(ctx))
+
+    async def _get(self, ctx: ServerRequestContext[Any, Any], params: GetTaskParams
+                   ) -> HandlerResult:
+        if not client_declares_tasks(ctx):
+            raise missing_capability("tasks/get")
+        task = await self.backend.get_task(params.task_id)
+        if task is None:
+            raise unknown_task(params.task_id)
+        return {"resultType": "complete", **task}
+
+    async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams
+                      ) -> HandlerResult:
+        if not client_declares_tasks(ctx):
+            raise missing_capability("tasks/update")
+        if not await self.backend.update_task(params.task_id, params.input_responses):
+            raise unknown_task(params.task_id)
+        return {"resultType": "complete"}
+
+    async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: CancelTaskParams
+                      ) -> HandlerResult:
+        if not client_declares_tasks(ctx):
+            raise missing_capability("tasks/cancel")
+        if not await self.backend.cancel_task(params.task_id):
+            raise unknown_task(params.task_id)
+        return {"resultType": "complete"}
+
+
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+ListenHandlerFn = Callable[[ServerRequestContext[Any, Any], SubscriptionsListenRequestParams],
+                           Awaitable[Any]]
+
+
+class TaskListenHandler:
+    """``subscriptions/listen`` with the extension's ``taskIds`` filter: acknowledges the
+    known task ids, then sends ``notifications/tasks`` (the task as ``tasks/get`` would
+    answer it, without ``resultType``) at once and whenever it changes, until every
+    task has ended; then the stream ends gracefully. Changes are found by reading the
+    backend every ``interval`` seconds, so a stream served by one process sees changes
+    made by any. A listen without ``taskIds`` goes to the SDK's handler (``inner``).
+    """
+
+    def __init__(self, backend: TaskBackend, inner: ListenHandlerFn | None,
+                 interval: float = 0.5) -> None:
+        self.backend = backend
+        self.inner = inner
+        self.interval = interval
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any],
+                       params: SubscriptionsListenRequestParams) -> Any:
+        wanted = (params.notifications.model_extra or {}).get("taskIds")
+        if not wanted:
+            if self.inner is None:
+                raise MCPError(code=INVALID_PARAMS, message="nothing to listen to")
+            return await self.inner(ctx, params)
+        if not client_declares_tasks(ctx):
+            raise missing_capability("task notifications")
+        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: ctx.request_id}
+        tasks: dict[str, dict[str, Any]] = {}
+        for task_id in wanted if isinstance(wanted, list) else []:
+            if isinstance(task_id, str) and task_id not in tasks:
+                task = await self.backend.get_task(task_id)
+                if task is not None:
+                    tasks[task_id] = task
+        honored = SubscriptionFilter.model_validate({"taskIds": list(tasks)})
+        await ctx.session.send_notification(SubscriptionsAcknowledgedNotification(
+            params=SubscriptionsAcknowledgedNotificationParams(notifications=honored,
+                                                               _meta=meta)),
+            related_request_id=ctx.request_id)
+        sent: dict[str, str] = {}
+        while tasks:
+            for task_id, task in list(tasks.items()):
+                seen = json.dumps(task, sort_keys=True, default=str)
+                if sent.get(task_id) != seen:
+                    sent[task_id] = seen
+                    notification = TaskNotification(
+                        params=TaskNotificationParams.model_validate({**task, "_meta": meta}))
+                    await ctx.session.send_notification(
+                        notification,  # type: ignore[arg-type]
+                        related_request_id=ctx.request_id)
+                if task.get("status") in _TERMINAL:
+                    del tasks[task_id]
+            if not tasks:
+                break
+            await anyio.sleep(self.interval)
+            for task_id in list(tasks):
+                fresh = await self.backend.get_task(task_id)
+                if fresh is None:
+                    del tasks[task_id]  # deleted (retention): nothing more to say
+                else:
+                    tasks[task_id] = fresh
+        return SubscriptionsListenResult(_meta=meta)
+
+
+def install_task_notifications(server: Any, backend: TaskBackend,
+                               interval: float = 0.5) -> None:
+    """Serve ``subscriptions/listen`` with ``taskIds`` on an SDK ``MCPServer`` (keeping
+    its own handler for every other filter)."""
+    lowlevel = server._lowlevel_server
+    entry = lowlevel.get_request_handler("subscriptions/listen")
+    lowlevel.add_request_handler(
+        "subscriptions/listen", SubscriptionsListenRequestParams,
+        TaskListenHandler(backend, entry.handler if entry is not None else None, interval))
+
+
+# -- client side ---------------------------------------------------------------------------
+
+
+async def _refuse_transparent(result: CreateTaskResult, ctx: ClaimContext) -> CallToolResult:
+    # Tether drives tasks itself (released polling on durable timers): the call must be
+    # made with allow_claimed=True, never resolved by blocking inside the SDK.
+    raise RuntimeError(f"task {result.task_id} of tool {ctx.tool_name!r}: call with "
+                       "session.call_tool(..., allow_claimed=True) and poll tasks/get")
+
+
+class TasksClientExtension(ClientExtension):
+    """Declares the Tasks extension on a client's requests and claims the ``"task"``
+    result of ``tools/call`` (active on the 2026-07-28 protocol, where extensions are
+    negotiated per request)."""
+
+    identifier = EXTENSION_ID
+
+    def claims(self) -> Sequence[ResultClaim[Any]]:
+        return (ResultClaim(result_type="task", model=CreateTaskResult,
+                            resolve=_refuse_transparent),)

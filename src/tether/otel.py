@@ -1,0 +1,204 @@
+"""OpenTelemetry spans for runs and the operations they execute (``tether[otel]``).
+
+::
+
+    import tether.otel
+    tether.otel.instrument()          # the global tracer provider, or tracer_provider=...
+
+Spans (see ``docs/telemetry.md``):
+
+- ``run {workflow}``: one per execution of a run's code on a worker (the first one, and
+  each replay after a crash, a wait or a handover); attributes ``tether.run_id``,
+  ``tether.workflow``, ``tether.queue``, ``tether.outcome`` (``returned``, ``failed``,
+  ``released``, ``blocked``, ``lost``), ``tether.operations.replayed`` and
+  ``tether.operations.executed``.
+- one span per executed step attempt: ``chat {model}`` for a durable LLM call, with the
+  GenAI semantic conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``,
+  ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``,
+  ``gen_ai.usage.output_tokens``, ``gen_ai.response.finish_reasons``) and
+  ``tether.cost_usd``; ``execute_tool {tool}`` for an agent's tool call
+  (``gen_ai.tool.name``); ``step {name}`` otherwise. Attributes ``tether.position`` and
+  ``tether.attempt``; a failed attempt has status ERROR and the exception recorded.
+
+**Replay emits nothing for an operation answered from the journal**: the engine calls
+the observer only for work that executes (``tether._observe``).
+
+Trace context is kept in the store (a shared value ``otel.trace:<run_id>``), so every
+execution of a run joins one trace on any worker, and a child run (on any queue or
+host) is a child of the span that started it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"tether.otel needs the otel extra: pip install 'tether[otel]' ({exc})"
+                      ) from None
+
+from tether import _observe
+from tether._replay import Blocked, Lost, Release, RunContext, StepInfo, _Stop
+
+__all__ = ["OtelObserver", "instrument", "uninstrument"]
+
+_KEY = "otel.trace:{}"
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class OtelObserver:
+    """Makes spans for executed work (install with ``instrument()``)."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.tracer = trace.get_tracer("tether", tracer_provider=tracer_provider)
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def run_started(self, ctx: RunContext) -> Any:
+        key = _KEY.format(ctx.run_id)
+        stored = await ctx.store.kv_get(key=key)
+        parent = None
+        if stored is not None:
+            try:
+                parent = _PROPAGATOR.extract(json.loads(stored[0]))
+            except ValueError:
+                parent = None
+        record = ctx.lease
+        span = self.tracer.start_span(
+            f"run {ctx.workflow.name}", context=parent, kind=SpanKind.INTERNAL,
+            attributes={"tether.run_id": record.run_id, "tether.workflow": ctx.workflow.name,
+                        "tether.queue": ctx.workflow.queue,
+                        "tether.fencing_token": record.fencing_token})
+        if stored is None:
+            # The first execution roots the run's trace; later ones (any worker) join it.
+            await ctx.store.kv_cas(key=key, value=_carrier(span), version=None,
+                                   now=ctx.clock.now())
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, token
+
+    def run_ended(self, token: Any, ctx: RunContext, error: BaseException | None) -> None:
+        span, attached = token
+        try:
+            span.set_attribute("tether.operations.replayed", ctx.replayed)
+            span.set_attribute("tether.operations.executed", ctx.executed)
+            if error is None:
+                outcome = "returned"
+            elif isinstance(error, _Stop):
+                stop = ctx.stop
+                outcome = ("released" if isinstance(stop, Release) else "blocked"
+                           if isinstance(stop, Blocked) else "lost" if isinstance(stop, Lost)
+                           else "stopped")
+            elif isinstance(error, Exception):
+                outcome = "failed"
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            else:
+                outcome = "interrupted"  # the worker is stopping; another replays the run
+            span.set_attribute("tether.outcome", outcome)
+            span.end()
+        finally:
+            otel_context.detach(attached)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def step_started(self, ctx: RunContext, info: StepInfo) -> Any:
+        name, attributes = _describe(info.name)
+        attributes.update({"tether.run_id": ctx.run_id, "tether.position": info.position,
+                           "tether.attempt": info.attempt, "tether.step": info.name})
+        span = self.tracer.start_span(name, kind=SpanKind.CLIENT if attributes.get(
+            "gen_ai.operation.name") == "chat" else SpanKind.INTERNAL, attributes=attributes)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def step_ended(self, token: Any, value: Any, error: BaseException | None) -> None:
+        span, attached = token
+        try:
+            if error is None:
+                _llm_result(span, value)
+            elif isinstance(error, Exception):
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.set_attribute("error.type", type(error).__name__)
+            span.end()
+        finally:
+            otel_context.detach(attached)
+
+    async def child_starting(self, ctx: RunContext, child_id: str) -> None:
+        span = trace.get_current_span()
+        if not span.get_span_context().is_valid:
+            return
+        await ctx.store.kv_cas(key=_KEY.format(child_id), value=_carrier(span), version=None,
+                               now=ctx.clock.now())
+
+
+def _carrier(span: Span) -> str:
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return json.dumps(carrier)
+
+
+def _describe(step: str) -> tuple[str, dict[str, Any]]:
+    """The span name and first attributes of a step, by the AI layer's step names."""
+    if step.startswith("llm:"):
+        spec = step[4:]
+        provider, _, model = spec.partition(":")
+        if not model:
+            provider, model = "", spec
+        attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+        if provider:
+            attrs["gen_ai.provider.name"] = provider
+            attrs["gen_ai.system"] = provider
+        return f"chat {model}", attrs
+    if ".tool:" in step:
+        tool = step.split(".tool:", 1)[1]
+        return f"execute_tool {tool}", {"gen_ai.operation.name": "execute_tool",
+                                        "gen_ai.tool.name": tool}
+    if step.startswith("mcp:") and step.endswith(".call_tool"):
+        return f"execute_tool {step}", {"gen_ai.operation.name": "execute_tool",
+                                        "gen_ai.tool.name": step}
+    return f"step {step}", {}
+
+
+def _llm_result(span: Span, value: Any) -> None:
+    """GenAI response attributes from a durable LLM call's record."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if not isinstance(value, dict) or not isinstance(value.get("reply"), dict):
+        return
+    reply = value["reply"]
+    usage = reply.get("usage") or {}
+    if reply.get("model"):
+        span.set_attribute("gen_ai.response.model", str(reply["model"]))
+    if reply.get("raw_id"):
+        span.set_attribute("gen_ai.response.id", str(reply["raw_id"]))
+    if reply.get("finish_reason"):
+        span.set_attribute("gen_ai.response.finish_reasons", [str(reply["finish_reason"])])
+    span.set_attribute("gen_ai.usage.input_tokens", int(usage.get("input_tokens", 0)))
+    span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("output_tokens", 0)))
+    if "cost_usd" in value:
+        span.set_attribute("tether.cost_usd", float(value["cost_usd"]))
+
+
+_installed: list[OtelObserver] = []
+
+
+def instrument(tracer_provider: trace.TracerProvider | None = None) -> OtelObserver:
+    """Emit spans for the runs this process executes (workers, embedded mode).
+
+    Returns the observer; ``uninstrument(observer)`` removes it."""
+    observer = OtelObserver(tracer_provider)
+    _observe.add_observer(observer)
+    _installed.append(observer)
+    return observer
+
+
+def uninstrument(observer: OtelObserver | None = None) -> None:
+    """Stop emitting spans (one observer, or every one ``instrument`` installed)."""
+    for o in [observer] if observer is not None else list(_installed):
+        _observe.remove_observer(o)
+        if o in _installed:
+            _installed.remove(o)

@@ -1,0 +1,29 @@
+"""``tether serve``: the HTTP API, the web UI, MCP at ``/mcp``, ``/metrics`` and
+``/healthz`` over a store.
+
+Stateless: every request reads and writes the store the workers use, so any number of
+``serve`` processes can stand behind a load balancer. Needs the ``serve`` extra
+(``pip install 'tether[serve]'``); ``tether.serve.mcp`` alone needs only the ``mcp`` extra,
+so this package imports the HTTP server lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tether.serve._auth import Tokens, check_bind
+    from tether.serve._server import DEFAULT_MAX_BODY, create_app
+
+__all__ = ["DEFAULT_MAX_BODY", "Tokens", "check_bind", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'tether.serve' has no attribute {name!r}")
+    try:
+        from tether.serve import _auth, _server
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"tether serve needs the serve extra: pip install 'tether[serve]' ({exc})") from None
+    return getattr(_auth if name in ("Tokens", "check_bind") else _server, name)

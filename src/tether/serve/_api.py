@@ -1,0 +1,340 @@
+"""The JSON API under ``/api/v1`` (paths fixed by issue 9; schema in ``_openapi``).
+
+Every handler validates its whole input before it touches the store, so a rejected
+request changes nothing. Errors are ``{"error": {"code", "message"}}`` with a 4xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tether import App, RunNotFound
+from tether.cli._runs import STATUSES, run_document
+from tether.errors import (
+    ConfigError,
+    PayloadError,
+    PayloadTooLarge,
+    SignalError,
+    StoreUnavailable,
+    WorkflowNotFound,
+)
+from tether.serve._auth import Principal
+from tether.serve._events import sse_response
+
+MAX_LIMIT = 500
+MAX_NAME = 200
+
+
+class ApiError(Exception):
+    """A 4xx (or 503) answer: ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    body = json.dumps(value, default=str, ensure_ascii=False, allow_nan=False)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def tether_app(request: Request) -> App:
+    app: App = request.app.state.tether
+    return app
+
+
+def principal(request: Request) -> Principal:
+    who: Principal = request.state.principal
+    return who
+
+
+def require_admin(request: Request) -> None:
+    if not principal(request).can_change:
+        raise ApiError(403, "forbidden", "this token may read, not change: use an admin token")
+
+
+async def json_body(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object (``{}`` for an empty optional body)."""
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "bad_request", "the request needs a JSON object body")
+        return {}
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       "send the body as JSON with Content-Type: application/json")
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request",
+                       f"the body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _known_keys(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; "
+                       f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _name(value: Any, field: str, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "bad_request", f"{field} must be a non-empty string")
+    if len(value) > MAX_NAME or any(ord(c) < 32 for c in value):
+        raise ApiError(400, "bad_request",
+                       f"{field} must be at most {MAX_NAME} printable characters")
+    return value
+
+
+def _path_name(request: Request, key: str) -> str:
+    value = request.path_params[key]
+    checked = _name(value, key, required=True)
+    assert checked is not None
+    return checked
+
+
+def _payload_error(exc: PayloadError) -> ApiError:
+    if isinstance(exc, PayloadTooLarge):
+        return ApiError(413, "payload_too_large", str(exc))
+    return ApiError(400, "bad_request", str(exc))
+
+
+async def _document(app: App, run_id: str) -> dict[str, Any]:
+    try:
+        return await run_document(app, run_id)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+
+
+# -- runs --------------------------------------------------------------------------------
+
+
+async def start_run(request: Request) -> Response:
+    require_admin(request)
+    body = await json_body(request)
+    _known_keys(body, {"workflow", "input", "run_id", "queue"})
+    workflow = _name(body.get("workflow"), "workflow", required=True)
+    assert workflow is not None
+    values = body.get("input", [])
+    if values is None:
+        values = []
+    if not isinstance(values, list):
+        raise ApiError(400, "bad_request", "input must be a JSON array of positional arguments")
+    run_id = _name(body.get("run_id"), "run_id", required=False)
+    queue = _name(body.get("queue"), "queue", required=False)
+    app = tether_app(request)
+    existed = run_id is not None and await app.store.run_get(run_id) is not None
+    try:
+        handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
+    except WorkflowNotFound as exc:
+        raise ApiError(404, "workflow_not_found", str(exc)) from None
+    except ConfigError as exc:  # the id belongs to a run of another workflow
+        raise ApiError(409, "conflict", str(exc)) from None
+    except PayloadError as exc:
+        raise _payload_error(exc) from None
+    return json_response(await _document(app, handle.run_id), 200 if existed else 201)
+
+
+def _query_name(request: Request, key: str) -> str | None:
+    value = request.query_params.get(key)
+    if value is None or value == "":
+        return None
+    return _name(value, key, required=True)
+
+
+def encode_cursor(created_at: float, run_id: str) -> str:
+    raw = json.dumps([created_at, run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created_at, run_id = json.loads(raw)
+        if not isinstance(run_id, str) or isinstance(created_at, bool) \
+                or not isinstance(created_at, int | float) or not math.isfinite(created_at):
+            raise ValueError
+        return float(created_at), run_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "cursor is not one this API returned") from None
+
+
+def parse_limit(text: str | None, default: int = 50) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        limit = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"limit must be an integer, got {text!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def run_summary(r: Any) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
+        "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
+        "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id, "metrics": r.metrics,
+    }
+
+
+async def list_runs(request: Request) -> Response:
+    q = request.query_params
+    _known_keys(dict(q), {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "bad_request",
+                       f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    limit = parse_limit(q.get("limit"))
+    cursor = q.get("cursor")
+    before = decode_cursor(cursor) if cursor else None
+    found = await tether_app(request).store.run_search(
+        status=status, workflow=_query_name(request, "workflow"),
+        queue=_query_name(request, "queue"), parent=_query_name(request, "parent"),
+        text=_query_name(request, "q"), limit=limit + 1, before=before)
+    page = found[:limit]
+    nxt = encode_cursor(page[-1].created_at, page[-1].run_id) if len(found) > limit else None
+    return json_response({"runs": [run_summary(r) for r in page], "next_cursor": nxt})
+
+
+async def get_run(request: Request) -> Response:
+    run_id = _path_name(request, "run_id")
+    return json_response(await _document(tether_app(request), run_id))
+
+
+async def get_journal(request: Request) -> Response:
+    run_id = _path_name(request, "run_id")
+    try:
+        info = await tether_app(request).get_run(run_id)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    return json_response({"run_id": run_id, "journal": info.journal})
+
+
+async def send_signal(request: Request) -> Response:
+    require_admin(request)
+    run_id = _path_name(request, "run_id")
+    name = _path_name(request, "name")
+    body = await json_body(request, required=False)
+    _known_keys(body, {"data", "idempotency_key"})
+    key = _name(body.get("idempotency_key"), "idempotency_key", required=False)
+    app = tether_app(request)
+    try:
+        created = await app.signal(run_id, name, body.get("data"), idempotency_key=key)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except SignalError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except PayloadError as exc:
+        raise _payload_error(exc) from None
+    return json_response({"run_id": run_id, "signal": name, "created": created}, 202)
+
+
+async def cancel_run(request: Request) -> Response:
+    require_admin(request)
+    run_id = _path_name(request, "run_id")
+    await json_body(request, required=False)
+    app = tether_app(request)
+    run = await app.store.run_get(run_id)
+    if run is None:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}")
+    if run.status in ("completed", "failed"):
+        raise ApiError(409, "conflict", f"run {run_id!r} has already ended ({run.status})")
+    status = await app.cancel(run_id)
+    return json_response({"run_id": run_id, "status": status.value}, 202)
+
+
+# -- approvals ---------------------------------------------------------------------------
+
+
+async def list_approvals(request: Request) -> Response:
+    from tether.ai import pending_approvals
+
+    found = await pending_approvals(tether_app(request))
+    return json_response({"approvals": [p.to_dict() for p in found]})
+
+
+async def answer_approval(request: Request) -> Response:
+    require_admin(request)
+    run_id = _path_name(request, "run_id")
+    body = await json_body(request)
+    _known_keys(body, {"approved", "note"})
+    approved = body.get("approved")
+    if not isinstance(approved, bool):
+        raise ApiError(400, "bad_request", "approved must be true or false")
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 4000):
+        raise ApiError(400, "bad_request", "note must be a string of at most 4000 characters")
+    return json_response(await answer(tether_app(request), run_id, approved, note or None))
+
+
+async def answer(app: App, run_id: str, approved: bool, note: str | None) -> dict[str, Any]:
+    """Answer the approval ``run_id`` waits for (the API and the inbox form)."""
+    from tether.ai import NoPendingApproval
+    from tether.ai import approve as send
+
+    try:
+        pending = await send(app, run_id, approved=approved, note=note)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except NoPendingApproval as exc:
+        raise ApiError(409, "no_pending_approval", str(exc)) from None
+    return {"run_id": run_id, "approved": approved, "note": note,
+            "approval": pending.to_dict()}
+
+
+async def run_events(request: Request) -> Response:
+    run_id = _path_name(request, "run_id")
+    app = tether_app(request)
+    if await app.store.run_get(run_id) is None:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}")
+    after = request.headers.get("last-event-id") or request.query_params.get("after")
+    if after:
+        try:
+            await app.store.run_events_read(run_id=run_id, after=after, limit=1)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+    return sse_response(app, run_id, after or None)
+
+
+async def health(request: Request) -> Response:
+    try:
+        await tether_app(request).store.run_search(limit=1)
+    except StoreUnavailable as exc:
+        return error_response(503, "store_unavailable", str(exc))
+    return json_response({"ok": True})
+
+
+# ``{run_id:path}``: run ids may contain "/"; the routes with a suffix come first.
+routes = [
+    Route("/api/v1/runs", start_run, methods=["POST"]),
+    Route("/api/v1/runs", list_runs, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:path}/journal", get_journal, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:path}/events", run_events, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:path}/signals/{name}", send_signal, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/cancel", cancel_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/approval", answer_approval, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}", get_run, methods=["GET"]),
+    Route("/api/v1/approvals", list_approvals, methods=["GET"]),
+]

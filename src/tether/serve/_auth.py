@@ -1,0 +1,131 @@
+"""Who may do what: API tokens with a role (``admin`` changes, ``read`` only looks).
+
+Tokens come from a file (``--token-file``) and/or ``TETHER_API_TOKENS``. Both hold
+entries ``ROLE:TOKEN`` (the file one per line, ``#`` comments allowed; the variable
+comma-separated). With no token configured, ``tether serve`` answers everyone, and
+refuses to bind anywhere but loopback.
+
+The API takes ``Authorization: Bearer TOKEN``. The web UI's login form sets an HttpOnly,
+SameSite=Strict cookie holding the token's SHA-256 digest (never the token itself), so
+any ``serve`` process configured with the same tokens recognizes it: nothing is kept in
+one process's memory. Forms carry a CSRF token tied to the session (or, without tokens,
+to a random cookie: double submit), compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.errors import ConfigError
+
+ROLES = ("admin", "read")
+SESSION_COOKIE = "tether_session"
+CSRF_COOKIE = "tether_csrf"
+ENV_TOKENS = "TETHER_API_TOKENS"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: a role, and the digest naming their token (``""``: open mode)."""
+
+    role: str
+    digest: str = ""
+
+    @property
+    def can_change(self) -> bool:
+        return self.role == "admin"
+
+
+#: Who everyone is when no token is configured (loopback only).
+OPEN = Principal("admin")
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    """The configured tokens, by digest."""
+
+    def __init__(self, entries: dict[str, str] | None = None) -> None:
+        #: digest -> role
+        self._roles = {digest(t): role for t, role in (entries or {}).items()}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._roles)
+
+    def by_token(self, token: str) -> Principal | None:
+        return self.by_digest(digest(token))
+
+    def by_digest(self, value: str) -> Principal | None:
+        for known, role in self._roles.items():
+            if hmac.compare_digest(known, value):
+                return Principal(role, known)
+        return None
+
+    @classmethod
+    def load(cls, token_file: str | None = None, env: str | None = None) -> Tokens:
+        """Tokens from ``token_file`` and the ``TETHER_API_TOKENS`` text ``env``.
+
+        Raises:
+            ConfigError: an unreadable file or a malformed entry (named, value hidden).
+        """
+        entries: dict[str, str] = {}
+        if token_file is not None:
+            try:
+                text = Path(token_file).read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read token file {token_file}: {exc.strerror}"
+                                  ) from None
+            for n, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    _add(entries, line, f"{token_file} line {n}")
+        env_text = os.environ.get(ENV_TOKENS, "") if env is None else env
+        for i, item in enumerate(env_text.split(","), 1):
+            if item.strip():
+                _add(entries, item.strip(), f"{ENV_TOKENS} entry {i}")
+        return cls(entries)
+
+
+def _add(entries: dict[str, str], entry: str, where: str) -> None:
+    role, sep, token = entry.partition(":")
+    role, token = role.strip(), token.strip()
+    if not sep or role not in ROLES:
+        raise ConfigError(f"{where}: expected ROLE:TOKEN with ROLE admin or read")
+    if len(token) < 16:
+        raise ConfigError(f"{where}: the token is shorter than 16 characters")
+    entries[token] = role
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, tokens: Tokens) -> None:
+    """Refuse to serve beyond loopback without tokens. Raises: ConfigError."""
+    if not tokens.enabled and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without API tokens: anyone who can reach it could "
+            f"start and cancel runs; give --token-file FILE or {ENV_TOKENS} "
+            "(entries admin:TOKEN or read:TOKEN), or bind to 127.0.0.1")
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_ok(sent: str | None, expected: str | None) -> bool:
+    return bool(sent) and bool(expected) and hmac.compare_digest(str(sent), str(expected))

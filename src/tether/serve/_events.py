@@ -1,0 +1,145 @@
+"""Server-Sent Events of one run, read from the store (``run_events_read``).
+
+The events live in the store (migration 0004), so their ids are the store's: a client
+that reconnects with ``Last-Event-ID`` to any ``serve`` process on the same store
+resumes right after the last event it got, and gets each event once. This process
+keeps nothing but the cursor of each open stream.
+
+Event types (the SSE ``event:`` field; ``data:`` is JSON):
+
+- ``op``: a journal entry finished, failed, or failed an attempt and will retry:
+  ``{"position", "kind", "name", "status", "attempts"}``.
+- ``status``: the run's status changed: ``{"status", "waiting_for"}``.
+- ``live``: the run's live status changed: ``{"status_info": ...}`` (the value now).
+- ``chunk``: a streamed LLM chunk: ``{"type": "llm.chunk", "text", "position",
+  "attempt"}`` (or another event an LLM stream published).
+- ``end``: the run has ended and every event was sent; it has no id, and the stream
+  closes after it.
+
+New events wake a stream at once when they come with a live notification (LLM chunks);
+otherwise streams poll the store every ``POLL`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from tether import App
+
+POLL = 0.25
+KEEPALIVE = 15.0
+#: Polls without news after a run ended before a stream that never saw its end closes.
+END_POLLS = 8
+_FINAL = ("completed", "failed", "cancelled")
+
+
+def frame(event: str, data: Any, event_id: str | None = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event}")
+    text = json.dumps(data, default=str, ensure_ascii=False)
+    lines.extend(f"data: {part}" for part in text.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+async def last_event_id(app: App, run_id: str) -> str | None:
+    """Where a page that shows the run as it is now should start following it: after
+    the run's newest event, or, while an LLM answer is streaming, just before that
+    answer's first chunk (the page does not draw partial answers, the stream does)."""
+    last: str | None = None
+    resume: str | None = None
+    streaming: object = None  # the position of the answer streaming now, if any
+    while True:
+        batch = await app.store.run_events_read(run_id=run_id, after=last, limit=1000)
+        if not batch:
+            return resume if streaming is not None else last
+        for ev in batch:
+            if ev.kind in ("chunk", "op"):
+                data = await _data(app, run_id, ev.kind, ev.data)
+                position = data.get("position") if isinstance(data, dict) else None
+                if ev.kind == "chunk" and position != streaming:
+                    streaming, resume = position, last
+                elif ev.kind == "op" and position == streaming:
+                    streaming = resume = None  # that call has finished
+            last = ev.event_id
+
+
+async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]:
+    """The run's events after ``after``, then new ones as they come, until it ends."""
+    store = app.store
+    wake = asyncio.Event()
+
+    async def listen() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in store.run_events(run_id):
+                wake.set()
+
+    listener = asyncio.create_task(listen(), name=f"tether-sse-{run_id}")
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    saw_end = False
+    idle_polls = 0
+    try:
+        yield "retry: 1000\n\n"
+        while True:
+            batch = await store.run_events_read(run_id=run_id, after=after, limit=500)
+            for ev in batch:
+                data = await _data(app, run_id, ev.kind, ev.data)
+                yield frame(ev.kind, data, ev.event_id)
+                after = ev.event_id
+                if ev.kind == "status" and isinstance(data, dict):
+                    saw_end = data.get("status") in _FINAL
+            if batch:
+                quiet_since = loop.time()
+                continue
+            run = await store.run_get(run_id)
+            if run is None or run.status in _FINAL:
+                # The status event that ends a run is its last one. A store may show the
+                # ended run a moment before that event is safe to read (PostgreSQL, see
+                # migration 0004): wait for it, a bounded time if this stream had sent
+                # it before a reconnect.
+                idle_polls += 1
+                if saw_end or idle_polls > END_POLLS:
+                    yield frame("end", {"status": run.status if run else None})
+                    return
+            if loop.time() - quiet_since > KEEPALIVE:
+                quiet_since = loop.time()
+                yield ": keepalive\n\n"
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), POLL)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(BaseException):
+            await listener
+
+
+async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
+    if kind == "live":
+        run = await app.store.run_get(run_id)
+        info = None
+        if run is not None and run.status_info is not None:
+            try:
+                info = app.codec.decode(run.status_info)
+            except Exception:
+                info = run.status_info
+        return {"status_info": info}
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
+
+
+def sse_response(app: App, run_id: str, after: str | None) -> StreamingResponse:
+    return StreamingResponse(
+        stream(app, run_id, after), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

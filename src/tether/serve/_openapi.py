@@ -1,0 +1,177 @@
+"""The OpenAPI 3 document served at ``/openapi.json`` (written by hand: it is the
+contract, and the fuzz test in ``tests/web`` checks the server against it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tether.cli._runs as _runs
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_COMMON_ERRORS = {"401": _err("missing or unknown token"),
+                  "413": _err("request body too large")}
+_CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
+                  "400": _err("bad input"), "415": _err("body is not JSON")}
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _NAME}
+
+
+def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def document() -> dict[str, Any]:
+    run_ref = {"$ref": "#/components/schemas/Run"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Tether API", "version": "1",
+                 "description": "Runs, journals, signals, approvals and live events of a "
+                                "Tether store. Authenticate with `Authorization: Bearer "
+                                "TOKEN` unless the server runs on loopback without tokens."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "object", "required": ["code", "message"],
+                              "properties": {"code": {"type": "string"},
+                                             "message": {"type": "string"}}}}},
+                "RunSummary": {"type": "object", "required": ["run_id", "status"],
+                               "properties": {
+                                   "run_id": {"type": "string"},
+                                   "workflow": {"type": "string"},
+                                   "queue": {"type": "string"},
+                                   "status": {"type": "string", "enum": list(_runs.STATUSES)},
+                                   "created_at": {"type": "number"},
+                                   "metrics": {"type": "object"}}},
+                "Run": {"type": "object", "required": ["run_id", "status", "journal"],
+                        "properties": {
+                            "run_id": {"type": "string"}, "workflow": {"type": "string"},
+                            "queue": {"type": "string"},
+                            "status": {"type": "string", "enum": list(_runs.STATUSES)},
+                            "input": {}, "result": {}, "error": {"nullable": True},
+                            "status_info": {}, "parent_run_id": {"nullable": True},
+                            "journal": {"type": "array", "items": {"type": "object"}},
+                            "metrics": {"type": "object"},
+                            "children": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/RunSummary"}}}},
+                "Approval": {"type": "object", "properties": {
+                    "run_id": {"type": "string"}, "agent": {"type": "string"},
+                    "tool": {"type": "string"}, "arguments": {"type": "object"},
+                    "reason": {"type": "string"}, "since": {"type": "number"}}},
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/runs": {
+                "post": {
+                    "summary": "Start a run (idempotent on run_id)",
+                    "operationId": "startRun",
+                    "requestBody": _json_body({
+                        "type": "object", "required": ["workflow"],
+                        "additionalProperties": False,
+                        "properties": {"workflow": _NAME, "input": {"type": "array"},
+                                       "run_id": _NAME, "queue": _NAME}}),
+                    "responses": {"201": _ok("started", run_ref),
+                                  "200": _ok("a run with this run_id existed", run_ref),
+                                  "404": _err("no such workflow"),
+                                  "409": _err("run_id belongs to another workflow"),
+                                  **_CHANGE_ERRORS},
+                },
+                "get": {
+                    "summary": "List runs, newest first",
+                    "operationId": "listRuns",
+                    "parameters": [
+                        {"name": "status", "in": "query",
+                         "schema": {"type": "string", "enum": list(_runs.STATUSES)}},
+                        {"name": "workflow", "in": "query", "schema": _NAME},
+                        {"name": "queue", "in": "query", "schema": _NAME},
+                        {"name": "parent", "in": "query", "schema": _NAME},
+                        {"name": "q", "in": "query", "schema": _NAME,
+                         "description": "text in the run id"},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _ok("a page of runs", {
+                        "type": "object", "required": ["runs", "next_cursor"],
+                        "properties": {
+                            "runs": {"type": "array",
+                                     "items": {"$ref": "#/components/schemas/RunSummary"}},
+                            "next_cursor": {"type": "string", "nullable": True}}}),
+                        "400": _err("bad filter or cursor"), **_COMMON_ERRORS},
+                },
+            },
+            "/api/v1/runs/{run_id}": {"get": {
+                "summary": "A run: status, input, result or error, live status, metrics, "
+                           "children (as `tether show RUN --json`)",
+                "operationId": "getRun", "parameters": [_RUN_ID],
+                "responses": {"200": _ok("the run", run_ref), "404": _err("no such run"),
+                              **_COMMON_ERRORS}}},
+            "/api/v1/runs/{run_id}/journal": {"get": {
+                "summary": "The run's operations in position order",
+                "operationId": "getJournal", "parameters": [_RUN_ID],
+                "responses": {"200": _ok("the journal", {
+                    "type": "object", "required": ["run_id", "journal"],
+                    "properties": {"run_id": {"type": "string"},
+                                   "journal": {"type": "array",
+                                               "items": {"type": "object"}}}}),
+                    "404": _err("no such run"), **_COMMON_ERRORS}}},
+            "/api/v1/runs/{run_id}/events": {"get": {
+                "summary": "Server-Sent Events: operations, status, live status, LLM chunks",
+                "operationId": "runEvents", "parameters": [
+                    _RUN_ID, {"name": "Last-Event-ID", "in": "header",
+                              "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "an event stream",
+                                      "content": {"text/event-stream": {
+                                          "schema": {"type": "string"}}}},
+                              "400": _err("an event id this store never made"),
+                              "404": _err("no such run"), **_COMMON_ERRORS}}},
+            "/api/v1/runs/{run_id}/signals/{name}": {"post": {
+                "summary": "Send a signal to a run",
+                "operationId": "sendSignal",
+                "parameters": [_RUN_ID, {"name": "name", "in": "path", "required": True,
+                                         "schema": _NAME}],
+                "requestBody": _json_body({
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"data": {}, "idempotency_key": _NAME}}, required=False),
+                "responses": {"202": _ok("sent (created false: sent before with this key)", {
+                    "type": "object", "properties": {"created": {"type": "boolean"}}}),
+                    "404": _err("no such run"), "409": _err("the run has ended"),
+                    **_CHANGE_ERRORS}}},
+            "/api/v1/runs/{run_id}/cancel": {"post": {
+                "summary": "Cancel a run", "operationId": "cancelRun",
+                "parameters": [_RUN_ID],
+                "responses": {"202": _ok("cancel requested", {
+                    "type": "object", "properties": {"status": {"type": "string"}}}),
+                    "404": _err("no such run"), "409": _err("the run has ended"),
+                    **_CHANGE_ERRORS}}},
+            "/api/v1/runs/{run_id}/approval": {"post": {
+                "summary": "Approve or reject the tool call a run waits on",
+                "operationId": "answerApproval", "parameters": [_RUN_ID],
+                "requestBody": _json_body({
+                    "type": "object", "required": ["approved"], "additionalProperties": False,
+                    "properties": {"approved": {"type": "boolean"},
+                                   "note": {"type": "string", "maxLength": 4000}}}),
+                "responses": {"200": _ok("answered", {"type": "object"}),
+                              "404": _err("no such run"),
+                              "409": _err("the run waits for no approval"),
+                              **_CHANGE_ERRORS}}},
+            "/api/v1/approvals": {"get": {
+                "summary": "Tool calls waiting for a person", "operationId": "listApprovals",
+                "responses": {"200": _ok("pending approvals", {
+                    "type": "object", "required": ["approvals"],
+                    "properties": {"approvals": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Approval"}}}}),
+                    **_COMMON_ERRORS}}},
+        },
+    }

@@ -1,0 +1,230 @@
+"""The ASGI application of ``tether serve``: API, UI, ``/metrics``, ``/healthz`` and,
+when installed, the MCP face at ``/mcp``, all behind one guard (auth, body limit)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tether import App
+from tether.errors import InvalidName, StoreUnavailable
+from tether.serve import _api, _metrics, _ui
+from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens
+from tether.serve._openapi import document
+
+log = logging.getLogger("tether.serve")
+
+#: Largest request body accepted (bytes), unless ``create_app(max_body=...)``.
+DEFAULT_MAX_BODY = 1 << 20
+
+_PUBLIC = ("/healthz", "/login", "/static/")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI middleware: who is asking (token, session cookie, or open mode), and a
+    limit on request bodies, before any route runs."""
+
+    def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        is_api = path.startswith("/api/") or path.startswith("/mcp") or path == "/metrics" \
+            or path == "/openapi.json"
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                await _reply(scope, receive, send, _error(400, "bad_request",
+                                                          "Content-Length is not a number"))
+                return
+            if int(length) > self.max_body:
+                await _reply(scope, receive, send, _too_large(self.max_body))
+                return
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and "authorization" not in headers \
+                and _cross_site(headers):
+            # A page of another site posting to this server (a loopback server without
+            # tokens has no other defence; with tokens the SameSite cookie is one more).
+            await _reply(scope, receive, send, _error(
+                403, "forbidden", "cross-site request refused: send it from this server's "
+                "pages or with an Authorization header"))
+            return
+        principal = OPEN
+        if self.tokens.enabled and not any(path == p or (p.endswith("/") and path.startswith(p))
+                                           for p in _PUBLIC):
+            auth = headers.get("authorization", "")
+            found = None
+            if auth:
+                scheme, _, token = auth.partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    found = self.tokens.by_token(token.strip())
+            else:
+                cookie = SimpleCookie()
+                with contextlib.suppress(Exception):
+                    cookie.load(headers.get("cookie", ""))
+                morsel = cookie.get(SESSION_COOKIE)
+                if morsel is not None:
+                    found = self.tokens.by_digest(morsel.value)
+            if found is None:
+                if is_api or scope["method"] not in ("GET", "HEAD"):
+                    response: Response = _error(401, "unauthorized",
+                                                "a valid token is required: send "
+                                                "Authorization: Bearer TOKEN")
+                    response.headers["WWW-Authenticate"] = "Bearer"
+                else:
+                    response = RedirectResponse("/login", status_code=303)
+                await _reply(scope, receive, send, response)
+                return
+            principal = found
+        scope.setdefault("state", {})["principal"] = principal
+
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(self.max_body)(scope, receive, send)
+
+
+def _cross_site(headers: dict[str, str]) -> bool:
+    """Whether a browser says the request comes from another site (``Sec-Fetch-Site``,
+    else an ``Origin`` whose host is not this one)."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    return origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, "payload_too_large", f"the request body is over {limit} bytes")
+
+
+async def _reply(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    await response(scope, receive, send)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _api.ApiError)
+    if not request.url.path.startswith("/api/") and exc.status in (400, 403, 404, 409):
+        return _ui.error_page(request, exc.status, exc.message)
+    return _error(exc.status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
+
+
+async def _invalid_name(request: Request, exc: Exception) -> Response:
+    """A run id, workflow, queue or signal name the engine refuses (control
+    characters and the like): bad input, checked before anything is written."""
+    return await _api_error(request, _api.ApiError(400, "bad_request", str(exc)))
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return _error(503, "store_unavailable", str(exc))
+
+
+async def _body_too_large(request: Request, exc: Exception) -> Response:
+    return _too_large(request.app.state.max_body)
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(document())
+
+
+def _mcp_face(app: App) -> Any:
+    """The MCP face (helper package ``tether.serve.mcp``), when it is installed."""
+    try:
+        from tether.serve.mcp import create_mcp_http  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return create_mcp_http(app)
+
+
+def create_app(app: App, *, tokens: Tokens | None = None,
+               max_body: int = DEFAULT_MAX_BODY, mcp: bool = True) -> ASGIApp:
+    """The ASGI application serving ``app``'s store.
+
+    Args:
+        app: the Tether app whose store is served (with its code, if given).
+        tokens: API tokens; none configured means open (bind to loopback only).
+        max_body: largest request body in bytes.
+        mcp: mount the MCP face at ``/mcp`` if ``tether.serve.mcp`` is installed.
+    """
+    mcp_http = _mcp_face(app) if mcp else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await app._open()
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp_http is not None:
+                await stack.enter_async_context(mcp_http.lifespan())
+            yield
+        await app.close()
+
+    routes: list[Any] = [
+        Route("/healthz", _api.health, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
+        Route("/metrics", _metrics.metrics, methods=["GET"]),
+        *_api.routes,
+        *_ui.routes,
+        Mount("/static", StaticFiles(packages=[("tether.serve", "static")]), name="static"),
+    ]
+    if mcp_http is not None:
+        routes.append(Mount("/mcp", app=mcp_http.asgi))
+    web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
+        StoreUnavailable: _unavailable, InvalidName: _invalid_name,
+    })
+    tokens = tokens or Tokens()
+    web.state.tether = app
+    web.state.tokens = tokens
+    web.state.max_body = max_body
+    return Guard(web, tokens, max_body)

@@ -1,0 +1,428 @@
+"""The web UI: runs, a run's timeline, the approvals inbox, and login.
+
+Server-rendered (Jinja2, autoescaped: run ids, names and payloads are shown as text,
+never as HTML) with one small vendored script, ``static/app.js``, that refreshes
+fragments and follows a run's Server-Sent Events. Every form posts a CSRF token that
+must equal the ``tether_csrf`` cookie (SameSite=Strict), and changing anything needs
+an admin principal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from tether import App, RunNotFound
+from tether.cli._runs import STATUSES, run_document
+from tether.errors import PayloadError, SignalError
+from tether.serve._api import ApiError, answer, decode_cursor, encode_cursor, parse_limit
+from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
+from tether.serve._events import last_event_id
+
+_TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
+_ENV = Environment(loader=FileSystemLoader(_TEMPLATES),
+                   autoescape=select_autoescape(default=True, default_for_string=True),
+                   trim_blocks=True, lstrip_blocks=True)
+_FINAL = ("completed", "failed", "cancelled")
+
+
+# -- formatting (template filters) -------------------------------------------------------
+
+
+def fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    s = max(time.time() - ts, 0.0)
+    if s < 60:
+        return f"{s:.0f} s ago"
+    if s < 3600:
+        return f"{s / 60:.0f} min ago"
+    if s < 172800:
+        return f"{s / 3600:.1f} h ago"
+    return f"{s / 86400:.0f} d ago"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_tokens(n: float | None) -> str:
+    return f"{int(n or 0):,}"
+
+
+def fmt_usd(x: float | None) -> str:
+    x = float(x or 0.0)
+    if x == 0:
+        return "$0"
+    if x < 0.01:
+        return f"${x:.4f}"
+    return f"${x:,.2f}"
+
+
+def pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                           default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_ENV.filters.update(time=fmt_time, ago=fmt_ago, duration=fmt_duration, tokens=fmt_tokens,
+                    usd=fmt_usd, pretty=pretty, short=short)
+
+
+# -- view models ---------------------------------------------------------------------------
+
+
+def _error_text(err: Any) -> str:
+    if isinstance(err, dict):
+        return f"{err.get('type', 'Error')}: {err.get('message', '')}"
+    return "" if err is None else str(err)
+
+
+def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
+    """One journal entry as the timeline draws it."""
+    view = dict(e)
+    kind, status, name = e["kind"], e["status"], e["name"]
+    view["error_text"] = _error_text(e.get("error"))
+    view["llm"] = None
+    result = e.get("result")
+    if name.startswith("llm:") and isinstance(result, dict) and isinstance(
+            result.get("reply"), dict):
+        reply = result["reply"]
+        usage = reply.get("usage") or {}
+        view["llm"] = {
+            "model": reply.get("model") or name[4:], "text": reply.get("text"),
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage.get("output_tokens", 0),
+            "cost": result.get("cost_usd", 0.0), "tool_calls": reply.get("tool_calls") or []}
+    waiting = status == "pending" and kind in ("sleep", "signal", "child_result")
+    view["is_wait"] = waiting or kind in ("sleep", "signal")
+    view["state"] = ("waiting" if waiting else "retrying" if status == "pending" and
+                     e.get("error") is not None else status)
+    if status == "pending" and e.get("next_attempt_at"):
+        view["until"] = e["next_attempt_at"]
+    else:
+        view["until"] = None
+    view["duration"] = e.get("duration")
+    if view["duration"] is None and status == "pending" and e.get("started_at"):
+        view["running_for"] = max(now - e["started_at"], 0.0)
+    else:
+        view["running_for"] = None
+    view["has_details"] = any(e.get(k) is not None for k in ("args", "result", "error"))
+    return view
+
+
+async def _tree(app: App, run_id: str, depth: int = 0) -> list[dict[str, Any]]:
+    """The children of a run, each with its own children and its cost rolled up."""
+    if depth > 4:
+        return []
+    nodes = []
+    for kid in reversed(await app.store.run_search(parent=run_id, limit=100)):
+        sub = await _tree(app, kid.run_id, depth + 1)
+        m = kid.metrics
+        nodes.append({
+            "run_id": kid.run_id, "workflow": kid.workflow, "status": kid.status,
+            "created_at": kid.created_at, "children": sub,
+            "cost": m.get("cost.usd", 0.0) + sum(n["cost"] for n in sub),
+            "tokens": (m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0)
+                       + sum(n["tokens"] for n in sub))})
+    return nodes
+
+
+def _pending_approval(doc: dict[str, Any]) -> dict[str, Any] | None:
+    info = doc.get("status_info")
+    if doc["status"] in _FINAL or not isinstance(info, dict):
+        return None
+    approval = info.get("approval")
+    if info.get("state") == "awaiting_approval" and isinstance(approval, dict):
+        return approval
+    return None
+
+
+async def run_view(app: App, run_id: str) -> dict[str, Any]:
+    doc = await run_document(app, run_id)
+    now = time.time()
+    doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
+    doc["tree"] = await _tree(app, run_id)
+    m = doc["metrics"]
+    kids_cost = sum(n["cost"] for n in doc["tree"])
+    kids_tokens = sum(n["tokens"] for n in doc["tree"])
+    doc["totals"] = {
+        "cost": m.get("cost.usd", 0.0) + kids_cost,
+        "tokens": m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0) + kids_tokens,
+        "kids_cost": kids_cost}
+    doc["approval"] = _pending_approval(doc)
+    end = doc["finished_at"] or now
+    doc["elapsed"] = end - doc["created_at"]
+    doc["error_text"] = _error_text(doc.get("error"))
+    doc["final"] = doc["status"] in _FINAL
+    return doc
+
+
+# -- responses -------------------------------------------------------------------------
+
+
+def _csrf(request: Request) -> tuple[str, bool]:
+    """The CSRF token of this browser, and whether it must be set as a cookie."""
+    current = request.cookies.get(CSRF_COOKIE)
+    if current and 16 <= len(current) <= 64:
+        return current, False
+    return new_csrf(), True
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+    csrf, fresh = _csrf(request)
+    who = request.state.principal
+    html = _ENV.get_template(template).render(
+        request=request, csrf=csrf, can_change=who.can_change, role=who.role,
+        logged_in=bool(who.digest), statuses=STATUSES, **context)
+    response = HTMLResponse(html, status_code=status)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if fresh:
+        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+    return response
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted form, after its CSRF token and the principal's role are checked."""
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    if not csrf_ok(values.get("csrf"), request.cookies.get(CSRF_COOKIE)):
+        raise ApiError(403, "csrf", "the form is stale or came from another site: reload the "
+                                    "page and try again")
+    if not request.state.principal.can_change:
+        raise ApiError(403, "forbidden", "your token may read, not change")
+    return values
+
+
+def _back(values: dict[str, str], default: str) -> Response:
+    target = values.get("next") or default
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = default
+    return RedirectResponse(target, status_code=303)
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/runs", status_code=303)
+
+
+def _filters(request: Request) -> dict[str, str]:
+    q = request.query_params
+    out = {}
+    for key in ("status", "workflow", "queue", "q"):
+        value = (q.get(key) or "").strip()
+        if value:
+            out[key] = value[:200]
+    if out.get("status") not in (None, *STATUSES):
+        raise ApiError(400, "bad_request", f"unknown status {out['status']!r}")
+    return out
+
+
+async def _runs_context(request: Request) -> dict[str, Any]:
+    filters = _filters(request)
+    limit = parse_limit(request.query_params.get("limit"), 50)
+    cursor = request.query_params.get("cursor")
+    app: App = request.app.state.tether
+    found = await app.store.run_search(
+        status=filters.get("status"), workflow=filters.get("workflow"),
+        queue=filters.get("queue"), text=filters.get("q"), limit=limit + 1,
+        before=decode_cursor(cursor) if cursor else None)
+    page = found[:limit]
+    more = None
+    if len(found) > limit:
+        more = "/runs?" + urlencode({**filters, "cursor": encode_cursor(
+            page[-1].created_at, page[-1].run_id)})
+    from tether.ai import pending_approvals
+
+    waiting = {p.run_id for p in await pending_approvals(app, limit=1000)}
+    return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
+            "query": urlencode(filters), "paged": bool(cursor)}
+
+
+async def runs_page(request: Request) -> Response:
+    return render(request, "runs.html", page="runs", **await _runs_context(request))
+
+
+async def runs_fragment(request: Request) -> Response:
+    return render(request, "_runs_table.html", **await _runs_context(request))
+
+
+async def _view_or_404(request: Request) -> dict[str, Any]:
+    run_id = request.path_params["run_id"]
+    try:
+        return await run_view(request.app.state.tether, run_id)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+
+
+async def run_page(request: Request) -> Response:
+    view = await _view_or_404(request)
+    after = await last_event_id(request.app.state.tether, view["run_id"])
+    return render(request, "run.html", page="run", run=view, after=after or "")
+
+
+async def run_fragment(request: Request) -> Response:
+    """The top (``?part=head``) or the rest (``?part=body``) of a run page."""
+    part = request.query_params.get("part", "head")
+    if part not in ("head", "body"):
+        raise ApiError(400, "bad_request", "part must be head or body")
+    return render(request, f"_run_{part}.html", run=await _view_or_404(request))
+
+
+async def approvals_page(request: Request) -> Response:
+    return render(request, "approvals.html", page="approvals",
+                  **await _approvals_context(request))
+
+
+async def approvals_fragment(request: Request) -> Response:
+    return render(request, "_approvals_list.html", **await _approvals_context(request))
+
+
+async def _approvals_context(request: Request) -> dict[str, Any]:
+    from tether.ai import pending_approvals
+
+    return {"approvals": await pending_approvals(request.app.state.tether)}
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+async def approval_action(request: Request) -> Response:
+    values = await _form(request)
+    run_id = request.path_params["run_id"]
+    decision = values.get("decision")
+    if decision not in ("approve", "reject"):
+        raise ApiError(400, "bad_request", "decision must be approve or reject")
+    note = (values.get("note") or "").strip()[:4000] or None
+    await answer(request.app.state.tether, run_id, decision == "approve", note)
+    return _back(values, f"/runs/{run_id}")
+
+
+async def cancel_action(request: Request) -> Response:
+    values = await _form(request)
+    run_id = request.path_params["run_id"]
+    app: App = request.app.state.tether
+    try:
+        await app.cancel(run_id)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    return _back(values, f"/runs/{run_id}")
+
+
+async def signal_action(request: Request) -> Response:
+    values = await _form(request)
+    run_id = request.path_params["run_id"]
+    name = (values.get("name") or "").strip()
+    if not name or len(name) > 200:
+        raise ApiError(400, "bad_request", "the signal needs a name (at most 200 characters)")
+    text = (values.get("data") or "").strip()
+    try:
+        data = json.loads(text) if text else None
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the data is not valid JSON: {exc}") from None
+    app: App = request.app.state.tether
+    try:
+        await app.signal(run_id, name, data)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except (SignalError, PayloadError) as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _back(values, f"/runs/{run_id}")
+
+
+# -- login --------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    return render(request, "login.html", page="login", failed=False)
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    token = form.get("token")
+    sent = form.get("csrf")
+    if not csrf_ok(sent if isinstance(sent, str) else None, request.cookies.get(CSRF_COOKIE)):
+        return render(request, "login.html", status=403, page="login", failed=True,
+                      reason="the form is stale: try again")
+    tokens = request.app.state.tokens
+    who = tokens.by_token(token) if isinstance(token, str) and token else None
+    if who is None:
+        return render(request, "login.html", status=401, page="login", failed=True,
+                      reason="unknown token")
+    response = RedirectResponse("/runs", status_code=303)
+    response.set_cookie(SESSION_COOKIE, digest(str(token)), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/",
+                        max_age=14 * 86400)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    sent = form.get("csrf")
+    if not csrf_ok(sent if isinstance(sent, str) else None, request.cookies.get(CSRF_COOKIE)):
+        raise ApiError(403, "csrf", "the form is stale: reload the page and try again")
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# ``{run_id:path}``: run ids may contain "/"; the routes with a suffix come first.
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/runs", runs_page, methods=["GET"]),
+    Route("/runs/{run_id:path}", run_page, methods=["GET"]),
+    Route("/approvals", approvals_page, methods=["GET"]),
+    Route("/login", login_page, methods=["GET"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/ui/runs", runs_fragment, methods=["GET"]),
+    Route("/ui/approvals", approvals_fragment, methods=["GET"]),
+    Route("/ui/runs/{run_id:path}/approval", approval_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/cancel", cancel_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/signal", signal_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}", run_fragment, methods=["GET"]),
+]

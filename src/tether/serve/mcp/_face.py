@@ -1,0 +1,451 @@
+"""Tether's workflows and agents as MCP tools whose calls are durable Tasks.
+
+A task is a run: the task id is the run id, and every answer comes from the store, so
+any server process on the same store answers for any task. See docs/mcp-server.md for
+the mapping of run states to task states and the input-request conventions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools.base import Tool as SdkTool
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import CallToolRequestParams
+from pydantic import ValidationError
+
+from tether import App, RunStatus, TetherError
+from tether._types import RunRecord
+from tether.errors import ConfigError, RunFailed, RunNotFound
+from tether.mcp_tasks import (
+    CreateTaskResult,
+    TasksExtension,
+    install_task_notifications,
+    iso_time,
+    missing_capability,
+)
+
+__all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
+
+#: The ``_meta`` key of a ``tools/call`` that carries the client's idempotency key
+#: (the one ``tether.ai.mcp`` sends): a retried call with it returns the same task.
+IDEMPOTENCY_META_KEY = "idempotency_key"
+
+#: The signal and run status conventions of ``tether.ai`` approvals.
+_APPROVAL_SIGNAL = "approval"
+_AWAITING_APPROVAL = "awaiting_approval"
+
+_APPROVAL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "approved": {"type": "boolean", "description": "true lets the action go ahead"},
+        "note": {"type": "string", "description": "a note for the agent (e.g. why not)"},
+    },
+    "required": ["approved"],
+}
+_SIGNAL_SCHEMA = {
+    "type": "object",
+    "properties": {"value": {"type": "string", "description": "the answer"}},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Exposed:
+    name: str
+    task_only: bool
+    tool: SdkTool
+
+
+#: An outstanding input request and how to deliver its answer.
+_Pending = tuple[dict[str, Any], Callable[[Any], Awaitable[Any]]]
+
+
+class TetherTasks:
+    """The task backend: tools are exposed workflows, tasks are their runs.
+
+    Args:
+        app: the Tether app (its store is where tasks live).
+        expose: more workflows to expose (functions or names), besides those marked
+            ``mcp=True`` in code.
+        poll_interval_ms: the ``pollIntervalMs`` suggested to clients.
+        ttl_ms: the ``ttlMs`` reported (milliseconds from creation the task is kept);
+            ``None`` (default) derives it from the app's retention, or reports ``null``
+            (kept until deleted) without one.
+        sync_timeout: how long a call from a client without the Tasks extension waits
+            for the run before answering that it is still running.
+    """
+
+    def __init__(self, app: App, *, expose: Iterable[Callable[..., Any] | str] = (),
+                 poll_interval_ms: int = 1000, ttl_ms: int | None = None,
+                 sync_timeout: float = 60.0) -> None:
+        self.app = app
+        self.poll_interval_ms = poll_interval_ms
+        self.ttl_ms = ttl_ms
+        self.sync_timeout = sync_timeout
+        if expose:
+            app.expose_mcp(*expose)
+        self.tools: dict[str, _Exposed] = {}
+        workflows = app.workflows()
+        for name, mode in sorted(app.mcp_exposed.items()):
+            wdef = workflows.get(name)
+            if wdef is None:
+                raise TetherError(f"MCP: {name!r} is exposed but is not a registered workflow")
+            description = (getattr(wdef.fn, "__tether_mcp_description__", None)
+                           or (wdef.fn.__doc__ or "").strip() or f"Run the workflow {name!r}.")
+            clash = sorted(_RESERVED & set(inspect.signature(wdef.fn).parameters))
+            if clash:
+                raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its parameter "
+                                  f"{clash[0]!r} is a keyword of App.start; rename it")
+            tool = SdkTool.from_function(wdef.fn, name=name, description=description,
+                                         structured_output=False)
+            self.tools[name] = _Exposed(name, mode == "task-only", tool)
+
+    # -- tools/call ---------------------------------------------------------------------
+
+    async def call_tool(self, params: CallToolRequestParams, *, tasks: bool,
+                        call_next: Callable[[], Awaitable[Any]]) -> Any:
+        exposed = self.tools.get(params.name)
+        if exposed is None:
+            return await call_next()  # not ours: the SDK answers (unknown tool)
+        if exposed.task_only and not tasks:
+            raise missing_capability(f"tool {params.name!r} (task-only)")
+        arguments = dict(params.arguments or {})
+        model = exposed.tool.fn_metadata.arg_model
+        problems = [f"{k}: unexpected argument" for k in arguments
+                    if k not in model.model_fields and k not in _aliases(model)]
+        try:
+            model.model_validate(arguments)
+        except ValidationError as exc:
+            problems += [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                         for e in exc.errors()]
+        if problems:
+            return _complete(_text_result(
+                f"invalid arguments for {params.name!r}: {'; '.join(problems)}", True))
+        meta = params.meta or {}
+        key = meta.get(IDEMPOTENCY_META_KEY) if isinstance(meta, Mapping) else None
+        run_id = (_keyed_run_id(params.name, str(key)) if key is not None
+                  else uuid.uuid4().hex)
+        # app.start returns once the run's row is committed: only then does the task exist.
+        handle = await self.app.start(params.name, run_id=run_id, **arguments)
+        if tasks:
+            task = await self.get_task(handle.run_id)
+            assert task is not None
+            return CreateTaskResult.model_validate(
+                {k: v for k, v in task.items()
+                 if k not in ("result", "error", "inputRequests")})
+        return _complete(await self._sync(handle.run_id))
+
+    async def _sync(self, run_id: str) -> Any:
+        """A call from a client without the extension: wait for the run (bounded); a
+        run that stops to wait for input is answered at once (this client cannot give
+        it)."""
+        handle = self.app.handle(run_id)
+        deadline = asyncio.get_running_loop().time() + self.sync_timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                value = await handle.result(timeout=max(0.0, min(1.0, remaining)))
+            except TimeoutError:
+                run = await self._run(run_id)
+                if run is not None and await self._input_requests(run):
+                    return _text_result(
+                        f"run {run_id} waits for input ({run.waiting_for}); call this tool "
+                        "with the MCP Tasks extension to answer it, or answer with "
+                        "`tether approve` / `tether signal`", True)
+                if remaining <= 0:
+                    return _text_result(
+                        f"run {run_id} is still going after {self.sync_timeout:g} s; call "
+                        "this tool with the MCP Tasks extension to follow it", True)
+                continue
+            except RunFailed as exc:
+                return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
+            return _value_result(_jsonable(value))
+
+    # -- tasks/get ----------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:
+        run = await self._run(task_id)
+        if run is None:
+            return None
+        task: dict[str, Any] = {
+            "taskId": run.run_id, "createdAt": iso_time(run.created_at),
+            "lastUpdatedAt": iso_time(run.updated_at), "ttlMs": self._ttl_ms(run),
+            "pollIntervalMs": self.poll_interval_ms,
+        }
+        status = run.status
+        codec = self.app.codec
+        if status == RunStatus.COMPLETED.value:
+            task["status"] = "completed"
+            task["result"] = _value_result(codec.decode(run.result))
+        elif status == RunStatus.FAILED.value:
+            error = _decode(self.app, run.error)
+            task["status"] = "failed"
+            task["statusMessage"] = _error_text(error)
+            task["error"] = {"code": -32603, "message": _error_text(error), "data": error}
+        elif status == RunStatus.CANCELLED.value:
+            task["status"] = "cancelled"
+            task["statusMessage"] = "cancelled"
+        else:
+            requests = await self._input_requests(run)
+            if requests:
+                task["status"] = "input_required"
+                task["inputRequests"] = {key: req for key, (req, _) in requests.items()}
+                task["statusMessage"] = f"waiting for {run.waiting_for}"
+            else:
+                task["status"] = "working"
+                task["statusMessage"] = _working_message(run)
+        return task
+
+    def _ttl_ms(self, run: RunRecord) -> int | None:
+        """``ttlMs``: the configured value, else the app's retention (``App(retention=)``
+        purges ended runs ``older_than`` seconds after they ended): an ended task may be
+        discarded that long after its creation plus its run time; a task still going is
+        never discarded (``null``; the extension lets the TTL change over a task's life)."""
+        if self.ttl_ms is not None:
+            return self.ttl_ms
+        retention = getattr(self.app, "retention", None)
+        older_than = getattr(retention, "older_than", None)
+        statuses = getattr(retention, "statuses", ())
+        if older_than is None or run.finished_at is None or run.status not in statuses:
+            return None
+        return int((run.finished_at - run.created_at + float(older_than)) * 1000)
+
+    async def _run(self, task_id: str) -> RunRecord | None:
+        store = await self.app._open()
+        run = await store.run_get(task_id)
+        if run is None or run.workflow not in self.tools:
+            return None  # only runs of exposed tools are tasks
+        return run
+
+    async def _input_requests(self, run: RunRecord) -> dict[str, _Pending]:
+        """The outstanding input requests of a waiting run: key -> (the request, how to
+        deliver an answer). Keys are unique over the run's life."""
+        if run.status != RunStatus.WAITING.value or not (run.waiting_for or "").startswith(
+                "signal "):
+            return {}
+        name = (run.waiting_for or "")[len("signal "):]
+        info = _decode(self.app, run.status_info)
+        app = self.app
+        approval = info.get("approval") if isinstance(info, Mapping) else None
+        if (name == _APPROVAL_SIGNAL and isinstance(info, Mapping)
+                and info.get("state") == _AWAITING_APPROVAL and isinstance(approval, Mapping)):
+            approval_id = str(approval.get("id", ""))
+            tool = str(approval.get("tool", ""))
+            args = approval.get("arguments")
+            message = (f"Approve {tool}({json.dumps(args, ensure_ascii=False)})? "
+                       f"{approval.get('reason') or ''}").strip()
+            request = {"method": "elicitation/create", "params": {
+                "mode": "form", "message": message, "requestedSchema": _APPROVAL_SCHEMA,
+                "_meta": {"tether/approval": {"id": approval_id, "tool": tool,
+                                              "arguments": args}}}}
+
+            async def approve(response: Any) -> Any:
+                action, content = _elicit(response)
+                approved = action == "accept" and bool(content.get("approved", True))
+                note = content.get("note")
+                if action != "accept":
+                    note = note or f"{action}d by the MCP client"
+                return await app.signal(
+                    run.run_id, _APPROVAL_SIGNAL,
+                    {"approved": approved, "note": None if note is None else str(note),
+                     "approval_id": approval_id},
+                    idempotency_key=f"approval:{approval_id}")
+
+            return {f"approval:{approval_id}": (request, approve)}
+        store = await app._open()
+        journal = await store.journal_read(run.run_id)
+        taken = sum(1 for e in journal if e.kind == "signal" and e.name == name
+                    and e.status != "pending")
+        key = f"signal:{name}:{taken + 1}"
+        wanted = info.get("input") if isinstance(info, Mapping) else None
+        schema = _SIGNAL_SCHEMA
+        message = f"The run waits for the signal {name!r}."
+        if isinstance(wanted, Mapping) and wanted.get("signal") == name:
+            schema = dict(wanted.get("schema") or _SIGNAL_SCHEMA)
+            message = str(wanted.get("message") or message)
+        request = {"method": "elicitation/create", "params": {
+            "mode": "form", "message": message, "requestedSchema": schema,
+            "_meta": {"tether/signal": name}}}
+
+        async def deliver(response: Any) -> Any:
+            action, content = _elicit(response)
+            payload: Any = content if action == "accept" else {"action": action}
+            return await app.signal(run.run_id, name, payload,
+                                    idempotency_key=f"mcp:{run.run_id}:{key}")
+
+        return {key: (request, deliver)}
+
+    # -- tasks/update, tasks/cancel -----------------------------------------------------
+
+    async def update_task(self, task_id: str, input_responses: Mapping[str, Any]) -> bool:
+        run = await self._run(task_id)
+        if run is None:
+            return False
+        outstanding = await self._input_requests(run)
+        for key, response in input_responses.items():
+            entry = outstanding.get(key)
+            if entry is None:
+                continue  # never issued, answered already, or superseded: ignored
+            try:
+                await entry[1](response)
+            except TetherError:
+                continue  # the run ended meanwhile
+        return True
+
+    async def cancel_task(self, task_id: str) -> bool:
+        run = await self._run(task_id)
+        if run is None:
+            return False
+        if run.status not in (RunStatus.COMPLETED.value, RunStatus.FAILED.value,
+                              RunStatus.CANCELLED.value):
+            try:
+                await self.app.cancel(task_id)
+            except RunNotFound:
+                return False
+            except TetherError:
+                pass  # ended meanwhile: cancellation is eventually consistent
+        return True
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+#: Keyword arguments of ``App.start``: a workflow parameter of that name cannot be
+#: passed through it.
+_RESERVED = frozenset({"workflow", "run_id", "queue"})
+
+
+def _aliases(model: Any) -> set[str]:
+    return {f.alias for f in model.model_fields.values() if f.alias}
+
+
+def _keyed_run_id(tool: str, key: str) -> str:
+    digest = hashlib.sha256(f"{tool}\0{key}".encode()).hexdigest()
+    return f"mcp-{digest[:40]}"
+
+
+def _decode(app: App, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return app.codec.decode(text)
+    except Exception:
+        return text
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_python(value, mode="json")
+
+
+def _complete(result: dict[str, Any]) -> dict[str, Any]:
+    return {"resultType": "complete", **result}
+
+
+def _text_result(text: str, is_error: bool = False) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": is_error}
+
+
+def _value_result(value: Any) -> dict[str, Any]:
+    """A run's result as a ``CallToolResult``: text (a string as it is, anything else as
+    JSON) and, for a JSON object, the structured content."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    out = _text_result(text)
+    if isinstance(value, dict):
+        out["structuredContent"] = value
+    return out
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, Mapping):
+        kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
+        return f"{kind}: {error.get('message', '')}"
+    return str(error)
+
+
+def _working_message(run: RunRecord) -> str:
+    if run.status == RunStatus.BLOCKED.value:
+        return "blocked: the run needs an operator (tether show / tether resume)"
+    if run.waiting_for:
+        return f"{run.status}: {run.waiting_for}"
+    return run.status
+
+
+def _elicit(response: Any) -> tuple[str, dict[str, Any]]:
+    """(action, content) of an elicitation answer; a bare object counts as accepted
+    content."""
+    if isinstance(response, Mapping) and isinstance(response.get("action"), str):
+        content = response.get("content")
+        return str(response["action"]), dict(content) if isinstance(content, Mapping) else {}
+    return "accept", dict(response) if isinstance(response, Mapping) else {"value": response}
+
+
+# -- the server, over HTTP and stdio -------------------------------------------------------------
+
+
+def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]:
+    """An SDK ``MCPServer`` serving ``app``'s exposed workflows, with the Tasks extension.
+
+    ``options`` go to ``TetherTasks``.
+    """
+    backend = TetherTasks(app, **options)
+    server: MCPServer = MCPServer(name="tether", instructions=(
+        "Tether workflows and agents. Each call is a durable run; with the "
+        "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
+        tools=[exposed.tool for exposed in backend.tools.values()],
+        extensions=[TasksExtension(backend)])
+    install_task_notifications(server, backend)
+    return server, backend
+
+
+@dataclass(slots=True)
+class McpHttp:
+    """MCP over Streamable HTTP for a host server: mount ``asgi`` at ``/mcp`` and enter
+    ``lifespan()`` for as long as the host serves."""
+
+    server: MCPServer
+    tasks: TetherTasks
+    session_manager: StreamableHTTPSessionManager
+    asgi: StreamableHTTPASGIApp
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        return self._lifespan()
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        async with self.session_manager.run():
+            yield
+
+
+def create_mcp_http(app: App, **options: Any) -> McpHttp:
+    """MCP over Streamable HTTP for ``app`` (stateless: no session lives in one process,
+    so any process on the same store answers any request). Authentication is the
+    host's (``tether serve`` puts its tokens in front)."""
+    server, backend = create_mcp_server(app, **options)
+    manager = StreamableHTTPSessionManager(
+        app=server._lowlevel_server, stateless=True,
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    return McpHttp(server, backend, manager, StreamableHTTPASGIApp(manager))
+
+
+async def serve_stdio(app: App, *, worker: bool = True, **options: Any) -> None:
+    """Serve MCP over stdin/stdout until the client closes it; with ``worker``, run the
+    app's workflows in this process too."""
+    server, _ = create_mcp_server(app, **options)
+    async with app:
+        if not worker:
+            await server.run_stdio_async()
+            return
+        async with app.worker():
+            await server.run_stdio_async()

@@ -1,0 +1,65 @@
+"""The control plane's queries on PostgreSQL (``ServeQueries``): listing with filters
+and a cursor, the stored events of a run, and store-wide numbers for ``/metrics``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tether._types import RunRecord
+from tether.store._port import WORKER_STALE, RunEvent, StoreStats
+from tether.store._sql import load_queries
+
+SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
+_LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
+             "saved.tokens.output", "saved.cost.usd", "llm.calls")
+_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+class PostgresServeQueries:
+    """Mixed into ``PostgresStore``; every method is one round trip on the pool.
+
+    Event ids are ``<txid>-<event_id>``: the order in which rows become safe to read
+    (see migration 0004), so a cursor never skips an event that commits late."""
+
+    async def _one(self, name: str, params: Any) -> Any: ...  # PostgresStore's
+
+    async def run_search(self, *, status: str | None = None, workflow: str | None = None,
+                         queue: str | None = None, parent: str | None = None,
+                         text: str | None = None, limit: int = 50,
+                         before: tuple[float, str] | None = None) -> list[RunRecord]:
+        from tether.store.postgres._store import _run
+
+        rows, _ = await self._one("run_search", {
+            "status": status, "workflow": workflow, "queue": queue, "parent": parent,
+            "text": text or None, "limit": limit,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else None})
+        return [_run(r) for r in rows]
+
+    async def run_events_read(self, *, run_id: str, after: str | None,
+                              limit: int = 500) -> list[RunEvent]:
+        txid, event_id = "0", 0
+        if after:
+            m = _CURSOR.match(after)
+            if m is None:
+                raise ValueError(f"not an event id of this store: {after!r}")
+            txid, event_id = m.group(1), int(m.group(2))
+        rows, _ = await self._one("run_events_read", {
+            "run_id": run_id, "txid": txid, "event_id": event_id, "limit": limit})
+        return [RunEvent(f"{tx}-{i}", kind, data) for tx, i, kind, data in rows]
+
+    async def store_stats(self, *, now: float) -> StoreStats:
+        by_status, _ = await self._one("stats_status", None)
+        queues, _ = await self._one("stats_queues", None)
+        steps, _ = await self._one("stats_steps", None)
+        llm, _ = await self._one("stats_metrics", None)
+        workers, _ = await self._one("stats_workers", {"since": now - WORKER_STALE})
+        step = steps[0]
+        return StoreStats(
+            runs_by_status={s: int(n) for s, n in by_status},
+            queues={q: (int(n), float(oldest)) for q, n, oldest in queues},
+            step_count=int(step[0]), step_seconds=float(step[1]),
+            step_buckets=tuple(int(n) for n in step[2:]),
+            llm={k: float(v) for k, v in zip(_LLM_KEYS, llm[0], strict=True)},
+            workers=int(workers[0][0]))

@@ -1,0 +1,74 @@
+-- Queries of the control plane (`tether serve`): listing, live events, metrics.
+
+-- run_search --
+-- Runs matching optional filters, newest first, after a (created_at, run_id) cursor.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+FROM {schema}.runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+  AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+  AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+       OR (created_at = %(before_at)s AND run_id < %(before_id)s))
+ORDER BY created_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- run_events_read --
+-- A run's stored events after a (txid, event_id) cursor, of transactions that ended
+-- before every transaction still running (see migration 0004).
+SELECT txid::text, event_id, kind, data FROM {schema}.run_events
+WHERE run_id = %(run_id)s AND (txid, event_id) > (%(txid)s::xid8, %(event_id)s)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, event_id LIMIT %(limit)s;
+
+-- run_publish_stored --
+-- Store a streamed chunk as an event and send its parts to the run's channel.
+SELECT {schema}.publish_stored(%(run_id)s, %(channel)s, %(data)s, %(parts)s::text[]);
+
+-- stats_status --
+-- Runs by status.
+SELECT status, count(*) FROM {schema}.runs GROUP BY status;
+
+-- stats_queues --
+-- Per queue: runs waiting for a worker now, and the creation time of the oldest one.
+SELECT queue, count(*), min(created_at) FROM {schema}.runs
+WHERE status = 'queued' GROUP BY queue;
+
+-- stats_steps --
+-- Finished steps: how many, their total seconds, and how many took at most each bound
+-- (the bounds are STEP_BUCKETS in tether.store._port).
+SELECT count(*), coalesce(sum(d), 0.0),
+       count(*) FILTER (WHERE d <= 0.005),
+       count(*) FILTER (WHERE d <= 0.01),
+       count(*) FILTER (WHERE d <= 0.025),
+       count(*) FILTER (WHERE d <= 0.05),
+       count(*) FILTER (WHERE d <= 0.1),
+       count(*) FILTER (WHERE d <= 0.25),
+       count(*) FILTER (WHERE d <= 0.5),
+       count(*) FILTER (WHERE d <= 1),
+       count(*) FILTER (WHERE d <= 2.5),
+       count(*) FILTER (WHERE d <= 5),
+       count(*) FILTER (WHERE d <= 10),
+       count(*) FILTER (WHERE d <= 30),
+       count(*) FILTER (WHERE d <= 60)
+FROM (SELECT finished_at - started_at AS d FROM {schema}.journal
+      WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
+        AND finished_at IS NOT NULL) AS steps;
+
+-- stats_metrics --
+-- LLM tokens and cost over all runs: spent, and saved by replay.
+SELECT coalesce(sum((metrics::json->>'tokens.input')::float8), 0),
+       coalesce(sum((metrics::json->>'tokens.output')::float8), 0),
+       coalesce(sum((metrics::json->>'cost.usd')::float8), 0),
+       coalesce(sum((metrics::json->>'saved.tokens.input')::float8), 0),
+       coalesce(sum((metrics::json->>'saved.tokens.output')::float8), 0),
+       coalesce(sum((metrics::json->>'saved.cost.usd')::float8), 0),
+       coalesce(sum((metrics::json->>'llm.calls')::float8), 0)
+FROM {schema}.runs WHERE metrics IS NOT NULL;
+
+-- stats_workers --
+-- Workers that heartbeated since a time.
+SELECT count(*) FROM {schema}.workers WHERE heartbeat_at >= %(since)s;

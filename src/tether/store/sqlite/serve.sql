@@ -1,0 +1,71 @@
+-- Queries of the control plane (`tether serve`): listing, live events, metrics.
+
+-- run_search --
+-- Runs matching optional filters, newest first, after a (created_at, run_id) cursor.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+FROM tether_runs
+WHERE (:status IS NULL OR status = :status)
+  AND (:workflow IS NULL OR workflow = :workflow)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:parent IS NULL OR parent_run_id = :parent)
+  AND (:text IS NULL OR instr(run_id, :text) > 0)
+  AND (:before_at IS NULL OR created_at < :before_at
+       OR (created_at = :before_at AND run_id < :before_id))
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
+-- run_events_read --
+-- A run's stored events after an event id, oldest first.
+SELECT event_id, kind, data FROM tether_run_events
+WHERE run_id = ? AND event_id > ? ORDER BY event_id LIMIT ?;
+
+-- run_event_chunk --
+-- Store a streamed LLM chunk as an event of its run.
+INSERT INTO tether_run_events (run_id, kind, data) VALUES (?, 'chunk', ?);
+
+-- stats_status --
+-- Runs by status.
+SELECT status, count(*) FROM tether_runs GROUP BY status;
+
+-- stats_queues --
+-- Per queue: runs waiting for a worker now, and the creation time of the oldest one.
+SELECT queue, count(*), min(created_at) FROM tether_runs
+WHERE status = 'queued' GROUP BY queue;
+
+-- stats_steps --
+-- Finished steps: how many, their total seconds, and how many took at most each bound
+-- (the bounds are STEP_BUCKETS in tether.store._port).
+SELECT count(*), coalesce(sum(d), 0.0),
+       count(*) FILTER (WHERE d <= 0.005),
+       count(*) FILTER (WHERE d <= 0.01),
+       count(*) FILTER (WHERE d <= 0.025),
+       count(*) FILTER (WHERE d <= 0.05),
+       count(*) FILTER (WHERE d <= 0.1),
+       count(*) FILTER (WHERE d <= 0.25),
+       count(*) FILTER (WHERE d <= 0.5),
+       count(*) FILTER (WHERE d <= 1),
+       count(*) FILTER (WHERE d <= 2.5),
+       count(*) FILTER (WHERE d <= 5),
+       count(*) FILTER (WHERE d <= 10),
+       count(*) FILTER (WHERE d <= 30),
+       count(*) FILTER (WHERE d <= 60)
+FROM (SELECT finished_at - started_at AS d FROM tether_journal
+      WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
+        AND finished_at IS NOT NULL) AS steps;
+
+-- stats_metrics --
+-- LLM tokens and cost over all runs: spent, and saved by replay.
+SELECT coalesce(sum(json_extract(metrics, '$."tokens.input"')), 0),
+       coalesce(sum(json_extract(metrics, '$."tokens.output"')), 0),
+       coalesce(sum(json_extract(metrics, '$."cost.usd"')), 0),
+       coalesce(sum(json_extract(metrics, '$."saved.tokens.input"')), 0),
+       coalesce(sum(json_extract(metrics, '$."saved.tokens.output"')), 0),
+       coalesce(sum(json_extract(metrics, '$."saved.cost.usd"')), 0),
+       coalesce(sum(json_extract(metrics, '$."llm.calls"')), 0)
+FROM tether_runs WHERE metrics IS NOT NULL;
+
+-- stats_workers --
+-- Workers that heartbeated since a time.
+SELECT count(*) FROM tether_workers WHERE heartbeat_at >= ?;

@@ -1,0 +1,389 @@
+"""``TestEnv``: an app on a temporary SQLite store, a worker, and a clock that skips.
+
+``TestEnv(app)`` builds ``env.app``: a new ``App`` with the definitions of ``app`` (its
+workflows, steps and agents, its payload codec) on a temporary SQLite file and a
+``VirtualClock``, and a worker for it. ``app`` itself is not touched (``App.close()``
+is final, so the environment never borrows it): start, signal and inspect runs through
+``env.app`` (or ``env.start`` / ``env.run`` / ``env.result``).
+
+Time in the environment is virtual. It starts at the real time (or ``start_time``) and
+moves only when the environment moves it:
+
+- while a test waits through the environment (``env.result``, ``env.run``, ``await
+  handle.result()`` on a handle from ``env.start``), whenever every run is waiting
+  (none is running, none is due now) the clock jumps to the earliest wake-up among the
+  waiting runs (a timer, a signal's timeout, a retry backoff, a postponed step) and
+  the worker is woken; so a workflow that sleeps three days completes in
+  milliseconds. Between those waits time stands still, so a test can start a run,
+  send it a signal, then wait, without the signal's timeout firing first. With
+  ``auto_skip=True`` time skips for the environment's whole life instead.
+- ``env.advance(seconds)`` moves it by hand, then lets every run that became due run
+  until all wait again; ``env.skip()`` moves it to the next wake-up, one at a time.
+
+Runs are released at every wait (the worker's ``sticky_wait`` is 0), so each wait is
+a real release and a replay, as in production after a long sleep.
+
+"Every run is waiting" is read from the store in one query (no run ``running``, none
+claimable now), so a run claimed but not yet started is never missed.
+
+LLM calls are answered by the environment's scripted server (``env.llm``): the
+``LLM`` objects given as ``llms=`` (typically built at module level, before the
+environment) point at it while the environment is open, and environment variables
+``OPENAI_BASE_URL``/``ANTHROPIC_BASE_URL`` do too, for an ``LLM`` built inside the
+environment without a ``base_url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tether._app import App, RunHandle
+from tether.errors import StoreError
+from tether.testing.llm_server import ScriptedLLMServer, Step
+
+if TYPE_CHECKING:
+    from tether.worker import Worker
+
+R = TypeVar("R")
+
+log = logging.getLogger("tether.testing")
+
+#: Seconds of real time between looks at the store while skipping or settling.
+_POLL = 0.002
+_POLL_MAX = 0.02
+
+_LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base_url"}
+_KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+
+class VirtualClock:
+    """A clock that moves only when told (``advance``, ``set``).
+
+    ``sleep`` moves it too (then yields to the loop), so code written against the
+    ``Clock`` seam that sleeps on it does not wait in real time.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._now = time.time() if start is None else float(start)
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(max(seconds, 0.0))
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        """Move forward by ``seconds`` (>= 0)."""
+        if seconds < 0:
+            raise ValueError(f"time moves forward only: advance({seconds}) is negative")
+        self._now += seconds
+
+    def set(self, at: float) -> None:
+        """Move forward to ``at`` (epoch seconds); earlier times are refused."""
+        if at < self._now:
+            raise ValueError(f"time moves forward only: {at} is before {self._now}")
+        self._now = float(at)
+
+
+class TestRunHandle(RunHandle[R]):
+    """A ``RunHandle`` whose ``result()`` skips time while it waits."""
+
+    __test__ = False
+
+    def __init__(self, env: TestEnv, handle: RunHandle[R]) -> None:
+        super().__init__(handle.app, handle.run_id, handle.workflow)
+        self.env = env
+
+    async def result(self, timeout: float | None = 60.0) -> R:
+        """Wait for the run to end, skipping time while every run waits; ``timeout``
+        is in real seconds.
+
+        Raises:
+            RunFailed: the run ended failed, cancelled or blocked.
+            TimeoutError: ``timeout`` real seconds passed first.
+        """
+        async with self.env.skipping():
+            return await super().result(timeout)
+
+
+class TestEnv:
+    """A test environment for ``app``: ``async with TestEnv(app) as env:``.
+
+    Args:
+        app: the application under test (its definitions are used; it is not touched).
+        start_time: the virtual clock's start (epoch seconds; default: now).
+        llm: the scripted LLM server's script (``env.llm.set_script`` changes it; its
+            outages and request times follow the virtual clock), or a
+            ``ScriptedLLMServer`` to use (started if it is not).
+        llms: ``tether.ai.LLM`` objects to point at the scripted server while the
+            environment is open (their ``base_url`` comes back after).
+        auto_skip: skip time whenever every run waits, not only while the test waits
+            through the environment.
+        queues: the worker's queues (default: every queue of the app's workflows).
+        store_url: a store of your own instead of the temporary SQLite file (e.g. a
+            fresh PostgreSQL database); it is left in place afterwards.
+        **worker_options: passed to ``app.worker`` (``concurrency``, ...).
+
+    Attributes:
+        app: the environment's ``App``: the definitions of ``app`` on the temporary
+            store and the virtual clock (closed with the environment).
+        clock: the ``VirtualClock``.
+        llm: the ``ScriptedLLMServer``.
+        worker: the ``Worker``.
+        store_url: the temporary store's URL.
+    """
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    def __init__(self, app: App, *, start_time: float | None = None,
+                 llm: Iterable[Step] | ScriptedLLMServer | None = None,
+                 llms: Iterable[Any] = (), auto_skip: bool = False,
+                 queues: list[str] | None = None, store_url: str | None = None,
+                 **worker_options: Any) -> None:
+        self.source = app
+        self.app = app  # replaced by the environment's own App when it opens
+        self.clock = VirtualClock(start_time)
+        self.llm = (llm if isinstance(llm, ScriptedLLMServer)
+                    else ScriptedLLMServer(llm or (), clock=self.clock.now))
+        self.auto_skip = auto_skip
+        self._llms = list(llms)
+        self._llm_urls: list[str] = []
+        self._queues = queues
+        self._worker_options = {"sticky_wait": 0.0, **worker_options}
+        self._worker: Worker | None = None
+        self._dir: str | None = None
+        self.store_url = store_url or ""
+        self._own_store = store_url is None
+        self._saved_env: dict[str, str | None] = {}
+        self._skippers = 0
+        self._skip_wanted = asyncio.Event()
+        self._skip_task: asyncio.Task[None] | None = None
+        self._opened = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TestEnv:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Build ``env.app`` on a temporary store, start the LLM server and a worker."""
+        if self._opened:
+            return
+        if self._own_store:
+            self._dir = tempfile.mkdtemp(prefix="tether-test-")
+            self.store_url = f"sqlite:///{self._dir}/tether.db"
+        self.app = _twin(self.source, self.store_url, self.clock)
+        self._opened = True
+        try:
+            await self.llm.start()
+            for var, attr in _LLM_ENV.items():
+                self._set_env(var, getattr(self.llm, attr))
+            for var in _KEY_ENV:
+                if not os.environ.get(var):
+                    self._set_env(var, "test-key")
+            for model in self._llms:
+                await model.aclose()  # a client of this loop would keep the old URL
+                self._llm_urls.append(model.base_url)
+                model.base_url = (self.llm.anthropic_base_url
+                                  if model.provider == "anthropic" else self.llm.base_url)
+            self._worker = self.app.worker(queues=self._queues, **self._worker_options)
+            await self._worker.start()
+            self._skip_task = asyncio.create_task(self._skip_loop(), name="tether-test-skip")
+            if self.auto_skip:
+                self._skippers += 1
+                self._skip_wanted.set()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Stop the worker and the LLM server, close ``env.app`` (for good) and delete
+        the temporary store."""
+        if not self._opened:
+            return
+        self._opened = False
+        self._skippers = 0
+        self._skip_wanted.clear()
+        if self._skip_task is not None:
+            self._skip_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._skip_task
+        try:
+            await self.app.close()  # stops the worker too
+            for model, url in zip(self._llms, self._llm_urls, strict=False):
+                await model.aclose()
+                model.base_url = url
+            self._llm_urls.clear()
+            await self.llm.stop()
+        finally:
+            for var, old in self._saved_env.items():
+                if old is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = old
+            self._saved_env.clear()
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _set_env(self, var: str, value: str) -> None:
+        self._saved_env.setdefault(var, os.environ.get(var))
+        os.environ[var] = value
+
+    @property
+    def worker(self) -> Worker:
+        if self._worker is None:
+            raise RuntimeError("the environment is not open: use `async with TestEnv(app)`")
+        return self._worker
+
+    # -- time -----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The virtual time (epoch seconds)."""
+        return self.clock.now()
+
+    async def advance(self, seconds: float, *, timeout: float = 60.0) -> None:
+        """Let every run that is due run until all wait, move the clock ``seconds``
+        forward, and let every run that became due run until all wait again.
+
+        Raises:
+            ValueError: a negative ``seconds``.
+            TimeoutError: runs kept running for ``timeout`` real seconds.
+        """
+        if seconds < 0:
+            raise ValueError(f"time moves forward only: advance({seconds}) is negative")
+        await self.settle(timeout=timeout)
+        self.clock.advance(seconds)
+        self.worker.notify()
+        await self.settle(timeout=timeout)
+
+    async def skip(self, *, timeout: float = 60.0) -> bool:
+        """One step of time skipping, by hand: let every due run run until all wait,
+        then move the clock to the earliest wake-up of a waiting run and let what became
+        due run until all wait again. False (time unchanged) if no run waits on time.
+
+        Raises:
+            TimeoutError: runs kept running for ``timeout`` real seconds.
+        """
+        await self.settle(timeout=timeout)
+        _, wake = await self._look()
+        if wake is None:
+            return False
+        await self.advance(wake - self.clock.now(), timeout=timeout)
+        return True
+
+    async def settle(self, *, timeout: float = 60.0) -> None:
+        """Wait (real time) until no run is running and none is due now, without moving
+        the clock: every run has ended or waits.
+
+        Raises:
+            TimeoutError: runs kept running for ``timeout`` real seconds.
+        """
+        delay = _POLL
+        async with asyncio.timeout(timeout):
+            while True:
+                idle, _ = await self._look()
+                if idle:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, _POLL_MAX)
+
+    @contextlib.asynccontextmanager
+    async def skipping(self) -> AsyncIterator[None]:
+        """Skip time while the block runs (``env.result`` uses it)."""
+        self._skippers += 1
+        self._skip_wanted.set()
+        try:
+            yield
+        finally:
+            self._skippers -= 1
+            if self._skippers == 0:
+                self._skip_wanted.clear()
+
+    async def _look(self) -> tuple[bool, float | None]:
+        """(every run waits or has ended, the earliest future wake-up on our queues)."""
+        store = self.app.store
+        queues = set(self.worker.queues)
+        now = self.clock.now()
+        runs = await store.run_list(limit=1_000_000)
+        idle = True
+        wake: float | None = None
+        for run in runs:
+            if run.status == "running":
+                idle = False
+            elif run.status in ("queued", "waiting") and run.queue in queues \
+                    and run.available_at is not None:
+                if run.available_at <= now:
+                    idle = False
+                elif wake is None or run.available_at < wake:
+                    wake = run.available_at
+        return idle, wake
+
+    async def _skip_loop(self) -> None:
+        delay = _POLL
+        while True:
+            await self._skip_wanted.wait()
+            try:
+                idle, wake = await self._look()
+            except StoreError as exc:  # e.g. a test that breaks the store on purpose
+                log.warning("time skipping: cannot read the store (%s); retrying", exc)
+                await asyncio.sleep(_POLL_MAX)
+                continue
+            if idle and wake is not None:
+                self.clock.set(wake)
+                self.worker.notify()
+                delay = _POLL
+            else:
+                delay = min(delay * 1.5, _POLL_MAX) if idle else _POLL
+            await asyncio.sleep(delay)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def start(self, workflow: Callable[..., Awaitable[R]] | str, *args: Any,
+                    **kwargs: Any) -> TestRunHandle[R]:
+        """``app.start(...)``, with a handle whose ``result()`` skips time."""
+        handle: RunHandle[R] = await self.app.start(workflow, *args, **kwargs)
+        return TestRunHandle(self, handle)
+
+    async def result(self, run: RunHandle[R] | str, *, timeout: float | None = 60.0) -> Any:
+        """Wait for a run (a handle or a run id) to end, skipping time meanwhile; its
+        result. ``timeout`` is in real seconds.
+
+        Raises:
+            RunFailed: the run ended failed, cancelled or blocked.
+            TimeoutError: ``timeout`` real seconds passed first.
+        """
+        handle = self.app.handle(run) if isinstance(run, str) else run
+        async with self.skipping():
+            return await RunHandle.result(handle, timeout)
+
+    async def run(self, workflow: Callable[..., Awaitable[R]] | str, *args: Any,
+                  **kwargs: Any) -> R:
+        """Start a run and wait for its result, skipping time (see ``start``)."""
+        handle = await self.start(workflow, *args, **kwargs)
+        return await handle.result()
+
+
+def _twin(app: App, url: str, clock: VirtualClock) -> App:
+    """A new App with ``app``'s definitions and codec, on ``url`` with ``clock``.
+
+    The definitions are shared, not re-registered, so whatever a definition carries
+    (queue, retry policy, versions) is the same in both apps.
+    """
+    twin = App(url, clock=clock, max_payload=app.codec.max_payload,
+               payload_hook=app.codec.hook)
+    twin._workflows.update(app._workflows)
+    twin._steps.update(app._steps)
+    return twin

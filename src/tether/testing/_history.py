@@ -1,0 +1,194 @@
+"""A run's history: its row and its journal as stable, documented JSON
+(``docs/testing.md``, "The history format"), written by ``tether export`` and read by
+the replayer.
+
+Payloads (input, results, errors, step arguments) are written as JSON values, decoded
+from the store's text with the app's codec (so a payload hook, e.g. encryption, is
+undone on export and applied again on replay); times are epoch seconds. The format
+carries a version: a reader refuses a newer version with a one-line error rather than
+misreading it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tether._app import App
+from tether._codec import Codec
+from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord
+from tether.errors import RunNotFound, TetherError
+
+FORMAT = "tether.history"
+#: The version this Tether writes, and the newest it reads.
+VERSION = 1
+
+_ENTRY_FIELDS = ("position", "kind", "name", "status", "attempts", "started_at",
+                 "finished_at", "next_attempt_at", "args", "result", "error")
+_PAYLOADS = ("args", "result", "error")
+
+
+class HistoryError(TetherError):
+    """A history file that cannot be read: not JSON, not a history, a newer format
+    version, a missing or mistyped field."""
+
+
+@dataclass(frozen=True)
+class History:
+    """One run as exported: what the replayer needs, payloads as JSON values."""
+
+    run_id: str
+    workflow: str
+    status: str
+    input: Any
+    journal: list[dict[str, Any]]
+    queue: str = "default"
+    result: Any = None
+    error: Any = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    finished_at: float | None = None
+    parent_run_id: str | None = None
+    source: str = ""  #: where it was read from (a file name), for reports
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``FORMAT``, ``VERSION``)."""
+        return {"format": FORMAT, "version": VERSION, "run_id": self.run_id,
+                "workflow": self.workflow, "queue": self.queue, "status": self.status,
+                "created_at": self.created_at, "updated_at": self.updated_at,
+                "finished_at": self.finished_at, "parent_run_id": self.parent_run_id,
+                "input": self.input, "result": self.result, "error": self.error,
+                "journal": self.journal}
+
+    def entries(self, codec: Codec) -> list[JournalEntry]:
+        """The journal as the engine stores it (payloads encoded with ``codec``)."""
+        out = []
+        for e in self.journal:
+            out.append(JournalEntry(
+                position=e["position"], kind=OperationKind(e["kind"]), name=e["name"],
+                status=EntryStatus(e["status"]),
+                result=_encode(codec, e.get("result"), "result"),
+                error=None if e.get("error") is None else codec.encode_error(e["error"]),
+                attempts=int(e.get("attempts") or 0), started_at=e.get("started_at"),
+                finished_at=e.get("finished_at"), next_attempt_at=e.get("next_attempt_at"),
+                args=_encode(codec, e.get("args"), "args")))
+        return out
+
+
+def _encode(codec: Codec, value: Any, what: str) -> str | None:
+    return None if value is None else codec.encode(value, what)
+
+
+def _decode(codec: Codec, text: str | None, where: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return codec.decode(text)
+    except Exception as exc:
+        raise HistoryError(f"cannot decode {where}: {exc} (if the app stores payloads "
+                           "through a payload hook, export with --app MODULE:APP)") from None
+
+
+def history_of(run: RunRecord, journal: list[JournalEntry], codec: Codec) -> History:
+    """The history of a run read from a store."""
+    entries = []
+    for e in journal:
+        item: dict[str, Any] = {name: getattr(e, name) for name in _ENTRY_FIELDS}
+        for name in _PAYLOADS:
+            item[name] = _decode(codec, getattr(e, name),
+                                 f"the {name} of position {e.position} of run {run.run_id}")
+        entries.append(item)
+    return History(
+        run_id=run.run_id, workflow=run.workflow, queue=run.queue, status=run.status,
+        input=_decode(codec, run.input, f"the input of run {run.run_id}"),
+        result=_decode(codec, run.result, f"the result of run {run.run_id}"),
+        error=_decode(codec, run.error, f"the error of run {run.run_id}"),
+        created_at=run.created_at, updated_at=run.updated_at, finished_at=run.finished_at,
+        parent_run_id=run.parent_run_id, journal=entries)
+
+
+async def export_history(app: App, run_id: str) -> dict[str, Any]:
+    """The run's history as a JSON-ready dict (what ``tether export`` prints).
+
+    Raises:
+        RunNotFound: no such run.
+        HistoryError: a payload the app's codec cannot decode.
+    """
+    await app.get_run(run_id)  # opens the store; RunNotFound for an unknown id
+    store = app.store
+    run = await store.run_get(run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    return history_of(run, await store.journal_read(run_id), app.codec).to_dict()
+
+
+def load_history(source: str | os.PathLike[str] | Mapping[str, Any] | History) -> History:
+    """A history from a file path, a JSON-ready dict, or a ``History``.
+
+    Raises:
+        HistoryError: unreadable file, not JSON, not a history, a newer version, a
+            missing or mistyped field (one line naming the file and the field).
+    """
+    if isinstance(source, History):
+        return source
+    where = "history"
+    if isinstance(source, Mapping):
+        data: Any = source
+    else:
+        where = os.fspath(source)
+        try:
+            with open(where, encoding="utf-8") as f:
+                data = json.load(f)
+        except OSError as exc:
+            raise HistoryError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise HistoryError(f"{where}: not JSON: {exc}") from None
+    return _parse(data, where)
+
+
+def _parse(data: Any, where: str) -> History:
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise HistoryError(f"{where}: not a Tether history (expected \"format\": "
+                           f"\"{FORMAT}\"; write one with `tether export RUN_ID`)")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise HistoryError(f"{where}: \"version\" must be an integer, got {version!r}")
+    if version > VERSION:
+        raise HistoryError(f"{where}: history format version {version} is newer than this "
+                           f"Tether reads ({VERSION}): upgrade Tether")
+    for name in ("run_id", "workflow", "status"):
+        if not isinstance(data.get(name), str):
+            raise HistoryError(f"{where}: \"{name}\" must be a string")
+    journal = data.get("journal")
+    if not isinstance(journal, list):
+        raise HistoryError(f"{where}: \"journal\" must be a list of entries")
+    entries = []
+    for i, e in enumerate(journal):
+        if not isinstance(e, Mapping):
+            raise HistoryError(f"{where}: journal[{i}] must be an object")
+        if not isinstance(e.get("position"), int) or isinstance(e.get("position"), bool):
+            raise HistoryError(f"{where}: journal[{i}].position must be an integer")
+        for name in ("kind", "name", "status"):
+            if not isinstance(e.get(name), str):
+                raise HistoryError(f"{where}: journal[{i}].{name} must be a string")
+        for name, enum in (("kind", OperationKind), ("status", EntryStatus)):
+            if e[name] not in enum.__members__.values():
+                raise HistoryError(f"{where}: journal[{i}].{name} {e[name]!r} is not one of "
+                                   f"{', '.join(m.value for m in enum)}")
+        entries.append({name: e.get(name) for name in _ENTRY_FIELDS})
+    times: dict[str, float | None] = {}
+    for name in ("created_at", "updated_at", "finished_at"):
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, float))):
+            raise HistoryError(f"{where}: \"{name}\" must be a number or null")
+        times[name] = value
+    return History(run_id=data["run_id"], workflow=data["workflow"], status=data["status"],
+                   queue=str(data.get("queue") or "default"), input=data.get("input"),
+                   result=data.get("result"), error=data.get("error"), journal=entries,
+                   parent_run_id=data.get("parent_run_id"), source=where,
+                   created_at=times["created_at"], updated_at=times["updated_at"],
+                   finished_at=times["finished_at"])

@@ -1,0 +1,109 @@
+"""``FakeMCPServer``: an MCP server made of plain Python functions, served over
+streamable HTTP on 127.0.0.1 inside the test's own process, recording every call.
+
+Needs the ``mcp`` extra (the official SDK, which brings uvicorn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tether.ai.mcp import MCPServer
+
+
+@dataclass(frozen=True)
+class MCPCall:
+    """One ``tools/call`` the fake server received."""
+
+    tool: str
+    arguments: dict[str, Any]
+
+
+class FakeMCPServer:
+    """``async with FakeMCPServer([lookup, record]) as server:`` then
+    ``MCPToolset(app, server.client())``; ``server.calls`` lists what reached it.
+
+    Args:
+        tools: functions (sync or async; the schema comes from their type hints and
+            docstring, as the SDK does it), or a mapping of tool name to function.
+        name: the server's name (also the client's ``id``).
+    """
+
+    def __init__(self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]]
+                 = (), *, name: str = "fake") -> None:
+        items = tools.items() if isinstance(tools, Mapping) else [(f.__name__, f) for f in tools]
+        self.tools: dict[str, Callable[..., Any]] = dict(items)
+        self.name = name
+        self.calls: list[MCPCall] = []
+        self.port = 0
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """The streamable HTTP endpoint, ``http://127.0.0.1:PORT/mcp``."""
+        if self._task is None:
+            raise RuntimeError("the server is not started: await server.start() first")
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def client(self, **options: Any) -> MCPServer:
+        """A ``tether.ai.mcp.MCPServer`` pointed at this server."""
+        from tether.ai.mcp import MCPServer
+
+        return MCPServer.http(self.url, id=options.pop("id", self.name), **options)
+
+    def _recorded(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def call_async(**arguments: Any) -> Any:
+                self.calls.append(MCPCall(name, dict(arguments)))
+                return await fn(**arguments)
+
+            return call_async
+
+        @functools.wraps(fn)
+        def call(**arguments: Any) -> Any:
+            self.calls.append(MCPCall(name, dict(arguments)))
+            return fn(**arguments)
+
+        return call
+
+    async def start(self) -> FakeMCPServer:
+        if self._task is not None:
+            return self
+        import uvicorn
+        from mcp.server.mcpserver import MCPServer as SDKServer
+
+        sdk: Any = SDKServer(self.name, log_level="WARNING")
+        for name, fn in self.tools.items():
+            sdk.add_tool(self._recorded(name, fn), name=name)
+        config = uvicorn.Config(sdk.streamable_http_app(), host="127.0.0.1", port=0,
+                                log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(), name=f"fake-mcp-{self.name}")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises why it could not start
+                raise RuntimeError("the fake MCP server stopped while starting")
+            await asyncio.sleep(0.005)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._server.should_exit = True
+        await task
+
+    async def __aenter__(self) -> FakeMCPServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,284 @@
+"""The replayer: check recorded runs against the current code without executing it.
+
+For each history, the workflow's current code is called with the run's input under a
+journal cursor loaded with the recorded journal, exactly as a worker replays a run
+after a crash, except that nothing is executed and nothing is written: an operation
+the journal answers is answered (a step's result or error, a timer, a signal, a
+child's outcome, a clock or random value, a patch marker), and the first operation it
+does not answer (the "frontier") stops the code there. No step runs, no LLM or tool is
+called, the store is never touched.
+
+A run is compatible when the code asks, position by position, for the operations the
+journal recorded, and then either ends where the journal ends, or (a run still in
+flight: queued, running, waiting, blocked) asks for its next operation. The first
+mismatch is reported with its position, the recorded operation and the operation the
+code asks for (``None`` on one side: the code asked for nothing more, or the journal
+has nothing there although the run ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from tether._app import App
+from tether._codec import restore
+from tether._definitions import WorkflowDef
+from tether._replay import Blocked, Release, RunContext, _Stop, current_run
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
+from tether.store._port import Wait
+from tether.testing._history import History, HistoryError, load_history
+
+OK, PENDING = EntryStatus.OK, EntryStatus.PENDING
+#: Operations whose entry is final only when ``ok`` (a timer or a child start is never
+#: recorded as an error).
+_OK_ONLY = frozenset({OperationKind.SLEEP, OperationKind.CHILD_START})
+_ENDED = frozenset({"completed", "failed", "cancelled"})
+
+#: Real seconds a workflow may take to reach its journal's end before the check gives
+#: up on it (its code awaits something that is not an operation, e.g. a socket).
+DEFAULT_TIMEOUT = 30.0
+
+HistorySource = str | os.PathLike[str] | Mapping[str, Any] | History
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The verdict on one recorded run.
+
+    Attributes:
+        run_id, workflow, source: which run (and the file it came from).
+        compatible: the current code replays the journal.
+        position: where the first mismatch is (``None`` when compatible).
+        recorded: ``(kind, name)`` the journal holds there (``None``: nothing).
+        requested: ``(kind, name)`` the code asks for there (``None``: nothing).
+        message: one line that says it all.
+        replayed: operations answered from the journal before the verdict.
+    """
+
+    run_id: str
+    workflow: str
+    compatible: bool
+    message: str
+    position: int | None = None
+    recorded: tuple[str, str] | None = None
+    requested: tuple[str, str] | None = None
+    replayed: int = 0
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "workflow": self.workflow,
+                "compatible": self.compatible, "position": self.position,
+                "recorded": list(self.recorded) if self.recorded else None,
+                "requested": list(self.requested) if self.requested else None,
+                "replayed": self.replayed, "message": self.message, "source": self.source}
+
+
+class _FrozenClock:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+class _NoStore:
+    """The store of a check: any use of it means the code went past the journal."""
+
+    def __init__(self) -> None:
+        self.ctx: _CheckContext | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            ctx = self.ctx
+            assert ctx is not None
+            raise ctx.reach(max(ctx.position - 1, 0), "store", name)
+
+        return refuse
+
+
+class _CheckContext(RunContext):
+    """A journal cursor that answers from the journal and stops at the frontier.
+
+    Every operation (``tether._operations``) asks the cursor for the entry at its
+    position (``recorded``) before it would execute or write anything: a final entry is
+    answered as in any replay; no entry, or a pending one, is the frontier. Writes, the
+    store and live status are refused or dropped as a second line of defence.
+    """
+
+    def __init__(self, *, workflow: WorkflowDef, journal: list[JournalEntry], app: App,
+                 run_id: str, at: float, executor: Executor | None = None) -> None:
+        store = _NoStore()
+        super().__init__(lease=Lease(run_id, "tether-replay-check", 0), workflow=workflow,
+                         journal=journal, store=store,
+                         codec=app.codec, clock=_FrozenClock(at), executor=executor,
+                         sticky_wait=0.0)
+        store.ctx = self
+        self.frontier: tuple[int, str, str] | None = None
+
+    def reach(self, pos: int, kind: str, name: str) -> _Stop:
+        """The code asks for an operation the journal does not answer: stop here."""
+        if self.frontier is None or pos < self.frontier[0]:
+            self.frontier = (pos, str(kind), name)
+        return self.halt(Release(Wait(None, "replay check")))
+
+    def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
+        entry = super().recorded(pos, kind, name)  # another operation there: blocked
+        final = entry is not None and (entry.status == OK if kind in _OK_ONLY
+                                       else entry.status != PENDING)
+        if not final:
+            raise self.reach(pos, kind, name)
+        return entry
+
+    # -- nothing is written ----------------------------------------------------------------
+
+    def status_changed(self, text: str | None) -> None:
+        return None
+
+    def add_metrics(self, deltas: dict[str, float]) -> None:
+        for key, value in deltas.items():
+            self.metrics[key] = self.metrics.get(key, 0.0) + float(value)
+
+    async def write(self, entry: JournalEntry) -> None:
+        raise self.reach(entry.position, entry.kind, entry.name)
+
+    def write_deferred(self, entry: JournalEntry) -> None:
+        raise self.reach(entry.position, entry.kind, entry.name)
+
+    async def flush(self) -> None:
+        return None
+
+
+def _decode_input(app: App, wdef: WorkflowDef, history: History) -> tuple[list[Any],
+                                                                          dict[str, Any]]:
+    data = history.input if isinstance(history.input, Mapping) else {"args": history.input}
+    args = list(data.get("args") or [])
+    kwargs = dict(data.get("kwargs") or {})
+    for i, ann in enumerate(wdef.param_annotations[: len(args)]):
+        if ann is not None:
+            args[i] = restore(args[i], ann, strict=f"argument {i + 1} of workflow {wdef.name!r}")
+    for k, v in kwargs.items():
+        ann = wdef.kw_annotations.get(k)
+        if ann is not None:
+            kwargs[k] = restore(v, ann, strict=f"argument {k!r} of workflow {wdef.name!r}")
+    return args, kwargs
+
+
+def _ops(n: int) -> str:
+    return f"{n} operation" + ("" if n == 1 else "s")
+
+
+def _fmt(op: tuple[str, str] | None) -> str:
+    return "nothing" if op is None else f"{op[0]} {op[1]!r}"
+
+
+async def check_history(app: App, history: History, *,
+                        timeout: float = DEFAULT_TIMEOUT) -> ReplayResult:
+    """Replay one history against ``app``'s current code (see the module docstring)."""
+    wdef = app.workflows().get(history.workflow)
+    if wdef is None:
+        return _result(history, False, message=(
+            f"workflow {history.workflow!r} is not registered in this app "
+            f"(registered: {', '.join(sorted(app.workflows())) or 'none'})"))
+    try:
+        entries = history.entries(app.codec)
+    except Exception as exc:
+        raise HistoryError(f"{history.source or history.run_id}: bad payload in the "
+                           f"journal: {exc}") from None
+    at = history.finished_at or history.updated_at or history.created_at or 0.0
+    ctx = _CheckContext(workflow=wdef, journal=entries, app=app, run_id=history.run_id,
+                        at=at)
+    raised: BaseException | None = None
+
+    async def body() -> None:
+        nonlocal raised
+        current_run.set(ctx)
+        try:
+            args, kwargs = _decode_input(app, wdef, history)
+            await wdef.fn(*args, **kwargs)
+        except _Stop:
+            pass
+        except Exception as exc:
+            raised = exc
+
+    task = asyncio.get_running_loop().create_task(body())  # its own context copy
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
+        return _result(history, False, replayed=ctx.replayed, message=(
+            f"the workflow did not reach the end of its journal within {timeout:g} s: its "
+            "code waits on something that is not a Tether operation"))
+    finally:
+        for t in ctx.tasks:
+            if not t.done():
+                t.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, *ctx.tasks, return_exceptions=True)
+    return _verdict(ctx, history, raised)
+
+
+def _result(history: History, compatible: bool, **fields: Any) -> ReplayResult:
+    return ReplayResult(run_id=history.run_id, workflow=history.workflow,
+                        source=history.source, compatible=compatible, **fields)
+
+
+def _verdict(ctx: _CheckContext, history: History,
+             raised: BaseException | None) -> ReplayResult:
+    stop = ctx.stop
+    if isinstance(stop, Blocked):
+        err = stop.error
+        return _result(history, False, position=err.position,
+                            recorded=err.recorded, requested=err.requested,
+                            replayed=ctx.replayed,
+                            message=(f"position {err.position}: recorded {_fmt(err.recorded)}, "
+                                     f"the code asks for {_fmt(err.requested)}"))
+    ended = history.status in _ENDED
+    if ctx.frontier is not None:
+        pos, kind, name = ctx.frontier
+        if ended:
+            return _result(history, False, position=pos,
+                                recorded=None, requested=(kind, name), replayed=ctx.replayed,
+                                message=(f"position {pos}: the run ended "
+                                         f"({history.status}) with nothing recorded there, "
+                                         f"the code asks for {kind} {name!r}"))
+        return _result(history, True, replayed=ctx.replayed, message=(
+            f"compatible: replays {_ops(ctx.replayed)}, then runs {kind} {name!r} "
+            f"at position {pos}"))
+    extra = ctx.unconsumed_entry()
+    if extra is not None:
+        return _result(history, False, position=extra.position,
+                            recorded=(extra.kind, extra.name), requested=None,
+                            replayed=ctx.replayed,
+                            message=(f"position {extra.position}: recorded {extra.kind} "
+                                     f"{extra.name!r}, the code asks for nothing (it "
+                                     + ("raised " + type(raised).__name__
+                                        if raised is not None else "returned") + " before)"))
+    end = f"raises {type(raised).__name__}" if raised is not None else "returns"
+    return _result(history, True, replayed=ctx.replayed, message=(
+        f"compatible: replays {_ops(ctx.replayed)}, and the code {end}"))
+
+
+async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *,
+                 timeout: float = DEFAULT_TIMEOUT) -> list[ReplayResult]:
+    """Check recorded runs against ``app``'s current code, executing nothing.
+
+    ``histories``: file paths (``tether export`` output), dicts of that form, or
+    ``History`` objects (one or several). Returns one ``ReplayResult`` per run, in order.
+
+    Raises:
+        HistoryError: a history that cannot be read (one line naming the file).
+    """
+    if isinstance(histories, (str, os.PathLike, Mapping, History)):
+        histories = [histories]
+    loaded = [load_history(h) for h in histories]
+    return [await check_history(app, h, timeout=timeout) for h in loaded]

@@ -1,0 +1,142 @@
+"""A scripted LLM server on 127.0.0.1 that speaks the OpenAI and Anthropic HTTP APIs.
+
+Point a real client at it (``base_url``) and it answers each chat request with the next
+step of a script: a reply (text, tool calls, token usage) or a fault (an HTTP error, a
+hang, a reset connection, a slow or broken stream). It records every request. It is a
+plain asyncio HTTP/1.1 server with keep-alive and chunked SSE streaming, with no
+dependency beyond the standard library.
+
+The package has one module per provider (``_openai``, ``_anthropic``: request checks,
+response and stream rendering, error shapes), the script types (``_script``), the
+HTTP plumbing (``_http``), the server (``_server``) and the command line (``_cli``).
+
+Endpoints:
+
+- ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming or not.
+- ``POST /v1/messages``: Anthropic Messages, streaming or not.
+- ``GET /v1/models``: the model list (Anthropic's shape if ``anthropic-version`` is sent).
+- ``GET /_tether/requests``: the request log as JSON; ``DELETE`` clears it.
+- ``POST /_tether/script``: a new script: a JSON list of steps (replaces the rest of
+  the script), or ``{"steps": [...], "mode": "replace" | "append", "outage": {...}}``.
+
+In Python::
+
+    async with ScriptedLLMServer(script=[
+        Reply("Hello!", input_tokens=12, output_tokens=3),
+        Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Paris"}}]),
+        Fault.rate_limit(retry_after=2),
+    ]) as server:
+        client = OpenAIChat("gpt-4.1-mini", base_url=server.base_url)
+        ...
+        assert server.requests[0].headers["idempotency-key"] == "k1"
+
+From another process (workers started as subprocesses)::
+
+    python -m tether.testing.llm_server --script script.json [--port 0] [--host 127.0.0.1]
+
+prints its base URL (``http://127.0.0.1:PORT/v1``) as the first line of stdout, then
+serves until killed (SIGTERM or SIGINT end it cleanly).
+
+Script format
+-------------
+
+A script is a list of steps, taken in order, one per chat request (either protocol; a
+step is rendered in the protocol of the request that takes it). The JSON file holds
+either that list or ``{"steps": [...], "outage": {...}}``. A step is a JSON object;
+the Python classes ``Reply`` and ``Fault`` take the same keys.
+
+A reply::
+
+    {"text": "Hello!"}
+    {"text": "...", "input_tokens": 12, "output_tokens": 3, "model": "gpt-4.1-2025-04-14"}
+    {"tool_calls": [{"name": "weather", "arguments": {"city": "Paris"}}]}
+    {"tool_calls": [{"name": "weather", "arguments": "{not json", "id": "call_7"}]}
+    {"json": {"answer": 42}}              (text is the JSON dump, for output schemas;
+                                           Reply(json={"answer": 42}) in Python)
+    {"text": "...", "finish_reason": "length"}          (Anthropic: max_tokens)
+    {"text": "...", "delay": 0.5}                       (wait before answering)
+    {"text": "a b c d", "chunk_delay": 0.2}             (slow stream: wait per chunk)
+    {"fault": "slow_stream", "text": "a b c", "chunk_delay": 0.2}   (the same)
+    {"text": "a b c d", "reset_after_chunks": 2}        (stream 2 chunks, then drop)
+    {"text": "a b c d", "error_after_chunks": 2}        (stream 2 chunks, then an
+                                                         in-stream error event)
+
+A reply with N chunks or fewer and ``reset_after_chunks``/``error_after_chunks`` N
+streams them all, then fails before the stream's closing events: the fault always
+happens.
+
+``arguments`` is a JSON object, or a string sent verbatim (to test malformed
+arguments). Token counts default to an estimate (about 4 characters per token). Text
+is streamed in chunks of ``chunk_words`` words (default 1). Without ``chunk_delay``,
+a non-streaming answer to a slow-stream step waits the sum of the chunk delays.
+
+A fault::
+
+    {"status": 429, "retry_after": 2}         (Retry-After: 2; a float or an HTTP-date)
+    {"status": 500}  {"status": 503}  {"status": 529}
+    {"status": 400, "message": "max_tokens is too large"}
+    {"status": 401, "message": "invalid x-api-key"}
+    {"fault": "hang"}          (read the request, never answer; ends when the client
+                                gives up and closes the connection)
+    {"fault": "reset"}         (close the connection abruptly, TCP RST, no response)
+    {"fault": "truncate"}      (headers and half the body, then close)
+
+Error bodies have each provider's real shape (``{"error": {"message", "type", ...}}``
+for OpenAI, ``{"type": "error", "error": {"type", "message"}}`` for Anthropic).
+
+Any step may carry ``"times": N`` to answer N requests. When the script runs out the
+server answers 500 "script exhausted" (and a ``responder``, if given, answers instead),
+so a test notices an extra call.
+
+An outage window (server level, not a step) answers ``status`` (503) to every chat
+request for ``seconds`` after the server started or after the first chat request,
+without consuming steps::
+
+    {"outage": {"seconds": 2.0, "since": "first_request", "status": 503, "retry_after": 1}}
+
+In Python a step may also be a callable: it receives the ``RecordedRequest`` and returns
+a step (``Reply``, ``Fault`` or dict), or an awaitable of one. ``responder=`` is such a
+callable that answers every request after the script runs out.
+
+Each ``RecordedRequest`` has ``method``, ``path``, ``headers`` (lower-case names,
+``idempotency-key`` among them), ``body`` (parsed JSON), ``time`` (epoch seconds),
+``protocol`` (``openai`` / ``anthropic`` / ``models``), ``status`` (the status given,
+``None`` for hang/reset), ``outcome`` (``reply``, ``fault:<kind>``, ``outage``,
+``exhausted``, ``step_error`` (a callable step raised), ``invalid``, ``unauthorized``)
+and ``step`` (the index of the step in the script as set, when one answered).
+
+With ``strict=True`` (default) the server checks requests the way the real APIs do
+(roles, tool results matching earlier tool calls, required fields) and answers 400
+when they are wrong, so a client's conversion bugs show up in tests. With ``api_key=``
+it answers 401 to a request without that key.
+"""
+
+from tether.testing.llm_server._cli import main
+from tether.testing.llm_server._script import (
+    DEFAULT_MODELS,
+    Fault,
+    Outage,
+    RecordedRequest,
+    Reply,
+    Step,
+    StepLike,
+    load_script,
+    parse_step,
+    slow_stream,
+)
+from tether.testing.llm_server._server import ScriptedLLMServer
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "Fault",
+    "Outage",
+    "RecordedRequest",
+    "Reply",
+    "ScriptedLLMServer",
+    "Step",
+    "StepLike",
+    "load_script",
+    "main",
+    "parse_step",
+    "slow_stream",
+]

@@ -1,0 +1,106 @@
+"""pytest fixtures for code built on Tether, loaded automatically once Tether is
+installed (entry point ``pytest11``: ``tether``). Async fixtures need pytest-asyncio
+(``pip install 'tether[testing]'``).
+
+- ``app``: a fresh ``tether.App`` on a temporary SQLite file, closed after the test
+  (for workflows defined in the test itself).
+- ``tether_env``: a factory, ``env = await tether_env(my_app, **options)``: a
+  ``TestEnv`` (time skipping, worker, scripted LLM server) closed after the test.
+- ``llm_server``: a started ``ScriptedLLMServer`` with an empty script
+  (``llm_server.set_script([...])``), stopped after the test.
+- ``mcp_server``: a factory, ``server = await mcp_server([tool_fn, ...])``: a started
+  ``FakeMCPServer`` (needs the ``mcp`` extra), stopped after the test.
+
+A fixture of the same name in a ``conftest.py`` or test module overrides these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether._app import App
+from tether.testing._env import TestEnv
+from tether.testing._mcp import FakeMCPServer
+from tether.testing.llm_server import ScriptedLLMServer
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - depends on the environment
+    pytest_asyncio = None  # type: ignore[assignment]
+
+_NEEDS = "Tether's async fixtures need pytest-asyncio: pip install 'tether[testing]'"
+
+
+def _async_fixture(fn: Callable[..., Any]) -> Any:
+    if pytest_asyncio is not None:
+        return pytest_asyncio.fixture(fn)
+
+    @pytest.fixture(name=fn.__name__)
+    def missing() -> None:  # pragma: no cover - depends on the environment
+        pytest.fail(_NEEDS, pytrace=False)
+
+    return missing
+
+
+@pytest.fixture
+def tether_store_url(tmp_path: Path) -> str:
+    """A SQLite store URL in the test's temporary directory."""
+    return f"sqlite:///{tmp_path}/tether.db"
+
+
+@_async_fixture
+async def app(tether_store_url: str) -> AsyncIterator[App]:
+    """A fresh ``App`` on a temporary SQLite store, closed after the test."""
+    fresh = App(tether_store_url)
+    try:
+        yield fresh
+    finally:
+        await fresh.close()
+
+
+@_async_fixture
+async def tether_env() -> AsyncIterator[Callable[..., Awaitable[TestEnv]]]:
+    """``env = await tether_env(app, **options)``: an open ``TestEnv``, closed after."""
+    envs: list[TestEnv] = []
+
+    async def make(target: App, **options: Any) -> TestEnv:
+        env = TestEnv(target, **options)
+        await env.open()
+        envs.append(env)
+        return env
+
+    try:
+        yield make
+    finally:
+        for env in reversed(envs):
+            await env.close()
+
+
+@_async_fixture
+async def llm_server() -> AsyncIterator[ScriptedLLMServer]:
+    """A started ``ScriptedLLMServer`` (empty script), stopped after the test."""
+    async with ScriptedLLMServer() as server:
+        yield server
+
+
+@_async_fixture
+async def mcp_server() -> AsyncIterator[Callable[..., Awaitable[FakeMCPServer]]]:
+    """``server = await mcp_server([fn, ...], name="notes")``: a started
+    ``FakeMCPServer``, stopped after the test."""
+    servers: list[FakeMCPServer] = []
+
+    async def make(tools: Any = (), **options: Any) -> FakeMCPServer:
+        server = FakeMCPServer(tools, **options)
+        await server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in reversed(servers):
+            await server.stop()

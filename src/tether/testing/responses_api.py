@@ -1,0 +1,334 @@
+"""The OpenAI **Responses API** (``POST /v1/responses``) in the scripted LLM server.
+
+``ScriptedResponsesServer`` is ``ScriptedLLMServer`` (same script, steps, faults,
+request log, Chat Completions and Anthropic endpoints) that also answers the Responses
+API, streaming or not, in the shape the official SDKs parse: ``message`` items with
+``output_text`` parts, ``function_call`` items, ``reasoning`` items (a ``Reply`` whose
+``model`` is any, with ``reasoning=`` on ``ResponsesReply``), usage with
+``input_tokens``/``output_tokens``, and the SSE events ``response.created``,
+``response.output_item.added``, ``response.output_text.delta``,
+``response.function_call_arguments.delta``, ``response.output_item.done``,
+``response.completed``. Faults (``Fault``, ``reset_after_chunks``,
+``error_after_chunks``) behave as on the other endpoints.
+
+It also answers Anthropic's ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``,
+the same estimate the scripted replies use, without taking a script step).
+
+Built on the provider-split server (``tether.testing.llm_server``): its ``_dispatch``,
+``_render`` and ``_events`` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tether.testing.llm_server._http import Conn as _Conn
+from tether.testing.llm_server._http import head
+from tether.testing.llm_server._script import Fault, RecordedRequest, Reply
+from tether.testing.llm_server._script import chunks as _chunks
+from tether.testing.llm_server._script import raw_args as _raw_args
+from tether.testing.llm_server._script import split_json as _split_json
+from tether.testing.llm_server._server import ScriptedLLMServer, _cut_index, _Exhausted
+
+__all__ = ["ResponsesReply", "ScriptedResponsesServer", "thinking_signature"]
+
+
+@dataclass(frozen=True)
+class ResponsesReply(Reply):
+    """A ``Reply`` that may also carry the model's reasoning: on the Responses API a
+    ``reasoning`` output item (with this summary) before the message; on the Anthropic
+    Messages API a ``thinking`` block (this text, and a signature the server derives
+    from it) first in the content, streamed as ``thinking_delta``/``signature_delta``."""
+
+    reasoning: str | None = None
+
+
+def thinking_signature(text: str) -> str:
+    """The signature the server gives a thinking block with this text (a test can check
+    that a block came back unchanged)."""
+    return "sig-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class ScriptedResponsesServer(ScriptedLLMServer):
+    """``ScriptedLLMServer`` with the OpenAI Responses API at ``/v1/responses``."""
+
+    async def _dispatch(self, conn: _Conn, method: str, path: str,
+                        headers: dict[str, str], raw_body: bytes) -> None:
+        if method == "POST" and path in ("/v1/messages/count_tokens",
+                                          "/messages/count_tokens"):
+            await self._count_tokens(conn, path, headers, raw_body)
+            return
+        if method != "POST" or path not in ("/v1/responses", "/responses"):
+            await super()._dispatch(conn, method, path, headers, raw_body)
+            return
+        body: Any = None
+        parse_error = None
+        if raw_body:
+            try:
+                body = json.loads(raw_body)
+            except ValueError as exc:
+                parse_error = str(exc)
+        rec = RecordedRequest(method, path, dict(headers), body, time.time(),
+                              protocol="responses")
+        self.requests.append(rec)
+        await self._responses(conn, rec, parse_error)
+
+    async def _count_tokens(self, conn: _Conn, path: str, headers: dict[str, str],
+                            raw_body: bytes) -> None:
+        """Anthropic's ``count_tokens``: the estimate the scripted replies use (about 4
+        characters a token of system, messages and tools); no script step is taken."""
+        try:
+            body = json.loads(raw_body or b"null")
+        except ValueError:
+            body = None
+        rec = RecordedRequest("POST", path, dict(headers), body, time.time(),
+                              protocol="anthropic")
+        self.requests.append(rec)
+        if not isinstance(body, dict) or not body.get("model") or not isinstance(
+                body.get("messages"), list):
+            await self._error(conn, rec, 400, "count_tokens needs model and messages",
+                              outcome="invalid")
+            return
+        rec.status, rec.outcome = 200, "count_tokens"
+        prompt = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
+        await conn.respond(200, {"input_tokens": max(1, len(prompt) // 4)})
+
+    async def _responses(self, conn: _Conn, rec: RecordedRequest,
+                         parse_error: str | None) -> None:
+        if parse_error is not None or not isinstance(rec.body, dict):
+            await self._error(conn, rec, 400, "We could not parse the JSON body of your "
+                              f"request: {parse_error or 'not a JSON object'}",
+                              outcome="invalid")
+            return
+        if self.api_key is not None:
+            given = rec.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if given != self.api_key:
+                await self._error(conn, rec, 401, "Incorrect API key provided.",
+                                  outcome="unauthorized")
+                return
+        if self.strict:
+            problem = _check_responses(rec.body)
+            if problem is not None:
+                await self._error(conn, rec, 400, problem, outcome="invalid")
+                return
+        try:
+            index, step = await self._take_step(rec)
+        except _Exhausted:
+            await self._error(conn, rec, 500, "script exhausted: the scripted LLM server got "
+                              f"request #{len(self.requests)} and has no step left for it",
+                              outcome="exhausted")
+            return
+        except Exception as exc:
+            await self._error(conn, rec, 500, f"a scripted step raised {type(exc).__name__}: "
+                              f"{exc}", outcome="step_error")
+            return
+        rec.step = index
+        if isinstance(step, Fault):
+            await self._fault(conn, rec, step)
+        else:
+            await self._responses_reply(conn, rec, step)
+
+    async def _responses_reply(self, conn: _Conn, rec: RecordedRequest, reply: Reply) -> None:
+        if reply.delay > 0:
+            await asyncio.sleep(reply.delay)
+        rec.outcome = "reply"
+        rec.status = 200
+        if not rec.stream:
+            await conn.respond(200, self._response(rec, reply),
+                               headers={"x-request-id": self._next_id("req_")})
+            return
+        await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
+                                   "cache-control": "no-cache", "transfer-encoding": "chunked",
+                                   "x-request-id": self._next_id("req_")}))
+        events = list(self._response_events(rec, reply))
+        reset_at = _cut_index(events, reply.reset_after_chunks)
+        error_at = _cut_index(events, reply.error_after_chunks)
+        sent = 0
+        for index, (kind, payload) in enumerate(events):
+            if index == reset_at:
+                rec.outcome = "fault:reset_mid_stream"
+                conn.abort()
+                return
+            if index == error_at:
+                rec.outcome = "fault:error_mid_stream"
+                await conn.send_chunk(_sse("error", {
+                    "type": "error", "code": "server_error", "param": None,
+                    "message": "The server had an error while processing your request.",
+                    "sequence_number": 0}))
+                await conn.end_chunks()
+                return
+            if kind == "content":
+                if sent and reply.chunk_delay > 0:
+                    await asyncio.sleep(reply.chunk_delay)
+                sent += 1
+            await conn.send_chunk(payload)
+        await conn.end_chunks()
+
+    # -- Anthropic extended thinking --------------------------------------------------
+
+    def _render(self, rec: RecordedRequest, reply: Reply) -> dict[str, Any]:
+        rendered = super()._render(rec, reply)
+        thinking = getattr(reply, "reasoning", None)
+        if rec.protocol == "anthropic" and thinking:
+            rendered["content"].insert(0, {"type": "thinking", "thinking": thinking,
+                                           "signature": thinking_signature(thinking)})
+        return rendered
+
+    def _events(self, rec: RecordedRequest, reply: Reply) -> Iterable[tuple[str, str]]:
+        if rec.protocol != "anthropic":
+            yield from super()._events(rec, reply)
+            return
+        thinking = getattr(reply, "reasoning", None)
+        events = iter(super()._events(rec, reply))
+        if not thinking:
+            yield from events
+            return
+        yield next(events)  # message_start
+
+        def event(name: str, data: dict[str, Any]) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+        yield "meta", event("content_block_start", {"index": 0, "content_block": {
+            "type": "thinking", "thinking": "", "signature": ""}})
+        for piece in _chunks(Reply(thinking)):
+            yield "content", event("content_block_delta", {
+                "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}})
+        yield "meta", event("content_block_delta", {"index": 0, "delta": {
+            "type": "signature_delta", "signature": thinking_signature(thinking)}})
+        yield "meta", event("content_block_stop", {"index": 0})
+        for kind, text in events:  # the other blocks move up one index
+            name, _, data = text.partition("\ndata: ")
+            payload = json.loads(data)
+            if "index" in payload:
+                payload["index"] += 1
+            yield kind, f"{name}\ndata: {json.dumps(payload)}\n\n"
+
+    # -- rendering ----------------------------------------------------------------------
+
+    def _items(self, reply: Reply) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        reasoning = getattr(reply, "reasoning", None)
+        if reasoning:
+            items.append({"type": "reasoning", "id": self._next_id("rs_"),
+                          "summary": [{"type": "summary_text", "text": reasoning}],
+                          "encrypted_content": None, "status": None})
+        if reply.text is not None:
+            items.append({"type": "message", "id": self._next_id("msg_"),
+                          "status": "completed", "role": "assistant",
+                          "content": [{"type": "output_text", "text": reply.text,
+                                       "annotations": [], "logprobs": []}]})
+        for call in reply.tool_calls:
+            items.append({"type": "function_call", "id": self._next_id("fc_"),
+                          "call_id": str(call.get("id") or self._next_id("call_")),
+                          "name": str(call["name"]), "arguments": _raw_args(call),
+                          "status": "completed"})
+        return items
+
+    def _response(self, rec: RecordedRequest, reply: Reply,
+                  items: list[dict[str, Any]] | None = None,
+                  status: str = "completed") -> dict[str, Any]:
+        body = rec.body
+        inp, out = self._responses_usage(rec, reply)
+        return {
+            "id": self._next_id("resp_"), "object": "response",
+            "created_at": int(time.time()), "status": status,
+            "model": reply.model or body.get("model") or "unknown",
+            "output": self._items(reply) if items is None else items,
+            "usage": {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []),
+            "instructions": body.get("instructions"), "metadata": {},
+            "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
+            "text": {"format": {"type": "text"}}, "truncation": "disabled",
+            "error": None, "incomplete_details": None, "previous_response_id":
+                body.get("previous_response_id"), "reasoning": {"effort": None,
+                                                                "summary": None},
+            "service_tier": "default", "store": bool(body.get("store", True)),
+            "max_output_tokens": body.get("max_output_tokens"), "user": None}
+
+    def _responses_usage(self, rec: RecordedRequest, reply: Reply) -> tuple[int, int]:
+        inp = reply.input_tokens
+        if inp is None:
+            prompt = json.dumps([rec.body.get("instructions"), rec.body.get("input"),
+                                 rec.body.get("tools")])
+            inp = max(1, len(prompt) // 4)
+        out = reply.output_tokens
+        if out is None:
+            size = len(reply.text or "") + sum(len(_raw_args(c)) for c in reply.tool_calls)
+            out = max(1, size // 4)
+        return inp, out
+
+    def _response_events(self, rec: RecordedRequest,
+                         reply: Reply) -> Iterable[tuple[str, str]]:
+        seq = iter(range(1_000_000))
+        final = self._response(rec, reply)
+        items = final["output"]
+        start = {**final, "status": "in_progress", "output": [], "usage": None}
+        yield "meta", _sse("response.created", {"response": start,
+                                                "sequence_number": next(seq)})
+        for index, item in enumerate(items):
+            if item["type"] == "message":
+                empty = {**item, "status": "in_progress", "content": []}
+                yield "meta", _sse("response.output_item.added", {
+                    "output_index": index, "item": empty, "sequence_number": next(seq)})
+                part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+                yield "meta", _sse("response.content_part.added", {
+                    "item_id": item["id"], "output_index": index, "content_index": 0,
+                    "part": part, "sequence_number": next(seq)})
+                for piece in _chunks(reply):
+                    yield "content", _sse("response.output_text.delta", {
+                        "item_id": item["id"], "output_index": index, "content_index": 0,
+                        "delta": piece, "logprobs": [], "sequence_number": next(seq)})
+                text = item["content"][0]["text"]
+                yield "meta", _sse("response.output_text.done", {
+                    "item_id": item["id"], "output_index": index, "content_index": 0,
+                    "text": text, "logprobs": [], "sequence_number": next(seq)})
+                yield "meta", _sse("response.content_part.done", {
+                    "item_id": item["id"], "output_index": index, "content_index": 0,
+                    "part": item["content"][0], "sequence_number": next(seq)})
+            elif item["type"] == "function_call":
+                yield "meta", _sse("response.output_item.added", {
+                    "output_index": index, "item": {**item, "arguments": "",
+                                                    "status": "in_progress"},
+                    "sequence_number": next(seq)})
+                for piece in _split_json(item["arguments"]):
+                    yield "content", _sse("response.function_call_arguments.delta", {
+                        "item_id": item["id"], "output_index": index, "delta": piece,
+                        "sequence_number": next(seq)})
+                yield "meta", _sse("response.function_call_arguments.done", {
+                    "item_id": item["id"], "output_index": index, "name": item["name"],
+                    "arguments": item["arguments"], "sequence_number": next(seq)})
+            else:
+                yield "meta", _sse("response.output_item.added", {
+                    "output_index": index, "item": item, "sequence_number": next(seq)})
+            yield "meta", _sse("response.output_item.done", {
+                "output_index": index, "item": item, "sequence_number": next(seq)})
+        yield "meta", _sse("response.completed", {"response": final,
+                                                  "sequence_number": next(seq)})
+
+
+def _sse(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+
+def _check_responses(body: dict[str, Any]) -> str | None:
+    """What the real API would refuse with a 400 (the common mistakes)."""
+    if not body.get("model"):
+        return "Missing required parameter: 'model'."
+    if "messages" in body:
+        return "Unsupported parameter: 'messages'. In the Responses API, use 'input'."
+    if "input" not in body and not body.get("previous_response_id"):
+        return "Missing required parameter: 'input'."
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("type") == "function" and "function" in tool:
+            return ("Missing required parameter: 'tools[0].name' (Responses API tools are "
+                    "flat: {type, name, parameters}).")
+    return None

@@ -1,0 +1,138 @@
+"""``LLM(..., api="responses")``: the OpenAI Responses API behind the same durable
+``chat``/``stream``, agents and accounting, against the scripted server's Responses
+endpoint: reasoning items kept in the journal and sent back, tool calls, structured
+output, streaming, replay."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import BaseModel
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App
+from tether.ai import LLM, Agent, function_tool, user_message
+from tether.errors import ConfigError
+from tether.testing.llm_server import Reply
+from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedResponsesServer]:
+    async with ScriptedResponsesServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def llm(server: ScriptedResponsesServer) -> AsyncIterator[LLM]:
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, api="responses",
+                   breaker=None) as client:
+        yield client
+
+
+async def test_an_agent_on_the_responses_api_sends_reasoning_back(
+        store_url: str, server: ScriptedResponsesServer, llm: LLM) -> None:
+    """The reasoning item of the first answer goes back, in place, before the function
+    call and its output; the replay after a release sends nothing again."""
+    server.set_script([
+        ResponsesReply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}],
+                       reasoning="need the weather", input_tokens=100, output_tokens=10),
+        Reply("Cold in Oslo.", input_tokens=150, output_tokens=5)])
+
+    @function_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"cold in {city}"
+
+    app = App(store_url)
+    app.add_agent(Agent("forecaster", model=llm, instructions="Be brief.", tools=[weather]))
+
+    @app.workflow
+    async def twice(q: str) -> str:
+        answer = await tether.call("forecaster", q)
+        await tether.wait_for_signal("go")
+        return str(answer)
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(twice, "Weather in Oslo?", run_id="r1")
+        await wait_for(lambda: status_is(app, "r1", "waiting"), timeout=20)
+        await app.signal("r1", "go")
+        assert await handle.result(timeout=20) == "Cold in Oslo."
+        runs = [r for r in await app.list_runs() if r.workflow == "forecaster"]
+        info = await app.get_run(runs[0].run_id)
+    assert len(server.requests) == 2
+    first, second = (r.body for r in server.requests)
+    assert first["instructions"] == "Be brief." and first["store"] is False
+    assert first["tools"][0] == {"type": "function", "name": "weather",
+                                 "description": "The weather in a city.",
+                                 "parameters": first["tools"][0]["parameters"]}
+    assert [i.get("type", i.get("role")) for i in second["input"]] == [
+        "user", "reasoning", "function_call", "function_call_output"]
+    assert second["input"][1]["summary"][0]["text"] == "need the weather"
+    assert second["input"][3]["output"] == "cold in Oslo"
+    assert info.metrics["llm.calls"] == 2 and info.metrics["tokens.input"] == 250
+    assert info.journal[0]["result"]["reply"]["reasoning"][0]["type"] == "reasoning"
+
+
+async def test_structured_output_and_streaming(sqlite_url: str,
+                                               server: ScriptedResponsesServer,
+                                               llm: LLM) -> None:
+    class City(BaseModel):
+        city: str
+
+    server.set_script([Reply('{"city": "Oslo"}'), Reply("one two three")])
+    app = App(sqlite_url)
+    chunks: list[str] = []
+
+    @app.workflow
+    async def wf() -> list[str]:
+        city = await llm.chat([user_message("Where?")], output=City)
+        streamed = await llm.stream([user_message("Count")], on_chunk=chunks.append,
+                                    max_tokens=50)
+        return [city.city, streamed.text or ""]
+
+    async with app, app.worker():
+        assert await (await app.start(wf)).result(timeout=20) == ["Oslo", "one two three"]
+    fmt = server.requests[0].body["text"]["format"]
+    assert fmt["type"] == "json_schema" and fmt["name"] == "City"
+    assert server.requests[1].body["stream"] is True
+    assert server.requests[1].body["max_output_tokens"] == 50
+    assert chunks == ["one ", "two ", "three"]
+
+
+async def test_provider_errors_are_classified(server: ScriptedResponsesServer,
+                                              llm: LLM) -> None:
+    from tether.ai import FatalProviderError, RetryableProviderError
+
+    server.set_script([{"status": 400, "message": "bad input"}, {"status": 503},
+                       Reply("a b c", error_after_chunks=1)])
+    with pytest.raises(FatalProviderError, match="bad input"):
+        await llm.chat([user_message("x")])
+    with pytest.raises(RetryableProviderError, match="HTTP 503"):
+        await llm.chat([user_message("x")])
+    with pytest.raises(RetryableProviderError, match="error"):
+        await llm.stream([user_message("x")])
+
+
+async def test_the_chat_completions_client_leaves_reasoning_out(
+        server: ScriptedResponsesServer) -> None:
+    """A conversation carried over from a Responses model (assistant messages with
+    ``reasoning``) is accepted by a Chat Completions model: the key is not sent."""
+    server.set_script([Reply("fine")])
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as chat:
+        reply = await chat.chat([user_message("hi"), {
+            "role": "assistant", "content": "hello",
+            "reasoning": [{"type": "reasoning", "id": "rs_1", "summary": []}]},
+            user_message("again")])
+    assert reply.text == "fine"
+    assert all("reasoning" not in m for m in server.requests[0].body["messages"])
+
+
+async def test_bad_api_options_are_clear_errors() -> None:
+    """A bad ``api=`` fails the model's first use with a one-line error."""
+    with pytest.raises(ConfigError, match="api= must be 'chat'"):
+        LLM("openai:gpt-4.1", api="completions", base_url="http://127.0.0.1:9/v1").client()
+    with pytest.raises(ConfigError, match="Anthropic models take no api= option"):
+        LLM("anthropic:claude-sonnet-4-5", api="responses", api_key="k").client()

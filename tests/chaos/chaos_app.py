@@ -1,0 +1,111 @@
+"""The chaos workload, run by real ``tether worker`` processes.
+
+A run of ``chaos(seed)`` draws its plan from ``plan(seed)``: steps, durable timers,
+child runs and signal waits. Every step writes one row to the effect ledger (a SQLite
+file of its own, ``CHAOS_LEDGER``) keyed by ``tether.step_key()`` *before* returning, so
+the ledger sees every execution, including those a crash made Tether repeat. With
+``CHAOS_CRASH_P`` > 0 a step kills its own process with SIGKILL right after its effect
+and before Tether can commit it: the named crash point ``effect.before_commit``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import apsw
+
+import tether
+from tether import App
+
+app = App(os.environ.get("CHAOS_DB"))
+
+_ledger = threading.local()  # one connection per step thread: apsw forbids sharing
+
+
+def plan(seed: int) -> list[tuple[str, int]]:
+    """The operations of run ``seed``: ("step", i), ("sleep", ms), ("child", i),
+    ("signal", 0). Shared by the workflow and the model (pure, from the seed only)."""
+    rng = random.Random(seed)
+    ops: list[tuple[str, int]] = []
+    for i in range(rng.randint(3, 8)):
+        kind = rng.choices(["step", "sleep", "child", "signal"], [6, 2, 1, 1])[0]
+        if kind == "signal" and any(k == "signal" for k, _ in ops):
+            kind = "step"  # one signal wait per run: the harness sends one "go"
+        ops.append((kind, rng.randint(20, 300) if kind == "sleep" else i))
+    return ops
+
+
+def value(seed: int, i: int) -> int:
+    return (seed * 7919 + i * 104729) % 1_000_003
+
+
+def _ledger_conn() -> apsw.Connection:
+    conn: apsw.Connection | None = getattr(_ledger, "conn", None)
+    if conn is None:
+        conn = apsw.Connection(os.environ["CHAOS_LEDGER"])
+        conn.setbusytimeout(60_000)
+        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT NOT NULL, "
+                     "pid INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL)")
+        _ledger.conn = conn
+    return conn
+
+
+def record_effect() -> None:
+    """The side effect: one ledger row, durable before the step returns."""
+    _ledger_conn().execute("INSERT INTO effects VALUES (?, ?, ?, ?)",
+                           (tether.step_key(), os.getpid(), tether.step_attempt(), time.time()))
+    crash_p = float(os.environ.get("CHAOS_CRASH_P", "0") or 0)
+    if crash_p and random.random() < crash_p:
+        os.kill(os.getpid(), signal.SIGKILL)  # crash point effect.before_commit
+
+
+@app.step
+def effect(seed: int, i: int) -> int:
+    record_effect()
+    return value(seed, i)
+
+
+@app.workflow
+async def child(seed: int, i: int) -> int:
+    a = await effect(seed + 1, i)
+    b = await effect(seed + 2, i)
+    return (a + b) % 1_000_003
+
+
+@app.workflow
+async def chaos(seed: int) -> list[int]:
+    out: list[int] = []
+    for kind, arg in plan(seed):
+        if kind == "step":
+            out.append(await effect(seed, arg))
+        elif kind == "sleep":
+            await tether.sleep(arg / 1000)
+        elif kind == "child":
+            out.append(await tether.call(child, seed, arg))
+        else:
+            out.append(int(await tether.wait_for_signal("go")))
+    return out
+
+
+@app.step
+def slow_effect() -> int:
+    """The fencing race's step: its effect, then a pause in which the harness stops
+    this process (SIGSTOP) until another worker has taken the run over."""
+    record_effect()
+    time.sleep(0.6)
+    return os.getpid()
+
+
+@app.workflow
+async def fenced(i: int) -> int:
+    return await slow_effect()
+
+
+@app.workflow
+async def storm_one(i: int) -> int:
+    return await effect(i, 0)

@@ -1,0 +1,301 @@
+"""Kill -9 soak: real worker processes run the seeded chaos workload while the harness
+SIGKILLs one every 1-3 s (and steps kill their own process at the crash point between
+an effect and its commit); then a drain, and the outcome checked against the model.
+
+Figures (zero means zero): runs lost, runs not completed after the drain, wrong results,
+duplicated committed-step effects, effects missing, journal gaps, integrity_check; and
+in-flight re-executions (bounded by the kills), recovery p50/p99 after a kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from tests.chaos import chaos_app
+from tests.chaos.model import expected, signal_payload
+from tether import App
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    workers: int
+    duration: float  # seconds of kills (and new runs)
+    runs: int
+    crash_p: float = 0.01  # probability that a step dies at effect.before_commit
+    lease: float = 2.0
+    kill_every: tuple[float, float] | None = (1.0, 3.0)  # None: no kills
+    drain_timeout: float = 180.0
+
+
+PROFILES = {
+    ("smoke", "sqlite"): Profile("smoke", workers=2, duration=20, runs=60),
+    ("smoke", "postgres"): Profile("smoke", workers=3, duration=20, runs=60),
+    ("full", "sqlite"): Profile("full", workers=2, duration=300, runs=900),
+    ("full", "postgres"): Profile("full", workers=3, duration=300, runs=900),
+    ("smoke", "proxy"): Profile("smoke", workers=3, duration=20, runs=60, crash_p=0.0,
+                                kill_every=None),
+    ("full", "proxy"): Profile("full", workers=3, duration=120, runs=400, crash_p=0.0,
+                               kill_every=None),
+}
+
+
+@dataclass
+class Figures:
+    backend: str
+    profile: str
+    seed: int
+    runs_started: int = 0
+    runs_lost: int = 0
+    runs_not_completed: int = 0
+    wrong_results: int = 0
+    kills: int = 0
+    crash_point_kills: int = 0
+    duplicated_committed_effects: int = 0
+    in_flight_reexecutions: int = 0
+    effects_missing: int = 0
+    effects_unexpected: int = 0
+    journal_gaps: int = 0
+    integrity: str = "n/a"
+    runs_held_at_kills: int = 0
+    recovery: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def recovery_p(self, q: float) -> float | None:
+        if not self.recovery:
+            return None
+        data = sorted(self.recovery)
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "profile": self.profile, "seed": self.seed,
+            "runs started": self.runs_started, "runs lost": self.runs_lost,
+            "runs not completed after drain": self.runs_not_completed,
+            "wrong results": self.wrong_results, "kills (harness)": self.kills,
+            "kills (crash point effect.before_commit)": self.crash_point_kills,
+            "duplicated committed-step effects": self.duplicated_committed_effects,
+            "in-flight re-executions": self.in_flight_reexecutions,
+            "effects missing": self.effects_missing,
+            "effects unexpected": self.effects_unexpected,
+            "journal gaps": self.journal_gaps, "integrity_check": self.integrity,
+            "recovery p50 s": _round(self.recovery_p(0.5)),
+            "recovery p99 s": _round(self.recovery_p(0.99)),
+            "runs held by killed workers": self.runs_held_at_kills,
+            "recoveries measured": len(self.recovery),
+            "wall time s": round(self.seconds, 1),
+        }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+class _Workers:
+    def __init__(self, url: str, ledger: Path, logs: Path, profile: Profile) -> None:
+        self.url, self.ledger, self.logs, self.profile = url, ledger, logs, profile
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.killed: set[int] = set()
+        self._n = 0
+
+    def start(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, CHAOS_LEDGER=str(self.ledger), PYTHONPATH=str(ROOT),
+                   CHAOS_CRASH_P=str(self.profile.crash_p))
+        env.pop("TETHER_DATABASE_URL", None)
+        self._n += 1
+        with open(self.logs / f"worker-{self._n}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tether", "worker", "tests.chaos.chaos_app:app",
+                 "--db", self.url, "--lease", str(self.profile.lease)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def stop_all(self) -> None:
+        for p in self.alive():
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+async def soak(backend: str, url: str, workdir: Path, profile: Profile,
+               seed: int = 12, worker_url: str | None = None) -> Figures:
+    """Run ``profile``; workers reach the store at ``worker_url`` (default ``url``:
+    e.g. through a proxy that breaks their connections) and the harness at ``url``."""
+    rng = random.Random(seed)
+    figures = Figures(backend, profile.name, seed)
+    ledger = workdir / "ledger.db"
+    workers = _Workers(worker_url or url, ledger, workdir, profile)
+    app = App(url)
+    started: dict[str, int] = {}
+    tasks: set[asyncio.Task[Any]] = set()
+    t0 = time.monotonic()
+    try:
+        for _ in range(profile.workers):
+            workers.start()
+        deadline = time.monotonic() + profile.duration
+
+        async def send_signal(run_id: str, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await app.signal(run_id, "go", signal_payload(started[run_id]))
+
+        async def start_runs() -> None:
+            gap = profile.duration * 0.7 / profile.runs
+            for i in range(profile.runs):
+                run_seed = rng.randrange(1, 10**9)
+                run_id = f"c{i:05d}"
+                await app.start(chaos_app.chaos, run_seed, run_id=run_id)
+                started[run_id] = run_seed
+                if expected(run_id, run_seed).waits_for_signal:
+                    t = asyncio.create_task(send_signal(run_id, rng.uniform(0, 1.5)))
+                    tasks.add(t)
+                await asyncio.sleep(gap)
+
+        async def measure_recovery(owned: list[str], killed_at: float) -> None:
+            pending = set(owned)
+            while pending and time.monotonic() - killed_at < 120:
+                await asyncio.sleep(0.05)
+                for run_id in list(pending):
+                    run = await app.store.run_get(run_id)
+                    if run is None:
+                        continue
+                    if run.owner not in owners_of_killed or run.status.is_ended:
+                        pending.discard(run_id)
+                        figures.recovery.append(time.monotonic() - killed_at)
+
+        owners_of_killed: set[str | None] = {None}
+
+        async def kill_loop() -> None:
+            if profile.kill_every is None:
+                return
+            while time.monotonic() < deadline:
+                await asyncio.sleep(rng.uniform(*profile.kill_every))
+                alive = workers.alive()
+                if not alive:
+                    continue
+                victim = rng.choice(alive)
+                running = await app.store.run_list(status="running", limit=100_000)
+                marker = f":{victim.pid}:"
+                owned = [r.run_id for r in running if r.owner and marker in r.owner]
+                figures.runs_held_at_kills += len(owned)
+                owners_of_killed.update(r.owner for r in running
+                                        if r.owner and marker in r.owner)
+                workers.killed.add(victim.pid)
+                victim.send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+                await asyncio.to_thread(victim.wait, 30)
+                figures.kills += 1
+                workers.start()
+                t = asyncio.create_task(measure_recovery(owned, killed_at))
+                tasks.add(t)
+
+        async def replace_crashed() -> None:
+            seen: set[int] = set()
+            while True:
+                await asyncio.sleep(0.2)
+                for p in workers.procs:
+                    if p.poll() is not None and p.pid not in workers.killed \
+                            and p.pid not in seen:
+                        seen.add(p.pid)
+                        if p.returncode == -signal.SIGKILL:
+                            figures.crash_point_kills += 1
+                        workers.start()
+
+        replacer = asyncio.create_task(replace_crashed())
+        await asyncio.gather(start_runs(), kill_loop())
+        figures.runs_started = len(started)
+        await _drain(app, started, profile.drain_timeout)
+        replacer.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(replacer, *tasks, return_exceptions=True)
+        await _check(app, started, ledger, figures)
+    finally:
+        # Off the event loop: a proxy in this process must keep relaying while the
+        # workers shut down through it.
+        await asyncio.to_thread(workers.stop_all)
+        await app.close()
+    if backend == "sqlite":
+        path = url.split("///", 1)[1]
+        conn = apsw.Connection(path)
+        figures.integrity = str(conn.execute("PRAGMA integrity_check").fetchall()[0][0])
+        conn.close()
+    figures.seconds = time.monotonic() - t0
+    return figures
+
+
+async def _drain(app: App, started: dict[str, int], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        runs = await app.store.run_list(limit=1_000_000)
+        by_id = {r.run_id: r for r in runs}
+        if all(rid in by_id and by_id[rid].status.is_ended for rid in started):
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _check(app: App, started: dict[str, int], ledger: Path, figures: Figures) -> None:
+    store = app.store
+    rows: dict[str, list[float]] = {}
+    if ledger.exists():
+        conn = apsw.Connection(str(ledger), flags=apsw.SQLITE_OPEN_READONLY)
+        conn.setbusytimeout(30_000)
+        for key, at in conn.execute("SELECT key, at FROM effects"):
+            rows.setdefault(key, []).append(at)
+        conn.close()
+    expected_effects: set[str] = set()
+    finished_at: dict[str, float | None] = {}
+    for run_id, run_seed in started.items():
+        want = expected(run_id, run_seed)
+        expected_effects |= want.effects
+        run = await store.run_get(run_id)
+        if run is None:
+            figures.runs_lost += 1
+            continue
+        if run.status.value != "completed":
+            figures.runs_not_completed += 1
+            continue
+        if app.codec.decode(run.result) != want.result:
+            figures.wrong_results += 1
+        journal = await store.journal_read(run_id)
+        if [e.position for e in journal] != list(range(want.positions)):
+            figures.journal_gaps += 1
+        for e in journal:
+            finished_at[f"{run_id}:{e.position}"] = e.finished_at
+        for child_id in {k.rsplit(":", 1)[0] for k in want.effects} - {run_id}:
+            cj = await store.journal_read(child_id)
+            if [e.position for e in cj] != [0, 1]:
+                figures.journal_gaps += 1
+            for e in cj:
+                finished_at[f"{child_id}:{e.position}"] = e.finished_at
+    for key in expected_effects:
+        times = rows.get(key, [])
+        if not times:
+            figures.effects_missing += 1
+            continue
+        figures.in_flight_reexecutions += len(times) - 1
+        done = finished_at.get(key)
+        if done is not None:
+            # An execution that began after the committed one had returned.
+            figures.duplicated_committed_effects += sum(1 for t in times if t > done + 1e-3)
+    figures.effects_unexpected = len(set(rows) - expected_effects)

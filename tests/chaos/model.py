@@ -1,0 +1,42 @@
+"""The independent model: what every chaos run must return and which step effects it
+must have caused, computed from the seeds alone (no store, no engine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.chaos.chaos_app import plan, value
+
+
+@dataclass(frozen=True)
+class Expected:
+    result: list[int]
+    effects: frozenset[str]  # step keys: "<run id>:<position>"
+    waits_for_signal: bool
+    positions: int  # journal entries of the run itself
+
+
+def signal_payload(seed: int) -> int:
+    return seed % 9973
+
+
+def expected(run_id: str, seed: int) -> Expected:
+    """Positions as the engine gives them: one per operation, two for ``tether.call``
+    (the child's start, then its result)."""
+    result: list[int] = []
+    effects: set[str] = set()
+    pos = 0
+    for kind, arg in plan(seed):
+        if kind == "step":
+            result.append(value(seed, arg))
+            effects.add(f"{run_id}:{pos}")
+        elif kind == "child":
+            result.append((value(seed + 1, arg) + value(seed + 2, arg)) % 1_000_003)
+            child_id = f"{run_id}.{pos}"
+            effects.update({f"{child_id}:0", f"{child_id}:1"})  # its two steps
+            pos += 1
+        elif kind == "signal":
+            result.append(signal_payload(seed))
+        pos += 1
+    return Expected(result, frozenset(effects), any(k == "signal" for k, _ in plan(seed)),
+                    pos)

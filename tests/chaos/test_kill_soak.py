@@ -1,0 +1,37 @@
+"""Chaos smoke profile: the kill -9 soak on SQLite (2 workers) and PostgreSQL (3 workers),
+with the crash point between a step's effect and its commit. The full profile runs with
+``python -m tests.chaos.harness full`` (figures in docs/reliability.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import PROFILES, soak
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                            marks=pytest.mark.postgres)])
+async def test_kill_soak_smoke(backend: str, request: pytest.FixtureRequest,
+                               tmp_path: Path) -> None:
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    figures = await soak(backend, url, tmp_path, PROFILES[("smoke", backend)])
+    print(figures.summary())
+    assert figures.kills >= 5, figures.summary()
+    assert figures.runs_started == PROFILES[("smoke", backend)].runs
+    assert figures.runs_lost == 0, figures.summary()
+    assert figures.runs_not_completed == 0, figures.summary()
+    assert figures.wrong_results == 0, figures.summary()
+    assert figures.duplicated_committed_effects == 0, figures.summary()
+    assert figures.effects_missing == 0 and figures.effects_unexpected == 0, figures.summary()
+    assert figures.journal_gaps == 0, figures.summary()
+    # Only steps in flight at a crash may run again: at most one per run the killed
+    # worker held (sampled at each harness kill), and at most a worker's concurrency
+    # (50) per crash point.
+    bound = figures.runs_held_at_kills + 50 * figures.crash_point_kills
+    assert figures.in_flight_reexecutions <= bound, figures.summary()
+    if backend == "sqlite":
+        assert figures.integrity == "ok"

@@ -1,0 +1,114 @@
+"""Hostile input at the API and the CLI (issue 12 items 6 and 7): every case is a
+clear one-line error that loses nothing, and nothing Tether prints can drive the
+operator's terminal."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import assert_one_line_error, make_app, tether_cli
+from tether import App, InvalidName, NotSerializable
+
+BAD_NAMES = ["", "  ", "a\nb", "x\x1b[31mred", "bell\x07", "\u202eevil", "nul\x00", "\ud800"]
+
+
+def deep(n: int) -> list[object]:
+    top: list[object] = []
+    cur = top
+    for _ in range(n):
+        nxt: list[object] = []
+        cur.append(nxt)
+        cur = nxt
+    return top
+
+
+@pytest.fixture
+async def app(sqlite_url: str) -> App:
+    return make_app(sqlite_url)
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES, ids=repr)
+async def test_bad_run_ids_and_signal_names_are_refused_at_the_api(app: App, bad: str) -> None:
+    async with app:
+        with pytest.raises(InvalidName):
+            await app.start("doubler", 1, run_id=bad)
+        handle = await app.start("doubler", 1, run_id="fine")
+        with pytest.raises(InvalidName):
+            await app.signal(handle.run_id, bad)
+        assert [r.run_id for r in await app.list_runs()] == ["fine"]  # nothing stored
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "q\x1b[2J"])
+def test_bad_workflow_and_queue_names_are_refused_at_registration(bad: str) -> None:
+    app = App("sqlite:///unused.db")
+    with pytest.raises(InvalidName):
+        app.workflow(name=bad)(_wf)
+    with pytest.raises(InvalidName):
+        app.workflow(name="ok", queue=bad)(_wf)
+
+
+async def _wf() -> None:
+    return None
+
+
+async def test_payloads_too_deep_or_not_unicode_are_payload_errors(app: App) -> None:
+    async with app:
+        for value in (deep(100_000), "lone \ud800 surrogate", {"k": ["\udfff"]}):
+            with pytest.raises(NotSerializable):
+                await app.start("doubler", value)
+        handle = await app.start("approval", run_id="sig")
+        with pytest.raises(NotSerializable):
+            await app.signal(handle.run_id, "approve", deep(100_000))
+        assert {r.run_id for r in await app.list_runs()} == {"sig"}
+
+
+@pytest.mark.slow
+async def test_cli_turns_hostile_arguments_into_one_line_errors(sqlite_url: str,
+                                                                tmp_path: Path) -> None:
+    app = make_app(sqlite_url)
+    async with app:
+        async with app.worker():  # registers the workflows by name in the store
+            pass
+        await app.start("approval", run_id="r1")
+    deep_json = "[" * 30_000 + "]" * 30_000
+    cases = [
+        (("start", "doubler", "--input", deep_json), "nested too deeply"),
+        (("signal", "r1", "go", "--data", deep_json), "nested too deeply"),
+        (("start", "doubler", "--id", "a\x1b[31mb"), "control characters"),
+        (("signal", "r1", "bad\nname"), "control characters"),
+        (("start", "doubler", "--input", '["\\ud800"]'), "surrogate"),
+    ]
+    for args, needle in cases:
+        done = tether_cli(*args, db=sqlite_url)
+        assert_one_line_error(done, needle)
+        assert "\x1b" not in done.stderr and "\x1b" not in done.stdout
+    huge = tether_cli("runs", "--limit", "99999999999999999999", db=sqlite_url)
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr
+    assert "--limit: must be at most" in huge.stderr
+    listed = tether_cli("runs", "--json", db=sqlite_url)
+    assert '"r1"' in listed.stdout and listed.stdout.count('"run_id"') == 1
+
+
+async def test_names_and_messages_from_the_store_are_printed_escaped(sqlite_url: str) -> None:
+    """A run written by an older Tether (or straight into the store) with control
+    characters in its id, workflow name, status and error is printed escaped."""
+    import apsw
+
+    app = make_app(sqlite_url)
+    async with app:
+        await app.start("doubler", 2, run_id="r1")
+    path = sqlite_url.split("///", 1)[1]
+    conn = apsw.Connection(path)
+    conn.execute(
+        "UPDATE tether_runs SET run_id = 'r\x1b]0;pwned\x07', workflow = 'wf\x1b[2J', "
+        "waiting_for = 'w\x1b[1A', status = 'failed', "
+        "error = '{\"type\": \"E\", \"message\": \"boom\\u001b[31m\"}'")
+    conn.close()
+    for args in (("runs",), ("show", "r\x1b]0;pwned\x07")):
+        done: subprocess.CompletedProcess[str] = tether_cli(*args, db=sqlite_url)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
+        assert "\\x1b" in done.stdout

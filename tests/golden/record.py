@@ -1,0 +1,92 @@
+"""Record the golden histories: run each representative workflow in a ``TestEnv`` (a
+scripted LLM server answers the model) and write ``tether export``'s JSON of every run
+to ``tests/golden/<name>.json``.
+
+    python -m tests.golden.record     (from the repository root; review the diff)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tether.testing import Reply, ScriptedLLMServer, TestEnv, export_history
+
+HERE = Path(__file__).parent
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+async def record() -> list[str]:
+    server = ScriptedLLMServer([
+        Reply("A long summary of the text.", input_tokens=20, output_tokens=8),
+        Reply("Short.", input_tokens=12, output_tokens=2),
+        Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Paris"},
+                           "id": "call_1"}], input_tokens=30, output_tokens=9),
+        Reply("It is sunny in Paris.", input_tokens=40, output_tokens=7),
+    ])
+    await server.start()
+    os.environ["TETHER_GOLDEN_LLM_URL"] = server.base_url
+    from tests.golden import workflows as w
+
+    written = []
+    try:
+        async with TestEnv(w.app, start_time=START, llm=server) as env:
+            app = env.app
+            runs: dict[str, Any] = {}
+            order = w.Order("book", 2)
+            runs["checkout"] = await app.start(w.checkout, order, run_id="golden-checkout")
+            await env.result(runs["checkout"])
+            children = [r for r in await app.list_runs() if r.parent_run_id == "golden-checkout"]
+            runs["checkout_ship"] = app.handle(children[0].run_id)
+            runs["approval_waiting"] = await app.start(w.approval, "budget",
+                                                       run_id="golden-approval-waiting")
+            await env.settle()
+            runs["approval_done"] = await app.start(w.approval, "hiring",
+                                                    run_id="golden-approval-done")
+            await app.signal("golden-approval-done", "decision", {"ok": True})
+            await env.result(runs["approval_done"])
+            runs["report_failed"] = await app.start(w.report, run_id="golden-report-failed")
+            await env.settle()
+            runs["long_wait_cancelled"] = await app.start(w.long_wait,
+                                                          run_id="golden-long-wait")
+            await env.settle()
+            await app.cancel("golden-long-wait")
+            await env.settle()
+            runs["summarize"] = await app.start(w.summarize, "Durable execution.",
+                                                run_id="golden-summarize")
+            await env.result(runs["summarize"])
+            runs["assistant"] = await app.start("assistant", "Weather in Paris?",
+                                                run_id="golden-assistant")
+            await env.result(runs["assistant"])
+            for name, handle in runs.items():
+                history = _without_tracebacks(await export_history(app, handle.run_id))
+                path = HERE / f"{name}.json"
+                path.write_text(json.dumps(history, indent=2, ensure_ascii=False) + "\n")
+                written.append(f"{path.name}: {history['status']}, "
+                               f"{len(history['journal'])} journal entries")
+    finally:
+        await server.stop()
+    return written
+
+
+def _without_tracebacks(value: Any) -> Any:
+    """Tracebacks name this checkout's paths: left out of the committed files."""
+    if isinstance(value, dict):
+        return {k: _without_tracebacks(v) for k, v in value.items() if k != "traceback"}
+    if isinstance(value, list):
+        return [_without_tracebacks(v) for v in value]
+    return value
+
+
+def main() -> int:
+    for line in asyncio.run(record()):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

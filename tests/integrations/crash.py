@@ -1,0 +1,59 @@
+"""Shared pieces of the integrations' crash tests: ``tether worker`` subprocesses ended
+by PID, a tool log, and the proof that no model request was sent twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.ai.test_mcp import stop_process
+from tether.testing.llm_server import RecordedRequest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Workers:
+    """``tether worker APP`` subprocesses of one test, ended by PID."""
+
+    def __init__(self, app: str, db: str, env: dict[str, str], log_dir: Path) -> None:
+        self.app = app
+        self.db = db
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"worker-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tether", "worker", self.app, "--db", self.db,
+                 "--lease", "2"], cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+
+def env_for(tmp: Path, llm_url: str) -> dict[str, str]:
+    return {**os.environ, "AGENT_LLM_URL": llm_url, "AGENT_GATE": str(tmp / "gate"),
+            "AGENT_TOOL_LOG": str(tmp / "tools.jsonl"), "PYTHONPATH": str(ROOT),
+            "OPENAI_API_KEY": "test-key"}
+
+
+def tool_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_no_request_twice(requests: list[RecordedRequest]) -> None:
+    """Every request the model received is distinct (a resent request would repeat a
+    body: the same conversation at the same point)."""
+    bodies = [json.dumps(r.body, sort_keys=True) for r in requests]
+    assert len(set(bodies)) == len(bodies), "the model received a request twice"

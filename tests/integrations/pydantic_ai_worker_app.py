@@ -1,0 +1,64 @@
+"""The app that ``tether worker tests.integrations.pydantic_ai_worker_app:app`` serves in
+the pydantic-ai crash test: a pydantic-ai agent ``researcher`` registered with
+``TetherAgent``, its model the scripted server of the test process.
+
+Environment (read at import): ``AGENT_LLM_URL`` (the scripted server), ``AGENT_GATE``
+(``slow_fetch`` waits until this file exists), ``AGENT_TOOL_LOG`` (each tool execution
+appends ``{"tool", "pid", "key"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from pydantic import BaseModel
+from pydantic_ai import Agent
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
+
+import tether
+from tether import App
+from tether.integrations.pydantic_ai import TetherAgent
+
+app = App()
+
+
+class Report(BaseModel):
+    summary: str
+    sources: int
+
+
+def _log(tool: str) -> None:
+    path = os.environ.get("AGENT_TOOL_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"tool": tool, "pid": os.getpid(), "key": tether.step_key()})
+                    + "\n")
+
+
+model = OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(
+    base_url=os.environ.get("AGENT_LLM_URL", "http://127.0.0.1:9/v1"), api_key="test-key"))
+agent = Agent(model, name="researcher", output_type=Report,
+              instructions="Research, then report.")
+
+
+@agent.tool_plain
+def note(text: str) -> str:
+    """Write a note down."""
+    _log("note")
+    return f"noted {text!r}"
+
+
+@agent.tool_plain
+def slow_fetch(url: str) -> str:
+    """Fetch a page (waits for the test's gate file)."""
+    _log("slow_fetch")
+    gate = os.environ.get("AGENT_GATE", "")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.02)
+    return f"page {url}: 42 words"
+
+
+researcher = TetherAgent(agent, app=app)

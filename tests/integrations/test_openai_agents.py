@@ -1,0 +1,376 @@
+"""The OpenAI Agents SDK run durably by Tether (``tether.integrations.openai_agents``),
+against the scripted OpenAI server on 127.0.0.1: journaled model requests and tool
+calls, handoffs, guardrails, typed output, sessions, child-workflow tools, the cost
+ledger and budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("agents")
+os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"  # nothing leaves 127.0.0.1
+
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
+    Runner,
+    SQLiteSession,
+    function_tool,
+    input_guardrail,
+    set_tracing_disabled,
+)
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App, RunFailed
+from tether.ai import Budget
+from tether.errors import ConfigError
+from tether.integrations.openai_agents import (
+    TetherAgent,
+    TetherModel,
+    durable,
+    run_config,
+    workflow_tool,
+)
+from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
+
+set_tracing_disabled(True)
+
+
+class City(BaseModel):
+    city: str
+    country: str
+
+
+PARIS = {"city": "Paris", "country": "France"}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def model(server: ScriptedLLMServer) -> AsyncIterator[OpenAIChatCompletionsModel]:
+    """The SDK's Chat Completions model on the scripted server (client closed after)."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    yield OpenAIChatCompletionsModel("gpt-4.1-mini", openai_client=client)
+    await client.close()
+
+
+def triage_agents(model: OpenAIChatCompletionsModel,
+                  weather_calls: list[str]) -> tuple[Agent[Any], Agent[Any]]:
+    @function_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        weather_calls.append(city)
+        return f"sunny in {city}"
+
+    geo = Agent(name="geo", model=model, output_type=City, instructions="Name the city.")
+    triage = Agent(name="triage", model=model, tools=[weather], handoffs=[geo],
+                   instructions="Check the weather, then hand off to geo.")
+    return triage, geo
+
+
+def triage_script() -> list[Reply]:
+    return [Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Paris"}}],
+                  input_tokens=1000, output_tokens=10),
+            Reply(tool_calls=[{"name": "transfer_to_geo", "arguments": {}}],
+                  input_tokens=1100, output_tokens=5),
+            Reply(json.dumps(PARIS), input_tokens=1200, output_tokens=12)]
+
+
+def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+MODEL = "openai_agents:model:gpt-4.1-mini"
+
+
+async def test_model_tools_and_handoff_are_journaled_with_typed_output(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """Started by name from the CLI; tool call, handoff and the structured answer: three
+    model steps and a tool step; the result is the handed-off agent's City; the ledger
+    counts the three requests."""
+    server.set_script(triage_script())
+    weather: list[str] = []
+    triage, _ = triage_agents(model, weather)
+    app = App(store_url)
+    TetherAgent(triage, app=app)
+    async with app, app.worker():
+        started = await asyncio.to_thread(
+            tether_cli, "start", "triage", "--input", '["Where is the Eiffel tower?"]',
+            "--id", "t1", db=store_url)
+        assert started.returncode == 0, started.stderr
+        assert await app.handle("t1").result(timeout=30) == PARIS
+        info = await app.get_run("t1")
+    assert [(e["name"], e["status"]) for e in info.journal] == [
+        (MODEL, "ok"), ("openai_agents:tool:weather", "ok"), (MODEL, "ok"), (MODEL, "ok")]
+    assert weather == ["Paris"]
+    assert len(server.requests) == 3
+    # The handed-off agent's request carries its own instructions.
+    assert server.requests[2].body["messages"][0]["content"] == "Name the city."
+    assert info.metrics["llm.calls"] == 3 and info.metrics["tokens.input"] == 3300
+    shown = await asyncio.to_thread(tether_cli, "show", "t1", db=store_url)
+    assert "LLM spent:        3 calls, 3,300 input + 27 output tokens" in shown.stdout
+
+
+async def test_typed_output_of_the_starting_agent(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    server.set_script([Reply(json.dumps(PARIS), input_tokens=10, output_tokens=5)])
+    app = App(sqlite_url)
+    tagent: TetherAgent[City] = TetherAgent(Agent(name="geo", model=model, output_type=City),
+                                            app=app)
+    async with app, app.worker():
+        result = await (await tagent.start("Eiffel tower?")).result(timeout=30)
+    assert result == City(**PARIS)
+
+
+async def test_replay_sends_no_request_and_runs_no_tool_again(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """A workflow runs the agents, then waits (released) for a signal; the replay after
+    it returns the recorded responses, takes the same handoff, runs no tool again and
+    counts the requests as saved."""
+    server.set_script(triage_script())
+    weather: list[str] = []
+    triage, _ = triage_agents(model, weather)
+    tagent = TetherAgent(triage)
+    app = App(sqlite_url)
+    outputs: list[Any] = []
+
+    @app.workflow
+    async def ask(question: str) -> str:
+        result = await tagent.run(question)
+        outputs.append((result.final_output, result.last_agent.name))
+        await tether.wait_for_signal("go")
+        return str(result.final_output.city)
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(ask, "Eiffel tower?", run_id="r1")
+        await wait_for(lambda: status_is(app, "r1", "waiting"), timeout=20)
+        await app.signal("r1", "go")
+        assert await handle.result(timeout=20) == "Paris"
+        info = await app.get_run("r1")
+    assert outputs == [(City(**PARIS), "geo")] * 2
+    assert weather == ["Paris"] and len(server.requests) == 3
+    assert info.metrics["saved.calls"] == 3
+
+
+async def test_budget_fail_refuses_the_request(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """1010 tokens spent against a 1000-token budget with policy fail: the second
+    request is refused in its step, never sent, and the run fails."""
+    server.set_script(triage_script())
+    triage, _ = triage_agents(model, [])
+    app = App(sqlite_url)
+    TetherAgent(triage, app=app, budget=Budget(tokens=1000, on_exceed="fail"))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*1010 tokens spent"):
+            await (await app.start("triage", "x", run_id="b1")).result(timeout=30)
+        info = await app.get_run("b1")
+    assert len(server.requests) == 1
+    assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+
+
+async def test_budget_wait_resumes_when_raised(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    server.set_script(triage_script())
+    triage, _ = triage_agents(model, [])
+    app = App(sqlite_url)
+    TetherAgent(triage, app=app, budget=Budget(tokens=1000))
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start("triage", "x", run_id="b2")
+        await wait_for(lambda: status_is(app, "b2", "waiting"), timeout=20)
+        assert (await app.get_run("b2")).status_info["waiting_for"] == "budget"
+        proc = await asyncio.to_thread(tether_cli, "budget", "b2", "--tokens", "100000",
+                                       db=sqlite_url)
+        assert proc.returncode == 0, proc.stderr
+        assert await handle.result(timeout=20) == PARIS
+    assert len(server.requests) == 3
+
+
+async def test_an_input_guardrail_with_its_own_agent_is_durable(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """The guardrail runs a checking agent (its request a metered step) before the main
+    agent; its tripwire fails the run and the main agent sends nothing."""
+    server.set_script([Reply(json.dumps({"is_homework": True}), input_tokens=20,
+                             output_tokens=5)])
+
+    class Check(BaseModel):
+        is_homework: bool
+
+    checker = durable(Agent(name="checker", model=model, output_type=Check))
+
+    @input_guardrail(run_in_parallel=False)
+    async def no_homework(ctx: Any, agent: Any, text: Any) -> GuardrailFunctionOutput:
+        result = await Runner.run(checker, text, run_config=run_config())
+        return GuardrailFunctionOutput(output_info=result.final_output,
+                                       tripwire_triggered=result.final_output.is_homework)
+
+    app = App(sqlite_url)
+    TetherAgent(Agent(name="tutor", model=model, input_guardrails=[no_homework]), app=app)
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match="InputGuardrailTripwireTriggered"):
+            await (await app.start("tutor", "solve 2x=4", run_id="g1")).result(timeout=30)
+        info = await app.get_run("g1")
+    assert [e["name"] for e in info.journal] == [MODEL]
+    assert len(server.requests) == 1 and info.metrics["llm.calls"] == 1
+
+
+async def test_session_history_is_read_and_written_once(
+        sqlite_url: str, tmp_path: Path, server: ScriptedLLMServer,
+        model: OpenAIChatCompletionsModel) -> None:
+    """A session's reads and writes are steps: the second run sees the first run's
+    conversation; a replay (after a signal) adds nothing to the session."""
+    server.set_script([Reply("Hello Ada", input_tokens=10, output_tokens=2),
+                       Reply("You are Ada", input_tokens=20, output_tokens=3)])
+    path = tmp_path / "sessions.db"
+    tagent = TetherAgent(Agent(name="chat", model=model))
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def chat(text: str) -> str:
+        result = await tagent.run(text, session=SQLiteSession("user-1", path))
+        await tether.wait_for_signal("go")
+        return str(result.final_output)
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        for run_id, text in (("c1", "I am Ada"), ("c2", "Who am I?")):
+            handle = await app.start(chat, text, run_id=run_id)
+            await wait_for(lambda rid=run_id: status_is(app, rid, "waiting"), timeout=20)
+            await app.signal(run_id, "go")
+            await handle.result(timeout=20)
+        info = await app.get_run("c2")
+    second: RecordedRequest = server.requests[1]
+    contents = [m.get("content") for m in second.body["messages"]]
+    assert contents[-3:] == ["I am Ada", "Hello Ada", "Who am I?"]
+    items = await SQLiteSession("user-1", path).get_items()
+    assert len(items) == 4  # two user inputs and two answers: nothing added twice
+    assert [e["name"] for e in info.journal][:1] == ["openai_agents:session.get_items"]
+    assert "openai_agents:session.add_items" in [e["name"] for e in info.journal]
+
+
+async def test_a_tool_can_be_a_child_workflow_on_its_own_queue(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    server.set_script([
+        Reply(tool_calls=[{"name": "lookup_price", "arguments": {"sku": "A-1"}}],
+              input_tokens=10, output_tokens=5),
+        Reply("It costs 42", input_tokens=20, output_tokens=3)])
+    app = App(sqlite_url)
+
+    @app.workflow(queue="tools")
+    async def lookup_price(sku: str) -> int:
+        """The price of a product."""
+        return 42 if sku == "A-1" else 0
+
+    TetherAgent(Agent(name="shop", model=model, tools=[workflow_tool(lookup_price)]), app=app)
+    async with app, app.worker(queues=["default", "tools"]):
+        answer = await (await app.start("shop", "price of A-1?", run_id="w1")).result(
+            timeout=30)
+        info = await app.get_run("w1")
+        children = [r for r in await app.list_runs() if r.workflow == "lookup_price"]
+    assert answer == "It costs 42"
+    assert [e["kind"] for e in info.journal] == ["step", "child_start", "child_result",
+                                                 "step"]
+    assert len(children) == 1 and children[0].queue == "tools"
+    tool_msgs = [m for m in server.requests[1].body["messages"] if m["role"] == "tool"]
+    assert tool_msgs[0]["content"] == "42"
+
+
+async def test_bad_input_is_a_clear_error(model: OpenAIChatCompletionsModel) -> None:
+    with pytest.raises(ConfigError, match="TetherAgent needs a name"):
+        TetherAgent(Agent(name="", model=model))
+    with pytest.raises(ConfigError, match="not a workflow"):
+        workflow_tool(lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match="wrap the SDK model once"):
+        TetherModel(TetherModel(model))
+    with pytest.raises(ConfigError, match="not registered"):
+        await TetherAgent(Agent(name="x", model=model)).start("hi")
+    with pytest.raises(ConfigError, match="rpm"):
+        TetherModel(model, rpm=-1)
+
+
+async def test_outside_a_workflow_it_is_the_plain_sdk(
+        server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    server.set_script([Reply("plain")])
+    result = await TetherAgent(Agent(name="p", model=model)).run("hi")
+    assert result.final_output == "plain" and len(server.requests) == 1
+
+
+async def test_responses_api_model_streamed_in_a_workflow_and_replayed(
+        sqlite_url: str) -> None:
+    """An ``OpenAIResponsesModel`` (reasoning item, function call, streamed answer) under
+    ``Runner.run_streamed`` in a workflow: the stream is read in the step, its text
+    published to the run's observers; the replay after a signal sends nothing again and
+    gives the same output; the reasoning item went back to the model."""
+    script = [ResponsesReply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}],
+                             reasoning="check the weather first", input_tokens=30,
+                             output_tokens=7),
+              Reply("Cold and clear in Oslo", input_tokens=40, output_tokens=5, delay=0.5)]
+    async with ScriptedResponsesServer(script=script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+
+        @function_tool
+        def weather(city: str) -> str:
+            """The weather in a city."""
+            return f"cold in {city}"
+
+        agent = durable(Agent(name="forecaster", tools=[weather],
+                              model=OpenAIResponsesModel("gpt-4.1-mini",
+                                                         openai_client=client)))
+        app = App(sqlite_url)
+        finals: list[str] = []
+
+        @app.workflow
+        async def forecast(question: str) -> str:
+            streamed = Runner.run_streamed(agent, question, run_config=run_config())
+            async for _ in streamed.stream_events():
+                pass
+            finals.append(str(streamed.final_output))
+            await tether.wait_for_signal("go")
+            return str(streamed.final_output)
+
+        chunks: list[str] = []
+
+        async def watch() -> None:
+            async for data in app.events("o1"):
+                event = json.loads(data)
+                if event.get("type") == "llm.chunk":
+                    chunks.append(event["text"])
+
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(forecast, "Weather in Oslo?", run_id="o1")
+            watcher = asyncio.create_task(watch())  # the answer is delayed 0.5 s
+            await wait_for(lambda: status_is(app, "o1", "waiting"), timeout=20)
+            await app.signal("o1", "go")
+            assert await handle.result(timeout=20) == "Cold and clear in Oslo"
+            info = await app.get_run("o1")
+            watcher.cancel()
+        await client.close()
+    assert finals == ["Cold and clear in Oslo"] * 2
+    assert [r.path for r in server.requests] == ["/v1/responses"] * 2
+    assert all(r.stream for r in server.requests)
+    assert [i.get("type") for i in server.requests[1].body["input"]][1:] == [
+        "reasoning", "function_call", "function_call_output"]
+    assert [e["name"] for e in info.journal] == [MODEL, "openai_agents:tool:weather", MODEL,
+                                                 "go"]
+    assert info.metrics["llm.calls"] == 2 and info.metrics["saved.calls"] == 2
+    assert info.metrics["tokens.input"] == 70
+    assert "".join(chunks) == "Cold and clear in Oslo"

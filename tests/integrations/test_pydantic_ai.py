@@ -1,0 +1,354 @@
+"""pydantic-ai agents run durably by Tether (``tether.integrations.pydantic_ai``), against
+the scripted OpenAI server on 127.0.0.1 and real stores: journaled model requests, tool
+and MCP calls, typed output after replay, streaming, the cost ledger and budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pydantic_ai")
+
+from pydantic import BaseModel
+from pydantic_ai import Agent
+from pydantic_ai.mcp import MCPToolset
+from pydantic_ai.messages import PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
+from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
+from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.tools import RunContext
+
+import tether
+from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
+from tests.engine.helpers import status_is, wait_for
+from tether import App, RunFailed
+from tether.ai import Budget
+from tether.errors import ConfigError
+from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
+from tether.testing.llm_server import Reply, ScriptedLLMServer
+from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
+
+
+class City(BaseModel):
+    city: str
+    country: str
+    population_millions: float
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def model(server: ScriptedLLMServer) -> AsyncIterator[OpenAIChatModel]:
+    """pydantic-ai's OpenAI model on the scripted server (its HTTP client closed after)."""
+    provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+    yield OpenAIChatModel("gpt-4.1-mini", provider=provider)
+    await provider.client.close()
+
+
+def geo_agent(model: OpenAIChatModel, weather_calls: list[str]) -> Agent[None, City]:
+    agent = Agent(model, name="geo", output_type=City,
+                  instructions="Answer with the city.")
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        weather_calls.append(city)
+        return f"sunny in {city}"
+
+    return agent
+
+
+PARIS = {"city": "Paris", "country": "France", "population_millions": 2.1}
+
+
+def geo_script() -> list[Reply]:
+    return [Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Paris"}}],
+                  input_tokens=1000, output_tokens=10),
+            Reply(tool_calls=[{"name": "final_result", "arguments": PARIS}],
+                  input_tokens=1200, output_tokens=20)]
+
+
+def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """The agent started by name from the CLI: each model request and the tool call is one journal
+    entry; the result comes back as the output_type; the ledger counts both calls and
+    ``tether show`` reports them as for tether.ai agents."""
+    server.set_script(geo_script())
+    weather: list[str] = []
+    app = App(store_url)
+    tagent = TetherAgent(geo_agent(model, weather), app=app)
+    async with app, app.worker():
+        # Started by name from the CLI, as an operator would.
+        started = await asyncio.to_thread(
+            tether_cli, "start", "geo", "--input", '["Where is the Eiffel tower?"]',
+            "--id", "geo-1", db=store_url)
+        assert started.returncode == 0, started.stderr
+        assert await app.handle("geo-1").result(timeout=30) == City(**PARIS)
+        info = await app.get_run("geo-1")
+    assert tagent.workflow is not None
+    assert [(e["name"], e["status"]) for e in info.journal] == [
+        ("pydantic_ai:geo__model.request", "ok"),
+        ("pydantic_ai:geo__function_toolset__<agent>.call_tool:weather", "ok"),
+        ("pydantic_ai:geo__model.request", "ok")]
+    assert weather == ["Paris"]
+    assert len(server.requests) == 2
+    assert server.requests[1].body["messages"][-1]["content"] == "sunny in Paris"
+    assert info.metrics["llm.calls"] == 2
+    assert info.metrics["tokens.input"] == 2200 and info.metrics["tokens.output"] == 30
+    assert info.metrics["cost.usd"] == pytest.approx((2200 * 0.4 + 30 * 1.6) / 1e6)
+    shown = await asyncio.to_thread(tether_cli, "show", "geo-1", db=store_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "LLM spent:        2 calls, 2,200 input + 30 output tokens" in shown.stdout
+
+
+async def test_replay_returns_the_typed_output_without_requests(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """A workflow runs the agent, then waits (released) for a signal; when it comes the
+    run replays: the agent's output is the same City instance, rebuilt from the journal,
+    no request is sent again and replay is counted as saved."""
+    server.set_script(geo_script())
+    weather: list[str] = []
+    app = App(sqlite_url)
+    tagent = TetherAgent(geo_agent(model, weather))
+    seen: list[City] = []
+
+    @app.workflow
+    async def plan(prompt: str) -> str:
+        result = await tagent.run(prompt)
+        seen.append(result.output)
+        note = await tether.wait_for_signal("go")
+        return f"{result.output.city} ({result.output.country}) {note}"
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(plan, "Eiffel tower?", run_id="p1")
+        await wait_for(lambda: status_is(app, "p1", "waiting"), timeout=20)
+        await app.signal("p1", "go", "ok")
+        assert await handle.result(timeout=20) == "Paris (France) ok"
+        info = await app.get_run("p1")
+    assert len(seen) == 2 and all(isinstance(c, City) for c in seen)
+    assert seen[0] == seen[1] == City(**PARIS)
+    assert len(server.requests) == 2 and weather == ["Paris"]
+    assert info.metrics["llm.calls"] == 2
+    assert info.metrics["saved.calls"] == 2
+    assert info.metrics["saved.tokens.input"] == 2200
+
+
+async def test_typed_result_from_a_run_handle(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """``TetherAgent.start`` returns a handle whose result is the output_type."""
+    server.set_script(geo_script())
+    app = App(sqlite_url)
+    tagent = TetherAgent(geo_agent(model, []), app=app)
+    async with app, app.worker():
+        result = await (await tagent.start("Where?")).result(timeout=30)
+    assert isinstance(result, City) and result.city == "Paris"
+
+
+async def test_budget_fail_stops_before_the_request(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """A token budget with policy fail: the first request spends 1010 tokens, so the
+    second would pass 1000, so it is refused in its step (no request sent) and the run
+    fails with BudgetExceeded."""
+    server.set_script(geo_script())
+    app = App(sqlite_url)
+    TetherAgent(geo_agent(model, []), app=app, budget=Budget(tokens=1000, on_exceed="fail"))
+    async with app, app.worker():
+        handle = await app.start("geo", "Where?", run_id="b1")
+        with pytest.raises(RunFailed,
+                           match=r"BudgetExceeded.*1010 tokens spent.*budget 1000 tokens"):
+            await handle.result(timeout=30)
+        info = await app.get_run("b1")
+    assert len(server.requests) == 1
+    assert [e["status"] for e in info.journal] == ["ok", "ok", "error"]
+    assert info.journal[2]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.metrics["llm.calls"] == 1
+
+
+async def test_budget_wait_resumes_when_raised(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """Policy wait: the run waits (released) with a status saying so; ``tether budget``
+    raises the limit and the agent finishes with the typed answer."""
+    server.set_script(geo_script())
+    app = App(sqlite_url)
+    TetherAgent(geo_agent(model, []), app=app, budget=Budget(tokens=1000))
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start("geo", "Where?", run_id="b2")
+        await wait_for(lambda: status_is(app, "b2", "waiting"), timeout=20)
+        info = await app.get_run("b2")
+        assert info.status_info["waiting_for"] == "budget"
+        assert info.status_info["spent_tokens"] == 1010
+        assert len(server.requests) == 1
+        proc = await asyncio.to_thread(tether_cli, "budget", "b2", "--tokens", "10000",
+                                       db=sqlite_url)
+        assert proc.returncode == 0, proc.stderr
+        assert await handle.result(timeout=20) == City(**PARIS)
+    assert len(server.requests) == 2
+
+
+async def test_streaming_events_reach_the_handler_inside_a_run(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """With an event_stream_handler the request is streamed inside its step: the handler
+    sees the text deltas live; the journal keeps one model.request_stream entry."""
+    server.set_script([Reply("durable agents resume", input_tokens=10, output_tokens=3)])
+    deltas: list[str] = []
+
+    async def handler(ctx: RunContext[None], events: Any) -> None:
+        async for event in events:
+            if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                deltas.append(event.part.content)
+            if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                deltas.append(event.delta.content_delta)
+
+    agent = Agent(model, name="talker")
+    app = App(sqlite_url)
+    TetherAgent(agent, app=app, durability=TetherDurability(event_stream_handler=handler))
+    async with app, app.worker():
+        answer = await (await app.start("talker", "Say it", run_id="s1")).result(timeout=30)
+        info = await app.get_run("s1")
+    assert answer == "durable agents resume"
+    assert "".join(deltas).strip() == "durable agents resume" and len(deltas) >= 2
+    assert server.requests[0].stream
+    assert info.journal[0]["name"] == "pydantic_ai:talker__model.request_stream"
+    assert info.metrics["llm.calls"] == 1 and info.metrics["tokens.output"] == 3
+
+
+@pytest.fixture
+def notes_http(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    log = tmp_path / "mcp-http.jsonl"
+    port = free_port()
+    proc = start_http_server(port, log)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp", log
+    finally:
+        stop_process(proc)
+
+
+async def test_mcp_tool_calls_are_journaled_and_not_repeated_by_replay(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel,
+        notes_http: tuple[str, Path]) -> None:
+    """An MCP toolset's discovery and call are journaled steps; after a release and
+    replay the MCP server has received the call once."""
+    url, log = notes_http
+    server.set_script([
+        Reply(tool_calls=[{"name": "record", "arguments": {"note": "durable"}}],
+              input_tokens=50, output_tokens=5),
+        Reply("recorded", input_tokens=60, output_tokens=2)])
+    agent = Agent(model, name="scribe", toolsets=[MCPToolset(url, id="notes")])
+    tagent = TetherAgent(agent)
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def scribe_then_wait(prompt: str) -> str:
+        result = await tagent.run(prompt)
+        await tether.wait_for_signal("go")
+        return result.output
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(scribe_then_wait, "Record it", run_id="m1")
+        await wait_for(lambda: status_is(app, "m1", "waiting"), timeout=30)
+        await app.signal("m1", "go")
+        assert await handle.result(timeout=30) == "recorded"
+        info = await app.get_run("m1")
+    names = [e["name"] for e in info.journal]
+    assert "pydantic_ai:scribe__mcp_server__notes.get_tools" in names
+    assert "pydantic_ai:scribe__mcp_server__notes.call_tool" in names
+    assert len(calls(log, note="durable")) == 1
+    assert len(server.requests) == 2
+    tool_results = [m for m in server.requests[1].body["messages"] if m["role"] == "tool"]
+    assert "durable" in str(tool_results[0]["content"])
+
+
+async def test_a_refused_request_fails_the_run_once(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """A 400 from the provider is a FatalProviderError: not retried, the run fails
+    with the provider's message."""
+    server.set_script([{"status": 400, "message": "max_tokens is too large"}])
+    app = App(sqlite_url)
+    TetherAgent(Agent(model, name="bad"), app=app)
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match="max_tokens is too large"):
+            await (await app.start("bad", "x", run_id="f1")).result(timeout=30)
+    assert len(server.requests) == 1
+
+
+async def test_bad_configuration_is_a_clear_error(model: OpenAIChatModel) -> None:
+    with pytest.raises(ConfigError, match="TetherAgent needs a name"):
+        TetherAgent(Agent(model))
+    with pytest.raises(ConfigError, match=r"rpm"):
+        TetherDurability(rpm=-1)
+    attached = Agent(model, name="a", capabilities=[TetherDurability()])
+    with pytest.raises(ConfigError, match="has a TetherDurability already"):
+        TetherAgent(attached, durability=TetherDurability())
+
+
+async def test_start_before_registering_is_a_clear_error(model: OpenAIChatModel) -> None:
+    with pytest.raises(ConfigError, match="not registered"):
+        await TetherAgent(Agent(model, name="x")).start("hi")
+
+
+async def test_outside_a_workflow_the_agent_runs_plainly(
+        server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """Outside a workflow nothing is journaled: a plain pydantic-ai run."""
+    server.set_script([Reply("plain")])
+    tagent = TetherAgent(Agent(model, name="plain"))
+    assert (await tagent.run("hi")).output == "plain"
+    assert len(server.requests) == 1
+
+
+async def test_responses_api_model_with_reasoning(sqlite_url: str) -> None:
+    """pydantic-ai's ``openai:`` models use the Responses API: a reasoning item and a
+    tool call come back from the journal on replay, and the ledger counts the calls."""
+    async with ScriptedResponsesServer(script=[
+        ResponsesReply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}}],
+                       reasoning="look it up", input_tokens=30, output_tokens=6),
+        Reply("Cold in Oslo", input_tokens=40, output_tokens=4)]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        agent = Agent(OpenAIResponsesModel("gpt-4.1-mini", provider=provider),
+                      name="forecast")
+        cities: list[str] = []
+
+        @agent.tool_plain
+        def weather(city: str) -> str:
+            """The weather."""
+            cities.append(city)
+            return "cold"
+
+        tagent = TetherAgent(agent)
+        app = App(sqlite_url)
+        outputs: list[str] = []
+
+        @app.workflow
+        async def forecast(q: str) -> str:
+            outputs.append((await tagent.run(q)).output)
+            await tether.wait_for_signal("go")
+            return outputs[-1]
+
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(forecast, "Oslo?", run_id="o1")
+            await wait_for(lambda: status_is(app, "o1", "waiting"), timeout=20)
+            await app.signal("o1", "go")
+            assert await handle.result(timeout=20) == "Cold in Oslo"
+            info = await app.get_run("o1")
+        await provider.client.close()
+    assert outputs == ["Cold in Oslo"] * 2 and len(server.requests) == 2
+    assert cities == ["Oslo"]
+    # pydantic-ai sends the reasoning summary back as a thinking text, then the call.
+    sent = server.requests[1].body["input"]
+    assert "look it up" in sent[1]["content"] and sent[2]["type"] == "function_call"
+    assert info.metrics["llm.calls"] == 2 and info.metrics["saved.calls"] == 2

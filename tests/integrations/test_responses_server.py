@@ -1,0 +1,81 @@
+"""The Responses API of the scripted server (``tether.testing.responses_api``), read by
+the official OpenAI SDK: text, function calls, reasoning items, streaming, faults and
+refused requests."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from openai import APIStatusError, AsyncOpenAI
+
+from tether.testing import Fault
+from tether.testing.llm_server import Reply
+from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
+
+
+async def test_text_calls_reasoning_and_usage() -> None:
+    async with ScriptedResponsesServer(script=[
+        ResponsesReply("It is 42.", reasoning="add them up", input_tokens=11,
+                       output_tokens=4, model="gpt-4.1-2025-04-14"),
+        Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}, "id": "c9"}])],
+    ) as server, AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        first = await client.responses.create(model="gpt-4.1", input="6 times 7?")
+        second = await client.responses.create(model="gpt-4.1", input="weather?", tools=[{
+            "type": "function", "name": "weather", "parameters": {"type": "object"}}])
+    assert first.output_text == "It is 42." and first.model == "gpt-4.1-2025-04-14"
+    assert [item.type for item in first.output] == ["reasoning", "message"]
+    assert first.usage is not None and first.usage.input_tokens == 11
+    call = second.output[0]
+    assert call.type == "function_call" and call.name == "weather"
+    assert call.call_id == "c9" and call.arguments == '{"city": "Oslo"}'
+    assert [r.protocol for r in server.requests] == ["responses", "responses"]
+
+
+async def test_streaming_sends_deltas_then_the_completed_response() -> None:
+    async with ScriptedResponsesServer(script=[Reply("one two three")]) as server, \
+            AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        stream = await client.responses.create(model="gpt-4.1", input="count", stream=True)
+        events = [event async for event in stream]
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["one ", "two ", "three"]
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "one two three"
+
+
+async def test_faults_and_refusals_have_the_real_shape() -> None:
+    async with ScriptedResponsesServer(script=[Fault.rate_limit(retry_after=3)]) as server, \
+            AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        with pytest.raises(APIStatusError) as limited:
+            await client.responses.create(model="gpt-4.1", input="x")
+        assert limited.value.status_code == 429
+        assert limited.value.response.headers["retry-after"] == "3"
+        async with httpx.AsyncClient() as http:
+            wrong = await http.post(f"{server.base_url}/responses", json={
+                "model": "gpt-4.1", "messages": [{"role": "user", "content": "x"}]})
+            garbage = await http.post(f"{server.base_url}/responses", content=b"{not json")
+    assert wrong.status_code == 400 and "use 'input'" in wrong.json()["error"]["message"]
+    assert garbage.status_code == 400
+    assert len(server.requests) == 3
+
+
+async def test_a_stream_broken_midway() -> None:
+    async with ScriptedResponsesServer(script=[Reply("a b c d", error_after_chunks=2)]) \
+            as server, AsyncOpenAI(base_url=server.base_url, api_key="k",
+                                   max_retries=0) as client:
+        stream = await client.responses.create(model="gpt-4.1", input="x", stream=True)
+        events = [event async for event in stream]
+    assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["a ", "b "]
+    assert events[-1].type == "error"
+    assert server.requests[0].outcome == "fault:error_mid_stream"
+
+
+async def test_anthropic_count_tokens_takes_no_script_step() -> None:
+    async with ScriptedResponsesServer(script=[Reply("hi")]) as server, \
+            httpx.AsyncClient(base_url=server.anthropic_base_url) as http:
+        body = {"model": "claude-sonnet-4-5", "system": "Be brief.",
+                "messages": [{"role": "user", "content": "x" * 400}]}
+        counted = await http.post("/v1/messages/count_tokens", json=body)
+        bad = await http.post("/v1/messages/count_tokens", json={"model": "m"})
+    assert counted.status_code == 200 and 100 <= counted.json()["input_tokens"] <= 130
+    assert bad.status_code == 400
+    assert server.remaining == 1  # the reply is still there for a real call

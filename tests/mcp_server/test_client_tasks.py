@@ -1,0 +1,158 @@
+"""Client side: a Tether workflow calls a task-capable MCP server (written for the test).
+The remote task is followed on durable timers; its input requests become a Tether
+approval or the ``mcp_input`` signal and go back with tasks/update; cancelling the run
+cancels the remote task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.mcp_server import client_apps
+from tests.mcp_server.remote import serve_remote
+from tether import App, RunFailed
+from tether.ai import LLM, Agent, approve, pending_approvals
+from tether.ai.mcp import MCPServer, MCPToolset
+from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+
+@pytest.fixture
+async def remote_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "remote.log"
+    monkeypatch.setenv("REMOTE_LOG", str(path))
+    return path
+
+
+@pytest.fixture
+async def client_app(store_url: str, remote_log: Path) -> AsyncIterator[App]:
+    async with serve_remote(poll_interval_ms=100) as url:
+        app, remote = client_apps.build(store_url, remote_url=url, poll_floor=0.1)
+        async with app, app.worker(), remote:
+            yield app
+
+
+def log_lines(path: Path) -> list[list[str]]:
+    return [ln.split() for ln in path.read_text().splitlines()] if path.exists() else []
+
+
+async def wait_until(check: object, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+async def test_remote_task_is_followed_to_its_result(client_app: App, remote_log: Path) -> None:
+    """The call returns a task; the run polls it and returns the result; one call."""
+    handle = await client_app.start("use_remote", "long_job", {"seconds": 0.5})
+    assert await handle.result(timeout=30) == {"text": "done after 0.5 s", "is_error": False}
+    lines = log_lines(remote_log)
+    assert [ln[:2] for ln in lines if ln[0] == "call"] == [["call", "long_job"]]
+    task_id = lines[0][2]
+    assert any(ln == ["get", task_id] for ln in lines)
+    journal = (await client_app.get_run(handle.run_id)).journal
+    call = next(e for e in journal if e["name"] == "mcp:remote.call_tool")
+    assert call["result"]["task_id"] == task_id
+
+
+async def test_remote_input_required_becomes_an_approval(client_app: App,
+                                                         remote_log: Path) -> None:
+    """The remote elicitation asking for ``approved`` is a Tether approval; approving
+    it sends tasks/update once and the task completes."""
+    handle = await client_app.start("use_remote", "confirm_job", {"what": "deploy"})
+
+    async def pending() -> bool:
+        return bool(await pending_approvals(client_app))
+
+    await wait_until(pending)
+    [approval] = await pending_approvals(client_app)
+    assert approval.run_id == handle.run_id
+    assert approval.tool == "remote:confirm_job"
+    assert approval.reason == "Confirm deploy?"
+    await approve(client_app, handle.run_id, note="go")
+    assert await handle.result(timeout=30) == {"text": "confirmed deploy (go)",
+                                               "is_error": False}
+    updates = [ln for ln in log_lines(remote_log) if ln[0] == "update"]
+    assert len(updates) == 1 and updates[0][2] == "confirm"
+
+
+async def test_remote_input_answered_by_the_mcp_input_signal(client_app: App) -> None:
+    """Another input request is a wait for the ``mcp_input`` signal, described in the
+    run's status; the signal's payload is the answer's content."""
+    handle = await client_app.start("use_remote", "name_job", {})
+
+    async def awaiting() -> bool:
+        info = await client_app.get_run(handle.run_id)
+        return isinstance(info.status_info, dict) and info.status_info.get(
+            "state") == "awaiting_input" and info.waiting_for == "signal mcp_input"
+
+    await wait_until(awaiting)
+    info = await client_app.get_run(handle.run_id)
+    assert info.status_info["input"]["message"] == "Your name?"
+    assert info.status_info["input"]["key"] == "name"
+    await client_app.signal(handle.run_id, "mcp_input", {"name": "Ada"})
+    assert await handle.result(timeout=30) == {"text": "hello Ada", "is_error": False}
+
+
+async def test_cancelling_the_run_cancels_the_remote_task(client_app: App,
+                                                          remote_log: Path) -> None:
+    handle = await client_app.start("use_remote", "long_job", {"seconds": 120})
+
+    async def polled() -> bool:
+        return any(ln[0] == "get" for ln in log_lines(remote_log))
+
+    await wait_until(polled)
+    await client_app.cancel(handle.run_id)
+    with pytest.raises(RunFailed):
+        await handle.result(timeout=30)
+    lines = log_lines(remote_log)
+    task_id = lines[0][2]
+    assert ["cancel", task_id] in lines
+
+
+async def test_parallel_remote_tasks_in_one_agent_turn(store_url: str, remote_log: Path) -> None:
+    """Two remote tasks launched in one turn, the second finishing first, with a worker
+    that releases the run at every poll (so each poll is a replay): each tool message
+    carries its own task's result, and each tool was called once."""
+    async with ScriptedLLMServer() as llm_server, serve_remote(poll_interval_ms=100) as url:
+        llm_server.set_script([
+            Reply(tool_calls=[{"name": "long_job", "arguments": {"seconds": 1.5}},
+                              {"name": "long_job", "arguments": {"seconds": 0.2}}]),
+            Reply("both done"),
+        ])
+        async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url,
+                       breaker=None) as llm:
+            app = App(store_url)
+            remote = MCPServer.http(url, id="remote")
+            app.add_agent(Agent("runner", model=llm, tools=[
+                MCPToolset(app, remote, include=["long_job"], poll_floor=0.3)]))
+            async with app, app.worker(sticky_wait=0), remote:
+                handle = await app.start("runner", "run both jobs")
+                assert await handle.result(timeout=60) == "both done"
+        tool_texts = [m["content"] for m in llm_server.requests[1].body["messages"]
+                      if m["role"] == "tool"]
+    assert tool_texts == ["done after 1.5 s", "done after 0.2 s"]
+    assert len([ln for ln in log_lines(remote_log) if ln[0] == "call"]) == 2
+
+
+async def test_a_task_the_server_forgot_ends_the_call_as_an_error(store_url: str,
+                                                                  remote_log: Path) -> None:
+    """A remote server restarted with its tasks in memory answers -32602 for the task:
+    the call ends as an error result (not a failed run retrying forever)."""
+    async with serve_remote(poll_interval_ms=100) as url:
+        app, remote = client_apps.build(store_url, remote_url=url, poll_floor=0.1)
+        async with app, remote:
+            handle = await app.start("use_remote", "long_job", {"seconds": 60})
+            async with app.worker():
+                async def polled() -> bool:
+                    return any(ln[0] == "get" for ln in log_lines(remote_log))
+
+                await wait_until(polled)
+    async with serve_remote(poll_interval_ms=100) as url2:  # a new server: no tasks
+        app2, remote2 = client_apps.build(store_url, remote_url=url2, poll_floor=0.1)
+        async with app2, remote2, app2.worker():
+            result = await app2.handle(handle.run_id).result(timeout=30)
+    assert result["is_error"] is True
+    assert "remote task failed: task gone" in result["text"]

@@ -1,0 +1,94 @@
+"""Choosing what is exposed, in code: mistakes are one-line errors at definition (or
+at the face's construction), and nothing else is exposed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import tether
+from tether import App, ConfigError, TetherError
+from tether.ai import LLM, Agent
+from tether.serve.mcp import TetherTasks, create_mcp_http
+
+
+def test_mcp_flag_values(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(ConfigError, match="mcp= takes True, False or 'task-only', got 'task_only'"):
+        @app.workflow(mcp="task_only")
+        async def typo() -> None: ...
+
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", breaker=None)
+    with pytest.raises(ConfigError, match="got 'yes'"):
+        app.add_agent(Agent("helper", model=llm), mcp="yes")
+
+
+def test_expose_list_and_unknown_names(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow
+    async def plain(x: int) -> int:
+        """Double x."""
+        return 2 * x
+
+    @app.workflow(mcp="task-only")
+    async def long_one() -> None: ...
+
+    async def not_a_workflow() -> None: ...
+
+    assert app.mcp_exposed == {"long_one": "task-only"}
+    tasks = TetherTasks(app, expose=[plain])
+    assert sorted(tasks.tools) == ["long_one", "plain"]
+    assert tasks.tools["plain"].tool.description == "Double x."
+    assert tasks.tools["long_one"].task_only and not tasks.tools["plain"].task_only
+    with pytest.raises(ConfigError, match="not a workflow"):
+        app.expose_mcp(not_a_workflow)
+    with pytest.raises(TetherError, match="'nope' is exposed but is not a registered workflow"):
+        create_mcp_http(app, expose=["nope"])
+
+
+def test_parameter_named_like_a_start_keyword(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def route(queue: str) -> str:
+        return queue
+
+    with pytest.raises(ConfigError, match=r"its parameter .queue. is a keyword of App\.start"):
+        TetherTasks(app)
+
+
+async def test_ttl_follows_the_apps_retention(tmp_path: Path) -> None:
+    """ttlMs is null while the run goes and without retention; once the run ended it is
+    the time from creation until retention may purge it."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def nap() -> str:
+        await tether.sleep(0.2)
+        return "rested"
+
+    tasks = TetherTasks(app)
+    async with app, app.worker():
+        handle = await app.start(nap)
+        running = await tasks.get_task(handle.run_id)
+        assert running is not None and running["ttlMs"] is None
+        await handle.result(timeout=20)
+        assert (await tasks.get_task(handle.run_id) or {})["ttlMs"] is None  # no retention
+        app.retention = SimpleNamespace(  # type: ignore[attr-defined]
+            older_than=3600.0, statuses=("completed", "failed", "cancelled"))
+        ended = await tasks.get_task(handle.run_id)
+        run = await app.get_run(handle.run_id)
+        record = await _record(app, handle.run_id)
+    assert ended is not None and run.finished_at is not None
+    assert ended["ttlMs"] == int((run.finished_at - run.created_at + 3600.0) * 1000)
+    assert ended["ttlMs"] > 3_600_000
+    assert TetherTasks(app, ttl_ms=5000)._ttl_ms(record) == 5000
+
+
+async def _record(app: App, run_id: str) -> Any:
+    store = await app._open()
+    return await store.run_get(run_id)

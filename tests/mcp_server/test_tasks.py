@@ -1,0 +1,333 @@
+"""Tether's MCP face over Streamable HTTP, driven by the official ``mcp`` SDK client:
+tools from annotations, workflow and agent calls as durable tasks, input_required and
+tasks/update, cancel, idempotency, errors, and clients without the Tasks extension."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from mcp import Client, MCPError
+from mcp.client.extension import NotificationBinding
+from mcp_types import (
+    INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    SubscriptionFilter,
+    SubscriptionsListenRequest,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+)
+
+from tests.mcp_server import apps
+from tests.mcp_server.host import (
+    cancel_task,
+    get_task,
+    poll,
+    serve_http,
+    tasks_client,
+    update_task,
+)
+from tether import App, RunStatus
+from tether.ai import LLM
+from tether.mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
+from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+
+@pytest.fixture
+def side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "side.txt"
+    monkeypatch.setenv("TETHER_TEST_SIDE_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+async def llm_server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def served(store_url: str, llm_server: ScriptedLLMServer
+                 ) -> AsyncIterator[tuple[App, str]]:
+    async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, breaker=None) as llm:
+        app = apps.build(store_url, llm=llm)
+        async with serve_http(app) as url, app.worker():
+            yield app, url
+
+
+def lines(path: Path) -> list[str]:
+    return [ln.split(" ", 1)[1] for ln in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_tools_are_listed_with_schemas_from_annotations(served: tuple[App, str]) -> None:
+    """Exposed workflows and the agent are tools; their input schemas come from the
+    annotations (a pydantic model included); a workflow not exposed is no tool."""
+    _, url = served
+    async with tasks_client(url) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert sorted(tools) == ["ask", "explode", "quote", "slow_sum", "travel"]
+    quote = tools["quote"].input_schema
+    assert quote["required"] == ["order"]
+    order = quote["$defs"]["Order"]
+    assert order["properties"]["quantity"]["type"] == "integer"
+    assert tools["slow_sum"].input_schema["properties"]["numbers"]["items"]["type"] == "integer"
+    assert tools["travel"].input_schema["properties"]["task"]["type"] == "string"
+    assert tools["travel"].description == "Books trips; asks before spending money."
+    assert tools["quote"].description == "Price an order."
+
+
+async def test_workflow_tool_as_a_task_polls_to_its_result(served: tuple[App, str],
+                                                           side_file: Path) -> None:
+    """A call returns CreateTaskResult (task id = run id, the run already stored);
+    tasks/get says working, then completed with the tool result inlined."""
+    app, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "slow_sum", {"numbers": [1, 2, 3], "pause": 0.3}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        assert created.result_type == "task"
+        assert created.status == "working"
+        assert created.poll_interval_ms == 1000
+        run = await app.get_run(created.task_id)  # durably created before the answer
+        assert run.workflow == "slow_sum"
+        first = await get_task(client, created.task_id)
+        assert first.status in ("working", "completed")
+        done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+    assert done.status == "completed"
+    assert done.result is not None
+    assert done.result["content"] == [{"type": "text", "text": "6"}]
+    assert done.result["isError"] is False
+    assert lines(side_file) == ["add 0", "add 1", "add 2"]
+
+
+async def test_pydantic_input_and_structured_result(served: tuple[App, str]) -> None:
+    """A pydantic-model argument arrives as the model; a dict result is also structured
+    content."""
+    _, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "quote", {"order": {"item": "tea", "quantity": 4}}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed", "failed"})
+    assert done.result is not None
+    assert done.result["structuredContent"] == {"item": "tea", "total": 10.0, "note": ""}
+
+
+async def test_agent_tool_needing_approval(served: tuple[App, str], side_file: Path,
+                                           llm_server: ScriptedLLMServer) -> None:
+    """An agent whose tool needs approval: input_required with an elicitation asking
+    for it; tasks/update with the answer lets it book once and complete; answering
+    the same key again is ignored."""
+    app, url = served
+    llm_server.set_script([
+        Reply("Rome it is.", tool_calls=[{"name": "book_flight",
+                                          "arguments": {"destination": "Rome"}}]),
+        Reply("Booked Rome."),
+    ])
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool("travel", {"task": "Book me Rome"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        waiting = await poll(client, created.task_id, {"input_required", "completed", "failed"})
+        assert waiting.status == "input_required"
+        assert waiting.input_requests is not None
+        [(key, request)] = waiting.input_requests.items()
+        assert key.startswith("approval:")
+        assert request["method"] == "elicitation/create"
+        params = request["params"]
+        assert "book_flight" in params["message"] and "Rome" in params["message"]
+        assert params["requestedSchema"]["properties"]["approved"]["type"] == "boolean"
+        assert lines(side_file) == []
+
+        await update_task(client, created.task_id,
+                          {key: {"action": "accept", "content": {"approved": True}}})
+        await update_task(client, created.task_id,  # the same key again: ignored
+                          {key: {"action": "accept", "content": {"approved": True}}})
+        done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+    assert done.status == "completed"
+    assert done.result is not None
+    assert done.result["content"][0]["text"] == "Booked Rome."
+    assert lines(side_file) == ["book Rome"]
+    info = await app.get_run(created.task_id)
+    assert [e["kind"] for e in info.journal].count("signal") == 1
+
+
+async def test_signal_wait_is_input_required_with_its_schema(served: tuple[App, str]) -> None:
+    """A workflow waiting for a signal is input_required with the schema it published;
+    the answer is the signal; a key never issued is ignored."""
+    _, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool("ask", {"question": "Your name?"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        waiting = await poll(client, created.task_id, {"input_required"})
+        assert waiting.input_requests is not None
+        [(key, request)] = waiting.input_requests.items()
+        assert key == "signal:answer:1"
+        assert request["params"]["message"] == "Your name?"
+        assert request["params"]["requestedSchema"]["required"] == ["text"]
+        await update_task(client, created.task_id, {"signal:answer:7": {
+            "action": "accept", "content": {"text": "wrong key"}}})
+        await update_task(client, created.task_id, {key: {
+            "action": "accept", "content": {"text": "Ada"}}})
+        done = await poll(client, created.task_id, {"completed", "failed"})
+    assert done.result is not None
+    assert done.result["content"][0]["text"] == "answered: Ada"
+
+
+async def test_cancel_a_working_task(served: tuple[App, str], side_file: Path) -> None:
+    """tasks/cancel is Tether's durable cancel: the task ends cancelled, the run too."""
+    app, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "slow_sum", {"numbers": list(range(50)), "pause": 5.0}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        await poll(client, created.task_id, {"working"})
+        await cancel_task(client, created.task_id)
+        done = await poll(client, created.task_id, {"cancelled", "completed", "failed"})
+        assert done.status == "cancelled"
+        await cancel_task(client, created.task_id)  # an ended task: still acknowledged
+    assert (await app.get_run(created.task_id)).status is RunStatus.CANCELLED
+    assert len(lines(side_file)) < 50
+
+
+async def test_idempotency_key_returns_the_same_task(served: tuple[App, str],
+                                                     side_file: Path) -> None:
+    """A retried call with the same idempotency key gets the same task: one run."""
+    _, url = served
+    async with tasks_client(url) as client:
+        a = await client.session.call_tool("slow_sum", {"numbers": [5]}, allow_claimed=True,
+                                           meta={"idempotency_key": "k-1"})
+        b = await client.session.call_tool("slow_sum", {"numbers": [5]}, allow_claimed=True,
+                                           meta={"idempotency_key": "k-1"})
+        c = await client.session.call_tool("slow_sum", {"numbers": [5]}, allow_claimed=True,
+                                           meta={"idempotency_key": "k-2"})
+        assert isinstance(a, CreateTaskResult) and isinstance(b, CreateTaskResult)
+        assert isinstance(c, CreateTaskResult)
+        assert a.task_id == b.task_id != c.task_id
+        await poll(client, a.task_id, {"completed"})
+        await poll(client, c.task_id, {"completed"})
+    assert lines(side_file) == ["add 0", "add 0"]
+
+
+async def test_unknown_task_and_invalid_arguments(served: tuple[App, str]) -> None:
+    """An unknown task id (or a run that is no task) is -32602 on tasks/get, update and
+    cancel; arguments that do not fit the schema are a tool error, and start nothing."""
+    app, url = served
+    hidden = await app.start("hidden")
+    async with tasks_client(url) as client:
+        for task_id in ("no-such-task", hidden.run_id):
+            with pytest.raises(MCPError) as err:
+                await get_task(client, task_id)
+            assert err.value.code == INVALID_PARAMS
+            assert "Task not found" in err.value.message
+        with pytest.raises(MCPError) as err:
+            await update_task(client, "no-such-task", {})
+        assert err.value.code == INVALID_PARAMS
+        with pytest.raises(MCPError) as err:
+            await cancel_task(client, "no-such-task")
+        assert err.value.code == INVALID_PARAMS
+        bad = await client.session.call_tool("quote", {"order": {"item": "tea"}},
+                                             allow_claimed=True)
+        extra = await client.session.call_tool("slow_sum", {"numbers": [1], "speed": 9},
+                                               allow_claimed=True)
+    assert not isinstance(bad, CreateTaskResult)
+    assert bad.is_error  # type: ignore[union-attr]
+    assert "order.quantity" in bad.content[0].text  # type: ignore[union-attr]
+    assert extra.is_error  # type: ignore[union-attr]
+    assert "speed: unexpected argument" in extra.content[0].text  # type: ignore[union-attr]
+    assert len(await app.list_runs()) == 1  # only `hidden`
+
+
+async def test_client_without_the_extension(served: tuple[App, str],
+                                            llm_server: ScriptedLLMServer) -> None:
+    """Without the extension a short tool answers synchronously; a task-only tool and
+    tasks/get get the extension's error (-32021)."""
+    _, url = served
+    async with Client(url) as client:
+        assert client.protocol_version == "2026-07-28"
+        result = await client.call_tool("slow_sum", {"numbers": [2, 3]})
+        assert result.content[0].text == "5"  # type: ignore[union-attr]
+        assert not result.is_error
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("ask", {"question": "?"})
+        assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+        assert "io.modelcontextprotocol/tasks" in str(err.value.error.data)
+        with pytest.raises(MCPError) as err:
+            await get_task(client, "whatever")
+        assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+        llm_server.set_script([Reply(tool_calls=[
+            {"name": "book_flight", "arguments": {"destination": "Oslo"}}])])
+        waits = await client.call_tool("travel", {"task": "Book Oslo"})
+        assert waits.is_error  # it cannot be answered without the extension; not a hang
+        assert "waits for input (signal approval)" in waits.content[0].text  # type: ignore[union-attr]
+
+
+async def test_task_notifications_to_a_subscriber(served: tuple[App, str]) -> None:
+    """subscriptions/listen with taskIds: the ack names the known tasks; each change of
+    the task is a notifications/tasks carrying the whole task, the last one completed
+    with its result; then the stream ends."""
+    _, url = served
+    received: list[TaskNotificationParams] = []
+
+    async def collect(params: TaskNotificationParams) -> None:
+        received.append(params)
+
+    class Listening(TasksClientExtension):
+        def notifications(self) -> tuple[NotificationBinding[TaskNotificationParams]]:
+            return (NotificationBinding(method="notifications/tasks",
+                                        params_type=TaskNotificationParams, handler=collect),)
+
+    async with Client(url, extensions=[Listening()]) as client:
+        created = await client.session.call_tool(
+            "slow_sum", {"numbers": [1, 2], "pause": 0.4}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        listen = SubscriptionsListenRequest(params=SubscriptionsListenRequestParams(
+            notifications=SubscriptionFilter.model_validate(
+                {"taskIds": [created.task_id, "no-such-task"]})))
+        await client.session.send_request(listen, SubscriptionsListenResult)
+        async with asyncio.timeout(10):
+            while not received or (received[-1].model_extra or {}).get("status") != "completed":
+                await asyncio.sleep(0.05)
+    tasks = [p.model_extra or {} for p in received]
+    assert {t["taskId"] for t in tasks} == {created.task_id}
+    assert tasks[0]["status"] == "working"
+    assert tasks[-1]["status"] == "completed"
+    assert tasks[-1]["result"]["content"] == [{"type": "text", "text": "3"}]
+    assert "resultType" not in tasks[-1]
+
+
+async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, str]) -> None:
+    """A 2025-11-25 client (initialize handshake) gets direct results, even when it
+    declares the extension; a task-only tool answers it with -32021."""
+    _, url = served
+    async with Client(url, mode="legacy", extensions=[TasksClientExtension()]) as client:
+        assert client.protocol_version == "2025-11-25"
+        result = await client.call_tool("quote", {"order": {"item": "pen", "quantity": 2}})
+        assert result.structured_content == {"item": "pen", "total": 5.0, "note": ""}
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("ask", {"question": "?"})
+        assert err.value.code == MISSING_REQUIRED_CLIENT_CAPABILITY
+
+
+async def test_failed_run_is_a_failed_task(served: tuple[App, str]) -> None:
+    """A run that fails is a failed task carrying the error; a synchronous caller gets
+    an isError result with the same message."""
+    _, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool("explode", {"message": "out of fuel"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error["code"] == -32603
+    assert done.error["message"] == "NonRetryable: out of fuel"
+    assert done.status_message == "NonRetryable: out of fuel"
+    assert done.result is None
+    async with Client(url) as plain:
+        result = await plain.call_tool("explode", {"message": "out of fuel"})
+    assert result.is_error
+    assert result.content[0].text == "NonRetryable: out of fuel"  # type: ignore[union-attr]

@@ -1,0 +1,237 @@
+"""The SQLite store's file as an operator meets it (issue 12 items 2, 3, 4, 6, 9): a
+new store is private and set up even while another process holds the file's lock; a
+reading command changes no file; no command turns a file that is not a Tether store into
+one; a newer or older schema, a corrupt page or a non-database file is a one-line error.
+Commands run as a user runs them, in subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import apsw
+import pytest
+
+from tests.cli.test_cli import assert_one_line_error
+from tests.store.test_db_cli import make_release_one_store
+from tether.errors import ConfigError, StoreError
+from tether.store import open_store
+
+from .conftest import run_record
+
+ROOT = Path(__file__).resolve().parents[2]
+READING = (("runs",), ("show", "r1"), ("result", "r1"), ("approvals",), ("queues",),
+           ("db", "status"))
+WRITING = (("start", "wf"), ("signal", "r1", "go"), ("cancel", "r1"), ("db", "migrate"),
+           ("queue-limit", "q", "2"))
+
+
+def tether(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    full.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=60)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file in ``folder`` and a hash of its bytes."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def foreign_db(path: Path) -> None:
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('ada')")
+    conn.close()
+
+
+async def make_store(path: Path) -> None:
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("command", READING + WRITING, ids=" ".join)
+def test_no_command_turns_a_foreign_sqlite_file_into_a_store(
+    tmp_path: Path, command: tuple[str, ...],
+) -> None:
+    db = tmp_path / "theirs.db"
+    foreign_db(db)
+    before = snapshot(tmp_path)
+    done = tether(*command, "--db", f"sqlite:///{db}")
+    assert_one_line_error(done, "not a Tether store", "unchanged")
+    assert snapshot(tmp_path) == before  # same bytes, no -wal or -shm left behind
+    assert apsw.Connection(str(db)).execute("PRAGMA journal_mode").fetchall()[0][0] == "delete"
+
+
+@pytest.mark.parametrize("command", READING, ids=" ".join)
+def test_reading_commands_create_no_store(tmp_path: Path, command: tuple[str, ...]) -> None:
+    done = tether(*command, "--db", f"sqlite:///{tmp_path}/none.db")
+    if command == ("db", "status"):
+        assert done.returncode == 0  # everything pending
+    else:
+        assert_one_line_error(done, "no Tether store")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_reading_commands_do_not_change_an_existing_store(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    await make_store(db)
+    before = snapshot(tmp_path)
+    assert set(before) == {"t.db"}  # the WAL was checkpointed and removed at close
+    for command in READING:
+        done = tether(*command, "--db", f"sqlite:///{db}")
+        assert "Traceback" not in done.stderr, done.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path: Path) -> None:
+    db = tmp_path / "notes.db"
+    db.write_bytes(b"these are my notes, not a database\n" * 200)
+    before = snapshot(tmp_path)
+    for command in (("runs",), ("start", "wf"), ("db", "migrate")):
+        assert_one_line_error(tether(*command, "--db", f"sqlite:///{db}"), "not a database")
+    assert snapshot(tmp_path) == before
+
+
+async def test_a_store_written_by_a_newer_tether_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.db"
+    await make_store(db)
+    conn = apsw.Connection(str(db))
+    conn.execute("INSERT INTO tether_schema_version VALUES (9999, 'from_the_future', 0)")
+    conn.close()
+    before = snapshot(tmp_path)
+    for command in (("runs",), ("show", "r1"), ("start", "wf"), ("db", "migrate"),
+                    ("db", "status")):
+        assert_one_line_error(tether(*command, "--db", f"sqlite:///{db}"),
+                              "newer Tether", "9999")
+    assert snapshot(tmp_path) == before
+    with pytest.raises(ConfigError, match="newer Tether"):
+        await open_store(f"sqlite:///{db}").open()  # a worker refuses it too
+
+
+async def test_an_older_schema_is_named_by_commands_and_migrated_by_db_migrate(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.db"
+    url = f"sqlite:///{db}"
+    make_release_one_store(url)
+    for command in (("runs",), ("start", "wf"), ("signal", "old", "go")):
+        assert_one_line_error(tether(*command, "--db", url), "older schema", "db migrate")
+    assert "old" in tether("db", "migrate", "--db", url).stdout or True
+    done = tether("runs", "--db", url)
+    assert done.returncode == 0 and "old" in done.stdout, done.stderr
+
+
+async def test_a_corrupt_page_is_a_one_line_error(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        for i in range(300):  # several pages of runs
+            await store.run_insert(run=run_record(f"run-{i:04d}"))
+    finally:
+        await store.close()
+    size = db.stat().st_size
+    with open(db, "r+b") as f:  # garble every page but the first (the header)
+        for offset in range(4096, size, 4096):
+            f.seek(offset + 16)
+            f.write(os.urandom(512))
+    for command in (("runs",), ("show", "run-0007"), ("start", "wf")):
+        done = tether(*command, "--db", f"sqlite:///{db}")
+        assert_one_line_error(done, str(db))
+        assert "corrupt" in done.stderr or "malformed" in done.stderr, done.stderr
+    with pytest.raises(StoreError):
+        store = open_store(f"sqlite:///{db}")
+        await store.open()
+        try:
+            await store.run_list(limit=1000)
+        finally:
+            await store.close()
+
+
+async def test_new_store_files_are_created_owner_only(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    old = os.umask(0o022)
+    try:
+        store = open_store(f"sqlite:///{db}")
+        await store.open()
+        try:
+            await store.run_insert(run=run_record("r1"))
+            files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in files}
+        finally:
+            await store.close()
+    finally:
+        os.umask(old)
+    assert modes == {"t.db": 0o600, "t.db-wal": 0o600, "t.db-shm": 0o600}
+    cli_db = tmp_path / "cli.db"
+    assert tether("queue-limit", "q", "2", "--db", f"sqlite:///{cli_db}").returncode == 0
+    assert stat.S_IMODE(cli_db.stat().st_mode) == 0o600
+
+
+_HOLD_LOCK = """
+import apsw, sys, time
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+@pytest.mark.slow
+async def test_opening_a_new_store_waits_for_another_process_holding_its_lock(
+    tmp_path: Path,
+) -> None:
+    """Issue 12 item 2: the switch to WAL used to fail at once with 'database is
+    locked' while another process (a worker creating the store) held the file."""
+    db = tmp_path / "t.db"
+    db.touch(mode=0o600)
+    with subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(db), "1.5"],
+                          stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        done = await asyncio.to_thread(tether, "queue-limit", "q1", "3", "--db",
+                                       f"sqlite:///{db}")
+        assert done.returncode == 0, done.stderr
+        assert holder.poll() is not None  # it waited for the lock rather than failed
+    listed = tether("queues", "--db", f"sqlite:///{db}")
+    assert listed.returncode == 0 and "q1" in listed.stdout
+
+
+@pytest.mark.slow
+def test_many_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    argv = [sys.executable, "-m", "tether"]
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    commands = [["queue-limit", f"q{i}", "1"] for i in range(4)] + [["db", "migrate"]]
+    procs = [subprocess.Popen(argv + c + ["--db", url], env=env, cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for c in commands]
+    results = [(p.returncode, p.communicate(timeout=60)[1]) for p in procs]
+    results = [(p.returncode, err) for p, (_, err) in zip(procs, results, strict=True)]
+    assert all(code == 0 for code, _ in results), results
+    listed = tether("queues", "--db", url)
+    assert all(f"q{i}" in listed.stdout for i in range(4))
+
+
+def test_start_with_app_uses_the_apps_store(tmp_path: Path) -> None:
+    """Issue 12 item 4: ``--app`` without ``--db`` writes where the app's workers look."""
+    own = tmp_path / "own.db"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = tether("start", "hello", "--input", '["ada"]', "--id", "a1", "--app",
+                  "tests.store.own_store_app:app", cwd=cwd, OWN_STORE_URL=f"sqlite:///{own}")
+    assert done.returncode == 0, done.stderr
+    assert list(cwd.iterdir()) == []  # no ./tether.db where no worker looks
+    assert "a1" in tether("runs", "--db", f"sqlite:///{own}").stdout

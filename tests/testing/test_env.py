@@ -1,0 +1,204 @@
+"""``TestEnv``: days of durable waiting (timers, signal timeouts, retry backoffs) pass
+in virtual time; every wait is a real release and replay on a real SQLite store."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import pytest
+
+import tether
+from tether import App, RetryPolicy, RunFailed, SignalTimeout
+from tether.ai import LLM
+from tether.testing import Reply, TestEnv
+
+DAY = 86400.0
+
+
+def make_app() -> tuple[App, dict[str, Any]]:
+    app = App("sqlite:///never-opened.db")
+    seen: dict[str, Any] = {"attempts": [], "calls": 0}
+
+    @app.step(retry=RetryPolicy(initial_interval=3600, backoff=2, max_interval=6 * 3600,
+                                max_attempts=4))
+    async def flaky() -> str:
+        seen["attempts"].append(seen["env"].now())  # the environment's virtual time
+        if len(seen["attempts"]) < 3:
+            raise ConnectionError("the partner API is down")
+        return "ok"
+
+    @app.step
+    def count() -> int:
+        seen["calls"] += 1
+        return int(seen["calls"])
+
+    @app.workflow
+    async def slow(name: str) -> dict[str, Any]:
+        t0 = tether.now().timestamp()
+        await count()
+        await tether.sleep(3 * DAY)
+        t1 = tether.now().timestamp()
+        try:
+            answer = await tether.wait_for_signal("answer", timeout=DAY)
+        except SignalTimeout:
+            answer = "timed out"
+        t2 = tether.now().timestamp()
+        status = await flaky()
+        t3 = tether.now().timestamp()
+        return {"name": name, "slept": t1 - t0, "waited": t2 - t1, "answer": answer,
+                "status": status, "retried": t3 - t2}
+
+    @app.workflow
+    async def approval() -> Any:
+        return await tether.wait_for_signal("answer", timeout=DAY)
+
+    @app.workflow
+    async def ticker(n: int) -> list[float]:
+        stamps = []
+        for _ in range(n):
+            await tether.sleep(3600)
+            stamps.append(tether.now().timestamp())
+        return stamps
+
+    @app.workflow
+    async def parent() -> list[Any]:
+        first = await tether.call(ticker, 2)
+        second = await tether.call(ticker, 1)
+        return [first, second]
+
+    seen["workflows"] = {"slow": slow, "approval": approval, "ticker": ticker,
+                         "parent": parent}
+    return app, seen
+
+
+async def test_three_days_a_day_long_timeout_and_hours_of_backoff_take_no_real_time() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=1_000_000.0) as env:
+        seen["env"] = env
+        result = await env.run(seen["workflows"]["slow"], "ada")
+        end = env.now()
+        info = await env.app.get_run((await env.app.list_runs())[0].run_id)
+    assert result["slept"] == 3 * DAY
+    assert result["waited"] == DAY and result["answer"] == "timed out"
+    # Two failures: backoffs of 1 h then 2 h before the third attempt succeeded.
+    attempts = seen["attempts"]
+    assert [b - a for a, b in itertools.pairwise(attempts)] == [3600, 7200]
+    assert result["retried"] == 3 * 3600 and result["status"] == "ok"
+    assert end == 1_000_000.0 + 4 * DAY + 3 * 3600
+    assert seen["calls"] == 1  # replayed after every release, executed once
+    assert [e["kind"] for e in info.journal] == ["now", "step", "sleep", "now", "signal",
+                                                 "now", "step", "now"]
+
+
+async def test_time_stands_still_between_waits_so_a_signal_beats_its_timeout() -> None:
+    app, seen = make_app()
+    async with TestEnv(app) as env:
+        handle = await env.start(seen["workflows"]["approval"])
+        await env.settle()
+        assert (await env.app.get_run(handle.run_id)).status == "waiting"
+        t0 = env.now()
+        await env.app.signal(handle.run_id, "answer", {"approved": True})
+        assert await handle.result() == {"approved": True}
+        assert env.now() == t0
+
+
+async def test_advance_moves_time_by_hand_and_runs_what_became_due() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0) as env:
+        handle = await env.app.start(seen["workflows"]["ticker"], 3)
+        await env.advance(3600)
+        info = await env.app.get_run(handle.run_id)
+        assert info.status == "waiting"
+        assert [e["status"] for e in info.journal if e["kind"] == "sleep"] == ["ok", "pending"]
+        await env.advance(1800)  # not yet due
+        assert [e["status"] for e in (await env.app.get_run(handle.run_id)).journal
+                if e["kind"] == "sleep"] == ["ok", "pending"]
+        assert await env.result(handle) == [3600.0, 7200.0, 10800.0]
+
+
+async def test_children_and_their_timers_skip_too() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0) as env:
+        assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
+
+
+async def test_auto_skip_skips_without_waiting_through_the_env() -> None:
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0, auto_skip=True) as env:
+        handle = await env.app.start(seen["workflows"]["approval"])
+        with pytest.raises(RunFailed) as err:
+            await handle.result(timeout=30)
+        assert "SignalTimeout" in str(err.value.error)
+        assert env.now() == DAY
+
+
+async def test_llm_calls_are_answered_by_the_scripted_server() -> None:
+    app = App()
+    built_before = LLM("anthropic:claude-haiku-4-5", api_key="k")  # module level, say
+    built_inside: list[LLM] = []
+
+    @app.workflow
+    async def ask(question: str) -> list[str]:
+        first = await built_before.chat([{"role": "user", "content": question}])
+        second = await built_inside[0].chat([{"role": "user", "content": "Sure?"}])
+        await tether.sleep(DAY)  # released, then replayed: replies come from the journal
+        return [first.text or "", second.text or ""]
+
+    url = built_before.base_url
+    async with TestEnv(app, llm=[Reply("Paris."), Reply("Yes.")], llms=[built_before]) as env:
+        # Built inside the environment, without base_url: the environment's server.
+        async with LLM("openai:gpt-4.1-mini") as llm:
+            built_inside.append(llm)
+            assert await env.run(ask, "Capital of France?") == ["Paris.", "Yes."]
+        assert [(r.protocol, r.last_user_text()) for r in env.llm.requests] == [
+            ("anthropic", "Capital of France?"), ("openai", "Sure?")]
+    assert built_before.base_url == url
+
+
+async def test_the_apps_own_definitions_run_and_the_app_itself_is_untouched(
+        tmp_path: Any) -> None:
+    app, seen = make_app()
+    clock = app.clock
+    async with TestEnv(app) as env:
+        assert env.app is not app and env.app.url == env.store_url
+        assert env.app.clock is env.clock
+        assert set(env.app.workflows()) == set(app.workflows())
+        assert await env.run(seen["workflows"]["ticker"], 1)
+    assert env.app.closed and not app.closed
+    assert app.url == "sqlite:///never-opened.db" and app.clock is clock
+    assert not os.path.exists(env.store_url[len("sqlite:///"):])
+    async with TestEnv(app) as again:  # a second environment from the same app
+        assert await again.run(seen["workflows"]["ticker"], 1)
+
+
+async def test_an_app_in_use_elsewhere_can_be_tested_too(tmp_path: Any) -> None:
+    app = App(f"sqlite:///{tmp_path}/real.db")
+
+    @app.workflow
+    async def nap() -> str:
+        await tether.sleep(DAY)
+        return "rested"
+
+    async with app:  # open on its own store
+        async with TestEnv(app) as env:
+            assert await env.run(nap) == "rested"
+        assert await app.list_runs() == []  # the environment's runs stayed in its store
+
+
+async def test_advance_refuses_going_back() -> None:
+    app, _ = make_app()
+    async with TestEnv(app) as env:
+        with pytest.raises(ValueError, match="forward only"):
+            await env.advance(-1)
+
+
+async def test_time_skipping_on_either_backend(store_url: str) -> None:
+    """The environment reads idleness through the Store port: PostgreSQL works too."""
+    app, seen = make_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0) as env:
+        seen["env"] = env
+        assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
+        result = await env.run(seen["workflows"]["slow"], "pg")
+        assert (result["slept"], result["waited"], result["retried"]) == (3 * DAY, DAY, 3 * 3600)

@@ -1,0 +1,109 @@
+"""Two test-kit bugs (issue 13): ``Reply(json=...)`` is documented and must work, and
+``error_after_chunks=N`` must send its error when the reply has exactly N chunks (or
+fewer); the package split keeps every documented import path."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tether.testing import Reply, ScriptedLLMServer
+from tether.testing.llm_server import parse_step
+
+from ..ai.test_llm_server import ANTHROPIC_BODY, ANTHROPIC_HEADERS, OPENAI_BODY, sse
+
+
+def test_reply_json_sets_the_text_to_the_json_dump() -> None:
+    reply = Reply(json={"answer": 42, "ok": True})
+    assert json.loads(reply.text or "") == {"answer": 42, "ok": True}
+    assert reply == parse_step({"json": {"answer": 42, "ok": True}})
+
+
+def test_reply_with_text_and_json_is_refused() -> None:
+    with pytest.raises(ValueError, match="text or json, not both"):
+        Reply("hi", json={"a": 1})
+    with pytest.raises(ValueError, match="text or json, not both"):
+        parse_step({"text": "hi", "json": {"a": 1}})
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_negative_or_non_integer_chunk_counts_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="error_after_chunks must be an integer >= 0"):
+        Reply("a b", error_after_chunks=bad)
+
+
+async def test_reply_json_is_served_as_the_message_text() -> None:
+    async with ScriptedLLMServer([Reply(json={"answer": 42})]) as server, \
+            httpx.AsyncClient() as http:
+        data = (await http.post(server.base_url + "/chat/completions", json=OPENAI_BODY)).json()
+    assert json.loads(data["choices"][0]["message"]["content"]) == {"answer": 42}
+
+
+def _openai_text(events: list[tuple[str | None, Any]]) -> tuple[str, bool]:
+    """The streamed text, and whether an error event came."""
+    text = ""
+    errored = False
+    for _, data in events:
+        if data == "[DONE]":
+            continue
+        if "error" in data:
+            errored = True
+            continue
+        for choice in data["choices"]:
+            text += choice["delta"].get("content") or ""
+    return text, errored
+
+
+@pytest.mark.parametrize(("after", "sent"), [(0, ""), (2, "a b "), (3, "a b c"), (5, "a b c")])
+async def test_openai_error_after_chunks_always_errors(after: int, sent: str) -> None:
+    """"a b c" streams 3 chunks: an error after 3 (or more) comes after the last chunk,
+    and the stream never finishes normally."""
+    async with ScriptedLLMServer([Reply("a b c", error_after_chunks=after)]) as server, \
+            httpx.AsyncClient() as http:
+        resp = await http.post(server.base_url + "/chat/completions",
+                               json={**OPENAI_BODY, "stream": True})
+        outcome = server.requests[0].outcome
+    events = sse(resp.text)
+    text, errored = _openai_text(events)
+    assert (text, errored) == (sent, True)
+    assert events[-1][1] != "[DONE]"
+    assert all(d == "[DONE]" or "error" in d or d["choices"][0]["finish_reason"] is None
+               for _, d in events)
+    assert outcome == "fault:error_mid_stream"
+
+
+@pytest.mark.parametrize("after", [1, 4])
+async def test_anthropic_error_after_exactly_all_chunks(after: int) -> None:
+    async with ScriptedLLMServer([Reply("one", error_after_chunks=after)]) as server, \
+            httpx.AsyncClient() as http:
+        resp = await http.post(server.url + "/v1/messages", json={**ANTHROPIC_BODY,
+                                                                  "stream": True},
+                               headers=ANTHROPIC_HEADERS)
+    names = [name for name, _ in sse(resp.text)]
+    assert names[-1] == "error"
+    assert names.count("content_block_delta") == 1
+    assert "message_stop" not in names
+
+
+async def test_reset_after_all_chunks_cuts_the_stream() -> None:
+    """The same rule for ``reset_after_chunks``: the connection drops before the end."""
+    async with ScriptedLLMServer([Reply("a b", reset_after_chunks=2)]) as server, \
+            httpx.AsyncClient() as http:
+        with pytest.raises(httpx.HTTPError):
+            resp = await http.post(server.base_url + "/chat/completions",
+                                   json={**OPENAI_BODY, "stream": True})
+            resp.raise_for_status()
+        assert server.requests[0].outcome == "fault:reset_mid_stream"
+
+
+def test_public_names_are_unchanged_by_the_split() -> None:
+    import tether.testing as testing
+    from tether.testing import llm_server
+
+    for name in ("Fault", "Outage", "RecordedRequest", "Reply", "ScriptedLLMServer", "Step",
+                 "main", "slow_stream", "parse_step", "load_script"):
+        assert hasattr(llm_server, name), name
+    assert testing.Reply is llm_server.Reply

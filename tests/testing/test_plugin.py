@@ -1,0 +1,84 @@
+"""The pytest plugin's fixtures, used as a user would: ``app``, ``tether_env``,
+``llm_server`` and ``mcp_server`` (a fake MCP server of plain functions)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from typing import Any
+
+import tether
+from tether import App
+from tether.ai import LLM
+from tether.ai.mcp import MCPToolset
+from tether.testing import Reply, ScriptedLLMServer
+
+
+def test_the_plugin_is_registered_for_pytest() -> None:
+    points = importlib.metadata.entry_points(group="pytest11")
+    assert any(p.name == "tether" and p.value == "tether.testing.pytest_plugin"
+               for p in points)
+
+
+def test_store_url_fixture_is_in_the_tests_temporary_directory(tether_store_url: str,
+                                                               tmp_path: Any) -> None:
+    # (The plugin's ``app`` fixture is overridden by this suite's conftest; the
+    # examples of docs/testing.md, run outside it, use the plugin's.)
+    assert tether_store_url == f"sqlite:///{tmp_path}/tether.db"
+
+
+async def test_tether_env_fixture_skips_time(tether_env: Any) -> None:
+    mine = App()
+
+    @mine.workflow
+    async def reminder() -> float:
+        start = tether.now()
+        await tether.sleep(30 * 86400)
+        return (tether.now() - start).total_seconds()
+
+    env = await tether_env(mine, start_time=0.0)
+    assert await env.run(reminder) == 30 * 86400
+
+
+async def test_llm_server_fixture(llm_server: ScriptedLLMServer) -> None:
+    llm_server.set_script([Reply("pong")])
+    async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, api_key="k") as llm:
+        reply = await llm.chat([{"role": "user", "content": "ping"}])
+    assert reply.text == "pong" and len(llm_server.requests) == 1
+
+
+async def test_mcp_server_fixture_serves_plain_functions_durably(tether_env: Any,
+                                                                 mcp_server: Any) -> None:
+    notes: list[str] = []
+
+    def record(note: str) -> str:
+        """Record a note.
+
+        Args:
+            note: the text.
+        """
+        notes.append(note)
+        return f"recorded {note!r}"
+
+    server = await mcp_server([record], name="notes")
+    mine = App()
+    toolset = MCPToolset(mine, server.client())
+
+    @mine.workflow
+    async def take_note(text: str) -> str:
+        result = await toolset.call("record", {"note": text})
+        await tether.sleep(86400)  # released and replayed: the call is not sent again
+        return result.text
+
+    env = await tether_env(mine)
+    try:
+        assert await env.run(take_note, "buy milk") == "recorded 'buy milk'"
+    finally:
+        await toolset.server.aclose()
+    assert notes == ["buy milk"]
+    assert [(c.tool, c.arguments) for c in server.calls] == [("record", {"note": "buy milk"})]
+    assert server.url.startswith("http://127.0.0.1:")
+
+
+def test_no_fixture_left_environment_variables_behind() -> None:
+    assert "127.0.0.1" not in os.environ.get("OPENAI_BASE_URL", "")

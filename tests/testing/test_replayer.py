@@ -1,0 +1,241 @@
+"""The replayer checks recorded runs against changed code without executing anything:
+a patch keeps old runs compatible; an added, removed or renamed operation is reported
+at its position with both sides; runs in flight may grow, ended runs may not. Also
+``tether export`` / ``tether replay --check`` end to end, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.testing import HistoryError, TestEnv, export_history, load_history, replay
+from tether.testing._history import VERSION
+
+from . import replay_apps as apps
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def record(tmp_path: Path) -> dict[str, Path]:
+    """Two runs of v1 in a real store: one completed, one waiting for its signal."""
+    env = TestEnv(apps.v1, start_time=0.0)
+    async with env:
+        done = await env.start("flow", "abc", run_id="done")
+        await env.app.signal("done", "go", 7)
+        assert await done.result() == 4
+        await env.start("flow", "xyz", run_id="waiting")
+        await env.advance(3600)
+        paths = {}
+        for run_id in ("done", "waiting"):
+            path = tmp_path / f"{run_id}.json"
+            path.write_text(json.dumps(await export_history(env.app, run_id)))
+            paths[run_id] = path
+        # The CLI reads the same store (copied with its WAL: the environment deletes
+        # its own when it closes).
+        db = Path(env.store_url[len("sqlite:///"):])
+        for suffix in ("", "-wal"):
+            source = db.with_name(db.name + suffix)
+            if source.exists():
+                (tmp_path / f"store.db{suffix}").write_bytes(source.read_bytes())
+    return paths
+
+
+@pytest.fixture
+async def recorded(tmp_path: Path) -> dict[str, Path]:
+    paths = await record(tmp_path)
+    apps.CALLS.clear()
+    return paths
+
+
+async def test_exported_history_has_the_documented_shape(recorded: dict[str, Path]) -> None:
+    data = json.loads(recorded["done"].read_text())
+    assert data["format"] == "tether.history" and data["version"] == VERSION
+    assert (data["run_id"], data["workflow"], data["status"]) == ("done", "flow", "completed")
+    assert data["input"] == {"args": ["abc"]} and data["result"] == 4
+    assert [(e["position"], e["kind"], e["name"], e["status"]) for e in data["journal"]] == [
+        (0, "step", "fetch", "ok"), (1, "sleep", "sleep", "ok"), (2, "signal", "go", "ok"),
+        (3, "step", "store", "ok")]
+    assert data["journal"][0]["args"] == ["abc"] and data["journal"][0]["result"] == "ABC"
+    assert data["journal"][2]["result"] == 7
+
+
+async def test_same_code_and_patched_code_replay_without_executing(
+        recorded: dict[str, Path]) -> None:
+    for app in (apps.v1, apps.v2):
+        done, waiting = await replay(app, [recorded["done"], recorded["waiting"]])
+        assert done.compatible and waiting.compatible, (done.message, waiting.message)
+        assert done.replayed == 4 and waiting.replayed == 2
+        assert "signal 'go' at position 2" in waiting.message
+    assert apps.CALLS == []
+    assert not os.path.exists("replay-apps-never-opened.db")
+
+
+async def test_an_operation_inserted_without_a_patch_is_reported_at_its_position(
+        recorded: dict[str, Path]) -> None:
+    done, waiting = await replay(apps.v3, [recorded["done"], recorded["waiting"]])
+    for r in (done, waiting):
+        assert not r.compatible
+        assert (r.position, r.recorded, r.requested) == (1, ("sleep", "sleep"),
+                                                         ("step", "audit"))
+        assert r.message == "position 1: recorded sleep 'sleep', the code asks for step 'audit'"
+    assert apps.CALLS == []
+
+
+async def test_a_removed_operation_is_a_recorded_entry_nobody_asks_for(
+        recorded: dict[str, Path]) -> None:
+    [done] = await replay(apps.v4, recorded["done"])
+    assert not done.compatible
+    assert (done.position, done.recorded, done.requested) == (3, ("step", "store"), None)
+    # The run in flight never recorded that step: it is still compatible.
+    [waiting] = await replay(apps.v4, recorded["waiting"])
+    assert waiting.compatible
+
+
+async def test_ended_runs_cannot_grow_runs_in_flight_can(recorded: dict[str, Path]) -> None:
+    done, waiting = await replay(apps.v5, [recorded["done"], recorded["waiting"]])
+    assert not done.compatible
+    assert (done.position, done.recorded, done.requested) == (4, None, ("step", "audit"))
+    assert waiting.compatible
+    assert apps.CALLS == []
+
+
+async def test_replay_takes_dicts_and_reports_an_unknown_workflow(
+        recorded: dict[str, Path]) -> None:
+    data = json.loads(recorded["done"].read_text())
+    [ok] = await replay(apps.v1, data)
+    assert ok.compatible
+    [unknown] = await replay(apps.v1, {**data, "workflow": "gone"})
+    assert not unknown.compatible and "workflow 'gone' is not registered" in unknown.message
+
+
+async def test_code_that_waits_on_something_else_times_out(recorded: dict[str, Path]) -> None:
+    [r] = await replay(apps.hangs, recorded["done"], timeout=0.2)
+    assert not r.compatible and "did not reach the end of its journal" in r.message
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    ("{not json", "not JSON"),
+    ('{"a": 1}', "not a Tether history"),
+    (json.dumps({"format": "tether.history", "version": VERSION + 1}), "is newer than"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed"}), "\"journal\" must be a list"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "journal": [{"position": "0", "kind": "step", "name": "x",
+                              "status": "ok"}]}), "journal[0].position must be an integer"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "journal": [{"position": 0, "kind": "teleport", "name": "x",
+                              "status": "ok"}]}), "journal[0].kind 'teleport' is not one of"),
+])
+def test_bad_history_files_get_a_one_line_error(tmp_path: Path, content: str,
+                                                error: str) -> None:
+    path = tmp_path / "h.json"
+    path.write_text(content)
+    with pytest.raises(HistoryError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        load_history(path)
+    with pytest.raises(HistoryError, match="cannot read it"):
+        load_history(tmp_path / "missing.json")
+
+
+def tether(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TETHER_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+async def test_cli_export_then_replay_check(recorded: dict[str, Path], tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/store.db"
+    out = tether("export", "done", "--db", db)
+    assert out.returncode == 0, out.stderr
+    exported = tmp_path / "cli-done.json"
+    exported.write_text(out.stdout)
+    assert json.loads(out.stdout) == json.loads(recorded["done"].read_text())
+
+    ok = tether("replay", "--check", "tests.testing.replay_apps:v2", str(exported),
+                str(recorded["waiting"]))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("ok ") == 2
+
+    bad = tether("replay", "--check", "tests.testing.replay_apps:v3", str(exported), "--json")
+    assert bad.returncode == 1
+    [result] = json.loads(bad.stdout)
+    assert result["position"] == 1 and result["recorded"] == ["sleep", "sleep"]
+    assert result["requested"] == ["step", "audit"] and result["compatible"] is False
+
+    from_db = tether("replay", "--check", "tests.testing.replay_apps:v5", "--db", db,
+                     "--workflow", "flow")
+    assert from_db.returncode == 1
+    lines = from_db.stdout.splitlines()
+    assert any(line.startswith("MISMATCH done flow") for line in lines)
+    assert any(line.startswith("ok       waiting flow") for line in lines)
+
+
+@pytest.mark.slow
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "g.json"
+    garbage.write_text("[1, 2")
+    cases: list[tuple[list[str], str]] = [
+        (["replay", "--check", "tests.testing.replay_apps:v1", str(garbage)], "not JSON"),
+        (["replay", "--check", "tests.testing.replay_apps:v1"], "nothing to check"),
+        (["replay", "--check", "tests.testing.replay_apps:v1", "--workflow", "nope",
+          "--db", f"sqlite:///{tmp_path}/x.db"], "no workflow named 'nope'"),
+        (["replay", "--check", "no_such_module:app", str(garbage)], "cannot import"),
+    ]
+    for argv, message in cases:
+        out = tether(*argv)
+        assert out.returncode in (1, 2), argv
+        err: Any = out.stderr.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, out.stderr)
+    missing = tether("export", "nope", "--db", f"sqlite:///{tmp_path}/none.db")
+    assert missing.returncode == 1 and "no Tether store" in missing.stderr
+
+
+class Rot13:
+    """A payload hook (stand-in for encryption): stored text is unreadable as JSON."""
+
+    def encode(self, text: str) -> str:
+        import codecs
+
+        return "rot13:" + codecs.encode(text, "rot13")
+
+    def decode(self, text: str) -> str:
+        import codecs
+
+        assert text.startswith("rot13:"), text
+        return codecs.decode(text[len("rot13:"):], "rot13")
+
+
+async def test_histories_hold_json_values_whatever_the_payload_hook() -> None:
+    import tether
+
+    app = tether.App(payload_hook=Rot13())
+
+    @app.step
+    def greet(name: str) -> dict[str, str]:
+        return {"hello": name}
+
+    @app.workflow
+    async def wf(name: str) -> str:
+        reply = await greet(name)
+        await tether.sleep(60)
+        return reply["hello"]
+
+    async with TestEnv(app) as env:
+        handle = await env.start(wf, "ada")
+        assert await handle.result() == "ada"
+        stored = await env.app.store.journal_read(handle.run_id)
+        history = await export_history(env.app, handle.run_id)
+    assert stored[0].result is not None and stored[0].result.startswith("rot13:")
+    assert history["journal"][0]["result"] == {"hello": "ada"}
+    assert history["input"] == {"args": ["ada"]}
+    [result] = await replay(app, history)
+    assert result.compatible, result.message

@@ -1,0 +1,74 @@
+"""The retry decision after a failed step attempt: a pure function of the policy, the
+error and the attempt history."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether import NonRetryable, NotSerializable, Postpone, RetryPolicy
+from tether._retry import AttemptOutcome, decide_retry
+
+POLICY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=10.0, max_attempts=4)
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: float | bool) -> None:
+        super().__init__("429")
+        self.retry_after = retry_after
+
+
+def decide(error: BaseException, attempts: int, *, policy: RetryPolicy = POLICY,
+           first: float = 100.0, now: float = 100.0) -> AttemptOutcome:
+    return decide_retry(policy, error, attempts=attempts, first_attempt_at=first, now=now)
+
+
+@pytest.mark.parametrize(("attempts", "delay"), [(1, 1.0), (2, 2.0), (3, 4.0)])
+def test_backoff_doubles_from_the_initial_interval(attempts: int, delay: float) -> None:
+    """After n failed attempts the next starts initial * backoff**(n-1) later."""
+    assert decide(RuntimeError("x"), attempts) == AttemptOutcome(attempts, 100.0 + delay)
+
+
+def test_the_interval_is_capped_by_max_interval() -> None:
+    policy = RetryPolicy(initial_interval=3.0, backoff=10.0, max_interval=10.0,
+                         max_attempts=None)
+    assert decide(RuntimeError("x"), 5, policy=policy).retry_at == 110.0
+
+
+def test_the_last_attempt_fails_for_good() -> None:
+    outcome = decide(RuntimeError("x"), 4)
+    assert outcome.failed_for_good and outcome.attempts == 4 and not outcome.postponed
+
+
+def test_max_attempts_none_retries_forever() -> None:
+    policy = RetryPolicy(initial_interval=1.0, max_interval=60.0, max_attempts=None)
+    assert decide(RuntimeError("x"), 10_000, policy=policy).retry_at == 160.0
+
+
+@pytest.mark.parametrize("error", [NonRetryable("declined"),
+                                   NotSerializable("result of step 's'", "socket"),
+                                   KeyError("listed as non-retryable")])
+def test_non_retryable_errors_fail_at_the_first_attempt(error: BaseException) -> None:
+    policy = RetryPolicy(non_retryable=(KeyError,))
+    assert decide(error, 1, policy=policy).failed_for_good
+
+
+def test_max_duration_counts_from_the_first_attempt() -> None:
+    """A retry that would start past first_attempt_at + max_duration is not made."""
+    policy = RetryPolicy(initial_interval=5.0, backoff=1.0, max_attempts=None,
+                         max_duration=30.0)
+    assert decide(RuntimeError("x"), 3, policy=policy, first=100.0, now=120.0).retry_at == 125.0
+    assert decide(RuntimeError("x"), 4, policy=policy, first=100.0, now=126.0).failed_for_good
+
+
+def test_postpone_gives_the_attempt_back_whatever_the_policy() -> None:
+    """Postpone is not a failure: the count goes back and the delay is the error's own,
+    even on what would be the last attempt."""
+    outcome = decide(Postpone(7.5, "circuit open"), 4)
+    assert outcome == AttemptOutcome(attempts=3, retry_at=107.5, postponed=True)
+
+
+def test_retry_after_pushes_a_retry_later_but_never_earlier_or_into_existence() -> None:
+    assert decide(Throttled(30.0), 1).retry_at == 130.0  # later than the policy's 1 s
+    assert decide(Throttled(0.5), 2).retry_at == 102.0  # the policy's 2 s wins
+    assert decide(Throttled(30.0), 4).failed_for_good  # no retry is left to push
+    assert decide(Throttled(True), 1).retry_at == 101.0  # a bool is not a number of seconds

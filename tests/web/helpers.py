@@ -1,0 +1,128 @@
+"""Shared by the web tests: real ``tether serve`` and worker processes, SSE reading."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TETHER = [sys.executable, "-m", "tether"]
+ADMIN = "admin-token-0123456789"
+READ = "read-token-0123456789"
+WEBAPP = "tests.web.webapp:app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    out.pop("TETHER_API_TOKENS", None)
+    return {**out, **extra}
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | None = WEBAPP,
+                extra_env: dict[str, str] | None = None) -> Served:
+    """A ``tether serve`` process on a free loopback port, answering /healthz."""
+    port = free_port()
+    log = tmp / f"serve-{port}.log"
+    args = [*TETHER, "serve", "--db", db, "--port", str(port)]
+    if app:
+        args += ["--app", app]
+    if tokens is not None:
+        token_file = tmp / f"tokens-{port}.txt"
+        token_file.write_text(tokens)
+        args += ["--token-file", str(token_file)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env(**(extra_env or {})), stdout=out,
+                                stderr=subprocess.STDOUT)
+    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"tether serve exited: {log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(served.url + "/healthz", timeout=1).status_code == 200:
+                return served
+        time.sleep(0.1)
+    served.stop()
+    raise AssertionError(f"tether serve did not come up: {log.read_text()}")
+
+
+def start_worker(db: str, tmp: Path, *, app: str = WEBAPP,
+                 extra_env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    log = tmp / f"worker-{time.monotonic_ns()}.log"
+    with open(log, "wb") as out:
+        return subprocess.Popen([*TETHER, "worker", app, "--db", db, *args], cwd=ROOT,
+                                env=env(**(extra_env or {})), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def serving(db: str, tmp: Path, **kw: object) -> Iterator[Served]:
+    served = start_serve(db, tmp, **kw)  # type: ignore[arg-type]
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@dataclass
+class Event:
+    id: str | None
+    event: str
+    data: object
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+    """Events from an SSE line stream (comments and retry lines skipped)."""
+    ev_id: str | None = None
+    kind = "message"
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield Event(ev_id, kind, json.loads("\n".join(data)))
+            ev_id, kind, data = None, "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "id":
+            ev_id = value
+        elif field == "event":
+            kind = value
+        elif field == "data":
+            data.append(value)

@@ -1,0 +1,422 @@
+"""The HTTP API, route by route, in process (httpx over ASGI) on a real store: every
+route, bad input with the right 4xx, and the store unchanged after each rejection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.web import webapp
+from tests.web.helpers import ADMIN, READ
+from tether import App
+from tether.serve import Tokens, create_app
+
+
+@dataclass
+class Api:
+    app: App
+    http: httpx.AsyncClient
+
+    async def snapshot(self) -> list[Any]:
+        """Everything a request could change: runs, journals, signals, events."""
+        store = self.app.store
+        runs = await store.run_search(limit=500)
+        out: list[Any] = []
+        for r in runs:
+            out.append((r.run_id, r.status, r.cancel_requested, r.updated_at))
+            out.append([(e.position, e.status) for e in await store.journal_read(r.run_id)])
+            out.append(len(await store.run_events_read(run_id=r.run_id, after=None)))
+        return out
+
+
+async def _api(url: str, tokens: Tokens | None, max_body: int = 1 << 20
+               ) -> AsyncIterator[Api]:
+    app = webapp.make_app(url)
+    await app._open()
+    asgi = create_app(app, tokens=tokens, max_body=max_body, mcp=False)
+    headers = {"Authorization": f"Bearer {ADMIN}"} if tokens else {}
+    transport = httpx.ASGITransport(app=asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers=headers) as http:
+        try:
+            yield Api(app, http)
+        finally:
+            await app.close()
+
+
+@pytest.fixture
+async def api(sqlite_url: str) -> AsyncIterator[Api]:
+    """The API with an admin and a read token; requests carry the admin one."""
+    tokens = Tokens({ADMIN: "admin", READ: "read"})
+    async for a in _api(sqlite_url, tokens, max_body=64 * 1024):
+        yield a
+
+
+@pytest.fixture
+async def api_open(sqlite_url: str) -> AsyncIterator[Api]:
+    """The API without tokens (loopback mode), SQLite."""
+    async for a in _api(sqlite_url, None):
+        yield a
+
+
+@pytest.fixture
+async def api_any(store_url: str) -> AsyncIterator[Api]:
+    """The API without tokens (loopback mode), on SQLite and PostgreSQL."""
+    async for a in _api(store_url, None):
+        yield a
+
+
+async def wait_status(api: Api, run_id: str, status: str, timeout: float = 15) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            doc = (await api.http.get(f"/api/v1/runs/{run_id}")).json()
+            if doc["status"] == status:
+                return doc
+            await asyncio.sleep(0.02)
+
+
+def error_of(r: httpx.Response) -> str:
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    return str(body["error"]["code"])
+
+
+# -- POST /api/v1/runs ------------------------------------------------------------------
+
+
+async def test_start_run_is_created_then_idempotent(api: Api) -> None:
+    """A new run answers 201 with its document; the same run_id again answers 200."""
+    r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["ana"],
+                                                  "run_id": "r-1"})
+    assert r.status_code == 201
+    doc = r.json()
+    assert doc["run_id"] == "r-1" and doc["status"] == "queued"
+    assert doc["input"] == ["ana"] and doc["workflow"] == "greet"
+    again = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["bob"],
+                                                      "run_id": "r-1"})
+    assert again.status_code == 200
+    assert again.json()["input"] == ["ana"]
+    async with api.app.worker(queues=["default"]):
+        done = await wait_status(api, "r-1", "completed")
+    assert done["result"] == "hello ana"
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    (b"{not json", 400, "malformed_json"),
+    (b"[1, 2]", 400, "bad_request"),
+    (b"", 400, "bad_request"),
+    (json.dumps({"input": []}).encode(), 400, "bad_request"),
+    (json.dumps({"workflow": ""}).encode(), 400, "bad_request"),
+    (json.dumps({"workflow": "greet", "input": "ana"}).encode(), 400, "bad_request"),
+    (json.dumps({"workflow": "greet", "colour": "red"}).encode(), 400, "bad_request"),
+    (json.dumps({"workflow": "greet", "run_id": 7}).encode(), 400, "bad_request"),
+    (json.dumps({"workflow": "greet", "run_id": "a\nb"}).encode(), 400, "bad_request"),
+    (json.dumps({"workflow": "nope"}).encode(), 404, "workflow_not_found"),
+])
+async def test_start_run_rejects_bad_input(api: Api, body: bytes, status: int,
+                                           code: str) -> None:
+    """Malformed or invalid bodies get a 4xx JSON error and start nothing."""
+    before = await api.snapshot()
+    r = await api.http.post("/api/v1/runs", content=body,
+                            headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert error_of(r) == code
+    assert await api.snapshot() == before
+
+
+async def test_start_run_conflicting_id_and_wrong_media_type(api: Api) -> None:
+    """A run id used by another workflow is a 409; a non-JSON body a 415."""
+    assert (await api.http.post("/api/v1/runs", json={"workflow": "greet",
+                                                      "run_id": "x"})).status_code == 201
+    before = await api.snapshot()
+    r = await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "x"})
+    assert r.status_code == 409 and error_of(r) == "conflict"
+    r = await api.http.post("/api/v1/runs", content=b"workflow=greet",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and error_of(r) == "unsupported_media_type"
+    assert await api.snapshot() == before
+
+
+async def test_oversized_body_is_refused(api: Api) -> None:
+    """A body over the limit is a 413, whether announced or streamed, and changes nothing."""
+    before = await api.snapshot()
+    big = json.dumps({"workflow": "greet", "input": ["x" * 70_000]}).encode()
+    r = await api.http.post("/api/v1/runs", content=big,
+                            headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and error_of(r) == "payload_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    r = await api.http.post("/api/v1/runs", content=chunks(),
+                            headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and error_of(r) == "payload_too_large"
+    assert await api.snapshot() == before
+
+
+# -- auth ---------------------------------------------------------------------------------
+
+
+async def test_missing_or_wrong_token_is_401_and_read_token_cannot_change(api: Api) -> None:
+    """No token or an unknown one: 401 on every route; a read token reads but gets 403
+    on every change, and the store stays as it was."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    routes = [("GET", "/api/v1/runs", None), ("GET", "/api/v1/runs/w", None),
+              ("GET", "/api/v1/runs/w/journal", None), ("GET", "/api/v1/approvals", None),
+              ("GET", "/api/v1/runs/w/events", None), ("GET", "/metrics", None),
+              ("GET", "/openapi.json", None),
+              ("POST", "/api/v1/runs", {"workflow": "greet"}),
+              ("POST", "/api/v1/runs/w/signals/go", {"data": 1}),
+              ("POST", "/api/v1/runs/w/cancel", None),
+              ("POST", "/api/v1/runs/w/approval", {"approved": True})]
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-token-123456789"},
+                    {"Authorization": f"Basic {ADMIN}"}):
+        for method, path, body in routes:
+            r = await api.http.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (method, path, headers)
+            assert error_of(r) == "unauthorized"
+    read = {"Authorization": f"Bearer {READ}"}
+    for method, path, body in routes:
+        if path.endswith("/events"):
+            continue  # a stream that stays open (read over HTTP in test_sse.py)
+        r = await api.http.request(method, path, json=body, headers=read)
+        if method == "POST":
+            assert r.status_code == 403, (method, path)
+            assert error_of(r) == "forbidden"
+        else:
+            assert r.status_code == 200, (method, path)
+    assert await api.snapshot() == before
+    assert (await api.http.get("/healthz", headers={"Authorization": ""})).status_code == 200
+
+
+# -- GET /api/v1/runs ---------------------------------------------------------------------
+
+
+async def test_list_filters_and_pages_newest_first(api_any: Api) -> None:
+    """Filters by status, workflow, queue, parent and id text; pages with a cursor,
+    newest first, every run once."""
+    api = api_any
+    ids = []
+    for i in range(7):
+        r = await api.http.post("/api/v1/runs", json={
+            "workflow": "greet" if i % 2 else "wait_go", "input": ["x"] if i % 2 else [],
+            "run_id": f"run-{i:02d}", "queue": "q2" if i == 3 else None})
+        assert r.status_code == 201, r.text
+        ids.append(f"run-{i:02d}")
+        await asyncio.sleep(0.002)  # distinct creation times
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = (await api.http.get("/api/v1/runs", params=params)).json()
+        seen += [r["run_id"] for r in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    got = (await api.http.get("/api/v1/runs", params={"workflow": "greet"})).json()
+    assert [r["run_id"] for r in got["runs"]] == ["run-05", "run-03", "run-01"]
+    got = (await api.http.get("/api/v1/runs", params={"queue": "q2"})).json()
+    assert [r["run_id"] for r in got["runs"]] == ["run-03"]
+    got = (await api.http.get("/api/v1/runs", params={"q": "n-0", "status": "queued",
+                                                       "limit": "2"})).json()
+    assert len(got["runs"]) == 2 and got["next_cursor"]
+    async with api.app.worker(queues=["default", "q2"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "parent", "input": ["kid"],
+                                                  "run_id": "mom"})
+        await wait_status(api, "mom", "completed")
+    kids = (await api.http.get("/api/v1/runs", params={"parent": "mom"})).json()["runs"]
+    assert [k["run_id"] for k in kids] == ["mom.0"]
+    done = (await api.http.get("/api/v1/runs", params={"status": "completed"})).json()
+    assert {r["run_id"] for r in done["runs"]} >= {"mom", "mom.0", "run-01", "run-05"}
+
+
+@pytest.mark.parametrize("query", ["status=done", "limit=0", "limit=501", "limit=ten",
+                                   "cursor=%%%", "cursor=WzEsMl0", "colour=red"])
+async def test_list_rejects_bad_query(api: Api, query: str) -> None:
+    r = await api.http.get(f"/api/v1/runs?{query}")
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+
+
+# -- one run --------------------------------------------------------------------------------
+
+
+async def test_run_document_and_journal(api: Api) -> None:
+    """GET a run: the `tether show --json` document with children and metrics; its
+    journal in position order; an unknown run is a 404."""
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "parent", "input": ["zoe"],
+                                                  "run_id": "p"})
+        doc = await wait_status(api, "p", "completed")
+    assert doc["result"] == "hello zoe" and doc["error"] is None
+    assert [c["run_id"] for c in doc["children"]] == ["p.0"]
+    assert doc["children"][0]["status"] == "completed"
+    assert {"metrics", "status_info", "parent_run_id", "input"} <= set(doc)
+    journal = (await api.http.get("/api/v1/runs/p/journal")).json()["journal"]
+    assert [e["position"] for e in journal] == sorted(e["position"] for e in journal)
+    assert [e["kind"] for e in journal] == ["child_start", "child_result"]
+    for path in ("/api/v1/runs/nope", "/api/v1/runs/nope/journal", "/api/v1/runs/nope/events"):
+        r = await api.http.get(path)
+        assert r.status_code == 404 and error_of(r) == "run_not_found"
+
+
+async def test_run_events_rejects_foreign_event_id(api: Api) -> None:
+    await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "e"})
+    r = await api.http.get("/api/v1/runs/e/events", headers={"Last-Event-ID": "x-y-z"})
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+
+
+# -- signals and cancel ------------------------------------------------------------------
+
+
+async def test_signal_resumes_a_waiting_run_once_per_key(api: Api) -> None:
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "s"})
+        await wait_status(api, "s", "waiting")
+        path = "/api/v1/runs/s/signals/go"
+        r = await api.http.post(path, json={"data": {"by": "ana"}, "idempotency_key": "k"})
+        assert r.status_code == 202 and r.json()["created"] is True
+        r = await api.http.post(path, json={"data": {"by": "bob"}, "idempotency_key": "k"})
+        assert r.status_code == 202 and r.json()["created"] is False
+        doc = await wait_status(api, "s", "completed")
+    assert doc["result"] == {"by": "ana"}
+    before = await api.snapshot()
+    r = await api.http.post(path, json={"data": 1})
+    assert r.status_code == 409 and error_of(r) == "conflict"  # the run has ended
+    r = await api.http.post("/api/v1/runs/none/signals/go", json={})
+    assert r.status_code == 404
+    r = await api.http.post(path, content=b'{"data": ', headers={"Content-Type":
+                                                                   "application/json"})
+    assert r.status_code == 400 and error_of(r) == "malformed_json"
+    r = await api.http.post(path, json={"data": 1, "extra": 2})
+    assert r.status_code == 400
+    assert await api.snapshot() == before
+
+
+async def test_cancel(api: Api) -> None:
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "c"})
+        await wait_status(api, "c", "waiting")
+        r = await api.http.post("/api/v1/runs/c/cancel")
+        assert r.status_code == 202
+        await wait_status(api, "c", "cancelled")
+        await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a"],
+                                                  "run_id": "g"})
+        await wait_status(api, "g", "completed")
+    before = await api.snapshot()
+    r = await api.http.post("/api/v1/runs/g/cancel")
+    assert r.status_code == 409 and error_of(r) == "conflict"
+    r = await api.http.post("/api/v1/runs/zzz/cancel")
+    assert r.status_code == 404 and error_of(r) == "run_not_found"
+    assert await api.snapshot() == before
+
+
+# -- approvals ------------------------------------------------------------------------------
+
+
+async def test_approvals_list_and_answer(api: Api) -> None:
+    """A waiting approval is listed with its tool, arguments and reason; bad answers
+    change nothing; approving resumes the run; a second answer is a 409."""
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "purchase", "input": ["atlas"],
+                                                  "run_id": "buy-1"})
+        await wait_status(api, "buy-1", "waiting")
+        listed = (await api.http.get("/api/v1/approvals")).json()["approvals"]
+        assert [(a["run_id"], a["tool"], a["arguments"]["item"]) for a in listed] == [
+            ("buy-1", "buy", "atlas")]
+        assert listed[0]["reason"] == "atlas is needed for the report"
+        before = await api.snapshot()
+        for body in ({"approved": "yes"}, {}, {"approved": True, "note": 5},
+                     {"approved": True, "why": "x"}):
+            r = await api.http.post("/api/v1/runs/buy-1/approval", json=body)
+            assert r.status_code == 400, body
+        r = await api.http.post("/api/v1/runs/greet-none/approval", json={"approved": True})
+        assert r.status_code == 404
+        assert await api.snapshot() == before
+        r = await api.http.post("/api/v1/runs/buy-1/approval",
+                                json={"approved": False, "note": "too dear"})
+        assert r.status_code == 200 and r.json()["approval"]["tool"] == "buy"
+        doc = await wait_status(api, "buy-1", "completed")
+        assert doc["result"] == {"approved": False, "note": "too dear"}
+    r = await api.http.post("/api/v1/runs/buy-1/approval", json={"approved": True})
+    assert r.status_code == 409 and error_of(r) == "no_pending_approval"
+    assert (await api.http.get("/api/v1/approvals")).json() == {"approvals": []}
+
+
+# -- documents --------------------------------------------------------------------------------
+
+
+async def test_openapi_document_names_every_route(api: Api) -> None:
+    doc = (await api.http.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {
+        "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/journal",
+        "/api/v1/runs/{run_id}/events", "/api/v1/runs/{run_id}/signals/{name}",
+        "/api/v1/runs/{run_id}/cancel", "/api/v1/runs/{run_id}/approval", "/api/v1/approvals"}
+
+
+async def test_metrics_in_prometheus_format(api_any: Api) -> None:
+    """Runs by status, queue depth and age, the step histogram and worker count come
+    from the store."""
+    api = api_any
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a"],
+                                                  "run_id": "m1"})
+        await wait_status(api, "m1", "completed")
+        text = (await api.http.get("/metrics")).text
+        assert "tether_workers 1" in text.splitlines()
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "m2",
+                                              "queue": 'odd"queue'})
+    r = await api.http.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = r.text.splitlines()
+    assert 'tether_runs{status="completed"} 1' in lines
+    assert 'tether_runs{status="queued"} 1' in lines
+    assert 'tether_queue_depth{queue="odd\\"queue"} 1' in lines
+    assert any(x.startswith('tether_queue_oldest_age_seconds{queue="odd\\"queue"} ')
+               for x in lines)
+    assert "tether_step_duration_seconds_count 1" in lines
+    assert 'tether_step_duration_seconds_bucket{le="+Inf"} 1' in lines
+    assert 'tether_llm_tokens_total{type="input",outcome="spent"} 0' in lines
+    assert "# TYPE tether_step_duration_seconds histogram" in lines
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/v1/runs/w/signals/%7F", {"data": 1}),
+    ("POST", "/api/v1/runs", {"workflow": "greet", "run_id": "a\u202eb"}),
+    ("POST", "/api/v1/runs", {"workflow": "greet", "queue": "q\u0085"}),
+])
+async def test_names_with_control_characters_are_bad_requests(api: Api, method: str, path: str,
+                                                              body: dict[str, Any]) -> None:
+    """Names the engine refuses (control characters: terminal injection) are a 400 and
+    change nothing (found by the fuzz test: it was a 500)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    r = await api.http.request(method, path, json=body)
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+    assert await api.snapshot() == before
+
+
+async def test_cross_site_posts_are_refused_without_a_token(api_open: Api) -> None:
+    """A page of another site cannot make a browser change anything, even on a loopback
+    server without tokens; a same-origin or non-browser client can."""
+    api = api_open
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null"}):
+        r = await api.http.post("/api/v1/runs/w/cancel", headers=headers)
+        assert r.status_code == 403 and error_of(r) == "forbidden", headers
+    assert await api.snapshot() == before
+    r = await api.http.post("/api/v1/runs/w/cancel", headers={
+        "Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 202

@@ -1,0 +1,194 @@
+"""The web UI in a real headless Chromium (Debian's ``chromium``, driven by Playwright):
+log in, see the runs, open an agent run waiting for approval, approve it in the inbox,
+and watch the run page finish without a reload.
+
+Screenshots of the runs list, the run page and the inbox are saved under the test's
+temporary folder; with ``TETHER_UPDATE_SCREENSHOTS=1`` they also replace the ones in
+``docs/img/`` that the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, READ, ROOT, WEBAPP, Served, start_serve, start_worker
+from tests.web.test_sse import start_llm
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+STREAMED = ("Replay answers every finished step from the journal, so a resumed agent pays "
+            "for no model call twice and picks up exactly where it stopped.").split()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"no Chromium at {CHROMIUM}: scripts/test.sh installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def wait_for(url: str, run_id: str, status: str, timeout: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = httpx.get(f"{url}/api/v1/runs/{run_id}",
+                        headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        if doc.get("status") == status:
+            return dict(doc)
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not become {status}: {doc}")
+
+
+def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Path) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    llm, base_url = start_llm(tmp_path, [
+        {"text": "Durable execution journals every step, so a crash costs nothing twice.",
+         "input_tokens": 412, "output_tokens": 19, "chunk_delay": 0.01},
+        {"tool_calls": [{"name": "buy_report", "arguments": {
+            "title": "Durable agents 2025", "price_usd": 49.0}}],
+         "input_tokens": 1250, "output_tokens": 38},
+        {"text": "Bought the report: adoption of durable agents doubled in 2025.",
+         "input_tokens": 1402, "output_tokens": 21},
+        {"text": " ".join(STREAMED), "input_tokens": 230, "output_tokens": 60,
+         "chunk_delay": 0.12},
+    ])
+    db = f"sqlite:///{tmp_path}/ui.db"
+    served: Served | None = None
+    worker = None
+    try:
+        served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+        worker = start_worker(db, tmp_path, extra_env={"TETHER_TEST_LLM_URL": base_url})
+        api = {"Authorization": f"Bearer {ADMIN}"}
+
+        def start(workflow: str, run_id: str, *args: object) -> None:
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": workflow, "input": list(args), "run_id": run_id})
+            assert r.status_code == 201, r.text
+
+        start("stream_answer", "explain-durability", "What is durable execution?")
+        wait_for(served.url, "explain-durability", "completed")
+        start("parent", "greet-family", "ana")
+        start("wait_go", "nightly-report")
+        start("shopper", "shopper-7f3a", "Buy the report 'Durable agents 2025'.")
+        wait_for(served.url, "shopper-7f3a", "waiting")
+        wait_for(served.url, "greet-family", "completed")
+
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/runs")
+        expect(page).to_have_url(served.url + "/login")  # pages need a session
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+        expect(page).to_have_url(served.url + "/runs")
+        row = page.locator("tr", has_text="shopper-7f3a")
+        expect(row).to_contain_text("waiting")
+        expect(row).to_contain_text("needs approval")
+        expect(page.locator("tr", has_text="explain-durability")).to_contain_text("completed")
+        page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+
+        page.click("a:has-text('shopper-7f3a')")
+        expect(page.locator("#run-status")).to_have_text("waiting")
+        expect(page.locator(".callout")).to_contain_text("buy_report")
+        page.evaluate("window.__notReloaded = true")
+
+        inbox = context.new_page()
+        inbox.goto(served.url + "/approvals")
+        card = inbox.locator(".approval", has_text="shopper-7f3a")
+        expect(card).to_contain_text("Durable agents 2025")
+        expect(card).to_contain_text("buy_report")
+        inbox.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
+        card.locator("input[name=note]").fill("ok, within budget")
+        card.locator("button.approve").click()
+        expect(inbox.locator(".empty")).to_contain_text("Nothing waits")
+
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        expect(page.locator(".result")).to_contain_text("adoption of durable agents doubled")
+        expect(page.locator(".timeline")).to_contain_text("shopper.tool:buy_report")
+        page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+        # The answer streams into the run page as the model produces it.
+        start("stream_answer", "explain-replay", "How does replay save tokens?")
+        page.goto(served.url + "/runs/explain-replay")
+        stream = page.locator("#stream-text")
+        expect(stream).to_contain_text(" ".join(STREAMED[:4]), timeout=20_000)
+        assert page.locator("#run-status").inner_text() != "completed"
+        page.screenshot(path=str(tmp_path / "run-streaming.png"), full_page=True)
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator(".result")).to_contain_text(STREAMED[-1])
+
+        dark = browser.new_context(viewport={"width": 1360, "height": 900},
+                                   color_scheme="dark")
+        dark.add_cookies(context.cookies())
+        dpage = dark.new_page()
+        dpage.goto(served.url + "/runs/explain-durability")
+        expect(dpage.locator("#run-status")).to_have_text("completed")
+        dpage.screenshot(path=str(tmp_path / "run-dark.png"), full_page=True)
+        dark.close()
+        context.close()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
+        if served is not None:
+            served.stop()
+        llm.terminate()
+        llm.wait(10)
+        if llm.stdout is not None:
+            llm.stdout.close()
+    if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
+        out = ROOT / "docs" / "img"
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("runs.png", "inbox.png", "run.png", "run-dark.png", "run-streaming.png"):
+            shutil.copy(tmp_path / name, out / name)
+
+
+def test_read_token_sees_but_cannot_act(browser: object, tmp_path: Path) -> None:
+    """A read session sees the pages without action buttons, and a forged form post
+    is refused with the store unchanged."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/ro.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", json={"workflow": "wait_go",
+                                                          "run_id": "ro-1"},
+                       headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 201
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", READ)
+        page.click("button:has-text('Log in')")
+        page.goto(served.url + "/runs/ro-1")
+        expect(page.locator("#run-status")).to_have_text("queued")
+        assert page.locator("#actions").count() == 0
+        status = page.evaluate("""async () => {
+            const body = new URLSearchParams({csrf: 'forged-but-long-enough-xx'});
+            const r = await fetch('/ui/runs/ro-1/cancel', {method: 'POST', body});
+            return r.status;
+        }""")
+        assert status == 403
+        context.close()
+        doc = httpx.get(served.url + "/api/v1/runs/ro-1",
+                        headers={"Authorization": f"Bearer {READ}"}).json()
+        assert doc["status"] == "queued"
+    finally:
+        served.stop()

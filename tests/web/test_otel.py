@@ -1,0 +1,126 @@
+"""OpenTelemetry: replay emits no span for an operation answered from the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tether.otel
+from tests.web import webapp
+from tests.web.helpers import start_worker
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+
+async def test_run_killed_after_step_3_and_resumed_emits_each_step_span_once(
+        sqlite_url: str, tmp_path: Path) -> None:
+    """A worker is killed (SIGKILL) while step 4 runs; another worker resumes the run.
+    Steps 1-3 are answered from the journal: across both workers each step has exactly
+    one span, and the resumed execution joins the run's trace."""
+    spans_file = tmp_path / "spans.jsonl"
+    app = webapp.make_app(sqlite_url)
+    async with app:
+        await app.start("steps", 6, run_id="otel-1")
+        first = start_worker(sqlite_url, tmp_path, app="tests.web.otel_worker_app:app",
+                             extra_env={"TETHER_TEST_SPANS": str(spans_file),
+                                        "TETHER_TEST_GATE": str(tmp_path / "never")})
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    journal = await app.store.journal_read("otel-1")
+                    if len([e for e in journal if e.status == "ok"]) == 3:
+                        break
+                    await asyncio.sleep(0.02)
+            # Step 4 is running (blocked on its gate): its span has started, not ended.
+            await asyncio.sleep(0.3)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        observer = tether.otel.instrument(provider)
+        try:
+            async with app.worker(queues=["default"]):
+                result = await app.handle("otel-1").result(timeout=30)
+        finally:
+            tether.otel.uninstrument(observer)
+    assert result == [10, 20, 30, 40, 50, 60]
+
+    before = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    after = [{"name": s.name, "attributes": dict(s.attributes or {}),
+              "trace_id": s.get_span_context().trace_id} for s in exporter.get_finished_spans()]
+    steps_before = sorted(s["attributes"]["tether.position"] for s in before
+                          if s["name"] == "step work")
+    steps_after = sorted(s["attributes"]["tether.position"] for s in after
+                         if s["name"] == "step work")
+    assert steps_before == [0, 1, 2]
+    assert steps_after == [3, 4, 5], "replay emitted spans for journaled steps"
+    runs_after = [s for s in after if s["name"] == "run steps"]
+    assert len(runs_after) == 1
+    attrs = runs_after[0]["attributes"]
+    assert attrs["tether.operations.replayed"] == 3
+    assert attrs["tether.operations.executed"] == 3
+    assert attrs["tether.outcome"] == "returned"
+    trace_ids = {s["trace_id"] for s in before} | {s["trace_id"] for s in after}
+    assert len(trace_ids) == 1, "the resumed run did not join the run's trace"
+
+
+async def test_llm_span_follows_genai_conventions_and_children_join_the_trace(
+        sqlite_url: str) -> None:
+    """A durable LLM call's span carries the GenAI attributes; a child run's spans are in
+    its parent's trace, under the span that started it."""
+    from tether import App, call
+    from tether.ai import LLM, user_message
+    from tether.testing import Reply, ScriptedLLMServer
+
+    app = App(sqlite_url)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with ScriptedLLMServer([Reply("four", input_tokens=12, output_tokens=3,
+                                        model="gpt-4.1-mini-2025")]) as server:
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="k")
+
+        @app.workflow
+        async def ask(q: str) -> str:
+            return (await llm.chat([user_message(q)])).text or ""
+
+        @app.workflow
+        async def boss(q: str) -> str:
+            return str(await call(ask, q))
+
+        observer = tether.otel.instrument(provider)
+        try:
+            async with app, app.worker(queues=["default"]):
+                handle = await app.start(boss, "2+2?", run_id="boss")
+                assert await handle.result(timeout=30) == "four"
+        finally:
+            tether.otel.uninstrument(observer)
+            await llm.aclose()
+    spans = exporter.get_finished_spans()
+    chat = [s for s in spans if s.name == "chat gpt-4.1-mini"]
+    assert len(chat) == 1
+    a = dict(chat[0].attributes or {})
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.request.model"] == "gpt-4.1-mini"
+    assert a["gen_ai.response.model"] == "gpt-4.1-mini-2025"
+    assert a["gen_ai.provider.name"] == "openai"
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (12, 3)
+    runs = {s.name: s for s in spans if s.name.startswith("run ")}
+    assert {"run boss", "run ask"} <= set(runs)
+    assert {s.get_span_context().trace_id for s in spans} == {
+        runs["run boss"].get_span_context().trace_id}
+    child_parent = runs["run ask"].parent
+    assert child_parent is not None
+    assert child_parent.span_id in {s.get_span_context().span_id for s in spans
+                                    if s.name == "run boss"}

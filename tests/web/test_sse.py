@@ -1,0 +1,91 @@
+"""Server-Sent Events kept in the store: a client that drops mid-answer and reconnects
+with Last-Event-ID to another ``tether serve`` process gets every event exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.helpers import ROOT, WEBAPP, env, parse_sse, serving, start_worker
+from tether.store import open_store
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def start_llm(tmp: Path, steps: list[dict[str, object]]) -> tuple[subprocess.Popen[str], str]:
+    script = tmp / "script.json"
+    script.write_text(json.dumps(steps))
+    proc = subprocess.Popen([sys.executable, "-m", "tether.testing.llm_server", "--script",
+                             str(script)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def test_reconnect_to_another_serve_process_gets_every_event_once(pg_url: str,
+                                                                  tmp_path: Path) -> None:
+    llm, base_url = start_llm(tmp_path, [{"text": " ".join(WORDS), "chunk_delay": 0.04}])
+    worker = None
+    try:
+        with serving(pg_url, tmp_path, app=WEBAPP) as a, \
+                serving(pg_url, tmp_path, app=WEBAPP) as b:
+            r = httpx.post(a.url + "/api/v1/runs", json={
+                "workflow": "stream_answer", "input": ["say the words"], "run_id": "sse-1"})
+            assert r.status_code == 201, r.text
+            worker = start_worker(pg_url, tmp_path, extra_env={"TETHER_TEST_LLM_URL": base_url})
+            first = []
+            with httpx.stream("GET", a.url + "/api/v1/runs/sse-1/events", timeout=30) as resp:
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                for ev in parse_sse(resp.iter_lines()):
+                    first.append(ev)
+                    if sum(e.event == "chunk" for e in first) >= 6:
+                        break  # drop the connection in the middle of the answer
+            assert first[-1].id is not None
+            second = []
+            with httpx.stream("GET", b.url + "/api/v1/runs/sse-1/events", timeout=30,
+                              headers={"Last-Event-ID": first[-1].id}) as resp:
+                for ev in parse_sse(resp.iter_lines()):
+                    second.append(ev)
+                    if ev.event == "end":
+                        break
+            done = httpx.get(b.url + "/api/v1/runs/sse-1").json()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
+        llm.terminate()
+        llm.wait(10)
+        if llm.stdout is not None:
+            llm.stdout.close()
+
+    assert done["status"] == "completed"
+    assert second[-1].event == "end" and second[-1].id is None
+    got = [e for e in first + second if e.id is not None]
+    ids = [e.id for e in got]
+    assert len(ids) == len(set(ids)), "an event came twice"
+    chunks = [e.data["text"] for e in got if e.event == "chunk"
+              and isinstance(e.data, dict) and e.data.get("type") == "llm.chunk"]
+    assert "".join(chunks).split() == WORDS == done["result"].split()
+    assert any(e.event == "chunk" for e in second), "the reconnect was not mid-answer"
+
+    async def stored() -> list[str]:
+        store = open_store(pg_url)
+        await store.open()
+        try:
+            return [e.event_id for e in await store.run_events_read(run_id="sse-1", after=None,
+                                                                   limit=10_000)]
+        finally:
+            await store.close()
+
+    assert ids == asyncio.run(stored()), "events missing or out of store order"
+    statuses = [e.data["status"] for e in got if e.event == "status"
+                and isinstance(e.data, dict)]
+    assert statuses[-1] == "completed"

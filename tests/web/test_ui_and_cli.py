@@ -1,0 +1,159 @@
+"""The UI in process (escaping, login cookie, CSRF) and ``tether serve``/worker flags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web import webapp
+from tests.web.helpers import ADMIN, READ, ROOT, TETHER, env, start_worker
+from tether.serve import Tokens, create_app
+
+
+@pytest.fixture
+async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client (no bearer header) of a server with tokens."""
+    app = webapp.make_app(sqlite_url)
+    await app._open()
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://127.0.0.1") as http:
+        http.app = app  # type: ignore[attr-defined]
+        try:
+            yield http
+        finally:
+            await app.close()
+
+
+async def login(http: httpx.AsyncClient, token: str) -> str:
+    """Log in through the form; returns the CSRF token the pages use."""
+    page = await http.get("/login")
+    csrf = http.cookies["tether_csrf"]
+    assert f'value="{csrf}"' in page.text
+    r = await http.post("/login", data={"token": token, "csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/runs"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and ADMIN not in cookie
+    return csrf
+
+
+async def test_pages_need_a_session_and_a_wrong_token_does_not_log_in(
+        ui: httpx.AsyncClient) -> None:
+    r = await ui.get("/runs")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    await ui.get("/login")
+    r = await ui.post("/login", data={"token": "not-a-token-at-all", "csrf":
+                                      ui.cookies["tether_csrf"]})
+    assert r.status_code == 401 and "unknown token" in r.text
+    r = await ui.post("/login", data={"token": ADMIN, "csrf": "forged-csrf-token-000"})
+    assert r.status_code == 403
+    assert (await ui.get("/runs")).status_code == 303
+
+
+async def test_run_ids_names_and_payloads_are_escaped(ui: httpx.AsyncClient) -> None:
+    """HTML in a run id, a workflow input or a signal shows as text, never as markup."""
+    await login(ui, ADMIN)
+    evil = '<script>alert("x")</script>'
+    r = await ui.post("/api/v1/runs", json={"workflow": "greet", "input": [evil],
+                                            "run_id": evil},
+                      headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 201
+    for path in ("/runs", "/ui/runs", "/runs/" + httpx.URL("/" + evil).raw_path.decode()[1:]):
+        page = await ui.get(path)
+        assert page.status_code == 200, path
+        assert "<script>alert" not in page.text
+        assert "&lt;script&gt;alert(" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
+    """A form post without the page's CSRF token, or from a read session, changes
+    nothing; with both it acts."""
+    csrf = await login(ui, ADMIN)
+    await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w1"},
+                  headers={"Authorization": f"Bearer {ADMIN}"})
+    r = await ui.post("/ui/runs/w1/cancel", data={"csrf": "forged-csrf-token-000"})
+    assert r.status_code == 403
+    r = await ui.post("/ui/runs/w1/signal", data={"name": "go", "data": "{bad"})
+    assert r.status_code == 403
+    doc = (await ui.get("/api/v1/runs/w1")).json()
+    assert doc["status"] == "queued" and doc["journal"] == []
+    r = await ui.post("/ui/runs/w1/signal", data={"csrf": csrf, "name": "go", "data": "{bad"})
+    assert r.status_code == 400 and "not valid JSON" in r.text
+    r = await ui.post("/ui/runs/w1/cancel", data={"csrf": csrf, "next": "//evil.example"})
+    assert r.status_code == 303 and r.headers["location"] == "/runs/w1"
+    run = await ui.app.store.run_get("w1")  # type: ignore[attr-defined]
+    assert run is not None and run.cancel_requested
+    read_csrf = await login(ui, READ)
+    r = await ui.post("/ui/runs/w1/signal", data={"csrf": read_csrf, "name": "go"})
+    assert r.status_code == 403 and "may read, not change" in r.text
+
+
+def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
+    r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db", "--host",
+                        "0.0.0.0"], cwd=ROOT, env=env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "tether: error: refusing to serve on 0.0.0.0 without API tokens")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("admin:short\n", "line 1: the token is shorter than 16 characters"),
+    ("# tokens\nroot:0123456789abcdefgh\n", "line 2: expected ROLE:TOKEN"),
+])
+def test_serve_names_a_bad_token_file_line(tmp_path: Path, content: str, message: str) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(content)
+    r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db",
+                        "--token-file", str(tokens)], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and message in r.stderr
+    assert "0123456789abcdefgh" not in r.stderr
+
+
+@pytest.mark.slow
+def test_worker_json_logs_name_the_run_position_and_next_attempt(tmp_path: Path) -> None:
+    """A failed attempt is logged as JSON with the run id, the position, the error and
+    the next attempt's time."""
+    db = f"sqlite:///{tmp_path}/logs.db"
+    r = subprocess.run([*TETHER, "start", "retrying", "--id", "flaky-1", "--input", '["t"]',
+                        "--db", db, "--app", "tests.web.webapp:app"], cwd=ROOT, env=env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    worker = start_worker(db, tmp_path, args=("--log-format", "json", "--log-level", "info"))
+    try:
+        r = subprocess.run([*TETHER, "result", "flaky-1", "--wait", "30", "--db", db],
+                           cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout) == "t"
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    time.sleep(0.1)
+    logs = sorted(tmp_path.glob("worker-*.log"))[-1].read_text().splitlines()
+    lines = [json.loads(x) for x in logs if x.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "message"} <= set(x) for x in lines)
+    failed = [x for x in lines if "attempt 1 failed" in x["message"]]
+    assert len(failed) == 1
+    assert failed[0]["run_id"] == "flaky-1" and failed[0]["position"] == 0
+    assert "TimeoutError: provider timed out (t)" in failed[0]["message"]
+    assert "next attempt at 20" in failed[0]["message"]
+
+
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["--port", "70000"], "--port must be between 1 and 65535, got 70000", 2),
+    (["--max-body", "0"], "argument --max-body: must be at least 1, got 0", 2),
+    (["--app", "no_such_module_xyz:app"], "cannot import 'no_such_module_xyz'", 1),
+])
+def test_serve_rejects_bad_flags_in_one_line(tmp_path: Path, args: list[str], message: str,
+                                             code: int) -> None:
+    r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db", *args],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == code
+    assert message in r.stderr.strip().splitlines()[-1]

@@ -1,0 +1,89 @@
+"""Workflows the web tests serve and run (importable by worker subprocesses as
+``tests.web.webapp:app``; ``--db`` points them at the test's store)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import tether
+from tether.ai import LLM, Agent, function_tool, request_approval, user_message
+
+llm = LLM("openai:gpt-4.1-mini", base_url=os.environ.get("TETHER_TEST_LLM_URL")
+          or "http://127.0.0.1:9/v1", api_key="test-key")
+
+
+@function_tool(requires_approval=True)
+def buy_report(title: str, price_usd: float) -> str:
+    """Buy a market report (a human approves each purchase).
+
+    Args:
+        title: the report's title.
+        price_usd: its price in US dollars.
+    """
+    return f"bought {title!r} for ${price_usd:.2f} at {time.strftime('%H:%M')}"
+
+
+def make_app(url: str | None = None) -> tether.App:
+    """A new App with the test workflows (an App is closed for good after use)."""
+    app = tether.App(url)
+
+    @app.step
+    async def hello(name: str) -> str:
+        return f"hello {name}"
+
+    @app.step
+    async def work(i: int) -> int:
+        gate = os.environ.get("TETHER_TEST_GATE")
+        if gate and i == 4:
+            # Step 4 waits here until the test kills the worker (the gate file never appears).
+            while not os.path.exists(gate):
+                await asyncio.sleep(0.05)
+        return i * 10
+
+    @app.step(retry=tether.RetryPolicy(initial_interval=0.2, max_attempts=2))
+    async def flaky(tag: str) -> str:
+        if tether.step_attempt() == 1:
+            raise TimeoutError(f"provider timed out ({tag})")
+        return tag
+
+    @app.workflow
+    async def retrying(tag: str) -> str:
+        return await flaky(tag)
+
+    @app.workflow
+    async def greet(name: str) -> str:
+        return await hello(name)
+
+    @app.workflow
+    async def wait_go() -> object:
+        return await tether.wait_for_signal("go")
+
+    @app.workflow
+    async def steps(n: int) -> list[int]:
+        return [await work(i) for i in range(1, n + 1)]
+
+    @app.workflow
+    async def parent(name: str) -> str:
+        return str(await tether.call(greet, name))
+
+    @app.workflow
+    async def purchase(item: str) -> dict[str, object]:
+        decision = await request_approval("buy", {"item": item, "price_usd": 49.0},
+                                          f"{item} is needed for the report", approval_id="1",
+                                          status={"agent": "purchase"})
+        return {"approved": decision.approved, "note": decision.note}
+
+    @app.workflow
+    async def stream_answer(question: str) -> str:
+        reply = await llm.stream([user_message(question)])
+        return reply.text or ""
+
+    app.add_agent(Agent(
+        "shopper", model=llm, instructions="Buy the report the user asks for, then answer.",
+        tools=[buy_report], max_turns=4))
+    return app
+
+
+app = make_app()
