@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.engine.helpers import status_is, wait_for
 from tests.life.procs import ROOT
 from tether import App, RetryPolicy
 
@@ -58,7 +59,10 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
         state["broken"] = False
         out = cli("retry", "j-1", db=store_url)
         assert out.returncode == 0 and "queued" in out.stdout, out.stderr
-        assert await h.result(timeout=20) == 8
+        # (a fresh handle: App's result reader may still hold the run's first ending)
+        await wait_for(lambda: status_is(app, "j-1", "completed"), timeout=30,
+                       what="retried run completed")
+        assert await app.handle("j-1").result(timeout=20) == 8
         show = cli("show", "j-1", db=store_url)
         assert "attempts:" in show.stdout and "boom" in show.stdout
         out = cli("fork", "j-1", "--at", "0", "--input", "[5]", "--id", "j-2", db=store_url)

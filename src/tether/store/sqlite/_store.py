@@ -85,9 +85,16 @@ def _run(row: Sequence[Any]) -> RunRecord:
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
-        version=row[20], forked_from=row[21], forked_at=row[22], generation=row[23],
-        erased_at=row[24],
+        **_life_fields(row),
     )
+
+
+def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """Migration 0003's columns, when the query selected them (listings need not)."""
+    if len(row) < 25:
+        return {}
+    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
+            "generation": row[23], "erased_at": row[24]}
 
 
 def _entry(row: Sequence[Any]) -> JournalEntry:
