@@ -6,6 +6,7 @@ after a crash any worker replays the journal and the run continues where it stop
 
 from tether._app import App, RunHandle
 from tether._context import now, patched, random, run_id, step_attempt, step_key, uuid
+from tether._lifecycle import Retention, continue_as_new
 from tether._operations import ChildHandle, call, set_status, sleep, start_child, wait_for_signal
 from tether._retry import RateLimit, RetryPolicy
 from tether._types import RunInfo, RunStatus
@@ -27,6 +28,7 @@ from tether.errors import (
     SignalError,
     SignalTimeout,
     StepError,
+    StepTimeout,
     StoreError,
     StoreUnavailable,
     TetherError,
@@ -48,6 +50,7 @@ __all__ = [
     "PayloadTooLarge",
     "Postpone",
     "RateLimit",
+    "Retention",
     "RetryPolicy",
     "RunFailed",
     "RunHandle",
@@ -58,11 +61,13 @@ __all__ = [
     "SignalError",
     "SignalTimeout",
     "StepError",
+    "StepTimeout",
     "StoreError",
     "StoreUnavailable",
     "TetherError",
     "WorkflowNotFound",
     "call",
+    "continue_as_new",
     "now",
     "patched",
     "random",

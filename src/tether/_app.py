@@ -4,8 +4,10 @@ Store (start, get_run, cancel, worker). The composition root: it picks the backe
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import inspect
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Registrable(Protocol):
@@ -33,6 +36,9 @@ class _Registrable(Protocol):
 
 
 A = TypeVar("A", bound=_Registrable)
+
+_log = logging.getLogger("tether")
+_NO_INPUT: Any = object()
 
 
 class _StepDecorator(Protocol):
@@ -87,11 +93,16 @@ class App:
         max_payload: size limit of one encoded payload in bytes (default 2 MiB).
         payload_hook: encrypt/compress stored payload text.
         store: an already built store (overrides ``url``).
+        version: the code version (opt-in): recorded on each run this app starts; its
+            workers claim only runs of this version or of none (see docs/operations.md).
+        retention: finished runs older than this (seconds, a ``timedelta`` or text such
+            as ``"30d"``) are purged in the background by this app's workers.
     """
 
     def __init__(self, url: str | None = None, *, clock: Clock | None = None,
                  max_payload: int = DEFAULT_MAX_PAYLOAD, payload_hook: PayloadHook | None = None,
-                 store: Store | None = None, **store_options: Any) -> None:
+                 store: Store | None = None, version: str | None = None,
+                 retention: Any = None, **store_options: Any) -> None:
         self.url = store.url if store is not None else resolve_url(url)
         self._store: Store | None = store
         self._store_options = store_options
@@ -109,6 +120,14 @@ class App:
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False
         self._host = WorkerHost(self)
+        if version is not None and (not isinstance(version, str) or not version.strip()):
+            raise ConfigError(f"version must be a non-empty string, not {version!r}")
+        self.version: str | None = version
+        from tether._lifecycle import Retention, parse_retention
+
+        self.retention: Retention | None = parse_retention(retention)
+        #: Schedules declared with ``@app.schedule`` / ``app.schedule`` (name -> spec).
+        self._schedules: dict[str, Any] = {}
 
     # -- definitions ------------------------------------------------------------------------
 
@@ -122,12 +141,14 @@ class App:
     def step(self, fn: None = None, /, *, name: str | None = None,
              retry: RetryPolicy | None = None,
              on_replay: Callable[[Any], dict[str, float] | None] | None = None,
-             rate_limit: RateLimit | None = None) -> _StepDecorator: ...
+             rate_limit: RateLimit | None = None,
+             timeout: float | dt.timedelta | None = None) -> _StepDecorator: ...
 
     def step(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
              retry: RetryPolicy | None = None,
              on_replay: Callable[[Any], dict[str, float] | None] | None = None,
-             rate_limit: RateLimit | None = None) -> Any:
+             rate_limit: RateLimit | None = None,
+             timeout: float | dt.timedelta | None = None) -> Any:
         """Register a step: a side-effecting function whose outcome is journaled.
 
         ``async def`` and plain ``def`` both work (plain functions run in a thread). In a
@@ -141,7 +162,20 @@ class App:
         ``on_replay(result)`` may return metrics to add to the run when a recorded result
         is returned instead of executed (counted once per operation), e.g. the tokens a
         journaled LLM reply saved.
+
+        ``timeout`` (seconds or a ``timedelta``) bounds one attempt: past it the attempt
+        fails with ``tether.StepTimeout`` and is retried under the policy. An ``async``
+        step is cancelled; a plain ``def`` step's thread cannot be stopped and runs on.
         """
+        limit: float | None = None
+        if timeout is not None:
+            if isinstance(timeout, dt.timedelta):
+                timeout = timeout.total_seconds()
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                    or timeout <= 0:
+                raise ConfigError(f"step timeout must be a number of seconds > 0, "
+                                  f"not {timeout!r}")
+            limit = float(timeout)
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
             if not callable(f):
@@ -151,7 +185,7 @@ class App:
                 name=check_name("step name", name or f.__name__), fn=f,
                 retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
-                on_replay=on_replay, rate_limit=rate_limit,
+                on_replay=on_replay, rate_limit=rate_limit, timeout=limit,
             )
             self._steps[sdef.name] = sdef
 
@@ -211,6 +245,66 @@ class App:
             return f
 
         return decorate(fn) if fn is not None else decorate
+
+    @overload
+    def schedule(self, target: str, /, *, timezone: str = "UTC", name: str | None = None,
+                 input: Any = None, overlap: str = "skip", catchup: str = "latest",
+                 catchup_max: int = 10, queue: str | None = None) -> Callable[[F], F]: ...
+
+    @overload
+    def schedule(self, target: Callable[..., Any], /, *, cron: str, timezone: str = "UTC",
+                 name: str | None = None, input: Any = None, overlap: str = "skip",
+                 catchup: str = "latest", catchup_max: int = 10,
+                 queue: str | None = None) -> None: ...
+
+    def schedule(self, target: Callable[..., Any] | str, /, *, cron: str | None = None,
+                 timezone: str = "UTC", name: str | None = None, input: Any = None,
+                 overlap: str = "skip", catchup: str = "latest", catchup_max: int = 10,
+                 queue: str | None = None) -> Any:
+        """Start a run of a workflow on every tick of a cron schedule.
+
+        As a decorator above ``@app.workflow``: ``@app.schedule("*/5 * * * *",
+        timezone="Europe/Paris")``. As a call: ``app.schedule(workflow, cron="0 9 * * 1",
+        input=[...])``. ``input`` is the list of positional arguments (or ``{"args":
+        [...], "kwargs": {...}}``). Workers of this app create the schedule in the store
+        when they start and start each tick's run exactly once between them (its run id
+        is ``NAME@TICK``). ``overlap``: ``skip`` (default), ``allow`` or
+        ``cancel_previous`` when the previous run has not ended; ``catchup``: ticks
+        missed while no worker ran start once (``latest``, default), not at all
+        (``skip``) or each (``all``, at most ``catchup_max``).
+
+        Raises:
+            ConfigError: a bad cron expression, time zone or option.
+        """
+        from tether._lifecycle import make_spec
+
+        def add(fn: Callable[..., Any], cron_text: str) -> None:
+            wdef = self._workflow_def(fn)
+            if isinstance(input, dict) and "args" in input:
+                args, kwargs = tuple(input["args"]), dict(input.get("kwargs") or {})
+            elif input is None:
+                args, kwargs = (), {}
+            else:
+                args, kwargs = (tuple(input) if isinstance(input, (list, tuple)) else (input,)), {}
+            spec = make_spec(wdef.name, queue or wdef.queue, cron_text, timezone=timezone,
+                             name=name, args=args, kwargs=kwargs, overlap=overlap,
+                             catchup=catchup, catchup_max=catchup_max)
+            if spec.name in self._schedules and self._schedules[spec.name] != spec:
+                raise ConfigError(f"a schedule named {spec.name!r} is already declared")
+            self._schedules[spec.name] = spec
+
+        if isinstance(target, str):
+            cron_text = target
+
+            def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+                add(fn, cron_text)
+                return fn
+
+            return decorate
+        if cron is None:
+            raise ConfigError("app.schedule(workflow, cron=...) needs a cron expression")
+        add(target, cron)
+        return None
 
     def workflows(self) -> dict[str, WorkflowDef]:
         return dict(self._workflows)
@@ -341,7 +435,7 @@ class App:
         Idempotent on ``run_id``: starting an existing id returns a handle to that run.
 
         Raises:
-            WorkflowNotFound: no workflow of that name is registered here or in the store.
+            WorkflowNotFound: (a function not decorated as a workflow: ConfigError)
             NotSerializable: an argument is not JSON.
             PayloadTooLarge: the encoded input is over the size limit.
             ConfigError: the run id is used by a run of another workflow; the App is
@@ -352,7 +446,7 @@ class App:
         if queue is not None:
             check_name("queue", queue)
         store = await self._open()
-        name, default_queue = await self._start_target(workflow)
+        name, default_queue = await self._start_target(workflow, queue)
         payload: dict[str, Any] = {"args": list(args)}
         if kwargs:
             payload["kwargs"] = kwargs
@@ -362,7 +456,7 @@ class App:
         rid = uuid.uuid4().hex if run_id is None else run_id
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
-                           updated_at=now, available_at=now)
+                           updated_at=now, available_at=now, version=self.version)
         stored, created = await store.run_insert(run=record)
         if not created and stored.workflow != name:
             raise ConfigError(
@@ -396,7 +490,7 @@ class App:
         if queue is not None:
             check_name("queue", queue)
         store = await self._open()
-        name, default_queue = await self._start_target(workflow)
+        name, default_queue = await self._start_target(workflow, queue)
         now = self.clock.now()
         records = []
         for i, args in enumerate(items):
@@ -404,7 +498,8 @@ class App:
             rid = run_ids[i] if run_ids is not None else uuid.uuid4().hex
             records.append(RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                                      status=RunStatus.QUEUED, input=text, created_at=now,
-                                     updated_at=now, available_at=now))
+                                     updated_at=now, available_at=now,
+                                     version=self.version))
         results = await store.run_insert_many(runs=records) if records else []
         clashes = [stored.run_id for stored, created in results
                    if not created and stored.workflow != name]
@@ -416,16 +511,23 @@ class App:
                               f"workflow ({len(clashes)} such ids; the other runs started)")
         return [RunHandle(self, r.run_id, name) for r in records]
 
-    async def _start_target(self, workflow: Callable[..., Any] | str) -> tuple[str, str]:
+    async def _start_target(self, workflow: Callable[..., Any] | str,
+                            queue: str | None = None) -> tuple[str, str]:
         """(name, queue) of a workflow given by function, or by name: registered on this
-        app, or registered in the store by a worker that has its code."""
+        app, or registered in the store by a worker that has its code, or else (a script
+        that starts runs before the workers are up) unknown: the run is queued on
+        ``queue`` (or ``default``) with a warning, and starts when such a worker comes."""
         if isinstance(workflow, str) and workflow not in self._workflows:
+            if not workflow.strip():
+                raise ConfigError("a workflow name must not be empty")
             known = await self.store.workflow_list()
             if workflow not in known:
-                raise WorkflowNotFound(
-                    workflow, list(known) or None,
-                    hint="no worker has registered its workflows in this store yet: start "
-                         "one, or name the code with --app MODULE:APP")
+                chosen = queue or "default"
+                _log.warning(
+                    "no worker has registered workflow %r in this store yet; the run waits "
+                    "on queue %r until a worker with that workflow serves it", workflow,
+                    chosen)
+                return workflow, chosen
             return workflow, known[workflow]
         wdef = self._workflow_def(workflow)
         return wdef.name, wdef.queue
@@ -446,19 +548,38 @@ class App:
             raise RunNotFound(run_id)
         journal = await store.journal_read(run_id)
         codec = self.codec
-        entries = []
-        for e in journal:
-            duration = None
-            if e.started_at is not None and e.finished_at is not None:
-                duration = e.finished_at - e.started_at
-            entries.append({
-                "position": e.position, "kind": e.kind, "name": e.name, "status": e.status,
-                "attempts": e.attempts, "started_at": e.started_at,
-                "finished_at": e.finished_at, "duration": duration,
-                "next_attempt_at": e.next_attempt_at,
-                "args": _safe_decode(codec, e.args), "result": _safe_decode(codec, e.result),
-                "error": _safe_decode(codec, e.error),
-            })
+
+        def entry_views(journal: list[Any]) -> list[dict[str, Any]]:
+            entries = []
+            for e in journal:
+                duration = None
+                if e.started_at is not None and e.finished_at is not None:
+                    duration = e.finished_at - e.started_at
+                entries.append({
+                    "position": e.position, "kind": e.kind, "name": e.name,
+                    "status": e.status, "attempts": e.attempts, "started_at": e.started_at,
+                    "finished_at": e.finished_at, "duration": duration,
+                    "next_attempt_at": e.next_attempt_at,
+                    "args": _safe_decode(codec, e.args),
+                    "result": _safe_decode(codec, e.result),
+                    "error": _safe_decode(codec, e.error),
+                })
+            return entries
+
+        entries = entry_views(journal)
+        history = [{"generation": g.generation, "input": _input_view(
+                        _safe_decode(codec, g.input)), "journal": entry_views(g.entries)}
+                   for g in await store.journal_archive_read(run_id)]
+        attempts = []
+        for a in await store.attempt_list(run_id):
+            status = a.status
+            if status == "running" and not (run.status == "running" and run.owner == a.worker_id):
+                status = "interrupted"  # its worker no longer holds the run: cut off
+            attempts.append({
+                "generation": a.generation, "position": a.position, "name": a.name,
+                "attempt": a.attempt, "worker_id": a.worker_id, "status": status,
+                "started_at": a.started_at, "finished_at": a.finished_at,
+                "error": _safe_decode(codec, a.error)})
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
@@ -470,6 +591,9 @@ class App:
             waiting_for=run.waiting_for, status_info=_safe_decode(codec, run.status_info),
             parent_run_id=run.parent_run_id, journal=entries,
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
+            version=run.version, forked_from=run.forked_from, forked_at=run.forked_at,
+            generation=run.generation, history=history, attempts=attempts,
+            erased_at=run.erased_at,
         )
 
     async def list_runs(self, *, status: RunStatus | str | None = None,
@@ -522,6 +646,62 @@ class App:
         for w in self._workers:
             w.notify()
         return sent.created
+
+    async def retry(self, run_id: str) -> RunStatus:
+        """Run a ``failed``, ``blocked`` or ``cancelled`` run again after its code was
+        fixed, under this app's current code and version. Recorded successful operations
+        are kept; the failed operation runs again with a fresh attempt count; the earlier
+        failure stays in the run's attempts (``tether show``).
+
+        Raises:
+            RunNotFound, TetherError (the run is in another state)
+        """
+        store = await self._open()
+        run = await store.run_retry(run_id=run_id, version=self.version,
+                                    now=self.clock.now())
+        for w in self._workers:
+            w.notify()
+        return RunStatus(run.status)
+
+    async def fork(self, run_id: str, *, at: int, input: Any = _NO_INPUT,
+                   new_run_id: str | None = None) -> RunHandle[Any]:
+        """A new run whose journal is ``run_id``'s up to (not including) position ``at``;
+        it continues from there with the current code (and version), with the old input
+        or ``input`` (the list of positional arguments, or ``{"args": [...], "kwargs":
+        {...}}``). Returns its handle; ``get_run`` shows where it came from.
+
+        Raises:
+            RunNotFound, ConfigError (bad position, id in use), NotSerializable
+        """
+        store = await self._open()
+        source = await store.run_get(run_id)
+        if source is None:
+            raise RunNotFound(run_id)
+        if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+            raise ConfigError(f"--at must be a position >= 0, not {at!r}")
+        journal = await store.journal_read(run_id)
+        last = max((e.position for e in journal), default=-1)
+        if at > last + 1:
+            raise ConfigError(f"run {run_id!r} has positions 0..{last}; --at {at} is past "
+                              f"its end (at most {last + 1})")
+        if input is _NO_INPUT:
+            text = source.input
+        else:
+            payload = input if isinstance(input, dict) and "args" in input else {
+                "args": list(input) if isinstance(input, (list, tuple)) else [input]}
+            text = self.codec.encode(payload, f"input of workflow {source.workflow!r}")
+        now = self.clock.now()
+        rid = new_run_id or uuid.uuid4().hex
+        if not rid.strip():
+            raise ConfigError("a run id must not be empty")
+        record = RunRecord(run_id=rid, workflow=source.workflow, queue=source.queue,
+                           status=RunStatus.QUEUED, input=text, created_at=now,
+                           updated_at=now, available_at=now, version=self.version,
+                           forked_from=run_id, forked_at=at)
+        await store.run_fork(source_run_id=run_id, run=record, at=at)
+        for w in self._workers:
+            w.notify()
+        return RunHandle(self, rid, source.workflow)
 
     async def resume(self, run_id: str) -> RunStatus:
         """Make a ``blocked`` run runnable again, after its code was fixed.

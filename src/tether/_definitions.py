@@ -25,6 +25,8 @@ class StepDef:
     on_replay: Callable[[Any], dict[str, float] | None] | None = None
     #: Calls per period across all workers (``tether.RateLimit``).
     rate_limit: RateLimit | None = None
+    #: Seconds one attempt may take before it fails with ``StepTimeout``.
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,10 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
 
     where = f"run {ctx.run_id} position {info.position}"
     err = f"{type(error).__name__}: {error}"
+    if getattr(ctx.codec, "hook", None) is not None:
+        # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
+        # may hold what they protect, so the log names only the error's type.
+        err = f"{type(error).__name__} (message not logged: the app has a payload hook)"
     if next_attempt_at is None:
         log.warning("%s: step %s failed for good on attempt %d: %s", where, info.name,
                     info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position})

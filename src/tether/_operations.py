@@ -30,6 +30,7 @@ from tether._replay import (
     Release,
     RunContext,
     StepInfo,
+    _Interrupted,
     _Stop,
     current_run,
     current_step,
@@ -45,7 +46,9 @@ from tether.errors import (
     RunFailed,
     RunNotFound,
     SignalTimeout,
+    StepTimeout,
 )
+from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait
 
 R = TypeVar("R")
@@ -203,21 +206,41 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         if state.next_at is not None:
             await ctx.wait_until(state.next_at, state.waiting_for)
             await ctx.enter(pos)
-        state.begin(ctx.clock.now())
+        started = ctx.clock.now()
+        state.begin(started)
+        # Every attempt's history, with the worker running it (written off the hot path).
+        record = AttemptRecord(ctx.attempt_writer.next_id(), ctx.run_id, ctx.generation, pos,
+                               name, state.attempts, ctx.lease.worker_id, "running", started)
+        ctx.attempt_writer.note(record)
         try:
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
-            info = StepInfo(ctx.run_id, pos, name, state.attempts)
+            info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation)
             value = await _observe.step(ctx, info, _invoke(ctx, sdef, info, args, kwargs))
         except (_Stop, asyncio.CancelledError):
             raise
+        except _Interrupted:
+            ctx.attempt_writer.note(_ended(record, "cancelled", ctx.clock.now()))
+            await ctx.enter(pos)  # delivers the cancel at this position
+            continue  # (a cancel already delivered: the step runs again)
         except BaseException as exc:
             # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
             # failed attempt like any other, not the worker's end (the worker's own
             # shutdown arrives as CancelledError, handled above).
+            ctx.attempt_writer.note(_ended(
+                record, "postponed" if isinstance(exc, Postpone) else "error",
+                ctx.clock.now(), ctx.codec.encode_error(error_to_dict(exc))))
             await _record_failure(ctx, sdef, pos, state, exc, args_text)
             continue
+        ctx.attempt_writer.note(_ended(record, "ok", ctx.clock.now()))
         return await _record_success(ctx, sdef, pos, state, value, args_text)
+
+
+def _ended(a: AttemptRecord, status: str, finished_at: float,
+           error: str | None = None) -> AttemptRecord:
+    """``a`` finished (``dataclasses.replace`` costs several times more per step)."""
+    return AttemptRecord(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
+                         a.worker_id, status, a.started_at, finished_at, error)
 
 
 @dataclass(slots=True)
@@ -328,11 +351,30 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
     token = current_step.set(info)
     try:
         if sdef.is_async:
-            return await sdef.fn(*args, **kwargs)
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        call = functools.partial(context.run, sdef.fn, *args, **kwargs)
-        return await loop.run_in_executor(ctx.executor, call)
+            # Its own task, so that a cancel request can interrupt it at once.
+            inner: asyncio.Future[Any] = asyncio.ensure_future(sdef.fn(*args, **kwargs))
+            ctx._step_tasks.add(inner)
+        else:
+            context = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            call = functools.partial(context.run, sdef.fn, *args, **kwargs)
+            inner = loop.run_in_executor(ctx.executor, call)
+        try:
+            if sdef.timeout is None:
+                return await inner
+            return await asyncio.wait_for(inner, sdef.timeout)
+        except TimeoutError:
+            if inner.done() and not inner.cancelled():
+                raise  # the step itself raised TimeoutError
+            raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if (inner.cancelled() and ctx.cancel_requested and task is not None
+                    and not task.cancelling()):
+                raise _Interrupted() from None
+            raise
+        finally:
+            ctx._step_tasks.discard(inner)
     finally:
         current_step.reset(token)
 

@@ -18,8 +18,12 @@ the run continue: every later operation raises it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import itertools
 import json
+import logging
+import uuid as _uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -35,11 +39,14 @@ from tether.errors import (
     LeaseLost,
     NonDeterminismError,
 )
+from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait
 
 if TYPE_CHECKING:
     from tether._clock import Clock
     from tether.store._port import Store
+
+log = logging.getLogger("tether.worker")
 
 OK, ERROR, PENDING = EntryStatus.OK, EntryStatus.ERROR, EntryStatus.PENDING
 
@@ -71,7 +78,17 @@ class Lost:
     error: BaseException
 
 
-StopReason = Release | Blocked | Lost
+@dataclass(slots=True)
+class Continue:
+    """Stop reason: ``tether.continue_as_new`` (a fresh journal with this input)."""
+
+    input: str
+
+
+StopReason = Release | Blocked | Lost | Continue
+
+#: Seconds an attempt's start may wait before it is written (see ``_record_attempt``).
+ATTEMPT_WRITE_DELAY = 0.05
 
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
@@ -85,10 +102,18 @@ class StepInfo:
     position: int
     name: str
     attempt: int
+    #: How many times the run continued as new (positions restart at 0 each time).
+    generation: int = 0
 
     @property
     def key(self) -> str:
+        if self.generation:
+            return f"{self.run_id}:{self.generation}:{self.position}"
         return f"{self.run_id}:{self.position}"
+
+
+class _Interrupted(Exception):
+    """An async step was interrupted by a cancel request (internal)."""
 
 
 current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
@@ -127,6 +152,62 @@ class _LatestWriter:
             self._writing = False
 
 
+class AttemptWriter:
+    """Writes the execution attempts of steps (history) for all the runs of a worker,
+    off the hot path: an attempt's state is noted in memory and written at most
+    ``ATTEMPT_WRITE_DELAY`` later, in one store call with every other state noted
+    meanwhile. So a step pays no commit of its own for its history; an attempt that
+    ends within the delay is written once, finished; one still running then is on disk
+    before a crash can cut it off (``show`` then calls it interrupted)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._prefix = _uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+        self._buffer: dict[str, AttemptRecord] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._last: asyncio.Future[None] | None = None
+
+    def next_id(self) -> str:
+        """A new attempt id, unique across processes (a random prefix and a counter)."""
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def note(self, attempt: AttemptRecord) -> None:
+        self._buffer[attempt.attempt_id] = attempt
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
+                                                                self._write)
+
+    def _write(self) -> asyncio.Future[None] | None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buffer:
+            return self._last
+        batch, self._buffer = list(self._buffer.values()), {}
+        before = self._last
+
+        async def write() -> None:
+            if before is not None:  # in order: a finished state never precedes its start
+                with contextlib.suppress(BaseException):
+                    await before
+            try:
+                await self.store.attempt_record(attempts=batch)
+            except Exception as exc:  # history only: never fails a run
+                log.warning("could not record %d step attempts: %s", len(batch), exc)
+
+        self._last = asyncio.ensure_future(write())
+        return self._last
+
+    async def flush(self, run_id: str | None = None) -> None:
+        """Write what was noted (of ``run_id``, or of every run) and wait for it."""
+        if run_id is None or any(a.run_id == run_id for a in self._buffer.values()):
+            self._write()
+        if self._last is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._last)
+
+
 class RunContext:
     """The journal cursor of one run being executed by one worker: its lease, its
     journal, the next position, the determinism check, why the run's code must stop,
@@ -136,7 +217,8 @@ class RunContext:
     def __init__(self, *, lease: Lease, workflow: WorkflowDef, journal: list[JournalEntry],
                  store: Store, codec: Codec, clock: Clock, executor: Executor | None,
                  sticky_wait: float, cancel_requested: bool = False,
-                 metrics: dict[str, float] | None = None) -> None:
+                 metrics: dict[str, float] | None = None, generation: int = 0,
+                 attempt_writer: AttemptWriter | None = None) -> None:
         self.run_id = lease.run_id
         self.lease = lease
         self.workflow = workflow
@@ -166,6 +248,12 @@ class RunContext:
         self._status_writer = _LatestWriter(self._defer, lambda: self.store.run_set_status_info(
             lease=self.lease, info=self._status_text, now=self.clock.now()))
         self._loop = asyncio.get_running_loop()
+        self.generation = generation
+        #: Set when the worker drains (SIGTERM): the run is handed back at its next
+        #: operation or wait, after the step in flight is journaled.
+        self.draining = False
+        self._step_tasks: set[asyncio.Future[Any]] = set()
+        self.attempt_writer = attempt_writer or AttemptWriter(store)
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -181,6 +269,8 @@ class RunContext:
         if cur is None or isinstance(reason, Lost):
             self.stop = reason
         elif isinstance(reason, Blocked) and not isinstance(cur, Lost):
+            self.stop = reason
+        elif isinstance(reason, Continue) and isinstance(cur, Release):
             self.stop = reason
         elif isinstance(reason, Release) and isinstance(cur, Release):
             a, b = cur.wait.available_at, reason.wait.available_at
@@ -289,6 +379,8 @@ class RunContext:
         if self.stop is not None:
             raise _Stop()
         entry = self.journal.get(pos)
+        if self.draining and (entry is None or entry.status == PENDING):
+            self._check_drain()
         if entry is not None and entry.kind == OperationKind.CANCEL:
             self.cancel_delivered = True
             self.replayed += 1
@@ -303,8 +395,33 @@ class RunContext:
             raise Cancelled(self.run_id)
 
     def request_cancel(self) -> None:
+        """A cancel arrived: wake an in-memory wait and interrupt running async steps
+        (they end as an interrupted attempt; the cancel takes their position)."""
         self.cancel_requested = True
         self.wake.set()
+        if not self.cancel_delivered:  # clean-up steps after Cancelled run to the end
+            for t in list(self._step_tasks):
+                t.cancel()
+
+    def drain(self) -> None:
+        """The worker is stopping: hand the run back at its next operation or wait."""
+        self.draining = True
+        self.wake.set()
+
+    def _check_drain(self, at: float | None = None) -> None:
+        if self.draining:
+            now = self.clock.now()
+            raise self.halt(Release(Wait(now if at is None else max(at, now),
+                                          "handed back by a draining worker")))
+
+    # -- attempts (history, written off the hot path) --------------------------------------
+
+    def _record_attempt(self, attempt: AttemptRecord) -> None:
+        self.attempt_writer.note(attempt)
+
+    async def flush_history(self) -> None:
+        """Write this run's attempts noted so far and wait for them (at the run's end)."""
+        await self.attempt_writer.flush(self.run_id)
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -317,5 +434,7 @@ class RunContext:
             raise self.halt(Release(Wait(at, waiting_for)))
         if self.cancel_requested and not self.cancel_delivered:
             return
+        self._check_drain(at)
         self.wake.clear()
         await wait_event(self.wake, remaining)
+        self._check_drain(at)

@@ -131,6 +131,15 @@ class RunRecord:
     #: Numbers about the run kept by the engine and the AI layer (JSON object text
     #: in the store): tokens and cost spent, tokens and cost saved by replay.
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The code version the run was started under (None: any worker may claim it).
+    version: str | None = None
+    #: A fork's origin: the run it was copied from, and the position it was cut at.
+    forked_from: str | None = None
+    forked_at: int | None = None
+    #: How many times the run continued as new (earlier journals are archived).
+    generation: int = 0
+    #: When an operator erased the run's payloads, or None.
+    erased_at: float | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not RunStatus:
@@ -175,6 +184,19 @@ class RunInfo:
     journal: list[dict[str, Any]]
     #: Numbers about the run: LLM calls, tokens and cost spent, and saved by replay.
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The code version it runs under (None: unversioned).
+    version: str | None = None
+    #: A fork's origin: the run it was copied from and the position it was cut at.
+    forked_from: str | None = None
+    forked_at: int | None = None
+    #: How many times it continued as new; ``history`` holds the earlier generations.
+    generation: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: Every execution attempt of its steps, with the worker that ran it (``status``
+    #: ``interrupted``: the worker was cut off in it).
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: When its payloads were erased (``tether erase``), or None.
+    erased_at: float | None = None
 
 
 #: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),

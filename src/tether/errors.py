@@ -23,6 +23,7 @@ Exception
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
 │   ├── SignalError                signal to a run that has ended
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
+│   ├── StepTimeout                (step, timeout) one attempt ran past the step's timeout
 │   ├── Cancelled                  (run_id) delivered at the run's next operation
 │   ├── Postpone                   (delay, reason) raise from a step: try again later,
 │   │                              no attempt used
@@ -269,3 +270,14 @@ class Cancelled(TetherError):
     def __init__(self, run_id: str = "") -> None:
         super().__init__(f"run {run_id!r} was cancelled")
         self.run_id = run_id
+
+
+class StepTimeout(TetherError, TimeoutError):
+    """One attempt of a step ran longer than its ``timeout``; the attempt failed and is
+    retried under the step's policy. (A plain ``def`` step's thread cannot be stopped:
+    it runs on in the background while the next attempt starts.)"""
+
+    def __init__(self, step: str = "", timeout: float = 0.0) -> None:
+        super().__init__(f"step {step!r} timed out after {timeout:g} s")
+        self.step = step
+        self.timeout = timeout

@@ -153,6 +153,17 @@ class Run:
         """Add numbers to the run's metrics; see :func:`add_metrics`."""
         self._ctx.add_metrics(dict(deltas))
 
+    async def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The metrics of another run of this store (a child's spend, to roll it into
+        this run's). Not journaled: read it in a step's body, so that replay returns
+        what was read. ``{}`` for an unknown run.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        record = await self._ctx.store.run_get(run_id)
+        return dict(record.metrics) if record is not None else {}
+
     async def publish(self, event: Mapping[str, Any]) -> None:
         """Send a live event (a JSON object) to the run's observers (``App.events``,
         ``tether serve``'s streams). Not replayed; kept in the run's event log so

@@ -67,6 +67,7 @@ async def storm(backend: str, url: str, workdir: Path, runs: int,
     app = App(url)
     procs: list[subprocess.Popen[bytes]] = []
     db_name = url.rsplit("/", 1)[1] if backend == "postgres" else None
+    probe = _Probe(url, db_name) if db_name is not None else None
     try:
         for i in range(runs):
             await app.start(chaos_app.storm_one, i, run_id=f"s{i:05d}")
@@ -91,9 +92,9 @@ async def storm(backend: str, url: str, workdir: Path, runs: int,
         while time.monotonic() - t0 < timeout:
             for p in new:
                 figures.peak_worker_rss_mb = max(figures.peak_worker_rss_mb, _rss_mb(p.pid))
-            if db_name is not None:
+            if probe is not None:
                 figures.peak_db_connections = max(figures.peak_db_connections or 0,
-                                                  _pg_connections(url, db_name))
+                                                  probe.count())
             ended = await app.store.run_list(status="completed", limit=1_000_000)
             done = len(ended)
             if done >= runs:
@@ -119,16 +120,28 @@ async def storm(backend: str, url: str, workdir: Path, runs: int,
                 p.kill()
                 p.wait(10)
         await app.close()
+        if probe is not None:
+            probe.close()
     figures.peak_worker_rss_mb = round(figures.peak_worker_rss_mb, 1)
     figures.drain_seconds = round(figures.drain_seconds, 1)
     return figures
 
 
-def _pg_connections(url: str, db_name: str) -> int:
-    import psycopg
+class _Probe:
+    """One connection (to the server's ``postgres`` database, so it is not counted)
+    that counts the connections to the store's database: opened once, not per look,
+    because the server is shared and its connection slots are few."""
 
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                           "AND pid <> pg_backend_pid()", (db_name,)).fetchone()
-    return int(row[0]) if row else 0
+    def __init__(self, url: str, db_name: str) -> None:
+        import psycopg
+
+        self.db_name = db_name
+        self.conn = psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
+
+    def count(self) -> int:
+        row = self.conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                (self.db_name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()

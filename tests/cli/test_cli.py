@@ -129,10 +129,14 @@ async def test_malformed_json(served: tuple[App, str]) -> None:
 
 
 async def test_unknown_workflow_name(served: tuple[App, str]) -> None:
+    """Issue 11: a name no worker registered yet is queued with a warning on stderr."""
     _, url = served
-    assert_one_line_error(await cli("start", "no_such_workflow", db=url), "no_such_workflow")
+    proc = await cli("start", "no_such_workflow", "--queue", "later", db=url)
+    assert proc.returncode == 0, proc.stderr
+    assert "no worker has registered workflow 'no_such_workflow'" in proc.stderr
     listed = json.loads((await cli("runs", "--json", db=url)).stdout)
-    assert listed == []
+    assert [(r["workflow"], r["queue"], r["status"]) for r in listed] == [
+        ("no_such_workflow", "later", "queued")]
 
 
 def test_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:

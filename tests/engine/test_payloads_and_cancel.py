@@ -202,8 +202,9 @@ async def test_unknown_run_errors(store_url: str) -> None:
         await app.cancel("nope")
     with pytest.raises(tether.RunNotFound):
         await app.signal("nope", "x")
-    with pytest.raises(tether.WorkflowNotFound):
-        await app.start("no-such-workflow")
+    # Issue 11: a name no worker registered yet is queued (with a warning), not refused.
+    handle = await app.start("no-such-workflow")
+    assert await handle.status() == tether.RunStatus.QUEUED
     await app.close()
 
 

@@ -52,10 +52,11 @@ async def test_start_many_refuses_bad_input_and_starts_nothing(app: App) -> None
         await app.start_many(double, [(1,)], run_ids=[""])  # type: ignore[arg-type]
     with pytest.raises(NotSerializable):
         await app.start_many(double, [(1,), (object(),)])  # type: ignore[arg-type]
-    with pytest.raises(tether.WorkflowNotFound):
-        await app.start_many("nope", [(1,)])
     assert await app.list_runs() == []
     assert await app.start_many(double, []) == []  # type: ignore[arg-type]
+    # Issue 11: a name no worker registered yet is queued (with a warning), not refused.
+    (queued,) = await app.start_many("nope", [(1,)])
+    assert await queued.status() == tether.RunStatus.QUEUED
 
 
 async def test_start_many_reports_an_id_of_another_workflow(app: App) -> None:

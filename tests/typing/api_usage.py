@@ -4,7 +4,7 @@ keeps users' signatures, so their own code stays type-checked through the decora
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import assert_type
+from typing import Any, assert_type
 
 import tether
 from tether import App, RetryPolicy, RunHandle, RunInfo, RunStatus
@@ -49,6 +49,35 @@ async def client() -> None:
     assert_type(info, RunInfo)
     assert_type(info.status, RunStatus)
     assert_type(info.metrics, dict[str, float])
+
+
+# -- runs over their whole life (issue 11) -----------------------------------------------
+
+versioned = tether.App("sqlite:///typing.db", version="2026-12-02", retention="30d")
+
+
+@versioned.step(timeout=2.5)
+async def bounded(x: int) -> int:
+    return x
+
+
+@versioned.schedule("*/5 * * * *", timezone="Europe/Paris")
+@versioned.workflow
+async def session(notes: list[str]) -> list[str]:
+    assert_type(await bounded(1), int)
+    if len(notes) > 100:
+        tether.continue_as_new(notes[-10:])
+    return notes
+
+
+async def lifecycle_client() -> None:
+    assert_type(await versioned.retry("r-1"), RunStatus)
+    fork = await versioned.fork("r-1", at=3, input=[["a"]], new_run_id="r-2")
+    assert_type(fork.run_id, str)
+    info = await versioned.get_run("r-2")
+    assert_type(info.forked_from, str | None)
+    assert_type(info.attempts, list[dict[str, Any]])
+    versioned.schedule(session, cron="0 9 * * mon", input=[[]], name="weekly")
 
 
 # -- tether.ext: what an integration writes -----------------------------------------------

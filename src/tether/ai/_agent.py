@@ -43,9 +43,11 @@ from tether import (
     SignalTimeout,
     StepError,
     TetherError,
+    ext,
 )
 from tether.ai._approvals import request_approval
-from tether.ai._tools import FunctionTool, Tool, ToolArgumentError, model_schema
+from tether.ai._budget import spending_of
+from tether.ai._tools import ChildCall, FunctionTool, Tool, ToolArgumentError, model_schema
 from tether.ai._types import (
     ChatReply,
     Message,
@@ -140,7 +142,7 @@ class AgentTool(Tool):
         task = self.validate_arguments(arguments)["task"]
         handle: tether.ChildHandle[str] = await tether.start_child(
             self.agent.name, task, queue=self.agent.queue)
-        return handle.result()
+        return ChildCall(handle)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
         """Run the agent as a child run (inside a workflow only)."""
@@ -188,6 +190,8 @@ class _Call:
     answer: str | None = None
     #: The malformed call's problem, journaled by the invalid_tool_call step.
     problem: str | None = None
+    #: A call that is a child run (an agent or workflow tool): its spend is rolled up.
+    child: ChildCall | None = None
 
 
 class Agent:
@@ -488,8 +492,17 @@ class Agent:
             for pending in launched:  # never started: close them without a warning
                 if asyncio.iscoroutine(pending):
                     pending.close()
+            for c in calls:
+                if c.child is not None:
+                    c.child.close()
             raise
-        return list(await asyncio.gather(*launched))
+        answers = list(await asyncio.gather(*launched))
+        # Child runs (agents, workflows) are over: roll their spend into this run's, in
+        # the model's order (one journaled step each, so replay adds the same).
+        for c in calls:
+            if c.child is not None:
+                await roll_up_child(self.name, c.child.run_id)
+        return answers
 
     def _check(self, index: int, call: ToolCall, tools: Mapping[str, Tool]) -> _Call:
         """Pure: find the tool and validate the arguments (deterministic on replay)."""
@@ -534,6 +547,8 @@ class Agent:
         try:
             if tool.durable:
                 pending: Awaitable[Any] = await tool.launch(arguments)
+                if isinstance(pending, ChildCall):
+                    c.child = pending
                 return self._result_text(pending, tool)
             return self._result_text(self._steps[tool.name](arguments), tool, text=True)
         except Cancelled:
@@ -565,6 +580,31 @@ class Agent:
 
 async def _done(text: str) -> str:
     return text
+
+
+async def roll_up_child(agent: str, child_run_id: str) -> dict[str, float]:
+    """Add an ended child run's LLM spend (its own and its children's, as its metrics
+    say) to this run: to the metrics ``children.runs``, ``children.tokens`` and
+    ``children.cost.usd`` (so ``tether show`` gives the tree's totals), and to the
+    spending its budget counts. One journaled step ``<agent>.child_spend``: replay adds
+    the same figures again to the budget's tally, and nothing to the metrics."""
+    run = ext.current_run()
+    if run is None:
+        return {"tokens": 0.0, "usd": 0.0}
+
+    async def child_spend(run_id: str) -> dict[str, float]:
+        m = await run.run_metrics(run_id)
+        tokens = (m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0)
+                  + m.get("children.tokens", 0.0))
+        usd = m.get("cost.usd", 0.0) + m.get("children.cost.usd", 0.0)
+        run.add_metrics({"children.runs": 1.0, "children.tokens": tokens,
+                         "children.cost.usd": usd})
+        return {"tokens": tokens, "usd": usd}
+
+    spend: dict[str, float] = await ext.step(f"{agent}.child_spend", child_spend,
+                                             child_run_id, retry=RetryPolicy(max_attempts=5))
+    spending_of(run).add(int(spend["tokens"]), float(spend["usd"]))
+    return spend
 
 
 def _failure(tool: str, exc: Exception) -> str:

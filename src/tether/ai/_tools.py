@@ -26,7 +26,7 @@ import inspect
 import json
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, overload
 
 import pydantic
@@ -205,6 +205,24 @@ class FunctionTool(Tool):
 _CHILD_KEYWORDS = frozenset({"queue", "run_id", "on_parent_cancel"})
 
 
+class ChildCall:
+    """The wait for a child run's result, with the child's run id (an agent rolls the
+    child's spend into its own once the result is in)."""
+
+    def __init__(self, handle: tether.ChildHandle[Any]) -> None:
+        self.run_id = handle.run_id
+        self._wait = handle.result()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._wait.__await__()
+
+    def close(self) -> None:
+        """Drop the wait unstarted (its coroutine closed without a warning)."""
+        close = getattr(self._wait, "close", None)
+        if close is not None:
+            close()
+
+
 class WorkflowTool(Tool):
     """A workflow as a tool: each call is a child run (``tether.start_child``) on the
     workflow's queue, so the tool scales on its own workers and survives their crashes
@@ -246,7 +264,7 @@ class WorkflowTool(Tool):
         args, kwargs = self._child_arguments(arguments)
         handle: tether.ChildHandle[Any] = await tether.start_child(
             self.workflow_name, *args, queue=self.queue, **kwargs)
-        return handle.result()
+        return ChildCall(handle)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
         """Run the workflow as a child run and return its result.

@@ -18,11 +18,13 @@ from tether.cli import (
     _budget,
     _db,
     _demo,
+    _lifecycle,
     _logging,
     _mcp,
     _queues,
     _replay,
     _runs,
+    _schedules,
     _serve,
     _worker,
 )
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tether",
         description="Durable execution for AI agents: start, inspect and serve journaled runs.",
     )
+    parser.add_argument("--version", action="version", version=f"tether {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _worker.register(sub, common)
     _runs.register(sub, common)
@@ -53,7 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     _replay.register(sub, common)
     _serve.register(sub, common)
     _mcp.register(sub, common)
+    _lifecycle.register(sub, common)
+    _schedules.register(sub, common)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tether")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

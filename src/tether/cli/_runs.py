@@ -21,6 +21,7 @@ from tether.cli._common import (
     short,
     store_url,
 )
+from tether.cli._lifecycle_show import lifecycle_dict, print_attempts, print_origin
 from tether.errors import RunFailed
 
 STATUSES = tuple(s.value for s in RunStatus)
@@ -127,6 +128,7 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
         "finished_at": info.finished_at, "waiting_for": info.waiting_for,
         "status_info": info.status_info, "parent_run_id": info.parent_run_id,
         "journal": info.journal, "metrics": info.metrics,
+        **lifecycle_dict(info),
     }
 
 
@@ -163,6 +165,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
     if info.status_info is not None:
         w(f"status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
+    print_origin(info, w)
     w(f"\n{'POS':>4}  {'KIND':12} {'NAME':24} {'STATUS':8} {'ATT':>3}  {'DURATION':>9}  "
       "RESULT / ERROR\n")
     for e in info.journal:
@@ -178,6 +181,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
             outcome = short(e["result"]) if e["result"] is not None else ""
         w(f"{e['position']:>4}  {e['kind']:12} {short(e['name'], 24):24} {e['status']:8} "
           f"{e['attempts']:>3}  {fmt_duration(e['duration']):>9}  {short(outcome, 70)}\n")
+    print_attempts(info, w)
     print_metrics(info.metrics, w)
     if info.status is RunStatus.COMPLETED:
         w(f"\nresult: {short(info.result, 200)}\n")
@@ -213,6 +217,15 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
         w(line + "\n")
         shown.update(keys)
     shown.add("llm.unpriced_calls")
+    if metrics.get("children.runs"):
+        kids = int(metrics["children.runs"])
+        ktok, kusd = metrics.get("children.tokens", 0.0), metrics.get("children.cost.usd", 0.0)
+        own_tok = metrics.get("tokens.input", 0.0) + metrics.get("tokens.output", 0.0)
+        w(f"  {'child runs:':17} {kids} {'run' if kids == 1 else 'runs'}, "
+          f"{int(ktok):,} tokens, ${kusd:.6f}\n")
+        w(f"  {'tree total:':17} {int(own_tok + ktok):,} tokens, "
+          f"${metrics.get('cost.usd', 0.0) + kusd:.6f}\n")
+        shown.update(("children.runs", "children.tokens", "children.cost.usd"))
     for key in sorted(k for k in metrics if k not in shown):
         value = metrics[key]
         text = f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"

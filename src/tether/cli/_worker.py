@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import threading
 from typing import Any
 
 from tether._clock import wait_event
-from tether.cli._common import load_app, positive_float, positive_int
+from tether.cli._common import load_app, non_negative_float, positive_float, positive_int
 from tether.errors import StoreUnavailable
 
 log = logging.getLogger("tether.cli")
@@ -18,7 +20,11 @@ log = logging.getLogger("tether.cli")
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("worker", parents=[common], help="run a worker process",
                        description="Claim and execute runs of MODULE:APP's workflows. "
-                       "SIGTERM/SIGINT stop it and hand its runs back to the queue.")
+                       "SIGTERM/SIGINT drain it: it stops claiming, lets the steps in flight "
+                       "finish for up to --grace seconds, journals them, hands every run "
+                       "back to the queue and exits; a second signal (or the end of the "
+                       "grace period) abandons what is left (those steps run again "
+                       "elsewhere).")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--queue", "-q", action="append", dest="queues", metavar="Q",
                    help="queue to serve (repeatable; default: the queues of the app's workflows)")
@@ -26,6 +32,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="runs executed at once (default 50)")
     p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
                    help="lease time; a dead worker's runs resume after it (default 5)")
+    p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long steps in flight may take to finish "
+                   "(default 30)")
     p.set_defaults(handler=run)
 
 
@@ -35,8 +44,15 @@ async def run(args: argparse.Namespace) -> int:
         app.use_store(args.db)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    abandon = asyncio.Event()  # a second signal: stop draining
+
+    def on_signal() -> None:
+        if stop.is_set():
+            abandon.set()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     delay = 0.5
     failures = 0
     while not stop.is_set():
@@ -57,7 +73,17 @@ async def run(args: argparse.Namespace) -> int:
             log.info("store reachable after %d failed attempts", failures)
         try:
             await stop.wait()
+            await worker.drain(args.grace, abandon)
         finally:
             await worker.stop()
     await app.close()
+    stuck = [t for t in threading.enumerate() if t.name.startswith("tether-step")
+             and t.is_alive()]
+    if stuck:
+        # A plain-def step that never returns must not keep the process alive (the
+        # executor's threads are joined at exit): its run was handed back already.
+        log.warning("%d step threads still running after the grace period; exiting "
+                    "without waiting for them", len(stuck))
+        logging.shutdown()
+        os._exit(0)
     return 0

@@ -149,8 +149,8 @@ async def start_run(request: Request) -> Response:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
     except WorkflowNotFound as exc:
         raise ApiError(404, "workflow_not_found", str(exc)) from None
-    except InvalidName:
-        raise  # a ConfigError too, but a 400 (the server's handler)
+    except InvalidName as exc:  # e.g. a bidirectional override the check above lets by
+        raise ApiError(400, "bad_request", str(exc)) from None
     except ConfigError as exc:  # the id belongs to a run of another workflow
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:

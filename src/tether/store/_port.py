@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
+from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +172,13 @@ class Store(ServeQueries, Protocol):
         """The run's journal in position order."""
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
-                        lease_seconds: float) -> list[ClaimedRun]:
+                        lease_seconds: float, workflows: list[str] | None = None,
+                        version: str | None = None) -> list[ClaimedRun]:
         """Claim up to ``limit`` runnable runs under a new lease (fencing token + 1),
         each with its journal loaded in the same transaction. A queue with a concurrency
         limit (``queue_limit_set``) gives at most its limit less the runs held under
-        leases that have not expired, counted atomically across workers."""
+        leases that have not expired, counted atomically across workers. Only runs of
+        ``workflows`` (None: any) and of code ``version`` or of no version are taken."""
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
         """Record one operation's outcome (a pending entry may be overwritten, a final
@@ -256,8 +259,10 @@ class Store(ServeQueries, Protocol):
     async def workflow_list(self) -> dict[str, str]:
         """Registered workflow names and their queues."""
 
-    async def next_available_at(self, *, queues: list[str]) -> float | None:
-        """The earliest time a run on ``queues`` becomes claimable, or None."""
+    async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
+                                version: str | None = None) -> float | None:
+        """The earliest time a run on ``queues`` (filtered as ``run_claim`` filters)
+        becomes claimable, or None."""
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
@@ -303,3 +308,72 @@ class Store(ServeQueries, Protocol):
     def run_events(self, run_id: str) -> AsyncIterator[str]:
         """Live events published for ``run_id`` from now on, until the caller stops."""
 
+    # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
+
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        """Record (or update, by ``attempt_id``) execution attempts of steps, in one
+        transaction. History, not fenced: it never changes what a run does."""
+
+    async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
+        """A run's attempts in the order they started."""
+
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+        """Make a failed, blocked or cancelled run runnable again under ``version``,
+        changing its journal as ``retry_plan`` says. Raises: RunNotFound, TetherError
+        (the run is in another state)."""
+
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
+        """Insert ``run`` (queued) with a copy of the source's journal entries before
+        position ``at``. Raises: RunNotFound (no source), ConfigError (the id is used)."""
+
+    async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
+        """Continue the run as new: archive its journal as the current generation, empty
+        it, set ``input``, bump the generation and queue the run (pending signals stay
+        pending). Raises: LeaseLost."""
+
+    async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
+        """The journals of the run's earlier generations, oldest first."""
+
+    async def run_versions(self) -> list[tuple[str | None, str, int]]:
+        """(version, status, number of runs) for every pair present."""
+
+    async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
+        """(run_id, workflow) of the unfinished runs of ``version``."""
+
+    async def run_version_set(self, *, run_ids: list[str], from_version: str,
+                              to_version: str, now: float) -> list[str]:
+        """Move those of ``run_ids`` still on ``from_version``, unfinished and not held by
+        a worker, to ``to_version``; return the ids moved."""
+
+    async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
+        """Create or redefine a schedule; its pause state is kept, and its next tick
+        unless the cron or time zone changed."""
+
+    async def schedule_list(self) -> list[ScheduleRecord]:
+        """Every schedule, by name."""
+
+    async def schedule_get(self, name: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+
+    async def schedule_pause(self, *, name: str, paused: bool, next_tick: float | None,
+                             now: float) -> bool:
+        """Pause or resume (with a new next tick); False if there is no such schedule."""
+
+    async def schedule_delete(self, name: str) -> bool:
+        """Forget a schedule (its runs stay); False if there was none."""
+
+    async def schedule_advance(self, *, name: str, expected: float | None,
+                               next_tick: float | None, last_tick: float | None,
+                               last_run_id: str | None, now: float) -> bool:
+        """Compare-and-set the schedule's next tick from ``expected``: True for the one
+        caller (across workers and hosts) that moved it."""
+
+    async def run_purge(self, *, finished_before: float, statuses: list[str],
+                        limit: int = 1000) -> PurgeReport:
+        """Delete up to ``limit`` runs that ended (``statuses``) before a time, with
+        their journals, archived journals, attempts and signals; a run with an
+        unfinished child, and a child whose parent has not ended, are kept."""
+
+    async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
+        """Replace every payload of an ended run with ``{"erased": true}``, keeping its
+        timeline's shape. Raises: RunNotFound, TetherError (the run has not ended)."""

@@ -25,7 +25,17 @@ from tether._app import worker_host
 from tether._clock import wait_event
 from tether._codec import restore
 from tether._errors_codec import error_to_dict
-from tether._replay import Blocked, Lost, Release, RunContext, _Stop, current_run
+from tether._lifecycle import tick_schedules, to_record
+from tether._replay import (
+    AttemptWriter,
+    Blocked,
+    Continue,
+    Lost,
+    Release,
+    RunContext,
+    _Stop,
+    current_run,
+)
 from tether._types import ClaimedRun, Lease, RunStatus
 from tether.errors import (
     Cancelled,
@@ -169,6 +179,10 @@ class Worker:
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._started = False
         self._stopping = False
+        self._draining = False
+        #: The workflows this worker may claim runs of: the ones its app registered.
+        self._claimable: list[str] = sorted(app.workflows())
+        self._attempts: AttemptWriter | None = None  # made at start, on the opened store
         self.completed = 0  #: runs this worker finished (any final status)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -185,6 +199,7 @@ class Worker:
         if self._started:
             return
         store = await self._host.open()
+        self._attempts = AttemptWriter(store)
         _contain_exits(asyncio.get_running_loop())
         caps = store.capabilities
         if self._default_poll and caps.notifications and caps.multi_host:
@@ -208,6 +223,14 @@ class Worker:
             asyncio.create_task(self._claim_loop(), name="tether-claim"),
             asyncio.create_task(self._heartbeat_loop(), name="tether-heartbeat"),
         ]
+        if self.app._schedules:
+            for spec in self.app._schedules.values():
+                await store.schedule_upsert(schedule=to_record(self.app, spec, now))
+            self._loops.append(asyncio.create_task(self._schedule_loop(),
+                                                   name="tether-schedules"))
+        if self.app.retention is not None:
+            self._loops.append(asyncio.create_task(self._retention_loop(),
+                                                   name="tether-retention"))
         log.info("worker %s serving queues %s (concurrency %d)", self.worker_id,
                  ",".join(self.queues), self.concurrency)
 
@@ -231,6 +254,40 @@ class Worker:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("worker %s stopped", self.worker_id)
+
+    async def drain(self, grace: float, abandon: asyncio.Event | None = None) -> bool:
+        """Stop claiming; let each run's step in flight finish and be journaled, then hand
+        the run back (another worker continues it at once); after ``grace`` seconds, or
+        when ``abandon`` is set, stop the rest as ``stop()`` does (their steps run again
+        elsewhere). Returns True if every run was handed back within the grace period."""
+        if not self._started or self._stopping:
+            return True
+        self._draining = True
+        log.info("worker %s draining: %d runs in flight, grace %.1f s", self.worker_id,
+                 len(self._active), grace)
+        for t in self._loops:
+            if t.get_name() == "tether-claim":
+                t.cancel()
+        for a in list(self._active.values()):
+            if a.ctx is not None:
+                a.ctx.drain()
+        tasks = [a.task for a in self._active.values()]
+        clean = True
+        if tasks:
+            waiter = asyncio.ensure_future(asyncio.wait(tasks))
+            stopper = asyncio.ensure_future(abandon.wait()) if abandon is not None else None
+            done, _ = await asyncio.wait([waiter, *([stopper] if stopper else [])],
+                                         timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            clean = waiter in done
+            for f in (waiter, stopper):
+                if f is not None and not f.done():
+                    f.cancel()
+            if not clean:
+                log.warning("worker %s: %d runs still in flight after the grace period; "
+                            "abandoning them (their steps run again elsewhere)",
+                            self.worker_id, len(self._active))
+        await self.stop()
+        return clean
 
     async def run(self) -> None:
         """Serve until cancelled."""
@@ -271,6 +328,7 @@ class Worker:
                     claimed = await store.run_claim(
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
                         now=clock.now(), lease_seconds=self.lease_seconds,
+                        workflows=self._claimable, version=self.app.version,
                     )
                     backoff = 0.1
                 except StoreError as exc:
@@ -290,7 +348,9 @@ class Worker:
             timeout = self.poll_interval
             if free > 0:
                 try:
-                    nxt = await store.next_available_at(queues=self.queues)
+                    nxt = await store.next_available_at(
+                        queues=self.queues, workflows=self._claimable,
+                        version=self.app.version)
                 except StoreError:
                     nxt = None
                 if nxt is not None:
@@ -375,6 +435,47 @@ class Worker:
                             run_id, what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    # -- schedules and retention ----------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        """Start the due ticks of the schedules of this worker's workflows (every worker
+        tries; each tick's run is created once). Wakes at the next tick, and at least
+        every 5 s to see schedules changed by other processes."""
+        clock = self.app.clock
+        names = set(self._claimable)
+        while not self._stopping:
+            delay = 5.0
+            try:
+                nxt = await tick_schedules(self.app, self.app.store, names, clock.now(),
+                                           self.notify)
+                if nxt is not None:
+                    delay = min(delay, max(nxt - clock.now(), 0.0) + 0.001)
+            except StoreError as exc:
+                log.warning("schedules: %s", exc)
+                delay = 1.0
+            await asyncio.sleep(delay)
+
+    async def _retention_loop(self) -> None:
+        """Apply the app's retention policy now and then (any worker may; deletes are
+        idempotent)."""
+        policy = self.app.retention
+        assert policy is not None
+        while not self._stopping:
+            try:
+                while True:
+                    report = await self.app.store.run_purge(
+                        finished_before=self.app.clock.now() - policy.older_than,
+                        statuses=list(policy.statuses), limit=500)
+                    if report.runs:
+                        log.info("retention: purged %d runs (%d journal entries, %d "
+                                 "attempts, %d signals)", report.runs,
+                                 report.journal_entries, report.attempts, report.signals)
+                    if report.runs < 500:
+                        break
+            except StoreError as exc:
+                log.warning("retention: %s", exc)
+            await asyncio.sleep(policy.every)
 
     # -- heartbeats ---------------------------------------------------------------------------
 
@@ -476,8 +577,11 @@ class Worker:
             lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
             codec=app.codec, clock=app.clock, executor=self._executor,
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
-            metrics=run.metrics,
+            metrics=run.metrics, generation=run.generation,
+            attempt_writer=self._attempts,
         )
+        if self._draining:
+            ctx.drain()
         active = self._active.get(run.run_id)
         if active is not None:
             active.ctx = ctx
@@ -534,6 +638,8 @@ class Worker:
         # Retried without a limit while the worker runs: the heartbeat renews this run's
         # lease meanwhile, so nobody else would ever replay it if we gave up. A stopping
         # worker hands its leases back, and the next worker replays the run.
+        # The attempts first: whoever sees the run ended sees all of its attempts.
+        await ctx.flush_history()
         try:
             await self._retry_store(run_id, "record its end",
                                     lambda: self._record_end(ctx, value, error, stop))
@@ -573,6 +679,13 @@ class Worker:
                                    result=None, error=codec.encode_error(detail), now=now)
         elif isinstance(stop, Release):
             await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
+            self._wake.set()
+            return
+        elif isinstance(stop, Continue):
+            # Deferred writes (clock, random values) land before the journal is archived.
+            await ctx.flush()
+            await store.run_continue(lease=ctx.lease, input=stop.input, now=now)
+            log.info("run %s continued as new (generation %d)", run_id, ctx.generation + 1)
             self._wake.set()
             return
         elif _engine_store_failure(error):

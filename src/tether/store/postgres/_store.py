@@ -48,6 +48,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
+from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_queries
 from tether.store._values import (
@@ -61,6 +62,7 @@ from tether.store.postgres import _migrate
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Item
+from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
@@ -86,7 +88,16 @@ def _run(row: Sequence[Any]) -> RunRecord:
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
+        **_life_fields(row),
     )
+
+
+def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """Migration 0003's columns, when the query selected them (listings need not)."""
+    if len(row) < 25:
+        return {}
+    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
+            "generation": row[23], "erased_at": row[24]}
 
 
 def _entry(row: Sequence[Any]) -> JournalEntry:
@@ -120,6 +131,8 @@ def _run_params(run: RunRecord, prefix: str = "") -> dict[str, Any]:
         f"{prefix}parent_run_id": run.parent_run_id,
         f"{prefix}parent_position": run.parent_position,
         f"{prefix}on_parent_cancel": run.on_parent_cancel,
+        f"{prefix}version": run.version, f"{prefix}forked_from": run.forked_from,
+        f"{prefix}forked_at": run.forked_at,
     }
 
 
@@ -188,6 +201,7 @@ class PostgresStore(PostgresServeQueries):
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
+        self._lifecycle = Lifecycle(self.schema, self._channel, _run)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
@@ -306,10 +320,10 @@ class PostgresStore(PostgresServeQueries):
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _one(self, name: str, params: Params) -> Any:
+    async def _one(self, name: str, params: Params, *, prepare: bool | None = None) -> Any:
         """Run one named query (one round trip); return its cursor's rows and rowcount."""
         async def go(conn: Conn) -> tuple[list[Any], int]:
-            cur = await conn.execute(self._q[name], params)
+            cur = await conn.execute(self._q[name], params, prepare=prepare)
             rows = await cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount
 
@@ -336,10 +350,11 @@ class PostgresStore(PostgresServeQueries):
             raise
         return cursors
 
-    async def _txn(self, steps: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+    async def _txn(self, steps: Sequence[tuple[str, Params]], *,
+                   prepare: bool | None = None) -> list[list[Any]]:
         """``_pipeline`` on a pooled connection; the rows of each statement."""
         async def go(conn: Conn) -> list[list[Any]]:
-            cursors = await self._pipeline(conn, steps)
+            cursors = await self._pipeline(conn, steps, prepare=prepare)
             return [await c.fetchall() if c.description is not None else [] for c in cursors]
 
         return await self._run_op(go)  # type: ignore[no-any-return]
@@ -367,8 +382,10 @@ class PostgresStore(PostgresServeQueries):
                            settled_only: bool = False) -> list[RunRecord]:
         if not run_ids:
             return []
+        # Statements over arrays are never prepared (see _flush_appends).
         rows, _ = await self._one("run_get_many", {
-            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None})
+            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None},
+            prepare=False)
         return [_run(r) for r in rows]
 
     async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
@@ -382,7 +399,7 @@ class PostgresStore(PostgresServeQueries):
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),
-            ("run_get_many", {"run_ids": ids, "statuses": None})])
+            ("run_get_many", {"run_ids": ids, "statuses": None})], prepare=False)
         created = {r[0] for r in created_rows}
         stored = {r[0]: _run(r) for r in stored_rows}
         out: list[tuple[RunRecord, bool]] = []
@@ -403,11 +420,13 @@ class PostgresStore(PostgresServeQueries):
         return [_entry(r) for r in rows]
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
-                        lease_seconds: float) -> list[ClaimedRun]:
-        if limit <= 0 or not queues:
+                        lease_seconds: float, workflows: list[str] | None = None,
+                        version: str | None = None) -> list[ClaimedRun]:
+        if limit <= 0 or not queues or workflows == []:
             return []
         params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "now": now,
-                  "lease_expires": now + lease_seconds}
+                  "lease_expires": now + lease_seconds, "version": version,
+                  "workflows": None if workflows is None else sorted(workflows)}
         _, runs, entries = await self._txn([("run_claim_lock", params), ("run_claim", params),
                                             ("run_claim_journals", params)])
         journals: dict[str, list[JournalEntry]] = {}
@@ -531,7 +550,7 @@ class PostgresStore(PostgresServeQueries):
         try:
             _, finished, _ = await self._txn([
                 ("run_lock_many", cols), ("run_finish_many", cols),
-                ("run_wake_waiters_many", cols)])
+                ("run_wake_waiters_many", cols)], prepare=False)
         except StoreUnavailable as exc:
             for f in batch:
                 _settle(f.future, exc)
@@ -685,10 +704,13 @@ class PostgresStore(PostgresServeQueries):
         rows, _ = await self._one("workflow_list", None)
         return {name: queue for name, queue in rows}
 
-    async def next_available_at(self, *, queues: list[str]) -> float | None:
-        if not queues:
+    async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
+                                version: str | None = None) -> float | None:
+        if not queues or workflows == []:
             return None
-        rows, _ = await self._one("next_available_at", {"queues": list(queues)})
+        rows, _ = await self._one("next_available_at", {
+            "queues": list(queues), "version": version,
+            "workflows": None if workflows is None else sorted(workflows)})
         value = rows[0][0]
         return None if value is None else float(value)
 
@@ -757,6 +779,72 @@ class PostgresStore(PostgresServeQueries):
             await conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
         await self._run_op(go)
+
+
+    # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
+
+    def _life(self, method: str, *args: Any) -> Awaitable[Any]:
+        fn = getattr(self._lifecycle, method)
+        return self._run_op(lambda conn: fn(conn, *args))
+
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        if attempts:
+            await self._life("attempt_record", list(attempts))
+
+    async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
+        return await self._life("attempt_list", run_id)  # type: ignore[no-any-return]
+
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+        return await self._life("run_retry", run_id, version, now)  # type: ignore[no-any-return]
+
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
+        return await self._life("run_fork", source_run_id, run, at)  # type: ignore[no-any-return]
+
+    async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
+        await self._life("run_continue", lease, input, now)
+
+    async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
+        return await self._life("journal_archive_read", run_id)  # type: ignore[no-any-return]
+
+    async def run_versions(self) -> list[tuple[str | None, str, int]]:
+        return await self._life("run_versions")  # type: ignore[no-any-return]
+
+    async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
+        return await self._life("run_version_candidates", version)  # type: ignore[no-any-return]
+
+    async def run_version_set(self, *, run_ids: list[str], from_version: str,
+                              to_version: str, now: float) -> list[str]:
+        return await self._life(  # type: ignore[no-any-return]
+            "run_version_set", list(run_ids), from_version, to_version, now)
+
+    async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
+        await self._life("schedule_upsert", schedule)
+
+    async def schedule_list(self) -> list[ScheduleRecord]:
+        return await self._life("schedule_list")  # type: ignore[no-any-return]
+
+    async def schedule_get(self, name: str) -> ScheduleRecord | None:
+        return await self._life("schedule_get", name)  # type: ignore[no-any-return]
+
+    async def schedule_pause(self, *, name: str, paused: bool, next_tick: float | None,
+                             now: float) -> bool:
+        return await self._life("schedule_pause", name, paused, next_tick, now)  # type: ignore[no-any-return]
+
+    async def schedule_delete(self, name: str) -> bool:
+        return await self._life("schedule_delete", name)  # type: ignore[no-any-return]
+
+    async def schedule_advance(self, *, name: str, expected: float | None,
+                               next_tick: float | None, last_tick: float | None,
+                               last_run_id: str | None, now: float) -> bool:
+        return await self._life(  # type: ignore[no-any-return]
+            "schedule_advance", name, expected, next_tick, last_tick, last_run_id, now)
+
+    async def run_purge(self, *, finished_before: float, statuses: list[str],
+                        limit: int = 1000) -> PurgeReport:
+        return await self._life("run_purge", finished_before, list(statuses), limit)  # type: ignore[no-any-return]
+
+    async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
+        return await self._life("run_erase", run_id, now)  # type: ignore[no-any-return]
 
 
 def _waves(batch: list[Append]) -> list[list[Append]]:

@@ -22,10 +22,11 @@
 -- Insert a run unless one with its id exists; returns 1 (and notifies) if created.
 WITH ins AS (
     INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at, updated_at,
-                               available_at, parent_run_id, parent_position, on_parent_cancel)
+                               available_at, parent_run_id, parent_position, on_parent_cancel,
+                               version, forked_from, forked_at)
     VALUES (%(run_id)s, %(workflow)s, %(queue)s, %(status)s, %(input)s, %(created_at)s,
             %(updated_at)s, %(available_at)s, %(parent_run_id)s, %(parent_position)s,
-            %(on_parent_cancel)s)
+            %(on_parent_cancel)s, %(version)s, %(forked_from)s, %(forked_at)s)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM ins;
@@ -34,7 +35,8 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM ins;
 -- One run by id.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- run_get_many --
@@ -67,14 +69,16 @@ SELECT run_id FROM ins, woke;
 -- Runs, newest first.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM {schema}.runs ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
 -- run_list_status --
 -- Runs of one status, newest first.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM {schema}.runs WHERE status = %(status)s
 ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
@@ -111,6 +115,8 @@ pick AS (
         SELECT run_id, available_at FROM {schema}.runs r
         WHERE r.queue = q.queue AND r.available_at <= %(now)s
           AND q.queue <> ALL(ARRAY(SELECT queue FROM lim))
+          AND (r.version IS NULL OR r.version = %(version)s::text)
+          AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
         ORDER BY r.available_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED) f
@@ -118,6 +124,8 @@ pick AS (
     SELECT c.run_id, c.available_at FROM lim CROSS JOIN LATERAL (
         SELECT run_id, available_at FROM {schema}.runs r
         WHERE r.queue = lim.queue AND r.available_at <= %(now)s
+          AND (r.version IS NULL OR r.version = %(version)s::text)
+          AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
         ORDER BY r.available_at
         LIMIT least(lim.room, %(limit)s)
         FOR UPDATE SKIP LOCKED) c)
@@ -127,7 +135,8 @@ SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1
 WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
-          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics;
+          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at;
 
 -- run_claim_journals --
 -- The journals of the runs this transaction just claimed (a later statement, so that it
@@ -522,6 +531,8 @@ SELECT min(t) FROM (
     SELECT min(available_at) AS t FROM {schema}.runs
     WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL
       AND queue <> ALL(ARRAY(SELECT queue FROM lim WHERE running >= max_running))
+      AND (version IS NULL OR version = %(version)s::text)
+      AND (%(workflows)s::text[] IS NULL OR workflow = ANY(%(workflows)s::text[]))
     UNION ALL
     SELECT expiry FROM lim WHERE running >= max_running) x;
 

@@ -44,6 +44,7 @@ from tether.errors import (
     StoreError,
     StoreUnavailable,
 )
+from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import load_migrations, load_queries
 from tether.store._values import (
@@ -54,6 +55,7 @@ from tether.store._values import (
     check_rate,
     decode_metrics,
 )
+from tether.store.sqlite import _lifecycle as _lc
 from tether.store.sqlite._notify import EventBus, Notifier
 from tether.store.sqlite._serve import SqliteServeQueries, event_chunk
 
@@ -70,7 +72,8 @@ SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
-    "finished_at, parent_position, on_parent_cancel, metrics"
+    "finished_at, parent_position, on_parent_cancel, metrics, "
+    "version, forked_from, forked_at, generation, erased_at"
 )
 _MAX_BATCH = 512
 
@@ -82,7 +85,16 @@ def _run(row: Sequence[Any]) -> RunRecord:
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
         waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
+        **_life_fields(row),
     )
+
+
+def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """Migration 0003's columns, when the query selected them (listings need not)."""
+    if len(row) < 25:
+        return {}
+    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
+            "generation": row[23], "erased_at": row[24]}
 
 
 def _entry(row: Sequence[Any]) -> JournalEntry:
@@ -594,11 +606,13 @@ class SqliteStore(SqliteServeQueries):
         return await self._submit(_journal_read, run_id, write=False)  # type: ignore[no-any-return]
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
-                        lease_seconds: float) -> list[ClaimedRun]:
-        if limit <= 0 or not queues:
+                        lease_seconds: float, workflows: list[str] | None = None,
+                        version: str | None = None) -> list[ClaimedRun]:
+        if limit <= 0 or not queues or workflows == []:
             return []
         return await self._submit(  # type: ignore[no-any-return]
-            _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds
+            _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
+            _Filter(workflows, version),
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
@@ -673,10 +687,13 @@ class SqliteStore(SqliteServeQueries):
     async def workflow_list(self) -> dict[str, str]:
         return await self._submit(_workflow_list, write=False)  # type: ignore[no-any-return]
 
-    async def next_available_at(self, *, queues: list[str]) -> float | None:
-        if not queues:
+    async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
+                                version: str | None = None) -> float | None:
+        if not queues or workflows == []:
             return None
-        return await self._submit(_next_available_at, tuple(queues), write=False)  # type: ignore[no-any-return]
+        found: float | None = await self._submit(_next_available_at, tuple(queues),
+                                                 _Filter(workflows, version), write=False)
+        return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
@@ -724,6 +741,70 @@ class SqliteStore(SqliteServeQueries):
             yield data
 
 
+    # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
+
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        if attempts:
+            await self._submit(_lc.attempt_record, list(attempts))
+
+    async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
+        return await self._submit(_lc.attempt_list, run_id, write=False)  # type: ignore[no-any-return]
+
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.run_retry, run_id, version, now, _run_get, _journal_read, wake=True)
+
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert, wake=True)
+
+    async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
+        await self._submit(_lc.run_continue, lease, input, now, wake=True)
+
+    async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
+        return await self._submit(_lc.journal_archive_read, run_id, write=False)  # type: ignore[no-any-return]
+
+    async def run_versions(self) -> list[tuple[str | None, str, int]]:
+        return await self._submit(_lc.run_versions, write=False)  # type: ignore[no-any-return]
+
+    async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
+        return await self._submit(_lc.run_version_candidates, version, write=False)  # type: ignore[no-any-return]
+
+    async def run_version_set(self, *, run_ids: list[str], from_version: str,
+                              to_version: str, now: float) -> list[str]:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.run_version_set, list(run_ids), from_version, to_version, now, wake=True)
+
+    async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
+        await self._submit(_lc.schedule_upsert, schedule)
+
+    async def schedule_list(self) -> list[ScheduleRecord]:
+        return await self._submit(_lc.schedule_list, write=False)  # type: ignore[no-any-return]
+
+    async def schedule_get(self, name: str) -> ScheduleRecord | None:
+        return await self._submit(_lc.schedule_get, name, write=False)  # type: ignore[no-any-return]
+
+    async def schedule_pause(self, *, name: str, paused: bool, next_tick: float | None,
+                             now: float) -> bool:
+        return await self._submit(_lc.schedule_pause, name, paused, next_tick, now)  # type: ignore[no-any-return]
+
+    async def schedule_delete(self, name: str) -> bool:
+        return await self._submit(_lc.schedule_delete, name)  # type: ignore[no-any-return]
+
+    async def schedule_advance(self, *, name: str, expected: float | None,
+                               next_tick: float | None, last_tick: float | None,
+                               last_run_id: str | None, now: float) -> bool:
+        return await self._submit(  # type: ignore[no-any-return]
+            _lc.schedule_advance, name, expected, next_tick, last_tick, last_run_id, now)
+
+    async def run_purge(self, *, finished_before: float, statuses: list[str],
+                        limit: int = 1000) -> PurgeReport:
+        return await self._submit(_lc.run_purge, finished_before, list(statuses), limit)  # type: ignore[no-any-return]
+
+    async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
+        return await self._submit(_lc.run_erase, run_id, now, _run_get)  # type: ignore[no-any-return]
+
+
 # -- operations, run on the writer thread inside a transaction ---------------------------
 
 
@@ -731,7 +812,7 @@ def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]
     conn.execute(Q["run_insert"], (
         run.run_id, run.workflow, run.queue, run.status, run.input, run.created_at,
         run.updated_at, run.available_at, run.parent_run_id, run.parent_position,
-        run.on_parent_cancel,
+        run.on_parent_cancel, run.version, run.forked_from, run.forked_at,
     ))
     created = conn.changes() == 1
     stored = _run_get(conn, run.run_id)
@@ -788,28 +869,46 @@ def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]
     return {q: n for q, n in conn.execute(sql, queues)}
 
 
+class _Filter:
+    """Which runs a worker may claim: of the workflows it registered (None: any), and
+    of its code version or of none (a worker without a version: runs without one)."""
+
+    __slots__ = ("params", "sql")
+
+    def __init__(self, workflows: list[str] | None, version: str | None) -> None:
+        self.sql = (" AND (version IS NULL OR version = ?)"
+                    " AND (? IS NULL OR workflow IN (SELECT value FROM json_each(?)))")
+        names = None if workflows is None else json.dumps(sorted(workflows))
+        self.params: tuple[Any, ...] = (version, names, names)
+
+
+_ANY = _Filter(None, None)
+
+
 def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], limit: int,
-               now: float, lease_expires: float) -> list[ClaimedRun]:
+               now: float, lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
     limits = _limits_of(conn, queues)
     if limits:
-        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires)
+        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires,
+                                  flt)
     sql = _claim_sql.get(len(queues))
     if sql is None:
         sql = (
             "UPDATE tether_runs SET status = 'running', owner = ?, "
             "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
             "WHERE run_id IN (SELECT run_id FROM tether_runs "
-            f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ? "
+            f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ?{flt.sql} "
             f"ORDER BY available_at LIMIT ?) RETURNING {_RUN_COLS}"
         )
         _claim_sql[len(queues)] = sql
-    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, limit)))
+    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, *flt.params,
+                                   limit)))
     return _claimed(conn, worker_id, rows)
 
 
 def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...],
                        limits: dict[str, int], limit: int, now: float,
-                       lease_expires: float) -> list[ClaimedRun]:
+                       lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
     """Claim honouring queue limits: a limited queue gives at most its limit less the
     runs held under a lease that has not expired. Atomic across processes: this runs in
     the writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
@@ -817,15 +916,17 @@ def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str,
     free = tuple(q for q in queues if q not in limits)
     if free:
         sql = ("SELECT run_id, available_at FROM tether_runs "
-               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ? "
+               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ?{flt.sql} "
                "ORDER BY available_at LIMIT ?")
-        candidates += conn.execute(sql, (*free, now, limit)).fetchall()
+        candidates += conn.execute(sql, (*free, now, *flt.params, limit)).fetchall()
     for queue_name, max_running in limits.items():
         held: Any = conn.execute(Q["queue_held"], (queue_name, now)).fetchall()[0][0]
         room = min(max_running - held, limit)
         if room > 0:
-            candidates += conn.execute(Q["run_claim_candidates"],
-                                       (queue_name, now, room)).fetchall()
+            sql = ("SELECT run_id, available_at FROM tether_runs "
+                   f"WHERE queue = ? AND available_at <= ?{flt.sql} "
+                   "ORDER BY available_at LIMIT ?")
+            candidates += conn.execute(sql, (queue_name, now, *flt.params, room)).fetchall()
     candidates.sort(key=lambda c: c[1])
     ids = [run_id for run_id, _ in candidates[:limit]]
     if not ids:
@@ -1021,7 +1122,8 @@ def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
     return {name: q for name, q in conn.execute(Q["workflow_list"])}
 
 
-def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float | None:
+def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...],
+                       flt: _Filter = _ANY) -> float | None:
     """The earliest claimable time; for a queue at its limit, the earliest lease expiry
     of its running runs (a run's end wakes workers sooner), so that workers do not spin
     on runs they may not claim."""
@@ -1032,8 +1134,9 @@ def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float 
         sql = (
             "SELECT MIN(available_at) FROM tether_runs "
             f"WHERE queue IN ({_placeholders(len(free))}) AND available_at IS NOT NULL"
+            f"{flt.sql}"
         )
-        times += [v for (v,) in conn.execute(sql, free) if v is not None]
+        times += [v for (v,) in conn.execute(sql, (*free, *flt.params)) if v is not None]
     for queue_name, max_running in limits.items():
         row: Any = conn.execute(Q["queue_running"], (queue_name,)).fetchall()[0]
         running, expiry = row
@@ -1042,8 +1145,9 @@ def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...]) -> float 
                 times.append(expiry)
             continue
         sql = ("SELECT MIN(available_at) FROM tether_runs "
-               "WHERE queue = ? AND available_at IS NOT NULL")
-        times += [v for (v,) in conn.execute(sql, (queue_name,)) if v is not None]
+               f"WHERE queue = ? AND available_at IS NOT NULL{flt.sql}")
+        times += [v for (v,) in conn.execute(sql, (queue_name, *flt.params))
+                  if v is not None]
     return min(times) if times else None
 
 

@@ -1,22 +1,25 @@
 -- run_insert --
 -- Insert a run unless one with its id exists (start is idempotent on run_id).
 INSERT INTO tether_runs (run_id, workflow, queue, status, input, created_at, updated_at,
-                         available_at, parent_run_id, parent_position, on_parent_cancel)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         available_at, parent_run_id, parent_position, on_parent_cancel,
+                         version, forked_from, forked_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO NOTHING;
 
 -- run_get --
 -- One run by id.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM tether_runs WHERE run_id = ?;
 
 -- run_list --
 -- Runs, newest first, optionally of one status.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM tether_runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id LIMIT ?2;
 
 -- journal_read --

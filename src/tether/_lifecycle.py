@@ -1,0 +1,401 @@
+"""Runs over their whole life, engine side: continue-as-new, cron schedules and the
+retention policy. (Retry and fork live on ``App``; the store side is
+``tether.store._lifecycle``.)
+
+Schedules: each tick of a schedule starts exactly one run, whose id is derived from
+the schedule's name and the tick's time, so that any number of workers may try to
+start it: ``run_insert`` is idempotent on the id, and the compare-and-set on the
+schedule's next tick (``schedule_advance``) lets one of them move the schedule on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tether._replay import Continue, current_run
+from tether._types import RunRecord, RunStatus
+from tether.errors import ConfigError, OutsideRun
+from tether.store._lifecycle import ScheduleRecord
+
+if TYPE_CHECKING:
+    from tether._app import App
+    from tether.store import Store
+
+log = logging.getLogger("tether.worker")
+
+# -- durations and retention -------------------------------------------------------------
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from a number, a ``timedelta`` or text such as ``90s``, ``15m``, ``12h``,
+    ``30d``, ``2w``. Raises ConfigError for anything else (or a negative value)."""
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+        if m is None:
+            raise ConfigError(f"{what} {value!r}: use a number of seconds or 90s, 15m, "
+                              "12h, 30d, 2w")
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ConfigError(f"{what} must be seconds, a timedelta or text like '30d', "
+                          f"not {type(value).__name__}")
+    if seconds < 0:
+        raise ConfigError(f"{what} must not be negative")
+    return seconds
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retention:
+    """Finished runs of ``statuses`` older than ``older_than`` seconds are purged."""
+
+    older_than: float
+    statuses: tuple[str, ...] = ("completed", "failed", "cancelled")
+    #: Seconds between a worker's purges.
+    every: float = 300.0
+
+
+def parse_retention(value: Any) -> Retention | None:
+    """``App(retention=...)``: None, a ``Retention``, or a duration (all end states)."""
+    if value is None or isinstance(value, Retention):
+        return value
+    return Retention(older_than=parse_duration(value, "retention"))
+
+
+def parse_statuses(text: str | None) -> list[str]:
+    """``completed,failed`` -> the list; only final statuses may be purged."""
+    allowed = ("completed", "failed", "cancelled")
+    if not text:
+        return list(allowed)
+    found = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in found if s not in allowed]
+    if bad or not found:
+        raise ConfigError(f"--status {text!r}: purge takes ended runs only "
+                          f"({', '.join(allowed)})")
+    return found
+
+
+# -- continue as new ---------------------------------------------------------------------
+
+def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
+    """End this run's journal and continue the same run (same id) with a fresh, empty
+    journal, calling the workflow again with these arguments.
+
+    A long-lived workflow (an agent session that receives messages as signals for
+    months) calls it every so often with the state it needs, so that its journal and
+    its replay stay short. Signals not yet taken stay pending for the next generation;
+    ``tether show`` shows every generation as one history.
+
+    Raises:
+        TetherError: called outside a workflow.
+    """
+    ctx = current_run.get()
+    if ctx is None:
+        raise OutsideRun("tether.continue_as_new()")
+    ctx.check_running()
+    payload: dict[str, Any] = {"args": list(args)}
+    if kwargs:
+        payload["kwargs"] = kwargs
+    text = ctx.codec.encode(payload, f"input of workflow {ctx.workflow.name!r}")
+    raise ctx.halt(Continue(text))
+
+
+# -- cron ----------------------------------------------------------------------------------
+
+_NAMES = {
+    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
+    "sep": 9, "oct": 10, "nov": 11, "dec": 12,
+    "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6,
+}
+_MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+           "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
+           "@annually": "0 0 1 1 *"}
+
+
+def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            if not step_text.isdigit() or int(step_text) < 1:
+                raise ValueError(f"bad step {step_text!r} in the {what} field")
+            step = int(step_text)
+        if part == "*":
+            a, b = low, high
+        elif "-" in part:
+            a_text, b_text = part.split("-", 1)
+            a, b = _value(a_text, what), _value(b_text, what)
+        else:
+            a = _value(part, what)
+            b = high if step > 1 else a
+        if what == "day-of-week" and b == 7:
+            b = 6 if a <= 6 else 7
+            values.add(0)  # 7 is Sunday too
+        if not (low <= a <= high and low <= b <= high and a <= b):
+            raise ValueError(f"{part!r} is outside {low}-{high} in the {what} field")
+        values.update(range(a, b + 1, step))
+    return frozenset(v % 7 if what == "day-of-week" else v for v in values)
+
+
+def _value(text: str, what: str) -> int:
+    key = text.lower()
+    if key in _NAMES:
+        return _NAMES[key]
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a number in the {what} field")
+    return int(text)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cron:
+    """A cron expression: ``minute hour day-of-month month day-of-week``, or six
+    fields with seconds first (``*/10 * * * * *`` is every ten seconds). Fields take
+    ``*``, numbers, ranges ``a-b``, lists ``a,b`` and steps ``*/n`` or ``a-b/n``; month
+    and weekday names (``jan``, ``mon``); ``@hourly``, ``@daily``, ``@weekly``,
+    ``@monthly``, ``@yearly``. When both day fields are restricted, a day matching
+    either runs (as in Vixie cron)."""
+
+    text: str
+    seconds: frozenset[int]
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]
+    any_day: bool
+    any_weekday: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Cron:
+        if not isinstance(text, str):
+            raise ConfigError(f"a cron expression must be text, not {type(text).__name__}")
+        expr = _MACROS.get(text.strip().lower(), text.strip())
+        parts = expr.split()
+        if len(parts) == 5:
+            parts = ["0", *parts]
+        if len(parts) != 6:
+            raise ConfigError(f"cron {text!r}: expected 5 fields (minute hour day month "
+                              "weekday) or 6 with seconds first")
+        try:
+            return cls(
+                text=text, seconds=_field(parts[0], 0, 59, "second"),
+                minutes=_field(parts[1], 0, 59, "minute"), hours=_field(parts[2], 0, 23, "hour"),
+                days=_field(parts[3], 1, 31, "day-of-month"),
+                months=_field(parts[4], 1, 12, "month"),
+                weekdays=_field(parts[5], 0, 7, "day-of-week"),
+                any_day=parts[3] == "*", any_weekday=parts[5] == "*",
+            )
+        except ValueError as exc:
+            raise ConfigError(f"cron {text!r}: {exc}") from None
+
+    def _day_matches(self, day: dt.date) -> bool:
+        if day.month not in self.months:
+            return False
+        dom = day.day in self.days
+        dow = (day.isoweekday() % 7) in self.weekdays
+        if self.any_day and self.any_weekday:
+            return True
+        if self.any_day:
+            return dow
+        if self.any_weekday:
+            return dom
+        return dom or dow
+
+    def next_after(self, after: float, zone: dt.tzinfo) -> float:
+        """The first tick strictly after ``after`` (epoch seconds), in ``zone``'s
+        local time. Raises ConfigError if there is none within five years."""
+        start = (dt.datetime.fromtimestamp(after, zone).replace(tzinfo=None, microsecond=0)
+                 + dt.timedelta(seconds=1))
+        day = start.date()
+        for _ in range(366 * 5):
+            if self._day_matches(day):
+                first = day == start.date()
+                for h in sorted(self.hours):
+                    if first and h < start.hour:
+                        continue
+                    for m in sorted(self.minutes):
+                        for s in sorted(self.seconds):
+                            local = dt.datetime(day.year, day.month, day.day, h, m, s)
+                            if local < start:
+                                continue
+                            ts = local.replace(tzinfo=zone).timestamp()
+                            if ts > after:
+                                return ts
+            day += dt.timedelta(days=1)
+        raise ConfigError(f"cron {self.text!r} has no tick within five years")
+
+
+def zone_of(name: str) -> dt.tzinfo:
+    if name.upper() == "UTC":
+        return dt.UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {name!r} (use an IANA name such as "
+                          "'Europe/Paris' or 'UTC')") from None
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+OVERLAP = ("skip", "allow", "cancel_previous")
+CATCHUP = ("latest", "skip", "all")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A schedule declared in code (``@app.schedule`` / ``app.schedule``)."""
+
+    name: str
+    workflow: str
+    queue: str
+    cron: Cron
+    timezone: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: A tick whose previous run has not ended: skip it, allow both, or cancel the old.
+    overlap: str = "skip"
+    #: Ticks missed while no worker ran: start the latest once, skip them, or start all
+    #: (at most ``catchup_max``).
+    catchup: str = "latest"
+    catchup_max: int = 10
+
+
+def make_spec(workflow: str, queue: str, cron: str, *, timezone: str = "UTC",
+              name: str | None = None, args: tuple[Any, ...] = (),
+              kwargs: dict[str, Any] | None = None, overlap: str = "skip",
+              catchup: str = "latest", catchup_max: int = 10) -> ScheduleSpec:
+    """Validate a schedule's options (ConfigError names the bad one)."""
+    parsed = Cron.parse(cron)
+    zone_of(timezone)
+    if overlap not in OVERLAP:
+        raise ConfigError(f"overlap={overlap!r}: use one of {', '.join(OVERLAP)}")
+    if catchup not in CATCHUP:
+        raise ConfigError(f"catchup={catchup!r}: use one of {', '.join(CATCHUP)}")
+    if isinstance(catchup_max, bool) or not isinstance(catchup_max, int) or catchup_max < 1:
+        raise ConfigError(f"catchup_max must be an integer >= 1, not {catchup_max!r}")
+    sname = name or workflow
+    if not sname.strip() or "@" in sname:
+        raise ConfigError(f"schedule name {sname!r}: must be non-empty, without '@'")
+    return ScheduleSpec(name=sname, workflow=workflow, queue=queue, cron=parsed,
+                        timezone=timezone, args=tuple(args), kwargs=dict(kwargs or {}),
+                        overlap=overlap, catchup=catchup, catchup_max=catchup_max)
+
+
+def tick_run_id(name: str, tick: float) -> str:
+    """The run id of a schedule's tick: the same in every worker."""
+    stamp = dt.datetime.fromtimestamp(tick, dt.UTC)
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    if stamp.microsecond:
+        text += f".{stamp.microsecond:06d}"
+    return f"{name}@{text}Z"
+
+
+def to_record(app: App, spec: ScheduleSpec, now: float) -> ScheduleRecord:
+    payload: dict[str, Any] = {"args": list(spec.args)}
+    if spec.kwargs:
+        payload["kwargs"] = spec.kwargs
+    text = app.codec.encode(payload, f"input of schedule {spec.name!r}")
+    return ScheduleRecord(
+        name=spec.name, workflow=spec.workflow, queue=spec.queue, cron=spec.cron.text,
+        timezone=spec.timezone, input=text, overlap=spec.overlap, catchup=spec.catchup,
+        catchup_max=spec.catchup_max,
+        next_tick=spec.cron.next_after(now, zone_of(spec.timezone)),
+        version=app.version, created_at=now, updated_at=now)
+
+
+_ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
+
+
+async def start_tick(app: App, store: Store, s: ScheduleRecord, run_id: str,
+                     now: float) -> bool:
+    """Start the run of one tick (idempotent on its id); True if this call created it."""
+    run = RunRecord(run_id=run_id, workflow=s.workflow, queue=s.queue,
+                    status=RunStatus.QUEUED, input=s.input, created_at=now,
+                    updated_at=now, available_at=now, version=app.version)
+    _, created = await store.run_insert(run=run)
+    return created
+
+
+async def tick_schedules(app: App, store: Store, workflows: set[str], now: float,
+                         notify: Callable[[], None]) -> float | None:
+    """Start the due ticks of the schedules of ``workflows``; return the next due time.
+
+    Any number of workers may call this at once: each tick's run id is derived from the
+    schedule and the tick, so a run is created once, and the compare-and-set on the
+    next tick moves each schedule on once."""
+    nxt: float | None = None
+    for s in await store.schedule_list():
+        if s.workflow not in workflows or s.paused or s.next_tick is None:
+            continue
+        if s.next_tick > now:
+            nxt = s.next_tick if nxt is None else min(nxt, s.next_tick)
+            continue
+        try:
+            cron, zone = Cron.parse(s.cron), zone_of(s.timezone)
+        except ConfigError as exc:
+            log.error("schedule %s: %s", s.name, exc)
+            continue
+        due = [s.next_tick]
+        while len(due) < 10_000:
+            following = cron.next_after(due[-1], zone)
+            if following > now:
+                break
+            due.append(following)
+        following = cron.next_after(max(due[-1], now), zone)
+        if s.catchup == "skip":
+            # Missed ticks are dropped; only a tick due just now (within a minute) runs.
+            due = [t for t in due[-1:] if now - t < 60.0]
+        elif s.catchup == "latest":
+            due = due[-1:]
+        else:
+            due = due[-s.catchup_max:]
+        last_run = s.last_run_id
+        started: list[str] = []
+        for tick in due:
+            rid = tick_run_id(s.name, tick)
+            if last_run is not None and last_run != rid and s.overlap != "allow":
+                prev = await store.run_get(last_run)
+                if prev is not None and prev.status not in _ENDED:
+                    if s.overlap == "skip":
+                        log.info("schedule %s: tick %s skipped, run %s still %s", s.name,
+                                 rid, last_run, prev.status)
+                        continue
+                    await store.run_cancel(run_id=last_run, now=now)
+            if await start_tick(app, store, s, rid, now):
+                log.info("schedule %s: started run %s", s.name, rid)
+                notify()
+            started.append(rid)
+            last_run = rid
+        await store.schedule_advance(
+            name=s.name, expected=s.next_tick, next_tick=following,
+            last_tick=due[-1] if due else None,
+            last_run_id=started[-1] if started else None, now=now)
+        nxt = following if nxt is None else min(nxt, following)
+    return nxt
+
+
+# -- compatibility of a run's journal with other code ------------------------------------
+
+async def check_compatible(app: App, run_id: str, timeout: float = 30.0) -> str | None:
+    """Replay ``run_id``'s journal against ``app``'s code with the testing kit's replayer
+    (``tether.testing.replay``), executing nothing: None if the code asks for every
+    recorded operation in order, else the replayer's one-line reason."""
+    from tether.testing import check_history, export_history, load_history
+
+    store = await app._open()
+    if await store.run_get(run_id) is None:
+        return "no such run"
+    history = load_history(await export_history(app, run_id))
+    result = await check_history(app, history, timeout=timeout)
+    return None if result.compatible else result.message

@@ -1,0 +1,221 @@
+"""Runs over their whole life: ``retry``, ``fork``, ``versions``, ``migrate-runs``,
+``purge`` and ``erase``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tether._app import App
+from tether._lifecycle import check_compatible, parse_duration, parse_statuses
+from tether.cli._common import CliError, client, dumps, load_app, parse_json, store_url
+from tether.errors import ConfigError
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "retry", parents=[common], help="run a failed, blocked or cancelled run again",
+        description="Make a failed, blocked or cancelled run runnable again after its code "
+        "was fixed. Recorded successful operations are kept; the failed operation runs "
+        "again with a fresh attempt count; `tether show` keeps the earlier failure in the "
+        "run's attempts. The run continues under the code (and version) of the worker "
+        "that claims it.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="the app whose code version the run moves to (default: none)")
+    p.set_defaults(handler=retry)
+
+    p = sub.add_parser(
+        "fork", parents=[common], help="a new run from a past position of a run",
+        description="Start a new run whose journal is RUN_ID's up to (not including) "
+        "POSITION; it continues from there with the current code, so operations before "
+        "POSITION (LLM calls included) are not paid again. `tether show` says where it "
+        "came from.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--at", type=int, required=True, metavar="POSITION",
+                   help="first position to run again (see `tether show RUN_ID`)")
+    p.add_argument("--input", metavar="JSON",
+                   help="new workflow input: JSON array of positional arguments "
+                   "(default: the run's own input)")
+    p.add_argument("--id", dest="new_id", metavar="NEW_ID", help="the new run's id")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="the app whose code version the fork runs under (default: none)")
+    p.set_defaults(handler=fork)
+
+    p = sub.add_parser("versions", parents=[common],
+                       help="code versions with their run counts")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=versions)
+
+    p = sub.add_parser(
+        "migrate-runs", parents=[common], help="move unfinished runs to another version",
+        description="Move the unfinished runs of version V1 whose journals replay "
+        "without a mismatch against the code of --app (the new version's code) to V2, so "
+        "that V2's workers continue them. Runs that would hit non-determinism stay on V1 "
+        "and are listed with the reason.")
+    p.add_argument("--from", dest="from_version", required=True, metavar="V1")
+    p.add_argument("--to", dest="to_version", required=True, metavar="V2")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="the code of V2, to check each run's journal against (required "
+                   "unless --no-check)")
+    p.add_argument("--no-check", action="store_true",
+                   help="move every unfinished run without checking (at your own risk)")
+    p.add_argument("--dry-run", action="store_true", help="check and report, move nothing")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=migrate_runs)
+
+    p = sub.add_parser(
+        "purge", parents=[common], help="delete finished runs older than a duration",
+        description="Delete runs that ended more than DURATION ago, with their journals, "
+        "archived journals, attempts and signals, and report what was deleted. A run with "
+        "an unfinished child, and a child whose parent has not ended, are kept.")
+    p.add_argument("--older-than", required=True, metavar="DURATION",
+                   help="e.g. 90s, 15m, 12h, 30d, 2w")
+    p.add_argument("--status", metavar="S[,S]",
+                   help="statuses to purge (default: completed,failed,cancelled)")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=purge)
+
+    p = sub.add_parser(
+        "erase", parents=[common], help="erase an ended run's payloads (right to erasure)",
+        description="Replace every payload of an ended run (input, result, errors, step "
+        "arguments and results, signal payloads) with {\"erased\": true}, keeping the shape "
+        "of its timeline (positions, kinds, names, statuses, times), and report what was "
+        "erased.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=erase)
+
+
+def _app_for(args: argparse.Namespace) -> App:
+    if getattr(args, "app", None):
+        app = load_app(args.app)
+        app.use_store(store_url(args))
+        return app
+    return client(args)
+
+
+async def retry(args: argparse.Namespace) -> int:
+    async with _app_for(args) as app:
+        status = await app.retry(args.run_id)
+    print(f"{args.run_id}: {status.value} (retrying)")
+    return 0
+
+
+async def fork(args: argparse.Namespace) -> int:
+    values = parse_json(args.input, "--input")
+    if values is not None and not isinstance(values, list):
+        raise CliError("--input must be a JSON array of positional arguments", 2)
+    if args.at < 0:
+        raise CliError(f"--at must be a position >= 0, not {args.at}", 2)
+    if args.new_id is not None and not args.new_id.strip():
+        raise CliError("--id must not be empty", 2)
+    async with _app_for(args) as app:
+        kwargs: dict[str, Any] = {"at": args.at, "new_run_id": args.new_id}
+        if values is not None:
+            kwargs["input"] = values
+        handle = await app.fork(args.run_id, **kwargs)
+    print(handle.run_id)
+    return 0
+
+
+async def versions(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        rows = await app.store.run_versions()
+    table: dict[str | None, dict[str, int]] = {}
+    for version, status, n in rows:
+        table.setdefault(version, {})[status] = n
+    if args.json:
+        print(dumps([{"version": v, "runs": sum(c.values()), "by_status": c}
+                     for v, c in table.items()]))
+        return 0
+    if not table:
+        print("no runs")
+        return 0
+    print(f"{'VERSION':24} {'RUNS':>6}  BY STATUS")
+    for v, counts in table.items():
+        detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
+        print(f"{v or '(none)':24} {sum(counts.values()):>6}  {detail}")
+    return 0
+
+
+async def migrate_runs(args: argparse.Namespace) -> int:
+    if args.from_version == args.to_version:
+        raise CliError("--from and --to name the same version", 2)
+    if not args.app and not args.no_check:
+        raise CliError("migrate-runs checks each run against the new code: name it with "
+                       "--app MODULE:APP (or pass --no-check)", 2)
+    app = _app_for(args)
+    moved: list[str] = []
+    skipped: dict[str, str] = {}
+    async with app:
+        store = app.store
+        candidates = await store.run_version_candidates(version=args.from_version)
+        ok: list[str] = []
+        for run_id, _workflow in candidates:
+            if args.no_check:
+                ok.append(run_id)
+                continue
+            reason = await check_compatible(app, run_id)
+            if reason is None:
+                ok.append(run_id)
+            else:
+                skipped[run_id] = reason
+        if not args.dry_run and ok:
+            moved = await store.run_version_set(
+                run_ids=ok, from_version=args.from_version, to_version=args.to_version,
+                now=app.clock.now())
+            for run_id in ok:
+                if run_id not in moved:
+                    skipped[run_id] = "held by a worker or ended meanwhile; run again later"
+    if args.json:
+        print(dumps({"moved": moved if not args.dry_run else [],
+                     "compatible": ok, "skipped": skipped}))
+        return 0
+    verb = "would move" if args.dry_run else "moved"
+    count = len(ok) if args.dry_run else len(moved)
+    print(f"{verb} {count} of {len(candidates)} unfinished runs from {args.from_version} "
+          f"to {args.to_version}")
+    for run_id, reason in sorted(skipped.items()):
+        print(f"  kept {run_id}: {reason}")
+    return 0
+
+
+async def purge(args: argparse.Namespace) -> int:
+    try:
+        older = parse_duration(args.older_than, "--older-than")
+        statuses = parse_statuses(args.status)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+    async with client(args) as app:
+        total: dict[str, Any] = {}
+        cutoff = app.clock.now() - older
+        while True:
+            report = await app.store.run_purge(finished_before=cutoff, statuses=statuses,
+                                               limit=1000)
+            for k, v in report.as_dict().items():
+                if isinstance(v, list):
+                    total.setdefault(k, []).extend(v)
+                else:
+                    total[k] = total.get(k, 0) + v
+            if report.runs < 1000:
+                break
+    if args.json:
+        print(dumps(total))
+        return 0
+    print(f"purged {total['runs']} runs: {total['journal_entries']} journal entries, "
+          f"{total['archived_entries']} archived entries, {total['attempts']} attempts, "
+          f"{total['signals']} signals")
+    return 0
+
+
+async def erase(args: argparse.Namespace) -> int:
+    async with client(args) as app:
+        report = await app.store.run_erase(run_id=args.run_id, now=app.clock.now())
+    if args.json:
+        print(dumps(report.as_dict()))
+        return 0
+    print(f"erased run {args.run_id}: its input and outcome, {report.journal_entries} "
+          f"journal entries, {report.archived_entries} archived entries, "
+          f"{report.attempts} attempt errors, {report.signals} signal payloads")
+    return 0

@@ -1,0 +1,82 @@
+"""``tether schedules``: list, pause, resume, trigger now, delete."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+from tether._lifecycle import Cron, start_tick, zone_of
+from tether.cli._common import CliError, client, dumps, fmt_time
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "schedules", parents=[common], help="list and control cron schedules",
+        description="Schedules are declared in code (@app.schedule / app.schedule) and "
+        "created in the store by the app's workers. Each tick starts one run, NAME@TICK.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    # --db may come before or after the action; a default here would hide the first.
+    inner = argparse.ArgumentParser(add_help=False)
+    inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
+                       help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    lst = actions.add_parser("list", parents=[inner], help="every schedule (default)")
+    lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                     help="JSON output")
+    for name, text in (("pause", "stop starting runs"),
+                       ("resume", "start runs again from the next tick"),
+                       ("trigger", "start a run now (the schedule's next tick is kept)"),
+                       ("delete", "forget the schedule (its runs stay; workers whose code "
+                                  "declares it create it again when they start)")):
+        a = actions.add_parser(name, parents=[inner], help=text)
+        a.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=schedules)
+
+
+def _row(s: Any) -> dict[str, Any]:
+    return {"name": s.name, "workflow": s.workflow, "queue": s.queue, "cron": s.cron,
+            "timezone": s.timezone, "paused": s.paused, "overlap": s.overlap,
+            "catchup": s.catchup, "catchup_max": s.catchup_max, "next_tick": s.next_tick,
+            "last_tick": s.last_tick, "last_run_id": s.last_run_id, "version": s.version}
+
+
+async def schedules(args: argparse.Namespace) -> int:
+    action = args.action or "list"
+    async with client(args) as app:
+        store = app.store
+        now = app.clock.now()
+        if action == "list":
+            found = await store.schedule_list()
+            if args.json:
+                print(dumps([_row(s) for s in found]))
+                return 0
+            if not found:
+                print("no schedules")
+                return 0
+            print(f"{'NAME':20} {'WORKFLOW':20} {'CRON':18} {'TZ':14} {'STATE':7} "
+                  f"{'NEXT TICK':24} LAST RUN")
+            for s in found:
+                print(f"{s.name:20} {s.workflow:20} {s.cron:18} {s.timezone:14} "
+                      f"{'paused' if s.paused else 'active':7} "
+                      f"{fmt_time(None if s.paused else s.next_tick):24} {s.last_run_id or '-'}")
+            return 0
+        sched = await store.schedule_get(args.name)
+        if sched is None:
+            known = ", ".join(s.name for s in await store.schedule_list()) or "none"
+            raise CliError(f"no schedule named {args.name!r} (known: {known})")
+        if action == "pause":
+            await store.schedule_pause(name=args.name, paused=True, next_tick=None, now=now)
+            print(f"{args.name}: paused")
+        elif action == "resume":
+            nxt = Cron.parse(sched.cron).next_after(now, zone_of(sched.timezone))
+            await store.schedule_pause(name=args.name, paused=False, next_tick=nxt, now=now)
+            print(f"{args.name}: active, next tick {fmt_time(nxt)}")
+        elif action == "trigger":
+            run_id = f"{args.name}@manual-{uuid.uuid4().hex[:12]}"
+            await start_tick(app, store, sched, run_id, now)
+            print(run_id)
+        elif action == "delete":
+            await store.schedule_delete(args.name)
+            print(f"{args.name}: deleted")
+    return 0

@@ -1,0 +1,122 @@
+"""Value types and backend-independent rules for runs over their whole life: retry,
+fork, continue-as-new, attempts, versions, schedules and retention (migration 0003)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tether._types import JournalEntry
+
+#: Statuses a run may be retried from.
+RETRYABLE = ("failed", "blocked", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One execution attempt of a step, by one worker.
+
+    ``status`` is ``running`` while it runs (or if its worker died in it: shown as
+    ``interrupted`` once another worker holds the run), then ``ok``, ``error`` (a failed
+    attempt, retried or not) or ``postponed``."""
+
+    attempt_id: str
+    run_id: str
+    generation: int
+    position: int
+    name: str
+    attempt: int
+    worker_id: str
+    status: str
+    started_at: float
+    finished_at: float | None = None
+    error: str | None = None  #: JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedJournal:
+    """The journal of one earlier generation of a run that continued as new."""
+
+    generation: int
+    input: str | None
+    entries: list[JournalEntry]
+
+
+@dataclass(slots=True)
+class ScheduleRecord:
+    """A cron schedule's row."""
+
+    name: str
+    workflow: str
+    queue: str
+    cron: str
+    timezone: str
+    input: str  #: JSON text of {"args": [...], "kwargs": {...}}
+    overlap: str  #: skip | allow | cancel_previous
+    catchup: str  #: skip | all (at most catchup_max missed ticks)
+    catchup_max: int
+    paused: bool = False
+    next_tick: float | None = None
+    last_tick: float | None = None
+    last_run_id: str | None = None
+    version: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class PurgeReport:
+    """What ``run_purge`` / ``run_erase`` deleted (counts of rows, or of payloads)."""
+
+    runs: int = 0
+    journal_entries: int = 0
+    archived_entries: int = 0
+    attempts: int = 0
+    signals: int = 0
+    payloads: int = 0
+    run_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int | list[str]]:
+        return {"runs": self.runs, "journal_entries": self.journal_entries,
+                "archived_entries": self.archived_entries, "attempts": self.attempts,
+                "signals": self.signals, "payloads": self.payloads,
+                "run_ids": list(self.run_ids)}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """How ``run_retry`` changes a journal: entries to delete, step entries to reset."""
+
+    delete: list[int]
+    reset: list[int]
+
+
+def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
+    """What to change so that a failed, cancelled or blocked run runs again.
+
+    Successful operations are kept. A failed run's unhandled failures are run again:
+    those the code did not move on from (no operation started after the failure was
+    recorded). A failed step gets a fresh attempt count (its entry becomes ``pending``
+    with no attempts, keeping its last error visible until the next attempt writes);
+    other failed operations (a failed child's result, a signal timeout) are forgotten so
+    they are waited for again. A cancelled run forgets the ``cancel`` entry and
+    everything its code did after it (clean-up after ``Cancelled``). A blocked run keeps
+    its journal: its fixed code replays it.
+    """
+    by_pos = sorted(journal, key=lambda e: e.position)
+    delete: list[int] = []
+    reset: list[int] = []
+    if status == "cancelled":
+        cut = next((e.position for e in by_pos if e.kind == "cancel"), None)
+        if cut is not None:
+            delete = [e.position for e in by_pos if e.position >= cut]
+    elif status == "failed":
+        for e in by_pos:
+            if e.status != "error":
+                continue
+            done = e.finished_at if e.finished_at is not None else float("-inf")
+            moved_on = any(o.position > e.position and o.started_at is not None
+                           and o.started_at > done for o in by_pos)
+            if moved_on:
+                continue
+            (reset if e.kind == "step" else delete).append(e.position)
+    return RetryPlan(delete=delete, reset=reset)

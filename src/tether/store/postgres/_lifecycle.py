@@ -1,0 +1,331 @@
+"""PostgreSQL operations for runs over their whole life (migration 0003): attempts,
+retry, fork, continue-as-new, versions, schedules and retention.
+
+Each function takes an autocommit connection and opens its own transaction where it
+writes more than one statement; ``PostgresStore`` runs them through ``_run_op`` (error
+translation, reruns after a deadlock)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from tether._types import JournalEntry, Lease, RunRecord
+from tether.errors import ConfigError, LeaseLost, RunNotFound, RunStateError
+from tether.store._lifecycle import (
+    RETRYABLE,
+    ArchivedJournal,
+    AttemptRecord,
+    PurgeReport,
+    ScheduleRecord,
+    retry_plan,
+)
+
+Conn = psycopg.AsyncConnection[Any]
+
+_RUN_COLS = (
+    "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
+    "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
+    "finished_at, parent_position, on_parent_cancel, metrics, "
+    "version, forked_from, forked_at, generation, erased_at"
+)
+_ENTRY_COLS = ("position, kind, name, status, result, error, attempts, started_at, "
+               "finished_at, next_attempt_at, args")
+_SCHEDULE_COLS = ("name, workflow, queue, cron, timezone, input, overlap, catchup, "
+                  "catchup_max, paused, next_tick, last_tick, last_run_id, version, "
+                  "created_at, updated_at")
+_ERASED = json.dumps({"erased": True})
+_ENDED = ("completed", "failed", "cancelled")
+
+
+class Lifecycle:
+    """The SQL of migration 0003's operations for one schema."""
+
+    def __init__(self, schema: str, channel: str, run_row: Any) -> None:
+        self.s = schema
+        self.channel = channel
+        self._run = run_row
+
+    async def _rows(self, conn: Conn, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+                    ) -> list[Any]:
+        cur = await conn.execute(sql.replace("{s}", self.s), params)
+        return await cur.fetchall() if cur.description is not None else []
+
+    async def _count(self, conn: Conn, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = await conn.execute(sql.replace("{s}", self.s), params)
+        return cur.rowcount
+
+    async def _wake(self, conn: Conn) -> None:
+        await conn.execute(f"SELECT {self.s}.wake(%s, 1)", (self.channel,))
+
+    async def _get(self, conn: Conn, run_id: str, lock: bool = False) -> RunRecord | None:
+        rows = await self._rows(conn, f"SELECT {_RUN_COLS} FROM {{s}}.runs WHERE run_id = %s"
+                                + (" FOR UPDATE" if lock else ""), (run_id,))
+        return self._run(rows[0]) if rows else None
+
+    async def _journal(self, conn: Conn, run_id: str) -> list[JournalEntry]:
+        rows = await self._rows(conn, f"SELECT {_ENTRY_COLS} FROM {{s}}.journal "
+                                "WHERE run_id = %s ORDER BY position", (run_id,))
+        return [JournalEntry(*r) for r in rows]
+
+    # -- attempts ---------------------------------------------------------------------
+
+    async def attempt_record(self, conn: Conn, attempts: list[AttemptRecord]) -> None:
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {self.s}.attempts (attempt_id, run_id, generation, position, "
+                "name, attempt, worker_id, status, started_at, finished_at, error) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, "
+                "finished_at = excluded.finished_at, error = excluded.error",
+                [(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
+                  a.worker_id, a.status, a.started_at, a.finished_at, a.error)
+                 for a in attempts])
+
+    async def attempt_list(self, conn: Conn, run_id: str) -> list[AttemptRecord]:
+        rows = await self._rows(
+            conn, "SELECT attempt_id, run_id, generation, position, name, attempt, worker_id, "
+            "status, started_at, finished_at, error FROM {s}.attempts WHERE run_id = %s "
+            "ORDER BY generation, position, started_at, attempt", (run_id,))
+        return [AttemptRecord(*r) for r in rows]
+
+    # -- retry, fork, continue as new ---------------------------------------------------
+
+    async def run_retry(self, conn: Conn, run_id: str, version: str | None,
+                        now: float) -> RunRecord:
+        async with conn.transaction():
+            run = await self._get(conn, run_id, lock=True)
+            if run is None:
+                raise RunNotFound(run_id)
+            if run.status not in RETRYABLE:
+                raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
+                                    "or cancelled run can be retried)")
+            plan = retry_plan(run.status, await self._journal(conn, run_id))
+            if plan.delete:
+                await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s "
+                                   "AND position = ANY(%s)", (run_id, plan.delete))
+            if plan.reset:
+                await conn.execute(
+                    f"UPDATE {self.s}.journal SET status = 'pending', attempts = 0, "
+                    "next_attempt_at = NULL, finished_at = NULL, started_at = NULL "
+                    "WHERE run_id = %s AND position = ANY(%s)", (run_id, plan.reset))
+            await conn.execute(
+                f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
+                "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
+                "cancel_requested = false, waiting_for = NULL, wait_signal = NULL, "
+                "wait_child = NULL, version = %s WHERE run_id = %s",
+                (now, now, version, run_id))
+            await self._wake(conn)
+            stored = await self._get(conn, run_id)
+        assert stored is not None
+        return stored
+
+    async def run_fork(self, conn: Conn, source_run_id: str, run: RunRecord,
+                       at: int) -> RunRecord:
+        async with conn.transaction():
+            if await self._get(conn, source_run_id) is None:
+                raise RunNotFound(source_run_id)
+            created = await self._count(
+                conn, "INSERT INTO {s}.runs (run_id, workflow, queue, status, input, "
+                "created_at, updated_at, available_at, version, forked_from, forked_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (run_id) DO NOTHING",
+                (run.run_id, run.workflow, run.queue, run.status, run.input, run.created_at,
+                 run.updated_at, run.available_at, run.version, run.forked_from,
+                 run.forked_at))
+            if not created:
+                raise ConfigError(
+                    f"run id {run.run_id!r} is already used; choose another --id")
+            await conn.execute(
+                f"INSERT INTO {self.s}.journal (run_id, position, kind, name, status, result, "
+                "error, attempts, started_at, finished_at, next_attempt_at, args, "
+                "fencing_token) SELECT %s, position, kind, name, status, result, error, "
+                "attempts, started_at, finished_at, next_attempt_at, args, 0 "
+                f"FROM {self.s}.journal WHERE run_id = %s AND position < %s",
+                (run.run_id, source_run_id, at))
+            await self._wake(conn)
+            stored = await self._get(conn, run.run_id)
+        assert stored is not None
+        return stored
+
+    async def run_continue(self, conn: Conn, lease: Lease, input_text: str,
+                           now: float) -> None:
+        async with conn.transaction():
+            held = await self._rows(
+                conn, "SELECT 1 FROM {s}.runs WHERE run_id = %s AND fencing_token = %s "
+                "AND status = 'running' FOR UPDATE", (lease.run_id, lease.fencing_token))
+            if not held:
+                raise LeaseLost(lease.run_id, lease.fencing_token)
+            await conn.execute(
+                f"INSERT INTO {self.s}.journal_archive (run_id, generation, position, kind, "
+                "name, status, result, error, attempts, started_at, finished_at, "
+                "next_attempt_at, args, input) SELECT j.run_id, r.generation, j.position, "
+                "j.kind, j.name, j.status, j.result, j.error, j.attempts, j.started_at, "
+                "j.finished_at, j.next_attempt_at, j.args, "
+                "CASE WHEN j.position = 0 THEN r.input END "
+                f"FROM {self.s}.journal j JOIN {self.s}.runs r ON r.run_id = j.run_id "
+                "WHERE j.run_id = %s", (lease.run_id,))
+            await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s",
+                               (lease.run_id,))
+            await conn.execute(
+                f"UPDATE {self.s}.runs SET status = 'queued', input = %s, "
+                "generation = generation + 1, owner = NULL, available_at = %s, "
+                "updated_at = %s, waiting_for = NULL, wait_signal = NULL, wait_child = NULL, "
+                "status_info = NULL WHERE run_id = %s",
+                (input_text, now, now, lease.run_id))
+            await self._wake(conn)
+
+    async def journal_archive_read(self, conn: Conn, run_id: str) -> list[ArchivedJournal]:
+        rows = await self._rows(
+            conn, f"SELECT generation, {_ENTRY_COLS}, input FROM {{s}}.journal_archive "
+            "WHERE run_id = %s ORDER BY generation, position", (run_id,))
+        gens: dict[int, tuple[str | None, list[JournalEntry]]] = {}
+        for row in rows:
+            _inp, entries = gens.setdefault(row[0], (None, []))
+            if row[12] is not None:
+                gens[row[0]] = (row[12], entries)
+            entries.append(JournalEntry(*row[1:12]))
+        return [ArchivedJournal(g, i, e) for g, (i, e) in sorted(gens.items())]
+
+    # -- versions -----------------------------------------------------------------------
+
+    async def run_versions(self, conn: Conn) -> list[tuple[str | None, str, int]]:
+        rows = await self._rows(conn, "SELECT version, status, count(*) FROM {s}.runs "
+                                "GROUP BY version, status ORDER BY version, status")
+        return [(v, s, int(n)) for v, s, n in rows]
+
+    async def run_version_candidates(self, conn: Conn, version: str) -> list[tuple[str, str]]:
+        rows = await self._rows(
+            conn, "SELECT run_id, workflow FROM {s}.runs WHERE version = %s "
+            "AND status NOT IN ('completed', 'failed', 'cancelled') ORDER BY run_id",
+            (version,))
+        return [(r, w) for r, w in rows]
+
+    async def run_version_set(self, conn: Conn, run_ids: list[str], from_version: str,
+                              to_version: str, now: float) -> list[str]:
+        async with conn.transaction():
+            rows = await self._rows(
+                conn, "UPDATE {s}.runs SET version = %s, updated_at = %s "
+                "WHERE run_id = ANY(%s) AND version = %s "
+                "AND status NOT IN ('completed', 'failed', 'cancelled', 'running') "
+                "RETURNING run_id", (to_version, now, list(run_ids), from_version))
+            if rows:
+                await self._wake(conn)
+        return sorted(r[0] for r in rows)
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def schedule_upsert(self, conn: Conn, s: ScheduleRecord) -> None:
+        await conn.execute(
+            f"INSERT INTO {self.s}.schedules AS t (name, workflow, queue, cron, timezone, "
+            "input, overlap, catchup, catchup_max, paused, next_tick, version, created_at, "
+            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET workflow = excluded.workflow, "
+            "queue = excluded.queue, input = excluded.input, overlap = excluded.overlap, "
+            "catchup = excluded.catchup, catchup_max = excluded.catchup_max, "
+            "version = excluded.version, updated_at = excluded.updated_at, "
+            "next_tick = CASE WHEN t.cron = excluded.cron AND t.timezone = excluded.timezone "
+            "THEN t.next_tick ELSE excluded.next_tick END, "
+            "cron = excluded.cron, timezone = excluded.timezone",
+            (s.name, s.workflow, s.queue, s.cron, s.timezone, s.input, s.overlap, s.catchup,
+             s.catchup_max, s.next_tick, s.version, s.updated_at, s.updated_at))
+
+    async def schedule_list(self, conn: Conn) -> list[ScheduleRecord]:
+        rows = await self._rows(conn, f"SELECT {_SCHEDULE_COLS} FROM {{s}}.schedules "
+                                "ORDER BY name")
+        return [ScheduleRecord(*r) for r in rows]
+
+    async def schedule_get(self, conn: Conn, name: str) -> ScheduleRecord | None:
+        rows = await self._rows(conn, f"SELECT {_SCHEDULE_COLS} FROM {{s}}.schedules "
+                                "WHERE name = %s", (name,))
+        return ScheduleRecord(*rows[0]) if rows else None
+
+    async def schedule_pause(self, conn: Conn, name: str, paused: bool,
+                             next_tick: float | None, now: float) -> bool:
+        return await self._count(
+            conn, "UPDATE {s}.schedules SET paused = %s, updated_at = %s, "
+            "next_tick = coalesce(%s, next_tick) WHERE name = %s",
+            (paused, now, next_tick, name)) > 0
+
+    async def schedule_delete(self, conn: Conn, name: str) -> bool:
+        return await self._count(conn, "DELETE FROM {s}.schedules WHERE name = %s",
+                                 (name,)) > 0
+
+    async def schedule_advance(self, conn: Conn, name: str, expected: float | None,
+                               next_tick: float | None, last_tick: float | None,
+                               last_run_id: str | None, now: float) -> bool:
+        return await self._count(
+            conn, "UPDATE {s}.schedules SET next_tick = %s, "
+            "last_tick = coalesce(%s, last_tick), last_run_id = coalesce(%s, last_run_id), "
+            "updated_at = %s WHERE name = %s AND next_tick IS NOT DISTINCT FROM %s",
+            (next_tick, last_tick, last_run_id, now, name, expected)) > 0
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def run_purge(self, conn: Conn, finished_before: float, statuses: list[str],
+                        limit: int) -> PurgeReport:
+        report = PurgeReport()
+        async with conn.transaction():
+            rows = await self._rows(
+                conn, "SELECT run_id FROM {s}.runs r WHERE finished_at IS NOT NULL "
+                "AND finished_at < %s AND status = ANY(%s) AND NOT EXISTS ("
+                "SELECT 1 FROM {s}.runs c WHERE c.parent_run_id = r.run_id "
+                "AND c.status NOT IN ('completed', 'failed', 'cancelled')) "
+                "AND NOT EXISTS (SELECT 1 FROM {s}.runs p WHERE p.run_id = r.parent_run_id "
+                "AND p.status NOT IN ('completed', 'failed', 'cancelled')) "
+                "ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (finished_before, list(statuses), limit))
+            ids = [r[0] for r in rows]
+            if not ids:
+                return report
+            for table, attr in (("journal", "journal_entries"),
+                                ("journal_archive", "archived_entries"),
+                                ("attempts", "attempts"), ("signals", "signals")):
+                n = await self._count(conn, f"DELETE FROM {{s}}.{table} "
+                                      "WHERE run_id = ANY(%s)", (ids,))
+                setattr(report, attr, n)
+            report.runs = await self._count(
+                conn, "DELETE FROM {s}.runs WHERE run_id = ANY(%s)", (ids,))
+            report.run_ids = sorted(ids)
+        return report
+
+    async def run_erase(self, conn: Conn, run_id: str, now: float) -> PurgeReport:
+        async with conn.transaction():
+            run = await self._get(conn, run_id, lock=True)
+            if run is None:
+                raise RunNotFound(run_id)
+            if run.status not in (*_ENDED, "blocked"):
+                raise RunStateError(run_id, str(run.status), "erase it before it has ended "
+                                    "(cancel it first)")
+            report = PurgeReport(runs=1, run_ids=[run_id])
+            e = _ERASED
+            await conn.execute(
+                f"UPDATE {self.s}.runs SET input = %s, "
+                "result = CASE WHEN result IS NULL THEN NULL ELSE %s END, "
+                "error = CASE WHEN error IS NULL THEN NULL ELSE %s END, status_info = NULL, "
+                "erased_at = %s, updated_at = %s WHERE run_id = %s",
+                (e, e, e, now, now, run_id))
+            report.payloads = 1
+            for table, attr in (("journal", "journal_entries"),
+                                ("journal_archive", "archived_entries")):
+                n = await self._count(
+                    conn, f"UPDATE {{s}}.{table} SET "
+                    "result = CASE WHEN result IS NULL THEN NULL ELSE %s END, "
+                    "error = CASE WHEN error IS NULL THEN NULL ELSE %s END, "
+                    "args = CASE WHEN args IS NULL THEN NULL ELSE %s END WHERE run_id = %s",
+                    (e, e, e, run_id))
+                setattr(report, attr, n)
+            await conn.execute(f"UPDATE {self.s}.journal_archive SET input = %s "
+                               "WHERE run_id = %s AND input IS NOT NULL", (e, run_id))
+            report.attempts = await self._count(
+                conn, "UPDATE {s}.attempts SET error = %s WHERE run_id = %s "
+                "AND error IS NOT NULL", (e, run_id))
+            report.signals = await self._count(
+                conn, "UPDATE {s}.signals SET payload = %s WHERE run_id = %s "
+                "AND payload IS NOT NULL", (e, run_id))
+            report.payloads += report.journal_entries + report.archived_entries + \
+                report.signals
+        return report

@@ -1,0 +1,77 @@
+"""Workflows the lifecycle tests run in real worker processes.
+
+Each step that really runs appends ``<pid> <what>`` to ``TETHER_TEST_SIDE_FILE``.
+``TETHER_TEST_VERSION`` sets the app's code version; ``TETHER_TEST_SCHEDULE=1``
+declares a schedule ticking every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import tether
+from tether import App
+
+app = App(version=os.environ.get("TETHER_TEST_VERSION") or None)
+
+
+def side(what: str) -> None:
+    with open(os.environ["TETHER_TEST_SIDE_FILE"], "a") as f:
+        f.write(f"{os.getpid()} {what}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@app.step
+async def slow(seconds: float) -> str:
+    side("start slow")
+    await asyncio.sleep(seconds)
+    side("end slow")
+    return "slow done"
+
+
+@app.step
+async def quick() -> str:
+    side("quick")
+    return "quick done"
+
+
+@app.workflow
+async def deploy(seconds: float) -> list[str]:
+    return [await slow(seconds), await quick()]
+
+
+@app.step
+def hang() -> None:
+    side("hang")
+    time.sleep(600)
+
+
+@app.workflow
+async def hung() -> None:
+    await hang()
+
+
+@app.step
+async def mark(what: str) -> str:
+    side(f"{app.version} {tether.run_id()} {what}")
+    return what
+
+
+@app.workflow
+async def versioned() -> str:
+    await mark("first")
+    await tether.wait_for_signal("go")
+    return await mark("second")
+
+
+@app.workflow
+async def tick() -> str:
+    return await mark("tick")
+
+
+if os.environ.get("TETHER_TEST_SCHEDULE") == "1":
+    app.schedule(tick, cron="* * * * * *", name="every-second", catchup="all",
+                 catchup_max=30, overlap="allow")

@@ -1,0 +1,99 @@
+"""The lifecycle commands as a user runs them: real subprocesses against a real store.
+Bad input gets a one-line error and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.engine.helpers import status_is, wait_for
+from tests.life.procs import ROOT
+from tether import App, RetryPolicy
+
+
+def cli(*args: str, db: str | None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TETHER_DATABASE_URL", None)
+    argv = [sys.executable, "-m", "tether", *args] + (["--db", db] if db else [])
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0, proc
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_version_flag() -> None:
+    out = cli("--version", db=None)
+    assert out.returncode == 0 and out.stdout.startswith("tether ")
+
+
+async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> None:
+    app = App(store_url)
+    state = {"broken": True}
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def work(x: int) -> int:
+        if state["broken"]:
+            raise RuntimeError("boom")
+        return x * 2
+
+    @app.workflow
+    async def job(x: int) -> int:
+        return await work(x)
+
+    async with app, app.worker():
+        h = await app.start(job, 4, run_id="j-1")
+        with pytest.raises(Exception, match="boom"):
+            await h.result(timeout=20)
+        state["broken"] = False
+        out = cli("retry", "j-1", db=store_url)
+        assert out.returncode == 0 and "queued" in out.stdout, out.stderr
+        # (a fresh handle: App's result reader may still hold the run's first ending)
+        await wait_for(lambda: status_is(app, "j-1", "completed"), timeout=30,
+                       what="retried run completed")
+        assert await app.handle("j-1").result(timeout=20) == 8
+        show = cli("show", "j-1", db=store_url)
+        assert "attempts:" in show.stdout and "boom" in show.stdout
+        out = cli("fork", "j-1", "--at", "0", "--input", "[5]", "--id", "j-2", db=store_url)
+        assert out.returncode == 0 and out.stdout.strip() == "j-2", out.stderr
+        assert await app.handle("j-2").result(timeout=20) == 10
+        show = cli("show", "j-2", "--json", db=store_url)
+        data = json.loads(show.stdout)
+        assert (data["forked_from"], data["forked_at"]) == ("j-1", 0)
+        assert "forked from run j-1 at position 0" in cli("show", "j-2", db=store_url).stdout
+
+    # bad input: one line, nothing changed
+    one_line_error(cli("retry", "j-1", db=store_url), "completed")
+    one_line_error(cli("retry", "nope", db=store_url), "nope")
+    one_line_error(cli("fork", "j-1", "--at", "-1", db=store_url), "--at")
+    one_line_error(cli("fork", "j-1", "--at", "7", db=store_url), "past its end")
+    one_line_error(cli("fork", "j-1", "--at", "0", "--input", "{x", db=store_url), "JSON")
+    one_line_error(cli("fork", "j-1", "--at", "0", "--id", "j-2", db=store_url),
+                   "already used")
+    one_line_error(cli("purge", "--older-than", "soon", db=store_url), "--older-than")
+    one_line_error(cli("purge", "--older-than", "1d", "--status", "running",
+                       db=store_url), "ended runs only")
+    one_line_error(cli("erase", "nope", db=store_url), "nope")
+    one_line_error(cli("migrate-runs", "--from", "a", "--to", "b", db=store_url), "--app")
+
+    out = cli("erase", "j-2", "--json", db=store_url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["journal_entries"] == 1
+    out = cli("purge", "--older-than", "0s", "--json", db=store_url)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert sorted(report["run_ids"]) == ["j-1", "j-2"] and report["runs"] == 2
+    assert json.loads(cli("runs", "--json", db=store_url).stdout) == []
+    out = cli("versions", db=store_url)
+    assert out.returncode == 0 and "no runs" in out.stdout

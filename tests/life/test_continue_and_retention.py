@@ -1,0 +1,192 @@
+"""continue_as_new keeps one run id with bounded journals and carries pending signals;
+purge and erase report what they deleted and leave the store consistent."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App
+
+
+async def test_continue_as_new_keeps_the_run_and_its_signals(store_url: str) -> None:
+    """A session that takes messages as signals continues as new every two messages:
+    the journal stays short, every generation shows in the history, no signal is lost."""
+    app = App(store_url)
+
+    @app.step
+    async def remember(note: str) -> str:
+        return note.upper()
+
+    @app.workflow
+    async def session(seen: list[str]) -> list[str]:
+        for _ in range(2):
+            msg = await tether.wait_for_signal("message")
+            if msg == "bye":
+                return seen
+            seen = [*seen, await remember(msg)]
+        tether.continue_as_new(seen)
+
+    async with app, app.worker():
+        h = await app.start(session, [], run_id="s-1")
+        for word in ("a", "b", "c", "d", "e"):
+            await app.signal("s-1", "message", word)
+        await app.signal("s-1", "message", "bye")  # all sent before most are taken
+        assert await h.result(timeout=30) == ["A", "B", "C", "D", "E"]
+        info = await app.get_run("s-1")
+    assert info.generation == 2
+    assert [g["generation"] for g in info.history] == [0, 1]
+    assert info.history[1]["input"] == [["A", "B"]]
+    assert all(len(g["journal"]) == 4 for g in info.history)
+    assert len(info.journal) <= 4
+    keys = {a["generation"] for a in info.attempts}
+    assert keys == {0, 1, 2}
+
+
+async def test_continue_as_new_outside_a_workflow_is_an_error() -> None:
+    with pytest.raises(tether.OutsideRun, match="continue_as_new"):
+        tether.continue_as_new(1)
+
+
+async def test_purge_and_erase_leave_the_store_consistent(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.step
+    async def secret(x: str) -> str:
+        return f"secret-{x}"
+
+    @app.workflow
+    async def wf(x: str) -> str:
+        return await secret(x)
+
+    @app.workflow
+    async def waits() -> str:
+        return str(await tether.wait_for_signal("go"))
+
+    async with app, app.worker():
+        for i in range(3):
+            await (await app.start(wf, f"p{i}", run_id=f"old-{i}")).result(timeout=20)
+        keep = await app.start(wf, "k", run_id="keep")
+        await keep.result(timeout=20)
+        pending = await app.start(waits, run_id="pending")
+        await app.signal("pending", "go", "payload-x")
+        await pending.result(timeout=20)
+        live = await app.start(waits, run_id="live")
+        await wait_for(lambda: status_is(app, "live", "waiting"), what="live waiting")
+
+        # Erase one run's payloads: the timeline keeps its shape.
+        before = await app.get_run("pending")
+        report = await app.store.run_erase(run_id="pending", now=app.clock.now())
+        assert report.runs == 1 and report.signals == 1 and report.journal_entries == 1
+        after = await app.get_run("pending")
+        assert after.input == {"erased": True} and after.result == {"erased": True}
+        assert [(e["kind"], e["name"], e["status"]) for e in after.journal] == [
+            (e["kind"], e["name"], e["status"]) for e in before.journal]
+        assert after.erased_at is not None
+        with pytest.raises(tether.RunStateError, match="cancel it first"):
+            await app.store.run_erase(run_id="live", now=app.clock.now())
+
+        # Purge: the three old ones (made old by the cutoff), not the others.
+        cutoff = (await app.get_run("old-2")).finished_at
+        assert cutoff is not None
+        report = await app.store.run_purge(finished_before=cutoff + 1e-6,
+                                           statuses=["completed"])
+        assert sorted(report.run_ids) == ["old-0", "old-1", "old-2"]
+        assert report.runs == 3 and report.journal_entries == 3 and report.attempts == 3
+        for rid in ("old-0", "old-1", "old-2"):
+            with pytest.raises(tether.RunNotFound):
+                await app.get_run(rid)
+        for rid in ("keep", "pending", "live"):
+            await app.get_run(rid)  # every remaining run still shows
+        await app.signal("live", "go", 1)
+        assert await live.result(timeout=20) == "1"
+    await check_integrity(store_url)
+
+
+async def check_integrity(url: str) -> None:
+    """The backend's own consistency check, and no row left without its run."""
+    if url.startswith("sqlite"):
+        import apsw
+
+        conn = apsw.Connection(url.removeprefix("sqlite:///"))
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        for table in ("tether_journal", "tether_attempts", "tether_signals",
+                      "tether_journal_archive"):
+            orphans = conn.execute(f"SELECT count(*) FROM {table} t WHERE NOT EXISTS "
+                                   "(SELECT 1 FROM tether_runs r WHERE r.run_id = t.run_id)"
+                                   ).fetchall()
+            assert orphans == [(0,)], table
+        conn.close()
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for table in ("journal", "attempts", "signals", "journal_archive"):
+            cur = await conn.execute(f"SELECT count(*) FROM tether.{table} t WHERE NOT EXISTS "
+                                     "(SELECT 1 FROM tether.runs r WHERE r.run_id = t.run_id)")
+            assert await cur.fetchone() == (0,), table
+        cur = await conn.execute("SELECT count(*) FROM tether.runs")
+        assert await cur.fetchone() == (3,)
+
+
+async def test_retention_policy_purges_in_the_background(store_url: str) -> None:
+    app = App(store_url, retention=tether.Retention(older_than=0.0, every=0.1))
+
+    @app.workflow
+    async def quick() -> int:
+        return 1
+
+    async with app, app.worker():
+        h = await app.start(quick, run_id="short-lived")
+        assert await h.result(timeout=20) == 1
+
+        async def gone() -> bool:
+            try:
+                await app.get_run("short-lived")
+            except tether.RunNotFound:
+                return True
+            return False
+
+        await wait_for(gone, timeout=10, what="purged by the retention policy")
+
+
+def test_retention_and_durations_are_validated() -> None:
+    from tether._lifecycle import parse_duration
+
+    assert parse_duration("30d") == 30 * 86400
+    assert parse_duration(dt.timedelta(minutes=2)) == 120
+    for bad in ("soon", "-1s", -5, True):
+        with pytest.raises(tether.ConfigError):
+            parse_duration(bad)
+    with pytest.raises(tether.ConfigError):
+        App("sqlite:///x.db", retention="eventually")
+
+
+async def test_purge_keeps_a_child_its_waiting_parent_may_still_read(store_url: str) -> None:
+    app = App(store_url)
+
+    @app.workflow
+    async def child() -> int:
+        return 7
+
+    @app.workflow
+    async def parent() -> int:
+        handle = await tether.start_child(child)
+        await tether.wait_for_signal("then")  # the child ends meanwhile
+        return await handle.result()
+
+    async with app, app.worker():
+        h = await app.start(parent, run_id="p")
+        await wait_for(lambda: status_is(app, "p.0", "completed"), what="child done")
+        report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                           statuses=["completed"])
+        assert report.runs == 0
+        await app.signal("p", "then")
+        assert await h.result(timeout=20) == 7
+        report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                           statuses=["completed"])
+        assert sorted(report.run_ids) == ["p", "p.0"]

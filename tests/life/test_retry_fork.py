@@ -1,0 +1,265 @@
+"""Retry and fork on both stores: a failed run continues after a fix without re-running
+what succeeded; a fork copies a journal up to a position and runs on from there."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App, RetryPolicy
+
+ONCE = RetryPolicy(max_attempts=1)
+
+
+def make_app(url: str, calls: dict[str, int], broken: dict[str, bool]) -> App:
+    app = App(url)
+
+    @app.step
+    async def fetch(x: int) -> int:
+        calls["fetch"] = calls.get("fetch", 0) + 1
+        return x + 1
+
+    @app.step(retry=ONCE)
+    async def charge(x: int) -> int:
+        calls["charge"] = calls.get("charge", 0) + 1
+        if broken["charge"]:
+            raise ValueError("bad charge code")
+        return x * 10
+
+    @app.workflow
+    async def order(x: int) -> int:
+        a = await fetch(x)
+        return await charge(a)
+
+    return app
+
+
+async def test_retry_after_fix_keeps_successful_steps(store_url: str) -> None:
+    """A step fails permanently, the code is fixed, retry completes the run; the step
+    before it did not run again; the earlier failure stays visible in the attempts."""
+    calls: dict[str, int] = {}
+    broken = {"charge": True}
+    app = make_app(store_url, calls, broken)
+    async with app, app.worker():
+        h = await app.start("order", 1, run_id="o-1")
+        with pytest.raises(tether.RunFailed):
+            await h.result(timeout=20)
+        assert calls == {"fetch": 1, "charge": 1}
+        broken["charge"] = False  # the fix is deployed
+        assert await app.retry("o-1") == tether.RunStatus.QUEUED
+        assert await h.result(timeout=20) == 20
+        assert calls == {"fetch": 1, "charge": 2}
+        info = await app.get_run("o-1")
+        charge_attempts = [a for a in info.attempts if a["name"] == "charge"]
+        assert [a["status"] for a in charge_attempts] == ["error", "ok"]
+        assert charge_attempts[0]["error"]["message"] == "bad charge code"
+        assert all(a["worker_id"] for a in info.attempts)
+        step = next(e for e in info.journal if e["name"] == "charge")
+        assert (step["status"], step["attempts"]) == ("ok", 1)  # a fresh attempt count
+
+
+async def test_retry_refuses_a_run_that_has_not_failed(store_url: str) -> None:
+    calls: dict[str, int] = {}
+    app = make_app(store_url, calls, {"charge": False})
+    async with app, app.worker():
+        h = await app.start("order", 2, run_id="o-2")
+        assert await h.result(timeout=20) == 30
+        with pytest.raises(tether.RunStateError, match="completed"):
+            await app.retry("o-2")
+        with pytest.raises(tether.RunNotFound):
+            await app.retry("nope")
+
+
+async def test_retry_of_a_cancelled_run_forgets_the_cancel(store_url: str) -> None:
+    app = App(store_url)
+    ran: list[str] = []
+
+    @app.step
+    async def one() -> str:
+        ran.append("one")
+        return "1"
+
+    @app.workflow
+    async def waiter() -> str:
+        await one()
+        got = await tether.wait_for_signal("go")
+        return f"got {got}"
+
+    async with app, app.worker():
+        h = await app.start(waiter, run_id="w-1")
+        await wait_for(lambda: status_is(app, "w-1", "waiting"), what="waiting")
+        await app.cancel("w-1")
+        await wait_for(lambda: status_is(app, "w-1", "cancelled"), what="cancelled")
+        await app.retry("w-1")
+        await wait_for(lambda: status_is(app, "w-1", "waiting"), what="waiting again")
+        await app.signal("w-1", "go", 7)
+        assert await h.result(timeout=20) == "got 7"
+        assert ran == ["one"]
+
+
+async def test_fork_copies_the_journal_before_the_position(store_url: str) -> None:
+    calls: dict[str, int] = {}
+    app = make_app(store_url, calls, {"charge": False})
+    async with app, app.worker():
+        h = await app.start("order", 1, run_id="src")
+        assert await h.result(timeout=20) == 20
+        forked = await app.fork("src", at=1, new_run_id="child")
+        assert await forked.result(timeout=20) == 20
+        assert calls == {"fetch": 1, "charge": 2}  # fetch came from the copied journal
+        again = await app.fork("src", at=0, input=[5])
+        assert await again.result(timeout=20) == 60
+        assert calls == {"fetch": 2, "charge": 3}
+        info = await app.get_run("child")
+        assert (info.forked_from, info.forked_at) == ("src", 1)
+        with pytest.raises(tether.ConfigError, match="already used"):
+            await app.fork("src", at=1, new_run_id="child")
+        with pytest.raises(tether.ConfigError, match="past its end"):
+            await app.fork("src", at=9)
+        with pytest.raises(tether.RunNotFound):
+            await app.fork("nope", at=0)
+
+
+async def test_worker_claims_only_its_own_workflows(store_url: str) -> None:
+    """Two apps share a queue: each worker takes only runs of workflows it has; a run of
+    a workflow nobody registered waits, and starts when such a worker comes."""
+    a, b = App(store_url), App(store_url)
+
+    @a.workflow
+    async def alpha() -> str:
+        return "a"
+
+    @b.workflow
+    async def beta() -> str:
+        return "b"
+
+    async with a, b:
+        h = await a.start("beta", run_id="early")  # b's worker is not up yet
+        async with a.worker():
+            ha = await a.start(alpha)
+            assert await ha.result(timeout=20) == "a"
+            await asyncio.sleep(0.3)
+            assert (await a.get_run("early")).status == tether.RunStatus.QUEUED
+            run = await a.store.run_get("early")
+            assert run is not None and run.fencing_token == 0  # never claimed by a
+            async with b.worker():
+                assert await h.result(timeout=20) == "b"
+
+
+async def test_step_timeout_fails_the_attempt_and_retries(store_url: str) -> None:
+    app = App(store_url)
+    attempts: list[int] = []
+
+    @app.step(timeout=0.2, retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+    async def slow() -> str:
+        attempts.append(tether.step_attempt())
+        if len(attempts) < 3:
+            await asyncio.sleep(30)
+        return "done"
+
+    @app.workflow
+    async def wf() -> str:
+        return await slow()
+
+    async with app, app.worker():
+        h = await app.start(wf)
+        assert await h.result(timeout=20) == "done"
+        info = await app.get_run(h.run_id)
+        assert [a["status"] for a in info.attempts] == ["error", "error", "ok"]
+        assert info.attempts[0]["error"]["type"].endswith("StepTimeout")
+    with pytest.raises(tether.ConfigError):
+        app.step(timeout=0)(lambda: None)
+
+
+async def test_cancel_interrupts_a_running_async_step(store_url: str) -> None:
+    app = App(store_url)
+    started = asyncio.Event()
+
+    @app.step
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await forever()
+        except tether.Cancelled:
+            return "cleaned up"
+        return "not reached"
+
+    async with app, app.worker():
+        h = await app.start(wf)
+        await asyncio.wait_for(started.wait(), 20)
+        await app.cancel(h.run_id)
+        await wait_for(lambda: status_is(app, h.run_id, "cancelled"), timeout=5,
+                       what="cancelled at once")
+        info = await app.get_run(h.run_id)
+        assert [a["status"] for a in info.attempts] == ["cancelled"]
+        assert [e["kind"] for e in info.journal] == ["cancel"]
+
+
+async def test_a_thread_step_timeout_fails_the_attempt(sqlite_url: str) -> None:
+    """A plain def step cannot be stopped, but its attempt fails at the timeout."""
+    import threading
+    import time
+
+    app = App(sqlite_url)
+    release = threading.Event()
+
+    @app.step(timeout=0.2, retry=ONCE)
+    def stuck() -> str:
+        release.wait(30)
+        return "late"
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            return await stuck()
+        except tether.StepTimeout as exc:  # the recorded error keeps its class
+            return f"timed out: {isinstance(exc, tether.StepError)}"
+
+    async with app, app.worker():
+        t0 = time.monotonic()
+        h = await app.start(wf)
+        assert await h.result(timeout=20) == "timed out: True"
+        release.set()
+        assert time.monotonic() - t0 < 15
+
+
+async def test_clean_up_after_a_cancel_is_not_interrupted(store_url: str) -> None:
+    """Once the cancel is delivered, the workflow's clean-up step runs to its end even
+    though heartbeats keep reporting the cancel request."""
+    app = App(store_url)
+    started = asyncio.Event()
+
+    @app.step
+    async def work() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    @app.step
+    async def clean_up() -> str:
+        await asyncio.sleep(1.5)  # several heartbeats of a 1 s lease
+        return "cleaned"
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await work()
+        except tether.Cancelled:
+            return await clean_up()
+        return "not reached"
+
+    async with app, app.worker(lease_seconds=1.0):
+        h = await app.start(wf)
+        await asyncio.wait_for(started.wait(), 20)
+        await app.cancel(h.run_id)
+        await wait_for(lambda: status_is(app, h.run_id, "cancelled"), timeout=20,
+                       what="cancelled after clean-up")
+        info = await app.get_run(h.run_id)
+    assert [(e["kind"], e["status"]) for e in info.journal] == [("cancel", "ok"),
+                                                                ("step", "ok")]
+    assert [a["status"] for a in info.attempts] == ["cancelled", "ok"]

@@ -1,0 +1,116 @@
+"""Code versions in one process: claims by version, and the compatibility check that
+migrate-runs relies on (a dry replay that executes nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import tether
+from tests.engine.helpers import status_is, wait_for
+from tether import App
+from tether._lifecycle import check_compatible
+
+
+def code(url: str, version: str, second: str = "b", third: bool = False,
+         ran: list[str] | None = None) -> App:
+    app = App(url, version=version)
+    log = ran if ran is not None else []
+
+    @app.step(name="a")
+    async def a() -> str:
+        log.append(f"{version}:a")
+        return "a"
+
+    @app.step(name=second)
+    async def b() -> str:
+        log.append(f"{version}:{second}")
+        return second
+
+    @app.workflow
+    async def flow() -> str:
+        await a()
+        await tether.wait_for_signal("go")
+        out = await b()
+        if third:
+            out += await a()
+        return out
+
+    return app
+
+
+async def test_workers_claim_their_own_version(store_url: str) -> None:
+    ran: list[str] = []
+    v1, v2 = code(store_url, "v1", ran=ran), code(store_url, "v2", ran=ran)
+    plain = App(store_url)
+
+    @plain.workflow
+    async def flow() -> str:  # the same name, no version: claims only runs without one
+        return "plain"
+
+    async with v1, v2, plain:
+        h1 = await v1.start("flow", run_id="one")
+        h2 = await v2.start("flow", run_id="two")
+        async with v2.worker(), plain.worker():
+            await wait_for(lambda: status_is(v2, "two", "waiting"), what="v2 run waiting")
+            await asyncio.sleep(0.3)
+            assert (await v1.get_run("one")).status == tether.RunStatus.QUEUED
+            await v2.signal("two", "go")
+            assert await h2.result(timeout=20) == "b"
+        async with plain.worker():  # runs without a version: any worker with the code
+            h3 = await plain.start("flow", run_id="three")
+            assert await h3.result(timeout=20) == "plain"
+            assert (await v1.get_run("one")).status == tether.RunStatus.QUEUED
+        async with v1.worker():
+            await wait_for(lambda: status_is(v1, "one", "waiting"), what="v1 run waiting")
+            await v1.signal("one", "go")
+            assert await h1.result(timeout=20) == "b"
+        assert (await v1.get_run("one")).version == "v1"
+        assert ran == ["v2:a", "v2:b", "v1:a", "v1:b"]
+        assert sorted(await v1.store.run_versions(), key=str) == sorted(
+            [(None, "completed", 1), ("v1", "completed", 1), ("v2", "completed", 1)], key=str)
+
+
+async def test_compatibility_check_replays_without_executing(store_url: str) -> None:
+    ran: list[str] = []
+    v1 = code(store_url, "v1", ran=ran)
+    async with v1, v1.worker():
+        await v1.start("flow", run_id="w")
+        await wait_for(lambda: status_is(v1, "w", "waiting"), what="waiting")
+        h = await v1.start("flow", run_id="done")
+        await wait_for(lambda: status_is(v1, "done", "waiting"), what="waiting")
+        await v1.signal("done", "go")
+        await h.result(timeout=20)
+    assert ran == ["v1:a", "v1:a", "v1:b"]
+    same = code(store_url, "v2", ran=ran)
+    renamed_first = App(store_url, version="v2")
+
+    @renamed_first.step(name="z")
+    async def z() -> str:
+        ran.append("z")
+        return "z"
+
+    @renamed_first.workflow
+    async def flow() -> str:
+        await z()
+        return "z"
+
+    shorter = code(store_url, "v2", ran=ran, third=False)
+    longer = code(store_url, "v2", ran=ran, third=True)
+    async with same, renamed_first, shorter, longer:
+        assert await check_compatible(same, "w") is None
+        reason = await check_compatible(renamed_first, "w")
+        assert reason is not None and "position 0" in reason
+        assert await check_compatible(longer, "w") is None  # new operations come later
+        assert await check_compatible(shorter, "done") is None
+        removed = await check_compatible(renamed_first, "done")
+        assert removed is not None
+        assert await check_compatible(same, "nope") == "no such run"
+    assert ran == ["v1:a", "v1:a", "v1:b"]  # nothing executed by the checks
+
+
+def test_a_version_must_be_text() -> None:
+    for bad in ("", "  ", 3):
+        with pytest.raises(tether.ConfigError):
+            App("sqlite:///x.db", version=bad)  # type: ignore[arg-type]

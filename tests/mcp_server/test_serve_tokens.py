@@ -1,0 +1,66 @@
+"""`tether serve`'s app serves MCP at /mcp behind the same tokens as its API."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx2
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.mcp_server import apps
+from tests.mcp_server.host import poll
+from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
+from tether.serve import Tokens, create_app
+
+ADMIN = "admin-token-0123456789"
+
+
+@asynccontextmanager
+async def serving(store_url: str) -> AsyncIterator[str]:
+    app = apps.build(store_url)
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin"}))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        runner = apps.build(store_url)
+        async with runner, runner.worker():
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@asynccontextmanager
+async def client(url: str, token: str | None) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers) as http, Client(
+            streamable_http_client(url, http_client=http),
+            extensions=[TasksClientExtension()]) as connected:
+        yield connected
+
+
+async def test_mcp_needs_a_token(store_url: str) -> None:
+    async with serving(store_url) as url:
+        async with httpx2.AsyncClient() as http:
+            denied = await http.post(url, json={"jsonrpc": "2.0", "id": 1,
+                                                "method": "tools/list", "params": {}})
+        assert denied.status_code == 401
+        async with client(url, ADMIN) as admin:
+            created = await admin.session.call_tool("slow_sum", {"numbers": [7, 8]},
+                                                    allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            done = await poll(admin, created.task_id, {"completed", "failed"})
+    assert done.result is not None
+    assert done.result["content"][0]["text"] == "15"
