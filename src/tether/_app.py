@@ -654,7 +654,8 @@ class App:
         failure stays in the run's attempts (``tether show``).
 
         Raises:
-            RunNotFound, TetherError (the run is in another state)
+            RunNotFound: no run has this id.
+            RunStateError: the run is in another state.
         """
         store = await self._open()
         run = await store.run_retry(run_id=run_id, version=self.version,
@@ -671,7 +672,9 @@ class App:
         {...}}``). Returns its handle; ``get_run`` shows where it came from.
 
         Raises:
-            RunNotFound, ConfigError (bad position, id in use), NotSerializable
+            RunNotFound: no run has this id.
+            ConfigError: a bad position, or the new id is in use.
+            NotSerializable: the new input is not JSON.
         """
         store = await self._open()
         source = await store.run_get(run_id)

@@ -327,7 +327,8 @@ class MCPServer:
         """``tasks/update``: answer the task's outstanding input requests.
 
         Raises:
-            MCPUnavailable, mcp.MCPError
+            MCPUnavailable: the server cannot be reached or the session broke.
+            mcp.MCPError: the server answered with a protocol error.
         """
         from tether.mcp_tasks import UpdateTaskParams, UpdateTaskRequest
 
@@ -339,7 +340,8 @@ class MCPServer:
         """``tasks/cancel``.
 
         Raises:
-            MCPUnavailable, mcp.MCPError
+            MCPUnavailable: the server cannot be reached or the session broke.
+            mcp.MCPError: the server answered with a protocol error.
         """
         from tether.mcp_tasks import CancelTaskParams, CancelTaskRequest
 

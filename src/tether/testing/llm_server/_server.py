@@ -60,7 +60,8 @@ class ScriptedLLMServer:
         script: the steps (see the module docstring).
         responder: answers every request once the script is exhausted.
         outage: an outage window (``Outage`` or its dict form).
-        host, port: where to listen (port 0: a free port).
+        host: the address to listen on.
+        port: the port to listen on (0: a free port).
         models: what ``GET /v1/models`` lists.
         api_key: if set, requests without this key get 401.
         strict: check requests as the real APIs do (400 when wrong).
