@@ -118,7 +118,6 @@ async def test_start_run_is_created_then_idempotent(api: Api) -> None:
     (json.dumps({"workflow": "greet", "colour": "red"}).encode(), 400, "bad_request"),
     (json.dumps({"workflow": "greet", "run_id": 7}).encode(), 400, "bad_request"),
     (json.dumps({"workflow": "greet", "run_id": "a\nb"}).encode(), 400, "bad_request"),
-    (json.dumps({"workflow": "nope"}).encode(), 404, "workflow_not_found"),
 ])
 async def test_start_run_rejects_bad_input(api: Api, body: bytes, status: int,
                                            code: str) -> None:
@@ -129,6 +128,17 @@ async def test_start_run_rejects_bad_input(api: Api, body: bytes, status: int,
     assert r.status_code == status, r.text
     assert error_of(r) == code
     assert await api.snapshot() == before
+
+
+async def test_start_of_an_unregistered_workflow_is_queued_with_a_warning(api: Api) -> None:
+    """A name no worker has registered is queued (201) and the answer warns about it."""
+    r = await api.http.post("/api/v1/runs", json={"workflow": "nope", "run_id": "n1"})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert doc["status"] == "queued" and doc["workflow"] == "nope"
+    assert "no worker has registered workflow 'nope'" in doc["warnings"][0]
+    again = await api.http.post("/api/v1/runs", json={"workflow": "nope", "run_id": "n1"})
+    assert again.status_code == 200 and "warnings" not in again.json()
 
 
 async def test_start_run_conflicting_id_and_wrong_media_type(api: Api) -> None:

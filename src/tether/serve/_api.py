@@ -145,6 +145,9 @@ async def start_run(request: Request) -> Response:
     queue = _name(body.get("queue"), "queue", required=False)
     app = tether_app(request)
     existed = run_id is not None and await app.store.run_get(run_id) is not None
+    # A name no worker has registered yet is queued, not refused (scripts start runs
+    # before workers are up); the answer says so, as `tether start` does.
+    known = workflow in app.workflows() or workflow in await app.store.workflow_list()
     try:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
     except WorkflowNotFound as exc:
@@ -155,7 +158,12 @@ async def start_run(request: Request) -> Response:
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
         raise _payload_error(exc) from None
-    return json_response(await _document(app, handle.run_id), 200 if existed else 201)
+    doc = await _document(app, handle.run_id)
+    if not known and not existed:
+        doc["warnings"] = [f"no worker has registered workflow {workflow!r} in this store "
+                           f"yet; the run waits on queue {doc.get('queue', queue)!r} until "
+                           "one does"]
+    return json_response(doc, 200 if existed else 201)
 
 
 def _query_name(request: Request, key: str) -> str | None:
