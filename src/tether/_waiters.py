@@ -148,33 +148,33 @@ class ResultWaiters:
                     await self._read(ids[i:i + MAX_READ], settled_only)
 
     async def _read(self, ids: list[str], settled_only: bool) -> None:
+        # Only the futures registered before the read began may take its answer: one
+        # registered while it is in flight (say, right after `app.retry`) must not get a
+        # state older than its own call. Its id is due again, so the next read serves it.
+        asked = {run_id: (list(w.readers), list(w.settled))
+                 for run_id in ids if (w := self._runs.get(run_id)) is not None}
         try:
             runs = await self._read_many(ids, settled_only)
         except Exception as exc:  # the callers of these ids see the store's error
-            for run_id in ids:
-                waiting = self._runs.get(run_id)
-                if waiting is not None:
-                    for fut in (*waiting.readers, *waiting.settled):
-                        if not fut.done():
-                            fut.set_exception(exc)
+            for readers, settled in asked.values():
+                for fut in (*readers, *settled):
+                    if not fut.done():
+                        fut.set_exception(exc)
             return
         found = {run.run_id: run for run in runs}
-        for run_id in ids:
-            waiting = self._runs.get(run_id)
-            if waiting is None:
-                continue
+        for run_id, (readers, settled) in asked.items():
             run = found.get(run_id)
             if run is None:
                 if settled_only:
                     continue  # not settled yet (or gone: the next full read says so)
-                for fut in (*waiting.readers, *waiting.settled):
+                for fut in (*readers, *settled):
                     if not fut.done():
                         fut.set_exception(RunNotFound(run_id))
                 continue
-            for fut in waiting.readers:
+            for fut in readers:
                 if not fut.done():
                     fut.set_result(run)
             if run.status.is_settled:
-                for fut in waiting.settled:
+                for fut in settled:
                     if not fut.done():
                         fut.set_result(run)

@@ -1,0 +1,55 @@
+"""The coalescing result reader: a caller never gets a state older than its own call."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tether._types import RunRecord, RunStatus
+from tether._waiters import ResultWaiters
+
+
+def record(status: RunStatus) -> RunRecord:
+    return RunRecord(run_id="r", workflow="wf", queue="default", status=status, input="[]",
+                     created_at=0.0, updated_at=0.0)
+
+
+async def test_a_read_registered_during_an_in_flight_read_gets_a_fresh_state() -> None:
+    """A read that began before `app.retry` committed (status failed) does not answer a
+    caller who asked after it (status queued): that caller waits for the next read."""
+    gate = asyncio.Event()
+    states = [RunStatus.FAILED, RunStatus.QUEUED]
+    calls: list[list[str]] = []
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        status = states[min(len(calls) - 1, 1)]
+        if len(calls) == 1:
+            await gate.wait()  # the first read is in flight while the run is retried
+        return [record(status)]
+
+    waiters = ResultWaiters(read_many)
+    first = asyncio.create_task(waiters.read("r"))
+    while not calls:
+        await asyncio.sleep(0)
+    second = asyncio.create_task(waiters.read("r"))  # asked after the retry
+    await asyncio.sleep(0)
+    gate.set()
+    assert (await first).status is RunStatus.FAILED
+    assert (await second).status is RunStatus.QUEUED
+    assert len(calls) == 2
+    waiters.close()
+
+
+async def test_concurrent_readers_share_one_read() -> None:
+    """Readers registered together are answered by one store read."""
+    calls: list[list[str]] = []
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        return [record(RunStatus.COMPLETED)]
+
+    waiters = ResultWaiters(read_many)
+    got = await asyncio.gather(*(waiters.read("r") for _ in range(10)))
+    assert all(r.status is RunStatus.COMPLETED for r in got)
+    assert len(calls) == 1
+    waiters.close()
