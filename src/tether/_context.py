@@ -6,23 +6,35 @@ import datetime as dt
 import uuid as _uuid
 
 from tether._operations import now_value, patch_marker, random_value, uuid_value
-from tether._replay import current_run, current_step
+from tether._replay import RunContext, current_run, current_step
 from tether.errors import OutsideRun
 
 
+def _workflow_run() -> RunContext | None:
+    """The run whose *workflow code* is calling, or None: inside a step (whose outcome is
+    journaled as a whole, and which may run several attempts) values are not journaled,
+    or each attempt would take a position of the workflow and get the first one's value."""
+    return None if current_step.get() is not None else current_run.get()
+
+
 def now() -> dt.datetime:
-    """The current time (UTC). In a workflow it is journaled: replay returns the same."""
-    return now_value(current_run.get())
+    """The current time (UTC). In a workflow it is journaled: replay returns the same.
+    In a step it is the run's clock, read afresh on every attempt."""
+    if current_step.get() is not None and (ctx := current_run.get()) is not None:
+        return dt.datetime.fromtimestamp(ctx.clock.now(), dt.UTC)
+    return now_value(_workflow_run())
 
 
 def random() -> float:
-    """A random float in [0, 1). In a workflow it is journaled: replay returns the same."""
-    return random_value(current_run.get())
+    """A random float in [0, 1). In a workflow it is journaled: replay returns the same;
+    in a step it is fresh on every attempt."""
+    return random_value(_workflow_run())
 
 
 def uuid() -> _uuid.UUID:
-    """A random UUID. In a workflow it is journaled: replay returns the same."""
-    return uuid_value(current_run.get())
+    """A random UUID. In a workflow it is journaled: replay returns the same; in a step
+    it is fresh on every attempt (use ``tether.step_key()`` for a stable key)."""
+    return uuid_value(_workflow_run())
 
 
 def run_id() -> str:
