@@ -230,6 +230,26 @@ def _tools_and_choice(tools: Sequence[Any] | None,
     return specs, tool_choice
 
 
+def openai_endpoint(*, base_url: str | None, api_key: str | None,
+                    extra_headers: Mapping[str, str] | None, require_api_key: bool,
+                    provider: str) -> tuple[str, dict[str, str]]:
+    """The base URL and headers of an OpenAI-style endpoint (Chat Completions and
+    Responses alike): arguments first, then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
+
+    Raises:
+        ConfigError: no API key where one is needed (any non-loopback URL).
+    """
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key and require_api_key and not _is_loopback(url):
+        raise ConfigError(
+            f"{provider}: no API key: set the OPENAI_API_KEY environment variable or pass "
+            f"api_key= (base_url {url})")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers.update(extra_headers or {})
+    return url, headers
+
+
 class OpenAIChat(_HTTPChat):
     """A chat model behind the OpenAI Chat Completions API.
 
@@ -251,14 +271,9 @@ class OpenAIChat(_HTTPChat):
                  timeout: float | httpx.Timeout | None = None,
                  extra_headers: Mapping[str, str] | None = None,
                  require_api_key: bool = True, provider: str = "openai") -> None:
-        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key and require_api_key and not _is_loopback(url):
-            raise ConfigError(
-                f"{provider}: no API key: set the OPENAI_API_KEY environment variable or pass "
-                f"api_key= (base_url {url})")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        headers.update(extra_headers or {})
+        url, headers = openai_endpoint(base_url=base_url, api_key=api_key,
+                                       extra_headers=extra_headers,
+                                       require_api_key=require_api_key, provider=provider)
         super().__init__(model, provider=provider, base_url=url, headers=headers,
                          timeout=timeout)
 

@@ -22,7 +22,6 @@ sent back without server-side storage. One call is one HTTP request: no hidden r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -31,13 +30,12 @@ import httpx
 
 from tether.ai._errors import RetryableProviderError
 from tether.ai._openai import (
-    DEFAULT_OPENAI_BASE_URL,
     _as_text,
     _emit,
     _HTTPChat,
-    _is_loopback,
     _parse_json,
     _tools_and_choice,
+    openai_endpoint,
 )
 from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, Usage
 from tether.errors import ConfigError
@@ -58,14 +56,9 @@ class OpenAIResponses(_HTTPChat):
                  timeout: float | httpx.Timeout | None = None,
                  extra_headers: Mapping[str, str] | None = None,
                  require_api_key: bool = True, provider: str = "openai") -> None:
-        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key and require_api_key and not _is_loopback(url):
-            raise ConfigError(
-                f"{provider}: no API key: set the OPENAI_API_KEY environment variable or pass "
-                f"api_key= (base_url {url})")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        headers.update(extra_headers or {})
+        url, headers = openai_endpoint(base_url=base_url, api_key=api_key,
+                                       extra_headers=extra_headers,
+                                       require_api_key=require_api_key, provider=provider)
         super().__init__(model, provider=provider, base_url=url, headers=headers,
                          timeout=timeout)
 
