@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import tether
 from tether import ext
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
@@ -157,6 +158,22 @@ def spending_of(run: ext.Run) -> RunSpending:
     """The run's spending: per-execution memory, rebuilt by replay from the recorded
     calls (each replayed call adds its recorded usage again)."""
     return run.memory(RunSpending, RunSpending)
+
+
+async def wait_out_budget(spending: RunSpending, limit: Budget | None,
+                          exc: BudgetExceeded) -> None:
+    """After a call was refused as over budget: re-raise ``exc`` when the budget says
+    ``fail`` (or there is none), else wait (released) for ``tether budget`` to raise it,
+    with the figures in the run's live status, and take the new limits.
+
+    Raises:
+        BudgetExceeded: ``exc``, when the run must fail.
+    """
+    if limit is None or limit.on_exceed == "fail":
+        raise exc
+    tether.set_status(spending.status(limit))
+    spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+    tether.set_status(None)
 
 
 def current_spending() -> RunSpending:

@@ -39,7 +39,13 @@ import tether
 from tether import RetryPolicy, ext
 from tether.ai._accounting import CallRecord, saved_metrics, spent_metrics
 from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
-from tether.ai._budget import BUDGET_SIGNAL, Budget, BudgetExceeded, RunSpending, spending_of
+from tether.ai._budget import (
+    Budget,
+    BudgetExceeded,
+    RunSpending,
+    spending_of,
+    wait_out_budget,
+)
 from tether.ai._errors import (
     FatalProviderError,
     ProviderConfigError,
@@ -350,12 +356,8 @@ class LLM:
             try:
                 value = await ext.step(self.operation, body, call.refs, retry=self.retry,
                                        on_replay=saved_metrics)
-            except BudgetExceeded:
-                if limit is None or limit.on_exceed == "fail":
-                    raise
-                tether.set_status(spending.status(limit))
-                spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
-                tether.set_status(None)
+            except BudgetExceeded as exc:
+                await wait_out_budget(spending, limit, exc)
                 continue
             record = CallRecord.from_dict(value)
             spending.add(record.reply.usage.total_tokens, record.cost_usd)

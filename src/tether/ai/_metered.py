@@ -27,10 +27,9 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import tether
 from tether import RetryPolicy, ext
 from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
-from tether.ai._budget import BUDGET_SIGNAL, Budget, BudgetExceeded, spending_of
+from tether.ai._budget import Budget, BudgetExceeded, spending_of, wait_out_budget
 from tether.ai._errors import FatalProviderError, RetryableProviderError
 from tether.ai._pricing import PriceTable
 from tether.ai._types import Usage
@@ -128,12 +127,8 @@ class MeteredModel:
             try:
                 record = await ext.step(name, body, journaled, retry=self.retry,
                                         on_replay=saved_metrics)
-            except BudgetExceeded:
-                if limit is None or limit.on_exceed == "fail":
-                    raise
-                tether.set_status(spending.status(limit))
-                spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
-                tether.set_status(None)
+            except BudgetExceeded as exc:
+                await wait_out_budget(spending, limit, exc)
                 continue
             used = Usage.from_dict(record.get("usage") or {})
             spending.add(used.total_tokens, float(record.get("cost_usd", 0.0)))
