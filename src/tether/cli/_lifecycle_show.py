@@ -10,13 +10,6 @@ from tether._types import RunInfo
 from tether.cli._common import fmt_duration, fmt_time, short
 
 
-def lifecycle_dict(info: RunInfo) -> dict[str, Any]:
-    """The ``--json`` fields of a run's life."""
-    return {"version": info.version, "forked_from": info.forked_from,
-            "forked_at": info.forked_at, "generation": info.generation,
-            "history": info.history, "attempts": info.attempts, "erased_at": info.erased_at}
-
-
 def _outcome(e: dict[str, Any]) -> str:
     err = e.get("error")
     if isinstance(err, dict):

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from tether._show import STATUSES, run_dict, run_document
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import (
     CliError,
@@ -21,10 +22,8 @@ from tether.cli._common import (
     short,
     store_url,
 )
-from tether.cli._lifecycle_show import lifecycle_dict, print_attempts, print_origin
+from tether.cli._lifecycle_show import print_attempts, print_origin
 from tether.errors import RunFailed
-
-STATUSES = tuple(s.value for s in RunStatus)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -96,19 +95,11 @@ async def start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dict(r: Any) -> dict[str, Any]:
-    return {
-        "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
-        "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
-        "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id,
-    }
-
-
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         found = await app.list_runs(status=args.status, limit=args.limit)
     if args.json:
-        print(dumps([_run_dict(r) for r in found]))
+        print(dumps([run_dict(r) for r in found]))
         return 0
     if not found:
         print("no runs")
@@ -118,28 +109,6 @@ async def runs(args: argparse.Namespace) -> int:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
               f"{fmt_time(r.created_at):24} {safe(r.waiting_for or '')}")
     return 0
-
-
-def info_dict(info: RunInfo) -> dict[str, Any]:
-    return {
-        "run_id": info.run_id, "workflow": info.workflow, "queue": info.queue,
-        "status": info.status.value, "input": info.input, "result": info.result,
-        "error": info.error, "created_at": info.created_at, "updated_at": info.updated_at,
-        "finished_at": info.finished_at, "waiting_for": info.waiting_for,
-        "status_info": info.status_info, "parent_run_id": info.parent_run_id,
-        "journal": info.journal, "metrics": info.metrics,
-        **lifecycle_dict(info),
-    }
-
-
-async def run_document(app: Any, run_id: str) -> dict[str, Any]:
-    """``tether show RUN --json`` and ``GET /api/v1/runs/{run_id}``: the run, its journal
-    and metrics, and its children (newest first). Raises: RunNotFound."""
-    info = await app.get_run(run_id)
-    doc = info_dict(info)
-    kids = await app.store.run_search(parent=run_id, limit=1000)
-    doc["children"] = [{**_run_dict(k), "metrics": k.metrics} for k in kids]
-    return doc
 
 
 async def show(args: argparse.Namespace) -> int:

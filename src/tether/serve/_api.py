@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether.cli._runs import STATUSES, run_document
+from tether._show import STATUSES, run_document
 from tether.errors import (
     ConfigError,
     InvalidName,

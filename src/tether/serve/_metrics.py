@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tether.cli._runs import STATUSES
+from tether._show import STATUSES
 from tether.store._port import STEP_BUCKETS, StoreStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

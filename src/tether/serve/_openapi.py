@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import tether.cli._runs as _runs
+from tether._show import STATUSES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
@@ -50,14 +50,14 @@ def document() -> dict[str, Any]:
                                    "run_id": {"type": "string"},
                                    "workflow": {"type": "string"},
                                    "queue": {"type": "string"},
-                                   "status": {"type": "string", "enum": list(_runs.STATUSES)},
+                                   "status": {"type": "string", "enum": list(STATUSES)},
                                    "created_at": {"type": "number"},
                                    "metrics": {"type": "object"}}},
                 "Run": {"type": "object", "required": ["run_id", "status", "journal"],
                         "properties": {
                             "run_id": {"type": "string"}, "workflow": {"type": "string"},
                             "queue": {"type": "string"},
-                            "status": {"type": "string", "enum": list(_runs.STATUSES)},
+                            "status": {"type": "string", "enum": list(STATUSES)},
                             "input": {}, "result": {}, "error": {"nullable": True},
                             "status_info": {}, "parent_run_id": {"nullable": True},
                             "journal": {"type": "array", "items": {"type": "object"}},
@@ -92,7 +92,7 @@ def document() -> dict[str, Any]:
                     "operationId": "listRuns",
                     "parameters": [
                         {"name": "status", "in": "query",
-                         "schema": {"type": "string", "enum": list(_runs.STATUSES)}},
+                         "schema": {"type": "string", "enum": list(STATUSES)}},
                         {"name": "workflow", "in": "query", "schema": _NAME},
                         {"name": "queue", "in": "query", "schema": _NAME},
                         {"name": "parent", "in": "query", "schema": _NAME},

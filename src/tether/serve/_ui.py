@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether.cli._runs import STATUSES, run_document
+from tether._show import STATUSES, run_document
 from tether.errors import PayloadError, SignalError
 from tether.serve._api import ApiError, answer, decode_cursor, encode_cursor, parse_limit
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf

@@ -1,0 +1,63 @@
+"""A run as a JSON document: what ``tether show RUN --json`` prints and
+``GET /api/v1/runs/{run_id}`` answers.
+
+Both front-ends (``tether.cli`` and ``tether.serve``) build their run documents here, so
+the two stay one contract and neither front-end imports the other (an import-linter
+contract checks it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tether._types import RunInfo, RunStatus
+
+if TYPE_CHECKING:
+    from tether._app import App
+
+__all__ = ["STATUSES", "info_dict", "lifecycle_dict", "run_dict", "run_document"]
+
+#: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
+STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+
+
+def run_dict(r: Any) -> dict[str, Any]:
+    """A run record's summary fields (``tether runs --json``, a document's children)."""
+    return {
+        "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
+        "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
+        "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id,
+    }
+
+
+def lifecycle_dict(info: RunInfo) -> dict[str, Any]:
+    """The fields of a run's life: version, fork origin, generations, attempts, erasure."""
+    return {"version": info.version, "forked_from": info.forked_from,
+            "forked_at": info.forked_at, "generation": info.generation,
+            "history": info.history, "attempts": info.attempts, "erased_at": info.erased_at}
+
+
+def info_dict(info: RunInfo) -> dict[str, Any]:
+    """The run's own fields: status, input, outcome, live status, journal, metrics."""
+    return {
+        "run_id": info.run_id, "workflow": info.workflow, "queue": info.queue,
+        "status": info.status.value, "input": info.input, "result": info.result,
+        "error": info.error, "created_at": info.created_at, "updated_at": info.updated_at,
+        "finished_at": info.finished_at, "waiting_for": info.waiting_for,
+        "status_info": info.status_info, "parent_run_id": info.parent_run_id,
+        "journal": info.journal, "metrics": info.metrics,
+        **lifecycle_dict(info),
+    }
+
+
+async def run_document(app: App, run_id: str) -> dict[str, Any]:
+    """The run, its journal and metrics, and its children (newest first).
+
+    Raises:
+        RunNotFound: no run has this id.
+    """
+    info = await app.get_run(run_id)
+    doc = info_dict(info)
+    kids = await app.store.run_search(parent=run_id, limit=1000)
+    doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
+    return doc
