@@ -15,7 +15,8 @@ from tether._types import RunInfo, RunStatus
 if TYPE_CHECKING:
     from tether._app import App
 
-__all__ = ["STATUSES", "info_dict", "lifecycle_dict", "run_dict", "run_document"]
+__all__ = ["STATUSES", "info_dict", "lifecycle_dict", "run_dict", "run_document",
+           "schedule_dict"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -61,3 +62,11 @@ async def run_document(app: App, run_id: str) -> dict[str, Any]:
     kids = await app.store.run_search(parent=run_id, limit=1000)
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc
+
+
+def schedule_dict(s: Any) -> dict[str, Any]:
+    """A schedule's row (``tether schedules --json``, ``GET /api/v1/schedules``)."""
+    return {"name": s.name, "workflow": s.workflow, "queue": s.queue, "cron": s.cron,
+            "timezone": s.timezone, "paused": s.paused, "overlap": s.overlap,
+            "catchup": s.catchup, "catchup_max": s.catchup_max, "next_tick": s.next_tick,
+            "last_tick": s.last_tick, "last_run_id": s.last_run_id, "version": s.version}

@@ -25,6 +25,10 @@ def buy_report(title: str, price_usd: float) -> str:
     return f"bought {title!r} for ${price_usd:.2f} at {time.strftime('%H:%M')}"
 
 
+#: Tags whose ``fragile`` step has been "fixed" (a test adds one to fix the code).
+FIXED: set[str] = set()
+
+
 def make_app(url: str | None = None) -> tether.App:
     """A new App with the test workflows (an App is closed for good after use)."""
     app = tether.App(url)
@@ -47,6 +51,16 @@ def make_app(url: str | None = None) -> tether.App:
         if tether.step_attempt() == 1:
             raise TimeoutError(f"provider timed out ({tag})")
         return tag
+
+    @app.step
+    async def fragile(tag: str) -> str:
+        if tag not in FIXED:
+            raise tether.NonRetryable(f"bug in fragile({tag!r})")
+        return f"fixed {tag}"
+
+    @app.workflow
+    async def fixable(tag: str) -> list[str]:
+        return [await hello(tag), await fragile(tag)]
 
     @app.workflow
     async def retrying(tag: str) -> str:

@@ -24,6 +24,10 @@ _COMMON_ERRORS = {"401": _err("missing or unknown token"),
 _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
                   "400": _err("bad input"), "415": _err("body is not JSON")}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _NAME}
+_SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": _NAME}
+#: The body of an action that takes no fields: none, or ``{}``.
+_NO_FIELDS = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {}}}}}
 
 
 def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
@@ -35,9 +39,10 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "Tether API", "version": "1",
-                 "description": "Runs, journals, signals, approvals and live events of a "
-                                "Tether store. Authenticate with `Authorization: Bearer "
-                                "TOKEN` unless the server runs on loopback without tokens."},
+                 "description": "Runs, journals, signals, approvals, live events and "
+                                "schedules of a Tether store; retry, fork and erase runs. "
+                                "Authenticate with `Authorization: Bearer TOKEN` unless "
+                                "the server runs on loopback without tokens."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
@@ -64,6 +69,17 @@ def document() -> dict[str, Any]:
                             "metrics": {"type": "object"},
                             "children": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/RunSummary"}}}},
+                "Schedule": {"type": "object", "required": ["name", "workflow", "paused"],
+                             "properties": {
+                                 "name": {"type": "string"}, "workflow": {"type": "string"},
+                                 "queue": {"type": "string"}, "cron": {"type": "string"},
+                                 "timezone": {"type": "string"}, "paused": {"type": "boolean"},
+                                 "overlap": {"type": "string"}, "catchup": {"type": "string"},
+                                 "catchup_max": {"type": "integer"},
+                                 "next_tick": {"type": "number", "nullable": True},
+                                 "last_tick": {"type": "number", "nullable": True},
+                                 "last_run_id": {"type": "string", "nullable": True},
+                                 "version": {"type": "string", "nullable": True}}},
                 "Approval": {"type": "object", "properties": {
                     "run_id": {"type": "string"}, "agent": {"type": "string"},
                     "tool": {"type": "string"}, "arguments": {"type": "object"},
@@ -166,6 +182,66 @@ def document() -> dict[str, Any]:
                               "404": _err("no such run"),
                               "409": _err("the run waits for no approval"),
                               **_CHANGE_ERRORS}}},
+            "/api/v1/runs/{run_id}/retry": {"post": {
+                "summary": "Run a failed, blocked or cancelled run again (as `tether retry`): "
+                           "recorded successful operations are kept",
+                "operationId": "retryRun", "parameters": [_RUN_ID],
+                "requestBody": _NO_FIELDS,
+                "responses": {"200": _ok("the run, queued again", run_ref),
+                              "404": _err("no such run"),
+                              "409": _err("the run is not failed, blocked or cancelled"),
+                              **_CHANGE_ERRORS}}},
+            "/api/v1/runs/{run_id}/fork": {"post": {
+                "summary": "A new run with this run's journal up to (not including) `at`, "
+                           "continuing under the current code (as `tether fork`)",
+                "operationId": "forkRun", "parameters": [_RUN_ID],
+                "requestBody": _json_body({
+                    "type": "object", "required": ["at"], "additionalProperties": False,
+                    "properties": {"at": {"type": "integer", "minimum": 0},
+                                   "input": {"type": "array"}, "run_id": _NAME}}),
+                "responses": {"201": _ok("the new run", run_ref),
+                              "404": _err("no such run"),
+                              "409": _err("the new run id is in use"),
+                              "422": _err("at is not a position of the run (0 to its end)"),
+                              **_CHANGE_ERRORS}}},
+            "/api/v1/runs/{run_id}/erase": {"post": {
+                "summary": "Erase an ended run's payloads, keeping its timeline's shape "
+                           "(as `tether erase`; right to erasure)",
+                "operationId": "eraseRun", "parameters": [_RUN_ID],
+                "requestBody": _NO_FIELDS,
+                "responses": {"200": _ok("what was erased", {
+                    "type": "object", "required": ["run_id", "erased"],
+                    "properties": {"run_id": {"type": "string"},
+                                   "erased": {"type": "object"}}}),
+                    "404": _err("no such run"), "409": _err("the run has not ended"),
+                    **_CHANGE_ERRORS}}},
+            "/api/v1/schedules": {"get": {
+                "summary": "Every schedule, by name (as `tether schedules`)",
+                "operationId": "listSchedules",
+                "responses": {"200": _ok("the schedules", {
+                    "type": "object", "required": ["schedules"],
+                    "properties": {"schedules": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}}),
+                    **_COMMON_ERRORS}}},
+            "/api/v1/schedules/{name}": {"delete": {
+                "summary": "Forget a schedule (its runs stay)", "operationId": "deleteSchedule",
+                "parameters": [_SCHEDULE],
+                "responses": {"200": _ok("deleted", {"type": "object"}),
+                              "404": _err("no such schedule"), **_CHANGE_ERRORS}}},
+            **{f"/api/v1/schedules/{{name}}/{action}": {"post": {
+                "summary": summary, "operationId": f"{action}Schedule",
+                "parameters": [_SCHEDULE], "requestBody": _NO_FIELDS,
+                "responses": {code: _ok(what, schema),
+                              "404": _err("no such schedule"), **_CHANGE_ERRORS}}}
+               for action, summary, code, what, schema in (
+                   ("pause", "Stop starting runs", "200", "the schedule, paused",
+                    {"$ref": "#/components/schemas/Schedule"}),
+                   ("resume", "Start runs again from the next tick", "200",
+                    "the schedule, active", {"$ref": "#/components/schemas/Schedule"}),
+                   ("trigger", "Start a run now (the next tick is kept)", "201",
+                    "the run started", {"type": "object", "required": ["run_id"],
+                                        "properties": {"schedule": {"type": "string"},
+                                                       "run_id": {"type": "string"}}}))},
             "/api/v1/approvals": {"get": {
                 "summary": "Tool calls waiting for a person", "operationId": "listApprovals",
                 "responses": {"200": _ok("pending approvals", {

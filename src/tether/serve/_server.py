@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether import App
 from tether.errors import InvalidName, StoreUnavailable
-from tether.serve import _api, _metrics, _ui
+from tether.serve import _api, _control, _metrics, _ui
 from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens
 from tether.serve._openapi import document
 
@@ -213,6 +213,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         Route("/healthz", _api.health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/metrics", _metrics.metrics, methods=["GET"]),
+        *_control.routes,
         *_api.routes,
         *_ui.routes,
         Mount("/static", StaticFiles(packages=[("tether.serve", "static")]), name="static"),

@@ -1,0 +1,209 @@
+"""Runs over their whole life, over HTTP: retry, fork, erase and schedules.
+
+The same engine functions as ``tether retry``, ``tether fork``, ``tether erase`` and
+``tether schedules`` (``App.retry``, ``App.fork``, the store's ``run_erase`` and
+``schedule_*``, ``tether._lifecycle``'s cron and tick helpers). Each action checks its
+whole input first and raises :class:`~tether.serve._api.ApiError` before it writes, so a
+rejected request changes nothing. The JSON API and the UI's forms share these
+functions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tether import App, RunNotFound
+from tether._lifecycle import Cron, start_tick, zone_of
+from tether._show import run_document, schedule_dict
+from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError
+from tether.serve._api import (
+    ApiError,
+    _known_keys,
+    _name,
+    _path_name,
+    _payload_error,
+    json_body,
+    json_response,
+    require_admin,
+    tether_app,
+)
+
+#: Statuses ``retry`` takes (``App.retry``): the UI shows its button for these.
+RETRYABLE = ("failed", "blocked", "cancelled")
+SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
+
+
+# -- actions (shared by the API and the UI) --------------------------------------------
+
+
+async def retry(app: App, run_id: str) -> dict[str, Any]:
+    """Make a failed, blocked or cancelled run runnable again; its document after."""
+    try:
+        await app.retry(run_id)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except RunStateError as exc:
+        raise ApiError(409, "conflict", f"{exc} (retry takes a run that is "
+                       f"{', '.join(RETRYABLE)})") from None
+    return await run_document(app, run_id)
+
+
+def fork_position(value: Any) -> int:
+    """``at`` of a fork request: an integer position >= 0 (422 otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(422, "bad_position", f"at must be an integer position, not {value!r}")
+    if value < 0:
+        raise ApiError(422, "bad_position", f"at must be a position >= 0, not {value}")
+    return value
+
+
+async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
+               new_id: str | None) -> dict[str, Any]:
+    """A new run with ``run_id``'s journal up to (not including) ``at``; its document."""
+    store = app.store
+    if await store.run_get(run_id) is None:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}")
+    if new_id is not None and await store.run_get(new_id) is not None:
+        raise ApiError(409, "conflict", f"run id {new_id!r} is already used; choose another")
+    last = max((e.position for e in await store.journal_read(run_id)), default=-1)
+    if at > last + 1:
+        raise ApiError(422, "bad_position",
+                       f"run {run_id!r} has positions 0..{last}; at {at} is past its end "
+                       f"(at most {last + 1})")
+    kwargs: dict[str, Any] = {"at": at, "new_run_id": new_id}
+    if values is not None:
+        kwargs["input"] = values
+    try:
+        handle = await app.fork(run_id, **kwargs)
+    except RunNotFound:  # deleted meanwhile
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except InvalidName as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    except PayloadError as exc:
+        raise _payload_error(exc) from None
+    except ConfigError as exc:  # the new id was taken meanwhile
+        raise ApiError(409, "conflict", str(exc)) from None
+    return await run_document(app, handle.run_id)
+
+
+async def erase(app: App, run_id: str) -> dict[str, Any]:
+    """Replace an ended run's payloads with ``{"erased": true}``; what was erased."""
+    try:
+        report = await app.store.run_erase(run_id=run_id, now=app.clock.now())
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except RunStateError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return {"run_id": run_id, "erased": report.as_dict()}
+
+
+async def schedules(app: App) -> list[dict[str, Any]]:
+    return [schedule_dict(s) for s in await app.store.schedule_list()]
+
+
+async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, Any], int]:
+    """Pause, resume, trigger or delete a schedule; the answer and its HTTP status."""
+    store = app.store
+    sched = await store.schedule_get(name)
+    if sched is None:
+        raise ApiError(404, "schedule_not_found", f"no schedule named {name!r}")
+    now = app.clock.now()
+    if action == "trigger":
+        run_id = f"{name}@manual-{uuid.uuid4().hex[:12]}"
+        await start_tick(app, store, sched, run_id, now)
+        return {"schedule": name, "run_id": run_id}, 201
+    if action == "delete":
+        await store.schedule_delete(name)
+        return {"schedule": name, "deleted": True}, 200
+    if action == "pause":
+        found = await store.schedule_pause(name=name, paused=True, next_tick=None, now=now)
+    else:
+        nxt = Cron.parse(sched.cron).next_after(now, zone_of(sched.timezone))
+        found = await store.schedule_pause(name=name, paused=False, next_tick=nxt, now=now)
+    after = await store.schedule_get(name) if found else None
+    if after is None:  # deleted meanwhile
+        raise ApiError(404, "schedule_not_found", f"no schedule named {name!r}")
+    return schedule_dict(after), 200
+
+
+# -- JSON API ----------------------------------------------------------------------------
+
+
+async def _no_body(request: Request) -> None:
+    """These actions take no fields: an empty body or ``{}``."""
+    _known_keys(await json_body(request, required=False), set())
+
+
+async def retry_run(request: Request) -> Response:
+    require_admin(request)
+    run_id = _path_name(request, "run_id")
+    await _no_body(request)
+    return json_response(await retry(tether_app(request), run_id))
+
+
+async def fork_run(request: Request) -> Response:
+    require_admin(request)
+    run_id = _path_name(request, "run_id")
+    body = await json_body(request)
+    _known_keys(body, {"at", "input", "run_id"})
+    if "at" not in body:
+        raise ApiError(422, "bad_position", "at (the first position to run again) is required")
+    at = fork_position(body["at"])
+    values = body.get("input")
+    if values is not None and not isinstance(values, list):
+        raise ApiError(400, "bad_request", "input must be a JSON array of positional arguments")
+    new_id = _name(body.get("run_id"), "run_id", required=False)
+    return json_response(await fork(tether_app(request), run_id, at, values, new_id), 201)
+
+
+async def erase_run(request: Request) -> Response:
+    require_admin(request)
+    run_id = _path_name(request, "run_id")
+    await _no_body(request)
+    return json_response(await erase(tether_app(request), run_id))
+
+
+async def list_schedules(request: Request) -> Response:
+    return json_response({"schedules": await schedules(tether_app(request))})
+
+
+async def _schedule(request: Request, action: str) -> Response:
+    require_admin(request)
+    name = _path_name(request, "name")
+    await _no_body(request)
+    answer, status = await schedule_action(tether_app(request), name, action)
+    return json_response(answer, status)
+
+
+async def pause_schedule(request: Request) -> Response:
+    return await _schedule(request, "pause")
+
+
+async def resume_schedule(request: Request) -> Response:
+    return await _schedule(request, "resume")
+
+
+async def trigger_schedule(request: Request) -> Response:
+    return await _schedule(request, "trigger")
+
+
+async def delete_schedule(request: Request) -> Response:
+    return await _schedule(request, "delete")
+
+
+# Before the API's catch-all ``/api/v1/runs/{run_id:path}``.
+routes = [
+    Route("/api/v1/runs/{run_id:path}/retry", retry_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/fork", fork_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:path}/erase", erase_run, methods=["POST"]),
+    Route("/api/v1/schedules", list_schedules, methods=["GET"]),
+    Route("/api/v1/schedules/{name:path}/pause", pause_schedule, methods=["POST"]),
+    Route("/api/v1/schedules/{name:path}/resume", resume_schedule, methods=["POST"]),
+    Route("/api/v1/schedules/{name:path}/trigger", trigger_schedule, methods=["POST"]),
+    Route("/api/v1/schedules/{name:path}", delete_schedule, methods=["DELETE"]),
+]

@@ -1,0 +1,219 @@
+"""Issue 11 over HTTP: retry, fork, erase and schedules, with the right 4xx for bad input
+and the store unchanged after each rejection (in process, httpx over ASGI, real stores)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.web import webapp
+from tests.web.helpers import ADMIN, READ
+from tests.web.test_api import Api, _api, error_of, wait_status
+from tether._lifecycle import make_spec, to_record
+from tether.serve import Tokens
+
+READ_HEADERS = {"Authorization": f"Bearer {READ}"}
+
+
+@pytest.fixture
+async def api(sqlite_url: str) -> AsyncIterator[Api]:
+    """The API with an admin and a read token; requests carry the admin one."""
+    async for a in _api(sqlite_url, Tokens({ADMIN: "admin", READ: "read"})):
+        yield a
+
+
+@pytest.fixture
+async def api_any(store_url: str) -> AsyncIterator[Api]:
+    """The API with tokens, on SQLite and PostgreSQL."""
+    async for a in _api(store_url, Tokens({ADMIN: "admin", READ: "read"})):
+        yield a
+
+
+@pytest.fixture(autouse=True)
+def _unfixed() -> None:
+    webapp.FIXED.clear()
+
+
+async def _finish(api: Api, workflow: str, args: list[Any], run_id: str,
+                  status: str) -> dict[str, Any]:
+    r = await api.http.post("/api/v1/runs", json={"workflow": workflow, "input": args,
+                                                  "run_id": run_id})
+    assert r.status_code == 201, r.text
+    async with api.app.worker(queues=["default"]):
+        return await wait_status(api, run_id, status)
+
+
+async def _rejected(api: Api, method: str, path: str, body: Any, status: int, code: str,
+                    headers: dict[str, str] | None = None) -> None:
+    """The request gets ``status`` with error ``code`` and changes nothing."""
+    before = await api.snapshot()
+    schedules = await api.app.store.schedule_list()
+    r = await api.http.request(method, path, json=body, headers=headers)
+    assert r.status_code == status, (method, path, body, r.text)
+    assert error_of(r) == code
+    assert await api.snapshot() == before
+    assert await api.app.store.schedule_list() == schedules
+
+
+# -- retry --------------------------------------------------------------------------------
+
+
+async def test_retry_runs_a_failed_run_again_keeping_its_recorded_steps(api_any: Api) -> None:
+    """A failed run answers 409 until it is retried; after the fix, POST .../retry queues
+    it, it completes, and the step before the failure ran once."""
+    api = api_any
+    failed = await _finish(api, "fixable", ["a"], "fx-1", "failed")
+    assert "bug in fragile" in failed["error"]["message"]
+    await _rejected(api, "POST", "/api/v1/runs/fx-1/retry", None, 403, "forbidden",
+                    READ_HEADERS)
+    await _rejected(api, "POST", "/api/v1/runs/fx-1/retry", {"now": True}, 400, "bad_request")
+    await _rejected(api, "POST", "/api/v1/runs/nope/retry", None, 404, "run_not_found")
+
+    webapp.FIXED.add("a")  # the code is fixed
+    r = await api.http.post("/api/v1/runs/fx-1/retry")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "queued"
+    async with api.app.worker(queues=["default"]):
+        done = await wait_status(api, "fx-1", "completed")
+    assert done["result"] == ["hello a", "fixed a"]
+    hello = [a for a in done["attempts"] if a["position"] == 0]
+    assert len(hello) == 1, "the recorded step before the failure ran again"
+    fragile = [a for a in done["attempts"] if a["position"] == 1]
+    assert [a["status"] for a in fragile][-1] == "ok" and len(fragile) == 2
+
+    # A completed run is not in a retryable state.
+    await _rejected(api, "POST", "/api/v1/runs/fx-1/retry", None, 409, "conflict")
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+
+async def test_fork_copies_the_journal_before_the_position(api_any: Api) -> None:
+    """A fork at position 2 keeps positions 0-1 of the source, runs from 2, and says
+    where it came from; with new input, it runs the workflow on that input."""
+    api = api_any
+    src = await _finish(api, "steps", [3], "src", "completed")
+    assert src["result"] == [10, 20, 30]
+    r = await api.http.post("/api/v1/runs/src/fork", json={"at": 2, "run_id": "fk"})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert doc["run_id"] == "fk" and doc["forked_from"] == "src" and doc["forked_at"] == 2
+    assert doc["status"] == "queued"
+    assert [e["position"] for e in doc["journal"]] == [0, 1]
+    r = await api.http.post("/api/v1/runs/src/fork", json={"at": 0, "input": [2]})
+    assert r.status_code == 201, r.text
+    other = r.json()["run_id"]
+    async with api.app.worker(queues=["default"]):
+        forked = await wait_status(api, "fk", "completed")
+        again = await wait_status(api, other, "completed")
+    assert forked["result"] == [10, 20, 30]
+    assert {a["position"] for a in forked["attempts"]} == {2}, "copied steps ran again"
+    assert again["result"] == [10, 20] and again["input"] == [2]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), [
+    ("/api/v1/runs/src/fork", {"at": -1}, 422, "bad_position"),
+    ("/api/v1/runs/src/fork", {"at": 3}, 422, "bad_position"),  # positions 0..1: at most 2
+    ("/api/v1/runs/src/fork", {"at": "1"}, 422, "bad_position"),
+    ("/api/v1/runs/src/fork", {"at": True}, 422, "bad_position"),
+    ("/api/v1/runs/src/fork", {"at": 1.5}, 422, "bad_position"),
+    ("/api/v1/runs/src/fork", {}, 422, "bad_position"),
+    ("/api/v1/runs/src/fork", {"at": 1, "input": "x"}, 400, "bad_request"),
+    ("/api/v1/runs/src/fork", {"at": 1, "run_id": ""}, 400, "bad_request"),
+    ("/api/v1/runs/src/fork", {"at": 1, "run_id": "a\nb"}, 400, "bad_request"),
+    ("/api/v1/runs/src/fork", {"at": 1, "colour": "red"}, 400, "bad_request"),
+    ("/api/v1/runs/src/fork", {"at": 1, "run_id": "src"}, 409, "conflict"),
+    ("/api/v1/runs/nope/fork", {"at": 0}, 404, "run_not_found"),
+    ("/api/v1/runs/src/fork", None, 400, "bad_request"),
+])
+async def test_fork_rejects_bad_input(api: Api, path: str, body: Any, status: int,
+                                      code: str) -> None:
+    """A bad position is a 422, an unknown run a 404, an id in use a 409; nothing is
+    created."""
+    await _finish(api, "steps", [2], "src", "completed")
+    await _rejected(api, "POST", path, body, status, code)
+
+
+async def test_fork_with_a_read_token_is_forbidden(api: Api) -> None:
+    await _finish(api, "steps", [2], "src", "completed")
+    await _rejected(api, "POST", "/api/v1/runs/src/fork", {"at": 0}, 403, "forbidden",
+                    READ_HEADERS)
+
+
+# -- erase --------------------------------------------------------------------------------
+
+
+async def test_erase_removes_an_ended_runs_payloads(api: Api) -> None:
+    """An unfinished run is a 409, a read token a 403; an ended run's payloads are
+    replaced and its timeline keeps its shape."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    await _rejected(api, "POST", "/api/v1/runs/w/erase", None, 409, "conflict")
+    await _finish(api, "greet", ["secret-name"], "g", "completed")
+    await _rejected(api, "POST", "/api/v1/runs/g/erase", None, 403, "forbidden", READ_HEADERS)
+    await _rejected(api, "POST", "/api/v1/runs/nope/erase", None, 404, "run_not_found")
+    await _rejected(api, "POST", "/api/v1/runs/g/erase", {"x": 1}, 400, "bad_request")
+
+    r = await api.http.post("/api/v1/runs/g/erase")
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["run_id"] == "g" and report["erased"]["journal_entries"] == 1
+    doc = (await api.http.get("/api/v1/runs/g")).json()
+    assert doc["erased_at"] is not None and doc["status"] == "completed"
+    assert "secret-name" not in str(doc)
+    assert [(e["position"], e["name"]) for e in doc["journal"]] == [(0, "hello")]
+
+
+# -- schedules ----------------------------------------------------------------------------
+
+
+async def _schedule(api: Api, name: str = "nightly") -> None:
+    spec = make_spec("greet", "default", "0 3 * * *", name=name, args=("cron",))
+    await api.app.store.schedule_upsert(schedule=to_record(api.app, spec,
+                                                           api.app.clock.now()))
+
+
+async def test_schedules_list_pause_resume_trigger_delete(api_any: Api) -> None:
+    """The schedules API does what `tether schedules` does, step by step."""
+    api = api_any
+    r = await api.http.get("/api/v1/schedules")
+    assert r.status_code == 200 and r.json() == {"schedules": []}
+    await _schedule(api)
+    (row,) = (await api.http.get("/api/v1/schedules", headers=READ_HEADERS)).json()["schedules"]
+    assert row["name"] == "nightly" and row["cron"] == "0 3 * * *" and not row["paused"]
+    assert row["next_tick"] is not None
+
+    r = await api.http.post("/api/v1/schedules/nightly/pause")
+    assert r.status_code == 200, r.text
+    assert r.json()["paused"] is True
+    r = await api.http.post("/api/v1/schedules/nightly/resume")
+    assert r.status_code == 200, r.text
+    assert r.json()["paused"] is False and r.json()["next_tick"] > api.app.clock.now()
+
+    r = await api.http.post("/api/v1/schedules/nightly/trigger")
+    assert r.status_code == 201, r.text
+    run_id = r.json()["run_id"]
+    assert run_id.startswith("nightly@manual-")
+    run = (await api.http.get(f"/api/v1/runs/{run_id}")).json()
+    assert run["workflow"] == "greet" and run["input"] == ["cron"]
+
+    r = await api.http.delete("/api/v1/schedules/nightly")
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    assert (await api.http.get("/api/v1/schedules")).json() == {"schedules": []}
+    assert (await api.http.get(f"/api/v1/runs/{run_id}")).status_code == 200  # runs stay
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "trigger", "delete"])
+async def test_schedule_actions_reject_bad_requests(api: Api, action: str) -> None:
+    """Unknown schedule: 404; read token: 403; a body with fields: 400; nothing changes."""
+    await _schedule(api)
+    method = "DELETE" if action == "delete" else "POST"
+    suffix = "" if action == "delete" else f"/{action}"
+    await _rejected(api, method, f"/api/v1/schedules/nope{suffix}", None, 404,
+                    "schedule_not_found")
+    await _rejected(api, method, f"/api/v1/schedules/nightly{suffix}", None, 403, "forbidden",
+                    READ_HEADERS)
+    if method == "POST":
+        await _rejected(api, method, f"/api/v1/schedules/nightly{suffix}", {"at": 1}, 400,
+                        "bad_request")
