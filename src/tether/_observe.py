@@ -12,15 +12,18 @@ telemetry must never change what a run does.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from tether._replay import RunContext, StepInfo
+    from tether.store._port import Store
 
-__all__ = ["Observer", "add_observer", "child_starting", "remove_observer", "run", "step",
-           "step_failed"]
+__all__ = ["TRACE_KEY", "Observer", "add_observer", "adopt_trace_context", "child_starting",
+           "remove_observer", "run", "step", "step_failed", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -48,6 +51,42 @@ class Observer(Protocol):
 
 
 _observers: list[Observer] = []
+
+#: The shared value (``Store.kv_*``) holding a run's W3C trace context, a JSON carrier
+#: (``{"traceparent": ..., "tracestate"?: ...}``): written by whoever roots the run's
+#: trace (a caller of the HTTP API, a parent run, or the run's first execution) and read
+#: by every execution of the run (``tether.otel``).
+TRACE_KEY = "otel.trace:{}"
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def trace_carrier(traceparent: str | None, tracestate: str | None = None
+                  ) -> dict[str, str] | None:
+    """A W3C trace-context carrier from a caller's headers, or None for a missing or
+    invalid ``traceparent`` (which the W3C recommendation says to ignore: the run then
+    roots its own trace)."""
+    if not traceparent:
+        return None
+    m = _TRACEPARENT.fullmatch(traceparent.strip())
+    if m is None:
+        return None
+    version, trace_id, parent_id, _flags, rest = m.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == "0" * 32 \
+            or parent_id == "0" * 16:
+        return None
+    carrier = {"traceparent": traceparent.strip()}
+    if tracestate and len(tracestate) <= 512 and tracestate.isprintable():
+        carrier["tracestate"] = tracestate.strip()
+    return carrier
+
+
+async def adopt_trace_context(store: Store, run_id: str, carrier: dict[str, str],
+                              now: float) -> bool:
+    """Make ``carrier`` the parent of run ``run_id``'s spans, before the run first
+    executes; False if the run's trace context was set already (it is kept)."""
+    return await store.kv_cas(key=TRACE_KEY.format(run_id), value=json.dumps(carrier),
+                              version=None, now=now)
 
 
 def add_observer(observer: Observer) -> None:

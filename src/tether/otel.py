@@ -25,7 +25,8 @@ the observer only for work that executes (``tether._observe``).
 
 Trace context is kept in the store (a shared value ``otel.trace:<run_id>``), so every
 execution of a run joins one trace on any worker, and a child run (on any queue or
-host) is a child of the span that started it.
+host) is a child of the span that started it. A run started over HTTP with a W3C
+``traceparent`` header (``POST /api/v1/runs``) is a child of the caller's span.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from tether._replay import Blocked, Lost, Release, RunContext, StepInfo, _Stop
 
 __all__ = ["OtelObserver", "instrument", "uninstrument"]
 
-_KEY = "otel.trace:{}"
+_KEY = _observe.TRACE_KEY
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import math
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +18,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
+from tether._observe import adopt_trace_context, trace_carrier
 from tether._show import STATUSES, run_document
+from tether._types import check_name
 from tether.errors import (
     ConfigError,
     InvalidName,
@@ -145,6 +148,22 @@ async def start_run(request: Request) -> Response:
     queue = _name(body.get("queue"), "queue", required=False)
     app = tether_app(request)
     existed = run_id is not None and await app.store.run_get(run_id) is not None
+    carrier = trace_carrier(request.headers.get("traceparent"),
+                            request.headers.get("tracestate"))
+    if carrier is not None and not existed:
+        # The caller's trace becomes the run's parent before any worker can claim the
+        # run; the input is checked first so that a rejected start writes nothing.
+        try:
+            app.codec.encode({"args": values}, f"input of workflow {workflow!r}")
+            for what, value in (("run id", run_id), ("queue", queue)):
+                if value is not None:
+                    check_name(what, value)
+        except PayloadError as exc:
+            raise _payload_error(exc) from None
+        except InvalidName as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        run_id = run_id or uuid.uuid4().hex
+        await adopt_trace_context(app.store, run_id, carrier, app.clock.now())
     # A name no worker has registered yet is queued, not refused (scripts start runs
     # before workers are up); the answer says so, as `tether start` does.
     known = workflow in app.workflows() or workflow in await app.store.workflow_list()
