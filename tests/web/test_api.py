@@ -371,7 +371,19 @@ async def test_openapi_document_names_every_route(api: Api) -> None:
     assert set(doc["paths"]) == {
         "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/journal",
         "/api/v1/runs/{run_id}/events", "/api/v1/runs/{run_id}/signals/{name}",
-        "/api/v1/runs/{run_id}/cancel", "/api/v1/runs/{run_id}/approval", "/api/v1/approvals"}
+        "/api/v1/runs/{run_id}/cancel", "/api/v1/runs/{run_id}/approval", "/api/v1/approvals",
+        "/api/v1/runs/{run_id}/retry", "/api/v1/runs/{run_id}/fork",
+        "/api/v1/runs/{run_id}/erase", "/api/v1/schedules", "/api/v1/schedules/{name}",
+        "/api/v1/schedules/{name}/pause", "/api/v1/schedules/{name}/resume",
+        "/api/v1/schedules/{name}/trigger"}
+    # ... and every (path, method) the server routes is in the document, and back.
+    from tether.serve import _api, _control
+
+    served = {(r.path.replace(":path", ""), m.lower()) for r in [*_api.routes,
+                                                                  *_control.routes]
+              for m in (r.methods or ()) if m != "HEAD"}
+    documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
+    assert served == documented
 
 
 async def test_metrics_in_prometheus_format(api_any: Api) -> None:

@@ -99,7 +99,7 @@ def _known_keys(body: dict[str, Any], allowed: set[str]) -> None:
                        f"allowed: {', '.join(sorted(allowed))}")
 
 
-def _name(value: Any, field: str, *, required: bool) -> str | None:
+def field_name(value: Any, field: str, *, required: bool) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
@@ -112,7 +112,7 @@ def _name(value: Any, field: str, *, required: bool) -> str | None:
 
 def _path_name(request: Request, key: str) -> str:
     value = request.path_params[key]
-    checked = _name(value, key, required=True)
+    checked = field_name(value, key, required=True)
     assert checked is not None
     return checked
 
@@ -137,15 +137,15 @@ async def start_run(request: Request) -> Response:
     require_admin(request)
     body = await json_body(request)
     _known_keys(body, {"workflow", "input", "run_id", "queue"})
-    workflow = _name(body.get("workflow"), "workflow", required=True)
+    workflow = field_name(body.get("workflow"), "workflow", required=True)
     assert workflow is not None
     values = body.get("input", [])
     if values is None:
         values = []
     if not isinstance(values, list):
         raise ApiError(400, "bad_request", "input must be a JSON array of positional arguments")
-    run_id = _name(body.get("run_id"), "run_id", required=False)
-    queue = _name(body.get("queue"), "queue", required=False)
+    run_id = field_name(body.get("run_id"), "run_id", required=False)
+    queue = field_name(body.get("queue"), "queue", required=False)
     app = tether_app(request)
     existed = run_id is not None and await app.store.run_get(run_id) is not None
     carrier = trace_carrier(request.headers.get("traceparent"),
@@ -189,7 +189,7 @@ def _query_name(request: Request, key: str) -> str | None:
     value = request.query_params.get(key)
     if value is None or value == "":
         return None
-    return _name(value, key, required=True)
+    return field_name(value, key, required=True)
 
 
 def encode_cursor(created_at: float, run_id: str) -> str:
@@ -268,7 +268,7 @@ async def send_signal(request: Request) -> Response:
     name = _path_name(request, "name")
     body = await json_body(request, required=False)
     _known_keys(body, {"data", "idempotency_key"})
-    key = _name(body.get("idempotency_key"), "idempotency_key", required=False)
+    key = field_name(body.get("idempotency_key"), "idempotency_key", required=False)
     app = tether_app(request)
     try:
         created = await app.signal(run_id, name, body.get("data"), idempotency_key=key)

@@ -24,9 +24,9 @@ from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError
 from tether.serve._api import (
     ApiError,
     _known_keys,
-    _name,
     _path_name,
     _payload_error,
+    field_name,
     json_body,
     json_response,
     require_admin,
@@ -157,7 +157,7 @@ async def fork_run(request: Request) -> Response:
     values = body.get("input")
     if values is not None and not isinstance(values, list):
         raise ApiError(400, "bad_request", "input must be a JSON array of positional arguments")
-    new_id = _name(body.get("run_id"), "run_id", required=False)
+    new_id = field_name(body.get("run_id"), "run_id", required=False)
     return json_response(await fork(tether_app(request), run_id, at, values, new_id), 201)
 
 

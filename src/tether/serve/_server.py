@@ -150,7 +150,7 @@ async def _reply(scope: Scope, receive: Receive, send: Send, response: Response)
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _api.ApiError)
-    if not request.url.path.startswith("/api/") and exc.status in (400, 403, 404, 409):
+    if not request.url.path.startswith("/api/") and exc.status in (400, 403, 404, 409, 422):
         return _ui.error_page(request, exc.status, exc.message)
     return _error(exc.status, exc.code, exc.message)
 

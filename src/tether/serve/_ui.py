@@ -15,7 +15,7 @@ import math
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -25,8 +25,24 @@ from starlette.routing import Route
 from tether import App, RunNotFound
 from tether._show import STATUSES, run_document
 from tether.errors import PayloadError, SignalError
-from tether.serve._api import ApiError, answer, decode_cursor, encode_cursor, parse_limit
+from tether.serve._api import (
+    ApiError,
+    answer,
+    decode_cursor,
+    encode_cursor,
+    field_name,
+    parse_limit,
+)
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
+from tether.serve._control import (
+    RETRYABLE,
+    SCHEDULE_ACTIONS,
+    fork,
+    fork_position,
+    retry,
+    schedule_action,
+    schedules,
+)
 from tether.serve._events import last_event_id
 
 _TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
@@ -188,6 +204,8 @@ async def run_view(app: App, run_id: str) -> dict[str, Any]:
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
     doc["final"] = doc["status"] in _FINAL
+    doc["retryable"] = doc["status"] in RETRYABLE
+    doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
     return doc
 
 
@@ -302,7 +320,11 @@ async def _view_or_404(request: Request) -> dict[str, Any]:
 async def run_page(request: Request) -> Response:
     view = await _view_or_404(request)
     after = await last_event_id(request.app.state.tether, view["run_id"])
-    return render(request, "run.html", page="run", run=view, after=after or "")
+    fork_at = request.query_params.get("fork_at", "")
+    if not fork_at.isdigit() or int(fork_at) > view["fork_max"]:
+        fork_at = ""
+    return render(request, "run.html", page="run", run=view, after=after or "",
+                  fork_at=fork_at, retryable=RETRYABLE)
 
 
 async def run_fragment(request: Request) -> Response:
@@ -320,6 +342,11 @@ async def approvals_page(request: Request) -> Response:
 
 async def approvals_fragment(request: Request) -> Response:
     return render(request, "_approvals_list.html", **await _approvals_context(request))
+
+
+async def schedules_page(request: Request) -> Response:
+    return render(request, "schedules.html", page="schedules",
+                  schedules=await schedules(request.app.state.tether))
 
 
 async def _approvals_context(request: Request) -> dict[str, Any]:
@@ -374,6 +401,53 @@ async def signal_action(request: Request) -> Response:
     return _back(values, f"/runs/{run_id}")
 
 
+async def retry_action(request: Request) -> Response:
+    values = await _form(request)
+    run_id = request.path_params["run_id"]
+    await retry(request.app.state.tether, run_id)
+    return _back(values, f"/runs/{run_id}")
+
+
+async def fork_action(request: Request) -> Response:
+    """Fork at the posted position; on to the new run's page."""
+    values = await _form(request)
+    run_id = request.path_params["run_id"]
+    text = (values.get("at") or "").strip()
+    try:
+        at = int(text)
+    except ValueError:
+        raise ApiError(422, "bad_position",
+                       f"the position must be a whole number, not {text!r}") from None
+    fork_position(at)
+    raw = (values.get("input") or "").strip()
+    args: list[Any] | None = None
+    if raw:
+        try:
+            args = json.loads(raw)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", f"the input is not valid JSON: {exc}") from None
+        if not isinstance(args, list):
+            raise ApiError(400, "bad_request",
+                           "the input must be a JSON array of positional arguments")
+    new_id = (values.get("run_id") or "").strip() or None
+    if new_id is not None:
+        field_name(new_id, "run_id", required=True)
+    doc = await fork(request.app.state.tether, run_id, at, args, new_id)
+    return RedirectResponse(f"/runs/{quote(doc['run_id'], safe='')}", status_code=303)
+
+
+async def schedule_ui_action(request: Request) -> Response:
+    values = await _form(request)
+    name = request.path_params["name"]
+    action = request.path_params["action"]
+    if action not in SCHEDULE_ACTIONS:
+        raise ApiError(404, "not_found", f"no schedule action {action!r}")
+    answer_, _ = await schedule_action(request.app.state.tether, name, action)
+    if action == "trigger":
+        return RedirectResponse(f"/runs/{quote(answer_['run_id'], safe='')}", status_code=303)
+    return _back(values, "/schedules")
+
+
 # -- login --------------------------------------------------------------------------------
 
 
@@ -416,6 +490,7 @@ routes = [
     Route("/runs", runs_page, methods=["GET"]),
     Route("/runs/{run_id:path}", run_page, methods=["GET"]),
     Route("/approvals", approvals_page, methods=["GET"]),
+    Route("/schedules", schedules_page, methods=["GET"]),
     Route("/login", login_page, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
@@ -424,5 +499,8 @@ routes = [
     Route("/ui/runs/{run_id:path}/approval", approval_action, methods=["POST"]),
     Route("/ui/runs/{run_id:path}/cancel", cancel_action, methods=["POST"]),
     Route("/ui/runs/{run_id:path}/signal", signal_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/retry", retry_action, methods=["POST"]),
+    Route("/ui/runs/{run_id:path}/fork", fork_action, methods=["POST"]),
+    Route("/ui/schedules/{name:path}/{action}", schedule_ui_action, methods=["POST"]),
     Route("/ui/runs/{run_id:path}", run_fragment, methods=["GET"]),
 ]

@@ -22,6 +22,7 @@ function followRun(root) {
   const box = document.getElementById("stream");
   const text = document.getElementById("stream-text");
   const actions = document.getElementById("actions");
+  const retry = document.getElementById("retry");
   let pending = null;
   let position = null;
   const update = () => {
@@ -45,6 +46,7 @@ function followRun(root) {
     const data = JSON.parse(ev.data);
     root.dataset.status = data.status;
     if (["completed", "failed", "cancelled"].includes(data.status) && actions) actions.hidden = true;
+    if (retry) retry.hidden = !retry.dataset.when.split(" ").includes(data.status);
   });
   source.addEventListener("chunk", ev => {
     const data = JSON.parse(ev.data);

@@ -1,0 +1,144 @@
+"""The UI's retry and fork forms and the schedules page, in process: CSRF and role
+checks, bad input with a clear page and nothing changed, and the actions themselves."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.web import webapp
+from tests.web.helpers import ADMIN, READ
+from tests.web.test_api import Api
+from tests.web.test_api_lifecycle import _schedule
+from tests.web.test_ui_and_cli import login
+from tether import RunFailed
+from tether.serve import Tokens, create_app
+
+
+@pytest.fixture
+async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client (no bearer header) of a server with tokens."""
+    app = webapp.make_app(sqlite_url)
+    await app._open()
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://127.0.0.1") as http:
+        http.app = app  # type: ignore[attr-defined]
+        try:
+            yield http
+        finally:
+            await app.close()
+
+
+async def _failed_run(ui: httpx.AsyncClient, run_id: str) -> None:
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("fixable", "u", run_id=run_id)
+    async with app.worker(queues=["default"]):
+        with pytest.raises(RunFailed):
+            await app.handle(run_id).result(timeout=30)
+
+
+async def test_retry_button_on_a_failed_run_and_the_form_needs_csrf(
+        ui: httpx.AsyncClient) -> None:
+    """A failed run's page offers Retry; the form without CSRF or from a read session
+    changes nothing; with both, the run is queued again and completes after the fix."""
+    webapp.FIXED.clear()
+    csrf = await login(ui, ADMIN)
+    await _failed_run(ui, "f1")
+    page = (await ui.get("/runs/f1")).text
+    assert 'action="/ui/runs/f1/retry"' in page
+    assert re.search(r'<form[^>]*id="retry"[^>]*>', page) is not None
+    assert "hidden" not in re.search(r'<form[^>]*id="retry"[^>]*>', page).group(0)
+    r = await ui.post("/ui/runs/f1/retry", data={"csrf": "forged-csrf-token-000"})
+    assert r.status_code == 403
+    store = ui.app.store  # type: ignore[attr-defined]
+    assert (await store.run_get("f1")).status == "failed"
+    r = await ui.post("/ui/runs/nope/retry", data={"csrf": csrf})
+    assert r.status_code == 404 and "no run" in r.text
+
+    webapp.FIXED.add("u")
+    r = await ui.post("/ui/runs/f1/retry", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/runs/f1"
+    assert (await store.run_get("f1")).status == "queued"
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        assert await app.handle("f1").result(timeout=30) == ["hello u", "fixed u"]
+    page = (await ui.get("/runs/f1")).text
+    assert "hidden" in re.search(r'<form[^>]*id="retry"[^>]*>', page).group(0)
+    r = await ui.post("/ui/runs/f1/retry", data={"csrf": csrf})
+    assert r.status_code == 409 and "cannot retry" in r.text
+
+    read_csrf = await login(ui, READ)
+    page = (await ui.get("/runs/f1")).text
+    assert "/retry" not in page and "/fork" not in page
+    r = await ui.post("/ui/runs/f1/retry", data={"csrf": read_csrf})
+    assert r.status_code == 403
+
+
+async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.AsyncClient) -> None:
+    """Each timeline row links to the fork form with its position; posting it starts
+    the fork and goes to its page; a bad position is a 422 page and creates nothing."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("steps", 3, run_id="s1")
+    async with app.worker(queues=["default"]):
+        await app.handle("s1").result(timeout=30)
+    page = (await ui.get("/runs/s1")).text
+    assert 'href="/runs/s1?fork_at=1#fork"' in page
+    page = (await ui.get("/runs/s1?fork_at=1")).text
+    assert 'name="at" min="0" max="3" value="1"' in page
+    page = (await ui.get("/runs/s1?fork_at=99")).text  # out of range: not prefilled
+    assert 'name="at" min="0" max="3" value=""' in page
+
+    before = len(await app.store.run_search(limit=100))
+    for data, status in (({"at": "9"}, 422), ({"at": "-1"}, 422), ({"at": "x"}, 422),
+                         ({"at": "1", "input": "{bad"}, 400),
+                         ({"at": "1", "input": '{"a": 1}'}, 400),
+                         ({"at": "1", "run_id": "s1"}, 409)):
+        r = await ui.post("/ui/runs/s1/fork", data={"csrf": csrf, **data})
+        assert r.status_code == status, (data, r.text)
+    r = await ui.post("/ui/runs/s1/fork", data={"at": "1", "csrf": "forged-csrf-token-000"})
+    assert r.status_code == 403
+    assert len(await app.store.run_search(limit=100)) == before
+
+    r = await ui.post("/ui/runs/s1/fork", data={"csrf": csrf, "at": "1", "input": "[2]",
+                                                 "run_id": "s1/fork"})
+    assert r.status_code == 303 and r.headers["location"] == "/runs/s1%2Ffork"
+    page = (await ui.get("/runs/s1/fork")).text
+    assert 'forked from <a class="mono" href="/runs/s1">s1</a> at position 1' in page
+    async with app.worker(queues=["default"]):
+        assert await app.handle("s1/fork").result(timeout=30) == [10, 20]
+
+
+async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
+    """The page lists schedules; pause, resume and run-now work from it (admin, CSRF);
+    a read session sees the list without buttons."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    assert "No schedules" in (await ui.get("/schedules")).text
+    await _schedule(Api(app, ui))
+    page = (await ui.get("/schedules")).text
+    assert "nightly" in page and "0 3 * * *" in page
+    assert 'action="/ui/schedules/nightly/pause"' in page
+    r = await ui.post("/ui/schedules/nightly/pause", data={"csrf": "forged-csrf-token-000"})
+    assert r.status_code == 403 and not (await app.store.schedule_get("nightly")).paused
+    r = await ui.post("/ui/schedules/nightly/pause", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/schedules"
+    assert (await app.store.schedule_get("nightly")).paused
+    assert 'action="/ui/schedules/nightly/resume"' in (await ui.get("/schedules")).text
+    r = await ui.post("/ui/schedules/nightly/resume", data={"csrf": csrf})
+    assert r.status_code == 303 and not (await app.store.schedule_get("nightly")).paused
+    r = await ui.post("/ui/schedules/nightly/trigger", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"].startswith("/runs/nightly%40manual-")
+    r = await ui.post("/ui/schedules/nightly/explode", data={"csrf": csrf})
+    assert r.status_code == 404
+    r = await ui.post("/ui/schedules/nope/pause", data={"csrf": csrf})
+    assert r.status_code == 404 and "no schedule named" in r.text
+    read_csrf = await login(ui, READ)
+    page = (await ui.get("/schedules")).text
+    assert "nightly" in page and "/ui/schedules/" not in page
+    r = await ui.post("/ui/schedules/nightly/pause", data={"csrf": read_csrf})
+    assert r.status_code == 403 and not (await app.store.schedule_get("nightly")).paused
