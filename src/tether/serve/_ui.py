@@ -74,6 +74,22 @@ def fmt_ago(ts: float | None) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
+def fmt_in(ts: float | None) -> str:
+    """How far ahead ``ts`` is: "in 5 min" (or "due" once it has passed)."""
+    if ts is None:
+        return "-"
+    s = ts - time.time()
+    if s <= 0:
+        return "due"
+    if s < 60:
+        return f"in {s:.0f} s"
+    if s < 3600:
+        return f"in {s / 60:.0f} min"
+    if s < 172800:
+        return f"in {s / 3600:.1f} h"
+    return f"in {s / 86400:.0f} d"
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
@@ -114,7 +130,7 @@ def short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-_ENV.filters.update(time=fmt_time, ago=fmt_ago, duration=fmt_duration, tokens=fmt_tokens,
+_ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration, tokens=fmt_tokens,
                     usd=fmt_usd, pretty=pretty, short=short)
 
 

@@ -1,0 +1,132 @@
+"""Retry, fork and schedules in a real headless Chromium (Debian's ``chromium``, driven
+by Playwright): retry a failed run after its code was fixed and watch it complete, fork
+a run from a timeline row, and pause a schedule.
+
+Screenshots go to the test's temporary folder; with ``TETHER_UPDATE_SCREENSHOTS=1`` they
+also replace the ones in ``docs/img/`` that docs/serve.md shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, READ, ROOT, WEBAPP, Served, start_serve, start_worker
+from tests.web.test_browser import browser as browser  # the fixture
+from tests.web.test_browser import wait_for
+from tether import App
+from tether._lifecycle import make_spec, to_record
+
+pytestmark = pytest.mark.slow
+
+SHOTS = ("run-retry.png", "run-fork.png", "schedules.png")
+
+
+def _add_schedules(db: str) -> None:
+    async def add() -> None:
+        async with App(db) as app:
+            now = app.clock.now()
+            for spec in (make_spec("greet", "default", "0 9 * * 1-5", name="morning-digest",
+                                   timezone="Europe/Paris", args=("team",)),
+                         make_spec("steps", "default", "*/15 * * * *", name="refresh-index",
+                                   args=(2,), overlap="cancel_previous"),
+                         make_spec("greet", "default", "0 3 1 * *", name="monthly-report",
+                                   args=("finance",), catchup="all", catchup_max=3)):
+                await app.store.schedule_upsert(schedule=to_record(app, spec, now))
+
+    # Playwright's sync API runs an event loop in this thread: use another one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, add()).result()
+
+
+def test_retry_fork_and_schedules_in_the_browser(browser: object, tmp_path: Path) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/life.db"
+    served: Served | None = None
+    worker = None
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+        worker = start_worker(db, tmp_path)  # fragile("order-7") is still broken here
+
+        def start(workflow: str, run_id: str, *args: object) -> None:
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": workflow, "input": list(args), "run_id": run_id})
+            assert r.status_code == 201, r.text
+
+        start("fixable", "order-7", "order-7")
+        start("steps", "research-3", 4)
+        wait_for(served.url, "order-7", "failed")
+        wait_for(served.url, "research-3", "completed")
+        _add_schedules(db)
+
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+
+        # A failed run offers Retry; after the fix (a new worker), Retry completes it.
+        page.goto(served.url + "/runs/order-7")
+        expect(page.locator("#run-status")).to_have_text("failed")
+        expect(page.locator("#retry")).to_be_visible()
+        expect(page.locator(".failure")).to_contain_text("bug in fragile")
+        page.screenshot(path=str(tmp_path / "run-retry.png"), full_page=True)
+        worker.terminate()
+        worker.wait(10)
+        worker = start_worker(db, tmp_path, extra_env={"TETHER_TEST_FIXED": "order-7"})
+        page.click("#retry button")
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator(".result")).to_contain_text("fixed order-7")
+        expect(page.locator("#retry")).to_be_hidden()
+
+        # Fork from a timeline row: the form is filled with that position.
+        page.goto(served.url + "/runs/research-3")
+        page.locator("tr.op", has_text="work").nth(2).locator("a.forkhere").click()
+        expect(page.locator("#fork input[name=at]")).to_have_value("2")
+        page.fill("#fork input[name=run_id]", "research-3-take-2")
+        expect(page.locator("tr.forkpoint")).to_contain_text("work")
+        page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top
+        page.screenshot(path=str(tmp_path / "run-fork.png"), full_page=True)
+        page.click("#fork button")
+        expect(page).to_have_url(served.url + "/runs/research-3-take-2")
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator(".run-head")).to_contain_text("forked from research-3 at position 2")
+        doc = httpx.get(served.url + "/api/v1/runs/research-3-take-2", headers=api).json()
+        assert doc["result"] == [10, 20, 30, 40]
+        assert {a["position"] for a in doc["attempts"]} == {2, 3}, "copied steps ran again"
+
+        # Schedules: run one now, pause another from the page.
+        page.goto(served.url + "/schedules")
+        page.locator("tr", has_text="morning-digest").locator("button:has-text('Run now')").click()
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator(".result")).to_contain_text("hello team")
+        page.goto(served.url + "/schedules")
+        row = page.locator("tr", has_text="refresh-index")
+        expect(row).to_contain_text("active")
+        row.locator("button:has-text('Pause')").click()
+        expect(page.locator("tr", has_text="refresh-index")).to_contain_text("paused")
+        page.screenshot(path=str(tmp_path / "schedules.png"), full_page=True)
+        doc = httpx.get(served.url + "/api/v1/schedules", headers=api).json()
+        assert {s["name"]: s["paused"] for s in doc["schedules"]} == {
+            "monthly-report": False, "morning-digest": False, "refresh-index": True}
+        context.close()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
+        if served is not None:
+            served.stop()
+    if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
+        out = ROOT / "docs" / "img"
+        out.mkdir(parents=True, exist_ok=True)
+        for name in SHOTS:
+            shutil.copy(tmp_path / name, out / name)
