@@ -1,0 +1,172 @@
+"""What storing live events (migration 0004, for ``tether serve``'s SSE) costs per step.
+
+    .venv/bin/python bench/run_events.py [--db sqlite|postgres] [--steps 2000]
+                                         [--runs 1000] [--rounds 5]
+
+Migration 0004 adds triggers that write one ``run_events`` row per finished journal
+entry and per run status change, in the transaction that made the change. This bench
+runs the same code on two fresh stores per round: one as migrated (events on), one
+with those triggers dropped (events off, what the store did before 0004), alternating
+the order each round, and reports medians of:
+
+- one workflow of ``--steps`` trivial sequential steps (latency: one commit per step);
+- ``--runs`` workflows x 10 trivial steps run concurrently by one worker (throughput:
+  commits shared by group commit);
+
+each as wall-clock time per step and as **CPU time per step**: this process's (the
+engine, and SQLite, which runs in it) plus, on PostgreSQL, the server backends serving
+the store (read from ``/proc``; the server must run on this host). CPU time is the
+figure to trust on a shared, loaded machine: wall-clock time there moves with other
+people's work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from core import drop_created, make_app, resolve
+
+from tether import App
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+SQLITE_TRIGGERS = ("tether_run_events_journal_insert", "tether_run_events_journal_update",
+                   "tether_run_events_status", "tether_run_events_live")
+PG_TRIGGERS = (("run_events_journal", "journal"), ("run_events_run", "runs"))
+
+
+async def events_off(url: str) -> None:
+    """Migrate the store, then drop the triggers that record run events."""
+    async with App(url) as app:
+        await app.list_runs(limit=1)  # opens (and migrates) the store
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        with conn:
+            for name in SQLITE_TRIGGERS:
+                conn.execute(f"DROP TRIGGER {name}")
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            for name, table in PG_TRIGGERS:
+                conn.execute(f"DROP TRIGGER {name} ON tether.{table}")
+
+
+async def events_counted(url: str) -> int:
+    async with App(url) as app:
+        runs = await app.store.run_search(limit=1)
+        if not runs:
+            return 0
+        return len(await app.store.run_events_read(run_id=runs[0].run_id, after=None,
+                                                   limit=100_000))
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _backends(url: str) -> dict[int, float]:
+    """CPU seconds so far of each server backend connected to the bench database."""
+    if url.startswith("sqlite"):
+        return {}
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()").fetchall()]
+    return {pid: _proc_cpu(pid) for pid in pids}
+
+
+async def measure(url: str, workload: str, n: int) -> tuple[float, float, float]:
+    """(wall s, this process's CPU s, server backends' CPU s) per step."""
+    app = make_app(url)
+    wfs = app.workflows()
+    async with app.worker(concurrency=1 if workload == "seq" else n):
+        await (await app.start(wfs["sequential"].fn, 10)).result(timeout=60)  # warm up
+        if workload == "seq":
+            handles = [await app.start(wfs["sequential"].fn, n)]
+            steps = n
+        else:
+            handles = [await app.start(wfs["ten"].fn) for _ in range(n)]
+            steps = n * 10
+        before = _backends(url)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for h in handles:
+            await h.result(timeout=600)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        after = _backends(url)
+    await app.close()
+    server = sum(c - before.get(pid, 0.0) for pid, c in after.items())
+    return wall / steps, cpu / steps, server / steps
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="tether-bench-events-"))
+    found: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
+    for r in range(args.rounds):
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            for workload, n in (("seq", args.steps), ("conc", args.runs)):
+                url = resolve(args.db, folder, f"{workload}_{'on' if on else 'off'}{r}")
+                if not on:
+                    await events_off(url)
+                got = await measure(url, workload, n)
+                found.setdefault((workload, on), []).append(got)
+                if on and r == 0:
+                    # The bench measures what it claims: events are written when on.
+                    assert await events_counted(url) > 0, "no run events were recorded"
+                print(f"round {r + 1}/{args.rounds} {workload:4} events "
+                      f"{'on ' if on else 'off'}: wall {got[0] * 1e6:6.0f} µs/step, "
+                      f"cpu {got[1] * 1e6:5.0f} + server {got[2] * 1e6:5.0f} µs/step",
+                      file=sys.stderr, flush=True)
+
+    def med(workload: str, on: bool, i: int) -> float:
+        return statistics.median(x[i] for x in found[(workload, on)]) * 1e6
+
+    print(f"command: python bench/run_events.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"store: {args.db}; medians of {args.rounds} rounds; µs per step")
+    print(f"{'workload':30} {'measure':22} {'events off':>10} {'events on':>10} {'cost':>8}")
+    for workload, label in (("seq", f"{args.steps} sequential steps"),
+                            ("conc", f"{args.runs} runs x 10 steps")):
+        rows = [("wall clock", 0), ("CPU, this process", 1)]
+        if args.db == "postgres":
+            rows.append(("CPU, server backends", 2))
+        for name, i in rows:
+            off, on = med(workload, False, i), med(workload, True, i)
+            cost = f"{(on / off - 1) * 100:+7.1f}%" if off else "-"
+            print(f"{label:30} {name:22} {off:10.1f} {on:10.1f} {cost:>8}")
+        if args.db == "postgres":
+            off = med(workload, False, 1) + med(workload, False, 2)
+            on = med(workload, True, 1) + med(workload, True, 2)
+            print(f"{label:30} {'CPU, total':22} {off:10.1f} {on:10.1f} "
+                  f"{(on / off - 1) * 100:+7.1f}%")
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    finally:
+        drop_created()
