@@ -187,7 +187,15 @@ async def test_missing_or_wrong_token_is_401_and_read_token_cannot_change(api: A
               ("POST", "/api/v1/runs", {"workflow": "greet"}),
               ("POST", "/api/v1/runs/w/signals/go", {"data": 1}),
               ("POST", "/api/v1/runs/w/cancel", None),
-              ("POST", "/api/v1/runs/w/approval", {"approved": True})]
+              ("POST", "/api/v1/runs/w/approval", {"approved": True}),
+              ("POST", "/api/v1/runs/w/retry", None),
+              ("POST", "/api/v1/runs/w/fork", {"at": 0}),
+              ("POST", "/api/v1/runs/w/erase", None),
+              ("GET", "/api/v1/schedules", None),
+              ("POST", "/api/v1/schedules/s/pause", None),
+              ("POST", "/api/v1/schedules/s/resume", None),
+              ("POST", "/api/v1/schedules/s/trigger", None),
+              ("DELETE", "/api/v1/schedules/s", None)]
     for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-token-123456789"},
                     {"Authorization": f"Basic {ADMIN}"}):
         for method, path, body in routes:
@@ -199,7 +207,7 @@ async def test_missing_or_wrong_token_is_401_and_read_token_cannot_change(api: A
         if path.endswith("/events"):
             continue  # a stream that stays open (read over HTTP in test_sse.py)
         r = await api.http.request(method, path, json=body, headers=read)
-        if method == "POST":
+        if method in ("POST", "DELETE"):
             assert r.status_code == 403, (method, path)
             assert error_of(r) == "forbidden"
         else:
