@@ -130,8 +130,8 @@ def short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-_ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration, tokens=fmt_tokens,
-                    usd=fmt_usd, pretty=pretty, short=short)
+_ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration,
+                    tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short)
 
 
 # -- view models ---------------------------------------------------------------------------
