@@ -169,8 +169,12 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--trigger-only", action="store_true",
+                        help="measure only the triggers' own cost per journal row")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="tether-bench-events-"))
+    if args.trigger_only:
+        args.rounds = 0
     found: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
     for r in range(args.rounds):
         for on in ((True, False) if r % 2 == 0 else (False, True)):
@@ -197,10 +201,12 @@ async def main() -> None:
         return statistics.median(x[i] for x in found[(workload, on)]) * 1e6
 
     print(f"command: python bench/run_events.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"store: {args.db}; medians of {args.rounds} rounds; µs per step")
-    print(f"{'workload':30} {'measure':22} {'events off':>10} {'events on':>10} {'cost':>8}")
-    for workload, label in (("seq", f"{args.steps} sequential steps"),
-                            ("conc", f"{args.runs} runs x 10 steps")):
+    if not args.trigger_only:
+        print(f"store: {args.db}; medians of {args.rounds} rounds; µs per step")
+        print(f"{'workload':30} {'measure':22} {'events off':>10} {'events on':>10} "
+              f"{'cost':>8}")
+    for workload, label in () if args.trigger_only else (
+            ("seq", f"{args.steps} sequential steps"), ("conc", f"{args.runs} runs x 10 steps")):
         rows = [("wall clock", 0), ("CPU, this process", 1)]
         if args.db == "postgres":
             rows.append(("CPU, server backends", 2))
@@ -213,9 +219,7 @@ async def main() -> None:
             with_ = med(workload, True, 1) + med(workload, True, 2)
             print(f"{label:30} {'CPU, total':22} {off:10.1f} {with_:10.1f} "
                   f"{(with_ / off - 1) * 100:+7.1f}%")
-
-
-    print(f"{TRIGGER_ROWS} journal rows in one statement, µs per row (best of 5): "
+    print(f"{args.db}: {TRIGGER_ROWS} journal rows in one statement, µs per row (best of 5): "
           f"{alone_off:.2f} without the triggers, {alone_on:.2f} with them: the triggers "
           f"cost {alone_on - alone_off:.2f} µs per operation")
 
