@@ -129,7 +129,7 @@ async def measure(url: str, workload: str, n: int) -> tuple[float, float, float]
 TRIGGER_ROWS = 20_000
 
 
-def _trigger_alone(url: str, repeat: int = 5) -> float:
+def _trigger_alone(url: str, repeat: int = 15) -> float:
     """µs per journal row written in one statement (best of ``repeat``): the triggers'
     own cost per operation is this with events on minus this with them off."""
     best = float("inf")
@@ -192,10 +192,10 @@ async def main() -> None:
                       f"cpu {got[1] * 1e6:5.0f} + server {got[2] * 1e6:5.0f} µs/step",
                       file=sys.stderr, flush=True)
 
-    url = resolve(args.db, folder, "trig_on")
-    await events_off(resolve(args.db, folder, "trig_off"))
-    alone_on = _trigger_alone(await _migrated(url))
-    alone_off = _trigger_alone(resolve(args.db, folder, "trig_off"))
+    url_on, url_off = resolve(args.db, folder, "trig_on"), resolve(args.db, folder, "trig_off")
+    await events_off(url_off)
+    alone_on = _trigger_alone(await _migrated(url_on))
+    alone_off = _trigger_alone(url_off)
 
     def med(workload: str, on: bool, i: int) -> float:
         return statistics.median(x[i] for x in found[(workload, on)]) * 1e6
@@ -219,7 +219,7 @@ async def main() -> None:
             with_ = med(workload, True, 1) + med(workload, True, 2)
             print(f"{label:30} {'CPU, total':22} {off:10.1f} {with_:10.1f} "
                   f"{(with_ / off - 1) * 100:+7.1f}%")
-    print(f"{args.db}: {TRIGGER_ROWS} journal rows in one statement, µs per row (best of 5): "
+    print(f"{args.db}: {TRIGGER_ROWS} journal rows in one statement, µs per row (best of 15): "
           f"{alone_off:.2f} without the triggers, {alone_on:.2f} with them: the triggers "
           f"cost {alone_on - alone_off:.2f} µs per operation")
 
