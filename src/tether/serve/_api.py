@@ -92,7 +92,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     return value
 
 
-def _known_keys(body: dict[str, Any], allowed: set[str]) -> None:
+def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; "
@@ -110,14 +110,14 @@ def field_name(value: Any, field: str, *, required: bool) -> str | None:
     return value
 
 
-def _path_name(request: Request, key: str) -> str:
+def path_name(request: Request, key: str) -> str:
     value = request.path_params[key]
     checked = field_name(value, key, required=True)
     assert checked is not None
     return checked
 
 
-def _payload_error(exc: PayloadError) -> ApiError:
+def payload_error(exc: PayloadError) -> ApiError:
     if isinstance(exc, PayloadTooLarge):
         return ApiError(413, "payload_too_large", str(exc))
     return ApiError(400, "bad_request", str(exc))
@@ -136,7 +136,7 @@ async def _document(app: App, run_id: str) -> dict[str, Any]:
 async def start_run(request: Request) -> Response:
     require_admin(request)
     body = await json_body(request)
-    _known_keys(body, {"workflow", "input", "run_id", "queue"})
+    known_keys(body, {"workflow", "input", "run_id", "queue"})
     workflow = field_name(body.get("workflow"), "workflow", required=True)
     assert workflow is not None
     values = body.get("input", [])
@@ -159,7 +159,7 @@ async def start_run(request: Request) -> Response:
                 if value is not None:
                     check_name(what, value)
         except PayloadError as exc:
-            raise _payload_error(exc) from None
+            raise payload_error(exc) from None
         except InvalidName as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         run_id = run_id or uuid.uuid4().hex
@@ -176,7 +176,7 @@ async def start_run(request: Request) -> Response:
     except ConfigError as exc:  # the id belongs to a run of another workflow
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
-        raise _payload_error(exc) from None
+        raise payload_error(exc) from None
     doc = await _document(app, handle.run_id)
     if not known and not existed:
         doc["warnings"] = [f"no worker has registered workflow {workflow!r} in this store "
@@ -231,7 +231,7 @@ def run_summary(r: Any) -> dict[str, Any]:
 
 async def list_runs(request: Request) -> Response:
     q = request.query_params
-    _known_keys(dict(q), {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
+    known_keys(dict(q), {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
     status = q.get("status") or None
     if status is not None and status not in STATUSES:
         raise ApiError(400, "bad_request",
@@ -249,12 +249,12 @@ async def list_runs(request: Request) -> Response:
 
 
 async def get_run(request: Request) -> Response:
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     return json_response(await _document(tether_app(request), run_id))
 
 
 async def get_journal(request: Request) -> Response:
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     try:
         info = await tether_app(request).get_run(run_id)
     except RunNotFound:
@@ -264,10 +264,10 @@ async def get_journal(request: Request) -> Response:
 
 async def send_signal(request: Request) -> Response:
     require_admin(request)
-    run_id = _path_name(request, "run_id")
-    name = _path_name(request, "name")
+    run_id = path_name(request, "run_id")
+    name = path_name(request, "name")
     body = await json_body(request, required=False)
-    _known_keys(body, {"data", "idempotency_key"})
+    known_keys(body, {"data", "idempotency_key"})
     key = field_name(body.get("idempotency_key"), "idempotency_key", required=False)
     app = tether_app(request)
     try:
@@ -277,13 +277,13 @@ async def send_signal(request: Request) -> Response:
     except SignalError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
-        raise _payload_error(exc) from None
+        raise payload_error(exc) from None
     return json_response({"run_id": run_id, "signal": name, "created": created}, 202)
 
 
 async def cancel_run(request: Request) -> Response:
     require_admin(request)
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     await json_body(request, required=False)
     app = tether_app(request)
     run = await app.store.run_get(run_id)
@@ -307,9 +307,9 @@ async def list_approvals(request: Request) -> Response:
 
 async def answer_approval(request: Request) -> Response:
     require_admin(request)
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     body = await json_body(request)
-    _known_keys(body, {"approved", "note"})
+    known_keys(body, {"approved", "note"})
     approved = body.get("approved")
     if not isinstance(approved, bool):
         raise ApiError(400, "bad_request", "approved must be true or false")
@@ -335,7 +335,7 @@ async def answer(app: App, run_id: str, approved: bool, note: str | None) -> dic
 
 
 async def run_events(request: Request) -> Response:
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     app = tether_app(request)
     if await app.store.run_get(run_id) is None:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}")

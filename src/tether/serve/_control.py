@@ -23,12 +23,12 @@ from tether._show import run_document, schedule_dict
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError
 from tether.serve._api import (
     ApiError,
-    _known_keys,
-    _path_name,
-    _payload_error,
     field_name,
     json_body,
     json_response,
+    known_keys,
+    path_name,
+    payload_error,
     require_admin,
     tether_app,
 )
@@ -85,7 +85,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     except InvalidName as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     except PayloadError as exc:
-        raise _payload_error(exc) from None
+        raise payload_error(exc) from None
     except ConfigError as exc:  # the new id was taken meanwhile
         raise ApiError(409, "conflict", str(exc)) from None
     return await run_document(app, handle.run_id)
@@ -136,21 +136,21 @@ async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, A
 
 async def _no_body(request: Request) -> None:
     """These actions take no fields: an empty body or ``{}``."""
-    _known_keys(await json_body(request, required=False), set())
+    known_keys(await json_body(request, required=False), set())
 
 
 async def retry_run(request: Request) -> Response:
     require_admin(request)
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     await _no_body(request)
     return json_response(await retry(tether_app(request), run_id))
 
 
 async def fork_run(request: Request) -> Response:
     require_admin(request)
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     body = await json_body(request)
-    _known_keys(body, {"at", "input", "run_id"})
+    known_keys(body, {"at", "input", "run_id"})
     if "at" not in body:
         raise ApiError(422, "bad_position", "at (the first position to run again) is required")
     at = fork_position(body["at"])
@@ -163,7 +163,7 @@ async def fork_run(request: Request) -> Response:
 
 async def erase_run(request: Request) -> Response:
     require_admin(request)
-    run_id = _path_name(request, "run_id")
+    run_id = path_name(request, "run_id")
     await _no_body(request)
     return json_response(await erase(tether_app(request), run_id))
 
@@ -174,7 +174,7 @@ async def list_schedules(request: Request) -> Response:
 
 async def _schedule(request: Request, action: str) -> Response:
     require_admin(request)
-    name = _path_name(request, "name")
+    name = path_name(request, "name")
     await _no_body(request)
     answer, status = await schedule_action(tether_app(request), name, action)
     return json_response(answer, status)
