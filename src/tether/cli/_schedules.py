@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from tether._lifecycle import Cron, start_tick, zone_of
+from tether._show import schedule_dict
 from tether.cli._common import CliError, client, dumps, fmt_time
 
 
@@ -34,13 +35,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=schedules)
 
 
-def _row(s: Any) -> dict[str, Any]:
-    return {"name": s.name, "workflow": s.workflow, "queue": s.queue, "cron": s.cron,
-            "timezone": s.timezone, "paused": s.paused, "overlap": s.overlap,
-            "catchup": s.catchup, "catchup_max": s.catchup_max, "next_tick": s.next_tick,
-            "last_tick": s.last_tick, "last_run_id": s.last_run_id, "version": s.version}
-
-
 async def schedules(args: argparse.Namespace) -> int:
     action = args.action or "list"
     async with client(args) as app:
@@ -49,7 +43,7 @@ async def schedules(args: argparse.Namespace) -> int:
         if action == "list":
             found = await store.schedule_list()
             if args.json:
-                print(dumps([_row(s) for s in found]))
+                print(dumps([schedule_dict(s) for s in found]))
                 return 0
             if not found:
                 print("no schedules")
