@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from tether._replay import RunContext, StepInfo
     from tether.store._port import Store
 
-__all__ = ["TRACE_KEY", "Observer", "add_observer", "adopt_trace_context", "child_starting",
-           "remove_observer", "run", "step", "step_failed", "trace_carrier"]
+__all__ = ["MAX_LINKS", "TRACE_KEY", "Observer", "add_observer", "add_trace_link",
+           "adopt_trace_context", "child_starting", "remove_observer", "run", "step",
+           "step_failed", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -87,6 +88,35 @@ async def adopt_trace_context(store: Store, run_id: str, carrier: dict[str, str]
     executes; False if the run's trace context was set already (it is kept)."""
     return await store.kv_cas(key=TRACE_KEY.format(run_id), value=json.dumps(carrier),
                               version=None, now=now)
+
+
+#: Links kept for a run's next execution at most (older ones are dropped first).
+MAX_LINKS = 16
+
+
+async def add_trace_link(store: Store, run_id: str, carrier: dict[str, str],
+                         now: float) -> bool:
+    """Link the next execution of run ``run_id`` to the span in ``carrier`` (a caller
+    that sent the run a signal or an approval): kept under ``"links"`` in the run's
+    trace-context value, which that execution reads anyway and then clears. False if
+    concurrent writers kept this one from being added."""
+    key = TRACE_KEY.format(run_id)
+    for _ in range(8):
+        current = await store.kv_get(key=key)
+        doc: dict[str, Any] = {}
+        if current is not None:
+            try:
+                loaded = json.loads(current[0])
+            except ValueError:
+                loaded = None
+            if isinstance(loaded, dict):
+                doc = loaded
+        links = [c for c in doc.get("links") or [] if isinstance(c, dict)]
+        doc["links"] = [*links[-(MAX_LINKS - 1):], carrier]
+        if await store.kv_cas(key=key, value=json.dumps(doc),
+                              version=None if current is None else current[1], now=now):
+            return True
+    return False
 
 
 def add_observer(observer: Observer) -> None:

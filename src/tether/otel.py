@@ -26,7 +26,8 @@ the observer only for work that executes (``tether._observe``).
 Trace context is kept in the store (a shared value ``otel.trace:<run_id>``), so every
 execution of a run joins one trace on any worker, and a child run (on any queue or
 host) is a child of the span that started it. A run started over HTTP with a W3C
-``traceparent`` header (``POST /api/v1/runs``) is a child of the caller's span.
+``traceparent`` header (``POST /api/v1/runs``) is a child of the caller's span; a signal
+or an approval posted with one links the run's next execution to the caller's span.
 """
 
 from __future__ import annotations
@@ -63,21 +64,39 @@ class OtelObserver:
     async def run_started(self, ctx: RunContext) -> Any:
         key = _KEY.format(ctx.run_id)
         stored = await ctx.store.kv_get(key=key)
-        parent = None
+        doc: dict[str, Any] = {}
         if stored is not None:
             try:
-                parent = _PROPAGATOR.extract(json.loads(stored[0]))
+                loaded = json.loads(stored[0])
             except ValueError:
-                parent = None
+                loaded = None
+            if isinstance(loaded, dict):
+                doc = loaded
+        rooted = "traceparent" in doc
+        parent = _PROPAGATOR.extract(doc) if rooted else None
+        # Callers that sent the run a signal or an approval since its last execution
+        # (``tether serve`` with a ``traceparent`` header): linked from this execution.
+        links = []
+        for carrier in doc.get("links") or []:
+            if isinstance(carrier, dict):
+                linked = trace.get_current_span(_PROPAGATOR.extract(carrier))
+                if linked.get_span_context().is_valid:
+                    links.append(trace.Link(linked.get_span_context()))
         record = ctx.lease
         span = self.tracer.start_span(
-            f"run {ctx.workflow.name}", context=parent, kind=SpanKind.INTERNAL,
+            f"run {ctx.workflow.name}", context=parent, kind=SpanKind.INTERNAL, links=links,
             attributes={"tether.run_id": record.run_id, "tether.workflow": ctx.workflow.name,
                         "tether.queue": ctx.workflow.queue,
                         "tether.fencing_token": record.fencing_token})
-        if stored is None:
+        version = None if stored is None else stored[1]
+        if not rooted:
             # The first execution roots the run's trace; later ones (any worker) join it.
-            await ctx.store.kv_cas(key=key, value=_carrier(span), version=None,
+            await ctx.store.kv_cas(key=key, value=_carrier(span), version=version,
+                                   now=ctx.clock.now())
+        elif "links" in doc:
+            # Linked once; a link added meanwhile stays for the next execution.
+            kept = {k: v for k, v in doc.items() if k != "links"}
+            await ctx.store.kv_cas(key=key, value=json.dumps(kept), version=version,
                                    now=ctx.clock.now())
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token

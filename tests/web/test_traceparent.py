@@ -3,6 +3,7 @@ the caller's trace (in-memory exporter, a real worker in process)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -11,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tether.otel
-from tests.web.test_api import Api, _api, error_of
+from tests.web.test_api import Api, _api, error_of, wait_status
 from tether._observe import trace_carrier
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -110,3 +111,63 @@ def test_valid_traceparent_carries_tracestate() -> None:
     assert trace_carrier(f"00-{TRACE}-{SPAN}-01", "a=1") == {
         "traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "a=1"}
     assert trace_carrier(f"01-{TRACE}-{SPAN}-01-future") is not None
+
+
+def _hex(value: int, width: int) -> str:
+    return format(value, f"0{width}x")
+
+
+async def test_signal_and_approval_with_traceparent_link_the_next_execution(
+        api: Api, exporter: InMemorySpanExporter) -> None:
+    """A signal or an approval posted with a traceparent links the execution that
+    continues the run to the caller's span; the run stays in its own trace, and a later
+    execution is not linked again."""
+    signal_trace, signal_span = "1" * 32, "2" * 16
+    approval_trace, approval_span = "3" * 32, "4" * 16
+    async with api.app.worker(queues=["default"]):
+        assert (await api.http.post("/api/v1/runs", json={
+            "workflow": "wait_go", "run_id": "w"})).status_code == 201
+        assert (await api.http.post("/api/v1/runs", json={
+            "workflow": "purchase", "input": ["report"], "run_id": "p"})).status_code == 201
+        await wait_status(api, "w", "waiting")
+        await wait_status(api, "p", "waiting")
+        r = await api.http.post("/api/v1/runs/w/signals/go", json={"data": 1}, headers={
+            "traceparent": f"00-{signal_trace}-{signal_span}-01"})
+        assert r.status_code == 202, r.text
+        r = await api.http.post("/api/v1/runs/p/approval", json={"approved": True}, headers={
+            "traceparent": f"00-{approval_trace}-{approval_span}-01"})
+        assert r.status_code == 200, r.text
+        await wait_status(api, "w", "completed")
+        await wait_status(api, "p", "completed")
+
+    for run_id, trace_id, span_id in (("w", signal_trace, signal_span),
+                                      ("p", approval_trace, approval_span)):
+        runs = sorted((s for s in _spans(exporter, run_id) if s.name.startswith("run ")),
+                      key=lambda s: s.start_time or 0)
+        assert len(runs) == 2, [s.name for s in runs]
+        first, second = runs
+        assert not first.links
+        assert [(_hex(lk.context.trace_id, 32), _hex(lk.context.span_id, 16))
+                for lk in second.links] == [(trace_id, span_id)]
+        assert second.get_span_context().trace_id == first.get_span_context().trace_id
+        stored = await api.app.store.kv_get(key=f"otel.trace:{run_id}")
+        assert stored is not None and "links" not in json.loads(stored[0])
+
+
+async def test_signal_with_traceparent_to_an_ended_run_changes_nothing(api: Api) -> None:
+    """The signal is refused (409) and no link is recorded."""
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a"],
+                                                  "run_id": "g"})
+        await wait_status(api, "g", "completed")
+    before = await api.app.store.kv_get(key="otel.trace:g")
+    header = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    r = await api.http.post("/api/v1/runs/g/signals/go", json={}, headers=header)
+    assert r.status_code == 409 and error_of(r) == "conflict"
+    r = await api.http.post("/api/v1/runs/g/approval", json={"approved": True}, headers=header)
+    assert r.status_code == 409 and error_of(r) == "no_pending_approval"
+    r = await api.http.post("/api/v1/runs/nope/approval", json={"approved": True},
+                            headers=header)
+    assert r.status_code == 404
+    assert await api.app.store.kv_get(key="otel.trace:g") == before
+    assert await api.app.store.kv_get(key="otel.trace:nope") is None

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._observe import adopt_trace_context, trace_carrier
+from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
 from tether._show import STATUSES, run_document
 from tether._types import check_name
 from tether.errors import (
@@ -34,6 +34,7 @@ from tether.serve._auth import Principal
 from tether.serve._events import sse_response
 
 MAX_LIMIT = 500
+_ENDED = ("completed", "failed", "cancelled")
 MAX_NAME = 200
 
 
@@ -270,6 +271,16 @@ async def send_signal(request: Request) -> Response:
     known_keys(body, {"data", "idempotency_key"})
     key = field_name(body.get("idempotency_key"), "idempotency_key", required=False)
     app = tether_app(request)
+    carrier = trace_carrier(request.headers.get("traceparent"),
+                            request.headers.get("tracestate"))
+    if carrier is not None:
+        try:
+            app.codec.encode(body.get("data"), f"payload of signal {name!r}")
+        except PayloadError as exc:
+            raise payload_error(exc) from None
+        run = await app.store.run_get(run_id)
+        if run is not None and run.status not in _ENDED:
+            await add_trace_link(app.store, run_id, carrier, app.clock.now())
     try:
         created = await app.signal(run_id, name, body.get("data"), idempotency_key=key)
     except RunNotFound:
@@ -316,7 +327,19 @@ async def answer_approval(request: Request) -> Response:
     note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 4000):
         raise ApiError(400, "bad_request", "note must be a string of at most 4000 characters")
-    return json_response(await answer(tether_app(request), run_id, approved, note or None))
+    app = tether_app(request)
+    carrier = trace_carrier(request.headers.get("traceparent"),
+                            request.headers.get("tracestate"))
+    if carrier is not None:
+        from tether.ai import pending_approval
+
+        try:
+            waiting = await pending_approval(app, run_id)
+        except RunNotFound:
+            raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        if waiting is not None:
+            await add_trace_link(app.store, run_id, carrier, app.clock.now())
+    return json_response(await answer(app, run_id, approved, note or None))
 
 
 async def answer(app: App, run_id: str, approved: bool, note: str | None) -> dict[str, Any]:
