@@ -25,6 +25,11 @@ _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change so
                   "400": _err("bad input"), "415": _err("body is not JSON")}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _NAME}
 _SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": _NAME}
+#: W3C trace context of the caller (optional; an invalid value is ignored).
+_TRACE = [{"name": "traceparent", "in": "header", "schema": {"type": "string"},
+           "description": "W3C trace context: the run's spans join (start) or link to "
+                          "(signal, approval) the caller's span"},
+          {"name": "tracestate", "in": "header", "schema": {"type": "string"}}]
 #: The body of an action that takes no fields: none, or ``{}``.
 _NO_FIELDS = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False, "properties": {}}}}}
@@ -91,7 +96,7 @@ def document() -> dict[str, Any]:
             "/api/v1/runs": {
                 "post": {
                     "summary": "Start a run (idempotent on run_id)",
-                    "operationId": "startRun",
+                    "operationId": "startRun", "parameters": _TRACE,
                     "requestBody": _json_body({
                         "type": "object", "required": ["workflow"],
                         "additionalProperties": False,
@@ -156,7 +161,7 @@ def document() -> dict[str, Any]:
                 "summary": "Send a signal to a run",
                 "operationId": "sendSignal",
                 "parameters": [_RUN_ID, {"name": "name", "in": "path", "required": True,
-                                         "schema": _NAME}],
+                                         "schema": _NAME}, *_TRACE],
                 "requestBody": _json_body({
                     "type": "object", "additionalProperties": False,
                     "properties": {"data": {}, "idempotency_key": _NAME}}, required=False),
@@ -173,7 +178,7 @@ def document() -> dict[str, Any]:
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/approval": {"post": {
                 "summary": "Approve or reject the tool call a run waits on",
-                "operationId": "answerApproval", "parameters": [_RUN_ID],
+                "operationId": "answerApproval", "parameters": [_RUN_ID, *_TRACE],
                 "requestBody": _json_body({
                     "type": "object", "required": ["approved"], "additionalProperties": False,
                     "properties": {"approved": {"type": "boolean"},
