@@ -47,6 +47,7 @@ from tether import (
 )
 from tether.ai._approvals import request_approval
 from tether.ai._budget import spending_of
+from tether.ai._llm import LLM
 from tether.ai._tools import ChildCall, FunctionTool, Tool, ToolArgumentError, model_schema
 from tether.ai._types import (
     ChatReply,
@@ -223,6 +224,10 @@ class Agent:
             waiting (one journaled signal operation each, and one that finds none) and adds
             it to the conversation as a user message. Off by default: it adds operations to
             the journal, which runs started before the change would not have.
+        stream: publish each turn's text to the run's observers as it arrives
+            (``llm.chunk`` events of ``App.events`` and ``tether serve``'s run page and
+            SSE stream), when the model is a ``tether.ai.LLM``. The journal records the
+            same as without it, and a replayed turn publishes nothing.
 
     Raises:
         ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
@@ -235,7 +240,7 @@ class Agent:
                  tool_retry: RetryPolicy | None = None,
                  model_params: Mapping[str, Any] | None = None,
                  output_type: type[pydantic.BaseModel] | None = None,
-                 steerable: bool = False) -> None:
+                 steerable: bool = False, stream: bool = True) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -259,6 +264,7 @@ class Agent:
                               f"got {output_type!r}")
         self.output_type = output_type
         self.steerable = steerable
+        self.stream = stream
         self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
@@ -380,8 +386,7 @@ class Agent:
             if self.steerable:
                 messages.extend(user_message(text) for text in await self._steering())
             tether.set_status(self._status(turn, "thinking"))
-            reply = await self.model.chat(messages, tools=specs or None, budget=self.budget,
-                                          **self.model_params)
+            reply = await self._ask(messages, specs)
             messages.append(reply.to_message())
             if self._final is not None:
                 found, output = self._final_answer(reply, tools)
@@ -409,6 +414,14 @@ class Agent:
                             for call, text in zip(reply.tool_calls, answers, strict=True))
         last = [c.name for c in reply.tool_calls] if reply is not None else []
         raise MaxTurnsExceeded(self.name, self.max_turns, last)
+
+    async def _ask(self, messages: list[Message], specs: list[ToolSpec]) -> ChatReply:
+        """One turn's model call (durable); its text streams live if ``self.stream``."""
+        if self.stream and isinstance(self.model, LLM):
+            return await self.model.chat(messages, tools=specs or None, budget=self.budget,
+                                         live=True, **self.model_params)
+        return await self.model.chat(messages, tools=specs or None, budget=self.budget,
+                                     **self.model_params)
 
     async def _steering(self) -> list[str]:
         """Every steering message waiting, in order (journaled signal operations; the

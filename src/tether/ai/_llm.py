@@ -106,13 +106,16 @@ class _Call:
 
     def __init__(self, llm: LLM, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                  tool_choice: str | None, output_schema: dict[str, Any] | None,
-                 params: dict[str, Any], stream: bool) -> None:
+                 params: dict[str, Any], stream: bool, live: bool = False) -> None:
         self.messages = list(messages)
         self.tools = [ToolSpec.of(t) for t in tools or ()]
         self.tool_choice = tool_choice
         self.output_schema = output_schema
         self.params = params
         self.stream = stream
+        #: Stream the HTTP call and publish its chunks; the journal says ``stream`` only
+        #: for ``LLM.stream`` (``chat(live=True)`` records what a plain chat records).
+        self.live = stream or live
         self.prompt: ContentRef = address(self.messages)
         self.blobs = dict(self.prompt.blobs)
         tools_ref = self._blob([{"name": t.name, "description": t.description,
@@ -237,18 +240,18 @@ class LLM:
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None, output: None = None,
                    output_retries: int = 2, budget: Budget | None = None,
-                   **params: Any) -> ChatReply: ...
+                   live: bool = False, **params: Any) -> ChatReply: ...
 
     @overload
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None, output: type[M],
                    output_retries: int = 2, budget: Budget | None = None,
-                   **params: Any) -> M: ...
+                   live: bool = False, **params: Any) -> M: ...
 
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None, output: type[M] | None = None,
                    output_retries: int = 2, budget: Budget | None = None,
-                   **params: Any) -> ChatReply | M:
+                   live: bool = False, **params: Any) -> ChatReply | M:
         """Ask the model; inside a workflow, one durable operation (per output try).
 
         Args:
@@ -259,6 +262,10 @@ class LLM:
                 returned validated; a non-conforming answer is sent back with the
                 validation error, up to ``output_retries`` more times.
             budget: this call's budget (default: the run's, see ``set_budget``).
+            live: inside a workflow, stream the HTTP call and publish its text deltas to
+                the run's observers as ``LLM.stream`` does (``llm.chunk`` events), while
+                the journal records exactly what a plain ``chat`` records (so runs
+                recorded before replay the same). ``tether.ai.Agent`` uses it.
             params: more request fields (``temperature``, ``max_tokens``, ...), JSON.
 
         Returns:
@@ -273,7 +280,8 @@ class LLM:
         """
         return await self._complete(messages, tools=tools, tool_choice=tool_choice,
                                     output=output, output_retries=output_retries,
-                                    budget=budget, params=params, stream=False, on_chunk=None)
+                                    budget=budget, params=params, stream=False, on_chunk=None,
+                                    live=live)
 
     @overload
     async def stream(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
@@ -301,18 +309,18 @@ class LLM:
         return await self._complete(messages, tools=tools, tool_choice=tool_choice,
                                     output=output, output_retries=output_retries,
                                     budget=budget, params=params, stream=True,
-                                    on_chunk=on_chunk)
+                                    on_chunk=on_chunk, live=True)
 
     # -- structured output --------------------------------------------------------------
 
     async def _complete(self, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                         tool_choice: str | None, output: type[M] | None, output_retries: int,
                         budget: Budget | None, params: dict[str, Any], stream: bool,
-                        on_chunk: OnChunk | None) -> ChatReply | M:
+                        on_chunk: OnChunk | None, live: bool) -> ChatReply | M:
         if output is None:
             return await self._call(messages, tools=tools, tool_choice=tool_choice,
                                     output_schema=None, budget=budget, params=params,
-                                    stream=stream, on_chunk=on_chunk)
+                                    stream=stream, on_chunk=on_chunk, live=live)
         if output_retries < 0:
             raise ConfigError(f"output_retries must be >= 0, got {output_retries}")
         schema = _output_schema(output)
@@ -322,7 +330,7 @@ class LLM:
         for _ in range(output_retries + 1):
             reply = await self._call(convo, tools=tools, tool_choice=tool_choice,
                                      output_schema=schema, budget=budget, params=params,
-                                     stream=stream, on_chunk=on_chunk)
+                                     stream=stream, on_chunk=on_chunk, live=live)
             text = reply.text
             try:
                 return output.model_validate_json(text or "")
@@ -341,14 +349,14 @@ class LLM:
     async def _call(self, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                     tool_choice: str | None, output_schema: dict[str, Any] | None,
                     budget: Budget | None, params: dict[str, Any], stream: bool,
-                    on_chunk: OnChunk | None) -> ChatReply:
+                    on_chunk: OnChunk | None, live: bool = False) -> ChatReply:
         run = ext.current_run()
         if run is None or not ext.in_workflow():
             return await self._request(list(messages), tools=tools, tool_choice=tool_choice,
                                        output_schema=output_schema, params=params,
                                        stream=stream, on_chunk=on_chunk, key=None)
         call = _Call(self, messages, tools=tools, tool_choice=tool_choice,
-                     output_schema=output_schema, params=params, stream=stream)
+                     output_schema=output_schema, params=params, stream=stream, live=live)
         spending = spending_of(run)
         while True:
             limit = budget if budget is not None else spending.budget
@@ -388,12 +396,12 @@ class LLM:
                 await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
                                         tokens=call.estimate_total, now=run.clock(),
                                         label=self.provider_key)
-            publish = _Publisher(run, on_chunk) if call.stream else None
+            publish = _Publisher(run, on_chunk) if call.live else None
             try:
                 reply = await self._request(
                     call.messages, tools=call.tools, tool_choice=call.tool_choice,
                     output_schema=call.output_schema, params=call.params,
-                    stream=call.stream, on_chunk=publish, key=tether.step_key())
+                    stream=call.live, on_chunk=publish, key=tether.step_key())
             except RetryableProviderError as exc:
                 if publish is not None:
                     await publish.event({"type": "llm.error", "message": str(exc)})
