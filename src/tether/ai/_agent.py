@@ -418,8 +418,10 @@ class Agent:
     async def _ask(self, messages: list[Message], specs: list[ToolSpec]) -> ChatReply:
         """One turn's model call (durable); its text streams live if ``self.stream``."""
         if self.stream and isinstance(self.model, LLM):
-            return await self.model.chat(messages, tools=specs or None, budget=self.budget,
-                                         live=True, **self.model_params)
+            reply: ChatReply = await self.model.chat(
+                messages, tools=specs or None, budget=self.budget, live=True,
+                **self.model_params)
+            return reply
         return await self.model.chat(messages, tools=specs or None, budget=self.budget,
                                      **self.model_params)
 
