@@ -198,3 +198,58 @@ def test_agent_answer_streams_into_the_sse_stream(tmp_path: Path) -> None:
 
 
 _ = tether  # the public API the app module uses
+
+
+async def test_pydantic_ai_model_requests_stream_to_the_run_events(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """A pydantic-ai agent run through Tether publishes its model requests' text as
+    llm.chunk events; the journal keeps plain ``model.request`` entries (as before), and
+    after a release the replayed requests publish nothing."""
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    from tether.integrations.pydantic_ai import TetherAgent
+
+    server.set_script([Reply(text="Checking.", tool_calls=[
+                           {"name": "weather", "arguments": {"city": "Oslo"}}]),
+                       Reply(text=" ".join(WORDS))])
+    provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+    agent = PydanticAgent(OpenAIChatModel("gpt-4.1-mini", provider=provider), name="pyd")
+
+    @agent.tool_plain
+    def weather_tool(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    tagent = TetherAgent(agent)
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def ask(q: str) -> str:
+        output = (await tagent.run(q)).output
+        await tether.wait_for_signal("go")  # released: the answer is replayed after it
+        return str(output)
+
+    events: list[dict[str, Any]] = []
+    async with app, app.worker(poll_interval=0.05, sticky_wait=0.0):
+        handle = await app.start(ask, "Oslo?", run_id="p1")
+        watcher = asyncio.create_task(observe(app, "p1", events))
+        async with asyncio.timeout(20):
+            while (await app.get_run("p1")).status != "waiting":
+                await asyncio.sleep(0.05)
+        await app.signal("p1", "go")
+        assert (await handle.result(timeout=20)).split() == WORDS
+        await asyncio.sleep(0.3)  # anything published late would arrive now
+        watcher.cancel()
+        info = await app.get_run("p1")
+    await provider.client.close()
+    names = [e["name"] for e in info.journal if "model" in e["name"]]
+    assert names == ["pydantic_ai:pyd__model.request"] * 2
+    chunks = [e for e in events if e["type"] == "llm.chunk"]
+    first, second = sorted({e["position"] for e in chunks})
+    assert "".join(e["text"] for e in chunks if e["position"] == first) == "Checking."
+    assert "".join(e["text"] for e in chunks if e["position"] == second).split() == WORDS
+    assert [e["type"] for e in events].count("llm.end") == 2  # the replay sent nothing
+    assert len(server.requests) == 2 and all(r.stream for r in server.requests)
