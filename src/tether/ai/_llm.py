@@ -51,6 +51,7 @@ from tether.ai._errors import (
     ProviderConfigError,
     RetryableProviderError,
 )
+from tether.ai._interrupt import TurnInterrupted, interruptibly
 from tether.ai._messages import ContentRef, address, canonical_json, digest, put_blobs
 from tether.ai._pricing import PriceTable
 from tether.ai._types import (
@@ -398,10 +399,17 @@ class LLM:
                                         label=self.provider_key)
             publish = _Publisher(run, on_chunk) if call.live else None
             try:
-                reply = await self._request(
+                # An interruptible agent's turn can cut the request (TurnInterrupted).
+                reply = await interruptibly(self._request(
                     call.messages, tools=call.tools, tool_choice=call.tool_choice,
                     output_schema=call.output_schema, params=call.params,
-                    stream=call.live, on_chunk=publish, key=tether.step_key())
+                    stream=call.live, on_chunk=publish, key=tether.step_key()))
+            except TurnInterrupted as exc:
+                if publish is not None:
+                    await publish.event({"type": "llm.error", "message": str(exc)})
+                if guard is not None and ticket is not None:
+                    await _settle(guard.success(ticket))
+                raise
             except RetryableProviderError as exc:
                 if publish is not None:
                     await publish.event({"type": "llm.error", "message": str(exc)})
