@@ -71,7 +71,7 @@ from tether.ai._types import (
 )
 
 if TYPE_CHECKING:
-    from tether.ai.mcp import MCPServer, MCPToolset
+    from tether.ai.mcp import MCPContext, MCPServer, MCPToolset
 
 __all__ = ["FINAL_RESULT_TOOL", "INTERRUPT_SIGNAL", "STEER_SIGNAL", "Agent", "AgentTool",
            "ChatModel", "InvalidToolCall", "MaxTurnsExceeded"]
@@ -237,6 +237,11 @@ class Agent:
             waiting (one journaled signal operation each, and one that finds none) and adds
             it to the conversation as a user message. Off by default: it adds operations to
             the journal, which runs started before the change would not have.
+        context: MCP resources and prompts (``toolset.resource(uri)``,
+            ``toolset.prompt(name, args)``) read at the start of each run, one journaled
+            operation each: a resource's text goes to the model as a system message, a
+            prompt's messages go before the task (or its text becomes a system message,
+            with ``as_instructions=True``).
         interruptible: let a person or a program cut the current turn (the signal
             ``interrupt``: ``agent.interrupt(app, run_id, text)`` or ``tether signal RUN
             interrupt --data '"use the cached data"'``). The model call and the tool
@@ -264,7 +269,7 @@ class Agent:
                  model_params: Mapping[str, Any] | None = None,
                  output_type: type[pydantic.BaseModel] | None = None,
                  steerable: bool = False, interruptible: bool = False,
-                 stream: bool = True) -> None:
+                 stream: bool = True, context: Iterable[MCPContext] = ()) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -290,6 +295,7 @@ class Agent:
         self.steerable = steerable
         self.interruptible = interruptible
         self.stream = stream
+        self.context = list(context)
         self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
@@ -333,6 +339,12 @@ class Agent:
                                        and tool.name == FINAL_RESULT_TOOL):
                 raise ConfigError(f"agent {self.name!r}: two tools are named {tool.name!r}")
             static[tool.name] = tool
+        for item in self.context:
+            if type(item).__name__ != "MCPContext" or getattr(item.toolset, "app", None) is not app:
+                raise ConfigError(f"agent {self.name!r}: context takes MCP resources and "
+                                  "prompts of toolsets built on the agent's app "
+                                  "(toolset.resource(uri), toolset.prompt(name)), got "
+                                  f"{item!r}")
         for tool in static.values():
             if isinstance(tool, AgentTool) and tool.agent.app is None:
                 tool.agent.register(app)
@@ -405,6 +417,8 @@ class Agent:
         messages: list[Message] = []
         if self.instructions:
             messages.append(system_message(self.instructions))
+        for item in self.context:
+            messages.extend(await item.messages())
         messages.append(user_message(task))
         reply: ChatReply | None = None
         for turn in range(1, self.max_turns + 1):

@@ -44,7 +44,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import tether
@@ -78,6 +78,9 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENCY_META_KEY",
     "MCP_INPUT_SIGNAL",
+    "MCPContext",
+    "MCPPrompt",
+    "MCPResource",
     "MCPServer",
     "MCPTool",
     "MCPToolInfo",
@@ -87,6 +90,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("tether.ai.mcp")
+
+_T = TypeVar("_T")
+
+#: Receives a tool call's progress notifications: ``(progress, total, message)``.
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
 #: The ``_meta`` key of a ``tools/call`` request that carries the idempotency key.
 IDEMPOTENCY_META_KEY = "idempotency_key"
@@ -144,6 +152,37 @@ class MCPToolResult:
     task_id: str | None = None
     #: The server's suggested polling interval for ``task_id``.
     poll_interval_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MCPResource:
+    """A resource as ``resources/read`` returned it (journaled as JSON).
+
+    Attributes:
+        uri: the URI asked for.
+        contents: the content items, e.g. ``{"uri", "mimeType", "text"}`` (or ``blob``).
+        text: the text items joined (what an agent puts in its context).
+    """
+
+    uri: str
+    contents: list[dict[str, Any]]
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MCPPrompt:
+    """A prompt as ``prompts/get`` returned it (journaled as JSON).
+
+    Attributes:
+        name: the prompt's name.
+        description: what the server says it is for.
+        messages: its messages in chat format, ``{"role": "user"|"assistant",
+            "content": text}`` (non-text content is given as its JSON).
+    """
+
+    name: str
+    description: str
+    messages: list[dict[str, Any]]
 
 
 # -- the server and its connection -------------------------------------------------------------
@@ -276,13 +315,49 @@ class MCPServer:
                 break
         return tools
 
+    async def read_resource(self, uri: str) -> MCPResource:
+        """``resources/read``: the resource's contents.
+
+        Raises:
+            MCPUnavailable: transport failure (retryable).
+            mcp.MCPError: the server rejected the request (e.g. an unknown resource).
+        """
+        result = await self._request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+        contents = [item.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for item in result.contents]
+        text = "\n".join(str(c["text"]) for c in contents if "text" in c)
+        return MCPResource(uri, contents, text)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None
+                         ) -> MCPPrompt:
+        """``prompts/get``: the prompt's messages for these arguments (sent as strings,
+        as the protocol wants).
+
+        Raises:
+            MCPUnavailable: transport failure (retryable).
+            mcp.MCPError: the server rejected the request (an unknown prompt, a
+                missing argument).
+        """
+        args = {k: v if isinstance(v, str) else json.dumps(v)
+                for k, v in (arguments or {}).items()}
+        result = await self._request(lambda c: c.get_prompt(name, args))
+        messages = []
+        for m in result.messages:
+            content = m.content.model_dump(mode="json", by_alias=True, exclude_none=True)
+            text = content.get("text") if content.get("type") == "text" else None
+            messages.append({"role": m.role, "content": text if isinstance(text, str)
+                             else json.dumps(content, ensure_ascii=False)})
+        return MCPPrompt(name, result.description or "", messages)
+
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, *,
-                        idempotency_key: str | None = None) -> MCPToolResult:
+                        idempotency_key: str | None = None,
+                        on_progress: ProgressCallback | None = None) -> MCPToolResult:
         """Call a tool; the server's answer (even an error) is the returned value.
 
         ``idempotency_key`` goes into the request's ``_meta`` (key
         ``IDEMPOTENCY_META_KEY``) and, if the tool's input schema declares an
-        ``idempotency_key`` property, into that argument too.
+        ``idempotency_key`` property, into that argument too. ``on_progress`` receives
+        the server's progress notifications for the call (progress, total, message).
 
         Raises:
             MCPUnavailable: transport failure (retryable; the server may or may not
@@ -298,7 +373,8 @@ class MCPServer:
             if IDEMPOTENCY_ARGUMENT in (schema or {}).get("properties", {}):
                 args[IDEMPOTENCY_ARGUMENT] = idempotency_key
         try:
-            result = await self._request(lambda c: c.call_tool(name, args, meta=meta))
+            result = await self._request(lambda c: c.call_tool(
+                name, args, meta=meta, progress_callback=on_progress))
         except _TaskCreated as created:
             task = created.task
             return MCPToolResult([], text=f"task {task.task_id} ({task.status})",
@@ -680,12 +756,23 @@ class MCPToolset:
             return await server.list_tools()
 
         async def call_tool(name: str, arguments: dict[str, Any]) -> MCPToolResult:
-            return await server.call_tool(name, arguments, idempotency_key=_step_key())
+            return await server.call_tool(name, arguments, idempotency_key=_step_key(),
+                                          on_progress=_progress_status(server.id, name))
+
+        async def read_resource(uri: str) -> MCPResource:
+            return await _answered(server, server.read_resource(uri))
+
+        async def get_prompt(name: str, arguments: dict[str, Any]) -> MCPPrompt:
+            return await _answered(server, server.get_prompt(name, arguments))
 
         self._list_tools: Callable[[], Awaitable[list[MCPToolInfo]]] = app.step(
             name=self.list_tools_step, retry=policy)(list_tools)
         self._call_tool: Callable[[str, dict[str, Any]], Awaitable[MCPToolResult]] = app.step(
             name=self.call_tool_step, retry=policy)(call_tool)
+        self._read_resource: Callable[[str], Awaitable[MCPResource]] = app.step(
+            name=f"{prefix}:{server.id}.read_resource", retry=policy)(read_resource)
+        self._get_prompt: Callable[[str, dict[str, Any]], Awaitable[MCPPrompt]] = app.step(
+            name=f"{prefix}:{server.id}.get_prompt", retry=policy)(get_prompt)
         self.poll_floor = poll_floor
 
         async def get_task(task_id: str) -> dict[str, Any]:
@@ -726,6 +813,39 @@ class MCPToolset:
         journaled, and replay returns the same tools without asking the server."""
         infos = await self._list_tools()
         return [MCPTool(self, info) for info in infos if self._wanted(info.name)]
+
+    async def read_resource(self, uri: str) -> MCPResource:
+        """Read a resource; in a workflow one durable operation (``read_resource``):
+        replay returns the recorded contents without asking the server.
+
+        Raises:
+            NonRetryable: (in a workflow, as ``StepError``) the server rejected the
+                request, e.g. an unknown URI.
+        """
+        return await self._read_resource(uri)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None
+                         ) -> MCPPrompt:
+        """Get a prompt's messages; in a workflow one durable operation (``get_prompt``).
+
+        Raises:
+            NonRetryable: (in a workflow, as ``StepError``) the server rejected the
+                request, e.g. an unknown prompt or a missing argument.
+        """
+        return await self._get_prompt(name, dict(arguments or {}))
+
+    def resource(self, uri: str) -> MCPContext:
+        """The resource ``uri`` as context of an agent (``Agent(context=[...])``): read
+        at the start of each run (journaled) and given to the model as a system
+        message."""
+        return MCPContext(self, "resource", uri)
+
+    def prompt(self, name: str, arguments: dict[str, Any] | None = None, *,
+               as_instructions: bool = False) -> MCPContext:
+        """The prompt ``name`` as context of an agent (``Agent(context=[...])``): got at
+        the start of each run (journaled); its messages go into the conversation before
+        the task, or, with ``as_instructions``, its text becomes a system message."""
+        return MCPContext(self, "prompt", name, dict(arguments or {}), as_instructions)
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> MCPToolResult:
         """Call a tool by its server-side name; durable in a workflow (the ``call_tool``
@@ -824,6 +944,54 @@ class MCPToolset:
         if isinstance(self.requires_approval, bool):
             return self.requires_approval
         return name in self.requires_approval
+
+
+@dataclass(frozen=True, slots=True)
+class MCPContext:
+    """An MCP resource or prompt an agent reads at the start of each run (build it with
+    ``MCPToolset.resource`` / ``MCPToolset.prompt``)."""
+
+    toolset: MCPToolset
+    kind: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    as_instructions: bool = False
+
+    async def messages(self) -> list[dict[str, Any]]:
+        """The chat messages it adds (one journaled operation in a workflow)."""
+        if self.kind == "resource":
+            res = await self.toolset.read_resource(self.name)
+            return [{"role": "system", "content": f"Resource {res.uri}:\n{res.text}"}]
+        prompt = await self.toolset.get_prompt(self.name, self.arguments)
+        if self.as_instructions:
+            return [{"role": "system",
+                     "content": "\n\n".join(str(m["content"]) for m in prompt.messages)}]
+        return [{"role": m["role"], "content": m["content"]} for m in prompt.messages]
+
+
+async def _answered(server: MCPServer, request: Awaitable[_T]) -> _T:
+    """A resource or prompt request's answer; what the server refused fails at once."""
+    from mcp import MCPError
+
+    try:
+        return await request
+    except MCPError as exc:
+        raise NonRetryable(f"MCP server {server.id!r}: {exc.message} (code {exc.code})",
+                           data={"code": exc.code}) from None
+
+
+def _progress_status(server: str, tool: str) -> ProgressCallback:
+    """A tool call's progress notifications as the run's live status. The SDK calls
+    it from the connection's own task, outside the run: it runs in the step's context,
+    captured here."""
+    context = contextvars.copy_context()
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        context.run(tether.set_status, {
+            "state": "tool progress", "server": server, "tool": tool, "progress": value,
+            "total": total, "message": message})
+
+    return progress
 
 
 class MCPTool(Tool):

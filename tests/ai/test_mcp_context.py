@@ -1,0 +1,145 @@
+"""MCP beyond tools, against a real MCP server over stdio (the SDK's ``MCPServer`` in
+``mcp_servers/library_server.py``): resources and prompts read as journaled operations
+and given to an agent as context, progress notifications of a tool call shown as the
+run's live status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import App, RunFailed
+from tether.ai import LLM, Agent
+from tether.ai.mcp import MCPPrompt, MCPResource, MCPServer, MCPToolset
+from tether.errors import ConfigError
+from tether.testing import export_history, replay
+from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+LIBRARY = Path(__file__).parent / "mcp_servers" / "library_server.py"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as client:
+        yield client
+
+
+def library(tmp_path: Path, **env: str) -> MCPServer:
+    return MCPServer.stdio(sys.executable, [str(LIBRARY), "stdio"],
+                           env={"LIBRARY_LOG": str(tmp_path / "library.jsonl"), **env},
+                           id="library", timeout=20)
+
+
+def log_of(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "library.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_resources_and_prompts_are_durable_operations(sqlite_url: str,
+                                                            tmp_path: Path) -> None:
+    """In a workflow each read is one journaled step with a typed result; a replay of
+    the recorded history asks the server nothing."""
+    mcp = library(tmp_path)
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp)
+
+    @app.workflow
+    async def read_both() -> dict[str, Any]:
+        res = await toolset.read_resource("library://books/978")
+        prompt = await toolset.get_prompt("review", {"topic": "Dune", "tone": "dry"})
+        assert isinstance(res, MCPResource) and isinstance(prompt, MCPPrompt)
+        return {"text": res.text, "mime": res.contents[0]["mimeType"],
+                "messages": prompt.messages, "description": prompt.description}
+
+    async with app, app.worker():
+        out = await (await app.start(read_both, run_id="m1")).result(timeout=30)
+        info = await app.get_run("m1")
+        history = await export_history(app, "m1")
+    await mcp.aclose()
+    assert json.loads(out["text"]) == {"isbn": "978", "title": "Book 978"}
+    assert out["mime"] == "application/json"
+    assert out["messages"] == [
+        {"role": "user", "content": "Review Dune in a dry tone."},
+        {"role": "assistant", "content": "Understood: I will be brief and cite pages."}]
+    assert out["description"] == "Review something in a given tone."
+    assert [e["name"] for e in info.journal] == ["mcp:library.read_resource",
+                                                 "mcp:library.get_prompt"]
+    before = len(log_of(tmp_path))
+    [result] = await replay(app, history)
+    assert result.compatible and result.replayed == 2
+    assert len(log_of(tmp_path)) == before
+
+
+async def test_an_unknown_resource_fails_at_once_with_the_servers_reason(
+        sqlite_url: str, tmp_path: Path) -> None:
+    mcp = library(tmp_path)
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp)
+
+    @app.workflow
+    async def read_missing() -> str:
+        return (await toolset.read_resource("library://nope")).text
+
+    async with app, app.worker():
+        handle = await app.start(read_missing, run_id="m2")
+        with pytest.raises(RunFailed) as caught:
+            await handle.result(timeout=30)
+        info = await app.get_run("m2")
+    await mcp.aclose()
+    assert "library://nope" in str(caught.value) or "nope" in json.dumps(info.journal)
+    assert info.journal[0]["attempts"] == 1  # refused, not retried
+
+
+async def test_agent_context_and_tool_progress_as_live_status(
+        sqlite_url: str, tmp_path: Path, server: ScriptedLLMServer, llm: LLM) -> None:
+    """The agent's first request carries the resource as a system message and the
+    prompt's messages before the task; while ``index`` runs, its progress notifications
+    are the run's live status."""
+    gate = tmp_path / "gate"
+    mcp = library(tmp_path, PROGRESS_GATE=str(gate))
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp, include=["index"])
+    app.add_agent(Agent("librarian", model=llm, instructions="Help readers.",
+                        tools=[toolset],
+                        context=[toolset.resource("library://policy"),
+                                 toolset.prompt("review", {"topic": "the policy"})]))
+    server.set_script([Reply(tool_calls=[{"name": "index", "arguments": {"n": 3}}]),
+                       Reply("Indexed; loans last 21 days.")])
+    async with app, app.worker():
+        handle = await app.start("librarian", "Index the shelves.", run_id="m3")
+        status: Any = None
+        async with asyncio.timeout(30):
+            while not (isinstance(status, dict) and status.get("progress") == 2.0):
+                status = (await app.get_run("m3")).status_info
+                await asyncio.sleep(0.05)
+        gate.touch()
+        assert await handle.result(timeout=30) == "Indexed; loans last 21 days."
+    await mcp.aclose()
+    assert status == {"state": "tool progress", "server": "library", "tool": "index",
+                      "progress": 2.0, "total": 3.0, "message": "shelf 2 of 3"}
+    first = server.requests[0].body["messages"]
+    assert first == [
+        {"role": "system", "content": "Help readers."},
+        {"role": "system", "content": "Resource library://policy:\nBooks are lent for 21 "
+                                      "days. Rare books stay in the reading room."},
+        {"role": "user", "content": "Review the policy in a plain tone."},
+        {"role": "assistant", "content": "Understood: I will be brief and cite pages."},
+        {"role": "user", "content": "Index the shelves."}]
+
+
+async def test_context_must_be_mcp_resources_or_prompts_of_the_app(llm: LLM) -> None:
+    app = App("sqlite:///:memory:")
+    with pytest.raises(ConfigError, match="context takes MCP resources"):
+        app.add_agent(Agent("bad", model=llm, context=["just a string"]))  # type: ignore[list-item]
