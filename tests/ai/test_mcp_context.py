@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import tether
 from tether import App, RunFailed
 from tether.ai import LLM, Agent
 from tether.ai.mcp import MCPPrompt, MCPResource, MCPServer, MCPToolset
@@ -143,3 +144,50 @@ async def test_context_must_be_mcp_resources_or_prompts_of_the_app(llm: LLM) -> 
     app = App("sqlite:///:memory:")
     with pytest.raises(ConfigError, match="context takes MCP resources"):
         app.add_agent(Agent("bad", model=llm, context=["just a string"]))  # type: ignore[list-item]
+
+
+async def test_elicitation_during_a_tool_call_is_a_durable_wait(sqlite_url: str,
+                                                               tmp_path: Path) -> None:
+    """The server asks for input during ``buy`` (an ``input_required`` result): the run
+    waits released, its live status shows the server's message and schema, the answer
+    (the signal ``mcp_input``) goes back to the server, and a later replay of the run
+    (after a release) sends nothing to the server again."""
+    mcp = library(tmp_path)
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp, include=["buy"])
+
+    @app.workflow
+    async def purchase(title: str) -> str:
+        result = await toolset.call("buy", {"title": title})
+        await tether.wait_for_signal("go")  # released: the call above is replayed after
+        return result.text
+
+    async with app, app.worker():
+        handle = await app.start(purchase, "Dune", run_id="e1")
+        async with asyncio.timeout(30):
+            while (info := await app.get_run("e1")).status != "waiting":
+                await asyncio.sleep(0.05)
+        asked = info.status_info["input"]
+        sent_before = len(log_of(tmp_path))
+        await app.signal("e1", "mcp_input", {"confirm": True, "quantity": 2})
+        async with asyncio.timeout(30):
+            while (info := await app.get_run("e1")).waiting_for != "signal go":
+                await asyncio.sleep(0.05)
+        calls_before_replay = len(log_of(tmp_path))
+        await app.signal("e1", "go")
+        assert await handle.result(timeout=30) == "bought 2 x 'Dune'"
+        info = await app.get_run("e1")
+        history = await export_history(app, "e1")
+    await mcp.aclose()
+    assert info.status == "completed"
+    assert asked["message"] == "Buy 'Dune' for $12?" and asked["signal"] == "mcp_input"
+    assert asked["request"]["params"]["requestedSchema"]["properties"]["confirm"]["type"] \
+        == "boolean"
+    assert sent_before == 0  # the tool's body waits for the answer: it has not run
+    bought = [e for e in log_of(tmp_path) if e.get("name") == "buy"]
+    assert len(bought) == 1 and bought[0]["action"] == "accept"
+    assert len(log_of(tmp_path)) == calls_before_replay  # the replay asked nothing
+    assert [e["name"] for e in info.journal] == [
+        "mcp:library.call_tool", "mcp_input", "mcp:library.resume_tool", "go"]
+    [result] = await replay(app, history)
+    assert result.compatible, result.message

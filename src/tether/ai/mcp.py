@@ -38,6 +38,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -152,6 +153,12 @@ class MCPToolResult:
     task_id: str | None = None
     #: The server's suggested polling interval for ``task_id``.
     poll_interval_ms: int | None = None
+    #: The server needs input first (elicitation): ``{key: request}``, each request
+    #: ``{"method": "elicitation/create", "params": {"message", "requestedSchema"}}``;
+    #: the call is sent again with the answers and ``request_state``.
+    input_requests: dict[str, Any] | None = None
+    #: The server's opaque state to send back with the answers.
+    request_state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,13 +358,20 @@ class MCPServer:
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, *,
                         idempotency_key: str | None = None,
-                        on_progress: ProgressCallback | None = None) -> MCPToolResult:
+                        on_progress: ProgressCallback | None = None,
+                        input_responses: dict[str, Any] | None = None,
+                        request_state: str | None = None) -> MCPToolResult:
         """Call a tool; the server's answer (even an error) is the returned value.
 
         ``idempotency_key`` goes into the request's ``_meta`` (key
         ``IDEMPOTENCY_META_KEY``) and, if the tool's input schema declares an
         ``idempotency_key`` property, into that argument too. ``on_progress`` receives
         the server's progress notifications for the call (progress, total, message).
+
+        A server that needs input first (elicitation, MCP's ``input_required`` result)
+        is not answered here: the result carries its ``input_requests`` and
+        ``request_state``; call again with ``input_responses`` (key -> ``{"action",
+        "content"}``) and that ``request_state``.
 
         Raises:
             MCPUnavailable: transport failure (retryable; the server may or may not
@@ -373,8 +387,10 @@ class MCPServer:
             if IDEMPOTENCY_ARGUMENT in (schema or {}).get("properties", {}):
                 args[IDEMPOTENCY_ARGUMENT] = idempotency_key
         try:
-            result = await self._request(lambda c: c.call_tool(
-                name, args, meta=meta, progress_callback=on_progress))
+            result = await self._request(lambda c: c.session.call_tool(
+                name, args, progress_callback=on_progress, input_responses=input_responses,
+                request_state=request_state, meta=meta, allow_input_required=True,
+                allow_claimed=True))
         except _TaskCreated as created:
             task = created.task
             return MCPToolResult([], text=f"task {task.task_id} ({task.status})",
@@ -382,6 +398,22 @@ class MCPServer:
         except MCPError as exc:
             text = f"MCP error {exc.code}: {exc.message}"
             return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
+        from mcp_types import CallToolResult, InputRequiredResult
+
+        from tether.mcp_tasks import CreateTaskResult
+
+        if isinstance(result, InputRequiredResult):
+            requests = {k: v.model_dump(mode="json", by_alias=True, exclude_none=True)
+                        for k, v in (result.input_requests or {}).items()}
+            return MCPToolResult([], text="input required", input_requests=requests,
+                                 request_state=result.request_state)
+        if isinstance(result, CreateTaskResult):
+            return MCPToolResult([], text=f"task {result.task_id} ({result.status})",
+                                 task_id=result.task_id,
+                                 poll_interval_ms=result.poll_interval_ms)
+        if not isinstance(result, CallToolResult):
+            raise MCPUnavailable(self.id, f"unexpected answer to tools/call: "
+                                          f"{type(result).__name__}")
         return _tool_result(result)
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
@@ -540,7 +572,7 @@ class MCPServer:
             params = StdioServerParameters(command=self.command or "", args=self.args,
                                            env=self.env, cwd=self.cwd)
             client = Client(params, read_timeout_seconds=self.timeout, cache=None,
-                            extensions=extensions)
+                            extensions=extensions, elicitation_callback=_no_live_elicitation)
         else:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
@@ -551,7 +583,7 @@ class MCPServer:
             ))
             transport = streamable_http_client(self.url or "", http_client=http)
             client = Client(transport, read_timeout_seconds=self.timeout, cache=None,
-                            extensions=extensions)
+                            extensions=extensions, elicitation_callback=_no_live_elicitation)
         return await stack.enter_async_context(client)
 
     async def _drop(self, conn: _Connection) -> None:
@@ -569,6 +601,18 @@ class MCPServer:
         except asyncio.CancelledError:
             conn.task.cancel()
             raise
+
+
+async def _no_live_elicitation(context: Any, params: Any) -> Any:
+    """Declares the elicitation capability. Tether answers elicitations durably, from
+    ``input_required`` results (see ``MCPToolset.follow``); a server on an older
+    protocol that sends a live ``elicitation/create`` mid-call gets a refusal, since
+    a run cannot wait for a person while a call holds the connection."""
+    from mcp.types import ErrorData
+
+    return ErrorData(code=-32601, message=(
+        "this client answers elicitations only through input_required results "
+        "(protocol 2026-07-28 or later); a live elicitation/create cannot be answered"))
 
 
 class _TaskCreated(Exception):
@@ -759,6 +803,12 @@ class MCPToolset:
             return await server.call_tool(name, arguments, idempotency_key=_step_key(),
                                           on_progress=_progress_status(server.id, name))
 
+        async def resume_tool(name: str, arguments: dict[str, Any], responses: dict[str, Any],
+                              state: str | None) -> MCPToolResult:
+            return await server.call_tool(name, arguments, idempotency_key=_step_key(),
+                                          on_progress=_progress_status(server.id, name),
+                                          input_responses=responses, request_state=state)
+
         async def read_resource(uri: str) -> MCPResource:
             return await _answered(server, server.read_resource(uri))
 
@@ -769,6 +819,9 @@ class MCPToolset:
             name=self.list_tools_step, retry=policy)(list_tools)
         self._call_tool: Callable[[str, dict[str, Any]], Awaitable[MCPToolResult]] = app.step(
             name=self.call_tool_step, retry=policy)(call_tool)
+        self._resume_tool: Callable[[str, dict[str, Any], dict[str, Any], str | None],
+                                    Awaitable[MCPToolResult]] = app.step(
+            name=f"{prefix}:{server.id}.resume_tool", retry=policy)(resume_tool)
         self._read_resource: Callable[[str], Awaitable[MCPResource]] = app.step(
             name=f"{prefix}:{server.id}.read_resource", retry=policy)(read_resource)
         self._get_prompt: Callable[[str, dict[str, Any]], Awaitable[MCPPrompt]] = app.step(
@@ -850,9 +903,11 @@ class MCPToolset:
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> MCPToolResult:
         """Call a tool by its server-side name; durable in a workflow (the ``call_tool``
         step), a plain call elsewhere. A remote task is followed to its end."""
-        return await self.follow(name, self._call_tool(name, dict(arguments or {})))
+        args = dict(arguments or {})
+        return await self.follow(name, self._call_tool(name, args), args)
 
-    def follow(self, name: str, called: Awaitable[MCPToolResult]
+    def follow(self, name: str, called: Awaitable[MCPToolResult],
+               arguments: dict[str, Any] | None = None
                ) -> Coroutine[Any, Any, MCPToolResult]:
         """Await the ``call_tool`` step; if the server made it a task, poll the task on
         durable timers (the run is released in between), answer its input requests
@@ -860,15 +915,28 @@ class MCPToolset:
 
         Call it where the ``call_tool`` step's position is taken (it takes a turn then):
         remote tasks of one run are followed one after the other in that order, so the
-        polls' journal positions do not depend on which remote task answered first."""
-        return self._follow(name, called, _take_turn())
+        polls' journal positions do not depend on which remote task answered first.
+
+        A server that asks for input during the call (elicitation: an ``input_required``
+        result) is answered the same way as a remote task's input request: the run
+        waits (released) for an approval when the requested schema has a boolean
+        ``approved``, else for the signal ``mcp_input`` (the live status shows the
+        message and schema); the call is then sent again with the answer, as the
+        journaled step ``resume_tool``. Replay returns the recorded rounds and answers:
+        a call that completed is not sent again."""
+        return self._follow(name, called, dict(arguments or {}), _take_turn())
 
     async def _follow(self, name: str, called: Awaitable[MCPToolResult],
+                      arguments: dict[str, Any],
                       turn: tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]
                       ) -> MCPToolResult:
         before, mine = turn
         try:
             result = await called
+            if result.input_requests:
+                if before is not None:
+                    await asyncio.shield(before)  # one run's waits, in call order
+                result = await self._elicited(name, arguments, result)
             if result.task_id is None:
                 return result
             if before is not None:
@@ -908,6 +976,25 @@ class MCPToolset:
         except tether.Cancelled:
             await self._cancel_task(task_id)  # the run was cancelled: so is its remote task
             raise
+
+    async def _elicited(self, name: str, arguments: dict[str, Any], result: MCPToolResult
+                        ) -> MCPToolResult:
+        """Answer the server's input requests (durable waits) and send the call again,
+        until it gives a result."""
+        from tether.ext import current_run
+
+        run = current_run()
+        counter = run.memory(("tether.ai.mcp.elicit", self.server.id), itertools.count) \
+            if run is not None else itertools.count()
+        for _ in range(20):
+            if not result.input_requests:
+                return result
+            ref = f"elicit-{next(counter)}"
+            responses = {key: await self._answer(name, ref, key, request)
+                         for key, request in sorted(result.input_requests.items())}
+            result = await self._resume_tool(name, arguments, responses, result.request_state)
+        text = f"the MCP server {self.server.id!r} kept asking for input (20 rounds)"
+        return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
 
     async def _answer(self, tool: str, task_id: str, key: str, request: Any) -> Any:
         """Wait (released) in Tether for the answer to one remote input request."""
@@ -1025,7 +1112,8 @@ class MCPTool(Tool):
         task, if the server made one)."""
         args = {k: v for k, v in self.validate_arguments(arguments).items()
                 if k != IDEMPOTENCY_ARGUMENT}
-        return self.toolset.follow(self.mcp_name, self.toolset._call_tool(self.mcp_name, args))
+        return self.toolset.follow(self.mcp_name, self.toolset._call_tool(self.mcp_name, args),
+                                   args)
 
     def result_text(self, result: Any) -> str:
         """The text of the result; a tool error is prefixed ``error: `` so the model

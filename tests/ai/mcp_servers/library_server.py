@@ -16,9 +16,11 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel, Field
 
 server: MCPServer[Any] = MCPServer("library", log_level="WARNING")
@@ -75,18 +77,20 @@ class Confirm(BaseModel):
     quantity: int = Field(default=1, description="how many copies")
 
 
+def ask_to_confirm(title: str) -> Elicit[Confirm]:
+    return Elicit(f"Buy {title!r} for $12?", Confirm)
+
+
 @server.tool()
-async def buy(title: str, ctx: Context) -> str:
-    """Buy a book (asks the user to confirm).
+async def buy(title: str,
+              answer: Annotated[ElicitationResult[Confirm], Resolve(ask_to_confirm)]) -> str:
+    """Buy a book (asks the user to confirm, by elicitation).
 
     Args:
         title: the book.
     """
-    _log("tool", name="buy", title=title)
-    answer = await ctx.elicit(f"Buy {title!r} for $12?", Confirm)
-    _log("elicited", action=answer.action,
-         data=answer.data.model_dump() if answer.action == "accept" else None)
-    if answer.action == "accept" and answer.data.confirm:
+    _log("tool", name="buy", title=title, action=answer.action)
+    if isinstance(answer, AcceptedElicitation) and answer.data.confirm:
         return f"bought {answer.data.quantity} x {title!r}"
     return f"not bought ({answer.action})"
 
