@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 import tether
 from tether import App, ConfigError, NonRetryable, RetryPolicy, TetherError
+from tether.ai._interrupt import interruptibly
 from tether.ai._tools import Tool, result_to_text, strip_titles
 
 
@@ -800,8 +801,10 @@ class MCPToolset:
             return await server.list_tools()
 
         async def call_tool(name: str, arguments: dict[str, Any]) -> MCPToolResult:
-            return await server.call_tool(name, arguments, idempotency_key=_step_key(),
-                                          on_progress=_progress_status(server.id, name))
+            # An interruptible agent's turn can cut the call (see tether.ai._interrupt).
+            return await interruptibly(server.call_tool(
+                name, arguments, idempotency_key=_step_key(),
+                on_progress=_progress_status(server.id, name)))
 
         async def resume_tool(name: str, arguments: dict[str, Any], responses: dict[str, Any],
                               state: str | None) -> MCPToolResult:
