@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +18,9 @@ from typing import Any
 import pytest
 
 import tether
-from tether import App, RunFailed
+from tests.ai.test_mcp import stop_process
+from tests.engine.helpers import wait_for
+from tether import App, RunFailed, WorkflowNotFound
 from tether.ai import LLM, Agent
 from tether.ai.mcp import MCPPrompt, MCPResource, MCPServer, MCPToolset
 from tether.errors import ConfigError
@@ -23,6 +28,7 @@ from tether.testing import export_history, replay
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
 LIBRARY = Path(__file__).parent / "mcp_servers" / "library_server.py"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -191,3 +197,62 @@ async def test_elicitation_during_a_tool_call_is_a_durable_wait(sqlite_url: str,
         "mcp:library.call_tool", "mcp_input", "mcp:library.resume_tool", "go"]
     [result] = await replay(app, history)
     assert result.compatible, result.message
+
+
+@pytest.mark.slow
+async def test_sigkill_after_an_answered_elicitation_repeats_nothing(tmp_path: Path) -> None:
+    """A real worker: the server asks, the answer comes, the call completes; the worker
+    is SIGKILLed in the next step. The new worker replays the recorded rounds and the
+    answer: the server's tool body ran once, and no call reaches it again."""
+    db = f"sqlite:///{tmp_path}/e.db"
+    hold, hold_log = tmp_path / "hold", tmp_path / "hold.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LIBRARY_LOG": str(tmp_path / "library.jsonl"),
+           "HOLD": str(hold), "HOLD_LOG": str(hold_log)}
+    env.pop("TETHER_DATABASE_URL", None)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def worker() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "tether", "worker",
+                                 "tests.ai.elicit_worker_app:app", "--db", db, "--lease", "2"],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        return proc
+
+    first = worker()
+    try:
+        async with App(db) as app:
+            async def started() -> bool:
+                try:
+                    await app.start("purchase", "Dune", run_id="k1")
+                except WorkflowNotFound:
+                    return False
+                return True
+
+            await wait_for(started, timeout=30, what="the worker registers the workflow")
+            async with asyncio.timeout(30):
+                while (await app.get_run("k1")).status != "waiting":
+                    await asyncio.sleep(0.05)
+            await app.signal("k1", "mcp_input", {"confirm": True, "quantity": 4})
+            await wait_for(lambda: _exists(hold_log), timeout=30, what="hold starts")
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+            served_before = len(log_of(tmp_path))
+            hold.touch()
+            worker()
+            answer = await app.handle("k1").result(timeout=60)
+            info = await app.get_run("k1")
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    assert answer == "bought 4 x 'Dune'; held"
+    bought = [e for e in log_of(tmp_path) if e.get("name") == "buy"]
+    assert len(bought) == 1
+    assert len(log_of(tmp_path)) == served_before  # the new worker asked the server nothing
+    assert [e["name"] for e in info.journal] == [
+        "mcp:library.call_tool", "mcp_input", "mcp:library.resume_tool", "hold"]
+    assert len(hold_log.read_text().split()) == 2  # hold was cut by the kill: it ran again
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
