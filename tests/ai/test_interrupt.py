@@ -255,4 +255,35 @@ async def test_sigkill_after_an_interrupt_sends_no_request_twice(tmp_path: Path)
 
 
 async def _has(path: Path, tool: str) -> bool:
-    return any(t["tool"] == tool for t in _tool_log(path))
+    return any(t.get("tool", t.get("kind")) == tool for t in _tool_log(path))
+
+
+async def test_an_interrupt_cuts_an_mcp_tool_call(sqlite_url: str, tmp_path: Path,
+                                                  server: ScriptedLLMServer, llm: LLM) -> None:
+    """A call to a real MCP server (stdio) that hangs is cut like a function tool's:
+    the model reads ``interrupted by the user`` for it, and the journal keeps the cut."""
+    from tether.ai.mcp import MCPServer, MCPToolset
+
+    library = Path(__file__).parent / "mcp_servers" / "library_server.py"
+    mcp = MCPServer.stdio(sys.executable, [str(library), "stdio"], id="library", timeout=60,
+                          env={"PROGRESS_GATE": str(tmp_path / "never"),
+                               "LIBRARY_LOG": str(tmp_path / "library.jsonl")})
+    server.set_script([Reply(tool_calls=[{"name": "index", "arguments": {"n": 2},
+                                          "id": "m1"}]),
+                       Reply("Stopped indexing.")])
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp, include=["index"])
+    agent = app.add_agent(Agent("indexer", model=llm, tools=[toolset], interruptible=True))
+    async with app, app.worker():
+        handle = await app.start("indexer", "Index.", run_id="i4")
+        await wait_for(lambda: _has(tmp_path / "library.jsonl", "tool"), timeout=30,
+                       what="the MCP call reaches the server")
+        await agent.interrupt(app, "i4", "enough")
+        assert await handle.result(timeout=30) == "Stopped indexing."
+        info = await app.get_run("i4")
+    await mcp.aclose()
+    assert tail(server.requests[1], 2) == [
+        {"role": "tool", "content": "interrupted by the user", "tool_call_id": "m1"},
+        {"role": "user", "content": "enough"}]
+    call = next(e for e in info.journal if e["name"] == "mcp:library.call_tool")
+    assert call["status"] == "error" and "TurnInterrupted" in json.dumps(call["error"])
