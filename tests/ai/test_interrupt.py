@@ -287,3 +287,4 @@ async def test_an_interrupt_cuts_an_mcp_tool_call(sqlite_url: str, tmp_path: Pat
         {"role": "user", "content": "enough"}]
     call = next(e for e in info.journal if e["name"] == "mcp:library.call_tool")
     assert call["status"] == "error" and "TurnInterrupted" in json.dumps(call["error"])
+
