@@ -253,3 +253,30 @@ async def test_pydantic_ai_model_requests_stream_to_the_run_events(
     assert "".join(e["text"] for e in chunks if e["position"] == second).split() == WORDS
     assert [e["type"] for e in events].count("llm.end") == 2  # the replay sent nothing
     assert len(server.requests) == 2 and all(r.stream for r in server.requests)
+
+
+async def test_pydantic_ai_model_that_cannot_stream_is_asked_plainly(sqlite_url: str) -> None:
+    """Live text must not break a model without streaming (a FunctionModel without
+    ``stream_function``): its request is made plainly and journaled as usual."""
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from tether.integrations.pydantic_ai import TetherAgent
+
+    calls: list[int] = []
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        return ModelResponse(parts=[TextPart("plain answer")])
+
+    app = App(sqlite_url)
+    app.add_agent(TetherAgent(PydanticAgent(FunctionModel(answer), name="plain")))
+    async with app, app.worker():
+        handle = await app.start("plain", "hi", run_id="f1")
+        assert await handle.result(timeout=20) == "plain answer"
+        info = await app.get_run("f1")
+    assert calls == [1]
+    assert [e["name"] for e in info.journal if "model" in e["name"]] == [
+        "pydantic_ai:plain__model.request"]

@@ -111,6 +111,8 @@ class _LivePublisher:
         #: Whether the run's own event_stream_handler gets the model's events too (it
         #: does for a streamed request, not for a request streamed only for observers).
         self.user_events = user_events
+        #: Whether a chunk was published (a failed stream then cannot be asked again).
+        self.sent = False
         self._failed = False
 
     async def event(self, event: dict[str, Any]) -> None:
@@ -131,6 +133,7 @@ class _LivePublisher:
                 async for event in events:
                     text = _text_delta(event)
                     if text:
+                        self.sent = True
                         await self.event({"type": "llm.chunk", "text": text})
                     yield event
 
@@ -293,13 +296,23 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                          ) -> ModelResponse:
         publisher = _LivePublisher(user_events=user_events)
         token = _LIVE.set(publisher)
+        cannot_stream = False
         try:
             response = await super()._model_request_stream_operation(params)
+        except (NotImplementedError, AssertionError):
+            # A model that cannot stream (a FunctionModel without stream_function, a
+            # custom Model without request_stream) fails before sending anything: ask
+            # it plainly below, as without live text.
+            if user_events or publisher.sent:
+                raise
+            cannot_stream = True
         except Exception as exc:
             await publisher.event({"type": "llm.error", "message": str(exc)})
             raise
         finally:
             _LIVE.reset(token)
+        if cannot_stream:
+            return await super()._model_request_operation(params)
         await publisher.event({"type": "llm.end", "finish_reason": response.finish_reason})
         return response
 
