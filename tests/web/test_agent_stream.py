@@ -280,3 +280,27 @@ async def test_pydantic_ai_model_that_cannot_stream_is_asked_plainly(sqlite_url:
     assert calls == [1]
     assert [e["name"] for e in info.journal if "model" in e["name"]] == [
         "pydantic_ai:plain__model.request"]
+
+
+async def test_an_endpoint_that_refuses_streaming_is_asked_plainly(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """An OpenAI-compatible endpoint that refuses streamed requests (a 400) gets the
+    same request plainly; the turn is journaled as usual, and the process's later calls
+    to that endpoint are plain from the start."""
+    from tether.testing.llm_server import Fault
+
+    server.set_script([Fault.http(400, "Unrecognized request argument: stream_options"),
+                       Reply("first"), Reply("second")])
+    llm = make_llm(server, "openai")
+    app = App(sqlite_url)
+    app.add_agent(Agent("plainly", model=llm))
+    async with app.worker(poll_interval=0.05):
+        assert await (await app.start("plainly", "one", run_id="p1")).result(timeout=20) \
+            == "first"
+        assert await (await app.start("plainly", "two", run_id="p2")).result(timeout=20) \
+            == "second"
+        info = await app.get_run("p1")
+    await llm.aclose()
+    await app.close()
+    assert [r.stream for r in server.requests] == [True, False, False]
+    assert [e["status"] for e in info.journal] == ["ok"]

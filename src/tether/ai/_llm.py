@@ -195,6 +195,8 @@ class LLM:
         self._options = client_options
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatClient] = (
             weakref.WeakKeyDictionary())
+        #: Set when the endpoint refused a streamed request that it answered plainly.
+        self._plain_only = False
 
     def __repr__(self) -> str:
         return f"LLM({self.spec!r}, base_url={self.base_url!r})"
@@ -400,10 +402,8 @@ class LLM:
             publish = _Publisher(run, on_chunk) if call.live else None
             try:
                 # An interruptible agent's turn can cut the request (TurnInterrupted).
-                reply = await interruptibly(self._request(
-                    call.messages, tools=call.tools, tool_choice=call.tool_choice,
-                    output_schema=call.output_schema, params=call.params,
-                    stream=call.live, on_chunk=publish, key=tether.step_key()))
+                reply = await interruptibly(self._live_or_plain(call, publish,
+                                                                tether.step_key()))
             except TurnInterrupted as exc:
                 if publish is not None:
                     await publish.event({"type": "llm.error", "message": str(exc)})
@@ -437,6 +437,29 @@ class LLM:
 
         return llm_call
 
+    async def _live_or_plain(self, call: _Call, publish: _Publisher | None,
+                             key: str) -> ChatReply:
+        """The HTTP call of a step: streamed when the call is live. A ``chat(live=True)``
+        refused by an endpoint that cannot stream (a 4xx before any chunk) is asked
+        again plainly; once that works, this process asks that endpoint plainly."""
+        live = call.live and not (self._plain_only and not call.stream)
+        try:
+            return await self._request(
+                call.messages, tools=call.tools, tool_choice=call.tool_choice,
+                output_schema=call.output_schema, params=call.params, stream=live,
+                on_chunk=publish if live else None, key=key)
+        except FatalProviderError:
+            if not live or call.stream or publish is None or publish.sent:
+                raise
+        reply = await self._request(
+            call.messages, tools=call.tools, tool_choice=call.tool_choice,
+            output_schema=call.output_schema, params=call.params, stream=False,
+            on_chunk=None, key=f"{key}:plain")
+        log.warning("%s: the endpoint refused a streamed request and answered a plain one; "
+                    "its calls are made plainly from now on (no live text)", self.spec)
+        self._plain_only = True
+        return reply
+
     async def _request(self, messages: list[Message], *, tools: Sequence[Any] | None,
                        tool_choice: str | None, output_schema: dict[str, Any] | None,
                        params: dict[str, Any], stream: bool, on_chunk: OnChunk | None,
@@ -469,9 +492,12 @@ class _Publisher:
         self.position = step.position if step is not None else -1
         self.attempt = step.attempt if step is not None else 0
         self.on_chunk = on_chunk
+        #: Whether a chunk went out (a failed stream then cannot be asked again plainly).
+        self.sent = False
         self._failed = False
 
     async def __call__(self, text: str) -> None:
+        self.sent = True
         await self.event({"type": "llm.chunk", "text": text})
         if self.on_chunk is not None:
             result = self.on_chunk(text)
