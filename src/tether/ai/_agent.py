@@ -53,7 +53,6 @@ from tether.ai._interrupt import (
     INTERRUPT_SIGNAL,
     INTERRUPTED_TEXT,
     TurnScope,
-    current_scope,
     entered,
     interruptibly,
     is_interrupted,
@@ -478,11 +477,10 @@ class Agent:
         events say so). Not journaled: what the interrupt cut is, in the steps' outcomes.
         Other agents: no scope."""
         run = ext.current_run()
-        if not self.interruptible or run is None or self.app is None:
+        if not self.interruptible or run is None:
             yield None
             return
-        app, run_id = self.app, run.run_id
-        scope = TurnScope(lambda sc: self._watch(app, run_id, sc))
+        scope = TurnScope(lambda sc: self._watch(run, sc))
         try:
             with entered(scope):
                 yield scope
@@ -490,9 +488,9 @@ class Agent:
             scope.close()
 
     @staticmethod
-    async def _watch(app: App, run_id: str, scope: TurnScope) -> None:
+    async def _watch(run: ext.Run, scope: TurnScope) -> None:
         try:
-            async for data in app.events(run_id):
+            async for data in run.events():
                 try:
                     event = json.loads(data)
                 except ValueError:
@@ -503,12 +501,9 @@ class Agent:
             else:
                 return
         except TetherError as exc:  # the event channel failed: the next turn's check stays
-            log.warning("run %s: cannot watch for interrupts: %s", run_id, exc)
+            log.warning("run %s: cannot watch for interrupts: %s", run.run_id, exc)
             return
         scope.interrupted.set()
-        for child in scope.children:  # child runs of the turn's tools end cancelled
-            with contextlib.suppress(TetherError):
-                await app.cancel(child)
 
     async def _interrupts(self) -> list[str]:
         """The messages of every interrupt waiting (journaled signal operations; the
@@ -686,9 +681,6 @@ class Agent:
                 pending: Awaitable[Any] = await tool.launch(arguments)
                 if isinstance(pending, ChildCall):
                     c.child = pending
-                    scope = current_scope()
-                    if scope is not None:
-                        scope.children.append(pending.run_id)
                 return self._result_text(pending, tool)
             return self._result_text(self._steps[tool.name](arguments), tool, text=True)
         except Cancelled:

@@ -49,8 +49,7 @@ class TurnInterrupted(NonRetryable):
 
 
 class TurnScope:
-    """The current turn of an interruptible agent: an event set by its interrupt, and
-    the child runs its tools started (cancelled by the interrupt).
+    """The current turn of an interruptible agent: an event set by its interrupt.
 
     The watcher (``watch(scope)``, which sets the event) starts with the first step
     body of the turn that executes: a turn answered from the journal watches nothing.
@@ -58,7 +57,6 @@ class TurnScope:
 
     def __init__(self, watch: Callable[[TurnScope], Coroutine[Any, Any, None]]) -> None:
         self.interrupted = asyncio.Event()
-        self.children: list[str] = []
         self._watch = watch
         self._watcher: asyncio.Task[None] | None = None
 
