@@ -81,9 +81,9 @@ FINAL_RESULT_TOOL = "final_result"
 #: The signal that steers a running agent (``tether signal RUN message --data '"..."'``).
 STEER_SIGNAL = "message"
 
-#: Retries of a function tool's step (its exceptions; an invalid argument never retries).
 log = logging.getLogger("tether.ai")
 
+#: Retries of a function tool's step (its exceptions; an invalid argument never retries).
 DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
                                  max_attempts=3)
 
