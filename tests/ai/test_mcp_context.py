@@ -256,3 +256,31 @@ async def test_sigkill_after_an_answered_elicitation_repeats_nothing(tmp_path: P
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_an_elicitation_asking_for_approval_waits_in_the_approvals_inbox(
+        sqlite_url: str, tmp_path: Path) -> None:
+    """A requested schema with a boolean ``approved`` makes the wait an approval: it is
+    listed by ``pending_approvals`` (``tether approvals``, the inbox) with the server's
+    message, and approving it sends the answer, with the note, back to the server."""
+    from tether.ai import approve, pending_approvals
+
+    mcp = library(tmp_path)
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp, include=["withdraw"])
+
+    @app.workflow
+    async def withdraw(title: str) -> str:
+        return (await toolset.call("withdraw", {"title": title})).text
+
+    async with app, app.worker():
+        handle = await app.start(withdraw, "Dune", run_id="e2")
+        async with asyncio.timeout(30):
+            while not (waiting := await pending_approvals(app)):
+                await asyncio.sleep(0.05)
+        await approve(app, "e2", note="out of print")
+        assert await handle.result(timeout=30) == "withdrew 'Dune' (out of print)"
+    await mcp.aclose()
+    [pending] = waiting
+    assert pending.run_id == "e2" and pending.tool == "library:withdraw"
+    assert pending.reason == "Withdraw 'Dune' from the catalogue?"

@@ -5,7 +5,9 @@
 - prompt ``review(topic, tone="plain")``: a user message and an assistant message;
 - tool ``index(n)``: reports progress ``1..n`` of ``n`` (waiting ``PROGRESS_GATE``, a
   file, before the last one, when set);
-- tool ``buy(title)``: asks the user (elicitation) to confirm with a quantity.
+- tool ``buy(title)``: asks the user (elicitation) to confirm with a quantity;
+- tool ``withdraw(title)``: asks for an approval (elicitation whose schema has a
+  boolean ``approved``).
 
 Every request is appended as a JSON line to ``LIBRARY_LOG`` when set.
 """
@@ -93,6 +95,30 @@ async def buy(title: str,
     if isinstance(answer, AcceptedElicitation) and answer.data.confirm:
         return f"bought {answer.data.quantity} x {title!r}"
     return f"not bought ({answer.action})"
+
+
+class Approval(BaseModel):
+    approved: bool = Field(description="approve the withdrawal?")
+    note: str = Field(default="", description="why")
+
+
+def ask_for_approval(title: str) -> Elicit[Approval]:
+    return Elicit(f"Withdraw {title!r} from the catalogue?", Approval)
+
+
+@server.tool()
+async def withdraw(title: str,
+                   answer: Annotated[ElicitationResult[Approval], Resolve(ask_for_approval)]
+                   ) -> str:
+    """Withdraw a book from the catalogue (a person approves, by elicitation).
+
+    Args:
+        title: the book.
+    """
+    _log("tool", name="withdraw", title=title, action=answer.action)
+    if isinstance(answer, AcceptedElicitation) and answer.data.approved:
+        return f"withdrew {title!r} ({answer.data.note})"
+    return f"kept {title!r}"
 
 
 if __name__ == "__main__":
