@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._types import RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
-from tether.errors import ConfigError, RunFailed, RunNotFound, WorkflowNotFound
+from tether.errors import ConfigError, RunFailed, RunNotFound, TetherError, WorkflowNotFound
 from tether.store import Store, open_store, resolve_url
 
 if TYPE_CHECKING:
@@ -38,6 +39,12 @@ class _Registrable(Protocol):
 A = TypeVar("A", bound=_Registrable)
 
 _log = logging.getLogger("tether")
+
+#: Signals also published to the run's live events (``{"type": "signal", "name"}``),
+#: for code that must notice them while the run executes: ``tether.ai``'s
+#: interruptible agents watch for ``interrupt`` during a turn. Other signals are only
+#: stored (a run takes them at its next ``wait_for_signal``).
+ANNOUNCED_SIGNALS = frozenset({"interrupt"})
 _NO_INPUT: Any = object()
 
 
@@ -645,6 +652,15 @@ class App:
                                        idempotency_key=idempotency_key, now=self.clock.now())
         for w in self._workers:
             w.notify()
+        if sent.created and name in ANNOUNCED_SIGNALS:
+            # Tells the code running the run now (an agent watching for ``interrupt``)
+            # and observers; the signal itself is stored already, this is best effort.
+            try:
+                await store.run_publish(run_id=run_id, data=json.dumps(
+                    {"type": "signal", "name": name}))
+            except TetherError as exc:
+                _log.warning("run %s: cannot publish the signal %r to observers: %s",
+                            run_id, name, exc)
         return sent.created
 
     async def retry(self, run_id: str) -> RunStatus:

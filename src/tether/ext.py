@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether._definitions import StepDef
@@ -163,6 +163,13 @@ class Run:
         """
         record = await self._ctx.store.run_get(run_id)
         return dict(record.metrics) if record is not None else {}
+
+    def events(self) -> AsyncIterator[str]:
+        """The run's live events from now on (what ``App.events`` gives its observers:
+        JSON texts), from the run's own store, until the caller stops iterating. For
+        code that must notice something while the run executes (an agent watching for
+        an interrupt). Not replayed, not journaled."""
+        return self._ctx.store.run_events(self._ctx.run_id)
 
     async def publish(self, event: Mapping[str, Any]) -> None:
         """Send a live event (a JSON object) to the run's observers (``App.events``,

@@ -54,7 +54,8 @@ async def test_thinking_goes_back_unchanged_and_survives_replay(
     llm = LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url,
               api_key="k", breaker=None)
     app = App(sqlite_url)
-    agent = Agent("thinker", model=llm, tools=[weather],
+    # stream=False: the plain path (a tether.ai.LLM agent streams its turns by default).
+    agent = Agent("thinker", model=llm, tools=[weather], stream=False,
                   model_params={"thinking": {"type": "enabled", "budget_tokens": 1024}})
     if stream:
         agent.model = _Streaming(llm)  # type: ignore[assignment]

@@ -3,6 +3,7 @@ scripted LLM server answers the model) and write ``tether export``'s JSON of eve
 to ``tests/golden/<name>.json``.
 
     python -m tests.golden.record     (from the repository root; review the diff)
+    python -m tests.golden.record agent_interrupted   (write only the named files)
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ HERE = Path(__file__).parent
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-async def record() -> list[str]:
+async def record(only: list[str] | None = None) -> list[str]:
     server = ScriptedLLMServer([
         Reply("A long summary of the text.", input_tokens=20, output_tokens=8),
         Reply("Short.", input_tokens=12, output_tokens=2),
         Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Paris"},
                            "id": "call_1"}], input_tokens=30, output_tokens=9),
         Reply("It is sunny in Paris.", input_tokens=40, output_tokens=7),
+        Reply(tool_calls=[{"name": "weather", "arguments": {"city": "Oslo"}, "id": "call_2"},
+                          {"name": "long_lookup", "arguments": {"topic": "durable execution"},
+                           "id": "call_3"}], input_tokens=50, output_tokens=12),
+        Reply("Oslo is sunny; I stopped the lookup.", input_tokens=70, output_tokens=9),
     ])
     await server.start()
     os.environ["TETHER_GOLDEN_LLM_URL"] = server.base_url
@@ -62,7 +67,16 @@ async def record() -> list[str]:
             runs["assistant"] = await app.start("assistant", "Weather in Paris?",
                                                 run_id="golden-assistant")
             await env.result(runs["assistant"])
+            runs["agent_interrupted"] = await app.start(
+                "researcher", "Weather in Oslo, and read up on durable execution.",
+                run_id="golden-agent-interrupted")
+            while not w.LOOKUPS:  # the turn's long tool call runs: cut it
+                await asyncio.sleep(0.01)
+            await app.signal("golden-agent-interrupted", "interrupt", "skip the lookup")
+            await env.result(runs["agent_interrupted"])
             for name, handle in runs.items():
+                if only and name not in only:
+                    continue
                 history = _without_tracebacks(await export_history(app, handle.run_id))
                 path = HERE / f"{name}.json"
                 path.write_text(json.dumps(history, indent=2, ensure_ascii=False) + "\n")
@@ -83,7 +97,7 @@ def _without_tracebacks(value: Any) -> Any:
 
 
 def main() -> int:
-    for line in asyncio.run(record()):
+    for line in asyncio.run(record(sys.argv[1:] or None)):
         print(line)
     return 0
 

@@ -10,6 +10,7 @@ re-record them on purpose: ``python -m tests.golden.record`` (then review the di
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -122,3 +123,24 @@ def weather(city: str) -> str:
 
 assistant = app.add_agent(Agent("assistant", model=llm, instructions="Be brief.",
                                 tools=[weather], max_turns=4))
+
+
+#: Topics ``long_lookup`` started on (the recorder interrupts it once it has started).
+LOOKUPS: list[str] = []
+
+
+@function_tool
+async def long_lookup(topic: str) -> str:
+    """Look a topic up at length (in the recording, only an interrupt ends it).
+
+    Args:
+        topic: what to look up.
+    """
+    LOOKUPS.append(topic)
+    await asyncio.sleep(3600)
+    return f"all about {topic}"
+
+
+researcher = app.add_agent(Agent("researcher", model=llm, instructions="Be brief.",
+                                 tools=[weather, long_lookup], max_turns=4,
+                                 interruptible=True))

@@ -26,8 +26,10 @@ the loop evolves. Turns, tokens and cost are in the run's journal and metrics
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,6 +49,15 @@ from tether import (
 )
 from tether.ai._approvals import request_approval
 from tether.ai._budget import spending_of
+from tether.ai._interrupt import (
+    INTERRUPT_SIGNAL,
+    INTERRUPTED_TEXT,
+    TurnScope,
+    entered,
+    interruptibly,
+    is_interrupted,
+)
+from tether.ai._llm import LLM
 from tether.ai._tools import ChildCall, FunctionTool, Tool, ToolArgumentError, model_schema
 from tether.ai._types import (
     ChatReply,
@@ -59,16 +70,18 @@ from tether.ai._types import (
 )
 
 if TYPE_CHECKING:
-    from tether.ai.mcp import MCPServer, MCPToolset
+    from tether.ai.mcp import MCPContext, MCPServer, MCPToolset
 
-__all__ = ["FINAL_RESULT_TOOL", "STEER_SIGNAL", "Agent", "AgentTool", "ChatModel",
-           "InvalidToolCall", "MaxTurnsExceeded"]
+__all__ = ["FINAL_RESULT_TOOL", "INTERRUPT_SIGNAL", "STEER_SIGNAL", "Agent", "AgentTool",
+           "ChatModel", "InvalidToolCall", "MaxTurnsExceeded"]
 
 #: The tool an agent with an ``output_type`` gives its final answer with.
 FINAL_RESULT_TOOL = "final_result"
 
 #: The signal that steers a running agent (``tether signal RUN message --data '"..."'``).
 STEER_SIGNAL = "message"
+
+log = logging.getLogger("tether.ai")
 
 #: Retries of a function tool's step (its exceptions; an invalid argument never retries).
 DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=30.0,
@@ -223,6 +236,25 @@ class Agent:
             waiting (one journaled signal operation each, and one that finds none) and adds
             it to the conversation as a user message. Off by default: it adds operations to
             the journal, which runs started before the change would not have.
+        context: MCP resources and prompts (``toolset.resource(uri)``,
+            ``toolset.prompt(name, args)``) read at the start of each run, one journaled
+            operation each: a resource's text goes to the model as a system message, a
+            prompt's messages go before the task (or its text becomes a system message,
+            with ``as_instructions=True``).
+        interruptible: let a person or a program cut the current turn (the signal
+            ``interrupt``: ``agent.interrupt(app, run_id, text)`` or ``tether signal RUN
+            interrupt --data '"use the cached data"'``). The model call and the tool
+            calls in flight are cancelled; each tool call of the turn left without a
+            result gets the result ``interrupted by the user`` (the calls that finished
+            keep theirs), so the conversation stays valid for the provider; the next
+            turn starts with the interrupt's message, if any, as a user message. The
+            cuts are journaled as the steps' outcomes, so replay gives the same
+            conversation and runs nothing again. Off by default: each turn starts with a
+            journaled check for interrupts, which runs started before would not have.
+        stream: publish each turn's text to the run's observers as it arrives
+            (``llm.chunk`` events of ``App.events`` and ``tether serve``'s run page and
+            SSE stream), when the model is a ``tether.ai.LLM``. The journal records the
+            same as without it, and a replayed turn publishes nothing.
 
     Raises:
         ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
@@ -235,7 +267,8 @@ class Agent:
                  tool_retry: RetryPolicy | None = None,
                  model_params: Mapping[str, Any] | None = None,
                  output_type: type[pydantic.BaseModel] | None = None,
-                 steerable: bool = False) -> None:
+                 steerable: bool = False, interruptible: bool = False,
+                 stream: bool = True, context: Iterable[MCPContext] = ()) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -259,6 +292,9 @@ class Agent:
                               f"got {output_type!r}")
         self.output_type = output_type
         self.steerable = steerable
+        self.interruptible = interruptible
+        self.stream = stream
+        self.context = list(context)
         self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
@@ -302,6 +338,12 @@ class Agent:
                                        and tool.name == FINAL_RESULT_TOOL):
                 raise ConfigError(f"agent {self.name!r}: two tools are named {tool.name!r}")
             static[tool.name] = tool
+        for item in self.context:
+            if type(item).__name__ != "MCPContext" or getattr(item.toolset, "app", None) is not app:
+                raise ConfigError(f"agent {self.name!r}: context takes MCP resources and "
+                                  "prompts of toolsets built on the agent's app "
+                                  "(toolset.resource(uri), toolset.prompt(name)), got "
+                                  f"{item!r}")
         for tool in static.values():
             if isinstance(tool, AgentTool) and tool.agent.app is None:
                 tool.agent.register(app)
@@ -357,7 +399,7 @@ class Agent:
         call's idempotency key, the same on every retry and after a crash."""
 
         async def run_tool(arguments: dict[str, Any]) -> str:
-            return tool.result_text(await tool.invoke(arguments))
+            return tool.result_text(await interruptibly(tool.invoke(arguments)))
 
         return app.step(name=f"{self.name}.tool:{tool.name}", retry=self.tool_retry)(run_tool)
 
@@ -374,41 +416,131 @@ class Agent:
         messages: list[Message] = []
         if self.instructions:
             messages.append(system_message(self.instructions))
+        for item in self.context:
+            messages.extend(await item.messages())
         messages.append(user_message(task))
         reply: ChatReply | None = None
         for turn in range(1, self.max_turns + 1):
             if self.steerable:
                 messages.extend(user_message(text) for text in await self._steering())
-            tether.set_status(self._status(turn, "thinking"))
-            reply = await self.model.chat(messages, tools=specs or None, budget=self.budget,
-                                          **self.model_params)
-            messages.append(reply.to_message())
-            if self._final is not None:
-                found, output = self._final_answer(reply, tools)
-                if found:
-                    late = await self._steering() if self.steerable else []
-                    if not late:
-                        tether.set_status(self._status(turn, "answered"))
-                        return output
-                    # Superseded by messages that came during the turn: answer again.
-                    messages.extend(tool_message(call.id, "superseded: the user sent a new "
-                                                 "message") for call in reply.tool_calls)
-                    messages.extend(user_message(text) for text in late)
-                    continue
-                if not reply.tool_calls:  # text that is not the answer's JSON
-                    messages.append(user_message(
-                        f"Give your final answer by calling the tool {FINAL_RESULT_TOOL!r}."))
-                    continue
-            if not reply.tool_calls:
-                if self.steerable and await self._steered(messages):
-                    continue
-                tether.set_status(self._status(turn, "answered"))
-                return reply.text or ""
-            answers = await self._tool_calls(turn, reply, tools)
-            messages.extend(tool_message(call.id, text)
-                            for call, text in zip(reply.tool_calls, answers, strict=True))
+            if self.interruptible:
+                messages.extend(user_message(text) for text in await self._interrupts())
+            async with self._turn() as scope:
+                tether.set_status(self._status(turn, "thinking"))
+                try:
+                    reply = await self._ask(messages, specs)
+                except Exception as exc:
+                    if scope is None or not is_interrupted(exc):
+                        raise
+                    continue  # cut before the model answered: nothing to add
+                messages.append(reply.to_message())
+                done, output = await self._rest_of_turn(turn, reply, tools, messages)
+            if done:
+                return output
         last = [c.name for c in reply.tool_calls] if reply is not None else []
         raise MaxTurnsExceeded(self.name, self.max_turns, last)
+
+    async def _rest_of_turn(self, turn: int, reply: ChatReply, tools: dict[str, Tool],
+                            messages: list[Message]) -> tuple[bool, Any]:
+        """After the model's reply: ``(True, answer)`` when the run ends with it, else
+        ``(False, None)`` with the tool results (or a nudge) added to ``messages``."""
+        if self._final is not None:
+            found, output = self._final_answer(reply, tools)
+            if found:
+                late = await self._steering() if self.steerable else []
+                if not late:
+                    tether.set_status(self._status(turn, "answered"))
+                    return True, output
+                # Superseded by messages that came during the turn: answer again.
+                messages.extend(tool_message(call.id, "superseded: the user sent a new "
+                                             "message") for call in reply.tool_calls)
+                messages.extend(user_message(text) for text in late)
+                return False, None
+            if not reply.tool_calls:  # text that is not the answer's JSON
+                messages.append(user_message(
+                    f"Give your final answer by calling the tool {FINAL_RESULT_TOOL!r}."))
+                return False, None
+        if not reply.tool_calls:
+            if self.steerable and await self._steered(messages):
+                return False, None
+            tether.set_status(self._status(turn, "answered"))
+            return True, reply.text or ""
+        answers = await self._tool_calls(turn, reply, tools)
+        messages.extend(tool_message(call.id, text)
+                        for call, text in zip(reply.tool_calls, answers, strict=True))
+        return False, None
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[TurnScope | None]:
+        """One turn of an interruptible agent: its steps run in a ``TurnScope`` and a
+        watcher sets the scope's event when an interrupt signal comes (the run's live
+        events say so). Not journaled: what the interrupt cut is, in the steps' outcomes.
+        Other agents: no scope."""
+        run = ext.current_run()
+        if not self.interruptible or run is None:
+            yield None
+            return
+        scope = TurnScope(lambda sc: self._watch(run, sc))
+        try:
+            with entered(scope):
+                yield scope
+        finally:
+            scope.close()
+
+    @staticmethod
+    async def _watch(run: ext.Run, scope: TurnScope) -> None:
+        try:
+            async for data in run.events():
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    continue
+                if (isinstance(event, dict) and event.get("type") == "signal"
+                        and event.get("name") == INTERRUPT_SIGNAL):
+                    break
+            else:
+                return
+        except TetherError as exc:  # the event channel failed: the next turn's check stays
+            log.warning("run %s: cannot watch for interrupts: %s", run.run_id, exc)
+            return
+        scope.interrupted.set()
+
+    async def _interrupts(self) -> list[str]:
+        """The messages of every interrupt waiting (journaled signal operations; the
+        last one finds none). An interrupt without a message adds nothing."""
+        texts: list[str] = []
+        while True:
+            try:
+                payload = await tether.wait_for_signal(INTERRUPT_SIGNAL, timeout=0)
+            except SignalTimeout:
+                return texts
+            if payload is None or payload == "":
+                continue
+            texts.append(payload if isinstance(payload, str) else json.dumps(payload))
+
+    async def interrupt(self, app: App, run_id: str, text: str | None = None) -> None:
+        """Interrupt the current turn of a running run of this (``interruptible``)
+        agent; ``text``, if given, is added to the conversation for the next turn.
+
+        Raises:
+            ConfigError: the agent is not interruptible.
+            RunNotFound: no such run.
+            SignalError: the run has ended.
+        """
+        if not self.interruptible:
+            raise ConfigError(f"agent {self.name!r} is not interruptible: create it with "
+                              "interruptible=True")
+        await app.signal(run_id, INTERRUPT_SIGNAL, text)
+
+    async def _ask(self, messages: list[Message], specs: list[ToolSpec]) -> ChatReply:
+        """One turn's model call (durable); its text streams live if ``self.stream``."""
+        if self.stream and isinstance(self.model, LLM):
+            reply: ChatReply = await self.model.chat(
+                messages, tools=specs or None, budget=self.budget, live=True,
+                **self.model_params)
+            return reply
+        return await self.model.chat(messages, tools=specs or None, budget=self.budget,
+                                     **self.model_params)
 
     async def _steering(self) -> list[str]:
         """Every steering message waiting, in order (journaled signal operations; the
@@ -574,6 +706,8 @@ class Agent:
         except Cancelled:
             raise
         except Exception as exc:
+            if is_interrupted(exc):
+                return INTERRUPTED_TEXT
             return _failure(tool.name, exc)
         return str(result) if text else tool.result_text(result)
 

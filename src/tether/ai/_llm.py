@@ -51,6 +51,7 @@ from tether.ai._errors import (
     ProviderConfigError,
     RetryableProviderError,
 )
+from tether.ai._interrupt import TurnInterrupted, interruptibly
 from tether.ai._messages import ContentRef, address, canonical_json, digest, put_blobs
 from tether.ai._pricing import PriceTable
 from tether.ai._types import (
@@ -106,13 +107,16 @@ class _Call:
 
     def __init__(self, llm: LLM, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                  tool_choice: str | None, output_schema: dict[str, Any] | None,
-                 params: dict[str, Any], stream: bool) -> None:
+                 params: dict[str, Any], stream: bool, live: bool = False) -> None:
         self.messages = list(messages)
         self.tools = [ToolSpec.of(t) for t in tools or ()]
         self.tool_choice = tool_choice
         self.output_schema = output_schema
         self.params = params
         self.stream = stream
+        #: Stream the HTTP call and publish its chunks; the journal says ``stream`` only
+        #: for ``LLM.stream`` (``chat(live=True)`` records what a plain chat records).
+        self.live = stream or live
         self.prompt: ContentRef = address(self.messages)
         self.blobs = dict(self.prompt.blobs)
         tools_ref = self._blob([{"name": t.name, "description": t.description,
@@ -191,6 +195,8 @@ class LLM:
         self._options = client_options
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatClient] = (
             weakref.WeakKeyDictionary())
+        #: Set when the endpoint refused a streamed request that it answered plainly.
+        self._plain_only = False
 
     def __repr__(self) -> str:
         return f"LLM({self.spec!r}, base_url={self.base_url!r})"
@@ -237,18 +243,18 @@ class LLM:
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None, output: None = None,
                    output_retries: int = 2, budget: Budget | None = None,
-                   **params: Any) -> ChatReply: ...
+                   live: bool = False, **params: Any) -> ChatReply: ...
 
     @overload
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None, output: type[M],
                    output_retries: int = 2, budget: Budget | None = None,
-                   **params: Any) -> M: ...
+                   live: bool = False, **params: Any) -> M: ...
 
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None, output: type[M] | None = None,
                    output_retries: int = 2, budget: Budget | None = None,
-                   **params: Any) -> ChatReply | M:
+                   live: bool = False, **params: Any) -> ChatReply | M:
         """Ask the model; inside a workflow, one durable operation (per output try).
 
         Args:
@@ -259,6 +265,10 @@ class LLM:
                 returned validated; a non-conforming answer is sent back with the
                 validation error, up to ``output_retries`` more times.
             budget: this call's budget (default: the run's, see ``set_budget``).
+            live: inside a workflow, stream the HTTP call and publish its text deltas to
+                the run's observers as ``LLM.stream`` does (``llm.chunk`` events), while
+                the journal records exactly what a plain ``chat`` records (so runs
+                recorded before replay the same). ``tether.ai.Agent`` uses it.
             params: more request fields (``temperature``, ``max_tokens``, ...), JSON.
 
         Returns:
@@ -273,7 +283,8 @@ class LLM:
         """
         return await self._complete(messages, tools=tools, tool_choice=tool_choice,
                                     output=output, output_retries=output_retries,
-                                    budget=budget, params=params, stream=False, on_chunk=None)
+                                    budget=budget, params=params, stream=False, on_chunk=None,
+                                    live=live)
 
     @overload
     async def stream(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
@@ -301,18 +312,18 @@ class LLM:
         return await self._complete(messages, tools=tools, tool_choice=tool_choice,
                                     output=output, output_retries=output_retries,
                                     budget=budget, params=params, stream=True,
-                                    on_chunk=on_chunk)
+                                    on_chunk=on_chunk, live=True)
 
     # -- structured output --------------------------------------------------------------
 
     async def _complete(self, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                         tool_choice: str | None, output: type[M] | None, output_retries: int,
                         budget: Budget | None, params: dict[str, Any], stream: bool,
-                        on_chunk: OnChunk | None) -> ChatReply | M:
+                        on_chunk: OnChunk | None, live: bool) -> ChatReply | M:
         if output is None:
             return await self._call(messages, tools=tools, tool_choice=tool_choice,
                                     output_schema=None, budget=budget, params=params,
-                                    stream=stream, on_chunk=on_chunk)
+                                    stream=stream, on_chunk=on_chunk, live=live)
         if output_retries < 0:
             raise ConfigError(f"output_retries must be >= 0, got {output_retries}")
         schema = _output_schema(output)
@@ -322,7 +333,7 @@ class LLM:
         for _ in range(output_retries + 1):
             reply = await self._call(convo, tools=tools, tool_choice=tool_choice,
                                      output_schema=schema, budget=budget, params=params,
-                                     stream=stream, on_chunk=on_chunk)
+                                     stream=stream, on_chunk=on_chunk, live=live)
             text = reply.text
             try:
                 return output.model_validate_json(text or "")
@@ -341,14 +352,14 @@ class LLM:
     async def _call(self, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                     tool_choice: str | None, output_schema: dict[str, Any] | None,
                     budget: Budget | None, params: dict[str, Any], stream: bool,
-                    on_chunk: OnChunk | None) -> ChatReply:
+                    on_chunk: OnChunk | None, live: bool = False) -> ChatReply:
         run = ext.current_run()
         if run is None or not ext.in_workflow():
             return await self._request(list(messages), tools=tools, tool_choice=tool_choice,
                                        output_schema=output_schema, params=params,
                                        stream=stream, on_chunk=on_chunk, key=None)
         call = _Call(self, messages, tools=tools, tool_choice=tool_choice,
-                     output_schema=output_schema, params=params, stream=stream)
+                     output_schema=output_schema, params=params, stream=stream, live=live)
         spending = spending_of(run)
         while True:
             limit = budget if budget is not None else spending.budget
@@ -388,12 +399,17 @@ class LLM:
                 await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
                                         tokens=call.estimate_total, now=run.clock(),
                                         label=self.provider_key)
-            publish = _Publisher(run, on_chunk) if call.stream else None
+            publish = _Publisher(run, on_chunk) if call.live else None
             try:
-                reply = await self._request(
-                    call.messages, tools=call.tools, tool_choice=call.tool_choice,
-                    output_schema=call.output_schema, params=call.params,
-                    stream=call.stream, on_chunk=publish, key=tether.step_key())
+                # An interruptible agent's turn can cut the request (TurnInterrupted).
+                reply = await interruptibly(self._live_or_plain(call, publish,
+                                                                tether.step_key()))
+            except TurnInterrupted as exc:
+                if publish is not None:
+                    await publish.event({"type": "llm.error", "message": str(exc)})
+                if guard is not None and ticket is not None:
+                    await _settle(guard.success(ticket))
+                raise
             except RetryableProviderError as exc:
                 if publish is not None:
                     await publish.event({"type": "llm.error", "message": str(exc)})
@@ -420,6 +436,29 @@ class LLM:
             return record.to_dict()
 
         return llm_call
+
+    async def _live_or_plain(self, call: _Call, publish: _Publisher | None,
+                             key: str) -> ChatReply:
+        """The HTTP call of a step: streamed when the call is live. A ``chat(live=True)``
+        refused by an endpoint that cannot stream (a 4xx before any chunk) is asked
+        again plainly; once that works, this process asks that endpoint plainly."""
+        live = call.live and not (self._plain_only and not call.stream)
+        try:
+            return await self._request(
+                call.messages, tools=call.tools, tool_choice=call.tool_choice,
+                output_schema=call.output_schema, params=call.params, stream=live,
+                on_chunk=publish if live else None, key=key)
+        except FatalProviderError:
+            if not live or call.stream or publish is None or publish.sent:
+                raise
+        reply = await self._request(
+            call.messages, tools=call.tools, tool_choice=call.tool_choice,
+            output_schema=call.output_schema, params=call.params, stream=False,
+            on_chunk=None, key=f"{key}:plain")
+        log.warning("%s: the endpoint refused a streamed request and answered a plain one; "
+                    "its calls are made plainly from now on (no live text)", self.spec)
+        self._plain_only = True
+        return reply
 
     async def _request(self, messages: list[Message], *, tools: Sequence[Any] | None,
                        tool_choice: str | None, output_schema: dict[str, Any] | None,
@@ -453,9 +492,12 @@ class _Publisher:
         self.position = step.position if step is not None else -1
         self.attempt = step.attempt if step is not None else 0
         self.on_chunk = on_chunk
+        #: Whether a chunk went out (a failed stream then cannot be asked again plainly).
+        self.sent = False
         self._failed = False
 
     async def __call__(self, text: str) -> None:
+        self.sent = True
         await self.event({"type": "llm.chunk", "text": text})
         if self.on_chunk is not None:
             result = self.on_chunk(text)

@@ -38,17 +38,19 @@ import functools
 import importlib.metadata
 import importlib.util
 import inspect
+import itertools
 import json
 import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import tether
 from tether import App, ConfigError, NonRetryable, RetryPolicy, TetherError
+from tether.ai._interrupt import interruptibly
 from tether.ai._tools import Tool, result_to_text, strip_titles
 
 
@@ -78,6 +80,9 @@ if TYPE_CHECKING:
 __all__ = [
     "IDEMPOTENCY_META_KEY",
     "MCP_INPUT_SIGNAL",
+    "MCPContext",
+    "MCPPrompt",
+    "MCPResource",
     "MCPServer",
     "MCPTool",
     "MCPToolInfo",
@@ -87,6 +92,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("tether.ai.mcp")
+
+_T = TypeVar("_T")
+
+#: Receives a tool call's progress notifications: ``(progress, total, message)``.
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
 #: The ``_meta`` key of a ``tools/call`` request that carries the idempotency key.
 IDEMPOTENCY_META_KEY = "idempotency_key"
@@ -144,6 +154,43 @@ class MCPToolResult:
     task_id: str | None = None
     #: The server's suggested polling interval for ``task_id``.
     poll_interval_ms: int | None = None
+    #: The server needs input first (elicitation): ``{key: request}``, each request
+    #: ``{"method": "elicitation/create", "params": {"message", "requestedSchema"}}``;
+    #: the call is sent again with the answers and ``request_state``.
+    input_requests: dict[str, Any] | None = None
+    #: The server's opaque state to send back with the answers.
+    request_state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MCPResource:
+    """A resource as ``resources/read`` returned it (journaled as JSON).
+
+    Attributes:
+        uri: the URI asked for.
+        contents: the content items, e.g. ``{"uri", "mimeType", "text"}`` (or ``blob``).
+        text: the text items joined (what an agent puts in its context).
+    """
+
+    uri: str
+    contents: list[dict[str, Any]]
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MCPPrompt:
+    """A prompt as ``prompts/get`` returned it (journaled as JSON).
+
+    Attributes:
+        name: the prompt's name.
+        description: what the server says it is for.
+        messages: its messages in chat format, ``{"role": "user"|"assistant",
+            "content": text}`` (non-text content is given as its JSON).
+    """
+
+    name: str
+    description: str
+    messages: list[dict[str, Any]]
 
 
 # -- the server and its connection -------------------------------------------------------------
@@ -276,13 +323,56 @@ class MCPServer:
                 break
         return tools
 
+    async def read_resource(self, uri: str) -> MCPResource:
+        """``resources/read``: the resource's contents.
+
+        Raises:
+            MCPUnavailable: transport failure (retryable).
+            mcp.MCPError: the server rejected the request (e.g. an unknown resource).
+        """
+        result = await self._request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+        contents = [item.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for item in result.contents]
+        text = "\n".join(str(c["text"]) for c in contents if "text" in c)
+        return MCPResource(uri, contents, text)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None
+                         ) -> MCPPrompt:
+        """``prompts/get``: the prompt's messages for these arguments (sent as strings,
+        as the protocol wants).
+
+        Raises:
+            MCPUnavailable: transport failure (retryable).
+            mcp.MCPError: the server rejected the request (an unknown prompt, a
+                missing argument).
+        """
+        args = {k: v if isinstance(v, str) else json.dumps(v)
+                for k, v in (arguments or {}).items()}
+        result = await self._request(lambda c: c.get_prompt(name, args))
+        messages = []
+        for m in result.messages:
+            content = m.content.model_dump(mode="json", by_alias=True, exclude_none=True)
+            text = content.get("text") if content.get("type") == "text" else None
+            messages.append({"role": m.role, "content": text if isinstance(text, str)
+                             else json.dumps(content, ensure_ascii=False)})
+        return MCPPrompt(name, result.description or "", messages)
+
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, *,
-                        idempotency_key: str | None = None) -> MCPToolResult:
+                        idempotency_key: str | None = None,
+                        on_progress: ProgressCallback | None = None,
+                        input_responses: dict[str, Any] | None = None,
+                        request_state: str | None = None) -> MCPToolResult:
         """Call a tool; the server's answer (even an error) is the returned value.
 
         ``idempotency_key`` goes into the request's ``_meta`` (key
         ``IDEMPOTENCY_META_KEY``) and, if the tool's input schema declares an
-        ``idempotency_key`` property, into that argument too.
+        ``idempotency_key`` property, into that argument too. ``on_progress`` receives
+        the server's progress notifications for the call (progress, total, message).
+
+        A server that needs input first (elicitation, MCP's ``input_required`` result)
+        is not answered here: the result carries its ``input_requests`` and
+        ``request_state``; call again with ``input_responses`` (key -> ``{"action",
+        "content"}``) and that ``request_state``.
 
         Raises:
             MCPUnavailable: transport failure (retryable; the server may or may not
@@ -298,7 +388,10 @@ class MCPServer:
             if IDEMPOTENCY_ARGUMENT in (schema or {}).get("properties", {}):
                 args[IDEMPOTENCY_ARGUMENT] = idempotency_key
         try:
-            result = await self._request(lambda c: c.call_tool(name, args, meta=meta))
+            result = await self._request(lambda c: c.session.call_tool(
+                name, args, progress_callback=on_progress, input_responses=input_responses,
+                request_state=request_state, meta=meta, allow_input_required=True,
+                allow_claimed=True))
         except _TaskCreated as created:
             task = created.task
             return MCPToolResult([], text=f"task {task.task_id} ({task.status})",
@@ -306,6 +399,22 @@ class MCPServer:
         except MCPError as exc:
             text = f"MCP error {exc.code}: {exc.message}"
             return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
+        from mcp_types import CallToolResult, InputRequiredResult
+
+        from tether.mcp_tasks import CreateTaskResult
+
+        if isinstance(result, InputRequiredResult):
+            requests = {k: v.model_dump(mode="json", by_alias=True, exclude_none=True)
+                        for k, v in (result.input_requests or {}).items()}
+            return MCPToolResult([], text="input required", input_requests=requests,
+                                 request_state=result.request_state)
+        if isinstance(result, CreateTaskResult):
+            return MCPToolResult([], text=f"task {result.task_id} ({result.status})",
+                                 task_id=result.task_id,
+                                 poll_interval_ms=result.poll_interval_ms)
+        if not isinstance(result, CallToolResult):
+            raise MCPUnavailable(self.id, f"unexpected answer to tools/call: "
+                                          f"{type(result).__name__}")
         return _tool_result(result)
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
@@ -464,7 +573,7 @@ class MCPServer:
             params = StdioServerParameters(command=self.command or "", args=self.args,
                                            env=self.env, cwd=self.cwd)
             client = Client(params, read_timeout_seconds=self.timeout, cache=None,
-                            extensions=extensions)
+                            extensions=extensions, elicitation_callback=_no_live_elicitation)
         else:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
@@ -475,7 +584,7 @@ class MCPServer:
             ))
             transport = streamable_http_client(self.url or "", http_client=http)
             client = Client(transport, read_timeout_seconds=self.timeout, cache=None,
-                            extensions=extensions)
+                            extensions=extensions, elicitation_callback=_no_live_elicitation)
         return await stack.enter_async_context(client)
 
     async def _drop(self, conn: _Connection) -> None:
@@ -493,6 +602,18 @@ class MCPServer:
         except asyncio.CancelledError:
             conn.task.cancel()
             raise
+
+
+async def _no_live_elicitation(context: Any, params: Any) -> Any:
+    """Declares the elicitation capability. Tether answers elicitations durably, from
+    ``input_required`` results (see ``MCPToolset.follow``); a server on an older
+    protocol that sends a live ``elicitation/create`` mid-call gets a refusal, since
+    a run cannot wait for a person while a call holds the connection."""
+    from mcp.types import ErrorData
+
+    return ErrorData(code=-32601, message=(
+        "this client answers elicitations only through input_required results "
+        "(protocol 2026-07-28 or later); a live elicitation/create cannot be answered"))
 
 
 class _TaskCreated(Exception):
@@ -680,12 +801,34 @@ class MCPToolset:
             return await server.list_tools()
 
         async def call_tool(name: str, arguments: dict[str, Any]) -> MCPToolResult:
-            return await server.call_tool(name, arguments, idempotency_key=_step_key())
+            # An interruptible agent's turn can cut the call (see tether.ai._interrupt).
+            return await interruptibly(server.call_tool(
+                name, arguments, idempotency_key=_step_key(),
+                on_progress=_progress_status(server.id, name)))
+
+        async def resume_tool(name: str, arguments: dict[str, Any], responses: dict[str, Any],
+                              state: str | None) -> MCPToolResult:
+            return await server.call_tool(name, arguments, idempotency_key=_step_key(),
+                                          on_progress=_progress_status(server.id, name),
+                                          input_responses=responses, request_state=state)
+
+        async def read_resource(uri: str) -> MCPResource:
+            return await _answered(server, server.read_resource(uri))
+
+        async def get_prompt(name: str, arguments: dict[str, Any]) -> MCPPrompt:
+            return await _answered(server, server.get_prompt(name, arguments))
 
         self._list_tools: Callable[[], Awaitable[list[MCPToolInfo]]] = app.step(
             name=self.list_tools_step, retry=policy)(list_tools)
         self._call_tool: Callable[[str, dict[str, Any]], Awaitable[MCPToolResult]] = app.step(
             name=self.call_tool_step, retry=policy)(call_tool)
+        self._resume_tool: Callable[[str, dict[str, Any], dict[str, Any], str | None],
+                                    Awaitable[MCPToolResult]] = app.step(
+            name=f"{prefix}:{server.id}.resume_tool", retry=policy)(resume_tool)
+        self._read_resource: Callable[[str], Awaitable[MCPResource]] = app.step(
+            name=f"{prefix}:{server.id}.read_resource", retry=policy)(read_resource)
+        self._get_prompt: Callable[[str, dict[str, Any]], Awaitable[MCPPrompt]] = app.step(
+            name=f"{prefix}:{server.id}.get_prompt", retry=policy)(get_prompt)
         self.poll_floor = poll_floor
 
         async def get_task(task_id: str) -> dict[str, Any]:
@@ -727,12 +870,47 @@ class MCPToolset:
         infos = await self._list_tools()
         return [MCPTool(self, info) for info in infos if self._wanted(info.name)]
 
+    async def read_resource(self, uri: str) -> MCPResource:
+        """Read a resource; in a workflow one durable operation (``read_resource``):
+        replay returns the recorded contents without asking the server.
+
+        Raises:
+            NonRetryable: (in a workflow, as ``StepError``) the server rejected the
+                request, e.g. an unknown URI.
+        """
+        return await self._read_resource(uri)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None
+                         ) -> MCPPrompt:
+        """Get a prompt's messages; in a workflow one durable operation (``get_prompt``).
+
+        Raises:
+            NonRetryable: (in a workflow, as ``StepError``) the server rejected the
+                request, e.g. an unknown prompt or a missing argument.
+        """
+        return await self._get_prompt(name, dict(arguments or {}))
+
+    def resource(self, uri: str) -> MCPContext:
+        """The resource ``uri`` as context of an agent (``Agent(context=[...])``): read
+        at the start of each run (journaled) and given to the model as a system
+        message."""
+        return MCPContext(self, "resource", uri)
+
+    def prompt(self, name: str, arguments: dict[str, Any] | None = None, *,
+               as_instructions: bool = False) -> MCPContext:
+        """The prompt ``name`` as context of an agent (``Agent(context=[...])``): got at
+        the start of each run (journaled); its messages go into the conversation before
+        the task, or, with ``as_instructions``, its text becomes a system message."""
+        return MCPContext(self, "prompt", name, dict(arguments or {}), as_instructions)
+
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> MCPToolResult:
         """Call a tool by its server-side name; durable in a workflow (the ``call_tool``
         step), a plain call elsewhere. A remote task is followed to its end."""
-        return await self.follow(name, self._call_tool(name, dict(arguments or {})))
+        args = dict(arguments or {})
+        return await self.follow(name, self._call_tool(name, args), args)
 
-    def follow(self, name: str, called: Awaitable[MCPToolResult]
+    def follow(self, name: str, called: Awaitable[MCPToolResult],
+               arguments: dict[str, Any] | None = None
                ) -> Coroutine[Any, Any, MCPToolResult]:
         """Await the ``call_tool`` step; if the server made it a task, poll the task on
         durable timers (the run is released in between), answer its input requests
@@ -740,15 +918,28 @@ class MCPToolset:
 
         Call it where the ``call_tool`` step's position is taken (it takes a turn then):
         remote tasks of one run are followed one after the other in that order, so the
-        polls' journal positions do not depend on which remote task answered first."""
-        return self._follow(name, called, _take_turn())
+        polls' journal positions do not depend on which remote task answered first.
+
+        A server that asks for input during the call (elicitation: an ``input_required``
+        result) is answered the same way as a remote task's input request: the run
+        waits (released) for an approval when the requested schema has a boolean
+        ``approved``, else for the signal ``mcp_input`` (the live status shows the
+        message and schema); the call is then sent again with the answer, as the
+        journaled step ``resume_tool``. Replay returns the recorded rounds and answers:
+        a call that completed is not sent again."""
+        return self._follow(name, called, dict(arguments or {}), _take_turn())
 
     async def _follow(self, name: str, called: Awaitable[MCPToolResult],
+                      arguments: dict[str, Any],
                       turn: tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]
                       ) -> MCPToolResult:
         before, mine = turn
         try:
             result = await called
+            if result.input_requests:
+                if before is not None:
+                    await asyncio.shield(before)  # one run's waits, in call order
+                result = await self._elicited(name, arguments, result)
             if result.task_id is None:
                 return result
             if before is not None:
@@ -789,6 +980,25 @@ class MCPToolset:
             await self._cancel_task(task_id)  # the run was cancelled: so is its remote task
             raise
 
+    async def _elicited(self, name: str, arguments: dict[str, Any], result: MCPToolResult
+                        ) -> MCPToolResult:
+        """Answer the server's input requests (durable waits) and send the call again,
+        until it gives a result."""
+        from tether.ext import current_run
+
+        run = current_run()
+        counter = run.memory(("tether.ai.mcp.elicit", self.server.id), itertools.count) \
+            if run is not None else itertools.count()
+        for _ in range(20):
+            if not result.input_requests:
+                return result
+            ref = f"elicit-{next(counter)}"
+            responses = {key: await self._answer(name, ref, key, request)
+                         for key, request in sorted(result.input_requests.items())}
+            result = await self._resume_tool(name, arguments, responses, result.request_state)
+        text = f"the MCP server {self.server.id!r} kept asking for input (20 rounds)"
+        return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
+
     async def _answer(self, tool: str, task_id: str, key: str, request: Any) -> Any:
         """Wait (released) in Tether for the answer to one remote input request."""
         params = request.get("params") if isinstance(request, dict) else None
@@ -826,6 +1036,54 @@ class MCPToolset:
         return name in self.requires_approval
 
 
+@dataclass(frozen=True, slots=True)
+class MCPContext:
+    """An MCP resource or prompt an agent reads at the start of each run (build it with
+    ``MCPToolset.resource`` / ``MCPToolset.prompt``)."""
+
+    toolset: MCPToolset
+    kind: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    as_instructions: bool = False
+
+    async def messages(self) -> list[dict[str, Any]]:
+        """The chat messages it adds (one journaled operation in a workflow)."""
+        if self.kind == "resource":
+            res = await self.toolset.read_resource(self.name)
+            return [{"role": "system", "content": f"Resource {res.uri}:\n{res.text}"}]
+        prompt = await self.toolset.get_prompt(self.name, self.arguments)
+        if self.as_instructions:
+            return [{"role": "system",
+                     "content": "\n\n".join(str(m["content"]) for m in prompt.messages)}]
+        return [{"role": m["role"], "content": m["content"]} for m in prompt.messages]
+
+
+async def _answered(server: MCPServer, request: Awaitable[_T]) -> _T:
+    """A resource or prompt request's answer; what the server refused fails at once."""
+    from mcp import MCPError
+
+    try:
+        return await request
+    except MCPError as exc:
+        raise NonRetryable(f"MCP server {server.id!r}: {exc.message} (code {exc.code})",
+                           data={"code": exc.code}) from None
+
+
+def _progress_status(server: str, tool: str) -> ProgressCallback:
+    """A tool call's progress notifications as the run's live status. The SDK calls
+    it from the connection's own task, outside the run: it runs in the step's context,
+    captured here."""
+    context = contextvars.copy_context()
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        context.run(tether.set_status, {
+            "state": "tool progress", "server": server, "tool": tool, "progress": value,
+            "total": total, "message": message})
+
+    return progress
+
+
 class MCPTool(Tool):
     """A tool of an MCP server. ``invoke`` is the toolset's ``call_tool`` step: awaited
     in a workflow it is journaled (so ``durable`` is true); elsewhere it is a plain call.
@@ -857,7 +1115,8 @@ class MCPTool(Tool):
         task, if the server made one)."""
         args = {k: v for k, v in self.validate_arguments(arguments).items()
                 if k != IDEMPOTENCY_ARGUMENT}
-        return self.toolset.follow(self.mcp_name, self.toolset._call_tool(self.mcp_name, args))
+        return self.toolset.follow(self.mcp_name, self.toolset._call_tool(self.mcp_name, args),
+                                   args)
 
     def result_text(self, result: Any) -> str:
         """The text of the result; a tool error is prefixed ``error: `` so the model

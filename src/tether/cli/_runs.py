@@ -61,7 +61,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="wait up to SECONDS for the run to end (default: don't wait)")
     p.set_defaults(handler=result)
 
-    p = sub.add_parser("signal", parents=[common], help="send a signal to a run")
+    p = sub.add_parser(
+        "signal", parents=[common], help="send a signal to a run",
+        description="Send a signal (a named JSON message) to a run.",
+        epilog="Signals agents understand: 'message' (a steerable agent takes the text at "
+               "its next turn: --data '\"also check pricing\"'), 'interrupt' (an "
+               "interruptible agent cuts its current turn; --data '\"use the cache\"' is "
+               "optional), 'mcp_input' (the answer to an MCP server's input request).")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--data", metavar="JSON", help="JSON payload (default: null)")

@@ -18,8 +18,14 @@ Handoffs, guardrails and ``output_type`` are the SDK's own workflow-side logic o
 those recorded results: replay takes the same handoffs, runs the same guardrails over
 the same inputs and validates the same final output.
 
-The SDK's tracing is not journaled: a replayed run would export its spans again.
-See ``docs/integrations-openai-agents.md``.
+Tracing under replay: the SDK makes a model call's span (``generation`` for Chat
+Completions, ``response`` for the Responses API) inside the wrapped model, which runs
+only in the step's body; a model call answered from the journal therefore exports no
+span again, and an attempt that really reached the provider exports one. The spans the
+SDK's runner makes in workflow code (the trace itself, ``agent``, ``function`` for a
+tool answered from the journal, ``handoff``, ``guardrail``) are made again by each
+execution of the run's code (after a release or a crash): they mark where the run
+went, not work done again. See ``docs/integrations-openai-agents.md``.
 """
 
 from __future__ import annotations

@@ -21,9 +21,11 @@ prompt in, the typed output out), startable by name from the CLI (``tether start
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic
@@ -37,14 +39,23 @@ from pydantic_ai.durable_exec import (
     DurableOperationId,
     JournalCallableOperationBackend,
     ModelRequestId,
+    ModelRequestParams,
     RoleBasedOperationConfig,
     conversation_id_from_run_id,
 )
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
-from pydantic_ai.messages import ModelMessagesTypeAdapter
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    ModelMessagesTypeAdapter,
+    ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
-from pydantic_ai.tools import AgentDepsT
+from pydantic_ai.tools import AgentDepsT, RunContext
 from typing_extensions import TypeVar
 
 import tether
@@ -62,6 +73,8 @@ from tether.ai import (
 )
 
 __all__ = ["TetherAgent", "TetherDurability", "TetherStepConfig"]
+
+log = logging.getLogger("tether.integrations.pydantic_ai")
 
 OutputT = TypeVar("OutputT", default=Any)
 
@@ -83,6 +96,67 @@ class _NotSerializable(NonRetryable):
 
 def _serialization_failure(exc: Exception) -> BaseException:
     return _NotSerializable(f"pydantic-ai value cannot be journaled as JSON: {exc}")
+
+
+class _LivePublisher:
+    """Publishes one model request's text deltas to the run's observers (``llm.chunk``,
+    then ``llm.end`` or ``llm.error``, as ``tether.ai.LLM.stream`` does). Best effort:
+    a failing event channel never fails the request."""
+
+    def __init__(self, *, user_events: bool) -> None:
+        step = ext.current_step()
+        self.run = ext.current_run()
+        self.position = step.position if step is not None else -1
+        self.attempt = step.attempt if step is not None else 0
+        #: Whether the run's own event_stream_handler gets the model's events too (it
+        #: does for a streamed request, not for a request streamed only for observers).
+        self.user_events = user_events
+        #: Whether a chunk was published (a failed stream then cannot be asked again).
+        self.sent = False
+        self._failed = False
+
+    async def event(self, event: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            await self.run.publish({**event, "position": self.position,
+                                    "attempt": self.attempt})
+        except Exception as exc:  # observers are best effort
+            if not self._failed:
+                self._failed = True
+                log.warning("cannot publish stream events of run %s: %s", self.run.run_id, exc)
+
+    def handler(self, user: EventStreamHandler[Any] | None) -> EventStreamHandler[Any]:
+        async def publish_text(ctx: RunContext[Any],
+                               events: AsyncIterable[AgentStreamEvent]) -> None:
+            async def tee() -> AsyncIterator[AgentStreamEvent]:
+                async for event in events:
+                    text = _text_delta(event)
+                    if text:
+                        self.sent = True
+                        await self.event({"type": "llm.chunk", "text": text})
+                    yield event
+
+            if user is not None:
+                await user(ctx, tee())
+            else:
+                async for _ in tee():
+                    pass
+
+        return publish_text
+
+
+def _text_delta(event: AgentStreamEvent) -> str | None:
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return None
+
+
+#: The publisher of the model request executing in this task, if any.
+_LIVE: contextvars.ContextVar[_LivePublisher | None] = contextvars.ContextVar(
+    "tether_pydantic_ai_live", default=None)
 
 
 class _Backend(JournalCallableOperationBackend[TetherStepConfig]):
@@ -123,6 +197,12 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
         rpm, tpm: requests / tokens per minute per provider endpoint, across workers.
         breaker: the provider circuit breaker's settings, or ``None`` for none.
+        live: publish the text of each model request to the run's observers as it
+            arrives (``llm.chunk`` events of ``App.events``, ``tether serve``'s run page
+            and SSE stream). A plain request is then streamed over HTTP, but journaled
+            as before (``model.request`` with the final ``ModelResponse``), so runs
+            recorded without it replay; a request answered from the journal publishes
+            nothing.
     """
 
     engine_spec: ClassVar[DurabilityEngineSpec] = DurabilityEngineSpec(
@@ -149,8 +229,9 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                  tool_retry: RetryPolicy = DEFAULT_TOOL_RETRY,
                  prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
                  rpm: float | None = None, tpm: float | None = None,
-                 breaker: CircuitBreaker | None = CircuitBreaker()) -> None:
+                 breaker: CircuitBreaker | None = CircuitBreaker(), live: bool = True) -> None:
         super().__init__(models=models, event_stream_handler=event_stream_handler, name=name)
+        self._live = live
         self._model_retry = model_retry
         self._tool_retry = tool_retry
         self._prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
@@ -196,6 +277,51 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     async def get_run_start_time(self, run_id: str) -> datetime | None:
         # Journaled: a recovered run counts its timeout= from when it first started.
         return tether.now() if self.in_durable_context else None
+
+    # -- live text for the run's observers ------------------------------------------------
+
+    async def _model_request_operation(self, params: ModelRequestParams) -> ModelResponse:
+        if not self._live or ext.current_step() is None:
+            return await super()._model_request_operation(params)
+        # Streamed for the observers; the step records the same ModelResponse.
+        return await self._published(params, user_events=False)
+
+    async def _model_request_stream_operation(self, params: ModelRequestParams
+                                              ) -> ModelResponse:
+        if not self._live or ext.current_step() is None:
+            return await super()._model_request_stream_operation(params)
+        return await self._published(params, user_events=True)
+
+    async def _published(self, params: ModelRequestParams, *, user_events: bool
+                         ) -> ModelResponse:
+        publisher = _LivePublisher(user_events=user_events)
+        token = _LIVE.set(publisher)
+        cannot_stream = False
+        try:
+            response = await super()._model_request_stream_operation(params)
+        except (NotImplementedError, AssertionError):
+            # A model that cannot stream (a FunctionModel without stream_function, a
+            # custom Model without request_stream) fails before sending anything: ask
+            # it plainly below, as without live text.
+            if user_events or publisher.sent:
+                raise
+            cannot_stream = True
+        except Exception as exc:
+            await publisher.event({"type": "llm.error", "message": str(exc)})
+            raise
+        finally:
+            _LIVE.reset(token)
+        if cannot_stream:
+            return await super()._model_request_operation(params)
+        await publisher.event({"type": "llm.end", "finish_reason": response.finish_reason})
+        return response
+
+    def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
+        user = super()._model_stream_event_handler()
+        publisher = _LIVE.get()
+        if publisher is None:
+            return user
+        return publisher.handler(user if publisher.user_events else None)
 
     # -- model requests through Tether's accounting --------------------------------------
 

@@ -306,6 +306,23 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 yield "meta", _sse("response.function_call_arguments.done", {
                     "item_id": item["id"], "output_index": index, "name": item["name"],
                     "arguments": item["arguments"], "sequence_number": next(seq)})
+            elif item["type"] == "reasoning":
+                # As the real API streams it: the item empty, then its summary's parts.
+                yield "meta", _sse("response.output_item.added", {
+                    "output_index": index, "item": {**item, "summary": []},
+                    "sequence_number": next(seq)})
+                for n, summary in enumerate(item["summary"]):
+                    where = {"item_id": item["id"], "output_index": index,
+                             "summary_index": n}
+                    yield "meta", _sse("response.reasoning_summary_part.added", {
+                        **where, "part": {"type": "summary_text", "text": ""},
+                        "sequence_number": next(seq)})
+                    yield "meta", _sse("response.reasoning_summary_text.delta", {
+                        **where, "delta": summary["text"], "sequence_number": next(seq)})
+                    yield "meta", _sse("response.reasoning_summary_text.done", {
+                        **where, "text": summary["text"], "sequence_number": next(seq)})
+                    yield "meta", _sse("response.reasoning_summary_part.done", {
+                        **where, "part": summary, "sequence_number": next(seq)})
             else:
                 yield "meta", _sse("response.output_item.added", {
                     "output_index": index, "item": item, "sequence_number": next(seq)})

@@ -1,0 +1,290 @@
+"""Interrupting an agent's turn (``Agent(interruptible=True)``): the model call or the
+tool calls in flight are cut, every tool call left without a result is closed with
+``interrupted by the user``, the interrupt's message reaches the next model request,
+and a replay (after a release or a SIGKILL) gives the same conversation and sends no
+request twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ai.test_mcp import stop_process
+from tests.engine.helpers import wait_for
+from tether import App, WorkflowNotFound
+from tether.ai import LLM, Agent, function_tool
+from tether.errors import ConfigError
+from tether.testing import export_history, replay
+from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.ai.interrupt_worker_app:app"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as s:
+        yield s
+
+
+@pytest.fixture
+async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as client:
+        yield client
+
+
+def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def tail(request: RecordedRequest, n: int) -> list[dict[str, Any]]:
+    return [{k: m.get(k) for k in ("role", "content", "tool_call_id") if m.get(k) is not None}
+            for m in request.body["messages"][-n:]]
+
+
+async def test_an_interrupt_during_a_long_tool_call_closes_it_and_passes_the_message(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Sent from the CLI while one tool call of the turn still runs: that call is
+    cancelled and closed with ``interrupted by the user``, the finished one keeps its
+    result, the message follows them in the next request, and the history replays."""
+    server.set_script([
+        Reply(tool_calls=[{"name": "quick", "arguments": {"q": "a"}, "id": "c1"},
+                          {"name": "slow", "arguments": {"q": "b"}, "id": "c2"}]),
+        Reply("Done with the cache.")])
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    @function_tool
+    async def quick(q: str) -> str:
+        """Quick lookup."""
+        return f"quick {q}"
+
+    @function_tool
+    async def slow(q: str) -> str:
+        """Slow lookup."""
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(q)
+            raise
+        return "never"
+
+    app = App(store_url)
+    app.add_agent(Agent("analyst", model=llm, tools=[quick, slow], interruptible=True))
+    async with app, app.worker():
+        handle = await app.start("analyst", "Look it up.", run_id="i1")
+        await asyncio.wait_for(started.wait(), 20)
+        sent = await asyncio.to_thread(tether_cli, "signal", "i1", "interrupt", "--data",
+                                       '"use the cache"', db=store_url)
+        assert sent.returncode == 0, sent.stderr
+        assert await handle.result(timeout=20) == "Done with the cache."
+        info = await app.get_run("i1")
+        history = await export_history(app, "i1")
+    assert cancelled == ["b"]
+    assert len(server.requests) == 2
+    assert tail(server.requests[1], 3) == [
+        {"role": "tool", "content": "quick a", "tool_call_id": "c1"},
+        {"role": "tool", "content": "interrupted by the user", "tool_call_id": "c2"},
+        {"role": "user", "content": "use the cache"}]
+    slow_entry = next(e for e in info.journal if e["name"] == "analyst.tool:slow")
+    assert slow_entry["status"] == "error" and slow_entry["attempts"] == 1
+    assert [e["kind"] for e in info.journal].count("signal") == 3  # one take, two checks
+    [result] = await replay(app, history)
+    assert result.compatible, result.message
+    assert result.replayed == len(info.journal)
+
+
+async def test_an_interrupt_during_the_model_call_drops_the_partial_turn(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Cut while the model is still answering: its request is abandoned, nothing of it
+    enters the conversation, and the next request carries the task and the message;
+    after a release, the replay sends nothing again."""
+    gate = asyncio.Event()
+
+    async def slow_answer(request: RecordedRequest) -> Reply:
+        await gate.wait()
+        return Reply("too late")
+
+    server.set_script([slow_answer, Reply("Short answer.")])
+    app = App(sqlite_url)
+    agent = app.add_agent(Agent("writer", model=llm, interruptible=True))
+
+    @app.workflow
+    async def twice(task: str) -> str:
+        first = await agent.workflow(task)  # type: ignore[misc]
+        return str(first)
+
+    async with app, app.worker():
+        handle = await app.start("writer", "Write a long essay.", run_id="i2")
+        await wait_for(lambda: _count(server, 1), timeout=20)
+        await agent.interrupt(app, "i2", "make it short")
+        assert await handle.result(timeout=20) == "Short answer."
+        info = await app.get_run("i2")
+        history = await export_history(app, "i2")
+    gate.set()
+    assert tail(server.requests[1], 2) == [
+        {"role": "user", "content": "Write a long essay."},
+        {"role": "user", "content": "make it short"}]
+    llm_entries = [e for e in info.journal if e["name"].startswith("llm:")]
+    assert [e["status"] for e in llm_entries] == ["error", "ok"]
+    assert "TurnInterrupted" in json.dumps(llm_entries[0]["error"])
+    [result] = await replay(app, history)
+    assert result.compatible, result.message
+
+
+async def test_an_interrupt_without_a_message_only_cuts(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """``interrupt`` with no data closes the running call and adds no user message."""
+    server.set_script([Reply(tool_calls=[{"name": "slow", "arguments": {"q": "x"},
+                                          "id": "c9"}]),
+                       Reply("ok")])
+    started = asyncio.Event()
+
+    @function_tool
+    async def slow(q: str) -> str:
+        """Slow."""
+        started.set()
+        await asyncio.sleep(3600)
+        return "never"
+
+    app = App(sqlite_url)
+    agent = app.add_agent(Agent("quiet", model=llm, tools=[slow], interruptible=True))
+    async with app, app.worker():
+        handle = await app.start("quiet", "Go.", run_id="i3")
+        await asyncio.wait_for(started.wait(), 20)
+        await agent.interrupt(app, "i3")
+        assert await handle.result(timeout=20) == "ok"
+    assert tail(server.requests[1], 2) == [
+        {"role": "assistant"},
+        {"role": "tool", "content": "interrupted by the user", "tool_call_id": "c9"}]
+
+
+async def test_interrupting_a_plain_agent_is_refused(llm: LLM) -> None:
+    agent = Agent("plain", model=llm)
+    with pytest.raises(ConfigError, match="not interruptible"):
+        await agent.interrupt(App("sqlite:///:memory:"), "r", "stop")
+
+
+async def _count(server: ScriptedLLMServer, n: int) -> bool:
+    return len(server.requests) >= n
+
+
+def _tool_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fetcher_model(request: RecordedRequest) -> Reply:
+    """slow_fetch first; after the interrupt, hold; then the answer."""
+    messages = request.body["messages"]
+    tools = [m for m in messages if m["role"] == "tool"]
+    if not tools:
+        return Reply("fetching", tool_calls=[{"name": "slow_fetch",
+                                              "arguments": {"url": "https://example.org"}}])
+    if len(tools) == 1:
+        return Reply("holding", tool_calls=[{"name": "hold", "arguments": {"what": "it"}}])
+    return Reply("Answer: " + " / ".join(str(m["content"]) for m in tools))
+
+
+@pytest.mark.slow
+async def test_sigkill_after_an_interrupt_sends_no_request_twice(tmp_path: Path) -> None:
+    """A real worker runs the agent; the interrupt cuts slow_fetch; the worker is
+    SIGKILLed in the next turn's tool. A new worker replays the interrupted turn from
+    the journal: slow_fetch does not start again and no model request is sent twice."""
+    db = f"sqlite:///{tmp_path}/agent.db"
+    log, hold = tmp_path / "tools.jsonl", tmp_path / "hold"
+    async with ScriptedLLMServer(responder=fetcher_model) as server:
+        env = {**os.environ, "AGENT_LLM_URL": server.base_url, "AGENT_TOOL_LOG": str(log),
+               "AGENT_HOLD": str(hold), "PYTHONPATH": str(ROOT)}
+        env.pop("TETHER_DATABASE_URL", None)
+        procs: list[subprocess.Popen[bytes]] = []
+
+        def worker() -> subprocess.Popen[bytes]:
+            proc = subprocess.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", db,
+                                     "--lease", "2"], cwd=ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            return proc
+
+        first = worker()
+        try:
+            async with App(db) as app:
+                async def started() -> bool:
+                    try:
+                        await app.start("fetcher", "Fetch it.", run_id="k1")
+                    except WorkflowNotFound:
+                        return False
+                    return True
+
+                await wait_for(started, timeout=30, what="the worker registers the agent")
+                await wait_for(lambda: _has(log, "slow_fetch"), timeout=30,
+                               what="slow_fetch starts")
+                await app.signal("k1", "interrupt", "use the cache")
+                await wait_for(lambda: _has(log, "hold"), timeout=30, what="hold starts")
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                hold.touch()
+                worker()
+                answer = await app.handle("k1").result(timeout=60)
+        finally:
+            for proc in procs:
+                stop_process(proc)
+    requests = list(server.requests)
+    bodies = [json.dumps(r.body, sort_keys=True) for r in requests]
+    assert len(requests) == 3 and len(set(bodies)) == 3, "a model request was sent twice"
+    assert answer == "Answer: interrupted by the user / held it"
+    assert requests[1].body["messages"][-1] == {"role": "user", "content": "use the cache"}
+    tools = _tool_log(log)
+    assert [t["tool"] for t in tools if t["tool"].startswith("slow_fetch")] == [
+        "slow_fetch", "slow_fetch.cancelled"]
+    holds = [t for t in tools if t["tool"] == "hold"]
+    assert len(holds) == 2 and holds[0]["key"] == holds[1]["key"]  # cut by the kill: rerun
+
+
+async def _has(path: Path, tool: str) -> bool:
+    return any(t.get("tool", t.get("kind")) == tool for t in _tool_log(path))
+
+
+async def test_an_interrupt_cuts_an_mcp_tool_call(sqlite_url: str, tmp_path: Path,
+                                                  server: ScriptedLLMServer, llm: LLM) -> None:
+    """A call to a real MCP server (stdio) that hangs is cut like a function tool's:
+    the model reads ``interrupted by the user`` for it, and the journal keeps the cut."""
+    from tether.ai.mcp import MCPServer, MCPToolset
+
+    library = Path(__file__).parent / "mcp_servers" / "library_server.py"
+    mcp = MCPServer.stdio(sys.executable, [str(library), "stdio"], id="library", timeout=60,
+                          env={"PROGRESS_GATE": str(tmp_path / "never"),
+                               "LIBRARY_LOG": str(tmp_path / "library.jsonl")})
+    server.set_script([Reply(tool_calls=[{"name": "index", "arguments": {"n": 2},
+                                          "id": "m1"}]),
+                       Reply("Stopped indexing.")])
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, mcp, include=["index"])
+    agent = app.add_agent(Agent("indexer", model=llm, tools=[toolset], interruptible=True))
+    async with app, app.worker():
+        handle = await app.start("indexer", "Index.", run_id="i4")
+        await wait_for(lambda: _has(tmp_path / "library.jsonl", "tool"), timeout=30,
+                       what="the MCP call reaches the server")
+        await agent.interrupt(app, "i4", "enough")
+        assert await handle.result(timeout=30) == "Stopped indexing."
+        info = await app.get_run("i4")
+    await mcp.aclose()
+    assert tail(server.requests[1], 2) == [
+        {"role": "tool", "content": "interrupted by the user", "tool_call_id": "m1"},
+        {"role": "user", "content": "enough"}]
+    call = next(e for e in info.journal if e["name"] == "mcp:library.call_tool")
+    assert call["status"] == "error" and "TurnInterrupted" in json.dumps(call["error"])
+
