@@ -252,7 +252,10 @@ class RunContext:
         #: Set when the worker drains (SIGTERM): the run is handed back at its next
         #: operation or wait, after the step in flight is journaled.
         self.draining = False
+        #: Async steps running (the tasks awaiting them) and sync steps' executor futures.
         self._step_tasks: set[asyncio.Future[Any]] = set()
+        #: Tasks running an async step that ``request_cancel`` cancelled.
+        self.step_interrupts: set[asyncio.Task[Any]] = set()
         self.attempt_writer = attempt_writer or AttemptWriter(store)
 
     # -- positions and the determinism check ------------------------------------------
@@ -401,6 +404,12 @@ class RunContext:
         self.wake.set()
         if not self.cancel_delivered:  # clean-up steps after Cancelled run to the end
             for t in list(self._step_tasks):
+                if isinstance(t, asyncio.Task):
+                    # An async step runs in the task that awaits it: cancelling that
+                    # task interrupts the step, and ``_invoke`` takes the cancel back.
+                    if t in self.step_interrupts:
+                        continue
+                    self.step_interrupts.add(t)
                 t.cancel()
 
     def drain(self) -> None:

@@ -1,0 +1,108 @@
+"""CPU cost of a sequential step, measured so that a loaded machine does not move it.
+
+    .venv/bin/python bench/stepcost.py [--db sqlite|postgres] [--steps 2000] [--src DIR]
+                                        [--profile FILE.pstats] [--relaxed]
+
+One run of ``--steps`` trivial async steps on a fresh store (after a 20-step warm-up),
+with one worker of concurrency 1, like ``bench/compare``'s ``seq`` workload. Printed
+(one JSON line): wall µs per step, CPU µs per step of the whole process (all threads:
+the event loop and the store's own threads) and of the event-loop thread alone,. CPU
+time counts only what this process executes, so other processes on the machine change
+it little (cache effects only), unlike the wall time.
+
+``--src DIR`` runs the Tether found in ``DIR`` (a ``src`` folder exported from another
+revision: ``git archive REV src | tar -x -C /tmp/x``) to compare two revisions.
+``--profile`` writes a cProfile of the measured run (CPU figures are then inflated).
+For system calls per step (fsyncs, writes to the loop's self-pipe, sends), run it under
+``strace -f -c -e trace=fsync,fdatasync,write,sendto,recvfrom,poll,epoll_wait``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+PG = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--src", help="import Tether from this folder (another revision)")
+    p.add_argument("--profile", help="write a cProfile of the measured run here")
+    p.add_argument("--relaxed", action="store_true",
+                   help="synchronous=NORMAL (SQLite) / synchronous_commit=off (PostgreSQL)")
+    return p.parse_args()
+
+
+async def main() -> dict[str, Any]:
+    a = _args()
+    if a.src:
+        sys.path.insert(0, a.src)
+    from tether import App
+
+    tmp = tempfile.mkdtemp(prefix="stepcost-")
+    db_name = ""
+    if a.db == "sqlite":
+        url = f"sqlite:///{tmp}/s.db" + ("?synchronous=NORMAL" if a.relaxed else "")
+    else:
+        import psycopg
+
+        db_name = f"stepcost_{uuid.uuid4().hex[:10]}"
+        async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
+            await c.execute(f"CREATE DATABASE {db_name}")
+        url = PG.rsplit("/", 1)[0] + "/" + db_name
+        if a.relaxed:
+            os.environ["PGOPTIONS"] = "-c synchronous_commit=off"
+    app = App(url)
+
+    @app.step
+    async def noop(i: int) -> int:
+        return i
+
+    @app.workflow
+    async def sequential(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await noop(i)
+        return total
+
+    out: dict[str, Any] = {"db": a.db, "steps": a.steps, "src": a.src or "worktree"}
+    try:
+        async with app.worker(concurrency=1):
+            await (await app.start(sequential, 20)).result(timeout=120)  # warm up
+            prof = None
+            if a.profile:
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
+            c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+            await (await app.start(sequential, a.steps)).result(timeout=1800)
+            c1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(a.profile)
+        await app.close()
+    finally:
+        if db_name:
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
+                await c.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
+    n = a.steps
+    out.update(wall_us=round((w1 - w0) / n * 1e6, 1), cpu_us=round((c1 - c0) / n * 1e6, 1),
+               loop_cpu_us=round((t1 - t0) / n * 1e6, 1))
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main())))
