@@ -1,22 +1,25 @@
-"""CPU cost of a sequential step, measured so that a loaded machine does not move it.
+"""CPU cost of a sequential step (or of a run under load), measured so that a loaded
+machine moves it less than the wall time.
 
-    .venv/bin/python bench/stepcost.py [--db sqlite|postgres] [--steps 2000] [--src DIR]
-                                        [--profile FILE.pstats] [--relaxed]
+    .venv/bin/python bench/stepcost.py [--db sqlite|postgres] [--steps 2000] [--runs N]
+                                        [--src DIR] [--gc SETTING] [--profile FILE]
 
 One run of ``--steps`` trivial async steps on a fresh store (after a 20-step warm-up),
-with one worker of concurrency 1, like ``bench/compare``'s ``seq`` workload. Printed
-(one JSON line): wall µs per step, CPU µs per step of the whole process (all threads:
-the event loop and the store's own threads) and of the event-loop thread alone,. CPU
-time counts only what this process executes, so other processes on the machine change
-it little (cache effects only), unlike the wall time.
+with one worker of concurrency 1, like ``bench/compare``'s ``seq`` workload; with
+``--runs N``, N runs of 10 steps started at once with ``App.start_many`` and awaited
+with ``RunHandle.result`` (``bench/compare``'s ``throughput``), figures per run.
+Printed (one JSON line): wall µs, CPU µs of the whole process (all threads: the event
+loop and the store's own threads) and of the event-loop thread alone. CPU time counts
+only what this process executes; other processes still change it through caches and
+frequency, so compare revisions interleaved and look at medians.
 
 ``--src DIR`` runs the Tether found in ``DIR`` (a ``src`` folder exported from another
 revision: ``git archive REV src | tar -x -C /tmp/x``) to compare two revisions.
 The CPU time the garbage collector took and its collections by generation are printed
 too (``gc_ms``, ``gc_collections``); ``--gc`` tries another setting. ``--profile``
 writes a cProfile of the measured run (CPU figures are then inflated).
-For system calls per step (fsyncs, writes to the loop's self-pipe, sends), run it under
-``strace -f -c -e trace=fsync,fdatasync,write,sendto,recvfrom,poll,epoll_wait``.
+For system calls per step (fsyncs, WAL writes, writes to the loop's self-pipe, sends),
+run it under ``strace -f -c -e trace=fdatasync,pwrite64,sendto,recvfrom,poll,epoll_wait``.
 """
 
 from __future__ import annotations
