@@ -165,6 +165,7 @@ class AttemptWriter:
         self._prefix = _uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._buffer: dict[str, AttemptRecord] = {}
+        self._buffered_runs: set[str] = set()  # the runs of the attempts in the buffer
         self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Future[None] | None = None
 
@@ -174,6 +175,7 @@ class AttemptWriter:
 
     def note(self, attempt: AttemptRecord) -> None:
         self._buffer[attempt.attempt_id] = attempt
+        self._buffered_runs.add(attempt.run_id)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
                                                                 self._write)
@@ -185,6 +187,7 @@ class AttemptWriter:
         if not self._buffer:
             return self._last
         batch, self._buffer = list(self._buffer.values()), {}
+        self._buffered_runs.clear()
         before = self._last
 
         async def write() -> None:
@@ -201,7 +204,7 @@ class AttemptWriter:
 
     async def flush(self, run_id: str | None = None) -> None:
         """Write what was noted (of ``run_id``, or of every run) and wait for it."""
-        if run_id is None or any(a.run_id == run_id for a in self._buffer.values()):
+        if run_id is None or run_id in self._buffered_runs:
             self._write()
         if self._last is not None:
             with contextlib.suppress(BaseException):
