@@ -75,7 +75,8 @@ class Lifecycle:
 
     async def attempt_record(self, conn: Conn, attempts: list[AttemptRecord]) -> None:
         """All of ``attempts`` in one statement (one round trip, one commit): one array
-        per column, unnested (``executemany`` cost a message and a result per row).
+        per column, unnested (``executemany`` cost a message and a result per row), sent
+        in binary (text arrays cost a regular-expression search per element to quote).
         One statement cannot update a row twice: of one attempt id, the last state wins."""
         latest = {a.attempt_id: a for a in attempts}
         cols = list(zip(*((a.attempt_id, a.run_id, a.generation, a.position, a.name,
@@ -84,8 +85,8 @@ class Lifecycle:
         await conn.execute(
             f"INSERT INTO {self.s}.attempts (attempt_id, run_id, generation, position, "
             "name, attempt, worker_id, status, started_at, finished_at, error) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::text[], "
-            "%s::int[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::text[], "
+            "%b::int[], %b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[]) "
             "ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, "
             "finished_at = excluded.finished_at, error = excluded.error",
             [list(c) for c in cols])
