@@ -48,6 +48,8 @@ class Observer(Protocol):
 
 
 _observers: list[Observer] = []
+#: The installed observers (the engine skips ``step`` when there are none).
+observers = _observers
 
 
 def add_observer(observer: Observer) -> None:

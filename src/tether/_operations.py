@@ -216,7 +216,10 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
             info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation)
-            value = await _observe.step(ctx, info, _invoke(ctx, sdef, info, args, kwargs))
+            attempt = _invoke(ctx, sdef, info, args, kwargs, task)
+            # (no observer: no wrapping coroutine, one fewer frame per step)
+            value = await (_observe.step(ctx, info, attempt) if _observe.observers
+                           else attempt)
         except (_Stop, asyncio.CancelledError):
             raise
         except _Interrupted:
@@ -347,11 +350,11 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
 
 
 async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+                  kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
     token = current_step.set(info)
     try:
         if sdef.is_async:
-            return await _invoke_async(ctx, sdef, args, kwargs)
+            return await _invoke_async(ctx, sdef, args, kwargs, task)
         context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         call = functools.partial(context.run, sdef.fn, *args, **kwargs)
@@ -378,12 +381,12 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
 
 
 async def _invoke_async(ctx: RunContext, sdef: StepDef, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Any:
+                        kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
     """An async step, awaited in the task that runs the operation (a task of its own per
     step cost two more trips through the event loop per step). A cancel request
     interrupts it by cancelling this task (``RunContext.request_cancel``) and the cancel
-    is taken back here (``uncancel``), as ``asyncio.timeout`` does for the timeout."""
-    task = asyncio.current_task()
+    is taken back here (``uncancel``), as ``asyncio.timeout`` does for the timeout.
+    ``task`` is the current task (``run_step`` looked it up)."""
     assert task is not None
     ctx._step_tasks.add(task)
     scope: asyncio.Timeout | None = None
