@@ -808,6 +808,7 @@ class App:
             return
         self._subscribed = True
         self._unsubscribe = await self.store.subscribe(self._on_store_event)
+        self._waiters.notified = True
 
     def _on_store_event(self) -> None:
         self._waiters.check_all()

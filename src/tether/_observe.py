@@ -52,6 +52,8 @@ class Observer(Protocol):
 
 
 _observers: list[Observer] = []
+#: The installed observers (the engine skips ``step`` when there are none).
+observers = _observers
 
 #: The shared value (``Store.kv_*``) holding a run's W3C trace context, a JSON carrier
 #: (``{"traceparent": ..., "tracestate"?: ...}``): written by whoever roots the run's

@@ -216,7 +216,10 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
             info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation)
-            value = await _observe.step(ctx, info, _invoke(ctx, sdef, info, args, kwargs))
+            attempt = _invoke(ctx, sdef, info, args, kwargs, task)
+            # (no observer: no wrapping coroutine, one fewer frame per step)
+            value = await (_observe.step(ctx, info, attempt) if _observe.observers
+                           else attempt)
         except (_Stop, asyncio.CancelledError):
             raise
         except _Interrupted:
@@ -347,18 +350,16 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
 
 
 async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+                  kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
     token = current_step.set(info)
     try:
         if sdef.is_async:
-            # Its own task, so that a cancel request can interrupt it at once.
-            inner: asyncio.Future[Any] = asyncio.ensure_future(sdef.fn(*args, **kwargs))
-            ctx._step_tasks.add(inner)
-        else:
-            context = contextvars.copy_context()
-            loop = asyncio.get_running_loop()
-            call = functools.partial(context.run, sdef.fn, *args, **kwargs)
-            inner = loop.run_in_executor(ctx.executor, call)
+            return await _invoke_async(ctx, sdef, args, kwargs, task)
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        call = functools.partial(context.run, sdef.fn, *args, **kwargs)
+        inner = loop.run_in_executor(ctx.executor, call)
+        ctx._step_tasks.add(inner)
         try:
             if sdef.timeout is None:
                 return await inner
@@ -377,6 +378,41 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
             ctx._step_tasks.discard(inner)
     finally:
         current_step.reset(token)
+
+
+async def _invoke_async(ctx: RunContext, sdef: StepDef, args: tuple[Any, ...],
+                        kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
+    """An async step, awaited in the task that runs the operation (a task of its own per
+    step cost two more trips through the event loop per step). A cancel request
+    interrupts it by cancelling this task (``RunContext.request_cancel``) and the cancel
+    is taken back here (``uncancel``), as ``asyncio.timeout`` does for the timeout.
+    ``task`` is the current task (``run_step`` looked it up)."""
+    assert task is not None
+    ctx._step_tasks.add(task)
+    scope: asyncio.Timeout | None = None
+    try:
+        if sdef.timeout is None:
+            return await sdef.fn(*args, **kwargs)
+        async with asyncio.timeout(sdef.timeout) as scope:
+            return await sdef.fn(*args, **kwargs)
+    except TimeoutError:
+        if scope is not None and scope.expired():
+            raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+        raise  # the step itself raised TimeoutError
+    except asyncio.CancelledError:
+        if task in ctx.step_interrupts:
+            ctx.step_interrupts.discard(task)
+            # Interrupted by the cancel request alone (no other cancel of this task,
+            # such as the worker's shutdown, is pending).
+            if task.uncancel() == 0 and ctx.cancel_requested:
+                raise _Interrupted() from None
+        raise
+    finally:
+        ctx._step_tasks.discard(task)
+        if task in ctx.step_interrupts:
+            # The step returned or raised despite the cancel (it swallowed it).
+            ctx.step_interrupts.discard(task)
+            task.uncancel()
 
 
 def _outcome(ctx: RunContext, entry: JournalEntry, sdef: StepDef) -> Any:

@@ -165,6 +165,7 @@ class AttemptWriter:
         self._prefix = _uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._buffer: dict[str, AttemptRecord] = {}
+        self._buffered_runs: set[str] = set()  # the runs of the attempts in the buffer
         self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Future[None] | None = None
 
@@ -174,6 +175,7 @@ class AttemptWriter:
 
     def note(self, attempt: AttemptRecord) -> None:
         self._buffer[attempt.attempt_id] = attempt
+        self._buffered_runs.add(attempt.run_id)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
                                                                 self._write)
@@ -185,6 +187,7 @@ class AttemptWriter:
         if not self._buffer:
             return self._last
         batch, self._buffer = list(self._buffer.values()), {}
+        self._buffered_runs.clear()
         before = self._last
 
         async def write() -> None:
@@ -201,7 +204,7 @@ class AttemptWriter:
 
     async def flush(self, run_id: str | None = None) -> None:
         """Write what was noted (of ``run_id``, or of every run) and wait for it."""
-        if run_id is None or any(a.run_id == run_id for a in self._buffer.values()):
+        if run_id is None or run_id in self._buffered_runs:
             self._write()
         if self._last is not None:
             with contextlib.suppress(BaseException):
@@ -252,7 +255,10 @@ class RunContext:
         #: Set when the worker drains (SIGTERM): the run is handed back at its next
         #: operation or wait, after the step in flight is journaled.
         self.draining = False
+        #: Async steps running (the tasks awaiting them) and sync steps' executor futures.
         self._step_tasks: set[asyncio.Future[Any]] = set()
+        #: Tasks running an async step that ``request_cancel`` cancelled.
+        self.step_interrupts: set[asyncio.Task[Any]] = set()
         self.attempt_writer = attempt_writer or AttemptWriter(store)
 
     # -- positions and the determinism check ------------------------------------------
@@ -401,6 +407,12 @@ class RunContext:
         self.wake.set()
         if not self.cancel_delivered:  # clean-up steps after Cancelled run to the end
             for t in list(self._step_tasks):
+                if isinstance(t, asyncio.Task):
+                    # An async step runs in the task that awaits it: cancelling that
+                    # task interrupts the step, and ``_invoke`` takes the cancel back.
+                    if t in self.step_interrupts:
+                        continue
+                    self.step_interrupts.add(t)
                 t.cancel()
 
     def drain(self) -> None:

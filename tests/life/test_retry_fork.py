@@ -263,3 +263,97 @@ async def test_clean_up_after_a_cancel_is_not_interrupted(store_url: str) -> Non
     assert [(e["kind"], e["status"]) for e in info.journal] == [("cancel", "ok"),
                                                                 ("step", "ok")]
     assert [a["status"] for a in info.attempts] == ["cancelled", "ok"]
+
+
+async def test_a_step_that_swallows_the_interrupt_is_recorded_and_the_run_cancelled(
+    store_url: str,
+) -> None:
+    """An async step runs in the task that awaits it; a cancel interrupts it by
+    cancelling that task. A step that swallows the interrupt and returns is recorded as
+    it returned, and the cancel is delivered at the next operation (the task is not left
+    cancelled: the run ends cancelled instead of being handed back)."""
+    app = App(store_url)
+    started = asyncio.Event()
+
+    @app.step
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "not reached"
+
+    @app.step
+    async def after() -> str:
+        return "not reached"
+
+    @app.workflow
+    async def wf() -> str:
+        first = await stubborn()
+        try:
+            await after()
+        except tether.Cancelled:
+            return f"cancelled after {first}"
+        return "not reached"
+
+    async with app, app.worker():
+        h = await app.start(wf)
+        await asyncio.wait_for(started.wait(), 20)
+        await app.cancel(h.run_id)
+        await wait_for(lambda: status_is(app, h.run_id, "cancelled"), timeout=20,
+                       what="cancelled")
+        info = await app.get_run(h.run_id)
+    assert [(e["kind"], e["status"]) for e in info.journal] == [("step", "ok"),
+                                                                ("cancel", "ok")]
+    assert info.journal[0]["result"] == "swallowed"
+
+
+async def test_cancel_interrupts_async_steps_running_under_gather(store_url: str) -> None:
+    app = App(store_url)
+    started: list[int] = []
+
+    @app.step
+    async def forever(i: int) -> None:
+        started.append(i)
+        await asyncio.sleep(3600)
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await asyncio.gather(forever(1), forever(2))
+        except tether.Cancelled:
+            return "cleaned up"
+        return "not reached"
+
+    async with app, app.worker():
+        h = await app.start(wf)
+        await wait_for(lambda: len(started) == 2, timeout=20, what="both started")
+        await app.cancel(h.run_id)
+        await wait_for(lambda: status_is(app, h.run_id, "cancelled"), timeout=20,
+                       what="cancelled")
+        info = await app.get_run(h.run_id)
+    assert sorted(a["status"] for a in info.attempts) == ["cancelled", "cancelled"]
+
+
+async def test_a_timeout_error_raised_by_the_step_itself_is_not_a_step_timeout(
+    store_url: str,
+) -> None:
+    app = App(store_url)
+
+    @app.step(timeout=30, retry=ONCE)
+    async def raises() -> str:
+        raise TimeoutError("the API timed out")
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            return await raises()
+        except tether.StepTimeout:
+            return "step timeout"
+        except tether.StepError as exc:
+            return f"step error: {exc.error_type}"
+
+    async with app, app.worker():
+        h = await app.start(wf)
+        assert await h.result(timeout=20) == "step error: TimeoutError"

@@ -74,7 +74,8 @@ async def test_db_status_and_migrate_upgrade_a_previous_release(empty_store_url:
     keeps the data, and a second run has nothing to do."""
     store_url = empty_store_url
     make_release_one_store(store_url)
-    later = [f"{v:04d} {n}" for v, n, _ in load_migrations("tether.store.sqlite")[1:]]
+    package = "tether.store.sqlite" if store_url.startswith("sqlite:") else "tether.store.postgres"
+    later = [f"{v:04d} {n}" for v, n, _ in load_migrations(package)[1:]]
     assert status_lines(store_url) == ["0001 init applied", *(f"{m} pending" for m in later)]
     strict = open_store(store_url, migrate=False)
     with pytest.raises(ConfigError, match=r"0002_shared_state.*tether db migrate"):

@@ -22,8 +22,12 @@ SELECT event_id, kind, data FROM tether_run_events
 WHERE run_id = ? AND event_id > ? ORDER BY event_id LIMIT ?;
 
 -- run_event_chunk --
--- Store a streamed LLM chunk as an event of its run.
-INSERT INTO tether_run_events (run_id, kind, data) VALUES (?, 'chunk', ?);
+-- Store a streamed LLM chunk as an event of its run (its next event id: see migration 0010).
+INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (?1,
+    coalesce((SELECT max(event_id) FROM tether_run_events WHERE run_id = ?1),
+             (SELECT CAST(created_at * 1000000 AS INTEGER) FROM tether_runs
+              WHERE run_id = ?1), 0) + 1,
+    'chunk', ?2);
 
 -- stats_status --
 -- Runs by status.
