@@ -3,7 +3,6 @@ cursor, the stored events of a run, and store-wide numbers for ``/metrics``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -11,16 +10,15 @@ import apsw
 from tether._types import RunRecord
 from tether.store._port import WORKER_STALE, RunEvent, StoreStats
 from tether.store._sql import load_queries
+from tether.store.sqlite._writer import WriterClient
 
 Q = load_queries("tether.store.sqlite", "serve.sql")
 _LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
              "saved.tokens.output", "saved.cost.usd", "llm.calls")
 
 
-class SqliteServeQueries:
+class SqliteServeQueries(WriterClient):
     """Mixed into ``SqliteStore``: reads run on its writer thread like every query."""
-
-    _submit: Callable[..., Any]
 
     async def run_search(self, *, status: str | None = None, workflow: str | None = None,
                          queue: str | None = None, parent: str | None = None,
@@ -30,7 +28,7 @@ class SqliteServeQueries:
                   "text": text or None, "limit": limit,
                   "before_at": before[0] if before else None,
                   "before_id": before[1] if before else None}
-        return await self._submit(_run_search, params, write=False)  # type: ignore[no-any-return]
+        return await self._read(_run_search, params)
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
@@ -39,11 +37,10 @@ class SqliteServeQueries:
             if not after.isdigit():
                 raise ValueError(f"not an event id of this store: {after!r}")
             last = int(after)
-        return await self._submit(_run_events_read, run_id, last, limit,  # type: ignore[no-any-return]
-                                  write=False)
+        return await self._read(_run_events_read, run_id, last, limit)
 
     async def store_stats(self, *, now: float) -> StoreStats:
-        return await self._submit(_store_stats, now - WORKER_STALE, write=False)  # type: ignore[no-any-return]
+        return await self._read(_store_stats, now - WORKER_STALE)
 
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:

@@ -58,6 +58,7 @@ from tether.store._values import (
 from tether.store.sqlite import _lifecycle as _lc
 from tether.store.sqlite._notify import EventBus, Notifier
 from tether.store.sqlite._serve import SqliteServeQueries, event_chunk
+from tether.store.sqlite._writer import Op, Outcome, deliver
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -168,30 +169,6 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
-class _Op:
-    __slots__ = ("args", "fn", "future", "loop", "wake", "write")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool,
-                 loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
-                 wake: bool) -> None:
-        self.fn = fn
-        self.args = args
-        self.write = write
-        self.loop = loop
-        self.future = future
-        self.wake = wake
-
-
-def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, value, exc in results:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
-
-
 def _auto_migrate_env() -> bool:
     return os.environ.get("TETHER_AUTO_MIGRATE", "1").strip().lower() not in (
         "0", "false", "no", "off")
@@ -273,7 +250,7 @@ class SqliteStore(SqliteServeQueries):
         self.safe_multiprocess = (
             tuple(int(p) for p in self.sqlite_version.split(".")) >= SAFE_MULTIPROCESS_VERSION
         )
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self._notifier = Notifier(os.path.abspath(path))
         self._events = EventBus(self._notifier.folder)
         self._thread: threading.Thread | None = None
@@ -466,13 +443,13 @@ class SqliteStore(SqliteServeQueries):
         except BaseException as exc:
             err = exc if isinstance(exc, (StoreError, ConfigError)) else StoreUnavailable(
                 f"cannot open SQLite store {self.path!r}: {exc}")
-            failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+            failed: list[Outcome] = [
                 (ready, None, err)]
-            loop.call_soon_threadsafe(_deliver, failed)
+            loop.call_soon_threadsafe(deliver, failed)
             self._thread = None
             return
-        ok: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [(ready, None, None)]
-        loop.call_soon_threadsafe(_deliver, ok)
+        ok: list[Outcome] = [(ready, None, None)]
+        loop.call_soon_threadsafe(deliver, ok)
         q = self._queue
         try:
             while True:
@@ -497,12 +474,12 @@ class SqliteStore(SqliteServeQueries):
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _execute(self, conn: apsw.Connection, batch: list[_Op]) -> None:
+    def _execute(self, conn: apsw.Connection, batch: list[Op]) -> None:
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
         while True:
-            results: list[tuple[_Op, Any, BaseException | None]] = []
+            results: list[tuple[Op, Any, BaseException | None]] = []
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 single = len(batch) == 1
@@ -557,7 +534,7 @@ class SqliteStore(SqliteServeQueries):
             by_loop.setdefault(op.loop, []).append((op.future, value, failure))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed meanwhile
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(deliver, items)
 
     def _foreign(self, exc: Exception) -> Exception:
         if not isinstance(exc, apsw.Error):
@@ -566,174 +543,165 @@ class SqliteStore(SqliteServeQueries):
         err.__cause__ = exc
         return err
 
-    def _submit(self, fn: Callable[..., Any], *args: Any, write: bool = True,
-                wake: bool = False) -> Any:
-        if self._thread is None or self._closed:
-            raise StoreError("store is not open")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Op(fn, args, write, loop, fut, wake))
-        return fut
-
     async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         return self._notifier.subscribe(asyncio.get_running_loop(), callback)
 
     # -- runs -------------------------------------------------------------------------
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        return await self._submit(_run_insert, run, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_insert, run)
 
     async def run_get(self, run_id: str) -> RunRecord | None:
-        return await self._submit(_run_get, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_run_get, run_id)
 
     async def run_get_many(self, run_ids: list[str], *,
                            settled_only: bool = False) -> list[RunRecord]:
         if not run_ids:
             return []
-        return await self._submit(  # type: ignore[no-any-return]
-            _run_get_many, tuple(run_ids), settled_only, write=False)
+        return await self._read(
+            _run_get_many, tuple(run_ids), settled_only)
 
     async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
         if not runs:
             return []
-        return await self._submit(_run_insert_many, runs, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_insert_many, runs)
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
-        return await self._submit(_run_list, status, limit, write=False)  # type: ignore[no-any-return]
+        return await self._read(_run_list, status, limit)
 
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
-        return await self._submit(_journal_read, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_journal_read, run_id)
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
                         version: str | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
             _Filter(workflows, version),
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
-        await self._submit(_journal_append, lease, entry)
+        await self._write(_journal_append, lease, entry)
 
     def journal_append_nowait(self, *, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Queue a journal write without waiting; the future reports its outcome."""
-        return self._submit(_journal_append, lease, entry)  # type: ignore[no-any-return]
+        return self._write(_journal_append, lease, entry)
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        await self._submit(_run_finish, lease, status, result, error, now, wake=True)
+        await self._write_wake(_run_finish, lease, status, result, error, now)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        if await self._submit(_run_release, lease, wait, now):
+        if await self._write(_run_release, lease, wait, now):
             self._notifier.publish()  # a place on a limited queue is free
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._submit(_run_cancel, run_id, now, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_cancel, run_id, now)
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._submit(_run_resume, run_id, now, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_resume, run_id, now)
 
     async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
-        await self._submit(_run_set_status_info, lease, info, now)
+        await self._write(_run_set_status_info, lease, info, now)
 
     async def signal_send(self, *, run_id: str, name: str, payload: str | None,
                           idempotency_key: str | None, now: float) -> SignalSent:
-        return await self._submit(  # type: ignore[no-any-return]
-            _signal_send, run_id, name, payload, idempotency_key, now, wake=True
+        return await self._write_wake(
+            _signal_send, run_id, name, payload, idempotency_key, now
         )
 
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
                           timeout_error: str) -> JournalEntry | None:
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _signal_take, lease, name, position, deadline, now, timeout_error
         )
 
     async def child_start(self, *, lease: Lease, child: RunRecord,
                           entry: JournalEntry) -> RunRecord:
-        return await self._submit(_child_start, lease, child, entry, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_child_start, lease, child, entry)
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
-        return await self._submit(  # type: ignore[no-any-return]
-            _run_children_cancel, parent_run_id, now, wake=True
+        return await self._write_wake(
+            _run_children_cancel, parent_run_id, now
         )
 
     # -- leases and workers -------------------------------------------------------------
 
     async def lease_heartbeat(self, *, worker_id: str, now: float,
                               lease_seconds: float) -> HeartbeatResult:
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _lease_heartbeat, worker_id, now, now + lease_seconds
         )
 
     async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
-        return await self._submit(_lease_expire_owner, worker_id, now, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_lease_expire_owner, worker_id, now)
 
     async def worker_register(self, *, info: WorkerInfo) -> None:
-        await self._submit(_worker_register, info)
+        await self._write(_worker_register, info)
 
     async def worker_unregister(self, *, worker_id: str, now: float) -> None:
-        await self._submit(_worker_unregister, worker_id, now, wake=True)
+        await self._write_wake(_worker_unregister, worker_id, now)
 
     async def worker_list(self) -> list[WorkerInfo]:
-        return await self._submit(_worker_list, write=False)  # type: ignore[no-any-return]
+        return await self._read(_worker_list)
 
     async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
-        await self._submit(_workflow_register, dict(workflows), now)
+        await self._write(_workflow_register, dict(workflows), now)
 
     async def workflow_list(self) -> dict[str, str]:
-        return await self._submit(_workflow_list, write=False)  # type: ignore[no-any-return]
+        return await self._read(_workflow_list)
 
     async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
                                 version: str | None = None) -> float | None:
         if not queues or workflows == []:
             return None
-        found: float | None = await self._submit(_next_available_at, tuple(queues),
-                                                 _Filter(workflows, version), write=False)
+        found: float | None = await self._read(_next_available_at, tuple(queues),
+                                                 _Filter(workflows, version))
         return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
         check_metrics(lease.run_id, metrics)
-        await self._submit(_run_metrics_set, lease, metrics, now)
+        await self._write(_run_metrics_set, lease, metrics, now)
 
     async def blob_put(self, *, blobs: dict[str, str]) -> None:
         if blobs:
-            await self._submit(_blob_put, json.dumps(blobs))
+            await self._write(_blob_put, json.dumps(blobs))
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
             return {}
-        return await self._submit(_blob_get, json.dumps(list(keys)), write=False)  # type: ignore[no-any-return]
+        return await self._read(_blob_get, json.dumps(list(keys)))
 
     async def kv_get(self, *, key: str) -> tuple[str, int] | None:
-        return await self._submit(_kv_get, key, write=False)  # type: ignore[no-any-return]
+        return await self._read(_kv_get, key)
 
     async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
-        return await self._submit(_kv_cas, key, value, version, now)  # type: ignore[no-any-return]
+        return await self._write(_kv_cas, key, value, version, now)
 
     async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
                            now: float) -> float:
         check_rate(key, limit, period, amount)
-        return await self._submit(_rate_acquire, key, limit, period, amount, now)  # type: ignore[no-any-return]
+        return await self._write(_rate_acquire, key, limit, period, amount, now)
 
     async def queue_limit_set(self, *, queue: str, limit: int | None, now: float) -> None:
         check_queue_limit(queue, limit)
         # Raising a limit (or removing it) may make runs claimable: wake the workers.
-        await self._submit(_queue_limit_set, queue, limit, now, wake=True)
+        await self._write_wake(_queue_limit_set, queue, limit, now)
 
     async def queue_limits(self) -> dict[str, int]:
-        return await self._submit(_queue_limits, write=False)  # type: ignore[no-any-return]
+        return await self._read(_queue_limits)
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
         """Store the event (for ``run_events_read``), then send it to every
         subscriber's socket for the run (see ``EventBus``)."""
         payload = check_event(run_id, data)
-        await self._submit(event_chunk, run_id, data)
+        await self._write(event_chunk, run_id, data)
         await self._events.publish(run_id, payload)
 
     async def run_events(self, run_id: str) -> AsyncIterator[str]:
@@ -745,64 +713,64 @@ class SqliteStore(SqliteServeQueries):
 
     async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
         if attempts:
-            await self._submit(_lc.attempt_record, list(attempts))
+            await self._write(_lc.attempt_record, list(attempts))
 
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
-        return await self._submit(_lc.attempt_list, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.attempt_list, run_id)
 
     async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
-        return await self._submit(  # type: ignore[no-any-return]
-            _lc.run_retry, run_id, version, now, _run_get, _journal_read, wake=True)
+        return await self._write_wake(
+            _lc.run_retry, run_id, version, now, _run_get, _journal_read)
 
     async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
-        return await self._submit(  # type: ignore[no-any-return]
-            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert, wake=True)
+        return await self._write_wake(
+            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert)
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
-        await self._submit(_lc.run_continue, lease, input, now, wake=True)
+        await self._write_wake(_lc.run_continue, lease, input, now)
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
-        return await self._submit(_lc.journal_archive_read, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.journal_archive_read, run_id)
 
     async def run_versions(self) -> list[tuple[str | None, str, int]]:
-        return await self._submit(_lc.run_versions, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.run_versions)
 
     async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
-        return await self._submit(_lc.run_version_candidates, version, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.run_version_candidates, version)
 
     async def run_version_set(self, *, run_ids: list[str], from_version: str,
                               to_version: str, now: float) -> list[str]:
-        return await self._submit(  # type: ignore[no-any-return]
-            _lc.run_version_set, list(run_ids), from_version, to_version, now, wake=True)
+        return await self._write_wake(
+            _lc.run_version_set, list(run_ids), from_version, to_version, now)
 
     async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
-        await self._submit(_lc.schedule_upsert, schedule)
+        await self._write(_lc.schedule_upsert, schedule)
 
     async def schedule_list(self) -> list[ScheduleRecord]:
-        return await self._submit(_lc.schedule_list, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.schedule_list)
 
     async def schedule_get(self, name: str) -> ScheduleRecord | None:
-        return await self._submit(_lc.schedule_get, name, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.schedule_get, name)
 
     async def schedule_pause(self, *, name: str, paused: bool, next_tick: float | None,
                              now: float) -> bool:
-        return await self._submit(_lc.schedule_pause, name, paused, next_tick, now)  # type: ignore[no-any-return]
+        return await self._write(_lc.schedule_pause, name, paused, next_tick, now)
 
     async def schedule_delete(self, name: str) -> bool:
-        return await self._submit(_lc.schedule_delete, name)  # type: ignore[no-any-return]
+        return await self._write(_lc.schedule_delete, name)
 
     async def schedule_advance(self, *, name: str, expected: float | None,
                                next_tick: float | None, last_tick: float | None,
                                last_run_id: str | None, now: float) -> bool:
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _lc.schedule_advance, name, expected, next_tick, last_tick, last_run_id, now)
 
     async def run_purge(self, *, finished_before: float, statuses: list[str],
                         limit: int = 1000) -> PurgeReport:
-        return await self._submit(_lc.run_purge, finished_before, list(statuses), limit)  # type: ignore[no-any-return]
+        return await self._write(_lc.run_purge, finished_before, list(statuses), limit)
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
-        return await self._submit(_lc.run_erase, run_id, now, _run_get)  # type: ignore[no-any-return]
+        return await self._write(_lc.run_erase, run_id, now, _run_get)
 
 
 # -- operations, run on the writer thread inside a transaction ---------------------------
