@@ -24,7 +24,8 @@ from tests.faults.procs import ROOT
 from tether import App, _faults
 from tether.errors import StoreUnavailable
 
-pytestmark = [pytest.mark.faults]
+# serial: 10,000 runs in one worker process, whose memory is measured.
+pytestmark = [pytest.mark.faults, pytest.mark.serial]
 
 #: Runs parked on a signal at once.
 WAITING_RUNS = 10_000
