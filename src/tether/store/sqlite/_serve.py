@@ -9,7 +9,7 @@ import apsw
 
 from tether._types import RunRecord
 from tether.store._port import WORKER_STALE, RunEvent, StoreStats
-from tether.store._sql import load_queries
+from tether.store._sql import load_queries, run_from_row
 from tether.store.sqlite._writer import WriterClient
 
 Q = load_queries("tether.store.sqlite", "serve.sql")
@@ -44,9 +44,7 @@ class SqliteServeQueries(WriterClient):
 
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
-    from tether.store.sqlite._store import _run
-
-    return [_run(r) for r in conn.execute(Q["run_search"], params)]
+    return [run_from_row(r) for r in conn.execute(Q["run_search"], params)]
 
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,

@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
@@ -46,14 +46,21 @@ from tether.errors import (
 )
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
-from tether.store._sql import load_migrations, load_queries
+from tether.store._sql import (
+    entry_from_row,
+    entry_params,
+    lease_params,
+    load_migrations,
+    load_queries,
+    run_from_row,
+    run_params,
+)
 from tether.store._values import (
     bucket_take,
     check_event,
     check_metrics,
     check_queue_limit,
     check_rate,
-    decode_metrics,
 )
 from tether.store.sqlite import _lifecycle as _lc
 from tether.store.sqlite._notify import EventBus, Notifier
@@ -70,40 +77,7 @@ Q = load_queries(_PACKAGE)
 #: connections write at once and the WAL is reset (fixed in 3.51.3).
 SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 
-_RUN_COLS = (
-    "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
-    "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
-    "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at"
-)
 _MAX_BATCH = 512
-
-
-def _run(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=row[0], workflow=row[1], queue=row[2], status=row[3], input=row[4],
-        created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
-        fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
-        waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
-        parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
-        **_life_fields(row),
-    )
-
-
-def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
-    """Migration 0003's columns, when the query selected them (listings need not)."""
-    if len(row) < 25:
-        return {}
-    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
-            "generation": row[23], "erased_at": row[24]}
-
-
-def _entry(row: Sequence[Any]) -> JournalEntry:
-    return JournalEntry(
-        position=row[0], kind=row[1], name=row[2], status=row[3], result=row[4],
-        error=row[5], attempts=row[6], started_at=row[7], finished_at=row[8],
-        next_attempt_at=row[9], args=row[10],
-    )
 
 
 def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
@@ -163,10 +137,6 @@ def translate_error(exc: apsw.Error, path: str) -> StoreError:
     if isinstance(exc, apsw.ReadOnlyError):
         return StoreError(f"SQLite store {path!r} is open read-only: {first}")
     return StoreError(f"SQLite store {path!r} failed: {first}")
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
 
 
 def _auto_migrate_env() -> bool:
@@ -580,7 +550,7 @@ class SqliteStore(SqliteServeQueries):
             return []
         return await self._write(
             _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
-            _Filter(workflows, version),
+            _filter(workflows, version),
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
@@ -660,7 +630,7 @@ class SqliteStore(SqliteServeQueries):
         if not queues or workflows == []:
             return None
         found: float | None = await self._read(_next_available_at, tuple(queues),
-                                                 _Filter(workflows, version))
+                                                 _filter(workflows, version))
         return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
@@ -777,11 +747,7 @@ class SqliteStore(SqliteServeQueries):
 
 
 def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]:
-    conn.execute(Q["run_insert"], (
-        run.run_id, run.workflow, run.queue, run.status, run.input, run.created_at,
-        run.updated_at, run.available_at, run.parent_run_id, run.parent_position,
-        run.on_parent_cancel, run.version, run.forked_from, run.forked_at,
-    ))
+    conn.execute(Q["run_insert"], run_params(run))
     created = conn.changes() == 1
     stored = _run_get(conn, run.run_id)
     assert stored is not None
@@ -789,29 +755,18 @@ def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]
 
 
 def _run_get(conn: apsw.Connection, run_id: str) -> RunRecord | None:
-    for row in conn.execute(Q["run_get"], (run_id,)):
-        return _run(row)
+    for row in conn.execute(Q["run_get"], {"run_id": run_id}):
+        return run_from_row(row)
     return None
 
 
-_SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
-#: Ids per statement of a many-run read (well under SQLite's variable limit).
-_CHUNK = 500
+_SETTLED = json.dumps(sorted(s.value for s in RunStatus if s.is_settled))
 
 
 def _run_get_many(conn: apsw.Connection, run_ids: tuple[str, ...],
                   settled_only: bool) -> list[RunRecord]:
-    select = Q["run_get"].rsplit("WHERE", 1)[0]
-    out: list[RunRecord] = []
-    for i in range(0, len(run_ids), _CHUNK):
-        ids = run_ids[i:i + _CHUNK]
-        sql = f"{select}WHERE run_id IN ({_placeholders(len(ids))})"
-        params: tuple[str, ...] = ids
-        if settled_only:
-            sql += f" AND status IN ({_placeholders(len(_SETTLED))})"
-            params = ids + _SETTLED
-        out.extend(_run(r) for r in conn.execute(sql, params))
-    return out
+    params = {"run_ids": json.dumps(run_ids), "statuses": _SETTLED if settled_only else None}
+    return [run_from_row(r) for r in conn.execute(Q["run_get_many"], params)]
 
 
 def _run_insert_many(conn: apsw.Connection,
@@ -820,97 +775,66 @@ def _run_insert_many(conn: apsw.Connection,
 
 
 def _run_list(conn: apsw.Connection, status: str | None, limit: int) -> list[RunRecord]:
-    return [_run(r) for r in conn.execute(Q["run_list"], (status, limit))]
+    return [run_from_row(r)
+            for r in conn.execute(Q["run_list"], {"status": status, "limit": limit})]
 
 
 def _journal_read(conn: apsw.Connection, run_id: str) -> list[JournalEntry]:
-    return [_entry(r) for r in conn.execute(Q["journal_read"], (run_id,))]
-
-
-_claim_sql: dict[int, str] = {}
+    return [entry_from_row(r) for r in conn.execute(Q["journal_read"], {"run_id": run_id})]
 
 
 def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]:
     """The concurrency limits of those of ``queues`` that have one."""
-    sql = ("SELECT queue, max_running FROM tether_queue_limits "
-           f"WHERE queue IN ({_placeholders(len(queues))})")
-    return {q: n for q, n in conn.execute(sql, queues)}
+    return {q: n for q, n in conn.execute(Q["queue_limits_of"],
+                                          {"queues": json.dumps(queues)})}
 
 
-class _Filter:
+def _filter(workflows: list[str] | None, version: str | None) -> dict[str, Any]:
     """Which runs a worker may claim: of the workflows it registered (None: any), and
     of its code version or of none (a worker without a version: runs without one)."""
-
-    __slots__ = ("params", "sql")
-
-    def __init__(self, workflows: list[str] | None, version: str | None) -> None:
-        self.sql = (" AND (version IS NULL OR version = ?)"
-                    " AND (? IS NULL OR workflow IN (SELECT value FROM json_each(?)))")
-        names = None if workflows is None else json.dumps(sorted(workflows))
-        self.params: tuple[Any, ...] = (version, names, names)
+    names = None if workflows is None else json.dumps(sorted(workflows))
+    return {"version": version, "workflows": names}
 
 
-_ANY = _Filter(None, None)
+_ANY = _filter(None, None)
 
 
 def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], limit: int,
-               now: float, lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
+               now: float, lease_expires: float,
+               flt: dict[str, Any] = _ANY) -> list[ClaimedRun]:
+    """Claim under a new lease. A limited queue gives at most its limit less the runs
+    held under a lease that has not expired. Atomic across processes: this runs in the
+    writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
     limits = _limits_of(conn, queues)
-    if limits:
-        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires,
-                                  flt)
-    sql = _claim_sql.get(len(queues))
-    if sql is None:
-        sql = (
-            "UPDATE tether_runs SET status = 'running', owner = ?, "
-            "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
-            "WHERE run_id IN (SELECT run_id FROM tether_runs "
-            f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ?{flt.sql} "
-            f"ORDER BY available_at LIMIT ?) RETURNING {_RUN_COLS}"
-        )
-        _claim_sql[len(queues)] = sql
-    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, *flt.params,
-                                   limit)))
-    return _claimed(conn, worker_id, rows)
-
-
-def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...],
-                       limits: dict[str, int], limit: int, now: float,
-                       lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
-    """Claim honouring queue limits: a limited queue gives at most its limit less the
-    runs held under a lease that has not expired. Atomic across processes: this runs in
-    the writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
+    params = {**flt, "worker_id": worker_id, "now": now, "lease_expires": lease_expires}
+    if len(queues) == 1 and not limits:
+        rows = conn.execute(Q["run_claim"], {**params, "queue": queues[0],
+                                             "limit": limit}).fetchall()
+        return _claimed(conn, worker_id, rows)
     candidates: list[Any] = []
-    free = tuple(q for q in queues if q not in limits)
-    if free:
-        sql = ("SELECT run_id, available_at FROM tether_runs "
-               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ?{flt.sql} "
-               "ORDER BY available_at LIMIT ?")
-        candidates += conn.execute(sql, (*free, now, *flt.params, limit)).fetchall()
-    for queue_name, max_running in limits.items():
-        held: Any = conn.execute(Q["queue_held"], (queue_name, now)).fetchall()[0][0]
-        room = min(max_running - held, limit)
+    for queue_name in queues:
+        room = limit
+        if queue_name in limits:
+            held: Any = conn.execute(Q["queue_held"], {"queue": queue_name, "now": now}
+                                     ).fetchall()[0][0]
+            room = min(limits[queue_name] - held, limit)
         if room > 0:
-            sql = ("SELECT run_id, available_at FROM tether_runs "
-                   f"WHERE queue = ? AND available_at <= ?{flt.sql} "
-                   "ORDER BY available_at LIMIT ?")
-            candidates += conn.execute(sql, (queue_name, now, *flt.params, room)).fetchall()
+            candidates += conn.execute(Q["run_claim_candidates"], {
+                **params, "queue": queue_name, "limit": room}).fetchall()
     candidates.sort(key=lambda c: c[1])
     ids = [run_id for run_id, _ in candidates[:limit]]
     if not ids:
         return []
-    sql = ("UPDATE tether_runs SET status = 'running', owner = ?, "
-           "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
-           f"WHERE run_id IN ({_placeholders(len(ids))}) RETURNING {_RUN_COLS}")
-    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *ids)))
+    rows = conn.execute(Q["run_claim_ids"], {**params, "run_ids": json.dumps(ids)}).fetchall()
     rows.sort(key=lambda r: (r[5], r[0]))
     return _claimed(conn, worker_id, rows)
 
 
-def _claimed(conn: apsw.Connection, worker_id: str, rows: list[Any]) -> list[ClaimedRun]:
+def _claimed(conn: apsw.Connection, worker_id: str,
+             rows: list[apsw.SQLiteValues]) -> list[ClaimedRun]:
     claimed = []
     for row in rows:
-        run = _run(row)
+        run = run_from_row(row)
         claimed.append(ClaimedRun(
             run=run,
             lease=Lease(run.run_id, worker_id, run.fencing_token),
@@ -920,16 +844,13 @@ def _claimed(conn: apsw.Connection, worker_id: str, rows: list[Any]) -> list[Cla
 
 
 def _check_lease(conn: apsw.Connection, lease: Lease) -> None:
-    for _ in conn.execute(Q["lease_check"], (lease.run_id, lease.fencing_token)):
+    for _ in conn.execute(Q["lease_check"], lease_params(lease)):
         return
     raise LeaseLost(lease.run_id, lease.fencing_token)
 
 
 def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> None:
-    conn.execute(Q["journal_append"], (
-        lease.run_id, e.position, e.kind, e.name, e.status, e.result, e.error, e.attempts,
-        e.started_at, e.finished_at, e.next_attempt_at, e.args, lease.fencing_token,
-    ))
+    conn.execute(Q["journal_append"], entry_params(lease, e))
     if conn.changes() == 1:
         return
     _check_lease(conn, lease)
@@ -940,24 +861,24 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
 
 def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | None,
                 error: str | None, now: float) -> None:
-    conn.execute(Q["run_finish"], (
-        status, result, error, now, now, lease.run_id, lease.fencing_token,
-    ))
+    conn.execute(Q["run_finish"], {**lease_params(lease), "status": status,
+                                   "result": result, "error": error, "now": now})
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
-    conn.execute(Q["run_wake_waiters"], (now, lease.run_id))
+    conn.execute(Q["run_wake_waiters"], {"now": now, "run_id": lease.run_id})
 
 
 def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> bool:
     """Release the run; True if its queue has a concurrency limit (workers waiting for
     a place should hear of it)."""
-    conn.execute(Q["run_release"], (
-        None, wait.available_at, wait.description, now, lease.run_id, lease.fencing_token,
-        wait.signal, wait.child,
-    ))
+    conn.execute(Q["run_release"], {
+        **lease_params(lease), "available_at": wait.available_at,
+        "waiting_for": wait.description, "now": now, "wait_signal": wait.signal,
+        "wait_child": wait.child,
+    })
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
-    return bool(conn.execute(Q["run_queue_limited"], (lease.run_id,)).fetchall())
+    return bool(conn.execute(Q["run_queue_limited"], {"run_id": lease.run_id}).fetchall())
 
 
 def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
@@ -966,13 +887,13 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
         raise RunNotFound(run_id)
     if run.status != "blocked":
         raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
-    conn.execute(Q["run_resume"], (run_id, now))
+    conn.execute(Q["run_resume"], {"run_id": run_id, "now": now})
     return _run_get(conn, run_id)  # type: ignore[return-value]
 
 
 def _run_set_status_info(conn: apsw.Connection, lease: Lease, info: str | None,
                          now: float) -> None:
-    conn.execute(Q["run_set_status_info"], (info, now, lease.run_id, lease.fencing_token))
+    conn.execute(Q["run_set_status_info"], {**lease_params(lease), "info": info, "now": now})
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
 
@@ -982,32 +903,34 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
     run = _run_get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
+    by_key = {"run_id": run_id, "idempotency_key": key}
     if run.status.is_ended:
         # A retried send of a signal the run already got is not an error.
-        known: list[Any] = (conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()
+        known: list[Any] = (conn.execute(Q["signal_find_key"], by_key).fetchall()
                             if key else [])
         if known:
             return SignalSent(signal_id=int(known[0][0]), created=False)
         raise SignalError(f"run {run_id!r} has ended ({run.status}); signal {name!r} not sent")
-    conn.execute(Q["signal_insert"], (run_id, name, payload, key, now))
+    conn.execute(Q["signal_insert"], {**by_key, "name": name, "payload": payload, "now": now})
     if conn.changes() == 1:
         signal_id = conn.last_insert_rowid()
         created = True
     else:
-        row: Any = conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()[0]
+        row: Any = conn.execute(Q["signal_find_key"], by_key).fetchall()[0]
         signal_id = int(row[0])
         created = False
-    conn.execute(Q["signal_wake"], (run_id, name, now))
+    conn.execute(Q["signal_wake"], {"run_id": run_id, "name": name, "now": now})
     return SignalSent(signal_id=signal_id, created=created)
 
 
 def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
                  deadline: float | None, now: float, timeout_error: str) -> JournalEntry | None:
     _check_lease(conn, lease)
-    rows: list[Any] = conn.execute(Q["signal_oldest"], (lease.run_id, name)).fetchall()
+    rows: list[Any] = conn.execute(Q["signal_oldest"],
+                                   {"run_id": lease.run_id, "name": name}).fetchall()
     if rows:
         signal_id, payload = int(rows[0][0]), rows[0][1]
-        conn.execute(Q["signal_consume"], (position, signal_id))
+        conn.execute(Q["signal_consume"], {"position": position, "signal_id": signal_id})
         entry = JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus.OK,
                              result=payload, attempts=1, finished_at=now)
     elif deadline is not None and now >= deadline:
@@ -1029,18 +952,20 @@ def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
 
 
 def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) -> list[str]:
-    rows: list[Any] = conn.execute(Q["run_children_cancel"], (parent_run_id, now)).fetchall()
+    rows = conn.execute(Q["run_children_cancel"],
+                        {"parent_run_id": parent_run_id, "now": now}).fetchall()
     for child_id, status in rows:
         if status == "cancelled":  # was blocked: it has ended, like a finish
-            conn.execute(Q["run_wake_waiters"], (now, child_id))
-    return sorted(r[0] for r in rows)
+            conn.execute(Q["run_wake_waiters"], {"now": now, "run_id": child_id})
+    return sorted(str(r[0]) for r in rows)
 
 
 def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
-    conn.execute(Q["run_cancel_blocked"], (run_id, now))
+    params = {"run_id": run_id, "now": now}
+    conn.execute(Q["run_cancel_blocked"], params)
     if conn.changes():  # a cancelled blocked run has ended: wake a parent waiting for it
-        conn.execute(Q["run_wake_waiters"], (now, run_id))
-    conn.execute(Q["run_cancel"], (run_id, now))
+        conn.execute(Q["run_wake_waiters"], params)
+    conn.execute(Q["run_cancel"], params)
     run = _run_get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
@@ -1050,31 +975,34 @@ def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
 def _lease_heartbeat(conn: apsw.Connection, worker_id: str, now: float,
                      lease_expires: float) -> HeartbeatResult:
     result = HeartbeatResult()
-    for run_id, cancel in conn.execute(Q["lease_heartbeat"], (lease_expires, worker_id)):
+    for run_id, cancel in conn.execute(Q["lease_heartbeat"], {
+            "lease_expires": lease_expires, "worker_id": worker_id}):
         result.owned.add(run_id)
         if cancel:
             result.cancel_requested.add(run_id)
-    conn.execute(Q["worker_touch"], (now, worker_id))
+    conn.execute(Q["worker_touch"], {"now": now, "worker_id": worker_id})
     return result
 
 
 def _lease_expire_owner(conn: apsw.Connection, worker_id: str, now: float) -> int:
-    conn.execute(Q["lease_expire_owner"], (now, worker_id))
+    conn.execute(Q["lease_expire_owner"], {"now": now, "worker_id": worker_id})
     n: int = conn.changes()
-    conn.execute(Q["worker_delete"], (worker_id,))
+    conn.execute(Q["worker_delete"], {"worker_id": worker_id})
     return n
 
 
 def _worker_register(conn: apsw.Connection, info: WorkerInfo) -> None:
-    conn.execute(Q["worker_register"], (
-        info.worker_id, info.hostname, info.pid, info.pid_start, info.queues,
-        info.started_at, info.heartbeat_at,
-    ))
+    conn.execute(Q["worker_register"], {
+        "worker_id": info.worker_id, "hostname": info.hostname, "pid": info.pid,
+        "pid_start": info.pid_start, "queues": info.queues, "started_at": info.started_at,
+        "heartbeat_at": info.heartbeat_at,
+    })
 
 
 def _worker_unregister(conn: apsw.Connection, worker_id: str, now: float) -> None:
-    conn.execute(Q["worker_release_runs"], (now, now, worker_id))
-    conn.execute(Q["worker_delete"], (worker_id,))
+    params = {"now": now, "worker_id": worker_id}
+    conn.execute(Q["worker_release_runs"], params)
+    conn.execute(Q["worker_delete"], params)
 
 
 def _worker_list(conn: apsw.Connection) -> list[WorkerInfo]:
@@ -1083,7 +1011,7 @@ def _worker_list(conn: apsw.Connection) -> list[WorkerInfo]:
 
 def _workflow_register(conn: apsw.Connection, workflows: dict[str, str], now: float) -> None:
     for name, queue_name in workflows.items():
-        conn.execute(Q["workflow_register"], (name, queue_name, now))
+        conn.execute(Q["workflow_register"], {"name": name, "queue": queue_name, "now": now})
 
 
 def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
@@ -1091,81 +1019,73 @@ def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
 
 
 def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...],
-                       flt: _Filter = _ANY) -> float | None:
+                       flt: dict[str, Any] = _ANY) -> float | None:
     """The earliest claimable time; for a queue at its limit, the earliest lease expiry
     of its running runs (a run's end wakes workers sooner), so that workers do not spin
     on runs they may not claim."""
     limits = _limits_of(conn, queues)
-    free = tuple(q for q in queues if q not in limits)
     times: list[float] = []
-    if free:
-        sql = (
-            "SELECT MIN(available_at) FROM tether_runs "
-            f"WHERE queue IN ({_placeholders(len(free))}) AND available_at IS NOT NULL"
-            f"{flt.sql}"
-        )
-        times += [v for (v,) in conn.execute(sql, (*free, *flt.params)) if v is not None]
-    for queue_name, max_running in limits.items():
-        row: Any = conn.execute(Q["queue_running"], (queue_name,)).fetchall()[0]
-        running, expiry = row
-        if running >= max_running:
-            if expiry is not None:
-                times.append(expiry)
-            continue
-        sql = ("SELECT MIN(available_at) FROM tether_runs "
-               f"WHERE queue = ? AND available_at IS NOT NULL{flt.sql}")
-        times += [v for (v,) in conn.execute(sql, (queue_name, *flt.params))
-                  if v is not None]
+    for queue_name in queues:
+        if queue_name in limits:
+            row: Any = conn.execute(Q["queue_running"], {"queue": queue_name}).fetchall()[0]
+            running, expiry = row
+            if running >= limits[queue_name]:
+                if expiry is not None:
+                    times.append(expiry)
+                continue
+        times += [v for (v,) in conn.execute(Q["queue_next_available"],
+                                             {**flt, "queue": queue_name}) if v is not None]
     return min(times) if times else None
 
 
 def _run_metrics_set(conn: apsw.Connection, lease: Lease, metrics: str, now: float) -> None:
-    conn.execute(Q["run_metrics_set"], (metrics, now, lease.run_id, lease.fencing_token))
+    conn.execute(Q["run_metrics_set"], {**lease_params(lease), "metrics": metrics, "now": now})
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
 
 
 def _blob_put(conn: apsw.Connection, blobs_json: str) -> None:
-    conn.execute(Q["blob_put"], (blobs_json,))
+    conn.execute(Q["blob_put"], {"blobs": blobs_json})
 
 
 def _blob_get(conn: apsw.Connection, keys_json: str) -> dict[str, str]:
-    return {k: v for k, v in conn.execute(Q["blob_get"], (keys_json,))}
+    return {k: v for k, v in conn.execute(Q["blob_get"], {"keys": keys_json})}
 
 
 def _kv_get(conn: apsw.Connection, key: str) -> tuple[str, int] | None:
-    row: Any
-    for row in conn.execute(Q["kv_get"], (key,)):
-        return str(row[0]), int(row[1])
+    for value, version in conn.execute(Q["kv_get"], {"key": key}):
+        return str(value), int(version)
     return None
 
 
 def _kv_cas(conn: apsw.Connection, key: str, value: str, version: int | None,
             now: float) -> bool:
+    params = {"key": key, "value": value, "now": now}
     if version is None:
-        conn.execute(Q["kv_insert"], (key, value, now))
+        conn.execute(Q["kv_insert"], params)
     else:
-        conn.execute(Q["kv_update"], (value, now, key, version))
+        conn.execute(Q["kv_update"], {**params, "version": version})
     return conn.changes() == 1
 
 
 def _rate_acquire(conn: apsw.Connection, key: str, limit: float, period: float,
                   amount: float, now: float) -> float:
-    rows: list[Any] = conn.execute(Q["rate_get"], (key,)).fetchall()
+    rows: list[Any] = conn.execute(Q["rate_get"], {"key": key}).fetchall()
     tokens, updated_at = rows[0] if rows else (None, None)
     wait, left, last = bucket_take(tokens, updated_at, limit=limit, period=period,
                                    amount=amount, now=now)
     if wait == 0.0:
-        conn.execute(Q["rate_put"], (key, left, last))
+        conn.execute(Q["rate_put"], {"key": key, "tokens": left, "updated_at": last})
     return wait
 
 
 def _queue_limit_set(conn: apsw.Connection, queue_name: str, limit: int | None,
                      now: float) -> None:
     if limit is None:
-        conn.execute(Q["queue_limit_delete"], (queue_name,))
+        conn.execute(Q["queue_limit_delete"], {"queue": queue_name})
     else:
-        conn.execute(Q["queue_limit_set"], (queue_name, limit, now))
+        conn.execute(Q["queue_limit_set"], {"queue": queue_name, "max_running": limit,
+                                            "now": now})
 
 
 def _queue_limits(conn: apsw.Connection) -> dict[str, int]:
