@@ -49,13 +49,14 @@ def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,
                      limit: int) -> list[RunEvent]:
+    params = {"run_id": run_id, "after": last, "limit": limit}
     return [RunEvent(str(i), kind, data)
-            for i, kind, data in conn.execute(Q["run_events_read"], (run_id, last, limit))]
+            for i, kind, data in conn.execute(Q["run_events_read"], params)]
 
 
 def event_chunk(conn: apsw.Connection, run_id: str, data: str) -> None:
     """Store a streamed chunk as an event of its run (inside the writer's transaction)."""
-    conn.execute(Q["run_event_chunk"], (run_id, data))
+    conn.execute(Q["run_event_chunk"], {"run_id": run_id, "data": data})
 
 
 def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
@@ -65,7 +66,7 @@ def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
     queues = {str(q): (int(n), float(oldest)) for q, n, oldest in rows}
     steps: Any = conn.execute(Q["stats_steps"]).fetchall()[0]
     llm: Any = conn.execute(Q["stats_metrics"]).fetchall()[0]
-    workers: Any = conn.execute(Q["stats_workers"], (alive_since,)).fetchall()[0][0]
+    workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
     return StoreStats(
         runs_by_status=by_status, queues=queues, step_count=int(steps[0]),
         step_seconds=float(steps[1]), step_buckets=tuple(int(n) for n in steps[2:]),

@@ -19,11 +19,11 @@ LIMIT :limit;
 -- run_events_read --
 -- A run's stored events after an event id, oldest first.
 SELECT event_id, kind, data FROM tether_run_events
-WHERE run_id = ? AND event_id > ? ORDER BY event_id LIMIT ?;
+WHERE run_id = :run_id AND event_id > :after ORDER BY event_id LIMIT :limit;
 
 -- run_event_chunk --
 -- Store a streamed LLM chunk as an event of its run.
-INSERT INTO tether_run_events (run_id, kind, data) VALUES (?, 'chunk', ?);
+INSERT INTO tether_run_events (run_id, kind, data) VALUES (:run_id, 'chunk', :data);
 
 -- stats_status --
 -- Runs by status.
@@ -68,4 +68,4 @@ FROM tether_runs WHERE metrics IS NOT NULL;
 
 -- stats_workers --
 -- Workers that heartbeated since a time.
-SELECT count(*) FROM tether_workers WHERE heartbeat_at >= ?;
+SELECT count(*) FROM tether_workers WHERE heartbeat_at >= :alive_since;
