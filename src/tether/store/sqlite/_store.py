@@ -82,10 +82,8 @@ _MAX_BATCH = 512
 
 def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
     """(version, name, applied?) of every known migration, read on ``conn``."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                          "AND name = 'tether_schema_version'").fetchall()
-    done = ({r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
-            if exists else set())
+    exists = "tether_schema_version" in {r[0] for r in conn.execute(Q["schema_tables"])}
+    done = {r[0] for r in conn.execute(Q["schema_applied"])} if exists else set()
     return [(v, name, v in done) for v, name, _ in load_migrations(_PACKAGE)]
 
 
@@ -102,8 +100,7 @@ def _create_private(path: str) -> None:
 def _schema_state(conn: apsw.Connection, path: str) -> str:
     """``new`` (an empty database), ``current`` or ``behind``; raises ConfigError for a
     file that is not a Tether store or was written by a newer Tether."""
-    tables = {r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {r[0] for r in conn.execute(Q["schema_tables"])}
     if not tables:
         return "new"
     if "tether_schema_version" not in tables:
@@ -111,7 +108,7 @@ def _schema_state(conn: apsw.Connection, path: str) -> str:
         raise ConfigError(
             f"{path} is not a Tether store (it holds other tables: {sample}); "
             "it was left unchanged: point --db at a new or a Tether file")
-    applied = {r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
+    applied = {r[0] for r in conn.execute(Q["schema_applied"])}
     known = {v for v, _, _ in load_migrations(_PACKAGE)}
     unknown = sorted(applied - known)
     if unknown:
@@ -283,21 +280,8 @@ class SqliteStore(SqliteServeQueries):
                     f"no Tether store at {self.path} and auto-migration is off; run "
                     f"`tether db migrate --db {self.url}` to create it")
             _create_private(self.path)
-        # Read-write even for a reader (whose writes ``query_only`` refuses): a reading
-        # connection that is the file's last one then removes the -wal and -shm files it
-        # needed at close, leaving the folder as it found it. No SQLITE_OPEN_CREATE: the
-        # file exists (made above, mode 0600); a vanished file is an error, not a new one.
-        flags = apsw.SQLITE_OPEN_READWRITE
+        conn = self._open_file()
         try:
-            if self.vfs is not None:
-                conn = apsw.Connection(self.path, flags=flags, vfs=self.vfs)
-                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            else:
-                conn = apsw.Connection(self.path, flags=flags)
-        except apsw.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
-        try:
-            conn.setbusytimeout(int(self.busy_timeout * 1000))
             state = _schema_state(conn, self.path)
             if self.read_only:
                 if state == "new":
@@ -334,25 +318,51 @@ class SqliteStore(SqliteServeQueries):
             raise
         return conn
 
+    def _open_file(self) -> apsw.Connection:
+        """Every connection to the store's file, the writer's and the readers' of
+        migration status, is opened here: through the VFS asked for, waiting up to
+        ``busy_timeout`` on another process's lock.
+
+        Read-write even for a reader (whose writes ``PRAGMA query_only`` refuses): a
+        reading connection that is the file's last one then removes the -wal and -shm
+        files it needed at close, leaving the folder as it found it. No
+        SQLITE_OPEN_CREATE: the file exists (``_create_private`` made it, mode 0600); a
+        vanished file is an error, not a new one.
+
+        Raises: StoreUnavailable if the file cannot be opened.
+        """
+        flags = apsw.SQLITE_OPEN_READWRITE
+        try:
+            if self.vfs is not None:
+                conn = apsw.Connection(self.path, flags=flags, vfs=self.vfs)
+            else:
+                conn = apsw.Connection(self.path, flags=flags)
+        except apsw.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            if self.vfs is not None:
+                # Such a VFS may lack shared memory: one process only.
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.setbusytimeout(int(self.busy_timeout * 1000))
+        except apsw.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        return conn
+
     def _migrate(self, conn: apsw.Connection) -> list[str]:
         """Apply pending migrations in one write transaction (other processes wait on
         the file's lock, then find nothing to do); return their names."""
         applied: list[str] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS tether_schema_version "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
+            conn.execute(Q["schema_version_create"])
+            done = {r[0] for r in conn.execute(Q["schema_applied"])}
             for version, name, sql in load_migrations("tether.store.sqlite"):
                 if version in done:
                     continue
                 conn.execute(sql)
-                conn.execute(
-                    "INSERT INTO tether_schema_version VALUES (?, ?, ?)",
-                    (version, name, time.time()),
-                )
+                conn.execute(Q["schema_version_insert"],
+                             {"version": version, "name": name, "applied_at": time.time()})
                 applied.append(f"{version:04d}_{name}")
             conn.execute("COMMIT")
         except BaseException:
@@ -383,12 +393,8 @@ class SqliteStore(SqliteServeQueries):
     def _status_now(self) -> list[tuple[int, str, bool]]:
         if not os.path.exists(self.path):
             return [(v, name, False) for v, name, _ in load_migrations(_PACKAGE)]
-        try:  # read-write, so that the last connection removes -wal/-shm at close
-            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
-        except apsw.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        conn = self._open_file()
         try:
-            conn.setbusytimeout(int(self.busy_timeout * 1000))
             conn.execute("PRAGMA query_only=ON")
             _schema_state(conn, self.path)  # refuses foreign files and newer schemas
             return _status(conn)

@@ -1,3 +1,20 @@
+-- schema_tables --
+-- The names of the file's tables (an empty list: a new store).
+SELECT name FROM sqlite_master WHERE type = 'table';
+
+-- schema_applied --
+-- The versions of the migrations applied to the file.
+SELECT version FROM tether_schema_version;
+
+-- schema_version_create --
+-- The table of applied migrations (the first migration's transaction creates it).
+CREATE TABLE IF NOT EXISTS tether_schema_version
+    (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);
+
+-- schema_version_insert --
+-- Record one migration as applied.
+INSERT INTO tether_schema_version VALUES (:version, :name, :applied_at);
+
 -- run_insert --
 -- Insert a run unless one with its id exists (start is idempotent on run_id).
 INSERT INTO tether_runs (run_id, workflow, queue, status, input, created_at, updated_at,
