@@ -1,12 +1,14 @@
-"""The SQLite store's hot queries use their indexes (as the PostgreSQL ones do in
-test_postgres.py): a claim reads one queue by an ordered index scan that stops at its
-limit, never a sort of every run due, and lookups by id never scan a table."""
+"""The SQLite store's named queries: the hot ones use their indexes (as the PostgreSQL
+ones do in test_postgres.py): a claim reads one queue by an ordered index scan that
+stops at its limit, never a sort of every run due, and lookups by id never scan a
+table; and an apsw error in any of them reaches the caller as Tether's error."""
 
 from __future__ import annotations
 
 import apsw
 import pytest
 
+from tether.errors import StoreError
 from tether.store.sqlite import SqliteStore
 from tether.store.sqlite._store import Q
 
@@ -43,3 +45,28 @@ async def test_hot_query_uses_an_index_and_no_sort(sqlite_url: str, name: str) -
             pytest.fail(f"{name} scans a table:\n{plan}")
     assert "TEMP B-TREE" not in plan, f"{name} sorts:\n{plan}"
     assert "INDEX" in plan or "PRIMARY KEY" in plan, f"{name}:\n{plan}"
+
+
+async def test_apsw_errors_reach_callers_as_store_errors(sqlite_url: str) -> None:
+    """A constraint failure and an SQL error inside a store operation reach the caller
+    as StoreError, chained from the apsw error: nothing above the store sees apsw; the
+    store keeps serving."""
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    try:
+        other = apsw.Connection(store.path)
+        other.execute("CREATE TRIGGER refuse BEFORE INSERT ON tether_kv "
+                      "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END")
+        with pytest.raises(StoreError) as info:
+            await store.kv_cas(key="k", value="v", version=None, now=1.0)
+        assert not isinstance(info.value, apsw.Error)
+        assert isinstance(info.value.__cause__, apsw.ConstraintError)
+        other.execute("DROP TRIGGER refuse; DROP TABLE tether_rate_buckets")
+        other.close()
+        with pytest.raises(StoreError) as info:
+            await store.rate_acquire(key="r", limit=1, period=1, amount=1, now=1.0)
+        assert isinstance(info.value.__cause__, apsw.SQLError)
+        assert "no such table" in str(info.value)
+        assert await store.kv_cas(key="k", value="v", version=None, now=1.0)
+    finally:
+        await store.close()
