@@ -894,7 +894,9 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     if run.status != "blocked":
         raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
     conn.execute(Q["run_resume"], {"run_id": run_id, "now": now})
-    return _run_get(conn, run_id)  # type: ignore[return-value]
+    resumed = _run_get(conn, run_id)
+    assert resumed is not None  # read above, in this transaction
+    return resumed
 
 
 def _run_set_status_info(conn: apsw.Connection, lease: Lease, info: str | None,
