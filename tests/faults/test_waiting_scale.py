@@ -24,8 +24,7 @@ from tests.faults.procs import ROOT
 from tether import App, _faults
 from tether.errors import StoreUnavailable
 
-# serial: 10,000 runs in one worker process, whose memory is measured.
-pytestmark = [pytest.mark.faults, pytest.mark.serial]
+pytestmark = [pytest.mark.faults]
 
 #: Runs parked on a signal at once.
 WAITING_RUNS = 10_000
@@ -122,6 +121,7 @@ async def snapshot(client: App, ids: list[str]) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # 10,000 runs in one worker process, whose memory is measured
 async def test_ten_thousand_waiting_runs_cost_no_worker_memory_and_one_signal_wakes_one(
     client: App, worker_proc: subprocess.Popen[bytes], store_url: str,
 ) -> None:
