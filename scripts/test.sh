@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: lint, types, then pytest (SQLite and PostgreSQL).
+# Runs the whole test suite: lint, types, docs, then pytest (SQLite and PostgreSQL),
+# in parallel and then the tests that must run alone.
 source "$(dirname "$0")/_env.sh" "dev"
 
 # PostgreSQL tests need the local server; start it if it is down.
@@ -22,10 +23,32 @@ echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache
 echo "== docs (API reference from docstrings, warnings are errors)"; .venv/bin/mkdocs build --strict --quiet
-echo "== pytest"
+# pytest in two parts: every test not marked `serial` on TETHER_TEST_WORKERS processes
+# (pytest-xdist; each test has its own files, ports and databases), then the `serial`
+# tests one at a time (they restart the shared PostgreSQL or measure a process storm).
+# Arguments pass through to both parts; a `-m EXPR` of the caller is combined with
+# each part's marker expression. A part that selects nothing is fine, not both.
+workers="${TETHER_TEST_WORKERS:-3}"
+expr=""
+args=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    -m) expr="$2"; shift 2 ;;
+    -m*) expr="${1#-m}"; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+both() { if [ -n "$expr" ]; then echo "($expr) and $1"; else echo "$1"; fi; }
 set +e
-.venv/bin/pytest "$@"
-code=$?
+echo "== pytest (parallel: $workers processes)"
+.venv/bin/pytest -n "$workers" -m "$(both "not serial")" ${args[@]+"${args[@]}"}
+parallel=$?
+echo "== pytest (serial)"
+.venv/bin/pytest -m "$(both "serial")" ${args[@]+"${args[@]}"} -n 0
+serial=$?
 set -e
-if [ "$code" = 5 ]; then echo "no tests ran"; exit 1; fi
-exit "$code"
+if [ "$parallel" = 5 ] && [ "$serial" = 5 ]; then echo "no tests ran"; exit 1; fi
+for code in "$parallel" "$serial"; do
+  if [ "$code" != 0 ] && [ "$code" != 5 ]; then exit "$code"; fi
+done
+exit 0

@@ -25,6 +25,8 @@ Exception
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
 │   ├── StepTimeout                (step, timeout) one attempt ran past the step's timeout
 │   ├── Cancelled                  (run_id) delivered at the run's next operation
+│   ├── worker.ExitInTask          SystemExit/KeyboardInterrupt raised in a task that
+│   │                              workflow code started (the original is __cause__)
 │   ├── Postpone                   (delay, reason) raise from a step: try again later,
 │   │                              no attempt used
 │   ├── NonRetryable               (data) raise from a step: fail now, whatever the policy
@@ -32,6 +34,7 @@ Exception
 │   │   ├── ai.InvalidToolCall         the model called an unknown tool or sent bad JSON
 │   │   ├── ai.ToolArgumentError       a tool's arguments do not fit its schema
 │   │   └── ai.FatalProviderError      (status) the provider refused: 400, 401, 403...
+│   ├── testing.HistoryError       a history file that cannot be read or is malformed
 │   ├── ai.ProviderError           (provider, status, message, code, request_id)
 │   │   ├── ai.RetryableProviderError  (retry_after) 429, 5xx, timeouts, drops
 │   │   └── ai.FatalProviderError      (also NonRetryable, above)
@@ -44,7 +47,8 @@ Exception
 ```
 
 Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``),
-``encryption.`` in ``tether.encryption``.
+``encryption.`` in ``tether.encryption``, ``worker.`` in ``tether.worker``,
+``testing.`` in ``tether.testing``.
 
 Rules:
 

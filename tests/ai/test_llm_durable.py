@@ -322,17 +322,28 @@ async def test_stream_publishes_chunks_and_journals_the_final_reply_once(
         async for data in app.events("s"):
             events.append(json.loads(data))
 
+    async def probe(mark: str) -> None:
+        """Publish a marker event until the watcher has it (not a fixed sleep): the
+        subscription is live, and every event published before it was delivered."""
+        async def seen() -> bool:
+            if any(e.get("probe") == mark for e in events):
+                return True
+            await app.store.run_publish(run_id="s", data=json.dumps({"probe": mark}))
+            return False
+        await wait_for(seen, timeout=15, interval=0.02)
+
     async with app.worker(sticky_wait=0.01, poll_interval=0.05):
         handle = await app.start(wf, run_id="s")
         watcher = asyncio.create_task(observe())
-        await asyncio.sleep(0.2)  # the subscription is live before the stream starts
+        await probe("live")  # the subscription is live before the stream starts
         await app.signal("s", "go")
-        await wait_for(lambda: any(e["type"] == "llm.end" for e in events), timeout=15)
+        await wait_for(lambda: any(e.get("type") == "llm.end" for e in events), timeout=15)
         await wait_for(lambda: status_is(app, "s", "waiting"), timeout=15)
         await app.signal("s", "go")
         assert await handle.result(timeout=15) == "one two three four"
-        await asyncio.sleep(0.2)
+        await probe("end")  # whatever the replay published has arrived by now
         watcher.cancel()
+    events = [e for e in events if "probe" not in e]
     chunks = [e["text"] for e in events if e["type"] == "llm.chunk"]
     assert "".join(chunks) == "one two three four" and len(chunks) == 4
     assert [e["type"] for e in events].count("llm.end") == 1  # the replay sent nothing

@@ -240,11 +240,12 @@ async def test_outage_window_after_first_request() -> None:
     """During an outage every chat request gets 503 without consuming steps; after it the
     script resumes."""
     outage = Outage(seconds=0.4, since="first_request", retry_after=1)
-    async with ScriptedLLMServer([Reply("back")], outage=outage) as server, \
-            httpx.AsyncClient() as http:
+    now = [1000.0]  # the server's clock, moved by hand: no wall-clock race
+    async with ScriptedLLMServer([Reply("back")], outage=outage,
+                                 clock=lambda: now[0]) as server, httpx.AsyncClient() as http:
         url = server.base_url + "/chat/completions"
         during = [await http.post(url, json=OPENAI_BODY) for _ in range(2)]
-        await asyncio.sleep(0.45)
+        now[0] += 0.45
         after = await http.post(url, json=OPENAI_BODY)
     assert [r.status_code for r in during] == [503, 503]
     assert during[0].headers["retry-after"] == "1"
@@ -254,11 +255,12 @@ async def test_outage_window_after_first_request() -> None:
 
 async def test_outage_window_since_start() -> None:
     """An outage counted from start is already running before the first request."""
-    async with ScriptedLLMServer([Reply("ok")], outage={"seconds": 0.3, "since": "start"}) \
-            as server, httpx.AsyncClient() as http:
+    now = [1000.0]  # the server's clock, moved by hand: no wall-clock race
+    async with ScriptedLLMServer([Reply("ok")], outage={"seconds": 0.3, "since": "start"},
+                                 clock=lambda: now[0]) as server, httpx.AsyncClient() as http:
         url = server.base_url + "/chat/completions"
         assert (await http.post(url, json=OPENAI_BODY)).status_code == 503
-        await asyncio.sleep(0.3)
+        now[0] += 0.31  # just past the window
         assert (await http.post(url, json=OPENAI_BODY)).status_code == 200
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import tether
+from tests.engine.helpers import status_is, wait_for
 from tether import App, ConfigError, OutsideRun, RetryPolicy, ext
 
 
@@ -53,8 +54,7 @@ async def test_on_replay_metrics_count_once_when_the_result_comes_from_the_journ
 
     async with app.worker(sticky_wait=0.0):
         handle = await app.start(wf, run_id="m")
-        while (await app.get_run("m")).status != tether.RunStatus.WAITING:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: status_is(app, "m", "waiting"))
         await app.signal("m", "go")
         assert await handle.result(timeout=10) == 42
     assert (await app.get_run("m")).metrics.get("saved") == 21.0

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 import tether
-from tests.engine.helpers import journal_has, wait_for
+from tests.engine.helpers import journal_has, status_is, wait_for
 from tether import App
 
 
@@ -84,7 +84,8 @@ async def test_journaled_clock_random_uuid_replay_identically(store_url: str) ->
         h = await app.start(values, run_id="v")
         await wait_for(lambda: len(seen) == 1)
         await wait_for(lambda: journal_has(app, "v", 1, kind="uuid"))
-        await asyncio.sleep(0.05)
+        # Released (not a fixed 0.05 s): the signal then makes the worker replay the code.
+        await wait_for(lambda: status_is(app, "v", "waiting"))
         await app.signal("v", "go")
         result = await h.result(timeout=10)
     assert len(seen) == 2 and seen[0] == seen[1]

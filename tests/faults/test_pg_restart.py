@@ -3,7 +3,8 @@
 WARNING: this module restarts the shared local cluster with ``pg_ctlcluster ...
 restart``. Every other client of the server (other tests running at the same time
 included) loses its connections for the second or two the restart takes. It is marked
-``slow``, ``faults`` and ``postgres``; deselect it with ``-m "not faults"``. Whatever
+``slow``, ``faults``, ``postgres`` and ``serial`` (``scripts/test.sh`` runs it alone, after
+the parallel part); deselect it with ``-m "not faults"``. Whatever
 happens, the server is running again when the test ends (the fixture starts it).
 """
 
@@ -31,7 +32,7 @@ from tests.faults.pg_cluster import (
 )
 from tether import App
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres, pytest.mark.serial]
 
 
 @pytest.fixture

@@ -121,6 +121,7 @@ async def snapshot(client: App, ids: list[str]) -> dict[str, tuple[Any, ...]]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # 10,000 runs in one worker process, whose memory is measured
 async def test_ten_thousand_waiting_runs_cost_no_worker_memory_and_one_signal_wakes_one(
     client: App, worker_proc: subprocess.Popen[bytes], store_url: str,
 ) -> None:

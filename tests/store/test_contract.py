@@ -628,8 +628,12 @@ async def test_subscribe_wakes_on_another_store_objects_insert(store: Store) -> 
         await asyncio.wait_for(woken.wait(), timeout=5)
         await unsubscribe()
         woken.clear()
+        # A second subscriber hears r2's wakeup: then the first one would have too.
+        witness = asyncio.Event()
+        unsubscribe_witness = await store.subscribe(witness.set)
         await other.run_insert(run=run_record("r2"))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(witness.wait(), timeout=5)
+        await unsubscribe_witness()
         assert not woken.is_set()
     finally:
         await other.close()

@@ -354,7 +354,10 @@ async def test_a_place_freed_on_a_limited_queue_wakes_other_processes(store: Sto
         woken = asyncio.Event()
         unsubscribe = await other.subscribe(woken.set)
         try:
-            await asyncio.sleep(0.1)
+            # Wakeups arrive in order: once a marker run's has, every earlier one has,
+            # and the wait below hears the release only (not a fixed sleep).
+            await store.run_insert(run=run_record("marker", queue="elsewhere"))
+            await asyncio.wait_for(woken.wait(), timeout=5)
             woken.clear()
             await store.run_release(lease=lease, wait=Wait(T0 + 100, "timer"), now=T0 + 1)
             await asyncio.wait_for(woken.wait(), timeout=5)

@@ -1,12 +1,20 @@
-"""Named SQL queries kept in ``.sql`` files, one file per backend.
+"""Named SQL queries kept in ``.sql`` files, one file per backend, and the row mappers
+and parameter builders both backends share.
 
 A query starts with ``-- name --`` on its own line, then one line of description.
+Parameters are named (``%(run_id)s`` on PostgreSQL, ``:run_id`` on SQLite) and bound
+from one dict, built by the functions below where a record supplies them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
+
+from tether._types import JournalEntry, Lease, RunRecord
+from tether.store._values import decode_metrics
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 
@@ -30,3 +38,71 @@ def load_migrations(package: str) -> list[tuple[int, str, str]]:
         if m:
             found.append((int(m.group(1)), m.group(2), item.read_text()))
     return sorted(found)
+
+
+# -- rows and parameters, the same for both backends -------------------------------------
+#
+# Both stores select a run's columns and a journal entry's columns in the order below
+# (``run_get``, ``journal_read`` and the queries that return the same rows), and name
+# their query parameters after the record's fields.
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A run from a row of the run columns (``run_id`` ... ``metrics``, then migration
+    0003's ``version`` ... ``erased_at`` when the query selected them)."""
+    return RunRecord(
+        run_id=row[0], workflow=row[1], queue=row[2], status=row[3], input=row[4],
+        created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
+        fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
+        waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
+        parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
+        **_life_fields(row),
+    )
+
+
+def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """Migration 0003's columns, when the query selected them (listings need not)."""
+    if len(row) < 25:
+        return {}
+    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
+            "generation": row[23], "erased_at": row[24]}
+
+
+def entry_from_row(row: Sequence[Any]) -> JournalEntry:
+    """A journal entry from a row of the entry columns (``position`` ... ``args``)."""
+    return JournalEntry(
+        position=row[0], kind=row[1], name=row[2], status=row[3], result=row[4],
+        error=row[5], attempts=row[6], started_at=row[7], finished_at=row[8],
+        next_attempt_at=row[9], args=row[10],
+    )
+
+
+def lease_params(lease: Lease) -> dict[str, Any]:
+    """``run_id`` and ``fencing_token``: the parameters of a fenced write."""
+    return {"run_id": lease.run_id, "fencing_token": lease.fencing_token}
+
+
+def entry_params(lease: Lease, e: JournalEntry) -> dict[str, Any]:
+    """The parameters of ``journal_append``: the lease's, and the entry's fields."""
+    return {
+        "run_id": lease.run_id, "fencing_token": lease.fencing_token,
+        "position": e.position, "kind": e.kind, "name": e.name, "status": e.status,
+        "result": e.result, "error": e.error, "attempts": e.attempts,
+        "started_at": e.started_at, "finished_at": e.finished_at,
+        "next_attempt_at": e.next_attempt_at, "args": e.args,
+    }
+
+
+def run_params(run: RunRecord, prefix: str = "") -> dict[str, Any]:
+    """The parameters of ``run_insert``, each name after ``prefix``."""
+    return {
+        f"{prefix}run_id": run.run_id, f"{prefix}workflow": run.workflow,
+        f"{prefix}queue": run.queue, f"{prefix}status": run.status,
+        f"{prefix}input": run.input, f"{prefix}created_at": run.created_at,
+        f"{prefix}updated_at": run.updated_at, f"{prefix}available_at": run.available_at,
+        f"{prefix}parent_run_id": run.parent_run_id,
+        f"{prefix}parent_position": run.parent_position,
+        f"{prefix}on_parent_cancel": run.on_parent_cancel,
+        f"{prefix}version": run.version, f"{prefix}forked_from": run.forked_from,
+        f"{prefix}forked_at": run.forked_at,
+    }

@@ -1,5 +1,5 @@
 """Workers: processes that claim runs from task queues and execute them."""
 
-from tether.worker._worker import Worker
+from tether.worker._worker import ExitInTask, Worker
 
-__all__ = ["Worker"]
+__all__ = ["ExitInTask", "Worker"]

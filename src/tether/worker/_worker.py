@@ -46,6 +46,7 @@ from tether.errors import (
     StepError,
     StoreError,
     StoreUnavailable,
+    TetherError,
 )
 from tether.store import Wait, WorkerInfo
 from tether.worker import _gc
@@ -99,9 +100,10 @@ def _engine_store_failure(error: BaseException | None) -> bool:
     return isinstance(error, StoreUnavailable) and not isinstance(error, StepError)
 
 
-class ExitInTask(Exception):
+class ExitInTask(TetherError):
     """A task started by workflow code raised ``SystemExit`` or ``KeyboardInterrupt``;
-    it is raised in that task instead, so it fails the run, not the worker."""
+    it is raised in that task instead, so it fails the run, not the worker. The workflow
+    may catch it like any error (the original exception is its ``__cause__``)."""
 
 
 async def _contained(coro: Any) -> Any:

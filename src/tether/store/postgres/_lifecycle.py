@@ -23,6 +23,7 @@ from tether.store._lifecycle import (
     ScheduleRecord,
     retry_plan,
 )
+from tether.store._sql import run_from_row
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -44,10 +45,9 @@ _ENDED = ("completed", "failed", "cancelled")
 class Lifecycle:
     """The SQL of migration 0003's operations for one schema."""
 
-    def __init__(self, schema: str, channel: str, run_row: Any) -> None:
+    def __init__(self, schema: str, channel: str) -> None:
         self.s = schema
         self.channel = channel
-        self._run = run_row
 
     async def _rows(self, conn: Conn, sql: str, params: Sequence[Any] | dict[str, Any] = ()
                     ) -> list[Any]:
@@ -64,7 +64,7 @@ class Lifecycle:
     async def _get(self, conn: Conn, run_id: str, lock: bool = False) -> RunRecord | None:
         rows = await self._rows(conn, f"SELECT {_RUN_COLS} FROM {{s}}.runs WHERE run_id = %s"
                                 + (" FOR UPDATE" if lock else ""), (run_id,))
-        return self._run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     async def _journal(self, conn: Conn, run_id: str) -> list[JournalEntry]:
         rows = await self._rows(conn, f"SELECT {_ENTRY_COLS} FROM {{s}}.journal "

@@ -8,7 +8,7 @@ from typing import Any
 
 from tether._types import RunRecord
 from tether.store._port import WORKER_STALE, RunEvent, StoreStats
-from tether.store._sql import load_queries
+from tether.store._sql import load_queries, run_from_row
 
 SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
 _LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
@@ -28,14 +28,12 @@ class PostgresServeQueries:
                          queue: str | None = None, parent: str | None = None,
                          text: str | None = None, limit: int = 50,
                          before: tuple[float, str] | None = None) -> list[RunRecord]:
-        from tether.store.postgres._store import _run
-
         rows, _ = await self._one("run_search", {
             "status": status, "workflow": workflow, "queue": queue, "parent": parent,
             "text": text or None, "limit": limit,
             "before_at": before[0] if before else None,
             "before_id": before[1] if before else None})
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:

@@ -50,13 +50,19 @@ from tether.errors import (
 )
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
-from tether.store._sql import load_queries
+from tether.store._sql import (
+    entry_from_row,
+    entry_params,
+    lease_params,
+    load_queries,
+    run_from_row,
+    run_params,
+)
 from tether.store._values import (
     check_event,
     check_metrics,
     check_queue_limit,
     check_rate,
-    decode_metrics,
 )
 from tether.store.postgres import _migrate
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
@@ -79,61 +85,6 @@ _TXN_RETRIES = 3
 
 Conn = psycopg.AsyncConnection[Any]
 Params = Mapping[str, Any] | None
-
-
-def _run(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=row[0], workflow=row[1], queue=row[2], status=row[3], input=row[4],
-        created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
-        fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
-        waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
-        parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
-        **_life_fields(row),
-    )
-
-
-def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
-    """Migration 0003's columns, when the query selected them (listings need not)."""
-    if len(row) < 25:
-        return {}
-    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
-            "generation": row[23], "erased_at": row[24]}
-
-
-def _entry(row: Sequence[Any]) -> JournalEntry:
-    return JournalEntry(
-        position=row[0], kind=row[1], name=row[2], status=row[3], result=row[4],
-        error=row[5], attempts=row[6], started_at=row[7], finished_at=row[8],
-        next_attempt_at=row[9], args=row[10],
-    )
-
-
-def _lease_params(lease: Lease) -> dict[str, Any]:
-    return {"run_id": lease.run_id, "fencing_token": lease.fencing_token}
-
-
-def _entry_params(lease: Lease, e: JournalEntry) -> dict[str, Any]:
-    return {
-        "run_id": lease.run_id, "fencing_token": lease.fencing_token,
-        "position": e.position, "kind": e.kind, "name": e.name, "status": e.status,
-        "result": e.result, "error": e.error, "attempts": e.attempts,
-        "started_at": e.started_at, "finished_at": e.finished_at,
-        "next_attempt_at": e.next_attempt_at, "args": e.args,
-    }
-
-
-def _run_params(run: RunRecord, prefix: str = "") -> dict[str, Any]:
-    return {
-        f"{prefix}run_id": run.run_id, f"{prefix}workflow": run.workflow,
-        f"{prefix}queue": run.queue, f"{prefix}status": run.status,
-        f"{prefix}input": run.input, f"{prefix}created_at": run.created_at,
-        f"{prefix}updated_at": run.updated_at, f"{prefix}available_at": run.available_at,
-        f"{prefix}parent_run_id": run.parent_run_id,
-        f"{prefix}parent_position": run.parent_position,
-        f"{prefix}on_parent_cancel": run.on_parent_cancel,
-        f"{prefix}version": run.version, f"{prefix}forked_from": run.forked_from,
-        f"{prefix}forked_at": run.forked_at,
-    }
 
 
 def _final_conflict(run_id: str, position: int) -> StoreError:
@@ -201,7 +152,7 @@ class PostgresStore(PostgresServeQueries):
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
-        self._lifecycle = Lifecycle(self.schema, self._channel, _run)
+        self._lifecycle = Lifecycle(self.schema, self._channel)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
@@ -370,13 +321,13 @@ class PostgresStore(PostgresServeQueries):
     # -- runs -------------------------------------------------------------------------
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        params = {**_run_params(run), "channel": self._channel}
+        params = {**run_params(run), "channel": self._channel}
         created, stored = await self._txn([("run_insert", params), ("run_get", params)])
-        return _run(stored[0]), bool(created[0][0])
+        return run_from_row(stored[0]), bool(created[0][0])
 
     async def run_get(self, run_id: str) -> RunRecord | None:
         rows, _ = await self._one("run_get", {"run_id": run_id})
-        return _run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     async def run_get_many(self, run_ids: list[str], *,
                            settled_only: bool = False) -> list[RunRecord]:
@@ -386,14 +337,14 @@ class PostgresStore(PostgresServeQueries):
         rows, _ = await self._one("run_get_many", {
             "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None},
             prepare=False)
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
         """One transaction, two statements, one round trip for the lot."""
         if not runs:
             return []
         unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
-        cols = {key: [_run_params(r)[key] for r in unique] for key in (
+        cols = {key: [run_params(r)[key] for r in unique] for key in (
             "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
             "available_at", "parent_run_id", "parent_position", "on_parent_cancel")}
         ids = cols["run_id"]
@@ -401,7 +352,7 @@ class PostgresStore(PostgresServeQueries):
             ("run_insert_many", {**cols, "channel": self._channel}),
             ("run_get_many", {"run_ids": ids, "statuses": None})], prepare=False)
         created = {r[0] for r in created_rows}
-        stored = {r[0]: _run(r) for r in stored_rows}
+        stored = {r[0]: run_from_row(r) for r in stored_rows}
         out: list[tuple[RunRecord, bool]] = []
         for r in runs:
             out.append((stored[r.run_id], r.run_id in created))
@@ -413,11 +364,11 @@ class PostgresStore(PostgresServeQueries):
             rows, _ = await self._one("run_list", {"limit": limit})
         else:
             rows, _ = await self._one("run_list_status", {"status": status, "limit": limit})
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
         rows, _ = await self._one("journal_read", {"run_id": run_id})
-        return [_entry(r) for r in rows]
+        return [entry_from_row(r) for r in rows]
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
@@ -431,8 +382,8 @@ class PostgresStore(PostgresServeQueries):
                                             ("run_claim_journals", params)])
         journals: dict[str, list[JournalEntry]] = {}
         for row in entries:
-            journals.setdefault(row[0], []).append(_entry(row[1:]))
-        claimed = sorted((_run(r) for r in runs), key=lambda r: (r.created_at, r.run_id))
+            journals.setdefault(row[0], []).append(entry_from_row(row[1:]))
+        claimed = sorted((run_from_row(r) for r in runs), key=lambda r: (r.created_at, r.run_id))
         return [ClaimedRun(run=r, lease=Lease(r.run_id, worker_id, r.fencing_token),
                            journal=journals.get(r.run_id, [])) for r in claimed]
 
@@ -463,7 +414,7 @@ class PostgresStore(PostgresServeQueries):
             if len(batch) == 1:
                 a = batch[0]
                 cursors = [await conn.execute(self._q["journal_append_one"],
-                                              _entry_params(a.lease, a.entry))]
+                                              entry_params(a.lease, a.entry))]
                 return [{(r[0], r[1]) for r in await cursors[0].fetchall()}]
             steps = [("journal_append", _columns(wave)) for wave in waves]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
@@ -521,7 +472,7 @@ class PostgresStore(PostgresServeQueries):
         await self._writer.submit_finish(lease, status, result, error, now)
 
     async def _finish_one(self, f: Finish) -> None:
-        params = {**_lease_params(f.lease), "status": f.status, "result": f.result,
+        params = {**lease_params(f.lease), "status": f.status, "result": f.result,
                   "error": f.error, "now": f.now, "channel": self._channel}
         finished, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params)])
         if not finished[0][0]:
@@ -566,7 +517,7 @@ class PostgresStore(PostgresServeQueries):
                     else LeaseLost(f.lease.run_id, f.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        params = {**_lease_params(lease), "available_at": wait.available_at,
+        params = {**lease_params(lease), "available_at": wait.available_at,
                   "description": wait.description, "signal": wait.signal,
                   "child": wait.child, "now": now, "channel": self._channel}
 
@@ -587,11 +538,11 @@ class PostgresStore(PostgresServeQueries):
             raise RunNotFound(run_id)
         if before[0][0] != "blocked":
             raise RunStateError(run_id, str(before[0][0]), "resume it (only a blocked run resumes)")
-        return _run(after[0])
+        return run_from_row(after[0])
 
     async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
         _, count = await self._one("run_set_status_info",
-                                   {**_lease_params(lease), "info": info, "now": now})
+                                   {**lease_params(lease), "info": info, "now": now})
         if count != 1:
             raise LeaseLost(lease.run_id, lease.fencing_token)
 
@@ -617,7 +568,7 @@ class PostgresStore(PostgresServeQueries):
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
                           timeout_error: str) -> JournalEntry | None:
-        params = {**_lease_params(lease), "name": name, "position": position,
+        params = {**lease_params(lease), "name": name, "position": position,
                   "deadline": deadline, "now": now, "timeout_error": timeout_error}
         _, rows = await self._txn([("lease_lock", params), ("signal_take", params)])
         leased, due, status, result, error, next_attempt_at = rows[0]
@@ -633,7 +584,7 @@ class PostgresStore(PostgresServeQueries):
 
     async def child_start(self, *, lease: Lease, child: RunRecord,
                           entry: JournalEntry) -> RunRecord:
-        params = {**_entry_params(lease, entry), **_run_params(child, "c_"),
+        params = {**entry_params(lease, entry), **run_params(child, "c_"),
                   "channel": self._channel}
         leased, started, stored = await self._txn([
             ("lease_lock", params), ("child_start", params),
@@ -642,7 +593,7 @@ class PostgresStore(PostgresServeQueries):
             raise LeaseLost(lease.run_id, lease.fencing_token)
         if not started[0][0]:
             raise _final_conflict(lease.run_id, entry.position)
-        return _run(stored[0])
+        return run_from_row(stored[0])
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
         params = {"parent_run_id": parent_run_id, "now": now, "channel": self._channel}
@@ -659,7 +610,7 @@ class PostgresStore(PostgresServeQueries):
             ("run_cancel", params), ("run_get", params)])
         if not stored:
             raise RunNotFound(run_id)
-        return _run(stored[0])
+        return run_from_row(stored[0])
 
     # -- leases and workers -------------------------------------------------------------
 
@@ -719,7 +670,7 @@ class PostgresStore(PostgresServeQueries):
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
         check_metrics(lease.run_id, metrics)
         _, count = await self._one("run_metrics_set",
-                                   {**_lease_params(lease), "metrics": metrics, "now": now})
+                                   {**lease_params(lease), "metrics": metrics, "now": now})
         if count != 1:
             raise LeaseLost(lease.run_id, lease.fencing_token)
 

@@ -19,7 +19,7 @@ from tether.store._lifecycle import (
     ScheduleRecord,
     retry_plan,
 )
-from tether.store._sql import load_queries
+from tether.store._sql import lease_params, load_queries
 
 L = load_queries("tether.store.sqlite", "lifecycle.sql")
 
@@ -35,13 +35,17 @@ def _schedule(row: Sequence[Any]) -> ScheduleRecord:
 
 
 def attempt_record(conn: apsw.Connection, attempts: list[AttemptRecord]) -> None:
-    conn.executemany(L["attempt_record"], [(
-        a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt, a.worker_id,
-        a.status, a.started_at, a.finished_at, a.error) for a in attempts])
+    # A shallow dict per record: dataclasses.asdict deep-copies every field, which cost
+    # a fifth of a busy writer thread's time (one attempt is recorded per step).
+    conn.executemany(L["attempt_record"], [{
+        "attempt_id": a.attempt_id, "run_id": a.run_id, "generation": a.generation,
+        "position": a.position, "name": a.name, "attempt": a.attempt,
+        "worker_id": a.worker_id, "status": a.status, "started_at": a.started_at,
+        "finished_at": a.finished_at, "error": a.error} for a in attempts])
 
 
 def attempt_list(conn: apsw.Connection, run_id: str) -> list[AttemptRecord]:
-    return [_attempt(r) for r in conn.execute(L["attempt_list"], (run_id,))]
+    return [_attempt(r) for r in conn.execute(L["attempt_list"], {"run_id": run_id})]
 
 
 def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: float,
@@ -54,10 +58,10 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
                             "or cancelled run can be retried)")
     plan = retry_plan(run.status, read(conn, run_id))
     for pos in plan.delete:
-        conn.execute(L["journal_delete_at"], (run_id, pos))
+        conn.execute(L["journal_delete_at"], {"run_id": run_id, "position": pos})
     for pos in plan.reset:
-        conn.execute(L["journal_reset_at"], (run_id, pos))
-    conn.execute(L["run_retry"], (run_id, now, version))
+        conn.execute(L["journal_reset_at"], {"run_id": run_id, "position": pos})
+    conn.execute(L["run_retry"], {"run_id": run_id, "now": now, "version": version})
     stored: RunRecord = get(conn, run_id)
     return stored
 
@@ -70,24 +74,24 @@ def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
     stored, created = insert(conn, run)
     if not created:
         raise ConfigError(f"run id {run.run_id!r} is already used; choose another --id")
-    conn.execute(L["journal_copy"], (run.run_id, source_run_id, at))
+    conn.execute(L["journal_copy"], {"run_id": run.run_id, "source_run_id": source_run_id,
+                                     "position": at})
     result: RunRecord = stored
     return result
 
 
 def run_continue(conn: apsw.Connection, lease: Lease, input_text: str, now: float) -> None:
-    rows = conn.execute("SELECT 1 FROM tether_runs WHERE run_id = ? AND fencing_token = ? "
-                        "AND status = 'running'", (lease.run_id, lease.fencing_token)).fetchall()
-    if not rows:
+    params = {**lease_params(lease), "input": input_text, "now": now}
+    if not conn.execute(L["lease_check"], params).fetchall():
         raise LeaseLost(lease.run_id, lease.fencing_token)
-    conn.execute(L["journal_archive"], (lease.run_id,))
-    conn.execute(L["journal_clear"], (lease.run_id,))
-    conn.execute(L["run_continue"], (lease.run_id, lease.fencing_token, input_text, now))
+    conn.execute(L["journal_archive"], params)
+    conn.execute(L["journal_clear"], params)
+    conn.execute(L["run_continue"], params)
 
 
 def journal_archive_read(conn: apsw.Connection, run_id: str) -> list[ArchivedJournal]:
     gens: dict[int, tuple[str | None, list[JournalEntry]]] = {}
-    for row in conn.execute(L["journal_archive_read"], (run_id,)):
+    for row in conn.execute(L["journal_archive_read"], {"run_id": run_id}):
         gen = row[0]
         _inp, entries = gens.setdefault(gen, (None, []))
         if row[12] is not None:
@@ -101,23 +105,26 @@ def run_versions(conn: apsw.Connection) -> list[tuple[str | None, str, int]]:
 
 
 def run_version_candidates(conn: apsw.Connection, version: str) -> list[tuple[str, str]]:
-    return [(r, w) for r, w in conn.execute(L["run_version_candidates"], (version,))]
+    return [(r, w) for r, w in conn.execute(L["run_version_candidates"], {"version": version})]
 
 
 def run_version_set(conn: apsw.Connection, run_ids: list[str], from_version: str,
                     to_version: str, now: float) -> list[str]:
     moved = []
     for run_id in run_ids:
-        conn.execute(L["run_version_set"], (run_id, from_version, to_version, now))
+        conn.execute(L["run_version_set"], {"run_id": run_id, "from_version": from_version,
+                                            "to_version": to_version, "now": now})
         if conn.changes():
             moved.append(run_id)
     return moved
 
 
 def schedule_upsert(conn: apsw.Connection, s: ScheduleRecord) -> None:
-    conn.execute(L["schedule_upsert"], (
-        s.name, s.workflow, s.queue, s.cron, s.timezone, s.input, s.overlap, s.catchup,
-        s.catchup_max, s.next_tick, s.version, s.updated_at))
+    conn.execute(L["schedule_upsert"], {
+        "name": s.name, "workflow": s.workflow, "queue": s.queue, "cron": s.cron,
+        "timezone": s.timezone, "input": s.input, "overlap": s.overlap,
+        "catchup": s.catchup, "catchup_max": s.catchup_max, "next_tick": s.next_tick,
+        "version": s.version, "updated_at": s.updated_at})
 
 
 def schedule_list(conn: apsw.Connection) -> list[ScheduleRecord]:
@@ -125,27 +132,29 @@ def schedule_list(conn: apsw.Connection) -> list[ScheduleRecord]:
 
 
 def schedule_get(conn: apsw.Connection, name: str) -> ScheduleRecord | None:
-    for r in conn.execute(L["schedule_get"], (name,)):
+    for r in conn.execute(L["schedule_get"], {"name": name}):
         return _schedule(r)
     return None
 
 
 def schedule_pause(conn: apsw.Connection, name: str, paused: bool, next_tick: float | None,
                    now: float) -> bool:
-    conn.execute(L["schedule_pause"], (name, int(paused), now, next_tick))
+    conn.execute(L["schedule_pause"], {"name": name, "paused": int(paused), "now": now,
+                                       "next_tick": next_tick})
     return bool(conn.changes())
 
 
 def schedule_delete(conn: apsw.Connection, name: str) -> bool:
-    conn.execute(L["schedule_delete"], (name,))
+    conn.execute(L["schedule_delete"], {"name": name})
     return bool(conn.changes())
 
 
 def schedule_advance(conn: apsw.Connection, name: str, expected: float | None,
                      next_tick: float | None, last_tick: float | None,
                      last_run_id: str | None, now: float) -> bool:
-    conn.execute(L["schedule_advance"], (name, expected, next_tick, last_tick, last_run_id,
-                                         now))
+    conn.execute(L["schedule_advance"], {
+        "name": name, "expected": expected, "next_tick": next_tick, "last_tick": last_tick,
+        "last_run_id": last_run_id, "now": now})
     return bool(conn.changes())
 
 
@@ -153,12 +162,13 @@ _ERASED = json.dumps({"erased": True})
 
 
 def _delete_run_rows(conn: apsw.Connection, run_id: str, report: PurgeReport) -> None:
-    for table, attr in (("tether_journal", "journal_entries"),
-                        ("tether_journal_archive", "archived_entries"),
-                        ("tether_attempts", "attempts"), ("tether_signals", "signals")):
-        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+    params = {"run_id": run_id}
+    for query, attr in (("run_delete_journal", "journal_entries"),
+                        ("run_delete_archive", "archived_entries"),
+                        ("run_delete_attempts", "attempts"), ("run_delete_signals", "signals")):
+        conn.execute(L[query], params)
         setattr(report, attr, getattr(report, attr) + conn.changes())
-    conn.execute("DELETE FROM tether_runs WHERE run_id = ?", (run_id,))
+    conn.execute(L["run_delete"], params)
     report.runs += conn.changes()
     report.run_ids.append(run_id)
 
@@ -166,8 +176,8 @@ def _delete_run_rows(conn: apsw.Connection, run_id: str, report: PurgeReport) ->
 def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str],
               limit: int) -> PurgeReport:
     report = PurgeReport()
-    ids = [r for (r,) in conn.execute(L["purge_candidates"],
-                                      (finished_before, json.dumps(statuses), limit))]
+    ids = [r for (r,) in conn.execute(L["purge_candidates"], {
+        "finished_before": finished_before, "statuses": json.dumps(statuses), "limit": limit})]
     for run_id in ids:
         _delete_run_rows(conn, run_id, report)
     return report
@@ -184,27 +194,17 @@ def run_erase(conn: apsw.Connection, run_id: str, now: float, get: Any) -> Purge
         raise RunStateError(run_id, str(run.status), "erase it before it has ended "
                                     "(cancel it first)")
     report = PurgeReport(runs=1, run_ids=[run_id])
-    conn.execute(
-        "UPDATE tether_runs SET input = ?2, result = CASE WHEN result IS NULL THEN NULL "
-        "ELSE ?2 END, error = CASE WHEN error IS NULL THEN NULL ELSE ?2 END, "
-        "status_info = NULL, erased_at = ?3, updated_at = ?3 WHERE run_id = ?1",
-        (run_id, _ERASED, now))
+    params = {"run_id": run_id, "marker": _ERASED, "now": now}
+    conn.execute(L["erase_run"], params)
     report.payloads += 1
-    for table, attr in (("tether_journal", "journal_entries"),
-                        ("tether_journal_archive", "archived_entries")):
-        conn.execute(
-            f"UPDATE {table} SET result = CASE WHEN result IS NULL THEN NULL ELSE ?2 END, "
-            "error = CASE WHEN error IS NULL THEN NULL ELSE ?2 END, "
-            "args = CASE WHEN args IS NULL THEN NULL ELSE ?2 END WHERE run_id = ?1",
-            (run_id, _ERASED))
+    for query, attr in (("erase_journal", "journal_entries"),
+                        ("erase_archive", "archived_entries")):
+        conn.execute(L[query], params)
         setattr(report, attr, conn.changes())
-    conn.execute("UPDATE tether_journal_archive SET input = ?2 WHERE run_id = ?1 AND "
-                 "input IS NOT NULL", (run_id, _ERASED))
-    conn.execute("UPDATE tether_attempts SET error = ?2 WHERE run_id = ?1 AND "
-                 "error IS NOT NULL", (run_id, _ERASED))
+    conn.execute(L["erase_archive_inputs"], params)
+    conn.execute(L["erase_attempts"], params)
     report.attempts = conn.changes()
-    conn.execute("UPDATE tether_signals SET payload = ?2 WHERE run_id = ?1 AND "
-                 "payload IS NOT NULL", (run_id, _ERASED))
+    conn.execute(L["erase_signals"], params)
     report.signals = conn.changes()
     report.payloads += report.journal_entries + report.archived_entries + report.signals
     return report

@@ -3,24 +3,22 @@ cursor, the stored events of a run, and store-wide numbers for ``/metrics``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import apsw
 
 from tether._types import RunRecord
 from tether.store._port import WORKER_STALE, RunEvent, StoreStats
-from tether.store._sql import load_queries
+from tether.store._sql import load_queries, run_from_row
+from tether.store.sqlite._writer import WriterClient
 
 Q = load_queries("tether.store.sqlite", "serve.sql")
 _LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
              "saved.tokens.output", "saved.cost.usd", "llm.calls")
 
 
-class SqliteServeQueries:
+class SqliteServeQueries(WriterClient):
     """Mixed into ``SqliteStore``: reads run on its writer thread like every query."""
-
-    _submit: Callable[..., Any]
 
     async def run_search(self, *, status: str | None = None, workflow: str | None = None,
                          queue: str | None = None, parent: str | None = None,
@@ -30,7 +28,7 @@ class SqliteServeQueries:
                   "text": text or None, "limit": limit,
                   "before_at": before[0] if before else None,
                   "before_id": before[1] if before else None}
-        return await self._submit(_run_search, params, write=False)  # type: ignore[no-any-return]
+        return await self._read(_run_search, params)
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
@@ -39,28 +37,26 @@ class SqliteServeQueries:
             if not after.isdigit():
                 raise ValueError(f"not an event id of this store: {after!r}")
             last = int(after)
-        return await self._submit(_run_events_read, run_id, last, limit,  # type: ignore[no-any-return]
-                                  write=False)
+        return await self._read(_run_events_read, run_id, last, limit)
 
     async def store_stats(self, *, now: float) -> StoreStats:
-        return await self._submit(_store_stats, now - WORKER_STALE, write=False)  # type: ignore[no-any-return]
+        return await self._read(_store_stats, now - WORKER_STALE)
 
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
-    from tether.store.sqlite._store import _run
-
-    return [_run(r) for r in conn.execute(Q["run_search"], params)]
+    return [run_from_row(r) for r in conn.execute(Q["run_search"], params)]
 
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,
                      limit: int) -> list[RunEvent]:
+    params = {"run_id": run_id, "after": last, "limit": limit}
     return [RunEvent(str(i), kind, data)
-            for i, kind, data in conn.execute(Q["run_events_read"], (run_id, last, limit))]
+            for i, kind, data in conn.execute(Q["run_events_read"], params)]
 
 
 def event_chunk(conn: apsw.Connection, run_id: str, data: str) -> None:
     """Store a streamed chunk as an event of its run (inside the writer's transaction)."""
-    conn.execute(Q["run_event_chunk"], (run_id, data))
+    conn.execute(Q["run_event_chunk"], {"run_id": run_id, "data": data})
 
 
 def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
@@ -70,7 +66,7 @@ def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
     queues = {str(q): (int(n), float(oldest)) for q, n, oldest in rows}
     steps: Any = conn.execute(Q["stats_steps"]).fetchall()[0]
     llm: Any = conn.execute(Q["stats_metrics"]).fetchall()[0]
-    workers: Any = conn.execute(Q["stats_workers"], (alive_since,)).fetchall()[0][0]
+    workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
     return StoreStats(
         runs_by_status=by_status, queues=queues, step_count=int(steps[0]),
         step_seconds=float(steps[1]), step_buckets=tuple(int(n) for n in steps[2:]),

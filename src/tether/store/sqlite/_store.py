@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
@@ -46,18 +46,26 @@ from tether.errors import (
 )
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
-from tether.store._sql import load_migrations, load_queries
+from tether.store._sql import (
+    entry_from_row,
+    entry_params,
+    lease_params,
+    load_migrations,
+    load_queries,
+    run_from_row,
+    run_params,
+)
 from tether.store._values import (
     bucket_take,
     check_event,
     check_metrics,
     check_queue_limit,
     check_rate,
-    decode_metrics,
 )
 from tether.store.sqlite import _lifecycle as _lc
 from tether.store.sqlite._notify import EventBus, Notifier
 from tether.store.sqlite._serve import SqliteServeQueries, event_chunk
+from tether.store.sqlite._writer import Op, Outcome, deliver
 
 if TYPE_CHECKING:
     from tether.store._port import Store
@@ -69,48 +77,13 @@ Q = load_queries(_PACKAGE)
 #: connections write at once and the WAL is reset (fixed in 3.51.3).
 SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 
-_RUN_COLS = (
-    "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
-    "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
-    "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at"
-)
 _MAX_BATCH = 512
-
-
-def _run(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=row[0], workflow=row[1], queue=row[2], status=row[3], input=row[4],
-        created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
-        fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
-        waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
-        parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
-        **_life_fields(row),
-    )
-
-
-def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
-    """Migration 0003's columns, when the query selected them (listings need not)."""
-    if len(row) < 25:
-        return {}
-    return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
-            "generation": row[23], "erased_at": row[24]}
-
-
-def _entry(row: Sequence[Any]) -> JournalEntry:
-    return JournalEntry(
-        position=row[0], kind=row[1], name=row[2], status=row[3], result=row[4],
-        error=row[5], attempts=row[6], started_at=row[7], finished_at=row[8],
-        next_attempt_at=row[9], args=row[10],
-    )
 
 
 def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
     """(version, name, applied?) of every known migration, read on ``conn``."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                          "AND name = 'tether_schema_version'").fetchall()
-    done = ({r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
-            if exists else set())
+    exists = "tether_schema_version" in {r[0] for r in conn.execute(Q["schema_tables"])}
+    done = {r[0] for r in conn.execute(Q["schema_applied"])} if exists else set()
     return [(v, name, v in done) for v, name, _ in load_migrations(_PACKAGE)]
 
 
@@ -127,8 +100,7 @@ def _create_private(path: str) -> None:
 def _schema_state(conn: apsw.Connection, path: str) -> str:
     """``new`` (an empty database), ``current`` or ``behind``; raises ConfigError for a
     file that is not a Tether store or was written by a newer Tether."""
-    tables = {r[0] for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {r[0] for r in conn.execute(Q["schema_tables"])}
     if not tables:
         return "new"
     if "tether_schema_version" not in tables:
@@ -136,7 +108,7 @@ def _schema_state(conn: apsw.Connection, path: str) -> str:
         raise ConfigError(
             f"{path} is not a Tether store (it holds other tables: {sample}); "
             "it was left unchanged: point --db at a new or a Tether file")
-    applied = {r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
+    applied = {r[0] for r in conn.execute(Q["schema_applied"])}
     known = {v for v, _, _ in load_migrations(_PACKAGE)}
     unknown = sorted(applied - known)
     if unknown:
@@ -162,34 +134,6 @@ def translate_error(exc: apsw.Error, path: str) -> StoreError:
     if isinstance(exc, apsw.ReadOnlyError):
         return StoreError(f"SQLite store {path!r} is open read-only: {first}")
     return StoreError(f"SQLite store {path!r} failed: {first}")
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
-
-
-class _Op:
-    __slots__ = ("args", "fn", "future", "loop", "wake", "write")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool,
-                 loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
-                 wake: bool) -> None:
-        self.fn = fn
-        self.args = args
-        self.write = write
-        self.loop = loop
-        self.future = future
-        self.wake = wake
-
-
-def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, value, exc in results:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(value)
 
 
 def _auto_migrate_env() -> bool:
@@ -273,7 +217,7 @@ class SqliteStore(SqliteServeQueries):
         self.safe_multiprocess = (
             tuple(int(p) for p in self.sqlite_version.split(".")) >= SAFE_MULTIPROCESS_VERSION
         )
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self._notifier = Notifier(os.path.abspath(path))
         self._events = EventBus(self._notifier.folder)
         self._thread: threading.Thread | None = None
@@ -336,21 +280,8 @@ class SqliteStore(SqliteServeQueries):
                     f"no Tether store at {self.path} and auto-migration is off; run "
                     f"`tether db migrate --db {self.url}` to create it")
             _create_private(self.path)
-        # Read-write even for a reader (whose writes ``query_only`` refuses): a reading
-        # connection that is the file's last one then removes the -wal and -shm files it
-        # needed at close, leaving the folder as it found it. No SQLITE_OPEN_CREATE: the
-        # file exists (made above, mode 0600); a vanished file is an error, not a new one.
-        flags = apsw.SQLITE_OPEN_READWRITE
+        conn = self._open_file()
         try:
-            if self.vfs is not None:
-                conn = apsw.Connection(self.path, flags=flags, vfs=self.vfs)
-                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            else:
-                conn = apsw.Connection(self.path, flags=flags)
-        except apsw.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
-        try:
-            conn.setbusytimeout(int(self.busy_timeout * 1000))
             state = _schema_state(conn, self.path)
             if self.read_only:
                 if state == "new":
@@ -387,25 +318,51 @@ class SqliteStore(SqliteServeQueries):
             raise
         return conn
 
+    def _open_file(self) -> apsw.Connection:
+        """Every connection to the store's file, the writer's and the readers' of
+        migration status, is opened here: through the VFS asked for, waiting up to
+        ``busy_timeout`` on another process's lock.
+
+        Read-write even for a reader (whose writes ``PRAGMA query_only`` refuses): a
+        reading connection that is the file's last one then removes the -wal and -shm
+        files it needed at close, leaving the folder as it found it. No
+        SQLITE_OPEN_CREATE: the file exists (``_create_private`` made it, mode 0600); a
+        vanished file is an error, not a new one.
+
+        Raises: StoreUnavailable if the file cannot be opened.
+        """
+        flags = apsw.SQLITE_OPEN_READWRITE
+        try:
+            if self.vfs is not None:
+                conn = apsw.Connection(self.path, flags=flags, vfs=self.vfs)
+            else:
+                conn = apsw.Connection(self.path, flags=flags)
+        except apsw.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            if self.vfs is not None:
+                # Such a VFS may lack shared memory: one process only.
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.setbusytimeout(int(self.busy_timeout * 1000))
+        except apsw.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        return conn
+
     def _migrate(self, conn: apsw.Connection) -> list[str]:
         """Apply pending migrations in one write transaction (other processes wait on
         the file's lock, then find nothing to do); return their names."""
         applied: list[str] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS tether_schema_version "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM tether_schema_version")}
+            conn.execute(Q["schema_version_create"])
+            done = {r[0] for r in conn.execute(Q["schema_applied"])}
             for version, name, sql in load_migrations("tether.store.sqlite"):
                 if version in done:
                     continue
                 conn.execute(sql)
-                conn.execute(
-                    "INSERT INTO tether_schema_version VALUES (?, ?, ?)",
-                    (version, name, time.time()),
-                )
+                conn.execute(Q["schema_version_insert"],
+                             {"version": version, "name": name, "applied_at": time.time()})
                 applied.append(f"{version:04d}_{name}")
             conn.execute("COMMIT")
         except BaseException:
@@ -436,12 +393,8 @@ class SqliteStore(SqliteServeQueries):
     def _status_now(self) -> list[tuple[int, str, bool]]:
         if not os.path.exists(self.path):
             return [(v, name, False) for v, name, _ in load_migrations(_PACKAGE)]
-        try:  # read-write, so that the last connection removes -wal/-shm at close
-            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
-        except apsw.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        conn = self._open_file()
         try:
-            conn.setbusytimeout(int(self.busy_timeout * 1000))
             conn.execute("PRAGMA query_only=ON")
             _schema_state(conn, self.path)  # refuses foreign files and newer schemas
             return _status(conn)
@@ -466,13 +419,13 @@ class SqliteStore(SqliteServeQueries):
         except BaseException as exc:
             err = exc if isinstance(exc, (StoreError, ConfigError)) else StoreUnavailable(
                 f"cannot open SQLite store {self.path!r}: {exc}")
-            failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+            failed: list[Outcome] = [
                 (ready, None, err)]
-            loop.call_soon_threadsafe(_deliver, failed)
+            loop.call_soon_threadsafe(deliver, failed)
             self._thread = None
             return
-        ok: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [(ready, None, None)]
-        loop.call_soon_threadsafe(_deliver, ok)
+        ok: list[Outcome] = [(ready, None, None)]
+        loop.call_soon_threadsafe(deliver, ok)
         q = self._queue
         try:
             while True:
@@ -497,12 +450,12 @@ class SqliteStore(SqliteServeQueries):
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _execute(self, conn: apsw.Connection, batch: list[_Op]) -> None:
+    def _execute(self, conn: apsw.Connection, batch: list[Op]) -> None:
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
         while True:
-            results: list[tuple[_Op, Any, BaseException | None]] = []
+            results: list[tuple[Op, Any, BaseException | None]] = []
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 single = len(batch) == 1
@@ -557,7 +510,7 @@ class SqliteStore(SqliteServeQueries):
             by_loop.setdefault(op.loop, []).append((op.future, value, failure))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed meanwhile
-                loop.call_soon_threadsafe(_deliver, items)
+                loop.call_soon_threadsafe(deliver, items)
 
     def _foreign(self, exc: Exception) -> Exception:
         if not isinstance(exc, apsw.Error):
@@ -566,174 +519,165 @@ class SqliteStore(SqliteServeQueries):
         err.__cause__ = exc
         return err
 
-    def _submit(self, fn: Callable[..., Any], *args: Any, write: bool = True,
-                wake: bool = False) -> Any:
-        if self._thread is None or self._closed:
-            raise StoreError("store is not open")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Op(fn, args, write, loop, fut, wake))
-        return fut
-
     async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         return self._notifier.subscribe(asyncio.get_running_loop(), callback)
 
     # -- runs -------------------------------------------------------------------------
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        return await self._submit(_run_insert, run, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_insert, run)
 
     async def run_get(self, run_id: str) -> RunRecord | None:
-        return await self._submit(_run_get, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_run_get, run_id)
 
     async def run_get_many(self, run_ids: list[str], *,
                            settled_only: bool = False) -> list[RunRecord]:
         if not run_ids:
             return []
-        return await self._submit(  # type: ignore[no-any-return]
-            _run_get_many, tuple(run_ids), settled_only, write=False)
+        return await self._read(
+            _run_get_many, tuple(run_ids), settled_only)
 
     async def run_insert_many(self, *, runs: list[RunRecord]) -> list[tuple[RunRecord, bool]]:
         if not runs:
             return []
-        return await self._submit(_run_insert_many, runs, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_insert_many, runs)
 
     async def run_list(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         limit = max(0, min(limit, 2**62))  # SQLite integers are 64-bit
-        return await self._submit(_run_list, status, limit, write=False)  # type: ignore[no-any-return]
+        return await self._read(_run_list, status, limit)
 
     async def journal_read(self, run_id: str) -> list[JournalEntry]:
-        return await self._submit(_journal_read, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_journal_read, run_id)
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
                         version: str | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
-            _Filter(workflows, version),
+            _filter(workflows, version),
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
-        await self._submit(_journal_append, lease, entry)
+        await self._write(_journal_append, lease, entry)
 
     def journal_append_nowait(self, *, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Queue a journal write without waiting; the future reports its outcome."""
-        return self._submit(_journal_append, lease, entry)  # type: ignore[no-any-return]
+        return self._write(_journal_append, lease, entry)
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        await self._submit(_run_finish, lease, status, result, error, now, wake=True)
+        await self._write_wake(_run_finish, lease, status, result, error, now)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        if await self._submit(_run_release, lease, wait, now):
+        if await self._write(_run_release, lease, wait, now):
             self._notifier.publish()  # a place on a limited queue is free
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._submit(_run_cancel, run_id, now, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_cancel, run_id, now)
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._submit(_run_resume, run_id, now, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_run_resume, run_id, now)
 
     async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:
-        await self._submit(_run_set_status_info, lease, info, now)
+        await self._write(_run_set_status_info, lease, info, now)
 
     async def signal_send(self, *, run_id: str, name: str, payload: str | None,
                           idempotency_key: str | None, now: float) -> SignalSent:
-        return await self._submit(  # type: ignore[no-any-return]
-            _signal_send, run_id, name, payload, idempotency_key, now, wake=True
+        return await self._write_wake(
+            _signal_send, run_id, name, payload, idempotency_key, now
         )
 
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
                           timeout_error: str) -> JournalEntry | None:
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _signal_take, lease, name, position, deadline, now, timeout_error
         )
 
     async def child_start(self, *, lease: Lease, child: RunRecord,
                           entry: JournalEntry) -> RunRecord:
-        return await self._submit(_child_start, lease, child, entry, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_child_start, lease, child, entry)
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
-        return await self._submit(  # type: ignore[no-any-return]
-            _run_children_cancel, parent_run_id, now, wake=True
+        return await self._write_wake(
+            _run_children_cancel, parent_run_id, now
         )
 
     # -- leases and workers -------------------------------------------------------------
 
     async def lease_heartbeat(self, *, worker_id: str, now: float,
                               lease_seconds: float) -> HeartbeatResult:
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _lease_heartbeat, worker_id, now, now + lease_seconds
         )
 
     async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
-        return await self._submit(_lease_expire_owner, worker_id, now, wake=True)  # type: ignore[no-any-return]
+        return await self._write_wake(_lease_expire_owner, worker_id, now)
 
     async def worker_register(self, *, info: WorkerInfo) -> None:
-        await self._submit(_worker_register, info)
+        await self._write(_worker_register, info)
 
     async def worker_unregister(self, *, worker_id: str, now: float) -> None:
-        await self._submit(_worker_unregister, worker_id, now, wake=True)
+        await self._write_wake(_worker_unregister, worker_id, now)
 
     async def worker_list(self) -> list[WorkerInfo]:
-        return await self._submit(_worker_list, write=False)  # type: ignore[no-any-return]
+        return await self._read(_worker_list)
 
     async def workflow_register(self, *, workflows: dict[str, str], now: float) -> None:
-        await self._submit(_workflow_register, dict(workflows), now)
+        await self._write(_workflow_register, dict(workflows), now)
 
     async def workflow_list(self) -> dict[str, str]:
-        return await self._submit(_workflow_list, write=False)  # type: ignore[no-any-return]
+        return await self._read(_workflow_list)
 
     async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
                                 version: str | None = None) -> float | None:
         if not queues or workflows == []:
             return None
-        found: float | None = await self._submit(_next_available_at, tuple(queues),
-                                                 _Filter(workflows, version), write=False)
+        found: float | None = await self._read(_next_available_at, tuple(queues),
+                                                 _filter(workflows, version))
         return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
         check_metrics(lease.run_id, metrics)
-        await self._submit(_run_metrics_set, lease, metrics, now)
+        await self._write(_run_metrics_set, lease, metrics, now)
 
     async def blob_put(self, *, blobs: dict[str, str]) -> None:
         if blobs:
-            await self._submit(_blob_put, json.dumps(blobs))
+            await self._write(_blob_put, json.dumps(blobs))
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
             return {}
-        return await self._submit(_blob_get, json.dumps(list(keys)), write=False)  # type: ignore[no-any-return]
+        return await self._read(_blob_get, json.dumps(list(keys)))
 
     async def kv_get(self, *, key: str) -> tuple[str, int] | None:
-        return await self._submit(_kv_get, key, write=False)  # type: ignore[no-any-return]
+        return await self._read(_kv_get, key)
 
     async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
-        return await self._submit(_kv_cas, key, value, version, now)  # type: ignore[no-any-return]
+        return await self._write(_kv_cas, key, value, version, now)
 
     async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
                            now: float) -> float:
         check_rate(key, limit, period, amount)
-        return await self._submit(_rate_acquire, key, limit, period, amount, now)  # type: ignore[no-any-return]
+        return await self._write(_rate_acquire, key, limit, period, amount, now)
 
     async def queue_limit_set(self, *, queue: str, limit: int | None, now: float) -> None:
         check_queue_limit(queue, limit)
         # Raising a limit (or removing it) may make runs claimable: wake the workers.
-        await self._submit(_queue_limit_set, queue, limit, now, wake=True)
+        await self._write_wake(_queue_limit_set, queue, limit, now)
 
     async def queue_limits(self) -> dict[str, int]:
-        return await self._submit(_queue_limits, write=False)  # type: ignore[no-any-return]
+        return await self._read(_queue_limits)
 
     async def run_publish(self, *, run_id: str, data: str) -> None:
         """Store the event (for ``run_events_read``), then send it to every
         subscriber's socket for the run (see ``EventBus``)."""
         payload = check_event(run_id, data)
-        await self._submit(event_chunk, run_id, data)
+        await self._write(event_chunk, run_id, data)
         await self._events.publish(run_id, payload)
 
     async def run_events(self, run_id: str) -> AsyncIterator[str]:
@@ -745,75 +689,71 @@ class SqliteStore(SqliteServeQueries):
 
     async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
         if attempts:
-            await self._submit(_lc.attempt_record, list(attempts))
+            await self._write(_lc.attempt_record, list(attempts))
 
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
-        return await self._submit(_lc.attempt_list, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.attempt_list, run_id)
 
     async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
-        return await self._submit(  # type: ignore[no-any-return]
-            _lc.run_retry, run_id, version, now, _run_get, _journal_read, wake=True)
+        return await self._write_wake(
+            _lc.run_retry, run_id, version, now, _run_get, _journal_read)
 
     async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
-        return await self._submit(  # type: ignore[no-any-return]
-            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert, wake=True)
+        return await self._write_wake(
+            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert)
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
-        await self._submit(_lc.run_continue, lease, input, now, wake=True)
+        await self._write_wake(_lc.run_continue, lease, input, now)
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
-        return await self._submit(_lc.journal_archive_read, run_id, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.journal_archive_read, run_id)
 
     async def run_versions(self) -> list[tuple[str | None, str, int]]:
-        return await self._submit(_lc.run_versions, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.run_versions)
 
     async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
-        return await self._submit(_lc.run_version_candidates, version, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.run_version_candidates, version)
 
     async def run_version_set(self, *, run_ids: list[str], from_version: str,
                               to_version: str, now: float) -> list[str]:
-        return await self._submit(  # type: ignore[no-any-return]
-            _lc.run_version_set, list(run_ids), from_version, to_version, now, wake=True)
+        return await self._write_wake(
+            _lc.run_version_set, list(run_ids), from_version, to_version, now)
 
     async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
-        await self._submit(_lc.schedule_upsert, schedule)
+        await self._write(_lc.schedule_upsert, schedule)
 
     async def schedule_list(self) -> list[ScheduleRecord]:
-        return await self._submit(_lc.schedule_list, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.schedule_list)
 
     async def schedule_get(self, name: str) -> ScheduleRecord | None:
-        return await self._submit(_lc.schedule_get, name, write=False)  # type: ignore[no-any-return]
+        return await self._read(_lc.schedule_get, name)
 
     async def schedule_pause(self, *, name: str, paused: bool, next_tick: float | None,
                              now: float) -> bool:
-        return await self._submit(_lc.schedule_pause, name, paused, next_tick, now)  # type: ignore[no-any-return]
+        return await self._write(_lc.schedule_pause, name, paused, next_tick, now)
 
     async def schedule_delete(self, name: str) -> bool:
-        return await self._submit(_lc.schedule_delete, name)  # type: ignore[no-any-return]
+        return await self._write(_lc.schedule_delete, name)
 
     async def schedule_advance(self, *, name: str, expected: float | None,
                                next_tick: float | None, last_tick: float | None,
                                last_run_id: str | None, now: float) -> bool:
-        return await self._submit(  # type: ignore[no-any-return]
+        return await self._write(
             _lc.schedule_advance, name, expected, next_tick, last_tick, last_run_id, now)
 
     async def run_purge(self, *, finished_before: float, statuses: list[str],
                         limit: int = 1000) -> PurgeReport:
-        return await self._submit(_lc.run_purge, finished_before, list(statuses), limit)  # type: ignore[no-any-return]
+        return await self._write(_lc.run_purge, finished_before, list(statuses), limit)
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
-        return await self._submit(_lc.run_erase, run_id, now, _run_get)  # type: ignore[no-any-return]
+        return await self._write(_lc.run_erase, run_id, now, _run_get)
 
 
 # -- operations, run on the writer thread inside a transaction ---------------------------
 
 
 def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]:
-    conn.execute(Q["run_insert"], (
-        run.run_id, run.workflow, run.queue, run.status, run.input, run.created_at,
-        run.updated_at, run.available_at, run.parent_run_id, run.parent_position,
-        run.on_parent_cancel, run.version, run.forked_from, run.forked_at,
-    ))
+    conn.execute(Q["run_insert"], run_params(run))
     created = conn.changes() == 1
     stored = _run_get(conn, run.run_id)
     assert stored is not None
@@ -821,29 +761,18 @@ def _run_insert(conn: apsw.Connection, run: RunRecord) -> tuple[RunRecord, bool]
 
 
 def _run_get(conn: apsw.Connection, run_id: str) -> RunRecord | None:
-    for row in conn.execute(Q["run_get"], (run_id,)):
-        return _run(row)
+    for row in conn.execute(Q["run_get"], {"run_id": run_id}):
+        return run_from_row(row)
     return None
 
 
-_SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
-#: Ids per statement of a many-run read (well under SQLite's variable limit).
-_CHUNK = 500
+_SETTLED = json.dumps(sorted(s.value for s in RunStatus if s.is_settled))
 
 
 def _run_get_many(conn: apsw.Connection, run_ids: tuple[str, ...],
                   settled_only: bool) -> list[RunRecord]:
-    select = Q["run_get"].rsplit("WHERE", 1)[0]
-    out: list[RunRecord] = []
-    for i in range(0, len(run_ids), _CHUNK):
-        ids = run_ids[i:i + _CHUNK]
-        sql = f"{select}WHERE run_id IN ({_placeholders(len(ids))})"
-        params: tuple[str, ...] = ids
-        if settled_only:
-            sql += f" AND status IN ({_placeholders(len(_SETTLED))})"
-            params = ids + _SETTLED
-        out.extend(_run(r) for r in conn.execute(sql, params))
-    return out
+    params = {"run_ids": json.dumps(run_ids), "statuses": _SETTLED if settled_only else None}
+    return [run_from_row(r) for r in conn.execute(Q["run_get_many"], params)]
 
 
 def _run_insert_many(conn: apsw.Connection,
@@ -852,97 +781,66 @@ def _run_insert_many(conn: apsw.Connection,
 
 
 def _run_list(conn: apsw.Connection, status: str | None, limit: int) -> list[RunRecord]:
-    return [_run(r) for r in conn.execute(Q["run_list"], (status, limit))]
+    return [run_from_row(r)
+            for r in conn.execute(Q["run_list"], {"status": status, "limit": limit})]
 
 
 def _journal_read(conn: apsw.Connection, run_id: str) -> list[JournalEntry]:
-    return [_entry(r) for r in conn.execute(Q["journal_read"], (run_id,))]
-
-
-_claim_sql: dict[int, str] = {}
+    return [entry_from_row(r) for r in conn.execute(Q["journal_read"], {"run_id": run_id})]
 
 
 def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]:
     """The concurrency limits of those of ``queues`` that have one."""
-    sql = ("SELECT queue, max_running FROM tether_queue_limits "
-           f"WHERE queue IN ({_placeholders(len(queues))})")
-    return {q: n for q, n in conn.execute(sql, queues)}
+    return {q: n for q, n in conn.execute(Q["queue_limits_of"],
+                                          {"queues": json.dumps(queues)})}
 
 
-class _Filter:
+def _filter(workflows: list[str] | None, version: str | None) -> dict[str, Any]:
     """Which runs a worker may claim: of the workflows it registered (None: any), and
     of its code version or of none (a worker without a version: runs without one)."""
-
-    __slots__ = ("params", "sql")
-
-    def __init__(self, workflows: list[str] | None, version: str | None) -> None:
-        self.sql = (" AND (version IS NULL OR version = ?)"
-                    " AND (? IS NULL OR workflow IN (SELECT value FROM json_each(?)))")
-        names = None if workflows is None else json.dumps(sorted(workflows))
-        self.params: tuple[Any, ...] = (version, names, names)
+    names = None if workflows is None else json.dumps(sorted(workflows))
+    return {"version": version, "workflows": names}
 
 
-_ANY = _Filter(None, None)
+_ANY = _filter(None, None)
 
 
 def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], limit: int,
-               now: float, lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
+               now: float, lease_expires: float,
+               flt: dict[str, Any] = _ANY) -> list[ClaimedRun]:
+    """Claim under a new lease. A limited queue gives at most its limit less the runs
+    held under a lease that has not expired. Atomic across processes: this runs in the
+    writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
     limits = _limits_of(conn, queues)
-    if limits:
-        return _run_claim_limited(conn, worker_id, queues, limits, limit, now, lease_expires,
-                                  flt)
-    sql = _claim_sql.get(len(queues))
-    if sql is None:
-        sql = (
-            "UPDATE tether_runs SET status = 'running', owner = ?, "
-            "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
-            "WHERE run_id IN (SELECT run_id FROM tether_runs "
-            f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ?{flt.sql} "
-            f"ORDER BY available_at LIMIT ?) RETURNING {_RUN_COLS}"
-        )
-        _claim_sql[len(queues)] = sql
-    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *queues, now, *flt.params,
-                                   limit)))
-    return _claimed(conn, worker_id, rows)
-
-
-def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...],
-                       limits: dict[str, int], limit: int, now: float,
-                       lease_expires: float, flt: _Filter = _ANY) -> list[ClaimedRun]:
-    """Claim honouring queue limits: a limited queue gives at most its limit less the
-    runs held under a lease that has not expired. Atomic across processes: this runs in
-    the writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
+    params = {**flt, "worker_id": worker_id, "now": now, "lease_expires": lease_expires}
+    if len(queues) == 1 and not limits:
+        rows = conn.execute(Q["run_claim"], {**params, "queue": queues[0],
+                                             "limit": limit}).fetchall()
+        return _claimed(conn, worker_id, rows)
     candidates: list[Any] = []
-    free = tuple(q for q in queues if q not in limits)
-    if free:
-        sql = ("SELECT run_id, available_at FROM tether_runs "
-               f"WHERE queue IN ({_placeholders(len(free))}) AND available_at <= ?{flt.sql} "
-               "ORDER BY available_at LIMIT ?")
-        candidates += conn.execute(sql, (*free, now, *flt.params, limit)).fetchall()
-    for queue_name, max_running in limits.items():
-        held: Any = conn.execute(Q["queue_held"], (queue_name, now)).fetchall()[0][0]
-        room = min(max_running - held, limit)
+    for queue_name in queues:
+        room = limit
+        if queue_name in limits:
+            held: Any = conn.execute(Q["queue_held"], {"queue": queue_name, "now": now}
+                                     ).fetchall()[0][0]
+            room = min(limits[queue_name] - held, limit)
         if room > 0:
-            sql = ("SELECT run_id, available_at FROM tether_runs "
-                   f"WHERE queue = ? AND available_at <= ?{flt.sql} "
-                   "ORDER BY available_at LIMIT ?")
-            candidates += conn.execute(sql, (queue_name, now, *flt.params, room)).fetchall()
+            candidates += conn.execute(Q["run_claim_candidates"], {
+                **params, "queue": queue_name, "limit": room}).fetchall()
     candidates.sort(key=lambda c: c[1])
     ids = [run_id for run_id, _ in candidates[:limit]]
     if not ids:
         return []
-    sql = ("UPDATE tether_runs SET status = 'running', owner = ?, "
-           "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
-           f"WHERE run_id IN ({_placeholders(len(ids))}) RETURNING {_RUN_COLS}")
-    rows = list(conn.execute(sql, (worker_id, lease_expires, now, *ids)))
+    rows = conn.execute(Q["run_claim_ids"], {**params, "run_ids": json.dumps(ids)}).fetchall()
     rows.sort(key=lambda r: (r[5], r[0]))
     return _claimed(conn, worker_id, rows)
 
 
-def _claimed(conn: apsw.Connection, worker_id: str, rows: list[Any]) -> list[ClaimedRun]:
+def _claimed(conn: apsw.Connection, worker_id: str,
+             rows: list[apsw.SQLiteValues]) -> list[ClaimedRun]:
     claimed = []
     for row in rows:
-        run = _run(row)
+        run = run_from_row(row)
         claimed.append(ClaimedRun(
             run=run,
             lease=Lease(run.run_id, worker_id, run.fencing_token),
@@ -952,16 +850,13 @@ def _claimed(conn: apsw.Connection, worker_id: str, rows: list[Any]) -> list[Cla
 
 
 def _check_lease(conn: apsw.Connection, lease: Lease) -> None:
-    for _ in conn.execute(Q["lease_check"], (lease.run_id, lease.fencing_token)):
+    for _ in conn.execute(Q["lease_check"], lease_params(lease)):
         return
     raise LeaseLost(lease.run_id, lease.fencing_token)
 
 
 def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> None:
-    conn.execute(Q["journal_append"], (
-        lease.run_id, e.position, e.kind, e.name, e.status, e.result, e.error, e.attempts,
-        e.started_at, e.finished_at, e.next_attempt_at, e.args, lease.fencing_token,
-    ))
+    conn.execute(Q["journal_append"], entry_params(lease, e))
     if conn.changes() == 1:
         return
     _check_lease(conn, lease)
@@ -972,24 +867,24 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
 
 def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | None,
                 error: str | None, now: float) -> None:
-    conn.execute(Q["run_finish"], (
-        status, result, error, now, now, lease.run_id, lease.fencing_token,
-    ))
+    conn.execute(Q["run_finish"], {**lease_params(lease), "status": status,
+                                   "result": result, "error": error, "now": now})
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
-    conn.execute(Q["run_wake_waiters"], (now, lease.run_id))
+    conn.execute(Q["run_wake_waiters"], {"now": now, "run_id": lease.run_id})
 
 
 def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> bool:
     """Release the run; True if its queue has a concurrency limit (workers waiting for
     a place should hear of it)."""
-    conn.execute(Q["run_release"], (
-        None, wait.available_at, wait.description, now, lease.run_id, lease.fencing_token,
-        wait.signal, wait.child,
-    ))
+    conn.execute(Q["run_release"], {
+        **lease_params(lease), "available_at": wait.available_at,
+        "waiting_for": wait.description, "now": now, "wait_signal": wait.signal,
+        "wait_child": wait.child,
+    })
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
-    return bool(conn.execute(Q["run_queue_limited"], (lease.run_id,)).fetchall())
+    return bool(conn.execute(Q["run_queue_limited"], {"run_id": lease.run_id}).fetchall())
 
 
 def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
@@ -998,13 +893,15 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
         raise RunNotFound(run_id)
     if run.status != "blocked":
         raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
-    conn.execute(Q["run_resume"], (run_id, now))
-    return _run_get(conn, run_id)  # type: ignore[return-value]
+    conn.execute(Q["run_resume"], {"run_id": run_id, "now": now})
+    resumed = _run_get(conn, run_id)
+    assert resumed is not None  # read above, in this transaction
+    return resumed
 
 
 def _run_set_status_info(conn: apsw.Connection, lease: Lease, info: str | None,
                          now: float) -> None:
-    conn.execute(Q["run_set_status_info"], (info, now, lease.run_id, lease.fencing_token))
+    conn.execute(Q["run_set_status_info"], {**lease_params(lease), "info": info, "now": now})
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
 
@@ -1014,32 +911,34 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
     run = _run_get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
+    by_key = {"run_id": run_id, "idempotency_key": key}
     if run.status.is_ended:
         # A retried send of a signal the run already got is not an error.
-        known: list[Any] = (conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()
+        known: list[Any] = (conn.execute(Q["signal_find_key"], by_key).fetchall()
                             if key else [])
         if known:
             return SignalSent(signal_id=int(known[0][0]), created=False)
         raise SignalError(f"run {run_id!r} has ended ({run.status}); signal {name!r} not sent")
-    conn.execute(Q["signal_insert"], (run_id, name, payload, key, now))
+    conn.execute(Q["signal_insert"], {**by_key, "name": name, "payload": payload, "now": now})
     if conn.changes() == 1:
         signal_id = conn.last_insert_rowid()
         created = True
     else:
-        row: Any = conn.execute(Q["signal_find_key"], (run_id, key)).fetchall()[0]
+        row: Any = conn.execute(Q["signal_find_key"], by_key).fetchall()[0]
         signal_id = int(row[0])
         created = False
-    conn.execute(Q["signal_wake"], (run_id, name, now))
+    conn.execute(Q["signal_wake"], {"run_id": run_id, "name": name, "now": now})
     return SignalSent(signal_id=signal_id, created=created)
 
 
 def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
                  deadline: float | None, now: float, timeout_error: str) -> JournalEntry | None:
     _check_lease(conn, lease)
-    rows: list[Any] = conn.execute(Q["signal_oldest"], (lease.run_id, name)).fetchall()
+    rows: list[Any] = conn.execute(Q["signal_oldest"],
+                                   {"run_id": lease.run_id, "name": name}).fetchall()
     if rows:
         signal_id, payload = int(rows[0][0]), rows[0][1]
-        conn.execute(Q["signal_consume"], (position, signal_id))
+        conn.execute(Q["signal_consume"], {"position": position, "signal_id": signal_id})
         entry = JournalEntry(position, OperationKind.SIGNAL, name, EntryStatus.OK,
                              result=payload, attempts=1, finished_at=now)
     elif deadline is not None and now >= deadline:
@@ -1061,18 +960,20 @@ def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
 
 
 def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) -> list[str]:
-    rows: list[Any] = conn.execute(Q["run_children_cancel"], (parent_run_id, now)).fetchall()
+    rows = conn.execute(Q["run_children_cancel"],
+                        {"parent_run_id": parent_run_id, "now": now}).fetchall()
     for child_id, status in rows:
         if status == "cancelled":  # was blocked: it has ended, like a finish
-            conn.execute(Q["run_wake_waiters"], (now, child_id))
-    return sorted(r[0] for r in rows)
+            conn.execute(Q["run_wake_waiters"], {"now": now, "run_id": child_id})
+    return sorted(str(r[0]) for r in rows)
 
 
 def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
-    conn.execute(Q["run_cancel_blocked"], (run_id, now))
+    params = {"run_id": run_id, "now": now}
+    conn.execute(Q["run_cancel_blocked"], params)
     if conn.changes():  # a cancelled blocked run has ended: wake a parent waiting for it
-        conn.execute(Q["run_wake_waiters"], (now, run_id))
-    conn.execute(Q["run_cancel"], (run_id, now))
+        conn.execute(Q["run_wake_waiters"], params)
+    conn.execute(Q["run_cancel"], params)
     run = _run_get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
@@ -1082,31 +983,34 @@ def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
 def _lease_heartbeat(conn: apsw.Connection, worker_id: str, now: float,
                      lease_expires: float) -> HeartbeatResult:
     result = HeartbeatResult()
-    for run_id, cancel in conn.execute(Q["lease_heartbeat"], (lease_expires, worker_id)):
+    for run_id, cancel in conn.execute(Q["lease_heartbeat"], {
+            "lease_expires": lease_expires, "worker_id": worker_id}):
         result.owned.add(run_id)
         if cancel:
             result.cancel_requested.add(run_id)
-    conn.execute(Q["worker_touch"], (now, worker_id))
+    conn.execute(Q["worker_touch"], {"now": now, "worker_id": worker_id})
     return result
 
 
 def _lease_expire_owner(conn: apsw.Connection, worker_id: str, now: float) -> int:
-    conn.execute(Q["lease_expire_owner"], (now, worker_id))
+    conn.execute(Q["lease_expire_owner"], {"now": now, "worker_id": worker_id})
     n: int = conn.changes()
-    conn.execute(Q["worker_delete"], (worker_id,))
+    conn.execute(Q["worker_delete"], {"worker_id": worker_id})
     return n
 
 
 def _worker_register(conn: apsw.Connection, info: WorkerInfo) -> None:
-    conn.execute(Q["worker_register"], (
-        info.worker_id, info.hostname, info.pid, info.pid_start, info.queues,
-        info.started_at, info.heartbeat_at,
-    ))
+    conn.execute(Q["worker_register"], {
+        "worker_id": info.worker_id, "hostname": info.hostname, "pid": info.pid,
+        "pid_start": info.pid_start, "queues": info.queues, "started_at": info.started_at,
+        "heartbeat_at": info.heartbeat_at,
+    })
 
 
 def _worker_unregister(conn: apsw.Connection, worker_id: str, now: float) -> None:
-    conn.execute(Q["worker_release_runs"], (now, now, worker_id))
-    conn.execute(Q["worker_delete"], (worker_id,))
+    params = {"now": now, "worker_id": worker_id}
+    conn.execute(Q["worker_release_runs"], params)
+    conn.execute(Q["worker_delete"], params)
 
 
 def _worker_list(conn: apsw.Connection) -> list[WorkerInfo]:
@@ -1115,7 +1019,7 @@ def _worker_list(conn: apsw.Connection) -> list[WorkerInfo]:
 
 def _workflow_register(conn: apsw.Connection, workflows: dict[str, str], now: float) -> None:
     for name, queue_name in workflows.items():
-        conn.execute(Q["workflow_register"], (name, queue_name, now))
+        conn.execute(Q["workflow_register"], {"name": name, "queue": queue_name, "now": now})
 
 
 def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
@@ -1123,81 +1027,73 @@ def _workflow_list(conn: apsw.Connection) -> dict[str, str]:
 
 
 def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...],
-                       flt: _Filter = _ANY) -> float | None:
+                       flt: dict[str, Any] = _ANY) -> float | None:
     """The earliest claimable time; for a queue at its limit, the earliest lease expiry
     of its running runs (a run's end wakes workers sooner), so that workers do not spin
     on runs they may not claim."""
     limits = _limits_of(conn, queues)
-    free = tuple(q for q in queues if q not in limits)
     times: list[float] = []
-    if free:
-        sql = (
-            "SELECT MIN(available_at) FROM tether_runs "
-            f"WHERE queue IN ({_placeholders(len(free))}) AND available_at IS NOT NULL"
-            f"{flt.sql}"
-        )
-        times += [v for (v,) in conn.execute(sql, (*free, *flt.params)) if v is not None]
-    for queue_name, max_running in limits.items():
-        row: Any = conn.execute(Q["queue_running"], (queue_name,)).fetchall()[0]
-        running, expiry = row
-        if running >= max_running:
-            if expiry is not None:
-                times.append(expiry)
-            continue
-        sql = ("SELECT MIN(available_at) FROM tether_runs "
-               f"WHERE queue = ? AND available_at IS NOT NULL{flt.sql}")
-        times += [v for (v,) in conn.execute(sql, (queue_name, *flt.params))
-                  if v is not None]
+    for queue_name in queues:
+        if queue_name in limits:
+            row: Any = conn.execute(Q["queue_running"], {"queue": queue_name}).fetchall()[0]
+            running, expiry = row
+            if running >= limits[queue_name]:
+                if expiry is not None:
+                    times.append(expiry)
+                continue
+        times += [v for (v,) in conn.execute(Q["queue_next_available"],
+                                             {**flt, "queue": queue_name}) if v is not None]
     return min(times) if times else None
 
 
 def _run_metrics_set(conn: apsw.Connection, lease: Lease, metrics: str, now: float) -> None:
-    conn.execute(Q["run_metrics_set"], (metrics, now, lease.run_id, lease.fencing_token))
+    conn.execute(Q["run_metrics_set"], {**lease_params(lease), "metrics": metrics, "now": now})
     if conn.changes() != 1:
         raise LeaseLost(lease.run_id, lease.fencing_token)
 
 
 def _blob_put(conn: apsw.Connection, blobs_json: str) -> None:
-    conn.execute(Q["blob_put"], (blobs_json,))
+    conn.execute(Q["blob_put"], {"blobs": blobs_json})
 
 
 def _blob_get(conn: apsw.Connection, keys_json: str) -> dict[str, str]:
-    return {k: v for k, v in conn.execute(Q["blob_get"], (keys_json,))}
+    return {k: v for k, v in conn.execute(Q["blob_get"], {"keys": keys_json})}
 
 
 def _kv_get(conn: apsw.Connection, key: str) -> tuple[str, int] | None:
-    row: Any
-    for row in conn.execute(Q["kv_get"], (key,)):
-        return str(row[0]), int(row[1])
+    for value, version in conn.execute(Q["kv_get"], {"key": key}):
+        return str(value), int(version)
     return None
 
 
 def _kv_cas(conn: apsw.Connection, key: str, value: str, version: int | None,
             now: float) -> bool:
+    params = {"key": key, "value": value, "now": now}
     if version is None:
-        conn.execute(Q["kv_insert"], (key, value, now))
+        conn.execute(Q["kv_insert"], params)
     else:
-        conn.execute(Q["kv_update"], (value, now, key, version))
+        conn.execute(Q["kv_update"], {**params, "version": version})
     return conn.changes() == 1
 
 
 def _rate_acquire(conn: apsw.Connection, key: str, limit: float, period: float,
                   amount: float, now: float) -> float:
-    rows: list[Any] = conn.execute(Q["rate_get"], (key,)).fetchall()
+    rows: list[Any] = conn.execute(Q["rate_get"], {"key": key}).fetchall()
     tokens, updated_at = rows[0] if rows else (None, None)
     wait, left, last = bucket_take(tokens, updated_at, limit=limit, period=period,
                                    amount=amount, now=now)
     if wait == 0.0:
-        conn.execute(Q["rate_put"], (key, left, last))
+        conn.execute(Q["rate_put"], {"key": key, "tokens": left, "updated_at": last})
     return wait
 
 
 def _queue_limit_set(conn: apsw.Connection, queue_name: str, limit: int | None,
                      now: float) -> None:
     if limit is None:
-        conn.execute(Q["queue_limit_delete"], (queue_name,))
+        conn.execute(Q["queue_limit_delete"], {"queue": queue_name})
     else:
-        conn.execute(Q["queue_limit_set"], (queue_name, limit, now))
+        conn.execute(Q["queue_limit_set"], {"queue": queue_name, "max_running": limit,
+                                            "now": now})
 
 
 def _queue_limits(conn: apsw.Connection) -> dict[str, int]:

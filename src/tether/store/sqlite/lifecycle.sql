@@ -5,7 +5,8 @@
 -- Record or update one execution attempt of a step (history, not fenced).
 INSERT INTO tether_attempts (attempt_id, run_id, generation, position, name, attempt,
                              worker_id, status, started_at, finished_at, error)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+VALUES (:attempt_id, :run_id, :generation, :position, :name, :attempt, :worker_id, :status,
+        :started_at, :finished_at, :error)
 ON CONFLICT (attempt_id) DO UPDATE SET
     status = excluded.status, finished_at = excluded.finished_at, error = excluded.error;
 
@@ -13,34 +14,34 @@ ON CONFLICT (attempt_id) DO UPDATE SET
 -- A run's attempts, in the order they started.
 SELECT attempt_id, run_id, generation, position, name, attempt, worker_id, status,
        started_at, finished_at, error
-FROM tether_attempts WHERE run_id = ? ORDER BY generation, position, started_at, attempt;
+FROM tether_attempts WHERE run_id = :run_id ORDER BY generation, position, started_at, attempt;
 
 -- run_retry --
 -- A failed, blocked or cancelled run becomes runnable again.
 UPDATE tether_runs
 SET status = 'queued', result = NULL, error = NULL, finished_at = NULL, owner = NULL,
-    available_at = ?2, updated_at = ?2, cancel_requested = 0, waiting_for = NULL,
-    wait_signal = NULL, wait_child = NULL, version = ?3
-WHERE run_id = ?1 AND status IN ('failed', 'blocked', 'cancelled');
+    available_at = :now, updated_at = :now, cancel_requested = 0, waiting_for = NULL,
+    wait_signal = NULL, wait_child = NULL, version = :version
+WHERE run_id = :run_id AND status IN ('failed', 'blocked', 'cancelled');
 
 -- journal_delete_at --
 -- Forget one journal entry.
-DELETE FROM tether_journal WHERE run_id = ? AND position = ?;
+DELETE FROM tether_journal WHERE run_id = :run_id AND position = :position;
 
 -- journal_reset_at --
 -- A failed step runs again with a fresh attempt count (its last error stays visible).
 UPDATE tether_journal
 SET status = 'pending', attempts = 0, next_attempt_at = NULL, finished_at = NULL,
     started_at = NULL
-WHERE run_id = ? AND position = ?;
+WHERE run_id = :run_id AND position = :position;
 
 -- journal_copy --
 -- A fork's journal: the source's entries before a position.
 INSERT INTO tether_journal (run_id, position, kind, name, status, result, error, attempts,
                             started_at, finished_at, next_attempt_at, args, fencing_token)
-SELECT ?1, position, kind, name, status, result, error, attempts, started_at,
+SELECT :run_id, position, kind, name, status, result, error, attempts, started_at,
        finished_at, next_attempt_at, args, 0
-FROM tether_journal WHERE run_id = ?2 AND position < ?3;
+FROM tether_journal WHERE run_id = :source_run_id AND position < :position;
 
 -- journal_archive --
 -- Keep a generation's journal when the run continues as new.
@@ -50,25 +51,25 @@ INSERT INTO tether_journal_archive (run_id, generation, position, kind, name, st
 SELECT j.run_id, r.generation, j.position, j.kind, j.name, j.status, j.result, j.error,
        j.attempts, j.started_at, j.finished_at, j.next_attempt_at, j.args,
        CASE WHEN j.position = 0 THEN r.input END
-FROM tether_journal j JOIN tether_runs r ON r.run_id = j.run_id WHERE j.run_id = ?;
+FROM tether_journal j JOIN tether_runs r ON r.run_id = j.run_id WHERE j.run_id = :run_id;
 
 -- journal_clear --
 -- Empty a run's journal.
-DELETE FROM tether_journal WHERE run_id = ?;
+DELETE FROM tether_journal WHERE run_id = :run_id;
 
 -- run_continue --
 -- The run continues as new: next generation, new input, runnable at once.
 UPDATE tether_runs
-SET status = 'queued', input = ?3, generation = generation + 1, owner = NULL,
-    available_at = ?4, updated_at = ?4, waiting_for = NULL, wait_signal = NULL,
+SET status = 'queued', input = :input, generation = generation + 1, owner = NULL,
+    available_at = :now, updated_at = :now, waiting_for = NULL, wait_signal = NULL,
     wait_child = NULL, status_info = NULL
-WHERE run_id = ?1 AND fencing_token = ?2 AND status = 'running';
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- journal_archive_read --
 -- A run's archived journals.
 SELECT generation, position, kind, name, status, result, error, attempts, started_at,
        finished_at, next_attempt_at, args, input
-FROM tether_journal_archive WHERE run_id = ? ORDER BY generation, position;
+FROM tether_journal_archive WHERE run_id = :run_id ORDER BY generation, position;
 
 -- run_versions --
 -- Runs per code version and status.
@@ -78,18 +79,19 @@ ORDER BY version, status;
 -- run_version_candidates --
 -- Unfinished runs of a version.
 SELECT run_id, workflow FROM tether_runs
-WHERE version = ? AND status NOT IN ('completed', 'failed', 'cancelled') ORDER BY run_id;
+WHERE version = :version AND status NOT IN ('completed', 'failed', 'cancelled') ORDER BY run_id;
 
 -- run_version_set --
 -- Move one unfinished run to another version (not while a worker holds it).
-UPDATE tether_runs SET version = ?3, updated_at = ?4
-WHERE run_id = ?1 AND version = ?2 AND status NOT IN ('completed', 'failed', 'cancelled', 'running');
+UPDATE tether_runs SET version = :to_version, updated_at = :now
+WHERE run_id = :run_id AND version = :from_version AND status NOT IN ('completed', 'failed', 'cancelled', 'running');
 
 -- schedule_upsert --
 -- Create or redefine a schedule (its pause state and last tick are kept).
 INSERT INTO tether_schedules (name, workflow, queue, cron, timezone, input, overlap, catchup,
                               catchup_max, paused, next_tick, version, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11, ?12, ?12)
+VALUES (:name, :workflow, :queue, :cron, :timezone, :input, :overlap, :catchup, :catchup_max,
+        0, :next_tick, :version, :updated_at, :updated_at)
 ON CONFLICT (name) DO UPDATE SET
     workflow = excluded.workflow, queue = excluded.queue, input = excluded.input,
     overlap = excluded.overlap, catchup = excluded.catchup,
@@ -110,33 +112,96 @@ FROM tether_schedules ORDER BY name;
 -- One schedule.
 SELECT name, workflow, queue, cron, timezone, input, overlap, catchup, catchup_max, paused,
        next_tick, last_tick, last_run_id, version, created_at, updated_at
-FROM tether_schedules WHERE name = ?;
+FROM tether_schedules WHERE name = :name;
 
 -- schedule_pause --
 -- Pause or resume a schedule; resuming sets the next tick.
 UPDATE tether_schedules
-SET paused = ?2, updated_at = ?3, next_tick = coalesce(?4, next_tick) WHERE name = ?1;
+SET paused = :paused, updated_at = :now, next_tick = coalesce(:next_tick, next_tick)
+WHERE name = :name;
 
 -- schedule_delete --
 -- Forget a schedule (its runs stay).
-DELETE FROM tether_schedules WHERE name = ?;
+DELETE FROM tether_schedules WHERE name = :name;
 
 -- schedule_advance --
 -- Move a schedule's next tick on, only if no other worker did it first.
 UPDATE tether_schedules
-SET next_tick = ?3, last_tick = coalesce(?4, last_tick),
-    last_run_id = coalesce(?5, last_run_id), updated_at = ?6
-WHERE name = ?1 AND next_tick IS ?2;
+SET next_tick = :next_tick, last_tick = coalesce(:last_tick, last_tick),
+    last_run_id = coalesce(:last_run_id, last_run_id), updated_at = :now
+WHERE name = :name AND next_tick IS :expected;
 
 -- purge_candidates --
 -- Finished runs older than a time, of some statuses (JSON array), oldest first; not a
 -- run with an unfinished child, nor a child whose parent has not ended (it may still
 -- read the child's outcome).
 SELECT run_id FROM tether_runs
-WHERE finished_at IS NOT NULL AND finished_at < ?1
-  AND status IN (SELECT value FROM json_each(?2))
+WHERE finished_at IS NOT NULL AND finished_at < :finished_before
+  AND status IN (SELECT value FROM json_each(:statuses))
   AND NOT EXISTS (SELECT 1 FROM tether_runs c WHERE c.parent_run_id = tether_runs.run_id
                   AND c.status NOT IN ('completed', 'failed', 'cancelled'))
   AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
                   AND p.status NOT IN ('completed', 'failed', 'cancelled'))
-ORDER BY finished_at LIMIT ?3;
+ORDER BY finished_at LIMIT :limit;
+
+-- lease_check --
+-- Whether a lease is current (continue-as-new is a fenced write).
+SELECT 1 FROM tether_runs
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
+
+-- run_delete_journal --
+-- Purge: a run's journal entries.
+DELETE FROM tether_journal WHERE run_id = :run_id;
+
+-- run_delete_archive --
+-- Purge: a run's archived journals.
+DELETE FROM tether_journal_archive WHERE run_id = :run_id;
+
+-- run_delete_attempts --
+-- Purge: a run's attempts.
+DELETE FROM tether_attempts WHERE run_id = :run_id;
+
+-- run_delete_signals --
+-- Purge: a run's signals.
+DELETE FROM tether_signals WHERE run_id = :run_id;
+
+-- run_delete --
+-- Purge: the run itself (after its rows above).
+DELETE FROM tether_runs WHERE run_id = :run_id;
+
+-- erase_run --
+-- Erase: the run's payloads become the marker; its shape and times stay.
+UPDATE tether_runs
+SET input = :marker, result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
+    error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
+    status_info = NULL, erased_at = :now, updated_at = :now
+WHERE run_id = :run_id;
+
+-- erase_journal --
+-- Erase: the payloads of the run's journal entries.
+UPDATE tether_journal
+SET result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
+    error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
+    args = CASE WHEN args IS NULL THEN NULL ELSE :marker END
+WHERE run_id = :run_id;
+
+-- erase_archive --
+-- Erase: the payloads of the run's archived journals.
+UPDATE tether_journal_archive
+SET result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
+    error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
+    args = CASE WHEN args IS NULL THEN NULL ELSE :marker END
+WHERE run_id = :run_id;
+
+-- erase_archive_inputs --
+-- Erase: the inputs kept with archived journals.
+UPDATE tether_journal_archive SET input = :marker
+WHERE run_id = :run_id AND input IS NOT NULL;
+
+-- erase_attempts --
+-- Erase: the errors of the run's attempts.
+UPDATE tether_attempts SET error = :marker WHERE run_id = :run_id AND error IS NOT NULL;
+
+-- erase_signals --
+-- Erase: the payloads of the run's signals.
+UPDATE tether_signals SET payload = :marker WHERE run_id = :run_id AND payload IS NOT NULL;

@@ -1,9 +1,28 @@
+-- schema_tables --
+-- The names of the file's tables (an empty list: a new store).
+SELECT name FROM sqlite_master WHERE type = 'table';
+
+-- schema_applied --
+-- The versions of the migrations applied to the file.
+SELECT version FROM tether_schema_version;
+
+-- schema_version_create --
+-- The table of applied migrations (the first migration's transaction creates it).
+CREATE TABLE IF NOT EXISTS tether_schema_version
+    (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);
+
+-- schema_version_insert --
+-- Record one migration as applied.
+INSERT INTO tether_schema_version VALUES (:version, :name, :applied_at);
+
 -- run_insert --
 -- Insert a run unless one with its id exists (start is idempotent on run_id).
 INSERT INTO tether_runs (run_id, workflow, queue, status, input, created_at, updated_at,
                          available_at, parent_run_id, parent_position, on_parent_cancel,
                          version, forked_from, forked_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:run_id, :workflow, :queue, :status, :input, :created_at, :updated_at,
+        :available_at, :parent_run_id, :parent_position, :on_parent_cancel,
+        :version, :forked_from, :forked_at)
 ON CONFLICT (run_id) DO NOTHING;
 
 -- run_get --
@@ -12,7 +31,7 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
-FROM tether_runs WHERE run_id = ?;
+FROM tether_runs WHERE run_id = :run_id;
 
 -- run_list --
 -- Runs, newest first, optionally of one status.
@@ -20,22 +39,25 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
-FROM tether_runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id LIMIT ?2;
+FROM tether_runs WHERE (:status IS NULL OR status = :status)
+ORDER BY created_at DESC, run_id LIMIT :limit;
 
 -- journal_read --
 -- A run's journal in position order.
 SELECT position, kind, name, status, result, error, attempts, started_at, finished_at,
        next_attempt_at, args
-FROM tether_journal WHERE run_id = ? ORDER BY position;
+FROM tether_journal WHERE run_id = :run_id ORDER BY position;
 
 -- journal_append --
 -- Record one operation's outcome; writes nothing if the caller's lease was taken over,
 -- and never overwrites a final entry.
 INSERT INTO tether_journal (run_id, position, kind, name, status, result, error, attempts,
                             started_at, finished_at, next_attempt_at, args, fencing_token)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+SELECT :run_id, :position, :kind, :name, :status, :result, :error, :attempts,
+       :started_at, :finished_at, :next_attempt_at, :args, :fencing_token
 WHERE EXISTS (SELECT 1 FROM tether_runs
-              WHERE run_id = ?1 AND fencing_token = ?13 AND status = 'running')
+              WHERE run_id = :run_id AND fencing_token = :fencing_token
+                AND status = 'running')
 ON CONFLICT (run_id, position) DO UPDATE SET
     kind = excluded.kind, name = excluded.name,
     status = excluded.status, result = excluded.result, error = excluded.error,
@@ -45,127 +67,132 @@ WHERE tether_journal.status = 'pending';
 
 -- lease_check --
 -- Whether a lease is current.
-SELECT 1 FROM tether_runs WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+SELECT 1 FROM tether_runs
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- run_finish --
 -- End a run under the caller's lease.
 UPDATE tether_runs
-SET status = ?, result = ?, error = ?, finished_at = ?, updated_at = ?, owner = NULL,
+SET status = :status, result = :result, error = :error, finished_at = :now,
+    updated_at = :now, owner = NULL,
     available_at = NULL, waiting_for = NULL, wait_signal = NULL, wait_child = NULL
-WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- run_wake_waiters --
 -- A run ended: runs waiting for it as a child become claimable.
-UPDATE tether_runs SET available_at = ?1, updated_at = ?1
-WHERE wait_child = ?2 AND status = 'waiting';
+UPDATE tether_runs SET available_at = :now, updated_at = :now
+WHERE wait_child = :run_id AND status = 'waiting';
 
 -- run_release --
 -- Hand a run back to wait; claimable at once if what it waits for already happened.
 UPDATE tether_runs
-SET status = 'waiting', owner = NULL, waiting_for = ?3, updated_at = ?4,
-    wait_signal = ?7, wait_child = ?8,
+SET status = 'waiting', owner = NULL, waiting_for = :waiting_for, updated_at = :now,
+    wait_signal = :wait_signal, wait_child = :wait_child,
     available_at = CASE
-        WHEN cancel_requested THEN ?4
-        WHEN ?7 IS NOT NULL AND EXISTS (
+        WHEN cancel_requested THEN :now
+        WHEN :wait_signal IS NOT NULL AND EXISTS (
             SELECT 1 FROM tether_signals s
-            WHERE s.run_id = ?5 AND s.name = ?7 AND s.consumed_position IS NULL) THEN ?4
-        WHEN ?8 IS NOT NULL AND EXISTS (
+            WHERE s.run_id = :run_id AND s.name = :wait_signal
+              AND s.consumed_position IS NULL) THEN :now
+        WHEN :wait_child IS NOT NULL AND EXISTS (
             SELECT 1 FROM tether_runs c
-            WHERE c.run_id = ?8 AND c.status IN ('completed', 'failed', 'cancelled')) THEN ?4
-        ELSE ?2 END
-WHERE run_id = ?5 AND fencing_token = ?6 AND status = 'running';
+            WHERE c.run_id = :wait_child
+              AND c.status IN ('completed', 'failed', 'cancelled')) THEN :now
+        ELSE :available_at END
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- run_resume --
 -- An operator makes a blocked run claimable again.
-UPDATE tether_runs SET status = 'queued', available_at = ?2, updated_at = ?2, error = NULL
-WHERE run_id = ?1 AND status = 'blocked';
+UPDATE tether_runs SET status = 'queued', available_at = :now, updated_at = :now, error = NULL
+WHERE run_id = :run_id AND status = 'blocked';
 
 -- run_set_status_info --
 -- Publish a run's live status under the caller's lease.
-UPDATE tether_runs SET status_info = ?, updated_at = ?
-WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+UPDATE tether_runs SET status_info = :info, updated_at = :now
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- signal_insert --
 -- Store a signal; a repeated idempotency key stores nothing.
 INSERT INTO tether_signals (run_id, name, payload, idempotency_key, created_at)
-VALUES (?, ?, ?, ?, ?)
+VALUES (:run_id, :name, :payload, :idempotency_key, :now)
 ON CONFLICT (run_id, idempotency_key) DO NOTHING;
 
 -- signal_find_key --
 -- The signal stored under an idempotency key.
-SELECT signal_id FROM tether_signals WHERE run_id = ? AND idempotency_key = ?;
+SELECT signal_id FROM tether_signals
+WHERE run_id = :run_id AND idempotency_key = :idempotency_key;
 
 -- signal_wake --
 -- A run waiting for this signal becomes claimable.
-UPDATE tether_runs SET available_at = ?3, updated_at = ?3
-WHERE run_id = ?1 AND status = 'waiting' AND wait_signal = ?2;
+UPDATE tether_runs SET available_at = :now, updated_at = :now
+WHERE run_id = :run_id AND status = 'waiting' AND wait_signal = :name;
 
 -- signal_oldest --
 -- The oldest pending signal of a name.
 SELECT signal_id, payload FROM tether_signals
-WHERE run_id = ? AND name = ? AND consumed_position IS NULL
+WHERE run_id = :run_id AND name = :name AND consumed_position IS NULL
 ORDER BY signal_id LIMIT 1;
 
 -- signal_consume --
 -- Mark a signal consumed by the wait at a position.
-UPDATE tether_signals SET consumed_position = ? WHERE signal_id = ?;
+UPDATE tether_signals SET consumed_position = :position WHERE signal_id = :signal_id;
 
 -- run_children_cancel --
 -- Ask a run's unfinished children whose policy is cancel to cancel; a blocked child has
 -- no code that could observe it, so it ends cancelled at once (as run_cancel_blocked).
 UPDATE tether_runs
-SET cancel_requested = 1, updated_at = ?2,
-    finished_at = CASE WHEN status = 'blocked' THEN ?2 ELSE finished_at END,
+SET cancel_requested = 1, updated_at = :now,
+    finished_at = CASE WHEN status = 'blocked' THEN :now ELSE finished_at END,
     owner = CASE WHEN status = 'blocked' THEN NULL ELSE owner END,
     available_at = CASE WHEN status = 'blocked' THEN NULL
-                        WHEN status IN ('queued', 'waiting') THEN ?2 ELSE available_at END,
+                        WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END,
     status = CASE WHEN status = 'blocked' THEN 'cancelled' ELSE status END
-WHERE parent_run_id = ?1 AND on_parent_cancel = 'cancel'
+WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
   AND status NOT IN ('completed', 'failed', 'cancelled')
 RETURNING run_id, status;
 
 -- run_cancel --
 -- Ask a run to cancel; a queued or waiting run becomes claimable now.
 UPDATE tether_runs
-SET cancel_requested = 1, updated_at = ?2,
-    available_at = CASE WHEN status IN ('queued', 'waiting') THEN ?2 ELSE available_at END
-WHERE run_id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled');
+SET cancel_requested = 1, updated_at = :now,
+    available_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END
+WHERE run_id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled');
 
 -- run_cancel_blocked --
 -- A blocked run has no code that could observe a cancel: end it at once.
 UPDATE tether_runs
-SET status = 'cancelled', cancel_requested = 1, updated_at = ?2, finished_at = ?2,
+SET status = 'cancelled', cancel_requested = 1, updated_at = :now, finished_at = :now,
     owner = NULL, available_at = NULL
-WHERE run_id = ?1 AND status = 'blocked';
+WHERE run_id = :run_id AND status = 'blocked';
 
 -- lease_heartbeat --
 -- Extend every lease a worker holds; report which it still holds.
-UPDATE tether_runs SET available_at = ?
-WHERE owner = ? AND status = 'running'
+UPDATE tether_runs SET available_at = :lease_expires
+WHERE owner = :worker_id AND status = 'running'
 RETURNING run_id, cancel_requested;
 
 -- worker_touch --
 -- Mark a worker alive.
-UPDATE tether_workers SET heartbeat_at = ? WHERE worker_id = ?;
+UPDATE tether_workers SET heartbeat_at = :now WHERE worker_id = :worker_id;
 
 -- lease_expire_owner --
 -- Make a dead worker's runs claimable at once.
-UPDATE tether_runs SET available_at = ? WHERE owner = ? AND status = 'running';
+UPDATE tether_runs SET available_at = :now WHERE owner = :worker_id AND status = 'running';
 
 -- worker_register --
 -- Record a live worker.
 INSERT OR REPLACE INTO tether_workers
     (worker_id, hostname, pid, pid_start, queues, started_at, heartbeat_at)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+VALUES (:worker_id, :hostname, :pid, :pid_start, :queues, :started_at, :heartbeat_at);
 
 -- worker_delete --
 -- Forget a worker.
-DELETE FROM tether_workers WHERE worker_id = ?;
+DELETE FROM tether_workers WHERE worker_id = :worker_id;
 
 -- worker_release_runs --
 -- A stopping worker hands its runs back to the queue.
-UPDATE tether_runs SET status = 'queued', owner = NULL, available_at = ?, updated_at = ?
-WHERE owner = ? AND status = 'running';
+UPDATE tether_runs SET status = 'queued', owner = NULL, available_at = :now, updated_at = :now
+WHERE owner = :worker_id AND status = 'running';
 
 -- worker_list --
 -- Known workers.
@@ -174,7 +201,7 @@ FROM tether_workers ORDER BY started_at;
 
 -- workflow_register --
 -- Record a workflow name and its queue.
-INSERT INTO tether_workflows (name, queue, updated_at) VALUES (?, ?, ?)
+INSERT INTO tether_workflows (name, queue, updated_at) VALUES (:name, :queue, :now)
 ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, updated_at = excluded.updated_at;
 
 -- workflow_list --
@@ -183,48 +210,49 @@ SELECT name, queue FROM tether_workflows ORDER BY name;
 
 -- run_metrics_set --
 -- Replace a run's metrics under the caller's lease.
-UPDATE tether_runs SET metrics = ?, updated_at = ?
-WHERE run_id = ? AND fencing_token = ? AND status = 'running';
+UPDATE tether_runs SET metrics = :metrics, updated_at = :now
+WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- blob_put --
 -- Store texts given as one JSON object {key: text}; a key already stored is kept.
-INSERT OR IGNORE INTO tether_blobs (key, value) SELECT key, value FROM json_each(?);
+INSERT OR IGNORE INTO tether_blobs (key, value) SELECT key, value FROM json_each(:blobs);
 
 -- blob_get --
 -- The stored texts of the keys given as one JSON array.
-SELECT key, value FROM tether_blobs WHERE key IN (SELECT value FROM json_each(?));
+SELECT key, value FROM tether_blobs WHERE key IN (SELECT value FROM json_each(:keys));
 
 -- kv_get --
 -- A shared value and its version.
-SELECT value, version FROM tether_kv WHERE key = ?;
+SELECT value, version FROM tether_kv WHERE key = :key;
 
 -- kv_insert --
 -- Create a shared value at version 1 unless the key exists.
-INSERT INTO tether_kv (key, value, version, updated_at) VALUES (?, ?, 1, ?)
+INSERT INTO tether_kv (key, value, version, updated_at) VALUES (:key, :value, 1, :now)
 ON CONFLICT (key) DO NOTHING;
 
 -- kv_update --
 -- Replace a shared value if its version is still the one the caller read.
-UPDATE tether_kv SET value = ?1, version = version + 1, updated_at = ?2
-WHERE key = ?3 AND version = ?4;
+UPDATE tether_kv SET value = :value, version = version + 1, updated_at = :now
+WHERE key = :key AND version = :version;
 
 -- rate_get --
 -- A token bucket's state.
-SELECT tokens, updated_at FROM tether_rate_buckets WHERE key = ?;
+SELECT tokens, updated_at FROM tether_rate_buckets WHERE key = :key;
 
 -- rate_put --
 -- Write a token bucket's state after a take.
-INSERT INTO tether_rate_buckets (key, tokens, updated_at) VALUES (?1, ?2, ?3)
-ON CONFLICT (key) DO UPDATE SET tokens = ?2, updated_at = ?3;
+INSERT INTO tether_rate_buckets (key, tokens, updated_at) VALUES (:key, :tokens, :updated_at)
+ON CONFLICT (key) DO UPDATE SET tokens = :tokens, updated_at = :updated_at;
 
 -- queue_limit_set --
 -- Set a queue's concurrency limit.
-INSERT INTO tether_queue_limits (queue, max_running, updated_at) VALUES (?1, ?2, ?3)
-ON CONFLICT (queue) DO UPDATE SET max_running = ?2, updated_at = ?3;
+INSERT INTO tether_queue_limits (queue, max_running, updated_at)
+VALUES (:queue, :max_running, :now)
+ON CONFLICT (queue) DO UPDATE SET max_running = :max_running, updated_at = :now;
 
 -- queue_limit_delete --
 -- Remove a queue's concurrency limit.
-DELETE FROM tether_queue_limits WHERE queue = ?;
+DELETE FROM tether_queue_limits WHERE queue = :queue;
 
 -- queue_limits --
 -- Every queue with a concurrency limit.
@@ -233,18 +261,77 @@ SELECT queue, max_running FROM tether_queue_limits ORDER BY queue;
 -- queue_held --
 -- Runs of a queue held under a lease that has not expired, and the earliest expiry.
 SELECT count(*), min(available_at) FROM tether_runs
-WHERE queue = ?1 AND status = 'running' AND available_at > ?2;
+WHERE queue = :queue AND status = 'running' AND available_at > :now;
 
 -- queue_running --
 -- Running runs of a queue (leases expired or not) and the earliest lease expiry.
-SELECT count(*), min(available_at) FROM tether_runs WHERE queue = ? AND status = 'running';
-
--- run_claim_candidates --
--- The oldest claimable runs of one queue.
-SELECT run_id, available_at FROM tether_runs
-WHERE queue = ? AND available_at <= ? ORDER BY available_at LIMIT ?;
+SELECT count(*), min(available_at) FROM tether_runs
+WHERE queue = :queue AND status = 'running';
 
 -- run_queue_limited --
 -- Whether a run's queue has a concurrency limit.
 SELECT 1 FROM tether_queue_limits
-WHERE queue = (SELECT queue FROM tether_runs WHERE run_id = ?);
+WHERE queue = (SELECT queue FROM tether_runs WHERE run_id = :run_id);
+
+-- run_get_many --
+-- The runs of the ids given as a JSON array; of the given statuses only (a JSON array)
+-- unless :statuses is NULL.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM tether_runs
+WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+  AND (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)));
+
+-- queue_limits_of --
+-- The concurrency limits of those of the queues (a JSON array) that have one.
+SELECT queue, max_running FROM tether_queue_limits
+WHERE queue IN (SELECT value FROM json_each(:queues));
+
+-- run_claim --
+-- Claim up to :limit runnable runs of one queue without a concurrency limit under a new
+-- lease, oldest first: one ordered scan of (queue, available_at) that stops at :limit.
+-- A worker claims only runs of its code version or of none, and of the workflows it
+-- registered (:workflows, a JSON array; NULL: any).
+UPDATE tether_runs
+SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
+    available_at = :lease_expires, updated_at = :now
+WHERE run_id IN (
+    SELECT run_id FROM tether_runs
+    WHERE queue = :queue AND available_at <= :now
+      AND (version IS NULL OR version = :version)
+      AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+    ORDER BY available_at LIMIT :limit)
+RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
+          owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
+          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+          version, forked_from, forked_at, generation, erased_at;
+
+-- run_claim_candidates --
+-- The oldest :limit claimable runs of one queue (the same filter as run_claim): a claim
+-- of several queues, or of a queue with a limit, takes the oldest of every queue's
+-- candidates (each queue read by its own ordered scan, never one sort of all runs due).
+SELECT run_id, available_at FROM tether_runs
+WHERE queue = :queue AND available_at <= :now
+  AND (version IS NULL OR version = :version)
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+ORDER BY available_at LIMIT :limit;
+
+-- run_claim_ids --
+-- Claim the runs of the ids given as a JSON array under a new lease.
+UPDATE tether_runs
+SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
+    available_at = :lease_expires, updated_at = :now
+WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
+          owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
+          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+          version, forked_from, forked_at, generation, erased_at;
+
+-- queue_next_available --
+-- The earliest time a run of one queue becomes claimable (the same filter as run_claim).
+SELECT MIN(available_at) FROM tether_runs
+WHERE queue = :queue AND available_at IS NOT NULL
+  AND (version IS NULL OR version = :version)
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)));

@@ -19,15 +19,15 @@ LIMIT :limit;
 -- run_events_read --
 -- A run's stored events after an event id, oldest first.
 SELECT event_id, kind, data FROM tether_run_events
-WHERE run_id = ? AND event_id > ? ORDER BY event_id LIMIT ?;
+WHERE run_id = :run_id AND event_id > :after ORDER BY event_id LIMIT :limit;
 
 -- run_event_chunk --
 -- Store a streamed LLM chunk as an event of its run (its next event id: see migration 0010).
-INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (?1,
-    coalesce((SELECT max(event_id) FROM tether_run_events WHERE run_id = ?1),
+INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (:run_id,
+    coalesce((SELECT max(event_id) FROM tether_run_events WHERE run_id = :run_id),
              (SELECT CAST(created_at * 1000000 AS INTEGER) FROM tether_runs
-              WHERE run_id = ?1), 0) + 1,
-    'chunk', ?2);
+              WHERE run_id = :run_id), 0) + 1,
+    'chunk', :data);
 
 -- stats_status --
 -- Runs by status.
@@ -72,4 +72,4 @@ FROM tether_runs WHERE metrics IS NOT NULL;
 
 -- stats_workers --
 -- Workers that heartbeated since a time.
-SELECT count(*) FROM tether_workers WHERE heartbeat_at >= ?;
+SELECT count(*) FROM tether_workers WHERE heartbeat_at >= :alive_since;

@@ -1,0 +1,92 @@
+"""The callers' side of the SQLite store's writer thread.
+
+An operation is a plain function ``fn(conn, *args)`` that runs on the writer thread inside
+its transaction. Callers on an event loop queue it with ``_read``, ``_write`` or
+``_write_wake`` and await the future, which resolves (on the caller's loop) once the
+transaction that ran it committed or rolled back. The three are typed with the
+operation's own signature, so mypy checks the arguments and the result of every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import apsw
+
+from tether.errors import StoreError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: (future, result, exception) of each operation of a batch, delivered on its loop.
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+class Op:
+    """One queued operation: what to call, on which loop to answer, and whether it writes
+    (a batch with a write begins ``IMMEDIATE``) or wakes the workers once committed."""
+
+    __slots__ = ("args", "fn", "future", "loop", "wake", "write")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool,
+                 loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
+                 wake: bool) -> None:
+        self.fn = fn
+        self.args = args
+        self.write = write
+        self.loop = loop
+        self.future = future
+        self.wake = wake
+
+
+def deliver(results: list[Outcome]) -> None:
+    """Resolve the futures of one loop (called on that loop); a cancelled caller's
+    future is left alone."""
+    for fut, value, exc in results:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+
+
+class WriterClient:
+    """Queues operations for the writer thread (mixed into ``SqliteStore``)."""
+
+    _queue: queue.SimpleQueue[Op | None]
+    _thread: threading.Thread | None
+    _closed: bool
+
+    def _read(self, fn: Callable[Concatenate[apsw.Connection, P], T], /,
+              *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """Run a read-only operation (it may share a deferred transaction)."""
+        return self._enqueue(functools.partial(fn, **kwargs) if kwargs else fn, args,
+                             write=False, wake=False)
+
+    def _write(self, fn: Callable[Concatenate[apsw.Connection, P], T], /,
+               *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """Run an operation that writes, in its own savepoint of the batch."""
+        return self._enqueue(functools.partial(fn, **kwargs) if kwargs else fn, args,
+                             write=True, wake=False)
+
+    def _write_wake(self, fn: Callable[Concatenate[apsw.Connection, P], T], /,
+                    *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """``_write``, then tell the workers (of every process) once it committed: it
+        may have made a run claimable."""
+        return self._enqueue(functools.partial(fn, **kwargs) if kwargs else fn, args,
+                             write=True, wake=True)
+
+    def _enqueue(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool,
+                 wake: bool) -> asyncio.Future[T]:
+        if self._thread is None or self._closed:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(Op(fn, args, write, loop, fut, wake))
+        return fut
