@@ -395,7 +395,8 @@ class PostgresStore(PostgresServeQueries):
         unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
         cols = {key: [_run_params(r)[key] for r in unique] for key in (
             "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
-            "available_at", "parent_run_id", "parent_position", "on_parent_cancel")}
+            "available_at", "parent_run_id", "parent_position", "on_parent_cancel",
+            "version", "forked_from", "forked_at")}
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),

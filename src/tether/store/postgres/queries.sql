@@ -54,12 +54,13 @@ WHERE run_id = ANY(%(run_ids)b::text[])
 WITH ins AS (
     INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
                                updated_at, available_at, parent_run_id, parent_position,
-                               on_parent_cancel)
+                               on_parent_cancel, version, forked_from, forked_at)
     SELECT * FROM unnest(%(run_id)b::text[], %(workflow)b::text[], %(queue)b::text[],
                          %(status)b::text[], %(input)b::text[], %(created_at)b::float8[],
                          %(updated_at)b::float8[], %(available_at)b::float8[],
                          %(parent_run_id)b::text[], %(parent_position)b::integer[],
-                         %(on_parent_cancel)b::text[])
+                         %(on_parent_cancel)b::text[], %(version)b::text[],
+                         %(forked_from)b::text[], %(forked_at)b::integer[])
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id),
 woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
