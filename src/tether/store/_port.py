@@ -226,11 +226,15 @@ class Store(ServeQueries, Protocol):
         """Ask the unfinished children of a run whose policy is ``cancel`` to cancel; a
         blocked one ends ``cancelled`` at once (and wakes a run waiting for it)."""
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def subscribe(self, callback: Callable[[], None], *,
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
         """Call ``callback`` (on the caller's event loop) whenever another process may
-        have made work available or ended a run (new run, signal, cancel, finish).
+        have made work available or ended a run (new run, signal, cancel, finish), and
+        ``on_cancel(run_id)`` when a cancel was asked of a ``running`` run (so that the
+        worker holding it interrupts it at once instead of at its next heartbeat).
         Returns an async unsubscribe function. Backends without notifications never
-        call it; callers also poll slowly."""
+        call them; callers also poll slowly (and heartbeats report cancels)."""
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         """Ask a run to cancel; a released or queued run becomes claimable at once.

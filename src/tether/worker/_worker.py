@@ -216,7 +216,9 @@ class Worker:
         await self._reap_dead_workers()
         await store.workflow_register(
             workflows={name: w.queue for name, w in self.app.workflows().items()}, now=now)
-        self._unsubscribe = await store.subscribe(self.notify)
+        # A cancel from another process reaches a run it holds at once, not at the next
+        # heartbeat (which still reports cancels whose notification was lost).
+        self._unsubscribe = await store.subscribe(self.notify, on_cancel=self.request_cancel)
         self._started = True
         self._host.attach(self)
         self._loops = [

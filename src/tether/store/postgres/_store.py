@@ -361,11 +361,14 @@ class PostgresStore(PostgresServeQueries):
 
     # -- notifications ----------------------------------------------------------------
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        """Call ``callback`` on this event loop whenever the schema's channel is notified.
+    async def subscribe(self, callback: Callable[[], None], *,
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
+        """Call ``callback`` on this event loop whenever the schema's channel is notified
+        (and ``on_cancel(run_id)`` for a cancel of a running run).
 
         One listener connection per store, reconnecting by itself."""
-        return await self._listener.subscribe(callback)
+        return await self._listener.subscribe(callback, on_cancel)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -657,7 +660,7 @@ class PostgresStore(PostgresServeQueries):
         # A cancelled blocked run has ended: wake a parent waiting for it, like a finish.
         *_, stored = await self._txn([
             ("run_cancel_blocked", params), ("run_wake_waiters", params),
-            ("run_cancel", params), ("run_get", params)])
+            ("run_cancel", params), ("run_cancel_notify", params), ("run_get", params)])
         if not stored:
             raise RunNotFound(run_id)
         return _run(stored[0])

@@ -459,6 +459,14 @@ WITH c AS (
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM c;
 
+-- run_cancel_notify --
+-- Tell the worker holding a running run that it was asked to cancel (at commit), so it
+-- interrupts it at once instead of at its next heartbeat (a payload holds 8000 bytes
+-- at most: a longer id waits for the heartbeat).
+SELECT pg_notify(%(channel)s, 'cancel:' || run_id)::text FROM {schema}.runs
+WHERE run_id = %(run_id)s AND status = 'running' AND cancel_requested
+  AND octet_length(run_id) <= 7000;
+
 -- lease_heartbeat --
 -- Extend every lease a worker holds and mark it alive; report which runs it still holds.
 -- Rows are locked in run_id order, as journal appends lock them, so the two never

@@ -575,8 +575,10 @@ class SqliteStore(SqliteServeQueries):
         self._queue.put(_Op(fn, args, write, loop, fut, wake))
         return fut
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        return self._notifier.subscribe(asyncio.get_running_loop(), callback)
+    async def subscribe(self, callback: Callable[[], None], *,
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
+        return self._notifier.subscribe(asyncio.get_running_loop(), callback, on_cancel)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -631,7 +633,10 @@ class SqliteStore(SqliteServeQueries):
             self._notifier.publish()  # a place on a limited queue is free
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._submit(_run_cancel, run_id, now, wake=True)  # type: ignore[no-any-return]
+        run: RunRecord = await self._submit(_run_cancel, run_id, now, wake=True)
+        if run.status == "running":  # its worker interrupts it now, not at a heartbeat
+            self._notifier.publish_cancel(run_id)
+        return run
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
         return await self._submit(_run_resume, run_id, now, wake=True)  # type: ignore[no-any-return]
