@@ -140,6 +140,11 @@ class RunRecord:
     generation: int = 0
     #: When an operator erased the run's payloads, or None.
     erased_at: float | None = None
+    #: Takeovers of the run while it was running (its worker died holding it) since it
+    #: was last claimed normally; set by the claim (migration 0005).
+    crashes: int = 0
+    #: Final journal entries counted at the takeover that set ``crashes`` (None: none).
+    crash_progress: int | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not RunStatus:

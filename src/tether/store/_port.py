@@ -275,9 +275,12 @@ class Store(ServeQueries, Protocol):
         replay; see ``RunRecord.metrics``). Only the lease holder writes them.
         Raises: LeaseLost."""
 
-    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+    async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         """Store content-addressed texts (key = digest of the text); a key already
-        stored is left as it is. Not fenced: the same key always holds the same text."""
+        stored is left as it is. Not fenced: the same key always holds the same text.
+        With ``run_id``, also record (in the same transaction, first) that the run
+        references them: ``run_purge`` and ``run_erase`` delete a text once no remaining
+        run references it. Texts stored without a run are never deleted by them."""
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         """The stored texts of ``keys`` (missing keys are absent from the result)."""
@@ -334,6 +337,10 @@ class Store(ServeQueries, Protocol):
         """Continue the run as new: archive its journal as the current generation, empty
         it, set ``input``, bump the generation and queue the run (pending signals stay
         pending). Raises: LeaseLost."""
+
+    async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
+        """After a takeover: set the run's consecutive crash count and the journal
+        progress (final entries) it was counted at (migration 0005). Raises: LeaseLost."""
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         """The journals of the run's earlier generations, oldest first."""

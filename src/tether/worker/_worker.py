@@ -471,8 +471,9 @@ class Worker:
                         statuses=list(policy.statuses), limit=500)
                     if report.runs:
                         log.info("retention: purged %d runs (%d journal entries, %d "
-                                 "attempts, %d signals)", report.runs,
-                                 report.journal_entries, report.attempts, report.signals)
+                                 "attempts, %d signals, %d message texts)", report.runs,
+                                 report.journal_entries, report.attempts, report.signals,
+                                 report.blobs)
                     if report.runs < 500:
                         break
             except StoreError as exc:

@@ -30,7 +30,7 @@ _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
     "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at"
+    "version, forked_from, forked_at, generation, erased_at, crashes, crash_progress"
 )
 _ENTRY_COLS = ("position, kind, name, status, result, error, attempts, started_at, "
                "finished_at, next_attempt_at, args")
@@ -146,10 +146,44 @@ class Lifecycle:
                 "attempts, started_at, finished_at, next_attempt_at, args, 0 "
                 f"FROM {self.s}.journal WHERE run_id = %s AND position < %s",
                 (run.run_id, source_run_id, at))
+            await conn.execute(
+                f"INSERT INTO {self.s}.blob_refs (key, run_id) SELECT key, %s "
+                f"FROM {self.s}.blob_refs WHERE run_id = %s ORDER BY key "
+                "ON CONFLICT DO NOTHING", (run.run_id, source_run_id))
             await self._wake(conn)
             stored = await self._get(conn, run.run_id)
         assert stored is not None
         return stored
+
+    async def run_crash_mark(self, conn: Conn, lease: Lease, crashes: int,
+                             progress: int) -> None:
+        if not await self._count(
+                conn, "UPDATE {s}.runs SET crashes = %s, crash_progress = %s "
+                "WHERE run_id = %s AND fencing_token = %s AND status = 'running'",
+                (crashes, progress, lease.run_id, lease.fencing_token)):
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+
+    async def _drop_blob_refs(self, conn: Conn, run_ids: list[str]) -> list[str]:
+        """Forget what runs reference; the keys they referenced. Takes the lock that
+        keeps new references out until this transaction ends (see ``_sweep_blobs``)."""
+        await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
+        rows = await self._rows(conn, "DELETE FROM {s}.blob_refs WHERE run_id = ANY(%s) "
+                                "RETURNING key", (run_ids,))
+        return sorted({r[0] for r in rows})
+
+    async def _sweep_blobs(self, conn: Conn, keys: list[str], report: PurgeReport) -> None:
+        """Delete the texts of ``keys`` that no run references any more.
+
+        Safe against a run storing a reference to one of them meanwhile: the caller's
+        transaction holds SHARE ROW EXCLUSIVE on blob_refs, so a run's ``blob_put`` (which
+        adds its reference first, then the texts, in one transaction) either committed
+        before the lock was granted (this statement, with a fresh snapshot, sees its
+        reference) or waits until this transaction commits, and then stores the texts
+        again."""
+        if keys:
+            report.blobs += await self._count(
+                conn, "DELETE FROM {s}.blobs b WHERE b.key = ANY(%s) AND NOT EXISTS ("
+                "SELECT 1 FROM {s}.blob_refs r WHERE r.key = b.key)", (keys,))
 
     async def run_continue(self, conn: Conn, lease: Lease, input_text: str,
                            now: float) -> None:
@@ -269,6 +303,9 @@ class Lifecycle:
                         limit: int) -> PurgeReport:
         report = PurgeReport()
         async with conn.transaction():
+            # First, so that it is not taken while holding row locks a run's blob_put
+            # could wait for (it waits only for this table).
+            await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
             rows = await self._rows(
                 conn, "SELECT run_id FROM {s}.runs r WHERE finished_at IS NOT NULL "
                 "AND finished_at < %s AND status = ANY(%s) AND NOT EXISTS ("
@@ -290,6 +327,7 @@ class Lifecycle:
             report.runs = await self._count(
                 conn, "DELETE FROM {s}.runs WHERE run_id = ANY(%s)", (ids,))
             report.run_ids = sorted(ids)
+            await self._sweep_blobs(conn, await self._drop_blob_refs(conn, ids), report)
         return report
 
     async def run_erase(self, conn: Conn, run_id: str, now: float) -> PurgeReport:
@@ -328,4 +366,5 @@ class Lifecycle:
                 "AND payload IS NOT NULL", (e, run_id))
             report.payloads += report.journal_entries + report.archived_entries + \
                 report.signals
+            await self._sweep_blobs(conn, await self._drop_blob_refs(conn, [run_id]), report)
         return report

@@ -96,8 +96,9 @@ def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
     """Migration 0003's columns, when the query selected them (listings need not)."""
     if len(row) < 25:
         return {}
+    crashes = {"crashes": row[25], "crash_progress": row[26]} if len(row) >= 27 else {}
     return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
-            "generation": row[23], "erased_at": row[24]}
+            "generation": row[23], "erased_at": row[24], **crashes}
 
 
 def _entry(row: Sequence[Any]) -> JournalEntry:
@@ -727,11 +728,15 @@ class PostgresStore(PostgresServeQueries):
         if count != 1:
             raise LeaseLost(lease.run_id, lease.fencing_token)
 
-    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+    async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         if not blobs:
             return
         keys = sorted(blobs)  # one order for every writer: overlapping puts never deadlock
-        await self._one("blob_put", {"keys": keys, "values": [blobs[k] for k in keys]})
+        params = {"keys": keys, "values": [blobs[k] for k in keys], "run_id": run_id}
+        if run_id is None:
+            await self._one("blob_put", params)
+        else:  # the reference first: see Lifecycle._sweep_blobs
+            await self._txn([("blob_ref_put", params), ("blob_put", params)])
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
@@ -806,6 +811,9 @@ class PostgresStore(PostgresServeQueries):
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         await self._life("run_continue", lease, input, now)
+
+    async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
+        await self._life("run_crash_mark", lease, crashes, progress)
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         return await self._life("journal_archive_read", run_id)  # type: ignore[no-any-return]

@@ -132,12 +132,15 @@ pick AS (
         FOR UPDATE SKIP LOCKED) c)
 UPDATE {schema}.runs
 SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
-    available_at = %(lease_expires)s, updated_at = %(now)s
+    available_at = %(lease_expires)s, updated_at = %(now)s,
+    -- takeovers of a run that was running (its owner died holding it); a normal claim
+    -- resets the count (migration 0005; see Worker._crash_check)
+    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE 0 END
 WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-       version, forked_from, forked_at, generation, erased_at;
+       version, forked_from, forked_at, generation, erased_at, crashes, crash_progress;
 
 -- run_claim_journals --
 -- The journals of the runs this transaction just claimed (a later statement, so that it
@@ -556,6 +559,13 @@ WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
 INSERT INTO {schema}.blobs (key, value)
 SELECT k, v FROM unnest(%(keys)b::text[], %(values)b::text[]) AS u(k, v)
 ON CONFLICT (key) DO NOTHING;
+
+-- blob_ref_put --
+-- A run references these texts (key order); written before the texts, in their
+-- transaction (see Lifecycle._sweep_blobs).
+INSERT INTO {schema}.blob_refs (key, run_id)
+SELECT k, %(run_id)s FROM unnest(%(keys)b::text[]) AS u(k)
+ON CONFLICT (key, run_id) DO NOTHING;
 
 -- blob_get --
 -- The stored texts of these keys.

@@ -73,7 +73,7 @@ _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
     "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at"
+    "version, forked_from, forked_at, generation, erased_at, crashes, crash_progress"
 )
 _MAX_BATCH = 512
 
@@ -93,8 +93,9 @@ def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
     """Migration 0003's columns, when the query selected them (listings need not)."""
     if len(row) < 25:
         return {}
+    crashes = {"crashes": row[25], "crash_progress": row[26]} if len(row) >= 27 else {}
     return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
-            "generation": row[23], "erased_at": row[24]}
+            "generation": row[23], "erased_at": row[24], **crashes}
 
 
 def _entry(row: Sequence[Any]) -> JournalEntry:
@@ -706,9 +707,9 @@ class SqliteStore(SqliteServeQueries):
         check_metrics(lease.run_id, metrics)
         await self._submit(_run_metrics_set, lease, metrics, now)
 
-    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+    async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         if blobs:
-            await self._submit(_blob_put, json.dumps(blobs))
+            await self._submit(_lc.blob_put, json.dumps(blobs), run_id, _blob_put)
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
@@ -765,6 +766,9 @@ class SqliteStore(SqliteServeQueries):
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         await self._submit(_lc.run_continue, lease, input, now, wake=True)
+
+    async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
+        await self._submit(_lc.run_crash_mark, lease, crashes, progress)
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         return await self._submit(_lc.journal_archive_read, run_id, write=False)  # type: ignore[no-any-return]
@@ -865,6 +869,9 @@ def _journal_read(conn: apsw.Connection, run_id: str) -> list[JournalEntry]:
 
 
 _claim_sql: dict[int, str] = {}
+#: A claim counts takeovers of runs that were running (their owner died holding them);
+#: a normal claim resets the count (migration 0005; see Worker._crash_check).
+_CRASHES = "crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE 0 END"
 
 
 def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]:
@@ -900,7 +907,8 @@ def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], l
     if sql is None:
         sql = (
             "UPDATE tether_runs SET status = 'running', owner = ?, "
-            "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
+            "fencing_token = fencing_token + 1, available_at = ?, updated_at = ?, "
+            f"{_CRASHES} "
             "WHERE run_id IN (SELECT run_id FROM tether_runs "
             f"WHERE queue IN ({_placeholders(len(queues))}) AND available_at <= ?{flt.sql} "
             f"ORDER BY available_at LIMIT ?) RETURNING {_RUN_COLS}"
@@ -937,7 +945,8 @@ def _run_claim_limited(conn: apsw.Connection, worker_id: str, queues: tuple[str,
     if not ids:
         return []
     sql = ("UPDATE tether_runs SET status = 'running', owner = ?, "
-           "fencing_token = fencing_token + 1, available_at = ?, updated_at = ? "
+           "fencing_token = fencing_token + 1, available_at = ?, updated_at = ?, "
+           f"{_CRASHES} "
            f"WHERE run_id IN ({_placeholders(len(ids))}) RETURNING {_RUN_COLS}")
     rows = list(conn.execute(sql, (worker_id, lease_expires, now, *ids)))
     rows.sort(key=lambda r: (r[5], r[0]))

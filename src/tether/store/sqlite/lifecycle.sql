@@ -140,3 +140,32 @@ WHERE finished_at IS NOT NULL AND finished_at < ?1
   AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
                   AND p.status NOT IN ('completed', 'failed', 'cancelled'))
 ORDER BY finished_at LIMIT ?3;
+
+-- blob_ref_put --
+-- The run references these texts (a JSON object keyed by digest); written before the
+-- texts, in their transaction.
+INSERT OR IGNORE INTO tether_blob_refs (key, run_id) SELECT key, ?2 FROM json_each(?1);
+
+-- blob_refs_copy --
+-- A fork references every text its source does.
+INSERT OR IGNORE INTO tether_blob_refs (key, run_id)
+SELECT key, ?1 FROM tether_blob_refs WHERE run_id = ?2;
+
+-- blob_refs_of --
+-- The keys a run references.
+SELECT key FROM tether_blob_refs WHERE run_id = ?;
+
+-- blob_refs_delete --
+-- Forget what a run references.
+DELETE FROM tether_blob_refs WHERE run_id = ?;
+
+-- blob_sweep --
+-- Delete the texts of these keys (a JSON array) that no run references any more.
+DELETE FROM tether_blobs
+WHERE key IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (SELECT 1 FROM tether_blob_refs r WHERE r.key = tether_blobs.key);
+
+-- run_crash_mark --
+-- Record a takeover's crash count and journal progress, under the taker's lease.
+UPDATE tether_runs SET crashes = ?3, crash_progress = ?4
+WHERE run_id = ?1 AND fencing_token = ?2 AND status = 'running';
