@@ -107,3 +107,16 @@ def hang_once() -> str:
 @app.workflow
 async def hung_once() -> str:
     return await hang_once()
+
+
+@app.step
+def die() -> None:
+    """Kills the worker process that executes it, as a segfault would."""
+    side("die")
+    os._exit(1)
+
+
+@app.workflow
+async def poison() -> None:
+    await quick()
+    await die()

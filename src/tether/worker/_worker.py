@@ -88,6 +88,14 @@ STORE_RETRY_DELAY = 1.0
 #: Crashes of the worker's own code while executing one run (an exception that escaped
 #: the run's executor) before the run is failed instead of handed back again.
 MAX_EXECUTOR_CRASHES = 5
+#: Takeovers in a row of a run whose worker died while executing it (killed by its own
+#: code: ``os._exit()``, a segfault, the OOM killer), with no journal progress between
+#: them, after which the run is failed instead of killing the next worker too.
+MAX_CRASHES = 5
+#: The wait before executing a run taken over after its second crash in a row; doubles
+#: with each further crash, up to CRASH_BACKOFF_MAX.
+CRASH_BACKOFF = 1.0
+CRASH_BACKOFF_MAX = 60.0
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
 
@@ -149,9 +157,14 @@ class Worker:
     def __init__(self, app: App, *, queues: list[str] | None = None, concurrency: int = 50,
                  lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, max_crashes: int = MAX_CRASHES) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be >= 1")
+        if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) \
+                or max_crashes < 1:
+            raise ConfigError(f"max_crashes must be an integer >= 1, not {max_crashes!r}")
+        #: Crashes in a row of one run (see MAX_CRASHES) before it is failed.
+        self.max_crashes = max_crashes
         if lease_seconds <= 0:
             raise ConfigError("lease_seconds must be > 0")
         self.app = app
@@ -180,6 +193,7 @@ class Worker:
         self._started = False
         self._stopping = False
         self._draining = False
+        self._drain_started = asyncio.Event()
         #: The workflows this worker may claim runs of: the ones its app registered.
         self._claimable: list[str] = sorted(app.workflows())
         self._attempts: AttemptWriter | None = None  # made at start, on the opened store
@@ -265,6 +279,7 @@ class Worker:
         if not self._started or self._stopping:
             return True
         self._draining = True
+        self._drain_started.set()
         log.info("worker %s draining: %d runs in flight, grace %.1f s", self.worker_id,
                  len(self._active), grace)
         for t in self._loops:
@@ -576,6 +591,8 @@ class Worker:
                         app.clock.now() + 5 * self.poll_interval,
                         f"a worker with workflow {run.workflow}"))
             return
+        if run.crashes and not await self._crash_check(claimed):
+            return
         ctx = RunContext(
             lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
             codec=app.codec, clock=app.clock, executor=self._executor,
@@ -611,6 +628,58 @@ class Worker:
         if active is not None:
             active.finishing = True
         await self._conclude(ctx, value, error)
+
+    async def _crash_check(self, claimed: ClaimedRun) -> bool:
+        """A run taken over from a worker that died holding it: count the crash, back
+        off, or fail the run past ``max_crashes``. True: execute it now.
+
+        The claim counted the takeover (``run.crashes``); it is a crash *in a row* only
+        if the journal has not moved on since the takeover before (``crash_progress``),
+        else counting starts again from 1. So a healthy run whose workers are killed
+        now and then keeps going, and a run whose own code kills every worker that
+        executes it (``os._exit()``, a segfault) ends ``failed``, visibly, instead of
+        taking down every worker of the queue in turn."""
+        app = self.app
+        store = app.store
+        run, lease = claimed.run, claimed.lease
+        progress = sum(1 for e in claimed.journal if e.status != "pending")
+        crashes = run.crashes if run.crash_progress == progress else 1
+        try:
+            await store.run_crash_mark(lease=lease, crashes=crashes, progress=progress)
+        except LeaseLost:
+            return False
+        except StoreError as exc:  # the count is advisory: execute the run anyway
+            log.warning("run %s: could not record its crash count (%s)", run.run_id, exc)
+        pending = [e.position for e in claimed.journal if e.status == "pending"]
+        position = min(pending) if pending else len(claimed.journal)
+        if crashes >= self.max_crashes:
+            message = (f"worker crashed {crashes} times running this run at position "
+                       f"{position}")
+            log.error("run %s: %s; failing it", run.run_id, message)
+            text = app.codec.encode_error({"type": "tether.errors.TetherError",
+                                           "message": message})
+            try:
+                await self._retry_store(run.run_id, "fail it", lambda: store.run_finish(
+                    lease=lease, status=RunStatus.FAILED.value, result=None, error=text,
+                    now=app.clock.now()), errors=(StoreError,), attempts=10)
+            except LeaseLost:
+                return False
+            self.completed += 1
+            self._host.run_ended(run.run_id)
+            return False
+        log.warning("run %s: taken over from a worker that died executing it (crash %d "
+                    "of %d in a row at position %d)", run.run_id, crashes,
+                    self.max_crashes, position)
+        if crashes < 2:
+            return True
+        delay = min(CRASH_BACKOFF * 2 ** (crashes - 2), CRASH_BACKOFF_MAX)
+        if await wait_event(self._drain_started, delay):
+            now = app.clock.now()
+            with contextlib.suppress(LeaseLost, StoreError):
+                await store.run_release(lease=lease, now=now, wait=Wait(
+                    now, "handed back by a draining worker"))
+            return False
+        return True
 
     def _decode_input(self, text: str, wdef: Any) -> tuple[list[Any], dict[str, Any]]:
         data = self.app.codec.decode(text)
