@@ -13,8 +13,10 @@ import time
 
 import tether
 from tether import App
+from tether.encryption import AesGcm
 
-app = App(version=os.environ.get("TETHER_TEST_VERSION") or None)
+app = App(version=os.environ.get("TETHER_TEST_VERSION") or None,
+          payload_hook=AesGcm.from_env() if os.environ.get("TETHER_PAYLOAD_KEYS") else None)
 
 
 def side(what: str) -> None:

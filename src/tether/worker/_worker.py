@@ -96,6 +96,10 @@ MAX_CRASHES = 5
 #: with each further crash, up to CRASH_BACKOFF_MAX.
 CRASH_BACKOFF = 1.0
 CRASH_BACKOFF_MAX = 60.0
+#: The first wait of a run handed back because this worker cannot decrypt its payloads
+#: (doubles each time the same worker meets it again, up to UNREADABLE_BACKOFF_MAX).
+UNREADABLE_BACKOFF = 1.0
+UNREADABLE_BACKOFF_MAX = 60.0
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
 
@@ -183,6 +187,7 @@ class Worker:
         self.hostname = socket.gethostname()
         self._active: dict[str, _Active] = {}
         self._crashes: dict[str, int] = {}  # run id -> executor crashes in a row
+        self._unreadable_runs: dict[str, int] = {}  # run id -> hand-backs for a key
         self._claiming = False  # a run_claim is in flight (its runs are not active yet)
         self._background: set[asyncio.Future[None]] = set()
         self._seq = 0
@@ -593,13 +598,18 @@ class Worker:
             return
         if run.crashes and not await self._crash_check(claimed):
             return
+        made: list[RunContext] = []
+        codec = app.codec
+        if codec.hook is not None:  # a payload it cannot decode hands the run back
+            codec = codec.with_unreadable(lambda exc: self._unreadable(made[0], exc))
         ctx = RunContext(
             lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
-            codec=app.codec, clock=app.clock, executor=self._executor,
+            codec=codec, clock=app.clock, executor=self._executor,
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
             metrics=run.metrics, generation=run.generation,
             attempt_writer=self._attempts,
         )
+        made.append(ctx)
         if self._draining:
             ctx.drain()
         active = self._active.get(run.run_id)
@@ -609,7 +619,7 @@ class Worker:
         value: Any = None
         error: BaseException | None = None
         try:
-            args, kwargs = self._decode_input(run.input, wdef)
+            args, kwargs = self._decode_input(ctx.codec, run.input, wdef)
             value = await _observe.run(ctx, wdef.fn(*args, **kwargs))
         except _Stop:
             pass
@@ -681,8 +691,29 @@ class Worker:
             return False
         return True
 
-    def _decode_input(self, text: str, wdef: Any) -> tuple[list[Any], dict[str, Any]]:
-        data = self.app.codec.decode(text)
+    def _unreadable(self, ctx: RunContext, error: PayloadError) -> BaseException:
+        """This worker cannot decode one of the run's stored payloads (it lacks the key
+        that encrypted it, or has other key material under that id): stop the run's code
+        and hand the run back, not fail it, so that a worker with the key completes it.
+        The hand-back waits longer each time this worker meets the same run."""
+        run_id = ctx.run_id
+        if len(self._unreadable_runs) > 10_000:
+            self._unreadable_runs.clear()
+        n = self._unreadable_runs.get(run_id, 0) + 1
+        self._unreadable_runs[run_id] = n
+        delay = min(UNREADABLE_BACKOFF * 2 ** (n - 1), UNREADABLE_BACKOFF_MAX)
+        key_id = getattr(error, "key_id", None)
+        needs = f"key id {key_id!r}" if key_id else "the payload key"
+        log.error("run %s: this worker cannot decrypt its payloads (%s); handing it back "
+                  "for a worker with %s (claimable again in %.0f s)", run_id, error, needs,
+                  delay)
+        now = self.app.clock.now()
+        return ctx.halt(Release(Wait(now + delay, f"a worker with {needs} (one without it "
+                                                   "handed the run back)")))
+
+    def _decode_input(self, codec: Any, text: str, wdef: Any
+                      ) -> tuple[list[Any], dict[str, Any]]:
+        data = codec.decode(text)
         args = list(data.get("args", []))
         kwargs = dict(data.get("kwargs", {}))
         anns = wdef.param_annotations
