@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tether import _observe
 from tether._app import worker_host
 from tether._clock import wait_event
-from tether._codec import restore
+from tether._codec import Codec, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
 from tether._replay import (
@@ -711,7 +711,7 @@ class Worker:
         return ctx.halt(Release(Wait(now + delay, f"a worker with {needs} (one without it "
                                                    "handed the run back)")))
 
-    def _decode_input(self, codec: Any, text: str, wdef: Any
+    def _decode_input(self, codec: Codec, text: str, wdef: Any
                       ) -> tuple[list[Any], dict[str, Any]]:
         data = codec.decode(text)
         args = list(data.get("args", []))
