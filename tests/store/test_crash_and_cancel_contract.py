@@ -15,32 +15,38 @@ from tether.store import Store, Wait, open_store
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
 
 
-async def test_a_claim_counts_takeovers_and_a_normal_claim_resets_them(
+async def test_a_claim_counts_takeovers_and_the_taker_acknowledges_them(
         store: Store) -> None:
-    """Taking over a run that was running (its lease expired) adds one to crashes; a
-    claim of a run handed back sets it to 0."""
+    """Taking over a run that was running (its lease expired) adds one to crashes; the
+    taker's run_crash_mark (fenced) acknowledges it, so a later normal claim (of a run
+    handed back) is no takeover and keeps the count; retry resets it."""
     first = await start_and_claim(store, "r1")
-    assert first.run.crashes == 0 and first.run.crash_progress is None
+    assert (first.run.crashes, first.run.crashes_seen, first.run.crash_progress) == (
+        0, 0, None)
     await store.journal_append(lease=first.lease, entry=entry(0))
     later = T0 + LEASE + 1
     taken = await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=later,
                                   lease_seconds=LEASE)
-    assert [c.run.crashes for c in taken] == [1]
+    assert [(c.run.crashes, c.run.crashes_seen) for c in taken] == [(1, 0)]
     await store.run_crash_mark(lease=taken[0].lease, crashes=1, progress=1)
     again = await store.run_claim(worker_id="w3", queues=["q"], limit=1,
                                   now=later + LEASE + 1, lease_seconds=LEASE)
-    assert [(c.run.crashes, c.run.crash_progress) for c in again] == [(2, 1)]
+    assert [(c.run.crashes, c.run.crashes_seen, c.run.crash_progress)
+            for c in again] == [(2, 1, 1)]
     with pytest.raises(LeaseLost):  # w2's lease was taken over
         await store.run_crash_mark(lease=taken[0].lease, crashes=9, progress=9)
+    await store.run_crash_mark(lease=again[0].lease, crashes=2, progress=1)
     now = later + 2 * LEASE + 2
-    await store.run_release(lease=again[0].lease, now=now, wait=Wait(now, "a timer"))
+    await store.run_release(lease=again[0].lease, now=now, wait=Wait(now, "a back-off"))
     normal = await store.run_claim(worker_id="w4", queues=["q"], limit=1, now=now,
                                    lease_seconds=LEASE)
-    assert [c.run.crashes for c in normal] == [0]
-    stored = await store.run_get("r1")
-    assert stored is not None and stored.crashes == 0
+    assert [(c.run.crashes, c.run.crashes_seen) for c in normal] == [(2, 2)]
     with pytest.raises(LeaseLost):
         await store.run_crash_mark(lease=Lease("r1", "w4", 99), crashes=1, progress=0)
+    await store.run_finish(lease=normal[0].lease, status="failed", result=None,
+                           error='{"message": "x"}', now=now + 1)
+    retried = await store.run_retry(run_id="r1", version=None, now=now + 2)
+    assert (retried.crashes, retried.crashes_seen, retried.crash_progress) == (0, 0, None)
 
 
 async def test_a_cancel_of_a_running_run_is_notified_with_its_id(store: Store) -> None:

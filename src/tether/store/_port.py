@@ -339,8 +339,9 @@ class Store(ServeQueries, Protocol):
         pending). Raises: LeaseLost."""
 
     async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
-        """After a takeover: set the run's consecutive crash count and the journal
-        progress (final entries) it was counted at (migration 0005). Raises: LeaseLost."""
+        """After a takeover: set the run's consecutive crash count (also as
+        ``crashes_seen``, acknowledged) and the journal progress (final entries) it was
+        counted at (migration 0005). Raises: LeaseLost."""
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         """The journals of the run's earlier generations, oldest first."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -198,7 +199,12 @@ class Worker:
         self._started = False
         self._stopping = False
         self._draining = False
-        self._drain_started = asyncio.Event()
+        #: A run this worker executes alone (a crash suspect); nothing is claimed meanwhile.
+        self._isolated: str | None = None
+        #: A suspect waits for this worker to be idle: nothing is claimed until it is.
+        self._isolation_wanted = False
+        #: Runs past their crash check whose code this worker is executing.
+        self._executing = 0
         #: The workflows this worker may claim runs of: the ones its app registered.
         self._claimable: list[str] = sorted(app.workflows())
         self._attempts: AttemptWriter | None = None  # made at start, on the opened store
@@ -284,7 +290,6 @@ class Worker:
         if not self._started or self._stopping:
             return True
         self._draining = True
-        self._drain_started.set()
         log.info("worker %s draining: %d runs in flight, grace %.1f s", self.worker_id,
                  len(self._active), grace)
         for t in self._loops:
@@ -343,6 +348,8 @@ class Worker:
             # every slot is busy) is kept for the wait below, and a stale one can't spin.
             self._wake.clear()
             free = self.concurrency - len(self._active)
+            if self._isolated is not None or self._isolation_wanted:
+                free = 0  # a crash suspect runs alone (see _crash_check)
             claimed: list[ClaimedRun] = []
             if free > 0:
                 self._claiming = True
@@ -384,6 +391,10 @@ class Worker:
             active = self._active.get(run_id)
             if active is not None and active.task is task:
                 del self._active[run_id]
+            if self._isolated == run_id:
+                self._isolated = None
+            if not self._active:
+                self._isolation_wanted = False
             self._wake.set()
             error = None if task.cancelled() else task.exception()
             if error is None:
@@ -598,6 +609,16 @@ class Worker:
             return
         if run.crashes and not await self._crash_check(claimed):
             return
+        self._executing += 1
+        try:
+            await self._execute_claimed(claimed, wdef)
+        finally:
+            self._executing -= 1
+
+    async def _execute_claimed(self, claimed: ClaimedRun, wdef: Any) -> None:
+        app = self.app
+        run = claimed.run
+        lease = claimed.lease
         made: list[RunContext] = []
         codec = app.codec
         if codec.hook is not None:  # a payload it cannot decode hands the run back
@@ -640,26 +661,38 @@ class Worker:
         await self._conclude(ctx, value, error)
 
     async def _crash_check(self, claimed: ClaimedRun) -> bool:
-        """A run taken over from a worker that died holding it: count the crash, back
-        off, or fail the run past ``max_crashes``. True: execute it now.
+        """A run whose workers died while executing it: count the crash, back off, run
+        it alone, or fail it past ``max_crashes``. True: execute it now.
 
-        The claim counted the takeover (``run.crashes``); it is a crash *in a row* only
-        if the journal has not moved on since the takeover before (``crash_progress``),
-        else counting starts again from 1. So a healthy run whose workers are killed
-        now and then keeps going, and a run whose own code kills every worker that
-        executes it (``os._exit()``, a segfault) ends ``failed``, visibly, instead of
-        taking down every worker of the queue in turn."""
+        The claim counted a takeover (``crashes > crashes_seen``). It is a crash *in a
+        row* only if the journal has not moved on since the last one
+        (``crash_progress``), else counting starts again from 1. From the second crash
+        in a row the run is a suspect: it is handed back for a back-off (1, 2, 4 … s),
+        and then executed only by a worker that executes nothing else meanwhile, so
+        that a worker's death is counted against the run that caused it, not against
+        the runs that happened to share the process. So a healthy run whose workers are
+        killed now and then keeps going, and a run whose own code kills every worker
+        that executes it (``os._exit()``, a segfault) ends ``failed``, visibly, instead
+        of taking down every worker of the queue in turn."""
         app = self.app
         store = app.store
         run, lease = claimed.run, claimed.lease
         progress = sum(1 for e in claimed.journal if e.status != "pending")
-        crashes = run.crashes if run.crash_progress == progress else 1
-        try:
-            await store.run_crash_mark(lease=lease, crashes=crashes, progress=progress)
-        except LeaseLost:
-            return False
-        except StoreError as exc:  # the count is advisory: execute the run anyway
-            log.warning("run %s: could not record its crash count (%s)", run.run_id, exc)
+        same_place = run.crash_progress == progress
+        takeover = run.crashes > run.crashes_seen
+        if takeover:
+            crashes = run.crashes if same_place else 1
+            try:
+                await store.run_crash_mark(lease=lease, crashes=crashes, progress=progress)
+            except LeaseLost:
+                return False
+            except StoreError as exc:  # the count is advisory: execute the run anyway
+                log.warning("run %s: could not record its crash count (%s)", run.run_id,
+                            exc)
+        else:
+            crashes = run.crashes if same_place else 0
+        if crashes < 2 and not takeover:
+            return True
         pending = [e.position for e in claimed.journal if e.status == "pending"]
         position = min(pending) if pending else len(claimed.journal)
         if crashes >= self.max_crashes:
@@ -677,19 +710,40 @@ class Worker:
             self.completed += 1
             self._host.run_ended(run.run_id)
             return False
-        log.warning("run %s: taken over from a worker that died executing it (crash %d "
-                    "of %d in a row at position %d)", run.run_id, crashes,
-                    self.max_crashes, position)
-        if crashes < 2:
-            return True
-        delay = min(CRASH_BACKOFF * 2 ** (crashes - 2), CRASH_BACKOFF_MAX)
-        if await wait_event(self._drain_started, delay):
-            now = app.clock.now()
-            with contextlib.suppress(LeaseLost, StoreError):
-                await store.run_release(lease=lease, now=now, wait=Wait(
-                    now, "handed back by a draining worker"))
+        if takeover:
+            log.warning("run %s: taken over from a worker that died executing it (crash "
+                        "%d of %d in a row at position %d)", run.run_id, crashes,
+                        self.max_crashes, position)
+            if crashes < 2:
+                return True
+            delay = min(CRASH_BACKOFF * 2 ** (crashes - 2), CRASH_BACKOFF_MAX)
+            delay *= random.uniform(1.0, 1.25)
+            await self._defer(lease, delay, f"a back-off: its worker died {crashes} times "
+                              f"in a row running it (at position {position})")
             return False
+        if self._executing or self._isolated is not None:
+            # Not alone here: stop claiming until this worker is idle, and let it (or
+            # another idle worker) claim the run again in a moment (jittered, so that
+            # two suspects handed back together come back apart).
+            self._isolation_wanted = True
+            await self._defer(lease, CRASH_BACKOFF * random.uniform(1.0, 2.0),
+                              f"a worker executing nothing else (its worker died "
+                              f"{crashes} times in a row running it)")
+            return False
+        log.warning("run %s: executing it alone (its worker died %d times in a row "
+                    "running it)", run.run_id, crashes)
+        self._isolated = run.run_id
         return True
+
+    async def _defer(self, lease: Lease, delay: float, reason: str) -> None:
+        """Hand a run back, claimable again after ``delay`` (its crash count stays)."""
+        now = self.app.clock.now()
+        with contextlib.suppress(LeaseLost):
+            await self._retry_store(lease.run_id, "hand it back", lambda: self.app.store
+                                    .run_release(lease=lease, now=now,
+                                                 wait=Wait(now + delay, reason)),
+                                    errors=(StoreError,), attempts=10)
+        self._wake.set()
 
     def _unreadable(self, ctx: RunContext, error: PayloadError) -> BaseException:
         """This worker cannot decode one of the run's stored payloads (it lacks the key

@@ -30,7 +30,8 @@ _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
     "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at, crashes, crash_progress"
+    "version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen, "
+    "crash_progress"
 )
 _ENTRY_COLS = ("position, kind, name, status, result, error, attempts, started_at, "
                "finished_at, next_attempt_at, args")
@@ -124,7 +125,8 @@ class Lifecycle:
                 f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
                 "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
                 "cancel_requested = false, waiting_for = NULL, wait_signal = NULL, "
-                "wait_child = NULL, version = %s WHERE run_id = %s",
+                "wait_child = NULL, version = %s, crashes = 0, crashes_seen = 0, "
+                "crash_progress = NULL WHERE run_id = %s",
                 (now, now, version, run_id))
             await self._wake(conn)
             stored = await self._get(conn, run_id)
@@ -166,9 +168,10 @@ class Lifecycle:
     async def run_crash_mark(self, conn: Conn, lease: Lease, crashes: int,
                              progress: int) -> None:
         if not await self._count(
-                conn, "UPDATE {s}.runs SET crashes = %s, crash_progress = %s "
-                "WHERE run_id = %s AND fencing_token = %s AND status = 'running'",
-                (crashes, progress, lease.run_id, lease.fencing_token)):
+                conn, "UPDATE {s}.runs SET crashes = %s, crashes_seen = %s, "
+                "crash_progress = %s WHERE run_id = %s AND fencing_token = %s "
+                "AND status = 'running'",
+                (crashes, crashes, progress, lease.run_id, lease.fencing_token)):
             raise LeaseLost(lease.run_id, lease.fencing_token)
 
     async def _drop_blob_refs(self, conn: Conn, run_ids: list[str]) -> list[str]:

@@ -133,14 +133,15 @@ pick AS (
 UPDATE {schema}.runs
 SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
     available_at = %(lease_expires)s, updated_at = %(now)s,
-    -- takeovers of a run that was running (its owner died holding it); a normal claim
-    -- resets the count (migration 0005; see Worker._crash_check)
-    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE 0 END
+    -- takeovers of a run that was running (its owner died holding it) (migration 0005;
+    -- see Worker._crash_check)
+    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-       version, forked_from, forked_at, generation, erased_at, crashes, crash_progress;
+       version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
+       crash_progress;
 
 -- run_claim_journals --
 -- The journals of the runs this transaction just claimed (a later statement, so that it

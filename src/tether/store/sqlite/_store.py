@@ -73,7 +73,8 @@ _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
     "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at, crashes, crash_progress"
+    "version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen, "
+    "crash_progress"
 )
 _MAX_BATCH = 512
 
@@ -93,7 +94,8 @@ def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
     """Migration 0003's columns, when the query selected them (listings need not)."""
     if len(row) < 25:
         return {}
-    crashes = {"crashes": row[25], "crash_progress": row[26]} if len(row) >= 27 else {}
+    crashes = ({"crashes": row[25], "crashes_seen": row[26], "crash_progress": row[27]}
+               if len(row) >= 28 else {})
     return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
             "generation": row[23], "erased_at": row[24], **crashes}
 
@@ -869,9 +871,9 @@ def _journal_read(conn: apsw.Connection, run_id: str) -> list[JournalEntry]:
 
 
 _claim_sql: dict[int, str] = {}
-#: A claim counts takeovers of runs that were running (their owner died holding them);
-#: a normal claim resets the count (migration 0005; see Worker._crash_check).
-_CRASHES = "crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE 0 END"
+#: A claim counts takeovers of runs that were running (their owner died holding them)
+#: (migration 0005; see Worker._crash_check).
+_CRASHES = "crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END"
 
 
 def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]:

@@ -20,7 +20,8 @@ FROM tether_attempts WHERE run_id = ? ORDER BY generation, position, started_at,
 UPDATE tether_runs
 SET status = 'queued', result = NULL, error = NULL, finished_at = NULL, owner = NULL,
     available_at = ?2, updated_at = ?2, cancel_requested = 0, waiting_for = NULL,
-    wait_signal = NULL, wait_child = NULL, version = ?3
+    wait_signal = NULL, wait_child = NULL, version = ?3, crashes = 0, crashes_seen = 0,
+    crash_progress = NULL
 WHERE run_id = ?1 AND status IN ('failed', 'blocked', 'cancelled');
 
 -- journal_delete_at --
@@ -166,6 +167,7 @@ WHERE key IN (SELECT value FROM json_each(?))
   AND NOT EXISTS (SELECT 1 FROM tether_blob_refs r WHERE r.key = tether_blobs.key);
 
 -- run_crash_mark --
--- Record a takeover's crash count and journal progress, under the taker's lease.
-UPDATE tether_runs SET crashes = ?3, crash_progress = ?4
+-- Record a takeover's crash count (acknowledged) and journal progress, under the
+-- taker's lease.
+UPDATE tether_runs SET crashes = ?3, crashes_seen = ?3, crash_progress = ?4
 WHERE run_id = ?1 AND fencing_token = ?2 AND status = 'running';

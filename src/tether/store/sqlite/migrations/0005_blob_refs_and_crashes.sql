@@ -15,9 +15,11 @@ CREATE INDEX tether_blob_refs_run ON tether_blob_refs (run_id);
 -- Texts stored before this migration have no known referrer: '' keeps them.
 INSERT INTO tether_blob_refs (key, run_id) SELECT key, '' FROM tether_blobs;
 
--- Takeovers of a running run (its owner died without handing it back) since it was last
--- claimed normally: a claim sets it to crashes + 1 when the run was 'running', else 0.
+-- Takeovers of a running run (its owner died without handing it back): a claim of a run
+-- that was 'running' adds one. crashes_seen is the count the worker that took it over
+-- last acknowledged (so a claim with crashes > crashes_seen is a takeover), and
+-- crash_progress how many journal entries were final then (NULL: never); a takeover
+-- that finds more starts counting again from 1 (see Worker._crash_check).
 ALTER TABLE tether_runs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;
--- How many journal entries were final at the takeover that set crashes (NULL: none
--- yet); a takeover that finds more starts counting again from 1.
+ALTER TABLE tether_runs ADD COLUMN crashes_seen INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tether_runs ADD COLUMN crash_progress INTEGER;
