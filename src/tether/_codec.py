@@ -8,6 +8,7 @@ tuples and sets. Decoding restores types from an annotation when one names them
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import enum
@@ -74,6 +75,16 @@ class Codec:
                  hook: PayloadHook | None = None) -> None:
         self.max_payload = max_payload
         self.hook = hook
+        self._unreadable: Callable[[PayloadError], BaseException] | None = None
+
+    def with_unreadable(self, handler: Callable[[PayloadError], BaseException]) -> Codec:
+        """A copy whose ``decode`` raises ``handler(error)`` instead of the hook's
+        ``PayloadError`` when the hook cannot decode a stored text (e.g. the payload was
+        encrypted with a key this process does not have): a worker uses it to hand such a
+        run back instead of letting the error reach the workflow's code and fail it."""
+        codec = copy.copy(self)
+        codec._unreadable = handler
+        return codec
 
     def encode(self, value: object, what: str) -> str:
         """Encode ``value``; ``what`` names it in errors ("result of step 'search'")."""
@@ -118,7 +129,12 @@ class Codec:
         if text is None:
             return None
         if self.hook is not None:
-            text = self.hook.decode(text)
+            try:
+                text = self.hook.decode(text)
+            except PayloadError as exc:
+                if self._unreadable is None:
+                    raise
+                raise self._unreadable(exc) from exc
         value = _loads(text)
         if isinstance(annotation, LazyHint):
             annotation = annotation.resolve()

@@ -140,6 +140,14 @@ class RunRecord:
     generation: int = 0
     #: When an operator erased the run's payloads, or None.
     erased_at: float | None = None
+    #: Takeovers of the run while it was running (its worker died holding it), counted
+    #: by the claim and reset by the worker when the journal moved on (migration 0005).
+    crashes: int = 0
+    #: The count the worker that took the run over last acknowledged: a claim that
+    #: returns ``crashes > crashes_seen`` is a takeover.
+    crashes_seen: int = 0
+    #: Final journal entries counted at that acknowledgement (None: never).
+    crash_progress: int | None = None
 
     def __post_init__(self) -> None:
         if type(self.status) is not RunStatus:

@@ -28,14 +28,35 @@ from collections.abc import Iterable, Mapping
 from tether._codec import PayloadHook
 from tether.errors import ConfigError, PayloadError
 
-__all__ = ["AesGcm", "PayloadDecryptError", "Redact"]
+__all__ = ["AesGcm", "PayloadDecryptError", "Redact", "sealed_view"]
 
 _PREFIX = "tgcm1"
 
 
 class PayloadDecryptError(PayloadError):
     """A stored payload could not be decrypted (unknown key id, wrong key, tampering,
-    or plaintext where ciphertext was expected); nothing is returned in its place."""
+    or plaintext where ciphertext was expected); nothing is returned in its place.
+
+    A worker that meets one while executing a run hands the run back (after a back-off)
+    for a worker that has the key, and logs this error; it never fails the run.
+
+    Attributes:
+        key_id: the key id the payload names (None for a payload not encrypted).
+    """
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+def sealed_view(text: str) -> str | None:
+    """What to show for a stored text this process cannot decode: ``<encrypted with key
+    id 'k1'>`` for an ``AesGcm`` payload (the id is not secret), else None."""
+    prefix, _, rest = text.partition(".")
+    kid, dot, _ = rest.partition(".")
+    if prefix != _PREFIX or not dot or not kid:
+        return None
+    return f"<encrypted with key id {kid!r}>"
 
 
 class AesGcm:
@@ -108,14 +129,14 @@ class AesGcm:
         if cipher is None:
             raise PayloadDecryptError(
                 f"a stored payload was encrypted with key id {kid!r}, which this process "
-                f"does not have (it has: {', '.join(sorted(self._ciphers))})")
+                f"does not have (it has: {', '.join(sorted(self._ciphers))})", kid)
         try:
             raw = base64.b64decode(b64, validate=True)
             return cipher.decrypt(raw[:12], raw[12:], None).decode()
         except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError):
             raise PayloadDecryptError(
                 f"a stored payload under key id {kid!r} does not decrypt: wrong key "
-                "material for that id, or the payload was altered") from None
+                "material for that id, or the payload was altered", kid) from None
 
 
 class Redact:

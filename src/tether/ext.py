@@ -39,6 +39,7 @@ from tether.errors import ConfigError, OutsideRun
 
 if TYPE_CHECKING:
     from tether._app import App
+    from tether.store import Store
 
 __all__ = [
     "OnReplay",
@@ -95,6 +96,33 @@ class SharedState(Protocol):
         ...
 
 
+class _RunShared:
+    """A run's view of the shared state: ``blob_put`` records the run as a referrer of
+    the texts (one object per execution of the run, so per-store caches keyed by it,
+    such as tether.ai's "already stored" set, cover this run's references)."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        return await self._store.kv_get(key=key)
+
+    async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
+        return await self._store.kv_cas(key=key, value=value, version=version, now=now)
+
+    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+        await self._store.blob_put(blobs=blobs, run_id=self._run_id)
+
+    async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
+        return await self._store.blob_get(keys=keys)
+
+    async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
+                           now: float) -> float:
+        return await self._store.rate_acquire(key=key, limit=limit, period=period,
+                                              amount=amount, now=now)
+
+
 class Run:
     """The run whose code executes here, as an integration sees it.
 
@@ -127,8 +155,10 @@ class Run:
 
     @property
     def shared(self) -> SharedState:
-        """State shared across workers, in the run's store."""
-        return self._ctx.store
+        """State shared across workers, in the run's store. Texts this run stores with
+        ``blob_put`` are recorded as referenced by it: retention deletes a text only once
+        no remaining run references it."""
+        return self.memory(_RunShared, lambda: _RunShared(self._ctx.store, self.run_id))
 
     def clock(self) -> float:
         """The engine's clock, in seconds since the epoch. Not journaled: use it for

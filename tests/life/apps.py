@@ -13,8 +13,10 @@ import time
 
 import tether
 from tether import App
+from tether.encryption import AesGcm
 
-app = App(version=os.environ.get("TETHER_TEST_VERSION") or None)
+app = App(version=os.environ.get("TETHER_TEST_VERSION") or None,
+          payload_hook=AesGcm.from_env() if os.environ.get("TETHER_PAYLOAD_KEYS") else None)
 
 
 def side(what: str) -> None:
@@ -75,3 +77,48 @@ async def tick() -> str:
 if os.environ.get("TETHER_TEST_SCHEDULE") == "1":
     app.schedule(tick, cron="* * * * * *", name="every-second", catchup="all",
                  catchup_max=30, overlap="allow")
+
+
+@app.step
+async def wait_forever() -> None:
+    side("waiting forever")
+    await asyncio.sleep(3600)
+
+
+@app.workflow
+async def stuck() -> str:
+    try:
+        await wait_forever()
+    except tether.Cancelled:
+        side("cancelled")
+        raise
+    return "not reached"
+
+
+@app.step
+def hang_once() -> str:
+    """Hangs (a thread that never returns) the first time only."""
+    path = os.environ["TETHER_TEST_SIDE_FILE"]
+    first = not os.path.exists(path) or "hang once" not in open(path).read()
+    side("hang once")
+    if first:
+        time.sleep(600)
+    return "done"
+
+
+@app.workflow
+async def hung_once() -> str:
+    return await hang_once()
+
+
+@app.step
+def die() -> None:
+    """Kills the worker process that executes it, as a segfault would."""
+    side("die")
+    os._exit(1)
+
+
+@app.workflow
+async def poison() -> None:
+    await quick()
+    await die()

@@ -20,13 +20,15 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, *extra: str, version: str | None = None, schedule: bool = False,
-              lease: float = 5.0) -> subprocess.Popen[bytes]:
+              lease: float = 5.0, env_extra: dict[str, str] | None = None
+              ) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "tether", "worker", "tests.life.apps:app",
                 "--db", self.db, "--lease", str(lease), *extra]
         env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side_file),
                    PYTHONPATH=str(ROOT), TETHER_TEST_VERSION=version or "",
                    TETHER_TEST_SCHEDULE="1" if schedule else "")
         env.pop("TETHER_DATABASE_URL", None)
+        env.update(env_extra or {})
         with open(self.tmp / f"worker-{len(self.procs)}.log", "wb") as log:
             proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT)

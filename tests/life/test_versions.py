@@ -114,3 +114,14 @@ def test_a_version_must_be_text() -> None:
     for bad in ("", "  ", 3):
         with pytest.raises(tether.ConfigError):
             App("sqlite:///x.db", version=bad)  # type: ignore[arg-type]
+
+
+async def test_start_many_records_the_version(store_url: str) -> None:
+    """start_many records the app's version on every run, as start does (both stores)."""
+    v3 = code(store_url, "v3")
+    async with v3:
+        handles = await v3.start_many("flow", [[], []], run_ids=["m1", "m2"])
+        single = await v3.start("flow", run_id="m3")
+        for h in [*handles, single]:
+            assert (await v3.get_run(h.run_id)).version == "v3"
+        assert await v3.store.run_versions() == [("v3", "queued", 3)]

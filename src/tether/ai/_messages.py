@@ -131,7 +131,10 @@ async def put_blobs(store: SharedState, blobs: Mapping[str, str]) -> int:
     """Store the texts this process has not stored yet; returns how many were sent.
 
     The store ignores keys it already holds, so the in-process memory only saves
-    bandwidth; after a restart the first call re-sends its conversation once.
+    bandwidth; after a restart the first call re-sends its conversation once. Inside a
+    run ``store`` is the run's own view (``ext.Run.shared``, one per execution), so the
+    memory is per run execution too, and the store records every text the run uses as
+    referenced by it (retention keeps a text while a run references it).
     """
     known = _known.get(store)
     if known is None:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from tether._app import App
 from tether._types import _FORBIDDEN
+from tether.encryption import sealed_view
 from tether.store import resolve_url
 
 
@@ -158,7 +159,10 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    """One line of at most ``width`` characters; a payload this process could not
+    decrypt (it has no key) shows as the key id it needs, not as ciphertext."""
+    text = (sealed_view(value) or value) if isinstance(value, str) else json.dumps(
+        value, default=str)
     text = safe(text.replace("\n", " "))
     return text if len(text) <= width else text[: width - 1] + "…"
 

@@ -205,7 +205,7 @@ async def purge(args: argparse.Namespace) -> int:
         return 0
     print(f"purged {total['runs']} runs: {total['journal_entries']} journal entries, "
           f"{total['archived_entries']} archived entries, {total['attempts']} attempts, "
-          f"{total['signals']} signals")
+          f"{total['signals']} signals, {total['blobs']} message texts no run references")
     return 0
 
 
@@ -217,5 +217,6 @@ async def erase(args: argparse.Namespace) -> int:
         return 0
     print(f"erased run {args.run_id}: its input and outcome, {report.journal_entries} "
           f"journal entries, {report.archived_entries} archived entries, "
-          f"{report.attempts} attempt errors, {report.signals} signal payloads")
+          f"{report.attempts} attempt errors, {report.signals} signal payloads, "
+          f"{report.blobs} message texts no other run references")
     return 0

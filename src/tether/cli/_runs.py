@@ -147,7 +147,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
         if e["error"] is not None:
             err = e["error"]
             outcome = f"{err.get('type', 'Error')}: {err.get('message', '')}" if isinstance(
-                err, dict) else str(err)
+                err, dict) else short(err, 70)
             if e["status"] == "pending" and e["next_attempt_at"]:
                 outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {outcome}"
         elif e["status"] == "pending" and e["next_attempt_at"]:
@@ -162,8 +162,11 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
         w(f"\nresult: {short(info.result, 200)}\n")
     elif info.error:
         err = info.error
-        w(f"\n{info.status.value}: {safe(err.get('type', 'Error'))}: "
-          f"{safe(err.get('message', ''))}\n")
+        if isinstance(err, dict):
+            w(f"\n{info.status.value}: {safe(err.get('type', 'Error'))}: "
+              f"{safe(err.get('message', ''))}\n")
+        else:  # not decodable here (e.g. encrypted, and this process has no key)
+            w(f"\n{info.status.value}: {short(err, 200)}\n")
         if info.status is RunStatus.BLOCKED:
             w("the run waits for an operator: fix the workflow code (or use "
               "tether.patched()) and run `tether resume RUN_ID`\n")

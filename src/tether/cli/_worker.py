@@ -35,6 +35,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long steps in flight may take to finish "
                    "(default 30)")
+    p.add_argument("--max-crashes", type=positive_int, default=5, metavar="N",
+                   help="a run whose worker died executing it N times in a row (its code "
+                   "calls os._exit() or crashes the process) with no journal progress "
+                   "between is failed instead of taken over again (default 5)")
     p.set_defaults(handler=run)
 
 
@@ -57,7 +61,7 @@ async def run(args: argparse.Namespace) -> int:
     failures = 0
     while not stop.is_set():
         worker = app.worker(queues=args.queues, concurrency=args.concurrency,
-                            lease_seconds=args.lease)
+                            lease_seconds=args.lease, max_crashes=args.max_crashes)
         try:
             await worker.start()
         except StoreUnavailable as exc:

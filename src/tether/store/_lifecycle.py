@@ -73,12 +73,14 @@ class PurgeReport:
     attempts: int = 0
     signals: int = 0
     payloads: int = 0
+    #: Content-addressed texts (tether.ai's messages) that no remaining run references.
+    blobs: int = 0
     run_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int | list[str]]:
         return {"runs": self.runs, "journal_entries": self.journal_entries,
                 "archived_entries": self.archived_entries, "attempts": self.attempts,
-                "signals": self.signals, "payloads": self.payloads,
+                "signals": self.signals, "payloads": self.payloads, "blobs": self.blobs,
                 "run_ids": list(self.run_ids)}
 
 

@@ -226,11 +226,15 @@ class Store(ServeQueries, Protocol):
         """Ask the unfinished children of a run whose policy is ``cancel`` to cancel; a
         blocked one ends ``cancelled`` at once (and wakes a run waiting for it)."""
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def subscribe(self, callback: Callable[[], None], *,
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
         """Call ``callback`` (on the caller's event loop) whenever another process may
-        have made work available or ended a run (new run, signal, cancel, finish).
+        have made work available or ended a run (new run, signal, cancel, finish), and
+        ``on_cancel(run_id)`` when a cancel was asked of a ``running`` run (so that the
+        worker holding it interrupts it at once instead of at its next heartbeat).
         Returns an async unsubscribe function. Backends without notifications never
-        call it; callers also poll slowly."""
+        call them; callers also poll slowly (and heartbeats report cancels)."""
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         """Ask a run to cancel; a released or queued run becomes claimable at once.
@@ -271,9 +275,12 @@ class Store(ServeQueries, Protocol):
         replay; see ``RunRecord.metrics``). Only the lease holder writes them.
         Raises: LeaseLost."""
 
-    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+    async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         """Store content-addressed texts (key = digest of the text); a key already
-        stored is left as it is. Not fenced: the same key always holds the same text."""
+        stored is left as it is. Not fenced: the same key always holds the same text.
+        With ``run_id``, also record (in the same transaction, first) that the run
+        references them: ``run_purge`` and ``run_erase`` delete a text once no remaining
+        run references it. Texts stored without a run are never deleted by them."""
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         """The stored texts of ``keys`` (missing keys are absent from the result)."""
@@ -330,6 +337,11 @@ class Store(ServeQueries, Protocol):
         """Continue the run as new: archive its journal as the current generation, empty
         it, set ``input``, bump the generation and queue the run (pending signals stay
         pending). Raises: LeaseLost."""
+
+    async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
+        """After a takeover: set the run's consecutive crash count (also as
+        ``crashes_seen``, acknowledged) and the journal progress (final entries) it was
+        counted at (migration 0005). Raises: LeaseLost."""
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         """The journals of the run's earlier generations, oldest first."""

@@ -64,8 +64,10 @@ def _life_fields(row: Sequence[Any]) -> dict[str, Any]:
     """Migration 0003's columns, when the query selected them (listings need not)."""
     if len(row) < 25:
         return {}
+    crashes = ({"crashes": row[25], "crashes_seen": row[26], "crash_progress": row[27]}
+               if len(row) >= 28 else {})  # migration 0005's, selected by the claims
     return {"version": row[20], "forked_from": row[21], "forked_at": row[22],
-            "generation": row[23], "erased_at": row[24]}
+            "generation": row[23], "erased_at": row[24], **crashes}
 
 
 def entry_from_row(row: Sequence[Any]) -> JournalEntry:

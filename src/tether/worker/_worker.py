@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tether import _observe
 from tether._app import worker_host
 from tether._clock import wait_event
-from tether._codec import restore
+from tether._codec import Codec, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
 from tether._replay import (
@@ -90,6 +91,18 @@ STORE_RETRY_DELAY = 1.0
 #: Crashes of the worker's own code while executing one run (an exception that escaped
 #: the run's executor) before the run is failed instead of handed back again.
 MAX_EXECUTOR_CRASHES = 5
+#: Takeovers in a row of a run whose worker died while executing it (killed by its own
+#: code: ``os._exit()``, a segfault, the OOM killer), with no journal progress between
+#: them, after which the run is failed instead of killing the next worker too.
+MAX_CRASHES = 5
+#: The wait before executing a run taken over after its second crash in a row; doubles
+#: with each further crash, up to CRASH_BACKOFF_MAX.
+CRASH_BACKOFF = 1.0
+CRASH_BACKOFF_MAX = 60.0
+#: The first wait of a run handed back because this worker cannot decrypt its payloads
+#: (doubles each time the same worker meets it again, up to UNREADABLE_BACKOFF_MAX).
+UNREADABLE_BACKOFF = 1.0
+UNREADABLE_BACKOFF_MAX = 60.0
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
 
@@ -157,9 +170,15 @@ class Worker:
     def __init__(self, app: App, *, queues: list[str] | None = None, concurrency: int = 50,
                  lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
-                 worker_id: str | None = None, tune_gc: bool = True) -> None:
+                 worker_id: str | None = None, tune_gc: bool = True,
+                 max_crashes: int = MAX_CRASHES) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be >= 1")
+        if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) \
+                or max_crashes < 1:
+            raise ConfigError(f"max_crashes must be an integer >= 1, not {max_crashes!r}")
+        #: Crashes in a row of one run (see MAX_CRASHES) before it is failed.
+        self.max_crashes = max_crashes
         if lease_seconds <= 0:
             raise ConfigError("lease_seconds must be > 0")
         self.app = app
@@ -178,6 +197,7 @@ class Worker:
         self.hostname = socket.gethostname()
         self._active: dict[str, _Active] = {}
         self._crashes: dict[str, int] = {}  # run id -> executor crashes in a row
+        self._unreadable_runs: dict[str, int] = {}  # run id -> hand-backs for a key
         self._claiming = False  # a run_claim is in flight (its runs are not active yet)
         self._background: set[asyncio.Future[None]] = set()
         self._seq = 0
@@ -188,6 +208,12 @@ class Worker:
         self._started = False
         self._stopping = False
         self._draining = False
+        #: A run this worker executes alone (a crash suspect); nothing is claimed meanwhile.
+        self._isolated: str | None = None
+        #: A suspect waits for this worker to be idle: nothing is claimed until it is.
+        self._isolation_wanted = False
+        #: Runs past their crash check whose code this worker is executing.
+        self._executing = 0
         #: The workflows this worker may claim runs of: the ones its app registered.
         self._claimable: list[str] = sorted(app.workflows())
         self._attempts: AttemptWriter | None = None  # made at start, on the opened store
@@ -227,7 +253,9 @@ class Worker:
         await self._reap_dead_workers()
         await store.workflow_register(
             workflows={name: w.queue for name, w in self.app.workflows().items()}, now=now)
-        self._unsubscribe = await store.subscribe(self.notify)
+        # A cancel from another process reaches a run it holds at once, not at the next
+        # heartbeat (which still reports cancels whose notification was lost).
+        self._unsubscribe = await store.subscribe(self.notify, on_cancel=self.request_cancel)
         self._started = True
         if self.tune_gc:
             self._gc_tuned = _gc.worker_started()
@@ -337,6 +365,8 @@ class Worker:
             # every slot is busy) is kept for the wait below, and a stale one can't spin.
             self._wake.clear()
             free = self.concurrency - len(self._active)
+            if self._isolated is not None or self._isolation_wanted:
+                free = 0  # a crash suspect runs alone (see _crash_check)
             claimed: list[ClaimedRun] = []
             if free > 0:
                 self._claiming = True
@@ -378,6 +408,10 @@ class Worker:
             active = self._active.get(run_id)
             if active is not None and active.task is task:
                 del self._active[run_id]
+            if self._isolated == run_id:
+                self._isolated = None
+            if not self._active:
+                self._isolation_wanted = False
             self._wake.set()
             error = None if task.cancelled() else task.exception()
             if error is None:
@@ -485,8 +519,9 @@ class Worker:
                         statuses=list(policy.statuses), limit=500)
                     if report.runs:
                         log.info("retention: purged %d runs (%d journal entries, %d "
-                                 "attempts, %d signals)", report.runs,
-                                 report.journal_entries, report.attempts, report.signals)
+                                 "attempts, %d signals, %d message texts)", report.runs,
+                                 report.journal_entries, report.attempts, report.signals,
+                                 report.blobs)
                     if report.runs < 500:
                         break
             except StoreError as exc:
@@ -589,13 +624,30 @@ class Worker:
                         app.clock.now() + 5 * self.poll_interval,
                         f"a worker with workflow {run.workflow}"))
             return
+        if run.crashes and not await self._crash_check(claimed):
+            return
+        self._executing += 1
+        try:
+            await self._execute_claimed(claimed, wdef)
+        finally:
+            self._executing -= 1
+
+    async def _execute_claimed(self, claimed: ClaimedRun, wdef: Any) -> None:
+        app = self.app
+        run = claimed.run
+        lease = claimed.lease
+        made: list[RunContext] = []
+        codec = app.codec
+        if codec.hook is not None:  # a payload it cannot decode hands the run back
+            codec = codec.with_unreadable(lambda exc: self._unreadable(made[0], exc))
         ctx = RunContext(
             lease=lease, workflow=wdef, journal=claimed.journal, store=app.store,
-            codec=app.codec, clock=app.clock, executor=self._executor,
+            codec=codec, clock=app.clock, executor=self._executor,
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
             metrics=run.metrics, generation=run.generation,
             attempt_writer=self._attempts,
         )
+        made.append(ctx)
         if self._draining:
             ctx.drain()
         active = self._active.get(run.run_id)
@@ -605,7 +657,7 @@ class Worker:
         value: Any = None
         error: BaseException | None = None
         try:
-            args, kwargs = self._decode_input(run.input, wdef)
+            args, kwargs = self._decode_input(ctx.codec, run.input, wdef)
             value = await _observe.run(ctx, wdef.fn(*args, **kwargs))
         except _Stop:
             pass
@@ -625,8 +677,114 @@ class Worker:
             active.finishing = True
         await self._conclude(ctx, value, error)
 
-    def _decode_input(self, text: str, wdef: Any) -> tuple[list[Any], dict[str, Any]]:
-        data = self.app.codec.decode(text)
+    async def _crash_check(self, claimed: ClaimedRun) -> bool:
+        """A run whose workers died while executing it: count the crash, back off, run
+        it alone, or fail it past ``max_crashes``. True: execute it now.
+
+        The claim counted a takeover (``crashes > crashes_seen``). It is a crash *in a
+        row* only if the journal has not moved on since the last one
+        (``crash_progress``), else counting starts again from 1. From the second crash
+        in a row the run is a suspect: it is handed back for a back-off (1, 2, 4 … s),
+        and then executed only by a worker that executes nothing else meanwhile, so
+        that a worker's death is counted against the run that caused it, not against
+        the runs that happened to share the process. So a healthy run whose workers are
+        killed now and then keeps going, and a run whose own code kills every worker
+        that executes it (``os._exit()``, a segfault) ends ``failed``, visibly, instead
+        of taking down every worker of the queue in turn."""
+        app = self.app
+        store = app.store
+        run, lease = claimed.run, claimed.lease
+        progress = sum(1 for e in claimed.journal if e.status != "pending")
+        same_place = run.crash_progress == progress
+        takeover = run.crashes > run.crashes_seen
+        if takeover:
+            crashes = run.crashes if same_place else 1
+            try:
+                await store.run_crash_mark(lease=lease, crashes=crashes, progress=progress)
+            except LeaseLost:
+                return False
+            except StoreError as exc:  # the count is advisory: execute the run anyway
+                log.warning("run %s: could not record its crash count (%s)", run.run_id,
+                            exc)
+        else:
+            crashes = run.crashes if same_place else 0
+        if crashes < 2 and not takeover:
+            return True
+        pending = [e.position for e in claimed.journal if e.status == "pending"]
+        position = min(pending) if pending else len(claimed.journal)
+        if crashes >= self.max_crashes:
+            message = (f"worker crashed {crashes} times running this run at position "
+                       f"{position}")
+            log.error("run %s: %s; failing it", run.run_id, message)
+            text = app.codec.encode_error({"type": "tether.errors.TetherError",
+                                           "message": message})
+            try:
+                await self._retry_store(run.run_id, "fail it", lambda: store.run_finish(
+                    lease=lease, status=RunStatus.FAILED.value, result=None, error=text,
+                    now=app.clock.now()), errors=(StoreError,), attempts=10)
+            except LeaseLost:
+                return False
+            self.completed += 1
+            self._host.run_ended(run.run_id)
+            return False
+        if takeover:
+            log.warning("run %s: taken over from a worker that died executing it (crash "
+                        "%d of %d in a row at position %d)", run.run_id, crashes,
+                        self.max_crashes, position)
+            if crashes < 2:
+                return True
+            delay = min(CRASH_BACKOFF * 2 ** (crashes - 2), CRASH_BACKOFF_MAX)
+            delay *= random.uniform(1.0, 1.25)
+            await self._defer(lease, delay, f"a back-off: its worker died {crashes} times "
+                              f"in a row running it (at position {position})")
+            return False
+        if self._executing or self._isolated is not None:
+            # Not alone here: stop claiming until this worker is idle, and let it (or
+            # another idle worker) claim the run again in a moment (jittered, so that
+            # two suspects handed back together come back apart).
+            self._isolation_wanted = True
+            await self._defer(lease, CRASH_BACKOFF * random.uniform(1.0, 2.0),
+                              f"a worker executing nothing else (its worker died "
+                              f"{crashes} times in a row running it)")
+            return False
+        log.warning("run %s: executing it alone (its worker died %d times in a row "
+                    "running it)", run.run_id, crashes)
+        self._isolated = run.run_id
+        return True
+
+    async def _defer(self, lease: Lease, delay: float, reason: str) -> None:
+        """Hand a run back, claimable again after ``delay`` (its crash count stays)."""
+        now = self.app.clock.now()
+        with contextlib.suppress(LeaseLost):
+            await self._retry_store(lease.run_id, "hand it back", lambda: self.app.store
+                                    .run_release(lease=lease, now=now,
+                                                 wait=Wait(now + delay, reason)),
+                                    errors=(StoreError,), attempts=10)
+        self._wake.set()
+
+    def _unreadable(self, ctx: RunContext, error: PayloadError) -> BaseException:
+        """This worker cannot decode one of the run's stored payloads (it lacks the key
+        that encrypted it, or has other key material under that id): stop the run's code
+        and hand the run back, not fail it, so that a worker with the key completes it.
+        The hand-back waits longer each time this worker meets the same run."""
+        run_id = ctx.run_id
+        if len(self._unreadable_runs) > 10_000:
+            self._unreadable_runs.clear()
+        n = self._unreadable_runs.get(run_id, 0) + 1
+        self._unreadable_runs[run_id] = n
+        delay = min(UNREADABLE_BACKOFF * 2 ** (n - 1), UNREADABLE_BACKOFF_MAX)
+        key_id = getattr(error, "key_id", None)
+        needs = f"key id {key_id!r}" if key_id else "the payload key"
+        log.error("run %s: this worker cannot decrypt its payloads (%s); handing it back "
+                  "for a worker with %s (claimable again in %.0f s)", run_id, error, needs,
+                  delay)
+        now = self.app.clock.now()
+        return ctx.halt(Release(Wait(now + delay, f"a worker with {needs} (one without it "
+                                                   "handed the run back)")))
+
+    def _decode_input(self, codec: Codec, text: str, wdef: Any
+                      ) -> tuple[list[Any], dict[str, Any]]:
+        data = codec.decode(text)
         args = list(data.get("args", []))
         kwargs = dict(data.get("kwargs", {}))
         anns = wdef.param_annotations

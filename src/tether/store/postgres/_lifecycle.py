@@ -31,7 +31,8 @@ _RUN_COLS = (
     "run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner, "
     "fencing_token, available_at, cancel_requested, waiting_for, status_info, parent_run_id, "
     "finished_at, parent_position, on_parent_cancel, metrics, "
-    "version, forked_from, forked_at, generation, erased_at"
+    "version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen, "
+    "crash_progress"
 )
 _ENTRY_COLS = ("position, kind, name, status, result, error, attempts, started_at, "
                "finished_at, next_attempt_at, args")
@@ -74,22 +75,24 @@ class Lifecycle:
     # -- attempts ---------------------------------------------------------------------
 
     async def attempt_record(self, conn: Conn, attempts: list[AttemptRecord]) -> None:
-        """All of ``attempts`` in one statement (one round trip, one commit): one array
-        per column, unnested (``executemany`` cost a message and a result per row), sent
-        in binary (text arrays cost a regular-expression search per element to quote).
-        One statement cannot update a row twice: of one attempt id, the last state wins."""
-        latest = {a.attempt_id: a for a in attempts}
-        cols = list(zip(*((a.attempt_id, a.run_id, a.generation, a.position, a.name,
+        """One statement over one binary array per column (as journal appends): a
+        batch of 50 attempts costs the client one Bind, not 50 (executemany did)."""
+        batch = sorted({a.attempt_id: a for a in attempts}.values(),
+                       key=lambda a: a.attempt_id)  # an id once per statement
+        if not batch:
+            return
+        cols = list(zip(*[(a.attempt_id, a.run_id, a.generation, a.position, a.name,
                            a.attempt, a.worker_id, a.status, a.started_at, a.finished_at,
-                           a.error) for a in latest.values()), strict=True))
+                           a.error) for a in batch], strict=True))
         await conn.execute(
             f"INSERT INTO {self.s}.attempts (attempt_id, run_id, generation, position, "
             "name, attempt, worker_id, status, started_at, finished_at, error) "
-            "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::text[], "
-            "%b::int[], %b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::integer[], %b::integer[], "
+            "%b::text[], %b::integer[], %b::text[], %b::text[], %b::float8[], "
+            "%b::float8[], %b::text[]) "
             "ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, "
             "finished_at = excluded.finished_at, error = excluded.error",
-            [list(c) for c in cols])
+            [list(c) for c in cols], prepare=False)
 
     async def attempt_list(self, conn: Conn, run_id: str) -> list[AttemptRecord]:
         rows = await self._rows(
@@ -122,7 +125,8 @@ class Lifecycle:
                 f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
                 "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
                 "cancel_requested = false, waiting_for = NULL, wait_signal = NULL, "
-                "wait_child = NULL, version = %s WHERE run_id = %s",
+                "wait_child = NULL, version = %s, crashes = 0, crashes_seen = 0, "
+                "crash_progress = NULL WHERE run_id = %s",
                 (now, now, version, run_id))
             await self._wake(conn)
             stored = await self._get(conn, run_id)
@@ -152,10 +156,45 @@ class Lifecycle:
                 "attempts, started_at, finished_at, next_attempt_at, args, 0 "
                 f"FROM {self.s}.journal WHERE run_id = %s AND position < %s",
                 (run.run_id, source_run_id, at))
+            await conn.execute(
+                f"INSERT INTO {self.s}.blob_refs (key, run_id) SELECT key, %s "
+                f"FROM {self.s}.blob_refs WHERE run_id = %s ORDER BY key "
+                "ON CONFLICT DO NOTHING", (run.run_id, source_run_id))
             await self._wake(conn)
             stored = await self._get(conn, run.run_id)
         assert stored is not None
         return stored
+
+    async def run_crash_mark(self, conn: Conn, lease: Lease, crashes: int,
+                             progress: int) -> None:
+        if not await self._count(
+                conn, "UPDATE {s}.runs SET crashes = %s, crashes_seen = %s, "
+                "crash_progress = %s WHERE run_id = %s AND fencing_token = %s "
+                "AND status = 'running'",
+                (crashes, crashes, progress, lease.run_id, lease.fencing_token)):
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+
+    async def _drop_blob_refs(self, conn: Conn, run_ids: list[str]) -> list[str]:
+        """Forget what runs reference; the keys they referenced. Takes the lock that
+        keeps new references out until this transaction ends (see ``_sweep_blobs``)."""
+        await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
+        rows = await self._rows(conn, "DELETE FROM {s}.blob_refs WHERE run_id = ANY(%s) "
+                                "RETURNING key", (run_ids,))
+        return sorted({r[0] for r in rows})
+
+    async def _sweep_blobs(self, conn: Conn, keys: list[str], report: PurgeReport) -> None:
+        """Delete the texts of ``keys`` that no run references any more.
+
+        Safe against a run storing a reference to one of them meanwhile: the caller's
+        transaction holds SHARE ROW EXCLUSIVE on blob_refs, so a run's ``blob_put`` (which
+        adds its reference first, then the texts, in one transaction) either committed
+        before the lock was granted (this statement, with a fresh snapshot, sees its
+        reference) or waits until this transaction commits, and then stores the texts
+        again."""
+        if keys:
+            report.blobs += await self._count(
+                conn, "DELETE FROM {s}.blobs b WHERE b.key = ANY(%s) AND NOT EXISTS ("
+                "SELECT 1 FROM {s}.blob_refs r WHERE r.key = b.key)", (keys,))
 
     async def run_continue(self, conn: Conn, lease: Lease, input_text: str,
                            now: float) -> None:
@@ -275,6 +314,9 @@ class Lifecycle:
                         limit: int) -> PurgeReport:
         report = PurgeReport()
         async with conn.transaction():
+            # First, so that it is not taken while holding row locks a run's blob_put
+            # could wait for (it waits only for this table).
+            await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
             rows = await self._rows(
                 conn, "SELECT run_id FROM {s}.runs r WHERE finished_at IS NOT NULL "
                 "AND finished_at < %s AND status = ANY(%s) AND NOT EXISTS ("
@@ -296,6 +338,7 @@ class Lifecycle:
             report.runs = await self._count(
                 conn, "DELETE FROM {s}.runs WHERE run_id = ANY(%s)", (ids,))
             report.run_ids = sorted(ids)
+            await self._sweep_blobs(conn, await self._drop_blob_refs(conn, ids), report)
         return report
 
     async def run_erase(self, conn: Conn, run_id: str, now: float) -> PurgeReport:
@@ -334,4 +377,5 @@ class Lifecycle:
                 "AND payload IS NOT NULL", (e, run_id))
             report.payloads += report.journal_entries + report.archived_entries + \
                 report.signals
+            await self._sweep_blobs(conn, await self._drop_blob_refs(conn, [run_id]), report)
         return report

@@ -3,7 +3,8 @@
 Writes that make work available or end a run call ``pg_notify`` on the schema's channel
 in their own transaction, so a wake-up is sent exactly when the write commits. The
 listener holds one connection with ``LISTEN`` on it and calls every subscriber for each
-notification. If that connection drops (server restart, network, a terminated backend)
+notification (and, for a ``cancel:<run id>`` notification, first their cancel
+callback). If that connection drops (server restart, network, a terminated backend)
 it reconnects with backoff and then calls every subscriber once: notifications sent
 while it was away are lost, and a spurious wake-up only costs a claim query. A
 connection that went silent without closing is found by a cheap query every
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +26,9 @@ from tether.store.postgres._config import CONNECTION_ERRORS, PgConfig, connect_r
 
 log = logging.getLogger("tether.store.postgres")
 
+#: A notification ``cancel:<run id>``: that running run was asked to cancel.
+CANCEL_PREFIX = "cancel:"
+
 
 class Listener:
     """Calls subscribers (each on its own event loop) when the channel is notified."""
@@ -33,7 +38,8 @@ class Listener:
         self.cfg = cfg
         self.check_interval = check_interval
         self.max_backoff = max_backoff
-        self._subscribers: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = {}
+        self._subscribers: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None],
+                                           Callable[[str], None] | None]] = {}
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[object] | None = None
@@ -42,11 +48,13 @@ class Listener:
         #: How many times the connection was (re)established.
         self.connects = 0
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def subscribe(self, callback: Callable[[], None],
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
         loop = asyncio.get_running_loop()
         key = self._next_id
         self._next_id += 1
-        self._subscribers[key] = (loop, callback)
+        self._subscribers[key] = (loop, callback, on_cancel)
         if self._task is None or self._task.done():
             self.listening.clear()
             self._task = asyncio.create_task(self._run(), name="tether-pg-listener")
@@ -71,19 +79,24 @@ class Listener:
         await self._disconnect()
         self.listening.clear()
 
-    def _fire(self) -> None:
-        for loop, callback in list(self._subscribers.values()):
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            try:
-                if loop is running:
-                    loop.call_soon(callback)
-                else:
-                    loop.call_soon_threadsafe(callback)
-            except RuntimeError:
-                pass  # that subscriber's loop is closed
+    def _fire(self, cancelled: str | None = None) -> None:
+        """Call every subscriber; with ``cancelled``, first their ``on_cancel``."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, callback, on_cancel in list(self._subscribers.values()):
+            calls: list[Callable[[], None]] = [callback]
+            if cancelled is not None and on_cancel is not None:
+                calls.insert(0, functools.partial(on_cancel, cancelled))
+            for call in calls:
+                try:
+                    if loop is running:
+                        loop.call_soon(call)
+                    else:
+                        loop.call_soon_threadsafe(call)
+                except RuntimeError:
+                    pass  # that subscriber's loop is closed
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -106,8 +119,10 @@ class Listener:
                     self._fire()  # whatever was notified while we were away
                 backoff = 0.1
                 while True:
-                    async for _ in conn.notifies(timeout=self.check_interval):
-                        self._fire()
+                    async for note in conn.notifies(timeout=self.check_interval):
+                        payload = note.payload
+                        self._fire(payload[len(CANCEL_PREFIX):]
+                                   if payload.startswith(CANCEL_PREFIX) else None)
                     await conn.execute("SELECT 1")  # still there?
             except asyncio.CancelledError:
                 raise

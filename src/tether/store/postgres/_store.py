@@ -312,11 +312,14 @@ class PostgresStore(PostgresServeQueries):
 
     # -- notifications ----------------------------------------------------------------
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        """Call ``callback`` on this event loop whenever the schema's channel is notified.
+    async def subscribe(self, callback: Callable[[], None], *,
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
+        """Call ``callback`` on this event loop whenever the schema's channel is notified
+        (and ``on_cancel(run_id)`` for a cancel of a running run).
 
         One listener connection per store, reconnecting by itself."""
-        return await self._listener.subscribe(callback)
+        return await self._listener.subscribe(callback, on_cancel)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -346,7 +349,8 @@ class PostgresStore(PostgresServeQueries):
         unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
         cols = {key: [run_params(r)[key] for r in unique] for key in (
             "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
-            "available_at", "parent_run_id", "parent_position", "on_parent_cancel")}
+            "available_at", "parent_run_id", "parent_position", "on_parent_cancel",
+            "version", "forked_from", "forked_at")}
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),
@@ -607,7 +611,7 @@ class PostgresStore(PostgresServeQueries):
         # A cancelled blocked run has ended: wake a parent waiting for it, like a finish.
         *_, stored = await self._txn([
             ("run_cancel_blocked", params), ("run_wake_waiters", params),
-            ("run_cancel", params), ("run_get", params)])
+            ("run_cancel", params), ("run_cancel_notify", params), ("run_get", params)])
         if not stored:
             raise RunNotFound(run_id)
         return run_from_row(stored[0])
@@ -674,11 +678,15 @@ class PostgresStore(PostgresServeQueries):
         if count != 1:
             raise LeaseLost(lease.run_id, lease.fencing_token)
 
-    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+    async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         if not blobs:
             return
         keys = sorted(blobs)  # one order for every writer: overlapping puts never deadlock
-        await self._one("blob_put", {"keys": keys, "values": [blobs[k] for k in keys]})
+        params = {"keys": keys, "values": [blobs[k] for k in keys], "run_id": run_id}
+        if run_id is None:
+            await self._one("blob_put", params)
+        else:  # the reference first: see Lifecycle._sweep_blobs
+            await self._txn([("blob_ref_put", params), ("blob_put", params)])
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
@@ -753,6 +761,9 @@ class PostgresStore(PostgresServeQueries):
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         await self._life("run_continue", lease, input, now)
+
+    async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
+        await self._life("run_crash_mark", lease, crashes, progress)
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         return await self._life("journal_archive_read", run_id)  # type: ignore[no-any-return]

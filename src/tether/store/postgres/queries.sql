@@ -54,12 +54,13 @@ WHERE run_id = ANY(%(run_ids)b::text[])
 WITH ins AS (
     INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
                                updated_at, available_at, parent_run_id, parent_position,
-                               on_parent_cancel)
+                               on_parent_cancel, version, forked_from, forked_at)
     SELECT * FROM unnest(%(run_id)b::text[], %(workflow)b::text[], %(queue)b::text[],
                          %(status)b::text[], %(input)b::text[], %(created_at)b::float8[],
                          %(updated_at)b::float8[], %(available_at)b::float8[],
                          %(parent_run_id)b::text[], %(parent_position)b::integer[],
-                         %(on_parent_cancel)b::text[])
+                         %(on_parent_cancel)b::text[], %(version)b::text[],
+                         %(forked_from)b::text[], %(forked_at)b::integer[])
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id),
 woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
@@ -131,12 +132,16 @@ pick AS (
         FOR UPDATE SKIP LOCKED) c)
 UPDATE {schema}.runs
 SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
-    available_at = %(lease_expires)s, updated_at = %(now)s
+    available_at = %(lease_expires)s, updated_at = %(now)s,
+    -- takeovers of a run that was running (its owner died holding it) (migration 0005;
+    -- see Worker._crash_check)
+    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-       version, forked_from, forked_at, generation, erased_at;
+       version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
+       crash_progress;
 
 -- run_claim_journals --
 -- The journals of the runs this transaction just claimed (a later statement, so that it
@@ -458,6 +463,14 @@ WITH c AS (
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM c;
 
+-- run_cancel_notify --
+-- Tell the worker holding a running run that it was asked to cancel (at commit), so it
+-- interrupts it at once instead of at its next heartbeat (a payload holds 8000 bytes
+-- at most: a longer id waits for the heartbeat).
+SELECT pg_notify(%(channel)s, 'cancel:' || run_id)::text FROM {schema}.runs
+WHERE run_id = %(run_id)s AND status = 'running' AND cancel_requested
+  AND octet_length(run_id) <= 7000;
+
 -- lease_heartbeat --
 -- Extend every lease a worker holds and mark it alive; report which runs it still holds.
 -- Rows are locked in run_id order, as journal appends lock them, so the two never
@@ -547,6 +560,13 @@ WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
 INSERT INTO {schema}.blobs (key, value)
 SELECT k, v FROM unnest(%(keys)b::text[], %(values)b::text[]) AS u(k, v)
 ON CONFLICT (key) DO NOTHING;
+
+-- blob_ref_put --
+-- A run references these texts (key order); written before the texts, in their
+-- transaction (see Lifecycle._sweep_blobs).
+INSERT INTO {schema}.blob_refs (key, run_id)
+SELECT k, %(run_id)s FROM unnest(%(keys)b::text[]) AS u(k)
+ON CONFLICT (key, run_id) DO NOTHING;
 
 -- blob_get --
 -- The stored texts of these keys.

@@ -76,8 +76,38 @@ def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
         raise ConfigError(f"run id {run.run_id!r} is already used; choose another --id")
     conn.execute(L["journal_copy"], {"run_id": run.run_id, "source_run_id": source_run_id,
                                      "position": at})
+    conn.execute(L["blob_refs_copy"], (run.run_id, source_run_id))
     result: RunRecord = stored
     return result
+
+
+def blob_put(conn: apsw.Connection, blobs_json: str, run_id: str | None, put: Any) -> None:
+    """Store texts; with ``run_id``, first record that the run references them (one
+    transaction, so a purge never sees the texts without their reference)."""
+    if run_id is not None:
+        conn.execute(L["blob_ref_put"], (blobs_json, run_id))
+    put(conn, blobs_json)
+
+
+def run_crash_mark(conn: apsw.Connection, lease: Lease, crashes: int, progress: int) -> None:
+    conn.execute(L["run_crash_mark"], (lease.run_id, lease.fencing_token, crashes, progress))
+    if not conn.changes():
+        raise LeaseLost(lease.run_id, lease.fencing_token)
+
+
+def _drop_blob_refs(conn: apsw.Connection, run_id: str) -> list[str]:
+    """Forget a run's references to texts; the keys it referenced."""
+    keys = [k for (k,) in conn.execute(L["blob_refs_of"], (run_id,))]
+    conn.execute(L["blob_refs_delete"], (run_id,))
+    return keys
+
+
+def _sweep_blobs(conn: apsw.Connection, keys: list[str], report: PurgeReport) -> None:
+    """Delete the texts of ``keys`` no run references any more (the store has one writer
+    at a time, so no run can add a reference between the check and the delete)."""
+    if keys:
+        conn.execute(L["blob_sweep"], (json.dumps(sorted(set(keys))),))
+        report.blobs += conn.changes()
 
 
 def run_continue(conn: apsw.Connection, lease: Lease, input_text: str, now: float) -> None:
@@ -178,8 +208,11 @@ def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str]
     report = PurgeReport()
     ids = [r for (r,) in conn.execute(L["purge_candidates"], {
         "finished_before": finished_before, "statuses": json.dumps(statuses), "limit": limit})]
+    keys: list[str] = []
     for run_id in ids:
         _delete_run_rows(conn, run_id, report)
+        keys += _drop_blob_refs(conn, run_id)
+    _sweep_blobs(conn, keys, report)
     return report
 
 
@@ -207,4 +240,5 @@ def run_erase(conn: apsw.Connection, run_id: str, now: float, get: Any) -> Purge
     conn.execute(L["erase_signals"], params)
     report.signals = conn.changes()
     report.payloads += report.journal_entries + report.archived_entries + report.signals
+    _sweep_blobs(conn, _drop_blob_refs(conn, run_id), report)  # its messages' texts
     return report

@@ -2,7 +2,8 @@
 
 Each subscriber binds a Unix datagram socket in a folder named after the database
 file; a process that commits a change that makes work available (a new run, a signal,
-a cancel, a run's end) sends one byte to every socket there. Sockets of processes that
+a cancel, a run's end) sends one byte to every socket there; a cancel of a running run
+also sends ``c<run id>``, so the worker holding it interrupts it at once. Sockets of processes that
 died are found by ``ECONNREFUSED`` and removed. A lost datagram costs only latency:
 workers also poll slowly.
 
@@ -28,6 +29,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 log = logging.getLogger("tether.store")
+
+#: The largest wake-up datagram (a cancel names its run).
+MAX_MESSAGE = 4096
 
 
 def private_root() -> str | None:
@@ -59,7 +63,7 @@ class Notifier:
         self._sender: socket.socket | None = None
         self._lock = threading.Lock()
 
-    def publish(self) -> None:
+    def publish(self, message: bytes = b"w") -> None:
         """Wake every subscriber (any thread)."""
         if self.folder is None:
             return
@@ -75,12 +79,18 @@ class Notifier:
             for name in names:
                 path = os.path.join(self.folder, name)
                 try:
-                    sender.sendto(b"w", path)
+                    sender.sendto(message, path)
                 except (ConnectionRefusedError, FileNotFoundError):
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 except (BlockingIOError, OSError):
                     pass  # its buffer is full: it has wake-ups pending anyway
+
+    def publish_cancel(self, run_id: str) -> None:
+        """Tell every subscriber that ``run_id`` was asked to cancel (any thread)."""
+        data = b"c" + run_id.encode()
+        if len(data) <= MAX_MESSAGE:  # a longer id waits for its worker's heartbeat
+            self.publish(data)
 
     def close(self) -> None:
         with self._lock:
@@ -88,8 +98,9 @@ class Notifier:
                 self._sender.close()
                 self._sender = None
 
-    def subscribe(self, loop: asyncio.AbstractEventLoop,
-                  callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    def subscribe(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None],
+                  on_cancel: Callable[[str], None] | None = None,
+                  ) -> Callable[[], Awaitable[None]]:
         if self.folder is None:
             async def nothing() -> None:
                 return None
@@ -114,11 +125,16 @@ class Notifier:
         sock.setblocking(False)
 
         def readable() -> None:
+            cancels: list[str] = []
             try:
                 while True:
-                    sock.recv(64)
+                    data = sock.recv(MAX_MESSAGE)
+                    if data[:1] == b"c" and on_cancel is not None:
+                        cancels.append(data[1:].decode(errors="replace"))
             except (BlockingIOError, OSError):
                 pass
+            for run_id in dict.fromkeys(cancels):
+                on_cancel(run_id)  # type: ignore[misc]
             callback()
 
         loop.add_reader(sock.fileno(), readable)

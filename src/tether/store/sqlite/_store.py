@@ -519,8 +519,10 @@ class SqliteStore(SqliteServeQueries):
         err.__cause__ = exc
         return err
 
-    async def subscribe(self, callback: Callable[[], None]) -> Callable[[], Awaitable[None]]:
-        return self._notifier.subscribe(asyncio.get_running_loop(), callback)
+    async def subscribe(self, callback: Callable[[], None], *,
+                        on_cancel: Callable[[str], None] | None = None,
+                        ) -> Callable[[], Awaitable[None]]:
+        return self._notifier.subscribe(asyncio.get_running_loop(), callback, on_cancel)
 
     # -- runs -------------------------------------------------------------------------
 
@@ -575,7 +577,10 @@ class SqliteStore(SqliteServeQueries):
             self._notifier.publish()  # a place on a limited queue is free
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        return await self._write_wake(_run_cancel, run_id, now)
+        run: RunRecord = await self._write_wake(_run_cancel, run_id, now)
+        if run.status == "running":  # its worker interrupts it now, not at a heartbeat
+            self._notifier.publish_cancel(run_id)
+        return run
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
         return await self._write_wake(_run_resume, run_id, now)
@@ -645,9 +650,9 @@ class SqliteStore(SqliteServeQueries):
         check_metrics(lease.run_id, metrics)
         await self._write(_run_metrics_set, lease, metrics, now)
 
-    async def blob_put(self, *, blobs: dict[str, str]) -> None:
+    async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         if blobs:
-            await self._write(_blob_put, json.dumps(blobs))
+            await self._write(_lc.blob_put, json.dumps(blobs), run_id, _blob_put)
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
@@ -704,6 +709,9 @@ class SqliteStore(SqliteServeQueries):
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         await self._write_wake(_lc.run_continue, lease, input, now)
+
+    async def run_crash_mark(self, *, lease: Lease, crashes: int, progress: int) -> None:
+        await self._write(_lc.run_crash_mark, lease, crashes, progress)
 
     async def journal_archive_read(self, run_id: str) -> list[ArchivedJournal]:
         return await self._read(_lc.journal_archive_read, run_id)

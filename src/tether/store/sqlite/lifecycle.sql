@@ -21,7 +21,8 @@ FROM tether_attempts WHERE run_id = :run_id ORDER BY generation, position, start
 UPDATE tether_runs
 SET status = 'queued', result = NULL, error = NULL, finished_at = NULL, owner = NULL,
     available_at = :now, updated_at = :now, cancel_requested = 0, waiting_for = NULL,
-    wait_signal = NULL, wait_child = NULL, version = :version
+    wait_signal = NULL, wait_child = NULL, version = :version, crashes = 0, crashes_seen = 0,
+    crash_progress = NULL
 WHERE run_id = :run_id AND status IN ('failed', 'blocked', 'cancelled');
 
 -- journal_delete_at --
@@ -205,3 +206,33 @@ UPDATE tether_attempts SET error = :marker WHERE run_id = :run_id AND error IS N
 -- erase_signals --
 -- Erase: the payloads of the run's signals.
 UPDATE tether_signals SET payload = :marker WHERE run_id = :run_id AND payload IS NOT NULL;
+
+-- blob_ref_put --
+-- The run references these texts (a JSON object keyed by digest); written before the
+-- texts, in their transaction.
+INSERT OR IGNORE INTO tether_blob_refs (key, run_id) SELECT key, ?2 FROM json_each(?1);
+
+-- blob_refs_copy --
+-- A fork references every text its source does.
+INSERT OR IGNORE INTO tether_blob_refs (key, run_id)
+SELECT key, ?1 FROM tether_blob_refs WHERE run_id = ?2;
+
+-- blob_refs_of --
+-- The keys a run references.
+SELECT key FROM tether_blob_refs WHERE run_id = ?;
+
+-- blob_refs_delete --
+-- Forget what a run references.
+DELETE FROM tether_blob_refs WHERE run_id = ?;
+
+-- blob_sweep --
+-- Delete the texts of these keys (a JSON array) that no run references any more.
+DELETE FROM tether_blobs
+WHERE key IN (SELECT value FROM json_each(?))
+  AND NOT EXISTS (SELECT 1 FROM tether_blob_refs r WHERE r.key = tether_blobs.key);
+
+-- run_crash_mark --
+-- Record a takeover's crash count (acknowledged) and journal progress, under the
+-- taker's lease.
+UPDATE tether_runs SET crashes = ?3, crashes_seen = ?3, crash_progress = ?4
+WHERE run_id = ?1 AND fencing_token = ?2 AND status = 'running';

@@ -296,7 +296,9 @@ WHERE queue IN (SELECT value FROM json_each(:queues));
 -- registered (:workflows, a JSON array; NULL: any).
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
-    available_at = :lease_expires, updated_at = :now
+    available_at = :lease_expires, updated_at = :now,
+    -- a takeover of a run that was running: its owner died holding it (migration 0005)
+    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (
     SELECT run_id FROM tether_runs
     WHERE queue = :queue AND available_at <= :now
@@ -306,7 +308,8 @@ WHERE run_id IN (
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-          version, forked_from, forked_at, generation, erased_at;
+          version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
+          crash_progress;
 
 -- run_claim_candidates --
 -- The oldest :limit claimable runs of one queue (the same filter as run_claim): a claim
@@ -322,12 +325,15 @@ ORDER BY available_at LIMIT :limit;
 -- Claim the runs of the ids given as a JSON array under a new lease.
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
-    available_at = :lease_expires, updated_at = :now
+    available_at = :lease_expires, updated_at = :now,
+    -- a takeover of a run that was running: its owner died holding it (migration 0005)
+    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (SELECT value FROM json_each(:run_ids))
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
-          version, forked_from, forked_at, generation, erased_at;
+          version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
+          crash_progress;
 
 -- queue_next_available --
 -- The earliest time a run of one queue becomes claimable (the same filter as run_claim).

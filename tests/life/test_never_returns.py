@@ -1,0 +1,66 @@
+"""A step that never returns (issue 12, item 8), with real worker processes: `tether
+cancel` from another process interrupts an async step at once, and a worker whose
+thread step never returns still exits after SIGTERM, leaving the run to another worker.
+(A step timeout bounding an attempt under the retry policy is in test_retry_fork.py.)"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import status_is, wait_for
+from tests.life.procs import Workers
+from tests.life.test_processes import cli, registered
+from tether import App
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+
+@pytest.fixture
+async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
+    w = Workers(store_url, tmp_path)
+    try:
+        yield w
+    finally:
+        w.stop_all()
+
+
+async def test_cancel_from_another_process_interrupts_a_step_that_awaits_forever(
+        store_url: str, workers: Workers, tmp_path: Path) -> None:
+    """`tether cancel` (its own process) reaches the worker through the store's
+    notification channel: the run ends `cancelled` long before the worker's next
+    heartbeat (lease 120 s, so a heartbeat every 30 s) could have told it."""
+    async with App(store_url) as client:
+        workers.start(lease=120.0)
+        await wait_for(lambda: registered(client, 1), timeout=30, what="worker up")
+        await client.start("stuck", run_id="s-1")
+        await wait_for(lambda: workers.counts()["waiting forever"] >= 1, timeout=30,
+                       what="step awaiting")
+        out = cli("cancel", "s-1", db=store_url, tmp=tmp_path)
+        assert out.returncode == 0, out.stderr
+        await wait_for(lambda: status_is(client, "s-1", "cancelled"), timeout=20,
+                       what="cancelled well before a heartbeat")
+        info = await client.get_run("s-1")
+    assert workers.counts()["cancelled"] == 1
+    assert [a["status"] for a in info.attempts] == ["cancelled"]
+
+
+async def test_a_never_returning_thread_step_does_not_outlive_sigterm(
+        store_url: str, workers: Workers) -> None:
+    """A worker whose thread step never returns exits within its grace period after
+    SIGTERM (the process is gone), and another worker completes the run."""
+    async with App(store_url) as client:
+        a = workers.start("--grace", "1")
+        await wait_for(lambda: registered(client, 1), timeout=30, what="worker up")
+        h = await client.start("hung_once", run_id="h-2")
+        await wait_for(lambda: workers.counts()["hang once"] >= 1, timeout=30,
+                       what="hanging")
+        a.send_signal(signal.SIGTERM)
+        assert a.wait(30) == 0  # well before the step's 600 s
+        assert a.poll() is not None
+        b = workers.start()
+        assert await h.result(timeout=60) == "done"
+    assert [pid for pid, what in workers.executions()] == [a.pid, b.pid]

@@ -1,0 +1,94 @@
+"""Payload encryption with a worker that lacks the key: it fails closed without
+destroying runs. It hands each run back (with a back-off) and logs the key id it lacks;
+a worker with the right key completes them; none is marked failed."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import wait_for
+from tests.life.procs import Workers
+from tests.life.test_processes import cli, registered
+from tether import App, RunStatus
+from tether.encryption import AesGcm, sealed_view
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+KEY1, KEY2 = b"1" * 32, b"2" * 32
+
+
+def keys(spec: dict[str, bytes]) -> dict[str, str]:
+    return {"TETHER_PAYLOAD_KEYS": ",".join(
+        f"{kid}:{base64.b64encode(k).decode()}" for kid, k in spec.items())}
+
+
+@pytest.fixture
+async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
+    w = Workers(store_url, tmp_path)
+    try:
+        yield w
+    finally:
+        w.stop_all()
+
+
+async def test_a_worker_without_the_key_hands_runs_to_one_with_it(
+        store_url: str, workers: Workers, tmp_path: Path) -> None:
+    async with App(store_url, payload_hook=AesGcm({"k2": KEY2})) as client:
+        # One worker lacks key id k2; another has other key material under that id.
+        workers.start(env_extra=keys({"k1": KEY1}))
+        workers.start(env_extra=keys({"k2": KEY1}))
+        await wait_for(lambda: registered(client, 2), timeout=30, what="wrong workers up")
+        handles = [await client.start("deploy", 0.05, run_id=f"enc-{i}") for i in range(3)]
+
+        async def both_refused() -> bool:
+            return all("cannot decrypt" in workers.log(i) for i in (0, 1))
+
+        await wait_for(both_refused, timeout=60, what="both wrong workers handed back")
+        for h in handles:
+            run = await client.store.run_get(h.run_id)
+            assert run is not None and run.status in (RunStatus.QUEUED, RunStatus.WAITING,
+                                                      RunStatus.RUNNING), run.status
+        assert workers.executions() == []  # nothing ran without the key
+        right = workers.start(env_extra=keys({"k2": KEY2}))
+        for h in handles:
+            assert await h.result(timeout=90) == ["slow done", "quick done"]
+        runs = [await client.get_run(h.run_id) for h in handles]
+    assert all(r.status == RunStatus.COMPLETED for r in runs)
+    assert {pid for pid, _ in workers.executions()} == {right.pid}
+    assert "key id 'k2'" in workers.log(0) and "key id 'k2'" in workers.log(1)
+
+    # Read without the key, `show` names the key it would need instead of failing.
+    shown = cli("show", "enc-0", db=store_url, tmp=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "<encrypted with key id 'k2'>" in shown.stdout
+    assert "slow done" not in shown.stdout
+
+
+def test_sealed_view_names_only_the_key_id() -> None:
+    sealed = AesGcm({"k7": KEY1}).encode('{"secret": 1}')
+    assert sealed_view(sealed) == "<encrypted with key id 'k7'>"
+    assert sealed_view('{"plain": true}') is None and sealed_view("tgcm1.") is None
+
+
+async def test_show_without_the_key_prints_a_failed_run(store_url: str,
+                                                        tmp_path: Path) -> None:
+    """A failed run's error is a payload too: `show` without the key prints the key id
+    it would need (it used to crash on the undecodable error)."""
+    app = App(store_url, payload_hook=AesGcm({"k3": KEY1}))
+
+    @app.workflow
+    async def broken() -> None:
+        raise ValueError("secret detail")
+
+    async with app, app.worker():
+        h = await app.start(broken, run_id="broken")
+        with pytest.raises(Exception, match="secret detail"):
+            await h.result(timeout=30)
+    shown = cli("show", "broken", db=store_url, tmp=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "failed: <encrypted with key id 'k3'>" in shown.stdout
+    assert "secret detail" not in shown.stdout

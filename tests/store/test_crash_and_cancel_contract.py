@@ -1,0 +1,92 @@
+"""Store contract of migration 0005 and of cancel notifications, on every backend:
+claims count takeovers of running runs, run_crash_mark is fenced, a cancel of a
+running run is notified with its id, and blob references keep texts through purges."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tether._types import Lease
+from tether.errors import LeaseLost
+from tether.store import Store, Wait, open_store
+
+from .conftest import LEASE, T0, entry, run_record, start_and_claim
+
+
+async def test_a_claim_counts_takeovers_and_the_taker_acknowledges_them(
+        store: Store) -> None:
+    """Taking over a run that was running (its lease expired) adds one to crashes; the
+    taker's run_crash_mark (fenced) acknowledges it, so a later normal claim (of a run
+    handed back) is no takeover and keeps the count; retry resets it."""
+    first = await start_and_claim(store, "r1")
+    assert (first.run.crashes, first.run.crashes_seen, first.run.crash_progress) == (
+        0, 0, None)
+    await store.journal_append(lease=first.lease, entry=entry(0))
+    later = T0 + LEASE + 1
+    taken = await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=later,
+                                  lease_seconds=LEASE)
+    assert [(c.run.crashes, c.run.crashes_seen) for c in taken] == [(1, 0)]
+    await store.run_crash_mark(lease=taken[0].lease, crashes=1, progress=1)
+    again = await store.run_claim(worker_id="w3", queues=["q"], limit=1,
+                                  now=later + LEASE + 1, lease_seconds=LEASE)
+    assert [(c.run.crashes, c.run.crashes_seen, c.run.crash_progress)
+            for c in again] == [(2, 1, 1)]
+    with pytest.raises(LeaseLost):  # w2's lease was taken over
+        await store.run_crash_mark(lease=taken[0].lease, crashes=9, progress=9)
+    await store.run_crash_mark(lease=again[0].lease, crashes=2, progress=1)
+    now = later + 2 * LEASE + 2
+    await store.run_release(lease=again[0].lease, now=now, wait=Wait(now, "a back-off"))
+    normal = await store.run_claim(worker_id="w4", queues=["q"], limit=1, now=now,
+                                   lease_seconds=LEASE)
+    assert [(c.run.crashes, c.run.crashes_seen) for c in normal] == [(2, 2)]
+    with pytest.raises(LeaseLost):
+        await store.run_crash_mark(lease=Lease("r1", "w4", 99), crashes=1, progress=0)
+    await store.run_finish(lease=normal[0].lease, status="failed", result=None,
+                           error='{"message": "x"}', now=now + 1)
+    retried = await store.run_retry(run_id="r1", version=None, now=now + 2)
+    assert (retried.crashes, retried.crashes_seen, retried.crash_progress) == (0, 0, None)
+
+
+async def test_a_cancel_of_a_running_run_is_notified_with_its_id(store: Store) -> None:
+    """Another store object on the same URL cancels a running run: subscribers with
+    on_cancel get its id; a cancel of a queued run sends no id (it is claimable)."""
+    cancelled: list[str] = []
+    got = asyncio.Event()
+
+    def on_cancel(run_id: str) -> None:
+        cancelled.append(run_id)
+        got.set()
+
+    unsubscribe = await store.subscribe(lambda: None, on_cancel=on_cancel)
+    await start_and_claim(store, "busy")
+    other = open_store(store.url)
+    await other.open()
+    try:
+        await other.run_insert(run=run_record("idle", queue="elsewhere"))
+        await other.run_cancel(run_id="idle", now=T0 + 1)
+        await other.run_cancel(run_id="busy", now=T0 + 1)
+        await asyncio.wait_for(got.wait(), timeout=5)
+        await asyncio.sleep(0.2)
+        assert cancelled == ["busy"]
+    finally:
+        await unsubscribe()
+        await other.close()
+
+
+async def test_blob_references_keep_texts_until_the_last_referrer_is_purged(
+        store: Store) -> None:
+    for rid in ("a", "b"):
+        c = await start_and_claim(store, rid, queue=rid)
+        await store.blob_put(blobs={"shared": "S", f"own-{rid}": rid.upper()}, run_id=rid)
+        await store.run_finish(lease=c.lease, status="completed", result="1", error=None,
+                               now=T0 + (1 if rid == "a" else 2))
+    await store.blob_put(blobs={"loose": "L"})  # outside any run: never swept
+    report = await store.run_purge(finished_before=T0 + 1.5, statuses=["completed"])
+    assert report.run_ids == ["a"] and report.blobs == 1
+    keys = ["shared", "own-a", "own-b", "loose"]
+    assert sorted(await store.blob_get(keys=keys)) == ["loose", "own-b", "shared"]
+    report = await store.run_purge(finished_before=T0 + 3, statuses=["completed"])
+    assert report.run_ids == ["b"] and report.blobs == 2
+    assert await store.blob_get(keys=keys) == {"loose": "L"}
