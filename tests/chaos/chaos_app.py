@@ -109,3 +109,22 @@ async def fenced(i: int) -> int:
 @app.workflow
 async def storm_one(i: int) -> int:
     return await effect(i, 0)
+
+
+@app.step
+def held_effect() -> int:
+    """The clock scenario's long step: its worker holds the run's lease for 4 s."""
+    record_effect()
+    time.sleep(4.0)
+    return os.getpid()
+
+
+@app.workflow
+async def clock_hold(i: int) -> int:
+    return await held_effect()
+
+
+@app.workflow
+async def clock_timer(i: int, ms: int) -> int:
+    await tether.sleep(ms / 1000)
+    return await effect(i, 0)
