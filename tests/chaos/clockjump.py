@@ -34,8 +34,7 @@ from tether import App
 
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 JUMPS = {"smoke": ("+1h", "-1h", "+24h"), "full": ("+1h", "-1h", "+24h", "-24h", "+7d")}
-HOLD_RUNS = 6
-TIMER_RUNS = 6
+RUNS_PER_KIND = 6  # clock_hold and clock_timer runs, each
 TIMER_MS = 3000
 LEASE = 2.0
 
@@ -60,6 +59,7 @@ class JumpFigures:
     leases_stolen: int = 0
     timers_fired_early: int = 0
     worker_deaths: int = 0
+    left_unclaimed: int = 0
     timer_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -68,6 +68,7 @@ class JumpFigures:
                 "leases stolen": self.leases_stolen,
                 "timers fired early": self.timers_fired_early,
                 "worker deaths": self.worker_deaths,
+                "runs the jumped worker alone left unclaimed (15 s)": self.left_unclaimed,
                 "shortest timer s": round(min(self.timer_seconds), 2)
                 if self.timer_seconds else None}
 
@@ -83,12 +84,11 @@ def _start_worker(url: str, ledger: Path, log: Path,
              "--lease", str(LEASE)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-async def _start_runs(url: str, prefix: str) -> None:
+async def _start_runs(url: str, prefix: str, first: int, last: int) -> None:
     app = App(url)
     try:
-        for i in range(HOLD_RUNS):
+        for i in range(first, last):
             await app.start(chaos_app.clock_hold, i, run_id=f"{prefix}h{i}")
-        for i in range(TIMER_RUNS):
             await app.start(chaos_app.clock_timer, i, TIMER_MS, run_id=f"{prefix}t{i}")
     finally:
         await app.close()
@@ -99,36 +99,66 @@ async def one_jump(backend: str, url: str, work: Path, jump: str) -> JumpFigures
     tag = jump.replace("+", "p").replace("-", "m")
     ledger = work / f"ledger-{tag}.db"
     a_env = faked_env(jump) if backend == "sqlite" else {}
-    procs = [_start_worker(url, ledger, work / f"{tag}-a.log", a_env),
-             _start_worker(url, ledger, work / f"{tag}-b.log", faked_env(jump))]
     app = App(url)
     prefix = f"{tag}-"
-    try:
-        await app._open()
-        t_start = time.monotonic()
+    half = RUNS_PER_KIND // 2
+    procs: list[subprocess.Popen[bytes]] = []
+    started: dict[str, float] = {}
+
+    async def start(first: int, last: int) -> None:
+        t = time.monotonic()
         if backend == "sqlite":
             # The process that starts the runs shares the workers' clock (one machine).
             out = await asyncio.to_thread(
                 subprocess.run, [sys.executable, "-m", "tests.chaos.clockjump", "start", url,
-                                 prefix], cwd=ROOT, capture_output=True, text=True,
-                env=dict(os.environ, PYTHONPATH=str(ROOT), **faked_env(jump)), check=False)
+                                 prefix, str(first), str(last)], cwd=ROOT,
+                capture_output=True, text=True, check=False,
+                env=dict(os.environ, PYTHONPATH=str(ROOT), **faked_env(jump)))
             if out.returncode != 0:
                 raise RuntimeError(f"starting runs failed: {out.stderr}")
         else:
-            await _start_runs(url, prefix)
-        ids = [f"{prefix}h{i}" for i in range(HOLD_RUNS)] + \
-              [f"{prefix}t{i}" for i in range(TIMER_RUNS)]
+            await _start_runs(url, prefix, first, last)
+        for i in range(first, last):
+            started[f"{prefix}h{i}"] = started[f"{prefix}t{i}"] = t
+
+    done: dict[str, float] = {}
+
+    async def watch() -> None:  # when each run ended, by the harness's clock
+        while True:
+            for rid in list(started):
+                if rid not in done:
+                    run = await app.store.run_get(rid)
+                    if run is not None and run.status.is_ended:
+                        done[rid] = time.monotonic()
+            await asyncio.sleep(0.05)
+
+    watcher: asyncio.Task[None] | None = None
+    try:
+        await app._open()
+        watcher = asyncio.create_task(watch())
+        # Phase 1: the jumped worker B alone claims the first half.
+        procs.append(_start_worker(url, ledger, work / f"{tag}-b.log", faked_env(jump)))
+        await start(0, half)
+        first = [f"{prefix}{k}{i}" for i in range(half) for k in "ht"]
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            runs = [await app.store.run_get(rid) for rid in first]
+            queued = [r for r in runs if r is not None and r.status.value == "queued"]
+            if not queued:
+                break
+            await asyncio.sleep(0.1)
+        figures.left_unclaimed = len(queued)
+        # Phase 2: worker A joins (true clock on PostgreSQL); the second half is
+        # claimed by both.
+        procs.append(_start_worker(url, ledger, work / f"{tag}-a.log", a_env))
+        await asyncio.sleep(1.0)
+        await start(half, RUNS_PER_KIND)
+        ids = list(started)
         figures.runs = len(ids)
-        done: dict[str, float] = {}
         deadline = time.monotonic() + 90
         while len(done) < len(ids) and time.monotonic() < deadline:
-            for rid in ids:
-                if rid in done:
-                    continue
-                run = await app.store.run_get(rid)
-                if run is not None and run.status.is_ended:
-                    done[rid] = time.monotonic()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+        watcher.cancel()
         for rid in ids:
             run = await app.store.run_get(rid)
             if run is None or run.status.value != "completed":
@@ -139,7 +169,7 @@ async def one_jump(backend: str, url: str, work: Path, jump: str) -> JumpFigures
             if kind == "t":
                 if result != chaos_app.value(i, 0):
                     figures.wrong_results += 1
-                took = done[rid] - t_start
+                took = done[rid] - started[rid]
                 figures.timer_seconds.append(took)
                 if took < TIMER_MS / 1000:
                     figures.timers_fired_early += 1
@@ -154,6 +184,8 @@ async def one_jump(backend: str, url: str, work: Path, jump: str) -> JumpFigures
             conn.close()
             figures.leases_stolen = sum(n - 1 for _, n in rows)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -171,9 +203,10 @@ async def clock_jumps(backend: str, url: str, work: Path,
     return [await one_jump(backend, url, work, jump) for jump in jumps]
 
 
-MUST_BE_ZERO = ("wrong results", "leases stolen", "timers fired early", "worker deaths")
+MUST_BE_ZERO = ("wrong results", "leases stolen", "timers fired early", "worker deaths",
+                "runs the jumped worker alone left unclaimed (15 s)")
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["start"]:
-    asyncio.run(_start_runs(sys.argv[2], sys.argv[3]))
-    print(json.dumps({"started": HOLD_RUNS + TIMER_RUNS}))
+    asyncio.run(_start_runs(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+    print(json.dumps({"started": 2 * (int(sys.argv[5]) - int(sys.argv[4]))}))
