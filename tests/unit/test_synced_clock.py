@@ -1,0 +1,22 @@
+"""SyncedClock: the machine's clock until synced, then the reference clock's."""
+
+from __future__ import annotations
+
+import time
+
+from tether._clock import SyncedClock
+
+
+async def test_unsynced_is_the_machine_clock_then_the_reference_after_sync() -> None:
+    clock = SyncedClock()
+    assert not clock.synced and clock.due()
+    assert abs(clock.now() - time.time()) < 60
+
+    async def server_an_hour_ahead() -> float:
+        return time.time() + 3600
+
+    await clock.sync(server_an_hour_ahead)
+    assert clock.synced and not clock.due()
+    assert 3540 < clock.now() - time.time() < 3660
+    first = clock.now()
+    assert clock.now() >= first  # monotonic between syncs
