@@ -128,3 +128,16 @@ async def clock_hold(i: int) -> int:
 async def clock_timer(i: int, ms: int) -> int:
     await tether.sleep(ms / 1000)
     return await effect(i, 0)
+
+
+@app.step
+def pid_step(i: int, k: int) -> int:
+    """The partition scenario's step: its effect, a short pause, and who ran it."""
+    record_effect()
+    time.sleep(0.4)
+    return os.getpid()
+
+
+@app.workflow
+async def part_run(i: int) -> list[int]:
+    return [await pid_step(i, k) for k in range(4)]
