@@ -66,6 +66,7 @@ class Figures:
     wrong_results: int = 0
     kills: int = 0
     crash_point_kills: int = 0
+    worker_exits: int = 0  # exits the harness did not cause (crash points included)
     duplicated_committed_effects: int = 0
     in_flight_reexecutions: int = 0
     effects_missing: int = 0
@@ -89,6 +90,7 @@ class Figures:
             "runs not completed after drain": self.runs_not_completed,
             "wrong results": self.wrong_results, "kills (harness)": self.kills,
             "kills (crash point effect.before_commit)": self.crash_point_kills,
+            "worker exits not caused by the harness (replaced)": self.worker_exits,
             "duplicated committed-step effects": self.duplicated_committed_effects,
             "in-flight re-executions": self.in_flight_reexecutions,
             "effects missing": self.effects_missing,
@@ -247,6 +249,7 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                     if p.poll() is not None and p.pid not in workers.killed \
                             and p.pid not in seen:
                         seen.add(p.pid)
+                        figures.worker_exits += 1
                         if p.returncode == -signal.SIGKILL:
                             figures.crash_point_kills += 1
                         workers.start()
