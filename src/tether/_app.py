@@ -370,10 +370,10 @@ class App:
                 if not self._opened:
                     await store.open()
                     self._opened = True
-                    await self.sync_clock()
+                    await self._sync_clock()
         return store
 
-    async def sync_clock(self) -> None:
+    async def _sync_clock(self) -> None:
         """Sync the default clock to the store's (PostgreSQL: the server's), so that
         every process of a multi-host store reads leases and timers off one clock. A
         clock passed to the App, and a store without a clock of its own (SQLite: one

@@ -496,7 +496,7 @@ class Worker:
             clock = self.app.clock
             if isinstance(clock, SyncedClock) and clock.due():
                 try:
-                    await self.app.sync_clock()
+                    await self.app._sync_clock()
                 except StoreError as exc:
                     log.warning("clock sync failed: %s", exc)
             try:
