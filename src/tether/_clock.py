@@ -59,13 +59,27 @@ class SyncedClock(SystemClock):
         ref, mono = self._base
         return ref + (time.monotonic() - mono)
 
-    async def sync(self, read: Callable[[], Awaitable[float]]) -> None:
+    async def sync(self, read: Callable[[], Awaitable[float]], *, tries: int = 3,
+                   max_round_trip: float = 0.25) -> None:
         """Read the reference clock with ``read()``; its value is taken as the time at
-        the middle of the round trip."""
-        t0 = time.monotonic()
-        ref = await read()
-        t1 = time.monotonic()
-        self._base = (ref, (t0 + t1) / 2)
+        the middle of the round trip, so the error is at most half the round trip. Up
+        to ``tries`` reads keep the one with the shortest round trip; once synced, a
+        best round trip over ``max_round_trip`` (a server restarting, a slow network)
+        keeps the previous anchor rather than a worse one."""
+        best: tuple[float, float, float] | None = None  # (round trip, ref, monotonic)
+        for _ in range(max(tries, 1)):
+            t0 = time.monotonic()
+            ref = await read()
+            t1 = time.monotonic()
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, ref, (t0 + t1) / 2)
+            if t1 - t0 <= max_round_trip / 10:
+                break
+        assert best is not None
+        round_trip, ref, mono = best
+        if self._base is not None and round_trip > max_round_trip:
+            return
+        self._base = (ref, mono)
 
 
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:

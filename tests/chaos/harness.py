@@ -67,6 +67,8 @@ class Figures:
     kills: int = 0
     crash_point_kills: int = 0
     worker_exits: int = 0  # exits the harness did not cause (crash points included)
+    signals_not_sent: int = 0  # the harness's own signal failed for good
+    not_completed_detail: list[str] = field(default_factory=list)  # for diagnosis
     duplicated_committed_effects: int = 0
     in_flight_reexecutions: int = 0
     effects_missing: int = 0
@@ -88,6 +90,7 @@ class Figures:
             "backend": self.backend, "profile": self.profile, "seed": self.seed,
             "runs started": self.runs_started, "runs lost": self.runs_lost,
             "runs not completed after drain": self.runs_not_completed,
+            "signals the harness could not send": self.signals_not_sent,
             "wrong results": self.wrong_results, "kills (harness)": self.kills,
             "kills (crash point effect.before_commit)": self.crash_point_kills,
             "worker exits not caused by the harness (replaced)": self.worker_exits,
@@ -184,8 +187,12 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
 
         async def send_signal(run_id: str, delay: float) -> None:
             await asyncio.sleep(delay)
-            await retried(lambda: app.signal(run_id, "go", signal_payload(started[run_id]),
-                                             idempotency_key=f"go-{run_id}"))
+            try:
+                await retried(lambda: app.signal(run_id, "go", signal_payload(started[run_id]),
+                                                 idempotency_key=f"go-{run_id}"))
+            except Exception as exc:  # counted: a run left waiting is not the engine's fault
+                figures.signals_not_sent += 1
+                figures.not_completed_detail.append(f"signal to {run_id} failed: {exc!r}")
 
         async def start_runs() -> None:
             gap = profile.duration * 0.7 / profile.runs
@@ -264,6 +271,9 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
             t.cancel()
         await asyncio.gather(replacer, *tasks, return_exceptions=True)
         await _check(app, started, ledger, figures)
+        if figures.not_completed_detail:
+            print("runs not completed / signals not sent:",
+                  *figures.not_completed_detail[:20], sep="\n  ", flush=True)
     finally:
         # Off the event loop: a proxy in this process must keep relaying while the
         # workers shut down through it.
@@ -308,6 +318,9 @@ async def _check(app: App, started: dict[str, int], ledger: Path, figures: Figur
             continue
         if run.status.value != "completed":
             figures.runs_not_completed += 1
+            figures.not_completed_detail.append(
+                f"{run_id}: {run.status.value}, owner {run.owner}, waiting for "
+                f"{run.waiting_for!r}, error {str(run.error)[:200]!r}")
             continue
         if app.codec.decode(run.result) != want.result:
             figures.wrong_results += 1

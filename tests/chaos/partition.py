@@ -106,6 +106,7 @@ class PartitionFigures:
     move_seconds_max: float = 0.0
     rejoined_rounds: int = 0  # rounds after which P committed new work, same process
     p_restarted: int = 0
+    rejoin_seconds_max: float = 0.0  # from healing until it was seen committing again
     duplicated_committed_effects: int = 0
     stale_writes_accepted: int = 0
     reexecutions: int = 0
@@ -119,6 +120,7 @@ class PartitionFigures:
                 "of those, moved to others while cut off": self.moved_while_cut,
                 "slowest move s": round(self.move_seconds_max, 2),
                 "rounds after which it committed new work (no restart)": self.rejoined_rounds,
+                "slowest rejoin s (seen, 1 s polls)": round(self.rejoin_seconds_max, 1),
                 "cut-off worker restarted": self.p_restarted,
                 "duplicated committed-step effects": self.duplicated_committed_effects,
                 "stale writes accepted": self.stale_writes_accepted,
@@ -177,6 +179,7 @@ async def partition(work: Path, rounds: int, runs_per_round: int,
                     await app.start(chaos_app.part_run, 0, run_id=rid)
                 started += batch
                 # Wait until P holds some runs, then cut it off.
+                await asyncio.sleep(0.5)
                 held: list[str] = []
                 end = time.monotonic() + 30
                 while not held and time.monotonic() < end:
@@ -200,21 +203,29 @@ async def partition(work: Path, rounds: int, runs_per_round: int,
                 ns.link(up=True)
                 healed_at = time.time()
                 # New work after healing: P must commit some of it, as the same process.
-                fresh = [f"p{r}-new{i:03d}" for i in range(runs_per_round)]
-                for rid in fresh:
-                    await app.start(chaos_app.part_run, 1, run_id=rid)
-                started += fresh
+                # Batches keep coming until it does: the others may finish one batch
+                # before P's connections recover.
                 end = time.monotonic() + 90
                 rejoined = False
+                batch_no = 0
+                fresh: list[str] = []
                 while not rejoined and time.monotonic() < end:
-                    await asyncio.sleep(0.5)
+                    batch = [f"p{r}-new{batch_no}-{i:02d}" for i in range(6)]
+                    batch_no += 1
+                    for rid in batch:
+                        await retried(lambda x=rid: app.start(chaos_app.part_run, 1, run_id=x))
+                    fresh += batch
+                    started += batch
+                    await asyncio.sleep(1.0)
                     for rid in fresh:
-                        for e in await retried(lambda r=rid: app.store.journal_read(r)):
+                        for e in await retried(lambda x=rid: app.store.journal_read(x)):
                             if e.finished_at and e.finished_at > healed_at and \
                                     app.codec.decode(e.result) == cut_off.pid:
                                 rejoined = True
                 if rejoined and cut_off.poll() is None:
                     figures.rejoined_rounds += 1
+                    figures.rejoin_seconds_max = max(figures.rejoin_seconds_max,
+                                                     time.time() - healed_at)
             figures.p_restarted = int(cut_off.poll() is not None)
             # Drain.
             end = time.monotonic() + 120
