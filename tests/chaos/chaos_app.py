@@ -57,8 +57,12 @@ def _ledger_conn() -> apsw.Connection:
 
 def record_effect() -> None:
     """The side effect: one ledger row, durable before the step returns."""
+    # The time on the engine's clock (tether.now() in a step: fresh, not journaled),
+    # the clock the journal's finished_at is written with: on PostgreSQL it follows the
+    # server's, which may differ from time.time() by a few milliseconds.
     _ledger_conn().execute("INSERT INTO effects VALUES (?, ?, ?, ?)",
-                           (tether.step_key(), os.getpid(), tether.step_attempt(), time.time()))
+                           (tether.step_key(), os.getpid(), tether.step_attempt(),
+                            tether.now().timestamp()))
     crash_p = float(os.environ.get("CHAOS_CRASH_P", "0") or 0)
     if crash_p and random.random() < crash_p:
         os.kill(os.getpid(), signal.SIGKILL)  # crash point effect.before_commit

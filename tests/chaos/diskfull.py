@@ -121,7 +121,10 @@ async def disk_fill_soak(work: Path, profile: Profile, seed: int = 31) -> dict[s
                     figures.examples.setdefault(f"{name} traceback", text[-2000:])
                 if out.returncode != 0:
                     figures.cli_clean_errors += 1
-                    lines = [x for x in out.stderr.splitlines() if x.strip()]
+                    # Log lines (a timestamp first) may come before; the error itself
+                    # must be one line.
+                    lines = [x for x in out.stderr.splitlines()
+                             if x.strip() and not x[:4].isdigit()]
                     if len(lines) != 1:
                         figures.cli_multiline_errors += 1
                         figures.examples.setdefault(f"{name} multi-line", out.stderr[-2000:])
