@@ -171,21 +171,29 @@ async def partition(work: Path, rounds: int, runs_per_round: int,
             for n in range(2):
                 start(cluster.url(), f"worker-{n}", [])
             marker = f":{cut_off.pid}:"
+            end = time.monotonic() + 60
+            while time.monotonic() < end and not all(
+                    "serving queues" in (work / f"{n}.log").read_text(errors="replace")
+                    for n in ("worker-partitioned", "worker-0", "worker-1")):
+                await asyncio.sleep(0.2)
             started: list[str] = []
             for r in range(rounds):
                 figures.rounds += 1
-                batch = [f"p{r}-{i:03d}" for i in range(runs_per_round)]
-                for rid in batch:
-                    await app.start(chaos_app.part_run, 0, run_id=rid)
-                started += batch
-                # Wait until P holds some runs, then cut it off.
-                await asyncio.sleep(0.5)
+                # Start runs until P holds some, then cut it off.
                 held: list[str] = []
-                end = time.monotonic() + 30
+                end = time.monotonic() + 60
+                batch_no = 0
                 while not held and time.monotonic() < end:
-                    running = await app.store.run_list(status="running", limit=10_000)
-                    held = [x.run_id for x in running if x.owner and marker in x.owner]
-                    await asyncio.sleep(0.05)
+                    batch = [f"p{r}-{batch_no}-{i:03d}" for i in range(runs_per_round)]
+                    batch_no += 1
+                    for rid in batch:
+                        await app.start(chaos_app.part_run, 0, run_id=rid)
+                    started += batch
+                    until = time.monotonic() + 5
+                    while not held and time.monotonic() < until:
+                        await asyncio.sleep(0.1)
+                        running = await app.store.run_list(status="running", limit=10_000)
+                        held = [x.run_id for x in running if x.owner and marker in x.owner]
                 figures.held_at_cut += len(held)
                 ns.link(up=False)
                 cut_at = time.monotonic()
