@@ -89,7 +89,8 @@ class App:
     Args:
         url: ``sqlite:///path.db`` (default ``./tether.db``) or ``postgresql://...``;
             ``TETHER_DATABASE_URL`` overrides the default.
-        clock: the time seam (tests pass a fake one).
+        clock: the time seam (tests pass a fake one). Default: the machine's clock,
+            on PostgreSQL kept in step with the server's (``SyncedClock``).
         max_payload: size limit of one encoded payload in bytes (default 2 MiB).
         payload_hook: encrypt/compress stored payload text.
         store: an already built store (overrides ``url``).
