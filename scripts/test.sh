@@ -19,6 +19,14 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     >/dev/null || echo "could not install chromium: the browser tests will fail"
 fi
 
+# The chaos suite's clock-jump scenario preloads Debian's libfaketime into worker
+# processes; install it when it is missing.
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing faketime (chaos clock-jump scenario)"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime) \
+    >/dev/null || echo "could not install faketime: the clock-jump scenario will be skipped"
+fi
+
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache

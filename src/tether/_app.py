@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from tether._clock import Clock, SystemClock
+from tether._clock import Clock, SyncedClock
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
 from tether._operations import run_step, run_sync_step
@@ -96,7 +96,8 @@ class App:
     Args:
         url: ``sqlite:///path.db`` (default ``./tether.db``) or ``postgresql://...``;
             ``TETHER_DATABASE_URL`` overrides the default.
-        clock: the time seam (tests pass a fake one).
+        clock: the time seam (tests pass a fake one). Default: the machine's clock,
+            on PostgreSQL kept in step with the server's (``SyncedClock``).
         max_payload: size limit of one encoded payload in bytes (default 2 MiB).
         payload_hook: encrypt/compress stored payload text.
         store: an already built store (overrides ``url``).
@@ -116,7 +117,7 @@ class App:
         self._opened = False
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or SyncedClock()
         self.codec = Codec(max_payload=max_payload, hook=payload_hook)
         self._workflows: dict[str, WorkflowDef] = {}
         #: Workflows served as MCP tools: name -> "optional" | "task-only".
@@ -377,7 +378,21 @@ class App:
                 if not self._opened:
                     await store.open()
                     self._opened = True
+                    await self._sync_clock()
         return store
+
+    async def _sync_clock(self) -> None:
+        """Sync the default clock to the store's (PostgreSQL: the server's), so that
+        every process of a multi-host store reads leases and timers off one clock. A
+        clock passed to the App, and a store without a clock of its own (SQLite: one
+        machine), are left alone.
+
+        Raises:
+            StoreError: the store could not be reached.
+        """
+        server_time = getattr(self._store, "server_time", None)
+        if isinstance(self.clock, SyncedClock) and server_time is not None:
+            await self.clock.sync(server_time)
 
     async def reset_store(self) -> None:
         """Close the store's connections and forget them, keeping the App usable: the next

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -23,6 +24,62 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0))
+
+
+class SyncedClock(SystemClock):
+    """The App's default clock: this machine's clock until ``sync`` has read a
+    reference clock (the PostgreSQL server's, shared by every worker of the store);
+    then the reference's time at the last sync plus the monotonic time elapsed since.
+
+    On PostgreSQL, leases and timers are compared across hosts, so they must be read
+    off one clock: a worker whose own clock is an hour ahead would otherwise take the
+    leases of live workers and fire timers an hour early, and one an hour behind would
+    claim nothing and hand out leases that others see as expired. A step of the local
+    wall clock after a sync changes nothing (elapsed time is monotonic); ``sync`` again
+    from time to time corrects drift (workers do it with their heartbeats).
+    """
+
+    #: Seconds between syncs that workers ask for.
+    RESYNC_EVERY = 30.0
+
+    def __init__(self) -> None:
+        self._base: tuple[float, float] | None = None  # (reference time, monotonic)
+
+    @property
+    def synced(self) -> bool:
+        return self._base is not None
+
+    def due(self) -> bool:
+        """True if never synced or the last sync is older than ``RESYNC_EVERY``."""
+        return self._base is None or time.monotonic() - self._base[1] >= self.RESYNC_EVERY
+
+    def now(self) -> float:
+        if self._base is None:
+            return time.time()
+        ref, mono = self._base
+        return ref + (time.monotonic() - mono)
+
+    async def sync(self, read: Callable[[], Awaitable[float]], *, tries: int = 3,
+                   max_round_trip: float = 0.25) -> None:
+        """Read the reference clock with ``read()``; its value is taken as the time at
+        the middle of the round trip, so the error is at most half the round trip. Up
+        to ``tries`` reads keep the one with the shortest round trip; once synced, a
+        best round trip over ``max_round_trip`` (a server restarting, a slow network)
+        keeps the previous anchor rather than a worse one."""
+        best: tuple[float, float, float] | None = None  # (round trip, ref, monotonic)
+        for _ in range(max(tries, 1)):
+            t0 = time.monotonic()
+            ref = await read()
+            t1 = time.monotonic()
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, ref, (t0 + t1) / 2)
+            if t1 - t0 <= max_round_trip / 10:
+                break
+        assert best is not None
+        round_trip, ref, mono = best
+        if self._base is not None and round_trip > max_round_trip:
+            return
+        self._base = (ref, mono)
 
 
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:

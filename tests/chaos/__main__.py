@@ -1,5 +1,9 @@
-"""``python -m tests.chaos [smoke|full] [sqlite] [postgres]``: run the chaos scenarios
-of a profile and print their figures as Markdown (for docs/reliability.md).
+"""``python -m tests.chaos [smoke|full] [sqlite] [postgres] [SCENARIO ...]``: run the
+chaos scenarios of a profile and print their figures as Markdown (for
+docs/reliability.md). Scenarios: soak, fencing, storm, proxy, powerloss, pgrestart,
+partition, clock, disk (default: all). pgrestart, partition and disk need root (a
+private PostgreSQL cluster, a network namespace, a tmpfs mount); clock needs
+libfaketime.
 
 PostgreSQL is reached at ``TETHER_TEST_PG`` (default postgresql://postgres@127.0.0.1/
 postgres); each scenario gets a database of its own, dropped afterwards.
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.chaos import clockjump, diskfull, partition, pgrestart
 from tests.chaos.fencing import race
 from tests.chaos.harness import PROFILES, ROOT, soak
 from tests.chaos.powerloss import run as power_loss
@@ -68,43 +73,111 @@ async def _through_proxy(url: str, work: Path, profile: str) -> dict[str, Any]:
             "connection resets": proxy.resets, "ambiguous commits": proxy.ambiguous_commits}
 
 
+SCENARIOS = ("soak", "fencing", "storm", "proxy", "powerloss", "pgrestart", "partition",
+             "clock", "disk")
+
+
+def new_scenarios(profile: str, backends: list[str], chosen: set[str]) -> list[str]:
+    """The scenarios added for issue 12's missing items; returns the names of those
+    whose must-be-zero figures were not zero."""
+    bad: list[str] = []
+    if "pgrestart" in chosen and "postgres" in backends:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+            r = asyncio.run(pgrestart.restart_soak(Path(tmp), pgrestart.PROFILES[profile],
+                                                   with_proxy=True))
+        print(json.dumps(r), flush=True)
+        print("\nPostgreSQL restarted with -m immediate (+ resetting proxy)\n\n" + table([r]))
+        if any(r[k] for k in pgrestart.MUST_BE_ZERO):
+            bad.append("pgrestart")
+    if "partition" in chosen and "postgres" in backends:
+        p = partition.PROFILES[profile]
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+            f = asyncio.run(partition.partition(Path(tmp), int(p["rounds"]), int(p["runs"]),
+                                                float(p["down"])))
+        r = {"scenario": "partition", **f.summary()}
+        print(json.dumps(r), flush=True)
+        print("\nNetwork partition of one worker\n\n" + table([r]))
+        if any(r[k] for k in partition.MUST_BE_ZERO) or f.rejoined_rounds != f.rounds \
+                or f.moved_while_cut != f.held_at_cut:
+            bad.append("partition")
+    if "clock" in chosen:
+        rows = []
+        for backend in backends:
+            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                    store_url(backend, Path(tmp)) as url:
+                for jf in asyncio.run(clockjump.clock_jumps(backend, url, Path(tmp),
+                                                            clockjump.JUMPS[profile])):
+                    rows.append({"backend / jump": f"{backend} {jf.jump}",
+                                 **{k: v for k, v in jf.summary().items()
+                                    if k not in ("backend", "jump")}})
+                    print(json.dumps(rows[-1]), flush=True)
+        if rows:
+            print("\nClock jumps (libfaketime)\n\n" + table(rows))
+            if any(r[k] for r in rows for k in clockjump.MUST_BE_ZERO) \
+                    or any(r["completed"] != r["runs"] for r in rows):
+                bad.append("clock")
+    if "disk" in chosen and "sqlite" in backends:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+            r = asyncio.run(diskfull.disk_fill_soak(Path(tmp), diskfull.PROFILES[profile]))
+        examples = r.pop("_examples")
+        print(json.dumps(r), json.dumps(examples), flush=True)
+        print("\nA disk that fills and empties (SQLite on tmpfs)\n\n" + table([r]))
+        if any(r[k] for k in diskfull.MUST_BE_ZERO) or r["integrity_check"] != "ok":
+            bad.append("disk")
+    return bad
+
+
 def main(argv: list[str]) -> int:
     profile = argv[0] if argv else "full"
-    backends = argv[1:] or ["sqlite", "postgres"]
+    backends = [a for a in argv[1:] if a in ("sqlite", "postgres")] or ["sqlite", "postgres"]
+    chosen = {a for a in argv[1:] if a in SCENARIOS} or set(SCENARIOS)
+    unknown = [a for a in argv[1:] if a not in SCENARIOS and a not in ("sqlite", "postgres")]
+    if unknown:
+        print(f"unknown arguments: {unknown}; scenarios: {', '.join(SCENARIOS)}")
+        return 2
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
-    soaks, fences, storms = [], [], []
+    soaks: list[dict[str, Any]] = []
+    fences: list[dict[str, Any]] = []
+    storms: list[dict[str, Any]] = []
     for backend in backends:
-        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
-                store_url(backend, Path(tmp)) as url:
-            figures = asyncio.run(soak(backend, url, Path(tmp), PROFILES[(profile, backend)]))
-            soaks.append(figures.summary())
-            print(json.dumps(soaks[-1]), flush=True)
-        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
-                store_url(backend, Path(tmp)) as url:
-            f = asyncio.run(race(url, Path(tmp), FENCING_ITERATIONS[profile]))
-            fences.append({"backend": backend, "iterations": f.iterations,
-                           "takeovers": f.takeovers,
-                           "stale writes accepted": f.stale_writes_accepted,
-                           "frozen while holding SQLite's write lock": f.frozen_holding_lock,
-                           "wall time s": round(f.seconds, 1)})
-            print(json.dumps(fences[-1]), flush=True)
-        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
-                store_url(backend, Path(tmp)) as url:
-            st = asyncio.run(storm(backend, url, Path(tmp), STORM_RUNS[profile]))
-            storms.append(st.summary())
-            print(json.dumps(storms[-1]), flush=True)
+        if "soak" in chosen:
+            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                    store_url(backend, Path(tmp)) as url:
+                figures = asyncio.run(soak(backend, url, Path(tmp),
+                                           PROFILES[(profile, backend)]))
+                soaks.append(figures.summary())
+                print(json.dumps(soaks[-1]), flush=True)
+        if "fencing" in chosen:
+            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                    store_url(backend, Path(tmp)) as url:
+                f = asyncio.run(race(url, Path(tmp), FENCING_ITERATIONS[profile]))
+                fences.append({"backend": backend, "iterations": f.iterations,
+                               "takeovers": f.takeovers,
+                               "stale writes accepted": f.stale_writes_accepted,
+                               "frozen while holding SQLite's write lock":
+                                   f.frozen_holding_lock,
+                               "wall time s": round(f.seconds, 1)})
+                print(json.dumps(fences[-1]), flush=True)
+        if "storm" in chosen:
+            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                    store_url(backend, Path(tmp)) as url:
+                st = asyncio.run(storm(backend, url, Path(tmp), STORM_RUNS[profile]))
+                storms.append(st.summary())
+                print(json.dumps(storms[-1]), flush=True)
     print(f"\nprofile {profile}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}\n")
-    print("Kill -9 soak\n\n" + table(soaks))
-    print("\nLease and fencing race\n\n" + table(fences))
+    if soaks:
+        print("Kill -9 soak\n\n" + table(soaks))
+    if fences:
+        print("\nLease and fencing race\n\n" + table(fences))
     proxied = []
-    if "postgres" in backends:
+    if "postgres" in backends and "proxy" in chosen:
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
                 store_url("postgres", Path(tmp)) as url:
             proxied.append(asyncio.run(_through_proxy(url, Path(tmp), profile)))
             print(json.dumps(proxied[-1]), flush=True)
     losses = []
-    if "sqlite" in backends:
+    if "sqlite" in backends and "powerloss" in chosen:
         points = int(os.environ.get("CHAOS_POWER_LOSS_POINTS", POWER_LOSS_POINTS[profile]))
         for sync, n in (("full", points), ("normal", max(4, points // 10))):
             with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
@@ -114,12 +187,13 @@ def main(argv: list[str]) -> int:
                            "acknowledged lost": pl.lost,
                            "integrity failures": pl.integrity_failures})
             print(json.dumps(losses[-1]), flush=True)
-    print("\nRecovery storm\n\n" + table(storms))
+    if storms:
+        print("\nRecovery storm\n\n" + table(storms))
     if proxied:
         print("\nPostgreSQL behind a connection-resetting proxy\n\n" + table(proxied))
     if losses:
         print("\nPower loss (SQLite, VFS shim)\n\n" + table(losses))
-    bad = [s for s in storms if s["lost"] or s["completed"] != s["runs"]]
+    bad: list[Any] = [s for s in storms if s["lost"] or s["completed"] != s["runs"]]
     bad += [s for s in soaks if any(s[k] for k in (
         "runs lost", "runs not completed after drain", "wrong results",
         "duplicated committed-step effects", "effects missing", "journal gaps"))]
@@ -129,6 +203,9 @@ def main(argv: list[str]) -> int:
         "duplicated committed-step effects", "effects missing", "journal gaps"))]
     bad += [x for x in losses if x["integrity failures"]
             or (x["synchronous"] == "full" and x["acknowledged lost"])]
+    bad += new_scenarios(profile, backends, chosen)
+    if bad:
+        print(f"\nFAILED: {bad}")
     return 1 if bad else 0
 
 

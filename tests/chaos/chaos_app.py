@@ -57,8 +57,12 @@ def _ledger_conn() -> apsw.Connection:
 
 def record_effect() -> None:
     """The side effect: one ledger row, durable before the step returns."""
+    # The time on the engine's clock (tether.now() in a step: fresh, not journaled),
+    # the clock the journal's finished_at is written with: on PostgreSQL it follows the
+    # server's, which may differ from time.time() by a few milliseconds.
     _ledger_conn().execute("INSERT INTO effects VALUES (?, ?, ?, ?)",
-                           (tether.step_key(), os.getpid(), tether.step_attempt(), time.time()))
+                           (tether.step_key(), os.getpid(), tether.step_attempt(),
+                            tether.now().timestamp()))
     crash_p = float(os.environ.get("CHAOS_CRASH_P", "0") or 0)
     if crash_p and random.random() < crash_p:
         os.kill(os.getpid(), signal.SIGKILL)  # crash point effect.before_commit
@@ -109,3 +113,35 @@ async def fenced(i: int) -> int:
 @app.workflow
 async def storm_one(i: int) -> int:
     return await effect(i, 0)
+
+
+@app.step
+def held_effect() -> int:
+    """The clock scenario's long step: its worker holds the run's lease for 4 s."""
+    record_effect()
+    time.sleep(4.0)
+    return os.getpid()
+
+
+@app.workflow
+async def clock_hold(i: int) -> int:
+    return await held_effect()
+
+
+@app.workflow
+async def clock_timer(i: int, ms: int) -> int:
+    await tether.sleep(ms / 1000)
+    return await effect(i, 0)
+
+
+@app.step
+def pid_step(i: int, k: int) -> int:
+    """The partition scenario's step: its effect, a short pause, and who ran it."""
+    record_effect()
+    time.sleep(0.4)
+    return os.getpid()
+
+
+@app.workflow
+async def part_run(i: int) -> list[int]:
+    return [await pid_step(i, k) for k in range(4)]

@@ -16,15 +16,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
 from tests.chaos import chaos_app
 from tests.chaos.model import expected, signal_payload
 from tether import App
+from tether.errors import StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +66,9 @@ class Figures:
     wrong_results: int = 0
     kills: int = 0
     crash_point_kills: int = 0
+    worker_exits: int = 0  # exits the harness did not cause (crash points included)
+    signals_not_sent: int = 0  # the harness's own signal failed for good
+    not_completed_detail: list[str] = field(default_factory=list)  # for diagnosis
     duplicated_committed_effects: int = 0
     in_flight_reexecutions: int = 0
     effects_missing: int = 0
@@ -85,8 +90,10 @@ class Figures:
             "backend": self.backend, "profile": self.profile, "seed": self.seed,
             "runs started": self.runs_started, "runs lost": self.runs_lost,
             "runs not completed after drain": self.runs_not_completed,
+            "signals the harness could not send": self.signals_not_sent,
             "wrong results": self.wrong_results, "kills (harness)": self.kills,
             "kills (crash point effect.before_commit)": self.crash_point_kills,
+            "worker exits not caused by the harness (replaced)": self.worker_exits,
             "duplicated committed-step effects": self.duplicated_committed_effects,
             "in-flight re-executions": self.in_flight_reexecutions,
             "effects missing": self.effects_missing,
@@ -100,20 +107,39 @@ class Figures:
         }
 
 
+T = TypeVar("T")
+
+
+async def retried(call: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+    """The harness's own store calls, retried while the store is unreachable (a
+    scenario restarting or cutting off PostgreSQL hits the harness too). Every call
+    retried this way is idempotent: starts by run id, signals by idempotency key."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except (StoreUnavailable, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
 class _Workers:
-    def __init__(self, url: str, ledger: Path, logs: Path, profile: Profile) -> None:
+    def __init__(self, url: str, ledger: Path, logs: Path, profile: Profile,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.url, self.ledger, self.logs, self.profile = url, ledger, logs, profile
+        self.extra_env = extra_env or {}
         self.procs: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
         self._n = 0
 
     def start(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ, CHAOS_LEDGER=str(self.ledger), PYTHONPATH=str(ROOT),
-                   CHAOS_CRASH_P=str(self.profile.crash_p))
+                   CHAOS_CRASH_P=str(self.profile.crash_p), **self.extra_env)
         env.pop("TETHER_DATABASE_URL", None)
         self._n += 1
         with open(self.logs / f"worker-{self._n}.log", "wb") as log:
@@ -139,13 +165,17 @@ class _Workers:
 
 
 async def soak(backend: str, url: str, workdir: Path, profile: Profile,
-               seed: int = 12, worker_url: str | None = None) -> Figures:
+               seed: int = 12, worker_url: str | None = None,
+               disturb: Callable[[float], Awaitable[None]] | None = None,
+               worker_env: dict[str, str] | None = None) -> Figures:
     """Run ``profile``; workers reach the store at ``worker_url`` (default ``url``:
-    e.g. through a proxy that breaks their connections) and the harness at ``url``."""
+    e.g. through a proxy that breaks their connections) and the harness at ``url``.
+    ``disturb(deadline)`` runs alongside the kills until the monotonic ``deadline``
+    (e.g. restarting the server); ``worker_env`` is added to the workers' environment."""
     rng = random.Random(seed)
     figures = Figures(backend, profile.name, seed)
     ledger = workdir / "ledger.db"
-    workers = _Workers(worker_url or url, ledger, workdir, profile)
+    workers = _Workers(worker_url or url, ledger, workdir, profile, worker_env)
     app = App(url)
     started: dict[str, int] = {}
     tasks: set[asyncio.Task[Any]] = set()
@@ -157,14 +187,19 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
 
         async def send_signal(run_id: str, delay: float) -> None:
             await asyncio.sleep(delay)
-            await app.signal(run_id, "go", signal_payload(started[run_id]))
+            try:
+                await retried(lambda: app.signal(run_id, "go", signal_payload(started[run_id]),
+                                                 idempotency_key=f"go-{run_id}"))
+            except Exception as exc:  # counted: a run left waiting is not the engine's fault
+                figures.signals_not_sent += 1
+                figures.not_completed_detail.append(f"signal to {run_id} failed: {exc!r}")
 
         async def start_runs() -> None:
             gap = profile.duration * 0.7 / profile.runs
             for i in range(profile.runs):
                 run_seed = rng.randrange(1, 10**9)
                 run_id = f"c{i:05d}"
-                await app.start(chaos_app.chaos, run_seed, run_id=run_id)
+                await retried(lambda s=run_seed, r=run_id: app.start(chaos_app.chaos, s, run_id=r))
                 started[run_id] = run_seed
                 if expected(run_id, run_seed).waits_for_signal:
                     t = asyncio.create_task(send_signal(run_id, rng.uniform(0, 1.5)))
@@ -176,7 +211,10 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
             while pending and time.monotonic() - killed_at < 120:
                 await asyncio.sleep(0.05)
                 for run_id in list(pending):
-                    run = await app.store.run_get(run_id)
+                    try:
+                        run = await app.store.run_get(run_id)
+                    except (StoreUnavailable, OSError):
+                        continue
                     if run is None:
                         continue
                     if run.owner not in owners_of_killed or run.status.is_ended:
@@ -194,7 +232,8 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                 if not alive:
                     continue
                 victim = rng.choice(alive)
-                running = await app.store.run_list(status="running", limit=100_000)
+                running = await retried(
+                    lambda: app.store.run_list(status="running", limit=100_000))
                 marker = f":{victim.pid}:"
                 owned = [r.run_id for r in running if r.owner and marker in r.owner]
                 figures.runs_held_at_kills += len(owned)
@@ -217,12 +256,14 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                     if p.poll() is not None and p.pid not in workers.killed \
                             and p.pid not in seen:
                         seen.add(p.pid)
+                        figures.worker_exits += 1
                         if p.returncode == -signal.SIGKILL:
                             figures.crash_point_kills += 1
                         workers.start()
 
         replacer = asyncio.create_task(replace_crashed())
-        await asyncio.gather(start_runs(), kill_loop())
+        await asyncio.gather(start_runs(), kill_loop(),
+                             *([disturb(deadline)] if disturb is not None else []))
         figures.runs_started = len(started)
         await _drain(app, started, profile.drain_timeout)
         replacer.cancel()
@@ -230,6 +271,9 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
             t.cancel()
         await asyncio.gather(replacer, *tasks, return_exceptions=True)
         await _check(app, started, ledger, figures)
+        if figures.not_completed_detail:
+            print("runs not completed / signals not sent:",
+                  *figures.not_completed_detail[:20], sep="\n  ", flush=True)
     finally:
         # Off the event loop: a proxy in this process must keep relaying while the
         # workers shut down through it.
@@ -247,7 +291,7 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
 async def _drain(app: App, started: dict[str, int], timeout: float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        runs = await app.store.run_list(limit=1_000_000)
+        runs = await retried(lambda: app.store.run_list(limit=1_000_000))
         by_id = {r.run_id: r for r in runs}
         if all(rid in by_id and by_id[rid].status.is_ended for rid in started):
             return
@@ -274,6 +318,9 @@ async def _check(app: App, started: dict[str, int], ledger: Path, figures: Figur
             continue
         if run.status.value != "completed":
             figures.runs_not_completed += 1
+            figures.not_completed_detail.append(
+                f"{run_id}: {run.status.value}, owner {run.owner}, waiting for "
+                f"{run.waiting_for!r}, error {str(run.error)[:200]!r}")
             continue
         if app.codec.decode(run.result) != want.result:
             figures.wrong_results += 1

@@ -85,7 +85,15 @@ class ResettingProxy:
                     break
                 c_writer.write(data)
 
+        # Whichever side ends first ends both, as a real connection would: a server
+        # that closed (a restart) must reach the client, not leave it waiting for a
+        # reply that cannot come.
+        tasks = [asyncio.ensure_future(client_to_server()),
+                 asyncio.ensure_future(server_to_client())]
         with contextlib.suppress(Exception):
-            await asyncio.gather(client_to_server(), server_to_client())
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         cut()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._writers -= {c_writer, s_writer}

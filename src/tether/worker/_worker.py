@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether import _observe
 from tether._app import worker_host
-from tether._clock import wait_event
+from tether._clock import SyncedClock, wait_event
 from tether._codec import Codec, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
@@ -544,6 +544,12 @@ class Worker:
                 continue
             last_beat = loop.time()
             seq = self._seq
+            clock = self.app.clock
+            if isinstance(clock, SyncedClock) and clock.due():
+                try:
+                    await self.app._sync_clock()
+                except StoreError as exc:
+                    log.warning("clock sync failed: %s", exc)
             try:
                 hb = await store.lease_heartbeat(worker_id=self.worker_id, now=self.app.clock.now(),
                                                  lease_seconds=self.lease_seconds)

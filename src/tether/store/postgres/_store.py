@@ -203,6 +203,14 @@ class PostgresStore(PostgresServeQueries):
         pool, self._pool = self._pool, None
         await pool.close()
 
+    async def server_time(self) -> float:
+        """The server's clock in epoch seconds (``clock_timestamp()``).
+
+        Raises: StoreUnavailable.
+        """
+        rows, _ = await self._one("server_time", {})
+        return float(rows[0][0])
+
     async def migrate(self) -> list[str]:
         """Apply pending migrations (open or not); return the names applied.
 

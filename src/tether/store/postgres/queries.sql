@@ -1,6 +1,7 @@
 -- Tether's PostgreSQL queries. {schema} is replaced by the store's schema when loaded,
 -- %(channel)s is the schema's LISTEN/NOTIFY channel. Every time is a parameter (the
--- caller's clock); no query reads now() or CURRENT_TIMESTAMP.
+-- caller's clock, which App keeps in step with the server's through server_time);
+-- no other query reads now() or CURRENT_TIMESTAMP.
 --
 -- Fencing: a write into a run holds a lock on the run's row until it commits (FOR SHARE
 -- for journal appends, FOR NO KEY UPDATE or the UPDATE itself for the rest), and a claim
@@ -616,3 +617,8 @@ SELECT queue, max_running FROM {schema}.queue_limits ORDER BY queue;
 -- run_publish --
 -- Send a live event's parts to its run's channel, in order, in one transaction.
 SELECT {schema}.publish(%(channel)s, %(parts)s::text[]);
+
+-- server_time --
+-- The server's clock (epoch seconds): the one clock every worker of the store reads
+-- leases and timers off (tether._clock.SyncedClock).
+SELECT extract(epoch FROM clock_timestamp())::float8;

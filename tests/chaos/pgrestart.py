@@ -1,0 +1,121 @@
+"""PostgreSQL restarted with ``pg_ctl restart -m immediate`` during the soak.
+
+The soak's workload (3 workers, kills by the harness and at the crash point) runs on a
+private cluster (``pgcluster.py``, ``fsync=on``); every few seconds the server is
+killed without a checkpoint and recovers from its WAL. Optionally the workers also go
+through the connection-resetting proxy. Figures besides the soak's: restarts, the time
+each took until the server accepted connections, the recovery time (from the restart
+until the next journal entry was finished), and duplicate journal rows (counted by
+``(run_id, position)`` and must be 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.chaos.harness import Profile, soak
+from tests.chaos.pgcluster import PrivateCluster
+from tests.chaos.resetproxy import ResettingProxy
+
+PROFILES = {
+    "smoke": Profile("smoke", workers=3, duration=25, runs=60),
+    "full": Profile("full", workers=3, duration=300, runs=900),
+}
+RESTART_EVERY = (3.0, 6.0)
+
+
+@dataclass
+class RestartFigures:
+    restarts: int = 0
+    restart_seconds: list[float] = field(default_factory=list)
+    recovery_seconds: list[float] = field(default_factory=list)
+    duplicate_journal_rows: int = 0
+
+
+def _finished_entries(url: str) -> int | None:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM tether.journal WHERE finished_at IS NOT NULL"
+            ).fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.Error:
+        return None
+
+
+def _duplicate_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT run_id, position FROM tether.journal "
+            "GROUP BY run_id, position HAVING count(*) > 1) d").fetchone()
+        return int(row[0]) if row else 0
+
+
+def _p(data: list[float], q: float) -> float | None:
+    if not data:
+        return None
+    s = sorted(data)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 2)
+
+
+async def restart_soak(work: Path, profile: Profile, *, seed: int = 21,
+                       with_proxy: bool = False) -> dict[str, Any]:
+    cluster = PrivateCluster()
+    await asyncio.to_thread(cluster.start)
+    proxy: ResettingProxy | None = None
+    try:
+        url = cluster.url()
+        figures = RestartFigures()
+        rng = random.Random(seed)
+
+        async def restarts(deadline: float) -> None:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(rng.uniform(*RESTART_EVERY))
+                before = await asyncio.to_thread(_finished_entries, url)
+                t0 = time.monotonic()
+                figures.restart_seconds.append(
+                    await asyncio.to_thread(cluster.restart_immediate))
+                figures.restarts += 1
+                # Recovery: the next journal entry finished after the restart.
+                while time.monotonic() - t0 < 60:
+                    now = await asyncio.to_thread(_finished_entries, url)
+                    if now is not None and before is not None and now > before:
+                        figures.recovery_seconds.append(time.monotonic() - t0)
+                        break
+                    await asyncio.sleep(0.05)
+
+        worker_url = None
+        if with_proxy:
+            proxy = await ResettingProxy(url, seed=seed).start()
+            worker_url = proxy.url()
+        soaked = await soak("postgres", url, work, profile, seed=seed,
+                            worker_url=worker_url, disturb=restarts)
+        figures.duplicate_journal_rows = await asyncio.to_thread(_duplicate_rows, url)
+    finally:
+        if proxy is not None:
+            await proxy.close()
+        await asyncio.to_thread(cluster.stop)
+    out = {**soaked.summary(),
+           "backend": "postgres, restarts -m immediate" + (" + proxy" if with_proxy else ""),
+           "server restarts": figures.restarts,
+           "restart until accepting p50 s": _p(figures.restart_seconds, 0.5),
+           "restart until accepting max s": _p(figures.restart_seconds, 1.0),
+           "recovery (next entry finished) p50 s": _p(figures.recovery_seconds, 0.5),
+           "recovery max s": _p(figures.recovery_seconds, 1.0),
+           "duplicate journal rows": figures.duplicate_journal_rows}
+    if proxy is not None:
+        out["connection resets"] = proxy.resets
+        out["ambiguous commits"] = proxy.ambiguous_commits
+    return out
+
+
+MUST_BE_ZERO = ("runs lost", "runs not completed after drain", "wrong results",
+                "duplicated committed-step effects", "effects missing", "effects unexpected",
+                "journal gaps", "duplicate journal rows")
