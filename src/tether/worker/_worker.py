@@ -448,7 +448,7 @@ class Worker:
                                f"last: {reason}"})
                 return store.run_finish(lease=lease, status=RunStatus.FAILED.value,
                                         result=None, error=text, now=now)
-            delay = min(STORE_RETRY_DELAY * 2 ** max(crashes - 1, 0), 60.0)
+            delay = _doubling(STORE_RETRY_DELAY, crashes, 60.0)
             # Only the error's type here: waiting_for is not a payload (no codec hook
             # encrypts it), and a message may hold user data.
             return store.run_release(lease=lease, now=now, wait=Wait(
@@ -739,7 +739,7 @@ class Worker:
                         self.max_crashes, position)
             if crashes < 2:
                 return True
-            delay = min(CRASH_BACKOFF * 2 ** (crashes - 2), CRASH_BACKOFF_MAX)
+            delay = _doubling(CRASH_BACKOFF, crashes - 1, CRASH_BACKOFF_MAX)
             delay *= random.uniform(1.0, 1.25)
             await self._defer(lease, delay, f"a back-off: its worker died {crashes} times "
                               f"in a row running it (at position {position})")
@@ -778,7 +778,7 @@ class Worker:
             self._unreadable_runs.clear()
         n = self._unreadable_runs.get(run_id, 0) + 1
         self._unreadable_runs[run_id] = n
-        delay = min(UNREADABLE_BACKOFF * 2 ** (n - 1), UNREADABLE_BACKOFF_MAX)
+        delay = _doubling(UNREADABLE_BACKOFF, n, UNREADABLE_BACKOFF_MAX)
         key_id = getattr(error, "key_id", None)
         needs = f"key id {key_id!r}" if key_id else "the payload key"
         log.error("run %s: this worker cannot decrypt its payloads (%s); handing it back "
@@ -901,3 +901,9 @@ class Worker:
                                        result=text, error=None, now=now)
         self.completed += 1
         self._host.run_ended(run_id)
+
+
+def _doubling(base: float, n: int, cap: float) -> float:
+    """The ``n``-th delay of a back-off that starts at ``base`` and doubles up to ``cap``
+    (``n`` of 1 or less: ``base``)."""
+    return min(base * 2.0 ** max(n - 1, 0), cap)
