@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -459,13 +460,29 @@ class SqliteStore(SqliteServeQueries):
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 single = len(batch) == 1
-                for op in batch:
-                    if single or not op.write:
+                i = 0
+                while i < len(batch):
+                    op = batch[i]
+                    i += 1
+                    if not single and op.fn is _journal_append:
+                        # Consecutive journal appends: one statement per chunk (the
+                        # order of the queue is kept: other operations break a chunk).
+                        j = i
+                        while (j < len(batch) and j - i < _APPEND_CHUNK - 1
+                               and batch[j].fn is _journal_append):
+                            j += 1
+                        if j > i:
+                            results.extend(_appends(conn, batch[i - 1:j], self._foreign))
+                            i = j
+                            continue
+                    if single or not op.write or op.atomic:
                         try:
                             results.append((op, op.fn(conn, *op.args), None))
                         except apsw.BusyError:
                             raise
                         except Exception as exc:
+                            if isinstance(exc, apsw.Error) and conn.getautocommit():
+                                raise  # SQLite rolled the whole batch back: all fail
                             results.append((op, None, self._foreign(exc)))
                         continue
                     conn.execute("SAVEPOINT op")
@@ -562,11 +579,11 @@ class SqliteStore(SqliteServeQueries):
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
-        await self._write(_journal_append, lease, entry)
+        await self._write_atomic(_journal_append, lease, entry)
 
     def journal_append_nowait(self, *, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Queue a journal write without waiting; the future reports its outcome."""
-        return self._write(_journal_append, lease, entry)
+        return self._write_atomic(_journal_append, lease, entry)
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
@@ -871,6 +888,79 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
     raise StoreError(
         f"run {lease.run_id!r}: position {e.position} already holds a final journal entry"
     )
+
+
+#: Most journal appends written by one statement (each size is one cached statement).
+_APPEND_CHUNK = 64
+
+_APPEND_COLUMNS = ("run_id, position, kind, name, status, result, error, attempts, "
+                   "started_at, finished_at, next_attempt_at, args, fencing_token")
+
+
+@functools.lru_cache(maxsize=_APPEND_CHUNK)
+def _append_many_sql(n: int) -> str:
+    """``journal_append`` for ``n`` entries in one statement, each written only under its
+    own current lease and never over a final entry; returns the keys written."""
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+    values = ", ".join(f"v.column{k}" for k in range(1, 14))
+    return (
+        f"INSERT INTO tether_journal ({_APPEND_COLUMNS}) "
+        f"SELECT {values} FROM (VALUES {rows}) AS v "
+        "WHERE EXISTS (SELECT 1 FROM tether_runs WHERE run_id = v.column1 "
+        "AND fencing_token = v.column13 AND status = 'running') "
+        "ON CONFLICT (run_id, position) DO UPDATE SET "
+        "kind = excluded.kind, name = excluded.name, status = excluded.status, "
+        "result = excluded.result, error = excluded.error, attempts = excluded.attempts, "
+        "finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, "
+        "fencing_token = excluded.fencing_token "
+        "WHERE tether_journal.status = 'pending' "
+        "RETURNING run_id, position"
+    )
+
+
+def _appends(conn: apsw.Connection, ops: list[Op],
+             foreign: Callable[[Exception], Exception],
+             ) -> list[tuple[Op, Any, BaseException | None]]:
+    """Several queued journal appends (``_journal_append`` operations) in one statement:
+    one call into SQLite instead of one per entry (each call lets the event loop's
+    thread take the GIL, and the writer waits to get it back). An append the statement
+    did not write (a lost lease, a final entry already there) runs alone again, which
+    raises its own error; so does every append of a chunk the statement failed for
+    (SQLite undid the whole statement). Two appends of one position in a chunk also
+    run one by one, in order."""
+    params: list[Any] = []
+    keys: set[tuple[str, int]] = set()
+    for op in ops:
+        lease, e = op.args
+        params += (lease.run_id, e.position, e.kind, e.name, e.status, e.result, e.error,
+                   e.attempts, e.started_at, e.finished_at, e.next_attempt_at, e.args,
+                   lease.fencing_token)
+        keys.add((lease.run_id, e.position))
+    written: set[tuple[str, int]] = set()
+    if len(keys) == len(ops):
+        try:
+            written = {(r[0], r[1]) for r in conn.execute(_append_many_sql(len(ops)), params)}
+        except apsw.BusyError:
+            raise
+        except apsw.Error:
+            if conn.getautocommit():
+                raise  # SQLite rolled the whole batch back: all fail
+            written = set()  # the statement was undone: each one alone says why
+    out: list[tuple[Op, Any, BaseException | None]] = []
+    for op in ops:
+        lease, e = op.args
+        if (lease.run_id, e.position) in written:
+            out.append((op, None, None))
+            continue
+        try:
+            out.append((op, op.fn(conn, *op.args), None))
+        except apsw.BusyError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, apsw.Error) and conn.getautocommit():
+                raise
+            out.append((op, None, foreign(exc)))
+    return out
 
 
 def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | None,

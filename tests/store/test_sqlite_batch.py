@@ -1,0 +1,118 @@
+"""The SQLite writer's batches: journal appends queued together are written by one
+statement per chunk, and each still gets its own outcome, in queue order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import apsw
+import pytest
+
+from tether._types import JournalEntry, Lease
+from tether.errors import LeaseLost, StoreError
+from tether.store.sqlite import SqliteStore
+from tether.store.sqlite import _store as sqlite_store
+
+from .conftest import T0, entry, start_and_claim
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> Any:
+    s = SqliteStore(sqlite_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def _in_one_batch(store: SqliteStore, calls: list[tuple[Lease, JournalEntry] | str],
+                        leases: dict[str, Lease] | None = None) -> list[Any]:
+    """Queue ``calls`` while the writer thread is held, so they form one batch; a
+    string ``finish:<run id>`` queues that run's end. Returns each outcome (None or
+    the exception)."""
+    release = threading.Event()
+    held = store._write(lambda conn: release.wait(10))
+    await asyncio.sleep(0.05)  # the writer is now inside the holding operation
+    futures: list[asyncio.Future[Any]] = []
+    for call in calls:
+        if isinstance(call, str):
+            lease = (leases or {})[call.split(":", 1)[1]]
+            futures.append(store._write_wake(sqlite_store._run_finish, lease, "completed",
+                                             "1", None, T0 + 1))
+        else:
+            lease, e = call
+            futures.append(store.journal_append_nowait(lease=lease, entry=e))
+    release.set()
+    await held
+    return list(await asyncio.gather(*futures, return_exceptions=True))
+
+
+async def test_appends_in_one_batch_each_get_their_own_outcome(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements: list[int] = []
+    real = sqlite_store._appends
+
+    def counted(conn: apsw.Connection, ops: list[Any], foreign: Any) -> Any:
+        statements.append(len(ops))
+        return real(conn, ops, foreign)
+
+    monkeypatch.setattr(sqlite_store, "_appends", counted)
+    a = (await start_and_claim(store, "a", queue="qa")).lease
+    b = (await start_and_claim(store, "b", queue="qb")).lease
+    c = (await start_and_claim(store, "c", queue="qc")).lease
+    stale = Lease(c.run_id, c.worker_id, c.fencing_token + 1)
+    await store.journal_append(lease=a, entry=entry(5))
+
+    outcomes = await _in_one_batch(store, [
+        (a, entry(0)), (b, entry(0, "pending")), (stale, entry(0)),
+        (a, entry(5, result="2")),  # a final entry is never overwritten
+        (b, entry(1)), (a, entry(1)),
+        "finish:a",
+        (a, entry(2)),  # after its end, in queue order: refused
+        (c, entry(0)),
+    ], {"a": a})
+    assert outcomes[:3] == [None, None, outcomes[2]]
+    assert isinstance(outcomes[2], LeaseLost)
+    assert isinstance(outcomes[3], StoreError) and "final journal entry" in str(outcomes[3])
+    assert outcomes[4:7] == [None, None, None]
+    assert isinstance(outcomes[7], LeaseLost)
+    assert outcomes[8] is None
+    assert statements and statements[0] == 6  # the appends before the end: one statement
+
+    journal_a = await store.journal_read("a")
+    assert [(e.position, e.status, e.result) for e in journal_a] == [
+        (0, "ok", "1"), (1, "ok", "1"), (5, "ok", "1")]
+    assert [(e.position, e.status) for e in await store.journal_read("b")] == [
+        (0, "pending"), (1, "ok")]
+    assert [(e.position, e.status) for e in await store.journal_read("c")] == [(0, "ok")]
+
+
+async def test_two_appends_of_one_position_in_a_batch_apply_in_order(
+        store: SqliteStore) -> None:
+    b = (await start_and_claim(store, "b", queue="qb")).lease
+    outcomes = await _in_one_batch(store, [
+        (b, entry(0, "pending")), (b, entry(0, result="7")), (b, entry(0, result="8")),
+        (b, entry(1)),
+    ])
+    assert outcomes[:2] == [None, None] and outcomes[3] is None
+    assert isinstance(outcomes[2], StoreError)  # the second final entry is refused
+    assert [(e.position, e.status, e.result) for e in await store.journal_read("b")] == [
+        (0, "ok", "7"), (1, "ok", "1")]
+
+
+async def test_more_appends_than_one_statement_takes(store: SqliteStore) -> None:
+    leases = [(await start_and_claim(store, f"r{i}", queue=f"q{i}")).lease
+              for i in range(3)]
+    calls: list[tuple[Lease, JournalEntry] | str] = [
+        (leases[i % 3], entry(i // 3, result=str(i)))
+        for i in range(3 * sqlite_store._APPEND_CHUNK + 5)]
+    outcomes = await _in_one_batch(store, calls)
+    assert outcomes == [None] * len(calls)
+    for i in range(3):
+        journal = await store.journal_read(f"r{i}")
+        assert [e.result for e in journal] == [
+            str(p * 3 + i) for p in range(len(journal))]
+        assert len(journal) == sqlite_store._APPEND_CHUNK + (2 if i < 2 else 1)
