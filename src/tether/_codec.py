@@ -143,6 +143,25 @@ class Codec:
         return restore(value, annotation)
 
 
+    def decode_encoded(self, value: object, text: str, annotation: Any = None) -> Any:
+        """``decode(text, annotation)`` where ``text`` is ``encode(value)`` just made:
+        what replay will return. A JSON scalar (``None``, ``str``, ``int``, ``float``,
+        ``bool``, exactly those types) decodes to an equal value of its own type, so it
+        is returned without parsing when ``annotation`` does not restore anything."""
+        if type(value) in _SCALARS:
+            if isinstance(annotation, LazyHint):
+                annotation = annotation.resolve()
+            if (annotation is None or annotation is Any or annotation in _PLAIN
+                    or isinstance(annotation, str) or _adapter(annotation) is None):
+                return value
+        return self.decode(text, annotation)
+
+
+#: Types whose values JSON gives back equal and of the same type (NaN and infinities
+#: are refused by ``encode``; ``-0.0`` and every other float round-trip exactly).
+_SCALARS = frozenset((type(None), str, int, float, bool))
+
+
 def _type_name(value: object) -> str:
     t = type(value)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"

@@ -336,7 +336,7 @@ async def _record_success(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
         pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
         started_at=state.first_at, finished_at=now, args=args_text,
     ))
-    return ctx.codec.decode(text, sdef.return_annotation)
+    return ctx.codec.decode_encoded(value, text, sdef.return_annotation)
 
 
 async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
