@@ -29,6 +29,8 @@ Workloads:
   recovery    spawn a process -> the run a SIGKILLed process left resumes its next step
   agent       --agent-runs concurrent runs of 20 steps that each await 50 ms: overhead
               over the same code with no durability, measured in the same process
+  starts      --starts runs started by one App.start_many, no worker: starts/s (Tether
+              only: the peers have no bulk start that does not also run the workflow)
 and before each workload on each store, the limit: one SQLite commit (WAL,
 synchronous=FULL, one row) or one PostgreSQL commit round trip (one-row INSERT,
 autocommit), so every figure is also shown as a multiple of the limit measured next to
@@ -63,12 +65,15 @@ ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/
 SYSTEMS = ["tether", "dbos", "langgraph", "tether-relaxed", "tether-before"]
 #: --before REV: that revision's src/, exported to a temporary folder.
 BEFORE_SRC = ""
-WORKLOADS = ["seq", "throughput", "recovery", "agent"]
+WORKLOADS = ["seq", "throughput", "recovery", "agent", "starts"]
+#: Workloads measured for Tether's systems only.
+TETHER_ONLY = {"starts"}
 #: What each workload reports, and whether more is better.
 METRIC = {"seq": ("us_per_step", "µs/step", False),
           "throughput": ("runs_per_s", "runs/s", True),
           "recovery": ("recovery_ms", "ms", False),
           "agent": ("overhead_pct", "% over asyncio", False),
+          "starts": ("starts_per_s", "starts/s", True),
           "rss": ("peak_rss_mb", "MB peak RSS", False)}
 
 
@@ -215,6 +220,8 @@ def command(system: str, workload: str, url: str, args: argparse.Namespace,
         py, script = str(PEERS_PY), f"sys_{system}.py"
     argv = [py, str(HERE / script), workload, "--store", url, "--steps", str(args.steps),
             "--runs", str(args.runs), "--agent-runs", str(args.agent_runs)]
+    if system.startswith("tether"):
+        argv += ["--starts", str(args.starts)]
     if marks:
         argv += ["--marks", marks]
     return argv, env
@@ -367,6 +374,7 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "versions": versions("dbos" in systems or "langgraph" in systems),
         "sizes": {"steps": args.steps, "runs": args.runs, "agent_runs": args.agent_runs,
+                  "starts": args.starts,
                   "agent_steps": 20, "agent_delay_s": 0.05},
         "rounds_done": len(rounds), "rounds_asked": args.rounds,
         "rounds": rounds, "summary": summarize(rounds),
@@ -414,6 +422,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--agent-runs", type=int, default=100)
+    p.add_argument("--starts", type=int, default=10000,
+                   help="runs started by the starts workload")
     p.add_argument("--quick", action="store_true",
                    help="--steps 300 --runs 200: a few minutes instead of ~20")
     p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
@@ -464,6 +474,8 @@ def main() -> None:
                 limit = measure_limit(store, folder)
                 limits.setdefault(store, limit)
                 for system in order:
+                    if wl in TETHER_ONLY and not system.startswith("tether"):
+                        continue
                     t = time.perf_counter()
                     with fresh_store(store, folder) as url:
                         try:

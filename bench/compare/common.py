@@ -20,12 +20,13 @@ from typing import Any
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    p.add_argument("workload", choices=["seq", "throughput", "agent", "recover-a",
-                                        "recover-b"])
+    p.add_argument("workload", choices=["seq", "throughput", "agent", "starts",
+                                        "recover-a", "recover-b"])
     p.add_argument("--store", required=True, help="a store URL")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--agent-runs", type=int, default=100)
+    p.add_argument("--starts", type=int, default=10000)
     p.add_argument("--agent-steps", type=int, default=20)
     p.add_argument("--agent-delay", type=float, default=0.05)
     p.add_argument("--marks", help="recovery: the file each step appends a line to")

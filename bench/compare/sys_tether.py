@@ -104,6 +104,15 @@ async def main() -> None:
             out = await agent_pair(durable, a.agent_runs, a.agent_steps, a.agent_delay)
         await app.close()
         emit(**out)
+    elif a.workload == "starts":
+        # Starting runs only (no worker): one App.start_many of --starts runs.
+        await app.start_many(wfs["sequential"], [(10,)] * 10)  # warm up
+        t0 = time.perf_counter()
+        handles = await app.start_many(wfs["sequential"], [(10,)] * a.starts)
+        elapsed = time.perf_counter() - t0
+        assert len(handles) == a.starts
+        await app.close()
+        emit(starts_per_s=a.starts / elapsed)
     elif a.workload == "recover-a":
         async with app.worker(concurrency=1):
             await app.start(wfs["victim"], run_id="victim")
