@@ -2,12 +2,15 @@
 machine moves it less than the wall time.
 
     .venv/bin/python bench/stepcost.py [--db sqlite|postgres] [--steps 2000] [--runs N]
-                                        [--src DIR] [--gc SETTING] [--profile FILE]
+                                        [--agent N] [--src DIR] [--gc SETTING]
+                                        [--profile FILE]
 
 One run of ``--steps`` trivial async steps on a fresh store (after a 20-step warm-up),
 with one worker of concurrency 1, like ``bench/compare``'s ``seq`` workload; with
 ``--runs N``, N runs of 10 steps started at once with ``App.start_many`` and awaited
-with ``RunHandle.result`` (``bench/compare``'s ``throughput``), figures per run.
+with ``RunHandle.result`` (``bench/compare``'s ``throughput``), figures per run; with
+``--agent N``, N runs of 20 steps that each await 50 ms (``bench/compare``'s ``agent``),
+figures per step (``plain_wall_us``: the wall per step with no overhead at all).
 Printed (one JSON line): wall µs, CPU µs of the whole process (all threads: the event
 loop and the store's own threads) and of the event-loop thread alone. CPU time counts
 only what this process executes; other processes still change it through caches and
@@ -45,6 +48,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=0,
                    help="throughput instead: this many runs of 10 steps at once "
                         "(App.start_many, starts timed); figures per run")
+    p.add_argument("--agent", type=int, default=0, metavar="N",
+                   help="agent-shaped instead: N runs of 20 steps that each await 50 ms, "
+                        "started at once; figures per step (CPU is what delays a wave "
+                        "of runs waking together)")
     p.add_argument("--src", help="import Tether from this folder (another revision)")
     p.add_argument("--gc", default="",
                    help="garbage collector setting to try: 'off', 'freeze' (gc.freeze() "
@@ -80,6 +87,18 @@ async def main() -> dict[str, Any]:
     async def noop(i: int) -> int:
         return i
 
+    @app.step
+    async def think(i: int) -> int:
+        await asyncio.sleep(0.05)  # a model call's latency
+        return i
+
+    @app.workflow
+    async def agent(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await think(i)
+        return total
+
     @app.workflow
     async def sequential(n: int) -> int:
         total = 0
@@ -90,8 +109,10 @@ async def main() -> dict[str, Any]:
     out: dict[str, Any] = {"db": a.db, "steps": a.steps, "src": a.src or "worktree"}
     if a.runs:
         out["per"] = "run"
+    if a.agent:
+        out["per"] = "step"
     try:
-        async with app.worker(concurrency=max(1, a.runs)):
+        async with app.worker(concurrency=max(1, a.runs, a.agent)):
             await (await app.start(sequential, 20)).result(timeout=120)  # warm up
             prof = None
             if a.profile:
@@ -119,7 +140,10 @@ async def main() -> dict[str, Any]:
                 gc.set_threshold(*(int(x) for x in a.gc.split(",")))
             gc.callbacks.append(on_gc)
             c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
-            if a.runs:
+            if a.agent:
+                handles = await app.start_many(agent, [(20,)] * a.agent)
+                await asyncio.gather(*(h.result(timeout=1800) for h in handles))
+            elif a.runs:
                 if hasattr(app, "start_many"):
                     handles = await app.start_many(sequential, [(10,)] * a.runs)
                 else:
@@ -142,8 +166,10 @@ async def main() -> dict[str, Any]:
 
             async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
                 await c.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
-    n = a.runs or a.steps
-    if a.runs:
+    n = a.agent * 20 if a.agent else a.runs or a.steps
+    if a.agent:
+        out.update(runs=a.agent, steps=20, plain_wall_us=round(20 * 0.05 / n * 1e6, 1))
+    elif a.runs:
         out.update(runs=a.runs, runs_per_s=round(a.runs / (w1 - w0)), steps=10)
     out.update(wall_us=round((w1 - w0) / n * 1e6, 1), cpu_us=round((c1 - c0) / n * 1e6, 1),
                loop_cpu_us=round((t1 - t0) / n * 1e6, 1))
