@@ -455,9 +455,23 @@ class SqliteStore(SqliteServeQueries):
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
+        # One atomic operation alone (a sequential run's journal append) is its own
+        # transaction: SQLite commits the statement by itself, with the same fsync.
+        alone = len(batch) == 1 and batch[0].atomic
         while True:
             results: list[tuple[Op, Any, BaseException | None]] = []
             try:
+                if alone:
+                    op = batch[0]
+                    try:
+                        results.append((op, op.fn(conn, *op.args), None))
+                    except apsw.BusyError:
+                        raise
+                    except Exception as exc:
+                        if not conn.getautocommit():  # not expected: undo, fail it
+                            conn.execute("ROLLBACK")
+                        results.append((op, None, self._foreign(exc)))
+                    break
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 single = len(batch) == 1
                 i = 0
