@@ -116,3 +116,27 @@ async def test_more_appends_than_one_statement_takes(store: SqliteStore) -> None
         assert [e.result for e in journal] == [
             str(p * 3 + i) for p in range(len(journal))]
         assert len(journal) == sqlite_store._APPEND_CHUNK + (2 if i < 2 else 1)
+
+
+async def test_attempts_recorded_in_chunks_keep_the_last_state_of_each(
+        store: SqliteStore) -> None:
+    from tether.store._lifecycle import AttemptRecord
+
+    def attempt(i: int, status: str, finished: float | None = None) -> AttemptRecord:
+        return AttemptRecord(f"a{i:03}", "r", 0, i, "step", 1, "w1", status, T0 + i,
+                             finished)
+
+    n = 2 * _attempt_chunk() + 7
+    batch = [attempt(i, "running") for i in range(n)]
+    batch += [attempt(i, "ok", T0 + i + 0.5) for i in range(0, n, 2)]  # later states
+    await store.attempt_record(attempts=batch)
+    got = await store.attempt_list("r")
+    assert [(a.attempt_id, a.status, a.finished_at) for a in got] == [
+        (f"a{i:03}", "ok" if i % 2 == 0 else "running",
+         T0 + i + 0.5 if i % 2 == 0 else None) for i in range(n)]
+
+
+def _attempt_chunk() -> int:
+    from tether.store.sqlite import _lifecycle
+
+    return _lifecycle._ATTEMPT_CHUNK

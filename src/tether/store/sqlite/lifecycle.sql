@@ -1,15 +1,6 @@
 -- Queries for runs over their whole life (migration 0003): attempts, retry, fork,
 -- continue-as-new, versions, schedules and retention.
 
--- attempt_record --
--- Record or update one execution attempt of a step (history, not fenced).
-INSERT INTO tether_attempts (attempt_id, run_id, generation, position, name, attempt,
-                             worker_id, status, started_at, finished_at, error)
-VALUES (:attempt_id, :run_id, :generation, :position, :name, :attempt, :worker_id, :status,
-        :started_at, :finished_at, :error)
-ON CONFLICT (attempt_id) DO UPDATE SET
-    status = excluded.status, finished_at = excluded.finished_at, error = excluded.error;
-
 -- attempt_list --
 -- A run's attempts, in the order they started.
 SELECT attempt_id, run_id, generation, position, name, attempt, worker_id, status,
