@@ -485,6 +485,9 @@ class SqliteStore(SqliteServeQueries):
                         while (j < len(batch) and j - i < _APPEND_CHUNK - 1
                                and batch[j].fn is _journal_append):
                             j += 1
+                        # A power of two of them: at most 7 prepared statements (one
+                        # per size up to 64 cost ~3 MB of memory); the rest go on.
+                        j = i - 1 + (1 << ((j - i + 1).bit_length() - 1))
                         if j > i:
                             results.extend(_appends(conn, batch[i - 1:j], self._foreign))
                             i = j
@@ -724,8 +727,12 @@ class SqliteStore(SqliteServeQueries):
     # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
 
     async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
-        if attempts:
-            await self._write(_lc.attempt_record, list(attempts))
+        # History only: a chunk that fails leaves the others written.
+        chunks = [self._write_atomic(_lc.attempt_record, chunk)
+                  for chunk in _lc.attempt_chunks(list(attempts))]
+        for outcome in await asyncio.gather(*chunks, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         return await self._read(_lc.attempt_list, run_id)
@@ -904,7 +911,7 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
     )
 
 
-#: Most journal appends written by one statement (each size is one cached statement).
+#: Most journal appends written by one statement (a power of two: see ``_execute``).
 _APPEND_CHUNK = 64
 
 _APPEND_COLUMNS = ("run_id, position, kind, name, status, result, error, attempts, "
