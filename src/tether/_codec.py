@@ -142,7 +142,6 @@ class Codec:
             return value
         return restore(value, annotation)
 
-
     def decode_encoded(self, value: object, text: str, annotation: Any = None) -> Any:
         """``decode(text, annotation)`` where ``text`` is ``encode(value)`` just made:
         what replay will return. A JSON scalar (``None``, ``str``, ``int``, ``float``,

@@ -485,8 +485,8 @@ class SqliteStore(SqliteServeQueries):
                         while (j < len(batch) and j - i < _APPEND_CHUNK - 1
                                and batch[j].fn is _journal_append):
                             j += 1
-                        # A power of two of them: at most 7 prepared statements (one
-                        # per size up to 64 cost ~3 MB of memory); the rest go on.
+                        # A power of two of them (at most 7 statement sizes to
+                        # prepare and cache); the rest form the next chunk.
                         j = i - 1 + (1 << ((j - i + 1).bit_length() - 1))
                         if j > i:
                             results.extend(_appends(conn, batch[i - 1:j], self._foreign))
