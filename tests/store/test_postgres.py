@@ -280,6 +280,50 @@ async def test_concurrent_appends_share_transactions(pg_url: str) -> None:
         await proxy.close()
 
 
+async def test_concurrent_starts_share_transactions(pg_url: str) -> None:
+    """200 runs started at once (``run_insert``, as concurrent ``App.start`` calls) are
+    written in a handful of transactions, and each caller learns whether its insert
+    created the run: an id started twice is created once, an existing id is not."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url))
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("old", workflow="a"))
+        batches_before = store._writer.batches
+        proxy.reset()
+        records = [run_record(f"r{i}") for i in range(200)]
+        records += [run_record("r7", workflow="b"), run_record("old", workflow="c")]
+        got = await asyncio.gather(*(store.run_insert(run=r) for r in records))
+        assert store._writer.batches - batches_before <= 3
+        assert proxy.round_trips <= 3
+        assert [(r.run_id, r.workflow, created) for r, created in got[:3]] == [
+            ("r0", "wf", True), ("r1", "wf", True), ("r2", "wf", True)]
+        assert all(created for _, created in got[:200])
+        assert [(r.run_id, r.workflow, created) for r, created in got[200:]] == [
+            ("r7", "wf", False), ("old", "a", False)]
+        assert len(await store.run_list(limit=500)) == 201
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_a_start_the_server_refuses_fails_alone(pg: PostgresStore) -> None:
+    """A batch of starts with one the server refuses (a NUL byte in its input): the
+    others are started, the refused one gets the error."""
+    from tether.errors import TetherError
+
+    bad = run_record("bad")
+    bad.input = "x\x00y"
+    batches_before = pg._writer.batches
+    results = await asyncio.gather(
+        *(pg.run_insert(run=r) for r in [run_record("a"), bad, run_record("b")]),
+        return_exceptions=True)
+    assert pg._writer.batches == batches_before + 1  # one batch, written one by one
+    assert isinstance(results[1], TetherError)
+    assert [r[0].run_id for r in (results[0], results[2])] == ["a", "b"]  # type: ignore[index]
+    assert sorted(r.run_id for r in await pg.run_list()) == ["a", "b"]
+
+
 # -- row locks: fencing and wake-ups under concurrency -----------------------------------------
 
 

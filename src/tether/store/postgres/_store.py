@@ -67,7 +67,7 @@ from tether.store._values import (
 from tether.store.postgres import _migrate
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
-from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Item
+from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
@@ -332,9 +332,46 @@ class PostgresStore(PostgresServeQueries):
     # -- runs -------------------------------------------------------------------------
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        params = {**run_params(run), "channel": self._channel}
-        created, stored = await self._txn([("run_insert", params), ("run_get", params)])
-        return run_from_row(stored[0]), bool(created[0][0])
+        """Insert a run unless its id exists, in a transaction shared with the other
+        starts of the process at the same time (group commit). Raises:
+        StoreUnavailable."""
+        return await self._writer.submit_insert(run)
+
+    async def _insert_one(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """One statement, its own transaction: cheaper for the client than a pipeline
+        (BEGIN, insert, read, COMMIT)."""
+        rows, _ = await self._one("run_insert_get", {**run_params(run),
+                                                     "channel": self._channel})
+        if not rows:  # the run with this id committed after the statement's snapshot
+            stored = await self.run_get(run.run_id)
+            if stored is None:
+                raise StoreError(f"run {run.run_id!r}: not created, and not found")
+            return stored, False
+        return run_from_row(rows[0][1:]), bool(rows[0][0])
+
+    async def _flush_inserts(self, batch: list[Insert]) -> None:
+        """Start one batch of runs in one transaction (one round trip); resolve every
+        caller. A lone start keeps its prepared statements."""
+        if len(batch) > 1:
+            try:
+                results = await self.run_insert_many(runs=[i.run for i in batch])
+            except StoreUnavailable as exc:
+                for i in batch:
+                    _settle(i.future, exc)
+                return
+            except TetherError:
+                pass  # one run the server refused must not fail the others: one by one
+            else:
+                for i, result in zip(batch, results, strict=True):
+                    _settle(i.future, None, result)
+                return
+        for i in batch:
+            try:
+                result = await self._insert_one(i.run)
+            except TetherError as exc:
+                _settle(i.future, exc)
+            else:
+                _settle(i.future, None, result)
 
     async def run_get(self, run_id: str) -> RunRecord | None:
         rows, _ = await self._one("run_get", {"run_id": run_id})
@@ -355,14 +392,15 @@ class PostgresStore(PostgresServeQueries):
         if not runs:
             return []
         unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
-        cols = {key: [run_params(r)[key] for r in unique] for key in (
+        rows = [run_params(r) for r in unique]
+        cols = {key: [p[key] for p in rows] for key in (
             "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
             "available_at", "parent_run_id", "parent_position", "on_parent_cancel",
             "version", "forked_from", "forked_at")}
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),
-            ("run_get_many", {"run_ids": ids, "statuses": None})], prepare=False)
+            ("run_get_ids", {"run_ids": ids})], prepare=False)
         created = {r[0] for r in created_rows}
         stored = {r[0]: run_from_row(r) for r in stored_rows}
         out: list[tuple[RunRecord, bool]] = []
@@ -407,8 +445,11 @@ class PostgresStore(PostgresServeQueries):
     async def _flush(self, batch: list[Item]) -> None:
         """Write one batch of the group-commit queue: its appends, then its ends of runs
         (each run's end was submitted after its last append was written)."""
+        inserts = [i for i in batch if isinstance(i, Insert)]
         appends = [i for i in batch if isinstance(i, Append)]
         finishes = [i for i in batch if isinstance(i, Finish)]
+        if inserts:  # no append or end of a batch can be about a run started in it
+            await self._flush_inserts(inserts)
         if appends:
             await self._flush_appends(appends)
         if finishes:
@@ -851,11 +892,11 @@ def _columns(wave: list[Append]) -> dict[str, list[Any]]:
     }
 
 
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
     if fut.done():
         return
     if exc is None:
-        fut.set_result(None)
+        fut.set_result(result)
     else:
         fut.set_exception(exc)
 
