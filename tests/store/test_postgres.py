@@ -54,6 +54,40 @@ async def _blocked(task: asyncio.Task[object], seconds: float = 0.3) -> bool:
     return not task.done()
 
 
+# -- binary array parameters ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("wrap", "sql_type", "items"), [
+    ("TextArray", "text[]", ["a", None, "h\u00e9llo \U0001f600", "", "x" * 70000]),
+    ("TextArray", "text[]", []),
+    ("TextArray", "text[]", [None, None]),
+    ("Int4Array", "integer[]", [0, -1, 2**31 - 1, -(2**31)]),
+    ("Int4Array", "integer[]", [7, None]),
+    ("Int4Array", "integer[]", []),
+    ("Int8Array", "bigint[]", [1, -(2**63), 2**63 - 1]),
+    ("Float8Array", "float8[]", [1.5, -0.0, 1e300, 3, float("inf")]),
+    ("Float8Array", "float8[]", [None, 2.5, None]),
+])
+async def test_array_parameters_reach_the_server_unchanged(
+        raw: psycopg.AsyncConnection[object], wrap: str, sql_type: str,
+        items: list[object]) -> None:
+    """The store's own binary array dumpers (appends, ends, attempts) send what
+    PostgreSQL reads back as the same values, NULLs and empty arrays included."""
+    from tether.store.postgres import _arrays
+
+    cur = await raw.execute(f"SELECT %b::{sql_type}", [getattr(_arrays, wrap)(items)])
+    row = await cur.fetchone()
+    assert row is not None and row[0] == items
+
+
+async def test_an_array_value_out_of_range_is_a_data_error(
+        raw: psycopg.AsyncConnection[object]) -> None:
+    from tether.store.postgres._arrays import Int4Array
+
+    with pytest.raises(psycopg.DataError):
+        await raw.execute("SELECT %b::integer[]", [Int4Array([2**31])])
+
+
 # -- connecting and migrating ----------------------------------------------------------
 
 

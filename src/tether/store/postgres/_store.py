@@ -65,6 +65,7 @@ from tether.store._values import (
     check_rate,
 )
 from tether.store.postgres import _migrate
+from tether.store.postgres._arrays import Float8Array, Int4Array, Int8Array, TextArray
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
@@ -545,10 +546,12 @@ class PostgresStore(PostgresServeQueries):
             return
         ordered = sorted(batch, key=lambda f: f.lease.run_id)
         cols = {
-            "run_id": [f.lease.run_id for f in ordered],
-            "fencing_token": [f.lease.fencing_token for f in ordered],
-            "status": [f.status for f in ordered], "result": [f.result for f in ordered],
-            "error": [f.error for f in ordered], "now": [f.now for f in ordered],
+            "run_id": TextArray([f.lease.run_id for f in ordered]),
+            "fencing_token": Int8Array([f.lease.fencing_token for f in ordered]),
+            "status": TextArray([f.status for f in ordered]),
+            "result": TextArray([f.result for f in ordered]),
+            "error": TextArray([f.error for f in ordered]),
+            "now": Float8Array([f.now for f in ordered]),
             "channel": self._channel,
         }
         try:
@@ -876,19 +879,19 @@ def _waves(batch: list[Append]) -> list[list[Append]]:
 def _columns(wave: list[Append]) -> dict[str, list[Any]]:
     """The appends of one statement as one array per column."""
     return {
-        "run_id": [a.lease.run_id for a in wave],
-        "fencing_token": [a.lease.fencing_token for a in wave],
-        "position": [a.entry.position for a in wave],
-        "kind": [a.entry.kind for a in wave],
-        "name": [a.entry.name for a in wave],
-        "status": [a.entry.status for a in wave],
-        "result": [a.entry.result for a in wave],
-        "error": [a.entry.error for a in wave],
-        "attempts": [a.entry.attempts for a in wave],
-        "started_at": [a.entry.started_at for a in wave],
-        "finished_at": [a.entry.finished_at for a in wave],
-        "next_attempt_at": [a.entry.next_attempt_at for a in wave],
-        "args": [a.entry.args for a in wave],
+        "run_id": TextArray([a.lease.run_id for a in wave]),
+        "fencing_token": Int8Array([a.lease.fencing_token for a in wave]),
+        "position": Int4Array([a.entry.position for a in wave]),
+        "kind": TextArray([a.entry.kind for a in wave]),
+        "name": TextArray([a.entry.name for a in wave]),
+        "status": TextArray([a.entry.status for a in wave]),
+        "result": TextArray([a.entry.result for a in wave]),
+        "error": TextArray([a.entry.error for a in wave]),
+        "attempts": Int4Array([a.entry.attempts for a in wave]),
+        "started_at": Float8Array([a.entry.started_at for a in wave]),
+        "finished_at": Float8Array([a.entry.finished_at for a in wave]),
+        "next_attempt_at": Float8Array([a.entry.next_attempt_at for a in wave]),
+        "args": TextArray([a.entry.args for a in wave]),
     }
 
 
