@@ -384,7 +384,8 @@ class PostgresStore(PostgresServeQueries):
             return []
         # Statements over arrays are never prepared (see _flush_appends).
         rows, _ = await self._one("run_get_many", {
-            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None},
+            "run_ids": TextArray(run_ids),
+            "statuses": TextArray(_SETTLED) if settled_only else None},
             prepare=False)
         return [run_from_row(r) for r in rows]
 
@@ -394,10 +395,13 @@ class PostgresStore(PostgresServeQueries):
             return []
         unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
         rows = [run_params(r) for r in unique]
-        cols = {key: [p[key] for p in rows] for key in (
-            "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
-            "available_at", "parent_run_id", "parent_position", "on_parent_cancel",
-            "version", "forked_from", "forked_at")}
+        cols: dict[str, list[Any]] = {key: wrap([p[key] for p in rows]) for key, wrap in (
+            ("run_id", TextArray), ("workflow", TextArray), ("queue", TextArray),
+            ("status", TextArray), ("input", TextArray), ("created_at", Float8Array),
+            ("updated_at", Float8Array), ("available_at", Float8Array),
+            ("parent_run_id", TextArray), ("parent_position", Int4Array),
+            ("on_parent_cancel", TextArray), ("version", TextArray),
+            ("forked_from", TextArray), ("forked_at", Int4Array))}
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),
