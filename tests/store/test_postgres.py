@@ -8,16 +8,21 @@ that goes away and comes back, row locks held by a second connection.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from tether.errors import ConfigError, LeaseLost, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore
+from tether.store.postgres._config import TCP_DEFAULTS
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
 from .rtproxy import RoundTripProxy
@@ -168,6 +173,64 @@ def test_bad_schema_names_and_conflicts_are_config_errors() -> None:
     # Spaces in libpq options survive (libpq decodes %20, not "+").
     spaced = PostgresStore("postgresql://h/db?options=-c%20work_mem%3D8MB&schema=s2")
     assert "-c work_mem=8MB" in spaced.cfg.conninfo
+
+
+def test_tcp_keepalive_defaults_are_added_unless_the_url_sets_them() -> None:
+    """Every connection gets keepalives and a TCP user timeout; a URL's own value wins."""
+    info = conninfo_to_dict(PostgresStore("postgresql://h/db").cfg.conninfo)
+    assert {k: info[k] for k in TCP_DEFAULTS} == {k: str(v) for k, v in TCP_DEFAULTS.items()}
+    own = conninfo_to_dict(PostgresStore(
+        "postgresql://h/db?keepalives=0&tcp_user_timeout=0&schema=s").cfg.conninfo)
+    assert own["keepalives"] == "0" and own["tcp_user_timeout"] == "0"
+    assert own["keepalives_idle"] == str(TCP_DEFAULTS["keepalives_idle"])
+
+
+def _tcp_settings(conn: psycopg.AsyncConnection[object]) -> tuple[int, ...]:
+    """(SO_KEEPALIVE, idle s, interval s, count, user timeout ms) of the live socket."""
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                *(sock.getsockopt(socket.IPPROTO_TCP, opt) for opt in (
+                    socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT,
+                    socket.TCP_USER_TIMEOUT)))
+    finally:
+        sock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
+async def test_store_connections_carry_the_tcp_settings_on_their_sockets(pg_url: str) -> None:
+    """Pooled, direct and listener connections have the defaults set on the socket by
+    libpq; a value in the URL replaces only that setting."""
+    if not conninfo_to_dict(pg_url).get("host", "").startswith(("127.", "localhost", "::1")):
+        pytest.skip("needs a TCP connection")
+    d = TCP_DEFAULTS
+    default = (1, d["keepalives_idle"], d["keepalives_interval"], d["keepalives_count"],
+               d["tcp_user_timeout"])
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        async with store._connection() as conn:
+            assert _tcp_settings(conn) == default
+        async with store._direct() as conn:
+            assert _tcp_settings(conn) == default
+        unsubscribe = await store.subscribe(lambda: None)
+        await asyncio.wait_for(store._listener.listening.wait(), 10)
+        assert store._listener._conn is not None
+        assert _tcp_settings(store._listener._conn) == default
+        await unsubscribe()
+    finally:
+        await store.close()
+    own = PostgresStore(f"{pg_url}?keepalives_idle=7&tcp_user_timeout=5000")
+    await own.open()
+    try:
+        async with own._connection() as conn:
+            assert _tcp_settings(conn) == (1, 7, d["keepalives_interval"],
+                                           d["keepalives_count"], 5000)
+            params = conn.info.get_parameters()
+            assert params["keepalives_idle"] == "7" and params["tcp_user_timeout"] == "5000"
+            assert params["keepalives_count"] == str(d["keepalives_count"])
+    finally:
+        await own.close()
 
 
 # -- query plans -------------------------------------------------------------------------
