@@ -11,7 +11,11 @@ Creates a scratch database (dropped at the end) and reports:
   transactions and the mean batch size;
 - round trips per append in both cases, counted on the wire by a TCP proxy that parses
   the client's protocol messages (tests/store/rtproxy.py); latencies are measured
-  without the proxy.
+  without the proxy;
+- the client CPU (user + system, this process) per sequential and per concurrent append,
+  and, for scale, per one-row INSERT (prepared, autocommit) sent with psycopg's
+  synchronous and asynchronous connections: what any store on psycopg pays per statement;
+- concurrent starts/s: ``--runs`` ``run_insert`` calls at once (concurrent ``App.start``).
 
 ``--sqlite`` runs the same workload on a SqliteStore in a temporary folder, for reference.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
 import sys
 import tempfile
@@ -63,6 +68,44 @@ async def claim_runs(store: Store, prefix: str, n: int) -> list[Lease]:
                                         now=T0, lease_seconds=3600)
         leases += [c.lease for c in claimed if c.run.run_id.startswith(prefix)]
     return leases
+
+
+def cpu() -> float:
+    """User + system CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def bare_insert_cpu(url: str, n: int) -> tuple[float, float]:
+    """µs of client CPU per one-row INSERT (prepared, autocommit): sync and async."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_bare (id int PRIMARY KEY, v text)")
+        conn.execute("TRUNCATE bench_bare")
+        for i in range(20):
+            conn.execute("INSERT INTO bench_bare VALUES (%s, %s)", (-1 - i, "x"), prepare=True)
+        c0 = cpu()
+        for i in range(n):
+            conn.execute("INSERT INTO bench_bare VALUES (%s, %s)", (i, "x"), prepare=True)
+        sync_us = (cpu() - c0) / n * 1e6
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
+        for i in range(20):
+            await aconn.execute("INSERT INTO bench_bare VALUES (%s, %s)", (-100 - i, "x"),
+                                prepare=True)
+        c0 = cpu()
+        for i in range(n):
+            await aconn.execute("INSERT INTO bench_bare VALUES (%s, %s)", (n + i, "x"),
+                                prepare=True)
+        async_us = (cpu() - c0) / n * 1e6
+    return sync_us, async_us
+
+
+async def concurrent_starts(store: Store, runs: int) -> float:
+    """Seconds for ``runs`` run_insert calls at once."""
+    prefix = f"start-{uuid.uuid4().hex[:6]}-"
+    t = time.perf_counter()
+    await asyncio.gather(*(store.run_insert(run=run_record(f"{prefix}{i}"))
+                           for i in range(runs)))
+    return time.perf_counter() - t
 
 
 async def sequential(store: Store, appends: int) -> list[float]:
@@ -124,12 +167,17 @@ async def bench(name: str, url: str, args: argparse.Namespace, *, count_rt: bool
     store = open_store(url)
     await store.open()
     try:
+        c0 = cpu()
         times = await sequential(store, args.appends)
+        seq_cpu = (cpu() - c0) / (args.appends + 20) * 1e6
         writer: Any = getattr(store, "_writer", None)
         before = (writer.batches, writer.entries) if writer is not None else None
+        c0 = cpu()
         elapsed = await concurrent(store, args.runs, args.per_run)
         total = args.runs * args.per_run
+        con_cpu = (cpu() - c0) / total * 1e6
         after = (writer.batches, writer.entries) if writer is not None else None
+        starts = await concurrent_starts(store, args.runs)
     finally:
         await store.close()
     us = sorted(t * 1e6 for t in times)
@@ -137,12 +185,19 @@ async def bench(name: str, url: str, args: argparse.Namespace, *, count_rt: bool
     print(row("sequential journal_append, mean", f"{statistics.fmean(us):,.0f} µs"))
     print(row("sequential journal_append, p50 / p99",
               f"{us[len(us) // 2]:,.0f} / {us[int(len(us) * 0.99)]:,.0f} µs"))
+    print(row("  client CPU per sequential append", f"{seq_cpu:,.0f} µs"))
     print(row(f"concurrent: {args.runs} runs x {args.per_run} appends",
               f"{total / elapsed:,.0f} appends/s"))
+    print(row("  client CPU per concurrent append", f"{con_cpu:,.1f} µs"))
     if before is not None and after is not None:
         batches = after[0] - before[0]
         print(row("  transactions, mean batch", f"{batches:,} / {total / batches:,.1f}"))
+    print(row(f"concurrent starts: {args.runs} run_insert at once",
+              f"{args.runs / starts:,.0f} starts/s"))
     if count_rt:
+        sync_us, async_us = await bare_insert_cpu(url, args.appends)
+        print(row("one-row INSERT, client CPU: sync / async psycopg",
+                  f"{sync_us:,.0f} / {async_us:,.0f} µs"))
         seq_rt, con_rt = await round_trips(url, args.runs, args.per_run)
         print(row("round trips per append, sequential", f"{seq_rt:.2f}"))
         print(row("round trips per append, concurrent", f"{con_rt:.3f}"))

@@ -132,6 +132,18 @@ def store_size(url: str) -> dict[str, int]:
     return {"db": int(row[0])}
 
 
+def pg_relations(url: str) -> dict[str, int]:
+    """Bytes of each table and index of the ``tether`` schema (PostgreSQL)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'tether' AND c.relkind IN ('r', 'i')").fetchall()
+    return {str(name): int(size) for name, size in rows}
+
+
 def signal_created_at(url: str, run_id: str) -> float:
     """When the sender stamped its signal (read from the store's table: the CLI
     process's own clock, just before it committed)."""
@@ -263,6 +275,7 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             await asyncio.sleep(2.0)
             idle_kb = proc_status_kb(proc.pid, "VmRSS")
             empty = store_size(url)
+            empty_rels = pg_relations(url) if not url.startswith("sqlite:") else {}
 
             t_start = time.time()
             due = t_start + due_in
@@ -282,6 +295,7 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             waiting_kb = proc_status_kb(proc.pid, "VmRSS")
             parked_peak_kb = proc_status_kb(proc.pid, "VmHWM")
             size = store_size(url)
+            rels = pg_relations(url) if not url.startswith("sqlite:") else {}
 
             await until(lambda: count_not(("waiting", "queued", "running")),
                         timeout=due_in + 3600, interval=0.25)
@@ -311,6 +325,10 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
     print(f"{'store on disk with them waiting (MiB)':52} {sizes:>18}")
     print(f"{'  per waiting run (minus the empty store)':52} "
           f"{(total - sum(empty.values())) / n:>12.0f} bytes")
+    grown = sorted(((v - empty_rels.get(k, 0), k) for k, v in rels.items()), reverse=True)
+    for extra, rel in grown:
+        if extra > 0:  # PostgreSQL: where the bytes are (dead row versions included)
+            print(f"{'    ' + rel:52} {extra / n:>12.0f} bytes")
     print(f"{'due -> last completed':52} {last - due:>16.1f} s")
     print(f"{'  first completed at (after due)':52} {first - due:>16.2f} s")
     print(f"{'  completion rate':52} {n / (last - due):>12.0f} runs/s")

@@ -8,16 +8,21 @@ that goes away and comes back, row locks held by a second connection.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from tether.errors import ConfigError, LeaseLost, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore
+from tether.store.postgres._config import TCP_DEFAULTS
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
 from .rtproxy import RoundTripProxy
@@ -52,6 +57,40 @@ async def raw(pg_url: str) -> AsyncIterator[psycopg.AsyncConnection[object]]:
 async def _blocked(task: asyncio.Task[object], seconds: float = 0.3) -> bool:
     await asyncio.sleep(seconds)
     return not task.done()
+
+
+# -- binary array parameters ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("wrap", "sql_type", "items"), [
+    ("TextArray", "text[]", ["a", None, "h\u00e9llo \U0001f600", "", "x" * 70000]),
+    ("TextArray", "text[]", []),
+    ("TextArray", "text[]", [None, None]),
+    ("Int4Array", "integer[]", [0, -1, 2**31 - 1, -(2**31)]),
+    ("Int4Array", "integer[]", [7, None]),
+    ("Int4Array", "integer[]", []),
+    ("Int8Array", "bigint[]", [1, -(2**63), 2**63 - 1]),
+    ("Float8Array", "float8[]", [1.5, -0.0, 1e300, 3, float("inf")]),
+    ("Float8Array", "float8[]", [None, 2.5, None]),
+])
+async def test_array_parameters_reach_the_server_unchanged(
+        raw: psycopg.AsyncConnection[object], wrap: str, sql_type: str,
+        items: list[object]) -> None:
+    """The store's own binary array dumpers (appends, ends, attempts) send what
+    PostgreSQL reads back as the same values, NULLs and empty arrays included."""
+    from tether.store.postgres import _arrays
+
+    cur = await raw.execute(f"SELECT %b::{sql_type}", [getattr(_arrays, wrap)(items)])
+    row = await cur.fetchone()
+    assert row is not None and row[0] == items
+
+
+async def test_an_array_value_out_of_range_is_a_data_error(
+        raw: psycopg.AsyncConnection[object]) -> None:
+    from tether.store.postgres._arrays import Int4Array
+
+    with pytest.raises(psycopg.DataError):
+        await raw.execute("SELECT %b::integer[]", [Int4Array([2**31])])
 
 
 # -- connecting and migrating ----------------------------------------------------------
@@ -134,6 +173,64 @@ def test_bad_schema_names_and_conflicts_are_config_errors() -> None:
     # Spaces in libpq options survive (libpq decodes %20, not "+").
     spaced = PostgresStore("postgresql://h/db?options=-c%20work_mem%3D8MB&schema=s2")
     assert "-c work_mem=8MB" in spaced.cfg.conninfo
+
+
+def test_tcp_keepalive_defaults_are_added_unless_the_url_sets_them() -> None:
+    """Every connection gets keepalives and a TCP user timeout; a URL's own value wins."""
+    info = conninfo_to_dict(PostgresStore("postgresql://h/db").cfg.conninfo)
+    assert {k: info[k] for k in TCP_DEFAULTS} == {k: str(v) for k, v in TCP_DEFAULTS.items()}
+    own = conninfo_to_dict(PostgresStore(
+        "postgresql://h/db?keepalives=0&tcp_user_timeout=0&schema=s").cfg.conninfo)
+    assert own["keepalives"] == "0" and own["tcp_user_timeout"] == "0"
+    assert own["keepalives_idle"] == str(TCP_DEFAULTS["keepalives_idle"])
+
+
+def _tcp_settings(conn: psycopg.AsyncConnection[object]) -> tuple[int, ...]:
+    """(SO_KEEPALIVE, idle s, interval s, count, user timeout ms) of the live socket."""
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                *(sock.getsockopt(socket.IPPROTO_TCP, opt) for opt in (
+                    socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT,
+                    socket.TCP_USER_TIMEOUT)))
+    finally:
+        sock.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
+async def test_store_connections_carry_the_tcp_settings_on_their_sockets(pg_url: str) -> None:
+    """Pooled, direct and listener connections have the defaults set on the socket by
+    libpq; a value in the URL replaces only that setting."""
+    if not conninfo_to_dict(pg_url).get("host", "").startswith(("127.", "localhost", "::1")):
+        pytest.skip("needs a TCP connection")
+    d = TCP_DEFAULTS
+    default = (1, d["keepalives_idle"], d["keepalives_interval"], d["keepalives_count"],
+               d["tcp_user_timeout"])
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        async with store._connection() as conn:
+            assert _tcp_settings(conn) == default
+        async with store._direct() as conn:
+            assert _tcp_settings(conn) == default
+        unsubscribe = await store.subscribe(lambda: None)
+        await asyncio.wait_for(store._listener.listening.wait(), 10)
+        assert store._listener._conn is not None
+        assert _tcp_settings(store._listener._conn) == default
+        await unsubscribe()
+    finally:
+        await store.close()
+    own = PostgresStore(f"{pg_url}?keepalives_idle=7&tcp_user_timeout=5000")
+    await own.open()
+    try:
+        async with own._connection() as conn:
+            assert _tcp_settings(conn) == (1, 7, d["keepalives_interval"],
+                                           d["keepalives_count"], 5000)
+            params = conn.info.get_parameters()
+            assert params["keepalives_idle"] == "7" and params["tcp_user_timeout"] == "5000"
+            assert params["keepalives_count"] == str(d["keepalives_count"])
+    finally:
+        await own.close()
 
 
 # -- query plans -------------------------------------------------------------------------
@@ -278,6 +375,50 @@ async def test_concurrent_appends_share_transactions(pg_url: str) -> None:
     finally:
         await store.close()
         await proxy.close()
+
+
+async def test_concurrent_starts_share_transactions(pg_url: str) -> None:
+    """200 runs started at once (``run_insert``, as concurrent ``App.start`` calls) are
+    written in a handful of transactions, and each caller learns whether its insert
+    created the run: an id started twice is created once, an existing id is not."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url))
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("old", workflow="a"))
+        batches_before = store._writer.batches
+        proxy.reset()
+        records = [run_record(f"r{i}") for i in range(200)]
+        records += [run_record("r7", workflow="b"), run_record("old", workflow="c")]
+        got = await asyncio.gather(*(store.run_insert(run=r) for r in records))
+        assert store._writer.batches - batches_before <= 3
+        assert proxy.round_trips <= 3
+        assert [(r.run_id, r.workflow, created) for r, created in got[:3]] == [
+            ("r0", "wf", True), ("r1", "wf", True), ("r2", "wf", True)]
+        assert all(created for _, created in got[:200])
+        assert [(r.run_id, r.workflow, created) for r, created in got[200:]] == [
+            ("r7", "wf", False), ("old", "a", False)]
+        assert len(await store.run_list(limit=500)) == 201
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_a_start_the_server_refuses_fails_alone(pg: PostgresStore) -> None:
+    """A batch of starts with one the server refuses (a NUL byte in its input): the
+    others are started, the refused one gets the error."""
+    from tether.errors import TetherError
+
+    bad = run_record("bad")
+    bad.input = "x\x00y"
+    batches_before = pg._writer.batches
+    results = await asyncio.gather(
+        *(pg.run_insert(run=r) for r in [run_record("a"), bad, run_record("b")]),
+        return_exceptions=True)
+    assert pg._writer.batches == batches_before + 1  # one batch, written one by one
+    assert isinstance(results[1], TetherError)
+    assert [r[0].run_id for r in (results[0], results[2])] == ["a", "b"]  # type: ignore[index]
+    assert sorted(r.run_id for r in await pg.run_list()) == ["a", "b"]
 
 
 # -- row locks: fencing and wake-ups under concurrency -----------------------------------------

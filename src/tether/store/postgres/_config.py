@@ -20,6 +20,20 @@ DEFAULT_SCHEMA = "tether"
 #: notification channel (``<schema>_wake``) fits PostgreSQL's 63-byte identifiers.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,57}$")
 
+#: libpq TCP settings added unless the URL sets them: a connection whose peer vanished
+#: without a reset (partition, dead host) is given up after about a minute instead of the
+#: kernel's ~15 minutes of retransmissions (or forever, when idle). Keepalive probes start
+#: after 30 s of silence, 3 unanswered probes 10 s apart end the connection;
+#: ``tcp_user_timeout`` (ms) ends one whose sent data stays unacknowledged for 60 s.
+#: libpq ignores them on Unix sockets and where the OS lacks the socket option.
+TCP_DEFAULTS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class PgConfig:
@@ -45,7 +59,8 @@ class PgConfig:
 
 def parse_url(url: str, *, schema: str | None, connect_timeout: float,
               application_name: str = "tether") -> PgConfig:
-    """Split ``?schema=NAME`` off ``url`` and add connection defaults the URL lacks."""
+    """Split ``?schema=NAME`` off ``url`` and add connection defaults the URL lacks
+    (``connect_timeout``, ``application_name``, :data:`TCP_DEFAULTS`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"not a PostgreSQL URL: {url!r}")
@@ -73,6 +88,7 @@ def parse_url(url: str, *, schema: str | None, connect_timeout: float,
         extra["connect_timeout"] = max(1, round(connect_timeout))
     if "application_name" not in given:
         extra["application_name"] = application_name
+    extra.update((k, v) for k, v in TCP_DEFAULTS.items() if k not in given)
     host = str(given.get("host") or given.get("hostaddr") or "localhost")
     return PgConfig(
         conninfo=make_conninfo(bare, **extra),  # type: ignore[arg-type]

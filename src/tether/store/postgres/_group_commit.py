@@ -1,12 +1,13 @@
-"""Group commit for journal appends and the ends of runs.
+"""Group commit for run starts, journal appends and the ends of runs.
 
-Every ``journal_append`` and ``run_finish`` of the process goes into one queue. A single
-writer task takes everything queued, writes its appends in one transaction (one fenced
-INSERT of arrays: one round trip and one WAL flush for the lot) and its ends of runs in
-another (BEGIN, lock, UPDATE of arrays, wake-ups, COMMIT in one pipeline), and resolves
-each caller's future. While a batch is in flight the next one gathers, so under load
-batches grow by themselves and throughput approaches the commit rate times the batch
-size, with no timer and no added latency when the process is idle.
+Every ``run_insert``, ``journal_append`` and ``run_finish`` of the process goes into one
+queue. A single writer task takes everything queued, writes its starts in one
+transaction (``run_insert_many``: one INSERT of arrays and one read), its appends in
+another (one fenced INSERT of arrays: one round trip and one WAL flush for the lot) and
+its ends of runs in a third (BEGIN, lock, UPDATE of arrays, wake-ups, COMMIT in one
+pipeline), and resolves each caller's future. While a batch is in flight the next one
+gathers, so under load batches grow by themselves and throughput approaches the commit
+rate times the batch size, with no timer and no added latency when the process is idle.
 
 One writer, not several, so that two appends to one run are written in the order they
 were made (a pending entry, then its final one), as the SQLite store's single writer
@@ -20,8 +21,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from tether._types import JournalEntry, Lease
+from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
 
 
@@ -43,11 +45,19 @@ class Finish:
     future: asyncio.Future[None]
 
 
-Item = Append | Finish
+@dataclass(slots=True)
+class Insert:
+    """A run's start (``run_insert``) waiting for its batch: the stored run and whether
+    this insert created it."""
+    run: RunRecord
+    future: asyncio.Future[tuple[RunRecord, bool]]
+
+
+Item = Append | Finish | Insert
 
 
 class AppendWriter:
-    """Queues appends and ends of runs and writes them in shared transactions with
+    """Queues starts, appends and ends of runs and writes them in shared transactions with
     ``flush``."""
 
     def __init__(self, flush: Callable[[list[Item]], Awaitable[None]], *,
@@ -79,7 +89,13 @@ class AppendWriter:
         self._ready.set()
         return fut
 
-    def _future(self) -> asyncio.Future[None]:
+    def submit_insert(self, run: RunRecord) -> asyncio.Future[tuple[RunRecord, bool]]:
+        fut: asyncio.Future[tuple[RunRecord, bool]] = self._future()
+        self._queue.append(Insert(run, fut))
+        self._ready.set()
+        return fut
+
+    def _future(self) -> asyncio.Future[Any]:
         if self._task is None or self._closing:
             raise StoreError("store is not open")
         return asyncio.get_running_loop().create_future()

@@ -24,6 +24,7 @@ from tether.store._lifecycle import (
     retry_plan,
 )
 from tether.store._sql import run_from_row
+from tether.store.postgres._arrays import Float8Array, Int4Array, TextArray
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -81,9 +82,12 @@ class Lifecycle:
                        key=lambda a: a.attempt_id)  # an id once per statement
         if not batch:
             return
-        cols = list(zip(*[(a.attempt_id, a.run_id, a.generation, a.position, a.name,
-                           a.attempt, a.worker_id, a.status, a.started_at, a.finished_at,
-                           a.error) for a in batch], strict=True))
+        cols = [TextArray([a.attempt_id for a in batch]), TextArray([a.run_id for a in batch]),
+                Int4Array([a.generation for a in batch]), Int4Array([a.position for a in batch]),
+                TextArray([a.name for a in batch]), Int4Array([a.attempt for a in batch]),
+                TextArray([a.worker_id for a in batch]), TextArray([a.status for a in batch]),
+                Float8Array([a.started_at for a in batch]),
+                Float8Array([a.finished_at for a in batch]), TextArray([a.error for a in batch])]
         await conn.execute(
             f"INSERT INTO {self.s}.attempts (attempt_id, run_id, generation, position, "
             "name, attempt, worker_id, status, started_at, finished_at, error) "
@@ -92,7 +96,7 @@ class Lifecycle:
             "%b::float8[], %b::text[]) "
             "ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, "
             "finished_at = excluded.finished_at, error = excluded.error",
-            [list(c) for c in cols], prepare=False)
+            cols, prepare=False)
 
     async def attempt_list(self, conn: Conn, run_id: str) -> list[AttemptRecord]:
         rows = await self._rows(

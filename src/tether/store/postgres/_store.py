@@ -65,9 +65,10 @@ from tether.store._values import (
     check_rate,
 )
 from tether.store.postgres import _migrate
+from tether.store.postgres._arrays import Float8Array, Int4Array, Int8Array, TextArray
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
-from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Item
+from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
@@ -332,9 +333,46 @@ class PostgresStore(PostgresServeQueries):
     # -- runs -------------------------------------------------------------------------
 
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
-        params = {**run_params(run), "channel": self._channel}
-        created, stored = await self._txn([("run_insert", params), ("run_get", params)])
-        return run_from_row(stored[0]), bool(created[0][0])
+        """Insert a run unless its id exists, in a transaction shared with the other
+        starts of the process at the same time (group commit). Raises:
+        StoreUnavailable."""
+        return await self._writer.submit_insert(run)
+
+    async def _insert_one(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """One statement, its own transaction: cheaper for the client than a pipeline
+        (BEGIN, insert, read, COMMIT)."""
+        rows, _ = await self._one("run_insert_get", {**run_params(run),
+                                                     "channel": self._channel})
+        if not rows:  # the run with this id committed after the statement's snapshot
+            stored = await self.run_get(run.run_id)
+            if stored is None:
+                raise StoreError(f"run {run.run_id!r}: not created, and not found")
+            return stored, False
+        return run_from_row(rows[0][1:]), bool(rows[0][0])
+
+    async def _flush_inserts(self, batch: list[Insert]) -> None:
+        """Start one batch of runs in one transaction (one round trip); resolve every
+        caller. A lone start keeps its prepared statements."""
+        if len(batch) > 1:
+            try:
+                results = await self.run_insert_many(runs=[i.run for i in batch])
+            except StoreUnavailable as exc:
+                for i in batch:
+                    _settle(i.future, exc)
+                return
+            except TetherError:
+                pass  # one run the server refused must not fail the others: one by one
+            else:
+                for i, result in zip(batch, results, strict=True):
+                    _settle(i.future, None, result)
+                return
+        for i in batch:
+            try:
+                result = await self._insert_one(i.run)
+            except TetherError as exc:
+                _settle(i.future, exc)
+            else:
+                _settle(i.future, None, result)
 
     async def run_get(self, run_id: str) -> RunRecord | None:
         rows, _ = await self._one("run_get", {"run_id": run_id})
@@ -346,7 +384,8 @@ class PostgresStore(PostgresServeQueries):
             return []
         # Statements over arrays are never prepared (see _flush_appends).
         rows, _ = await self._one("run_get_many", {
-            "run_ids": list(run_ids), "statuses": list(_SETTLED) if settled_only else None},
+            "run_ids": TextArray(run_ids),
+            "statuses": TextArray(_SETTLED) if settled_only else None},
             prepare=False)
         return [run_from_row(r) for r in rows]
 
@@ -355,14 +394,18 @@ class PostgresStore(PostgresServeQueries):
         if not runs:
             return []
         unique = list({r.run_id: r for r in reversed(runs)}.values())[::-1]  # first wins
-        cols = {key: [run_params(r)[key] for r in unique] for key in (
-            "run_id", "workflow", "queue", "status", "input", "created_at", "updated_at",
-            "available_at", "parent_run_id", "parent_position", "on_parent_cancel",
-            "version", "forked_from", "forked_at")}
+        rows = [run_params(r) for r in unique]
+        cols: dict[str, list[Any]] = {key: wrap([p[key] for p in rows]) for key, wrap in (
+            ("run_id", TextArray), ("workflow", TextArray), ("queue", TextArray),
+            ("status", TextArray), ("input", TextArray), ("created_at", Float8Array),
+            ("updated_at", Float8Array), ("available_at", Float8Array),
+            ("parent_run_id", TextArray), ("parent_position", Int4Array),
+            ("on_parent_cancel", TextArray), ("version", TextArray),
+            ("forked_from", TextArray), ("forked_at", Int4Array))}
         ids = cols["run_id"]
         created_rows, stored_rows = await self._txn([
             ("run_insert_many", {**cols, "channel": self._channel}),
-            ("run_get_many", {"run_ids": ids, "statuses": None})], prepare=False)
+            ("run_get_ids", {"run_ids": ids})], prepare=False)
         created = {r[0] for r in created_rows}
         stored = {r[0]: run_from_row(r) for r in stored_rows}
         out: list[tuple[RunRecord, bool]] = []
@@ -407,8 +450,11 @@ class PostgresStore(PostgresServeQueries):
     async def _flush(self, batch: list[Item]) -> None:
         """Write one batch of the group-commit queue: its appends, then its ends of runs
         (each run's end was submitted after its last append was written)."""
+        inserts = [i for i in batch if isinstance(i, Insert)]
         appends = [i for i in batch if isinstance(i, Append)]
         finishes = [i for i in batch if isinstance(i, Finish)]
+        if inserts:  # no append or end of a batch can be about a run started in it
+            await self._flush_inserts(inserts)
         if appends:
             await self._flush_appends(appends)
         if finishes:
@@ -504,10 +550,12 @@ class PostgresStore(PostgresServeQueries):
             return
         ordered = sorted(batch, key=lambda f: f.lease.run_id)
         cols = {
-            "run_id": [f.lease.run_id for f in ordered],
-            "fencing_token": [f.lease.fencing_token for f in ordered],
-            "status": [f.status for f in ordered], "result": [f.result for f in ordered],
-            "error": [f.error for f in ordered], "now": [f.now for f in ordered],
+            "run_id": TextArray([f.lease.run_id for f in ordered]),
+            "fencing_token": Int8Array([f.lease.fencing_token for f in ordered]),
+            "status": TextArray([f.status for f in ordered]),
+            "result": TextArray([f.result for f in ordered]),
+            "error": TextArray([f.error for f in ordered]),
+            "now": Float8Array([f.now for f in ordered]),
             "channel": self._channel,
         }
         try:
@@ -835,27 +883,27 @@ def _waves(batch: list[Append]) -> list[list[Append]]:
 def _columns(wave: list[Append]) -> dict[str, list[Any]]:
     """The appends of one statement as one array per column."""
     return {
-        "run_id": [a.lease.run_id for a in wave],
-        "fencing_token": [a.lease.fencing_token for a in wave],
-        "position": [a.entry.position for a in wave],
-        "kind": [a.entry.kind for a in wave],
-        "name": [a.entry.name for a in wave],
-        "status": [a.entry.status for a in wave],
-        "result": [a.entry.result for a in wave],
-        "error": [a.entry.error for a in wave],
-        "attempts": [a.entry.attempts for a in wave],
-        "started_at": [a.entry.started_at for a in wave],
-        "finished_at": [a.entry.finished_at for a in wave],
-        "next_attempt_at": [a.entry.next_attempt_at for a in wave],
-        "args": [a.entry.args for a in wave],
+        "run_id": TextArray([a.lease.run_id for a in wave]),
+        "fencing_token": Int8Array([a.lease.fencing_token for a in wave]),
+        "position": Int4Array([a.entry.position for a in wave]),
+        "kind": TextArray([a.entry.kind for a in wave]),
+        "name": TextArray([a.entry.name for a in wave]),
+        "status": TextArray([a.entry.status for a in wave]),
+        "result": TextArray([a.entry.result for a in wave]),
+        "error": TextArray([a.entry.error for a in wave]),
+        "attempts": Int4Array([a.entry.attempts for a in wave]),
+        "started_at": Float8Array([a.entry.started_at for a in wave]),
+        "finished_at": Float8Array([a.entry.finished_at for a in wave]),
+        "next_attempt_at": Float8Array([a.entry.next_attempt_at for a in wave]),
+        "args": TextArray([a.entry.args for a in wave]),
     }
 
 
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
     if fut.done():
         return
     if exc is None:
-        fut.set_result(None)
+        fut.set_result(result)
     else:
         fut.set_exception(exc)
 

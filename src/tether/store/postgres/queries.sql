@@ -19,8 +19,10 @@
 -- statement that looks for the other side runs after the lock is held, so it sees
 -- whatever committed before.
 
--- run_insert --
--- Insert a run unless one with its id exists; returns 1 (and notifies) if created.
+-- run_insert_get --
+-- run_insert and the stored run in one statement (no transaction block, one round trip):
+-- true and the row inserted, or false and the run that had the id. No row when that run
+-- committed after this statement's snapshot was taken: the caller reads it again.
 WITH ins AS (
     INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at, updated_at,
                                available_at, parent_run_id, parent_position, on_parent_cancel,
@@ -29,8 +31,18 @@ WITH ins AS (
             %(updated_at)s, %(available_at)s, %(parent_run_id)s, %(parent_position)s,
             %(on_parent_cancel)s, %(version)s, %(forked_from)s, %(forked_at)s)
     ON CONFLICT (run_id) DO NOTHING
-    RETURNING 1)
-SELECT {schema}.wake(%(channel)s, count(*)) FROM ins;
+    RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
+              owner, fencing_token, available_at, cancel_requested, waiting_for,
+              status_info, parent_run_id, finished_at, parent_position, on_parent_cancel,
+              metrics, version, forked_from, forked_at, generation, erased_at),
+woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
+SELECT true, ins.* FROM ins, woke
+UNION ALL
+SELECT false, run_id, workflow, queue, status, input, created_at, updated_at, result, error,
+       owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM {schema}.runs WHERE run_id = %(run_id)s AND NOT EXISTS (SELECT 1 FROM ins);
 
 -- run_get --
 -- One run by id.
@@ -48,6 +60,14 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
 FROM {schema}.runs
 WHERE run_id = ANY(%(run_ids)b::text[])
   AND (%(statuses)b::text[] IS NULL OR status = ANY(%(statuses)b::text[]));
+
+-- run_get_ids --
+-- The runs of these ids, every column (the read behind run_insert_many).
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM {schema}.runs WHERE run_id = ANY(%(run_ids)b::text[]);
 
 -- run_insert_many --
 -- Insert runs (one array per column, no id twice) unless their ids exist; returns the
