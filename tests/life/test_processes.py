@@ -176,13 +176,14 @@ def cli(*args: str, db: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 
 async def test_schedule_on_three_workers_starts_one_run_per_tick(
         store_url: str, workers: Workers) -> None:
-    """A schedule ticking every second, served by three worker processes for about
-    10 s: every tick of the window has exactly one run, executed once."""
+    """A schedule ticking every second, served by three worker processes until seven
+    ticks have run: every tick of the window has exactly one run, executed once."""
     async with App(store_url) as client:
         for _ in range(3):
             workers.start(schedule=True)
         await wait_for(lambda: registered(client, 3), timeout=30, what="3 workers up")
-        await asyncio.sleep(10)
+        await wait_for(lambda: len({w for _, w in workers.executions()}) >= 7, timeout=60,
+                       interval=0.2, what="seven ticks executed")
         workers.stop_all()
         runs = [r for r in await client.list_runs(limit=1000)
                 if r.run_id.startswith("every-second@")]
