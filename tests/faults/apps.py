@@ -35,7 +35,7 @@ async def six_steps(delay: float) -> list[int]:
     return [await step(i, delay) for i in range(1, 7)]
 
 
-@app.step(retry=RetryPolicy(initial_interval=4.0, backoff=1.0, max_interval=4.0,
+@app.step(retry=RetryPolicy(initial_interval=2.0, backoff=1.0, max_interval=2.0,
                             max_attempts=None))
 async def flaky(fail_times: int) -> int:
     side(f"attempt {tether.step_attempt()}")

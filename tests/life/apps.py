@@ -2,7 +2,9 @@
 
 Each step that really runs appends ``<pid> <what>`` to ``TETHER_TEST_SIDE_FILE``.
 ``TETHER_TEST_VERSION`` sets the app's code version; ``TETHER_TEST_SCHEDULE=1``
-declares a schedule ticking every second.
+declares a schedule ticking every second. ``TETHER_TEST_CRASH_BACKOFF`` sets the
+worker's first back-off for a run whose workers died running it (production: 1 s,
+doubling), so a test of the crash bound does not wait out the production back-offs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ import time
 import tether
 from tether import App
 from tether.encryption import AesGcm
+
+if os.environ.get("TETHER_TEST_CRASH_BACKOFF"):
+    from tether.worker import _worker
+
+    _worker.CRASH_BACKOFF = float(os.environ["TETHER_TEST_CRASH_BACKOFF"])
 
 app = App(version=os.environ.get("TETHER_TEST_VERSION") or None,
           payload_hook=AesGcm.from_env() if os.environ.get("TETHER_PAYLOAD_KEYS") else None)

@@ -31,9 +31,10 @@ async def workers(store_url: str, tmp_path: Path) -> AsyncIterator[Workers]:
 
 async def test_a_run_that_kills_every_worker_ends_failed_after_the_bound(
         store_url: str, workers: Workers, tmp_path: Path) -> None:
+    fast = {"TETHER_TEST_CRASH_BACKOFF": "0.2"}  # 0.2, 0.4, 0.8 s instead of 1, 2, 4 s
     async with App(store_url) as client:
         for _ in range(2):
-            workers.start(lease=2.0)
+            workers.start(lease=2.0, env_extra=fast)
         await wait_for(lambda: registered(client, 2), timeout=30, what="two workers up")
         await client.start("poison", run_id="poison")
         others = [await client.start("deploy", 0.05, run_id=f"ok-{i}") for i in range(8)]
@@ -45,7 +46,7 @@ async def test_a_run_that_kills_every_worker_ends_failed_after_the_bound(
                 if p.poll() is not None and not getattr(p, "replaced", False):
                     p.replaced = True  # type: ignore[attr-defined]
                     restarts += 1
-                    workers.start(lease=2.0)
+                    workers.start(lease=2.0, env_extra=fast)
             run = await client.store.run_get("poison")
             return run is not None and run.status == RunStatus.FAILED
 

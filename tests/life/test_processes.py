@@ -3,7 +3,6 @@ store, and a schedule served by three workers (one run per tick)."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -156,6 +155,10 @@ async def test_versions_keep_in_flight_runs_on_their_own_workers(
         assert '"version": "v2"' in listing.stdout
 
 
+async def slow_attempt_recorded(app: App, run_id: str) -> bool:
+    return any(x["name"] == "slow" for x in (await app.get_run(run_id)).attempts)
+
+
 async def first_done(app: App, run_id: str) -> bool:
     info = await app.get_run(run_id)
     return any(e["status"] == "ok" for e in info.journal)
@@ -176,13 +179,14 @@ def cli(*args: str, db: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 
 async def test_schedule_on_three_workers_starts_one_run_per_tick(
         store_url: str, workers: Workers) -> None:
-    """A schedule ticking every second, served by three worker processes for about
-    10 s: every tick of the window has exactly one run, executed once."""
+    """A schedule ticking every second, served by three worker processes until seven
+    ticks have run: every tick of the window has exactly one run, executed once."""
     async with App(store_url) as client:
         for _ in range(3):
             workers.start(schedule=True)
         await wait_for(lambda: registered(client, 3), timeout=30, what="3 workers up")
-        await asyncio.sleep(10)
+        await wait_for(lambda: len({w for _, w in workers.executions()}) >= 7, timeout=60,
+                       interval=0.2, what="seven ticks executed")
         workers.stop_all()
         runs = [r for r in await client.list_runs(limit=1000)
                 if r.run_id.startswith("every-second@")]
@@ -209,7 +213,9 @@ async def test_an_attempt_cut_off_by_kill_9_shows_as_interrupted(
         a, b = await two_workers(client, workers)
         h = await client.start("deploy", 1.5, run_id="k-1")
         a, b = await the_one_running(workers, a, b)
-        await asyncio.sleep(0.3)  # past the attempt writer's delay: its start is on disk
+        # The attempt writer has put the step's start on disk (waited for, not slept).
+        await wait_for(lambda: slow_attempt_recorded(client, "k-1"), timeout=30,
+                       interval=0.05, what="the slow attempt's start stored")
         a.kill()
         a.wait(10)
         assert await h.result(timeout=60) == ["slow done", "quick done"]

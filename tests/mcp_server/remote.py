@@ -3,6 +3,8 @@
 
 Tools (task-only):
 - ``long_job(seconds)``: a task that completes ``seconds`` after it was created.
+- ``held_job(what)``: a task that works until the file named by ``REMOTE_RELEASE``
+  exists (a long job whose end the test chooses), then completes with ``done: <what>``.
 - ``confirm_job(what)``: input_required with an approval-shaped elicitation (key
   ``confirm``) until answered; then completed (or an error result if rejected).
 - ``name_job()``: input_required asking for a ``name``; then ``hello <name>``.
@@ -89,6 +91,12 @@ class RemoteTasks:
                 return {**out, "status": "completed", "result": _text(
                     f"done after {task.arguments.get('seconds')} s")}
             return {**out, "status": "working"}
+        if task.tool == "held_job":
+            release = os.environ.get("REMOTE_RELEASE")
+            if release and os.path.exists(release):
+                return {**out, "status": "completed",
+                        "result": _text(f"done: {task.arguments.get('what')}")}
+            return {**out, "status": "working"}
         if task.tool == "confirm_job":
             answer = task.answers.get("confirm")
             if answer is None:
@@ -145,6 +153,11 @@ def long_job(seconds: float) -> str:
     raise AssertionError("answered by the task backend")
 
 
+def held_job(what: str) -> str:
+    """Work on ``what`` until released (as a task)."""
+    raise AssertionError("answered by the task backend")
+
+
 def confirm_job(what: str) -> str:
     """Do ``what`` once a person confirms it (as a task)."""
     raise AssertionError("answered by the task backend")
@@ -158,7 +171,8 @@ def name_job() -> str:
 def build(poll_interval_ms: int = 1000) -> Starlette:
     backend = RemoteTasks(poll_interval_ms)
     server: MCPServer = MCPServer(
-        name="remote", tools=[Tool.from_function(f) for f in (long_job, confirm_job, name_job)],
+        name="remote", tools=[Tool.from_function(f)
+                              for f in (long_job, held_job, confirm_job, name_job)],
         extensions=[TasksExtension(backend)])
     manager = StreamableHTTPSessionManager(
         app=server._lowlevel_server, stateless=True,
