@@ -307,7 +307,7 @@ async def test_slow_stream_delays_each_chunk() -> None:
         resp = await http.post(server.base_url + "/chat/completions",
                                json={**OPENAI_BODY, "stream": True})
         elapsed = time.monotonic() - started
-    assert 0.3 <= elapsed < 2
+    assert elapsed >= 0.3  # sleeps never end early; no upper bound (the load decides it)
     assert resp.status_code == 200
 
 
