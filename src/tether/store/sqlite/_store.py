@@ -454,7 +454,10 @@ class SqliteStore(SqliteServeQueries):
                         break
                     batch.append(nxt)
                 with self._conn_lock:
-                    self._execute(conn, batch)
+                    results = self._execute(conn, batch)
+                    with self._count:  # done: an inline append may follow it now
+                        self._pending -= len(batch)
+                self._answer(results)
                 if stop:
                     break
         finally:
@@ -463,7 +466,8 @@ class SqliteStore(SqliteServeQueries):
                 with contextlib.suppress(Exception):
                     conn.close()
 
-    def _execute(self, conn: apsw.Connection, batch: list[Op]) -> None:
+    def _execute(self, conn: apsw.Connection,
+                 batch: list[Op]) -> list[tuple[Op, Any, BaseException | None]]:
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
@@ -549,8 +553,11 @@ class SqliteStore(SqliteServeQueries):
                 err.__cause__ = db_exc
                 results = [(op, None, err) for op in batch]
                 break
-        with self._count:  # done (before the callers hear it: no wait on the lock)
-            self._pending -= len(batch)
+        return results
+
+    def _answer(self, results: list[tuple[Op, Any, BaseException | None]]) -> None:
+        """Once a batch committed (or not): wake the workers if it may have made a run
+        claimable, and resolve each caller's future on its loop."""
         if any(op.wake for op, _, failure in results if failure is None):
             self._notifier.publish()
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
