@@ -64,7 +64,7 @@ class WriterClient:
     _queue: queue.SimpleQueue[Op | None]
     _thread: threading.Thread | None
     _closed: bool
-    #: Operations queued and not yet answered by the writer thread (under ``_count``).
+    #: Operations queued and not yet run by the writer thread (changed under ``_count``).
     _pending: int
     _count: threading.Lock
 
