@@ -14,6 +14,7 @@ URL) for users who accept losing the last commits on power loss.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import json
@@ -223,6 +224,13 @@ class SqliteStore(SqliteServeQueries):
         self._events = EventBus(self._notifier.folder)
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pending = 0
+        self._count = threading.Lock()
+        #: Held by whoever uses the writer's connection: the writer thread for a batch,
+        #: the event loop's thread for an inline journal append (``_append_inline``).
+        self._conn_lock = threading.Lock()
+        self._conn: apsw.Connection | None = None
+        self._inline_cost = 0.001  # seconds, a running mean of inline commits
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -425,6 +433,7 @@ class SqliteStore(SqliteServeQueries):
             loop.call_soon_threadsafe(deliver, failed)
             self._thread = None
             return
+        self._conn = conn
         ok: list[Outcome] = [(ready, None, None)]
         loop.call_soon_threadsafe(deliver, ok)
         q = self._queue
@@ -444,14 +453,21 @@ class SqliteStore(SqliteServeQueries):
                         stop = True
                         break
                     batch.append(nxt)
-                self._execute(conn, batch)
+                with self._conn_lock:
+                    results = self._execute(conn, batch)
+                    with self._count:  # done: an inline append may follow it now
+                        self._pending -= len(batch)
+                self._answer(results)
                 if stop:
                     break
         finally:
-            with contextlib.suppress(Exception):
-                conn.close()
+            with self._conn_lock:
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
 
-    def _execute(self, conn: apsw.Connection, batch: list[Op]) -> None:
+    def _execute(self, conn: apsw.Connection,
+                 batch: list[Op]) -> list[tuple[Op, Any, BaseException | None]]:
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
@@ -537,6 +553,11 @@ class SqliteStore(SqliteServeQueries):
                 err.__cause__ = db_exc
                 results = [(op, None, err) for op in batch]
                 break
+        return results
+
+    def _answer(self, results: list[tuple[Op, Any, BaseException | None]]) -> None:
+        """Once a batch committed (or not): wake the workers if it may have made a run
+        claimable, and resolve each caller's future on its loop."""
         if any(op.wake for op, _, failure in results if failure is None):
             self._notifier.publish()
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
@@ -596,7 +617,63 @@ class SqliteStore(SqliteServeQueries):
         )
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
+        if self._append_inline(lease, entry):
+            # Let the loop run what became ready meanwhile (timers, sockets): it is
+            # delayed by one commit at most, never by a run's whole sequence of steps.
+            await asyncio.sleep(0)
+            return
         await self._write_atomic(_journal_append, lease, entry)
+
+    def _append_inline(self, lease: Lease, entry: JournalEntry) -> bool:
+        """Commit a journal append on the calling (event loop's) thread when the writer
+        thread is idle (nothing queued or in flight) and the loop has nothing else ready
+        to run: a sequential run's step then costs no hand-over to the writer thread and
+        back. Same connection (under its lock: the writer cannot start a batch
+        meanwhile), same autocommit statement, same fsync: the entry is durable when
+        this returns True. Errors are raised as the writer thread reports them. False:
+        not done (busy writer, other work ready, another process's write lock, an
+        event loop without a ready queue to look at); queue it as usual."""
+        if self._pending or self._closed:
+            return False
+        loop = asyncio.get_running_loop()
+        ready = getattr(loop, "_ready", None)
+        if not isinstance(ready, collections.deque) or ready:
+            return False
+        timers = getattr(loop, "_scheduled", None)
+        if not isinstance(timers, list):
+            return False
+        if timers and timers[0].when() < loop.time() + self._inline_cost:
+            return False  # a timer falls due during the commit: it joins a group instead
+        if not self._conn_lock.acquire(blocking=False):
+            return False
+        try:
+            conn = self._conn
+            if conn is None or self._pending or self._closed:
+                return False
+            failure: Exception | None = None
+            conn.setbusytimeout(0)  # another process's write lock: the thread waits
+            t0 = time.perf_counter()
+            try:
+                _journal_append(conn, lease, entry)
+                # What an inline commit takes (fsync included), for the timer rule.
+                self._inline_cost += (time.perf_counter() - t0 - self._inline_cost) / 8
+            except apsw.BusyError:
+                with contextlib.suppress(apsw.Error):
+                    if not conn.getautocommit():
+                        conn.execute("ROLLBACK")
+                return False
+            except Exception as exc:
+                with contextlib.suppress(apsw.Error):
+                    if not conn.getautocommit():  # not expected: undo
+                        conn.execute("ROLLBACK")
+                failure = self._foreign(exc)  # as the writer thread reports it
+            finally:
+                conn.setbusytimeout(int(self.busy_timeout * 1000))
+            if failure is not None:
+                raise failure
+            return True
+        finally:
+            self._conn_lock.release()
 
     def journal_append_nowait(self, *, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Queue a journal write without waiting; the future reports its outcome."""

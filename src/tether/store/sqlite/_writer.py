@@ -64,6 +64,9 @@ class WriterClient:
     _queue: queue.SimpleQueue[Op | None]
     _thread: threading.Thread | None
     _closed: bool
+    #: Operations queued and not yet run by the writer thread (changed under ``_count``).
+    _pending: int
+    _count: threading.Lock
 
     def _read(self, fn: Callable[Concatenate[apsw.Connection, P], T], /,
               *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
@@ -99,5 +102,7 @@ class WriterClient:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
+        with self._count:
+            self._pending += 1
         self._queue.put(Op(fn, args, write, loop, fut, wake, atomic))
         return fut

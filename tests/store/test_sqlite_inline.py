@@ -1,0 +1,155 @@
+"""A lone journal append committed on the event loop's thread (the SQLite writer thread
+idle, nothing else ready): durable when it returns, the same errors as the writer
+thread's, and never ahead of queued work or waiting on another process's lock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+import pytest
+
+from tether._types import Lease
+from tether.errors import LeaseLost, StoreError
+from tether.store.sqlite import SqliteStore
+from tether.store.sqlite import _store as sqlite_store
+
+from .conftest import entry, start_and_claim
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> Any:
+    s = SqliteStore(sqlite_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The name of the thread each journal append ran on."""
+    seen: list[str] = []
+    real = sqlite_store._journal_append
+
+    def recorded(conn: apsw.Connection, lease: Lease, e: Any) -> None:
+        seen.append(threading.current_thread().name)
+        real(conn, lease, e)
+
+    monkeypatch.setattr(sqlite_store, "_journal_append", recorded)
+    yield seen
+
+
+def _rows(store: SqliteStore, run_id: str) -> list[tuple[int, str]]:
+    """The run's journal as another connection sees it (committed rows only)."""
+    conn = apsw.Connection(store.path)
+    try:
+        return [(int(p), str(s)) for p, s in conn.execute(
+            "SELECT position, status FROM tether_journal WHERE run_id = ? ORDER BY position",
+            (run_id,))]
+    finally:
+        conn.close()
+
+
+async def _idle() -> None:
+    """Let the loop run whatever is ready (the test's own start-up callbacks)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_an_idle_append_commits_on_the_loop_thread(
+        store: SqliteStore, threads: list[str]) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    await _idle()
+    assert store._append_inline(lease, entry(0))
+    assert _rows(store, "a") == [(0, "ok")]  # committed before it returned
+    await _idle()
+    await store.journal_append(lease=lease, entry=entry(1))
+    assert threads == [threading.current_thread().name] * 2
+    assert _rows(store, "a") == [(0, "ok"), (1, "ok")]
+
+
+async def test_with_other_work_ready_the_writer_thread_commits(
+        store: SqliteStore, threads: list[str]) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    asyncio.get_running_loop().call_soon(lambda: None)
+    await store.journal_append(lease=lease, entry=entry(0))
+    assert threads == ["tether-sqlite"]
+    # A timer that falls due within an inline commit's time: not inline either.
+    store._inline_cost = 3600.0
+    handle = asyncio.get_running_loop().call_later(60, lambda: None)
+    await _idle()
+    try:
+        assert not store._append_inline(lease, entry(1))
+    finally:
+        handle.cancel()
+    assert _rows(store, "a") == [(0, "ok")]
+
+
+async def test_never_ahead_of_queued_work(store: SqliteStore, threads: list[str]) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    await _idle()
+    queued = store.journal_append_nowait(lease=lease, entry=entry(0, "pending"))
+    assert not store._append_inline(lease, entry(0))  # the writer has one to do first
+    await queued
+    await _idle()
+    await store.journal_append(lease=lease, entry=entry(0))
+    assert threads == ["tether-sqlite", threading.current_thread().name]
+    assert _rows(store, "a") == [(0, "ok")]
+
+
+async def test_inline_errors_are_the_writer_threads(
+        store: SqliteStore, threads: list[str]) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    stale = Lease(lease.run_id, lease.worker_id, lease.fencing_token + 1)
+    await store.journal_append(lease=lease, entry=entry(0))
+    outcomes: list[tuple[type[BaseException], str]] = []
+    for inline in (True, False):
+        for bad_lease, e in ((stale, entry(1)), (lease, entry(0, result="2"))):
+            if not inline:
+                asyncio.get_running_loop().call_soon(lambda: None)
+            else:
+                await _idle()
+            with pytest.raises((LeaseLost, StoreError)) as info:
+                await store.journal_append(lease=bad_lease, entry=e)
+            outcomes.append((type(info.value), str(info.value)))
+    assert threads[1:] == [threading.current_thread().name] * 2 + ["tether-sqlite"] * 2
+    assert outcomes[:2] == outcomes[2:]
+    assert outcomes[0][0] is LeaseLost
+    assert outcomes[1][0] is StoreError and "final journal entry" in outcomes[1][1]
+    assert _rows(store, "a") == [(0, "ok")]
+    await _idle()
+    await store.journal_append(lease=lease, entry=entry(1))  # the connection still works
+    assert _rows(store, "a") == [(0, "ok"), (1, "ok")]
+
+
+async def test_another_process_write_lock_is_waited_for_on_the_writer_thread(
+        store: SqliteStore, threads: list[str]) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    other = apsw.Connection(store.path)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        await _idle()
+        assert not store._append_inline(lease, entry(0))  # does not wait on the loop
+        task = asyncio.ensure_future(store.journal_append(lease=lease, entry=entry(0)))
+        await asyncio.sleep(0.1)
+        assert not task.done()  # the writer thread waits for the lock
+        other.execute("ROLLBACK")
+        await task
+    finally:
+        other.close()
+    assert threads[-1] == "tether-sqlite"
+    assert _rows(store, "a") == [(0, "ok")]
+
+
+async def test_a_closed_store_appends_nothing(store: SqliteStore) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    await store.close()
+    assert not store._append_inline(lease, entry(0))
+    with pytest.raises(StoreError, match="not open"):
+        await store.journal_append(lease=lease, entry=entry(0))
+    assert _rows(store, "a") == []
