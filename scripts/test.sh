@@ -33,7 +33,8 @@ echo "== import contracts"; .venv/bin/lint-imports --no-cache
 echo "== docs (API reference from docstrings, warnings are errors)"; .venv/bin/mkdocs build --strict --quiet
 # pytest in two parts: every test not marked `serial` on TETHER_TEST_WORKERS processes
 # (pytest-xdist; each test has its own files, ports and databases), then the `serial`
-# tests one at a time (they restart the shared PostgreSQL or measure a process storm).
+# tests one at a time (they restart the shared PostgreSQL, or check a bound that other
+# tests' load on the machine would break).
 # Arguments pass through to both parts; a `-m EXPR` of the caller is combined with
 # each part's marker expression. A part that selects nothing is fine, not both.
 workers="${TETHER_TEST_WORKERS:-3}"

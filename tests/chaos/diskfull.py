@@ -31,11 +31,12 @@ from tests.chaos.model import expected
 from tether import App
 
 PROFILES = {
-    "smoke": Profile("smoke", workers=2, duration=20, runs=50, crash_p=0.0, kill_every=None),
+    "smoke": Profile("smoke", workers=2, duration=12, runs=30, crash_p=0.0, kill_every=None),
     "full": Profile("full", workers=2, duration=180, runs=500, crash_p=0.0, kill_every=None),
 }
 FULL_FOR = (2.0, 4.0)  # seconds the disk stays full
 FREE_FOR = (2.0, 4.0)  # seconds between fills
+MIN_FILLS = 2  # fills go on past the profile's duration (before the drain) until this many
 TMPFS_SIZE = "24m"
 
 
@@ -136,7 +137,7 @@ async def disk_fill_soak(work: Path, profile: Profile, seed: int = 31) -> dict[s
         async def fills(deadline: float) -> None:
             n = 0
             await asyncio.sleep(rng.uniform(*FREE_FOR))
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or figures.fills < MIN_FILLS:
                 await asyncio.to_thread(fill, filler)
                 figures.fills += 1
                 try:

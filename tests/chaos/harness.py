@@ -41,14 +41,17 @@ class Profile:
     lease: float = 2.0
     kill_every: tuple[float, float] | None = (1.0, 3.0)  # None: no kills
     drain_timeout: float = 180.0
+    min_kills: int = 0  # kills go on past ``duration`` (before the drain) until this many
 
 
 PROFILES = {
-    ("smoke", "sqlite"): Profile("smoke", workers=2, duration=20, runs=60),
-    ("smoke", "postgres"): Profile("smoke", workers=3, duration=20, runs=60),
+    ("smoke", "sqlite"): Profile("smoke", workers=2, duration=8, runs=30,
+                                 kill_every=(0.5, 1.5), min_kills=5),
+    ("smoke", "postgres"): Profile("smoke", workers=3, duration=8, runs=30,
+                                   kill_every=(0.5, 1.5), min_kills=5),
     ("full", "sqlite"): Profile("full", workers=2, duration=300, runs=900),
     ("full", "postgres"): Profile("full", workers=3, duration=300, runs=900),
-    ("smoke", "proxy"): Profile("smoke", workers=3, duration=20, runs=60, crash_p=0.0,
+    ("smoke", "proxy"): Profile("smoke", workers=3, duration=8, runs=30, crash_p=0.0,
                                 kill_every=None),
     ("full", "proxy"): Profile("full", workers=3, duration=120, runs=400, crash_p=0.0,
                                kill_every=None),
@@ -227,7 +230,7 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
         async def kill_loop() -> None:
             if profile.kill_every is None:
                 return
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or figures.kills < profile.min_kills:
                 await asyncio.sleep(rng.uniform(*profile.kill_every))
                 alive = workers.alive()
                 if not alive:

@@ -25,10 +25,13 @@ from tests.chaos.pgcluster import PrivateCluster
 from tests.chaos.resetproxy import ResettingProxy
 
 PROFILES = {
-    "smoke": Profile("smoke", workers=3, duration=25, runs=60),
+    "smoke": Profile("smoke", workers=3, duration=10, runs=30),
     "full": Profile("full", workers=3, duration=300, runs=900),
 }
-RESTART_EVERY = (3.0, 6.0)
+#: Seconds between restarts, per profile; at least MIN_RESTARTS happen (past the
+#: soak's deadline if need be, before its drain).
+RESTART_EVERY = {"smoke": (2.0, 4.0), "full": (3.0, 6.0)}
+MIN_RESTARTS = 2
 
 
 @dataclass
@@ -45,6 +48,17 @@ def _finished_entries(url: str) -> int | None:
             row = conn.execute(
                 "SELECT count(*) FROM tether.journal WHERE finished_at IS NOT NULL"
             ).fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.Error:
+        return None
+
+
+def _unfinished_runs(url: str) -> int | None:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM tether.runs "
+                "WHERE status NOT IN ('completed', 'failed', 'cancelled')").fetchone()
             return int(row[0]) if row else 0
     except psycopg.Error:
         return None
@@ -76,18 +90,22 @@ async def restart_soak(work: Path, profile: Profile, *, seed: int = 21,
         rng = random.Random(seed)
 
         async def restarts(deadline: float) -> None:
-            while time.monotonic() < deadline:
-                await asyncio.sleep(rng.uniform(*RESTART_EVERY))
+            every = RESTART_EVERY.get(profile.name, RESTART_EVERY["full"])
+            while time.monotonic() < deadline or figures.restarts < MIN_RESTARTS:
+                await asyncio.sleep(rng.uniform(*every))
                 before = await asyncio.to_thread(_finished_entries, url)
                 t0 = time.monotonic()
                 figures.restart_seconds.append(
                     await asyncio.to_thread(cluster.restart_immediate))
                 figures.restarts += 1
-                # Recovery: the next journal entry finished after the restart.
+                # Recovery: the next journal entry finished after the restart (not
+                # measured when every run had ended: nothing is left to finish).
                 while time.monotonic() - t0 < 60:
                     now = await asyncio.to_thread(_finished_entries, url)
                     if now is not None and before is not None and now > before:
                         figures.recovery_seconds.append(time.monotonic() - t0)
+                        break
+                    if await asyncio.to_thread(_unfinished_runs, url) == 0:
                         break
                     await asyncio.sleep(0.05)
 

@@ -74,10 +74,13 @@ async def storm(backend: str, url: str, workdir: Path, runs: int,
         first = [_spawn(url, ledger, workdir / f"storm-first-{n}.log", concurrency)
                  for n in range(2)]
         procs += first
-        # Kill as soon as the first runs complete: most are still pending or held.
-        while not await app.store.run_list(status="completed", limit=1):
+        # Kill as soon as the first runs complete while others are held: most are still
+        # pending or held (on a loaded machine a worker may be between two claims).
+        while True:
+            held = await app.store.run_list(status="running", limit=1_000_000)
+            if held and await app.store.run_list(status="completed", limit=1):
+                break
             await asyncio.sleep(0.01)
-        held = await app.store.run_list(status="running", limit=1_000_000)
         figures.runs_held_when_killed = len(held)
         for p in first:
             p.send_signal(signal.SIGKILL)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.chaos.fencing import race
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(300), pytest.mark.serial]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(300)]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",

@@ -10,6 +10,8 @@ import pytest
 
 from tests.chaos.harness import PROFILES, soak
 
+# Serial: the bound on re-executed steps below counts only kills; a worker starved of CPU
+# by other tests for longer than its 2 s lease would lose runs to a takeover too.
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600), pytest.mark.serial]
 
 

@@ -1,7 +1,8 @@
 """Chaos smoke: the soak on a private PostgreSQL cluster restarted with ``pg_ctl restart
--m immediate`` every 3-6 s, the workers also behind the connection-resetting proxy.
-Nothing is lost, no journal row is written twice, no committed step runs again, and
-every run completes after the drain. The shared server is never touched."""
+-m immediate`` every 2-4 s (at least twice), the workers also behind the
+connection-resetting proxy. Nothing is lost, no journal row is written twice, no
+committed step runs again, and every run completes after the drain. The shared server
+is never touched."""
 
 from __future__ import annotations
 

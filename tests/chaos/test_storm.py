@@ -9,7 +9,7 @@ import pytest
 
 from tests.chaos.storm import storm
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600), pytest.mark.serial]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(600)]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
