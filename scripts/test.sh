@@ -27,6 +27,11 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && command -v ap
     >/dev/null || echo "could not install faketime: the clock-jump scenario will be skipped"
 fi
 
+# Let Python keep compiled modules (some environments set PYTHONDONTWRITEBYTECODE): without
+# them every pytest process rewrites the asserts of ~600 modules again (~9 s each) and every
+# worker process a test spawns compiles Tether from source.
+unset PYTHONDONTWRITEBYTECODE
+
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache

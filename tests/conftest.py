@@ -261,3 +261,15 @@ def empty_store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first: the chaos scenarios, then the other `slow` ones (real
+    processes, browsers), then the rest, each group in its collected order. pytest-xdist
+    hands tests out in this order, so the parallel part does not end on one worker
+    finishing a minute-long scenario that started last."""
+    def rank(item: pytest.Item) -> int:
+        if "tests/chaos/" in item.nodeid or item.nodeid.startswith("chaos/"):
+            return 0
+        return 1 if item.get_closest_marker("slow") is not None else 2
+    items.sort(key=rank)
