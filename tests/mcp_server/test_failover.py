@@ -21,7 +21,7 @@ from tether.mcp_tasks import CreateTaskResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
-APP = "tests.mcp_server.apps:app"
+APP = "tests.mcp_server.failover_apps:app"
 
 
 class Procs:
@@ -31,7 +31,9 @@ class Procs:
         self.db = db
         self.tmp = tmp
         self.side = tmp / "side.txt"
-        self.env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side), PYTHONPATH=str(ROOT))
+        self.release = tmp / "release"
+        self.env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side),
+                        TETHER_TEST_RELEASE=str(self.release), PYTHONPATH=str(ROOT))
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def host(self) -> tuple[asyncio.subprocess.Process, str]:
@@ -128,9 +130,12 @@ async def test_another_server_answers_after_the_creator_is_killed(procs: Procs,
     first, url = await start()
     async with tasks_client(url) as client:
         created = await client.session.call_tool(
-            "slow_sum", {"numbers": [1, 2, 3, 4], "pause": 1.0}, allow_claimed=True)
+            "held_sum", {"numbers": [1, 2, 3, 4]}, allow_claimed=True)
         assert isinstance(created, CreateTaskResult)
         await poll(client, created.task_id, {"working"})
+        async with asyncio.timeout(60):  # the run is held before its last step
+            while procs.steps()["add 2"] == 0:
+                await asyncio.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert procs.steps()["add 3"] == 0  # still in flight when its server died
@@ -140,6 +145,8 @@ async def test_another_server_answers_after_the_creator_is_killed(procs: Procs,
         task = await get_task(client, created.task_id)
         assert task.task_id == created.task_id
         assert task.created_at == created.created_at
+        assert task.status == "working"
+        procs.release.touch()  # only now may the run finish
         done = await poll(client, created.task_id, {"completed", "failed", "cancelled"}, 60)
     assert done.status == "completed"
     assert done.result is not None

@@ -35,12 +35,13 @@ def test_reconnect_to_another_serve_process_gets_every_event_once(pg_url: str,
     llm, base_url = start_llm(tmp_path, [{"text": " ".join(WORDS), "chunk_delay": 0.04}])
     worker = None
     try:
+        # the worker starts while the two servers do; it claims the run once posted
+        worker = start_worker(pg_url, tmp_path, extra_env={"TETHER_TEST_LLM_URL": base_url})
         with serving(pg_url, tmp_path, app=WEBAPP) as a, \
                 serving(pg_url, tmp_path, app=WEBAPP) as b:
             r = httpx.post(a.url + "/api/v1/runs", json={
                 "workflow": "stream_answer", "input": ["say the words"], "run_id": "sse-1"})
             assert r.status_code == 201, r.text
-            worker = start_worker(pg_url, tmp_path, extra_env={"TETHER_TEST_LLM_URL": base_url})
             first = []
             with httpx.stream("GET", a.url + "/api/v1/runs/sse-1/events", timeout=30) as resp:
                 assert resp.headers["content-type"].startswith("text/event-stream")
