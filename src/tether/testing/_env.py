@@ -167,6 +167,7 @@ class TestEnv:
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
         self._skip_task: asyncio.Task[None] | None = None
+        self._closing = False
         self._opened = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class TestEnv:
             self.store_url = f"sqlite:///{self._dir}/tether.db"
         self.app = _twin(self.source, self.store_url, self.clock)
         self._opened = True
+        self._closing = False
         try:
             await self.llm.start()
             for var, attr in _LLM_ENV.items():
@@ -216,7 +218,11 @@ class TestEnv:
             return
         self._opened = False
         self._skippers = 0
-        self._skip_wanted.clear()
+        # The skip loop ends at its next look even if a cancel below were lost in a
+        # store call it interrupts (seen under load on PostgreSQL: close then waited
+        # forever); the event wakes it if it is waiting.
+        self._closing = True
+        self._skip_wanted.set()
         if self._skip_task is not None:
             self._skip_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -333,8 +339,10 @@ class TestEnv:
 
     async def _skip_loop(self) -> None:
         delay = _POLL
-        while True:
+        while not self._closing:
             await self._skip_wanted.wait()
+            if self._closing:
+                return
             try:
                 idle, wake = await self._look()
             except StoreError as exc:  # e.g. a test that breaks the store on purpose
