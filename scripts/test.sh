@@ -37,7 +37,8 @@ echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache
 echo "== docs (API reference from docstrings, warnings are errors)"; .venv/bin/mkdocs build --strict --quiet
 # pytest in two parts: every test not marked `serial` on TETHER_TEST_WORKERS processes
-# (pytest-xdist; each test has its own files, ports and databases), then the `serial`
+# (pytest-xdist, idle processes take queued tests from busy ones; each test has its own
+# files, ports and databases), then the `serial`
 # tests one at a time (they restart the shared PostgreSQL, or check a bound that other
 # tests' load on the machine would break).
 # Arguments pass through to both parts; a `-m EXPR` of the caller is combined with
@@ -55,7 +56,7 @@ done
 both() { if [ -n "$expr" ]; then echo "($expr) and $1"; else echo "$1"; fi; }
 set +e
 echo "== pytest (parallel: $workers processes)"
-.venv/bin/pytest -n "$workers" -m "$(both "not serial")" ${args[@]+"${args[@]}"}
+.venv/bin/pytest -n "$workers" --dist worksteal -m "$(both "not serial")" ${args[@]+"${args[@]}"}
 parallel=$?
 echo "== pytest (serial)"
 .venv/bin/pytest -m "$(both "serial")" ${args[@]+"${args[@]}"} -n 0
