@@ -19,13 +19,9 @@ from .conftest import T0, entry, start_and_claim
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> Any:
-    s = SqliteStore(sqlite_url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def store_url(sqlite_url: str) -> str:
+    """SQLite only: ``store`` (tests/store/conftest.py) opens a ``SqliteStore`` here."""
+    return sqlite_url
 
 
 async def _in_one_batch(store: SqliteStore, calls: list[tuple[Lease, JournalEntry] | str],

@@ -21,13 +21,9 @@ from .conftest import entry, start_and_claim
 
 
 @pytest.fixture
-async def store(sqlite_url: str) -> Any:
-    s = SqliteStore(sqlite_url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+def store_url(sqlite_url: str) -> str:
+    """SQLite only: ``store`` (tests/store/conftest.py) opens a ``SqliteStore`` here."""
+    return sqlite_url
 
 
 @pytest.fixture
