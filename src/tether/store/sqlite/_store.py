@@ -479,14 +479,7 @@ class SqliteStore(SqliteServeQueries):
             try:
                 if alone:
                     op = batch[0]
-                    try:
-                        results.append((op, op.fn(conn, *op.args), None))
-                    except apsw.BusyError:
-                        raise
-                    except Exception as exc:
-                        if not conn.getautocommit():  # not expected: undo, fail it
-                            conn.execute("ROLLBACK")
-                        results.append((op, None, self._foreign(exc)))
+                    results.append((op, *self._call_alone(conn, op.fn, *op.args)))
                     break
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 single = len(batch) == 1
@@ -616,6 +609,22 @@ class SqliteStore(SqliteServeQueries):
             _filter(workflows, version),
         )
 
+    def _call_alone(self, conn: apsw.Connection, fn: Callable[..., Any],
+                    *args: Any) -> tuple[Any, Exception | None]:
+        """Run one atomic operation as its own (autocommit) transaction: its result, or
+        its error as callers see it (``_foreign``) with nothing left open. The writer
+        thread's lone operation and the loop's inline append both go through here.
+        ``apsw.BusyError`` (another process holds the write lock) propagates."""
+        try:
+            return fn(conn, *args), None
+        except Exception as exc:
+            with contextlib.suppress(apsw.Error):
+                if not conn.getautocommit():  # not expected: undo what is open
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, apsw.BusyError):
+                raise
+            return None, self._foreign(exc)
+
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
         if self._append_inline(lease, entry):
             # Let the loop run what became ready meanwhile (timers, sockets): it is
@@ -650,27 +659,18 @@ class SqliteStore(SqliteServeQueries):
             conn = self._conn
             if conn is None or self._pending or self._closed:
                 return False
-            failure: Exception | None = None
             conn.setbusytimeout(0)  # another process's write lock: the thread waits
             t0 = time.perf_counter()
             try:
-                _journal_append(conn, lease, entry)
-                # What an inline commit takes (fsync included), for the timer rule.
-                self._inline_cost += (time.perf_counter() - t0 - self._inline_cost) / 8
+                _, failure = self._call_alone(conn, _journal_append, lease, entry)
             except apsw.BusyError:
-                with contextlib.suppress(apsw.Error):
-                    if not conn.getautocommit():
-                        conn.execute("ROLLBACK")
                 return False
-            except Exception as exc:
-                with contextlib.suppress(apsw.Error):
-                    if not conn.getautocommit():  # not expected: undo
-                        conn.execute("ROLLBACK")
-                failure = self._foreign(exc)  # as the writer thread reports it
             finally:
                 conn.setbusytimeout(int(self.busy_timeout * 1000))
             if failure is not None:
                 raise failure
+            # What an inline commit takes (fsync included), for the timer rule.
+            self._inline_cost += (time.perf_counter() - t0 - self._inline_cost) / 8
             return True
         finally:
             self._conn_lock.release()
