@@ -27,6 +27,22 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && command -v ap
     >/dev/null || echo "could not install faketime: the clock-jump scenario will be skipped"
 fi
 
+# The suite runs under Debian's eatmydata (fsync and friends become no-ops): the tests
+# check behaviour, and a killed process loses nothing the operating system already holds;
+# power loss is checked by tests/chaos/test_powerloss.py through a VFS that does not need
+# the disk. TETHER_TEST_DURABLE=1 runs with every flush (and the test databases'
+# synchronous_commit on, see tests/conftest.py).
+if [ ! -x /usr/bin/eatmydata ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing eatmydata (the suite skips fsync)"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q eatmydata) \
+    >/dev/null || echo "could not install eatmydata: the suite runs with every fsync"
+fi
+nosync=()
+case "${TETHER_TEST_DURABLE:-}" in
+  1|true|yes) ;;
+  *) if [ -x /usr/bin/eatmydata ]; then nosync=(/usr/bin/eatmydata); fi ;;
+esac
+
 # Let Python keep compiled modules (some environments set PYTHONDONTWRITEBYTECODE): without
 # them every pytest process rewrites the asserts of ~600 modules again (~9 s each) and every
 # worker process a test spawns compiles Tether from source.
@@ -56,10 +72,10 @@ done
 both() { if [ -n "$expr" ]; then echo "($expr) and $1"; else echo "$1"; fi; }
 set +e
 echo "== pytest (parallel: $workers processes)"
-.venv/bin/pytest -n "$workers" --dist worksteal -m "$(both "not serial")" ${args[@]+"${args[@]}"}
+${nosync[@]+"${nosync[@]}"} .venv/bin/pytest -n "$workers" --dist worksteal -m "$(both "not serial")" ${args[@]+"${args[@]}"}
 parallel=$?
 echo "== pytest (serial)"
-.venv/bin/pytest -m "$(both "serial")" ${args[@]+"${args[@]}"} -n 0
+${nosync[@]+"${nosync[@]}"} .venv/bin/pytest -m "$(both "serial")" ${args[@]+"${args[@]}"} -n 0
 serial=$?
 set -e
 if [ "$parallel" = 5 ] && [ "$serial" = 5 ]; then echo "no tests ran"; exit 1; fi

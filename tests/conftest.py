@@ -61,6 +61,14 @@ def _database_url(name: str) -> str:
     return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
 
 
+#: ``TETHER_TEST_DURABLE=1`` keeps every commit of the suite flushed to disk: the test
+#: databases' commits wait for their WAL flush and scripts/test.sh does not run pytest
+#: under ``eatmydata``. By default the suite skips the flushes (see docs/testing.md): no
+#: test cuts the power of the shared server, and a killed process loses nothing the
+#: operating system already holds.
+DURABLE = os.environ.get("TETHER_TEST_DURABLE", "").lower() in ("1", "true", "yes")
+
+
 def _create_database(name: str, template: str | None = None) -> None:
     import psycopg
 
@@ -69,6 +77,8 @@ def _create_database(name: str, template: str | None = None) -> None:
         try:
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
                 conn.execute(sql)
+                if not DURABLE:
+                    conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
             return
         except psycopg.errors.ObjectInUse:
             # The template's last connection is still closing on the server side.
