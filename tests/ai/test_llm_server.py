@@ -279,10 +279,8 @@ async def test_hang_never_answers_until_the_client_gives_up() -> None:
     """A hang fault holds the request open; the client's timeout fires."""
     async with ScriptedLLMServer([Fault.hang()]) as server, \
             httpx.AsyncClient(timeout=0.3) as http:
-        started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(httpx.ReadTimeout):  # the client's 0.3 s, not an answer
             await http.post(server.base_url + "/chat/completions", json=OPENAI_BODY)
-        assert time.monotonic() - started < 2
     assert server.requests[0].outcome == "fault:hang"
 
 

@@ -43,7 +43,6 @@ async def test_sigkill_after_step_3_new_worker_completes_without_rerunning(
     handle = await app.start(six_steps, 0.3, run_id="crash")
     await wait_for(lambda: journal_has(app, "crash", 3), timeout=30)
     workers.kill(first)
-    killed_at = time.monotonic()
     workers.start()
     assert await handle.result(timeout=60) == [1, 4, 9, 16, 25, 36]
     counts = workers.counts()
@@ -53,7 +52,6 @@ async def test_sigkill_after_step_3_new_worker_completes_without_rerunning(
         assert 1 <= counts[f"step {i}"] <= (2 if i == 4 else 1), counts
     info = await app.get_run("crash")
     assert [e["position"] for e in info.journal] == list(range(6))
-    assert time.monotonic() - killed_at < 30
 
 
 async def test_retry_schedule_continues_across_a_sigkill(env: tuple[App, Workers]) -> None:

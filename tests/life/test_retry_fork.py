@@ -205,14 +205,15 @@ async def test_cancel_interrupts_a_running_async_step(store_url: str) -> None:
 async def test_a_thread_step_timeout_fails_the_attempt(sqlite_url: str) -> None:
     """A plain def step cannot be stopped, but its attempt fails at the timeout."""
     import threading
-    import time
 
     app = App(sqlite_url)
     release = threading.Event()
+    returned = threading.Event()
 
     @app.step(timeout=0.2, retry=ONCE)
     def stuck() -> str:
         release.wait(30)
+        returned.set()
         return "late"
 
     @app.workflow
@@ -223,11 +224,11 @@ async def test_a_thread_step_timeout_fails_the_attempt(sqlite_url: str) -> None:
             return f"timed out: {isinstance(exc, tether.StepError)}"
 
     async with app, app.worker():
-        t0 = time.monotonic()
         h = await app.start(wf)
         assert await h.result(timeout=20) == "timed out: True"
+        # The run ended while the step's thread was still blocked: nobody waited for it.
+        assert not returned.is_set()
         release.set()
-        assert time.monotonic() - t0 < 15
 
 
 async def test_clean_up_after_a_cancel_is_not_interrupted(store_url: str) -> None:
