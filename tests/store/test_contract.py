@@ -646,6 +646,26 @@ async def test_workflow_register_and_list(store: Store) -> None:
     assert await store.workflow_list() == {"a": "q2", "b": "q3"}
 
 
+async def test_a_run_released_claimable_at_once_wakes_subscribers(store: Store) -> None:
+    """A run handed back claimable at once (by a worker that cannot decrypt it, or one
+    that is stopping) wakes the workers of other store objects: they claim it now, not
+    at their next poll or at the expiry of the lease they saw it under."""
+    lease = (await start_and_claim(store, "r1")).lease
+    other = open_store(store.url)
+    await other.open()
+    try:
+        woken = asyncio.Event()
+        unsubscribe = await other.subscribe(woken.set)
+        try:
+            await store.run_release(lease=lease, now=T0 + 1,
+                                    wait=Wait(T0 + 1, "a worker with key id 'k1'"))
+            await asyncio.wait_for(woken.wait(), timeout=5)
+        finally:
+            await unsubscribe()
+    finally:
+        await other.close()
+
+
 async def test_subscribe_wakes_on_another_store_objects_insert(store: Store) -> None:
     """A run inserted through another store object on the same URL wakes subscribers;
     after unsubscribing, nothing more arrives."""

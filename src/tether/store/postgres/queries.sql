@@ -320,8 +320,11 @@ WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
 
 -- run_release_wake --
 -- A run of a queue with a concurrency limit was released: its place is free, so wake
--- the workers waiting for one (runs of queues without a limit notify nothing).
-SELECT {schema}.wake(%(channel)s, count(*)) FROM {schema}.queue_limits
+-- the workers waiting for one; so does a run released claimable at once (handed back by
+-- a worker that cannot decrypt it or is stopping). Other releases notify nothing.
+SELECT {schema}.wake(%(channel)s, count(*)
+                     + coalesce((%(available_at)s::float8 <= %(now)s)::int, 0))
+FROM {schema}.queue_limits
 WHERE queue = (SELECT queue FROM {schema}.runs WHERE run_id = %(run_id)s);
 
 -- run_lock --

@@ -685,8 +685,10 @@ class SqliteStore(SqliteServeQueries):
         await self._write_wake(_run_finish, lease, status, result, error, now)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        if await self._write(_run_release, lease, wait, now):
-            self._notifier.publish()  # a place on a limited queue is free
+        limited = await self._write(_run_release, lease, wait, now)
+        if limited or (wait.available_at is not None and wait.available_at <= now):
+            # A place on a limited queue is free, or the run is claimable at once.
+            self._notifier.publish()
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         run: RunRecord = await self._write_wake(_run_cancel, run_id, now)
