@@ -93,6 +93,36 @@ async def test_claim_respects_queues_limit_and_availability(store: Store) -> Non
                                  lease_seconds=LEASE) == []
 
 
+async def test_claim_and_next_available_at_leave_out_excluded_runs(store: Store) -> None:
+    """``exclude`` (the runs one worker handed back for a while): run_claim does not take
+    them, on every claim path (one queue, several, a queue with a limit), while another
+    worker takes them at once; next_available_at does not report them."""
+    await store.queue_limit_set(queue="lim", limit=5, now=T0)
+    await store.run_insert(run=run_record("r1", now=T0))
+    await store.run_insert(run=run_record("r2", now=T0 + 1))
+    await store.run_insert(run=run_record("b1", queue="b", now=T0))
+    await store.run_insert(run=run_record("l1", queue="lim", now=T0))
+    await store.run_insert(run=run_record("later", available_at=T0 + 20))
+    assert await store.next_available_at(queues=["q"], exclude=["r1"]) == T0 + 1
+    assert await store.next_available_at(queues=["q"], exclude=["r2", "r1"]) == T0 + 20
+    assert await store.next_available_at(queues=["q", "b", "lim"],
+                                         exclude=["r1", "r2", "b1", "l1"]) == T0 + 20
+    assert await store.next_available_at(queues=["q"], exclude=["r1", "r2", "later"]) is None
+    assert await store.next_available_at(queues=["q"], exclude=[]) == T0
+
+    async def take(queues: list[str], exclude: list[str]) -> list[str]:
+        got = await store.run_claim(worker_id="w1", queues=queues, limit=10, now=T0 + 5,
+                                    lease_seconds=LEASE, exclude=exclude)
+        return sorted(c.run.run_id for c in got)
+
+    assert await take(["q"], ["r1", "r2"]) == []
+    assert await take(["q", "b", "lim"], ["r1", "b1", "l1"]) == ["r2"]
+    assert await take(["lim"], ["l1"]) == []
+    assert await take(["b"], ["b1"]) == []
+    # Another worker (nothing excluded) takes them at once.
+    assert sorted(await claim(store, T0 + 5, queues=("q", "b", "lim"))) == ["b1", "l1", "r1"]
+
+
 async def test_next_available_at(store: Store) -> None:
     """The earliest time a run on the queues becomes claimable, or None."""
     assert await store.next_available_at(queues=["q"]) is None
@@ -614,6 +644,26 @@ async def test_workflow_register_and_list(store: Store) -> None:
     await store.workflow_register(workflows={"b": "q3"}, now=T0 + 1)
     await store.workflow_register(workflows={}, now=T0 + 2)
     assert await store.workflow_list() == {"a": "q2", "b": "q3"}
+
+
+async def test_a_run_released_claimable_at_once_wakes_subscribers(store: Store) -> None:
+    """A run handed back claimable at once (by a worker that cannot decrypt it, or one
+    that is stopping) wakes the workers of other store objects: they claim it now, not
+    at their next poll or at the expiry of the lease they saw it under."""
+    lease = (await start_and_claim(store, "r1")).lease
+    other = open_store(store.url)
+    await other.open()
+    try:
+        woken = asyncio.Event()
+        unsubscribe = await other.subscribe(woken.set)
+        try:
+            await store.run_release(lease=lease, now=T0 + 1,
+                                    wait=Wait(T0 + 1, "a worker with key id 'k1'"))
+            await asyncio.wait_for(woken.wait(), timeout=5)
+        finally:
+            await unsubscribe()
+    finally:
+        await other.close()
 
 
 async def test_subscribe_wakes_on_another_store_objects_insert(store: Store) -> None:

@@ -11,7 +11,7 @@ caller's clock; no query reads the database's own clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -173,12 +173,15 @@ class Store(ServeQueries, Protocol):
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
-                        version: str | None = None) -> list[ClaimedRun]:
+                        version: str | None = None,
+                        exclude: Collection[str] = ()) -> list[ClaimedRun]:
         """Claim up to ``limit`` runnable runs under a new lease (fencing token + 1),
         each with its journal loaded in the same transaction. A queue with a concurrency
         limit (``queue_limit_set``) gives at most its limit less the runs held under
         leases that have not expired, counted atomically across workers. Only runs of
-        ``workflows`` (None: any) and of code ``version`` or of no version are taken."""
+        ``workflows`` (None: any) and of code ``version`` or of no version are taken,
+        and none whose id is in ``exclude`` (runs this worker handed back for a while,
+        e.g. because it cannot decrypt them: other workers still take them)."""
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
         """Record one operation's outcome (a pending entry may be overwritten, a final
@@ -264,9 +267,10 @@ class Store(ServeQueries, Protocol):
         """Registered workflow names and their queues."""
 
     async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
-                                version: str | None = None) -> float | None:
-        """The earliest time a run on ``queues`` (filtered as ``run_claim`` filters)
-        becomes claimable, or None."""
+                                version: str | None = None,
+                                exclude: Collection[str] = ()) -> float | None:
+        """The earliest time a run on ``queues`` (filtered as ``run_claim`` filters,
+        ``exclude`` included) becomes claimable, or None."""
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 

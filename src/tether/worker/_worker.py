@@ -99,10 +99,16 @@ MAX_CRASHES = 5
 #: with each further crash, up to CRASH_BACKOFF_MAX.
 CRASH_BACKOFF = 1.0
 CRASH_BACKOFF_MAX = 60.0
-#: The first wait of a run handed back because this worker cannot decrypt its payloads
-#: (doubles each time the same worker meets it again, up to UNREADABLE_BACKOFF_MAX).
+#: How long a worker that handed a run back because it cannot decrypt its payloads
+#: leaves the run to other workers before it claims it again (doubles each time the same
+#: worker meets it again, up to UNREADABLE_BACKOFF_MAX). The back-off is the worker's
+#: own (``run_claim``'s ``exclude``): the run is claimable by the others at once.
 UNREADABLE_BACKOFF = 1.0
 UNREADABLE_BACKOFF_MAX = 60.0
+#: Runs a worker remembers having handed back for a key (the least recently met are
+#: forgotten first), and most of them left out of one claim (the most recently met).
+UNREADABLE_REMEMBERED = 10_000
+UNREADABLE_EXCLUDED_MAX = 1_000
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
 
@@ -197,7 +203,11 @@ class Worker:
         self.hostname = socket.gethostname()
         self._active: dict[str, _Active] = {}
         self._crashes: dict[str, int] = {}  # run id -> executor crashes in a row
-        self._unreadable_runs: dict[str, int] = {}  # run id -> hand-backs for a key
+        # run id -> (hand-backs for a key, when this worker may claim it again), in the
+        # order last met; and the ids not to claim now, valid until _excluded_until.
+        self._unreadable_runs: dict[str, tuple[int, float]] = {}
+        self._excluded: list[str] = []
+        self._excluded_until = 0.0
         self._claiming = False  # a run_claim is in flight (its runs are not active yet)
         self._background: set[asyncio.Future[None]] = set()
         self._seq = 0
@@ -368,6 +378,7 @@ class Worker:
             if self._isolated is not None or self._isolation_wanted:
                 free = 0  # a crash suspect runs alone (see _crash_check)
             claimed: list[ClaimedRun] = []
+            excluded = self._exclusions(clock.now())
             if free > 0:
                 self._claiming = True
                 try:
@@ -375,6 +386,7 @@ class Worker:
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
                         now=clock.now(), lease_seconds=self.lease_seconds,
                         workflows=self._claimable, version=self.app.version,
+                        exclude=excluded,
                     )
                     backoff = 0.1
                 except StoreError as exc:
@@ -396,9 +408,12 @@ class Worker:
                 try:
                     nxt = await store.next_available_at(
                         queues=self.queues, workflows=self._claimable,
-                        version=self.app.version)
+                        version=self.app.version, exclude=excluded)
                 except StoreError:
                     nxt = None
+                if excluded:  # look again when the first of them may be claimed again
+                    nxt = min(nxt, self._excluded_until) if nxt is not None \
+                        else self._excluded_until
                 if nxt is not None:
                     timeout = min(timeout, max(nxt - clock.now(), 0.0) + 0.001)
             await wait_event(self._wake, timeout)
@@ -772,21 +787,44 @@ class Worker:
         """This worker cannot decode one of the run's stored payloads (it lacks the key
         that encrypted it, or has other key material under that id): stop the run's code
         and hand the run back, not fail it, so that a worker with the key completes it.
-        The hand-back waits longer each time this worker meets the same run."""
+        The run is claimable by other workers at once; this worker leaves it out of its
+        claims for a back-off that doubles each time it meets the same run again."""
         run_id = ctx.run_id
-        if len(self._unreadable_runs) > 10_000:
-            self._unreadable_runs.clear()
-        n = self._unreadable_runs.get(run_id, 0) + 1
-        self._unreadable_runs[run_id] = n
+        now = self.app.clock.now()
+        n = self._unreadable_runs.pop(run_id, (0, 0.0))[0] + 1
+        if len(self._unreadable_runs) >= UNREADABLE_REMEMBERED:
+            del self._unreadable_runs[next(iter(self._unreadable_runs))]
         delay = _doubling(UNREADABLE_BACKOFF, n, UNREADABLE_BACKOFF_MAX)
+        self._unreadable_runs[run_id] = (n, now + delay)
+        self._excluded_until = 0.0  # recompute the exclusions at the next claim
         key_id = getattr(error, "key_id", None)
         needs = f"key id {key_id!r}" if key_id else "the payload key"
         log.error("run %s: this worker cannot decrypt its payloads (%s); handing it back "
-                  "for a worker with %s (claimable again in %.0f s)", run_id, error, needs,
-                  delay)
-        now = self.app.clock.now()
-        return ctx.halt(Release(Wait(now + delay, f"a worker with {needs} (one without it "
-                                                   "handed the run back)")))
+                  "for a worker with %s (claimable by other workers at once, by this one "
+                  "again in %.0f s)", run_id, error, needs, delay)
+        return ctx.halt(Release(Wait(now, f"a worker with {needs} (one without it "
+                                          "handed the run back)")))
+
+    def _exclusions(self, now: float) -> list[str]:
+        """The runs this worker leaves out of its claims now (handed back for a key,
+        their back-off not over): at most UNREADABLE_EXCLUDED_MAX, the most recently
+        met. Recomputed only when one was added or the first of them expired
+        (``_excluded_until``), when runs not met again for a while are forgotten."""
+        if not self._unreadable_runs:
+            return []
+        if now < self._excluded_until:
+            return self._excluded
+        live: list[str] = []
+        first = float("inf")
+        for run_id, (_, until) in list(self._unreadable_runs.items()):
+            if until > now:
+                live.append(run_id)
+                first = min(first, until)
+            elif now - until > UNREADABLE_BACKOFF_MAX:
+                del self._unreadable_runs[run_id]  # met elsewhere since, or ended
+        self._excluded = live[-UNREADABLE_EXCLUDED_MAX:]
+        self._excluded_until = first
+        return self._excluded
 
     def _decode_input(self, codec: Codec, text: str, wdef: Any
                       ) -> tuple[list[Any], dict[str, Any]]:

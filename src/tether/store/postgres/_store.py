@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import select
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -427,12 +427,14 @@ class PostgresStore(PostgresServeQueries):
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
-                        version: str | None = None) -> list[ClaimedRun]:
+                        version: str | None = None,
+                        exclude: Collection[str] = ()) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
         params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "now": now,
                   "lease_expires": now + lease_seconds, "version": version,
-                  "workflows": None if workflows is None else sorted(workflows)}
+                  "workflows": None if workflows is None else sorted(workflows),
+                  "exclude": TextArray(exclude) if exclude else None}
         _, runs, entries = await self._txn([("run_claim_lock", params), ("run_claim", params),
                                             ("run_claim_journals", params)])
         journals: dict[str, list[JournalEntry]] = {}
@@ -716,12 +718,14 @@ class PostgresStore(PostgresServeQueries):
         return {name: queue for name, queue in rows}
 
     async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
-                                version: str | None = None) -> float | None:
+                                version: str | None = None,
+                                exclude: Collection[str] = ()) -> float | None:
         if not queues or workflows == []:
             return None
         rows, _ = await self._one("next_available_at", {
             "queues": list(queues), "version": version,
-            "workflows": None if workflows is None else sorted(workflows)})
+            "workflows": None if workflows is None else sorted(workflows),
+            "exclude": TextArray(exclude) if exclude else None})
         value = rows[0][0]
         return None if value is None else float(value)
 

@@ -119,7 +119,8 @@ SELECT queue FROM {schema}.queue_limits WHERE queue = ANY(%(queues)s)
 ORDER BY queue FOR NO KEY UPDATE;
 
 -- run_claim --
--- Claim up to limit runnable runs under a new lease; skips runs another transaction holds.
+-- Claim up to limit runnable runs under a new lease; skips runs another transaction holds
+-- and the runs of %(exclude)s (NULL: none; the runs a worker handed back for a while).
 -- A queue with a limit gives at most its limit less the runs held under a lease that
 -- has not expired (runs_held); the others are claimed oldest first. Each queue is read
 -- by its own ordered scan of (queue, available_at), so a claim costs the same with ten
@@ -139,6 +140,7 @@ pick AS (
           AND q.queue <> ALL(ARRAY(SELECT queue FROM lim))
           AND (r.version IS NULL OR r.version = %(version)s::text)
           AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
+          AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
         ORDER BY r.available_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED) f
@@ -148,6 +150,7 @@ pick AS (
         WHERE r.queue = lim.queue AND r.available_at <= %(now)s
           AND (r.version IS NULL OR r.version = %(version)s::text)
           AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
+          AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
         ORDER BY r.available_at
         LIMIT least(lim.room, %(limit)s)
         FOR UPDATE SKIP LOCKED) c)
@@ -317,8 +320,11 @@ WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
 
 -- run_release_wake --
 -- A run of a queue with a concurrency limit was released: its place is free, so wake
--- the workers waiting for one (runs of queues without a limit notify nothing).
-SELECT {schema}.wake(%(channel)s, count(*)) FROM {schema}.queue_limits
+-- the workers waiting for one; so does a run released claimable at once (handed back by
+-- a worker that cannot decrypt it or is stopping). Other releases notify nothing.
+SELECT {schema}.wake(%(channel)s, count(*)
+                     + coalesce((%(available_at)s::float8 <= %(now)s)::int, 0))
+FROM {schema}.queue_limits
 WHERE queue = (SELECT queue FROM {schema}.runs WHERE run_id = %(run_id)s);
 
 -- run_lock --
@@ -554,7 +560,7 @@ SELECT name, queue FROM {schema}.workflows ORDER BY name;
 -- next_available_at --
 -- The earliest time a run on these queues becomes claimable; for a queue at its limit,
 -- the earliest lease expiry of its running runs (so that workers do not spin on runs
--- they may not claim; a run's end wakes them sooner).
+-- they may not claim; a run's end wakes them sooner). The runs of %(exclude)s are left out.
 WITH lim AS MATERIALIZED (
     SELECT l.queue, l.max_running, h.running, h.expiry
     FROM {schema}.queue_limits l CROSS JOIN LATERAL (
@@ -567,6 +573,7 @@ SELECT min(t) FROM (
       AND queue <> ALL(ARRAY(SELECT queue FROM lim WHERE running >= max_running))
       AND (version IS NULL OR version = %(version)s::text)
       AND (%(workflows)s::text[] IS NULL OR workflow = ANY(%(workflows)s::text[]))
+      AND (%(exclude)s::text[] IS NULL OR run_id <> ALL(%(exclude)s::text[]))
     UNION ALL
     SELECT expiry FROM lim WHERE running >= max_running) x;
 

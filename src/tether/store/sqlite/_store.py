@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
@@ -601,12 +601,13 @@ class SqliteStore(SqliteServeQueries):
 
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
-                        version: str | None = None) -> list[ClaimedRun]:
+                        version: str | None = None,
+                        exclude: Collection[str] = ()) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
         return await self._write(
             _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
-            _filter(workflows, version),
+            _filter(workflows, version, exclude),
         )
 
     def _call_alone(self, conn: apsw.Connection, fn: Callable[..., Any],
@@ -684,8 +685,10 @@ class SqliteStore(SqliteServeQueries):
         await self._write_wake(_run_finish, lease, status, result, error, now)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        if await self._write(_run_release, lease, wait, now):
-            self._notifier.publish()  # a place on a limited queue is free
+        limited = await self._write(_run_release, lease, wait, now)
+        if limited or (wait.available_at is not None and wait.available_at <= now):
+            # A place on a limited queue is free, or the run is claimable at once.
+            self._notifier.publish()
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         run: RunRecord = await self._write_wake(_run_cancel, run_id, now)
@@ -748,11 +751,12 @@ class SqliteStore(SqliteServeQueries):
         return await self._read(_workflow_list)
 
     async def next_available_at(self, *, queues: list[str], workflows: list[str] | None = None,
-                                version: str | None = None) -> float | None:
+                                version: str | None = None,
+                                exclude: Collection[str] = ()) -> float | None:
         if not queues or workflows == []:
             return None
         found: float | None = await self._read(_next_available_at, tuple(queues),
-                                                 _filter(workflows, version))
+                                                 _filter(workflows, version, exclude))
         return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
@@ -918,11 +922,14 @@ def _limits_of(conn: apsw.Connection, queues: tuple[str, ...]) -> dict[str, int]
                                           {"queues": json.dumps(queues)})}
 
 
-def _filter(workflows: list[str] | None, version: str | None) -> dict[str, Any]:
-    """Which runs a worker may claim: of the workflows it registered (None: any), and
-    of its code version or of none (a worker without a version: runs without one)."""
+def _filter(workflows: list[str] | None, version: str | None,
+            exclude: Collection[str] = ()) -> dict[str, Any]:
+    """Which runs a worker may claim: of the workflows it registered (None: any), of
+    its code version or of none (a worker without a version: runs without one), and
+    none of the ids in ``exclude``."""
     names = None if workflows is None else json.dumps(sorted(workflows))
-    return {"version": version, "workflows": names}
+    return {"version": version, "workflows": names,
+            "exclude": json.dumps(list(exclude)) if exclude else None}
 
 
 _ANY = _filter(None, None)

@@ -293,7 +293,8 @@ WHERE queue IN (SELECT value FROM json_each(:queues));
 -- Claim up to :limit runnable runs of one queue without a concurrency limit under a new
 -- lease, oldest first: one ordered scan of (queue, available_at) that stops at :limit.
 -- A worker claims only runs of its code version or of none, and of the workflows it
--- registered (:workflows, a JSON array; NULL: any).
+-- registered (:workflows, a JSON array; NULL: any), and none of :exclude (a JSON array of
+-- run ids; NULL: none).
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
     available_at = :lease_expires, updated_at = :now,
@@ -304,6 +305,7 @@ WHERE run_id IN (
     WHERE queue = :queue AND available_at <= :now
       AND (version IS NULL OR version = :version)
       AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+      AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)))
     ORDER BY available_at LIMIT :limit)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
@@ -319,6 +321,7 @@ SELECT run_id, available_at FROM tether_runs
 WHERE queue = :queue AND available_at <= :now
   AND (version IS NULL OR version = :version)
   AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)))
 ORDER BY available_at LIMIT :limit;
 
 -- run_claim_ids --
@@ -340,4 +343,5 @@ RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result
 SELECT MIN(available_at) FROM tether_runs
 WHERE queue = :queue AND available_at IS NOT NULL
   AND (version IS NULL OR version = :version)
-  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)));
+  AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
+  AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)));

@@ -1,0 +1,86 @@
+"""A worker that cannot decrypt a run backs off from it alone: the run stays claimable by
+the other workers, which take it at once (tests/life/test_wrong_key.py runs the same
+with worker processes)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.engine.helpers import wait_for
+from tether import App, RunStatus
+from tether.encryption import AesGcm
+from tether.worker import _worker
+
+RIGHT, WRONG = b"1" * 32, b"2" * 32
+
+
+def keyed(store_url: str, key: bytes, ran: list[str]) -> App:
+    app = App(store_url, payload_hook=AesGcm({"k1": key}))
+
+    @app.step
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+    @app.workflow(name="enc")
+    async def enc(name: str) -> str:
+        ran.append(name)
+        return await greet(name)
+
+    return app
+
+
+@pytest.fixture
+async def apps(store_url: str) -> AsyncIterator[tuple[App, App, list[str], list[str]]]:
+    """An app with key k1 and one with other material under k1, on one store; and what
+    each one's workflow code saw."""
+    right_ran: list[str] = []
+    wrong_ran: list[str] = []
+    right, wrong = keyed(store_url, RIGHT, right_ran), keyed(store_url, WRONG, wrong_ran)
+    async with right, wrong:
+        yield right, wrong, right_ran, wrong_ran
+
+
+async def test_the_worker_with_the_key_takes_a_run_during_the_others_back_off(
+        apps: tuple[App, App, list[str], list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrong worker meets the run once and leaves it alone for its back-off (an hour
+    here); the right worker, started after, completes the run meanwhile. Before, the
+    hand-back delayed the run itself by that back-off, for every worker."""
+    right, wrong, right_ran, wrong_ran = apps
+    monkeypatch.setattr(_worker, "UNREADABLE_BACKOFF", 3600.0)
+    monkeypatch.setattr(_worker, "UNREADABLE_BACKOFF_MAX", 3600.0)
+    handle = await right.start("enc", "ada", run_id="enc-1")
+
+    async def handed_back() -> bool:
+        run = await right.store.run_get("enc-1")
+        assert run is not None
+        return run.status == RunStatus.WAITING.value
+
+    async with wrong.worker(poll_interval=0.05) as bad:
+        await wait_for(handed_back, timeout=30, what="the wrong worker handed the run back")
+        run = await right.store.run_get("enc-1")
+        assert run is not None and run.waiting_for is not None
+        assert "key id 'k1'" in run.waiting_for
+        async with right.worker(poll_interval=0.05):
+            assert await handle.result(timeout=60) == "hello ada"
+        met, until = bad._unreadable_runs["enc-1"]
+        assert met == 1 and until > wrong.clock.now()  # its back-off is still running
+        assert bad._exclusions(wrong.clock.now()) == ["enc-1"]
+    assert wrong_ran == [] and right_ran == ["ada"]  # the code never saw the input
+    assert (await right.get_run("enc-1")).status == RunStatus.COMPLETED
+
+
+async def test_a_lone_wrong_worker_meets_the_run_again_after_its_back_off(
+        apps: tuple[App, App, list[str], list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a worker that has the key, the wrong one claims the run again once its
+    own back-off is over (the back-off doubling), and never fails it."""
+    right, wrong, _, wrong_ran = apps
+    monkeypatch.setattr(_worker, "UNREADABLE_BACKOFF", 0.05)
+    await right.start("enc", "ada", run_id="enc-1")
+    async with wrong.worker(poll_interval=0.05) as bad:
+        await wait_for(lambda: bad._unreadable_runs.get("enc-1", (0, 0.0))[0] >= 3,
+                       timeout=60, what="the wrong worker met the run three times")
+    run = await right.store.run_get("enc-1")
+    assert run is not None and run.status == RunStatus.WAITING.value
+    assert wrong_ran == []
