@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tether.errors import ConfigError, LeaseLost, StoreUnavailable
+from tether._types import EntryStatus, JournalEntry, OperationKind
+from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore
@@ -419,6 +420,69 @@ async def test_a_start_the_server_refuses_fails_alone(pg: PostgresStore) -> None
     assert isinstance(results[1], TetherError)
     assert [r[0].run_id for r in (results[0], results[2])] == ["a", "b"]  # type: ignore[index]
     assert sorted(r.run_id for r in await pg.run_list()) == ["a", "b"]
+
+
+# -- the lone append through libpq (store/postgres/_raw.py) ---------------------------------
+
+
+async def test_a_lone_append_keeps_every_field_and_survives_deallocate_all(
+        pg_url: str) -> None:
+    """The prepared lone append writes each field as given (texts, integers, floats,
+    NULLs), and after the server forgot its prepared statements (DEALLOCATE ALL, which
+    psycopg sends after a ROLLBACK) it prepares it again instead of failing."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        first = JournalEntry(position=0, kind=OperationKind.STEP, name="h\u00e9 \U0001f600",
+                             status=EntryStatus.OK,
+                             result='{"x": 1}', error=None, attempts=2**31 - 1,
+                             started_at=1.5e9 + 0.123456789, finished_at=-0.0,
+                             next_attempt_at=None, args="[1]")
+        await store.journal_append(lease=lease, entry=first)
+        async with store._connection() as conn:
+            cur = await conn.execute("SELECT name FROM pg_prepared_statements")
+            assert "tether_append_one" in {r[0] for r in await cur.fetchall()}
+            await conn.execute("DEALLOCATE ALL")
+        await store.journal_append(lease=lease, entry=entry(1))
+        journal = await store.journal_read("r1")
+        assert journal == [first, entry(1)]
+        assert str(journal[0].finished_at) == "-0.0"
+    finally:
+        await store.close()
+
+
+async def test_a_lone_append_the_server_refuses_is_a_store_error(pg: PostgresStore) -> None:
+    """An entry the server refuses (a NUL byte in a text) fails that append with
+    StoreError, not StoreUnavailable, and the connection serves the next one."""
+    lease = (await start_and_claim(pg, "r1")).lease
+    with pytest.raises(StoreError) as caught:
+        await pg.journal_append(lease=lease, entry=entry(0, result="x\x00y"))
+    assert not isinstance(caught.value, StoreUnavailable)
+    await pg.journal_append(lease=lease, entry=entry(0))
+    assert len(await pg.journal_read("r1")) == 1
+
+
+async def test_a_lone_append_whose_connection_dies_in_flight_is_store_unavailable(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """The backend running an append (held up by a row lock) is terminated: the append
+    raises StoreUnavailable, and the next one succeeds on a new connection."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        await store.journal_append(lease=lease, entry=entry(0))
+        async with raw.transaction():
+            await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
+            append = asyncio.create_task(store.journal_append(lease=lease, entry=entry(1)))
+            assert await _blocked(append)
+            assert await _terminate(raw, "tether") == 1
+            with pytest.raises(StoreUnavailable):
+                await append
+        await store.journal_append(lease=lease, entry=entry(1))
+        assert [e.position for e in await store.journal_read("r1")] == [0, 1]
+    finally:
+        await store.close()
 
 
 # -- row locks: fencing and wake-ups under concurrency -----------------------------------------

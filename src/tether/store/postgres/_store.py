@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
+from psycopg.pq.abc import PGresult
 
 from tether._types import (
     ENDED,
@@ -71,6 +72,7 @@ from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
+from tether.store.postgres._raw import Prepared
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
 if TYPE_CHECKING:
@@ -83,6 +85,13 @@ _FINAL = tuple(s.value for s in ENDED)
 _SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
 #: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
 _TXN_RETRIES = 3
+
+#: The parameters of ``journal_append_one``, by their columns' types.
+_APPEND_ONE_TYPES = {
+    "run_id": "text", "fencing_token": "bigint", "position": "integer", "kind": "text",
+    "name": "text", "status": "text", "result": "text", "error": "text",
+    "attempts": "integer", "started_at": "float8", "finished_at": "float8",
+    "next_attempt_at": "float8", "args": "text"}
 
 Conn = psycopg.AsyncConnection[Any]
 Params = Mapping[str, Any] | None
@@ -148,6 +157,9 @@ class PostgresStore(PostgresServeQueries):
         self._q = {name: sql.replace("{schema}", self.schema)
                    for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
         self._channel = self.cfg.channel
+        #: The lone append (a sequential step) through libpq directly (see _raw).
+        self._append_one = Prepared("tether_append_one",
+                                    self._q["journal_append_one"], _APPEND_ONE_TYPES)
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush, max_batch=max_batch)
         self._listener = Listener(self.cfg)
@@ -471,9 +483,9 @@ class PostgresStore(PostgresServeQueries):
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
             if len(batch) == 1:
                 a = batch[0]
-                cursors = [await conn.execute(self._q["journal_append_one"],
-                                              entry_params(a.lease, a.entry))]
-                return [{(r[0], r[1]) for r in await cursors[0].fetchall()}]
+                res = await self._append_one.execute(
+                    conn, entry_params(a.lease, a.entry), on_result=_written(a.future))
+                return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
             steps = [("journal_append", _columns(wave)) for wave in waves]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
                 cursors = [await conn.execute(self._q[steps[0][0]], steps[0][1],
@@ -897,6 +909,15 @@ def _columns(wave: list[Append]) -> dict[str, list[Any]]:
         "next_attempt_at": Float8Array([a.entry.next_attempt_at for a in wave]),
         "args": TextArray([a.entry.args for a in wave]),
     }
+
+
+def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
+    """Resolve a lone append's caller as soon as its statement's answer is read (in the
+    reader callback): a written entry returns its row."""
+    def done(res: PGresult) -> None:
+        if res.ntuples and not fut.done():
+            fut.set_result(None)
+    return done
 
 
 def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
