@@ -99,33 +99,86 @@ class Prepared:
 
     async def execute(self, conn: Conn, params: Mapping[str, Any], *,
                       on_result: Callable[[pq.abc.PGresult], None] | None = None,
-                      ) -> pq.abc.PGresult:
+                      held: Held | None = None) -> pq.abc.PGresult:
         """Run the statement on ``conn`` (a pooled connection this task holds, idle);
         return its result (``TUPLES_OK`` or ``COMMAND_OK``) after ``on_result`` saw it.
+        ``held``: the :class:`Held` that keeps ``conn`` (and its reader), if any.
 
         Raises: psycopg.Error (as ``conn.execute`` would).
         """
         encoding = self._on.get(conn)
         if encoding is None:
-            await conn.execute(self.prepare_sql)
+            await self._prepare(conn, held)
             encoding = self._on[conn] = conn.info.encoding
         values = self.values(params, encoding)
         try:
             return await _send_and_read(conn.pgconn, self.name, values, self.formats,
-                                        encoding, on_result)
+                                        encoding, on_result, held)
         except e.Error as exc:
             if exc.sqlstate != _UNKNOWN_STATEMENT:
                 raise
         # The server forgot the statement (DEALLOCATE ALL): prepare it and send it again.
-        await conn.execute(self.prepare_sql)
+        await self._prepare(conn, held)
         return await _send_and_read(conn.pgconn, self.name, values, self.formats,
-                                    encoding, on_result)
+                                    encoding, on_result, held)
+
+    async def _prepare(self, conn: Conn, held: Held | None) -> None:
+        if held is None:
+            await conn.execute(self.prepare_sql)
+            return
+        held.pause()  # psycopg's own wait registers (and removes) a reader on the socket
+        try:
+            await conn.execute(self.prepare_sql)
+        finally:
+            held.resume()
+
+
+class Held:
+    """A pooled connection that one task keeps between its statements, with a reader
+    left registered on its socket: no pool checkout and return, no ``epoll_ctl`` pair,
+    per statement. ``broken`` turns true when the socket becomes readable with nothing in
+    flight (the server is closing the connection, as ``_looks_dead`` tests on checkout).
+    """
+
+    def __init__(self) -> None:
+        self.conn: Conn | None = None
+        self.broken = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._on_readable: Callable[[], None] | None = None
+
+    def attach(self, conn: Conn) -> None:
+        self.conn, self.broken = conn, False
+        self._loop = asyncio.get_running_loop()
+        self._fd = conn.pgconn.socket
+        self.resume()
+
+    def detach(self) -> Conn | None:
+        """Stop keeping the connection (to return it to the pool)."""
+        self.pause()
+        conn, self.conn, self._loop, self._on_readable = self.conn, None, None, None
+        return conn
+
+    def pause(self) -> None:
+        if self._loop is not None and self.conn is not None:
+            self._loop.remove_reader(self._fd)
+
+    def resume(self) -> None:
+        if self._loop is not None and self.conn is not None and not self.broken:
+            self._loop.add_reader(self._fd, self._readable)
+
+    def _readable(self) -> None:
+        if self._on_readable is not None:
+            self._on_readable()
+            return
+        self.broken = True
+        self.pause()
 
 
 async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[bytes | None],
                          formats: Sequence[int], encoding: str,
                          on_result: Callable[[pq.abc.PGresult], None] | None,
-                         ) -> pq.abc.PGresult:
+                         held: Held | None = None) -> pq.abc.PGresult:
     # Blocking mode (psycopg never sets non-blocking): the short message is written
     # whole by the send, as psycopg's own execute does before its flush loop.
     pgconn.send_query_prepared(name, values, param_formats=formats)
@@ -162,6 +215,13 @@ async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[by
         except Exception as exc:  # handed to the awaiting task
             fut.set_exception(exc)
 
+    if held is not None and held.conn is not None and held.conn.pgconn is pgconn \
+            and not held.broken:
+        held._on_readable = readable
+        try:
+            return await fut
+        finally:
+            held._on_readable = None
     fd = pgconn.socket
     loop.add_reader(fd, readable)
     try:

@@ -72,7 +72,7 @@ from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
-from tether.store.postgres._raw import Prepared
+from tether.store.postgres._raw import Held, Prepared
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
 if TYPE_CHECKING:
@@ -161,7 +161,9 @@ class PostgresStore(PostgresServeQueries):
         self._append_one = Prepared("tether_append_one",
                                     self._q["journal_append_one"], _APPEND_ONE_TYPES)
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
-        self._writer = AppendWriter(self._flush, max_batch=max_batch)
+        self._writer = AppendWriter(self._flush, max_batch=max_batch,
+                                    idle=self._release_held)
+        self._held = Held()
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
@@ -211,6 +213,7 @@ class PostgresStore(PostgresServeQueries):
             return
         self._closed = True
         await self._writer.close()
+        await self._release_held()
         await self._listener.close()
         await self._events.close()
         pool, self._pool = self._pool, None
@@ -257,8 +260,7 @@ class PostgresStore(PostgresServeQueries):
 
     # -- connections and transactions ---------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Conn]:
+    async def _checkout(self) -> Conn:
         pool = self._pool
         if pool is None or self._closed:
             raise StoreError("store is not open")
@@ -271,17 +273,25 @@ class PostgresStore(PostgresServeQueries):
             with contextlib.suppress(Exception):
                 await conn.close()
             await pool.putconn(conn)
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        conn = await self._checkout()
         try:
             yield conn
         finally:
-            await pool.putconn(conn)
+            await self._pool.putconn(conn)  # type: ignore[union-attr]
 
-    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]], *, hold: bool = False) -> Any:
         """Run ``fn`` on a pooled connection, translating errors; rerun it when the
-        server rolled its transaction back for a deadlock or serialization failure."""
+        server rolled its transaction back for a deadlock or serialization failure.
+        ``hold``: on the connection the writer keeps (``_on_held``)."""
         for attempt in range(_TXN_RETRIES + 1):
             try:
                 with translate_errors(self.cfg):
+                    if hold and self.pool_max > 1:
+                        return await self._on_held(fn)
                     async with self._connection() as conn:
                         return await fn(conn)
             except psycopg.errors.TransactionRollback as exc:
@@ -291,6 +301,29 @@ class PostgresStore(PostgresServeQueries):
                         f"({exc.sqlstate})") from exc
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def _on_held(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+        """Run ``fn`` on the connection the group-commit writer keeps between consecutive
+        lone appends (a sequential run's steps), checked out when there is none; it goes
+        back to the pool when the writer has nothing queued (``_release_held``), when
+        ``fn`` fails, and when the server is closing it. Only with ``pool_max`` above 1,
+        so that it never keeps other operations waiting for the pool."""
+        held = self._held
+        conn = held.conn
+        if conn is None or held.broken:
+            await self._release_held()
+            conn = await self._checkout()
+            held.attach(conn)
+        try:
+            return await fn(conn)
+        except BaseException:
+            await self._release_held()
+            raise
+
+    async def _release_held(self) -> None:
+        conn = self._held.detach()
+        if conn is not None and self._pool is not None:
+            await self._pool.putconn(conn)
 
     async def _one(self, name: str, params: Params, *, prepare: bool | None = None) -> Any:
         """Run one named query (one round trip); return its cursor's rows and rowcount."""
@@ -484,7 +517,8 @@ class PostgresStore(PostgresServeQueries):
             if len(batch) == 1:
                 a = batch[0]
                 res = await self._append_one.execute(
-                    conn, entry_params(a.lease, a.entry), on_result=_written(a.future))
+                    conn, entry_params(a.lease, a.entry), on_result=_written(a.future),
+                    held=self._held)
                 return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
             steps = [("journal_append", _columns(wave)) for wave in waves]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
@@ -495,7 +529,8 @@ class PostgresStore(PostgresServeQueries):
             return [{(r[0], r[1]) for r in await cur.fetchall()} for cur in cursors]
 
         try:
-            per_wave: list[set[tuple[str, int]]] = await self._run_op(go)
+            per_wave: list[set[tuple[str, int]]] = await self._run_op(
+                go, hold=len(batch) == 1)
         except StoreUnavailable as exc:
             for a in batch:
                 _settle(a.future, exc)
