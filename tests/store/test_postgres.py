@@ -425,6 +425,24 @@ async def test_a_start_the_server_refuses_fails_alone(pg: PostgresStore) -> None
 # -- the lone append through libpq (store/postgres/_raw.py) ---------------------------------
 
 
+def test_the_lone_appends_encoder_matches_the_generic_one() -> None:
+    """The store's hand-written encoder of a lone append gives the bytes the generic
+    encoder gives for the same parameters by name, NULLs included."""
+    from tether._types import Lease
+    from tether.store._sql import entry_params
+    from tether.store.postgres._store import _append_one_values
+
+    store = PostgresStore("postgresql://u@h/db")
+    lease = Lease("r\u00e9", "w", 2**40)
+    full = JournalEntry(position=7, kind=OperationKind.STEP, name="n", status=EntryStatus.OK,
+                        result="1", error='{"e": 1}', attempts=3, started_at=1.25,
+                        finished_at=-0.0, next_attempt_at=float("inf"), args="[]")
+    bare = JournalEntry(position=0, kind=OperationKind.STEP, name="", status=EntryStatus.PENDING)
+    for e in (full, bare):
+        assert _append_one_values(lease, e, "utf-8") == store._append_one.values(
+            entry_params(lease, e), "utf-8")
+
+
 @pytest.mark.parametrize("pool_max", [1, 2])  # 2: the writer keeps its connection
 async def test_a_lone_append_keeps_every_field_and_survives_deallocate_all(
         pg_url: str, pool_max: int) -> None:

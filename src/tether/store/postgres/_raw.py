@@ -37,6 +37,8 @@ from psycopg import errors as e
 from psycopg import pq
 
 Conn = psycopg.AsyncConnection[Any]
+#: Parameters already encoded, given the connection's encoding (see Prepared.execute).
+Encoder = Callable[[str], list[bytes | None]]
 
 _FLOAT8 = struct.Struct("!d").pack
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -94,14 +96,17 @@ class Prepared:
         self._on: weakref.WeakKeyDictionary[Conn, str] = weakref.WeakKeyDictionary()
 
     def values(self, params: Mapping[str, Any], encoding: str) -> list[bytes | None]:
+        """``params`` encoded in the statement's order, by the declared types."""
         return [enc(params[n], encoding) for enc, n in zip(self._encode, self.order,
                                                             strict=True)]
 
-    async def execute(self, conn: Conn, params: Mapping[str, Any], *,
+    async def execute(self, conn: Conn, params: Mapping[str, Any] | Encoder, *,
                       on_result: Callable[[pq.abc.PGresult], None] | None = None,
                       held: Held | None = None) -> pq.abc.PGresult:
         """Run the statement on ``conn`` (a pooled connection this task holds, idle);
         return its result (``TUPLES_OK`` or ``COMMAND_OK``) after ``on_result`` saw it.
+        ``params``: by name, or a function of the connection's encoding that returns
+        them encoded as :meth:`values` would (in ``order``, by the declared types).
         ``held``: the :class:`Held` that keeps ``conn`` (and its reader), if any.
 
         Raises: psycopg.Error (as ``conn.execute`` would).
@@ -110,7 +115,8 @@ class Prepared:
         if encoding is None:
             await self._prepare(conn, held)
             encoding = self._on[conn] = conn.info.encoding
-        values = self.values(params, encoding)
+        values = (params(encoding) if callable(params)
+                  else self.values(params, encoding))
         try:
             return await _send_and_read(conn.pgconn, self.name, values, self.formats,
                                         encoding, on_result, held)

@@ -21,7 +21,9 @@ import contextlib
 import logging
 import os
 import select
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -160,6 +162,8 @@ class PostgresStore(PostgresServeQueries):
         #: The lone append (a sequential step) through libpq directly (see _raw).
         self._append_one = Prepared("tether_append_one",
                                     self._q["journal_append_one"], _APPEND_ONE_TYPES)
+        if self._append_one.order != _APPEND_ONE_ORDER:  # queries.sql and the encoder
+            raise AssertionError(f"journal_append_one: {self._append_one.order}")
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush, max_batch=max_batch,
                                     idle=self._release_held)
@@ -495,6 +499,9 @@ class PostgresStore(PostgresServeQueries):
     async def _flush(self, batch: list[Item]) -> None:
         """Write one batch of the group-commit queue: its appends, then its ends of runs
         (each run's end was submitted after its last append was written)."""
+        if len(batch) == 1 and type(batch[0]) is Append:  # a sequential run's step
+            await self._flush_appends(batch)  # type: ignore[arg-type]
+            return
         inserts = [i for i in batch if isinstance(i, Insert)]
         appends = [i for i in batch if isinstance(i, Append)]
         finishes = [i for i in batch if isinstance(i, Finish)]
@@ -507,7 +514,7 @@ class PostgresStore(PostgresServeQueries):
 
     async def _flush_appends(self, batch: list[Append]) -> None:
         """Write one batch of appends in one transaction; resolve every caller."""
-        waves = _waves(batch)
+        waves = _waves(batch) if len(batch) > 1 else [batch]
 
         # A batch is never a prepared statement: a generic plan made while runs was tiny
         # joins it by a nested loop over every running run per entry, which turns a
@@ -517,8 +524,8 @@ class PostgresStore(PostgresServeQueries):
             if len(batch) == 1:
                 a = batch[0]
                 res = await self._append_one.execute(
-                    conn, entry_params(a.lease, a.entry), on_result=_written(a.future),
-                    held=self._held)
+                    conn, partial(_append_one_values, a.lease, a.entry),
+                    on_result=_written(a.future), held=self._held)
                 return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
             steps = [("journal_append", _columns(wave)) for wave in waves]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
@@ -944,6 +951,30 @@ def _columns(wave: list[Append]) -> dict[str, list[Any]]:
         "next_attempt_at": Float8Array([a.entry.next_attempt_at for a in wave]),
         "args": TextArray([a.entry.args for a in wave]),
     }
+
+
+_FLOAT8 = struct.Struct("!d").pack
+
+
+def _append_one_values(lease: Lease, e: JournalEntry, enc: str) -> list[bytes | None]:
+    """``journal_append_one``'s parameters encoded as ``Prepared.values`` would encode
+    ``entry_params`` (order: ``_APPEND_ONE_ORDER``), without a dict and 13 calls."""
+    return [
+        b"%d" % e.position, e.kind.encode(enc), e.name.encode(enc), e.status.encode(enc),
+        None if e.result is None else e.result.encode(enc),
+        None if e.error is None else e.error.encode(enc),
+        b"%d" % e.attempts,
+        None if e.started_at is None else _FLOAT8(e.started_at),
+        None if e.finished_at is None else _FLOAT8(e.finished_at),
+        None if e.next_attempt_at is None else _FLOAT8(e.next_attempt_at),
+        None if e.args is None else e.args.encode(enc),
+        lease.run_id.encode(enc), b"%d" % lease.fencing_token,
+    ]
+
+
+_APPEND_ONE_ORDER = ("position", "kind", "name", "status", "result", "error", "attempts",
+                     "started_at", "finished_at", "next_attempt_at", "args", "run_id",
+                     "fencing_token")
 
 
 def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
