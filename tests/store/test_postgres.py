@@ -490,6 +490,28 @@ async def test_a_lone_append_the_server_refuses_is_a_store_error(pg: PostgresSto
     assert len(await pg.journal_read("r1")) == 1
 
 
+async def test_a_kept_connection_the_server_closes_is_replaced_without_an_error(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """The connection the writer keeps between lone appends is terminated while nothing
+    is in flight: its reader sees the server's goodbye, and the next append runs on a
+    fresh connection instead of failing (as a checkout skips a dead idle connection)."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=2)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        conn = await store._checkout()
+        store._held.attach(conn)  # as the writer keeps it in the middle of a run's steps
+        await raw.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+        deadline = time.monotonic() + 5
+        while not store._held.broken:
+            assert time.monotonic() < deadline, "the kept connection's reader saw nothing"
+            await asyncio.sleep(0.01)
+        await store.journal_append(lease=lease, entry=entry(0))
+        assert [e.position for e in await store.journal_read("r1")] == [0]
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("pool_max", [1, 2])
 async def test_a_lone_append_whose_connection_dies_in_flight_is_store_unavailable(
         pg_url: str, raw: psycopg.AsyncConnection[object], pool_max: int) -> None:

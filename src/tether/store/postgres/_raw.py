@@ -154,9 +154,9 @@ class Held:
         self._on_readable: Callable[[], None] | None = None
 
     def attach(self, conn: Conn) -> None:
-        self.conn, self.broken = conn, False
+        fd = conn.pgconn.socket  # raises for a closed connection: nothing kept then
+        self.conn, self.broken, self._fd = conn, False, fd
         self._loop = asyncio.get_running_loop()
-        self._fd = conn.pgconn.socket
         self.resume()
 
     def detach(self) -> Conn | None:

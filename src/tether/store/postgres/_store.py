@@ -317,7 +317,11 @@ class PostgresStore(PostgresServeQueries):
         if conn is None or held.broken:
             await self._release_held()
             conn = await self._checkout()
-            held.attach(conn)
+            try:
+                held.attach(conn)
+            except BaseException:  # e.g. a closed connection has no socket
+                await self._pool.putconn(conn)  # type: ignore[union-attr]
+                raise
         try:
             return await fn(conn)
         except BaseException:
