@@ -490,6 +490,28 @@ async def test_a_lone_append_the_server_refuses_is_a_store_error(pg: PostgresSto
     assert len(await pg.journal_read("r1")) == 1
 
 
+async def test_a_lone_append_whose_commit_fails_is_an_error(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """The statement succeeds and returns its row, then the implicit transaction's
+    commit fails (a deferred constraint trigger): the append raises, as psycopg's own
+    execute does, and nothing is stored."""
+    await raw.execute("""
+        CREATE FUNCTION tether.refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.result = '"refuse"' THEN RAISE EXCEPTION 'refused at commit'; END IF;
+            RETURN NULL;
+        END $$""")
+    await raw.execute("""
+        CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON tether.journal
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tether.refuse_at_commit()""")
+    lease = (await start_and_claim(pg, "r1")).lease
+    with pytest.raises(StoreError, match="refused at commit"):
+        await pg.journal_append(lease=lease, entry=entry(0, result='"refuse"'))
+    assert await pg.journal_read("r1") == []
+    await pg.journal_append(lease=lease, entry=entry(0))
+    assert len(await pg.journal_read("r1")) == 1
+
+
 async def test_a_kept_connection_the_server_closes_is_replaced_without_an_error(
         pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
     """The connection the writer keeps between lone appends is terminated while nothing

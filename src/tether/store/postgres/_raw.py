@@ -202,18 +202,21 @@ async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[by
                 if res is not None:
                     results.append(res)
                     continue
-                # The whole answer is in: one result for one statement.
-                first = results[0] if results else None
-                if first is None:
+                # The whole answer is in (ReadyForQuery: the implicit transaction has
+                # committed or failed). Every result is checked, as psycopg does: a
+                # failed commit comes after the statement's own result.
+                if not results:
                     raise e.InternalError("got no result from the query")
-                if first.status == pq.ExecStatus.FATAL_ERROR:
-                    raise e.error_from_result(first, encoding=encoding)
-                if first.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-                    raise e.InternalError(
-                        f"unexpected result status: {pq.ExecStatus(first.status).name}")
+                for res in results:
+                    if res.status == pq.ExecStatus.FATAL_ERROR:
+                        raise e.error_from_result(res, encoding=encoding)
+                    if res.status not in (pq.ExecStatus.TUPLES_OK,
+                                          pq.ExecStatus.COMMAND_OK):
+                        raise e.InternalError(
+                            f"unexpected result status: {pq.ExecStatus(res.status).name}")
                 if on_result is not None:
-                    on_result(first)
-                fut.set_result(first)
+                    on_result(results[0])
+                fut.set_result(results[0])
                 return
         except OSError as exc:
             fut.set_exception(e.OperationalError("connection socket closed"))
