@@ -13,8 +13,10 @@ The callback also hands the answer to ``on_result`` at once, so a caller waiting
 statement (a step of a run) is woken in the same pass of the event loop as the task that
 ran the statement, not one pass later.
 
-Errors are psycopg's own: an error answer becomes ``psycopg.errors.error_from_result``
-(the class of its SQLSTATE, as ``conn.execute`` raises it), a failed read or send the
+Errors are psycopg's own: an error result becomes ``psycopg.errors.error_from_result``
+(the class of its SQLSTATE, as ``conn.execute`` raises it; every result of the answer is
+checked, since a failed implicit COMMIT follows the statement's own result), a failed
+read or send the
 ``OperationalError`` libpq's wrappers raise, so ``translate_errors`` maps them exactly as
 before. A statement the server no longer knows (``DEALLOCATE ALL``, which psycopg sends
 after a ``ROLLBACK`` on the connection) is prepared again and sent again: an execution of
