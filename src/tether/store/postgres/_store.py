@@ -310,8 +310,9 @@ class PostgresStore(PostgresServeQueries):
         """Run ``fn`` on the connection the group-commit writer keeps between consecutive
         lone appends (a sequential run's steps), checked out when there is none; it goes
         back to the pool when the writer has nothing queued (``_release_held``), when
-        ``fn`` fails, and when the server is closing it. Only with ``pool_max`` above 1,
-        so that it never keeps other operations waiting for the pool."""
+        ``fn`` fails, and when the server is closing it. Only with ``pool_max`` above 1:
+        with a single connection, heartbeats and reads would wait behind a long
+        sequential run."""
         held = self._held
         conn = held.conn
         if conn is None or held.broken:
