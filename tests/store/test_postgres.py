@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tether.errors import ConfigError, LeaseLost, StoreUnavailable
+from tether._types import EntryStatus, JournalEntry, OperationKind
+from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore
@@ -419,6 +420,141 @@ async def test_a_start_the_server_refuses_fails_alone(pg: PostgresStore) -> None
     assert isinstance(results[1], TetherError)
     assert [r[0].run_id for r in (results[0], results[2])] == ["a", "b"]  # type: ignore[index]
     assert sorted(r.run_id for r in await pg.run_list()) == ["a", "b"]
+
+
+# -- the lone append through libpq (store/postgres/_raw.py) ---------------------------------
+
+
+def test_the_lone_appends_encoder_matches_the_generic_one() -> None:
+    """The store's hand-written encoder of a lone append gives the bytes the generic
+    encoder gives for the same parameters by name, NULLs included."""
+    from tether._types import Lease
+    from tether.store._sql import entry_params
+    from tether.store.postgres._store import _append_one_values
+
+    store = PostgresStore("postgresql://u@h/db")
+    lease = Lease("r\u00e9", "w", 2**40)
+    full = JournalEntry(position=7, kind=OperationKind.STEP, name="n", status=EntryStatus.OK,
+                        result="1", error='{"e": 1}', attempts=3, started_at=1.25,
+                        finished_at=-0.0, next_attempt_at=float("inf"), args="[]")
+    bare = JournalEntry(position=0, kind=OperationKind.STEP, name="", status=EntryStatus.PENDING)
+    for e in (full, bare):
+        assert _append_one_values(lease, e, "utf-8") == store._append_one.values(
+            entry_params(lease, e), "utf-8")
+
+
+@pytest.mark.parametrize("pool_max", [1, 2])  # 2: the writer keeps its connection
+async def test_a_lone_append_keeps_every_field_and_survives_deallocate_all(
+        pg_url: str, pool_max: int) -> None:
+    """The prepared lone append writes each field as given (texts, integers, floats,
+    NULLs), and after the server forgot its prepared statements (DEALLOCATE ALL, which
+    psycopg sends after a ROLLBACK) it prepares it again instead of failing. A
+    connection the writer kept goes back to the pool once the writer is idle."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=pool_max)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        first = JournalEntry(position=0, kind=OperationKind.STEP, name="h\u00e9 \U0001f600",
+                             status=EntryStatus.OK,
+                             result='{"x": 1}', error=None, attempts=2**31 - 1,
+                             started_at=1.5e9 + 0.123456789, finished_at=-0.0,
+                             next_attempt_at=None, args="[1]")
+        await store.journal_append(lease=lease, entry=first)
+        await asyncio.sleep(0.05)
+        assert store._held.conn is None
+        conns = [await store._checkout() for _ in range(pool_max)]  # every connection
+        names: set[str] = set()
+        for conn in conns:
+            cur = await conn.execute("SELECT name FROM pg_prepared_statements")
+            names.update(r[0] for r in await cur.fetchall())
+            await conn.execute("DEALLOCATE ALL")
+        assert "tether_append_one" in names
+        for conn in conns:
+            await store._pool.putconn(conn)  # type: ignore[union-attr]
+        await store.journal_append(lease=lease, entry=entry(1))
+        journal = await store.journal_read("r1")
+        assert journal == [first, entry(1)]
+        assert str(journal[0].finished_at) == "-0.0"
+    finally:
+        await store.close()
+
+
+async def test_a_lone_append_the_server_refuses_is_a_store_error(pg: PostgresStore) -> None:
+    """An entry the server refuses (a NUL byte in a text) fails that append with
+    StoreError, not StoreUnavailable, and the connection serves the next one."""
+    lease = (await start_and_claim(pg, "r1")).lease
+    with pytest.raises(StoreError) as caught:
+        await pg.journal_append(lease=lease, entry=entry(0, result="x\x00y"))
+    assert not isinstance(caught.value, StoreUnavailable)
+    await pg.journal_append(lease=lease, entry=entry(0))
+    assert len(await pg.journal_read("r1")) == 1
+
+
+async def test_a_lone_append_whose_commit_fails_is_an_error(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """The statement succeeds and returns its row, then the implicit transaction's
+    commit fails (a deferred constraint trigger): the append raises, as psycopg's own
+    execute does, and nothing is stored."""
+    await raw.execute("""
+        CREATE FUNCTION tether.refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.result = '"refuse"' THEN RAISE EXCEPTION 'refused at commit'; END IF;
+            RETURN NULL;
+        END $$""")
+    await raw.execute("""
+        CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON tether.journal
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tether.refuse_at_commit()""")
+    lease = (await start_and_claim(pg, "r1")).lease
+    with pytest.raises(StoreError, match="refused at commit"):
+        await pg.journal_append(lease=lease, entry=entry(0, result='"refuse"'))
+    assert await pg.journal_read("r1") == []
+    await pg.journal_append(lease=lease, entry=entry(0))
+    assert len(await pg.journal_read("r1")) == 1
+
+
+async def test_a_kept_connection_the_server_closes_is_replaced_without_an_error(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """The connection the writer keeps between lone appends is terminated while nothing
+    is in flight: its reader sees the server's goodbye, and the next append runs on a
+    fresh connection instead of failing (as a checkout skips a dead idle connection)."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=2)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        conn = await store._checkout()
+        store._held.attach(conn)  # as the writer keeps it in the middle of a run's steps
+        await raw.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+        deadline = time.monotonic() + 5
+        while not store._held.broken:
+            assert time.monotonic() < deadline, "the kept connection's reader saw nothing"
+            await asyncio.sleep(0.01)
+        await store.journal_append(lease=lease, entry=entry(0))
+        assert [e.position for e in await store.journal_read("r1")] == [0]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("pool_max", [1, 2])
+async def test_a_lone_append_whose_connection_dies_in_flight_is_store_unavailable(
+        pg_url: str, raw: psycopg.AsyncConnection[object], pool_max: int) -> None:
+    """The backend running an append (held up by a row lock) is terminated: the append
+    raises StoreUnavailable, and the next one succeeds on a new connection."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=pool_max)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r1")).lease
+        await store.journal_append(lease=lease, entry=entry(0))
+        async with raw.transaction():
+            await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
+            append = asyncio.create_task(store.journal_append(lease=lease, entry=entry(1)))
+            assert await _blocked(append)
+            assert await _terminate(raw, "tether") >= 1
+            with pytest.raises(StoreUnavailable):
+                await append
+        await store.journal_append(lease=lease, entry=entry(1))
+        assert [e.position for e in await store.journal_read("r1")] == [0, 1]
+    finally:
+        await store.close()
 
 
 # -- row locks: fencing and wake-ups under concurrency -----------------------------------------

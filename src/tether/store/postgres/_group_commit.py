@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
+
+log = logging.getLogger("tether.store.postgres")
 
 
 @dataclass(slots=True)
@@ -61,8 +64,11 @@ class AppendWriter:
     ``flush``."""
 
     def __init__(self, flush: Callable[[list[Item]], Awaitable[None]], *,
-                 max_batch: int = 1000) -> None:
+                 max_batch: int = 1000,
+                 idle: Callable[[], Awaitable[None]] | None = None) -> None:
         self._flush = flush
+        #: Called when the queue is found empty, before waiting for more.
+        self._idle = idle
         self.max_batch = max_batch
         self._queue: list[Item] = []
         self._ready = asyncio.Event()
@@ -113,6 +119,13 @@ class AppendWriter:
     async def _run(self) -> None:
         while True:
             if not self._queue:
+                if self._idle is not None:
+                    try:
+                        await self._idle()
+                    except Exception:  # the writer must keep serving
+                        log.warning("group commit: idle hook failed", exc_info=True)
+                    if self._queue:
+                        continue
                 if self._closing:
                     return
                 self._ready.clear()

@@ -21,12 +21,15 @@ import contextlib
 import logging
 import os
 import select
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
+from psycopg.pq.abc import PGresult
 
 from tether._types import (
     ENDED,
@@ -71,6 +74,7 @@ from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
+from tether.store.postgres._raw import Held, Prepared
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
 if TYPE_CHECKING:
@@ -83,6 +87,13 @@ _FINAL = tuple(s.value for s in ENDED)
 _SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
 #: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
 _TXN_RETRIES = 3
+
+#: The parameters of ``journal_append_one``, by their columns' types.
+_APPEND_ONE_TYPES = {
+    "run_id": "text", "fencing_token": "bigint", "position": "integer", "kind": "text",
+    "name": "text", "status": "text", "result": "text", "error": "text",
+    "attempts": "integer", "started_at": "float8", "finished_at": "float8",
+    "next_attempt_at": "float8", "args": "text"}
 
 Conn = psycopg.AsyncConnection[Any]
 Params = Mapping[str, Any] | None
@@ -148,8 +159,15 @@ class PostgresStore(PostgresServeQueries):
         self._q = {name: sql.replace("{schema}", self.schema)
                    for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
         self._channel = self.cfg.channel
+        #: The lone append (a sequential step) through libpq directly (see _raw).
+        self._append_one = Prepared("tether_append_one",
+                                    self._q["journal_append_one"], _APPEND_ONE_TYPES)
+        if self._append_one.order != _APPEND_ONE_ORDER:  # queries.sql and the encoder
+            raise AssertionError(f"journal_append_one: {self._append_one.order}")
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
-        self._writer = AppendWriter(self._flush, max_batch=max_batch)
+        self._writer = AppendWriter(self._flush, max_batch=max_batch,
+                                    idle=self._release_held)
+        self._held = Held()
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
@@ -199,6 +217,7 @@ class PostgresStore(PostgresServeQueries):
             return
         self._closed = True
         await self._writer.close()
+        await self._release_held()
         await self._listener.close()
         await self._events.close()
         pool, self._pool = self._pool, None
@@ -245,8 +264,7 @@ class PostgresStore(PostgresServeQueries):
 
     # -- connections and transactions ---------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Conn]:
+    async def _checkout(self) -> Conn:
         pool = self._pool
         if pool is None or self._closed:
             raise StoreError("store is not open")
@@ -259,17 +277,25 @@ class PostgresStore(PostgresServeQueries):
             with contextlib.suppress(Exception):
                 await conn.close()
             await pool.putconn(conn)
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        conn = await self._checkout()
         try:
             yield conn
         finally:
-            await pool.putconn(conn)
+            await self._pool.putconn(conn)  # type: ignore[union-attr]
 
-    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]], *, hold: bool = False) -> Any:
         """Run ``fn`` on a pooled connection, translating errors; rerun it when the
-        server rolled its transaction back for a deadlock or serialization failure."""
+        server rolled its transaction back for a deadlock or serialization failure.
+        ``hold``: on the connection the writer keeps (``_on_held``)."""
         for attempt in range(_TXN_RETRIES + 1):
             try:
                 with translate_errors(self.cfg):
+                    if hold and self.pool_max > 1:
+                        return await self._on_held(fn)
                     async with self._connection() as conn:
                         return await fn(conn)
             except psycopg.errors.TransactionRollback as exc:
@@ -279,6 +305,34 @@ class PostgresStore(PostgresServeQueries):
                         f"({exc.sqlstate})") from exc
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def _on_held(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+        """Run ``fn`` on the connection the group-commit writer keeps between consecutive
+        lone appends (a sequential run's steps), checked out when there is none; it goes
+        back to the pool when the writer has nothing queued (``_release_held``), when
+        ``fn`` fails, and when the server is closing it. Only with ``pool_max`` above 1:
+        with a single connection, heartbeats and reads would wait behind a long
+        sequential run."""
+        held = self._held
+        conn = held.conn
+        if conn is None or held.broken:
+            await self._release_held()
+            conn = await self._checkout()
+            try:
+                held.attach(conn)
+            except BaseException:  # e.g. a closed connection has no socket
+                await self._pool.putconn(conn)  # type: ignore[union-attr]
+                raise
+        try:
+            return await fn(conn)
+        except BaseException:
+            await self._release_held()
+            raise
+
+    async def _release_held(self) -> None:
+        conn = self._held.detach()
+        if conn is not None and self._pool is not None:
+            await self._pool.putconn(conn)
 
     async def _one(self, name: str, params: Params, *, prepare: bool | None = None) -> Any:
         """Run one named query (one round trip); return its cursor's rows and rowcount."""
@@ -452,6 +506,9 @@ class PostgresStore(PostgresServeQueries):
     async def _flush(self, batch: list[Item]) -> None:
         """Write one batch of the group-commit queue: its appends, then its ends of runs
         (each run's end was submitted after its last append was written)."""
+        if len(batch) == 1 and type(batch[0]) is Append:  # a sequential run's step
+            await self._flush_appends(batch)  # type: ignore[arg-type]
+            return
         inserts = [i for i in batch if isinstance(i, Insert)]
         appends = [i for i in batch if isinstance(i, Append)]
         finishes = [i for i in batch if isinstance(i, Finish)]
@@ -464,7 +521,7 @@ class PostgresStore(PostgresServeQueries):
 
     async def _flush_appends(self, batch: list[Append]) -> None:
         """Write one batch of appends in one transaction; resolve every caller."""
-        waves = _waves(batch)
+        waves = _waves(batch) if len(batch) > 1 else [batch]
 
         # A batch is never a prepared statement: a generic plan made while runs was tiny
         # joins it by a nested loop over every running run per entry, which turns a
@@ -473,9 +530,10 @@ class PostgresStore(PostgresServeQueries):
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
             if len(batch) == 1:
                 a = batch[0]
-                cursors = [await conn.execute(self._q["journal_append_one"],
-                                              entry_params(a.lease, a.entry))]
-                return [{(r[0], r[1]) for r in await cursors[0].fetchall()}]
+                res = await self._append_one.execute(
+                    conn, partial(_append_one_values, a.lease, a.entry),
+                    on_result=_written(a.future), held=self._held)
+                return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
             steps = [("journal_append", _columns(wave)) for wave in waves]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
                 cursors = [await conn.execute(self._q[steps[0][0]], steps[0][1],
@@ -485,7 +543,8 @@ class PostgresStore(PostgresServeQueries):
             return [{(r[0], r[1]) for r in await cur.fetchall()} for cur in cursors]
 
         try:
-            per_wave: list[set[tuple[str, int]]] = await self._run_op(go)
+            per_wave: list[set[tuple[str, int]]] = await self._run_op(
+                go, hold=len(batch) == 1)
         except StoreUnavailable as exc:
             for a in batch:
                 _settle(a.future, exc)
@@ -901,6 +960,39 @@ def _columns(wave: list[Append]) -> dict[str, list[Any]]:
         "next_attempt_at": Float8Array([a.entry.next_attempt_at for a in wave]),
         "args": TextArray([a.entry.args for a in wave]),
     }
+
+
+_FLOAT8 = struct.Struct("!d").pack
+
+
+def _append_one_values(lease: Lease, e: JournalEntry, enc: str) -> list[bytes | None]:
+    """``journal_append_one``'s parameters encoded as ``Prepared.values`` would encode
+    ``entry_params`` (order: ``_APPEND_ONE_ORDER``), without a dict and 13 calls."""
+    return [
+        b"%d" % e.position, e.kind.encode(enc), e.name.encode(enc), e.status.encode(enc),
+        None if e.result is None else e.result.encode(enc),
+        None if e.error is None else e.error.encode(enc),
+        b"%d" % e.attempts,
+        None if e.started_at is None else _FLOAT8(e.started_at),
+        None if e.finished_at is None else _FLOAT8(e.finished_at),
+        None if e.next_attempt_at is None else _FLOAT8(e.next_attempt_at),
+        None if e.args is None else e.args.encode(enc),
+        lease.run_id.encode(enc), b"%d" % lease.fencing_token,
+    ]
+
+
+_APPEND_ONE_ORDER = ("position", "kind", "name", "status", "result", "error", "attempts",
+                     "started_at", "finished_at", "next_attempt_at", "args", "run_id",
+                     "fencing_token")
+
+
+def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
+    """Resolve a lone append's caller as soon as its statement's answer is read (in the
+    reader callback): a written entry returns its row."""
+    def done(res: PGresult) -> None:
+        if res.ntuples and not fut.done():
+            fut.set_result(None)
+    return done
 
 
 def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
