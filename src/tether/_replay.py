@@ -178,8 +178,8 @@ class AttemptWriter:
 
     def note(self, attempt_id: str, row: AttemptRow) -> None:
         """Note an attempt's state: ``row`` holds ``AttemptRecord``'s fields in order
-        (a tuple costs a step far less than the frozen record, which is built once per
-        attempt, when the buffer is written); a later state replaces an earlier one."""
+        (a tuple costs a step less than the record, which is built once per attempt,
+        when the buffer is written); a later state replaces an earlier one."""
         self._buffer[attempt_id] = row
         self._buffered_runs.add(row[1])
         if self._timer is None:
