@@ -66,6 +66,34 @@ _dumps = json.JSONEncoder(
     default=_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False
 ).encode
 _loads = json.loads
+_quote = json.encoder.encode_basestring  # what the encoder above writes a str as
+
+
+def _scalar_json(value: object) -> str | None:
+    """The JSON text ``_dumps`` gives for an ``int``, a ``str`` or ``None`` (exactly
+    those types), or for a list or tuple of one to four of them; ``None`` for anything
+    else. Steps' arguments and results are often that, and ``_dumps`` builds a new C
+    encoder for every value that is not a bare ``str``."""
+    if type(value) is str:
+        return _quote(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if (type(value) is list or type(value) is tuple) and 0 < len(value) <= 4:
+        parts = []
+        for item in value:
+            t = type(item)
+            if t is int:
+                parts.append(int.__repr__(item))
+            elif t is str:
+                parts.append(_quote(item))
+            elif item is None:
+                parts.append("null")
+            else:
+                return None
+        return "[" + ",".join(parts) + "]"
+    return None
 
 
 class Codec:
@@ -89,7 +117,7 @@ class Codec:
     def encode(self, value: object, what: str) -> str:
         """Encode ``value``; ``what`` names it in errors ("result of step 'search'")."""
         try:
-            text = _dumps(value)
+            text = _scalar_json(value) or _dumps(value)
         except _Unserializable as exc:
             raise NotSerializable(what, _type_name(exc.value)) from None
         except ValueError as exc:  # NaN/inf, circular references

@@ -48,7 +48,6 @@ from tether.errors import (
     SignalTimeout,
     StepTimeout,
 )
-from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait
 
 R = TypeVar("R")
@@ -187,11 +186,18 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
                    kwargs: dict[str, Any]) -> Any:
     """A step: answered from the journal, or run under its retry policy until it succeeds
     or fails for good. Each attempt's outcome is journaled before the step goes on; the
-    retry decision is ``decide_retry`` (pure)."""
-    task = asyncio.current_task()
+    retry decision is ``decide_retry`` (pure).
+
+    This runs once per step of every run, so its common path (a first execution that
+    succeeds) is kept flat: no coroutine of its own for the checks, the encoding, the
+    call of an async step or the journaling of its result."""
+    # (its loop given: ``current_task()`` would look it up, a getpid() system call)
+    task = asyncio.current_task(ctx._loop)
     if task is not None:
         ctx.tasks.add(task)
-    await ctx.enter(pos)
+    if (ctx.stop is not None or ctx.draining or ctx.cancel_requested
+            or pos in ctx.journal):
+        await ctx.enter(pos)  # (otherwise it would do nothing)
     name = sdef.name
     entry = ctx.recorded(pos, OperationKind.STEP, name)
     if entry is not None and entry.status != PENDING:
@@ -199,19 +205,27 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         value = _outcome(ctx, entry, sdef)
         ctx.count_replay(sdef, pos, value)
         return value
-    args_text = await _encode_args(ctx, name, pos, args, kwargs)
+    codec = ctx.codec
+    try:
+        args_text = codec.encode([list(args), kwargs] if kwargs else list(args),
+                                 f"arguments of step {name!r}")
+    except PayloadError as exc:
+        await _args_unstorable(ctx, name, pos, exc)
+        raise
     ctx.executed += 1
     state = _Attempts.resume(ctx, name, entry)
+    writer = ctx.attempt_writer
     while True:
         if state.next_at is not None:
-            await ctx.wait_until(state.next_at, state.waiting_for)
+            await ctx.wait_until(state.next_at, state.waiting_for or f"retry {name}")
             await ctx.enter(pos)
         started = ctx.clock.now()
         state.begin(started)
         # Every attempt's history, with the worker running it (written off the hot path).
-        record = AttemptRecord(ctx.attempt_writer.next_id(), ctx.run_id, ctx.generation, pos,
-                               name, state.attempts, ctx.lease.worker_id, "running", started)
-        ctx.attempt_writer.note(record)
+        attempt_id = writer.next_id()
+        head = (attempt_id, ctx.run_id, ctx.generation, pos, name, state.attempts,
+                ctx.lease.worker_id)
+        writer.note(attempt_id, (*head, "running", started, None, None))
         try:
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
@@ -223,27 +237,36 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         except (_Stop, asyncio.CancelledError):
             raise
         except _Interrupted:
-            ctx.attempt_writer.note(_ended(record, "cancelled", ctx.clock.now()))
+            writer.note(attempt_id, (*head, "cancelled", started, ctx.clock.now(), None))
             await ctx.enter(pos)  # delivers the cancel at this position
             continue  # (a cancel already delivered: the step runs again)
         except BaseException as exc:
             # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
             # failed attempt like any other, not the worker's end (the worker's own
             # shutdown arrives as CancelledError, handled above).
-            ctx.attempt_writer.note(_ended(
-                record, "postponed" if isinstance(exc, Postpone) else "error",
-                ctx.clock.now(), ctx.codec.encode_error(error_to_dict(exc))))
+            writer.note(attempt_id, (
+                *head, "postponed" if isinstance(exc, Postpone) else "error", started,
+                ctx.clock.now(), codec.encode_error(error_to_dict(exc))))
             await _record_failure(ctx, sdef, pos, state, exc, args_text)
             continue
-        ctx.attempt_writer.note(_ended(record, "ok", ctx.clock.now()))
-        return await _record_success(ctx, sdef, pos, state, value, args_text)
-
-
-def _ended(a: AttemptRecord, status: str, finished_at: float,
-           error: str | None = None) -> AttemptRecord:
-    """``a`` finished (``dataclasses.replace`` costs several times more per step)."""
-    return AttemptRecord(a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
-                         a.worker_id, status, a.started_at, finished_at, error)
+        now = ctx.clock.now()
+        writer.note(attempt_id, (*head, "ok", started, now, None))
+        # The result is journaled before the workflow goes on; a result that cannot be
+        # stored fails the step for good.
+        try:
+            text = codec.encode(value, f"result of step {name!r}")
+        except PayloadError as exc:
+            err = codec.encode_error(error_to_dict(exc, attempts=state.attempts))
+            await ctx.write(JournalEntry(
+                pos, OperationKind.STEP, name, ERROR, error=err, attempts=state.attempts,
+                started_at=state.first_at, finished_at=now, args=args_text,
+            ))
+            raise step_error(codec.decode(err), step=name, position=pos) from exc
+        await ctx.write(JournalEntry(
+            pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
+            started_at=state.first_at, finished_at=now, args=args_text,
+        ))
+        return codec.decode_encoded(value, text, sdef.return_annotation)
 
 
 @dataclass(slots=True)
@@ -254,11 +277,12 @@ class _Attempts:
     attempts: int = 0
     first_at: float | None = None
     next_at: float | None = None
+    #: What the run waits for before the next attempt ("" : "retry <step>").
     waiting_for: str = ""
 
     @classmethod
     def resume(cls, ctx: RunContext, name: str, entry: JournalEntry | None) -> _Attempts:
-        state = cls(waiting_for=f"retry {name}")
+        state = cls()
         if entry is None:
             return state
         state.attempts = entry.attempts
@@ -276,19 +300,13 @@ class _Attempts:
         self.attempts += 1
 
 
-async def _encode_args(ctx: RunContext, name: str, pos: int, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> str:
-    """The step's arguments as journaled JSON; arguments that cannot be stored fail the
-    step before it runs (recorded, so replay fails the same way)."""
-    try:
-        return ctx.codec.encode([list(args), kwargs] if kwargs else list(args),
-                                f"arguments of step {name!r}")
-    except PayloadError as exc:
-        now = ctx.clock.now()
-        await ctx.write(JournalEntry(pos, OperationKind.STEP, name, ERROR,
-                                     error=ctx.codec.encode_error(error_to_dict(exc)),
-                                     started_at=now, finished_at=now))
-        raise
+async def _args_unstorable(ctx: RunContext, name: str, pos: int, exc: PayloadError) -> None:
+    """Arguments that cannot be stored fail the step before it runs (recorded, so replay
+    fails the same way)."""
+    now = ctx.clock.now()
+    await ctx.write(JournalEntry(pos, OperationKind.STEP, name, ERROR,
+                                 error=ctx.codec.encode_error(error_to_dict(exc)),
+                                 started_at=now, finished_at=now))
 
 
 async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
@@ -318,27 +336,6 @@ async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
                          else f"retry {sdef.name}")
 
 
-async def _record_success(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
-                          value: Any, args_text: str) -> Any:
-    """Journal the result; a result that cannot be stored fails the step for good."""
-    now = ctx.clock.now()
-    name = sdef.name
-    try:
-        text = ctx.codec.encode(value, f"result of step {name!r}")
-    except PayloadError as exc:
-        err = ctx.codec.encode_error(error_to_dict(exc, attempts=state.attempts))
-        await ctx.write(JournalEntry(
-            pos, OperationKind.STEP, name, ERROR, error=err, attempts=state.attempts,
-            started_at=state.first_at, finished_at=now, args=args_text,
-        ))
-        raise step_error(ctx.codec.decode(err), step=name, position=pos) from exc
-    await ctx.write(JournalEntry(
-        pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
-        started_at=state.first_at, finished_at=now, args=args_text,
-    ))
-    return ctx.codec.decode_encoded(value, text, sdef.return_annotation)
-
-
 async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
     """Take from the step's rate limit, or postpone the step until it can."""
     rl = sdef.rate_limit
@@ -351,68 +348,66 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
 
 async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
                   kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
-    token = current_step.set(info)
-    try:
-        if sdef.is_async:
-            return await _invoke_async(ctx, sdef, args, kwargs, task)
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        call = functools.partial(context.run, sdef.fn, *args, **kwargs)
-        inner = loop.run_in_executor(ctx.executor, call)
-        ctx._step_tasks.add(inner)
-        try:
-            if sdef.timeout is None:
-                return await inner
-            return await asyncio.wait_for(inner, sdef.timeout)
-        except TimeoutError:
-            if inner.done() and not inner.cancelled():
-                raise  # the step itself raised TimeoutError
-            raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if (inner.cancelled() and ctx.cancel_requested and task is not None
-                    and not task.cancelling()):
-                raise _Interrupted() from None
-            raise
-        finally:
-            ctx._step_tasks.discard(inner)
-    finally:
-        current_step.reset(token)
+    """One attempt of the step, with ``current_step`` set.
 
-
-async def _invoke_async(ctx: RunContext, sdef: StepDef, args: tuple[Any, ...],
-                        kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
-    """An async step, awaited in the task that runs the operation (a task of its own per
+    An async step is awaited in the task that runs the operation (a task of its own per
     step cost two more trips through the event loop per step). A cancel request
     interrupts it by cancelling this task (``RunContext.request_cancel``) and the cancel
     is taken back here (``uncancel``), as ``asyncio.timeout`` does for the timeout.
-    ``task`` is the current task (``run_step`` looked it up)."""
-    assert task is not None
-    ctx._step_tasks.add(task)
-    scope: asyncio.Timeout | None = None
+    ``task`` is the current task (``run_step`` looked it up). A sync step runs in the
+    executor, with the caller's context."""
+    token = current_step.set(info)
     try:
-        if sdef.timeout is None:
-            return await sdef.fn(*args, **kwargs)
-        async with asyncio.timeout(sdef.timeout) as scope:
-            return await sdef.fn(*args, **kwargs)
-    except TimeoutError:
-        if scope is not None and scope.expired():
-            raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
-        raise  # the step itself raised TimeoutError
-    except asyncio.CancelledError:
-        if task in ctx.step_interrupts:
-            ctx.step_interrupts.discard(task)
-            # Interrupted by the cancel request alone (no other cancel of this task,
-            # such as the worker's shutdown, is pending).
-            if task.uncancel() == 0 and ctx.cancel_requested:
-                raise _Interrupted() from None
-        raise
+        if not sdef.is_async:
+            context = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            call = functools.partial(context.run, sdef.fn, *args, **kwargs)
+            inner = loop.run_in_executor(ctx.executor, call)
+            ctx._step_tasks.add(inner)
+            try:
+                if sdef.timeout is None:
+                    return await inner
+                return await asyncio.wait_for(inner, sdef.timeout)
+            except TimeoutError:
+                if inner.done() and not inner.cancelled():
+                    raise  # the step itself raised TimeoutError
+                raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if (inner.cancelled() and ctx.cancel_requested and current is not None
+                        and not current.cancelling()):
+                    raise _Interrupted() from None
+                raise
+            finally:
+                ctx._step_tasks.discard(inner)
+        assert task is not None
+        ctx._step_tasks.add(task)
+        scope: asyncio.Timeout | None = None
+        try:
+            if sdef.timeout is None:
+                return await sdef.fn(*args, **kwargs)
+            async with asyncio.timeout(sdef.timeout) as scope:
+                return await sdef.fn(*args, **kwargs)
+        except TimeoutError:
+            if scope is not None and scope.expired():
+                raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
+            raise  # the step itself raised TimeoutError
+        except asyncio.CancelledError:
+            if task in ctx.step_interrupts:
+                ctx.step_interrupts.discard(task)
+                # Interrupted by the cancel request alone (no other cancel of this task,
+                # such as the worker's shutdown, is pending).
+                if task.uncancel() == 0 and ctx.cancel_requested:
+                    raise _Interrupted() from None
+            raise
+        finally:
+            ctx._step_tasks.discard(task)
+            if task in ctx.step_interrupts:
+                # The step returned or raised despite the cancel (it swallowed it).
+                ctx.step_interrupts.discard(task)
+                task.uncancel()
     finally:
-        ctx._step_tasks.discard(task)
-        if task in ctx.step_interrupts:
-            # The step returned or raised despite the cancel (it swallowed it).
-            ctx.step_interrupts.discard(task)
-            task.uncancel()
+        current_step.reset(token)
 
 
 def _outcome(ctx: RunContext, entry: JournalEntry, sdef: StepDef) -> Any:

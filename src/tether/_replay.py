@@ -87,8 +87,11 @@ class Continue:
 
 StopReason = Release | Blocked | Lost | Continue
 
-#: Seconds an attempt's start may wait before it is written (see ``_record_attempt``).
+#: Seconds an attempt's start may wait before it is written (see ``AttemptWriter``).
 ATTEMPT_WRITE_DELAY = 0.05
+
+#: An attempt's state as noted: ``AttemptRecord``'s fields, in order.
+AttemptRow = tuple[str, str, int, int, str, int, str, str, float, float | None, str | None]
 
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
@@ -164,7 +167,7 @@ class AttemptWriter:
         self.store = store
         self._prefix = _uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
-        self._buffer: dict[str, AttemptRecord] = {}
+        self._buffer: dict[str, AttemptRow] = {}
         self._buffered_runs: set[str] = set()  # the runs of the attempts in the buffer
         self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Future[None] | None = None
@@ -173,9 +176,12 @@ class AttemptWriter:
         """A new attempt id, unique across processes (a random prefix and a counter)."""
         return f"{self._prefix}-{next(self._ids)}"
 
-    def note(self, attempt: AttemptRecord) -> None:
-        self._buffer[attempt.attempt_id] = attempt
-        self._buffered_runs.add(attempt.run_id)
+    def note(self, attempt_id: str, row: AttemptRow) -> None:
+        """Note an attempt's state: ``row`` holds ``AttemptRecord``'s fields in order
+        (a tuple costs a step less than the record, which is built once per attempt,
+        when the buffer is written); a later state replaces an earlier one."""
+        self._buffer[attempt_id] = row
+        self._buffered_runs.add(row[1])
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
                                                                 self._write)
@@ -186,7 +192,8 @@ class AttemptWriter:
             self._timer = None
         if not self._buffer:
             return self._last
-        batch, self._buffer = list(self._buffer.values()), {}
+        batch = [AttemptRecord(*row) for row in self._buffer.values()]
+        self._buffer = {}
         self._buffered_runs.clear()
         before = self._last
 
@@ -427,9 +434,6 @@ class RunContext:
                                           "handed back by a draining worker")))
 
     # -- attempts (history, written off the hot path) --------------------------------------
-
-    def _record_attempt(self, attempt: AttemptRecord) -> None:
-        self.attempt_writer.note(attempt)
 
     async def flush_history(self) -> None:
         """Write this run's attempts noted so far and wait for them (at the run's end)."""

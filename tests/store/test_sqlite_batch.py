@@ -137,3 +137,25 @@ def _attempt_chunk() -> int:
     from tether.store.sqlite import _lifecycle
 
     return _lifecycle.ATTEMPT_CHUNK
+
+
+async def test_each_loop_is_answered_on_its_own(store: SqliteStore) -> None:
+    """The store remembers the loop of its last caller (``_running_loop``, to skip
+    ``get_running_loop``'s ``getpid``); a call from another thread's loop, and the
+    first call back on this one, must each still get a future of their own loop."""
+    assert await store.worker_list() == []
+    assert store._last_loop is asyncio.get_running_loop()
+
+    def elsewhere() -> list[Any]:
+        async def call() -> list[Any]:
+            loop = asyncio.get_running_loop()
+            first = await store.worker_list()
+            assert store._last_loop is loop
+            return first
+
+        return asyncio.run(call())  # a new loop in another thread
+
+    assert await asyncio.to_thread(elsewhere) == []
+    assert await asyncio.to_thread(elsewhere) == []  # another loop again: not the stale one
+    assert await store.worker_list() == []
+    assert store._last_loop is asyncio.get_running_loop()

@@ -11,13 +11,16 @@ from tether._types import JournalEntry
 RETRYABLE = ("failed", "blocked", "cancelled")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """One execution attempt of a step, by one worker.
 
     ``status`` is ``running`` while it runs (or if its worker died in it: shown as
     ``interrupted`` once another worker holds the run), then ``ok``, ``error`` (a failed
-    attempt, retried or not) or ``postponed``."""
+    attempt, retried or not) or ``postponed``.
+
+    Not frozen: one is built for every attempt of every step, and a frozen dataclass's
+    ``__init__`` (``object.__setattr__`` per field) costs ~8 times more."""
 
     attempt_id: str
     run_id: str

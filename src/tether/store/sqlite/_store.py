@@ -645,7 +645,7 @@ class SqliteStore(SqliteServeQueries):
         event loop without a ready queue to look at); queue it as usual."""
         if self._pending or self._closed:
             return False
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         ready = getattr(loop, "_ready", None)
         if not isinstance(ready, collections.deque) or ready:
             return False

@@ -67,6 +67,8 @@ class WriterClient:
     #: Operations queued and not yet run by the writer thread (changed under ``_count``).
     _pending: int
     _count: threading.Lock
+    #: The running loop of the last call (see ``_running_loop``).
+    _last_loop: asyncio.AbstractEventLoop | None = None
 
     def _read(self, fn: Callable[Concatenate[apsw.Connection, P], T], /,
               *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
@@ -96,11 +98,22 @@ class WriterClient:
         return self._enqueue(functools.partial(fn, **kwargs) if kwargs else fn, args,
                              write=True, wake=True)
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """``asyncio.get_running_loop()``, without its ``getpid()`` system call (made on
+        every call to detect a fork) when the loop of the last call runs in this thread:
+        a thread runs one loop at a time. Loops without ``_thread_id`` (not asyncio's
+        own) are always looked up."""
+        loop = self._last_loop
+        if loop is not None and getattr(loop, "_thread_id", None) == threading.get_ident():
+            return loop
+        loop = self._last_loop = asyncio.get_running_loop()
+        return loop
+
     def _enqueue(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool,
                  wake: bool, atomic: bool = False) -> asyncio.Future[T]:
         if self._thread is None or self._closed:
             raise StoreError("store is not open")
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._count:
             self._pending += 1

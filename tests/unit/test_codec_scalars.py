@@ -1,0 +1,74 @@
+"""``Codec.encode`` writes ints, strs, ``None`` and short lists of them without the JSON
+encoder (``_scalar_json``): the text must be the encoder's, byte for byte, and every
+value the encoder refuses must still be refused the same way."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import pytest
+
+from tether._codec import Codec, _dumps, _scalar_json
+from tether.errors import NotSerializable, PayloadTooLarge
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+FAST: list[Any] = [
+    0, -5, 2 ** 80, "", "héllo", 'q"uote\\back\nline\x00\x1f\u2028', "日本", None,
+    [1], ["a"], [None], [1, "a", None], (3,), ("x", 2), [1, 2, 3, 4], ["\u2029", -1],
+]
+# Same text through the encoder: not taken by the fast path (other types, longer or
+# nested lists, subclasses, empty lists), so they show it declines.
+SLOW: list[Any] = [
+    True, False, 1.5, -0.0, [], (), [1, 2, 3, 4, 5], [[1]], [True], [1.0], {"a": 1},
+    Level.HIGH, Name("n"), [Level.HIGH], [Name("n")],
+]
+
+
+@pytest.mark.parametrize("value", FAST)
+def test_fast_text_is_the_encoders(value: Any) -> None:
+    text = _scalar_json(value)
+    assert text is not None
+    assert text == _dumps(value)
+    assert Codec().encode(value, "v") == text
+
+
+@pytest.mark.parametrize("value", SLOW)
+def test_other_values_go_through_the_encoder(value: Any) -> None:
+    assert _scalar_json(value) is None
+    assert Codec().encode(value, "v") == _dumps(value)
+
+
+@pytest.mark.parametrize("value", ["\ud800", ["ok", "\udfff"]])
+def test_lone_surrogates_are_still_refused(value: Any) -> None:
+    with pytest.raises(NotSerializable, match="lone surrogate"):
+        Codec().encode(value, "v")
+
+
+def test_too_many_digits_is_refused_as_before() -> None:
+    with pytest.raises(NotSerializable):
+        Codec().encode(10 ** 5000, "v")
+    with pytest.raises(NotSerializable):
+        Codec().encode([10 ** 5000], "v")
+
+
+def test_size_limit_and_hook_apply_to_fast_text() -> None:
+    with pytest.raises(PayloadTooLarge):
+        Codec(max_payload=10).encode("x" * 20, "v")
+
+    class Hook:
+        def encode(self, text: str) -> str:
+            return "<" + text + ">"
+
+        def decode(self, text: str) -> str:
+            return text[1:-1]
+
+    assert Codec(hook=Hook()).encode([1, "a"], "v") == '<[1,"a"]>'
