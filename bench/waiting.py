@@ -97,8 +97,9 @@ def worker(url: str, queue: str, concurrency: int, log: Path) -> Iterator[subpro
 
 
 @contextmanager
-def store_url(db: str, folder: Path) -> Iterator[str]:
-    """A fresh store: a SQLite file in ``folder``, or a PostgreSQL database dropped after."""
+def store_url(db: str, folder: Path, keep: bool = False) -> Iterator[str]:
+    """A fresh store: a SQLite file in ``folder``, or a PostgreSQL database dropped after
+    (unless ``keep``)."""
     if db == "sqlite":
         yield f"sqlite:///{folder}/waiting.db"
         return
@@ -114,8 +115,11 @@ def store_url(db: str, folder: Path) -> Iterator[str]:
     try:
         yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if keep:
+            print(f"kept database {name}", file=sys.stderr)
+        else:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def store_size(url: str) -> dict[str, int]:
@@ -133,15 +137,47 @@ def store_size(url: str) -> dict[str, int]:
 
 
 def pg_relations(url: str) -> dict[str, int]:
-    """Bytes of each table and index of the ``tether`` schema (PostgreSQL)."""
+    """Bytes of each table, TOAST table and index of the ``tether`` schema (PostgreSQL),
+    every fork (main, free space map, visibility map): what the store leaves on disk."""
     import psycopg
 
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "SELECT c.relname, pg_total_relation_size(c.oid) - pg_indexes_size(c.oid) "
+            "  - coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'tether' AND c.relkind = 'r' "
+            "UNION ALL "
+            "SELECT c.relname || ' (TOAST)', pg_total_relation_size(c.reltoastrelid) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'tether' AND c.relkind = 'r' AND c.reltoastrelid <> 0 "
+            "UNION ALL "
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'tether' AND c.relkind IN ('r', 'i')").fetchall()
+            "WHERE n.nspname = 'tether' AND c.relkind = 'i'").fetchall()
     return {str(name): int(size) for name, size in rows}
+
+
+def pg_tuples(url: str) -> dict[str, tuple[int, int, int]]:
+    """Per table and index of the ``tether`` schema that holds anything: live tuples'
+    bytes, dead tuples' bytes (row versions no transaction can see any more), free
+    space, all in the main fork (``pgstattuple``; an empty dict if the extension is not
+    available). Their sum and the page headers and line pointers make up the fork."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        except psycopg.Error:
+            return {}
+        rows = conn.execute(
+            "SELECT c.relname, s.tuple_len, s.dead_tuple_len, s.free_space "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, "
+            "LATERAL pgstattuple(c.oid) s "
+            "WHERE n.nspname = 'tether' AND c.relkind IN ('r', 'i') "
+            "  AND (c.relkind = 'r' OR c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree'))"
+            "  AND pg_relation_size(c.oid) > 8192").fetchall()
+    return {str(name): (int(a), int(b), int(c)) for name, a, b, c in rows}
 
 
 def signal_created_at(url: str, run_id: str) -> float:
@@ -265,7 +301,7 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
     n = args.runs
     due_in = args.due_in if args.due_in is not None else (
         (10 + n / 4000) if args.db == "sqlite" else (20 + n / 500))
-    with store_url(args.db, folder) as url, \
+    with store_url(args.db, folder, args.keep_db) as url, \
             worker(url, "bench-timers", args.concurrency, folder / "timers-worker.log") as proc:
         app.use_store(url)
         try:
@@ -296,6 +332,11 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             parked_peak_kb = proc_status_kb(proc.pid, "VmHWM")
             size = store_size(url)
             rels = pg_relations(url) if not url.startswith("sqlite:") else {}
+            tuples = pg_tuples(url) if not url.startswith("sqlite:") else {}
+            if args.park_only:
+                return report_parked(args, n, due_in, started_in, parked_in, idle_kb,
+                                     waiting_kb, parked_peak_kb, size, empty, rels,
+                                     empty_rels, tuples)
 
             await until(lambda: count_not(("waiting", "queued", "running")),
                         timeout=due_in + 3600, interval=0.25)
@@ -309,6 +350,23 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             peak_kb = proc_status_kb(proc.pid, "VmHWM")
         finally:
             await app.close()
+    report_parked(args, n, due_in, started_in, parked_in, idle_kb, waiting_kb,
+                  parked_peak_kb, size, empty, rels, empty_rels, tuples)
+    print(f"{'worker RSS after all completed / peak':52} "
+          f"{after_kb / 1024:>7.1f} / {peak_kb / 1024:.1f} MiB")
+    print(f"{'due -> last completed':52} {last - due:>16.1f} s")
+    print(f"{'  first completed at (after due)':52} {first - due:>16.2f} s")
+    print(f"{'  completion rate':52} {n / (last - due):>12.0f} runs/s")
+    print(f"command: {command()}")
+
+
+def report_parked(args: argparse.Namespace, n: int, due_in: float, started_in: float,
+                  parked_in: float, idle_kb: int, waiting_kb: int, parked_peak_kb: int,
+                  size: dict[str, int], empty: dict[str, int], rels: dict[str, int],
+                  empty_rels: dict[str, int], tuples: dict[str, tuple[int, int, int]]) -> None:
+    """The figures taken with every run waiting; on PostgreSQL, per relation: what it
+    grew by (every fork, as left behind: nothing vacuumed it) and, from pgstattuple, its
+    live row versions, dead ones and free space now (bytes per waiting run)."""
     total = sum(size.values())
     print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}")
     print(f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after the first "
@@ -319,20 +377,21 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
     print(f"{'worker RSS idle (after warm-up)':52} {idle_kb / 1024:>14.1f} MiB")
     print(f"{f'worker RSS with {n} runs waiting':52} {waiting_kb / 1024:>14.1f} MiB")
     print(f"{'worker peak RSS while parking them (VmHWM)':52} {parked_peak_kb / 1024:>14.1f} MiB")
-    print(f"{'worker RSS after all completed / peak':52} "
-          f"{after_kb / 1024:>7.1f} / {peak_kb / 1024:.1f} MiB")
     sizes = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in size.items())
     print(f"{'store on disk with them waiting (MiB)':52} {sizes:>18}")
     print(f"{'  per waiting run (minus the empty store)':52} "
           f"{(total - sum(empty.values())) / n:>12.0f} bytes")
     grown = sorted(((v - empty_rels.get(k, 0), k) for k, v in rels.items()), reverse=True)
+    if grown:
+        print(f"{'    per relation (bytes per run): grown':52} {'live':>6} {'dead':>6} "
+              f"{'free':>6}")
     for extra, rel in grown:
         if extra > 0:  # PostgreSQL: where the bytes are (dead row versions included)
-            print(f"{'    ' + rel:52} {extra / n:>12.0f} bytes")
-    print(f"{'due -> last completed':52} {last - due:>16.1f} s")
-    print(f"{'  first completed at (after due)':52} {first - due:>16.2f} s")
-    print(f"{'  completion rate':52} {n / (last - due):>12.0f} runs/s")
-    print(f"command: {command()}")
+            live, dead, free = tuples.get(rel, (0, 0, 0))
+            print(f"{'    ' + rel:45} {extra / n:>6.0f} {live / n:>6.0f} {dead / n:>6.0f} "
+                  f"{free / n:>6.0f}")
+    if args.park_only:
+        print(f"command: {command()}")
 
 
 async def main() -> None:
@@ -347,6 +406,10 @@ async def main() -> None:
     tim.add_argument("--concurrency", type=int, default=50)
     tim.add_argument("--due-in", type=float, default=None, metavar="SECONDS",
                      help="due time after the first start (default: from --runs)")
+    tim.add_argument("--park-only", action="store_true",
+                     help="stop once every run is waiting (RSS and store size only)")
+    tim.add_argument("--keep-db", action="store_true",
+                     help="keep the PostgreSQL database (for inspection; drop it yourself)")
     for p in (lat, tim):
         p.add_argument("--db", default="sqlite", help="sqlite, postgres or a store URL")
     args = parser.parse_args()
