@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -180,6 +181,18 @@ def pg_tuples(url: str) -> dict[str, tuple[int, int, int]]:
     return {str(name): (int(a), int(b), int(c)) for name, a, b, c in rows}
 
 
+async def vacuum_every(url: str, seconds: float) -> None:
+    """``VACUUM`` the store's tables every ``seconds``, as autovacuum would on a server
+    that has it on (the shared test server here runs with ``autovacuum = off``): the
+    space of dead row versions and index entries becomes reusable by later writes."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            await asyncio.sleep(seconds)
+            await conn.execute("VACUUM tether.runs, tether.journal, tether.run_events")
+
+
 def signal_created_at(url: str, run_id: str) -> float:
     """When the sender stamped its signal (read from the store's table: the CLI
     process's own clock, just before it committed)."""
@@ -315,6 +328,8 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
 
             t_start = time.time()
             due = t_start + due_in
+            vacuum = (asyncio.create_task(vacuum_every(url, args.vacuum_every))
+                      if args.vacuum_every and not url.startswith("sqlite:") else None)
             for lo in range(0, n, 1000):
                 await asyncio.gather(*(app.start(due_at, due, run_id=f"t-{i:06d}")
                                        for i in range(lo, min(lo + 1000, n))))
@@ -322,6 +337,10 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             await until(lambda: count_not(("queued", "running")), timeout=due_in * 2,
                         interval=0.5)
             parked_in = time.time() - t_start
+            if vacuum is not None:
+                vacuum.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await vacuum
             if time.time() >= due - 3:
                 raise SystemExit(f"parking {n} runs took {parked_in:.0f} s, past the due time "
                                  f"({due_in:.0f} s): run again with a larger --due-in")
@@ -368,7 +387,9 @@ def report_parked(args: argparse.Namespace, n: int, due_in: float, started_in: f
     grew by (every fork, as left behind: nothing vacuumed it) and, from pgstattuple, its
     live row versions, dead ones and free space now (bytes per waiting run)."""
     total = sum(size.values())
-    print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}")
+    print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}"
+          + (f"; VACUUM every {args.vacuum_every:g} s while parking"
+             if args.vacuum_every and args.db != "sqlite" else ""))
     print(f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after the first "
           "start")
     print(f"{'measure':52} {'value':>18}")
@@ -408,6 +429,9 @@ async def main() -> None:
                      help="due time after the first start (default: from --runs)")
     tim.add_argument("--park-only", action="store_true",
                      help="stop once every run is waiting (RSS and store size only)")
+    tim.add_argument("--vacuum-every", type=float, default=0, metavar="SECONDS",
+                     help="PostgreSQL: VACUUM the store's tables this often while parking "
+                          "(what autovacuum does where it is on; default: never)")
     tim.add_argument("--keep-db", action="store_true",
                      help="keep the PostgreSQL database (for inspection; drop it yourself)")
     for p in (lat, tim):
