@@ -159,6 +159,33 @@ def pg_relations(url: str) -> dict[str, int]:
     return {str(name): int(size) for name, size in rows}
 
 
+def relations(url: str) -> dict[str, int]:
+    """Bytes of each table and index: the pages of each B-tree of the SQLite file (as a
+    reader sees it, WAL included), or ``pg_relations``."""
+    if not url.startswith("sqlite:"):
+        return pg_relations(url)
+    return {name: pages for name, (pages, _, _) in _dbstat(url).items()}
+
+
+def sqlite_cells(url: str) -> dict[str, tuple[int, int, int]]:
+    """Per B-tree of the SQLite file: payload bytes of its cells, 0 (no dead versions),
+    unused bytes of its pages (``dbstat``); the rest of its pages is cell and page
+    headers."""
+    return {name: (payload, 0, unused) for name, (_, payload, unused) in _dbstat(url).items()}
+
+
+def _dbstat(url: str) -> dict[str, tuple[int, int, int]]:
+    import apsw
+
+    conn = apsw.Connection(url.split("sqlite://", 1)[1], flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows: Any = conn.execute("SELECT name, sum(pgsize), sum(payload), sum(unused) "
+                                 "FROM dbstat GROUP BY name").fetchall()
+    finally:
+        conn.close()
+    return {str(n): (int(a), int(b), int(c)) for n, a, b, c in rows}
+
+
 def pg_tuples(url: str) -> dict[str, tuple[int, int, int]]:
     """Per table and index of the ``tether`` schema that holds anything: live tuples'
     bytes, dead tuples' bytes (row versions no transaction can see any more), free
@@ -324,7 +351,7 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             await asyncio.sleep(2.0)
             idle_kb = proc_status_kb(proc.pid, "VmRSS")
             empty = store_size(url)
-            empty_rels = pg_relations(url) if not url.startswith("sqlite:") else {}
+            empty_rels = relations(url)
 
             t_start = time.time()
             due = t_start + due_in
@@ -350,8 +377,8 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             waiting_kb = proc_status_kb(proc.pid, "VmRSS")
             parked_peak_kb = proc_status_kb(proc.pid, "VmHWM")
             size = store_size(url)
-            rels = pg_relations(url) if not url.startswith("sqlite:") else {}
-            tuples = pg_tuples(url) if not url.startswith("sqlite:") else {}
+            rels = relations(url)
+            tuples = pg_tuples(url) if not url.startswith("sqlite:") else sqlite_cells(url)
             if args.park_only:
                 return report_parked(args, n, due_in, started_in, parked_in, idle_kb,
                                      waiting_kb, parked_peak_kb, size, empty, rels,
@@ -403,11 +430,11 @@ def report_parked(args: argparse.Namespace, n: int, due_in: float, started_in: f
     print(f"{'  per waiting run (minus the empty store)':52} "
           f"{(total - sum(empty.values())) / n:>12.0f} bytes")
     grown = sorted(((v - empty_rels.get(k, 0), k) for k, v in rels.items()), reverse=True)
-    if grown:
+    if grown:  # SQLite: payload, -, unused; PostgreSQL: live, dead, free (see above)
         print(f"{'    per relation (bytes per run): grown':52} {'live':>6} {'dead':>6} "
               f"{'free':>6}")
     for extra, rel in grown:
-        if extra > 0:  # PostgreSQL: where the bytes are (dead row versions included)
+        if extra > 0:  # where the bytes are (on PostgreSQL dead row versions included)
             live, dead, free = tuples.get(rel, (0, 0, 0))
             print(f"{'    ' + rel:45} {extra / n:>6.0f} {live / n:>6.0f} {dead / n:>6.0f} "
                   f"{free / n:>6.0f}")
