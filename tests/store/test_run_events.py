@@ -140,27 +140,39 @@ async def _read_all(store: Store, run_id: str, n: int) -> list[tuple[str, str, s
             for e in await store.run_events_read(run_id=run_id, after=None)]
 
 
-@pytest.mark.postgres
-async def test_pg_migration_0007_events_read_as_before_and_old_ones_are_kept(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("backend", [
+    "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_compact_events_read_as_before_and_old_ones_are_kept(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Migration 0007 stores status and op events compactly: a reader gets the same kinds
-    and the same JSON text as from the triggers of migration 0004, for rows stored before
-    the migration and after it, in order, resuming after any cursor."""
-    from tether.store.postgres import _migrate
+    """Migrations 0007 (PostgreSQL) and 0011 (SQLite) store status and op events
+    compactly: a reader gets the same kinds and the same JSON text as from the triggers
+    before them, for rows stored before the migration and after it, in order, resuming
+    after any cursor."""
+    if backend == "postgres":
+        from tether.store.postgres import _migrate
 
-    every = _migrate.migrations
-    monkeypatch.setattr(_migrate, "migrations",
-                        lambda schema: [m for m in every(schema) if m[0] <= 6])
-    old = open_store(f"{pg_url}?schema=old")
+        pg_url = str(request.getfixturevalue("pg_url"))
+        old_url, new_url = f"{pg_url}?schema=old", f"{pg_url}?schema=new"
+        every = _migrate.migrations
+        monkeypatch.setattr(_migrate, "migrations",
+                            lambda schema: [m for m in every(schema) if m[0] <= 6])
+    else:
+        from tether.store.sqlite import _store as sqlite_store
+
+        old_url, new_url = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+        monkeypatch.setattr(sqlite_store, "load_migrations", lambda package: [
+            m for m in load_migrations(package) if m[0] <= 10])
+    old = open_store(old_url)
     await old.open()
     try:
         await _scenario(old, "r", 0)
         before = await _read_all(old, "r", 6)
     finally:
         await old.close()
-    monkeypatch.setattr(_migrate, "migrations", every)
-    new, migrated = open_store(f"{pg_url}?schema=new"), open_store(f"{pg_url}?schema=old")
+    monkeypatch.undo()
+    new, migrated = open_store(new_url), open_store(old_url)
     await new.open()
     await migrated.open()
     try:
@@ -168,7 +180,7 @@ async def test_pg_migration_0007_events_read_as_before_and_old_ones_are_kept(
         fresh = await _read_all(new, "r", 6)
         assert [(k, d) for _, k, d in fresh] == [(k, d) for _, k, d in before]
         assert [k for _, k, _ in before] == ["status", "op", "op", "live", "chunk", "status"]
-        assert await _read_all(migrated, "r", 6) == before  # the rows of 0004's triggers
+        assert await _read_all(migrated, "r", 6) == before  # rows of the older triggers
         await _scenario(migrated, "r", 1)
         await _scenario(new, "r", 1)
         got = await _read_all(migrated, "r", 11)
