@@ -149,7 +149,7 @@ pick AS (
                   AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
                 ORDER BY r.available_at
                 LIMIT free.room
-                FOR UPDATE SKIP LOCKED) waiting
+                FOR UPDATE SKIP LOCKED) not_running
             UNION ALL
             SELECT * FROM (
                 SELECT run_id, available_at FROM {schema}.runs r
