@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -97,8 +98,9 @@ def worker(url: str, queue: str, concurrency: int, log: Path) -> Iterator[subpro
 
 
 @contextmanager
-def store_url(db: str, folder: Path) -> Iterator[str]:
-    """A fresh store: a SQLite file in ``folder``, or a PostgreSQL database dropped after."""
+def store_url(db: str, folder: Path, keep: bool = False) -> Iterator[str]:
+    """A fresh store: a SQLite file in ``folder``, or a PostgreSQL database dropped after
+    (unless ``keep``)."""
     if db == "sqlite":
         yield f"sqlite:///{folder}/waiting.db"
         return
@@ -114,8 +116,11 @@ def store_url(db: str, folder: Path) -> Iterator[str]:
     try:
         yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if keep:
+            print(f"kept database {name}", file=sys.stderr)
+        else:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def store_size(url: str) -> dict[str, int]:
@@ -133,15 +138,86 @@ def store_size(url: str) -> dict[str, int]:
 
 
 def pg_relations(url: str) -> dict[str, int]:
-    """Bytes of each table and index of the ``tether`` schema (PostgreSQL)."""
+    """Bytes of each table, TOAST table and index of the ``tether`` schema (PostgreSQL),
+    every fork (main, free space map, visibility map): what the store leaves on disk."""
     import psycopg
 
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "SELECT c.relname, pg_total_relation_size(c.oid) - pg_indexes_size(c.oid) "
+            "  - coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'tether' AND c.relkind = 'r' "
+            "UNION ALL "
+            "SELECT c.relname || ' (TOAST)', pg_total_relation_size(c.reltoastrelid) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'tether' AND c.relkind = 'r' AND c.reltoastrelid <> 0 "
+            "UNION ALL "
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'tether' AND c.relkind IN ('r', 'i')").fetchall()
+            "WHERE n.nspname = 'tether' AND c.relkind = 'i'").fetchall()
     return {str(name): int(size) for name, size in rows}
+
+
+def relations(url: str) -> dict[str, int]:
+    """Bytes of each table and index: the pages of each B-tree of the SQLite file (as a
+    reader sees it, WAL included), or ``pg_relations``."""
+    if not url.startswith("sqlite:"):
+        return pg_relations(url)
+    return {name: pages for name, (pages, _, _) in _dbstat(url).items()}
+
+
+def sqlite_cells(url: str) -> dict[str, tuple[int, int, int]]:
+    """Per B-tree of the SQLite file: payload bytes of its cells, 0 (no dead versions),
+    unused bytes of its pages (``dbstat``); the rest of its pages is cell and page
+    headers."""
+    return {name: (payload, 0, unused) for name, (_, payload, unused) in _dbstat(url).items()}
+
+
+def _dbstat(url: str) -> dict[str, tuple[int, int, int]]:
+    import apsw
+
+    conn = apsw.Connection(url.split("sqlite://", 1)[1], flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows: Any = conn.execute("SELECT name, sum(pgsize), sum(payload), sum(unused) "
+                                 "FROM dbstat GROUP BY name").fetchall()
+    finally:
+        conn.close()
+    return {str(n): (int(a), int(b), int(c)) for n, a, b, c in rows}
+
+
+def pg_tuples(url: str) -> dict[str, tuple[int, int, int]]:
+    """Per table and index of the ``tether`` schema that holds anything: live tuples'
+    bytes, dead tuples' bytes (row versions no transaction can see any more), free
+    space, all in the main fork (``pgstattuple``; an empty dict if the extension is not
+    available). Their sum and the page headers and line pointers make up the fork."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        except psycopg.Error:
+            return {}
+        rows = conn.execute(
+            "SELECT c.relname, s.tuple_len, s.dead_tuple_len, s.free_space "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, "
+            "LATERAL pgstattuple(c.oid) s "
+            "WHERE n.nspname = 'tether' AND c.relkind IN ('r', 'i') "
+            "  AND (c.relkind = 'r' OR c.relam = (SELECT oid FROM pg_am WHERE amname = 'btree'))"
+            "  AND pg_relation_size(c.oid) > 8192").fetchall()
+    return {str(name): (int(a), int(b), int(c)) for name, a, b, c in rows}
+
+
+async def vacuum_every(url: str, seconds: float) -> None:
+    """``VACUUM`` the store's tables every ``seconds``, as autovacuum would on a server
+    that has it on (the shared test server here runs with ``autovacuum = off``): the
+    space of dead row versions and index entries becomes reusable by later writes."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            await asyncio.sleep(seconds)
+            await conn.execute("VACUUM tether.runs, tether.journal, tether.run_events")
 
 
 def signal_created_at(url: str, run_id: str) -> float:
@@ -265,7 +341,7 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
     n = args.runs
     due_in = args.due_in if args.due_in is not None else (
         (10 + n / 4000) if args.db == "sqlite" else (20 + n / 500))
-    with store_url(args.db, folder) as url, \
+    with store_url(args.db, folder, args.keep_db) as url, \
             worker(url, "bench-timers", args.concurrency, folder / "timers-worker.log") as proc:
         app.use_store(url)
         try:
@@ -275,10 +351,12 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             await asyncio.sleep(2.0)
             idle_kb = proc_status_kb(proc.pid, "VmRSS")
             empty = store_size(url)
-            empty_rels = pg_relations(url) if not url.startswith("sqlite:") else {}
+            empty_rels = relations(url)
 
             t_start = time.time()
             due = t_start + due_in
+            vacuum = (asyncio.create_task(vacuum_every(url, args.vacuum_every))
+                      if args.vacuum_every and not url.startswith("sqlite:") else None)
             for lo in range(0, n, 1000):
                 await asyncio.gather(*(app.start(due_at, due, run_id=f"t-{i:06d}")
                                        for i in range(lo, min(lo + 1000, n))))
@@ -286,6 +364,10 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             await until(lambda: count_not(("queued", "running")), timeout=due_in * 2,
                         interval=0.5)
             parked_in = time.time() - t_start
+            if vacuum is not None:
+                vacuum.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await vacuum
             if time.time() >= due - 3:
                 raise SystemExit(f"parking {n} runs took {parked_in:.0f} s, past the due time "
                                  f"({due_in:.0f} s): run again with a larger --due-in")
@@ -295,7 +377,12 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             waiting_kb = proc_status_kb(proc.pid, "VmRSS")
             parked_peak_kb = proc_status_kb(proc.pid, "VmHWM")
             size = store_size(url)
-            rels = pg_relations(url) if not url.startswith("sqlite:") else {}
+            rels = relations(url)
+            tuples = pg_tuples(url) if not url.startswith("sqlite:") else sqlite_cells(url)
+            if args.park_only:
+                return report_parked(args, n, due_in, started_in, parked_in, idle_kb,
+                                     waiting_kb, parked_peak_kb, size, empty, rels,
+                                     empty_rels, tuples)
 
             await until(lambda: count_not(("waiting", "queued", "running")),
                         timeout=due_in + 3600, interval=0.25)
@@ -309,8 +396,27 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             peak_kb = proc_status_kb(proc.pid, "VmHWM")
         finally:
             await app.close()
+    report_parked(args, n, due_in, started_in, parked_in, idle_kb, waiting_kb,
+                  parked_peak_kb, size, empty, rels, empty_rels, tuples)
+    print(f"{'worker RSS after all completed / peak':52} "
+          f"{after_kb / 1024:>7.1f} / {peak_kb / 1024:.1f} MiB")
+    print(f"{'due -> last completed':52} {last - due:>16.1f} s")
+    print(f"{'  first completed at (after due)':52} {first - due:>16.2f} s")
+    print(f"{'  completion rate':52} {n / (last - due):>12.0f} runs/s")
+    print(f"command: {command()}")
+
+
+def report_parked(args: argparse.Namespace, n: int, due_in: float, started_in: float,
+                  parked_in: float, idle_kb: int, waiting_kb: int, parked_peak_kb: int,
+                  size: dict[str, int], empty: dict[str, int], rels: dict[str, int],
+                  empty_rels: dict[str, int], tuples: dict[str, tuple[int, int, int]]) -> None:
+    """The figures taken with every run waiting; on PostgreSQL, per relation: what it
+    grew by (every fork, as left behind: nothing vacuumed it) and, from pgstattuple, its
+    live row versions, dead ones and free space now (bytes per waiting run)."""
     total = sum(size.values())
-    print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}")
+    print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}"
+          + (f"; VACUUM every {args.vacuum_every:g} s while parking"
+             if args.vacuum_every and args.db != "sqlite" else ""))
     print(f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after the first "
           "start")
     print(f"{'measure':52} {'value':>18}")
@@ -319,20 +425,21 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
     print(f"{'worker RSS idle (after warm-up)':52} {idle_kb / 1024:>14.1f} MiB")
     print(f"{f'worker RSS with {n} runs waiting':52} {waiting_kb / 1024:>14.1f} MiB")
     print(f"{'worker peak RSS while parking them (VmHWM)':52} {parked_peak_kb / 1024:>14.1f} MiB")
-    print(f"{'worker RSS after all completed / peak':52} "
-          f"{after_kb / 1024:>7.1f} / {peak_kb / 1024:.1f} MiB")
     sizes = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in size.items())
     print(f"{'store on disk with them waiting (MiB)':52} {sizes:>18}")
     print(f"{'  per waiting run (minus the empty store)':52} "
           f"{(total - sum(empty.values())) / n:>12.0f} bytes")
     grown = sorted(((v - empty_rels.get(k, 0), k) for k, v in rels.items()), reverse=True)
+    if grown:  # SQLite: payload, -, unused; PostgreSQL: live, dead, free (see above)
+        print(f"{'    per relation (bytes per run): grown':52} {'live':>6} {'dead':>6} "
+              f"{'free':>6}")
     for extra, rel in grown:
-        if extra > 0:  # PostgreSQL: where the bytes are (dead row versions included)
-            print(f"{'    ' + rel:52} {extra / n:>12.0f} bytes")
-    print(f"{'due -> last completed':52} {last - due:>16.1f} s")
-    print(f"{'  first completed at (after due)':52} {first - due:>16.2f} s")
-    print(f"{'  completion rate':52} {n / (last - due):>12.0f} runs/s")
-    print(f"command: {command()}")
+        if extra > 0:  # where the bytes are (on PostgreSQL dead row versions included)
+            live, dead, free = tuples.get(rel, (0, 0, 0))
+            print(f"{'    ' + rel:45} {extra / n:>6.0f} {live / n:>6.0f} {dead / n:>6.0f} "
+                  f"{free / n:>6.0f}")
+    if args.park_only:
+        print(f"command: {command()}")
 
 
 async def main() -> None:
@@ -347,6 +454,13 @@ async def main() -> None:
     tim.add_argument("--concurrency", type=int, default=50)
     tim.add_argument("--due-in", type=float, default=None, metavar="SECONDS",
                      help="due time after the first start (default: from --runs)")
+    tim.add_argument("--park-only", action="store_true",
+                     help="stop once every run is waiting (RSS and store size only)")
+    tim.add_argument("--vacuum-every", type=float, default=0, metavar="SECONDS",
+                     help="PostgreSQL: VACUUM the store's tables this often while parking "
+                          "(what autovacuum does where it is on; default: never)")
+    tim.add_argument("--keep-db", action="store_true",
+                     help="keep the PostgreSQL database (for inspection; drop it yourself)")
     for p in (lat, tim):
         p.add_argument("--db", default="sqlite", help="sqlite, postgres or a store URL")
     args = parser.parse_args()

@@ -141,6 +141,56 @@ async def test_without_auto_migration_open_refuses_a_schema_that_is_behind(
     await store.close()
 
 
+async def test_migration_0008_on_runs_in_every_state_keeps_claims_and_listings(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 0008 rebuilds runs_claim and runs_status without running runs: on a
+    populated store, the queued run, the timer that came due and the run whose lease
+    expired are all claimed, oldest first, and every status still lists its runs."""
+    from tether.store.postgres import _migrate
+
+    every = _migrate.migrations
+    monkeypatch.setattr(_migrate, "migrations",
+                        lambda schema: [m for m in every(schema) if m[0] <= 7])
+    old = PostgresStore(pg_url)
+    await old.open()
+    try:
+        for run_id, at in (("expired", T0), ("timer", T0 + 1), ("done", T0 + 2),
+                           ("running", T0 + 3)):
+            await old.run_insert(run=run_record(run_id, now=at))
+            claimed = await old.run_claim(worker_id="w1", queues=["q"], limit=1, now=at,
+                                          lease_seconds=LEASE)
+            if run_id == "timer":
+                await old.run_release(lease=claimed[0].lease, wait=Wait(T0 + 5, "timer"),
+                                      now=at)
+            elif run_id == "done":
+                await old.run_finish(lease=claimed[0].lease, status="completed",
+                                     result="1", error=None, now=at)
+        await old.run_insert(run=run_record("queued", now=T0 + 4))
+    finally:
+        await old.close()
+    monkeypatch.setattr(_migrate, "migrations", every)
+    new = PostgresStore(pg_url)
+    await new.open()
+    try:
+        assert [r.run_id for r in await new.run_list(status="running")] == [
+            "running", "expired"]
+        assert [r.run_id for r in await new.run_list(status="waiting")] == ["timer"]
+        assert [r.run_id for r in await new.run_list(status="queued")] == ["queued"]
+        assert await new.next_available_at(queues=["q"]) == T0 + 4
+        now = T0 + LEASE + 1  # "expired" lost its lease, "running" holds its own
+        got = await new.run_claim(worker_id="w2", queues=["q"], limit=2, now=now,
+                                  lease_seconds=LEASE)
+        assert sorted(c.run.run_id for c in got) == ["queued", "timer"]
+        got = await new.run_claim(worker_id="w2", queues=["q"], limit=10, now=now,
+                                  lease_seconds=LEASE)
+        assert [(c.run.run_id, c.run.fencing_token) for c in got] == [("expired", 2)]
+        assert sorted(r.run_id for r in await new.run_list(status="running")) == [
+            "expired", "queued", "running", "timer"]
+        assert [r.run_id for r in await new.run_list(status="completed")] == ["done"]
+    finally:
+        await new.close()
+
+
 async def test_schemas_are_isolated_tables_and_notifications(pg_url: str) -> None:
     """Two schemas in one database share nothing: not runs, not wake-ups."""
     a = open_store(f"{pg_url}?schema=team_a")

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import apsw
+import pytest
 
 from tests.engine.helpers import wait_for
 from tether._types import Lease
-from tether.store import Store, open_store
+from tether.store import Store, Wait, open_store
 from tether.store._sql import load_migrations
 
 from .conftest import T0, entry, start_and_claim
@@ -106,3 +107,90 @@ async def test_a_run_purged_and_started_again_gets_ids_above_the_old_ones(
         assert [k for k, _ in await events_of(store, "r", after=last)] == ["status", "op"]
     finally:
         await store.close()
+
+
+async def _scenario(store: Store, run_id: str, part: int) -> None:
+    """Events of every kind, with texts that a compact encoding could get wrong (spaces,
+    a newline, quotes, non-ASCII, an empty description); ``part`` 0 before a migration,
+    1 after it."""
+    if part == 0:
+        claimed = await start_and_claim(store, run_id)
+        lease = claimed.lease
+        await store.journal_append(lease=lease, entry=entry(0, name='say "h\u00e9llo"\n to  all'))
+        retry = entry(1, "pending", name="flaky step")
+        retry.error = '{"type": "E", "message": "no"}'
+        await store.journal_append(lease=lease, entry=retry)
+        await store.run_set_status_info(lease=lease, info='{"stage": 1}', now=T0)
+        await store.run_publish(run_id=run_id, data='{"type": "llm.chunk", "text": "a b"}')
+        await store.run_release(lease=lease, wait=Wait(T0 + 1, "timer until  later \u00e9"),
+                                now=T0)
+        return
+    claimed = await start_and_claim(store, run_id, now=T0 + 2)
+    lease = claimed.lease
+    await store.journal_append(lease=lease, entry=entry(1, name="flaky step", now=T0 + 2))
+    await store.run_release(lease=lease, wait=Wait(T0 + 3, ""), now=T0 + 2)
+    claimed = await start_and_claim(store, run_id, now=T0 + 4)
+    await store.run_finish(lease=claimed.lease, status="completed", result="1", error=None,
+                           now=T0 + 4)
+
+
+async def _read_all(store: Store, run_id: str, n: int) -> list[tuple[str, str, str | None]]:
+    await wait_for(lambda: _count(store, run_id, n), timeout=30, what="the events")
+    return [(e.event_id, e.kind, e.data)
+            for e in await store.run_events_read(run_id=run_id, after=None)]
+
+
+@pytest.mark.parametrize("backend", [
+    "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_compact_events_read_as_before_and_old_ones_are_kept(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migrations 0007 (PostgreSQL) and 0011 (SQLite) store status and op events
+    compactly: a reader gets the same kinds and the same JSON text as from the triggers
+    before them, for rows stored before the migration and after it, in order, resuming
+    after any cursor."""
+    if backend == "postgres":
+        from tether.store.postgres import _migrate
+
+        pg_url = str(request.getfixturevalue("pg_url"))
+        old_url, new_url = f"{pg_url}?schema=old", f"{pg_url}?schema=new"
+        every = _migrate.migrations
+        monkeypatch.setattr(_migrate, "migrations",
+                            lambda schema: [m for m in every(schema) if m[0] <= 6])
+    else:
+        from tether.store.sqlite import _store as sqlite_store
+
+        old_url, new_url = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/new.db"
+        monkeypatch.setattr(sqlite_store, "load_migrations", lambda package: [
+            m for m in load_migrations(package) if m[0] <= 10])
+    old = open_store(old_url)
+    await old.open()
+    try:
+        await _scenario(old, "r", 0)
+        before = await _read_all(old, "r", 6)
+    finally:
+        await old.close()
+    monkeypatch.undo()
+    new, migrated = open_store(new_url), open_store(old_url)
+    await new.open()
+    await migrated.open()
+    try:
+        await _scenario(new, "r", 0)
+        fresh = await _read_all(new, "r", 6)
+        assert [(k, d) for _, k, d in fresh] == [(k, d) for _, k, d in before]
+        assert [k for _, k, _ in before] == ["status", "op", "op", "live", "chunk", "status"]
+        assert await _read_all(migrated, "r", 6) == before  # rows of the older triggers
+        await _scenario(migrated, "r", 1)
+        await _scenario(new, "r", 1)
+        got = await _read_all(migrated, "r", 11)
+        assert [(k, d) for _, k, d in got] == [(k, d) for _, k, d in
+                                               await _read_all(new, "r", 11)]
+        assert got[:6] == before
+        assert [k for _, k, _ in got[6:]] == ["status", "op", "status", "status", "status"]
+        for i, (event_id, _, _) in enumerate(got):
+            after = await migrated.run_events_read(run_id="r", after=event_id)
+            assert [e.event_id for e in after] == [e for e, _, _ in got[i + 1:]]
+    finally:
+        await new.close()
+        await migrated.close()

@@ -12,7 +12,8 @@
 -- Plans: "(status = 'running') IS TRUE" is not indexable, on purpose. Next to a run_id or
 -- owner condition it keeps the planner on the primary key (or runs_owner): with
 -- statistics that still count few running runs (a fresh table, a burst) it would
--- otherwise walk runs_status and filter, once per row of a group-committed batch.
+-- otherwise walk runs_held (runs_status before migration 0008) and filter, once per row
+-- of a group-committed batch.
 --
 -- Wake-ups without lost wake-ups: the releasing run and the event it waits for meet on
 -- one row lock (the run's row for signals, the child's row for children), and the
@@ -123,37 +124,47 @@ ORDER BY queue FOR NO KEY UPDATE;
 -- and the runs of %(exclude)s (NULL: none; the runs a worker handed back for a while).
 -- A queue with a limit gives at most its limit less the runs held under a lease that
 -- has not expired (runs_held); the others are claimed oldest first. Each queue is read
--- by its own ordered scan of (queue, available_at), so a claim costs the same with ten
--- or a hundred thousand runs due (`queue = ANY(...) ORDER BY` would sort them all).
+-- by its own ordered scans of (queue, available_at), so a claim costs the same with ten
+-- or a hundred thousand runs due (`queue = ANY(...) ORDER BY` would sort them all): one
+-- of runs_claim for the runs that are not running, one of runs_held for the running
+-- runs whose lease expired (migration 0008 keeps running runs out of runs_claim).
 WITH lim AS MATERIALIZED (
     SELECT l.queue, greatest(l.max_running - (
                SELECT count(*) FROM {schema}.runs h
                WHERE h.queue = l.queue AND h.status = 'running'
                  AND h.available_at > %(now)s), 0) AS room
     FROM {schema}.queue_limits l WHERE l.queue = ANY(%(queues)s)),
-pick AS (
-    SELECT f.run_id, f.available_at
-    FROM unnest(%(queues)s::text[]) AS q(queue)
-    CROSS JOIN LATERAL (
-        SELECT run_id, available_at FROM {schema}.runs r
-        WHERE r.queue = q.queue AND r.available_at <= %(now)s
-          AND q.queue <> ALL(ARRAY(SELECT queue FROM lim))
-          AND (r.version IS NULL OR r.version = %(version)s::text)
-          AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
-          AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
-        ORDER BY r.available_at
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED) f
+free AS (
+    SELECT q.queue, %(limit)s::bigint AS room FROM unnest(%(queues)s::text[]) AS q(queue)
+    WHERE q.queue <> ALL(ARRAY(SELECT queue FROM lim))
     UNION ALL
-    SELECT c.run_id, c.available_at FROM lim CROSS JOIN LATERAL (
-        SELECT run_id, available_at FROM {schema}.runs r
-        WHERE r.queue = lim.queue AND r.available_at <= %(now)s
-          AND (r.version IS NULL OR r.version = %(version)s::text)
-          AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
-          AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
-        ORDER BY r.available_at
-        LIMIT least(lim.room, %(limit)s)
-        FOR UPDATE SKIP LOCKED) c)
+    SELECT queue, least(room, %(limit)s) FROM lim),
+pick AS (
+    SELECT p.run_id, p.available_at FROM free CROSS JOIN LATERAL (
+        SELECT run_id, available_at FROM (
+            SELECT * FROM (
+                SELECT run_id, available_at FROM {schema}.runs r
+                WHERE r.queue = free.queue AND r.available_at <= %(now)s
+                  AND r.status <> 'running'
+                  AND (r.version IS NULL OR r.version = %(version)s::text)
+                  AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
+                  AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
+                ORDER BY r.available_at
+                LIMIT free.room
+                FOR UPDATE SKIP LOCKED) not_running
+            UNION ALL
+            SELECT * FROM (
+                SELECT run_id, available_at FROM {schema}.runs r
+                WHERE r.queue = free.queue AND r.available_at <= %(now)s
+                  AND r.status = 'running'
+                  AND (r.version IS NULL OR r.version = %(version)s::text)
+                  AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
+                  AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
+                ORDER BY r.available_at
+                LIMIT free.room
+                FOR UPDATE SKIP LOCKED) expired) due
+        ORDER BY available_at
+        LIMIT free.room) p)
 UPDATE {schema}.runs
 SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
     available_at = %(lease_expires)s, updated_at = %(now)s,
@@ -175,8 +186,9 @@ SELECT j.run_id, j.position, j.kind, j.name, j.status, j.result, j.error, j.atte
 FROM {schema}.journal j
 WHERE j.run_id IN (
     SELECT r.run_id FROM {schema}.runs r
-    WHERE r.queue = ANY(%(queues)s) AND r.available_at = %(lease_expires)s
-      AND r.owner = %(worker_id)s AND r.xmin = pg_current_xact_id_if_assigned()::xid)
+    WHERE r.queue = ANY(%(queues)s) AND r.status = 'running'
+      AND r.available_at = %(lease_expires)s AND r.owner = %(worker_id)s
+      AND r.xmin = pg_current_xact_id_if_assigned()::xid)
 ORDER BY j.run_id, j.position;
 
 -- lease_lock --
@@ -560,7 +572,9 @@ SELECT name, queue FROM {schema}.workflows ORDER BY name;
 -- next_available_at --
 -- The earliest time a run on these queues becomes claimable; for a queue at its limit,
 -- the earliest lease expiry of its running runs (so that workers do not spin on runs
--- they may not claim; a run's end wakes them sooner). The runs of %(exclude)s are left out.
+-- they may not claim; a run's end wakes them sooner). Runs that are not running are
+-- found through runs_claim, lease expiries through runs_held (migration 0008). The runs
+-- of %(exclude)s are left out.
 WITH lim AS MATERIALIZED (
     SELECT l.queue, l.max_running, h.running, h.expiry
     FROM {schema}.queue_limits l CROSS JOIN LATERAL (
@@ -569,7 +583,14 @@ WITH lim AS MATERIALIZED (
     WHERE l.queue = ANY(%(queues)s))
 SELECT min(t) FROM (
     SELECT min(available_at) AS t FROM {schema}.runs
-    WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL
+    WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL AND status <> 'running'
+      AND queue <> ALL(ARRAY(SELECT queue FROM lim WHERE running >= max_running))
+      AND (version IS NULL OR version = %(version)s::text)
+      AND (%(workflows)s::text[] IS NULL OR workflow = ANY(%(workflows)s::text[]))
+      AND (%(exclude)s::text[] IS NULL OR run_id <> ALL(%(exclude)s::text[]))
+    UNION ALL
+    SELECT min(available_at) FROM {schema}.runs
+    WHERE queue = ANY(%(queues)s) AND available_at IS NOT NULL AND status = 'running'
       AND queue <> ALL(ARRAY(SELECT queue FROM lim WHERE running >= max_running))
       AND (version IS NULL OR version = %(version)s::text)
       AND (%(workflows)s::text[] IS NULL OR workflow = ANY(%(workflows)s::text[]))

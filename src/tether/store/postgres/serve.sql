@@ -18,8 +18,23 @@ LIMIT %(limit)s;
 
 -- run_events_read --
 -- A run's stored events after a (txid, event_id) cursor, of transactions that ended
--- before every transaction still running (see migration 0004).
-SELECT txid::text, event_id, kind, data FROM {schema}.run_events
+-- before every transaction still running (see migration 0004). Rows of kinds 's' and 'o'
+-- hold only the values (migration 0007): their JSON is built here, as the triggers of
+-- migration 0004 built it.
+SELECT txid::text, event_id,
+       CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
+       CASE kind
+           WHEN 's' THEN json_build_object(
+               'status', split_part(data, ' ', 1),
+               'waiting_for', CASE WHEN strpos(data, ' ') > 0
+                                   THEN substr(data, strpos(data, ' ') + 1) END)::text
+           WHEN 'o' THEN (
+               SELECT json_build_object('position', m[1]::integer, 'kind', m[4],
+                                        'name', m[5], 'status', m[3],
+                                        'attempts', m[2]::integer)::text
+               FROM regexp_match(data, '^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$') AS r(m))
+           ELSE data END
+FROM {schema}.run_events
 WHERE run_id = %(run_id)s AND (txid, event_id) > (%(txid)s::xid8, %(event_id)s)
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid, event_id LIMIT %(limit)s;

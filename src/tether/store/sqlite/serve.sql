@@ -17,8 +17,22 @@ ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
 -- run_events_read --
--- A run's stored events after an event id, oldest first.
-SELECT event_id, kind, data FROM tether_run_events
+-- A run's stored events after an event id, oldest first. Rows of kinds 's' and 'o' hold
+-- only the values (migration 0011): their JSON is built here, as the triggers of
+-- migrations 0004 and 0010 built it.
+SELECT event_id,
+       CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
+       CASE kind
+           WHEN 's' THEN json_object(
+               'status', CASE WHEN instr(data, ' ') > 0
+                              THEN substr(data, 1, instr(data, ' ') - 1) ELSE data END,
+               'waiting_for', CASE WHEN instr(data, ' ') > 0
+                                   THEN substr(data, instr(data, ' ') + 1) END)
+           WHEN 'o' THEN json_object('position', data ->> 0, 'kind', data ->> 3,
+                                     'name', data ->> 4, 'status', data ->> 2,
+                                     'attempts', data ->> 1)
+           ELSE data END
+FROM tether_run_events
 WHERE run_id = :run_id AND event_id > :after ORDER BY event_id LIMIT :limit;
 
 -- run_event_chunk --
