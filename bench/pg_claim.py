@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from tether._types import ClaimedRun, Lease  # noqa: E402
 from tether.store.postgres import PostgresStore  # noqa: E402
-from tether.store.postgres._store import _run  # noqa: E402
+from tether.store._sql import run_from_row  # noqa: E402
 
 T0 = 1_000_000.0
 
@@ -52,7 +52,9 @@ WHERE run_id IN (
     ORDER BY available_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
-          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics"""
+          parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+          version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
+          crash_progress"""
 
 
 class BeforeStore(PostgresStore):
@@ -68,7 +70,7 @@ class BeforeStore(PostgresStore):
                   "lease_expires": now + lease_seconds}
         rows, _ = await self._txn([("run_claim_before", params),
                                    ("run_claim_journals", params)])
-        runs = [_run(r) for r in rows]
+        runs = [run_from_row(r) for r in rows]
         return [ClaimedRun(run=r, lease=Lease(r.run_id, worker_id, r.fencing_token))
                 for r in runs]
 
