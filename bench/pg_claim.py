@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tether._types import ClaimedRun, Lease  # noqa: E402
-from tether.store.postgres import PostgresStore  # noqa: E402
 from tether.store._sql import run_from_row  # noqa: E402
+from tether.store.postgres import PostgresStore  # noqa: E402
 
 T0 = 1_000_000.0
 
