@@ -59,7 +59,7 @@ echo "== docs (API reference from docstrings, warnings are errors)"; .venv/bin/m
 # tests' load on the machine would break).
 # Arguments pass through to both parts; a `-m EXPR` of the caller is combined with
 # each part's marker expression. A part that selects nothing is fine, not both.
-workers="${TETHER_TEST_WORKERS:-3}"
+workers="${TETHER_TEST_WORKERS:-4}"
 expr=""
 args=()
 while [ "$#" -gt 0 ]; do
