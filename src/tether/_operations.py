@@ -195,9 +195,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
     task = asyncio.current_task(ctx._loop)
     if task is not None:
         ctx.tasks.add(task)
-    if (ctx.stop is not None or ctx.draining or ctx.cancel_requested
-            or pos in ctx.journal):
-        await ctx.enter(pos)  # (otherwise it would do nothing)
+    if ctx.enters(pos):
+        await ctx.enter(pos)
     name = sdef.name
     entry = ctx.recorded(pos, OperationKind.STEP, name)
     if entry is not None and entry.status != PENDING:

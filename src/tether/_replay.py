@@ -382,6 +382,12 @@ class RunContext:
 
     # -- cancellation -------------------------------------------------------------------
 
+    def enters(self, pos: int) -> bool:
+        """Whether ``enter(pos)`` could do anything (stop, drain, cancel, or a recorded
+        entry at ``pos``): the hot path of a step skips the coroutine when it could not."""
+        return (self.stop is not None or self.draining or self.cancel_requested
+                or pos in self.journal)
+
     async def enter(self, pos: int) -> None:
         """Start of an async operation: stop if halted; deliver a pending cancel.
 
