@@ -426,7 +426,7 @@ class App:
         store, opened = self._store, self._opened
         self._opened = False
         self._open_lock = None
-        self._waiters.close()
+        await self._waiters.close()
         self._store = None
         if opened and store is not None:
             await store.close()

@@ -19,6 +19,7 @@ every id asked for since its last read and reads them in one store call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -102,16 +103,22 @@ class ResultWaiters:
             self._all = True
             self._wake()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Cancel the reader and wait for it to end, so that a read in flight is over
+        (its connection back in the pool) before the App closes the store under it."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
         for waiting in self._runs.values():
             for fut in (*waiting.readers, *waiting.settled):
                 if not fut.done():
                     fut.cancel()
         self._runs.clear()
         self._due.clear()
+        if task is None or task.done():
+            return
+        task.cancel()
+        if task.get_loop() is asyncio.get_running_loop():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     # -- internals ------------------------------------------------------------------------
 
@@ -168,6 +175,11 @@ class ResultWaiters:
                 for fut in (*readers, *settled):
                     if not fut.done():
                         fut.set_exception(exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled during the read, and the store turned that into an error
+                # (a connection closed under the query): end, don't wait for more.
+                raise asyncio.CancelledError from exc
             return
         found = {run.run_id: run for run in runs}
         for run_id, (readers, settled) in asked.items():

@@ -234,7 +234,7 @@ async def test_sigkill_after_an_answered_elicitation_repeats_nothing(tmp_path: P
                 while (await app.get_run("k1")).status != "waiting":
                     await asyncio.sleep(0.05)
             await app.signal("k1", "mcp_input", {"confirm": True, "quantity": 4})
-            await wait_for(lambda: _exists(hold_log), timeout=30, what="hold starts")
+            await wait_for(lambda: _has_line(hold_log), timeout=30, what="hold starts")
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             served_before = len(log_of(tmp_path))
@@ -254,8 +254,10 @@ async def test_sigkill_after_an_answered_elicitation_repeats_nothing(tmp_path: P
     assert len(hold_log.read_text().split()) == 2  # hold was cut by the kill: it ran again
 
 
-async def _exists(path: Path) -> bool:
-    return path.exists()
+async def _has_line(path: Path) -> bool:
+    # Not mere existence: open() creates the file before the line is written, and a
+    # kill in between would lose the first worker's line.
+    return path.exists() and path.read_text().endswith("\n")
 
 
 async def test_an_elicitation_asking_for_approval_waits_in_the_approvals_inbox(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from tether import App, ConfigError, RunStatus
+from tether.errors import StoreUnavailable
 
 
 async def test_a_closed_app_refuses_every_call_that_needs_the_store(store_url: str) -> None:
@@ -97,3 +101,61 @@ async def test_reset_store_keeps_the_app_usable_and_a_closed_app_refuses_it(
     await app.close()
     with pytest.raises(ConfigError, match="App is closed"):
         await app.reset_store()
+
+
+def _readers_left() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks()
+            if t.get_name() == "tether-result-reader" and not t.done()]
+
+
+async def _close_during_a_result_read(app: App, read: Any) -> None:
+    """Start a run no worker serves, wait for its result, and close the App while the
+    result reader is inside ``read`` (standing in for the store's ``run_get_many``)."""
+    @app.workflow
+    async def wf() -> int:
+        return 1
+
+    async with app:
+        entered = asyncio.Event()
+
+        async def patched(run_ids: list[str], *, settled_only: bool = False) -> Any:
+            entered.set()
+            return await read(run_ids, settled_only=settled_only)
+
+        app.store.run_get_many = patched  # type: ignore[method-assign]
+        await app.start(wf, run_id="r")
+        waiter = asyncio.ensure_future(app.handle("r").result(timeout=60))
+        await asyncio.wait_for(entered.wait(), 10)
+    done, _ = await asyncio.wait({waiter}, timeout=10)
+    assert waiter in done, "the result waiter was left waiting on a closed App"
+    assert _readers_left() == []
+
+
+async def test_closing_during_a_result_read_ends_the_reader(store_url: str) -> None:
+    """close() cancels the coalesced result reader and waits for it, even when the read
+    turns its cancellation into a store error (as a PostgreSQL read does when the
+    connection is closed under its query): no task outlives the App, so nothing is
+    left for the event loop's shutdown to wait on for ever."""
+    async def read(run_ids: list[str], *, settled_only: bool = False) -> Any:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+            raise StoreUnavailable("connection closed under the read") from None
+
+    await _close_during_a_result_read(App(store_url), read)
+
+
+@pytest.mark.postgres
+async def test_closing_during_a_real_postgres_read_ends_the_reader(pg_url: str) -> None:
+    """The same with a query in flight on a pooled connection: the reader's cancellation
+    cancels the query on the server and returns the connection before the pool closes."""
+    app = App(pg_url)
+
+    async def read(run_ids: list[str], *, settled_only: bool = False) -> Any:
+        await app.store._one("server_time", {})  # type: ignore[attr-defined]
+        async with app.store._connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute("SELECT pg_sleep(30)")
+        return []
+
+    await _close_during_a_result_read(app, read)

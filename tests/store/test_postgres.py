@@ -512,7 +512,7 @@ async def test_a_lone_append_keeps_every_field_and_survives_deallocate_all(
         await store.journal_append(lease=lease, entry=first)
         await asyncio.sleep(0.05)
         assert store._held.conn is None
-        conns = [await store._checkout() for _ in range(pool_max)]  # every connection
+        conns = [(await store._checkout())[1] for _ in range(pool_max)]  # every connection
         names: set[str] = set()
         for conn in conns:
             cur = await conn.execute("SELECT name FROM pg_prepared_statements")
@@ -571,7 +571,7 @@ async def test_a_kept_connection_the_server_closes_is_replaced_without_an_error(
     await store.open()
     try:
         lease = (await start_and_claim(store, "r1")).lease
-        conn = await store._checkout()
+        _, conn = await store._checkout()
         store._held.attach(conn)  # as the writer keeps it in the middle of a run's steps
         await raw.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
         deadline = time.monotonic() + 5

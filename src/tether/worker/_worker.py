@@ -299,6 +299,9 @@ class Worker:
             a.task.cancel()
         await asyncio.gather(*self._loops, *(a.task for a in self._active.values()),
                              return_exceptions=True)
+        # Hand-backs of crashed runs in flight: short writes, let them land before the
+        # store can be closed under them.
+        await asyncio.gather(*self._background, return_exceptions=True)
         with contextlib.suppress(StoreError):
             await self.app.store.worker_unregister(worker_id=self.worker_id,
                                                    now=self.app.clock.now())

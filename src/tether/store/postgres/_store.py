@@ -264,7 +264,9 @@ class PostgresStore(PostgresServeQueries):
 
     # -- connections and transactions ---------------------------------------------------
 
-    async def _checkout(self) -> Conn:
+    async def _checkout(self) -> tuple[psycopg_pool.AsyncConnectionPool[Conn], Conn]:
+        """A live pooled connection and the pool it goes back to (which is no longer
+        ``self._pool`` if the store is closed while the connection is out)."""
         pool = self._pool
         if pool is None or self._closed:
             raise StoreError("store is not open")
@@ -277,15 +279,15 @@ class PostgresStore(PostgresServeQueries):
             with contextlib.suppress(Exception):
                 await conn.close()
             await pool.putconn(conn)
-        return conn
+        return pool, conn
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
-        conn = await self._checkout()
+        pool, conn = await self._checkout()
         try:
             yield conn
         finally:
-            await self._pool.putconn(conn)  # type: ignore[union-attr]
+            await pool.putconn(conn)
 
     async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]], *, hold: bool = False) -> Any:
         """Run ``fn`` on a pooled connection, translating errors; rerun it when the
@@ -317,11 +319,11 @@ class PostgresStore(PostgresServeQueries):
         conn = held.conn
         if conn is None or held.broken:
             await self._release_held()
-            conn = await self._checkout()
+            pool, conn = await self._checkout()
             try:
                 held.attach(conn)
             except BaseException:  # e.g. a closed connection has no socket
-                await self._pool.putconn(conn)  # type: ignore[union-attr]
+                await pool.putconn(conn)
                 raise
         try:
             return await fn(conn)
