@@ -37,7 +37,7 @@ async def test_a_read_registered_during_an_in_flight_read_gets_a_fresh_state() -
     assert (await first).status is RunStatus.FAILED
     assert (await second).status is RunStatus.QUEUED
     assert len(calls) == 2
-    waiters.close()
+    await waiters.close()
 
 
 async def test_concurrent_readers_share_one_read() -> None:
@@ -52,4 +52,4 @@ async def test_concurrent_readers_share_one_read() -> None:
     got = await asyncio.gather(*(waiters.read("r") for _ in range(10)))
     assert all(r.status is RunStatus.COMPLETED for r in got)
     assert len(calls) == 1
-    waiters.close()
+    await waiters.close()
