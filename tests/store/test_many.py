@@ -81,3 +81,74 @@ async def test_many_runs_ending_at_once_each_get_their_own_outcome(store: Store)
     woken = await store.run_claim(worker_id="w", queues=["p"], limit=10, now=T0 + 2,
                                   lease_seconds=30)
     assert [c.run.run_id for c in woken] == ["parent"]
+
+
+async def test_many_runs_released_at_once_each_get_their_own_outcome(store: Store) -> None:
+    """Releases submitted together (group-committed on PostgreSQL, one transaction for
+    the lot) each take their own wait, as one at a time would: a timer, a signal already
+    sent, a signal not sent, a child already ended, a child still running, a cancel
+    asked for; a stale lease fails alone; one released claimable at once wakes the
+    workers of another store object."""
+    import asyncio
+
+    from tether._types import Lease
+    from tether.errors import LeaseLost
+    from tether.store import Wait, open_store
+    from tether.store.postgres import PostgresStore
+
+    done = await start_and_claim(store, "child-done", queue="c")
+    await store.run_finish(lease=done.lease, status="completed", result="1", error=None,
+                           now=T0)
+    await start_and_claim(store, "child-busy", queue="c")
+    ids = ["timer", "sent", "unsent", "ended", "busy", "cancel", "stale", "at-once"]
+    await store.run_insert_many(runs=[run_record(i) for i in ids])
+    claimed = await store.run_claim(worker_id="w", queues=["q"], limit=20, now=T0,
+                                    lease_seconds=30)
+    leases = {c.run.run_id: c.lease for c in claimed}
+    assert sorted(leases) == sorted(ids)
+    await store.signal_send(run_id="sent", name="go", payload=None, idempotency_key=None,
+                            now=T0)
+    await store.run_cancel(run_id="cancel", now=T0)
+    now = T0 + 1
+    waits = {
+        "timer": Wait(T0 + 100, "sleep"),
+        "sent": Wait(None, "signal go", signal="go"),
+        "unsent": Wait(T0 + 50, "signal go", signal="go"),
+        "ended": Wait(None, "child child-done", child="child-done"),
+        "busy": Wait(None, "child child-busy", child="child-busy"),
+        "cancel": Wait(T0 + 100, "sleep"),
+        "stale": Wait(T0 + 100, "sleep"),
+        "at-once": Wait(now, "a worker with key id 'k1'"),
+    }
+    leases["stale"] = Lease("stale", "w", leases["stale"].fencing_token + 3)
+    other = open_store(store.url)
+    await other.open()
+    try:
+        woken = asyncio.Event()
+        unsubscribe = await other.subscribe(woken.set)
+        try:
+            batches = store._writer.batches if isinstance(store, PostgresStore) else 0
+            outcomes = await asyncio.gather(
+                *(store.run_release(lease=leases[i], wait=waits[i], now=now) for i in ids),
+                return_exceptions=True)
+            if isinstance(store, PostgresStore):
+                assert store._writer.batches == batches + 1  # one transaction for all
+            await asyncio.wait_for(woken.wait(), timeout=5)
+        finally:
+            await unsubscribe()
+    finally:
+        await other.close()
+    got = dict(zip(ids, outcomes, strict=True))
+    assert isinstance(got.pop("stale"), LeaseLost)
+    assert set(got.values()) == {None}
+    runs = {r.run_id: r for r in await store.run_get_many(ids)}
+    assert {i: (r.status, r.available_at, r.waiting_for) for i, r in runs.items()} == {
+        "timer": ("waiting", T0 + 100, "sleep"),
+        "sent": ("waiting", now, "signal go"),
+        "unsent": ("waiting", T0 + 50, "signal go"),
+        "ended": ("waiting", now, "child child-done"),
+        "busy": ("waiting", None, "child child-busy"),
+        "cancel": ("waiting", now, "sleep"),
+        "stale": ("running", runs["stale"].available_at, None),
+        "at-once": ("waiting", now, "a worker with key id 'k1'"),
+    }

@@ -1,18 +1,19 @@
-"""Group commit for run starts, journal appends and the ends of runs.
+"""Group commit for run starts, journal appends, releases and the ends of runs.
 
-Every ``run_insert``, ``journal_append`` and ``run_finish`` of the process goes into one
-queue. A single writer task takes everything queued, writes its starts in one
-transaction (``run_insert_many``: one INSERT of arrays and one read), its appends in
-another (one fenced INSERT of arrays: one round trip and one WAL flush for the lot) and
-its ends of runs in a third (BEGIN, lock, UPDATE of arrays, wake-ups, COMMIT in one
-pipeline), and resolves each caller's future. While a batch is in flight the next one
-gathers, so under load batches grow by themselves and throughput approaches the commit
-rate times the batch size, with no timer and no added latency when the process is idle.
+Every ``run_insert``, ``journal_append``, ``run_release`` and ``run_finish`` of the
+process goes into one queue. A single writer task takes everything queued, writes its
+starts in one transaction (``run_insert_many``: one INSERT of arrays and one read), its
+appends in another (one fenced INSERT of arrays: one round trip and one WAL flush for
+the lot), its releases in a third and its ends of runs in a fourth (BEGIN, lock, UPDATE
+of arrays, wake-ups, COMMIT in one pipeline), and resolves each caller's future. While
+a batch is in flight the next one gathers, so under load batches grow by themselves and
+throughput approaches the commit rate times the batch size, with no timer and no added
+latency when the process is idle.
 
 One writer, not several, so that two appends to one run are written in the order they
 were made (a pending entry, then its final one), as the SQLite store's single writer
-thread does. A run's end is submitted after its last append was written, so writing a
-batch's appends before its ends keeps every run's order.
+thread does. A run's release or end is submitted after its last append was written, so
+writing a batch's appends before them keeps every run's order.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
+from tether.store._port import Wait
 
 log = logging.getLogger("tether.store.postgres")
 
@@ -49,6 +51,15 @@ class Finish:
 
 
 @dataclass(slots=True)
+class Release:
+    """A run handed back to wait (``run_release``) waiting for its batch."""
+    lease: Lease
+    wait: Wait
+    now: float
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
 class Insert:
     """A run's start (``run_insert``) waiting for its batch: the stored run and whether
     this insert created it."""
@@ -56,7 +67,7 @@ class Insert:
     future: asyncio.Future[tuple[RunRecord, bool]]
 
 
-Item = Append | Finish | Insert
+Item = Append | Finish | Release | Insert
 
 
 class AppendWriter:
@@ -92,6 +103,12 @@ class AppendWriter:
                       error: str | None, now: float) -> asyncio.Future[None]:
         fut = self._future()
         self._queue.append(Finish(lease, status, result, error, now, fut))
+        self._ready.set()
+        return fut
+
+    def submit_release(self, lease: Lease, wait: Wait, now: float) -> asyncio.Future[None]:
+        fut = self._future()
+        self._queue.append(Release(lease, wait, now, fut))
         self._ready.set()
         return fut
 

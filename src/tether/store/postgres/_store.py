@@ -71,7 +71,14 @@ from tether.store.postgres import _migrate
 from tether.store.postgres._arrays import Float8Array, Int4Array, Int8Array, TextArray
 from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
 from tether.store.postgres._events import EventListener, channel_of, split_event
-from tether.store.postgres._group_commit import Append, AppendWriter, Finish, Insert, Item
+from tether.store.postgres._group_commit import (
+    Append,
+    AppendWriter,
+    Finish,
+    Insert,
+    Item,
+    Release,
+)
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
 from tether.store.postgres._raw import Held, Prepared
@@ -506,18 +513,22 @@ class PostgresStore(PostgresServeQueries):
         await self._writer.submit(lease, entry)
 
     async def _flush(self, batch: list[Item]) -> None:
-        """Write one batch of the group-commit queue: its appends, then its ends of runs
-        (each run's end was submitted after its last append was written)."""
+        """Write one batch of the group-commit queue: its starts, its appends, then its
+        releases and ends of runs (each submitted after the run's last append was
+        written)."""
         if len(batch) == 1 and type(batch[0]) is Append:  # a sequential run's step
             await self._flush_appends(batch)  # type: ignore[arg-type]
             return
         inserts = [i for i in batch if isinstance(i, Insert)]
         appends = [i for i in batch if isinstance(i, Append)]
+        releases = [i for i in batch if isinstance(i, Release)]
         finishes = [i for i in batch if isinstance(i, Finish)]
-        if inserts:  # no append or end of a batch can be about a run started in it
+        if inserts:  # no append, release or end of a batch is about a run started in it
             await self._flush_inserts(inserts)
         if appends:
             await self._flush_appends(appends)
+        if releases:
+            await self._flush_releases(releases)
         if finishes:
             await self._flush_finishes(finishes)
 
@@ -640,9 +651,15 @@ class PostgresStore(PostgresServeQueries):
                     else LeaseLost(f.lease.run_id, f.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
-        params = {**lease_params(lease), "available_at": wait.available_at,
-                  "description": wait.description, "signal": wait.signal,
-                  "child": wait.child, "now": now, "channel": self._channel}
+        """Hand a run back to wait, in a transaction shared with the other runs of the
+        process released at the same time (group commit). Raises: LeaseLost,
+        StoreUnavailable."""
+        await self._writer.submit_release(lease, wait, now)
+
+    async def _release_one(self, r: Release) -> None:
+        params = {**lease_params(r.lease), "available_at": r.wait.available_at,
+                  "description": r.wait.description, "signal": r.wait.signal,
+                  "child": r.wait.child, "now": r.now, "channel": self._channel}
 
         async def go(conn: Conn) -> int:
             cursors = await self._pipeline(conn, [
@@ -651,7 +668,48 @@ class PostgresStore(PostgresServeQueries):
             return cursors[2].rowcount
 
         if await self._run_op(go) != 1:
-            raise LeaseLost(lease.run_id, lease.fencing_token)
+            raise LeaseLost(r.lease.run_id, r.lease.fencing_token)
+
+    async def _flush_releases(self, batch: list[Release]) -> None:
+        """Release many runs in one transaction (one round trip); resolve every caller."""
+        ids = [r.lease.run_id for r in batch]
+        if len(batch) == 1 or len(set(ids)) != len(ids):
+            for r in batch:
+                try:
+                    await self._release_one(r)
+                except TetherError as exc:
+                    _settle(r.future, exc)
+                else:
+                    _settle(r.future, None)
+            return
+        ordered = sorted(batch, key=lambda r: r.lease.run_id)
+        cols = {
+            "run_id": TextArray([r.lease.run_id for r in ordered]),
+            "fencing_token": Int8Array([r.lease.fencing_token for r in ordered]),
+            "description": TextArray([r.wait.description for r in ordered]),
+            "signal": TextArray([r.wait.signal for r in ordered]),
+            "child": TextArray([r.wait.child for r in ordered]),
+            "available_at": Float8Array([r.wait.available_at for r in ordered]),
+            "now": Float8Array([r.now for r in ordered]),
+            "channel": self._channel,
+        }
+        try:
+            _, _, released = await self._txn([
+                ("run_lock_many", cols), ("child_lock_many", cols),
+                ("run_release_many", cols)], prepare=False)
+        except StoreUnavailable as exc:
+            for r in batch:
+                _settle(r.future, exc)
+            return
+        except TetherError:
+            # One release the server refused (bad data) must not fail the others.
+            for r in batch:
+                await self._flush_releases([r])
+            return
+        done = {row[0] for row in released}
+        for r in batch:
+            _settle(r.future, None if r.lease.run_id in done
+                    else LeaseLost(r.lease.run_id, r.lease.fencing_token))
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel}

@@ -339,6 +339,44 @@ SELECT {schema}.wake(%(channel)s, count(*)
 FROM {schema}.queue_limits
 WHERE queue = (SELECT queue FROM {schema}.runs WHERE run_id = %(run_id)s);
 
+-- child_lock_many --
+-- child_lock for the children of runs released together (NULLs for runs without one).
+SELECT 1 FROM {schema}.runs WHERE run_id = ANY(%(child)b::text[])
+ORDER BY run_id FOR SHARE;
+
+-- run_release_many --
+-- run_release for many runs (one array per column, no run twice; after run_lock_many and
+-- child_lock_many); returns the ids of those it released (the others' leases were lost).
+-- Wakes the workers once, as run_release_wake would for each: for every run of a queue
+-- with a concurrency limit, and for every run released claimable at once.
+WITH rel AS (
+    UPDATE {schema}.runs r
+    SET status = 'waiting', owner = NULL, waiting_for = u.description, updated_at = u.now,
+        wait_signal = u.signal, wait_child = u.child,
+        available_at = CASE
+            WHEN r.cancel_requested THEN u.now
+            WHEN u.signal IS NOT NULL AND EXISTS (
+                SELECT 1 FROM {schema}.signals s
+                WHERE s.run_id = u.run_id AND s.name = u.signal
+                  AND s.consumed_position IS NULL) THEN u.now
+            WHEN u.child IS NOT NULL AND EXISTS (
+                SELECT 1 FROM {schema}.runs c
+                WHERE c.run_id = u.child
+                  AND c.status IN ('completed', 'failed', 'cancelled')) THEN u.now
+            ELSE u.available_at END
+    FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(description)b::text[],
+                %(signal)b::text[], %(child)b::text[], %(available_at)b::float8[],
+                %(now)b::float8[])
+         AS u(run_id, fencing_token, description, signal, child, available_at, now)
+    WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+      AND (r.status = 'running') IS TRUE
+    RETURNING r.run_id, r.queue, coalesce(u.available_at <= u.now, false) AS at_once),
+woke AS (
+    SELECT {schema}.wake(%(channel)s,
+        (SELECT count(*) FROM rel JOIN {schema}.queue_limits q ON q.queue = rel.queue)
+        + (SELECT count(*) FROM rel WHERE at_once)))
+SELECT rel.run_id FROM rel, woke;
+
 -- run_lock --
 -- Lock a run's row whatever its state; returns its status.
 SELECT status FROM {schema}.runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE;
