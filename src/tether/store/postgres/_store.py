@@ -612,43 +612,55 @@ class PostgresStore(PostgresServeQueries):
 
     async def _flush_finishes(self, batch: list[Finish]) -> None:
         """End many runs in one transaction (one round trip); resolve every caller."""
-        ids = [f.lease.run_id for f in batch]
+        def columns(ordered: list[Finish]) -> dict[str, Any]:
+            return {
+                "run_id": TextArray([f.lease.run_id for f in ordered]),
+                "fencing_token": Int8Array([f.lease.fencing_token for f in ordered]),
+                "status": TextArray([f.status for f in ordered]),
+                "result": TextArray([f.result for f in ordered]),
+                "error": TextArray([f.error for f in ordered]),
+                "now": Float8Array([f.now for f in ordered]),
+                "channel": self._channel,
+            }
+
+        await self._write_together(batch, self._finish_one, columns, (
+            "run_lock_many", "run_finish_many", "run_wake_waiters_many"), returns=1)
+
+    async def _write_together(self, batch: Sequence[Finish | Release],
+                              one: Callable[[Any], Awaitable[None]],
+                              columns: Callable[[Any], dict[str, Any]],
+                              steps: Sequence[str], *, returns: int) -> None:
+        """Write a batch of runs' ends or releases in one transaction: the statements
+        ``steps`` on the arrays ``columns`` builds from the batch in run_id order; the
+        statement at ``returns`` gives the ids it wrote (a run missing there lost its
+        lease). A batch of one, or naming a run twice, goes through ``one`` per item, and
+        a batch the server refused is written item by item (bad data fails only its own
+        run). Resolves every caller's future."""
+        ids = [i.lease.run_id for i in batch]
         if len(batch) == 1 or len(set(ids)) != len(ids):
-            for f in batch:
+            for i in batch:
                 try:
-                    await self._finish_one(f)
+                    await one(i)
                 except TetherError as exc:
-                    _settle(f.future, exc)
+                    _settle(i.future, exc)
                 else:
-                    _settle(f.future, None)
+                    _settle(i.future, None)
             return
-        ordered = sorted(batch, key=lambda f: f.lease.run_id)
-        cols = {
-            "run_id": TextArray([f.lease.run_id for f in ordered]),
-            "fencing_token": Int8Array([f.lease.fencing_token for f in ordered]),
-            "status": TextArray([f.status for f in ordered]),
-            "result": TextArray([f.result for f in ordered]),
-            "error": TextArray([f.error for f in ordered]),
-            "now": Float8Array([f.now for f in ordered]),
-            "channel": self._channel,
-        }
+        cols = columns(sorted(batch, key=lambda i: i.lease.run_id))
         try:
-            _, finished, _ = await self._txn([
-                ("run_lock_many", cols), ("run_finish_many", cols),
-                ("run_wake_waiters_many", cols)], prepare=False)
+            rows = await self._txn([(step, cols) for step in steps], prepare=False)
         except StoreUnavailable as exc:
-            for f in batch:
-                _settle(f.future, exc)
+            for i in batch:
+                _settle(i.future, exc)
             return
         except TetherError:
-            # One end the server refused (bad data) must not fail the others.
-            for f in batch:
-                await self._flush_finishes([f])
+            for i in batch:
+                await self._write_together([i], one, columns, steps, returns=returns)
             return
-        ended = {row[0] for row in finished}
-        for f in batch:
-            _settle(f.future, None if f.lease.run_id in ended
-                    else LeaseLost(f.lease.run_id, f.lease.fencing_token))
+        written = {row[0] for row in rows[returns]}
+        for i in batch:
+            _settle(i.future, None if i.lease.run_id in written
+                    else LeaseLost(i.lease.run_id, i.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         """Hand a run back to wait, in a transaction shared with the other runs of the
@@ -672,44 +684,20 @@ class PostgresStore(PostgresServeQueries):
 
     async def _flush_releases(self, batch: list[Release]) -> None:
         """Release many runs in one transaction (one round trip); resolve every caller."""
-        ids = [r.lease.run_id for r in batch]
-        if len(batch) == 1 or len(set(ids)) != len(ids):
-            for r in batch:
-                try:
-                    await self._release_one(r)
-                except TetherError as exc:
-                    _settle(r.future, exc)
-                else:
-                    _settle(r.future, None)
-            return
-        ordered = sorted(batch, key=lambda r: r.lease.run_id)
-        cols = {
-            "run_id": TextArray([r.lease.run_id for r in ordered]),
-            "fencing_token": Int8Array([r.lease.fencing_token for r in ordered]),
-            "description": TextArray([r.wait.description for r in ordered]),
-            "signal": TextArray([r.wait.signal for r in ordered]),
-            "child": TextArray([r.wait.child for r in ordered]),
-            "available_at": Float8Array([r.wait.available_at for r in ordered]),
-            "now": Float8Array([r.now for r in ordered]),
-            "channel": self._channel,
-        }
-        try:
-            _, _, released = await self._txn([
-                ("run_lock_many", cols), ("child_lock_many", cols),
-                ("run_release_many", cols)], prepare=False)
-        except StoreUnavailable as exc:
-            for r in batch:
-                _settle(r.future, exc)
-            return
-        except TetherError:
-            # One release the server refused (bad data) must not fail the others.
-            for r in batch:
-                await self._flush_releases([r])
-            return
-        done = {row[0] for row in released}
-        for r in batch:
-            _settle(r.future, None if r.lease.run_id in done
-                    else LeaseLost(r.lease.run_id, r.lease.fencing_token))
+        def columns(ordered: list[Release]) -> dict[str, Any]:
+            return {
+                "run_id": TextArray([r.lease.run_id for r in ordered]),
+                "fencing_token": Int8Array([r.lease.fencing_token for r in ordered]),
+                "description": TextArray([r.wait.description for r in ordered]),
+                "signal": TextArray([r.wait.signal for r in ordered]),
+                "child": TextArray([r.wait.child for r in ordered]),
+                "available_at": Float8Array([r.wait.available_at for r in ordered]),
+                "now": Float8Array([r.now for r in ordered]),
+                "channel": self._channel,
+            }
+
+        await self._write_together(batch, self._release_one, columns, (
+            "run_lock_many", "child_lock_many", "run_release_many"), returns=2)
 
     async def run_resume(self, *, run_id: str, now: float) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel}
