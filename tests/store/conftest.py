@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -54,3 +56,20 @@ async def start_and_claim(store: Store, run_id: str, *, now: float = T0,
                                     lease_seconds=LEASE)
     assert [c.run.run_id for c in claimed] == [run_id]
     return claimed[0]
+
+
+@contextlib.asynccontextmanager
+async def subscriber(store: Store) -> AsyncIterator[asyncio.Event]:
+    """Another store object on ``store``'s URL, subscribed to its wake-ups: the event is
+    set when one arrives (as a worker of another process would be woken)."""
+    other = open_store(store.url)
+    await other.open()
+    try:
+        woken = asyncio.Event()
+        unsubscribe = await other.subscribe(woken.set)
+        try:
+            yield woken
+        finally:
+            await unsubscribe()
+    finally:
+        await other.close()

@@ -14,7 +14,7 @@ from tether._types import JournalEntry, Lease
 from tether.errors import LeaseLost, RunNotFound, SignalError, StoreError, TetherError
 from tether.store import Store, Wait, WorkerInfo, open_store
 
-from .conftest import LEASE, T0, entry, run_record, start_and_claim
+from .conftest import LEASE, T0, entry, run_record, start_and_claim, subscriber
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -651,19 +651,10 @@ async def test_a_run_released_claimable_at_once_wakes_subscribers(store: Store) 
     that is stopping) wakes the workers of other store objects: they claim it now, not
     at their next poll or at the expiry of the lease they saw it under."""
     lease = (await start_and_claim(store, "r1")).lease
-    other = open_store(store.url)
-    await other.open()
-    try:
-        woken = asyncio.Event()
-        unsubscribe = await other.subscribe(woken.set)
-        try:
-            await store.run_release(lease=lease, now=T0 + 1,
-                                    wait=Wait(T0 + 1, "a worker with key id 'k1'"))
-            await asyncio.wait_for(woken.wait(), timeout=5)
-        finally:
-            await unsubscribe()
-    finally:
-        await other.close()
+    async with subscriber(store) as woken:
+        await store.run_release(lease=lease, now=T0 + 1,
+                                wait=Wait(T0 + 1, "a worker with key id 'k1'"))
+        await asyncio.wait_for(woken.wait(), timeout=5)
 
 
 async def test_subscribe_wakes_on_another_store_objects_insert(store: Store) -> None:

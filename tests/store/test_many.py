@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tether.store import Store
 
-from .conftest import T0, run_record, start_and_claim
+from .conftest import T0, run_record, start_and_claim, subscriber
 
 
 async def test_insert_many_creates_in_one_call_and_is_idempotent(store: Store) -> None:
@@ -93,7 +93,7 @@ async def test_many_runs_released_at_once_each_get_their_own_outcome(store: Stor
 
     from tether._types import Lease
     from tether.errors import LeaseLost
-    from tether.store import Wait, open_store
+    from tether.store import Wait
     from tether.store.postgres import PostgresStore
 
     done = await start_and_claim(store, "child-done", queue="c")
@@ -121,23 +121,14 @@ async def test_many_runs_released_at_once_each_get_their_own_outcome(store: Stor
         "at-once": Wait(now, "a worker with key id 'k1'"),
     }
     leases["stale"] = Lease("stale", "w", leases["stale"].fencing_token + 3)
-    other = open_store(store.url)
-    await other.open()
-    try:
-        woken = asyncio.Event()
-        unsubscribe = await other.subscribe(woken.set)
-        try:
-            batches = store._writer.batches if isinstance(store, PostgresStore) else 0
-            outcomes = await asyncio.gather(
-                *(store.run_release(lease=leases[i], wait=waits[i], now=now) for i in ids),
-                return_exceptions=True)
-            if isinstance(store, PostgresStore):
-                assert store._writer.batches == batches + 1  # one transaction for all
-            await asyncio.wait_for(woken.wait(), timeout=5)
-        finally:
-            await unsubscribe()
-    finally:
-        await other.close()
+    async with subscriber(store) as woken:
+        batches = store._writer.batches if isinstance(store, PostgresStore) else 0
+        outcomes = await asyncio.gather(
+            *(store.run_release(lease=leases[i], wait=waits[i], now=now) for i in ids),
+            return_exceptions=True)
+        if isinstance(store, PostgresStore):
+            assert store._writer.batches == batches + 1  # one transaction for all
+        await asyncio.wait_for(woken.wait(), timeout=5)
     got = dict(zip(ids, outcomes, strict=True))
     assert isinstance(got.pop("stale"), LeaseLost)
     assert set(got.values()) == {None}
