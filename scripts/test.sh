@@ -75,7 +75,16 @@ echo "== pytest (parallel: $workers processes)"
 ${nosync[@]+"${nosync[@]}"} .venv/bin/pytest -n "$workers" --dist worksteal -m "$(both "not serial")" ${args[@]+"${args[@]}"}
 parallel=$?
 echo "== pytest (serial)"
-${nosync[@]+"${nosync[@]}"} .venv/bin/pytest -m "$(both "serial")" ${args[@]+"${args[@]}"} -n 0
+# Without paths among the arguments, the serial part collects only the files that mark
+# tests `serial` (collecting the whole suite to pick 4 tests costs ~8 s); a `serial`
+# mark is always written in the test's own file.
+where=()
+positional=0
+for a in ${args[@]+"${args[@]}"}; do case "$a" in -*) ;; *) positional=1 ;; esac; done
+if [ "$positional" = 0 ]; then
+  mapfile -t where < <(grep -rlE --include='test_*.py' 'mark\.serial' tests | sort)
+fi
+${nosync[@]+"${nosync[@]}"} .venv/bin/pytest -m "$(both "serial")" ${args[@]+"${args[@]}"} ${where[@]+"${where[@]}"} -n 0
 serial=$?
 set -e
 if [ "$parallel" = 5 ] && [ "$serial" = 5 ]; then echo "no tests ran"; exit 1; fi
