@@ -19,7 +19,6 @@ every id asked for since its last read and reads them in one store call
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -117,8 +116,11 @@ class ResultWaiters:
             return
         task.cancel()
         if task.get_loop() is asyncio.get_running_loop():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # wait(), not `await task`: the reader's end (cancelled, or an error) is not
+            # the caller's, and a cancel of the caller itself still reaches it.
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: a reader that failed as it closed is no news
 
     # -- internals ------------------------------------------------------------------------
 
