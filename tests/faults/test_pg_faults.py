@@ -230,42 +230,58 @@ async def test_unreachable_database_at_start_worker_retries_then_serves(
         await proxy.close()
 
 
-@pytest.mark.serial  # 20 worker processes, their queries and transactions counted
 async def test_twenty_idle_workers_make_few_queries(env: tuple[App, PgWorkers],
                                                     pg_url: str) -> None:
     """20 idle worker processes on one database, ~20 s: the round trips they make (every
     query, heartbeat, poll and listener check, counted on the wire) stay under 20/s in
-    total. bench/cluster.py --idle reports the figure."""
+    total. bench/cluster.py --idle reports the figure.
+
+    Nothing here needs a quiet machine: the window opens once start-up is over (a whole
+    second below the bound), a starved worker only makes its trips later, and the
+    server's view is read live: every session on the database is one the proxy
+    carries, so no traffic went around the count. (The database's transaction counters
+    are no witness: a busy backend reports them up to 10 s late, PostgreSQL's
+    ``PGSTAT_IDLE_INTERVAL``, so start-up's commits land in any window.)"""
     _, workers = env
     proxy = await _proxy_to(pg_url).start()
     try:
         procs = [workers.start(db=proxy.url(pg_url), concurrency=10) for _ in range(20)]
         await asyncio.to_thread(workers.wait_serving, procs, 120)
-        await asyncio.sleep(3)  # past start-up (register, first claims, LISTEN)
-        with psycopg.connect(pg_url) as conn:
-            before = _xact(conn)
+        await _quiet(proxy, below=20, timeout=120)  # past start-up: claims, LISTEN
         proxy.reset()
         t0 = time.monotonic()
-        await asyncio.sleep(20)
+        await asyncio.sleep(20)  # > the idle heartbeat (15 s) and two notified polls
         trips = proxy.round_trips
         elapsed = time.monotonic() - t0
+        carried, sessions = proxy.open, await asyncio.to_thread(_sessions, pg_url)
     finally:  # in a thread: the proxy in this loop must serve the workers' goodbyes
         await asyncio.to_thread(workers.stop_all)
         await proxy.close()
-    await asyncio.sleep(1.5)  # backends flush their statistics when they exit
-    with psycopg.connect(pg_url) as conn:
-        commits = _xact(conn) - before
     rate = trips / elapsed
-    print(f"\n20 idle workers: {rate:.2f} round trips/s; "
-          f"{commits} transactions in the database over the window and shutdown")
+    print(f"\n20 idle workers: {rate:.2f} round trips/s over {elapsed:.1f} s; "
+          f"{sessions} sessions on the database, {carried} through the proxy")
     assert all(p.returncode == 0 for p in procs)
     assert rate < 20, f"{rate:.1f} round trips/s from 20 idle workers"
-    # The server agrees (+ each worker's exit).
-    assert commits < 20 * elapsed + 20 * 10, f"{commits} transactions in {elapsed:.1f} s"
+    assert sessions == carried >= 20, f"{sessions} sessions, {carried} through the proxy"
 
 
-def _xact(conn: psycopg.Connection[object]) -> int:
-    row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                       "WHERE datname = current_database()").fetchone()
+async def _quiet(proxy: RoundTripProxy, below: int, timeout: float) -> None:
+    """Wait for a whole second in which the proxy carried fewer than ``below`` round
+    trips."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = proxy.round_trips
+        await asyncio.sleep(1.0)
+        if proxy.round_trips - before < below:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still {proxy.round_trips - before} round trips a second")
+
+
+def _sessions(url: str) -> int:
+    """Sessions on ``url``'s database, this one left out."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND pid <> pg_backend_pid()").fetchone()
     assert row is not None
-    return int(row[0])  # type: ignore[call-overload]
+    return int(row[0])

@@ -20,7 +20,8 @@ class RoundTripProxy:
         self.target_host = target_host
         self.target_port = target_port
         self.round_trips = 0
-        self.connections = 0
+        self.connections = 0  # ever accepted
+        self.open = 0  # accepted and not yet closed by either side
         self.trace: list[str] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -51,6 +52,13 @@ class RoundTripProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open += 1
+        try:
+            await self._carry(reader, writer)
+        finally:
+            self.open -= 1
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection(self.target_host, self.target_port)
         buf = bytearray()
         started = [False]
