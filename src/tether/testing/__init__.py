@@ -13,10 +13,40 @@
 
 from __future__ import annotations
 
-from tether.testing._env import TestEnv, TestRunHandle, VirtualClock
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tether.testing._history import History, HistoryError, export_history, load_history
 from tether.testing._replayer import ReplayResult, check_history, replay
-from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
+
+if TYPE_CHECKING:
+    from tether.testing._env import TestEnv, TestRunHandle, VirtualClock
+    from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
+
+# Imported on first use (PEP 562): the CLI reaches the replayer through this package on
+# every command, and the test environment and the LLM server would add ~20 ms to each.
+_LAZY = {
+    "TestEnv": "tether.testing._env",
+    "TestRunHandle": "tether.testing._env",
+    "VirtualClock": "tether.testing._env",
+    "Fault": "tether.testing.llm_server",
+    "Outage": "tether.testing.llm_server",
+    "Reply": "tether.testing.llm_server",
+    "ScriptedLLMServer": "tether.testing.llm_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "Fault",
