@@ -614,8 +614,7 @@ class PostgresStore(PostgresServeQueries):
         """End many runs in one transaction (one round trip); resolve every caller."""
         def columns(ordered: list[Finish]) -> dict[str, Any]:
             return {
-                "run_id": TextArray([f.lease.run_id for f in ordered]),
-                "fencing_token": Int8Array([f.lease.fencing_token for f in ordered]),
+                **_lease_columns(ordered),
                 "status": TextArray([f.status for f in ordered]),
                 "result": TextArray([f.result for f in ordered]),
                 "error": TextArray([f.error for f in ordered]),
@@ -686,8 +685,7 @@ class PostgresStore(PostgresServeQueries):
         """Release many runs in one transaction (one round trip); resolve every caller."""
         def columns(ordered: list[Release]) -> dict[str, Any]:
             return {
-                "run_id": TextArray([r.lease.run_id for r in ordered]),
-                "fencing_token": Int8Array([r.lease.fencing_token for r in ordered]),
+                **_lease_columns(ordered),
                 "description": TextArray([r.wait.description for r in ordered]),
                 "signal": TextArray([r.wait.signal for r in ordered]),
                 "child": TextArray([r.wait.child for r in ordered]),
@@ -991,11 +989,17 @@ def _waves(batch: list[Append]) -> list[list[Append]]:
     return waves
 
 
+def _lease_columns(items: Sequence[Append | Finish | Release]) -> dict[str, Any]:
+    """``run_id`` and ``fencing_token`` as arrays: the fenced writes of a batch
+    (``lease_params`` for one)."""
+    return {"run_id": TextArray([i.lease.run_id for i in items]),
+            "fencing_token": Int8Array([i.lease.fencing_token for i in items])}
+
+
 def _columns(wave: list[Append]) -> dict[str, list[Any]]:
     """The appends of one statement as one array per column."""
     return {
-        "run_id": TextArray([a.lease.run_id for a in wave]),
-        "fencing_token": Int8Array([a.lease.fencing_token for a in wave]),
+        **_lease_columns(wave),
         "position": Int4Array([a.entry.position for a in wave]),
         "kind": TextArray([a.entry.kind for a in wave]),
         "name": TextArray([a.entry.name for a in wave]),
