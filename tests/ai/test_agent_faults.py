@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests import forked
 from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
 from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
@@ -64,7 +65,7 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-m", "tether", "worker", APP, "--db", self.db, "--lease", "2"],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(proc)

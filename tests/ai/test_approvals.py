@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import tether
+from tests import forked
 from tether import App, RunNotFound, RunStatus
 from tether.ai import (
     LLM,
@@ -199,8 +200,8 @@ async def test_request_approval_in_a_plain_workflow(store_url: str) -> None:
 
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60)
 
 
 async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedLLMServer,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import tether
+from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tether import App
 from tether.ai import LLM, Budget, BudgetExceeded, set_budget, user_message
@@ -27,8 +28,8 @@ async def server() -> AsyncIterator[ScriptedLLMServer]:
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60, env=env)
 
 
 async def test_a_run_over_budget_waits_and_resumes_when_raised(

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests import forked
 from tether import App, RunFailed
 from tether.ai import LLM, Agent, Budget, user_message, workflow_tool
 from tether.testing.llm_server import Reply, ScriptedLLMServer
@@ -31,8 +32,8 @@ async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60, env=env)
 
 
 def script() -> list[Reply]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests import forked
 from tests.ai.test_mcp import stop_process
 from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
@@ -44,8 +45,8 @@ async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60, env=env)
 
 
 def tail(request: RecordedRequest, n: int) -> list[dict[str, Any]]:
@@ -213,7 +214,7 @@ async def test_sigkill_after_an_interrupt_sends_no_request_twice(tmp_path: Path)
         procs: list[subprocess.Popen[bytes]] = []
 
         def worker() -> subprocess.Popen[bytes]:
-            proc = subprocess.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", db,
+            proc = forked.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", db,
                                      "--lease", "2"], cwd=ROOT, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(proc)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import tether
+from tests import forked
 from tests.ai.mcp_crash_worker import build as build_crash_app
 from tests.engine.helpers import wait_for
 from tether import App, RetryPolicy
@@ -50,7 +51,7 @@ def free_port() -> int:
 def start_http_server(port: int, log: Path) -> subprocess.Popen[bytes]:
     """Start the notes server over streamable HTTP and wait until it accepts."""
     env = {**os.environ, "NOTES_CALL_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, str(NOTES_SERVER), "http", str(port)], env=env)
+    proc = forked.Popen([sys.executable, str(NOTES_SERVER), "http", str(port)], env=env)
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -421,8 +422,8 @@ async def test_completed_call_is_not_resent_after_sigkill(tmp_path: Path) -> Non
 
     def spawn(n: int) -> subprocess.Popen[bytes]:
         out = open(tmp_path / f"worker{n}.log", "wb")
-        proc = subprocess.Popen([sys.executable, str(CRASH_WORKER), str(db), url, str(gate)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = forked.Popen([sys.executable, str(CRASH_WORKER), str(db), url, str(gate)],
+                            stdout=out, stderr=subprocess.STDOUT)
         out.close()
         workers.append(proc)
         return proc

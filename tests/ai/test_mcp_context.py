@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import tether
+from tests import forked
 from tests.ai.test_mcp import stop_process
 from tests.engine.helpers import wait_for
 from tether import App, RunFailed, WorkflowNotFound
@@ -212,7 +213,7 @@ async def test_sigkill_after_an_answered_elicitation_repeats_nothing(tmp_path: P
     procs: list[subprocess.Popen[bytes]] = []
 
     def worker() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "tether", "worker",
+        proc = forked.Popen([sys.executable, "-m", "tether", "worker",
                                  "tests.ai.elicit_worker_app:app", "--db", db, "--lease", "2"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import wait_for
 from tether import App
 from tether.ai import LLM, Agent, function_tool
@@ -38,8 +39,8 @@ def user_texts(request: RecordedRequest) -> list[str]:
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60, env=env)
 
 
 async def test_a_message_sent_during_a_tool_call_reaches_the_next_turn(

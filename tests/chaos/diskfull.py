@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import forked
 from tests.chaos.harness import ROOT, Profile, retried, soak
 from tests.chaos.model import expected
 from tether import App
@@ -90,8 +91,8 @@ class DiskFigures:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TETHER_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
+                      capture_output=True, text=True, timeout=120, check=False)
 
 
 async def disk_fill_soak(work: Path, profile: Profile, seed: int = 31) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import apsw
 
+from tests import forked
 from tests.chaos import chaos_app
 from tether import App
 
@@ -55,7 +56,7 @@ async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> 
     procs: dict[int, subprocess.Popen[bytes]] = {}
     for n in range(2):
         with open(workdir / f"fencing-worker-{n}.log", "wb") as log:
-            p = subprocess.Popen(
+            p = forked.Popen(
                 [sys.executable, "-m", "tether", "worker", "tests.chaos.chaos_app:app",
                  "--db", url, "--lease", str(lease)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import apsw
 
+from tests import forked
 from tests.chaos import chaos_app
 from tests.chaos.model import expected, signal_payload
 from tether import App
@@ -146,7 +147,7 @@ class _Workers:
         env.pop("TETHER_DATABASE_URL", None)
         self._n += 1
         with open(self.logs / f"worker-{self._n}.log", "wb") as log:
-            proc = subprocess.Popen(
+            proc = forked.Popen(
                 [sys.executable, "-m", "tether", "worker", "tests.chaos.chaos_app:app",
                  "--db", self.url, "--lease", str(self.profile.lease)],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -25,6 +25,8 @@ from typing import Any
 
 import apsw
 
+from tests import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 OPS = 60  # runs each child starts (and completes / signals)
 
@@ -160,8 +162,8 @@ def _check(path: Path, acks: list[str]) -> tuple[int, bool]:
 
 def _child(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "tests.chaos.powerloss", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return forked.run([sys.executable, "-m", "tests.chaos.powerloss", *args], cwd=cwd,
+                      env=env, capture_output=True, text=True, timeout=120)
 
 
 def run(workdir: Path, crash_points: int, synchronous: str = "full",

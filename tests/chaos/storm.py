@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import forked
 from tests.chaos import chaos_app
 from tests.chaos.chaos_app import value
 from tether import App
@@ -54,7 +55,7 @@ def _spawn(url: str, ledger: Path, log: Path, concurrency: int) -> subprocess.Po
     env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=str(ROOT), CHAOS_CRASH_P="0")
     env.pop("TETHER_DATABASE_URL", None)
     with open(log, "wb") as out:
-        return subprocess.Popen(
+        return forked.Popen(
             [sys.executable, "-m", "tether", "worker", "tests.chaos.chaos_app:app", "--db",
              url, "--lease", "2", "--concurrency", str(concurrency)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 import tether
+from tests import forked
 from tether import App
 from tether.encryption import AesGcm, PayloadDecryptError, Redact
 
@@ -115,8 +115,8 @@ async def test_aes_gcm_leaves_no_known_plaintext_and_fails_closed(
     # The CLI (which has no key) prints no canary either.
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
     for args in (["runs"], ["show", "a1"], ["show", "a1", "--json"]):
-        done = subprocess.run([sys.executable, "-m", "tether", *args, "--db", url],
-                              capture_output=True, text=True, env=env, timeout=60)
+        done = forked.run([sys.executable, "-m", "tether", *args, "--db", url],
+                          capture_output=True, text=True, env=env, timeout=60)
         assert not any(c in done.stdout + done.stderr for c in CANARIES), args
 
 

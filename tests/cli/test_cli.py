@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import tether
+from tests import forked
 from tether import App
 
 
@@ -26,7 +27,7 @@ def tether_cli(*args: str, db: str | None, timeout: float = 60) -> subprocess.Co
     argv = [sys.executable, "-m", "tether", *args]
     if db is not None:
         argv += ["--db", db]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    return forked.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -199,7 +200,7 @@ def test_worker_rejects_bad_numbers_without_a_traceback(
 def test_worker_on_a_sqlite_path_that_cannot_exist_exits(tmp_path: Path) -> None:
     """A missing folder is a configuration error: one line and an exit, not retries."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.run(
+    proc = forked.run(
         [sys.executable, "-m", "tether", "worker", "tests.cli.cli_app:app",
          "--db", f"sqlite:///{tmp_path}/no/such/folder/x.db"],
         capture_output=True, text=True, timeout=60, env=env)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.faults.pg_apps:app"
 
@@ -41,8 +43,8 @@ class PgWorkers:
                    PYTHONPATH=str(ROOT))
         log_path = self.log_dir / f"worker-{len(self.procs)}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = forked.Popen(args, cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
         self.procs.append(proc)
         self.logs[proc.pid] = log_path
         return proc

@@ -9,6 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tests import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,8 +31,8 @@ class Workers:
         env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side_file),
                    PYTHONPATH=str(ROOT))
         with open(self.log_dir / f"worker-{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = forked.Popen(args, cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 

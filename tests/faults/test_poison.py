@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tests.faults.procs import ROOT
 from tether import App
@@ -27,7 +28,7 @@ def worker(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
     side.touch()
     env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(side), PYTHONPATH=str(ROOT))
     with open(tmp_path / "worker.log", "wb") as log:
-        proc = subprocess.Popen(
+        proc = forked.Popen(
             [sys.executable, "-m", "tether", "worker", "tests.faults.poison_apps:app",
              "--db", sqlite_url, "--lease", "2"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import journal_has, status_is, wait_for
 from tests.faults.procs import ROOT, Workers
 from tether import App
@@ -88,7 +88,7 @@ async def test_human_in_the_loop_across_a_full_stop(env: tuple[App, Workers],
     handle = await app.start(human_in_the_loop, run_id="hitl")
     await wait_for(lambda: status_is(app, "hitl", "waiting"), timeout=30)
     workers.kill(first, signal.SIGTERM)
-    out = subprocess.run(
+    out = forked.run(
         [sys.executable, "-m", "tether", "signal", "hitl", "approve", "--db", store_url,
          "--data", '{"by": "ana", "budget": 4.0}'],
         cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import wait_for
 from tests.faults.procs import ROOT
 from tether import App
@@ -45,7 +46,7 @@ def worker_procs(store_url: str, tmp_path: Path) -> Iterator[list[subprocess.Pop
 def start_worker(url: str, side: Path, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(side), PYTHONPATH=str(ROOT))
     with open(log, "wb") as out:
-        return subprocess.Popen(
+        return forked.Popen(
             [sys.executable, "-m", "tether", "worker", "tests.faults.limit_apps:app",
              "--db", url, "--queue", "limited", "--concurrency", "20"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 import tether
+from tests import forked
 from tests.engine.helpers import client_app, wait_for
 from tests.faults.procs import ROOT
 from tether import App, _faults
@@ -64,6 +65,8 @@ def worker_proc(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[byt
     """One ``tether worker`` process for the ``scale`` queue, stopped by its PID."""
     args = [sys.executable, "-m", "tether", "worker", f"{__name__}:app", "--db", store_url,
             "--queue", "scale"]
+    # A new interpreter, not a fork (tests/forked.py): the test measures this process's
+    # memory, and a forked child's resident set starts with the fork server's.
     with open(tmp_path / "worker.log", "wb") as log:
         proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -174,7 +177,7 @@ async def test_five_thousand_waiting_runs_cost_no_worker_memory_and_one_signal_w
     assert sorted(before) == sorted([*warm, *ids])
     assert all([row[1] for row in before[rid][1]] == ["step"] for rid in ids)
     chosen = ids[4321]
-    out = subprocess.run(
+    out = forked.run(
         [sys.executable, "-m", "tether", "signal", chosen, "go", "--data", '{"by": "cli"}',
          "--db", store_url],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=60,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests import forked
 from tests.ai.test_mcp import stop_process
 from tether.testing.llm_server import RecordedRequest
 
@@ -28,7 +29,7 @@ class Workers:
 
     def start(self) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"worker-{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen(
+            proc = forked.Popen(
                 [sys.executable, "-m", "tether", "worker", self.app, "--db", self.db,
                  "--lease", "2"], cwd=ROOT, env=self.env, stdout=log,
                 stderr=subprocess.STDOUT)

@@ -34,6 +34,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel
 
 import tether
+from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tether import App, RunFailed
 from tether.ai import Budget
@@ -97,8 +98,8 @@ def triage_script() -> list[Reply]:
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60, env=env)
 
 
 MODEL = "openai_agents:model:gpt-4.1-mini"

@@ -25,6 +25,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import RunContext
 
 import tether
+from tests import forked
 from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
 from tests.engine.helpers import status_is, wait_for
 from tether import App, RunFailed
@@ -80,8 +81,8 @@ def geo_script() -> list[Reply]:
 
 def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db],
+                      capture_output=True, text=True, timeout=60, env=env)
 
 
 async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(

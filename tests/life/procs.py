@@ -9,6 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tests import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,8 +32,8 @@ class Workers:
         env.pop("TETHER_DATABASE_URL", None)
         env.update(env_extra or {})
         with open(self.tmp / f"worker-{len(self.procs)}.log", "wb") as log:
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = forked.Popen(args, cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 

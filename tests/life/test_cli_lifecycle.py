@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tests.life.procs import ROOT
 from tether import App, RetryPolicy
@@ -20,8 +22,8 @@ def cli(*args: str, db: str | None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TETHER_DATABASE_URL", None)
     argv = [sys.executable, "-m", "tether", *args] + (["--db", db] if db else [])
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    return forked.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                      timeout=60)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -36,6 +38,15 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> Non
 def test_version_flag() -> None:
     out = cli("--version", db=None)
     assert out.returncode == 0 and out.stdout.startswith("tether ")
+
+
+def test_entry_points_start_in_a_new_interpreter() -> None:
+    """The installed ``tether`` script and ``python -m tether`` in new interpreters (the
+    suite's other commands are forked from tests/zygote.py, past Python's start-up)."""
+    script = Path(sys.executable).with_name("tether")
+    for argv in ([str(script), "--version"], [sys.executable, "-m", "tether", "--version"]):
+        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.startswith("tether "), out
 
 
 async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> None:

@@ -5,13 +5,13 @@ then ends ``failed`` with a clear error, while the other runs of the queue compl
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import wait_for
 from tests.life.procs import ROOT, Workers
 from tests.life.test_processes import cli, registered
@@ -66,7 +66,7 @@ async def test_a_run_that_kills_every_worker_ends_failed_after_the_bound(
 
 def test_max_crashes_is_validated() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "tether", "worker", "tests.life.apps:app",
+    out = forked.run([sys.executable, "-m", "tether", "worker", "tests.life.apps:app",
                           "--max-crashes", "0"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and "--max-crashes" in out.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tests.engine.helpers import wait_for
 from tests.life.procs import ROOT, Workers
 from tether import App
@@ -169,8 +170,8 @@ def cli(*args: str, db: str, tmp: Path) -> subprocess.CompletedProcess[str]:
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), TETHER_TEST_SIDE_FILE=str(tmp / "x.txt"))
     env.pop("TETHER_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db], cwd=ROOT,
+                      env=env, capture_output=True, text=True, timeout=60)
 
 
 async def test_schedule_on_three_workers_starts_one_run_per_tick(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import tether
+from tests import forked
 from tests.life.procs import ROOT
 from tether import App
 from tether._lifecycle import Cron, tick_run_id, tick_schedules, zone_of
@@ -158,8 +159,8 @@ def cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TETHER_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "tether", *args, "--db", db], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    return forked.run([sys.executable, "-m", "tether", *args, "--db", db], cwd=ROOT,
+                      env=env, capture_output=True, text=True, timeout=60)
 
 
 async def test_schedules_cli(store_url: str, tmp_path: Path) -> None:

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from mcp import Client, StdioServerParameters
 
+from tests import forked
 from tests.faults.procs import ROOT
 from tests.mcp_server.host import poll
 from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
 
 def tether_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, text=True,
+                      capture_output=True, timeout=60,
+                      env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
 async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:

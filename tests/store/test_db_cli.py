@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tether.errors import ConfigError
 from tether.store import open_store
 from tether.store._sql import load_migrations
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def tether(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
 
 

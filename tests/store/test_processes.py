@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import forked
 from tether.store import Store
 
 from .proc_client import BIG, event
@@ -23,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def spawn(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "tests.store.proc_client", *args],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return forked.Popen([sys.executable, "-m", "tests.store.proc_client", *args],
+                        cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
 
 
 async def finish(proc: subprocess.Popen[str]) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from tests import forked
 from tests.cli.test_cli import assert_one_line_error
 from tests.store.test_db_cli import make_release_one_store
 from tether.errors import ConfigError, StoreError
@@ -34,8 +35,8 @@ WRITING = (("start", "wf"), ("signal", "r1", "go"), ("cancel", "r1"), ("db", "mi
 def tether(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
     full.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=60)
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=full,
+                      capture_output=True, text=True, timeout=60)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -199,8 +200,8 @@ async def test_opening_a_new_store_waits_for_another_process_holding_its_lock(
     locked' while another process (a worker creating the store) held the file."""
     db = tmp_path / "t.db"
     db.touch(mode=0o600)
-    with subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(db), "1.5"],
-                          stdout=subprocess.PIPE, text=True) as holder:
+    with forked.Popen([sys.executable, "-c", _HOLD_LOCK, str(db), "1.5"],
+                      stdout=subprocess.PIPE, text=True) as holder:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         done = await asyncio.to_thread(tether, "queue-limit", "q1", "3", "--db",
                                        f"sqlite:///{db}")
@@ -216,8 +217,8 @@ def test_many_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -
     argv = [sys.executable, "-m", "tether"]
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
     commands = [["queue-limit", f"q{i}", "1"] for i in range(4)] + [["db", "migrate"]]
-    procs = [subprocess.Popen(argv + c + ["--db", url], env=env, cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs = [forked.Popen(argv + c + ["--db", url], env=env, cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for c in commands]
     results = [(p.returncode, p.communicate(timeout=60)[1]) for p in procs]
     results = [(p.returncode, err) for p, (_, err) in zip(procs, results, strict=True)]

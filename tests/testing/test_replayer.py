@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests import forked
 from tether.testing import HistoryError, TestEnv, export_history, load_history, replay
 from tether.testing._history import VERSION
 
@@ -147,8 +148,8 @@ def test_bad_history_files_get_a_one_line_error(tmp_path: Path, content: str,
 def tether(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TETHER_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=env,
+                      capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.slow

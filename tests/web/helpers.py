@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from tests import forked
+
 ROOT = Path(__file__).resolve().parents[2]
 TETHER = [sys.executable, "-m", "tether"]
 ADMIN = "admin-token-0123456789"
@@ -64,8 +66,8 @@ def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | Non
         token_file.write_text(tokens)
         args += ["--token-file", str(token_file)]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env(**(extra_env or {})), stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = forked.Popen(args, cwd=ROOT, env=env(**(extra_env or {})), stdout=out,
+                            stderr=subprocess.STDOUT)
     served = Served(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

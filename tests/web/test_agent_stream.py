@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 import tether
+from tests import forked
 from tests.web.helpers import ROOT, env, parse_sse, serving, start_worker
 from tether import App
 from tether.ai import LLM, Agent, approve, function_tool, pending_approval
@@ -158,7 +159,7 @@ def test_agent_answer_streams_into_the_sse_stream(tmp_path: Path) -> None:
     script.write_text(json.dumps([
         {"tool_calls": [{"name": "weather", "arguments": {"city": "Oslo"}}]},
         {"text": " ".join(WORDS), "chunk_delay": 0.02}]))
-    llm = subprocess.Popen([sys.executable, "-m", "tether.testing.llm_server", "--script",
+    llm = forked.Popen([sys.executable, "-m", "tether.testing.llm_server", "--script",
                             str(script)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                            text=True)
     assert llm.stdout is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import forked
 from tests.web.helpers import ROOT, WEBAPP, env, parse_sse, serving, start_worker
 from tether.store import open_store
 
@@ -23,7 +24,7 @@ WORDS = [f"w{i}" for i in range(40)]
 def start_llm(tmp: Path, steps: list[dict[str, object]]) -> tuple[subprocess.Popen[str], str]:
     script = tmp / "script.json"
     script.write_text(json.dumps(steps))
-    proc = subprocess.Popen([sys.executable, "-m", "tether.testing.llm_server", "--script",
+    proc = forked.Popen([sys.executable, "-m", "tether.testing.llm_server", "--script",
                              str(script)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None
