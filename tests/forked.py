@@ -29,6 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 EXEC_ONLY = os.environ.get("TETHER_TEST_EXEC", "").lower() in ("1", "true", "yes")
+#: The fork server's socket, for the processes a test starts (see ``stdio_command``).
+SOCKET_ENV = "TETHER_TEST_FORK_SERVER"
+LAUNCHER = Path(__file__).with_name("forked_exec.py")
 
 _lock = threading.Lock()
 _server: dict[str, Any] = {}
@@ -52,6 +55,7 @@ def _socket_path() -> str | None:
             _server["failed"] = True
             return None
         _server.update(path=path, proc=proc)
+        os.environ[SOCKET_ENV] = path
         atexit.register(_stop, proc, folder)
         return path
 
@@ -101,9 +105,10 @@ class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
                        restore_signals: Any, gid: Any, gids: Any, uid: Any, umask: Any,
                        start_new_session: bool, process_group: Any) -> None:
         path = _server["path"]
+        # The server's socket goes along, for what the child starts (stdio_command).
         request = {"argv": [str(a) for a in args[1:]],
                    "cwd": os.fspath(cwd) if cwd is not None else os.getcwd(),
-                   "env": dict(os.environ if env is None else env),
+                   "env": {SOCKET_ENV: path, **(os.environ if env is None else env)},
                    "new_session": bool(start_new_session)}
         fds = [p2cread if p2cread != -1 else 0, c2pwrite if c2pwrite != -1 else 1,
                errwrite if errwrite != -1 else 2]
@@ -198,3 +203,17 @@ def run(args: Sequence[Any], *, input: Any = None, timeout: float | None = None,
         raise subprocess.CalledProcessError(code, args, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(args, code, stdout, stderr)
 
+
+def stdio_command(script: Path | str, *args: str, start: bool = True) -> tuple[str, list[str]]:
+    """The command and arguments that start ``python SCRIPT ARGS...`` for another
+    program (an MCP stdio server that Tether's ``MCPServer.stdio`` starts through the
+    ``mcp`` SDK): the launcher ``tests/forked_exec.py``, which has the fork server fork
+    the script with the launcher's standard streams. Without a fork server (not started
+    and ``start`` false, as in a worker process without ``TETHER_TEST_FORK_SERVER`` in
+    its environment, or ``TETHER_TEST_EXEC=1``), the script itself."""
+    path = os.environ.get(SOCKET_ENV) if not EXEC_ONLY else None
+    if path is None and start and not EXEC_ONLY:
+        path = _socket_path()
+    if path is None:
+        return sys.executable, [str(script), *args]
+    return sys.executable, [str(LAUNCHER), path, str(script), *args]

@@ -78,3 +78,45 @@ def test_what_a_fork_cannot_reproduce_gets_a_new_interpreter() -> None:
     assert done.returncode == 0 and "error" in done.stdout
     proc = forked.Popen(["true"])
     assert not isinstance(proc, forked.ForkedPopen) and proc.wait(30) == 0
+
+
+LINGER = """
+import json, os, sys
+print(json.dumps({"pid": os.getpid()}), flush=True)
+sys.stdin.read()  # until the starter closes our standard input
+print("stdin closed", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.mark.skipif(forked.EXEC_ONLY, reason="TETHER_TEST_EXEC=1: no fork server")
+@pytest.mark.parametrize("end", ["eof", "sigterm", "sigkill"])
+def test_the_launcher_ends_as_its_forked_process_ends(tmp_path: Path, end: str) -> None:
+    """What another program starts through ``stdio_command``: the forked process has
+    the starter's pipes alone, a SIGTERM to the launcher reaches it, and the launcher
+    ends with its status."""
+    import json
+
+    script = tmp_path / "linger.py"
+    script.write_text(LINGER)
+    command, args = forked.stdio_command(script)
+    assert args[0] == str(forked.LAUNCHER)
+    proc = subprocess.Popen([command, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    child = json.loads(proc.stdout.readline())["pid"]
+    assert child != proc.pid
+    if end == "eof":
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+        assert proc.stderr.read() == b"stdin closed\n"
+    elif end == "sigterm":
+        proc.terminate()
+        assert proc.wait(30) == -signal.SIGTERM
+        proc.stdin.close()
+    else:
+        os.kill(child, signal.SIGKILL)
+        assert proc.stdout.read() == b""  # end-of-file: nobody else holds the pipe
+        assert proc.wait(30) == -signal.SIGKILL
+        proc.stdin.close()
+    proc.stdout.close()
+    proc.stderr.close()

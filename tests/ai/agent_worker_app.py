@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import tether
+from tests.forked import stdio_command
 from tether import App
 from tether.ai import LLM, Agent, function_tool
 
@@ -69,9 +69,10 @@ def _tools() -> list[object]:
 
         if mcp == "stdio":
             log = os.environ.get("NOTES_CALL_LOG", "")
-            server = MCPServer.stdio(sys.executable, [str(HERE / "mcp_servers" / "notes_server.py"),
-                                                      "stdio"],
-                                     env={"NOTES_CALL_LOG": log}, id="notes", timeout=20)
+            command = stdio_command(HERE / "mcp_servers" / "notes_server.py", "stdio",
+                                    start=False)
+            server = MCPServer.stdio(*command, env={"NOTES_CALL_LOG": log}, id="notes",
+                                     timeout=20)
         else:
             server = MCPServer.http(mcp, id="notes", timeout=20)
         tools.append(MCPToolset(app, server))

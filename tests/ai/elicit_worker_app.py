@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 
+from tests.forked import stdio_command
 from tether import App
 from tether.ai.mcp import MCPServer, MCPToolset
 
@@ -20,7 +20,7 @@ LIBRARY = Path(__file__).parent / "mcp_servers" / "library_server.py"
 
 app = App()
 library = MCPToolset(app, MCPServer.stdio(
-    sys.executable, [str(LIBRARY), "stdio"], id="library", timeout=20,
+    *stdio_command(LIBRARY, "stdio", start=False), id="library", timeout=20,
     env={"LIBRARY_LOG": os.environ.get("LIBRARY_LOG", "")}), include=["buy"])
 
 

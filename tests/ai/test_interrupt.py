@@ -266,7 +266,7 @@ async def test_an_interrupt_cuts_an_mcp_tool_call(sqlite_url: str, tmp_path: Pat
     from tether.ai.mcp import MCPServer, MCPToolset
 
     library = Path(__file__).parent / "mcp_servers" / "library_server.py"
-    mcp = MCPServer.stdio(sys.executable, [str(library), "stdio"], id="library", timeout=60,
+    mcp = MCPServer.stdio(*forked.stdio_command(library, "stdio"), id="library", timeout=60,
                           env={"PROGRESS_GATE": str(tmp_path / "never"),
                                "LIBRARY_LOG": str(tmp_path / "library.jsonl")})
     server.set_script([Reply(tool_calls=[{"name": "index", "arguments": {"n": 2},

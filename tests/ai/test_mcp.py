@@ -113,7 +113,7 @@ def notes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MCPS
     """The notes server over one transport: (MCPServer, call log)."""
     if request.param == "stdio":
         log = tmp_path / "calls.jsonl"
-        server = MCPServer.stdio(sys.executable, [str(NOTES_SERVER), "stdio"],
+        server = MCPServer.stdio(*forked.stdio_command(NOTES_SERVER, "stdio"),
                                  env={"NOTES_CALL_LOG": str(log)}, id="notes", timeout=20)
     else:
         url, log = request.getfixturevalue("http_server")
@@ -201,7 +201,7 @@ async def test_stdio_server_that_died_is_reconnected(tmp_path: Path) -> None:
     """A killed stdio server fails the call in flight with MCPUnavailable at most,
     and the next call starts a new server process."""
     log = tmp_path / "calls.jsonl"
-    server = MCPServer.stdio(sys.executable, [str(NOTES_SERVER), "stdio"],
+    server = MCPServer.stdio(*forked.stdio_command(NOTES_SERVER, "stdio"),
                              env={"NOTES_CALL_LOG": str(log)}, timeout=10)
     async with server:
         await server.call_tool("lookup", {"term": "first"})
@@ -219,7 +219,7 @@ async def test_stdio_server_that_died_is_reconnected(tmp_path: Path) -> None:
 async def test_aclose_ends_the_stdio_server(tmp_path: Path) -> None:
     """aclose() closes the session and the server subprocess exits."""
     log = tmp_path / "calls.jsonl"
-    server = MCPServer.stdio(sys.executable, [str(NOTES_SERVER), "stdio"],
+    server = MCPServer.stdio(*forked.stdio_command(NOTES_SERVER, "stdio"),
                              env={"NOTES_CALL_LOG": str(log)})
     await server.call_tool("lookup", {"term": "x"})
     pid = calls(log)[0]["pid"]
@@ -344,7 +344,7 @@ async def test_replay_answers_completed_calls_from_the_journal(tmp_path: Path) -
     """A run released while waiting replays from the top when it resumes: the tool list
     and the completed call come from the journal, not from the server."""
     log = tmp_path / "calls.jsonl"
-    server = MCPServer.stdio(sys.executable, [str(NOTES_SERVER), "stdio"],
+    server = MCPServer.stdio(*forked.stdio_command(NOTES_SERVER, "stdio"),
                              env={"NOTES_CALL_LOG": str(log)}, id="notes")
     app = App(f"sqlite:///{tmp_path}/t.db")
     toolset = MCPToolset(app, server)

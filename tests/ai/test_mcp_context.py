@@ -45,7 +45,7 @@ async def llm(server: ScriptedLLMServer) -> AsyncIterator[LLM]:
 
 
 def library(tmp_path: Path, **env: str) -> MCPServer:
-    return MCPServer.stdio(sys.executable, [str(LIBRARY), "stdio"],
+    return MCPServer.stdio(*forked.stdio_command(LIBRARY, "stdio"),
                            env={"LIBRARY_LOG": str(tmp_path / "library.jsonl"), **env},
                            id="library", timeout=20)
 
