@@ -106,19 +106,33 @@ def pg_url() -> Iterator[str]:
         _drop_database(name)
 
 
-_SIGNATURE_SQL = [
-    # Schemas, tables and columns, functions: what a test could have added or changed.
-    "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-    "AND nspname <> 'information_schema' ORDER BY 1",
-    "SELECT table_schema, table_name, column_name, data_type, column_default "
-    "FROM information_schema.columns WHERE table_schema NOT IN "
-    "('pg_catalog', 'information_schema') ORDER BY 1, 2, 3",
-    "SELECT n.nspname, p.proname, md5(p.prosrc) FROM pg_proc p "
-    "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN "
-    "('pg_catalog', 'information_schema') ORDER BY 1, 2, 3",
-    "SELECT schemaname, indexname, indexdef FROM pg_indexes WHERE schemaname NOT IN "
-    "('pg_catalog', 'information_schema') ORDER BY 1, 2",
-]
+#: Schemas; every relation's columns (tables, views, indexes, sequences: name, kind, type,
+#: default); functions; index definitions: what a test could have added or changed, read
+#: from the catalogs in one query (the information_schema views cost ~30 ms of server
+#: CPU per test, this ~3).
+_SIGNATURE_SQL = r"""
+SELECT md5(coalesce(string_agg(item, E'\n' ORDER BY item), '')) FROM (
+  SELECT 'n ' || nspname FROM pg_namespace
+   WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema'
+  UNION ALL
+  SELECT concat_ws(' ', 'c', n.nspname, c.relname, c.relkind, a.attnum, a.attname,
+                   format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                   pg_get_expr(d.adbin, d.adrelid))
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+   WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+  UNION ALL
+  SELECT concat_ws(' ', 'f', n.nspname, p.proname, md5(p.prosrc))
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+  UNION ALL
+  SELECT concat_ws(' ', 'i', n.nspname, c.relname, pg_get_indexdef(c.oid))
+    FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+) AS structure(item)
+"""
 
 
 def _tables(conn: Any) -> list[tuple[str, str]]:
@@ -131,7 +145,7 @@ def _tables(conn: Any) -> list[tuple[str, str]]:
 def _signature(conn: Any) -> tuple[Any, ...]:
     """The database's structure, and the rows of every table that held rows in the
     template (the migrations' version rows)."""
-    parts: list[Any] = [tuple(conn.execute(q).fetchall()) for q in _SIGNATURE_SQL]
+    parts: list[Any] = [conn.execute(_SIGNATURE_SQL).fetchone()]
     for schema, table in _tables(conn):
         if table == "schema_version":
             parts.append(tuple(conn.execute(
@@ -180,10 +194,12 @@ class _PgPool:
         import psycopg
 
         try:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
             with psycopg.connect(_database_url(name), autocommit=True) as conn:
+                # The test's leftover sessions, ended from this one (one connection
+                # fewer than from the admin database: ~15 ms of server CPU per test).
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = current_database() "
+                             "AND pid <> pg_backend_pid()")
                 conn.execute("SET lock_timeout = '5s'")
                 if _signature(conn) != self.signature:
                     return False
