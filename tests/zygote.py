@@ -58,6 +58,9 @@ INTERPRETER_VARS = ("PYTHONWARNINGS", "PYTHONDEVMODE", "PYTHONHASHSEED", "PYTHON
                     "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONOPTIMIZE", "PYTHONSAFEPATH",
                     "PYTHONNOUSERSITE", "PYTHONHOME", "LD_PRELOAD", "LD_LIBRARY_PATH")
 
+#: The server's own PYTHONPATH entries: a child's sys.path has its request's instead.
+_SERVER_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
 
 def _preload() -> None:
     import importlib
@@ -172,9 +175,6 @@ def _run(request: dict[str, Any]) -> int:
 
     atexit._run_exitfuncs()
     return code
-
-
-_SERVER_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
 def serve(path: str) -> None:
