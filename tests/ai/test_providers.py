@@ -520,3 +520,26 @@ def test_price_table() -> None:
     assert PRICES_AS_OF.count("-") == 2
     with pytest.raises(ValueError):
         PriceTable({"bad": (-1, 0)})
+
+
+def test_chat_clients_share_one_tls_context_per_trusted_ca_setting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a TLS context loads the whole CA bundle (~110 ms of CPU here): clients
+    share one, and a new SSL_CERT_FILE (read by httpx itself otherwise) gets its own."""
+    import certifi
+
+    from tether.ai._openai import _tls_context
+
+    def context(chat: OpenAIChat | AnthropicChat) -> object:
+        return chat._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    first = OpenAIChat("m", base_url="https://example.org/v1", api_key="k")
+    second = AnthropicChat("m", base_url="https://example.org", api_key="k")
+    assert context(first) is context(second) is _tls_context()
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    own = OpenAIChat("m", base_url="https://example.org/v1", api_key="k")
+    assert context(own) is not context(first)
+    assert context(own) is context(OpenAIChat("m", base_url="https://example.org/v1",
+                                              api_key="k"))
