@@ -108,8 +108,8 @@ def pg_url() -> Iterator[str]:
 
 #: Schemas; every relation's columns (tables, views, indexes, sequences: name, kind, type,
 #: default); functions; index definitions: what a test could have added or changed, read
-#: from the catalogs in one query (the information_schema views cost ~30 ms of server
-#: CPU per test, this ~3).
+#: from the catalogs in one query (~12 ms on a new connection here, against ~21 ms for
+#: four queries of the information_schema views).
 _SIGNATURE_SQL = r"""
 SELECT md5(coalesce(string_agg(item, E'\n' ORDER BY item), '')) FROM (
   SELECT 'n ' || nspname FROM pg_namespace
