@@ -79,7 +79,8 @@ def _forkable(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
         return False
     if str(args[0]) != sys.executable:
         return False
-    if not ((str(args[1]) == "-m" and len(args) > 2) or str(args[1]).endswith(".py")):
+    if not ((str(args[1]) in ("-m", "-c") and len(args) > 2)
+            or str(args[1]).endswith(".py")):
         return False
     if any(kwargs.get(k) for k in ("preexec_fn", "pass_fds", "shell", "executable",
                                    "user", "group", "extra_groups", "umask")):

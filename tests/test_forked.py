@@ -70,12 +70,25 @@ def test_a_forked_module_runs_as_main_and_dies_by_a_real_sigkill(tmp_path: Path)
     proc.stdout.close()
 
 
+@pytest.mark.skipif(forked.EXEC_ONLY, reason="TETHER_TEST_EXEC=1: no fork server")
+def test_forked_code_runs_as_python_c_would_run_it(tmp_path: Path) -> None:
+    code = "import os, sys; print(sys.argv, sys.path[0] == '', __name__, os.getcwd())"
+    proc = forked.Popen([sys.executable, "-c", code, "x"], cwd=tmp_path,
+                        stdout=subprocess.PIPE, text=True)
+    assert isinstance(proc, forked.ForkedPopen)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert out == f"['-c', 'x'] True __main__ {tmp_path}\n"
+
+
 def test_what_a_fork_cannot_reproduce_gets_a_new_interpreter() -> None:
     """Interpreter settings read at start-up (and other programs) are not forked."""
     env = dict(os.environ, PYTHONWARNINGS="error")
-    done = forked.run([sys.executable, "-c", "import sys; print(sys.warnoptions)"],
-                      env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "error" in done.stdout
+    argv = [sys.executable, "-c", "import sys; print(sys.warnoptions)"]
+    proc = forked.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    assert not isinstance(proc, forked.ForkedPopen)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "error" in out
     proc = forked.Popen(["true"])
     assert not isinstance(proc, forked.ForkedPopen) and proc.wait(30) == 0
 
