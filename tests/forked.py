@@ -95,7 +95,8 @@ def _forkable(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
 
 class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
     """A ``subprocess.Popen`` whose child the fork server makes; its exit status
-    arrives over the server's connection instead of ``waitpid``."""
+    arrives over the server's connection instead of ``waitpid`` (``_internal_poll``
+    and ``_wait`` are the two places ``Popen`` reads a status)."""
 
     _conn: socket.socket
 
@@ -128,46 +129,37 @@ class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
-    def _try_wait(self, wait_flags: int) -> tuple[int, int]:
-        self._conn.settimeout(0 if wait_flags & os.WNOHANG else None)
+    def _status(self, timeout: float | None) -> int | None:
+        """The child's raw wait status from the server, or None if it does not come
+        within ``timeout`` (0: do not wait)."""
+        self._conn.settimeout(timeout)
         try:
             reply = self._conn.recv(1 << 16)
         except (BlockingIOError, TimeoutError):
-            return 0, 0
+            return None
         self._conn.close()
         if not reply:  # the server is gone: the status is lost
-            return self.pid, 255 << 8
-        return self.pid, int(json.loads(reply)["status"])
+            return 255 << 8
+        return int(json.loads(reply)["status"])
 
     def _internal_poll(self, _deadstate: Any = None, _waitpid: Any = None,
                        _WNOHANG: Any = None, _ECHILD: Any = None) -> int | None:
-        if self.returncode is None:
-            if not self._waitpid_lock.acquire(False):
-                return None
+        if self.returncode is None and self._waitpid_lock.acquire(False):
             try:
-                if self.returncode is None:
-                    if self._conn.fileno() == -1:
-                        self.returncode = _deadstate if _deadstate is not None else 255
-                    else:
-                        pid, status = self._try_wait(os.WNOHANG)
-                        if pid == self.pid:
-                            self._handle_exitstatus(status)
+                if self.returncode is None and self._conn.fileno() != -1:
+                    status = self._status(0)
+                    if status is not None:
+                        self._handle_exitstatus(status)
             finally:
                 self._waitpid_lock.release()
         return self.returncode
 
     def _wait(self, timeout: float | None) -> int:
-        if self.returncode is not None:
-            return self.returncode
         with self._waitpid_lock:
             if self.returncode is None:
-                self._conn.settimeout(timeout)
-                try:
-                    reply = self._conn.recv(1 << 16)
-                except TimeoutError:
-                    raise subprocess.TimeoutExpired(self.args, timeout) from None
-                self._conn.close()
-                status = int(json.loads(reply)["status"]) if reply else 255 << 8
+                status = self._status(timeout)
+                if status is None:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
                 self._handle_exitstatus(status)
         assert self.returncode is not None
         return self.returncode

@@ -72,25 +72,18 @@ def _preload() -> None:
             pass  # an optional extra that is not installed: the child imports what it needs
 
 
-def _child(request: dict[str, Any], fds: list[int], close: list[int]) -> None:
+def _child(request: dict[str, Any], fds: list[int]) -> None:
     """In the forked child: become the requested process and never return."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in close:
-            os.close(fd)
-        for target, fd in enumerate(fds):
+        for target, fd in enumerate(fds):  # received descriptors are all above 2
             os.dup2(fd, target)
-        for fd in set(fds):
-            if fd > 2:
-                os.close(fd)
-        os.closerange(3, 4096)
+        os.closerange(3, 4096)  # them, and the server's sockets and pipe
         if request["new_session"]:
             os.setsid()
         code = _run(request)
-    except SystemExit as exc:
-        code = _exit_code(exc)
     except BaseException:
         import traceback
 
@@ -205,8 +198,7 @@ def serve(path: str) -> None:
                 continue
             pid = os.fork()
             if pid == 0:
-                _child(request, fds, [listener.fileno(), wake_r, wake_w, conn.fileno(),
-                                      *(c.fileno() for c in children.values())])
+                _child(request, fds)
             for fd in fds:
                 os.close(fd)
             try:

@@ -40,25 +40,20 @@ DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 
 
 def _tls_context() -> ssl.SSLContext:
-    """The TLS context of the process's chat clients, shared by all that trust the same
-    CAs (the ones httpx would: ``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else certifi's
-    bundle).
+    """The TLS context of the process's chat clients, one per setting of the variables
+    httpx reads to build it (``SSL_CERT_FILE``, ``SSL_CERT_DIR``; else certifi's bundle).
 
     httpx builds a new context for each client unless given one, and building one loads
     the whole CA bundle: ~110 ms of CPU on a small machine, against ~5 ms for the rest
     of a client. A context is safe to share: it holds settings and trusted
     certificates, not connections.
     """
-    cafile = os.environ.get("SSL_CERT_FILE") or None
-    capath = None if cafile else os.environ.get("SSL_CERT_DIR") or None
-    return _tls_context_for(cafile, capath)
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 @functools.cache
-def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
-    if cafile or capath:
-        return ssl.create_default_context(cafile=cafile, capath=capath)
-    return httpx.create_ssl_context(trust_env=False)
+def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # reads the same variables: they are the cache key
 
 
 def _is_loopback(url: str) -> bool:
