@@ -1,7 +1,8 @@
 """Multi-process benchmark: worker processes sharing one store.
 
     .venv/bin/python bench/cluster.py [--db postgres,sqlite] [--steps 1000] [--runs 1000]
-                                      [--workers 1,2,4] [--no-round-trips] [--idle 20]
+                                      [--workers 1,2,4] [--step-cpu MS] [--no-round-trips]
+                                      [--idle 20]
 
 For each store (``postgres``: a scratch database on 127.0.0.1:5432, dropped at the end;
 ``sqlite``: a scratch file; or a URL), with its default durability
@@ -11,7 +12,13 @@ For each store (``postgres``: a scratch database on 127.0.0.1:5432, dropped at t
   worker process (from ``start`` to the run's recorded end);
 - concurrent: ``--runs`` workflows of 10 trivial steps, queued before the workers start,
   then executed by 1, 2 and 4 worker processes (each with concurrency runs/workers):
-  workflows/s and steps/s from the moment the workers are let go to the last run's end;
+  workflows/s and steps/s from the moment the workers are let go to the last run's end,
+  and each count's speed-up over one process;
+- ``--step-cpu MS``: the same, with steps that each spend MS milliseconds of CPU in the
+  worker (as parsing a model's answer or building a prompt does), so that the workers,
+  not the database, are the bottleneck: with trivial steps on a small machine the
+  database's server processes share the cores with the workers, and adding workers
+  only moves CPU from one to the other;
 - round trips per step (PostgreSQL): a separate pass of both workloads with one worker
   whose connections go through a TCP proxy that counts the messages that make the
   client wait (``tests/store/rtproxy.py``: each Sync, Flush or simple Query), so the
@@ -54,6 +61,23 @@ ADMIN_URL = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5
 app = make_app(None)  # the same trivial workflows as bench/core.py
 sequential = app.workflows()["sequential"].fn
 ten = app.workflows()["ten"].fn
+
+
+@app.step
+async def busy(i: int, ms: float) -> int:
+    """A step that spends ``ms`` milliseconds of this thread's CPU."""
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+    return i
+
+
+@app.workflow
+async def ten_busy(ms: float) -> int:
+    total = 0
+    for i in range(10):
+        total += await busy(i, ms)
+    return total
 
 
 # -- the worker process -----------------------------------------------------------------
@@ -177,12 +201,17 @@ async def bench_sequential(url: str, logs: Path, steps: int,
 
 
 async def bench_concurrent(url: str, logs: Path, runs: int, workers: int,
-                           proxy: RoundTripProxy | None = None) -> tuple[float, float | None]:
+                           proxy: RoundTripProxy | None = None,
+                           step_ms: float = 0.0) -> tuple[float, float | None]:
     """Seconds for ``workers`` processes to execute ``runs`` queued 10-step runs (and
-    round trips per step through ``proxy``)."""
+    round trips per step through ``proxy``); with ``step_ms``, steps that each spend
+    that many milliseconds of CPU."""
     client = App(url)
     async with client:
-        await _gather_limited([lambda: client.start(ten) for _ in range(runs)], 20)
+        if step_ms:
+            await client.start_many(ten_busy, [(step_ms,)] * runs)
+        else:
+            await _gather_limited([lambda: client.start(ten) for _ in range(runs)], 20)
         per_worker = -(-runs // workers)
         async with cluster(proxy.url(url) if proxy else url, logs, workers, per_worker) as c:
             if proxy:
@@ -268,7 +297,7 @@ def describe(kind: str) -> str:
 
 
 def row(label: str, value: str) -> str:
-    return f"  {label:<58} {value:>24}"
+    return f"  {label:<66} {value:>30}"
 
 
 async def bench_store(kind: str, args: argparse.Namespace, folder: Path) -> None:
@@ -281,12 +310,18 @@ async def bench_store(kind: str, args: argparse.Namespace, folder: Path) -> None
         us, _ = await bench_sequential(scratch.new(), logs, args.steps)
         lines.append(row(f"sequential: 1 run x {args.steps} steps, 1 worker",
                          f"{us:,.0f} µs/step"))
-        for n in args.workers:
-            elapsed, _ = await bench_concurrent(scratch.new(), logs, args.runs, n)
-            lines.append(row(
-                f"concurrent: {args.runs} runs x 10 steps, {n} worker process"
-                f"{'es' if n > 1 else ''}",
-                f"{args.runs / elapsed:,.0f} wf/s {args.runs * 10 / elapsed:,.0f} steps/s"))
+        for step_ms in ([0.0, args.step_cpu] if args.step_cpu else [0.0]):
+            what = f" of {step_ms:g} ms CPU" if step_ms else ""
+            first: float | None = None
+            for n in args.workers:
+                elapsed, _ = await bench_concurrent(scratch.new(), logs, args.runs, n,
+                                                    step_ms=step_ms)
+                rate = args.runs / elapsed
+                first = first or rate
+                lines.append(row(
+                    f"concurrent: {args.runs} runs x 10 steps{what}, {n} worker process"
+                    f"{'es' if n > 1 else ''}",
+                    f"{rate:,.0f} wf/s {rate * 10:,.0f} steps/s {rate / first:4.2f}x"))
         if is_pg and args.round_trips:
             proxy = await RoundTripProxy().start()
             try:
@@ -326,6 +361,10 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1000, help="concurrent runs (1000)")
     parser.add_argument("--workers", type=_ints, default=[1, 2, 4],
                         help="worker process counts for the scaling curve (1,2,4)")
+    parser.add_argument("--step-cpu", type=float, default=0.0, metavar="MS",
+                        help="also run the concurrent workload with steps that each spend "
+                             "MS milliseconds of CPU (the workers, not the database, "
+                             "the bottleneck)")
     parser.add_argument("--no-round-trips", dest="round_trips", action="store_false",
                         help="skip the round-trip counting pass")
     parser.add_argument("--rt-steps", type=int, default=300,
