@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import tether
 from tether import App
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +84,8 @@ app = tether.App()
 async def mark(i: int) -> int:
     with open(os.environ["BENCH_MARK"], "a") as f:
         f.write(f"{i} {__import__('time').time()}\\n")
-    if i == 1:
-        await asyncio.sleep(3600)   # the worker is killed here
+    if i == 1 and os.environ.get("BENCH_HANG") == "1":
+        await asyncio.sleep(3600)   # the first worker is killed here
     return i
 @app.workflow
 async def victim() -> int:
@@ -104,27 +103,25 @@ async def bench_recovery(url: str, folder: Path, *, stall: bool = False) -> floa
     marks = folder / ("marks-stall.log" if stall else "marks.log")
     env = dict(os.environ, BENCH_MARK=str(marks), PYTHONPATH=str(folder))
 
-    def spawn() -> subprocess.Popen[bytes]:
+    def spawn(hang: bool) -> subprocess.Popen[bytes]:
+        # Only the first worker stops in step 1; the second runs it again (its result
+        # was never journaled) and goes on, so that it ends at once on SIGTERM.
         return subprocess.Popen(
             [sys.executable, "-m", "tether", "worker", "recovery_app:app", "--db", url],
-            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=folder, env=dict(env, BENCH_HANG="1" if hang else "0"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    first = spawn()
+    first = spawn(hang=True)
     client = App(url)
-    # Start by name once the worker registered the workflow.
-    for _ in range(200):
-        try:
-            await client.start("victim", run_id="victim")
-            break
-        except tether.WorkflowNotFound:
-            await asyncio.sleep(0.05)
+    # Started by name: queued until the new worker process serves it (logged as such).
+    await client.start("victim", run_id="victim")
     while not marks.exists() or len(marks.read_text().splitlines()) < 2:
         await asyncio.sleep(0.01)
     first.send_signal(signal.SIGSTOP if stall else signal.SIGKILL)
     if not stall:
         first.wait()
     t0 = time.time()
-    second = spawn()
+    second = spawn(hang=False)
     try:
         while len(marks.read_text().splitlines()) < 3:
             await asyncio.sleep(0.005)
