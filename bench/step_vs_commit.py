@@ -6,7 +6,7 @@
 Issue 15's first target compares a power-loss-safe sequential step with the disk's
 limit: one bare commit (SQLite: a one-row insert into a WAL file with
 ``synchronous=FULL``; PostgreSQL: a one-row prepared INSERT in autocommit, one round
-trip, ``synchronous_commit=on``). On this machine the cost of one commit moves by 2×
+trip, ``synchronous_commit=on``). On this machine the cost of one commit moves by 2x
 and more within seconds (the virtual disk's flush latency): 300 bare commits measured
 once, next to 1,000 steps measured a second later, give a ratio that swings from 0.7 to
 2.6 between rounds of ``bench/compare``, whatever the code.
@@ -160,7 +160,7 @@ async def main() -> None:
             out.append(r)
             print(f"{kind:9} bare commit {r['commit_us_median']:6.0f} µs   step "
                   f"{r['step_us_median']:6.0f} µs   step ÷ commit, median of {a.pairs} "
-                  f"pairs: {r['ratio_median']:.2f} ({r['ratio_min']:.2f}–"
+                  f"pairs: {r['ratio_median']:.2f} ({r['ratio_min']:.2f}-"
                   f"{r['ratio_max']:.2f})", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
