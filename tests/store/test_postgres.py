@@ -13,12 +13,13 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tether._types import EntryStatus, JournalEntry, OperationKind
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store._sql import load_migrations
@@ -323,6 +324,42 @@ async def test_claim_and_journal_queries_use_indexes(
         cur = await raw.execute("EXPLAIN " + pg._q[name], params)
         plan = "\n".join(r[0] for r in await cur.fetchall())
         assert "Seq Scan on runs" not in plan, f"{name} with a limit:\n{plan}"
+
+
+async def test_a_signal_wait_with_nothing_to_take_locks_and_writes_nothing(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """signal_take with no signal sent and its deadline not passed locks nothing (the
+    run's row keeps its xmax: a row lock would set it) and journals nothing, so its
+    commit has nothing to flush; it still refuses a stale lease. With a signal sent it
+    locks the row, journals the signal and consumes it."""
+    lease = (await start_and_claim(pg, "s1")).lease
+
+    async def xmax() -> object:
+        cur = await raw.execute("SELECT xmax::text FROM tether.runs WHERE run_id = 's1'")
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+    def take(on: Lease, deadline: float | None = None) -> Any:
+        return pg.signal_take(lease=on, name="go", position=0, deadline=deadline, now=T0,
+                              timeout_error="{}")
+
+    before = await xmax()
+    assert await take(lease) is None
+    assert await take(lease, deadline=T0 + 60) is None
+    assert await xmax() == before
+    assert await pg.journal_read("s1") == []
+    with pytest.raises(LeaseLost):
+        await take(Lease("s1", lease.worker_id, lease.fencing_token + 1))
+
+    await pg.signal_send(run_id="s1", name="go", payload='"yes"', idempotency_key=None,
+                         now=T0)
+    taken = await take(lease)
+    assert taken is not None and taken.status == EntryStatus.OK and taken.result == '"yes"'
+    assert await xmax() != before
+    assert [(e.position, e.status) for e in await pg.journal_read("s1")] == [
+        (0, EntryStatus.OK)]
+    assert await take(lease) is None  # consumed: nothing left to take
 
 
 # -- round trips and group commit ---------------------------------------------------------

@@ -737,7 +737,7 @@ class PostgresStore(PostgresServeQueries):
                           timeout_error: str) -> JournalEntry | None:
         params = {**lease_params(lease), "name": name, "position": position,
                   "deadline": deadline, "now": now, "timeout_error": timeout_error}
-        _, rows = await self._txn([("lease_lock", params), ("signal_take", params)])
+        rows, _ = await self._one("signal_take", params)
         leased, due, status, result, error, next_attempt_at = rows[0]
         if not leased:
             raise LeaseLost(lease.run_id, lease.fencing_token)
