@@ -13,7 +13,7 @@ For each store (``postgres``: a scratch database on 127.0.0.1:5432, dropped at t
 - concurrent: ``--runs`` workflows of 10 trivial steps, queued before the workers start,
   then executed by 1, 2 and 4 worker processes (each with concurrency runs/workers):
   workflows/s and steps/s from the moment the workers are let go to the last run's end,
-  and each count's speed-up over one process;
+  and each count's speed-up over the first count given (one process by default);
 - ``--step-cpu MS``: the same, with steps that each spend MS milliseconds of CPU in the
   worker (as parsing a model's answer or building a prompt does), so that the workers,
   not the database, are the bottleneck: with trivial steps on a small machine the
@@ -380,6 +380,8 @@ async def main() -> None:
         return
     if args.steps < 1 or args.runs < 1:
         parser.error("--steps and --runs must be >= 1")
+    if args.step_cpu < 0:
+        parser.error("--step-cpu must be >= 0")
     print("$ " + " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]))
     print(f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}; started "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}")

@@ -4,6 +4,7 @@
                                               [--cli-samples 20]
     .venv/bin/python bench/waiting.py timers  [--db sqlite|postgres|URL] [--runs 100000]
                                               [--concurrency 50] [--due-in SECONDS]
+                                              [--park-only [--wait due|sleep|signal]]
 
 latency: one idle ``tether worker`` process; a run released on ``wait_for_signal("go")``;
 the bench process sends the signal (``App.signal`` on its own store connection, and
@@ -14,9 +15,11 @@ The latency is from just before the send (the API call; for the CLI, the signal'
 
 timers: ``--runs`` runs each sleep until one shared due time (``tether.sleep``, the
 delay computed from the journaled ``tether.now()``); one worker process parks them all
-(released), then they come due together. Reports the worker's RSS idle, with all runs
-waiting, and at its peak; the store's size on disk; and the time from the due time to
-the last run completed (runs/s).
+(released), then they come due together. ``--wait sleep`` (one ``tether.sleep``, nothing
+journaled before it) and ``--wait signal`` (``wait_for_signal``) park other kinds of
+waiting runs, for their RSS and store bytes only (with ``--park-only``). Reports the
+worker's RSS idle, with all runs waiting, and at its peak; the store's size on disk; and
+the time from the due time to the last run completed (runs/s).
 
 Each sub-command prints its table and the command that reproduced it. PostgreSQL runs
 use a fresh database (``tether_bench_waiting_<pid>``) that is dropped at the end.
@@ -64,6 +67,27 @@ async def wake_me() -> float:
 async def due_at(at: float) -> None:
     """Sleep until the epoch time ``at`` (journaled ``now``, so replay agrees)."""
     await tether.sleep(max(at - tether.now().timestamp(), 0.0))
+
+
+@app.workflow(queue="bench-timers")
+async def sleeps(seconds: float) -> None:
+    """``--wait sleep``: one timer, nothing journaled before it."""
+    await tether.sleep(seconds)
+
+
+@app.workflow(queue="bench-timers")
+async def on_signal() -> None:
+    """``--wait signal``: a run waiting for a person (or a program) to answer."""
+    await tether.wait_for_signal("go")
+
+
+def parked_run(wait: str, due: float, due_in: float) -> tuple[Any, tuple[Any, ...]]:
+    """The workflow and arguments of one run for ``--wait``."""
+    if wait == "sleep":
+        return sleeps, (due_in + 3600.0,)
+    if wait == "signal":
+        return on_signal, ()
+    return due_at, (due,)
 
 
 # -- processes and stores ------------------------------------------------------------------
@@ -357,8 +381,9 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             due = t_start + due_in
             vacuum = (asyncio.create_task(vacuum_every(url, args.vacuum_every))
                       if args.vacuum_every and not url.startswith("sqlite:") else None)
+            wf, wf_args = parked_run(args.wait, due, due_in)
             for lo in range(0, n, 1000):
-                await asyncio.gather(*(app.start(due_at, due, run_id=f"t-{i:06d}")
+                await asyncio.gather(*(app.start(wf, *wf_args, run_id=f"t-{i:06d}")
                                        for i in range(lo, min(lo + 1000, n))))
             started_in = time.time() - t_start
             await until(lambda: count_not(("queued", "running")), timeout=due_in * 2,
@@ -417,8 +442,10 @@ def report_parked(args: argparse.Namespace, n: int, due_in: float, started_in: f
     print(f"store: {describe(args.db)}; one worker process, concurrency {args.concurrency}"
           + (f"; VACUUM every {args.vacuum_every:g} s while parking"
              if args.vacuum_every and args.db != "sqlite" else ""))
-    print(f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after the first "
-          "start")
+    print({"due": f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after "
+                  "the first start (the delay from a journaled `tether.now()`)",
+           "sleep": f"{n} runs, each in `tether.sleep({due_in + 3600:.0f})`",
+           "signal": f"{n} runs, each in `tether.wait_for_signal('go')`"}[args.wait])
     print(f"{'measure':52} {'value':>18}")
     print(f"{'start (App.start, gathered 1,000 at a time)':52} {n / started_in:>12.0f} runs/s")
     print(f"{'all released (start -> last one waiting)':52} {parked_in:>16.1f} s")
@@ -456,6 +483,10 @@ async def main() -> None:
                      help="due time after the first start (default: from --runs)")
     tim.add_argument("--park-only", action="store_true",
                      help="stop once every run is waiting (RSS and store size only)")
+    tim.add_argument("--wait", choices=["due", "sleep", "signal"], default="due",
+                     help="how each run waits: until the shared due time, computed from a "
+                          "journaled tether.now() (default); one tether.sleep; or "
+                          "wait_for_signal (sleep and signal: with --park-only)")
     tim.add_argument("--vacuum-every", type=float, default=0, metavar="SECONDS",
                      help="PostgreSQL: VACUUM the store's tables this often while parking "
                           "(what autovacuum does where it is on; default: never)")
@@ -466,6 +497,8 @@ async def main() -> None:
     args = parser.parse_args()
     if getattr(args, "runs", 1) < 1 or getattr(args, "samples", 1) < 1:
         parser.error("--runs and --samples must be at least 1")
+    if getattr(args, "wait", "due") != "due" and not args.park_only:
+        parser.error("--wait sleep and --wait signal measure parked runs only: add --park-only")
     folder = Path(tempfile.mkdtemp(prefix="tether-bench-waiting-"))
     if args.bench == "latency":
         await bench_latency(args, folder)
