@@ -326,6 +326,44 @@ async def test_claim_and_journal_queries_use_indexes(
         assert "Seq Scan on runs" not in plan, f"{name} with a limit:\n{plan}"
 
 
+async def test_a_claim_reads_in_order_when_the_statistics_are_stale(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 queued runs in a table never analyzed (the planner's estimate: about one
+    claimable run): the claim still reads runs_claim in order and stops at its limit,
+    instead of a bitmap scan that fetches and sorts every claimable run, because
+    run_claim turns bitmap scans off for its transaction (claim_plan). Then a claim
+    through the store takes the oldest ones, and its transaction began with that."""
+    await raw.execute("""
+        INSERT INTO tether.runs (run_id, workflow, queue, status, input, created_at,
+                                 updated_at, available_at)
+        SELECT 'r' || i, 'wf', 'q', 'queued', '[]', i, i, i
+        FROM generate_series(1, 20000) AS i
+    """)
+    params = {"worker_id": "w", "queues": ["q"], "limit": 10, "now": 1e9,
+              "lease_expires": 1e9 + 30, "version": None, "workflows": None,
+              "exclude": None}
+    async with raw.transaction(force_rollback=True):  # the setting ends with it
+        await raw.execute(pg._q["claim_plan"])
+        cur = await raw.execute("EXPLAIN " + pg._q["run_claim"], params)
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+    assert "Bitmap" not in plan and "Sort Key: r.available_at" not in plan, plan
+    assert "Index Scan using runs_claim" in plan, plan
+
+    steps: list[list[str]] = []
+    txn = pg._txn
+
+    async def spy(todo: Any, **kw: Any) -> Any:
+        steps.append([name for name, _ in todo])
+        return await txn(todo, **kw)
+
+    monkeypatch.setattr(pg, "_txn", spy)
+    claimed = await pg.run_claim(worker_id="w", queues=["q"], limit=3, now=1e9,
+                                 lease_seconds=LEASE)
+    assert [c.run.run_id for c in claimed] == ["r1", "r2", "r3"]
+    assert steps == [["claim_plan", "run_claim_lock", "run_claim", "run_claim_journals"]]
+
+
 async def test_a_signal_wait_with_nothing_to_take_locks_and_writes_nothing(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
     """signal_take with no signal sent and its deadline not passed locks nothing (the

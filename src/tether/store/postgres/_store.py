@@ -498,8 +498,9 @@ class PostgresStore(PostgresServeQueries):
                   "lease_expires": now + lease_seconds, "version": version,
                   "workflows": None if workflows is None else sorted(workflows),
                   "exclude": TextArray(exclude) if exclude else None}
-        _, runs, entries = await self._txn([("run_claim_lock", params), ("run_claim", params),
-                                            ("run_claim_journals", params)])
+        _, _, runs, entries = await self._txn([
+            ("claim_plan", {}), ("run_claim_lock", params), ("run_claim", params),
+            ("run_claim_journals", params)])
         journals: dict[str, list[JournalEntry]] = {}
         for row in entries:
             journals.setdefault(row[0], []).append(entry_from_row(row[1:]))
