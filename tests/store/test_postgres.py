@@ -329,11 +329,12 @@ async def test_claim_and_journal_queries_use_indexes(
 async def test_a_claim_reads_in_order_when_the_statistics_are_stale(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """20,000 queued runs in a table never analyzed (the planner's estimate: about one
-    claimable run): the claim still reads runs_claim in order and stops at its limit,
-    instead of a bitmap scan that fetches and sorts every claimable run, because
-    run_claim turns bitmap scans off for its transaction (claim_plan). Then a claim
-    through the store takes the oldest ones, and its transaction began with that."""
+    """20,000 runnable runs in a table never analyzed (the planner's estimate: about one
+    row): the claim and next_available_at still read runs_claim in order and stop early,
+    instead of a bitmap scan that fetches and sorts every one, because their
+    transactions turn bitmap scans off first (ordered_plan); once analyzed,
+    next_available_at does not read the whole table either. Through the store, a claim
+    takes the oldest runs and the earliest time is found, each in such a transaction."""
     await raw.execute("""
         INSERT INTO tether.runs (run_id, workflow, queue, status, input, created_at,
                                  updated_at, available_at)
@@ -343,12 +344,21 @@ async def test_a_claim_reads_in_order_when_the_statistics_are_stale(
     params = {"worker_id": "w", "queues": ["q"], "limit": 10, "now": 1e9,
               "lease_expires": 1e9 + 30, "version": None, "workflows": None,
               "exclude": None}
-    async with raw.transaction(force_rollback=True):  # the setting ends with it
-        await raw.execute(pg._q["claim_plan"])
-        cur = await raw.execute("EXPLAIN " + pg._q["run_claim"], params)
-        plan = "\n".join(r[0] for r in await cur.fetchall())
-    assert "Bitmap" not in plan and "Sort Key: r.available_at" not in plan, plan
-    assert "Index Scan using runs_claim" in plan, plan
+
+    async def plan(name: str, ordered: bool = True) -> str:
+        async with raw.transaction(force_rollback=True):  # the setting ends with it
+            if ordered:
+                await raw.execute(pg._q["ordered_plan"])
+            cur = await raw.execute("EXPLAIN " + pg._q[name], params)
+            return "\n".join(str(r[0]) for r in await cur.fetchall())
+
+    for name in ("run_claim", "next_available_at"):
+        text = await plan(name)
+        assert "Bitmap" not in text and "Sort Key: r.available_at" not in text, text
+        assert "Index Scan using runs_claim" in text, text
+    await raw.execute("ANALYZE tether.runs")
+    text = await plan("next_available_at", ordered=False)
+    assert "Seq Scan" not in text and "Bitmap" not in text, text
 
     steps: list[list[str]] = []
     txn = pg._txn
@@ -361,7 +371,9 @@ async def test_a_claim_reads_in_order_when_the_statistics_are_stale(
     claimed = await pg.run_claim(worker_id="w", queues=["q"], limit=3, now=1e9,
                                  lease_seconds=LEASE)
     assert [c.run.run_id for c in claimed] == ["r1", "r2", "r3"]
-    assert steps == [["claim_plan", "run_claim_lock", "run_claim", "run_claim_journals"]]
+    assert await pg.next_available_at(queues=["q"]) == 4.0
+    assert steps == [["ordered_plan", "run_claim_lock", "run_claim", "run_claim_journals"],
+                     ["ordered_plan", "next_available_at"]]
 
 
 async def test_a_signal_wait_with_nothing_to_take_locks_and_writes_nothing(

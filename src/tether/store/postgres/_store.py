@@ -499,7 +499,7 @@ class PostgresStore(PostgresServeQueries):
                   "workflows": None if workflows is None else sorted(workflows),
                   "exclude": TextArray(exclude) if exclude else None}
         _, _, runs, entries = await self._txn([
-            ("claim_plan", {}), ("run_claim_lock", params), ("run_claim", params),
+            ("ordered_plan", {}), ("run_claim_lock", params), ("run_claim", params),
             ("run_claim_journals", params)])
         journals: dict[str, list[JournalEntry]] = {}
         for row in entries:
@@ -828,10 +828,10 @@ class PostgresStore(PostgresServeQueries):
                                 exclude: Collection[str] = ()) -> float | None:
         if not queues or workflows == []:
             return None
-        rows, _ = await self._one("next_available_at", {
+        _, rows = await self._txn([("ordered_plan", {}), ("next_available_at", {
             "queues": list(queues), "version": version,
             "workflows": None if workflows is None else sorted(workflows),
-            "exclude": TextArray(exclude) if exclude else None})
+            "exclude": TextArray(exclude) if exclude else None})])
         value = rows[0][0]
         return None if value is None else float(value)
 
