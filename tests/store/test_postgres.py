@@ -412,6 +412,29 @@ async def test_a_signal_wait_with_nothing_to_take_locks_and_writes_nothing(
     assert await take(lease) is None  # consumed: nothing left to take
 
 
+async def test_a_signal_take_waits_for_a_takeover_in_flight_and_refuses_its_stale_lease(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """A signal waits and another transaction holds the run's row (a takeover in
+    flight): signal_take waits for it, then finds the fencing token changed, raises
+    LeaseLost and leaves the signal for the new owner, with nothing journaled."""
+    lease = (await start_and_claim(pg, "s2")).lease
+    await pg.signal_send(run_id="s2", name="go", payload='"yes"', idempotency_key=None,
+                         now=T0)
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 's2' FOR UPDATE")
+        take = asyncio.create_task(pg.signal_take(
+            lease=lease, name="go", position=0, deadline=None, now=T0, timeout_error="{}"))
+        assert await _blocked(take)
+        await raw.execute("UPDATE tether.runs SET fencing_token = fencing_token + 1 "
+                          "WHERE run_id = 's2'")
+    with pytest.raises(LeaseLost):
+        await take
+    assert await pg.journal_read("s2") == []
+    cur = await raw.execute("SELECT count(*) FROM tether.signals "
+                            "WHERE run_id = 's2' AND consumed_position IS NULL")
+    assert await cur.fetchone() == (1,)
+
+
 # -- round trips and group commit ---------------------------------------------------------
 
 

@@ -434,19 +434,21 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
 -- whether the lease held, whether there was something to record, and what was recorded.
 -- The run's row is locked (lease_lock's fencing) only when there is something to record:
 -- a wait with nothing to take, the usual case, locks and writes nothing, so its commit
--- flushes no WAL. A signal sent after this statement's snapshot is run_release's to see.
-WITH held AS (
+-- flushes no WAL, and its lease is checked by a plain read. A signal sent after this
+-- statement's snapshot is run_release's to see.
+WITH want AS MATERIALIZED (
+    SELECT (%(deadline)s::float8 <= %(now)s::float8) IS TRUE
+           OR EXISTS (SELECT 1 FROM {schema}.signals
+                      WHERE run_id = %(run_id)s AND name = %(name)s
+                        AND consumed_position IS NULL) AS record),
+held AS (
     SELECT 1 FROM {schema}.runs
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE),
 lease AS (
     SELECT 1 FROM {schema}.runs
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
-      AND (status = 'running') IS TRUE
-      AND (%(deadline)s::float8 <= %(now)s::float8
-           OR EXISTS (SELECT 1 FROM {schema}.signals
-                      WHERE run_id = %(run_id)s AND name = %(name)s
-                        AND consumed_position IS NULL))
+      AND (status = 'running') IS TRUE AND (SELECT record FROM want)
     FOR NO KEY UPDATE),
 sig AS (
     SELECT signal_id, payload FROM {schema}.signals
@@ -478,7 +480,9 @@ ins AS (
 used AS (
     UPDATE {schema}.signals SET consumed_position = %(position)s
     WHERE signal_id = (SELECT signal_id FROM entry) AND EXISTS (SELECT 1 FROM ins))
-SELECT (SELECT count(*) FROM held), (SELECT count(*) FROM entry),
+SELECT CASE WHEN (SELECT record FROM want) THEN (SELECT count(*) FROM lease)
+            ELSE (SELECT count(*) FROM held) END,
+       (SELECT count(*) FROM entry),
        ins.status, ins.result, ins.error, ins.next_attempt_at
 FROM (SELECT 1) AS one LEFT JOIN ins ON true;
 
