@@ -16,10 +16,12 @@ import argparse
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tether import App
@@ -50,6 +52,53 @@ def make_app(url: str | None) -> App:
         return total
 
     return app
+
+
+def sqlite_committer(path: Path) -> tuple[Callable[[int], float], Callable[[], None]]:
+    """The disk's limit on SQLite: (µs per commit of ``n`` one-row commits, close) on a
+    WAL file with ``synchronous=FULL`` (what Tether's store does)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    counter = [0]
+
+    def commits(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            counter[0] += 1
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?, ?)", (counter[0], "x"))
+            conn.execute("COMMIT")
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return commits, conn.close
+
+
+def pg_committer(url: str) -> tuple[Callable[[int], float], Callable[[], None]]:
+    """The limit on PostgreSQL: (µs per commit of ``n`` one-row prepared INSERTs in
+    autocommit, one round trip each, close)."""
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("CREATE TABLE bench_bare_commit (k integer PRIMARY KEY, v text)")
+    counter = [0]
+
+    def insert() -> None:
+        counter[0] += 1
+        conn.execute("INSERT INTO bench_bare_commit VALUES (%s, %s)", (counter[0], "x"),
+                     prepare=True)
+
+    for _ in range(20):  # the plan prepared
+        insert()
+
+    def commits(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            insert()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return commits, conn.close
 
 
 async def bench_sequential(url: str, steps: int) -> float:

@@ -16,100 +16,40 @@ So this measures both in the same process and the same store, in alternating blo
 ``sequential`` workflow, one worker of concurrency 1: the ``seq`` workload of
 ``bench/compare``), ``--pairs`` times. Each pair's ratio is step ÷ commit from blocks a
 few tenths of a second apart; the figure is the median of those ratios, with the medians
-of both sides. The bare commits go to a table of their own (PostgreSQL: in the store's
-database, through psycopg as ``bench/compare`` does; SQLite: a file beside the store's,
-through the standard library's ``sqlite3``); the worker is idle between runs.
+of both sides. The bare commits are ``bench/compare``'s limit (``bench/core.py``'s
+``sqlite_committer`` and ``pg_committer``), in a table of their own (PostgreSQL: in the
+store's database; SQLite: a file beside the store's); the worker is idle between runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.core import make_app  # noqa: E402
-
-ADMIN_URL = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def sqlite_committer(path: Path) -> tuple[Callable[[int], float], Callable[[], None]]:
-    """(µs per commit of ``n`` one-row commits, close) on a WAL file with FULL sync."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
-    counter = [0]
-
-    def commits(n: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            counter[0] += 1
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t VALUES (?, ?)", (counter[0], "x"))
-            conn.execute("COMMIT")
-        return (time.perf_counter() - t0) / n * 1e6
-
-    return commits, conn.close
-
-
-def pg_committer(url: str) -> tuple[Callable[[int], float], Callable[[], None]]:
-    """(µs per commit of ``n`` one-row prepared INSERTs in autocommit, close)."""
-    import psycopg
-
-    conn = psycopg.connect(url, autocommit=True)
-    conn.execute("CREATE TABLE bench_bare_commit (k integer PRIMARY KEY, v text)")
-    counter = [0]
-
-    def insert() -> None:
-        counter[0] += 1
-        conn.execute("INSERT INTO bench_bare_commit VALUES (%s, %s)", (counter[0], "x"),
-                     prepare=True)
-
-    for _ in range(20):  # the plan prepared
-        insert()
-
-    def commits(n: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            insert()
-        return (time.perf_counter() - t0) / n * 1e6
-
-    return commits, conn.close
-
-
-@contextlib.contextmanager
-def store_url(kind: str, folder: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{folder}/store-{uuid.uuid4().hex[:8]}.db"
-        return
-    import psycopg
-
-    name = f"tether_svc_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from bench.core import (  # noqa: E402
+    drop_created,
+    make_app,
+    pg_committer,
+    resolve,
+    sqlite_committer,
+)
 
 
 async def measure(kind: str, pairs: int, block: int, folder: Path) -> dict[str, Any]:
-    with store_url(kind, folder) as url:
+    url = resolve(kind, folder, f"svc_{uuid.uuid4().hex[:8]}")
+    try:
         app = make_app(url)
         wf = app.workflows()["sequential"].fn
         async with app.worker(concurrency=1):
@@ -129,6 +69,8 @@ async def measure(kind: str, pairs: int, block: int, folder: Path) -> dict[str, 
             finally:
                 close()
         await app.close()
+    finally:
+        drop_created()
     ratios = [s / c for s, c in zip(step_us, commit_us, strict=True)]
     return {"store": kind, "pairs": pairs, "block": block,
             "commit_us": commit_us, "step_us": step_us, "ratios": ratios,

@@ -59,6 +59,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.core import pg_committer, sqlite_committer  # noqa: E402  (the limits)
+
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -162,35 +166,23 @@ def admin(sql: str) -> None:
 def sqlite_commit_us(folder: Path, n: int = 300) -> float:
     """µs per one-row commit, WAL with synchronous=FULL (what Tether's SQLite store does)."""
     path = folder / "raw.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
-    t0 = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t VALUES (?, ?)", (i, "x"))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(f"{path}{suffix}")
-    return elapsed / n * 1e6
+    commits, close = sqlite_committer(path)
+    try:
+        return commits(n)
+    finally:
+        close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{path}{suffix}")
 
 
 def pg_commit_us(url: str, n: int = 300) -> float:
     """µs per one-row INSERT committed in its own transaction, one round trip each."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE TABLE t (k integer PRIMARY KEY, v text)")
-        for i in range(20):  # the plan prepared
-            c.execute("INSERT INTO t VALUES (%s, %s)", (-1 - i, "x"), prepare=True)
-        t0 = time.perf_counter()
-        for i in range(n):
-            c.execute("INSERT INTO t VALUES (%s, %s)", (i, "x"), prepare=True)
-        return (time.perf_counter() - t0) / n * 1e6
+    commits, close = pg_committer(url)
+    try:
+        return commits(n)
+    finally:
+        close()
 
 
 def measure_limit(store: str, folder: Path) -> float:
