@@ -1,7 +1,8 @@
 """A sequential step against a bare commit, measured in alternating blocks.
 
     .venv/bin/python bench/step_vs_commit.py [--db sqlite,postgres] [--pairs 15]
-                                             [--block 200] [--json FILE]
+                                             [--block 200] [--split] [--frames]
+                                             [--json FILE]
 
 Issue 15's first target compares a power-loss-safe sequential step with the disk's
 limit: one bare commit (SQLite: a one-row insert into a WAL file with
@@ -19,6 +20,19 @@ few tenths of a second apart; the figure is the median of those ratios, with the
 of both sides. The bare commits are ``bench/compare``'s limit (``bench/core.py``'s
 ``sqlite_committer`` and ``pg_committer``), in a table of their own (PostgreSQL: in the
 store's database; SQLite: a file beside the store's); the worker is idle between runs.
+
+``--split`` adds a third block to each pair: the same steps with the run-event log's
+per-step row switched off (the journal's op-event triggers: dropped on SQLite, disabled
+on PostgreSQL, for that block only, from a connection of the bench's own while the worker
+is idle), in alternating order with the normal block. The difference is what the event
+log (``tether serve``'s SSE history: one ``run_events`` row and index entry per finished
+step) costs a sequential step; the rest over a bare commit is the step's own work.
+
+``--frames`` (SQLite) counts what each commit writes: the WAL frames (one page each,
+written as two ``pwrite`` calls: header and page) of ``--block`` sequential steps, by the
+B-tree each page belongs to (``dbstat``), read from the WAL file after a truncating
+checkpoint, next to the one frame of a bare commit. A step writes more pages than a
+bare commit, and each page costs time in the commit's write and fsync.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,37 +62,142 @@ from bench.core import (  # noqa: E402
 )
 
 
-async def measure(kind: str, pairs: int, block: int, folder: Path) -> dict[str, Any]:
+def op_events_switch(kind: str, url: str) -> tuple[Callable[[bool], None], Callable[[], None]]:
+    """(switch(on), close): turn the journal's op-event triggers (one ``run_events`` row
+    per finished step) off and on again in the store at ``url``, from a connection of
+    the bench's own. The worker's statements see the change at their next execution
+    (SQLite re-prepares them; PostgreSQL invalidates their plans)."""
+    if kind == "sqlite":
+        import apsw
+
+        conn = apsw.Connection(url.split("sqlite://", 1)[1])
+        conn.setbusytimeout(10_000)
+        saved = [str(r[0]) for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' "
+            "AND name LIKE 'tether_run_events_journal%'")]
+        if not saved:
+            raise SystemExit("--split: the store has no op-event triggers")
+
+        state = [True]
+
+        def switch_sqlite(on: bool) -> None:
+            if on == state[0]:
+                return
+            state[0] = on
+            with conn:
+                if on:
+                    for sql in saved:
+                        conn.execute(sql)
+                else:
+                    conn.execute("DROP TRIGGER tether_run_events_journal_insert")
+                    conn.execute("DROP TRIGGER tether_run_events_journal_update")
+
+        return switch_sqlite, conn.close
+    import psycopg
+
+    pg = psycopg.connect(url, autocommit=True)
+
+    def switch_pg(on: bool) -> None:
+        pg.execute("ALTER TABLE tether.journal "
+                   f"{'ENABLE' if on else 'DISABLE'} TRIGGER run_events_journal")
+
+    return switch_pg, pg.close
+
+
+async def wal_frames(block: int, folder: Path) -> dict[str, Any]:
+    """WAL frames written per sequential step on a fresh SQLite store, by B-tree."""
+    import apsw
+
+    path = folder / f"frames-{uuid.uuid4().hex[:8]}.db"
+    app = make_app(f"sqlite:///{path}")
+    wf = app.workflows()["sequential"].fn
+    async with app.worker(concurrency=1):
+        await (await app.start(wf, 300)).result(timeout=60)  # B-trees past their root
+        conn = apsw.Connection(str(path))
+        try:
+            conn.setbusytimeout(10_000)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Under the store's autocheckpoint (1,000 frames), so the WAL keeps them all.
+            n = min(block, 250)
+            await (await app.start(wf, n)).result(timeout=60)
+            owner = {int(page): str(name) for name, page in
+                     conn.execute("SELECT name, pageno FROM dbstat")}
+            wal = (folder / f"{path.name}-wal").read_bytes()
+        finally:
+            conn.close()
+    await app.close()
+    page_size = int.from_bytes(wal[8:12], "big")
+    by_tree: dict[str, int] = {}
+    frames = commits = 0
+    offset = 32  # the WAL header; then frames of a 24-byte header and a page
+    while offset + 24 + page_size <= len(wal):
+        page = int.from_bytes(wal[offset:offset + 4], "big")
+        commits += int.from_bytes(wal[offset + 4:offset + 8], "big") != 0
+        name = owner.get(page, "(freed or new page)")
+        by_tree[name] = by_tree.get(name, 0) + 1
+        frames += 1
+        offset += 24 + page_size
+    return {"steps": n, "frames": frames, "commits": commits,
+            "frames_per_step": frames / n,
+            "by_btree_per_step": {k: v / n for k, v in
+                                  sorted(by_tree.items(), key=lambda kv: -kv[1])}}
+
+
+async def measure(kind: str, pairs: int, block: int, folder: Path,
+                  split: bool = False) -> dict[str, Any]:
     url = resolve(kind, folder, f"svc_{uuid.uuid4().hex[:8]}")
+    bare_us: list[float] = []  # steps without op events (--split)
     try:
         app = make_app(url)
         wf = app.workflows()["sequential"].fn
+
+        async def steps() -> float:
+            t0 = time.perf_counter()
+            await (await app.start(wf, block)).result(timeout=600)
+            return (time.perf_counter() - t0) / block * 1e6
+
         async with app.worker(concurrency=1):
             await (await app.start(wf, 20)).result(timeout=60)  # warm up
             if kind == "sqlite":
                 commits, close = sqlite_committer(folder / f"bare-{uuid.uuid4().hex[:8]}.db")
             else:
                 commits, close = pg_committer(url)
+            switch, close_switch = op_events_switch(kind, url) if split else (None, None)
             try:
                 commit_us: list[float] = []
                 step_us: list[float] = []
-                for _ in range(pairs):
+                for i in range(pairs):
                     commit_us.append(commits(block))
-                    t0 = time.perf_counter()
-                    await (await app.start(wf, block)).result(timeout=600)
-                    step_us.append((time.perf_counter() - t0) / block * 1e6)
+                    if switch is None:
+                        step_us.append(await steps())
+                        continue
+                    for events in ((True, False) if i % 2 == 0 else (False, True)):
+                        switch(events)
+                        (step_us if events else bare_us).append(await steps())
+                    switch(True)
             finally:
                 close()
+                if close_switch is not None:
+                    close_switch()
         await app.close()
     finally:
         drop_created()
     ratios = [s / c for s, c in zip(step_us, commit_us, strict=True)]
-    return {"store": kind, "pairs": pairs, "block": block,
-            "commit_us": commit_us, "step_us": step_us, "ratios": ratios,
-            "commit_us_median": statistics.median(commit_us),
-            "step_us_median": statistics.median(step_us),
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    out = {"store": kind, "pairs": pairs, "block": block,
+           "commit_us": commit_us, "step_us": step_us, "ratios": ratios,
+           "commit_us_median": statistics.median(commit_us),
+           "step_us_median": statistics.median(step_us),
+           "ratio_median": statistics.median(ratios),
+           "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    if bare_us:
+        no_ev = [b / c for b, c in zip(bare_us, commit_us, strict=True)]
+        share = [(s - b) / s for s, b in zip(step_us, bare_us, strict=True)]
+        out.update(no_events_us=bare_us, no_events_ratios=no_ev,
+                   no_events_us_median=statistics.median(bare_us),
+                   no_events_ratio_median=statistics.median(no_ev),
+                   events_share_median=statistics.median(share),
+                   events_share_min=min(share), events_share_max=max(share))
+    return out
 
 
 async def main() -> None:
@@ -85,6 +205,11 @@ async def main() -> None:
     p.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
     p.add_argument("--pairs", type=int, default=15)
     p.add_argument("--block", type=int, default=200, help="commits, then steps, per pair")
+    p.add_argument("--split", action="store_true",
+                   help="also time each pair's steps without the run-event log's "
+                        "per-step row (what the event log costs a step)")
+    p.add_argument("--frames", action="store_true",
+                   help="SQLite: also count the WAL frames (pages) a step writes, by B-tree")
     p.add_argument("--json", help="also write every figure to this file")
     a = p.parse_args()
     if a.pairs < 1 or a.block < 1:
@@ -98,12 +223,25 @@ async def main() -> None:
     out = []
     with tempfile.TemporaryDirectory(prefix="tether-svc-") as tmp:
         for kind in kinds:
-            r = await measure(kind, a.pairs, a.block, Path(tmp))
+            r = await measure(kind, a.pairs, a.block, Path(tmp), a.split)
             out.append(r)
             print(f"{kind:9} bare commit {r['commit_us_median']:6.0f} µs   step "
                   f"{r['step_us_median']:6.0f} µs   step ÷ commit, median of {a.pairs} "
                   f"pairs: {r['ratio_median']:.2f} ({r['ratio_min']:.2f}-"
                   f"{r['ratio_max']:.2f})", flush=True)
+            if "no_events_us_median" in r:
+                print(f"{'':9} without op events {r['no_events_us_median']:6.0f} µs   ÷ "
+                      f"commit {r['no_events_ratio_median']:.2f}   event log's share of a "
+                      f"step {r['events_share_median']:.0%} ({r['events_share_min']:.0%}"
+                      f" to {r['events_share_max']:.0%})", flush=True)
+            if a.frames and kind == "sqlite":
+                f = await wal_frames(a.block, Path(tmp))
+                r["wal_frames"] = f
+                trees = ", ".join(f"{k} {v:.2f}" for k, v in f["by_btree_per_step"].items()
+                                  if v >= 0.01)
+                print(f"{'':9} WAL frames per step {f['frames_per_step']:.2f} (a bare "
+                      f"commit: 1), {f['commits']} commits for {f['steps']} steps: {trees}",
+                      flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
 
