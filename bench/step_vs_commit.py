@@ -1,7 +1,7 @@
 """A sequential step against a bare commit, measured in alternating blocks.
 
     .venv/bin/python bench/step_vs_commit.py [--db sqlite,postgres] [--pairs 15]
-                                             [--block 200] [--split] [--frames]
+                                             [--block 200] [--split] [--frames] [--statements]
                                              [--json FILE]
 
 Issue 15's first target compares a power-loss-safe sequential step with the disk's
@@ -33,6 +33,17 @@ written as two ``pwrite`` calls: header and page) of ``--block`` sequential step
 B-tree each page belongs to (``dbstat``), read from the WAL file after a truncating
 checkpoint, next to the one frame of a bare commit. A step writes more pages than a
 bare commit, and each page costs time in the commit's write and fsync.
+
+``--statements`` (PostgreSQL) takes the step's one statement apart: the bare commit and
+variants of the journal append, each a prepared statement in autocommit on the bench's
+own (blocking) connection, the bare commit's client path, in rotating order, ``--pairs``
+rounds of ``--block`` each, into a running run no worker holds. Each variant adds one
+part of what ``journal_append_one`` does: an INSERT of the journal row; taking the
+fencing token from the run's row (INSERT ... SELECT); locking that row ``FOR SHARE``; the
+``ON CONFLICT`` clause (the statement as Tether sends it, its op-event trigger off); and
+the op-event trigger (the statement as it runs in a store). Their ratios to the bare
+commit (median of the rounds' ratios) show what each part costs on the server; the
+rest of a step's cost is the client's: an asynchronous round trip and the step's work.
 """
 
 from __future__ import annotations
@@ -143,6 +154,94 @@ async def wal_frames(block: int, folder: Path) -> dict[str, Any]:
                                   sorted(by_tree.items(), key=lambda kv: -kv[1])}}
 
 
+_APPEND_VALUES = ("%(run_id)s, %(position)s::integer, %(kind)s::text, %(name)s::text, "
+                  "%(status)s::text, %(result)s::text, %(error)s::text, "
+                  "%(attempts)s::integer, %(started_at)s::float8, %(finished_at)s::float8, "
+                  "%(next_attempt_at)s::float8, %(args)s::text, %(fencing_token)s::bigint")
+_APPEND_INTO = ("INSERT INTO tether.journal AS j (run_id, position, kind, name, status, "
+                "result, error, attempts, started_at, finished_at, next_attempt_at, args, "
+                "fencing_token) ")
+_APPEND_SELECT = (_APPEND_INTO + "SELECT " + _APPEND_VALUES.replace("%(run_id)s", "run_id")
+                  .replace("%(fencing_token)s::bigint", "fencing_token")
+                  + " FROM tether.runs WHERE run_id = %(run_id)s "
+                  "AND fencing_token = %(fencing_token)s AND (status = 'running') IS TRUE")
+
+
+async def pg_statements(pairs: int, block: int, folder: Path) -> dict[str, Any]:
+    """The journal append's parts timed against a bare commit (see ``--statements``)."""
+    import psycopg
+
+    from tether.store._sql import load_queries
+
+    url = resolve("postgres", folder, f"svs_{uuid.uuid4().hex[:8]}")
+    try:
+        app = make_app(url)
+        wf = app.workflows()["sequential"].fn
+        run_id = (await app.start(wf, 0)).run_id  # no worker: it stays queued
+        await app.close()
+        full = load_queries("tether.store.postgres")["journal_append_one"]
+        full = full.replace("{schema}", "tether")
+        variants = {
+            "INSERT of the journal row": (_APPEND_INTO + "VALUES (" + _APPEND_VALUES + ")",
+                                          False),
+            "+ fencing token from the run's row": (_APPEND_SELECT, False),
+            "+ the run's row locked FOR SHARE": (_APPEND_SELECT + " FOR SHARE", False),
+            "+ ON CONFLICT (the statement as sent)": (full, False),
+            "+ op-event trigger (as in a store)": (full, True),
+        }
+        commits, close = pg_committer(url)
+        conn = psycopg.connect(url, autocommit=True)
+        try:
+            conn.execute("UPDATE tether.runs SET status = 'running', fencing_token = 1, "
+                         "queue = 'bench-nobody' WHERE run_id = %s", (run_id,))
+            position = [0]
+
+            def appends(sql: str, n: int) -> float:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    position[0] += 1
+                    conn.execute(sql, {
+                        "run_id": run_id, "position": position[0], "kind": "step",
+                        "name": "noop", "status": "ok", "result": "1", "error": None,
+                        "attempts": 1, "started_at": 1.0, "finished_at": 1.0,
+                        "next_attempt_at": None, "args": "[1]", "fencing_token": 1,
+                    }, prepare=True)
+                return (time.perf_counter() - t0) / n * 1e6
+
+            trigger = [True]
+
+            def use(on: bool) -> None:
+                if on != trigger[0]:
+                    trigger[0] = on
+                    conn.execute("ALTER TABLE tether.journal "
+                                 f"{'ENABLE' if on else 'DISABLE'} TRIGGER run_events_journal")
+
+            names = list(variants)
+            for name in names:  # each plan prepared
+                use(variants[name][1])
+                appends(variants[name][0], 20)
+            times: dict[str, list[float]] = {"bare commit": [], **{n: [] for n in names}}
+            for i in range(pairs):
+                order = ["bare commit", *names]
+                for name in order[i % len(order):] + order[:i % len(order)]:
+                    if name == "bare commit":
+                        times[name].append(commits(block))
+                        continue
+                    use(variants[name][1])
+                    times[name].append(appends(variants[name][0], block))
+            use(True)
+        finally:
+            conn.close()
+            close()
+    finally:
+        drop_created()
+    bare = times["bare commit"]
+    return {name: {"us": v, "us_median": statistics.median(v),
+                   "ratio_median": statistics.median(
+                       x / b for x, b in zip(v, bare, strict=True))}
+            for name, v in times.items()}
+
+
 async def measure(kind: str, pairs: int, block: int, folder: Path,
                   split: bool = False) -> dict[str, Any]:
     url = resolve(kind, folder, f"svc_{uuid.uuid4().hex[:8]}")
@@ -210,6 +309,9 @@ async def main() -> None:
                         "per-step row (what the event log costs a step)")
     p.add_argument("--frames", action="store_true",
                    help="SQLite: also count the WAL frames (pages) a step writes, by B-tree")
+    p.add_argument("--statements", action="store_true",
+                   help="PostgreSQL: also time the parts of the step's statement against "
+                        "a bare commit")
     p.add_argument("--json", help="also write every figure to this file")
     a = p.parse_args()
     if a.pairs < 1 or a.block < 1:
@@ -242,6 +344,14 @@ async def main() -> None:
                 print(f"{'':9} WAL frames per step {f['frames_per_step']:.2f} (a bare "
                       f"commit: 1), {f['commits']} commits for {f['steps']} steps: {trees}",
                       flush=True)
+            if a.statements and kind == "postgres":
+                parts = await pg_statements(a.pairs, a.block, Path(tmp))
+                r["statements"] = parts
+                print(f"{'':9} the statement's parts, same client as the bare commit "
+                      f"(median of {a.pairs} rounds):", flush=True)
+                for name, v in parts.items():
+                    print(f"{'':11} {name:40} {v['us_median']:6.0f} µs   ÷ commit "
+                          f"{v['ratio_median']:.2f}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
 
