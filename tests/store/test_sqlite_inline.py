@@ -5,7 +5,9 @@ thread's, and never ahead of queued work or waiting on another process's lock.""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,6 +86,69 @@ async def test_with_other_work_ready_the_writer_thread_commits(
     finally:
         handle.cancel()
     assert _rows(store, "a") == [(0, "ok")]
+
+
+def _suspends(coro: Any) -> bool:
+    """Drive ``coro`` (a ``journal_append`` that commits inline) to its end; whether it
+    gave the event loop a turn on the way (an ``await asyncio.sleep(0)`` suspends it
+    once with ``None``)."""
+    suspended = False
+    try:
+        while True:
+            assert coro.send(None) is None  # only a bare yield, never a future to await
+            suspended = True
+    except StopIteration:
+        return suspended
+
+
+async def test_inline_appends_yield_to_the_loop_only_now_and_then(
+        store: SqliteStore, threads: list[str]) -> None:
+    lease = (await start_and_claim(store, "a")).lease
+    await _idle()
+    store._yielded = 0.0  # long ago: this append gives the loop a turn
+    assert _suspends(store.journal_append(lease=lease, entry=entry(0)))
+    store._yielded = time.perf_counter() + 3600  # just now: these ones do not
+    assert not _suspends(store.journal_append(lease=lease, entry=entry(1)))
+    assert not _suspends(store.journal_append(lease=lease, entry=entry(2)))
+    assert threads == [threading.current_thread().name] * 3
+    assert _rows(store, "a") == [(0, "ok"), (1, "ok"), (2, "ok")]
+
+
+async def test_a_run_of_inline_appends_still_lets_the_loop_see_its_sockets(
+        store: SqliteStore, threads: list[str]) -> None:
+    """A sequential run's steps commit inline one after the other, yielding to the loop
+    only now and then; a socket that became readable meanwhile is served at the next
+    yield (about _INLINE_YIELD_EVERY later), not after the run."""
+    lease = (await start_and_claim(store, "a")).lease
+    loop = asyncio.get_running_loop()
+    left, right = socket.socketpair()
+    served: list[int] = []
+    appended = [0]
+    try:
+        def readable() -> None:
+            left.recv(1)
+            served.append(appended[0])
+            loop.remove_reader(left.fileno())
+
+        loop.add_reader(left.fileno(), readable)
+        await _idle()
+        await store.journal_append(lease=lease, entry=entry(0))  # yields: the first one
+        appended[0] = 1
+        right.send(b"x")
+        started = time.perf_counter()
+        while not served and appended[0] < 5000:
+            await store.journal_append(lease=lease, entry=entry(appended[0]))
+            appended[0] += 1
+        took = time.perf_counter() - started
+    finally:
+        loop.remove_reader(left.fileno())
+        left.close()
+        right.close()
+    assert served, "the socket was never served while the appends ran"
+    assert took < 2.0
+    # Inline up to the yield that let the loop see the socket; the append after it
+    # found the socket's callback ready and went to the writer thread.
+    assert threads[:served[0]] == [threading.current_thread().name] * served[0]
 
 
 async def test_never_ahead_of_queued_work(store: SqliteStore, threads: list[str]) -> None:
