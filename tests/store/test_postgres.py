@@ -24,6 +24,7 @@ from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from tether.store import Wait, open_store
 from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore
+from tether.store.postgres import _store as pg_store
 from tether.store.postgres._config import TCP_DEFAULTS
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim
@@ -716,6 +717,119 @@ async def test_a_lone_append_whose_connection_dies_in_flight_is_store_unavailabl
         assert [e.position for e in await store.journal_read("r1")] == [0, 1]
     finally:
         await store.close()
+
+
+# -- inline appends: a sequential run's step without the writer's task ------------------------
+
+
+async def _inline_ready(store: PostgresStore, run_id: str) -> Lease:
+    """A claimed run whose next lone append goes inline: the first one goes through the
+    writer (which takes its connection), the caller resumes before the writer does and
+    appends again at once, as a sequential run's next step does."""
+    lease = (await start_and_claim(store, run_id)).lease
+    await store.journal_append(lease=lease, entry=entry(0))
+    before = store.inline_appends
+    await store.journal_append(lease=lease, entry=entry(1))
+    assert store.inline_appends == before + 1
+    return lease
+
+
+async def test_a_sequential_runs_appends_go_inline_and_stay_durable(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    lease = await _inline_ready(pg, "r1")
+    for pos in range(2, 10):
+        await pg.journal_append(lease=lease, entry=entry(pos))
+    assert pg.inline_appends >= 9
+    cur = await raw.execute("SELECT position FROM tether.journal WHERE run_id = 'r1' "
+                            "ORDER BY position")  # another connection: committed rows
+    assert [r[0] for r in await cur.fetchall()] == list(range(10))
+    # The run's events were written by the same statement (its trigger).
+    assert len(await pg.run_events_read(run_id="r1", after=None, limit=100)) >= 10
+
+
+async def test_answers_too_slow_to_block_for_turn_inline_appends_off(
+        pg: PostgresStore) -> None:
+    """A server whose answers take longer than half the inline wait (a distant one):
+    appends go through the writer, and inline ones are tried again as the mean decays."""
+    lease = await _inline_ready(pg, "r1")
+    pg._inline_rtt = pg_store._INLINE_WAIT  # as if answers took that long
+    before = pg.inline_appends
+    for pos in range(2, 6):
+        await pg.journal_append(lease=lease, entry=entry(pos))
+    assert pg.inline_appends == before
+    assert pg._inline_rtt < pg_store._INLINE_WAIT
+    assert [e.position for e in await pg.journal_read("r1")] == list(range(6))
+
+
+async def test_an_inline_append_refused_by_fencing_is_lease_lost(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    lease = await _inline_ready(pg, "r1")
+    await raw.execute("UPDATE tether.runs SET fencing_token = fencing_token + 1 "
+                      "WHERE run_id = 'r1'")
+    with pytest.raises(LeaseLost):
+        await pg.journal_append(lease=lease, entry=entry(2))
+    assert [e.position for e in await pg.journal_read("r1")] == [0, 1]
+
+
+async def test_an_inline_append_answered_late_is_awaited_and_the_writer_waits_for_it(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer outlives the inline wait (a row lock holds the statement): the step
+    waits for it without blocking the event loop, and the writer, which needs the same
+    connection for another run's lone append, waits until it is in."""
+    monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
+    lease = await _inline_ready(pg, "r1")
+    other = (await start_and_claim(pg, "r2")).lease
+    before = pg.inline_appends
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
+        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
+        assert await _blocked(late)  # type: ignore[arg-type]
+        assert pg._inline_late is not None  # sent inline, its answer awaited
+        queued = asyncio.create_task(pg.journal_append(lease=other, entry=entry(0)))
+        assert await _blocked(queued, 0.2)  # type: ignore[arg-type]
+    await asyncio.wait_for(asyncio.gather(late, queued), 10)
+    assert pg.inline_appends == before + 1
+    assert [e.position for e in await pg.journal_read("r1")] == [0, 1, 2]
+    assert [e.position for e in await pg.journal_read("r2")] == [0]
+
+
+async def test_an_inline_append_cancelled_while_late_leaves_a_working_store(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled with its statement in flight: the connection is replaced (the pool
+    closes it busy), the statement's fate is the server's (it commits if it got the
+    row before its connection closed), and the next append works."""
+    monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
+    lease = await _inline_ready(pg, "r1")
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
+        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
+        assert await _blocked(late)  # type: ignore[arg-type]
+        late.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        assert pg._inline_late is None
+    await pg.journal_append(lease=lease, entry=entry(3))
+    assert [e.position for e in await pg.journal_read("r1")] in ([0, 1, 2, 3], [0, 1, 3])
+    await pg.journal_append(lease=lease, entry=entry(4))
+    assert [e.position for e in await pg.journal_read("r1")][-2:] == [3, 4]
+
+
+async def test_an_inline_append_whose_connection_dies_late_is_store_unavailable(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
+    lease = await _inline_ready(pg, "r1")
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
+        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
+        assert await _blocked(late)  # type: ignore[arg-type]
+        assert await _terminate(raw, "tether") >= 1
+        with pytest.raises(StoreUnavailable):
+            await late
+    await pg.journal_append(lease=lease, entry=entry(2))
+    assert [e.position for e in await pg.journal_read("r1")] == [0, 1, 2]
 
 
 # -- row locks: fencing and wake-ups under concurrency -----------------------------------------

@@ -89,6 +89,20 @@ class AppendWriter:
         self.batches = 0
         self.entries = 0
 
+    @property
+    def queued(self) -> bool:
+        """Whether anything waits in the queue for the next batch."""
+        return bool(self._queue)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The writer's task, while it runs."""
+        return self._task
+
+    def poke(self) -> None:
+        """Wake the writer: with nothing queued it runs its idle hook again."""
+        self._ready.set()
+
     def start(self) -> None:
         self._closing = False
         self._task = asyncio.create_task(self._run(), name="tether-pg-group-commit")

@@ -28,8 +28,11 @@ when it is returned.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
+import select
 import struct
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -130,6 +133,20 @@ class Prepared:
         return await _send_and_read(conn.pgconn, self.name, values, self.formats,
                                     encoding, on_result, held)
 
+    def send(self, conn: Conn, params: Encoder) -> str | None:
+        """Send the statement on ``conn`` without waiting for its answer, if it is
+        prepared there: the connection's encoding (to read the answer with); None when
+        it is not prepared there (nothing sent: use :meth:`execute`).
+
+        Raises: psycopg.Error (as libpq's send does).
+        """
+        encoding = self._on.get(conn)
+        if encoding is None:
+            return None
+        conn.pgconn.send_query_prepared(self.name, params(encoding),
+                                        param_formats=self.formats)
+        return encoding
+
     async def _prepare(self, conn: Conn, held: Held | None) -> None:
         if held is None:
             await conn.execute(self.prepare_sql)
@@ -183,6 +200,73 @@ class Held:
         self.pause()
 
 
+def read_answer(pgconn: pq.abc.PGconn, results: list[pq.abc.PGresult],
+                encoding: str) -> bool:
+    """Read what has arrived of a statement's answer into ``results``; True once all of
+    it is in (ReadyForQuery: the implicit transaction has committed or failed), every
+    result then checked, as psycopg does (a failed commit comes after the statement's
+    own result). Raises: psycopg.Error (an error result; a failed read), OSError."""
+    pgconn.consume_input()
+    while not pgconn.is_busy():
+        res = pgconn.get_result()
+        if res is not None:
+            results.append(res)
+            continue
+        if not results:
+            raise e.InternalError("got no result from the query")
+        for res in results:
+            if res.status == pq.ExecStatus.FATAL_ERROR:
+                raise e.error_from_result(res, encoding=encoding)
+            if res.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+                raise e.InternalError(
+                    f"unexpected result status: {pq.ExecStatus(res.status).name}")
+        return True
+    return False
+
+
+def wait_answer(pgconn: pq.abc.PGconn, results: list[pq.abc.PGresult], encoding: str,
+                timeout: float) -> bool:
+    """Block the calling thread (``poll`` on the socket) for up to ``timeout`` seconds
+    until the whole answer is in (True, ``results`` holding it) or the time is up (False,
+    ``results`` holding what was read). Raises as :func:`read_answer`."""
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if poller.poll(max(1, math.ceil(remaining * 1000))) \
+                and read_answer(pgconn, results, encoding):
+            return True
+
+
+def answer_reader(pgconn: pq.abc.PGconn, encoding: str,
+                  fut: asyncio.Future[pq.abc.PGresult],
+                  on_result: Callable[[pq.abc.PGresult], None] | None = None,
+                  results: list[pq.abc.PGresult] | None = None) -> Callable[[], None]:
+    """A reader callback for the socket that resolves ``fut`` with the statement's
+    result once the whole answer is in (``on_result`` sees it first), or with the error;
+    ``results``: what was already read of the answer."""
+    got: list[pq.abc.PGresult] = [] if results is None else results
+
+    def readable() -> None:
+        if fut.done():
+            return
+        try:
+            if read_answer(pgconn, got, encoding):
+                if on_result is not None:
+                    on_result(got[0])
+                fut.set_result(got[0])
+        except OSError as exc:
+            fut.set_exception(e.OperationalError("connection socket closed"))
+            fut.exception().__cause__ = exc  # type: ignore[union-attr]
+        except Exception as exc:  # handed to the awaiting task
+            fut.set_exception(exc)
+
+    return readable
+
+
 async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[bytes | None],
                          formats: Sequence[int], encoding: str,
                          on_result: Callable[[pq.abc.PGresult], None] | None,
@@ -192,47 +276,22 @@ async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[by
     pgconn.send_query_prepared(name, values, param_formats=formats)
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[pq.abc.PGresult] = loop.create_future()
-    results: list[pq.abc.PGresult] = []
-
-    def readable() -> None:
-        if fut.done():
-            return
-        try:
-            pgconn.consume_input()
-            while not pgconn.is_busy():
-                res = pgconn.get_result()
-                if res is not None:
-                    results.append(res)
-                    continue
-                # The whole answer is in (ReadyForQuery: the implicit transaction has
-                # committed or failed). Every result is checked, as psycopg does: a
-                # failed commit comes after the statement's own result.
-                if not results:
-                    raise e.InternalError("got no result from the query")
-                for res in results:
-                    if res.status == pq.ExecStatus.FATAL_ERROR:
-                        raise e.error_from_result(res, encoding=encoding)
-                    if res.status not in (pq.ExecStatus.TUPLES_OK,
-                                          pq.ExecStatus.COMMAND_OK):
-                        raise e.InternalError(
-                            f"unexpected result status: {pq.ExecStatus(res.status).name}")
-                if on_result is not None:
-                    on_result(results[0])
-                fut.set_result(results[0])
-                return
-        except OSError as exc:
-            fut.set_exception(e.OperationalError("connection socket closed"))
-            fut.exception().__cause__ = exc  # type: ignore[union-attr]
-        except Exception as exc:  # handed to the awaiting task
-            fut.set_exception(exc)
-
+    readable = answer_reader(pgconn, encoding, fut, on_result)
     if held is not None and held.conn is not None and held.conn.pgconn is pgconn \
             and not held.broken:
-        held._on_readable = readable
+        def held_readable() -> None:
+            readable()
+            if fut.done() and held._on_readable is held_readable:
+                held._on_readable = None  # the statement is over: the connection is free
+
+        held._on_readable = held_readable
         try:
             return await fut
         finally:
-            held._on_readable = None
+            # (Only its own: once the answer was in, the connection may already carry
+            # another statement with its own reader, an inline append's.)
+            if held._on_readable is held_readable:
+                held._on_readable = None
     fd = pgconn.socket
     loop.add_reader(fd, readable)
     try:

@@ -17,18 +17,21 @@ raises ``StoreUnavailable`` and is discarded by the pool, which reconnects by it
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import select
 import struct
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.pq.abc import PGresult
 
 from tether._types import (
@@ -81,7 +84,7 @@ from tether.store.postgres._group_commit import (
 )
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
-from tether.store.postgres._raw import Held, Prepared
+from tether.store.postgres._raw import Held, Prepared, answer_reader, wait_answer
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
 if TYPE_CHECKING:
@@ -94,6 +97,18 @@ _FINAL = tuple(s.value for s in ENDED)
 _SETTLED = tuple(sorted(s.value for s in RunStatus if s.is_settled))
 #: Deadlocks and serialization failures roll a transaction back; it is safe to rerun.
 _TXN_RETRIES = 3
+#: An inline append (``_append_inline``) blocks the event loop for its answer at most
+#: this long (seconds); a later answer is awaited (and the writer waits for it before it
+#: uses or returns the connection).
+_INLINE_WAIT = 0.005
+#: After an inline append, the task yields to the event loop only if it has not done so
+#: for this long (seconds), as the SQLite store's inline append does.
+_INLINE_YIELD_EVERY = 0.001
+#: The writer keeps its connection this long after the last inline append (seconds)
+#: before returning it to the pool, so that a sequential run's next step finds it.
+_HELD_LINGER = 0.25
+#: Inline appends wait with poll(2), which not every platform has.
+_CAN_POLL = hasattr(select, "poll")
 
 #: The parameters of ``journal_append_one``, by their columns' types.
 _APPEND_ONE_TYPES = {
@@ -173,8 +188,18 @@ class PostgresStore(PostgresServeQueries):
             raise AssertionError(f"journal_append_one: {self._append_one.order}")
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush, max_batch=max_batch,
-                                    idle=self._release_held)
+                                    idle=self._writer_idle)
         self._held = Held()
+        #: An inline append whose answer came late, awaited by its task (the writer
+        #: waits for it before it uses or returns the held connection).
+        self._inline_late: asyncio.Future[PGresult] | None = None
+        self._inline_rtt = 0.001  # seconds, a running mean of inline round trips
+        self._inline_sent = 0.0   # time.perf_counter() when a late one was sent
+        self._inline_used = 0.0   # time.monotonic() of the last inline append
+        self._yielded = 0.0       # time.perf_counter() of the last yield after one
+        self._linger: asyncio.TimerHandle | None = None
+        #: Journal appends written inline (tests and benchmarks).
+        self.inline_appends = 0
         self._listener = Listener(self.cfg)
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
@@ -224,6 +249,9 @@ class PostgresStore(PostgresServeQueries):
             return
         self._closed = True
         await self._writer.close()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         await self._release_held()
         await self._listener.close()
         await self._events.close()
@@ -322,6 +350,7 @@ class PostgresStore(PostgresServeQueries):
         ``fn`` fails, and when the server is closing it. Only with ``pool_max`` above 1:
         with a single connection, heartbeats and reads would wait behind a long
         sequential run."""
+        await self._inline_settled()
         held = self._held
         conn = held.conn
         if conn is None or held.broken:
@@ -339,6 +368,7 @@ class PostgresStore(PostgresServeQueries):
             raise
 
     async def _release_held(self) -> None:
+        await self._inline_settled()
         conn = self._held.detach()
         if conn is not None and self._pool is not None:
             await self._pool.putconn(conn)
@@ -510,8 +540,157 @@ class PostgresStore(PostgresServeQueries):
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
         """Record one operation's outcome, in a transaction shared with the appends of
-        other runs (group commit). Raises: LeaseLost, StoreUnavailable."""
+        other runs (group commit), or inline when nothing else is going on (see
+        ``_append_inline``). Raises: LeaseLost, StoreUnavailable."""
+        sent = self._append_inline(lease, entry)
+        if sent is True:
+            # Let the loop poll its sockets now and then: a run's whole sequence of
+            # steps never holds it for more than _INLINE_YIELD_EVERY (and one answer).
+            now = time.perf_counter()
+            if now - self._yielded >= _INLINE_YIELD_EVERY:
+                self._yielded = now
+                await asyncio.sleep(0)
+            return
+        if sent is not False and await self._inline_late_answer(*sent):
+            return
         await self._writer.submit(lease, entry)
+
+    def _append_inline(self, lease: Lease, entry: JournalEntry,
+                       ) -> bool | tuple[Conn, str, list[PGresult]]:
+        """Write a lone journal append from the calling task, on the writer's held
+        connection, when the group-commit queue is empty, no statement is in flight on
+        that connection, the event loop has nothing else ready and no timer falls due
+        within a round trip: the statement (``journal_append_one``, the writer's own)
+        is sent and its answer awaited by blocking in ``poll`` for up to
+        ``_INLINE_WAIT``, so a sequential run's step costs no hop to the writer's task,
+        no future and no pass of the event loop (``bench/pg_wait.py``).
+
+        True: written (durable). False: not written here, nothing written (not
+        attempted; an error answer, after which the statement had rolled back; no row
+        written: a lost lease or a final entry, which the writer's path tells apart):
+        submit it to the writer. A tuple: sent, its answer late: await it with
+        ``_inline_late_answer``. Raises: StoreUnavailable (the connection failed; the
+        statement may or may not have committed, as on the writer's path)."""
+        held = self._held
+        conn = held.conn
+        loop = held._loop
+        if (conn is None or loop is None or held.broken or held._on_readable is not None
+                or self._inline_late is not None or self._writer.queued
+                or self.pool_max <= 1 or self._closed
+                or getattr(loop, "_thread_id", None) != threading.get_ident()):
+            return False
+        ready = getattr(loop, "_ready", None)
+        if not isinstance(ready, collections.deque) or len(ready) > 2:
+            return False
+        # Ready: nothing, or only the writer's own wake-up after the answer to the
+        # previous lone append (that statement is over; what the writer has left to do
+        # does not use the connection, or waits for this one: _inline_settled).
+        writer = self._writer.task
+        for handle in ready:
+            if getattr(getattr(handle, "_callback", None), "__self__", None) is not writer:
+                return False
+        timers = getattr(loop, "_scheduled", None)
+        if not isinstance(timers, list) or not _CAN_POLL:
+            return False
+        if timers and timers[0].when() < loop.time() + self._inline_rtt:
+            return False  # a timer falls due during the round trip: the writer's path
+        if self._inline_rtt > _INLINE_WAIT / 2:
+            # Answers take too long to block for (a distant server): the writer's path,
+            # trying again now and then (the mean decays while it is not measured).
+            self._inline_rtt *= 0.99
+            return False
+        pgconn = conn.pgconn
+        if pgconn.transaction_status != TransactionStatus.IDLE:
+            return False
+        t0 = time.perf_counter()
+        results: list[PGresult] = []
+        try:
+            encoding = self._append_one.send(conn, partial(_append_one_values, lease, entry))
+            if encoding is None:
+                return False  # not prepared on this connection yet: the writer prepares it
+            if not wait_answer(pgconn, results, encoding, _INLINE_WAIT):
+                self._inline_sent = t0
+                return conn, encoding, results
+        except (psycopg.Error, OSError) as exc:
+            return self._inline_failed(conn, exc)
+        self._inline_rtt += (time.perf_counter() - t0 - self._inline_rtt) / 8
+        self._inline_used = time.monotonic()
+        if not results[0].ntuples:
+            return False  # refused: the writer's path says why (LeaseLost, final entry)
+        self.inline_appends += 1
+        return True
+
+    def _inline_failed(self, conn: Conn, exc: BaseException) -> bool:
+        """An inline append's send or answer failed. An error answer (the connection
+        idle again) rolled the statement back: False, the writer's path runs it again
+        (and reports the error if it is one). A failed connection: raise as the
+        writer's path would."""
+        pgconn = conn.pgconn
+        if (isinstance(exc, psycopg.Error) and pgconn.status == ConnStatus.OK
+                and pgconn.transaction_status == TransactionStatus.IDLE):
+            return False
+        self._held.broken = True  # the writer returns it (woken now) and takes another
+        self._held.pause()
+        self._writer.poke()
+        if isinstance(exc, OSError):
+            err = psycopg.OperationalError("connection socket closed")
+            err.__cause__ = exc
+            exc = err
+        raise unavailable(self.cfg, exc) from exc
+
+    async def _inline_late_answer(self, conn: Conn, encoding: str,
+                                  results: list[PGresult]) -> bool:
+        """Await the answer of an inline append that came late, from the event loop
+        (the held connection's reader); the writer waits for it before it uses or
+        returns the connection. True: written; False: nothing written (see
+        ``_append_inline``). Raises: StoreUnavailable."""
+        held = self._held
+        fut: asyncio.Future[PGresult] = asyncio.get_running_loop().create_future()
+        reader = held._on_readable = answer_reader(conn.pgconn, encoding, fut,
+                                                   results=results)
+        self._inline_late = fut
+        try:
+            res = await fut
+        except (psycopg.Error, OSError) as exc:
+            return self._inline_failed(conn, exc)
+        finally:
+            if held._on_readable is reader:
+                held._on_readable = None
+            self._inline_late = None
+            if not fut.done():  # cancelled with the statement in flight
+                fut.cancel()
+                held.broken = True  # busy: the writer returns it and takes another
+                held.pause()
+        # (The whole round trip counts, so that slow answers turn inline appends off.)
+        self._inline_rtt += (time.perf_counter() - self._inline_sent - self._inline_rtt) / 8
+        self._inline_used = time.monotonic()
+        if not res.ntuples:
+            return False
+        self.inline_appends += 1
+        return True
+
+    async def _inline_settled(self) -> None:
+        """Wait until no inline append's answer is outstanding on the held connection."""
+        late = self._inline_late
+        if late is not None:
+            await asyncio.wait({late})
+
+    async def _writer_idle(self) -> None:
+        """The writer found its queue empty: return the held connection to the pool,
+        unless an inline append used it within ``_HELD_LINGER`` (then look again once
+        that has passed)."""
+        if self._held.conn is None:
+            return
+        left = self._inline_used + _HELD_LINGER - time.monotonic()
+        if left > 0 and not self._closed and not self._held.broken:
+            if self._linger is None:
+                self._linger = asyncio.get_running_loop().call_later(left, self._linger_over)
+            return
+        await self._release_held()
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        self._writer.poke()
 
     async def _flush(self, batch: list[Item]) -> None:
         """Write one batch of the group-commit queue: its starts, its appends, then its
