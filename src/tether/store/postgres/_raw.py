@@ -13,6 +13,11 @@ The callback also hands the answer to ``on_result`` at once, so a caller waiting
 statement (a step of a run) is woken in the same pass of the event loop as the task that
 ran the statement, not one pass later.
 
+The store's inline append uses the parts separately: ``Prepared.send``, then
+``wait_answer`` (the calling thread blocked in ``poll`` on the socket, for a bounded
+time) and, for an answer later than that, ``answer_reader`` as the kept connection's
+reader callback.
+
 Errors are psycopg's own: an error result becomes ``psycopg.errors.error_from_result``
 (the class of its SQLSTATE, as ``conn.execute`` raises it; every result of the answer is
 checked, since a failed implicit COMMIT follows the statement's own result), a failed
