@@ -8,6 +8,7 @@ that goes away and comes back, row locks held by a second connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -771,21 +772,31 @@ async def test_an_inline_append_refused_by_fencing_is_lease_lost(
     assert [e.position for e in await pg.journal_read("r1")] == [0, 1]
 
 
+@contextlib.asynccontextmanager
+async def _held_up(pg: PostgresStore, raw: psycopg.AsyncConnection[object],
+                   lease: Lease) -> AsyncIterator[asyncio.Task[None]]:
+    """An inline append (position 2) whose answer a row lock on the run holds up past
+    the inline wait, as a task; the lock goes when the block ends."""
+    async with raw.transaction():
+        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = %s FOR UPDATE",
+                          (lease.run_id,))
+        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
+        assert await _blocked(late)  # type: ignore[arg-type]
+        assert pg._inline_late is not None  # sent inline, its answer awaited
+        yield late
+
+
 async def test_an_inline_append_answered_late_is_awaited_and_the_writer_waits_for_it(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The answer outlives the inline wait (a row lock holds the statement): the step
-    waits for it without blocking the event loop, and the writer, which needs the same
-    connection for another run's lone append, waits until it is in."""
+    """The answer outlives the inline wait: the step waits for it without blocking the
+    event loop, and the writer, which needs the same connection for another run's lone
+    append, waits until it is in."""
     monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
     lease = await _inline_ready(pg, "r1")
     other = (await start_and_claim(pg, "r2")).lease
     before = pg.inline_appends
-    async with raw.transaction():
-        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
-        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
-        assert await _blocked(late)  # type: ignore[arg-type]
-        assert pg._inline_late is not None  # sent inline, its answer awaited
+    async with _held_up(pg, raw, lease) as late:
         queued = asyncio.create_task(pg.journal_append(lease=other, entry=entry(0)))
         assert await _blocked(queued, 0.2)  # type: ignore[arg-type]
     await asyncio.wait_for(asyncio.gather(late, queued), 10)
@@ -802,10 +813,7 @@ async def test_an_inline_append_cancelled_while_late_leaves_a_working_store(
     row before its connection closed), and the next append works."""
     monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
     lease = await _inline_ready(pg, "r1")
-    async with raw.transaction():
-        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
-        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
-        assert await _blocked(late)  # type: ignore[arg-type]
+    async with _held_up(pg, raw, lease) as late:
         late.cancel()
         with pytest.raises(asyncio.CancelledError):
             await late
@@ -821,10 +829,7 @@ async def test_an_inline_append_whose_connection_dies_late_is_store_unavailable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
     lease = await _inline_ready(pg, "r1")
-    async with raw.transaction():
-        await raw.execute("SELECT 1 FROM tether.runs WHERE run_id = 'r1' FOR UPDATE")
-        late = asyncio.create_task(pg.journal_append(lease=lease, entry=entry(2)))
-        assert await _blocked(late)  # type: ignore[arg-type]
+    async with _held_up(pg, raw, lease) as late:
         assert await _terminate(raw, "tether") >= 1
         with pytest.raises(StoreUnavailable):
             await late
