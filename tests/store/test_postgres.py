@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.engine.helpers import wait_for
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from tether.store import Wait, open_store
@@ -744,8 +745,13 @@ async def test_a_sequential_runs_appends_go_inline_and_stay_durable(
     cur = await raw.execute("SELECT position FROM tether.journal WHERE run_id = 'r1' "
                             "ORDER BY position")  # another connection: committed rows
     assert [r[0] for r in await cur.fetchall()] == list(range(10))
-    # The run's events were written by the same statement (its trigger).
-    assert len(await pg.run_events_read(run_id="r1", after=None, limit=100)) >= 10
+    # The run's events were written by the same statement (its trigger). They are read
+    # once no older transaction of the server is open (a parallel test's may be).
+
+    async def events_written() -> bool:
+        return len(await pg.run_events_read(run_id="r1", after=None, limit=100)) >= 10
+
+    await wait_for(events_written, timeout=30, what="the run's events")
 
 
 async def test_answers_too_slow_to_block_for_turn_inline_appends_off(

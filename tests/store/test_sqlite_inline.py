@@ -105,9 +105,9 @@ async def test_inline_appends_yield_to_the_loop_only_now_and_then(
         store: SqliteStore, threads: list[str]) -> None:
     lease = (await start_and_claim(store, "a")).lease
     await _idle()
-    store._yielded = 0.0  # long ago: this append gives the loop a turn
+    store._turns.last = 0.0  # long ago: this append gives the loop a turn
     assert _suspends(store.journal_append(lease=lease, entry=entry(0)))
-    store._yielded = time.perf_counter() + 3600  # just now: these ones do not
+    store._turns.last = time.perf_counter() + 3600  # just now: these ones do not
     assert not _suspends(store.journal_append(lease=lease, entry=entry(1)))
     assert not _suspends(store.journal_append(lease=lease, entry=entry(2)))
     assert threads == [threading.current_thread().name] * 3

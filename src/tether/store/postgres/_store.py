@@ -54,6 +54,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
+from tether.store._inline import LoopTurns
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import (
@@ -101,9 +102,6 @@ _TXN_RETRIES = 3
 #: this long (seconds); a later answer is awaited (and the writer waits for it before it
 #: uses or returns the connection).
 _INLINE_WAIT = 0.005
-#: After an inline append, the task yields to the event loop only if it has not done so
-#: for this long (seconds), as the SQLite store's inline append does.
-_INLINE_YIELD_EVERY = 0.001
 #: The writer keeps its connection this long after the last inline append (seconds)
 #: before returning it to the pool, so that a sequential run's next step finds it.
 _HELD_LINGER = 0.25
@@ -196,7 +194,7 @@ class PostgresStore(PostgresServeQueries):
         self._inline_rtt = 0.001  # seconds, a running mean of inline round trips
         self._inline_sent = 0.0   # time.perf_counter() when a late one was sent
         self._inline_used = 0.0   # time.monotonic() of the last inline append
-        self._yielded = 0.0       # time.perf_counter() of the last yield after one
+        self._turns = LoopTurns()  # when an inline append last yielded to the loop
         self._linger: asyncio.TimerHandle | None = None
         #: Journal appends written inline (tests and benchmarks).
         self.inline_appends = 0
@@ -544,11 +542,7 @@ class PostgresStore(PostgresServeQueries):
         ``_append_inline``). Raises: LeaseLost, StoreUnavailable."""
         sent = self._append_inline(lease, entry)
         if sent is True:
-            # Let the loop poll its sockets now and then: a run's whole sequence of
-            # steps never holds it for more than _INLINE_YIELD_EVERY (and one answer).
-            now = time.perf_counter()
-            if now - self._yielded >= _INLINE_YIELD_EVERY:
-                self._yielded = now
+            if self._turns.due():  # let the loop poll its sockets now and then
                 await asyncio.sleep(0)
             return
         if sent is not False and await self._inline_late_answer(*sent):
@@ -613,12 +607,7 @@ class PostgresStore(PostgresServeQueries):
                 return conn, encoding, results
         except (psycopg.Error, OSError) as exc:
             return self._inline_failed(conn, exc)
-        self._inline_rtt += (time.perf_counter() - t0 - self._inline_rtt) / 8
-        self._inline_used = time.monotonic()
-        if not results[0].ntuples:
-            return False  # refused: the writer's path says why (LeaseLost, final entry)
-        self.inline_appends += 1
-        return True
+        return self._inline_answered(results[0], t0)
 
     def _inline_failed(self, conn: Conn, exc: BaseException) -> bool:
         """An inline append's send or answer failed. An error answer (the connection
@@ -662,7 +651,13 @@ class PostgresStore(PostgresServeQueries):
                 held.broken = True  # busy: the writer returns it and takes another
                 held.pause()
         # (The whole round trip counts, so that slow answers turn inline appends off.)
-        self._inline_rtt += (time.perf_counter() - self._inline_sent - self._inline_rtt) / 8
+        return self._inline_answered(res, self._inline_sent)
+
+    def _inline_answered(self, res: PGresult, sent_at: float) -> bool:
+        """An inline append's answer is in (sent at ``sent_at``, ``perf_counter``):
+        True if it wrote its row; False if it was refused (a lost lease or a final entry:
+        the writer's path says which)."""
+        self._inline_rtt += (time.perf_counter() - sent_at - self._inline_rtt) / 8
         self._inline_used = time.monotonic()
         if not res.ntuples:
             return False

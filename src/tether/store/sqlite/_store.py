@@ -46,6 +46,7 @@ from tether.errors import (
     StoreError,
     StoreUnavailable,
 )
+from tether.store._inline import LoopTurns
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import (
@@ -80,14 +81,6 @@ Q = load_queries(_PACKAGE)
 SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 
 _MAX_BATCH = 512
-#: After an inline journal append, the calling task yields to the event loop (which then
-#: polls its sockets: one ``epoll_wait`` and one pass of the loop) only when it has not
-#: done so for this long (seconds). Yielding after every append cost a sequential step
-#: 15-30 µs of the loop's CPU; a run of steps now holds the loop for at most this long
-#: (plus one commit) before other tasks' socket events are seen. Ready callbacks and
-#: timers due during a commit never wait: they make the next append go to the writer
-#: thread, which the task awaits (``_append_inline``).
-_INLINE_YIELD_EVERY = 0.001
 
 
 def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
@@ -239,7 +232,7 @@ class SqliteStore(SqliteServeQueries):
         self._conn_lock = threading.Lock()
         self._conn: apsw.Connection | None = None
         self._inline_cost = 0.001  # seconds, a running mean of inline commits
-        self._yielded = 0.0  # when the last inline append yielded to the loop (perf_counter)
+        self._turns = LoopTurns()  # when an inline append last yielded to the loop
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -637,11 +630,7 @@ class SqliteStore(SqliteServeQueries):
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
         if self._append_inline(lease, entry):
-            # Let the loop poll its sockets now and then: a run's whole sequence of
-            # steps never holds it for more than _INLINE_YIELD_EVERY (and one commit).
-            now = time.perf_counter()
-            if now - self._yielded >= _INLINE_YIELD_EVERY:
-                self._yielded = now
+            if self._turns.due():  # let the loop poll its sockets now and then
                 await asyncio.sleep(0)
             return
         await self._write_atomic(_journal_append, lease, entry)
