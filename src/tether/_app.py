@@ -9,10 +9,10 @@ import functools
 import inspect
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from tether import _ids
 from tether._clock import Clock, SyncedClock
 from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
@@ -475,7 +475,7 @@ class App:
         text = self.codec.encode(payload, f"input of workflow {name!r}")
         now = self.clock.now()
         # An empty id is refused, not replaced: the caller relies on it for idempotency.
-        rid = uuid.uuid4().hex if run_id is None else run_id
+        rid = _ids.new_run_id() if run_id is None else run_id
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version)
@@ -517,7 +517,7 @@ class App:
         records = []
         for i, args in enumerate(items):
             text = self.codec.encode({"args": args}, f"input of workflow {name!r}")
-            rid = run_ids[i] if run_ids is not None else uuid.uuid4().hex
+            rid = run_ids[i] if run_ids is not None else _ids.new_run_id()
             records.append(RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                                      status=RunStatus.QUEUED, input=text, created_at=now,
                                      updated_at=now, available_at=now,
@@ -725,7 +725,7 @@ class App:
                 "args": list(input) if isinstance(input, (list, tuple)) else [input]}
             text = self.codec.encode(payload, f"input of workflow {source.workflow!r}")
         now = self.clock.now()
-        rid = new_run_id or uuid.uuid4().hex
+        rid = new_run_id or _ids.new_run_id()
         if not rid.strip():
             raise ConfigError("a run id must not be empty")
         record = RunRecord(run_id=rid, workflow=source.workflow, queue=source.queue,

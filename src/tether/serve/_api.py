@@ -10,7 +10,6 @@ import base64
 import binascii
 import json
 import math
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
+from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
 from tether._show import STATUSES, run_document
 from tether._types import check_name
@@ -163,7 +163,7 @@ async def start_run(request: Request) -> Response:
             raise payload_error(exc) from None
         except InvalidName as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or new_run_id()
         await adopt_trace_context(app.store, run_id, carrier, app.clock.now())
     # A name no worker has registered yet is queued, not refused (scripts start runs
     # before workers are up); the answer says so, as `tether start` does.

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import inspect
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from mcp_types import CallToolRequestParams
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
+from tether._ids import new_run_id
 from tether._types import RunRecord
 from tether.errors import ConfigError, RunFailed, RunNotFound
 from tether.mcp_tasks import (
@@ -134,7 +134,7 @@ class TetherTasks:
         meta = params.meta or {}
         key = meta.get(IDEMPOTENCY_META_KEY) if isinstance(meta, Mapping) else None
         run_id = (_keyed_run_id(params.name, str(key)) if key is not None
-                  else uuid.uuid4().hex)
+                  else new_run_id())
         # app.start returns once the run's row is committed: only then does the task exist.
         handle = await self.app.start(params.name, run_id=run_id, **arguments)
         if tasks:
