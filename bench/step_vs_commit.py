@@ -115,14 +115,27 @@ def op_events_switch(kind: str, url: str) -> tuple[Callable[[bool], None], Calla
     return switch_pg, pg.close
 
 
-async def wal_frames(block: int, folder: Path) -> dict[str, Any]:
-    """WAL frames written per sequential step on a fresh SQLite store, by B-tree."""
+async def fill_history(app: Any, runs: int) -> None:
+    """Give the store a history: ``runs`` finished runs of 10 steps (``bench/core.py``'s
+    ``ten``), started in batches of 1,000, as a store in use has; the worker must be
+    running. A new run's rows then go among those runs' rows, where its id puts them."""
+    wf = app.workflows()["ten"].fn
+    for lo in range(0, runs, 1000):
+        handles = await app.start_many(wf, [[] for _ in range(min(1000, runs - lo))])
+        for h in handles:
+            await h.result(timeout=600)
+
+
+async def wal_frames(block: int, folder: Path, history: int = 0) -> dict[str, Any]:
+    """WAL frames written per sequential step on a fresh SQLite store (with ``history``
+    finished runs in it), by B-tree."""
     import apsw
 
     path = folder / f"frames-{uuid.uuid4().hex[:8]}.db"
     app = make_app(f"sqlite:///{path}")
     wf = app.workflows()["sequential"].fn
-    async with app.worker(concurrency=1):
+    async with app.worker(concurrency=100 if history else 1):
+        await fill_history(app, history)
         await (await app.start(wf, 300)).result(timeout=60)  # B-trees past their root
         conn = apsw.Connection(str(path))
         try:
@@ -243,7 +256,7 @@ async def pg_statements(pairs: int, block: int, folder: Path) -> dict[str, Any]:
 
 
 async def measure(kind: str, pairs: int, block: int, folder: Path,
-                  split: bool = False) -> dict[str, Any]:
+                  split: bool = False, history: int = 0) -> dict[str, Any]:
     url = resolve(kind, folder, f"svc_{uuid.uuid4().hex[:8]}")
     bare_us: list[float] = []  # steps without op events (--split)
     try:
@@ -255,10 +268,18 @@ async def measure(kind: str, pairs: int, block: int, folder: Path,
             await (await app.start(wf, block)).result(timeout=600)
             return (time.perf_counter() - t0) / block * 1e6
 
+        if history:
+            async with app.worker(concurrency=100):
+                await fill_history(app, history)
         async with app.worker(concurrency=1):
-            await (await app.start(wf, 20)).result(timeout=60)  # warm up
+            # Warm up. On SQLite both sides first go past their WAL's first checkpoint
+            # (1,000 frames): until then each commit makes the WAL file longer, and an
+            # fsync that must also write the file's new size costs about twice one
+            # that overwrites frames in place, which is the steady state of a store.
+            await (await app.start(wf, 400 if kind == "sqlite" else 20)).result(timeout=60)
             if kind == "sqlite":
                 commits, close = sqlite_committer(folder / f"bare-{uuid.uuid4().hex[:8]}.db")
+                commits(1100)
             else:
                 commits, close = pg_committer(url)
             switch, close_switch = op_events_switch(kind, url) if split else (None, None)
@@ -312,10 +333,13 @@ async def main() -> None:
     p.add_argument("--statements", action="store_true",
                    help="PostgreSQL: also time the parts of the step's statement against "
                         "a bare commit")
+    p.add_argument("--history", type=int, default=0, metavar="RUNS",
+                   help="first fill the store with RUNS finished runs of 10 steps, as a "
+                        "store in use holds (default: a fresh store)")
     p.add_argument("--json", help="also write every figure to this file")
     a = p.parse_args()
-    if a.pairs < 1 or a.block < 1:
-        p.error("--pairs and --block must be >= 1")
+    if a.pairs < 1 or a.block < 1 or a.history < 0:
+        p.error("--pairs and --block must be >= 1, --history >= 0")
     kinds = [k.strip() for k in a.db.split(",") if k.strip()]
     if not kinds or any(k not in ("sqlite", "postgres") for k in kinds):
         p.error("--db takes sqlite, postgres or both")
@@ -325,7 +349,7 @@ async def main() -> None:
     out = []
     with tempfile.TemporaryDirectory(prefix="tether-svc-") as tmp:
         for kind in kinds:
-            r = await measure(kind, a.pairs, a.block, Path(tmp), a.split)
+            r = await measure(kind, a.pairs, a.block, Path(tmp), a.split, a.history)
             out.append(r)
             print(f"{kind:9} bare commit {r['commit_us_median']:6.0f} µs   step "
                   f"{r['step_us_median']:6.0f} µs   step ÷ commit, median of {a.pairs} "
@@ -337,7 +361,7 @@ async def main() -> None:
                       f"step {r['events_share_median']:.0%} ({r['events_share_min']:.0%}"
                       f" to {r['events_share_max']:.0%})", flush=True)
             if a.frames and kind == "sqlite":
-                f = await wal_frames(a.block, Path(tmp))
+                f = await wal_frames(a.block, Path(tmp), a.history)
                 r["wal_frames"] = f
                 trees = ", ".join(f"{k} {v:.2f}" for k, v in f["by_btree_per_step"].items()
                                   if v >= 0.01)

@@ -382,9 +382,12 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             vacuum = (asyncio.create_task(vacuum_every(url, args.vacuum_every))
                       if args.vacuum_every and not url.startswith("sqlite:") else None)
             wf, wf_args = parked_run(args.wait, due, due_in)
+            started: set[str] = set()
             for lo in range(0, n, 1000):
-                await asyncio.gather(*(app.start(wf, *wf_args, run_id=f"t-{i:06d}")
-                                       for i in range(lo, min(lo + 1000, n))))
+                handles = await asyncio.gather(*(
+                    app.start(wf, *wf_args, run_id=None if args.ids == "tether" else f"t-{i:06d}")
+                    for i in range(lo, min(lo + 1000, n))))
+                started.update(h.run_id for h in handles)
             started_in = time.time() - t_start
             await until(lambda: count_not(("queued", "running")), timeout=due_in * 2,
                         interval=0.5)
@@ -412,7 +415,7 @@ async def bench_timers(args: argparse.Namespace, folder: Path) -> None:
             await until(lambda: count_not(("waiting", "queued", "running")),
                         timeout=due_in + 3600, interval=0.25)
             done = await app.list_runs(status="completed", limit=n + 10)
-            finished = [r.finished_at for r in done if r.run_id.startswith("t-")]
+            finished = [r.finished_at for r in done if r.run_id in started]
             assert len(finished) == n, f"{len(finished)} of {n} runs completed"
             last = max(f for f in finished if f is not None)
             first = min(f for f in finished if f is not None)
@@ -445,7 +448,9 @@ def report_parked(args: argparse.Namespace, n: int, due_in: float, started_in: f
     print({"due": f"{n} runs, each `tether.sleep` until one due time {due_in:.0f} s after "
                   "the first start (the delay from a journaled `tether.now()`)",
            "sleep": f"{n} runs, each in `tether.sleep({due_in + 3600:.0f})`",
-           "signal": f"{n} runs, each in `tether.wait_for_signal('go')`"}[args.wait])
+           "signal": f"{n} runs, each in `tether.wait_for_signal('go')`"}[args.wait]
+          + ("; run ids made up by Tether" if args.ids == "tether"
+             else "; run ids given in order (t-000000, ...)"))
     print(f"{'measure':52} {'value':>18}")
     print(f"{'start (App.start, gathered 1,000 at a time)':52} {n / started_in:>12.0f} runs/s")
     print(f"{'all released (start -> last one waiting)':52} {parked_in:>16.1f} s")
@@ -487,6 +492,9 @@ async def main() -> None:
                      help="how each run waits: until the shared due time, computed from a "
                           "journaled tether.now() (default); one tether.sleep; or "
                           "wait_for_signal (sleep and signal: with --park-only)")
+    tim.add_argument("--ids", choices=["tether", "given"], default="tether",
+                     help="run ids: made up by Tether, as when a caller gives none (default), "
+                          "or given by the bench in order (t-000000, t-000001, ...)")
     tim.add_argument("--vacuum-every", type=float, default=0, metavar="SECONDS",
                      help="PostgreSQL: VACUUM the store's tables this often while parking "
                           "(what autovacuum does where it is on; default: never)")
