@@ -1,6 +1,7 @@
 """A lone journal append committed on the event loop's thread (the SQLite writer thread
 idle, nothing else ready): durable when it returns, the same errors as the writer
-thread's, and never ahead of queued work or waiting on another process's lock."""
+thread's, and never ahead of queued work or waiting on another process's lock. And a
+small read of runs made there too, on the same terms."""
 
 from __future__ import annotations
 
@@ -214,3 +215,86 @@ async def test_a_closed_store_appends_nothing(store: SqliteStore) -> None:
     with pytest.raises(StoreError, match="not open"):
         await store.journal_append(lease=lease, entry=entry(0))
     assert _rows(store, "a") == []
+
+
+# -- inline reads ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def read_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The name of the thread each read of runs (``run_get``, ``run_get_many``) ran on."""
+    seen: list[str] = []
+    for name in ("_run_get", "_run_get_many"):
+        real = getattr(sqlite_store, name)
+
+        def recorded(conn: apsw.Connection, *args: Any, _real: Any = real) -> Any:
+            seen.append(threading.current_thread().name)
+            return _real(conn, *args)
+
+        monkeypatch.setattr(sqlite_store, name, recorded)
+    yield seen
+
+
+async def test_an_idle_writer_lets_a_read_run_on_the_callers_thread(
+        store: SqliteStore, read_threads: list[str]) -> None:
+    await start_and_claim(store, "a")
+    read_threads.clear()  # the claim's own reads
+    here = threading.current_thread().name
+    run = await store.run_get("a")
+    assert run is not None and run.status == "running"
+    assert await store.run_get("nope") is None
+    runs = await store.run_get_many(["a", "nope"])
+    assert [r.run_id for r in runs] == ["a"]
+    assert await store.run_get_many(["a"], settled_only=True) == []
+    assert read_threads == [here] * 4
+
+
+async def test_a_read_behind_queued_work_waits_for_it_on_the_writer_thread(
+        store: SqliteStore, read_threads: list[str]) -> None:
+    claimed = await start_and_claim(store, "a")
+    read_threads.clear()
+    finished = store.run_finish(lease=claimed.lease, status="completed", result="1",
+                                error=None, now=2.0)
+    task = asyncio.ensure_future(finished)
+    await asyncio.sleep(0)  # queued, not yet committed
+    assert store._pending
+    run = await store.run_get("a")  # sees the finish queued before it
+    await task
+    assert run is not None and run.status == "completed"
+    assert read_threads == ["tether-sqlite"]
+
+
+async def test_a_long_read_goes_to_the_writer_thread(
+        store: SqliteStore, read_threads: list[str]) -> None:
+    await start_and_claim(store, "a")
+    read_threads.clear()
+    ids = ["a"] + [f"x{i}" for i in range(sqlite_store._INLINE_READ_MAX)]
+    assert [r.run_id for r in await store.run_get_many(ids)] == ["a"]
+    assert [r.run_id for r in await store.run_get_many(ids[:-1])] == ["a"]
+    assert read_threads == ["tether-sqlite", threading.current_thread().name]
+
+
+async def test_an_inline_read_does_not_wait_for_another_process_lock(
+        store: SqliteStore) -> None:
+    """A lock held elsewhere (SQLITE_BUSY: in WAL mode only in narrow windows, such as
+    another process's recovery of the WAL index) is not waited for on the loop: the
+    read is left to the writer thread, and the connection still works."""
+    tried: list[str] = []
+
+    def busy(conn: apsw.Connection) -> None:
+        tried.append(threading.current_thread().name)
+        raise apsw.BusyError("database is locked")
+
+    assert store._read_inline(busy) == (False, None)
+    assert tried == [threading.current_thread().name]
+    assert await store.run_get("a") is None
+    await start_and_claim(store, "a")
+    assert (await store.run_get("a")) is not None
+
+
+async def test_a_closed_store_reads_nothing(store: SqliteStore) -> None:
+    await start_and_claim(store, "a")
+    await store.close()
+    assert store._read_inline(sqlite_store._run_get, "a") == (False, None)
+    with pytest.raises(StoreError, match="not open"):
+        await store.run_get("a")
