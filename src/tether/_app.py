@@ -455,6 +455,8 @@ class App:
         """Start a run of ``workflow`` (the function or its name) with these arguments.
 
         Idempotent on ``run_id``: starting an existing id returns a handle to that run.
+        Without one, the run gets a new id: a UUIDv7 as 32 hex digits (time first, so
+        runs started together get neighbouring ids; nothing may rely on their order).
 
         Raises:
             WorkflowNotFound: (a function not decorated as a workflow: ConfigError)
