@@ -714,11 +714,11 @@ class App:
         if source is None:
             raise RunNotFound(run_id)
         if isinstance(at, bool) or not isinstance(at, int) or at < 0:
-            raise ConfigError(f"--at must be a position >= 0, not {at!r}")
+            raise ConfigError(f"at must be a position >= 0, not {at!r}")
         journal = await store.journal_read(run_id)
         last = max((e.position for e in journal), default=-1)
         if at > last + 1:
-            raise ConfigError(f"run {run_id!r} has positions 0..{last}; --at {at} is past "
+            raise ConfigError(f"run {run_id!r} has positions 0..{last}; at={at} is past "
                               f"its end (at most {last + 1})")
         if input is _NO_INPUT:
             text = source.input

@@ -116,8 +116,11 @@ async def test_fork_copies_the_journal_before_the_position(store_url: str) -> No
         assert (info.forked_from, info.forked_at) == ("src", 1)
         with pytest.raises(tether.ConfigError, match="already used"):
             await app.fork("src", at=1, new_run_id="child")
-        with pytest.raises(tether.ConfigError, match="past its end"):
+        with pytest.raises(tether.ConfigError, match="past its end") as info:
             await app.fork("src", at=9)
+        assert "--at" not in str(info.value)  # the Python API's own words, not the CLI's
+        with pytest.raises(tether.ConfigError, match="^at must be a position >= 0"):
+            await app.fork("src", at=-1)
         with pytest.raises(tether.RunNotFound):
             await app.fork("nope", at=0)
 
