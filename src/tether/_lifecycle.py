@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -325,6 +326,18 @@ async def start_tick(app: App, store: Store, s: ScheduleRecord, run_id: str,
                     updated_at=now, available_at=now, version=app.version)
     _, created = await store.run_insert(run=run)
     return created
+
+
+async def trigger_schedule(app: App, store: Store, s: ScheduleRecord, now: float) -> str:
+    """Start a run of schedule ``s`` now, outside its ticks (``tether schedules trigger``,
+    the HTTP API's trigger); its id (``NAME@manual-...``). The run becomes the
+    schedule's last run, unless the schedule moved on meanwhile (a tick of a worker, a
+    pause: the compare-and-set on its next tick fails, and that change stands)."""
+    run_id = f"{s.name}@manual-{uuid.uuid4().hex[:12]}"
+    await start_tick(app, store, s, run_id, now)
+    await store.schedule_advance(name=s.name, expected=s.next_tick, next_tick=s.next_tick,
+                                 last_tick=None, last_run_id=run_id, now=now)
+    return run_id
 
 
 async def tick_schedules(app: App, store: Store, workflows: set[str], now: float,

@@ -183,6 +183,9 @@ async def test_schedules_cli(store_url: str, tmp_path: Path) -> None:
     assert run_id.startswith("hourly@manual-")
     app3, done3 = await setup(store_url)
     async with app3, app3.worker():
+        s = await app3.store.schedule_get("hourly")
+        assert s is not None and s.last_run_id == run_id  # the schedule's last run now
+        assert s.next_tick is not None and not s.paused  # its ticks go on as they were
         assert await app3.handle(run_id).result(timeout=20) == "ok"
     assert done3 == [run_id]
     bad = cli("schedules", "pause", "nope", db=store_url)

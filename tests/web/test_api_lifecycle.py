@@ -197,6 +197,13 @@ async def test_schedules_list_pause_resume_trigger_delete(api_any: Api) -> None:
     assert run_id.startswith("nightly@manual-")
     run = (await api.http.get(f"/api/v1/runs/{run_id}")).json()
     assert run["workflow"] == "greet" and run["input"] == ["cron"]
+    (row,) = (await api.http.get("/api/v1/schedules")).json()["schedules"]
+    assert row["last_run_id"] == run_id and not row["paused"]
+    r = await api.http.post("/api/v1/schedules/nightly/pause")
+    r = await api.http.post("/api/v1/schedules/nightly/trigger")  # paused: still recorded
+    assert r.status_code == 201, r.text
+    (row,) = (await api.http.get("/api/v1/schedules")).json()["schedules"]
+    assert row["last_run_id"] == r.json()["run_id"] and row["paused"]
 
     r = await api.http.delete("/api/v1/schedules/nightly")
     assert r.status_code == 200 and r.json()["deleted"] is True

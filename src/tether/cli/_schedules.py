@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import uuid
 from typing import Any
 
-from tether._lifecycle import Cron, start_tick, zone_of
+from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether.cli._common import CliError, client, dumps, fmt_time
 
@@ -67,8 +66,7 @@ async def schedules(args: argparse.Namespace) -> int:
             await store.schedule_pause(name=args.name, paused=False, next_tick=nxt, now=now)
             print(f"{args.name}: active, next tick {fmt_time(nxt)}")
         elif action == "trigger":
-            run_id = f"{args.name}@manual-{uuid.uuid4().hex[:12]}"
-            await start_tick(app, store, sched, run_id, now)
+            run_id = await trigger_schedule(app, store, sched, now)
             print(run_id)
         elif action == "delete":
             await store.schedule_delete(args.name)

@@ -10,7 +10,6 @@ functions.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._lifecycle import Cron, start_tick, zone_of
+from tether._lifecycle import Cron, zone_of
+from tether._lifecycle import trigger_schedule as start_manual_run
 from tether._show import run_document, schedule_dict
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError
 from tether.serve._api import (
@@ -114,8 +114,7 @@ async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, A
         raise ApiError(404, "schedule_not_found", f"no schedule named {name!r}")
     now = app.clock.now()
     if action == "trigger":
-        run_id = f"{name}@manual-{uuid.uuid4().hex[:12]}"
-        await start_tick(app, store, sched, run_id, now)
+        run_id = await start_manual_run(app, store, sched, now)
         return {"schedule": name, "run_id": run_id}, 201
     if action == "delete":
         await store.schedule_delete(name)
