@@ -18,6 +18,8 @@ import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from tether.store._lifecycle import TRACE_KV_PREFIX
+
 if TYPE_CHECKING:
     from tether._replay import RunContext, StepInfo
     from tether.store._port import Store
@@ -59,7 +61,7 @@ observers = _observers
 #: (``{"traceparent": ..., "tracestate"?: ...}``): written by whoever roots the run's
 #: trace (a caller of the HTTP API, a parent run, or the run's first execution) and read
 #: by every execution of the run (``tether.otel``).
-TRACE_KEY = "otel.trace:{}"
+TRACE_KEY = TRACE_KV_PREFIX + "{}"
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 

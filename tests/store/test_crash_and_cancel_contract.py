@@ -90,3 +90,19 @@ async def test_blob_references_keep_texts_until_the_last_referrer_is_purged(
     report = await store.run_purge(finished_before=T0 + 3, statuses=["completed"])
     assert report.run_ids == ["b"] and report.blobs == 2
     assert await store.blob_get(keys=keys) == {"loose": "L"}
+
+
+async def test_a_purge_deletes_the_shared_values_of_its_runs(store: Store) -> None:
+    """A run's trace context (``otel.trace:<run id>``, written by tether.otel and the
+    HTTP API) goes with the run; other runs' values and other keys stay."""
+    for rid in ("a", "b"):
+        c = await start_and_claim(store, rid, queue=rid)
+        assert await store.kv_cas(key=f"otel.trace:{rid}", value="{}", version=None, now=T0)
+        await store.run_finish(lease=c.lease, status="completed", result="1", error=None,
+                               now=T0 + (1 if rid == "a" else 2))
+    assert await store.kv_cas(key="breaker:a", value="{}", version=None, now=T0)
+    report = await store.run_purge(finished_before=T0 + 1.5, statuses=["completed"])
+    assert report.run_ids == ["a"]
+    assert await store.kv_get(key="otel.trace:a") is None
+    assert await store.kv_get(key="otel.trace:b") is not None
+    assert await store.kv_get(key="breaker:a") is not None

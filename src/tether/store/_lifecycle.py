@@ -66,6 +66,19 @@ class ScheduleRecord:
     updated_at: float = 0.0
 
 
+#: The prefix of a run's OpenTelemetry trace context among the shared values (``kv``):
+#: ``otel.trace:<run id>``.
+TRACE_KV_PREFIX = "otel.trace:"
+#: Shared values that belong to one run: one of these prefixes, then the run id. A
+#: purge deletes them with the run.
+RUN_KV_PREFIXES = (TRACE_KV_PREFIX,)
+
+
+def run_kv_keys(run_ids: list[str]) -> list[str]:
+    """The keys of the shared values that belong to these runs."""
+    return [prefix + run_id for run_id in run_ids for prefix in RUN_KV_PREFIXES]
+
+
 @dataclass(slots=True)
 class PurgeReport:
     """What ``run_purge`` / ``run_erase`` deleted (counts of rows, or of payloads)."""

@@ -22,6 +22,7 @@ from tether.store._lifecycle import (
     PurgeReport,
     ScheduleRecord,
     retry_plan,
+    run_kv_keys,
 )
 from tether.store._sql import run_from_row
 from tether.store.postgres._arrays import Float8Array, Int4Array, TextArray
@@ -339,6 +340,8 @@ class Lifecycle:
                 n = await self._count(conn, f"DELETE FROM {{s}}.{table} "
                                       "WHERE run_id = ANY(%s)", (ids,))
                 setattr(report, attr, n)
+            await conn.execute(f"DELETE FROM {self.s}.kv WHERE key = ANY(%s)",
+                               (run_kv_keys(ids),))
             report.runs = await self._count(
                 conn, "DELETE FROM {s}.runs WHERE run_id = ANY(%s)", (ids,))
             report.run_ids = sorted(ids)

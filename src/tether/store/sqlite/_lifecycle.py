@@ -19,6 +19,7 @@ from tether.store._lifecycle import (
     PurgeReport,
     ScheduleRecord,
     retry_plan,
+    run_kv_keys,
 )
 from tether.store._sql import lease_params, load_queries
 
@@ -251,6 +252,8 @@ def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str]
         _delete_run_rows(conn, run_id, report)
         keys += _drop_blob_refs(conn, run_id)
     _sweep_blobs(conn, keys, report)
+    if ids:
+        conn.execute(L["run_delete_kv"], {"keys": json.dumps(run_kv_keys(ids))})
     return report
 
 

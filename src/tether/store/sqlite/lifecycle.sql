@@ -157,6 +157,10 @@ DELETE FROM tether_attempts WHERE run_id = :run_id;
 -- Purge: a run's signals.
 DELETE FROM tether_signals WHERE run_id = :run_id;
 
+-- run_delete_kv --
+-- Purge: the shared values that belong to the runs (keys: a JSON array).
+DELETE FROM tether_kv WHERE key IN (SELECT value FROM json_each(:keys));
+
 -- run_delete --
 -- Purge: the run itself (after its rows above).
 DELETE FROM tether_runs WHERE run_id = :run_id;
