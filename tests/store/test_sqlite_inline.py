@@ -285,7 +285,7 @@ async def test_an_inline_read_does_not_wait_for_another_process_lock(
         tried.append(threading.current_thread().name)
         raise apsw.BusyError("database is locked")
 
-    assert store._read_inline(busy) == (False, None)
+    assert store._call_inline(busy) == (False, None)
     assert tried == [threading.current_thread().name]
     assert await store.run_get("a") is None
     await start_and_claim(store, "a")
@@ -295,6 +295,6 @@ async def test_an_inline_read_does_not_wait_for_another_process_lock(
 async def test_a_closed_store_reads_nothing(store: SqliteStore) -> None:
     await start_and_claim(store, "a")
     await store.close()
-    assert store._read_inline(sqlite_store._run_get, "a") == (False, None)
+    assert store._call_inline(sqlite_store._run_get, "a") == (False, None)
     with pytest.raises(StoreError, match="not open"):
         await store.run_get("a")

@@ -81,7 +81,7 @@ Q = load_queries(_PACKAGE)
 SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 
 _MAX_BATCH = 512
-#: Most runs one inline read (``_read_inline``) takes: a longer read goes to the writer
+#: Most runs one inline read (``_call_inline``) takes: a longer read goes to the writer
 #: thread, which the event loop need not wait for.
 _INLINE_READ_MAX = 64
 
@@ -231,7 +231,7 @@ class SqliteStore(SqliteServeQueries):
         self._pending = 0
         self._count = threading.Lock()
         #: Held by whoever uses the writer's connection: the writer thread for a batch,
-        #: the event loop's thread for an inline journal append (``_append_inline``).
+        #: the caller's thread for an inline append or read (``_call_inline``).
         self._conn_lock = threading.Lock()
         self._conn: apsw.Connection | None = None
         self._inline_cost = 0.001  # seconds, a running mean of inline commits
@@ -583,7 +583,7 @@ class SqliteStore(SqliteServeQueries):
         return await self._write_wake(_run_insert, run)
 
     async def run_get(self, run_id: str) -> RunRecord | None:
-        done, run = self._read_inline(_run_get, run_id)
+        done, run = self._call_inline(_run_get, run_id)
         if done:
             return run  # type: ignore[no-any-return]
         return await self._read(_run_get, run_id)
@@ -593,28 +593,30 @@ class SqliteStore(SqliteServeQueries):
         if not run_ids:
             return []
         if len(run_ids) <= _INLINE_READ_MAX:
-            done, runs = self._read_inline(_run_get_many, tuple(run_ids), settled_only)
+            done, runs = self._call_inline(_run_get_many, tuple(run_ids), settled_only)
             if done:
                 return runs  # type: ignore[no-any-return]
         return await self._read(
             _run_get_many, tuple(run_ids), settled_only)
 
-    def _read_inline(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-        """Run a small read-only operation on the calling thread, on the writer's
-        connection, when the writer thread is idle (nothing queued or in flight, so no
-        transaction is open on it): (True, its value). A read queued for the writer
-        thread costs a hand-over to it and back to the loop, ~10 times the read itself
-        (a caller reading results one after the other, ``for h in handles: await
-        h.result()``, spent a fifth of a 1,000-run workload there). (False, None): not
-        done (writer busy, store closing, another process's exclusive lock); queue it.
-        Its error is raised as the writer thread reports it."""
+    def _call_inline(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """Run one atomic operation on the calling thread, on the writer's connection
+        (under its lock: the writer thread cannot start a batch meanwhile), when the
+        writer thread is idle (nothing queued or in flight, so no transaction is open on
+        it): (True, its value). A write is its own autocommit transaction, with the same
+        fsync as the writer thread's. An operation queued for the writer thread costs a
+        hand-over to it and back to the loop, ~10 times a small read itself (a caller
+        reading results one after the other, ``for h in handles: await h.result()``,
+        spent a fifth of a 1,000-run workload there). (False, None): not done (writer
+        busy, store closing, a lock held by another process, tried without waiting);
+        queue it. Its error is raised as the writer thread reports it."""
         if self._pending or self._closed or not self._conn_lock.acquire(blocking=False):
             return False, None
         try:
             conn = self._conn
             if conn is None or self._pending or self._closed:
                 return False, None
-            conn.setbusytimeout(0)  # a lock held elsewhere: the thread waits for it
+            conn.setbusytimeout(0)  # a lock held elsewhere: the writer thread waits
             try:
                 value, failure = self._call_alone(conn, fn, *args)
             except apsw.BusyError:
@@ -654,7 +656,7 @@ class SqliteStore(SqliteServeQueries):
                     *args: Any) -> tuple[Any, Exception | None]:
         """Run one atomic operation as its own (autocommit) transaction: its result, or
         its error as callers see it (``_foreign``) with nothing left open. The writer
-        thread's lone operation and the loop's inline append both go through here.
+        thread's lone operation and an inline one (``_call_inline``) both go through here.
         ``apsw.BusyError`` (another process holds the write lock) propagates."""
         try:
             return fn(conn, *args), None
@@ -693,27 +695,11 @@ class SqliteStore(SqliteServeQueries):
             return False
         if timers and timers[0].when() < loop.time() + self._inline_cost:
             return False  # a timer falls due during the commit: it joins a group instead
-        if not self._conn_lock.acquire(blocking=False):
-            return False
-        try:
-            conn = self._conn
-            if conn is None or self._pending or self._closed:
-                return False
-            conn.setbusytimeout(0)  # another process's write lock: the thread waits
-            t0 = time.perf_counter()
-            try:
-                _, failure = self._call_alone(conn, _journal_append, lease, entry)
-            except apsw.BusyError:
-                return False
-            finally:
-                conn.setbusytimeout(int(self.busy_timeout * 1000))
-            if failure is not None:
-                raise failure
-            # What an inline commit takes (fsync included), for the timer rule.
+        t0 = time.perf_counter()
+        done, _ = self._call_inline(_journal_append, lease, entry)
+        if done:  # what an inline commit takes (fsync included), for the timer rule
             self._inline_cost += (time.perf_counter() - t0 - self._inline_cost) / 8
-            return True
-        finally:
-            self._conn_lock.release()
+        return done
 
     def journal_append_nowait(self, *, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Queue a journal write without waiting; the future reports its outcome."""
