@@ -119,7 +119,7 @@ async def test_fork_copies_the_journal_before_the_position(store_url: str) -> No
         with pytest.raises(tether.ConfigError, match="past its end") as info:
             await app.fork("src", at=9)
         assert "--at" not in str(info.value)  # the Python API's own words, not the CLI's
-        with pytest.raises(tether.ConfigError, match="^at must be a position >= 0"):
+        with pytest.raises(tether.ConfigError, match=r"^at must be a position >= 0"):
             await app.fork("src", at=-1)
         with pytest.raises(tether.RunNotFound):
             await app.fork("nope", at=0)
