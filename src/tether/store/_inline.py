@@ -1,5 +1,5 @@
-"""What both stores' inline journal appends share: how often the appending task gives
-the event loop a turn.
+"""What both stores' inline journal appends share: when the event loop is quiet enough
+for one (``loop_quiet``), and how often the appending task gives the loop a turn.
 
 A sequential run's append is written from the run's own task when nothing else is going
 on (SQLite: the commit on the loop's thread; PostgreSQL: the statement on the writer's
@@ -14,6 +14,8 @@ which the task awaits.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 
 #: Longest a run of inline appends keeps the event loop from polling (seconds).
@@ -36,3 +38,26 @@ class LoopTurns:
             return False
         self.last = now
         return True
+
+
+def loop_quiet(loop: asyncio.AbstractEventLoop, within: float,
+               own: object | None = None) -> bool:
+    """Whether ``loop`` has nothing to run now and no timer due within ``within``
+    seconds, so that an append may block it that long without delaying other work.
+    ``own``: a task whose wake-ups (at most two) do not count (the PostgreSQL writer's,
+    after the previous lone append's answer). Reads asyncio's private ready queue and
+    timer heap: False on a loop without them (uvloop), where appends take the ordinary
+    path."""
+    ready = getattr(loop, "_ready", None)
+    if not isinstance(ready, collections.deque):
+        return False
+    if ready:
+        if own is None or len(ready) > 2:
+            return False
+        for handle in ready:
+            if getattr(getattr(handle, "_callback", None), "__self__", None) is not own:
+                return False
+    timers = getattr(loop, "_scheduled", None)
+    if not isinstance(timers, list):
+        return False
+    return not timers or timers[0].when() >= loop.time() + within

@@ -17,7 +17,6 @@ raises ``StoreUnavailable`` and is discarded by the pool, which reconnects by it
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -54,7 +53,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
-from tether.store._inline import LoopTurns
+from tether.store._inline import LoopTurns, loop_quiet
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import (
@@ -573,21 +572,12 @@ class PostgresStore(PostgresServeQueries):
                 or self.pool_max <= 1 or self._closed
                 or getattr(loop, "_thread_id", None) != threading.get_ident()):
             return False
-        ready = getattr(loop, "_ready", None)
-        if not isinstance(ready, collections.deque) or len(ready) > 2:
-            return False
         # Ready: nothing, or only the writer's own wake-up after the answer to the
         # previous lone append (that statement is over; what the writer has left to do
-        # does not use the connection, or waits for this one: _inline_settled).
-        writer = self._writer.task
-        for handle in ready:
-            if getattr(getattr(handle, "_callback", None), "__self__", None) is not writer:
-                return False
-        timers = getattr(loop, "_scheduled", None)
-        if not isinstance(timers, list) or not _CAN_POLL:
+        # does not use the connection, or waits for this one: _inline_settled). A timer
+        # falling due during the round trip: the writer's path.
+        if not _CAN_POLL or not loop_quiet(loop, self._inline_rtt, own=self._writer.task):
             return False
-        if timers and timers[0].when() < loop.time() + self._inline_rtt:
-            return False  # a timer falls due during the round trip: the writer's path
         if self._inline_rtt > _INLINE_WAIT / 2:
             # Answers take too long to block for (a distant server): the writer's path,
             # trying again now and then (the mean decays while it is not measured).

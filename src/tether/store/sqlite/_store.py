@@ -14,7 +14,6 @@ URL) for users who accept losing the last commits on power loss.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import json
@@ -46,7 +45,7 @@ from tether.errors import (
     StoreError,
     StoreUnavailable,
 )
-from tether.store._inline import LoopTurns
+from tether.store._inline import LoopTurns, loop_quiet
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import (
@@ -686,15 +685,9 @@ class SqliteStore(SqliteServeQueries):
         event loop without a ready queue to look at); queue it as usual."""
         if self._pending or self._closed:
             return False
-        loop = self._running_loop()
-        ready = getattr(loop, "_ready", None)
-        if not isinstance(ready, collections.deque) or ready:
+        # (A timer falling due during the commit: it joins a group instead.)
+        if not loop_quiet(self._running_loop(), self._inline_cost):
             return False
-        timers = getattr(loop, "_scheduled", None)
-        if not isinstance(timers, list):
-            return False
-        if timers and timers[0].when() < loop.time() + self._inline_cost:
-            return False  # a timer falls due during the commit: it joins a group instead
         t0 = time.perf_counter()
         done, _ = self._call_inline(_journal_append, lease, entry)
         if done:  # what an inline commit takes (fsync included), for the timer rule
