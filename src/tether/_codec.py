@@ -68,18 +68,39 @@ _dumps = json.JSONEncoder(
 _loads = json.loads
 _quote = json.encoder.encode_basestring  # what the encoder above writes a str as
 
+# ``_dumps`` builds a new C encoder for every value that is not a bare str (half its
+# time for a small value). This one is built once, without the circular-reference
+# check (its ``markers`` dict would be shared between threads): a value it cannot
+# encode goes through ``_dumps`` again, which raises the error callers know.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_c_encode = (None if _c_make_encoder is None else
+             _c_make_encoder(None, _default, _quote, None, ":", ",", False, False, False))
+
+
+def _fast_dumps(value: object) -> str:
+    """``_dumps(value)``, the same text, from the encoder built once."""
+    if _c_encode is None:
+        return _dumps(value)
+    try:
+        return "".join(_c_encode(value, 0))
+    except (_Unserializable, ValueError, TypeError, RecursionError):
+        return _dumps(value)  # raises the same error, with the cycle check's message
+
 
 def _scalar_json(value: object) -> str | None:
-    """The JSON text ``_dumps`` gives for an ``int``, a ``str`` or ``None`` (exactly
-    those types), or for a list or tuple of one to four of them; ``None`` for anything
-    else. Steps' arguments and results are often that, and ``_dumps`` builds a new C
-    encoder for every value that is not a bare ``str``."""
+    """The JSON text ``_dumps`` gives for an ``int``, a finite ``float``, a ``bool``, a
+    ``str`` or ``None`` (exactly those types), or for a list or tuple of one to four of
+    them; ``None`` for anything else. Steps' arguments and results are often that."""
     if type(value) is str:
         return _quote(value)
     if type(value) is int:
         return int.__repr__(value)
     if value is None:
         return "null"
+    if type(value) is float:
+        return float.__repr__(value) if value - value == 0.0 else None  # NaN, inf: None
+    if type(value) is bool:
+        return "true" if value else "false"
     if (type(value) is list or type(value) is tuple) and 0 < len(value) <= 4:
         parts = []
         for item in value:
@@ -90,6 +111,10 @@ def _scalar_json(value: object) -> str | None:
                 parts.append(_quote(item))
             elif item is None:
                 parts.append("null")
+            elif t is float and item - item == 0.0:
+                parts.append(float.__repr__(item))
+            elif t is bool:
+                parts.append("true" if item else "false")
             else:
                 return None
         return "[" + ",".join(parts) + "]"
@@ -117,7 +142,7 @@ class Codec:
     def encode(self, value: object, what: str) -> str:
         """Encode ``value``; ``what`` names it in errors ("result of step 'search'")."""
         try:
-            text = _scalar_json(value) or _dumps(value)
+            text = _scalar_json(value) or _fast_dumps(value)
         except _Unserializable as exc:
             raise NotSerializable(what, _type_name(exc.value)) from None
         except ValueError as exc:  # NaN/inf, circular references
@@ -147,7 +172,7 @@ class Codec:
         msg = error.get("message")
         if isinstance(msg, str) and len(msg) > 8192:
             error = dict(error, message=msg[:8192] + "…")
-        text = _dumps(error)
+        text = _fast_dumps(error)
         if self.hook is not None:
             text = self.hook.encode(text)
         return text
@@ -251,7 +276,7 @@ def _names_a_rich_type(annotation: Any) -> bool:
 
 def dumps(value: object) -> str:
     """Plain JSON text of a JSON-compatible value (no limit, no hook)."""
-    return _dumps(value)
+    return _fast_dumps(value)
 
 
 def loads(text: str) -> Any:
