@@ -70,6 +70,23 @@ async def test_claim_bumps_fencing_token_and_loads_journal(store: Store) -> None
     assert taken.run.available_at == later + LEASE
 
 
+async def test_claim_of_several_runs_hands_each_its_own_journal(store: Store) -> None:
+    """Claimed together, runs with journals of different lengths and runs with none each
+    get exactly their own entries, in position order."""
+    leases = {}
+    for i, rid in enumerate(("a", "b", "c", "d")):
+        leases[rid] = (await start_and_claim(store, rid, now=T0 + i)).lease
+    for pos in (2, 0, 1):  # written out of order: read back in position order
+        await store.journal_append(lease=leases["c"], entry=entry(pos))
+    await store.journal_append(lease=leases["a"], entry=entry(0, "pending"))
+    taken = await store.run_claim(worker_id="w2", queues=["q"], limit=10,
+                                  now=T0 + LEASE + 10, lease_seconds=LEASE)
+    journals = {c.run.run_id: [(e.position, e.status) for e in c.journal] for c in taken}
+    assert journals == {"a": [(0, "pending")], "b": [], "c": [(0, "ok"), (1, "ok"),
+                                                              (2, "ok")], "d": []}
+    assert all(c.lease.fencing_token == 2 for c in taken)
+
+
 async def test_claimed_run_is_not_claimed_again_until_its_lease_expires(store: Store) -> None:
     """A held lease keeps the run from other workers until the lease's expiry."""
     await start_and_claim(store, "r1")

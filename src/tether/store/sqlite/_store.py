@@ -986,15 +986,28 @@ def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], l
 
 def _claimed(conn: apsw.Connection, worker_id: str,
              rows: list[apsw.SQLiteValues]) -> list[ClaimedRun]:
-    claimed = []
-    for row in rows:
-        run = run_from_row(row)
-        claimed.append(ClaimedRun(
-            run=run,
-            lease=Lease(run.run_id, worker_id, run.fencing_token),
-            journal=_journal_read(conn, run.run_id),
-        ))
-    return claimed
+    runs = [run_from_row(row) for row in rows]
+    journals = _journal_read_many(conn, [run.run_id for run in runs])
+    return [ClaimedRun(run=run, lease=Lease(run.run_id, worker_id, run.fencing_token),
+                       journal=journals.get(run.run_id, []))
+            for run in runs]
+
+
+def _journal_read_many(conn: apsw.Connection,
+                       run_ids: list[str]) -> dict[str, list[JournalEntry]]:
+    """The journals of ``run_ids`` (those with an entry), in one query: a claim of 100
+    new runs spent half its time on 100 queries that each found nothing."""
+    if not run_ids:
+        return {}
+    if len(run_ids) == 1:
+        return {run_ids[0]: _journal_read(conn, run_ids[0])}
+    journals: dict[str, list[JournalEntry]] = {}
+    for row in conn.execute(Q["journal_read_many"], {"run_ids": json.dumps(run_ids)}):
+        entries = journals.get(row[0])
+        if entries is None:
+            entries = journals[row[0]] = []
+        entries.append(entry_from_row(row[1:]))
+    return journals
 
 
 def _check_lease(conn: apsw.Connection, lease: Lease) -> None:

@@ -48,6 +48,13 @@ SELECT position, kind, name, status, result, error, attempts, started_at, finish
        next_attempt_at, args
 FROM tether_journal WHERE run_id = :run_id ORDER BY position;
 
+-- journal_read_many --
+-- The journals of the runs of the ids given as a JSON array, each in position order.
+SELECT run_id, position, kind, name, status, result, error, attempts, started_at,
+       finished_at, next_attempt_at, args
+FROM tether_journal WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+ORDER BY run_id, position;
+
 -- journal_append --
 -- Record one operation's outcome; writes nothing if the caller's lease was taken over,
 -- and never overwrites a final entry.
