@@ -1,7 +1,8 @@
 """A lone journal append committed on the event loop's thread (the SQLite writer thread
 idle, nothing else ready): durable when it returns, the same errors as the writer
-thread's, and never ahead of queued work or waiting on another process's lock. And a
-small read of runs made there too, on the same terms."""
+thread's, and never ahead of queued work or waiting on another process's lock. Appends
+made while other work is ready, grouped and committed there too, on the same terms. And
+a small read of runs made there as well."""
 
 from __future__ import annotations
 
@@ -31,15 +32,22 @@ def store_url(sqlite_url: str) -> str:
 
 @pytest.fixture
 def threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The name of the thread each journal append ran on."""
+    """The name of the thread each journal append ran on (one name per append, also
+    for those a batch writes in one statement)."""
     seen: list[str] = []
     real = sqlite_store._journal_append
+    real_many = sqlite_store._appends
 
     def recorded(conn: apsw.Connection, lease: Lease, e: Any) -> None:
         seen.append(threading.current_thread().name)
         real(conn, lease, e)
 
+    def recorded_many(conn: apsw.Connection, ops: list[Any], *args: Any) -> Any:
+        seen.extend([threading.current_thread().name] * len(ops))
+        return real_many(conn, ops, *args)
+
     monkeypatch.setattr(sqlite_store, "_journal_append", recorded)
+    monkeypatch.setattr(sqlite_store, "_appends", recorded_many)
     yield seen
 
 
@@ -72,21 +80,97 @@ async def test_an_idle_append_commits_on_the_loop_thread(
     assert _rows(store, "a") == [(0, "ok"), (1, "ok")]
 
 
-async def test_with_other_work_ready_the_writer_thread_commits(
+async def test_with_other_work_ready_appends_are_grouped_on_the_loop_thread(
         store: SqliteStore, threads: list[str]) -> None:
-    lease = (await start_and_claim(store, "a")).lease
+    """Appends made while other work is ready are gathered for the rest of the loop's
+    pass and committed together at the start of the next, on the loop's thread (the
+    writer thread idle): none before the pass ends, all durable when awaited."""
+    leases = [(await start_and_claim(store, rid)).lease for rid in ("a", "b", "c")]
     asyncio.get_running_loop().call_soon(lambda: None)
-    await store.journal_append(lease=lease, entry=entry(0))
-    assert threads == ["tether-sqlite"]
-    # A timer that falls due within an inline commit's time: not inline either.
+    tasks = [asyncio.ensure_future(store.journal_append(lease=lease, entry=entry(0)))
+             for lease in leases]
+    await asyncio.sleep(0)  # each task ran up to its await: gathered, not committed
+    assert [_rows(store, rid) for rid in "abc"] == [[], [], []]
+    assert not store._pending
+    await asyncio.gather(*tasks)
+    assert [_rows(store, rid) for rid in "abc"] == [[(0, "ok")]] * 3
+    assert threads == [threading.current_thread().name] * 3
+    assert not store._groups
+    # A timer that falls due within an inline commit's time: no lone inline append.
     store._inline_cost = 3600.0
     handle = asyncio.get_running_loop().call_later(60, lambda: None)
     await _idle()
     try:
-        assert not store._append_inline(lease, entry(1))
+        assert not store._append_inline(leases[0], entry(1))
     finally:
         handle.cancel()
     assert _rows(store, "a") == [(0, "ok")]
+
+
+async def test_a_group_goes_to_the_writer_thread_when_it_is_busy_or_too_large(
+        store: SqliteStore, threads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queued work first: a group behind an operation the writer thread has not done
+    yet is queued after it; a group above _GROUP_INLINE_MAX is the writer's too."""
+    a, b = [(await start_and_claim(store, rid)).lease for rid in ("a", "b")]
+    await _idle()
+    threads.clear()
+    store._conn_lock.acquire()  # the writer thread cannot finish what it has queued
+    try:
+        queued = store.journal_append_nowait(lease=a, entry=entry(0, "pending"))
+        grouped = store._group_append(a, entry(0))  # the final entry, after the pending
+        await asyncio.sleep(0)  # the group's flush: behind the queued append
+        assert store._pending == 2 and not store._groups
+    finally:
+        store._conn_lock.release()
+    await asyncio.gather(queued, grouped)
+    assert threads and set(threads) == {"tether-sqlite"}
+    assert _rows(store, "a") == [(0, "ok")]
+    monkeypatch.setattr(sqlite_store, "_GROUP_INLINE_MAX", 1)
+    threads.clear()
+    await asyncio.gather(store._group_append(a, entry(1)), store._group_append(b, entry(0)))
+    assert threads and set(threads) == {"tether-sqlite"}
+    assert _rows(store, "a") == [(0, "ok"), (1, "ok")] and _rows(store, "b") == [(0, "ok")]
+
+
+async def test_a_failed_append_in_a_group_fails_alone(
+        store: SqliteStore, threads: list[str]) -> None:
+    a, b = [(await start_and_claim(store, rid)).lease for rid in ("a", "b")]
+    stale = Lease(a.run_id, a.worker_id, a.fencing_token + 1)
+    outcomes = await asyncio.gather(
+        store._group_append(b, entry(0)), store._group_append(stale, entry(0)),
+        store._group_append(a, entry(1)), return_exceptions=True)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], LeaseLost)
+    assert set(threads) == {threading.current_thread().name}
+    assert _rows(store, "a") == [(1, "ok")] and _rows(store, "b") == [(0, "ok")]
+
+
+async def test_a_group_waits_for_another_process_lock_on_the_writer_thread(
+        store: SqliteStore, threads: list[str]) -> None:
+    a = (await start_and_claim(store, "a")).lease
+    other = apsw.Connection(store.path)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        appended = store._group_append(a, entry(0))
+        await asyncio.sleep(0.1)
+        assert not appended.done()  # the loop is free; the writer thread waits
+        other.execute("ROLLBACK")
+        await appended
+    finally:
+        other.close()
+    assert threads[0] == threading.current_thread().name  # tried once, without waiting
+    assert threads[-1] == "tether-sqlite"
+    assert _rows(store, "a") == [(0, "ok")]
+
+
+async def test_close_commits_a_group_gathered_before_it(store: SqliteStore) -> None:
+    a = (await start_and_claim(store, "a")).lease
+    appended = store._group_append(a, entry(0))
+    await store.close()  # before the loop's next pass flushed the group
+    await appended
+    assert _rows(store, "a") == [(0, "ok")]
+    with pytest.raises(StoreError, match="not open"):
+        store._group_append(a, entry(1))
 
 
 def _suspends(coro: Any) -> bool:
@@ -165,22 +249,27 @@ async def test_never_ahead_of_queued_work(store: SqliteStore, threads: list[str]
 
 
 async def test_inline_errors_are_the_writer_threads(
-        store: SqliteStore, threads: list[str]) -> None:
+        store: SqliteStore, threads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same errors whichever way an append was committed: alone on the loop's
+    thread, in a group there, or by the writer thread."""
     lease = (await start_and_claim(store, "a")).lease
     stale = Lease(lease.run_id, lease.worker_id, lease.fencing_token + 1)
     await store.journal_append(lease=lease, entry=entry(0))
+    threads.clear()
     outcomes: list[tuple[type[BaseException], str]] = []
-    for inline in (True, False):
+    for way in ("inline", "group", "writer"):
+        monkeypatch.setattr(sqlite_store, "_GROUP_INLINE_MAX", 0 if way == "writer" else 128)
         for bad_lease, e in ((stale, entry(1)), (lease, entry(0, result="2"))):
-            if not inline:
-                asyncio.get_running_loop().call_soon(lambda: None)
-            else:
+            if way == "inline":
                 await _idle()
+            else:
+                asyncio.get_running_loop().call_soon(lambda: None)
             with pytest.raises((LeaseLost, StoreError)) as info:
                 await store.journal_append(lease=bad_lease, entry=e)
             outcomes.append((type(info.value), str(info.value)))
-    assert threads[1:] == [threading.current_thread().name] * 2 + ["tether-sqlite"] * 2
-    assert outcomes[:2] == outcomes[2:]
+    here = threading.current_thread().name
+    assert threads == [here] * 4 + ["tether-sqlite"] * 2
+    assert outcomes[:2] == outcomes[2:4] == outcomes[4:]
     assert outcomes[0][0] is LeaseLost
     assert outcomes[1][0] is StoreError and "final journal entry" in outcomes[1][1]
     assert _rows(store, "a") == [(0, "ok")]

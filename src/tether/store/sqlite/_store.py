@@ -83,6 +83,13 @@ _MAX_BATCH = 512
 #: Most runs one inline read (``_call_inline``) takes: a longer read goes to the writer
 #: thread, which the event loop need not wait for.
 _INLINE_READ_MAX = 64
+#: Most journal appends one event loop commits itself as a group (``_flush_group``): a
+#: larger group goes to the writer thread, whose SQLite work overlaps the loop's own.
+_GROUP_INLINE_MAX = 128
+
+
+class _Busy(Exception):
+    """Another process holds the write lock, and the batch was not to wait for it."""
 
 
 def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
@@ -235,6 +242,9 @@ class SqliteStore(SqliteServeQueries):
         self._conn: apsw.Connection | None = None
         self._inline_cost = 0.001  # seconds, a running mean of inline commits
         self._turns = LoopTurns()  # when an inline append last yielded to the loop
+        #: Journal appends of each event loop gathered in its current pass, committed
+        #: together at the start of the next one (``_flush_group``).
+        self._groups: dict[asyncio.AbstractEventLoop, list[Op]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -252,6 +262,8 @@ class SqliteStore(SqliteServeQueries):
     async def close(self) -> None:
         if self._thread is None or self._closed:
             return
+        for loop in list(self._groups):  # appends gathered and not yet flushed go first
+            self._hand_over(self._groups.pop(loop, []))
         self._closed = True
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
@@ -470,8 +482,11 @@ class SqliteStore(SqliteServeQueries):
                 with contextlib.suppress(Exception):
                     conn.close()
 
-    def _execute(self, conn: apsw.Connection,
-                 batch: list[Op]) -> list[tuple[Op, Any, BaseException | None]]:
+    def _execute(self, conn: apsw.Connection, batch: list[Op], *,
+                 wait_busy: bool = True) -> list[tuple[Op, Any, BaseException | None]]:
+        """Run ``batch`` in one transaction: each operation's value or error. Another
+        process's write lock is waited for (up to ``busy_timeout``), or with
+        ``wait_busy`` off raises ``_Busy`` at once, nothing done."""
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
@@ -536,6 +551,8 @@ class SqliteStore(SqliteServeQueries):
                 with contextlib.suppress(apsw.Error):
                     if not conn.getautocommit():
                         conn.execute("ROLLBACK")
+                if not wait_busy:
+                    raise _Busy() from None
                 if time.monotonic() > deadline:
                     locked = StoreUnavailable(f"SQLite store {self.path!r} stayed locked")
                     results = [(op, None, locked) for op in batch]
@@ -672,7 +689,72 @@ class SqliteStore(SqliteServeQueries):
             if self._turns.due():  # let the loop poll its sockets now and then
                 await asyncio.sleep(0)
             return
-        await self._write_atomic(_journal_append, lease, entry)
+        await self._group_append(lease, entry)
+
+    def _group_append(self, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
+        """Gather the append with the others this event loop makes in its current pass;
+        the first schedules their commit (``_flush_group``) for the start of the next.
+
+        Concurrent runs' steps end in bursts (100 runs awaiting model calls of the same
+        latency): the loop runs every step that ended, each queueing its append, while
+        the writer thread waits for the GIL. Sent one by one, the writer's batch then
+        began only once the loop was idle, every run of the burst waited for all the
+        others' work on both sides of one commit, and the runs stayed in step. A group
+        the loop commits itself is there at once, with no hand-over to the writer
+        thread and back, and runs that end later join a later group: the bursts spread
+        out."""
+        if self._thread is None or self._closed:
+            raise StoreError("store is not open")
+        loop = self._running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        group = self._groups.get(loop)
+        if group is None:
+            group = self._groups[loop] = []
+            loop.call_soon(self._flush_group, loop)
+        group.append(Op(_journal_append, (lease, entry), True, loop, fut, False, True))
+        return fut
+
+    def _flush_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the appends ``loop`` gathered (on its thread, called by it): on the
+        writer's connection under its lock when the writer thread is idle and the group
+        is small (``_GROUP_INLINE_MAX``), the callers' futures resolved directly;
+        otherwise (writer busy, another process's write lock, store closing) they go to
+        the writer thread in their order."""
+        group = self._groups.pop(loop, None)
+        if not group:
+            return
+        results = None
+        if (len(group) <= _GROUP_INLINE_MAX and not self._pending and not self._closed
+                and self._conn_lock.acquire(blocking=False)):
+            try:
+                conn = self._conn
+                if conn is not None and not self._pending and not self._closed:
+                    conn.setbusytimeout(0)  # another process's lock: the writer waits
+                    try:
+                        results = self._execute(conn, group, wait_busy=False)
+                    except _Busy:
+                        results = None
+                    finally:
+                        conn.setbusytimeout(int(self.busy_timeout * 1000))
+            finally:
+                self._conn_lock.release()
+        if results is None:
+            if self._closed:  # (closed from another thread since: close() flushes first)
+                closed = StoreError("store is not open")
+                deliver([(op.future, None, closed) for op in group])
+            else:
+                self._hand_over(group)
+            return
+        deliver([(op.future, value, failure) for op, value, failure in results])
+
+    def _hand_over(self, ops: list[Op]) -> None:
+        """Queue operations already built for the writer thread, in order."""
+        if not ops:
+            return
+        with self._count:
+            self._pending += len(ops)
+        for op in ops:
+            self._queue.put(op)
 
     def _append_inline(self, lease: Lease, entry: JournalEntry) -> bool:
         """Commit a journal append on the calling (event loop's) thread when the writer
