@@ -163,6 +163,43 @@ async def test_a_group_waits_for_another_process_lock_on_the_writer_thread(
     assert _rows(store, "a") == [(0, "ok")]
 
 
+async def test_runs_ends_and_attempts_are_grouped_and_ends_wake_the_workers(
+        store: SqliteStore) -> None:
+    """Runs' ends and attempt histories made while the loop is busy join its group like
+    appends: committed on the loop's thread, a failure (a lost lease) failing alone,
+    and a committed end waking the workers of other store objects."""
+    from tether.store._lifecycle import AttemptRecord
+
+    from .conftest import subscriber
+
+    a, b = [(await start_and_claim(store, rid)).lease for rid in ("a", "b")]
+    stale = Lease(b.run_id, b.worker_id, b.fencing_token + 1)
+    executed: list[str] = []
+    real = store._execute
+
+    def recorded(conn: apsw.Connection, batch: list[Any], **kw: Any) -> Any:
+        executed.append(threading.current_thread().name)
+        return real(conn, batch, **kw)
+
+    store._execute = recorded  # type: ignore[method-assign]
+    record = AttemptRecord("t1", "a", 0, 0, "s", 1, "w1", "ok", 1.0, 2.0, None)
+    async with subscriber(store) as woken:
+        asyncio.get_running_loop().call_soon(lambda: None)
+        outcomes = await asyncio.gather(
+            store.attempt_record(attempts=[record]),
+            store.run_finish(lease=a, status="completed", result="1", error=None, now=2.0),
+            store.run_finish(lease=stale, status="completed", result="2", error=None,
+                             now=2.0),
+            return_exceptions=True)
+        await asyncio.wait_for(woken.wait(), 5)
+    assert outcomes[:2] == [None, None] and isinstance(outcomes[2], LeaseLost)
+    assert executed == [threading.current_thread().name]  # one group, on the loop
+    got_a, got_b = await store.run_get("a"), await store.run_get("b")
+    assert got_a is not None and got_a.status == "completed" and got_a.result == "1"
+    assert got_b is not None and got_b.status == "running"
+    assert [(t.attempt_id, t.status) for t in await store.attempt_list("a")] == [("t1", "ok")]
+
+
 async def test_close_commits_a_group_gathered_before_it(store: SqliteStore) -> None:
     a = (await start_and_claim(store, "a")).lease
     appended = store._group_append(a, entry(0))
@@ -342,15 +379,14 @@ async def test_a_read_behind_queued_work_waits_for_it_on_the_writer_thread(
         store: SqliteStore, read_threads: list[str]) -> None:
     claimed = await start_and_claim(store, "a")
     read_threads.clear()
-    finished = store.run_finish(lease=claimed.lease, status="completed", result="1",
-                                error=None, now=2.0)
-    task = asyncio.ensure_future(finished)
+    assert claimed.run.cancel_requested is False
+    task = asyncio.ensure_future(store.run_cancel(run_id="a", now=2.0))
     await asyncio.sleep(0)  # queued, not yet committed
     assert store._pending
-    run = await store.run_get("a")  # sees the finish queued before it
+    run = await store.run_get("a")  # sees the cancel request queued before it
     await task
-    assert run is not None and run.status == "completed"
-    assert read_threads == ["tether-sqlite"]
+    assert run is not None and run.cancel_requested
+    assert set(read_threads) == {"tether-sqlite"}  # the cancel's own read, then ours
 
 
 async def test_a_long_read_goes_to_the_writer_thread(

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import apsw
@@ -69,6 +69,8 @@ from tether.store.sqlite._notify import EventBus, Notifier
 from tether.store.sqlite._serve import SqliteServeQueries, event_chunk
 from tether.store.sqlite._writer import Op, Outcome, deliver
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from tether.store._port import Store
 
@@ -83,8 +85,8 @@ _MAX_BATCH = 512
 #: Most runs one inline read (``_call_inline``) takes: a longer read goes to the writer
 #: thread, which the event loop need not wait for.
 _INLINE_READ_MAX = 64
-#: Most journal appends one event loop commits itself as a group (``_flush_group``): a
-#: larger group goes to the writer thread, whose SQLite work overlaps the loop's own.
+#: Most writes one event loop commits itself as a group (``_flush_group``): a larger
+#: group goes to the writer thread, whose SQLite work overlaps the loop's own.
 _GROUP_INLINE_MAX = 128
 
 
@@ -242,8 +244,9 @@ class SqliteStore(SqliteServeQueries):
         self._conn: apsw.Connection | None = None
         self._inline_cost = 0.001  # seconds, a running mean of inline commits
         self._turns = LoopTurns()  # when an inline append last yielded to the loop
-        #: Journal appends of each event loop gathered in its current pass, committed
-        #: together at the start of the next one (``_flush_group``).
+        #: Writes of each event loop gathered in its current pass (journal appends, runs'
+        #: ends, attempt histories), committed together at the start of the next one
+        #: (``_flush_group``).
         self._groups: dict[asyncio.AbstractEventLoop, list[Op]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -703,19 +706,26 @@ class SqliteStore(SqliteServeQueries):
         the loop commits itself is there at once, with no hand-over to the writer
         thread and back, and runs that end later join a later group: the bursts spread
         out."""
+        return self._grouped(_journal_append, (lease, entry), wake=False, atomic=True)
+
+    def _grouped(self, fn: Callable[..., T], args: tuple[Any, ...], *, wake: bool,
+                 atomic: bool) -> asyncio.Future[T]:
+        """A write gathered into this loop's group (``_group_append``): one atomic
+        statement, or one that runs in a savepoint of its own; ``wake``: tell the
+        workers once it committed."""
         if self._thread is None or self._closed:
             raise StoreError("store is not open")
         loop = self._running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[T] = loop.create_future()
         group = self._groups.get(loop)
         if group is None:
             group = self._groups[loop] = []
             loop.call_soon(self._flush_group, loop)
-        group.append(Op(_journal_append, (lease, entry), True, loop, fut, False, True))
+        group.append(Op(fn, args, True, loop, fut, wake, atomic))
         return fut
 
     def _flush_group(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Commit the appends ``loop`` gathered (on its thread, called by it): on the
+        """Commit the writes ``loop`` gathered (on its thread, called by it): on the
         writer's connection under its lock when the writer thread is idle and the group
         is small (``_GROUP_INLINE_MAX``), the callers' futures resolved directly;
         otherwise (writer busy, another process's write lock, store closing) they go to
@@ -734,6 +744,8 @@ class SqliteStore(SqliteServeQueries):
                         results = self._execute(conn, group, wait_busy=False)
                     except _Busy:
                         results = None
+                    except Exception as exc:  # not expected: each caller hears of it
+                        results = [(op, None, exc) for op in group]
                     finally:
                         conn.setbusytimeout(int(self.busy_timeout * 1000))
             finally:
@@ -745,6 +757,8 @@ class SqliteStore(SqliteServeQueries):
             else:
                 self._hand_over(group)
             return
+        if any(op.wake for op, _, failure in results if failure is None):
+            self._notifier.publish()
         deliver([(op.future, value, failure) for op, value, failure in results])
 
     def _hand_over(self, ops: list[Op]) -> None:
@@ -782,7 +796,9 @@ class SqliteStore(SqliteServeQueries):
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:
-        await self._write_wake(_run_finish, lease, status, result, error, now)
+        # Grouped like appends: the ends of runs that finish together (see _group_append).
+        await self._grouped(_run_finish, (lease, status, result, error, now), wake=True,
+                            atomic=False)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         limited = await self._write(_run_release, lease, wait, now)
@@ -909,7 +925,8 @@ class SqliteStore(SqliteServeQueries):
 
     async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
         # History only: a chunk that fails leaves the others written.
-        chunks = [self._write_atomic(_lc.attempt_record, chunk)
+        # Grouped like appends (see _group_append): a run's end waits for its attempts.
+        chunks = [self._grouped(_lc.attempt_record, (chunk,), wake=False, atomic=True)
                   for chunk in _lc.attempt_chunks(list(attempts))]
         for outcome in await asyncio.gather(*chunks, return_exceptions=True):
             if isinstance(outcome, BaseException):
