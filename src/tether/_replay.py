@@ -171,6 +171,10 @@ class AttemptWriter:
         self._buffered_runs: set[str] = set()  # the runs of the attempts in the buffer
         self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Future[None] | None = None
+        #: The store commits writes in the order issued: a write need not wait for the
+        #: one before it (each run's end waits for its attempts, and only for those).
+        caps = getattr(store, "capabilities", None)
+        self._ordered = bool(getattr(caps, "ordered_writes", False))
 
     def next_id(self) -> str:
         """A new attempt id, unique across processes (a random prefix and a counter)."""
@@ -196,9 +200,11 @@ class AttemptWriter:
         self._buffer = {}
         self._buffered_runs.clear()
         before = self._last
+        ordered = self._ordered
 
         async def write() -> None:
-            if before is not None:  # in order: a finished state never precedes its start
+            if before is not None and not ordered:
+                # In order: a finished state never precedes its start.
                 with contextlib.suppress(BaseException):
                     await before
             try:

@@ -27,6 +27,10 @@ class StoreCapabilities:
     notifications: bool = False
     #: Several hosts may share the store (PostgreSQL yes, SQLite no).
     multi_host: bool = False
+    #: Writes issued one after the other from one event loop commit in that order, even
+    #: when the caller does not wait for one before issuing the next (SQLite: one
+    #: writer, fed in order). Without it, a caller that needs the order waits.
+    ordered_writes: bool = False
 
 
 @dataclass(slots=True)

@@ -1,0 +1,56 @@
+"""``AttemptWriter``: step attempts written off the hot path, in order. A store that
+commits writes in the order issued (``ordered_writes``: SQLite) gets the next write at
+once; any other store gets it only once the write before it ended, so a finished state
+can never be committed before its start."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tether._replay import AttemptWriter
+from tether.store import StoreCapabilities
+from tether.store._lifecycle import AttemptRecord
+
+
+class _Store:
+    """Records each ``attempt_record`` call when it is issued; the first one's commit is
+    held until released. A store that keeps the order commits no later call before it
+    either (as SQLite's one writer does)."""
+
+    def __init__(self, ordered: bool) -> None:
+        self.capabilities = StoreCapabilities(ordered_writes=ordered)
+        self.ordered = ordered
+        self.calls: list[list[tuple[str, str]]] = []
+        self.release = asyncio.Event()
+
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        self.calls.append([(a.attempt_id, a.status) for a in attempts])
+        if len(self.calls) == 1 or self.ordered:
+            await self.release.wait()
+
+
+def _row(attempt_id: str, status: str) -> tuple[object, ...]:
+    return (attempt_id, "r", 0, 0, "s", 1, "w1", status, 1.0, None, None)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_the_next_write_waits_only_where_the_store_does_not_keep_order(
+        ordered: bool) -> None:
+    store = _Store(ordered)
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    writer.note("a1", _row("a1", "running"))  # type: ignore[arg-type]
+    first = writer._write()
+    writer.note("a1", _row("a1", "ok"))  # type: ignore[arg-type]
+    flushed = asyncio.ensure_future(writer.flush("r"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # Issued at once to a store that keeps the order; held back by any other store.
+    assert store.calls == ([[("a1", "running")], [("a1", "ok")]] if ordered
+                           else [[("a1", "running")]])
+    assert not flushed.done()  # the flush waits for the last write either way
+    store.release.set()
+    await flushed
+    assert first is not None and first.done()
+    assert store.calls == [[("a1", "running")], [("a1", "ok")]]
