@@ -200,6 +200,35 @@ async def test_runs_ends_and_attempts_are_grouped_and_ends_wake_the_workers(
     assert [(t.attempt_id, t.status) for t in await store.attempt_list("a")] == [("t1", "ok")]
 
 
+async def test_a_workers_claims_join_the_group(store: SqliteStore) -> None:
+    """A small claim and the next-available query (a worker's, as its runs end) go with
+    the loop's group, on its thread; a claim of more than _GROUP_INLINE_MAX runs goes
+    to the writer thread."""
+    from .conftest import run_record
+
+    for i in range(3):
+        await store.run_insert(run=run_record(f"r{i}", now=1.0 + i))
+    executed: list[str] = []
+    real = store._execute
+
+    def recorded(conn: apsw.Connection, batch: list[Any], **kw: Any) -> Any:
+        executed.append(threading.current_thread().name)
+        return real(conn, batch, **kw)
+
+    store._execute = recorded  # type: ignore[method-assign]
+    asyncio.get_running_loop().call_soon(lambda: None)
+    claimed, due = await asyncio.gather(
+        store.run_claim(worker_id="w", queues=["q"], limit=2, now=10.0, lease_seconds=30),
+        store.next_available_at(queues=["q"]))
+    assert [c.run.run_id for c in claimed] == ["r0", "r1"] and due == 3.0
+    assert executed == [threading.current_thread().name]
+    big = await store.run_claim(worker_id="w", queues=["q"],
+                                limit=sqlite_store._GROUP_INLINE_MAX + 1, now=10.0,
+                                lease_seconds=30)
+    assert [c.run.run_id for c in big] == ["r2"]
+    assert executed[-1] == "tether-sqlite"
+
+
 async def test_close_commits_a_group_gathered_before_it(store: SqliteStore) -> None:
     a = (await start_and_claim(store, "a")).lease
     appended = store._group_append(a, entry(0))
@@ -389,14 +418,19 @@ async def test_a_read_behind_queued_work_waits_for_it_on_the_writer_thread(
     assert set(read_threads) == {"tether-sqlite"}  # the cancel's own read, then ours
 
 
-async def test_a_long_read_goes_to_the_writer_thread(
+async def test_a_long_read_goes_with_the_group_or_to_the_writer_thread(
         store: SqliteStore, read_threads: list[str]) -> None:
     await start_and_claim(store, "a")
     read_threads.clear()
-    ids = ["a"] + [f"x{i}" for i in range(sqlite_store._INLINE_READ_MAX)]
+    here = threading.current_thread().name
+    ids = ["a"] + [f"x{i}" for i in range(sqlite_store._GROUP_READ_MAX)]
     assert [r.run_id for r in await store.run_get_many(ids)] == ["a"]
+    assert read_threads == ["tether-sqlite"]
+    # Up to _GROUP_READ_MAX: with this loop's group (on its thread, the writer idle).
+    medium = ids[:sqlite_store._INLINE_READ_MAX + 1]
+    assert [r.run_id for r in await store.run_get_many(medium)] == ["a"]
     assert [r.run_id for r in await store.run_get_many(ids[:-1])] == ["a"]
-    assert read_threads == ["tether-sqlite", threading.current_thread().name]
+    assert read_threads == ["tether-sqlite", here, here]
 
 
 async def test_an_inline_read_does_not_wait_for_another_process_lock(

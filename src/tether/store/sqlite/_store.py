@@ -88,6 +88,8 @@ _INLINE_READ_MAX = 64
 #: Most writes one event loop commits itself as a group (``_flush_group``): a larger
 #: group goes to the writer thread, whose SQLite work overlaps the loop's own.
 _GROUP_INLINE_MAX = 128
+#: Most runs a read gathered into a group asks for (``run_get_many``).
+_GROUP_READ_MAX = 256
 
 
 class _Busy(Exception):
@@ -615,6 +617,9 @@ class SqliteStore(SqliteServeQueries):
             done, runs = self._call_inline(_run_get_many, tuple(run_ids), settled_only)
             if done:
                 return runs  # type: ignore[no-any-return]
+        if len(run_ids) <= _GROUP_READ_MAX:  # (behind this loop's gathered writes)
+            return await self._grouped(_run_get_many, (tuple(run_ids), settled_only),
+                                       wake=False, atomic=True, write=False)
         return await self._read(
             _run_get_many, tuple(run_ids), settled_only)
 
@@ -666,10 +671,13 @@ class SqliteStore(SqliteServeQueries):
                         exclude: Collection[str] = ()) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
-        return await self._write(
-            _run_claim, worker_id, tuple(queues), limit, now, now + lease_seconds,
-            _filter(workflows, version, exclude),
-        )
+        args = (worker_id, tuple(queues), limit, now, now + lease_seconds,
+                _filter(workflows, version, exclude))
+        if limit <= _GROUP_INLINE_MAX:
+            # Grouped (see _group_append): the claims a worker makes as its runs end
+            # would otherwise keep the writer thread busy, and the loop's groups with it.
+            return await self._grouped(_run_claim, args, wake=False, atomic=False)
+        return await self._write(_run_claim, *args)
 
     def _call_alone(self, conn: apsw.Connection, fn: Callable[..., Any],
                     *args: Any) -> tuple[Any, Exception | None]:
@@ -709,10 +717,10 @@ class SqliteStore(SqliteServeQueries):
         return self._grouped(_journal_append, (lease, entry), wake=False, atomic=True)
 
     def _grouped(self, fn: Callable[..., T], args: tuple[Any, ...], *, wake: bool,
-                 atomic: bool) -> asyncio.Future[T]:
-        """A write gathered into this loop's group (``_group_append``): one atomic
-        statement, or one that runs in a savepoint of its own; ``wake``: tell the
-        workers once it committed."""
+                 atomic: bool, write: bool = True) -> asyncio.Future[T]:
+        """An operation gathered into this loop's group (``_group_append``): a write of
+        one atomic statement, or one that runs in a savepoint of its own, or a read
+        (``write`` off); ``wake``: tell the workers once it committed."""
         if self._thread is None or self._closed:
             raise StoreError("store is not open")
         loop = self._running_loop()
@@ -721,7 +729,7 @@ class SqliteStore(SqliteServeQueries):
         if group is None:
             group = self._groups[loop] = []
             loop.call_soon(self._flush_group, loop)
-        group.append(Op(fn, args, True, loop, fut, wake, atomic))
+        group.append(Op(fn, args, write, loop, fut, wake, atomic))
         return fut
 
     def _flush_group(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -871,8 +879,9 @@ class SqliteStore(SqliteServeQueries):
                                 exclude: Collection[str] = ()) -> float | None:
         if not queues or workflows == []:
             return None
-        found: float | None = await self._read(_next_available_at, tuple(queues),
-                                                 _filter(workflows, version, exclude))
+        found: float | None = await self._grouped(
+            _next_available_at, (tuple(queues), _filter(workflows, version, exclude)),
+            wake=False, atomic=True, write=False)
         return found
 
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
