@@ -733,7 +733,7 @@ class SqliteStore(SqliteServeQueries):
         return fut
 
     def _flush_group(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Commit the writes ``loop`` gathered (on its thread, called by it): on the
+        """Commit the operations ``loop`` gathered (on its thread, called by it): on the
         writer's connection under its lock when the writer thread is idle and the group
         is small (``_GROUP_INLINE_MAX``), the callers' futures resolved directly;
         otherwise (writer busy, another process's write lock, store closing) they go to
