@@ -18,10 +18,11 @@ import pytest
 
 from tether._types import Lease
 from tether.errors import LeaseLost, StoreError
+from tether.store._lifecycle import AttemptRecord
 from tether.store.sqlite import SqliteStore
 from tether.store.sqlite import _store as sqlite_store
 
-from .conftest import entry, start_and_claim
+from .conftest import entry, run_record, start_and_claim, subscriber
 
 
 @pytest.fixture
@@ -49,6 +50,20 @@ def threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(sqlite_store, "_journal_append", recorded)
     monkeypatch.setattr(sqlite_store, "_appends", recorded_many)
     yield seen
+
+
+@pytest.fixture
+def executed(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread each batch (``_execute``) ran on."""
+    seen: list[str] = []
+    real = store._execute
+
+    def recorded(conn: apsw.Connection, batch: list[Any], **kw: Any) -> Any:
+        seen.append(threading.current_thread().name)
+        return real(conn, batch, **kw)
+
+    monkeypatch.setattr(store, "_execute", recorded)
+    return seen
 
 
 def _rows(store: SqliteStore, run_id: str) -> list[tuple[int, str]]:
@@ -145,44 +160,15 @@ async def test_a_failed_append_in_a_group_fails_alone(
     assert _rows(store, "a") == [(1, "ok")] and _rows(store, "b") == [(0, "ok")]
 
 
-async def test_a_group_waits_for_another_process_lock_on_the_writer_thread(
-        store: SqliteStore, threads: list[str]) -> None:
-    a = (await start_and_claim(store, "a")).lease
-    other = apsw.Connection(store.path)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        appended = store._group_append(a, entry(0))
-        await asyncio.sleep(0.1)
-        assert not appended.done()  # the loop is free; the writer thread waits
-        other.execute("ROLLBACK")
-        await appended
-    finally:
-        other.close()
-    assert threads[0] == threading.current_thread().name  # tried once, without waiting
-    assert threads[-1] == "tether-sqlite"
-    assert _rows(store, "a") == [(0, "ok")]
-
-
 async def test_runs_ends_and_attempts_are_grouped_and_ends_wake_the_workers(
-        store: SqliteStore) -> None:
+        store: SqliteStore, executed: list[str]) -> None:
     """Runs' ends and attempt histories made while the loop is busy join its group like
     appends: committed on the loop's thread, a failure (a lost lease) failing alone,
     and a committed end waking the workers of other store objects."""
-    from tether.store._lifecycle import AttemptRecord
-
-    from .conftest import subscriber
-
     a, b = [(await start_and_claim(store, rid)).lease for rid in ("a", "b")]
     stale = Lease(b.run_id, b.worker_id, b.fencing_token + 1)
-    executed: list[str] = []
-    real = store._execute
-
-    def recorded(conn: apsw.Connection, batch: list[Any], **kw: Any) -> Any:
-        executed.append(threading.current_thread().name)
-        return real(conn, batch, **kw)
-
-    store._execute = recorded  # type: ignore[method-assign]
     record = AttemptRecord("t1", "a", 0, 0, "s", 1, "w1", "ok", 1.0, 2.0, None)
+    executed.clear()  # the claims above
     async with subscriber(store) as woken:
         asyncio.get_running_loop().call_soon(lambda: None)
         outcomes = await asyncio.gather(
@@ -200,22 +186,14 @@ async def test_runs_ends_and_attempts_are_grouped_and_ends_wake_the_workers(
     assert [(t.attempt_id, t.status) for t in await store.attempt_list("a")] == [("t1", "ok")]
 
 
-async def test_a_workers_claims_join_the_group(store: SqliteStore) -> None:
+async def test_a_workers_claims_join_the_group(store: SqliteStore,
+                                              executed: list[str]) -> None:
     """A small claim and the next-available query (a worker's, as its runs end) go with
     the loop's group, on its thread; a claim of more than _GROUP_INLINE_MAX runs goes
     to the writer thread."""
-    from .conftest import run_record
-
     for i in range(3):
         await store.run_insert(run=run_record(f"r{i}", now=1.0 + i))
-    executed: list[str] = []
-    real = store._execute
-
-    def recorded(conn: apsw.Connection, batch: list[Any], **kw: Any) -> Any:
-        executed.append(threading.current_thread().name)
-        return real(conn, batch, **kw)
-
-    store._execute = recorded  # type: ignore[method-assign]
+    executed.clear()  # the inserts
     asyncio.get_running_loop().call_soon(lambda: None)
     claimed, due = await asyncio.gather(
         store.run_claim(worker_id="w", queues=["q"], limit=2, now=10.0, lease_seconds=30),
@@ -353,14 +331,17 @@ async def test_another_process_write_lock_is_waited_for_on_the_writer_thread(
         await _idle()
         assert not store._append_inline(lease, entry(0))  # does not wait on the loop
         task = asyncio.ensure_future(store.journal_append(lease=lease, entry=entry(0)))
+        # A group is tried once on the loop, without waiting, then handed over.
+        grouped = store._group_append(lease, entry(1))
         await asyncio.sleep(0.1)
-        assert not task.done()  # the writer thread waits for the lock
+        assert not task.done() and not grouped.done()  # the writer thread waits
         other.execute("ROLLBACK")
-        await task
+        await asyncio.gather(task, grouped)
     finally:
         other.close()
-    assert threads[-1] == "tether-sqlite"
-    assert _rows(store, "a") == [(0, "ok")]
+    here = threading.current_thread().name
+    assert here in threads and threads[-1] == "tether-sqlite"
+    assert _rows(store, "a") == [(0, "ok"), (1, "ok")]
 
 
 async def test_a_closed_store_appends_nothing(store: SqliteStore) -> None:
