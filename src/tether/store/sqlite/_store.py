@@ -574,11 +574,16 @@ class SqliteStore(SqliteServeQueries):
                 break
         return results
 
-    def _answer(self, results: list[tuple[Op, Any, BaseException | None]]) -> None:
+    def _answer(self, results: list[tuple[Op, Any, BaseException | None]], *,
+                here: bool = False) -> None:
         """Once a batch committed (or not): wake the workers if it may have made a run
-        claimable, and resolve each caller's future on its loop."""
+        claimable, and resolve each caller's future on its loop (``here``: the calling
+        thread's loop, that of every operation: at once)."""
         if any(op.wake for op, _, failure in results if failure is None):
             self._notifier.publish()
+        if here:
+            deliver([(op.future, value, failure) for op, value, failure in results])
+            return
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for op, value, failure in results:
             by_loop.setdefault(op.loop, []).append((op.future, value, failure))
@@ -721,16 +726,13 @@ class SqliteStore(SqliteServeQueries):
         """An operation gathered into this loop's group (``_group_append``): a write of
         one atomic statement, or one that runs in a savepoint of its own, or a read
         (``write`` off); ``wake``: tell the workers once it committed."""
-        if self._thread is None or self._closed:
-            raise StoreError("store is not open")
-        loop = self._running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        group = self._groups.get(loop)
+        op = self._op(fn, args, write=write, wake=wake, atomic=atomic)
+        group = self._groups.get(op.loop)
         if group is None:
-            group = self._groups[loop] = []
-            loop.call_soon(self._flush_group, loop)
-        group.append(Op(fn, args, write, loop, fut, wake, atomic))
-        return fut
+            group = self._groups[op.loop] = []
+            op.loop.call_soon(self._flush_group, op.loop)
+        group.append(op)
+        return op.future
 
     def _flush_group(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit the operations ``loop`` gathered (on its thread, called by it): on the
@@ -765,18 +767,7 @@ class SqliteStore(SqliteServeQueries):
             else:
                 self._hand_over(group)
             return
-        if any(op.wake for op, _, failure in results if failure is None):
-            self._notifier.publish()
-        deliver([(op.future, value, failure) for op, value, failure in results])
-
-    def _hand_over(self, ops: list[Op]) -> None:
-        """Queue operations already built for the writer thread, in order."""
-        if not ops:
-            return
-        with self._count:
-            self._pending += len(ops)
-        for op in ops:
-            self._queue.put(op)
+        self._answer(results, here=True)
 
     def _append_inline(self, lease: Lease, entry: JournalEntry) -> bool:
         """Commit a journal append on the calling (event loop's) thread when the writer

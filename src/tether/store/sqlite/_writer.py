@@ -111,11 +111,23 @@ class WriterClient:
 
     def _enqueue(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool,
                  wake: bool, atomic: bool = False) -> asyncio.Future[T]:
+        op = self._op(fn, args, write=write, wake=wake, atomic=atomic)
+        self._hand_over([op])
+        return op.future
+
+    def _op(self, fn: Callable[..., Any], args: tuple[Any, ...], *, write: bool,
+            wake: bool, atomic: bool) -> Op:
+        """An operation of the running loop, its future not yet resolved."""
         if self._thread is None or self._closed:
             raise StoreError("store is not open")
         loop = self._running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
+        return Op(fn, args, write, loop, loop.create_future(), wake, atomic)
+
+    def _hand_over(self, ops: list[Op]) -> None:
+        """Queue operations for the writer thread, in order."""
+        if not ops:
+            return
         with self._count:
-            self._pending += 1
-        self._queue.put(Op(fn, args, write, loop, fut, wake, atomic))
-        return fut
+            self._pending += len(ops)
+        for op in ops:
+            self._queue.put(op)
