@@ -171,6 +171,8 @@ class AttemptWriter:
         self._buffered_runs: set[str] = set()  # the runs of the attempts in the buffer
         self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Future[None] | None = None
+        #: Writes created and not yet issued to the store (their task not yet started).
+        self._unissued = 0
         #: The store commits writes in the order issued: a write need not wait for the
         #: one before it (each run's end waits for its attempts, and only for those).
         caps = getattr(store, "capabilities", None)
@@ -203,6 +205,7 @@ class AttemptWriter:
         ordered = self._ordered
 
         async def write() -> None:
+            self._unissued -= 1  # (issued below, before this task first waits)
             if before is not None and not ordered:
                 # In order: a finished state never precedes its start.
                 with contextlib.suppress(BaseException):
@@ -212,13 +215,21 @@ class AttemptWriter:
             except Exception as exc:  # history only: never fails a run
                 log.warning("could not record %d step attempts: %s", len(batch), exc)
 
+        self._unissued += 1
         self._last = asyncio.ensure_future(write())
         return self._last
 
     async def flush(self, run_id: str | None = None) -> None:
-        """Write what was noted (of ``run_id``, or of every run) and wait for it."""
+        """Write what was noted (of ``run_id``, or of every run). On a store that keeps
+        its writes in order (``ordered_writes``), return once every write is issued: a
+        write the caller issues next commits after them (a run's end and its attempts
+        then share a commit, with no wait between them). Otherwise wait for them."""
         if run_id is None or run_id in self._buffered_runs:
             self._write()
+        if self._ordered:
+            if self._unissued:  # their tasks start before this one resumes (FIFO)
+                await asyncio.sleep(0)
+            return
         if self._last is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._last)
@@ -448,7 +459,8 @@ class RunContext:
     # -- attempts (history, written off the hot path) --------------------------------------
 
     async def flush_history(self) -> None:
-        """Write this run's attempts noted so far and wait for them (at the run's end)."""
+        """Write this run's attempts noted so far (at the run's end): whoever sees the
+        end sees them (``AttemptWriter.flush``)."""
         await self.attempt_writer.flush(self.run_id)
 
     # -- waiting ------------------------------------------------------------------------

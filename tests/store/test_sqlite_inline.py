@@ -18,6 +18,7 @@ import pytest
 
 from tether._types import Lease
 from tether.errors import LeaseLost, StoreError
+from tether.store import Wait
 from tether.store._lifecycle import AttemptRecord
 from tether.store.sqlite import SqliteStore
 from tether.store.sqlite import _store as sqlite_store
@@ -205,6 +206,33 @@ async def test_a_workers_claims_join_the_group(store: SqliteStore,
                                 lease_seconds=30)
     assert [c.run.run_id for c in big] == ["r2"]
     assert executed[-1] == "tether-sqlite"
+
+
+async def test_a_write_sent_to_the_writer_goes_behind_the_loops_group(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that goes straight to the writer thread (a release) made while the loop
+    has gathered writes it has not committed yet takes the group with it, ahead of
+    itself: a loop's writes commit in the order it issued them (``ordered_writes``,
+    which a run's end relies on to commit after its attempts without waiting for
+    them). A read does not: it has no order to keep."""
+    a, b = [(await start_and_claim(store, rid)).lease for rid in ("a", "b")]
+    batches: list[list[str]] = []
+    real = store._execute
+
+    def recorded(conn: apsw.Connection, batch: list[Any], **kw: Any) -> Any:
+        batches.append([op.fn.__name__ for op in batch])
+        return real(conn, batch, **kw)
+
+    monkeypatch.setattr(store, "_execute", recorded)
+    appended = store._group_append(a, entry(0))
+    read = store._read(sqlite_store._run_get, "a")
+    assert store._groups  # a read leaves the group where it is
+    released = store._write(sqlite_store._run_release, b, Wait(None, "x"), 2.0)
+    assert not store._groups  # the release took it along
+    await asyncio.gather(appended, read, released)
+    assert ["_journal_append", "_run_release"] in [
+        [n for n in names if n != "_run_get"] for names in batches]
+    assert _rows(store, "a") == [(0, "ok")]
 
 
 async def test_close_commits_a_group_gathered_before_it(store: SqliteStore) -> None:

@@ -1,7 +1,9 @@
 """``AttemptWriter``: step attempts written off the hot path, in order. A store that
 commits writes in the order issued (``ordered_writes``: SQLite) gets the next write at
 once; any other store gets it only once the write before it ended, so a finished state
-can never be committed before its start."""
+can never be committed before its start. A flush (a run's end) returns on the first
+kind of store once the writes are issued (the end, written next, commits after them),
+on the other once they ended."""
 
 from __future__ import annotations
 
@@ -49,8 +51,25 @@ async def test_the_next_write_waits_only_where_the_store_does_not_keep_order(
     # Issued at once to a store that keeps the order; held back by any other store.
     assert store.calls == ([[("a1", "running")], [("a1", "ok")]] if ordered
                            else [[("a1", "running")]])
-    assert not flushed.done()  # the flush waits for the last write either way
+    # Issued is enough where the order is kept; elsewhere the flush waits for the last.
+    assert flushed.done() is ordered
     store.release.set()
     await flushed
+    assert writer._last is not None
+    await writer._last
     assert first is not None and first.done()
     assert store.calls == [[("a1", "running")], [("a1", "ok")]]
+
+
+async def test_an_ordered_flush_returns_after_a_write_made_earlier_in_the_pass_is_issued(
+        ) -> None:
+    """The timer's write made in this pass and not yet started: the flush lets it start
+    (issue its store call) before returning, so the caller's next write comes after."""
+    store = _Store(True)
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    writer.note("a1", _row("a1", "ok"))  # type: ignore[arg-type]
+    writer._write()  # (what the timer does), its task not started yet
+    assert store.calls == []
+    await writer.flush("r")  # r's attempts are no longer buffered: nothing new to write
+    assert store.calls == [[("a1", "ok")]]
+    store.release.set()

@@ -67,6 +67,8 @@ class WriterClient:
     #: Operations queued and not yet run by the writer thread (changed under ``_count``).
     _pending: int
     _count: threading.Lock
+    #: Operations each event loop gathered for its next pass (``SqliteStore._grouped``).
+    _groups: dict[asyncio.AbstractEventLoop, list[Op]]
     #: The running loop of the last call (see ``_running_loop``).
     _last_loop: asyncio.AbstractEventLoop | None = None
 
@@ -112,7 +114,14 @@ class WriterClient:
     def _enqueue(self, fn: Callable[..., T], args: tuple[Any, ...], *, write: bool,
                  wake: bool, atomic: bool = False) -> asyncio.Future[T]:
         op = self._op(fn, args, write=write, wake=wake, atomic=atomic)
-        self._hand_over([op])
+        # A write goes behind what this loop gathered and has not committed yet: a
+        # loop's writes commit in the order it issued them (``ordered_writes``).
+        group = self._groups.pop(op.loop, None) if write else None
+        if group:
+            group.append(op)
+            self._hand_over(group)
+        else:
+            self._hand_over([op])
         return op.future
 
     def _op(self, fn: Callable[..., Any], args: tuple[Any, ...], *, write: bool,
