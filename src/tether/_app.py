@@ -830,8 +830,12 @@ class App:
     def _on_store_event(self) -> None:
         self._waiters.check_all()
 
-    def _run_finished(self, run_id: str) -> None:
-        self._waiters.check(run_id)
+    def _run_finished(self, run_id: str, ended: RunRecord | None = None,
+                      since: int | None = None) -> None:
+        if ended is None or since is None:
+            self._waiters.check(run_id)
+        else:
+            self._waiters.settle(ended, since)
 
     async def _read_runs(self, run_ids: list[str], settled_only: bool) -> list[RunRecord]:
         store = await self._open()
@@ -882,9 +886,17 @@ class WorkerHost:
         """A worker stopped."""
         self._app._workers.discard(worker)
 
-    def run_ended(self, run_id: str) -> None:
-        """A worker of this process ended ``run_id``: wake its result waiters at once."""
-        self._app._run_finished(run_id)
+    def waiters_mark(self) -> int:
+        """A mark of the result waiters registered so far (for ``run_ended``)."""
+        return self._app._waiters.mark()
+
+    def run_ended(self, run_id: str, ended: RunRecord | None = None,
+                  since: int | None = None) -> None:
+        """A worker of this process ended ``run_id``: wake its result waiters at once.
+        With ``ended`` (the run as the worker ended it, committed) and the mark taken
+        before the end was written (``waiters_mark``), the waiters registered before
+        the mark take it without a read; the others read the run."""
+        self._app._run_finished(run_id, ended, since)
 
 
 def worker_host(app: App) -> WorkerHost:

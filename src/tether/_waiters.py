@@ -9,7 +9,8 @@ every id asked for since its last read and reads them in one store call
 
 - ``read(run_id)``: the run as it is now (the first read of ``result``).
 - ``wait(run_id)``: the run once it is settled (ended or blocked). Woken by
-  ``check(run_id)`` (a worker of this process ended the run: read it), ``check_all()``
+  ``settle(run, since)`` (a worker of this process ended the run and hands over the
+  run as it ended it: no read), ``check(run_id)`` (read it), ``check_all()``
   (a store notification: some run changed; read those settled among all waited for),
   and a per-waiter poll with backoff (``check``), for stores without notifications,
   lost notifications and runs deleted meanwhile (slower from the start where
@@ -40,9 +41,11 @@ ReadMany = Callable[[list[str], bool], Awaitable[list[RunRecord]]]
 
 @dataclass(slots=True)
 class _Waiting:
-    """Futures of one run: those that take any state and those waiting for the end."""
+    """Futures of one run: those that take any state and those waiting for the end
+    (the latter with their registration's number, see ``ResultWaiters.settle``)."""
     readers: list[asyncio.Future[RunRecord]] = field(default_factory=list)
     settled: list[asyncio.Future[RunRecord]] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
 
 
 class ResultWaiters:
@@ -57,6 +60,7 @@ class ResultWaiters:
         self._task: asyncio.Task[None] | None = None
         #: Store notifications reach ``check_all`` (set by the App once subscribed).
         self.notified = False
+        self._registered = 0  # registrations so far (``mark``)
 
     async def read(self, run_id: str) -> RunRecord:
         """The run now. Raises: RunNotFound, StoreError."""
@@ -89,6 +93,28 @@ class ResultWaiters:
         finally:
             timer.cancel()
             self._unregister(run_id, fut)
+
+    def mark(self) -> int:
+        """The number of waits registered so far: taken before a run's end is written,
+        it tells ``settle`` which waiters began before that end."""
+        return self._registered
+
+    def settle(self, run: RunRecord, since: int) -> None:
+        """``run`` ended as given (committed by a worker of this process): the waits for
+        it registered before ``mark()`` returned ``since`` take it without a read. One
+        registered later may have begun after something changed the run again (a
+        retry), so it reads the run as usual."""
+        waiting = self._runs.get(run.run_id)
+        if waiting is None:
+            return
+        later = False
+        for fut, number in zip(waiting.settled, waiting.numbers, strict=True):
+            if number >= since:
+                later = True
+            elif not fut.done():
+                fut.set_result(run)
+        if later or waiting.readers:
+            self.check(run.run_id)
 
     def check(self, run_id: str) -> None:
         """Read ``run_id`` soon if someone waits for it to settle."""
@@ -129,16 +155,23 @@ class ResultWaiters:
         waiting = self._runs.get(run_id)
         if waiting is None:
             waiting = self._runs[run_id] = _Waiting()
-        (waiting.settled if settled else waiting.readers).append(fut)
+        if settled:
+            waiting.settled.append(fut)
+            waiting.numbers.append(self._registered)
+            self._registered += 1
+        else:
+            waiting.readers.append(fut)
         return fut
 
     def _unregister(self, run_id: str, fut: asyncio.Future[RunRecord]) -> None:
         waiting = self._runs.get(run_id)
         if waiting is None:
             return
-        for group in (waiting.readers, waiting.settled):
-            if fut in group:
-                group.remove(fut)
+        if fut in waiting.readers:
+            waiting.readers.remove(fut)
+        elif fut in waiting.settled:
+            i = waiting.settled.index(fut)
+            del waiting.settled[i], waiting.numbers[i]
         if not waiting.readers and not waiting.settled:
             del self._runs[run_id]
 

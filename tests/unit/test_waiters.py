@@ -53,3 +53,42 @@ async def test_concurrent_readers_share_one_read() -> None:
     assert all(r.status is RunStatus.COMPLETED for r in got)
     assert len(calls) == 1
     await waiters.close()
+
+
+async def test_an_end_handed_over_answers_only_the_waits_that_began_before_it() -> None:
+    """A worker of this process hands over the run as it ended it: waits registered
+    before the end was written take it with no read; a wait registered after (it may
+    follow a retry of the run) reads the run instead."""
+    calls: list[list[str]] = []
+    in_store = [RunStatus.RUNNING]
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        return [record(in_store[0])]
+
+    waiters = ResultWaiters(read_many)
+    waiters.notified = True  # (no poll within the test)
+    early = asyncio.create_task(waiters.wait("r"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    reads_before = len(calls)  # wait() reads once as it registers
+    since = waiters.mark()     # the worker writes the run's end from here
+    late = asyncio.create_task(waiters.wait("r"))
+    await asyncio.sleep(0)
+    ended = record(RunStatus.FAILED)
+    in_store[0] = RunStatus.COMPLETED  # (retried and completed meanwhile)
+    waiters.settle(ended, since)
+    assert await early is ended
+    got = await asyncio.wait_for(late, 5)  # read from the store, not the end handed over
+    assert got.status is RunStatus.COMPLETED
+    assert len(calls) > reads_before
+    await waiters.close()
+
+
+async def test_an_end_handed_over_for_a_run_nobody_waits_for_is_dropped() -> None:
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        raise AssertionError("no read expected")
+
+    waiters = ResultWaiters(read_many)
+    waiters.settle(record(RunStatus.COMPLETED), waiters.mark())
+    await waiters.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -37,7 +38,7 @@ from tether._replay import (
     _Stop,
     current_run,
 )
-from tether._types import ClaimedRun, Lease, RunStatus
+from tether._types import ClaimedRun, Lease, RunRecord, RunStatus
 from tether.errors import (
     Cancelled,
     ConfigError,
@@ -701,7 +702,7 @@ class Worker:
                     t.cancel()
         if active is not None:
             active.finishing = True
-        await self._conclude(ctx, value, error)
+        await self._conclude(ctx, value, error, run)
 
     async def _crash_check(self, claimed: ClaimedRun) -> bool:
         """A run whose workers died while executing it: count the crash, back off, run
@@ -847,7 +848,8 @@ class Worker:
                 kwargs[k] = restore(v, ann, strict=f"argument {k!r} of workflow {wdef.name!r}")
         return args, kwargs
 
-    async def _conclude(self, ctx: RunContext, value: Any, error: BaseException | None) -> None:
+    async def _conclude(self, ctx: RunContext, value: Any, error: BaseException | None,
+                        run: RunRecord) -> None:
         run_id = ctx.run_id
         if ctx.stop is None:
             with contextlib.suppress(_Stop):
@@ -865,7 +867,7 @@ class Worker:
         await ctx.flush_history()
         try:
             await self._retry_store(run_id, "record its end",
-                                    lambda: self._record_end(ctx, value, error, stop))
+                                    lambda: self._record_end(ctx, value, error, stop, run))
         except LeaseLost as exc:
             log.warning("run %s: %s", run_id, exc)
 
@@ -881,8 +883,9 @@ class Worker:
             log.info("run %s cancelled; cancelling children %s", run_id, children)
 
     async def _record_end(self, ctx: RunContext, value: Any, error: BaseException | None,
-                          stop: Any) -> None:
-        """One attempt at writing how the run's code ended (fenced by its lease)."""
+                          stop: Any, run: RunRecord) -> None:
+        """One attempt at writing how the run's code ended (fenced by its lease);
+        ``run``: the run as claimed."""
         app = self.app
         store = app.store
         codec = app.codec
@@ -898,8 +901,7 @@ class Worker:
                                    requested=list(err.requested) if err.requested else None)
             detail.pop("traceback", None)
             log.error("run %s blocked: %s", run_id, err)
-            await store.run_finish(lease=ctx.lease, status=RunStatus.BLOCKED.value,
-                                   result=None, error=codec.encode_error(detail), now=now)
+            status, result, error_text = RunStatus.BLOCKED, None, codec.encode_error(detail)
         elif isinstance(stop, Release):
             await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
             self._wake.set()
@@ -923,27 +925,30 @@ class Worker:
             return
         elif ctx.cancel_delivered:
             cancel_err = error if error is not None else Cancelled(run_id)
-            await store.run_finish(
-                lease=ctx.lease, status=RunStatus.CANCELLED.value, result=None,
-                error=codec.encode_error(error_to_dict(cancel_err)), now=now)
-            await self._cancel_children(run_id)
+            status, result = RunStatus.CANCELLED, None
+            error_text = codec.encode_error(error_to_dict(cancel_err))
         elif error is not None:
-            await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
-                                   result=None,
-                                   error=codec.encode_error(error_to_dict(error)), now=now)
+            status, result = RunStatus.FAILED, None
+            error_text = codec.encode_error(error_to_dict(error))
         else:
             try:
-                text = codec.encode(value, f"result of workflow {ctx.workflow.name!r}")
+                status, result, error_text = RunStatus.COMPLETED, codec.encode(
+                    value, f"result of workflow {ctx.workflow.name!r}"), None
             except PayloadError as exc:
-                await store.run_finish(lease=ctx.lease, status=RunStatus.FAILED.value,
-                                       result=None,
-                                       error=codec.encode_error(error_to_dict(exc)),
-                                       now=now)
-            else:
-                await store.run_finish(lease=ctx.lease, status=RunStatus.COMPLETED.value,
-                                       result=text, error=None, now=now)
+                status, result = RunStatus.FAILED, None
+                error_text = codec.encode_error(error_to_dict(exc))
+        # Result waiters of this process registered from here on may not take the end
+        # as this worker saw it (a retry may come between): they read it.
+        since = self._host.waiters_mark()
+        await store.run_finish(lease=ctx.lease, status=status.value, result=result,
+                               error=error_text, now=now)
+        if status is RunStatus.CANCELLED:
+            await self._cancel_children(run_id)
         self.completed += 1
-        self._host.run_ended(run_id)
+        self._host.run_ended(run_id, dataclasses.replace(
+            run, status=status, result=result, error=error_text, owner=None,
+            updated_at=now, finished_at=now, available_at=None, waiting_for=None,
+            metrics=dict(ctx.metrics)), since)
 
 
 def _doubling(base: float, n: int, cap: float) -> float:
