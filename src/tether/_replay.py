@@ -234,6 +234,14 @@ class AttemptWriter:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._last)
 
+    async def close(self) -> None:
+        """Write what was noted and wait until every write ended (a worker stopping:
+        the states noted within the last ``ATTEMPT_WRITE_DELAY`` are not lost)."""
+        self._write()
+        if self._last is not None:  # the last ends after every write before it
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._last)
+
 
 class RunContext:
     """The journal cursor of one run being executed by one worker: its lease, its

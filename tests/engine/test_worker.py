@@ -140,3 +140,33 @@ async def test_a_run_whose_executor_crashed_is_handed_back(store_url: str) -> No
     assert failures == ["boom"]
     assert executed == [1]  # replayed from the journal, not run again
     await app.close()
+
+
+async def test_a_stopped_worker_writes_the_attempts_it_noted(store_url: str) -> None:
+    """Attempt states are noted in memory and written within 50 ms; a worker stopped
+    inside that window still writes them: the finished step's attempt is on disk as
+    ``ok``, the one it cut off as ``running`` (``show`` calls it interrupted)."""
+    app = App(store_url)
+    second_started = asyncio.Event()
+
+    @app.step
+    async def quick() -> int:
+        return 1
+
+    @app.step
+    async def slow() -> int:
+        second_started.set()
+        await asyncio.sleep(3600)
+        return 2
+
+    @app.workflow
+    async def wf() -> int:
+        return await quick() + await slow()
+
+    handle = await app.start(wf)
+    async with app.worker():
+        await asyncio.wait_for(second_started.wait(), 30)
+    # No wait here: the 50 ms timer of the attempt writer has not fired yet.
+    attempts = await app.store.attempt_list(handle.run_id)
+    assert [(a.name, a.status) for a in attempts] == [("quick", "ok"), ("slow", "running")]
+    await app.close()

@@ -303,6 +303,8 @@ class Worker:
         # Hand-backs of crashed runs in flight: short writes, let them land before the
         # store can be closed under them.
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._attempts is not None:  # the attempt states noted in the last 50 ms
+            await self._attempts.close()
         with contextlib.suppress(StoreError):
             await self.app.store.worker_unregister(worker_id=self.worker_id,
                                                    now=self.app.clock.now())
