@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from tether.errors import ConfigError, NonRetryable, PayloadError, Postpone
 
+#: ``RetryPolicy.max_interval`` when left out (unless ``initial_interval`` is longer).
+DEFAULT_MAX_INTERVAL = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -18,7 +21,9 @@ class RetryPolicy:
     Attributes:
         initial_interval: seconds before the second attempt.
         backoff: factor applied to the interval after each failed attempt.
-        max_interval: upper bound of one interval, in seconds.
+        max_interval: upper bound of one interval, in seconds; not below
+            ``initial_interval`` (``ConfigError``). Left out: 60, or ``initial_interval``
+            if that is longer (``RetryPolicy(initial_interval=300)`` waits 300 s, not 60).
         max_attempts: total attempts allowed, first included; ``None`` retries forever.
         max_duration: seconds from the first attempt after which no new attempt starts.
         non_retryable: exception types that fail the step at once.
@@ -26,14 +31,22 @@ class RetryPolicy:
 
     initial_interval: float = 1.0
     backoff: float = 2.0
-    max_interval: float = 60.0
+    max_interval: float | None = None  # a float once made (see __post_init__)
     max_attempts: int | None = 3
     max_duration: float | None = None
     non_retryable: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.initial_interval < 0 or self.max_interval < 0:
+        if self.max_interval is None:
+            object.__setattr__(self, "max_interval",
+                               max(DEFAULT_MAX_INTERVAL, self.initial_interval))
+        if self.initial_interval < 0 or self._cap < 0:
             raise ConfigError("RetryPolicy intervals must be >= 0")
+        if self._cap < self.initial_interval:
+            raise ConfigError(
+                f"RetryPolicy.max_interval ({self._cap:g} s) is below initial_interval "
+                f"({self.initial_interval:g} s): every interval would be capped below the "
+                "first; raise max_interval or leave it out")
         if self.backoff < 1:
             raise ConfigError("RetryPolicy.backoff must be >= 1")
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -45,8 +58,14 @@ class RetryPolicy:
         try:
             raw = self.initial_interval * (self.backoff**exp)
         except OverflowError:
-            return self.max_interval
-        return min(raw, self.max_interval)
+            return self._cap
+        return min(raw, self._cap)
+
+    @property
+    def _cap(self) -> float:
+        """``max_interval`` as made (never None after ``__post_init__``)."""
+        cap = self.max_interval
+        return DEFAULT_MAX_INTERVAL if cap is None else cap
 
     def next_attempt_at(self, *, attempts: int, first_attempt_at: float, now: float,
                         error: BaseException | None = None) -> float | None:

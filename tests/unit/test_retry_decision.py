@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tether import NonRetryable, NotSerializable, Postpone, RetryPolicy
+from tether import ConfigError, NonRetryable, NotSerializable, Postpone, RetryPolicy
 from tether._retry import AttemptOutcome, decide_retry
 
 POLICY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval=10.0, max_attempts=4)
@@ -72,3 +72,18 @@ def test_retry_after_pushes_a_retry_later_but_never_earlier_or_into_existence() 
     assert decide(Throttled(0.5), 2).retry_at == 102.0  # the policy's 2 s wins
     assert decide(Throttled(30.0), 4).failed_for_good  # no retry is left to push
     assert decide(Throttled(True), 1).retry_at == 101.0  # a bool is not a number of seconds
+
+
+def test_max_interval_left_out_is_sixty_seconds_or_the_initial_interval() -> None:
+    assert RetryPolicy().max_interval == 60.0
+    assert RetryPolicy().delay(10) == 60.0
+    # A first interval longer than the default cap is kept, not cut to 60 s.
+    slow = RetryPolicy(initial_interval=300, backoff=1.0)
+    assert slow.max_interval == 300
+    assert slow.delay(1) == 300 and slow.delay(5) == 300
+
+
+def test_a_max_interval_below_the_initial_interval_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"max_interval \(5 s\) is below initial_interval"):
+        RetryPolicy(initial_interval=10, max_interval=5)
+    assert RetryPolicy(initial_interval=5, max_interval=5).delay(3) == 5
