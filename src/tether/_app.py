@@ -124,7 +124,7 @@ class App:
         self.mcp_exposed: dict[str, str] = {}
         self._steps: dict[str, StepDef] = {}
         self._workers: set[Worker] = set()
-        self._waiters = ResultWaiters(self._read_runs)
+        self._waiters = ResultWaiters(self._read_runs, held=self._held_here)
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False
         self._host = WorkerHost(self)
@@ -830,6 +830,10 @@ class App:
     def _on_store_event(self) -> None:
         self._waiters.check_all()
 
+    def _held_here(self, run_id: str) -> bool:
+        """Whether a worker of this app holds ``run_id`` now."""
+        return any(worker.holds(run_id) for worker in self._workers)
+
     def _run_finished(self, run_id: str, ended: RunRecord | None = None,
                       since: int | None = None) -> None:
         if ended is None or since is None:
@@ -897,6 +901,12 @@ class WorkerHost:
         before the end was written (``waiters_mark``), the waiters registered before
         the mark take it without a read; the others read the run."""
         self._app._run_finished(run_id, ended, since)
+
+    def run_left(self, run_id: str) -> None:
+        """A worker of this process stopped holding ``run_id``, for whatever reason:
+        its result waiters not answered yet read it (while a worker held it, store
+        notifications did not make them read it)."""
+        self._app._waiters.left(run_id)
 
 
 def worker_host(app: App) -> WorkerHost:

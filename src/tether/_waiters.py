@@ -11,10 +11,12 @@ every id asked for since its last read and reads them in one store call
 - ``wait(run_id)``: the run once it is settled (ended or blocked). Woken by
   ``settle(run, since)`` (a worker of this process ended the run and hands over the
   run as it ended it: no read), ``check(run_id)`` (read it), ``check_all()``
-  (a store notification: some run changed; read those settled among all waited for),
-  and a per-waiter poll with backoff (``check``), for stores without notifications,
-  lost notifications and runs deleted meanwhile (slower from the start where
-  notifications arrive).
+  (a store notification: some run changed; read those settled among all waited for,
+  except the runs a worker of this process holds: it settles their waiters when it
+  ends them, and calls ``left(run_id)`` when it lets one go otherwise), and a
+  per-waiter poll with backoff (``check``), for stores without notifications, lost
+  notifications and runs deleted meanwhile (slower from the start where notifications
+  arrive).
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ class _Waiting:
 class ResultWaiters:
     """Coalesced reads for the result waiters of one App (see the module docstring)."""
 
-    def __init__(self, read_many: ReadMany) -> None:
+    def __init__(self, read_many: ReadMany,
+                 held: Callable[[str], bool] | None = None) -> None:
         self._read_many = read_many
+        #: Whether a worker of this process holds the run (``check_all`` skips it).
+        self._held = held
         self._runs: dict[str, _Waiting] = {}
         self._due: set[str] = set()  # ids to read soon, whatever their state
         self._all = False            # and every other id waited for, if settled
@@ -121,6 +126,13 @@ class ResultWaiters:
         if run_id in self._runs:
             self._due.add(run_id)
             self._wake()
+
+    def left(self, run_id: str) -> None:
+        """A worker of this process stopped holding ``run_id`` (ended, handed back,
+        waiting, lost): read it if a wait for it is not answered yet."""
+        waiting = self._runs.get(run_id)
+        if waiting is not None and not all(fut.done() for fut in waiting.settled):
+            self.check(run_id)
 
     def check_all(self) -> None:
         """Read every run waited for soon (something changed in the store)."""
@@ -191,6 +203,9 @@ class ResultWaiters:
             kick.clear()
             any_ids = sorted(self._due & self._runs.keys())
             settled_ids = sorted(self._runs.keys() - self._due) if self._all else []
+            held = self._held
+            if held is not None and settled_ids:
+                settled_ids = [run_id for run_id in settled_ids if not held(run_id)]
             self._due.clear()
             self._all = False
             for ids, settled_only in ((any_ids, False), (settled_ids, True)):

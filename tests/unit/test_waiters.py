@@ -92,3 +92,59 @@ async def test_an_end_handed_over_for_a_run_nobody_waits_for_is_dropped() -> Non
     waiters = ResultWaiters(read_many)
     waiters.settle(record(RunStatus.COMPLETED), waiters.mark())
     await waiters.close()
+
+
+async def test_a_notification_reads_no_run_a_local_worker_holds() -> None:
+    """A store notification reads the runs waited for, except those a worker of this
+    process holds (it answers their waits when it ends them). When the worker lets a
+    run go without answering (handed back, lost, waiting), ``left`` reads it."""
+    calls: list[tuple[list[str], bool]] = []
+    held = {"a"}
+    status = {"a": RunStatus.RUNNING, "b": RunStatus.COMPLETED}
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append((ids, settled_only))
+        runs = [RunRecord(run_id=i, workflow="wf", queue="default", status=status[i],
+                          input="[]", created_at=0.0, updated_at=0.0) for i in ids]
+        return [r for r in runs if r.status.is_settled or not settled_only]
+
+    waiters = ResultWaiters(read_many, held=held.__contains__)
+    waiters.notified = True  # polls start late: only notifications and `left` read
+    a = asyncio.create_task(waiters.wait("a"))
+    b = asyncio.create_task(waiters.wait("b"))
+    assert (await b).status is RunStatus.COMPLETED  # the first read of each
+    calls.clear()
+    waiters.check_all()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == []  # "a" is held here: not read
+    # The worker lost the run, and another process ended it.
+    status["a"] = RunStatus.COMPLETED
+    held.clear()
+    waiters.left("a")
+    assert (await a).status is RunStatus.COMPLETED
+    assert calls == [(["a"], False)]
+    await waiters.close()
+
+
+async def test_a_run_left_after_its_waits_were_answered_is_not_read() -> None:
+    calls: list[list[str]] = []
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        return [record(RunStatus.RUNNING)]
+
+    waiters = ResultWaiters(read_many, held=lambda run_id: True)
+    waiters.notified = True
+    since = waiters.mark()
+    wait = asyncio.create_task(waiters.wait("r"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == [["r"]]  # the wait's own first read: still running
+    waiters.settle(record(RunStatus.COMPLETED), since + 1)
+    waiters.left("r")  # the worker's task ended right after, before the waiter resumed
+    assert (await wait).status is RunStatus.COMPLETED
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == [["r"]]  # no read for `left`
+    await waiters.close()

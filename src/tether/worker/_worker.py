@@ -361,6 +361,11 @@ class Worker:
         """Work may have arrived: claim now instead of at the next poll."""
         self._wake.set()
 
+    def holds(self, run_id: str) -> bool:
+        """Whether this worker executes ``run_id`` now (it ends it, or lets it go and
+        says so: ``WorkerHost.run_left``)."""
+        return run_id in self._active
+
     def request_cancel(self, run_id: str) -> None:
         active = self._active.get(run_id)
         if active is not None and active.ctx is not None:
@@ -429,6 +434,7 @@ class Worker:
             active = self._active.get(run_id)
             if active is not None and active.task is task:
                 del self._active[run_id]
+                self._host.run_left(run_id)
             if self._isolated == run_id:
                 self._isolated = None
             if not self._active:
