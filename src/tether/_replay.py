@@ -234,13 +234,19 @@ class AttemptWriter:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(self._last)
 
-    async def close(self) -> None:
-        """Write what was noted and wait until every write ended (a worker stopping:
-        the states noted within the last ``ATTEMPT_WRITE_DELAY`` are not lost)."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Write what was noted and wait until every write ended, at most ``timeout``
+        seconds (a worker stopping: the states noted within the last
+        ``ATTEMPT_WRITE_DELAY`` are not lost, and a store that went away does not hold
+        the stop for long)."""
         self._write()
-        if self._last is not None:  # the last ends after every write before it
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._last)
+        last = self._last
+        if last is None:  # the last ends after every write before it
+            return
+        done, _ = await asyncio.wait({last}, timeout=timeout)
+        if not done:
+            log.warning("step attempts not written within %.0f s of the worker's stop "
+                        "(the store does not answer); their history may lack them", timeout)
 
 
 class RunContext:

@@ -73,3 +73,23 @@ async def test_an_ordered_flush_returns_after_a_write_made_earlier_in_the_pass_i
     await writer.flush("r")  # r's attempts are no longer buffered: nothing new to write
     assert store.calls == [[("a1", "ok")]]
     store.release.set()
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_close_writes_what_was_noted_and_gives_up_on_a_store_that_hangs(
+        ordered: bool) -> None:
+    """A worker's stop writes the states noted in the last 50 ms; a store that does not
+    answer holds the stop no longer than the timeout."""
+    store = _Store(ordered)
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    writer.note("a1", _row("a1", "ok"))  # type: ignore[arg-type]
+    await asyncio.wait_for(writer.close(timeout=0.05), 5)
+    assert store.calls == [[("a1", "ok")]]  # issued at once, not after the 50 ms timer
+    store.release.set()
+    store2 = _Store(ordered)
+    store2.release.set()  # this one answers
+    writer2 = AttemptWriter(store2)  # type: ignore[arg-type]
+    writer2.note("b1", _row("b1", "running"))  # type: ignore[arg-type]
+    await writer2.close()
+    assert store2.calls == [[("b1", "running")]]
+    assert writer2._last is not None and writer2._last.done()
