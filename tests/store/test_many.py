@@ -143,3 +143,16 @@ async def test_many_runs_released_at_once_each_get_their_own_outcome(store: Stor
         "stale": ("running", runs["stale"].available_at, None),
         "at-once": ("waiting", now, "a worker with key id 'k1'"),
     }
+
+
+async def test_a_created_run_is_answered_as_stored(store: Store) -> None:
+    """The record run_insert and run_insert_many answer for a run they created is the
+    run as the store reads it back (a store may answer with what it was given, without
+    reading it again)."""
+    got = await store.run_insert_many(runs=[run_record("m1"), run_record("m2", now=T0 + 2)])
+    one, created = await store.run_insert(run=run_record("s1", workflow="other"))
+    child, child_created = await store.run_insert(run=run_record(
+        "c1", parent="m1", parent_position=3, on_parent_cancel="abandon", status="waiting"))
+    assert created and child_created and all(c for _, c in got)
+    for answered in (*(r for r, _ in got), one, child):
+        assert answered == await store.run_get(answered.run_id)

@@ -497,7 +497,10 @@ class PostgresStore(PostgresServeQueries):
             ("run_insert_many", {**cols, "channel": self._channel}),
             ("run_get_ids", {"run_ids": ids})], prepare=False)
         created = {r[0] for r in created_rows}
+        # A run created here is stored as given (tests/store/test_many.py); the read
+        # returns only those that existed before.
         stored = {r[0]: run_from_row(r) for r in stored_rows}
+        stored.update((r.run_id, r) for r in unique if r.run_id in created)
         out: list[tuple[RunRecord, bool]] = []
         for r in runs:
             out.append((stored[r.run_id], r.run_id in created))

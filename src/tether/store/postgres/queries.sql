@@ -63,12 +63,14 @@ WHERE run_id = ANY(%(run_ids)b::text[])
   AND (%(statuses)b::text[] IS NULL OR status = ANY(%(statuses)b::text[]));
 
 -- run_get_ids --
--- The runs of these ids, every column (the read behind run_insert_many).
+-- The runs of these ids that this transaction did not create, every column (the read
+-- behind run_insert_many, after its insert: a run it created is stored as given).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
-FROM {schema}.runs WHERE run_id = ANY(%(run_ids)b::text[]);
+FROM {schema}.runs WHERE run_id = ANY(%(run_ids)b::text[])
+  AND xmin <> pg_current_xact_id()::xid;
 
 -- run_insert_many --
 -- Insert runs (one array per column, no id twice) unless their ids exist; returns the
