@@ -230,6 +230,7 @@ async def test_unreachable_database_at_start_worker_retries_then_serves(
         await proxy.close()
 
 
+@pytest.mark.serial  # its 20 workers hold ~60 of the server's 100 connections for ~40 s
 async def test_twenty_idle_workers_make_few_queries(env: tuple[App, PgWorkers],
                                                     pg_url: str) -> None:
     """20 idle worker processes on one database, ~20 s: the round trips they make (every

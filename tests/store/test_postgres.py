@@ -13,7 +13,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
@@ -111,6 +112,59 @@ async def test_unreachable_server_raises_store_unavailable_naming_host_and_port(
             await store.open()
     message = str(err.value)
     assert "127.0.0.1:1" in message and "\n" not in message
+
+
+@pytest.fixture
+def limited_url(pg_url: str) -> Iterator[str]:
+    """``pg_url`` as a role allowed one connection at a time (the server's answer is then
+    the one a full server gives: SQLSTATE 53300, "too many connections")."""
+    role = f"tether_one_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        conn.execute(f'GRANT ALL ON DATABASE "{conninfo_to_dict(pg_url)["dbname"]}" TO {role}')
+    try:
+        yield pg_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE usename = %s", [role])
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+async def test_open_waits_for_a_free_connection_slot(limited_url: str) -> None:
+    """A server with no free connection slot is asked again (a one-shot command such as
+    `tether cancel` does not fail because the server was full for a moment): the slot
+    frees after 0.5 s and the store opens."""
+    held = await psycopg.AsyncConnection.connect(limited_url)
+    store = PostgresStore(limited_url, pool_min=0, connect_timeout=30)
+    opening = asyncio.create_task(store.open())
+    try:
+        await asyncio.sleep(0.5)
+        assert not opening.done()
+        await held.close()
+        async with asyncio.timeout(20):
+            await opening
+    finally:
+        await held.close()
+        await store.close()
+
+
+async def test_a_server_full_for_longer_than_the_connect_timeout_is_unavailable(
+        limited_url: str) -> None:
+    """The wait for a slot ends at the connect timeout with a one-line StoreUnavailable
+    that says why."""
+    held = await psycopg.AsyncConnection.connect(limited_url)
+    try:
+        store = PostgresStore(limited_url, connect_timeout=1)
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="too many connections") as err:
+            async with asyncio.timeout(30):
+                await store.open()
+        assert time.monotonic() - t0 >= 0.5  # it asked again before giving up
+        assert "\n" not in str(err.value)
+    finally:
+        await held.close()
 
 
 async def test_open_migrates_a_fresh_database_and_is_idempotent(

@@ -120,6 +120,19 @@ def unavailable(cfg: PgConfig, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"PostgreSQL at {cfg.host}:{cfg.port} is unavailable: {why}")
 
 
+#: How a server that is up refuses a connection it has no slot for now (SQLSTATE 53300,
+#: or 57P03 while it starts): libpq gives no SQLSTATE for a failed connection, only text.
+_BUSY = ("too many clients", "too many connections", "remaining connection slots",
+         "the database system is starting up")
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether a failed connection was refused for want of a free slot (or a server still
+    starting up), so that trying again a moment later may succeed."""
+    text = str(exc)
+    return isinstance(exc, psycopg.OperationalError) and any(b in text for b in _BUSY)
+
+
 #: Errors that mean "the server or the connection is gone"; retrying later may succeed.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,

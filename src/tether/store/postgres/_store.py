@@ -72,7 +72,13 @@ from tether.store._values import (
 )
 from tether.store.postgres import _migrate
 from tether.store.postgres._arrays import Float8Array, Int4Array, Int8Array, TextArray
-from tether.store.postgres._config import PgConfig, parse_url, translate_errors, unavailable
+from tether.store.postgres._config import (
+    PgConfig,
+    busy,
+    parse_url,
+    translate_errors,
+    unavailable,
+)
 from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import (
     Append,
@@ -175,6 +181,7 @@ class PostgresStore(PostgresServeQueries):
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.pool_timeout = pool_timeout
+        self.connect_timeout = connect_timeout
         self._q = {name: sql.replace("{schema}", self.schema)
                    for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
         self._channel = self.cfg.channel
@@ -283,11 +290,24 @@ class PostgresStore(PostgresServeQueries):
 
     @contextlib.asynccontextmanager
     async def _direct(self) -> AsyncIterator[Conn]:
-        """A connection of its own (not pooled), for migrations."""
-        try:
-            conn = await psycopg.AsyncConnection.connect(self.cfg.conninfo, autocommit=True)
-        except (psycopg.Error, OSError) as exc:
-            raise unavailable(self.cfg, exc) from None
+        """A connection of its own (not pooled), for migrations. A server with no free
+        connection slot (``max_connections`` or a role's limit reached) is asked again
+        with backoff for up to the connect timeout: a one-shot command such as
+        ``tether cancel`` should not fail because the server was full for a moment."""
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.05
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.cfg.conninfo,
+                                                             autocommit=True)
+                break
+            except (psycopg.Error, OSError) as exc:
+                if not busy(exc) or time.monotonic() + delay > deadline:
+                    raise unavailable(self.cfg, exc) from None
+                log.info("PostgreSQL at %s has no free connection; trying again in %.2f s",
+                         self.cfg.where, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
         try:
             yield conn
         finally:
