@@ -418,10 +418,17 @@ async def test_a_read_behind_queued_work_waits_for_it_on_the_writer_thread(
     claimed = await start_and_claim(store, "a")
     read_threads.clear()
     assert claimed.run.cancel_requested is False
-    task = asyncio.ensure_future(store.run_cancel(run_id="a", now=2.0))
-    await asyncio.sleep(0)  # queued, not yet committed
-    assert store._pending
-    run = await store.run_get("a")  # sees the cancel request queued before it
+    # The writer thread needs the connection's lock to commit: holding it keeps the
+    # cancel queued (under load the thread could otherwise commit it within the loop's
+    # pass, and the read below would find the writer idle).
+    with store._conn_lock:
+        task = asyncio.ensure_future(store.run_cancel(run_id="a", now=2.0))
+        await asyncio.sleep(0)  # queued, not yet committed
+        assert store._pending
+        reading = asyncio.ensure_future(store.run_get("a"))
+        await asyncio.sleep(0)
+        assert not reading.done()
+    run = await reading  # sees the cancel request queued before it
     await task
     assert run is not None and run.cancel_requested
     assert set(read_threads) == {"tether-sqlite"}  # the cancel's own read, then ours
