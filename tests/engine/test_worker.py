@@ -170,3 +170,33 @@ async def test_a_stopped_worker_writes_the_attempts_it_noted(store_url: str) -> 
     attempts = await app.store.attempt_list(handle.run_id)
     assert [(a.name, a.status) for a in attempts] == [("quick", "ok"), ("slow", "running")]
     await app.close()
+
+
+async def test_an_idle_worker_polls_at_jittered_intervals(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each idle poll waits up to 10 % less than the poll interval, never more, and not
+    always the same: workers started together do not poll together, and a poll does not
+    keep meeting the worker's own heartbeat."""
+    from tether.worker import _worker
+
+    waits: list[float] = []
+    real = _worker.wait_event
+
+    async def recorded(event: asyncio.Event, timeout: float | None) -> bool:
+        if timeout is not None:
+            waits.append(timeout)
+        return await real(event, timeout)
+
+    monkeypatch.setattr(_worker, "wait_event", recorded)
+    app = App(f"sqlite:///{tmp_path}/jitter.db")
+
+    @app.workflow
+    async def wf(x: int) -> int:
+        return x
+
+    async with app.worker(poll_interval=0.02):
+        while len(waits) < 20:
+            await asyncio.sleep(0.02)
+    await app.close()
+    assert all(0.018 - 1e-9 <= w <= 0.02 for w in waits), waits
+    assert len(set(waits)) > 1

@@ -167,6 +167,41 @@ async def test_a_server_full_for_longer_than_the_connect_timeout_is_unavailable(
         await held.close()
 
 
+async def test_an_idle_pool_gives_back_the_connections_a_burst_opened(pg_url: str) -> None:
+    """Two operations at once grow the pool to two connections; once one has stayed
+    unused for a whole ``pool_max_idle`` period the pool closes it, and the server sees
+    one pooled session again (an idle worker holds no more than it needs)."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max_idle=0.5)
+    await store.open()
+    try:
+        pool = store._pool
+        assert pool is not None
+        async with pool.connection(), pool.connection():
+            assert pool.get_stats()["pool_size"] == 2
+
+        async def pooled_sessions() -> int:
+            async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND application_name = 'tether' "
+                    "AND pid <> pg_backend_pid()")
+                row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        assert await pooled_sessions() == 2
+        await wait_for(lambda: pool.get_stats()["pool_size"] == 1, timeout=20,
+                       what="pool shrunk")
+
+        async def one_session() -> bool:
+            return await pooled_sessions() == 1
+
+        await wait_for(one_session, timeout=20, interval=0.1, what="session closed")
+        assert await store.run_get("nope") is None  # the one left still serves
+    finally:
+        await store.close()
+
+
 async def test_open_migrates_a_fresh_database_and_is_idempotent(
         pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
     """Five stores opening at once against a fresh database migrate it exactly once."""

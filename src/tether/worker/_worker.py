@@ -86,6 +86,11 @@ IDLE_HEARTBEAT_INTERVAL = 15.0
 #: work (PostgreSQL's LISTEN/NOTIFY): the poll only repairs a lost wake-up, and every
 #: poll of every idle worker is a round trip to the one server.
 NOTIFIED_POLL_INTERVAL = 10.0
+#: Each idle poll waits a random 0-10 % less than the poll interval: workers started
+#: together do not poll the server together, and a worker's poll does not keep landing
+#: on its own heartbeat (two queries at once hold two pooled connections, and a pool
+#: that saw all of them busy within a ``pool_max_idle`` period never shrinks).
+POLL_JITTER = 0.1
 
 #: Seconds before a run whose store call failed under it is replayed.
 STORE_RETRY_DELAY = 1.0
@@ -414,7 +419,7 @@ class Worker:
                     task.add_done_callback(self._make_done(c.run.run_id))
                 if claimed:
                     continue
-            timeout = self.poll_interval
+            timeout = self.poll_interval * (1.0 - POLL_JITTER * random.random())
             if free > 0:
                 try:
                     nxt = await store.next_available_at(

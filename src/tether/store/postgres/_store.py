@@ -164,6 +164,9 @@ class PostgresStore(PostgresServeQueries):
         connect_timeout: seconds to wait for a new connection.
         pool_timeout: seconds an operation waits for a pooled connection before
             raising StoreUnavailable.
+        pool_max_idle: seconds a connection above ``pool_min`` may sit unused before
+            the pool closes it (one per period), so that an idle worker gives back the
+            connections a burst made it open.
         max_batch: most journal appends written in one transaction.
     """
 
@@ -171,7 +174,8 @@ class PostgresStore(PostgresServeQueries):
 
     def __init__(self, url: str, *, schema: str | None = None, migrate: bool = True,
                  pool_min: int = 1, pool_max: int = 10, connect_timeout: float = 5.0,
-                 pool_timeout: float = 10.0, max_batch: int = 1000) -> None:
+                 pool_timeout: float = 10.0, pool_max_idle: float = 60.0,
+                 max_batch: int = 1000) -> None:
         if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
             raise ConfigError(f"bad pool bounds: pool_min={pool_min}, pool_max={pool_max}")
         self.url = url
@@ -181,6 +185,7 @@ class PostgresStore(PostgresServeQueries):
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.pool_timeout = pool_timeout
+        self.pool_max_idle = pool_max_idle
         self.connect_timeout = connect_timeout
         self._q = {name: sql.replace("{schema}", self.schema)
                    for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
@@ -240,6 +245,7 @@ class PostgresStore(PostgresServeQueries):
         pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
             self.cfg.conninfo, kwargs={"autocommit": True}, min_size=self.pool_min,
             max_size=self.pool_max, open=False, timeout=self.pool_timeout,
+            max_idle=self.pool_max_idle,
             name=f"tether-{self.schema}",
         )
         await pool.open(wait=False)
