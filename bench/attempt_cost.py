@@ -33,7 +33,11 @@ _NOTE = AttemptWriter.note
 
 
 def _set(recording: bool) -> None:
-    AttemptWriter.note = _NOTE if recording else (lambda self, attempt: None)  # type: ignore[method-assign]
+    AttemptWriter.note = _NOTE if recording else _skip  # type: ignore[method-assign]
+
+
+def _skip(self: AttemptWriter, attempt_id: str, row: Any) -> None:
+    """``AttemptWriter.note`` that records nothing."""
 
 
 async def sequential(url: str, steps: int) -> tuple[float, float]:
