@@ -306,6 +306,14 @@ async def test_schemas_are_isolated_tables_and_notifications(pg_url: str) -> Non
         await b.close()
 
 
+def test_bad_pool_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="pool bounds"):
+        PostgresStore("postgresql://h/db", pool_min=3, pool_max=2)
+    for idle in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="pool_max_idle"):
+            PostgresStore("postgresql://h/db", pool_max_idle=idle)
+
+
 def test_bad_schema_names_and_conflicts_are_config_errors() -> None:
     """The schema comes from the option or the URL, once, and must be a plain name."""
     with pytest.raises(ConfigError):

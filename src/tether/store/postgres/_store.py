@@ -178,6 +178,8 @@ class PostgresStore(PostgresServeQueries):
                  max_batch: int = 1000) -> None:
         if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
             raise ConfigError(f"bad pool bounds: pool_min={pool_min}, pool_max={pool_max}")
+        if not pool_max_idle > 0:  # (0 would make the pool's shrink task spin)
+            raise ConfigError(f"pool_max_idle must be positive seconds, not {pool_max_idle!r}")
         self.url = url
         self.cfg: PgConfig = parse_url(url, schema=schema, connect_timeout=connect_timeout)
         self.schema = self.cfg.schema
