@@ -176,8 +176,9 @@ async def test_an_idle_pool_gives_back_the_connections_a_burst_opened(pg_url: st
     try:
         pool = store._pool
         assert pool is not None
+        await pool.wait()  # its first connection (a request before it would grow it too)
         async with pool.connection(), pool.connection():
-            assert pool.get_stats()["pool_size"] == 2
+            assert pool.get_stats()["pool_size"] >= 2
 
         async def pooled_sessions() -> int:
             async with await psycopg.AsyncConnection.connect(pg_url) as conn:
@@ -189,7 +190,7 @@ async def test_an_idle_pool_gives_back_the_connections_a_burst_opened(pg_url: st
             assert row is not None
             return int(row[0])
 
-        assert await pooled_sessions() == 2
+        assert await pooled_sessions() >= 2
         await wait_for(lambda: pool.get_stats()["pool_size"] == 1, timeout=20,
                        what="pool shrunk")
 
