@@ -95,7 +95,11 @@ def executions(side_file: Path) -> list[Execution]:
         return []
     starts: dict[str, tuple[str, int, int, int, float]] = {}
     ends: dict[str, float] = {}
-    for line in side_file.read_text().splitlines():
+    # Workers append while a test polls: a line another process is writing can be seen
+    # in part (the file grows as the write's bytes are copied), so only lines that end
+    # in a newline are read.
+    complete = side_file.read_text().split("\n")[:-1]
+    for line in complete:
         what, run_id, pos, pid, token, t, exec_id = line.split()
         if what == "start":
             starts[exec_id] = (run_id, int(pos), int(pid), int(token), float(t))

@@ -55,7 +55,8 @@ class Workers:
         if not self.side_file.exists():
             return []
         out = []
-        for line in self.side_file.read_text().splitlines():
+        # Only lines that end in a newline: one a worker is writing may be seen in part.
+        for line in self.side_file.read_text().split("\n")[:-1]:
             pid, _, what = line.partition(" ")
             out.append((int(pid), what))
         return out

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -123,7 +124,9 @@ def limited_url(pg_url: str) -> Iterator[str]:
         conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
         conn.execute(f'GRANT ALL ON DATABASE "{conninfo_to_dict(pg_url)["dbname"]}" TO {role}')
     try:
-        yield pg_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+        parts = urlsplit(pg_url)
+        host = parts.netloc.rsplit("@", 1)[-1]  # whoever the admin URL logs in as
+        yield urlunsplit(parts._replace(netloc=f"{role}@{host}"))
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
