@@ -274,7 +274,8 @@ async def test_next_available_at_of_a_full_queue_is_its_earliest_lease_expiry(
     them sooner), instead of spinning on runs they may not claim."""
     await store.queue_limit_set(queue="q", limit=1, now=T0)
     await store.run_insert(run=run_record("a", now=T0))
-    await store.run_insert(run=run_record("b", now=T0))
+    # Later than "a": of two runs due at the same instant either may be claimed first.
+    await store.run_insert(run=run_record("b", now=T0 + 0.001))
     assert await store.next_available_at(queues=["q"]) == T0
     assert await claim(store, T0 + 1) == ["a"]
     assert await store.next_available_at(queues=["q"]) == T0 + 1 + LEASE
