@@ -200,3 +200,45 @@ async def test_an_idle_worker_polls_at_jittered_intervals(
     await app.close()
     assert all(0.018 - 1e-9 <= w <= 0.02 for w in waits), waits
     assert len(set(waits)) > 1
+
+
+async def test_a_lost_lease_is_logged_with_who_holds_the_run_now(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker whose run was taken (here: its lease expired in the store and another
+    worker claimed it) stops executing it, and its log says who holds the run now, so a
+    lease lost on a healthy machine explains itself."""
+    app = App(store_url)
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    @app.step
+    async def hold() -> None:
+        started.set()
+        await asyncio.sleep(30)
+        finished.append(1)
+
+    @app.workflow
+    async def wf() -> None:
+        await hold()
+
+    await app._open()
+    store = app.store
+    handle = await app.start(wf, run_id="taken")
+    async with app.worker(lease_seconds=2.0) as worker:
+        await asyncio.wait_for(started.wait(), 30)
+        await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
+        claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
+                                        now=app.clock.now(), lease_seconds=60)
+        assert [c.run.run_id for c in claimed] == [handle.run_id]
+        for _ in range(200):
+            if not worker.holds(handle.run_id):
+                break
+            await asyncio.sleep(0.05)
+        assert not worker.holds(handle.run_id)
+    lost = [r.getMessage() for r in caplog.records if "lease lost" in r.getMessage()]
+    assert lost and "owner thief" in lost[0] and "fencing token 2" in lost[0], lost
+    assert finished == []
+    run = await store.run_get(handle.run_id)
+    assert run is not None and run.owner == "thief"
+    await app.close()
+

@@ -40,6 +40,13 @@ class Workers:
     def log(self, i: int) -> str:
         return (self.tmp / f"worker-{i}.log").read_text(errors="replace")
 
+    def story(self) -> str:
+        """Every worker's log and the side file, for an assertion's message: a failure
+        seen once in many runs must explain itself."""
+        parts = [f"--- worker-{i} (pid {p.pid})\n{self.log(i)}" for i, p in enumerate(self.procs)]
+        side = self.side_file.read_text() if self.side_file.exists() else ""
+        return "\n".join([*parts, f"--- side file\n{side}"])
+
     def stop_all(self) -> None:
         for p in self.procs:
             if p.poll() is None:

@@ -66,10 +66,11 @@ async def test_sigterm_drain_finishes_the_step_and_hands_the_run_over(
         assert a.wait(30) == 0
         info = await client.get_run("d-1")
     counts = workers.counts()
-    assert (counts["start slow"], counts["end slow"], counts["quick"]) == (1, 1, 1)
+    story = workers.story()
+    assert (counts["start slow"], counts["end slow"], counts["quick"]) == (1, 1, 1), story
     by_pid = {what: pid for pid, what in workers.executions()}
-    assert by_pid["end slow"] == a.pid and by_pid["quick"] == b.pid
-    assert [x["status"] for x in info.attempts] == ["ok", "ok"]
+    assert by_pid["end slow"] == a.pid and by_pid["quick"] == b.pid, story
+    assert [x["status"] for x in info.attempts] == ["ok", "ok"], story
     assert "draining: 1 runs in flight" in workers.log(workers.procs.index(a))
 
 

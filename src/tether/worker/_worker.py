@@ -588,21 +588,38 @@ class Worker:
             except StoreError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            lost: list[str] = []
             for run_id, active in list(self._active.items()):
                 if active.seq > seq or active.finishing:
                     continue
                 if run_id not in hb.owned:
-                    log.warning("run %s: lease lost to another worker; dropping it", run_id)
+                    lost.append(run_id)
                     if active.ctx is not None:
                         active.ctx.halt(Lost(LeaseLost(run_id, active.ctx.lease.fencing_token)))
                     active.task.cancel()
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()
+            for run_id in lost:
+                await self._say_lost(run_id)
             if not self._claiming and self._seq == seq:
                 with contextlib.suppress(StoreError):
                     await self._release_orphans(hb.owned - set(self._active))
             with contextlib.suppress(StoreError):
                 await self._reap_dead_workers()
+
+    async def _say_lost(self, run_id: str) -> None:
+        """Log a lease this worker lost, with what the store holds now: who took the run
+        and in which state (a lease lost on a healthy machine is worth explaining)."""
+        try:
+            run = await self.app.store.run_get(run_id)
+        except StoreError:
+            run = None
+        if run is None:
+            log.warning("run %s: lease lost; dropping it", run_id)
+            return
+        log.warning("run %s: lease lost (now %s, owner %s, fencing token %d, updated at "
+                    "%.3f); dropping it", run_id, run.status, run.owner or "none",
+                    run.fencing_token, run.updated_at)
 
     async def _release_orphans(self, orphans: set[str]) -> None:
         """Hand back runs the store says this worker holds but that it does not execute:
