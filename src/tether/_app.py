@@ -81,11 +81,7 @@ class RunHandle(Generic[R]):
             raise ConfigError("timeout must be >= 0 or None")
         app = self.app
         await app._open()
-        run = await app._waiters.read(self.run_id)
-        if not run.status.is_settled:  # an ended run is answered even with timeout=0
-            await app._subscribe()
-            async with asyncio.timeout(timeout):
-                run = await app._waiters.wait(self.run_id)
+        run = await app._waiters.result(self.run_id, timeout, app._subscribe)
         value: R = app._decode_result(run)
         return value
 
@@ -819,13 +815,15 @@ class App:
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _subscribe(self) -> None:
-        """Wake result waiters when another process ends a run (once per app)."""
+    async def _subscribe(self) -> bool:
+        """Wake result waiters when another process ends a run (once per app). True if
+        this call subscribed (an end notified before it was missed)."""
         if self._subscribed or not self.store.capabilities.notifications:
-            return
+            return False
         self._subscribed = True
         self._unsubscribe = await self.store.subscribe(self._on_store_event)
         self._waiters.notified = True
+        return True
 
     def _on_store_event(self) -> None:
         self._waiters.check_all()

@@ -99,6 +99,54 @@ class ResultWaiters:
             timer.cancel()
             self._unregister(run_id, fut)
 
+    async def result(self, run_id: str, timeout: float | None,
+                     subscribe: Callable[[], Awaitable[bool]]) -> RunRecord:
+        """``RunHandle.result``'s wait: the run once it is settled, in one read when it
+        is settled already or a worker of this process ends it.
+
+        The wait for the end is registered before the first read, so an end after that
+        read (handed over by a worker here, or notified) answers it with no second read.
+        ``subscribe()`` runs only if the run is not settled yet (True: it subscribed to
+        store notifications just now, so an end before that is read again). ``timeout``
+        counts from the first read's answer: a settled run is answered even with
+        ``timeout=0``. Raises: RunNotFound, StoreError, TimeoutError."""
+        now = self._register(run_id, settled=False)
+        end = self._register(run_id, settled=True)
+        self._due.add(run_id)
+        self._wake()
+        timer: asyncio.TimerHandle | None = None
+        try:
+            try:
+                run = await now
+            finally:
+                self._unregister(run_id, now)
+            if run.status.is_settled:
+                return run
+            if await subscribe():
+                self.check(run_id)
+            loop = asyncio.get_running_loop()
+            delay = POLL_FIRST_NOTIFIED if self.notified else POLL_FIRST
+            held = self._held
+
+            def poll() -> None:
+                nonlocal delay, timer
+                # A run a worker of this process holds needs no poll: the worker answers
+                # its wait when it ends it, and reads it when it lets it go (``left``).
+                if held is None or not held(run_id):
+                    self.check(run_id)
+                delay = min(delay * POLL_GROWTH, POLL_CAP)
+                timer = loop.call_later(delay, poll)
+
+            timer = loop.call_later(delay, poll)
+            async with asyncio.timeout(timeout):
+                return await end
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if end.done() and not end.cancelled():
+                end.exception()  # retrieved: the first read's error reached the caller
+            self._unregister(run_id, end)
+
     def mark(self) -> int:
         """The number of waits registered so far: taken before a run's end is written,
         it tells ``settle`` which waiters began before that end."""

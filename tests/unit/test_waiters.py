@@ -155,3 +155,108 @@ async def test_a_run_left_after_its_waits_were_answered_is_not_read() -> None:
         await asyncio.sleep(0)
     assert calls == [["r"]]  # no read for `left`
     await waiters.close()
+
+
+async def _no_subscribe() -> bool:
+    return False
+
+
+async def test_a_result_that_a_worker_here_ends_costs_one_read() -> None:
+    """``result``: the wait for the end is registered before the first read, so the end
+    handed over by a worker of this process answers it: one read in all, and no poll
+    while a worker here holds the run."""
+    calls: list[list[str]] = []
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        return [record(RunStatus.RUNNING)]
+
+    waiters = ResultWaiters(read_many, held=lambda run_id: True)  # polls every 5 ms
+    since = waiters.mark() + 1  # the end is written after the wait registered
+    task = asyncio.create_task(waiters.result("r", None, _no_subscribe))
+    await asyncio.sleep(0.1)  # ~10 polls would have fallen due
+    assert calls == [["r"]]
+    ended = record(RunStatus.COMPLETED)
+    waiters.settle(ended, since)
+    assert await task is ended
+    assert calls == [["r"]]
+    await waiters.close()
+
+
+async def test_a_result_polls_a_run_nobody_here_holds() -> None:
+    calls: list[list[str]] = []
+    status = [RunStatus.RUNNING]
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        return [record(status[0])]
+
+    waiters = ResultWaiters(read_many, held=lambda run_id: False)
+    task = asyncio.create_task(waiters.result("r", 30, _no_subscribe))
+    while not calls:
+        await asyncio.sleep(0.001)
+    status[0] = RunStatus.COMPLETED  # ended by another process, no notification
+    assert (await task).status is RunStatus.COMPLETED
+    assert len(calls) >= 2
+    await waiters.close()
+
+
+async def test_a_settled_run_is_a_result_even_with_timeout_zero() -> None:
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        await asyncio.sleep(0.01)  # the read takes longer than the timeout
+        return [record(RunStatus.FAILED)]
+
+    waiters = ResultWaiters(read_many)
+    assert (await waiters.result("r", 0, _no_subscribe)).status is RunStatus.FAILED
+
+    async def running(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        return [record(RunStatus.RUNNING)]
+
+    waiters2 = ResultWaiters(running)
+    with pytest.raises(TimeoutError):
+        await waiters2.result("r", 0, _no_subscribe)
+    await waiters.close()
+    await waiters2.close()
+
+
+async def test_a_result_subscribed_just_now_reads_again() -> None:
+    """An end notified before the subscription was missed: the first result after
+    subscribing reads the run once more."""
+    calls: list[list[str]] = []
+    status = [RunStatus.RUNNING]
+
+    async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        calls.append(ids)
+        return [record(status[0])]
+
+    async def subscribe() -> bool:
+        status[0] = RunStatus.COMPLETED  # ended while the subscription was being made
+        return True
+
+    waiters = ResultWaiters(read_many)
+    waiters.notified = True  # (the poll would fall due only after 0.25 s)
+    got = await asyncio.wait_for(waiters.result("r", None, subscribe), 0.2)
+    assert got.status is RunStatus.COMPLETED
+    assert calls == [["r"], ["r"]]
+    await waiters.close()
+
+
+async def test_a_result_whose_read_fails_raises_the_store_error() -> None:
+    from tether.errors import RunNotFound, StoreUnavailable
+
+    async def unavailable(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        raise StoreUnavailable("down (injected)")
+
+    waiters = ResultWaiters(unavailable)
+    with pytest.raises(StoreUnavailable):
+        await waiters.result("r", 5, _no_subscribe)
+    await waiters.close()
+
+    async def missing(ids: list[str], settled_only: bool) -> list[RunRecord]:
+        return []
+
+    waiters = ResultWaiters(missing)
+    with pytest.raises(RunNotFound):
+        await waiters.result("r", 5, _no_subscribe)
+    assert not waiters._runs  # nothing left registered
+    await waiters.close()
