@@ -643,6 +643,35 @@ async def test_concurrent_appends_share_transactions(pg_url: str) -> None:
         await proxy.close()
 
 
+async def test_a_batch_of_appends_is_prepared_and_its_generic_plan_looks_runs_up_by_key(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """The batch statement is prepared (parsed and planned once per connection), so a
+    generic plan made while runs is tiny may be the one used later at any size: it must
+    look each entry's run up by primary key, never scan or hash every running run."""
+    import re
+
+    for i in range(3):
+        await pg.run_insert(run=run_record(f"r{i}"))
+    claimed = await pg.run_claim(worker_id="w", queues=["q"], limit=3, now=T0,
+                                 lease_seconds=LEASE)
+    # Entries out of run_id order (rows are locked in run_id order by the statement).
+    await asyncio.gather(*(pg.journal_append(lease=c.lease, entry=entry(0))
+                           for c in reversed(claimed)))
+    for c in claimed:
+        assert [e.position for e in await pg.journal_read(run_id=c.run.run_id)] == [0]
+    # The generic plan, forced, on this near-empty table.
+    numbered = iter(range(1, 100))
+    sql, n = re.subn(r"%\(\w+\)b", lambda _: f"${next(numbered)}", pg._q["journal_append"])
+    await raw.execute(f"PREPARE probe AS {sql}")
+    await raw.execute("SET plan_cache_mode = force_generic_plan")
+    cur = await raw.execute("EXPLAIN EXECUTE probe(" + ", ".join(["NULL"] * n) + ")")
+    plan = "\n".join(str(r[0]) for r in await cur.fetchall())
+    assert "Index Scan using runs_pkey" in plan, plan
+    assert "Seq Scan on runs" not in plan and "Hash Join" not in plan, plan
+    # The entries in run_id order feed the lookups: rows are locked in that order.
+    assert "Nested Loop" in plan and "Sort Key: a.run_id" in plan, plan
+
+
 async def test_concurrent_starts_share_transactions(pg_url: str) -> None:
     """200 runs started at once (``run_insert``, as concurrent ``App.start`` calls) are
     written in a handful of transactions, and each caller learns whether its insert

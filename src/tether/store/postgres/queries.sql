@@ -219,21 +219,29 @@ WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 -- Record operations' outcomes: one array per column (sent in binary, so nothing is
 -- escaped), one element per entry, no (run_id, position) twice. An entry whose lease was
 -- taken over writes nothing; a final entry is never overwritten. Returns the keys written.
+-- Each entry looks up its run's row by primary key (LATERAL), in run_id order, so rows are
+-- locked in the order heartbeats lock them; a plan of that shape is the only sensible
+-- one at any table size, so the statement is prepared: a generic plan made while runs
+-- was tiny stays a primary-key lookup per entry (a join of the arrays with runs did not:
+-- see Store._flush_appends).
 INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
                                    attempts, started_at, finished_at, next_attempt_at, args,
                                    fencing_token)
 SELECT u.run_id, u.position, u.kind, u.name, u.status, u.result, u.error, u.attempts,
        u.started_at, u.finished_at, u.next_attempt_at, u.args, u.fencing_token
-FROM unnest(%(run_id)b::text[], %(position)b::integer[], %(kind)b::text[],
-            %(name)b::text[], %(status)b::text[], %(result)b::text[], %(error)b::text[],
-            %(attempts)b::integer[], %(started_at)b::float8[], %(finished_at)b::float8[],
-            %(next_attempt_at)b::float8[], %(args)b::text[], %(fencing_token)b::bigint[])
-     AS u(run_id, position, kind, name, status, result, error, attempts, started_at,
-          finished_at, next_attempt_at, args, fencing_token)
-JOIN (SELECT run_id, fencing_token FROM {schema}.runs
-      WHERE run_id = ANY(%(run_id)b::text[]) AND (status = 'running') IS TRUE
-      ORDER BY run_id FOR SHARE) r  -- locked in run_id order, as heartbeats lock them
-  ON r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+FROM (SELECT * FROM unnest(
+          %(run_id)b::text[], %(position)b::integer[], %(kind)b::text[],
+          %(name)b::text[], %(status)b::text[], %(result)b::text[], %(error)b::text[],
+          %(attempts)b::integer[], %(started_at)b::float8[], %(finished_at)b::float8[],
+          %(next_attempt_at)b::float8[], %(args)b::text[], %(fencing_token)b::bigint[])
+          AS a(run_id, position, kind, name, status, result, error, attempts, started_at,
+               finished_at, next_attempt_at, args, fencing_token)
+      ORDER BY run_id) u
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {schema}.runs r
+    WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+      AND (r.status = 'running') IS TRUE
+    FOR SHARE) held
 ON CONFLICT (run_id, position) DO UPDATE SET
     kind = excluded.kind, name = excluded.name,
     status = excluded.status, result = excluded.result, error = excluded.error,
