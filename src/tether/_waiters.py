@@ -7,16 +7,16 @@ load. Here the callers register a future and ask for a read; one task per App ga
 every id asked for since its last read and reads them in one store call
 (``run_get_many``), so reads cost one round trip per wave, however many callers wait.
 
-- ``read(run_id)``: the run as it is now (the first read of ``result``).
-- ``wait(run_id)``: the run once it is settled (ended or blocked). Woken by
-  ``settle(run, since)`` (a worker of this process ended the run and hands over the
-  run as it ended it: no read), ``check(run_id)`` (read it), ``check_all()``
-  (a store notification: some run changed; read those settled among all waited for,
-  except the runs a worker of this process holds: it settles their waiters when it
-  ends them, and calls ``left(run_id)`` when it lets one go otherwise), and a
-  per-waiter poll with backoff (``check``), for stores without notifications, lost
-  notifications and runs deleted meanwhile (slower from the start where notifications
-  arrive).
+``result(run_id, timeout, subscribe)`` registers a wait for the run's end and reads the
+run once: a run settled already (ended or blocked) is the answer; else the wait is
+woken by ``settle(run, since)`` (a worker of this process ended the run and hands over
+the run as it ended it: no read), ``check(run_id)`` (read it), ``check_all()`` (a store
+notification: some run changed; read those settled among all waited for, except the
+runs a worker of this process holds: it settles their waiters when it ends them, and
+calls ``left(run_id)`` when it lets one go otherwise), and a per-waiter poll with
+backoff (``check``, skipping runs held here), for stores without notifications, lost
+notifications and runs deleted meanwhile (slower from the start where notifications
+arrive).
 """
 
 from __future__ import annotations
@@ -66,38 +66,6 @@ class ResultWaiters:
         #: Store notifications reach ``check_all`` (set by the App once subscribed).
         self.notified = False
         self._registered = 0  # registrations so far (``mark``)
-
-    async def read(self, run_id: str) -> RunRecord:
-        """The run now. Raises: RunNotFound, StoreError."""
-        fut = self._register(run_id, settled=False)
-        self._due.add(run_id)
-        self._wake()
-        try:
-            return await fut
-        finally:
-            self._unregister(run_id, fut)
-
-    async def wait(self, run_id: str) -> RunRecord:
-        """The run once it is settled; cancel to stop waiting. Raises: RunNotFound,
-        StoreError."""
-        fut = self._register(run_id, settled=True)
-        loop = asyncio.get_running_loop()
-        delay = POLL_FIRST_NOTIFIED if self.notified else POLL_FIRST
-        timer: asyncio.TimerHandle | None = None
-
-        def poll() -> None:
-            nonlocal delay, timer
-            self.check(run_id)
-            delay = min(delay * POLL_GROWTH, POLL_CAP)
-            timer = loop.call_later(delay, poll)
-
-        self.check(run_id)  # after registering: an end before this read is seen by it
-        timer = loop.call_later(delay, poll)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            self._unregister(run_id, fut)
 
     async def result(self, run_id: str, timeout: float | None,
                      subscribe: Callable[[], Awaitable[bool]]) -> RunRecord:

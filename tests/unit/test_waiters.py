@@ -16,11 +16,16 @@ def record(status: RunStatus) -> RunRecord:
                      created_at=0.0, updated_at=0.0)
 
 
+async def _no_subscribe() -> bool:
+    return False
+
+
 async def test_a_read_registered_during_an_in_flight_read_gets_a_fresh_state() -> None:
     """A read that began before `app.retry` committed (status failed) does not answer a
-    caller who asked after it (status queued): that caller waits for the next read."""
+    caller who asked after it (the run retried, and completed): that caller waits for
+    the next read."""
     gate = asyncio.Event()
-    states = [RunStatus.FAILED, RunStatus.QUEUED]
+    states = [RunStatus.FAILED, RunStatus.COMPLETED]
     calls: list[list[str]] = []
 
     async def read_many(ids: list[str], settled_only: bool) -> list[RunRecord]:
@@ -31,14 +36,14 @@ async def test_a_read_registered_during_an_in_flight_read_gets_a_fresh_state() -
         return [record(status)]
 
     waiters = ResultWaiters(read_many)
-    first = asyncio.create_task(waiters.read("r"))
+    first = asyncio.create_task(waiters.result("r", None, _no_subscribe))
     while not calls:
         await asyncio.sleep(0)
-    second = asyncio.create_task(waiters.read("r"))  # asked after the retry
+    second = asyncio.create_task(waiters.result("r", None, _no_subscribe))  # after the retry
     await asyncio.sleep(0)
     gate.set()
     assert (await first).status is RunStatus.FAILED
-    assert (await second).status is RunStatus.QUEUED
+    assert (await second).status is RunStatus.COMPLETED
     assert len(calls) == 2
     await waiters.close()
 
@@ -52,7 +57,8 @@ async def test_concurrent_readers_share_one_read() -> None:
         return [record(RunStatus.COMPLETED)]
 
     waiters = ResultWaiters(read_many)
-    got = await asyncio.gather(*(waiters.read("r") for _ in range(10)))
+    got = await asyncio.gather(*(waiters.result("r", None, _no_subscribe)
+                                 for _ in range(10)))
     assert all(r.status is RunStatus.COMPLETED for r in got)
     assert len(calls) == 1
     await waiters.close()
@@ -71,12 +77,13 @@ async def test_an_end_handed_over_answers_only_the_waits_that_began_before_it() 
 
     waiters = ResultWaiters(read_many)
     waiters.notified = True  # (no poll within the test)
-    early = asyncio.create_task(waiters.wait("r"))
+    early = asyncio.create_task(waiters.result("r", None, _no_subscribe))
+    while not calls:
+        await asyncio.sleep(0)
     await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    reads_before = len(calls)  # wait() reads once as it registers
+    reads_before = len(calls)  # result() reads once as it registers
     since = waiters.mark()     # the worker writes the run's end from here
-    late = asyncio.create_task(waiters.wait("r"))
+    late = asyncio.create_task(waiters.result("r", None, _no_subscribe))
     await asyncio.sleep(0)
     ended = record(RunStatus.FAILED)
     in_store[0] = RunStatus.COMPLETED  # (retried and completed meanwhile)
@@ -117,8 +124,8 @@ async def test_a_notification_reads_no_run_a_local_worker_holds(
 
     waiters = ResultWaiters(read_many, held=held.__contains__)
     waiters.notified = True  # polls start late: only notifications and `left` read
-    a = asyncio.create_task(waiters.wait("a"))
-    b = asyncio.create_task(waiters.wait("b"))
+    a = asyncio.create_task(waiters.result("a", None, _no_subscribe))
+    b = asyncio.create_task(waiters.result("b", None, _no_subscribe))
     assert (await b).status is RunStatus.COMPLETED  # the first read of each
     calls.clear()
     waiters.check_all()
@@ -144,7 +151,7 @@ async def test_a_run_left_after_its_waits_were_answered_is_not_read() -> None:
     waiters = ResultWaiters(read_many, held=lambda run_id: True)
     waiters.notified = True
     since = waiters.mark()
-    wait = asyncio.create_task(waiters.wait("r"))
+    wait = asyncio.create_task(waiters.result("r", None, _no_subscribe))
     for _ in range(5):
         await asyncio.sleep(0)
     assert calls == [["r"]]  # the wait's own first read: still running
@@ -155,10 +162,6 @@ async def test_a_run_left_after_its_waits_were_answered_is_not_read() -> None:
         await asyncio.sleep(0)
     assert calls == [["r"]]  # no read for `left`
     await waiters.close()
-
-
-async def _no_subscribe() -> bool:
-    return False
 
 
 async def test_a_result_that_a_worker_here_ends_costs_one_read() -> None:
