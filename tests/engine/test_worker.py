@@ -242,3 +242,36 @@ async def test_a_lost_lease_is_logged_with_who_holds_the_run_now(
     assert run is not None and run.owner == "thief"
     await app.close()
 
+
+
+async def test_many_lost_leases_cost_one_read_and_a_bounded_log(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker that lost many leases at once (a long pause) reads the first few back in
+    one read and counts the rest: its heartbeat loop must not stall on the log."""
+    from tether.worker import _worker
+
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> None:
+        pass
+
+    await app._open()
+    reads: list[list[str]] = []
+    real = app.store.run_get_many
+
+    async def counted(run_ids: list[str], *, settled_only: bool = False) -> list[object]:
+        reads.append(list(run_ids))
+        return await real(run_ids, settled_only=settled_only)  # type: ignore[return-value]
+
+    app.store.run_get_many = counted  # type: ignore[method-assign, assignment]
+    handle = await app.start(wf, run_id="known")
+    async with app.worker() as worker:
+        lost = [handle.run_id] + [f"gone-{i}" for i in range(_worker.LOST_DETAILS + 1)]
+        await worker._say_lost(lost)
+    assert reads[0] == lost[:_worker.LOST_DETAILS]
+    lines = [r.getMessage() for r in caplog.records if "lease" in r.getMessage()]
+    assert len(lines) == _worker.LOST_DETAILS + 1, lines
+    assert "run known: lease lost (now " in lines[0]
+    assert lines[-1] == "2 more leases lost; dropping those runs"
+    await app.close()

@@ -79,6 +79,8 @@ def _process_alive(pid: int, pid_start: str) -> bool:
     return not pid_start or _pid_start(pid) in ("", pid_start)
 
 
+#: Lost leases whose run a heartbeat reads back to say who holds it now.
+LOST_DETAILS = 10
 #: A worker that holds no run renews its registration this often (it has no lease that
 #: could expire; another worker calls it stale after a minute without a heartbeat).
 IDLE_HEARTBEAT_INTERVAL = 15.0
@@ -599,27 +601,33 @@ class Worker:
                     active.task.cancel()
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()
-            for run_id in lost:
-                await self._say_lost(run_id)
+            if lost:
+                await self._say_lost(lost)
             if not self._claiming and self._seq == seq:
                 with contextlib.suppress(StoreError):
                     await self._release_orphans(hb.owned - set(self._active))
             with contextlib.suppress(StoreError):
                 await self._reap_dead_workers()
 
-    async def _say_lost(self, run_id: str) -> None:
-        """Log a lease this worker lost, with what the store holds now: who took the run
-        and in which state (a lease lost on a healthy machine is worth explaining)."""
+    async def _say_lost(self, lost: list[str]) -> None:
+        """Log the leases this worker lost, with what the store holds now: who took each
+        run and in which state (a lease lost on a healthy machine is worth explaining).
+        One read, of the first ``LOST_DETAILS`` runs; a count for the rest."""
+        shown = lost[:LOST_DETAILS]
         try:
-            run = await self.app.store.run_get(run_id)
+            runs = {r.run_id: r for r in await self.app.store.run_get_many(shown)}
         except StoreError:
-            run = None
-        if run is None:
-            log.warning("run %s: lease lost; dropping it", run_id)
-            return
-        log.warning("run %s: lease lost (now %s, owner %s, fencing token %d, updated at "
-                    "%.3f); dropping it", run_id, run.status, run.owner or "none",
-                    run.fencing_token, run.updated_at)
+            runs = {}
+        for run_id in shown:
+            run = runs.get(run_id)
+            if run is None:
+                log.warning("run %s: lease lost; dropping it", run_id)
+            else:
+                log.warning("run %s: lease lost (now %s, owner %s, fencing token %d, "
+                            "updated at %.3f); dropping it", run_id, run.status.value,
+                            run.owner or "none", run.fencing_token, run.updated_at)
+        if len(lost) > len(shown):
+            log.warning("%d more leases lost; dropping those runs", len(lost) - len(shown))
 
     async def _release_orphans(self, orphans: set[str]) -> None:
         """Hand back runs the store says this worker holds but that it does not execute:

@@ -736,8 +736,8 @@ class PostgresStore(PostgresServeQueries):
         # 16-entry batch took 840 µs unprepared, 470 prepared, bench/pg_batch.py). Its
         # entries look their runs up one by one by primary key (LATERAL): an earlier
         # form joined the arrays with runs, and its generic plan, made while runs was
-        # tiny, joined by a nested loop over every running run per entry (a batch of
-        # 1,000 took a second until autovacuum's ANALYZE replanned it).
+        # tiny, scanned runs for every batch (a batch of 1,000 took a second until
+        # autovacuum's ANALYZE replanned it).
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
             if len(batch) == 1:
                 a = batch[0]

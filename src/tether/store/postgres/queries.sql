@@ -223,7 +223,7 @@ WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 -- locked in the order heartbeats lock them; a plan of that shape is the only sensible
 -- one at any table size, so the statement is prepared: a generic plan made while runs
 -- was tiny stays a primary-key lookup per entry (a join of the arrays with runs did not:
--- see Store._flush_appends).
+-- see PostgresStore._flush_appends).
 INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
                                    attempts, started_at, finished_at, next_attempt_at, args,
                                    fencing_token)
