@@ -157,8 +157,12 @@ def main(argv: list[str]) -> int:
                                "stale writes accepted": f.stale_writes_accepted,
                                "frozen while holding SQLite's write lock":
                                    f.frozen_holding_lock,
+                               "outcomes committed before a takeover": sum(
+                                   1 for e in f.evidence if not e["counted stale"]),
                                "wall time s": round(f.seconds, 1)})
                 print(json.dumps(fences[-1]), flush=True)
+                for e in f.evidence:
+                    print("  frozen process's outcome kept:", json.dumps(e), flush=True)
         if "storm" in chosen:
             with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
                     store_url(backend, Path(tmp)) as url:

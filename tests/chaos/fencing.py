@@ -1,7 +1,8 @@
 """Lease and fencing race: the worker executing a step is frozen with SIGSTOP before it
 can write the step's outcome; once its lease has expired another worker takes the run
 over and completes it; then SIGCONT lets the frozen one try its stale write. Figure:
-stale writes accepted (a journal entry or run end committed by the frozen process).
+stale writes accepted (a journal entry or run end of the frozen process kept after
+another process executed the step: written after the takeover).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
@@ -31,21 +32,29 @@ class FencingFigures:
     stale_writes_accepted: int = 0
     frozen_holding_lock: int = 0  # SQLite: frozen inside a transaction, all waited
     seconds: float = 0.0
+    #: What each counted stale write looked like (run, executors, tokens), to judge it.
+    evidence: list[dict[str, object]] = field(default_factory=list)
 
 
-def _executor_pid(ledger: Path, key: str) -> int | None:
+def _executors(ledger: Path, key: str) -> list[int]:
+    """The processes that executed the step ``key``, in order (the ledger's effects)."""
     if not ledger.exists():
-        return None
+        return []
     conn = apsw.Connection(str(ledger), flags=apsw.SQLITE_OPEN_READONLY)
     conn.setbusytimeout(10_000)
     try:
         rows = conn.execute("SELECT pid FROM effects WHERE key = ? ORDER BY at",
                             (key,)).fetchall()
     except apsw.SQLError:
-        return None  # the table is not there yet
+        return []  # the table is not there yet
     finally:
         conn.close()
-    return int(str(rows[0][0])) if rows else None
+    return [int(str(r[0])) for r in rows]
+
+
+def _executor_pid(ledger: Path, key: str) -> int | None:
+    pids = _executors(ledger, key)
+    return pids[0] if pids else None
 
 
 async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> FencingFigures:
@@ -73,6 +82,7 @@ async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> 
                 await asyncio.sleep(0.01)
                 pid = _executor_pid(ledger, key)
             os.kill(pid, signal.SIGSTOP)  # frozen inside the step, before its write
+            held_lock = False
             try:
                 result = await handle.result(timeout=max(15.0, 10 * lease))
             except TimeoutError:
@@ -80,6 +90,7 @@ async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> 
                 # writer thread was inside a transaction): nobody can write until it
                 # thaws. Not a fencing failure; counted apart.
                 figures.frozen_holding_lock += 1
+                held_lock = True
                 result = None
             finally:
                 os.kill(pid, signal.SIGCONT)
@@ -96,8 +107,22 @@ async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> 
             # Once the run was taken over (its fencing token moved past the frozen
             # process's first claim), the frozen process's outcome must never be kept.
             taken_over = run.fencing_token > 1
-            if taken_over and (committed_pid == pid or app.codec.decode(run.result) == pid):
+            # ... unless it committed before the takeover: frozen while holding SQLite's
+            # write lock with its write's statement already run (its token current),
+            # it commits when it thaws, and the next owner replays that entry instead
+            # of executing the step (the ledger then shows the frozen process alone).
+            # An outcome of the frozen process kept while another process executed the
+            # step can only have been written after the takeover.
+            executors = _executors(ledger, key)
+            others_ran = any(p != pid for p in executors)
+            kept = committed_pid == pid or app.codec.decode(run.result) == pid
+            if taken_over and kept and others_ran:
                 figures.stale_writes_accepted += 1
+            if taken_over and kept:
+                figures.evidence.append({
+                    "run": run_id, "frozen pid": pid, "executors": executors,
+                    "run token": run.fencing_token, "held lock": held_lock,
+                    "counted stale": others_ran})
     finally:
         for p in procs.values():
             if p.poll() is None:
