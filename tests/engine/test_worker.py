@@ -275,3 +275,39 @@ async def test_many_lost_leases_cost_one_read_and_a_bounded_log(
     assert "run known: lease lost (now " in lines[0]
     assert lines[-1] == "2 more leases lost; dropping those runs"
     await app.close()
+
+
+async def test_a_crash_suspect_runs_only_in_a_worker_that_holds_nothing_else(
+        sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A run whose workers died twice in a row running it (a suspect) is executed only
+    by a worker that holds no other run: claimed in one batch with a healthy run, it is
+    handed back until the healthy run is over, so a crash it causes cannot be counted
+    against a run that merely shared its process."""
+    import apsw
+
+    app = App(sqlite_url)
+    order: list[str] = []
+
+    @app.step
+    async def work(name: str) -> str:
+        order.append(name)
+        await asyncio.sleep(0.2)
+        return name
+
+    @app.workflow
+    async def wf(name: str) -> str:
+        return await work(name)
+
+    suspect = await app.start(wf, "suspect", run_id="a-suspect")
+    healthy = await app.start(wf, "healthy", run_id="b-healthy")
+    conn = apsw.Connection(sqlite_url.removeprefix("sqlite:///"))
+    conn.execute("UPDATE tether_runs SET crashes = 2, crashes_seen = 2, crash_progress = 0, "
+                 "available_at = available_at - 1 WHERE run_id = 'a-suspect'")
+    conn.close()
+    async with app.worker(concurrency=4):
+        assert await healthy.result(timeout=30) == "healthy"
+        assert await suspect.result(timeout=30) == "suspect"
+    assert order == ["healthy", "suspect"]
+    alone = [r for r in caplog.records if "executing it alone" in r.getMessage()]
+    assert len(alone) == 1
+    await app.close()

@@ -803,10 +803,13 @@ class Worker:
             await self._defer(lease, delay, f"a back-off: its worker died {crashes} times "
                               f"in a row running it (at position {position})")
             return False
-        if self._executing or self._isolated is not None:
+        if self._executing or self._isolated is not None or len(self._active) > 1:
             # Not alone here: stop claiming until this worker is idle, and let it (or
             # another idle worker) claim the run again in a moment (jittered, so that
-            # two suspects handed back together come back apart).
+            # two suspects handed back together come back apart). Alone means holding
+            # nothing else at all: a run claimed in the same batch but not started yet,
+            # or one whose back-off is being written, dies with the suspect too, and
+            # would count a crash it did not cause.
             self._isolation_wanted = True
             await self._defer(lease, CRASH_BACKOFF * random.uniform(1.0, 2.0),
                               f"a worker executing nothing else (its worker died "
