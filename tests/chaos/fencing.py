@@ -32,7 +32,8 @@ class FencingFigures:
     stale_writes_accepted: int = 0
     frozen_holding_lock: int = 0  # SQLite: frozen inside a transaction, all waited
     seconds: float = 0.0
-    #: What each counted stale write looked like (run, executors, tokens), to judge it.
+    #: Every outcome of a frozen process kept after a takeover (run, executors, token,
+    #: lock held, counted stale or not), to judge each one.
     evidence: list[dict[str, object]] = field(default_factory=list)
 
 

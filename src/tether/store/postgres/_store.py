@@ -733,7 +733,7 @@ class PostgresStore(PostgresServeQueries):
         waves = _waves(batch) if len(batch) > 1 else [batch]
 
         # A batch is a prepared statement (parsed and planned once per connection: a
-        # 16-entry batch took 840 µs unprepared, 470 prepared, bench/pg_batch.py). Its
+        # 16-entry batch took 781 µs unprepared, 457 prepared, bench/pg_batch.py). Its
         # entries look their runs up one by one by primary key (LATERAL): an earlier
         # form joined the arrays with runs, and its generic plan, made while runs was
         # tiny, scanned runs for every batch (a batch of 1,000 took a second until
