@@ -4,6 +4,7 @@ statement per chunk, and each still gets its own outcome, in queue order."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -100,6 +101,36 @@ async def test_two_appends_of_one_position_in_a_batch_apply_in_order(
         (0, "ok", "7"), (1, "ok", "1")]
 
 
+async def test_a_batch_is_written_whole_or_undone_and_its_events_once(
+        store: SqliteStore) -> None:
+    """One statement writes a chunk, all or none: a batch that turns pending entries
+    final writes each once with one op event; a batch one of whose appends is refused
+    is undone by SQLite and each append runs alone, so the others' rows and events are
+    written once, not twice, and the refused one's not at all."""
+    a = (await start_and_claim(store, "a", queue="qa")).lease
+    b = (await start_and_claim(store, "b", queue="qb")).lease
+    assert await _in_one_batch(store, [(a, entry(0, "pending")), (b, entry(0, "pending"))]) \
+        == [None, None]
+    assert await _in_one_batch(store, [(a, entry(0, result="3")), (b, entry(0, result="4"))]) \
+        == [None, None]  # the upsert's update path: pending -> final
+    stale = Lease(b.run_id, b.worker_id, b.fencing_token + 1)
+    outcomes = await _in_one_batch(store, [(a, entry(1)), (stale, entry(1)), (a, entry(2))])
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], LeaseLost)
+    assert [(e.position, e.status, e.result) for e in await store.journal_read("a")] == [
+        (0, "ok", "3"), (1, "ok", "1"), (2, "ok", "1")]
+    assert [(e.position, e.result) for e in await store.journal_read("b")] == [(0, "4")]
+
+    def ops(run_id: str) -> list[tuple[int, str]]:
+        return [(json.loads(e.data)["position"], json.loads(e.data)["status"])
+            for e in events[run_id]
+                if e.kind == "op"]
+
+    events = {r: await store.run_events_read(run_id=r, after=None) for r in ("a", "b")}
+    assert ops("a") == [(0, "ok"), (1, "ok"), (2, "ok")]
+    assert ops("b") == [(0, "ok")]
+
+
 async def test_more_appends_than_one_statement_takes(store: SqliteStore) -> None:
     leases = [(await start_and_claim(store, f"r{i}", queue=f"q{i}")).lease
               for i in range(3)]
@@ -159,3 +190,4 @@ async def test_each_loop_is_answered_on_its_own(store: SqliteStore) -> None:
     assert await asyncio.to_thread(elsewhere) == []  # another loop again: not the stale one
     assert await store.worker_list() == []
     assert store._last_loop is asyncio.get_running_loop()
+

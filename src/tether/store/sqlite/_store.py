@@ -1135,22 +1135,27 @@ _APPEND_COLUMNS = ("run_id, position, kind, name, status, result, error, attempt
 
 @functools.lru_cache(maxsize=_APPEND_CHUNK)
 def _append_many_sql(n: int) -> str:
-    """``journal_append`` for ``n`` entries in one statement, each written only under its
-    own current lease and never over a final entry; returns the keys written."""
+    """``journal_append`` for ``n`` entries in one statement, all or none: an entry whose
+    lease is not current (its run id selected as NULL) or that would overwrite a final
+    entry (its kind set to NULL) breaks a NOT NULL constraint, and SQLite undoes the
+    whole statement (its triggers' rows too) and leaves the transaction open.
+
+    It returns nothing: with ``RETURNING`` each written key was a step of its own, and
+    each step let the event loop's thread take the GIL (``bench/stepcost.py --runs``).
+    The ``WHERE true`` tells SQLite's parser that ``ON CONFLICT`` is the upsert's."""
     rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
-    values = ", ".join(f"v.column{k}" for k in range(1, 14))
+    values = ", ".join(f"v.column{k}" for k in range(2, 14))
     return (
         f"INSERT INTO tether_journal ({_APPEND_COLUMNS}) "
-        f"SELECT {values} FROM (VALUES {rows}) AS v "
-        "WHERE EXISTS (SELECT 1 FROM tether_runs WHERE run_id = v.column1 "
-        "AND fencing_token = v.column13 AND status = 'running') "
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM tether_runs WHERE run_id = v.column1 "
+        "AND fencing_token = v.column13 AND status = 'running') THEN v.column1 END, "
+        f"{values} FROM (VALUES {rows}) AS v WHERE true "
         "ON CONFLICT (run_id, position) DO UPDATE SET "
-        "kind = excluded.kind, name = excluded.name, status = excluded.status, "
+        "kind = CASE WHEN tether_journal.status = 'pending' THEN excluded.kind END, "
+        "name = excluded.name, status = excluded.status, "
         "result = excluded.result, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, "
-        "fencing_token = excluded.fencing_token "
-        "WHERE tether_journal.status = 'pending' "
-        "RETURNING run_id, position"
+        "fencing_token = excluded.fencing_token"
     )
 
 
@@ -1159,11 +1164,10 @@ def _appends(conn: apsw.Connection, ops: list[Op],
              ) -> list[tuple[Op, Any, BaseException | None]]:
     """Several queued journal appends (``_journal_append`` operations) in one statement:
     one call into SQLite instead of one per entry (each call lets the event loop's
-    thread take the GIL, and the writer waits to get it back). An append the statement
-    did not write (a lost lease, a final entry already there) runs alone again, which
-    raises its own error; so does every append of a chunk the statement failed for
-    (SQLite undid the whole statement). Two appends of one position in a chunk also
-    run one by one, in order."""
+    thread take the GIL, and the writer waits to get it back). The statement writes all
+    of them or none (``_append_many_sql``); when it writes none (a lost lease, a final
+    entry already there), each append runs alone again and raises its own error. Two
+    appends of one position in a chunk also run one by one, in order."""
     params: list[Any] = []
     keys: set[tuple[str, int]] = set()
     for op in ops:
@@ -1172,22 +1176,19 @@ def _appends(conn: apsw.Connection, ops: list[Op],
                    e.attempts, e.started_at, e.finished_at, e.next_attempt_at, e.args,
                    lease.fencing_token)
         keys.add((lease.run_id, e.position))
-    written: set[tuple[str, int]] = set()
     if len(keys) == len(ops):
         try:
-            written = {(r[0], r[1]) for r in conn.execute(_append_many_sql(len(ops)), params)}
+            conn.execute(_append_many_sql(len(ops)), params)
         except apsw.BusyError:
             raise
         except apsw.Error:
             if conn.getautocommit():
                 raise  # SQLite rolled the whole batch back: all fail
-            written = set()  # the statement was undone: each one alone says why
+            # The statement was undone: each one alone says why.
+        else:
+            return [(op, None, None) for op in ops]
     out: list[tuple[Op, Any, BaseException | None]] = []
     for op in ops:
-        lease, e = op.args
-        if (lease.run_id, e.position) in written:
-            out.append((op, None, None))
-            continue
         try:
             out.append((op, op.fn(conn, *op.args), None))
         except apsw.BusyError:
