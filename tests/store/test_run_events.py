@@ -4,7 +4,10 @@ run) and a run purged and started again under its id gets ids above the old ones
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -134,6 +137,29 @@ async def _scenario(store: Store, run_id: str, part: int) -> None:
                            now=T0 + 4)
 
 
+def _appends_before_0009(init: Any) -> Any:
+    """``PostgresStore.__init__`` with the append statements as they were before migration
+    0009: no op events of their own (the trigger of a schema that old writes them all)."""
+    from tether.store.postgres import _store as pg_store
+    from tether.store.postgres._raw import Prepared
+
+    def before(sql: str) -> str:
+        body = sql.partition("w AS (")[2].partition("    RETURNING j.run_id")[0]
+        cut = body.replace(" AND (SELECT f FROM flag) = 'statement'", "").replace(
+            "    WHERE (SELECT f FROM flag) = 'statement'\n", "")
+        assert body and cut.count("flag") == 0, "the append statements changed"
+        return cut + "    RETURNING j.run_id, j.position"
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for name in ("journal_append", "journal_append_one"):
+            self._q[name] = before(self._q[name])
+        self._append_one = Prepared("tether_append_one_0008", self._q["journal_append_one"],
+                                    pg_store._APPEND_ONE_TYPES)
+
+    return patched
+
+
 async def _read_all(store: Store, run_id: str, n: int) -> list[tuple[str, str, str | None]]:
     await wait_for(lambda: _count(store, run_id, n), timeout=30, what="the events")
     return [(e.event_id, e.kind, e.data)
@@ -151,13 +177,15 @@ async def test_compact_events_read_as_before_and_old_ones_are_kept(
     before them, for rows stored before the migration and after it, in order, resuming
     after any cursor."""
     if backend == "postgres":
-        from tether.store.postgres import _migrate
+        from tether.store.postgres import PostgresStore, _migrate
 
         pg_url = str(request.getfixturevalue("pg_url"))
         old_url, new_url = f"{pg_url}?schema=old", f"{pg_url}?schema=new"
         every = _migrate.migrations
         monkeypatch.setattr(_migrate, "migrations",
                             lambda schema: [m for m in every(schema) if m[0] <= 6])
+        monkeypatch.setattr(PostgresStore, "__init__", _appends_before_0009(
+            PostgresStore.__init__))
     else:
         from tether.store.sqlite import _store as sqlite_store
 
@@ -194,3 +222,55 @@ async def test_compact_events_read_as_before_and_old_ones_are_kept(
     finally:
         await new.close()
         await migrated.close()
+
+
+@pytest.mark.postgres
+async def test_appends_write_each_op_event_once_and_other_writers_keep_the_trigger(
+        pg_migrated_url: str) -> None:
+    """PostgreSQL (migration 0009): a lone append and batches of appends write the op
+    events of their final entries themselves, one each, in position order; a pending
+    entry with an error (a retry's back-off) still gets its event from the trigger; and
+    the flag that makes the trigger skip lives only in the appends' own transaction, so a
+    journal row written afterwards on the same connection by anything else still gets
+    its event."""
+    import psycopg
+
+    store = open_store(pg_migrated_url)
+    await store.open()
+    try:
+        a = (await start_and_claim(store, "a", queue="qa")).lease
+        b = (await start_and_claim(store, "b", queue="qb")).lease
+        await store.journal_append(lease=a, entry=entry(0))  # alone
+        writer = store._writer  # type: ignore[attr-defined]
+        before = (writer.batches, writer.entries)
+        await asyncio.gather(*[store.journal_append(lease=lease, entry=entry(pos))
+                               for pos in range(1, 6) for lease in (a, b)])  # batches
+        assert writer.entries - before[1] > writer.batches - before[0]  # some of several
+        retry = entry(6, "pending")
+        retry.error = '{"type": "E", "message": "no"}'
+        await store.journal_append(lease=a, entry=retry)
+        await wait_for(lambda: _count(store, "a", 8), timeout=30, what="the events of a")
+        ops = [e.data for e in await store.run_events_read(run_id="a", after=None)
+               if e.kind == "op"]
+        assert [(json.loads(d)["position"], json.loads(d)["status"]) for d in ops] == [
+            *[(pos, "ok") for pos in range(6)], (6, "pending")]
+        assert [k for k, _ in await events_of(store, "b")] == ["status", *["op"] * 5]
+        schema = store.schema  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+    async with await psycopg.AsyncConnection.connect(pg_migrated_url,
+                                                     autocommit=True) as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('tether.op_events', 'statement', true)")
+            await conn.execute(f"INSERT INTO {schema}.journal (run_id, position, kind, name, "
+                               "status, attempts, fencing_token) "
+                               "VALUES ('b', 6, 'step', 's', 'ok', 1, 1)")
+        await conn.execute(f"INSERT INTO {schema}.journal (run_id, position, kind, name, "
+                           "status, attempts, fencing_token) "
+                           "VALUES ('b', 7, 'step', 's', 'ok', 1, 1)")
+        cur = await conn.execute(f"SELECT data FROM {schema}.run_events "
+                                 "WHERE run_id = 'b' AND kind = 'o' ORDER BY event_id")
+        rows = [r[0] for r in await cur.fetchall()]
+    # Written while the flag was set, by a statement that writes no event: none (the
+    # contract of the flag); written after that transaction: the trigger's.
+    assert [r.split()[0] for r in rows] == ["1", "2", "3", "4", "5", "7"]

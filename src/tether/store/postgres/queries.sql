@@ -224,52 +224,73 @@ WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 -- one at any table size, so the statement is prepared: a generic plan made while runs
 -- was tiny stays a primary-key lookup per entry (a join of the arrays with runs did not:
 -- see PostgresStore._flush_appends).
-INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
-                                   attempts, started_at, finished_at, next_attempt_at, args,
-                                   fencing_token)
-SELECT u.run_id, u.position, u.kind, u.name, u.status, u.result, u.error, u.attempts,
-       u.started_at, u.finished_at, u.next_attempt_at, u.args, u.fencing_token
-FROM (SELECT * FROM unnest(
-          %(run_id)b::text[], %(position)b::integer[], %(kind)b::text[],
-          %(name)b::text[], %(status)b::text[], %(result)b::text[], %(error)b::text[],
-          %(attempts)b::integer[], %(started_at)b::float8[], %(finished_at)b::float8[],
-          %(next_attempt_at)b::float8[], %(args)b::text[], %(fencing_token)b::bigint[])
-          AS a(run_id, position, kind, name, status, result, error, attempts, started_at,
-               finished_at, next_attempt_at, args, fencing_token)
-      ORDER BY run_id) u
-CROSS JOIN LATERAL (
-    SELECT 1 FROM {schema}.runs r
-    WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
-      AND (r.status = 'running') IS TRUE
-    FOR SHARE) held
-ON CONFLICT (run_id, position) DO UPDATE SET
-    kind = excluded.kind, name = excluded.name,
-    status = excluded.status, result = excluded.result, error = excluded.error,
-    attempts = excluded.attempts, finished_at = excluded.finished_at,
-    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-WHERE j.status = 'pending'
-RETURNING j.run_id, j.position;
+-- The op events of the final entries written are written here (ev), in run and position
+-- order; the flag, set for this transaction before any row is written (the InitPlan that
+-- gates the insert), tells the row trigger to skip them (migration 0009).
+WITH flag AS MATERIALIZED (SELECT set_config('tether.op_events', 'statement', true) AS f),
+w AS (
+    INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                       attempts, started_at, finished_at, next_attempt_at,
+                                       args, fencing_token)
+    SELECT u.run_id, u.position, u.kind, u.name, u.status, u.result, u.error, u.attempts,
+           u.started_at, u.finished_at, u.next_attempt_at, u.args, u.fencing_token
+    FROM (SELECT * FROM unnest(
+              %(run_id)b::text[], %(position)b::integer[], %(kind)b::text[],
+              %(name)b::text[], %(status)b::text[], %(result)b::text[], %(error)b::text[],
+              %(attempts)b::integer[], %(started_at)b::float8[], %(finished_at)b::float8[],
+              %(next_attempt_at)b::float8[], %(args)b::text[], %(fencing_token)b::bigint[])
+              AS a(run_id, position, kind, name, status, result, error, attempts,
+                   started_at, finished_at, next_attempt_at, args, fencing_token)
+          ORDER BY run_id) u
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM {schema}.runs r
+        WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+          AND (r.status = 'running') IS TRUE
+        FOR SHARE) held
+    WHERE (SELECT f FROM flag) = 'statement'
+    ON CONFLICT (run_id, position) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name,
+        status = excluded.status, result = excluded.result, error = excluded.error,
+        attempts = excluded.attempts, finished_at = excluded.finished_at,
+        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+    WHERE j.status = 'pending'
+    RETURNING j.run_id, j.position, j.attempts, j.status, j.kind, j.name),
+ev AS (
+    INSERT INTO {schema}.run_events (run_id, kind, data)
+    SELECT run_id, 'o', position || ' ' || attempts || ' ' || status || ' ' || kind || ' '
+                        || name
+    FROM w WHERE status <> 'pending' ORDER BY run_id, position)
+SELECT run_id, position FROM w;
 
 -- journal_append_one --
 -- The same for one entry, with scalar parameters (a prepared statement: the common case
 -- of a run appending while no other run does).
-INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
-                                   attempts, started_at, finished_at, next_attempt_at, args,
-                                   fencing_token)
-SELECT run_id, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
-       %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
-       %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text, fencing_token
-FROM {schema}.runs
-WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
-  AND (status = 'running') IS TRUE
-FOR SHARE
-ON CONFLICT (run_id, position) DO UPDATE SET
-    kind = excluded.kind, name = excluded.name,
-    status = excluded.status, result = excluded.result, error = excluded.error,
-    attempts = excluded.attempts, finished_at = excluded.finished_at,
-    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-WHERE j.status = 'pending'
-RETURNING j.run_id, j.position;
+WITH flag AS MATERIALIZED (SELECT set_config('tether.op_events', 'statement', true) AS f),
+w AS (
+    INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                       attempts, started_at, finished_at, next_attempt_at,
+                                       args, fencing_token)
+    SELECT run_id, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
+           %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
+           %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text,
+           fencing_token
+    FROM {schema}.runs
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+      AND (status = 'running') IS TRUE AND (SELECT f FROM flag) = 'statement'
+    FOR SHARE
+    ON CONFLICT (run_id, position) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name,
+        status = excluded.status, result = excluded.result, error = excluded.error,
+        attempts = excluded.attempts, finished_at = excluded.finished_at,
+        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+    WHERE j.status = 'pending'
+    RETURNING j.run_id, j.position, j.attempts, j.status, j.kind, j.name),
+ev AS (
+    INSERT INTO {schema}.run_events (run_id, kind, data)
+    SELECT run_id, 'o', position || ' ' || attempts || ' ' || status || ' ' || kind || ' '
+                        || name
+    FROM w WHERE status <> 'pending')
+SELECT run_id, position FROM w;
 
 -- run_finish --
 -- End a run under the caller's lease; returns 1 (and notifies) if it did.
