@@ -24,7 +24,9 @@ store's database; SQLite: a file beside the store's); the worker is idle between
 ``--split`` adds a third block to each pair: the same steps with the run-event log's
 per-step row switched off (the journal's op-event triggers: dropped on SQLite, disabled
 on PostgreSQL, for that block only, from a connection of the bench's own while the worker
-is idle), in alternating order with the normal block. The difference is what the event
+is idle; on PostgreSQL the worker's append statements, which write that row themselves,
+are also swapped for the same statements without it), in alternating order with the
+normal block. The difference is what the event
 log (``tether serve``'s SSE history: one ``run_events`` row and index entry per finished
 step) costs a sequential step; the rest over a bare commit is the step's own work.
 
@@ -40,8 +42,8 @@ own (blocking) connection, the bare commit's client path, in rotating order, ``-
 rounds of ``--block`` each, into a running run no worker holds. Each variant adds one
 part of what ``journal_append_one`` does: an INSERT of the journal row; taking the
 fencing token from the run's row (INSERT ... SELECT); locking that row ``FOR SHARE``; the
-``ON CONFLICT`` clause (the statement as Tether sends it, its op-event trigger off); and
-the op-event trigger (the statement as it runs in a store). Their ratios to the bare
+``ON CONFLICT`` clause (the statement as Tether sends it, less the op event it writes);
+and that op event (the statement as sent; migration 0009). Their ratios to the bare
 commit (median of the rounds' ratios) show what each part costs on the server; the
 rest of a step's cost is the client's: an asynchronous round trip and the step's work.
 """
@@ -73,11 +75,14 @@ from bench.core import (  # noqa: E402
 )
 
 
-def op_events_switch(kind: str, url: str) -> tuple[Callable[[bool], None], Callable[[], None]]:
+def op_events_switch(kind: str, url: str, app: Any = None,
+                     ) -> tuple[Callable[[bool], None], Callable[[], None]]:
     """(switch(on), close): turn the journal's op-event triggers (one ``run_events`` row
     per finished step) off and on again in the store at ``url``, from a connection of
     the bench's own. The worker's statements see the change at their next execution
-    (SQLite re-prepares them; PostgreSQL invalidates their plans)."""
+    (SQLite re-prepares them; PostgreSQL invalidates their plans). On PostgreSQL the
+    append statements write their op events themselves (migration 0009): ``app``'s store
+    (this process's worker) is given the same statements without that part while off."""
     if kind == "sqlite":
         import apsw
 
@@ -108,11 +113,31 @@ def op_events_switch(kind: str, url: str) -> tuple[Callable[[bool], None], Calla
 
     pg = psycopg.connect(url, autocommit=True)
 
+    from tether.store.postgres._store import _APPEND_ONE_TYPES
+
+    store = app.store
+    sent = {name: store._q[name] for name in ("journal_append", "journal_append_one")}
+    sent_one = store._append_one
+    quiet = {name: _without_events(sql) for name, sql in sent.items()}
+    quiet_one = type(sent_one)("tether_append_one_no_events", quiet["journal_append_one"],
+                               _APPEND_ONE_TYPES)
+
     def switch_pg(on: bool) -> None:
         pg.execute("ALTER TABLE tether.journal "
                    f"{'ENABLE' if on else 'DISABLE'} TRIGGER run_events_journal")
+        store._q.update(sent if on else quiet)
+        store._append_one = sent_one if on else quiet_one
 
     return switch_pg, pg.close
+
+
+def _without_events(sql: str) -> str:
+    """A PostgreSQL append statement (``queries.sql``) without the CTE that writes its op
+    events (``ev``): what it writes then is the journal row alone."""
+    head, sep, _ = sql.partition(",\nev AS (")
+    if not sep:
+        raise SystemExit("--split: the append statements changed; update this bench")
+    return head + "\nSELECT run_id, position FROM w"
 
 
 async def fill_history(app: Any, runs: int) -> None:
@@ -199,8 +224,8 @@ async def pg_statements(pairs: int, block: int, folder: Path) -> dict[str, Any]:
                                           False),
             "+ fencing token from the run's row": (_APPEND_SELECT, False),
             "+ the run's row locked FOR SHARE": (_APPEND_SELECT + " FOR SHARE", False),
-            "+ ON CONFLICT (the statement as sent)": (full, False),
-            "+ op-event trigger (as in a store)": (full, True),
+            "+ ON CONFLICT (as sent, less its event)": (_without_events(full), False),
+            "+ its op event (the statement as sent)": (full, True),
         }
         commits, close = pg_committer(url)
         conn = psycopg.connect(url, autocommit=True)
@@ -282,7 +307,8 @@ async def measure(kind: str, pairs: int, block: int, folder: Path,
                 commits(1100)
             else:
                 commits, close = pg_committer(url)
-            switch, close_switch = op_events_switch(kind, url) if split else (None, None)
+            switch, close_switch = (op_events_switch(kind, url, app) if split
+                                     else (None, None))
             try:
                 commit_us: list[float] = []
                 step_us: list[float] = []
