@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tether import App
 
@@ -52,6 +53,37 @@ def make_app(url: str | None) -> App:
         return total
 
     return app
+
+
+def pg_less_events(sql: str) -> str:
+    """A PostgreSQL journal append statement (``queries.sql``) without the CTE that writes
+    its op events (``ev``): it then writes the journal rows alone."""
+    head, sep, _ = sql.partition(",\nev AS (")
+    if not sep:
+        raise SystemExit("the append statements changed: update bench/core.py")
+    return head + "\nSELECT run_id, position FROM w"
+
+
+def pg_op_events(store: Any) -> Callable[[bool], None]:
+    """switch(on) for a PostgreSQL store of this process: off, its two journal append
+    statements are the same without the CTE that writes their op events (migration 0009:
+    they write them themselves, the row trigger skips them), for a bench that measures
+    the event log by turning it off (disable the ``run_events_journal`` trigger too, for
+    the other writers); on, the statements as sent."""
+    from tether.store.postgres._raw import Prepared
+    from tether.store.postgres._store import _APPEND_ONE_TYPES
+
+    sent = {name: store._q[name] for name in ("journal_append", "journal_append_one")}
+    sent_one = store._append_one
+    off = {name: pg_less_events(sql) for name, sql in sent.items()}
+    off_one = Prepared("tether_append_one_no_events", off["journal_append_one"],
+                       _APPEND_ONE_TYPES)
+
+    def switch(on: bool) -> None:
+        store._q.update(sent if on else off)
+        store._append_one = sent_one if on else off_one
+
+    return switch
 
 
 def sqlite_committer(path: Path) -> tuple[Callable[[int], float], Callable[[], None]]:

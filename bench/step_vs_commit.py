@@ -70,6 +70,8 @@ from bench.core import (  # noqa: E402
     drop_created,
     make_app,
     pg_committer,
+    pg_less_events,
+    pg_op_events,
     resolve,
     sqlite_committer,
 )
@@ -113,31 +115,14 @@ def op_events_switch(kind: str, url: str, app: Any = None,
 
     pg = psycopg.connect(url, autocommit=True)
 
-    from tether.store.postgres._store import _APPEND_ONE_TYPES
-
-    store = app.store
-    sent = {name: store._q[name] for name in ("journal_append", "journal_append_one")}
-    sent_one = store._append_one
-    quiet = {name: _without_events(sql) for name, sql in sent.items()}
-    quiet_one = type(sent_one)("tether_append_one_no_events", quiet["journal_append_one"],
-                               _APPEND_ONE_TYPES)
+    statements = pg_op_events(app.store)
 
     def switch_pg(on: bool) -> None:
         pg.execute("ALTER TABLE tether.journal "
                    f"{'ENABLE' if on else 'DISABLE'} TRIGGER run_events_journal")
-        store._q.update(sent if on else quiet)
-        store._append_one = sent_one if on else quiet_one
+        statements(on)
 
     return switch_pg, pg.close
-
-
-def _without_events(sql: str) -> str:
-    """A PostgreSQL append statement (``queries.sql``) without the CTE that writes its op
-    events (``ev``): what it writes then is the journal row alone."""
-    head, sep, _ = sql.partition(",\nev AS (")
-    if not sep:
-        raise SystemExit("--split: the append statements changed; update this bench")
-    return head + "\nSELECT run_id, position FROM w"
 
 
 async def fill_history(app: Any, runs: int) -> None:
@@ -224,7 +209,7 @@ async def pg_statements(pairs: int, block: int, folder: Path) -> dict[str, Any]:
                                           False),
             "+ fencing token from the run's row": (_APPEND_SELECT, False),
             "+ the run's row locked FOR SHARE": (_APPEND_SELECT + " FOR SHARE", False),
-            "+ ON CONFLICT (as sent, less its event)": (_without_events(full), False),
+            "+ ON CONFLICT (as sent, less its event)": (pg_less_events(full), False),
             "+ its op event (the statement as sent)": (full, True),
         }
         commits, close = pg_committer(url)
