@@ -809,7 +809,9 @@ class Worker:
             # two suspects handed back together come back apart). Alone means holding
             # nothing else at all: a run claimed in the same batch but not started yet,
             # or one whose back-off is being written, dies with the suspect too, and
-            # would count a crash it did not cause.
+            # would count a crash it did not cause. (``_executing`` is not implied by
+            # ``_active``: a task whose lease was lost may still be winding down after a
+            # new claim of the same run replaced its entry.)
             self._isolation_wanted = True
             await self._defer(lease, CRASH_BACKOFF * random.uniform(1.0, 2.0),
                               f"a worker executing nothing else (its worker died "
