@@ -224,7 +224,9 @@ async def test_a_lost_lease_is_logged_with_who_holds_the_run_now(
     await app._open()
     store = app.store
     handle = await app.start(wf, run_id="taken")
-    async with app.worker(lease_seconds=2.0) as worker:
+    # One place, taken by the run it executes: its own claims cannot take the run back
+    # once its lease expired (the expiry wakes them), before the thief's claim below.
+    async with app.worker(lease_seconds=2.0, concurrency=1) as worker:
         await asyncio.wait_for(started.wait(), 30)
         await store.lease_expire_owner(worker_id=worker.worker_id, now=app.clock.now())
         claimed = await store.run_claim(worker_id="thief", queues=["default"], limit=1,
