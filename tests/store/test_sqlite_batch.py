@@ -77,8 +77,8 @@ async def test_appends_in_one_batch_each_get_their_own_outcome(
     assert outcomes[4:7] == [None, None, None]
     assert isinstance(outcomes[7], LeaseLost)
     assert outcomes[8] is None
-    # the 6 appends before the end: two statements (chunk sizes are powers of two)
-    assert statements[:2] == [4, 2]
+    # the 6 appends before the end: one statement (of 8 rows, two of them padding)
+    assert statements[0] == 6
 
     journal_a = await store.journal_read("a")
     assert [(e.position, e.status, e.result) for e in journal_a] == [
@@ -105,8 +105,9 @@ async def test_a_batch_is_written_whole_or_undone_and_its_events_once(
         store: SqliteStore) -> None:
     """One statement writes a chunk, all or none: a batch that turns pending entries
     final writes each once with one op event; a batch one of whose appends is refused
-    is undone by SQLite and each append runs alone, so the others' rows and events are
-    written once, not twice, and the refused one's not at all."""
+    is undone by SQLite (the statement that was its own transaction, then the same in a
+    transaction) and each append runs alone, so the others' rows and events are written
+    once, not twice, and the refused one's not at all."""
     a = (await start_and_claim(store, "a", queue="qa")).lease
     b = (await start_and_claim(store, "b", queue="qb")).lease
     assert await _in_one_batch(store, [(a, entry(0, "pending")), (b, entry(0, "pending"))]) \
@@ -129,6 +130,30 @@ async def test_a_batch_is_written_whole_or_undone_and_its_events_once(
     events = {r: await store.run_events_read(run_id=r, after=None) for r in ("a", "b")}
     assert ops("a") == [(0, "ok"), (1, "ok"), (2, "ok")]
     assert ops("b") == [(0, "ok")]
+
+
+async def test_a_batch_of_appends_alone_is_one_statement_and_its_own_transaction(
+        store: SqliteStore) -> None:
+    """Appends alone in a batch (concurrent runs' steps) are one call into SQLite: no
+    BEGIN or COMMIT of their own (each call lets the busy event loop take the GIL)."""
+    a = (await start_and_claim(store, "a", queue="qa")).lease
+    b = (await start_and_claim(store, "b", queue="qb")).lease
+    seen: list[str] = []
+
+    def trace(cursor: Any, sql: str, bindings: Any) -> bool:
+        seen.append(sql.split()[0])
+        return True
+
+    assert store._conn is not None
+    store._conn.exec_trace = trace
+    try:
+        outcomes = await _in_one_batch(store, [(a, entry(0)), (b, entry(0)), (a, entry(1))])
+    finally:
+        store._conn.exec_trace = None
+    assert outcomes == [None, None, None]
+    assert seen == ["BEGIN", "COMMIT", "INSERT"]  # the batch holding the writer, then it
+    assert [e.position for e in await store.journal_read("a")] == [0, 1]
+    assert [e.position for e in await store.journal_read("b")] == [0]
 
 
 async def test_more_appends_than_one_statement_takes(store: SqliteStore) -> None:

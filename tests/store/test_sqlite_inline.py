@@ -48,8 +48,17 @@ def threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         seen.extend([threading.current_thread().name] * len(ops))
         return real_many(conn, ops, *args)
 
+    real_alone = sqlite_store._appends_alone
+
+    def recorded_alone(conn: apsw.Connection, ops: list[Any]) -> Any:
+        written = real_alone(conn, ops)
+        if written is not None:  # (None: nothing written; they are written again)
+            seen.extend([threading.current_thread().name] * len(ops))
+        return written
+
     monkeypatch.setattr(sqlite_store, "_journal_append", recorded)
     monkeypatch.setattr(sqlite_store, "_appends", recorded_many)
+    monkeypatch.setattr(sqlite_store, "_appends_alone", recorded_alone)
     yield seen
 
 

@@ -498,6 +498,9 @@ class SqliteStore(SqliteServeQueries):
         # One atomic operation alone (a sequential run's journal append) is its own
         # transaction: SQLite commits the statement by itself, with the same fsync.
         alone = len(batch) == 1 and batch[0].atomic
+        # So is a batch of journal appends alone (concurrent runs' steps): one statement.
+        appends = (not alone and len(batch) <= _APPEND_CHUNK
+                   and all(op.fn is _journal_append for op in batch))
         while True:
             results: list[tuple[Op, Any, BaseException | None]] = []
             try:
@@ -505,6 +508,12 @@ class SqliteStore(SqliteServeQueries):
                     op = batch[0]
                     results.append((op, *self._call_alone(conn, op.fn, *op.args)))
                     break
+                if appends:
+                    written = _appends_alone(conn, batch)
+                    if written is not None:
+                        results = written
+                        break
+                    appends = False  # one was refused: in a transaction, each says why
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 single = len(batch) == 1
                 i = 0
@@ -518,9 +527,6 @@ class SqliteStore(SqliteServeQueries):
                         while (j < len(batch) and j - i < _APPEND_CHUNK - 1
                                and batch[j].fn is _journal_append):
                             j += 1
-                        # A power of two of them (at most 7 statement sizes to
-                        # prepare and cache); the rest form the next chunk.
-                        j = i - 1 + (1 << ((j - i + 1).bit_length() - 1))
                         if j > i:
                             results.extend(_appends(conn, batch[i - 1:j], self._foreign))
                             i = j
@@ -1126,30 +1132,34 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
     )
 
 
-#: Most journal appends written by one statement (a power of two: see ``_execute``).
-_APPEND_CHUNK = 64
+#: Most journal appends written by one statement. Each statement call lets the busy event
+#: loop's thread take the GIL, and the writer waits up to the switch interval (5 ms) to
+#: get it back: a batch of 512 appends in one statement instead of eight.
+_APPEND_CHUNK = 512
 
 _APPEND_COLUMNS = ("run_id, position, kind, name, status, result, error, attempts, "
                    "started_at, finished_at, next_attempt_at, args, fencing_token")
+_APPEND_WIDTH = 13
 
 
-@functools.lru_cache(maxsize=_APPEND_CHUNK)
+@functools.lru_cache(maxsize=16)
 def _append_many_sql(n: int) -> str:
-    """``journal_append`` for ``n`` entries in one statement, all or none: an entry whose
-    lease is not current (its run id selected as NULL) or that would overwrite a final
-    entry (its kind set to NULL) breaks a NOT NULL constraint, and SQLite undoes the
-    whole statement (its triggers' rows too) and leaves the transaction open.
+    """``journal_append`` for up to ``n`` entries in one statement (``n`` a power of two;
+    rows whose run id is NULL are padding), all or none: an entry whose lease is not
+    current (its run id selected as NULL) or that would overwrite a final entry (its kind
+    set to NULL) breaks a NOT NULL constraint, and SQLite undoes the whole statement
+    (its triggers' rows too) and leaves the transaction open.
 
     It returns nothing: with ``RETURNING`` each written key was a step of its own, and
     each step let the event loop's thread take the GIL (``bench/stepcost.py --runs``).
-    The ``WHERE true`` tells SQLite's parser that ``ON CONFLICT`` is the upsert's."""
-    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
-    values = ", ".join(f"v.column{k}" for k in range(2, 14))
+    The ``WHERE`` also tells SQLite's parser that ``ON CONFLICT`` is the upsert's."""
+    values = ", ".join(f"v.column{k}" for k in range(2, _APPEND_WIDTH + 1))
     return (
         f"INSERT INTO tether_journal ({_APPEND_COLUMNS}) "
         "SELECT CASE WHEN EXISTS (SELECT 1 FROM tether_runs WHERE run_id = v.column1 "
         "AND fencing_token = v.column13 AND status = 'running') THEN v.column1 END, "
-        f"{values} FROM (VALUES {rows}) AS v WHERE true "
+        f"{values} FROM (VALUES {_lc.values_rows(n, _APPEND_WIDTH)}) AS v "
+        "WHERE v.column1 IS NOT NULL "
         "ON CONFLICT (run_id, position) DO UPDATE SET "
         "kind = CASE WHEN tether_journal.status = 'pending' THEN excluded.kind END, "
         "name = excluded.name, status = excluded.status, "
@@ -1159,15 +1169,10 @@ def _append_many_sql(n: int) -> str:
     )
 
 
-def _appends(conn: apsw.Connection, ops: list[Op],
-             foreign: Callable[[Exception], Exception],
-             ) -> list[tuple[Op, Any, BaseException | None]]:
-    """Several queued journal appends (``_journal_append`` operations) in one statement:
-    one call into SQLite instead of one per entry (each call lets the event loop's
-    thread take the GIL, and the writer waits to get it back). The statement writes all
-    of them or none (``_append_many_sql``); when it writes none (a lost lease, a final
-    entry already there), each append runs alone again and raises its own error. Two
-    appends of one position in a chunk also run one by one, in order."""
+def _append_params(ops: list[Op]) -> list[Any] | None:
+    """The parameters of one ``_append_many_sql`` statement for ``ops`` (queued
+    ``_journal_append`` operations), padded to its size; None when two of them write one
+    position (they must apply one after the other)."""
     params: list[Any] = []
     keys: set[tuple[str, int]] = set()
     for op in ops:
@@ -1176,9 +1181,46 @@ def _appends(conn: apsw.Connection, ops: list[Op],
                    e.attempts, e.started_at, e.finished_at, e.next_attempt_at, e.args,
                    lease.fencing_token)
         keys.add((lease.run_id, e.position))
-    if len(keys) == len(ops):
+    if len(keys) != len(ops):
+        return None
+    params += [None] * ((_lc.padded_rows(len(ops)) - len(ops)) * _APPEND_WIDTH)
+    return params
+
+
+def _appends_alone(conn: apsw.Connection, ops: list[Op],
+                   ) -> list[tuple[Op, Any, BaseException | None]] | None:
+    """A batch of nothing but journal appends (at most ``_APPEND_CHUNK``), written by one
+    statement that is its own transaction (SQLite commits it, with the same fsync): one
+    call into SQLite where ``BEGIN``, the statement and ``COMMIT`` were three, each
+    letting the busy event loop's thread take the GIL. None: nothing written (an append
+    refused, two of one position); the batch runs in a transaction as usual, where
+    each append that fails says why. ``apsw.BusyError`` propagates."""
+    params = _append_params(ops)
+    if params is None:
+        return None
+    try:
+        conn.execute(_append_many_sql(len(params) // _APPEND_WIDTH), params)
+    except apsw.BusyError:
+        raise
+    except apsw.Error:
+        return None  # SQLite undid the statement, and with it the transaction
+    return [(op, None, None) for op in ops]
+
+
+def _appends(conn: apsw.Connection, ops: list[Op],
+             foreign: Callable[[Exception], Exception],
+             ) -> list[tuple[Op, Any, BaseException | None]]:
+    """Several queued journal appends (``_journal_append`` operations) in one statement
+    of the open transaction: one call into SQLite instead of one per entry (each call
+    lets the event loop's thread take the GIL, and the writer waits to get it back).
+    The statement writes all of them or none (``_append_many_sql``); when it writes
+    none (a lost lease, a final entry already there), each append runs alone again and
+    raises its own error. Two appends of one position in a chunk also run one by one,
+    in order."""
+    params = _append_params(ops)
+    if params is not None:
         try:
-            conn.execute(_append_many_sql(len(ops)), params)
+            conn.execute(_append_many_sql(len(params) // _APPEND_WIDTH), params)
         except apsw.BusyError:
             raise
         except apsw.Error:
