@@ -4,7 +4,9 @@ statement per chunk, and each still gets its own outcome, in queue order."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
+import pathlib
 import threading
 from typing import Any
 
@@ -13,10 +15,11 @@ import pytest
 
 from tether._types import JournalEntry, Lease
 from tether.errors import LeaseLost, StoreError
+from tether.store import Wait
 from tether.store.sqlite import SqliteStore
 from tether.store.sqlite import _store as sqlite_store
 
-from .conftest import T0, entry, start_and_claim
+from .conftest import T0, entry, run_record, start_and_claim
 
 
 @pytest.fixture
@@ -216,3 +219,93 @@ async def test_each_loop_is_answered_on_its_own(store: SqliteStore) -> None:
     assert await store.worker_list() == []
     assert store._last_loop is asyncio.get_running_loop()
 
+
+
+async def _two_waiting_parents(store: SqliteStore) -> dict[str, Lease]:
+    """Parents p1 and p2 waiting for children c1 and c2, which are claimed: their
+    leases by run id."""
+    leases: dict[str, Lease] = {}
+    for k in ("1", "2"):
+        parent = (await start_and_claim(store, f"p{k}", queue=f"q{k}")).lease
+        await store.child_start(
+            lease=parent, child=run_record(f"c{k}", queue="kids", parent=f"p{k}",
+                                           parent_position=0),
+            entry=entry(0, kind="child_start", name=f"c{k}", result=f'"c{k}"'))
+        await store.run_release(lease=parent, wait=Wait(None, f"child c{k}", child=f"c{k}"),
+                                now=T0 + 1)
+        child = (await store.run_claim(worker_id="w2", queues=["kids"], limit=1, now=T0,
+                                       lease_seconds=60))[0].lease
+        leases[child.run_id] = child
+    return leases
+
+
+async def test_ends_in_one_batch_are_two_statements_and_wake_their_parents(
+        store: SqliteStore) -> None:
+    """Runs' ends queued together are written by one statement (and their parents
+    woken by a second), not four statements each; each run's status event once."""
+    leases = await _two_waiting_parents(store)
+    leases["r"] = (await start_and_claim(store, "r", queue="qr")).lease
+    seen: list[str] = []
+
+    def trace(cursor: Any, sql: str, bindings: Any) -> bool:
+        seen.append(" ".join(sql.split()[:2]))
+        return True
+
+    assert store._conn is not None
+    store._conn.exec_trace = trace
+    try:
+        outcomes = await _in_one_batch(store, ["finish:c1", "finish:r", "finish:c2"], leases)
+    finally:
+        store._conn.exec_trace = None
+    assert outcomes == [None, None, None]
+    # the batch holding the writer, then the ends' batch
+    assert seen == ["BEGIN IMMEDIATE", "COMMIT", "BEGIN IMMEDIATE", "SAVEPOINT ends",
+                    "UPDATE tether_runs", "UPDATE tether_runs", "RELEASE ends", "COMMIT"]
+    for run_id in ("c1", "c2", "r"):
+        run = await store.run_get(run_id)
+        assert run is not None and run.status == "completed" and run.finished_at == T0 + 1
+        assert run.owner is None and run.result == "1"
+        statuses = [json.loads(e.data)["status"]
+                    for e in await store.run_events_read(run_id=run_id, after=None)
+                    if e.kind == "status"]
+        assert statuses.count("completed") == 1
+    for parent in ("p1", "p2"):
+        run = await store.run_get(parent)
+        assert run is not None and run.status == "waiting" and run.available_at == T0 + 1
+
+
+async def test_a_stale_lease_among_ends_fails_alone_and_nothing_is_written_twice(
+        store: SqliteStore) -> None:
+    leases = await _two_waiting_parents(store)
+    c2 = leases["c2"]
+    leases["c2"] = Lease(c2.run_id, c2.worker_id, c2.fencing_token + 1)  # not current
+    leases["r"] = (await start_and_claim(store, "r", queue="qr")).lease
+    outcomes = await _in_one_batch(store, ["finish:c1", "finish:c2", "finish:r"], leases)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], LeaseLost)
+    for run_id, status in (("c1", "completed"), ("c2", "running"), ("r", "completed")):
+        run = await store.run_get(run_id)
+        assert run is not None and run.status == status
+        events = [json.loads(e.data)["status"]
+                  for e in await store.run_events_read(run_id=run_id, after=None)
+                  if e.kind == "status"]
+        assert events.count("completed") == (status == "completed")
+    woken = await store.run_get("p1")
+    asleep = await store.run_get("p2")  # its child did not end: still waiting for it
+    assert woken is not None and woken.available_at == T0 + 1
+    assert asleep is not None and asleep.available_at is None
+
+
+def test_the_ends_statements_look_each_run_up_by_its_index() -> None:
+    """Named indexes: whatever the statistics, each row of the list finds its run by
+    key, and the runs waiting for it by ``wait_child``, never by a scan of a status."""
+    conn = apsw.Connection(":memory:")
+    folder = pathlib.Path(sqlite_store.__file__).parent / "migrations"
+    for path in sorted(glob.glob(str(folder / "*.sql"))):
+        conn.execute(pathlib.Path(path).read_text())
+    for sql, index in ((sqlite_store._finish_many_sql(4), "sqlite_autoindex_tether_runs_1"),
+                       (sqlite_store._wake_many_sql(4), "tether_runs_wait_child")):
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql,
+                                               [None] * sql.count("?"))]
+        assert plan[0].startswith("SCAN") and "VALUES" in plan[0]
+        assert plan[1].startswith(f"SEARCH tether_runs USING INDEX {index}")

@@ -520,15 +520,17 @@ class SqliteStore(SqliteServeQueries):
                 while i < len(batch):
                     op = batch[i]
                     i += 1
-                    if not single and op.fn is _journal_append:
-                        # Consecutive journal appends: one statement per chunk (the
-                        # order of the queue is kept: other operations break a chunk).
+                    chunked = None if single else _chunk_writer(op.fn)
+                    if chunked is not None:
+                        # Consecutive operations of one kind (journal appends, runs'
+                        # ends): one statement per chunk (the order of the queue is
+                        # kept: other operations break a chunk).
                         j = i
                         while (j < len(batch) and j - i < _APPEND_CHUNK - 1
-                               and batch[j].fn is _journal_append):
+                               and batch[j].fn is op.fn):
                             j += 1
                         if j > i:
-                            results.extend(_appends(conn, batch[i - 1:j], self._foreign))
+                            results.extend(chunked(conn, batch[i - 1:j], self._foreign))
                             i = j
                             continue
                     if single or not op.write or op.atomic:
@@ -541,18 +543,7 @@ class SqliteStore(SqliteServeQueries):
                                 raise  # SQLite rolled the whole batch back: all fail
                             results.append((op, None, self._foreign(exc)))
                         continue
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        value = op.fn(conn, *op.args)
-                    except apsw.BusyError:
-                        raise
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO op")
-                        conn.execute("RELEASE op")
-                        results.append((op, None, self._foreign(exc)))
-                    else:
-                        conn.execute("RELEASE op")
-                        results.append((op, value, None))
+                    results.append(_in_savepoint(conn, op, self._foreign))
                 if single and results[0][2] is not None:
                     conn.execute("ROLLBACK")
                 else:
@@ -1242,13 +1233,113 @@ def _appends(conn: apsw.Connection, ops: list[Op],
     return out
 
 
+def _in_savepoint(conn: apsw.Connection, op: Op, foreign: Callable[[Exception], Exception],
+                  ) -> tuple[Op, Any, BaseException | None]:
+    """Run a writing operation of a batch in a savepoint of its own: its outcome, and
+    nothing of it left written when it failed. ``apsw.BusyError`` propagates."""
+    conn.execute("SAVEPOINT op")
+    try:
+        value = op.fn(conn, *op.args)
+    except apsw.BusyError:
+        raise
+    except Exception as exc:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return op, None, foreign(exc)
+    conn.execute("RELEASE op")
+    return op, value, None
+
+
+_FINISH_WIDTH = 6
+
+
+@functools.lru_cache(maxsize=16)
+def _finish_many_sql(n: int) -> str:
+    """End up to ``n`` runs under their callers' leases in one statement (``n`` a power of
+    two; rows with a NULL run id are padding): (run id, fencing token, status, result,
+    error, now) each. The index is named: each row of the list looks its run up by key,
+    whatever the statistics say about running runs (so does ``_wake_many_sql``)."""
+    return (
+        "UPDATE tether_runs INDEXED BY sqlite_autoindex_tether_runs_1 "
+        "SET status = v.column3, result = v.column4, "
+        "error = v.column5, finished_at = v.column6, updated_at = v.column6, "
+        "owner = NULL, available_at = NULL, waiting_for = NULL, wait_signal = NULL, "
+        f"wait_child = NULL FROM (VALUES {_lc.values_rows(n, _FINISH_WIDTH)}) AS v "
+        "WHERE tether_runs.run_id = v.column1 AND tether_runs.fencing_token = v.column2 "
+        "AND tether_runs.status = 'running'"
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _wake_many_sql(n: int) -> str:
+    """``run_wake_waiters`` for up to ``n`` runs that ended: (run id, now) each."""
+    return (
+        "UPDATE tether_runs INDEXED BY tether_runs_wait_child "
+        "SET available_at = v.column2, updated_at = v.column2 "
+        f"FROM (VALUES {_lc.values_rows(n, 2)}) AS v "
+        "WHERE tether_runs.wait_child = v.column1 AND tether_runs.status = 'waiting'"
+    )
+
+
+def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> bool:
+    """End runs, each ``(lease, status, result, error, now)`` (``run_finish``), and make
+    the runs waiting for them as children claimable; two statements for all of them.
+    False: a lease was not current (or a run came twice), and what was written must be
+    undone by the caller."""
+    rows = _lc.padded_rows(len(ends))
+    params: list[Any] = []
+    wake: list[Any] = []
+    for lease, status, result, error, now in ends:
+        params += (lease.run_id, lease.fencing_token, status, result, error, now)
+        wake += (lease.run_id, now)
+    params += [None] * ((rows - len(ends)) * _FINISH_WIDTH)
+    wake += [None] * ((rows - len(ends)) * 2)
+    conn.execute(_finish_many_sql(rows), params)
+    if conn.changes() != len(ends):
+        return False
+    conn.execute(_wake_many_sql(rows), wake)
+    return True
+
+
 def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | None,
                 error: str | None, now: float) -> None:
-    conn.execute(Q["run_finish"], {**lease_params(lease), "status": status,
-                                   "result": result, "error": error, "now": now})
-    if conn.changes() != 1:
-        raise LeaseLost(lease.run_id, lease.fencing_token)
-    conn.execute(Q["run_wake_waiters"], {"now": now, "run_id": lease.run_id})
+    if not _end_runs(conn, [(lease, status, result, error, now)]):
+        raise LeaseLost(lease.run_id, lease.fencing_token)  # (nothing was written)
+
+
+def _finishes(conn: apsw.Connection, ops: list[Op],
+              foreign: Callable[[Exception], Exception],
+              ) -> list[tuple[Op, Any, BaseException | None]]:
+    """Several queued runs' ends (``_run_finish`` operations) in two statements, in a
+    savepoint: each call into SQLite lets the busy event loop's thread take the GIL
+    (four calls per end before: a savepoint, the end, the wake-up, the release). When a
+    lease is not current the savepoint is undone and each end runs alone again, in
+    order, and raises its own error."""
+    conn.execute("SAVEPOINT ends")
+    try:
+        done = _end_runs(conn, [op.args for op in ops])
+    except apsw.BusyError:
+        raise
+    except apsw.Error:
+        if conn.getautocommit():
+            raise  # SQLite rolled the whole batch back: all fail
+        done = False
+    if done:
+        conn.execute("RELEASE ends")
+        return [(op, None, None) for op in ops]
+    conn.execute("ROLLBACK TO ends")
+    conn.execute("RELEASE ends")
+    return [_in_savepoint(conn, op, foreign) for op in ops]
+
+
+def _chunk_writer(fn: Callable[..., Any],
+                  ) -> Callable[..., list[tuple[Op, Any, BaseException | None]]] | None:
+    """What writes a chunk of consecutive operations of ``fn`` in a batch at once."""
+    if fn is _journal_append:
+        return _appends
+    if fn is _run_finish:
+        return _finishes
+    return None
 
 
 def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> bool:

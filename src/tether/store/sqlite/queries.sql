@@ -77,14 +77,6 @@ WHERE tether_journal.status = 'pending';
 SELECT 1 FROM tether_runs
 WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
--- run_finish --
--- End a run under the caller's lease.
-UPDATE tether_runs
-SET status = :status, result = :result, error = :error, finished_at = :now,
-    updated_at = :now, owner = NULL,
-    available_at = NULL, waiting_for = NULL, wait_signal = NULL, wait_child = NULL
-WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
-
 -- run_wake_waiters --
 -- A run ended: runs waiting for it as a child become claimable.
 UPDATE tether_runs SET available_at = :now, updated_at = :now
