@@ -215,6 +215,24 @@ FOR NO KEY UPDATE;
 SELECT run_id, fencing_token FROM {schema}.runs
 WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 
+-- _append_upsert_and_events --
+-- (A fragment.) The end of journal_append and journal_append_one: a pending entry is
+-- replaced, a final one never; then the op events of the final entries written (ev), in
+-- run and position order.
+    ON CONFLICT (run_id, position) DO UPDATE SET
+        kind = excluded.kind, name = excluded.name,
+        status = excluded.status, result = excluded.result, error = excluded.error,
+        attempts = excluded.attempts, finished_at = excluded.finished_at,
+        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+    WHERE j.status = 'pending'
+    RETURNING j.run_id, j.position, j.attempts, j.status, j.kind, j.name),
+ev AS (
+    INSERT INTO {schema}.run_events (run_id, kind, data)
+    SELECT run_id, 'o', position || ' ' || attempts || ' ' || status || ' ' || kind || ' '
+                        || name
+    FROM w WHERE status <> 'pending' ORDER BY run_id, position)
+SELECT run_id, position FROM w;
+
 -- journal_append --
 -- Record operations' outcomes: one array per column (sent in binary, so nothing is
 -- escaped), one element per entry, no (run_id, position) twice. An entry whose lease was
@@ -224,9 +242,9 @@ WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 -- one at any table size, so the statement is prepared: a generic plan made while runs
 -- was tiny stays a primary-key lookup per entry (a join of the arrays with runs did not:
 -- see PostgresStore._flush_appends).
--- The op events of the final entries written are written here (ev), in run and position
--- order; the flag, set for this transaction before any row is written (the InitPlan that
--- gates the insert), tells the row trigger to skip them (migration 0009).
+-- The flag, set for this transaction before any row is written (the InitPlan that gates
+-- the insert), tells the row trigger to skip the op events the statement writes itself
+-- (ev, in the fragment; migration 0009).
 WITH flag AS MATERIALIZED (SELECT set_config('tether.op_events', 'statement', true) AS f),
 w AS (
     INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
@@ -248,19 +266,7 @@ w AS (
           AND (r.status = 'running') IS TRUE
         FOR SHARE) held
     WHERE (SELECT f FROM flag) = 'statement'
-    ON CONFLICT (run_id, position) DO UPDATE SET
-        kind = excluded.kind, name = excluded.name,
-        status = excluded.status, result = excluded.result, error = excluded.error,
-        attempts = excluded.attempts, finished_at = excluded.finished_at,
-        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-    WHERE j.status = 'pending'
-    RETURNING j.run_id, j.position, j.attempts, j.status, j.kind, j.name),
-ev AS (
-    INSERT INTO {schema}.run_events (run_id, kind, data)
-    SELECT run_id, 'o', position || ' ' || attempts || ' ' || status || ' ' || kind || ' '
-                        || name
-    FROM w WHERE status <> 'pending' ORDER BY run_id, position)
-SELECT run_id, position FROM w;
+{_append_upsert_and_events}
 
 -- journal_append_one --
 -- The same for one entry, with scalar parameters (a prepared statement: the common case
@@ -278,19 +284,7 @@ w AS (
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE AND (SELECT f FROM flag) = 'statement'
     FOR SHARE
-    ON CONFLICT (run_id, position) DO UPDATE SET
-        kind = excluded.kind, name = excluded.name,
-        status = excluded.status, result = excluded.result, error = excluded.error,
-        attempts = excluded.attempts, finished_at = excluded.finished_at,
-        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-    WHERE j.status = 'pending'
-    RETURNING j.run_id, j.position, j.attempts, j.status, j.kind, j.name),
-ev AS (
-    INSERT INTO {schema}.run_events (run_id, kind, data)
-    SELECT run_id, 'o', position || ' ' || attempts || ' ' || status || ' ' || kind || ' '
-                        || name
-    FROM w WHERE status <> 'pending')
-SELECT run_id, position FROM w;
+{_append_upsert_and_events}
 
 -- run_finish --
 -- End a run under the caller's lease; returns 1 (and notifies) if it did.

@@ -41,11 +41,14 @@ ATTEMPT_CHUNK = 512
 _ATTEMPT_WIDTH = 11
 
 
-def padded_rows(n: int) -> int:
-    """How many rows a statement written for ``n`` rows has: the next power of two (at
-    most 10 statement sizes up to 512, each prepared once and cached); the extra rows
-    are all NULL and the statement skips them."""
-    return 1 << (n - 1).bit_length()
+def pad(params: list[Any], width: int) -> int:
+    """Pad ``params`` (rows of ``width`` values) with all-NULL rows up to the next power
+    of two, which the statement skips; return the statement's number of rows (at most
+    10 statement sizes up to 512, each prepared once and cached)."""
+    n = len(params) // width
+    rows = 1 << (n - 1).bit_length()
+    params += [None] * ((rows - n) * width)
+    return rows
 
 
 def values_rows(n: int, width: int) -> str:
@@ -86,13 +89,11 @@ def attempt_record(conn: apsw.Connection, attempts: list[AttemptRecord]) -> None
     so that no savepoint wraps it: inside a savepoint SQLite keeps a copy of every page
     each multi-row statement touches until the savepoint ends (+4 MB of peak memory for
     1,000 runs x 10 steps)."""
-    rows = padded_rows(len(attempts))
     params: list[Any] = []
     for a in attempts:
         params += (a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
                    a.worker_id, a.status, a.started_at, a.finished_at, a.error)
-    params += [None] * ((rows - len(attempts)) * _ATTEMPT_WIDTH)
-    conn.execute(_attempt_record_sql(rows), params)
+    conn.execute(_attempt_record_sql(pad(params, _ATTEMPT_WIDTH)), params)
 
 
 def attempt_list(conn: apsw.Connection, run_id: str) -> list[AttemptRecord]:

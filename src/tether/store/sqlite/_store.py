@@ -1162,8 +1162,8 @@ def _append_many_sql(n: int) -> str:
 
 def _append_params(ops: list[Op]) -> list[Any] | None:
     """The parameters of one ``_append_many_sql`` statement for ``ops`` (queued
-    ``_journal_append`` operations), padded to its size; None when two of them write one
-    position (they must apply one after the other)."""
+    ``_journal_append`` operations), padded to its size (``_APPEND_WIDTH`` per row);
+    None when two of them write one position (they must apply one after the other)."""
     params: list[Any] = []
     keys: set[tuple[str, int]] = set()
     for op in ops:
@@ -1174,7 +1174,7 @@ def _append_params(ops: list[Op]) -> list[Any] | None:
         keys.add((lease.run_id, e.position))
     if len(keys) != len(ops):
         return None
-    params += [None] * ((_lc.padded_rows(len(ops)) - len(ops)) * _APPEND_WIDTH)
+    _lc.pad(params, _APPEND_WIDTH)
     return params
 
 
@@ -1286,18 +1286,15 @@ def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> bool:
     the runs waiting for them as children claimable; two statements for all of them.
     False: a lease was not current (or a run came twice), and what was written must be
     undone by the caller."""
-    rows = _lc.padded_rows(len(ends))
     params: list[Any] = []
     wake: list[Any] = []
     for lease, status, result, error, now in ends:
         params += (lease.run_id, lease.fencing_token, status, result, error, now)
         wake += (lease.run_id, now)
-    params += [None] * ((rows - len(ends)) * _FINISH_WIDTH)
-    wake += [None] * ((rows - len(ends)) * 2)
-    conn.execute(_finish_many_sql(rows), params)
+    conn.execute(_finish_many_sql(_lc.pad(params, _FINISH_WIDTH)), params)
     if conn.changes() != len(ends):
         return False
-    conn.execute(_wake_many_sql(rows), wake)
+    conn.execute(_wake_many_sql(_lc.pad(wake, 2)), wake)
     return True
 
 
