@@ -27,3 +27,16 @@ def test_both_append_statements_share_their_upsert_and_op_events() -> None:
              for name in ("journal_append", "journal_append_one")]
     assert tails[0] == tails[1]
     assert "\nev AS (\n    INSERT INTO {schema}.run_events" in tails[0]
+
+
+def test_every_journal_upsert_replaces_only_a_pending_entry() -> None:
+    """One definition of a journal insert's conflict (``_journal_upsert``), in every
+    PostgreSQL statement that inserts journal entries from a worker."""
+    queries = load_queries("tether.store.postgres")
+    upserts = [name for name, sql in queries.items()
+               if "ON CONFLICT (run_id, position) DO UPDATE" in sql]
+    assert sorted(upserts) == ["child_start", "journal_append", "journal_append_one",
+                               "signal_take"]
+    for name in upserts:
+        assert "fencing_token = excluded.fencing_token\n    WHERE j.status = 'pending'" \
+            in queries[name], name

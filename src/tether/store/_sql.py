@@ -3,7 +3,7 @@ and parameter builders both backends share.
 
 A query starts with ``-- name --`` on its own line, then one line of description. A name
 that starts with ``_`` is a fragment, not a query: the queries of the same file that
-share it write ``{_name}`` where it goes.
+share it (and fragments defined after it) write ``{_name}`` where it goes.
 Parameters are named (``%(run_id)s`` on PostgreSQL, ``:run_id`` on SQLite) and bound
 from one dict, built by the functions below where a record supplies them.
 """
@@ -28,12 +28,14 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";")
-    fragments = {"{" + name + "}": sql for name, sql in queries.items() if name[0] == "_"}
+    fragments: dict[str, str] = {}  # (a fragment may include those defined before it)
     out: dict[str, str] = {}
     for name, sql in queries.items():
-        if name[0] != "_":
-            for ref, fragment in fragments.items():
-                sql = sql.replace(ref, fragment)
+        for ref, fragment in fragments.items():
+            sql = sql.replace(ref, fragment)
+        if name[0] == "_":
+            fragments["{" + name + "}"] = sql
+        else:
             out[name] = sql
     return out
 

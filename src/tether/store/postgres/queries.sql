@@ -215,16 +215,20 @@ FOR NO KEY UPDATE;
 SELECT run_id, fencing_token FROM {schema}.runs
 WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 
--- _append_upsert_and_events --
--- (A fragment.) The end of journal_append and journal_append_one: a pending entry is
--- replaced, a final one never; then the op events of the final entries written (ev), in
--- run and position order.
+-- _journal_upsert --
+-- (A fragment.) A journal insert's conflict: a pending entry is replaced, a final one
+-- never.
     ON CONFLICT (run_id, position) DO UPDATE SET
         kind = excluded.kind, name = excluded.name,
         status = excluded.status, result = excluded.result, error = excluded.error,
         attempts = excluded.attempts, finished_at = excluded.finished_at,
         next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-    WHERE j.status = 'pending'
+    WHERE j.status = 'pending';
+
+-- _append_upsert_and_events --
+-- (A fragment.) The end of journal_append and journal_append_one: the upsert, then the
+-- op events of the final entries written (ev), in run and position order.
+{_journal_upsert}
     RETURNING j.run_id, j.position, j.attempts, j.status, j.kind, j.name),
 ev AS (
     INSERT INTO {schema}.run_events (run_id, kind, data)
@@ -495,12 +499,7 @@ ins AS (
     SELECT %(run_id)s, %(position)s, 'signal', %(name)s, status, result, error, 1,
            %(now)s, next_attempt_at, %(fencing_token)s
     FROM entry
-    ON CONFLICT (run_id, position) DO UPDATE SET
-        kind = excluded.kind, name = excluded.name,
-        status = excluded.status, result = excluded.result, error = excluded.error,
-        attempts = excluded.attempts, finished_at = excluded.finished_at,
-        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-    WHERE j.status = 'pending'
+{_journal_upsert}
     RETURNING status, result, error, next_attempt_at),
 used AS (
     UPDATE {schema}.signals SET consumed_position = %(position)s
@@ -525,12 +524,7 @@ WITH jins AS (
     FROM {schema}.runs
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE
-    ON CONFLICT (run_id, position) DO UPDATE SET
-        kind = excluded.kind, name = excluded.name,
-        status = excluded.status, result = excluded.result, error = excluded.error,
-        attempts = excluded.attempts, finished_at = excluded.finished_at,
-        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
-    WHERE j.status = 'pending'
+{_journal_upsert}
     RETURNING 1),
 cins AS (
     INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
