@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -204,6 +205,45 @@ async def test_an_idle_pool_gives_back_the_connections_a_burst_opened(pg_url: st
         assert await store.run_get("nope") is None  # the one left still serves
     finally:
         await store.close()
+
+
+_LEFT_OPEN = """
+import asyncio, sys
+from tether import App
+
+async def main() -> None:
+    app = App(sys.argv[1])
+    # Eight reads at once grow the pool; the first one's RunNotFound ends main while
+    # the pool is still opening connections, and nothing closes the app.
+    await asyncio.gather(*(app.get_run(f"missing-{i}") for i in range(8)))
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_that_ends_with_the_store_open_exits(pg_url: str) -> None:
+    """An uncaught exception ends ``asyncio.run`` with the store still open and its pool
+    opening connections: the process exits with the error (psycopg_pool's connecting
+    task, cancelled by the loop's shutdown, would otherwise try again forever)."""
+    for _ in range(3):  # the hang needed a connect in flight; three chances to catch one
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", _LEFT_OPEN, pg_url], timeout=60,
+                              capture_output=True, text=True)
+        assert proc.returncode == 1, proc.stderr
+        assert "RunNotFound: no run with id 'missing-" in proc.stderr
+        assert time.monotonic() - t0 < 30
+
+
+async def test_close_leaves_no_task_behind(pg_url: str) -> None:
+    """A closed store leaves none of its tasks (the pool's guard included) running."""
+    before = asyncio.all_tasks()
+    store = PostgresStore(pg_url)
+    await store.open()
+    assert await store.run_get("nope") is None
+    await store.close()
+    await asyncio.sleep(0)
+    left = {t.get_name() for t in asyncio.all_tasks() - before if not t.done()}
+    assert not left
 
 
 async def test_open_migrates_a_fresh_database_and_is_idempotent(

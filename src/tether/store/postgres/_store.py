@@ -215,6 +215,7 @@ class PostgresStore(PostgresServeQueries):
         self._events = EventListener(self.cfg, self._kick)
         self._closed = False
         self._lifecycle = Lifecycle(self.schema, self._channel)
+        self._guard: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
@@ -253,6 +254,8 @@ class PostgresStore(PostgresServeQueries):
         await pool.open(wait=False)
         self._pool = pool
         self._closed = False
+        self._guard = asyncio.create_task(self._close_pool_on_cancel(pool),
+                                          name="tether-pg-pool-guard")
         self._writer.start()
 
     async def close(self) -> None:
@@ -269,6 +272,34 @@ class PostgresStore(PostgresServeQueries):
         await self._events.close()
         pool, self._pool = self._pool, None
         await pool.close()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
+
+    async def _close_pool_on_cancel(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
+                                    ) -> None:
+        """Wait until cancelled; then, unless the store was closed, close the pool.
+
+        An event loop that ends with the store still open (``asyncio.run`` after an
+        uncaught exception, pytest-asyncio's teardown) cancels every task once and waits
+        for all of them. psycopg_pool's task that is opening a connection at that
+        moment takes the cancellation for a failed connect and schedules another try,
+        so it never ends, and neither does the process. Closing the pool stops it.
+        """
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if self._pool is pool:
+                self._closed = True
+                self._pool = None
+                log.warning("PostgreSQL store %s was not closed before its event loop "
+                            "ended; closing its pool", self.cfg.where)
+                # (It raises the cancellation of its own tasks it waits for.)
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await pool.close(timeout=1.0)
+            raise
 
     async def server_time(self) -> float:
         """The server's clock in epoch seconds (``clock_timestamp()``).
