@@ -237,3 +237,32 @@ def test_start_with_app_uses_the_apps_store(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert list(cwd.iterdir()) == []  # no ./tether.db where no worker looks
     assert "a1" in tether("runs", "--db", f"sqlite:///{own}").stdout
+
+
+async def test_an_sqlite_that_binds_too_few_values_is_refused_at_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SQLite that binds fewer values per statement than a batch of 512 journal
+    appends needs (999 before SQLite 3.32) is refused when the store opens, with what to
+    install, instead of failing every batched write later; a reading store still opens."""
+    from tether.store.sqlite import _store as sqlite_store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = open_store(url)
+    await store.open()
+    await store.close()
+    opened = sqlite_store.SqliteStore._open_file
+
+    def old_sqlite(self: sqlite_store.SqliteStore) -> apsw.Connection:
+        conn = opened(self)
+        conn.limit(apsw.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        return conn
+
+    monkeypatch.setattr(sqlite_store.SqliteStore, "_open_file", old_sqlite)
+    with pytest.raises(ConfigError) as err:
+        await open_store(url).open()
+    assert "binds at most 999 values per statement" in str(err.value)
+    assert "6656" in str(err.value) and "3.32" in str(err.value)
+    reader = open_store(url + "?mode=ro")
+    await reader.open()
+    assert await reader.run_get("nope") is None
+    await reader.close()

@@ -38,7 +38,7 @@ def _schedule(row: Sequence[Any]) -> ScheduleRecord:
 
 #: Most attempts written by one statement (one call into SQLite, see ``_APPEND_CHUNK``).
 ATTEMPT_CHUNK = 512
-_ATTEMPT_WIDTH = 11
+ATTEMPT_WIDTH = 11
 
 
 def pad(params: list[Any], width: int) -> int:
@@ -73,7 +73,7 @@ def _attempt_record_sql(n: int) -> str:
     return (
         "INSERT INTO tether_attempts (attempt_id, run_id, generation, position, name, "
         "attempt, worker_id, status, started_at, finished_at, error) "
-        f"SELECT * FROM (VALUES {values_rows(n, _ATTEMPT_WIDTH)}) "
+        f"SELECT * FROM (VALUES {values_rows(n, ATTEMPT_WIDTH)}) "
         "WHERE column1 IS NOT NULL ON CONFLICT (attempt_id) DO UPDATE SET "
         "status = excluded.status, finished_at = excluded.finished_at, "
         "error = excluded.error"
@@ -93,7 +93,7 @@ def attempt_record(conn: apsw.Connection, attempts: list[AttemptRecord]) -> None
     for a in attempts:
         params += (a.attempt_id, a.run_id, a.generation, a.position, a.name, a.attempt,
                    a.worker_id, a.status, a.started_at, a.finished_at, a.error)
-    conn.execute(_attempt_record_sql(pad(params, _ATTEMPT_WIDTH)), params)
+    conn.execute(_attempt_record_sql(pad(params, ATTEMPT_WIDTH)), params)
 
 
 def attempt_list(conn: apsw.Connection, run_id: str) -> list[AttemptRecord]:

@@ -329,6 +329,8 @@ class SqliteStore(SqliteServeQueries):
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=OFF")
             conn.execute("PRAGMA temp_store=MEMORY")
+            if not self.read_only:
+                _check_parameter_limit(conn, self.path)
             if state == "new" and not create:
                 raise ConfigError(
                     f"{self.path} is an empty file and auto-migration is off; run "
@@ -1302,6 +1304,25 @@ def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | 
                 error: str | None, now: float) -> None:
     if not _end_runs(conn, [(lease, status, result, error, now)]):
         raise LeaseLost(lease.run_id, lease.fencing_token)  # (nothing was written)
+
+
+#: The most values one of the writer's statements binds: 512 journal appends.
+_MOST_PARAMETERS = max(_APPEND_CHUNK * _APPEND_WIDTH, _APPEND_CHUNK * _FINISH_WIDTH,
+                       _lc.ATTEMPT_CHUNK * _lc.ATTEMPT_WIDTH)
+
+
+def _check_parameter_limit(conn: apsw.Connection, path: str) -> None:
+    """Refuse an SQLite that binds fewer values per statement than the writer's batches
+    need (before 3.32, SQLite allowed 999 by default): every batch would fail.
+
+    Raises: ConfigError."""
+    limit = conn.limit(apsw.SQLITE_LIMIT_VARIABLE_NUMBER)
+    if limit < _MOST_PARAMETERS:
+        raise ConfigError(
+            f"SQLite store {path!r}: this SQLite ({apsw.sqlite_lib_version()}) binds at "
+            f"most {limit} values per statement and Tether's batched writes need "
+            f"{_MOST_PARAMETERS}; use an apsw built with SQLite 3.32 or later (the apsw "
+            "wheels on PyPI bundle one)")
 
 
 def _finishes(conn: apsw.Connection, ops: list[Op],
