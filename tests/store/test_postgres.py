@@ -246,6 +246,33 @@ async def test_close_leaves_no_task_behind(pg_url: str) -> None:
     assert not left
 
 
+async def test_a_cancelled_close_is_cancelled_at_once_and_the_pool_still_closes(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeout around ``close`` cancels the caller at once (its cancellation is not
+    swallowed); the closing goes on to the pool's end, and a second ``close`` waits for
+    it instead of returning with the pool still open."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    assert await store.run_get("nope") is None
+    pool = store._pool
+    assert pool is not None
+    released = store._release_held
+
+    async def slow_release() -> None:
+        await asyncio.sleep(0.5)
+        await released()
+
+    monkeypatch.setattr(store, "_release_held", slow_release)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(store.close(), timeout=0.05)
+    assert time.monotonic() - t0 < 0.4
+    assert not pool.closed  # still closing
+    await store.close()
+    assert pool.closed and store._pool is None
+    await store.close()  # and again: nothing left to do
+
+
 async def test_open_migrates_a_fresh_database_and_is_idempotent(
         pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
     """Five stores opening at once against a fresh database migrate it exactly once."""

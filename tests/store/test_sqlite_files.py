@@ -266,3 +266,40 @@ async def test_an_sqlite_that_binds_too_few_values_is_refused_at_open(
     await reader.open()
     assert await reader.run_get("nope") is None
     await reader.close()
+
+
+async def test_a_cancelled_close_is_cancelled_at_once_and_the_closing_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timeout around ``close`` cancels the caller at once; the writer thread still
+    stops and the notifications still close, and a second ``close`` waits for that
+    instead of returning with them open."""
+    import time
+
+    from tether.store.sqlite import _store as sqlite_store
+
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    assert isinstance(store, sqlite_store.SqliteStore)
+    await store.open()
+    assert await store.run_get("nope") is None
+    thread = store._thread
+    assert thread is not None
+    joined = thread.join
+
+    def slow_join() -> None:
+        time.sleep(0.5)
+        joined()
+
+    monkeypatch.setattr(thread, "join", slow_join)
+    closed: list[str] = []
+    notifier_close = store._notifier.close
+    monkeypatch.setattr(store._notifier, "close",
+                        lambda: (closed.append("notifier"), notifier_close())[1])
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(store.close(), timeout=0.05)
+    assert time.monotonic() - t0 < 0.4
+    assert closed == []  # still closing
+    await store.close()
+    assert closed == ["notifier"] and not thread.is_alive()
+    await store.close()
+    assert closed == ["notifier"]

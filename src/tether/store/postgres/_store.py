@@ -216,6 +216,8 @@ class PostgresStore(PostgresServeQueries):
         self._closed = False
         self._lifecycle = Lifecycle(self.schema, self._channel)
         self._guard: asyncio.Task[None] | None = None
+        #: The closing, once begun (it outlives a cancelled ``close``).
+        self._shutdown: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
@@ -254,15 +256,25 @@ class PostgresStore(PostgresServeQueries):
         await pool.open(wait=False)
         self._pool = pool
         self._closed = False
+        self._shutdown = None
         self._guard = asyncio.create_task(self._close_pool_on_cancel(pool),
                                           name="tether-pg-pool-guard")
         self._writer.start()
 
     async def close(self) -> None:
-        """Write pending journal appends, stop listening and close the pool."""
-        if self._pool is None or self._closed:
-            return
-        self._closed = True
+        """Write pending journal appends, stop listening and close the pool.
+
+        A caller cancelled meanwhile (a timeout around ``close``) is cancelled at once,
+        and the closing goes on by itself to the pool's end; calling ``close`` again
+        waits for it."""
+        if self._shutdown is None:
+            if self._pool is None or self._closed:
+                return
+            self._closed = True
+            self._shutdown = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self) -> None:
         await self._writer.close()
         if self._linger is not None:
             self._linger.cancel()
@@ -271,7 +283,8 @@ class PostgresStore(PostgresServeQueries):
         await self._listener.close()
         await self._events.close()
         pool, self._pool = self._pool, None
-        await pool.close()
+        if pool is not None:  # (None: the guard closed it, the loop is ending)
+            await pool.close()
         guard, self._guard = self._guard, None
         if guard is not None:
             guard.cancel()

@@ -238,6 +238,8 @@ class SqliteStore(SqliteServeQueries):
         self._events = EventBus(self._notifier.folder)
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: The closing, once begun (it outlives a cancelled ``close``).
+        self._shutdown: asyncio.Future[None] | None = None
         self._pending = 0
         self._count = threading.Lock()
         #: Held by whoever uses the writer's connection: the writer thread for a batch,
@@ -265,15 +267,26 @@ class SqliteStore(SqliteServeQueries):
         await ready
 
     async def close(self) -> None:
-        if self._thread is None or self._closed:
-            return
-        for loop in list(self._groups):  # appends gathered and not yet flushed go first
-            self._hand_over(self._groups.pop(loop, []))
-        self._closed = True
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
-        self._notifier.close()
-        self._events.close()
+        """Write what is queued, stop the writer thread and the notifications.
+
+        A caller cancelled meanwhile (a timeout around ``close``) is cancelled at once,
+        and the closing goes on by itself; calling ``close`` again waits for it."""
+        if self._shutdown is None:
+            if self._thread is None or self._closed:
+                return
+            for loop in list(self._groups):  # appends gathered and not yet flushed first
+                self._hand_over(self._groups.pop(loop, []))
+            self._closed = True
+            self._queue.put(None)
+            self._shutdown = asyncio.ensure_future(self._shut_down(self._thread))
+        await asyncio.shield(self._shutdown)
+
+    async def _shut_down(self, thread: threading.Thread) -> None:
+        try:
+            await asyncio.to_thread(thread.join)
+        finally:
+            self._notifier.close()
+            self._events.close()
 
     def _connect(self, *, migrate: bool | None = None) -> apsw.Connection:
         """Open the file, check it is a Tether store this code can use, and bring it to
