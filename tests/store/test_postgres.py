@@ -932,6 +932,7 @@ async def _inline_ready(store: PostgresStore, run_id: str) -> Lease:
     lease = (await start_and_claim(store, run_id)).lease
     await store.journal_append(lease=lease, entry=entry(0))
     before = store.inline_appends
+    store._inline_rtt = min(store._inline_rtt, 0.001)  # (see the test below)
     await store.journal_append(lease=lease, entry=entry(1))
     assert store.inline_appends == before + 1
     return lease
@@ -941,6 +942,10 @@ async def test_a_sequential_runs_appends_go_inline_and_stay_durable(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
     lease = await _inline_ready(pg, "r1")
     for pos in range(2, 10):
+        # (On a loaded machine one slow answer can lift the running mean of round trips
+        # past the point where appends leave the inline path, by design; that is tested
+        # on its own below. Here every answer counts as quick.)
+        pg._inline_rtt = min(pg._inline_rtt, 0.001)
         await pg.journal_append(lease=lease, entry=entry(pos))
     assert pg.inline_appends >= 9
     cur = await raw.execute("SELECT position FROM tether.journal WHERE run_id = 'r1' "
