@@ -73,3 +73,14 @@ async def subscriber(store: Store) -> AsyncIterator[asyncio.Event]:
             await unsubscribe()
     finally:
         await other.close()
+
+
+async def cancel_close(store: Store) -> None:
+    """Call ``store.close()`` from a task and cancel that task while the closing is held
+    up: the task must end cancelled at once (a swallowed cancellation would keep it
+    waiting for whatever holds the closing up)."""
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    done, _ = await asyncio.wait({closing}, timeout=10)
+    assert done and closing.cancelled()

@@ -1193,6 +1193,25 @@ def _append_params(ops: list[Op]) -> list[Any] | None:
     return params
 
 
+def _append_all(conn: apsw.Connection, ops: list[Op], *, in_transaction: bool) -> bool:
+    """Write ``ops`` (queued ``_journal_append`` operations) in one ``_append_many_sql``
+    statement, all or none. False: nothing written (two of one position; an append
+    refused, and SQLite undid the statement). In a transaction that SQLite rolled back
+    whole, the error propagates (all fail), as does ``apsw.BusyError``."""
+    params = _append_params(ops)
+    if params is None:
+        return False
+    try:
+        conn.execute(_append_many_sql(len(params) // _APPEND_WIDTH), params)
+    except apsw.BusyError:
+        raise
+    except apsw.Error:
+        if in_transaction and conn.getautocommit():
+            raise  # SQLite rolled the whole batch back: all fail
+        return False
+    return True
+
+
 def _appends_alone(conn: apsw.Connection, ops: list[Op],
                    ) -> list[tuple[Op, Any, BaseException | None]] | None:
     """A batch of nothing but journal appends (at most ``_APPEND_CHUNK``), written by one
@@ -1201,15 +1220,8 @@ def _appends_alone(conn: apsw.Connection, ops: list[Op],
     letting the busy event loop's thread take the GIL. None: nothing written (an append
     refused, two of one position); the batch runs in a transaction as usual, where
     each append that fails says why. ``apsw.BusyError`` propagates."""
-    params = _append_params(ops)
-    if params is None:
+    if not _append_all(conn, ops, in_transaction=False):
         return None
-    try:
-        conn.execute(_append_many_sql(len(params) // _APPEND_WIDTH), params)
-    except apsw.BusyError:
-        raise
-    except apsw.Error:
-        return None  # SQLite undid the statement, and with it the transaction
     return [(op, None, None) for op in ops]
 
 
@@ -1223,18 +1235,8 @@ def _appends(conn: apsw.Connection, ops: list[Op],
     none (a lost lease, a final entry already there), each append runs alone again and
     raises its own error. Two appends of one position in a chunk also run one by one,
     in order."""
-    params = _append_params(ops)
-    if params is not None:
-        try:
-            conn.execute(_append_many_sql(len(params) // _APPEND_WIDTH), params)
-        except apsw.BusyError:
-            raise
-        except apsw.Error:
-            if conn.getautocommit():
-                raise  # SQLite rolled the whole batch back: all fail
-            # The statement was undone: each one alone says why.
-        else:
-            return [(op, None, None) for op in ops]
+    if _append_all(conn, ops, in_transaction=True):
+        return [(op, None, None) for op in ops]
     out: list[tuple[Op, Any, BaseException | None]] = []
     for op in ops:
         try:
