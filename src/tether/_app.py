@@ -120,6 +120,7 @@ class App:
         self.mcp_exposed: dict[str, str] = {}
         self._steps: dict[str, StepDef] = {}
         self._workers: set[Worker] = set()
+        self._closing: asyncio.Future[None] | None = None
         self._waiters = ResultWaiters(self._read_runs, held=self._held_here)
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False
@@ -406,9 +407,20 @@ class App:
     async def close(self) -> None:
         """Stop this app's workers and close its store. Final: afterwards every call
         that needs the store raises ``ConfigError`` instead of opening a new one.
-        Closing twice is harmless."""
-        for w in list(self._workers):
-            await w.stop()
+        Closing twice is harmless.
+
+        A caller cancelled meanwhile (a timeout around ``close``) is cancelled at once,
+        and the closing goes on by itself; calling ``close`` again waits for it."""
+        closing = self._closing
+        if closing is None or (closing.done() and not self._closed):
+            # (Again after a closing that failed, or that the end of its event loop
+            # cancelled: each of its parts can be done twice.)
+            closing = self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(closing)
+
+    async def _close(self) -> None:
+        while self._workers:  # (a worker leaves the set when its stop has ended)
+            await next(iter(self._workers)).stop()
         await self._drop_store()
         self._closed = True
 

@@ -159,3 +159,91 @@ async def test_closing_during_a_real_postgres_read_ends_the_reader(pg_url: str) 
         return []
 
     await _close_during_a_result_read(app, read)
+
+
+async def _cancelled_while_held_up(call: Any, gate: asyncio.Event) -> None:
+    """Run ``call()`` in a task, cancel the task while ``gate`` holds the work up, and
+    check the task ended cancelled at once (a swallowed cancellation would keep it
+    waiting for the gate)."""
+    task = asyncio.ensure_future(call())
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done and task.cancelled()
+
+
+async def _a_held_run(app: App) -> tuple[Any, str]:
+    """A worker holding a run whose step is in flight, and the run's id."""
+    started = asyncio.Event()
+
+    @app.step()
+    async def slow() -> int:
+        started.set()
+        await asyncio.sleep(3600)
+        return 1
+
+    @app.workflow
+    async def wf() -> int:
+        return await slow()
+
+    worker = app.worker()
+    await worker.start()
+    handle = await app.start(wf, run_id="held")
+    await asyncio.wait_for(started.wait(), 10)
+    return worker, handle.run_id
+
+
+def _hold_up_unsubscribe(worker: Any, gate: asyncio.Event) -> None:
+    """The first thing a stopping worker awaits waits for ``gate`` first."""
+    real = worker._unsubscribe
+
+    async def held_up() -> None:
+        await gate.wait()
+        await real()
+
+    worker._unsubscribe = held_up
+
+
+async def _handed_back(store_url: str, run_id: str) -> tuple[str, str | None, list[str]]:
+    """The run's status and owner, and the workers still registered, read afresh."""
+    async with App(store_url) as other:
+        run = await other.store.run_get(run_id)
+        assert run is not None
+        workers = [w.worker_id for w in await other.store.worker_list()]
+        return str(run.status), run.owner, workers
+
+
+async def test_a_cancelled_close_goes_on_and_a_second_close_waits_for_it(
+        store_url: str) -> None:
+    """A timeout around ``App.close`` cancels the caller at once; the closing goes on by
+    itself (the worker hands its run back and unregisters, then the store closes), and
+    calling ``close`` again waits for that instead of closing the store under a worker
+    that is still running."""
+    app = App(store_url)
+    worker, run_id = await _a_held_run(app)
+    gate = asyncio.Event()
+    _hold_up_unsubscribe(worker, gate)
+    await _cancelled_while_held_up(app.close, gate)
+    assert not app.closed
+    gate.set()
+    await app.close()
+    assert app.closed
+    assert await _handed_back(store_url, run_id) == ("queued", None, [])
+
+
+async def test_a_cancelled_worker_stop_goes_on_and_a_second_stop_waits_for_it(
+        store_url: str) -> None:
+    """The same for ``Worker.stop``: the second call used to return at once (the worker
+    was already marked stopping) with the run still held and the worker registered."""
+    app = App(store_url)
+    try:
+        worker, run_id = await _a_held_run(app)
+        gate = asyncio.Event()
+        _hold_up_unsubscribe(worker, gate)
+        await _cancelled_while_held_up(worker.stop, gate)
+        gate.set()
+        await worker.stop()
+        assert await _handed_back(store_url, run_id) == ("queued", None, [])
+    finally:
+        await app.close()

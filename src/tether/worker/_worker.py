@@ -225,6 +225,8 @@ class Worker:
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._started = False
         self._stopping = False
+        self._stop_task: asyncio.Future[None] | None = None
+        self._stopped = False
         self._draining = False
         #: A run this worker executes alone (a crash suspect); nothing is claimed meanwhile.
         self._isolated: str | None = None
@@ -294,13 +296,31 @@ class Worker:
                  ",".join(self.queues), self.concurrency)
 
     async def stop(self) -> None:
-        """Stop claiming, stop executing, and hand held runs back to the queue."""
-        if not self._started or self._stopping:
+        """Stop claiming, stop executing, and hand held runs back to the queue.
+
+        A caller cancelled meanwhile (a timeout around ``stop``) is cancelled at once,
+        and the stopping goes on by itself; calling ``stop`` again waits for it."""
+        if not self._started:
             return
-        self._stopping = True
-        self._host.detach(self)
-        if self._unsubscribe is not None:
-            await self._unsubscribe()
+        stopping = self._stop_task
+        if stopping is None or (stopping.cancelled() and not self._stopped):
+            # (A stopping cancelled by the end of its event loop starts again: each of
+            # its parts can be done twice.)
+            self._stopping = True
+            stopping = self._stop_task = asyncio.ensure_future(self._stop())
+        await asyncio.shield(stopping)
+
+    async def _stop(self) -> None:
+        try:
+            await self._stop_parts()
+        finally:
+            # Only now: until its runs are handed back, App.close() waits for this stop.
+            self._host.detach(self)
+
+    async def _stop_parts(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            await unsubscribe()
         for t in self._loops:
             t.cancel()
         for a in list(self._active.values()):
@@ -320,6 +340,7 @@ class Worker:
         if self._gc_tuned:
             self._gc_tuned = False
             _gc.worker_stopped()
+        self._stopped = True
         log.info("worker %s stopped", self.worker_id)
 
     async def drain(self, grace: float, abandon: asyncio.Event | None = None) -> bool:
