@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -247,3 +248,47 @@ async def test_a_cancelled_worker_stop_goes_on_and_a_second_stop_waits_for_it(
         assert await _handed_back(store_url, run_id) == ("queued", None, [])
     finally:
         await app.close()
+
+
+_LEFT_SERVING = """
+import asyncio, sys
+from tether import App
+
+async def main() -> None:
+    app = App(sys.argv[1])
+    started = asyncio.Event()
+
+    @app.step()
+    async def slow() -> int:
+        started.set()
+        await asyncio.sleep(3600)
+        return 1
+
+    @app.workflow
+    async def wf() -> int:
+        return await slow()
+
+    serving = asyncio.create_task(app.worker().run())
+    await app.start(wf, run_id="left")
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.sleep(0.2)  # (step attempts noted, the writer idle)
+    raise RuntimeError("main failed")  # nothing stops the worker or closes the app
+
+asyncio.run(main())
+"""
+
+
+async def test_a_worker_left_serving_when_the_loop_ends_hands_its_run_back(
+        store_url: str) -> None:
+    """``asyncio.run`` ending on an uncaught exception with ``worker.run()`` still a task:
+    the loop's shutdown cancels every task once, the worker's stop among them, and the
+    stop still hands the run back and unregisters the worker (on PostgreSQL the store's
+    own tasks were cancelled in the same sweep, and the run stayed marked running until
+    its lease expired, to be taken over as after a crash)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LEFT_SERVING, store_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, err.decode()
+    assert "RuntimeError: main failed" in err.decode()
+    assert await _handed_back(store_url, "left") == ("queued", None, [])

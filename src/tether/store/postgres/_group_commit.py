@@ -149,6 +149,22 @@ class AppendWriter:
 
     async def _run(self) -> None:
         while True:
+            try:
+                await self._serve()
+                return
+            except asyncio.CancelledError:
+                # Only the end of the event loop cancels this task (``close`` lets it
+                # write what is queued and return): serve on, so that what the loop's
+                # other tasks write while they end (a worker handing its runs back) is
+                # written; the store's guard closes the store, and with it this writer,
+                # once they have ended (PostgresStore._close_pool_on_cancel).
+                task = asyncio.current_task()
+                if self._closing or task is None:
+                    raise
+                task.uncancel()
+
+    async def _serve(self) -> None:
+        while True:
             if not self._queue:
                 if self._idle is not None:
                     try:

@@ -110,6 +110,9 @@ _INLINE_WAIT = 0.005
 #: The writer keeps its connection this long after the last inline append (seconds)
 #: before returning it to the pool, so that a sequential run's next step finds it.
 _HELD_LINGER = 0.25
+#: A store left open when its event loop ends closes once the loop's other tasks have
+#: ended, or after this many seconds (``_close_pool_on_cancel``).
+_GUARD_WAIT = 10.0
 #: Inline appends wait with poll(2), which not every platform has.
 _CAN_POLL = hasattr(select, "poll")
 
@@ -131,6 +134,30 @@ def _final_conflict(run_id: str, position: int) -> StoreError:
 def _auto_migrate_env() -> bool:
     return os.environ.get("TETHER_AUTO_MIGRATE", "1").strip().lower() not in (
         "0", "false", "no", "off")
+
+
+def _store_or_pool_task(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` is one of a PostgreSQL store's own (its writer, listeners,
+    guard) or of psycopg_pool's (its workers and scheduler)."""
+    if task.get_name().startswith("tether-pg-"):
+        return True
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and "psycopg_pool" in code.co_filename
+
+
+async def _others_ended(limit: float) -> None:
+    """Wait until every task of the loop but this one, the stores' own and the pools'
+    has ended, at most ``limit`` seconds."""
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    deadline = loop.time() + limit
+    while True:  # (again: the tasks waited for may have made new ones as they ended)
+        others = {t for t in asyncio.all_tasks()
+                  if t is not me and not t.done() and not _store_or_pool_task(t)}
+        left = deadline - loop.time()
+        if not others or left <= 0:
+            return
+        await asyncio.wait(others, timeout=left)
 
 
 def _looks_dead(conn: Conn) -> bool:
@@ -283,7 +310,7 @@ class PostgresStore(PostgresServeQueries):
         await self._listener.close()
         await self._events.close()
         pool, self._pool = self._pool, None
-        if pool is not None:  # (None: the guard closed it, the loop is ending)
+        if pool is not None:
             await pool.close()
         guard, self._guard = self._guard, None
         if guard is not None:
@@ -293,25 +320,30 @@ class PostgresStore(PostgresServeQueries):
 
     async def _close_pool_on_cancel(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                                     ) -> None:
-        """Wait until cancelled; then, unless the store was closed, close the pool.
+        """Wait until cancelled; then, unless the store was closed, close it once the
+        loop's other tasks have ended.
 
         An event loop that ends with the store still open (``asyncio.run`` after an
         uncaught exception, pytest-asyncio's teardown) cancels every task once and waits
         for all of them. psycopg_pool's task that is opening a connection at that
         moment takes the cancellation for a failed connect and schedules another try,
-        so it never ends, and neither does the process. Closing the pool stops it.
+        so it never ends, and neither does the process: closing the pool stops it. But
+        the tasks ending in the same sweep may still write (a worker's stop hands its
+        runs back), so the group-commit writer serves on through the sweep, and the
+        store closes (writing what is queued) only when every task but the store's own
+        and the pool's has ended, or after ``_GUARD_WAIT`` seconds.
         """
         try:
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
-            if self._pool is pool:
-                self._closed = True
-                self._pool = None
+            if self._pool is pool and not self._closed:
                 log.warning("PostgreSQL store %s was not closed before its event loop "
-                            "ended; closing its pool", self.cfg.where)
+                            "ended; closing it", self.cfg.where)
+                self._guard = None  # (close() would otherwise wait for this task)
                 # (It raises the cancellation of its own tasks it waits for.)
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await pool.close(timeout=1.0)
+                    await _others_ended(_GUARD_WAIT)
+                    await self.close()
             raise
 
     async def server_time(self) -> float:
