@@ -29,6 +29,13 @@ Workloads:
   recovery    spawn a process -> the run a SIGKILLed process left resumes its next step
   agent       --agent-runs concurrent runs of 20 steps that each await 50 ms: overhead
               over the same code with no durability, measured in the same process
+  agent-llm   the same shape against the scripted OpenAI-compatible server
+              (``tether.testing.llm_server``, a process of its own, every reply after
+              50 ms): --agent-runs runs of a 20-turn conversation, each turn a durable
+              ``LLM.chat`` (new messages stored, reply, tokens and cost journaled),
+              against the same conversations outside a workflow (plain provider calls
+              through the same client), in the same process (Tether only: the peers have
+              no durable LLM call)
   starts      --starts runs started by one App.start_many, no worker: starts/s (Tether
               only: the peers have no bulk start that does not also run the workflow)
 and before each workload on each store, the limit: one SQLite commit (WAL,
@@ -69,14 +76,15 @@ ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/
 SYSTEMS = ["tether", "dbos", "langgraph", "tether-relaxed", "tether-before"]
 #: --before REV: that revision's src/, exported to a temporary folder.
 BEFORE_SRC = ""
-WORKLOADS = ["seq", "throughput", "recovery", "agent", "starts"]
+WORKLOADS = ["seq", "throughput", "recovery", "agent", "agent-llm", "starts"]
 #: Workloads measured for Tether's systems only.
-TETHER_ONLY = {"starts"}
+TETHER_ONLY = {"starts", "agent-llm"}
 #: What each workload reports, and whether more is better.
 METRIC = {"seq": ("us_per_step", "µs/step", False),
           "throughput": ("runs_per_s", "runs/s", True),
           "recovery": ("recovery_ms", "ms", False),
           "agent": ("overhead_pct", "% over asyncio", False),
+          "agent-llm": ("overhead_pct", "% over plain calls", False),
           "starts": ("starts_per_s", "starts/s", True),
           "rss": ("peak_rss_mb", "MB peak RSS", False)}
 

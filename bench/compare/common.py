@@ -20,7 +20,7 @@ from typing import Any
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    p.add_argument("workload", choices=["seq", "throughput", "agent", "starts",
+    p.add_argument("workload", choices=["seq", "throughput", "agent", "agent-llm", "starts",
                                         "recover-a", "recover-b"])
     p.add_argument("--store", required=True, help="a store URL")
     p.add_argument("--steps", type=int, default=1000)
@@ -68,14 +68,17 @@ async def plain_agent(runs: int, steps: int, delay: float) -> float:
 
 
 async def agent_pair(durable: Any, runs: int, steps: int, delay: float,
-                     pairs: int = 3) -> dict[str, float]:
+                     pairs: int = 3, plain_version: Any = None) -> dict[str, float]:
     """Run the plain and the durable version alternately in this process; the overhead
     is the median over the pairs of durable time / plain time (each pair measured back
-    to back, so a busier moment of the machine moves both)."""
+    to back, so a busier moment of the machine moves both). The plain version is
+    ``plain_agent`` unless ``plain_version`` (a coroutine function returning seconds)
+    is given."""
     plain: list[float] = []
     dur: list[float] = []
     for _ in range(pairs):
-        plain.append(await plain_agent(runs, steps, delay))
+        plain.append(await plain_version() if plain_version is not None
+                     else await plain_agent(runs, steps, delay))
         dur.append(await durable())
     ratios = sorted(d / p for p, d in zip(plain, dur, strict=True))
     return {"plain_s": sorted(plain)[pairs // 2], "durable_s": sorted(dur)[pairs // 2],

@@ -28,7 +28,7 @@ from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from tether.ai._errors import FatalProviderError, RetryableProviderError
 from tether.ai._openai import _as_text, _emit, _HTTPChat, _is_loopback, _parse_json
@@ -65,7 +65,7 @@ class AnthropicChat(_HTTPChat):
     """
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout | None = None,
+                 timeout: float | httpx2.Timeout | None = None,
                  extra_headers: Mapping[str, str] | None = None, max_tokens: int = 4096,
                  require_api_key: bool = True, provider: str = "anthropic") -> None:
         url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_BASE_URL

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions over plain HTTP (``httpx``), for OpenAI and any compatible
+"""OpenAI Chat Completions over plain HTTP (``httpx2``), for OpenAI and any compatible
 endpoint (Azure, Ollama, vLLM, llama.cpp, ``tether.testing.llm_server``).
 
 There is no hidden retry here: one call is one HTTP request. Every failure leaves as a
@@ -7,7 +7,7 @@ durable step around the call owns the retry policy. ``docs/ai-providers.md`` say
 this is not the official SDK.
 
 This module also holds ``_HTTPChat``, the transport both clients share: one
-``httpx.AsyncClient`` per client object, error translation at the boundary, SSE reading.
+``httpx2.AsyncClient`` per client object, error translation at the boundary, SSE reading.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 try:
-    import httpx
+    import httpx2
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "tether.ai's provider clients need httpx: install tether[llm]") from exc
+        "tether.ai's provider clients need httpx2: install tether[llm]") from exc
 
 from tether.ai._errors import ProviderError, RetryableProviderError, error_for_status
 from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
@@ -36,14 +36,31 @@ from tether.errors import ConfigError
 __all__ = ["OpenAIChat"]
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+DEFAULT_TIMEOUT = httpx2.Timeout(600.0, connect=10.0)
+#: As the OpenAI SDK's: an agent platform has many calls in flight to one provider, and a
+#: connection closed after its answer costs the next call a TCP and TLS handshake.
+DEFAULT_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+
+
+def _timeout(value: Any) -> httpx2.Timeout:
+    """``timeout=`` as httpx2's: seconds, an ``httpx2.Timeout``, or another client's
+    timeout object with the same four fields (an ``httpx.Timeout``)."""
+    if isinstance(value, (int, float, httpx2.Timeout)):
+        return httpx2.Timeout(value)
+    try:
+        return httpx2.Timeout(connect=value.connect, read=value.read, write=value.write,
+                              pool=value.pool)
+    except AttributeError:
+        raise ConfigError(f"timeout must be seconds or an httpx2.Timeout, not "
+                          f"{type(value).__name__}") from None
 
 
 def _tls_context() -> ssl.SSLContext:
     """The TLS context of the process's chat clients, one per setting of the variables
-    httpx reads to build it (``SSL_CERT_FILE``, ``SSL_CERT_DIR``; else certifi's bundle).
+    httpx2 reads to build it (``SSL_CERT_FILE``, ``SSL_CERT_DIR``; else the system's CA
+    store, as the OpenAI SDK does).
 
-    httpx builds a new context for each client unless given one, and building one loads
+    httpx2 builds a new context for each client unless given one, and building one loads
     the whole CA bundle: ~110 ms of CPU on a small machine, against ~5 ms for the rest
     of a client. A context is safe to share: it holds settings and trusted
     certificates, not connections.
@@ -53,7 +70,7 @@ def _tls_context() -> ssl.SSLContext:
 
 @functools.cache
 def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    return httpx.create_ssl_context()  # reads the same variables: they are the cache key
+    return httpx2.create_ssl_context()  # reads the same variables: they are the cache key
 
 
 def _is_loopback(url: str) -> bool:
@@ -80,7 +97,7 @@ class _HTTPChat:
     model: str
 
     def __init__(self, model: str, *, provider: str, base_url: str,
-                 headers: Mapping[str, str], timeout: float | httpx.Timeout | None) -> None:
+                 headers: Mapping[str, str], timeout: float | httpx2.Timeout | None) -> None:
         if not model:
             raise ConfigError(f"{provider}: a model name is required")
         parts = urlsplit(base_url)
@@ -89,9 +106,10 @@ class _HTTPChat:
         self.model = model
         self.provider = provider
         self.base_url = base_url.rstrip("/")
-        self._timeout = DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
-        self._client = httpx.AsyncClient(base_url=self.base_url, headers=dict(headers),
-                                         timeout=self._timeout, verify=_tls_context())
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else _timeout(timeout)
+        self._client = httpx2.AsyncClient(base_url=self.base_url, headers=dict(headers),
+                                          timeout=self._timeout, verify=_tls_context(),
+                                          limits=DEFAULT_LIMITS)
 
     async def aclose(self) -> None:
         """Close the connection pool. The client cannot be used afterwards."""
@@ -125,27 +143,28 @@ class _HTTPChat:
 
     # -- errors -------------------------------------------------------------------------
 
-    def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
-        """Translate an ``httpx`` exception; all of them are worth retrying."""
+    def _transport_error(self, exc: httpx2.HTTPError) -> ProviderError:
+        """Translate an ``httpx2`` exception; all of them are worth retrying."""
         name = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx2.TimeoutException):
             message = f"request timed out ({name})"
-        elif isinstance(exc, httpx.ConnectError):
+        elif isinstance(exc, httpx2.ConnectError):
             message = f"cannot connect to {self.base_url} ({name}: {exc})"
-        elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        elif isinstance(exc, (httpx2.RemoteProtocolError, httpx2.ReadError,
+                              httpx2.WriteError)):
             message = f"connection dropped ({name}: {exc or 'no detail'})"
         else:
             message = f"{name}: {exc}"
         return RetryableProviderError(message, provider=self.provider)
 
-    def _response_error(self, resp: httpx.Response) -> ProviderError:
+    def _response_error(self, resp: httpx2.Response) -> ProviderError:
         """The error for a non-2xx answer, with the provider's own message."""
         message, code = _error_details(resp)
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
         return error_for_status(self.provider, resp.status_code, message, code=code,
                                 headers=resp.headers, request_id=request_id)
 
-    def _bad_answer(self, what: str, resp: httpx.Response | None = None) -> ProviderError:
+    def _bad_answer(self, what: str, resp: httpx2.Response | None = None) -> ProviderError:
         status = resp.status_code if resp is not None else None
         return RetryableProviderError(f"unexpected answer: {what}", provider=self.provider,
                                       status=status)
@@ -164,7 +183,7 @@ class _HTTPChat:
         """
         try:
             resp = await self._client.post(path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise self._transport_error(exc) from exc
         if resp.status_code >= 300:
             raise self._response_error(resp)
@@ -207,11 +226,11 @@ class _HTTPChat:
                             data.append(value)
                 if data:
                     yield event, "\n".join(data)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise self._transport_error(exc) from exc
 
 
-def _error_details(resp: httpx.Response) -> tuple[str, str | None]:
+def _error_details(resp: httpx2.Response) -> tuple[str, str | None]:
     """The provider's error message and type/code from an error body, in either the
     OpenAI (``{"error": {"message", "type", "code"}}``) or the Anthropic
     (``{"type": "error", "error": {"type", "message"}}``) shape."""
@@ -278,7 +297,7 @@ class OpenAIChat(_HTTPChat):
         api_key: default ``$OPENAI_API_KEY``; may be absent for a loopback ``base_url``
             or with ``require_api_key=False`` (local servers without auth).
         timeout: seconds for each of connect / read / write / pool (an
-            ``httpx.Timeout`` for finer control); default 600 s, connect 10 s.
+            ``httpx2.Timeout`` for finer control); default 600 s, connect 10 s.
         extra_headers: sent with every request (e.g. ``OpenAI-Organization``).
         provider: the name reported in replies and errors.
 
@@ -287,7 +306,7 @@ class OpenAIChat(_HTTPChat):
     """
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout | None = None,
+                 timeout: float | httpx2.Timeout | None = None,
                  extra_headers: Mapping[str, str] | None = None,
                  require_api_key: bool = True, provider: str = "openai") -> None:
         url, headers = openai_endpoint(base_url=base_url, api_key=api_key,

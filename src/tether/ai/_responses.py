@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 
 from tether.ai._errors import RetryableProviderError
 from tether.ai._openai import (
@@ -53,7 +53,7 @@ class OpenAIResponses(_HTTPChat):
     """
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float | httpx.Timeout | None = None,
+                 timeout: float | httpx2.Timeout | None = None,
                  extra_headers: Mapping[str, str] | None = None,
                  require_api_key: bool = True, provider: str = "openai") -> None:
         url, headers = openai_endpoint(base_url=base_url, api_key=api_key,
