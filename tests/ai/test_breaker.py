@@ -196,3 +196,67 @@ async def test_an_llm_over_its_rpm_is_postponed_not_failed(sqlite_url: str) -> N
         assert any("requests-per-minute limit" in s for s in seen)
         await llm.aclose()
         await app.close()
+
+
+class _CountingReads:
+    """A store whose ``kv_get`` calls are counted (a run's view of the shared state
+    keeps its store as ``_store``, as this does)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reads = 0
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        self.reads += 1
+        return await self._store.kv_get(key=key)
+
+    async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
+        return await self._store.kv_cas(key=key, value=value, version=version, now=now)
+
+
+async def test_a_closed_breaker_is_not_read_again_for_a_while(
+        store: Store, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read closed with no failures, the breaker is taken as closed for ``CLOSED_FOR``
+    seconds by every guard on the same store (a call then costs no store read); one
+    that another process opened meanwhile stops this one's calls once that has passed;
+    a failure seen here drops what was remembered at once."""
+    from tether.ai import _breaker
+
+    monkeypatch.setattr(_breaker, "CLOSED_FOR", 0.3)
+    clock = Clock()
+    view = _CountingReads(store)
+
+    def fresh() -> BreakerGuard:  # a guard per call, as LLM makes them
+        return BreakerGuard(view, "llm.breaker:memo", CFG, clock=clock,  # type: ignore[arg-type]
+                            label="test")
+
+    assert await fresh().before() == Ticket()
+    assert view.reads == 1
+    for _ in range(5):
+        assert await fresh().before() == Ticket()
+    assert view.reads == 1
+
+    # Another process opens it (its own guard, not this store object's memory).
+    other = open_store(store_url)
+    await other.open()
+    try:
+        theirs = BreakerGuard(other, "llm.breaker:memo", CFG, clock=clock, label="test")
+        for _ in range(3):
+            await theirs.failure(await theirs.before())
+    finally:
+        await other.close()
+    assert await fresh().before() == Ticket()  # still remembered closed here
+    await asyncio.sleep(0.35)
+    with pytest.raises(Postpone, match="circuit open"):
+        await fresh().before()
+
+    # A failure seen here: the next call reads the state (and counts on it).
+    clock.t += 11
+    probe = await fresh().before()
+    assert probe.probe
+    await fresh().success(probe)
+    assert await fresh().before() == Ticket()
+    reads = view.reads
+    await fresh().failure(Ticket())
+    assert await fresh().before() == Ticket(probe=False, failures=1)
+    assert view.reads > reads + 1

@@ -23,6 +23,12 @@ The breaker (``kv_get``/``kv_cas`` on key ``llm.breaker:<provider>:<base_url>``)
 Every transition is a compare-and-set on a versioned row, so concurrent callers in
 any process agree on one winner. The state is JSON, readable with ``tether db``.
 
+A process that read the breaker closed with no failures takes it as such for
+``CLOSED_FOR`` seconds without reading it again (``_closed``): on the happy path a call
+costs no store read, and a breaker another process opens stops this one's calls within
+that time. Any failure this process sees reads and writes the state at once, and drops
+what it remembered.
+
 Rate limits use ``store.rate_acquire`` (a DB-enforced token bucket): a call that is not
 granted raises ``Postpone`` for the time the bucket says.
 """
@@ -32,6 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +54,13 @@ __all__ = ["BreakerGuard", "CircuitBreaker", "RateLimits", "Ticket"]
 #: How often a compare-and-set is retried after losing a race before giving up the
 #: bookkeeping (the call itself is not affected).
 _CAS_TRIES = 8
+
+#: Seconds a breaker read closed with no failures is taken as closed without reading it.
+CLOSED_FOR = 1.0
+
+#: store -> breaker key -> ``time.monotonic()`` until which the breaker is taken as
+#: closed with no failures.
+_closed: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +117,42 @@ class BreakerGuard:
         self.config = config
         self.clock = clock
         self.label = label
+        # A run's view of the shared state is one object per run execution; what is
+        # remembered is per store (the view's store, else the object itself).
+        owner = getattr(store, "_store", store)
+        memo = _closed.get(owner)
+        if memo is None:
+            memo = _closed[owner] = {}
+        self._memo: dict[str, float] = memo
 
     async def _read(self) -> tuple[dict[str, Any], int | None]:
         row = await self.store.kv_get(key=self.key)
         if row is None:
-            return {"state": "closed", "failures": 0}, None
-        try:
-            value = json.loads(row[0])
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            value = {"state": "closed", "failures": 0}
-        return value, row[1]
+            value: Any = {"state": "closed", "failures": 0}
+        else:
+            try:
+                value = json.loads(row[0])
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                value = {"state": "closed", "failures": 0}
+        self._remember(value)
+        return value, None if row is None else row[1]
 
     async def _write(self, value: dict[str, Any], version: int | None) -> bool:
-        return await self.store.kv_cas(key=self.key, value=json.dumps(value),
-                                       version=version, now=self.clock())
+        written = await self.store.kv_cas(key=self.key, value=json.dumps(value),
+                                          version=version, now=self.clock())
+        if written:
+            self._remember(value)
+        return written
+
+    def _remember(self, value: dict[str, Any]) -> None:
+        """Note the state read or written: closed with no failures is remembered for
+        ``CLOSED_FOR`` seconds; anything else is not."""
+        if value.get("state") == "closed" and not int(value.get("failures", 0)):
+            self._memo[self.key] = time.monotonic() + CLOSED_FOR
+        else:
+            self._memo.pop(self.key, None)
 
     async def before(self) -> Ticket:
         """Let the call through (returning its ticket) or postpone it.
@@ -126,6 +161,8 @@ class BreakerGuard:
             Postpone: the breaker is open, or another caller is probing.
         """
         cfg, now = self.config, self.clock()
+        if self._memo.get(self.key, 0.0) > time.monotonic():
+            return Ticket(False, 0)
         for _ in range(_CAS_TRIES):
             state, version = await self._read()
             kind = state.get("state")
@@ -166,6 +203,7 @@ class BreakerGuard:
         """The provider failed: count it; open the breaker at the threshold; a failed
         probe re-opens it with a longer cool-down."""
         cfg, now = self.config, self.clock()
+        self._memo.pop(self.key, None)
         for _ in range(_CAS_TRIES):
             state, version = await self._read()
             kind = state.get("state")

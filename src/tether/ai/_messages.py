@@ -45,6 +45,11 @@ __all__ = ["ContentRef", "address", "canonical_json", "digest", "load_conversati
 _KNOWN_LIMIT = 100_000
 
 
+#: Built once: ``json.dumps`` with these options builds a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+
+
 def canonical_json(value: Any, what: str = "value") -> str:
     """The one JSON text of ``value``: sorted keys, no spaces, UTF-8 kept as is.
 
@@ -52,10 +57,17 @@ def canonical_json(value: Any, what: str = "value") -> str:
         ConfigError: ``value`` is not JSON (a message must be plain data).
     """
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        return _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def _node(key: str, prev: str | None) -> str:
+    """``canonical_json({"msg": key, "prev": prev})`` for two hex digests, written out
+    (the keys in order, nothing to escape)."""
+    if prev is None:
+        return '{"msg":"' + key + '","prev":null}'
+    return '{"msg":"' + key + '","prev":"' + prev + '"}'
 
 
 def digest(text: str) -> str:
@@ -97,7 +109,7 @@ def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
         size += len(text.encode())
         key = digest(text)
         blobs[key] = text
-        node = canonical_json({"msg": key, "prev": head})
+        node = _node(key, head)
         head = digest(node)
         blobs[head] = node
     return ContentRef(head, len(messages), blobs, size)
