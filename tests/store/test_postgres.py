@@ -709,6 +709,55 @@ async def test_concurrent_appends_share_transactions(pg_url: str) -> None:
         await proxy.close()
 
 
+async def test_concurrent_metrics_and_texts_share_transactions(pg_url: str) -> None:
+    """What durable LLM calls of many runs write besides their journal entries (each
+    run's metrics, the texts of its prompt) is group-committed too: 100 runs writing at
+    once take a few round trips. A stale lease among them loses only its own metrics;
+    texts shared by runs are stored once, each run recorded as referencing them; a text
+    the server refuses (a NUL byte) fails only its own call."""
+    from tether.errors import TetherError
+
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url))
+    await store.open()
+    try:
+        for i in range(100):
+            await store.run_insert(run=run_record(f"r{i:03}"))
+        claimed = await store.run_claim(worker_id="w", queues=["q"], limit=100, now=T0,
+                                        lease_seconds=LEASE)
+        assert len(claimed) == 100
+        stale = Lease(claimed[7].lease.run_id, "w", claimed[7].lease.fencing_token - 1)
+        leases = [stale if i == 7 else c.lease for i, c in enumerate(claimed)]
+        proxy.reset()
+        got = await asyncio.gather(
+            *(store.run_metrics_set(lease=lease, metrics=f'{{"n": {i}}}', now=T0)
+              for i, lease in enumerate(leases)), return_exceptions=True)
+        assert proxy.round_trips <= 3
+        assert isinstance(got[7], LeaseLost)
+        assert [g for i, g in enumerate(got) if i != 7] == [None] * 99
+        runs = {r.run_id: r for r in await store.run_get_many([c.run.run_id for c in claimed])}
+        assert runs[claimed[3].run.run_id].metrics == {"n": 3}
+        assert runs[claimed[7].run.run_id].metrics == {}
+
+        proxy.reset()
+        shared = {"sys": "the system prompt"}
+        got = await asyncio.gather(
+            *(store.blob_put(blobs={**shared, f"u{i}": f"user {i}"}, run_id=c.run.run_id)
+              for i, c in enumerate(claimed)),
+            store.blob_put(blobs={"bad": "x\x00y"}, run_id=claimed[0].run.run_id),
+            return_exceptions=True)
+        assert got[:100] == [None] * 100 and isinstance(got[100], TetherError)
+        assert await store.blob_get(keys=["sys", "u0", "u99", "bad"]) == {
+            "sys": "the system prompt", "u0": "user 0", "u99": "user 99"}
+        async with store._connection() as conn:
+            cur = await conn.execute(
+                f"SELECT count(*) FROM {store.schema}.blob_refs WHERE key = 'sys'")
+            assert (await cur.fetchone()) == (100,)
+    finally:
+        await store.close()
+        await proxy.close()
+
+
 async def test_a_batch_of_appends_is_prepared_and_its_generic_plan_looks_runs_up_by_key(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
     """The batch statement is prepared (parsed and planned once per connection), so a

@@ -1,11 +1,14 @@
-"""Group commit for run starts, journal appends, releases and the ends of runs.
+"""Group commit for run starts, journal appends, releases, the ends of runs, runs'
+metrics and the texts runs store.
 
-Every ``run_insert``, ``journal_append``, ``run_release`` and ``run_finish`` of the
-process goes into one queue. A single writer task takes everything queued, writes its
-starts in one transaction (``run_insert_many``: one INSERT of arrays and one read), its
-appends in another (one fenced INSERT of arrays: one round trip and one WAL flush for
-the lot), its releases in a third and its ends of runs in a fourth (BEGIN, lock, UPDATE
-of arrays, wake-ups, COMMIT in one pipeline), and resolves each caller's future. While
+Every ``run_insert``, ``journal_append``, ``run_release``, ``run_finish``,
+``run_metrics_set`` and ``blob_put`` of the process goes into one queue. A single writer
+task takes everything queued, writes its starts in one transaction (``run_insert_many``:
+one INSERT of arrays and one read), its texts in another (their references, then the
+texts), its metrics in another, its appends in another (one fenced INSERT of arrays: one
+round trip and one WAL flush for the lot), its releases and its ends of runs in one each
+(BEGIN, lock, UPDATE of arrays, wake-ups, COMMIT in one pipeline), and resolves each
+caller's future. While
 a batch is in flight the next one gathers, so under load batches grow by themselves and
 throughput approaches the commit rate times the batch size, with no timer and no added
 latency when the process is idle.
@@ -67,7 +70,25 @@ class Insert:
     future: asyncio.Future[tuple[RunRecord, bool]]
 
 
-Item = Append | Finish | Release | Insert
+@dataclass(slots=True)
+class Metrics:
+    """A run's metrics (``run_metrics_set``) waiting for their batch."""
+    lease: Lease
+    metrics: str
+    now: float
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class Blobs:
+    """Texts to store (``blob_put``), referenced by ``run_id`` if given, waiting for
+    their batch."""
+    blobs: dict[str, str]
+    run_id: str | None
+    future: asyncio.Future[None]
+
+
+Item = Append | Finish | Release | Insert | Metrics | Blobs
 
 
 class AppendWriter:
@@ -123,6 +144,18 @@ class AppendWriter:
     def submit_release(self, lease: Lease, wait: Wait, now: float) -> asyncio.Future[None]:
         fut = self._future()
         self._queue.append(Release(lease, wait, now, fut))
+        self._ready.set()
+        return fut
+
+    def submit_metrics(self, lease: Lease, metrics: str, now: float) -> asyncio.Future[None]:
+        fut = self._future()
+        self._queue.append(Metrics(lease, metrics, now, fut))
+        self._ready.set()
+        return fut
+
+    def submit_blobs(self, blobs: dict[str, str], run_id: str | None) -> asyncio.Future[None]:
+        fut = self._future()
+        self._queue.append(Blobs(blobs, run_id, fut))
         self._ready.set()
         return fut
 

@@ -83,9 +83,11 @@ from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import (
     Append,
     AppendWriter,
+    Blobs,
     Finish,
     Insert,
     Item,
+    Metrics,
     Release,
 )
 from tether.store.postgres._lifecycle import Lifecycle
@@ -792,11 +794,19 @@ class PostgresStore(PostgresServeQueries):
             await self._flush_appends(batch)  # type: ignore[arg-type]
             return
         inserts = [i for i in batch if isinstance(i, Insert)]
+        blobs = [i for i in batch if isinstance(i, Blobs)]
+        metrics = [i for i in batch if isinstance(i, Metrics)]
         appends = [i for i in batch if isinstance(i, Append)]
         releases = [i for i in batch if isinstance(i, Release)]
         finishes = [i for i in batch if isinstance(i, Finish)]
         if inserts:  # no append, release or end of a batch is about a run started in it
             await self._flush_inserts(inserts)
+        # A run has one write in flight at a time (each awaited before the next), so the
+        # kinds of one batch are about different runs' writes, in any order.
+        if blobs:
+            await self._flush_blobs(blobs)
+        if metrics:
+            await self._flush_metrics(metrics)
         if appends:
             await self._flush_appends(appends)
         if releases:
@@ -899,7 +909,7 @@ class PostgresStore(PostgresServeQueries):
         await self._write_together(batch, self._finish_one, columns, (
             "run_lock_many", "run_finish_many", "run_wake_waiters_many"), returns=1)
 
-    async def _write_together(self, batch: Sequence[Finish | Release],
+    async def _write_together(self, batch: Sequence[Finish | Release | Metrics],
                               one: Callable[[Any], Awaitable[None]],
                               columns: Callable[[Any], dict[str, Any]],
                               steps: Sequence[str], *, returns: int) -> None:
@@ -1111,21 +1121,73 @@ class PostgresStore(PostgresServeQueries):
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
+        """Replace the run's metrics under its lease, in a transaction shared with the
+        other runs' metrics of the moment (group commit: a durable LLM call writes them
+        once per call). Raises: LeaseLost, StoreUnavailable."""
         check_metrics(lease.run_id, metrics)
+        await self._writer.submit_metrics(lease, metrics, now)
+
+    async def _metrics_one(self, m: Metrics) -> None:
         _, count = await self._one("run_metrics_set",
-                                   {**lease_params(lease), "metrics": metrics, "now": now})
+                                   {**lease_params(m.lease), "metrics": m.metrics,
+                                    "now": m.now})
         if count != 1:
-            raise LeaseLost(lease.run_id, lease.fencing_token)
+            raise LeaseLost(m.lease.run_id, m.lease.fencing_token)
+
+    async def _flush_metrics(self, batch: list[Metrics]) -> None:
+        """Write many runs' metrics in one transaction; resolve every caller."""
+        def columns(ordered: list[Metrics]) -> dict[str, Any]:
+            return {**_lease_columns(ordered),
+                    "metrics": TextArray([m.metrics for m in ordered]),
+                    "now": Float8Array([m.now for m in ordered])}
+
+        await self._write_together(batch, self._metrics_one, columns, (
+            "run_lock_many", "run_metrics_set_many"), returns=1)
 
     async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
-        if not blobs:
+        """Store texts (and that ``run_id`` references them), in a transaction shared
+        with the other texts stored at the moment (group commit: a durable LLM call
+        stores its prompt's new messages once per call). Raises: StoreUnavailable."""
+        if blobs:
+            await self._writer.submit_blobs(blobs, run_id)
+
+    async def _flush_blobs(self, batch: list[Blobs]) -> None:
+        """Store the texts of many calls in one transaction, their references first
+        (see Lifecycle._sweep_blobs), each in one order for every writer (key, then run)
+        so that overlapping writes never deadlock; resolve every caller. A batch the
+        server refused is written call by call (bad data fails only its own call)."""
+        texts: dict[str, str] = {}
+        refs: set[tuple[str, str]] = set()
+        for b in batch:
+            texts.update(b.blobs)
+            if b.run_id is not None:
+                refs.update((k, b.run_id) for k in b.blobs)
+        keys = sorted(texts)
+        pairs = sorted(refs)
+        params = {"keys": TextArray(keys), "values": TextArray([texts[k] for k in keys]),
+                  "ref_keys": TextArray([k for k, _ in pairs]),
+                  "ref_runs": TextArray([r for _, r in pairs])}
+        steps = [("blob_put", params)]
+        if pairs:
+            steps.insert(0, ("blob_ref_put_many", params))
+        try:
+            if len(steps) == 1:
+                await self._one("blob_put", params, prepare=False)
+            else:
+                await self._txn(steps, prepare=False)
+        except StoreUnavailable as exc:
+            for b in batch:
+                _settle(b.future, exc)
             return
-        keys = sorted(blobs)  # one order for every writer: overlapping puts never deadlock
-        params = {"keys": keys, "values": [blobs[k] for k in keys], "run_id": run_id}
-        if run_id is None:
-            await self._one("blob_put", params)
-        else:  # the reference first: see Lifecycle._sweep_blobs
-            await self._txn([("blob_ref_put", params), ("blob_put", params)])
+        except TetherError as exc:
+            if len(batch) == 1:
+                _settle(batch[0].future, exc)
+                return
+            for b in batch:
+                await self._flush_blobs([b])
+            return
+        for b in batch:
+            _settle(b.future, None)
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
@@ -1263,7 +1325,7 @@ def _waves(batch: list[Append]) -> list[list[Append]]:
     return waves
 
 
-def _lease_columns(items: Sequence[Append | Finish | Release]) -> dict[str, Any]:
+def _lease_columns(items: Sequence[Append | Finish | Release | Metrics]) -> dict[str, Any]:
     """``run_id`` and ``fencing_token`` as arrays: the fenced writes of a batch
     (``lease_params`` for one)."""
     return {"run_id": TextArray([i.lease.run_id for i in items]),

@@ -698,12 +698,22 @@ INSERT INTO {schema}.blobs (key, value)
 SELECT k, v FROM unnest(%(keys)b::text[], %(values)b::text[]) AS u(k, v)
 ON CONFLICT (key) DO NOTHING;
 
--- blob_ref_put --
--- A run references these texts (key order); written before the texts, in their
--- transaction (see Lifecycle._sweep_blobs).
+-- blob_ref_put_many --
+-- Runs reference these texts: (key, run_id) pairs, in that order; written before the
+-- texts, in their transaction (see Lifecycle._sweep_blobs).
 INSERT INTO {schema}.blob_refs (key, run_id)
-SELECT k, %(run_id)s FROM unnest(%(keys)b::text[]) AS u(k)
+SELECT k, r FROM unnest(%(ref_keys)b::text[], %(ref_runs)b::text[]) AS u(k, r)
 ON CONFLICT (key, run_id) DO NOTHING;
+
+-- run_metrics_set_many --
+-- run_metrics_set for many runs (one array per column, no run twice, rows locked first
+-- by run_lock_many); returns the ids of the runs whose metrics it wrote.
+UPDATE {schema}.runs r SET metrics = u.metrics, updated_at = u.now
+FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(metrics)b::text[],
+            %(now)b::float8[]) AS u(run_id, fencing_token, metrics, now)
+WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
+  AND (r.status = 'running') IS TRUE
+RETURNING r.run_id;
 
 -- blob_get --
 -- The stored texts of these keys.
