@@ -891,11 +891,15 @@ class SqliteStore(SqliteServeQueries):
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
         check_metrics(lease.run_id, metrics)
-        await self._write(_run_metrics_set, lease, metrics, now)
+        # Grouped like appends (see _group_append): a durable LLM call writes its run's
+        # metrics and its prompt's texts once per call.
+        await self._grouped(_run_metrics_set, (lease, metrics, now), wake=False,
+                            atomic=True)
 
     async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         if blobs:
-            await self._write(_lc.blob_put, json.dumps(blobs), run_id, _blob_put)
+            await self._grouped(_lc.blob_put, (json.dumps(blobs), run_id, _blob_put),
+                                wake=False, atomic=False)
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
         if not keys:
