@@ -842,17 +842,8 @@ class PostgresStore(PostgresServeQueries):
         try:
             per_wave: list[set[tuple[str, int]]] = await self._run_op(
                 go, hold=len(batch) == 1)
-        except StoreUnavailable as exc:
-            for a in batch:
-                _settle(a.future, exc)
-            return
         except TetherError as exc:
-            if len(batch) == 1:
-                _settle(batch[0].future, exc)
-                return
-            # One entry the server refused (bad data) must not fail the others.
-            for a in batch:
-                await self._flush_appends([a])
+            await _failed_batch(batch, exc, self._flush_appends)
             return
         refused = [a for wave, written in zip(waves, per_wave, strict=True) for a in wave
                    if (a.lease.run_id, a.entry.position) not in written]
@@ -1175,16 +1166,8 @@ class PostgresStore(PostgresServeQueries):
                 await self._one("blob_put", params, prepare=False)
             else:
                 await self._txn(steps, prepare=False)
-        except StoreUnavailable as exc:
-            for b in batch:
-                _settle(b.future, exc)
-            return
         except TetherError as exc:
-            if len(batch) == 1:
-                _settle(batch[0].future, exc)
-                return
-            for b in batch:
-                await self._flush_blobs([b])
+            await _failed_batch(batch, exc, self._flush_blobs)
             return
         for b in batch:
             _settle(b.future, None)
@@ -1381,6 +1364,19 @@ def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
         if res.ntuples and not fut.done():
             fut.set_result(None)
     return done
+
+
+async def _failed_batch(batch: Sequence[Append | Blobs], exc: TetherError,
+                        write: Callable[[list[Any]], Awaitable[None]]) -> None:
+    """A batch's one statement failed: in an outage every caller gets the error; else
+    (the server refused some item's data) each item is written again alone, so that only
+    the bad one fails."""
+    if isinstance(exc, StoreUnavailable) or len(batch) == 1:
+        for item in batch:
+            _settle(item.future, exc)
+        return
+    for item in batch:
+        await write([item])
 
 
 def _settle(fut: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
