@@ -8,10 +8,9 @@ one INSERT of arrays and one read), its texts in another (their references, then
 texts), its metrics in another, its appends in another (one fenced INSERT of arrays: one
 round trip and one WAL flush for the lot), its releases and its ends of runs in one each
 (BEGIN, lock, UPDATE of arrays, wake-ups, COMMIT in one pipeline), and resolves each
-caller's future. While
-a batch is in flight the next one gathers, so under load batches grow by themselves and
-throughput approaches the commit rate times the batch size, with no timer and no added
-latency when the process is idle.
+caller's future. While a batch is in flight the next one gathers, so under load batches
+grow by themselves and throughput approaches the commit rate times the batch size, with
+no timer and no added latency when the process is idle.
 
 One writer, not several, so that two appends to one run are written in the order they
 were made (a pending entry, then its final one), as the SQLite store's single writer
