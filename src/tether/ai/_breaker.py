@@ -27,7 +27,9 @@ A process that read the breaker closed with no failures takes it as such for
 ``CLOSED_FOR`` seconds without reading it again (``_closed``): on the happy path a call
 costs no store read, and a breaker another process opens stops this one's calls within
 that time. Any failure this process sees reads and writes the state at once, and drops
-what it remembered.
+what it remembered. The price: a success within that second does not reset failures
+other processes counted meanwhile (it only would have if it had read them), which leans
+the breaker slightly toward opening, never toward hammering a failing provider.
 
 Rate limits use ``store.rate_acquire`` (a DB-enforced token bucket): a call that is not
 granted raises ``Postpone`` for the time the bucket says.
