@@ -1158,14 +1158,12 @@ class PostgresStore(PostgresServeQueries):
         params = {"keys": TextArray(keys), "values": TextArray([texts[k] for k in keys]),
                   "ref_keys": TextArray([k for k, _ in pairs]),
                   "ref_runs": TextArray([r for _, r in pairs])}
-        steps = [("blob_put", params)]
-        if pairs:
-            steps.insert(0, ("blob_ref_put_many", params))
         try:
-            if len(steps) == 1:
+            if pairs:
+                await self._txn([("blob_ref_put_many", params), ("blob_put", params)],
+                                prepare=False)
+            else:  # texts no run references (stored from outside a run)
                 await self._one("blob_put", params, prepare=False)
-            else:
-                await self._txn(steps, prepare=False)
         except TetherError as exc:
             await _failed_batch(batch, exc, self._flush_blobs)
             return
