@@ -131,20 +131,50 @@ class _LatestWriter:
     """Writes a value that changes often (metrics, live status) in order, coalesced:
     at most one write in flight, each sending the latest value, so two quick changes
     can't land in the wrong order. Writes join the run's deferred writes (flushed, with
-    a lost lease reported, before the run's next journal write and at its end)."""
+    a lost lease reported, before the run's next journal write and at its end).
+
+    ``lazy``: a change is written from the event loop's next pass, unless a journal
+    write made before then carries it (``take``): a durable LLM call's cost and its
+    entry are then one transaction."""
 
     def __init__(self, defer: Callable[[Awaitable[None]], None],
-                 write: Callable[[], Awaitable[None]]) -> None:
+                 write: Callable[[], Awaitable[None]], *, lazy: bool = False) -> None:
         self._defer = defer
         self._write = write
+        self._lazy = lazy
         self._writing = False
         self._dirty = False
+        self._soon: asyncio.Handle | None = None
 
     def changed(self) -> None:
         self._dirty = True
-        if not self._writing:
+        if self._writing or self._soon is not None:
+            return
+        if self._lazy:
+            self._soon = asyncio.get_running_loop().call_soon(self.start)
+        else:
+            self.start()
+
+    def start(self) -> None:
+        """Start writing what changed now (a flush of the run's writes is coming)."""
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        if self._dirty and not self._writing:
             self._writing = True
             self._defer(self._run())
+
+    def take(self) -> bool:
+        """Whether the caller writes the latest value itself, now: True when it changed
+        and no write of it has started (this writer then writes nothing; the caller calls
+        ``changed`` again if its write fails)."""
+        if not self._dirty or self._writing:
+            return False
+        self._dirty = False
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        return True
 
     async def _run(self) -> None:
         try:
@@ -284,7 +314,8 @@ class RunContext:
         self.memory: dict[object, Any] = {}
         # Plain JSON, never through the payload hook: stores read these numbers.
         self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
-            lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()))
+            lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()),
+            lazy=True)
         self._status_text: str | None = None
         self._status_writer = _LatestWriter(self._defer, lambda: self.store.run_set_status_info(
             lease=self.lease, info=self._status_text, now=self.clock.now()))
@@ -348,13 +379,20 @@ class RunContext:
     # -- writes -------------------------------------------------------------------------
 
     async def write(self, entry: JournalEntry) -> None:
-        """Record an entry durably before going on."""
+        """Record an entry durably before going on; metrics that changed and are not
+        being written yet (a durable LLM call's cost) go in its transaction."""
+        metrics = (json.dumps(self.metrics) if self._metrics_writer.take() else None)
         if self._deferred:
             await self.flush()
         try:
-            await self.store.journal_append(lease=self.lease, entry=entry)
+            await self.store.journal_append(lease=self.lease, entry=entry, metrics=metrics,
+                                            now=self.clock.now())
         except LeaseLost as exc:
             raise self.halt(Lost(exc)) from None
+        except BaseException:
+            if metrics is not None:
+                self._metrics_writer.changed()  # not written: the writer's turn
+            raise
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")
 
@@ -368,6 +406,7 @@ class RunContext:
         self._defer(self.store.journal_append(lease=self.lease, entry=entry))
 
     async def flush(self) -> None:
+        self._metrics_writer.start()
         pending, self._deferred = self._deferred, []
         for fut in pending:
             try:

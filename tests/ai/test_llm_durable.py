@@ -103,6 +103,48 @@ async def test_a_chat_is_one_operation_replayed_without_a_request(
     await app.close()
 
 
+async def test_a_calls_cost_is_committed_with_its_entry(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """Each call's metrics go in its journal entry's transaction (one write, not two):
+    the store is asked for no separate metrics write, and each entry carries the totals
+    that include its own call."""
+    server.set_script([Reply("a", input_tokens=10, output_tokens=1, times=3)])
+    app = App(store_url)
+    llm = make_llm(server, "openai")
+    store = app.store
+    carried: list[float] = []
+    separate: list[str] = []
+    append, metrics_set = store.journal_append, store.run_metrics_set
+
+    async def spy_append(**kw: Any) -> None:
+        if kw.get("metrics") is not None:
+            carried.append(json.loads(kw["metrics"])["llm.calls"])
+        await append(**kw)
+
+    async def spy_metrics_set(**kw: Any) -> None:
+        separate.append(kw["metrics"])
+        await metrics_set(**kw)
+
+    store.journal_append = spy_append  # type: ignore[method-assign]
+    store.run_metrics_set = spy_metrics_set  # type: ignore[method-assign]
+
+    @app.workflow
+    async def talk() -> int:
+        messages = [user_message("hi")]
+        for _ in range(3):
+            reply = await llm.chat(messages)
+            messages += [reply.to_message(), user_message("more")]
+        return len(messages)
+
+    async with app.worker():
+        assert await (await app.start(talk, run_id="r1")).result(timeout=15) == 7
+    assert carried == [1, 2, 3] and separate == []
+    m = (await app.get_run("r1")).metrics
+    assert m["llm.calls"] == 3 and m["tokens.input"] == 30
+    await llm.aclose()
+    await app.close()
+
+
 async def test_outside_a_workflow_it_is_a_plain_call(server: ScriptedLLMServer) -> None:
     """No run: the provider is called, nothing is journaled, no idempotency key."""
     server.set_script([Reply("hi")])

@@ -21,11 +21,12 @@ def test_no_fragment_is_left_out_or_loaded_as_a_query(package: str, filename: st
         assert "{_" not in sql, name
 
 
-def test_both_append_statements_share_their_upsert_and_op_events() -> None:
+def test_the_append_statements_share_their_upsert_and_op_events() -> None:
     queries = load_queries("tether.store.postgres")
     tails = [queries[name][queries[name].index("ON CONFLICT"):]
-             for name in ("journal_append", "journal_append_one")]
-    assert tails[0] == tails[1]
+             for name in ("journal_append", "journal_append_one",
+                          "journal_append_one_metered")]
+    assert tails[0] == tails[1] == tails[2]
     assert "\nev AS (\n    INSERT INTO {schema}.run_events" in tails[0]
 
 
@@ -36,7 +37,7 @@ def test_every_journal_upsert_replaces_only_a_pending_entry() -> None:
     upserts = [name for name, sql in queries.items()
                if "ON CONFLICT (run_id, position) DO UPDATE" in sql]
     assert sorted(upserts) == ["child_start", "journal_append", "journal_append_one",
-                               "signal_take"]
+                               "journal_append_one_metered", "signal_take"]
     for name in upserts:
         assert "fencing_token = excluded.fencing_token\n    WHERE j.status = 'pending'" \
             in queries[name], name

@@ -13,11 +13,12 @@ import json
 
 import pytest
 
+from tether._types import Lease
 from tether.errors import ConfigError, LeaseLost, PayloadTooLarge, StoreError
 from tether.store import Store, Wait, open_store
 from tether.store._values import MAX_EVENT_BYTES
 
-from .conftest import LEASE, T0, run_record, start_and_claim
+from .conftest import LEASE, T0, entry, run_record, start_and_claim
 
 
 async def claim(store: Store, now: float, *, queues: tuple[str, ...] = ("q",),
@@ -75,6 +76,81 @@ async def test_metrics_that_are_not_a_json_object_of_numbers_are_refused(
         await store.run_metrics_set(lease=lease, metrics=text, now=T0)
     got = await store.run_get("r1")
     assert got is not None and got.metrics == {}
+
+
+async def test_an_append_with_metrics_writes_both_in_one_go(store: Store) -> None:
+    """``journal_append(metrics=)`` (a durable LLM call: its cost and its entry) writes
+    the entry and replaces the metrics, once alone and once among other runs' appends."""
+    lease = (await start_and_claim(store, "r1")).lease
+    await store.journal_append(lease=lease, entry=entry(0), metrics='{"tokens": 12}',
+                               now=T0 + 1)
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {"tokens": 12.0}
+    assert [e.position for e in await store.journal_read("r1")] == [0]
+    others = [(await start_and_claim(store, f"o{i}", queue=f"q{i}")).lease for i in range(6)]
+    await asyncio.gather(
+        store.journal_append(lease=lease, entry=entry(1), metrics='{"tokens": 30}',
+                             now=T0 + 2),
+        *(store.journal_append(lease=o, entry=entry(0),
+                               metrics=None if i % 2 else f'{{"tokens": {i}}}', now=T0 + 2)
+          for i, o in enumerate(others)))
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {"tokens": 30.0}
+    assert [e.position for e in await store.journal_read("r1")] == [0, 1]
+    for i in range(6):
+        run = await store.run_get(f"o{i}")
+        assert run is not None and run.metrics == ({} if i % 2 else {"tokens": float(i)})
+        assert len(await store.journal_read(f"o{i}")) == 1
+
+
+async def test_an_append_refused_keeps_its_metrics_unless_the_lease_is_lost(
+        store: Store) -> None:
+    """The call was paid: its metrics are written even when a final entry already holds
+    the position (the append raises StoreError). Under a stale lease neither is written
+    (LeaseLost). Both alone and among other runs' appends."""
+    runs = [(await start_and_claim(store, f"r{i}", queue=f"q{i}")).lease for i in range(8)]
+    for lease in runs:
+        await store.journal_append(lease=lease, entry=entry(0, result='"first"'))
+    # Alone.
+    with pytest.raises(StoreError) as err:
+        await store.journal_append(lease=runs[0], entry=entry(0, result='"again"'),
+                                   metrics='{"tokens": 5}', now=T0 + 1)
+    assert not isinstance(err.value, LeaseLost)
+    stale = Lease("r1", "w1", runs[1].fencing_token - 1)
+    with pytest.raises(LeaseLost):
+        await store.journal_append(lease=stale, entry=entry(1), metrics='{"tokens": 7}',
+                                   now=T0 + 1)
+    # Among others: r2 a final conflict, r3 a stale lease, the others written.
+    stale3 = Lease("r3", "w1", runs[3].fencing_token - 1)
+    outcomes = await asyncio.gather(*(
+        store.journal_append(lease=stale3 if i == 3 else lease,
+                             entry=entry(0 if i == 2 else 1), metrics=f'{{"n": {i}}}',
+                             now=T0 + 2)
+        for i, lease in enumerate(runs) if i >= 2), return_exceptions=True)
+    assert isinstance(outcomes[0], StoreError) and not isinstance(outcomes[0], LeaseLost)
+    assert isinstance(outcomes[1], LeaseLost)
+    assert outcomes[2:] == [None] * 4
+    metrics = {}
+    for i in range(8):
+        run = await store.run_get(f"r{i}")
+        assert run is not None
+        metrics[i] = run.metrics
+        journal = await store.journal_read(f"r{i}")
+        assert journal[0].result == '"first"'
+        assert len(journal) == (1 if i < 4 else 2)
+    assert metrics == {0: {"tokens": 5.0}, 1: {}, 2: {"n": 2.0}, 3: {},
+                       **{i: {"n": float(i)} for i in range(4, 8)}}
+
+
+async def test_an_append_with_metrics_that_are_not_numbers_writes_nothing(
+        store: Store) -> None:
+    lease = (await start_and_claim(store, "r1")).lease
+    with pytest.raises(StoreError, match="r1"):
+        await store.journal_append(lease=lease, entry=entry(0), metrics='{"x": "y"}',
+                                   now=T0)
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {}
+    assert await store.journal_read("r1") == []
 
 
 # -- blobs --------------------------------------------------------------------------------

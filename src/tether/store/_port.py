@@ -187,9 +187,14 @@ class Store(ServeQueries, Protocol):
         and none whose id is in ``exclude`` (runs this worker handed back for a while,
         e.g. because it cannot decrypt them: other workers still take them)."""
 
-    async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
+    async def journal_append(self, *, lease: Lease, entry: JournalEntry,
+                             metrics: str | None = None, now: float = 0.0) -> None:
         """Record one operation's outcome (a pending entry may be overwritten, a final
-        one never). Raises: LeaseLost if ``lease`` is stale."""
+        one never). With ``metrics``, also replace the run's metrics as
+        ``run_metrics_set(metrics=, now=)`` would, in the same transaction: a durable
+        LLM call's cost and its entry are one commit. The metrics are written even when
+        the entry is refused because a final one holds its position (the call was paid
+        all the same). Raises: LeaseLost if ``lease`` is stale (nothing written)."""
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:

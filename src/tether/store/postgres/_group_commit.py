@@ -36,9 +36,13 @@ log = logging.getLogger("tether.store.postgres")
 
 @dataclass(slots=True)
 class Append:
+    """A journal append (``journal_append``) waiting for its batch; with ``metrics``,
+    the run's metrics written in its transaction first."""
     lease: Lease
     entry: JournalEntry
     future: asyncio.Future[None]
+    metrics: str | None = None
+    now: float = 0.0
 
 
 @dataclass(slots=True)
@@ -127,9 +131,10 @@ class AppendWriter:
         self._closing = False
         self._task = asyncio.create_task(self._run(), name="tether-pg-group-commit")
 
-    def submit(self, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
+    def submit(self, lease: Lease, entry: JournalEntry, metrics: str | None = None,
+               now: float = 0.0) -> asyncio.Future[None]:
         fut = self._future()
-        self._queue.append(Append(lease, entry, fut))
+        self._queue.append(Append(lease, entry, fut, metrics, now))
         self._ready.set()
         return fut
 

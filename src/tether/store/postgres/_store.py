@@ -124,6 +124,8 @@ _APPEND_ONE_TYPES = {
     "name": "text", "status": "text", "result": "text", "error": "text",
     "attempts": "integer", "started_at": "float8", "finished_at": "float8",
     "next_attempt_at": "float8", "args": "text"}
+#: ``journal_append_one_metered``'s: the same and the run's metrics.
+_APPEND_METERED_TYPES = {**_APPEND_ONE_TYPES, "metrics": "text", "now": "float8"}
 
 Conn = psycopg.AsyncConnection[Any]
 Params = Mapping[str, Any] | None
@@ -226,6 +228,11 @@ class PostgresStore(PostgresServeQueries):
                                     self._q["journal_append_one"], _APPEND_ONE_TYPES)
         if self._append_one.order != _APPEND_ONE_ORDER:  # queries.sql and the encoder
             raise AssertionError(f"journal_append_one: {self._append_one.order}")
+        self._append_metered = Prepared("tether_append_metered",
+                                        self._q["journal_append_one_metered"],
+                                        _APPEND_METERED_TYPES)
+        if self._append_metered.order != _APPEND_METERED_ORDER:
+            raise AssertionError(f"journal_append_one_metered: {self._append_metered.order}")
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush, max_batch=max_batch,
                                     idle=self._writer_idle)
@@ -486,16 +493,19 @@ class PostgresStore(PostgresServeQueries):
         return await self._run_op(go)
 
     async def _pipeline(self, conn: Conn, steps: Sequence[tuple[str, Params]], *,
-                        prepare: bool | None = None) -> list[psycopg.AsyncCursor[Any]]:
+                        prepare: bool | None = None,
+                        unprepared: int = 0) -> list[psycopg.AsyncCursor[Any]]:
         """Run named queries in one transaction and one round trip: BEGIN, the
-        statements and COMMIT go out in one pipeline with a single Sync."""
+        statements and COMMIT go out in one pipeline with a single Sync. The first
+        ``unprepared`` statements are never prepared, the others as ``prepare`` says."""
         cursors: list[psycopg.AsyncCursor[Any]] = []
         try:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
-                for name, params in steps:
+                for i, (name, params) in enumerate(steps):
                     cur = conn.cursor()
-                    await cur.execute(self._q[name], params, prepare=prepare)
+                    await cur.execute(self._q[name], params,
+                                      prepare=False if i < unprepared else prepare)
                     cursors.append(cur)
                 await conn.execute("COMMIT")
         except BaseException:
@@ -644,21 +654,25 @@ class PostgresStore(PostgresServeQueries):
         return [ClaimedRun(run=r, lease=Lease(r.run_id, worker_id, r.fencing_token),
                            journal=journals.get(r.run_id, [])) for r in claimed]
 
-    async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
+    async def journal_append(self, *, lease: Lease, entry: JournalEntry,
+                             metrics: str | None = None, now: float = 0.0) -> None:
         """Record one operation's outcome, in a transaction shared with the appends of
         other runs (group commit), or inline when nothing else is going on (see
-        ``_append_inline``). Raises: LeaseLost, StoreUnavailable."""
-        sent = self._append_inline(lease, entry)
+        ``_append_inline``); with ``metrics``, the run's metrics first in the same
+        transaction. Raises: LeaseLost, StoreUnavailable."""
+        if metrics is not None:
+            check_metrics(lease.run_id, metrics)
+        sent = self._append_inline(lease, entry, metrics, now)
         if sent is True:
             if self._turns.due():  # let the loop poll its sockets now and then
                 await asyncio.sleep(0)
             return
         if sent is not False and await self._inline_late_answer(*sent):
             return
-        await self._writer.submit(lease, entry)
+        await self._writer.submit(lease, entry, metrics, now)
 
-    def _append_inline(self, lease: Lease, entry: JournalEntry,
-                       ) -> bool | tuple[Conn, str, list[PGresult]]:
+    def _append_inline(self, lease: Lease, entry: JournalEntry, metrics: str | None = None,
+                       now: float = 0.0) -> bool | tuple[Conn, str, list[PGresult]]:
         """Write a lone journal append from the calling task, on the writer's held
         connection, when the group-commit queue is empty, no statement is in flight on
         that connection, the event loop has nothing else ready and no timer falls due
@@ -672,7 +686,8 @@ class PostgresStore(PostgresServeQueries):
         written: a lost lease or a final entry, which the writer's path tells apart):
         submit it to the writer. A tuple: sent, its answer late: await it with
         ``_inline_late_answer``. Raises: StoreUnavailable (the connection failed; the
-        statement may or may not have committed, as on the writer's path)."""
+        statement may or may not have committed, as on the writer's path). With
+        ``metrics``, the statement is ``journal_append_one_metered``."""
         held = self._held
         conn = held.conn
         loop = held._loop
@@ -698,7 +713,8 @@ class PostgresStore(PostgresServeQueries):
         t0 = time.perf_counter()
         results: list[PGresult] = []
         try:
-            encoding = self._append_one.send(conn, partial(_append_one_values, lease, entry))
+            statement, values = self._lone_append(lease, entry, metrics, now)
+            encoding = statement.send(conn, values)
             if encoding is None:
                 return False  # not prepared on this connection yet: the writer prepares it
             if not wait_answer(pgconn, results, encoding, _INLINE_WAIT):
@@ -707,6 +723,14 @@ class PostgresStore(PostgresServeQueries):
         except (psycopg.Error, OSError) as exc:
             return self._inline_failed(conn, exc)
         return self._inline_answered(results[0], t0)
+
+    def _lone_append(self, lease: Lease, entry: JournalEntry, metrics: str | None,
+                     now: float) -> tuple[Prepared, Callable[[str], list[bytes | None]]]:
+        """The prepared statement of one append alone, and its parameters' encoder."""
+        if metrics is None:
+            return self._append_one, partial(_append_one_values, lease, entry)
+        return self._append_metered, partial(_append_metered_values, lease, entry, metrics,
+                                             now)
 
     def _inline_failed(self, conn: Conn, exc: BaseException) -> bool:
         """An inline append's send or answer failed. An error answer (the connection
@@ -817,6 +841,7 @@ class PostgresStore(PostgresServeQueries):
     async def _flush_appends(self, batch: list[Append]) -> None:
         """Write one batch of appends in one transaction; resolve every caller."""
         waves = _waves(batch) if len(batch) > 1 else [batch]
+        metered = _metered(batch)
 
         # A batch is a prepared statement (parsed and planned once per connection: a
         # 16-entry batch took 781 µs unprepared, 457 prepared, bench/pg_batch.py). Its
@@ -824,20 +849,34 @@ class PostgresStore(PostgresServeQueries):
         # form joined the arrays with runs, and its generic plan, made while runs was
         # tiny, scanned runs for every batch (a batch of 1,000 took a second until
         # autovacuum's ANALYZE replanned it).
+        # Metrics written with appends (durable LLM calls): their runs' rows locked in
+        # run order, their metrics set, then the appends, in one transaction; a run
+        # whose lease is lost writes neither (both statements are fenced).
+        first: list[tuple[str, dict[str, Any]]] = []
+        if len(batch) > 1 and metered:
+            cols = {**_lease_columns(metered),
+                    "metrics": TextArray([a.metrics for a in metered]),
+                    "now": Float8Array([a.now for a in metered])}
+            if len(metered) > 1:
+                first.append(("run_lock_many", cols))
+            first.append(("run_metrics_set_many", cols))
+
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
             if len(batch) == 1:
                 a = batch[0]
-                res = await self._append_one.execute(
-                    conn, partial(_append_one_values, a.lease, a.entry),
-                    on_result=_written(a.future), held=self._held)
+                statement, values = self._lone_append(a.lease, a.entry, a.metrics, a.now)
+                res = await statement.execute(conn, values, on_result=_written(a.future),
+                                              held=self._held)
                 return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
-            steps = [("journal_append", _columns(wave)) for wave in waves]
+            steps = [*first, *(("journal_append", _columns(wave)) for wave in waves)]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
                 cursors = [await conn.execute(self._q[steps[0][0]], steps[0][1],
                                               prepare=True)]
             else:
-                cursors = await self._pipeline(conn, steps, prepare=True)
-            return [{(r[0], r[1]) for r in await cur.fetchall()} for cur in cursors]
+                cursors = await self._pipeline(conn, steps, prepare=True,
+                                               unprepared=len(first))
+            return [{(r[0], r[1]) for r in await cur.fetchall()}
+                    for cur in cursors[len(first):]]
 
         try:
             per_wave: list[set[tuple[str, int]]] = await self._run_op(
@@ -1306,6 +1345,16 @@ def _waves(batch: list[Append]) -> list[list[Append]]:
     return waves
 
 
+def _metered(batch: list[Append]) -> list[Append]:
+    """The appends of a batch that carry their run's metrics, one per run (the latest:
+    metrics are totals), in run order."""
+    latest: dict[str, Append] = {}
+    for a in batch:
+        if a.metrics is not None:
+            latest[a.lease.run_id] = a
+    return [latest[run_id] for run_id in sorted(latest)]
+
+
 def _lease_columns(items: Sequence[Append | Finish | Release | Metrics]) -> dict[str, Any]:
     """``run_id`` and ``fencing_token`` as arrays: the fenced writes of a batch
     (``lease_params`` for one)."""
@@ -1353,6 +1402,16 @@ def _append_one_values(lease: Lease, e: JournalEntry, enc: str) -> list[bytes | 
 _APPEND_ONE_ORDER = ("position", "kind", "name", "status", "result", "error", "attempts",
                      "started_at", "finished_at", "next_attempt_at", "args", "run_id",
                      "fencing_token")
+
+
+def _append_metered_values(lease: Lease, e: JournalEntry, metrics: str, now: float,
+                           enc: str) -> list[bytes | None]:
+    """``journal_append_one_metered``'s parameters (order: ``_APPEND_METERED_ORDER``)."""
+    values = _append_one_values(lease, e, enc)
+    return [metrics.encode(enc), _FLOAT8(now), *values[-2:], *values[:-2]]
+
+
+_APPEND_METERED_ORDER = ("metrics", "now", "run_id", "fencing_token", *_APPEND_ONE_ORDER[:-2])
 
 
 def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:

@@ -290,6 +290,29 @@ w AS (
     FOR SHARE
 {_append_upsert_and_events}
 
+-- journal_append_one_metered --
+-- journal_append_one with the run's metrics replaced in the same statement (a durable LLM
+-- call's cost and its entry: one commit). The update is fenced like the append and takes
+-- the run's row lock; the entry is inserted from the row it updated, so a stale lease
+-- writes neither, and the metrics stay written when a final entry holds the position
+-- (the call was paid all the same).
+WITH flag AS MATERIALIZED (SELECT set_config('tether.op_events', 'statement', true) AS f),
+m AS (
+    UPDATE {schema}.runs SET metrics = %(metrics)s::text, updated_at = %(now)s::float8
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+      AND (status = 'running') IS TRUE AND (SELECT f FROM flag) = 'statement'
+    RETURNING run_id, fencing_token),
+w AS (
+    INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
+                                       attempts, started_at, finished_at, next_attempt_at,
+                                       args, fencing_token)
+    SELECT run_id, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
+           %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
+           %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text,
+           fencing_token
+    FROM m
+{_append_upsert_and_events}
+
 -- run_finish --
 -- End a run under the caller's lease; returns 1 (and notifies) if it did.
 WITH fin AS (

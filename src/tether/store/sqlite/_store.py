@@ -712,7 +712,21 @@ class SqliteStore(SqliteServeQueries):
                 raise
             return None, self._foreign(exc)
 
-    async def journal_append(self, *, lease: Lease, entry: JournalEntry) -> None:
+    async def journal_append(self, *, lease: Lease, entry: JournalEntry,
+                             metrics: str | None = None, now: float = 0.0) -> None:
+        if metrics is not None:
+            # Like an append, inline or grouped: two statements in one transaction.
+            check_metrics(lease.run_id, metrics)
+            args: tuple[Any, ...] = (lease, entry, metrics, now)
+            done, written = self._commit_inline(_journal_append_metered, *args)
+            if not done:
+                written = await self._grouped(_journal_append_metered, args, wake=False,
+                                              atomic=True)
+            elif self._turns.due():
+                await asyncio.sleep(0)
+            if not written:
+                raise _final_conflict(lease.run_id, entry.position)
+            return
         if self._append_inline(lease, entry):
             if self._turns.due():  # let the loop poll its sockets now and then
                 await asyncio.sleep(0)
@@ -782,24 +796,29 @@ class SqliteStore(SqliteServeQueries):
         self._answer(results, here=True)
 
     def _append_inline(self, lease: Lease, entry: JournalEntry) -> bool:
+        """``_commit_inline`` of a plain journal append: whether it was committed."""
+        return self._commit_inline(_journal_append, lease, entry)[0]
+
+    def _commit_inline(self, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
         """Commit a journal append on the calling (event loop's) thread when the writer
         thread is idle (nothing queued or in flight) and the loop has nothing else ready
         to run: a sequential run's step then costs no hand-over to the writer thread and
         back. Same connection (under its lock: the writer cannot start a batch
         meanwhile), same autocommit statement, same fsync: the entry is durable when
-        this returns True. Errors are raised as the writer thread reports them. False:
-        not done (busy writer, other work ready, another process's write lock, an
-        event loop without a ready queue to look at); queue it as usual."""
+        this returns (True, its value). Errors are raised as the writer thread reports
+        them. (False, None): not done (busy writer, other work ready, another process's
+        write lock, an event loop without a ready queue to look at); queue it as usual.
+        ``fn``: ``_journal_append`` or ``_journal_append_metered``."""
         if self._pending or self._closed:
-            return False
+            return False, None
         # (A timer falling due during the commit: it joins a group instead.)
         if not loop_quiet(self._running_loop(), self._inline_cost):
-            return False
+            return False, None
         t0 = time.perf_counter()
-        done, _ = self._call_inline(_journal_append, lease, entry)
+        done, value = self._call_inline(fn, *args)
         if done:  # what an inline commit takes (fsync included), for the timer rule
             self._inline_cost += (time.perf_counter() - t0 - self._inline_cost) / 8
-        return done
+        return done, value
 
     def journal_append_nowait(self, *, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Queue a journal write without waiting; the future reports its outcome."""
@@ -1137,9 +1156,31 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
     if conn.changes() == 1:
         return
     _check_lease(conn, lease)
-    raise StoreError(
-        f"run {lease.run_id!r}: position {e.position} already holds a final journal entry"
-    )
+    raise _final_conflict(lease.run_id, e.position)
+
+
+def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry,
+                            metrics: str, now: float) -> bool:
+    """The run's metrics, then the entry, in one transaction (the caller's, or its own
+    when called alone): whether the entry was written. Not written means a final entry
+    holds its position: the metrics stay written (the transaction commits). A stale
+    lease raises LeaseLost (the metrics statement found no row: nothing written). Run
+    in a group without a savepoint of its own: the statement that can fail writes
+    nothing when it fails, and one that fails after it (the append: an error other
+    than a conflict) leaves the metrics written, as when they were written first."""
+    if conn.getautocommit():
+        conn.execute("BEGIN IMMEDIATE")  # (an error: _call_alone rolls it back)
+        written = _journal_append_metered(conn, lease, e, metrics, now)
+        conn.execute("COMMIT")
+        return written
+    _run_metrics_set(conn, lease, metrics, now)
+    conn.execute(Q["journal_append"], entry_params(lease, e))
+    return bool(conn.changes() == 1)
+
+
+def _final_conflict(run_id: str, position: int) -> StoreError:
+    return StoreError(f"run {run_id!r}: position {position} already holds a final journal "
+                      "entry")
 
 
 #: Most journal appends written by one statement. Each statement call lets the busy event
