@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
+from tether.errors import StoreError
 from tether.store._values import decode_metrics
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
@@ -104,6 +105,12 @@ def entry_params(lease: Lease, e: JournalEntry) -> dict[str, Any]:
         "started_at": e.started_at, "finished_at": e.finished_at,
         "next_attempt_at": e.next_attempt_at, "args": e.args,
     }
+
+
+def final_conflict(run_id: str, position: int) -> StoreError:
+    """The error of a journal append refused because a final entry holds its position."""
+    return StoreError(f"run {run_id!r}: position {position} already holds a final journal "
+                      "entry")
 
 
 def run_params(run: RunRecord, prefix: str = "") -> dict[str, Any]:

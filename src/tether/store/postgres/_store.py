@@ -59,6 +59,7 @@ from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, W
 from tether.store._sql import (
     entry_from_row,
     entry_params,
+    final_conflict,
     lease_params,
     load_queries,
     run_from_row,
@@ -129,10 +130,6 @@ _APPEND_METERED_TYPES = {**_APPEND_ONE_TYPES, "metrics": "text", "now": "float8"
 
 Conn = psycopg.AsyncConnection[Any]
 Params = Mapping[str, Any] | None
-
-
-def _final_conflict(run_id: str, position: int) -> StoreError:
-    return StoreError(f"run {run_id!r}: position {position} already holds a final journal entry")
 
 
 def _auto_migrate_env() -> bool:
@@ -906,7 +903,7 @@ class PostgresStore(PostgresServeQueries):
                             current.get(a.lease.run_id, "run not running"))
                 _settle(a.future, LeaseLost(a.lease.run_id, a.lease.fencing_token))
             else:
-                _settle(a.future, _final_conflict(a.lease.run_id, a.entry.position))
+                _settle(a.future, final_conflict(a.lease.run_id, a.entry.position))
         for a in batch:
             _settle(a.future, None)
 
@@ -1060,7 +1057,7 @@ class PostgresStore(PostgresServeQueries):
                                 result=result, error=error,
                                 attempts=1, finished_at=now, next_attempt_at=next_attempt_at)
         if due:
-            raise _final_conflict(lease.run_id, position)
+            raise final_conflict(lease.run_id, position)
         return None
 
     async def child_start(self, *, lease: Lease, child: RunRecord,
@@ -1073,7 +1070,7 @@ class PostgresStore(PostgresServeQueries):
         if not leased:
             raise LeaseLost(lease.run_id, lease.fencing_token)
         if not started[0][0]:
-            raise _final_conflict(lease.run_id, entry.position)
+            raise final_conflict(lease.run_id, entry.position)
         return run_from_row(stored[0])
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:

@@ -272,11 +272,10 @@ w AS (
     WHERE (SELECT f FROM flag) = 'statement'
 {_append_upsert_and_events}
 
--- journal_append_one --
--- The same for one entry, with scalar parameters (a prepared statement: the common case
--- of a run appending while no other run does).
-WITH flag AS MATERIALIZED (SELECT set_config('tether.op_events', 'statement', true) AS f),
-w AS (
+-- _append_one_insert --
+-- (A fragment.) The insert of journal_append_one and journal_append_one_metered: one
+-- entry's values as scalar parameters, with the run id and fencing token of the row it
+-- selects from (what follows it).
     INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
                                        attempts, started_at, finished_at, next_attempt_at,
                                        args, fencing_token)
@@ -284,6 +283,13 @@ w AS (
            %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
            %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text,
            fencing_token
+
+-- journal_append_one --
+-- The same for one entry, with scalar parameters (a prepared statement: the common case
+-- of a run appending while no other run does).
+WITH flag AS MATERIALIZED (SELECT set_config('tether.op_events', 'statement', true) AS f),
+w AS (
+{_append_one_insert}
     FROM {schema}.runs
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE AND (SELECT f FROM flag) = 'statement'
@@ -303,13 +309,7 @@ m AS (
       AND (status = 'running') IS TRUE AND (SELECT f FROM flag) = 'statement'
     RETURNING run_id, fencing_token),
 w AS (
-    INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
-                                       attempts, started_at, finished_at, next_attempt_at,
-                                       args, fencing_token)
-    SELECT run_id, %(position)s::integer, %(kind)s::text, %(name)s::text, %(status)s::text,
-           %(result)s::text, %(error)s::text, %(attempts)s::integer, %(started_at)s::float8,
-           %(finished_at)s::float8, %(next_attempt_at)s::float8, %(args)s::text,
-           fencing_token
+{_append_one_insert}
     FROM m
 {_append_upsert_and_events}
 

@@ -51,6 +51,7 @@ from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, W
 from tether.store._sql import (
     entry_from_row,
     entry_params,
+    final_conflict,
     lease_params,
     load_migrations,
     load_queries,
@@ -725,7 +726,7 @@ class SqliteStore(SqliteServeQueries):
             elif self._turns.due():
                 await asyncio.sleep(0)
             if not written:
-                raise _final_conflict(lease.run_id, entry.position)
+                raise final_conflict(lease.run_id, entry.position)
             return
         if self._append_inline(lease, entry):
             if self._turns.due():  # let the loop poll its sockets now and then
@@ -1156,7 +1157,7 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
     if conn.changes() == 1:
         return
     _check_lease(conn, lease)
-    raise _final_conflict(lease.run_id, e.position)
+    raise final_conflict(lease.run_id, e.position)
 
 
 def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry,
@@ -1177,10 +1178,6 @@ def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry
     conn.execute(Q["journal_append"], entry_params(lease, e))
     return bool(conn.changes() == 1)
 
-
-def _final_conflict(run_id: str, position: int) -> StoreError:
-    return StoreError(f"run {run_id!r}: position {position} already holds a final journal "
-                      "entry")
 
 
 #: Most journal appends written by one statement. Each statement call lets the busy event
