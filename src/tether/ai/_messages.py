@@ -92,25 +92,65 @@ class ContentRef:
     size: int
 
 
+#: Most messages, and most bytes of their texts, remembered by ``address`` (past either,
+#: it starts over): the memory it holds stays within about twice 32 MiB.
+_ADDRESSED_LIMIT = 16_384
+_ADDRESSED_BYTES = 32 * 1024 * 1024
+
+#: What ``address`` worked out for a message, by ``id``: the message itself (so that
+#: its id is not reused while remembered), a copy of it as it was, its text, digest and
+#: UTF-8 size, and the node it made after the head ``prev``.
+_Addressed = tuple[dict[str, Any], dict[str, Any], str, str, int, str | None, str, str]
+_addressed: dict[int, _Addressed] = {}
+_addressed_bytes = 0
+
+
 def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
     """The content-addressed form of a conversation (pure; nothing is stored).
+
+    An agent loop sends its conversation again on every call, grown by a message or
+    two: a message already addressed, still the same object and unchanged (compared
+    with a copy kept of it), is not encoded and hashed again, so a call costs what its
+    new messages cost, not the whole conversation. Only plain dicts whose values are all
+    strings or None are remembered: a copy of those is all of them, and their equality
+    is exact (``True == 1``, ``1 == 1.0``: numbers are not); a message with other values
+    (tool calls, content parts) is encoded every time.
 
     Raises:
         ConfigError: a message is not a JSON object with a ``role``.
     """
+    global _addressed_bytes
     blobs: dict[str, str] = {}
     head: str | None = None
     size = 0
     for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise ConfigError(f"message {i} must be a dict with a 'role' "
-                              f"(got {type(message).__name__})")
-        text = canonical_json(message, f"message {i}")
-        size += len(text.encode())
-        key = digest(text)
+        seen = _addressed.get(id(message))
+        if seen is not None and seen[0] is message and seen[1] == message:
+            _, _, text, key, nbytes, prev, node_key, node = seen
+            if prev != head:  # the same message after another conversation's head
+                node = _node(key, head)
+                node_key = digest(node)
+        else:
+            if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+                raise ConfigError(f"message {i} must be a dict with a 'role' "
+                                  f"(got {type(message).__name__})")
+            text = canonical_json(message, f"message {i}")
+            nbytes = len(text.encode())
+            key = digest(text)
+            node = _node(key, head)
+            node_key = digest(node)
+            if type(message) is dict and all(v is None or type(v) is str
+                                             for v in message.values()):
+                if (len(_addressed) >= _ADDRESSED_LIMIT
+                        or _addressed_bytes + nbytes > _ADDRESSED_BYTES):
+                    _addressed.clear()
+                    _addressed_bytes = 0
+                _addressed[id(message)] = (message, dict(message), text, key, nbytes, head,
+                                           node_key, node)
+                _addressed_bytes += nbytes
+        size += nbytes
         blobs[key] = text
-        node = _node(key, head)
-        head = digest(node)
+        head = node_key
         blobs[head] = node
     return ContentRef(head, len(messages), blobs, size)
 
