@@ -93,9 +93,9 @@ class ContentRef:
 
 
 #: Most messages, and most bytes of their texts, remembered by ``address`` (past either,
-#: it starts over): the memory it holds stays within about twice 32 MiB.
+#: it starts over): the memory it holds stays within about twice 16 MiB.
 _ADDRESSED_LIMIT = 16_384
-_ADDRESSED_BYTES = 32 * 1024 * 1024
+_ADDRESSED_BYTES = 16 * 1024 * 1024
 
 #: What ``address`` worked out for a message, by ``id``: the message itself (so that
 #: its id is not reused while remembered), a copy of it as it was, its text, digest and
