@@ -381,12 +381,16 @@ class RunContext:
     async def write(self, entry: JournalEntry) -> None:
         """Record an entry durably before going on; metrics that changed and are not
         being written yet (a durable LLM call's cost) go in its transaction."""
-        metrics = (json.dumps(self.metrics) if self._metrics_writer.take() else None)
+        if self._metrics_writer.take():
+            metrics: str | None = json.dumps(self.metrics)
+            now = self.clock.now()
+        else:
+            metrics, now = None, 0.0
         if self._deferred:
             await self.flush()
         try:
             await self.store.journal_append(lease=self.lease, entry=entry, metrics=metrics,
-                                            now=self.clock.now())
+                                            now=now)
         except LeaseLost as exc:
             raise self.halt(Lost(exc)) from None
         except BaseException:
