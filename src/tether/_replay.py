@@ -167,7 +167,7 @@ class _LatestWriter:
     def take(self) -> bool:
         """Whether the caller writes the latest value itself, now: True when it changed
         and no write of it has started (this writer then writes nothing; the caller calls
-        ``changed`` again if its write fails)."""
+        ``give_back`` if its write fails)."""
         if not self._dirty or self._writing:
             return False
         self._dirty = False
@@ -175,6 +175,12 @@ class _LatestWriter:
             self._soon.cancel()
             self._soon = None
         return True
+
+    def give_back(self) -> None:
+        """A value taken was not written: the next ``take`` or ``start`` (the run's next
+        journal write or flush) writes it. Nothing is scheduled now: the write that
+        failed has already told the run."""
+        self._dirty = True
 
     async def _run(self) -> None:
         try:
@@ -393,9 +399,9 @@ class RunContext:
                                             now=now)
         except LeaseLost as exc:
             raise self.halt(Lost(exc)) from None
-        except BaseException:
+        except Exception:
             if metrics is not None:
-                self._metrics_writer.changed()  # not written: the writer's turn
+                self._metrics_writer.give_back()
             raise
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")

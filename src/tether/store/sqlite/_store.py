@@ -1179,7 +1179,6 @@ def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry
     return bool(conn.changes() == 1)
 
 
-
 #: Most journal appends written by one statement. Each statement call lets the busy event
 #: loop's thread take the GIL, and the writer waits up to the switch interval (5 ms) to
 #: get it back: a batch of 512 appends in one statement instead of eight.
