@@ -927,6 +927,12 @@ class SqliteStore(SqliteServeQueries):
         return await self._read(_blob_get, json.dumps(list(keys)))
 
     async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        # On the caller's thread when the writer is idle, as run_get: a circuit
+        # breaker's read (once a second per process under load) queued for the writer
+        # thread also sent the loop's next group of writes there.
+        done, value = self._call_inline(_kv_get, key)
+        if done:
+            return value  # type: ignore[no-any-return]
         return await self._read(_kv_get, key)
 
     async def kv_cas(self, *, key: str, value: str, version: int | None, now: float) -> bool:
