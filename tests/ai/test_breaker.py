@@ -260,3 +260,52 @@ async def test_a_closed_breaker_is_not_read_again_for_a_while(
     await fresh().failure(Ticket())
     assert await fresh().before() == Ticket(probe=False, failures=1)
     assert view.reads > reads + 1
+
+
+class _SlowReads(_CountingReads):
+    """Reads that take a while (a store under load), and can be made to fail."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.fail = False
+
+    async def kv_get(self, *, key: str) -> tuple[str, int] | None:
+        self.reads += 1
+        await asyncio.sleep(0.05)
+        if self.fail:
+            raise OSError("store went away")
+        return await self._store.kv_get(key=key)
+
+
+async def test_calls_that_find_nothing_remembered_share_one_read(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fifty calls at once with the remembered state expired read the breaker once;
+    a read that fails fails each of them, and the next calls read again; an open
+    breaker read once postpones all of them."""
+    from tether.ai import _breaker
+
+    monkeypatch.setattr(_breaker, "CLOSED_FOR", 0.0)  # nothing stays remembered
+    clock = Clock()
+    view = _SlowReads(store)
+
+    def fresh() -> BreakerGuard:
+        return BreakerGuard(view, "llm.breaker:herd", CFG, clock=clock,  # type: ignore[arg-type]
+                            label="test")
+
+    tickets = await asyncio.gather(*(fresh().before() for _ in range(50)))
+    assert tickets == [Ticket()] * 50 and view.reads == 1
+
+    view.fail = True
+    outcomes = await asyncio.gather(*(fresh().before() for _ in range(10)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, OSError) for o in outcomes) and view.reads == 2
+    view.fail = False
+    assert await asyncio.gather(*(fresh().before() for _ in range(10))) == [Ticket()] * 10
+    assert view.reads == 3
+
+    for _ in range(3):  # opened (by failures seen here)
+        await fresh().failure(Ticket())
+    reads = view.reads
+    outcomes = await asyncio.gather(*(fresh().before() for _ in range(20)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, Postpone) for o in outcomes) and view.reads == reads + 1

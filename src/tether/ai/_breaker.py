@@ -26,10 +26,11 @@ any process agree on one winner. The state is JSON, readable with ``tether db``.
 A process that read the breaker closed with no failures takes it as such for
 ``CLOSED_FOR`` seconds without reading it again (``_closed``): on the happy path a call
 costs no store read, and a breaker another process opens stops this one's calls within
-that time. Any failure this process sees reads and writes the state at once, and drops
-what it remembered. The price: a success within that second does not reset failures
-other processes counted meanwhile (it only would have if it had read them), which leans
-the breaker slightly toward opening, never toward hammering a failing provider.
+that time; calls that find nothing remembered at the same moment share one read. Any
+failure this process sees reads and writes the state at once, and drops what it
+remembered. The price: a success within that second does not reset failures other
+processes counted meanwhile (it only would have if it had read them), which leans the
+breaker slightly toward opening, never toward hammering a failing provider.
 
 Rate limits use ``store.rate_acquire`` (a DB-enforced token bucket): a call that is not
 granted raises ``Postpone`` for the time the bucket says.
@@ -37,6 +38,7 @@ granted raises ``Postpone`` for the time the bucket says.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -63,6 +65,14 @@ CLOSED_FOR = 1.0
 #: store -> breaker key -> ``time.monotonic()`` until which the breaker is taken as
 #: closed with no failures.
 _closed: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
+
+_Read = tuple[dict[str, Any], int | None]
+#: store -> (event loop, breaker key) -> the read of the breaker in flight there. The
+#: calls in flight when the remembered state expires (a hundred agents: dozens) share
+#: it instead of each reading the store.
+_reading: weakref.WeakKeyDictionary[
+    Any, dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[_Read]]] = (
+    weakref.WeakKeyDictionary())
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,28 @@ class BreakerGuard:
         if memo is None:
             memo = _closed[owner] = {}
         self._memo: dict[str, float] = memo
+        reads = _reading.get(owner)
+        if reads is None:
+            reads = _reading[owner] = {}
+        self._reads = reads
+
+    async def _read_shared(self) -> _Read:
+        """``_read``, or the same read another caller of this event loop has in flight
+        (its result or its error)."""
+        slot = (asyncio.get_running_loop(), self.key)
+        fut = self._reads.get(slot)
+        if fut is None:
+            fut = self._reads[slot] = asyncio.ensure_future(self._read())
+            reads = self._reads
+
+            def done(f: asyncio.Future[_Read]) -> None:
+                if reads.get(slot) is f:
+                    del reads[slot]
+                if not f.cancelled():
+                    f.exception()  # (seen: every waiter may have gone)
+
+            fut.add_done_callback(done)
+        return await asyncio.shield(fut)
 
     async def _read(self) -> tuple[dict[str, Any], int | None]:
         row = await self.store.kv_get(key=self.key)
@@ -165,8 +197,9 @@ class BreakerGuard:
         cfg, now = self.config, self.clock()
         if self._memo.get(self.key, 0.0) > time.monotonic():
             return Ticket(False, 0)
-        for _ in range(_CAS_TRIES):
-            state, version = await self._read()
+        for attempt in range(_CAS_TRIES):
+            # (After a lost compare-and-set, a read of its own: the shared one is stale.)
+            state, version = await (self._read_shared() if attempt == 0 else self._read())
             kind = state.get("state")
             failures = int(state.get("failures", 0))
             if kind == "open" and now < float(state["until"]):
