@@ -24,9 +24,9 @@ Every transition is a compare-and-set on a versioned row, so concurrent callers 
 any process agree on one winner. The state is JSON, readable with ``tether db``.
 
 A process that read the breaker closed with no failures takes it as such for
-``CLOSED_FOR`` seconds without reading it again (``_closed``): on the happy path a call
+``CLOSED_FOR`` seconds without reading it again: on the happy path a call
 costs no store read, and a breaker another process opens stops this one's calls within
-that time; calls that find nothing remembered at the same moment share one read. Any
+that time (``_Known``); calls that find nothing remembered at the same moment share one read. Any
 failure this process sees reads and writes the state at once, and drops what it
 remembered. The price: a success within that second does not reset failures other
 processes counted meanwhile (it only would have if it had read them), which leans the
@@ -45,7 +45,7 @@ import random
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import ConfigError, Postpone
@@ -62,17 +62,25 @@ _CAS_TRIES = 8
 #: Seconds a breaker read closed with no failures is taken as closed without reading it.
 CLOSED_FOR = 1.0
 
-#: store -> breaker key -> ``time.monotonic()`` until which the breaker is taken as
-#: closed with no failures.
-_closed: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
-
 _Read = tuple[dict[str, Any], int | None]
-#: store -> (event loop, breaker key) -> the read of the breaker in flight there. The
-#: calls in flight when the remembered state expires (a hundred agents: dozens) share
-#: it instead of each reading the store.
-_reading: weakref.WeakKeyDictionary[
-    Any, dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[_Read]]] = (
-    weakref.WeakKeyDictionary())
+
+
+@dataclass(slots=True)
+class _Known:
+    """What this process knows of the breakers of one store."""
+
+    #: breaker key -> ``time.monotonic()`` until which it is taken as closed with no
+    #: failures.
+    closed: dict[str, float] = field(default_factory=dict)
+    #: (event loop, breaker key) -> the read of the breaker in flight there. The calls in
+    #: flight when the remembered state expires (a hundred agents: dozens) share it
+    #: instead of each reading the store.
+    reading: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[_Read]] = field(
+        default_factory=dict)
+
+
+#: store -> what this process knows of its breakers.
+_known: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +140,11 @@ class BreakerGuard:
         # A run's view of the shared state is one object per run execution; what is
         # remembered is per store (the view's store, else the object itself).
         owner = getattr(store, "_store", store)
-        memo = _closed.get(owner)
-        if memo is None:
-            memo = _closed[owner] = {}
-        self._memo: dict[str, float] = memo
-        reads = _reading.get(owner)
-        if reads is None:
-            reads = _reading[owner] = {}
-        self._reads = reads
+        known = _known.get(owner)
+        if known is None:
+            known = _known[owner] = _Known()
+        self._memo = known.closed
+        self._reads = known.reading
 
     async def _read_shared(self) -> _Read:
         """``_read``, or the same read another caller of this event loop has in flight

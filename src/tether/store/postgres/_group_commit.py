@@ -133,41 +133,29 @@ class AppendWriter:
 
     def submit(self, lease: Lease, entry: JournalEntry, metrics: str | None = None,
                now: float = 0.0) -> asyncio.Future[None]:
-        fut = self._future()
-        self._queue.append(Append(lease, entry, fut, metrics, now))
-        self._ready.set()
-        return fut
+        return self._put(Append(lease, entry, self._future(), metrics, now))
 
     def submit_finish(self, lease: Lease, status: str, result: str | None,
                       error: str | None, now: float) -> asyncio.Future[None]:
-        fut = self._future()
-        self._queue.append(Finish(lease, status, result, error, now, fut))
-        self._ready.set()
-        return fut
+        return self._put(Finish(lease, status, result, error, now, self._future()))
 
     def submit_release(self, lease: Lease, wait: Wait, now: float) -> asyncio.Future[None]:
-        fut = self._future()
-        self._queue.append(Release(lease, wait, now, fut))
-        self._ready.set()
-        return fut
+        return self._put(Release(lease, wait, now, self._future()))
 
     def submit_metrics(self, lease: Lease, metrics: str, now: float) -> asyncio.Future[None]:
-        fut = self._future()
-        self._queue.append(Metrics(lease, metrics, now, fut))
-        self._ready.set()
-        return fut
+        return self._put(Metrics(lease, metrics, now, self._future()))
 
     def submit_blobs(self, blobs: dict[str, str], run_id: str | None) -> asyncio.Future[None]:
-        fut = self._future()
-        self._queue.append(Blobs(blobs, run_id, fut))
-        self._ready.set()
-        return fut
+        return self._put(Blobs(blobs, run_id, self._future()))
 
     def submit_insert(self, run: RunRecord) -> asyncio.Future[tuple[RunRecord, bool]]:
-        fut: asyncio.Future[tuple[RunRecord, bool]] = self._future()
-        self._queue.append(Insert(run, fut))
+        return self._put(Insert(run, self._future()))
+
+    def _put(self, item: Item) -> asyncio.Future[Any]:
+        """Queue ``item`` for the next batch; its caller's future."""
+        self._queue.append(item)
         self._ready.set()
-        return fut
+        return item.future
 
     def _future(self) -> asyncio.Future[Any]:
         if self._task is None or self._closing:

@@ -851,9 +851,7 @@ class PostgresStore(PostgresServeQueries):
         # whose lease is lost writes neither (both statements are fenced).
         first: list[tuple[str, dict[str, Any]]] = []
         if len(batch) > 1 and metered:
-            cols = {**_lease_columns(metered),
-                    "metrics": TextArray([a.metrics for a in metered]),
-                    "now": Float8Array([a.now for a in metered])}
+            cols = _metrics_columns(metered)
             if len(metered) > 1:
                 first.append(("run_lock_many", cols))
             first.append(("run_metrics_set_many", cols))
@@ -1163,12 +1161,7 @@ class PostgresStore(PostgresServeQueries):
 
     async def _flush_metrics(self, batch: list[Metrics]) -> None:
         """Write many runs' metrics in one transaction; resolve every caller."""
-        def columns(ordered: list[Metrics]) -> dict[str, Any]:
-            return {**_lease_columns(ordered),
-                    "metrics": TextArray([m.metrics for m in ordered]),
-                    "now": Float8Array([m.now for m in ordered])}
-
-        await self._write_together(batch, self._metrics_one, columns, (
+        await self._write_together(batch, self._metrics_one, _metrics_columns, (
             "run_lock_many", "run_metrics_set_many"), returns=1)
 
     async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
@@ -1357,6 +1350,14 @@ def _lease_columns(items: Sequence[Append | Finish | Release | Metrics]) -> dict
     (``lease_params`` for one)."""
     return {"run_id": TextArray([i.lease.run_id for i in items]),
             "fencing_token": Int8Array([i.lease.fencing_token for i in items])}
+
+
+def _metrics_columns(items: Sequence[Metrics | Append]) -> dict[str, Any]:
+    """Runs' metrics as arrays (``run_metrics_set_many``): those of ``Metrics`` items, or
+    those appends carry."""
+    return {**_lease_columns(items),
+            "metrics": TextArray([i.metrics for i in items]),
+            "now": Float8Array([i.now for i in items])}
 
 
 def _columns(wave: list[Append]) -> dict[str, list[Any]]:

@@ -715,24 +715,22 @@ class SqliteStore(SqliteServeQueries):
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry,
                              metrics: str | None = None, now: float = 0.0) -> None:
-        if metrics is not None:
-            # Like an append, inline or grouped: two statements in one transaction.
+        fn: Callable[..., bool | None]
+        args: tuple[Any, ...]
+        if metrics is None:
+            fn, args = _journal_append, (lease, entry)
+        else:  # the run's metrics, then the entry: two statements, one transaction
             check_metrics(lease.run_id, metrics)
-            args: tuple[Any, ...] = (lease, entry, metrics, now)
-            done, written = self._commit_inline(_journal_append_metered, *args)
-            if not done:
-                written = await self._grouped(_journal_append_metered, args, wake=False,
-                                              atomic=True)
-            elif self._turns.due():
-                await asyncio.sleep(0)
-            if not written:
-                raise final_conflict(lease.run_id, entry.position)
-            return
-        if self._append_inline(lease, entry):
+            fn, args = _journal_append_metered, (lease, entry, metrics, now)
+        # Inline when the loop is quiet (_append_inline), else in its group (_group_append).
+        done, written = self._commit_inline(fn, *args)
+        if done:
             if self._turns.due():  # let the loop poll its sockets now and then
                 await asyncio.sleep(0)
-            return
-        await self._group_append(lease, entry)
+        else:
+            written = await self._grouped(fn, args, wake=False, atomic=True)
+        if written is False:  # (metered: a final entry holds the position, metrics kept)
+            raise final_conflict(lease.run_id, entry.position)
 
     def _group_append(self, lease: Lease, entry: JournalEntry) -> asyncio.Future[None]:
         """Gather the append with the others this event loop makes in its current pass;
