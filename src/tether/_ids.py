@@ -6,7 +6,7 @@ always had: a 48-bit Unix time in milliseconds, then 74 random bits (from
 first so that runs started close together get neighbouring ids. Every table keyed by run
 id (runs, journal, run events, on both stores) then receives a new run's rows at the
 right edge of its B-tree, in pages that fill up, instead of in the middle of full pages
-that split; ``docs/performance.md`` has what that saves. Ids are ordered by time only
+that split; ``docs/performance-log.md`` has what that saves. Ids are ordered by time only
 roughly (the random part orders those of one millisecond, and clocks step back);
 nothing may rely on their order.
 """
