@@ -7,8 +7,12 @@
 
 Installs the peers (pinned in ``requirements-peers.txt``: DBOS, LangGraph with its SQLite
 and PostgreSQL checkpointers) into ``bench/.venv-peers`` on first use; Tether runs from
-the interpreter that runs this file. Restate is not included: its server is not a
-Python package.
+the interpreter that runs this file. Restate, when it installs (its Python SDK and
+Hypercorn pinned in ``requirements-restate.txt``, into the same environment; its server,
+``@restatedev/restate-server`` at ``RESTATE_SERVER``, from npm into ``bench/.peers-node``),
+is measured in the SQLite rows: a single node with its own embedded log (RocksDB, its
+write-ahead log fsynced, the server's default), started fresh for each measurement as a
+process of its own; without npm or the package it is left out with a message.
 
 Every measurement is a fresh process (``sys_<system>.py``) on a fresh store: a new SQLite
 file or a new PostgreSQL database on ``TETHER_BENCH_PG`` (default
@@ -52,13 +56,16 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,8 +79,15 @@ from bench.core import pg_committer, sqlite_committer  # noqa: E402  (the limits
 
 PEERS_VENV = ROOT / "bench" / ".venv-peers"
 PEERS_PY = PEERS_VENV / "bin" / "python"
+#: Where npm installs the Restate server, and the version installed.
+PEERS_NODE = ROOT / "bench" / ".peers-node"
+RESTATE_SERVER = "1.7.12"
 ADMIN = os.environ.get("TETHER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-SYSTEMS = ["tether", "dbos", "langgraph", "tether-relaxed", "tether-before"]
+SYSTEMS = ["tether", "dbos", "langgraph", "restate", "tether-relaxed", "tether-before"]
+#: Measured unless --systems says otherwise.
+DEFAULT_SYSTEMS = ["tether", "dbos", "langgraph", "restate", "tether-relaxed"]
+#: The peers compared with Tether (a ratio per round).
+PEERS = ("dbos", "langgraph", "restate", "tether-before")
 #: --before REV: that revision's src/, exported to a temporary folder.
 BEFORE_SRC = ""
 WORKLOADS = ["seq", "throughput", "recovery", "agent", "agent-llm", "starts"]
@@ -111,7 +125,43 @@ def ensure_peers() -> bool:
     return True
 
 
-def versions(peers: bool) -> dict[str, str]:
+def restate_binary() -> Path | None:
+    """The installed ``restate-server`` (its platform's npm package), if any."""
+    found = sorted(PEERS_NODE.glob("node_modules/@restatedev/restate-server-*/bin/restate-server"))
+    return found[0] if found else None
+
+
+def ensure_restate() -> bool:
+    """Install Restate unless installed: its Python SDK and Hypercorn into the peers'
+    environment, its server from npm into bench/.peers-node. False (with the reason
+    printed) when either cannot be installed."""
+    req = HERE / "requirements-restate.txt"
+    stamp = PEERS_NODE / ".installed"
+    wanted = f"{req.read_text()}server {RESTATE_SERVER}\n"
+    if stamp.exists() and stamp.read_text() == wanted and restate_binary() is not None:
+        return True
+    print(f"installing Restate (SDK into {PEERS_VENV}, server {RESTATE_SERVER} into "
+          f"{PEERS_NODE}) ...", flush=True)
+    try:
+        subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "-r", str(req)],
+                       check=True)
+        PEERS_NODE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(PEERS_NODE), "--no-audit",
+                        "--no-fund", "--loglevel=error",
+                        f"@restatedev/restate-server@{RESTATE_SERVER}"], check=True,
+                       stdout=subprocess.DEVNULL)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"could not install Restate ({exc}); running without it", file=sys.stderr)
+        return False
+    if restate_binary() is None:
+        print("npm installed no restate-server binary for this platform; running without "
+              "Restate", file=sys.stderr)
+        return False
+    stamp.write_text(wanted)
+    return True
+
+
+def versions(peers: bool, restate: bool = False) -> dict[str, str]:
     out = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
     code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
             "%r}))")
@@ -123,6 +173,14 @@ def versions(peers: bool) -> dict[str, str]:
             [str(PEERS_PY), "-c", code % ["dbos", "langgraph", "langgraph-checkpoint-sqlite",
                                           "langgraph-checkpoint-postgres"]],
             capture_output=True, text=True, check=True).stdout))
+    binary = restate_binary()
+    if restate and binary is not None:
+        out.update(json.loads(subprocess.run(
+            [str(PEERS_PY), "-c", code % ["restate-sdk", "hypercorn"]],
+            capture_output=True, text=True, check=True).stdout))
+        out["restate-server"] = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True,
+            check=False).stdout.strip().removeprefix("restate-server ")
     with contextlib.suppress(Exception):
         import psycopg
 
@@ -153,6 +211,71 @@ def fresh_store(kind: str, folder: Path) -> Iterator[str]:
         yield ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+#: The server process of each fresh_restate URL (its memory is counted with the handlers').
+RESTATE_PIDS: dict[str, int] = {}
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """A running process's peak resident set (VmHWM), in MB, if it can be read."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fresh_restate(folder: Path) -> Iterator[str]:
+    """A new Restate server (a new data folder, ports of its own), stopped and removed
+    afterwards: its URL for ``sys_restate.py``, with a port for the handlers' process."""
+    binary = restate_binary()
+    assert binary is not None
+    ingress, admin_port, node, service = (free_port() for _ in range(4))
+    data = folder / f"restate-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "RESTATE_DISABLE_TELEMETRY": "true",
+           "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ingress}",
+           "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{admin_port}",
+           "RESTATE_BIND_ADDRESS": f"127.0.0.1:{node}",
+           "RESTATE_ADVERTISED_ADDRESS": f"http://127.0.0.1:{node}/",
+           "RESTATE_LOG_FILTER": "error"}
+    log = open(folder / "restate-server.log", "ab")  # (closed below)
+    proc = subprocess.Popen([str(binary), "--base-dir", str(data), "--node-name", "bench",
+                             "--listen-mode", "tcp", "--no-logo"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"restate-server exited ({proc.returncode}); see "
+                                   f"{folder / 'restate-server.log'}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health",
+                                            timeout=1) as r:
+                    if r.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError("restate-server did not come up within 60 s")
+            time.sleep(0.05)
+        url = f"restate://127.0.0.1:{ingress}?admin={admin_port}&service={service}"
+        RESTATE_PIDS[url] = proc.pid
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def admin(sql: str) -> None:
@@ -216,7 +339,7 @@ def command(system: str, workload: str, url: str, args: argparse.Namespace,
     elif system == "tether-before":
         env["PYTHONPATH"] = os.pathsep.join(
             [BEFORE_SRC, *filter(None, [env.get("PYTHONPATH")])])
-    elif system in ("dbos", "langgraph"):
+    elif system in ("dbos", "langgraph", "restate"):
         py, script = str(PEERS_PY), f"sys_{system}.py"
     argv = [py, str(HERE / script), workload, "--store", url, "--steps", str(args.steps),
             "--runs", str(args.runs), "--agent-runs", str(args.agent_runs)]
@@ -311,7 +434,7 @@ def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             v = mine[system][metric]
             vals.append(v)
-            if system in ("dbos", "langgraph", "tether-before") and "tether" in mine:
+            if system in PEERS and "tether" in mine:
                 ratios.append(mine["tether"][metric] / v)
             limit = mine[system].get("limit_us")
             if limit and wl == "seq":
@@ -372,7 +495,8 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
         "command": ["bench/compare", *sys.argv[1:]],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "versions": versions("dbos" in systems or "langgraph" in systems),
+        "versions": versions("dbos" in systems or "langgraph" in systems,
+                             "restate" in systems),
         "sizes": {"steps": args.steps, "runs": args.runs, "agent_runs": args.agent_runs,
                   "starts": args.starts,
                   "agent_steps": 20, "agent_delay_s": 0.05},
@@ -417,7 +541,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--stores", default="sqlite,postgres")
-    p.add_argument("--systems", default=",".join(SYSTEMS[:4]))
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS))
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--runs", type=int, default=1000)
@@ -456,8 +580,12 @@ def main() -> None:
         BEFORE_SRC = str(dest / "src")
         if "tether-before" not in systems:
             systems.append("tether-before")
-    if any(s in ("dbos", "langgraph") for s in systems) and not ensure_peers():
-        systems = [s for s in systems if s not in ("dbos", "langgraph")]
+    if any(s in ("dbos", "langgraph", "restate") for s in systems) and not ensure_peers():
+        systems = [s for s in systems if s not in ("dbos", "langgraph", "restate")]
+    if "restate" in systems and "sqlite" not in stores:
+        systems.remove("restate")  # (measured in the SQLite rows only)
+    if "restate" in systems and not ensure_restate():
+        systems.remove("restate")
     folder = Path(tempfile.mkdtemp(prefix="tether-compare-"))
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
@@ -476,13 +604,24 @@ def main() -> None:
                 for system in order:
                     if wl in TETHER_ONLY and not system.startswith("tether"):
                         continue
+                    if system == "restate" and store != "sqlite":
+                        continue  # its own log, measured once: in the SQLite rows
                     t = time.perf_counter()
-                    with fresh_store(store, folder) as url:
-                        try:
+                    try:
+                        with (fresh_restate(folder) if system == "restate"
+                              else fresh_store(store, folder)) as url:
                             m = measure(system, wl, url, args, folder)
-                        except (RuntimeError, subprocess.TimeoutExpired, ValueError,
-                                OSError) as exc:
-                            m = {"error": str(exc)}
+                            server = RESTATE_PIDS.pop(url, None)
+                            server_rss = peak_rss_mb(server) if server else None
+                            if server_rss is not None and "peak_rss_mb" in m:
+                                # The server holds the log: its memory is the store's
+                                # (Tether's SQLite store is inside its process).
+                                m["handlers_peak_rss_mb"] = m["peak_rss_mb"]
+                                m["server_peak_rss_mb"] = server_rss
+                                m["peak_rss_mb"] += server_rss
+                    except (RuntimeError, subprocess.TimeoutExpired, ValueError,
+                            OSError) as exc:
+                        m = {"error": str(exc)}
                     m.update(workload=wl, store=store, system=system, round=rnd,
                              limit_us=limit)
                     measurements.append(m)
