@@ -540,9 +540,13 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--stores", default="sqlite,postgres")
-    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS))
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--stores", default="sqlite,postgres",
+                   help="comma-separated: sqlite, postgres (default: both)")
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                   help=f"comma-separated, of {', '.join(SYSTEMS)} (default: "
+                        f"{','.join(DEFAULT_SYSTEMS)}; restate runs in the sqlite rows only)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help=f"comma-separated, of {', '.join(WORKLOADS)} (default: all)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--agent-runs", type=int, default=100)
