@@ -333,7 +333,8 @@ async def measure(kind: str, pairs: int, block: int, folder: Path,
 
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres or both")
+    p.add_argument("--db", default="sqlite,postgres",
+                   help="sqlite, postgres, or both: sqlite,postgres (the default) or both")
     p.add_argument("--pairs", type=int, default=15)
     p.add_argument("--block", type=int, default=200, help="commits, then steps, per pair")
     p.add_argument("--split", action="store_true",
@@ -351,9 +352,10 @@ async def main() -> None:
     a = p.parse_args()
     if a.pairs < 1 or a.block < 1 or a.history < 0:
         p.error("--pairs and --block must be >= 1, --history >= 0")
-    kinds = [k.strip() for k in a.db.split(",") if k.strip()]
+    kinds = ["sqlite", "postgres"] if a.db == "both" else [
+        k.strip() for k in a.db.split(",") if k.strip()]
     if not kinds or any(k not in ("sqlite", "postgres") for k in kinds):
-        p.error("--db takes sqlite, postgres or both")
+        p.error("--db takes sqlite, postgres, sqlite,postgres or both")
     print(f"$ .venv/bin/python bench/step_vs_commit.py {' '.join(sys.argv[1:])}")
     print(f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}; load average {os.getloadavg()[0]:.2f}")
