@@ -207,6 +207,41 @@ async def test_an_idle_pool_gives_back_the_connections_a_burst_opened(pg_url: st
         await store.close()
 
 
+async def test_a_task_cancelled_while_it_gives_its_connection_back_loses_nothing(
+        pg_url: str) -> None:
+    """A task cancelled while its connection goes back to the pool (a draining worker
+    cancels its claim loop; a stop cancels every loop) neither loses the connection nor
+    the wake-up of the operation that waits for it. psycopg_pool hands a returned
+    connection to the first waiting client under that client's lock; when the lock is
+    taken (the client has just queued), the return suspends there, having taken the
+    client off the queue: a cancellation then dropped both, and the waiting operation
+    failed after ``pool_timeout`` although the pool had idle connections."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1, pool_timeout=3.0)
+    await store.open()
+    try:
+        gate = asyncio.Event()
+
+        async def holder() -> None:
+            async with store._connection():
+                await gate.wait()
+
+        held = asyncio.create_task(holder())
+        await asyncio.sleep(0.1)  # it holds the pool's one connection
+        # In one pass: the waiter queues (its lock taken until its wait starts), then
+        # the holder gives the connection back and suspends on that lock ...
+        waiter = asyncio.create_task(store.run_get("nope"))
+        gate.set()
+        await asyncio.sleep(0)
+        assert not held.done()
+        held.cancel()  # ... and is cancelled there
+        with contextlib.suppress(asyncio.CancelledError):
+            await held
+        assert await asyncio.wait_for(waiter, 10) is None  # served, not a PoolTimeout
+        assert await store.run_get("nope") is None  # and the connection is still there
+    finally:
+        await store.close()
+
+
 _LEFT_OPEN = """
 import asyncio, sys
 from tether import App
