@@ -1,7 +1,7 @@
 """``python -m tests.chaos [smoke|full] [sqlite] [postgres] [SCENARIO ...]``: run the
 chaos scenarios of a profile and print their figures as Markdown (for
-docs/reliability.md). Scenarios: soak, fencing, storm, proxy, powerloss, pgrestart,
-partition, clock, disk (default: all). pgrestart, partition and disk need root (a
+docs/reliability.md). Scenarios: soak, drain, fencing, storm, proxy, powerloss,
+pgrestart, partition, clock, disk (default: all). pgrestart, partition and disk need root (a
 private PostgreSQL cluster, a network namespace, a tmpfs mount); clock needs
 libfaketime.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.chaos import clockjump, diskfull, partition, pgrestart
 from tests.chaos.fencing import race
-from tests.chaos.harness import PROFILES, ROOT, soak
+from tests.chaos.harness import DRAIN_PROFILES, PROFILES, ROOT, soak
 from tests.chaos.powerloss import run as power_loss
 from tests.chaos.resetproxy import ResettingProxy
 from tests.chaos.storm import storm
@@ -73,7 +73,7 @@ async def _through_proxy(url: str, work: Path, profile: str) -> dict[str, Any]:
             "connection resets": proxy.resets, "ambiguous commits": proxy.ambiguous_commits}
 
 
-SCENARIOS = ("soak", "fencing", "storm", "proxy", "powerloss", "pgrestart", "partition",
+SCENARIOS = ("soak", "drain", "fencing", "storm", "proxy", "powerloss", "pgrestart", "partition",
              "clock", "disk")
 
 
@@ -138,6 +138,7 @@ def main(argv: list[str]) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     soaks: list[dict[str, Any]] = []
+    drains: list[dict[str, Any]] = []
     fences: list[dict[str, Any]] = []
     storms: list[dict[str, Any]] = []
     for backend in backends:
@@ -148,6 +149,13 @@ def main(argv: list[str]) -> int:
                                            PROFILES[(profile, backend)]))
                 soaks.append(figures.summary())
                 print(json.dumps(soaks[-1]), flush=True)
+        if "drain" in chosen:
+            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
+                    store_url(backend, Path(tmp)) as url:
+                figures = asyncio.run(soak(backend, url, Path(tmp),
+                                           DRAIN_PROFILES[(profile, backend)]))
+                drains.append(figures.summary())
+                print(json.dumps(drains[-1]), flush=True)
         if "fencing" in chosen:
             with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
                     store_url(backend, Path(tmp)) as url:
@@ -172,6 +180,8 @@ def main(argv: list[str]) -> int:
     print(f"\nprofile {profile}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {commit}\n")
     if soaks:
         print("Kill -9 soak\n\n" + table(soaks))
+    if drains:
+        print("\nSIGTERM soak (graceful drains)\n\n" + table(drains))
     if fences:
         print("\nLease and fencing race\n\n" + table(fences))
     proxied = []
@@ -201,6 +211,10 @@ def main(argv: list[str]) -> int:
     bad += [s for s in soaks if any(s[k] for k in (
         "runs lost", "runs not completed after drain", "wrong results",
         "duplicated committed-step effects", "effects missing", "journal gaps"))]
+    bad += [s for s in drains if any(s[k] for k in (
+        "runs lost", "runs not completed after drain", "wrong results",
+        "duplicated committed-step effects", "in-flight re-executions", "effects missing",
+        "journal gaps", "drained exits over the limit", "problems in worker logs"))]
     bad += [f for f in fences if f["stale writes accepted"]]
     bad += [p for p in proxied if any(p[k] for k in (
         "runs lost", "runs not completed after drain", "wrong results",
