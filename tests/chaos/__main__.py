@@ -142,20 +142,16 @@ def main(argv: list[str]) -> int:
     fences: list[dict[str, Any]] = []
     storms: list[dict[str, Any]] = []
     for backend in backends:
-        if "soak" in chosen:
+        for name, profiles, rows in (("soak", PROFILES, soaks),
+                                     ("drain", DRAIN_PROFILES, drains)):
+            if name not in chosen:
+                continue
             with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
                     store_url(backend, Path(tmp)) as url:
                 figures = asyncio.run(soak(backend, url, Path(tmp),
-                                           PROFILES[(profile, backend)]))
-                soaks.append(figures.summary())
-                print(json.dumps(soaks[-1]), flush=True)
-        if "drain" in chosen:
-            with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
-                    store_url(backend, Path(tmp)) as url:
-                figures = asyncio.run(soak(backend, url, Path(tmp),
-                                           DRAIN_PROFILES[(profile, backend)]))
-                drains.append(figures.summary())
-                print(json.dumps(drains[-1]), flush=True)
+                                           profiles[(profile, backend)]))
+                rows.append(figures.summary())
+                print(json.dumps(rows[-1]), flush=True)
         if "fencing" in chosen:
             with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
                     store_url(backend, Path(tmp)) as url:
