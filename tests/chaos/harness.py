@@ -79,10 +79,11 @@ DRAIN_PROFILES = {
                                   kill_every=(0.5, 2.0), stop_signal=signal.SIGTERM),
 }
 
-#: Seconds a SIGTERMed worker may take to exit. Its steps are short (the chaos workload's
-#: longest is a 0.3 s pause): what it waits for is the step in flight, its journal
-#: write and the hand-back, well under a second; a write stuck on the store (the pool's
-#: lost wake-up of 2026-12-05 held one for its 10 s ``pool_timeout``) is not.
+#: Seconds a SIGTERMed worker may take to exit. The chaos workload's steps are short (a
+#: ledger write; its timers of up to 0.3 s are handed back, not waited for): what a
+#: drain waits for is the steps in flight, their journal writes and the hand-backs, well
+#: under a second; a write stuck on the store (the pool's lost wake-up of 2026-12-05
+#: held one for its 10 s ``pool_timeout``) is not.
 DRAIN_EXIT_LIMIT = 5.0
 
 #: What a drained worker's log must not say: a write it gave up on, runs abandoned
