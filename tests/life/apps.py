@@ -26,11 +26,14 @@ app = App(version=os.environ.get("TETHER_TEST_VERSION") or None,
           payload_hook=AesGcm.from_env() if os.environ.get("TETHER_PAYLOAD_KEYS") else None)
 
 
-def side(what: str) -> None:
+def side(what: str, *, sync: bool = True) -> None:
+    """``sync=False``: no fsync (a worker that exits or is killed loses nothing already
+    written; only a machine's crash would)."""
     with open(os.environ["TETHER_TEST_SIDE_FILE"], "a") as f:
         f.write(f"{os.getpid()} {what}\n")
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
 
 
 @app.step
@@ -50,6 +53,22 @@ async def quick() -> str:
 @app.workflow
 async def deploy(seconds: float) -> list[str]:
     return [await slow(seconds), await quick()]
+
+
+@app.step
+async def link(i: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    side(f"link {tether.step_key()}", sync=False)
+    return i
+
+
+@app.workflow
+async def chain(links: int, seconds: float) -> int:
+    """``links`` steps of ``seconds`` each, one after the other."""
+    total = 0
+    for i in range(links):
+        total += await link(i, seconds)
+    return total
 
 
 @app.step
