@@ -51,7 +51,9 @@ unset PYTHONDONTWRITEBYTECODE
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== import contracts"; .venv/bin/lint-imports --no-cache
-echo "== docs (API reference from docstrings, warnings are errors)"; .venv/bin/mkdocs build --strict --quiet
+# (Not --quiet: it hides the warnings from --strict, which then has none to fail on.)
+echo "== docs (API reference from docstrings, warnings are errors)"
+if ! docs_log=$(.venv/bin/mkdocs build --strict 2>&1); then echo "$docs_log"; exit 1; fi
 # pytest in two parts: every test not marked `serial` on TETHER_TEST_WORKERS processes
 # (pytest-xdist, idle processes take queued tests from busy ones; each test has its own
 # files, ports and databases), then the `serial`

@@ -127,7 +127,11 @@ class TetherModel(Model):
             any ``Model``), or a model name looked up in ``provider`` at first use.
         provider: where a model name is looked up (default ``agents.OpenAIProvider()``).
         name: the model's name in operation names and prices (default: the model's).
-        prices, retry, rpm, tpm, breaker: as for ``tether.ai.LLM``.
+        prices: as for ``tether.ai.LLM``.
+        retry: as for ``tether.ai.LLM``.
+        rpm: as for ``tether.ai.LLM``.
+        tpm: as for ``tether.ai.LLM``.
+        breaker: as for ``tether.ai.LLM``.
     """
 
     def __init__(self, model: Model | str, *, provider: ModelProvider | None = None,

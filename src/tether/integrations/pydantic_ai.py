@@ -195,7 +195,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         model_retry: retry policy of model requests (default: forever, backoff to 60 s).
         tool_retry: retry policy of tool calls, MCP calls and discovery.
         prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
-        rpm, tpm: requests / tokens per minute per provider endpoint, across workers.
+        rpm: requests per minute per provider endpoint, across workers.
+        tpm: tokens per minute per provider endpoint, across workers.
         breaker: the provider circuit breaker's settings, or ``None`` for none.
         live: publish the text of each model request to the run's observers as it
             arrives (``llm.chunk`` events of ``App.events``, ``tether serve``'s run page
