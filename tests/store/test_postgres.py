@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -238,6 +239,52 @@ async def test_a_task_cancelled_while_it_gives_its_connection_back_loses_nothing
             await held
         assert await asyncio.wait_for(waiter, 10) is None  # served, not a PoolTimeout
         assert await store.run_get("nope") is None  # and the connection is still there
+    finally:
+        await store.close()
+
+
+async def test_a_storm_of_cancelled_operations_leaves_every_connection_in_the_pool(
+        pg_url: str) -> None:
+    """Operations started in bursts on a pool of two, a third of them cancelled at once,
+    for 3 s: those not cancelled all succeed, every connection is back in the pool, and
+    the next operation gets one at once. (Before connections went back out of the
+    cancellation's reach, such a storm lost both within a second, and every operation
+    after it failed after ``pool_timeout``.)"""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=2, pool_timeout=3.0)
+    await store.open()
+    try:
+        rng = random.Random(7)
+        failures: list[BaseException] = []
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def op() -> None:
+            try:
+                await store.run_get("nope")
+            except Exception as exc:  # (a cancellation is not an Exception)
+                failures.append(exc)
+
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            for _ in range(rng.randint(1, 6)):
+                t = asyncio.create_task(op())
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+            await asyncio.sleep(0)
+            for t in list(tasks):
+                if rng.random() < 0.3:
+                    t.cancel()
+            await asyncio.sleep(rng.choice([0, 0, 0.0005, 0.001]))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert failures == []
+        pool = store._pool
+        assert pool is not None
+
+        def all_back() -> bool:  # (one cancelled mid-query is replaced by a new one)
+            stats = pool.get_stats()
+            return bool(stats["pool_available"] == stats["pool_size"] >= 1)
+
+        await wait_for(all_back, timeout=15, what=f"connections back: {pool.get_stats()}")
+        assert await store.run_get("nope") is None
     finally:
         await store.close()
 
