@@ -329,8 +329,8 @@ class PostgresStore(PostgresServeQueries):
         await self._release_held()
         await self._listener.close()
         await self._events.close()
-        if self._returns:
-            await asyncio.gather(*self._returns, return_exceptions=True)
+        if self._returns:  # (a rollback on a dead server must not hold the close)
+            await asyncio.wait(set(self._returns), timeout=self.connect_timeout)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
