@@ -131,7 +131,9 @@ class Figures:
             "runs started": self.runs_started, "runs lost": self.runs_lost,
             "runs not completed after drain": self.runs_not_completed,
             "signals the harness could not send": self.signals_not_sent,
-            "wrong results": self.wrong_results, "kills (harness)": self.kills,
+            "wrong results": self.wrong_results,
+            ("SIGTERMs (harness)" if self.drain_exits or self.drains_over_limit
+             else "kills (harness)"): self.kills,
             "kills (crash point effect.before_commit)": self.crash_point_kills,
             "worker exits not caused by the harness (replaced)": self.worker_exits,
             "duplicated committed-step effects": self.duplicated_committed_effects,
