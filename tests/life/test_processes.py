@@ -76,21 +76,21 @@ async def test_sigterm_drain_finishes_the_step_and_hands_the_run_over(
 
 async def test_sigterm_with_hundreds_of_runs_in_flight_hands_each_over_once(
         store_url: str, workers: Workers) -> None:
-    """200 runs, each in a 0.2 s step when SIGTERM arrives: the draining worker lets
+    """200 runs, each in a 0.3 s step when SIGTERM arrives: the draining worker lets
     every step end and journals it, hands every run back and exits at once, giving up
     no write; the next worker finishes them all, and no step runs twice."""
     runs, links = 200, 10
     async with App(store_url) as client:
         a = workers.start("--concurrency", str(runs))
         await wait_for(lambda: registered(client, 1), timeout=30, what="worker up")
-        handles = [await client.start("chain", links, 0.2, run_id=f"c-{k}")
+        handles = [await client.start("chain", links, 0.3, run_id=f"c-{k}")
                    for k in range(runs)]
 
         def runs_past_a_step() -> int:
             return len({what.split(":")[0] for _, what in workers.executions()
                         if what.startswith("link ")})
 
-        # Each run has ended a step, and none can have ended all ten (2 s): every run is
+        # Each run has ended a step, and none can have ended all ten (3 s): every run is
         # in flight on ``a``.
         await wait_for(lambda: runs_past_a_step() == runs, timeout=60,
                        what="every run past its first step")
