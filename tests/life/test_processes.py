@@ -3,9 +3,11 @@ store, and a schedule served by three workers (one run per tick)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +17,9 @@ import pytest
 from tests import forked
 from tests.engine.helpers import wait_for
 from tests.life.procs import ROOT, Workers
+from tests.store.rtproxy import RoundTripProxy
 from tether import App
+from tether.worker._worker import STOP_WRITES_TIMEOUT
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -106,6 +110,34 @@ async def test_sigterm_with_hundreds_of_runs_in_flight_hands_each_over_once(
     assert f"draining: {runs} runs in flight" in log, log[-3000:]
     for problem in ("could not record", "not written within", "abandoning", "Traceback"):
         assert problem not in log, log[-3000:]
+
+
+@pytest.mark.postgres
+async def test_sigterm_with_the_database_gone_exits_soon_after_the_grace_period(
+        pg_url: str, tmp_path: Path) -> None:
+    """The database goes away under a worker whose run is in a step, then SIGTERM: the
+    worker waits out its grace period (1 s), gives its last writes (the attempts' last
+    states, its unregistration) ``STOP_WRITES_TIMEOUT`` side by side, closes the store
+    and exits 0, well within the margin a platform gives over ``--grace``. (It waited
+    for the attempts, then for the pool's 10 s, one after the other: 16 s here.)"""
+    proxy = await RoundTripProxy().start()
+    workers = Workers(proxy.url(pg_url), tmp_path)
+    try:
+        async with App(pg_url) as client:
+            a = workers.start("--grace", "1")
+            await wait_for(lambda: registered(client, 1), timeout=30, what="worker up")
+            await client.start("deploy", 60.0, run_id="gone-1")
+            await wait_for(lambda: started_slow(workers), timeout=30, what="slow step started")
+            await proxy.close()
+            t0 = time.monotonic()
+            a.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(a.wait, 60)
+            took = time.monotonic() - t0
+    finally:
+        workers.stop_all()
+    assert code == 0, workers.story()
+    assert took < 1 + STOP_WRITES_TIMEOUT + 7, (took, workers.story())
+    assert "could not unregister" in workers.log(0)
 
 
 async def test_sigterm_with_a_short_grace_reruns_the_step_elsewhere(

@@ -96,6 +96,9 @@ POLL_JITTER = 0.1
 
 #: Seconds before a run whose store call failed under it is replayed.
 STORE_RETRY_DELAY = 1.0
+#: Seconds a stopping worker waits for its last writes (its runs' last attempt states,
+#: its unregistration) when the store does not answer.
+STOP_WRITES_TIMEOUT = 5.0
 #: Crashes of the worker's own code while executing one run (an exception that escaped
 #: the run's executor) before the run is failed instead of handed back again.
 MAX_EXECUTOR_CRASHES = 5
@@ -330,11 +333,14 @@ class Worker:
         # Hand-backs of crashed runs in flight: short writes, let them land before the
         # store can be closed under them.
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._attempts is not None:  # the attempt states noted in the last 50 ms
-            await self._attempts.close()
-        with contextlib.suppress(StoreError):
-            await self.app.store.worker_unregister(worker_id=self.worker_id,
-                                                   now=self.app.clock.now())
+        # The last writes, side by side and bounded: a store that went away must not hold
+        # the exit past the platform's stop timeout (it waited for the attempts, then
+        # for the pool, one after the other: 15 s past the grace period). The attempt
+        # states noted in the last 50 ms; the unregistration (it spares other workers
+        # the wait for this one's leases to expire).
+        await asyncio.gather(*(
+            [self._attempts.close(STOP_WRITES_TIMEOUT)] if self._attempts is not None
+            else []), self._unregister())
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._gc_tuned:
@@ -342,6 +348,15 @@ class Worker:
             _gc.worker_stopped()
         self._stopped = True
         log.info("worker %s stopped", self.worker_id)
+
+    async def _unregister(self) -> None:
+        try:
+            await asyncio.wait_for(self.app.store.worker_unregister(
+                worker_id=self.worker_id, now=self.app.clock.now()), STOP_WRITES_TIMEOUT)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("worker %s could not unregister (%s); other workers take its "
+                        "runs over when their leases expire", self.worker_id,
+                        str(exc) or "the store did not answer")
 
     async def drain(self, grace: float, abandon: asyncio.Event | None = None) -> bool:
         """Stop claiming; let each run's step in flight finish and be journaled, then hand
