@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.store.rtproxy import RoundTripProxy
 from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
 from tether import App
 from tether.serve import Tokens, create_app
+from tether.serve._api import HEALTH_TIMEOUT
 from tether.store.postgres import PostgresStore
 
 
@@ -231,6 +234,40 @@ async def test_missing_or_wrong_token_is_401_and_read_token_cannot_change(api: A
             assert r.status_code == 200, (method, path)
     assert await api.snapshot() == before
     assert (await api.http.get("/healthz", headers={"Authorization": ""})).status_code == 200
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_with_the_database_gone_healthz_answers_at_once_and_the_api_503(
+        pg_url: str) -> None:
+    """The PostgreSQL server goes away under ``tether serve`` (a proxy in front of it
+    closes): an API request answers 503 ``store_unavailable`` naming the server (after
+    the pool's timeout, 10 s, once its dead connections are gone), and ``/healthz``
+    answers 503 within ``HEALTH_TIMEOUT``, so a probe sees a failure and not a timeout
+    of its own."""
+    proxy = await RoundTripProxy().start()
+    app = App(proxy.url(pg_url))
+    try:
+        await app._open()
+        asgi = create_app(app, tokens=None, mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1", timeout=60) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/api/v1/runs")).status_code == 200
+            await proxy.close()
+            # (The first requests find the pool's dead connections and fail at once;
+            # then the pool has none, and every operation waits for its timeout.)
+            for _ in range(2):
+                r = await http.get("/api/v1/runs")
+                assert r.status_code == 503 and error_of(r) == "store_unavailable", r.text
+                assert "127.0.0.1" in r.json()["error"]["message"]
+            t0 = time.monotonic()
+            r = await http.get("/healthz")
+            took = time.monotonic() - t0
+            assert r.status_code == 503 and error_of(r) == "store_unavailable", r.text
+            assert took < HEALTH_TIMEOUT + 3, took  # (the pool alone: 10 s)
+    finally:
+        await app.close()
 
 
 # -- GET /api/v1/runs ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ request changes nothing. Errors are ``{"error": {"code", "message"}}`` with a 4x
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -34,6 +35,10 @@ from tether.serve._auth import Principal
 from tether.serve._events import sse_response
 
 MAX_LIMIT = 500
+#: Seconds ``/healthz`` waits for the store. A store that went away holds an operation
+#: for the pool's timeout (PostgreSQL: 10 s by default); a load balancer's or
+#: Kubernetes' probe must get its 503 before its own timeout instead.
+HEALTH_TIMEOUT = 2.0
 _ENDED = ("completed", "failed", "cancelled")
 MAX_NAME = 200
 
@@ -373,9 +378,13 @@ async def run_events(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     try:
-        await tether_app(request).store.run_search(limit=1)
+        await asyncio.wait_for(tether_app(request).store.run_search(limit=1),
+                               HEALTH_TIMEOUT)
     except StoreUnavailable as exc:
         return error_response(503, "store_unavailable", str(exc))
+    except TimeoutError:
+        return error_response(503, "store_unavailable",
+                              f"the store did not answer within {HEALTH_TIMEOUT:g} s")
     return json_response({"ok": True})
 
 
