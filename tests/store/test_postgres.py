@@ -1305,6 +1305,41 @@ async def test_store_unavailable_while_the_server_is_gone_then_recovers(pg_url: 
         await proxy.close()
 
 
+@pytest.mark.slow
+async def test_after_a_long_outage_the_pool_reconnects_soon_after_the_server_is_back(
+        pg_url: str) -> None:
+    """psycopg_pool retries a failed connection with a backoff that doubles up to its
+    ``reconnect_timeout`` (5 minutes by default): after 20 s of outage its next try was
+    up to 16 s away, and the store answered ~10 s after the server was back. The store
+    gives a try up after ``connect_timeout`` and the next operation starts a new one."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url), pool_timeout=1.0, connect_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+        port = proxy.port
+        await proxy.close()
+        end = time.monotonic() + 20
+        while time.monotonic() < end:  # operations go on failing, as a worker's would
+            with pytest.raises(StoreUnavailable):
+                await store.run_get("r1")
+            await asyncio.sleep(0.5)
+        proxy = RoundTripProxy()
+        proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", port)
+        proxy.port = port
+        back = time.monotonic()
+        while True:
+            try:
+                assert await store.run_get("r1") is not None
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+        assert time.monotonic() - back < 5, time.monotonic() - back
+    finally:
+        await store.close()
+        await proxy.close()
+
+
 async def test_listener_reconnects_after_its_connection_is_terminated(
         pg: PostgresStore, pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
     """The listener's connection is killed; it reconnects and wake-ups flow again."""
