@@ -97,6 +97,7 @@ class Figures:
     backend: str
     profile: str
     seed: int
+    drains: bool = False  # the workers were stopped with SIGTERM, not killed
     runs_started: int = 0
     runs_lost: int = 0
     runs_not_completed: int = 0
@@ -132,8 +133,7 @@ class Figures:
             "runs not completed after drain": self.runs_not_completed,
             "signals the harness could not send": self.signals_not_sent,
             "wrong results": self.wrong_results,
-            ("SIGTERMs (harness)" if self.drain_exits or self.drains_over_limit
-             else "kills (harness)"): self.kills,
+            "SIGTERMs (harness)" if self.drains else "kills (harness)": self.kills,
             "kills (crash point effect.before_commit)": self.crash_point_kills,
             "worker exits not caused by the harness (replaced)": self.worker_exits,
             "duplicated committed-step effects": self.duplicated_committed_effects,
@@ -149,7 +149,7 @@ class Figures:
                 "slowest drained exit s": _round(max(self.drain_exits, default=None)),
                 "drained exits over the limit": self.drains_over_limit,
                 "problems in worker logs": len(self.log_problems)}
-               if self.drain_exits or self.drains_over_limit else {}),
+               if self.drains else {}),
             "wall time s": round(self.seconds, 1),
         }
 
@@ -221,7 +221,8 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
     ``disturb(deadline)`` runs alongside the kills until the monotonic ``deadline``
     (e.g. restarting the server); ``worker_env`` is added to the workers' environment."""
     rng = random.Random(seed)
-    figures = Figures(backend, profile.name, seed)
+    figures = Figures(backend, profile.name, seed,
+                      drains=profile.stop_signal != signal.SIGKILL)
     ledger = workdir / "ledger.db"
     workers = _Workers(worker_url or url, ledger, workdir, profile, worker_env)
     app = App(url)
@@ -290,7 +291,7 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                 workers.killed.add(victim.pid)
                 victim.send_signal(profile.stop_signal)
                 killed_at = time.monotonic()
-                if profile.stop_signal == signal.SIGKILL:
+                if not figures.drains:
                     await asyncio.to_thread(victim.wait, 30)
                     workers.start()
                 else:  # a drain: its runs come back at once; a replacement takes them
@@ -336,7 +337,7 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
         # workers shut down through it.
         await asyncio.to_thread(workers.stop_all)
         await app.close()
-    if profile.stop_signal != signal.SIGKILL:
+    if figures.drains:
         figures.log_problems = _log_problems(workdir)
         if figures.log_problems:
             print("problems in worker logs:", *figures.log_problems[:20], sep="\n  ",
