@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from tether._types import RunRecord
 from tether.errors import RunNotFound
+from tether.store._port import FAIL_FAST
 
 #: Most ids in one read.
 MAX_READ = 1000
@@ -212,6 +213,7 @@ class ResultWaiters:
         self._kick.set()
 
     async def _reader(self) -> None:
+        FAIL_FAST.set(False)  # (started from one caller's context, it serves every caller)
         kick = self._kick
         assert kick is not None
         while True:

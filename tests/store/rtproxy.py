@@ -27,8 +27,10 @@ class RoundTripProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def start(self) -> RoundTripProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> RoundTripProxy:
+        """Listen on ``port`` (0: any free one), e.g. the port of a proxy that was closed,
+        to bring "the server" back at the same address."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -27,9 +28,9 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.engine.helpers import wait_for
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
-from tether.store import Wait, open_store
+from tether.store import FAIL_FAST, Wait, open_store
 from tether.store._sql import load_migrations
-from tether.store.postgres import PostgresStore
+from tether.store.postgres import PostgresStore, _outage
 from tether.store.postgres import _store as pg_store
 from tether.store.postgres._config import TCP_DEFAULTS
 
@@ -1338,6 +1339,143 @@ async def test_after_a_long_outage_the_pool_reconnects_soon_after_the_server_is_
     finally:
         await store.close()
         await proxy.close()
+
+
+async def _fail_fast(call: Any) -> Any:
+    """``await call()`` as a request of ``tether serve`` makes it."""
+    token = FAIL_FAST.set(True)
+    try:
+        return await call()
+    finally:
+        FAIL_FAST.reset(token)
+
+
+async def test_while_the_server_is_down_a_fail_fast_caller_is_told_at_once(
+        pg_url: str) -> None:
+    """The server goes away (a proxy in front of it stops listening). A ``FAIL_FAST``
+    caller (an HTTP request) gets ``StoreUnavailable`` as soon as the pool's attempt to
+    connect fails, and at once after that, while probes try the server about once a
+    second; any other caller (a worker) still waits for the pool, and so rides through
+    an outage shorter than ``pool_timeout``. Back, the server serves both within a probe."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url), pool_timeout=3.0, connect_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+        port = proxy.port
+        await proxy.close()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable) as first:
+            await _fail_fast(lambda: store.run_get("r1"))
+        # (It may take a pooled connection whose socket the proxy is still closing:
+        # "server closed the connection unexpectedly"; else the refused attempt.)
+        assert time.monotonic() - t0 < 1.5, f"the first call waited for the pool: {first}"
+        t0 = time.monotonic()
+        calls = 0
+        while time.monotonic() - t0 < 2.5:  # a UI polling hard for 2.5 s
+            with pytest.raises(StoreUnavailable) as info:
+                await _fail_fast(lambda: store.run_get("r1"))
+            calls += 1
+            await asyncio.sleep(0.01)
+        assert re.search(r"unavailable: Connection refused \(no new connection for [12] s\)",
+                         str(info.value)), info.value
+        assert calls > 50, calls  # each answered without waiting
+        # Probes about once a second, each a connection attempt (the pool may retry
+        # once within it): a handful, not one per call.
+        assert 2 <= store._outage.failures <= 10, store._outage.failures
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="pool timeout"):
+            await store.run_get("r1")  # a worker's call waits for the pool
+        assert time.monotonic() - t0 > 2.0
+        # A worker's call started during the outage succeeds when the server is back
+        # within the pool's timeout.
+        waiting = asyncio.ensure_future(store.run_get("r1"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        proxy = await RoundTripProxy().start(port)
+        assert (await waiting) is not None
+        # (The worker's call brought a connection back: the outage is over at once.)
+        assert not store._outage.down
+        assert await _fail_fast(lambda: store.run_get("r1")) is not None
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connects(
+        pg_url: str) -> None:
+    """Only ``FAIL_FAST`` callers ask while the server is down, and none of them waits
+    for a connection: the probes alone find the server back."""
+    proxy = await RoundTripProxy().start()
+    store = PostgresStore(proxy.url(pg_url), pool_timeout=3.0, connect_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+        port = proxy.port
+        await proxy.close()
+        for _ in range(3):
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await _fail_fast(lambda: store.run_get("r1"))
+            assert time.monotonic() - t0 < 1.5  # (the pool's timeout: 3 s)
+            await asyncio.sleep(0.3)
+        assert store._outage.down
+        proxy = await RoundTripProxy().start(port)
+        back = time.monotonic()
+        while True:
+            try:
+                assert await _fail_fast(lambda: store.run_get("r1")) is not None
+                break
+            except StoreUnavailable:
+                assert time.monotonic() - back < 5, "no probe found the server back"
+                await asyncio.sleep(0.1)
+        assert not store._outage.down
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def test_a_fail_fast_caller_cancelled_while_it_waits_for_a_connection_loses_none(
+        pg_url: str) -> None:
+    """With the server up and every connection busy, a ``FAIL_FAST`` caller waits for
+    one like any other (no connection attempt failed); cancelled while it waits, it
+    leaves the connection it would have had in the pool."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1, pool_timeout=5.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+        pool, conn = await store._checkout()  # the only connection, held
+        waiting = asyncio.ensure_future(_fail_fast(lambda: store.run_get("r1")))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        waiting.cancel()
+        await pool.putconn(conn)  # given back while the cancelled wait unwinds
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        t0 = time.monotonic()
+        assert await _fail_fast(lambda: store.run_get("r1")) is not None
+        assert await store.run_get("r1") is not None
+        assert time.monotonic() - t0 < 2.0  # (a lost connection: the pool's 5 s)
+        another = asyncio.ensure_future(_fail_fast(lambda: store.run_get("r1")))
+        assert (await another) is not None
+    finally:
+        await store.close()
+
+
+def test_a_server_that_refuses_for_want_of_a_slot_is_not_down() -> None:
+    """"Too many clients" comes from a server that is up: a fail-fast caller waits for a
+    connection given back rather than failing."""
+    outage = _outage.Outage()
+    outage.failed(psycopg.OperationalError(
+        'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+        "FATAL:  sorry, too many clients already"))
+    assert not outage.down
+    outage.failed(psycopg.OperationalError(
+        'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+        "Connection refused"))
+    assert outage.down and outage.reason == "Connection refused"
+    outage.connected()
+    assert not outage.down
 
 
 async def test_listener_reconnects_after_its_connection_is_terminated(

@@ -18,7 +18,6 @@ from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
 from tether import App
 from tether.serve import Tokens, create_app
-from tether.serve._api import HEALTH_TIMEOUT
 from tether.store.postgres import PostgresStore
 
 
@@ -237,14 +236,13 @@ async def test_missing_or_wrong_token_is_401_and_read_token_cannot_change(api: A
 
 
 @pytest.mark.postgres
-@pytest.mark.slow
-async def test_with_the_database_gone_healthz_answers_at_once_and_the_api_503(
+async def test_with_the_database_gone_every_request_answers_503_at_once(
         pg_url: str) -> None:
     """The PostgreSQL server goes away under ``tether serve`` (a proxy in front of it
-    closes): an API request answers 503 ``store_unavailable`` naming the server (after
-    the pool's timeout, 10 s, once its dead connections are gone), and ``/healthz``
-    answers 503 within ``HEALTH_TIMEOUT``, so a probe sees a failure and not a timeout
-    of its own."""
+    stops listening). Every request answers at once, not after the pool's timeout
+    (10 s): the API and ``/healthz`` with 503 ``store_unavailable`` naming the server
+    and ``Retry-After``, a web page with the error page that reloads itself. When the
+    server is back, the next requests after a probe succeed."""
     proxy = await RoundTripProxy().start()
     app = App(proxy.url(pg_url))
     try:
@@ -254,20 +252,33 @@ async def test_with_the_database_gone_healthz_answers_at_once_and_the_api_503(
                                      base_url="http://127.0.0.1", timeout=60) as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/api/v1/runs")).status_code == 200
+            port = proxy.port
             await proxy.close()
-            # (The first requests find the pool's dead connections and fail at once;
-            # then the pool has none, and every operation waits for its timeout.)
-            for _ in range(2):
-                r = await http.get("/api/v1/runs")
-                assert r.status_code == 503 and error_of(r) == "store_unavailable", r.text
-                assert "127.0.0.1" in r.json()["error"]["message"]
             t0 = time.monotonic()
-            r = await http.get("/healthz")
-            took = time.monotonic() - t0
+            for path in ("/api/v1/runs", "/api/v1/runs/r1", "/healthz", "/metrics") * 3:
+                r = await http.get(path)
+                assert r.status_code == 503 and error_of(r) == "store_unavailable", \
+                    (path, r.text)
+                assert "127.0.0.1" in r.json()["error"]["message"]
+                assert r.headers["retry-after"] == "1"
+            r = await http.post("/api/v1/runs", json={"workflow": "greet", "input": ["x"]})
             assert r.status_code == 503 and error_of(r) == "store_unavailable", r.text
-            assert took < HEALTH_TIMEOUT + 3, took  # (the pool alone: 10 s)
+            page = await http.get("/runs")
+            assert page.status_code == 503 and "text/html" in page.headers["content-type"]
+            assert "The store is unavailable" in page.text
+            assert '<meta http-equiv="refresh" content="5">' in page.text
+            took = time.monotonic() - t0
+            assert took < 5, took  # 15 requests; each waiting for the pool: 10 s
+            await RoundTripProxy.start(proxy, port)
+            back = time.monotonic()
+            while (await http.get("/api/v1/runs")).status_code != 200:
+                assert time.monotonic() - back < 5, "serve did not find the store back"
+                await asyncio.sleep(0.1)
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/runs")).status_code == 200
     finally:
         await app.close()
+        await proxy.close()
 
 
 # -- GET /api/v1/runs ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -192,3 +193,111 @@ def test_read_token_sees_but_cannot_act(browser: object, tmp_path: Path) -> None
         assert doc["status"] == "queued"
     finally:
         served.stop()
+
+
+class _ProxyThread:
+    """A ``RoundTripProxy`` in front of PostgreSQL, on an event loop of its own thread
+    (the browser tests are synchronous): ``down()`` stops it listening and cuts its
+    connections, ``up()`` listens again on the same port."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from tests.store.rtproxy import RoundTripProxy
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.proxy = self._call(RoundTripProxy().start())
+        self.port = self.proxy.port
+
+    def _call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def down(self) -> None:
+        self._call(self.proxy.close())
+
+    def up(self) -> None:
+        self._call(self.proxy.start(self.port))
+
+    def stop(self) -> None:
+        self.down()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.mark.postgres
+def test_the_pages_say_when_the_store_is_down_and_go_on_when_it_is_back(
+        browser: object, tmp_path: Path, pg_url: str) -> None:
+    """``tether serve`` loses its PostgreSQL server (a proxy between them stops) while a
+    run page and the runs list are open: each page shows a banner saying the store is
+    unavailable since when, with what it last saw still on screen. When the server is
+    back the banner goes, and the run page follows the run to its end without a reload
+    (its event stream, which the browser gave up on at the 503, is started anew)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    proxy = _ProxyThread()
+    served = start_serve(proxy.proxy.url(pg_url), tmp_path, app=WEBAPP)
+    worker = start_worker(pg_url, tmp_path)  # (its own way to the server)
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", json={"workflow": "wait_go",
+                                                          "run_id": "outage-1"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "outage-1", "waiting")
+        context = browser.new_context(viewport={"width": 1360, "height": 700})
+        page = context.new_page()
+        page.goto(served.url + "/runs/outage-1")
+        expect(page.locator("#run-status")).to_have_text("waiting")
+        page.evaluate("window.__notReloaded = true")
+        runs = context.new_page()
+        runs.goto(served.url + "/runs")
+        expect(runs.locator("tr", has_text="outage-1")).to_contain_text("waiting")
+        assert page.locator("#offline").is_hidden()
+        form = context.new_page()
+        form.goto(served.url + "/runs/outage-1")
+
+        proxy.down()
+        for p in (page, runs):
+            expect(p.locator("#offline")).to_be_visible(timeout=15_000)
+            expect(p.locator("#offline")).to_contain_text("The store is unavailable")
+        expect(runs.locator("tr", has_text="outage-1")).to_contain_text("waiting")
+        expect(page.locator("#run-status")).to_have_text("waiting")
+        page.screenshot(path=str(tmp_path / "run-store-down.png"))
+        fresh = context.new_page()
+        fresh.goto(served.url + "/runs")
+        expect(fresh.locator(".error-card")).to_contain_text("The store is unavailable")
+        fresh.screenshot(path=str(tmp_path / "runs-store-down.png"))
+        fresh.close()
+        # A form sent meanwhile: the 503 page says to look before repeating, and does
+        # not reload itself (that would not send the form again).
+        form.locator("#actions input[name=name]").fill("go")
+        form.locator("#actions button:has-text('Send signal')").click()
+        expect(form.locator(".error-card")).to_contain_text("before you repeat this")
+        assert form.locator("meta[http-equiv=refresh]").count() == 0
+        form.close()
+
+        proxy.up()
+        for p in (page, runs):
+            expect(p.locator("#offline")).to_be_hidden(timeout=15_000)
+        r = httpx.post(served.url + "/api/v1/runs/outage-1/signals/go", json={"data": 1})
+        assert r.status_code in (200, 202), r.text
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        expect(runs.locator("tr", has_text="outage-1")).to_contain_text("completed")
+        context.close()
+        # (The stream open when the store went away ended with a line, not a traceback.)
+        log = served.log.read_text()
+        assert "event stream ended: PostgreSQL at" in log
+        assert "Traceback" not in log, log
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+        proxy.stop()
+    if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(tmp_path / "run-store-down.png", ROOT / "docs" / "img")

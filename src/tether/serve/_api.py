@@ -39,6 +39,8 @@ MAX_LIMIT = 500
 #: for the pool's timeout (PostgreSQL: 10 s by default); a load balancer's or
 #: Kubernetes' probe must get its 503 before its own timeout instead.
 HEALTH_TIMEOUT = 2.0
+#: Seconds a 503 ``store_unavailable`` asks the client to wait (``Retry-After``).
+STORE_RETRY_AFTER = 1
 _ENDED = ("completed", "failed", "cancelled")
 MAX_NAME = 200
 
@@ -55,6 +57,14 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def store_unavailable(message: str) -> JSONResponse:
+    """503 ``store_unavailable``, with ``Retry-After`` (the store probes a server that is
+    down about once a second, so a retry a second later may find it back)."""
+    response = error_response(503, "store_unavailable", message)
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+    return response
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -381,10 +391,9 @@ async def health(request: Request) -> Response:
         await asyncio.wait_for(tether_app(request).store.run_search(limit=1),
                                HEALTH_TIMEOUT)
     except StoreUnavailable as exc:
-        return error_response(503, "store_unavailable", str(exc))
+        return store_unavailable(str(exc))
     except TimeoutError:
-        return error_response(503, "store_unavailable",
-                              f"the store did not answer within {HEALTH_TIMEOUT:g} s")
+        return store_unavailable(f"the store did not answer within {HEALTH_TIMEOUT:g} s")
     return json_response({"ok": True})
 
 

@@ -25,12 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.responses import StreamingResponse
 
 from tether import App
+from tether.errors import StoreUnavailable
+
+log = logging.getLogger("tether.serve")
 
 POLL = 0.25
 KEEPALIVE = 15.0
@@ -82,43 +86,57 @@ async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]
                 wake.set()
 
     listener = asyncio.create_task(listen(), name=f"tether-sse-{run_id}")
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
-    saw_end = False
-    idle_polls = 0
     try:
         yield "retry: 1000\n\n"
-        while True:
-            batch = await store.run_events_read(run_id=run_id, after=after, limit=500)
-            for ev in batch:
-                data = await _data(app, run_id, ev.kind, ev.data)
-                yield frame(ev.kind, data, ev.event_id)
-                after = ev.event_id
-                if ev.kind == "status" and isinstance(data, dict):
-                    saw_end = data.get("status") in _FINAL
-            if batch:
-                quiet_since = loop.time()
-                continue
-            run = await store.run_get(run_id)
-            if run is None or run.status in _FINAL:
-                # The status event that ends a run is its last one. A store may show the
-                # ended run a moment before that event is safe to read (PostgreSQL, see
-                # migration 0004): wait for it, a bounded time if this stream had sent
-                # it before a reconnect.
-                idle_polls += 1
-                if saw_end or idle_polls > END_POLLS:
-                    yield frame("end", {"status": run.status if run else None})
-                    return
-            if loop.time() - quiet_since > KEEPALIVE:
-                quiet_since = loop.time()
-                yield ": keepalive\n\n"
-            wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), POLL)
+        async with contextlib.aclosing(_frames(app, run_id, after, wake)) as frames:
+            async for text in frames:
+                yield text
+    except StoreUnavailable as exc:
+        # The answer has begun, so no 503 now: end the stream. The browser comes back
+        # from the last event it saw (and gets the 503 while the store is down).
+        log.warning("run %s: event stream ended: %s", run_id, exc)
     finally:
         listener.cancel()
         with contextlib.suppress(BaseException):
             await listener
+
+
+async def _frames(app: App, run_id: str, after: str | None,
+                  wake: asyncio.Event) -> AsyncGenerator[str, None]:
+    """The frames of ``stream``: the events after ``after``, then, woken by ``wake`` or
+    every ``POLL`` seconds, the new ones, until the run has ended."""
+    store = app.store
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    saw_end = False
+    idle_polls = 0
+    while True:
+        batch = await store.run_events_read(run_id=run_id, after=after, limit=500)
+        for ev in batch:
+            data = await _data(app, run_id, ev.kind, ev.data)
+            yield frame(ev.kind, data, ev.event_id)
+            after = ev.event_id
+            if ev.kind == "status" and isinstance(data, dict):
+                saw_end = data.get("status") in _FINAL
+        if batch:
+            quiet_since = loop.time()
+            continue
+        run = await store.run_get(run_id)
+        if run is None or run.status in _FINAL:
+            # The status event that ends a run is its last one. A store may show the
+            # ended run a moment before that event is safe to read (PostgreSQL, see
+            # migration 0004): wait for it, a bounded time if this stream had sent
+            # it before a reconnect.
+            idle_polls += 1
+            if saw_end or idle_polls > END_POLLS:
+                yield frame("end", {"status": run.status if run else None})
+                return
+        if loop.time() - quiet_since > KEEPALIVE:
+            quiet_since = loop.time()
+            yield ": keepalive\n\n"
+        wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), POLL)
 
 
 async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:

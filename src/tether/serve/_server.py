@@ -22,6 +22,7 @@ from tether.errors import InvalidName, StoreUnavailable
 from tether.serve import _api, _control, _metrics, _ui
 from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens
 from tether.serve._openapi import document
+from tether.store._port import FAIL_FAST
 
 log = logging.getLogger("tether.serve")
 
@@ -29,6 +30,10 @@ log = logging.getLogger("tether.serve")
 DEFAULT_MAX_BODY = 1 << 20
 
 _PUBLIC = ("/healthz", "/login", "/static/")
+#: Paths that answer machines (JSON errors) besides ``/api/`` and ``/mcp``.
+_MACHINE_PATHS = ("/healthz", "/metrics", "/openapi.json")
+#: Seconds after which a web page that found the store unavailable loads itself again.
+UI_RETRY = 5
 
 
 class _TooLarge(Exception):
@@ -117,11 +122,16 @@ class Guard:
                 started = True
             await send(message)
 
+        # A request's store calls fail at once while the store is known to be down: its
+        # 503 comes without waiting for the pool's timeout (tether.store FAIL_FAST).
+        fail_fast = FAIL_FAST.set(True)
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
                 await _too_large(self.max_body)(scope, receive, send)
+        finally:
+            FAIL_FAST.reset(fail_fast)
 
 
 def _cross_site(headers: dict[str, str]) -> bool:
@@ -168,7 +178,15 @@ async def _invalid_name(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    return _error(503, "store_unavailable", str(exc))
+    if request.url.path.startswith(("/api/", "/mcp")) or request.url.path in _MACHINE_PATHS:
+        return _api.store_unavailable(str(exc))
+    if request.method not in ("GET", "HEAD"):  # (a form: reloading would not resend it)
+        return _ui.error_page(request, 503, f"The store is unavailable: {exc}. Look at "
+                              "the run again when it is back before you repeat this.")
+    response = _ui.error_page(request, 503, f"The store is unavailable: {exc}",
+                              refresh=UI_RETRY)
+    response.headers["Retry-After"] = str(UI_RETRY)
+    return response
 
 
 async def _body_too_large(request: Request, exc: Exception) -> Response:

@@ -254,8 +254,11 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     return response
 
 
-def error_page(request: Request, status: int, message: str) -> Response:
-    return render(request, "error.html", status=status, status_code=status, message=message)
+def error_page(request: Request, status: int, message: str, *,
+               refresh: int | None = None) -> Response:
+    """The error page; ``refresh``: seconds after which the browser loads it again."""
+    return render(request, "error.html", status=status, status_code=status, message=message,
+                  refresh=refresh)
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -6,6 +6,7 @@ import os
 
 from tether.errors import ConfigError
 from tether.store._port import (
+    FAIL_FAST,
     HeartbeatResult,
     SignalSent,
     Store,
@@ -16,8 +17,8 @@ from tether.store._port import (
 
 DEFAULT_URL = "sqlite:///./tether.db"
 
-__all__ = ["DEFAULT_URL", "HeartbeatResult", "SignalSent", "Store", "StoreCapabilities", "Wait",
-           "WorkerInfo", "open_store", "resolve_url"]
+__all__ = ["DEFAULT_URL", "FAIL_FAST", "HeartbeatResult", "SignalSent", "Store",
+           "StoreCapabilities", "Wait", "WorkerInfo", "open_store", "resolve_url"]
 
 
 def resolve_url(url: str | None) -> str:

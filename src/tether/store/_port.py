@@ -12,11 +12,22 @@ caller's clock; no query reads the database's own clock.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
+
+#: Set (to True) by a caller that would rather fail than wait while the store's server
+#: is known to be down: an HTTP request to ``tether serve``, whose person or client
+#: should get its 503 at once. A store that has no idle connection and whose last
+#: attempt to connect failed then raises ``StoreUnavailable`` without waiting for its
+#: pool's timeout (PostgreSQL; the embedded SQLite store has no server). A worker's
+#: own calls leave it unset and wait: a server that restarts within the pool's timeout
+#: is ridden through. Tasks inherit it from the context that creates them, so a task
+#: shared by many callers sets it back to False.
+FAIL_FAST: ContextVar[bool] = ContextVar("tether_store_fail_fast", default=False)
 
 
 @dataclass(frozen=True, slots=True)

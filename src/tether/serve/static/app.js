@@ -1,14 +1,35 @@
 // Tether UI: refresh server-rendered fragments and follow a run's events (no framework).
 "use strict";
 
+// Whether the page's data is live: a banner says when the store (503) or the server
+// (no answer) cannot be reached, since when, and goes when an answer comes again.
+function reachable(ok, why) {
+  const bar = document.getElementById("offline");
+  if (!bar) return;
+  if (ok) { bar.hidden = true; return; }
+  bar.querySelector(".why").textContent = why === "server"
+    ? "The Tether server cannot be reached." : "The store is unavailable.";
+  if (bar.hidden) bar.querySelector(".since").textContent = new Date().toLocaleTimeString();
+  bar.hidden = false;
+}
+
+// A fragment's new HTML, or null when there is none to show (the banner says why).
+function fetchPart(url, headers) {
+  return fetch(url, {credentials: "same-origin", headers: headers || {}})
+    .then(r => {
+      if (r.ok) { reachable(true); return r.text(); }
+      if (r.status === 503) reachable(false, "store");
+      return null;
+    })
+    .catch(() => { reachable(false, "server"); return null; });
+}
+
 function refresh(el) {
   // A form being typed in must not be replaced under the user's fingers.
   if (el.dataset.pauseOnInput && el.contains(document.activeElement) &&
       document.activeElement.tagName === "INPUT") return Promise.resolve();
-  return fetch(el.dataset.refresh, {credentials: "same-origin", headers: {"Accept": "text/html"}})
-    .then(r => r.ok ? r.text() : null)
-    .then(html => { if (html !== null) el.innerHTML = html; })
-    .catch(() => {});
+  return fetchPart(el.dataset.refresh, {"Accept": "text/html"})
+    .then(html => { if (html !== null) el.innerHTML = html; });
 }
 
 function poll(el) {
@@ -30,41 +51,58 @@ function followRun(root) {
     pending = setTimeout(() => {
       pending = null;
       parts.forEach(el => {
-        fetch(root.dataset.refresh + "?part=" + el.dataset.part, {credentials: "same-origin"})
-          .then(r => r.ok ? r.text() : null)
-          .then(html => { if (html !== null) el.innerHTML = html; })
-          .catch(() => {});
+        fetchPart(root.dataset.refresh + "?part=" + el.dataset.part)
+          .then(html => { if (html !== null) el.innerHTML = html; });
       });
     }, 150);
   };
   if (root.dataset.final) return;
-  let url = root.dataset.events;
-  if (root.dataset.after) url += "?after=" + encodeURIComponent(root.dataset.after);
-  const source = new EventSource(url, {withCredentials: true});
-  ["op", "status", "live"].forEach(kind => source.addEventListener(kind, update));
-  source.addEventListener("status", ev => {
-    const data = JSON.parse(ev.data);
-    root.dataset.status = data.status;
-    if (["completed", "failed", "cancelled"].includes(data.status) && actions) actions.hidden = true;
-    if (retry) retry.hidden = !retry.dataset.when.split(" ").includes(data.status);
-  });
-  source.addEventListener("chunk", ev => {
-    const data = JSON.parse(ev.data);
-    if (data.type === "llm.error" && data.position === position) {
-      text.textContent = "";  // the attempt failed midway; a retry streams anew
-      return;
-    }
-    if (data.type !== "llm.chunk" || typeof data.text !== "string") return;
-    if (position !== data.position) { position = data.position; text.textContent = ""; }
-    box.hidden = false;
-    text.textContent += data.text;  // text, never HTML
-  });
-  source.addEventListener("op", ev => {
-    // The streamed call finished: its answer is in the timeline (and the result) now.
-    const data = JSON.parse(ev.data);
-    if (data.position === position && data.status !== "pending") box.hidden = true;
-  });
-  source.addEventListener("end", () => { source.close(); box.hidden = true; update(); });
+  let last = root.dataset.after || null;  // the last event seen: a new stream goes on from it
+  // What the page does with a stream's events.
+  const follow = source => {
+    ["op", "status", "live", "chunk"].forEach(kind => source.addEventListener(kind, ev => {
+      if (ev.lastEventId) last = ev.lastEventId;
+    }));
+    ["op", "status", "live"].forEach(kind => source.addEventListener(kind, update));
+    source.addEventListener("status", ev => {
+      const data = JSON.parse(ev.data);
+      root.dataset.status = data.status;
+      if (["completed", "failed", "cancelled"].includes(data.status) && actions) actions.hidden = true;
+      if (retry) retry.hidden = !retry.dataset.when.split(" ").includes(data.status);
+    });
+    source.addEventListener("chunk", ev => {
+      const data = JSON.parse(ev.data);
+      if (data.type === "llm.error" && data.position === position) {
+        text.textContent = "";  // the attempt failed midway; a retry streams anew
+        return;
+      }
+      if (data.type !== "llm.chunk" || typeof data.text !== "string") return;
+      if (position !== data.position) { position = data.position; text.textContent = ""; }
+      box.hidden = false;
+      text.textContent += data.text;  // text, never HTML
+    });
+    source.addEventListener("op", ev => {
+      // The streamed call finished: its answer is in the timeline (and the result) now.
+      const data = JSON.parse(ev.data);
+      if (data.position === position && data.status !== "pending") box.hidden = true;
+    });
+    source.addEventListener("end", () => { source.close(); box.hidden = true; update(); });
+  };
+  const connect = () => {
+    let url = root.dataset.events;
+    if (last) url += "?after=" + encodeURIComponent(last);
+    const source = new EventSource(url, {withCredentials: true});
+    follow(source);
+    source.addEventListener("open", () => reachable(true));
+    source.addEventListener("error", () => {
+      // The browser reconnects a stream that broke by itself, but gives up for good on
+      // an answer that is not a stream (503 while the store is down): start anew.
+      if (source.readyState !== EventSource.CLOSED) return;
+      reachable(false, "store");
+      setTimeout(connect, 5000);
+    });
+  };
+  connect();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -29,7 +29,7 @@ from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
-from tether.store._port import Wait
+from tether.store._port import FAIL_FAST, Wait
 
 log = logging.getLogger("tether.store.postgres")
 
@@ -173,6 +173,7 @@ class AppendWriter:
             await task
 
     async def _run(self) -> None:
+        FAIL_FAST.set(False)  # (started from a request's context, it serves everyone)
         while True:
             try:
                 await self._serve()

@@ -55,7 +55,14 @@ from tether.errors import (
 )
 from tether.store._inline import LoopTurns, loop_quiet
 from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
-from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
+from tether.store._port import (
+    FAIL_FAST,
+    HeartbeatResult,
+    SignalSent,
+    StoreCapabilities,
+    Wait,
+    WorkerInfo,
+)
 from tether.store._sql import (
     entry_from_row,
     entry_params,
@@ -93,6 +100,7 @@ from tether.store.postgres._group_commit import (
 )
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
+from tether.store.postgres._outage import Outage, tracked_connection
 from tether.store.postgres._raw import Held, Prepared, answer_reader, wait_answer
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
@@ -171,6 +179,12 @@ def _returns_at_once(pool: psycopg_pool.AsyncConnectionPool[Conn], conn: Conn) -
     if waiting is None or lock is None or waiting or lock.locked() or pool.closed:
         return False
     return bool(conn.pgconn.transaction_status == TransactionStatus.IDLE)
+
+
+def _has_idle(pool: psycopg_pool.AsyncConnectionPool[Conn]) -> bool:
+    """Whether ``pool`` holds an idle connection (psycopg_pool 3's internals; when they
+    are not there, the answer is no)."""
+    return bool(getattr(pool, "_pool", None))
 
 
 def _looks_dead(conn: Conn) -> bool:
@@ -265,6 +279,8 @@ class PostgresStore(PostgresServeQueries):
         self._returns: set[asyncio.Task[None]] = set()
         #: The closing, once begun (it outlives a cancelled ``close``).
         self._shutdown: asyncio.Future[None] | None = None
+        #: Whether the pool's last connection attempt failed (``FAIL_FAST`` callers).
+        self._outage = Outage()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
@@ -300,11 +316,12 @@ class PostgresStore(PostgresServeQueries):
         # server was back (runs resumed 15 s after it, in the outage probe of
         # docs/postgres.md). Given up sooner, a try is made again as soon as an
         # operation needs a connection.
+        self._outage.connected()  # (what a closed store knew is stale)
         pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
             self.cfg.conninfo, kwargs={"autocommit": True}, min_size=self.pool_min,
             max_size=self.pool_max, open=False, timeout=self.pool_timeout,
             max_idle=self.pool_max_idle, reconnect_timeout=self.connect_timeout,
-            name=f"tether-{self.schema}",
+            name=f"tether-{self.schema}", connection_class=tracked_connection(self._outage),
         )
         await pool.open(wait=False)
         self._pool = pool
@@ -335,6 +352,7 @@ class PostgresStore(PostgresServeQueries):
         await self._release_held()
         await self._listener.close()
         await self._events.close()
+        await self._outage.close()
         if self._returns:  # (a rollback on a dead server must not hold the close)
             await asyncio.wait(set(self._returns), timeout=self.connect_timeout)
         pool, self._pool = self._pool, None
@@ -437,13 +455,73 @@ class PostgresStore(PostgresServeQueries):
         # A server restart leaves every idle connection dead; skip those without a
         # round trip. Bounded: past pool_max dead ones, take what comes and let it fail.
         for _ in range(self.pool_max + 1):
-            conn = await pool.getconn()
+            if FAIL_FAST.get() and not _has_idle(pool):
+                conn = await self._getconn_unless_down(pool)
+            else:
+                conn = await pool.getconn()
             if not _looks_dead(conn):
                 break
             with contextlib.suppress(Exception):
                 await conn.close()
             await self._put_back(pool, conn)
         return pool, conn
+
+    async def _getconn_unless_down(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
+                                   ) -> Conn:
+        """A connection from ``pool`` for a ``FAIL_FAST`` caller, which finds no idle one:
+        ``StoreUnavailable`` at once if the pool's last connection attempt failed (a probe
+        starts in the background), or as soon as the attempt it waits for fails."""
+        outage = self._outage
+        if outage.down:
+            outage.probe(partial(self._probe, pool))
+            raise self._down()
+        failure = outage.next_failure()
+        get = asyncio.ensure_future(pool.getconn())
+        try:
+            await asyncio.wait((get, failure), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            self._abandon(pool, get)
+            raise
+        finally:
+            outage.forget(failure)
+            failure.cancel()
+        if get.done():
+            return get.result()
+        self._abandon(pool, get)
+        raise self._down()
+
+    def _abandon(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
+                 get: asyncio.Future[Conn]) -> None:
+        """Cancel ``get``; a connection it obtained all the same goes back to ``pool``."""
+        async def put(conn: Conn) -> None:
+            with contextlib.suppress(Exception):  # (a pool closed meanwhile closes it)
+                await pool.putconn(conn)
+
+        def give_back(done: asyncio.Future[Conn]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            task = asyncio.ensure_future(put(done.result()))
+            self._returns.add(task)
+            task.add_done_callback(self._returns.discard)
+
+        get.cancel()
+        get.add_done_callback(give_back)
+
+    def _down(self) -> StoreUnavailable:
+        outage = self._outage
+        since = time.monotonic() - outage.since if outage.since is not None else 0.0
+        return StoreUnavailable(
+            f"PostgreSQL at {self.cfg.host}:{self.cfg.port} is unavailable: "
+            f"{outage.reason or 'cannot connect'} (no new connection for {since:.0f} s)")
+
+    async def _probe(self, pool: psycopg_pool.AsyncConnectionPool[Conn]) -> None:
+        """Ask the pool for a connection, so that it tries to connect; the attempt
+        tells ``self._outage`` how it went, and the connection goes back to the pool."""
+        try:
+            conn = await pool.getconn(timeout=self.connect_timeout + 1.0)
+        except Exception:
+            return
+        await self._put_back(pool, conn)
 
     async def _put_back(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                         conn: Conn) -> None:

@@ -1,0 +1,114 @@
+"""What the store knows of its server being down, from its pool's connection attempts.
+
+While the server is gone, an operation that finds no idle connection in the pool waits
+for one for ``pool_timeout`` (10 s by default). A worker's own operations should: a
+server that restarts within that time is ridden through. A person's request to
+``tether serve`` should not: its answer, 503, is known as soon as the pool's last try to
+connect failed. ``Outage`` records every connection attempt the pool makes (through the
+connection class it gives the pool) so that the store can tell, without a round trip,
+that the server is known to be down; callers that set ``FAIL_FAST`` then fail at once.
+
+Nobody connects while every caller fails at once, so the store also *probes*: at most
+once per ``PROBE_EVERY`` seconds while callers are being turned away, it asks the pool
+for a connection in the background. The pool connects (through the same class), the
+first success ends the outage, and the connection it made serves the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import psycopg
+
+from tether.store.postgres._config import busy, connect_reason
+
+#: Least seconds between two probes of a server known to be down.
+PROBE_EVERY = 1.0
+
+
+class Outage:
+    """Whether the pool's last connection attempt failed (and how), and the futures of
+    callers waiting to hear of the next failure."""
+
+    def __init__(self) -> None:
+        #: ``time.monotonic()`` of the first failed attempt since the last success.
+        self.since: float | None = None
+        #: Why the last attempt failed (libpq's reason, e.g. "Connection refused").
+        self.reason = ""
+        self.failures = 0  # attempts failed since the last success (tests, logs)
+        self._watchers: list[asyncio.Future[None]] = []
+        self._probe: asyncio.Task[None] | None = None
+        self._probed = 0.0  # time.monotonic() when the last probe started
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        """A connection attempt failed. A server that refused it for want of a free
+        slot (or while starting up) is up: that is not an outage."""
+        if busy(exc):
+            return
+        if self.since is None:
+            self.since = time.monotonic()
+        self.reason = connect_reason(exc)
+        self.failures += 1
+        watchers, self._watchers = self._watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
+
+    def connected(self) -> None:
+        self.since = None
+        self.reason = ""
+        self.failures = 0
+
+    def next_failure(self) -> asyncio.Future[None]:
+        """A future done at the next failed attempt (drop it with ``forget``)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append(fut)
+        return fut
+
+    def forget(self, fut: asyncio.Future[None]) -> None:
+        if fut in self._watchers:
+            self._watchers.remove(fut)
+
+    def probe(self, connect: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start ``connect()`` in the background unless a probe runs or one started
+        less than ``PROBE_EVERY`` seconds ago."""
+        now = time.monotonic()
+        if (self._probe is not None and not self._probe.done()) \
+                or now - self._probed < PROBE_EVERY:
+            return
+        self._probed = now
+        self._probe = asyncio.ensure_future(connect())
+
+    async def close(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None and not probe.done():
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        for fut in self._watchers:
+            fut.cancel()
+        self._watchers.clear()
+
+
+def tracked_connection(outage: Outage) -> type[psycopg.AsyncConnection[Any]]:
+    """A connection class for the pool that reports each attempt to ``outage``."""
+
+    class TrackedConnection(psycopg.AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                conn = await super().connect(conninfo, **kwargs)
+            except Exception as exc:
+                outage.failed(exc)
+                raise
+            outage.connected()
+            return conn
+
+    TrackedConnection.__qualname__ = "TrackedConnection"  # (its repr, in the pool's logs)
+    return TrackedConnection
