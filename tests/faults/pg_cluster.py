@@ -36,9 +36,9 @@ class PgWorkers:
         self.logs: dict[int, Path] = {}
 
     def start(self, *, lease: float = 5.0, concurrency: int = 50, db: str | None = None,
-              app: str = APP) -> subprocess.Popen[bytes]:
+              app: str = APP, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "tether", "worker", app, "--db", db or self.db,
-                "--lease", str(lease), "--concurrency", str(concurrency)]
+                "--lease", str(lease), "--concurrency", str(concurrency), *extra]
         env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side_file),
                    PYTHONPATH=str(ROOT))
         log_path = self.log_dir / f"worker-{len(self.procs)}.log"

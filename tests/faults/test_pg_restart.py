@@ -118,6 +118,42 @@ async def test_server_restart_with_100_runs_in_flight(env: tuple[App, PgWorkers]
           f"(their record was cut off by the restart)")
 
 
+async def test_an_outage_longer_than_the_lease_counts_no_crash(
+        env: tuple[App, PgWorkers], cluster: str, pg_url: str) -> None:
+    """The server stops for longer than a lease (5 s) under a worker with 20 runs in
+    flight, then starts again. The worker's leases expired meanwhile, and it claims its
+    runs back itself: it did not die, so no crash is counted against them. With
+    ``--max-crashes 1`` a takeover counted as a crash would fail each run at once (it did,
+    before: every run took "crash 1 of 5" from a 30 s outage)."""
+    from tests.faults.pg_apps import chain
+
+    app, workers = env
+    proc = workers.start(concurrency=20, extra=("--max-crashes", "1"))
+    workers.wait_serving([proc])
+    for i in range(20):
+        await app.start(chain, 40, 0.1, run_id=f"o{i:02}")
+    await _wait(lambda: sum(e.end is not None for e in executions(workers.side_file)) >= 40,
+                30)
+    out = await asyncio.to_thread(pg_ctl, cluster, "stop")
+    assert out.returncode == 0, out.stderr
+    await asyncio.sleep(8)
+    out = await asyncio.to_thread(pg_ctl, cluster, "start")
+    assert out.returncode == 0, out.stderr
+    assert await asyncio.to_thread(pg_ready, 30)
+
+    statuses = await asyncio.to_thread(wait_statuses, pg_url, "completed", 20, 120)
+    assert statuses == {"completed": 20}, statuses
+    assert proc.poll() is None, workers.log(proc)
+    log = workers.log(proc)
+    assert "lease" in log and "lost" in log, log  # (the leases did expire)
+    assert "died executing it" not in log and "Traceback" not in log, log
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        crashes = conn.execute("SELECT sum(crashes) FROM tether.runs").fetchone()
+    assert crashes == (0,), crashes
+
+
 async def _wait(predicate: object, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]

@@ -49,6 +49,26 @@ async def test_a_claim_counts_takeovers_and_the_taker_acknowledges_them(
     assert (retried.crashes, retried.crashes_seen, retried.crash_progress) == (0, 0, None)
 
 
+async def test_a_worker_that_claims_back_its_own_expired_run_counts_no_crash(
+        store: Store) -> None:
+    """A worker whose lease expired while it could not reach the store (it was gone for
+    longer than a lease) claims the run back itself: it did not die, so that is no
+    takeover and no crash in a row against the run (five would fail it). Another worker
+    taking it over counts one, as before."""
+    first = await start_and_claim(store, "r1", worker="w1")
+    await store.journal_append(lease=first.lease, entry=entry(0))
+    later = T0 + LEASE + 1
+    back = await store.run_claim(worker_id="w1", queues=["q"], limit=1, now=later,
+                                 lease_seconds=LEASE)
+    assert [(c.run.crashes, c.run.crashes_seen, c.lease.fencing_token) for c in back] == [
+        (0, 0, first.lease.fencing_token + 1)]
+    with pytest.raises(LeaseLost):  # (the claim back fenced the old execution out)
+        await store.journal_append(lease=first.lease, entry=entry(1))
+    taken = await store.run_claim(worker_id="w2", queues=["q"], limit=1,
+                                  now=later + LEASE + 1, lease_seconds=LEASE)
+    assert [(c.run.crashes, c.run.crashes_seen) for c in taken] == [(1, 0)]
+
+
 async def test_a_cancel_of_a_running_run_is_notified_with_its_id(store: Store) -> None:
     """Another store object on the same URL cancels a running run: subscribers with
     on_cancel get its id; a cancel of a queued run sends no id (it is claimable)."""

@@ -181,8 +181,10 @@ UPDATE {schema}.runs
 SET status = 'running', owner = %(worker_id)s, fencing_token = fencing_token + 1,
     available_at = %(lease_expires)s, updated_at = %(now)s,
     -- takeovers of a run that was running (its owner died holding it) (migration 0005;
-    -- see Worker._crash_check)
-    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
+    -- see Worker._crash_check); not when its owner claims it back (alive, it lost its
+    -- lease: the database was gone)
+    crashes = CASE WHEN status = 'running' AND owner IS DISTINCT FROM %(worker_id)s
+                   THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (SELECT run_id FROM pick ORDER BY available_at LIMIT %(limit)s)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,

@@ -297,8 +297,10 @@ WHERE queue IN (SELECT value FROM json_each(:queues));
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
     available_at = :lease_expires, updated_at = :now,
-    -- a takeover of a run that was running: its owner died holding it (migration 0005)
-    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
+    -- a takeover of a run that was running: its owner died holding it (migration 0005);
+    -- not when its owner claims it back (alive, it lost its lease: the store was gone)
+    crashes = CASE WHEN status = 'running' AND owner IS NOT :worker_id
+                   THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (
     SELECT run_id FROM tether_runs
     WHERE queue = :queue AND available_at <= :now
@@ -328,8 +330,10 @@ ORDER BY available_at LIMIT :limit;
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
     available_at = :lease_expires, updated_at = :now,
-    -- a takeover of a run that was running: its owner died holding it (migration 0005)
-    crashes = CASE WHEN status = 'running' THEN crashes + 1 ELSE crashes END
+    -- a takeover of a run that was running: its owner died holding it (migration 0005);
+    -- not when its owner claims it back (alive, it lost its lease: the store was gone)
+    crashes = CASE WHEN status = 'running' AND owner IS NOT :worker_id
+                   THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (SELECT value FROM json_each(:run_ids))
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
