@@ -96,9 +96,10 @@ function followRun(root) {
     source.addEventListener("open", () => reachable(true));
     source.addEventListener("error", () => {
       // The browser reconnects a stream that broke by itself, but gives up for good on
-      // an answer that is not a stream (503 while the store is down): start anew.
+      // an answer that is not a stream (503 while the store is down): start anew. The
+      // parts' refresh finds out why (an EventSource does not say) for the banner.
       if (source.readyState !== EventSource.CLOSED) return;
-      reachable(false, "store");
+      update();
       setTimeout(connect, 5000);
     });
   };
