@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import time
+from typing import Any
 
 import pytest
 
@@ -90,6 +94,58 @@ async def test_a_failed_final_write_is_retried(store_url: str) -> None:
         assert await (await app.start(wf, run_id="f")).result(timeout=20) == "done"
     assert failures == ["refused", "refused"]
     await app.close()
+
+
+async def test_a_store_outage_under_many_runs_is_logged_once_not_per_run(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The store refuses the final writes of 30 runs in flight (an outage): the log
+    says so once when the first fails and once when writes go through again, with the
+    counts; each run's retries are at debug level (a thousand runs in flight made
+    thousands of warnings a minute)."""
+    from tether import StoreUnavailable
+
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> str:
+        return "done"
+
+    await app._open()
+    store = app.store
+    real_finish = store.run_finish
+    down = True
+    refused: list[str] = []
+
+    async def outage_finish(**kwargs: Any) -> None:
+        if down:
+            refused.append(kwargs["lease"].run_id)
+            raise StoreUnavailable("PostgreSQL at db:5432 is unavailable: Connection refused")
+        await real_finish(**kwargs)
+
+    store.run_finish = outage_finish  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="tether.worker")
+    async with app.worker():
+        handles = [await app.start(wf, run_id=f"o{i:02}") for i in range(30)]
+        deadline = time.monotonic() + 20
+        while len(set(refused)) < 30 or len(refused) < 60:  # every run tried twice
+            assert time.monotonic() < deadline, refused
+            await asyncio.sleep(0.05)
+        down = False
+        for h in handles:
+            assert await h.result(timeout=20) == "done"
+    await app.close()
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "tether.worker" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("store unavailable to the runs in flight (PostgreSQL at "
+                                  "db:5432 is unavailable: Connection refused)"), warnings
+    assert re.fullmatch(r"store available again after \d+\.\d s \((\d+) failed writes of "
+                        r"30 runs meanwhile, each retried\)", warnings[1]), warnings
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
+             and "store unavailable" in r.getMessage()]
+    assert len(debug) == len(refused)
+    assert any(m.startswith("run o07: store unavailable (") and "retrying in" in m
+               for m in debug), debug
 
 
 async def test_a_run_whose_executor_crashed_is_handed_back(store_url: str) -> None:

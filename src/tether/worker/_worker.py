@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,50 @@ UNREADABLE_REMEMBERED = 10_000
 UNREADABLE_EXCLUDED_MAX = 1_000
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
+#: Seconds between two reminders that the store is still unavailable to runs in flight.
+OUTAGE_REMINDER = 30.0
+
+
+class _StoreOutage:
+    """The store gone away under the runs in flight, as the log tells it: one warning
+    when the first of their writes fails, a reminder with the counts every
+    ``OUTAGE_REMINDER`` seconds, and one line when a write goes through again. Each run's
+    own failures and retries go to the debug level: with a thousand runs in flight, a
+    minute's outage logged per run and retry was thousands of lines."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+        self.runs: set[str] = set()
+        self._told = 0.0
+
+    def failed(self, run_id: str, exc: BaseException, what: str) -> None:
+        """A write of run ``run_id`` failed with ``exc``; ``what`` follows (for the
+        run's debug line), e.g. "retrying in 0.4 s"."""
+        now = time.monotonic()
+        self.failures += 1
+        self.runs.add(run_id)
+        if self.since is None:
+            self.since = self._told = now
+            log.warning("store unavailable to the runs in flight (%s); they retry, and "
+                        "this says how it goes every %.0f s (each run's retries at debug "
+                        "level)", exc, OUTAGE_REMINDER)
+        elif now - self._told >= OUTAGE_REMINDER:
+            self._told = now
+            log.warning("store still unavailable after %.0f s (%s): %d failed writes of "
+                        "%d runs so far", now - self.since, exc, self.failures, len(self.runs))
+        log.debug("run %s: store unavailable (%s); %s", run_id, exc, what)
+
+    def back(self) -> None:
+        """A write of a run went through."""
+        if self.since is None:
+            return
+        log.warning("store available again after %.1f s (%d failed writes of %d runs "
+                    "meanwhile, each retried)", time.monotonic() - self.since, self.failures,
+                    len(self.runs))
+        self.since = None
+        self.failures = 0
+        self.runs = set()
 
 
 def _engine_store_failure(error: BaseException | None) -> bool:
@@ -237,6 +282,8 @@ class Worker:
         self._isolation_wanted = False
         #: Runs past their crash check whose code this worker is executing.
         self._executing = 0
+        #: The store gone away under the runs in flight (what the log says of it).
+        self._outage = _StoreOutage()
         #: The workflows this worker may claim runs of: the ones its app registered.
         self._claimable: list[str] = sorted(app.workflows())
         self._attempts: AttemptWriter | None = None  # made at start, on the opened store
@@ -543,7 +590,7 @@ class Worker:
         tried = 0
         while True:
             try:
-                return await call()
+                result = await call()
             except LeaseLost:
                 raise
             except errors as exc:
@@ -551,10 +598,18 @@ class Worker:
                 if self._stopping or (attempts is not None and tried >= attempts):
                     log.error("run %s: could not %s (%s); giving up", run_id, what, exc)
                     return _GAVE_UP
-                log.warning("run %s: could not %s (%s); retrying in %.1f s",
-                            run_id, what, exc, delay)
+                if isinstance(exc, StoreUnavailable):
+                    self._outage.failed(run_id, exc, f"could not {what}; retrying in "
+                                                     f"{delay:.1f} s")
+                else:
+                    log.warning("run %s: could not %s (%s); retrying in %.1f s",
+                                run_id, what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            else:
+                if self._outage.since is not None:
+                    self._outage.back()
+                return result
 
     # -- schedules and retention ----------------------------------------------------------
 
@@ -996,8 +1051,9 @@ class Worker:
             # The engine's own read or write failed (a dropped connection, a deadlock
             # the database broke): the run's outcome is unknown, not failed. Hand it
             # back so that a replay retries from its journal.
-            log.warning("run %s: store failed under it (%s); replaying it in %.1f s",
-                        run_id, error, STORE_RETRY_DELAY)
+            assert isinstance(error, StoreUnavailable)
+            self._outage.failed(run_id, error, f"store failed under it; replaying it in "
+                                               f"{STORE_RETRY_DELAY:.1f} s")
             await store.run_release(lease=ctx.lease, now=now, wait=Wait(
                 now + STORE_RETRY_DELAY, f"retry after a store error: {error}"))
             self._wake.set()
