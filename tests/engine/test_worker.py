@@ -67,11 +67,8 @@ def test_a_script_may_run_two_event_loops_with_an_app_each(tmp_path: object) -> 
         asyncio.run(reuse_closed())
 
 
-async def test_a_failed_final_write_is_retried(store_url: str) -> None:
-    """The store refuses the run's final write twice (a dropped connection): the worker
-    keeps trying instead of leaving the run 'running' under a lease it renews forever."""
-    from tether import StoreUnavailable
-
+async def _app_of_done(store_url: str) -> tuple[App, Any]:
+    """An opened App with one workflow, ``wf``, that returns "done"."""
     app = App(store_url)
 
     @app.workflow
@@ -79,6 +76,15 @@ async def test_a_failed_final_write_is_retried(store_url: str) -> None:
         return "done"
 
     await app._open()
+    return app, wf
+
+
+async def test_a_failed_final_write_is_retried(store_url: str) -> None:
+    """The store refuses the run's final write twice (a dropped connection): the worker
+    keeps trying instead of leaving the run 'running' under a lease it renews forever."""
+    from tether import StoreUnavailable
+
+    app, wf = await _app_of_done(store_url)
     store = app.store
     real_finish = store.run_finish
     failures: list[str] = []
@@ -104,13 +110,7 @@ async def test_a_store_outage_under_many_runs_is_logged_once_not_per_run(
     thousands of warnings a minute)."""
     from tether import StoreUnavailable
 
-    app = App(store_url)
-
-    @app.workflow
-    async def wf() -> str:
-        return "done"
-
-    await app._open()
+    app, wf = await _app_of_done(store_url)
     store = app.store
     real_finish = store.run_finish
     down = True

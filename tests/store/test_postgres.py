@@ -1306,6 +1306,35 @@ async def test_store_unavailable_while_the_server_is_gone_then_recovers(pg_url: 
         await proxy.close()
 
 
+class _GoneServer:
+    """A store behind a proxy to the server, holding run ``r1``; ``gone()`` stops the
+    proxy listening and cuts its connections (the server went away), ``back()`` listens
+    again on the same port."""
+
+    def __init__(self, pg_url: str, **options: Any) -> None:
+        self.pg_url = pg_url
+        self.options = options
+        self.proxy = RoundTripProxy()
+
+    async def __aenter__(self) -> _GoneServer:
+        await self.proxy.start()
+        self.port = self.proxy.port
+        self.store = PostgresStore(self.proxy.url(self.pg_url), **self.options)
+        await self.store.open()
+        await self.store.run_insert(run=run_record("r1"))
+        return self
+
+    async def gone(self) -> None:
+        await self.proxy.close()
+
+    async def back(self) -> None:
+        self.proxy = await RoundTripProxy().start(self.port)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.close()
+        await self.proxy.close()
+
+
 @pytest.mark.slow
 async def test_after_a_long_outage_the_pool_reconnects_soon_after_the_server_is_back(
         pg_url: str) -> None:
@@ -1313,21 +1342,15 @@ async def test_after_a_long_outage_the_pool_reconnects_soon_after_the_server_is_
     ``reconnect_timeout`` (5 minutes by default): after 20 s of outage its next try was
     up to 16 s away, and the store answered ~10 s after the server was back. The store
     gives a try up after ``connect_timeout`` and the next operation starts a new one."""
-    proxy = await RoundTripProxy().start()
-    store = PostgresStore(proxy.url(pg_url), pool_timeout=1.0, connect_timeout=1.0)
-    await store.open()
-    try:
-        await store.run_insert(run=run_record("r1"))
-        port = proxy.port
-        await proxy.close()
+    async with _GoneServer(pg_url, pool_timeout=1.0, connect_timeout=1.0) as server:
+        store = server.store
+        await server.gone()
         end = time.monotonic() + 20
         while time.monotonic() < end:  # operations go on failing, as a worker's would
             with pytest.raises(StoreUnavailable):
                 await store.run_get("r1")
             await asyncio.sleep(0.5)
-        proxy = RoundTripProxy()
-        proxy._server = await asyncio.start_server(proxy._serve, "127.0.0.1", port)
-        proxy.port = port
+        await server.back()
         back = time.monotonic()
         while True:
             try:
@@ -1336,9 +1359,6 @@ async def test_after_a_long_outage_the_pool_reconnects_soon_after_the_server_is_
             except StoreUnavailable:
                 await asyncio.sleep(0.2)
         assert time.monotonic() - back < 5, time.monotonic() - back
-    finally:
-        await store.close()
-        await proxy.close()
 
 
 async def _fail_fast(call: Any) -> Any:
@@ -1357,13 +1377,9 @@ async def test_while_the_server_is_down_a_fail_fast_caller_is_told_at_once(
     connect fails, and at once after that, while probes try the server about once a
     second; any other caller (a worker) still waits for the pool, and so rides through
     an outage shorter than ``pool_timeout``. Back, the server serves both within a probe."""
-    proxy = await RoundTripProxy().start()
-    store = PostgresStore(proxy.url(pg_url), pool_timeout=3.0, connect_timeout=1.0)
-    await store.open()
-    try:
-        await store.run_insert(run=run_record("r1"))
-        port = proxy.port
-        await proxy.close()
+    async with _GoneServer(pg_url, pool_timeout=3.0, connect_timeout=1.0) as server:
+        store = server.store
+        await server.gone()
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable) as first:
             await _fail_fast(lambda: store.run_get("r1"))
@@ -1392,27 +1408,20 @@ async def test_while_the_server_is_down_a_fail_fast_caller_is_told_at_once(
         waiting = asyncio.ensure_future(store.run_get("r1"))
         await asyncio.sleep(0.5)
         assert not waiting.done()
-        proxy = await RoundTripProxy().start(port)
+        await server.back()
         assert (await waiting) is not None
         # (The worker's call brought a connection back: the outage is over at once.)
         assert not store._outage.down
         assert await _fail_fast(lambda: store.run_get("r1")) is not None
-    finally:
-        await store.close()
-        await proxy.close()
 
 
 async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connects(
         pg_url: str) -> None:
     """Only ``FAIL_FAST`` callers ask while the server is down, and none of them waits
     for a connection: the probes alone find the server back."""
-    proxy = await RoundTripProxy().start()
-    store = PostgresStore(proxy.url(pg_url), pool_timeout=3.0, connect_timeout=1.0)
-    await store.open()
-    try:
-        await store.run_insert(run=run_record("r1"))
-        port = proxy.port
-        await proxy.close()
+    async with _GoneServer(pg_url, pool_timeout=3.0, connect_timeout=1.0) as server:
+        store = server.store
+        await server.gone()
         for _ in range(3):
             t0 = time.monotonic()
             with pytest.raises(StoreUnavailable):
@@ -1420,7 +1429,7 @@ async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connect
             assert time.monotonic() - t0 < 1.5  # (the pool's timeout: 3 s)
             await asyncio.sleep(0.3)
         assert store._outage.down
-        proxy = await RoundTripProxy().start(port)
+        await server.back()
         back = time.monotonic()
         while True:
             try:
@@ -1430,9 +1439,6 @@ async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connect
                 assert time.monotonic() - back < 5, "no probe found the server back"
                 await asyncio.sleep(0.1)
         assert not store._outage.down
-    finally:
-        await store.close()
-        await proxy.close()
 
 
 async def test_a_fail_fast_caller_cancelled_while_it_waits_for_a_connection_loses_none(
