@@ -54,10 +54,11 @@ class Served:
 
 
 def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | None = WEBAPP,
-                extra_env: dict[str, str] | None = None) -> Served:
-    """A ``tether serve`` process on a free loopback port, answering /healthz."""
-    port = free_port()
-    log = tmp / f"serve-{port}.log"
+                extra_env: dict[str, str] | None = None, port: int | None = None) -> Served:
+    """A ``tether serve`` process on ``port`` (default: a free loopback port), answering
+    /healthz."""
+    port = port or free_port()
+    log = tmp / f"serve-{port}-{time.monotonic_ns()}.log"
     args = [*TETHER, "serve", "--db", db, "--port", str(port)]
     if app:
         args += ["--app", app]

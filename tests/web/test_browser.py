@@ -301,3 +301,49 @@ def test_the_pages_say_when_the_store_is_down_and_go_on_when_it_is_back(
         proxy.stop()
     if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(tmp_path / "run-store-down.png", ROOT / "docs" / "img")
+
+
+def test_the_pages_say_when_the_server_is_gone_and_go_on_when_it_is_back(
+        browser: object, tmp_path: Path) -> None:
+    """``tether serve`` stops (a deploy restarts it) while a run page and the runs list
+    are open: each says the server cannot be reached; started again on the same port,
+    the banner goes and the run page follows the run to its end without a reload."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/gone.db"
+    served = start_serve(db, tmp_path, app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", json={"workflow": "wait_go",
+                                                          "run_id": "gone-1"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "gone-1", "waiting")
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(served.url + "/runs/gone-1")
+        expect(page.locator("#run-status")).to_have_text("waiting")
+        page.evaluate("window.__notReloaded = true")
+        runs = context.new_page()
+        runs.goto(served.url + "/runs")
+        expect(runs.locator("tr", has_text="gone-1")).to_contain_text("waiting")
+
+        port = int(served.url.rsplit(":", 1)[1])
+        served.stop()
+        for p in (page, runs):
+            expect(p.locator("#offline")).to_be_visible(timeout=15_000)
+            expect(p.locator("#offline")).to_contain_text("The Tether server cannot be "
+                                                          "reached")
+        served = start_serve(db, tmp_path, app=WEBAPP, port=port)
+        for p in (page, runs):
+            expect(p.locator("#offline")).to_be_hidden(timeout=15_000)
+        r = httpx.post(served.url + "/api/v1/runs/gone-1/signals/go", json={"data": 1})
+        assert r.status_code in (200, 202), r.text
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        expect(runs.locator("tr", has_text="gone-1")).to_contain_text("completed")
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()

@@ -95,12 +95,12 @@ function followRun(root) {
     follow(source);
     source.addEventListener("open", () => reachable(true));
     source.addEventListener("error", () => {
-      // The browser reconnects a stream that broke by itself, but gives up for good on
-      // an answer that is not a stream (503 while the store is down): start anew. The
-      // parts' refresh finds out why (an EventSource does not say) for the banner.
-      if (source.readyState !== EventSource.CLOSED) return;
+      // The stream broke or could not start. An EventSource does not say why: the
+      // parts' refresh finds out, for the banner (the store down, the server gone). The
+      // browser reconnects a stream that broke by itself, but gives up for good on an
+      // answer that is not a stream (a 503 while the store is down): start it anew.
       update();
-      setTimeout(connect, 5000);
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
     });
   };
   connect();
