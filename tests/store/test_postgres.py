@@ -1393,9 +1393,9 @@ async def test_while_the_server_is_down_a_fail_fast_caller_is_told_at_once(
                 await _fail_fast(lambda: store.run_get("r1"))
             calls += 1
             await asyncio.sleep(0.01)
-        assert re.search(r"unavailable: Connection refused \(no new connection for [12] s\)",
+        assert re.search(r"unavailable: Connection refused \(no new connection for \d+ s\)",
                          str(info.value)), info.value
-        assert calls > 50, calls  # each answered without waiting
+        assert calls > 20, calls  # each answered without waiting (the pool's wait: 3 s)
         # Probes about once a second, each a connection attempt (the pool may retry
         # once within it): a handful, not one per call.
         assert 2 <= store._outage.failures <= 10, store._outage.failures
