@@ -214,6 +214,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
     ctx.executed += 1
     state = _Attempts.resume(ctx, name, entry)
     writer = ctx.attempt_writer
+    fresh = entry is None  # (no entry yet, and no attempt of this execution ended)
     while True:
         if state.next_at is not None:
             await ctx.wait_until(state.next_at, state.waiting_for or f"retry {name}")
@@ -236,6 +237,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         except (_Stop, asyncio.CancelledError):
             raise
         except _Interrupted:
+            fresh = False
             writer.note(attempt_id, (*head, "cancelled", started, ctx.clock.now(), None))
             await ctx.enter(pos)  # delivers the cancel at this position
             continue  # (a cancel already delivered: the step runs again)
@@ -243,6 +245,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
             # failed attempt like any other, not the worker's end (the worker's own
             # shutdown arrives as CancelledError, handled above).
+            fresh = False
             writer.note(attempt_id, (
                 *head, "postponed" if isinstance(exc, Postpone) else "error", started,
                 ctx.clock.now(), codec.encode_error(error_to_dict(exc))))
@@ -265,6 +268,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
             started_at=state.first_at, finished_at=now, args=args_text,
         ))
+        if fresh and state.attempts == 1:  # (a new entry: it holds this attempt)
+            writer.settled(attempt_id)
         return codec.decode_encoded(value, text, sdef.return_annotation)
 
 

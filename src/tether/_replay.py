@@ -204,7 +204,8 @@ class AttemptWriter:
         self._prefix = _uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._buffer: dict[str, AttemptRow] = {}
-        self._buffered_runs: set[str] = set()  # the runs of the attempts in the buffer
+        #: The runs of the attempts in the buffer, with how many each has there.
+        self._buffered_runs: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._last: asyncio.Future[None] | None = None
         #: Writes created and not yet issued to the store (their task not yet started).
@@ -213,6 +214,15 @@ class AttemptWriter:
         #: one before it (each run's end waits for its attempts, and only for those).
         caps = getattr(store, "capabilities", None)
         self._ordered = bool(getattr(caps, "ordered_writes", False))
+        #: The store reads a first attempt that succeeded from the journal (``settled``).
+        self._from_journal = bool(getattr(caps, "attempts_from_journal", False))
+        #: Attempts none of whose states has been written yet.
+        self._fresh: set[str] = set()
+        #: Fresh attempts that succeeded, their entries' commits not yet known, with the
+        #: loop's time when they ended: a write holds them back until one write delay
+        #: after that (their entry commits meanwhile, as a rule; if it did not, the row
+        #: explains why the step runs again).
+        self._settling: dict[str, float] = {}
 
     def next_id(self) -> str:
         """A new attempt id, unique across processes (a random prefix and a counter)."""
@@ -222,21 +232,66 @@ class AttemptWriter:
         """Note an attempt's state: ``row`` holds ``AttemptRecord``'s fields in order
         (a tuple costs a step less than the record, which is built once per attempt,
         when the buffer is written); a later state replaces an earlier one."""
+        if row[7] == "running":  # (an attempt's first state)
+            self._fresh.add(attempt_id)
+        elif row[7] == "ok" and self._from_journal and attempt_id in self._fresh:
+            self._settling[attempt_id] = asyncio.get_running_loop().time()
+        if attempt_id not in self._buffer:
+            runs = self._buffered_runs
+            runs[row[1]] = runs.get(row[1], 0) + 1
         self._buffer[attempt_id] = row
-        self._buffered_runs.add(row[1])
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
                                                                 self._write)
 
-    def _write(self) -> asyncio.Future[None] | None:
+    def settled(self, attempt_id: str) -> None:
+        """The attempt, a step's first, succeeded and its journal entry is committed:
+        on a store that reads such an attempt from the entry (``attempts_from_journal``),
+        its row is not written if none of its states was written yet. A row already
+        written (an attempt that outlived the write delay) is completed as usual, so the
+        history never shows it ``running``; and an attempt whose entry was not
+        committed keeps its row, which explains why the step runs again."""
+        if attempt_id in self._fresh and self._from_journal:
+            self._fresh.discard(attempt_id)
+            self._settling.pop(attempt_id, None)
+            run_id = self._buffer.pop(attempt_id)[1]
+            left = self._buffered_runs[run_id] - 1
+            if left:
+                self._buffered_runs[run_id] = left
+            else:  # (a run's end then has nothing of it to write first)
+                del self._buffered_runs[run_id]
+
+    def _write(self, run_id: str | None = None, *,
+               hold: bool = True) -> asyncio.Future[None] | None:
+        """Write the buffer, except (with ``hold``) the attempts that succeeded less
+        than a write delay ago and wait for their entries' commits (``_settling``); the
+        run whose end this write precedes (``run_id``) has none held back."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if not self._buffer:
             return self._last
-        batch = [AttemptRecord(*row) for row in self._buffer.values()]
-        self._buffer = {}
+        buffer = self._buffer
+        kept: dict[str, AttemptRow] = {}
+        settling: dict[str, float] = {}
+        if hold and self._settling:
+            since = asyncio.get_running_loop().time() - ATTEMPT_WRITE_DELAY
+            for attempt_id, ended in self._settling.items():
+                if ended > since and buffer[attempt_id][1] != run_id:
+                    kept[attempt_id] = buffer.pop(attempt_id)
+                    settling[attempt_id] = ended
+        batch = [AttemptRecord(*row) for row in buffer.values()]
+        self._buffer = kept
+        self._settling = settling
+        self._fresh = set(kept)
         self._buffered_runs.clear()
+        for row in kept.values():
+            self._buffered_runs[row[1]] = self._buffered_runs.get(row[1], 0) + 1
+        if kept:  # (written at the latest one delay after the first of them ended)
+            self._timer = asyncio.get_running_loop().call_at(
+                min(settling.values()) + ATTEMPT_WRITE_DELAY, self._write)
+        if not batch:
+            return self._last
         before = self._last
         ordered = self._ordered
 
@@ -261,7 +316,7 @@ class AttemptWriter:
         write the caller issues next commits after them (a run's end and its attempts
         then share a commit, with no wait between them). Otherwise wait for them."""
         if run_id is None or run_id in self._buffered_runs:
-            self._write()
+            self._write(run_id, hold=run_id is not None)
         if self._ordered:
             if self._unissued:  # their tasks start before this one resumes (FIFO)
                 await asyncio.sleep(0)
@@ -275,7 +330,7 @@ class AttemptWriter:
         seconds (a worker stopping: the states noted within the last
         ``ATTEMPT_WRITE_DELAY`` are not lost, and a store that went away does not hold
         the stop for long)."""
-        self._write()
+        self._write(hold=False)
         last = self._last
         if last is None:  # the last ends after every write before it
             return

@@ -228,6 +228,57 @@ async def test_a_stopped_worker_writes_the_attempts_it_noted(store_url: str) -> 
     await app.close()
 
 
+async def test_the_history_lists_every_attempt_with_its_worker(store_url: str) -> None:
+    """Every attempt is in the history with the worker that ran it: steps that succeeded
+    at once (on SQLite without a row of their own: their journal entry and the lease's
+    worker are the attempt), a step that failed once then succeeded, and one that
+    outlived the history's write delay."""
+    from tether import RetryPolicy
+
+    app = App(store_url)
+    failed: list[int] = []
+
+    @app.step
+    async def quick(i: int) -> int:
+        return i
+
+    @app.step(retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+    async def flaky() -> int:
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("once")
+        return 1
+
+    @app.step
+    async def slow() -> int:
+        await asyncio.sleep(0.2)  # (past the 50 ms write delay: its running row is written)
+        return 2
+
+    @app.workflow
+    async def wf() -> int:
+        return sum([await quick(i) for i in range(5)]) + await flaky() + await slow()
+
+    async with app.worker() as worker:
+        handle = await app.start(wf)
+        assert await handle.result(timeout=30) == 13
+    info = await app.get_run(handle.run_id)
+    got = [(a["position"], a["name"], a["attempt"], a["status"], a["worker_id"])
+           for a in info.attempts]
+    me = worker.worker_id
+    assert got == [*[(i, "quick", 1, "ok", me) for i in range(5)],
+                   (5, "flaky", 1, "error", me), (5, "flaky", 2, "ok", me),
+                   (6, "slow", 1, "ok", me)], got
+    for a, e in zip(info.attempts, info.journal, strict=False):
+        if a["name"] == "quick":
+            assert (a["started_at"], a["finished_at"]) == (e["started_at"], e["finished_at"])
+    rows = await app.store._read(  # type: ignore[attr-defined]
+        lambda conn: conn.execute("SELECT count(*) FROM tether_attempts").fetchone()[0]) \
+        if store_url.startswith("sqlite") else None
+    if rows is not None:  # SQLite: the five quick first attempts wrote no row
+        assert rows == 3, rows
+    await app.close()
+
+
 async def test_an_idle_worker_polls_at_jittered_intervals(
         tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each idle poll waits up to 10 % less than the poll interval, never more, and not

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from tether._replay import AttemptWriter
+from tether._replay import ATTEMPT_WRITE_DELAY, AttemptWriter
 from tether.store import StoreCapabilities
 from tether.store._lifecycle import AttemptRecord
 
@@ -93,3 +93,72 @@ async def test_close_writes_what_was_noted_and_gives_up_on_a_store_that_hangs(
     await writer2.close()
     assert store2.calls == [[("b1", "running")]]
     assert writer2._last is not None and writer2._last.done()
+
+
+class _JournalStore:
+    """A store that reads a first attempt that succeeded from its journal entry
+    (``attempts_from_journal``, as SQLite does) and records what it is given."""
+
+    def __init__(self) -> None:
+        self.capabilities = StoreCapabilities(ordered_writes=True, attempts_from_journal=True)
+        self.written: list[tuple[str, str]] = []
+
+    async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
+        self.written += [(a.attempt_id, a.status) for a in attempts]
+
+
+def _run_row(attempt_id: str, status: str, run_id: str) -> tuple[object, ...]:
+    return (attempt_id, run_id, 0, 0, "s", 1, "w1", status, 1.0, None, None)
+
+
+async def test_a_first_attempt_whose_entry_committed_is_not_written() -> None:
+    """``settled`` (the entry of a first attempt that succeeded is committed) drops the
+    attempt's row when none of its states was written; an attempt whose state was
+    written, or a store that does not read attempts from the journal, keeps it."""
+    store = _JournalStore()
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    writer.note("a1", _run_row("a1", "running", "r1"))  # type: ignore[arg-type]
+    writer.note("a1", _run_row("a1", "ok", "r1"))  # type: ignore[arg-type]
+    writer.settled("a1")
+    writer.note("a2", _run_row("a2", "running", "r2"))  # type: ignore[arg-type]
+    writer._write()  # (the write delay passed: a2's running state is written)
+    writer.note("a2", _run_row("a2", "ok", "r2"))  # type: ignore[arg-type]
+    writer.settled("a2")
+    await writer.flush("r2")
+    assert "r1" not in writer._buffered_runs
+    await writer.close()
+    assert store.written == [("a2", "running"), ("a2", "ok")]
+
+    other = _Store(ordered=True)
+    other.release.set()
+    plain = AttemptWriter(other)  # type: ignore[arg-type]
+    plain.note("a1", _run_row("a1", "running", "r1"))  # type: ignore[arg-type]
+    plain.note("a1", _run_row("a1", "ok", "r1"))  # type: ignore[arg-type]
+    plain.settled("a1")
+    await plain.close()
+    assert other.calls == [[("a1", "ok")]]
+
+
+async def test_an_attempt_waiting_for_its_entry_is_held_back_a_write_delay() -> None:
+    """A write holds back a first attempt that succeeded while its entry's commit is not
+    known yet, for one write delay after it ended; if the entry never commits (a store
+    error, a lost lease) a write after that has it, so the history explains why the step
+    runs again. A run's end, and the worker's stop, write such an attempt at once."""
+    store = _JournalStore()
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    for attempt_id, run_id in (("a1", "r1"), ("a2", "r2"), ("a3", "r3")):
+        writer.note(attempt_id, _run_row(attempt_id, "running", run_id))  # type: ignore[arg-type]
+        writer.note(attempt_id, _run_row(attempt_id, "ok", run_id))  # type: ignore[arg-type]
+    writer._write()
+    assert store.written == []  # all three held back
+    await writer.flush("r2")  # r2 ends (its entry failed): its attempt goes first
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert store.written == [("a2", "ok")]
+    writer.settled("a1")  # a1's entry commits at last
+    await asyncio.sleep(ATTEMPT_WRITE_DELAY * 2)  # a3's never does: its delay passes
+    assert store.written == [("a2", "ok"), ("a3", "ok")]
+    writer.note("a4", _run_row("a4", "running", "r4"))  # type: ignore[arg-type]
+    writer.note("a4", _run_row("a4", "ok", "r4"))  # type: ignore[arg-type]
+    await writer.close()  # the worker stops: nothing is held back
+    assert store.written == [("a2", "ok"), ("a3", "ok"), ("a4", "ok")]

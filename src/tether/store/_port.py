@@ -42,6 +42,10 @@ class StoreCapabilities:
     #: when the caller does not wait for one before issuing the next (SQLite: one
     #: writer, fed in order). Without it, a caller that needs the order waits.
     ordered_writes: bool = False
+    #: ``attempt_list`` reads a step's first attempt that succeeded from its journal
+    #: entry and the lease's worker, so the worker need not write that attempt's row
+    #: (``AttemptWriter.settled``; SQLite, migration 0012).
+    attempts_from_journal: bool = False
 
 
 @dataclass(slots=True)

@@ -197,7 +197,8 @@ class SqliteStore(SqliteServeQueries):
     written by a newer Tether (a migration this code does not know).
     """
 
-    capabilities = StoreCapabilities(notifications=True, multi_host=False, ordered_writes=True)
+    capabilities = StoreCapabilities(notifications=True, multi_host=False, ordered_writes=True,
+                                     attempts_from_journal=True)
 
     def __init__(self, url: str, *, synchronous: str | None = None,
                  busy_timeout: float = 30.0, migrate: bool | None = None,

@@ -2,10 +2,34 @@
 -- continue-as-new, versions, schedules and retention.
 
 -- attempt_list --
--- A run's attempts, in the order they started.
-SELECT attempt_id, run_id, generation, position, name, attempt, worker_id, status,
-       started_at, finished_at, error
-FROM tether_attempts WHERE run_id = :run_id ORDER BY generation, position, started_at, attempt;
+-- A run's attempts, in the order they started: the rows written, and the first attempts
+-- that succeeded before any state of them was written (migration 0012): a step entry
+-- that succeeded at attempt 1, with no row of an attempt that started when the entry
+-- says, is that attempt, run by the worker that held the entry's lease. (An attempt whose
+-- entry was lost keeps its row, with an earlier start. A fork's copied entries have
+-- token 0, which no claim gives, so they are not attempts of the fork.)
+SELECT * FROM (
+    SELECT attempt_id, run_id, generation, position, name, attempt, worker_id, status,
+           started_at, finished_at, error
+    FROM tether_attempts WHERE run_id = :run_id
+    UNION ALL
+    SELECT j.run_id || '@' || j.generation || '.' || j.position, j.run_id, j.generation,
+           j.position, j.name, 1, l.worker_id, 'ok', j.started_at, j.finished_at, NULL
+    FROM (SELECT c.run_id, r.generation, c.position, c.name, c.started_at, c.finished_at,
+                 c.fencing_token
+          FROM tether_journal c JOIN tether_runs r ON r.run_id = c.run_id
+          WHERE c.run_id = :run_id AND c.kind = 'step' AND c.status = 'ok' AND c.attempts = 1
+            AND c.started_at IS NOT NULL
+          UNION ALL
+          SELECT run_id, generation, position, name, started_at, finished_at, fencing_token
+          FROM tether_journal_archive
+          WHERE run_id = :run_id AND kind = 'step' AND status = 'ok' AND attempts = 1
+            AND started_at IS NOT NULL) j
+    JOIN tether_leases l ON l.run_id = j.run_id AND l.fencing_token = j.fencing_token
+    WHERE NOT EXISTS (SELECT 1 FROM tether_attempts a
+                      WHERE a.run_id = j.run_id AND a.generation = j.generation
+                        AND a.position = j.position AND a.started_at = j.started_at))
+ORDER BY generation, position, started_at, attempt;
 
 -- run_retry --
 -- A failed, blocked or cancelled run becomes runnable again.
@@ -39,10 +63,10 @@ FROM tether_journal WHERE run_id = :source_run_id AND position < :position;
 -- Keep a generation's journal when the run continues as new.
 INSERT INTO tether_journal_archive (run_id, generation, position, kind, name, status,
                                     result, error, attempts, started_at, finished_at,
-                                    next_attempt_at, args, input)
+                                    next_attempt_at, args, input, fencing_token)
 SELECT j.run_id, r.generation, j.position, j.kind, j.name, j.status, j.result, j.error,
        j.attempts, j.started_at, j.finished_at, j.next_attempt_at, j.args,
-       CASE WHEN j.position = 0 THEN r.input END
+       CASE WHEN j.position = 0 THEN r.input END, j.fencing_token
 FROM tether_journal j JOIN tether_runs r ON r.run_id = j.run_id WHERE j.run_id = :run_id;
 
 -- journal_clear --
