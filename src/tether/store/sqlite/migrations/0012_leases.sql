@@ -1,9 +1,11 @@
--- Which worker held each lease of a run. A step whose first attempt succeeded before
--- any state of it was written gets no row in tether_attempts: its journal entry holds
--- the attempt (number 1, start, end, outcome) but for the worker, which this table
--- gives by the entry's fencing token. attempt_list (lifecycle.sql) reads such an attempt
--- from the two. One row per claim, written by the claim itself (this trigger), against a
--- history row per step saved: ten for a run of ten steps claimed once.
+-- Which worker held a run's lease when it journaled a step that succeeded at its first
+-- attempt. Such an attempt gets no row in tether_attempts when it succeeded before any
+-- state of it was written: its journal entry holds the attempt (number 1, start, end,
+-- outcome) but for the worker, which this table gives by the entry's fencing token.
+-- attempt_list (lifecycle.sql) reads such an attempt from the two. One row per lease
+-- that journaled such a step, written with the first of them (the run's owner: the
+-- append is fenced), against a history row per step saved; none for a run that never
+-- ran a step, so a run parked on a signal or a timer costs nothing more.
 CREATE TABLE tether_leases (
     run_id        TEXT NOT NULL,
     fencing_token INTEGER NOT NULL,
@@ -11,11 +13,12 @@ CREATE TABLE tether_leases (
     PRIMARY KEY (run_id, fencing_token)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER tether_leases_claim AFTER UPDATE OF fencing_token ON tether_runs
-WHEN NEW.owner IS NOT NULL AND NEW.fencing_token IS NOT OLD.fencing_token
+CREATE TRIGGER tether_leases_record AFTER INSERT ON tether_journal
+WHEN NEW.kind = 'step' AND NEW.status = 'ok' AND NEW.attempts = 1 AND NEW.fencing_token > 0
 BEGIN
-    INSERT OR REPLACE INTO tether_leases (run_id, fencing_token, worker_id)
-    VALUES (NEW.run_id, NEW.fencing_token, NEW.owner);
+    INSERT OR IGNORE INTO tether_leases (run_id, fencing_token, worker_id)
+    SELECT NEW.run_id, NEW.fencing_token, owner FROM tether_runs
+    WHERE run_id = NEW.run_id AND owner IS NOT NULL;
 END;
 
 CREATE TRIGGER tether_leases_forget AFTER DELETE ON tether_runs
