@@ -230,6 +230,38 @@ class _ProxyThread:
         self.loop.close()
 
 
+def _waiting_run_open(url: str, run_id: str, context: Any) -> tuple[Any, Any]:
+    """A run waiting for signal "go", its page (marked, to tell a reload) and the runs
+    list, open in ``context``."""
+    from playwright.sync_api import expect
+
+    r = httpx.post(url + "/api/v1/runs", json={"workflow": "wait_go", "run_id": run_id})
+    assert r.status_code == 201, r.text
+    wait_for(url, run_id, "waiting")
+    page = context.new_page()
+    page.goto(f"{url}/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_text("waiting")
+    page.evaluate("window.__notReloaded = true")
+    runs = context.new_page()
+    runs.goto(url + "/runs")
+    expect(runs.locator("tr", has_text=run_id)).to_contain_text("waiting")
+    return page, runs
+
+
+def _carry_on(url: str, run_id: str, page: Any, runs: Any) -> None:
+    """After an outage: the banners go from the run page and the runs list; the run,
+    signalled, ends, and the run page shows it without a reload."""
+    from playwright.sync_api import expect
+
+    for p in (page, runs):
+        expect(p.locator("#offline")).to_be_hidden(timeout=15_000)
+    r = httpx.post(f"{url}/api/v1/runs/{run_id}/signals/go", json={"data": 1})
+    assert r.status_code in (200, 202), r.text
+    expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+    assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+    expect(runs.locator("tr", has_text=run_id)).to_contain_text("completed")
+
+
 @pytest.mark.postgres
 def test_the_pages_say_when_the_store_is_down_and_go_on_when_it_is_back(
         browser: object, tmp_path: Path, pg_url: str) -> None:
@@ -245,18 +277,8 @@ def test_the_pages_say_when_the_store_is_down_and_go_on_when_it_is_back(
     served = start_serve(proxy.proxy.url(pg_url), tmp_path, app=WEBAPP)
     worker = start_worker(pg_url, tmp_path)  # (its own way to the server)
     try:
-        r = httpx.post(served.url + "/api/v1/runs", json={"workflow": "wait_go",
-                                                          "run_id": "outage-1"})
-        assert r.status_code == 201, r.text
-        wait_for(served.url, "outage-1", "waiting")
         context = browser.new_context(viewport={"width": 1360, "height": 700})
-        page = context.new_page()
-        page.goto(served.url + "/runs/outage-1")
-        expect(page.locator("#run-status")).to_have_text("waiting")
-        page.evaluate("window.__notReloaded = true")
-        runs = context.new_page()
-        runs.goto(served.url + "/runs")
-        expect(runs.locator("tr", has_text="outage-1")).to_contain_text("waiting")
+        page, runs = _waiting_run_open(served.url, "outage-1", context)
         assert page.locator("#offline").is_hidden()
         form = context.new_page()
         form.goto(served.url + "/runs/outage-1")
@@ -282,13 +304,7 @@ def test_the_pages_say_when_the_store_is_down_and_go_on_when_it_is_back(
         form.close()
 
         proxy.up()
-        for p in (page, runs):
-            expect(p.locator("#offline")).to_be_hidden(timeout=15_000)
-        r = httpx.post(served.url + "/api/v1/runs/outage-1/signals/go", json={"data": 1})
-        assert r.status_code in (200, 202), r.text
-        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
-        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
-        expect(runs.locator("tr", has_text="outage-1")).to_contain_text("completed")
+        _carry_on(served.url, "outage-1", page, runs)
         context.close()
         # (The stream open when the store went away ended with a line, not a traceback.)
         log = served.log.read_text()
@@ -315,18 +331,8 @@ def test_the_pages_say_when_the_server_is_gone_and_go_on_when_it_is_back(
     served = start_serve(db, tmp_path, app=WEBAPP)
     worker = start_worker(db, tmp_path)
     try:
-        r = httpx.post(served.url + "/api/v1/runs", json={"workflow": "wait_go",
-                                                          "run_id": "gone-1"})
-        assert r.status_code == 201, r.text
-        wait_for(served.url, "gone-1", "waiting")
         context = browser.new_context()
-        page = context.new_page()
-        page.goto(served.url + "/runs/gone-1")
-        expect(page.locator("#run-status")).to_have_text("waiting")
-        page.evaluate("window.__notReloaded = true")
-        runs = context.new_page()
-        runs.goto(served.url + "/runs")
-        expect(runs.locator("tr", has_text="gone-1")).to_contain_text("waiting")
+        page, runs = _waiting_run_open(served.url, "gone-1", context)
 
         port = int(served.url.rsplit(":", 1)[1])
         served.stop()
@@ -335,13 +341,7 @@ def test_the_pages_say_when_the_server_is_gone_and_go_on_when_it_is_back(
             expect(p.locator("#offline")).to_contain_text("The Tether server cannot be "
                                                           "reached")
         served = start_serve(db, tmp_path, app=WEBAPP, port=port)
-        for p in (page, runs):
-            expect(p.locator("#offline")).to_be_hidden(timeout=15_000)
-        r = httpx.post(served.url + "/api/v1/runs/gone-1/signals/go", json={"data": 1})
-        assert r.status_code in (200, 202), r.text
-        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
-        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
-        expect(runs.locator("tr", has_text="gone-1")).to_contain_text("completed")
+        _carry_on(served.url, "gone-1", page, runs)
         context.close()
     finally:
         worker.terminate()
