@@ -197,7 +197,10 @@ class AttemptWriter:
     ``ATTEMPT_WRITE_DELAY`` later, in one store call with every other state noted
     meanwhile. So a step pays no commit of its own for its history; an attempt that
     ends within the delay is written once, finished; one still running then is on disk
-    before a crash can cut it off (``show`` then calls it interrupted)."""
+    before a crash can cut it off (``show`` then calls it interrupted). On a store that
+    reads a step's first attempt that succeeded from its journal entry
+    (``attempts_from_journal``: SQLite), such an attempt ended within the delay is not
+    written at all once its entry is committed (``settled``)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
