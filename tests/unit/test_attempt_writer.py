@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 
+from tether import _replay
 from tether._replay import ATTEMPT_WRITE_DELAY, AttemptWriter
 from tether.store import StoreCapabilities
 from tether.store._lifecycle import AttemptRecord
@@ -139,11 +140,14 @@ async def test_a_first_attempt_whose_entry_committed_is_not_written() -> None:
     assert other.calls == [[("a1", "ok")]]
 
 
-async def test_an_attempt_waiting_for_its_entry_is_held_back_a_write_delay() -> None:
+async def test_an_attempt_waiting_for_its_entry_is_held_back_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A write holds back a first attempt that succeeded while its entry's commit is not
-    known yet, for one write delay after it ended; if the entry never commits (a store
+    known yet, for ``SETTLE_HOLD_MAX`` after it ended; if the entry never commits (a store
     error, a lost lease) a write after that has it, so the history explains why the step
-    runs again. A run's end, and the worker's stop, write such an attempt at once."""
+    runs again. A run's end, and the worker's stop, write such an attempt at once; an
+    attempt that starts meanwhile is written within the write delay, as ever."""
+    monkeypatch.setattr(_replay, "SETTLE_HOLD_MAX", 0.3)
     store = _JournalStore()
     writer = AttemptWriter(store)  # type: ignore[arg-type]
     for attempt_id, run_id in (("a1", "r1"), ("a2", "r2"), ("a3", "r3")):
@@ -156,9 +160,12 @@ async def test_an_attempt_waiting_for_its_entry_is_held_back_a_write_delay() -> 
         await asyncio.sleep(0)
     assert store.written == [("a2", "ok")]
     writer.settled("a1")  # a1's entry commits at last
-    await asyncio.sleep(ATTEMPT_WRITE_DELAY * 2)  # a3's never does: its delay passes
-    assert store.written == [("a2", "ok"), ("a3", "ok")]
+    writer.note("a5", _run_row("a5", "running", "r5"))  # type: ignore[arg-type]
+    await asyncio.sleep(ATTEMPT_WRITE_DELAY * 2)  # a5 starts: written within the delay
+    assert store.written == [("a2", "ok"), ("a5", "running")]
+    await asyncio.sleep(0.3)  # a3's entry never commits: its hold ends
+    assert store.written == [("a2", "ok"), ("a5", "running"), ("a3", "ok")]
     writer.note("a4", _run_row("a4", "running", "r4"))  # type: ignore[arg-type]
     writer.note("a4", _run_row("a4", "ok", "r4"))  # type: ignore[arg-type]
     await writer.close()  # the worker stops: nothing is held back
-    assert store.written == [("a2", "ok"), ("a3", "ok"), ("a4", "ok")]
+    assert store.written == [("a2", "ok"), ("a5", "running"), ("a3", "ok"), ("a4", "ok")]
