@@ -240,12 +240,11 @@ class AttemptWriter:
         """Note an attempt's state: ``row`` holds ``AttemptRecord``'s fields in order
         (a tuple costs a step less than the record, which is built once per attempt,
         when the buffer is written); a later state replaces an earlier one."""
-        if not self._from_journal:
-            pass
-        elif row[7] == "running":  # (an attempt's first state)
-            self._fresh.add(attempt_id)
-        elif row[7] == "ok" and attempt_id in self._fresh:
-            self._settling[attempt_id] = asyncio.get_running_loop().time()
+        if self._from_journal:
+            if row[7] == "running":  # (an attempt's first state)
+                self._fresh.add(attempt_id)
+            elif row[7] == "ok" and attempt_id in self._fresh:
+                self._settling[attempt_id] = asyncio.get_running_loop().time()
         if attempt_id not in self._buffer:
             runs = self._buffered_runs
             runs[row[1]] = runs.get(row[1], 0) + 1

@@ -92,6 +92,12 @@ DRAIN_LOG_PROBLEMS = ("could not record", "not written within", "abandoning them
                       "Traceback")
 
 
+#: Soak figures (``Figures.summary`` keys) that must be zero in any profile, kill or drain.
+MUST_BE_ZERO = ("runs lost", "runs not completed after drain", "wrong results",
+                "duplicated committed-step effects", "effects missing", "effects unexpected",
+                "journal gaps")
+
+
 @dataclass
 class Figures:
     backend: str

@@ -30,10 +30,15 @@ log = logging.getLogger("tether.serve")
 DEFAULT_MAX_BODY = 1 << 20
 
 _PUBLIC = ("/healthz", "/login", "/static/")
-#: Paths that answer machines (JSON errors) besides ``/api/`` and ``/mcp``.
-_MACHINE_PATHS = ("/healthz", "/metrics", "/openapi.json")
 #: Seconds after which a web page that found the store unavailable loads itself again.
 UI_RETRY = 5
+
+
+def _for_machines(path: str) -> bool:
+    """Whether ``path`` answers programs (JSON, errors as JSON), not a person's browser:
+    the API, the MCP face, ``/metrics`` and ``/openapi.json`` (``/healthz`` too, though it
+    needs no token)."""
+    return path.startswith(("/api/", "/mcp")) or path in ("/metrics", "/openapi.json")
 
 
 class _TooLarge(Exception):
@@ -56,8 +61,7 @@ class Guard:
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        is_api = path.startswith("/api/") or path.startswith("/mcp") or path == "/metrics" \
-            or path == "/openapi.json"
+        is_api = _for_machines(path)
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -178,7 +182,7 @@ async def _invalid_name(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    if request.url.path.startswith(("/api/", "/mcp")) or request.url.path in _MACHINE_PATHS:
+    if _for_machines(request.url.path) or request.url.path == "/healthz":
         return _api.store_unavailable(str(exc))
     if request.method not in ("GET", "HEAD"):  # (a form: reloading would not resend it)
         return _ui.error_page(request, 503, f"The store is unavailable: {exc}. Look at "

@@ -607,8 +607,7 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
-                if self._outage.since is not None:
-                    self._outage.back()
+                self._outage.back()
                 return result
 
     # -- schedules and retention ----------------------------------------------------------

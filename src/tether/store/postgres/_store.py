@@ -493,16 +493,12 @@ class PostgresStore(PostgresServeQueries):
     def _abandon(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                  get: asyncio.Future[Conn]) -> None:
         """Cancel ``get``; a connection it obtained all the same goes back to ``pool``."""
-        async def put(conn: Conn) -> None:
-            with contextlib.suppress(Exception):  # (a pool closed meanwhile closes it)
-                await pool.putconn(conn)
-
         def give_back(done: asyncio.Future[Conn]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return
-            task = asyncio.ensure_future(put(done.result()))
-            self._returns.add(task)
-            task.add_done_callback(self._returns.discard)
+            if not done.cancelled() and done.exception() is None:
+                # (nobody awaits this return: a pool closed meanwhile closes the
+                # connection, and its error is dropped)
+                self._return_in_task(pool, done.result()).add_done_callback(
+                    lambda t: t.cancelled() or t.exception())
 
         get.cancel()
         get.add_done_callback(give_back)
@@ -539,10 +535,15 @@ class PostgresStore(PostgresServeQueries):
         if _returns_at_once(pool, conn):
             await pool.putconn(conn)
             return
+        await asyncio.shield(self._return_in_task(pool, conn))
+
+    def _return_in_task(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
+                        conn: Conn) -> asyncio.Task[None]:
+        """``pool.putconn(conn)`` in a task of its own, which ``close`` waits for."""
         task = asyncio.ensure_future(pool.putconn(conn))
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
-        await asyncio.shield(task)
+        return task
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
