@@ -38,6 +38,7 @@ from tether.errors import (
     Cancelled,
     LeaseLost,
     NonDeterminismError,
+    StoreUnavailable,
 )
 from tether.store._lifecycle import AttemptRecord
 from tether.store._port import Wait
@@ -224,6 +225,8 @@ class AttemptWriter:
         self._ordered = bool(getattr(caps, "ordered_writes", False))
         #: The store reads a first attempt that succeeded from the journal (``settled``).
         self._from_journal = bool(getattr(caps, "attempts_from_journal", False))
+        #: Attempts not recorded since the store became unavailable (0: it is not).
+        self._lost = 0
         #: Attempts none of whose states has been written yet.
         self._fresh: set[str] = set()
         #: Fresh attempts that succeeded, their entries' commits not yet known, with the
@@ -318,8 +321,19 @@ class AttemptWriter:
                     await before
             try:
                 await self.store.attempt_record(attempts=batch)
-            except Exception as exc:  # history only: never fails a run
+            except StoreUnavailable as exc:  # history only: never fails a run
+                # Told once per outage (a write every 50 ms would be a line each).
+                level = logging.DEBUG if self._lost else logging.WARNING
+                self._lost += len(batch)
+                log.log(level, "could not record %d step attempts: %s", len(batch), exc)
+            except Exception as exc:
                 log.warning("could not record %d step attempts: %s", len(batch), exc)
+            else:
+                if self._lost:
+                    log.warning("step attempts recorded again; %d were lost while the store "
+                                "was unavailable (the journal has every step's outcome)",
+                                self._lost)
+                    self._lost = 0
 
         self._unissued += 1
         self._last = asyncio.ensure_future(write())

@@ -137,15 +137,52 @@ async def test_a_store_outage_under_many_runs_is_logged_once_not_per_run(
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == "tether.worker" and r.levelno >= logging.WARNING]
     assert len(warnings) == 2, warnings
-    assert warnings[0].startswith("store unavailable to the runs in flight (PostgreSQL at "
-                                  "db:5432 is unavailable: Connection refused)"), warnings
-    assert re.fullmatch(r"store available again after \d+\.\d s \((\d+) failed writes of "
-                        r"30 runs meanwhile, each retried\)", warnings[1]), warnings
+    assert warnings[0].startswith("store unavailable (PostgreSQL at db:5432 is "
+                                  "unavailable: Connection refused); the worker and its "
+                                  "runs in flight retry"), warnings
+    assert re.fullmatch(r"store available again, \d+\.\d s after the first failed call "
+                        r"\((\d+) failed calls meanwhile, 30 runs in flight among them, "
+                        r"each retried\)", warnings[1]), warnings
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
              and "store unavailable" in r.getMessage()]
     assert len(debug) == len(refused)
     assert any(m.startswith("run o07: store unavailable (") and "retrying in" in m
                for m in debug), debug
+
+
+async def test_an_idle_workers_failed_claims_are_one_outage_in_the_log(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """No run in flight, the store refuses four claims in a row: one warning when the
+    first fails and one when a claim goes through, each failure at debug level (a claim
+    every few seconds was a warning each for as long as an outage lasted)."""
+    from tether import StoreUnavailable
+
+    app, wf = await _app_of_done(store_url)
+    store = app.store
+    real_claim = store.run_claim
+    refused: list[int] = []
+
+    async def outage_claim(**kwargs: Any) -> Any:
+        if len(refused) < 4:
+            refused.append(1)
+            raise StoreUnavailable("PostgreSQL at db:5432 is unavailable: Connection refused")
+        return await real_claim(**kwargs)
+
+    store.run_claim = outage_claim  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="tether.worker")
+    async with app.worker():
+        assert await (await app.start(wf, run_id="c")).result(timeout=20) == "done"
+    await app.close()
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "tether.worker" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("store unavailable (PostgreSQL at db:5432"), warnings
+    assert re.fullmatch(r"store available again, \d+\.\d s after the first failed call "
+                        r"\(4 failed calls meanwhile, 0 runs in flight among them, each "
+                        r"retried\)", warnings[1]), warnings
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
+             and r.getMessage().startswith("store unavailable (")]
+    assert len(debug) == 4 and all("claim failed; retrying in" in m for m in debug), debug
 
 
 async def test_a_run_whose_executor_crashed_is_handed_back(store_url: str) -> None:

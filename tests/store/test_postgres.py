@@ -1441,6 +1441,65 @@ async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connect
         assert not store._outage.down
 
 
+async def test_an_outage_is_told_in_the_log_once_with_reminders_and_its_end(
+        pg_url: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server away for a few seconds, operations failing all along: the store warns
+    once that it is unreachable, reminds at the pace it says, and says when it is back;
+    psycopg_pool's warning for each failed attempt of the store's pool (three lines each)
+    is a one-line debug record instead. A pool of somebody else's still warns."""
+    import logging
+
+    import psycopg_pool
+
+    monkeypatch.setattr(_outage, "REMIND_EVERY", 1.5)
+    caplog.set_level(logging.DEBUG, logger="tether.store.postgres")
+    caplog.set_level(logging.DEBUG, logger="psycopg.pool")
+    async with _GoneServer(pg_url, pool_timeout=0.5, connect_timeout=0.5) as server:
+        store = server.store
+        where = store.cfg.where
+        await server.gone()
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            with pytest.raises(StoreUnavailable):
+                await store.run_get("r1")
+            await asyncio.sleep(0.1)
+        await server.back()
+        while True:
+            try:
+                assert await store.run_get("r1") is not None
+                break
+            except StoreUnavailable:
+                assert time.monotonic() - end < 10, "the pool did not reconnect"
+                await asyncio.sleep(0.1)
+        assert not store._outage.down
+        # Somebody else's pool, failing to connect to the same gone server, warns.
+        gone = RoundTripProxy()
+        await gone.start()
+        url = gone.url(pg_url)
+        await gone.close()
+        other = psycopg_pool.AsyncConnectionPool(url, min_size=1, open=False,
+                                                 timeout=0.3, name="theirs")
+        await other.open(wait=False)
+        with pytest.raises(psycopg_pool.PoolTimeout):
+            await other.getconn()
+        await other.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "tether.store.postgres"
+             and r.levelno >= logging.WARNING and "reachable" in r.getMessage()]
+    assert lines[0].startswith(f"PostgreSQL at {where} unreachable ("), lines
+    reminders = [m for m in lines if "still unreachable after" in m]
+    assert 1 <= len(reminders) <= 3, lines  # 4 s of outage, one reminder per 1.5 s
+    assert re.fullmatch(rf"PostgreSQL at {re.escape(where)} reachable again after "
+                        r"\d+\.\d s \(\d+ connection attempts failed\)", lines[-1]), lines
+    assert len(lines) == 2 + len(reminders), lines
+    pool_warnings = [r.getMessage() for r in caplog.records if r.name == "psycopg.pool"
+                     and r.levelno >= logging.WARNING and "connecting" in r.getMessage()]
+    assert pool_warnings and all("'theirs'" in m for m in pool_warnings), pool_warnings
+    attempts = [r.getMessage() for r in caplog.records if r.name == "tether.store.postgres"
+                and r.levelno == logging.DEBUG and "error connecting in 'tether-" in r.getMessage()]
+    assert attempts and all("\n" not in m for m in attempts), attempts
+
+
 async def test_a_fail_fast_caller_cancelled_while_it_waits_for_a_connection_loses_none(
         pg_url: str) -> None:
     """With the server up and every connection busy, a ``FAIL_FAST`` caller waits for

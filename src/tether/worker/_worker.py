@@ -123,15 +123,15 @@ UNREADABLE_REMEMBERED = 10_000
 UNREADABLE_EXCLUDED_MAX = 1_000
 #: What ``Worker._retry_store`` returns when it gave up.
 _GAVE_UP = object()
-#: Seconds between two reminders that the store is still unavailable to runs in flight.
+#: Seconds between two reminders that the store is still unavailable.
 OUTAGE_REMINDER = 30.0
 
 
 class _StoreOutage:
-    """The store gone away under the runs in flight, as the log tells it: one warning
-    when the first of their writes fails, a reminder with the counts every
-    ``OUTAGE_REMINDER`` seconds, and one line when a write goes through again. Each run's
-    own failures and retries go to the debug level: with a thousand runs in flight, a
+    """The store gone away under the worker, as the log tells it: one warning when the
+    first call fails (a run's write, a claim, a heartbeat), a reminder with the counts
+    every ``OUTAGE_REMINDER`` seconds, and one line when a call goes through again. Each
+    failure and retry goes to the debug level: with a thousand runs in flight, a
     minute's outage logged per run and retry was thousands of lines."""
 
     def __init__(self) -> None:
@@ -140,33 +140,43 @@ class _StoreOutage:
         self.runs: set[str] = set()
         self._told = 0.0
 
-    def failed(self, run_id: str, exc: BaseException, what: str) -> None:
-        """A write of run ``run_id`` failed with ``exc``; ``what`` follows (for the
-        run's debug line), e.g. "retrying in 0.4 s"."""
+    def failed(self, run_id: str | None, exc: BaseException, what: str) -> None:
+        """A call failed with ``exc`` (a write of run ``run_id``, or the worker's own
+        with ``None``); ``what`` follows on its debug line, e.g. "retrying in 0.4 s"."""
         now = time.monotonic()
         self.failures += 1
-        self.runs.add(run_id)
+        if run_id is not None:
+            self.runs.add(run_id)
         if self.since is None:
             self.since = self._told = now
-            log.warning("store unavailable to the runs in flight (%s); they retry, and "
-                        "this says how it goes every %.0f s (each run's retries at debug "
-                        "level)", exc, OUTAGE_REMINDER)
+            log.warning("store unavailable (%s); the worker and its runs in flight retry, "
+                        "and this says how it goes every %.0f s (each retry at debug level)",
+                        exc, OUTAGE_REMINDER)
         elif now - self._told >= OUTAGE_REMINDER:
             self._told = now
-            log.warning("store still unavailable after %.0f s (%s): %d failed writes of "
-                        "%d runs so far", now - self.since, exc, self.failures, len(self.runs))
-        log.debug("run %s: store unavailable (%s); %s", run_id, exc, what)
+            log.warning("store still unavailable after %.0f s (%s): %d failed calls so far, "
+                        "%s", now - self.since, exc, self.failures, self._runs())
+        if run_id is None:
+            log.debug("store unavailable (%s); %s", exc, what)
+        else:
+            log.debug("run %s: store unavailable (%s); %s", run_id, exc, what)
 
-    def back(self) -> None:
-        """A write of a run went through."""
-        if self.since is None:
+    def back(self, *, by_run: bool = True) -> None:
+        """A call went through: a run's write (``by_run``), or the worker's own claim or
+        heartbeat, which ends the outage only if no run's write failed in it (a store
+        that takes those and refuses the runs' writes is not back for the runs)."""
+        if self.since is None or (not by_run and self.runs):
             return
-        log.warning("store available again after %.1f s (%d failed writes of %d runs "
-                    "meanwhile, each retried)", time.monotonic() - self.since, self.failures,
-                    len(self.runs))
+        log.warning("store available again, %.1f s after the first failed call (%d failed "
+                    "calls meanwhile, %s, each retried)", time.monotonic() - self.since,
+                    self.failures, self._runs())
         self.since = None
         self.failures = 0
         self.runs = set()
+
+    def _runs(self) -> str:
+        n = len(self.runs)
+        return f"{n} run{'' if n == 1 else 's'} in flight among them"
 
 
 def _engine_store_failure(error: BaseException | None) -> bool:
@@ -490,6 +500,12 @@ class Worker:
                         exclude=excluded,
                     )
                     backoff = 0.1
+                    self._outage.back(by_run=False)
+                except StoreUnavailable as exc:
+                    self._outage.failed(None, exc, f"claim failed; retrying in {backoff:.1f} s")
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
                 except StoreError as exc:
                     log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
                     await asyncio.sleep(backoff)
@@ -592,6 +608,7 @@ class Worker:
             try:
                 result = await call()
             except LeaseLost:
+                self._outage.back()  # (the store answered)
                 raise
             except errors as exc:
                 tried += 1
@@ -672,14 +689,20 @@ class Worker:
             if isinstance(clock, SyncedClock) and clock.due():
                 try:
                     await self.app._sync_clock()
+                except StoreUnavailable as exc:
+                    self._outage.failed(None, exc, "clock sync failed")
                 except StoreError as exc:
                     log.warning("clock sync failed: %s", exc)
             try:
                 hb = await store.lease_heartbeat(worker_id=self.worker_id, now=self.app.clock.now(),
                                                  lease_seconds=self.lease_seconds)
+            except StoreUnavailable as exc:
+                self._outage.failed(None, exc, "heartbeat failed")
+                continue
             except StoreError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            self._outage.back(by_run=False)
             lost: list[str] = []
             for run_id, active in list(self._active.items()):
                 if active.seq > seq or active.finishing:

@@ -128,9 +128,13 @@ class Listener:
                 raise
             except CONNECTION_ERRORS as exc:
                 self.listening.clear()
-                log.warning("listener connection to PostgreSQL at %s:%s lost (%s); "
-                            "reconnecting in %.1f s", self.cfg.host, self.cfg.port,
-                            connect_reason(exc), backoff)
+                # The first failure of an outage is a warning; the retries, every
+                # max_backoff seconds while it lasts, are debug lines (the store's pool
+                # tells the outage's course and end).
+                log.log(logging.WARNING if backoff == 0.1 else logging.DEBUG,
+                        "listener connection to PostgreSQL at %s:%s lost (%s); "
+                        "reconnecting in %.1f s", self.cfg.host, self.cfg.port,
+                        connect_reason(exc), backoff)
             except psycopg.Error as exc:
                 self.listening.clear()
                 log.error("listener failed (%s); reconnecting in %.1f s", exc, backoff)

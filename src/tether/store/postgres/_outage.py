@@ -12,11 +12,17 @@ Nobody connects while every caller fails at once, so the store also *probes*: at
 once per ``PROBE_EVERY`` seconds while callers are being turned away, it asks the pool
 for a connection in the background. The pool connects (through the same class), the
 first success ends the outage, and the connection it made serves the next request.
+
+The log tells an outage once: a warning at the first failed attempt, a reminder every
+``REMIND_EVERY`` seconds, and a line when the server is reachable again. psycopg_pool's
+own warning for each failed attempt of a Tether pool (three lines each, several a
+second while the pool's tasks retry) goes to the debug level (``quiet_pool_log``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -28,14 +34,24 @@ from tether.store.postgres._config import busy, connect_reason
 #: Least seconds between two probes of a server known to be down.
 PROBE_EVERY = 1.0
 
+#: Seconds between two reminders in the log that the server is still unreachable.
+REMIND_EVERY = 30.0
+
+#: The name prefix of the store's pools (``tether-<schema>``), in psycopg_pool's logs.
+POOL_PREFIX = "tether-"
+
+log = logging.getLogger("tether.store.postgres")
+
 
 class Outage:
     """Whether the pool's last connection attempt failed (and how), and the futures of
     callers waiting to hear of the next failure."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str = "") -> None:
+        self.where = where  # host:port/database, for the log
         #: ``time.monotonic()`` of the first failed attempt since the last success.
         self.since: float | None = None
+        self._told = 0.0  # time.monotonic() of the last warning of this outage
         #: Why the last attempt failed (libpq's reason, e.g. "Connection refused").
         self.reason = ""
         self.failures = 0  # attempts failed since the last success (tests, logs)
@@ -52,16 +68,33 @@ class Outage:
         slot (or while starting up) is up: that is not an outage."""
         if busy(exc):
             return
-        if self.since is None:
-            self.since = time.monotonic()
+        now = time.monotonic()
         self.reason = connect_reason(exc)
         self.failures += 1
+        if self.since is None:
+            self.since = self._told = now
+            log.warning("PostgreSQL at %s unreachable (%s); connecting again as it is "
+                        "needed, and this says how it goes every %.0f s (each attempt at "
+                        "debug level)", self.where, self.reason, REMIND_EVERY)
+        elif now - self._told >= REMIND_EVERY:
+            self._told = now
+            log.warning("PostgreSQL at %s still unreachable after %.0f s (%s; %d "
+                        "connection attempts failed)", self.where, now - self.since,
+                        self.reason, self.failures)
         watchers, self._watchers = self._watchers, []
         for fut in watchers:
             if not fut.done():
                 fut.set_result(None)
 
     def connected(self) -> None:
+        if self.since is not None:
+            log.warning("PostgreSQL at %s reachable again after %.1f s (%d connection "
+                        "attempts failed)", self.where, time.monotonic() - self.since,
+                        self.failures)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the outage without a word (what a closed store knew is stale)."""
         self.since = None
         self.reason = ""
         self.failures = 0
@@ -112,3 +145,35 @@ def tracked_connection(outage: Outage) -> type[psycopg.AsyncConnection[Any]]:
 
     TrackedConnection.__qualname__ = "TrackedConnection"  # (its repr, in the pool's logs)
     return TrackedConnection
+
+
+#: psycopg_pool's warnings for a failed connection attempt (their format strings).
+_ATTEMPT_WARNINGS = frozenset({
+    "error connecting in %r: %s",
+    "reconnection attempt in pool %r failed after %s sec",
+})
+
+
+class _QuietPoolLog(logging.Filter):
+    """Sends psycopg_pool's warning for each failed attempt of a Tether pool to
+    ``tether.store.postgres`` at debug level, its first line only: ``Outage`` has told
+    the outage already. Other pools' lines, and the pool's other lines, pass as they are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (record.msg in _ATTEMPT_WARNINGS and isinstance(args, tuple) and args
+                and isinstance(args[0], str) and args[0].startswith(POOL_PREFIX)):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s", record.getMessage().split("\n", 1)[0])
+            return False
+        return True
+
+
+_quiet_pool_log = _QuietPoolLog()
+
+
+def quiet_pool_log() -> None:
+    """Install the filter on psycopg_pool's logger (once; a store calls it as it opens)."""
+    logger = logging.getLogger("psycopg.pool")
+    if _quiet_pool_log not in logger.filters:
+        logger.addFilter(_quiet_pool_log)

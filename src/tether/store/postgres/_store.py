@@ -100,7 +100,7 @@ from tether.store.postgres._group_commit import (
 )
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
-from tether.store.postgres._outage import Outage, tracked_connection
+from tether.store.postgres._outage import Outage, quiet_pool_log, tracked_connection
 from tether.store.postgres._raw import Held, Prepared, answer_reader, wait_answer
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
@@ -280,7 +280,7 @@ class PostgresStore(PostgresServeQueries):
         #: The closing, once begun (it outlives a cancelled ``close``).
         self._shutdown: asyncio.Future[None] | None = None
         #: Whether the pool's last connection attempt failed (``FAIL_FAST`` callers).
-        self._outage = Outage()
+        self._outage = Outage(self.cfg.where)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.cfg.where}, schema={self.schema!r})"
@@ -316,7 +316,8 @@ class PostgresStore(PostgresServeQueries):
         # server was back (runs resumed 15 s after it, in the outage probe of
         # docs/postgres.md). Given up sooner, a try is made again as soon as an
         # operation needs a connection.
-        self._outage.connected()  # (what a closed store knew is stale)
+        self._outage.reset()  # (what a closed store knew is stale)
+        quiet_pool_log()
         pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
             self.cfg.conninfo, kwargs={"autocommit": True}, min_size=self.pool_min,
             max_size=self.pool_max, open=False, timeout=self.pool_timeout,
