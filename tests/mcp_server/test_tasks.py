@@ -154,6 +154,39 @@ async def test_agent_tool_needing_approval(served: tuple[App, str], side_file: P
     assert [e["kind"] for e in info.journal].count("signal") == 1
 
 
+async def test_approval_answer_without_a_boolean_is_ignored(
+        served: tuple[App, str], side_file: Path, llm_server: ScriptedLLMServer) -> None:
+    """An accept whose ``approved`` is missing or not a boolean (the schema requires
+    one) is no answer: the tool does not run and the request stays outstanding, until
+    a real answer comes."""
+    _, url = served
+    llm_server.set_script([
+        Reply("Rome.", tool_calls=[{"name": "book_flight",
+                                    "arguments": {"destination": "Rome"}}]),
+        Reply("Not booked."),
+    ])
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool("travel", {"task": "Book me Rome"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        waiting = await poll(client, created.task_id, {"input_required"})
+        assert waiting.input_requests is not None
+        [key] = waiting.input_requests
+        for answer in ({"action": "accept", "content": {"approved": "false"}},
+                       {"action": "accept", "content": {}}, {"approved": "no"}):
+            await update_task(client, created.task_id, {key: answer})
+        await asyncio.sleep(0.5)
+        still = await get_task(client, created.task_id)
+        assert still.status == "input_required"
+        assert still.input_requests is not None and list(still.input_requests) == [key]
+        assert lines(side_file) == []
+        await update_task(client, created.task_id,
+                          {key: {"action": "accept", "content": {"approved": False}}})
+        done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+    assert done.status == "completed"
+    assert lines(side_file) == []
+
+
 async def test_signal_wait_is_input_required_with_its_schema(served: tuple[App, str]) -> None:
     """A workflow waiting for a signal is input_required with the schema it published;
     the answer is the signal; a key never issued is ignored."""

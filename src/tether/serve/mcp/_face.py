@@ -251,7 +251,12 @@ class TetherTasks:
 
             async def approve(response: Any) -> Any:
                 action, content = _elicit(response)
-                approved = action == "accept" and bool(content.get("approved", True))
+                approved = content.get("approved")
+                if action == "accept" and not isinstance(approved, bool):
+                    # Not an answer (the schema requires a boolean): a missing field or
+                    # a string "false" must not run the tool, as in tether.ai.
+                    return None
+                approved = action == "accept" and approved is True
                 note = content.get("note")
                 if action != "accept":
                     note = note or f"{action}d by the MCP client"
