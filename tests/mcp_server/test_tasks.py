@@ -102,6 +102,22 @@ async def test_workflow_tool_as_a_task_polls_to_its_result(served: tuple[App, st
     assert lines(side_file) == ["add 0", "add 1", "add 2"]
 
 
+async def test_arguments_reach_the_run_as_validated(served: tuple[App, str]) -> None:
+    """Arguments that validate only after coercion ("4" for an int, 2.0 for an int)
+    reach the workflow coerced, as the tool's schema promises, not as sent."""
+    app, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "slow_sum", {"numbers": ["4", 5.0]}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed", "failed"})
+    assert done.status == "completed", done.error
+    assert done.result is not None
+    assert done.result["content"] == [{"type": "text", "text": "9"}]
+    run = await app.get_run(created.task_id)
+    assert run.input == {"args": [], "kwargs": {"numbers": [4, 5]}}
+
+
 async def test_pydantic_input_and_structured_result(served: tuple[App, str]) -> None:
     """A pydantic-model argument arrives as the model; a dict result is also structured
     content."""

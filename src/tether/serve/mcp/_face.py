@@ -124,13 +124,19 @@ class TetherTasks:
         problems = [f"{k}: unexpected argument" for k in arguments
                     if k not in model.model_fields and k not in _aliases(model)]
         try:
-            model.model_validate(arguments)
+            validated = model.model_validate(arguments)
         except ValidationError as exc:
             problems += [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                          for e in exc.errors()]
         if problems:
             return _complete(_text_result(
                 f"invalid arguments for {params.name!r}: {'; '.join(problems)}", True))
+        # The run gets the values as validated ("5" for an int is 5), not as sent: the
+        # engine restores only rich types (models, datetimes...) from the annotations.
+        try:
+            arguments = validated.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        except Exception:  # a type pydantic cannot dump: pass what was sent
+            pass
         meta = params.meta or {}
         key = meta.get(IDEMPOTENCY_META_KEY) if isinstance(meta, Mapping) else None
         run_id = (_keyed_run_id(params.name, str(key)) if key is not None
