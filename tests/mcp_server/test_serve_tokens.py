@@ -8,22 +8,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx2
+import pytest
 import uvicorn
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.mcp_server import apps
-from tests.mcp_server.host import poll
+from tests.mcp_server.host import cancel_task, get_task, poll, update_task
 from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 from tether.serve import Tokens, create_app
 
 ADMIN = "admin-token-0123456789"
+READ = "read-token-0123456789"
 
 
 @asynccontextmanager
 async def serving(store_url: str) -> AsyncIterator[str]:
     app = apps.build(store_url)
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin"}))
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))
@@ -64,3 +66,33 @@ async def test_mcp_needs_a_token(store_url: str) -> None:
             done = await poll(admin, created.task_id, {"completed", "failed"})
     assert done.result is not None
     assert done.result["content"][0]["text"] == "15"
+
+
+async def test_a_read_token_may_look_not_change(store_url: str) -> None:
+    """A ``read`` token (docs/serve.md: "may only look") lists tools and reads tasks,
+    and is refused what changes runs: tools/call, tasks/update, tasks/cancel."""
+    async with serving(store_url) as url:
+        async with client(url, ADMIN) as admin:
+            created = await admin.session.call_tool("ask", {"question": "Name?"},
+                                                    allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            waiting = await poll(admin, created.task_id, {"input_required"})
+        assert waiting.input_requests is not None
+        [key] = waiting.input_requests
+        async with client(url, READ) as reader:
+            assert "ask" in {t.name for t in (await reader.list_tools()).tools}
+            assert (await get_task(reader, created.task_id)).status == "input_required"
+            with pytest.raises(MCPError, match="may read, not change"):
+                await reader.session.call_tool("slow_sum", {"numbers": [1]},
+                                               allow_claimed=True)
+            with pytest.raises(MCPError, match="may read, not change"):
+                await update_task(reader, created.task_id,
+                                  {key: {"action": "accept", "content": {"text": "x"}}})
+            with pytest.raises(MCPError, match="may read, not change"):
+                await cancel_task(reader, created.task_id)
+        async with client(url, ADMIN) as admin:
+            task = await get_task(admin, created.task_id)
+            assert task.status == "input_required"
+            assert task.input_requests is not None and list(task.input_requests) == [key]
+            await cancel_task(admin, created.task_id)
+            assert (await poll(admin, created.task_id, {"cancelled"})).status == "cancelled"

@@ -16,11 +16,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools.base import Tool as SdkTool
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import CallToolRequestParams
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_REQUEST, CallToolRequestParams
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
@@ -28,8 +30,10 @@ from tether._ids import new_run_id
 from tether._types import RunRecord
 from tether.errors import ConfigError, RunFailed, RunNotFound
 from tether.mcp_tasks import (
+    CancelTaskParams,
     CreateTaskResult,
     TasksExtension,
+    UpdateTaskParams,
     install_task_notifications,
     iso_time,
     missing_capability,
@@ -405,6 +409,38 @@ def _elicit(response: Any) -> tuple[str, dict[str, Any]]:
 # -- the server, over HTTP and stdio -------------------------------------------------------------
 
 
+def _check_may_change(ctx: ServerRequestContext[Any, Any], what: str) -> None:
+    """Refuse a change (a tool call starts a run; answers and cancels change one) to a
+    caller the host says may only look: ``tether serve``'s ``read`` tokens, whose
+    principal its guard puts in the HTTP request's state. Stdio has no request."""
+    state = getattr(ctx.request, "state", None)
+    principal = getattr(state, "principal", None) if state is not None else None
+    if principal is not None and not getattr(principal, "can_change", True):
+        raise MCPError(code=INVALID_REQUEST, message=f"forbidden: {what} changes runs and "
+                       "this token may read, not change: use an admin token")
+
+
+class _GuardedTasks(TasksExtension):
+    """The Tasks extension behind the host's roles: ``tools/call``, ``tasks/update`` and
+    ``tasks/cancel`` need a caller that may change; listing and reading do not."""
+
+    async def intercept_tool_call(self, params: CallToolRequestParams,
+                                  ctx: ServerRequestContext[Any, Any],
+                                  call_next: CallNext) -> HandlerResult:
+        _check_may_change(ctx, "tools/call")
+        return await super().intercept_tool_call(params, ctx, call_next)
+
+    async def _update(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams
+                      ) -> HandlerResult:
+        _check_may_change(ctx, "tasks/update")
+        return await super()._update(ctx, params)
+
+    async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: CancelTaskParams
+                      ) -> HandlerResult:
+        _check_may_change(ctx, "tasks/cancel")
+        return await super()._cancel(ctx, params)
+
+
 def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]:
     """An SDK ``MCPServer`` serving ``app``'s exposed workflows, with the Tasks extension.
 
@@ -415,7 +451,7 @@ def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]
         "Tether workflows and agents. Each call is a durable run; with the "
         "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
         tools=[exposed.tool for exposed in backend.tools.values()],
-        extensions=[TasksExtension(backend)])
+        extensions=[_GuardedTasks(backend)])
     install_task_notifications(server, backend)
     return server, backend
 
