@@ -118,6 +118,20 @@ async def test_arguments_reach_the_run_as_validated(served: tuple[App, str]) -> 
     assert run.input == {"args": [], "kwargs": {"numbers": [4, 5]}}
 
 
+async def test_arguments_too_large_are_a_tool_error(served: tuple[App, str]) -> None:
+    """Arguments over the store's payload limit are a tool error that says so (not an
+    opaque "Internal server error"), and nothing starts."""
+    app, url = served
+    async with tasks_client(url) as client:
+        result = await client.session.call_tool(
+            "quote", {"order": {"item": "x" * 2_200_000, "quantity": 1}}, allow_claimed=True)
+    assert not isinstance(result, CreateTaskResult)
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "invalid arguments for 'quote'" in text and "exceeds the limit" in text
+    assert [r for r in await app.list_runs() if r.workflow == "quote"] == []
+
+
 async def test_pydantic_input_and_structured_result(served: tuple[App, str]) -> None:
     """A pydantic-model argument arrives as the model; a dict result is also structured
     content."""

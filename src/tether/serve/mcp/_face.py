@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from tether import App, RunStatus, TetherError
 from tether._ids import new_run_id
 from tether._types import RunRecord
-from tether.errors import ConfigError, RunFailed, RunNotFound
+from tether.errors import ConfigError, PayloadError, RunFailed, RunNotFound
 from tether.mcp_tasks import (
     CancelTaskParams,
     CreateTaskResult,
@@ -146,7 +146,11 @@ class TetherTasks:
         run_id = (_keyed_run_id(params.name, str(key)) if key is not None
                   else new_run_id())
         # app.start returns once the run's row is committed: only then does the task exist.
-        handle = await self.app.start(params.name, run_id=run_id, **arguments)
+        try:
+            handle = await self.app.start(params.name, run_id=run_id, **arguments)
+        except PayloadError as exc:  # too large for the store: the caller's to fix
+            return _complete(_text_result(f"invalid arguments for {params.name!r}: {exc}",
+                                          True))
         if tasks:
             task = await self.get_task(handle.run_id)
             assert task is not None
