@@ -310,6 +310,66 @@ async def test_stream_dropped_midway_is_retryable(served: ScriptedLLMServer,
     assert "".join(chunks) == "one two "
 
 
+async def _close_delimited_stream(events: list[str]) -> tuple[asyncio.Server, str]:
+    """A server that answers every request with an OpenAI stream of ``events`` (each a
+    ``data:`` payload) and then closes the connection: no length, no chunked encoding,
+    so the close is the only end the client sees (as behind some proxies)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Connection: close\r\n\r\n"
+                     + b"".join(f"data: {e}\n\n".encode() for e in events))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+
+
+def _openai_chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    return json.dumps({"id": "c1", "model": "gpt-4.1-mini", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+async def test_a_stream_closed_after_its_finish_reason_before_its_usage_is_dropped(
+        ) -> None:
+    """Asked for its usage, an OpenAI stream sends it in a chunk after the finish
+    reason, then ``[DONE]``. A connection closed between the two is dropped (retryable),
+    not a reply of no tokens and no cost that budgets would never see."""
+    server, url = await _close_delimited_stream([
+        _openai_chunk({"role": "assistant", "content": "Hello"}),
+        _openai_chunk({}, "stop")])
+    try:
+        with pytest.raises(RetryableProviderError, match="connection dropped"):
+            await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
+    finally:
+        server.close()
+
+
+async def test_a_stream_that_never_tells_its_usage_is_taken_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A compatible server that ends its streams with ``[DONE]`` but never sends usage:
+    the reply is taken (no tokens counted) and a warning says so, once per server."""
+    import logging
+
+    server, url = await _close_delimited_stream([
+        _openai_chunk({"role": "assistant", "content": "Hello"}),
+        _openai_chunk({}, "stop"), "[DONE]"])
+    caplog.set_level(logging.WARNING, logger="tether.ai")
+    try:
+        for _ in range(2):
+            reply = await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
+            assert reply.text == "Hello" and reply.usage == Usage()
+    finally:
+        server.close()
+    told = [r.getMessage() for r in caplog.records if "without the usage" in r.getMessage()]
+    assert len(told) == 1 and url in told[0], told
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_error_event_in_stream_is_classified(served: ScriptedLLMServer,
                                                    protocol: str) -> None:

@@ -16,6 +16,7 @@ import functools
 import inspect
 import ipaddress
 import json
+import logging
 import os
 import ssl
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -32,6 +33,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from tether.ai._errors import ProviderError, RetryableProviderError, error_for_status
 from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
 from tether.errors import ConfigError
+
+log = logging.getLogger("tether.ai")
 
 __all__ = ["OpenAIChat"]
 
@@ -388,7 +391,7 @@ class OpenAIChat(_HTTPChat):
         text: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         usage = Usage()
-        model, raw_id, finish, done = self.model, "", None, False
+        model, raw_id, finish, done, got_usage = self.model, "", None, False, False
         events = self._events("chat/completions", body, self._headers(idempotency_key))
         async with aclosing(events) as stream:
             async for _, data in stream:
@@ -407,6 +410,7 @@ class OpenAIChat(_HTTPChat):
                 raw_id = str(chunk.get("id") or raw_id)
                 if chunk.get("usage"):
                     usage = _openai_usage(chunk["usage"])
+                    got_usage = True
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
                     piece = delta.get("content")
@@ -423,9 +427,15 @@ class OpenAIChat(_HTTPChat):
                             entry["args"].append(fn["arguments"])
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
-        if not done and finish is None:
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if not done and (finish is None or (wants_usage and not got_usage)):
+            # (Some compatible servers end a stream without "[DONE]"; a stream asked for
+            # its usage has one more chunk after the finish reason: without it, the
+            # connection dropped before the call's tokens were told.)
             raise RetryableProviderError("connection dropped: the stream ended before "
                                          "its end", provider=self.provider)
+        if wants_usage and not got_usage:
+            _warn_no_usage(self.provider, self.base_url)
         return ChatReply(
             text="".join(text) if text else None,
             tool_calls=[ToolCall.parse(c["id"], c["name"], "".join(c["args"]))
@@ -451,6 +461,21 @@ def _as_text(value: Any) -> str:
     if isinstance(value, list):  # content parts
         return "".join(str(p.get("text", "")) for p in value if isinstance(p, dict))
     return json.dumps(value)
+
+
+#: The (provider, base URL) pairs already warned of streams without usage.
+_NO_USAGE_TOLD: set[tuple[str, str]] = set()
+
+
+def _warn_no_usage(provider: str, base_url: str) -> None:
+    """Warn once per server that its streams end without the usage they were asked for
+    (``stream_options.include_usage``): their calls count no tokens and no cost."""
+    if (provider, base_url) in _NO_USAGE_TOLD:
+        return
+    _NO_USAGE_TOLD.add((provider, base_url))
+    log.warning("%s at %s ended a stream without the usage it was asked for "
+                "(stream_options.include_usage): its streamed calls count no tokens and "
+                "no cost, and budgets do not see them", provider, base_url)
 
 
 def _openai_usage(usage: Any) -> Usage:
