@@ -358,6 +358,15 @@ async def test_run_events_rejects_foreign_event_id(api: Api) -> None:
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
 
+@pytest.mark.parametrize("after", ["99999999999999999999", "9223372036854775808", "\u00b2"])
+async def test_run_events_rejects_an_event_id_out_of_range(api: Api, after: str) -> None:
+    """An event id past SQLite's 64-bit integers, or of non-ASCII digits, is a 400 like
+    any other id this store never gave (both were a 500)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "e"})
+    r = await api.http.get("/api/v1/runs/e/events", params={"after": after})
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+
+
 # -- signals and cancel ------------------------------------------------------------------
 
 

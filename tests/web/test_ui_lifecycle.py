@@ -92,6 +92,9 @@ async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.Async
     assert 'name="at" min="0" max="3" value="1"' in page
     page = (await ui.get("/runs/s1?fork_at=99")).text  # out of range: not prefilled
     assert 'name="at" min="0" max="3" value=""' in page
+    for odd in ("\u00b2", "\u0661", "99999999999999999999"):  # not prefilled, not a 500
+        r = await ui.get("/runs/s1", params={"fork_at": odd})
+        assert r.status_code == 200 and 'name="at" min="0" max="3" value=""' in r.text, odd
 
     before = len(await app.store.run_search(limit=100))
     for data, status in (({"at": "9"}, 422), ({"at": "-1"}, 422), ({"at": "x"}, 422),

@@ -340,7 +340,7 @@ async def run_page(request: Request) -> Response:
     view = await _view_or_404(request)
     after = await last_event_id(request.app.state.tether, view["run_id"])
     fork_at = request.query_params.get("fork_at", "")
-    if not fork_at.isdigit() or int(fork_at) > view["fork_max"]:
+    if not (fork_at.isascii() and fork_at.isdigit()) or int(fork_at) > view["fork_max"]:
         fork_at = ""
     return render(request, "run.html", page="run", run=view, after=after or "",
                   fork_at=fork_at, retryable=RETRYABLE)

@@ -13,6 +13,8 @@ from tether.store._sql import load_queries, run_from_row
 from tether.store.sqlite._writer import WriterClient
 
 Q = load_queries("tether.store.sqlite", "serve.sql")
+#: The largest event id SQLite can hold (a signed 64-bit integer).
+_MAX_EVENT_ID = (1 << 63) - 1
 _LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
              "saved.tokens.output", "saved.cost.usd", "llm.calls")
 
@@ -34,7 +36,9 @@ class SqliteServeQueries(WriterClient):
                               limit: int = 500) -> list[RunEvent]:
         last = 0
         if after:
-            if not after.isdigit():
+            # ASCII digits within SQLite's 64-bit integers: "²" passes isdigit() and a
+            # larger number overflows the query's parameter (both were a 500).
+            if not (after.isascii() and after.isdigit()) or int(after) > _MAX_EVENT_ID:
                 raise ValueError(f"not an event id of this store: {after!r}")
             last = int(after)
         return await self._read(_run_events_read, run_id, last, limit)
