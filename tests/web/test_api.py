@@ -367,6 +367,19 @@ async def test_run_events_rejects_an_event_id_out_of_range(api: Api, after: str)
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
 
+async def test_head_of_the_event_stream_of_a_waiting_run_ends(api: Api) -> None:
+    """HEAD of a run's events answers the stream's headers and ends, as the run goes
+    on (a stream started for it never ended: the client's next request on that
+    connection waited behind it)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "h"})
+    async with asyncio.timeout(5):
+        r = await api.http.head("/api/v1/runs/h/events")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.content == b""
+    async with asyncio.timeout(5):
+        assert (await api.http.head("/api/v1/runs/nope/events")).status_code == 404
+
+
 # -- signals and cancel ------------------------------------------------------------------
 
 

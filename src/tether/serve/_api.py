@@ -383,7 +383,7 @@ async def run_events(request: Request) -> Response:
             await app.store.run_events_read(run_id=run_id, after=after, limit=1)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-    return sse_response(app, run_id, after or None)
+    return sse_response(app, run_id, after or None, head=request.method == "HEAD")
 
 
 async def health(request: Request) -> Response:

@@ -29,7 +29,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from tether import App
 from tether.errors import StoreUnavailable
@@ -157,7 +157,15 @@ async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
         return data
 
 
-def sse_response(app: App, run_id: str, after: str | None) -> StreamingResponse:
-    return StreamingResponse(
-        stream(app, run_id, after), media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse_response(app: App, run_id: str, after: str | None, *,
+                 head: bool = False) -> Response:
+    """The run's event stream; for a ``HEAD`` request its headers alone (a stream
+    started for one would never end while the run goes on, and a client's next request
+    on that connection would wait behind it)."""
+    if head:
+        return Response(media_type="text/event-stream", headers=_HEADERS)
+    return StreamingResponse(stream(app, run_id, after), media_type="text/event-stream",
+                             headers=_HEADERS)
