@@ -380,6 +380,29 @@ async def test_head_of_the_event_stream_of_a_waiting_run_ends(api: Api) -> None:
         assert (await api.http.head("/api/v1/runs/nope/events")).status_code == 404
 
 
+async def test_a_child_run_with_an_id_over_200_characters_can_be_read(api: Api) -> None:
+    """A child's id is its parent's and ``.N``: the child of a run whose id is 199
+    characters long (accepted by POST /api/v1/runs) is readable and cancellable by id,
+    not a 400 "at most 200 characters"."""
+    parent = "p" * 199
+    r = await api.http.post("/api/v1/runs", json={"workflow": "parent", "input": ["ana"],
+                                                  "run_id": parent})
+    assert r.status_code == 201
+    async with api.app.worker(queues=["default"]):
+        doc = await wait_status(api, parent, "completed")
+    kid = doc["children"][0]["run_id"]
+    assert len(kid) == 201
+    for path in ("", "/journal"):
+        r = await api.http.get(f"/api/v1/runs/{kid}{path}")
+        assert r.status_code == 200 and r.json()["run_id"] == kid, path
+    r = await api.http.get(f"/api/v1/runs/{kid}/events")
+    assert r.status_code == 200 and '"completed"' in r.text
+    r = await api.http.post(f"/api/v1/runs/{kid}/cancel")
+    assert r.status_code == 409 and error_of(r) == "conflict"  # it ended: not a 400
+    r = await api.http.get("/api/v1/runs/" + "x" * 300)
+    assert r.status_code == 404 and error_of(r) == "run_not_found"
+
+
 # -- signals and cancel ------------------------------------------------------------------
 
 

@@ -127,10 +127,14 @@ def field_name(value: Any, field: str, *, required: bool) -> str | None:
 
 
 def path_name(request: Request, key: str) -> str:
-    value = request.path_params[key]
-    checked = field_name(value, key, required=True)
-    assert checked is not None
-    return checked
+    """A run id or name from the path. Not capped at ``MAX_NAME`` as new names are:
+    the engine makes longer ids itself (a child's is its parent's plus ``.N``, a
+    schedule's run ``NAME@...``), and each must stay readable and actionable."""
+    value: str = request.path_params[key]
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise ApiError(400, "bad_request", f"{key} must be a non-empty string of "
+                       "printable characters")
+    return value
 
 
 def payload_error(exc: PayloadError) -> ApiError:

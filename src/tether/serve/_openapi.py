@@ -23,8 +23,11 @@ _COMMON_ERRORS = {"401": _err("missing or unknown token"),
                   "413": _err("request body too large")}
 _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
                   "400": _err("bad input"), "415": _err("body is not JSON")}
-_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _NAME}
-_SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": _NAME}
+#: An id or name in a path: no length cap (the engine makes longer ids itself, such as
+#: a child's, its parent's and ``.N``).
+_PATH_NAME = {"type": "string", "minLength": 1}
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _PATH_NAME}
+_SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": _PATH_NAME}
 #: W3C trace context of the caller (optional; an invalid value is ignored).
 _TRACE = [{"name": "traceparent", "in": "header", "schema": {"type": "string"},
            "description": "W3C trace context: the run's spans join (start) or link to "
@@ -161,7 +164,7 @@ def document() -> dict[str, Any]:
                 "summary": "Send a signal to a run",
                 "operationId": "sendSignal",
                 "parameters": [_RUN_ID, {"name": "name", "in": "path", "required": True,
-                                         "schema": _NAME}, *_TRACE],
+                                         "schema": _PATH_NAME}, *_TRACE],
                 "requestBody": _json_body({
                     "type": "object", "additionalProperties": False,
                     "properties": {"data": {}, "idempotency_key": _NAME}}, required=False),
