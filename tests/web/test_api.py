@@ -546,6 +546,33 @@ async def test_names_with_control_characters_are_bad_requests(api: Api, method: 
     assert await api.snapshot() == before
 
 
+async def test_without_tokens_only_loopback_host_names_are_served(api_open: Api) -> None:
+    """DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1
+    is same-origin with itself, so its requests carry Host (and Origin)
+    attacker.example. A server without tokens answers only loopback names; they were
+    served (the runs listed, a run started)."""
+    api = api_open
+    before = await api.snapshot()
+    rebound = {"Host": "attacker.example:8233", "Origin": "http://attacker.example:8233",
+               "Sec-Fetch-Site": "same-origin"}
+    r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "x"},
+                            headers=rebound)
+    assert r.status_code == 403 and error_of(r) == "forbidden"
+    for path in ("/api/v1/runs", "/runs", "/metrics"):
+        r = await api.http.get(path, headers={"Host": "attacker.example:8233"})
+        assert r.status_code == 403 and error_of(r) == "forbidden", path
+    assert await api.snapshot() == before
+    for host in ("localhost:8233", "127.0.0.1:8233", "[::1]:8233", "127.0.0.1", "LOCALHOST",
+                 "tether.localhost:8233"):
+        r = await api.http.get("/api/v1/runs", headers={"Host": host})
+        assert r.status_code == 200, host
+
+
+async def test_with_tokens_any_host_name_is_served(api: Api) -> None:
+    r = await api.http.get("/api/v1/runs", headers={"Host": "tether.example.com"})
+    assert r.status_code == 200
+
+
 async def test_cross_site_posts_are_refused_without_a_token(api_open: Api) -> None:
     """A page of another site cannot make a browser change anything, even on a loopback
     server without tokens; a same-origin or non-browser client can."""

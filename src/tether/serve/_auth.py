@@ -114,6 +114,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_host_header(value: str) -> bool:
+    """Whether a request's ``Host`` names this machine's loopback: ``localhost`` (or a
+    name under ``.localhost``, which browsers resolve to loopback themselves) or a
+    loopback address, with or without a port. A page that rebinds its own name's DNS
+    to 127.0.0.1 (DNS rebinding) sends its own name, and is refused by a server
+    without tokens. A request without ``Host`` (HTTP/1.0) is no browser's."""
+    host = value.strip().lower()
+    if not host:
+        return True
+    if host.startswith("["):
+        name = host[1:host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.rstrip(".")
+    return name.endswith(".localhost") or is_loopback(name)
+
+
 def check_bind(host: str, tokens: Tokens) -> None:
     """Refuse to serve beyond loopback without tokens. Raises: ConfigError."""
     if not tokens.enabled and not is_loopback(host):

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether import App
 from tether.errors import InvalidName, StoreUnavailable
 from tether.serve import _api, _control, _metrics, _ui
-from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens
+from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens, loopback_host_header
 from tether.serve._openapi import document
 from tether.store._port import FAIL_FAST
 
@@ -71,6 +71,14 @@ class Guard:
             if int(length) > self.max_body:
                 await _reply(scope, receive, send, _too_large(self.max_body))
                 return
+        if not self.tokens.enabled and not loopback_host_header(headers.get("host", "")):
+            # No tokens: only loopback clients, and a browser page of another site that
+            # reaches this port through DNS rebinding names its own host.
+            await _reply(scope, receive, send, _error(
+                403, "forbidden", "this server has no API tokens and answers only requests "
+                "addressed to localhost or a loopback address; configure tokens "
+                "(--token-file) to serve other names"))
+            return
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and "authorization" not in headers \
                 and _cross_site(headers):
             # A page of another site posting to this server (a loopback server without
