@@ -21,7 +21,13 @@ from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._types import RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
-from tether.errors import ConfigError, RunFailed, RunNotFound, TetherError, WorkflowNotFound
+from tether.errors import (
+    ConfigError,
+    RunFailed,
+    RunNotFound,
+    TetherError,
+    WorkflowNotFound,
+)
 from tether.store import Store, open_store, resolve_url
 
 if TYPE_CHECKING:
@@ -696,7 +702,7 @@ class App:
 
         Raises:
             RunNotFound: no run has this id.
-            RunStateError: the run is in another state.
+            RunStateError: the run is in another state (``RunErased``: it was erased).
         """
         store = await self._open()
         run = await store.run_retry(run_id=run_id, version=self.version,
@@ -714,6 +720,7 @@ class App:
 
         Raises:
             RunNotFound: no run has this id.
+            RunErased: the run's payloads were erased.
             ConfigError: a bad position, or the new id is in use.
             NotSerializable: the new input is not JSON.
         """

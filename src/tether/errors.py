@@ -11,6 +11,7 @@ Exception
 │   ├── RunNotFound                (run_id)
 │   ├── WorkflowNotFound           (name)
 │   ├── RunStateError              (run_id, status, request) the state forbids it
+│   │   └── RunErased                  (run_id, request) its payloads were erased
 │   ├── RunFailed                  (run_id, status, error) an awaited run did not complete
 │   ├── StepError                  (step, position, error_type, attempts) a step failed for good
 │   ├── NonDeterminismError        (run_id, position, recorded, requested) -> run blocked
@@ -115,6 +116,18 @@ class RunStateError(TetherError):
         super().__init__(f"run {run_id!r} is {status}: cannot {request}")
         self.run_id = run_id
         self.status = status
+        self.request = request
+
+
+class RunErased(RunStateError):
+    """The run's payloads were erased (``tether erase``): its input and recorded results
+    are placeholders, so it cannot be retried, nor forked with them."""
+
+    def __init__(self, run_id: str, request: str) -> None:
+        TetherError.__init__(self, f"run {run_id!r} was erased (its input and recorded "
+                             f"results are gone): cannot {request}")
+        self.run_id = run_id
+        self.status = "erased"
         self.request = request
 
 

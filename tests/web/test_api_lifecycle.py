@@ -12,6 +12,7 @@ from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
 from tests.web.test_api import Api, _api, error_of, wait_status
 from tether._lifecycle import make_spec, to_record
+from tether.errors import RunErased
 from tether.serve import Tokens
 
 READ_HEADERS = {"Authorization": f"Bearer {READ}"}
@@ -163,6 +164,28 @@ async def test_erase_removes_an_ended_runs_payloads(api: Api) -> None:
     assert doc["erased_at"] is not None and doc["status"] == "completed"
     assert "secret-name" not in str(doc)
     assert [(e["position"], e["name"]) for e in doc["journal"]] == [(0, "hello")]
+
+
+async def test_an_erased_run_is_not_retried_nor_forked(api_any: Api) -> None:
+    """An erased run's input and results are ``{"erased": true}``: a retry would run on
+    that input, a fork would replay those results as the steps' (a "completed" fork of
+    wrong values). Both are a 409 that changes nothing, and the run page offers neither."""
+    api = api_any
+    await _finish(api, "fixable", ["t"], "f", "failed")
+    await _finish(api, "steps", [3], "s", "completed")
+    for run_id in ("f", "s"):
+        assert (await api.http.post(f"/api/v1/runs/{run_id}/erase")).status_code == 200
+    await _rejected(api, "POST", "/api/v1/runs/f/retry", None, 409, "conflict")
+    r = await api.http.post("/api/v1/runs/f/retry")
+    assert "was erased" in r.json()["error"]["message"], r.text
+    await _rejected(api, "POST", "/api/v1/runs/s/fork", {"at": 2}, 409, "conflict")
+    await _rejected(api, "POST", "/api/v1/runs/s/fork", {"at": 0, "input": [2]}, 409,
+                    "conflict")
+    page = (await api.http.get("/runs/f")).text
+    assert "were erased: it cannot be retried or forked" in page
+    assert 'id="retry"' not in page and 'class="forkhere"' not in page
+    with pytest.raises(RunErased, match="was erased"):
+        await api.app.retry("f")
 
 
 # -- schedules ----------------------------------------------------------------------------

@@ -47,9 +47,8 @@ async def retry(app: App, run_id: str) -> dict[str, Any]:
         await app.retry(run_id)
     except RunNotFound:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
-    except RunStateError as exc:
-        raise ApiError(409, "conflict", f"{exc} (retry takes a run that is "
-                       f"{', '.join(RETRYABLE)})") from None
+    except RunStateError as exc:  # (its message says what retry takes)
+        raise ApiError(409, "conflict", str(exc)) from None
     return await run_document(app, run_id)
 
 
@@ -82,6 +81,8 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
         handle = await app.fork(run_id, **kwargs)
     except RunNotFound:  # deleted meanwhile
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+    except RunStateError as exc:  # erased: its input and results are placeholders
+        raise ApiError(409, "conflict", str(exc)) from None
     except InvalidName as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     except PayloadError as exc:

@@ -220,7 +220,7 @@ async def run_view(app: App, run_id: str) -> dict[str, Any]:
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
     doc["final"] = doc["status"] in _FINAL
-    doc["retryable"] = doc["status"] in RETRYABLE
+    doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
     return doc
 

@@ -6,9 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tether._types import JournalEntry
+from tether.errors import RunErased
 
 #: Statuses a run may be retried from.
 RETRYABLE = ("failed", "blocked", "cancelled")
+
+
+def refuse_erased(run_id: str, erased_at: float | None, request: str) -> None:
+    """Raises ``RunErased`` for a run whose payloads were erased (``run_erase``): its
+    input, step results and signal payloads are the erasure marker, so its code must not
+    run from them again (retry, resume, fork)."""
+    if erased_at is not None:
+        raise RunErased(run_id, f"{request} (start a new run instead)")
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from tether.store._lifecycle import (
     AttemptRecord,
     PurgeReport,
     ScheduleRecord,
+    refuse_erased,
     retry_plan,
     run_kv_keys,
 )
@@ -117,6 +118,7 @@ class Lifecycle:
             if run.status not in RETRYABLE:
                 raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
                                     "or cancelled run can be retried)")
+            refuse_erased(run_id, run.erased_at, "retry it")
             plan = retry_plan(run.status, await self._journal(conn, run_id))
             if plan.delete:
                 await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s "
@@ -141,8 +143,10 @@ class Lifecycle:
     async def run_fork(self, conn: Conn, source_run_id: str, run: RunRecord,
                        at: int) -> RunRecord:
         async with conn.transaction():
-            if await self._get(conn, source_run_id) is None:
+            source = await self._get(conn, source_run_id)
+            if source is None:
                 raise RunNotFound(source_run_id)
+            refuse_erased(source_run_id, source.erased_at, "fork it")
             created = await self._count(
                 conn, "INSERT INTO {s}.runs (run_id, workflow, queue, status, input, "
                 "created_at, updated_at, available_at, version, forked_from, forked_at) "

@@ -54,7 +54,13 @@ from tether.errors import (
     TetherError,
 )
 from tether.store._inline import LoopTurns, loop_quiet
-from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
+from tether.store._lifecycle import (
+    ArchivedJournal,
+    AttemptRecord,
+    PurgeReport,
+    ScheduleRecord,
+    refuse_erased,
+)
 from tether.store._port import (
     FAIL_FAST,
     HeartbeatResult,
@@ -1137,6 +1143,7 @@ class PostgresStore(PostgresServeQueries):
             raise RunNotFound(run_id)
         if before[0][0] != "blocked":
             raise RunStateError(run_id, str(before[0][0]), "resume it (only a blocked run resumes)")
+        refuse_erased(run_id, before[0][1], "resume it")
         return run_from_row(after[0])
 
     async def run_set_status_info(self, *, lease: Lease, info: str | None, now: float) -> None:

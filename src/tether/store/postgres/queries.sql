@@ -442,15 +442,16 @@ woke AS (
 SELECT rel.run_id FROM rel, woke;
 
 -- run_lock --
--- Lock a run's row whatever its state; returns its status.
-SELECT status FROM {schema}.runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE;
+-- Lock a run's row whatever its state; returns its status and when its payloads were
+-- erased (if they were).
+SELECT status, erased_at FROM {schema}.runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE;
 
 -- run_resume --
 -- An operator makes a blocked run claimable again; returns 1 (and notifies) if it did.
 WITH r AS (
     UPDATE {schema}.runs
     SET status = 'queued', available_at = %(now)s, updated_at = %(now)s, error = NULL
-    WHERE run_id = %(run_id)s AND status = 'blocked'
+    WHERE run_id = %(run_id)s AND status = 'blocked' AND erased_at IS NULL
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM r;
 

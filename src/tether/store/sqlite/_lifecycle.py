@@ -18,6 +18,7 @@ from tether.store._lifecycle import (
     AttemptRecord,
     PurgeReport,
     ScheduleRecord,
+    refuse_erased,
     retry_plan,
     run_kv_keys,
 )
@@ -108,6 +109,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
     if run.status not in RETRYABLE:
         raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
                             "or cancelled run can be retried)")
+    refuse_erased(run_id, run.erased_at, "retry it")
     plan = retry_plan(run.status, read(conn, run_id))
     for pos in plan.delete:
         conn.execute(L["journal_delete_at"], {"run_id": run_id, "position": pos})
@@ -123,6 +125,7 @@ def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
     source: RunRecord | None = get(conn, source_run_id)
     if source is None:
         raise RunNotFound(source_run_id)
+    refuse_erased(source_run_id, source.erased_at, "fork it")
     stored, created = insert(conn, run)
     if not created:
         raise ConfigError(f"run id {run.run_id!r} is already used; choose another --id")

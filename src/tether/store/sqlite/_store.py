@@ -46,7 +46,13 @@ from tether.errors import (
     StoreUnavailable,
 )
 from tether.store._inline import LoopTurns, loop_quiet
-from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
+from tether.store._lifecycle import (
+    ArchivedJournal,
+    AttemptRecord,
+    PurgeReport,
+    ScheduleRecord,
+    refuse_erased,
+)
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
 from tether.store._sql import (
     entry_from_row,
@@ -1440,6 +1446,7 @@ def _run_resume(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
         raise RunNotFound(run_id)
     if run.status != "blocked":
         raise RunStateError(run_id, run.status, "resume it (only a blocked run resumes)")
+    refuse_erased(run_id, run.erased_at, "resume it")
     conn.execute(Q["run_resume"], {"run_id": run_id, "now": now})
     resumed = _run_get(conn, run_id)
     assert resumed is not None  # read above, in this transaction

@@ -103,7 +103,7 @@ WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running'
 -- run_resume --
 -- An operator makes a blocked run claimable again.
 UPDATE tether_runs SET status = 'queued', available_at = :now, updated_at = :now, error = NULL
-WHERE run_id = :run_id AND status = 'blocked';
+WHERE run_id = :run_id AND status = 'blocked' AND erased_at IS NULL;
 
 -- run_set_status_info --
 -- Publish a run's live status under the caller's lease.
