@@ -724,6 +724,8 @@ class App:
             ConfigError: a bad position, or the new id is in use.
             NotSerializable: the new input is not JSON.
         """
+        if new_run_id is not None:
+            check_name("run id", new_run_id)
         store = await self._open()
         source = await store.run_get(run_id)
         if source is None:

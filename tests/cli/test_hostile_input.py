@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import assert_one_line_error, make_app, tether_cli
-from tether import App, InvalidName, NotSerializable
+from tether import App, ConfigError, InvalidName, NotSerializable
 
 BAD_NAMES = ["", "  ", "a\nb", "x\x1b[31mred", "bell\x07", "\u202eevil", "nul\x00", "\ud800"]
 
@@ -39,6 +39,30 @@ async def test_bad_run_ids_and_signal_names_are_refused_at_the_api(app: App, bad
         with pytest.raises(InvalidName):
             await app.signal(handle.run_id, bad)
         assert [r.run_id for r in await app.list_runs()] == ["fine"]  # nothing stored
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES, ids=repr)
+async def test_bad_fork_ids_are_refused_at_the_api(app: App, bad: str) -> None:
+    """A fork's new id is a run id like any other: ``start`` refuses control characters
+    in it, and so does ``fork`` (``tether fork --id`` printed it raw)."""
+    async with app:
+        await app.start("doubler", 1, run_id="src")
+        with pytest.raises(InvalidName):
+            await app.fork("src", at=0, new_run_id=bad)
+        assert [r.run_id for r in await app.list_runs()] == ["src"]  # nothing stored
+
+
+@pytest.mark.parametrize("limit", [-1, 2**31, 10**20])
+async def test_queue_limits_out_of_range_are_config_errors(app: App, limit: int) -> None:
+    """A limit past what the stores hold is refused before it reaches them (SQLite raised
+    OverflowError, a traceback from ``tether queue-limit q 99999999999999999999``)."""
+    async with app:
+        with pytest.raises(ConfigError, match="concurrency limit"):
+            await app.set_queue_limit("q", limit)
+        await app.set_queue_limit("q", 2**31 - 1)
+        with pytest.raises(InvalidName):
+            await app.set_queue_limit("q\x1b[31m", 1)  # `tether queues` would print it
+        assert await app.queue_limits() == {"q": 2**31 - 1}
 
 
 @pytest.mark.parametrize("bad", ["a\nb", "q\x1b[2J"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+from tether._types import check_name
 from tether.errors import ConfigError, PayloadTooLarge, StoreError
 
 #: Largest live event (``run_publish``), in UTF-8 bytes. Events are meant for streamed
@@ -78,15 +79,24 @@ def bucket_take(tokens: float | None, updated_at: float | None, *, limit: float,
     return max((amount - level) / rate, 1e-6), level, last
 
 
+#: The largest queue concurrency limit: PostgreSQL stores it as an ``integer`` (and
+#: SQLite's column takes no integer past 64 bits).
+MAX_QUEUE_LIMIT = 2**31 - 1
+
+
 def check_queue_limit(queue: str, limit: int | None) -> None:
-    """Raises: ConfigError for an empty queue name or a limit that is not an int >= 0."""
+    """Raises: ConfigError for an empty queue name (or one with control characters, as
+    for a queue given to a workflow) or a limit that is not an int from 0 to
+    ``MAX_QUEUE_LIMIT``."""
     if not queue:
         raise ConfigError("queue limit: the queue name is empty")
+    check_name("queue", queue)
     if limit is None:
         return
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ConfigError(f"queue {queue!r}: the concurrency limit must be an integer >= 0 "
-                          f"(0 pauses the queue) or None, got {limit!r}")
+    if (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+            or limit > MAX_QUEUE_LIMIT):
+        raise ConfigError(f"queue {queue!r}: the concurrency limit must be an integer from 0 "
+                          f"(0 pauses the queue) to {MAX_QUEUE_LIMIT:,} or None, got {limit!r}")
 
 
 def check_event(run_id: str, data: str) -> bytes:
