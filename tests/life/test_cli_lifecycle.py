@@ -108,3 +108,52 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
     assert json.loads(cli("runs", "--json", db=store_url).stdout) == []
     out = cli("versions", db=store_url)
     assert out.returncode == 0 and "no runs" in out.stdout
+
+
+async def test_app_option_uses_that_apps_store(tmp_path: Path) -> None:
+    """``retry``/``fork``/``migrate-runs --app MODULE:APP`` use the store the app names,
+    unless ``--db`` names another, as ``tether start --app`` does (they used
+    ``./tether.db`` instead: "no Tether store at ./tether.db")."""
+    import os
+
+    db = tmp_path / "data" / "own.db"
+    db.parent.mkdir()
+    (tmp_path / "ownapp.py").write_text(
+        "from tether import App\n"
+        f"app = App('sqlite:///{db}')\n\n"
+        "@app.workflow\n"
+        "async def job() -> int:\n"
+        "    return 1\n")
+    app = App(f"sqlite:///{db}")
+    broken = {"on": True}
+
+    @app.workflow
+    async def job() -> int:
+        if broken["on"]:
+            raise RuntimeError("broken")
+        return 1
+
+    async with app:
+        async with app.worker():
+            h = await app.start(job, run_id="j-1")
+            await wait_for(lambda: status_is(app, "j-1", "failed"), what="j-1 failed")
+
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("TETHER_DATABASE_URL", None)
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return forked.run([sys.executable, "-m", "tether", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60)
+
+        done = run("retry", "j-1", "--app", "ownapp:app")
+        assert done.returncode == 0, done.stderr
+        assert (await app.get_run("j-1")).status.value == "queued"
+        done = run("fork", "j-1", "--at", "0", "--id", "j-2", "--app", "ownapp:app")
+        assert done.returncode == 0, done.stderr
+        assert (await app.get_run("j-2")).forked_from == "j-1"
+        one_line_error(run("fork", "j-1", "--at", "0", "--app", "ownapp:app",
+                           "--db", f"sqlite:///{tmp_path}/other.db"), "no Tether store")
+        assert not (tmp_path / "tether.db").exists()
+        broken["on"] = False
+        async with app.worker():
+            assert await h.result(timeout=20) == 1

@@ -22,7 +22,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "that claims it.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="the app whose code version the run moves to (default: none)")
+                   help="the app whose code version the run moves to (default: none); "
+                   "its store is used unless --db is given")
     p.set_defaults(handler=retry)
 
     p = sub.add_parser(
@@ -39,7 +40,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "(default: the run's own input)")
     p.add_argument("--id", dest="new_id", metavar="NEW_ID", help="the new run's id")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="the app whose code version the fork runs under (default: none)")
+                   help="the app whose code version the fork runs under (default: none); "
+                   "its store is used unless --db is given")
     p.set_defaults(handler=fork)
 
     p = sub.add_parser("versions", parents=[common],
@@ -88,9 +90,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _app_for(args: argparse.Namespace) -> App:
+    """``--app``'s App on its own store unless ``--db`` names another (as ``tether start
+    --app``); without ``--app``, a client of ``--db`` or the default store."""
     if getattr(args, "app", None):
         app = load_app(args.app)
-        app.use_store(store_url(args))
+        app.use_store(store_url(argparse.Namespace(db=args.db or app.url)))
         return app
     return client(args)
 
