@@ -65,10 +65,14 @@ class _StepDecorator(Protocol):
 class RunHandle(Generic[R]):
     """A started run: its id, and a way to wait for its result."""
 
-    def __init__(self, app: App, run_id: str, workflow: str | None = None) -> None:
+    def __init__(self, app: App, run_id: str, workflow: str | None = None, *,
+                 created: bool | None = None) -> None:
         self.app = app
         self.run_id = run_id
         self.workflow = workflow
+        #: From ``App.start``: whether this start created the run (``False``: a run with
+        #: this id existed, and nothing was started); ``None`` where not known.
+        self.created = created
 
     def __repr__(self) -> str:
         return f"RunHandle(run_id={self.run_id!r})"
@@ -503,7 +507,7 @@ class App:
         if created:
             for w in self._workers:
                 w.notify()
-        return RunHandle(self, rid, name)
+        return RunHandle(self, rid, name, created=created)
 
     async def start_many(self, workflow: Callable[..., Awaitable[R]] | str,
                          inputs: Iterable[Sequence[Any]], *,

@@ -127,8 +127,22 @@ async def test_start_run_is_created_then_idempotent(api: Api) -> None:
     assert done["result"] == "hello ana"
 
 
+async def test_of_concurrent_starts_of_one_id_exactly_one_is_created(api_any: Api) -> None:
+    """Eight clients start the same run id at once: one 201 (the insert that created the
+    run decides, not a read before it, which all eight passed on PostgreSQL), seven 200."""
+    answers = await asyncio.gather(*[
+        api_any.http.post("/api/v1/runs", json={"workflow": "greet", "input": [f"c{i}"],
+                                                "run_id": "dup"}) for i in range(8)])
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [201], \
+        [r.text for r in answers]
+    first = next(r for r in answers if r.status_code == 201).json()
+    assert all(r.json()["input"] == first["input"] for r in answers)
+
+
 @pytest.mark.parametrize(("body", "status", "code"), [
     (b"{not json", 400, "malformed_json"),
+    (b'{"workflow": "greet", "input": [NaN]}', 400, "malformed_json"),
+    (b'{"workflow": "greet", "input": [1e999]}', 400, "malformed_json"),
     (b"[1, 2]", 400, "bad_request"),
     (b"", 400, "bad_request"),
     (json.dumps({"input": []}).encode(), 400, "bad_request"),

@@ -99,13 +99,27 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         raise ApiError(415, "unsupported_media_type",
                        "send the body as JSON with Content-Type: application/json")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {type(value).__name__}")
     return value
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused past a double's range (``1e999``), which would
+    be ``inf``: nothing can store or send it back as JSON."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (Python's parser takes them)."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
@@ -197,6 +211,8 @@ async def start_run(request: Request) -> Response:
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
         raise payload_error(exc) from None
+    # (Decided by the insert: of concurrent starts of one id, one creates the run.)
+    existed = handle.created is False
     doc = await _document(app, handle.run_id)
     if not known and not existed:
         doc["warnings"] = [f"no worker has registered workflow {workflow!r} in this store "
