@@ -658,6 +658,9 @@ class App:
 
     async def cancel(self, run_id: str) -> RunStatus:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
+        A run no code could see the cancel in ends ``cancelled`` at once: a ``blocked``
+        run, and a ``queued`` one that never started (no journal entry). Returns the
+        run's status after the request.
 
         Raises:
             RunNotFound: no run has this id.

@@ -590,14 +590,30 @@ async def test_children_cancel_ends_a_blocked_child_and_wakes_its_waiter(store: 
 
 
 async def test_cancel_a_queued_or_waiting_run_makes_it_claimable_now(store: Store) -> None:
-    """Cancel flags the run; a queued or waiting one becomes claimable at once."""
-    await store.run_insert(run=run_record("queued", available_at=T0 + 100))
+    """Cancel flags the run; a waiting one, or a queued one whose code ran before (a
+    retried run with its journal), becomes claimable at once, to see the cancel."""
+    lease = (await start_and_claim(store, "queued")).lease
+    await store.journal_append(lease=lease, entry=entry(0))
+    await store.run_finish(lease=lease, status="failed", result=None, error="{}", now=T0)
+    await store.run_retry(run_id="queued", version=None, now=T0)
     lease = (await start_and_claim(store, "waiting", queue="w")).lease
     await store.run_release(lease=lease, wait=Wait(T0 + 100, "timer"), now=T0)
     for run_id in ("queued", "waiting"):
         run = await store.run_cancel(run_id=run_id, now=T0 + 1)
         assert run.cancel_requested and run.available_at == T0 + 1
+        assert run.status != "cancelled"
     assert sorted(await claim(store, T0 + 1, queues=("q", "w"))) == ["queued", "waiting"]
+
+
+async def test_cancel_a_queued_run_that_never_started_ends_it(store: Store) -> None:
+    """A queued run with no journal entry (none of its code ran: e.g. of a workflow no
+    worker has) ends cancelled at once: waiting for a worker to see the cancel could be
+    forever, and such a run could be neither erased nor purged."""
+    await store.run_insert(run=run_record("never", available_at=T0 + 100))
+    run = await store.run_cancel(run_id="never", now=T0 + 1)
+    assert run.status == "cancelled" and run.finished_at == T0 + 1
+    assert run.cancel_requested and run.available_at is None and run.owner is None
+    assert await claim(store, T0 + 200) == []
 
 
 async def test_cancel_a_running_run_keeps_its_lease(store: Store) -> None:

@@ -220,7 +220,10 @@ async def cancel(args: argparse.Namespace) -> int:
             raise CliError(f"run {args.run_id!r} has already ended ({before.value}); "
                            "nothing to cancel")
         status = await app.cancel(args.run_id)
-    print(f"{safe(args.run_id)}: cancel requested (status {status.value})")
+    if status is RunStatus.CANCELLED:  # blocked, or queued and never started: ended now
+        print(f"{safe(args.run_id)}: cancelled")
+    else:  # its code sees the cancel at its next operation
+        print(f"{safe(args.run_id)}: cancel requested (status {status.value})")
     return 0
 
 

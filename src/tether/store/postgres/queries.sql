@@ -591,12 +591,18 @@ WHERE wait_child IN (SELECT c.run_id FROM {schema}.runs c
   AND status = 'waiting';
 
 -- run_cancel_blocked --
--- A blocked run has no code that could observe a cancel: end it at once.
+-- A blocked run, or a queued one that never started (no journal entry: none of its code
+-- ran, e.g. of a workflow no worker has), has no code that could observe a cancel: end
+-- it at once. (A claim that takes the queued run first makes it running: not ended here.)
 WITH b AS (
     UPDATE {schema}.runs
     SET status = 'cancelled', cancel_requested = true, updated_at = %(now)s,
         finished_at = %(now)s, owner = NULL, available_at = NULL
-    WHERE run_id = %(run_id)s AND status = 'blocked'
+    WHERE run_id = %(run_id)s
+      AND (status = 'blocked'
+           OR (status = 'queued'
+               AND NOT EXISTS (SELECT 1 FROM {schema}.journal j
+                               WHERE j.run_id = %(run_id)s)))
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM b;
 

@@ -158,11 +158,16 @@ SET cancel_requested = 1, updated_at = :now,
 WHERE run_id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled');
 
 -- run_cancel_blocked --
--- A blocked run has no code that could observe a cancel: end it at once.
+-- A blocked run, or a queued one that never started (no journal entry: none of its code
+-- ran, e.g. of a workflow no worker has), has no code that could observe a cancel: end
+-- it at once.
 UPDATE tether_runs
 SET status = 'cancelled', cancel_requested = 1, updated_at = :now, finished_at = :now,
     owner = NULL, available_at = NULL
-WHERE run_id = :run_id AND status = 'blocked';
+WHERE run_id = :run_id
+  AND (status = 'blocked'
+       OR (status = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM tether_journal j WHERE j.run_id = :run_id)));
 
 -- lease_heartbeat --
 -- Extend every lease a worker holds; report which it still holds.
