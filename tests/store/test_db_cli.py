@@ -129,3 +129,31 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
         assert refused.returncode == 2 and repr(bad) in refused.stderr
     assert tether("queue-limit", "llm", "none", "--db", url).returncode == 0
     assert json.loads(tether("queues", "--json", "--db", url).stdout) == []
+
+
+def test_reading_commands_on_postgresql_create_and_migrate_nothing(pg_url: str) -> None:
+    """On an empty PostgreSQL database, ``tether runs`` (a reading command) says there is
+    no store and how to make one, and leaves no schema behind; on a store of the previous
+    release it names the pending migrations and changes nothing. A writing command
+    (``tether start``) migrates as a worker does."""
+    import psycopg
+
+    def tables() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM information_schema.tables "
+                               "WHERE table_schema = 'tether'").fetchone()
+            assert row is not None
+            return int(row[0])
+
+    empty = tether("runs", "--db", pg_url)
+    assert empty.returncode == 1 and "no Tether store in PostgreSQL schema 'tether'" \
+        in empty.stderr and "tether db migrate" in empty.stderr, empty.stderr
+    assert tables() == 0
+    make_release_one_store(pg_url)
+    before = status_lines(pg_url)
+    behind = tether("show", "old", "--db", pg_url)
+    assert behind.returncode == 1 and "0002_shared_state" in behind.stderr, behind.stderr
+    assert status_lines(pg_url) == before
+    started = tether("start", "wf", "--id", "new", "--db", pg_url)
+    assert started.returncode == 0, started.stderr
+    assert all(line.endswith("applied") for line in status_lines(pg_url))

@@ -41,12 +41,14 @@ def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
 
 
 def store_options(url: str, *, read_only: bool) -> dict[str, Any]:
-    """How a command (other than ``worker`` and ``db migrate``) opens a SQLite store: a
-    reading command changes no file (nothing created, nothing migrated, no WAL switch);
-    a writing command may create a new store but leaves an older schema to ``tether db
-    migrate`` or a worker. Every command refuses a file that is not a Tether store."""
+    """How a command (other than ``worker`` and ``db migrate``) opens its store. SQLite:
+    a reading command changes no file (nothing created, nothing migrated, no WAL
+    switch); a writing command may create a new store but leaves an older schema to
+    ``tether db migrate`` or a worker. Every command refuses a file that is not a Tether
+    store. PostgreSQL: a reading command creates and migrates nothing (it says which
+    command would); a writing command migrates as a worker does."""
     if not url.startswith("sqlite:"):
-        return {}
+        return {"migrate": False} if read_only else {}
     return {"read_only": True} if read_only else {"migrate": False, "create": True}
 
 

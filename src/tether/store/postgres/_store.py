@@ -311,6 +311,11 @@ class PostgresStore(PostgresServeQueries):
                                  self.cfg.where, ", ".join(applied))
                 else:
                     behind = await _migrate.pending(conn, self.schema)
+                    if behind and len(behind) == len(_migrate.migrations(self.schema)):
+                        raise ConfigError(
+                            f"no Tether store in PostgreSQL schema {self.schema!r} at "
+                            f"{self.cfg.where}: start a worker, or run `tether db migrate "
+                            "--db URL` with this store's URL, to create it")
                     if behind:
                         raise ConfigError(
                             f"PostgreSQL schema {self.schema!r} at {self.cfg.where} is behind "
