@@ -283,10 +283,13 @@ class App:
         input=[...])``. ``input`` is the list of positional arguments (or ``{"args":
         [...], "kwargs": {...}}``). Workers of this app create the schedule in the store
         when they start and start each tick's run exactly once between them (its run id
-        is ``NAME@TICK``). ``overlap``: ``skip`` (default), ``allow`` or
-        ``cancel_previous`` when the previous run has not ended; ``catchup``: ticks
-        missed while no worker ran start once (``latest``, default), not at all
-        (``skip``) or each (``all``, at most ``catchup_max``).
+        is ``NAME@TICK``). ``catchup``: ticks missed while no worker ran start once
+        (``latest``, default), not at all (``skip``) or each (``all``, the last
+        ``catchup_max``, side by side). ``overlap``, when a run of the schedule from
+        before the tick (or before the missed ticks caught up together) has not ended:
+        start no run for it (``skip``, default), start it anyway (``allow``), or cancel
+        the older runs and start it (``cancel_previous``). Ticks caught up together
+        never overlap one another (docs/lifecycle.md, "Schedules").
 
         Raises:
             ConfigError: a bad cron expression, time zone or option.

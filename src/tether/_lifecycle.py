@@ -264,10 +264,11 @@ class ScheduleSpec:
     timezone: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: A tick whose previous run has not ended: skip it, allow both, or cancel the old.
+    #: A tick (or batch of caught-up ticks) while a run from before it has not ended:
+    #: skip it, allow both, or cancel the old. A batch's runs never overlap each other.
     overlap: str = "skip"
     #: Ticks missed while no worker ran: start the latest once, skip them, or start all
-    #: (at most ``catchup_max``).
+    #: (the last ``catchup_max``).
     catchup: str = "latest"
     catchup_max: int = 10
 
@@ -340,9 +341,69 @@ async def trigger_schedule(app: App, store: Store, s: ScheduleRecord, now: float
     return run_id
 
 
+def tick_of_run_id(name: str, run_id: str) -> float | None:
+    """The tick of a run id made by ``tick_run_id`` for schedule ``name``; None for
+    another id (a manual trigger's ``NAME@manual-...``)."""
+    prefix = f"{name}@"
+    if not run_id.startswith(prefix) or not run_id.endswith("Z"):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(run_id[len(prefix):-1])
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=dt.UTC).timestamp()
+
+
+def ticks_up_to(cron: Cron, zone: dt.tzinfo, last: float, n: int) -> list[float]:
+    """The ``n`` ticks of ``cron`` up to ``last`` included (fewer if the search, which
+    looks back ever further, finds fewer within about 50 years), oldest first."""
+    span = 60.0
+    while True:
+        ticks: list[float] = []
+        t = last - span
+        while (t := cron.next_after(t, zone)) <= last:
+            ticks.append(t)
+        if len(ticks) >= n or span > 50 * 366 * 86400.0:
+            return ticks[-n:]
+        span *= 4
+
+
+async def in_flight(store: Store, s: ScheduleRecord, cron: Cron,
+                    zone: dt.tzinfo) -> list[RunRecord]:
+    """The runs of schedule ``s`` that overlap policies look at, those not ended: its last
+    run (``last_run_id``: a tick's or a manual trigger's) and the runs of the batch of
+    ticks that last started, i.e. the ``catchup_max`` ticks (with ``catchup="all"``; else
+    one) up to the tick of the last tick-started run (or, after a manual trigger, up to
+    ``last_tick``). Ticks of that window older than the batch have a run only if it ended
+    before the batch started (``skip``) or was asked to cancel (``cancel_previous``)."""
+    ids: list[str] = []
+    if s.last_run_id is not None:
+        ids.append(s.last_run_id)
+    anchor = None if s.last_run_id is None else tick_of_run_id(s.name, s.last_run_id)
+    if anchor is None:
+        anchor = s.last_tick
+    if anchor is not None:
+        n = s.catchup_max if s.catchup == "all" else 1
+        try:
+            ids += [tick_run_id(s.name, t) for t in ticks_up_to(cron, zone, anchor, n)]
+        except ConfigError:
+            pass
+    if not ids:
+        return []
+    runs = await store.run_get_many(sorted(set(ids)))
+    return sorted((r for r in runs if r.status not in _ENDED), key=lambda r: r.run_id)
+
+
 async def tick_schedules(app: App, store: Store, workflows: set[str], now: float,
                          notify: Callable[[], None]) -> float | None:
     """Start the due ticks of the schedules of ``workflows``; return the next due time.
+
+    The due ticks of one call are one batch (one tick, or with ``catchup="all"`` up to
+    ``catchup_max`` missed ones). The overlap policy compares the batch with the runs
+    still in flight from before it (``in_flight``), never the batch's runs with one
+    another: ``allow`` starts the batch; ``skip`` starts none of it if a run is in
+    flight, else all of it; ``cancel_previous`` asks each run in flight to cancel and
+    starts all of it.
 
     Any number of workers may call this at once: each tick's run id is derived from the
     schedule and the tick, so a run is created once, and the compare-and-set on the
@@ -373,27 +434,30 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
             due = due[-1:]
         else:
             due = due[-s.catchup_max:]
-        last_run = s.last_run_id
-        started: list[str] = []
-        for tick in due:
-            rid = tick_run_id(s.name, tick)
-            if last_run is not None and last_run != rid and s.overlap != "allow":
-                prev = await store.run_get(last_run)
-                if prev is not None and prev.status not in _ENDED:
-                    if s.overlap == "skip":
-                        log.info("schedule %s: tick %s skipped, run %s still %s", s.name,
-                                 rid, last_run, prev.status)
-                        continue
-                    await store.run_cancel(run_id=last_run, now=now)
+        batch = [tick_run_id(s.name, tick) for tick in due]
+        if due and s.overlap != "allow":
+            # Runs of this batch a worker that died before the compare-and-set started
+            # are not "previous" runs: the batch is started again (idempotently).
+            running = [r for r in await in_flight(store, s, cron, zone)
+                       if r.run_id not in batch]
+            if running and s.overlap == "skip":
+                log.info("schedule %s: tick(s) %s skipped, run %s still %s", s.name,
+                         ", ".join(batch), running[0].run_id, running[0].status)
+                batch = []
+            elif running:
+                for r in running:
+                    if not r.cancel_requested:
+                        await store.run_cancel(run_id=r.run_id, now=now)
+                        log.info("schedule %s: cancelling run %s (overlap=cancel_previous)",
+                                 s.name, r.run_id)
+        for rid in batch:
             if await start_tick(app, store, s, rid, now):
                 log.info("schedule %s: started run %s", s.name, rid)
                 notify()
-            started.append(rid)
-            last_run = rid
         await store.schedule_advance(
             name=s.name, expected=s.next_tick, next_tick=following,
             last_tick=due[-1] if due else None,
-            last_run_id=started[-1] if started else None, now=now)
+            last_run_id=batch[-1] if batch else None, now=now)
         nxt = following if nxt is None else min(nxt, following)
     return nxt
 

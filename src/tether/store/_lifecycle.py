@@ -64,7 +64,7 @@ class ScheduleRecord:
     timezone: str
     input: str  #: JSON text of {"args": [...], "kwargs": {...}}
     overlap: str  #: skip | allow | cancel_previous
-    catchup: str  #: skip | all (at most catchup_max missed ticks)
+    catchup: str  #: latest | skip | all (at most catchup_max missed ticks)
     catchup_max: int
     paused: bool = False
     next_tick: float | None = None

@@ -1,0 +1,163 @@
+"""``catchup="all"`` with each overlap policy: the missed ticks of one call are one batch,
+and the overlap policy compares it with the runs in flight from before it, never the
+batch's runs with one another (see docs/lifecycle.md, "Schedules").
+
+Driven by explicit times, without a worker (its own schedule loop would tick on the real
+clock): ``Held`` claims the queued runs as a worker would (a claimed run is ``running``,
+not ended) and ends the ones a test names."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from tether import App
+from tether._lifecycle import tick_schedules, to_record
+from tether._types import Lease, RunRecord
+from tether.store import Store
+
+
+def ts(text: str) -> float:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+
+
+def H(hour: int) -> str:
+    """The run id of the hourly tick at ``hour`` on 2026-12-02."""
+    return f"hourly@2026-12-02T{hour:02d}:00:00Z"
+
+
+class Held:
+    """Stands in for a worker: holds every claimable run (so it is ``running``) until
+    ``end`` completes it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.leases: dict[str, Lease] = {}
+
+    async def end(self, *run_ids: str, at: str) -> None:
+        for c in await self.store.run_claim(worker_id="w", queues=["default"], limit=100,
+                                            now=ts(at), lease_seconds=1e9):
+            self.leases[c.run.run_id] = c.lease
+        for rid in run_ids:
+            await self.store.run_finish(lease=self.leases.pop(rid), status="completed",
+                                        result="null", error=None, now=ts(at))
+
+
+def scheduled(url: str, overlap: str) -> App:
+    app = App(url)
+
+    @app.workflow
+    async def job() -> None: ...
+
+    app.schedule(job, cron="0 * * * *", name="hourly", catchup="all", catchup_max=3,
+                 overlap=overlap)
+    return app
+
+
+async def install(app: App, since: str) -> Held:
+    """Store the schedule as a worker that started at ``since`` would have."""
+    await app.store.schedule_upsert(
+        schedule=to_record(app, app._schedules["hourly"], ts(since)))
+    return Held(app.store)
+
+
+async def tick(app: App, at: str, workers: int = 1) -> None:
+    """``workers`` workers tick the schedules at the same moment."""
+    await asyncio.gather(*(tick_schedules(app, app.store, {"job"}, ts(at), lambda: None)
+                           for _ in range(workers)))
+
+
+async def runs(app: App) -> dict[str, RunRecord]:
+    return {r.run_id: r for r in await app.store.run_list(limit=100)
+            if r.run_id.startswith("hourly@")}
+
+
+async def cancelled(app: App) -> list[str]:
+    return sorted(rid for rid, r in (await runs(app)).items() if r.cancel_requested)
+
+
+async def last_run(app: App) -> str | None:
+    s = await app.store.schedule_get("hourly")
+    assert s is not None
+    return s.last_run_id
+
+
+async def test_all_skip_nothing_running_starts_each_missed_tick(store_url: str) -> None:
+    """5 hours missed, nothing in flight: the last catchup_max ticks each get one run
+    (it started only 13:00 and lost 14:00 and 15:00), however many workers tick."""
+    app = scheduled(store_url, "skip")
+    async with app:
+        held = await install(app, "2026-12-02 10:30:00")
+        await tick(app, "2026-12-02 15:10:00", workers=3)
+        assert sorted(await runs(app)) == [H(13), H(14), H(15)]
+        assert await cancelled(app) == []
+        assert await last_run(app) == H(15)
+        # The next tick overlaps the batch as long as any run of it is in flight.
+        await tick(app, "2026-12-02 16:00:01")
+        await held.end(H(14), H(15), at="2026-12-02 16:30:00")
+        await tick(app, "2026-12-02 17:00:01")  # 13:00's run is still running
+        assert sorted(await runs(app)) == [H(13), H(14), H(15)]
+        assert await last_run(app) == H(15)
+        await held.end(H(13), at="2026-12-02 17:30:00")
+        await tick(app, "2026-12-02 18:00:01", workers=2)
+        assert sorted(await runs(app)) == [H(13), H(14), H(15), H(18)]
+        assert await last_run(app) == H(18)
+
+
+async def test_all_skip_previous_run_still_running_skips_the_batch(store_url: str) -> None:
+    """The 10:00 run has not ended: every missed tick would have found it running, so
+    none of the batch starts (and the last run stays 10:00's); once it has ended, the
+    next batch starts whole."""
+    app = scheduled(store_url, "skip")
+    async with app:
+        held = await install(app, "2026-12-02 09:30:00")
+        await tick(app, "2026-12-02 10:00:01")
+        await tick(app, "2026-12-02 15:10:00", workers=2)
+        assert sorted(await runs(app)) == [H(10)]
+        assert await last_run(app) == H(10)
+        s = await app.store.schedule_get("hourly")
+        assert s is not None and s.next_tick == ts("2026-12-02 16:00:00")
+        await held.end(H(10), at="2026-12-02 15:20:00")
+        await tick(app, "2026-12-02 18:05:00")
+        assert sorted(await runs(app)) == [H(10), H(16), H(17), H(18)]
+        assert await cancelled(app) == []
+
+
+async def test_all_cancel_previous_cancels_only_runs_from_before_the_batch(
+        store_url: str) -> None:
+    """The run in flight before the batch is asked to cancel; no run of the batch cancels
+    another of it (it cancelled 13:00 and 14:00 at once); the next tick cancels every
+    run of the batch still in flight."""
+    app = scheduled(store_url, "cancel_previous")
+    async with app:
+        held = await install(app, "2026-12-02 09:30:00")
+        await tick(app, "2026-12-02 10:00:01")
+        await tick(app, "2026-12-02 15:10:00", workers=2)
+        assert sorted(await runs(app)) == [H(10), H(13), H(14), H(15)]
+        assert await cancelled(app) == [H(10)]
+        assert await last_run(app) == H(15)
+        await held.end(H(14), at="2026-12-02 15:30:00")
+        await tick(app, "2026-12-02 16:00:01")
+        assert sorted(await runs(app)) == [H(10), H(13), H(14), H(15), H(16)]
+        assert await cancelled(app) == [H(10), H(13), H(15)]
+
+
+async def test_all_cancel_previous_nothing_running(store_url: str) -> None:
+    app = scheduled(store_url, "cancel_previous")
+    async with app:
+        await install(app, "2026-12-02 10:30:00")
+        await tick(app, "2026-12-02 15:10:00")
+        assert sorted(await runs(app)) == [H(13), H(14), H(15)]
+        assert await cancelled(app) == []
+
+
+async def test_all_allow_starts_each_and_cancels_nothing(store_url: str) -> None:
+    app = scheduled(store_url, "allow")
+    async with app:
+        await install(app, "2026-12-02 09:30:00")
+        await tick(app, "2026-12-02 10:00:01")
+        await tick(app, "2026-12-02 15:10:00", workers=2)
+        await tick(app, "2026-12-02 16:00:01")
+        assert sorted(await runs(app)) == [H(10), H(13), H(14), H(15), H(16)]
+        assert await cancelled(app) == []
+        assert await last_run(app) == H(16)
