@@ -145,6 +145,9 @@ async def test_app_option_uses_that_apps_store(tmp_path: Path) -> None:
             return forked.run([sys.executable, "-m", "tether", *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=60)
 
+        typo = run("start", "jbo", "--app", "ownapp:app")  # refused, not queued for ever
+        assert typo.returncode == 2 and "ownapp:app has no workflow 'jbo' (its workflows: " \
+            "job)" in typo.stderr, typo.stderr
         done = run("retry", "j-1", "--app", "ownapp:app")
         assert done.returncode == 0, done.stderr
         assert (await app.get_run("j-1")).status.value == "queued"

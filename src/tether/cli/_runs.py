@@ -36,7 +36,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="load workflow definitions from code instead of the workers' "
-                   "registry (and use that app's store unless --db is given)")
+                   "registry (a name that app lacks is refused; its store is used unless "
+                   "--db is given)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -91,6 +92,12 @@ async def start(args: argparse.Namespace) -> int:
         raise CliError("--id must not be empty", 2)
     if args.app:
         app = load_app(args.app)  # the app's own store unless --db names another
+        if args.workflow not in app.workflows():
+            # The code was named to start from: a name it lacks is a typo, not a run
+            # for some worker to come (which is what a name unknown to the store is).
+            names = ", ".join(sorted(app.workflows())) or "none"
+            raise CliError(f"{args.app} has no workflow {args.workflow!r} (its workflows: "
+                           f"{names})", 2)
         if args.db:
             app.use_store(store_url(args, must_exist=False))
     else:
