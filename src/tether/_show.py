@@ -68,5 +68,6 @@ def schedule_dict(s: Any) -> dict[str, Any]:
     """A schedule's row (``tether schedules --json``, ``GET /api/v1/schedules``)."""
     return {"name": s.name, "workflow": s.workflow, "queue": s.queue, "cron": s.cron,
             "timezone": s.timezone, "paused": s.paused, "overlap": s.overlap,
-            "catchup": s.catchup, "catchup_max": s.catchup_max, "next_tick": s.next_tick,
+            "catchup": s.catchup, "catchup_max": s.catchup_max,
+            "next_tick": None if s.paused else s.next_tick,  # (stale while paused)
             "last_tick": s.last_tick, "last_run_id": s.last_run_id, "version": s.version}

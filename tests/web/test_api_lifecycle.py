@@ -209,7 +209,7 @@ async def test_schedules_list_pause_resume_trigger_delete(api_any: Api) -> None:
 
     r = await api.http.post("/api/v1/schedules/nightly/pause")
     assert r.status_code == 200, r.text
-    assert r.json()["paused"] is True
+    assert r.json()["paused"] is True and r.json()["next_tick"] is None  # (none while paused)
     r = await api.http.post("/api/v1/schedules/nightly/resume")
     assert r.status_code == 200, r.text
     assert r.json()["paused"] is False and r.json()["next_tick"] > api.app.clock.now()
