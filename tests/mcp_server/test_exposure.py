@@ -92,3 +92,22 @@ async def test_ttl_follows_the_apps_retention(tmp_path: Path) -> None:
 async def _record(app: App, run_id: str) -> Any:
     store = await app._open()
     return await store.run_get(run_id)
+
+
+@pytest.mark.parametrize(("source", "param", "why"), [
+    ("async def wf(a: int, /, b: int = 0) -> int: ...", "a", "positional-only"),
+    ("async def wf(*items: int) -> int: ...", "items", r"\*args"),
+    ("async def wf(n: int, **opts: str) -> int: ...", "opts", r"\*\*kwargs"),
+])
+def test_signature_a_tool_cannot_have(tmp_path: Path, source: str, param: str,
+                                      why: str) -> None:
+    """A positional-only parameter (no call could pass it: a tool's arguments come by
+    name) and *args/**kwargs (the SDK's schema would ask for a scalar) are refused when
+    the tools are built, naming the workflow and the parameter."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    app.workflow(mcp=True)(namespace["wf"])
+    with pytest.raises(ConfigError, match=rf"workflow 'wf' cannot be a tool: its parameter "
+                                          rf"'{param}' is {why}"):
+        TetherTasks(app)

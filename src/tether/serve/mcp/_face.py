@@ -106,10 +106,19 @@ class TetherTasks:
                 raise TetherError(f"MCP: {name!r} is exposed but is not a registered workflow")
             description = (getattr(wdef.fn, "__tether_mcp_description__", None)
                            or (wdef.fn.__doc__ or "").strip() or f"Run the workflow {name!r}.")
-            clash = sorted(_RESERVED & set(inspect.signature(wdef.fn).parameters))
+            parameters = inspect.signature(wdef.fn).parameters
+            clash = sorted(_RESERVED & set(parameters))
             if clash:
                 raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its parameter "
                                   f"{clash[0]!r} is a keyword of App.start; rename it")
+            for param in parameters.values():
+                # A tool's arguments are one JSON object passed as keywords: a
+                # positional-only parameter could never be given, and *args/**kwargs
+                # have no schema a client could follow (the SDK sees a scalar field).
+                problem = _UNTOOLABLE.get(param.kind)
+                if problem is not None:
+                    raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its "
+                                      f"parameter {param.name!r} is {problem}")
             tool = SdkTool.from_function(wdef.fn, name=name, description=description,
                                          structured_output=False)
             self.tools[name] = _Exposed(name, mode == "task-only", tool)
@@ -342,6 +351,17 @@ class TetherTasks:
 #: Keyword arguments of ``App.start``: a workflow parameter of that name cannot be
 #: passed through it.
 _RESERVED = frozenset({"workflow", "run_id", "queue"})
+
+#: Parameter kinds a tool (called with keyword arguments from a JSON object) cannot
+#: have, and why.
+_UNTOOLABLE: dict[Any, str] = {
+    inspect.Parameter.POSITIONAL_ONLY: "positional-only (a tool's arguments are passed "
+                                       "by name): drop the '/'",
+    inspect.Parameter.VAR_POSITIONAL: "*args (a tool's arguments are named, each with its "
+                                      "own schema): take a list parameter instead",
+    inspect.Parameter.VAR_KEYWORD: "**kwargs (a tool's arguments are named, each with its "
+                                   "own schema): take a dict parameter instead",
+}
 
 
 def _aliases(model: Any) -> set[str]:
