@@ -118,6 +118,30 @@ async def test_arguments_reach_the_run_as_validated(served: tuple[App, str]) -> 
     assert run.input == {"args": [], "kwargs": {"numbers": [4, 5]}}
 
 
+async def test_lists_and_objects_sent_as_json_strings(served: tuple[App, str]) -> None:
+    """A list or object sent as a JSON string (Claude Desktop does this) is parsed, as
+    the SDK's own tools do, before validation; a string parameter stays a string even
+    if it looks like JSON."""
+    app, url = served
+    async with tasks_client(url) as client:
+        summed = await client.session.call_tool(
+            "slow_sum", {"numbers": "[4, 5]"}, allow_claimed=True)
+        quoted = await client.session.call_tool(
+            "quote", {"order": '{"item": "tea", "quantity": 4}', "note": "[1, 2]"},
+            allow_claimed=True)
+        assert isinstance(summed, CreateTaskResult), summed
+        assert isinstance(quoted, CreateTaskResult), quoted
+        done = await poll(client, summed.task_id, {"completed", "failed"})
+        assert done.result is not None
+        assert done.result["content"] == [{"type": "text", "text": "9"}]
+        done = await poll(client, quoted.task_id, {"completed", "failed"})
+    assert done.result is not None
+    assert done.result["structuredContent"] == {"item": "tea", "total": 10.0,
+                                                "note": "[1, 2]"}
+    run = await app.get_run(summed.task_id)
+    assert run.input == {"args": [], "kwargs": {"numbers": [4, 5]}}
+
+
 async def test_arguments_too_large_are_a_tool_error(served: tuple[App, str]) -> None:
     """Arguments over the store's payload limit are a tool error that says so (not an
     opaque "Internal server error"), and nothing starts."""

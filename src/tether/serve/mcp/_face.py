@@ -132,7 +132,9 @@ class TetherTasks:
             return await call_next()  # not ours: the SDK answers (unknown tool)
         if exposed.task_only and not tasks:
             raise missing_capability(f"tool {params.name!r} (task-only)")
-        arguments = dict(params.arguments or {})
+        # As the SDK does for its own tools: a list or object sent as a JSON string
+        # (Claude Desktop does this) is parsed first; a str parameter stays as sent.
+        arguments = exposed.tool.fn_metadata.pre_parse_json(dict(params.arguments or {}))
         model = exposed.tool.fn_metadata.arg_model
         problems = [f"{k}: unexpected argument" for k in arguments
                     if k not in model.model_fields and k not in _aliases(model)]
