@@ -16,6 +16,7 @@ from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tether import App
 from tether.ai import LLM, Budget, BudgetExceeded, set_budget, user_message
+from tether.ai._budget import BUDGET_INPUT_SCHEMA, budget_payload
 from tether.errors import ConfigError, RunFailed, TetherError
 from tether.testing import Reply, ScriptedLLMServer
 
@@ -57,6 +58,9 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
         assert info.status_info["waiting_for"] == "budget"
         assert info.status_info["spent_tokens"] == 1010
         assert info.status_info["budget_tokens"] == 1500
+        wanted = info.status_info["input"]  # what the run asks for (MCP's input_required)
+        assert wanted["signal"] == "budget" and wanted["schema"] == BUDGET_INPUT_SCHEMA
+        assert "(1010 of 1500 tokens spent)" in wanted["message"]
         assert len(server.requests) == 1
         proc = await asyncio.to_thread(tether_cli, "budget", "b1", "--tokens", "5000",
                                        db=store_url)
@@ -124,6 +128,22 @@ async def test_an_uncaught_budget_exceeded_fails_the_run(
     assert server.requests == []
     await llm.aclose()
     await app.close()
+
+
+def test_budget_payload_from_an_answer() -> None:
+    """An answer giving new limits becomes what `tether budget` sends; anything else is
+    a ValueError that says what is wrong (never a payload the run would ignore)."""
+    assert budget_payload({"usd": 5}) == {"usd": 5.0}
+    assert budget_payload({"tokens": 200000.0, "usd": None}) == {"tokens": 200000}
+    assert budget_payload({"usd": 0.5, "tokens": 0}) == {"usd": 0.5, "tokens": 0}
+    for answer, why in (("5", "an object"), ({}, "give the new limit"),
+                        ({"usd": None}, "give the new limit"),
+                        ({"value": "5"}, "unexpected field 'value'"),
+                        ({"usd": "5"}, "usd must be"), ({"usd": -1}, "usd must be"),
+                        ({"usd": float("inf")}, "usd must be"), ({"usd": True}, "usd must be"),
+                        ({"tokens": 1.5}, "tokens must be"), ({"tokens": -1}, "tokens must be")):
+        with pytest.raises(ValueError, match=why):
+            budget_payload(answer)
 
 
 def test_bad_budgets_are_clear_errors() -> None:

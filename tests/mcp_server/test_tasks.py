@@ -30,7 +30,7 @@ from tests.mcp_server.host import (
     update_task,
 )
 from tether import App, RunStatus
-from tether.ai import LLM
+from tether.ai import LLM, Agent, Budget
 from tether.mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
@@ -262,6 +262,53 @@ async def test_signal_wait_is_input_required_with_its_schema(served: tuple[App, 
         done = await poll(client, created.task_id, {"completed", "failed"})
     assert done.result is not None
     assert done.result["content"][0]["text"] == "answered: Ada"
+
+
+async def test_budget_wait_is_answered_with_new_limits(
+        store_url: str, llm_server: ScriptedLLMServer) -> None:
+    """An agent over its LLM budget is input_required with the budget's own form (new
+    limits in usd and/or tokens, what `tether budget` sends); an answer that is not new
+    limits is refused with -32602 saying why, and the request stays outstanding; new
+    limits raise the budget and the run goes on."""
+    llm_server.set_script([Reply("Written.", input_tokens=1000, output_tokens=100)])
+    async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, breaker=None) as llm:
+        app = App(store_url)
+        app.add_agent(Agent("writer", model=llm, budget=Budget(tokens=10)), mcp=True)
+        async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+            created = await client.session.call_tool("writer", {"task": "write " * 50},
+                                                     allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            waiting = await poll(client, created.task_id, {"input_required", "failed"})
+            assert waiting.input_requests is not None, waiting
+            [(key, request)] = waiting.input_requests.items()
+            params = request["params"]
+            assert set(params["requestedSchema"]["properties"]) == {"usd", "tokens"}
+            assert params["requestedSchema"]["properties"]["tokens"]["type"] == "integer"
+            assert "budget is reached" in params["message"]
+            assert params["_meta"]["tether/budget"]["budget_tokens"] == 10
+            for answer, why in (
+                    ({"action": "accept", "content": {"value": "100000"}},
+                     "unexpected field 'value'"),
+                    ({"action": "accept", "content": {"tokens": -5}}, "tokens must be"),
+                    ({"tokens": "lots"}, "tokens must be"),
+                    ({"action": "accept", "content": {}}, "give the new limit"),
+                    ({"action": "decline"}, "waits until its budget is raised")):
+                with pytest.raises(MCPError, match=why) as refused:
+                    await update_task(client, created.task_id, {key: answer})
+                assert refused.value.error.code == INVALID_PARAMS
+            still = await get_task(client, created.task_id)
+            assert still.status == "input_required"
+            assert still.input_requests is not None and list(still.input_requests) == [key]
+            assert len(llm_server.requests) == 0
+            await update_task(client, created.task_id,
+                              {key: {"action": "accept", "content": {"tokens": 100000}}})
+            done = await poll(client, created.task_id, {"completed", "failed"})
+            journal = (await app.get_run(created.task_id)).journal
+        assert done.status == "completed", done.error
+        assert done.result is not None
+        assert done.result["content"][0]["text"] == "Written."
+        assert len(llm_server.requests) == 1
+        assert [e["name"] for e in journal if e["kind"] == "signal"] == ["budget"]
 
 
 async def test_cancel_a_working_task(served: tuple[App, str], side_file: Path) -> None:

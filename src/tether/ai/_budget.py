@@ -29,11 +29,58 @@ import tether
 from tether import ext
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
-__all__ = ["BUDGET_SIGNAL", "Budget", "BudgetExceeded", "RunSpending", "current_spending",
-           "set_budget"]
+__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "Budget", "BudgetExceeded", "RunSpending",
+           "budget_payload", "current_spending", "set_budget"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
+
+#: What a run waiting on its budget asks for, published in its status (``input``) as
+#: the schema of the ``budget`` signal's payload: new limits, ``usd`` and/or
+#: ``tokens``, what ``tether budget RUN_ID --usd X --tokens N`` sends. A flat object
+#: of primitives, as an MCP elicitation form requires (which cannot say "at least one
+#: of": ``budget_payload`` does).
+BUDGET_INPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "usd": {"type": "number", "minimum": 0,
+                "description": "the new limit in US dollars"},
+        "tokens": {"type": "integer", "minimum": 0,
+                   "description": "the new limit in tokens (input + output)"},
+    },
+}
+
+
+def budget_payload(answer: Any) -> dict[str, float | int]:
+    """The ``budget`` signal's payload for an answer that gives new limits
+    (``{"usd": 5.0}``, ``{"tokens": 200000}`` or both; a ``null`` counts as absent).
+
+    Raises:
+        ValueError: the answer is no such object, or a limit is not a number >= 0
+            (``tokens`` a whole one), or it has other fields, or no limit at all. The
+            message says which.
+    """
+    if not isinstance(answer, Mapping):
+        raise ValueError(f"new limits are an object with usd and/or tokens, got "
+                         f"{type(answer).__name__}")
+    unknown = sorted(str(k) for k in answer if k not in ("usd", "tokens"))
+    if unknown:
+        raise ValueError(f"unexpected field {unknown[0]!r}: give usd and/or tokens")
+    payload: dict[str, float | int] = {}
+    usd, tokens = answer.get("usd"), answer.get("tokens")
+    if usd is not None:
+        if (isinstance(usd, bool) or not isinstance(usd, (int, float))
+                or not math.isfinite(usd) or usd < 0):
+            raise ValueError(f"usd must be a number >= 0, got {usd!r}")
+        payload["usd"] = float(usd)
+    if tokens is not None:
+        if (isinstance(tokens, bool) or not isinstance(tokens, (int, float))
+                or not math.isfinite(tokens) or tokens != int(tokens) or tokens < 0):
+            raise ValueError(f"tokens must be a whole number >= 0, got {tokens!r}")
+        payload["tokens"] = int(tokens)
+    if not payload:
+        raise ValueError("give the new limit: usd and/or tokens")
+    return payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +195,18 @@ class RunSpending:
     def status(self, budget: Budget) -> dict[str, Any]:
         """The live status of a run waiting on its budget."""
         usd_limit, token_limit = self.limits(budget)
+        spent = ([f"${self.usd:.6f} of ${usd_limit:.6f}"] if usd_limit is not None else []
+                 ) + ([f"{self.tokens} of {token_limit} tokens"] if token_limit is not None
+                      else [])
+        message = (f"The run's LLM budget is reached ({', '.join(spent)} spent): give new "
+                   "limits (usd and/or tokens) to continue.")
         return {"waiting_for": "budget", "spent_usd": round(self.usd, 6),
                 "budget_usd": usd_limit, "spent_tokens": self.tokens,
                 "budget_tokens": token_limit,
-                "hint": "raise it: tether budget RUN_ID --usd X --tokens N"}
+                "hint": "raise it: tether budget RUN_ID --usd X --tokens N",
+                # What the run asks for, for faces that ask people (MCP's input_required).
+                "input": {"signal": BUDGET_SIGNAL, "message": message,
+                          "schema": BUDGET_INPUT_SCHEMA}}
 
 
 def spending_of(run: ext.Run) -> RunSpending:

@@ -22,12 +22,13 @@ from mcp.server.mcpserver.tools.base import Tool as SdkTool
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_REQUEST, CallToolRequestParams
+from mcp_types import INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
 from tether._ids import new_run_id
 from tether._types import RunRecord
+from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
 from tether.errors import ConfigError, PayloadError, RunFailed, RunNotFound
 from tether.mcp_tasks import (
     CancelTaskParams,
@@ -72,6 +73,11 @@ class _Exposed:
 
 #: An outstanding input request and how to deliver its answer.
 _Pending = tuple[dict[str, Any], Callable[[Any], Awaitable[Any]]]
+
+
+class _Refused(Exception):
+    """An answer to an input request that is not one (it is not delivered, the request
+    stays outstanding): ``tasks/update`` fails with -32602 and this message."""
 
 
 class TetherTasks:
@@ -183,10 +189,12 @@ class TetherTasks:
             except TimeoutError:
                 run = await self._run(run_id)
                 if run is not None and await self._input_requests(run):
+                    cli = ("`tether budget`" if run.waiting_for == f"signal {BUDGET_SIGNAL}"
+                           else "`tether approve` / `tether signal`")
                     return _text_result(
                         f"run {run_id} waits for input ({run.waiting_for}); call this tool "
-                        "with the MCP Tasks extension to answer it, or answer with "
-                        "`tether approve` / `tether signal`", True)
+                        f"with the MCP Tasks extension to answer it, or answer with {cli}",
+                        True)
                 if remaining <= 0:
                     return _text_result(
                         f"run {run_id} is still going after {self.sync_timeout:g} s; call "
@@ -297,6 +305,9 @@ class TetherTasks:
         taken = sum(1 for e in journal if e.kind == "signal" and e.name == name
                     and e.status != "pending")
         key = f"signal:{name}:{taken + 1}"
+        if (name == BUDGET_SIGNAL and isinstance(info, Mapping)
+                and info.get("waiting_for") == "budget"):
+            return {key: self._budget_request(run, info, key)}
         wanted = info.get("input") if isinstance(info, Mapping) else None
         schema = _SIGNAL_SCHEMA
         message = f"The run waits for the signal {name!r}."
@@ -315,21 +326,64 @@ class TetherTasks:
 
         return {key: (request, deliver)}
 
+    def _budget_request(self, run: RunRecord, info: Mapping[str, Any], key: str
+                        ) -> _Pending:
+        """A run waiting on its LLM budget (``tether.ai``, policy ``wait``): the answer is
+        new limits, sent as ``tether budget`` sends them; anything else is refused, not
+        consumed (the run would just wait again)."""
+        app = self.app
+        wanted = info.get("input")
+        message = (str(wanted.get("message")) if isinstance(wanted, Mapping)
+                   and wanted.get("message") else "The run's LLM budget is reached: give "
+                   "new limits (usd and/or tokens) to continue.")
+        figures = {k: info.get(k) for k in ("spent_usd", "budget_usd", "spent_tokens",
+                                            "budget_tokens")}
+        request = {"method": "elicitation/create", "params": {
+            "mode": "form", "message": message, "requestedSchema": BUDGET_INPUT_SCHEMA,
+            "_meta": {"tether/signal": BUDGET_SIGNAL, "tether/budget": figures}}}
+
+        async def raise_budget(response: Any) -> Any:
+            action, content = _elicit(response)
+            if action != "accept":
+                raise _Refused(f"the run waits until its budget is raised ({action} "
+                               "does not): accept with new limits, or cancel the task")
+            try:
+                payload = budget_payload(content)
+            except ValueError as exc:
+                raise _Refused(f"not new limits: {exc}") from None
+            return await app.signal(run.run_id, BUDGET_SIGNAL, payload,
+                                    idempotency_key=f"mcp:{run.run_id}:{key}")
+
+        return request, raise_budget
+
     # -- tasks/update, tasks/cancel -----------------------------------------------------
 
     async def update_task(self, task_id: str, input_responses: Mapping[str, Any]) -> bool:
+        """Deliver the answers to outstanding requests (others are ignored).
+
+        Raises:
+            MCPError: -32602 if an answer to an outstanding request is refused (it is
+                not an answer to it: the request stays outstanding); the message says
+                why. Other answers of the same update are delivered.
+        """
         run = await self._run(task_id)
         if run is None:
             return False
         outstanding = await self._input_requests(run)
+        refused: list[str] = []
         for key, response in input_responses.items():
             entry = outstanding.get(key)
             if entry is None:
                 continue  # never issued, answered already, or superseded: ignored
             try:
                 await entry[1](response)
+            except _Refused as exc:
+                refused.append(f"{key}: {exc}")
             except TetherError:
                 continue  # the run ended meanwhile
+        if refused:
+            raise MCPError(code=INVALID_PARAMS, message="answer refused, the request stays "
+                           f"outstanding: {'; '.join(refused)}")
         return True
 
     async def cancel_task(self, task_id: str) -> bool:
