@@ -1415,6 +1415,35 @@ async def test_while_the_server_is_down_a_fail_fast_caller_is_told_at_once(
         assert await _fail_fast(lambda: store.run_get("r1")) is not None
 
 
+async def test_a_fail_fast_callers_group_committed_writes_fail_at_once_while_down(
+        pg_url: str) -> None:
+    """A start (``run_insert``) and texts (``blob_put``) go through the group commit,
+    whose writer waits for the pool for everyone: a ``FAIL_FAST`` caller's (a request
+    starting a run) fails at once instead while the server is known to be down."""
+    async with _GoneServer(pg_url, pool_timeout=3.0, connect_timeout=1.0) as server:
+        store = server.store
+        await server.gone()
+        with pytest.raises(StoreUnavailable):
+            await _fail_fast(lambda: store.run_get("r1"))  # the outage is now known
+        assert store._outage.down
+        for call in (lambda: store.run_insert(run=run_record("r2")),
+                     lambda: store.blob_put(blobs={"b" * 64: "text"}, run_id="r1")):
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                await _fail_fast(call)
+            assert time.monotonic() - t0 < 0.5  # (the pool's timeout: 3 s)
+        await server.back()
+        back = time.monotonic()
+        while True:
+            try:
+                await _fail_fast(lambda: store.run_insert(run=run_record("r2")))
+                break
+            except StoreUnavailable:
+                assert time.monotonic() - back < 5, "no probe found the server back"
+                await asyncio.sleep(0.1)
+        assert await store.run_get("r2") is not None
+
+
 async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connects(
         pg_url: str) -> None:
     """Only ``FAIL_FAST`` callers ask while the server is down, and none of them waits

@@ -502,6 +502,16 @@ class PostgresStore(PostgresServeQueries):
         self._abandon(pool, get)
         raise self._down()
 
+    def _fail_fast_if_down(self) -> None:
+        """``StoreUnavailable`` at once for a ``FAIL_FAST`` caller while the server is
+        known to be down (a probe starts in the background), before a write that goes
+        through the group commit: its writer serves every caller, so it waits for the
+        pool as a worker does, and would hold a request for the pool's whole timeout."""
+        pool = self._pool
+        if FAIL_FAST.get() and pool is not None and self._outage.down:
+            self._outage.probe(partial(self._probe, pool))
+            raise self._down()
+
     def _abandon(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                  get: asyncio.Future[Conn]) -> None:
         """Cancel ``get``; a connection it obtained all the same goes back to ``pool``."""
@@ -672,7 +682,9 @@ class PostgresStore(PostgresServeQueries):
     async def run_insert(self, *, run: RunRecord) -> tuple[RunRecord, bool]:
         """Insert a run unless its id exists, in a transaction shared with the other
         starts of the process at the same time (group commit). Raises:
-        StoreUnavailable."""
+        StoreUnavailable (at once for a ``FAIL_FAST`` caller while the server is known
+        to be down)."""
+        self._fail_fast_if_down()
         return await self._writer.submit_insert(run)
 
     async def _insert_one(self, run: RunRecord) -> tuple[RunRecord, bool]:
@@ -1302,8 +1314,10 @@ class PostgresStore(PostgresServeQueries):
     async def blob_put(self, *, blobs: dict[str, str], run_id: str | None = None) -> None:
         """Store texts (and that ``run_id`` references them), in a transaction shared
         with the other texts stored at the moment (group commit: a durable LLM call
-        stores its prompt's new messages once per call). Raises: StoreUnavailable."""
+        stores its prompt's new messages once per call). Raises: StoreUnavailable (at
+        once for a ``FAIL_FAST`` caller while the server is known to be down)."""
         if blobs:
+            self._fail_fast_if_down()
             await self._writer.submit_blobs(blobs, run_id)
 
     async def _flush_blobs(self, batch: list[Blobs]) -> None:
