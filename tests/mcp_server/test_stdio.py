@@ -16,6 +16,10 @@ from tests.faults.procs import ROOT
 from tests.mcp_server.host import poll
 from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
+#: The server's import path: this checkout's sources first (a new interpreter would
+#: otherwise import whatever Tether the environment has installed), then the tests.
+SERVER_PATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+
 
 def tether_cmd(*args: str) -> subprocess.CompletedProcess[str]:
     return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, text=True,
@@ -30,7 +34,7 @@ async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "tether", "mcp", "tests.mcp_server.apps:app",
                                       "--db", db, "--poll-interval", "250"],
-        cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")})
+        cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
     async with Client(params, extensions=[TasksClientExtension()]) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
         assert names == ["ask", "explode", "quote", "slow_sum"]
@@ -41,6 +45,27 @@ async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:
         done = await poll(client, created.task_id, {"completed", "failed"})
     assert done.result is not None
     assert done.result["content"][0]["text"] == "9"
+
+
+async def test_stdio_requests_fail_fast_and_its_worker_does_not(tmp_path: Path) -> None:
+    """Over stdio, as behind `tether serve`, an MCP request's store calls fail at once
+    while the store is known to be down (FAIL_FAST is set where a tool call starts its
+    run); the worker the same process runs does not inherit it (its runs ride through
+    a short outage, waiting for the pool)."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    side = tmp_path / "side.txt"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "tether", "mcp",
+                                      "tests.mcp_server.failfast_app:app", "--db", db],
+        cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", ""),
+                            "TETHER_TEST_SIDE_FILE": str(side)})
+    async with Client(params, extensions=[TasksClientExtension()]) as client:
+        created = await client.session.call_tool("where", {}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed", "failed"})
+    assert done.result is not None, done.error
+    assert done.result["structuredContent"] == {"workflow": False, "step": False}
+    assert side.read_text().splitlines() == ["start fail_fast=True"]
 
 
 def test_stdio_command_errors(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from mcp import Client, MCPError
 from mcp.client.extension import NotificationBinding
 from mcp_types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     SubscriptionFilter,
@@ -465,3 +466,41 @@ async def test_failed_run_is_a_failed_task(served: tuple[App, str]) -> None:
         result = await plain.call_tool("explode", {"message": "out of fuel"})
     assert result.is_error
     assert result.content[0].text == "NonRetryable: out of fuel"  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+async def test_store_unavailable_is_said_at_once(pg_url: str) -> None:
+    """The database gone: tasks/get, tasks/update and tasks/cancel are -32603 errors
+    that name the store as unavailable (not the SDK's opaque "Internal server error"),
+    a tools/call is a tool error saying so, and none waits for the pool's timeout
+    (10 s): MCP requests fail fast while the store is known to be down."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    app = apps.build(pg_url)
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        created = await client.session.call_tool("slow_sum", {"numbers": [1], "pause": 60},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        await poll(client, created.task_id, {"working"})
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{pg_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        t0 = asyncio.get_running_loop().time()
+        for method, call in (
+                ("tasks/get", get_task(client, created.task_id)),
+                ("tasks/update", update_task(client, created.task_id, {"k": {}})),
+                ("tasks/cancel", cancel_task(client, created.task_id))):
+            with pytest.raises(MCPError) as failed:
+                await call
+            assert failed.value.error.code == INTERNAL_ERROR
+            assert failed.value.error.message.startswith(
+                f"{method}: the store is unavailable (PostgreSQL at "), failed.value
+            assert "does not exist" in failed.value.error.message
+        result = await client.session.call_tool("slow_sum", {"numbers": [2]},
+                                                allow_claimed=True)
+        assert not isinstance(result, CreateTaskResult)
+        assert result.is_error
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert text.startswith("tool 'slow_sum': the store is unavailable (PostgreSQL at "), text
+        assert asyncio.get_running_loop().time() - t0 < 5.0

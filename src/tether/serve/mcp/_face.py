@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import inspect
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -22,14 +23,14 @@ from mcp.server.mcpserver.tools.base import Tool as SdkTool
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
 from tether._ids import new_run_id
 from tether._types import RunRecord
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
-from tether.errors import ConfigError, PayloadError, RunFailed, RunNotFound
+from tether.errors import ConfigError, PayloadError, RunFailed, RunNotFound, StoreUnavailable
 from tether.mcp_tasks import (
     CancelTaskParams,
     CreateTaskResult,
@@ -39,6 +40,7 @@ from tether.mcp_tasks import (
     iso_time,
     missing_capability,
 )
+from tether.store import FAIL_FAST
 
 __all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
 
@@ -168,13 +170,36 @@ class TetherTasks:
         except PayloadError as exc:  # too large for the store: the caller's to fix
             return _complete(_text_result(f"invalid arguments for {params.name!r}: {exc}",
                                           True))
+        except StoreUnavailable as exc:
+            # A tool error, as the SDK answers for a plain tool whose backend failed:
+            # the client (or its model) reads why and may call again.
+            again = ("with the same idempotency key (a run this call may have started "
+                     "is then the one answered)" if key is not None else "(if the store "
+                     "failed mid-way a run may have started: an idempotency key in _meta "
+                     "makes a retry safe)")
+            return _complete(_text_result(
+                f"tool {params.name!r}: {_unavailable(exc)}; call again later {again}",
+                True))
         if tasks:
-            task = await self.get_task(handle.run_id)
-            assert task is not None
+            try:
+                task = await self.get_task(handle.run_id)
+            except StoreUnavailable:
+                task = None  # the run is committed: its task exists, described unread
+            if task is None:
+                now = iso_time(time.time())
+                task = {"taskId": handle.run_id, "status": "working",
+                        "statusMessage": "started (the store is unavailable to read it)",
+                        "createdAt": now, "lastUpdatedAt": now, "ttlMs": self.ttl_ms,
+                        "pollIntervalMs": self.poll_interval_ms}
             return CreateTaskResult.model_validate(
                 {k: v for k, v in task.items()
                  if k not in ("result", "error", "inputRequests")})
-        return _complete(await self._sync(handle.run_id))
+        try:
+            return _complete(await self._sync(handle.run_id))
+        except StoreUnavailable as exc:
+            return _complete(_text_result(
+                f"run {handle.run_id} started, and its outcome cannot be read now: "
+                f"{_unavailable(exc)}; `tether show {handle.run_id}` tells it later", True))
 
     async def _sync(self, run_id: str) -> Any:
         """A call from a client without the extension: wait for the run (bounded); a
@@ -420,6 +445,10 @@ _UNTOOLABLE: dict[Any, str] = {
 }
 
 
+def _unavailable(exc: StoreUnavailable) -> str:
+    return f"the store is unavailable ({exc})"
+
+
 def _aliases(model: Any) -> set[str]:
     return {f.alias for f in model.model_fields.values() if f.alias}
 
@@ -500,6 +529,31 @@ def _check_may_change(ctx: ServerRequestContext[Any, Any], what: str) -> None:
                        "this token may read, not change: use an admin token")
 
 
+class _StoreRequests:
+    """Server middleware for every MCP request: its store calls fail at once while the
+    store is known to be down (``tether.store.FAIL_FAST``, as ``tether serve`` sets for
+    its HTTP requests; over stdio nothing else would), and a ``StoreUnavailable``
+    that escapes a handler (``tasks/*``, task notifications) is an error naming the
+    store, not the SDK's opaque -32603 "Internal server error". (``tools/call``
+    answers a tool error itself.)
+
+    The flag is set in the request's own context: tasks the request starts inherit it
+    (the store's shared tasks, such as the result reader, reset it), the worker that
+    ``tether mcp`` runs in the same process does not (its tasks come from its own)."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+                       ) -> HandlerResult:
+        token = FAIL_FAST.set(True)
+        try:
+            return await call_next(ctx)
+        except StoreUnavailable as exc:
+            raise MCPError(code=INTERNAL_ERROR,
+                           message=f"{ctx.method}: {_unavailable(exc)}; try again later",
+                           data={"storeUnavailable": True}) from exc
+        finally:
+            FAIL_FAST.reset(token)
+
+
 class _GuardedTasks(TasksExtension):
     """The Tasks extension behind the host's roles: ``tools/call``, ``tasks/update`` and
     ``tasks/cancel`` need a caller that may change; listing and reading do not."""
@@ -531,7 +585,7 @@ def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]
         "Tether workflows and agents. Each call is a durable run; with the "
         "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
         tools=[exposed.tool for exposed in backend.tools.values()],
-        extensions=[_GuardedTasks(backend)])
+        extensions=[_GuardedTasks(backend)], middleware=[_StoreRequests()])
     install_task_notifications(server, backend)
     return server, backend
 
