@@ -209,11 +209,11 @@ async def test_agent_tool_needing_approval(served: tuple[App, str], side_file: P
     assert [e["kind"] for e in info.journal].count("signal") == 1
 
 
-async def test_approval_answer_without_a_boolean_is_ignored(
+async def test_approval_answer_without_a_boolean_is_refused(
         served: tuple[App, str], side_file: Path, llm_server: ScriptedLLMServer) -> None:
     """An accept whose ``approved`` is missing or not a boolean (the schema requires
-    one) is no answer: the tool does not run and the request stays outstanding, until
-    a real answer comes."""
+    one) is no answer: it is refused (-32602, saying why), the tool does not run and the
+    request stays outstanding, until a real answer comes."""
     _, url = served
     llm_server.set_script([
         Reply("Rome.", tool_calls=[{"name": "book_flight",
@@ -229,7 +229,9 @@ async def test_approval_answer_without_a_boolean_is_ignored(
         [key] = waiting.input_requests
         for answer in ({"action": "accept", "content": {"approved": "false"}},
                        {"action": "accept", "content": {}}, {"approved": "no"}):
-            await update_task(client, created.task_id, {key: answer})
+            with pytest.raises(MCPError, match="needs 'approved': true or false") as err:
+                await update_task(client, created.task_id, {key: answer})
+            assert err.value.code == INVALID_PARAMS
         await asyncio.sleep(0.5)
         still = await get_task(client, created.task_id)
         assert still.status == "input_required"

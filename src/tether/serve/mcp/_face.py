@@ -313,7 +313,8 @@ class TetherTasks:
                 if action == "accept" and not isinstance(approved, bool):
                     # Not an answer (the schema requires a boolean): a missing field or
                     # a string "false" must not run the tool, as in tether.ai.
-                    return None
+                    raise _Refused("an accept needs 'approved': true or false (a boolean), "
+                                   f"not {approved!r}")
                 approved = action == "accept" and approved is True
                 note = content.get("note")
                 if action != "accept":
