@@ -145,13 +145,18 @@ async def test_an_outage_longer_than_the_lease_counts_no_crash(
     assert statuses == {"completed": 20}, statuses
     assert proc.poll() is None, workers.log(proc)
     log = workers.log(proc)
-    assert "lease" in log and "lost" in log, log  # (the leases did expire)
     assert "died executing it" not in log and "Traceback" not in log, log
     import psycopg
 
     with psycopg.connect(pg_url) as conn:
         crashes = conn.execute("SELECT sum(crashes) FROM tether.runs").fetchone()
     assert crashes == (0,), crashes
+    # Whether the worker claimed its expired leases back (fencing tokens past 1) or its
+    # heartbeat, waiting in the pool through the outage, renewed them first is a race
+    # of the two calls after the restart (the claim won 3 runs out of 4 here); either
+    # way no crash is counted.
+    taken_back = max(token for _, token in journal_tokens(pg_url).values()) > 1
+    print(f"\nthe worker claimed its runs back: {taken_back}")
 
 
 async def _wait(predicate: object, timeout: float) -> None:
