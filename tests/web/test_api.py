@@ -444,6 +444,25 @@ async def test_signal_resumes_a_waiting_run_once_per_key(api: Api) -> None:
     assert await api.snapshot() == before
 
 
+async def test_an_encoded_slash_in_a_path_is_part_of_the_id_or_name(api: Api) -> None:
+    """``x%2Fjournal`` is the run ``x/journal`` (the server decodes paths before routing,
+    so it was the journal of ``x``), and ``a%2Fb`` the signal ``a/b`` (it was a 405);
+    unencoded slashes route as before."""
+    for run_id in ("x", "x/journal"):
+        r = await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": run_id})
+        assert r.status_code == 201, r.text
+    r = await api.http.get("/api/v1/runs/x%2Fjournal")
+    assert r.status_code == 200 and r.json()["run_id"] == "x/journal", r.text
+    r = await api.http.get("/api/v1/runs/x/journal")  # x's journal, as before
+    assert r.status_code == 200 and r.json() == {"run_id": "x", "journal": []}, r.text
+    r = await api.http.get("/api/v1/runs/x%2Fjournal/journal")
+    assert r.status_code == 200, r.text
+    r = await api.http.post("/api/v1/runs/x%2Fjournal/signals/a%2Fb", json={"data": 1})
+    assert r.status_code == 202 and r.json()["created"] is True, r.text
+    r = await api.http.post("/api/v1/runs/x%2Fjournal/signals/a/b", json={"data": 1})
+    assert r.status_code == 405, r.text  # (an unencoded slash is a path's, as before)
+
+
 async def test_cancel(api: Api) -> None:
     async with api.app.worker(queues=["default"]):
         await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "c"})

@@ -11,11 +11,14 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from tether import App, RunNotFound
 from tether._ids import new_run_id
@@ -140,11 +143,32 @@ def field_name(value: Any, field: str, *, required: bool) -> str | None:
     return value
 
 
+#: The API's paths of runs, where a run id (and a signal name) may hold ``/``.
+RUNS_PREFIX = "/api/v1/runs/"
+#: What an encoded slash (``%2F``) of a run's API path is routed as: a character no run
+#: id or name may hold, so that ``x%2Fjournal`` is the run ``x/journal``, not the
+#: journal of ``x``; ``path_name`` turns it back into ``/``.
+_ENCODED_SLASH = "\x00"
+
+
+def keep_encoded_slashes(scope: Scope) -> Scope:
+    """``scope`` with its path decoded but for its encoded slashes (the server decoded
+    them, so a client could not tell ``x/journal``'s document from ``x``'s journal, nor
+    name a signal ``a/b``)."""
+    raw: bytes | None = scope.get("raw_path")
+    if not raw or b"%2f" not in raw.lower():
+        return scope
+    text = raw.decode("latin-1")
+    parts = re.split("%2[fF]", text)
+    path = _ENCODED_SLASH.join(unquote(part) for part in parts)
+    return {**scope, "path": path}
+
+
 def path_name(request: Request, key: str) -> str:
     """A run id or name from the path. Not capped at ``MAX_NAME`` as new names are:
     the engine makes longer ids itself (a child's is its parent's plus ``.N``, a
     schedule's run ``NAME@...``), and each must stay readable and actionable."""
-    value: str = request.path_params[key]
+    value: str = request.path_params[key].replace(_ENCODED_SLASH, "/")
     if not value.strip() or any(ord(c) < 32 for c in value):
         raise ApiError(400, "bad_request", f"{key} must be a non-empty string of "
                        "printable characters")

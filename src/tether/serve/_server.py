@@ -61,6 +61,8 @@ class Guard:
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
+        if path.startswith(_api.RUNS_PREFIX):
+            scope = _api.keep_encoded_slashes(scope)
         is_api = _for_machines(path)
         length = headers.get("content-length")
         if length is not None:
