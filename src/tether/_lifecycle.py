@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -215,26 +215,51 @@ class Cron:
 
     def next_after(self, after: float, zone: dt.tzinfo) -> float:
         """The first tick strictly after ``after`` (epoch seconds), in ``zone``'s
-        local time. Raises ConfigError if there is none within five years."""
-        start = (dt.datetime.fromtimestamp(after, zone).replace(tzinfo=None, microsecond=0)
-                 + dt.timedelta(seconds=1))
-        day = start.date()
+        local time. In an hour the clocks go back over, a cron whose hour field is
+        ``*`` ticks in both passes of it (every 30 minutes stays every 30 minutes), one
+        at fixed hours in the first only (as Vixie cron does); a wall time the clocks
+        skip ticks at the instant it maps to (an hour later). Raises ConfigError if
+        there is none within five years."""
+        every_hour = len(self.hours) == 24
+        # From an hour before: the second pass of a repeated hour comes later in real
+        # time than wall times just after it.
+        lower = (dt.datetime.fromtimestamp(after, zone).replace(tzinfo=None, microsecond=0)
+                 - dt.timedelta(hours=1))
+        best: float | None = None
+        best_local = lower
+        for local in self._wall_times(lower):
+            if best is not None and local > best_local + dt.timedelta(hours=2):
+                break  # (wall times this far on are later in real time too)
+            stamps = [local.replace(tzinfo=zone).timestamp()]
+            if every_hour:
+                second = local.replace(tzinfo=zone, fold=1).timestamp()
+                if second != stamps[0] and dt.datetime.fromtimestamp(second, zone).replace(
+                        tzinfo=None) == local:  # repeated, not skipped
+                    stamps.append(second)
+            for ts in stamps:
+                if ts > after and (best is None or ts < best):
+                    best, best_local = ts, local
+        if best is None:
+            raise ConfigError(f"cron {self.text!r} has no tick within five years")
+        return best
+
+    def _wall_times(self, lower: dt.datetime) -> Iterator[dt.datetime]:
+        """The wall times the expression names, from ``lower`` on, in order, for five
+        years."""
+        hours, minutes, seconds = sorted(self.hours), sorted(self.minutes), sorted(self.seconds)
+        day = lower.date()
         for _ in range(366 * 5):
             if self._day_matches(day):
-                first = day == start.date()
-                for h in sorted(self.hours):
-                    if first and h < start.hour:
+                first = day == lower.date()
+                for h in hours:
+                    if first and h < lower.hour:
                         continue
-                    for m in sorted(self.minutes):
-                        for s in sorted(self.seconds):
-                            local = dt.datetime(day.year, day.month, day.day, h, m, s)
-                            if local < start:
-                                continue
-                            ts = local.replace(tzinfo=zone).timestamp()
-                            if ts > after:
-                                return ts
+                    for m in minutes:
+                        for sec in seconds:
+                            local = dt.datetime(day.year, day.month, day.day, h, m, sec)
+                            if local >= lower:
+                                yield local
             day += dt.timedelta(days=1)
-        raise ConfigError(f"cron {self.text!r} has no tick within five years")
 
 
 def zone_of(name: str) -> dt.tzinfo:

@@ -47,6 +47,27 @@ def test_cron_in_a_time_zone() -> None:
     assert iso(nxt) == "2026-12-03 08:00:00"  # UTC+1 in winter
 
 
+def _ticks(cron: str, after: str, n: int) -> list[str]:
+    """The next ``n`` ticks of ``cron`` in Paris after UTC time ``after``, in UTC."""
+    paris, c, t, out = zone_of("Europe/Paris"), Cron.parse(cron), ts(after), []
+    for _ in range(n):
+        t = c.next_after(t, paris)
+        out.append(iso(t)[11:16])
+    return out
+
+
+def test_cron_across_the_clocks_going_back_and_forward() -> None:
+    """Paris, 25 October 2026: at 03:00 CEST (01:00Z) the clocks go back to 02:00 CET,
+    so 02:00-02:59 comes twice. Every 30 minutes stays every 30 minutes through both
+    passes (it skipped the second: 90 minutes without a tick); 02:30 daily ticks once.
+    29 March 2026: 02:00-02:59 is skipped, and every 30 minutes goes on."""
+    assert _ticks("*/30 * * * *", "2026-10-24 23:45:00", 6) == [
+        "00:00", "00:30", "01:00", "01:30", "02:00", "02:30"]
+    assert _ticks("30 2 * * *", "2026-10-24 23:45:00", 2) == ["00:30", "01:30"]
+    assert _ticks("*/30 * * * *", "2026-03-29 00:15:00", 3) == ["00:30", "01:00", "01:30"]
+    assert _ticks("30 2 * * *", "2026-03-28 02:00:00", 2) == ["01:30", "00:30"]
+
+
 @pytest.mark.parametrize("bad", ["* * *", "61 * * * *", "*/0 * * * *", "a b c d e",
                                  "5-1 * * * *", "0 0 31 2 *"])
 def test_bad_cron_is_a_clear_error(bad: str) -> None:
