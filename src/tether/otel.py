@@ -10,7 +10,8 @@ Spans (see ``docs/telemetry.md``):
 - ``run {workflow}``: one per execution of a run's code on a worker (the first one, and
   each replay after a crash, a wait or a handover); attributes ``tether.run_id``,
   ``tether.workflow``, ``tether.queue``, ``tether.outcome`` (``returned``, ``failed``,
-  ``released``, ``blocked``, ``lost``), ``tether.operations.replayed`` and
+  ``cancelled``, ``released``, ``continued`` (``continue_as_new``), ``blocked``,
+  ``lost``, ``interrupted``), ``tether.operations.replayed`` and
   ``tether.operations.executed``.
 - one span per executed step attempt: ``chat {model}`` for a durable LLM call, with the
   GenAI semantic conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``,
@@ -33,6 +34,7 @@ or an approval posted with one links the run's next execution to the caller's sp
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 try:
@@ -45,12 +47,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       ) from None
 
 from tether import _observe
-from tether._replay import Blocked, Lost, Release, RunContext, StepInfo, _Stop
+from tether._replay import Blocked, Continue, Lost, Release, RunContext, StepInfo, _Stop
 
 __all__ = ["OtelObserver", "instrument", "uninstrument"]
 
 _KEY = _observe.TRACE_KEY
 _PROPAGATOR = TraceContextTextMapPropagator()
+#: A pydantic-ai model request (``tether.integrations.pydantic_ai``): group 1 is the model
+#: id of a request to another model than the agent's default one.
+_PYDANTIC_AI_MODEL = re.compile(r"pydantic_ai:.+__model\.request(?:_stream)?(?:\.(.+))?")
 
 
 class OtelObserver:
@@ -106,19 +111,23 @@ class OtelObserver:
         try:
             span.set_attribute("tether.operations.replayed", ctx.replayed)
             span.set_attribute("tether.operations.executed", ctx.executed)
-            if error is None:
-                outcome = "returned"
-            elif isinstance(error, _Stop):
+            if isinstance(error, _Stop):
                 stop = ctx.stop
                 outcome = ("released" if isinstance(stop, Release) else "blocked"
                            if isinstance(stop, Blocked) else "lost" if isinstance(stop, Lost)
-                           else "stopped")
-            elif isinstance(error, Exception):
+                           else "continued" if isinstance(stop, Continue) else "stopped")
+            elif error is not None and not isinstance(error, Exception):
+                outcome = "interrupted"  # the worker is stopping; another replays the run
+            elif ctx.cancel_delivered:
+                # Ended by a cancel request (App.cancel): the run is cancelled, as the
+                # worker records it, whatever the code raised or returned after it.
+                outcome = "cancelled"
+            elif error is None:
+                outcome = "returned"
+            else:
                 outcome = "failed"
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            else:
-                outcome = "interrupted"  # the worker is stopping; another replays the run
             span.set_attribute("tether.outcome", outcome)
             span.end()
         finally:
@@ -130,15 +139,16 @@ class OtelObserver:
         name, attributes = _describe(info.name)
         attributes.update({"tether.run_id": ctx.run_id, "tether.position": info.position,
                            "tether.attempt": info.attempt, "tether.step": info.name})
-        span = self.tracer.start_span(name, kind=SpanKind.CLIENT if attributes.get(
-            "gen_ai.operation.name") == "chat" else SpanKind.INTERNAL, attributes=attributes)
-        return span, otel_context.attach(trace.set_span_in_context(span))
+        chat = attributes.get("gen_ai.operation.name") == "chat"
+        span = self.tracer.start_span(name, kind=SpanKind.CLIENT if chat else SpanKind.INTERNAL,
+                                      attributes=attributes)
+        return span, otel_context.attach(trace.set_span_in_context(span)), chat, name
 
     def step_ended(self, token: Any, value: Any, error: BaseException | None) -> None:
-        span, attached = token
+        span, attached, chat, name = token
         try:
-            if error is None:
-                _llm_result(span, value)
+            if error is None and chat:
+                _llm_result(span, value, name)
             elif isinstance(error, Exception):
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -173,6 +183,29 @@ def _describe(step: str) -> tuple[str, dict[str, Any]]:
             attrs["gen_ai.provider.name"] = provider
             attrs["gen_ai.system"] = provider
         return f"chat {model}", attrs
+    # Model requests of the framework integrations (tether.integrations), metered steps
+    # whose record says the answering model, tokens and cost (see _llm_result).
+    if step.startswith("openai_agents:model:"):
+        model = step[len("openai_agents:model:"):]
+        return f"chat {model}", {"gen_ai.operation.name": "chat",
+                                 "gen_ai.request.model": model}
+    found = _PYDANTIC_AI_MODEL.fullmatch(step)
+    if found is not None:
+        attrs = {"gen_ai.operation.name": "chat"}
+        provider, _, model = (found.group(1) or "").partition(":")
+        if not model:
+            provider, model = "", provider
+        if model:
+            attrs["gen_ai.request.model"] = model
+        if provider:
+            attrs["gen_ai.provider.name"] = provider
+            attrs["gen_ai.system"] = provider
+        return f"chat {model}" if model else "chat", attrs
+    for marker in ("openai_agents:tool:", ".call_tool:"):
+        if marker in step:
+            tool = step.split(marker, 1)[1]
+            return f"execute_tool {tool}", {"gen_ai.operation.name": "execute_tool",
+                                            "gen_ai.tool.name": tool}
     if ".tool:" in step:
         tool = step.split(".tool:", 1)[1]
         return f"execute_tool {tool}", {"gen_ai.operation.name": "execute_tool",
@@ -183,11 +216,15 @@ def _describe(step: str) -> tuple[str, dict[str, Any]]:
     return f"step {step}", {}
 
 
-def _llm_result(span: Span, value: Any) -> None:
+def _llm_result(span: Span, value: Any, name: str) -> None:
     """GenAI response attributes from a durable LLM call's record."""
     if hasattr(value, "to_dict"):
         value = value.to_dict()
-    if not isinstance(value, dict) or not isinstance(value.get("reply"), dict):
+    if not isinstance(value, dict):
+        return
+    if not isinstance(value.get("reply"), dict):
+        if isinstance(value.get("usage"), dict) and "result" in value:
+            _metered_result(span, value, name)
         return
     reply = value["reply"]
     usage = reply.get("usage") or {}
@@ -199,6 +236,21 @@ def _llm_result(span: Span, value: Any) -> None:
         span.set_attribute("gen_ai.response.finish_reasons", [str(reply["finish_reason"])])
     span.set_attribute("gen_ai.usage.input_tokens", int(usage.get("input_tokens", 0)))
     span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("output_tokens", 0)))
+    if "cost_usd" in value:
+        span.set_attribute("tether.cost_usd", float(value["cost_usd"]))
+
+
+def _metered_result(span: Span, value: dict[str, Any], name: str) -> None:
+    """GenAI response attributes from a metered call's record (``tether.ai.MeteredModel``:
+    the framework integrations' model requests)."""
+    usage = value["usage"]
+    model = value.get("model")
+    if isinstance(model, str) and model:
+        span.set_attribute("gen_ai.response.model", model)
+        if name == "chat":  # the request named no model (pydantic-ai's default model)
+            span.update_name(f"chat {model}")
+    span.set_attribute("gen_ai.usage.input_tokens", int(usage.get("input_tokens") or 0))
+    span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("output_tokens") or 0))
     if "cost_usd" in value:
         span.set_attribute("tether.cost_usd", float(value["cost_usd"]))
 

@@ -124,3 +124,45 @@ async def test_llm_span_follows_genai_conventions_and_children_join_the_trace(
     assert child_parent is not None
     assert child_parent.span_id in {s.get_span_context().span_id for s in spans
                                     if s.name == "run boss"}
+
+
+async def test_run_span_outcome_of_a_cancelled_run_and_of_continue_as_new(
+        sqlite_url: str) -> None:
+    """A run ended by a cancel request is ``cancelled`` (not a failed span with status
+    ERROR); an execution that continues as new is ``continued``."""
+    import tether
+    from tether import App
+
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def generations(i: int) -> int:
+        if i < 1:
+            tether.continue_as_new(i + 1)
+        return i
+
+    @app.workflow
+    async def waiter() -> None:
+        await tether.wait_for_signal("never")
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app, app.worker(sticky_wait=0, poll_interval=0.05):
+            assert await (await app.start(generations, 0)).result(timeout=30) == 1
+            handle = await app.start(waiter, run_id="w1")
+            while (await app.get_run("w1")).status != "waiting":
+                await asyncio.sleep(0.02)
+            await app.cancel("w1")
+            while (await app.get_run("w1")).status != "cancelled":
+                await asyncio.sleep(0.02)
+            assert handle.run_id == "w1"
+    finally:
+        tether.otel.uninstrument(observer)
+    outcomes = [(s.name, (s.attributes or {}).get("tether.outcome"), s.status.status_code.name)
+                for s in exporter.get_finished_spans()]
+    assert ("run generations", "continued", "UNSET") in outcomes
+    assert ("run generations", "returned", "UNSET") in outcomes
+    assert outcomes[-1] == ("run waiter", "cancelled", "UNSET"), outcomes
