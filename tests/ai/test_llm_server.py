@@ -432,6 +432,12 @@ def test_subprocess_mode(tmp_path: Path) -> None:
             root = base_url.removesuffix("/v1")
             log = http.get(root + "/_tether/requests").json()
             assert len(log) == 1 and log[0]["headers"]["idempotency-key"] == "k-1"
+            # The Responses API too (the Agents SDK's and pydantic-ai's default).
+            http.post(root + "/_tether/script", json=[{"text": "responses too"}])
+            resp = http.post(base_url + "/responses", json={"model": "gpt-4.1-mini",
+                                                            "input": "hi"})
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["output"][-1]["content"][0]["text"] == "responses too"
             http.post(root + "/_tether/script", json=[{"status": 429, "retry_after": 3}])
             assert http.post(base_url + "/chat/completions", json=OPENAI_BODY).status_code == 429
     finally:

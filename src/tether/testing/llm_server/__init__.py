@@ -14,6 +14,8 @@ Endpoints:
 
 - ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming or not.
 - ``POST /v1/messages``: Anthropic Messages, streaming or not.
+- ``POST /v1/responses``: the OpenAI Responses API, from the command line (in Python,
+  ``tether.testing.responses_api.ScriptedResponsesServer``).
 - ``GET /v1/models``: the model list (Anthropic's shape if ``anthropic-version`` is sent).
 - ``GET /_tether/requests``: the request log as JSON; ``DELETE`` clears it.
 - ``POST /_tether/script``: a new script: a JSON list of steps (replaces the rest of

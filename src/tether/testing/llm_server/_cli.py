@@ -38,8 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, TypeError, KeyError) as exc:
             print(f"bad script {args.script}: {exc}", file=sys.stderr)
             return 2
-    server = ScriptedLLMServer(steps, outage=outage, host=args.host, port=args.port,
-                               api_key=args.api_key)
+    # The Responses API too (``/v1/responses``): what the OpenAI Agents SDK and
+    # pydantic-ai's ``openai:`` models send by default. Imported here: it builds on this
+    # package.
+    from tether.testing.responses_api import ScriptedResponsesServer
+
+    server = ScriptedResponsesServer(steps, outage=outage, host=args.host, port=args.port,
+                                     api_key=args.api_key)
     asyncio.run(_serve(server))
     return 0
 
