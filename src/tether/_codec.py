@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import math
 import typing
 import uuid
 from collections.abc import Callable
@@ -172,7 +173,14 @@ class Codec:
         msg = error.get("message")
         if isinstance(msg, str) and len(msg) > 8192:
             error = dict(error, message=msg[:8192] + "…")
-        text = _fast_dumps(error)
+        try:
+            text = _fast_dumps(error)
+            if not text.isascii():
+                text.encode("utf-8")  # a lone surrogate (a file name, surrogateescape)
+        except (_Unserializable, ValueError, TypeError, RecursionError):
+            # (UnicodeEncodeError is a ValueError.) An error must always be recordable:
+            # its failure to encode would otherwise escape as an error of its own.
+            text = _fast_dumps(_storable(error))
         if self.hook is not None:
             text = self.hook.encode(text)
         return text
@@ -212,6 +220,23 @@ class Codec:
 #: Types whose values JSON gives back equal and of the same type (NaN and infinities
 #: are refused by ``encode``; ``-0.0`` and every other float round-trip exactly).
 _SCALARS = frozenset((type(None), str, int, float, bool))
+
+
+def _storable(value: object, depth: int = 0) -> object:
+    """``value`` (a journaled error) made into JSON any store holds: lone surrogates as
+    ``\\udcxx`` text, NaN and infinities as their names, other objects as their type's
+    name, nesting cut at 20 levels."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if depth < 20 and isinstance(value, dict):
+        return {str(_storable(str(k))): _storable(v, depth + 1) for k, v in value.items()}
+    if depth < 20 and isinstance(value, (list, tuple)):
+        return [_storable(v, depth + 1) for v in value]
+    return f"<{_type_name(value)}>"
 
 
 def _type_name(value: object) -> str:

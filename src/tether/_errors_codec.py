@@ -22,16 +22,28 @@ def error_to_dict(exc: BaseException, **extra: Any) -> dict[str, Any]:
         # A step's failure re-raised by the workflow: record the original error.
         d: dict[str, Any] = {"type": exc.error_type, "message": exc.message}
     else:
-        d = {"type": qualified_name(type(exc)), "message": str(exc)}
+        d = {"type": qualified_name(type(exc)), "message": _message(exc)}
     attrs = _public_attributes(exc)
     if attrs:
         d["attrs"] = attrs
-    tb = "".join(traceback.format_exception(exc))
+    try:
+        tb = "".join(traceback.format_exception(exc))
+    except Exception as tb_exc:  # (a broken __str__ of a chained exception, say)
+        tb = f"(traceback unavailable: {type(tb_exc).__name__})"
     if len(tb) > _MAX_TB:
         tb = "…" + tb[-_MAX_TB:]
     d["traceback"] = tb
     d.update(extra)
     return d
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's ``__str__`` raises (the error
+    must still be recorded: a step's retry policy and the run's end depend on it)."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{qualified_name(type(exc))} object: str() failed>"
 
 
 _STEP_FIELDS = frozenset({"message", "step", "position", "error_type", "attempts"})
@@ -46,8 +58,10 @@ def _public_attributes(exc: BaseException) -> dict[str, Any]:
         if key.startswith("_") or key in _STEP_FIELDS:
             continue
         try:
-            text = json.dumps(value)
-        except (TypeError, ValueError):
+            # (allow_nan=False: NaN and infinities are not JSON, and the codec refuses
+            # them; such an attribute is left out like any other that is not JSON.)
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
             continue
         if len(text) <= _MAX_ATTRS:
             out[key] = value

@@ -204,7 +204,10 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
     import datetime as dt
 
     where = f"run {ctx.run_id} position {info.position}"
-    err = f"{type(error).__name__}: {error}"
+    try:
+        err = f"{type(error).__name__}: {error}"
+    except Exception:  # (its __str__ raises: the attempt is recorded all the same)
+        err = f"{type(error).__name__} (str() failed)"
     if getattr(ctx.codec, "hook", None) is not None:
         # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
         # may hold what they protect, so the log names only the error's type.

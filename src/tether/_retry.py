@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tether.errors import ConfigError, NonRetryable, PayloadError, Postpone
@@ -113,7 +114,8 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
        passing ``max_duration`` fail the step for good.
     3. An error with a positive ``retry_after`` attribute (seconds, e.g. from an HTTP
        ``Retry-After`` header) pushes a retry that the policy allows to at least
-       ``now + retry_after``; it never turns a final failure into a retry.
+       ``now + retry_after``; it never turns a final failure into a retry. An infinite
+       (or NaN) ``retry_after`` is ignored: no wake-up time could be recorded for it.
     """
     if isinstance(error, Postpone):
         return AttemptOutcome(attempts=attempts - 1, retry_at=now + error.delay,
@@ -122,7 +124,7 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
                                 now=now, error=error)
     retry_after = getattr(error, "retry_after", None)
     if (at is not None and isinstance(retry_after, (int, float))
-            and not isinstance(retry_after, bool) and retry_after > 0):
+            and not isinstance(retry_after, bool) and 0 < retry_after < math.inf):
         at = max(at, now + float(retry_after))
     return AttemptOutcome(attempts=attempts, retry_at=at)
 

@@ -216,3 +216,67 @@ async def test_error_attributes_survive_replay(store_url: str) -> None:
     first = info.journal[0]["error"]
     assert first["attrs"] == {"status": 401, "body": {"error": "bad key"}}
     await app.close()
+
+
+class _NotANumber(Exception):
+    """An error with an attribute JSON cannot hold (NaN) and an infinite retry_after."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.score = float("nan")
+        self.retry_after = float("inf")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+async def test_errors_json_cannot_hold_are_still_recorded_under_the_retry_policy(
+        store_url: str) -> None:
+    """A step error with a lone surrogate in its message (a file name decoded with
+    surrogateescape), a NaN attribute, an infinite retry_after or a __str__ that raises
+    is a failed attempt like any other: retried under the policy and journaled. Before,
+    recording it raised (UnicodeEncodeError, ValueError, RuntimeError) out of the step,
+    past its retry policy, with nothing journaled; raised by the workflow itself, the
+    run's end could not be written, and the run was replayed five times as a worker crash
+    before it failed with that crash instead of its error."""
+    app = App(store_url)
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+    errors = {"surrogate": lambda: FileNotFoundError(f"no such file: {name}"),
+              "nan": lambda: _NotANumber("scored"), "unprintable": _Unprintable}
+    calls: Counter[str] = Counter()
+
+    @app.step(retry=RetryPolicy(**FAST, max_attempts=3))
+    async def failing(kind: str) -> None:
+        calls[kind] += 1
+        raise errors[kind]()
+
+    @app.workflow
+    async def wf(kind: str) -> int:
+        try:
+            await failing(kind)
+        except tether.StepError as exc:
+            return exc.attempts
+        return 0
+
+    @app.workflow
+    async def raises(kind: str) -> None:
+        raise errors[kind]()
+
+    async with app.worker():
+        for kind in errors:
+            assert await (await app.start(wf, kind, run_id=f"s-{kind}")).result(
+                timeout=10) == 3, kind
+            (entry,) = (await app.get_run(f"s-{kind}")).journal
+            assert (entry["status"], entry["attempts"]) == ("error", 3), kind
+            with pytest.raises(tether.RunFailed) as failed:
+                await (await app.start(raises, kind, run_id=f"w-{kind}")).result(timeout=5)
+            assert failed.value.error is not None
+            assert "crashed" not in failed.value.error["message"], kind
+    assert calls == {kind: 3 for kind in errors}
+    info = await app.get_run("w-surrogate")
+    assert info.error is not None and info.error["message"] == "no such file: caf\\udce9.txt"
+    nan_error = (await app.get_run("w-nan")).error
+    assert nan_error is not None and "attrs" not in nan_error  # (neither is JSON)
+    await app.close()
