@@ -60,6 +60,11 @@ def _ctx(what: str) -> RunContext:
     ctx = current_run.get()
     if ctx is None:
         raise OutsideRun(f"tether.{what}()")
+    if current_step.get() is not None:
+        # An operation of the run started from a step's body would take a position in
+        # the workflow's journal that replay (which answers the step from its record)
+        # never takes again: the run would be blocked at its next replay.
+        raise OutsideRun(f"tether.{what}()", "a workflow's own code (not in a step)")
     return ctx
 
 
@@ -75,10 +80,11 @@ def _seconds(duration: float | dt.timedelta) -> float:
 def sleep(duration: float | dt.timedelta) -> Awaitable[None]:
     """A durable timer. The run is released while it waits (unless the wait is short),
     and wakes when it is due on whichever worker is up; the wake-up time is journaled,
-    so it survives every worker being stopped. Outside a workflow: ``asyncio.sleep``."""
+    so it survives every worker being stopped. Outside a workflow, and in a step (whose
+    outcome is journaled as a whole): ``asyncio.sleep``."""
     seconds = _seconds(duration)
     ctx = current_run.get()
-    if ctx is None:
+    if ctx is None or current_step.get() is not None:
         return asyncio.sleep(seconds)
     return timer(ctx, ctx.take_position(), seconds)
 
@@ -562,6 +568,7 @@ def status_publish(ctx: RunContext, info: Any) -> None:
     if ctx.position <= ctx.last_recorded:
         return
     ctx.status_changed(None if info is None else ctx.codec.encode(info, "status"))
+    # (from a plain ``def`` step's thread too: ``status_changed`` hands it to the loop)
 
 
 def value_op(ctx: RunContext, kind: OperationKind, make: Any) -> Any:

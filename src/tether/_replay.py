@@ -540,7 +540,15 @@ class RunContext:
         self.add_metrics(deltas)
 
     def status_changed(self, text: str | None) -> None:
-        """The live status changed (encoded JSON or ``None``): persist it soon."""
+        """The live status changed (encoded JSON or ``None``): persist it soon
+        (thread-safe, as ``add_metrics``: sync steps run in an executor)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            self._loop.call_soon_threadsafe(self.status_changed, text)
+            return
         self._status_text = text
         self._status_writer.changed()
 
