@@ -96,15 +96,16 @@ async def healthy(i: int) -> int:
     return await fine(i)
 
 
-class Unprintable(Exception):
-    """An exception whose ``str()`` raises: recording it crashes the engine's code
-    that writes the run's end, on every replay."""
+class Unprintable:
+    """A result whose ``model_dump`` raises: encoding it crashes the engine's code that
+    writes the run's end, on every replay. (An exception whose ``str()`` raises did
+    until 2026-12-05; such an error is now recorded with a placeholder message.)"""
 
-    def __str__(self) -> str:
+    def model_dump(self, **_: object) -> object:
         raise RuntimeError("cannot print me")
 
 
 @app.workflow
-async def unprintable() -> None:
+async def unprintable() -> object:
     side("unprintable")
-    raise Unprintable
+    return Unprintable()
