@@ -250,3 +250,42 @@ async def test_child_failure_is_raised_in_the_parent(store_url: str) -> None:
     async with app.worker():
         assert await (await app.start(parent)).result(timeout=10) == "failed: tool exploded"
     await app.close()
+
+
+async def test_a_child_id_used_by_another_run_is_refused_in_the_parent(
+        store_url: str) -> None:
+    """``tether.call(..., run_id=X)`` where X is a run that is not this parent's child
+    raises ``ConfigError`` in the parent, as ``App.start`` does for a run of another
+    workflow, and journals nothing (it returned that unrelated run's result as its
+    child's). The parent's own child under that id, on replay, is still its child."""
+    app = App(store_url)
+    outcomes: list[str] = []
+
+    @app.workflow
+    async def child_wf(x: str) -> str:
+        return "child " + x
+
+    @app.workflow
+    async def other_wf() -> str:
+        return "I am other"
+
+    @app.workflow
+    async def parent(cid: str) -> str:
+        try:
+            return str(await tether.call(child_wf, "hello", run_id=cid))
+        except tether.ConfigError as exc:
+            outcomes.append(str(exc))
+        return str(await tether.call(child_wf, "again", run_id=f"{cid}-mine"))
+
+    async with app.worker():
+        assert await (await app.start(other_wf, run_id="taken")).result(timeout=10) \
+            == "I am other"
+        assert await (await app.start(parent, "taken", run_id="p")).result(timeout=10) \
+            == "child again"
+    info = await app.get_run("p")
+    # The refused call journaled nothing: only the second child, at positions 0 and 1.
+    assert [str(e["kind"]) for e in info.journal] == ["child_start", "child_result"]
+    # (Refused again in each execution of the parent: it is released while its child runs.)
+    assert outcomes and all("'taken' is already used by a run of workflow 'other_wf' that "
+                            "is not a child of 'p'" in o for o in outcomes), outcomes
+    await app.close()

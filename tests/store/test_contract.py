@@ -11,7 +11,14 @@ import asyncio
 import pytest
 
 from tether._types import JournalEntry, Lease
-from tether.errors import LeaseLost, RunNotFound, SignalError, StoreError, TetherError
+from tether.errors import (
+    ConfigError,
+    LeaseLost,
+    RunNotFound,
+    SignalError,
+    StoreError,
+    TetherError,
+)
 from tether.store import Store, Wait, WorkerInfo, open_store
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim, subscriber
@@ -501,11 +508,17 @@ async def test_child_start_is_idempotent_and_journals_the_entry(store: Store) ->
     assert stored.parent_position == 0 and stored.on_parent_cancel == "abandon"
     assert stored.status == "queued"
     assert await store.journal_read("p") == [started]
-    # A replayed start of the same child (pending entry rewritten) finds the same run.
-    lease2 = (await start_and_claim(store, "p2")).lease
-    again = await store.child_start(lease=lease2, child=run_record("c", queue="x"),
-                                    entry=entry(0, kind="child_start", name="c"))
+    # The parent starting a child of that id again finds the same run.
+    again = await store.child_start(lease=lease, child=run_record("c", queue="x", parent="p"),
+                                    entry=entry(1, kind="child_start", name="c"))
     assert again.queue == "kids"
+    # Another run's start of a child of that id is refused, and journals nothing.
+    lease2 = (await start_and_claim(store, "p2")).lease
+    with pytest.raises(ConfigError, match="'c' is already used by a run of workflow 'wf' "
+                       "that is not a child of 'p2'"):
+        await store.child_start(lease=lease2, child=run_record("c", queue="x", parent="p2"),
+                                entry=entry(0, kind="child_start", name="c"))
+    assert await store.journal_read("p2") == []
     # A final entry at the position refuses the start and inserts nothing.
     with pytest.raises(StoreError):
         await store.child_start(lease=lease, child=run_record("c2", parent="p"),

@@ -6,10 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tether._types import JournalEntry
-from tether.errors import RunErased
+from tether.errors import ConfigError, RunErased
 
 #: Statuses a run may be retried from.
 RETRYABLE = ("failed", "blocked", "cancelled")
+
+
+def child_id_taken(child_run_id: str, parent_run_id: str, workflow: str) -> ConfigError:
+    """A child's run id already used by a run that is not this parent's child (it would
+    have given the parent that run's result as its child's)."""
+    return ConfigError(f"run id {child_run_id!r} is already used by a run of workflow "
+                       f"{workflow!r} that is not a child of {parent_run_id!r}: give the "
+                       "child another run_id")
 
 
 def refuse_erased(run_id: str, erased_at: float | None, request: str) -> None:

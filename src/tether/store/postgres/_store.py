@@ -59,6 +59,7 @@ from tether.store._lifecycle import (
     AttemptRecord,
     PurgeReport,
     ScheduleRecord,
+    child_id_taken,
     refuse_erased,
 )
 from tether.store._port import (
@@ -1215,6 +1216,10 @@ class PostgresStore(PostgresServeQueries):
         if not leased:
             raise LeaseLost(lease.run_id, lease.fencing_token)
         if not started[0][0]:
+            if stored:
+                other = run_from_row(stored[0])
+                if other.parent_run_id != lease.run_id:
+                    raise child_id_taken(child.run_id, lease.run_id, other.workflow)
             raise final_conflict(lease.run_id, entry.position)
         return run_from_row(stored[0])
 

@@ -538,7 +538,8 @@ FROM (SELECT 1) AS one LEFT JOIN ins ON true;
 
 -- child_start --
 -- Journal the child_start entry and insert the child (idempotent on its id) if the entry
--- was written. Runs after lease_lock. Returns (entry written, child created).
+-- was written; nothing if the id is a run that is not this parent's child. Runs after
+-- lease_lock. Returns (entry written, child created).
 WITH jins AS (
     INSERT INTO {schema}.journal AS j (run_id, position, kind, name, status, result, error,
                                        attempts, started_at, finished_at, next_attempt_at,
@@ -550,6 +551,9 @@ WITH jins AS (
     FROM {schema}.runs
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE
+      -- (an id used by a run that is not this parent's child is refused: nothing written)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.runs c WHERE c.run_id = %(c_run_id)s
+                      AND c.parent_run_id IS DISTINCT FROM %(run_id)s)
 {_journal_upsert}
     RETURNING 1),
 cins AS (

@@ -51,6 +51,7 @@ from tether.store._lifecycle import (
     AttemptRecord,
     PurgeReport,
     ScheduleRecord,
+    child_id_taken,
     refuse_erased,
 )
 from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
@@ -1508,7 +1509,9 @@ def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,
 def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
                  entry: JournalEntry) -> RunRecord:
     _check_lease(conn, lease)
-    stored, _ = _run_insert(conn, child)
+    stored, created = _run_insert(conn, child)
+    if not created and stored.parent_run_id != lease.run_id:
+        raise child_id_taken(child.run_id, lease.run_id, stored.workflow)
     _journal_append(conn, lease, entry)
     return stored
 
