@@ -78,6 +78,23 @@ async def test_retry_button_on_a_failed_run_and_the_form_needs_csrf(
     assert r.status_code == 403
 
 
+async def test_a_failed_run_shows_its_traceback_as_lines(ui: httpx.AsyncClient) -> None:
+    """The failure and the failed step show the recorded traceback as the lines Python
+    printed, not as a JSON string with its line breaks escaped."""
+    webapp.FIXED.clear()
+    await login(ui, ADMIN)
+    await _failed_run(ui, "tb1")
+    page = (await ui.get("/runs/tb1")).text
+    head, body = page.split('id="live-body"', 1)
+    for part in (head, body):
+        block = re.search(r'<pre class="tb">(.*?)</pre>', part, re.S)
+        assert block is not None
+        assert block.group(1).startswith("Traceback (most recent call last):\n")
+        assert "in fragile" in block.group(1)
+    assert "NonRetryable: bug in fragile" in head
+    assert '"traceback": "Traceback' not in page
+
+
 async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.AsyncClient) -> None:
     """Each timeline row links to the fork form with its position; posting it starts
     the fork and goes to its page; a bad position is a 422 page and creates nothing."""

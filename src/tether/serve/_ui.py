@@ -143,11 +143,20 @@ def _error_text(err: Any) -> str:
     return "" if err is None else str(err)
 
 
+def _traceback(err: Any) -> str | None:
+    """The recorded traceback of an error, as the lines Python printed (shown as text,
+    not as a JSON string with its line breaks escaped)."""
+    if isinstance(err, dict) and isinstance(err.get("traceback"), str) and err["traceback"]:
+        return str(err["traceback"]).rstrip()
+    return None
+
+
 def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     """One journal entry as the timeline draws it."""
     view = dict(e)
     kind, status, name = e["kind"], e["status"], e["name"]
     view["error_text"] = _error_text(e.get("error"))
+    view["traceback"] = _traceback(e.get("error"))
     view["llm"] = None
     result = e.get("result")
     if name.startswith("llm:") and isinstance(result, dict) and isinstance(
@@ -219,6 +228,7 @@ async def run_view(app: App, run_id: str) -> dict[str, Any]:
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
+    doc["traceback"] = _traceback(doc.get("error"))
     doc["final"] = doc["status"] in _FINAL
     doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
