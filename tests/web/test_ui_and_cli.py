@@ -95,6 +95,19 @@ async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
     assert r.status_code == 403 and "may read, not change" in r.text
 
 
+async def test_a_mistyped_page_address_is_a_page_and_the_api_still_answers_json(
+        ui: httpx.AsyncClient) -> None:
+    await login(ui, READ)
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    r = await ui.get("/approval", headers=html)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "There is no page at /approval." in r.text and 'href="/runs"' in r.text
+    r = await ui.get("/approval")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = await ui.get("/api/v1/nothing", headers=html)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
 def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
     r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db", "--host",
                         "0.0.0.0"], cwd=ROOT, env=env(), capture_output=True, text=True,

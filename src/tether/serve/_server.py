@@ -181,6 +181,12 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if (exc.status_code == 404 and request.method in ("GET", "HEAD")
+            and not _for_machines(path) and path != "/healthz"
+            and "text/html" in request.headers.get("accept", "")):
+        # A person's browser at a mistyped address: a page, not a JSON document.
+        return _ui.error_page(request, 404, f"There is no page at {path}.")
     codes = {404: "not_found", 405: "method_not_allowed"}
     return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
 
