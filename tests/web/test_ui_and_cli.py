@@ -95,6 +95,30 @@ async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
     assert r.status_code == 403 and "may read, not change" in r.text
 
 
+async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
+        ui: httpx.AsyncClient) -> None:
+    """After a form, the page it leads back to says what happened (once: a reload or
+    the fragments a script refreshes do not repeat it); a refused form's error page
+    links back to the run it came from."""
+    csrf = await login(ui, ADMIN)
+    await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "fb/1"},
+                  headers={"Authorization": f"Bearer {ADMIN}"})
+    r = await ui.post("/ui/runs/fb/1/signal", data={"csrf": csrf, "name": "go", "data": "{"})
+    assert r.status_code == 400 and 'href="/runs/fb%2F1">Back to the run</a>' in r.text
+    r = await ui.post("/ui/runs/fb/1/signal", data={"csrf": csrf, "name": "go",
+                                                      "data": '{"by": "ana"}'})
+    assert r.status_code == 303 and r.headers["location"] == "/runs/fb/1"
+    assert (await ui.get("/ui/runs/fb/1?part=head")).text.count('class="flash') == 0
+    page = await ui.get("/runs/fb/1")
+    assert '<p class="flash ok" role="status">Sent signal &#39;go&#39; to run fb/1.</p>' \
+        in page.text
+    assert 'class="flash' not in (await ui.get("/runs/fb/1")).text
+    await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "fb2"},
+                  headers={"Authorization": f"Bearer {ADMIN}"})
+    await ui.post("/ui/runs/fb2/cancel", data={"csrf": csrf})
+    assert "Run fb2 is cancelled." in (await ui.get("/runs/fb2")).text
+
+
 async def test_a_mistyped_page_address_is_a_page_and_the_api_still_answers_json(
         ui: httpx.AsyncClient) -> None:
     await login(ui, READ)

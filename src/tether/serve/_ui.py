@@ -15,7 +15,7 @@ import math
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -50,6 +50,9 @@ _ENV = Environment(loader=FileSystemLoader(_TEMPLATES),
                    autoescape=select_autoescape(default=True, default_for_string=True),
                    trim_blocks=True, lstrip_blocks=True)
 _FINAL = ("completed", "failed", "cancelled")
+#: What the last form did, said once on the page it leads to (a cookie: nothing in the
+#: address to bookmark, share or forge from another site).
+FLASH_COOKIE = "tether_flash"
 
 
 # -- formatting (template filters) -------------------------------------------------------
@@ -249,9 +252,13 @@ def _csrf(request: Request) -> tuple[str, bool]:
 def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
     csrf, fresh = _csrf(request)
     who = request.state.principal
+    # A whole page (not a fragment a script refreshes) says what the last form did, once.
+    flash = None
+    if not template.startswith("_") and FLASH_COOKIE in request.cookies:
+        flash = unquote(request.cookies[FLASH_COOKIE])[:500] or None
     html = _ENV.get_template(template).render(
         request=request, csrf=csrf, can_change=who.can_change, role=who.role,
-        logged_in=bool(who.digest), statuses=STATUSES, **context)
+        logged_in=bool(who.digest), statuses=STATUSES, flash=flash, **context)
     response = HTMLResponse(html, status_code=status)
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
@@ -261,14 +268,31 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     if fresh:
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
+    if flash is not None:
+        response.delete_cookie(FLASH_COOKIE, path="/")
     return response
 
 
 def error_page(request: Request, status: int, message: str, *,
                refresh: int | None = None) -> Response:
-    """The error page; ``refresh``: seconds after which the browser loads it again."""
+    """The error page; ``refresh``: seconds after which the browser loads it again. A
+    refused form's page links back to the run (or the schedules) it was sent from."""
     return render(request, "error.html", status=status, status_code=status, message=message,
-                  refresh=refresh)
+                  refresh=refresh, back=_form_origin(request))
+
+
+def _form_origin(request: Request) -> tuple[str, str] | None:
+    """The page a form posted to ``request``'s path was on, and what to call it."""
+    if request.method != "POST":
+        return None
+    path = request.url.path
+    if path.startswith("/ui/schedules/"):
+        return "/schedules", "Back to schedules"
+    if path.startswith("/ui/runs/"):
+        run_id = request.path_params.get("run_id")
+        if isinstance(run_id, str) and run_id:
+            return f"/runs/{quote(run_id, safe='')}", "Back to the run"
+    return None
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -283,11 +307,15 @@ async def _form(request: Request) -> dict[str, str]:
     return values
 
 
-def _back(values: dict[str, str], default: str) -> Response:
+def _back(request: Request, values: dict[str, str], default: str, done: str) -> Response:
+    """Back to the page the form was on, which then says ``done``."""
     target = values.get("next") or default
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = default
-    return RedirectResponse(target, status_code=303)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(FLASH_COOKIE, quote(done[:500], safe=""), max_age=60, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    return response
 
 
 # -- pages ------------------------------------------------------------------------------
@@ -394,8 +422,12 @@ async def approval_action(request: Request) -> Response:
     if decision not in ("approve", "reject"):
         raise ApiError(400, "bad_request", "decision must be approve or reject")
     note = (values.get("note") or "").strip()[:4000] or None
-    await answer(request.app.state.tether, run_id, decision == "approve", note)
-    return _back(values, f"/runs/{run_id}")
+    done = await answer(request.app.state.tether, run_id, decision == "approve", note)
+    tool = done["approval"].get("tool") or "the call"
+    said = (f"Approved {tool} for run {run_id}: the run goes on." if decision == "approve"
+            else f"Rejected {tool} for run {run_id}" + (": the model reads your note."
+                                                         if note else "."))
+    return _back(request, values, f"/runs/{run_id}", said)
 
 
 async def cancel_action(request: Request) -> Response:
@@ -403,10 +435,13 @@ async def cancel_action(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     app: App = request.app.state.tether
     try:
-        await app.cancel(run_id)
+        status = await app.cancel(run_id)
     except RunNotFound:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
-    return _back(values, f"/runs/{run_id}")
+    said = (f"Run {run_id} is cancelled." if status == "cancelled" else
+            f"Run {run_id} had ended already ({status})." if status in _FINAL else
+            f"Asked run {run_id} to cancel: it stops at its next operation.")
+    return _back(request, values, f"/runs/{run_id}", said)
 
 
 async def signal_action(request: Request) -> Response:
@@ -427,14 +462,15 @@ async def signal_action(request: Request) -> Response:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
     except (SignalError, PayloadError) as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    return _back(values, f"/runs/{run_id}")
+    return _back(request, values, f"/runs/{run_id}", f"Sent signal {name!r} to run {run_id}.")
 
 
 async def retry_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
     await retry(request.app.state.tether, run_id)
-    return _back(values, f"/runs/{run_id}")
+    return _back(request, values, f"/runs/{run_id}",
+                 f"Run {run_id} is queued again: its recorded steps are kept.")
 
 
 async def fork_action(request: Request) -> Response:
@@ -474,7 +510,8 @@ async def schedule_ui_action(request: Request) -> Response:
     answer_, _ = await schedule_action(request.app.state.tether, name, action)
     if action == "trigger":
         return RedirectResponse(f"/runs/{quote(answer_['run_id'], safe='')}", status_code=303)
-    return _back(values, "/schedules")
+    return _back(request, values, "/schedules", f"Schedule {name} is "
+                 f"{'paused' if action == 'pause' else 'active again'}.")
 
 
 # -- login --------------------------------------------------------------------------------
