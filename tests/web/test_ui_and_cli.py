@@ -119,6 +119,37 @@ async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
     assert "Run fb2 is cancelled." in (await ui.get("/runs/fb2")).text
 
 
+async def test_approval_buttons_name_the_call_and_an_erased_run_says_so(
+        ui: httpx.AsyncClient) -> None:
+    """Each Approve and Reject button tells a screen reader which call of which run it
+    answers (an inbox holds many alike); an erased run's page says it was erased, and
+    the inbox says when the agent asked, then which call a decision answered."""
+    import asyncio
+
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await app.start("purchase", "atlas", run_id="buy-a")
+        for _ in range(300):
+            if (await app.store.run_get("buy-a")).status == "waiting":
+                break
+            await asyncio.sleep(0.02)
+        for path in ("/approvals", "/runs/buy-a"):
+            page = (await ui.get(path)).text
+            assert 'aria-label="Approve buy for run buy-a"' in page, path
+            assert 'aria-label="Reject buy for run buy-a"' in page
+            assert "asked " in page and "waiting since" not in page
+        r = await ui.post("/ui/runs/buy-a/approval", data={
+            "csrf": csrf, "decision": "reject", "note": "too dear", "next": "/approvals"})
+        assert r.status_code == 303 and r.headers["location"] == "/approvals"
+        assert "Rejected buy for run buy-a: the model reads your note." in (
+            await ui.get("/approvals")).text
+        assert (await app.handle("buy-a").result(timeout=30))["approved"] is False
+    r = await ui.post("/api/v1/runs/buy-a/erase", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200, r.text
+    assert "<b>erased</b>" in (await ui.get("/runs/buy-a")).text
+
+
 async def test_a_mistyped_page_address_is_a_page_and_the_api_still_answers_json(
         ui: httpx.AsyncClient) -> None:
     await login(ui, READ)
