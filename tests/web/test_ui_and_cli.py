@@ -150,6 +150,23 @@ async def test_approval_buttons_name_the_call_and_an_erased_run_says_so(
     assert "<b>erased</b>" in (await ui.get("/runs/buy-a")).text
 
 
+async def test_runs_pages_keep_their_size_and_lead_back_to_the_newest(
+        ui: httpx.AsyncClient) -> None:
+    import html
+    import re
+
+    await login(ui, READ)
+    app = ui.app  # type: ignore[attr-defined]
+    for i in range(5):
+        await app.start("greet", str(i), run_id=f"page-{i}")
+    first = (await ui.get("/runs?limit=2&workflow=greet")).text
+    older = html.unescape(re.search(r'<a href="([^"]*)">Older runs', first).group(1))
+    assert "limit=2" in older and "workflow=greet" in older and "Newest runs" not in first
+    second = (await ui.get(older)).text
+    assert second.count('<a href="/runs/page-') == 2
+    assert '<a href="/runs?workflow=greet&amp;limit=2">← Newest runs</a>' in second
+
+
 async def test_a_mistyped_page_address_is_a_page_and_the_api_still_answers_json(
         ui: httpx.AsyncClient) -> None:
     await login(ui, READ)

@@ -348,14 +348,15 @@ async def _runs_context(request: Request) -> dict[str, Any]:
         before=decode_cursor(cursor) if cursor else None)
     page = found[:limit]
     more = None
+    sized = {"limit": str(limit)} if request.query_params.get("limit") else {}
     if len(found) > limit:
-        more = "/runs?" + urlencode({**filters, "cursor": encode_cursor(
+        more = "/runs?" + urlencode({**filters, **sized, "cursor": encode_cursor(
             page[-1].created_at, page[-1].run_id)})
     from tether.ai import pending_approvals
 
     waiting = {p.run_id for p in await pending_approvals(app, limit=1000)}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
-            "query": urlencode(filters), "paged": bool(cursor)}
+            "query": urlencode({**filters, **sized}), "paged": bool(cursor)}
 
 
 async def runs_page(request: Request) -> Response:
