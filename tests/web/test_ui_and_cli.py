@@ -112,7 +112,11 @@ async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
     page = await ui.get("/runs/fb/1")
     assert '<p class="flash ok" role="status">Sent signal &#39;go&#39; to run fb/1.</p>' \
         in page.text
-    assert 'class="flash' not in (await ui.get("/runs/fb/1")).text
+    again = (await ui.get("/runs/fb/1")).text
+    assert 'class="flash' not in again
+    # (Cancel asks first: static/app.js confirms a form with a data-confirm.)
+    assert 'class="cancel" data-confirm="Cancel run fb/1? It stops' in again
+    assert "dataset.confirm" in (await ui.get("/static/app.js")).text
     await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "fb2"},
                   headers={"Authorization": f"Bearer {ADMIN}"})
     await ui.post("/ui/runs/fb2/cancel", data={"csrf": csrf})

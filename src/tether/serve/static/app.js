@@ -106,6 +106,12 @@ function followRun(root) {
   connect();
 }
 
+// A form that ends something asks first (its data-confirm says what will happen).
+document.addEventListener("submit", ev => {
+  const msg = ev.target.dataset ? ev.target.dataset.confirm : undefined;
+  if (msg && !window.confirm(msg)) ev.preventDefault();
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh][data-every]").forEach(poll);
   const run = document.getElementById("run");
