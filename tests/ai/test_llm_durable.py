@@ -396,3 +396,33 @@ async def test_stream_publishes_chunks_and_journals_the_final_reply_once(
     assert len(chats(server)) == 1 and chats(server)[0].stream
     await llm.aclose()
     await app.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_run_id_outside_ascii_makes_an_ascii_idempotency_key(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A run named ``shopper-αβγ``: its call's Idempotency-Key is the step key
+    percent-encoded (a header is ASCII; every call failed with UnicodeEncodeError and
+    retried for ever), the same on every attempt; ``idempotency_headers`` agrees."""
+    from tether.ai import idempotency_headers
+
+    server.set_script([Fault.http(500), Reply("ok")])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol)
+    seen: list[dict[str, str]] = []
+
+    @app.step
+    async def headers() -> dict[str, str]:
+        return idempotency_headers()
+
+    @app.workflow
+    async def ask() -> str:
+        seen.append(await headers())
+        return (await llm.chat([user_message("hi")])).text or ""
+
+    async with app.worker(sticky_wait=0.01, poll_interval=0.05):
+        assert await (await app.start(ask, run_id="shopper-αβγ")).result(timeout=15) == "ok"
+    keys = [r.headers["idempotency-key"] for r in chats(server)]
+    assert keys == ["shopper-%CE%B1%CE%B2%CE%B3:1"] * 2, keys
+    assert seen and all(h == {"Idempotency-Key": "shopper-%CE%B1%CE%B2%CE%B3:0"} for h in seen)
+    await app.close()

@@ -31,7 +31,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "tether.ai's provider clients need httpx2: install tether[llm]") from exc
 
 from tether.ai._errors import ProviderError, RetryableProviderError, error_for_status
-from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
+from tether.ai._types import (
+    ChatReply,
+    Message,
+    OnChunk,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    header_value,
+)
 from tether.errors import ConfigError
 
 log = logging.getLogger("tether.ai")
@@ -175,7 +183,7 @@ class _HTTPChat:
     # -- requests -----------------------------------------------------------------------
 
     def _headers(self, idempotency_key: str | None) -> dict[str, str]:
-        return {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return {"Idempotency-Key": header_value(idempotency_key)} if idempotency_key else {}
 
     async def _post(self, path: str, body: Mapping[str, Any],
                     headers: Mapping[str, str]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import pydantic
 
 import tether
 from tether import ConfigError, NonRetryable, TetherError
+from tether.ai._types import header_value
 
 __all__ = [
     "FunctionTool",
@@ -356,7 +357,7 @@ def idempotency_headers(header: str = "Idempotency-Key") -> dict[str, str]:
     Outside a step (no durability, nothing to de-duplicate): ``{}``.
     """
     try:
-        return {header: tether.step_key()}
+        return {header: header_value(tether.step_key())}  # (ASCII: a run id may not be)
     except TetherError:
         return {}
 

@@ -24,6 +24,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from tether.errors import ConfigError
 
@@ -349,3 +350,17 @@ def chat_client(spec: str, **options: Any) -> ChatClient:
         options.setdefault("provider", "openai-compatible")
     client: OpenAIChat = OpenAIChat(model, **options)
     return client
+
+
+def header_value(text: str) -> str:
+    """``text`` as an HTTP header value: as it is if it is printable ASCII, else its
+    UTF-8 percent-encoded (a run id may be any text, a header is ASCII: a run named in
+    Greek failed every call with UnicodeEncodeError). The same text gives the same value
+    on every retry, so it still de-duplicates."""
+    if text.isascii() and text.isprintable():
+        return text
+    return quote(text, safe=_HEADER_SAFE)
+
+
+#: What ``header_value`` leaves as it is: visible ASCII but ``%`` (its escape).
+_HEADER_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) != "%")
