@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import datetime as dt
 import functools
+import inspect
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from tether._types import JournalEntry, OperationKind, RunRecord, RunStatus, che
 from tether.errors import (
     ConfigError,
     LeaseLost,
+    NonRetryable,
     OutsideRun,
     PayloadError,
     Postpone,
@@ -376,8 +378,17 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
             ctx._step_tasks.add(inner)
             try:
                 if sdef.timeout is None:
-                    return await inner
-                return await asyncio.wait_for(inner, sdef.timeout)
+                    value = await inner
+                else:
+                    value = await asyncio.wait_for(inner, sdef.timeout)
+                if inspect.isawaitable(value):
+                    _not_awaited(value)
+                    raise NonRetryable(
+                        f"step {sdef.name!r}: its plain function returned "
+                        f"{type(value).__name__}, which nothing awaits: a function that "
+                        "returns an awaitable must itself be async def (`async def f(): "
+                        "return await search(q)`, not `lambda: search(q)`)")
+                return value
             except TimeoutError:
                 if inner.done() and not inner.cancelled():
                     raise  # the step itself raised TimeoutError
@@ -633,6 +644,13 @@ def uuid_value(ctx: RunContext | None) -> _uuid.UUID:
         return _uuid.uuid4()
     return _uuid.UUID(value_op(ctx, OperationKind.UUID, lambda: str(_uuid.uuid4())))
 
+
+
+def _not_awaited(value: Any) -> None:
+    """Close an awaitable a plain step function returned (no 'never awaited' warning)."""
+    close = getattr(value, "close", None)
+    if inspect.iscoroutine(value) and callable(close):
+        close()
 
 
 async def run_sync_step(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

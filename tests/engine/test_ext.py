@@ -133,3 +133,27 @@ async def test_shared_state_is_shared_through_the_store(app: App) -> None:
 
     async with app.worker():
         assert await (await app.start(wf)).result(timeout=10) == "v1"
+
+
+async def test_a_plain_function_returning_a_coroutine_fails_at_once_saying_so(
+        app: App) -> None:
+    """``ext.step(name, lambda: search(q))``: the lambda is a plain function, run in a
+    thread, and returns a coroutine nothing awaits. The step fails at once (not retried)
+    with a message that says to pass an ``async def`` (it failed with "value of type
+    coroutine is not JSON-serializable", after its retries, with a never-awaited
+    coroutine warning)."""
+    async def search(q: str) -> str:
+        return q
+
+    @app.workflow
+    async def wf() -> str:
+        return str(await ext.step("integration:search", lambda: search("x"),
+                                  retry=RetryPolicy(initial_interval=0.01, max_attempts=3)))
+
+    async with app.worker():
+        with pytest.raises(tether.RunFailed) as failed:
+            await (await app.start(wf, run_id="c")).result(timeout=10)
+    error = failed.value.error or {}
+    assert "returned coroutine, which nothing awaits" in str(error.get("message")), error
+    info = await app.get_run("c")
+    assert [e["attempts"] for e in info.journal] == [1]
