@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+import tether
 from tests.store.rtproxy import RoundTripProxy
 from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
-from tether import App
+from tether import App, ext
 from tether.serve import Tokens, create_app
 from tether.store.postgres import PostgresStore
 
@@ -620,3 +621,48 @@ async def test_cross_site_posts_are_refused_without_a_token(api_open: Api) -> No
     r = await api.http.post("/api/v1/runs/w/cancel", headers={
         "Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"})
     assert r.status_code == 202
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_metrics_counters_never_go_down_when_runs_are_purged_or_continued(
+        api_any: Api) -> None:
+    """/metrics' counters and step histogram are sums over the runs the store keeps: a
+    purge took the purged runs' tokens, cost, calls and steps out of them (2 -> 0), and
+    continue_as_new its journal's steps, which Prometheus reads as counter resets. They
+    now count the archived journals, and what purges remove is kept aside."""
+    app = api_any.app
+
+    @app.step
+    async def paid(i: int) -> int:
+        ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})
+        return i
+
+    @app.workflow
+    async def rounds(n: int) -> int:
+        await paid(n)
+        if n < 2:
+            tether.continue_as_new(n + 1)
+        return n
+
+    names = ("tether_llm_calls_total", 'tether_llm_tokens_total{type="input",outcome="spent"}',
+             'tether_llm_cost_usd_total{outcome="spent"}', "tether_step_duration_seconds_count",
+             'tether_step_duration_seconds_bucket{le="+Inf"}')
+    async with app.worker():
+        for i in range(2):
+            assert await (await app.start(rounds, 0, run_id=f"c{i}")).result(timeout=20) == 2
+    text = (await api_any.http.get("/metrics")).text
+    before = [_metric(text, n) for n in names]
+    assert before == [6, 600, 3.0, 6, 6], before  # three generations of each run
+    report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                       statuses=["completed"], limit=100)
+    assert report.runs == 2
+    text = (await api_any.http.get("/metrics")).text
+    assert [_metric(text, n) for n in names] == before
+    async with app.worker():
+        assert await (await app.start(rounds, 2, run_id="c9")).result(timeout=20) == 2
+    text = (await api_any.http.get("/metrics")).text
+    assert [_metric(text, n) for n in names] == [7, 700, 3.5, 7, 7]

@@ -11,7 +11,16 @@ caller's clock; no query reads the database's own clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+import json
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -133,6 +142,52 @@ class StoreStats:
     #: totals of the runs' metrics (``tokens.input``, ``cost.usd``, ``saved.*``, ...)
     llm: dict[str, float]
     workers: int
+
+
+#: The run metrics ``StoreStats.llm`` sums, in the order the stores' queries give them.
+LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
+            "saved.tokens.output", "saved.cost.usd", "llm.calls")
+
+
+def _step_keys() -> list[str]:
+    return ["step.count", "step.seconds", *(f"step.le.{b:g}" for b in STEP_BUCKETS)]
+
+
+def metric_totals_of(durations: Iterable[float], metrics: Iterable[str | None]
+                     ) -> dict[str, float]:
+    """What runs about to be purged count for in the cumulative figures of /metrics,
+    keyed as the stores keep them (``tether_metric_totals``): their finished steps'
+    count, seconds and histogram buckets (``durations``, in seconds) and the LLM totals
+    of their metrics (``metrics``: each run's metrics JSON)."""
+    totals = dict.fromkeys([*_step_keys(), *LLM_KEYS], 0.0)
+    for d in durations:
+        totals["step.count"] += 1
+        totals["step.seconds"] += d
+        for b in STEP_BUCKETS:
+            if d <= b:
+                totals[f"step.le.{b:g}"] += 1
+    for text in metrics:
+        values = json.loads(text) if text else {}
+        for key in LLM_KEYS:
+            value = values.get(key) if isinstance(values, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[key] += value
+    return {k: v for k, v in totals.items() if v}
+
+
+def stats_with_totals(by_status: dict[str, int], queues: dict[str, tuple[int, float]],
+                      steps: Sequence[float], llm: Sequence[float], workers: int,
+                      totals: Mapping[str, float]) -> StoreStats:
+    """``StoreStats`` of the live rows' figures (``steps``: count, seconds, one count per
+    bucket; ``llm``: one sum per ``LLM_KEYS``) plus what purges took out (``totals``),
+    so that the counters of /metrics never go down."""
+    keys = _step_keys()
+    step = [float(v) + totals.get(k, 0.0) for k, v in zip(keys, steps, strict=True)]
+    return StoreStats(
+        runs_by_status=by_status, queues=queues, step_count=int(step[0]),
+        step_seconds=step[1], step_buckets=tuple(int(n) for n in step[2:]),
+        llm={k: float(v) + totals.get(k, 0.0) for k, v in zip(LLM_KEYS, llm, strict=True)},
+        workers=workers)
 
 
 class ServeQueries(Protocol):

@@ -25,6 +25,7 @@ from tether.store._lifecycle import (
     retry_plan,
     run_kv_keys,
 )
+from tether.store._port import metric_totals_of
 from tether.store._sql import run_from_row
 from tether.store.postgres._arrays import Float8Array, Int4Array, TextArray
 
@@ -319,6 +320,26 @@ class Lifecycle:
 
     # -- retention ----------------------------------------------------------------------
 
+    async def _keep_metric_totals(self, conn: Conn, ids: list[str]) -> None:
+        """Add what runs about to be purged counted for in /metrics' cumulative figures
+        to ``metric_totals``."""
+        finished = ("kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL "
+                    "AND finished_at IS NOT NULL AND run_id = ANY(%s)")
+        durations = await self._rows(
+            conn, f"SELECT finished_at - started_at FROM {{s}}.journal WHERE {finished} "
+            f"UNION ALL SELECT finished_at - started_at FROM {{s}}.journal_archive "
+            f"WHERE {finished}", (ids, ids))
+        metrics = await self._rows(conn, "SELECT metrics FROM {s}.runs WHERE run_id = "
+                                   "ANY(%s) AND metrics IS NOT NULL", (ids,))
+        totals = metric_totals_of((float(d) for (d,) in durations), (m for (m,) in metrics))
+        if totals:
+            await conn.execute(
+                f"INSERT INTO {self.s}.metric_totals (name, value) "
+                "SELECT * FROM unnest(%s::text[], %s::float8[]) "
+                "ON CONFLICT (name) DO UPDATE "
+                f"SET value = {self.s}.metric_totals.value + excluded.value",
+                (list(totals), list(totals.values())))
+
     async def run_purge(self, conn: Conn, finished_before: float, statuses: list[str],
                         limit: int) -> PurgeReport:
         report = PurgeReport()
@@ -338,6 +359,7 @@ class Lifecycle:
             ids = [r[0] for r in rows]
             if not ids:
                 return report
+            await self._keep_metric_totals(conn, ids)
             for table, attr in (("journal", "journal_entries"),
                                 ("journal_archive", "archived_entries"),
                                 ("attempts", "attempts"), ("signals", "signals")):

@@ -7,12 +7,10 @@ import re
 from typing import Any
 
 from tether._types import RunRecord
-from tether.store._port import WORKER_STALE, RunEvent, StoreStats
+from tether.store._port import WORKER_STALE, RunEvent, StoreStats, stats_with_totals
 from tether.store._sql import load_queries, run_from_row
 
 SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
-_LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
-             "saved.tokens.output", "saved.cost.usd", "llm.calls")
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 
@@ -53,11 +51,8 @@ class PostgresServeQueries:
         steps, _ = await self._one("stats_steps", None)
         llm, _ = await self._one("stats_metrics", None)
         workers, _ = await self._one("stats_workers", {"since": now - WORKER_STALE})
-        step = steps[0]
-        return StoreStats(
-            runs_by_status={s: int(n) for s, n in by_status},
-            queues={q: (int(n), float(oldest)) for q, n, oldest in queues},
-            step_count=int(step[0]), step_seconds=float(step[1]),
-            step_buckets=tuple(int(n) for n in step[2:]),
-            llm={k: float(v) for k, v in zip(_LLM_KEYS, llm[0], strict=True)},
-            workers=int(workers[0][0]))
+        totals, _ = await self._one("metric_totals", None)
+        return stats_with_totals(
+            {s: int(n) for s, n in by_status},
+            {q: (int(n), float(oldest)) for q, n, oldest in queues}, steps[0], llm[0],
+            int(workers[0][0]), {str(k): float(v) for k, v in totals})

@@ -22,6 +22,7 @@ from tether.store._lifecycle import (
     retry_plan,
     run_kv_keys,
 )
+from tether.store._port import metric_totals_of
 from tether.store._sql import lease_params, load_queries
 
 L = load_queries("tether.store.sqlite", "lifecycle.sql")
@@ -258,11 +259,23 @@ def _delete_run_rows(conn: apsw.Connection, run_id: str, report: PurgeReport) ->
     report.run_ids.append(run_id)
 
 
+def _keep_metric_totals(conn: apsw.Connection, ids: list[str]) -> None:
+    """Add what runs about to be purged counted for in /metrics' cumulative figures to
+    ``tether_metric_totals``."""
+    params = {"run_ids": json.dumps(ids)}
+    durations = [float(d) for (d,) in conn.execute(L["purge_step_durations"], params)]
+    metrics = [m for (m,) in conn.execute(L["purge_run_metrics"], params)]
+    for name, value in metric_totals_of(durations, metrics).items():
+        conn.execute(L["metric_totals_add"], {"name": name, "value": value})
+
+
 def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str],
               limit: int) -> PurgeReport:
     report = PurgeReport()
     ids = [r for (r,) in conn.execute(L["purge_candidates"], {
         "finished_before": finished_before, "statuses": json.dumps(statuses), "limit": limit})]
+    if ids:
+        _keep_metric_totals(conn, ids)
     keys: list[str] = []
     for run_id in ids:
         _delete_run_rows(conn, run_id, report)

@@ -8,15 +8,13 @@ from typing import Any
 import apsw
 
 from tether._types import RunRecord
-from tether.store._port import WORKER_STALE, RunEvent, StoreStats
+from tether.store._port import WORKER_STALE, RunEvent, StoreStats, stats_with_totals
 from tether.store._sql import load_queries, run_from_row
 from tether.store.sqlite._writer import WriterClient
 
 Q = load_queries("tether.store.sqlite", "serve.sql")
 #: The largest event id SQLite can hold (a signed 64-bit integer).
 _MAX_EVENT_ID = (1 << 63) - 1
-_LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
-             "saved.tokens.output", "saved.cost.usd", "llm.calls")
 
 
 class SqliteServeQueries(WriterClient):
@@ -71,7 +69,5 @@ def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
     steps: Any = conn.execute(Q["stats_steps"]).fetchall()[0]
     llm: Any = conn.execute(Q["stats_metrics"]).fetchall()[0]
     workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
-    return StoreStats(
-        runs_by_status=by_status, queues=queues, step_count=int(steps[0]),
-        step_seconds=float(steps[1]), step_buckets=tuple(int(n) for n in steps[2:]),
-        llm={k: float(v) for k, v in zip(_LLM_KEYS, llm, strict=True)}, workers=int(workers))
+    totals = {str(k): float(v) for k, v in conn.execute(Q["metric_totals"])}
+    return stats_with_totals(by_status, queues, steps, llm, int(workers), totals)

@@ -165,6 +165,27 @@ ORDER BY finished_at LIMIT :limit;
 SELECT 1 FROM tether_runs
 WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
+-- purge_step_durations --
+-- Purge: how long the finished steps of the runs (a JSON array) took, all generations
+-- (kept in tether_metric_totals: /metrics' step histogram never goes down).
+SELECT finished_at - started_at FROM tether_journal
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'step'
+  AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL
+UNION ALL
+SELECT finished_at - started_at FROM tether_journal_archive
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'step'
+  AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL;
+
+-- purge_run_metrics --
+-- Purge: the metrics of the runs (a JSON array), for tether_metric_totals.
+SELECT metrics FROM tether_runs
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND metrics IS NOT NULL;
+
+-- metric_totals_add --
+-- Purge: add what the purged runs counted for to the cumulative figures of /metrics.
+INSERT INTO tether_metric_totals (name, value) VALUES (:name, :value)
+ON CONFLICT (name) DO UPDATE SET value = value + excluded.value;
+
 -- run_delete_journal --
 -- Purge: a run's journal entries.
 DELETE FROM tether_journal WHERE run_id = :run_id;

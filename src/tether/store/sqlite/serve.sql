@@ -53,8 +53,9 @@ SELECT queue, count(*), min(created_at) FROM tether_runs
 WHERE status = 'queued' GROUP BY queue;
 
 -- stats_steps --
--- Finished steps: how many, their total seconds, and how many took at most each bound
--- (the bounds are STEP_BUCKETS in tether.store._port).
+-- Finished steps of the runs kept (all generations): how many, their total seconds, and
+-- how many took at most each bound (the bounds are STEP_BUCKETS in tether.store._port).
+-- metric_totals adds those of purged runs.
 SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 0.005),
        count(*) FILTER (WHERE d <= 0.01),
@@ -70,6 +71,10 @@ SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 30),
        count(*) FILTER (WHERE d <= 60)
 FROM (SELECT finished_at - started_at AS d FROM tether_journal
+      WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
+        AND finished_at IS NOT NULL
+      UNION ALL  -- (the journals of earlier generations: continue_as_new)
+      SELECT finished_at - started_at FROM tether_journal_archive
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
         AND finished_at IS NOT NULL) AS steps;
 
@@ -87,3 +92,7 @@ FROM tether_runs WHERE metrics IS NOT NULL;
 -- stats_workers --
 -- Workers that heartbeated since a time.
 SELECT count(*) FROM tether_workers WHERE heartbeat_at >= :alive_since;
+
+-- metric_totals --
+-- What purges took out of the cumulative figures of /metrics (metric_totals_of).
+SELECT name, value FROM tether_metric_totals;
