@@ -208,6 +208,9 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
         err = f"{type(error).__name__}: {error}"
     except Exception:  # (its __str__ raises: the attempt is recorded all the same)
         err = f"{type(error).__name__} (str() failed)"
+    # A lone surrogate (a file name decoded with surrogateescape) cannot be written by a
+    # UTF-8 log stream: logged escaped, as the error is recorded.
+    err = err.encode("utf-8", "backslashreplace").decode("utf-8")
     if getattr(ctx.codec, "hook", None) is not None:
         # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
         # may hold what they protect, so the log names only the error's type.

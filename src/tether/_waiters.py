@@ -107,8 +107,14 @@ class ResultWaiters:
                 timer = loop.call_later(delay, poll)
 
             timer = loop.call_later(delay, poll)
-            async with asyncio.timeout(timeout):
-                return await end
+            try:
+                async with asyncio.timeout(timeout):
+                    return await end
+            except TimeoutError:
+                if timeout is None:
+                    raise
+                raise TimeoutError(f"run {run_id!r} did not end within {timeout:g} s"
+                                   ) from None
         finally:
             if timer is not None:
                 timer.cancel()

@@ -250,7 +250,8 @@ class SignalTimeout(TetherError):
     """``wait_for_signal`` timed out before a signal arrived."""
 
     def __init__(self, name: str, timeout: float | None = None) -> None:
-        super().__init__(f"no signal {name!r} arrived within {timeout} s")
+        within = "in time" if timeout is None else f"within {max(float(timeout), 0.0)} s"
+        super().__init__(f"no signal {name!r} arrived {within}")
         self.name = name
         self.timeout = timeout
 
