@@ -425,4 +425,5 @@ async def test_a_run_id_outside_ascii_makes_an_ascii_idempotency_key(
     keys = [r.headers["idempotency-key"] for r in chats(server)]
     assert keys == ["shopper-%CE%B1%CE%B2%CE%B3:1"] * 2, keys
     assert seen and all(h == {"Idempotency-Key": "shopper-%CE%B1%CE%B2%CE%B3:0"} for h in seen)
+    await llm.aclose()
     await app.close()

@@ -325,6 +325,7 @@ async def _close_delimited_stream(events: list[str]) -> tuple[asyncio.Server, st
                      + b"".join(f"data: {e}\n\n".encode() for e in events))
         await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
@@ -348,6 +349,7 @@ async def test_a_stream_closed_after_its_finish_reason_before_its_usage_is_dropp
             await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
     finally:
         server.close()
+        await server.wait_closed()
 
 
 async def test_a_stream_that_never_tells_its_usage_is_taken_with_a_warning(
@@ -366,6 +368,7 @@ async def test_a_stream_that_never_tells_its_usage_is_taken_with_a_warning(
             assert reply.text == "Hello" and reply.usage == Usage()
     finally:
         server.close()
+        await server.wait_closed()
     told = [r.getMessage() for r in caplog.records if "without the usage" in r.getMessage()]
     assert len(told) == 1 and url in told[0], told
 
