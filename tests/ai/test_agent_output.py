@@ -103,3 +103,51 @@ def test_bad_output_types_are_clear_errors(llm: LLM) -> None:
 
     with pytest.raises(ConfigError, match="two tools are named 'final_result'"):
         App().add_agent(Agent("b", model=llm, output_type=Verdict, tools=[final_result]))
+
+
+async def test_a_valid_answer_after_an_invalid_one_in_the_same_reply_ends_the_run(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Two final_result calls in one reply, the first invalid: the valid one is the
+    answer (it was answered with "KeyError: 'final_result'" and cost another turn)."""
+    server.set_script([
+        Reply(tool_calls=[{"name": "final_result", "arguments": {"engine": "x", "score": 42}},
+                          {"name": "final_result", "arguments": {"engine": "x", "score": 4}}]),
+        final(engine="y", score=1)])
+    app = App(sqlite_url)
+    app.add_agent(Agent("judge", model=llm, output_type=Verdict))
+    async with app, app.worker():
+        result = await (await app.start("judge", "Judge.", run_id="j6")).result(timeout=20)
+        info = await app.get_run("j6")
+    assert result == Verdict(engine="x", score=4)
+    assert [e["name"] for e in info.journal] == ["llm:openai:gpt-4.1-mini"]
+    assert len(server.requests) == 1
+
+
+async def test_an_mcp_tool_named_final_result_is_a_configuration_error(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """An MCP tool named final_result clashes with the output tool: the run fails with
+    the reason (the MCP tool was silently dropped from the model's tools)."""
+    import sys
+
+    from tether import RunFailed
+    from tether.ai.mcp import MCPServer, MCPToolset
+
+    def publish(note: str) -> str:
+        """Publish a result."""
+        return note
+
+    server.set_script([final(engine="x", score=1)])
+    app = App(sqlite_url)
+    toolset = MCPToolset(app, MCPServer.stdio(sys.executable, ["-c", "pass"], id="pub"))
+
+    async def listed() -> list[object]:
+        return [function_tool(publish, name="final_result")]
+
+    toolset.tools = listed  # type: ignore[method-assign]
+    app.add_agent(Agent("judge", model=llm, output_type=Verdict, tools=[toolset]))
+    async with app, app.worker():
+        handle = await app.start("judge", "Judge.", run_id="j7")
+        with pytest.raises(RunFailed) as failed:
+            await handle.result(timeout=20)
+    assert "MCP server 'pub' has a tool named 'final_result'" in str(failed.value)
+    assert server.requests == []

@@ -117,3 +117,33 @@ async def test_steering_a_plain_agent_is_refused(llm: LLM) -> None:
         await agent.steer(app, "x", "hi")
     await app.close()
 
+
+
+async def test_a_message_without_text_adds_nothing(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """``tether signal RUN message`` without ``--data`` (payload null) or with an empty
+    text is taken (journaled) but adds no user message (the model read "null")."""
+    server.set_script([Reply(tool_calls=[{"name": "research", "arguments": {"q": "x"}}]),
+                       Reply("Done.")])
+    started, release = threading.Event(), threading.Event()
+
+    @function_tool
+    def research(q: str) -> str:
+        """Research."""
+        started.set()
+        release.wait(20)
+        return "found"
+
+    app = App(sqlite_url)
+    agent = app.add_agent(Agent("analyst", model=llm, tools=[research], steerable=True))
+    async with app, app.worker():
+        handle = await app.start("analyst", "Compare the engines.", run_id="s9")
+        await asyncio.to_thread(started.wait, 20)
+        await app.signal("s9", "message", None)
+        await app.signal("s9", "message", "")
+        await agent.steer(app, "s9", "also check pricing")
+        release.set()
+        assert await handle.result(timeout=20) == "Done."
+        info = await app.get_run("s9")
+    assert user_texts(server.requests[1]) == ["Compare the engines.", "also check pricing"]
+    assert [(e["kind"], e["status"]) for e in info.journal].count(("signal", "ok")) == 3

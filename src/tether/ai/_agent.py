@@ -551,6 +551,8 @@ class Agent:
                 payload = await tether.wait_for_signal(STEER_SIGNAL, timeout=0)
             except SignalTimeout:
                 return texts
+            if payload is None or payload == "":  # nothing to say (no --data): taken, no text
+                continue
             texts.append(payload if isinstance(payload, str) else json.dumps(payload))
 
     async def _steered(self, messages: list[Message]) -> bool:
@@ -579,12 +581,13 @@ class Agent:
         that is valid JSON for the schema), as ``(True, answer)``; else ``(False, None)``
         (an invalid call is then answered by the tool-call path, with its error)."""
         assert self._final is not None
+        # Any valid final_result call is the answer, not only the first one: a valid call
+        # left to the tool-call path would have no step to run in.
         for i, call in enumerate(reply.tool_calls):
             if call.name == FINAL_RESULT_TOOL:
                 checked = self._check(i, call, tools)
                 if checked.problem is None and checked.arguments is not None:
                     return True, self._final.model.model_validate(checked.arguments)
-                return False, None
         if not reply.tool_calls and reply.text:
             try:
                 return True, self._final.model.model_validate_json(reply.text)
@@ -600,6 +603,11 @@ class Agent:
         tools = dict(self._static)
         for toolset in self._toolsets:
             for tool in await toolset.tools():
+                if self._final is not None and tool.name == FINAL_RESULT_TOOL:
+                    raise ConfigError(
+                        f"agent {self.name!r}: MCP server {toolset.server.id!r} has a tool "
+                        f"named {FINAL_RESULT_TOOL!r}, the tool of the agent's output_type; "
+                        "give the toolset a tool_name_prefix or exclude the tool")
                 if tool.name in tools:
                     raise ConfigError(
                         f"agent {self.name!r}: MCP server {toolset.server.id!r} has a tool "
