@@ -218,12 +218,16 @@ async def test_a_failing_tool_is_retried_then_reported_to_the_model(
 
 async def test_max_turns_fails_the_run_with_a_clear_error(
         sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
-    """A model that never stops calling tools fails the run after max_turns turns."""
+    """A model that never stops calling tools fails the run after max_turns turns; the
+    last reply's tools are not run (no model would read their results: they ran, a
+    charge or an email with them, and then the run failed)."""
     app = App(sqlite_url)
+    pinged: list[int] = []
 
     @function_tool
     def ping() -> str:
         """Ping."""
+        pinged.append(1)
         return "pong"
 
     app.add_agent(Agent("looper", model=llm, tools=[ping], max_turns=2))
@@ -236,6 +240,7 @@ async def test_max_turns_fails_the_run_with_a_clear_error(
     assert "reached max_turns=2 without a final answer" in failed.value.error["message"]
     assert "asked for tools: ping" in failed.value.error["message"]
     assert len(server.requests) == 2
+    assert pinged == [1]  # the first turn's call only
 
 
 async def test_an_empty_task_fails_the_run_clearly(sqlite_url: str,

@@ -95,8 +95,14 @@ class ChatModel(Protocol):
                    budget: Any = None, **params: Any) -> ChatReply: ...
 
 
+#: ``tether.patched`` id of the rule that the last turn's tool calls are not run (runs
+#: recorded before it replay as they ran: those tools ran, then the run failed).
+_LAST_TURN_RUNS_NO_TOOLS = "tether.ai.agent:last-turn-runs-no-tools"
+
+
 class MaxTurnsExceeded(TetherError):
-    """The model was still calling tools after ``max_turns`` turns; the run fails.
+    """The model was still calling tools in its ``max_turns``-th reply; the run fails,
+    without running them (no model would read their results).
 
     Attributes:
         agent: the agent's name.
@@ -217,7 +223,8 @@ class Agent:
         tools: ``Tool``s (``function_tool``, ``workflow_tool``, ...), plain functions
             (made ``function_tool``s), other ``Agent``s (called as child runs),
             ``MCPToolset``s or ``MCPServer``s (their tools, listed once per run).
-        max_turns: LLM calls allowed before the run fails with ``MaxTurnsExceeded``.
+        max_turns: LLM calls allowed; when the last one still asks for tools, the run
+            fails with ``MaxTurnsExceeded`` without running them.
         budget: the run's budget, passed to every LLM call.
         queue: the queue the agent's runs go to.
         description: what the agent does, when another agent calls it as a tool.
@@ -465,6 +472,10 @@ class Agent:
                 return False, None
             tether.set_status(self._status(turn, "answered"))
             return True, reply.text or ""
+        if turn >= self.max_turns and tether.patched(_LAST_TURN_RUNS_NO_TOOLS):
+            # No model will read these tools' results: the run fails without running
+            # them (a charge, an email), nor asking a human to approve them.
+            return False, None
         answers = await self._tool_calls(turn, reply, tools)
         messages.extend(tool_message(call.id, text)
                         for call, text in zip(reply.tool_calls, answers, strict=True))
