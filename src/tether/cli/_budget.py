@@ -39,6 +39,7 @@ async def budget(args: argparse.Namespace) -> int:
         payload["tokens"] = args.tokens
     async with client(args) as app:
         await app.signal(args.run_id, BUDGET_SIGNAL, payload)
-    limits = ", ".join(f"{k} {v:g}" for k, v in payload.items())
+    limits = ", ".join(f"usd {v:.6f}".rstrip("0").rstrip(".") if k == "usd"
+                       else f"{k} {int(v)}" for k, v in payload.items())  # (not 1e+06)
     print(f"budget of run {args.run_id} set to {limits}")
     return 0
