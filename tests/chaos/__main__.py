@@ -128,7 +128,13 @@ def new_scenarios(profile: str, backends: list[str], chosen: set[str]) -> list[s
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
     profile = argv[0] if argv else "full"
+    if profile not in FENCING_ITERATIONS:
+        print(f"unknown profile {profile!r}: smoke or full, first\n{__doc__}")
+        return 2
     backends = [a for a in argv[1:] if a in ("sqlite", "postgres")] or ["sqlite", "postgres"]
     chosen = {a for a in argv[1:] if a in SCENARIOS} or set(SCENARIOS)
     unknown = [a for a in argv[1:] if a not in SCENARIOS and a not in ("sqlite", "postgres")]
