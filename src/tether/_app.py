@@ -616,15 +616,25 @@ class App:
                         _safe_decode(codec, g.input)), "journal": entry_views(g.entries)}
                    for g in await store.journal_archive_read(run_id)]
         attempts = []
+        final = {e.position: e for e in journal if e.status in ("ok", "error")}
         for a in await store.attempt_list(run_id):
-            status = a.status
+            status, finished_at, error = a.status, a.finished_at, a.error
             if status == "running" and not (run.status == "running" and run.owner == a.worker_id):
-                status = "interrupted"  # its worker no longer holds the run: cut off
+                # Its worker no longer holds the run. If the step's entry records this
+                # attempt as its last, the attempt ended so (its end was noted, not yet
+                # written, when the worker died: the history is written every 50 ms);
+                # else it was cut off.
+                e = final.get(a.position)
+                if e is not None and a.generation == run.generation and e.attempts == a.attempt:
+                    status, finished_at = e.status, e.finished_at
+                    error = e.error if e.status == "error" else None
+                else:
+                    status = "interrupted"
             attempts.append({
                 "generation": a.generation, "position": a.position, "name": a.name,
                 "attempt": a.attempt, "worker_id": a.worker_id, "status": status,
-                "started_at": a.started_at, "finished_at": a.finished_at,
-                "error": _safe_decode(codec, a.error)})
+                "started_at": a.started_at, "finished_at": finished_at,
+                "error": _safe_decode(codec, error)})
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,

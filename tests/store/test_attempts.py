@@ -110,3 +110,33 @@ async def test_sqlite_reads_a_first_attempt_that_succeeded_from_its_entry(
     await store.run_purge(finished_before=later + 10, statuses=["completed"])
     assert await store.run_get("r1") is None
     assert await _leases(store) == []
+
+
+async def test_show_takes_a_running_attempt_that_its_entry_records_as_ended(
+        store_url: str) -> None:
+    """The worker died with the end of position 0's attempt noted but not yet written
+    (the history is written every 50 ms), while its journal entry was committed: the
+    attempt is shown as it ended (ok), not 'interrupted' as the tether demo showed it
+    after its kill -9; position 1's attempt, with no entry, was cut off."""
+    from tether import App
+
+    store = open_store(store_url)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "r")).lease
+        await store.attempt_record(attempts=[attempt("a0", "running"),
+                                             attempt("a1", "running", position=1)])
+        done = entry(0, now=T0)
+        await store.journal_append(lease=lease, entry=done)
+        await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=T0 + LEASE + 1,
+                              lease_seconds=LEASE)  # the lease expired: w2 took the run
+    finally:
+        await store.close()
+    app = App(store_url)
+    try:
+        info = await app.get_run("r")
+    finally:
+        await app.close()
+    shown = {(a["position"], a["attempt"]): (a["status"], a["finished_at"])
+             for a in info.attempts}
+    assert shown == {(0, 1): ("ok", T0), (1, 1): ("interrupted", None)}, shown
