@@ -346,10 +346,13 @@ _ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED
 
 async def start_tick(app: App, store: Store, s: ScheduleRecord, run_id: str,
                      now: float) -> bool:
-    """Start the run of one tick (idempotent on its id); True if this call created it."""
+    """Start the run of one tick (idempotent on its id); True if this call created it.
+    Its code version is the app's, or for an app of none (``tether schedules trigger``)
+    the schedule's, which the workers that run it gave it."""
     run = RunRecord(run_id=run_id, workflow=s.workflow, queue=s.queue,
                     status=RunStatus.QUEUED, input=s.input, created_at=now,
-                    updated_at=now, available_at=now, version=app.version)
+                    updated_at=now, available_at=now,
+                    version=app.version if app.version is not None else s.version)
     _, created = await store.run_insert(run=run)
     return created
 

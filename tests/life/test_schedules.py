@@ -216,3 +216,27 @@ async def test_schedules_cli(store_url: str, tmp_path: Path) -> None:
     out = cli("schedules", db=store_url)
     assert "hourly " not in out.stdout and "slow" in out.stdout
     assert done == [] and done2 == []
+
+
+async def test_a_manual_trigger_runs_under_the_schedules_code_version(sqlite_url: str) -> None:
+    """A schedule created by workers of version v1, triggered from an app of no version
+    (``tether schedules trigger``): the run is v1's, for v1's workers to run (it had no
+    version: any worker took it, and ``tether versions`` showed it apart)."""
+    from tether._lifecycle import trigger_schedule
+
+    app = App(sqlite_url, version="v1")
+
+    @app.workflow
+    async def job() -> str:
+        return "ok"
+
+    app.schedule(job, cron="0 * * * *", name="hourly")
+    async with app, app.worker():
+        pass  # the worker created the schedule
+    client = App(sqlite_url)
+    async with client:
+        s = await client.store.schedule_get("hourly")
+        assert s is not None and s.version == "v1"
+        run_id = await trigger_schedule(client, client.store, s, client.clock.now())
+        run = await client.store.run_get(run_id)
+    assert run is not None and run.version == "v1"

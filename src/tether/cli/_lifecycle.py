@@ -79,11 +79,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=purge)
 
     p = sub.add_parser(
-        "erase", parents=[common], help="erase an ended run's payloads (right to erasure)",
-        description="Replace every payload of an ended run (input, result, errors, step "
+        "erase", parents=[common],
+        help="erase an ended (or blocked) run's payloads (right to erasure)",
+        description="Replace every payload of an ended (or blocked) run (input, result, "
+        "errors, step "
         "arguments and results, signal payloads) with {\"erased\": true}, keeping the shape "
         "of its timeline (positions, kinds, names, statuses, times), and report what was "
-        "erased.")
+        "erased. An erased run cannot be retried, resumed or forked.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=erase)

@@ -141,7 +141,8 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
       f"status {info.status.value}\n")
     w(f"created {fmt_time(info.created_at)}  updated {fmt_time(info.updated_at)}"
-      + (f"  finished {fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
+      + (f"  {'blocked' if info.status is RunStatus.BLOCKED else 'finished'} "
+         f"{fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
     if info.waiting_for:
         w(f"waiting for: {safe(info.waiting_for)}\n")
     if info.status_info is not None:

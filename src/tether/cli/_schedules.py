@@ -8,6 +8,7 @@ from typing import Any
 from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether.cli._common import CliError, client, dumps, fmt_time
+from tether.cli._logging import LEVELS
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -20,6 +21,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     inner = argparse.ArgumentParser(add_help=False)
     inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
                        help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    inner.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS,
+                       help="log lines at this level and above (default: info)")
+    inner.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                       help="text lines, or one JSON object per line (default: text)")
     lst = actions.add_parser("list", parents=[inner], help="every schedule (default)")
     lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                      help="JSON output")
