@@ -41,6 +41,14 @@ class RetryPolicy:
         if self.max_interval is None:
             object.__setattr__(self, "max_interval",
                                max(DEFAULT_MAX_INTERVAL, self.initial_interval))
+        # NaN passes every comparison below, and an infinite interval or backoff makes a
+        # retry time that cannot be journaled: the step's first failure failed the run.
+        if not all(math.isfinite(v) for v in (self.initial_interval, self._cap,
+                                               self.backoff)):
+            raise ConfigError("RetryPolicy initial_interval, max_interval and backoff must "
+                              "be finite numbers")
+        if self.max_duration is not None and math.isnan(self.max_duration):
+            raise ConfigError("RetryPolicy.max_duration must be a number or None, not NaN")
         if self.initial_interval < 0 or self._cap < 0:
             raise ConfigError("RetryPolicy intervals must be >= 0")
         if self._cap < self.initial_interval:
@@ -147,6 +155,9 @@ class RateLimit:
     def __post_init__(self) -> None:
         if not self.key:
             raise ConfigError("RateLimit.key must not be empty")
+        # NaN passes "<= 0"; the store refuses non-finite values only when the step runs.
+        if not all(math.isfinite(v) for v in (self.limit, self.per, self.cost)):
+            raise ConfigError("RateLimit limit, per and cost must be finite numbers")
         if self.limit <= 0 or self.per <= 0 or self.cost <= 0:
             raise ConfigError("RateLimit limit, per and cost must be > 0")
         if self.cost > self.limit:

@@ -194,3 +194,15 @@ def test_rate_limit_rejects_impossible_settings() -> None:
     for bad in (dict(key="", limit=1), dict(key="k", limit=0), dict(key="k", limit=1, cost=2)):
         with pytest.raises(ValueError):
             tether.RateLimit(**bad)  # type: ignore[arg-type]
+
+
+def test_rate_limit_rejects_non_finite_settings() -> None:
+    # NaN passed "<= 0": the limit was accepted at import and every run of the step
+    # failed when the store refused it.
+    import pytest
+
+    nan, inf = float("nan"), float("inf")
+    for bad in (dict(limit=nan), dict(limit=inf), dict(limit=5, per=nan),
+                dict(limit=5, per=inf), dict(limit=5, cost=nan)):
+        with pytest.raises(tether.ConfigError, match="finite"):
+            tether.RateLimit("k", **bad)  # type: ignore[arg-type]

@@ -87,3 +87,19 @@ def test_a_max_interval_below_the_initial_interval_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"max_interval \(5 s\) is below initial_interval"):
         RetryPolicy(initial_interval=10, max_interval=5)
     assert RetryPolicy(initial_interval=5, max_interval=5).delay(3) == 5
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"initial_interval": float("nan")},
+    {"initial_interval": float("inf")},
+    {"max_interval": float("nan")},
+    {"max_interval": float("inf")},
+    {"backoff": float("nan")},
+    {"backoff": float("inf")},
+    {"max_duration": float("nan")},
+])
+def test_a_retry_policy_with_non_finite_numbers_is_refused(kwargs: dict[str, float]) -> None:
+    # NaN passed every check, and the step's first failure then failed the run with
+    # "ValueError: Invalid value NaN" (its next attempt's time could not be journaled).
+    with pytest.raises(ConfigError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
