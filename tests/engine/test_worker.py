@@ -457,3 +457,29 @@ async def test_a_crash_suspect_runs_only_in_a_worker_that_holds_nothing_else(
     alone = [r for r in caplog.records if "executing it alone" in r.getMessage()]
     assert len(alone) == 1
     await app.close()
+
+
+async def test_a_step_that_blocks_the_event_loop_past_half_a_lease_is_told(
+        sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An ``async def`` step that blocks the loop (``time.sleep`` standing for a
+    synchronous SDK call) for longer than half the lease: the worker's heartbeat wakes
+    late and says so, naming the cure (other workers would take its runs over as from a
+    dead one, and count crashes)."""
+    app = App(sqlite_url)
+
+    @app.step
+    async def blocking() -> str:
+        time.sleep(1.5)  # the whole event loop stops with it
+        return "done"
+
+    @app.workflow
+    async def wf() -> str:
+        return await blocking()
+
+    caplog.set_level(logging.ERROR, logger="tether.worker")
+    async with app.worker(lease_seconds=2.0):
+        assert await (await app.start(wf, run_id="b")).result(timeout=20) == "done"
+    await app.close()
+    told = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
+    assert len(told) == 1 and "(the lease is 2 s)" in told[0], told
+    assert "asyncio.to_thread" in told[0]

@@ -671,12 +671,29 @@ class Worker:
 
     # -- heartbeats ---------------------------------------------------------------------------
 
+    def _check_stall(self, late: float) -> None:
+        """The heartbeat woke ``late`` seconds after it should have: the event loop was
+        blocked. Past half a lease, say so: a step that blocks the loop (synchronous
+        I/O or CPU in an ``async def``) holds up every run of the worker and its
+        heartbeat, and past a lease another worker takes its runs over, as from a dead
+        worker (counted as crashes: ``--max-crashes`` then fails the run)."""
+        if late < self.lease_seconds / 2 or not self._active:
+            return
+        log.error("the event loop was blocked for %.1f s (the lease is %.0f s)%s: an async "
+                  "step that blocks (synchronous I/O or CPU in an async def) holds up every "
+                  "run of this worker and its heartbeat; run blocking code in a plain def "
+                  "step or with asyncio.to_thread", late, self.lease_seconds,
+                  ", long enough for other workers to take its runs over"
+                  if late >= self.lease_seconds else "")
+
     async def _heartbeat_loop(self) -> None:
         store = self.app.store
         loop = asyncio.get_running_loop()
         last_beat = loop.time()
         while not self._stopping:
+            slept = loop.time()
             await asyncio.sleep(self.heartbeat_interval)
+            self._check_stall(loop.time() - slept - self.heartbeat_interval)
             if not self._active and loop.time() - last_beat < IDLE_HEARTBEAT_INTERVAL:
                 # No lease to renew: only check, without a query, that the workers of
                 # this host seen at the last look are alive.
@@ -892,7 +909,8 @@ class Worker:
         position = min(pending) if pending else len(claimed.journal)
         if crashes >= self.max_crashes:
             message = (f"worker crashed {crashes} times running this run at position "
-                       f"{position}")
+                       f"{position} (or stalled past its lease: a step blocking the event "
+                       "loop is taken over as from a dead worker)")
             log.error("run %s: %s; failing it", run.run_id, message)
             text = app.codec.encode_error({"type": "tether.errors.TetherError",
                                            "message": message})
