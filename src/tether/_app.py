@@ -23,6 +23,7 @@ from tether._types import RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
 from tether.errors import (
     ConfigError,
+    PayloadError,
     RunFailed,
     RunNotFound,
     TetherError,
@@ -695,10 +696,14 @@ class App:
             SignalError: the run has ended.
             NotSerializable: the payload is not JSON.
             PayloadTooLarge: the encoded payload is over the size limit.
+            PayloadError: the run's payloads are encrypted and this app has no payload
+                hook (the signal would be stored in clear text, unreadable to the run).
         """
         check_name("signal name", name)
         store = await self._open()
         text = self.codec.encode(payload, f"payload of signal {name!r}")
+        if self.codec.hook is None:
+            await self._refuse_clear_text(run_id, f"signal {name!r}")
         sent = await store.signal_send(run_id=run_id, name=name, payload=text,
                                        idempotency_key=idempotency_key, now=self.clock.now())
         for w in self._workers:
@@ -713,6 +718,21 @@ class App:
                 _log.warning("run %s: cannot publish the signal %r to observers: %s",
                             run_id, name, exc)
         return sent.created
+
+    async def _refuse_clear_text(self, run_id: str, what: str) -> None:
+        """Raise ``PayloadError`` if run ``run_id`` keeps its payloads encrypted: this
+        app has no payload hook, so ``what`` would be stored in clear text, where the
+        run's workers (which refuse a clear payload) could never read it."""
+        from tether.encryption import sealed_view
+
+        run = await self.store.run_get(run_id)
+        sealed = sealed_view(run.input) if run is not None and run.input else None
+        if sealed is not None:
+            raise PayloadError(
+                f"run {run_id!r} keeps its payloads encrypted ({sealed[1:-1]}): this app "
+                f"has no payload hook, so the {what} would be stored in clear text and the "
+                "run could not read it; send it from an app with the key (App(payload_hook="
+                "...), tether signal --app MODULE:APP, tether serve --app MODULE:APP)")
 
     async def retry(self, run_id: str) -> RunStatus:
         """Run a ``failed``, ``blocked`` or ``cancelled`` run again after its code was

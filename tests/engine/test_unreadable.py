@@ -84,3 +84,22 @@ async def test_a_lone_wrong_worker_meets_the_run_again_after_its_back_off(
     run = await right.store.run_get("enc-1")
     assert run is not None and run.status == RunStatus.WAITING.value
     assert wrong_ran == []
+
+
+async def test_a_signal_to_an_encrypted_run_from_an_app_without_the_hook_is_refused(
+        sqlite_url: str) -> None:
+    """An app without a payload hook (``tether signal`` without ``--app``) signals a run
+    whose payloads are encrypted: refused with a PayloadError that says how (it was
+    stored in clear text, which the run's workers refuse: the run waited for ever). The
+    app with the key sends it."""
+    from tether import PayloadError
+
+    keyed_app = keyed(sqlite_url, RIGHT, [])
+    await keyed_app.start("enc", "ana", run_id="e")
+    plain = App(sqlite_url)
+    with pytest.raises(PayloadError, match=r"run 'e' keeps its payloads encrypted \(encrypted "
+                       r"with key id 'k1'\).*tether signal --app MODULE:APP"):
+        await plain.signal("e", "go", {"pw": "secret"})
+    assert await keyed_app.signal("e", "go", {"pw": "secret"}) is True
+    await plain.close()
+    await keyed_app.close()

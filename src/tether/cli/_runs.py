@@ -74,6 +74,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="JSON", help="JSON payload (default: null)")
     p.add_argument("--idempotency-key", metavar="KEY",
                    help="a second signal with the same key is delivered once")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="send it with that app's payload hook (runs whose payloads are "
+                   "encrypted need it); its store is used unless --db is given")
     p.set_defaults(handler=send_signal)
 
     p = sub.add_parser("resume", parents=[common],
@@ -255,7 +258,13 @@ async def result(args: argparse.Namespace) -> int:
 
 async def send_signal(args: argparse.Namespace) -> int:
     payload = parse_json(args.data, "--data")
-    async with client(args) as app:
+    if args.app:
+        app = load_app(args.app)  # its payload hook, and its store unless --db names another
+        if args.db:
+            app.use_store(store_url(args))
+    else:
+        app = client(args)
+    async with app:
         created = await app.signal(args.run_id, args.name, payload,
                                    idempotency_key=args.idempotency_key)
     print(f"{safe(args.run_id)}: signal {args.name!r} "
