@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tether._codec import PayloadHook
 from tether.errors import ConfigError, PayloadError
@@ -141,7 +143,14 @@ class AesGcm:
 
 class Redact:
     """Replace matches of ``patterns`` with ``replacement`` in every payload before it is
-    stored; ``inner`` (e.g. ``AesGcm``) then encodes the redacted text."""
+    stored; ``inner`` (e.g. ``AesGcm``) then encodes the redacted text.
+
+    The patterns apply to the payload's values, not to its JSON text: to each string
+    (``sk-\\S+`` stops at the string's end, not past its closing quote) and to each
+    number as written (a 16-digit card number stored as a number), which becomes the
+    replacement string when a pattern matches it. Keys are kept. So a redacted payload
+    is still the JSON it was, with some values replaced (a pattern over the JSON text
+    broke it, and the run failed reading its own input)."""
 
     def __init__(self, patterns: Iterable[str | re.Pattern[str]], *,
                  replacement: str = "[redacted]", inner: PayloadHook | None = None) -> None:
@@ -157,8 +166,26 @@ class Redact:
         return text
 
     def encode(self, text: str) -> str:
-        text = self.redact(text)
+        try:
+            value = json.loads(text)
+        except ValueError:  # (not JSON: the text itself)
+            text = self.redact(text)
+        else:
+            text = json.dumps(self._values(value), ensure_ascii=False, separators=(",", ":"))
         return self.inner.encode(text) if self.inner is not None else text
+
+    def _values(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self._values(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._values(v) for v in value]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            written = json.dumps(value)
+            if any(p.search(written) for p in self._patterns):
+                return self.replacement
+        return value
 
     def decode(self, text: str) -> str:
         return self.inner.decode(text) if self.inner is not None else text

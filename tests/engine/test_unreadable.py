@@ -103,3 +103,33 @@ async def test_a_signal_to_an_encrypted_run_from_an_app_without_the_hook_is_refu
     assert await keyed_app.signal("e", "go", {"pw": "secret"}) is True
     await plain.close()
     await keyed_app.close()
+
+
+async def test_redaction_keeps_the_payload_json_and_the_run_reads_it(sqlite_url: str) -> None:
+    """``Redact`` patterns apply to the payload's values: one that would run past a
+    string's closing quote (``sk-\\S+``) and one matching a card number stored as a
+    number leave valid JSON (both made the stored text unreadable: the run failed with a
+    JSONDecodeError reading its own input)."""
+    from tether.encryption import Redact
+
+    app = App(sqlite_url, payload_hook=Redact([r"sk-\S+", r"\d{16}"]))
+    seen: list[object] = []
+
+    @app.step
+    async def pay(order: dict[str, object]) -> dict[str, object]:
+        return {"charged": order["card"], "with": order["key"], "n": 3}
+
+    @app.workflow
+    async def checkout(order: dict[str, object]) -> dict[str, object]:
+        seen.append(order)
+        return await pay(order)
+
+    async with app.worker():
+        out = await (await app.start(checkout, {"key": "sk-live-abc123", "card": 4111111111111111},
+                                     run_id="c")).result(timeout=10)
+    # (The run reads its input as stored: redacted.)
+    assert seen[0] == {"key": "[redacted]", "card": "[redacted]"}
+    assert out == {"charged": "[redacted]", "with": "[redacted]", "n": 3}
+    info = await app.get_run("c")
+    assert info.input == [{"key": "[redacted]", "card": "[redacted]"}]
+    await app.close()
