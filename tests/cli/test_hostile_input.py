@@ -136,3 +136,16 @@ async def test_names_and_messages_from_the_store_are_printed_escaped(sqlite_url:
         assert done.returncode == 0, done.stderr
         assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
         assert "\\x1b" in done.stdout
+
+
+@pytest.mark.parametrize("text", ["inf", "Infinity", "nan", "0", "-1"])
+def test_a_duration_option_must_be_a_finite_positive_number(text: str) -> None:
+    """``tether worker --lease inf`` was taken: a dead worker's runs would never resume
+    (its lease never expires, and it is never counted stale)."""
+    import argparse
+
+    from tether.cli._common import positive_float
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_float(text)
+    assert positive_float("2.5") == 2.5

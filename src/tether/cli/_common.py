@@ -92,6 +92,8 @@ def _bounded(convert: Callable[[str], float], kind: str, low: float,
         if not (value > low if strict else value >= low):
             bound = f"greater than {low:g}" if strict else f"at least {low:g}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        if value == float("inf"):  # (--lease inf: a dead worker's runs never resumed)
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         return value
 
     return parse
