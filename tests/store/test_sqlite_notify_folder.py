@@ -46,6 +46,9 @@ async def test_wake_ups_use_a_folder_private_to_this_user(tmp_root: Path,
     finally:
         await unsubscribe()
         await store.close()
+    # The last subscriber gone, the store's folder goes too (one per store file was
+    # left for ever: thousands under /tmp/tether-UID on a test machine).
+    assert list(tmp_root.iterdir()) == []
 
 
 @pytest.mark.parametrize("prepared", ["other owner", "open to all", "symlink"])

@@ -106,14 +106,19 @@ class Notifier:
                 return None
 
             return nothing
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.folder, 0o700)  # inside the private root: nobody else can
-        path = os.path.join(self.folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        folder = self.folder
+        path = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
         try:
-            sock.bind(path)
+            for tries_left in (1, 0):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, 0o700)  # inside the private root: nobody else can
+                try:
+                    sock.bind(path)
+                    break
+                except FileNotFoundError:  # the last subscriber removed it meanwhile
+                    if not tries_left:
+                        raise
         except OSError as exc:  # e.g. a TMPDIR so deep the socket path is too long
             sock.close()
             log.warning("no wake-ups at %s (%s); polling instead", path, exc)
@@ -145,6 +150,7 @@ class Notifier:
             sock.close()
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            _remove_if_empty(folder)  # (one per store file, else left for ever)
 
         return unsubscribe
 
@@ -221,7 +227,6 @@ class EventBus:
             await asyncio.Event().wait()  # nothing will arrive; ends when cancelled
             return
         folder = self._run_folder(run_id)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
         path = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
         received: asyncio.Queue[bytes] = asyncio.Queue()
         readers: set[asyncio.StreamWriter] = set()
@@ -238,7 +243,14 @@ class EventBus:
                 readers.discard(writer)
                 writer.close()
 
-        server = await asyncio.start_unix_server(serve, path)
+        for tries_left in (1, 0):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            try:
+                server = await asyncio.start_unix_server(serve, path)
+                break
+            except FileNotFoundError:  # the last subscriber removed it meanwhile
+                if not tries_left:
+                    raise
         try:
             while True:
                 yield (await received.get()).decode()
@@ -248,3 +260,12 @@ class EventBus:
                 writer.close()
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            _remove_if_empty(folder)
+            _remove_if_empty(os.path.dirname(folder))
+
+
+def _remove_if_empty(folder: str) -> None:
+    """Remove ``folder`` if nothing is left in it (a subscriber that comes meanwhile
+    makes it again)."""
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
