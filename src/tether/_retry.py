@@ -139,8 +139,12 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """At most ``limit`` calls (or ``cost`` units per call) per ``per`` seconds under
-    ``key``, across every worker sharing the store: a token bucket kept in the store.
+    """``limit`` calls (or ``cost`` units per call) per ``per`` seconds under ``key``,
+    across every worker sharing the store: a token bucket kept in the store. It holds
+    ``limit`` tokens and refills at ``limit`` per ``per``, so a full bucket lets a burst
+    of ``limit`` go at once, and up to twice ``limit`` can pass in one window of ``per``
+    seconds (the burst, then the refill); over longer spans the rate is ``limit`` per
+    ``per``.
 
     A step with a rate limit that is not granted waits without using an attempt (and
     is released while it waits if the wait is long). Outside a workflow a step is a

@@ -1594,3 +1594,23 @@ async def test_listener_reconnects_after_its_connection_is_terminated(
             await other.close()
     finally:
         await unsubscribe()
+
+
+async def test_a_role_that_cannot_create_the_schema_is_told_how(pg_url: str) -> None:
+    """A role without CREATE on the database, opening a store whose schema is missing:
+    a ConfigError that says to run ``tether db migrate`` as a role that can (it was a
+    bare "permission denied for database ..." StoreError)."""
+    role = f"tether_ro_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        parts = urlsplit(pg_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        store = PostgresStore(url)
+        with pytest.raises(ConfigError, match=r"cannot create or change schema 'tether'.*"
+                           r"permission denied.*run `tether db migrate --db URL` as a role"):
+            await store.open()
+        await store.close()
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")

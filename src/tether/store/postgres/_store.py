@@ -306,7 +306,15 @@ class PostgresStore(PostgresServeQueries):
         async with self._direct() as conn:
             with translate_errors(self.cfg):
                 if self.auto_migrate:
-                    applied = await _migrate.migrate(conn, self.schema)
+                    try:
+                        applied = await _migrate.migrate(conn, self.schema)
+                    except psycopg.errors.InsufficientPrivilege as exc:
+                        raise ConfigError(
+                            f"the PostgreSQL role cannot create or change schema "
+                            f"{self.schema!r} at {self.cfg.where} "
+                            f"({str(exc).splitlines()[0]}): run `tether db migrate --db "
+                            "URL` as a role that can (the database's or the schema's "
+                            "owner), then start again") from None
                     if applied:
                         log.info("migrated PostgreSQL schema %s at %s: %s", self.schema,
                                  self.cfg.where, ", ".join(applied))
@@ -315,8 +323,9 @@ class PostgresStore(PostgresServeQueries):
                     if behind and len(behind) == len(_migrate.migrations(self.schema)):
                         raise ConfigError(
                             f"no Tether store in PostgreSQL schema {self.schema!r} at "
-                            f"{self.cfg.where}: start a worker, or run `tether db migrate "
-                            "--db URL` with this store's URL, to create it")
+                            f"{self.cfg.where}: run `tether db migrate --db URL` with this "
+                            "store's URL to create it (or start a worker, where "
+                            "auto-migration is on)")
                     if behind:
                         raise ConfigError(
                             f"PostgreSQL schema {self.schema!r} at {self.cfg.where} is behind "
