@@ -622,11 +622,13 @@ class App:
             status, finished_at, error = a.status, a.finished_at, a.error
             if status == "running" and not (run.status == "running" and run.owner == a.worker_id):
                 # Its worker no longer holds the run. If the step's entry records this
-                # attempt as its last, the attempt ended so (its end was noted, not yet
-                # written, when the worker died: the history is written every 50 ms);
+                # very attempt as its first and last (same number, same start: a re-run
+                # after a crash is numbered 1 again), it ended so (its end was noted, not
+                # yet written, when the worker died: the history is written every 50 ms);
                 # else it was cut off.
                 e = final.get(a.position)
-                if e is not None and a.generation == run.generation and e.attempts == a.attempt:
+                if (e is not None and a.generation == run.generation and a.attempt == 1
+                        and e.attempts == 1 and e.started_at == a.started_at):
                     status, finished_at = e.status, e.finished_at
                     error = e.error if e.status == "error" else None
                 else:
