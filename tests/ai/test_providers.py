@@ -310,12 +310,15 @@ async def test_stream_dropped_midway_is_retryable(served: ScriptedLLMServer,
     assert "".join(chunks) == "one two "
 
 
-async def _close_delimited_stream(events: list[str]) -> tuple[asyncio.Server, str]:
-    """A server that answers every request with an OpenAI stream of ``events`` (each a
-    ``data:`` payload) and then closes the connection: no length, no chunked encoding,
-    so the close is the only end the client sees (as behind some proxies)."""
+async def _close_delimited_stream(*answers: list[str]) -> tuple[asyncio.Server, str]:
+    """A server that answers its requests in turn with the OpenAI streams ``answers``
+    (the last one again once they are used up; each event a ``data:`` payload), then
+    closes the connection: no length, no chunked encoding, so the close is the only end
+    the client sees (as behind some proxies)."""
+    queue = list(answers)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        events = queue.pop(0) if len(queue) > 1 else queue[0]
         head = await reader.readuntil(b"\r\n\r\n")
         length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length"))
@@ -339,12 +342,17 @@ def _openai_chunk(delta: dict[str, Any], finish: str | None = None) -> str:
 async def test_a_stream_closed_after_its_finish_reason_before_its_usage_is_dropped(
         ) -> None:
     """Asked for its usage, an OpenAI stream sends it in a chunk after the finish
-    reason, then ``[DONE]``. A connection closed between the two is dropped (retryable),
-    not a reply of no tokens and no cost that budgets would never see."""
-    server, url = await _close_delimited_stream([
-        _openai_chunk({"role": "assistant", "content": "Hello"}),
-        _openai_chunk({}, "stop")])
+    reason, then ``[DONE]``. From a server that has sent usage before, a connection
+    closed between the two is dropped (retryable), not a reply of no tokens and no cost
+    that budgets would never see."""
+    usage = json.dumps({"id": "c1", "model": "gpt-4.1-mini", "choices": [],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 1}})
+    whole = [_openai_chunk({"role": "assistant", "content": "Hello"}),
+             _openai_chunk({}, "stop"), usage, "[DONE]"]
+    server, url = await _close_delimited_stream(whole, whole[:2])
     try:
+        reply = await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
+        assert reply.usage == Usage(5, 1)
         with pytest.raises(RetryableProviderError, match="connection dropped"):
             await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
     finally:
@@ -352,15 +360,17 @@ async def test_a_stream_closed_after_its_finish_reason_before_its_usage_is_dropp
         await server.wait_closed()
 
 
+@pytest.mark.parametrize("done", [True, False], ids=["done", "no-done"])
 async def test_a_stream_that_never_tells_its_usage_is_taken_with_a_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
-    """A compatible server that ends its streams with ``[DONE]`` but never sends usage:
-    the reply is taken (no tokens counted) and a warning says so, once per server."""
+        caplog: pytest.LogCaptureFixture, done: bool) -> None:
+    """A compatible server that never sends usage, ending its streams with ``[DONE]``
+    or without: the reply is taken (no tokens counted) and a warning says so, once per
+    server (taken as dropped, each of its streamed calls would fail for ever)."""
     import logging
 
     server, url = await _close_delimited_stream([
         _openai_chunk({"role": "assistant", "content": "Hello"}),
-        _openai_chunk({}, "stop"), "[DONE]"])
+        _openai_chunk({}, "stop"), *(["[DONE]"] if done else [])])
     caplog.set_level(logging.WARNING, logger="tether.ai")
     try:
         for _ in range(2):

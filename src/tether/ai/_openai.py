@@ -436,10 +436,15 @@ class OpenAIChat(_HTTPChat):
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if not done and (finish is None or (wants_usage and not got_usage)):
-            # (Some compatible servers end a stream without "[DONE]"; a stream asked for
-            # its usage has one more chunk after the finish reason: without it, the
-            # connection dropped before the call's tokens were told.)
+        server = (self.provider, self.base_url)
+        if got_usage:
+            _USAGE_SENT.add(server)
+        if not done and (finish is None
+                         or (wants_usage and not got_usage and server in _USAGE_SENT)):
+            # (Some compatible servers end a stream without "[DONE]". One that has sent
+            # the usage asked for, which comes in a chunk after the finish reason, and
+            # now ends without it dropped the connection before the call's tokens were
+            # told; one that never sends it is taken at its word, with a warning.)
             raise RetryableProviderError("connection dropped: the stream ended before "
                                          "its end", provider=self.provider)
         if wants_usage and not got_usage:
@@ -473,6 +478,8 @@ def _as_text(value: Any) -> str:
 
 #: The (provider, base URL) pairs already warned of streams without usage.
 _NO_USAGE_TOLD: set[tuple[str, str]] = set()
+#: The (provider, base URL) pairs that have sent a stream's usage, in this process.
+_USAGE_SENT: set[tuple[str, str]] = set()
 
 
 def _warn_no_usage(provider: str, base_url: str) -> None:
