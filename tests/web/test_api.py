@@ -462,6 +462,8 @@ async def test_an_encoded_slash_in_a_path_is_part_of_the_id_or_name(api: Api) ->
     assert r.status_code == 202 and r.json()["created"] is True, r.text
     r = await api.http.post("/api/v1/runs/x%2Fjournal/signals/a/b", json={"data": 1})
     assert r.status_code == 405, r.text  # (an unencoded slash is a path's, as before)
+    r = await api.http.get("/api/v1/runs/x%00journal%2Fa")  # (NUL: the marker's character)
+    assert r.status_code == 400 and error_of(r) == "bad_request", r.text
 
 
 async def test_cancel(api: Api) -> None:

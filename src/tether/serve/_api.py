@@ -149,6 +149,8 @@ RUNS_PREFIX = "/api/v1/runs/"
 #: id or name may hold, so that ``x%2Fjournal`` is the run ``x/journal``, not the
 #: journal of ``x``; ``path_name`` turns it back into ``/``.
 _ENCODED_SLASH = "\x00"
+#: The scope key that says its path keeps encoded slashes as ``_ENCODED_SLASH``.
+_SLASHES_KEPT = "tether.encoded_slashes"
 
 
 def keep_encoded_slashes(scope: Scope) -> Scope:
@@ -156,19 +158,21 @@ def keep_encoded_slashes(scope: Scope) -> Scope:
     them, so a client could not tell ``x/journal``'s document from ``x``'s journal, nor
     name a signal ``a/b``)."""
     raw: bytes | None = scope.get("raw_path")
-    if not raw or b"%2f" not in raw.lower():
-        return scope
+    if not raw or b"%2f" not in raw.lower() or b"%00" in raw:
+        return scope  # (a NUL, the marker's own character, is refused as it comes)
     text = raw.decode("latin-1")
     parts = re.split("%2[fF]", text)
     path = _ENCODED_SLASH.join(unquote(part) for part in parts)
-    return {**scope, "path": path}
+    return {**scope, "path": path, _SLASHES_KEPT: True}
 
 
 def path_name(request: Request, key: str) -> str:
     """A run id or name from the path. Not capped at ``MAX_NAME`` as new names are:
     the engine makes longer ids itself (a child's is its parent's plus ``.N``, a
     schedule's run ``NAME@...``), and each must stay readable and actionable."""
-    value: str = request.path_params[key].replace(_ENCODED_SLASH, "/")
+    value: str = request.path_params[key]
+    if request.scope.get(_SLASHES_KEPT):
+        value = value.replace(_ENCODED_SLASH, "/")
     if not value.strip() or any(ord(c) < 32 for c in value):
         raise ApiError(400, "bad_request", f"{key} must be a non-empty string of "
                        "printable characters")
