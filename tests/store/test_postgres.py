@@ -1572,6 +1572,55 @@ def test_a_server_that_refuses_for_want_of_a_slot_is_not_down() -> None:
     assert not outage.down
 
 
+@pytest.mark.slow
+async def test_a_claim_that_waited_out_an_outage_keeps_the_runs_it_took(pg_url: str) -> None:
+    """A claim counts its leases from the time it was called. One that waited for a
+    connection while the server was gone took runs (whose leases expired meanwhile)
+    under leases already expired when it returned, and the worker's next claim took them
+    again from itself: their steps in flight ran once more, and the writes of the first
+    takeover were refused by fencing (2 workers, 50 runs, a 15 s outage: 48 runs claimed
+    twice by one worker within 0.2 s, fencing token 3, each of their steps in flight run
+    three times). The worker renews the leases of such a claim before claiming again."""
+    from tether import App
+    from tether.worker import Worker
+
+    proxy = await RoundTripProxy().start()
+    port = proxy.port
+    app = App(store=PostgresStore(proxy.url(pg_url), pool_timeout=3.0, connect_timeout=1.0))
+
+    @app.step
+    async def hop(i: int) -> int:
+        await asyncio.sleep(3.0 if i == 1 else 0.01)  # step 1 is in flight when it goes
+        return i
+
+    @app.workflow
+    async def hops() -> int:
+        return sum([await hop(i) for i in range(3)])
+
+    client = App(pg_url)
+    ids = [f"o{n}" for n in range(5)]
+    try:
+        async with Worker(app, lease_seconds=1.0, poll_interval=0.2):
+            for rid in ids:
+                await client.start("hops", run_id=rid)
+            await asyncio.sleep(0.5)
+            await proxy.close()  # the server goes away: the leases expire, a claim
+            await asyncio.sleep(5.0)  # fails after 3 s and the next one waits
+            proxy = await RoundTripProxy().start(port)
+            poke = asyncio.ensure_future(app.store.run_get("o0"))  # connects the pool
+            for rid in ids:
+                assert await client.handle(rid).result(timeout=30) == 3
+            await poke
+        runs = await client.store.run_get_many(ids)
+        # 1: the first claim; 2: the claim back after the outage; 3: that claim's runs
+        # taken again by the worker's next claim.
+        assert [r.fencing_token for r in runs] == [2] * len(ids)
+    finally:
+        await client.close()
+        await app.close()
+        await proxy.close()
+
+
 async def test_listener_reconnects_after_its_connection_is_terminated(
         pg: PostgresStore, pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
     """The listener's connection is killed; it reconnects and wake-ups flow again."""

@@ -492,10 +492,11 @@ class Worker:
             excluded = self._exclusions(clock.now())
             if free > 0:
                 self._claiming = True
+                called = clock.now()
                 try:
                     claimed = await store.run_claim(
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
-                        now=clock.now(), lease_seconds=self.lease_seconds,
+                        now=called, lease_seconds=self.lease_seconds,
                         workflows=self._claimable, version=self.app.version,
                         exclude=excluded,
                     )
@@ -518,6 +519,15 @@ class Worker:
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
                     self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease)
                     task.add_done_callback(self._make_done(c.run.run_id))
+                if claimed and clock.now() - called >= self.lease_seconds / 2:
+                    # The claim waited (for a connection, while the store was gone): the
+                    # leases it took count from when it was called and may have expired
+                    # already, and the next claim, this worker's own, would take the runs
+                    # again, running their steps in flight twice. Renew them first.
+                    with contextlib.suppress(StoreError):
+                        await store.lease_heartbeat(worker_id=self.worker_id,
+                                                    now=clock.now(),
+                                                    lease_seconds=self.lease_seconds)
                 if claimed:
                     continue
             timeout = self.poll_interval * (1.0 - POLL_JITTER * random.random())
