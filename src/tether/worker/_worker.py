@@ -721,8 +721,15 @@ class Worker:
                 except StoreError as exc:
                     log.warning("clock sync failed: %s", exc)
             try:
-                hb = await store.lease_heartbeat(worker_id=self.worker_id, now=self.app.clock.now(),
+                called = self.app.clock.now()
+                hb = await store.lease_heartbeat(worker_id=self.worker_id, now=called,
                                                  lease_seconds=self.lease_seconds)
+                if self.app.clock.now() - called >= self.lease_seconds / 2:
+                    # It waited (for a connection, the store gone): the leases it renewed
+                    # count from when it was called and may be near their end. Again.
+                    hb = await store.lease_heartbeat(
+                        worker_id=self.worker_id, now=self.app.clock.now(),
+                        lease_seconds=self.lease_seconds)
             except StoreUnavailable as exc:
                 self._outage.failed(None, exc, "heartbeat failed")
                 continue
@@ -934,9 +941,9 @@ class Worker:
             self._host.run_ended(run.run_id)
             return False
         if takeover:
-            log.warning("run %s: taken over from a worker that died executing it (crash "
-                        "%d of %d in a row at position %d)", run.run_id, crashes,
-                        self.max_crashes, position)
+            log.warning("run %s: taken over from a worker whose lease on it expired (it "
+                        "died, stalled, or lost the store; crash %d of %d in a row at "
+                        "position %d)", run.run_id, crashes, self.max_crashes, position)
             if crashes < 2:
                 return True
             delay = _doubling(CRASH_BACKOFF, crashes - 1, CRASH_BACKOFF_MAX)
