@@ -336,7 +336,10 @@ class AttemptWriter:
                     self._lost = 0
 
         self._unissued += 1
-        self._last = asyncio.ensure_future(write())
+        # In a context of its own: it writes for every run (its log lines, e.g. of an
+        # outage, are not one run's, which the context of the run that noted last was).
+        self._last = asyncio.get_running_loop().create_task(
+            write(), context=contextvars.Context())
         return self._last
 
     async def flush(self, run_id: str | None = None) -> None:

@@ -483,3 +483,37 @@ async def test_a_step_that_blocks_the_event_loop_past_half_a_lease_is_told(
     told = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
     assert len(told) == 1 and "(the lease is 2 s)" in told[0], told
     assert "asyncio.to_thread" in told[0]
+
+
+async def test_the_attempt_history_is_written_outside_any_runs_context(
+        sqlite_url: str) -> None:
+    """The history writer serves every run of the worker: its writes (and their log
+    lines, such as 'could not record N step attempts' in an outage) carry no run's
+    context. They carried the context of the run that noted last, so the worker-wide
+    outage lines were tagged with an arbitrary run id."""
+    from tether._replay import current_run
+
+    app, _ = await _app_of_done(sqlite_url)
+
+    @app.step
+    async def slow() -> int:
+        await asyncio.sleep(0.1)  # (past the writer's 50 ms: its running state is written)
+        return 1
+
+    @app.workflow
+    async def stepped() -> int:
+        return await slow()
+
+    store = app.store
+    real = store.attempt_record
+    contexts: list[object] = []
+
+    async def recording(**kwargs: Any) -> None:
+        contexts.append(current_run.get())
+        await real(**kwargs)
+
+    store.attempt_record = recording  # type: ignore[method-assign]
+    async with app.worker():
+        assert await (await app.start(stepped, run_id="h")).result(timeout=20) == 1
+    await app.close()
+    assert contexts and all(c is None for c in contexts), contexts

@@ -35,6 +35,8 @@ def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
         path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
         if path.startswith("/./") or path.startswith("/../"):
             path = path[1:]
+        elif path.startswith("//"):  # sqlite:////abs/path.db
+            path = "/" + path.lstrip("/")
         if not os.path.exists(path):
             raise CliError(f"no Tether store at {path} (set --db or TETHER_DATABASE_URL)")
     return url
