@@ -1573,6 +1573,7 @@ def test_a_server_that_refuses_for_want_of_a_slot_is_not_down() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # (a lease of 1 s: other tests' load delays the loop past it)
 async def test_a_claim_that_waited_out_an_outage_keeps_the_runs_it_took(pg_url: str) -> None:
     """A claim counts its leases from the time it was called. One that waited for a
     connection while the server was gone took runs (whose leases expired meanwhile)
