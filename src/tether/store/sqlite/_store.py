@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import queue
 import threading
@@ -90,6 +91,10 @@ Q = load_queries(_PACKAGE)
 SAFE_MULTIPROCESS_VERSION = (3, 51, 3)
 
 _MAX_BATCH = 512
+#: How often (seconds) the writer checks that the store's path still names its file.
+_FILE_CHECK_EVERY = 1.0
+
+log = logging.getLogger("tether.store.sqlite")
 #: Most runs one inline read (``_call_inline``) takes: a longer read goes to the writer
 #: thread, which the event loop need not wait for.
 _INLINE_READ_MAX = 64
@@ -219,6 +224,8 @@ class SqliteStore(SqliteServeQueries):
             path = parsed.netloc + path
         elif path.startswith("/./") or path.startswith("/../"):
             path = path[1:]
+        elif path.startswith("//"):  # sqlite:////abs/path.db: the same file, said once
+            path = "/" + path.lstrip("/")
         if not path or path == "/":
             raise ConfigError(f"sqlite URL names no file: {url!r}")
         opts = parse_qs(parsed.query)
@@ -261,6 +268,11 @@ class SqliteStore(SqliteServeQueries):
         #: ends, attempt histories), committed together at the start of the next one
         #: (``_flush_group``).
         self._groups: dict[asyncio.AbstractEventLoop, list[Op]] = {}
+        #: The file the writer's connection opened (device, inode), and when it was last
+        #: compared with what the path names now (``_file_gone``).
+        self._file_id: tuple[int, int] | None = None
+        self._file_checked = 0.0
+        self._file_error: StoreUnavailable | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -479,6 +491,10 @@ class SqliteStore(SqliteServeQueries):
             self._thread = None
             return
         self._conn = conn
+        if self.vfs is None:  # (another VFS need not keep its data in that file)
+            with contextlib.suppress(OSError):
+                st = os.stat(self.path)
+                self._file_id = (st.st_dev, st.st_ino)
         ok: list[Outcome] = [(ready, None, None)]
         loop.call_soon_threadsafe(deliver, ok)
         q = self._queue
@@ -516,6 +532,9 @@ class SqliteStore(SqliteServeQueries):
         """Run ``batch`` in one transaction: each operation's value or error. Another
         process's write lock is waited for (up to ``busy_timeout``), or with
         ``wait_busy`` off raises ``_Busy`` at once, nothing done."""
+        gone = self._file_gone()
+        if gone is not None:
+            return [(op, None, gone) for op in batch]
         write = any(op.write for op in batch)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
@@ -594,6 +613,34 @@ class SqliteStore(SqliteServeQueries):
                 results = [(op, None, err) for op in batch]
                 break
         return results
+
+    def _file_gone(self) -> StoreUnavailable | None:
+        """The error every operation gets while the store's path no longer names the
+        file the writer's connection opened (deleted, moved away or replaced): SQLite
+        would go on writing to the open file, a run would complete in it, and all of it
+        would be lost when the process exits, with nothing said. Compared at most once a
+        second (one ``stat``), under the connection's lock."""
+        if self._file_id is None:
+            return None
+        now = time.monotonic()
+        if now - self._file_checked < _FILE_CHECK_EVERY:
+            return self._file_error
+        self._file_checked = now
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._file_id
+        except OSError:
+            same = False
+        if same:
+            self._file_error = None
+        elif self._file_error is None:
+            log.error("SQLite store %s was deleted, moved or replaced while this process had "
+                      "it open: nothing more is written to it (what this process wrote "
+                      "since is in the old file only); restart the process", self.path)
+            self._file_error = StoreUnavailable(
+                f"SQLite store {self.path!r} was deleted, moved or replaced while this "
+                "process had it open; nothing more is written to it: restart the process")
+        return self._file_error
 
     def _answer(self, results: list[tuple[Op, Any, BaseException | None]], *,
                 here: bool = False) -> None:
@@ -711,6 +758,9 @@ class SqliteStore(SqliteServeQueries):
         its error as callers see it (``_foreign``) with nothing left open. The writer
         thread's lone operation and an inline one (``_call_inline``) both go through here.
         ``apsw.BusyError`` (another process holds the write lock) propagates."""
+        gone = self._file_gone()
+        if gone is not None:
+            return None, gone
         try:
             return fn(conn, *args), None
         except Exception as exc:
