@@ -39,5 +39,5 @@ def test_every_journal_upsert_replaces_only_a_pending_entry() -> None:
     assert sorted(upserts) == ["child_start", "journal_append", "journal_append_one",
                                "journal_append_one_metered", "signal_take"]
     for name in upserts:
-        assert "fencing_token = excluded.fencing_token\n    WHERE j.status = 'pending'" \
-            in queries[name], name
+        assert ("started_at = coalesce(j.started_at, excluded.started_at)\n"
+                "    WHERE j.status = 'pending'") in queries[name], name

@@ -746,3 +746,45 @@ async def test_metrics_counters_never_go_down_when_runs_are_purged_or_continued(
         assert await (await app.start(rounds, 2, run_id="c9")).result(timeout=20) == 2
     text = (await api_any.http.get("/metrics")).text
     assert [_metric(text, n) for n in names] == [7, 700, 3.5, 7, 7]
+
+
+async def test_metrics_step_histogram_does_not_go_down_when_a_run_is_retried(
+        api_any: Api) -> None:
+    """``tether retry`` resets a failed run's failed step entry (and a cancelled run
+    forgets what followed its cancel): those finished steps had been counted, and the
+    histogram went down by them."""
+    app = api_any.app
+    fail = [True]
+
+    @app.step(retry=tether.RetryPolicy(max_attempts=1))
+    async def flaky(i: int) -> int:
+        if fail[0]:
+            raise RuntimeError("down")
+        return i
+
+    @app.step
+    async def fine(i: int) -> int:
+        return i
+
+    @app.workflow
+    async def two(n: int) -> int:
+        return await fine(n) + await flaky(n)
+
+    names = ("tether_step_duration_seconds_count",
+             'tether_step_duration_seconds_bucket{le="+Inf"}')
+    async with app.worker():
+        with pytest.raises(tether.RunFailed):
+            await (await app.start(two, 1, run_id="rt")).result(timeout=20)
+    text = (await api_any.http.get("/metrics")).text
+    before = [_metric(text, n) for n in names]
+    assert before == [2, 2], before
+    await app.retry("rt")
+    text = (await api_any.http.get("/metrics")).text
+    assert [_metric(text, n) for n in names] == before  # it was [1, 1]
+    fail[0] = False
+    async with app.worker():
+        assert await app.handle("rt").result(timeout=20) == 2
+    text = (await api_any.http.get("/metrics")).text
+    entries = await app.store.journal_read("rt")
+    assert all(e.started_at is not None for e in entries)  # the retried step's was None
+    assert [_metric(text, n) for n in names] == [3, 3]

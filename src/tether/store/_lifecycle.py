@@ -119,10 +119,14 @@ class PurgeReport:
 
 @dataclass(frozen=True, slots=True)
 class RetryPlan:
-    """How ``run_retry`` changes a journal: entries to delete, step entries to reset."""
+    """How ``run_retry`` changes a journal: entries to delete, step entries to reset,
+    and how long the finished steps among them took (``counted``: /metrics' step
+    histogram counted them; the store keeps them in its totals so that it never goes
+    down)."""
 
     delete: list[int]
     reset: list[int]
+    counted: list[float] = field(default_factory=list)
 
 
 def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
@@ -154,4 +158,8 @@ def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
             if moved_on:
                 continue
             (reset if e.kind == "step" else delete).append(e.position)
-    return RetryPlan(delete=delete, reset=reset)
+    changed = {*delete, *reset}
+    counted = [e.finished_at - e.started_at for e in by_pos
+               if e.position in changed and e.kind == "step" and e.status != "pending"
+               and e.started_at is not None and e.finished_at is not None]
+    return RetryPlan(delete=delete, reset=reset, counted=counted)

@@ -129,6 +129,7 @@ class Lifecycle:
                     f"UPDATE {self.s}.journal SET status = 'pending', attempts = 0, "
                     "next_attempt_at = NULL, finished_at = NULL, started_at = NULL "
                     "WHERE run_id = %s AND position = ANY(%s)", (run_id, plan.reset))
+            await self._add_metric_totals(conn, metric_totals_of(plan.counted, ()))
             await conn.execute(
                 f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
                 "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
@@ -331,7 +332,10 @@ class Lifecycle:
             f"WHERE {finished}", (ids, ids))
         metrics = await self._rows(conn, "SELECT metrics FROM {s}.runs WHERE run_id = "
                                    "ANY(%s) AND metrics IS NOT NULL", (ids,))
-        totals = metric_totals_of((float(d) for (d,) in durations), (m for (m,) in metrics))
+        await self._add_metric_totals(conn, metric_totals_of(
+            (float(d) for (d,) in durations), (m for (m,) in metrics)))
+
+    async def _add_metric_totals(self, conn: Conn, totals: dict[str, float]) -> None:
         if totals:
             await conn.execute(
                 f"INSERT INTO {self.s}.metric_totals (name, value) "

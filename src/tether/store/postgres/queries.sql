@@ -224,7 +224,9 @@ WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
         kind = excluded.kind, name = excluded.name,
         status = excluded.status, result = excluded.result, error = excluded.error,
         attempts = excluded.attempts, finished_at = excluded.finished_at,
-        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+        next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token,
+        -- (a step reset by a retry has none: its first new attempt's)
+        started_at = coalesce(j.started_at, excluded.started_at)
     WHERE j.status = 'pending';
 
 -- _append_upsert_and_events --

@@ -116,6 +116,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
         conn.execute(L["journal_delete_at"], {"run_id": run_id, "position": pos})
     for pos in plan.reset:
         conn.execute(L["journal_reset_at"], {"run_id": run_id, "position": pos})
+    _add_metric_totals(conn, metric_totals_of(plan.counted, ()))
     conn.execute(L["run_retry"], {"run_id": run_id, "now": now, "version": version})
     stored: RunRecord = get(conn, run_id)
     return stored
@@ -265,7 +266,11 @@ def _keep_metric_totals(conn: apsw.Connection, ids: list[str]) -> None:
     params = {"run_ids": json.dumps(ids)}
     durations = [float(d) for (d,) in conn.execute(L["purge_step_durations"], params)]
     metrics = [m for (m,) in conn.execute(L["purge_run_metrics"], params)]
-    for name, value in metric_totals_of(durations, metrics).items():
+    _add_metric_totals(conn, metric_totals_of(durations, metrics))
+
+
+def _add_metric_totals(conn: apsw.Connection, totals: dict[str, float]) -> None:
+    for name, value in totals.items():
         conn.execute(L["metric_totals_add"], {"name": name, "value": value})
 
 

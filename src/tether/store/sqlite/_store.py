@@ -1274,7 +1274,8 @@ def _append_many_sql(n: int) -> str:
         "name = excluded.name, status = excluded.status, "
         "result = excluded.result, error = excluded.error, attempts = excluded.attempts, "
         "finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, "
-        "fencing_token = excluded.fencing_token"
+        "fencing_token = excluded.fencing_token, "
+        "started_at = coalesce(tether_journal.started_at, excluded.started_at)"
     )
 
 

@@ -69,7 +69,9 @@ ON CONFLICT (run_id, position) DO UPDATE SET
     kind = excluded.kind, name = excluded.name,
     status = excluded.status, result = excluded.result, error = excluded.error,
     attempts = excluded.attempts, finished_at = excluded.finished_at,
-    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token
+    next_attempt_at = excluded.next_attempt_at, fencing_token = excluded.fencing_token,
+    -- (a step reset by a retry has none: its first new attempt's)
+    started_at = coalesce(tether_journal.started_at, excluded.started_at)
 WHERE tether_journal.status = 'pending';
 
 -- lease_check --
