@@ -66,6 +66,9 @@ def _database_url(name: str) -> str:
 #: under ``eatmydata``. By default the suite skips the flushes (see docs/testing.md): no
 #: test cuts the power of the shared server, and a killed process loses nothing the
 #: operating system already holds.
+#: The start of the names of the databases the tests create (on a server shared with
+#: other users, give one of your own: ``TETHER_TEST_DB_PREFIX=me_``).
+DB_PREFIX = os.environ.get("TETHER_TEST_DB_PREFIX", "tether_")
 DURABLE = os.environ.get("TETHER_TEST_DURABLE", "").lower() in ("1", "true", "yes")
 
 
@@ -98,7 +101,7 @@ def _drop_database(name: str) -> None:
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
     _need_pg()
-    name = f"tether_test_{uuid.uuid4().hex[:12]}"
+    name = f"{DB_PREFIX}test_{uuid.uuid4().hex[:12]}"
     _create_database(name)
     try:
         yield _database_url(name)
@@ -179,7 +182,7 @@ class _PgPool:
     def take(self) -> str:
         if self.free:
             return self.free.pop()
-        name = f"tether_test_{uuid.uuid4().hex[:12]}"
+        name = f"{DB_PREFIX}test_{uuid.uuid4().hex[:12]}"
         _create_database(name, template=self.template)
         return name
 
@@ -229,7 +232,7 @@ def pg_template() -> Iterator[str]:
     _need_pg()
     from tether.store import open_store
 
-    name = f"tether_tmpl_{uuid.uuid4().hex[:12]}"
+    name = f"{DB_PREFIX}tmpl_{uuid.uuid4().hex[:12]}"
     _create_database(name)
 
     async def migrate() -> None:
