@@ -618,17 +618,21 @@ class App:
                    for g in await store.journal_archive_read(run_id)]
         attempts = []
         final = {e.position: e for e in journal if e.status in ("ok", "error")}
-        for a in await store.attempt_list(run_id):
+        rows = await store.attempt_list(run_id)
+        # The last start of each attempt number: a number taken again later (a re-run
+        # whose earlier attempt left no row to count, or could not be read) was cut off.
+        last_start = {(a.generation, a.position, a.attempt): a.started_at for a in rows}
+        for a in rows:
             status, finished_at, error = a.status, a.finished_at, a.error
             if status == "running" and not (run.status == "running" and run.owner == a.worker_id):
                 # Its worker no longer holds the run. If the step's entry records this
-                # very attempt as its first and last (same number, same start: a re-run
-                # after a crash is numbered 1 again), it ended so (its end was noted, not
-                # yet written, when the worker died: the history is written every 50 ms);
-                # else it was cut off.
+                # very attempt as its last (same number, none of that number after it),
+                # it ended so (its end was noted, not yet written, when the worker died:
+                # the history is written every 50 ms); else it was cut off.
                 e = final.get(a.position)
-                if (e is not None and a.generation == run.generation and a.attempt == 1
-                        and e.attempts == 1 and e.started_at == a.started_at):
+                if (e is not None and a.generation == run.generation
+                        and e.attempts == a.attempt
+                        and last_start[(a.generation, a.position, a.attempt)] == a.started_at):
                     status, finished_at = e.status, e.finished_at
                     error = e.error if e.status == "error" else None
                 else:

@@ -220,7 +220,10 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         await _args_unstorable(ctx, name, pos, exc)
         raise
     ctx.executed += 1
-    state = _Attempts.resume(ctx, name, entry)
+    cut_off = ctx.cut_off
+    if cut_off is None:  # (a run taken over: read once per execution)
+        cut_off = await ctx.read_cut_off()
+    state = _Attempts.resume(ctx, name, entry, cut_off.get(pos))
     writer = ctx.attempt_writer
     fresh = entry is None  # (no entry yet, and no attempt of this execution ended)
     while True:
@@ -293,12 +296,20 @@ class _Attempts:
     waiting_for: str = ""
 
     @classmethod
-    def resume(cls, ctx: RunContext, name: str, entry: JournalEntry | None) -> _Attempts:
+    def resume(cls, ctx: RunContext, name: str, entry: JournalEntry | None,
+               cut_off: tuple[int, float] | None = None) -> _Attempts:
+        """``cut_off``: the highest number and the earliest start of the attempts an
+        earlier execution began after the entry and never ended (a kill -9, a stop):
+        they count as attempts (the next is numbered after them, and the policy's
+        ``max_attempts``, backoff and ``max_duration`` count them), but the step always
+        runs again after one: it did not fail (crashes are bounded by ``max_crashes``)."""
         state = cls()
+        if cut_off is not None:
+            state.attempts, state.first_at = cut_off
         if entry is None:
             return state
-        state.attempts = entry.attempts
-        state.first_at = entry.started_at or None
+        state.attempts = max(entry.attempts, state.attempts)
+        state.first_at = entry.started_at or state.first_at
         state.next_at = entry.next_attempt_at
         if entry.error is not None:
             prev = ctx.codec.decode(entry.error) or {}

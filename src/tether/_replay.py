@@ -372,6 +372,25 @@ class AttemptWriter:
                         "(the store does not answer); their history may lack them", timeout)
 
 
+def cut_off_attempts(rows: list[AttemptRecord],
+                     generation: int) -> dict[int, tuple[int, float]]:
+    """Per position of ``generation``, the trailing attempts of ``rows`` (a run's
+    history, read before this execution began any attempt) that never ended
+    (``running``: their executions were cut off): the highest one's number and the
+    earliest one's start. An attempt that ended after them (as every attempt of a step
+    that then failed, before a ``tether retry`` gave it a fresh count) leaves none."""
+    trailing: dict[int, tuple[int, float]] = {}
+    for r in sorted((r for r in rows if r.generation == generation),
+                    key=lambda r: (r.started_at, r.attempt)):
+        if r.status != "running":
+            trailing.pop(r.position, None)
+            continue
+        seen = trailing.get(r.position)
+        trailing[r.position] = ((r.attempt, r.started_at) if seen is None
+                                else (max(seen[0], r.attempt), seen[1]))
+    return trailing
+
+
 class RunContext:
     """The journal cursor of one run being executed by one worker: its lease, its
     journal, the next position, the determinism check, why the run's code must stop,
@@ -382,7 +401,8 @@ class RunContext:
                  store: Store, codec: Codec, clock: Clock, executor: Executor | None,
                  sticky_wait: float, cancel_requested: bool = False,
                  metrics: dict[str, float] | None = None, generation: int = 0,
-                 attempt_writer: AttemptWriter | None = None) -> None:
+                 attempt_writer: AttemptWriter | None = None,
+                 taken_over: bool = False) -> None:
         self.run_id = lease.run_id
         self.lease = lease
         self.workflow = workflow
@@ -422,6 +442,15 @@ class RunContext:
         #: Tasks running an async step that ``request_cancel`` cancelled.
         self.step_interrupts: set[asyncio.Task[Any]] = set()
         self.attempt_writer = attempt_writer or AttemptWriter(store)
+        #: The run was taken over from a worker that died holding it (``taken_over``:
+        #: now, or before and not since retried): an execution before this one may
+        #: have been killed in a step. Such attempts are in the history only; the first
+        #: step run for real here reads them once (``read_cut_off``), so that the
+        #: step's next attempt is numbered and counted after them. (Any other run's
+        #: executions read nothing more.) ``None`` until read; empty when nothing
+        #: can have been cut off.
+        self.cut_off: dict[int, tuple[int, float]] | None = None if taken_over else {}
+        self._cut_off_read: asyncio.Future[dict[int, tuple[int, float]]] | None = None
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -615,6 +644,30 @@ class RunContext:
                                           "handed back by a draining worker")))
 
     # -- attempts (history, written off the hot path) --------------------------------------
+
+    async def read_cut_off(self) -> dict[int, tuple[int, float]]:
+        """Per position, the attempts of this generation that an earlier execution
+        started and never ended (their worker died, stopped or let the run go in them):
+        the highest such attempt's number and the earliest one's start, counting only
+        those after the position's last attempt that ended. Read from the history once
+        per execution (the steps of a ``gather`` share the read); a history that cannot
+        be read counts none (numbered as if they had not run, as before)."""
+        if self.cut_off is not None:
+            return self.cut_off
+        if self._cut_off_read is None:
+            self._cut_off_read = asyncio.ensure_future(self._read_cut_off())
+        return await asyncio.shield(self._cut_off_read)
+
+    async def _read_cut_off(self) -> dict[int, tuple[int, float]]:
+        try:
+            rows = await self.store.attempt_list(self.run_id)
+        except Exception as exc:  # history only: the step runs anyway
+            log.warning("run %s: could not read its step attempts (%s); a step cut off "
+                        "by an earlier execution is numbered as if it had not run",
+                        self.run_id, exc)
+            rows = []
+        self.cut_off = cut_off_attempts(rows, self.generation)
+        return self.cut_off
 
     async def flush_history(self) -> None:
         """Write this run's attempts noted so far (at the run's end): whoever sees the

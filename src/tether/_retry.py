@@ -26,6 +26,8 @@ class RetryPolicy:
             ``initial_interval`` (``ConfigError``). Left out: 60, or ``initial_interval``
             if that is longer (``RetryPolicy(initial_interval=300)`` waits 300 s, not 60).
         max_attempts: total attempts allowed, first included; ``None`` retries forever.
+            An attempt cut off by its worker's death counts, but the step always runs
+            again after it (it did not fail; ``--max-crashes`` bounds such deaths).
         max_duration: seconds from the first attempt after which no new attempt starts.
         non_retryable: exception types that fail the step at once.
     """

@@ -83,3 +83,42 @@ async def agent(q: str, delay: float) -> str:
     answer = await tether.call(tool, q, delay)
     side(f"agent got {answer}")
     return answer
+
+
+def _first_run(what: str) -> bool:
+    """Whether no step has written ``what`` to the side file yet."""
+    with open(os.environ["TETHER_TEST_SIDE_FILE"], "a+") as f:
+        f.seek(0)
+        return not any(line.split(" ", 1)[1].startswith(what) for line in f)
+
+
+@app.step(retry=RetryPolicy(initial_interval=0.1, max_attempts=2))
+async def hangs_first(fail_after: bool) -> int:
+    """Hangs in its first execution (the test kills the worker there); a later one
+    fails (``fail_after``) or returns its attempt number."""
+    n = tether.step_attempt()
+    first = _first_run(f"hangs_first {fail_after} ")
+    side(f"hangs_first {fail_after} {n}")
+    if first:
+        await asyncio.sleep(600)
+    if fail_after:
+        raise ConnectionError(f"attempt {n} failed")
+    return n
+
+
+@app.step(retry=RetryPolicy(max_attempts=1))
+async def hangs_first_once() -> int:
+    """No retries: its first execution hangs (cut off by the test's kill -9)."""
+    n = tether.step_attempt()
+    first = _first_run("hangs_first_once ")
+    side(f"hangs_first_once {n}")
+    if first:
+        await asyncio.sleep(600)
+    return n
+
+
+@app.workflow
+async def cut_off(kind: str) -> int:
+    if kind == "once":
+        return await hangs_first_once()
+    return await hangs_first(kind == "fail")

@@ -73,6 +73,46 @@ async def test_retry_schedule_continues_across_a_sigkill(env: tuple[App, Workers
     assert final["attempts"] == 3 and final["started_at"] <= next_at
 
 
+async def test_a_step_cut_off_by_a_sigkill_is_attempt_1_and_its_rerun_attempt_2(
+    env: tuple[App, Workers],
+) -> None:
+    """A worker killed -9 in a step's first attempt: the next worker's attempt is #2 (the
+    history shows #1 interrupted, by the dead worker, not two #1), and the retry policy
+    counts the cut-off one: with max_attempts=2 the re-run's failure is final, and a step
+    without retries (max_attempts=1) still runs again once (it never failed)."""
+    from tests.faults.apps import cut_off
+
+    app, workers = env
+    first = workers.start()
+    runs = {kind: await app.start(cut_off, kind, run_id=f"cut-{kind}")
+            for kind in ("ok", "fail", "once")}
+
+    async def running_rows() -> bool:  # every first attempt on disk as `running`
+        for kind in runs:
+            rows = (await app.get_run(f"cut-{kind}")).attempts
+            if not (rows and rows[0]["status"] == "running"):
+                return False
+        return True
+
+    await wait_for(running_rows, timeout=30)
+    workers.kill(first)
+    workers.start()
+    assert await runs["ok"].result(timeout=60) == 2
+    assert await runs["once"].result(timeout=60) == 2
+    with pytest.raises(Exception, match="attempt 2 failed"):
+        await runs["fail"].result(timeout=60)
+    counts = workers.counts()
+    assert counts["hangs_first True 3"] == 0, counts  # max_attempts=2: #2 was the last
+    for kind, last in (("ok", "ok"), ("once", "ok"), ("fail", "error")):
+        info = await app.get_run(f"cut-{kind}")
+        shown = [(a["attempt"], a["status"]) for a in info.attempts]
+        assert shown == [(1, "interrupted"), (2, last)], (kind, shown)
+        assert info.attempts[0]["worker_id"] != info.attempts[1]["worker_id"]
+        assert info.journal[0]["attempts"] == 2, info.journal
+        # The step's first attempt started when the cut-off one did (max_duration).
+        assert info.journal[0]["started_at"] == info.attempts[0]["started_at"]
+
+
 async def _attempts(app: App, run_id: str, n: int) -> bool:
     info = await app.get_run(run_id)
     return bool(info.journal) and info.journal[0]["attempts"] >= n

@@ -852,6 +852,9 @@ class Worker:
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
             metrics=run.metrics, generation=run.generation,
             attempt_writer=self._attempts,
+            # (taken over from a dead worker, now or before: an earlier execution may
+            # have been cut off in a step; see RunContext.cut_off_attempts)
+            taken_over=run.crashes > 0,
         )
         made.append(ctx)
         if self._draining:
