@@ -612,8 +612,16 @@ class RunContext:
             entry is None or entry.status == PENDING
         ):
             now = self.clock.now()
-            await self.write(JournalEntry(pos, OperationKind.CANCEL, "cancel", OK,
-                                          started_at=now, finished_at=now))
+            if entry is not None and entry.kind == OperationKind.SLEEP:
+                # It takes a timer's place: it keeps the timer's start and deadline, so
+                # that a retry of the run gives the timer back (``retry_plan``).
+                cancel = JournalEntry(pos, OperationKind.CANCEL, "cancel", OK,
+                                      result=entry.result, started_at=entry.started_at,
+                                      finished_at=now, next_attempt_at=entry.next_attempt_at)
+            else:
+                cancel = JournalEntry(pos, OperationKind.CANCEL, "cancel", OK,
+                                      started_at=now, finished_at=now)
+            await self.write(cancel)
             self.cancel_delivered = True
             raise Cancelled(self.run_id)
 

@@ -4,6 +4,7 @@ what succeeded; a fork copies a journal up to a position and runs on from there.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -98,6 +99,51 @@ async def test_retry_of_a_cancelled_run_forgets_the_cancel(store_url: str) -> No
         await app.signal("w-1", "go", 7)
         assert await h.result(timeout=20) == "got 7"
         assert ran == ["one"]
+
+
+async def test_retry_of_a_cancelled_sleep_keeps_its_deadline(store_url: str) -> None:
+    """A run cancelled in a durable timer and retried waits only for what was left of
+    the timer (its deadline was journaled when it began), and not at all once the
+    deadline has passed; it does not sleep the whole duration again."""
+    app = App(store_url)
+
+    @app.workflow
+    async def sleeper(seconds: float) -> float:
+        before = tether.now().timestamp()
+        await tether.sleep(seconds)
+        return tether.now().timestamp() - before
+
+    async def available_at(run_id: str) -> float | None:
+        record = await app.store.run_get(run_id)
+        assert record is not None
+        return record.available_at
+
+    async with app, app.worker():
+        long = await app.start(sleeper, 3600.0, run_id="long")
+        short = await app.start(sleeper, 2.5, run_id="short")
+        for run_id in ("long", "short"):
+            await wait_for(lambda r=run_id: status_is(app, r, "waiting"), what="sleeping")
+        deadline = await available_at("long")
+        assert deadline is not None
+        for run_id in ("long", "short"):
+            await app.cancel(run_id)
+            await wait_for(lambda r=run_id: status_is(app, r, "cancelled"), what="cancelled")
+        await asyncio.sleep(3.0)  # the short timer's deadline passes meanwhile
+        await app.retry("long")
+        await wait_for(lambda: status_is(app, "long", "waiting"), what="sleeping again")
+        assert await available_at("long") == pytest.approx(deadline, abs=1e-3)
+        info = await app.get_run("long")
+        assert [(e["kind"], e["status"]) for e in info.journal[1:]] == [("sleep", "pending")]
+        retried = time.monotonic()
+        await app.retry("short")
+        assert await short.result(timeout=10) >= 2.5
+        assert time.monotonic() - retried < 2.0  # at once: no second 2.5 s sleep
+        info = await app.get_run("short")
+        assert [(e["kind"], e["status"]) for e in info.journal[1:3]] == [("sleep", "ok"),
+                                                                         ("now", "ok")]
+        await app.cancel("long")
+        with pytest.raises(tether.RunFailed, match="cancelled"):
+            await long.result(timeout=10)
 
 
 async def test_fork_copies_the_journal_before_the_position(store_url: str) -> None:

@@ -122,10 +122,13 @@ class RetryPlan:
     """How ``run_retry`` changes a journal: entries to delete, step entries to reset,
     and how long the finished steps among them took (``counted``: /metrics' step
     histogram counted them; the store keeps them in its totals so that it never goes
-    down)."""
+    down), and ``cancel`` entries that took a timer's place to turn back into that timer
+    (``restore``: kind and name ``sleep``, ``pending``, with the start, deadline and
+    result the cancel entry kept)."""
 
     delete: list[int]
     reset: list[int]
+    restore: list[int] = field(default_factory=list)
     counted: list[float] = field(default_factory=list)
 
 
@@ -138,15 +141,23 @@ def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
     with no attempts, keeping its last error visible until the next attempt writes);
     other failed operations (a failed child's result, a signal timeout) are forgotten so
     they are waited for again. A cancelled run forgets the ``cancel`` entry and
-    everything its code did after it (clean-up after ``Cancelled``). A blocked run keeps
-    its journal: its fixed code replays it.
+    everything its code did after it (clean-up after ``Cancelled``); if the cancel took
+    the place of a durable timer (``tether.sleep``), the timer is given back with the
+    deadline journaled when it began, so the retried run waits only for what was left
+    of it (nothing if it has passed) instead of the whole duration again. A blocked run
+    keeps its journal: its fixed code replays it.
     """
     by_pos = sorted(journal, key=lambda e: e.position)
     delete: list[int] = []
     reset: list[int] = []
+    restore: list[int] = []
     if status == "cancelled":
-        cut = next((e.position for e in by_pos if e.kind == "cancel"), None)
-        if cut is not None:
+        cancel = next((e for e in by_pos if e.kind == "cancel"), None)
+        if cancel is not None:
+            cut = cancel.position
+            if cancel.next_attempt_at is not None:  # (it kept a timer's deadline)
+                restore.append(cut)
+                cut += 1
             delete = [e.position for e in by_pos if e.position >= cut]
     elif status == "failed":
         for e in by_pos:
@@ -162,4 +173,4 @@ def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
     counted = [e.finished_at - e.started_at for e in by_pos
                if e.position in changed and e.kind == "step" and e.status != "pending"
                and e.started_at is not None and e.finished_at is not None]
-    return RetryPlan(delete=delete, reset=reset, counted=counted)
+    return RetryPlan(delete=delete, reset=reset, restore=restore, counted=counted)

@@ -129,6 +129,11 @@ class Lifecycle:
                     f"UPDATE {self.s}.journal SET status = 'pending', attempts = 0, "
                     "next_attempt_at = NULL, finished_at = NULL, started_at = NULL "
                     "WHERE run_id = %s AND position = ANY(%s)", (run_id, plan.reset))
+            if plan.restore:  # (see RetryPlan.restore)
+                await conn.execute(
+                    f"UPDATE {self.s}.journal SET kind = 'sleep', name = 'sleep', "
+                    "status = 'pending', finished_at = NULL WHERE run_id = %s "
+                    "AND position = ANY(%s) AND kind = 'cancel'", (run_id, plan.restore))
             await self._add_metric_totals(conn, metric_totals_of(plan.counted, ()))
             await conn.execute(
                 f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "

@@ -116,6 +116,8 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
         conn.execute(L["journal_delete_at"], {"run_id": run_id, "position": pos})
     for pos in plan.reset:
         conn.execute(L["journal_reset_at"], {"run_id": run_id, "position": pos})
+    for pos in plan.restore:
+        conn.execute(L["journal_restore_timer_at"], {"run_id": run_id, "position": pos})
     _add_metric_totals(conn, metric_totals_of(plan.counted, ()))
     conn.execute(L["run_retry"], {"run_id": run_id, "now": now, "version": version})
     stored: RunRecord = get(conn, run_id)

@@ -44,6 +44,13 @@ WHERE run_id = :run_id AND status IN ('failed', 'blocked', 'cancelled');
 -- Forget one journal entry.
 DELETE FROM tether_journal WHERE run_id = :run_id AND position = :position;
 
+-- journal_restore_timer_at --
+-- A cancel entry that took a timer's place becomes that timer again, pending, with the
+-- start, deadline and result it kept (a retried run waits only for what was left).
+UPDATE tether_journal SET kind = 'sleep', name = 'sleep', status = 'pending',
+    finished_at = NULL
+WHERE run_id = :run_id AND position = :position AND kind = 'cancel';
+
 -- journal_reset_at --
 -- A failed step runs again with a fresh attempt count (its last error stays visible).
 UPDATE tether_journal
