@@ -429,8 +429,9 @@ async def in_flight(store: Store, s: ScheduleRecord, cron: Cron,
     run (``last_run_id``: a tick's or a manual trigger's) and the runs of the batch of
     ticks that last started, i.e. the ``catchup_max`` ticks (with ``catchup="all"``; else
     one) up to the tick of the last tick-started run (or, after a manual trigger, up to
-    ``last_tick``). Ticks of that window older than the batch have a run only if it ended
-    before the batch started (``skip``) or was asked to cancel (``cancel_previous``)."""
+    ``last_tick``, the tick of the last batch that started: a skipped one leaves it).
+    Ticks of that window older than the batch have a run only if it ended before the
+    batch started (``skip``) or was asked to cancel (``cancel_previous``)."""
     ids: list[str] = []
     if s.last_run_id is not None:
         ids.append(s.last_run_id)
@@ -509,9 +510,12 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
             if await start_tick(app, store, s, rid, now):
                 log.info("schedule %s: started run %s", s.name, rid)
                 notify()
+        # ``last_tick`` is the tick of the last batch that started: ``in_flight`` looks
+        # at that batch through it once a manual trigger took ``last_run_id``, so a
+        # skipped batch leaves it (moved on, it let that batch's runs out of sight).
         await store.schedule_advance(
             name=s.name, expected=s.next_tick, next_tick=following,
-            last_tick=due[-1] if due else None,
+            last_tick=due[-1] if batch else None,
             last_run_id=batch[-1] if batch else None, now=now)
         nxt = following if nxt is None else min(nxt, following)
     return nxt

@@ -161,3 +161,32 @@ async def test_all_allow_starts_each_and_cancels_nothing(store_url: str) -> None
         assert sorted(await runs(app)) == [H(10), H(13), H(14), H(15), H(16)]
         assert await cancelled(app) == []
         assert await last_run(app) == H(16)
+
+
+async def test_a_manual_trigger_does_not_hide_a_catch_up_run_still_in_flight(
+        store_url: str) -> None:
+    """A caught-up batch whose oldest run is still running, then a manual trigger (the
+    schedule's last run is now the trigger's): skipped ticks must not move the window of
+    runs looked at past that batch. It did (``last_tick`` moved on with each skipped
+    tick), and the second tick after the trigger started although 13:00's run was still
+    running."""
+    from tether._lifecycle import trigger_schedule
+
+    app = scheduled(store_url, "skip")
+    async with app:
+        held = await install(app, "2026-12-02 10:30:00")
+        await tick(app, "2026-12-02 15:10:00")
+        assert sorted(await runs(app)) == [H(13), H(14), H(15)]
+        await held.end(H(14), H(15), at="2026-12-02 15:15:00")
+        s = await app.store.schedule_get("hourly")
+        assert s is not None
+        manual = await trigger_schedule(app, app.store, s, ts("2026-12-02 15:20:00"))
+        assert await last_run(app) == manual
+        await held.end(manual, at="2026-12-02 15:25:00")
+        for hour in (16, 17, 18):  # 13:00's run is still running: each tick is skipped
+            await tick(app, f"2026-12-02 {hour}:00:01")
+            assert sorted(await runs(app)) == sorted([H(13), H(14), H(15), manual]), hour
+        await held.end(H(13), at="2026-12-02 18:30:00")
+        await tick(app, "2026-12-02 19:00:01")
+        assert sorted(await runs(app)) == sorted([H(13), H(14), H(15), manual, H(19)])
+        assert await last_run(app) == H(19)
