@@ -179,12 +179,24 @@ def start_child(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: 
                         on_parent_cancel)
 
 
-async def call(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: str | None = None,
-               run_id: str | None = None, **kwargs: Any) -> R:
-    """Start a child run and wait for its result (a "durable tool" on its own queue)."""
-    handle: ChildHandle[R] = await start_child(workflow, *args, queue=queue, run_id=run_id,
-                                               **kwargs)
-    return await handle.result()
+def call(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: str | None = None,
+         run_id: str | None = None, **kwargs: Any) -> Awaitable[R]:
+    """Start a child run and wait for its result (a "durable tool" on its own queue).
+
+    Two operations, the start and the wait, whose positions are both taken when
+    ``call`` is called: ``asyncio.gather(tether.call(a), tether.call(b))`` records a's
+    start and wait, then b's, whichever child starts or ends first, so a replay (which
+    answers both starts at once) asks for the same positions."""
+    ctx = _ctx("call")
+    start = ctx.take_position()
+    return _call(ctx, start, ctx.take_position(), workflow, args, kwargs, queue, run_id)
+
+
+async def _call(ctx: RunContext, start: int, wait: int, workflow: Callable[..., Any] | str,
+                args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
+                run_id: str | None) -> Any:
+    handle = await _start_child(ctx, start, workflow, args, kwargs, queue, run_id, "cancel")
+    return await child_wait(ctx, wait, handle.run_id, handle._annotation)
 
 
 # -- steps ---------------------------------------------------------------------------------
