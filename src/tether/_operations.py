@@ -221,6 +221,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
     entry = ctx.recorded(pos, OperationKind.STEP, name)
     if entry is not None and entry.status != PENDING:
         ctx.replayed += 1
+        if entry.status == ERROR and _was_cancelled(ctx, entry):
+            await _cancelled_again(ctx)
         value = _outcome(ctx, entry, sdef)
         ctx.count_replay(sdef, pos, value)
         return value
@@ -257,7 +259,10 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             # (no observer: no wrapping coroutine, one fewer frame per step)
             value = await (_observe.step(ctx, info, attempt) if _observe.observers
                            else attempt)
-        except (_Stop, asyncio.CancelledError):
+        except _Stop:
+            raise
+        except asyncio.CancelledError:
+            _cancelled_by_workflow(ctx, sdef, pos, state, args_text, task)
             raise
         except _Interrupted:
             fresh = False
@@ -267,7 +272,10 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         except BaseException as exc:
             # A library's sys.exit() or a KeyboardInterrupt raised by user code is a
             # failed attempt like any other, not the worker's end (the worker's own
-            # shutdown arrives as CancelledError, handled above).
+            # shutdown arrives as CancelledError, handled above; a CancelledError that
+            # the step's code raised itself arrives as _OwnCancel, see ``_invoke``).
+            if isinstance(exc, _OwnCancel) and exc.__cause__ is not None:
+                exc = exc.__cause__
             fresh = False
             writer.note(attempt_id, (
                 *head, "postponed" if isinstance(exc, Postpone) else "error", started,
@@ -416,11 +424,13 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
                 if inner.done() and not inner.cancelled():
                     raise  # the step itself raised TimeoutError
                 raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 current = asyncio.current_task()
-                if (inner.cancelled() and ctx.cancel_requested and current is not None
-                        and not current.cancelling()):
-                    raise _Interrupted() from None
+                if current is not None and not current.cancelling():
+                    if inner.cancelled() and ctx.cancel_requested:
+                        raise _Interrupted() from None
+                    if not inner.cancelled():  # the step's function raised it
+                        raise _OwnCancel() from exc
                 raise
             finally:
                 ctx._step_tasks.discard(inner)
@@ -436,13 +446,15 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
             if scope is not None and scope.expired():
                 raise StepTimeout(sdef.name, sdef.timeout or 0.0) from None
             raise  # the step itself raised TimeoutError
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if task in ctx.step_interrupts:
                 ctx.step_interrupts.discard(task)
                 # Interrupted by the cancel request alone (no other cancel of this task,
                 # such as the worker's shutdown, is pending).
                 if task.uncancel() == 0 and ctx.cancel_requested:
                     raise _Interrupted() from None
+            elif not task.cancelling():
+                raise _OwnCancel() from exc  # nobody cancelled the task: the step raised it
             raise
         finally:
             ctx._step_tasks.discard(task)
@@ -452,6 +464,57 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
                 task.uncancel()
     finally:
         current_step.reset(token)
+
+
+class _OwnCancel(Exception):
+    """A step's code raised ``asyncio.CancelledError`` although nobody cancelled its task
+    (internal; its ``__cause__`` is that error): a failed attempt like any other error.
+    Let through, it ended the run's task as if the worker were stopping, and the run
+    stayed 'running' under the live worker's lease with nothing executing it."""
+
+
+#: The error type of a step cancelled by the workflow's own code (journaled).
+_CANCELLED_TYPE = "asyncio.CancelledError"
+
+
+def _cancelled_by_workflow(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
+                           args_text: str, task: asyncio.Task[Any] | None) -> None:
+    """A step's task was cancelled while the step ran or waited for its next attempt.
+    When the workflow's own code did it (``task.cancel()`` of a branch, the loser of
+    ``asyncio.wait(..., FIRST_COMPLETED)``, ``asyncio.wait_for``'s timeout, a
+    ``TaskGroup`` whose sibling failed), the cancellation is the step's outcome: it is
+    journaled, so replay neither runs the step again nor lets it finish (see
+    ``_cancelled_again``). Not when Tether unwinds the run (released, blocked, lease
+    lost) or abandons the tasks left running after the workflow returned, nor for a
+    step awaited by the workflow's main task itself (its cancel cannot be told apart
+    from the worker's stop): the step then runs again at the next replay. The entry is
+    written with the run's next write (``RunContext.note_cancelled``), and only if the
+    worker is not stopping by then (nor when the event loop closes, which cancels every
+    task at once)."""
+    if (ctx.stop is not None or ctx.abandoned or task is None or task is ctx.main_task
+            or ctx.shutting_down()):
+        return
+    now = ctx.clock.now()
+    err = ctx.codec.encode_error({
+        "type": _CANCELLED_TYPE, "attempts": state.attempts,
+        "message": f"step {sdef.name!r} was cancelled by the workflow's code"})
+    ctx.note_cancelled(JournalEntry(pos, OperationKind.STEP, sdef.name, ERROR, error=err,
+                                    attempts=state.attempts,
+                                    started_at=state.first_at or now, finished_at=now,
+                                    args=args_text))
+
+
+def _was_cancelled(ctx: RunContext, entry: JournalEntry) -> bool:
+    """Whether a step's error entry records its cancellation by the workflow's code."""
+    err = ctx.codec.decode(entry.error) if entry.error else None
+    return isinstance(err, dict) and err.get("type") == _CANCELLED_TYPE
+
+
+async def _cancelled_again(ctx: RunContext) -> None:
+    """Replay of a step that the workflow's code cancelled: it never returns. The
+    workflow's code cancels it again at the same point (the sibling that won replays,
+    the ``wait_for`` times out again), which ends it as it ended live."""
+    await ctx._loop.create_future()
 
 
 def _outcome(ctx: RunContext, entry: JournalEntry, sdef: StepDef) -> Any:

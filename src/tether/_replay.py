@@ -121,6 +121,10 @@ class StepInfo:
         return f"{self.run_id}:{self.position}"
 
 
+def _never() -> bool:
+    return False
+
+
 class _Interrupted(Exception):
     """An async step was interrupted by a cancel request (internal)."""
 
@@ -451,6 +455,16 @@ class RunContext:
         #: can have been cut off.
         self.cut_off: dict[int, tuple[int, float]] | None = None if taken_over else {}
         self._cut_off_read: asyncio.Future[dict[int, tuple[int, float]]] | None = None
+        #: The task that runs the workflow's code (the context is made in it).
+        self.main_task: asyncio.Task[Any] | None = asyncio.current_task(self._loop)
+        #: Set when the worker cancels the tasks the workflow left running after its
+        #: code ended: their steps' cancellation is not the workflow's doing.
+        self.abandoned = False
+        #: Entries of steps the workflow's code cancelled, written with the next flush.
+        self._cancelled: list[JournalEntry] = []
+        #: Whether the worker is stopping (set by the worker): a step cancelled then was
+        #: not cancelled by the workflow's code.
+        self.shutting_down: Callable[[], bool] = _never
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -531,7 +545,28 @@ class RunContext:
         self.journal[entry.position] = entry
         self._defer(self.store.journal_append(lease=self.lease, entry=entry))
 
+    def note_cancelled(self, entry: JournalEntry) -> None:
+        """A step that the workflow's code cancelled: journal it with the run's next write
+        or flush (a done future among the deferred writes makes ``write`` flush first),
+        unless the main task is being cancelled by then (``_write_cancelled``)."""
+        self._cancelled.append(entry)
+        done = self._loop.create_future()
+        done.set_result(None)
+        self._deferred.append(done)
+
+    def _write_cancelled(self) -> None:
+        entries, self._cancelled = self._cancelled, []
+        stopped = self.stop is not None and not isinstance(self.stop, Release)
+        if stopped or self.shutting_down():
+            # The worker stops the run (or its lease was lost) since: the cancellation
+            # may have been its doing; the steps run again at the next replay.
+            return
+        for entry in entries:
+            self.write_deferred(entry)
+
     async def flush(self) -> None:
+        if self._cancelled:
+            self._write_cancelled()
         self._metrics_writer.start()
         pending, self._deferred = self._deferred, []
         for fut in pending:

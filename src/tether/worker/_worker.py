@@ -857,6 +857,7 @@ class Worker:
             taken_over=run.crashes > 0,
         )
         made.append(ctx)
+        ctx.shutting_down = self._shutting_down
         if self._draining:
             ctx.drain()
         active = self._active.get(run.run_id)
@@ -881,12 +882,19 @@ class Worker:
             error = exc
         finally:
             current_run.reset(token)
+            ctx.abandoned = True
             for t in ctx.tasks:
                 if not t.done() and t is not asyncio.current_task():
                     t.cancel()
         if active is not None:
             active.finishing = True
         await self._conclude(ctx, value, error, run)
+
+    def _shutting_down(self) -> bool:
+        """Whether this worker is stopping, or its loops were cancelled (the event loop
+        closing cancels every task at once): a step cancelled now was not cancelled by
+        its workflow's code."""
+        return self._stopping or any(t.cancelling() or t.cancelled() for t in self._loops)
 
     async def _crash_check(self, claimed: ClaimedRun) -> bool:
         """A run whose workers died while executing it: count the crash, back off, run
@@ -1041,7 +1049,8 @@ class Worker:
     async def _conclude(self, ctx: RunContext, value: Any, error: BaseException | None,
                         run: RunRecord) -> None:
         run_id = ctx.run_id
-        if ctx.stop is None:
+        if ctx.stop is None or isinstance(ctx.stop, Release):
+            # (Released too: the steps its code cancelled just before are journaled.)
             with contextlib.suppress(_Stop):
                 await ctx.flush()
         stop = ctx.stop
