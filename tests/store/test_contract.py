@@ -7,6 +7,7 @@ except the wake-up test, which waits for another store object's notification.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -230,11 +231,52 @@ async def test_pending_entry_may_be_overwritten_a_final_one_never(store: Store) 
     assert only.started_at == T0
 
 
+async def test_an_append_retried_after_its_commit_is_taken_as_written(store: Store) -> None:
+    """An append whose first attempt committed but whose caller was not told (the
+    connection cut before the answer) is made again by the worker with the same entry
+    under the same lease: that is a success, alone or among other runs' appends, not a
+    conflict; it changes nothing. The same entry under a lease taken over since is
+    refused (LeaseLost), and another entry at the position under the same lease is still
+    a conflict. The start time and arguments may differ (the upsert keeps those of the
+    pending entry the first attempt replaced)."""
+    lease = (await start_and_claim(store, "r1")).lease
+    await store.journal_append(lease=lease, entry=entry(0, "pending"))
+    first = JournalEntry(0, "step", "ask", "ok", result='"paid"', attempts=2,
+                         started_at=T0, finished_at=T0 + 1, args='["q"]')
+    await store.journal_append(lease=lease, entry=first)
+    await store.journal_append(lease=lease, entry=first)  # alone
+    other = (await start_and_claim(store, "r2", queue="q2")).lease
+    again = dataclasses.replace(first, started_at=T0 - 5, args='["other"]')
+    await asyncio.gather(store.journal_append(lease=lease, entry=again),
+                         store.journal_append(lease=other, entry=entry(0)))  # together
+    await store.journal_append(lease=lease, entry=first, metrics='{"tokens": 3}', now=T0 + 2)
+    for changed in (dataclasses.replace(first, result='"other"'),
+                    dataclasses.replace(first, attempts=3),
+                    dataclasses.replace(first, status="error", result=None, error="{}")):
+        with pytest.raises(StoreError) as err:
+            await store.journal_append(lease=lease, entry=changed)
+        assert not isinstance(err.value, LeaseLost)
+    (stored,) = await store.journal_read("r1")
+    assert stored == dataclasses.replace(first, args=None)
+    run = await store.run_get("r1")
+    assert run is not None and run.metrics == {"tokens": 3.0}
+    # Taken over since: the same entry under the old lease is refused.
+    await store.run_release(lease=lease, wait=Wait(T0, "handed back"), now=T0 + 3)
+    taken = await store.run_claim(worker_id="w2", queues=["q"], limit=1, now=T0 + 3,
+                                  lease_seconds=LEASE)
+    assert [c.run.run_id for c in taken] == ["r1"]
+    with pytest.raises(LeaseLost):
+        await store.journal_append(lease=lease, entry=first)
+    with pytest.raises(StoreError) as err:  # its own entry, but not under this lease
+        await store.journal_append(lease=taken[0].lease, entry=first)
+    assert not isinstance(err.value, LeaseLost)
+
+
 async def test_concurrent_appends_of_many_runs_each_get_their_own_outcome(store: Store) -> None:
     """Appends made at once (shared transactions) succeed or fail one by one: a stale
     lease or a final entry fails only its own append."""
     leases = [(await start_and_claim(store, f"r{i}", queue=f"q{i}")).lease for i in range(20)]
-    await store.journal_append(lease=leases[3], entry=entry(0))
+    await store.journal_append(lease=leases[3], entry=entry(0, result="0"))
     stale = Lease("r5", "w1", leases[5].fencing_token - 1)
     calls = [store.journal_append(lease=stale if i == 5 else lease, entry=entry(0))
              for i, lease in enumerate(leases)]

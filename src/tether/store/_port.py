@@ -264,7 +264,12 @@ class Store(ServeQueries, Protocol):
         ``run_metrics_set(metrics=, now=)`` would, in the same transaction: a durable
         LLM call's cost and its entry are one commit. The metrics are written even when
         the entry is refused because a final one holds its position (the call was paid
-        all the same). Raises: LeaseLost if ``lease`` is stale (nothing written)."""
+        all the same). Idempotent for its own entry: an append made again after its
+        first attempt committed unbeknown to the caller (the connection cut before the
+        answer) finds the same final entry, written under the same fencing token, and
+        succeeds without changing it (``_sql.same_entry``). Raises: LeaseLost if
+        ``lease`` is stale (nothing written); StoreError if another final entry holds
+        the position."""
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:

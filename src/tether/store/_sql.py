@@ -107,6 +107,18 @@ def entry_params(lease: Lease, e: JournalEntry) -> dict[str, Any]:
     }
 
 
+def same_entry(stored: JournalEntry, e: JournalEntry) -> bool:
+    """Whether ``stored``, the final entry at ``e``'s position written under the lease
+    that appends ``e``, is ``e`` itself: an append retried after its first attempt
+    committed and its answer was lost (a connection cut mid-way), which is then a
+    success, not a conflict. Its start time and arguments are left out: the upsert
+    keeps those of a pending entry it replaced."""
+    return (stored.status == e.status and stored.kind == e.kind and stored.name == e.name
+            and stored.result == e.result and stored.error == e.error
+            and stored.attempts == e.attempts and stored.finished_at == e.finished_at
+            and stored.next_attempt_at == e.next_attempt_at)
+
+
 def final_conflict(run_id: str, position: int) -> StoreError:
     """The error of a journal append refused because a final entry holds its position."""
     return StoreError(f"run {run_id!r}: position {position} already holds a final journal "

@@ -78,6 +78,7 @@ from tether.store._sql import (
     load_queries,
     run_from_row,
     run_params,
+    same_entry,
 )
 from tether.store._values import (
     check_event,
@@ -1046,6 +1047,8 @@ class PostgresStore(PostgresServeQueries):
                 for a in refused:
                     _settle(a.future, exc)
                 refused = []
+        if refused:
+            refused = await self._not_retries(refused, current)
         for a in refused:
             if current.get(a.lease.run_id) != a.lease.fencing_token:
                 # Worth a line in the log: a stalled worker (paused, partitioned) tried
@@ -1059,6 +1062,40 @@ class PostgresStore(PostgresServeQueries):
                 _settle(a.future, final_conflict(a.lease.run_id, a.entry.position))
         for a in batch:
             _settle(a.future, None)
+
+    async def _not_retries(self, refused: list[Append], current: dict[str, int]
+                           ) -> list[Append]:
+        """Of appends refused under a current lease (a final entry holds the position),
+        resolve those whose entry is the one there, written under the same lease: a
+        retry of an append whose first attempt committed, its answer lost with its
+        connection (``same_entry``). The others, and those whose lease is stale, are
+        returned."""
+        own = [a for a in refused if current.get(a.lease.run_id) == a.lease.fencing_token]
+        if not own:
+            return refused
+        try:
+            rows, _ = await self._one("journal_written", {
+                "run_ids": [a.lease.run_id for a in own],
+                "positions": [a.entry.position for a in own],
+                "tokens": [a.lease.fencing_token for a in own]})
+        except TetherError as exc:
+            for a in own:
+                _settle(a.future, exc)
+            return [a for a in refused
+                    if current.get(a.lease.run_id) != a.lease.fencing_token]
+        stored = {(r[0], r[1]): entry_from_row(r[1:]) for r in rows}
+        left = []
+        for a in refused:
+            mine = stored.get((a.lease.run_id, a.entry.position))
+            if (mine is not None and current.get(a.lease.run_id) == a.lease.fencing_token
+                    and same_entry(mine, a.entry)):
+                log.info("run %s: journal append at position %d was already written by "
+                         "its first attempt (its answer was lost); taken as written",
+                         a.lease.run_id, a.entry.position)
+                _settle(a.future, None)
+            else:
+                left.append(a)
+        return left
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:

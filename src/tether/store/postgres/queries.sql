@@ -217,6 +217,17 @@ FOR NO KEY UPDATE;
 SELECT run_id, fencing_token FROM {schema}.runs
 WHERE run_id = ANY(%(run_ids)s) AND (status = 'running') IS TRUE;
 
+-- journal_written --
+-- The entries at these positions that these fencing tokens wrote: a retried append
+-- whose first attempt committed, its answer lost with its connection, finds its own
+-- entry here (read only when an append was refused under a current lease).
+SELECT k.run_id, j.position, j.kind, j.name, j.status, j.result, j.error, j.attempts,
+       j.started_at, j.finished_at, j.next_attempt_at, j.args
+FROM unnest(%(run_ids)s::text[], %(positions)s::integer[], %(tokens)s::bigint[])
+     AS k(run_id, position, fencing_token)
+JOIN {schema}.journal j
+  ON j.run_id = k.run_id AND j.position = k.position AND j.fencing_token = k.fencing_token;
+
 -- _journal_upsert --
 -- (A fragment.) A journal insert's conflict: a pending entry is replaced, a final one
 -- never.

@@ -65,6 +65,7 @@ from tether.store._sql import (
     load_queries,
     run_from_row,
     run_params,
+    same_entry,
 )
 from tether.store._values import (
     bucket_take,
@@ -1219,7 +1220,19 @@ def _journal_append(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> Non
     if conn.changes() == 1:
         return
     _check_lease(conn, lease)
-    raise final_conflict(lease.run_id, e.position)
+    if not _written_before(conn, lease, e):
+        raise final_conflict(lease.run_id, e.position)
+
+
+def _written_before(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> bool:
+    """Whether the final entry holding ``e``'s position is ``e``, written under this
+    lease (``same_entry``): a retried append whose first attempt committed and whose
+    caller was not told (an I/O error after the commit), a success."""
+    for row in conn.execute(Q["journal_written"], {
+            "run_id": lease.run_id, "position": e.position,
+            "fencing_token": lease.fencing_token}):
+        return same_entry(entry_from_row(row), e)
+    return False
 
 
 def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry,
@@ -1238,7 +1251,7 @@ def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry
         return written
     _run_metrics_set(conn, lease, metrics, now)
     conn.execute(Q["journal_append"], entry_params(lease, e))
-    return bool(conn.changes() == 1)
+    return bool(conn.changes() == 1) or _written_before(conn, lease, e)
 
 
 #: Most journal appends written by one statement. Each statement call lets the busy event

@@ -74,6 +74,15 @@ ON CONFLICT (run_id, position) DO UPDATE SET
     started_at = coalesce(tether_journal.started_at, excluded.started_at)
 WHERE tether_journal.status = 'pending';
 
+-- journal_written --
+-- The entry at this position if this fencing token wrote it: a retried append whose
+-- first attempt committed finds its own entry here (read only when an append was
+-- refused under a current lease).
+SELECT position, kind, name, status, result, error, attempts, started_at, finished_at,
+       next_attempt_at, args
+FROM tether_journal
+WHERE run_id = :run_id AND position = :position AND fencing_token = :fencing_token;
+
 -- lease_check --
 -- Whether a lease is current.
 SELECT 1 FROM tether_runs
