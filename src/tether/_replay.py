@@ -23,11 +23,13 @@ import contextvars
 import itertools
 import json
 import logging
+import random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether import _faults
 from tether._clock import wait_event
@@ -102,6 +104,27 @@ AttemptRow = tuple[str, str, int, int, str, int, str, str, float, float | None, 
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
 
+#: A run's write that failed because the store is unavailable (a dropped connection, a
+#: server gone) is tried again after this many seconds, doubling up to
+#: ``WRITE_RETRY_MAX`` (each wait 0-20 % longer, so that the runs of a worker do not
+#: all come back at once), for as long as the run is this worker's (``write_again``).
+WRITE_RETRY_FIRST = 0.2
+WRITE_RETRY_MAX = 5.0
+
+
+class StoreRetries(Protocol):
+    """What a run tells its worker of its writes retried through a store outage (the
+    worker's ``_StoreOutage``): each failure, and the store's answer again."""
+
+    def failed(self, run_id: str | None, exc: BaseException, what: str) -> None: ...
+
+    def back(self, *, by_run: bool = True) -> None: ...
+
+
+def _what(entry: JournalEntry) -> str:
+    """An entry as the log names it: "step 'ask' at position 3 (ok)"."""
+    return f"{entry.kind} {entry.name!r} at position {entry.position} ({entry.status})"
+
 
 @dataclass(frozen=True, slots=True)
 class StepInfo:
@@ -148,9 +171,14 @@ class _LatestWriter:
     entry are then one transaction."""
 
     def __init__(self, defer: Callable[[Awaitable[None]], None],
-                 write: Callable[[], Awaitable[None]], *, lazy: bool = False) -> None:
+                 write: Callable[[], Awaitable[None]], *, lazy: bool = False,
+                 again: Callable[[StoreUnavailable, Callable[[], Awaitable[None]]],
+                                 Awaitable[None]] | None = None) -> None:
         self._defer = defer
         self._write = write
+        #: Called with the error when a write fails because the store is unavailable,
+        #: to write again until it goes through (None: the error goes to the flush).
+        self._again = again
         self._lazy = lazy
         self._writing = False
         self._dirty = False
@@ -196,7 +224,12 @@ class _LatestWriter:
         try:
             while self._dirty:
                 self._dirty = False
-                await self._write()
+                try:
+                    await self._write()
+                except StoreUnavailable as exc:
+                    if self._again is None:
+                        raise
+                    await self._again(exc, self._write)  # (the latest value each time)
         finally:
             self._writing = False
 
@@ -406,7 +439,8 @@ class RunContext:
                  sticky_wait: float, cancel_requested: bool = False,
                  metrics: dict[str, float] | None = None, generation: int = 0,
                  attempt_writer: AttemptWriter | None = None,
-                 taken_over: bool = False) -> None:
+                 taken_over: bool = False,
+                 retries: StoreRetries | None = None) -> None:
         self.run_id = lease.run_id
         self.lease = lease
         self.workflow = workflow
@@ -432,10 +466,13 @@ class RunContext:
         # Plain JSON, never through the payload hook: stores read these numbers.
         self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
             lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()),
-            lazy=True)
+            lazy=True, again=partial(self.write_again, "write its metrics"))
         self._status_text: str | None = None
         self._status_writer = _LatestWriter(self._defer, lambda: self.store.run_set_status_info(
-            lease=self.lease, info=self._status_text, now=self.clock.now()))
+            lease=self.lease, info=self._status_text, now=self.clock.now()),
+            again=partial(self.write_again, "write its status"))
+        #: The worker's account of the store's outages (None: log only).
+        self.retries = retries
         self._loop = asyncio.get_running_loop()
         self.generation = generation
         #: Set when the worker drains (SIGTERM): the run is handed back at its next
@@ -529,12 +566,75 @@ class RunContext:
                                             now=now)
         except LeaseLost as exc:
             raise self.halt(Lost(exc)) from None
+        except StoreUnavailable as exc:
+            # (Off the hot path: only a failed append pays for the retry's setup.)
+            await self.write_again(_what(entry), exc, partial(
+                self.store.journal_append, lease=self.lease, entry=entry, metrics=metrics,
+                now=now))
         except Exception:
             if metrics is not None:
                 self._metrics_writer.give_back()
             raise
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")
+
+    async def write_again(self, what: str, exc: StoreUnavailable,
+                          write: Callable[[], Awaitable[Any]]) -> None:
+        """``write()`` failed with ``exc``: the store is unavailable (a connection cut,
+        perhaps after the server committed it; a server gone), and what it writes (a
+        step's result: a paid call) exists only in this worker's memory. Write it again,
+        backing off from ``WRITE_RETRY_FIRST`` to ``WRITE_RETRY_MAX`` seconds, until the
+        store takes it, for as long as the run is this worker's: the lease's fencing
+        token decides that when the store answers again, however long the outage and
+        whether the lease expired meanwhile (nobody else took the run: still this
+        worker's). A retry of a journal append that had in fact committed is taken as
+        written by the store (same position, fencing token and content).
+
+        Ends with the run's code stopped (``_Stop``, reason ``Lost``) if another worker
+        took the run over (the write is refused, ``LeaseLost``, or the heartbeat said
+        so): what was to be written is dropped, logged, and that worker replays the run
+        from its journal. A worker that stops meanwhile cancels this (its grace period,
+        if it drains, lets it go on until then). Raises any other error of the store."""
+        run_id = self.run_id
+        retries = self.retries
+        delay = WRITE_RETRY_FIRST
+        try:
+            while True:
+                note = f"could not {what}; trying again in {delay:.1f} s (kept in memory)"
+                if retries is not None:
+                    retries.failed(run_id, exc, note)
+                else:
+                    log.debug("run %s: store unavailable (%s); %s", run_id, exc, note)
+                await asyncio.sleep(delay * random.uniform(1.0, 1.2))
+                if isinstance(self.stop, Lost):  # (the heartbeat: taken over meanwhile)
+                    raise _Stop()
+                try:
+                    await write()
+                except StoreUnavailable as failed:
+                    exc = failed
+                    delay = min(delay * 2, WRITE_RETRY_MAX)
+                    continue
+                except LeaseLost as lost:
+                    if retries is not None:
+                        retries.back()  # (the store answered)
+                    raise self.halt(Lost(lost)) from None
+                if retries is not None:
+                    retries.back()
+                log.info("run %s: %s written after the store came back", run_id, what)
+                return
+        except BaseException as stopped:
+            if isinstance(self.stop, Lost):
+                log.warning("run %s: lease lost while the store was unavailable (another "
+                            "worker took the run over: fencing token %d is stale); the "
+                            "%s held in memory is dropped (it stands only if its first "
+                            "attempt committed before its connection was cut), and that "
+                            "worker continues the run from its journal", run_id,
+                            self.lease.fencing_token, what)
+            elif isinstance(stopped, asyncio.CancelledError):
+                log.warning("run %s: stopped with %s not written (the store is "
+                            "unavailable); a worker that takes the run over replays it "
+                            "from its journal, and runs that operation again", run_id, what)
+            raise
 
     def _defer(self, write: Awaitable[None]) -> None:
         self._deferred.append(asyncio.ensure_future(write))
@@ -543,7 +643,14 @@ class RunContext:
         """Record an entry without waiting (clock and random values): later writes are
         ordered after it, and the run flushes before it ends."""
         self.journal[entry.position] = entry
-        self._defer(self.store.journal_append(lease=self.lease, entry=entry))
+        self._defer(self._append_deferred(entry))
+
+    async def _append_deferred(self, entry: JournalEntry) -> None:
+        try:
+            await self.store.journal_append(lease=self.lease, entry=entry)
+        except StoreUnavailable as exc:
+            await self.write_again(_what(entry), exc, partial(
+                self.store.journal_append, lease=self.lease, entry=entry))
 
     def note_cancelled(self, entry: JournalEntry) -> None:
         """A step that the workflow's code cancelled: journal it with the run's next write

@@ -102,6 +102,86 @@ async def test_a_failed_final_write_is_retried(store_url: str) -> None:
     await app.close()
 
 
+async def test_a_steps_append_refused_by_an_outage_is_written_again_in_place(
+        store_url: str) -> None:
+    """The store refuses a step's journal append three times (unavailable: a dropped
+    connection, a locked SQLite file), and a deferred one (a clock value) twice: the
+    worker writes each again, with the result it holds, instead of handing the run back
+    for a replay that would run the step again. The step ran once; the run was never
+    claimed again (fencing token 1)."""
+    from tether import StoreUnavailable, now
+
+    app = App(store_url)
+    calls: list[int] = []
+
+    @app.step
+    async def paid() -> str:
+        calls.append(1)
+        return "answer"
+
+    @app.workflow
+    async def wf() -> str:
+        when = now()
+        said = await paid()
+        return f"{said} {when.year > 2000}"
+
+    await app._open()
+    store = app.store
+    real_append = store.journal_append
+    refused: list[str] = []
+
+    async def flaky_append(**kwargs: Any) -> None:
+        entry = kwargs["entry"]
+        limit = 3 if entry.kind == "step" else 2
+        if sum(1 for k in refused if k == entry.kind) < limit:
+            refused.append(entry.kind)
+            raise StoreUnavailable(f"connection dropped (injected, {entry.kind})")
+        await real_append(**kwargs)
+
+    store.journal_append = flaky_append  # type: ignore[method-assign]
+    async with app.worker():
+        assert await (await app.start(wf, run_id="a")).result(timeout=20) == "answer True"
+    assert calls == [1]
+    assert sorted(refused) == ["now", "now", "step", "step", "step"]
+    run = await store.run_get("a")
+    assert run is not None and run.fencing_token == 1
+    await app.close()
+
+
+async def test_a_locked_sqlite_file_during_a_steps_append_does_not_run_it_again(
+        tmp_path: Any) -> None:
+    """SQLite: another process holds the file's write lock when the step's append comes,
+    for longer than the store's busy timeout (the append fails: StoreUnavailable, "stayed
+    locked"). The worker writes the result again once the lock is gone; the step ran
+    once."""
+    import apsw
+
+    path = f"{tmp_path}/locked.db"
+    app = App(f"sqlite:///{path}", busy_timeout=0.2)
+    calls: list[int] = []
+    other = apsw.Connection(path)
+    loop = asyncio.get_running_loop()
+
+    @app.step
+    async def paid() -> str:
+        calls.append(1)
+        other.execute("BEGIN IMMEDIATE")  # held for 1.5 s, past 7 busy timeouts
+        loop.call_later(1.5, lambda: other.execute("ROLLBACK"))
+        return "answer"
+
+    @app.workflow
+    async def wf() -> str:
+        return await paid()
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="a")).result(timeout=20) == "answer"
+    run = await app.store.run_get("a")
+    assert run is not None and run.fencing_token == 1
+    assert calls == [1]
+    other.close()
+    await app.close()
+
+
 async def test_a_store_outage_under_many_runs_is_logged_once_not_per_run(
         store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """The store refuses the final writes of 30 runs in flight (an outage): the log

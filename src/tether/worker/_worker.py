@@ -288,6 +288,9 @@ class Worker:
         self._executing = 0
         #: The store gone away under the runs in flight (what the log says of it).
         self._outage = _StoreOutage()
+        #: When the last heartbeat that went through was called (the clock's time): the
+        #: leases of the runs held since then count from it.
+        self._renewed_at = 0.0
         #: The workflows this worker may claim runs of: the ones its app registered.
         self._claimable: list[str] = sorted(app.workflows())
         self._attempts: AttemptWriter | None = None  # made at start, on the opened store
@@ -331,6 +334,7 @@ class Worker:
         # heartbeat (which still reports cancels whose notification was lost).
         self._unsubscribe = await store.subscribe(self.notify, on_cancel=self.request_cancel)
         self._started = True
+        self._renewed_at = now
         if self.tune_gc:
             self._gc_tuned = _gc.worker_started()
         self._host.attach(self)
@@ -484,6 +488,14 @@ class Worker:
                 free = 0  # a crash suspect runs alone (see _crash_check)
             claimed: list[ClaimedRun] = []
             excluded = self._exclusions(clock.now())
+            if self._active and clock.now() - self._renewed_at > self.lease_seconds / 2:
+                # No heartbeat went through for a while (the store was unreachable): the
+                # leases of the runs this worker executes may have expired. Claiming one
+                # back would replay it beside the task still executing it, and run its
+                # step in flight (a model call outliving the outage, a result waiting to
+                # be written: RunContext.write_again) a second time; the next heartbeat
+                # renews them instead (or reports them taken over by another worker).
+                excluded = [*excluded, *self._active]
             if free > 0:
                 self._claiming = True
                 called = clock.now()
@@ -726,6 +738,7 @@ class Worker:
                 hb = await store.lease_heartbeat(worker_id=self.worker_id, now=called,
                                                  lease_seconds=self.lease_seconds)
                 hb = await self._renew_if_late(called) or hb
+                self._renewed_at = called
             except StoreUnavailable as exc:
                 self._outage.failed(None, exc, "heartbeat failed")
                 continue
@@ -851,7 +864,7 @@ class Worker:
             codec=codec, clock=app.clock, executor=self._executor,
             sticky_wait=self.sticky_wait, cancel_requested=run.cancel_requested,
             metrics=run.metrics, generation=run.generation,
-            attempt_writer=self._attempts,
+            attempt_writer=self._attempts, retries=self._outage,
             # (taken over from a dead worker, now or before: an earlier execution may
             # have been cut off in a step; see RunContext.cut_off_attempts)
             taken_over=run.crashes > 0,
@@ -1113,9 +1126,12 @@ class Worker:
             self._wake.set()
             return
         elif _engine_store_failure(error):
-            # The engine's own read or write failed (a dropped connection, a deadlock
-            # the database broke): the run's outcome is unknown, not failed. Hand it
-            # back so that a replay retries from its journal.
+            # One of the engine's own store calls failed (a dropped connection, a
+            # deadlock the database broke) where nothing is lost by replaying: a read, a
+            # signal taken or a child started (both journaled in their transaction).
+            # The run's outcome is unknown, not failed: hand it back so that a replay
+            # retries from its journal. (Journal writes, which may hold a step's result,
+            # are retried in place instead: RunContext.write_again.)
             assert isinstance(error, StoreUnavailable)
             self._outage.failed(run_id, error, f"store failed under it; replaying it in "
                                                f"{STORE_RETRY_DELAY:.1f} s")
