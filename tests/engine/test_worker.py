@@ -174,7 +174,11 @@ async def test_a_locked_sqlite_file_during_a_steps_append_does_not_run_it_again(
         return await paid()
 
     async with app.worker():
-        assert await (await app.start(wf, run_id="a")).result(timeout=20) == "answer"
+        handle = await app.start(wf, run_id="a")
+        while not calls:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(2.0)  # (this test's own reads would meet the lock too)
+        assert await handle.result(timeout=20) == "answer"
     run = await app.store.run_get("a")
     assert run is not None and run.fencing_token == 1
     assert calls == [1]
