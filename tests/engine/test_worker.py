@@ -601,3 +601,45 @@ async def test_the_attempt_history_is_written_outside_any_runs_context(
         assert await (await app.start(stepped, run_id="h")).result(timeout=20) == 1
     await app.close()
     assert contexts and all(c is None for c in contexts), contexts
+
+
+@pytest.mark.parametrize("second_signal", [True, False])
+async def test_a_drain_cut_short_says_why(store_url: str, caplog: pytest.LogCaptureFixture,
+                                          second_signal: bool) -> None:
+    """A drain that ends with a run still in flight logs why it stopped waiting: a second
+    stop signal (``abandon``, set by the CLI's second SIGTERM) or the grace period's end,
+    not "after the grace period" in both cases."""
+    app = App(store_url)
+    entered = asyncio.Event()
+
+    @app.step
+    async def slow() -> None:
+        entered.set()
+        await asyncio.sleep(60)
+
+    @app.workflow
+    async def wf() -> None:
+        await slow()
+
+    await app.start(wf)
+    worker = app.worker()
+    await worker.start()
+    try:
+        await asyncio.wait_for(entered.wait(), 10)
+        abandon = asyncio.Event()
+        if second_signal:
+            asyncio.get_running_loop().call_later(0.05, abandon.set)
+        caplog.set_level(logging.WARNING, logger="tether")
+        started = time.monotonic()
+        clean = await worker.drain(30.0 if second_signal else 0.1, abandon)
+        assert not clean and time.monotonic() - started < 10
+    finally:
+        await worker.stop()
+        await app.close()
+    lines = [r.getMessage() for r in caplog.records if "abandoning them" in r.getMessage()]
+    assert len(lines) == 1, lines
+    if second_signal:
+        assert "told to stop draining (a second stop signal)" in lines[0]
+        assert "grace period" not in lines[0]
+    else:
+        assert "the grace period (0.1 s) is over" in lines[0]

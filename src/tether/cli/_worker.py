@@ -86,8 +86,9 @@ async def run(args: argparse.Namespace) -> int:
     if stuck:
         # A plain-def step that never returns must not keep the process alive (the
         # executor's threads are joined at exit): its run was handed back already.
-        log.warning("%d step threads still running after the grace period; exiting "
-                    "without waiting for them", len(stuck))
+        log.warning("%d step threads still running after %s; exiting without waiting "
+                    "for them", len(stuck), "a second stop signal" if abandon.is_set()
+                    else "the grace period")
         logging.shutdown()
         os._exit(0)
     return 0

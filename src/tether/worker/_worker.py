@@ -437,13 +437,18 @@ class Worker:
             done, _ = await asyncio.wait([waiter, *([stopper] if stopper else [])],
                                          timeout=grace, return_when=asyncio.FIRST_COMPLETED)
             clean = waiter in done
+            abandoned = stopper is not None and stopper in done
             for f in (waiter, stopper):
                 if f is not None and not f.done():
                     f.cancel()
             if not clean:
-                log.warning("worker %s: %d runs still in flight after the grace period; "
-                            "abandoning them (their steps run again elsewhere)",
-                            self.worker_id, len(self._active))
+                # Why it stops now: the grace period ran out, or it was told not to wait
+                # (``abandon``: the CLI sets it on a second SIGTERM or SIGINT).
+                why = ("told to stop draining (a second stop signal)" if abandoned
+                       else f"the grace period ({grace:g} s) is over")
+                log.warning("worker %s: %s with %d runs still in flight; abandoning them "
+                            "(their steps run again elsewhere)", self.worker_id, why,
+                            len(self._active))
         await self.stop()
         return clean
 
