@@ -4,6 +4,7 @@ Store (start, get_run, cancel, worker). The composition root: it picks the backe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -14,12 +15,22 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from tether import _ids
 from tether._clock import Clock, SyncedClock
-from tether._codec import DEFAULT_MAX_PAYLOAD, Codec, PayloadHook
+from tether._codec import (
+    DEFAULT_MAX_PAYLOAD,
+    SLOT_ERROR,
+    SLOT_INPUT,
+    SLOT_JOURNAL,
+    SLOT_RESULT,
+    SLOT_SIGNAL,
+    SLOT_STATUS,
+    Codec,
+    PayloadHook,
+)
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
 from tether._operations import run_step, run_sync_step
 from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._types import RunInfo, RunRecord, RunStatus, check_name
+from tether._types import JournalEntry, RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
 from tether.errors import (
     ConfigError,
@@ -496,10 +507,11 @@ class App:
         payload: dict[str, Any] = {"args": list(args)}
         if kwargs:
             payload["kwargs"] = kwargs
-        text = self.codec.encode(payload, f"input of workflow {name!r}")
-        now = self.clock.now()
         # An empty id is refused, not replaced: the caller relies on it for idempotency.
         rid = _ids.new_run_id() if run_id is None else run_id
+        text = self.codec.for_run(rid).encode(payload, f"input of workflow {name!r}",
+                                              SLOT_INPUT)
+        now = self.clock.now()
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version)
@@ -540,8 +552,9 @@ class App:
         now = self.clock.now()
         records = []
         for i, args in enumerate(items):
-            text = self.codec.encode({"args": args}, f"input of workflow {name!r}")
             rid = run_ids[i] if run_ids is not None else _ids.new_run_id()
+            text = self.codec.for_run(rid).encode({"args": args},
+                                                  f"input of workflow {name!r}", SLOT_INPUT)
             records.append(RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                                      status=RunStatus.QUEUED, input=text, created_at=now,
                                      updated_at=now, available_at=now,
@@ -593,7 +606,7 @@ class App:
         if run is None:
             raise RunNotFound(run_id)
         journal = await store.journal_read(run_id)
-        codec = self.codec
+        codec = self.codec.for_run(run_id)
 
         def entry_views(journal: list[Any]) -> list[dict[str, Any]]:
             entries = []
@@ -607,14 +620,16 @@ class App:
                     "finished_at": e.finished_at, "duration": duration,
                     "next_attempt_at": e.next_attempt_at,
                     "args": _safe_decode(codec, e.args),
-                    "result": _safe_decode(codec, e.result),
+                    "result": _safe_decode(codec, e.result, None,
+                                           SLOT_SIGNAL if e.kind == "signal" else SLOT_JOURNAL),
                     "error": _safe_decode(codec, e.error),
                 })
             return entries
 
         entries = entry_views(journal)
         history = [{"generation": g.generation, "input": _input_view(
-                        _safe_decode(codec, g.input)), "journal": entry_views(g.entries)}
+                        _safe_decode(codec, g.input, None, SLOT_INPUT)),
+                    "journal": entry_views(g.entries)}
                    for g in await store.journal_archive_read(run_id)]
         attempts = []
         final = {e.position: e for e in journal if e.status in ("ok", "error")}
@@ -645,12 +660,15 @@ class App:
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
-            status=run.status, input=_input_view(_safe_decode(codec, run.input)),
+            status=run.status, input=_input_view(_safe_decode(codec, run.input, None,
+                                                              SLOT_INPUT)),
             result=_safe_decode(codec, run.result,
-                                wdef.return_annotation if wdef is not None else None),
-            error=_safe_decode(codec, run.error), created_at=run.created_at,
-            updated_at=run.updated_at, finished_at=run.finished_at,
-            waiting_for=run.waiting_for, status_info=_safe_decode(codec, run.status_info),
+                                wdef.return_annotation if wdef is not None else None,
+                                SLOT_RESULT),
+            error=_safe_decode(codec, run.error, None, SLOT_ERROR),
+            created_at=run.created_at, updated_at=run.updated_at,
+            finished_at=run.finished_at, waiting_for=run.waiting_for,
+            status_info=_safe_decode(codec, run.status_info, None, SLOT_STATUS),
             parent_run_id=run.parent_run_id, journal=entries,
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
             version=run.version, forked_from=run.forked_from, forked_at=run.forked_at,
@@ -707,7 +725,8 @@ class App:
         """
         check_name("signal name", name)
         store = await self._open()
-        text = self.codec.encode(payload, f"payload of signal {name!r}")
+        text = self.codec.for_run(run_id).encode(payload, f"payload of signal {name!r}",
+                                                 SLOT_SIGNAL)
         if self.codec.hook is None:
             await self._refuse_clear_text(run_id, f"signal {name!r}")
         sent = await store.signal_send(run_id=run_id, name=name, payload=text,
@@ -783,21 +802,39 @@ class App:
         if at > last + 1:
             raise ConfigError(f"run {run_id!r} has positions 0..{last}; at={at} is past "
                               f"its end (at most {last + 1})")
-        if input is _NO_INPUT:
-            text = source.input
-        else:
-            payload = input if isinstance(input, dict) and "args" in input else {
-                "args": list(input) if isinstance(input, (list, tuple)) else [input]}
-            text = self.codec.encode(payload, f"input of workflow {source.workflow!r}")
         now = self.clock.now()
         rid = new_run_id or _ids.new_run_id()
         if not rid.strip():
             raise ConfigError("a run id must not be empty")
+        if self.codec.hook is None:
+            from tether.encryption import sealed_view
+
+            sealed = sealed_view(source.input) if source.input else None
+            if sealed is not None:
+                raise PayloadError(
+                    f"run {run_id!r} keeps its payloads encrypted ({sealed[1:-1]}), each "
+                    "bound to it: this app has no payload hook to encode them again for "
+                    "the fork, which could not read them; fork it from an app with the "
+                    "key (App(payload_hook=...), tether fork --app MODULE:APP)")
+        codec = self.codec.for_run(rid)
+        source_codec = self.codec.for_run(run_id)
+        copied: list[JournalEntry] | None = None
+        if input is _NO_INPUT:
+            text = codec.reseal(source.input, source_codec, SLOT_INPUT, SLOT_INPUT)
+        else:
+            payload = input if isinstance(input, dict) and "args" in input else {
+                "args": list(input) if isinstance(input, (list, tuple)) else [input]}
+            text = codec.encode(payload, f"input of workflow {source.workflow!r}", SLOT_INPUT)
+        if codec.binds:
+            # The payload hook binds each payload to its run: the copied ones are
+            # encoded again for the fork (else it could not read them).
+            copied = [_reseal_entry(e, codec, source_codec) for e in journal
+                      if e.position < at]
         record = RunRecord(run_id=rid, workflow=source.workflow, queue=source.queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version,
                            forked_from=run_id, forked_at=at)
-        await store.run_fork(source_run_id=run_id, run=record, at=at)
+        await store.run_fork(source_run_id=run_id, run=record, at=at, entries=copied)
         for w in self._workers:
             w.notify()
         return RunHandle(self, rid, source.workflow)
@@ -911,11 +948,13 @@ class App:
         return await store.run_get_many(run_ids, settled_only=settled_only)
 
     def _decode_result(self, run: RunRecord) -> Any:
+        codec = self.codec.for_run(run.run_id)
         if run.status is RunStatus.COMPLETED:
             wdef = self._workflows.get(run.workflow)
-            return self.codec.decode(run.result,
-                                     wdef.return_annotation if wdef is not None else None)
-        error = self.codec.decode(run.error) if run.error else None
+            return codec.decode(run.result,
+                                wdef.return_annotation if wdef is not None else None,
+                                SLOT_RESULT)
+        error = codec.decode(run.error, None, SLOT_ERROR) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
 
 
@@ -987,10 +1026,23 @@ def _input_view(stored: Any) -> Any:
     return stored
 
 
-def _safe_decode(codec: Codec, text: str | None, annotation: Any = None) -> Any:
+def _reseal_entry(e: JournalEntry, codec: Codec, source: Codec) -> JournalEntry:
+    """A fork's copy of journal entry ``e`` of its source, its payloads bound to the
+    fork (``codec``'s run) instead of the source (``source``'s)."""
+    slot = SLOT_SIGNAL if e.kind == "signal" else SLOT_JOURNAL
+
+    def again(text: str | None, slot: str = SLOT_JOURNAL) -> str | None:
+        return None if text is None else codec.reseal(text, source, slot, slot)
+
+    return dataclasses.replace(e, result=again(e.result, slot), error=again(e.error),
+                               args=again(e.args))
+
+
+def _safe_decode(codec: Codec, text: str | None, annotation: Any = None,
+                 slot: str = SLOT_JOURNAL) -> Any:
     if text is None:
         return None
     try:
-        return codec.decode(text, annotation)
+        return codec.decode(text, annotation, slot)
     except Exception:
         return text

@@ -12,16 +12,18 @@ import copy
 import dataclasses
 import datetime as dt
 import enum
+import inspect
 import json
 import math
 import typing
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
 from tether._definitions import LazyHint
-from tether.errors import NotSerializable, PayloadError, PayloadTooLarge
+from tether.errors import NotSerializable, PayloadBindingError, PayloadError, PayloadTooLarge
 
 DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 
@@ -29,12 +31,54 @@ DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 class PayloadHook(Protocol):
     """A hook around stored payload text, e.g. for encryption or compression.
 
-    ``encode`` must return text (e.g. base64) and ``decode`` must invert it.
+    ``encode`` must return text (e.g. base64) and ``decode`` must invert it. A hook whose
+    ``encode`` and ``decode`` both take a keyword argument ``context`` is given a
+    ``PayloadContext`` (the run the payload belongs to, and which of its payloads it is)
+    with each call, e.g. to bind a ciphertext to its place (``AesGcm`` does).
     """
 
     def encode(self, text: str) -> str: ...
 
     def decode(self, text: str) -> str: ...
+
+
+#: The slots of ``PayloadContext``: what a payload is to its run.
+SLOT_INPUT = "input"        #: the run's input (every generation's)
+SLOT_RESULT = "result"      #: the run's result
+SLOT_ERROR = "error"        #: the run's error
+SLOT_STATUS = "status"      #: the run's live status (``tether.status``)
+SLOT_SIGNAL = "signal"      #: a signal's payload (also in the journal entry that took it)
+SLOT_JOURNAL = "journal"    #: a journal entry's arguments, result or error
+SLOTS = (SLOT_INPUT, SLOT_RESULT, SLOT_ERROR, SLOT_STATUS, SLOT_SIGNAL, SLOT_JOURNAL)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadContext:
+    """Where a payload is stored, given to a payload hook that takes ``context``.
+
+    Attributes:
+        run_id: the run it belongs to; ``"<name>@"`` for the input of schedule
+            ``<name>`` (copied into each of its runs, ``<name>@<time>``); None where no
+            run is known (a hook should then write a payload not bound to any run).
+        slot: which of the run's payloads it is: ``"input"``, ``"result"``,
+            ``"error"``, ``"status"``, ``"signal"`` or ``"journal"``.
+    """
+
+    run_id: str | None
+    slot: str
+
+
+def takes_context(hook: object) -> bool:
+    """Whether ``hook``'s ``encode`` and ``decode`` both take a ``context`` keyword."""
+    for name in ("encode", "decode"):
+        try:
+            params = inspect.signature(getattr(hook, name)).parameters
+        except (TypeError, ValueError, AttributeError):
+            return False
+        p = params.get("context")
+        if p is None or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            return False
+    return True
 
 
 class _Unserializable(Exception):
@@ -130,6 +174,69 @@ class Codec:
         self.max_payload = max_payload
         self.hook = hook
         self._unreadable: Callable[[PayloadError], BaseException] | None = None
+        #: The run whose payloads this codec encodes and decodes (``for_run``).
+        self.run_id: str | None = None
+        self._contextual = hook is not None and takes_context(hook)
+        self._contexts: dict[str, PayloadContext] = {}
+
+    @property
+    def binds(self) -> bool:
+        """Whether the hook is told each payload's run (and may bind it there)."""
+        return self._contextual
+
+    def for_run(self, run_id: str | None) -> Codec:
+        """A copy for the payloads of run ``run_id``: a hook that takes a context is told
+        the run (and the slot) of each payload. Cheap; ``self`` if it is that run's."""
+        if run_id == self.run_id:
+            return self
+        codec = copy.copy(self)
+        codec.run_id = run_id
+        codec._contexts = {}
+        return codec
+
+    def _context(self, slot: str) -> PayloadContext:
+        ctx = self._contexts.get(slot)
+        if ctx is None:
+            ctx = self._contexts[slot] = PayloadContext(self.run_id, slot)
+        return ctx
+
+    def _hook_encode(self, text: str, slot: str) -> str:
+        hook = self.hook
+        assert hook is not None
+        if self._contextual:
+            return hook.encode(text, context=self._context(slot))  # type: ignore[call-arg]
+        return hook.encode(text)
+
+    def _hook_decode(self, text: str, slot: str) -> str:
+        hook = self.hook
+        assert hook is not None
+        if not self._contextual:
+            return hook.decode(text)
+        try:
+            return hook.decode(text, context=self._context(slot))  # type: ignore[call-arg]
+        except PayloadBindingError:
+            run_id = self.run_id
+            if slot != SLOT_INPUT or run_id is None or "@" not in run_id:
+                raise
+            # A schedule's run (``<name>@<time>``) holds the schedule's input as the
+            # schedule stored it, bound to ``<name>@``.
+            return hook.decode(text, context=PayloadContext(  # type: ignore[call-arg]
+                run_id.partition("@")[0] + "@", SLOT_INPUT))
+
+    def reseal(self, text: str, source: Codec, slot: str, source_slot: str) -> str:
+        """``text`` as ``source`` stored it (in ``source_slot``), stored again by this
+        codec in ``slot``: decoded and encoded by the hook only (the JSON is kept).
+        For a payload copied from one run to another (a child's result into its
+        parent's journal, a fork's journal), so that each stays bound to its run."""
+        if self.hook is None or not self._contextual:
+            return text
+        try:
+            plain = source._hook_decode(text, source_slot)
+        except PayloadError as exc:
+            if self._unreadable is None:
+                raise
+            raise self._unreadable(exc) from exc
+        return self._hook_encode(plain, slot)
 
     def with_unreadable(self, handler: Callable[[PayloadError], BaseException]) -> Codec:
         """A copy whose ``decode`` raises ``handler(error)`` instead of the hook's
@@ -140,8 +247,9 @@ class Codec:
         codec._unreadable = handler
         return codec
 
-    def encode(self, value: object, what: str) -> str:
-        """Encode ``value``; ``what`` names it in errors ("result of step 'search'")."""
+    def encode(self, value: object, what: str, slot: str = SLOT_JOURNAL) -> str:
+        """Encode ``value``; ``what`` names it in errors ("result of step 'search'");
+        ``slot``: which of the run's payloads it is (``PayloadContext``)."""
         try:
             text = _scalar_json(value) or _fast_dumps(value)
         except _Unserializable as exc:
@@ -164,10 +272,10 @@ class Codec:
             if size > self.max_payload:
                 raise PayloadTooLarge(what, size, self.max_payload)
         if self.hook is not None:
-            text = self.hook.encode(text)
+            text = self._hook_encode(text, slot)
         return text
 
-    def encode_error(self, error: dict[str, Any]) -> str:
+    def encode_error(self, error: dict[str, Any], slot: str = SLOT_JOURNAL) -> str:
         """Encode a journaled error. Not subject to the payload limit (an error about an
         oversized payload must still be recordable); long messages are truncated."""
         msg = error.get("message")
@@ -182,16 +290,16 @@ class Codec:
             # its failure to encode would otherwise escape as an error of its own.
             text = _fast_dumps(_storable(error))
         if self.hook is not None:
-            text = self.hook.encode(text)
+            text = self._hook_encode(text, slot)
         return text
 
-    def decode(self, text: str | None, annotation: Any = None) -> Any:
+    def decode(self, text: str | None, annotation: Any = None, slot: str = SLOT_JOURNAL) -> Any:
         """Decode stored text, restoring ``annotation``'s types where it names them."""
         if text is None:
             return None
         if self.hook is not None:
             try:
-                text = self.hook.decode(text)
+                text = self._hook_decode(text, slot)
             except PayloadError as exc:
                 if self._unreadable is None:
                     raise
@@ -202,6 +310,11 @@ class Codec:
         if annotation is None or annotation is Any:
             return value
         return restore(value, annotation)
+
+    def decode_entry(self, kind: str, text: str | None, annotation: Any = None) -> Any:
+        """Decode a journal entry's result: a signal's is the signal's payload as it
+        was sent (the store moved it into the journal), every other one the journal's."""
+        return self.decode(text, annotation, SLOT_SIGNAL if kind == "signal" else SLOT_JOURNAL)
 
     def decode_encoded(self, value: object, text: str, annotation: Any = None) -> Any:
         """``decode(text, annotation)`` where ``text`` is ``encode(value)`` just made:

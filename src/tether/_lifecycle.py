@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tether._codec import SLOT_INPUT
 from tether._replay import Continue, current_run
 from tether._types import RunRecord, RunStatus
 from tether.errors import ConfigError, OutsideRun
@@ -107,7 +108,7 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs
-    text = ctx.codec.encode(payload, f"input of workflow {ctx.workflow.name!r}")
+    text = ctx.codec.encode(payload, f"input of workflow {ctx.workflow.name!r}", SLOT_INPUT)
     raise ctx.halt(Continue(text))
 
 
@@ -359,7 +360,10 @@ def to_record(app: App, spec: ScheduleSpec, now: float) -> ScheduleRecord:
     payload: dict[str, Any] = {"args": list(spec.args)}
     if spec.kwargs:
         payload["kwargs"] = spec.kwargs
-    text = app.codec.encode(payload, f"input of schedule {spec.name!r}")
+    # Copied into each tick's run (``<name>@<time>``): bound to ``<name>@``, which the
+    # codec accepts for those runs' inputs.
+    text = app.codec.for_run(f"{spec.name}@").encode(
+        payload, f"input of schedule {spec.name!r}", SLOT_INPUT)
     return ScheduleRecord(
         name=spec.name, workflow=spec.workflow, queue=spec.queue, cron=spec.cron.text,
         timezone=spec.timezone, input=text, overlap=spec.overlap, catchup=spec.catchup,

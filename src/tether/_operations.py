@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tether import _observe
+from tether._codec import (
+    SLOT_ERROR,
+    SLOT_INPUT,
+    SLOT_JOURNAL,
+    SLOT_RESULT,
+    SLOT_SIGNAL,
+    SLOT_STATUS,
+)
 from tether._definitions import StepDef
 from tether._errors_codec import error_to_dict, step_error
 from tether._replay import (
@@ -158,8 +166,14 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs
-    text = ctx.codec.encode(payload, f"input of child workflow {name!r}")
-    child_id = await child_start(ctx, pos, name, q, text, run_id, on_parent_cancel)
+    what = f"input of child workflow {name!r}"
+    # Bound to the child (the id ``child_start`` gives it), whose input it is; the
+    # copy journaled as the operation's arguments is bound to this run.
+    text = ctx.codec.for_run(run_id or f"{ctx.run_id}.{pos}").encode(payload, what,
+                                                                     SLOT_INPUT)
+    journaled = ctx.codec.encode(payload, what) if ctx.codec.binds else text
+    child_id = await child_start(ctx, pos, name, q, text, run_id, on_parent_cancel,
+                                 journaled)
     return ChildHandle(child_id, annotation)
 
 
@@ -592,12 +606,14 @@ def _signal_outcome(ctx: RunContext, entry: JournalEntry, name: str) -> Any:
     if entry.status == ERROR:
         err = ctx.codec.decode(entry.error) or {}
         raise SignalTimeout(name, err.get("timeout"))
-    return ctx.codec.decode(entry.result)
+    return ctx.codec.decode(entry.result, None, SLOT_SIGNAL)
 
 
 async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, input_text: str,
-                      run_id: str | None, on_parent_cancel: str) -> str:
-    """Start a child run (journaled with its id); returns the child's run id."""
+                      run_id: str | None, on_parent_cancel: str,
+                      args_text: str | None = None) -> str:
+    """Start a child run (journaled with its id, and with ``args_text``, its input as
+    this run's journal keeps it, default ``input_text``); returns the child's run id."""
     await ctx.enter(pos)
     kind = OperationKind.CHILD_START
     entry = ctx.recorded(pos, kind, workflow)
@@ -612,7 +628,8 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
                       parent_run_id=ctx.run_id, parent_position=pos,
                       on_parent_cancel=on_parent_cancel)
     entry = JournalEntry(pos, kind, workflow, OK, result=ctx.codec.encode(child_id, "run id"),
-                         started_at=now, finished_at=now, args=input_text)
+                         started_at=now, finished_at=now,
+                         args=input_text if args_text is None else args_text)
     await _observe.child_starting(ctx, child_id)
     try:
         await ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
@@ -636,12 +653,16 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
         if not run.status.is_ended:
             raise ctx.halt(Release(Wait(None, f"child {child_id}", child=child_id)))
         now = ctx.clock.now()
+        child = ctx.codec.for_run(child_id)
         if run.status is RunStatus.COMPLETED:
-            entry = JournalEntry(pos, kind, child_id, OK, result=run.result, started_at=now,
+            # The child's result, bound to the child, is journaled bound to this run.
+            result = (None if run.result is None
+                      else ctx.codec.reseal(run.result, child, SLOT_JOURNAL, SLOT_RESULT))
+            entry = JournalEntry(pos, kind, child_id, OK, result=result, started_at=now,
                                  finished_at=now)
         else:
             detail = {"type": "tether.errors.RunFailed", "status": run.status,
-                      "error": ctx.codec.decode(run.error) if run.error else None,
+                      "error": child.decode(run.error, None, SLOT_ERROR) if run.error else None,
                       "message": f"child run {child_id!r} ended {run.status}"}
             entry = JournalEntry(pos, kind, child_id, ERROR,
                                  error=ctx.codec.encode_error(detail), started_at=now,
@@ -664,7 +685,7 @@ def status_publish(ctx: RunContext, info: Any) -> None:
     ctx.check_running()
     if ctx.position <= ctx.last_recorded:
         return
-    ctx.status_changed(None if info is None else ctx.codec.encode(info, "status"))
+    ctx.status_changed(None if info is None else ctx.codec.encode(info, "status", SLOT_STATUS))
     # (from a plain ``def`` step's thread too: ``status_changed`` hands it to the loop)
 
 

@@ -40,6 +40,7 @@ from tether.errors import (
     Cancelled,
     LeaseLost,
     NonDeterminismError,
+    PayloadBindingError,
     StoreUnavailable,
 )
 from tether.store._lifecycle import AttemptRecord
@@ -69,9 +70,10 @@ class Release:
 
 @dataclass(slots=True)
 class Blocked:
-    """Stop reason: the run needs an operator."""
+    """Stop reason: the run needs an operator (its code does not match its journal,
+    or one of its payloads was moved there from another place in the store)."""
 
-    error: NonDeterminismError
+    error: NonDeterminismError | PayloadBindingError
 
 
 @dataclass(slots=True)
@@ -448,7 +450,7 @@ class RunContext:
         self.last_recorded = max(self.journal, default=-1)
         self.position = 0
         self.store = store
-        self.codec = codec
+        self.codec = codec.for_run(self.run_id)  # its payloads are bound to this run
         self.clock = clock
         self.executor = executor
         self.sticky_wait = sticky_wait

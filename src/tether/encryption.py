@@ -7,11 +7,20 @@ the store and through ``decode`` when read back. Ids, workflow, step and signal 
 statuses and timestamps are not payloads and stay readable.
 
 ``AesGcm`` needs ``pip install 'tether[crypto]'``. Each stored text is
-``tgcm1.<key id>.<base64(nonce | ciphertext | tag)>``; the key id names the key that
-wrote it, so keys can be rotated: encrypt with the newest, keep the older ones for
-reading. It fails closed: a payload written with a key this process does not have, a
-tampered one, or one that is not encrypted at all raises ``PayloadDecryptError``
-instead of returning anything.
+``tgcm2.<key id>.<base64(binding | nonce | ciphertext | tag)>``; the key id names the
+key that wrote it, so keys can be rotated: encrypt with the newest, keep the older ones
+for reading. The ciphertext is bound to its place through AES-GCM's associated data:
+the run it belongs to and which of the run's payloads it is (``PayloadContext``); the
+7-byte ``binding`` (a digest of the run id, the slot's number) is a clear copy of that,
+so that a payload moved to another run or slot is refused as misplaced
+(``PayloadMisplacedError``) rather than as undecryptable. It fails closed: a payload
+written with a key this process does not have, a tampered one, a misplaced one, or one
+that is not encrypted at all raises ``PayloadDecryptError`` instead of returning
+anything.
+
+Payloads written before binding (``tgcm1.<key id>.<base64(nonce | ciphertext | tag)>``)
+are read without associated data, wherever they are: they are not bound to any place
+(``AesGcm(accept_unbound=False)`` refuses them once none is left).
 
 ``Redact`` replaces what matches its patterns with ``[redacted]`` before anything is
 journaled. It is lossy by design: a replay sees the redacted value.
@@ -21,18 +30,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
-from tether._codec import PayloadHook
-from tether.errors import ConfigError, PayloadError
+from tether._codec import SLOTS, PayloadContext, PayloadHook, takes_context
+from tether.errors import ConfigError, PayloadBindingError, PayloadError
 
-__all__ = ["AesGcm", "PayloadDecryptError", "Redact", "sealed_view"]
+__all__ = ["AesGcm", "PayloadBindingError", "PayloadContext", "PayloadDecryptError",
+           "PayloadMisplacedError", "Redact", "sealed_view"]
 
-_PREFIX = "tgcm1"
+_PREFIX = "tgcm2"
+_PREFIX_V1 = "tgcm1"  # not bound to a place (no associated data)
+_PREFIXES = (_PREFIX, _PREFIX_V1)
+_HINT = 6  # bytes of the run id's digest in the clear binding; then one byte: the slot
+_BINDING = _HINT + 1
+_NONCE = 12
+_TAG = 16
 
 
 class PayloadDecryptError(PayloadError):
@@ -51,28 +69,61 @@ class PayloadDecryptError(PayloadError):
         self.key_id = key_id
 
 
+class PayloadMisplacedError(PayloadDecryptError, PayloadBindingError):
+    """A stored payload was encrypted for another place: another run, or another of the
+    run's payloads (its input found as a step's result); or it is bound to no place
+    where ``accept_unbound=False``. Nothing is returned. No key would help: a worker
+    blocks the run (``tether show`` names the problem) instead of handing it back."""
+
+
 def sealed_view(text: str) -> str | None:
     """What to show for a stored text this process cannot decode: ``<encrypted with key
     id 'k1'>`` for an ``AesGcm`` payload (the id is not secret), else None."""
     prefix, _, rest = text.partition(".")
     kid, dot, _ = rest.partition(".")
-    if prefix != _PREFIX or not dot or not kid:
+    if prefix not in _PREFIXES or not dot or not kid:
         return None
     return f"<encrypted with key id {kid!r}>"
 
 
+@lru_cache(maxsize=8192)
+def _binding(run_id: str, slot: str) -> tuple[bytes, bytes]:
+    """(the clear binding, the associated data) of a payload of ``slot`` of ``run_id``."""
+    code = SLOTS.index(slot) + 1 if slot in SLOTS else 0
+    hint = hashlib.sha256(b"tether-run\0" + run_id.encode()).digest()[:_HINT]
+    aad = b"".join((_PREFIX.encode(), b"\0", run_id.encode(), b"\0", slot.encode()))
+    return hint + bytes((code,)), aad
+
+
+_SLOT_NAMES = {"status": "live status", "signal": "signal payload",
+               "journal": "journal entry's payload"}
+
+
+def _slot_name(code: int) -> str:
+    """What the slot numbered ``code`` (in a payload's clear binding) is, in words."""
+    return _described(SLOTS[code - 1]) if 0 < code <= len(SLOTS) else "another payload"
+
+
+def _described(slot: str) -> str:
+    return _SLOT_NAMES.get(slot, slot)
+
+
 class AesGcm:
-    """Encrypt stored payloads with AES-GCM (128, 192 or 256-bit keys).
+    """Encrypt stored payloads with AES-GCM (128, 192 or 256-bit keys), each bound to
+    its run and its slot (see the module's docstring).
 
     Args:
         keys: key id -> raw key bytes. Key ids are short names without dots.
         active: the key id new payloads are encrypted with (default: the first).
         allow_plaintext: read payloads stored before encryption was turned on
             (default False: they are refused).
+        accept_unbound: read ``tgcm1`` payloads, written before payloads were bound to
+            their place (default True). Such a payload can be moved to any run
+            undetected; set False once none is left, to refuse them.
     """
 
     def __init__(self, keys: Mapping[str, bytes], active: str | None = None, *,
-                 allow_plaintext: bool = False) -> None:
+                 allow_plaintext: bool = False, accept_unbound: bool = True) -> None:
         try:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         except ImportError:
@@ -93,6 +144,7 @@ class AesGcm:
         if self.active not in self._ciphers:
             raise ConfigError(f"active key id {self.active!r} is not among the keys")
         self.allow_plaintext = allow_plaintext
+        self.accept_unbound = accept_unbound
 
     @classmethod
     def from_env(cls, name: str = "TETHER_PAYLOAD_KEYS") -> AesGcm:
@@ -111,16 +163,26 @@ class AesGcm:
                 raise ConfigError(f"${name}: expected id:BASE64KEY, got {kid!r}")
         return cls(keys)
 
-    def encode(self, text: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._ciphers[self.active].encrypt(nonce, text.encode(), None)
-        return f"{_PREFIX}.{self.active}.{base64.b64encode(nonce + sealed).decode()}"
+    def encode(self, text: str, context: PayloadContext | None = None) -> str:
+        """Encrypt ``text`` bound to ``context``'s run and slot; without a run (None, or
+        a context whose ``run_id`` is None) as an unbound ``tgcm1`` payload."""
+        nonce = os.urandom(_NONCE)
+        cipher = self._ciphers[self.active]
+        if context is None or context.run_id is None:
+            sealed = cipher.encrypt(nonce, text.encode(), None)
+            return f"{_PREFIX_V1}.{self.active}.{base64.b64encode(nonce + sealed).decode()}"
+        binding, aad = _binding(context.run_id, context.slot)
+        sealed = cipher.encrypt(nonce, text.encode(), aad)
+        return f"{_PREFIX}.{self.active}.{base64.b64encode(binding + nonce + sealed).decode()}"
 
-    def decode(self, text: str) -> str:
+    def decode(self, text: str, context: PayloadContext | None = None) -> str:
+        """Decrypt ``text``, which must be bound to ``context``'s run and slot (a
+        ``tgcm1`` payload is bound to none: read anywhere, unless ``accept_unbound``
+        is False)."""
         from cryptography.exceptions import InvalidTag
 
         prefix, _, rest = text.partition(".")
-        if prefix != _PREFIX:
+        if prefix not in _PREFIXES:
             if self.allow_plaintext:
                 return text
             raise PayloadDecryptError(
@@ -134,11 +196,45 @@ class AesGcm:
                 f"does not have (it has: {', '.join(sorted(self._ciphers))})", kid)
         try:
             raw = base64.b64decode(b64, validate=True)
-            return cipher.decrypt(raw[:12], raw[12:], None).decode()
-        except (InvalidTag, binascii.Error, ValueError, UnicodeDecodeError):
-            raise PayloadDecryptError(
-                f"a stored payload under key id {kid!r} does not decrypt: wrong key "
-                "material for that id, or the payload was altered", kid) from None
+        except (binascii.Error, ValueError):
+            raise self._altered(kid) from None
+        aad: bytes | None = None
+        if prefix == _PREFIX_V1:
+            if not self.accept_unbound:
+                raise PayloadMisplacedError(
+                    f"a stored payload (key id {kid!r}) is not bound to its run "
+                    "(tgcm1, written before payloads were bound to their place) and "
+                    "AesGcm(accept_unbound=False) refuses such payloads", kid)
+        else:
+            run_id = context.run_id if context is not None else None
+            if context is None or run_id is None:
+                raise PayloadMisplacedError(
+                    f"a stored payload (key id {kid!r}) is bound to a run, and was read "
+                    "without one", kid)
+            binding, aad = _binding(run_id, context.slot)
+            if len(raw) < _BINDING + _NONCE + _TAG:
+                raise self._altered(kid)
+            if raw[:_HINT] != binding[:_HINT]:
+                raise PayloadMisplacedError(
+                    f"the {_described(context.slot)} found in run {run_id!r} was encrypted for "
+                    "another run: it was moved or copied there in the store; refusing it "
+                    f"(key id {kid!r})", kid)
+            if raw[_HINT] != binding[_HINT]:
+                raise PayloadMisplacedError(
+                    f"a payload found as the {_described(context.slot)} of run {run_id!r} was "
+                    f"encrypted as its {_slot_name(raw[_HINT])}: it was moved there in "
+                    f"the store; refusing it (key id {kid!r})", kid)
+            raw = raw[_BINDING:]
+        try:
+            return cipher.decrypt(raw[:_NONCE], raw[_NONCE:], aad).decode()
+        except (InvalidTag, ValueError, UnicodeDecodeError):
+            raise self._altered(kid) from None
+
+    @staticmethod
+    def _altered(kid: str) -> PayloadDecryptError:
+        return PayloadDecryptError(
+            f"a stored payload under key id {kid!r} does not decrypt: wrong key "
+            "material for that id, or the payload was altered", kid)
 
 
 class Redact:
@@ -159,20 +255,25 @@ class Redact:
             raise ConfigError("an empty redaction pattern would match everywhere")
         self.replacement = replacement
         self.inner = inner
+        self._inner_context = inner is not None and takes_context(inner)
 
     def redact(self, text: str) -> str:
         for p in self._patterns:
             text = p.sub(self.replacement, text)
         return text
 
-    def encode(self, text: str) -> str:
+    def encode(self, text: str, context: PayloadContext | None = None) -> str:
         try:
             value = json.loads(text)
         except ValueError:  # (not JSON: the text itself)
             text = self.redact(text)
         else:
             text = json.dumps(self._values(value), ensure_ascii=False, separators=(",", ":"))
-        return self.inner.encode(text) if self.inner is not None else text
+        if self.inner is None:
+            return text
+        if self._inner_context:
+            return self.inner.encode(text, context=context)  # type: ignore[call-arg]
+        return self.inner.encode(text)
 
     def _values(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -187,5 +288,9 @@ class Redact:
                 return self.replacement
         return value
 
-    def decode(self, text: str) -> str:
-        return self.inner.decode(text) if self.inner is not None else text
+    def decode(self, text: str, context: PayloadContext | None = None) -> str:
+        if self.inner is None:
+            return text
+        if self._inner_context:
+            return self.inner.decode(text, context=context)  # type: ignore[call-arg]
+        return self.inner.decode(text)

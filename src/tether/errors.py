@@ -18,7 +18,9 @@ Exception
 │   ├── PayloadError
 │   │   ├── NotSerializable        (what, value_type)
 │   │   ├── PayloadTooLarge        (what, size, limit)
+│   │   ├── PayloadBindingError    a payload moved to another run or slot -> run blocked
 │   │   └── encryption.PayloadDecryptError  unknown key, wrong key, tampering
+│   │       └── encryption.PayloadMisplacedError  (also a PayloadBindingError)
 │   ├── StoreError
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
@@ -187,6 +189,14 @@ class NonDeterminismError(TetherError):
 
 class PayloadError(TetherError):
     """A value could not be stored as a payload."""
+
+
+class PayloadBindingError(PayloadError):
+    """A stored payload decodes only in another place: it was written for another run,
+    or as another of the run's payloads, and was moved or copied there by someone who
+    can write to the store. A payload hook that binds payloads to their place raises it
+    (``tether.encryption.AesGcm`` does); a worker that meets one blocks the run, since
+    no worker could read the payload there, instead of handing it back."""
 
 
 class NotSerializable(PayloadError):

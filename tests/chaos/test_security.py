@@ -97,7 +97,7 @@ async def test_aes_gcm_leaves_no_known_plaintext_and_fails_closed(
     for wrong in (AesGcm({"k1": KEY2}), AesGcm({"k9": KEY1}), None):
         async with build(url, wrong) as app:
             info = await app.get_run("a1")
-            assert str(info.input).startswith("tgcm1.k1."), info.input
+            assert str(info.input).startswith("tgcm2.k1."), info.input
             with pytest.raises((PayloadDecryptError, ValueError)) as caught:
                 await app.handle("a1").result(timeout=1)
             if wrong is not None:

@@ -186,7 +186,7 @@ async def pending_approvals(app: App, *, limit: int = 10_000) -> list[PendingApp
         if run.status_info is None or run.waiting_for != _WAITING_FOR:
             continue  # a stale status: the run waits for something else now
         try:
-            info = app.codec.decode(run.status_info)
+            info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
         except Exception:
             continue  # not JSON we wrote: not an approval
         pending = _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)

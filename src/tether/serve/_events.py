@@ -32,6 +32,7 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from tether import App
+from tether._codec import SLOT_STATUS
 from tether.errors import StoreUnavailable
 
 log = logging.getLogger("tether.serve")
@@ -145,7 +146,7 @@ async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
         info = None
         if run is not None and run.status_info is not None:
             try:
-                info = app.codec.decode(run.status_info)
+                info = app.codec.for_run(run_id).decode(run.status_info, None, SLOT_STATUS)
             except Exception:
                 info = run.status_info
         return {"status_info": info}

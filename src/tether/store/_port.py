@@ -417,9 +417,12 @@ class Store(ServeQueries, Protocol):
         changing its journal as ``retry_plan`` says. Raises: RunNotFound, TetherError
         (the run is in another state)."""
 
-    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int,
+                       entries: Sequence[JournalEntry] | None = None) -> RunRecord:
         """Insert ``run`` (queued) with a copy of the source's journal entries before
-        position ``at``. Raises: RunNotFound (no source), ConfigError (the id is used)."""
+        position ``at``, or with ``entries`` instead when given (the source's, read by
+        the caller, their payloads encoded again for the new run). Raises: RunNotFound
+        (no source), ConfigError (the id is used)."""
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         """Continue the run as new: archive its journal as the current generation, empty

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._app import App
-from tether._codec import Codec
+from tether._codec import (
+    SLOT_ERROR,
+    SLOT_INPUT,
+    SLOT_JOURNAL,
+    SLOT_RESULT,
+    SLOT_SIGNAL,
+    Codec,
+)
 from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord
 from tether.errors import RunNotFound, TetherError
 
@@ -64,13 +71,17 @@ class History:
                 "journal": self.journal}
 
     def entries(self, codec: Codec) -> list[JournalEntry]:
-        """The journal as the engine stores it (payloads encoded with ``codec``)."""
+        """The journal as the engine stores it (payloads encoded with ``codec``, bound
+        to this history's run)."""
+        codec = codec.for_run(self.run_id)
         out = []
         for e in self.journal:
+            kind = OperationKind(e["kind"])
             out.append(JournalEntry(
-                position=e["position"], kind=OperationKind(e["kind"]), name=e["name"],
+                position=e["position"], kind=kind, name=e["name"],
                 status=EntryStatus(e["status"]),
-                result=_encode(codec, e.get("result"), "result"),
+                result=_encode(codec, e.get("result"), "result",
+                               SLOT_SIGNAL if kind is OperationKind.SIGNAL else SLOT_JOURNAL),
                 error=None if e.get("error") is None else codec.encode_error(e["error"]),
                 attempts=int(e.get("attempts") or 0), started_at=e.get("started_at"),
                 finished_at=e.get("finished_at"), next_attempt_at=e.get("next_attempt_at"),
@@ -78,15 +89,15 @@ class History:
         return out
 
 
-def _encode(codec: Codec, value: Any, what: str) -> str | None:
-    return None if value is None else codec.encode(value, what)
+def _encode(codec: Codec, value: Any, what: str, slot: str = SLOT_JOURNAL) -> str | None:
+    return None if value is None else codec.encode(value, what, slot)
 
 
-def _decode(codec: Codec, text: str | None, where: str) -> Any:
+def _decode(codec: Codec, text: str | None, where: str, slot: str = SLOT_JOURNAL) -> Any:
     if text is None:
         return None
     try:
-        return codec.decode(text)
+        return codec.decode(text, None, slot)
     except Exception as exc:
         raise HistoryError(f"cannot decode {where}: {exc} (if the app stores payloads "
                            "through a payload hook, export with --app MODULE:APP)") from None
@@ -94,18 +105,21 @@ def _decode(codec: Codec, text: str | None, where: str) -> Any:
 
 def history_of(run: RunRecord, journal: list[JournalEntry], codec: Codec) -> History:
     """The history of a run read from a store."""
+    codec = codec.for_run(run.run_id)
     entries = []
     for e in journal:
         item: dict[str, Any] = {name: getattr(e, name) for name in _ENTRY_FIELDS}
         for name in _PAYLOADS:
+            signal = name == "result" and e.kind == OperationKind.SIGNAL
             item[name] = _decode(codec, getattr(e, name),
-                                 f"the {name} of position {e.position} of run {run.run_id}")
+                                 f"the {name} of position {e.position} of run {run.run_id}",
+                                 SLOT_SIGNAL if signal else SLOT_JOURNAL)
         entries.append(item)
     return History(
         run_id=run.run_id, workflow=run.workflow, queue=run.queue, status=run.status,
-        input=_decode(codec, run.input, f"the input of run {run.run_id}"),
-        result=_decode(codec, run.result, f"the result of run {run.run_id}"),
-        error=_decode(codec, run.error, f"the error of run {run.run_id}"),
+        input=_decode(codec, run.input, f"the input of run {run.run_id}", SLOT_INPUT),
+        result=_decode(codec, run.result, f"the result of run {run.run_id}", SLOT_RESULT),
+        error=_decode(codec, run.error, f"the error of run {run.run_id}", SLOT_ERROR),
         created_at=run.created_at, updated_at=run.updated_at, finished_at=run.finished_at,
         parent_run_id=run.parent_run_id, journal=entries)
 

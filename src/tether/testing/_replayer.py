@@ -30,6 +30,7 @@ from tether._codec import restore
 from tether._definitions import WorkflowDef
 from tether._replay import Blocked, Release, RunContext, _Stop, current_run
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
+from tether.errors import NonDeterminismError
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
 
@@ -237,6 +238,8 @@ def _verdict(ctx: _CheckContext, history: History,
     stop = ctx.stop
     if isinstance(stop, Blocked):
         err = stop.error
+        if not isinstance(err, NonDeterminismError):  # a misplaced payload
+            return _result(history, False, replayed=ctx.replayed, message=str(err))
         return _result(history, False, position=err.position,
                             recorded=err.recorded, requested=err.requested,
                             replayed=ctx.replayed,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tether import _observe
 from tether._app import worker_host
 from tether._clock import SyncedClock, wait_event
-from tether._codec import Codec, restore
+from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, Codec, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
 from tether._pacing import OutagePacing
@@ -45,6 +45,7 @@ from tether.errors import (
     ConfigError,
     LeaseLost,
     NonDeterminismError,
+    PayloadBindingError,
     PayloadError,
     StepError,
     StoreError,
@@ -592,10 +593,10 @@ class Worker:
         def release() -> Awaitable[None]:
             now = self.app.clock.now()
             if crashes >= MAX_EXECUTOR_CRASHES:
-                text = self.app.codec.encode_error({
+                text = self.app.codec.for_run(lease.run_id).encode_error({
                     "type": "tether.errors.TetherError",
                     "message": f"the worker crashed {crashes} times executing this run; "
-                               f"last: {reason}"})
+                               f"last: {reason}"}, SLOT_ERROR)
                 return store.run_finish(lease=lease, status=RunStatus.FAILED.value,
                                         result=None, error=text, now=now)
             delay = _doubling(STORE_RETRY_DELAY, crashes, 60.0)
@@ -954,8 +955,8 @@ class Worker:
                        f"{position} (or stalled past its lease: a step blocking the event "
                        "loop is taken over as from a dead worker)")
             log.error("run %s: %s; failing it", run.run_id, message)
-            text = app.codec.encode_error({"type": "tether.errors.TetherError",
-                                           "message": message})
+            text = app.codec.for_run(run.run_id).encode_error(
+                {"type": "tether.errors.TetherError", "message": message}, SLOT_ERROR)
             try:
                 await self._retry_store(run.run_id, "fail it", lambda: store.run_finish(
                     lease=lease, status=RunStatus.FAILED.value, result=None, error=text,
@@ -1012,6 +1013,12 @@ class Worker:
         The run is claimable by other workers at once; this worker leaves it out of its
         claims for a back-off that doubles each time it meets the same run again."""
         run_id = ctx.run_id
+        if isinstance(error, PayloadBindingError):
+            # Misplaced (moved from another run or slot in the store): no worker could
+            # read it, so handing the run back would only pass it round for ever.
+            log.error("run %s: %s; blocking it (an operator must restore the payload, "
+                      "then `tether resume`)", run_id, error)
+            return ctx.halt(Blocked(error))
         now = self.app.clock.now()
         n = self._unreadable_runs.pop(run_id, (0, 0.0))[0] + 1
         if len(self._unreadable_runs) >= UNREADABLE_REMEMBERED:
@@ -1050,7 +1057,7 @@ class Worker:
 
     def _decode_input(self, codec: Codec, text: str, wdef: Any
                       ) -> tuple[list[Any], dict[str, Any]]:
-        data = codec.decode(text)
+        data = codec.decode(text, None, SLOT_INPUT)
         args = list(data.get("args", []))
         kwargs = dict(data.get("kwargs", {}))
         anns = wdef.param_annotations
@@ -1105,7 +1112,7 @@ class Worker:
         ``run``: the run as claimed."""
         app = self.app
         store = app.store
-        codec = app.codec
+        codec = ctx.codec  # bound to the run
         run_id = ctx.run_id
         now = app.clock.now()
         if isinstance(stop, Lost):
@@ -1113,12 +1120,17 @@ class Worker:
             return
         if isinstance(stop, Blocked):
             err = stop.error
-            detail = error_to_dict(err, position=err.position,
-                                   recorded=list(err.recorded) if err.recorded else None,
-                                   requested=list(err.requested) if err.requested else None)
+            if isinstance(err, NonDeterminismError):
+                detail = error_to_dict(
+                    err, position=err.position,
+                    recorded=list(err.recorded) if err.recorded else None,
+                    requested=list(err.requested) if err.requested else None)
+            else:
+                detail = error_to_dict(err)
             detail.pop("traceback", None)
             log.error("run %s blocked: %s", run_id, err)
-            status, result, error_text = RunStatus.BLOCKED, None, codec.encode_error(detail)
+            status, result, error_text = (RunStatus.BLOCKED, None,
+                                          codec.encode_error(detail, SLOT_ERROR))
         elif isinstance(stop, Release):
             await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
             self._wake.set()
@@ -1147,17 +1159,17 @@ class Worker:
         elif ctx.cancel_delivered:
             cancel_err = error if error is not None else Cancelled(run_id)
             status, result = RunStatus.CANCELLED, None
-            error_text = codec.encode_error(error_to_dict(cancel_err))
+            error_text = codec.encode_error(error_to_dict(cancel_err), SLOT_ERROR)
         elif error is not None:
             status, result = RunStatus.FAILED, None
-            error_text = codec.encode_error(error_to_dict(error))
+            error_text = codec.encode_error(error_to_dict(error), SLOT_ERROR)
         else:
             try:
                 status, result, error_text = RunStatus.COMPLETED, codec.encode(
-                    value, f"result of workflow {ctx.workflow.name!r}"), None
+                    value, f"result of workflow {ctx.workflow.name!r}", SLOT_RESULT), None
             except PayloadError as exc:
                 status, result = RunStatus.FAILED, None
-                error_text = codec.encode_error(error_to_dict(exc))
+                error_text = codec.encode_error(error_to_dict(exc), SLOT_ERROR)
         # Result waiters of this process registered from here on may not take the end
         # as this worker saw it (a retry may come between): they read it.
         since = self._host.waiters_mark()

@@ -27,6 +27,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolR
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
+from tether._codec import SLOT_ERROR, SLOT_RESULT, SLOT_STATUS
 from tether._ids import new_run_id
 from tether._types import RunRecord
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
@@ -241,12 +242,12 @@ class TetherTasks:
             "pollIntervalMs": self.poll_interval_ms,
         }
         status = run.status
-        codec = self.app.codec
+        codec = self.app.codec.for_run(run.run_id)
         if status == RunStatus.COMPLETED.value:
             task["status"] = "completed"
-            task["result"] = _value_result(codec.decode(run.result))
+            task["result"] = _value_result(codec.decode(run.result, None, SLOT_RESULT))
         elif status == RunStatus.FAILED.value:
-            error = _decode(self.app, run.error)
+            error = _decode(self.app, run.run_id, run.error, SLOT_ERROR)
             task["status"] = "failed"
             task["statusMessage"] = _error_text(error)
             task["error"] = {"code": -32603, "message": _error_text(error), "data": error}
@@ -292,7 +293,7 @@ class TetherTasks:
                 "signal "):
             return {}
         name = (run.waiting_for or "")[len("signal "):]
-        info = _decode(self.app, run.status_info)
+        info = _decode(self.app, run.run_id, run.status_info, SLOT_STATUS)
         app = self.app
         approval = info.get("approval") if isinstance(info, Mapping) else None
         if (name == _APPROVAL_SIGNAL and isinstance(info, Mapping)
@@ -459,11 +460,11 @@ def _keyed_run_id(tool: str, key: str) -> str:
     return f"mcp-{digest[:40]}"
 
 
-def _decode(app: App, text: str | None) -> Any:
+def _decode(app: App, run_id: str, text: str | None, slot: str) -> Any:
     if text is None:
         return None
     try:
-        return app.codec.decode(text)
+        return app.codec.for_run(run_id).decode(text, None, slot)
     except Exception:
         return text
 

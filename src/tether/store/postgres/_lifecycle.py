@@ -148,7 +148,7 @@ class Lifecycle:
         return stored
 
     async def run_fork(self, conn: Conn, source_run_id: str, run: RunRecord,
-                       at: int) -> RunRecord:
+                       at: int, entries: list[JournalEntry] | None = None) -> RunRecord:
         async with conn.transaction():
             source = await self._get(conn, source_run_id)
             if source is None:
@@ -165,13 +165,26 @@ class Lifecycle:
             if not created:
                 raise ConfigError(
                     f"run id {run.run_id!r} is already used; choose another --id")
-            await conn.execute(
-                f"INSERT INTO {self.s}.journal (run_id, position, kind, name, status, result, "
-                "error, attempts, started_at, finished_at, next_attempt_at, args, "
-                "fencing_token) SELECT %s, position, kind, name, status, result, error, "
-                "attempts, started_at, finished_at, next_attempt_at, args, 0 "
-                f"FROM {self.s}.journal WHERE run_id = %s AND position < %s",
-                (run.run_id, source_run_id, at))
+            if entries is None:
+                await conn.execute(
+                    f"INSERT INTO {self.s}.journal (run_id, position, kind, name, status, "
+                    "result, error, attempts, started_at, finished_at, next_attempt_at, "
+                    "args, fencing_token) SELECT %s, position, kind, name, status, result, "
+                    "error, attempts, started_at, finished_at, next_attempt_at, args, 0 "
+                    f"FROM {self.s}.journal WHERE run_id = %s AND position < %s",
+                    (run.run_id, source_run_id, at))
+            else:
+                for e in entries:  # (a fork's journal: given, encoded again for it)
+                    if e.position >= at:
+                        continue
+                    await conn.execute(
+                        f"INSERT INTO {self.s}.journal (run_id, position, kind, name, "
+                        "status, result, error, attempts, started_at, finished_at, "
+                        "next_attempt_at, args, fencing_token) VALUES (%s, %s, %s, %s, %s, "
+                        "%s, %s, %s, %s, %s, %s, %s, 0)",
+                        (run.run_id, e.position, e.kind.value, e.name, e.status.value,
+                         e.result, e.error, e.attempts, e.started_at, e.finished_at,
+                         e.next_attempt_at, e.args))
             await conn.execute(
                 f"INSERT INTO {self.s}.blob_refs (key, run_id) SELECT key, %s "
                 f"FROM {self.s}.blob_refs WHERE run_id = %s ORDER BY key "

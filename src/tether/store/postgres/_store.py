@@ -1466,8 +1466,10 @@ class PostgresStore(PostgresServeQueries):
     async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
         return await self._life("run_retry", run_id, version, now)  # type: ignore[no-any-return]
 
-    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
-        return await self._life("run_fork", source_run_id, run, at)  # type: ignore[no-any-return]
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int,
+                       entries: Sequence[JournalEntry] | None = None) -> RunRecord:
+        return await self._life(  # type: ignore[no-any-return]
+            "run_fork", source_run_id, run, at, None if entries is None else list(entries))
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         await self._life("run_continue", lease, input, now)

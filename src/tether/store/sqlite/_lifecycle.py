@@ -125,7 +125,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
 
 
 def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
-             get: Any, insert: Any) -> RunRecord:
+             entries: list[JournalEntry] | None, get: Any, insert: Any) -> RunRecord:
     source: RunRecord | None = get(conn, source_run_id)
     if source is None:
         raise RunNotFound(source_run_id)
@@ -133,8 +133,16 @@ def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
     stored, created = insert(conn, run)
     if not created:
         raise ConfigError(f"run id {run.run_id!r} is already used; choose another --id")
-    conn.execute(L["journal_copy"], {"run_id": run.run_id, "source_run_id": source_run_id,
-                                     "position": at})
+    if entries is None:
+        conn.execute(L["journal_copy"], {"run_id": run.run_id,
+                                         "source_run_id": source_run_id, "position": at})
+    else:
+        conn.executemany(L["journal_insert"], [
+            {"run_id": run.run_id, "position": e.position, "kind": e.kind,
+             "name": e.name, "status": e.status, "result": e.result, "error": e.error,
+             "attempts": e.attempts, "started_at": e.started_at,
+             "finished_at": e.finished_at, "next_attempt_at": e.next_attempt_at,
+             "args": e.args} for e in entries if e.position < at])
     conn.execute(L["blob_refs_copy"], (run.run_id, source_run_id))
     result: RunRecord = stored
     return result

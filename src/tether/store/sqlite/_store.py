@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
@@ -1038,9 +1038,11 @@ class SqliteStore(SqliteServeQueries):
         return await self._write_wake(
             _lc.run_retry, run_id, version, now, _run_get, _journal_read)
 
-    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int) -> RunRecord:
+    async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int,
+                       entries: Sequence[JournalEntry] | None = None) -> RunRecord:
         return await self._write_wake(
-            _lc.run_fork, source_run_id, run, at, _run_get, _run_insert)
+            _lc.run_fork, source_run_id, run, at, None if entries is None else list(entries),
+            _run_get, _run_insert)
 
     async def run_continue(self, *, lease: Lease, input: str, now: float) -> None:
         await self._write_wake(_lc.run_continue, lease, input, now)

@@ -66,6 +66,13 @@ SELECT :run_id, position, kind, name, status, result, error, attempts, started_a
        finished_at, next_attempt_at, args, 0
 FROM tether_journal WHERE run_id = :source_run_id AND position < :position;
 
+-- journal_insert --
+-- A fork's journal entry, given (its payloads encoded again for the fork).
+INSERT INTO tether_journal (run_id, position, kind, name, status, result, error, attempts,
+                            started_at, finished_at, next_attempt_at, args, fencing_token)
+VALUES (:run_id, :position, :kind, :name, :status, :result, :error, :attempts,
+        :started_at, :finished_at, :next_attempt_at, :args, 0);
+
 -- journal_archive --
 -- Keep a generation's journal when the run continues as new.
 INSERT INTO tether_journal_archive (run_id, generation, position, kind, name, status,
