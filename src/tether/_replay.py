@@ -40,7 +40,7 @@ from tether.errors import (
     Cancelled,
     LeaseLost,
     NonDeterminismError,
-    PayloadBindingError,
+    PayloadError,
     StoreUnavailable,
 )
 from tether.store._lifecycle import AttemptRecord
@@ -71,9 +71,10 @@ class Release:
 @dataclass(slots=True)
 class Blocked:
     """Stop reason: the run needs an operator (its code does not match its journal,
-    or one of its payloads was moved there from another place in the store)."""
+    one of its payloads was moved there from another place in the store, or is clear
+    text where the payload hook expects ciphertext)."""
 
-    error: NonDeterminismError | PayloadBindingError
+    error: NonDeterminismError | PayloadError
 
 
 @dataclass(slots=True)

@@ -42,7 +42,7 @@ from tether._codec import SLOTS, PayloadContext, PayloadHook, takes_context
 from tether.errors import ConfigError, PayloadBindingError, PayloadError
 
 __all__ = ["AesGcm", "PayloadBindingError", "PayloadContext", "PayloadDecryptError",
-           "PayloadMisplacedError", "Redact", "sealed_view"]
+           "PayloadMisplacedError", "PayloadNotEncryptedError", "Redact", "sealed_view"]
 
 _PREFIX = "tgcm2"
 _PREFIX_V1 = "tgcm1"  # not bound to a place (no associated data)
@@ -74,6 +74,14 @@ class PayloadMisplacedError(PayloadDecryptError, PayloadBindingError):
     run's payloads (its input found as a step's result); or it is bound to no place
     where ``accept_unbound=False``. Nothing is returned. No key would help: a worker
     blocks the run (``tether show`` names the problem) instead of handing it back."""
+
+
+class PayloadNotEncryptedError(PayloadDecryptError):
+    """A stored payload is clear text where ``AesGcm`` expects ciphertext (and
+    ``allow_plaintext`` is False): a process without the payload hook wrote it, e.g.
+    ``tether start`` without ``--app``. No key would help: a worker blocks the run,
+    saying how to start it (``tether start --app MODULE:APP``), instead of handing it
+    back for ever."""
 
 
 def sealed_view(text: str) -> str | None:
@@ -185,9 +193,14 @@ class AesGcm:
         if prefix not in _PREFIXES:
             if self.allow_plaintext:
                 return text
-            raise PayloadDecryptError(
-                "a stored payload is not encrypted and plaintext is not allowed "
-                "(AesGcm(allow_plaintext=True) reads payloads stored before encryption)")
+            where = ("a stored payload" if context is None or context.run_id is None else
+                     f"the {_described(context.slot)} of run {context.run_id!r}")
+            raise PayloadNotEncryptedError(
+                f"{where} is stored in clear text, not encrypted: a process without the "
+                "payload hook wrote it (`tether start` or `tether signal` without `--app "
+                "MODULE:APP`, or an App without payload_hook=); start or send it from the "
+                "app instead. Plaintext is not allowed (AesGcm(allow_plaintext=True) reads "
+                "payloads stored before encryption)")
         kid, _, b64 = rest.partition(".")
         cipher = self._ciphers.get(kid)
         if cipher is None:

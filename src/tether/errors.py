@@ -20,7 +20,8 @@ Exception
 │   │   ├── PayloadTooLarge        (what, size, limit)
 │   │   ├── PayloadBindingError    a payload moved to another run or slot -> run blocked
 │   │   └── encryption.PayloadDecryptError  unknown key, wrong key, tampering
-│   │       └── encryption.PayloadMisplacedError  (also a PayloadBindingError)
+│   │       ├── encryption.PayloadMisplacedError  (also a PayloadBindingError)
+│   │       └── encryption.PayloadNotEncryptedError  clear text, e.g. started without --app
 │   ├── StoreError
 │   │   ├── StoreUnavailable       retrying later may succeed
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off

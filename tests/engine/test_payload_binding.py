@@ -341,3 +341,27 @@ async def test_a_fork_of_an_encrypted_run_reads_its_copied_journal(store_url: st
         info = await app.get_run("fk-copy")
         assert [e["result"] for e in info.journal] == [8, {"n": 1}]
         assert info.forked_from == "fk" and info.input == [4]
+
+
+async def test_a_run_started_without_the_hook_is_blocked_saying_how_to_start_it(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """What ``tether start`` without ``--app`` does (an App without the hook) stores the
+    input in clear; the encrypted app's worker blocks the run once, with a PayloadError
+    naming ``--app``, instead of handing it round for ever; a worker that allows
+    plaintext completes it after ``resume``."""
+    async with App(store_url) as keyless:
+        await keyless.start("child", 20, run_id="clear")
+    app = build(store_url, AesGcm({"k1": K1}))
+    async with app, app.worker(poll_interval=0.02):
+        info = await _blocked(app, "clear")
+        await asyncio.sleep(0.3)
+        assert (await app.store.run_get("clear")).status == RunStatus.BLOCKED.value  # type: ignore[union-attr]
+    assert info.error["type"] == "tether.encryption.PayloadNotEncryptedError"
+    assert "the input of run 'clear' is stored in clear text" in info.error["message"]
+    assert "tether start" in info.error["message"] and "--app" in info.error["message"]
+    assert len([r for r in caplog.records if "blocking it" in r.getMessage()]) == 1
+    assert not [r for r in caplog.records if "handing it back" in r.getMessage()]
+    lenient = build(store_url, AesGcm({"k1": K1}, allow_plaintext=True))
+    async with lenient, lenient.worker(poll_interval=0.02):
+        await lenient.resume("clear")
+        assert await lenient.handle("clear").result(timeout=30) == 41

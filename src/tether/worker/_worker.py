@@ -1019,6 +1019,15 @@ class Worker:
             log.error("run %s: %s; blocking it (an operator must restore the payload, "
                       "then `tether resume`)", run_id, error)
             return ctx.halt(Blocked(error))
+        from tether.encryption import PayloadNotEncryptedError
+
+        if isinstance(error, PayloadNotEncryptedError):
+            # Clear text written without the hook (`tether start` without --app): the
+            # workers, which all refuse it, would pass the run round for ever.
+            log.error("run %s: %s; blocking it (start it again from the app, e.g. "
+                      "`tether start --app MODULE:APP`, and cancel or erase this one: what "
+                      "it stored is in clear text)", run_id, error)
+            return ctx.halt(Blocked(error))
         now = self.app.clock.now()
         n = self._unreadable_runs.pop(run_id, (0, 0.0))[0] + 1
         if len(self._unreadable_runs) >= UNREADABLE_REMEMBERED:
