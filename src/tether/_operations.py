@@ -169,12 +169,21 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
     what = f"input of child workflow {name!r}"
     # Bound to the child (the id ``child_start`` gives it), whose input it is; the
     # copy journaled as the operation's arguments is bound to this run.
-    text = ctx.codec.for_run(run_id or f"{ctx.run_id}.{pos}").encode(payload, what,
-                                                                     SLOT_INPUT)
+    text = ctx.codec.for_run(run_id or _child_id(ctx, pos)).encode(payload, what, SLOT_INPUT)
     journaled = ctx.codec.encode(payload, what) if ctx.codec.binds else text
     child_id = await child_start(ctx, pos, name, q, text, run_id, on_parent_cancel,
                                  journaled)
     return ChildHandle(child_id, annotation)
+
+
+def _child_id(ctx: RunContext, pos: int) -> str:
+    """A child's default run id: ``<parent id>.<position>``, and after a
+    ``continue_as_new`` ``<parent id>.g<generation>.<position>`` (positions start again
+    at 0 in each generation: the same id was the earlier generation's child, whose
+    result the new one got)."""
+    if ctx.generation:
+        return f"{ctx.run_id}.g{ctx.generation}.{pos}"
+    return f"{ctx.run_id}.{pos}"
 
 
 def start_child(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: str | None = None,
@@ -182,7 +191,8 @@ def start_child(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: 
                 **kwargs: Any) -> Awaitable[ChildHandle[R]]:
     """Start ``workflow`` as an independent durable child run on its own queue.
 
-    ``queue`` defaults to the workflow's own; ``run_id`` to ``<parent id>.<position>``.
+    ``queue`` defaults to the workflow's own; ``run_id`` to ``<parent id>.<position>``
+    (``<parent id>.g<generation>.<position>`` after ``continue_as_new``).
     ``on_parent_cancel`` is ``"cancel"`` (cancelling the parent cancels the child) or
     ``"abandon"``. A workflow may be named by string when its code lives elsewhere.
     """
@@ -621,7 +631,7 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
         ctx.replayed += 1
         return str(ctx.codec.decode(entry.result))
     await ctx.flush()
-    child_id = run_id or f"{ctx.run_id}.{pos}"
+    child_id = run_id or _child_id(ctx, pos)
     now = ctx.clock.now()
     child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status=RunStatus.QUEUED,
                       input=input_text, created_at=now, updated_at=now, available_at=now,

@@ -109,7 +109,7 @@ async def test_every_payload_is_bound_and_reads_back(tmp_path: Path) -> None:
         await app.signal("e1", "go", {"n": 1})
         await wait_for(lambda: _waits_for_signal(app, "e1"), what="e1 generation 2 waits")
         await app.signal("e1", "go", {"n": 2})
-        assert await handle.result(timeout=30) == {"a": 8, "b": "fine", "c": 13,
+        assert await handle.result(timeout=30) == {"a": 8, "b": "fine", "c": 17,
                                                    "s": {"n": 2}, "now": True}
         many = await app.start_many("child", [[1], [2]], run_ids=["m1", "m2"])
         assert [await h.result(timeout=30) for h in many] == [3, 5]

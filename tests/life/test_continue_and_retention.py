@@ -193,3 +193,27 @@ async def test_purge_keeps_a_child_its_waiting_parent_may_still_read(store_url: 
         report = await app.store.run_purge(finished_before=app.clock.now() + 1,
                                            statuses=["completed"])
         assert sorted(report.run_ids) == ["p", "p.0"]
+
+
+async def test_each_generation_gets_children_of_its_own(store_url: str) -> None:
+    """Positions start again at 0 after continue_as_new, and a child's default id was
+    ``<parent>.<position>``: the second generation's child had the first one's id, and
+    the run got the first generation's child result back (13 for 17)."""
+    app = App(store_url)
+
+    @app.workflow
+    async def plus_ten(x: int) -> int:
+        return x + 10
+
+    @app.workflow
+    async def rounds(x: int, left: int) -> list[int]:
+        got = await tether.call(plus_ten, x)
+        if left:
+            tether.continue_as_new(x + 4, left - 1)
+        return [got]
+
+    async with app, app.worker():
+        assert await (await app.start(rounds, 3, 2, run_id="g")).result(timeout=30) == [21]
+        ids = sorted(r.run_id for r in await app.store.run_list(limit=10)
+                     if r.parent_run_id == "g")
+    assert ids == ["g.0", "g.g1.0", "g.g2.0"]

@@ -261,7 +261,8 @@ class WorkflowTool(Tool):
 
     async def launch(self, arguments: dict[str, Any]) -> Awaitable[Any]:
         """Start the child run (journaled) and return the wait for its result (its
-        position taken). The child's id is ``<parent run id>.<position>``."""
+        position taken). The child's id is ``<parent run id>.<position>`` (see
+        ``tether.start_child``)."""
         args, kwargs = self._child_arguments(arguments)
         handle: tether.ChildHandle[Any] = await tether.start_child(
             self.workflow_name, *args, queue=self.queue, **kwargs)
