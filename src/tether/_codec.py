@@ -230,13 +230,17 @@ class Codec:
         parent's journal, a fork's journal), so that each stays bound to its run."""
         if self.hook is None or not self._contextual:
             return text
+        return self._hook_encode(self._unhooked(text, source_slot, source), slot)
+
+    def _unhooked(self, text: str, slot: str, source: Codec | None = None) -> str:
+        """``text`` decoded by the hook (as ``source`` stored it, default this codec);
+        a text it cannot decode raises ``with_unreadable``'s error if one is set."""
         try:
-            plain = source._hook_decode(text, source_slot)
+            return (source or self)._hook_decode(text, slot)
         except PayloadError as exc:
             if self._unreadable is None:
                 raise
             raise self._unreadable(exc) from exc
-        return self._hook_encode(plain, slot)
 
     def with_unreadable(self, handler: Callable[[PayloadError], BaseException]) -> Codec:
         """A copy whose ``decode`` raises ``handler(error)`` instead of the hook's
@@ -298,12 +302,7 @@ class Codec:
         if text is None:
             return None
         if self.hook is not None:
-            try:
-                text = self._hook_decode(text, slot)
-            except PayloadError as exc:
-                if self._unreadable is None:
-                    raise
-                raise self._unreadable(exc) from exc
+            text = self._unhooked(text, slot)
         value = _loads(text)
         if isinstance(annotation, LazyHint):
             annotation = annotation.resolve()
