@@ -4,6 +4,8 @@ code replay as they ran (docs/concepts.md, "Concurrency in a workflow")."""
 from __future__ import annotations
 
 import asyncio
+import random
+from typing import Any
 
 import tether
 from tests.engine.helpers import status_is, wait_for
@@ -153,4 +155,268 @@ async def test_a_cancelled_error_raised_by_a_steps_own_code_is_a_failed_attempt(
         h = await app.start(wf, run_id="own")
         assert await h.result(timeout=30) == ["asyncio.exceptions.CancelledError"] * 2
     assert calls == ["async", "async", "thread", "thread"]
+    await app.close()
+
+
+# -- branches of several operations each ----------------------------------------------------
+#
+# Live, a branch takes its next position when its previous result arrives; the run's
+# results arrive in the order they completed. A replay delivers recorded results in that
+# order too (finished_at, position), one at a time, the run's tasks settling between.
+# Each test forces the live completion order with events (not sleeps), then replays.
+
+
+async def test_gathered_branches_of_two_steps_replay_in_their_live_order(
+        store_url: str) -> None:
+    """Branch 2 finishes both its steps before branch 1's first step ends. Before, the
+    replay after the release answered branch 1's second step with branch 2's first
+    entry (same step name): the run completed with [2, 10] instead of [10, 20]."""
+    app = App(store_url)
+    b2_done = asyncio.Event()
+    runs: list[int] = []
+
+    @app.step
+    async def work(x: int) -> int:
+        runs.append(x)
+        if x == 1:
+            await b2_done.wait()
+        if x == 20:
+            b2_done.set()
+        return x
+
+    async def branch(i: int) -> int:
+        a = await work(i)
+        return await work(a * 10)
+
+    @app.workflow
+    async def wf() -> list[int]:
+        out = list(await asyncio.gather(branch(1), branch(2)))
+        await tether.wait_for_signal("go")  # released: the rest is a replay
+        return out
+
+    async with app.worker():
+        h = await app.start(wf, run_id="two")
+        await _until_waiting_then_go(app, "two")
+        assert await h.result(timeout=30) == [10, 20]
+    assert sorted(runs) == [1, 2, 10, 20]  # each step ran once
+    info = await app.get_run("two")
+    assert [(e["position"], e["args"]) for e in info.journal if e["kind"] == "step"] == [
+        (0, [1]), (1, [2]), (2, [20]), (3, [10])]
+    await app.close()
+
+
+class _Baton:
+    """Lets steps finish in a fixed order: the step holding ``order[k]`` finishes k-th
+    (it waits until the one before it has finished)."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+        self.at = 0
+        self.events: dict[str, asyncio.Event] = {}
+        self.finished: list[str] = []
+
+    def _event(self, key: str) -> asyncio.Event:
+        return self.events.setdefault(key, asyncio.Event())
+
+    async def hold(self, key: str) -> None:
+        if self.order[self.at] != key:
+            await self._event(key).wait()
+        self.finished.append(key)
+        self.at += 1
+        if self.at < len(self.order):
+            self._event(self.order[self.at]).set()
+
+
+def _interleaved(branches: int, steps: int, seed: int) -> list[str]:
+    """Every branch's steps in their own order, the branches interleaved at random."""
+    rng = random.Random(seed)
+    left = {b: 0 for b in range(branches)}
+    out = []
+    while left:
+        b = rng.choice(sorted(left))
+        out.append(f"{b}.{left[b]}")
+        left[b] += 1
+        if left[b] == steps:
+            del left[b]
+    return out
+
+
+def _branch_app(store_url: str, baton: _Baton, steps: int,
+                counts: dict[str, int]) -> tuple[App, Any]:
+    """A workflow gathering branches of ``steps`` differently named steps each, each
+    step's result feeding the next; released for a signal after the gather."""
+    app = App(store_url)
+    step_fns = []
+    for k in range(steps):
+        async def body(b: int, prev: str, _k: int = k) -> str:
+            key = f"{b}.{_k}"
+            counts[key] = counts.get(key, 0) + 1
+            await baton.hold(key)
+            return f"{prev}>{key}"
+        step_fns.append(app.step(name=f"s{k}")(body))
+
+    async def branch(b: int) -> str:
+        value = ""
+        for fn in step_fns:
+            value = await fn(b, value)
+        return value
+
+    @app.workflow
+    async def wf(n: int) -> list[str]:
+        out = list(await asyncio.gather(*(branch(b) for b in range(n))))
+        await tether.wait_for_signal("go")
+        return out
+
+    return app, wf
+
+
+def _expected(branches: int, steps: int) -> list[str]:
+    return ["".join(f">{b}.{k}" for k in range(steps)) for b in range(branches)]
+
+
+async def test_gathered_branches_of_three_differently_named_steps_replay(
+        store_url: str) -> None:
+    """Three branches of three steps named s0, s1, s2, finishing interleaved. Before, the
+    replay asked for branch 0's second step (s1) at the position of another branch's
+    first (s0): the run was blocked as non-deterministic."""
+    order = ["2.0", "2.1", "0.0", "1.0", "2.2", "1.1", "0.1", "1.2", "0.2"]
+    counts: dict[str, int] = {}
+    app, wf = _branch_app(store_url, _Baton(order), 3, counts)
+    async with app.worker():
+        h = await app.start(wf, 3, run_id="three")
+        await _until_waiting_then_go(app, "three")
+        assert await h.result(timeout=30) == _expected(3, 3)
+    assert counts == dict.fromkeys(order, 1)
+    info = await app.get_run("three")
+    assert [e["args"][0] for e in info.journal if e["kind"] == "step"][:3] == [0, 1, 2]
+    await app.close()
+
+
+async def test_a_gather_of_50_branches_of_3_steps_replays(store_url: str) -> None:
+    order = _interleaved(50, 3, seed=11)
+    counts: dict[str, int] = {}
+    app, wf = _branch_app(store_url, _Baton(order), 3, counts)
+    async with app.worker():
+        h = await app.start(wf, 50, run_id="wide")
+        await _until_waiting_then_go(app, "wide")
+        assert await h.result(timeout=60) == _expected(50, 3)
+    assert counts == dict.fromkeys(order, 1)
+    await app.close()
+
+
+async def test_nested_gathers_a_task_group_and_a_signal_in_a_branch_replay(
+        store_url: str) -> None:
+    """Nested gathers of multi-step branches; a TaskGroup whose main task performs a
+    step of its own while its members run (``tg.create_task(...); await step()``); a
+    branch that waits for a signal (the whole run is released) while another goes on.
+    Each run is replayed in full after a final release."""
+    app = App(store_url)
+    baton = _Baton(["n1.a", "n0.a", "n1.b", "n0.b", "n0.c", "n1.c",   # nested
+                    "g1.a", "main", "g0.a", "g1.b", "g0.b",            # task group
+                    "x.a", "y.a", "y.b"])
+    counts: dict[str, int] = {}
+
+    @app.step
+    async def s(key: str) -> str:
+        counts[key] = counts.get(key, 0) + 1
+        await baton.hold(key)
+        return key
+
+    @app.step
+    async def t(key: str) -> str:  # (another name: a wrong answer blocks the run)
+        counts[key] = counts.get(key, 0) + 1
+        await baton.hold(key)
+        return key
+
+    async def pair(b: str) -> str:
+        x, y = await asyncio.gather(s(f"{b}.a"), t(f"{b}.b"))
+        return x + y + await s(f"{b}.c")
+
+    @app.workflow
+    async def nested() -> list[str]:
+        out = list(await asyncio.gather(pair("n0"), pair("n1")))
+        await tether.wait_for_signal("go")
+        return out
+
+    async def two(b: str) -> str:
+        return await s(f"{b}.a") + await t(f"{b}.b")
+
+    @app.workflow
+    async def group() -> list[str]:
+        async with asyncio.TaskGroup() as tg:
+            g0 = tg.create_task(two("g0"))
+            g1 = tg.create_task(two("g1"))
+            mine = await t("main")
+        await tether.wait_for_signal("go")
+        return [g0.result(), g1.result(), mine]
+
+    async def waits() -> str:
+        a = await s("x.a")
+        got = await tether.wait_for_signal("x")
+        return a + str(got) + await s("x.c")
+
+    async def goes() -> str:
+        return await s("y.a") + await t("y.b")
+
+    @app.workflow
+    async def signalled() -> list[str]:
+        out = list(await asyncio.gather(waits(), goes()))
+        await tether.wait_for_signal("go")
+        return out
+
+    async with app.worker():
+        h1 = await app.start(nested, run_id="nested")
+        await _until_waiting_then_go(app, "nested")
+        assert await h1.result(timeout=30) == ["n0.an0.bn0.c", "n1.an1.bn1.c"]
+        h2 = await app.start(group, run_id="group")
+        await _until_waiting_then_go(app, "group")
+        assert await h2.result(timeout=30) == ["g0.ag0.b", "g1.ag1.b", "main"]
+        baton.order += ["x.c"]
+        h3 = await app.start(signalled, run_id="signalled")
+        await wait_for(lambda: status_is(app, "signalled", "waiting"), timeout=30)
+        await app.signal("signalled", "x", 7)
+        await _until_waiting_then_go(app, "signalled")
+        assert await h3.result(timeout=30) == ["x.a7x.c", "y.ay.b"]
+    assert all(n == 1 for key, n in counts.items() if not key.startswith("y.")), counts
+    await app.close()
+
+
+async def test_a_race_of_multi_step_branches_replays(store_url: str) -> None:
+    """``asyncio.wait(FIRST_COMPLETED)`` of two branches of two steps: the loser is
+    cancelled in its second step (journaled as cancelled), and the replay ends the same
+    way, its steps not run again."""
+    app = App(store_url)
+    baton = _Baton(["b.1", "a.1", "a.2"])
+    counts: dict[str, int] = {}
+    never = asyncio.Event()
+
+    @app.step
+    async def s(key: str) -> str:
+        counts[key] = counts.get(key, 0) + 1
+        if key == "b.2":
+            await never.wait()
+        await baton.hold(key)
+        return key
+
+    async def branch(b: str) -> str:
+        return await s(f"{b}.1") + await s(f"{b}.2")
+
+    @app.workflow
+    async def race() -> list[str]:
+        ta = asyncio.ensure_future(branch("a"))
+        tb = asyncio.ensure_future(branch("b"))
+        done, pending = await asyncio.wait({ta, tb}, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+        await tether.wait_for_signal("go")
+        return [d.result() for d in done]
+
+    async with app.worker():
+        h = await app.start(race, run_id="race")
+        await _until_waiting_then_go(app, "race")
+        assert await h.result(timeout=30) == ["a.1a.2"]
+    assert counts == {"a.1": 1, "a.2": 1, "b.1": 1, "b.2": 1}
+    info = await app.get_run("race")
+    assert [(e["args"][0], e["status"]) for e in info.journal if e["kind"] == "step"] == [
+        ("a.1", "ok"), ("b.1", "ok"), ("b.2", "error"), ("a.2", "ok")]
     await app.close()
