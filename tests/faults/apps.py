@@ -122,3 +122,27 @@ async def cut_off(kind: str) -> int:
     if kind == "once":
         return await hangs_first_once()
     return await hangs_first(kind == "fail")
+
+
+@app.step
+async def ostep(x: int) -> int:
+    """Branch 1's first step (x=1) ends after branch 2's second (x=20); branch 1's
+    second (x=10) waits for a ``go`` file next to the side file."""
+    side(f"ostep {x}")
+    path = os.environ["TETHER_TEST_SIDE_FILE"]
+    go = os.path.join(os.path.dirname(path), "go")
+    while x == 1 and "ostep 20\n" not in open(path).read():
+        await asyncio.sleep(0.02)
+    while x == 10 and not os.path.exists(go):
+        await asyncio.sleep(0.02)
+    return x
+
+
+async def _obranch(i: int) -> int:
+    a = await ostep(i)
+    return await ostep(a * 10)
+
+
+@app.workflow
+async def ordered_branches() -> list[int]:
+    return list(await asyncio.gather(_obranch(1), _obranch(2)))

@@ -194,3 +194,26 @@ async def test_child_on_tools_queue_survives_a_tools_worker_kill(
     assert counts["agent got result of q"] == 1
     assert counts["tool done q"] == 1
     assert counts["step 1"] == 1
+
+
+async def test_gathered_branches_replay_in_their_live_order_after_a_sigkill(
+        env: tuple[App, Workers]) -> None:
+    """Two branches of two steps; branch 2 finishes both before branch 1's first ends;
+    the worker is killed in branch 1's second step. The new worker's replay delivers
+    the recorded results in the order they completed. Before, it answered branch 1's
+    second step with branch 2's first entry: the run completed with [2, 200]."""
+    from tests.faults.apps import ordered_branches
+
+    app, workers = env
+    first = workers.start()
+    handle = await app.start(ordered_branches, run_id="branches")
+    await wait_for(lambda: journal_has(app, "branches", 3), timeout=30)
+    await wait_for(lambda: workers.counts()["ostep 10"] == 1, timeout=30)
+    workers.kill(first)
+    (workers.side_file.parent / "go").touch()
+    workers.start()
+    assert await handle.result(timeout=60) == [10, 20]
+    counts = workers.counts()
+    assert [counts[f"ostep {x}"] for x in (1, 2, 20, 10)] == [1, 1, 1, 2], counts
+    info = await app.get_run("branches")
+    assert [e["result"] for e in info.journal] == [1, 2, 20, 10]
