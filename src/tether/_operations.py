@@ -247,6 +247,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         ctx.replayed += 1
         if entry.status == ERROR and _was_cancelled(ctx, entry):
             await _cancelled_again(ctx)
+        if ctx.ordered or (task is ctx.main_task and ctx._others_ready()):
+            await ctx.turn(entry.finished_at, pos)  # (see RunContext.turn)
         value = _outcome(ctx, entry, sdef)
         ctx.count_replay(sdef, pos, value)
         return value
@@ -306,7 +308,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
                 ctx.clock.now(), codec.encode_error(error_to_dict(exc))))
             await _record_failure(ctx, sdef, pos, state, exc, args_text)
             continue
-        now = ctx.clock.now()
+        now = ctx.stamp()
         writer.note(attempt_id, (*head, "ok", started, now, None))
         # The result is journaled before the workflow goes on; a result that cannot be
         # stored fails the step for good.
@@ -314,17 +316,23 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             text = codec.encode(value, f"result of step {name!r}")
         except PayloadError as exc:
             err = codec.encode_error(error_to_dict(exc, attempts=state.attempts))
-            await ctx.write(JournalEntry(
+            await ctx.journal_result(JournalEntry(
                 pos, OperationKind.STEP, name, ERROR, error=err, attempts=state.attempts,
                 started_at=state.first_at, finished_at=now, args=args_text,
             ))
             raise step_error(codec.decode(err), step=name, position=pos) from exc
-        await ctx.write(JournalEntry(
+        done = JournalEntry(
             pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
             started_at=state.first_at, finished_at=now, args=args_text,
-        ))
+        )
+        if ctx.ordered:  # (a run of several tasks: see RunContext.turn)
+            await ctx.in_flight(pos, now, ctx.write(done))
+        else:
+            await ctx.write(done)
         if fresh and state.attempts == 1:  # (a new entry: it holds this attempt)
             writer.settled(attempt_id)
+        if ctx.ordered:
+            await ctx.turn(now, pos)
         return codec.decode_encoded(value, text, sdef.return_annotation)
 
 
@@ -370,28 +378,32 @@ class _Attempts:
 async def _args_unstorable(ctx: RunContext, name: str, pos: int, exc: PayloadError) -> None:
     """Arguments that cannot be stored fail the step before it runs (recorded, so replay
     fails the same way)."""
-    now = ctx.clock.now()
-    await ctx.write(JournalEntry(pos, OperationKind.STEP, name, ERROR,
-                                 error=ctx.codec.encode_error(error_to_dict(exc)),
-                                 started_at=now, finished_at=now))
+    now = ctx.stamp()
+    await ctx.journal_result(JournalEntry(pos, OperationKind.STEP, name, ERROR,
+                                   error=ctx.codec.encode_error(error_to_dict(exc)),
+                                   started_at=now, finished_at=now))
 
 
 async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Attempts,
                           exc: BaseException, args_text: str) -> None:
     """Journal a failed attempt and schedule the next; raise ``StepError`` (the recorded
     error) if the step failed for good."""
-    now = ctx.clock.now()
+    now = ctx.stamp()
     assert state.first_at is not None
     decision = decide_retry(sdef.retry, exc, attempts=state.attempts,
                             first_attempt_at=state.first_at, now=now)
     err = ctx.codec.encode_error(error_to_dict(exc, attempts=decision.attempts))
     final = decision.failed_for_good
-    await ctx.write(JournalEntry(
+    entry = JournalEntry(
         pos, OperationKind.STEP, sdef.name, ERROR if final else PENDING, error=err,
         attempts=decision.attempts, started_at=state.first_at,
         finished_at=now if final else None, next_attempt_at=decision.retry_at,
         args=args_text,
-    ))
+    )
+    if final:
+        await ctx.journal_result(entry)  # (the workflow receives the error next)
+    else:
+        await ctx.write(entry)
     if not decision.postponed:
         _observe.step_failed(ctx, StepInfo(ctx.run_id, pos, sdef.name, state.attempts), exc,
                              decision.retry_at)
@@ -559,6 +571,8 @@ async def timer(ctx: RunContext, pos: int, seconds: float) -> None:
     entry = ctx.recorded(pos, kind, "sleep")
     if entry is not None and entry.status == OK:
         ctx.replayed += 1
+        if ctx.waits():
+            await ctx.turn(entry.finished_at, pos)
         return
     if entry is None:
         now = ctx.clock.now()
@@ -571,9 +585,9 @@ async def timer(ctx: RunContext, pos: int, seconds: float) -> None:
     wake_at = entry.next_attempt_at if entry.next_attempt_at is not None else 0.0
     await ctx.wait_until(wake_at, f"timer until {_iso(wake_at)}")
     await ctx.enter(pos)
-    await ctx.write(JournalEntry(pos, kind, "sleep", OK, result=entry.result,
-                                  started_at=entry.started_at, finished_at=ctx.clock.now(),
-                                  next_attempt_at=wake_at))
+    await ctx.journal_result(JournalEntry(pos, kind, "sleep", OK, result=entry.result,
+                                    started_at=entry.started_at, finished_at=ctx.stamp(),
+                                    next_attempt_at=wake_at))
 
 
 async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | None) -> Any:
@@ -583,6 +597,8 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
     entry = ctx.recorded(pos, kind, name)
     if entry is not None and entry.status != PENDING:
         ctx.replayed += 1
+        if ctx.waits():
+            await ctx.turn(entry.finished_at, pos)
         return _signal_outcome(ctx, entry, name)
     now = ctx.clock.now()
     if entry is None:
@@ -599,16 +615,19 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
     timeout_error = ctx.codec.encode_error(
         {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
          "timeout": timeout})
+    now = ctx.stamp()  # (the signal's entry, if one is taken, completes now)
+    take = ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
+                                 deadline=deadline, now=now, timeout_error=timeout_error)
     try:
-        taken = await ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
-                                             deadline=deadline, now=now,
-                                             timeout_error=timeout_error)
+        taken = await (ctx.in_flight(pos, now, take) if ctx.ordered else take)
     except LeaseLost as exc:
         raise ctx.halt(Lost(exc)) from None
     if taken is None:
         raise ctx.halt(Release(Wait(deadline, f"signal {name}", signal=name)))
     ctx.journal[pos] = taken
     ctx.executed += 1
+    if ctx.ordered:
+        await ctx.turn(taken.finished_at, pos)
     return _signal_outcome(ctx, taken, name)
 
 
@@ -629,10 +648,12 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
     entry = ctx.recorded(pos, kind, workflow)
     if entry is not None and entry.status == OK:
         ctx.replayed += 1
+        if ctx.waits():
+            await ctx.turn(entry.finished_at, pos)
         return str(ctx.codec.decode(entry.result))
     await ctx.flush()
     child_id = run_id or _child_id(ctx, pos)
-    now = ctx.clock.now()
+    now = ctx.stamp()
     child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status=RunStatus.QUEUED,
                       input=input_text, created_at=now, updated_at=now, available_at=now,
                       parent_run_id=ctx.run_id, parent_position=pos,
@@ -641,12 +662,15 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
                          started_at=now, finished_at=now,
                          args=input_text if args_text is None else args_text)
     await _observe.child_starting(ctx, child_id)
+    start = ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
     try:
-        await ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
+        await (ctx.in_flight(pos, now, start) if ctx.ordered else start)
     except LeaseLost as exc:
         raise ctx.halt(Lost(exc)) from None
     ctx.journal[pos] = entry
     ctx.executed += 1
+    if ctx.ordered:
+        await ctx.turn(now, pos)
     return child_id
 
 
@@ -662,7 +686,7 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
             raise RunNotFound(child_id)
         if not run.status.is_ended:
             raise ctx.halt(Release(Wait(None, f"child {child_id}", child=child_id)))
-        now = ctx.clock.now()
+        now = ctx.stamp()
         child = ctx.codec.for_run(child_id)
         if run.status is RunStatus.COMPLETED:
             # The child's result, bound to the child, is journaled bound to this run.
@@ -677,10 +701,12 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
             entry = JournalEntry(pos, kind, child_id, ERROR,
                                  error=ctx.codec.encode_error(detail), started_at=now,
                                  finished_at=now)
-        await ctx.write(entry)
         ctx.executed += 1
+        await ctx.journal_result(entry)
     else:
         ctx.replayed += 1
+        if ctx.waits():
+            await ctx.turn(entry.finished_at, pos)
     if entry.status == ERROR:
         detail = ctx.codec.decode(entry.error) or {}
         raise RunFailed(child_id, str(detail.get("status", "failed")), detail.get("error"))

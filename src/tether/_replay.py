@@ -18,8 +18,10 @@ the run continue: every later operation raises it again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
+import heapq
 import itertools
 import json
 import logging
@@ -103,6 +105,20 @@ SETTLE_HOLD_MAX = 1.0
 
 #: An attempt's state as noted: ``AttemptRecord``'s fields, in order.
 AttemptRow = tuple[str, str, int, int, str, int, str, str, float, float | None, str | None]
+
+#: A run's results are delivered in the order they completed once its tasks have settled
+#: (``RunContext.turn``); a run whose tasks never settle (code that polls with
+#: ``asyncio.sleep(0)``) has the next one delivered after this many passes of the loop.
+SETTLE_PASSES_MAX = 1000
+#: Passes of the loop that stand for "settled" on a loop whose ready queue cannot be read
+#: (uvloop): the delivery order is then as good as this many passes let the tasks go.
+SETTLE_PASSES_BLIND = 8
+#: The least step between two completion times stamped by one execution (``stamp``):
+#: distinct in the store's float8/REAL columns, and after rounding to microseconds.
+STAMP_STEP = 1e-6
+#: The context of the callback that delivers results: none of the run's handles.
+_BARE_CONTEXT = contextvars.Context()
+_turn_ids = itertools.count()
 
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
@@ -505,12 +521,40 @@ class RunContext:
         #: Whether the worker is stopping (set by the worker): a step cancelled then was
         #: not cancelled by the workflow's code.
         self.shutting_down: Callable[[], bool] = _never
+        #: Set when a task other than the main one takes a position: from then on the
+        #: run's results are delivered in the order they completed (``turn``).
+        self.ordered = False
+        #: Results waiting for their turn: (completion time, position, seq, future).
+        self._turns: list[tuple[float, int, int, asyncio.Future[None]]] = []
+        #: Live results stamped and not yet written (position: completion time): none
+        #: later than them is delivered before them.
+        self._inflight: dict[int, float] = {}
+        #: The latest completion time stamped or delivered (``stamp`` goes past it).
+        self._last = 0.0
+        self._pump_handle: asyncio.Handle | None = None
+        self._passes = 0
+        self._never_settled = False
+        #: The loop's ready queue (None: not readable, as on uvloop), and its first
+        #: handle and length at the main task's last look (``_others_ready``): handles
+        #: before that length were looked at.
+        ready = getattr(self._loop, "_ready", None)
+        self._ready: collections.deque[Any] | None = (
+            ready if isinstance(ready, collections.deque) else None)
+        self._seen_first: object = None
+        self._seen_len = 0
 
     # -- positions and the determinism check ------------------------------------------
 
     def take_position(self) -> int:
         pos = self.position
         self.position = pos + 1
+        if not self.ordered:
+            task = asyncio.current_task(self._loop)
+            if task is not self.main_task and task is not None:
+                self.ordered = True  # (a branch: results are delivered in order now)
+                self.tasks.add(task)
+        elif (task := asyncio.current_task(self._loop)) is not None:
+            self.tasks.add(task)
         return pos
 
     def halt(self, reason: StopReason) -> _Stop:
@@ -729,6 +773,149 @@ class RunContext:
         self._status_text = text
         self._status_writer.changed()
 
+    # -- results in the order they completed -------------------------------------------
+    #
+    # A branch of a gather (or a TaskGroup member) that performs several operations takes
+    # its next position when its previous result arrives, so the positions a run's tasks
+    # take depend on the order in which their results arrive. Live, that is the order in
+    # which they completed; a replay answers recorded results without waiting, in the
+    # order the code asks for them. Once a task other than the main one takes a position
+    # (``ordered``), every result, live or recorded, is delivered by ``turn``: one at a
+    # time, in the order of completion times (``stamp``: finished_at, then position), each
+    # only once the run's tasks have settled (none of their handles is ready to run). Live
+    # and replay then take the same positions: the same deliveries, in the same order,
+    # into the same settled run. A run of one task never waits (``ordered`` stays False).
+
+    def stamp(self) -> float:
+        """The completion time (``finished_at``) of a result about to be journaled: the
+        clock's, but at least ``STAMP_STEP`` past every completion time this execution
+        stamped or delivered, so that completion times follow the delivery order even
+        when the clock steps back (a resync of ``SyncedClock``, the system clock set)."""
+        t = self.clock.now()
+        last = self._last + STAMP_STEP
+        if t < last:
+            t = last
+        self._last = t
+        return t
+
+    def waits(self, task: asyncio.Task[Any] | None = None) -> bool:
+        """Whether a recorded result, about to be answered to ``task`` (default: the
+        current one), waits for its turn: in a run of several tasks; and when a task the
+        main one started and that has not taken a position yet is ready to run
+        (``t = asyncio.create_task(branch()); await step()``: live, the branch ran while
+        the step did, and took its first position then)."""
+        if self.ordered:
+            return True
+        if task is None:
+            task = asyncio.current_task(self._loop)
+        return task is self.main_task and self._others_ready()
+
+    async def journal_result(self, entry: JournalEntry) -> None:
+        """Journal a live result the workflow receives next (``finished_at`` from
+        ``stamp``), and wait for its turn in a run of several tasks."""
+        if self.ordered:
+            await self.in_flight(entry.position, entry.finished_at or 0.0, self.write(entry))
+        else:
+            await self.write(entry)
+        if self.ordered:
+            await self.turn(entry.finished_at, entry.position)
+
+    async def turn(self, key: float | None, pos: int) -> None:
+        """Wait until the result at ``pos``, completed at ``key`` (a final entry's
+        ``finished_at``; ``None``: first), is the earliest waiting and the run's tasks
+        have settled."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._turns, (float("-inf") if key is None else key, pos,
+                                     next(_turn_ids), fut))
+        self._kick()
+        await fut
+
+    async def in_flight(self, pos: int, key: float, write: Awaitable[Any]) -> Any:
+        """Await ``write``, the journaling of a live result completed at ``key``: no
+        result completed later is delivered before this one's turn."""
+        self._inflight[pos] = key
+        try:
+            return await write
+        finally:
+            del self._inflight[pos]
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._pump_handle is None and self._turns:
+            self._pump_handle = self._loop.call_soon(self._pump, context=_BARE_CONTEXT)
+
+    def _pump(self) -> None:
+        """Deliver the earliest result waiting if the run's tasks have settled; look
+        again at the loop's next pass while they have not, or after each delivery."""
+        self._pump_handle = None
+        turns = self._turns
+        while turns and turns[0][3].done():  # (its task was cancelled meanwhile)
+            heapq.heappop(turns)
+        if not turns or self.stop is not None:
+            return
+        if self._unsettled():
+            self._passes += 1
+            if self._passes < SETTLE_PASSES_MAX:
+                self._kick()
+                return
+            if not self._never_settled:
+                self._never_settled = True
+                log.warning("run %s: its tasks did not settle within %d passes of the "
+                            "event loop (code polling with asyncio.sleep(0)?); results are "
+                            "delivered without waiting for them, so a replay may take "
+                            "other positions", self.run_id, SETTLE_PASSES_MAX)
+        self._passes = 0
+        key, _, _, fut = turns[0]
+        if self._inflight and min(self._inflight.values()) < key:
+            return  # after the result being journaled: its turn kicks the pump again
+        heapq.heappop(turns)
+        if key > self._last:
+            self._last = key
+        fut.set_result(None)
+        self._kick()
+
+    def _unsettled(self) -> bool:
+        """Whether a handle of this run (a task's step, a future's callback: run in the
+        run's context) is ready to run on the loop."""
+        ready = self._ready
+        if ready is None:
+            return self._passes < SETTLE_PASSES_BLIND  # (uvloop: cannot look)
+        for handle in ready:
+            if not handle._cancelled and handle._context.get(current_run) is self:
+                return True
+        return False
+
+    def _others_ready(self) -> bool:
+        """Whether a task of this run other than the current one (and than Tether's own
+        writes and reads) is ready to run. Called by the main task for each result it
+        is answered from the journal: it looks only at the handles added to the loop's
+        ready queue since its last look, if it has not let the loop run since."""
+        ready = self._ready
+        if not ready:
+            self._seen_len = 0
+            return False
+        n = len(ready)
+        seen = self._seen_len
+        if ready[0] is self._seen_first and n >= seen:
+            if n == seen:
+                return False
+            new = n - seen
+        else:
+            new = n
+            self._seen_first = ready[0]
+        self._seen_len = n
+        current = asyncio.current_task(self._loop)
+        for i, handle in enumerate(reversed(ready)):
+            if i >= new:
+                break
+            task = getattr(handle._callback, "__self__", None)
+            if (isinstance(task, asyncio.Task) and task is not current
+                    and not handle._cancelled
+                    and handle._context.get(current_run) is self
+                    and task not in self._deferred and task is not self._cut_off_read):
+                return True
+        return False
+
     # -- cancellation -------------------------------------------------------------------
 
     def enters(self, pos: int) -> bool:
@@ -750,13 +937,15 @@ class RunContext:
         if self.draining and (entry is None or entry.status == PENDING):
             self._check_drain()
         if entry is not None and entry.kind == OperationKind.CANCEL:
+            if self.waits():
+                await self.turn(entry.finished_at, pos)
             self.cancel_delivered = True
             self.replayed += 1
             raise Cancelled(self.run_id)
         if self.cancel_requested and not self.cancel_delivered and (
             entry is None or entry.status == PENDING
         ):
-            now = self.clock.now()
+            now = self.stamp()
             if entry is not None and entry.kind == OperationKind.SLEEP:
                 # It takes a timer's place: it keeps the timer's start and deadline, so
                 # that a retry of the run gives the timer back (``retry_plan``).
@@ -766,7 +955,7 @@ class RunContext:
             else:
                 cancel = JournalEntry(pos, OperationKind.CANCEL, "cancel", OK,
                                       started_at=now, finished_at=now)
-            await self.write(cancel)
+            await self.journal_result(cancel)
             self.cancel_delivered = True
             raise Cancelled(self.run_id)
 

@@ -201,6 +201,7 @@ async def check_history(app: App, history: History, *,
     async def body() -> None:
         nonlocal raised
         current_run.set(ctx)
+        ctx.main_task = asyncio.current_task()  # (branches' results come in order)
         try:
             args, kwargs = _decode_input(app, wdef, history)
             await wdef.fn(*args, **kwargs)
