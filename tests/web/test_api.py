@@ -374,6 +374,49 @@ async def test_healthz_answers_within_its_bound_when_the_server_hangs(pg_url: st
         await app.close()
 
 
+@pytest.mark.postgres
+async def test_serve_answers_503_quickly_while_the_server_never_answers(
+        pg_url: str) -> None:
+    """The server goes silent under ``tether serve`` (accepts connections, answers
+    nothing; the connections held through it never answer again). The request that
+    meets a silent pooled connection gets its 503 once the store's deadline has passed
+    (the API had none: it waited for ever), the next ones at once, ``/healthz`` within
+    its bound; once the network is back the store is served again on new connections."""
+    from tests.store.blackhole import BlackHoleProxy
+
+    proxy = await BlackHoleProxy().start()
+    app = App(store=PostgresStore(proxy.url(pg_url), query_timeout=1.0,
+                                  connect_timeout=1.0))
+    try:
+        await app._open()
+        asgi = create_app(app, tokens=None, mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1", timeout=60) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            await asyncio.gather(*(http.get("/api/v1/runs") for _ in range(3)))
+            proxy.silence()
+            t0 = time.monotonic()
+            for path in ("/api/v1/runs", "/api/v1/runs/r1", "/healthz", "/metrics") * 2:
+                t1 = time.monotonic()
+                r = await asyncio.wait_for(http.get(path), 10)
+                assert r.status_code == 503 and error_of(r) == "store_unavailable", \
+                    (path, r.text)
+                assert time.monotonic() - t1 < 3.0, path  # (the deadline: 1 s)
+            r = await asyncio.wait_for(http.post(
+                "/api/v1/runs", json={"workflow": "greet", "input": ["x"]}), 10)
+            assert r.status_code == 503 and error_of(r) == "store_unavailable", r.text
+            assert time.monotonic() - t0 < 6.0
+            proxy.heal()
+            back = time.monotonic()
+            while (await asyncio.wait_for(http.get("/api/v1/runs"), 10)).status_code != 200:
+                assert time.monotonic() - back < 15, "serve did not find the store back"
+                await asyncio.sleep(0.1)
+            assert (await http.get("/healthz")).status_code == 200
+    finally:
+        await app.close()
+        await proxy.close()
+
+
 # -- GET /api/v1/runs ---------------------------------------------------------------------
 
 

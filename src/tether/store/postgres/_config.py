@@ -4,6 +4,7 @@ translate psycopg's errors into Tether's at the boundary."""
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tether.errors import ConfigError, StoreError, StoreUnavailable
 
 DEFAULT_SCHEMA = "tether"
+#: Seconds an operation may wait on its connection for the server's answer (a batch of
+#: journal appends, a claim, a read) before the connection is dropped and the operation
+#: raises StoreUnavailable: the client-side deadline that finds a server that accepts
+#: connections but never answers (see ``_deadline``).
+DEFAULT_QUERY_TIMEOUT = 30.0
+#: Store options a ``postgresql://`` URL may carry as query parameters; they are removed
+#: before connecting (libpq would refuse them).
+_STORE_PARAMS = ("schema", "query_timeout")
 #: Lower case, so that the name needs no quoting anywhere; short enough that the
 #: notification channel (``<schema>_wake``) fits PostgreSQL's 63-byte identifiers.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,57}$")
@@ -45,6 +54,8 @@ class PgConfig:
     port: str
     dbname: str
     schema: str
+    #: ``?query_timeout=SECONDS`` of the URL, if it has one.
+    query_timeout: float | None = None
 
     @property
     def channel(self) -> str:
@@ -59,14 +70,17 @@ class PgConfig:
 
 def parse_url(url: str, *, schema: str | None, connect_timeout: float,
               application_name: str = "tether") -> PgConfig:
-    """Split ``?schema=NAME`` off ``url`` and add connection defaults the URL lacks
-    (``connect_timeout``, ``application_name``, :data:`TCP_DEFAULTS`)."""
+    """Split ``?schema=NAME`` and ``?query_timeout=SECONDS`` off ``url`` and add
+    connection defaults the URL lacks (``connect_timeout``, ``application_name``,
+    :data:`TCP_DEFAULTS`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"not a PostgreSQL URL: {url!r}")
     params = parse_qsl(parts.query, keep_blank_values=True)
     in_url = [v for k, v in params if k == "schema"]
-    rest = [(k, v) for k, v in params if k != "schema"]
+    rest = [(k, v) for k, v in params if k not in _STORE_PARAMS]
+    timeouts = [v for k, v in params if k == "query_timeout"]
+    query_timeout = seconds(timeouts[-1], "query_timeout") if timeouts else None
     if in_url and schema is not None and in_url[-1] != schema:
         raise ConfigError(
             f"the URL names schema {in_url[-1]!r} and the schema option {schema!r}; pick one")
@@ -96,7 +110,20 @@ def parse_url(url: str, *, schema: str | None, connect_timeout: float,
         port=str(given.get("port") or "5432"),
         dbname=str(given.get("dbname") or given.get("user") or ""),
         schema=name,
+        query_timeout=query_timeout,
     )
+
+
+def seconds(value: object, what: str) -> float:
+    """``value`` as a positive, finite number of seconds (a URL's text or a number)."""
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{what} must be a positive, finite number of seconds, "
+                          f"not {value!r}")
+    return number
 
 
 def _first_line(exc: BaseException) -> str:
@@ -118,6 +145,16 @@ def unavailable(cfg: PgConfig, exc: BaseException) -> StoreUnavailable:
     else:
         why = connect_reason(exc)
     return StoreUnavailable(f"PostgreSQL at {cfg.host}:{cfg.port} is unavailable: {why}")
+
+
+class NoAnswer(psycopg.OperationalError):
+    """The server did not answer an operation within its deadline: the connection was
+    dropped (``_deadline``). A connection error like the others (``CONNECTION_ERRORS``),
+    so it becomes StoreUnavailable."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:g} s (connection dropped)")
+        self.seconds = seconds
 
 
 #: How a server that is up refuses a connection it has no slot for now (SQLSTATE 53300,

@@ -17,6 +17,11 @@ waiting for notifications; a subscriber therefore notifies the connection's priv
 control channel, which makes it stop waiting, apply the change and wait again. A
 subscriber's iteration starts once its LISTEN is in place, so it misses nothing
 published after that.
+
+A connection that went silent without closing is found as the wake-up listener's is:
+after ``check_interval`` seconds without a notification a cheap query must answer
+within ``query_timeout`` (as must every LISTEN), or the connection is dropped and made
+again.
 """
 
 from __future__ import annotations
@@ -31,7 +36,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psycopg
 from psycopg import sql
 
-from tether.store.postgres._config import CONNECTION_ERRORS, PgConfig, connect_reason
+from tether.store.postgres._config import (
+    CONNECTION_ERRORS,
+    DEFAULT_QUERY_TIMEOUT,
+    PgConfig,
+    connect_reason,
+)
+from tether.store.postgres._deadline import within
 
 log = logging.getLogger("tether.store.postgres")
 
@@ -66,8 +77,11 @@ class EventListener:
     """Delivers the events of observed runs to their subscribers' queues."""
 
     def __init__(self, cfg: PgConfig, kick: Callable[[str], Awaitable[None]], *,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 5.0, check_interval: float = 30.0,
+                 query_timeout: float = DEFAULT_QUERY_TIMEOUT) -> None:
         self.cfg = cfg
+        self.check_interval = check_interval
+        self.query_timeout = query_timeout
         #: Sends a notification on a channel (through the store's pool).
         self._kick = kick
         self.max_backoff = max_backoff
@@ -143,6 +157,25 @@ class EventListener:
             for q in self._subs.get(channel, ()):
                 q.put_nowait(event)
 
+    async def _execute(self, conn: psycopg.AsyncConnection[object],
+                       statement: sql.Composed | sql.SQL) -> None:
+        await within(conn, self.query_timeout, conn.execute(statement))
+
+    async def _receive(self, conn: psycopg.AsyncConnection[object], target: int) -> bool:
+        """Dispatch notifications for up to ``check_interval`` seconds; True as soon as
+        the channel set changed since ``target`` (the control channel says so)."""
+        gen = conn.notifies(timeout=self.check_interval)
+        try:
+            async for note in gen:
+                if note.channel == self._control:
+                    if self._wanted != target:
+                        return True
+                    continue
+                self._dispatch(note.channel, note.payload)
+        finally:
+            await gen.aclose()
+        return False
+
     async def _run(self) -> None:
         backoff = 0.1
         while True:
@@ -150,30 +183,25 @@ class EventListener:
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     self.cfg.conninfo, autocommit=True, application_name="tether-events")
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._control)))
+                await self._execute(conn, sql.SQL("LISTEN {}").format(
+                    sql.Identifier(self._control)))
                 listening: set[str] = set()
                 backoff = 0.1
                 while True:
                     target = self._wanted
                     wanted = set(self._subs)
                     for ch in sorted(wanted - listening):
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(ch)))
+                        await self._execute(conn, sql.SQL("LISTEN {}").format(
+                            sql.Identifier(ch)))
                     for ch in sorted(listening - wanted):
-                        await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(ch)))
+                        await self._execute(conn, sql.SQL("UNLISTEN {}").format(
+                            sql.Identifier(ch)))
                     listening = wanted
                     async with self._changed:
                         self._applied = max(self._applied, target)
                         self._changed.notify_all()
-                    gen = conn.notifies()
-                    try:
-                        async for note in gen:
-                            if note.channel == self._control:
-                                if self._wanted != target:
-                                    break
-                                continue
-                            self._dispatch(note.channel, note.payload)
-                    finally:
-                        await gen.aclose()
+                    while not await self._receive(conn, target):
+                        await self._execute(conn, sql.SQL("SELECT 1"))  # still there?
             except asyncio.CancelledError:
                 raise
             except CONNECTION_ERRORS as exc:

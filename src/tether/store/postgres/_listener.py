@@ -8,7 +8,9 @@ callback). If that connection drops (server restart, network, a terminated backe
 it reconnects with backoff and then calls every subscriber once: notifications sent
 while it was away are lost, and a spurious wake-up only costs a claim query. A
 connection that went silent without closing is found by a cheap query every
-``check_interval`` seconds.
+``check_interval`` seconds, which has ``query_timeout`` to answer (as has the
+``LISTEN``): a connection to a server that no longer answers is dropped then, and made
+again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import sql
 
-from tether.store.postgres._config import CONNECTION_ERRORS, PgConfig, connect_reason
+from tether.store.postgres._config import (
+    CONNECTION_ERRORS,
+    DEFAULT_QUERY_TIMEOUT,
+    PgConfig,
+    connect_reason,
+)
+from tether.store.postgres._deadline import within
 
 log = logging.getLogger("tether.store.postgres")
 
@@ -34,9 +42,11 @@ class Listener:
     """Calls subscribers (each on its own event loop) when the channel is notified."""
 
     def __init__(self, cfg: PgConfig, *, check_interval: float = 30.0,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 5.0,
+                 query_timeout: float = DEFAULT_QUERY_TIMEOUT) -> None:
         self.cfg = cfg
         self.check_interval = check_interval
+        self.query_timeout = query_timeout
         self.max_backoff = max_backoff
         self._subscribers: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[], None],
                                            Callable[[str], None] | None]] = {}
@@ -111,7 +121,8 @@ class Listener:
                 conn = await psycopg.AsyncConnection.connect(
                     self.cfg.conninfo, autocommit=True, application_name="tether-listener")
                 self._conn = conn
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.cfg.channel)))
+                await within(conn, self.query_timeout, conn.execute(
+                    sql.SQL("LISTEN {}").format(sql.Identifier(self.cfg.channel))))
                 self.connects += 1
                 self.listening.set()
                 if self.connects > 1:
@@ -123,7 +134,9 @@ class Listener:
                         payload = note.payload
                         self._fire(payload[len(CANCEL_PREFIX):]
                                    if payload.startswith(CANCEL_PREFIX) else None)
-                    await conn.execute("SELECT 1")  # still there?
+                    # Still there? (A server that stopped answering fails the check
+                    # within the deadline: the connection is dropped and made again.)
+                    await within(conn, self.query_timeout, conn.execute("SELECT 1"))
             except asyncio.CancelledError:
                 raise
             except CONNECTION_ERRORS as exc:

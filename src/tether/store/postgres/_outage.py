@@ -1,4 +1,5 @@
-"""What the store knows of its server being down, from its pool's connection attempts.
+"""What the store knows of its server being down, from its pool's connection attempts
+and its operations' deadlines.
 
 While the server is gone, an operation that finds no idle connection in the pool waits
 for one for ``pool_timeout`` (10 s by default). A worker's own operations should: a
@@ -12,6 +13,11 @@ Nobody connects while every caller fails at once, so the store also *probes*: at
 once per ``PROBE_EVERY`` seconds while callers are being turned away, it asks the pool
 for a connection in the background. The pool connects (through the same class), the
 first success ends the outage, and the connection it made serves the next request.
+
+A server that accepts connections but never answers is found by the operations'
+deadlines (``_deadline``): the first deadline that passes marks the server down as a
+failed connection attempt does (``no_answer``), and the pool's idle connections, made
+before, are dropped; an answer on any connection, or a connection made, ends that.
 
 The log tells an outage once: a warning at the first failed attempt, a reminder every
 ``REMIND_EVERY`` seconds, and a line when the server is reachable again. psycopg_pool's
@@ -54,6 +60,11 @@ class Outage(OutagePacing):
         self.where = where  # host:port/database, for the log
         #: Why the last attempt failed (libpq's reason, e.g. "Connection refused").
         self.reason = ""
+        #: The outage was told by a deadline (``no_answer``), no connection attempt has
+        #: failed since: any answer ends it.
+        self.unanswered = False
+        #: ``time.monotonic()`` of the last connection made (or answer, see ``answered``).
+        self._connected_at = 0.0
         self._watchers: list[asyncio.Future[None]] = []
         self._probe: asyncio.Task[None] | None = None
         self._probed = 0.0  # time.monotonic() when the last probe started
@@ -62,12 +73,35 @@ class Outage(OutagePacing):
     def down(self) -> bool:
         return self.since is not None
 
-    def failed(self, exc: BaseException) -> None:
-        """A connection attempt failed. A server that refused it for want of a free
-        slot (or while starting up) is up: that is not an outage."""
-        if busy(exc):
+    def failed(self, exc: BaseException, started: float | None = None) -> None:
+        """A connection attempt (begun at ``started``, ``time.monotonic()``) failed. A
+        server that refused it for want of a free slot (or while starting up) is up:
+        that is not an outage; nor is an attempt begun before the last one that
+        succeeded (made while the network was cut, it failed after it came back)."""
+        if busy(exc) or (started is not None and started < self._connected_at):
             return
-        self.reason = connect_reason(exc)
+        self.unanswered = False  # (now only a connection made ends it)
+        self._down(connect_reason(exc))
+
+    def no_answer(self, seconds: float, started: float | None = None) -> None:
+        """An operation (begun at ``started``, ``time.monotonic()``) got no answer
+        within its deadline of ``seconds`` (``_deadline``): the server accepts
+        connections, or did, but does not answer. The outage ends with the next
+        connection made, or the next answer on any connection (``answered``). An
+        operation begun before the last connection was made tells nothing new."""
+        if started is not None and started < self._connected_at:
+            return
+        if self.since is None:
+            self.unanswered = True
+        self._down(f"no answer within {seconds:g} s")
+
+    def answered(self) -> None:
+        """An operation got its answer: an outage told by ``no_answer`` alone is over."""
+        if self.unanswered:
+            self.connected()
+
+    def _down(self, reason: str) -> None:
+        self.reason = reason
         told = self._failure(REMIND_EVERY)
         if told == "start":
             log.warning("PostgreSQL at %s unreachable (%s); connecting again as it is "
@@ -83,6 +117,7 @@ class Outage(OutagePacing):
                 fut.set_result(None)
 
     def connected(self) -> None:
+        self._connected_at = time.monotonic()
         if self.since is not None:
             log.warning("PostgreSQL at %s reachable again after %.1f s (%d connection "
                         "attempts failed)", self.where, self._elapsed(), self.failures)
@@ -92,6 +127,7 @@ class Outage(OutagePacing):
         """Forget the outage without a word (what a closed store knew is stale)."""
         self._clear()
         self.reason = ""
+        self.unanswered = False
 
     def next_failure(self) -> asyncio.Future[None]:
         """A future done at the next failed attempt (drop it with ``forget``)."""
@@ -129,15 +165,17 @@ def tracked_connection(outage: Outage) -> type[psycopg.AsyncConnection[Any]]:
     class TrackedConnection(psycopg.AsyncConnection[Any]):
         @classmethod
         async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            started = time.monotonic()
             try:
                 conn = await super().connect(conninfo, **kwargs)
             except Exception as exc:
-                outage.failed(exc)
+                outage.failed(exc, started)
                 raise
             outage.connected()
             return conn
 
     TrackedConnection.__qualname__ = "TrackedConnection"  # (its repr, in the pool's logs)
+    TrackedConnection._tether = True  # type: ignore[attr-defined]  # (_QuietPoolLog)
     return TrackedConnection
 
 
@@ -149,19 +187,28 @@ _ATTEMPT_WARNINGS = frozenset({
 
 
 class _QuietPoolLog(logging.Filter):
-    """Sends psycopg_pool's warning for each failed attempt of a Tether pool to
-    ``tether.store.postgres`` at debug level, its first line only: ``Outage`` has told
-    the outage already. Other pools' lines, and the pool's other lines, pass as they are."""
+    """Sends psycopg_pool's warning for each failed attempt of a Tether pool, and for
+    each broken connection given back to it (one per connection an outage or a
+    deadline broke), to ``tether.store.postgres`` at debug level, its first line only:
+    ``Outage`` has told the outage already. Other pools' lines, and the pool's other
+    lines, pass as they are."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if (record.msg in _ATTEMPT_WARNINGS and isinstance(args, tuple) and args
-                and isinstance(args[0], str) and args[0].startswith(POOL_PREFIX)):
+        if not (isinstance(args, tuple) and args):
+            return True
+        if (record.msg in _ATTEMPT_WARNINGS and isinstance(args[0], str)
+                and args[0].startswith(POOL_PREFIX)) or (
+                record.msg == _DISCARD_WARNING and getattr(args[0], "_tether", False)):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s", record.getMessage().split("\n", 1)[0])
             return False
         return True
 
+
+#: psycopg_pool's warning for a broken connection given back (a connection of a
+#: Tether pool is a ``TrackedConnection``, marked ``_tether``).
+_DISCARD_WARNING = "discarding closed connection: %s"
 
 _quiet_pool_log = _QuietPoolLog()
 

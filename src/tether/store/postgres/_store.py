@@ -12,6 +12,8 @@ Connections the server dropped (a restart, a terminated backend) are found on ch
 without a round trip: an idle connection whose socket is readable has been told to go
 away, so it is discarded and another taken. A connection that fails during an operation
 raises ``StoreUnavailable`` and is discarded by the pool, which reconnects by itself.
+Every operation has a deadline on its connection (``query_timeout``, see ``_deadline``):
+a server that never answers costs the operation its connection and StoreUnavailable.
 """
 
 from __future__ import annotations
@@ -89,12 +91,16 @@ from tether.store._values import (
 from tether.store.postgres import _migrate
 from tether.store.postgres._arrays import Float8Array, Int4Array, Int8Array, TextArray
 from tether.store.postgres._config import (
+    DEFAULT_QUERY_TIMEOUT,
+    NoAnswer,
     PgConfig,
     busy,
     parse_url,
+    seconds,
     translate_errors,
     unavailable,
 )
+from tether.store.postgres._deadline import LONG_FACTOR, Watch, sever, within
 from tether.store.postgres._events import EventListener, channel_of, split_event
 from tether.store.postgres._group_commit import (
     Append,
@@ -230,6 +236,13 @@ class PostgresStore(PostgresServeQueries):
             the pool closes it (one per period), so that an idle worker gives back the
             connections a burst made it open.
         max_batch: most journal appends written in one transaction.
+        query_timeout: seconds an operation waits on its connection for the server's
+            answer (default 30; also ``?query_timeout=`` in the URL) before the
+            connection is dropped and the operation raises StoreUnavailable: a server
+            that accepts connections but never answers is found in that time.
+            Purges, erasures and moving runs between versions get ten times as long,
+            a heartbeat half its lease (at least 1 s, at most this); applying
+            migrations has no deadline.
     """
 
     capabilities = StoreCapabilities(notifications=True, multi_host=True)
@@ -237,13 +250,22 @@ class PostgresStore(PostgresServeQueries):
     def __init__(self, url: str, *, schema: str | None = None, migrate: bool = True,
                  pool_min: int = 1, pool_max: int = 10, connect_timeout: float = 5.0,
                  pool_timeout: float = 10.0, pool_max_idle: float = 60.0,
-                 max_batch: int = 1000) -> None:
+                 max_batch: int = 1000, query_timeout: float | None = None) -> None:
         if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
             raise ConfigError(f"bad pool bounds: pool_min={pool_min}, pool_max={pool_max}")
         if not pool_max_idle > 0:  # (0 would make the pool's shrink task spin)
             raise ConfigError(f"pool_max_idle must be positive seconds, not {pool_max_idle!r}")
         self.url = url
         self.cfg: PgConfig = parse_url(url, schema=schema, connect_timeout=connect_timeout)
+        if query_timeout is not None:
+            query_timeout = seconds(query_timeout, "query_timeout")
+            if self.cfg.query_timeout not in (None, query_timeout):
+                raise ConfigError(
+                    f"the URL says query_timeout={self.cfg.query_timeout:g} and the "
+                    f"query_timeout option {query_timeout:g}; pick one")
+        #: The deadline of an operation on its connection (seconds).
+        self.query_timeout: float = (query_timeout or self.cfg.query_timeout
+                                     or DEFAULT_QUERY_TIMEOUT)
         self.schema = self.cfg.schema
         self.auto_migrate = migrate and _auto_migrate_env()
         self.pool_min = pool_min
@@ -278,13 +300,19 @@ class PostgresStore(PostgresServeQueries):
         self._linger: asyncio.TimerHandle | None = None
         #: Journal appends written inline (tests and benchmarks).
         self.inline_appends = 0
-        self._listener = Listener(self.cfg)
-        self._events = EventListener(self.cfg, self._kick)
+        # (A silent listener is asked to answer every query_timeout, at most 30 s.)
+        self._listener = Listener(self.cfg, check_interval=min(30.0, self.query_timeout),
+                                  query_timeout=self.query_timeout)
+        self._events = EventListener(self.cfg, self._kick,
+                                     check_interval=min(30.0, self.query_timeout),
+                                     query_timeout=self.query_timeout)
         self._closed = False
         self._lifecycle = Lifecycle(self.schema, self._channel)
         self._guard: asyncio.Task[None] | None = None
         #: Connections on their way back to the pool in tasks of their own (_put_back).
         self._returns: set[asyncio.Task[None]] = set()
+        #: The pool's drain after a deadline passed (``_no_answer``).
+        self._drain: asyncio.Future[None] | None = None
         #: The closing, once begun (it outlives a cancelled ``close``).
         self._shutdown: asyncio.Future[None] | None = None
         #: Whether the pool's last connection attempt failed (``FAIL_FAST`` callers).
@@ -306,7 +334,11 @@ class PostgresStore(PostgresServeQueries):
             return
         async with self._direct() as conn:
             with translate_errors(self.cfg):
-                if self.auto_migrate:
+                # The read of the schema's version has a deadline (a server that never
+                # answers must not hold open() for ever); applying migrations has none.
+                behind = await within(conn, self.query_timeout,
+                                      _migrate.pending(conn, self.schema))
+                if self.auto_migrate and behind:
                     try:
                         applied = await _migrate.migrate(conn, self.schema)
                     except psycopg.errors.InsufficientPrivilege as exc:
@@ -319,8 +351,7 @@ class PostgresStore(PostgresServeQueries):
                     if applied:
                         log.info("migrated PostgreSQL schema %s at %s: %s", self.schema,
                                  self.cfg.where, ", ".join(applied))
-                else:
-                    behind = await _migrate.pending(conn, self.schema)
+                elif not self.auto_migrate:
                     if behind and len(behind) == len(_migrate.migrations(self.schema)):
                         raise ConfigError(
                             f"no Tether store in PostgreSQL schema {self.schema!r} at "
@@ -378,6 +409,10 @@ class PostgresStore(PostgresServeQueries):
         await self._outage.close()
         if self._returns:  # (a rollback on a dead server must not hold the close)
             await asyncio.wait(set(self._returns), timeout=self.connect_timeout)
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.cancel()
+            await asyncio.wait({drain})
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -424,12 +459,17 @@ class PostgresStore(PostgresServeQueries):
         return float(rows[0][0])
 
     async def migrate(self) -> list[str]:
-        """Apply pending migrations (open or not); return the names applied.
+        """Apply pending migrations (open or not); return the names applied. Finding
+        which are pending has the store's query timeout; applying them (long work, and
+        waiting for another process that applies them) has no deadline.
 
         Raises: StoreUnavailable.
         """
         async with self._direct() as conn:
             with translate_errors(self.cfg):
+                if not await within(conn, self.query_timeout,
+                                    _migrate.pending(conn, self.schema)):
+                    return []
                 return await _migrate.migrate(conn, self.schema)
 
     async def migration_status(self) -> list[tuple[int, str, bool]]:
@@ -439,7 +479,8 @@ class PostgresStore(PostgresServeQueries):
         """
         async with self._direct() as conn:
             with translate_errors(self.cfg):
-                return await _migrate.status(conn, self.schema)
+                return await within(conn, self.query_timeout,
+                                    _migrate.status(conn, self.schema))
 
     @contextlib.asynccontextmanager
     async def _direct(self) -> AsyncIterator[Conn]:
@@ -544,12 +585,20 @@ class PostgresStore(PostgresServeQueries):
 
     async def _probe(self, pool: psycopg_pool.AsyncConnectionPool[Conn]) -> None:
         """Ask the pool for a connection, so that it tries to connect; the attempt
-        tells ``self._outage`` how it went, and the connection goes back to the pool."""
+        tells ``self._outage`` how it went, and the connection goes back to the pool.
+        An outage told by a deadline alone (``Outage.no_answer``) may leave connections
+        in the pool that do not need a connection attempt: one of those is asked for an
+        answer (``SELECT 1``, under the deadline), which ends the outage if it comes."""
         try:
             conn = await pool.getconn(timeout=self.connect_timeout + 1.0)
         except Exception:
             return
-        await self._put_back(pool, conn)
+        try:
+            if self._outage.unanswered and not _looks_dead(conn):
+                with contextlib.suppress(Exception):
+                    await self._within(conn, _select_one, self.query_timeout)
+        finally:
+            await self._put_back(pool, conn)
 
     async def _put_back(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                         conn: Conn) -> None:
@@ -585,17 +634,22 @@ class PostgresStore(PostgresServeQueries):
         finally:
             await self._put_back(pool, conn)
 
-    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]], *, hold: bool = False) -> Any:
+    async def _run_op(self, fn: Callable[[Conn], Awaitable[Any]], *, hold: bool = False,
+                      timeout: float | None = None) -> Any:
         """Run ``fn`` on a pooled connection, translating errors; rerun it when the
         server rolled its transaction back for a deadlock or serialization failure.
-        ``hold``: on the connection the writer keeps (``_on_held``)."""
+        ``hold``: on the connection the writer keeps (``_on_held``). ``timeout``: the
+        deadline of ``fn`` on its connection (default: ``query_timeout``), after which
+        the connection is dropped and StoreUnavailable raised."""
+        if timeout is None:
+            timeout = self.query_timeout
         for attempt in range(_TXN_RETRIES + 1):
             try:
                 with translate_errors(self.cfg):
                     if hold and self.pool_max > 1:
-                        return await self._on_held(fn)
+                        return await self._on_held(fn, timeout)
                     async with self._connection() as conn:
-                        return await fn(conn)
+                        return await self._within(conn, fn, timeout)
             except psycopg.errors.TransactionRollback as exc:
                 if attempt == _TXN_RETRIES:
                     raise StoreUnavailable(
@@ -604,7 +658,45 @@ class PostgresStore(PostgresServeQueries):
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _on_held(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+    async def _within(self, conn: Conn, fn: Callable[[Conn], Awaitable[Any]],
+                      timeout: float) -> Any:
+        """``fn(conn)`` under a deadline of ``timeout`` seconds (see ``_deadline``): one
+        timer, cancelled when the answer is in. Raises: NoAnswer (the connection is
+        severed: the pool discards it when it is returned), or what ``fn`` raises."""
+        watch = Watch(conn, timeout, self._no_answer)
+        try:
+            result = await fn(conn)
+        except Exception as exc:
+            if watch.fired:
+                raise NoAnswer(timeout) from exc
+            raise
+        finally:
+            watch.cancel()
+        if self._outage.unanswered:
+            self._outage.answered()
+        return result
+
+    def _no_answer(self, watch: Watch) -> None:
+        """An operation's deadline passed (its connection is severed): the server is
+        taken for down (``FAIL_FAST`` callers are told at once) until a connection is
+        made or an answer comes, and the pool is drained: its other connections, made
+        before and likely as dead, are closed (those in use when they come back), so
+        that the next operations do not each wait out a deadline of their own on one,
+        and new ones are made (which tells the outage's course: a server that hangs
+        does not finish a connection's start-up within ``connect_timeout``)."""
+        log.debug("PostgreSQL at %s: no answer within %g s; connection dropped",
+                  self.cfg.where, watch.seconds)
+        self._outage.no_answer(watch.seconds, watch.started)
+        pool = self._pool
+        drain = getattr(pool, "drain", None)  # (psycopg_pool 3.3 has it; older may not)
+        if drain is None:
+            for conn in list(getattr(pool, "_pool", ())):  # idle: _looks_dead drops them
+                sever(conn)
+        elif self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(drain())
+            self._drain.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _on_held(self, fn: Callable[[Conn], Awaitable[Any]], timeout: float) -> Any:
         """Run ``fn`` on the connection the group-commit writer keeps between consecutive
         lone appends (a sequential run's steps), checked out when there is none; it goes
         back to the pool when the writer has nothing queued (``_release_held``), when
@@ -623,7 +715,7 @@ class PostgresStore(PostgresServeQueries):
                 await self._put_back(pool, conn)
                 raise
         try:
-            return await fn(conn)
+            return await self._within(conn, fn, timeout)
         except BaseException:
             await self._release_held()
             raise
@@ -634,14 +726,16 @@ class PostgresStore(PostgresServeQueries):
         if conn is not None and self._pool is not None:
             await self._put_back(self._pool, conn)
 
-    async def _one(self, name: str, params: Params, *, prepare: bool | None = None) -> Any:
-        """Run one named query (one round trip); return its cursor's rows and rowcount."""
+    async def _one(self, name: str, params: Params, *, prepare: bool | None = None,
+                   timeout: float | None = None) -> Any:
+        """Run one named query (one round trip); return its cursor's rows and rowcount.
+        ``timeout``: its deadline (default ``query_timeout``)."""
         async def go(conn: Conn) -> tuple[list[Any], int]:
             cur = await conn.execute(self._q[name], params, prepare=prepare)
             rows = await cur.fetchall() if cur.description is not None else []
             return rows, cur.rowcount
 
-        return await self._run_op(go)
+        return await self._run_op(go, timeout=timeout)
 
     async def _pipeline(self, conn: Conn, steps: Sequence[tuple[str, Params]], *,
                         prepare: bool | None = None,
@@ -914,11 +1008,13 @@ class PostgresStore(PostgresServeQueries):
         reader = held._on_readable = answer_reader(conn.pgconn, encoding, fut,
                                                    results=results)
         self._inline_late = fut
+        watch = Watch(conn, self.query_timeout, self._no_answer)
         try:
             res = await fut
         except (psycopg.Error, OSError) as exc:
-            return self._inline_failed(conn, exc)
+            return self._inline_failed(conn, NoAnswer(watch.seconds) if watch.fired else exc)
         finally:
+            watch.cancel()
             if held._on_readable is reader:
                 held._on_readable = None
             self._inline_late = None
@@ -1289,8 +1385,13 @@ class PostgresStore(PostgresServeQueries):
 
     async def lease_heartbeat(self, *, worker_id: str, now: float,
                               lease_seconds: float) -> HeartbeatResult:
+        """Renew the worker's leases. Its deadline is half a lease (at least 1 s, at
+        most ``query_timeout``): a heartbeat on a connection that no longer answers
+        fails in time for the worker's next one, on another connection, to renew the
+        leases before they run out."""
         rows, _ = await self._one("lease_heartbeat", {
-            "worker_id": worker_id, "now": now, "lease_expires": now + lease_seconds})
+            "worker_id": worker_id, "now": now, "lease_expires": now + lease_seconds},
+            timeout=min(self.query_timeout, max(lease_seconds / 2, 1.0)))
         result = HeartbeatResult()
         for run_id, cancel in rows:
             result.owned.add(run_id)
@@ -1452,9 +1553,12 @@ class PostgresStore(PostgresServeQueries):
 
     # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
 
-    def _life(self, method: str, *args: Any) -> Awaitable[Any]:
+    def _life(self, method: str, *args: Any, long: bool = False) -> Awaitable[Any]:
+        """``Lifecycle.<method>(conn, *args)`` on a pooled connection; ``long``: with
+        ``LONG_FACTOR`` times the query timeout (it may touch many runs)."""
         fn = getattr(self._lifecycle, method)
-        return self._run_op(lambda conn: fn(conn, *args))
+        return self._run_op(lambda conn: fn(conn, *args),
+                            timeout=self.query_timeout * LONG_FACTOR if long else None)
 
     async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
         if attempts:
@@ -1481,15 +1585,16 @@ class PostgresStore(PostgresServeQueries):
         return await self._life("journal_archive_read", run_id)  # type: ignore[no-any-return]
 
     async def run_versions(self) -> list[tuple[str | None, str, int]]:
-        return await self._life("run_versions")  # type: ignore[no-any-return]
+        return await self._life("run_versions", long=True)  # type: ignore[no-any-return]
 
     async def run_version_candidates(self, *, version: str) -> list[tuple[str, str]]:
-        return await self._life("run_version_candidates", version)  # type: ignore[no-any-return]
+        return await self._life(  # type: ignore[no-any-return]
+            "run_version_candidates", version, long=True)
 
     async def run_version_set(self, *, run_ids: list[str], from_version: str,
                               to_version: str, now: float) -> list[str]:
         return await self._life(  # type: ignore[no-any-return]
-            "run_version_set", list(run_ids), from_version, to_version, now)
+            "run_version_set", list(run_ids), from_version, to_version, now, long=True)
 
     async def schedule_upsert(self, *, schedule: ScheduleRecord) -> None:
         await self._life("schedule_upsert", schedule)
@@ -1515,10 +1620,11 @@ class PostgresStore(PostgresServeQueries):
 
     async def run_purge(self, *, finished_before: float, statuses: list[str],
                         limit: int = 1000) -> PurgeReport:
-        return await self._life("run_purge", finished_before, list(statuses), limit)  # type: ignore[no-any-return]
+        return await self._life(  # type: ignore[no-any-return]
+            "run_purge", finished_before, list(statuses), limit, long=True)
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
-        return await self._life("run_erase", run_id, now)  # type: ignore[no-any-return]
+        return await self._life("run_erase", run_id, now, long=True)  # type: ignore[no-any-return]
 
 
 def _waves(batch: list[Append]) -> list[list[Append]]:
@@ -1611,6 +1717,10 @@ def _append_metered_values(lease: Lease, e: JournalEntry, metrics: str, now: flo
 
 
 _APPEND_METERED_ORDER = ("metrics", "now", "run_id", "fencing_token", *_APPEND_ONE_ORDER[:-2])
+
+
+async def _select_one(conn: Conn) -> None:
+    await conn.execute("SELECT 1")
 
 
 def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:

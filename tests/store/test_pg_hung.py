@@ -1,0 +1,262 @@
+"""A PostgreSQL server that accepts connections and never answers: every store
+operation has a deadline on its connection (``query_timeout``), after which the
+connection is dropped and the operation raises StoreUnavailable; the listener's health
+check has one too. The server is a proxy that goes silent on cue (``blackhole.py``):
+connections held through the silence stay silent for ever, as after a partition, so a
+store that reused one, or waited on one, never recovers.
+
+Bounds are generous (three deadlines and more): the machine is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from tether.errors import ConfigError, StoreUnavailable
+from tether.store import FAIL_FAST
+from tether.store._lifecycle import PurgeReport
+from tether.store.postgres import PostgresStore, _migrate
+from tether.store.postgres._config import DEFAULT_QUERY_TIMEOUT
+
+from .blackhole import BlackHoleProxy
+from .conftest import T0, entry, run_record, start_and_claim
+
+pytestmark = pytest.mark.postgres
+
+DEADLINE = 0.5
+
+
+@pytest.fixture
+async def silent(pg_url: str) -> AsyncIterator[tuple[BlackHoleProxy, PostgresStore]]:
+    """A store behind a black-hole proxy, with a deadline of ``DEADLINE`` s."""
+    proxy = await BlackHoleProxy().start()
+    store = PostgresStore(proxy.url(pg_url), query_timeout=DEADLINE, connect_timeout=1.0,
+                          pool_timeout=3.0)
+    await store.open()
+    try:
+        yield proxy, store
+    finally:
+        await store.close()
+        await proxy.close()
+
+
+async def _takes(call: Awaitable[Any], limit: float) -> float:
+    """Seconds ``call`` took to raise StoreUnavailable (naming the deadline if
+    ``named``); fails the test past ``limit`` instead of waiting for ever."""
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await asyncio.wait_for(call, limit)
+    took = time.monotonic() - t0
+    assert "unavailable" in str(info.value), info.value
+    return took
+
+
+Operation = Callable[[PostgresStore], Awaitable[Any]]
+
+_OPERATIONS: dict[str, Operation] = {
+    "read": lambda s: s.run_get("r1"),
+    "start-group-commit": lambda s: s.run_insert(run=run_record("r9")),
+    "claim": lambda s: s.run_claim(worker_id="w1", queues=["q"], limit=5, now=T0 + 100,
+                                   lease_seconds=30.0),
+    "heartbeat": lambda s: s.lease_heartbeat(worker_id="w1", now=T0, lease_seconds=1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_OPERATIONS))
+async def test_an_operation_the_server_never_answers_fails_within_its_deadline(
+        silent: tuple[BlackHoleProxy, PostgresStore], name: str) -> None:
+    """The server goes silent under idle pooled connections: the operation takes one,
+    gets no answer, and raises StoreUnavailable ("no answer within 0.5 s") once its
+    deadline has passed, not never. The silent connection is dropped, never reused:
+    once the network is back the store answers on new connections."""
+    proxy, store = silent
+    await store.run_insert(run=run_record("r1"))
+    await asyncio.gather(*(store.run_get("r1") for _ in range(3)))  # idle connections
+    proxy.silence()
+    took = await _takes(_OPERATIONS[name](store), 10 * DEADLINE)
+    assert took < 3 * DEADLINE + 1.0, took
+    assert store._outage.down  # (FAIL_FAST callers are told at once meanwhile)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(_fail_fast(lambda: store.run_get("r1")), 10 * DEADLINE)
+    assert time.monotonic() - t0 < 0.5
+    proxy.heal()  # the connections held through the silence stay silent for ever
+    await _answers_again(store)
+    for _ in range(5):  # none of them is used again
+        assert await asyncio.wait_for(store.run_get("r1"), 10 * DEADLINE) is not None
+    assert not store._outage.down
+
+
+async def test_a_journal_append_the_server_never_answers_fails_within_its_deadline(
+        silent: tuple[BlackHoleProxy, PostgresStore]) -> None:
+    """A sequential run's append (inline on the writer's kept connection, or through the
+    writer) and a batch of appends: StoreUnavailable within the deadline."""
+    proxy, store = silent
+    a = await start_and_claim(store, "a")
+    b = await start_and_claim(store, "b")
+    await store.journal_append(lease=a.lease, entry=entry(0))
+    proxy.silence()
+    took = await _takes(store.journal_append(lease=a.lease, entry=entry(1)), 10 * DEADLINE)
+    assert took < 3 * DEADLINE + 1.0, took
+    proxy.heal()
+    await _answers_again(store)
+    proxy.silence()
+    batch = asyncio.gather(store.journal_append(lease=a.lease, entry=entry(1)),
+                           store.journal_append(lease=b.lease, entry=entry(0)))
+    took = await _takes(batch, 10 * DEADLINE)
+    assert took < 3 * DEADLINE + 1.0, took
+    proxy.heal()
+    await _answers_again(store)
+    await store.journal_append(lease=a.lease, entry=entry(1))
+    assert [e.position for e in await store.journal_read("a")] == [0, 1]
+
+
+async def test_the_listener_finds_its_silent_connection_and_listens_again(
+        pg_url: str) -> None:
+    """The wake-up listener's connection goes silent: its health check (every
+    ``query_timeout`` here) gets no answer within the deadline, the connection is
+    dropped and made again once the network is back, and wake-ups flow again."""
+    proxy = await BlackHoleProxy().start()
+    store = PostgresStore(proxy.url(pg_url), query_timeout=DEADLINE, connect_timeout=1.0)
+    other = PostgresStore(pg_url)
+    await store.open()
+    await other.open()
+    try:
+        woken = asyncio.Event()
+        unsubscribe = await store.subscribe(woken.set)
+        assert store._listener.connects == 1
+        proxy.silence()
+        await asyncio.sleep(4 * DEADLINE)  # a check, and its deadline, have passed
+        proxy.heal()
+        deadline = time.monotonic() + 10
+        while store._listener.connects < 2:
+            assert time.monotonic() < deadline, "the listener did not listen again"
+            await asyncio.sleep(0.05)
+        woken.clear()
+        await other.run_insert(run=run_record("r1"))  # notifies the channel
+        await asyncio.wait_for(woken.wait(), 5)
+        await unsubscribe()
+    finally:
+        await other.close()
+        await store.close()
+        await proxy.close()
+
+
+async def test_long_operations_get_ten_deadlines_and_migrations_none(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query that runs longer than the deadline on a healthy server is cut (that is
+    the deadline); a purge (which may delete many runs) gets ten deadlines, and applying
+    a migration has none (``tether db migrate`` on a big table)."""
+    store = PostgresStore(pg_url, query_timeout=DEADLINE)
+    await store.open()
+    try:
+        async def slow(conn: psycopg.AsyncConnection[Any], *args: Any) -> PurgeReport:
+            await conn.execute("SELECT pg_sleep(%s)", (3 * DEADLINE,))
+            return PurgeReport()
+
+        with pytest.raises(StoreUnavailable, match=f"no answer within {DEADLINE:g} s"):
+            await store._run_op(slow)
+        monkeypatch.setattr(store._lifecycle, "run_purge", slow)
+        report = await store.run_purge(finished_before=T0, statuses=["completed"])
+        assert report.runs == 0
+        assert await store.run_get("nope") is None  # (the store answers again)
+    finally:
+        await store.close()
+    known = _migrate.migrations
+    monkeypatch.setattr(_migrate, "migrations", lambda schema: [
+        *known(schema), (9999, "slow", f"SELECT pg_sleep({3 * DEADLINE})")])
+    store = PostgresStore(pg_url, query_timeout=DEADLINE, migrate=False)
+    assert await store.migrate() == ["9999_slow"]
+
+
+def test_the_deadline_is_an_option_and_a_url_parameter() -> None:
+    """``query_timeout``: 30 s unless the option or ``?query_timeout=`` says otherwise;
+    never passed on to libpq; a positive, finite number of seconds; the URL and the
+    option may not disagree."""
+    url = "postgresql://u@db.example:5432/app"
+    assert PostgresStore(url).query_timeout == DEFAULT_QUERY_TIMEOUT == 30.0
+    assert PostgresStore(url, query_timeout=2.5).query_timeout == 2.5
+    store = PostgresStore(f"{url}?query_timeout=7.5&schema=s1")
+    assert store.query_timeout == 7.5 and store.schema == "s1"
+    assert "query_timeout" not in store.cfg.conninfo
+    assert PostgresStore(f"{url}?query_timeout=7.5", query_timeout=7.5).query_timeout == 7.5
+    with pytest.raises(ConfigError, match="pick one"):
+        PostgresStore(f"{url}?query_timeout=7.5", query_timeout=3)
+    for bad in ("0", "-1", "inf", "nan", "soon", ""):
+        with pytest.raises(ConfigError, match="query_timeout must be a positive"):
+            PostgresStore(f"{url}?query_timeout={bad}")
+    with pytest.raises(ConfigError, match="query_timeout must be a positive"):
+        PostgresStore(url, query_timeout=0)
+
+
+async def _fail_fast(call: Callable[[], Awaitable[Any]]) -> Any:
+    token = FAIL_FAST.set(True)
+    try:
+        return await call()
+    finally:
+        FAIL_FAST.reset(token)
+
+
+async def _answers_again(store: PostgresStore, within: float = 15.0) -> None:
+    """Wait until the store answers (on a new connection) again."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await asyncio.wait_for(store.run_get("r1"), 10 * DEADLINE)
+            return
+        except (StoreUnavailable, TimeoutError):
+            assert time.monotonic() < deadline, "the store did not answer again"
+            await asyncio.sleep(0.1)
+
+
+# -- a worker, and callers of the App ---------------------------------------------------
+
+
+async def test_a_fail_fast_caller_is_told_within_the_deadline(pg_url: str) -> None:
+    """With the server silent, a request's ``handle.result()`` and ``app.start()`` (a
+    ``FAIL_FAST`` caller: ``tether serve``, the MCP face) raise StoreUnavailable within
+    the deadline instead of waiting for ever; once the network is back they succeed."""
+    from tether import App
+
+    proxy = await BlackHoleProxy().start()
+    app = App(store=PostgresStore(proxy.url(pg_url), query_timeout=1.0,
+                                  connect_timeout=1.0, pool_timeout=2.0))
+
+    @app.workflow
+    async def idle() -> int:
+        return 1
+
+    token = FAIL_FAST.set(True)
+    try:
+        handle = await app.start(idle, run_id="q1")  # (no worker: it stays queued)
+        await asyncio.gather(*(app.store.run_get("q1") for _ in range(3)))
+        proxy.silence()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="is unavailable: no answer within 1 s"):
+            await asyncio.wait_for(handle.result(), 10)
+        assert time.monotonic() - t0 < 3.0
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="is unavailable"):
+            await asyncio.wait_for(app.start(idle, run_id="q2"), 10)
+        assert time.monotonic() - t0 < 3.0
+        proxy.heal()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                await asyncio.wait_for(app.start(idle, run_id="q2"), 10)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not answer again"
+                await asyncio.sleep(0.1)
+        with pytest.raises(TimeoutError):
+            await handle.result(timeout=0.2)  # read, and still queued
+    finally:
+        FAIL_FAST.reset(token)
+        await app.close()
+        await proxy.close()
