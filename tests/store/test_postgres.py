@@ -1087,6 +1087,31 @@ async def test_a_sequential_runs_appends_go_inline_and_stay_durable(
     await wait_for(events_written, timeout=30, what="the run's events")
 
 
+async def test_a_lone_append_longer_than_the_socket_takes_at_once_is_written(
+        pg_url: str) -> None:
+    """psycopg's connections are in libpq's non-blocking mode: the statement of a lone
+    append (sent through libpq directly, ``_raw``) longer than the socket took at once
+    was never sent whole, so the server waited for its end and the store for its answer
+    (for ever; with a deadline, a failed write and a replay of the step, again and
+    again). The writer's path writes the rest as the socket drains; such an append is
+    not written inline, which would block the event loop for it."""
+    store = PostgresStore(pg_url, query_timeout=20.0)
+    await store.open()
+    try:
+        lease = await _inline_ready(store, "r1")
+        inline = store.inline_appends
+        size = 16 << 20
+        for pos in (2, 3):
+            store._inline_rtt = min(store._inline_rtt, 0.001)
+            big = entry(pos, result='"' + "x" * size + '"')
+            await asyncio.wait_for(store.journal_append(lease=lease, entry=big), 30)
+        assert store.inline_appends == inline
+        journal = await store.journal_read("r1")
+        assert [len(e.result or "") for e in journal][2:] == [size + 2] * 2
+    finally:
+        await store.close()
+
+
 async def test_answers_too_slow_to_block_for_turn_inline_appends_off(
         pg: PostgresStore) -> None:
     """A server whose answers take longer than half the inline wait (a distant one):

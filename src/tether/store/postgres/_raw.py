@@ -246,6 +246,21 @@ def wait_answer(pgconn: pq.abc.PGconn, results: list[pq.abc.PGresult], encoding:
             return True
 
 
+async def _flushed(pgconn: pq.abc.PGconn, loop: asyncio.AbstractEventLoop) -> None:
+    """Write the rest of what was sent on ``pgconn`` whenever its socket takes more.
+    Raises: psycopg.OperationalError (the connection failed)."""
+    fd = pgconn.socket
+    while True:
+        writable: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(fd, writable.set_result, None)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(fd)
+        if not pgconn.flush():
+            return
+
+
 def answer_reader(pgconn: pq.abc.PGconn, encoding: str,
                   fut: asyncio.Future[pq.abc.PGresult],
                   on_result: Callable[[pq.abc.PGresult], None] | None = None,
@@ -276,10 +291,15 @@ async def _send_and_read(pgconn: pq.abc.PGconn, name: bytes, values: Sequence[by
                          formats: Sequence[int], encoding: str,
                          on_result: Callable[[pq.abc.PGresult], None] | None,
                          held: Held | None = None) -> pq.abc.PGresult:
-    # Blocking mode (psycopg never sets non-blocking): the short message is written
-    # whole by the send, as psycopg's own execute does before its flush loop.
+    # psycopg's connections are in libpq's non-blocking mode: the send writes what the
+    # socket takes, and the rest of a long message (megabytes of a step's result) is
+    # written as the socket drains, as psycopg's own execute does in its flush loop.
+    # (It was never written: the server waited for the rest of the statement, the
+    # client for its answer.)
     pgconn.send_query_prepared(name, values, param_formats=formats)
     loop = asyncio.get_running_loop()
+    if pgconn.flush():
+        await _flushed(pgconn, loop)
     fut: asyncio.Future[pq.abc.PGresult] = loop.create_future()
     readable = answer_reader(pgconn, encoding, fut, on_result)
     if held is not None and held.conn is not None and held.conn.pgconn is pgconn \

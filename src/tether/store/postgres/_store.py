@@ -955,7 +955,7 @@ class PostgresStore(PostgresServeQueries):
             self._inline_rtt *= 0.99
             return False
         pgconn = conn.pgconn
-        if pgconn.transaction_status != TransactionStatus.IDLE:
+        if pgconn.transaction_status != TransactionStatus.IDLE or _long(entry, metrics):
             return False
         t0 = time.perf_counter()
         results: list[PGresult] = []
@@ -1717,6 +1717,18 @@ def _append_metered_values(lease: Lease, e: JournalEntry, metrics: str, now: flo
 
 
 _APPEND_METERED_ORDER = ("metrics", "now", "run_id", "fencing_token", *_APPEND_ONE_ORDER[:-2])
+
+
+#: An append whose texts are longer than this (characters) is not written inline: its
+#: statement may not fit the socket's buffer at once, and an inline append does not
+#: wait for the socket to take the rest (the writer's path does: ``_raw._flushed``).
+_INLINE_MAX_TEXT = 32_768
+
+
+def _long(e: JournalEntry, metrics: str | None) -> bool:
+    """Whether an append is too long to be written inline (``_INLINE_MAX_TEXT``)."""
+    return (len(e.result or "") + len(e.error or "") + len(e.args or "")
+            + len(metrics or "")) > _INLINE_MAX_TEXT
 
 
 async def _select_one(conn: Conn) -> None:
