@@ -260,3 +260,49 @@ async def test_a_fail_fast_caller_is_told_within_the_deadline(pg_url: str) -> No
         FAIL_FAST.reset(token)
         await app.close()
         await proxy.close()
+
+
+async def test_a_step_running_while_the_server_hangs_is_not_run_again(pg_url: str) -> None:
+    """The server goes silent while a step runs (a long model call) for twice the
+    lease. The worker's heartbeats fail at their deadlines; it neither stops the run nor
+    claims it back, and once the server answers the step's result is written under the
+    first claim: the step ran once. (A worker that dropped runs whose leases ran out
+    unrenewed made every step in flight run, and be paid for, again.)"""
+    from tether import App, RunStatus
+
+    proxy = await BlackHoleProxy().start()
+    app = App(store=PostgresStore(proxy.url(pg_url), query_timeout=0.5,
+                                  connect_timeout=1.0, pool_timeout=2.0))
+    calls: list[str] = []
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    @app.step
+    async def paid_call(prompt: str) -> str:
+        calls.append(prompt)
+        started.set()
+        await gate.wait()
+        return prompt.upper()
+
+    @app.workflow
+    async def agent(prompt: str) -> str:
+        return await paid_call(prompt)
+
+    direct = PostgresStore(pg_url)
+    await direct.open()
+    try:
+        async with app.worker(lease_seconds=1.5):
+            handle = await app.start(agent, "hello", run_id="h1")
+            await asyncio.wait_for(started.wait(), 20)
+            proxy.silence()
+            await asyncio.sleep(3.0)  # twice the lease, heartbeats failing
+            gate.set()  # the step ends while the server is still silent
+            await asyncio.sleep(0.5)
+            proxy.heal()
+            assert await handle.result(timeout=30) == "HELLO"
+        run = await direct.run_get("h1")
+    finally:
+        await app.close()
+        await direct.close()
+        await proxy.close()
+    assert calls == ["hello"], calls
+    assert run is not None and run.status is RunStatus.COMPLETED and run.fencing_token == 1
