@@ -663,15 +663,7 @@ class PostgresStore(PostgresServeQueries):
         """``fn(conn)`` under a deadline of ``timeout`` seconds (see ``_deadline``): one
         timer, cancelled when the answer is in. Raises: NoAnswer (the connection is
         severed: the pool discards it when it is returned), or what ``fn`` raises."""
-        watch = Watch(conn, timeout, self._no_answer)
-        try:
-            result = await fn(conn)
-        except Exception as exc:
-            if watch.fired:
-                raise NoAnswer(timeout) from exc
-            raise
-        finally:
-            watch.cancel()
+        result = await within(conn, timeout, fn(conn), self._no_answer)
         if self._outage.unanswered:
             self._outage.answered()
         return result
