@@ -193,6 +193,11 @@ def test_the_deadline_is_an_option_and_a_url_parameter() -> None:
             PostgresStore(f"{url}?query_timeout={bad}")
     with pytest.raises(ConfigError, match="query_timeout must be a positive"):
         PostgresStore(url, query_timeout=0)
+    # Given twice and differently, the URL said two things (the last one used to win).
+    for twice in ("schema=a&schema=b", "query_timeout=1&query_timeout=2"):
+        with pytest.raises(ConfigError, match=r"2 times .*; give it once"):
+            PostgresStore(f"{url}?{twice}")
+    assert PostgresStore(f"{url}?schema=a&schema=a").schema == "a"
 
 
 async def _fail_fast(call: Callable[[], Awaitable[Any]]) -> Any:

@@ -80,6 +80,10 @@ def parse_url(url: str, *, schema: str | None, connect_timeout: float,
     in_url = [v for k, v in params if k == "schema"]
     rest = [(k, v) for k, v in params if k not in _STORE_PARAMS]
     timeouts = [v for k, v in params if k == "query_timeout"]
+    for key, values in (("schema", in_url), ("query_timeout", timeouts)):
+        if len(set(values)) > 1:
+            raise ConfigError(f"the URL gives {key} {len(values)} times "
+                              f"({', '.join(map(repr, values))}); give it once")
     query_timeout = seconds(timeouts[-1], "query_timeout") if timeouts else None
     if in_url and schema is not None and in_url[-1] != schema:
         raise ConfigError(
