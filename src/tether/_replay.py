@@ -885,7 +885,10 @@ class RunContext:
         ready = self._ready
         if ready is None:
             return self._passes < SETTLE_PASSES_BLIND  # (uvloop: cannot look)
-        for handle in ready:
+        # (A copy made in one call: another thread's call_soon_threadsafe appends to the
+        # queue, and iterating it while that happens raises "deque mutated during
+        # iteration"; that error in the pump left a run waiting for ever.)
+        for handle in list(ready):
             if not handle._cancelled and handle._context.get(current_run) is self:
                 return True
         return False
@@ -910,9 +913,7 @@ class RunContext:
             self._seen_first = ready[0]
         self._seen_len = n
         current = asyncio.current_task(self._loop)
-        for i, handle in enumerate(reversed(ready)):
-            if i >= new:
-                break
+        for handle in list(itertools.islice(reversed(ready), new)):  # (one call: see above)
             task = getattr(handle._callback, "__self__", None)
             if (isinstance(task, asyncio.Task) and task is not current
                     and not handle._cancelled

@@ -420,3 +420,32 @@ async def test_a_race_of_multi_step_branches_replays(store_url: str) -> None:
     assert [(e["args"][0], e["status"]) for e in info.journal if e["kind"] == "step"] == [
         ("a.1", "ok"), ("b.1", "ok"), ("b.2", "error"), ("a.2", "ok")]
     await app.close()
+
+
+async def test_many_runs_of_gathered_branches_all_complete(tmp_path: Any) -> None:
+    """800 runs of three gathered branches at once, on SQLite, whose writer thread hands
+    results to the loop (``call_soon_threadsafe``) while a run's pump looks at the
+    loop's ready queue: iterating the queue then raised "deque mutated during
+    iteration" in the pump, which never ran again, and the run waited for ever (700 and
+    850 runs: some never ended)."""
+    app = App(f"sqlite:///{tmp_path / 'many.db'}")
+
+    @app.step
+    async def work(i: int) -> int:
+        await asyncio.sleep(0.01)
+        return i
+
+    async def branch(b: int) -> int:
+        return sum([await work(b * 10 + i) for i in range(3)])
+
+    @app.workflow
+    async def fan() -> list[int]:
+        return list(await asyncio.gather(*(branch(b) for b in range(3))))
+
+    try:
+        async with app.worker(concurrency=800):
+            handles = await app.start_many(fan, [()] * 800)
+            results = await asyncio.gather(*(h.result(timeout=120) for h in handles))
+    finally:
+        await app.close()
+    assert results == [[3, 33, 63]] * 800
