@@ -851,8 +851,25 @@ class RunContext:
 
     def _pump(self) -> None:
         """Deliver the earliest result waiting if the run's tasks have settled; look
-        again at the loop's next pass while they have not, or after each delivery."""
+        again at the loop's next pass while they have not, or after each delivery. An
+        error of its own must not leave the run waiting for ever: the earliest result
+        is then delivered as it is (logged)."""
         self._pump_handle = None
+        try:
+            self._deliver_next()
+        except Exception:
+            log.exception("run %s: ordered delivery failed; the next result is delivered "
+                          "without waiting for the run's tasks to settle", self.run_id)
+            turns = self._turns
+            while turns:
+                fut = heapq.heappop(turns)[3]
+                if not fut.done():
+                    fut.set_result(None)
+                    break
+            self._kick()
+
+    def _deliver_next(self) -> None:
+        """One look of ``_pump``: deliver the earliest result, or ask to look again."""
         turns = self._turns
         while turns and turns[0][3].done():  # (its task was cancelled meanwhile)
             heapq.heappop(turns)

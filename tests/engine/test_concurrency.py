@@ -449,3 +449,39 @@ async def test_many_runs_of_gathered_branches_all_complete(tmp_path: Any) -> Non
     finally:
         await app.close()
     assert results == [[3, 33, 63]] * 800
+
+
+async def test_an_error_in_ordered_delivery_does_not_leave_the_run_waiting(
+        store_url: str, monkeypatch: Any, caplog: Any) -> None:
+    """Whatever goes wrong in the pump that delivers a run's results in order (it reads
+    asyncio's private ready queue), the run goes on: the result is delivered as it is,
+    with an error in the log, instead of the run waiting for ever."""
+    from tether import _replay
+
+    calls = [0]
+    real = _replay.RunContext._unsettled
+
+    def flaky(self: Any) -> bool:
+        calls[0] += 1
+        if calls[0] % 2:
+            raise RuntimeError("the ready queue changed")
+        return real(self)
+
+    monkeypatch.setattr(_replay.RunContext, "_unsettled", flaky)
+    app = App(store_url)
+
+    @app.step
+    async def work(i: int) -> int:
+        return i
+
+    async def branch(b: int) -> int:
+        return await work(b) + await work(b * 10)
+
+    @app.workflow
+    async def fan() -> list[int]:
+        return list(await asyncio.gather(branch(1), branch(2)))
+
+    async with app, app.worker():
+        assert await (await app.start(fan)).result(timeout=30) == [11, 22]
+    assert calls[0] > 0
+    assert any("ordered delivery failed" in r.getMessage() for r in caplog.records)
