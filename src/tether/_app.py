@@ -25,6 +25,7 @@ from tether._codec import (
     SLOT_STATUS,
     Codec,
     PayloadHook,
+    result_slot,
 )
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
 from tether._operations import run_step, run_sync_step
@@ -620,8 +621,7 @@ class App:
                     "finished_at": e.finished_at, "duration": duration,
                     "next_attempt_at": e.next_attempt_at,
                     "args": _safe_decode(codec, e.args),
-                    "result": _safe_decode(codec, e.result, None,
-                                           SLOT_SIGNAL if e.kind == "signal" else SLOT_JOURNAL),
+                    "result": _safe_decode(codec, e.result, None, result_slot(e.kind)),
                     "error": _safe_decode(codec, e.error),
                 })
             return entries
@@ -1029,7 +1029,7 @@ def _input_view(stored: Any) -> Any:
 def _reseal_entry(e: JournalEntry, codec: Codec, source: Codec) -> JournalEntry:
     """A fork's copy of journal entry ``e`` of its source, its payloads bound to the
     fork (``codec``'s run) instead of the source (``source``'s)."""
-    slot = SLOT_SIGNAL if e.kind == "signal" else SLOT_JOURNAL
+    slot = result_slot(e.kind)
 
     def again(text: str | None, slot: str = SLOT_JOURNAL) -> str | None:
         return None if text is None else codec.reseal(text, source, slot, slot)

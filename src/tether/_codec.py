@@ -52,6 +52,12 @@ SLOT_JOURNAL = "journal"    #: a journal entry's arguments, result or error
 SLOTS = (SLOT_INPUT, SLOT_RESULT, SLOT_ERROR, SLOT_STATUS, SLOT_SIGNAL, SLOT_JOURNAL)
 
 
+def result_slot(kind: str) -> str:
+    """The slot of a journal entry's result: a signal entry's is the signal's payload as
+    it was sent (the store moved it into the journal), every other one the journal's."""
+    return SLOT_SIGNAL if kind == "signal" else SLOT_JOURNAL
+
+
 @dataclass(frozen=True, slots=True)
 class PayloadContext:
     """Where a payload is stored, given to a payload hook that takes ``context``.
@@ -309,11 +315,6 @@ class Codec:
         if annotation is None or annotation is Any:
             return value
         return restore(value, annotation)
-
-    def decode_entry(self, kind: str, text: str | None, annotation: Any = None) -> Any:
-        """Decode a journal entry's result: a signal's is the signal's payload as it
-        was sent (the store moved it into the journal), every other one the journal's."""
-        return self.decode(text, annotation, SLOT_SIGNAL if kind == "signal" else SLOT_JOURNAL)
 
     def decode_encoded(self, value: object, text: str, annotation: Any = None) -> Any:
         """``decode(text, annotation)`` where ``text`` is ``encode(value)`` just made:

@@ -247,7 +247,7 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         ctx.replayed += 1
         if entry.status == ERROR and _was_cancelled(ctx, entry):
             await _cancelled_again(ctx)
-        if ctx.ordered or (task is ctx.main_task and ctx._others_ready()):
+        if ctx.waits(task):
             await ctx.turn(entry.finished_at, pos)  # (see RunContext.turn)
         value = _outcome(ctx, entry, sdef)
         ctx.count_replay(sdef, pos, value)

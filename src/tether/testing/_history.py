@@ -25,6 +25,7 @@ from tether._codec import (
     SLOT_RESULT,
     SLOT_SIGNAL,
     Codec,
+    result_slot,
 )
 from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord
 from tether.errors import RunNotFound, TetherError
@@ -80,8 +81,7 @@ class History:
             out.append(JournalEntry(
                 position=e["position"], kind=kind, name=e["name"],
                 status=EntryStatus(e["status"]),
-                result=_encode(codec, e.get("result"), "result",
-                               SLOT_SIGNAL if kind is OperationKind.SIGNAL else SLOT_JOURNAL),
+                result=_encode(codec, e.get("result"), "result", result_slot(kind)),
                 error=None if e.get("error") is None else codec.encode_error(e["error"]),
                 attempts=int(e.get("attempts") or 0), started_at=e.get("started_at"),
                 finished_at=e.get("finished_at"), next_attempt_at=e.get("next_attempt_at"),
