@@ -714,6 +714,9 @@ class SqliteStore(SqliteServeQueries):
             conn = self._conn
             if conn is None or self._pending or self._closed:
                 return False, None
+            gone = self._file_gone()  # (the writer thread's batches: in _execute)
+            if gone is not None:
+                raise gone
             conn.setbusytimeout(0)  # a lock held elsewhere: the writer thread waits
             try:
                 value, failure = self._call_alone(conn, fn, *args)
@@ -759,9 +762,6 @@ class SqliteStore(SqliteServeQueries):
         its error as callers see it (``_foreign``) with nothing left open. The writer
         thread's lone operation and an inline one (``_call_inline``) both go through here.
         ``apsw.BusyError`` (another process holds the write lock) propagates."""
-        gone = self._file_gone()
-        if gone is not None:
-            return None, gone
         try:
             return fn(conn, *args), None
         except Exception as exc:
