@@ -2,15 +2,18 @@
 machine moves it less than the wall time.
 
     .venv/bin/python bench/stepcost.py [--db sqlite|postgres] [--steps 2000] [--runs N]
-                                        [--agent N] [--src DIR] [--gc SETTING]
-                                        [--profile FILE]
+                                        [--agent N] [--gathered N] [--src DIR]
+                                        [--gc SETTING] [--profile FILE]
 
 One run of ``--steps`` trivial async steps on a fresh store (after a 20-step warm-up),
 with one worker of concurrency 1, like ``bench/compare``'s ``seq`` workload; with
 ``--runs N``, N runs of 10 steps started at once with ``App.start_many`` and awaited
 with ``RunHandle.result`` (``bench/compare``'s ``throughput``), figures per run; with
 ``--agent N``, N runs of 20 steps that each await 50 ms (``bench/compare``'s ``agent``),
-figures per step (``plain_wall_us``: the wall per step with no overhead at all).
+figures per step (``plain_wall_us``: the wall per step with no overhead at all); with
+``--gathered N``, N runs at once, each gathering 3 branches of 5 trivial steps (results
+delivered in the order they completed: ``RunContext.turn``), figures per step, to set
+against ``--runs N --run-steps 15`` (the same 15 steps one after another).
 Printed (one JSON line): wall µs, CPU µs of the whole process (all threads: the event
 loop and the store's own threads) and of the event-loop thread alone. CPU time counts
 only what this process executes; other processes still change it through caches and
@@ -52,6 +55,11 @@ def _args() -> argparse.Namespace:
                    help="agent-shaped instead: N runs of 20 steps that each await 50 ms, "
                         "started at once; figures per step (CPU is what delays a wave "
                         "of runs waking together)")
+    p.add_argument("--gathered", type=int, default=0, metavar="N",
+                   help="N runs at once of 3 gathered branches x 5 trivial steps; figures "
+                        "per step")
+    p.add_argument("--run-steps", type=int, default=10,
+                   help="steps per run with --runs (default 10)")
     p.add_argument("--src", help="import Tether from this folder (another revision)")
     p.add_argument("--gc", default="",
                    help="garbage collector setting to try: 'off', 'freeze' (gc.freeze() "
@@ -99,6 +107,16 @@ async def main() -> dict[str, Any]:
             total += await think(i)
         return total
 
+    async def branch(b: int) -> int:
+        total = 0
+        for i in range(5):
+            total += await noop(b * 10 + i)
+        return total
+
+    @app.workflow
+    async def gathered() -> int:
+        return sum(await asyncio.gather(branch(0), branch(1), branch(2)))
+
     @app.workflow
     async def sequential(n: int) -> int:
         total = 0
@@ -109,10 +127,10 @@ async def main() -> dict[str, Any]:
     out: dict[str, Any] = {"db": a.db, "steps": a.steps, "src": a.src or "worktree"}
     if a.runs:
         out["per"] = "run"
-    if a.agent:
+    if a.agent or a.gathered:
         out["per"] = "step"
     try:
-        async with app.worker(concurrency=max(1, a.runs, a.agent)):
+        async with app.worker(concurrency=max(1, a.runs, a.agent, a.gathered)):
             await (await app.start(sequential, 20)).result(timeout=120)  # warm up
             prof = None
             if a.profile:
@@ -143,11 +161,14 @@ async def main() -> dict[str, Any]:
             if a.agent:
                 handles = await app.start_many(agent, [(20,)] * a.agent)
                 await asyncio.gather(*(h.result(timeout=1800) for h in handles))
+            elif a.gathered:
+                handles = await app.start_many(gathered, [()] * a.gathered)
+                await asyncio.gather(*(h.result(timeout=1800) for h in handles))
             elif a.runs:
                 if hasattr(app, "start_many"):
-                    handles = await app.start_many(sequential, [(10,)] * a.runs)
+                    handles = await app.start_many(sequential, [(a.run_steps,)] * a.runs)
                 else:
-                    handles = await asyncio.gather(*(app.start(sequential, 10)
+                    handles = await asyncio.gather(*(app.start(sequential, a.run_steps)
                                                       for _ in range(a.runs)))
                 await asyncio.gather(*(h.result(timeout=1800) for h in handles))
             else:
@@ -166,11 +187,14 @@ async def main() -> dict[str, Any]:
 
             async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
                 await c.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
-    n = a.agent * 20 if a.agent else a.runs or a.steps
+    n = (a.agent * 20 if a.agent else a.gathered * 15 if a.gathered
+         else a.runs or a.steps)
     if a.agent:
         out.update(runs=a.agent, steps=20, plain_wall_us=round(20 * 0.05 / n * 1e6, 1))
+    elif a.gathered:
+        out.update(runs=a.gathered, steps=15, runs_per_s=round(a.gathered / (w1 - w0)))
     elif a.runs:
-        out.update(runs=a.runs, runs_per_s=round(a.runs / (w1 - w0)), steps=10)
+        out.update(runs=a.runs, runs_per_s=round(a.runs / (w1 - w0)), steps=a.run_steps)
     out.update(wall_us=round((w1 - w0) / n * 1e6, 1), cpu_us=round((c1 - c0) / n * 1e6, 1),
                loop_cpu_us=round((t1 - t0) / n * 1e6, 1))
     return out

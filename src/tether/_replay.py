@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import uuid as _uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -177,6 +178,78 @@ current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "tether_step", default=None
 )
+
+
+class _Settler:
+    """Ordered delivery's look at the event loop, shared by every run on it.
+
+    A run whose next result waits for its turn (``RunContext.turn``) asks to be looked
+    at (``kick``); once per pass of the loop, one scan of the loop's ready queue finds
+    which of those runs have a handle ready (a task's step, a future's callback, run in
+    the run's context: not settled), and each run then delivers its next result or asks
+    again (``RunContext._pump``). Each run scanning the queue by itself cost O(runs x
+    ready handles) per pass: with 1,000 gathered runs in one worker that was half the
+    worker's CPU (``bench/stepcost.py --gathered 1000``)."""
+
+    __slots__ = ("__weakref__", "_handle", "_loop", "_ready", "_runs")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        ready = getattr(loop, "_ready", None)
+        #: The loop's ready queue; None where it cannot be read (uvloop).
+        self._ready: collections.deque[Any] | None = (
+            ready if isinstance(ready, collections.deque) else None)
+        self._runs: dict[RunContext, None] = {}  # (an ordered set)
+        self._handle: asyncio.Handle | None = None
+
+    def kick(self, run: RunContext) -> None:
+        """Look at ``run`` at the loop's next pass."""
+        self._runs[run] = None
+        if self._handle is None:
+            self._handle = self._loop.call_soon(self._pass, context=_BARE_CONTEXT)
+
+    def busy(self) -> set[RunContext] | None:
+        """The runs with a handle ready to run on the loop (None: cannot look)."""
+        ready = self._ready
+        if ready is None:
+            return None
+        busy: set[RunContext] = set()
+        # (A copy made in one call: another thread's call_soon_threadsafe appends to the
+        # queue, and iterating it while that happens raises "deque mutated during
+        # iteration"; that error in the pump once left runs waiting for ever.)
+        for handle in list(ready):
+            if not handle._cancelled:
+                run = handle._context.get(current_run)
+                if run is not None:
+                    busy.add(run)
+        return busy
+
+    def _pass(self) -> None:
+        self._handle = None
+        runs, self._runs = self._runs, {}
+        try:
+            busy = self.busy()
+        except Exception:
+            # Whatever went wrong, no run may wait for ever: each delivers as it is.
+            log.exception("ordered delivery failed; the next result of %d runs is "
+                          "delivered without waiting for their tasks to settle", len(runs))
+            for run in runs:
+                run._deliver_anyway()
+            return
+        for run in runs:
+            run._pump(None if busy is None else run in busy)
+
+
+#: Each event loop's ``_Settler``.
+_settlers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Settler] = (
+    weakref.WeakKeyDictionary())
+
+
+def _settler(loop: asyncio.AbstractEventLoop) -> _Settler:
+    settler = _settlers.get(loop)
+    if settler is None:
+        settler = _settlers[loop] = _Settler(loop)
+    return settler
 
 
 class _LatestWriter:
@@ -531,7 +604,7 @@ class RunContext:
         self._inflight: dict[int, float] = {}
         #: The latest completion time stamped or delivered (``stamp`` goes past it).
         self._last = 0.0
-        self._pump_handle: asyncio.Handle | None = None
+        self._settler = _settler(self._loop)
         self._passes = 0
         self._never_settled = False
         #: The loop's ready queue (None: not readable, as on uvloop), and its first
@@ -846,36 +919,42 @@ class RunContext:
             self._kick()
 
     def _kick(self) -> None:
-        if self._pump_handle is None and self._turns:
-            self._pump_handle = self._loop.call_soon(self._pump, context=_BARE_CONTEXT)
+        if self._turns:
+            self._settler.kick(self)
 
-    def _pump(self) -> None:
-        """Deliver the earliest result waiting if the run's tasks have settled; look
-        again at the loop's next pass while they have not, or after each delivery. An
-        error of its own must not leave the run waiting for ever: the earliest result
-        is then delivered as it is (logged)."""
-        self._pump_handle = None
+    def _pump(self, unsettled: bool | None) -> None:
+        """Deliver the earliest result waiting if the run's tasks have settled (the
+        settler's look: ``unsettled``, None where it cannot look); look again at the
+        loop's next pass while they have not, or after each delivery. An error of its
+        own must not leave the run waiting for ever: the earliest result is then
+        delivered as it is (logged)."""
         try:
-            self._deliver_next()
+            self._deliver_next(unsettled)
         except Exception:
             log.exception("run %s: ordered delivery failed; the next result is delivered "
                           "without waiting for the run's tasks to settle", self.run_id)
-            turns = self._turns
-            while turns:
-                fut = heapq.heappop(turns)[3]
-                if not fut.done():
-                    fut.set_result(None)
-                    break
-            self._kick()
+            self._deliver_anyway()
 
-    def _deliver_next(self) -> None:
+    def _deliver_anyway(self) -> None:
+        """Deliver the earliest result waiting, settled or not (after an error)."""
+        turns = self._turns
+        while turns:
+            fut = heapq.heappop(turns)[3]
+            if not fut.done():
+                fut.set_result(None)
+                break
+        self._kick()
+
+    def _deliver_next(self, unsettled: bool | None) -> None:
         """One look of ``_pump``: deliver the earliest result, or ask to look again."""
         turns = self._turns
         while turns and turns[0][3].done():  # (its task was cancelled meanwhile)
             heapq.heappop(turns)
         if not turns or self.stop is not None:
             return
-        if self._unsettled():
+        if unsettled is None:
+            unsettled = self._passes < SETTLE_PASSES_BLIND  # (uvloop: cannot look)
+        if unsettled:
             self._passes += 1
             if self._passes < SETTLE_PASSES_MAX:
                 self._kick()
@@ -898,17 +977,12 @@ class RunContext:
 
     def _unsettled(self) -> bool:
         """Whether a handle of this run (a task's step, a future's callback: run in the
-        run's context) is ready to run on the loop."""
-        ready = self._ready
-        if ready is None:
+        run's context) is ready to run on the loop (a scan of the whole ready queue:
+        ordered delivery shares one per pass, ``_Settler``)."""
+        busy = self._settler.busy()
+        if busy is None:
             return self._passes < SETTLE_PASSES_BLIND  # (uvloop: cannot look)
-        # (A copy made in one call: another thread's call_soon_threadsafe appends to the
-        # queue, and iterating it while that happens raises "deque mutated during
-        # iteration"; that error in the pump left a run waiting for ever.)
-        for handle in list(ready):
-            if not handle._cancelled and handle._context.get(current_run) is self:
-                return True
-        return False
+        return self in busy
 
     def _others_ready(self) -> bool:
         """Whether a task of this run other than the current one (and than Tether's own
