@@ -35,6 +35,10 @@ def test_demo_survives_kill_and_approval_without_repeated_requests() -> None:
     assert re.search(r"provider requests: 4 \(2 before the kill, 2 after\); repeated: none",
                      out)
     assert "status completed" in out
+    # The kill lands in the middle of step 4 (search_web): the new worker's run of it is
+    # its second attempt, and the tools' log shows both workers ran it.
+    assert re.search(r"\n +4 +step +researcher\.tool:search_\S* +ok +2 ", out), out
+    assert f"python tools run by the killed worker {killed.group(1)}: search_web" in out
     assert "answer: Recommendation: yes." in out
     saved = re.search(r"saved by replay:  (\d+) input \+ (\d+) output tokens, \$([0-9.]+) "
                       r"\((\d+) recorded replies", out)

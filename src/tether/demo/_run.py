@@ -206,6 +206,18 @@ async def run_demo(*, scripted_only: bool = False) -> int:
             await server.stop()
 
 
+async def _until_attempt_running(app: App, run_id: str, timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until a step of ``run_id`` has an attempt on record
+    as running: the kill then lands in the middle of that step, as a node's restart
+    would, and the new worker numbers its re-run #2 (the history is written within
+    ~50 ms of a step's start; a worker killed before has no record of the attempt)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(a.status == "running" for a in await app.store.attempt_list(run_id)):
+            return
+        await asyncio.sleep(0.02)
+
+
 async def _story(db: str, env: dict[str, str], model: _Model,
                  server: ScriptedLLMServer | None, spawn: Any, log_path: str,
                  folder: str) -> int:
@@ -228,6 +240,7 @@ async def _story(db: str, env: dict[str, str], model: _Model,
                 print(f"timed out waiting for step {KILL_AFTER}; worker logs in {folder}")
                 return 1
             await asyncio.sleep(0.05)
+        await _until_attempt_running(app, RUN_ID, timeout=3.0)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         requests_at_kill = len(server.requests) if server is not None else 0
