@@ -10,6 +10,7 @@ and before Tether can commit it: the named crash point ``effect.before_commit``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -28,11 +29,13 @@ _ledger = threading.local()  # one connection per step thread: apsw forbids shar
 
 def plan(seed: int) -> list[tuple[str, int]]:
     """The operations of run ``seed``: ("step", i), ("sleep", ms), ("child", i),
-    ("signal", 0). Shared by the workflow and the model (pure, from the seed only)."""
+    ("signal", 0), ("gather", i): two branches of two steps each, gathered (``gathered``).
+    Shared by the workflow and the model (pure, from the seed only)."""
     rng = random.Random(seed)
     ops: list[tuple[str, int]] = []
     for i in range(rng.randint(3, 8)):
-        kind = rng.choices(["step", "sleep", "child", "signal"], [6, 2, 1, 1])[0]
+        kind = rng.choices(["step", "sleep", "child", "signal", "gather"],
+                           [6, 2, 1, 1, 1])[0]
         if kind == "signal" and any(k == "signal" for k, _ in ops):
             kind = "step"  # one signal wait per run: the harness sends one "go"
         ops.append((kind, rng.randint(20, 300) if kind == "sleep" else i))
@@ -41,6 +44,12 @@ def plan(seed: int) -> list[tuple[str, int]]:
 
 def value(seed: int, i: int) -> int:
     return (seed * 7919 + i * 104729) % 1_000_003
+
+
+def branch_args(i: int, b: int) -> tuple[int, int]:
+    """The arguments of branch ``b``'s two steps in the gather of operation ``i``: each
+    branch's own, so that a result delivered to the wrong branch changes the run's."""
+    return 1000 + i * 10 + b * 2, 1001 + i * 10 + b * 2
 
 
 def _ledger_conn() -> apsw.Connection:
@@ -81,6 +90,14 @@ async def child(seed: int, i: int) -> int:
     return (a + b) % 1_000_003
 
 
+async def gathered(seed: int, i: int, b: int) -> int:
+    """A branch of a gather: two steps, the second taken when the first's result
+    arrives, so the positions the branches take depend on the order of completion."""
+    first, second = branch_args(i, b)
+    a = await effect(seed, first)
+    return (a + await effect(seed, second)) % 1_000_003
+
+
 @app.workflow
 async def chaos(seed: int) -> list[int]:
     out: list[int] = []
@@ -91,6 +108,8 @@ async def chaos(seed: int) -> list[int]:
             await tether.sleep(arg / 1000)
         elif kind == "child":
             out.append(await tether.call(child, seed, arg))
+        elif kind == "gather":
+            out.extend(await asyncio.gather(gathered(seed, arg, 0), gathered(seed, arg, 1)))
         else:
             out.append(int(await tether.wait_for_signal("go")))
     return out

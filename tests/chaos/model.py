@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.chaos.chaos_app import plan, value
+from tests.chaos.chaos_app import branch_args, plan, value
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ def signal_payload(seed: int) -> int:
 
 def expected(run_id: str, seed: int) -> Expected:
     """Positions as the engine gives them: one per operation, two for ``tether.call``
-    (the child's start, then its result)."""
+    (the child's start, then its result), four for a gather (its branches' steps)."""
     result: list[int] = []
     effects: set[str] = set()
     pos = 0
@@ -37,6 +37,14 @@ def expected(run_id: str, seed: int) -> Expected:
             pos += 1
         elif kind == "signal":
             result.append(signal_payload(seed))
+        elif kind == "gather":
+            # Two branches of two steps: four positions, taken in the order the steps
+            # complete (which branch gets which one varies; the set does not).
+            for b in (0, 1):
+                first, second = branch_args(arg, b)
+                result.append((value(seed, first) + value(seed, second)) % 1_000_003)
+            effects.update(f"{run_id}:{pos + k}" for k in range(4))
+            pos += 3
         pos += 1
     return Expected(result, frozenset(effects), any(k == "signal" for k, _ in plan(seed)),
                     pos)
