@@ -36,7 +36,6 @@ from tether._replay import (
     OK,
     PENDING,
     Lost,
-    Release,
     RunContext,
     StepInfo,
     _Interrupted,
@@ -162,7 +161,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
         check_name("run id", run_id)
     if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:
         # Named by string: its queue is the one the workers that serve it registered.
-        q = (await ctx.store.workflow_list()).get(name, q)
+        with ctx.busy():
+            q = (await ctx.store.workflow_list()).get(name, q)
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs
@@ -262,7 +262,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
     ctx.executed += 1
     cut_off = ctx.cut_off
     if cut_off is None:  # (a run taken over: read once per execution)
-        cut_off = await ctx.read_cut_off()
+        with ctx.busy():
+            cut_off = await ctx.read_cut_off()
     state = _Attempts.resume(ctx, name, entry, cut_off.get(pos))
     writer = ctx.attempt_writer
     fresh = entry is None  # (no entry yet, and no attempt of this execution ended)
@@ -419,8 +420,9 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
     """Take from the step's rate limit, or postpone the step until it can."""
     rl = sdef.rate_limit
     assert rl is not None
-    wait = await ctx.store.rate_acquire(key=rl.key, limit=rl.limit, period=rl.per,
-                                         amount=rl.cost, now=ctx.clock.now())
+    with ctx.busy():
+        wait = await ctx.store.rate_acquire(key=rl.key, limit=rl.limit, period=rl.per,
+                                             amount=rl.cost, now=ctx.clock.now())
     if wait > 0:
         raise Postpone(wait, f"rate limit {rl.key!r}")
 
@@ -611,19 +613,25 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
             await ctx.write(entry)
     else:
         deadline = entry.next_attempt_at
-    await ctx.flush()
     timeout_error = ctx.codec.encode_error(
         {"type": "tether.errors.SignalTimeout", "message": str(SignalTimeout(name, timeout)),
          "timeout": timeout})
-    now = ctx.stamp()  # (the signal's entry, if one is taken, completes now)
-    take = ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
-                                 deadline=deadline, now=now, timeout_error=timeout_error)
-    try:
-        taken = await (ctx.in_flight(pos, now, take) if ctx.ordered else take)
-    except LeaseLost as exc:
-        raise ctx.halt(Lost(exc)) from None
-    if taken is None:
-        raise ctx.halt(Release(Wait(deadline, f"signal {name}", signal=name)))
+    while True:
+        with ctx.busy():
+            await ctx.flush()
+            now = ctx.stamp()  # (the signal's entry, if one is taken, completes now)
+            take = ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
+                                         deadline=deadline, now=now,
+                                         timeout_error=timeout_error)
+            try:
+                taken = await (ctx.in_flight(pos, now, take) if ctx.ordered else take)
+            except LeaseLost as exc:
+                raise ctx.halt(Lost(exc)) from None
+        if taken is not None:
+            break
+        # (Parked while sibling tasks work: back here if the timeout comes meanwhile,
+        # to record it, or take a signal sent since.)
+        await ctx.release(Wait(deadline, f"signal {name}", signal=name), deadline)
     ctx.journal[pos] = taken
     ctx.executed += 1
     if ctx.ordered:
@@ -651,22 +659,24 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
         if ctx.waits():
             await ctx.turn(entry.finished_at, pos)
         return str(ctx.codec.decode(entry.result))
-    await ctx.flush()
-    child_id = run_id or _child_id(ctx, pos)
-    now = ctx.stamp()
-    child = RunRecord(run_id=child_id, workflow=workflow, queue=queue, status=RunStatus.QUEUED,
-                      input=input_text, created_at=now, updated_at=now, available_at=now,
-                      parent_run_id=ctx.run_id, parent_position=pos,
-                      on_parent_cancel=on_parent_cancel)
-    entry = JournalEntry(pos, kind, workflow, OK, result=ctx.codec.encode(child_id, "run id"),
-                         started_at=now, finished_at=now,
-                         args=input_text if args_text is None else args_text)
-    await _observe.child_starting(ctx, child_id)
-    start = ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
-    try:
-        await (ctx.in_flight(pos, now, start) if ctx.ordered else start)
-    except LeaseLost as exc:
-        raise ctx.halt(Lost(exc)) from None
+    with ctx.busy():
+        await ctx.flush()
+        child_id = run_id or _child_id(ctx, pos)
+        now = ctx.stamp()
+        child = RunRecord(run_id=child_id, workflow=workflow, queue=queue,
+                          status=RunStatus.QUEUED, input=input_text, created_at=now,
+                          updated_at=now, available_at=now, parent_run_id=ctx.run_id,
+                          parent_position=pos, on_parent_cancel=on_parent_cancel)
+        entry = JournalEntry(pos, kind, workflow, OK,
+                             result=ctx.codec.encode(child_id, "run id"), started_at=now,
+                             finished_at=now,
+                             args=input_text if args_text is None else args_text)
+        await _observe.child_starting(ctx, child_id)
+        start = ctx.store.child_start(lease=ctx.lease, child=child, entry=entry)
+        try:
+            await (ctx.in_flight(pos, now, start) if ctx.ordered else start)
+        except LeaseLost as exc:
+            raise ctx.halt(Lost(exc)) from None
     ctx.journal[pos] = entry
     ctx.executed += 1
     if ctx.ordered:
@@ -680,12 +690,13 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
     kind = OperationKind.CHILD_RESULT
     entry = ctx.recorded(pos, kind, child_id)
     if entry is None or entry.status == PENDING:
-        await ctx.flush()
-        run = await ctx.store.run_get(child_id)
+        with ctx.busy():
+            await ctx.flush()
+            run = await ctx.store.run_get(child_id)
         if run is None:
             raise RunNotFound(child_id)
         if not run.status.is_ended:
-            raise ctx.halt(Release(Wait(None, f"child {child_id}", child=child_id)))
+            await ctx.release(Wait(None, f"child {child_id}", child=child_id))
         now = ctx.stamp()
         child = ctx.codec.for_run(child_id)
         if run.status is RunStatus.COMPLETED:

@@ -47,7 +47,7 @@ from tether.errors import (
     StoreUnavailable,
 )
 from tether.store._lifecycle import AttemptRecord
-from tether.store._port import Wait
+from tether.store._port import Wait, merge_waits
 
 if TYPE_CHECKING:
     from tether._clock import Clock
@@ -382,14 +382,17 @@ class AttemptWriter:
             runs[row[1]] = runs.get(row[1], 0) + 1
         self._buffer[attempt_id] = row
         timer = self._timer
+        # (Its timers in no run's context: they write for every run, and would count as
+        # a timer of the run's code that holds a parked run: ``_Parking``.)
         if timer is None:
-            self._timer = asyncio.get_running_loop().call_later(ATTEMPT_WRITE_DELAY,
-                                                                self._write)
+            self._timer = asyncio.get_running_loop().call_later(
+                ATTEMPT_WRITE_DELAY, self._write, context=_BARE_CONTEXT)
         elif self._settling:  # (a timer set for held attempts only may be far off)
             loop = asyncio.get_running_loop()
             if timer.when() > loop.time() + ATTEMPT_WRITE_DELAY:
                 timer.cancel()
-                self._timer = loop.call_later(ATTEMPT_WRITE_DELAY, self._write)
+                self._timer = loop.call_later(ATTEMPT_WRITE_DELAY, self._write,
+                                              context=_BARE_CONTEXT)
 
     def settled(self, attempt_id: str) -> None:
         """The attempt, a step's first, succeeded and its journal entry is committed:
@@ -436,7 +439,8 @@ class AttemptWriter:
             self._buffered_runs[row[1]] = self._buffered_runs.get(row[1], 0) + 1
         if kept:  # (written at the latest SETTLE_HOLD_MAX after the first of them ended)
             self._timer = asyncio.get_running_loop().call_at(
-                min(settling.values()) + SETTLE_HOLD_MAX, self._write)
+                min(settling.values()) + SETTLE_HOLD_MAX, self._write,
+                context=_BARE_CONTEXT)
         if not batch:
             return self._last
         before = self._last
@@ -518,6 +522,159 @@ def cut_off_attempts(rows: list[AttemptRecord],
         trailing[r.position] = ((r.attempt, r.started_at) if seen is None
                                 else (max(seen[0], r.attempt), seen[1]))
     return trailing
+
+
+class _StepSet(set[asyncio.Future[Any]]):
+    """``RunContext._step_tasks`` once a task of the run has parked: a step's end (its
+    ``discard``) makes the parked tasks look again whether the run is quiescent. A run
+    that never parks keeps the plain set: its steps pay nothing for this."""
+
+    def __init__(self, tasks: set[asyncio.Future[Any]], poke: Callable[[], None]) -> None:
+        super().__init__(tasks)
+        self._poke = poke
+
+    def discard(self, task: object) -> None:
+        super().discard(task)
+        self._poke()
+
+
+class _Busy:
+    """``RunContext.busy()``: counts a store call of an operation in flight."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> None:
+        self._ctx.io += 1
+
+    def __exit__(self, *exc: object) -> None:
+        ctx = self._ctx
+        ctx.io -= 1
+        if ctx._parking is not None:
+            ctx._parking.poke()
+
+
+class _Parking:
+    """The tasks of one run parked at a durable wait (``RunContext.release``), and when
+    to release the run for them.
+
+    The run is released once it is quiescent: at least one task parked, and none of
+    its tasks working: no step running (``_step_tasks``), no journal write or other
+    store call of an operation in flight (``io``, ``_inflight``), no result waiting for
+    its turn (``_turns``), no handle of the run ready on the loop (``_unsettled``), and
+    no timer of the run's code on the loop (``asyncio.sleep``, ``wait_for``: set in the
+    run's context; not counted once the worker drains). Its ``Wait`` is then the merge
+    of every parked task's (``merge_waits``), and every parked task stops (``_Stop``).
+
+    The look is event-driven: it runs from the loop's next pass after a task parks, a
+    step ends, a write or store call ends, or the worker drains; while a ready handle
+    or a turn remains it looks again at the next pass, and while only a timer of the
+    run's code remains, when that timer is due. A parked task whose own deadline comes
+    first (a timer, a signal's timeout, a retry) goes on in memory instead."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        #: Parked tasks' futures (set True: due; False: released), with their waits and
+        #: the timer of their own deadline.
+        self.parked: dict[asyncio.Future[bool], tuple[Wait, asyncio.TimerHandle | None]] = {}
+        self._look_handle: asyncio.Handle | None = None
+        self._soon = False  # (whether ``_look_handle`` is a call_soon, not a timer)
+        self._blind = 0  # passes looked at on a loop whose ready queue cannot be read
+        ctx._step_tasks = _StepSet(ctx._step_tasks, self.poke)
+
+    async def park(self, wait: Wait, resume_at: float | None) -> bool:
+        """Park the current task until the run is released (False) or ``resume_at``
+        comes (True)."""
+        ctx = self.ctx
+        loop = ctx._loop
+        fut: asyncio.Future[bool] = loop.create_future()
+        due = None
+        if resume_at is not None:
+            # (not the run's context: a timer of the run's code would hold the run)
+            due = loop.call_later(max(resume_at - ctx.clock.now(), 0.0), self._due, fut,
+                                  context=_BARE_CONTEXT)
+        self.parked[fut] = (wait, due)
+        self.poke()
+        try:
+            return await fut
+        finally:
+            if due is not None:
+                due.cancel()
+            self.parked.pop(fut, None)
+
+    def _due(self, fut: asyncio.Future[bool]) -> None:
+        if not fut.done():
+            self.parked.pop(fut, None)
+            fut.set_result(True)
+
+    def stop_all(self) -> None:
+        """The run's code stops (released, blocked, lease lost...): every parked task
+        stops with it."""
+        for fut in list(self.parked):
+            if not fut.done():
+                fut.set_result(False)
+        self.parked.clear()
+
+    def poke(self) -> None:
+        """Something of the run ended: look at the loop's next pass."""
+        if not self.parked:
+            return
+        handle = self._look_handle
+        if handle is not None:
+            if self._soon:
+                return
+            handle.cancel()  # (a look at a timer's time: sooner now)
+        self._soon = True
+        self._look_handle = self.ctx._loop.call_soon(self._look, context=_BARE_CONTEXT)
+
+    def _again_soon(self) -> None:
+        self._soon = True
+        self._look_handle = self.ctx._loop.call_soon(self._look, context=_BARE_CONTEXT)
+
+    def _look(self) -> None:
+        self._look_handle = None
+        ctx = self.ctx
+        if not self.parked or ctx.stop is not None:
+            return
+        if ctx._step_tasks or ctx.io or ctx._inflight:
+            self._blind = 0
+            return  # (their ends poke)
+        if any(not turn[3].done() for turn in ctx._turns):
+            self._again_soon()  # (the pump delivers it: a task of the run goes on)
+            return
+        if ctx._ready is None:  # (uvloop: cannot look; let the tasks go a few passes)
+            self._blind += 1
+            if self._blind < SETTLE_PASSES_BLIND:
+                self._again_soon()
+                return
+        elif ctx._unsettled():
+            self._again_soon()
+            return
+        self._blind = 0
+        if not ctx.draining:
+            when = self._next_timer()
+            if when is not None:
+                self._soon = False
+                self._look_handle = ctx._loop.call_at(when, self._look,
+                                                      context=_BARE_CONTEXT)
+                return
+        ctx.halt(Release(merge_waits(wait for wait, _ in self.parked.values())))
+
+    def _next_timer(self) -> float | None:
+        """When the earliest timer that the run's code set on the loop is due (None:
+        none, or a loop whose timers cannot be read)."""
+        scheduled = getattr(self.ctx._loop, "_scheduled", None)
+        if not isinstance(scheduled, list):
+            return None
+        ctx = self.ctx
+        found: float | None = None
+        for handle in list(scheduled):  # (one call: see ``RunContext._unsettled``)
+            if (not handle._cancelled and handle._context.get(current_run) is ctx
+                    and (found is None or handle._when < found)):
+                found = handle._when
+        return found
 
 
 class RunContext:
@@ -615,6 +772,11 @@ class RunContext:
             ready if isinstance(ready, collections.deque) else None)
         self._seen_first: object = None
         self._seen_len = 0
+        #: Store calls of the run's operations in flight (journal writes, a signal
+        #: taken, a child read): a parked task waits for them (``_Parking``).
+        self.io = 0
+        #: Tasks parked at a durable wait (None until the first parks).
+        self._parking: _Parking | None = None
 
     # -- positions and the determinism check ------------------------------------------
 
@@ -632,7 +794,8 @@ class RunContext:
 
     def halt(self, reason: StopReason) -> _Stop:
         """Record why the run's code must stop; a lost lease outranks a block, which
-        outranks a release; of two releases the earlier wake-up wins."""
+        outranks a release; two releases merge (``merge_waits``: the earlier deadline,
+        and every signal and child of both). Branches parked at a wait stop too."""
         cur = self.stop
         if cur is None or isinstance(reason, Lost):
             self.stop = reason
@@ -641,9 +804,10 @@ class RunContext:
         elif isinstance(reason, Continue) and isinstance(cur, Release):
             self.stop = reason
         elif isinstance(reason, Release) and isinstance(cur, Release):
-            a, b = cur.wait.available_at, reason.wait.available_at
-            if b is not None and (a is None or b < a):
-                self.stop = reason
+            if reason.wait != cur.wait:
+                self.stop = Release(merge_waits((cur.wait, reason.wait)))
+        if self._parking is not None:
+            self._parking.stop_all()
         return _Stop()
 
     def check_running(self) -> None:
@@ -679,9 +843,10 @@ class RunContext:
             now = self.clock.now()
         else:
             metrics, now = None, 0.0
-        if self._deferred:
-            await self.flush()
+        self.io += 1  # (a branch parked meanwhile waits for it: ``_Parking``)
         try:
+            if self._deferred:
+                await self.flush()
             await self.store.journal_append(lease=self.lease, entry=entry, metrics=metrics,
                                             now=now)
         except LeaseLost as exc:
@@ -695,6 +860,10 @@ class RunContext:
             if metrics is not None:
                 self._metrics_writer.give_back()
             raise
+        finally:
+            self.io -= 1
+            if self._parking is not None:
+                self._parking.poke()
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")
 
@@ -917,6 +1086,8 @@ class RunContext:
         finally:
             del self._inflight[pos]
             self._kick()
+            if self._parking is not None:
+                self._parking.poke()
 
     def _kick(self) -> None:
         if self._turns:
@@ -1032,7 +1203,7 @@ class RunContext:
             raise _Stop()
         entry = self.journal.get(pos)
         if self.draining and (entry is None or entry.status == PENDING):
-            self._check_drain()
+            await self._drained()
         if entry is not None and entry.kind == OperationKind.CANCEL:
             if self.waits():
                 await self.turn(entry.finished_at, pos)
@@ -1058,9 +1229,14 @@ class RunContext:
 
     def request_cancel(self) -> None:
         """A cancel arrived: wake an in-memory wait and interrupt running async steps
-        (they end as an interrupted attempt; the cancel takes their position)."""
+        (they end as an interrupted attempt; the cancel takes their position). Branches
+        parked at a durable wait (``release``) release the run at once: its next
+        execution delivers the cancel."""
         self.cancel_requested = True
         self.wake.set()
+        if (self._parking is not None and self._parking.parked and self.stop is None
+                and not self.cancel_delivered):
+            self.halt(Release(Wait(self.clock.now(), "cancel requested")))
         if not self.cancel_delivered:  # clean-up steps after Cancelled run to the end
             for t in list(self._step_tasks):
                 if isinstance(t, asyncio.Task):
@@ -1072,15 +1248,19 @@ class RunContext:
                 t.cancel()
 
     def drain(self) -> None:
-        """The worker is stopping: hand the run back at its next operation or wait."""
+        """The worker is stopping: hand the run back at its next operation or wait (in a
+        run of several tasks, once the steps its other tasks are running are journaled:
+        see ``release``)."""
         self.draining = True
         self.wake.set()
+        if self._parking is not None:
+            self._parking.poke()  # (its in-memory timers no longer hold the run)
 
-    def _check_drain(self, at: float | None = None) -> None:
+    async def _drained(self, at: float | None = None) -> None:
         if self.draining:
             now = self.clock.now()
-            raise self.halt(Release(Wait(now if at is None else max(at, now),
-                                          "handed back by a draining worker")))
+            await self.release(Wait(now if at is None else max(at, now),
+                                    "handed back by a draining worker"))
 
     # -- attempts (history, written off the hot path) --------------------------------------
 
@@ -1116,15 +1296,54 @@ class RunContext:
     # -- waiting ------------------------------------------------------------------------
 
     async def wait_until(self, at: float, waiting_for: str) -> None:
-        """Wait until ``at``: in memory if short, else release the run."""
-        remaining = at - self.clock.now()
-        if remaining <= 0:
-            return
-        if remaining > self.sticky_wait:
-            raise self.halt(Release(Wait(at, waiting_for)))
+        """Wait until ``at``: in memory if short, else release the run (see ``release``:
+        a branch parked there until ``at`` goes on in memory)."""
+        while True:
+            remaining = at - self.clock.now()
+            if remaining <= 0:
+                return
+            if remaining <= self.sticky_wait:
+                break
+            await self.release(Wait(at, waiting_for), at)
         if self.cancel_requested and not self.cancel_delivered:
             return
-        self._check_drain(at)
+        await self._drained(at)
         self.wake.clear()
         await wait_event(self.wake, remaining)
-        self._check_drain(at)
+        await self._drained(at)
+
+    async def release(self, wait: Wait, resume_at: float | None = None) -> None:
+        """Release the run until ``wait`` (raises ``_Stop``). In a run whose other tasks
+        are still working (a step running, a write in flight, a task ready to run, an
+        in-memory timer of the workflow's code), this task parks here instead, and the
+        run is released once they are all done or parked too, for any of the parked
+        tasks' waits (``_Parking``): a sibling's wait does not interrupt a step, which
+        would run again at the next replay. Returns only if ``resume_at`` (the wait's
+        own deadline) comes while the task is parked: it goes on in memory."""
+        if self.stop is None and not self._alone():
+            if await self.parking().park(wait, resume_at):
+                return
+        raise self.halt(Release(wait))
+
+    def _alone(self) -> bool:
+        """Whether the current task is the run's only task still working: the main
+        task, no step running, no other task that took a position or ran a step left
+        unfinished, none parked. A run of one task (the common case) is released at
+        once, as it always was."""
+        if self._step_tasks or (self._parking is not None and self._parking.parked):
+            return False
+        current = asyncio.current_task(self._loop)
+        if current is not self.main_task:
+            return False
+        return all(t is current or t.done() for t in self.tasks)
+
+    def parking(self) -> _Parking:
+        """The run's parked tasks (made at the first park)."""
+        if self._parking is None:
+            self._parking = _Parking(self)
+        return self._parking
+
+    def busy(self) -> _Busy:
+        """``with ctx.busy():`` around a store call that a parked sibling must wait for
+        (what a wait reads or writes before it parks)."""
+        return _Busy(self)

@@ -21,6 +21,7 @@ from tether.errors import (
     TetherError,
 )
 from tether.store import Store, Wait, WorkerInfo, open_store
+from tether.store._port import merge_waits, wait_list
 
 from .conftest import LEASE, T0, entry, run_record, start_and_claim, subscriber
 
@@ -422,6 +423,131 @@ async def test_release_with_a_cancel_pending_is_claimable_now(store: Store) -> N
     await store.run_release(lease=lease, wait=Wait(T0 + 1000, "timer"), now=T0 + 2)
     run = await store.run_get("r1")
     assert run is not None and run.available_at == T0 + 2 and run.cancel_requested
+
+
+# -- a wait for several signals or children (merge_waits) ------------------------------------
+
+
+def _any_of(*waits: Wait) -> Wait:
+    return merge_waits(waits)
+
+
+async def _with_children(store: Store, parent: str, *kids: str, queue: str = "q",
+                         ) -> tuple[Lease, dict[str, Lease]]:
+    """``parent`` claimed, with children ``kids`` started and claimed: the leases."""
+    lease = (await start_and_claim(store, parent, queue=queue)).lease
+    for pos, kid in enumerate(kids):
+        await store.child_start(lease=lease, child=run_record(kid, queue="kids",
+                                                              parent=parent,
+                                                              parent_position=pos),
+                                entry=entry(pos, kind="child_start", name=kid,
+                                            result=f'"{kid}"'))
+    got = await store.run_claim(worker_id="w2", queues=["kids"], limit=len(kids), now=T0,
+                                lease_seconds=LEASE)
+    return lease, {c.run.run_id: c.lease for c in got}
+
+
+def test_merged_waits_keep_the_earliest_deadline_and_every_name() -> None:
+    merged = _any_of(Wait(T0 + 50, "timer"), Wait(None, "signal a", signal="a"),
+                     Wait(T0 + 9, "signal b", signal="b"), Wait(None, "child c", child="c"),
+                     Wait(None, "signal a", signal="a"))
+    assert merged.available_at == T0 + 9
+    assert wait_list(merged.signal) == ["a", "b"] and merged.child == "c"
+    assert merged.description == "timer or signal a or signal b or child c"
+    one = _any_of(Wait(None, "signal a", signal="a"))
+    assert one.signal == "a" and one.child is None and one.available_at is None
+
+
+async def test_a_wait_for_several_signals_wakes_for_any_of_them(store: Store) -> None:
+    """A run released for signals a or b (and a timer) is claimable when b comes; not
+    for a signal of another name."""
+    lease = (await start_and_claim(store, "r1")).lease
+    await store.run_release(lease=lease, now=T0, wait=_any_of(
+        Wait(None, "signal a", signal="a"), Wait(T0 + 1000, "signal b", signal="b")))
+    run = await store.run_get("r1")
+    assert run is not None and run.available_at == T0 + 1000
+    await store.signal_send(run_id="r1", name="other", payload=None, idempotency_key=None,
+                            now=T0 + 1)
+    await store.signal_send(run_id="r1", name="a b", payload=None, idempotency_key=None,
+                            now=T0 + 1)
+    assert await claim(store, T0 + 1) == []
+    await store.signal_send(run_id="r1", name="b", payload=None, idempotency_key=None,
+                            now=T0 + 2)
+    assert await claim(store, T0 + 2) == ["r1"]
+
+
+async def test_a_wait_for_several_signals_one_already_sent_is_claimable_now(
+        store: Store) -> None:
+    """No lost wake-up: a signal of any of the names, sent before the release, makes it
+    claimable at once; one of another name does not."""
+    lease = (await start_and_claim(store, "r1")).lease
+    await store.signal_send(run_id="r1", name="other", payload=None, idempotency_key=None,
+                            now=T0 + 1)
+    wait = _any_of(Wait(None, "signal a", signal="a"), Wait(None, "signal b", signal="b"))
+    await store.run_release(lease=lease, wait=wait, now=T0 + 2)
+    run = await store.run_get("r1")
+    assert run is not None and run.available_at is None and run.waiting_for == (
+        "signal a or signal b")
+    lease = (await start_and_claim(store, "r2")).lease
+    await store.signal_send(run_id="r2", name="b", payload=None, idempotency_key=None,
+                            now=T0 + 1)
+    await store.run_release(lease=lease, wait=wait, now=T0 + 2)
+    run = await store.run_get("r2")
+    assert run is not None and run.available_at == T0 + 2
+
+
+async def test_a_wait_for_several_children_wakes_when_any_ends(store: Store) -> None:
+    """A parent released for children c1 or c2 (or a signal) is claimable when c2 ends;
+    a parent waiting for c2 alone is woken as well."""
+    parent, kids = await _with_children(store, "p", "c1", "c2")
+    await store.run_release(lease=parent, now=T0 + 1, wait=_any_of(
+        Wait(None, "child c1", child="c1"), Wait(None, "child c2", child="c2"),
+        Wait(None, "signal s", signal="s")))
+    other = (await start_and_claim(store, "o", queue="qo")).lease
+    await store.run_release(lease=other, wait=Wait(None, "child c2", child="c2"), now=T0 + 1)
+    assert await claim(store, T0 + 1) == []
+    await store.run_finish(lease=kids["c2"], status="failed", result=None, error="{}",
+                           now=T0 + 2)
+    assert sorted(await claim(store, T0 + 2, queues=("q", "qo"))) == ["o", "p"]
+
+
+async def test_a_wait_for_several_children_one_ended_is_claimable_now(store: Store) -> None:
+    """No lost wake-up: a child of the list that ended before the release (or a blocked
+    one cancelled after it) makes the parent claimable."""
+    parent, kids = await _with_children(store, "p", "c1", "c2")
+    await store.run_finish(lease=kids["c1"], status="completed", result="1", error=None,
+                           now=T0 + 1)
+    await store.run_release(lease=parent, now=T0 + 2, wait=_any_of(
+        Wait(T0 + 500, "child c1", child="c1"), Wait(None, "child c2", child="c2")))
+    run = await store.run_get("p")
+    assert run is not None and run.available_at == T0 + 2
+    parent, kids = await _with_children(store, "q", "d1", "d2", queue="q2")
+    await store.run_finish(lease=kids["d2"], status="blocked", result=None, error="{}",
+                           now=T0 + 1)
+    await store.run_release(lease=parent, now=T0 + 2, wait=_any_of(
+        Wait(None, "child d1", child="d1"), Wait(None, "child d2", child="d2")))
+    assert await claim(store, T0 + 2, queues=("q2",)) == []
+    await store.run_cancel(run_id="d2", now=T0 + 3)
+    assert await claim(store, T0 + 3, queues=("q2",)) == ["q"]
+
+
+async def test_several_parents_waiting_for_several_children_released_together(
+        store: Store) -> None:
+    """Releases of a wait for one child and of a wait for several, queued together (a
+    group commit on PostgreSQL), each wake when their child ends."""
+    p1, kids1 = await _with_children(store, "p1", "a1", "a2")
+    p2, kids2 = await _with_children(store, "p2", "b1")
+    await asyncio.gather(
+        store.run_release(lease=p1, now=T0 + 1, wait=_any_of(
+            Wait(None, "child a1", child="a1"), Wait(None, "child a2", child="a2"))),
+        store.run_release(lease=p2, now=T0 + 1, wait=Wait(None, "child b1", child="b1")))
+    assert await claim(store, T0 + 1) == []
+    await asyncio.gather(
+        store.run_finish(lease=kids1["a1"], status="completed", result="1", error=None,
+                         now=T0 + 2),
+        store.run_finish(lease=kids2["b1"], status="completed", result="1", error=None,
+                         now=T0 + 2))
+    assert sorted(await claim(store, T0 + 2)) == ["p1", "p2"]
 
 
 # -- signals ---------------------------------------------------------------------------------

@@ -569,6 +569,17 @@ async def test_claim_and_journal_queries_use_indexes(
         plan = "\n".join(r[0] for r in await cur.fetchall())
         assert "Seq Scan" not in plan, f"{name}:\n{plan}"
         assert "Index" in plan, f"{name}:\n{plan}"
+    # A wait for several signals or children (the list form of wait_names): its release,
+    # the wake-ups by a signal and by a child's end (run_wake_listed runs at every end).
+    listed = {**params, "status": "completed", "description": "d", "available_at": None,
+              "signal": "\x1fgo\x1fstop\x1f", "child": "\x1fr1\x1fr2\x1f",
+              "channel": "c"}
+    for name in ("run_release_listed", "child_lock_listed", "signal_wake",
+                 "run_wake_listed"):
+        cur = await raw.execute("EXPLAIN " + pg._q[name], listed)
+        plan = "\n".join(r[0] for r in await cur.fetchall())
+        assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+        assert "Index" in plan, f"{name}:\n{plan}"
     # With a limit on one of the queues: still no scan of the whole table (the held
     # count uses runs_held, the limited queue's pick runs_claim).
     await raw.execute("INSERT INTO tether.queue_limits VALUES ('q1', 3, 0); "

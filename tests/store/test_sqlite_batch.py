@@ -239,10 +239,11 @@ async def _two_waiting_parents(store: SqliteStore) -> dict[str, Lease]:
     return leases
 
 
-async def test_ends_in_one_batch_are_two_statements_and_wake_their_parents(
+async def test_ends_in_one_batch_are_three_statements_and_wake_their_parents(
         store: SqliteStore) -> None:
-    """Runs' ends queued together are written by one statement (and their parents
-    woken by a second), not four statements each; each run's status event once."""
+    """Runs' ends queued together are written by one statement (the runs waiting for
+    them woken by a second, and parents waiting for one of several children by a
+    third), not four statements each; each run's status event once."""
     leases = await _two_waiting_parents(store)
     leases["r"] = (await start_and_claim(store, "r", queue="qr")).lease
     seen: list[str] = []
@@ -260,7 +261,8 @@ async def test_ends_in_one_batch_are_two_statements_and_wake_their_parents(
     assert outcomes == [None, None, None]
     # the batch holding the writer, then the ends' batch
     assert seen == ["BEGIN IMMEDIATE", "COMMIT", "BEGIN IMMEDIATE", "SAVEPOINT ends",
-                    "UPDATE tether_runs", "UPDATE tether_runs", "RELEASE ends", "COMMIT"]
+                    "UPDATE tether_runs", "UPDATE tether_runs", "UPDATE tether_runs",
+                    "RELEASE ends", "COMMIT"]
     for run_id in ("c1", "c2", "r"):
         run = await store.run_get(run_id)
         assert run is not None and run.status == "completed" and run.finished_at == T0 + 1

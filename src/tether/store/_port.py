@@ -86,8 +86,59 @@ class Wait:
 
     available_at: float | None
     description: str
+    #: A signal's name; several (a run whose branches wait for different things) in the
+    #: list form of ``wait_names``.
     signal: str | None = None
+    #: A run's id (this run's child); several in the list form of ``wait_names``.
     child: str | None = None
+
+
+#: Separates the names of a ``Wait`` for several signals or children (``wait_names``):
+#: a control character, which no signal name or run id holds (``check_name``).
+WAIT_LIST_SEP = "\x1f"
+
+
+def wait_names(names: Iterable[str]) -> str | None:
+    """The ``signal`` or ``child`` of a ``Wait`` for any of ``names``: ``None`` for none,
+    the name itself for one (as a run of one task has always stored it, so the stores'
+    indexed lookups of one name are unchanged), and for several the list form
+    ``"\x1fa\x1fb\x1f"``: it starts with the separator, so it never equals a name,
+    and holds ``SEP name SEP`` for each of its names (the stores' SQL tests that)."""
+    unique = list(dict.fromkeys(names))
+    if not unique:
+        return None
+    if len(unique) == 1:
+        return unique[0]
+    return WAIT_LIST_SEP + WAIT_LIST_SEP.join(unique) + WAIT_LIST_SEP
+
+
+def is_wait_list(value: str | None) -> bool:
+    """Whether a ``Wait``'s ``signal`` or ``child`` is in the list form (several)."""
+    return value is not None and value.startswith(WAIT_LIST_SEP)
+
+
+def wait_list(value: str | None) -> list[str]:
+    """The names a ``Wait``'s ``signal`` or ``child`` stands for (``wait_names``)."""
+    if value is None:
+        return []
+    if value.startswith(WAIT_LIST_SEP):
+        return [name for name in value.split(WAIT_LIST_SEP) if name]
+    return [value]
+
+
+def merge_waits(waits: Iterable[Wait]) -> Wait:
+    """One ``Wait`` for a run whose branches wait for several things at once: claimable
+    at the earliest deadline, or earlier when any of their signals or children comes
+    (a replay then answers whichever branch it was, and releases the run again for the
+    others)."""
+    waits = list(waits)
+    deadlines = [w.available_at for w in waits if w.available_at is not None]
+    return Wait(
+        min(deadlines) if deadlines else None,
+        " or ".join(dict.fromkeys(w.description for w in waits)),
+        signal=wait_names(n for w in waits for n in wait_list(w.signal)),
+        child=wait_names(n for w in waits for n in wait_list(w.child)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

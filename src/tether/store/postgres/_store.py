@@ -71,6 +71,7 @@ from tether.store._port import (
     StoreCapabilities,
     Wait,
     WorkerInfo,
+    is_wait_list,
 )
 from tether.store._sql import (
     entry_from_row,
@@ -1195,7 +1196,8 @@ class PostgresStore(PostgresServeQueries):
     async def _finish_one(self, f: Finish) -> None:
         params = {**lease_params(f.lease), "status": f.status, "result": f.result,
                   "error": f.error, "now": f.now, "channel": self._channel}
-        finished, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params)])
+        finished, _, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params),
+                                          ("run_wake_listed", params)])
         if not finished[0][0]:
             raise LeaseLost(f.lease.run_id, f.lease.fencing_token)
 
@@ -1212,7 +1214,8 @@ class PostgresStore(PostgresServeQueries):
             }
 
         await self._write_together(batch, self._finish_one, columns, (
-            "run_lock_many", "run_finish_many", "run_wake_waiters_many"), returns=1)
+            "run_lock_many", "run_finish_many", "run_wake_waiters_many",
+            "run_wake_listed_many"), returns=1)
 
     async def _write_together(self, batch: Sequence[Finish | Release | Metrics],
                               one: Callable[[Any], Awaitable[None]],
@@ -1261,9 +1264,15 @@ class PostgresStore(PostgresServeQueries):
                   "description": r.wait.description, "signal": r.wait.signal,
                   "child": r.wait.child, "now": r.now, "channel": self._channel}
 
+        # A wait for several signals or children (the list form of ``wait_names``, rare)
+        # has statements of its own: those of a wait for one are as they always were.
+        listed = is_wait_list(r.wait.signal) or is_wait_list(r.wait.child)
+
         async def go(conn: Conn) -> int:
             cursors = await self._pipeline(conn, [
-                ("lease_lock", params), ("child_lock", params), ("run_release", params),
+                ("lease_lock", params),
+                ("child_lock_listed" if listed else "child_lock", params),
+                ("run_release_listed" if listed else "run_release", params),
                 ("run_release_wake", params)])
             return cursors[2].rowcount
 
@@ -1283,6 +1292,14 @@ class PostgresStore(PostgresServeQueries):
                 "channel": self._channel,
             }
 
+        listed = [r for r in batch
+                  if is_wait_list(r.wait.signal) or is_wait_list(r.wait.child)]
+        if listed:  # (rare: each alone, see ``_release_one``)
+            for r in listed:
+                await self._write_together([r], self._release_one, columns, (), returns=0)
+            batch = [r for r in batch if r not in listed]
+            if not batch:
+                return
         await self._write_together(batch, self._release_one, columns, (
             "run_lock_many", "child_lock_many", "run_release_many"), returns=2)
 
@@ -1368,6 +1385,7 @@ class PostgresStore(PostgresServeQueries):
         # A cancelled blocked run has ended: wake a parent waiting for it, like a finish.
         *_, stored = await self._txn([
             ("run_cancel_blocked", params), ("run_wake_waiters", params),
+            ("run_wake_listed", params),
             ("run_cancel", params), ("run_cancel_notify", params), ("run_get", params)])
         if not stored:
             raise RunNotFound(run_id)

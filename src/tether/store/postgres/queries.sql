@@ -350,6 +350,17 @@ WHERE wait_child = %(run_id)s AND status = 'waiting'
                 AND (%(fencing_token)s::bigint IS NULL
                      OR c.fencing_token = %(fencing_token)s::bigint));
 
+-- run_wake_listed --
+-- A run ended (as run_wake_waiters): its parent, if it waits for it among several
+-- children (wait_child in the list form of wait_names: chr(31) before and after each
+-- id), becomes claimable. Its release locked the children it lists (child_lock_listed).
+UPDATE {schema}.runs w SET available_at = %(now)s, updated_at = %(now)s
+FROM {schema}.runs c
+WHERE c.run_id = %(run_id)s AND c.status = %(status)s
+  AND (%(fencing_token)s::bigint IS NULL OR c.fencing_token = %(fencing_token)s::bigint)
+  AND w.run_id = c.parent_run_id AND w.status = 'waiting'
+  AND strpos(w.wait_child, chr(31) || c.run_id || chr(31)) > 0;
+
 -- run_lock_many --
 -- Lock the rows of runs about to end together, in run_id order (as heartbeats and
 -- journal appends lock them), before run_finish_many updates them.
@@ -383,10 +394,26 @@ WHERE w.wait_child = u.run_id AND w.status = 'waiting'
               WHERE c.run_id = u.run_id AND c.status = u.status
                 AND c.fencing_token = u.fencing_token);
 
+-- run_wake_listed_many --
+-- run_wake_listed for the runs run_finish_many ended (same arrays).
+UPDATE {schema}.runs w SET available_at = u.now, updated_at = u.now
+FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(status)b::text[],
+            %(now)b::float8[]) AS u(run_id, fencing_token, status, now)
+JOIN {schema}.runs c ON c.run_id = u.run_id AND c.status = u.status
+                    AND c.fencing_token = u.fencing_token
+WHERE w.run_id = c.parent_run_id AND w.status = 'waiting'
+  AND strpos(w.wait_child, chr(31) || u.run_id || chr(31)) > 0;
+
 -- child_lock --
 -- Lock the child a run is about to wait for, whatever its state: its end and our release
 -- then happen one after the other.
 SELECT 1 FROM {schema}.runs WHERE run_id = %(child)s FOR SHARE;
+
+-- child_lock_listed --
+-- child_lock for a run waiting for several children (the list form of wait_names).
+SELECT 1 FROM {schema}.runs
+WHERE run_id = ANY(string_to_array(btrim(%(child)s::text, chr(31)), chr(31)))
+ORDER BY run_id FOR SHARE;
 
 -- run_release --
 -- Hand a run back to wait; claimable at once if what it waits for already happened.
@@ -402,6 +429,27 @@ SET status = 'waiting', owner = NULL, waiting_for = %(description)s, updated_at 
         WHEN %(child)s::text IS NOT NULL AND EXISTS (
             SELECT 1 FROM {schema}.runs c
             WHERE c.run_id = %(child)s
+              AND c.status IN ('completed', 'failed', 'cancelled')) THEN %(now)s
+        ELSE %(available_at)s::float8 END
+WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+  AND (status = 'running') IS TRUE;
+
+-- run_release_listed --
+-- run_release for a run waiting for several signals or children (either in the list
+-- form of wait_names; a single name is a list of one here).
+UPDATE {schema}.runs
+SET status = 'waiting', owner = NULL, waiting_for = %(description)s, updated_at = %(now)s,
+    wait_signal = %(signal)s, wait_child = %(child)s,
+    available_at = CASE
+        WHEN cancel_requested THEN %(now)s
+        WHEN EXISTS (
+            SELECT 1 FROM {schema}.signals s
+            WHERE s.run_id = %(run_id)s
+              AND s.name = ANY(string_to_array(btrim(%(signal)s::text, chr(31)), chr(31)))
+              AND s.consumed_position IS NULL) THEN %(now)s
+        WHEN EXISTS (
+            SELECT 1 FROM {schema}.runs c
+            WHERE c.run_id = ANY(string_to_array(btrim(%(child)s::text, chr(31)), chr(31)))
               AND c.status IN ('completed', 'failed', 'cancelled')) THEN %(now)s
         ELSE %(available_at)s::float8 END
 WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
@@ -492,7 +540,9 @@ WHERE run_id = %(run_id)s AND idempotency_key = %(key)s;
 -- A run waiting for this signal becomes claimable (and is notified).
 WITH w AS (
     UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
-    WHERE run_id = %(run_id)s AND status = 'waiting' AND wait_signal = %(name)s
+    WHERE run_id = %(run_id)s AND status = 'waiting'
+      AND (wait_signal = %(name)s
+           OR strpos(wait_signal, chr(31) || %(name)s || chr(31)) > 0)
     RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM w;
 

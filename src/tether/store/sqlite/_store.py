@@ -55,7 +55,15 @@ from tether.store._lifecycle import (
     child_id_taken,
     refuse_erased,
 )
-from tether.store._port import HeartbeatResult, SignalSent, StoreCapabilities, Wait, WorkerInfo
+from tether.store._port import (
+    HeartbeatResult,
+    SignalSent,
+    StoreCapabilities,
+    Wait,
+    WorkerInfo,
+    is_wait_list,
+    wait_list,
+)
 from tether.store._sql import (
     entry_from_row,
     entry_params,
@@ -1417,9 +1425,25 @@ def _wake_many_sql(n: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _wake_listed_many_sql(n: int) -> str:
+    """``run_wake_listed`` for up to ``n`` runs that ended (the rows of
+    ``_wake_many_sql``): each one's parent, by key, if it waits for it among several."""
+    return (
+        "UPDATE tether_runs INDEXED BY sqlite_autoindex_tether_runs_1 "
+        "SET available_at = v.column2, updated_at = v.column2 "
+        f"FROM (VALUES {_lc.values_rows(n, 2)}) AS v "
+        "JOIN tether_runs AS c INDEXED BY sqlite_autoindex_tether_runs_1 "
+        "ON c.run_id = v.column1 "
+        "WHERE tether_runs.run_id = c.parent_run_id AND tether_runs.status = 'waiting' "
+        "AND instr(tether_runs.wait_child, char(31) || v.column1 || char(31)) > 0"
+    )
+
+
 def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> bool:
     """End runs, each ``(lease, status, result, error, now)`` (``run_finish``), and make
-    the runs waiting for them as children claimable; two statements for all of them.
+    the runs waiting for them as children claimable (alone, or among several: their
+    parents, ``run_wake_listed``); three statements for all of them.
     False: a lease was not current (or a run came twice), and what was written must be
     undone by the caller."""
     params: list[Any] = []
@@ -1430,7 +1454,9 @@ def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> bool:
     conn.execute(_finish_many_sql(_lc.pad(params, _FINISH_WIDTH)), params)
     if conn.changes() != len(ends):
         return False
-    conn.execute(_wake_many_sql(_lc.pad(wake, 2)), wake)
+    padded = _lc.pad(wake, 2)
+    conn.execute(_wake_many_sql(padded), wake)
+    conn.execute(_wake_listed_many_sql(padded), wake)
     return True
 
 
@@ -1494,11 +1520,37 @@ def _chunk_writer(fn: Callable[..., Any],
     return None
 
 
+def _wake_waiters(conn: apsw.Connection, run_id: str, now: float) -> None:
+    """``run_id`` ended: the runs waiting for it (alone or among several) are claimable."""
+    params = {"now": now, "run_id": run_id}
+    conn.execute(Q["run_wake_waiters"], params)
+    conn.execute(Q["run_wake_listed"], params)
+
+
+def _listed_happened(conn: apsw.Connection, run_id: str, wait: Wait) -> bool:
+    """Whether a wait for several signals or children (the list form of ``wait_names``,
+    which ``run_release`` does not match) has one of them already: a pending signal of
+    one of its names, or one of its children ended. (Read in the release's transaction:
+    a signal or an end committed after it finds the run waiting.)"""
+    for name in wait_list(wait.signal) if is_wait_list(wait.signal) else ():
+        if conn.execute(Q["signal_oldest"], {"run_id": run_id, "name": name}).fetchall():
+            return True
+    for child_id in wait_list(wait.child) if is_wait_list(wait.child) else ():
+        child = _run_get(conn, child_id)
+        if child is not None and child.status.is_ended:
+            return True
+    return False
+
+
 def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) -> bool:
     """Release the run; True if its queue has a concurrency limit (workers waiting for
     a place should hear of it)."""
+    available_at = wait.available_at
+    if ((is_wait_list(wait.signal) or is_wait_list(wait.child))
+            and _listed_happened(conn, lease.run_id, wait)):
+        available_at = now
     conn.execute(Q["run_release"], {
-        **lease_params(lease), "available_at": wait.available_at,
+        **lease_params(lease), "available_at": available_at,
         "waiting_for": wait.description, "now": now, "wait_signal": wait.signal,
         "wait_child": wait.child,
     })
@@ -1587,7 +1639,7 @@ def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) 
                         {"parent_run_id": parent_run_id, "now": now}).fetchall()
     for child_id, status in rows:
         if status == "cancelled":  # was blocked: it has ended, like a finish
-            conn.execute(Q["run_wake_waiters"], {"now": now, "run_id": child_id})
+            _wake_waiters(conn, str(child_id), now)
     return sorted(str(r[0]) for r in rows)
 
 
@@ -1595,7 +1647,7 @@ def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     params = {"run_id": run_id, "now": now}
     conn.execute(Q["run_cancel_blocked"], params)
     if conn.changes():  # a cancelled blocked run has ended: wake a parent waiting for it
-        conn.execute(Q["run_wake_waiters"], params)
+        _wake_waiters(conn, run_id, now)
     conn.execute(Q["run_cancel"], params)
     run = _run_get(conn, run_id)
     if run is None:

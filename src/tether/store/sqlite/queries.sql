@@ -93,6 +93,13 @@ WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running'
 UPDATE tether_runs SET available_at = :now, updated_at = :now
 WHERE wait_child = :run_id AND status = 'waiting';
 
+-- run_wake_listed --
+-- A run ended: its parent, if it waits for it among several children (wait_child in
+-- the list form of wait_names: char(31) before and after each id), becomes claimable.
+UPDATE tether_runs SET available_at = :now, updated_at = :now
+WHERE run_id = (SELECT parent_run_id FROM tether_runs WHERE run_id = :run_id)
+  AND status = 'waiting' AND instr(wait_child, char(31) || :run_id || char(31)) > 0;
+
 -- run_release --
 -- Hand a run back to wait; claimable at once if what it waits for already happened.
 UPDATE tether_runs
@@ -133,9 +140,11 @@ SELECT signal_id FROM tether_signals
 WHERE run_id = :run_id AND idempotency_key = :idempotency_key;
 
 -- signal_wake --
--- A run waiting for this signal becomes claimable.
+-- A run waiting for this signal (alone, or among several: the list form of wait_names)
+-- becomes claimable.
 UPDATE tether_runs SET available_at = :now, updated_at = :now
-WHERE run_id = :run_id AND status = 'waiting' AND wait_signal = :name;
+WHERE run_id = :run_id AND status = 'waiting'
+  AND (wait_signal = :name OR instr(wait_signal, char(31) || :name || char(31)) > 0);
 
 -- signal_oldest --
 -- The oldest pending signal of a name.
