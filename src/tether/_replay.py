@@ -1321,6 +1321,9 @@ class RunContext:
         would run again at the next replay. Returns only if ``resume_at`` (the wait's
         own deadline) comes while the task is parked: it goes on in memory."""
         if self.stop is None and not self._alone():
+            task = asyncio.current_task(self._loop)
+            if task is not None:
+                self.tasks.add(task)  # (cancelled with the others if the code ends first)
             if await self.parking().park(wait, resume_at):
                 return
         raise self.halt(Release(wait))

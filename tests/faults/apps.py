@@ -146,3 +146,24 @@ async def _obranch(i: int) -> int:
 @app.workflow
 async def ordered_branches() -> list[int]:
     return list(await asyncio.gather(_obranch(1), _obranch(2)))
+
+
+@app.step
+async def gated(x: int) -> int:
+    """Ends once a ``go`` file is next to the side file."""
+    side(f"gated {x}")
+    go = os.path.join(os.path.dirname(os.environ["TETHER_TEST_SIDE_FILE"]), "go")
+    while not os.path.exists(go):
+        await asyncio.sleep(0.02)
+    return x
+
+
+async def _step_then_gated(x: int) -> int:
+    return await step(x, 0.0) + await gated(x)
+
+
+@app.workflow
+async def steps_beside_a_signal() -> list[object]:
+    """A branch of two steps (the second held by the test) beside a branch that waits
+    for a signal (parked while the steps run)."""
+    return list(await asyncio.gather(_step_then_gated(3), tether.wait_for_signal("approve")))

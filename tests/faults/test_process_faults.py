@@ -217,3 +217,30 @@ async def test_gathered_branches_replay_in_their_live_order_after_a_sigkill(
     assert [counts[f"ostep {x}"] for x in (1, 2, 20, 10)] == [1, 1, 1, 2], counts
     info = await app.get_run("branches")
     assert [e["result"] for e in info.journal] == [1, 2, 20, 10]
+
+
+async def test_a_sigkill_with_a_parked_branch_beside_a_running_step(
+        env: tuple[App, Workers]) -> None:
+    """One branch parked at a signal wait while the other runs its second step; the
+    signal is sent (not seen in memory), then the worker is killed. The worker that
+    takes the run over answers the first step from the journal (it ran once), runs the
+    cut-off step again, and takes the signal sent before the kill: the run completes."""
+    from tests.faults.apps import steps_beside_a_signal
+
+    app, workers = env
+    first = workers.start()
+    handle = await app.start(steps_beside_a_signal, run_id="beside")
+    await wait_for(lambda: workers.counts()["gated 3"] == 1, timeout=30)
+    await wait_for(lambda: journal_has(app, "beside", 1), timeout=30)
+    await app.signal("beside", "approve", "yes")
+    assert await status_is(app, "beside", "running")  # (parked: not released)
+    workers.kill(first)
+    workers.start()
+    await wait_for(lambda: workers.counts()["gated 3"] == 2, timeout=60)
+    (workers.side_file.parent / "go").touch()
+    assert await handle.result(timeout=60) == [12, "yes"]
+    counts = workers.counts()
+    assert counts["step 3"] == 1 and counts["gated 3"] == 2, counts
+    info = await app.get_run("beside")
+    assert sorted((e["kind"], e["name"], e["status"]) for e in info.journal) == [
+        ("signal", "approve", "ok"), ("step", "gated", "ok"), ("step", "step", "ok")]
