@@ -273,3 +273,50 @@ async def test_a_drain_hands_a_run_with_a_parked_branch_back_after_its_step(
         assert await handle.result(timeout=30) == [1, "on"]
     assert held.runs == 1
     await app.close()
+
+
+async def test_an_in_memory_timeout_around_a_durable_wait_fires(store_url: str) -> None:
+    """``asyncio.wait_for(wait_for_signal(...), 0.3)``: the wait parks (wait_for runs it
+    in a task of its own) and the timeout, a timer of the workflow's code, holds the run
+    in memory until it fires. Before, the run was released at once and the timeout,
+    in memory, started again at every replay: it never fired."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            return str(await asyncio.wait_for(tether.wait_for_signal("never"), 0.3))
+        except TimeoutError:
+            return "timed out"
+
+    async with app.worker():
+        handle = await app.start(wf, run_id="wf")
+        assert await handle.result(timeout=30) == "timed out"
+    await app.close()
+
+
+async def test_a_drain_does_not_wait_for_an_in_memory_timer(store_url: str) -> None:
+    """A run held in memory by an in-memory timeout around a parked wait is handed back
+    at once by a drain (the timer is waited out again at the replay, as before)."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            return str(await asyncio.wait_for(tether.wait_for_signal("go"), 3600))
+        except TimeoutError:
+            return "timed out"
+
+    worker = app.worker()
+    await worker.start()
+    try:
+        handle = await app.start(wf, run_id="dt")
+        await wait_for(lambda: _parked(worker, "dt") == 1, timeout=30, what="parked")
+        assert await worker.drain(30.0)
+    finally:
+        await worker.stop()
+    assert await status_is(app, "dt", "waiting")
+    await app.signal("dt", "go", "went")
+    async with app.worker():
+        assert await handle.result(timeout=30) == "went"
+    await app.close()
