@@ -602,7 +602,8 @@ class _Parking:
         finally:
             if due is not None:
                 due.cancel()
-            self.parked.pop(fut, None)
+            if self.parked.pop(fut, None) is not None:
+                self.poke()  # (cancelled by the workflow's code: the others look again)
 
     def _due(self, fut: asyncio.Future[bool]) -> None:
         if not fut.done():
@@ -843,23 +844,24 @@ class RunContext:
             now = self.clock.now()
         else:
             metrics, now = None, 0.0
-        self.io += 1  # (a branch parked meanwhile waits for it: ``_Parking``)
+        self.io += 1  # (a task parked meanwhile waits for it: ``_Parking``)
         try:
             if self._deferred:
                 await self.flush()
-            await self.store.journal_append(lease=self.lease, entry=entry, metrics=metrics,
-                                            now=now)
-        except LeaseLost as exc:
-            raise self.halt(Lost(exc)) from None
-        except StoreUnavailable as exc:
-            # (Off the hot path: only a failed append pays for the retry's setup.)
-            await self.write_again(_what(entry), exc, partial(
-                self.store.journal_append, lease=self.lease, entry=entry, metrics=metrics,
-                now=now))
-        except Exception:
-            if metrics is not None:
-                self._metrics_writer.give_back()
-            raise
+            try:
+                await self.store.journal_append(lease=self.lease, entry=entry,
+                                                metrics=metrics, now=now)
+            except LeaseLost as exc:
+                raise self.halt(Lost(exc)) from None
+            except StoreUnavailable as exc:
+                # (Off the hot path: only a failed append pays for the retry's setup.)
+                await self.write_again(_what(entry), exc, partial(
+                    self.store.journal_append, lease=self.lease, entry=entry,
+                    metrics=metrics, now=now))
+            except Exception:
+                if metrics is not None:
+                    self._metrics_writer.give_back()
+                raise
         finally:
             self.io -= 1
             if self._parking is not None:
@@ -1326,6 +1328,7 @@ class RunContext:
                 self.tasks.add(task)  # (cancelled with the others if the code ends first)
             if await self.parking().park(wait, resume_at):
                 return
+            raise _Stop()  # (released with the others: ``self.stop`` says why)
         raise self.halt(Release(wait))
 
     def _alone(self) -> bool:

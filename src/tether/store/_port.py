@@ -135,7 +135,8 @@ def merge_waits(waits: Iterable[Wait]) -> Wait:
     deadlines = [w.available_at for w in waits if w.available_at is not None]
     return Wait(
         min(deadlines) if deadlines else None,
-        " or ".join(dict.fromkeys(w.description for w in waits)),
+        " or ".join(dict.fromkeys(part for w in waits
+                                  for part in w.description.split(" or "))),
         signal=wait_names(n for w in waits for n in wait_list(w.signal)),
         child=wait_names(n for w in waits for n in wait_list(w.child)),
     )
