@@ -696,6 +696,7 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
         if run is None:
             raise RunNotFound(child_id)
         if not run.status.is_ended:
+            # (Raises: parked while sibling tasks work, the run is released after.)
             await ctx.release(Wait(None, f"child {child_id}", child=child_id))
         now = ctx.stamp()
         child = ctx.codec.for_run(child_id)
