@@ -5,9 +5,12 @@ tasks/update, cancel, idempotency, errors, and clients without the Tasks extensi
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from mcp import Client, MCPError
 from mcp.client.extension import NotificationBinding
@@ -376,6 +379,55 @@ async def test_unknown_task_and_invalid_arguments(served: tuple[App, str]) -> No
     assert extra.is_error  # type: ignore[union-attr]
     assert "speed: unexpected argument" in extra.content[0].text  # type: ignore[union-attr]
     assert len(await app.list_runs()) == 1  # only `hidden`
+
+
+async def raw_rpc(url: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One JSON-RPC request sent as a client of another stack could send it (the SDK's
+    client would not serialize a lone surrogate), declaring the Tasks extension."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {
+                "extensions": {"io.modelcontextprotocol/tasks": {}}}}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": {**params, "_meta": {**meta, **params.get("_meta", {})}}})
+    headers = {"accept": "application/json, text/event-stream",
+               "content-type": "application/json", "mcp-protocol-version": "2026-07-28",
+               "mcp-method": method}
+    if method == "tools/call":  # (Mcp-Name must repeat the tool's name)
+        headers["mcp-name"] = params["name"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(url, content=body, headers=headers)
+    text = response.text.strip()
+    if text.startswith(("event:", "data:")):  # an SSE stream: its last message
+        text = [ln[5:] for ln in text.splitlines() if ln.startswith("data:")][-1]
+    answer: dict[str, Any] = json.loads(text)
+    return answer
+
+
+async def test_task_ids_and_keys_that_are_no_text_are_unknown(served: tuple[App, str]
+                                                              ) -> None:
+    """A task id holding a NUL or a lone surrogate (valid JSON escapes, no run id can
+    hold them) is "Task not found" (-32602) on tasks/get, update, cancel and a listen
+    acknowledges none, on both stores, instead of an opaque -32603 "Internal server
+    error" from the store's driver; an idempotency key holding one still names one
+    task."""
+    _, url = served
+    for task_id in ("ab\ud800cd", "ab\x00cd"):
+        for method, params in (("tasks/get", {"taskId": task_id}),
+                               ("tasks/update", {"taskId": task_id, "inputResponses": {}}),
+                               ("tasks/cancel", {"taskId": task_id})):
+            answer = await raw_rpc(url, method, params)
+            assert answer["error"]["code"] == INVALID_PARAMS, (method, task_id, answer)
+            assert "Task not found" in answer["error"]["message"]
+        listen = await raw_rpc(url, "subscriptions/listen",
+                               {"notifications": {"taskIds": [task_id]}})
+        assert "error" not in listen, listen
+    call = {"name": "slow_sum", "arguments": {"numbers": [1]},
+            "_meta": {"idempotency_key": "key\ud800"}}
+    first = await raw_rpc(url, "tools/call", call)
+    again = await raw_rpc(url, "tools/call", call)
+    assert first["result"]["resultType"] == "task", first
+    assert again["result"]["taskId"] == first["result"]["taskId"]
 
 
 async def test_client_without_the_extension(served: tuple[App, str],

@@ -29,9 +29,16 @@ from pydantic import ValidationError
 from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_RESULT, SLOT_STATUS
 from tether._ids import new_run_id
-from tether._types import RunRecord
+from tether._types import RunRecord, check_name
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
-from tether.errors import ConfigError, PayloadError, RunFailed, RunNotFound, StoreUnavailable
+from tether.errors import (
+    ConfigError,
+    InvalidName,
+    PayloadError,
+    RunFailed,
+    RunNotFound,
+    StoreUnavailable,
+)
 from tether.mcp_tasks import (
     CancelTaskParams,
     CreateTaskResult,
@@ -280,6 +287,12 @@ class TetherTasks:
         return int((run.finished_at - run.created_at + float(older_than)) * 1000)
 
     async def _run(self, task_id: str) -> RunRecord | None:
+        try:
+            # A NUL or a lone surrogate (valid JSON escapes) is in no run id, and the
+            # store's driver would refuse the text (an opaque internal error).
+            check_name("task id", task_id)
+        except InvalidName:
+            return None
         store = await self.app._open()
         run = await store.run_get(task_id)
         if run is None or run.workflow not in self.tools:
@@ -456,7 +469,9 @@ def _aliases(model: Any) -> set[str]:
 
 
 def _keyed_run_id(tool: str, key: str) -> str:
-    digest = hashlib.sha256(f"{tool}\0{key}".encode()).hexdigest()
+    # (surrogatepass: a key holding a lone surrogate, a valid JSON escape, still names
+    # one task)
+    digest = hashlib.sha256(f"{tool}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
     return f"mcp-{digest[:40]}"
 
 
