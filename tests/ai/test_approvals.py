@@ -196,6 +196,34 @@ async def test_request_approval_in_a_plain_workflow(store_url: str) -> None:
     assert [e["kind"] for e in info.journal].count("signal") == 4
 
 
+async def test_approvals_of_a_run_that_continued_as_new(store_url: str) -> None:
+    """A run that continues as new asks again under an approval id an earlier generation
+    used (each generation's first approval is "step-0"): the answer counts. Its
+    idempotency key was ``approval:step-0`` in every generation, so the second answer
+    was dropped as a repeat of the first generation's (``NoPendingApproval``, "answered
+    already") and the run waited for ever."""
+    app = App(store_url)
+
+    @app.workflow
+    async def rounds(done: list[bool]) -> list[bool]:
+        if len(done) == 2:
+            return done
+        decision = await request_approval("ship", {"round": len(done)}, "ship it",
+                                          approval_id="step-0")
+        tether.continue_as_new([*done, decision.approved])
+
+    async with app, app.worker():
+        handle = await app.start(rounds, [], run_id="can-1")
+        for i, answer in enumerate((True, False)):
+            deadline = time.monotonic() + 20
+            while not [p for p in await pending_approvals(app)
+                       if p.arguments == {"round": i}]:
+                assert time.monotonic() < deadline, f"approval {i} never pending"
+                await asyncio.sleep(0.02)
+            await approve(app, "can-1", approved=answer)
+        assert await handle.result(timeout=20) == [True, False]
+
+
 # -- the commands ----------------------------------------------------------------------------
 
 

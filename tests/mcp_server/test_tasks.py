@@ -5,6 +5,7 @@ tasks/update, cancel, idempotency, errors, and clients without the Tasks extensi
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from mcp_types import (
     SubscriptionsListenResult,
 )
 
+import tether
+from tests.engine.helpers import wait_for
 from tests.mcp_server import apps
 from tests.mcp_server.host import (
     cancel_task,
@@ -34,7 +37,7 @@ from tests.mcp_server.host import (
     update_task,
 )
 from tether import App, RunStatus
-from tether.ai import LLM, Agent, Budget
+from tether.ai import LLM, Agent, Budget, request_approval
 from tether.mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
@@ -428,6 +431,51 @@ async def test_task_ids_and_keys_that_are_no_text_are_unknown(served: tuple[App,
     again = await raw_rpc(url, "tools/call", call)
     assert first["result"]["resultType"] == "task", first
     assert again["result"]["taskId"] == first["result"]["taskId"]
+
+
+async def test_input_requests_of_a_run_that_continued_as_new(store_url: str) -> None:
+    """An entity workflow that continues as new, waiting for a signal and an approval in
+    each generation: every generation's requests have keys of their own (unique over
+    the task's life, as the extension requires) and each answer reaches the run. The
+    keys were ``signal:add:1`` and ``approval:step-0`` in every generation, and their
+    answers were dropped as repeats of the first generation's: the task stayed
+    ``input_required`` for ever."""
+    app = App(store_url)
+
+    @app.workflow(mcp=True)
+    async def tally(total: int = 0, rounds: int = 0) -> int:
+        """Add one number a round, each approved."""
+        if rounds == 2:
+            return total
+        number = await tether.wait_for_signal("add")
+        decision = await request_approval("add", number, "add it?", approval_id="step-0")
+        tether.continue_as_new(total=total + (int(number["value"]) if decision.approved
+                                              else 0), rounds=rounds + 1)
+
+    seen: list[str] = []
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        created = await client.session.call_tool("tally", {}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        for value in ("5", "7"):
+            for answer in ({"action": "accept", "content": {"value": value}},
+                           {"action": "accept", "content": {"approved": True}}):
+                task = await poll(client, created.task_id, {"input_required"})
+                assert task.input_requests is not None
+                key = next(k for k in task.input_requests if k not in seen)
+                seen.append(key)
+                await update_task(client, created.task_id, {key: answer})
+                await wait_for(functools.partial(_answered, client, created.task_id, key),
+                               timeout=20, what=f"the run takes the answer to {key}")
+        done = await poll(client, created.task_id, {"completed", "failed"})
+    assert done.status == "completed", done.error
+    assert done.result is not None and done.result["content"][0]["text"] == "12"
+    assert seen == ["signal:add:1", "approval:step-0", "signal:add:g1.1",
+                    "approval:g1:step-0"]
+
+
+async def _answered(client: Client, task_id: str, key: str) -> bool:
+    task = await get_task(client, task_id)
+    return key not in (task.input_requests or {})
 
 
 async def test_client_without_the_extension(served: tuple[App, str],

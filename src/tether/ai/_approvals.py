@@ -19,7 +19,8 @@ The status a waiting run publishes (the UI and the CLI read it)::
 The signal's payload is ``{"approved": bool, "note": str | None, "approval_id": str}``.
 The id makes a stale answer harmless: an answer that names another approval than the
 one waiting is skipped (journaled, ignored), and ``approve()`` sends it with the
-idempotency key ``approval:<id>``, so a double click answers once. A payload sent by
+idempotency key ``approval:<id>`` (``approval_key``: with the generation in a run that
+continued as new), so a double click answers once. A payload sent by
 hand without an id (``tether signal RUN approval --data '{"approved": true}'``)
 answers whatever approval is waiting.
 """
@@ -53,6 +54,17 @@ _WAITING_FOR = f"signal {APPROVAL_SIGNAL}"
 
 #: The ``state`` a run's status has while it waits for an approval.
 AWAITING_APPROVAL = "awaiting_approval"
+
+
+def approval_key(approval_id: str, generation: int = 0) -> str:
+    """The idempotency key of the answer to an approval, the same from every face (the
+    CLI, the API, MCP's ``tasks/update``), so that two answers count once:
+    ``approval:<id>``, and in a run that continued as new ``approval:g<generation>:<id>``.
+    A run keeps its signals (and their keys) over its generations, and a new generation
+    may well ask under an id an earlier one used (ids made from a turn counter that
+    starts again): its answer would be dropped as a repeat, the run waiting for ever."""
+    return f"approval:{approval_id}" if not generation else \
+        f"approval:g{generation}:{approval_id}"
 
 
 
@@ -221,7 +233,8 @@ async def approve(app: App, run_id: str, *, approved: bool = True,
         raise NoPendingApproval(run_id, _why_not(info.status, info.status_info))
     payload = {"approved": approved, "note": note, "approval_id": pending.approval_id}
     created = await app.signal(run_id, APPROVAL_SIGNAL, payload,
-                               idempotency_key=f"approval:{pending.approval_id}")
+                               idempotency_key=approval_key(pending.approval_id,
+                                                            info.generation))
     if not created:
         raise NoPendingApproval(
             run_id, f"approval {pending.approval_id} ({pending.tool}) was answered already")

@@ -30,6 +30,7 @@ from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_RESULT, SLOT_STATUS
 from tether._ids import new_run_id
 from tether._types import RunRecord, check_name
+from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
 from tether.errors import (
     ConfigError,
@@ -312,6 +313,8 @@ class TetherTasks:
         if (name == _APPROVAL_SIGNAL and isinstance(info, Mapping)
                 and info.get("state") == _AWAITING_APPROVAL and isinstance(approval, Mapping)):
             approval_id = str(approval.get("id", ""))
+            # (also the answer's idempotency key, as `tether approve` sends it)
+            key = approval_key(approval_id, run.generation)
             tool = str(approval.get("tool", ""))
             args = approval.get("arguments")
             message = (f"Approve {tool}({json.dumps(args, ensure_ascii=False)})? "
@@ -337,14 +340,17 @@ class TetherTasks:
                     run.run_id, _APPROVAL_SIGNAL,
                     {"approved": approved, "note": None if note is None else str(note),
                      "approval_id": approval_id},
-                    idempotency_key=f"approval:{approval_id}")
+                    idempotency_key=key)
 
-            return {f"approval:{approval_id}": (request, approve)}
+            return {key: (request, approve)}
         store = await app._open()
         journal = await store.journal_read(run.run_id)
         taken = sum(1 for e in journal if e.kind == "signal" and e.name == name
                     and e.status != "pending")
-        key = f"signal:{name}:{taken + 1}"
+        # Unique over the task's life: a run that continued as new counts its waits
+        # again from a fresh journal, so its keys name the generation.
+        key = (f"signal:{name}:{taken + 1}" if not run.generation
+               else f"signal:{name}:g{run.generation}.{taken + 1}")
         if (name == BUDGET_SIGNAL and isinstance(info, Mapping)
                 and info.get("waiting_for") == "budget"):
             return {key: self._budget_request(run, info, key)}
