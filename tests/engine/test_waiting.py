@@ -232,6 +232,32 @@ async def test_cancelling_a_parent_cancels_its_children(store_url: str) -> None:
     await app.close()
 
 
+async def test_cancelling_a_parent_ends_a_child_no_worker_started(store_url: str) -> None:
+    """A durable tool on a queue no worker serves (none started, or all down) has never
+    run: cancelling its parent ends it ``cancelled`` at once, as ``app.cancel`` of that
+    child does. It stayed ``queued`` (cancel requested) until a worker of its queue
+    came, for ever if none does."""
+    app = App(store_url)
+
+    @app.workflow(queue="gpu")
+    async def render(scene: str) -> str:
+        return scene
+
+    @app.workflow
+    async def agent() -> str:
+        return await tether.call(render, "intro", run_id="tool-1")
+
+    async with app.worker(queues=["default"]):
+        await app.start(agent, run_id="p")
+        await wait_for(lambda: status_is(app, "p", "waiting"))
+        await app.cancel("p")
+        await wait_for(lambda: status_is(app, "p", "cancelled"))
+        await wait_for(lambda: status_is(app, "tool-1", "cancelled"), timeout=10)
+    child = await app.get_run("tool-1")
+    assert child.finished_at is not None and child.journal == []
+    await app.close()
+
+
 async def test_child_failure_is_raised_in_the_parent(store_url: str) -> None:
     app = App(store_url)
 

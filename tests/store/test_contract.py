@@ -767,6 +767,31 @@ async def test_children_cancel_ends_a_blocked_child_and_wakes_its_waiter(store: 
     assert await claim(store, T0 + 3, queues=("q", "kids")) == ["p"]
 
 
+async def test_children_cancel_ends_a_child_that_never_started(store: Store) -> None:
+    """A queued child with no journal entry (its queue has no worker) has no code that
+    could observe a cancel: cancelling its parent's children ends it ``cancelled`` at
+    once, as ``run_cancel`` of that child does; one that ran before (it has entries)
+    is asked, as a waiting one is."""
+    lease = (await start_and_claim(store, "p")).lease
+    for pos, cid in enumerate(("fresh", "ran")):
+        await store.child_start(lease=lease, child=run_record(cid, queue=f"k{pos}", parent="p",
+                                                              parent_position=pos),
+                                entry=entry(pos, kind="child_start", name=cid,
+                                            result=f'"{cid}"'))
+    ran = (await store.run_claim(worker_id="w2", queues=["k1"], limit=1, now=T0,
+                                 lease_seconds=LEASE))[0].lease
+    await store.journal_append(lease=ran, entry=entry(0))
+    await store.run_finish(lease=ran, status="failed", result=None, error="{}", now=T0)
+    await store.run_retry(run_id="ran", version=None, now=T0)  # queued again, ran before
+    assert (await store.run_get("ran")).status == "queued"  # type: ignore[union-attr]
+    assert await store.run_children_cancel(parent_run_id="p", now=T0 + 3) == ["fresh", "ran"]
+    fresh, again = await store.run_get("fresh"), await store.run_get("ran")
+    assert fresh is not None and fresh.status == "cancelled" and fresh.finished_at == T0 + 3
+    assert fresh.available_at is None and fresh.owner is None
+    assert again is not None and again.status == "queued" and again.cancel_requested
+    assert again.available_at == T0 + 3
+
+
 # -- cancel and resume -------------------------------------------------------------------------
 
 

@@ -362,8 +362,10 @@ class Store(ServeQueries, Protocol):
         names it) in one transaction. Returns the stored child. Raises: LeaseLost."""
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
-        """Ask the unfinished children of a run whose policy is ``cancel`` to cancel; a
-        blocked one ends ``cancelled`` at once (and wakes a run waiting for it)."""
+        """Ask the unfinished children of a run whose policy is ``cancel`` to cancel; one
+        whose code cannot observe it, blocked or queued and never started (no journal
+        entry), ends ``cancelled`` at once (and wakes a run waiting for it), as
+        ``run_cancel`` ends such a run. Returns the children asked or ended, sorted."""
 
     async def subscribe(self, callback: Callable[[], None], *,
                         on_cancel: Callable[[str], None] | None = None,

@@ -1375,9 +1375,10 @@ class PostgresStore(PostgresServeQueries):
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
         params = {"parent_run_id": parent_run_id, "now": now, "channel": self._channel}
-        rows, _ = await self._txn([("run_children_cancel", params),
-                                   ("run_children_wake_waiters", params)])
-        return list(rows[0][0] or [])
+        ended, _, asked = await self._txn([("run_children_end", params),
+                                           ("run_children_wake_waiters", params),
+                                           ("run_children_cancel", params)])
+        return sorted([*(ended[0][0] or []), *(asked[0][0] or [])])
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel,

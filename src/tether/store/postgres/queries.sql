@@ -632,18 +632,32 @@ cins AS (
     RETURNING 1)
 SELECT (SELECT count(*) FROM jins), {schema}.wake(%(channel)s, (SELECT count(*) FROM cins));
 
+-- run_children_end --
+-- A run's children whose policy is cancel and that have no code that could observe a
+-- cancel end cancelled at once (as run_cancel_blocked): blocked ones, and queued ones
+-- that never started (no journal entry: e.g. a durable tool on a queue no worker
+-- serves). (A claim that takes a queued child first makes it running: not ended here.)
+-- Notifies if any ended (run_children_wake_waiters may make a run claimable).
+WITH e AS (
+    UPDATE {schema}.runs r
+    SET status = 'cancelled', cancel_requested = true, updated_at = %(now)s,
+        finished_at = %(now)s, owner = NULL, available_at = NULL
+    WHERE r.parent_run_id = %(parent_run_id)s AND r.on_parent_cancel = 'cancel'
+      AND (r.status = 'blocked'
+           OR (r.status = 'queued'
+               AND NOT EXISTS (SELECT 1 FROM {schema}.journal j
+                               WHERE j.run_id = r.run_id)))
+    RETURNING r.run_id)
+SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) FROM e;
+
 -- run_children_cancel --
--- Ask a run's unfinished children whose policy is cancel to cancel; notifies if any. A
--- blocked child has no code that could observe it, so it ends cancelled at once.
+-- Ask a run's other unfinished children whose policy is cancel to cancel (after
+-- run_children_end, in its transaction); notifies if any.
 WITH c AS (
     UPDATE {schema}.runs
     SET cancel_requested = true, updated_at = %(now)s,
-        finished_at = CASE WHEN status = 'blocked' THEN %(now)s ELSE finished_at END,
-        owner = CASE WHEN status = 'blocked' THEN NULL ELSE owner END,
-        available_at = CASE WHEN status = 'blocked' THEN NULL
-                            WHEN status IN ('queued', 'waiting') THEN %(now)s
-                            ELSE available_at END,
-        status = CASE WHEN status = 'blocked' THEN 'cancelled' ELSE status END
+        available_at = CASE WHEN status IN ('queued', 'waiting') THEN %(now)s
+                            ELSE available_at END
     WHERE parent_run_id = %(parent_run_id)s AND on_parent_cancel = 'cancel'
       AND status NOT IN ('completed', 'failed', 'cancelled')
     RETURNING run_id)

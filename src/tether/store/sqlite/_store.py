@@ -1635,12 +1635,12 @@ def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
 
 
 def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) -> list[str]:
-    rows = conn.execute(Q["run_children_cancel"],
-                        {"parent_run_id": parent_run_id, "now": now}).fetchall()
-    for child_id, status in rows:
-        if status == "cancelled":  # was blocked: it has ended, like a finish
-            _wake_waiters(conn, str(child_id), now)
-    return sorted(str(r[0]) for r in rows)
+    params = {"parent_run_id": parent_run_id, "now": now}
+    ended = conn.execute(Q["run_children_end"], params).fetchall()
+    for child_id, _ in ended:  # it has ended, like a finish: wake a run waiting for it
+        _wake_waiters(conn, str(child_id), now)
+    asked = conn.execute(Q["run_children_cancel"], params).fetchall()
+    return sorted(str(r[0]) for r in ended + asked)
 
 
 def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:

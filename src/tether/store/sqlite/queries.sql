@@ -156,16 +156,26 @@ ORDER BY signal_id LIMIT 1;
 -- Mark a signal consumed by the wait at a position.
 UPDATE tether_signals SET consumed_position = :position WHERE signal_id = :signal_id;
 
+-- run_children_end --
+-- A run's children whose policy is cancel and that have no code that could observe a
+-- cancel end cancelled at once (as run_cancel_blocked): blocked ones, and queued ones
+-- that never started (no journal entry: e.g. a durable tool on a queue no worker serves).
+UPDATE tether_runs
+SET status = 'cancelled', cancel_requested = 1, updated_at = :now, finished_at = :now,
+    owner = NULL, available_at = NULL
+WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
+  AND (status = 'blocked'
+       OR (status = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM tether_journal j
+                           WHERE j.run_id = tether_runs.run_id)))
+RETURNING run_id, status;
+
 -- run_children_cancel --
--- Ask a run's unfinished children whose policy is cancel to cancel; a blocked child has
--- no code that could observe it, so it ends cancelled at once (as run_cancel_blocked).
+-- Ask a run's other unfinished children whose policy is cancel to cancel (after
+-- run_children_end); a queued or waiting one becomes claimable now, to see it.
 UPDATE tether_runs
 SET cancel_requested = 1, updated_at = :now,
-    finished_at = CASE WHEN status = 'blocked' THEN :now ELSE finished_at END,
-    owner = CASE WHEN status = 'blocked' THEN NULL ELSE owner END,
-    available_at = CASE WHEN status = 'blocked' THEN NULL
-                        WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END,
-    status = CASE WHEN status = 'blocked' THEN 'cancelled' ELSE status END
+    available_at = CASE WHEN status IN ('queued', 'waiting') THEN :now ELSE available_at END
 WHERE parent_run_id = :parent_run_id AND on_parent_cancel = 'cancel'
   AND status NOT IN ('completed', 'failed', 'cancelled')
 RETURNING run_id, status;
