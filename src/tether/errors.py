@@ -171,17 +171,22 @@ class NonDeterminismError(TetherError):
     """Replay asked for a different operation than the journal holds at a position.
 
     The run stops as ``blocked``; it waits for a code fix and an operator's resume.
+    Raised by a run's own code (an integration that finds a journaled result no longer
+    fits the code: a recorded model response calling a tool since renamed), it stops
+    the run as ``blocked`` too; ``detail`` then says what does not fit, and a
+    ``position`` below 0 names no position.
     """
 
     def __init__(self, run_id: str, position: int, recorded: tuple[str, str] | None,
-                 requested: tuple[str, str] | None) -> None:
+                 requested: tuple[str, str] | None, *, detail: str | None = None) -> None:
         def fmt(op: tuple[str, str] | None) -> str:
             return "nothing" if op is None else f"{op[0]} {op[1]!r}"
 
+        where = f" at position {position}" if position >= 0 else ""
         super().__init__(
-            f"non-determinism in run {run_id!r} at position {position}: the journal "
-            f"recorded {fmt(recorded)}, the workflow code now asks for {fmt(requested)}"
-        )
+            f"non-determinism in run {run_id!r}{where}: " + (
+                detail or f"the journal recorded {fmt(recorded)}, the workflow code now "
+                          f"asks for {fmt(requested)}"))
         self.run_id = run_id
         self.position = position
         self.recorded = recorded

@@ -139,3 +139,32 @@ async def test_removed_operation_blocks_instead_of_completing(store_url: str) ->
     info = await v2.get_run("s")
     assert info.error is not None and info.error["recorded"] == ["step", "a"]
     await v2.close()
+
+
+async def test_code_that_raises_non_determinism_itself_blocks_the_run(store_url: str) -> None:
+    """An integration that finds a journaled result no longer fits the code (a recorded
+    model response calling a tool since renamed) raises NonDeterminismError: the run
+    stops as blocked, with its message, as for the engine's own check (it failed)."""
+    from tether.errors import NonDeterminismError
+
+    await _park_v1(store_url)
+    v2 = App(store_url)
+
+    @v2.step
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    @v2.workflow(name="flow")
+    async def flow(x: int) -> int:
+        y = await fetch(x)
+        raise NonDeterminismError(tether.run_id(), -1, ("step", "fetch"), None,
+                                  detail=f"fetch's recorded {y} no longer fits")
+
+    async with v2.worker():
+        await v2.signal("d", "go")
+        await wait_for(lambda: status_is(v2, "d", "blocked"))
+        info = await v2.get_run("d")
+    await v2.close()
+    assert info.error is not None
+    assert info.error["message"] == "non-determinism in run 'd': fetch's recorded 2 no " \
+                                    "longer fits"

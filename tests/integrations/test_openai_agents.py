@@ -6,6 +6,7 @@ ledger and budgets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -375,3 +376,75 @@ async def test_responses_api_model_streamed_in_a_workflow_and_replayed(
     assert info.metrics["llm.calls"] == 2 and info.metrics["saved.calls"] == 2
     assert info.metrics["tokens.input"] == 70
     assert "".join(chunks) == "Cold and clear in Oslo"
+
+
+def _note_agent_app(url: str, model: OpenAIChatCompletionsModel, tool_name: str,
+                    noted: list[str]) -> App:
+    """An agent whose first tool call is its tool ``tool_name`` and whose second is a
+    workflow on queue ``gate`` that waits for a signal (its run is released there)."""
+    app = App(url)
+
+    @app.workflow(queue="gate")
+    async def gate() -> str:
+        """Wait for the go."""
+        await tether.wait_for_signal("go")
+        return "open"
+
+    def note(text: str) -> str:
+        """Write a note down."""
+        noted.append(text)
+        return f"noted {text}"
+
+    TetherAgent(Agent(name="noter", model=model, tools=[
+        function_tool(note, name_override=tool_name), workflow_tool(gate)]), app=app)
+    return app
+
+
+async def test_a_recorded_response_calling_a_tool_the_code_no_longer_has_blocks(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """A deploy renames a tool while a run waits: replay gets the recorded response,
+    which calls the old name, and the SDK would raise ModelBehaviorError ("Tool note not
+    found"), failing the run (its parent and MCP task with it). The run stops as
+    ``blocked`` instead, as for a renamed model or a pydantic-ai tool, naming the tool;
+    with the old name back, ``resume`` finishes it without sending anything again."""
+    server.set_script([Reply(tool_calls=[{"name": "note", "arguments": {"text": "a"}}]),
+                       Reply(tool_calls=[{"name": "gate", "arguments": {}}]),
+                       Reply("done")])
+    noted: list[str] = []
+    old = _note_agent_app(store_url, model, "note", noted)
+    async with old, old.worker(queues=["default"]):
+        await old.start("noter", "go", run_id="n1")
+        await wait_for(lambda: status_is(old, "n1", "waiting"))
+    renamed = _note_agent_app(store_url, model, "jot", noted)
+    async with renamed, renamed.worker(queues=["default", "gate"]):
+        await renamed.signal("n1.3", "go")
+        with contextlib.suppress(RunFailed):
+            await renamed.handle("n1").result(timeout=20)
+        info = await renamed.get_run("n1")
+    assert info.status.value == "blocked", info.error
+    assert info.error is not None
+    assert info.error["type"] == "tether.errors.NonDeterminismError"
+    assert "note" in info.error["message"] and "no longer has" in info.error["message"]
+    restored = _note_agent_app(store_url, model, "note", noted)
+    async with restored, restored.worker(queues=["default", "gate"]):
+        await restored.resume("n1")
+        assert await restored.handle("n1").result(timeout=20) == "done"
+    assert noted == ["a"]
+    assert len(server.requests) == 3
+
+
+async def test_a_live_response_calling_an_unknown_tool_still_fails_the_run(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """The model's own error (a tool it made up, in a response asked of it now) is not a
+    code change: the run fails with the SDK's ModelBehaviorError, as it would without
+    Tether."""
+    server.set_script([Reply(tool_calls=[{"name": "nosuch", "arguments": {}}])])
+    app = _note_agent_app(store_url, model, "note", [])
+    async with app, app.worker(queues=["default"]):
+        await app.start("noter", "go", run_id="n2")
+        with pytest.raises(RunFailed):
+            await app.handle("n2").result(timeout=20)
+        info = await app.get_run("n2")
+    assert info.status.value == "failed"
+    assert info.error is not None
+    assert info.error["type"] == "agents.exceptions.ModelBehaviorError"

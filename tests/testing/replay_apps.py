@@ -108,3 +108,20 @@ async def flow_hangs(key: str) -> int:
 
     await asyncio.Event().wait()
     return 0
+
+
+#: Says itself that a recorded result no longer fits (as an integration does).
+says = App("sqlite:///replay-apps-never-opened.db")
+_fetch6, _store6, _ = _steps(says)
+
+
+@says.workflow(name="flow")
+async def flow_says(key: str) -> int:
+    from tether.errors import NonDeterminismError
+
+    value = await _fetch6(key)
+    await tether.sleep(3600)
+    go = await tether.wait_for_signal("go")
+    stored = await _store6(value + str(go))
+    raise NonDeterminismError(tether.run_id(), -1, ("step", "store"), None,
+                              detail=f"store's recorded {stored} no longer fits")

@@ -240,3 +240,14 @@ async def test_histories_hold_json_values_whatever_the_payload_hook() -> None:
     assert history["input"] == {"args": ["ada"]}
     [result] = await replay(app, history)
     assert result.compatible, result.message
+
+
+async def test_code_that_raises_non_determinism_itself_is_incompatible(
+        recorded: dict[str, Path]) -> None:
+    """A workflow (an integration) that raises NonDeterminismError after replaying its
+    whole journal is reported incompatible with its message (a worker blocks it), not
+    "compatible, the code raises"."""
+    [done] = await replay(apps.says, recorded["done"])
+    assert not done.compatible
+    assert done.message == "non-determinism in run 'done': store's recorded 4 no longer fits"
+    assert done.recorded == ("step", "store")

@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, cast
 
@@ -55,6 +56,7 @@ from agents import (
     function_tool,
 )
 from agents.agent_output import AgentOutputSchemaBase
+from agents.exceptions import ModelBehaviorError
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.memory import Session, SessionABC
 from agents.models.interface import ModelTracing
@@ -75,6 +77,7 @@ from tether.ai import (
     error_for_status,
     set_budget,
 )
+from tether.errors import NonDeterminismError
 
 __all__ = [
     "TetherAgent",
@@ -95,6 +98,25 @@ DEFAULT_TOOL_RETRY = RetryPolicy(initial_interval=1.0, backoff=2.0, max_interval
                                  max_attempts=3)
 
 _RESPONSE = pydantic.TypeAdapter(ModelResponse)
+
+
+
+@dataclasses.dataclass(slots=True)
+class _LastResponse:
+    """Per execution of a run (``ext.Run.memory``): the operation whose recorded
+    response the run's last model request got from the journal, or ``None`` if it was
+    asked of the provider in this execution. (The SDK asks its model in tasks of its
+    own, so a context variable would not reach ``TetherAgent.run``.)"""
+
+    replayed: str | None = None
+
+
+def _last_response() -> _LastResponse | None:
+    run = ext.current_run()
+    return None if run is None else run.memory(_LastResponse, _LastResponse)
+
+#: How the SDK says a model response calls a tool the agent does not have.
+_TOOL_NOT_FOUND = re.compile(r"^Tool (?P<tool>\S+) not found in agent (?P<agent>.+)$")
 _USAGE = pydantic.TypeAdapter(AgentsUsage)
 
 
@@ -195,17 +217,21 @@ class TetherModel(Model):
 
         if not ext.in_workflow():
             return await call()
+        fresh: list[bool] = []  # (the step's body ran in this execution)
 
         async def request() -> Any:
+            fresh.append(True)
             with _provider_errors():
                 response = await call()
             return _RESPONSE.dump_python(response, mode="json")
 
+        operation = f"openai_agents:model:{self.name}"
         payload = await self._metered().call(
-            f"openai_agents:model:{self.name}", request, model=self.name, usage=_usage_of,
+            operation, request, model=self.name, usage=_usage_of,
             estimate_tokens=_estimate(system_instructions, input),
             max_output_tokens=model_settings.max_tokens or 0,
             args={"model": self.name, "stream": False})
+        _note_response(operation, fresh)
         return _load_model_response(payload)
 
     async def stream_response(
@@ -230,7 +256,10 @@ class TetherModel(Model):
                 yield event
             return
 
+        fresh: list[bool] = []  # (the step's body ran in this execution)
+
         async def request() -> Any:
+            fresh.append(True)
             run = ext.current_run()
             final: Response | None = None
             with _provider_errors():
@@ -246,11 +275,13 @@ class TetherModel(Model):
                 await _publish(run, {"type": "llm.end"})
             return final.model_dump(mode="json")
 
+        operation = f"openai_agents:model:{self.name}"
         payload = await self._metered().call(
-            f"openai_agents:model:{self.name}", request, model=self.name, usage=_usage_of,
+            operation, request, model=self.name, usage=_usage_of,
             estimate_tokens=_estimate(system_instructions, input),
             max_output_tokens=model_settings.max_tokens or 0,
             args={"model": self.name, "stream": True})
+        _note_response(operation, fresh)
         yield ResponseCompletedEvent(type="response.completed", sequence_number=0,
                                      response=Response.model_construct(**payload))
 
@@ -511,10 +542,13 @@ class TetherAgent(Generic[OutputT]):
         if session is not None and not isinstance(session, TetherSession):
             session = TetherSession(session)
         config = kwargs.pop("run_config", None)
-        return await Runner.run(self.durable_agent, input, session=session, context=context,
-                                max_turns=max_turns or self.max_turns,
-                                run_config=run_config(config) if config else self.config,
-                                **kwargs)
+        try:
+            return await Runner.run(self.durable_agent, input, session=session,
+                                    context=context, max_turns=max_turns or self.max_turns,
+                                    run_config=run_config(config) if config else self.config,
+                                    **kwargs)
+        except ModelBehaviorError as exc:
+            raise _code_changed(exc) from exc
 
     async def start(self, input: str, *, run_id: str | None = None) -> RunHandle[OutputT]:
         """Start a run of the registered workflow (returns at once).
@@ -530,6 +564,33 @@ class TetherAgent(Generic[OutputT]):
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _note_response(operation: str, fresh: list[bool]) -> None:
+    last = _last_response()
+    if last is not None:
+        last.replayed = None if fresh else operation
+
+
+def _code_changed(exc: ModelBehaviorError) -> Exception:
+    """``exc``, or a ``NonDeterminismError`` when it says a model response calls a tool
+    the agent does not have and that response came from the journal: the model did not
+    err (the run went on past it when it was recorded), the code changed since (a tool or
+    handoff renamed or removed). The run then stops as ``blocked``, as for a renamed
+    model or a pydantic-ai tool, instead of failing (its parent and MCP task with it):
+    an operator puts the tool back and resumes it. A live response calling an unknown
+    tool is the model's error, and stays the SDK's ``ModelBehaviorError``."""
+    found = _TOOL_NOT_FOUND.match(str(exc))
+    last, run = _last_response(), ext.current_run()
+    operation = last.replayed if last is not None else None
+    if found is None or operation is None or run is None:
+        return exc
+    return NonDeterminismError(
+        run.run_id, -1, ("step", operation), None,
+        detail=(f"the recorded response of step {operation!r} calls the tool "
+                f"{found['tool']!r}, which agent {found['agent']!r} no longer has (a tool "
+                "or handoff renamed or removed since the run started): put it back (or "
+                "keep its old name with name_override=), then resume the run"))
 
 
 class _provider_errors:

@@ -258,6 +258,10 @@ def _verdict(ctx: _CheckContext, history: History,
         return _result(history, True, replayed=ctx.replayed, message=(
             f"compatible: replays {_ops(ctx.replayed)}, then runs {kind} {name!r} "
             f"at position {pos}"))
+    if isinstance(raised, NonDeterminismError):  # the code (an integration) says so
+        return _result(history, False, position=raised.position, recorded=raised.recorded,
+                       requested=raised.requested, replayed=ctx.replayed,
+                       message=str(raised))
     extra = ctx.unconsumed_entry()
     if extra is not None:
         return _result(history, False, position=extra.position,

@@ -1088,6 +1088,11 @@ class Worker:
             with contextlib.suppress(_Stop):
                 await ctx.flush()
         stop = ctx.stop
+        if stop is None and isinstance(error, NonDeterminismError):
+            # Raised by the run's code itself: an integration found that what the
+            # journal holds no longer fits the code (a recorded model response calling a
+            # tool since renamed): blocked, as the engine's own check stops it.
+            stop = Blocked(error)
         if stop is None and error is None:
             extra = ctx.unconsumed_entry()
             if extra is not None:
