@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import tether
+from tests.engine.helpers import status_is, wait_for
 from tether import App, RetryPolicy, RunFailed
 from tether.ai import (
     LLM,
@@ -339,6 +340,44 @@ async def test_workflow_tool_runs_as_a_child_on_another_queue_and_worker(
     assert spec["parameters"]["properties"]["query"]["description"] == "what to look for."
     assert json.loads(tool_messages(server.requests[1])[0]["content"]) == [
         "tether result 0", "tether result 1"]
+
+
+async def test_a_function_tool_beside_a_running_child_tool_runs_once(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """One turn calls a function tool (a charge) and a workflow tool whose child is not
+    done: the run is released to wait for the child only once the charge's step is
+    journaled. It was released at once, interrupting the charge in flight, which ran
+    again (same step key) when the child's result woke the run: a paid side effect
+    twice, with no crash at all."""
+    app = App(store_url)
+    charged: list[str] = []
+
+    @function_tool
+    async def charge(cents: int) -> str:
+        """Charge the customer's card."""
+        charged.append(tether.step_key())
+        await asyncio.sleep(0.3)
+        return f"charged {cents}"
+
+    @app.workflow(queue="render")
+    async def render(scene: str) -> str:
+        """Render a scene (waits for the render farm's go)."""
+        await tether.wait_for_signal("go")
+        return f"rendered {scene}"
+
+    app.add_agent(Agent("shop", model=llm, tools=[charge, workflow_tool(render)]))
+    server.set_script([Reply(tool_calls=[call("charge", {"cents": 5}),
+                                         call("render", {"scene": "intro"})]),
+                       Reply("done")])
+    async with app, app.worker(queues=["default", "render"]):
+        handle = await app.start("shop", "buy and render", run_id="shop-1")
+        await wait_for(lambda: status_is(app, "shop-1.2", "waiting"))
+        await wait_for(lambda: status_is(app, "shop-1", "waiting"))
+        await app.signal("shop-1.2", "go")
+        assert await handle.result(timeout=30) == "done"
+    assert charged == ["shop-1:1"]
+    assert [m["content"] for m in tool_messages(server.requests[1])] == [
+        "charged 5", "rendered intro"]
 
 
 async def test_a_failed_child_tool_is_reported_to_the_model(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -647,7 +648,29 @@ class Agent:
                 if c.child is not None:
                     c.child.close()
             raise
-        answers = list(await asyncio.gather(*launched))
+        # The waits for child runs (agents, workflows as tools) last: a child still going
+        # releases the run, which interrupts the steps other calls have in flight (they
+        # would run again when the child's result wakes the run: a paid call twice).
+        # Their children started at launch, and every position is taken, so awaiting
+        # them after the other calls costs no concurrency and changes no position.
+        answers: list[str] = [""] * len(calls)
+        groups = ([i for i, c in enumerate(calls) if c.child is None],
+                   [i for i, c in enumerate(calls) if c.child is not None])
+        try:
+            for group in groups:
+                for i, answer in zip(group, await asyncio.gather(
+                        *(launched[i] for i in group)), strict=True):
+                    answers[i] = answer
+        except BaseException:
+            for i in groups[1]:  # never awaited if the first group ended the turn
+                pending = launched[i]
+                if (asyncio.iscoroutine(pending) and inspect.getcoroutinestate(pending)
+                        == inspect.CORO_CREATED):
+                    pending.close()
+                    child = calls[i].child
+                    if child is not None:
+                        child.close()
+            raise
         # Child runs (agents, workflows) are over: roll their spend into this run's, in
         # the model's order (one journaled step each, so replay adds the same).
         for c in calls:
