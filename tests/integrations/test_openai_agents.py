@@ -448,3 +448,28 @@ async def test_a_live_response_calling_an_unknown_tool_still_fails_the_run(
     assert info.status.value == "failed"
     assert info.error is not None
     assert info.error["type"] == "agents.exceptions.ModelBehaviorError"
+
+
+async def test_a_tool_result_with_a_non_finite_float_is_journaled_as_text(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """A tool's result that is not JSON is journaled as its ``str()`` (the docs'
+    promise); one holding NaN or infinity passed the check (``json.dumps`` writes them)
+    and the journal refused it: the run failed after the tool had run."""
+    measured: list[int] = []
+
+    @function_tool
+    def measure(x: int) -> dict[str, float]:
+        """Measure x."""
+        measured.append(x)
+        return {"ratio": float("nan")}
+
+    app = App(store_url)
+    TetherAgent(Agent(name="meter", model=model, tools=[measure]), app=app)
+    server.set_script([Reply(tool_calls=[{"name": "measure", "arguments": {"x": 1}}]),
+                       Reply("measured")])
+    async with app, app.worker():
+        handle = await app.start("meter", "measure 1", run_id="m1")
+        assert await handle.result(timeout=20) == "measured"
+    assert measured == [1]
+    assert [m["content"] for m in server.requests[1].body["messages"]
+            if m["role"] == "tool"] == ["{'ratio': nan}"]

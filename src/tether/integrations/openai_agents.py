@@ -638,10 +638,14 @@ def _estimate(system: str | None, input: str | list[TResponseInputItem]) -> int:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as the journal can hold it: JSON as it is, a pydantic model as its JSON,
+    a list item by item, a dataclass as its fields, anything else as its ``str()``.
+    (NaN and infinity are no JSON: the journal refuses them, though ``json.dumps``
+    writes them by default.)"""
     if isinstance(value, pydantic.BaseModel):
         return value.model_dump(mode="json")
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         if isinstance(value, list):
             return [_jsonable(v) for v in value]
