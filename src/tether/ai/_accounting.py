@@ -21,9 +21,10 @@ Run metrics (``App.get_run(run_id).metrics``, ``tether show``):
 ============================ ==========================================================
 
 Spent figures are added from the step body, so they count what was really paid: a
-crash after the provider answered and before the journal commit pays twice and counts
-twice. Saved figures are added by the engine's ``on_replay`` hook, once per journal
-position over the run's life.
+crash after the provider answered and before the journal commit pays twice, and the
+lost answer is usually not counted (its cost is written with its journal entry, in one
+transaction, unless that write went out on its own first). Saved figures are added
+by the engine's ``on_replay`` hook, once per journal position over the run's life.
 """
 
 from __future__ import annotations
