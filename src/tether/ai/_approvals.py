@@ -39,6 +39,7 @@ __all__ = [
     "ApprovalDecision",
     "NoPendingApproval",
     "PendingApproval",
+    "approval_key",
     "approve",
     "pending_approval",
     "pending_approvals",
