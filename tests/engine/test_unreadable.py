@@ -82,7 +82,8 @@ async def test_a_lone_wrong_worker_meets_the_run_again_after_its_back_off(
         await wait_for(lambda: bad._unreadable_runs.get("enc-1", (0, 0.0))[0] >= 3,
                        timeout=60, what="the wrong worker met the run three times")
     run = await right.store.run_get("enc-1")
-    assert run is not None and run.status == RunStatus.WAITING.value
+    assert run is not None and run.status == RunStatus.WAITING.value, (
+        run, bad._unreadable_runs)
     assert wrong_ran == []
 
 
