@@ -1397,6 +1397,70 @@ async def test_after_a_long_outage_the_pool_reconnects_soon_after_the_server_is_
         assert time.monotonic() - back < 5, time.monotonic() - back
 
 
+async def test_callers_waiting_through_an_outage_are_served_soon_after_it_ends(
+        pg_url: str) -> None:
+    """Eight callers (a worker's calls) wait for a connection through an 8 s outage (a
+    proxy that stops listening and cuts its connections, then listens again on the same
+    port). psycopg_pool tried each broken connection again after 1, 2 and 2 s and then
+    gave it up (``reconnect_timeout``: the store's ``connect_timeout``); a caller that
+    was waiting then got nothing until its ``pool_timeout`` ended, since only a new
+    caller makes the pool connect again (here: 30 s; in the measurements, 0.1 to 4.5 s
+    after the server's return, with callers coming and going). Now each connection
+    tries again every ``RETRY_EVERY`` (0.5 s) while a caller waits, and the attempts of
+    all of them together are spaced (``ATTEMPT_SPACING``): about 2 a second, not 16."""
+    async with _GoneServer(pg_url, pool_min=8, pool_max=8, pool_timeout=30.0,
+                           connect_timeout=2.0) as server:
+        store = server.store
+        assert store._pool is not None
+        await store._pool.wait(10)  # (none still connecting through the proxy as it goes)
+        await asyncio.gather(*(store.run_get("r1") for _ in range(8)))
+        await server.gone()
+
+        async def call() -> Any:
+            while True:
+                try:
+                    return await store.run_get("r1")
+                except StoreUnavailable:  # (a pooled connection the proxy was closing)
+                    await asyncio.sleep(0.1)
+
+        waiting = [asyncio.ensure_future(call()) for _ in range(8)]
+        await asyncio.sleep(1.0)
+        failed_at_1s = store._outage.failures
+        assert failed_at_1s >= 1
+        await asyncio.sleep(7.0)
+        rate = (store._outage.failures - failed_at_1s) / 7.0
+        assert not any(w.done() for w in waiting), [w for w in waiting if w.done()]
+        await server.back()
+        # (About 0.5 s here; generous for a shared machine.)
+        done, _ = await asyncio.wait(waiting, timeout=4.0)
+        assert len(done) == 8, "callers waiting through the outage were not served"
+        assert all(w.result() is not None for w in waiting)
+        assert rate <= 3.5, f"{rate:.1f} connection attempts a second while down"
+
+
+async def test_with_no_caller_waiting_the_pool_stops_trying_to_connect(
+        pg_url: str) -> None:
+    """A connection that failed to connect tries again only while a caller waits for
+    one: once the last caller gave up (its ``pool_timeout``), the pool gives it up
+    after ``connect_timeout`` and makes no more attempts until the next caller.
+    (psycopg_pool keeps a caller that gave up in its queue, marked: it counts as gone.)"""
+    async with _GoneServer(pg_url, pool_timeout=1.0, connect_timeout=2.0) as server:
+        store = server.store
+        await server.gone()
+        for _ in range(3):  # (the first may take a pooled connection the proxy closes)
+            with pytest.raises(StoreUnavailable):
+                await store.run_get("r1")
+        await asyncio.sleep(3.0)  # connect_timeout and a margin: given up
+        failed = store._outage.failures
+        await asyncio.sleep(2.0)
+        assert store._outage.failures == failed, "the pool kept trying with nobody waiting"
+        with pytest.raises(StoreUnavailable):  # the next caller starts a new try at once
+            await store.run_get("r1")
+        assert store._outage.failures > failed
+        await server.back()
+        assert await store.run_get("r1") is not None
+
+
 async def _fail_fast(call: Any) -> Any:
     """``await call()`` as a request of ``tether serve`` makes it."""
     token = FAIL_FAST.set(True)

@@ -115,7 +115,12 @@ from tether.store.postgres._group_commit import (
 )
 from tether.store.postgres._lifecycle import Lifecycle
 from tether.store.postgres._listener import Listener
-from tether.store.postgres._outage import Outage, quiet_pool_log, tracked_connection
+from tether.store.postgres._outage import (
+    Outage,
+    ReconnectingPool,
+    quiet_pool_log,
+    tracked_connection,
+)
 from tether.store.postgres._raw import Held, Prepared, answer_reader, wait_answer
 from tether.store.postgres._serve import SERVE_QUERIES, PostgresServeQueries
 
@@ -364,15 +369,12 @@ class PostgresStore(PostgresServeQueries):
                             f"PostgreSQL schema {self.schema!r} at {self.cfg.where} is behind "
                             f"(pending: {', '.join(behind)}) and auto-migration is off; "
                             "run `tether db migrate --db URL` with this store's URL")
-        # reconnect_timeout: psycopg_pool retries a failed connection with a backoff
-        # that doubles without bound until reconnect_timeout (default 5 minutes), so
-        # after an outage of two minutes the next try came up to a minute after the
-        # server was back (runs resumed 15 s after it, in the outage probe of
-        # docs/postgres.md). Given up sooner, a try is made again as soon as an
-        # operation needs a connection.
+        # A connection that fails to connect tries again every RETRY_EVERY (0.5 s)
+        # while a caller waits for one (ReconnectingPool), and is given up after
+        # reconnect_timeout when none does; the next caller starts a new one.
         self._outage.reset()  # (what a closed store knew is stale)
         quiet_pool_log()
-        pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
+        pool: psycopg_pool.AsyncConnectionPool[Conn] = ReconnectingPool(
             self.cfg.conninfo, kwargs={"autocommit": True}, min_size=self.pool_min,
             max_size=self.pool_max, open=False, timeout=self.pool_timeout,
             max_idle=self.pool_max_idle, reconnect_timeout=self.connect_timeout,
