@@ -467,6 +467,61 @@ def test_bad_pool_settings_are_config_errors() -> None:
             PostgresStore("postgresql://h/db", pool_max_idle=idle)
 
 
+def test_pool_options_are_url_parameters_too() -> None:
+    """``tether worker --db URL`` takes no store options, so the pool's are URL query
+    parameters as well (removed before connecting), read as the arguments are; a value
+    given twice in the URL, or in the URL and as an argument, must be the same."""
+    url = "postgresql://u@db.example:5432/app"
+    store = PostgresStore(f"{url}?pool_min=2&pool_max=20&pool_timeout=2.5"
+                          "&pool_max_idle=30&sslmode=disable")
+    assert (store.pool_min, store.pool_max, store.pool_timeout, store.pool_max_idle) \
+        == (2, 20, 2.5, 30.0)
+    assert "pool" not in store.cfg.conninfo and "sslmode=disable" in store.cfg.conninfo
+    default = PostgresStore(url)
+    assert (default.pool_min, default.pool_max, default.pool_timeout,
+            default.pool_max_idle) == (1, 10, 10.0, 60.0)
+    # An argument equal to its default is still given: it must agree with the URL.
+    assert PostgresStore(f"{url}?pool_max=20", pool_max=20).pool_max == 20
+    assert PostgresStore(f"{url}?pool_max=20", pool_min=3).pool_min == 3
+    for query, option in (("pool_max=20", {"pool_max": 10}),
+                          ("pool_timeout=3", {"pool_timeout": 10.0}),
+                          ("pool_max_idle=5", {"pool_max_idle": 60})):
+        with pytest.raises(ConfigError, match=r"the URL says .*; pick one"):
+            PostgresStore(f"{url}?{query}", **option)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="pool bounds: pool_min=5, pool_max=2"):
+        PostgresStore(f"{url}?pool_min=5", pool_max=2)
+    for query, message in (
+            ("pool_max=0", "pool_max must be a whole number of at least 1, not '0'"),
+            ("pool_max=2.5", "pool_max must be a whole number"),
+            ("pool_max=", "pool_max must be a whole number"),
+            ("pool_min=-1", "pool_min must be a whole number of at least 0"),
+            ("pool_min=many", "pool_min must be a whole number"),
+            ("pool_timeout=0", "pool_timeout must be a positive, finite number"),
+            ("pool_max_idle=inf", "pool_max_idle must be a positive, finite number"),
+            ("pool_max=3&pool_max=4", r"gives pool_max 2 times \('3', '4'\); give it once"),
+            ("pool_maxx=3", r'invalid URI query parameter: "pool_maxx" \(neither a libpq '
+             r"connection parameter nor a store option: schema, query_timeout, pool_min")):
+        with pytest.raises(ConfigError, match=message):
+            PostgresStore(f"{url}?{query}")
+    with pytest.raises(ConfigError, match="pool_max must be a whole number"):
+        PostgresStore(url, pool_max=True)
+    assert PostgresStore(f"{url}?pool_max=3&pool_max=3").pool_max == 3
+
+
+async def test_the_pool_is_sized_by_the_url(pg_url: str) -> None:
+    """A store opened on a URL with pool options opens a pool of that size."""
+    store = PostgresStore(f"{pg_url}?pool_min=3&pool_max=4&pool_timeout=1.5")
+    await store.open()
+    try:
+        pool = store._pool
+        assert pool is not None
+        assert (pool.min_size, pool.max_size, pool.timeout) == (3, 4, 1.5)
+        await pool.wait(5)  # (pool_min connections made at open)
+        assert pool.get_stats()["pool_size"] == 3
+    finally:
+        await store.close()
+
+
 def test_bad_schema_names_and_conflicts_are_config_errors() -> None:
     """The schema comes from the option or the URL, once, and must be a plain name."""
     with pytest.raises(ConfigError):

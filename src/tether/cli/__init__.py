@@ -28,7 +28,7 @@ from tether.cli import (
     _serve,
     _worker,
 )
-from tether.cli._common import CliError, safe
+from tether.cli._common import DB_HELP, CliError, safe
 from tether.errors import TetherError
 
 EXIT_ERROR = 1
@@ -37,8 +37,7 @@ EXIT_USAGE = 2
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="URL",
-                        help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    common.add_argument("--db", metavar="URL", help=DB_HELP)
     _logging.add_arguments(common)
     parser = argparse.ArgumentParser(
         prog="tether",

@@ -17,6 +17,12 @@ from tether._types import _FORBIDDEN
 from tether.encryption import sealed_view
 from tether.store import resolve_url
 
+#: The help of every command's ``--db``.
+DB_HELP = ("store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db); a "
+           "postgresql:// URL takes the store's options as query parameters: schema, "
+           "query_timeout, pool_min, pool_max, pool_timeout, pool_max_idle (e.g. "
+           "postgresql://u@db/agents?pool_max=30; see docs/postgres.md)")
+
 
 class CliError(Exception):
     """A one-line error for the user, with an exit code."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
-from tether.cli._common import CliError, client, dumps, fmt_time
+from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time
 from tether.cli._logging import LEVELS
 
 
@@ -19,8 +19,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     # --db may come before or after the action; a default here would hide the first.
     inner = argparse.ArgumentParser(add_help=False)
-    inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
-                       help="store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db)")
+    inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
     inner.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS,
                        help="log lines at this level and above (default: info)")
     inner.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,

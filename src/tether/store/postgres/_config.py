@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -22,9 +22,18 @@ DEFAULT_SCHEMA = "tether"
 #: raises StoreUnavailable: the client-side deadline that finds a server that accepts
 #: connections but never answers (see ``_deadline``).
 DEFAULT_QUERY_TIMEOUT = 30.0
-#: Store options a ``postgresql://`` URL may carry as query parameters; they are removed
-#: before connecting (libpq would refuse them).
-_STORE_PARAMS = ("schema", "query_timeout")
+#: Store options a ``postgresql://`` URL may carry as query parameters, besides
+#: ``schema``; they are removed before connecting (libpq would refuse them). Each is
+#: also an argument of ``PostgresStore``, read as: seconds (``seconds``) or a count at
+#: least this large (``count``).
+STORE_OPTIONS: dict[str, str | int] = {
+    "query_timeout": "seconds",
+    "pool_min": 0,
+    "pool_max": 1,
+    "pool_timeout": "seconds",
+    "pool_max_idle": "seconds",
+}
+_STORE_PARAMS = ("schema", *STORE_OPTIONS)
 #: Lower case, so that the name needs no quoting anywhere; short enough that the
 #: notification channel (``<schema>_wake``) fits PostgreSQL's 63-byte identifiers.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,57}$")
@@ -54,8 +63,9 @@ class PgConfig:
     port: str
     dbname: str
     schema: str
-    #: ``?query_timeout=SECONDS`` of the URL, if it has one.
-    query_timeout: float | None = None
+    #: The store options (``STORE_OPTIONS``) the URL gives, read: ``?pool_max=20`` is
+    #: ``{"pool_max": 20}``.
+    options: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def channel(self) -> str:
@@ -70,21 +80,26 @@ class PgConfig:
 
 def parse_url(url: str, *, schema: str | None, connect_timeout: float,
               application_name: str = "tether") -> PgConfig:
-    """Split ``?schema=NAME`` and ``?query_timeout=SECONDS`` off ``url`` and add
-    connection defaults the URL lacks (``connect_timeout``, ``application_name``,
+    """Split ``?schema=NAME`` and the store options (``STORE_OPTIONS``:
+    ``?query_timeout=SECONDS``, ``?pool_max=N``...) off ``url`` and add connection
+    defaults the URL lacks (``connect_timeout``, ``application_name``,
     :data:`TCP_DEFAULTS`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"not a PostgreSQL URL: {url!r}")
     params = parse_qsl(parts.query, keep_blank_values=True)
-    in_url = [v for k, v in params if k == "schema"]
     rest = [(k, v) for k, v in params if k not in _STORE_PARAMS]
-    timeouts = [v for k, v in params if k == "query_timeout"]
-    for key, values in (("schema", in_url), ("query_timeout", timeouts)):
+    given: dict[str, list[str]] = {}
+    for k, v in params:
+        if k in _STORE_PARAMS:
+            given.setdefault(k, []).append(v)
+    for key, values in given.items():
         if len(set(values)) > 1:
             raise ConfigError(f"the URL gives {key} {len(values)} times "
                               f"({', '.join(map(repr, values))}); give it once")
-    query_timeout = seconds(timeouts[-1], "query_timeout") if timeouts else None
+    in_url = given.get("schema", [])
+    options = {key: option(key, values[-1]) for key, values in given.items()
+               if key != "schema"}
     if in_url and schema is not None and in_url[-1] != schema:
         raise ConfigError(
             f"the URL names schema {in_url[-1]!r} and the schema option {schema!r}; pick one")
@@ -97,25 +112,68 @@ def parse_url(url: str, *, schema: str | None, connect_timeout: float,
     bare = urlunsplit(parts._replace(scheme="postgresql",
                                      query=urlencode(rest, quote_via=quote)))
     try:
-        given = conninfo_to_dict(bare)
+        libpq = conninfo_to_dict(bare)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"bad PostgreSQL URL {url!r}: {_first_line(exc)}") from None
+        why = _first_line(exc)
+        if "invalid URI query parameter" in why:
+            why += (" (neither a libpq connection parameter nor a store option: "
+                    f"{', '.join(_STORE_PARAMS)})")
+        raise ConfigError(f"bad PostgreSQL URL {url!r}: {why}") from None
     extra: dict[str, object] = {}
-    if "connect_timeout" not in given:
+    if "connect_timeout" not in libpq:
         # libpq takes whole seconds; 0 would mean "wait forever".
         extra["connect_timeout"] = max(1, round(connect_timeout))
-    if "application_name" not in given:
+    if "application_name" not in libpq:
         extra["application_name"] = application_name
-    extra.update((k, v) for k, v in TCP_DEFAULTS.items() if k not in given)
-    host = str(given.get("host") or given.get("hostaddr") or "localhost")
+    extra.update((k, v) for k, v in TCP_DEFAULTS.items() if k not in libpq)
+    host = str(libpq.get("host") or libpq.get("hostaddr") or "localhost")
     return PgConfig(
         conninfo=make_conninfo(bare, **extra),  # type: ignore[arg-type]
         host=host,
-        port=str(given.get("port") or "5432"),
-        dbname=str(given.get("dbname") or given.get("user") or ""),
+        port=str(libpq.get("port") or "5432"),
+        dbname=str(libpq.get("dbname") or libpq.get("user") or ""),
         schema=name,
-        query_timeout=query_timeout,
+        options=options,
     )
+
+
+def option(name: str, value: object) -> float:
+    """Store option ``name`` (of ``STORE_OPTIONS``) read from ``value`` (a URL's text or
+    the store's argument).
+
+    Raises: ConfigError naming the option and the value."""
+    kind = STORE_OPTIONS[name]
+    if kind == "seconds":
+        return seconds(value, name)
+    assert isinstance(kind, int)
+    return count(value, name, kind)
+
+
+def count(value: object, what: str, least: int) -> int:
+    """``value`` as a whole number of at least ``least`` (a URL's text or an int)."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if number is None or number < least:
+        raise ConfigError(f"{what} must be a whole number of at least {least}, "
+                          f"not {value!r}")
+    return number
+
+
+def pick(name: str, argument: object, cfg: PgConfig, default: float) -> float:
+    """The value of store option ``name``: the store's ``argument`` if given (not
+    ``None``), else the URL's, else ``default``. Both given and different: ConfigError
+    (which one meant it cannot be known); the same value twice is fine."""
+    in_url = cfg.options.get(name)
+    if argument is None:
+        return default if in_url is None else in_url
+    value = option(name, argument)
+    if in_url is not None and in_url != value:
+        raise ConfigError(f"the URL says {name}={in_url:g} and the {name} option "
+                          f"{value:g}; pick one")
+    return value
 
 
 def seconds(value: object, what: str) -> float:

@@ -97,7 +97,7 @@ from tether.store.postgres._config import (
     PgConfig,
     busy,
     parse_url,
-    seconds,
+    pick,
     translate_errors,
     unavailable,
 )
@@ -226,6 +226,12 @@ def _looks_dead(conn: Conn) -> bool:
 class PostgresStore(PostgresServeQueries):
     """The PostgreSQL store: ``postgresql://user@host:5432/db[?schema=NAME]``.
 
+    ``schema``, ``query_timeout``, ``pool_min``, ``pool_max``, ``pool_timeout`` and
+    ``pool_max_idle`` may also be given in the URL's query (``?pool_max=20``; removed
+    before connecting), so that a command that takes only a URL (``tether worker --db``)
+    can set them. An option given both ways must have the same value in both, else
+    ConfigError: neither can be known to be the one meant.
+
     Args:
         url: a libpq URL; ``?schema=NAME`` (removed before connecting) picks the schema.
         schema: the schema holding Tether's tables (default ``tether``); the same as
@@ -233,17 +239,17 @@ class PostgresStore(PostgresServeQueries):
         migrate: create and migrate the tables on ``open()`` (also off when the
             environment has ``TETHER_AUTO_MIGRATE=0``). When off, ``open()`` raises
             ConfigError if the schema is behind; ``tether db migrate`` brings it up.
-        pool_min, pool_max: bounds of the connection pool (the listener's connection
-            is extra).
+        pool_min, pool_max: bounds of the connection pool (default 1 and 10; the
+            listener's connection is extra).
         connect_timeout: seconds to wait for a new connection.
         pool_timeout: seconds an operation waits for a pooled connection before
-            raising StoreUnavailable.
+            raising StoreUnavailable (default 10).
         pool_max_idle: seconds a connection above ``pool_min`` may sit unused before
             the pool closes it (one per period), so that an idle worker gives back the
-            connections a burst made it open.
+            connections a burst made it open (default 60).
         max_batch: most journal appends written in one transaction.
         query_timeout: seconds an operation waits on its connection for the server's
-            answer (default 30; also ``?query_timeout=`` in the URL) before the
+            answer (default 30) before the
             connection is dropped and the operation raises StoreUnavailable: a server
             that accepts connections but never answers is found in that time.
             Purges, erasures and moving runs between versions get ten times as long,
@@ -254,30 +260,26 @@ class PostgresStore(PostgresServeQueries):
     capabilities = StoreCapabilities(notifications=True, multi_host=True)
 
     def __init__(self, url: str, *, schema: str | None = None, migrate: bool = True,
-                 pool_min: int = 1, pool_max: int = 10, connect_timeout: float = 5.0,
-                 pool_timeout: float = 10.0, pool_max_idle: float = 60.0,
-                 max_batch: int = 1000, query_timeout: float | None = None) -> None:
-        if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
-            raise ConfigError(f"bad pool bounds: pool_min={pool_min}, pool_max={pool_max}")
-        if not pool_max_idle > 0:  # (0 would make the pool's shrink task spin)
-            raise ConfigError(f"pool_max_idle must be positive seconds, not {pool_max_idle!r}")
+                 pool_min: int | None = None, pool_max: int | None = None,
+                 connect_timeout: float = 5.0, pool_timeout: float | None = None,
+                 pool_max_idle: float | None = None, max_batch: int = 1000,
+                 query_timeout: float | None = None) -> None:
         self.url = url
         self.cfg: PgConfig = parse_url(url, schema=schema, connect_timeout=connect_timeout)
-        if query_timeout is not None:
-            query_timeout = seconds(query_timeout, "query_timeout")
-            if self.cfg.query_timeout not in (None, query_timeout):
-                raise ConfigError(
-                    f"the URL says query_timeout={self.cfg.query_timeout:g} and the "
-                    f"query_timeout option {query_timeout:g}; pick one")
+        cfg = self.cfg
         #: The deadline of an operation on its connection (seconds).
-        self.query_timeout: float = (query_timeout or self.cfg.query_timeout
-                                     or DEFAULT_QUERY_TIMEOUT)
+        self.query_timeout: float = pick("query_timeout", query_timeout, cfg,
+                                         DEFAULT_QUERY_TIMEOUT)
+        self.pool_min = int(pick("pool_min", pool_min, cfg, 1))
+        self.pool_max = int(pick("pool_max", pool_max, cfg, 10))
+        if self.pool_min > self.pool_max:
+            raise ConfigError(f"bad pool bounds: pool_min={self.pool_min}, "
+                              f"pool_max={self.pool_max}")
+        self.pool_timeout = pick("pool_timeout", pool_timeout, cfg, 10.0)
+        # (positive: 0 would make the pool's shrink task spin)
+        self.pool_max_idle = pick("pool_max_idle", pool_max_idle, cfg, 60.0)
         self.schema = self.cfg.schema
         self.auto_migrate = migrate and _auto_migrate_env()
-        self.pool_min = pool_min
-        self.pool_max = pool_max
-        self.pool_timeout = pool_timeout
-        self.pool_max_idle = pool_max_idle
         self.connect_timeout = connect_timeout
         self._q = {name: sql.replace("{schema}", self.schema)
                    for name, sql in {**_QUERIES, **SERVE_QUERIES}.items()}
