@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from tether._types import RunRecord
 from tether.errors import RunNotFound
-from tether.store._port import FAIL_FAST
+from tether.store._port import serve_every_caller
 
 #: Most ids in one read.
 MAX_READ = 1000
@@ -219,7 +219,7 @@ class ResultWaiters:
         self._kick.set()
 
     async def _reader(self) -> None:
-        FAIL_FAST.set(False)  # (started from one caller's context, it serves every caller)
+        serve_every_caller()  # (started from one caller's context)
         kick = self._kick
         assert kick is not None
         while True:

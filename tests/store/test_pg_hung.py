@@ -267,6 +267,40 @@ async def test_a_fail_fast_caller_is_told_within_the_deadline(pg_url: str) -> No
         await proxy.close()
 
 
+@pytest.mark.parametrize("name", ["read", "start-group-commit"])
+async def test_a_request_timeout_shortens_its_callers_deadline_only(
+        pg_url: str, name: str) -> None:
+    """``REQUEST_TIMEOUT`` (``tether serve`` sets it for its requests) gives a caller's
+    operations a shorter deadline than the store's ``query_timeout`` (30 s here): with
+    the server silent, the caller's read fails within it, and so does its start, though
+    the group-commit writer, a task that serves every caller, writes it: a batch takes
+    the shortest deadline among its callers'. Other callers keep the store's."""
+    from tether.store import REQUEST_TIMEOUT
+
+    proxy = await BlackHoleProxy().start()
+    store = PostgresStore(proxy.url(pg_url), connect_timeout=1.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r1"))
+        await asyncio.gather(*(store.run_get("r1") for _ in range(3)))  # idle connections
+        assert store._deadline() == DEFAULT_QUERY_TIMEOUT
+        token = REQUEST_TIMEOUT.set(DEADLINE)
+        try:
+            assert store._deadline() == DEADLINE
+            assert store._deadline(10) == 10 * DEADLINE
+            proxy.silence()
+            took = await _takes(_OPERATIONS[name](store), 20)  # (not 30 s)
+        finally:
+            REQUEST_TIMEOUT.reset(token)
+        assert took < 3 * DEADLINE + 2.0, took
+        assert store._deadline() == DEFAULT_QUERY_TIMEOUT  # (other callers: the store's)
+        proxy.heal()
+        await _answers_again(store)
+    finally:
+        await store.close()
+        await proxy.close()
+
+
 async def test_a_step_running_while_the_server_hangs_is_not_run_again(pg_url: str) -> None:
     """The server goes silent while a step runs (a long model call) for twice the
     lease. The worker's heartbeats fail at their deadlines; it neither stops the run nor

@@ -417,6 +417,62 @@ async def test_serve_answers_503_quickly_while_the_server_never_answers(
         await proxy.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", ["GET /api/v1/runs", "GET /runs/r1", "POST /api/v1/runs"])
+async def test_the_first_request_to_meet_a_hung_server_waits_the_request_timeout(
+        pg_url: str, first: str) -> None:
+    """With the store's own deadline (``query_timeout``, 30 s), the request that met a
+    silent connection first waited 30 s for its 503. A request's store operations have
+    a deadline of their own (``request_timeout``, 5 s by default; 1 s here): that
+    request gets its 503 within it (a start too, though it is written by the group
+    commit, whose batch takes the shortest deadline of its callers), the next ones at
+    once, and the server is served normally again after the network heals. A worker's
+    operations on the same store keep the 30 s."""
+    from tests.store.blackhole import BlackHoleProxy
+    from tether.store import REQUEST_TIMEOUT
+
+    proxy = await BlackHoleProxy().start()
+    store = PostgresStore(proxy.url(pg_url), connect_timeout=2.0)
+    app = App(store=store)
+    try:
+        await app._open()
+        assert store.query_timeout == 30.0 and store._deadline() == 30.0
+        token = REQUEST_TIMEOUT.set(1.0)
+        assert store._deadline() == 1.0 and store._deadline(10) == 10.0
+        REQUEST_TIMEOUT.reset(token)
+        asgi = create_app(app, tokens=None, mcp=False, request_timeout=1.0)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1", timeout=60) as http:
+            await asyncio.gather(*(http.get("/api/v1/runs") for _ in range(3)))
+            method, path = first.split()
+
+            async def ask() -> httpx.Response:
+                if method == "POST":
+                    return await http.post(path, json={"workflow": "greet", "input": ["x"]})
+                return await http.get(path)
+
+            proxy.silence()
+            t0 = time.monotonic()
+            r = await asyncio.wait_for(ask(), 25)
+            took = time.monotonic() - t0
+            assert r.status_code == 503, (r.status_code, r.text)
+            assert took < 10, took  # (1 s and a generous margin; the store's own: 30 s)
+            t1 = time.monotonic()
+            assert (await asyncio.wait_for(http.get("/api/v1/runs"), 25)).status_code == 503
+            assert time.monotonic() - t1 < 5
+            proxy.heal()
+            back = time.monotonic()
+            while (await asyncio.wait_for(http.get("/api/v1/runs"), 25)).status_code != 200:
+                assert time.monotonic() - back < 15, "serve did not find the store back"
+                await asyncio.sleep(0.1)
+            r = await http.post("/api/v1/runs", json={"workflow": "greet", "input": ["y"]})
+            assert r.status_code == 201, r.text
+            assert (await http.get("/healthz")).status_code == 200
+    finally:
+        await app.close()
+        await proxy.close()
+
+
 # -- GET /api/v1/runs ---------------------------------------------------------------------
 
 

@@ -6,7 +6,13 @@ import argparse
 import logging
 from typing import Any
 
-from tether.cli._common import CliError, load_app, positive_int, store_url
+from tether.cli._common import (
+    CliError,
+    load_app,
+    non_negative_float,
+    positive_int,
+    store_url,
+)
 
 log = logging.getLogger("tether.serve")
 
@@ -26,6 +32,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="load this app's code (workflow types for results, payload hooks)")
     p.add_argument("--max-body", type=positive_int, default=None, metavar="BYTES",
                    help="largest request body accepted (default 1 MiB)")
+    p.add_argument("--request-timeout", type=non_negative_float, default=None,
+                   metavar="SECONDS",
+                   help="how long each store operation of a request waits for the "
+                   "database's answer before the request gets its 503 (default 5; 0: the "
+                   "store's own query_timeout, 30 s unless the URL says otherwise); "
+                   "workers keep the store's")
     p.set_defaults(handler=serve)
 
 
@@ -33,7 +45,13 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from tether.serve import DEFAULT_MAX_BODY, Tokens, check_bind, create_app
+        from tether.serve import (
+            DEFAULT_MAX_BODY,
+            DEFAULT_REQUEST_TIMEOUT,
+            Tokens,
+            check_bind,
+            create_app,
+        )
     except ImportError as exc:
         raise CliError(f"tether serve needs the serve extra: pip install 'tether[serve]' "
                        f"({exc})") from None
@@ -48,7 +66,10 @@ async def serve(args: argparse.Namespace) -> int:
         from tether import App
 
         app = App(store_url(args, must_exist=False))
-    asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY)
+    timeout = args.request_timeout
+    asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY,
+                      request_timeout=DEFAULT_REQUEST_TIMEOUT if timeout is None
+                      else timeout or None)
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tether.serve._auth import Tokens, check_bind
-    from tether.serve._server import DEFAULT_MAX_BODY, create_app
+    from tether.serve._server import DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT, create_app
 
-__all__ = ["DEFAULT_MAX_BODY", "Tokens", "check_bind", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY", "DEFAULT_REQUEST_TIMEOUT", "Tokens", "check_bind",
+           "create_app"]
 
 
 def __getattr__(name: str) -> Any:

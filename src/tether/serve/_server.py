@@ -22,12 +22,18 @@ from tether.errors import InvalidName, StoreUnavailable
 from tether.serve import _api, _control, _metrics, _ui
 from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens, loopback_host_header
 from tether.serve._openapi import document
-from tether.store._port import FAIL_FAST
+from tether.store._port import FAIL_FAST, REQUEST_TIMEOUT
 
 log = logging.getLogger("tether.serve")
 
 #: Largest request body accepted (bytes), unless ``create_app(max_body=...)``.
 DEFAULT_MAX_BODY = 1 << 20
+
+#: Seconds each store operation of a request waits for the server's answer, unless
+#: ``create_app(request_timeout=...)`` (``tether serve --request-timeout``): a server
+#: that hangs costs the request that meets it this long before its 503, not the store's
+#: ``query_timeout`` (30 s), which workers keep.
+DEFAULT_REQUEST_TIMEOUT = 5.0
 
 _PUBLIC = ("/healthz", "/login", "/static/")
 #: Seconds after which a web page that found the store unavailable loads itself again.
@@ -49,10 +55,12 @@ class Guard:
     """ASGI middleware: who is asking (token, session cookie, or open mode), and a
     limit on request bodies, before any route runs."""
 
-    def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int,
+                 request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> None:
         self.app = app
         self.tokens = tokens
         self.max_body = max_body
+        self.request_timeout = request_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,14 +145,17 @@ class Guard:
             await send(message)
 
         # A request's store calls fail at once while the store is known to be down: its
-        # 503 comes without waiting for the pool's timeout (tether.store FAIL_FAST).
+        # 503 comes without waiting for the pool's timeout (tether.store FAIL_FAST); and
+        # each waits for the server's answer at most request_timeout (REQUEST_TIMEOUT).
         fail_fast = FAIL_FAST.set(True)
+        limit = REQUEST_TIMEOUT.set(self.request_timeout)
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
                 await _too_large(self.max_body)(scope, receive, send)
         finally:
+            REQUEST_TIMEOUT.reset(limit)
             FAIL_FAST.reset(fail_fast)
 
 
@@ -227,7 +238,8 @@ def _mcp_face(app: App) -> Any:
 
 
 def create_app(app: App, *, tokens: Tokens | None = None,
-               max_body: int = DEFAULT_MAX_BODY, mcp: bool = True) -> ASGIApp:
+               max_body: int = DEFAULT_MAX_BODY, mcp: bool = True,
+               request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -235,6 +247,10 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         tokens: API tokens; none configured means open (bind to loopback only).
         max_body: largest request body in bytes.
         mcp: mount the MCP face at ``/mcp`` if ``tether.serve.mcp`` is installed.
+        request_timeout: seconds each store operation of a request (API, pages,
+            ``/metrics``, ``/mcp``) waits for the server's answer (default 5), if less
+            than the store's own deadline (PostgreSQL ``query_timeout``); ``None``: the
+            store's. Long operations (an erasure) get ten times as long.
     """
     mcp_http = _mcp_face(app) if mcp else None
 
@@ -266,4 +282,4 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     web.state.tether = app
     web.state.tokens = tokens
     web.state.max_body = max_body
-    return Guard(web, tokens, max_body)
+    return Guard(web, tokens, max_body, request_timeout)

@@ -7,6 +7,7 @@ import os
 from tether.errors import ConfigError
 from tether.store._port import (
     FAIL_FAST,
+    REQUEST_TIMEOUT,
     HeartbeatResult,
     SignalSent,
     Store,
@@ -17,8 +18,8 @@ from tether.store._port import (
 
 DEFAULT_URL = "sqlite:///./tether.db"
 
-__all__ = ["DEFAULT_URL", "FAIL_FAST", "HeartbeatResult", "SignalSent", "Store",
-           "StoreCapabilities", "Wait", "WorkerInfo", "open_store", "resolve_url"]
+__all__ = ["DEFAULT_URL", "FAIL_FAST", "REQUEST_TIMEOUT", "HeartbeatResult", "SignalSent",
+           "Store", "StoreCapabilities", "Wait", "WorkerInfo", "open_store", "resolve_url"]
 
 
 def resolve_url(url: str | None) -> str:

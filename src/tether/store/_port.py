@@ -38,6 +38,24 @@ from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport,
 #: shared by many callers sets it back to False.
 FAIL_FAST: ContextVar[bool] = ContextVar("tether_store_fail_fast", default=False)
 
+#: Set (to seconds) by a caller whose store operations should each wait less for the
+#: server's answer than the store's own deadline (PostgreSQL: ``query_timeout``, 30 s
+#: by default): an HTTP request to ``tether serve`` (``--request-timeout``, 5 s), whose
+#: person or client should get its 503 soon when the server hangs, where a worker's
+#: operation waits out a slow moment. Each operation gets the shorter of the two (long
+#: ones ten times it), a write through a shared batch the shortest of its callers'.
+#: Tasks inherit it as they do ``FAIL_FAST``. The embedded SQLite store ignores it.
+REQUEST_TIMEOUT: ContextVar[float | None] = ContextVar("tether_store_request_timeout",
+                                                      default=None)
+
+
+def serve_every_caller() -> None:
+    """Forget the caller's ``FAIL_FAST`` and ``REQUEST_TIMEOUT`` in the current context:
+    for a task that serves every caller (a writer, a reader of results), which inherits
+    the context of whichever caller started it."""
+    FAIL_FAST.set(False)
+    REQUEST_TIMEOUT.set(None)
+
 
 @dataclass(frozen=True, slots=True)
 class StoreCapabilities:

@@ -29,7 +29,7 @@ from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
-from tether.store._port import FAIL_FAST, Wait
+from tether.store._port import REQUEST_TIMEOUT, Wait, serve_every_caller
 
 log = logging.getLogger("tether.store.postgres")
 
@@ -43,6 +43,8 @@ class Append:
     future: asyncio.Future[None]
     metrics: str | None = None
     now: float = 0.0
+    #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
+    limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +56,8 @@ class Finish:
     error: str | None
     now: float
     future: asyncio.Future[None]
+    #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
+    limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +67,8 @@ class Release:
     wait: Wait
     now: float
     future: asyncio.Future[None]
+    #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
+    limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +77,8 @@ class Insert:
     this insert created it."""
     run: RunRecord
     future: asyncio.Future[tuple[RunRecord, bool]]
+    #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
+    limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +88,8 @@ class Metrics:
     metrics: str
     now: float
     future: asyncio.Future[None]
+    #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
+    limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +99,8 @@ class Blobs:
     blobs: dict[str, str]
     run_id: str | None
     future: asyncio.Future[None]
+    #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
+    limit: float | None = None
 
 
 Item = Append | Finish | Release | Insert | Metrics | Blobs
@@ -153,6 +165,7 @@ class AppendWriter:
 
     def _put(self, item: Item) -> asyncio.Future[Any]:
         """Queue ``item`` for the next batch; its caller's future."""
+        item.limit = REQUEST_TIMEOUT.get()
         self._queue.append(item)
         self._ready.set()
         return item.future
@@ -173,7 +186,7 @@ class AppendWriter:
             await task
 
     async def _run(self) -> None:
-        FAIL_FAST.set(False)  # (started from a request's context, it serves everyone)
+        serve_every_caller()  # (started from a request's context)
         while True:
             try:
                 await self._serve()
@@ -208,6 +221,10 @@ class AppendWriter:
             del self._queue[:self.max_batch]
             self.batches += 1
             self.entries += len(batch)
+            # A batch has the shortest deadline of its callers': a request's start waits
+            # for the server's answer no longer than the request's other operations.
+            limits = [item.limit for item in batch if item.limit is not None]
+            token = REQUEST_TIMEOUT.set(min(limits) if limits else None)
             try:
                 await self._flush(batch)
             except BaseException as exc:  # never leave a caller waiting
@@ -217,3 +234,5 @@ class AppendWriter:
                             exc if isinstance(exc, Exception) else StoreError("store closed"))
                 if not isinstance(exc, Exception):
                     raise
+            finally:
+                REQUEST_TIMEOUT.reset(token)

@@ -66,6 +66,7 @@ from tether.store._lifecycle import (
 )
 from tether.store._port import (
     FAIL_FAST,
+    REQUEST_TIMEOUT,
     HeartbeatResult,
     SignalSent,
     StoreCapabilities,
@@ -644,10 +645,10 @@ class PostgresStore(PostgresServeQueries):
         """Run ``fn`` on a pooled connection, translating errors; rerun it when the
         server rolled its transaction back for a deadlock or serialization failure.
         ``hold``: on the connection the writer keeps (``_on_held``). ``timeout``: the
-        deadline of ``fn`` on its connection (default: ``query_timeout``), after which
+        deadline of ``fn`` on its connection (default: ``_deadline()``), after which
         the connection is dropped and StoreUnavailable raised."""
         if timeout is None:
-            timeout = self.query_timeout
+            timeout = self._deadline()
         for attempt in range(_TXN_RETRIES + 1):
             try:
                 with translate_errors(self.cfg):
@@ -662,6 +663,15 @@ class PostgresStore(PostgresServeQueries):
                         f"({exc.sqlstate})") from exc
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _deadline(self, factor: float = 1.0) -> float:
+        """The deadline of an operation on its connection: ``factor`` times
+        ``query_timeout``, or the caller's ``REQUEST_TIMEOUT`` if that is shorter (an
+        HTTP request's operations: a hung server costs the request its deadline, not the
+        store's, while a worker's operations wait out a slow moment)."""
+        limit = REQUEST_TIMEOUT.get()
+        base = self.query_timeout if limit is None else min(limit, self.query_timeout)
+        return base * factor
 
     async def _within(self, conn: Conn, fn: Callable[[Conn], Awaitable[Any]],
                       timeout: float) -> Any:
@@ -1573,7 +1583,7 @@ class PostgresStore(PostgresServeQueries):
         ``LONG_FACTOR`` times the query timeout (it may touch many runs)."""
         fn = getattr(self._lifecycle, method)
         return self._run_op(lambda conn: fn(conn, *args),
-                            timeout=self.query_timeout * LONG_FACTOR if long else None)
+                            timeout=self._deadline(LONG_FACTOR) if long else None)
 
     async def attempt_record(self, *, attempts: list[AttemptRecord]) -> None:
         if attempts:
