@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 import tether
+from tests.store.blackhole import BlackHoleProxy
 from tests.store.rtproxy import RoundTripProxy
 from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
@@ -296,74 +297,23 @@ async def test_with_the_database_gone_every_request_answers_503_at_once(
         await proxy.close()
 
 
-class _HungServer:
-    """A proxy to the server that, once ``hang()`` is called, holds every connection
-    open and forwards nothing more, and accepts new ones without answering: a server
-    that hangs (a stuck process or storage) rather than one that went away."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.hung = False
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def start(self) -> _HungServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def hang(self) -> None:
-        self.hung = True
-
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while data := await r.read(65536):
-            if self.hung:
-                continue  # swallowed: the server never sees it, nor answers
-            w.write(data)
-            await w.drain()
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self._writers.append(w)
-        if self.hung:
-            await self._pipe(r, w)
-            return
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers.append(up_w)
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        await asyncio.gather(self._pipe(r, up_w), self._pipe(up_r, w),
-                             return_exceptions=True)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for w in self._writers:
-            w.transport.abort()
-
-
 @pytest.mark.postgres
 async def test_healthz_answers_within_its_bound_when_the_server_hangs(pg_url: str) -> None:
     """``/healthz`` waits for the store at most 2 s, so that a probe gets its 503 rather
     than a timeout of its own. With a server that accepts connections and never answers,
     it answered after 12 s: giving up the query cancels it, and psycopg's cancel opens a
     connection to the server to send a cancel request, which waited for the connect
-    timeout. The answer no longer waits for the cancel."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(pg_url)
-    proxy = await _HungServer(parts.port or 5432).start()
-    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    app = App(urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}")))
+    timeout. The answer no longer waits for the cancel. (The black-hole proxy accepts
+    the cancel's connection and holds it, as the hung server does.)"""
+    proxy = await BlackHoleProxy().start()
+    app = App(proxy.url(pg_url))
     try:
         await app._open()
         asgi = create_app(app, tokens=None, mcp=False)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
                                      base_url="http://127.0.0.1", timeout=60) as http:
             assert (await http.get("/healthz")).status_code == 200
-            proxy.hang()
+            proxy.silence()
             t0 = time.monotonic()
             r = await http.get("/healthz")
             took = time.monotonic() - t0
@@ -382,8 +332,6 @@ async def test_serve_answers_503_quickly_while_the_server_never_answers(
     meets a silent pooled connection gets its 503 once the store's deadline has passed
     (the API had none: it waited for ever), the next ones at once, ``/healthz`` within
     its bound; once the network is back the store is served again on new connections."""
-    from tests.store.blackhole import BlackHoleProxy
-
     proxy = await BlackHoleProxy().start()
     app = App(store=PostgresStore(proxy.url(pg_url), query_timeout=1.0,
                                   connect_timeout=1.0))
@@ -428,7 +376,6 @@ async def test_the_first_request_to_meet_a_hung_server_waits_the_request_timeout
     commit, whose batch takes the shortest deadline of its callers), the next ones at
     once, and the server is served normally again after the network heals. A worker's
     operations on the same store keep the 30 s."""
-    from tests.store.blackhole import BlackHoleProxy
     from tether.store import REQUEST_TIMEOUT
 
     proxy = await BlackHoleProxy().start()
