@@ -1820,3 +1820,13 @@ async def test_a_role_that_cannot_create_the_schema_is_told_how(pg_url: str) -> 
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_the_reconnecting_pools_hook_fits_the_installed_psycopg_pool() -> None:
+    """``ReconnectingPool`` overrides a private method of psycopg_pool; on a version
+    where it no longer fits, the store falls back to the plain pool (reconnecting after
+    psycopg_pool's own backoff). This says so here rather than in an outage."""
+    from tether.store.postgres._outage import RETRY_HOOK_FITS, ReconnectingPool
+
+    assert RETRY_HOOK_FITS
+    assert "_add_connection" in vars(ReconnectingPool)

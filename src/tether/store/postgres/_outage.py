@@ -28,6 +28,7 @@ second while the pool's tasks retry) goes to the debug level (``quiet_pool_log``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import random
@@ -248,6 +249,23 @@ def _someone_waits(pool: psycopg_pool.AsyncConnectionPool[Any]) -> bool:
                for w in getattr(pool, "_waiting", ()))
 
 
+def _retry_hook_fits() -> bool:
+    """Whether the installed psycopg_pool has the private method ``ReconnectingPool``
+    overrides, as written for (psycopg_pool 3.2 and 3.3: ``_add_connection(attempt,
+    growing)``, ``attempt`` None for a first try). Another version gets the plain pool,
+    with its own backoff, rather than a call that no longer fits (a test says so)."""
+    try:
+        params = list(inspect.signature(
+            psycopg_pool.AsyncConnectionPool._add_connection).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return params[:3] == ["self", "attempt", "growing"]
+
+
+#: ``_retry_hook_fits()`` for the installed psycopg_pool.
+RETRY_HOOK_FITS = _retry_hook_fits()
+
+
 class ReconnectingPool(psycopg_pool.AsyncConnectionPool[Any]):
     """psycopg_pool's pool, whose connections that fail to connect try again every
     ``RETRY_EVERY`` seconds for as long as a caller waits for one.
@@ -262,10 +280,11 @@ class ReconnectingPool(psycopg_pool.AsyncConnectionPool[Any]):
     keeps the many connections trying at once from asking the server more than about
     2.5 times a second."""
 
-    async def _add_connection(self, attempt: Any, growing: bool = False) -> None:
-        if attempt is None:
-            attempt = _Retry(self, self.reconnect_timeout)
-        await super()._add_connection(attempt, growing)
+    if RETRY_HOOK_FITS:
+        async def _add_connection(self, attempt: Any, growing: bool = False) -> None:
+            if attempt is None:
+                attempt = _Retry(self, self.reconnect_timeout)
+            await super()._add_connection(attempt, growing)
 
 
 #: psycopg_pool's warnings for a failed connection attempt (their format strings).
