@@ -27,16 +27,23 @@ app = App(os.environ.get("CHAOS_DB"))
 _ledger = threading.local()  # one connection per step thread: apsw forbids sharing
 
 
+#: The operations that wait for the signal "go" (one per run at most).
+SIGNALS = ("signal", "gsignal")
+
+
 def plan(seed: int) -> list[tuple[str, int]]:
     """The operations of run ``seed``: ("step", i), ("sleep", ms), ("child", i),
-    ("signal", 0), ("gather", i): two branches of two steps each, gathered (``gathered``).
-    Shared by the workflow and the model (pure, from the seed only)."""
+    ("signal", 0), ("gather", i): two branches of two steps each, gathered (``gathered``);
+    ("gsignal", i): a branch of two steps gathered with one that waits for the signal and
+    then runs a step (``signalled``: the waiting branch parks while the other one's steps
+    run, and the run is released once they are journaled). Shared by the workflow and the
+    model (pure, from the seed only)."""
     rng = random.Random(seed)
     ops: list[tuple[str, int]] = []
     for i in range(rng.randint(3, 8)):
-        kind = rng.choices(["step", "sleep", "child", "signal", "gather"],
-                           [6, 2, 1, 1, 1])[0]
-        if kind == "signal" and any(k == "signal" for k, _ in ops):
+        kind = rng.choices(["step", "sleep", "child", "signal", "gather", "gsignal"],
+                           [6, 2, 1, 1, 1, 1])[0]
+        if kind in SIGNALS and any(k in SIGNALS for k, _ in ops):
             kind = "step"  # one signal wait per run: the harness sends one "go"
         ops.append((kind, rng.randint(20, 300) if kind == "sleep" else i))
     return ops
@@ -98,6 +105,12 @@ async def gathered(seed: int, i: int, b: int) -> int:
     return (a + await effect(seed, second)) % 1_000_003
 
 
+async def signalled(seed: int, i: int) -> int:
+    """A branch that waits for the signal "go", then runs a step."""
+    payload = int(await tether.wait_for_signal("go"))
+    return (payload + await effect(seed, branch_args(i, 1)[0])) % 1_000_003
+
+
 @app.workflow
 async def chaos(seed: int) -> list[int]:
     out: list[int] = []
@@ -110,6 +123,8 @@ async def chaos(seed: int) -> list[int]:
             out.append(await tether.call(child, seed, arg))
         elif kind == "gather":
             out.extend(await asyncio.gather(gathered(seed, arg, 0), gathered(seed, arg, 1)))
+        elif kind == "gsignal":
+            out.extend(await asyncio.gather(gathered(seed, arg, 0), signalled(seed, arg)))
         else:
             out.append(int(await tether.wait_for_signal("go")))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.chaos.chaos_app import branch_args, plan, value
+from tests.chaos.chaos_app import SIGNALS, branch_args, plan, value
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ def signal_payload(seed: int) -> int:
 
 def expected(run_id: str, seed: int) -> Expected:
     """Positions as the engine gives them: one per operation, two for ``tether.call``
-    (the child's start, then its result), four for a gather (its branches' steps)."""
+    (the child's start, then its result), four for a gather (its branches' steps, or
+    three steps and the signal's wait)."""
     result: list[int] = []
     effects: set[str] = set()
     pos = 0
@@ -45,6 +46,17 @@ def expected(run_id: str, seed: int) -> Expected:
                 result.append((value(seed, first) + value(seed, second)) % 1_000_003)
             effects.update(f"{run_id}:{pos + k}" for k in range(4))
             pos += 3
+        elif kind == "gsignal":
+            # The gather starts its branches in order: the first branch's first step
+            # takes the first position, the signal wait the second; the first branch's
+            # second step and the step after the signal take the next two, in the order
+            # they are called (both are steps: the set is the same either way).
+            first, second = branch_args(arg, 0)
+            result.append((value(seed, first) + value(seed, second)) % 1_000_003)
+            result.append((signal_payload(seed) + value(seed, branch_args(arg, 1)[0]))
+                          % 1_000_003)
+            effects.update(f"{run_id}:{pos + k}" for k in (0, 2, 3))
+            pos += 3
         pos += 1
-    return Expected(result, frozenset(effects), any(k == "signal" for k, _ in plan(seed)),
+    return Expected(result, frozenset(effects), any(k in SIGNALS for k, _ in plan(seed)),
                     pos)
