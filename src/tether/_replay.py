@@ -28,7 +28,7 @@ import logging
 import random
 import uuid as _uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -123,6 +123,9 @@ _turn_ids = itertools.count()
 
 #: Metrics key: journal positions below it had their replay counted (hidden in displays).
 _REPLAY_MARK = "_replay.through"
+
+#: Keys of texts an execution remembers as stored with its entries (``stage_blobs``).
+_BLOBS_STORED_MAX = 100_000
 
 #: A run's write that failed because the store is unavailable (a dropped connection, a
 #: server gone) is tried again after this many seconds, doubling up to
@@ -713,6 +716,10 @@ class RunContext:
         self.metrics: dict[str, float] = dict(metrics or {})
         #: Integrations' state for this execution (``tether.ext.Run.memory``).
         self.memory: dict[object, Any] = {}
+        #: Texts to store with the next entry written at a position (``stage_blobs``),
+        #: and the keys this execution stored so (a bounded memory: see ``stage_blobs``).
+        self._blobs: dict[int, dict[str, str]] = {}
+        self._blobs_stored: set[str] = set()
         # Plain JSON, never through the payload hook: stores read these numbers.
         self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
             lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()),
@@ -838,36 +845,67 @@ class RunContext:
 
     async def write(self, entry: JournalEntry) -> None:
         """Record an entry durably before going on; metrics that changed and are not
-        being written yet (a durable LLM call's cost) go in its transaction."""
+        being written yet (a durable LLM call's cost) go in its transaction, and so do
+        the texts staged for its position (``stage_blobs``: a call's prompt)."""
         if self._metrics_writer.take():
             metrics: str | None = json.dumps(self.metrics)
             now = self.clock.now()
         else:
             metrics, now = None, 0.0
+        blobs = self._blobs.pop(entry.position, None) if self._blobs else None
         self.io += 1  # (a task parked meanwhile waits for it: ``_Parking``)
         try:
             if self._deferred:
                 await self.flush()
             try:
-                await self.store.journal_append(lease=self.lease, entry=entry,
-                                                metrics=metrics, now=now)
+                if blobs is None:
+                    await self.store.journal_append(lease=self.lease, entry=entry,
+                                                    metrics=metrics, now=now)
+                else:
+                    await self.store.journal_append(lease=self.lease, entry=entry,
+                                                    metrics=metrics, now=now, blobs=blobs)
             except LeaseLost as exc:
                 raise self.halt(Lost(exc)) from None
             except StoreUnavailable as exc:
                 # (Off the hot path: only a failed append pays for the retry's setup.)
                 await self.write_again(_what(entry), exc, partial(
                     self.store.journal_append, lease=self.lease, entry=entry,
-                    metrics=metrics, now=now))
-            except Exception:
-                if metrics is not None:
+                    metrics=metrics, now=now, blobs=blobs))
+            except BaseException as exc:
+                if metrics is not None and isinstance(exc, Exception):
                     self._metrics_writer.give_back()
+                if blobs is not None:  # (not known to be stored: with the next write)
+                    self._blobs.setdefault(entry.position, {}).update(blobs)
                 raise
         finally:
             self.io -= 1
             if self._parking is not None:
                 self._parking.poke()
+        if blobs is not None:
+            self._stored(blobs)
         self.journal[entry.position] = entry
         _faults.point("journal.after_commit")
+
+    def stage_blobs(self, pos: int, blobs: Mapping[str, str]) -> int:
+        """Texts to store with the next entry written at ``pos``, in its transaction
+        (``Store.journal_append(blobs=)``), leaving out those this execution stored
+        already; how many were staged. Until that write commits they are not counted
+        as stored, so that an entry written meanwhile at another position (a call made
+        concurrently with the same prompt) stores them too rather than naming texts
+        that may never be written."""
+        stored = self._blobs_stored
+        new = {k: v for k, v in blobs.items() if k not in stored}
+        if new:
+            self._blobs.setdefault(pos, {}).update(new)
+        return len(new)
+
+    def _stored(self, blobs: Mapping[str, str]) -> None:
+        """Texts committed with an entry: not staged again by this execution. Past
+        ``_BLOBS_STORED_MAX`` keys the memory starts over (a text then goes out once
+        more, which the store ignores)."""
+        if len(self._blobs_stored) + len(blobs) > _BLOBS_STORED_MAX:
+            self._blobs_stored.clear()
+        self._blobs_stored.update(blobs)
 
     async def write_again(self, what: str, exc: StoreUnavailable,
                           write: Callable[[], Awaitable[Any]]) -> None:
@@ -937,11 +975,15 @@ class RunContext:
         self._defer(self._append_deferred(entry))
 
     async def _append_deferred(self, entry: JournalEntry) -> None:
+        # (A step the workflow cancelled: the texts its body staged go with its entry.)
+        blobs = self._blobs.pop(entry.position, None) if self._blobs else None
         try:
-            await self.store.journal_append(lease=self.lease, entry=entry)
+            await self.store.journal_append(lease=self.lease, entry=entry, blobs=blobs)
         except StoreUnavailable as exc:
             await self.write_again(_what(entry), exc, partial(
-                self.store.journal_append, lease=self.lease, entry=entry))
+                self.store.journal_append, lease=self.lease, entry=entry, blobs=blobs))
+        if blobs is not None:
+            self._stored(blobs)
 
     def note_cancelled(self, entry: JournalEntry) -> None:
         """A step that the workflow's code cancelled: journal it with the run's next write

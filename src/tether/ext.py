@@ -179,6 +179,24 @@ class Run:
         value: T = memory[key]
         return value
 
+    def store_with_entry(self, blobs: Mapping[str, str]) -> int:
+        """Store content-addressed texts (the key is a digest of the text) with the
+        running step's journal entry: in the transaction that writes the step's next
+        entry (its result, or a failed attempt's), recorded as referenced by this run as
+        ``shared.blob_put`` records them. For the texts a step's journaled arguments
+        name (a durable LLM call's prompt): its entry never names a text that is not
+        stored, and the step makes no commit of its own for them. Texts this execution
+        of the run stored so already are left out. Call it from the step's body, before
+        anything that can fail; returns how many texts were staged.
+
+        Raises:
+            OutsideRun: not in a step's body of this run.
+        """
+        info = _current_step.get()
+        if info is None or info.run_id != self._ctx.run_id:
+            raise OutsideRun("tether.ext.Run.store_with_entry()", "a step's body")
+        return self._ctx.stage_blobs(info.position, blobs)
+
     def add_metrics(self, deltas: Mapping[str, float]) -> None:
         """Add numbers to the run's metrics; see :func:`add_metrics`."""
         self._ctx.add_metrics(dict(deltas))

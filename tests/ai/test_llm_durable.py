@@ -4,6 +4,7 @@ retried by policy; refusals and bad configuration fail at once with a recorded e
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,8 @@ from tests.engine.helpers import status_is, wait_for
 from tether import App, RetryPolicy
 from tether.ai import (
     LLM,
+    Budget,
+    BudgetExceeded,
     ChatReply,
     FatalProviderError,
     OutputValidationError,
@@ -141,6 +144,71 @@ async def test_a_calls_cost_is_committed_with_its_entry(
     assert carried == [1, 2, 3] and separate == []
     m = (await app.get_run("r1")).metrics
     assert m["llm.calls"] == 3 and m["tokens.input"] == 30
+    await llm.aclose()
+    await app.close()
+
+
+async def test_a_calls_texts_are_committed_with_its_entry(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """A call's new texts go in the transaction of the entry its step writes, whatever
+    that entry records (a retried attempt's pending entry, the reply, a refusal, a
+    budget refused): the store is asked for no write of texts of their own before the
+    request, a text goes out once per execution, and every entry's references name
+    stored texts. Two calls made at once with one prompt both store it."""
+    server.set_script([Fault.http(500), Reply("a", times=4), Fault.http(400, "no")])
+    app = App(store_url)
+    llm = make_llm(server, "openai", retry=FAST)
+    store = app.store
+    appends: list[tuple[int, str, int]] = []  # (position, status, texts carried)
+    separate: list[dict[str, str]] = []
+    append, blob_put = store.journal_append, store.blob_put
+
+    async def spy_append(**kw: Any) -> None:
+        appends.append((kw["entry"].position, kw["entry"].status, len(kw.get("blobs") or {})))
+        await append(**kw)
+
+    async def spy_blob_put(**kw: Any) -> None:
+        separate.append(kw["blobs"])
+        await blob_put(**kw)
+
+    store.journal_append = spy_append  # type: ignore[method-assign]
+    store.blob_put = spy_blob_put  # type: ignore[method-assign]
+    sys_msg = {"role": "system", "content": "terse"}
+
+    @app.workflow
+    async def talk() -> str:
+        messages = [sys_msg, user_message("hi")]
+        reply = await llm.chat(messages)  # 500, then "a"
+        messages += [reply.to_message(), user_message("more")]
+        await llm.chat(messages)
+        both = [*messages, user_message("twice")]
+        await asyncio.gather(llm.chat(both), llm.chat(both))
+        try:
+            await llm.chat([sys_msg, user_message("refused")])
+        except FatalProviderError:
+            pass
+        try:
+            await llm.chat([sys_msg, user_message("far too long " * 50)],
+                           budget=Budget(tokens=10, on_exceed="fail"))
+        except BudgetExceeded:
+            return "done"
+        return "not refused"
+
+    async with app.worker():
+        assert await (await app.start(talk, run_id="r1")).result(timeout=15) == "done"
+    assert separate == []
+    # Position 0: the 500's pending entry carries the 4 texts (2 messages, 2 nodes);
+    # its reply, none. Then 2 new messages and nodes; both concurrent calls store the
+    # one new message and node; the refusal 1 + 1; the budget refused 1 + 1.
+    assert appends == [(0, "pending", 4), (0, "ok", 0), (1, "ok", 4), (2, "ok", 2),
+                       (3, "ok", 2), (4, "error", 2), (5, "error", 2)]
+    entries = [e for e in (await app.get_run("r1")).journal if e["kind"] == "step"]
+    assert [e["status"] for e in entries] == ["ok"] * 4 + ["error"] * 2
+    for e in entries:
+        (refs,) = e["args"]
+        conversation = await load_conversation(app.store, refs["messages"])
+        assert len(conversation) == refs["count"] and conversation[0] == sys_msg
+    assert len(chats(server)) == 6
     await llm.aclose()
     await app.close()
 

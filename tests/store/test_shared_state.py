@@ -153,6 +153,71 @@ async def test_an_append_with_metrics_that_are_not_numbers_writes_nothing(
     assert await store.journal_read("r1") == []
 
 
+async def test_an_append_with_texts_stores_them_referenced_by_its_run(store: Store) -> None:
+    """``journal_append(blobs=)`` (a durable LLM call: its prompt's texts and its entry)
+    stores the texts in the entry's transaction, referenced by the run as
+    ``blob_put(run_id=)`` would: once alone, once among other runs' appends (with and
+    without metrics and texts), and after the run is purged its own texts are gone."""
+    lease = (await start_and_claim(store, "r1")).lease
+    await store.journal_append(lease=lease, entry=entry(0), blobs={"m1": "one", "n1": "N1"})
+    assert await store.blob_get(keys=["m1", "n1"]) == {"m1": "one", "n1": "N1"}
+    others = [(await start_and_claim(store, f"o{i}", queue=f"q{i}")).lease for i in range(6)]
+    await asyncio.gather(
+        store.journal_append(lease=lease, entry=entry(1), metrics='{"tokens": 3}',
+                             now=T0 + 1, blobs={"m2": "two", "shared": "S"}),
+        *(store.journal_append(lease=o, entry=entry(0), now=T0 + 1,
+                               metrics=None if i % 3 else f'{{"tokens": {i}}}',
+                               blobs={"shared": "S", f"own{i}": f"O{i}"} if i % 2 else None)
+          for i, o in enumerate(others)))
+    assert [e.position for e in await store.journal_read("r1")] == [0, 1]
+    got = await store.run_get("r1")
+    assert got is not None and got.metrics == {"tokens": 3.0}
+    for i in range(6):
+        assert len(await store.journal_read(f"o{i}")) == 1
+    keys = ["m1", "n1", "m2", "shared", *(f"own{i}" for i in range(6))]
+    assert sorted(await store.blob_get(keys=keys)) == sorted(
+        ["m1", "n1", "m2", "shared", "own1", "own3", "own5"])
+    await store.run_finish(lease=lease, status="completed", result="1", error=None,
+                           now=T0 + 2)
+    report = await store.run_purge(finished_before=T0 + 3, statuses=["completed"])
+    assert report.run_ids == ["r1"] and report.blobs == 3  # "shared": o1, o3, o5 keep it
+    assert sorted(await store.blob_get(keys=keys)) == ["own1", "own3", "own5", "shared"]
+
+
+async def test_an_append_refused_with_texts_raises_as_without(store: Store) -> None:
+    """Texts change nothing of how an append is refused: a final entry at the position
+    raises StoreError (the metrics kept), a stale lease LeaseLost (its entry and
+    metrics not written), alone and among other runs' appends. The texts may stay
+    stored either way (content-addressed: harmless)."""
+    runs = [(await start_and_claim(store, f"r{i}", queue=f"q{i}")).lease for i in range(6)]
+    for lease in runs:
+        await store.journal_append(lease=lease, entry=entry(0, result='"first"'))
+    with pytest.raises(StoreError) as err:
+        await store.journal_append(lease=runs[0], entry=entry(0, result='"again"'),
+                                   metrics='{"tokens": 5}', now=T0 + 1, blobs={"a": "A"})
+    assert not isinstance(err.value, LeaseLost)
+    with pytest.raises(LeaseLost):
+        await store.journal_append(lease=Lease("r1", "w1", runs[1].fencing_token - 1),
+                                   entry=entry(1), blobs={"b": "B"})
+    stale3 = Lease("r3", "w1", runs[3].fencing_token - 1)
+    outcomes = await asyncio.gather(*(
+        store.journal_append(lease=stale3 if i == 3 else lease,
+                             entry=entry(0 if i == 2 else 1), metrics=f'{{"n": {i}}}',
+                             now=T0 + 2, blobs={f"t{i}": f"T{i}"})
+        for i, lease in enumerate(runs) if i >= 2), return_exceptions=True)
+    assert isinstance(outcomes[0], StoreError) and not isinstance(outcomes[0], LeaseLost)
+    assert isinstance(outcomes[1], LeaseLost)
+    assert outcomes[2:] == [None] * 2
+    for i in range(6):
+        run = await store.run_get(f"r{i}")
+        assert run is not None
+        assert run.metrics == {0: {"tokens": 5.0}, 1: {}, 3: {}}.get(i, {"n": float(i)})
+        journal = await store.journal_read(f"r{i}")
+        assert journal[0].result == '"first"'
+        assert len(journal) == (1 if i < 4 else 2)
+    assert await store.blob_get(keys=["t4", "t5"]) == {"t4": "T4", "t5": "T5"}
+
+
 # -- blobs --------------------------------------------------------------------------------
 
 

@@ -12,9 +12,10 @@ and the same ``LLM`` object serves every app and every worker in the process.
 
 What the step body does on a fresh call, in order (each part in its own module):
 
-1. budget check (``_budget``): raise ``BudgetExceeded`` if this call would pass it;
-2. store the prompt's new messages as blobs (``_messages``); the journal entry's
+1. stage the prompt's new messages as blobs (``_messages``), stored in the transaction
+   of the step's entry, whatever it records (``ext.Run.store_with_entry``); the entry's
    arguments are the references (conversation head, tools and schema digests, params);
+2. budget check (``_budget``): raise ``BudgetExceeded`` if this call would pass it;
 3. circuit breaker and RPM/TPM limits (``_breaker``): ``Postpone`` when closed to us;
 4. the HTTP call (``_openai`` / ``_anthropic``) with ``Idempotency-Key: <step key>``;
 5. price it and add the run's metrics (``_accounting``); return the call record.
@@ -52,7 +53,7 @@ from tether.ai._errors import (
     RetryableProviderError,
 )
 from tether.ai._interrupt import TurnInterrupted, interruptibly
-from tether.ai._messages import ContentRef, address, canonical_json, digest, put_blobs
+from tether.ai._messages import ContentRef, address, canonical_json, digest
 from tether.ai._pricing import PriceTable
 from tether.ai._types import (
     ChatClient,
@@ -380,13 +381,16 @@ class LLM:
         """The step body of one call (the journaled argument is ``call.refs``)."""
 
         async def llm_call(refs: dict[str, Any]) -> dict[str, Any]:
+            # The texts ``refs`` names are stored with whatever entry this step writes
+            # (its reply, or a failed attempt's): no commit of their own before the
+            # request, and no entry naming a text that is not stored.
+            run.store_with_entry(call.blobs)
             if budget is not None:
                 price = self.prices.price(self.model)
                 spending.check(budget, estimate_tokens=call.estimate_input,
                                estimate_usd=call.estimate_input * price.input_per_million
                                / 1_000_000)
             shared = run.shared
-            await put_blobs(shared, call.blobs)
             self.client()  # a missing key fails here, before the breaker counts anything
             guard = None
             if self.breaker is not None:

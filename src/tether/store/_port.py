@@ -328,18 +328,24 @@ class Store(ServeQueries, Protocol):
         e.g. because it cannot decrypt them: other workers still take them)."""
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry,
-                             metrics: str | None = None, now: float = 0.0) -> None:
+                             metrics: str | None = None, now: float = 0.0,
+                             blobs: Mapping[str, str] | None = None) -> None:
         """Record one operation's outcome (a pending entry may be overwritten, a final
         one never). With ``metrics``, also replace the run's metrics as
         ``run_metrics_set(metrics=, now=)`` would, in the same transaction: a durable
         LLM call's cost and its entry are one commit. The metrics are written even when
         the entry is refused because a final one holds its position (the call was paid
-        all the same). Idempotent for its own entry: an append made again after its
-        first attempt committed unbeknown to the caller (the connection cut before the
-        answer) finds the same final entry, written under the same fencing token, and
-        succeeds without changing it (``_sql.same_entry``). Raises: LeaseLost if
-        ``lease`` is stale (nothing written); StoreError if another final entry holds
-        the position."""
+        all the same). With ``blobs``, also store those texts, referenced by the run, as
+        ``blob_put(blobs=, run_id=lease.run_id)`` would, in the same transaction and
+        before the entry: an entry whose arguments name texts (a durable LLM call's
+        prompt) commits with them, and never without them. Texts may stay stored when
+        the entry is refused (they are content-addressed: storing one is harmless).
+        Idempotent for its own entry: an append made again after its first attempt
+        committed unbeknown to the caller (the connection cut before the answer) finds
+        the same final entry, written under the same fencing token, and succeeds
+        without changing it (``_sql.same_entry``). Raises: LeaseLost if
+        ``lease`` is stale (neither entry nor metrics written); StoreError if another
+        final entry holds the position."""
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> None:

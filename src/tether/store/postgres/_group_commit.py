@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,8 @@ log = logging.getLogger("tether.store.postgres")
 @dataclass(slots=True)
 class Append:
     """A journal append (``journal_append``) waiting for its batch; with ``metrics``,
-    the run's metrics written in its transaction first."""
+    the run's metrics written in its transaction first; with ``blobs``, texts the entry
+    references, stored (referenced by the run) in its transaction before it."""
     lease: Lease
     entry: JournalEntry
     future: asyncio.Future[None]
@@ -45,6 +46,7 @@ class Append:
     now: float = 0.0
     #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
     limit: float | None = None
+    blobs: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -144,8 +146,9 @@ class AppendWriter:
         self._task = asyncio.create_task(self._run(), name="tether-pg-group-commit")
 
     def submit(self, lease: Lease, entry: JournalEntry, metrics: str | None = None,
-               now: float = 0.0) -> asyncio.Future[None]:
-        return self._put(Append(lease, entry, self._future(), metrics, now))
+               now: float = 0.0, blobs: Mapping[str, str] | None = None,
+               ) -> asyncio.Future[None]:
+        return self._put(Append(lease, entry, self._future(), metrics, now, blobs=blobs))
 
     def submit_finish(self, lease: Lease, status: str, result: str | None,
                       error: str | None, now: float) -> asyncio.Future[None]:

@@ -909,13 +909,18 @@ class PostgresStore(PostgresServeQueries):
                            journal=journals.get(r.run_id, [])) for r in claimed]
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry,
-                             metrics: str | None = None, now: float = 0.0) -> None:
+                             metrics: str | None = None, now: float = 0.0,
+                             blobs: Mapping[str, str] | None = None) -> None:
         """Record one operation's outcome, in a transaction shared with the appends of
         other runs (group commit), or inline when nothing else is going on (see
         ``_append_inline``); with ``metrics``, the run's metrics first in the same
-        transaction. Raises: LeaseLost, StoreUnavailable."""
+        transaction; with ``blobs``, the texts and the run's references to them before
+        those (always the writer's path). Raises: LeaseLost, StoreUnavailable."""
         if metrics is not None:
             check_metrics(lease.run_id, metrics)
+        if blobs:
+            await self._writer.submit(lease, entry, metrics, now, blobs)
+            return
         sent = self._append_inline(lease, entry, metrics, now)
         if sent is True:
             if self._turns.due():  # let the loop poll its sockets now and then
@@ -1108,15 +1113,22 @@ class PostgresStore(PostgresServeQueries):
         # Metrics written with appends (durable LLM calls): their runs' rows locked in
         # run order, their metrics set, then the appends, in one transaction; a run
         # whose lease is lost writes neither (both statements are fenced).
+        # Texts the entries reference (durable LLM calls' prompts) go first, with their
+        # references, in one order for every writer (key, then run: see _flush_blobs).
         first: list[tuple[str, dict[str, Any]]] = []
-        if len(batch) > 1 and metered:
+        texts = [(a.blobs, a.lease.run_id) for a in batch if a.blobs]
+        if texts:
+            params = _blob_params(texts)
+            first += [("blob_ref_put_many", params), ("blob_put", params)]
+        if (len(batch) > 1 or texts) and metered:
             cols = _metrics_columns(metered)
             if len(metered) > 1:
                 first.append(("run_lock_many", cols))
             first.append(("run_metrics_set_many", cols))
+        lone = len(batch) == 1 and not first
 
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
-            if len(batch) == 1:
+            if lone:
                 a = batch[0]
                 statement, values = self._lone_append(a.lease, a.entry, a.metrics, a.now)
                 res = await statement.execute(conn, values, on_result=_written(a.future),
@@ -1133,8 +1145,7 @@ class PostgresStore(PostgresServeQueries):
                     for cur in cursors[len(first):]]
 
         try:
-            per_wave: list[set[tuple[str, int]]] = await self._run_op(
-                go, hold=len(batch) == 1)
+            per_wave: list[set[tuple[str, int]]] = await self._run_op(go, hold=lone)
         except TetherError as exc:
             await _failed_batch(batch, exc, self._flush_appends)
             return
@@ -1501,19 +1512,9 @@ class PostgresStore(PostgresServeQueries):
         (see Lifecycle._sweep_blobs), each in one order for every writer (key, then run)
         so that overlapping writes never deadlock; resolve every caller. A batch the
         server refused is written call by call (bad data fails only its own call)."""
-        texts: dict[str, str] = {}
-        refs: set[tuple[str, str]] = set()
-        for b in batch:
-            texts.update(b.blobs)
-            if b.run_id is not None:
-                refs.update((k, b.run_id) for k in b.blobs)
-        keys = sorted(texts)
-        pairs = sorted(refs)
-        params = {"keys": TextArray(keys), "values": TextArray([texts[k] for k in keys]),
-                  "ref_keys": TextArray([k for k, _ in pairs]),
-                  "ref_runs": TextArray([r for _, r in pairs])}
+        params = _blob_params([(b.blobs, b.run_id) for b in batch])
         try:
-            if pairs:
+            if params["ref_keys"]:
                 await self._txn([("blob_ref_put_many", params), ("blob_put", params)],
                                 prepare=False)
             else:  # texts no run references (stored from outside a run)
@@ -1767,6 +1768,23 @@ def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
         if res.ntuples and not fut.done():
             fut.set_result(None)
     return done
+
+
+def _blob_params(items: Sequence[tuple[Mapping[str, str], str | None]]) -> dict[str, Any]:
+    """The parameters of ``blob_ref_put_many`` and ``blob_put`` for texts stored by
+    several calls (texts, and the run that references them if any): texts by key, and
+    references by key then run, each sorted (one lock order for every writer)."""
+    texts: dict[str, str] = {}
+    refs: set[tuple[str, str]] = set()
+    for blobs, run_id in items:
+        texts.update(blobs)
+        if run_id is not None:
+            refs.update((k, run_id) for k in blobs)
+    keys = sorted(texts)
+    pairs = sorted(refs)
+    return {"keys": TextArray(keys), "values": TextArray([texts[k] for k in keys]),
+            "ref_keys": TextArray([k for k, _ in pairs]),
+            "ref_runs": TextArray([r for _, r in pairs])}
 
 
 async def _failed_batch(batch: Sequence[Append | Blobs], exc: TetherError,

@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
@@ -781,14 +781,17 @@ class SqliteStore(SqliteServeQueries):
             return None, self._foreign(exc)
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry,
-                             metrics: str | None = None, now: float = 0.0) -> None:
+                             metrics: str | None = None, now: float = 0.0,
+                             blobs: Mapping[str, str] | None = None) -> None:
         fn: Callable[..., bool | None]
         args: tuple[Any, ...]
-        if metrics is None:
+        if metrics is None and not blobs:
             fn, args = _journal_append, (lease, entry)
-        else:  # the run's metrics, then the entry: two statements, one transaction
-            check_metrics(lease.run_id, metrics)
-            fn, args = _journal_append_metered, (lease, entry, metrics, now)
+        else:  # the texts, the run's metrics, then the entry: one transaction
+            if metrics is not None:
+                check_metrics(lease.run_id, metrics)
+            fn, args = _journal_append_with, (lease, entry, metrics, now,
+                                               json.dumps(blobs) if blobs else None)
         # Inline when the loop is quiet (_append_inline), else in its group (_group_append).
         done, written = self._commit_inline(fn, *args)
         if done:
@@ -874,7 +877,7 @@ class SqliteStore(SqliteServeQueries):
         this returns (True, its value). Errors are raised as the writer thread reports
         them. (False, None): not done (busy writer, other work ready, another process's
         write lock, an event loop without a ready queue to look at); queue it as usual.
-        ``fn``: ``_journal_append`` or ``_journal_append_metered``."""
+        ``fn``: ``_journal_append`` or ``_journal_append_with``."""
         if self._pending or self._closed:
             return False, None
         # (A timer falling due during the commit: it joins a group instead.)
@@ -1245,23 +1248,33 @@ def _written_before(conn: apsw.Connection, lease: Lease, e: JournalEntry) -> boo
     return False
 
 
-def _journal_append_metered(conn: apsw.Connection, lease: Lease, e: JournalEntry,
-                            metrics: str, now: float) -> bool:
-    """The run's metrics, then the entry, in one transaction (the caller's, or its own
-    when called alone): whether the entry was written. Not written means a final entry
-    holds its position: the metrics stay written (the transaction commits). A stale
-    lease raises LeaseLost (the metrics statement found no row: nothing written). Run
-    in a group without a savepoint of its own: the statement that can fail writes
-    nothing when it fails, and one that fails after it (the append: an error other
-    than a conflict) leaves the metrics written, as when they were written first."""
+def _journal_append_with(conn: apsw.Connection, lease: Lease, e: JournalEntry,
+                         metrics: str | None, now: float, blobs_json: str | None) -> bool:
+    """The texts the entry references (``blobs_json``, with the run's references to
+    them) and the run's metrics, then the entry, in one transaction (the caller's, or
+    its own when called alone): whether the entry was written. Not written means a final
+    entry holds its position: the metrics and texts stay written (the transaction
+    commits). A stale lease raises LeaseLost (the metrics statement, or the append,
+    found no row). Run in a group without a savepoint of its own: each statement writes
+    nothing when it fails, and what an earlier one wrote stays as if it had been its
+    own write (a call's cost, texts stored under their digest). Alone, a failure rolls
+    everything back (``_call_alone``)."""
     if conn.getautocommit():
         conn.execute("BEGIN IMMEDIATE")  # (an error: _call_alone rolls it back)
-        written = _journal_append_metered(conn, lease, e, metrics, now)
+        written = _journal_append_with(conn, lease, e, metrics, now, blobs_json)
         conn.execute("COMMIT")
         return written
-    _run_metrics_set(conn, lease, metrics, now)
+    if blobs_json is not None:
+        _lc.blob_put(conn, blobs_json, lease.run_id, _blob_put)
+    if metrics is not None:
+        _run_metrics_set(conn, lease, metrics, now)
+        conn.execute(Q["journal_append"], entry_params(lease, e))
+        return bool(conn.changes() == 1) or _written_before(conn, lease, e)
     conn.execute(Q["journal_append"], entry_params(lease, e))
-    return bool(conn.changes() == 1) or _written_before(conn, lease, e)
+    if conn.changes() == 1:
+        return True
+    _check_lease(conn, lease)
+    return _written_before(conn, lease, e)
 
 
 #: Most journal appends written by one statement. Each statement call lets the busy event
