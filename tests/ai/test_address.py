@@ -106,3 +106,77 @@ def test_a_bad_message_is_refused_even_after_good_ones() -> None:
         address([good, {"content": "no role"}])
     with pytest.raises(ConfigError, match="message 1"):
         address([good, {"role": "user", "content": float("nan")}])
+
+
+def test_the_same_list_changed_in_every_way_is_addressed_as_from_scratch() -> None:
+    """An agent's list passed again is worked out from what was remembered for it: it
+    must still come out as from scratch when the list grew, an earlier message was
+    edited in place, replaced by an equal or a different one, made non-plain, removed,
+    or the list was cut, cleared or refilled."""
+    messages: list[Any] = [{"role": "system", "content": "Be brief."}]
+    for i in range(6):
+        messages += [{"role": "user", "content": f"q{i}"},
+                     {"role": "assistant", "content": f"a{i}"}]
+        same(messages)
+    same(messages)  # unchanged
+    messages[3]["content"] = "edited"
+    same(messages)
+    messages[3] = dict(messages[3])  # equal, another object
+    same(messages)
+    messages[2] = {"role": "user", "content": "replaced"}
+    same(messages)
+    messages[4]["content"] = 7  # no longer plain
+    same(messages)
+    messages.append({"role": "user", "content": "after a non-plain one"})
+    same(messages)
+    messages[4]["content"] = "plain again"
+    same(messages)
+    del messages[5:]
+    same(messages)
+    messages.insert(0, {"role": "system", "content": "first now"})
+    same(messages)
+    messages.clear()
+    same(messages)
+    messages += [{"role": "user", "content": "anew"}]
+    same(messages)
+
+
+def test_random_changes_to_one_list_always_match_a_fresh_address() -> None:
+    rng = random.Random(11)
+    pool: list[dict[str, Any]] = [{"role": rng.choice(["user", "assistant"]),
+                                   "content": f"m{i}"} for i in range(15)]
+    lists: list[list[Any]] = [[], [], []]
+    for _ in range(1500):
+        messages = rng.choice(lists)
+        op = rng.random()
+        if op < 0.45:
+            messages.append(rng.choice(pool) if rng.random() < 0.5
+                            else {"role": "user", "content": f"n{rng.random()}"})
+        elif op < 0.6 and messages:
+            rng.choice(messages)["content"] = rng.choice(
+                [f"e{rng.random()}", None, 3, [1], "m1"])
+        elif op < 0.7 and messages:
+            messages[rng.randrange(len(messages))] = rng.choice(pool)
+        elif op < 0.8 and messages:
+            del messages[rng.randrange(len(messages)):]
+        elif op < 0.85:
+            messages.insert(0, rng.choice(pool))
+        same(messages)
+
+
+def test_what_it_remembers_of_lists_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_messages, "_PREFIX_LIMIT", 3)
+    monkeypatch.setattr(_messages, "_PREFIX_BYTES", 3_000)
+    lists: list[list[Any]] = [[] for _ in range(8)]
+    for i in range(40):
+        for j, messages in enumerate(lists):
+            messages.append({"role": "user", "content": f"{j}:{i}" * 10})
+            same(messages)
+            kept = _messages._prefixes
+            assert len(kept) <= 3 and _messages._prefix_bytes <= 3_000
+            assert _messages._prefix_bytes == sum(p.size for p in kept.values())
+    big = [{"role": "user", "content": "x" * 4_000}]
+    same(big)
+    big.append({"role": "user", "content": "y"})
+    same(big)
+    assert id(big) not in _messages._prefixes and _messages._prefix_bytes <= 3_000

@@ -109,6 +109,8 @@ class _Call:
     def __init__(self, llm: LLM, messages: Sequence[Message], *, tools: Sequence[Any] | None,
                  tool_choice: str | None, output_schema: dict[str, Any] | None,
                  params: dict[str, Any], stream: bool, live: bool = False) -> None:
+        # (The caller's sequence: ``address`` remembers an agent's growing list.)
+        self.prompt: ContentRef = address(messages)
         self.messages = list(messages)
         self.tools = [ToolSpec.of(t) for t in tools or ()]
         self.tool_choice = tool_choice
@@ -118,7 +120,6 @@ class _Call:
         #: Stream the HTTP call and publish its chunks; the journal says ``stream`` only
         #: for ``LLM.stream`` (``chat(live=True)`` records what a plain chat records).
         self.live = stream or live
-        self.prompt: ContentRef = address(self.messages)
         self.blobs = dict(self.prompt.blobs)
         tools_ref = self._blob([{"name": t.name, "description": t.description,
                                  "parameters": t.parameters} for t in self.tools]

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from tether.errors import ConfigError
 
@@ -105,6 +106,37 @@ _addressed: dict[int, _Addressed] = {}
 _addressed_bytes = 0
 
 
+@dataclass(slots=True)
+class _Prefix:
+    """What ``address`` worked out for the plain messages at the start of a sequence the
+    caller passed (kept by the sequence's ``id``): the sequence itself (so that its id
+    is not reused while remembered), those messages, copies of them as they were, and
+    the head, size and texts of that prefix."""
+
+    owner: Sequence[Mapping[str, Any]]
+    messages: list[Mapping[str, Any]]
+    copies: list[dict[str, Any]]
+    head: str | None
+    size: int
+    blobs: dict[str, str]
+
+
+#: Most sequences, and most message bytes of their prefixes, remembered (past either,
+#: it starts over; a longer prefix is not remembered): with the prefixes' texts and the
+#: copies of their messages, the memory held stays within a few times 16 MiB.
+_PREFIX_LIMIT = 4_096
+_PREFIX_BYTES = 16 * 1024 * 1024
+_prefixes: dict[int, _Prefix] = {}
+_prefix_bytes = 0
+
+
+def _plain(message: object) -> TypeGuard[dict[str, Any]]:
+    """A message whose copy is all of it and whose equality is exact: a plain dict of
+    strings or None (``True == 1``, ``1 == 1.0``: numbers are not)."""
+    return type(message) is dict and all(v is None or type(v) is str
+                                         for v in message.values())
+
+
 def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
     """The content-addressed form of a conversation (pure; nothing is stored).
 
@@ -116,20 +148,81 @@ def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
     is exact (``True == 1``, ``1 == 1.0``: numbers are not); a message with other values
     (tool calls, content parts) is encoded every time.
 
+    The same sequence object passed again (an agent's list of messages, grown) starts
+    from what was worked out for it last time when its first messages are still those
+    objects, unchanged: two comparisons of the lists in C instead of a lookup per
+    message, and the texts of that prefix copied at once.
+
     Raises:
         ConfigError: a message is not a JSON object with a ``role``.
     """
+    global _prefix_bytes
+    seen = _prefixes.get(id(messages))
+    start = 0
+    if seen is not None:
+        k = len(seen.messages)
+        # (Both in C: the same objects, then each equal to its copy; a plain message's
+        # copy shares its strings, so equal ones compare by identity.)
+        if (seen.owner is messages and k <= len(messages)
+                and all(map(operator.is_, messages, seen.messages))
+                and seen.copies == messages[:k]):
+            start = k
+        else:
+            del _prefixes[id(messages)]
+            _prefix_bytes -= seen.size
+            seen = None
+    if seen is not None:
+        blobs, head, size = dict(seen.blobs), seen.head, seen.size
+    else:
+        blobs, head, size = {}, None, 0
+    plain, at_end = _address_from(messages, start, blobs, head, size)
+    head, size = at_end[1], at_end[2]
+    if plain > start:
+        p_blobs, p_head, p_size = (dict(blobs), head, size) if plain == len(messages) \
+            else at_end[3]
+        new = messages[start:plain]
+        if seen is not None:  # (taken out; back below, grown, if it fits)
+            del _prefixes[id(messages)]
+            _prefix_bytes -= seen.size
+        if p_size <= _PREFIX_BYTES:
+            if len(_prefixes) >= _PREFIX_LIMIT or _prefix_bytes + p_size > _PREFIX_BYTES:
+                _prefixes.clear()
+                _prefix_bytes = 0
+            if seen is not None:  # (the same lists, longer)
+                seen.messages.extend(new)
+                seen.copies.extend(dict(m) for m in new)
+                seen.head, seen.size, seen.blobs = p_head, p_size, p_blobs
+            else:
+                seen = _Prefix(messages, list(new), [dict(m) for m in new], p_head, p_size,
+                               p_blobs)
+            _prefixes[id(messages)] = seen
+            _prefix_bytes += p_size
+    return ContentRef(head, len(messages), at_end[0], size)
+
+
+_State = tuple[dict[str, str], str | None, int]
+
+
+def _address_from(messages: Sequence[Mapping[str, Any]], start: int, blobs: dict[str, str],
+                  head: str | None, size: int,
+                  ) -> tuple[int, tuple[dict[str, str], str | None, int, _State]]:
+    """``address`` of ``messages`` from index ``start`` on, after a prefix whose texts,
+    head and size are given (``blobs`` is filled in): how many messages at the start
+    are plain (``_plain``; ``start`` at least), and the texts, head and size at the end
+    and, if a message that is not plain ends the plain ones, at that point (a copy)."""
     global _addressed_bytes
-    blobs: dict[str, str] = {}
-    head: str | None = None
-    size = 0
-    for i, message in enumerate(messages):
+    plain = start
+    ended = False
+    cut: _State = (blobs, head, size)
+    for i in range(start, len(messages)):
+        message = messages[i]
         seen = _addressed.get(id(message))
         if seen is not None and seen[0] is message and seen[1] == message:
             _, _, text, key, nbytes, prev, node_key, node = seen
             if prev != head:  # the same message after another conversation's head
                 node = _node(key, head)
                 node_key = digest(node)
+            is_plain = True
         else:
             if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
                 raise ConfigError(f"message {i} must be a dict with a 'role' "
@@ -139,8 +232,9 @@ def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
             key = digest(text)
             node = _node(key, head)
             node_key = digest(node)
-            if type(message) is dict and all(v is None or type(v) is str
-                                             for v in message.values()):
+            is_plain = False
+            if _plain(message):
+                is_plain = True
                 if (len(_addressed) >= _ADDRESSED_LIMIT
                         or _addressed_bytes + nbytes > _ADDRESSED_BYTES):
                     _addressed.clear()
@@ -148,11 +242,17 @@ def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
                 _addressed[id(message)] = (message, dict(message), text, key, nbytes, head,
                                            node_key, node)
                 _addressed_bytes += nbytes
+        if not ended:
+            if is_plain:
+                plain = i + 1
+            else:
+                ended = True
+                cut = (dict(blobs), head, size)
         size += nbytes
         blobs[key] = text
         head = node_key
         blobs[head] = node
-    return ContentRef(head, len(messages), blobs, size)
+    return plain, (blobs, head, size, cut)
 
 
 class _Known:
