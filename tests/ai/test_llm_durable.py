@@ -213,6 +213,48 @@ async def test_a_calls_texts_are_committed_with_its_entry(
     await app.close()
 
 
+async def test_a_call_answered_while_the_store_is_down_is_paid_once(
+        store_url: str, server: ScriptedLLMServer) -> None:
+    """The store refuses the entry (with its texts and cost) of a call the provider
+    answered, three times (unavailable): the worker writes it again with the reply it
+    holds; the provider got one request, and the entry, its texts and the cost are in
+    the store once it answers. The run was never claimed again (fencing token 1)."""
+    from tether import StoreUnavailable
+
+    server.set_script([Reply("kept", input_tokens=7, output_tokens=2)])
+    app = App(store_url)
+    llm = make_llm(server, "openai")
+    await app._open()
+    store = app.store
+    real_append = store.journal_append
+    refused: list[int] = []
+
+    async def flaky_append(**kw: Any) -> None:
+        if kw.get("blobs") and len(refused) < 3:
+            refused.append(len(kw["blobs"]))
+            raise StoreUnavailable("connection dropped (injected)")
+        await real_append(**kw)
+
+    store.journal_append = flaky_append  # type: ignore[method-assign]
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.chat([user_message("once")])).text or ""
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="o")).result(timeout=20) == "kept"
+    assert refused == [2, 2, 2] and len(chats(server)) == 1
+    info = await app.get_run("o")
+    (entry,) = info.journal
+    (refs,) = entry["args"]
+    assert await load_conversation(app.store, refs["messages"]) == [user_message("once")]
+    assert info.metrics["llm.calls"] == 1 and info.metrics["tokens.input"] == 7
+    run = await store.run_get("o")
+    assert run is not None and run.fencing_token == 1
+    await llm.aclose()
+    await app.close()
+
+
 async def test_outside_a_workflow_it_is_a_plain_call(server: ScriptedLLMServer) -> None:
     """No run: the provider is called, nothing is journaled, no idempotency key."""
     server.set_script([Reply("hi")])
