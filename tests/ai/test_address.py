@@ -167,6 +167,9 @@ def test_random_changes_to_one_list_always_match_a_fresh_address() -> None:
 def test_what_it_remembers_of_lists_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_messages, "_PREFIX_LIMIT", 3)
     monkeypatch.setattr(_messages, "_PREFIX_BYTES", 3_000)
+    monkeypatch.setattr(_messages, "_prefixes", {})
+    monkeypatch.setattr(_messages, "_prefix_bytes", 0)
+    monkeypatch.setattr(_messages, "_sighted", set())
     lists: list[list[Any]] = [[] for _ in range(8)]
     for i in range(40):
         for j, messages in enumerate(lists):
@@ -175,8 +178,33 @@ def test_what_it_remembers_of_lists_is_bounded(monkeypatch: pytest.MonkeyPatch) 
             kept = _messages._prefixes
             assert len(kept) <= 3 and _messages._prefix_bytes <= 3_000
             assert _messages._prefix_bytes == sum(p.size for p in kept.values())
+            assert len(_messages._sighted) <= 3
     big = [{"role": "user", "content": "x" * 4_000}]
-    same(big)
-    big.append({"role": "user", "content": "y"})
-    same(big)
+    for _ in range(3):
+        same(big)
+        big.append({"role": "user", "content": "y"})
     assert id(big) not in _messages._prefixes and _messages._prefix_bytes <= 3_000
+
+
+def test_a_list_is_remembered_from_its_second_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that builds a new list for every call (``[*history, new]``) leaves
+    nothing remembered of those lists; a list passed again is remembered, and a tuple
+    never is."""
+    monkeypatch.setattr(_messages, "_prefixes", {})
+    monkeypatch.setattr(_messages, "_prefix_bytes", 0)
+    monkeypatch.setattr(_messages, "_sighted", set())
+    history: list[Any] = [{"role": "user", "content": "hi"}]
+    kept = []
+    for i in range(5):
+        fresh_list = [*history, {"role": "user", "content": f"turn {i}"}]
+        kept.append(fresh_list)  # (alive: each id is new)
+        same(fresh_list)
+    assert _messages._prefixes == {}
+    agent = list(history)
+    same(agent)
+    assert _messages._prefixes == {}
+    agent.append({"role": "assistant", "content": "yes"})
+    same(agent)
+    assert list(_messages._prefixes) == [id(agent)]
+    same(tuple(agent))  # type: ignore[arg-type]
+    assert list(_messages._prefixes) == [id(agent)]

@@ -128,6 +128,8 @@ _PREFIX_LIMIT = 4_096
 _PREFIX_BYTES = 16 * 1024 * 1024
 _prefixes: dict[int, _Prefix] = {}
 _prefix_bytes = 0
+#: The ids of lists seen once.
+_sighted: set[int] = set()
 
 
 def _plain(message: object) -> TypeGuard[dict[str, Any]]:
@@ -148,17 +150,28 @@ def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
     is exact (``True == 1``, ``1 == 1.0``: numbers are not); a message with other values
     (tool calls, content parts) is encoded every time.
 
-    The same sequence object passed again (an agent's list of messages, grown) starts
-    from what was worked out for it last time when its first messages are still those
-    objects, unchanged: two comparisons of the lists in C instead of a lookup per
-    message, and the texts of that prefix copied at once.
+    The same list passed again (an agent's list of messages, grown) starts from what
+    was worked out for it last time when its first messages are still those objects,
+    unchanged: two comparisons of the lists in C instead of a lookup per message, and
+    the texts of that prefix copied at once. (A list is remembered from the second time
+    it comes: one built anew for every call costs nothing more.)
 
     Raises:
         ConfigError: a message is not a JSON object with a ``role``.
     """
     global _prefix_bytes
+    if type(messages) is not list:
+        return ContentRef(*_addressed_as_is(messages))
     seen = _prefixes.get(id(messages))
     start = 0
+    if seen is None and id(messages) not in _sighted:
+        # (A list seen once, as a caller that builds a new list for every call makes
+        # them: remembered only when it comes again, so such a caller copies nothing.
+        # Only its id is kept: a new list that reuses it is remembered a call early.)
+        if len(_sighted) >= _PREFIX_LIMIT:
+            _sighted.clear()
+        _sighted.add(id(messages))
+        return ContentRef(*_addressed_as_is(messages))
     if seen is not None:
         k = len(seen.messages)
         # (Both in C: the same objects, then each equal to its copy; a plain message's
@@ -201,6 +214,13 @@ def address(messages: Sequence[Mapping[str, Any]]) -> ContentRef:
 
 
 _State = tuple[dict[str, str], str | None, int]
+
+
+def _addressed_as_is(messages: Sequence[Mapping[str, Any]],
+                     ) -> tuple[str | None, int, dict[str, str], int]:
+    """``ContentRef``'s fields for ``messages``, nothing remembered of the sequence."""
+    _, (blobs, head, size, _) = _address_from(messages, 0, {}, None, 0)
+    return head, len(messages), blobs, size
 
 
 def _address_from(messages: Sequence[Mapping[str, Any]], start: int, blobs: dict[str, str],
