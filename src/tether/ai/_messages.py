@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -38,12 +36,7 @@ from tether.errors import ConfigError
 if TYPE_CHECKING:
     from tether.ext import SharedState
 
-__all__ = ["ContentRef", "address", "canonical_json", "digest", "load_conversation",
-           "put_blobs"]
-
-#: Digests remembered per store as already stored (an LRU): saves re-sending the
-#: growing conversation's old messages on every call of a long agent loop.
-_KNOWN_LIMIT = 100_000
+__all__ = ["ContentRef", "address", "canonical_json", "digest", "load_conversation"]
 
 
 #: Built once: ``json.dumps`` with these options builds a new encoder on every call.
@@ -273,49 +266,6 @@ def _address_from(messages: Sequence[Mapping[str, Any]], start: int, blobs: dict
         head = node_key
         blobs[head] = node
     return plain, (blobs, head, size, cut)
-
-
-class _Known:
-    """An LRU set of digests known to be stored."""
-
-    def __init__(self, limit: int) -> None:
-        self._keys: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def __contains__(self, key: object) -> bool:
-        if key in self._keys:
-            self._keys.move_to_end(key)  # type: ignore[arg-type]
-            return True
-        return False
-
-    def add(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            self._keys[key] = None
-            self._keys.move_to_end(key)
-        while len(self._keys) > self._limit:
-            self._keys.popitem(last=False)
-
-
-_known: weakref.WeakKeyDictionary[Any, _Known] = weakref.WeakKeyDictionary()
-
-
-async def put_blobs(store: SharedState, blobs: Mapping[str, str]) -> int:
-    """Store the texts this process has not stored yet; returns how many were sent.
-
-    The store ignores keys it already holds, so the in-process memory only saves
-    bandwidth; after a restart the first call re-sends its conversation once. Inside a
-    run ``store`` is the run's own view (``ext.Run.shared``, one per execution), so the
-    memory is per run execution too, and the store records every text the run uses as
-    referenced by it (retention keeps a text while a run references it).
-    """
-    known = _known.get(store)
-    if known is None:
-        known = _known[store] = _Known(_KNOWN_LIMIT)
-    new = {k: v for k, v in blobs.items() if k not in known}
-    if new:
-        await store.blob_put(blobs=new)
-        known.add(list(new))
-    return len(new)
 
 
 async def load_conversation(store: SharedState, head: str | None) -> list[dict[str, Any]]:
