@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -47,7 +49,7 @@ from tether.integrations.openai_agents import (
     run_config,
     workflow_tool,
 )
-from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+from tether.testing.llm_server import Fault, RecordedRequest, Reply, ScriptedLLMServer
 from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
 
 set_tracing_disabled(True)
@@ -473,3 +475,55 @@ async def test_a_tool_result_with_a_non_finite_float_is_journaled_as_text(
     assert measured == [1]
     assert [m["content"] for m in server.requests[1].body["messages"]
             if m["role"] == "tool"] == ["{'ratio': nan}"]
+
+
+@dataclasses.dataclass
+class Span:
+    start: int
+    end: tuple[int, int]
+
+
+def tool_texts(request: RecordedRequest) -> list[str]:
+    return [m["content"] for m in request.body["messages"] if m["role"] == "tool"]
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ((1, 2), "[1, 2]"),
+    ({"ids": (1, 2), 3: "x"}, "{'ids': [1, 2], '3': 'x'}"),
+    ([City(**PARIS)], "[{'city': 'Paris', 'country': 'France'}]"),
+    ({"b": 1, "a": (2,)}, "{'b': 1, 'a': [2]}"),
+    ({1, 2}, "{1, 2}"),
+    (dt.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02 03:04:05"),
+    (Span(1, (2, 3)), "{'start': 1, 'end': [2, 3]}"),
+])
+async def test_a_tool_result_reaches_the_model_as_the_same_text_live_and_after_a_replay(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel,
+        value: Any, text: str) -> None:
+    """The request after the tool fails once (503), so the run is released for the
+    retry and its next execution answers the tool from the journal: the model is given
+    the same text both times, the text of the value as the journal gives it back (a
+    tuple was "(1, 2)" live but "[1, 2]" after the replay)."""
+    calls: list[int] = []
+
+    @function_tool
+    def pair() -> Any:
+        """A pair."""
+        calls.append(1)
+        return value
+
+    server.set_script([Reply(tool_calls=[{"name": "pair", "arguments": {}}]),
+                       Fault.http(503, retry_after=0.2), Reply("done")])
+    tagent = TetherAgent(Agent(name="pairs", model=model, tools=[pair]))
+    app = App(store_url)
+    executions: list[int] = []
+
+    @app.workflow
+    async def pairs(question: str) -> str:
+        executions.append(1)
+        return str((await tagent.run(question)).final_output)
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(pairs, "a pair", run_id="p1")
+        assert await handle.result(timeout=30) == "done"
+    assert calls == [1] and len(executions) == 2  # (the tool answered by the replay)
+    assert [tool_texts(r) for r in server.requests[1:]] == [[text], [text]]

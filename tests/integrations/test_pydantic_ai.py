@@ -5,6 +5,7 @@ and MCP calls, typed output after replay, streaming, the cost ledger and budgets
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
+from openai import AsyncOpenAI
 from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.mcp import MCPToolset
@@ -32,7 +34,7 @@ from tether import App, RunFailed
 from tether.ai import Budget
 from tether.errors import ConfigError
 from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
-from tether.testing.llm_server import Reply, ScriptedLLMServer
+from tether.testing.llm_server import Fault, Reply, ScriptedLLMServer
 from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
 
 
@@ -353,3 +355,46 @@ async def test_responses_api_model_with_reasoning(sqlite_url: str) -> None:
     sent = server.requests[1].body["input"]
     assert "look it up" in sent[1]["content"] and sent[2]["type"] == "function_call"
     assert info.metrics["llm.calls"] == 2 and info.metrics["saved.calls"] == 2
+
+
+@pytest.mark.parametrize("value", [
+    (1, 2), {"b": 1, "a": (2,), 3: "x"}, {1, 2}, dt.datetime(2026, 1, 2, 3, 4, 5),
+    [City(**PARIS)]])
+async def test_a_tool_result_reaches_the_model_as_the_same_text_live_and_after_a_replay(
+        store_url: str, server: ScriptedLLMServer, value: Any) -> None:
+    """The request after the tool fails once (503, the client retries nothing), so the
+    run is released for the retry and its next execution answers the tool from the
+    journal: the model is given the same tool-result text both times."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    agent: Agent[None, str] = Agent(
+        OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client)),
+        name="pairs")
+    calls: list[int] = []
+
+    @agent.tool_plain
+    def pair() -> Any:
+        """A pair."""
+        calls.append(1)
+        return value
+
+    tagent = TetherAgent(agent)
+    server.set_script([Reply(tool_calls=[{"name": "pair", "arguments": {}}]),
+                       Fault.http(503, retry_after=0.2), Reply("done")])
+    app = App(store_url)
+    executions: list[int] = []
+
+    @app.workflow
+    async def pairs(question: str) -> str:
+        executions.append(1)
+        return str((await tagent.run(question)).output)
+
+    try:
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(pairs, "a pair", run_id="p1")
+            assert await handle.result(timeout=30) == "done"
+    finally:
+        await client.close()
+    assert calls == [1] and len(executions) == 2  # (the tool answered by the replay)
+    texts = [[m["content"] for m in r.body["messages"] if m["role"] == "tool"]
+             for r in server.requests[1:]]
+    assert len(texts) == 2 and texts[0] == texts[1] and len(texts[0]) == 1, texts

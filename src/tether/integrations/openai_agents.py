@@ -318,8 +318,10 @@ def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
     """A copy of ``tool`` whose calls are steps (``openai_agents:tool:<name>``) inside a
     workflow: the arguments and the result are journaled, replay returns the result.
     The result must be JSON (a pydantic model is journaled as its JSON; anything else
-    as its ``str()``). An agent used as a tool is returned as it is (its model requests
-    are steps already)."""
+    as its ``str()``). The SDK is given the result as the journal gives it back, live as
+    after a replay (``ext.step`` returns the decoded record): a tuple is a list then,
+    so the model reads the same text both times. An agent used as a tool is returned as
+    it is (its model requests are steps already)."""
     if getattr(tool, "_is_agent_tool", False) or getattr(tool, "__tether_durable__", False):
         return tool
     invoke = tool.on_invoke_tool
