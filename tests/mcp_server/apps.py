@@ -25,10 +25,10 @@ def _record(what: str) -> None:
             f.write(f"{os.getpid()} {what}\n")
 
 
-def build(url: str | None = None, *, llm: Any = None) -> App:
+def build(url: str | None = None, *, llm: Any = None, **options: Any) -> App:
     """The test app; with ``llm`` (a ``tether.ai.LLM``) it also has an agent whose
-    booking tool needs approval."""
-    app = App(url)
+    booking tool needs approval. ``options`` go to ``App``."""
+    app = App(url, **options)
 
     @app.step
     def add(n: int, i: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from mcp_types import (
 )
 
 import tether
-from tests.engine.helpers import wait_for
+from tests.engine.helpers import status_is, wait_for
 from tests.mcp_server import apps
 from tests.mcp_server.host import (
     cancel_task,
@@ -38,6 +39,7 @@ from tests.mcp_server.host import (
 )
 from tether import App, RunStatus
 from tether.ai import LLM, Agent, Budget, request_approval
+from tether.encryption import AesGcm
 from tether.mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
@@ -606,3 +608,47 @@ async def test_store_unavailable_is_said_at_once(pg_url: str) -> None:
         text = result.content[0].text  # type: ignore[union-attr]
         assert text.startswith("tool 'slow_sum': the store is unavailable (PostgreSQL at "), text
         assert asyncio.get_running_loop().time() - t0 < 5.0
+
+
+async def test_a_task_whose_payload_this_server_cannot_read_is_a_clear_error(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Runs made by an app with key id 'k1', read by a server that has only 'k2': on
+    tasks/get (and a task listen) a completed task's result, a failed task's error and
+    a waiting task's input request are a -32603 error that says the payload cannot be
+    read by this server and names the missing key id, with no traceback logged. Before,
+    the result was the SDK's opaque "Internal server error" (the PayloadDecryptError's
+    traceback in the log), the error was answered as the ciphertext itself and the
+    input request as a bare signal (an answer to it would be sealed with 'k2')."""
+    writer = apps.build(store_url, payload_hook=AesGcm({"k1": b"1" * 32}))
+    reader = apps.build(store_url, payload_hook=AesGcm({"k2": b"2" * 32}))
+    async with writer, reader:
+        done = await writer.start("slow_sum", [1, 2], run_id="sealed-done")
+        failed = await writer.start("explode", "out of fuel", run_id="sealed-failed")
+        await writer.start("ask", "tea?", run_id="sealed-asking")
+        async with writer.worker(poll_interval=0.05):
+            assert await done.result(timeout=30) == 3
+            with pytest.raises(tether.RunFailed):
+                await failed.result(timeout=30)
+            await wait_for(lambda: status_is(writer, "sealed-asking", "waiting"), timeout=30)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            async with serve_http(reader) as url:
+                for task_id, what in (("sealed-done", "result"), ("sealed-failed", "error"),
+                                      ("sealed-asking", "input request")):
+                    answer = await raw_rpc(url, "tasks/get", {"taskId": task_id})
+                    error = answer.get("error")
+                    assert error is not None and error["code"] == INTERNAL_ERROR, answer
+                    assert error["message"] == (
+                        f"tasks/get: the {what} of task {task_id!r} cannot be read by this "
+                        "server: a stored payload was encrypted with key id 'k1', which "
+                        "this process does not have (it has: k2)"), error
+                    assert error["data"] == {"unreadablePayload": True, "keyId": "k1"}
+                listen = await raw_rpc(url, "subscriptions/listen",
+                                       {"notifications": {"taskIds": ["sealed-done"]}})
+                assert listen["error"]["code"] == INTERNAL_ERROR, listen
+                assert "key id 'k1'" in listen["error"]["message"]
+            # The server with the key answers as ever.
+            async with serve_http(writer) as url:
+                answer = await raw_rpc(url, "tasks/get", {"taskId": "sealed-done"})
+                assert answer["result"]["status"] == "completed", answer
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

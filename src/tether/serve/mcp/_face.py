@@ -253,9 +253,16 @@ class TetherTasks:
         codec = self.app.codec.for_run(run.run_id)
         if status == RunStatus.COMPLETED.value:
             task["status"] = "completed"
-            task["result"] = _value_result(codec.decode(run.result, None, SLOT_RESULT))
+            try:
+                value = codec.decode(run.result, None, SLOT_RESULT)
+            except PayloadError as exc:
+                raise _UnreadablePayload("result", run.run_id, exc) from exc
+            task["result"] = _value_result(value)
         elif status == RunStatus.FAILED.value:
-            error = _decode(self.app, run.run_id, run.error, SLOT_ERROR)
+            try:
+                error = _decode(self.app, run.run_id, run.error, SLOT_ERROR)
+            except PayloadError as exc:
+                raise _UnreadablePayload("error", run.run_id, exc) from exc
             task["status"] = "failed"
             task["statusMessage"] = _error_text(error)
             task["error"] = {"code": -32603, "message": _error_text(error), "data": error}
@@ -307,7 +314,10 @@ class TetherTasks:
                 "signal "):
             return {}
         name = (run.waiting_for or "")[len("signal "):]
-        info = _decode(self.app, run.run_id, run.status_info, SLOT_STATUS)
+        try:
+            info = _decode(self.app, run.run_id, run.status_info, SLOT_STATUS)
+        except PayloadError as exc:  # (an answer it sent could not be read either)
+            raise _UnreadablePayload("input request", run.run_id, exc) from exc
         app = self.app
         approval = info.get("approval") if isinstance(info, Mapping) else None
         if (name == _APPROVAL_SIGNAL and isinstance(info, Mapping)
@@ -482,12 +492,36 @@ def _keyed_run_id(tool: str, key: str) -> str:
 
 
 def _decode(app: App, run_id: str, text: str | None, slot: str) -> Any:
+    """The stored ``text`` decoded; the text itself if it is no JSON.
+
+    Raises:
+        PayloadError: the payload hook cannot decode it (e.g. encrypted with a key this
+            process does not have): the text would be ciphertext, no answer.
+    """
     if text is None:
         return None
     try:
         return app.codec.for_run(run_id).decode(text, None, slot)
+    except PayloadError:
+        raise
     except Exception:
         return text
+
+
+class _UnreadablePayload(Exception):
+    """A task's result or error that this server cannot decode (its payload hook lacks
+    the key, or the payload was moved from another run): ``_StoreRequests`` answers it
+    as a JSON-RPC error naming the cause, instead of the SDK's opaque -32603 "Internal
+    server error" with a traceback in the log. It is the server's configuration, not the
+    run, that is wrong: a server with the key reads the task."""
+
+    def __init__(self, what: str, run_id: str, cause: PayloadError) -> None:
+        super().__init__(f"the {what} of task {run_id!r} cannot be read by this server: "
+                         f"{cause}")
+        self.data: dict[str, Any] = {"unreadablePayload": True}
+        key_id = getattr(cause, "key_id", None)
+        if key_id is not None:
+            self.data["keyId"] = key_id
 
 
 def _jsonable(value: Any) -> Any:
@@ -557,8 +591,9 @@ class _StoreRequests:
     store is known to be down (``tether.store.FAIL_FAST``, as ``tether serve`` sets for
     its HTTP requests; over stdio nothing else would), and a ``StoreUnavailable``
     that escapes a handler (``tasks/*``, task notifications) is an error naming the
-    store, not the SDK's opaque -32603 "Internal server error". (``tools/call``
-    answers a tool error itself.)
+    store, not the SDK's opaque -32603 "Internal server error"; a task's payload this
+    server cannot decode likewise names why. (``tools/call`` answers a tool error
+    itself.)
 
     The flag is set in the request's own context: tasks the request starts inherit it
     (the store's shared tasks, such as the result reader, reset it), the worker that
@@ -573,6 +608,9 @@ class _StoreRequests:
             raise MCPError(code=INTERNAL_ERROR,
                            message=f"{ctx.method}: {_unavailable(exc)}; try again later",
                            data={"storeUnavailable": True}) from exc
+        except _UnreadablePayload as exc:
+            raise MCPError(code=INTERNAL_ERROR, message=f"{ctx.method}: {exc}",
+                           data=exc.data) from exc
         finally:
             FAIL_FAST.reset(token)
 
