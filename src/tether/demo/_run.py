@@ -213,7 +213,11 @@ async def _until_attempt_running(app: App, run_id: str, timeout: float) -> None:
     ~50 ms of a step's start; a worker killed before has no record of the attempt)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if any(a.status == "running" for a in await app.store.attempt_list(run_id)):
+        # (A step already journaled may still show its attempt as running: its end is
+        # written with the history's next batch. The step wanted has no entry yet.)
+        done = {e.position for e in await app.store.journal_read(run_id)}
+        if any(a.status == "running" and a.position not in done
+               for a in await app.store.attempt_list(run_id)):
             return
         await asyncio.sleep(0.02)
 
