@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from tether.store._port import Store
 
 __all__ = ["MAX_LINKS", "TRACE_KEY", "Observer", "add_observer", "add_trace_link",
-           "adopt_trace_context", "child_starting", "remove_observer", "run", "step",
-           "step_failed", "trace_carrier"]
+           "adopt_trace_context", "child_starting", "hides_error_messages", "remove_observer",
+           "run", "step", "step_failed", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -197,6 +197,13 @@ async def child_starting(ctx: RunContext, child_id: str) -> None:
             log.exception("observer %r failed at child start", o)
 
 
+def hides_error_messages(ctx: RunContext) -> bool:
+    """Whether the run's app has a payload hook (encryption, redaction): an error
+    message may then hold what the hook protects, so logs and spans name only the
+    error's type (telemetry leaves the process unencrypted, often for a vendor)."""
+    return getattr(ctx.codec, "hook", None) is not None
+
+
 def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
                 next_attempt_at: float | None) -> None:
     """Log a failed step attempt: the error, and when the next attempt is (or that
@@ -211,7 +218,7 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
     # A lone surrogate (a file name decoded with surrogateescape) cannot be written by a
     # UTF-8 log stream: logged escaped, as the error is recorded.
     err = err.encode("utf-8", "backslashreplace").decode("utf-8")
-    if getattr(ctx.codec, "hook", None) is not None:
+    if hides_error_messages(ctx):
         # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
         # may hold what they protect, so the log names only the error's type.
         err = f"{type(error).__name__} (message not logged: the app has a payload hook)"

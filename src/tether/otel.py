@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from typing import Any
 
 try:
@@ -126,8 +127,7 @@ class OtelObserver:
                 outcome = "returned"
             else:
                 outcome = "failed"
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                _record_error(span, error, _observe.hides_error_messages(ctx))
             span.set_attribute("tether.outcome", outcome)
             span.end()
         finally:
@@ -142,16 +142,16 @@ class OtelObserver:
         chat = attributes.get("gen_ai.operation.name") == "chat"
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT if chat else SpanKind.INTERNAL,
                                       attributes=attributes)
-        return span, otel_context.attach(trace.set_span_in_context(span)), chat, name
+        return (span, otel_context.attach(trace.set_span_in_context(span)), chat, name,
+                _observe.hides_error_messages(ctx))
 
     def step_ended(self, token: Any, value: Any, error: BaseException | None) -> None:
-        span, attached, chat, name = token
+        span, attached, chat, name, hidden = token
         try:
             if error is None and chat:
                 _llm_result(span, value, name)
             elif isinstance(error, Exception):
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                _record_error(span, error, hidden)
                 span.set_attribute("error.type", type(error).__name__)
             span.end()
         finally:
@@ -163,6 +163,25 @@ class OtelObserver:
             return
         await ctx.store.kv_cas(key=_KEY.format(child_id), value=_carrier(span), version=None,
                                now=ctx.clock.now())
+
+
+def _record_error(span: Span, error: BaseException, hidden: bool) -> None:
+    """Status ERROR and the exception as an event. With ``hidden`` (the app has a payload
+    hook: encryption, redaction) only the error's type and where it was raised: its
+    message may hold what the hook protects (an API key, a customer's data), and spans
+    leave the process unencrypted, as the logs do, which name only the type too."""
+    kind = type(error).__name__
+    if not hidden:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{kind}: {error}"))
+        return
+    # The frames only: the last line of a formatted traceback is the message, and a
+    # chained exception's (``raise ... from``) would be printed too.
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    span.record_exception(error, attributes={
+        "exception.message": f"{kind} (message not recorded: the app has a payload hook)",
+        "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{kind}"})
+    span.set_status(Status(StatusCode.ERROR, kind))
 
 
 def _carrier(span: Span) -> str:

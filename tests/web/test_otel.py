@@ -166,3 +166,61 @@ async def test_run_span_outcome_of_a_cancelled_run_and_of_continue_as_new(
     assert ("run generations", "continued", "UNSET") in outcomes
     assert ("run generations", "returned", "UNSET") in outcomes
     assert outcomes[-1] == ("run waiter", "cancelled", "UNSET"), outcomes
+
+
+async def test_spans_of_an_app_with_a_payload_hook_hold_no_error_message(
+        sqlite_url: str) -> None:
+    """With a payload hook (encryption, redaction) the logs name only a failed step's
+    error type, never its message, which may hold what the hook protects; the spans
+    recorded the message three times (status, ``exception.message`` and the stack trace's
+    last line, of the step's span and the failed run's), and exported it in clear to the
+    tracing backend. Now they name the type and the frames; without a hook the message
+    is recorded as before."""
+    import tether
+    from tether import App
+    from tether.encryption import AesGcm
+
+    secret = "sk-canary-5f3a9c1e7b2d4680"
+
+    def build(hook: AesGcm | None) -> App:
+        app = App(sqlite_url, payload_hook=hook)
+
+        @app.step(retry=tether.RetryPolicy(max_attempts=1))
+        async def leaky() -> None:
+            try:
+                raise KeyError(f"cause {secret}")
+            except KeyError as exc:
+                raise RuntimeError(f"provider said no to {secret}") from exc
+
+        @app.workflow
+        async def fails() -> None:
+            await leaky()
+
+        return app
+
+    def spans_text(exporter: InMemorySpanExporter) -> list[tuple[str, str, str]]:
+        return [(s.name, s.status.status_code.name, repr(dict(s.attributes or {}))
+                 + repr(s.status.description)
+                 + repr([(e.name, dict(e.attributes or {})) for e in s.events]))
+                for s in exporter.get_finished_spans()]
+
+    for hook in (AesGcm({"k1": bytes(range(32))}), None):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        observer = tether.otel.instrument(provider)
+        try:
+            app = build(hook)
+            async with app, app.worker(poll_interval=0.05):
+                run_id = f"f-{hook is None}"
+                with pytest.raises(tether.RunFailed):
+                    await (await app.start("fails", run_id=run_id)).result(timeout=30)
+        finally:
+            tether.otel.uninstrument(observer)
+        spans = spans_text(exporter)
+        failed = [(name, text) for name, status, text in spans if status == "ERROR"]
+        assert {name for name, _ in failed} == {"step leaky", "run fails"}, spans
+        for name, text in failed:
+            assert "RuntimeError" in text, (name, text)  # the type and frames stay
+            assert "leaky" in text, (name, text)
+            assert (secret in text) == (hook is None), (name, text)
