@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -199,7 +200,7 @@ class Run:
 
     def add_metrics(self, deltas: Mapping[str, float]) -> None:
         """Add numbers to the run's metrics; see :func:`add_metrics`."""
-        self._ctx.add_metrics(dict(deltas))
+        self._ctx.add_metrics(_finite_deltas(deltas))
 
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         """The metrics of another run of this store (a child's spend, to roll it into
@@ -257,11 +258,31 @@ def add_metrics(deltas: Mapping[str, float]) -> None:
 
     Raises:
         OutsideRun: no run executes here.
+        ValueError: a value is not a finite number (nothing is added).
     """
     ctx = _current_run.get()
     if ctx is None:
         raise OutsideRun("tether.ext.add_metrics()", "a workflow or step")
-    ctx.add_metrics(dict(deltas))
+    ctx.add_metrics(_finite_deltas(deltas))
+
+
+def _finite_deltas(deltas: Mapping[str, float]) -> dict[str, float]:
+    """``deltas`` as floats, checked here, in the caller's code. The store refuses a run's
+    metrics holding NaN or an infinity (they are JSON, read by ``/metrics``), but only
+    when they are written, after the step returned: the refusal then counted as a worker
+    crash, so the step ran again (its side effects with it) until the run failed with
+    "the worker crashed 5 times", and every later write of the run's metrics failed."""
+    out: dict[str, float] = {}
+    for key, value in deltas.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise ValueError(f"tether.ext.add_metrics(): metric {key!r} must be a finite "
+                             f"number, got {value!r}")
+        out[key] = number
+    return out
 
 
 def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | None = None,

@@ -157,3 +157,40 @@ async def test_a_plain_function_returning_a_coroutine_fails_at_once_saying_so(
     assert "returned coroutine, which nothing awaits" in str(error.get("message")), error
     info = await app.get_run("c")
     assert [e["attempts"] for e in info.journal] == [1]
+
+
+async def test_a_metric_that_is_not_a_finite_number_fails_the_step_not_the_worker(
+        app: App) -> None:
+    """``add_metrics({"cost.usd": nan})`` was accepted, and the store refused the run's
+    metrics only when the step's entry was written: that counted as a worker crash, so
+    the step's body ran again, 5 times in all, and the run failed with "the worker
+    crashed 5 times". Now the call raises ValueError in the step, an ordinary step
+    failure (retried by its policy), and the run's metrics stay writable."""
+    values: dict[str, object] = {"nan": float("nan"), "inf": float("-inf"), "text": "many",
+                                 "bool": True, "fine": 0.25}
+    executed: list[str] = []
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def paid(name: str) -> int:
+        executed.append(name)
+        ext.add_metrics({"tokens.input": 5, "cost.usd": values[name]})  # type: ignore[dict-item]
+        return 1
+
+    @app.workflow
+    async def wf() -> list[str]:
+        outcomes = []
+        for name in ("nan", "inf", "text", "bool"):
+            try:
+                await paid(name)
+                outcomes.append("ok")
+            except Exception as exc:
+                outcomes.append(str(exc))
+        await paid("fine")
+        return outcomes
+
+    async with app.worker():
+        outcomes = await (await app.start(wf, run_id="nan")).result(timeout=20)
+    assert all("ValueError: tether.ext.add_metrics(): metric 'cost.usd' must be a finite "
+               "number" in o for o in outcomes), outcomes
+    assert executed == ["nan", "inf", "text", "bool", "fine"]  # each attempt once
+    assert (await app.get_run("nan")).metrics == {"tokens.input": 5.0, "cost.usd": 0.25}
