@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from tether.store._port import Store
 
 __all__ = ["MAX_LINKS", "TRACE_KEY", "Observer", "add_observer", "add_trace_link",
-           "adopt_trace_context", "child_starting", "hides_error_messages", "remove_observer",
-           "run", "step", "step_failed", "trace_carrier"]
+           "adopt_trace_context", "child_starting", "error_text", "hides_error_messages",
+           "remove_observer", "run", "step", "step_failed", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -204,6 +204,22 @@ def hides_error_messages(ctx: RunContext) -> bool:
     return getattr(ctx.codec, "hook", None) is not None
 
 
+def error_text(ctx: RunContext, error: BaseException) -> str:
+    """``Type: message`` of an error of the run, for a log line: only the type when the
+    app has a payload hook (``hides_error_messages``)."""
+    if hides_error_messages(ctx):
+        # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
+        # may hold what they protect, so the log names only the error's type.
+        return f"{type(error).__name__} (message not logged: the app has a payload hook)"
+    try:
+        err = f"{type(error).__name__}: {error}"
+    except Exception:  # (its __str__ raises: the attempt is recorded all the same)
+        err = f"{type(error).__name__} (str() failed)"
+    # A lone surrogate (a file name decoded with surrogateescape) cannot be written by a
+    # UTF-8 log stream: logged escaped, as the error is recorded.
+    return err.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
                 next_attempt_at: float | None) -> None:
     """Log a failed step attempt: the error, and when the next attempt is (or that
@@ -211,17 +227,7 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
     import datetime as dt
 
     where = f"run {ctx.run_id} position {info.position}"
-    try:
-        err = f"{type(error).__name__}: {error}"
-    except Exception:  # (its __str__ raises: the attempt is recorded all the same)
-        err = f"{type(error).__name__} (str() failed)"
-    # A lone surrogate (a file name decoded with surrogateescape) cannot be written by a
-    # UTF-8 log stream: logged escaped, as the error is recorded.
-    err = err.encode("utf-8", "backslashreplace").decode("utf-8")
-    if hides_error_messages(ctx):
-        # Payloads are encrypted or redacted (App(payload_hook=...)): an error message
-        # may hold what they protect, so the log names only the error's type.
-        err = f"{type(error).__name__} (message not logged: the app has a payload hook)"
+    err = error_text(ctx, error)
     if next_attempt_at is None:
         log.warning("%s: step %s failed for good on attempt %d: %s", where, info.name,
                     info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position})

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -643,3 +644,40 @@ async def test_a_drain_cut_short_says_why(store_url: str, caplog: pytest.LogCapt
         assert "grace period" not in lines[0]
     else:
         assert "the grace period (0.1 s) is over" in lines[0]
+
+
+async def test_a_failed_run_is_logged_once_with_its_id_and_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run whose workflow code raised (or whose result could not be encoded) ended
+    failed without a line in the worker's log: an operator tailing it saw nothing. Now
+    one warning names the run, its workflow and the error (with a payload hook, only the
+    error's type, as for a failed step)."""
+    import tether
+    from tether.encryption import AesGcm
+
+    secret = "sk-canary-5f3a9c1e7b2d4680"
+    caplog.set_level(logging.INFO, logger="tether")
+    for hook in (None, AesGcm({"k1": bytes(range(32))})):
+        caplog.clear()
+        app = App(f"sqlite:///{tmp_path}/{hook is None}.db", payload_hook=hook)
+
+        @app.workflow
+        async def boom(key: str) -> None:
+            raise ValueError(f"bad input {key}")
+
+        @app.workflow
+        async def unencodable() -> object:
+            return object()
+
+        async with app, app.worker():
+            for name, args in (("boom", (secret,)), ("unencodable", ())):
+                with pytest.raises(tether.RunFailed):
+                    await (await app.start(name, *args, run_id=name)).result(timeout=20)
+        lines = [(r.getMessage(), getattr(r, "run_id", None)) for r in caplog.records
+                 if r.levelno >= logging.WARNING]
+        assert [m.split(":")[0] for m, _ in lines] == ["run boom (boom) failed",
+                                                        "run unencodable (unencodable) failed"]
+        assert [run_id for _, run_id in lines] == ["boom", "unencodable"]
+        assert lines[0][0].startswith("run boom (boom) failed: ValueError")
+        assert (secret in lines[0][0]) == (hook is None), lines
+        assert "PayloadError" in lines[1][0] or "NotSerializable" in lines[1][0], lines

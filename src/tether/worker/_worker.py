@@ -1184,11 +1184,19 @@ class Worker:
             except PayloadError as exc:
                 status, result = RunStatus.FAILED, None
                 error_text = codec.encode_error(error_to_dict(exc), SLOT_ERROR)
+                error = exc
         # Result waiters of this process registered from here on may not take the end
         # as this worker saw it (a retry may come between): they read it.
         since = self._host.waiters_mark()
         await store.run_finish(lease=ctx.lease, status=status.value, result=result,
                                error=error_text, now=now)
+        if status is RunStatus.FAILED:
+            # Logged once the failure is recorded (this method may be attempted again):
+            # a run whose own code raised had no line at all, and one failed by a step
+            # only the step's, which does not say the run ended.
+            assert error is not None
+            log.warning("run %s (%s) failed: %s", run_id, ctx.workflow.name,
+                        _observe.error_text(ctx, error), extra={"run_id": run_id})
         if status is RunStatus.CANCELLED:
             await self._cancel_children(run_id)
         self.completed += 1
