@@ -63,6 +63,7 @@ class OtelObserver:
     """Makes spans for executed work (install with ``instrument()``)."""
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.tracer_provider = tracer_provider
         self.tracer = trace.get_tracer("tether", tracer_provider=tracer_provider)
 
     # -- runs ----------------------------------------------------------------------------
@@ -280,7 +281,13 @@ _installed: list[OtelObserver] = []
 def instrument(tracer_provider: trace.TracerProvider | None = None) -> OtelObserver:
     """Emit spans for the runs this process executes (workers, embedded mode).
 
-    Returns the observer; ``uninstrument(observer)`` removes it."""
+    Returns the observer; ``uninstrument(observer)`` removes it. Called again for the
+    same tracer provider (e.g. from a module imported twice, or from each app's setup)
+    it returns the observer already installed: a second one doubled every span."""
+    for installed in _installed:
+        if installed.tracer_provider is tracer_provider:
+            _observe.add_observer(installed)  # (a no-op unless removed from _observe)
+            return installed
     observer = OtelObserver(tracer_provider)
     _observe.add_observer(observer)
     _installed.append(observer)

@@ -224,3 +224,37 @@ async def test_spans_of_an_app_with_a_payload_hook_hold_no_error_message(
             assert "RuntimeError" in text, (name, text)  # the type and frames stay
             assert "leaky" in text, (name, text)
             assert (secret in text) == (hook is None), (name, text)
+
+
+async def test_instrument_called_twice_for_one_provider_makes_each_span_once(
+        sqlite_url: str) -> None:
+    """``instrument()`` called again (a module imported twice, each app's setup calling
+    it) installed a second observer: every step and run span was made twice. Now it
+    returns the observer installed for that provider; another provider gets its own."""
+    from tether import App
+
+    app = App(sqlite_url)
+
+    @app.step
+    async def one() -> int:
+        return 1
+
+    @app.workflow
+    async def wf() -> int:
+        return await one()
+
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    providers = [TracerProvider(), TracerProvider()]
+    for provider, exporter in zip(providers, (first, second), strict=True):
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(providers[0])
+    try:
+        assert tether.otel.instrument(providers[0]) is observer
+        other = tether.otel.instrument(providers[1])
+        assert other is not observer
+        async with app, app.worker():
+            assert await (await app.start(wf)).result(timeout=30) == 1
+    finally:
+        tether.otel.uninstrument()
+    for exporter in (first, second):
+        assert sorted(s.name for s in exporter.get_finished_spans()) == ["run wf", "step one"]
