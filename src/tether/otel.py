@@ -48,7 +48,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       ) from None
 
 from tether import _observe
-from tether._replay import Blocked, Continue, Lost, Release, RunContext, StepInfo, _Stop
+from tether._operations import _OwnCancel
+from tether._replay import (
+    Blocked,
+    Continue,
+    Lost,
+    Release,
+    RunContext,
+    StepInfo,
+    _Interrupted,
+    _Stop,
+)
+from tether.errors import Postpone
 
 __all__ = ["OtelObserver", "instrument", "uninstrument"]
 
@@ -151,7 +162,19 @@ class OtelObserver:
         try:
             if error is None and chat:
                 _llm_result(span, value, name)
+            elif isinstance(error, _Interrupted):
+                # A cancel request interrupted the attempt: the run ends cancelled, not
+                # failed (its span is not an error either), and nothing failed here.
+                span.set_attribute("tether.cancelled", True)
+            elif isinstance(error, Postpone):
+                # Run again later without counting a failed attempt (an open circuit
+                # breaker, a rate limit): the engine records it as postponed, not failed.
+                span.set_attribute("tether.postponed_seconds", error.delay)
             elif isinstance(error, Exception):
+                if isinstance(error, _OwnCancel) and error.__cause__ is not None:
+                    # The step's code raised CancelledError itself; the engine records
+                    # that error, not its internal wrapper.
+                    error = error.__cause__
                 _record_error(span, error, hidden)
                 span.set_attribute("error.type", type(error).__name__)
             span.end()

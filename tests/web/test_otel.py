@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -258,3 +259,66 @@ async def test_instrument_called_twice_for_one_provider_makes_each_span_once(
         tether.otel.uninstrument()
     for exporter in (first, second):
         assert sorted(s.name for s in exporter.get_finished_spans()) == ["run wf", "step one"]
+
+
+async def test_step_spans_of_a_postponed_a_cancelled_and_an_own_cancel_attempt(
+        sqlite_url: str) -> None:
+    """The engine records a postponed attempt (``Postpone``: an open circuit breaker, a
+    rate limit) as postponed, not failed, and a step interrupted by a cancel request as
+    cancelled (the run's span is ``cancelled``, not an error); a step whose code raised
+    CancelledError itself as a CancelledError. Their spans said otherwise: status ERROR
+    with the internal types ``_Interrupted`` and ``_OwnCancel`` as ``error.type``, so
+    every postpone and every cancel counted as an error in the tracing backend."""
+    import tether
+    from tether import App
+    from tether.errors import Postpone
+
+    app = App(sqlite_url)
+    postponed = [False]
+    running = asyncio.Event()
+
+    @app.step(retry=tether.RetryPolicy(max_attempts=1))
+    async def own() -> None:
+        raise asyncio.CancelledError
+
+    @app.step
+    async def later() -> int:
+        if not postponed[0]:
+            postponed[0] = True
+            raise Postpone(0.01, "breaker open")
+        return 1
+
+    @app.step
+    async def slow() -> int:
+        running.set()
+        await asyncio.Event().wait()
+        return 1
+
+    @app.workflow
+    async def wf() -> int:
+        with contextlib.suppress(Exception):
+            await own()
+        return await later() + await slow()
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app, app.worker(poll_interval=0.05):
+            await app.start(wf, run_id="c")
+            await asyncio.wait_for(running.wait(), 30)
+            await app.cancel("c")
+            with pytest.raises(tether.RunFailed, match="cancelled"):
+                await app.handle("c").result(timeout=30)
+    finally:
+        tether.otel.uninstrument(observer)
+    seen = [(s.name, s.status.status_code.name, (s.attributes or {}).get("error.type"),
+             (s.attributes or {}).get("tether.postponed_seconds"),
+             (s.attributes or {}).get("tether.cancelled"))
+            for s in exporter.get_finished_spans()]
+    assert seen == [("step own", "ERROR", "CancelledError", None, None),
+                    ("step later", "UNSET", None, 0.01, None),
+                    ("step later", "UNSET", None, None, None),
+                    ("step slow", "UNSET", None, None, True),
+                    ("run wf", "UNSET", None, None, None)], seen
