@@ -917,3 +917,16 @@ async def test_subscribe_wakes_on_another_store_objects_insert(store: Store) -> 
         assert not woken.is_set()
     finally:
         await other.close()
+
+
+async def test_the_oldest_queued_run_is_dated_from_when_it_became_claimable(
+        store: Store) -> None:
+    """``tether_queue_oldest_age_seconds``' source: a run queued again (``tether retry``,
+    a worker's hand-back) has waited since then, not since it was created (an alert on
+    the age fired for a run retried a day after it was made)."""
+    await store.run_insert(run=run_record("made-long-ago", queue="qa", now=T0,
+                                          available_at=T0 + 86_400))
+    await store.run_insert(run=run_record("fresh", queue="qb", now=T0 + 86_000))
+    stats = await store.store_stats(now=T0 + 86_500)
+    assert stats.queues["qa"] == (1, T0 + 86_400)
+    assert stats.queues["qb"] == (1, T0 + 86_000)

@@ -38,7 +38,7 @@ def render(stats: StoreStats, now: float) -> str:
     for queue, (depth, _) in sorted(stats.queues.items()):
         out.append(f'tether_queue_depth{{queue="{_label(queue)}"}} {depth}')
     metric("tether_queue_oldest_age_seconds", "gauge",
-           "Age of the oldest queued run, per queue.")
+           "Seconds the queued run waiting longest has been claimable, per queue.")
     for queue, (_, oldest) in sorted(stats.queues.items()):
         out.append(f'tether_queue_oldest_age_seconds{{queue="{_label(queue)}"}} '
                    f"{max(now - oldest, 0.0):.3f}")

@@ -48,8 +48,10 @@ SELECT {schema}.publish_stored(%(run_id)s, %(channel)s, %(data)s, %(parts)s::tex
 SELECT status, count(*) FROM {schema}.runs GROUP BY status;
 
 -- stats_queues --
--- Per queue: runs waiting for a worker now, and the creation time of the oldest one.
-SELECT queue, count(*), min(created_at) FROM {schema}.runs
+-- Per queue: queued runs, and the earliest time one of them became claimable (its
+-- available_at: a run queued again by tether retry or resume, a worker's hand-back or
+-- continue_as_new waits since then, not since it was created).
+SELECT queue, count(*), min(coalesce(available_at, created_at)) FROM {schema}.runs
 WHERE status = 'queued' GROUP BY queue;
 
 -- stats_steps --

@@ -48,8 +48,10 @@ INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (:run_id,
 SELECT status, count(*) FROM tether_runs GROUP BY status;
 
 -- stats_queues --
--- Per queue: runs waiting for a worker now, and the creation time of the oldest one.
-SELECT queue, count(*), min(created_at) FROM tether_runs
+-- Per queue: queued runs, and the earliest time one of them became claimable (its
+-- available_at: a run queued again by tether retry or resume, a worker's hand-back or
+-- continue_as_new waits since then, not since it was created).
+SELECT queue, count(*), min(coalesce(available_at, created_at)) FROM tether_runs
 WHERE status = 'queued' GROUP BY queue;
 
 -- stats_steps --
