@@ -157,3 +157,27 @@ def test_reading_commands_on_postgresql_create_and_migrate_nothing(pg_url: str) 
     started = tether("start", "wf", "--id", "new", "--db", pg_url)
     assert started.returncode == 0, started.stderr
     assert all(line.endswith("applied") for line in status_lines(pg_url))
+
+
+@pytest.mark.parametrize("command", [
+    ("versions", "--json"),
+    ("schedules",),
+    ("schedules", "list", "--json"),
+    ("export", "some-run"),
+    ("export", "some-run", "--app", "tests.cli.cli_app:app"),
+    ("replay", "--check", "tests.cli.cli_app:app", "--workflow", "noop"),
+], ids=" ".join)
+def test_other_reading_commands_on_postgresql_create_nothing(
+        pg_url: str, command: tuple[str, ...]) -> None:
+    """``versions``, ``schedules`` (list), ``export`` and ``replay --workflow`` only read,
+    like ``tether runs``: on an empty database they say there is no store and leave no
+    schema behind (they used to create and migrate one, then answer "no runs")."""
+    import psycopg
+
+    done = tether(*command, "--db", pg_url)
+    assert done.returncode == 1 and "no Tether store in PostgreSQL schema 'tether'" \
+        in done.stderr and done.stdout == "", done
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM information_schema.schemata "
+                           "WHERE schema_name = 'tether'").fetchone()
+    assert row is not None and row[0] == 0

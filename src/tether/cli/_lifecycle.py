@@ -126,7 +126,7 @@ async def fork(args: argparse.Namespace) -> int:
 
 
 async def versions(args: argparse.Namespace) -> int:
-    async with client(args) as app:
+    async with client(args, read_only=True) as app:
         rows = await app.store.run_versions()
     table: dict[str | None, dict[str, int]] = {}
     for version, status, n in rows:

@@ -15,6 +15,7 @@ from tether.cli._common import (
     load_app,
     positive_float,
     positive_int,
+    store_options,
     store_url,
 )
 from tether.testing._history import HistoryError, export_history, history_of, load_history
@@ -55,11 +56,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def export(args: argparse.Namespace) -> int:
-    app = client(args)
+    # Both only read the store: they create, migrate and change nothing (`tether runs`).
+    app = client(args, read_only=True)
     if args.app:
         code = load_app(args.app)
-        app = App(store_url(args), payload_hook=code.codec.hook,
-                  max_payload=code.codec.max_payload)
+        url = store_url(args)
+        app = App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
+                  **store_options(url, read_only=True))
     async with app:
         try:
             history = await export_history(app, args.run_id)
@@ -88,8 +91,9 @@ async def replay(args: argparse.Namespace) -> int:
         if args.workflow not in app.workflows():
             raise CliError(f"{args.check} has no workflow named {args.workflow!r} "
                            f"(registered: {', '.join(sorted(app.workflows())) or 'none'})", 2)
-        async with App(store_url(args), payload_hook=app.codec.hook,
-                       max_payload=app.codec.max_payload) as reader:
+        url = store_url(args)
+        async with App(url, payload_hook=app.codec.hook, max_payload=app.codec.max_payload,
+                       **store_options(url, read_only=True)) as reader:
             store = reader.store
             runs = [r for r in await store.run_list(limit=1_000_000)
                     if r.workflow == args.workflow][: args.limit]

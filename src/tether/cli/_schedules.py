@@ -40,7 +40,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 async def schedules(args: argparse.Namespace) -> int:
     action = args.action or "list"
-    async with client(args) as app:
+    # Listing only reads: it must not create (or migrate) a store, as `tether runs`.
+    async with client(args, read_only=action == "list") as app:
         store = app.store
         now = app.clock.now()
         if action == "list":
