@@ -152,6 +152,29 @@ def test_unreachable_postgres(command: tuple[str, ...]) -> None:
     assert_one_line_error(proc, "127.0.0.1", "1")
 
 
+def test_serve_on_an_unreachable_postgres_is_one_line() -> None:
+    """``tether serve`` with its database unreachable at start: one error line and exit
+    1 like every other command (it was the ASGI lifespan's traceback and exit 3)."""
+    proc = tether_cli("serve", "--port", "65001", db="postgresql://postgres@127.0.0.1:1/nowhere",
+                      timeout=90)
+    assert_one_line_error(proc, "127.0.0.1", "unavailable")
+    assert proc.returncode == 1
+
+
+def test_serve_on_a_port_in_use_exits_1_with_an_error_line(tmp_path: Path) -> None:
+    """A port already bound: uvicorn's log line says why, then ``tether: error:`` and
+    exit 1 (uvicorn's own exit 3 is what ``tether result`` means by "not ended")."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = tether_cli("serve", "--port", str(port), db=f"sqlite:///{tmp_path}/s.db")
+    assert_one_line_error(proc, f"127.0.0.1:{port}")
+    assert proc.returncode == 1 and "address already in use" in proc.stderr
+
+
 def test_unknown_scheme() -> None:
     assert_one_line_error(tether_cli("runs", db="mysql://x/y"), "mysql")
 

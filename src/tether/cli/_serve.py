@@ -75,7 +75,19 @@ async def serve(args: argparse.Namespace) -> int:
                             log_level=level, access_log=level == "debug",
                             timeout_graceful_shutdown=3, lifespan="on")
     server = uvicorn.Server(config)
+    # Open the store before the server starts: a database that cannot be reached (or a
+    # store that cannot be opened) is then one line and exit 1, as for every command,
+    # not the ASGI lifespan's traceback and uvicorn's exit 3. (The lifespan's own open
+    # finds it opened.)
+    await app._open()
     mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
     log.info("serving %s on http://%s:%d (%s)", app.url, args.host, args.port, mode)
-    await server.serve()
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # uvicorn exits 3 when it cannot start (the address is in use, a permission);
+        # its log line above says why. Exit 3 means "not ended" for `tether result`.
+        await app.close()
+        raise CliError(f"could not serve on http://{args.host}:{args.port} (exit "
+                       f"{exc.code}; the log line above says why)") from None
     return 0
