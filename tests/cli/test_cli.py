@@ -175,6 +175,18 @@ def test_serve_on_a_port_in_use_exits_1_with_an_error_line(tmp_path: Path) -> No
     assert proc.returncode == 1 and "address already in use" in proc.stderr
 
 
+@pytest.mark.parametrize(("spec", "needle"), [
+    ("tests.cli.cli_app:appp", "'tests.cli.cli_app' has no attribute 'appp'"),
+    ("tests.cli.cli_app:noop", "'tests.cli.cli_app:noop' is of type"),
+])
+def test_an_app_spec_that_names_no_app_says_what_it_names(
+        spec: str, needle: str, tmp_path: Path) -> None:
+    """A typo in ``MODULE:APP`` says the attribute is missing and which App objects the
+    module has (it said "is not a tether.App" for a name that does not exist)."""
+    proc = tether_cli("start", "noop", "--app", spec, db=f"sqlite:///{tmp_path}/a.db")
+    assert_one_line_error(proc, needle, "its App objects: app")
+
+
 def test_unknown_scheme() -> None:
     assert_one_line_error(tether_cli("runs", db="mysql://x/y"), "mysql")
 

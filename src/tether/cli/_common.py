@@ -84,7 +84,11 @@ def load_app(spec: str) -> App:
         return found[0]
     app = getattr(module, attr, None)
     if not isinstance(app, App):
-        raise CliError(f"{spec!r} is not a tether.App")
+        # Say which it is (a typo, or the wrong object) and what the module does have.
+        apps = ", ".join(sorted(k for k, v in vars(module).items() if isinstance(v, App)))
+        what = (f"{module_name!r} has no attribute {attr!r}" if not hasattr(module, attr)
+                else f"{spec!r} is of type {type(app).__name__}, not a tether.App")
+        raise CliError(f"{what} (its App objects: {apps or 'none'})")
     return app
 
 
