@@ -3,6 +3,7 @@ in virtual time; every wait is a real release and replay on a real SQLite store.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Any
@@ -185,6 +186,54 @@ async def test_an_app_in_use_elsewhere_can_be_tested_too(tmp_path: Any) -> None:
         async with TestEnv(app) as env:
             assert await env.run(nap) == "rested"
         assert await app.list_runs() == []  # the environment's runs stayed in its store
+
+
+async def test_runs_outside_the_environments_life_are_refused(tmp_path: Any) -> None:
+    """``env.start`` before ``open`` (or after ``close``) is a RuntimeError naming the
+    fix. Before the check, a start before open went to the app under test's own store
+    (``./tether.db`` for ``App()``), with no worker and no virtual clock."""
+    app = App(f"sqlite:///{tmp_path}/real.db")
+
+    @app.workflow
+    async def nap() -> str:
+        return "rested"
+
+    env = TestEnv(app)
+    for attempt in (lambda: env.start(nap), lambda: env.run(nap),
+                    lambda: env.result("some-run"), lambda: env.settle()):
+        with pytest.raises(RuntimeError, match="the environment is not open"):
+            await attempt()
+    assert not (tmp_path / "real.db").exists()
+    async with env:
+        assert await env.run(nap) == "rested"
+    with pytest.raises(RuntimeError, match="the environment is not open"):
+        await env.start(nap)
+    await app.close()
+
+
+async def test_a_wait_that_outlasts_the_llm_script_says_so() -> None:
+    """A run with more LLM calls than the script has steps retries its call, answered
+    500 "script exhausted", until the wait gives up: the TimeoutError says why (it
+    said only "did not end within N s", which reads as a hang)."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini")
+
+    @app.workflow
+    async def ask_twice() -> str:
+        await llm.chat([{"role": "user", "content": "one"}])
+        return (await llm.chat([{"role": "user", "content": "two"}])).text or ""
+
+    async with TestEnv(app, llm=[Reply("1")], llms=[llm]) as env:
+        handle = await env.start(ask_twice)
+        async with asyncio.timeout(30):  # (its first call beyond the script, however slow)
+            while not any(r.outcome == "exhausted" for r in env.llm.requests):
+                await asyncio.sleep(0.01)
+        for wait in (lambda: handle.result(timeout=0.5),
+                     lambda: env.result(handle, timeout=0.5)):
+            with pytest.raises(TimeoutError, match=r"did not end within 0.5 s; the scripted "
+                               r"LLM server's script ran out: \d+ requests got 500 'script "
+                               r"exhausted' \(retried\), after 1 scripted answers"):
+                await wait()
 
 
 async def test_advance_refuses_going_back() -> None:

@@ -111,7 +111,7 @@ class TestRunHandle(RunHandle[R]):
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` real seconds passed first.
         """
-        async with self.env.skipping():
+        async with self.env.skipping(), self.env._explained():
             return await super().result(timeout)
 
 
@@ -254,6 +254,33 @@ class TestEnv:
             raise RuntimeError("the environment is not open: use `async with TestEnv(app)`")
         return self._worker
 
+    def _need_open(self) -> None:
+        """Refuse to start or wait on runs outside the environment's life: before
+        ``open`` ``env.app`` is still the app under test, whose store (by default
+        ``./tether.db`` in the working directory) the run would go to, with no worker
+        and no virtual clock."""
+        if not self._opened:
+            raise RuntimeError("the environment is not open (or closed): use `async with "
+                               "TestEnv(app) as env:` (or `await env.open()`) before "
+                               "starting runs")
+
+    @contextlib.asynccontextmanager
+    async def _explained(self) -> AsyncIterator[None]:
+        """A wait that times out says when the scripted LLM server ran out of script:
+        the run's LLM call then gets 500 "script exhausted" and retries (time skips
+        through its backoff) until the wait gives up, which otherwise reads as a hang."""
+        try:
+            yield
+        except TimeoutError as exc:
+            exhausted = sum(r.outcome == "exhausted" for r in self.llm.requests)
+            if not exhausted:
+                raise
+            raise TimeoutError(
+                f"{exc}; the scripted LLM server's script ran out: {exhausted} requests got "
+                f"500 'script exhausted' (retried), after {len(self.llm.requests) - exhausted}"
+                " scripted answers; give the script a step for each LLM call (env.llm"
+                ".requests has them all)") from exc
+
     # -- time -----------------------------------------------------------------------------
 
     def now(self) -> float:
@@ -295,8 +322,10 @@ class TestEnv:
         the clock: every run has ended or waits.
 
         Raises:
+            RuntimeError: the environment is not open.
             TimeoutError: runs kept running for ``timeout`` real seconds.
         """
+        self._need_open()
         delay = _POLL
         async with asyncio.timeout(timeout):
             while True:
@@ -361,7 +390,12 @@ class TestEnv:
 
     async def start(self, workflow: Callable[..., Awaitable[R]] | str, *args: Any,
                     **kwargs: Any) -> TestRunHandle[R]:
-        """``app.start(...)``, with a handle whose ``result()`` skips time."""
+        """``app.start(...)``, with a handle whose ``result()`` skips time.
+
+        Raises:
+            RuntimeError: the environment is not open.
+        """
+        self._need_open()
         handle: RunHandle[R] = await self.app.start(workflow, *args, **kwargs)
         return TestRunHandle(self, handle)
 
@@ -371,10 +405,12 @@ class TestEnv:
 
         Raises:
             RunFailed: the run ended failed, cancelled or blocked.
+            RuntimeError: the environment is not open.
             TimeoutError: ``timeout`` real seconds passed first.
         """
+        self._need_open()
         handle = self.app.handle(run) if isinstance(run, str) else run
-        async with self.skipping():
+        async with self.skipping(), self._explained():
             return await RunHandle.result(handle, timeout)
 
     async def run(self, workflow: Callable[..., Awaitable[R]] | str, *args: Any,
