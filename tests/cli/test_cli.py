@@ -129,6 +129,22 @@ async def test_malformed_json(served: tuple[App, str]) -> None:
     assert (await app.get_run("a-2")).status.value in ("queued", "running", "waiting")
 
 
+@pytest.mark.parametrize(("command", "needle"), [
+    (("signal", "r", "approve", "--data", "1e400"), "1e400 is out of a float's range"),
+    (("signal", "r", "approve", "--data", "NaN"), "NaN is not a JSON value"),
+    (("start", "doubler", "--input", "[-Infinity]"), "-Infinity is not a JSON value"),
+    (("fork", "r", "--at", "0", "--input", "[1e999]"), "1e999 is out of a float's range"),
+])
+def test_non_json_numbers_are_bad_input(command: tuple[str, ...], needle: str,
+                                        tmp_path: Path) -> None:
+    """``NaN``, ``Infinity`` and ``1e400`` in ``--data``/``--input`` are malformed JSON
+    (exit 2, like any other), not a payload the encoder refuses later (exit 1, "value of
+    type dict is not JSON-serializable")."""
+    proc = tether_cli(*command, db=f"sqlite:///{tmp_path}/j.db")
+    assert_one_line_error(proc, "is not valid JSON", needle)
+    assert proc.returncode == 2
+
+
 async def test_unknown_workflow_name(served: tuple[App, str]) -> None:
     """Issue 11: a name no worker registered yet is queued with a warning on stderr."""
     _, url = served

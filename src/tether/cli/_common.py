@@ -130,14 +130,31 @@ non_negative_float = _bounded(float, "a number", 0, strict=False)
 
 
 def parse_json(text: str | None, what: str) -> Any:
+    """``text`` as JSON, or a usage error (exit 2). ``NaN``, ``Infinity`` and numbers
+    too large for a float (``1e400``) are refused here: Python's parser accepts them,
+    but they are not JSON, and the payload's encoder refused them later with exit 1 and
+    a message about a "value of type dict"."""
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
+    except ValueError as exc:  # _not_json, _finite
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
     except RecursionError:
         raise CliError(f"{what} is nested too deeply", 2) from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of a float's range")
+    return value
 
 
 _ESCAPES = {ord(c): (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
