@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import forked
 from tether.testing import Fault, Outage, Reply, ScriptedLLMServer
 from tether.testing.llm_server import RecordedRequest, load_script, parse_step, slow_stream
 
@@ -445,3 +446,25 @@ def test_subprocess_mode(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 0, stderr
     assert stderr == ""
+
+
+def test_subprocess_mode_bad_invocations_are_one_line(tmp_path: Path) -> None:
+    """A script file that cannot be read (exit 2) and a port already taken (exit 1) are
+    one line on stderr, like a malformed script; both were a traceback."""
+    import socket
+
+    argv = [sys.executable, "-m", "tether.testing.llm_server"]
+    missing = forked.run([*argv, "--script", str(tmp_path / "nope.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr == f"bad script {tmp_path / 'nope.json'}: cannot read it: No such " \
+                             "file or directory\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = forked.run([*argv, "--port", str(port)], capture_output=True, text=True,
+                          timeout=60)
+    assert busy.returncode == 1 and busy.stdout == ""
+    assert busy.stderr.startswith(f"cannot listen on 127.0.0.1:{port}: ") \
+        and "Traceback" not in busy.stderr and len(busy.stderr.splitlines()) == 1

@@ -31,8 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.script == "-":
             text = sys.stdin.read()
         else:
-            with open(args.script, encoding="utf-8") as f:
-                text = f.read()
+            try:
+                with open(args.script, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as exc:  # a one-line error, no traceback
+                print(f"bad script {args.script}: cannot read it: "
+                      f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+                return 2
         try:
             steps, outage = load_script(json.loads(text))
         except (ValueError, TypeError, KeyError) as exc:
@@ -45,7 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = ScriptedResponsesServer(steps, outage=outage, host=args.host, port=args.port,
                                      api_key=args.api_key)
-    asyncio.run(_serve(server))
+    try:
+        asyncio.run(_serve(server))
+    except OSError as exc:  # the address is taken, or not this machine's
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
