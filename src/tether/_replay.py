@@ -566,7 +566,7 @@ class _Parking:
     The run is released once it is quiescent: at least one task parked, and none of
     its tasks working: no step running (``_step_tasks``), no journal write or other
     store call of an operation in flight (``io``, ``_inflight``), no result waiting for
-    its turn (``_turns``), no handle of the run ready on the loop (``_unsettled``), and
+    its turn (``_turns``), no handle of the run ready on the loop (``_Settler.busy``), and
     no timer of the run's code on the loop (``asyncio.sleep``, ``wait_for``: set in the
     run's context; not counted once the worker drains). Its ``Wait`` is then the merge
     of every parked task's (``merge_waits``), and every parked task stops (``_Stop``).
@@ -633,10 +633,6 @@ class _Parking:
         self._soon = True
         self._look_handle = self.ctx._loop.call_soon(self._look, context=_BARE_CONTEXT)
 
-    def _again_soon(self) -> None:
-        self._soon = True
-        self._look_handle = self.ctx._loop.call_soon(self._look, context=_BARE_CONTEXT)
-
     def _look(self) -> None:
         self._look_handle = None
         ctx = self.ctx
@@ -646,15 +642,16 @@ class _Parking:
             self._blind = 0
             return  # (their ends poke)
         if any(not turn[3].done() for turn in ctx._turns):
-            self._again_soon()  # (the pump delivers it: a task of the run goes on)
+            self.poke()  # (the pump delivers it: a task of the run goes on)
             return
-        if ctx._ready is None:  # (uvloop: cannot look; let the tasks go a few passes)
+        busy = ctx._settler.busy()
+        if busy is None:  # (uvloop: cannot look; let the tasks go a few passes)
             self._blind += 1
             if self._blind < SETTLE_PASSES_BLIND:
-                self._again_soon()
+                self.poke()
                 return
-        elif ctx._unsettled():
-            self._again_soon()
+        elif ctx in busy:  # (a handle of the run is ready: look at the next pass)
+            self.poke()
             return
         self._blind = 0
         if not ctx.draining:
@@ -674,7 +671,7 @@ class _Parking:
             return None
         ctx = self.ctx
         found: float | None = None
-        for handle in list(scheduled):  # (one call: see ``RunContext._unsettled``)
+        for handle in list(scheduled):  # (one call: see ``_Settler.busy``)
             if (not handle._cancelled and handle._context.get(current_run) is ctx
                     and (found is None or handle._when < found)):
                 found = handle._when
@@ -775,9 +772,7 @@ class RunContext:
         #: The loop's ready queue (None: not readable, as on uvloop), and its first
         #: handle and length at the main task's last look (``_others_ready``): handles
         #: before that length were looked at.
-        ready = getattr(self._loop, "_ready", None)
-        self._ready: collections.deque[Any] | None = (
-            ready if isinstance(ready, collections.deque) else None)
+        self._ready = self._settler._ready
         self._seen_first: object = None
         self._seen_len = 0
         #: Store calls of the run's operations in flight (journal writes, a signal
@@ -858,12 +853,8 @@ class RunContext:
             if self._deferred:
                 await self.flush()
             try:
-                if blobs is None:
-                    await self.store.journal_append(lease=self.lease, entry=entry,
-                                                    metrics=metrics, now=now)
-                else:
-                    await self.store.journal_append(lease=self.lease, entry=entry,
-                                                    metrics=metrics, now=now, blobs=blobs)
+                await self.store.journal_append(lease=self.lease, entry=entry,
+                                                metrics=metrics, now=now, blobs=blobs)
             except LeaseLost as exc:
                 raise self.halt(Lost(exc)) from None
             except StoreUnavailable as exc:
@@ -1189,15 +1180,6 @@ class RunContext:
             self._last = key
         fut.set_result(None)
         self._kick()
-
-    def _unsettled(self) -> bool:
-        """Whether a handle of this run (a task's step, a future's callback: run in the
-        run's context) is ready to run on the loop (a scan of the whole ready queue:
-        ordered delivery shares one per pass, ``_Settler``)."""
-        busy = self._settler.busy()
-        if busy is None:
-            return self._passes < SETTLE_PASSES_BLIND  # (uvloop: cannot look)
-        return self in busy
 
     def _others_ready(self) -> bool:
         """Whether a task of this run other than the current one (and than Tether's own

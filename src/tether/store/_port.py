@@ -110,6 +110,12 @@ class Wait:
     #: A run's id (this run's child); several in the list form of ``wait_names``.
     child: str | None = None
 
+    @property
+    def listed(self) -> bool:
+        """Whether it waits for several signals or children (the list form of
+        ``wait_names``, which the stores match with statements of their own)."""
+        return is_wait_list(self.signal) or is_wait_list(self.child)
+
 
 #: Separates the names of a ``Wait`` for several signals or children (``wait_names``):
 #: a control character, which no signal name or run id holds (``check_name``).

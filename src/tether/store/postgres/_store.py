@@ -72,7 +72,6 @@ from tether.store._port import (
     StoreCapabilities,
     Wait,
     WorkerInfo,
-    is_wait_list,
 )
 from tether.store._sql import (
     entry_from_row,
@@ -1291,7 +1290,7 @@ class PostgresStore(PostgresServeQueries):
 
         # A wait for several signals or children (the list form of ``wait_names``, rare)
         # has statements of its own: those of a wait for one are as they always were.
-        listed = is_wait_list(r.wait.signal) or is_wait_list(r.wait.child)
+        listed = r.wait.listed
 
         async def go(conn: Conn) -> int:
             cursors = await self._pipeline(conn, [
@@ -1318,7 +1317,7 @@ class PostgresStore(PostgresServeQueries):
             }
 
         listed = [r for r in batch
-                  if is_wait_list(r.wait.signal) or is_wait_list(r.wait.child)]
+                  if r.wait.listed]
         if listed:  # (rare: each alone, see ``_release_one``)
             for r in listed:
                 await self._write_together([r], self._release_one, columns, (), returns=0)

@@ -1267,13 +1267,12 @@ def _journal_append_with(conn: apsw.Connection, lease: Lease, e: JournalEntry,
     if blobs_json is not None:
         _lc.blob_put(conn, blobs_json, lease.run_id, _blob_put)
     if metrics is not None:
-        _run_metrics_set(conn, lease, metrics, now)
-        conn.execute(Q["journal_append"], entry_params(lease, e))
-        return bool(conn.changes() == 1) or _written_before(conn, lease, e)
+        _run_metrics_set(conn, lease, metrics, now)  # (a stale lease raises LeaseLost)
     conn.execute(Q["journal_append"], entry_params(lease, e))
     if conn.changes() == 1:
         return True
-    _check_lease(conn, lease)
+    if metrics is None:
+        _check_lease(conn, lease)
     return _written_before(conn, lease, e)
 
 
@@ -1559,8 +1558,7 @@ def _run_release(conn: apsw.Connection, lease: Lease, wait: Wait, now: float) ->
     """Release the run; True if its queue has a concurrency limit (workers waiting for
     a place should hear of it)."""
     available_at = wait.available_at
-    if ((is_wait_list(wait.signal) or is_wait_list(wait.child))
-            and _listed_happened(conn, lease.run_id, wait)):
+    if wait.listed and _listed_happened(conn, lease.run_id, wait):
         available_at = now
     conn.execute(Q["run_release"], {
         **lease_params(lease), "available_at": available_at,
