@@ -57,6 +57,22 @@ async def _takes(call: Awaitable[Any], limit: float) -> float:
     return took
 
 
+async def _pool_settled(store: PostgresStore) -> None:
+    """Wait until the store's pool makes no connection and lends none: a connection
+    the pool was still making as the proxy went silent (its start-up answered just
+    before) is made *after* the operation under test began, and an operation begun
+    before the last connection was made rightly tells the outage nothing
+    (``Outage.no_answer``); the test would then find the server not marked down."""
+    for _ in range(500):
+        assert store._pool is not None
+        stats = store._pool.get_stats()
+        if stats["pool_size"] == stats["pool_available"] and not stats.get(
+                "requests_waiting"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the pool never settled: {stats}")
+
+
 Operation = Callable[[PostgresStore], Awaitable[Any]]
 
 _OPERATIONS: dict[str, Operation] = {
@@ -78,6 +94,7 @@ async def test_an_operation_the_server_never_answers_fails_within_its_deadline(
     proxy, store = silent
     await store.run_insert(run=run_record("r1"))
     await asyncio.gather(*(store.run_get("r1") for _ in range(3)))  # idle connections
+    await _pool_settled(store)
     proxy.silence()
     took = await _takes(_OPERATIONS[name](store), 10 * DEADLINE)
     assert took < 3 * DEADLINE + 1.0, took
@@ -283,6 +300,7 @@ async def test_a_request_timeout_shortens_its_callers_deadline_only(
     try:
         await store.run_insert(run=run_record("r1"))
         await asyncio.gather(*(store.run_get("r1") for _ in range(3)))  # idle connections
+        await _pool_settled(store)
         assert store._deadline() == DEFAULT_QUERY_TIMEOUT
         token = REQUEST_TIMEOUT.set(DEADLINE)
         try:
