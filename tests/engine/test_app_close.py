@@ -292,3 +292,53 @@ async def test_a_worker_left_serving_when_the_loop_ends_hands_its_run_back(
     assert proc.returncode == 1, err.decode()
     assert "RuntimeError: main failed" in err.decode()
     assert await _handed_back(store_url, "left") == ("queued", None, [])
+
+
+@pytest.mark.postgres
+async def test_a_claim_in_flight_at_stop_does_not_land_after_the_unregistration(
+        pg_migrated_url: str) -> None:
+    """A worker stops while its claim waits on the server (here for the lock of its
+    queue's concurrency limit, held by another session). The claim is cancelled on the
+    server before the stop unregisters the worker, so it cannot commit afterwards and
+    leave the run marked running under a worker that is gone until its lease expires:
+    once the lock is free, the run is still queued, with no owner, for the next worker.
+    (psycopg cancels an interrupted query on the server and waits for it to end; a
+    claim that had committed by then is handed back by the unregistration.)"""
+    import psycopg
+
+    app = App(pg_migrated_url)
+
+    @app.workflow
+    async def wf() -> int:
+        return 1
+
+    try:
+        await app.set_queue_limit("default", 5)
+        await app.start(wf, run_id="r")
+        async with await psycopg.AsyncConnection.connect(pg_migrated_url) as locker:
+            await locker.execute("BEGIN")
+            await locker.execute(
+                "SELECT 1 FROM tether.queue_limits WHERE queue = 'default' FOR UPDATE")
+            worker = app.worker(queues=["default"])
+            await worker.start()  # (its claim loop begins: the claim waits for the lock)
+            async with await psycopg.AsyncConnection.connect(
+                    pg_migrated_url, autocommit=True) as watcher:
+                for _ in range(500):  # the worker's claim waits for the lock
+                    cur = await watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'")
+                    if (await cur.fetchone() or (0,))[0]:
+                        break
+                    await asyncio.sleep(0.02)
+                else:
+                    raise AssertionError("the worker's claim never waited for the lock")
+                await asyncio.wait_for(worker.stop(), 30)
+                cur = await watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND wait_event_type = 'Lock'")
+                assert (await cur.fetchone() or (0,))[0] == 0  # cancelled, not waiting
+            await locker.execute("COMMIT")
+        await asyncio.sleep(0.3)
+        assert await _handed_back(pg_migrated_url, "r") == ("queued", None, [])
+    finally:
+        await app.close()
