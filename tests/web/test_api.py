@@ -19,6 +19,7 @@ from tests.store.rtproxy import RoundTripProxy
 from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
 from tether import App, ext
+from tether._clock import SystemClock
 from tether.serve import Tokens, create_app
 from tether.store.postgres import PostgresStore
 
@@ -834,3 +835,49 @@ async def test_metrics_step_histogram_does_not_go_down_when_a_run_is_retried(
     entries = await app.store.journal_read("rt")
     assert all(e.started_at is not None for e in entries)  # the retried step's was None
     assert [_metric(text, n) for n in names] == [3, 3]
+
+
+class _SteppedClock(SystemClock):
+    """The system clock, set back by ``back`` seconds (as an operator or NTP may)."""
+
+    def __init__(self) -> None:
+        self.back = 0.0
+
+    def now(self) -> float:
+        return time.time() - self.back
+
+
+async def test_metrics_step_histogram_sum_never_goes_down_when_the_clock_steps_back(
+        store_url: str) -> None:
+    """A step's duration is the difference of two wall-clock times: the clock set back
+    by 30 s while a step ran gave it -30 s, and the histogram's sum went down by that
+    (and again when a purge took the run's figures into the totals). It counts as 0."""
+    clock = _SteppedClock()
+    app = App(store_url, clock=clock)
+
+    @app.step
+    async def slow(i: int) -> int:
+        clock.back += 30.0  # (the clock steps back while the step runs)
+        return i
+
+    @app.workflow
+    async def once(i: int) -> int:
+        return await slow(i)
+
+    names = ("tether_step_duration_seconds_sum", "tether_step_duration_seconds_count",
+             'tether_step_duration_seconds_bucket{le="0.005"}')
+    transport = httpx.ASGITransport(app=create_app(app, mcp=False))
+    async with app, httpx.AsyncClient(transport=transport,
+                                      base_url="http://127.0.0.1") as http:
+        async with app.worker():
+            assert await (await app.start(once, 7, run_id="back")).result(timeout=20) == 7
+        entry = (await app.store.journal_read("back"))[0]
+        assert entry.finished_at is not None and entry.started_at is not None
+        assert entry.finished_at - entry.started_at < -29  # (what the journal says)
+        ran = [_metric((await http.get("/metrics")).text, n) for n in names]
+        assert ran == [0, 1, 1], ran  # the sum was -30
+        report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                           statuses=["completed"], limit=10)
+        assert report.runs == 1
+        purged = [_metric((await http.get("/metrics")).text, n) for n in names]
+        assert purged == ran  # the purge added -30 to the totals

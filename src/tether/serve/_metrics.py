@@ -43,7 +43,7 @@ def render(stats: StoreStats, now: float) -> str:
         out.append(f'tether_queue_oldest_age_seconds{{queue="{_label(queue)}"}} '
                    f"{max(now - oldest, 0.0):.3f}")
     metric("tether_step_duration_seconds", "histogram",
-           "Duration of the last attempt of each finished step.")
+           "Seconds from the first attempt of each finished step to its outcome.")
     for bound, count in zip(STEP_BUCKETS, stats.step_buckets, strict=True):
         out.append(f'tether_step_duration_seconds_bucket{{le="{bound:g}"}} {count}')
     out.append(f'tether_step_duration_seconds_bucket{{le="+Inf"}} {stats.step_count}')

@@ -234,9 +234,14 @@ def metric_totals_of(durations: Iterable[float], metrics: Iterable[str | None]
     """What runs about to be purged count for in the cumulative figures of /metrics,
     keyed as the stores keep them (``tether_metric_totals``): their finished steps'
     count, seconds and histogram buckets (``durations``, in seconds) and the LLM totals
-    of their metrics (``metrics``: each run's metrics JSON)."""
+    of their metrics (``metrics``: each run's metrics JSON).
+
+    A duration is a difference of wall-clock times: one that the clock stepped back
+    across is negative, and counts as 0 (as the live figures count it, ``stats_steps``),
+    or a purge would take seconds out of the histogram's sum."""
     totals = dict.fromkeys([*_step_keys(), *LLM_KEYS], 0.0)
     for d in durations:
+        d = max(d, 0.0)
         totals["step.count"] += 1
         totals["step.seconds"] += d
         for b in STEP_BUCKETS:

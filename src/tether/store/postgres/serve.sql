@@ -57,7 +57,9 @@ WHERE status = 'queued' GROUP BY queue;
 -- stats_steps --
 -- Finished steps of the runs kept (all generations): how many, their total seconds, and
 -- how many took at most each bound (the bounds are STEP_BUCKETS in tether.store._port).
--- metric_totals adds those of purged runs.
+-- metric_totals adds those of purged runs. A duration is a difference of wall-clock
+-- times (stamped by the workers, perhaps two of them): one the clock stepped back across
+-- counts as 0, so that the sum never goes down (metric_totals_of clamps the same way).
 SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 0.005),
        count(*) FILTER (WHERE d <= 0.01),
@@ -72,11 +74,11 @@ SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 10),
        count(*) FILTER (WHERE d <= 30),
        count(*) FILTER (WHERE d <= 60)
-FROM (SELECT finished_at - started_at AS d FROM {schema}.journal
+FROM (SELECT greatest(finished_at - started_at, 0.0) AS d FROM {schema}.journal
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
         AND finished_at IS NOT NULL
       UNION ALL  -- (the journals of earlier generations: continue_as_new)
-      SELECT finished_at - started_at FROM {schema}.journal_archive
+      SELECT greatest(finished_at - started_at, 0.0) FROM {schema}.journal_archive
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
         AND finished_at IS NOT NULL) AS steps;
 
