@@ -881,3 +881,69 @@ async def test_metrics_step_histogram_sum_never_goes_down_when_the_clock_steps_b
         assert report.runs == 1
         purged = [_metric((await http.get("/metrics")).text, n) for n in names]
         assert purged == ran  # the purge added -30 to the totals
+
+
+async def test_metrics_step_histogram_counts_a_forks_copied_steps_once(
+        api_any: Api) -> None:
+    """A fork copies its source's journal before a position: those steps ran once, for
+    the source, and the histogram counted them again for the fork (2 + 2 + 1 for a fork
+    that ran one step); and again when the fork was purged, retried or continued as new."""
+    app = api_any.app
+    fail = [True]
+
+    @app.step(retry=tether.RetryPolicy(max_attempts=1))
+    async def flaky(i: int) -> int:
+        if fail[0]:
+            raise RuntimeError("down")
+        return i
+
+    @app.step
+    async def fine(i: int) -> int:
+        return i
+
+    @app.workflow
+    async def three(n: int) -> int:
+        total = await fine(n) + await fine(n + 1)
+        if n < 10:
+            tether.continue_as_new(n + 10)
+        return total + await flaky(n)
+
+    names = ("tether_step_duration_seconds_count",
+             'tether_step_duration_seconds_bucket{le="+Inf"}')
+
+    async def steps() -> list[float]:
+        text = (await api_any.http.get("/metrics")).text
+        return [_metric(text, n) for n in names]
+
+    fail[0] = False
+    async with app.worker():
+        assert await (await app.start(three, 20, run_id="src")).result(timeout=20) == 61
+        assert await steps() == [3, 3]
+        # Copies fine, fine; runs flaky: one step more.
+        fork = await app.fork("src", at=2, new_run_id="f1")
+        assert await fork.result(timeout=20) == 61
+        assert await steps() == [4, 4]  # it was [6, 6]
+        # Copies a flaky that failed, which a retry of the fork runs again.
+        fail[0] = True
+        with pytest.raises(tether.RunFailed):
+            await (await app.start(three, 30, run_id="bad")).result(timeout=20)
+        assert await steps() == [7, 7]
+        with pytest.raises(tether.RunFailed):
+            await (await app.fork("bad", at=3, new_run_id="f2")).result(timeout=20)
+        assert await steps() == [7, 7]
+    await app.retry("f2")
+    assert await steps() == [7, 7]  # the retry took the copied failure into the totals
+    fail[0] = False
+    async with app.worker():
+        assert await app.handle("f2").result(timeout=20) == 91
+        assert await steps() == [8, 8]
+        # A fork that continues as new: its copied steps are archived, still not its own.
+        assert await (await app.start(three, 1, run_id="gen")).result(timeout=20) == 34
+        assert await steps() == [13, 13]  # 2 steps, then 3 in the next generation
+        fork = await app.fork("gen", at=2, input=[1], new_run_id="f3")
+        assert await fork.result(timeout=20) == 34
+        assert await steps() == [16, 16]  # only the next generation's 3
+    report = await app.store.run_purge(finished_before=app.clock.now() + 1,
+                                       statuses=["completed"], limit=100)
+    assert report.runs == 5
+    assert await steps() == [16, 16]  # the purge counted the forks' copies

@@ -3,6 +3,7 @@ fork, continue-as-new, attempts, versions, schedules and retention (migration 00
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from tether._types import JournalEntry
@@ -132,7 +133,8 @@ class RetryPlan:
     counted: list[float] = field(default_factory=list)
 
 
-def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
+def retry_plan(status: str, journal: list[JournalEntry],
+               copied: Collection[int] = ()) -> RetryPlan:
     """What to change so that a failed, cancelled or blocked run runs again.
 
     Successful operations are kept. A failed run's unhandled failures are run again:
@@ -146,6 +148,9 @@ def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
     deadline journaled when it began, so the retried run waits only for what was left
     of it (nothing if it has passed) instead of the whole duration again. A blocked run
     keeps its journal: its fixed code replays it.
+
+    ``copied``: the positions of a fork's entries copied from its source (fencing token
+    0), which /metrics counted for the source only: not in ``counted``.
     """
     by_pos = sorted(journal, key=lambda e: e.position)
     delete: list[int] = []
@@ -171,6 +176,7 @@ def retry_plan(status: str, journal: list[JournalEntry]) -> RetryPlan:
             (reset if e.kind == "step" else delete).append(e.position)
     changed = {*delete, *reset}
     counted = [e.finished_at - e.started_at for e in by_pos
-               if e.position in changed and e.kind == "step" and e.status != "pending"
+               if e.position in changed and e.position not in copied and e.kind == "step"
+               and e.status != "pending"
                and e.started_at is not None and e.finished_at is not None]
     return RetryPlan(delete=delete, reset=reset, restore=restore, counted=counted)

@@ -120,7 +120,10 @@ class Lifecycle:
                 raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
                                     "or cancelled run can be retried)")
             refuse_erased(run_id, run.erased_at, "retry it")
-            plan = retry_plan(run.status, await self._journal(conn, run_id))
+            copied = [] if run.forked_from is None else [p for (p,) in await self._rows(
+                conn, "SELECT position FROM {s}.journal WHERE run_id = %s "
+                "AND fencing_token = 0", (run_id,))]  # (see retry_plan)
+            plan = retry_plan(run.status, await self._journal(conn, run_id), copied)
             if plan.delete:
                 await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s "
                                    "AND position = ANY(%s)", (run_id, plan.delete))
@@ -236,10 +239,10 @@ class Lifecycle:
             await conn.execute(
                 f"INSERT INTO {self.s}.journal_archive (run_id, generation, position, kind, "
                 "name, status, result, error, attempts, started_at, finished_at, "
-                "next_attempt_at, args, input) SELECT j.run_id, r.generation, j.position, "
-                "j.kind, j.name, j.status, j.result, j.error, j.attempts, j.started_at, "
-                "j.finished_at, j.next_attempt_at, j.args, "
-                "CASE WHEN j.position = 0 THEN r.input END "
+                "next_attempt_at, args, input, fencing_token) SELECT j.run_id, "
+                "r.generation, j.position, j.kind, j.name, j.status, j.result, j.error, "
+                "j.attempts, j.started_at, j.finished_at, j.next_attempt_at, j.args, "
+                "CASE WHEN j.position = 0 THEN r.input END, j.fencing_token "
                 f"FROM {self.s}.journal j JOIN {self.s}.runs r ON r.run_id = j.run_id "
                 "WHERE j.run_id = %s", (lease.run_id,))
             await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s",
@@ -342,8 +345,11 @@ class Lifecycle:
     async def _keep_metric_totals(self, conn: Conn, ids: list[str]) -> None:
         """Add what runs about to be purged counted for in /metrics' cumulative figures
         to ``metric_totals``."""
+        # (not a fork's entries copied from its source: token 0, never counted; an
+        # entry archived before migration 0011 has none, and counts)
         finished = ("kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL "
-                    "AND finished_at IS NOT NULL AND run_id = ANY(%s)")
+                    "AND finished_at IS NOT NULL AND fencing_token IS DISTINCT FROM 0 "
+                    "AND run_id = ANY(%s)")
         durations = await self._rows(
             conn, f"SELECT finished_at - started_at FROM {{s}}.journal WHERE {finished} "
             f"UNION ALL SELECT finished_at - started_at FROM {{s}}.journal_archive "

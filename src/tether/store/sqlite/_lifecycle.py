@@ -111,7 +111,9 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
         raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
                             "or cancelled run can be retried)")
     refuse_erased(run_id, run.erased_at, "retry it")
-    plan = retry_plan(run.status, read(conn, run_id))
+    copied = [] if run.forked_from is None else [
+        p for (p,) in conn.execute(L["journal_copied_positions"], {"run_id": run_id})]
+    plan = retry_plan(run.status, read(conn, run_id), copied)
     for pos in plan.delete:
         conn.execute(L["journal_delete_at"], {"run_id": run_id, "position": pos})
     for pos in plan.reset:

@@ -181,14 +181,21 @@ WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running'
 
 -- purge_step_durations --
 -- Purge: how long the finished steps of the runs (a JSON array) took, all generations
--- (kept in tether_metric_totals: /metrics' step histogram never goes down).
+-- (kept in tether_metric_totals: /metrics' step histogram never goes down); not a fork's
+-- entries copied from its source (token 0), which stats_steps never counted.
 SELECT finished_at - started_at FROM tether_journal
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'step'
   AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL
+  AND fencing_token IS NOT 0
 UNION ALL
 SELECT finished_at - started_at FROM tether_journal_archive
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'step'
-  AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL;
+  AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL
+  AND fencing_token IS NOT 0;
+
+-- journal_copied_positions --
+-- A fork's entries copied from its source (token 0: see retry_plan).
+SELECT position FROM tether_journal WHERE run_id = :run_id AND fencing_token = 0;
 
 -- purge_run_metrics --
 -- Purge: the metrics of the runs (a JSON array), for tether_metric_totals.

@@ -60,6 +60,9 @@ WHERE status = 'queued' GROUP BY queue;
 -- metric_totals adds those of purged runs. A duration is a difference of wall-clock
 -- times (stamped by the workers, perhaps two of them): one the clock stepped back across
 -- counts as 0, so that the sum never goes down (metric_totals_of clamps the same way).
+-- A fork's entries copied from its source (fencing token 0, which no claim gives) are the
+-- source's steps, counted with it: not again (an entry archived before the archive kept
+-- tokens, NULL, counts).
 SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 0.005),
        count(*) FILTER (WHERE d <= 0.01),
@@ -76,11 +79,11 @@ SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 60)
 FROM (SELECT max(finished_at - started_at, 0.0) AS d FROM tether_journal
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
-        AND finished_at IS NOT NULL
+        AND finished_at IS NOT NULL AND fencing_token IS NOT 0
       UNION ALL  -- (the journals of earlier generations: continue_as_new)
       SELECT max(finished_at - started_at, 0.0) FROM tether_journal_archive
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
-        AND finished_at IS NOT NULL) AS steps;
+        AND finished_at IS NOT NULL AND fencing_token IS NOT 0) AS steps;
 
 -- stats_metrics --
 -- LLM tokens and cost over all runs: spent, and saved by replay.
