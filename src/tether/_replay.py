@@ -836,6 +836,25 @@ class RunContext:
                 return entry
         return None
 
+    def end_stop(self, error: BaseException | None) -> StopReason | None:
+        """Why the run stops, now that its code ended: returned (``error`` None) or
+        raised ``error``. ``stop`` if one was set; else blocked if the code raised
+        ``NonDeterminismError`` itself (an integration found that what the journal holds
+        no longer fits the code: a recorded model response calling a tool since renamed),
+        as the engine's own check blocks it, or returned with recorded entries it never
+        asked for (an operation removed). One rule for the worker, which records the
+        end, and for the observers, whose span says it."""
+        if self.stop is not None:
+            return self.stop
+        if isinstance(error, NonDeterminismError):
+            return Blocked(error)
+        if error is None:
+            extra = self.unconsumed_entry()
+            if extra is not None:
+                return Blocked(NonDeterminismError(
+                    self.run_id, extra.position, (extra.kind, extra.name), None))
+        return None
+
     # -- writes -------------------------------------------------------------------------
 
     async def write(self, entry: JournalEntry) -> None:

@@ -124,12 +124,20 @@ class OtelObserver:
         try:
             span.set_attribute("tether.operations.replayed", ctx.replayed)
             span.set_attribute("tether.operations.executed", ctx.executed)
-            if isinstance(error, _Stop):
-                stop = ctx.stop
-                outcome = ("released" if isinstance(stop, Release) else "blocked"
-                           if isinstance(stop, Blocked) else "lost" if isinstance(stop, Lost)
-                           else "continued" if isinstance(stop, Continue) else "stopped")
-            elif error is not None and not isinstance(error, Exception):
+            interrupted = error is not None and not isinstance(error, (Exception, _Stop))
+            # (As the worker records it: blocked also when the code raised
+            # NonDeterminismError itself, or returned with entries it never asked for.)
+            stop = (ctx.stop if isinstance(error, _Stop) else None if interrupted
+                    else ctx.end_stop(error))
+            if isinstance(stop, Blocked):
+                # The run needs an operator: an error, with the reason, as a failed run.
+                outcome = "blocked"
+                _record_error(span, stop.error, _observe.hides_error_messages(ctx))
+            elif isinstance(error, _Stop) or stop is not None:
+                outcome = ("released" if isinstance(stop, Release) else "lost"
+                           if isinstance(stop, Lost) else "continued"
+                           if isinstance(stop, Continue) else "stopped")
+            elif interrupted:
                 outcome = "interrupted"  # the worker is stopping; another replays the run
             elif ctx.cancel_delivered:
                 # Ended by a cancel request (App.cancel): the run is cancelled, as the

@@ -322,3 +322,89 @@ async def test_step_spans_of_a_postponed_a_cancelled_and_an_own_cancel_attempt(
                     ("step later", "UNSET", None, None, None),
                     ("step slow", "UNSET", None, None, True),
                     ("run wf", "UNSET", None, None, None)], seen
+
+
+async def test_a_blocked_runs_span_is_an_error_with_the_reason(sqlite_url: str) -> None:
+    """A run that ends blocked needs an operator, as a failed one needs a fix: its span
+    had status UNSET (the engine's non-determinism check), or said ``returned`` (code
+    that returned with recorded entries it no longer asks for, which the worker blocks
+    after the code), and a run whose input this worker refused (clear text where the
+    payload hook expects ciphertext) had no span at all. Each is now ``blocked``, status
+    ERROR with the reason, the error recorded."""
+    import tether
+    from tether import App
+    from tether.encryption import AesGcm
+
+    app = App(sqlite_url)
+    version = [1]
+
+    @app.step
+    async def one() -> int:
+        return 1
+
+    @app.step
+    async def two() -> int:
+        return 2
+
+    @app.workflow
+    async def renamed() -> int:
+        first = await (one() if version[0] == 1 else two())
+        await tether.wait_for_signal("go")
+        return first
+
+    @app.workflow
+    async def shortened() -> int:
+        total = await one()
+        if version[0] == 1:
+            total += await two()
+            await tether.wait_for_signal("go")
+        return total
+
+    keyed = App(sqlite_url, payload_hook=AesGcm({"k1": bytes(range(32))}))
+
+    @keyed.workflow
+    async def sealed(name: str) -> str:
+        return name
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app, keyed:
+            async with app.worker(poll_interval=0.05):
+                handles = [await app.start(wf, run_id=wf.__name__)
+                           for wf in (renamed, shortened)]
+                for h in handles:
+                    async with asyncio.timeout(30):
+                        while (await h.status()) != tether.RunStatus.WAITING:
+                            await asyncio.sleep(0.02)
+                version[0] = 2  # (the code changed, then the runs resume)
+                for h in handles:
+                    await app.signal(h.run_id, "go")
+                    with pytest.raises(tether.RunFailed, match="blocked"):
+                        await h.result(timeout=30)
+            # Started without the hook: its input is clear text, which `keyed` refuses.
+            plain = await app.start("sealed", "ada", run_id="plain")
+            async with keyed.worker(poll_interval=0.05):
+                with pytest.raises(tether.RunFailed, match="blocked"):
+                    await keyed.handle(plain.run_id).result(timeout=30)
+    finally:
+        tether.otel.uninstrument(observer)
+    runs = [s for s in exporter.get_finished_spans() if s.name.startswith("run ")]
+    ended = {s.name: s for s in runs
+             if (s.attributes or {}).get("tether.outcome") not in ("released", None)}
+    reasons = {"run renamed": "NonDeterminismError: non-determinism in run 'renamed' at "
+                              "position 0",
+               "run shortened": "NonDeterminismError: non-determinism in run 'shortened' at "
+                                "position 1",
+               "run sealed": "PayloadNotEncryptedError"}
+    for name in reasons:
+        span = ended.get(name)
+        assert span is not None, (name, [(s.name, dict(s.attributes or {})) for s in runs])
+        assert (span.attributes or {})["tether.outcome"] == "blocked", name
+        assert span.status.status_code.name == "ERROR", name
+        assert (span.status.description or "").startswith(reasons[name]), (
+            name, span.status.description)
+        assert [e.name for e in span.events] == ["exception"], name
+    assert sorted(ended) == sorted(reasons)

@@ -886,10 +886,11 @@ class Worker:
         value: Any = None
         error: BaseException | None = None
         try:
-            args, kwargs = self._decode_input(ctx.codec, run.input, wdef)
-            code = wdef.fn(*args, **kwargs)
-            # (no observer: no wrapping coroutine, one fewer frame at every resumption)
-            value = await (_observe.run(ctx, code) if _observe.observers else code)
+            if _observe.observers:
+                value = await _observe.run(ctx, self._code(ctx, run.input, wdef))
+            else:  # (no wrapping coroutine: one fewer frame at every resumption)
+                args, kwargs = self._decode_input(ctx.codec, run.input, wdef)
+                value = await wdef.fn(*args, **kwargs)
         except _Stop:
             pass
         except asyncio.CancelledError:
@@ -1064,6 +1065,12 @@ class Worker:
         self._excluded_until = first
         return self._excluded
 
+    async def _code(self, ctx: RunContext, input_text: str, wdef: Any) -> Any:
+        """The run's code, its input decoded first: under the observers, so that a run
+        its input blocks (a payload this worker refuses) or fails has its span too."""
+        args, kwargs = self._decode_input(ctx.codec, input_text, wdef)
+        return await wdef.fn(*args, **kwargs)
+
     def _decode_input(self, codec: Codec, text: str, wdef: Any
                       ) -> tuple[list[Any], dict[str, Any]]:
         data = codec.decode(text, None, SLOT_INPUT)
@@ -1087,17 +1094,7 @@ class Worker:
             # (Released too: the steps its code cancelled just before are journaled.)
             with contextlib.suppress(_Stop):
                 await ctx.flush()
-        stop = ctx.stop
-        if stop is None and isinstance(error, NonDeterminismError):
-            # Raised by the run's code itself: an integration found that what the
-            # journal holds no longer fits the code (a recorded model response calling a
-            # tool since renamed): blocked, as the engine's own check stops it.
-            stop = Blocked(error)
-        if stop is None and error is None:
-            extra = ctx.unconsumed_entry()
-            if extra is not None:
-                stop = Blocked(NonDeterminismError(
-                    run_id, extra.position, (extra.kind, extra.name), None))
+        stop = ctx.end_stop(error)
         # Retried without a limit while the worker runs: the heartbeat renews this run's
         # lease meanwhile, so nobody else would ever replay it if we gave up. A stopping
         # worker hands its leases back, and the next worker replays the run.
