@@ -16,6 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether.store._lifecycle import TRACE_KV_PREFIX
@@ -24,12 +25,31 @@ if TYPE_CHECKING:
     from tether._replay import RunContext, StepInfo
     from tether.store._port import Store
 
-__all__ = ["MAX_LINKS", "TRACE_KEY", "Observer", "add_observer", "add_trace_link",
-           "adopt_trace_context", "child_starting", "error_text", "hides_error_messages",
-           "remove_observer", "run", "step", "step_failed", "trace_carrier"]
+__all__ = ["MAX_LINKS", "TRACE_KEY", "ChildTool", "Observer", "add_observer",
+           "add_trace_link", "adopt_trace_context", "child_starting", "child_tool_ended",
+           "error_text", "hides_error_messages", "remove_observer", "run", "step",
+           "step_failed", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildTool:
+    """An agent's tool call served by a child run (``tether.ai``'s workflow and agent
+    tools), whose result this execution takes: the call lasted from the child's start to
+    now, whatever executions of the caller it spanned (it was released meanwhile)."""
+
+    tool: str
+    #: The position of the wait for the child's result in the caller's journal.
+    position: int
+    child_run_id: str
+    #: When the child was started, and when its result is taken (epoch seconds, the
+    #: run's clock).
+    started_at: float
+    ended_at: float
+    #: How the child ended: ``completed``, ``failed`` or ``cancelled``.
+    child_status: str
 
 
 class Observer(Protocol):
@@ -51,6 +71,10 @@ class Observer(Protocol):
 
     async def child_starting(self, ctx: RunContext, child_id: str) -> None:
         """``ctx`` is about to start the child run ``child_id`` (for trace context)."""
+
+    async def child_tool_ended(self, ctx: RunContext, call: ChildTool) -> None:
+        """``ctx`` takes the result of a tool call that a child run served (once: a
+        replay answers it from the journal)."""
 
 
 _observers: list[Observer] = []
@@ -195,6 +219,14 @@ async def child_starting(ctx: RunContext, child_id: str) -> None:
             await o.child_starting(ctx, child_id)
         except Exception:
             log.exception("observer %r failed at child start", o)
+
+
+async def child_tool_ended(ctx: RunContext, call: ChildTool) -> None:
+    for o in list(_observers):
+        try:
+            await o.child_tool_ended(ctx, call)
+        except Exception:
+            log.exception("observer %r failed at a child tool's end", o)
 
 
 def hides_error_messages(ctx: RunContext) -> bool:

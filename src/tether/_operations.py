@@ -684,8 +684,10 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
     return child_id
 
 
-async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) -> Any:
-    """Wait for a run to end (released meanwhile); its outcome is journaled."""
+async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any,
+                     tool: str | None = None) -> Any:
+    """Wait for a run to end (released meanwhile); its outcome is journaled. ``tool``:
+    the child serves the call of an agent's tool so named (for the observers)."""
     await ctx.enter(pos)
     kind = OperationKind.CHILD_RESULT
     entry = ctx.recorded(pos, kind, child_id)
@@ -693,6 +695,11 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any) 
         with ctx.busy():
             await ctx.flush()
             run = await ctx.store.run_get(child_id)
+            if (tool is not None and _observe.observers and run is not None
+                    and run.status.is_ended):
+                # (In the busy block: what the observer reads delays no sibling's turn.)
+                await _observe.child_tool_ended(ctx, _observe.ChildTool(
+                    tool, pos, child_id, run.created_at, ctx.clock.now(), str(run.status)))
         if run is None:
             raise RunNotFound(child_id)
         if not run.status.is_ended:

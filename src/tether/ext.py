@@ -19,7 +19,9 @@ What an integration gets here:
 - **shared state** across workers and hosts (:class:`SharedState`: versioned keys,
   content-addressed blobs and rate limits, kept in the store);
 - **per-execution memory** (:meth:`Run.memory`): plain Python state for one execution
-  of a run's code, rebuilt by replay after a crash or a release.
+  of a run's code, rebuilt by replay after a crash or a release;
+- **a tool call served by a child run** (:func:`child_tool_result`): the wait for the
+  child's result, which telemetry shows as the tool's call.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether._definitions import StepDef
-from tether._operations import run_step, run_sync_step
+from tether._operations import ChildHandle, child_wait, run_step, run_sync_step
 from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
@@ -48,6 +50,7 @@ __all__ = [
     "SharedState",
     "StepInfo",
     "add_metrics",
+    "child_tool_result",
     "current_run",
     "current_step",
     "in_workflow",
@@ -322,6 +325,23 @@ def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | 
                    return_annotation=return_annotation, on_replay=on_replay,
                    rate_limit=rate_limit)
     return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
+
+
+def child_tool_result(handle: ChildHandle[T], tool: str) -> Awaitable[T]:
+    """``handle.result()`` for a call of the tool ``tool`` that the child run serves (an
+    agent's tool that is a workflow or another agent): the same operation, taken at
+    call time, and with telemetry (``tether.otel``) an ``execute_tool {tool}`` span from
+    the child's start to its result, as a function tool's step makes one; made by the
+    execution that takes the result, never by a replay.
+
+    Raises:
+        RunFailed: the child failed or was cancelled.
+        OutsideRun: not in workflow code.
+    """
+    ctx = _current_run.get()
+    if ctx is None or _current_step.get() is not None:
+        return handle.result()  # (raises OutsideRun, as it does)
+    return child_wait(ctx, ctx.take_position(), handle.run_id, handle._annotation, tool)
 
 
 async def shared_state(app: App) -> SharedState:

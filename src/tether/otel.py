@@ -20,6 +20,9 @@ Spans (see ``docs/telemetry.md``):
   ``tether.cost_usd``; ``execute_tool {tool}`` for an agent's tool call
   (``gen_ai.tool.name``); ``step {name}`` otherwise. Attributes ``tether.position`` and
   ``tether.attempt``; a failed attempt has status ERROR and the exception recorded.
+- ``execute_tool {tool}`` for a tool call a child run served (``tether.ai``'s workflow
+  and agent tools): from the child's start to its result, made by the execution that
+  takes the result, linked to the child's first ``run`` span.
 
 **Replay emits nothing for an operation answered from the journal**: the engine calls
 the observer only for work that executes (``tether._observe``).
@@ -82,14 +85,7 @@ class OtelObserver:
     async def run_started(self, ctx: RunContext) -> Any:
         key = _KEY.format(ctx.run_id)
         stored = await ctx.store.kv_get(key=key)
-        doc: dict[str, Any] = {}
-        if stored is not None:
-            try:
-                loaded = json.loads(stored[0])
-            except ValueError:
-                loaded = None
-            if isinstance(loaded, dict):
-                doc = loaded
+        doc = _trace_doc(stored)
         rooted = "traceparent" in doc
         parent = _PROPAGATOR.extract(doc) if rooted else None
         # Callers that sent the run a signal or an approval since its last execution
@@ -109,11 +105,17 @@ class OtelObserver:
         version = None if stored is None else stored[1]
         if not rooted:
             # The first execution roots the run's trace; later ones (any worker) join it.
-            await ctx.store.kv_cas(key=key, value=_carrier(span), version=version,
-                                   now=ctx.clock.now())
-        elif "links" in doc:
-            # Linked once; a link added meanwhile stays for the next execution.
+            # It is the run's first span too ("run": a tool call the run served links to
+            # it, see child_tool_ended).
+            own = _carrier_of(span)
+            await ctx.store.kv_cas(key=key, value=json.dumps({**own, "run": own}),
+                                   version=version, now=ctx.clock.now())
+        elif "links" in doc or "run" not in doc:
+            # Linked once; a link added meanwhile stays for the next execution. The first
+            # execution of a run whose trace another rooted (a parent, an HTTP caller)
+            # records its span.
             kept = {k: v for k, v in doc.items() if k != "links"}
+            kept.setdefault("run", _carrier_of(span))
             await ctx.store.kv_cas(key=key, value=json.dumps(kept), version=version,
                                    now=ctx.clock.now())
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -196,6 +198,33 @@ class OtelObserver:
         await ctx.store.kv_cas(key=_KEY.format(child_id), value=_carrier(span), version=None,
                                now=ctx.clock.now())
 
+    async def child_tool_ended(self, ctx: RunContext, call: _observe.ChildTool) -> None:
+        """The ``execute_tool`` span of a tool call a child run served: from the child's
+        start to its result, made now (the caller's executions in between were released
+        while it waited), in the current execution's span, linked to the child's first
+        run span (the child's spans are in this trace, under the span that started it)."""
+        carrier = _trace_doc(await ctx.store.kv_get(key=_KEY.format(call.child_run_id))
+                             ).get("run")
+        links = []
+        if isinstance(carrier, dict):
+            linked = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+            if linked.is_valid:
+                links.append(trace.Link(linked))
+        end = int(call.ended_at * 1e9)
+        span = self.tracer.start_span(
+            f"execute_tool {call.tool}", kind=SpanKind.INTERNAL, links=links,
+            start_time=min(int(call.started_at * 1e9), end),
+            attributes={"gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": call.tool, "tether.run_id": ctx.run_id,
+                        "tether.position": call.position,
+                        "tether.child_run_id": call.child_run_id})
+        if call.child_status != "completed":
+            # (As the caller receives it: RunFailed, whose message names no payload.)
+            span.set_status(Status(StatusCode.ERROR, f"RunFailed: child run "
+                                   f"{call.child_run_id!r} ended {call.child_status}"))
+            span.set_attribute("error.type", "RunFailed")
+        span.end(end_time=end)
+
 
 def _record_error(span: Span, error: BaseException, hidden: bool) -> None:
     """Status ERROR and the exception as an event. With ``hidden`` (the app has a payload
@@ -216,10 +245,25 @@ def _record_error(span: Span, error: BaseException, hidden: bool) -> None:
     span.set_status(Status(StatusCode.ERROR, kind))
 
 
-def _carrier(span: Span) -> str:
+def _carrier_of(span: Span) -> dict[str, str]:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-    return json.dumps(carrier)
+    return carrier
+
+
+def _carrier(span: Span) -> str:
+    return json.dumps(_carrier_of(span))
+
+
+def _trace_doc(stored: tuple[str, int] | None) -> dict[str, Any]:
+    """A run's shared trace value (``TRACE_KEY``) as a dict (empty if none or not one)."""
+    if stored is None:
+        return {}
+    try:
+        loaded = json.loads(stored[0])
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _describe(step: str) -> tuple[str, dict[str, Any]]:

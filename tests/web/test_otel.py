@@ -408,3 +408,83 @@ async def test_a_blocked_runs_span_is_an_error_with_the_reason(sqlite_url: str) 
             name, span.status.description)
         assert [e.name for e in span.events] == ["exception"], name
     assert sorted(ended) == sorted(reasons)
+
+
+async def test_a_tool_served_by_a_child_run_has_an_execute_tool_span_over_the_wait(
+        sqlite_url: str) -> None:
+    """An agent's function tool has an ``execute_tool`` span (its step); a tool served by
+    a child run (a workflow tool, an agent as a tool) had none. It has one now, with the
+    function tool's name and attributes, from the child's start to its result although
+    the agent was released meanwhile (made once, by the execution that takes the
+    result), linked to the child's first run span; an error if the child failed."""
+    from tests.engine.helpers import status_is, wait_for
+    from tether import App
+    from tether.ai import LLM, Agent, function_tool, workflow_tool
+    from tether.testing import Reply, ScriptedLLMServer
+
+    app = App(sqlite_url)
+    go = asyncio.Event()
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @app.workflow(queue="tools")
+    async def lookup(term: str) -> str:
+        """Look a term up."""
+        await go.wait()  # (the agent waits for it released)
+        return f"{term}: found"
+
+    @app.workflow(queue="tools")
+    async def broken(term: str) -> str:
+        """Fail."""
+        raise RuntimeError(f"no {term}")
+
+    calls = [{"name": "add", "arguments": {"a": 2, "b": 3}},
+             {"name": "lookup", "arguments": {"term": "t"}},
+             {"name": "broken", "arguments": {"term": "t"}}]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with ScriptedLLMServer([Reply(tool_calls=calls), Reply("done")]) as server, \
+            LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as llm:
+        app.add_agent(Agent("helper", model=llm,
+                            tools=[add, workflow_tool(lookup), workflow_tool(broken)]))
+        observer = tether.otel.instrument(provider)
+        try:
+            async with app, app.worker(queues=["default", "tools"], poll_interval=0.05):
+                handle = await app.start("helper", "go", run_id="agent")
+                await wait_for(lambda: status_is(app, "agent", "waiting"), timeout=30)
+                go.set()
+                assert await handle.result(timeout=30) == "done"
+        finally:
+            tether.otel.uninstrument(observer)
+    spans = exporter.get_finished_spans()
+    tools = {s.name: s for s in spans if s.name.startswith("execute_tool ")}
+    assert sorted(s.name for s in spans if s.name.startswith("execute_tool ")) == [
+        "execute_tool add", "execute_tool broken", "execute_tool lookup"]
+    fn, child = (dict(tools[n].attributes or {}) for n in ("execute_tool add",
+                                                           "execute_tool lookup"))
+    shared = {"gen_ai.operation.name", "gen_ai.tool.name", "tether.run_id", "tether.position"}
+    assert shared <= set(fn) and shared <= set(child)
+    assert (child["gen_ai.operation.name"], child["gen_ai.tool.name"], child["tether.run_id"],
+            child["tether.child_run_id"]) == ("execute_tool", "lookup", "agent", "agent.2")
+    assert child["tether.position"] == 3  # (the wait; the child's start is at 2)
+    runs = {}
+    for s in spans:
+        if s.name.startswith("run "):
+            runs.setdefault((s.attributes or {})["tether.run_id"], []).append(s)
+    assert len(runs["agent"]) >= 2  # released to wait, woken by a child's end (each)
+    span = tools["execute_tool lookup"]
+    first = min(runs["agent.2"], key=lambda s: s.start_time or 0)
+    assert span.start_time is not None and span.end_time is not None
+    assert span.start_time <= (first.start_time or 0)
+    assert span.end_time >= max(s.end_time or 0 for s in runs["agent.2"])
+    assert [link.context.span_id for link in span.links] == [first.context.span_id]
+    assert span.context.trace_id == first.context.trace_id
+    assert span.status.status_code.name == "UNSET"
+    failed = tools["execute_tool broken"]
+    assert failed.status.status_code.name == "ERROR"
+    assert (failed.attributes or {})["error.type"] == "RunFailed"
+    assert "agent.4" in (failed.status.description or "")

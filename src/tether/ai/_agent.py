@@ -162,7 +162,7 @@ class AgentTool(Tool):
         task = self.validate_arguments(arguments)["task"]
         handle: tether.ChildHandle[str] = await tether.start_child(
             self.agent.name, task, queue=self.agent.queue)
-        return ChildCall(handle)
+        return ChildCall(handle, self.name)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
         """Run the agent as a child run (inside a workflow only)."""

@@ -32,7 +32,7 @@ from typing import Any, overload
 import pydantic
 
 import tether
-from tether import ConfigError, NonRetryable, TetherError
+from tether import ConfigError, NonRetryable, TetherError, ext
 from tether.ai._types import header_value
 
 __all__ = [
@@ -208,11 +208,12 @@ _CHILD_KEYWORDS = frozenset({"queue", "run_id", "on_parent_cancel"})
 
 class ChildCall:
     """The wait for a child run's result, with the child's run id (an agent rolls the
-    child's spend into its own once the result is in)."""
+    child's spend into its own once the result is in): the call of the tool ``tool``
+    (telemetry shows it as one, as a function tool's step)."""
 
-    def __init__(self, handle: tether.ChildHandle[Any]) -> None:
+    def __init__(self, handle: tether.ChildHandle[Any], tool: str) -> None:
         self.run_id = handle.run_id
-        self._wait = handle.result()
+        self._wait = ext.child_tool_result(handle, tool)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._wait.__await__()
@@ -266,7 +267,7 @@ class WorkflowTool(Tool):
         args, kwargs = self._child_arguments(arguments)
         handle: tether.ChildHandle[Any] = await tether.start_child(
             self.workflow_name, *args, queue=self.queue, **kwargs)
-        return ChildCall(handle)
+        return ChildCall(handle, self.name)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
         """Run the workflow as a child run and return its result.
