@@ -238,7 +238,7 @@ def test_worker_json_logs_name_the_run_position_and_next_attempt(tmp_path: Path)
 @pytest.mark.parametrize(("args", "message", "code"), [
     (["--port", "70000"], "--port must be between 1 and 65535, got 70000", 2),
     (["--max-body", "0"], "argument --max-body: must be at least 1, got 0", 2),
-    (["--app", "no_such_module_xyz:app"], "cannot import 'no_such_module_xyz'", 1),
+    (["--app", "no_such_module_xyz:app"], "cannot import 'no_such_module_xyz'", 2),
 ])
 def test_serve_rejects_bad_flags_in_one_line(tmp_path: Path, args: list[str], message: str,
                                              code: int) -> None:

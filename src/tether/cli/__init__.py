@@ -28,11 +28,17 @@ from tether.cli import (
     _serve,
     _worker,
 )
-from tether.cli._common import DB_HELP, CliError, safe
+from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, safe
 from tether.errors import TetherError
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
+
+#: What ``tether --help`` says of exit statuses (every command keeps to it).
+EXIT_STATUSES = (
+    "exit status: 0 done; 1 an error (a store that cannot be reached, an unknown run, a "
+    "run that failed for `tether result`, a run that does not replay for `tether "
+    "replay`); 2 bad input (a malformed argument or JSON, a MODULE:APP that names no "
+    "importable tether.App); 3 `tether result`: the run has not ended; 130 interrupted")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tether",
         description="Durable execution for AI agents: start, inspect and serve journaled runs.",
+        epilog=EXIT_STATUSES,
     )
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="show the installed version and exit")

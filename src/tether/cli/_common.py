@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -66,21 +67,37 @@ def client(args: argparse.Namespace, *, must_exist: bool = True,
     return App(url, **store_options(url, read_only=read_only))
 
 
+#: The exit code of bad input: a malformed argument, JSON that is not, a ``MODULE:APP``
+#: that does not name an importable module and its App (argparse's own code for usage).
+EXIT_USAGE = 2
+
+
 def load_app(spec: str) -> App:
-    """Import ``MODULE:APP`` (the current folder is importable)."""
+    """Import ``MODULE:APP`` (the current folder is importable).
+
+    Every way the spec can fail to name an App (no module, a module that cannot be
+    imported or whose import raises, no such attribute, an attribute that is not an
+    App, none or several Apps in a module named without ``:APP``) is the user's
+    configuration, so each is a ``CliError`` with the usage exit code: a script that
+    checks ``$?`` gets one answer from every command that takes ``MODULE:APP``.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name:
-        raise CliError(f"expected MODULE:APP, got {spec!r}", 2)
+        raise CliError(f"expected MODULE:APP, got {spec!r}", EXIT_USAGE)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CliError(f"cannot import {module_name!r}: {exc}") from None
+        raise CliError(f"cannot import {module_name!r}: {exc}", EXIT_USAGE) from None
+    except Exception as exc:  # the module's own code raised while it was imported
+        raise CliError(f"cannot import {module_name!r}: its import raised "
+                       f"{type(exc).__name__}: {exc}{_where(exc)}", EXIT_USAGE) from None
     if not attr:
         found = [v for v in vars(module).values() if isinstance(v, App)]
         if len(found) != 1:
-            raise CliError(f"{module_name!r} has {len(found)} App objects: name one (MODULE:APP)")
+            raise CliError(f"{module_name!r} has {len(found)} App objects: name one "
+                           "(MODULE:APP)", EXIT_USAGE)
         return found[0]
     app = getattr(module, attr, None)
     if not isinstance(app, App):
@@ -88,8 +105,19 @@ def load_app(spec: str) -> App:
         apps = ", ".join(sorted(k for k, v in vars(module).items() if isinstance(v, App)))
         what = (f"{module_name!r} has no attribute {attr!r}" if not hasattr(module, attr)
                 else f"{spec!r} is of type {type(app).__name__}, not a tether.App")
-        raise CliError(f"{what} (its App objects: {apps or 'none'})")
+        raise CliError(f"{what} (its App objects: {apps or 'none'})", EXIT_USAGE)
     return app
+
+
+def _where(exc: BaseException) -> str:
+    """`` (FILE, line N)``: the innermost frame of ``exc``'s traceback outside the
+    import machinery, where the user's module went wrong; empty if there is none (a
+    ``SyntaxError`` names its place in its message)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen ")]
+    if not frames or isinstance(exc, SyntaxError):
+        return ""
+    return f" ({frames[-1].filename}, line {frames[-1].lineno})"
 
 
 def _bounded(convert: Callable[[str], float], kind: str, low: float,

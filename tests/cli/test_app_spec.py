@@ -1,0 +1,68 @@
+"""``MODULE:APP`` that names no App: every command that takes one answers each way it
+can fail with the same one-line error and exit 2 (bad input), as ``tether --help`` says.
+
+Before, a module that could not be imported, a missing attribute, an attribute that is
+not an App and a module with several Apps exited 1, a module whose import raised was a
+traceback, and only an empty module name exited 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import forked
+from tests.cli.test_cli import assert_one_line_error
+from tether import App
+
+MODULES = {
+    "spec_ok.py": "from tether import App\napp = App()\nnot_an_app = 3\n",
+    "spec_two.py": "from tether import App\nfirst = App()\nsecond = App()\n",
+    "spec_raises.py": "from tether import App\napp = App()\n\n"
+                      "raise RuntimeError('boom while importing')\n",
+    "spec_syntax.py": "from tether import App\napp = App(\n",
+}
+
+#: (MODULE:APP, what the error line says)
+CASES = [
+    ("spec_missing:app", "cannot import 'spec_missing': No module named 'spec_missing'"),
+    ("spec_ok:nope", "'spec_ok' has no attribute 'nope' (its App objects: app)"),
+    ("spec_ok:not_an_app", "'spec_ok:not_an_app' is of type int, not a tether.App"),
+    ("spec_two", "'spec_two' has 2 App objects: name one (MODULE:APP)"),
+    ("spec_raises:app", "cannot import 'spec_raises': its import raised RuntimeError: "
+                        "boom while importing ("),
+    ("spec_syntax:app", "cannot import 'spec_syntax': its import raised SyntaxError: "),
+    (":app", "expected MODULE:APP, got ':app'"),
+]
+
+#: Every command that takes MODULE:APP, with the arguments it needs to reach it.
+COMMANDS = {
+    "worker": ("worker", "{spec}"),
+    "mcp": ("mcp", "{spec}"),
+    "serve": ("serve", "--app", "{spec}", "--port", "1"),
+    "start": ("start", "noop", "--app", "{spec}"),
+    "signal": ("signal", "r1", "go", "--app", "{spec}"),
+    "retry": ("retry", "r1", "--app", "{spec}"),
+    "fork": ("fork", "r1", "--at", "0", "--app", "{spec}"),
+    "migrate-runs": ("migrate-runs", "--from", "a", "--to", "b", "--app", "{spec}"),
+    "export": ("export", "r1", "--app", "{spec}"),
+    "replay": ("replay", "--check", "{spec}", "history.json"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+async def test_a_spec_that_names_no_app_exits_2(command: str, tmp_path: Path) -> None:
+    for name, text in MODULES.items():
+        (tmp_path / name).write_text(text)
+    url = f"sqlite:///{tmp_path}/tether.db"
+    async with App(url):  # a store, for the commands that only read one
+        pass
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    for spec, says in CASES:
+        argv = [a.format(spec=spec) for a in COMMANDS[command]]
+        done = forked.run([sys.executable, "-m", "tether", *argv, "--db", url],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (spec, done.returncode, done.stderr)
+        assert_one_line_error(done, says)
