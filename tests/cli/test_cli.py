@@ -272,3 +272,45 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", argv], capture_output=True,
                           text=True, timeout=60)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+async def test_show_prints_child_ids_whole(sqlite_url: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``child_result`` entry is named by the child's run id, and a ``child_start``
+    entry's result is that id: ``tether show`` prints both whole, on an 80-column
+    terminal too, widening the NAME column (it cut names at 24 characters: the child
+    of ``order-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17`` showed as
+    ``order-7f3a9c2e-41d2-4b8…``), and a child id of more than 70 characters in the
+    result column."""
+    app = App(sqlite_url)
+    long_id = "customer-onboarding-2024-11-research-subagent-7f3a9c1b-e5d4-4c3b-a291-0f8e7d6c"
+
+    @app.workflow
+    async def kid(n: int) -> int:
+        return n + 1
+
+    @app.workflow
+    async def parent() -> list[int]:
+        first = await tether.call(kid, 1)  # its id: "<parent id>.0"
+        other = await tether.start_child(kid, 2, run_id=long_id)
+        return [first, await other.result()]
+
+    parent_id = "order-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17"
+    async with app, app.worker(poll_interval=0.05):
+        assert await (await app.start(parent, run_id=parent_id)).result(timeout=30) == [2, 3]
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = await cli("show", parent_id, db=sqlite_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout, shown.stdout
+    lines = [line for line in shown.stdout.splitlines() if line[:4].strip().isdigit()]
+    cells = [line.split() for line in lines]
+    children = [f"{parent_id}.0", long_id]
+    assert [c[-1] for c in cells if c[1] == "child_start"] == children, shown.stdout
+    assert [c[2] for c in cells if c[1] == "child_result"] == children, shown.stdout
+    header = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("POS"))
+    # One NAME column, wide enough for every name: each row's name and status start
+    # under their headings.
+    name_at = header.index("NAME")
+    assert ({line.index(c[2], name_at - 1) for line, c in zip(lines, cells, strict=True)}
+            == {name_at})
+    assert {line.index(" ok ") + 1 for line in lines} == {header.index("STATUS")}

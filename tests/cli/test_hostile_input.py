@@ -4,13 +4,15 @@ operator's terminal."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_cli import assert_one_line_error, make_app, tether_cli
-from tether import App, ConfigError, InvalidName, NotSerializable
+from tether import App, ConfigError, InvalidName, NotSerializable, RunFailed
 
 BAD_NAMES = ["", "  ", "a\nb", "x\x1b[31mred", "bell\x07", "\u202eevil", "nul\x00", "\ud800"]
 
@@ -149,3 +151,82 @@ def test_a_duration_option_must_be_a_finite_positive_number(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         positive_float(text)
     assert positive_float("2.5") == 2.5
+
+
+HOSTILE_MODULE = '''
+import tether
+from tether import App, RetryPolicy
+
+app = App()
+
+
+@app.step(retry=RetryPolicy(max_attempts=1))
+async def explode() -> None:
+    raise RuntimeError("boom\\x1b[31m red\\nsecond line \\x9b2J \\u202eevil")
+
+
+@app.workflow
+async def hostile() -> None:
+    await tether.wait_for_signal("go")
+    await explode()
+'''
+
+#: What a terminal acts on: ESC, CSI in its one-byte (C1) form, a bidi override, BEL.
+DRIVING = ("\x1b", "\x9b", "\u202e", "\x07")
+
+
+@pytest.mark.slow
+async def test_workflow_errors_and_signal_names_are_printed_escaped(tmp_path: Path) -> None:
+    """A workflow's error message with an ANSI escape, a C1 CSI, a bidi override and a
+    line break, and a signal name with an escape and a line break (written by an older
+    Tether), reach the operator escaped through every command that prints them: the
+    worker's log (text and JSON), ``show`` (text and JSON), ``result``, ``runs --json``,
+    ``export`` and ``replay``. ``replay``'s lines, ``export``'s and ``--json``'s C1 and
+    bidi characters, and the worker's log lines were printed raw."""
+    import apsw
+
+    from tests import forked
+
+    (tmp_path / "hostile_mod.py").write_text(HOSTILE_MODULE)
+    url = f"sqlite:///{tmp_path}/tether.db"
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    logs = {}
+    for fmt in ("text", "json"):
+        with open(tmp_path / f"worker-{fmt}.log", "w") as log:
+            worker = forked.Popen([sys.executable, "-m", "tether", "worker", "hostile_mod:app",
+                                   "--db", url, "--log-format", fmt], cwd=tmp_path, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+            try:
+                async with App(url) as client:
+                    handle = await client.start("hostile", run_id=f"h-{fmt}")
+                    await client.signal(handle.run_id, "go")
+                    with pytest.raises(RunFailed):
+                        await handle.result(timeout=60)
+            finally:
+                worker.terminate()
+                worker.wait(30)
+        logs[fmt] = (tmp_path / f"worker-{fmt}.log").read_text()
+    assert "boom\\x1b[31m red\\x0asecond line \\x9b2J \\u202eevil" in logs["text"], logs["text"]
+    assert "boom\\u001b[31m red\\nsecond line \\u009b2J \\u202eevil" in logs["json"], logs["json"]
+    conn = apsw.Connection(f"{tmp_path}/tether.db")
+    conn.execute("UPDATE tether_journal SET name = 'go\x1b[2J' || char(10) || 'x' "
+                 "WHERE kind = 'signal' AND run_id = 'h-text'")
+    conn.close()
+    outputs = dict(logs)
+    for args in (("show", "h-text"), ("show", "h-text", "--json"), ("result", "h-text"),
+                 ("runs", "--json"), ("export", "h-text"),
+                 ("replay", "--check", "hostile_mod:app", "--workflow", "hostile")):
+        done = forked.run([sys.executable, "-m", "tether", *args, "--db", url], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in done.stderr, done.stderr
+        outputs[" ".join(args)] = done.stdout + done.stderr
+    for command, text in outputs.items():
+        for c in DRIVING:
+            assert c not in text, (command, c, text)
+    shown = outputs["show h-text"]
+    assert "go\\x1b[2J\\x0ax" in shown  # the signal's name
+    assert "RuntimeError: boom\\x1b[31m red\\x0asecond line \\x9b2J \\u202eevil" in shown
+    assert "\\u001b[31m red\\nsecond line \\u009b2J \\u202eevil" in outputs["show h-text --json"]
+    assert outputs["result h-text"].count("\n") == 1  # one line, its break escaped
+    replayed = outputs["replay --check hostile_mod:app --workflow hostile"]
+    assert "MISMATCH h-text hostile: position 0: recorded signal 'go\\x1b[2J\\nx'" in replayed

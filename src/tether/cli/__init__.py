@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return exc.code
     except json.JSONDecodeError as exc:
-        print(f"tether: error: malformed JSON: {exc}", file=sys.stderr)
+        print(f"tether: error: malformed JSON: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TetherError as exc:
         print(f"tether: error: {safe(exc)}", file=sys.stderr)

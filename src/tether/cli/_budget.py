@@ -11,7 +11,7 @@ import argparse
 import math
 from typing import Any
 
-from tether.cli._common import CliError, client
+from tether.cli._common import CliError, client, safe
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -41,5 +41,5 @@ async def budget(args: argparse.Namespace) -> int:
         await app.signal(args.run_id, BUDGET_SIGNAL, payload)
     limits = ", ".join(f"usd {v:.6f}".rstrip("0").rstrip(".") if k == "usd"
                        else f"{k} {int(v)}" for k, v in payload.items())  # (not 1e+06)
-    print(f"budget of run {args.run_id} set to {limits}")
+    print(f"budget of run {safe(args.run_id)} set to {limits}")
     return 0

@@ -228,5 +228,20 @@ def short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+#: What ``json.dumps(ensure_ascii=False)`` leaves as it is but a terminal acts on (DEL,
+#: the C1 controls such as CSI U+009B, bidi overrides, line separators) and lone
+#: surrogates (which the terminal's encoder refuses), as JSON's ``\\uXXXX`` escapes:
+#: the same JSON value, nothing for a terminal to do. (It escapes U+0000..U+001F itself.)
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in [ord(ch) for ch in _FORBIDDEN if ord(ch) >= 0x20]
+                 + list(range(0xD800, 0xE000))}
+
+
+def safe_json(text: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) made safe to print: the same
+    JSON value, every character a terminal would act on escaped."""
+    return text if text.isascii() else text.translate(_JSON_ESCAPES)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    """``value`` as indented JSON for the terminal (``safe_json``)."""
+    return safe_json(json.dumps(value, indent=2, default=str, ensure_ascii=False))

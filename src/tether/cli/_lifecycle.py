@@ -8,7 +8,7 @@ from typing import Any
 
 from tether._app import App
 from tether._lifecycle import check_compatible, parse_duration, parse_statuses
-from tether.cli._common import CliError, client, dumps, load_app, parse_json, store_url
+from tether.cli._common import CliError, client, dumps, load_app, parse_json, safe, store_url
 from tether.errors import ConfigError
 
 
@@ -104,7 +104,7 @@ def _app_for(args: argparse.Namespace) -> App:
 async def retry(args: argparse.Namespace) -> int:
     async with _app_for(args) as app:
         status = await app.retry(args.run_id)
-    print(f"{args.run_id}: {status.value} (retrying)")
+    print(f"{safe(args.run_id)}: {status.value} (retrying)")
     return 0
 
 
@@ -121,7 +121,7 @@ async def fork(args: argparse.Namespace) -> int:
         if values is not None:
             kwargs["input"] = values
         handle = await app.fork(args.run_id, **kwargs)
-    print(handle.run_id)
+    print(safe(handle.run_id))
     return 0
 
 
@@ -141,7 +141,7 @@ async def versions(args: argparse.Namespace) -> int:
     print(f"{'VERSION':24} {'RUNS':>6}  BY STATUS")
     for v, counts in table.items():
         detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
-        print(f"{v or '(none)':24} {sum(counts.values()):>6}  {detail}")
+        print(f"{safe(v or '(none)'):24} {sum(counts.values()):>6}  {detail}")
     return 0
 
 
@@ -180,10 +180,10 @@ async def migrate_runs(args: argparse.Namespace) -> int:
         return 0
     verb = "would move" if args.dry_run else "moved"
     count = len(ok) if args.dry_run else len(moved)
-    print(f"{verb} {count} of {len(candidates)} unfinished runs from {args.from_version} "
-          f"to {args.to_version}")
+    print(f"{verb} {count} of {len(candidates)} unfinished runs from "
+          f"{safe(args.from_version)} to {safe(args.to_version)}")
     for run_id, reason in sorted(skipped.items()):
-        print(f"  kept {run_id}: {reason}")
+        print(f"  kept {safe(run_id)}: {safe(reason)}")
     return 0
 
 
@@ -221,7 +221,7 @@ async def erase(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(report.as_dict()))
         return 0
-    print(f"erased run {args.run_id}: its input and outcome, {report.journal_entries} "
+    print(f"erased run {safe(args.run_id)}: its input and outcome, {report.journal_entries} "
           f"journal entries, {report.archived_entries} archived entries, "
           f"{report.attempts} attempt errors, {report.signals} signal payloads, "
           f"{report.blobs} message texts no other run references")

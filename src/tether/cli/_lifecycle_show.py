@@ -7,7 +7,37 @@ from collections.abc import Callable
 from typing import Any
 
 from tether._types import RunInfo
-from tether.cli._common import fmt_duration, fmt_time, short
+from tether.cli._common import fmt_duration, fmt_time, safe, short
+
+#: The NAME column's least width. A longer name widens the column for the whole table
+#: rather than being cut: a ``child_result`` entry is named by the child's run id, which
+#: a person copies into ``tether show`` (``<parent id>.<position>`` is longer than 24
+#: characters for any parent id of 22 or more).
+NAME_WIDTH = 24
+
+
+def name_width(info: RunInfo) -> int:
+    """The NAME column's width for every table of ``info`` (journal, earlier
+    generations, attempts): its longest name, at least ``NAME_WIDTH``."""
+    names = [e["name"] for e in info.journal]
+    names += [e["name"] for g in info.history for e in g["journal"]]
+    names += [a["name"] for a in info.attempts]
+    return max([NAME_WIDTH, *(len(safe(n)) for n in names)])
+
+
+def child_id(e: dict[str, Any]) -> str | None:
+    """The run id a ``child_start`` entry gave its child, whole (as the entry's result
+    column shows it; other results are cut to fit)."""
+    if e["kind"] == "child_start" and e["status"] == "ok" and isinstance(e["result"], str):
+        return safe(e["result"])
+    return None
+
+
+def journal_row(e: dict[str, Any], width: int, outcome: str) -> str:
+    """One journal entry's line, its name in a column ``width`` wide."""
+    return (f"{e['position']:>4}  {safe(e['kind']):12} {safe(e['name']):{width}} "
+            f"{safe(e['status']):8} {e['attempts']:>3}  {fmt_duration(e['duration']):>9}  "
+            f"{outcome}\n")
 
 
 def _outcome(e: dict[str, Any]) -> str:
@@ -19,11 +49,11 @@ def _outcome(e: dict[str, Any]) -> str:
     return short(e["result"]) if e.get("result") is not None else ""
 
 
-def print_origin(info: RunInfo, w: Callable[[str], Any]) -> None:
+def print_origin(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
     if info.version:
-        w(f"version: {info.version}\n")
+        w(f"version: {safe(info.version)}\n")
     if info.forked_from:
-        w(f"forked from run {info.forked_from} at position {info.forked_at} (positions "
+        w(f"forked from run {safe(info.forked_from)} at position {info.forked_at} (positions "
           f"0..{(info.forked_at or 0) - 1} copied from it)\n")
     if info.erased_at:
         w(f"payloads erased {fmt_time(info.erased_at)}\n")
@@ -31,14 +61,12 @@ def print_origin(info: RunInfo, w: Callable[[str], Any]) -> None:
         w(f"\ngeneration {g['generation']} (continued as new)  input: "
           f"{short(g['input'], 80)}\n")
         for e in g["journal"]:
-            w(f"{e['position']:>4}  {e['kind']:12} {short(e['name'], 24):24} "
-              f"{e['status']:8} {e['attempts']:>3}  {fmt_duration(e['duration']):>9}  "
-              f"{short(_outcome(e), 70)}\n")
+            w(journal_row(e, width, child_id(e) or short(_outcome(e), 70)))
     if info.history:
         w(f"\ngeneration {info.generation} (current)\n")
 
 
-def print_attempts(info: RunInfo, w: Callable[[str], Any]) -> None:
+def print_attempts(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
     """Attempts worth a look: any step that took more than one, or one that failed or was
     cut off (a run whose every step succeeded at once prints nothing here)."""
     by_step: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -51,6 +79,6 @@ def print_attempts(info: RunInfo, w: Callable[[str], Any]) -> None:
     w("\nattempts:\n")
     for a in shown:
         took = (a["finished_at"] - a["started_at"]) if a["finished_at"] else None
-        w(f"{a['position']:>4}  {short(a['name'], 24):24} #{a['attempt']:<3} "
-          f"{a['status']:12} {fmt_duration(took):>9}  worker {a['worker_id']}"
+        w(f"{a['position']:>4}  {safe(a['name']):{width}} #{a['attempt']:<3} "
+          f"{safe(a['status']):12} {fmt_duration(took):>9}  worker {safe(a['worker_id'])}"
           + (f"  {short(_outcome(a), 60)}" if a.get("error") is not None else "") + "\n")

@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import Any
 
+from tether.cli._common import safe, safe_json
+
 LEVELS = ("debug", "info", "warning", "error")
 _RUN_FIELDS = ("run_id", "position", "attempt")
 
@@ -42,14 +44,27 @@ class RunContextFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
+    """Lines for the operator's terminal. A message carries what runs put in names and
+    errors (a step's exception message, a run id), so it is printed through ``safe``;
+    a traceback keeps its line breaks, each of its lines escaped the same way."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return safe(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(map(safe, super().formatException(ei).split("\n")))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(map(safe, super().formatStack(stack_info).split("\n")))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         run_id = getattr(record, "run_id", None)
         if run_id is not None:
-            tags = [f"run={run_id}"]
+            tags = [f"run={safe(run_id)}"]
             for key in ("position", "attempt"):
                 value = getattr(record, key, None)
                 if value is not None:
@@ -74,7 +89,7 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        return safe_json(json.dumps(doc, ensure_ascii=False, default=str))
 
 
 def configure(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether.cli._common import CliError, client, dumps
+from tether.cli._common import CliError, client, dumps, safe
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -46,21 +46,20 @@ async def queues(args: argparse.Namespace) -> int:
         workflows = await app.store.workflow_list()
     finally:
         await app.close()
-    names = sorted(set(limits) | set(workflows.values()))
-    rows = [{"queue": q, "limit": limits.get(q),
-             "workflows": sorted(w for w, wq in workflows.items() if wq == q)}
-            for q in names]
+    queues = sorted(set(limits) | set(workflows.values()))
+    served = {q: sorted(w for w, wq in workflows.items() if wq == q) for q in queues}
     if args.json:
-        print(dumps(rows))
+        print(dumps([{"queue": q, "limit": limits.get(q), "workflows": served[q]}
+                     for q in queues]))
         return 0
-    if not rows:
+    if not queues:
         print("no queues")
         return 0
-    width = max(5, *(len(r["queue"]) for r in rows))  # type: ignore[arg-type]
+    width = max(5, *(len(safe(q)) for q in queues))
     print(f"{'QUEUE':{width}}  {'LIMIT':>5}  WORKFLOWS")
-    for r in rows:
-        limit = "-" if r["limit"] is None else str(r["limit"])
-        print(f"{r['queue']:{width}}  {limit:>5}  {', '.join(r['workflows']) or '-'}")  # type: ignore[arg-type]
+    for q in queues:
+        limit = "-" if limits.get(q) is None else str(limits[q])
+        print(f"{safe(q):{width}}  {limit:>5}  {', '.join(map(safe, served[q])) or '-'}")
     return 0
 
 
@@ -72,7 +71,7 @@ async def queue_limit(args: argparse.Namespace) -> int:
     finally:
         await app.close()
     if limit is None:
-        print(f"queue {args.queue}: no limit")
+        print(f"queue {safe(args.queue)}: no limit")
     else:
-        print(f"queue {args.queue}: at most {limit} run{'s' if limit != 1 else ''} at once")
+        print(f"queue {safe(args.queue)}: at most {limit} run{'s' if limit != 1 else ''} at once")
     return 0

@@ -15,6 +15,8 @@ from tether.cli._common import (
     load_app,
     positive_float,
     positive_int,
+    safe,
+    safe_json,
     store_options,
     store_url,
 )
@@ -68,7 +70,7 @@ async def export(args: argparse.Namespace) -> int:
             history = await export_history(app, args.run_id)
         except HistoryError as exc:
             raise CliError(str(exc)) from None
-    print(json.dumps(history, indent=2, ensure_ascii=False))
+    print(safe_json(json.dumps(history, indent=2, ensure_ascii=False)))
     return 0
 
 
@@ -110,14 +112,15 @@ async def replay(args: argparse.Namespace) -> int:
 
 def _print(results: list[ReplayResult], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        print(safe_json(json.dumps([r.to_dict() for r in results], indent=2,
+                                   ensure_ascii=False)))
         return
     if not results:
         print("no runs to check")
         return
     for r in results:
         label = "ok      " if r.compatible else "MISMATCH"
-        where = f" ({r.source})" if r.source else ""
-        print(f"{label} {r.run_id} {r.workflow}{where}: {r.message}")
+        where = f" ({safe(r.source)})" if r.source else ""
+        print(f"{label} {safe(r.run_id)} {safe(r.workflow)}{where}: {safe(r.message)}")
     bad = sum(not r.compatible for r in results)
     print(f"{len(results) - bad} compatible, {bad} mismatched", file=sys.stderr)

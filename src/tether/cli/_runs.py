@@ -13,7 +13,6 @@ from tether.cli._common import (
     bounded_int,
     client,
     dumps,
-    fmt_duration,
     fmt_time,
     load_app,
     non_negative_float,
@@ -22,7 +21,13 @@ from tether.cli._common import (
     short,
     store_url,
 )
-from tether.cli._lifecycle_show import print_attempts, print_origin
+from tether.cli._lifecycle_show import (
+    child_id,
+    journal_row,
+    name_width,
+    print_attempts,
+    print_origin,
+)
 from tether.errors import RunFailed
 
 
@@ -151,9 +156,10 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
     if info.status_info is not None:
         w(f"status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
-    print_origin(info, w)
-    w(f"\n{'POS':>4}  {'KIND':12} {'NAME':24} {'STATUS':8} {'ATT':>3}  {'DURATION':>9}  "
-      "RESULT / ERROR\n")
+    width = name_width(info)
+    print_origin(info, w, width)
+    w(f"\n{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':8} {'ATT':>3}  "
+      f"{'DURATION':>9}  RESULT / ERROR\n")
     for e in info.journal:
         if e["error"] is not None:
             err = e["error"]
@@ -165,9 +171,8 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
             outcome = f"until {fmt_time(e['next_attempt_at'])}"
         else:
             outcome = short(e["result"]) if e["result"] is not None else ""
-        w(f"{e['position']:>4}  {e['kind']:12} {short(e['name'], 24):24} {e['status']:8} "
-          f"{e['attempts']:>3}  {fmt_duration(e['duration']):>9}  {short(outcome, 70)}\n")
-    print_attempts(info, w)
+        w(journal_row(e, width, child_id(e) or short(outcome, 70)))
+    print_attempts(info, w, width)
     print_metrics(info.metrics, w)
     if info.status is RunStatus.COMPLETED:
         w(f"\nresult: {short(info.result, 200)}\n")
@@ -267,7 +272,7 @@ async def send_signal(args: argparse.Namespace) -> int:
     async with app:
         created = await app.signal(args.run_id, args.name, payload,
                                    idempotency_key=args.idempotency_key)
-    print(f"{safe(args.run_id)}: signal {args.name!r} "
+    print(f"{safe(args.run_id)}: signal '{safe(args.name)}' "
           + ("sent" if created else "already sent (same idempotency key)"))
     return 0
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
-from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time
+from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
 from tether.cli._logging import LEVELS
 
 
@@ -55,9 +55,10 @@ async def schedules(args: argparse.Namespace) -> int:
             print(f"{'NAME':20} {'WORKFLOW':20} {'CRON':18} {'TZ':14} {'STATE':7} "
                   f"{'NEXT TICK':24} LAST RUN")
             for s in found:
-                print(f"{s.name:20} {s.workflow:20} {s.cron:18} {s.timezone:14} "
-                      f"{'paused' if s.paused else 'active':7} "
-                      f"{fmt_time(None if s.paused else s.next_tick):24} {s.last_run_id or '-'}")
+                print(f"{safe(s.name):20} {safe(s.workflow):20} {safe(s.cron):18} "
+                      f"{safe(s.timezone):14} {'paused' if s.paused else 'active':7} "
+                      f"{fmt_time(None if s.paused else s.next_tick):24} "
+                      f"{safe(s.last_run_id or '-')}")
             return 0
         sched = await store.schedule_get(args.name)
         if sched is None:
@@ -65,15 +66,15 @@ async def schedules(args: argparse.Namespace) -> int:
             raise CliError(f"no schedule named {args.name!r} (known: {known})")
         if action == "pause":
             await store.schedule_pause(name=args.name, paused=True, next_tick=None, now=now)
-            print(f"{args.name}: paused")
+            print(f"{safe(args.name)}: paused")
         elif action == "resume":
             nxt = Cron.parse(sched.cron).next_after(now, zone_of(sched.timezone))
             await store.schedule_pause(name=args.name, paused=False, next_tick=nxt, now=now)
-            print(f"{args.name}: active, next tick {fmt_time(nxt)}")
+            print(f"{safe(args.name)}: active, next tick {fmt_time(nxt)}")
         elif action == "trigger":
             run_id = await trigger_schedule(app, store, sched, now)
-            print(run_id)
+            print(safe(run_id))
         elif action == "delete":
             await store.schedule_delete(args.name)
-            print(f"{args.name}: deleted")
+            print(f"{safe(args.name)}: deleted")
     return 0
