@@ -602,12 +602,25 @@ class App:
         Raises:
             RunNotFound: no run has this id.
         """
+        return await self._run_info(run_id)
+
+    async def _run_info(self, run_id: str, unreadable: Unreadable | None = None) -> RunInfo:
+        """``get_run``; a payload this app cannot decode is ``unreadable(text, error)``
+        (``tether._show``'s marker for the documents of ``tether serve`` and ``tether
+        show --json``) instead of its stored text (ciphertext, for a key it lacks).
+
+        Raises:
+            RunNotFound: no run has this id.
+        """
         store = await self._open()
         run = await store.run_get(run_id)
         if run is None:
             raise RunNotFound(run_id)
         journal = await store.journal_read(run_id)
         codec = self.codec.for_run(run_id)
+
+        def decode(text: str | None, annotation: Any = None, slot: str = SLOT_JOURNAL) -> Any:
+            return _safe_decode(codec, text, annotation, slot, unreadable)
 
         def entry_views(journal: list[Any]) -> list[dict[str, Any]]:
             entries = []
@@ -620,15 +633,15 @@ class App:
                     "status": e.status, "attempts": e.attempts, "started_at": e.started_at,
                     "finished_at": e.finished_at, "duration": duration,
                     "next_attempt_at": e.next_attempt_at,
-                    "args": _safe_decode(codec, e.args),
-                    "result": _safe_decode(codec, e.result, None, result_slot(e.kind)),
-                    "error": _safe_decode(codec, e.error),
+                    "args": decode(e.args),
+                    "result": decode(e.result, None, result_slot(e.kind)),
+                    "error": decode(e.error),
                 })
             return entries
 
         entries = entry_views(journal)
         history = [{"generation": g.generation, "input": _input_view(
-                        _safe_decode(codec, g.input, None, SLOT_INPUT)),
+                        decode(g.input, None, SLOT_INPUT)),
                     "journal": entry_views(g.entries)}
                    for g in await store.journal_archive_read(run_id)]
         attempts = []
@@ -656,19 +669,17 @@ class App:
                 "generation": a.generation, "position": a.position, "name": a.name,
                 "attempt": a.attempt, "worker_id": a.worker_id, "status": status,
                 "started_at": a.started_at, "finished_at": finished_at,
-                "error": _safe_decode(codec, error)})
+                "error": decode(error)})
         wdef = self._workflows.get(run.workflow)
         return RunInfo(
             run_id=run.run_id, workflow=run.workflow, queue=run.queue,
-            status=run.status, input=_input_view(_safe_decode(codec, run.input, None,
-                                                              SLOT_INPUT)),
-            result=_safe_decode(codec, run.result,
-                                wdef.return_annotation if wdef is not None else None,
-                                SLOT_RESULT),
-            error=_safe_decode(codec, run.error, None, SLOT_ERROR),
+            status=run.status, input=_input_view(decode(run.input, None, SLOT_INPUT)),
+            result=decode(run.result, wdef.return_annotation if wdef is not None else None,
+                          SLOT_RESULT),
+            error=decode(run.error, None, SLOT_ERROR),
             created_at=run.created_at, updated_at=run.updated_at,
             finished_at=run.finished_at, waiting_for=run.waiting_for,
-            status_info=_safe_decode(codec, run.status_info, None, SLOT_STATUS),
+            status_info=decode(run.status_info, None, SLOT_STATUS),
             parent_run_id=run.parent_run_id, journal=entries,
             metrics={k: v for k, v in run.metrics.items() if not k.startswith("_")},
             version=run.version, forked_from=run.forked_from, forked_at=run.forked_at,
@@ -1038,11 +1049,15 @@ def _reseal_entry(e: JournalEntry, codec: Codec, source: Codec) -> JournalEntry:
                                args=again(e.args))
 
 
+#: What ``App._run_info`` shows for a payload it cannot decode: (stored text, why).
+Unreadable = Callable[[str, Exception], Any]
+
+
 def _safe_decode(codec: Codec, text: str | None, annotation: Any = None,
-                 slot: str = SLOT_JOURNAL) -> Any:
+                 slot: str = SLOT_JOURNAL, unreadable: Unreadable | None = None) -> Any:
     if text is None:
         return None
     try:
         return codec.decode(text, annotation, slot)
-    except Exception:
-        return text
+    except Exception as exc:
+        return text if unreadable is None else unreadable(text, exc)

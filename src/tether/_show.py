@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tether._types import RunInfo, RunStatus
+from tether.encryption import _sealed_key_id
+from tether.errors import PayloadError
 
 if TYPE_CHECKING:
     from tether._app import App
 
 __all__ = ["STATUSES", "info_dict", "lifecycle_dict", "run_dict", "run_document",
-           "schedule_dict"]
+           "run_info", "schedule_dict", "unreadable_payload"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -51,13 +53,39 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
     }
 
 
+def unreadable_payload(text: str, error: Exception) -> Any:
+    """What a document shows for a stored payload this process cannot decode:
+    ``{"unreadable_payload": true, "key_id": "k1"}`` for one its payload hook cannot
+    decrypt (a key it lacks, a payload moved from another run) or one encrypted while
+    this process has no hook at all (``key_id`` when the payload names one), instead of
+    the ciphertext. Other text that does not decode (not JSON, or no longer of the
+    workflow's result type) is shown as it is stored, as before."""
+    key_id = getattr(error, "key_id", None) or _sealed_key_id(text)
+    if not isinstance(error, PayloadError) and key_id is None:
+        return text
+    marker: dict[str, Any] = {"unreadable_payload": True}
+    if key_id is not None:
+        marker["key_id"] = key_id
+    return marker
+
+
+async def run_info(app: App, run_id: str) -> RunInfo:
+    """``app.get_run(run_id)`` with every payload it cannot decode as
+    ``unreadable_payload``'s marker (the documents' view; ``get_run`` keeps the text).
+
+    Raises:
+        RunNotFound: no run has this id.
+    """
+    return await app._run_info(run_id, unreadable_payload)
+
+
 async def run_document(app: App, run_id: str) -> dict[str, Any]:
     """The run, its journal and metrics, and its children (newest first).
 
     Raises:
         RunNotFound: no run has this id.
     """
-    info = await app.get_run(run_id)
+    info = await run_info(app, run_id)
     doc = info_dict(info)
     kids = await app.store.run_search(parent=run_id, limit=1000)
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]

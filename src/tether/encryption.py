@@ -87,11 +87,17 @@ class PayloadNotEncryptedError(PayloadDecryptError):
 def sealed_view(text: str) -> str | None:
     """What to show for a stored text this process cannot decode: ``<encrypted with key
     id 'k1'>`` for an ``AesGcm`` payload (the id is not secret), else None."""
+    kid = _sealed_key_id(text)
+    return None if kid is None else f"<encrypted with key id {kid!r}>"
+
+
+def _sealed_key_id(text: str) -> str | None:
+    """The key id an ``AesGcm`` payload names (``k1`` of ``tgcm2.k1....``), else None."""
     prefix, _, rest = text.partition(".")
     kid, dot, _ = rest.partition(".")
     if prefix not in _PREFIXES or not dot or not kid:
         return None
-    return f"<encrypted with key id {kid!r}>"
+    return kid
 
 
 @lru_cache(maxsize=8192)

@@ -23,7 +23,7 @@ from starlette.types import Scope
 from tether import App, RunNotFound
 from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
-from tether._show import STATUSES, run_document
+from tether._show import STATUSES, run_document, run_info
 from tether._types import check_name
 from tether.errors import (
     ConfigError,
@@ -320,7 +320,7 @@ async def get_run(request: Request) -> Response:
 async def get_journal(request: Request) -> Response:
     run_id = path_name(request, "run_id")
     try:
-        info = await tether_app(request).get_run(run_id)
+        info = await run_info(tether_app(request), run_id)
     except RunNotFound:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
     return json_response({"run_id": run_id, "journal": info.journal})

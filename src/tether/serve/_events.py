@@ -33,6 +33,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tether import App
 from tether._codec import SLOT_STATUS
+from tether._show import unreadable_payload
 from tether.errors import StoreUnavailable
 
 log = logging.getLogger("tether.serve")
@@ -147,8 +148,8 @@ async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
         if run is not None and run.status_info is not None:
             try:
                 info = app.codec.for_run(run_id).decode(run.status_info, None, SLOT_STATUS)
-            except Exception:
-                info = run.status_info
+            except Exception as exc:  # (a key this server lacks: a marker, no ciphertext)
+                info = unreadable_payload(run.status_info, exc)
         return {"status_info": info}
     if data is None:
         return None

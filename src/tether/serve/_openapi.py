@@ -66,7 +66,17 @@ def document() -> dict[str, Any]:
                                    "status": {"type": "string", "enum": list(STATUSES)},
                                    "created_at": {"type": "number"},
                                    "metrics": {"type": "object"}}},
+                "UnreadablePayload": {
+                    "type": "object", "required": ["unreadable_payload"],
+                    "description": "In place of a payload this server cannot decrypt (its "
+                                   "payload hook lacks the key, or it has none): run "
+                                   "input, result, error, status_info; a journal entry's "
+                                   "args, result, error; an attempt's error",
+                    "properties": {"unreadable_payload": {"type": "boolean", "enum": [True]},
+                                   "key_id": {"type": "string"}}},
                 "Run": {"type": "object", "required": ["run_id", "status", "journal"],
+                        "description": "A payload the server cannot decrypt is an "
+                                       "UnreadablePayload, never its ciphertext",
                         "properties": {
                             "run_id": {"type": "string"}, "workflow": {"type": "string"},
                             "queue": {"type": "string"},

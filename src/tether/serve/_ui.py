@@ -141,6 +141,10 @@ _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_durat
 
 
 def _error_text(err: Any) -> str:
+    if isinstance(err, dict) and err.get("unreadable_payload") is True:  # (_show's marker)
+        kid = err.get("key_id")
+        return ("unreadable by this server: " + (f"encrypted with key id {kid!r}" if kid
+                                                 else "its payload hook cannot decode it"))
     if isinstance(err, dict):
         return f"{err.get('type', 'Error')}: {err.get('message', '')}"
     return "" if err is None else str(err)
