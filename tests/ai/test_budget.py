@@ -15,10 +15,19 @@ import tether
 from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tether import App
-from tether.ai import LLM, Budget, BudgetExceeded, set_budget, user_message
+from tether.ai import (
+    LLM,
+    Budget,
+    BudgetExceeded,
+    ChatReply,
+    FatalProviderError,
+    set_budget,
+    user_message,
+)
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, budget_payload
 from tether.errors import ConfigError, RunFailed, TetherError
-from tether.testing import Reply, ScriptedLLMServer
+from tether.testing import Fault, Reply, ScriptedLLMServer
+from tether.testing.llm_server import RecordedRequest
 
 
 @pytest.fixture
@@ -175,3 +184,141 @@ async def test_budget_cli_bad_input(sqlite_url: str) -> None:
     assert unknown.returncode == 1 and "no run with id 'nope'" in unknown.stderr
     for proc in (no_limit, negative, unknown):
         assert "Traceback" not in proc.stderr
+
+
+def outcome(result: ChatReply | BaseException) -> str:
+    """A gathered call's outcome: its text, or the kind of error it raised."""
+    if isinstance(result, BudgetExceeded):
+        return "BudgetExceeded"
+    if isinstance(result, FatalProviderError):
+        return "FatalProviderError"
+    if isinstance(result, BaseException):
+        raise result
+    return result.text or ""
+
+
+class Concurrency:
+    """A responder that answers each request after a short pause (so calls that go
+    together overlap) and remembers how many were in flight at once."""
+
+    def __init__(self, reply: Reply, pause: float = 0.05) -> None:
+        self.reply = reply
+        self.pause = pause
+        self.now = 0
+        self.most = 0
+        #: The prompts answered, in the order their requests came.
+        self.prompts: list[str] = []
+
+    async def __call__(self, request: RecordedRequest) -> Reply:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        self.prompts.append(request.body["messages"][-1]["content"])
+        try:
+            await asyncio.sleep(self.pause)
+        finally:
+            self.now -= 1
+        return self.reply
+
+
+async def test_gathered_calls_cannot_pass_the_budget_together(store_url: str) -> None:
+    """Five gathered calls of 1,000 tokens each under ``Budget(tokens=1_500)``: each
+    reserves its prompt's estimate plus its output bound (here the default, 4,096), so
+    no two fit at once; one goes, the next is decided when it has answered (1,000 spent:
+    it goes too), and the other three are refused (2,000 spent): the overshoot is one
+    call's. Before reservations all five went at once (5,000 tokens)."""
+    answer = Concurrency(Reply("ok", input_tokens=990, output_tokens=10))
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://unused")
+
+    @app.workflow
+    async def wf() -> list[str]:
+        set_budget(Budget(tokens=1_500, on_exceed="fail"))
+        outcomes = await asyncio.gather(
+            *(llm.chat([user_message(f"call {i}")]) for i in range(5)),
+            return_exceptions=True)
+        return [outcome(o) for o in outcomes]
+
+    async with ScriptedLLMServer(responder=answer) as server:
+        llm.base_url = server.base_url
+        async with app.worker():
+            outcomes = await (await app.start(wf, run_id="g1")).result(timeout=30)
+        assert len(server.requests) == 2
+        await llm.aclose()
+    assert sorted(outcomes) == ["BudgetExceeded"] * 3 + ["ok"] * 2
+    assert answer.most == 1
+    info = await app.get_run("g1")
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 2_000
+    refused = [e["error"]["message"] for e in info.journal if e["status"] == "error"]
+    assert len(refused) == 3
+    assert all("2000 tokens spent" in m and "budget 1500 tokens" in m for m in refused)
+    await llm.aclose()
+    await app.close()
+
+
+async def test_calls_whose_bounds_fit_go_together(sqlite_url: str) -> None:
+    """A reservation is a bound, not a queue: five calls with ``max_tokens=100`` under
+    ``Budget(tokens=2_000)`` reserve about 103 tokens each, which fit together, so all
+    five are in flight at once (and spend 5 x 110 = 550)."""
+    answer = Concurrency(Reply("ok", input_tokens=100, output_tokens=10))
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://unused")
+
+    @app.workflow
+    async def wf() -> int:
+        set_budget(Budget(tokens=2_000, on_exceed="fail"))
+        replies = await asyncio.gather(
+            *(llm.chat([user_message(f"call {i}")], max_tokens=100) for i in range(5)))
+        return len(replies)
+
+    async with ScriptedLLMServer(responder=answer) as server:
+        llm.base_url = server.base_url
+        async with app.worker():
+            assert await (await app.start(wf, run_id="g2")).result(timeout=30) == 5
+    assert answer.most == 5
+    await llm.aclose()
+    await app.close()
+
+
+async def test_a_failed_attempt_releases_its_reservation(sqlite_url: str) -> None:
+    """Two gathered calls whose bounds do not fit together. The first goes; its first
+    attempt fails (503) and is retried after 0.2 s. Its reservation goes with the failed
+    attempt, so the second, which waited for it, is decided alone and goes meanwhile;
+    then the first's retry. Had the reservation stayed until the retry answered, the
+    second would have waited for it (the order first, first, second). Before
+    reservations the two were in flight at once."""
+    calls: list[str] = []
+    most = [0, 0]
+
+    async def respond(request: RecordedRequest) -> Reply | Fault:
+        prompt = request.body["messages"][-1]["content"]
+        calls.append(prompt)
+        most[0] += 1
+        most[1] = max(most)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            most[0] -= 1
+        if calls == ["first"]:
+            return Fault.http(503, "overloaded")
+        return Reply(f"{prompt} answered", input_tokens=490, output_tokens=10)
+
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://unused",
+              retry=tether.RetryPolicy(initial_interval=0.2, max_attempts=None))
+
+    @app.workflow
+    async def wf() -> list[str]:
+        set_budget(Budget(tokens=1_500, on_exceed="fail"))
+        outcomes = await asyncio.gather(llm.chat([user_message("first")]),
+                                        llm.chat([user_message("second")]),
+                                        return_exceptions=True)
+        return [outcome(o) for o in outcomes]
+
+    async with ScriptedLLMServer(responder=respond) as server:
+        llm.base_url = server.base_url
+        async with app.worker():
+            outcomes = await (await app.start(wf, run_id="g3")).result(timeout=30)
+        await llm.aclose()
+    assert outcomes == ["first answered", "second answered"]
+    assert calls == ["first", "second", "first"] and most[1] == 1
+    await app.close()

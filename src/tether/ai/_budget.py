@@ -11,6 +11,18 @@ calls run concurrently (``asyncio.gather``): live, a sibling's cost is not known
 when the check runs; on replay it already is. With the outcome journaled, replay takes
 the recorded branch whatever the timing.
 
+Calls running at once see each other through a reservation: a call holds a ``Claim``
+on its run's ledger (``RunSpending``) from its admission until the workflow tallies its
+cost. In flight, a claim counts what the call may cost at most (its prompt's estimate
+plus its output bound); once answered, what it did cost. A call is admitted when the
+run's spending plus every claim plus its own bound stays within the limits; otherwise
+it waits, in its step body and in memory, for a call in flight to end, and is decided
+again. With no other call in flight it is decided as a lone call always was (spent +
+its prompt's estimate), so the overshoot is one call's, however many run at once. All
+of a run's live calls execute in the process that holds its lease, so an in-memory
+ledger sees them all; it is per execution, like the tally: a crash or a release drops
+it with the calls it counted.
+
 Policy ``wait`` then publishes a status, waits (released) for the signal ``budget``,
 whose payload sets new limits (``{"usd": 5.0, "tokens": 200000}``; ``tether budget
 RUN_ID --usd 5``), and issues the call again as a new operation. A signal is
@@ -20,20 +32,28 @@ journaled, so replay applies the same raise at the same point. Policy ``fail`` l
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import tether
 from tether import ext
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
-__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "Budget", "BudgetExceeded", "RunSpending",
-           "budget_payload", "current_spending", "set_budget"]
+__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "Budget",
+           "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "current_spending",
+           "set_budget"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
+
+#: The output tokens a call reserves when it sets no limit of its own (``max_tokens``,
+#: ``max_completion_tokens``, ``max_output_tokens``): the ``max_tokens`` Tether's
+#: Anthropic client sends by default. A model may write more when nothing limits it;
+#: give ``max_tokens`` to make a reservation a bound.
+DEFAULT_OUTPUT_BOUND = 4096
 
 #: What a run waiting on its budget asks for, published in its status (``input``) as
 #: the schema of the ``budget`` signal's payload: new limits, ``usd`` and/or
@@ -138,9 +158,24 @@ class BudgetExceeded(NonRetryable):
         self.estimate_tokens = estimate_tokens
 
 
+class Claim:
+    """One LLM call's place in its run's ledger, from its admission (in the step body)
+    to the tally of its cost (in the workflow). In flight it counts the call's bound,
+    once answered its cost; the workflow's tally then takes over (``RunSpending.tally``).
+    """
+
+    __slots__ = ("in_flight", "tokens", "usd")
+
+    def __init__(self) -> None:
+        self.in_flight = False
+        self.tokens = 0
+        self.usd = 0.0
+
+
 @dataclass(slots=True)
 class RunSpending:
-    """One run's LLM spending and budget, rebuilt by replay (never stored as such)."""
+    """One run's LLM spending and budget, rebuilt by replay (never stored as such),
+    and the ledger of its calls under way (per execution)."""
 
     budget: Budget | None = None
     #: Limits set by ``budget`` signals; they replace the budget's own limits.
@@ -148,10 +183,86 @@ class RunSpending:
     override_tokens: int | None = None
     tokens: int = 0
     usd: float = 0.0
+    #: Calls admitted and not tallied yet: in flight, or answered and on their way to
+    #: the workflow.
+    claims: set[Claim] = field(default_factory=set)
+    #: Step bodies waiting for a call in flight to end, woken (all) when one does.
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def add(self, tokens: int, usd: float) -> None:
         self.tokens += tokens
         self.usd += usd
+
+    def spent(self) -> tuple[int, float]:
+        """What the run spent: the tally plus the calls answered and not tallied yet."""
+        answered = [c for c in self.claims if not c.in_flight]
+        return (self.tokens + sum(c.tokens for c in answered),
+                self.usd + sum(c.usd for c in answered))
+
+    async def admit(self, budget: Budget | None, claim: Claim, *, estimate_tokens: int,
+                    estimate_usd: float, bound_tokens: int, bound_usd: float) -> None:
+        """Admit one call (from its step body, before its request): reserve its bound
+        (``bound_tokens``, ``bound_usd``: prompt estimate plus output bound) once what
+        the run spent, the claims of the calls in flight and the bound fit the limits.
+        Until then wait for a call in flight to end. A call that would be refused alone
+        (``check``: spent + its prompt's estimate) is refused at once, and so is one
+        decided with no other call in flight: waiting would not change that (spending
+        only grows).
+
+        Raises:
+            BudgetExceeded: the call would take the run over a limit.
+        """
+        while True:
+            if budget is not None:
+                spent_tokens, spent_usd = self.spent()
+                self.check(budget, estimate_tokens=estimate_tokens, estimate_usd=estimate_usd,
+                           spent=(spent_tokens, spent_usd))
+                in_flight = [c for c in self.claims if c.in_flight and c is not claim]
+                usd_limit, token_limit = self.limits(budget)
+                fits = ((token_limit is None
+                         or spent_tokens + sum(c.tokens for c in in_flight) + bound_tokens
+                         <= token_limit)
+                        and (usd_limit is None
+                             or spent_usd + sum(c.usd for c in in_flight) + bound_usd
+                             <= usd_limit))
+                if in_flight and not fits:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._waiters.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if waiter in self._waiters:
+                            self._waiters.remove(waiter)
+                    continue
+            claim.in_flight, claim.tokens, claim.usd = True, bound_tokens, bound_usd
+            self.claims.add(claim)
+            return
+
+    def answered(self, claim: Claim, tokens: int, usd: float) -> None:
+        """The call of ``claim`` answered: it now counts what it cost."""
+        claim.in_flight, claim.tokens, claim.usd = False, tokens, usd
+        self._wake()
+
+    def drop(self, claim: Claim) -> None:
+        """Forget ``claim`` (its call failed, was refused or was cancelled, or its cost
+        was tallied); a call in flight ending wakes the calls waiting to be admitted."""
+        if claim in self.claims:
+            self.claims.discard(claim)
+            if claim.in_flight:
+                claim.in_flight = False
+                self._wake()
+
+    def tally(self, claim: Claim, tokens: int, usd: float) -> None:
+        """Add a call's journaled cost to the tally, in place of its claim (the workflow
+        does, for a call answered live or from the journal)."""
+        self.add(tokens, usd)
+        self.claims.discard(claim)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def limits(self, budget: Budget) -> tuple[float | None, int | None]:
         usd = self.override_usd if self.override_usd is not None else budget.usd
@@ -169,26 +280,27 @@ class RunSpending:
         if isinstance(tokens, (int, float)) and math.isfinite(tokens) and tokens >= 0:
             self.override_tokens = int(tokens)
 
-    def check(self, budget: Budget, *, estimate_tokens: int, estimate_usd: float) -> None:
-        """Raise ``BudgetExceeded`` if spending so far, or so far plus this call's
-        estimated prompt, passes a limit.
+    def check(self, budget: Budget, *, estimate_tokens: int, estimate_usd: float,
+              spent: tuple[int, float] | None = None) -> None:
+        """Raise ``BudgetExceeded`` if spending so far (``spent``: tokens and USD,
+        default the tally), or so far plus this call's estimated prompt, passes a limit.
 
         Raises:
             BudgetExceeded
         """
+        tokens, usd = spent if spent is not None else (self.tokens, self.usd)
         usd_limit, token_limit = self.limits(budget)
         over: list[str] = []
-        if usd_limit is not None and (self.usd >= usd_limit
-                                      or self.usd + estimate_usd > usd_limit):
-            over.append(f"${self.usd:.6f} spent + ~${estimate_usd:.6f} for this call > "
+        if usd_limit is not None and (usd >= usd_limit or usd + estimate_usd > usd_limit):
+            over.append(f"${usd:.6f} spent + ~${estimate_usd:.6f} for this call > "
                         f"budget ${usd_limit:.6f}")
-        if token_limit is not None and (self.tokens >= token_limit
-                                        or self.tokens + estimate_tokens > token_limit):
-            over.append(f"{self.tokens} tokens spent + ~{estimate_tokens} for this call > "
+        if token_limit is not None and (tokens >= token_limit
+                                        or tokens + estimate_tokens > token_limit):
+            over.append(f"{tokens} tokens spent + ~{estimate_tokens} for this call > "
                         f"budget {token_limit} tokens")
         if over:
             raise BudgetExceeded("budget exceeded: " + "; ".join(over),
-                                 spent_usd=self.usd, spent_tokens=self.tokens,
+                                 spent_usd=usd, spent_tokens=tokens,
                                  budget_usd=usd_limit, budget_tokens=token_limit,
                                  estimate_usd=estimate_usd, estimate_tokens=estimate_tokens)
 

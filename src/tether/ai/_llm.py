@@ -15,7 +15,9 @@ What the step body does on a fresh call, in order (each part in its own module):
 1. stage the prompt's new messages as blobs (``_messages``), stored in the transaction
    of the step's entry, whatever it records (``ext.Run.store_with_entry``); the entry's
    arguments are the references (conversation head, tools and schema digests, params);
-2. budget check (``_budget``): raise ``BudgetExceeded`` if this call would pass it;
+2. budget admission (``_budget``): raise ``BudgetExceeded`` if this call would pass
+   it, wait for calls of the run in flight if it fits only once they end, else
+   reserve its bound until its cost is tallied;
 3. circuit breaker and RPM/TPM limits (``_breaker``): ``Postpone`` when closed to us;
 4. the HTTP call (``_openai`` / ``_anthropic``) with ``Idempotency-Key: <step key>``;
 5. price it and add the run's metrics (``_accounting``); return the call record.
@@ -41,8 +43,10 @@ from tether import RetryPolicy, ext
 from tether.ai._accounting import CallRecord, saved_metrics, spent_metrics
 from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
 from tether.ai._budget import (
+    DEFAULT_OUTPUT_BOUND,
     Budget,
     BudgetExceeded,
+    Claim,
     RunSpending,
     spending_of,
     wait_out_budget,
@@ -136,6 +140,16 @@ class _Call:
         self.estimate_input = (self.prompt.size + tools_size) // 4 + 1
         self.estimate_total = self.estimate_input + (int(max_out)
                                                      if isinstance(max_out, int) else 0)
+        bound = next((params[k] for k in ("max_tokens", "max_completion_tokens",
+                                          "max_output_tokens") if k in params), None)
+        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
+            bound = (llm._options.get("max_tokens") if llm.provider == "anthropic"
+                     else None)
+        #: What the answer may cost at most, for the budget's reservation: the call's
+        #: own limit, else the client's default (Anthropic's ``max_tokens``), else
+        #: ``DEFAULT_OUTPUT_BOUND``.
+        self.output_bound = (bound if isinstance(bound, int) and not isinstance(bound, bool)
+                             and bound >= 0 else DEFAULT_OUTPUT_BOUND)
 
     def _blob(self, value: Any, what: str) -> str | None:
         if value is None:
@@ -363,21 +377,25 @@ class LLM:
         call = _Call(self, messages, tools=tools, tool_choice=tool_choice,
                      output_schema=output_schema, params=params, stream=stream, live=live)
         spending = spending_of(run)
-        while True:
-            limit = budget if budget is not None else spending.budget
-            body = self._body(run, call, spending, limit, on_chunk)
-            try:
-                value = await ext.step(self.operation, body, call.refs, retry=self.retry,
-                                       on_replay=saved_metrics)
-            except BudgetExceeded as exc:
-                await wait_out_budget(spending, limit, exc)
-                continue
-            record = CallRecord.from_dict(value)
-            spending.add(record.reply.usage.total_tokens, record.cost_usd)
-            return record.reply
+        claim = Claim()
+        try:
+            while True:
+                limit = budget if budget is not None else spending.budget
+                body = self._body(run, call, spending, limit, claim, on_chunk)
+                try:
+                    value = await ext.step(self.operation, body, call.refs,
+                                           retry=self.retry, on_replay=saved_metrics)
+                except BudgetExceeded as exc:
+                    await wait_out_budget(spending, limit, exc)
+                    continue
+                record = CallRecord.from_dict(value)
+                spending.tally(claim, record.reply.usage.total_tokens, record.cost_usd)
+                return record.reply
+        finally:
+            spending.drop(claim)
 
     def _body(self, run: ext.Run, call: _Call, spending: RunSpending,
-              budget: Budget | None,
+              budget: Budget | None, claim: Claim,
               on_chunk: OnChunk | None) -> Callable[[dict[str, Any]], Any]:
         """The step body of one call (the journaled argument is ``call.refs``)."""
 
@@ -386,61 +404,74 @@ class LLM:
             # (its reply, or a failed attempt's): no commit of their own before the
             # request, and no entry naming a text that is not stored.
             run.store_with_entry(call.blobs)
-            if budget is not None:
-                price = self.prices.price(self.model)
-                spending.check(budget, estimate_tokens=call.estimate_input,
-                               estimate_usd=call.estimate_input * price.input_per_million
-                               / 1_000_000)
-            shared = run.shared
-            self.client()  # a missing key fails here, before the breaker counts anything
-            guard = None
-            if self.breaker is not None:
-                guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
-                                     clock=run.clock, label=self.provider_key)
-            ticket = await guard.before() if guard is not None else None
-            if self.rate is not None:
-                key = key_fingerprint(self._api_key or os.environ.get(
-                    _KEY_VARS.get(self.provider, ""), ""))
-                await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
-                                        tokens=call.estimate_total, now=run.clock(),
-                                        label=self.provider_key)
-            publish = _Publisher(run, on_chunk) if call.live else None
+            price = self.prices.price(self.model)
+            await spending.admit(
+                budget, claim, estimate_tokens=call.estimate_input,
+                estimate_usd=call.estimate_input * price.input_per_million / 1_000_000,
+                bound_tokens=call.estimate_input + call.output_bound,
+                bound_usd=(call.estimate_input * price.input_per_million
+                           + call.output_bound * price.output_per_million) / 1_000_000)
             try:
-                # An interruptible agent's turn can cut the request (TurnInterrupted).
-                reply = await interruptibly(self._live_or_plain(call, publish,
-                                                                tether.step_key()))
-            except TurnInterrupted as exc:
-                if publish is not None:
-                    await publish.event({"type": "llm.error", "message": str(exc)})
-                if guard is not None and ticket is not None:
-                    await _settle(guard.success(ticket))
+                record = await self._attempt(run, call, on_chunk)
+            except BaseException:
+                spending.drop(claim)  # nothing to count: let the calls waiting go
                 raise
-            except RetryableProviderError as exc:
-                if publish is not None:
-                    await publish.event({"type": "llm.error", "message": str(exc)})
-                if guard is not None and ticket is not None:
-                    if exc.status == 429:
-                        if ticket.probe:  # rate-limited is alive
-                            await _settle(guard.success(ticket))
-                    else:
-                        await _settle(guard.failure(ticket))
-                raise
-            except FatalProviderError as exc:
-                if publish is not None:
-                    await publish.event({"type": "llm.error", "message": str(exc)})
-                if guard is not None and ticket is not None:
-                    await _settle(guard.success(ticket))  # it answered: it is up
-                raise
-            if guard is not None and ticket is not None:
-                await _settle(guard.success(ticket))
-            record = CallRecord.priced_by(self.prices, self.model, reply)
-            run.add_metrics(spent_metrics(record))
-            if publish is not None:
-                await publish.event({"type": "llm.end",
-                                     "finish_reason": reply.finish_reason})
+            spending.answered(claim, record.reply.usage.total_tokens, record.cost_usd)
             return record.to_dict()
 
         return llm_call
+
+    async def _attempt(self, run: ext.Run, call: _Call,
+                       on_chunk: OnChunk | None) -> CallRecord:
+        """One admitted attempt of a call: breaker, rate limits, the request, its price."""
+        shared = run.shared
+        self.client()  # a missing key fails here, before the breaker counts anything
+        guard = None
+        if self.breaker is not None:
+            guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
+                                 clock=run.clock, label=self.provider_key)
+        ticket = await guard.before() if guard is not None else None
+        if self.rate is not None:
+            key = key_fingerprint(self._api_key or os.environ.get(
+                _KEY_VARS.get(self.provider, ""), ""))
+            await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
+                                    tokens=call.estimate_total, now=run.clock(),
+                                    label=self.provider_key)
+        publish = _Publisher(run, on_chunk) if call.live else None
+        try:
+            # An interruptible agent's turn can cut the request (TurnInterrupted).
+            reply = await interruptibly(self._live_or_plain(call, publish,
+                                                            tether.step_key()))
+        except TurnInterrupted as exc:
+            if publish is not None:
+                await publish.event({"type": "llm.error", "message": str(exc)})
+            if guard is not None and ticket is not None:
+                await _settle(guard.success(ticket))
+            raise
+        except RetryableProviderError as exc:
+            if publish is not None:
+                await publish.event({"type": "llm.error", "message": str(exc)})
+            if guard is not None and ticket is not None:
+                if exc.status == 429:
+                    if ticket.probe:  # rate-limited is alive
+                        await _settle(guard.success(ticket))
+                else:
+                    await _settle(guard.failure(ticket))
+            raise
+        except FatalProviderError as exc:
+            if publish is not None:
+                await publish.event({"type": "llm.error", "message": str(exc)})
+            if guard is not None and ticket is not None:
+                await _settle(guard.success(ticket))  # it answered: it is up
+            raise
+        if guard is not None and ticket is not None:
+            await _settle(guard.success(ticket))
+        record = CallRecord.priced_by(self.prices, self.model, reply)
+        run.add_metrics(spent_metrics(record))
+        if publish is not None:
+            await publish.event({"type": "llm.end",
+                                 "finish_reason": reply.finish_reason})
+        return record
 
     async def _live_or_plain(self, call: _Call, publish: _Publisher | None,
                              key: str) -> ChatReply:

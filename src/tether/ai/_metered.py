@@ -6,7 +6,8 @@ message formats. Their integrations keep the framework's client for the request 
 and wrap each request in ``MeteredModel.call``, which makes it one durable operation
 and gives it everything ``tether.ai.LLM`` gives its own calls:
 
-1. budget check (the run's ``set_budget`` or ``budget=``): ``BudgetExceeded`` in the step,
+1. budget admission (the run's ``set_budget`` or ``budget=``), a reservation shared with
+   the run's other calls in flight (``_budget``): ``BudgetExceeded`` in the step,
    journaled; policy ``wait`` waits (released) for the ``budget`` signal and asks again;
 2. the shared circuit breaker of the provider (``llm.breaker:<provider>:<base_url>``) and
    RPM/TPM limits (``llm.rate:...``): ``Postpone`` while closed to us;
@@ -29,7 +30,14 @@ from typing import Any
 
 from tether import RetryPolicy, ext
 from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
-from tether.ai._budget import Budget, BudgetExceeded, spending_of, wait_out_budget
+from tether.ai._budget import (
+    DEFAULT_OUTPUT_BOUND,
+    Budget,
+    BudgetExceeded,
+    Claim,
+    spending_of,
+    wait_out_budget,
+)
 from tether.ai._errors import FatalProviderError, RetryableProviderError
 from tether.ai._pricing import PriceTable
 from tether.ai._types import Usage
@@ -103,7 +111,9 @@ class MeteredModel:
             model: the model asked for (priced if the answer does not name one).
             usage: reads the tokens and the answering model from the result.
             estimate_tokens: the prompt's estimated size, for budgets and TPM limits.
-            max_output_tokens: the answer's limit, for TPM limits.
+            max_output_tokens: the answer's limit, for TPM limits and the budget's
+                reservation (0: none given; the reservation counts
+                ``DEFAULT_OUTPUT_BOUND``).
             args: journaled with the operation (small JSON: the call's identity).
             budget: this call's budget (default: the run's, see ``set_budget``).
 
@@ -120,73 +130,96 @@ class MeteredModel:
         spending = spending_of(run)
         journaled = dict(args or {})
         journaled.setdefault("model", model)
-        while True:
-            limit = budget if budget is not None else spending.budget
-            body = self._body(run, request, model=model, usage=usage, limit=limit,
-                              estimate=estimate_tokens, max_out=max_output_tokens)
-            try:
-                record = await ext.step(name, body, journaled, retry=self.retry,
-                                        on_replay=saved_metrics)
-            except BudgetExceeded as exc:
-                await wait_out_budget(spending, limit, exc)
-                continue
-            used = Usage.from_dict(record.get("usage") or {})
-            spending.add(used.total_tokens, float(record.get("cost_usd", 0.0)))
-            return record.get("result")
+        claim = Claim()
+        try:
+            while True:
+                limit = budget if budget is not None else spending.budget
+                body = self._body(run, request, model=model, usage=usage, limit=limit,
+                                  claim=claim, estimate=estimate_tokens,
+                                  max_out=max_output_tokens)
+                try:
+                    record = await ext.step(name, body, journaled, retry=self.retry,
+                                            on_replay=saved_metrics)
+                except BudgetExceeded as exc:
+                    await wait_out_budget(spending, limit, exc)
+                    continue
+                used = Usage.from_dict(record.get("usage") or {})
+                spending.tally(claim, used.total_tokens, float(record.get("cost_usd", 0.0)))
+                return record.get("result")
+        finally:
+            spending.drop(claim)
 
     def _body(self, run: ext.Run, request: Callable[[], Awaitable[Any]], *, model: str,
-              usage: UsageOf, limit: Budget | None, estimate: int,
+              usage: UsageOf, limit: Budget | None, claim: Claim, estimate: int,
               max_out: int) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         spending = spending_of(run)
 
         async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
-            if limit is not None:
-                price = self.prices.price(model)
-                spending.check(limit, estimate_tokens=estimate,
-                               estimate_usd=estimate * price.input_per_million / 1_000_000)
-            shared = run.shared
-            guard = None
-            if self.breaker is not None:
-                guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
-                                     clock=run.clock, label=self.provider_key)
-            ticket = await guard.before() if guard is not None else None
-            if self.rate is not None:
-                key = key_fingerprint(self._api_key or os.environ.get(
-                    f"{self.provider.upper().replace('-', '_')}_API_KEY", ""))
-                await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
-                                        tokens=estimate + max_out, now=run.clock(),
-                                        label=self.provider_key)
+            price = self.prices.price(model)
+            bound = max_out if max_out > 0 else DEFAULT_OUTPUT_BOUND
+            await spending.admit(
+                limit, claim, estimate_tokens=estimate,
+                estimate_usd=estimate * price.input_per_million / 1_000_000,
+                bound_tokens=estimate + bound,
+                bound_usd=(estimate * price.input_per_million
+                           + bound * price.output_per_million) / 1_000_000)
             try:
-                result = await request()
-            except RetryableProviderError as exc:
-                if guard is not None and ticket is not None:
-                    if exc.status == 429:
-                        if ticket.probe:  # rate-limited is alive
-                            await _settle(guard.success(ticket))
-                    else:
-                        await _settle(guard.failure(ticket))
+                record = await self._attempt(run, request, model=model, usage=usage,
+                                             estimate=estimate, max_out=max_out)
+            except BaseException:
+                spending.drop(claim)  # nothing to count: let the calls waiting go
                 raise
-            except FatalProviderError:
-                if guard is not None and ticket is not None:
-                    await _settle(guard.success(ticket))  # it answered: it is up
-                raise
-            if guard is not None and ticket is not None:
-                await _settle(guard.success(ticket))
-            used, answered = usage(result)
-            price = self.prices.price(answered) if answered else self.prices.price(model)
-            if not price.known:
-                price = self.prices.price(model)
-            cost = price.cost(used)
-            record = {"result": result, "usage": used.to_dict(), "model": answered or model,
-                      "cost_usd": cost, "priced": price.known}
-            deltas = {"llm.calls": 1.0, "tokens.input": float(used.input_tokens),
-                      "tokens.output": float(used.output_tokens), "cost.usd": cost}
-            if not price.known:
-                deltas["llm.unpriced_calls"] = 1.0
-            run.add_metrics(deltas)
+            spending.answered(claim, Usage.from_dict(record["usage"]).total_tokens,
+                              record["cost_usd"])
             return record
 
         return metered_call
+
+    async def _attempt(self, run: ext.Run, request: Callable[[], Awaitable[Any]], *,
+                       model: str, usage: UsageOf, estimate: int,
+                       max_out: int) -> dict[str, Any]:
+        """One admitted attempt: breaker, rate limits, the request, its price."""
+        shared = run.shared
+        guard = None
+        if self.breaker is not None:
+            guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
+                                 clock=run.clock, label=self.provider_key)
+        ticket = await guard.before() if guard is not None else None
+        if self.rate is not None:
+            key = key_fingerprint(self._api_key or os.environ.get(
+                f"{self.provider.upper().replace('-', '_')}_API_KEY", ""))
+            await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
+                                    tokens=estimate + max_out, now=run.clock(),
+                                    label=self.provider_key)
+        try:
+            result = await request()
+        except RetryableProviderError as exc:
+            if guard is not None and ticket is not None:
+                if exc.status == 429:
+                    if ticket.probe:  # rate-limited is alive
+                        await _settle(guard.success(ticket))
+                else:
+                    await _settle(guard.failure(ticket))
+            raise
+        except FatalProviderError:
+            if guard is not None and ticket is not None:
+                await _settle(guard.success(ticket))  # it answered: it is up
+            raise
+        if guard is not None and ticket is not None:
+            await _settle(guard.success(ticket))
+        used, answered = usage(result)
+        price = self.prices.price(answered) if answered else self.prices.price(model)
+        if not price.known:
+            price = self.prices.price(model)
+        cost = price.cost(used)
+        record = {"result": result, "usage": used.to_dict(), "model": answered or model,
+                  "cost_usd": cost, "priced": price.known}
+        deltas = {"llm.calls": 1.0, "tokens.input": float(used.input_tokens),
+                  "tokens.output": float(used.output_tokens), "cost.usd": cost}
+        if not price.known:
+            deltas["llm.unpriced_calls"] = 1.0
+        run.add_metrics(deltas)
+        return record
 
 
 def saved_metrics(value: Any) -> dict[str, float] | None:
