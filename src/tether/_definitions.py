@@ -23,6 +23,10 @@ class StepDef:
     #: Called with a result returned from the journal instead of executed; returns
     #: metrics to add to the run (at most once per position), e.g. tokens saved.
     on_replay: Callable[[Any], dict[str, float] | None] | None = None
+    #: Called with a successful result the journal answers, as soon as the step is
+    #: called: before the result is delivered, which in a run of several tasks waits
+    #: for its turn while other tasks' live steps run (``tether.ext.step``).
+    on_recorded: Callable[[Any], None] | None = None
     #: Calls per period across all workers (``tether.RateLimit``).
     rate_limit: RateLimit | None = None
     #: Seconds one attempt may take before it fails with ``StepTimeout``.

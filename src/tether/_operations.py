@@ -247,9 +247,15 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         ctx.replayed += 1
         if entry.status == ERROR and _was_cancelled(ctx, entry):
             await _cancelled_again(ctx)
-        if ctx.waits(task):
-            await ctx.turn(entry.finished_at, pos)  # (see RunContext.turn)
-        value = _outcome(ctx, entry, sdef)
+        if sdef.on_recorded is not None and entry.status == OK:
+            value = _outcome(ctx, entry, sdef)
+            sdef.on_recorded(value)
+            if ctx.waits(task):
+                await ctx.turn(entry.finished_at, pos)
+        else:
+            if ctx.waits(task):
+                await ctx.turn(entry.finished_at, pos)  # (see RunContext.turn)
+            value = _outcome(ctx, entry, sdef)
         ctx.count_replay(sdef, pos, value)
         return value
     codec = ctx.codec

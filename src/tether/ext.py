@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from tether.store import Store
 
 __all__ = [
+    "OnRecorded",
     "OnReplay",
     "Run",
     "SharedState",
@@ -63,6 +64,10 @@ T = TypeVar("T")
 #: Called with a result answered from the journal instead of executed; returns metrics
 #: to add to the run (counted at most once per position over the run's life).
 OnReplay = Callable[[Any], dict[str, float] | None]
+
+#: Called with a successful result the journal answers, when the step is called (before
+#: it is delivered).
+OnRecorded = Callable[[Any], None]
 
 
 class SharedState(Protocol):
@@ -289,8 +294,9 @@ def _finite_deltas(deltas: Mapping[str, float]) -> dict[str, float]:
 
 
 def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | None = None,
-         on_replay: OnReplay | None = None, rate_limit: RateLimit | None = None,
-         return_annotation: Any = None, **kwargs: Any) -> Awaitable[Any]:
+         on_replay: OnReplay | None = None, on_recorded: OnRecorded | None = None,
+         rate_limit: RateLimit | None = None, return_annotation: Any = None,
+         **kwargs: Any) -> Awaitable[Any]:
     """Run ``fn(*args, **kwargs)`` as a step operation named ``name``.
 
     In workflow code it takes the run's next position *now* (at call time, so
@@ -302,8 +308,13 @@ def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | 
 
     ``name`` is what the determinism check compares: keep it stable across deploys
     and distinct per kind of call (prefix it with your integration, ``llm:openai:...``).
-    Keyword arguments named like this function's options (``retry``, ``on_replay``,
-    ``rate_limit``, ``return_annotation``) are taken as options, not passed to ``fn``.
+    ``on_recorded(result)`` is called with a successful result the journal answers as
+    soon as the step is called, before the result is delivered (in a run of several
+    tasks a recorded result waits for its turn while the live steps of other tasks
+    run): what those steps must know already, e.g. an LLM call's cost for the budget
+    of its siblings. Keyword arguments named like this function's options (``retry``,
+    ``on_replay``, ``on_recorded``, ``rate_limit``, ``return_annotation``) are taken as
+    options, not passed to ``fn``.
 
     Raises:
         ConfigError: ``name`` is empty or ``fn`` is not callable.
@@ -323,7 +334,7 @@ def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | 
         return run_sync_step(fn, args, kwargs)
     sdef = StepDef(name=name, fn=fn, retry=retry or DEFAULT_RETRY, is_async=is_async,
                    return_annotation=return_annotation, on_replay=on_replay,
-                   rate_limit=rate_limit)
+                   on_recorded=on_recorded, rate_limit=rate_limit)
     return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
 

@@ -26,7 +26,7 @@ from tether.ai import (
 )
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, budget_payload
 from tether.errors import ConfigError, RunFailed, TetherError
-from tether.testing import Fault, Reply, ScriptedLLMServer
+from tether.testing import Fault, Reply, ScriptedLLMServer, export_history, replay
 from tether.testing.llm_server import RecordedRequest
 
 
@@ -321,4 +321,56 @@ async def test_a_failed_attempt_releases_its_reservation(sqlite_url: str) -> Non
         await llm.aclose()
     assert outcomes == ["first answered", "second answered"]
     assert calls == ["first", "second", "first"] and most[1] == 1
+    await app.close()
+
+
+async def test_a_crash_mid_way_gives_the_same_decisions(store_url: str) -> None:
+    """The five gathered calls again, with the worker stopped (its steps cut off, as a
+    crash does) while the second admitted call is in flight: the journal then holds the
+    first call only, and the ledger is gone with the execution. A new worker replays the
+    first call and decides the four others live: the same decisions, position by
+    position, as an uninterrupted run (two answered, three refused at 2,000 tokens
+    spent), and the finished run replays against its journal."""
+    requests = 0
+    gate = asyncio.Event()
+
+    async def respond(request: RecordedRequest) -> Reply:
+        nonlocal requests
+        requests += 1
+        if requests == 2:
+            await gate.wait()  # the first worker is stopped meanwhile
+        return Reply("ok", input_tokens=990, output_tokens=10)
+
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://unused")
+
+    @app.workflow
+    async def five() -> list[str]:
+        set_budget(Budget(tokens=1_500, on_exceed="fail"))
+        outcomes = await asyncio.gather(
+            *(llm.chat([user_message(f"call {i}")]) for i in range(5)),
+            return_exceptions=True)
+        return [outcome(o) for o in outcomes]
+
+    async with ScriptedLLMServer(responder=respond) as server:
+        llm.base_url = server.base_url
+        async with app.worker():
+            handle = await app.start(five, run_id="c1")
+            await wait_for(lambda: requests == 2, timeout=15)
+        cut = await app.get_run("c1")
+        assert [(e["position"], e["status"]) for e in cut.journal] == [(0, "ok")]
+        gate.set()
+        async with app.worker():
+            outcomes = await handle.result(timeout=30)
+            calm = await (await app.start(five, run_id="c2")).result(timeout=30)
+        await llm.aclose()
+    assert outcomes == calm == ["ok", "ok"] + ["BudgetExceeded"] * 3
+    crashed, uninterrupted = await app.get_run("c1"), await app.get_run("c2")
+    decisions = [[(e["position"], e["status"], (e["error"] or {}).get("message"))
+                  for e in info.journal] for info in (crashed, uninterrupted)]
+    assert decisions[0] == decisions[1]
+    assert [d[1] for d in decisions[0]] == ["ok", "ok", "error", "error", "error"]
+    assert requests == 3 + 2  # the call cut off was asked again
+    [verdict] = await replay(app, await export_history(app, "c1"))
+    assert verdict.compatible, verdict.message
     await app.close()

@@ -14,7 +14,10 @@ the recorded branch whatever the timing.
 Calls running at once see each other through a reservation: a call holds a ``Claim``
 on its run's ledger (``RunSpending``) from its admission until the workflow tallies its
 cost. In flight, a claim counts what the call may cost at most (its prompt's estimate
-plus its output bound); once answered, what it did cost. A call is admitted when the
+plus its output bound); once answered, what it did cost; a call the journal answers
+counts its recorded cost from the moment it is called (``ext.step``'s ``on_recorded``),
+not from its turn to be delivered, which in a replayed run of several tasks comes after
+the live calls of other tasks began. A call is admitted when the
 run's spending plus every claim plus its own bound stays within the limits; otherwise
 it waits, in its step body and in memory, for a call in flight to end, and is decided
 again. With no other call in flight it is decided as a lone call always was (spent +
@@ -242,6 +245,13 @@ class RunSpending:
         """The call of ``claim`` answered: it now counts what it cost."""
         claim.in_flight, claim.tokens, claim.usd = False, tokens, usd
         self._wake()
+
+    def recorded(self, claim: Claim, tokens: int, usd: float) -> None:
+        """The journal answers the call of ``claim`` (replay): count its cost from now,
+        though the workflow gets it only at its turn, so that the calls running live
+        meanwhile are decided against it."""
+        claim.in_flight, claim.tokens, claim.usd = False, tokens, usd
+        self.claims.add(claim)
 
     def drop(self, claim: Claim) -> None:
         """Forget ``claim`` (its call failed, was refused or was cancelled, or its cost

@@ -383,8 +383,10 @@ class LLM:
                 limit = budget if budget is not None else spending.budget
                 body = self._body(run, call, spending, limit, claim, on_chunk)
                 try:
-                    value = await ext.step(self.operation, body, call.refs,
-                                           retry=self.retry, on_replay=saved_metrics)
+                    value = await ext.step(
+                        self.operation, body, call.refs, retry=self.retry,
+                        on_replay=saved_metrics,
+                        on_recorded=lambda value: spending.recorded(claim, *_cost(value)))
                 except BudgetExceeded as exc:
                     await wait_out_budget(spending, limit, exc)
                     continue
@@ -507,6 +509,12 @@ class LLM:
                                        idempotency_key=key, **params)
         return await client.chat(messages, tools=tools, tool_choice=tool_choice,
                                  output_schema=output_schema, idempotency_key=key, **params)
+
+
+def _cost(value: dict[str, Any]) -> tuple[int, float]:
+    """The tokens and USD of a journaled call record, as the workflow tallies them."""
+    record = CallRecord.from_dict(value)
+    return record.reply.usage.total_tokens, record.cost_usd
 
 
 async def _settle(bookkeeping: Awaitable[None]) -> None:

@@ -138,13 +138,13 @@ class MeteredModel:
                                   claim=claim, estimate=estimate_tokens,
                                   max_out=max_output_tokens)
                 try:
-                    record = await ext.step(name, body, journaled, retry=self.retry,
-                                            on_replay=saved_metrics)
+                    record = await ext.step(
+                        name, body, journaled, retry=self.retry, on_replay=saved_metrics,
+                        on_recorded=lambda value: spending.recorded(claim, *_cost(value)))
                 except BudgetExceeded as exc:
                     await wait_out_budget(spending, limit, exc)
                     continue
-                used = Usage.from_dict(record.get("usage") or {})
-                spending.tally(claim, used.total_tokens, float(record.get("cost_usd", 0.0)))
+                spending.tally(claim, *_cost(record))
                 return record.get("result")
         finally:
             spending.drop(claim)
@@ -169,8 +169,7 @@ class MeteredModel:
             except BaseException:
                 spending.drop(claim)  # nothing to count: let the calls waiting go
                 raise
-            spending.answered(claim, Usage.from_dict(record["usage"]).total_tokens,
-                              record["cost_usd"])
+            spending.answered(claim, *_cost(record))
             return record
 
         return metered_call
@@ -230,6 +229,12 @@ def saved_metrics(value: Any) -> dict[str, float] | None:
     return {"saved.calls": 1.0, "saved.tokens.input": float(used.input_tokens),
             "saved.tokens.output": float(used.output_tokens),
             "saved.cost.usd": float(value.get("cost_usd", 0.0))}
+
+
+def _cost(record: Mapping[str, Any]) -> tuple[int, float]:
+    """The tokens and USD of a journaled metered call."""
+    return (Usage.from_dict(record.get("usage") or {}).total_tokens,
+            float(record.get("cost_usd", 0.0)))
 
 
 async def _settle(bookkeeping: Awaitable[None]) -> None:
