@@ -374,3 +374,43 @@ async def test_a_crash_mid_way_gives_the_same_decisions(store_url: str) -> None:
     [verdict] = await replay(app, await export_history(app, "c1"))
     assert verdict.compatible, verdict.message
     await app.close()
+
+
+async def test_gathered_calls_over_budget_wait_for_one_raise(store_url: str) -> None:
+    """Policy ``wait`` with the five gathered calls: two go, three are refused and
+    wait, released, for the ``budget`` signal. One raise lets all three go: the first
+    refused call waits for the signal, the others wait for it (in memory, each a patch
+    marker in the journal), and every one is issued again under the new limits. A
+    replay of the finished run takes the same branches."""
+    answer = Concurrency(Reply("ok", input_tokens=990, output_tokens=10))
+    app = App(store_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://unused")
+
+    @app.workflow
+    async def wf() -> list[str]:
+        set_budget(tokens=1_500)
+        replies = await asyncio.gather(
+            *(llm.chat([user_message(f"call {i}")]) for i in range(5)))
+        return [r.text or "" for r in replies]
+
+    async with ScriptedLLMServer(responder=answer) as server:
+        llm.base_url = server.base_url
+        async with app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(wf, run_id="w1")
+            await wait_for(lambda: status_is(app, "w1", "waiting"), timeout=15)
+            info = await app.get_run("w1")
+            assert info.waiting_for == "signal budget"
+            assert info.status_info["spent_tokens"] == 2_000
+            assert len(server.requests) == 2
+            await app.signal("w1", "budget", {"tokens": 10_000})
+            assert await handle.result(timeout=15) == ["ok"] * 5
+        await llm.aclose()
+        assert len(server.requests) == 5
+    info = await app.get_run("w1")
+    kinds = [e["kind"] for e in info.journal]
+    assert kinds.count("signal") == 1 and kinds.count("step") == 8
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 5_000
+    assert info.status_info is None
+    [verdict] = await replay(app, await export_history(app, "w1"))
+    assert verdict.compatible, verdict.message
+    await app.close()

@@ -29,7 +29,8 @@ it with the calls it counted.
 Policy ``wait`` then publishes a status, waits (released) for the signal ``budget``,
 whose payload sets new limits (``{"usd": 5.0, "tokens": 200000}``; ``tether budget
 RUN_ID --usd 5``), and issues the call again as a new operation. A signal is
-journaled, so replay applies the same raise at the same point. Policy ``fail`` lets
+journaled, so replay applies the same raise at the same point. Calls refused while
+one waits wait for its raise (``wait_out_budget``). Policy ``fail`` lets
 ``BudgetExceeded`` (a ``NonRetryable``) propagate to the workflow.
 """
 
@@ -45,12 +46,17 @@ import tether
 from tether import ext
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
-__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "Budget",
+__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "ONE_RAISE_PATCH",
+           "Budget",
            "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "current_spending",
            "set_budget"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
+
+#: The journal's marker of a refused call that waits for the raise another refused call
+#: of its run waits for, instead of a ``budget`` signal of its own.
+ONE_RAISE_PATCH = "tether.ai.budget-one-raise"
 
 #: The output tokens a call reserves when it sets no limit of its own (``max_tokens``,
 #: ``max_completion_tokens``, ``max_output_tokens``): the ``max_tokens`` Tether's
@@ -191,6 +197,9 @@ class RunSpending:
     claims: set[Claim] = field(default_factory=set)
     #: Step bodies waiting for a call in flight to end, woken (all) when one does.
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: Done when the refused call waiting for the ``budget`` signal has taken it (or
+    #: stopped waiting); ``None`` when no call waits for it.
+    raising: asyncio.Future[None] | None = None
 
     def add(self, tokens: int, usd: float) -> None:
         self.tokens += tokens
@@ -343,13 +352,34 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
     ``fail`` (or there is none), else wait (released) for ``tether budget`` to raise it,
     with the figures in the run's live status, and take the new limits.
 
+    One raise serves every call of the run refused meanwhile: a call refused while
+    another waits for the signal waits for that one's raise instead of a signal of its
+    own, and a call refused under limits that were raised since is issued again at
+    once. Both are marked in the journal (``tether.patched(ONE_RAISE_PATCH)``): a run
+    whose journal predates the marker waits for a signal per refused call, as it did.
+
     Raises:
         BudgetExceeded: ``exc``, when the run must fail.
     """
     if limit is None or limit.on_exceed == "fail":
         raise exc
+    raising = spending.raising
+    raised = spending.limits(limit) != (exc.budget_usd, exc.budget_tokens)
+    if (raising is not None or raised) and tether.patched(ONE_RAISE_PATCH):
+        if not raised and raising is not None:
+            await asyncio.shield(raising)
+        return
     tether.set_status(spending.status(limit))
-    spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if spending.raising is None:  # (else a run recorded before: one signal per call)
+        spending.raising = mine
+    try:
+        spending.apply_signal(await tether.wait_for_signal(BUDGET_SIGNAL))
+    finally:
+        # (The raise first, then the calls that waited for it: the same order on replay.)
+        if spending.raising is mine:
+            spending.raising = None
+        mine.set_result(None)
     tether.set_status(None)
 
 
