@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,8 @@ from tether.ai import (
     BudgetExceeded,
     ChatReply,
     FatalProviderError,
+    MeteredModel,
+    Usage,
     set_budget,
     user_message,
 )
@@ -413,4 +416,45 @@ async def test_gathered_calls_over_budget_wait_for_one_raise(store_url: str) -> 
     assert info.status_info is None
     [verdict] = await replay(app, await export_history(app, "w1"))
     assert verdict.compatible, verdict.message
+    await app.close()
+
+
+async def test_metered_requests_reserve_the_budget_too(sqlite_url: str) -> None:
+    """``MeteredModel`` (the pydantic-ai and OpenAI Agents SDK integrations): five
+    gathered requests of 1,000 tokens under ``Budget(tokens=1_500)``, each estimated
+    right (990 + ``max_output_tokens=10``): no two fit at once, so one goes, and the
+    four others, decided once it answered (1,000 + ~990 > 1,500), are refused. Before
+    reservations all five went at once (5,000 tokens)."""
+    in_flight = [0, 0]
+
+    async def request() -> dict[str, Any]:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            in_flight[0] -= 1
+        return {"usage": {"input_tokens": 990, "output_tokens": 10}}
+
+    def usage(result: Any) -> tuple[Usage, str | None]:
+        return Usage.from_dict(result["usage"]), None
+
+    meter = MeteredModel("openai", base_url="http://unused", breaker=None)
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def wf() -> list[str]:
+        set_budget(Budget(tokens=1_500, on_exceed="fail"))
+        outcomes = await asyncio.gather(
+            *(meter.call("metered:test", request, model="gpt-4.1-mini", usage=usage,
+                         estimate_tokens=990, max_output_tokens=10, args={"i": i})
+              for i in range(5)), return_exceptions=True)
+        return ["refused" if isinstance(o, BudgetExceeded) else "ok" for o in outcomes]
+
+    async with app.worker():
+        outcomes = await (await app.start(wf, run_id="m1")).result(timeout=30)
+    assert outcomes == ["ok"] + ["refused"] * 4
+    assert in_flight[1] == 1
+    info = await app.get_run("m1")
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1_000
     await app.close()
