@@ -17,12 +17,12 @@ cost. In flight, a claim counts what the call may cost at most (its prompt's est
 plus its output bound); once answered, what it did cost; a call the journal answers
 counts its recorded cost from the moment it is called (``ext.step``'s ``on_recorded``),
 not from its turn to be delivered, which in a replayed run of several tasks comes after
-the live calls of other tasks began. A call is admitted when the
-run's spending plus every claim plus its own bound stays within the limits; otherwise
-it waits, in its step body and in memory, for a call in flight to end, and is decided
-again. With no other call in flight it is decided as a lone call always was (spent +
-its prompt's estimate), so the overshoot is one call's, however many run at once. All
-of a run's live calls execute in the process that holds its lease, so an in-memory
+the live calls of other tasks began. A call is admitted when the run's spending plus
+every claim plus its own bound stays within the limits; otherwise it waits, in its
+step body and in memory, for a call in flight to end, and is decided again. With no
+other call in flight it is decided as a lone call always was (spent + its prompt's
+estimate), so the overshoot is one call's, however many run at once. All of a run's
+live calls execute in the process that holds its lease, so an in-memory
 ledger sees them all; it is per execution, like the tally: a crash or a release drops
 it with the calls it counted.
 
@@ -47,9 +47,8 @@ from tether import ext
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
 __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "ONE_RAISE_PATCH",
-           "Budget",
-           "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "current_spending",
-           "set_budget"]
+           "Budget", "BudgetExceeded", "Claim", "RunSpending", "budget_payload",
+           "current_spending", "set_budget"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -217,9 +216,9 @@ class RunSpending:
         (``bound_tokens``, ``bound_usd``: prompt estimate plus output bound) once what
         the run spent, the claims of the calls in flight and the bound fit the limits.
         Until then wait for a call in flight to end. A call that would be refused alone
-        (``check``: spent + its prompt's estimate) is refused at once, and so is one
-        decided with no other call in flight: waiting would not change that (spending
-        only grows).
+        (``check``: spent + its prompt's estimate) is refused at once: waiting would not
+        change that (spending only grows). With no other call in flight, one that passes
+        goes whatever its bound: a lone call's overshoot.
 
         Raises:
             BudgetExceeded: the call would take the run over a limit.
