@@ -394,6 +394,57 @@ async def test_error_event_in_stream_is_classified(served: ScriptedLLMServer,
     assert info.value.code in ("overloaded_error", "server_error")
 
 
+def _connections(client: ChatClient) -> list[int]:
+    """How many connections each of the client's pools holds."""
+    pools = client._pools  # type: ignore[attr-defined]
+    return [len(pool._transport._pool.connections) for pool in pools]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_requests_in_flight_share_pools_of_eight(served: ScriptedLLMServer,
+                                                       protocol: str) -> None:
+    """A pool is walked connection by connection on every request and release, so 20
+    calls at once go out through 3 pools of at most 8 connections, not one of 20; calls
+    made one after another afterwards reuse an open connection of the first pool."""
+    served.set_script([Reply("slow", delay=0.3, times=20), Reply("next", times=3)])
+    client = make_client(served, protocol)
+    try:
+        replies = await asyncio.gather(*(client.chat(HELLO) for _ in range(20)))
+        assert [r.text for r in replies] == ["slow"] * 20
+        assert _connections(client) == [8, 8, 4]
+        for _ in range(3):
+            assert (await client.chat(HELLO)).text == "next"
+        assert _connections(client) == [8, 8, 4]
+        assert client._in_flight == [0, 0, 0]  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_request_leaves_its_pool_however_it_ends(served: ScriptedLLMServer,
+                                                         protocol: str,
+                                                         streamed: bool) -> None:
+    """A request counts as in flight on its pool until its answer has been read or has
+    failed (refused, dropped, cut mid-stream): otherwise the next calls would go to a
+    new pool each time and never reuse a connection."""
+    cut = Reply("one two three", reset_after_chunks=1) if streamed else Fault.truncate()
+    served.set_script([cut, Fault.http(500), Fault.reset(), Fault.http(400), Reply("done")])
+    client = make_client(served, protocol)
+    try:
+        for _ in range(4):
+            with pytest.raises(ProviderError):
+                if streamed:
+                    await client.stream(HELLO)
+                else:
+                    await client.chat(HELLO)
+            assert client._in_flight == [0]  # type: ignore[attr-defined]
+        reply = await (client.stream(HELLO) if streamed else client.chat(HELLO))
+        assert reply.text == "done" and client._in_flight == [0]  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_connection_refused_is_retryable(protocol: str) -> None:
     """Nobody listening: a retryable error naming the URL."""
@@ -604,7 +655,7 @@ def test_chat_clients_share_one_tls_context_per_trusted_ca_setting(
     from tether.ai._openai import _tls_context
 
     def context(chat: OpenAIChat | AnthropicChat) -> object:
-        return chat._client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        return chat._pools[0]._transport._pool._ssl_context  # type: ignore[attr-defined]
 
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
