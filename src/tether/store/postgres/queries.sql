@@ -666,8 +666,9 @@ SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) F
 -- run_children_wake_waiters --
 -- Children of the run that ended cancelled: runs waiting for one become claimable. A
 -- statement of its own, after the one that ended them took their row locks. (Only a
--- run's parent waits for it, and this parent has ended already: kept for a waiter by
--- the single-name form; the list form of wait_names is the parent's alone.)
+-- child's parent waits for it, and this parent has ended already, so today it wakes
+-- nothing; it reads the single-name form only, the list form of wait_names being a
+-- parent's own.)
 UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
 WHERE wait_child IN (SELECT c.run_id FROM {schema}.runs c
                      WHERE c.parent_run_id = %(parent_run_id)s AND c.status = 'cancelled')
