@@ -32,7 +32,10 @@ def free_port() -> int:
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    """The environment of a test's ``tether`` process: this checkout's code (``src/``
+    first, before an installed Tether), not whichever the interpreter would find."""
+    out = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT))),
+           **extra}
     out.pop("TETHER_API_TOKENS", None)
     return {**out, **extra}
 
