@@ -4,6 +4,7 @@ route, bad input with the right 4xx, and the store unchanged after each rejectio
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -164,6 +165,48 @@ async def test_start_run_rejects_bad_input(api: Api, body: bytes, status: int,
     assert r.status_code == status, r.text
     assert error_of(r) == code
     assert await api.snapshot() == before
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/v1/runs", b'{"workflow": "greet", "input": [' + _nested(3000) + b"]}"),
+    ("/api/v1/runs", b'{"workflow": "greet", "input": [' + _nested(990) + b"]}"),
+    ("/api/v1/runs/w/signals/go", b'{"data": ' + _nested(3000) + b"}"),
+    ("/api/v1/runs/w/fork", b'{"at": 0, "input": [' + _nested(3000) + b"]}"),
+    ("/api/v1/runs", b'{"workflow": "greet", "workflow": "wait_go", "run_id": "dk"}'),
+    ("/api/v1/runs/w/approval", b'{"approved": true, "approved": false}'),
+    ("/api/v1/runs/w/signals/go", b'{"data": {"amount": 1, "amount": 1000}}'),
+])
+async def test_bodies_nested_too_deeply_or_with_a_key_twice_are_malformed(
+        api: Api, path: str, body: bytes) -> None:
+    """A body nested deeper than the parser goes (a few kB of brackets) was a 500 with
+    a RecursionError (at about 990 levels the parser's own limit is not reached, but
+    the request's stack is deeper); an object naming a key twice was read as its last
+    value (which one the client meant is a guess). Both are a 400 malformed_json now,
+    and change nothing."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    r = await api.http.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert error_of(r) == "malformed_json"
+    assert "nested too deeply" in r.text or "twice" in r.text
+    assert await api.snapshot() == before
+
+
+async def test_a_wrong_method_is_a_405_that_names_every_method_of_the_path(api: Api) -> None:
+    """A 405 says which methods the path takes (``Allow``, RFC 9110): it had none, and
+    with it Starlette's named only the first route of the path (``PUT /api/v1/runs``:
+    ``POST``, where ``GET`` is one too)."""
+    for method, path, allowed in [("PUT", "/api/v1/runs", "GET, HEAD, POST"),
+                                  ("DELETE", "/api/v1/runs/x", "GET, HEAD"),
+                                  ("POST", "/api/v1/approvals", "GET, HEAD"),
+                                  ("GET", "/api/v1/schedules/s/pause", "DELETE, POST")]:
+        r = await api.http.request(method, path)
+        assert r.status_code == 405 and error_of(r) == "method_not_allowed", (method, path)
+        assert r.headers["allow"] == allowed, (method, path)
 
 
 async def test_start_of_an_unregistered_workflow_is_queued_with_a_warning(api: Api) -> None:
@@ -463,8 +506,14 @@ async def test_list_filters_and_pages_newest_first(api_any: Api) -> None:
     assert {r["run_id"] for r in done["runs"]} >= {"mom", "mom.0", "run-01", "run-05"}
 
 
-@pytest.mark.parametrize("query", ["status=done", "limit=0", "limit=501", "limit=ten",
-                                   "cursor=%%%", "cursor=WzEsMl0", "colour=red"])
+@pytest.mark.parametrize("query", [
+    "status=done", "limit=0", "limit=501", "limit=ten", "cursor=%%%", "cursor=WzEsMl0",
+    "colour=red",
+    # int() took these: "+5" and "5_0" (= 50) and other scripts' digits (a fullwidth 5).
+    "limit=%2B5", "limit=5_0", "limit=%EF%BC%95",
+    # A cursor nested too deeply for the parser was a 500 (a RecursionError).
+    "cursor=" + base64.urlsafe_b64encode(b"[" * 3000).decode(),
+])
 async def test_list_rejects_bad_query(api: Api, query: str) -> None:
     r = await api.http.get(f"/api/v1/runs?{query}")
     assert r.status_code == 400 and error_of(r) == "bad_request"

@@ -86,6 +86,11 @@ async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
     assert doc["status"] == "queued" and doc["journal"] == []
     r = await ui.post("/ui/runs/w1/signal", data={"csrf": csrf, "name": "go", "data": "{bad"})
     assert r.status_code == 400 and "not valid JSON" in r.text
+    # Nested too deeply for the parser: was a 500 (a RecursionError).
+    for path, field in (("/ui/runs/w1/signal", "data"), ("/ui/runs/w1/fork", "input")):
+        r = await ui.post(path, data={"csrf": csrf, "name": "go", "at": "0",
+                                      field: "[" * 3000 + "]" * 3000})
+        assert r.status_code == 400 and "nested too deeply" in r.text, path
     r = await ui.post("/ui/runs/w1/cancel", data={"csrf": csrf, "next": "//evil.example"})
     assert r.status_code == 303 and r.headers["location"] == "/runs/w1"
     run = await ui.app.store.run_get("w1")  # type: ignore[attr-defined]

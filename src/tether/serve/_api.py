@@ -102,12 +102,36 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         raise ApiError(415, "unsupported_media_type",
                        "send the body as JSON with Content-Type: application/json")
     try:
-        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = parse_json(raw)
+    except ValueError as exc:  # (UnicodeDecodeError is one)
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """A JSON document as the API takes it, or ``ValueError`` saying why not: beyond
+    ``json.loads``, ``NaN``, ``Infinity`` and numbers past a double's range are refused
+    (they are not JSON, and could not be stored or sent back), as is an object that
+    names a key twice (which of its values is meant?), and nesting too deep for the
+    parser is a ``ValueError``, not a ``RecursionError`` (a 500)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite,
+                          object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"an object names the key {key[:40]!r} twice")
+            seen.add(key)
     return value
 
 
@@ -264,7 +288,7 @@ def encode_cursor(created_at: float, run_id: str) -> str:
 def decode_cursor(text: str) -> tuple[float, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        created_at, run_id = json.loads(raw)
+        created_at, run_id = parse_json(raw)
         if not isinstance(run_id, str) or isinstance(created_at, bool) \
                 or not isinstance(created_at, int | float) or not math.isfinite(created_at):
             raise ValueError
@@ -276,10 +300,10 @@ def decode_cursor(text: str) -> tuple[float, str]:
 def parse_limit(text: str | None, default: int = 50) -> int:
     if text is None or text == "":
         return default
-    try:
-        limit = int(text)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"limit must be an integer, got {text!r}") from None
+    # (Not int() alone: it takes "+5", "5_0" and other scripts' digits.)
+    if not (text.isascii() and text.isdigit()):
+        raise ApiError(400, "bad_request", f"limit must be an integer, got {text[:40]!r}")
+    limit = int(text)
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
     return limit

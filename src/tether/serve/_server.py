@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -199,7 +199,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # A person's browser at a mistyped address: a page, not a JSON document.
         return _ui.error_page(request, 404, f"There is no page at {path}.")
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
+    response = _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = _allowed(request)
+    return response
+
+
+def _allowed(request: Request) -> str:
+    """The methods ``request``'s path takes, for a 405's ``Allow`` (RFC 9110 requires
+    it). Starlette names only those of the first route of the path (``PUT /api/v1/runs``
+    said ``Allow: POST``, where ``GET`` is one too)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and \
+                route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _invalid_name(request: Request, exc: Exception) -> Response:

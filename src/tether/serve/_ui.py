@@ -31,6 +31,7 @@ from tether.serve._api import (
     decode_cursor,
     encode_cursor,
     field_name,
+    parse_json,
     parse_limit,
 )
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
@@ -457,7 +458,7 @@ async def signal_action(request: Request) -> Response:
         raise ApiError(400, "bad_request", "the signal needs a name (at most 200 characters)")
     text = (values.get("data") or "").strip()
     try:
-        data = json.loads(text) if text else None
+        data = parse_json(text) if text else None
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"the data is not valid JSON: {exc}") from None
     app: App = request.app.state.tether
@@ -493,7 +494,7 @@ async def fork_action(request: Request) -> Response:
     args: list[Any] | None = None
     if raw:
         try:
-            args = json.loads(raw)
+            args = parse_json(raw)
         except ValueError as exc:
             raise ApiError(400, "bad_request", f"the input is not valid JSON: {exc}") from None
         if not isinstance(args, list):
