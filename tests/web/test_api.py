@@ -9,8 +9,10 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import pytest
 
@@ -462,6 +464,54 @@ async def test_the_first_request_to_meet_a_hung_server_waits_the_request_timeout
     finally:
         await app.close()
         await proxy.close()
+
+
+async def test_a_request_waits_for_another_processs_sqlite_lock_only_its_timeout(
+        tmp_path: Path) -> None:
+    """Another process holds the SQLite store's write lock (a long purge, an operator's
+    transaction): a request that writes answers 503 once ``request_timeout`` has passed,
+    having written nothing, where it waited for the store's ``busy_timeout`` (30 s by
+    default; 600 s here, so that the test's bound fails without the fix). A worker's
+    write (no request timeout) waits on and is done once the lock is released. (A
+    request's write queued behind a worker's that waits for the lock waits with it:
+    the writer thread runs one transaction at a time.)"""
+    path = tmp_path / "locked.db"
+    app = App(f"sqlite:///{path}", busy_timeout=600)
+    await app._open()
+    try:
+        asgi = create_app(app, tokens=None, mcp=False, request_timeout=0.5)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            assert (await http.post("/api/v1/runs", json={"workflow": "wait_go",
+                                                          "run_id": "w"})).status_code == 201
+            other = apsw.Connection(str(path))
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                async with asyncio.timeout(60):
+                    started = await http.post("/api/v1/runs", json={"workflow": "greet",
+                                                                    "run_id": "s"})
+                    signal = await http.post("/api/v1/runs/w/signals/go", json={"data": 2})
+                for r in (started, signal):
+                    assert r.status_code == 503, r.text
+                    assert error_of(r) == "store_unavailable" and "locked" in r.text
+                    assert r.headers["retry-after"] == "1"
+                worker_write = asyncio.create_task(app.signal("w", "by-worker", 1))
+                await asyncio.sleep(1)  # (more than the requests' timeout)
+                assert not worker_write.done()
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            async with asyncio.timeout(60):
+                assert await worker_write is True
+            assert (await http.get("/api/v1/runs/s")).status_code == 404
+            reader = apsw.Connection(str(path))
+            sent = [n for (n,) in reader.execute("SELECT name FROM tether_signals")]
+            reader.close()
+            assert sent == ["by-worker"]
+            assert (await http.post("/api/v1/runs", json={"workflow": "greet",
+                                                          "run_id": "s"})).status_code == 201
+    finally:
+        await app.close()
 
 
 # -- GET /api/v1/runs ---------------------------------------------------------------------

@@ -44,7 +44,9 @@ FAIL_FAST: ContextVar[bool] = ContextVar("tether_store_fail_fast", default=False
 #: person or client should get its 503 soon when the server hangs, where a worker's
 #: operation waits out a slow moment. Each operation gets the shorter of the two (long
 #: ones ten times it), a write through a shared batch the shortest of its callers'.
-#: Tasks inherit it as they do ``FAIL_FAST``. The embedded SQLite store ignores it.
+#: Tasks inherit it as they do ``FAIL_FAST``. The embedded SQLite store has no server to
+#: wait for, but another process's write lock: an operation waits for it this long
+#: (not the store's ``busy_timeout``), then fails alone, nothing of it written.
 REQUEST_TIMEOUT: ContextVar[float | None] = ContextVar("tether_store_request_timeout",
                                                       default=None)
 

@@ -539,8 +539,9 @@ class SqliteStore(SqliteServeQueries):
     def _execute(self, conn: apsw.Connection, batch: list[Op], *,
                  wait_busy: bool = True) -> list[tuple[Op, Any, BaseException | None]]:
         """Run ``batch`` in one transaction: each operation's value or error. Another
-        process's write lock is waited for (up to ``busy_timeout``), or with
-        ``wait_busy`` off raises ``_Busy`` at once, nothing done."""
+        process's write lock is waited for (up to ``busy_timeout``; an operation with a
+        ``deadline``, a request's, until then, and it alone fails then, nothing of it
+        done), or with ``wait_busy`` off raises ``_Busy`` at once, nothing done."""
         gone = self._file_gone()
         if gone is not None:
             return [(op, None, gone) for op in batch]
@@ -553,7 +554,15 @@ class SqliteStore(SqliteServeQueries):
         # So is a batch of journal appends alone (concurrent runs' steps): one statement.
         appends = (not alone and len(batch) <= _APPEND_CHUNK
                    and all(op.fn is _journal_append for op in batch))
+        given_up: list[tuple[Op, Any, BaseException | None]] = []
+        bounded = False  # whether the connection's busy handler waits less than usual
         while True:
+            if wait_busy and (bounded or any(op.deadline is not None for op in batch)):
+                # SQLite's busy handler waits inside the statement that meets the lock:
+                # no longer than the first deadline of the batch.
+                until = min([deadline, *(op.deadline for op in batch if op.deadline)])
+                conn.setbusytimeout(max(int((until - time.monotonic()) * 1000), 1))
+                bounded = True
             results: list[tuple[Op, Any, BaseException | None]] = []
             try:
                 if alone:
@@ -607,10 +616,22 @@ class SqliteStore(SqliteServeQueries):
                         conn.execute("ROLLBACK")
                 if not wait_busy:
                     raise _Busy() from None
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     locked = StoreUnavailable(f"SQLite store {self.path!r} stayed locked")
                     results = [(op, None, locked) for op in batch]
                     break
+                late = [op for op in batch if op.deadline is not None and op.deadline <= now]
+                if late:
+                    # (A request to `tether serve`: its 503 now, the others wait on.)
+                    locked = StoreUnavailable(
+                        f"SQLite store {self.path!r} is locked by another process's "
+                        "write: gave up waiting for it")
+                    given_up += [(op, None, locked) for op in late]
+                    batch = [op for op in batch if op.deadline is None or op.deadline > now]
+                    if not batch:
+                        break
+                    alone = alone or (len(batch) == 1 and batch[0].atomic)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
             except apsw.Error as db_exc:
@@ -621,7 +642,10 @@ class SqliteStore(SqliteServeQueries):
                 err.__cause__ = db_exc
                 results = [(op, None, err) for op in batch]
                 break
-        return results
+        if bounded:
+            with contextlib.suppress(apsw.Error):
+                conn.setbusytimeout(int(self.busy_timeout * 1000))
+        return given_up + results if given_up else results
 
     def _file_gone(self) -> StoreUnavailable | None:
         """The error every operation gets while the store's path no longer names the

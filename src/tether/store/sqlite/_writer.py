@@ -13,12 +13,14 @@ import asyncio
 import functools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 
 from tether.errors import StoreError
+from tether.store._port import REQUEST_TIMEOUT
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -29,14 +31,17 @@ Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 class Op:
     """One queued operation: what to call, on which loop to answer, whether it writes
-    (a batch with a write begins ``IMMEDIATE``) or wakes the workers once committed, and
-    whether it is atomic by itself (it needs no savepoint of its own in a batch)."""
+    (a batch with a write begins ``IMMEDIATE``) or wakes the workers once committed,
+    whether it is atomic by itself (it needs no savepoint of its own in a batch), and
+    until when (``time.monotonic()``) its caller waits for another process's write lock
+    (``REQUEST_TIMEOUT``: a request to ``tether serve``; None: the store's
+    ``busy_timeout``)."""
 
-    __slots__ = ("args", "atomic", "fn", "future", "loop", "wake", "write")
+    __slots__ = ("args", "atomic", "deadline", "fn", "future", "loop", "wake", "write")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], write: bool,
                  loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
-                 wake: bool, atomic: bool = False) -> None:
+                 wake: bool, atomic: bool = False, deadline: float | None = None) -> None:
         self.fn = fn
         self.args = args
         self.write = write
@@ -44,6 +49,7 @@ class Op:
         self.future = future
         self.wake = wake
         self.atomic = atomic
+        self.deadline = deadline
 
 
 def deliver(results: list[Outcome]) -> None:
@@ -130,7 +136,9 @@ class WriterClient:
         if self._thread is None or self._closed:
             raise StoreError("store is not open")
         loop = self._running_loop()
-        return Op(fn, args, write, loop, loop.create_future(), wake, atomic)
+        timeout = REQUEST_TIMEOUT.get()
+        return Op(fn, args, write, loop, loop.create_future(), wake, atomic,
+                  None if timeout is None else time.monotonic() + timeout)
 
     def _hand_over(self, ops: list[Op]) -> None:
         """Queue operations for the writer thread, in order."""
