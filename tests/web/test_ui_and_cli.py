@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -251,3 +253,35 @@ def test_serve_rejects_bad_flags_in_one_line(tmp_path: Path, args: list[str], me
                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == code
     assert message in r.stderr.strip().splitlines()[-1]
+
+
+async def test_long_run_ids_are_cut_in_the_middle_so_they_stay_apart(
+        ui: httpx.AsyncClient) -> None:
+    """Two runs whose long ids differ only at the end (a child's ``.N``, a schedule's
+    ``@TICK``, an attempt number) looked the same in the runs list, the child tree and
+    the timeline, which cut ids at the end; they are cut in the middle now, and the whole
+    id is the link's title."""
+    await login(ui, ADMIN)
+    stem = "customer-onboarding/eu-west-1/tenant-" + "a7f3" * 30
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    for n in (1, 2):
+        r = await ui.post("/api/v1/runs", json={"workflow": "greet", "input": ["x"],
+                                                "run_id": f"{stem}/attempt-{n}"},
+                          headers=admin)
+        assert r.status_code == 201, r.text
+    table = (await ui.get("/ui/runs")).text
+    for n in (1, 2):
+        assert f"…{stem[-3:]}/attempt-{n}</a>" in table
+        assert f'title="{stem}/attempt-{n}"' in table
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        r = await ui.post("/api/v1/runs", json={"workflow": "parent", "input": ["x"],
+                                                "run_id": stem}, headers=admin)
+        assert r.status_code == 201
+        for _ in range(500):
+            if (await app.store.run_get(stem)).status == "completed":
+                break
+            await asyncio.sleep(0.02)
+    body = (await ui.get("/ui/runs/" + stem + "?part=body")).text
+    # The timeline's child_result row and the child tree name the child by its end.
+    assert len(re.findall(r"…[0-9a-f]+\.0</a>", body)) == 2

@@ -134,8 +134,18 @@ def short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def short_id(value: str, width: int = 40) -> str:
+    """A run id cut to ``width`` in its middle, not at its end: what tells ids apart is
+    often at the end (a child's ``.N``, a schedule's ``@TICK``), and two children of a
+    long-named parent cut at the end looked the same."""
+    if len(value) <= width:
+        return value
+    tail = max(width // 3, 1)
+    return value[: width - tail - 1] + "…" + value[-tail:]
+
+
 _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration,
-                    tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short)
+                    tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short, id=short_id)
 
 
 # -- view models ---------------------------------------------------------------------------
