@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
 from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
@@ -97,7 +97,7 @@ async def start_when_registered(app: App, run_id: str) -> None:
 def env_for(tmp: Path, server: ScriptedLLMServer, mcp: str = "") -> dict[str, str]:
     return {**os.environ, "AGENT_LLM_URL": server.base_url, "AGENT_GATE": str(tmp / "gate"),
             "AGENT_TOOL_LOG": str(tmp / "tools.jsonl"), "AGENT_MCP": mcp,
-            "NOTES_CALL_LOG": str(tmp / "mcp.jsonl"), "PYTHONPATH": str(ROOT)}
+            "NOTES_CALL_LOG": str(tmp / "mcp.jsonl"), "PYTHONPATH": CHECKOUT_PATH}
 
 
 async def uninterrupted_answer(tmp: Path, db: str, with_mcp: bool, mcp: str) -> tuple[

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.ai.test_mcp import stop_process
 from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
@@ -209,7 +209,7 @@ async def test_sigkill_after_an_interrupt_sends_no_request_twice(tmp_path: Path)
     log, hold = tmp_path / "tools.jsonl", tmp_path / "hold"
     async with ScriptedLLMServer(responder=fetcher_model) as server:
         env = {**os.environ, "AGENT_LLM_URL": server.base_url, "AGENT_TOOL_LOG": str(log),
-               "AGENT_HOLD": str(hold), "PYTHONPATH": str(ROOT)}
+               "AGENT_HOLD": str(hold), "PYTHONPATH": CHECKOUT_PATH}
         env.pop("TETHER_DATABASE_URL", None)
         procs: list[subprocess.Popen[bytes]] = []
 

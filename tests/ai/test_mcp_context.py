@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import tether
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.ai.test_mcp import stop_process
 from tests.engine.helpers import wait_for
 from tether import App, RunFailed, WorkflowNotFound
@@ -207,7 +207,8 @@ async def test_sigkill_after_an_answered_elicitation_repeats_nothing(tmp_path: P
     answer: the server's tool body ran once, and no call reaches it again."""
     db = f"sqlite:///{tmp_path}/e.db"
     hold, hold_log = tmp_path / "hold", tmp_path / "hold.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LIBRARY_LOG": str(tmp_path / "library.jsonl"),
+    env = {**os.environ, "PYTHONPATH": CHECKOUT_PATH,
+           "LIBRARY_LOG": str(tmp_path / "library.jsonl"),
            "HOLD": str(hold), "HOLD_LOG": str(hold_log)}
     env.pop("TETHER_DATABASE_URL", None)
     procs: list[subprocess.Popen[bytes]] = []

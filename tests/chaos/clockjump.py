@@ -28,6 +28,7 @@ from typing import Any
 
 import apsw
 
+from tests import CHECKOUT_PATH
 from tests.chaos import chaos_app
 from tests.chaos.harness import ROOT
 from tether import App
@@ -75,7 +76,7 @@ class JumpFigures:
 
 def _start_worker(url: str, ledger: Path, log: Path,
                   env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=str(ROOT), CHAOS_CRASH_P="0",
+    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=CHECKOUT_PATH, CHAOS_CRASH_P="0",
                **env_extra)
     env.pop("TETHER_DATABASE_URL", None)
     with open(log, "wb") as out:
@@ -113,7 +114,7 @@ async def one_jump(backend: str, url: str, work: Path, jump: str) -> JumpFigures
                 subprocess.run, [sys.executable, "-m", "tests.chaos.clockjump", "start", url,
                                  prefix, str(first), str(last)], cwd=ROOT,
                 capture_output=True, text=True, check=False,
-                env=dict(os.environ, PYTHONPATH=str(ROOT), **faked_env(jump)))
+                env=dict(os.environ, PYTHONPATH=CHECKOUT_PATH, **faked_env(jump)))
             if out.returncode != 0:
                 raise RuntimeError(f"starting runs failed: {out.stderr}")
         else:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.chaos.harness import ROOT, Profile, retried, soak
 from tests.chaos.model import expected
 from tether import App
@@ -89,7 +89,7 @@ class DiskFigures:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=CHECKOUT_PATH)
     env.pop("TETHER_DATABASE_URL", None)
     return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
                       capture_output=True, text=True, timeout=120, check=False)

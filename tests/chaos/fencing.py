@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.chaos import chaos_app
 from tether import App
 
@@ -61,7 +61,7 @@ def _executor_pid(ledger: Path, key: str) -> int | None:
 async def race(url: str, workdir: Path, iterations: int, lease: float = 1.0) -> FencingFigures:
     figures = FencingFigures()
     ledger = workdir / "ledger.db"
-    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=str(ROOT), CHAOS_CRASH_P="0")
+    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=CHECKOUT_PATH, CHAOS_CRASH_P="0")
     env.pop("TETHER_DATABASE_URL", None)
     procs: dict[int, subprocess.Popen[bytes]] = {}
     for n in range(2):

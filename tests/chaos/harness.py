@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.chaos import chaos_app
 from tests.chaos.model import expected, signal_payload
 from tether import App
@@ -191,7 +191,7 @@ class _Workers:
         self._n = 0
 
     def start(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, CHAOS_LEDGER=str(self.ledger), PYTHONPATH=str(ROOT),
+        env = dict(os.environ, CHAOS_LEDGER=str(self.ledger), PYTHONPATH=CHECKOUT_PATH,
                    CHAOS_CRASH_P=str(self.profile.crash_p), **self.extra_env)
         env.pop("TETHER_DATABASE_URL", None)
         self._n += 1

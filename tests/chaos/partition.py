@@ -32,6 +32,7 @@ from typing import Any
 
 import apsw
 
+from tests import CHECKOUT_PATH
 from tests.chaos import chaos_app
 from tests.chaos.harness import ROOT, retried
 from tests.chaos.pgcluster import PrivateCluster, missing_privilege
@@ -147,7 +148,7 @@ async def partition(work: Path, rounds: int, runs_per_round: int,
                     down: float) -> PartitionFigures:
     figures = PartitionFigures()
     ledger = work / "ledger.db"
-    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=str(ROOT), CHAOS_CRASH_P="0")
+    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=CHECKOUT_PATH, CHAOS_CRASH_P="0")
     env.pop("TETHER_DATABASE_URL", None)
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import apsw
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = 60  # runs each child starts (and completes / signals)
@@ -161,7 +161,7 @@ def _check(path: Path, acks: list[str]) -> tuple[int, bool]:
 
 
 def _child(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=CHECKOUT_PATH)
     return forked.run([sys.executable, "-m", "tests.chaos.powerloss", *args], cwd=cwd,
                       env=env, capture_output=True, text=True, timeout=120)
 

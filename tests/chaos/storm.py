@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.chaos import chaos_app
 from tests.chaos.chaos_app import value
 from tether import App
@@ -52,7 +52,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _spawn(url: str, ledger: Path, log: Path, concurrency: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=str(ROOT), CHAOS_CRASH_P="0")
+    env = dict(os.environ, CHAOS_LEDGER=str(ledger), PYTHONPATH=CHECKOUT_PATH, CHAOS_CRASH_P="0")
     env.pop("TETHER_DATABASE_URL", None)
     with open(log, "wb") as out:
         return forked.Popen(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.faults.pg_apps:app"
@@ -40,7 +40,7 @@ class PgWorkers:
         args = [sys.executable, "-m", "tether", "worker", app, "--db", db or self.db,
                 "--lease", str(lease), "--concurrency", str(concurrency), *extra]
         env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side_file),
-                   PYTHONPATH=str(ROOT))
+                   PYTHONPATH=CHECKOUT_PATH)
         log_path = self.log_dir / f"worker-{len(self.procs)}.log"
         with open(log_path, "wb") as log:
             proc = forked.Popen(args, cwd=ROOT, env=env, stdout=log,

@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ class Workers:
         for q in queues:
             args += ["--queue", q]
         env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(self.side_file),
-                   PYTHONPATH=str(ROOT))
+                   PYTHONPATH=CHECKOUT_PATH)
         with open(self.log_dir / f"worker-{len(self.procs)}.log", "wb") as log:
             proc = forked.Popen(args, cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)

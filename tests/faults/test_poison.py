@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.engine.helpers import status_is, wait_for
 from tests.faults.procs import ROOT
 from tether import App
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 def worker(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     side = tmp_path / "side.log"
     side.touch()
-    env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(side), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(side), PYTHONPATH=CHECKOUT_PATH)
     with open(tmp_path / "worker.log", "wb") as log:
         proc = forked.Popen(
             [sys.executable, "-m", "tether", "worker", "tests.faults.poison_apps:app",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.engine.helpers import wait_for
 from tests.faults.procs import ROOT
 from tether import App
@@ -44,7 +44,7 @@ def worker_procs(store_url: str, tmp_path: Path) -> Iterator[list[subprocess.Pop
 
 
 def start_worker(url: str, side: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(side), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(side), PYTHONPATH=CHECKOUT_PATH)
     with open(log, "wb") as out:
         return forked.Popen(
             [sys.executable, "-m", "tether", "worker", "tests.faults.limit_apps:app",

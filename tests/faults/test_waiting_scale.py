@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 import tether
-from tests import forked
+from tests import CHECKOUT_PATH, forked
 from tests.engine.helpers import client_app, wait_for
 from tests.faults.procs import ROOT
 from tether import App, _faults
@@ -76,7 +76,7 @@ def worker_proc(store_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[byt
     # A new interpreter, not a fork (tests/forked.py): the test measures this process's
     # memory, and a forked child's resident set starts with the fork server's.
     with open(tmp_path / "worker.log", "wb") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=CHECKOUT_PATH),
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc
@@ -201,7 +201,7 @@ async def test_five_thousand_waiting_runs_cost_no_worker_memory_and_one_signal_w
     out = forked.run(
         [sys.executable, "-m", "tether", "signal", chosen, "go", "--data", '{"by": "cli"}',
          "--db", store_url],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=60,
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=CHECKOUT_PATH), capture_output=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr.decode()
     result = await client.handle(chosen).result(timeout=30)
