@@ -708,8 +708,9 @@ class App:
     async def cancel(self, run_id: str) -> RunStatus:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
         A run no code could see the cancel in ends ``cancelled`` at once: a ``blocked``
-        run, and a ``queued`` one that never started (no journal entry). Returns the
-        run's status after the request.
+        run, and a ``queued`` one that never started (no journal entry); its children
+        whose policy is ``cancel`` are then asked to cancel, as when a worker ends a run
+        cancelled. Returns the run's status after the request.
 
         Raises:
             RunNotFound: no run has this id.
@@ -774,7 +775,9 @@ class App:
         """Run a ``failed``, ``blocked`` or ``cancelled`` run again after its code was
         fixed, under this app's current code and version. Recorded successful operations
         are kept; the failed operation runs again with a fresh attempt count; the earlier
-        failure stays in the run's attempts (``tether show``).
+        failure stays in the run's attempts (``tether show``). Children it would wait for
+        again and find ended are retried with it: those its cancel cancelled, or whose
+        failure it failed on (``docs/lifecycle.md``).
 
         Raises:
             RunNotFound: no run has this id.

@@ -19,7 +19,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "was fixed. Recorded successful operations are kept; the failed operation runs "
         "again with a fresh attempt count; `tether show` keeps the earlier failure in the "
         "run's attempts. The run continues under the code (and version) of the worker "
-        "that claims it.")
+        "that claims it. Children it would wait for again and find ended are retried with "
+        "it: those its cancel cancelled, or whose failure it failed on.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the run moves to (default: none); "

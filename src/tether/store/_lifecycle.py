@@ -180,3 +180,47 @@ def retry_plan(status: str, journal: list[JournalEntry],
                and e.status != "pending"
                and e.started_at is not None and e.finished_at is not None]
     return RetryPlan(delete=delete, reset=reset, restore=restore, counted=counted)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRow:
+    """What ``children_to_retry`` needs of one of a run's children."""
+
+    run_id: str
+    parent_position: int | None
+    status: str
+    on_parent_cancel: str
+    erased_at: float | None
+
+
+def children_to_retry(status: str, journal: list[JournalEntry], plan: RetryPlan,
+                      children: Collection[ChildRow]) -> list[str]:
+    """The children a retry of their parent retries with it (each by the same rule, so
+    a tree comes back whole): those the retried parent would otherwise find ended and
+    fail on at once, since it waits for their results again.
+
+    - A cancelled parent: the children its cancel cancelled (policy ``cancel``, ended
+      ``cancelled``) whose ``child_start`` the retry keeps and whose result the parent
+      had not taken yet.
+    - A failed parent: the failed or cancelled children whose result entries the retry
+      forgets (the failures the parent did not handle).
+    - A blocked parent keeps its journal: none.
+
+    An erased child is never retried (``refuse_erased``); the parent meets its end as
+    before."""
+    deleted = set(plan.delete)
+    kept = [e for e in journal if e.position not in deleted]
+    if status == "cancelled":
+        starts = {e.position for e in kept if e.kind == "child_start" and e.status == "ok"}
+        taken = {e.name for e in kept if e.kind == "child_result" and e.status != "pending"}
+        return sorted(c.run_id for c in children
+                      if c.parent_position in starts and c.run_id not in taken
+                      and c.status == "cancelled" and c.on_parent_cancel == "cancel"
+                      and c.erased_at is None)
+    if status == "failed":
+        forgotten = {e.name for e in journal
+                     if e.position in deleted and e.kind == "child_result"}
+        return sorted(c.run_id for c in children
+                      if c.run_id in forgotten and c.status in ("failed", "cancelled")
+                      and c.erased_at is None)
+    return []

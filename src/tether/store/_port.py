@@ -402,7 +402,8 @@ class Store(ServeQueries, Protocol):
         """Ask the unfinished children of a run whose policy is ``cancel`` to cancel; one
         whose code cannot observe it, blocked or queued and never started (no journal
         entry), ends ``cancelled`` at once (and wakes a run waiting for it), as
-        ``run_cancel`` ends such a run. Returns the children asked or ended, sorted."""
+        ``run_cancel`` ends such a run, and its own children are cancelled in turn.
+        Returns the runs asked or ended, sorted."""
 
     async def subscribe(self, callback: Callable[[], None], *,
                         on_cancel: Callable[[str], None] | None = None,
@@ -415,8 +416,9 @@ class Store(ServeQueries, Protocol):
         call them; callers also poll slowly (and heartbeats report cancels)."""
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
-        """Ask a run to cancel; a released or queued run becomes claimable at once.
-        Raises: RunNotFound."""
+        """Ask a run to cancel; a released or queued run becomes claimable at once. A
+        run that ends at once (blocked, or queued and never started) has its children
+        cancelled as ``run_children_cancel`` does. Raises: RunNotFound."""
 
     async def lease_heartbeat(self, *, worker_id: str, now: float,
                               lease_seconds: float) -> HeartbeatResult:
@@ -505,8 +507,10 @@ class Store(ServeQueries, Protocol):
 
     async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
         """Make a failed, blocked or cancelled run runnable again under ``version``,
-        changing its journal as ``retry_plan`` says. Raises: RunNotFound, TetherError
-        (the run is in another state)."""
+        changing its journal as ``retry_plan`` says, with the children
+        ``children_to_retry`` names (each under its own version, by the same rules), in
+        one transaction. Raises: RunNotFound, TetherError (the run is in another
+        state)."""
 
     async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int,
                        entries: Sequence[JournalEntry] | None = None) -> RunRecord:

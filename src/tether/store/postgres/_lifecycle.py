@@ -19,8 +19,10 @@ from tether.store._lifecycle import (
     RETRYABLE,
     ArchivedJournal,
     AttemptRecord,
+    ChildRow,
     PurgeReport,
     ScheduleRecord,
+    children_to_retry,
     refuse_erased,
     retry_plan,
     run_kv_keys,
@@ -120,35 +122,56 @@ class Lifecycle:
                 raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
                                     "or cancelled run can be retried)")
             refuse_erased(run_id, run.erased_at, "retry it")
-            copied = [] if run.forked_from is None else [p for (p,) in await self._rows(
-                conn, "SELECT position FROM {s}.journal WHERE run_id = %s "
-                "AND fencing_token = 0", (run_id,))]  # (see retry_plan)
-            plan = retry_plan(run.status, await self._journal(conn, run_id), copied)
-            if plan.delete:
-                await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s "
-                                   "AND position = ANY(%s)", (run_id, plan.delete))
-            if plan.reset:
-                await conn.execute(
-                    f"UPDATE {self.s}.journal SET status = 'pending', attempts = 0, "
-                    "next_attempt_at = NULL, finished_at = NULL, started_at = NULL "
-                    "WHERE run_id = %s AND position = ANY(%s)", (run_id, plan.reset))
-            if plan.restore:  # (see RetryPlan.restore)
-                await conn.execute(
-                    f"UPDATE {self.s}.journal SET kind = 'sleep', name = 'sleep', "
-                    "status = 'pending', finished_at = NULL WHERE run_id = %s "
-                    "AND position = ANY(%s) AND kind = 'cancel'", (run_id, plan.restore))
-            await self._add_metric_totals(conn, metric_totals_of(plan.counted, ()))
-            await conn.execute(
-                f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
-                "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
-                "cancel_requested = false, waiting_for = NULL, wait_signal = NULL, "
-                "wait_child = NULL, version = %s, crashes = 0, crashes_seen = 0, "
-                "crash_progress = NULL WHERE run_id = %s",
-                (now, now, version, run_id))
+            retried = {run_id}
+            pending = [(run, version)]
+            while pending:  # the run, then the children it retries (children_to_retry)
+                current, as_version = pending.pop()
+                for child in await self._retry_one(conn, current, as_version, now):
+                    if child.run_id not in retried:
+                        retried.add(child.run_id)
+                        pending.append((child, child.version))
             await self._wake(conn)
             stored = await self._get(conn, run_id)
         assert stored is not None
         return stored
+
+    async def _retry_one(self, conn: Conn, run: RunRecord, version: str | None,
+                         now: float) -> list[RunRecord]:
+        """Queue ``run`` (locked) again as ``retry_plan`` says; the children to retry
+        with it, locked and still retryable."""
+        run_id = run.run_id
+        copied = [] if run.forked_from is None else [p for (p,) in await self._rows(
+            conn, "SELECT position FROM {s}.journal WHERE run_id = %s "
+            "AND fencing_token = 0", (run_id,))]  # (see retry_plan)
+        journal = await self._journal(conn, run_id)
+        plan = retry_plan(run.status, journal, copied)
+        if plan.delete:
+            await conn.execute(f"DELETE FROM {self.s}.journal WHERE run_id = %s "
+                               "AND position = ANY(%s)", (run_id, plan.delete))
+        if plan.reset:
+            await conn.execute(
+                f"UPDATE {self.s}.journal SET status = 'pending', attempts = 0, "
+                "next_attempt_at = NULL, finished_at = NULL, started_at = NULL "
+                "WHERE run_id = %s AND position = ANY(%s)", (run_id, plan.reset))
+        if plan.restore:  # (see RetryPlan.restore)
+            await conn.execute(
+                f"UPDATE {self.s}.journal SET kind = 'sleep', name = 'sleep', "
+                "status = 'pending', finished_at = NULL WHERE run_id = %s "
+                "AND position = ANY(%s) AND kind = 'cancel'", (run_id, plan.restore))
+        await self._add_metric_totals(conn, metric_totals_of(plan.counted, ()))
+        await conn.execute(
+            f"UPDATE {self.s}.runs SET status = 'queued', result = NULL, error = NULL, "
+            "finished_at = NULL, owner = NULL, available_at = %s, updated_at = %s, "
+            "cancel_requested = false, waiting_for = NULL, wait_signal = NULL, "
+            "wait_child = NULL, version = %s, crashes = 0, crashes_seen = 0, "
+            "crash_progress = NULL WHERE run_id = %s",
+            (now, now, version, run_id))
+        rows = await self._rows(
+            conn, "SELECT run_id, parent_position, status, on_parent_cancel, erased_at "
+            "FROM {s}.runs WHERE parent_run_id = %s ORDER BY run_id", (run_id,))
+        ids = children_to_retry(run.status, journal, plan, [ChildRow(*r) for r in rows])
+        children = [await self._get(conn, i, lock=True) for i in ids]
+        return [c for c in children if c is not None and c.status in RETRYABLE]
 
     async def run_fork(self, conn: Conn, source_run_id: str, run: RunRecord,
                        at: int, entries: list[JournalEntry] | None = None) -> RunRecord:

@@ -1398,22 +1398,31 @@ class PostgresStore(PostgresServeQueries):
         return run_from_row(stored[0])
 
     async def run_children_cancel(self, *, parent_run_id: str, now: float) -> list[str]:
+        """Cancel a cancelled run's children whose policy is cancel, then the children
+        of those that ended at once (no worker ends them, so none cancels their
+        children), each level in a transaction of its own, as a worker's cancel of its
+        run's children follows the run's end."""
         params = {"parent_run_id": parent_run_id, "now": now, "channel": self._channel}
         ended, _, asked = await self._txn([("run_children_end", params),
                                            ("run_children_wake_waiters", params),
                                            ("run_children_cancel", params)])
-        return sorted([*(ended[0][0] or []), *(asked[0][0] or [])])
+        found = [*(ended[0][0] or []), *(asked[0][0] or [])]
+        for child_id in ended[0][0] or []:
+            found += await self.run_children_cancel(parent_run_id=child_id, now=now)
+        return sorted(found)
 
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel,
                   "status": "cancelled", "fencing_token": None}
         # A cancelled blocked run has ended: wake a parent waiting for it, like a finish.
-        *_, stored = await self._txn([
+        ended, *_, stored = await self._txn([
             ("run_cancel_blocked", params), ("run_wake_waiters", params),
             ("run_wake_listed", params),
             ("run_cancel", params), ("run_cancel_notify", params), ("run_get", params)])
         if not stored:
             raise RunNotFound(run_id)
+        if ended[0][0]:  # ... and cancel its children, as a worker ending it would
+            await self.run_children_cancel(parent_run_id=run_id, now=now)
         return run_from_row(stored[0])
 
     # -- leases and workers -------------------------------------------------------------

@@ -16,8 +16,10 @@ from tether.store._lifecycle import (
     RETRYABLE,
     ArchivedJournal,
     AttemptRecord,
+    ChildRow,
     PurgeReport,
     ScheduleRecord,
+    children_to_retry,
     refuse_erased,
     retry_plan,
     run_kv_keys,
@@ -111,9 +113,26 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
         raise RunStateError(run_id, str(run.status), "retry it (only a failed, blocked "
                             "or cancelled run can be retried)")
     refuse_erased(run_id, run.erased_at, "retry it")
+    retried = {run_id}
+    pending = [(run, version)]
+    while pending:  # the run, then the children it retries (``children_to_retry``)
+        current, as_version = pending.pop()
+        for child in _retry_one(conn, current, as_version, now, get, read):
+            if child.run_id not in retried and child.status in RETRYABLE:
+                retried.add(child.run_id)
+                pending.append((child, child.version))
+    stored: RunRecord = get(conn, run_id)
+    return stored
+
+
+def _retry_one(conn: apsw.Connection, run: RunRecord, version: str | None, now: float,
+               get: Any, read: Any) -> list[RunRecord]:
+    """Queue ``run`` again as ``retry_plan`` says; the children to retry with it."""
+    run_id = run.run_id
     copied = [] if run.forked_from is None else [
         p for (p,) in conn.execute(L["journal_copied_positions"], {"run_id": run_id})]
-    plan = retry_plan(run.status, read(conn, run_id), copied)
+    journal = read(conn, run_id)
+    plan = retry_plan(run.status, journal, copied)
     for pos in plan.delete:
         conn.execute(L["journal_delete_at"], {"run_id": run_id, "position": pos})
     for pos in plan.reset:
@@ -122,8 +141,9 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
         conn.execute(L["journal_restore_timer_at"], {"run_id": run_id, "position": pos})
     _add_metric_totals(conn, metric_totals_of(plan.counted, ()))
     conn.execute(L["run_retry"], {"run_id": run_id, "now": now, "version": version})
-    stored: RunRecord = get(conn, run_id)
-    return stored
+    children = [ChildRow(*r) for r in conn.execute(L["run_children_of"], {"run_id": run_id})]
+    ids = children_to_retry(run.status, journal, plan, children)
+    return [r for r in (get(conn, i) for i in ids) if r is not None]
 
 
 def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,

@@ -1670,12 +1670,15 @@ def _child_start(conn: apsw.Connection, lease: Lease, child: RunRecord,
 
 
 def _run_children_cancel(conn: apsw.Connection, parent_run_id: str, now: float) -> list[str]:
+    """Cancel a cancelled run's children whose policy is cancel, and the children of
+    those that end at once (no worker ends them, so none cancels their children)."""
     params = {"parent_run_id": parent_run_id, "now": now}
-    ended = conn.execute(Q["run_children_end"], params).fetchall()
-    for child_id, _ in ended:  # it has ended, like a finish: wake a run waiting for it
-        _wake_waiters(conn, str(child_id), now)
-    asked = conn.execute(Q["run_children_cancel"], params).fetchall()
-    return sorted(str(r[0]) for r in ended + asked)
+    ended = [str(r[0]) for r in conn.execute(Q["run_children_end"], params).fetchall()]
+    for child_id in ended:  # it has ended, like a finish: wake a run waiting for it
+        _wake_waiters(conn, child_id, now)
+    asked = [str(r[0]) for r in conn.execute(Q["run_children_cancel"], params).fetchall()]
+    below = [r for child_id in ended for r in _run_children_cancel(conn, child_id, now)]
+    return sorted(ended + asked + below)
 
 
 def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
@@ -1683,6 +1686,8 @@ def _run_cancel(conn: apsw.Connection, run_id: str, now: float) -> RunRecord:
     conn.execute(Q["run_cancel_blocked"], params)
     if conn.changes():  # a cancelled blocked run has ended: wake a parent waiting for it
         _wake_waiters(conn, run_id, now)
+        # ... and cancel its children, as a worker does when it ends a run cancelled
+        _run_children_cancel(conn, run_id, now)
     conn.execute(Q["run_cancel"], params)
     run = _run_get(conn, run_id)
     if run is None:

@@ -40,6 +40,11 @@ SET status = 'queued', result = NULL, error = NULL, finished_at = NULL, owner = 
     crash_progress = NULL
 WHERE run_id = :run_id AND status IN ('failed', 'blocked', 'cancelled');
 
+-- run_children_of --
+-- A retried run's children, for the rule of children_to_retry.
+SELECT run_id, parent_position, status, on_parent_cancel, erased_at FROM tether_runs
+WHERE parent_run_id = :run_id ORDER BY run_id;
+
 -- journal_delete_at --
 -- Forget one journal entry.
 DELETE FROM tether_journal WHERE run_id = :run_id AND position = :position;
