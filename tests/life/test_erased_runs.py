@@ -4,6 +4,8 @@ steps' results and its signals, and the steps after would act on it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import tether
@@ -80,3 +82,61 @@ async def test_an_erased_blocked_run_is_not_resumed(store_url: str) -> None:
             await app.retry("f-1")
         info = await app.get_run("f-1")
     assert info.status is tether.RunStatus.BLOCKED
+
+
+async def test_erase_removes_the_streamed_text_from_the_event_log(store_url: str) -> None:
+    """A streamed LLM call's chunks are kept in the run's event log (for ``tether
+    serve``'s resumable streams): text of the conversation. Erase used to leave them
+    there, readable through the API's event stream; it deletes them now, and keeps the
+    timeline's events (operations and statuses)."""
+    from tether import ext
+
+    app = App(store_url)
+
+    @app.step
+    async def answer() -> str:
+        run = ext.current_run()
+        assert run is not None
+        for part in ("the patient's ", "ssn is 123-45-6789"):
+            await run.publish({"type": "llm.chunk", "text": part})
+        return "done"
+
+    @app.workflow
+    async def chat() -> str:
+        return await answer()
+
+    async with app, app.worker():
+        assert await (await app.start(chat, run_id="c-1")).result(timeout=20) == "done"
+        before = await app.store.run_events_read(run_id="c-1", after=None)
+        assert any("123-45-6789" in (e.data or "") for e in before)
+        report = await app.store.run_erase(run_id="c-1", now=app.clock.now())
+        after = await app.store.run_events_read(run_id="c-1", after=None)
+    assert not any("123-45-6789" in (e.data or "") for e in after)
+    assert [e.kind for e in after] == [e.kind for e in before if e.kind != "chunk"]
+    assert report.payloads >= 1 + 2  # the run's own, and the two chunks
+
+
+async def test_erase_leaves_no_copy_of_the_text_in_the_sqlite_file(tmp_path: Path) -> None:
+    """Erase overwrote the values but SQLite kept the old bytes in the freed space of
+    its pages (``strings tether.db`` showed them after the erase); it zeroes them now
+    (``secure_delete`` for the erase's statements): once the file is checkpointed
+    (here, at close) no copy of the text is left in it."""
+    path = tmp_path / "erase.db"
+    app = App(f"sqlite:///{path}")
+
+    @app.step
+    async def shout(text: str) -> str:
+        return text.upper() * 20
+
+    @app.workflow
+    async def note(text: str) -> str:
+        return await shout(text)
+
+    async with app, app.worker():
+        for i in range(3):
+            handle = await app.start(note, f"secret-text-{i}-", run_id=f"n-{i}")
+            await handle.result(timeout=20)
+        for i in range(3):
+            await app.store.run_erase(run_id=f"n-{i}", now=app.clock.now())
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"secret-text" not in data and b"SECRET-TEXT" not in data

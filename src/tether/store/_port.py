@@ -574,4 +574,5 @@ class Store(ServeQueries, Protocol):
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
         """Replace every payload of an ended run with ``{"erased": true}``, keeping its
-        timeline's shape. Raises: RunNotFound, TetherError (the run has not ended)."""
+        timeline's shape, and delete the events it published (streamed text). Raises:
+        RunNotFound, TetherError (the run has not ended)."""

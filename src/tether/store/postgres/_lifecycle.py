@@ -459,7 +459,11 @@ class Lifecycle:
             report.signals = await self._count(
                 conn, "UPDATE {s}.signals SET payload = %s WHERE run_id = %s "
                 "AND payload IS NOT NULL", (e, run_id))
-            report.payloads += report.journal_entries + report.archived_entries + \
-                report.signals
+            # The events it published (streamed LLM text, kept for serve's resumable
+            # streams); the timeline's events (operations, statuses) stay.
+            events = await self._count(conn, "DELETE FROM {s}.run_events WHERE run_id = %s "
+                                       "AND kind = 'chunk'", (run_id,))
+            report.payloads += (report.journal_entries + report.archived_entries
+                                + report.signals + events)
             await self._sweep_blobs(conn, await self._drop_blob_refs(conn, [run_id]), report)
         return report

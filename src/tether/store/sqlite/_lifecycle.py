@@ -325,14 +325,23 @@ def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str]
 
 def run_erase(conn: apsw.Connection, run_id: str, now: float, get: Any) -> PurgeReport:
     """Replace every payload of a run (input, result, error, step arguments and results,
-    signal payloads, live status) with a marker; keep the timeline's shape (positions,
-    kinds, names, statuses, times, attempts)."""
+    signal payloads, live status) with a marker and delete the events it published
+    (streamed text); keep the timeline's shape (positions, kinds, names, statuses, times,
+    attempts)."""
     run: RunRecord | None = get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
     if run.status not in ("completed", "failed", "cancelled", "blocked"):
         raise RunStateError(run_id, str(run.status), "erase it before it has ended "
                                     "(cancel it first)")
+    conn.execute("PRAGMA secure_delete=ON")
+    try:
+        return _erase(conn, run_id, now)
+    finally:
+        conn.execute("PRAGMA secure_delete=OFF")
+
+
+def _erase(conn: apsw.Connection, run_id: str, now: float) -> PurgeReport:
     report = PurgeReport(runs=1, run_ids=[run_id])
     params = {"run_id": run_id, "marker": _ERASED, "now": now}
     conn.execute(L["erase_run"], params)
@@ -346,6 +355,8 @@ def run_erase(conn: apsw.Connection, run_id: str, now: float, get: Any) -> Purge
     report.attempts = conn.changes()
     conn.execute(L["erase_signals"], params)
     report.signals = conn.changes()
-    report.payloads += report.journal_entries + report.archived_entries + report.signals
+    conn.execute(L["erase_events"], params)
+    report.payloads += (report.journal_entries + report.archived_entries + report.signals
+                        + conn.changes())
     _sweep_blobs(conn, _drop_blob_refs(conn, run_id), report)  # its messages' texts
     return report

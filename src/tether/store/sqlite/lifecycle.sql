@@ -273,6 +273,11 @@ UPDATE tether_attempts SET error = :marker WHERE run_id = :run_id AND error IS N
 -- Erase: the payloads of the run's signals.
 UPDATE tether_signals SET payload = :marker WHERE run_id = :run_id AND payload IS NOT NULL;
 
+-- erase_events --
+-- Erase: the events the run published (streamed LLM text, kept for serve's resumable
+-- streams); the timeline's events (operations, statuses) stay.
+DELETE FROM tether_run_events WHERE run_id = :run_id AND kind = 'chunk';
+
 -- blob_ref_put --
 -- The run references these texts (a JSON object keyed by digest); written before the
 -- texts, in their transaction.
