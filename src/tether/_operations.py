@@ -690,6 +690,10 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
     return child_id
 
 
+#: Seconds between a fork's looks at a child it shares with its source (``child_wait``).
+SHARED_CHILD_POLL = 5.0
+
+
 async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any,
                      tool: str | None = None) -> Any:
     """Wait for a run to end (released meanwhile); its outcome is journaled. ``tool``:
@@ -698,19 +702,28 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any,
     kind = OperationKind.CHILD_RESULT
     entry = ctx.recorded(pos, kind, child_id)
     if entry is None or entry.status == PENDING:
-        with ctx.busy():
-            await ctx.flush()
-            run = await ctx.store.run_get(child_id)
-            if (tool is not None and _observe.observers and run is not None
-                    and run.status.is_ended):
-                # (In the busy block: what the observer reads delays no sibling's turn.)
-                await _observe.child_tool_ended(ctx, _observe.ChildTool(
-                    tool, pos, child_id, run.created_at, ctx.clock.now(), str(run.status)))
-        if run is None:
-            raise RunNotFound(child_id)
-        if not run.status.is_ended:
-            # (Raises: parked while sibling tasks work, the run is released after.)
-            await ctx.release(Wait(None, f"child {child_id}", child=child_id))
+        while True:
+            with ctx.busy():
+                await ctx.flush()
+                run = await ctx.store.run_get(child_id)
+                if (tool is not None and _observe.observers and run is not None
+                        and run.status.is_ended):
+                    # (In the busy block: what the observer reads delays no sibling's turn.)
+                    await _observe.child_tool_ended(ctx, _observe.ChildTool(
+                        tool, pos, child_id, run.created_at, ctx.clock.now(),
+                        str(run.status)))
+            if run is None:
+                raise RunNotFound(child_id)
+            if run.status.is_ended:
+                break
+            # A fork waits for its source's children (shared, not its own): a child's end
+            # finds a waiter among several only through its own parent, so the fork
+            # looks again every SHARED_CHILD_POLL seconds.
+            poll = (None if run.parent_run_id == ctx.run_id
+                    else ctx.clock.now() + SHARED_CHILD_POLL)
+            # (Raises: parked while sibling tasks work, the run is released after;
+            # returns if the poll comes first while parked.)
+            await ctx.release(Wait(poll, f"child {child_id}", child=child_id), poll)
         now = ctx.stamp()
         child = ctx.codec.for_run(child_id)
         if run.status is RunStatus.COMPLETED:
