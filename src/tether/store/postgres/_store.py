@@ -1402,7 +1402,8 @@ class PostgresStore(PostgresServeQueries):
         of those that ended at once (no worker ends them, so none cancels their
         children), each level in a transaction of its own, as a worker's cancel of its
         run's children follows the run's end."""
-        params = {"parent_run_id": parent_run_id, "now": now, "channel": self._channel}
+        params = {"parent_run_id": parent_run_id, "now": now, "channel": self._channel,
+                  "if_cancelled": False}
         ended, _, asked = await self._txn([("run_children_end", params),
                                            ("run_children_wake_waiters", params),
                                            ("run_children_cancel", params)])
@@ -1414,15 +1415,21 @@ class PostgresStore(PostgresServeQueries):
     async def run_cancel(self, *, run_id: str, now: float) -> RunRecord:
         params = {"run_id": run_id, "now": now, "channel": self._channel,
                   "status": "cancelled", "fencing_token": None}
-        # A cancelled blocked run has ended: wake a parent waiting for it, like a finish.
-        ended, *_, stored = await self._txn([
+        children = {"parent_run_id": run_id, "now": now, "channel": self._channel,
+                    "if_cancelled": True}
+        # A cancelled blocked run has ended: wake a parent waiting for it, like a finish,
+        # and cancel its children, as a worker ending it would (run_children_*: only
+        # if it ended here, cancelled); the children of those that end at once next.
+        _, _, _, _, _, ended, _, _, stored = await self._txn([
             ("run_cancel_blocked", params), ("run_wake_waiters", params),
             ("run_wake_listed", params),
-            ("run_cancel", params), ("run_cancel_notify", params), ("run_get", params)])
+            ("run_cancel", params), ("run_cancel_notify", params),
+            ("run_children_end", children), ("run_children_wake_waiters", children),
+            ("run_children_cancel", children), ("run_get", params)])
         if not stored:
             raise RunNotFound(run_id)
-        if ended[0][0]:  # ... and cancel its children, as a worker ending it would
-            await self.run_children_cancel(parent_run_id=run_id, now=now)
+        for child_id in ended[0][0] or []:
+            await self.run_children_cancel(parent_run_id=child_id, now=now)
         return run_from_row(stored[0])
 
     # -- leases and workers -------------------------------------------------------------

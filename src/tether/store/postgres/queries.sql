@@ -637,12 +637,17 @@ SELECT (SELECT count(*) FROM jins), {schema}.wake(%(channel)s, (SELECT count(*) 
 -- cancel end cancelled at once (as run_cancel_blocked): blocked ones, and queued ones
 -- that never started (no journal entry: e.g. a durable tool on a queue no worker
 -- serves). (A claim that takes a queued child first makes it running: not ended here.)
--- Notifies if any ended (run_children_wake_waiters may make a run claimable).
+-- Notifies if any ended (run_children_wake_waiters may make a run claimable). With
+-- if_cancelled, only if the parent is cancelled (run_cancel runs it for any run it asks
+-- to cancel: only one it ended at once passes it on here).
 WITH e AS (
     UPDATE {schema}.runs r
     SET status = 'cancelled', cancel_requested = true, updated_at = %(now)s,
         finished_at = %(now)s, owner = NULL, available_at = NULL
     WHERE r.parent_run_id = %(parent_run_id)s AND r.on_parent_cancel = 'cancel'
+      AND (NOT %(if_cancelled)s
+           OR EXISTS (SELECT 1 FROM {schema}.runs p
+                      WHERE p.run_id = %(parent_run_id)s AND p.status = 'cancelled'))
       AND (r.status = 'blocked'
            OR (r.status = 'queued'
                AND NOT EXISTS (SELECT 1 FROM {schema}.journal j
@@ -652,7 +657,8 @@ SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) F
 
 -- run_children_cancel --
 -- Ask a run's other unfinished children whose policy is cancel to cancel (after
--- run_children_end, in its transaction); notifies if any.
+-- run_children_end, in its transaction); notifies if any. With if_cancelled, only if
+-- the parent is cancelled.
 WITH c AS (
     UPDATE {schema}.runs
     SET cancel_requested = true, updated_at = %(now)s,
@@ -660,6 +666,9 @@ WITH c AS (
                             ELSE available_at END
     WHERE parent_run_id = %(parent_run_id)s AND on_parent_cancel = 'cancel'
       AND status NOT IN ('completed', 'failed', 'cancelled')
+      AND (NOT %(if_cancelled)s
+           OR EXISTS (SELECT 1 FROM {schema}.runs p
+                      WHERE p.run_id = %(parent_run_id)s AND p.status = 'cancelled'))
     RETURNING run_id)
 SELECT array_agg(run_id ORDER BY run_id), {schema}.wake(%(channel)s, count(*)) FROM c;
 
