@@ -31,10 +31,11 @@ from tether._definitions import StepDef, WorkflowDef, param_annotations, return_
 from tether._operations import run_step, run_sync_step
 from tether._replay import current_run, current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._types import JournalEntry, RunInfo, RunRecord, RunStatus, check_name
+from tether._types import MAX_NAME, JournalEntry, RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
 from tether.errors import (
     ConfigError,
+    InvalidName,
     PayloadError,
     RunFailed,
     RunNotFound,
@@ -735,8 +736,10 @@ class App:
             PayloadError: the run's payloads are encrypted and this app has no payload
                 hook (the signal would be stored in clear text, unreadable to the run).
         """
-        check_name("signal name", name)
+        if idempotency_key is not None:
+            check_name("idempotency key", idempotency_key)
         store = await self._open()
+        await self._check_signal_name(store, run_id, name)
         text = self.codec.for_run(run_id).encode(payload, f"payload of signal {name!r}",
                                                  SLOT_SIGNAL)
         if self.codec.hook is None:
@@ -755,6 +758,21 @@ class App:
                 _log.warning("run %s: cannot publish the signal %r to observers: %s",
                             run_id, name, exc)
         return sent.created
+
+    @staticmethod
+    async def _check_signal_name(store: Store, run_id: str, name: str) -> None:
+        """``InvalidName`` for a signal name Tether refuses. One over ``MAX_NAME`` is
+        still taken by a run that waits for it: code of an older version (which had no
+        limit) may have made it wait for one, and it must not wait for ever."""
+        try:
+            check_name("signal name", name)
+        except InvalidName:
+            if len(name) <= MAX_NAME:
+                raise
+            run = await store.run_get(run_id)
+            if run is None or run.waiting_for != f"signal {name}":
+                raise
+            check_name("signal name", name, new=False)
 
     async def _refuse_clear_text(self, run_id: str, what: str) -> None:
         """Raise ``PayloadError`` if run ``run_id`` keeps its payloads encrypted: this

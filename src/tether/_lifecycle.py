@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tether._codec import SLOT_INPUT
 from tether._replay import Continue, current_run
-from tether._types import RunRecord, RunStatus
+from tether._types import RunRecord, RunStatus, check_name
 from tether.errors import ConfigError, OutsideRun
 from tether.store._lifecycle import ScheduleRecord
 
@@ -339,8 +339,8 @@ def make_spec(workflow: str, queue: str, cron: str, *, timezone: str = "UTC",
         raise ConfigError(f"catchup={catchup!r}: use one of {', '.join(CATCHUP)}")
     if isinstance(catchup_max, bool) or not isinstance(catchup_max, int) or catchup_max < 1:
         raise ConfigError(f"catchup_max must be an integer >= 1, not {catchup_max!r}")
-    sname = name or workflow
-    if not sname.strip() or "@" in sname:
+    sname = check_name("schedule name", name or workflow)
+    if "@" in sname:
         raise ConfigError(f"schedule name {sname!r}: must be non-empty, without '@'")
     return ScheduleSpec(name=sname, workflow=workflow, queue=queue, cron=parsed,
                         timezone=timezone, args=tuple(args), kwargs=dict(kwargs or {}),

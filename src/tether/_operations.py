@@ -44,9 +44,10 @@ from tether._replay import (
     current_step,
 )
 from tether._retry import decide_retry
-from tether._types import JournalEntry, OperationKind, RunRecord, RunStatus, check_name
+from tether._types import MAX_NAME, JournalEntry, OperationKind, RunRecord, RunStatus, check_name
 from tether.errors import (
     ConfigError,
+    InvalidName,
     LeaseLost,
     NonRetryable,
     OutsideRun,
@@ -108,9 +109,16 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
         SignalTimeout: ``timeout`` passed first (catchable).
     """
     ctx = _ctx("wait_for_signal")
-    check_name("signal name", name)
     t = None if timeout is None else _seconds(timeout)
-    return signal_wait(ctx, ctx.take_position(), name, t)
+    refuse: InvalidName | None = None
+    try:
+        check_name("signal name", name, new=ctx.journal.get(ctx.position) is None)
+    except InvalidName as exc:
+        if len(name) <= MAX_NAME:
+            raise
+        check_name("signal name", name, new=False)
+        refuse = exc  # (unless its signal is there: see signal_wait)
+    return signal_wait(ctx, ctx.take_position(), name, t, refuse)
 
 
 def set_status(info: Any) -> None:
@@ -157,8 +165,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
                        run_id: str | None, on_parent_cancel: str) -> ChildHandle[Any]:
     name, q, annotation = _child_target(workflow, queue)
-    if run_id is not None:
-        check_name("run id", run_id)
+    if run_id is not None:  # (a child the journal holds was started under older rules)
+        check_name("run id", run_id, new=ctx.journal.get(pos) is None)
     if isinstance(workflow, str) and queue is None and ctx.journal.get(pos) is None:
         # Named by string: its queue is the one the workers that serve it registered.
         with ctx.busy():
@@ -598,8 +606,14 @@ async def timer(ctx: RunContext, pos: int, seconds: float) -> None:
                                     next_attempt_at=wake_at))
 
 
-async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | None) -> Any:
-    """Take the next signal ``name`` (journaled), or release the run until it comes."""
+async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | None,
+                      refuse: InvalidName | None = None) -> Any:
+    """Take the next signal ``name`` (journaled), or release the run until it comes.
+
+    ``refuse``: the name is over ``MAX_NAME`` and the journal does not hold this wait.
+    A run of a version without the limit may have been waiting for it, and
+    ``App.signal`` takes such a name for the run that waits for it: if its signal is
+    there, it is taken; else ``refuse`` is raised, as a new wait for it is refused."""
     await ctx.enter(pos)
     kind = OperationKind.SIGNAL
     entry = ctx.recorded(pos, kind, name)
@@ -609,7 +623,9 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
             await ctx.turn(entry.finished_at, pos)
         return _signal_outcome(ctx, entry, name)
     now = ctx.clock.now()
-    if entry is None:
+    if refuse is not None and entry is None:
+        deadline = None  # (one take; nothing journaled if it finds nothing)
+    elif entry is None:
         deadline = now + timeout if timeout is not None else None
         if deadline is not None:
             # The deadline is journaled so that replay does not restart the timeout.
@@ -635,6 +651,8 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
                 raise ctx.halt(Lost(exc)) from None
         if taken is not None:
             break
+        if refuse is not None and entry is None:
+            raise refuse
         # (Parked while sibling tasks work: back here if the timeout comes meanwhile,
         # to record it, or take a signal sent since.)
         await ctx.release(Wait(deadline, f"signal {name}", signal=name), deadline)

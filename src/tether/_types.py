@@ -220,14 +220,33 @@ _FORBIDDEN = frozenset(
     + [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)])
 
 
-def check_name(what: str, value: object) -> str:
-    """``value`` if it is a usable id or name, else ``InvalidName`` saying why."""
+#: The most characters a new id or name may have: run ids, workflow, step, queue,
+#: schedule and signal names, signal idempotency keys. A name is an identifier a person
+#: reads and types (in ``tether runs``, a URL, the web UI), and the stores index them:
+#: PostgreSQL refuses a B-tree entry over 2,704 bytes (``signals_pending`` indexes run
+#: id and signal name together, the idempotency key's unique index run id and key), and
+#: said so as an opaque "store unavailable". 200 characters are at most 800 bytes of
+#: UTF-8 each, so a run id, a signal name and a key at the limit fit together, with
+#: room for the ``.N`` a child's id adds to its parent's per level.
+MAX_NAME = 200
+
+
+def check_name(what: str, value: object, *, new: bool = True) -> str:
+    """``value`` if it is a usable id or name, else ``InvalidName`` saying why.
+
+    ``new=False`` for a name that may already be stored, which is looked up or replayed
+    rather than created: it is not held to ``MAX_NAME``, since the engine makes longer
+    ids itself (a child's is its parent's and ``.N``) and older versions had no limit,
+    and whatever a store holds must stay readable and actionable."""
     from tether.errors import InvalidName
 
     if not isinstance(value, str):
         raise InvalidName(what, str(value), f"must be a string, not {type(value).__name__}")
     if not value.strip():
         raise InvalidName(what, value, "is empty")
+    if new and len(value) > MAX_NAME:
+        raise InvalidName(what, value,
+                          f"is {len(value)} characters long; at most {MAX_NAME} are allowed")
     if not _FORBIDDEN.isdisjoint(value):
         raise InvalidName(what, value, "holds control characters")
     try:

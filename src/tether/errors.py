@@ -4,8 +4,8 @@
 Exception
 ├── TetherError                    base of every error Tether raises
 │   ├── ConfigError                bad setup or a bad argument (also a ValueError)
-│   │   ├── InvalidName                (what, value) an id or name that is empty or holds
-│   │   │                              control characters
+│   │   ├── InvalidName                (what, value) an id or name that is empty, holds
+│   │   │                              control characters or is too long
 │   │   └── ai.ProviderConfigError     no API key, bad base URL (also NonRetryable)
 │   ├── OutsideRun                 a run-only function called where no run executes
 │   ├── RunNotFound                (run_id)
@@ -253,11 +253,14 @@ class SignalError(TetherError):
 
 
 class InvalidName(ConfigError):
-    """A run id, workflow, queue or signal name that Tether refuses: empty, or holding
-    control characters (which would rewrite an operator's terminal when printed)."""
+    """A run id, workflow, queue or signal name that Tether refuses: empty, holding
+    control characters (which would rewrite an operator's terminal when printed), or
+    a new one longer than ``MAX_NAME`` (200) characters. The message shows at most the
+    name's first 40 characters."""
 
     def __init__(self, what: str, value: str, reason: str) -> None:
-        super().__init__(f"{what} {value!r} {reason}")
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+        super().__init__(f"{what} {shown} {reason}")
         self.what = what
         self.value = value
 

@@ -38,6 +38,7 @@ from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
+from tether._types import check_name as _check_name
 from tether.errors import ConfigError, OutsideRun
 
 if TYPE_CHECKING:
@@ -317,7 +318,8 @@ def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | 
     options, not passed to ``fn``.
 
     Raises:
-        ConfigError: ``name`` is empty or ``fn`` is not callable.
+        ConfigError: ``fn`` is not callable, or ``name`` is empty (``InvalidName`` in a
+            run: also over 200 characters or holding control characters).
         StepError: what ``fn`` raised last, once the retries are exhausted (also an
             instance of the original class when it is importable).
     """
@@ -332,6 +334,8 @@ def step(name: str, fn: Callable[..., Any], /, *args: Any, retry: RetryPolicy | 
             result: Awaitable[Any] = fn(*args, **kwargs)
             return result
         return run_sync_step(fn, args, kwargs)
+    if ctx.journal.get(ctx.position) is None:  # (a recorded one replays as it was made)
+        _check_name("step name", name)
     sdef = StepDef(name=name, fn=fn, retry=retry or DEFAULT_RETRY, is_async=is_async,
                    return_annotation=return_annotation, on_replay=on_replay,
                    on_recorded=on_recorded, rate_limit=rate_limit)

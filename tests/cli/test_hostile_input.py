@@ -230,3 +230,21 @@ async def test_workflow_errors_and_signal_names_are_printed_escaped(tmp_path: Pa
     assert outputs["result h-text"].count("\n") == 1  # one line, its break escaped
     replayed = outputs["replay --check hostile_mod:app --workflow hostile"]
     assert "MISMATCH h-text hostile: position 0: recorded signal 'go\\x1b[2J\\nx'" in replayed
+
+
+async def test_names_over_the_limit_are_usage_errors_at_the_cli(sqlite_url: str) -> None:
+    """``tether signal`` took a signal name of any length (and PostgreSQL then failed
+    with an opaque "store unavailable"); now it is exit 2, one line, nothing sent."""
+    app = make_app(sqlite_url)
+    async with app:
+        async with app.worker():
+            pass
+        await app.start("approval", run_id="r1")
+    for args in (("signal", "r1", "n" * 201), ("signal", "r1", "go", "--idempotency-key",
+                                              "k" * 201), ("start", "doubler", "--id", "i" * 201)):
+        done = tether_cli(*args, db=sqlite_url)
+        assert_one_line_error(done, "at most 200 are allowed")
+        assert done.returncode == 2
+    async with make_app(sqlite_url) as app:
+        assert [r.run_id for r in await app.list_runs()] == ["r1"]
+        assert (await app.get_run("r1")).status == "queued"

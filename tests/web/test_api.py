@@ -1046,3 +1046,18 @@ async def test_metrics_step_histogram_counts_a_forks_copied_steps_once(
                                        statuses=["completed"], limit=100)
     assert report.runs == 5
     assert await steps() == [16, 16]  # the purge counted the forks' copies
+
+
+async def test_a_signal_name_over_the_limit_is_a_bad_request(api: Api) -> None:
+    """The API took a signal name of 5,000 characters (202); the engine's rule holds it
+    to 200, as the web UI did: a 400 that changes nothing. 200 characters are taken."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    for name in ("x" * 5000, "x" * 201):
+        r = await api.http.post(f"/api/v1/runs/w/signals/{name}", json={"data": 1},
+                                headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+        assert r.status_code == 400 and error_of(r) == "bad_request", r.text
+        assert "at most 200 are allowed" in r.json()["error"]["message"]
+    assert await api.snapshot() == before
+    r = await api.http.post("/api/v1/runs/w/signals/" + "x" * 200, json={"data": 1})
+    assert r.status_code == 202

@@ -29,7 +29,7 @@ from tether.cli import (
     _worker,
 )
 from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, safe
-from tether.errors import TetherError
+from tether.errors import InvalidName, TetherError
 
 EXIT_ERROR = 1
 
@@ -37,7 +37,8 @@ EXIT_ERROR = 1
 EXIT_STATUSES = (
     "exit status: 0 done; 1 an error (a store that cannot be reached, an unknown run, a "
     "run that failed for `tether result`, a run that does not replay for `tether "
-    "replay`); 2 bad input (a malformed argument or JSON, a MODULE:APP that names no "
+    "replay`); 2 bad input (a malformed argument or JSON, an id or name that is empty, "
+    "holds control characters or is over 200 characters, a MODULE:APP that names no "
     "importable tether.App); 3 `tether result`: the run has not ended; 130 interrupted")
 
 
@@ -101,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except json.JSONDecodeError as exc:
         print(f"tether: error: malformed JSON: {safe(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except InvalidName as exc:  # an id or name the engine refuses: bad input
+        print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TetherError as exc:
         print(f"tether: error: {safe(exc)}", file=sys.stderr)

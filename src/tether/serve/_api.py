@@ -45,7 +45,6 @@ HEALTH_TIMEOUT = 2.0
 #: Seconds a 503 ``store_unavailable`` asks the client to wait (``Retry-After``).
 STORE_RETRY_AFTER = 1
 _ENDED = ("completed", "failed", "cancelled")
-MAX_NAME = 200
 
 
 class ApiError(Exception):
@@ -161,10 +160,10 @@ def field_name(value: Any, field: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ApiError(400, "bad_request", f"{field} must be a non-empty string")
-    if len(value) > MAX_NAME or any(ord(c) < 32 for c in value):
-        raise ApiError(400, "bad_request",
-                       f"{field} must be at most {MAX_NAME} printable characters")
-    return value
+    try:
+        return check_name(field, value)  # the engine's rule: at most MAX_NAME characters
+    except InvalidName as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
 
 
 #: The API's paths of runs, where a run id (and a signal name) may hold ``/``.
@@ -193,7 +192,8 @@ def keep_encoded_slashes(scope: Scope) -> Scope:
 def path_name(request: Request, key: str) -> str:
     """A run id or name from the path. Not capped at ``MAX_NAME`` as new names are:
     the engine makes longer ids itself (a child's is its parent's plus ``.N``, a
-    schedule's run ``NAME@...``), and each must stay readable and actionable."""
+    schedule's run ``NAME@...``), and each must stay readable and actionable. (A
+    signal's name is new: ``App.signal`` holds it to ``MAX_NAME``, a 400.)"""
     value: str = request.path_params[key]
     if request.scope.get(_SLASHES_KEPT):
         value = value.replace(_ENCODED_SLASH, "/")
@@ -365,6 +365,7 @@ async def send_signal(request: Request) -> Response:
             app.codec.encode(body.get("data"), f"payload of signal {name!r}")
         except PayloadError as exc:
             raise payload_error(exc) from None
+        await App._check_signal_name(app.store, run_id, name)  # (a refused one links nothing)
         run = await app.store.run_get(run_id)
         if run is not None and run.status not in _ENDED:
             await add_trace_link(app.store, run_id, carrier, app.clock.now())

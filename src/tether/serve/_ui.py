@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tether import App, RunNotFound
 from tether._show import STATUSES, run_document
+from tether._types import MAX_NAME
 from tether.errors import PayloadError, SignalError
 from tether.serve._api import (
     ApiError,
@@ -146,6 +147,7 @@ def short_id(value: str, width: int = 40) -> str:
 
 _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration,
                     tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short, id=short_id)
+_ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 
 
 # -- view models ---------------------------------------------------------------------------
@@ -464,8 +466,8 @@ async def signal_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
     name = (values.get("name") or "").strip()
-    if not name or len(name) > 200:
-        raise ApiError(400, "bad_request", "the signal needs a name (at most 200 characters)")
+    if not name:  # (App.signal holds it to the engine's rule: InvalidName is a 400)
+        raise ApiError(400, "bad_request", "the signal needs a name")
     text = (values.get("data") or "").strip()
     try:
         data = parse_json(text) if text else None

@@ -90,7 +90,7 @@ def check_queue_limit(queue: str, limit: int | None) -> None:
     ``MAX_QUEUE_LIMIT``."""
     if not queue:
         raise ConfigError("queue limit: the queue name is empty")
-    check_name("queue", queue)
+    check_name("queue", queue, new=limit is not None)  # (removing one takes any name)
     if limit is None:
         return
     if (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0

@@ -298,7 +298,7 @@ class TetherTasks:
         try:
             # A NUL or a lone surrogate (valid JSON escapes) is in no run id, and the
             # store's driver would refuse the text (an opaque internal error).
-            check_name("task id", task_id)
+            check_name("task id", task_id, new=False)
         except InvalidName:
             return None
         store = await self.app._open()
