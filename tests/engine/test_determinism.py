@@ -168,3 +168,63 @@ async def test_code_that_raises_non_determinism_itself_blocks_the_run(store_url:
     assert info.error is not None
     assert info.error["message"] == "non-determinism in run 'd': fetch's recorded 2 no " \
                                     "longer fits"
+
+
+async def test_a_run_asked_to_cancel_that_blocks_in_its_replay_ends_cancelled(
+        store_url: str) -> None:
+    """A cancel asked of a waiting run is delivered at its next execution; if that
+    replay blocks (the code changed meanwhile), the cancel wins: the run ends
+    cancelled at once, as a cancel of a blocked run does, keeping the block's reason as
+    its error, and its children are cancelled with it. It used to stay blocked with the
+    cancel pending, until a second cancel ended it."""
+    v1 = App(store_url)
+
+    @v1.step
+    async def fetch() -> int:
+        return 1
+
+    @v1.workflow(name="leaf")
+    async def leaf() -> int:
+        return int(await tether.wait_for_signal("go"))
+
+    @v1.workflow(name="top")
+    async def top() -> int:
+        child = await tether.start_child(leaf, run_id="c-leaf")
+        await fetch()
+        await tether.wait_for_signal("go")
+        return await child.result()
+
+    async with v1.worker():
+        await v1.start(top, run_id="c-top")
+        await wait_for(lambda: status_is(v1, "c-top", "waiting"))
+        await wait_for(lambda: status_is(v1, "c-leaf", "waiting"))
+    # No worker runs: the cancel is only requested, for the run's next execution.
+    assert await v1.cancel("c-top") == RunStatus.WAITING
+    await v1.close()
+
+    v2 = App(store_url)
+
+    @v2.step
+    async def lookup() -> int:  # replaces fetch at position 1
+        return 2
+
+    @v2.workflow(name="leaf")
+    async def leaf2() -> int:
+        return int(await tether.wait_for_signal("go"))
+
+    @v2.workflow(name="top")
+    async def top2() -> int:
+        child = await tether.start_child(leaf2, run_id="c-leaf")
+        await lookup()
+        await tether.wait_for_signal("go")
+        return await child.result()
+
+    async with v2.worker():
+        await wait_for(lambda: status_is(v2, "c-top", "cancelled"), what="c-top cancelled")
+        await wait_for(lambda: status_is(v2, "c-leaf", "cancelled"), what="c-leaf cancelled")
+        info = await v2.get_run("c-top")
+    await v2.close()
+    assert info.error is not None
+    assert info.error["position"] == 1
+    assert info.error["recorded"] == ["step", "fetch"]
+    assert info.error["requested"] == ["step", "lookup"]

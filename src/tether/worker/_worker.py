@@ -1139,9 +1139,16 @@ class Worker:
             else:
                 detail = error_to_dict(err)
             detail.pop("traceback", None)
-            log.error("run %s blocked: %s", run_id, err)
-            status, result, error_text = (RunStatus.BLOCKED, None,
-                                          codec.encode_error(detail, SLOT_ERROR))
+            error_text = codec.encode_error(detail, SLOT_ERROR)
+            if ctx.cancel_requested:
+                # Asked to cancel before its replay blocked: the cancel wins, as a cancel
+                # of a blocked run ends it at once (run_cancel_blocked), the block's
+                # reason staying its error. Blocked, it waited for a second cancel.
+                log.error("run %s blocked: %s; cancelled, as asked", run_id, err)
+                status, result = RunStatus.CANCELLED, None
+            else:
+                log.error("run %s blocked: %s", run_id, err)
+                status, result = RunStatus.BLOCKED, None
         elif isinstance(stop, Release):
             await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
             self._wake.set()
