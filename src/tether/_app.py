@@ -802,11 +802,11 @@ class App:
             RunStateError: the run is in another state (``RunErased``: it was erased).
         """
         store = await self._open()
-        run = await store.run_retry(run_id=run_id, version=self.version,
-                                    now=self.clock.now())
+        report = await store.run_retry(run_id=run_id, version=self.version,
+                                       now=self.clock.now())
         for w in self._workers:
             w.notify()
-        return RunStatus(run.status)
+        return RunStatus(report.run.status)
 
     async def fork(self, run_id: str, *, at: int, input: Any = _NO_INPUT,
                    new_run_id: str | None = None) -> RunHandle[Any]:

@@ -160,3 +160,75 @@ async def test_app_option_uses_that_apps_store(tmp_path: Path) -> None:
         broken["on"] = False
         async with app.worker():
             assert await h.result(timeout=20) == 1
+
+
+async def test_lifecycle_commands_print_json_and_retry_names_its_children(
+        store_url: str) -> None:
+    """``retry``, ``cancel``, ``resume`` and ``fork`` take ``--json`` (``purge`` and
+    ``erase`` had it already); ``retry`` names the children it brought back with the
+    run, in its plain output too. Before, none of the four had ``--json``, and retry's
+    output did not say that it had retried any child."""
+    import tether
+    from tests.life.test_retry_children import tree_app
+
+    calls: dict[str, int] = {}
+    app = tree_app(store_url, calls, {"charge": False})
+    mode = {"v": 1}
+
+    @app.step
+    async def a() -> int:
+        return 1
+
+    @app.step
+    async def b() -> int:
+        return 2
+
+    @app.workflow
+    async def shifty() -> int:
+        await (a() if mode["v"] == 1 else b())
+        return int(await tether.wait_for_signal("go"))
+
+    async with app, app.worker():
+        await app.start("parent", 2, run_id="p-2")
+        await wait_for(lambda: status_is(app, "g-2", "waiting"), what="grandchild waits")
+        out = cli("cancel", "p-2", "--json", db=store_url)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["run_id"] == "p-2"  # pending or already ended
+        for rid in ("p-2", "c-2", "g-2"):
+            await wait_for(lambda rid=rid: status_is(app, rid, "cancelled"), what=rid)
+        out = cli("cancel", "p-2", "--json", db=store_url)
+        assert json.loads(out.stdout) == {"run_id": "p-2", "status": "cancelled"}
+
+        out = cli("retry", "p-2", "--json", db=store_url)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"run_id": "p-2", "status": "queued",
+                                          "children": ["c-2", "g-2"]}
+        await wait_for(lambda: status_is(app, "g-2", "waiting"), what="grandchild again")
+        await app.cancel("p-2")
+        for rid in ("p-2", "c-2", "g-2"):
+            await wait_for(lambda rid=rid: status_is(app, rid, "cancelled"), what=rid)
+        out = cli("retry", "p-2", db=store_url)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == ("p-2: queued (retrying; children retried with it: "
+                                      "c-2, g-2)")
+        await wait_for(lambda: status_is(app, "g-2", "waiting"), what="grandchild again")
+        await app.signal("g-2", "go", 5)
+        assert await app.handle("p-2").result(timeout=20) == (3 + 5) * 10 + 1
+
+        await app.start(shifty, run_id="s-2")
+        await wait_for(lambda: status_is(app, "s-2", "waiting"), what="s-2 waits")
+        mode["v"] = 2
+        await app.signal("s-2", "go", 7)
+        await wait_for(lambda: status_is(app, "s-2", "blocked"), what="s-2 blocked")
+        mode["v"] = 1
+        out = cli("resume", "s-2", "--json", db=store_url)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"run_id": "s-2", "status": "queued"}
+        assert await app.handle("s-2").result(timeout=20) == 7
+
+        out = cli("fork", "s-2", "--at", "1", "--id", "s-3", "--json", db=store_url)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"run_id": "s-3", "forked_from": "s-2",
+                                          "forked_at": 1}
+        await app.signal("s-3", "go", 8)
+        assert await app.handle("s-3").result(timeout=20) == 8

@@ -45,7 +45,7 @@ async def test_a_claim_counts_takeovers_and_the_taker_acknowledges_them(
         await store.run_crash_mark(lease=Lease("r1", "w4", 99), crashes=1, progress=0)
     await store.run_finish(lease=normal[0].lease, status="failed", result=None,
                            error='{"message": "x"}', now=now + 1)
-    retried = await store.run_retry(run_id="r1", version=None, now=now + 2)
+    retried = (await store.run_retry(run_id="r1", version=None, now=now + 2)).run
     assert (retried.crashes, retried.crashes_seen, retried.crash_progress) == (0, 0, None)
 
 

@@ -20,11 +20,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "again with a fresh attempt count; `tether show` keeps the earlier failure in the "
         "run's attempts. The run continues under the code (and version) of the worker "
         "that claims it. Children it would wait for again and find ended are retried with "
-        "it: those its cancel cancelled, or whose failure it failed on.")
+        "it: those its cancel cancelled, or whose failure it failed on; the output names "
+        "them. --json prints {run_id, status, children}: the run's new status (queued) "
+        "and the ids of the runs retried with it.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the run moves to (default: none); "
                    "its store is used unless --db is given")
+    p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=retry)
 
     p = sub.add_parser(
@@ -32,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Start a new run whose journal is RUN_ID's up to (not including) "
         "POSITION; it continues from there with the current code, so operations before "
         "POSITION (LLM calls included) are not paid again. `tether show` says where it "
-        "came from.")
+        "came from. Prints the new run's id; --json prints {run_id, forked_from, "
+        "forked_at}.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--at", type=int, required=True, metavar="POSITION",
                    help="first position to run again (see `tether show RUN_ID`)")
@@ -43,6 +47,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the fork runs under (default: none); "
                    "its store is used unless --db is given")
+    p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=fork)
 
     p = sub.add_parser("versions", parents=[common],
@@ -104,8 +109,17 @@ def _app_for(args: argparse.Namespace) -> App:
 
 async def retry(args: argparse.Namespace) -> int:
     async with _app_for(args) as app:
-        status = await app.retry(args.run_id)
-    print(f"{safe(args.run_id)}: {status.value} (retrying)")
+        # The store's own call (as App.retry makes it), for the children it retried too.
+        report = await app.store.run_retry(run_id=args.run_id, version=app.version,
+                                           now=app.clock.now())
+    status = report.run.status
+    if args.json:
+        print(dumps({"run_id": args.run_id, "status": status.value,
+                     "children": report.children}))
+        return 0
+    with_children = (f"; children retried with it: {', '.join(map(safe, report.children))}"
+                     if report.children else "")
+    print(f"{safe(args.run_id)}: {status.value} (retrying{with_children})")
     return 0
 
 
@@ -122,6 +136,10 @@ async def fork(args: argparse.Namespace) -> int:
         if values is not None:
             kwargs["input"] = values
         handle = await app.fork(args.run_id, **kwargs)
+    if args.json:
+        print(dumps({"run_id": handle.run_id, "forked_from": args.run_id,
+                     "forked_at": args.at}))
+        return 0
     print(safe(handle.run_id))
     return 0
 

@@ -57,8 +57,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=show)
 
-    p = sub.add_parser("cancel", parents=[common], help="cancel a run")
+    p = sub.add_parser(
+        "cancel", parents=[common], help="cancel a run",
+        description="Ask a run to cancel: it ends cancelled at its next operation; a "
+        "blocked run, or a queued one that never started, ends cancelled at once. "
+        "--json prints {run_id, status}: cancelled if it has ended so, else its status "
+        "while the cancel is pending.")
     p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=cancel)
 
     p = sub.add_parser("result", parents=[common], help="print a run's result as JSON")
@@ -85,8 +91,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=send_signal)
 
     p = sub.add_parser("resume", parents=[common],
-                       help="make a blocked run runnable again (after fixing its code)")
+                       help="make a blocked run runnable again (after fixing its code)",
+                       description="Make a blocked run runnable again, after its code "
+                       "was fixed; its journal is kept and replayed. --json prints "
+                       "{run_id, status}.")
     p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=resume)
 
 
@@ -230,13 +240,16 @@ async def cancel(args: argparse.Namespace) -> int:
     async with client(args) as app:
         before = (await app.get_run(args.run_id)).status
         if before is RunStatus.CANCELLED:
-            print(f"{safe(args.run_id)}: already cancelled")
+            print(dumps({"run_id": args.run_id, "status": before.value}) if args.json
+                  else f"{safe(args.run_id)}: already cancelled")
             return 0
         if before.is_ended:
             raise CliError(f"run {args.run_id!r} has already ended ({before.value}); "
                            "nothing to cancel")
         status = await app.cancel(args.run_id)
-    if status is RunStatus.CANCELLED:  # blocked, or queued and never started: ended now
+    if args.json:
+        print(dumps({"run_id": args.run_id, "status": status.value}))
+    elif status is RunStatus.CANCELLED:  # blocked, or queued and never started: ended now
         print(f"{safe(args.run_id)}: cancelled")
     else:  # its code sees the cancel at its next operation
         print(f"{safe(args.run_id)}: cancel requested (status {status.value})")
@@ -280,7 +293,8 @@ async def send_signal(args: argparse.Namespace) -> int:
 async def resume(args: argparse.Namespace) -> int:
     async with client(args) as app:
         status = await app.resume(args.run_id)
-    print(f"{safe(args.run_id)}: {status.value}")
+    print(dumps({"run_id": args.run_id, "status": status.value}) if args.json
+          else f"{safe(args.run_id)}: {status.value}")
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from tether._types import JournalEntry
+from tether._types import JournalEntry, RunRecord
 from tether.errors import ConfigError, RunErased
 
 #: Statuses a run may be retried from.
@@ -116,6 +116,15 @@ class PurgeReport:
                 "archived_entries": self.archived_entries, "attempts": self.attempts,
                 "signals": self.signals, "payloads": self.payloads, "blobs": self.blobs,
                 "run_ids": list(self.run_ids)}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryReport:
+    """What ``run_retry`` did: the run as it stored it, and the ids of the runs it
+    retried with it (``children_to_retry``, down the tree), sorted."""
+
+    run: RunRecord
+    children: list[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether._types import ClaimedRun, JournalEntry, Lease, RunRecord
-from tether.store._lifecycle import ArchivedJournal, AttemptRecord, PurgeReport, ScheduleRecord
+from tether.store._lifecycle import (
+    ArchivedJournal,
+    AttemptRecord,
+    PurgeReport,
+    RetryReport,
+    ScheduleRecord,
+)
 
 #: Set (to True) by a caller that would rather fail than wait while the store's server
 #: is known to be down: an HTTP request to ``tether serve``, whose person or client
@@ -505,12 +511,12 @@ class Store(ServeQueries, Protocol):
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         """A run's attempts in the order they started."""
 
-    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RetryReport:
         """Make a failed, blocked or cancelled run runnable again under ``version``,
         changing its journal as ``retry_plan`` says, with the children
         ``children_to_retry`` names (each under its own version, by the same rules), in
-        one transaction. Raises: RunNotFound, TetherError (the run is in another
-        state)."""
+        one transaction; the run as stored, and the children retried. Raises:
+        RunNotFound, TetherError (the run is in another state)."""
 
     async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int,
                        entries: Sequence[JournalEntry] | None = None) -> RunRecord:

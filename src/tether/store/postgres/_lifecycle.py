@@ -21,6 +21,7 @@ from tether.store._lifecycle import (
     AttemptRecord,
     ChildRow,
     PurgeReport,
+    RetryReport,
     ScheduleRecord,
     children_to_retry,
     refuse_erased,
@@ -113,7 +114,7 @@ class Lifecycle:
     # -- retry, fork, continue as new ---------------------------------------------------
 
     async def run_retry(self, conn: Conn, run_id: str, version: str | None,
-                        now: float) -> RunRecord:
+                        now: float) -> RetryReport:
         async with conn.transaction():
             run = await self._get(conn, run_id, lock=True)
             if run is None:
@@ -133,7 +134,7 @@ class Lifecycle:
             await self._wake(conn)
             stored = await self._get(conn, run_id)
         assert stored is not None
-        return stored
+        return RetryReport(stored, sorted(retried - {run_id}))
 
     async def _retry_one(self, conn: Conn, run: RunRecord, version: str | None,
                          now: float) -> list[RunRecord]:

@@ -60,6 +60,7 @@ from tether.store._lifecycle import (
     ArchivedJournal,
     AttemptRecord,
     PurgeReport,
+    RetryReport,
     ScheduleRecord,
     child_id_taken,
     refuse_erased,
@@ -1608,7 +1609,7 @@ class PostgresStore(PostgresServeQueries):
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         return await self._life("attempt_list", run_id)  # type: ignore[no-any-return]
 
-    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RetryReport:
         return await self._life("run_retry", run_id, version, now)  # type: ignore[no-any-return]
 
     async def run_fork(self, *, source_run_id: str, run: RunRecord, at: int,

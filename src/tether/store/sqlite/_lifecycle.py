@@ -18,6 +18,7 @@ from tether.store._lifecycle import (
     AttemptRecord,
     ChildRow,
     PurgeReport,
+    RetryReport,
     ScheduleRecord,
     children_to_retry,
     refuse_erased,
@@ -105,7 +106,7 @@ def attempt_list(conn: apsw.Connection, run_id: str) -> list[AttemptRecord]:
 
 
 def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: float,
-              get: Any, read: Any) -> RunRecord:
+              get: Any, read: Any) -> RetryReport:
     run: RunRecord | None = get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
@@ -122,7 +123,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
                 retried.add(child.run_id)
                 pending.append((child, child.version))
     stored: RunRecord = get(conn, run_id)
-    return stored
+    return RetryReport(stored, sorted(retried - {run_id}))
 
 
 def _retry_one(conn: apsw.Connection, run: RunRecord, version: str | None, now: float,

@@ -51,6 +51,7 @@ from tether.store._lifecycle import (
     ArchivedJournal,
     AttemptRecord,
     PurgeReport,
+    RetryReport,
     ScheduleRecord,
     child_id_taken,
     refuse_erased,
@@ -1069,7 +1070,7 @@ class SqliteStore(SqliteServeQueries):
     async def attempt_list(self, run_id: str) -> list[AttemptRecord]:
         return await self._read(_lc.attempt_list, run_id)
 
-    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RunRecord:
+    async def run_retry(self, *, run_id: str, version: str | None, now: float) -> RetryReport:
         return await self._write_wake(
             _lc.run_retry, run_id, version, now, _run_get, _journal_read)
 
