@@ -113,6 +113,45 @@ async def test_a_step_cut_off_by_a_sigkill_is_attempt_1_and_its_rerun_attempt_2(
         assert info.journal[0]["started_at"] == info.attempts[0]["started_at"]
 
 
+async def test_a_fork_whose_worker_is_killed_mid_step_completes_on_another(
+    env: tuple[App, Workers],
+) -> None:
+    """A fork runs on a real worker process that is killed -9 inside one of the fork's
+    own steps: a new worker completes the fork with the exact result; the positions it
+    copied from its source are not executed again (by either worker), the step committed
+    before the kill ran once, and the step cut off ran again once, as the attempt after
+    an interrupted one (#1 interrupted, #2 ok), as for any run (at-least-once: only a
+    step in flight at the kill may run twice)."""
+    from tests.faults.apps import six_steps
+
+    app, workers = env
+    first = workers.start()
+    source = await app.start(six_steps, 0.01, run_id="src")
+    assert await source.result(timeout=60) == [1, 4, 9, 16, 25, 36]
+    assert workers.counts() == {f"step {i}": 1 for i in range(1, 7)}
+    # Positions 0-2 (steps 1-3) copied; each own step of the fork takes 1 s.
+    fork = await app.fork("src", at=3, input=[1.0], new_run_id="fork")
+
+    async def in_step_5() -> bool:  # step 4 journaled, step 5's attempt on disk running
+        info = await app.get_run("fork")
+        return any(a["position"] == 4 and a["status"] == "running" for a in info.attempts)
+
+    await wait_for(in_step_5, timeout=30, what="fork in step 5")
+    workers.kill(first)
+    workers.start()
+    assert await fork.result(timeout=60) == [1, 4, 9, 16, 25, 36]
+    ran = workers.counts()
+    ran.subtract({f"step {i}": 1 for i in range(1, 7)})  # the source's executions
+    assert [ran[f"step {i}"] for i in (1, 2, 3, 4, 6)] == [0, 0, 0, 1, 1], ran
+    assert 1 <= ran["step 5"] <= 2, ran  # cut off in its sleep: in practice once
+    info = await app.get_run("fork")
+    assert [e["position"] for e in info.journal] == list(range(6))
+    assert [(a["attempt"], a["status"]) for a in info.attempts if a["position"] == 4] \
+        == [(1, "interrupted"), (2, "ok")], info.attempts
+    assert not [a for a in info.attempts if a["position"] < 3], info.attempts
+    assert (info.forked_from, info.forked_at) == ("src", 3)
+
+
 async def _attempts(app: App, run_id: str, n: int) -> bool:
     info = await app.get_run(run_id)
     return bool(info.journal) and info.journal[0]["attempts"] >= n
