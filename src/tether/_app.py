@@ -43,6 +43,7 @@ from tether.errors import (
     WorkflowNotFound,
 )
 from tether.store import Store, open_store, resolve_url
+from tether.store._lifecycle import RetryReport
 
 if TYPE_CHECKING:
     from tether.worker import Worker
@@ -801,12 +802,16 @@ class App:
             RunNotFound: no run has this id.
             RunStateError: the run is in another state (``RunErased``: it was erased).
         """
+        return RunStatus((await self._retry(run_id)).run.status)
+
+    async def _retry(self, run_id: str) -> RetryReport:
+        """``retry``, with the children retried with the run (for ``tether serve``)."""
         store = await self._open()
         report = await store.run_retry(run_id=run_id, version=self.version,
                                        now=self.clock.now())
         for w in self._workers:
             w.notify()
-        return RunStatus(report.run.status)
+        return report
 
     async def fork(self, run_id: str, *, at: int, input: Any = _NO_INPUT,
                    new_run_id: str | None = None) -> RunHandle[Any]:

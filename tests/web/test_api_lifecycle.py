@@ -3,6 +3,7 @@ and the store unchanged after each rejection (in process, httpx over ASGI, real 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,6 +87,37 @@ async def test_retry_runs_a_failed_run_again_keeping_its_recorded_steps(api_any:
 
     # A completed run is not in a retryable state.
     await _rejected(api, "POST", "/api/v1/runs/fx-1/retry", None, 409, "conflict")
+
+
+async def test_retry_names_the_children_it_brings_back(api_any: Api) -> None:
+    """A parent cancelled while it waits for its child cancels the child too; POST
+    .../retry queues both again (the parent would fail at once on its cancelled child)
+    and says which children came back with it: ``retried_children``."""
+    api = api_any
+    r = await api.http.post("/api/v1/runs", json={"workflow": "waiting_parent", "input": [],
+                                                  "run_id": "wp-1"})
+    assert r.status_code == 201, r.text
+    async with api.app.worker(queues=["default"]):
+        doc = await wait_status(api, "wp-1", "waiting")
+        async with asyncio.timeout(15):
+            while not doc["children"] or doc["children"][0]["status"] != "waiting":
+                await asyncio.sleep(0.02)
+                doc = (await api.http.get("/api/v1/runs/wp-1")).json()
+        child = doc["children"][0]["run_id"]
+        assert (await api.http.post("/api/v1/runs/wp-1/cancel")).status_code == 202
+        await wait_status(api, "wp-1", "cancelled")
+        await wait_status(api, child, "cancelled")
+        r = await api.http.post("/api/v1/runs/wp-1/retry")
+        assert r.status_code == 200, r.text
+        assert r.json()["retried_children"] == [child]
+        # (The worker may have taken it again by the time its document is read.)
+        assert r.json()["status"] in ("queued", "running", "waiting"), r.json()["status"]
+        await wait_status(api, child, "waiting")
+        r = await api.http.post(f"/api/v1/runs/{child}/signals/go", json={"data": 7})
+        assert r.status_code == 202, r.text
+        assert (await wait_status(api, "wp-1", "completed"))["result"] == 7
+    r = await api.http.post("/api/v1/runs/fx-none/retry")  # (no such run: still a 404)
+    assert r.status_code == 404
 
 
 # -- fork ---------------------------------------------------------------------------------

@@ -83,6 +83,10 @@ def make_app(url: str | None = None) -> tether.App:
         return str(await tether.call(greet, name))
 
     @app.workflow
+    async def waiting_parent() -> object:
+        return await tether.call(wait_go)
+
+    @app.workflow
     async def purchase(item: str) -> dict[str, object]:
         decision = await request_approval("buy", {"item": item, "price_usd": 49.0},
                                           f"{item} is needed for the report", approval_id="1",

@@ -42,14 +42,15 @@ SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
 
 
 async def retry(app: App, run_id: str) -> dict[str, Any]:
-    """Make a failed, blocked or cancelled run runnable again; its document after."""
+    """Make a failed, blocked or cancelled run runnable again; its document after, with
+    ``retried_children``: the ids of the child runs retried with it (``App.retry``)."""
     try:
-        await app.retry(run_id)
+        report = await app._retry(run_id)
     except RunNotFound:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
     except RunStateError as exc:  # (its message says what retry takes)
         raise ApiError(409, "conflict", str(exc)) from None
-    return await run_document(app, run_id)
+    return {**await run_document(app, run_id), "retried_children": report.children}
 
 
 def fork_position(value: Any) -> int:

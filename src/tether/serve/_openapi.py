@@ -205,7 +205,12 @@ def document() -> dict[str, Any]:
                            "recorded successful operations are kept",
                 "operationId": "retryRun", "parameters": [_RUN_ID],
                 "requestBody": _NO_FIELDS,
-                "responses": {"200": _ok("the run, queued again", run_ref),
+                "responses": {"200": _ok(
+                                  "the run, queued again, and `retried_children`: the ids "
+                                  "of the child runs retried with it",
+                                  {"allOf": [run_ref, {"type": "object", "properties": {
+                                      "retried_children": {
+                                          "type": "array", "items": {"type": "string"}}}}]}),
                               "404": _err("no such run"),
                               "409": _err("the run is not failed, blocked or cancelled"),
                               **_CHANGE_ERRORS}}},
