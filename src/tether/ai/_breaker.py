@@ -41,10 +41,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,9 @@ from tether.errors import ConfigError, Postpone
 if TYPE_CHECKING:
     from tether.ext import SharedState
 
-__all__ = ["BreakerGuard", "CircuitBreaker", "RateLimits", "Ticket"]
+__all__ = ["BreakerGuard", "CircuitBreaker", "ProviderGate", "RateLimits", "Ticket"]
+
+log = logging.getLogger("tether.ai")
 
 #: How often a compare-and-set is retried after losing a race before giving up the
 #: bookkeeping (the call itself is not affected).
@@ -313,3 +316,62 @@ def key_fingerprint(api_key: str | None) -> str:
     if not api_key:
         return "nokey"
     return hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+class ProviderGate:
+    """One attempt's passage to a provider (``LLM`` and ``MeteredModel`` alike): its
+    breaker lets it through (or postpones it), its rate limits grant its tokens, and
+    once it ends the breaker hears how it went (``answered`` or ``failed``). The
+    bookkeeping after the request never turns the provider's answer, or its error, into
+    another error: a store hiccup there is logged."""
+
+    __slots__ = ("_guard", "_ticket")
+
+    def __init__(self, guard: BreakerGuard | None, ticket: Ticket | None) -> None:
+        self._guard = guard
+        self._ticket = ticket
+
+    @classmethod
+    async def enter(cls, shared: SharedState, provider_key: str, *,
+                    breaker: CircuitBreaker | None, rate: RateLimits | None,
+                    api_key: Callable[[], str], tokens: int,
+                    clock: Callable[[], float]) -> ProviderGate:
+        """Pass the breaker of ``provider_key`` and take ``tokens`` from its rate limits
+        (keyed by a fingerprint of ``api_key()``, read only when there are limits).
+
+        Raises:
+            Postpone: the breaker is open, or the bucket is empty.
+        """
+        guard = ticket = None
+        if breaker is not None:
+            guard = BreakerGuard(shared, f"llm.breaker:{provider_key}", breaker,
+                                 clock=clock, label=provider_key)
+            ticket = await guard.before()
+        if rate is not None:
+            await rate.acquire(shared, f"llm.rate:{provider_key}:{key_fingerprint(api_key())}",
+                               tokens=tokens, now=clock(), label=provider_key)
+        return cls(guard, ticket)
+
+    async def answered(self) -> None:
+        """The provider answered (a reply, a fatal error, or a request cut by its own
+        caller): it is up."""
+        if self._guard is not None and self._ticket is not None:
+            await self._settle(self._guard.success(self._ticket))
+
+    async def failed(self, status: int | None) -> None:
+        """A retryable failure, with its HTTP ``status``: it counts against the
+        provider, but a 429 (rate-limited is alive) only closes a probe's breaker."""
+        guard, ticket = self._guard, self._ticket
+        if guard is None or ticket is None:
+            return
+        if status != 429:
+            await self._settle(guard.failure(ticket))
+        elif ticket.probe:
+            await self._settle(guard.success(ticket))
+
+    @staticmethod
+    async def _settle(bookkeeping: Awaitable[None]) -> None:
+        try:
+            await bookkeeping
+        except Exception as exc:  # logged; the call's own outcome stands
+            log.warning("circuit breaker bookkeeping failed: %s", exc)

@@ -48,7 +48,7 @@ from tether.errors import ConfigError, NonRetryable, OutsideRun
 
 __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "ONE_RAISE_PATCH",
            "Budget", "BudgetExceeded", "Claim", "RunSpending", "budget_payload",
-           "current_spending", "set_budget"]
+           "current_spending", "output_bound", "set_budget"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -62,6 +62,16 @@ ONE_RAISE_PATCH = "tether.ai.budget-one-raise"
 #: Anthropic client sends by default. A model may write more when nothing limits it;
 #: give ``max_tokens`` to make a reservation a bound.
 DEFAULT_OUTPUT_BOUND = 4096
+
+def output_bound(*limits: object) -> int:
+    """The output tokens a call reserves: the first of ``limits`` (the call's own
+    ``max_tokens``, then its client's default) that is a token count, an ``int`` >= 0,
+    else ``DEFAULT_OUTPUT_BOUND``."""
+    for limit in limits:
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+            return limit
+    return DEFAULT_OUTPUT_BOUND
+
 
 #: What a run waiting on its budget asks for, published in its status (``input``) as
 #: the schema of the ``budget`` signal's payload: new limits, ``usd`` and/or

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import pydantic
@@ -41,13 +41,13 @@ import pydantic
 import tether
 from tether import RetryPolicy, ext
 from tether.ai._accounting import CallRecord, saved_metrics, spent_metrics
-from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
+from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
-    DEFAULT_OUTPUT_BOUND,
     Budget,
     BudgetExceeded,
     Claim,
     RunSpending,
+    output_bound,
     spending_of,
     wait_out_budget,
 )
@@ -142,14 +142,11 @@ class _Call:
                                                      if isinstance(max_out, int) else 0)
         bound = next((params[k] for k in ("max_tokens", "max_completion_tokens",
                                           "max_output_tokens") if k in params), None)
-        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
-            bound = (llm._options.get("max_tokens") if llm.provider == "anthropic"
-                     else None)
         #: What the answer may cost at most, for the budget's reservation: the call's
         #: own limit, else the client's default (Anthropic's ``max_tokens``), else
         #: ``DEFAULT_OUTPUT_BOUND``.
-        self.output_bound = (bound if isinstance(bound, int) and not isinstance(bound, bool)
-                             and bound >= 0 else DEFAULT_OUTPUT_BOUND)
+        self.output_bound = output_bound(
+            bound, llm._options.get("max_tokens") if llm.provider == "anthropic" else None)
 
     def _blob(self, value: Any, what: str) -> str | None:
         if value is None:
@@ -426,48 +423,26 @@ class LLM:
     async def _attempt(self, run: ext.Run, call: _Call,
                        on_chunk: OnChunk | None) -> CallRecord:
         """One admitted attempt of a call: breaker, rate limits, the request, its price."""
-        shared = run.shared
         self.client()  # a missing key fails here, before the breaker counts anything
-        guard = None
-        if self.breaker is not None:
-            guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
-                                 clock=run.clock, label=self.provider_key)
-        ticket = await guard.before() if guard is not None else None
-        if self.rate is not None:
-            key = key_fingerprint(self._api_key or os.environ.get(
-                _KEY_VARS.get(self.provider, ""), ""))
-            await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
-                                    tokens=call.estimate_total, now=run.clock(),
-                                    label=self.provider_key)
+        gate = await ProviderGate.enter(
+            run.shared, self.provider_key, breaker=self.breaker, rate=self.rate,
+            api_key=lambda: self._api_key or os.environ.get(
+                _KEY_VARS.get(self.provider, ""), ""),
+            tokens=call.estimate_total, clock=run.clock)
         publish = _Publisher(run, on_chunk) if call.live else None
         try:
             # An interruptible agent's turn can cut the request (TurnInterrupted).
             reply = await interruptibly(self._live_or_plain(call, publish,
                                                             tether.step_key()))
-        except TurnInterrupted as exc:
+        except (TurnInterrupted, RetryableProviderError, FatalProviderError) as exc:
             if publish is not None:
                 await publish.event({"type": "llm.error", "message": str(exc)})
-            if guard is not None and ticket is not None:
-                await _settle(guard.success(ticket))
+            if isinstance(exc, RetryableProviderError):
+                await gate.failed(exc.status)
+            else:
+                await gate.answered()  # (a fatal error answered: it is up)
             raise
-        except RetryableProviderError as exc:
-            if publish is not None:
-                await publish.event({"type": "llm.error", "message": str(exc)})
-            if guard is not None and ticket is not None:
-                if exc.status == 429:
-                    if ticket.probe:  # rate-limited is alive
-                        await _settle(guard.success(ticket))
-                else:
-                    await _settle(guard.failure(ticket))
-            raise
-        except FatalProviderError as exc:
-            if publish is not None:
-                await publish.event({"type": "llm.error", "message": str(exc)})
-            if guard is not None and ticket is not None:
-                await _settle(guard.success(ticket))  # it answered: it is up
-            raise
-        if guard is not None and ticket is not None:
-            await _settle(guard.success(ticket))
+        await gate.answered()
         record = CallRecord.priced_by(self.prices, self.model, reply)
         run.add_metrics(spent_metrics(record))
         if publish is not None:
@@ -515,15 +490,6 @@ def _cost(value: dict[str, Any]) -> tuple[int, float]:
     """The tokens and USD of a journaled call record, as the workflow tallies them."""
     record = CallRecord.from_dict(value)
     return record.reply.usage.total_tokens, record.cost_usd
-
-
-async def _settle(bookkeeping: Awaitable[None]) -> None:
-    """Run breaker bookkeeping after a call; a store hiccup there must not turn the
-    provider's answer (or its error) into another error."""
-    try:
-        await bookkeeping
-    except Exception as exc:  # logged; the call's own outcome stands
-        log.warning("circuit breaker bookkeeping failed: %s", exc)
 
 
 class _Publisher:

@@ -23,18 +23,17 @@ The journaled result is ``{"result": <the request's JSON>, "usage": {...}, "mode
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from tether import RetryPolicy, ext
-from tether.ai._breaker import BreakerGuard, CircuitBreaker, RateLimits, key_fingerprint
+from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
-    DEFAULT_OUTPUT_BOUND,
     Budget,
     BudgetExceeded,
     Claim,
+    output_bound,
     spending_of,
     wait_out_budget,
 )
@@ -45,7 +44,6 @@ from tether.errors import ConfigError
 
 __all__ = ["MeteredModel", "UsageOf"]
 
-log = logging.getLogger("tether.ai")
 
 #: From a request's JSON result: the tokens it used and the model that answered
 #: (``None``: the model asked for).
@@ -156,7 +154,7 @@ class MeteredModel:
 
         async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
             price = self.prices.price(model)
-            bound = max_out if max_out > 0 else DEFAULT_OUTPUT_BOUND
+            bound = output_bound(max_out or None)  # (0: none given)
             await spending.admit(
                 limit, claim, estimate_tokens=estimate,
                 estimate_usd=estimate * price.input_per_million / 1_000_000,
@@ -178,34 +176,20 @@ class MeteredModel:
                        model: str, usage: UsageOf, estimate: int,
                        max_out: int) -> dict[str, Any]:
         """One admitted attempt: breaker, rate limits, the request, its price."""
-        shared = run.shared
-        guard = None
-        if self.breaker is not None:
-            guard = BreakerGuard(shared, f"llm.breaker:{self.provider_key}", self.breaker,
-                                 clock=run.clock, label=self.provider_key)
-        ticket = await guard.before() if guard is not None else None
-        if self.rate is not None:
-            key = key_fingerprint(self._api_key or os.environ.get(
-                f"{self.provider.upper().replace('-', '_')}_API_KEY", ""))
-            await self.rate.acquire(shared, f"llm.rate:{self.provider_key}:{key}",
-                                    tokens=estimate + max_out, now=run.clock(),
-                                    label=self.provider_key)
+        gate = await ProviderGate.enter(
+            run.shared, self.provider_key, breaker=self.breaker, rate=self.rate,
+            api_key=lambda: self._api_key or os.environ.get(
+                f"{self.provider.upper().replace('-', '_')}_API_KEY", ""),
+            tokens=estimate + max_out, clock=run.clock)
         try:
             result = await request()
         except RetryableProviderError as exc:
-            if guard is not None and ticket is not None:
-                if exc.status == 429:
-                    if ticket.probe:  # rate-limited is alive
-                        await _settle(guard.success(ticket))
-                else:
-                    await _settle(guard.failure(ticket))
+            await gate.failed(exc.status)
             raise
         except FatalProviderError:
-            if guard is not None and ticket is not None:
-                await _settle(guard.success(ticket))  # it answered: it is up
+            await gate.answered()  # it answered: it is up
             raise
-        if guard is not None and ticket is not None:
-            await _settle(guard.success(ticket))
+        await gate.answered()
         used, answered = usage(result)
         price = self.prices.price(answered) if answered else self.prices.price(model)
         if not price.known:
@@ -235,10 +219,3 @@ def _cost(record: Mapping[str, Any]) -> tuple[int, float]:
     """The tokens and USD of a journaled metered call."""
     return (Usage.from_dict(record.get("usage") or {}).total_tokens,
             float(record.get("cost_usd", 0.0)))
-
-
-async def _settle(bookkeeping: Awaitable[None]) -> None:
-    try:
-        await bookkeeping
-    except Exception as exc:  # logged; the call's own outcome stands
-        log.warning("circuit breaker bookkeeping failed: %s", exc)
