@@ -5,7 +5,9 @@ answers ``{unreadablePayload, keyId}``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -92,3 +94,95 @@ async def test_the_server_with_the_key_reads_them(sqlite_url: str) -> None:
     assert status == 200 and doc["input"] == ["ada"] and doc["result"] == "hello ada"
     assert doc["status_info"] == {"greeting": "ada"}
     assert [e["result"] for e in doc["journal"]] == ["hello ada"]
+
+
+NOTE = "encrypted — key k1 is not loaded on this server"
+
+
+class _Notes(HTMLParser):
+    """The text of each note (``class="sealed"``) a page shows for a payload it cannot
+    decrypt."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.notes: list[str] = []
+        self._depth = 0  # inside a note: how many of its elements are open
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._depth:
+            self._depth += 1
+        elif "sealed" in (dict(attrs).get("class") or "").split():
+            self._depth = 1
+            self.notes.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._depth:
+            self.notes[-1] += data
+
+
+def _sealed_notes(page: str) -> list[str]:
+    return _Notes(page).notes
+
+
+async def test_the_run_page_shows_a_note_for_each_payload_it_cannot_decrypt(
+        sqlite_url: str) -> None:
+    """The run page (and its live fragments) showed the API's marker as JSON in the
+    input, result, live status, a step's arguments, result and error, and a signal's
+    payload; only the failure line had words. Each is now the same note, naming the key
+    (one per journal entry, however many of its payloads are sealed)."""
+    writer = keyed_app(sqlite_url)
+
+    @writer.workflow
+    async def review(name: str) -> str:
+        tether.set_status({"reviewing": name})
+        said = await tether.wait_for_signal("go")
+        await tether.wait_for_signal("more")
+        return f"{name}: {said}"
+
+    async with writer, writer.worker(poll_interval=0.05):
+        await (await writer.start("hello", "ada", run_id="ok")).result(30)
+        with pytest.raises(RunFailed):
+            await (await writer.start("fails", "bob", run_id="bad")).result(30)
+        await writer.start(review, "cy", run_id="wait")
+        await writer.signal("wait", "go", {"by": "ana"})
+        for _ in range(600):
+            info = await writer.get_run("wait")
+            if info.waiting_for and "more" in info.waiting_for:
+                break
+            await asyncio.sleep(0.05)
+        assert info.waiting_for and "more" in info.waiting_for, info
+    server = App(sqlite_url)
+    async with server:
+        pages = {path: await _get(server, path) for path in (
+            "/runs/ok", "/runs/bad", "/runs/wait", "/ui/runs/wait?part=head",
+            "/ui/runs/wait?part=body", "/runs")}
+    for path, (status, page) in pages.items():
+        assert status == 200, (path, page)
+        assert "unreadable_payload" not in page and "tgcm" not in page, (path, page)
+    notes = {path: _sealed_notes(page) for path, (_, page) in pages.items()}
+    assert {note for found in notes.values() for note in found} == {NOTE}, notes
+    # A page's notes: its result or failure or live status, a line for each journal
+    # entry (naming its payloads: "arguments · result: <note>"), its input.
+    assert len(notes["/runs/ok"]) == 3, pages["/runs/ok"][1]
+    assert len(notes["/runs/bad"]) == 3, pages["/runs/bad"][1]
+    assert len(notes["/runs/wait"]) == 3, pages["/runs/wait"][1]
+    assert "arguments · result: <span class=\"sealed inline\"" in pages["/runs/ok"][1]
+    assert "arguments · error: <span class=\"sealed inline\"" in pages["/runs/bad"][1]
+    assert "result: <span class=\"sealed inline\"" in pages["/runs/wait"][1]  # the signal
+    assert "<details>" not in pages["/runs/ok"][1]  # nothing readable to expand
+    assert notes["/ui/runs/wait?part=head"] + notes["/ui/runs/wait?part=body"] == notes[
+        "/runs/wait"]
+    assert notes["/runs"] == []  # the list shows no payloads
+
+
+async def test_the_run_page_shows_payloads_it_can_read(sqlite_url: str) -> None:
+    writer = keyed_app(sqlite_url)
+    async with writer, writer.worker(poll_interval=0.05):
+        await (await writer.start("hello", "ada", run_id="ok")).result(30)
+        status, page = await _get(writer, "/runs/ok")
+    assert status == 200 and _sealed_notes(page) == [] and "hello ada" in page, page

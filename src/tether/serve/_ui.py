@@ -145,8 +145,29 @@ def short_id(value: str, width: int = 40) -> str:
     return value[: width - tail - 1] + "…" + value[-tail:]
 
 
+def sealed(value: Any) -> bool:
+    """Whether ``value`` is ``_show.unreadable_payload``'s marker: a payload this server
+    cannot decrypt, which the pages show as a note, never as the marker's JSON."""
+    return isinstance(value, dict) and value.get("unreadable_payload") is True
+
+
+def readable(value: Any) -> bool:
+    """A payload the page can show: there is one, and it is not ``sealed``."""
+    return value is not None and not sealed(value)
+
+
+def sealed_text(value: dict[str, Any]) -> str:
+    """The note's words as plain text (a timeline's one-line error); the
+    ``_payload.html`` macro says the same with the key id set apart."""
+    kid = value.get("key_id")
+    if isinstance(kid, str) and kid:
+        return f"encrypted — key {kid} is not loaded on this server"
+    return "encrypted — this server's payload hook cannot decode it"
+
+
 _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration,
                     tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short, id=short_id)
+_ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 
 
@@ -154,10 +175,8 @@ _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit
 
 
 def _error_text(err: Any) -> str:
-    if isinstance(err, dict) and err.get("unreadable_payload") is True:  # (_show's marker)
-        kid = err.get("key_id")
-        return ("unreadable by this server: " + (f"encrypted with key id {kid!r}" if kid
-                                                 else "its payload hook cannot decode it"))
+    if sealed(err):
+        return sealed_text(err)
     if isinstance(err, dict):
         return f"{err.get('type', 'Error')}: {err.get('message', '')}"
     return "" if err is None else str(err)
@@ -201,7 +220,13 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
         view["running_for"] = max(now - e["started_at"], 0.0)
     else:
         view["running_for"] = None
-    view["has_details"] = any(e.get(k) is not None for k in ("args", "result", "error"))
+    # The payloads this server cannot decrypt are named on one line with one note (all
+    # of a run's are sealed alike, so a note apiece said the same thing three times);
+    # the expandable details hold the rest.
+    payloads = {"arguments": e.get("args"), "result": e.get("result"), "error": e.get("error")}
+    view["sealed"] = [label for label, value in payloads.items() if sealed(value)]
+    view["sealed_marker"] = next((v for v in payloads.values() if sealed(v)), None)
+    view["has_details"] = any(readable(v) for v in payloads.values())
     return view
 
 
