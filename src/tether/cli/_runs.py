@@ -21,6 +21,7 @@ from tether.cli._common import (
     short,
     store_url,
 )
+from tether.cli._fit import cut_end, fit_width
 from tether.cli._lifecycle_show import (
     child_id,
     journal_row,
@@ -28,7 +29,13 @@ from tether.cli._lifecycle_show import (
     print_attempts,
     print_origin,
 )
+from tether.cli._show_fit import print_fitted
 from tether.errors import RunFailed
+
+#: The help of ``--wide`` (``runs``, ``show``).
+WIDE_HELP = ("print every cell whole, however wide the lines get (what a pipe or a file "
+             "gets anyway; on a terminal the output is fitted to its width: long ids cut "
+             "in the middle, long values at the end)")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -50,11 +57,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
                    help="at most this many runs (default 50)")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=runs)
 
     p = sub.add_parser("show", parents=[common], help="a run's timeline")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=show)
 
     p = sub.add_parser(
@@ -135,6 +144,11 @@ async def runs(args: argparse.Namespace) -> int:
     if not found:
         print("no runs")
         return 0
+    width = fit_width(args.wide)
+    if width is not None:
+        for line in fitted_runs(found, width):
+            print(line)
+        return 0
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
@@ -149,8 +163,48 @@ async def show(args: argparse.Namespace) -> int:
     if doc is not None:
         print(dumps(doc))
         return 0
-    print_timeline(info)
+    width = fit_width(args.wide)
+    if width is None:
+        print_timeline(info)
+    else:
+        print_fitted(info, width, sys.stdout.write)
     return 0
+
+
+#: ``tether runs``' columns on a terminal, and the least each is cut to (the last three
+#: in this order) when the RUN ID column would be narrower than ``RUN_ID_MIN``.
+RUN_COLUMNS = (("RUN ID", 0), ("WORKFLOW", 8), ("QUEUE", 5), ("STATUS", 0), ("CREATED", 0),
+               ("WAITING FOR", 11))
+#: The RUN ID column's least width; a longer id has a line of its own, above its row.
+RUN_ID_MIN = 20
+
+
+def fitted_runs(found: list[Any], width: int) -> list[str]:
+    """``tether runs``' table in ``width`` columns: the created time to the second, the
+    other cells whole if the line has room for them and a ``RUN_ID_MIN`` column, else
+    cut at their end, and a run id never cut (one longer than its column has a line to
+    itself, its row's cells under it)."""
+    rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
+             fmt_time(r.created_at)[:19] + "Z", safe(r.waiting_for or "")] for r in found]
+    widths = [max([len(title), *(len(row[i]) for row in rows)])
+              for i, (title, _) in enumerate(RUN_COLUMNS)]
+    rest = sum(widths[1:]) + len(widths) - 1  # the other columns and the gaps
+    widths[0] = min(widths[0], width - rest)
+    for i in (5, 1, 2):  # the wait first, then the workflow and the queue give way
+        give = min(max(RUN_ID_MIN - widths[0], 0),
+                   widths[i] - max(RUN_COLUMNS[i][1], len(RUN_COLUMNS[i][0])))
+        widths[i] -= give
+        widths[0] += give
+    widths[0] = max(widths[0], RUN_ID_MIN)
+    lines = [" ".join(f"{title:{w}}" for (title, _), w in zip(RUN_COLUMNS, widths,
+                                                               strict=True)).rstrip()]
+    for row in rows:
+        cells = [row[0] if len(row[0]) <= widths[0] else ""]
+        cells += [cut_end(cell, w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+        if not cells[0]:
+            lines.append(row[0])
+        lines.append(" ".join(f"{c:{w}}" for c, w in zip(cells, widths, strict=True)).rstrip())
+    return lines
 
 
 def print_timeline(info: RunInfo, out: Any = None) -> None:

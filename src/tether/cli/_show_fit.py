@@ -1,0 +1,271 @@
+"""``tether show`` fitted to a terminal's width (``_fit``): the same run, its long cells
+cut (ids in their middle, payloads and messages at their end), each row on one line.
+
+What a person copies from it stays whole: the run's id in the header, and a child id
+the table had to cut is listed in full under it. ``--wide`` (and any output that is not
+a terminal) prints ``_runs.print_timeline``'s full lines instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tether._types import RunInfo, RunStatus
+from tether.cli._common import fmt_duration, fmt_time, safe, short
+from tether.cli._fit import cut_end, cut_middle, pack, wrap
+
+Write = Callable[[str], Any]
+
+#: A name is cut to no less than this (each outcome on a line of its own, at worst).
+NAME_MIN = 16
+#: What a name keeps when the row's outcome needs the room (a longer one is cut to it).
+NAME_WANT = 32
+#: The least room worth giving a result or an error on the row's own line.
+OUTCOME_MIN = 30
+#: How an outcome on a line of its own (a narrow terminal) is marked.
+ARROW = "→ "
+
+
+@dataclass
+class Row:
+    """One journal entry's cells, whole; ``*_id``: the cell is a child's run id."""
+
+    pos: str
+    kind: str
+    name: str
+    status: str
+    att: str
+    took: str
+    outcome: str
+    name_id: bool = False
+    outcome_id: bool = False
+
+
+@dataclass
+class Layout:
+    """The journal table's column widths at one terminal width; ``out`` is 0 when each
+    outcome goes on a line of its own under its row."""
+
+    pos: int
+    kind: int
+    name: int
+    status: int
+    took: int
+    out: int
+    width: int
+
+
+def _line(text: str) -> str:
+    """A cell's text on one line, safe for the terminal."""
+    return safe(text.replace("\r", " ").replace("\n", " "))
+
+
+def _error_text(err: Any) -> str:
+    if isinstance(err, dict):
+        return f"{err.get('type', 'Error')}: {err.get('message', '')}"
+    return short(err, 10_000)  # not decodable here: the key id it needs, not ciphertext
+
+
+def journal_row(e: dict[str, Any]) -> Row:
+    """``e``'s cells: its outcome is its error, its wait, a child's id or its result."""
+    row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(e["status"]),
+              str(e["attempts"]), fmt_duration(e["duration"]), "",
+              name_id=e["kind"] == "child_result")
+    if e["error"] is not None:
+        row.outcome = _line(_error_text(e["error"]))
+        if e["status"] == "pending" and e.get("next_attempt_at"):
+            row.outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {row.outcome}"
+    elif e["status"] == "pending" and e.get("next_attempt_at"):
+        row.outcome = f"until {fmt_time(e['next_attempt_at'])}"
+    elif e["kind"] == "child_start" and e["status"] == "ok" and isinstance(e["result"], str):
+        row.outcome, row.outcome_id = _line(e["result"]), True
+    elif e["result"] is not None:
+        row.outcome = short(e["result"], 10_000)
+    return row
+
+
+def layout(rows: list[Row], width: int) -> Layout:
+    """The widths that fit ``rows`` in ``width``: every cell whole if they can be; else
+    the names cut to ``NAME_WANT`` (or what the longest outcome leaves, if more) and the
+    outcomes to the rest, if that is ``OUTCOME_MIN`` at least; else each outcome on a
+    line of its own under its row, the names as wide as the line lets them be."""
+    pos = max([3, *(len(r.pos) for r in rows)])
+    kind = max([4, *(len(r.kind) for r in rows)])
+    status = max([6, *(len(r.status) for r in rows)])
+    took = max([8, *(len(r.took) for r in rows)])
+    fixed = pos + 2 + kind + 1 + 1 + status + 1 + 3 + 2 + took + 2  # all but name, outcome
+    name_all = max([4, *(len(r.name) for r in rows)])
+    out_all = max([len("RESULT / ERROR"), *(len(r.outcome) for r in rows)])
+    room = width - fixed
+    if name_all + out_all <= room:
+        return Layout(pos, kind, status=status, took=took, name=name_all,
+                      out=room - name_all, width=width)
+    name = min(name_all, max(NAME_WANT, room - out_all))
+    if room - name >= OUTCOME_MIN:
+        return Layout(pos, kind, status=status, took=took, name=name, out=room - name,
+                      width=width)
+    name = min(name_all, max(NAME_MIN, room + 2))  # (no outcome column: nor its gap)
+    return Layout(pos, kind, status=status, took=took, name=name, out=0, width=width)
+
+
+def _cut(text: str, width: int, is_id: bool) -> str:
+    return cut_middle(text, width) if is_id else cut_end(text, width)
+
+
+def header(lay: Layout) -> list[str]:
+    head = (f"{'POS':>{lay.pos}}  {'KIND':{lay.kind}} {'NAME':{lay.name}} "
+            f"{'STATUS':{lay.status}} ATT  {'DURATION':>{lay.took}}")
+    if lay.out:
+        return [f"{head}  RESULT / ERROR"]
+    return [head, " " * (lay.pos + 2) + ARROW + "RESULT / ERROR"]
+
+
+def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
+    """The rows' lines; each child id cut in them is added to ``cut_ids`` (id → the
+    position it was first seen at)."""
+    lines = []
+    for r in rows:
+        name = cut_middle(r.name, lay.name)  # (a step's name too: "agent.tool:NAME")
+        line = (f"{r.pos:>{lay.pos}}  {r.kind:{lay.kind}} {name:{lay.name}} "
+                f"{r.status:{lay.status}} {r.att:>3}  {r.took:>{lay.took}}")
+        indent = lay.pos + 2 + len(ARROW)
+        out_width = lay.out or (lay.width - indent)
+        outcome = _cut(r.outcome, out_width, r.outcome_id)
+        for text, cell, is_id in ((name, r.name, r.name_id), (outcome, r.outcome, r.outcome_id)):
+            if is_id and text != cell:
+                cut_ids.setdefault(cell, r.pos)
+        if lay.out:
+            lines.append(f"{line}  {outcome}".rstrip())
+        else:
+            lines.append(line.rstrip())
+            if outcome:
+                lines.append(" " * (lay.pos + 2) + ARROW + outcome)
+    return lines
+
+
+def print_fitted(info: RunInfo, width: int, w: Write) -> None:
+    """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide."""
+    for line in _head(info, width):
+        w(line + "\n")
+    rows = [journal_row(e) for g in info.history for e in g["journal"]]
+    rows += [journal_row(e) for e in info.journal]
+    lay = layout(rows, width)  # one layout for every generation's table: they align
+    cut_ids: dict[str, str] = {}
+    for g in info.history:
+        label = f"generation {g['generation']} (continued as new)  input: "
+        w(f"\n{label}{cut_end(short(g['input'], 10_000), width - len(label))}\n")
+        for line in table([journal_row(e) for e in g["journal"]], lay, cut_ids):
+            w(line + "\n")
+    if info.history:
+        w(f"\ngeneration {info.generation} (current)\n")
+    w("\n")
+    for line in [*header(lay), *table(rows[len(rows) - len(info.journal):], lay, cut_ids)]:
+        w(line + "\n")
+    if cut_ids:
+        w("\nchild runs (ids in full):\n")
+        for child, pos in cut_ids.items():
+            w(f"{pos:>{lay.pos}}  {child}\n")
+    _attempts(info, width, w)
+    _metrics(info.metrics, width, w)
+    _outcome(info, width, w)
+
+
+def _head(info: RunInfo, width: int) -> list[str]:
+    """The run's id (whole, on the first line), where it stands, and its payloads."""
+    where = [f"workflow {_line(info.workflow)}", f"queue {_line(info.queue)}",
+             f"status {info.status.value}"]
+    lines = pack([f"run {_line(info.run_id)}  {where[0]}", *where[1:]], width)
+    if len(lines) > 1:  # the id on a line of its own, the rest under it
+        lines = [f"run {_line(info.run_id)}", *pack(where, width)]
+    ended = ("blocked" if info.status is RunStatus.BLOCKED else "finished")
+    lines += pack([f"created {fmt_time(info.created_at)}",
+                   f"updated {fmt_time(info.updated_at)}",
+                   *([f"{ended} {fmt_time(info.finished_at)}"] if info.finished_at else [])],
+                  width)
+    if info.waiting_for:
+        lines.append(cut_end(f"waiting for: {_line(info.waiting_for)}", width))
+    if info.status_info is not None:
+        lines.append("status: " + short(info.status_info, width - len("status: ")))
+    lines.append("input: " + short(info.input, width - len("input: ")))
+    if info.version:
+        lines.append(cut_end(f"version: {_line(info.version)}", width))
+    if info.forked_from:
+        lines += wrap(f"{_line(info.forked_from)} at position {info.forked_at} (positions "
+                      f"0..{(info.forked_at or 0) - 1} copied from it)", width,
+                      "forked from run ")
+    if info.erased_at:
+        lines.append(f"payloads erased {fmt_time(info.erased_at)}")
+    return lines
+
+
+def _attempts(info: RunInfo, width: int, w: Write) -> None:
+    """The attempts worth a look (as ``print_attempts``), under a heading of their own:
+    each row's worker id whole, its error after it or, if there is no room, under it."""
+    by_step: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for a in info.attempts:
+        by_step.setdefault((a["generation"], a["position"]), []).append(a)
+    shown = [a for group in by_step.values()
+             if len(group) > 1 or any(a["status"] != "ok" for a in group) for a in group]
+    if not shown:
+        return
+    cells = [(str(a["position"]), _line(a["name"]), f"#{a['attempt']}", _line(a["status"]),
+              fmt_duration((a["finished_at"] - a["started_at"]) if a["finished_at"] else None),
+              _line(a["worker_id"] or "-"),
+              _line(_error_text(a["error"])) if a.get("error") is not None else "")
+             for a in shown]
+    pos, att, status, took, worker = (max([len(head), *(len(c[i]) for c in cells)])
+                                      for i, head in ((0, "POS"), (2, "TRY"), (3, "STATUS"),
+                                                      (4, "DURATION"), (5, "WORKER")))
+    fixed = pos + 2 + 1 + att + 1 + status + 1 + took + 2 + worker
+    name = min(max([4, *(len(c[1]) for c in cells)]), max(NAME_MIN, width - fixed))
+    w("\nattempts:\n")
+    w(f"{'POS':>{pos}}  {'NAME':{name}} {'TRY':{att}} {'STATUS':{status}} "
+      f"{'DURATION':>{took}}  WORKER\n")
+    for p, n, tried, s, t, wid, err in cells:
+        line = (f"{p:>{pos}}  {cut_middle(n, name):{name}} {tried:{att}} {s:{status}} "
+                f"{t:>{took}}  {wid}")
+        if err and width - len(line) - 2 >= OUTCOME_MIN:
+            w(f"{line}  {cut_end(err, width - len(line) - 2)}\n")
+            continue
+        w(line.rstrip() + "\n")
+        if err:
+            w(" " * (pos + 2) + ARROW + cut_end(err, width - pos - 2 - len(ARROW)) + "\n")
+
+
+def _metrics(metrics: dict[str, float], width: int, w: Write) -> None:
+    """``print_metrics``' lines, a line too long for the terminal wrapped under its
+    label."""
+    from tether.cli._runs import print_metrics
+
+    lines: list[str] = []
+    print_metrics(metrics, lines.append)
+    for chunk in lines:
+        for line in chunk.splitlines():
+            if len(line) <= width or not line.startswith("  "):
+                w(line + "\n")
+                continue
+            label, _, text = line.partition(":")
+            for part in wrap(text.strip(), width, f"{label}: ".ljust(20), max_lines=4):
+                w(part + "\n")
+
+
+def _outcome(info: RunInfo, width: int, w: Write) -> None:
+    """The result, or the error, wrapped to the width (what ``--wide`` cuts at 200
+    characters is cut as much; an error, as there, not)."""
+    if info.status is RunStatus.COMPLETED:
+        w("\n")
+        for line in wrap(short(info.result, 200), width, "result: "):
+            w(line + "\n")
+        return
+    if not info.error:
+        return
+    w("\n")
+    for line in wrap(_line(_error_text(info.error)), width, f"{info.status.value}: ",
+                     max_lines=12):
+        w(line + "\n")
+    if info.status is RunStatus.BLOCKED:
+        for line in wrap("the run waits for an operator: fix the workflow code (or use "
+                         "tether.patched()) and run `tether resume RUN_ID`", width, ""):
+            w(line + "\n")
