@@ -86,12 +86,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "erase", parents=[common],
-        help="erase an ended (or blocked) run's payloads (right to erasure)",
+        help="erase an ended (or blocked) run's payloads, and its children's and forks' "
+        "(right to erasure)",
         description="Replace every payload of an ended (or blocked) run (input, result, "
         "errors, step "
         "arguments and results, signal payloads) with {\"erased\": true}, keeping the shape "
         "of its timeline (positions, kinds, names, statuses, times), and report what was "
-        "erased. An erased run cannot be retried, resumed or forked.")
+        "erased. The copies of its data are erased with it, in the same transaction: its "
+        "family, that is its child runs and its forks, and theirs, recursively. If any of "
+        "them has not ended (or is not blocked), nothing is erased and the error names "
+        "them. An erased run cannot be retried, resumed or forked.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=erase)
@@ -234,13 +238,26 @@ async def purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _family_of(run_id: str, erased: list[str]) -> str:
+    """What the erase line says of the runs erased with ``run_id`` (its family)."""
+    others = [r for r in erased if r != run_id]
+    if not others:
+        return ": its input and outcome, "
+    named = ", ".join(safe(r) for r in others[:10]) + (
+        f" and {len(others) - 10} more" if len(others) > 10 else "")
+    runs = "run" if len(others) == 1 else "runs"
+    return (f" and {len(others)} {runs} of its family ({named}): their inputs and "
+            "outcomes, ")
+
+
 async def erase(args: argparse.Namespace) -> int:
     async with client(args) as app:
         report = await app.store.run_erase(run_id=args.run_id, now=app.clock.now())
     if args.json:
         print(dumps(report.as_dict()))
         return 0
-    print(f"erased run {safe(args.run_id)}: its input and outcome, {report.journal_entries} "
+    print(f"erased run {safe(args.run_id)}{_family_of(args.run_id, report.run_ids)}"
+          f"{report.journal_entries} "
           f"journal entries, {report.archived_entries} archived entries, "
           f"{report.attempts} attempt errors, {report.signals} signal payloads, "
           f"{report.blobs} message texts no other run references")

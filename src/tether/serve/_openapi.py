@@ -37,6 +37,23 @@ _TRACE = [{"name": "traceparent", "in": "header", "schema": {"type": "string"},
 _NO_FIELDS = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False, "properties": {}}}}}
 
+_COUNT = {"type": "integer", "minimum": 0}
+#: What an erase erased (``PurgeReport``): the run and its family, summed.
+_ERASE_REPORT = {
+    "type": "object",
+    "required": ["runs", "journal_entries", "archived_entries", "attempts", "signals",
+                 "payloads", "blobs", "run_ids"],
+    "properties": {
+        "runs": {**_COUNT, "description": "runs erased: the run and its family"},
+        "journal_entries": _COUNT, "archived_entries": _COUNT,
+        "attempts": {**_COUNT, "description": "attempt errors"},
+        "signals": {**_COUNT, "description": "signal payloads"},
+        "payloads": _COUNT,
+        "blobs": {**_COUNT, "description": "message texts no other run references"},
+        "run_ids": {"type": "array", "items": {"type": "string"},
+                    "description": "the runs erased, sorted: the run, its children and "
+                                   "its forks, recursively"}}}
+
 
 def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
@@ -228,15 +245,19 @@ def document() -> dict[str, Any]:
                               "422": _err("at is not a position of the run (0 to its end)"),
                               **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/erase": {"post": {
-                "summary": "Erase an ended run's payloads, keeping its timeline's shape "
-                           "(as `tether erase`; right to erasure)",
+                "summary": "Erase an ended run's payloads, and its children's and forks' "
+                           "(recursively), keeping their timelines' shape (as `tether "
+                           "erase`; right to erasure)",
                 "operationId": "eraseRun", "parameters": [_RUN_ID],
                 "requestBody": _NO_FIELDS,
                 "responses": {"200": _ok("what was erased", {
                     "type": "object", "required": ["run_id", "erased"],
                     "properties": {"run_id": {"type": "string"},
-                                   "erased": {"type": "object"}}}),
-                    "404": _err("no such run"), "409": _err("the run has not ended"),
+                                   "erased": _ERASE_REPORT}}),
+                    "404": _err("no such run"),
+                    "409": _err("the run, or a run of its family (its children and "
+                                "forks, recursively), has not ended: the message names "
+                                "them; nothing was erased"),
                     **_CHANGE_ERRORS}}},
             "/api/v1/schedules": {"get": {
                 "summary": "Every schedule, by name (as `tether schedules`)",

@@ -7,10 +7,15 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from tether._types import JournalEntry, RunRecord
-from tether.errors import ConfigError, RunErased
+from tether.errors import ConfigError, RunErased, RunStateError
 
 #: Statuses a run may be retried from.
 RETRYABLE = ("failed", "blocked", "cancelled")
+#: Statuses a run may be erased in (``run_erase``): ended, or blocked (its code does not
+#: run on until a resume), so no code of it reads or writes its payloads meanwhile.
+ERASABLE = ("completed", "failed", "cancelled", "blocked")
+#: Most unfinished members a refused erase names (``refuse_unfinished``).
+_NAMED = 10
 
 
 def child_id_taken(child_run_id: str, parent_run_id: str, workflow: str) -> ConfigError:
@@ -97,9 +102,31 @@ def run_kv_keys(run_ids: list[str]) -> list[str]:
     return [prefix + run_id for run_id in run_ids for prefix in RUN_KV_PREFIXES]
 
 
+def refuse_unfinished(run_id: str, status: str, family: list[tuple[str, str]]) -> None:
+    """Raises ``RunStateError`` unless the run and every member of its family (``(run
+    id, status)`` of its children and forks, recursively: the runs ``run_erase`` erases
+    with it) is erasable. All or none: erasing the ended members alone would leave the
+    data's copies in the others, and the code of a running member would read the marker
+    as its own input or its child's result."""
+    if status not in ERASABLE:
+        raise RunStateError(run_id, status, "erase it before it has ended (cancel it first)")
+    unfinished = [(r, s) for r, s in family if s not in ERASABLE]
+    if unfinished:
+        named = ", ".join(f"{r!r} ({s})" for r, s in unfinished[:_NAMED])
+        more = len(unfinished) - _NAMED
+        raise RunStateError(run_id, status, (
+            "erase it while runs that hold copies of its data (its children and forks, "
+            f"erased with it) have not ended: {named}"
+            + (f" and {more} more" if more > 0 else "")
+            + "; cancel them or let them end first"))
+
+
 @dataclass(slots=True)
 class PurgeReport:
-    """What ``run_purge`` / ``run_erase`` deleted (counts of rows, or of payloads)."""
+    """What ``run_purge`` / ``run_erase`` deleted (counts of rows, or of payloads).
+
+    For an erase, ``runs`` and ``run_ids`` (sorted) are the run and the members of its
+    family erased with it, and the other counts their sums."""
 
     runs: int = 0
     journal_entries: int = 0

@@ -16,6 +16,7 @@ import psycopg
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import ConfigError, LeaseLost, RunNotFound, RunStateError
 from tether.store._lifecycle import (
+    ERASABLE,
     RETRYABLE,
     ArchivedJournal,
     AttemptRecord,
@@ -25,6 +26,7 @@ from tether.store._lifecycle import (
     ScheduleRecord,
     children_to_retry,
     refuse_erased,
+    refuse_unfinished,
     retry_plan,
     run_kv_keys,
 )
@@ -47,7 +49,6 @@ _SCHEDULE_COLS = ("name, workflow, queue, cron, timezone, input, overlap, catchu
                   "catchup_max, paused, next_tick, last_tick, last_run_id, version, "
                   "created_at, updated_at")
 _ERASED = json.dumps({"erased": True})
-_ENDED = ("completed", "failed", "cancelled")
 
 
 class Lifecycle:
@@ -69,9 +70,13 @@ class Lifecycle:
     async def _wake(self, conn: Conn) -> None:
         await conn.execute(f"SELECT {self.s}.wake(%s, 1)", (self.channel,))
 
-    async def _get(self, conn: Conn, run_id: str, lock: bool = False) -> RunRecord | None:
+    async def _get(self, conn: Conn, run_id: str, lock: bool | str = False
+                   ) -> RunRecord | None:
+        """The run; with ``lock``, its row locked ``FOR UPDATE`` (``"SHARE"``: ``FOR
+        SHARE``) until the transaction ends."""
+        mode = "SHARE" if lock == "SHARE" else "UPDATE"
         rows = await self._rows(conn, f"SELECT {_RUN_COLS} FROM {{s}}.runs WHERE run_id = %s"
-                                + (" FOR UPDATE" if lock else ""), (run_id,))
+                                + (f" FOR {mode}" if lock else ""), (run_id,))
         return run_from_row(rows[0]) if rows else None
 
     async def _journal(self, conn: Conn, run_id: str) -> list[JournalEntry]:
@@ -177,7 +182,9 @@ class Lifecycle:
     async def run_fork(self, conn: Conn, source_run_id: str, run: RunRecord,
                        at: int, entries: list[JournalEntry] | None = None) -> RunRecord:
         async with conn.transaction():
-            source = await self._get(conn, source_run_id)
+            # (Locked, shared: an erase of its family, which locks it for update, either
+            # waits for the fork and then finds it, or ends first and the fork is refused.)
+            source = await self._get(conn, source_run_id, lock="SHARE")
             if source is None:
                 raise RunNotFound(source_run_id)
             refuse_erased(source_run_id, source.erased_at, "fork it")
@@ -431,40 +438,61 @@ class Lifecycle:
             run = await self._get(conn, run_id, lock=True)
             if run is None:
                 raise RunNotFound(run_id)
-            if run.status not in (*_ENDED, "blocked"):
-                raise RunStateError(run_id, str(run.status), "erase it before it has ended "
-                                    "(cancel it first)")
-            report = PurgeReport(runs=1, run_ids=[run_id])
+            family = await self._family(conn, run_id) if run.status in ERASABLE else []
+            refuse_unfinished(run_id, str(run.status), family)
+            ids = sorted([run_id, *(r for r, _ in family)])
+            report = PurgeReport(runs=len(ids), run_ids=ids)
             e = _ERASED
             await conn.execute(
                 f"UPDATE {self.s}.runs SET input = %s, "
                 "result = CASE WHEN result IS NULL THEN NULL ELSE %s END, "
                 "error = CASE WHEN error IS NULL THEN NULL ELSE %s END, status_info = NULL, "
-                "erased_at = %s, updated_at = %s WHERE run_id = %s",
-                (e, e, e, now, now, run_id))
-            report.payloads = 1
+                "erased_at = %s, updated_at = %s WHERE run_id = ANY(%s)",
+                (e, e, e, now, now, ids))
+            report.payloads = len(ids)
             for table, attr in (("journal", "journal_entries"),
                                 ("journal_archive", "archived_entries")):
                 n = await self._count(
                     conn, f"UPDATE {{s}}.{table} SET "
                     "result = CASE WHEN result IS NULL THEN NULL ELSE %s END, "
                     "error = CASE WHEN error IS NULL THEN NULL ELSE %s END, "
-                    "args = CASE WHEN args IS NULL THEN NULL ELSE %s END WHERE run_id = %s",
-                    (e, e, e, run_id))
+                    "args = CASE WHEN args IS NULL THEN NULL ELSE %s END "
+                    "WHERE run_id = ANY(%s)", (e, e, e, ids))
                 setattr(report, attr, n)
             await conn.execute(f"UPDATE {self.s}.journal_archive SET input = %s "
-                               "WHERE run_id = %s AND input IS NOT NULL", (e, run_id))
+                               "WHERE run_id = ANY(%s) AND input IS NOT NULL", (e, ids))
             report.attempts = await self._count(
-                conn, "UPDATE {s}.attempts SET error = %s WHERE run_id = %s "
-                "AND error IS NOT NULL", (e, run_id))
+                conn, "UPDATE {s}.attempts SET error = %s WHERE run_id = ANY(%s) "
+                "AND error IS NOT NULL", (e, ids))
             report.signals = await self._count(
-                conn, "UPDATE {s}.signals SET payload = %s WHERE run_id = %s "
-                "AND payload IS NOT NULL", (e, run_id))
-            # The events it published (streamed LLM text, kept for serve's resumable
+                conn, "UPDATE {s}.signals SET payload = %s WHERE run_id = ANY(%s) "
+                "AND payload IS NOT NULL", (e, ids))
+            # The events they published (streamed LLM text, kept for serve's resumable
             # streams); the timeline's events (operations, statuses) stay.
-            events = await self._count(conn, "DELETE FROM {s}.run_events WHERE run_id = %s "
-                                       "AND kind = 'chunk'", (run_id,))
+            events = await self._count(conn, "DELETE FROM {s}.run_events "
+                                       "WHERE run_id = ANY(%s) AND kind = 'chunk'", (ids,))
             report.payloads += (report.journal_entries + report.archived_entries
                                 + report.signals + events)
-            await self._sweep_blobs(conn, await self._drop_blob_refs(conn, [run_id]), report)
+            await self._sweep_blobs(conn, await self._drop_blob_refs(conn, ids), report)
         return report
+
+    async def _family(self, conn: Conn, run_id: str) -> list[tuple[str, str]]:
+        """``(run id, status)`` of the runs that hold copies of the (locked) run's data:
+        its children and forks, and theirs, level by level (one parent or one source
+        each: a tree). Each level is locked (``FOR UPDATE``) before the next is looked
+        up, so none gains a member meanwhile: a fork locks its source first
+        (``run_fork``), and only a running run (refused) starts children. Top-down, as
+        ``run_retry`` locks a tree: two erases of one tree wait for each other, they do
+        not deadlock."""
+        seen = {run_id}
+        family: list[tuple[str, str]] = []
+        level = [run_id]
+        while level:
+            rows = await self._rows(
+                conn, "SELECT run_id, status FROM {s}.runs WHERE parent_run_id = ANY(%s) "
+                "OR forked_from = ANY(%s) ORDER BY run_id FOR UPDATE", (level, level))
+            found = [(r, str(st)) for r, st in rows if r not in seen]
+            seen.update(r for r, _ in found)
+            family += found
+            level = [r for r, _ in found]
+        return family

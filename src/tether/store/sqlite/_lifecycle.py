@@ -13,6 +13,7 @@ import apsw
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import ConfigError, LeaseLost, RunNotFound, RunStateError
 from tether.store._lifecycle import (
+    ERASABLE,
     RETRYABLE,
     ArchivedJournal,
     AttemptRecord,
@@ -22,6 +23,7 @@ from tether.store._lifecycle import (
     ScheduleRecord,
     children_to_retry,
     refuse_erased,
+    refuse_unfinished,
     retry_plan,
     run_kv_keys,
 )
@@ -325,28 +327,45 @@ def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str]
 
 
 def run_erase(conn: apsw.Connection, run_id: str, now: float, get: Any) -> PurgeReport:
-    """Replace every payload of a run (input, result, error, step arguments and results,
-    signal payloads, live status) with a marker and delete the events it published
-    (streamed text); keep the timeline's shape (positions, kinds, names, statuses, times,
-    attempts)."""
+    """Replace every payload of a run and of its family (``run_family``: the copies of
+    its data in its children and forks) with a marker, and delete the events they
+    published (streamed text); keep the timelines' shape (positions, kinds, names,
+    statuses, times, attempts). All or none, in the writer's one transaction."""
     run: RunRecord | None = get(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
-    if run.status not in ("completed", "failed", "cancelled", "blocked"):
-        raise RunStateError(run_id, str(run.status), "erase it before it has ended "
-                                    "(cancel it first)")
+    family = run_family(conn, run_id) if run.status in ERASABLE else []
+    refuse_unfinished(run_id, str(run.status), family)
     conn.execute("PRAGMA secure_delete=ON")
     try:
-        return _erase(conn, run_id, now)
+        return _erase(conn, sorted([run_id, *(r for r, _ in family)]), now)
     finally:
         conn.execute("PRAGMA secure_delete=OFF")
 
 
-def _erase(conn: apsw.Connection, run_id: str, now: float) -> PurgeReport:
-    report = PurgeReport(runs=1, run_ids=[run_id])
-    params = {"run_id": run_id, "marker": _ERASED, "now": now}
+def run_family(conn: apsw.Connection, run_id: str) -> list[tuple[str, str]]:
+    """``(run id, status)`` of the runs that hold copies of the run's data: its children
+    (their input is its data, and their journals derive from it) and its forks (their
+    journals start with its rows), and theirs, level by level. Each run has one parent
+    or one source at most, so this is a tree; ``seen`` guards it anyway."""
+    seen = {run_id}
+    family: list[tuple[str, str]] = []
+    level = [run_id]
+    while level:
+        found = [(r, s) for r, s in conn.execute(L["run_family_next"],
+                                                 {"run_ids": json.dumps(level)})
+                 if r not in seen]
+        seen.update(r for r, _ in found)
+        family += found
+        level = [r for r, _ in found]
+    return family
+
+
+def _erase(conn: apsw.Connection, run_ids: list[str], now: float) -> PurgeReport:
+    report = PurgeReport(runs=len(run_ids), run_ids=run_ids)
+    params = {"run_ids": json.dumps(run_ids), "marker": _ERASED, "now": now}
     conn.execute(L["erase_run"], params)
-    report.payloads += 1
+    report.payloads += len(run_ids)
     for query, attr in (("erase_journal", "journal_entries"),
                         ("erase_archive", "archived_entries")):
         conn.execute(L[query], params)
@@ -359,5 +378,6 @@ def _erase(conn: apsw.Connection, run_id: str, now: float) -> PurgeReport:
     conn.execute(L["erase_events"], params)
     report.payloads += (report.journal_entries + report.archived_entries + report.signals
                         + conn.changes())
-    _sweep_blobs(conn, _drop_blob_refs(conn, run_id), report)  # its messages' texts
+    keys = [k for r in run_ids for k in _drop_blob_refs(conn, r)]  # their messages' texts
+    _sweep_blobs(conn, keys, report)
     return report

@@ -236,47 +236,60 @@ DELETE FROM tether_kv WHERE key IN (SELECT value FROM json_each(:keys));
 -- Purge: the run itself (after its rows above).
 DELETE FROM tether_runs WHERE run_id = :run_id;
 
+-- run_family_next --
+-- Erase: the children and forks of these runs (a JSON array of ids), with their
+-- statuses; one level of a run's family (tether_runs_parent, tether_runs_forked_from).
+SELECT run_id, status FROM tether_runs
+WHERE parent_run_id IN (SELECT value FROM json_each(:run_ids))
+UNION
+SELECT run_id, status FROM tether_runs
+WHERE forked_from IN (SELECT value FROM json_each(:run_ids));
+
 -- erase_run --
--- Erase: the run's payloads become the marker; its shape and times stay.
+-- Erase: the runs' payloads (a JSON array of ids) become the marker; their shape and
+-- times stay.
 UPDATE tether_runs
 SET input = :marker, result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
     error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
     status_info = NULL, erased_at = :now, updated_at = :now
-WHERE run_id = :run_id;
+WHERE run_id IN (SELECT value FROM json_each(:run_ids));
 
 -- erase_journal --
--- Erase: the payloads of the run's journal entries.
+-- Erase: the payloads of the runs' journal entries.
 UPDATE tether_journal
 SET result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
     error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
     args = CASE WHEN args IS NULL THEN NULL ELSE :marker END
-WHERE run_id = :run_id;
+WHERE run_id IN (SELECT value FROM json_each(:run_ids));
 
 -- erase_archive --
--- Erase: the payloads of the run's archived journals.
+-- Erase: the payloads of the runs' archived journals.
 UPDATE tether_journal_archive
 SET result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
     error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
     args = CASE WHEN args IS NULL THEN NULL ELSE :marker END
-WHERE run_id = :run_id;
+WHERE run_id IN (SELECT value FROM json_each(:run_ids));
 
 -- erase_archive_inputs --
 -- Erase: the inputs kept with archived journals.
 UPDATE tether_journal_archive SET input = :marker
-WHERE run_id = :run_id AND input IS NOT NULL;
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND input IS NOT NULL;
 
 -- erase_attempts --
--- Erase: the errors of the run's attempts.
-UPDATE tether_attempts SET error = :marker WHERE run_id = :run_id AND error IS NOT NULL;
+-- Erase: the errors of the runs' attempts.
+UPDATE tether_attempts SET error = :marker
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND error IS NOT NULL;
 
 -- erase_signals --
--- Erase: the payloads of the run's signals.
-UPDATE tether_signals SET payload = :marker WHERE run_id = :run_id AND payload IS NOT NULL;
+-- Erase: the payloads of the runs' signals.
+UPDATE tether_signals SET payload = :marker
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND payload IS NOT NULL;
 
 -- erase_events --
--- Erase: the events the run published (streamed LLM text, kept for serve's resumable
+-- Erase: the events the runs published (streamed LLM text, kept for serve's resumable
 -- streams); the timeline's events (operations, statuses) stay.
-DELETE FROM tether_run_events WHERE run_id = :run_id AND kind = 'chunk';
+DELETE FROM tether_run_events
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'chunk';
 
 -- blob_ref_put --
 -- The run references these texts (a JSON object keyed by digest); written before the

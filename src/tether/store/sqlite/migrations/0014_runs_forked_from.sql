@@ -1,0 +1,6 @@
+-- A run's forks, by their source: `tether erase` erases a run's forks with it (their
+-- journals start with rows copied from it) and looks them up level by level, as its
+-- children are looked up by tether_runs_parent. Without it each level read the whole
+-- runs table. Partial: only forks have a source, so other runs' rows add no entry.
+CREATE INDEX tether_runs_forked_from ON tether_runs (forked_from)
+    WHERE forked_from IS NOT NULL;
