@@ -751,7 +751,9 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any,
             await ctx.release(Wait(poll, f"child {child_id}", child=child_id), poll)
         now = ctx.stamp()
         child = ctx.codec.for_run(child_id)
-        if run.status is RunStatus.COMPLETED:
+        if run.erased_at is not None:
+            entry = _erased_child(ctx, pos, child_id, now)
+        elif run.status is RunStatus.COMPLETED:
             # The child's result, bound to the child, is journaled bound to this run.
             result = (None if run.result is None
                       else ctx.codec.reseal(run.result, child, SLOT_JOURNAL, SLOT_RESULT))
@@ -774,6 +776,19 @@ async def child_wait(ctx: RunContext, pos: int, child_id: str, annotation: Any,
         detail = ctx.codec.decode(entry.error) or {}
         raise RunFailed(child_id, str(detail.get("status", "failed")), detail.get("error"))
     return ctx.codec.decode(entry.result, annotation)
+
+
+def _erased_child(ctx: RunContext, pos: int, child_id: str, now: float) -> JournalEntry:
+    """The outcome of a child erased (``tether erase`` of it alone) before this run took
+    its result: a failure with status ``erased``. Its result and error are the erasure
+    marker, which the code would otherwise take as the child's answer and run on with."""
+    erased = {"type": "tether.errors.RunErased",
+              "message": "its payloads were erased (tether erase) before its result was taken"}
+    detail = {"type": "tether.errors.RunFailed", "status": "erased", "error": erased,
+              "message": f"child run {child_id!r} was erased"}
+    return JournalEntry(pos, OperationKind.CHILD_RESULT, child_id, ERROR,
+                        error=ctx.codec.encode_error(detail), started_at=now,
+                        finished_at=now)
 
 
 # -- live status, journaled values, patch markers ------------------------------------------

@@ -262,6 +262,37 @@ async def test_an_erased_fork_family_is_not_retried_resumed_or_forked(
         assert (await app.get_run("blocked")).status is tether.RunStatus.BLOCKED
 
 
+async def test_a_child_erased_alone_fails_its_waiting_parent(store_url: str) -> None:
+    """Erasing a child alone erases its own family only (not its parent, which holds the
+    result it took). A parent that had not taken the result yet used to take the
+    marker, ``{"erased": true}``, as the child's result, and run on with it; it gets
+    ``RunFailed`` with status ``erased`` now."""
+    app = App(store_url)
+
+    @app.workflow
+    async def kid(who: str) -> str:
+        return f"record of {who}"
+
+    @app.workflow
+    async def parent(who: str) -> str:
+        handle = await tether.start_child(kid, who, run_id="k")
+        await tether.wait_for_signal("go")
+        try:
+            return f"took {await handle.result()!r}"
+        except tether.RunFailed as exc:
+            return f"child {exc.status}"
+
+    async with app, app.worker():
+        await app.start(parent, SECRET, run_id="p")
+        await wait_for(lambda: status_is(app, "k", "completed"), what="child ends")
+        await wait_for(lambda: status_is(app, "p", "waiting"), what="parent waits")
+        report = await app.store.run_erase(run_id="k", now=app.clock.now())
+        assert report.run_ids == ["k"]
+        assert (await app.get_run("p")).erased_at is None
+        await app.signal("p", "go", 1)
+        assert await app.handle("p").result(timeout=20) == "child erased"
+
+
 @pytest.mark.postgres
 async def test_a_fork_committed_during_an_erase_is_found_by_it(pg_migrated_url: str) -> None:
     """PostgreSQL: a fork and an erase of its source in parallel transactions. The fork
