@@ -94,8 +94,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "of its timeline (positions, kinds, names, statuses, times), and report what was "
         "erased. The copies of its data are erased with it, in the same transaction: its "
         "family, that is its child runs and its forks, and theirs, recursively. If any of "
-        "them has not ended (or is not blocked), nothing is erased and the error names "
-        "them. An erased run cannot be retried, resumed or forked.")
+        "them has not ended (and is not blocked), nothing is erased and the error names "
+        "them; --json lists every run erased in run_ids. An erased run cannot be "
+        "retried, resumed or forked.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=erase)

@@ -94,7 +94,8 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
 
 
 async def erase(app: App, run_id: str) -> dict[str, Any]:
-    """Replace an ended run's payloads with ``{"erased": true}``; what was erased."""
+    """Replace an ended run's payloads, and its family's (children and forks), with
+    ``{"erased": true}``; what was erased."""
     try:
         report = await app.store.run_erase(run_id=run_id, now=app.clock.now())
     except RunNotFound:

@@ -579,6 +579,9 @@ class Store(ServeQueries, Protocol):
         unfinished child, and a child whose parent has not ended, are kept."""
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
-        """Replace every payload of an ended run with ``{"erased": true}``, keeping its
-        timeline's shape, and delete the events it published (streamed text). Raises:
-        RunNotFound, TetherError (the run has not ended)."""
+        """Replace every payload of an ended (or blocked) run with ``{"erased": true}``,
+        keeping its timeline's shape, and delete the events it published (streamed
+        text); the same, in the same transaction, for its family: its children and its
+        forks, recursively (copies of its data). ``run_ids``: every run erased, sorted.
+        Raises: RunNotFound, RunStateError (the run or a member of its family has not
+        ended: nothing is erased; the message names the members)."""
