@@ -30,7 +30,7 @@ ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: runs was small, scanned runs; see tests/store/test_postgres.py).
 _JOIN = """JOIN (SELECT run_id, fencing_token FROM tether.runs
       WHERE run_id = ANY(%(run_id)b::text[]) AND (status = 'running') IS TRUE
-      ORDER BY run_id FOR SHARE) r
+      ORDER BY run_id FOR NO KEY UPDATE) r
   ON r.run_id = u.run_id AND r.fencing_token = u.fencing_token"""
 
 
@@ -38,7 +38,8 @@ def _join_form(current: str) -> str:
     head, sep, tail = current.partition("FROM (SELECT * FROM unnest(")
     assert sep, "journal_append changed: update bench/pg_batch.py"
     unnest, _, rest = tail.partition("ORDER BY run_id) u")
-    _, _, after = rest.partition("FOR SHARE) held")
+    _, sep, after = rest.partition("FOR NO KEY UPDATE) held")
+    assert sep, "journal_append changed: update bench/pg_batch.py"
     columns = unnest.replace("AS a(", "AS u(").rstrip()
     return f"{head}FROM unnest({columns}\n{_JOIN}{after}"
 

@@ -41,7 +41,8 @@ variants of the journal append, each a prepared statement in autocommit on the b
 own (blocking) connection, the bare commit's client path, in rotating order, ``--pairs``
 rounds of ``--block`` each, into a running run no worker holds. Each variant adds one
 part of what ``journal_append_one`` does: an INSERT of the journal row; taking the
-fencing token from the run's row (INSERT ... SELECT); locking that row ``FOR SHARE``; the
+fencing token from the run's row (INSERT ... SELECT); locking that row (``FOR NO KEY
+UPDATE``, as the append does since migration 0012; ``FOR SHARE`` before); the
 ``ON CONFLICT`` clause (the statement as Tether sends it, less the op event it writes);
 and that op event (the statement as sent; migration 0009). Their ratios to the bare
 commit (median of the rounds' ratios) show what each part costs on the server; the
@@ -208,7 +209,8 @@ async def pg_statements(pairs: int, block: int, folder: Path) -> dict[str, Any]:
             "INSERT of the journal row": (_APPEND_INTO + "VALUES (" + _APPEND_VALUES + ")",
                                           False),
             "+ fencing token from the run's row": (_APPEND_SELECT, False),
-            "+ the run's row locked FOR SHARE": (_APPEND_SELECT + " FOR SHARE", False),
+            "+ the run's row locked FOR NO KEY UPDATE": (_APPEND_SELECT + " FOR NO KEY UPDATE",
+                                                          False),
             "+ ON CONFLICT (as sent, less its event)": (pg_less_events(full), False),
             "+ its op event (the statement as sent)": (full, True),
         }

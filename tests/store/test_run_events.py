@@ -274,3 +274,153 @@ async def test_appends_write_each_op_event_once_and_other_writers_keep_the_trigg
     # Written while the flag was set, by a statement that writes no event: none (the
     # contract of the flag); written after that transaction: the trigger's.
     assert [r.split()[0] for r in rows] == ["1", "2", "3", "4", "5", "7"]
+
+
+@pytest.mark.postgres
+async def test_a_transaction_open_elsewhere_on_the_server_holds_back_no_event(
+        pg_migrated_url: str) -> None:
+    """PostgreSQL (migration 0012): a transaction left open in another database of the
+    same server (here one that took a transaction id and went idle, as a session left
+    "idle in transaction" after a write does) holds back none of a run's events: they
+    are read as soon as they are committed, each once, after any cursor. (Before, a
+    reader showed only events older than every transaction still open on the server:
+    none, until that one ended.)"""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    store = open_store(pg_migrated_url)
+    await store.open()
+    async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL) as elsewhere:
+        await elsewhere.execute("SELECT pg_current_xact_id()")  # open, with an xid
+        try:
+            lease = (await start_and_claim(store, "a")).lease
+            for pos in range(2):
+                await store.journal_append(lease=lease, entry=entry(pos))
+            await store.run_publish(run_id="a", data='{"type": "llm.chunk", "text": "hi"}')
+            await store.run_finish(lease=lease, status="completed", result="1", error=None,
+                                   now=T0 + 1)
+            got = await store.run_events_read(run_id="a", after=None)  # once, no wait
+            assert [e.kind for e in got] == ["status", "op", "op", "chunk", "status"]
+            for i, ev in enumerate(got):
+                assert [e.event_id for e in await store.run_events_read(
+                    run_id="a", after=ev.event_id)] == [e.event_id for e in got[i + 1:]]
+        finally:
+            await elsewhere.rollback()
+            await store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("late_write", ["append", "journal_sql"])
+async def test_an_event_that_commits_late_is_never_skipped(
+        pg_migrated_url: str, late_write: str) -> None:
+    """PostgreSQL (migration 0012): event ids are taken in commit order per run. While a
+    transaction that wrote one of a run's events (the store's own append statement, or
+    an operator's INSERT into the journal, whose trigger writes the event; run by hand
+    and left open, after it wrote elsewhere first: its transaction id is older) has not
+    committed, the run's other writers (a lone append, a streamed chunk) wait for it
+    instead of committing events with later ids, so a reader sees none of them, and
+    once it commits, a reader from the cursor it had gets all three, in commit order,
+    once. With the appends locking the run's row FOR SHARE, or a chunk or the journal's
+    trigger not locking it, the later event would commit first and the reader's cursor
+    would pass the late one."""
+    import psycopg
+
+    store = open_store(pg_migrated_url)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "a")).lease
+        await store.journal_append(lease=lease, entry=entry(0))
+        seen = await store.run_events_read(run_id="a", after=None)
+        assert [e.kind for e in seen] == ["status", "op"]
+        cursor = seen[-1].event_id
+        schema = store.schema  # type: ignore[attr-defined]
+        one = entry(1)
+        async with await psycopg.AsyncConnection.connect(pg_migrated_url) as late:
+            await late.execute(f"INSERT INTO {schema}.kv (key, value, version, updated_at) "
+                               "VALUES ('elsewhere', '1', 1, 0)")
+            if late_write == "append":
+                await late.execute(store._q["journal_append_one"], {  # type: ignore[attr-defined]
+                    "run_id": "a", "fencing_token": lease.fencing_token,
+                    "position": one.position, "kind": one.kind.value, "name": one.name,
+                    "status": one.status.value, "result": one.result, "error": None,
+                    "attempts": one.attempts, "started_at": one.started_at,
+                    "finished_at": one.finished_at, "next_attempt_at": None, "args": None})
+            else:
+                await late.execute(f"INSERT INTO {schema}.journal (run_id, position, kind, "
+                                   "name, status, result, attempts, fencing_token) VALUES "
+                                   "('a', 1, 'step', 'step', 'ok', '1', 1, %s)",
+                                   (lease.fencing_token,))
+            append = asyncio.create_task(store.journal_append(lease=lease, entry=entry(2)))
+            chunk = asyncio.create_task(store.run_publish(
+                run_id="a", data='{"type": "llm.chunk", "text": "hi"}'))
+            await asyncio.sleep(0.5)
+            # A client following the stream reads now, and again after the commit.
+            during = await store.run_events_read(run_id="a", after=cursor)
+            await late.commit()
+        await asyncio.gather(append, chunk)
+        after = await store.run_events_read(
+            run_id="a", after=during[-1].event_id if during else cursor)
+        followed = during + after
+        ops = [json.loads(e.data)["position"] for e in followed if e.kind == "op"]
+        assert ops == [1, 2], f"the client got ops {ops}"
+        assert [e.kind for e in followed].count("chunk") == 1
+        assert during == [], "events committed while an earlier one was still open"
+        assert followed[0].kind == "op"  # the late one first: it committed first
+        assert [e.event_id for e in await store.run_events_read(run_id="a", after=None)] == [
+            *[e.event_id for e in seen], *[e.event_id for e in followed]]
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_cursors_held_across_migration_0012_resume_without_skip_or_repeat(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client holds a cursor (Last-Event-ID, ``<txid>-<event_id>``) from before
+    migration 0012; after it, a read from that cursor gets the rest of the older rows,
+    then the new ones (ids ``<event_id>``), each once, in order."""
+    from tether.store.postgres import _migrate
+
+    every = _migrate.migrations
+    monkeypatch.setattr(_migrate, "migrations",
+                        lambda schema: [m for m in every(schema) if m[0] <= 11])
+    old = open_store(pg_url)
+    await old.open()
+    try:
+        await _scenario(old, "r", 0)
+        before = await _read_all(old, "r", 6)
+    finally:
+        await old.close()
+    assert all("-" in event_id for event_id, _, _ in before)
+    monkeypatch.undo()
+    migrated = open_store(pg_url)
+    await migrated.open()
+    try:
+        assert await _read_all(migrated, "r", 6) == before
+        await _scenario(migrated, "r", 1)
+        got = [(e.event_id, e.kind, e.data)
+               for e in await migrated.run_events_read(run_id="r", after=None)]
+        assert got[:6] == before
+        assert [k for _, k, _ in got[6:]] == ["status", "op", "status", "status", "status"]
+        assert all(event_id.isdigit() for event_id, _, _ in got[6:])
+        for i, (event_id, _, _) in enumerate(got):
+            for limit in (1, 500):  # a page that ends among the older rows, and one not
+                after = await migrated.run_events_read(run_id="r", after=event_id,
+                                                       limit=limit)
+                assert [e.event_id for e in after] == [e for e, _, _ in got[i + 1:]][:limit]
+    finally:
+        await migrated.close()
+
+
+@pytest.mark.postgres
+async def test_an_event_id_this_store_never_made_is_refused(pg_migrated_url: str) -> None:
+    store = open_store(pg_migrated_url)
+    await store.open()
+    try:
+        for bad in ("x", "1-", "-1", "1-2-3", "9" * 20, "1-" + "9" * 20, " 1"):
+            with pytest.raises(ValueError, match="not an event id"):
+                await store.run_events_read(run_id="r", after=bad)
+        assert await store.run_events_read(run_id="r", after="5") == []
+        assert await store.run_events_read(run_id="r", after="7-5") == []
+    finally:
+        await store.close()

@@ -125,10 +125,10 @@ async def _frames(app: App, run_id: str, after: str | None,
             continue
         run = await store.run_get(run_id)
         if run is None or run.status in _FINAL:
-            # The status event that ends a run is its last one. A store may show the
-            # ended run a moment before that event is safe to read (PostgreSQL, see
-            # migration 0004): wait for it, a bounded time if this stream had sent
-            # it before a reconnect.
+            # The status event that ends a run is its last one. The run is read after
+            # its events, so it may show the end that committed between the two reads:
+            # read the events again for it, a bounded time if this stream had sent it
+            # before a reconnect.
             idle_polls += 1
             if saw_end or idle_polls > END_POLLS:
                 yield frame("end", {"status": run.status if run else None})

@@ -11,14 +11,18 @@ from tether.store._port import WORKER_STALE, RunEvent, StoreStats, stats_with_to
 from tether.store._sql import load_queries, run_from_row
 
 SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
-_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+#: ``<txid>-<event_id>``: a row stored before migration 0012; ``<event_id>``: one after.
+_CURSOR = re.compile(r"^(?:(\d{1,20})-)?(\d{1,19})$")
+_BIGINT_MAX = 2**63 - 1
 
 
 class PostgresServeQueries:
     """Mixed into ``PostgresStore``; every method is one round trip on the pool.
 
-    Event ids are ``<txid>-<event_id>``: the order in which rows become safe to read
-    (see migration 0004), so a cursor never skips an event that commits late."""
+    Event ids are ``<event_id>``: per run, ids are taken in commit order (migration
+    0012), so a cursor never skips an event that commits late. Rows stored before that
+    migration keep the ids ``<txid>-<event_id>`` that their readers handed out, and come
+    first, in that order, so a cursor held across the upgrade resumes where it was."""
 
     async def _one(self, name: str, params: Any) -> Any: ...  # PostgresStore's
 
@@ -35,15 +39,12 @@ class PostgresServeQueries:
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
-        txid, event_id = "0", 0
-        if after:
-            m = _CURSOR.match(after)
-            if m is None:
-                raise ValueError(f"not an event id of this store: {after!r}")
-            txid, event_id = m.group(1), int(m.group(2))
+        txid, event_id, last = _cursor(after)
         rows, _ = await self._one("run_events_read", {
-            "run_id": run_id, "txid": txid, "event_id": event_id, "limit": limit})
-        return [RunEvent(f"{tx}-{i}", kind, data) for tx, i, kind, data in rows]
+            "run_id": run_id, "txid": txid, "event_id": event_id, "after": last,
+            "limit": limit})
+        return [RunEvent(str(i) if tx is None else f"{tx}-{i}", kind, data)
+                for tx, i, kind, data in rows]
 
     async def store_stats(self, *, now: float) -> StoreStats:
         by_status, _ = await self._one("stats_status", None)
@@ -56,3 +57,17 @@ class PostgresServeQueries:
             {s: int(n) for s, n in by_status},
             {q: (int(n), float(oldest)) for q, n, oldest in queues}, steps[0], llm[0],
             int(workers[0][0]), {str(k): float(v) for k, v in totals})
+
+
+def _cursor(after: str | None) -> tuple[str | None, int, int]:
+    """What ``run_events_read`` reads after ``after``: (txid, event_id) among the rows
+    stored before migration 0012 (txid None: none of them), and the event_id after
+    which the rows stored since are read. Raises: ValueError."""
+    if not after:
+        return "0", 0, 0
+    m = _CURSOR.match(after)
+    if m is None or int(m.group(2)) > _BIGINT_MAX:
+        raise ValueError(f"not an event id of this store: {after!r}")
+    if m.group(1) is None:
+        return None, 0, int(m.group(2))
+    return m.group(1), int(m.group(2)), 0

@@ -3,11 +3,13 @@
 -- caller's clock, which App keeps in step with the server's through server_time);
 -- no other query reads now() or CURRENT_TIMESTAMP.
 --
--- Fencing: a write into a run holds a lock on the run's row until it commits (FOR SHARE
--- for journal appends, FOR NO KEY UPDATE or the UPDATE itself for the rest), and a claim
--- locks the rows it takes (FOR UPDATE SKIP LOCKED). So a takeover waits for, or skips,
--- a run with a write in flight, and a stale write re-checks the fencing token after the
--- takeover committed: it never lands in a journal its new owner has already loaded.
+-- Fencing: a write into a run holds a lock on the run's row until it commits (FOR NO KEY
+-- UPDATE, or the UPDATE itself), and a claim locks the rows it takes (FOR UPDATE SKIP
+-- LOCKED). So a takeover waits for, or skips, a run with a write in flight, and a stale
+-- write re-checks the fencing token after the takeover committed: it never lands in a
+-- journal its new owner has already loaded. The lock is exclusive among the writers of
+-- one run (appends included: not FOR SHARE), so a run's events take their ids in commit
+-- order (migration 0012).
 --
 -- Plans: "(status = 'running') IS TRUE" is not indexable, on purpose. Next to a run_id or
 -- owner condition it keeps the planner on the primary key (or runs_owner): with
@@ -283,7 +285,7 @@ w AS (
         SELECT 1 FROM {schema}.runs r
         WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
           AND (r.status = 'running') IS TRUE
-        FOR SHARE) held
+        FOR NO KEY UPDATE) held
     WHERE (SELECT f FROM flag) = 'statement'
 {_append_upsert_and_events}
 
@@ -308,7 +310,7 @@ w AS (
     FROM {schema}.runs
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE AND (SELECT f FROM flag) = 'statement'
-    FOR SHARE
+    FOR NO KEY UPDATE
 {_append_upsert_and_events}
 
 -- journal_append_one_metered --

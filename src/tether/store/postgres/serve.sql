@@ -17,8 +17,11 @@ ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
 -- run_events_read --
--- A run's stored events after a (txid, event_id) cursor, of transactions that ended
--- before every transaction still running (see migration 0004). Rows of kinds 's' and 'o'
+-- A run's stored events after a cursor, in the order in which they become visible: the
+-- rows of migration 0004's era by (txid, event_id), then the rest by event_id alone
+-- (txid NULL; migration 0012: per run, ids are taken in commit order). A cursor of the
+-- first kind has both txid and event_id, one of the second kind only after (txid NULL).
+-- Each part is a range of run_events_run, read in its order. Rows of kinds 's' and 'o'
 -- hold only the values (migration 0007): their JSON is built here, as the triggers of
 -- migration 0004 built it.
 SELECT txid::text, event_id,
@@ -34,10 +37,14 @@ SELECT txid::text, event_id,
                                         'attempts', m[2]::integer)::text
                FROM regexp_match(data, '^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$') AS r(m))
            ELSE data END
-FROM {schema}.run_events
-WHERE run_id = %(run_id)s AND (txid, event_id) > (%(txid)s::xid8, %(event_id)s)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, event_id LIMIT %(limit)s;
+FROM ((SELECT txid, event_id, kind, data FROM {schema}.run_events
+       WHERE run_id = %(run_id)s AND (txid, event_id) > (%(txid)s::xid8, %(event_id)s)
+       ORDER BY txid, event_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT txid, event_id, kind, data FROM {schema}.run_events
+       WHERE run_id = %(run_id)s AND txid IS NULL AND event_id > %(after)s
+       ORDER BY txid, event_id LIMIT %(limit)s)) AS e
+ORDER BY e.txid, e.event_id LIMIT %(limit)s;  -- (e.txid: the xid8, not the text above)
 
 -- run_publish_stored --
 -- Store a streamed chunk as an event and send its parts to the run's channel.
