@@ -34,15 +34,12 @@ async def test_each_event_once_in_order_after_any_cursor(store: Store) -> None:
     await store.run_publish(run_id="a", data='{"type": "llm.chunk", "text": "hi"}')
     await store.run_finish(lease=a.lease, status="completed", result="1", error=None,
                            now=T0 + 1)
-    # PostgreSQL shows events once every older transaction of the server has ended.
-    await wait_for(lambda: _count(store, "a", 6), timeout=30, what="the events")
     got = await store.run_events_read(run_id="a", after=None)
     assert [e.kind for e in got] == ["status", "op", "op", "op", "chunk", "status"]
     assert [e.data for e in got if e.kind == "chunk"] == ['{"type": "llm.chunk", "text": "hi"}']
     for i, ev in enumerate(got):
         assert [e.event_id for e in await store.run_events_read(
             run_id="a", after=ev.event_id)] == [e.event_id for e in got[i + 1:]]
-    await wait_for(lambda: _count(store, "b", 4), timeout=30, what="the events of b")
     assert [k for k, _ in await events_of(store, "b")] == ["status", "op", "op", "op"]
 
 
@@ -249,7 +246,6 @@ async def test_appends_write_each_op_event_once_and_other_writers_keep_the_trigg
         retry = entry(6, "pending")
         retry.error = '{"type": "E", "message": "no"}'
         await store.journal_append(lease=a, entry=retry)
-        await wait_for(lambda: _count(store, "a", 8), timeout=30, what="the events of a")
         ops = [e.data for e in await store.run_events_read(run_id="a", after=None)
                if e.kind == "op"]
         assert [(json.loads(d)["position"], json.loads(d)["status"]) for d in ops] == [

@@ -91,3 +91,42 @@ def test_reconnect_to_another_serve_process_gets_every_event_once(pg_url: str,
     statuses = [e.data["status"] for e in got if e.event == "status"
                 and isinstance(e.data, dict)]
     assert statuses[-1] == "completed"
+
+
+def test_a_transaction_open_elsewhere_on_the_server_holds_back_no_event(
+        pg_url: str, tmp_path: Path) -> None:
+    """A session idle in a transaction (with a transaction id) in another database of
+    the same server: a run's stream still sends its events, then its end. (Before
+    migration 0012 the stream of a run that had ended sent its end after a few polls
+    without a single event.)"""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+    from tests.store.conftest import T0, entry, start_and_claim
+
+    async def run() -> None:
+        store = open_store(pg_url)
+        await store.open()
+        try:
+            lease = (await start_and_claim(store, "r1")).lease
+            for pos in range(3):
+                await store.journal_append(lease=lease, entry=entry(pos))
+            await store.run_finish(lease=lease, status="completed", result="1", error=None,
+                                   now=T0 + 1)
+        finally:
+            await store.close()
+
+    with psycopg.connect(PG_ADMIN_URL) as elsewhere:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # open, with an xid, idle
+        asyncio.run(run())
+        with serving(pg_url, tmp_path) as served:
+            got = []
+            with httpx.stream("GET", served.url + "/api/v1/runs/r1/events",
+                              timeout=30) as resp:
+                for ev in parse_sse(resp.iter_lines()):
+                    got.append(ev)
+                    if ev.event == "end":
+                        break
+        elsewhere.rollback()
+    assert [e.event for e in got] == ["status", "op", "op", "op", "status", "end"]
+    assert got[-2].data == {"status": "completed", "waiting_for": None}
