@@ -420,3 +420,46 @@ async def test_an_event_id_this_store_never_made_is_refused(pg_migrated_url: str
         assert await store.run_events_read(run_id="r", after="7-5") == []
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_reader_following_concurrent_writers_gets_every_event_once(
+        pg_migrated_url: str) -> None:
+    """PostgreSQL (migration 0012): chunks published from several connections at once,
+    appends and live-status changes of one run, while a reader follows the run's events
+    from cursor to cursor: what it got is every event the run has, once, in order."""
+    store = open_store(pg_migrated_url)
+    await store.open()
+    try:
+        lease = (await start_and_claim(store, "a")).lease
+        done = asyncio.Event()
+
+        async def chunks(who: int) -> None:
+            for i in range(40):
+                await store.run_publish(run_id="a", data=json.dumps({"who": who, "i": i}))
+
+        async def appends() -> None:
+            for pos in range(40):
+                await store.journal_append(lease=lease, entry=entry(pos))
+                if pos % 4 == 0:
+                    await store.run_set_status_info(lease=lease, info=str(pos), now=T0)
+
+        async def follow() -> list[str]:
+            got: list[str] = []
+            while True:
+                last = done.is_set()
+                batch = await store.run_events_read(run_id="a", after=got[-1] if got else None)
+                got += [e.event_id for e in batch]
+                if last and not batch:
+                    return got
+
+        reader = asyncio.create_task(follow())
+        await asyncio.gather(appends(), *[chunks(who) for who in range(4)])
+        done.set()
+        followed = await reader
+        every = [e.event_id for e in await store.run_events_read(run_id="a", after=None,
+                                                                 limit=10000)]
+        assert len(every) == 1 + 40 + 10 + 4 * 40  # running, ops, live, chunks
+        assert followed == every
+    finally:
+        await store.close()
