@@ -42,7 +42,7 @@ own (blocking) connection, the bare commit's client path, in rotating order, ``-
 rounds of ``--block`` each, into a running run no worker holds. Each variant adds one
 part of what ``journal_append_one`` does: an INSERT of the journal row; taking the
 fencing token from the run's row (INSERT ... SELECT); locking that row (``FOR NO KEY
-UPDATE``, as the append does since migration 0012; ``FOR SHARE`` before); the
+UPDATE``, as the append does since migration 0013; ``FOR SHARE`` before); the
 ``ON CONFLICT`` clause (the statement as Tether sends it, less the op event it writes);
 and that op event (the statement as sent; migration 0009). Their ratios to the bare
 commit (median of the rounds' ratios) show what each part costs on the server; the

@@ -275,7 +275,7 @@ async def test_appends_write_each_op_event_once_and_other_writers_keep_the_trigg
 @pytest.mark.postgres
 async def test_a_transaction_open_elsewhere_on_the_server_holds_back_no_event(
         pg_migrated_url: str) -> None:
-    """PostgreSQL (migration 0012): a transaction left open in another database of the
+    """PostgreSQL (migration 0013): a transaction left open in another database of the
     same server (here one that took a transaction id and went idle, as a session left
     "idle in transaction" after a write does) holds back none of a run's events: they
     are read as soon as they are committed, each once, after any cursor. (Before, a
@@ -310,7 +310,7 @@ async def test_a_transaction_open_elsewhere_on_the_server_holds_back_no_event(
 @pytest.mark.parametrize("late_write", ["append", "journal_sql"])
 async def test_an_event_that_commits_late_is_never_skipped(
         pg_migrated_url: str, late_write: str) -> None:
-    """PostgreSQL (migration 0012): event ids are taken in commit order per run. While a
+    """PostgreSQL (migration 0013): event ids are taken in commit order per run. While a
     transaction that wrote one of a run's events (the store's own append statement, or
     an operator's INSERT into the journal, whose trigger writes the event; run by hand
     and left open, after it wrote elsewhere first: its transaction id is older) has not
@@ -370,16 +370,16 @@ async def test_an_event_that_commits_late_is_never_skipped(
 
 
 @pytest.mark.postgres
-async def test_cursors_held_across_migration_0012_resume_without_skip_or_repeat(
+async def test_cursors_held_across_migration_0013_resume_without_skip_or_repeat(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client holds a cursor (Last-Event-ID, ``<txid>-<event_id>``) from before
-    migration 0012; after it, a read from that cursor gets the rest of the older rows,
+    migration 0013; after it, a read from that cursor gets the rest of the older rows,
     then the new ones (ids ``<event_id>``), each once, in order."""
     from tether.store.postgres import _migrate
 
     every = _migrate.migrations
     monkeypatch.setattr(_migrate, "migrations",
-                        lambda schema: [m for m in every(schema) if m[0] <= 11])
+                        lambda schema: [m for m in every(schema) if m[0] <= 12])
     old = open_store(pg_url)
     await old.open()
     try:
@@ -425,7 +425,7 @@ async def test_an_event_id_this_store_never_made_is_refused(pg_migrated_url: str
 @pytest.mark.postgres
 async def test_a_reader_following_concurrent_writers_gets_every_event_once(
         pg_migrated_url: str) -> None:
-    """PostgreSQL (migration 0012): chunks published from several connections at once,
+    """PostgreSQL (migration 0013): chunks published from several connections at once,
     appends and live-status changes of one run, while a reader follows the run's events
     from cursor to cursor: what it got is every event the run has, once, in order."""
     store = open_store(pg_migrated_url)

@@ -46,7 +46,7 @@ class Api:
 
 async def _stored_events(store: Any, run_id: str) -> int:
     """How many events of the run are stored (on PostgreSQL too, each is readable once
-    its transaction committed: migration 0012)."""
+    its transaction committed: migration 0013)."""
     return len(await store.run_events_read(run_id=run_id, after=None, limit=100000))
 
 

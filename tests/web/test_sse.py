@@ -97,7 +97,7 @@ def test_a_transaction_open_elsewhere_on_the_server_holds_back_no_event(
         pg_url: str, tmp_path: Path) -> None:
     """A session idle in a transaction (with a transaction id) in another database of
     the same server: a run's stream still sends its events, then its end. (Before
-    migration 0012 the stream of a run that had ended sent its end after a few polls
+    migration 0013 the stream of a run that had ended sent its end after a few polls
     without a single event.)"""
     import psycopg
 

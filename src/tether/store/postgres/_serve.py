@@ -11,7 +11,7 @@ from tether.store._port import WORKER_STALE, RunEvent, StoreStats, stats_with_to
 from tether.store._sql import load_queries, run_from_row
 
 SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
-#: ``<txid>-<event_id>``: a row stored before migration 0012; ``<event_id>``: one after.
+#: ``<txid>-<event_id>``: a row stored before migration 0013; ``<event_id>``: one after.
 _CURSOR = re.compile(r"^(?:(\d{1,20})-)?(\d{1,19})$")
 _BIGINT_MAX = 2**63 - 1
 
@@ -20,7 +20,7 @@ class PostgresServeQueries:
     """Mixed into ``PostgresStore``; every method is one round trip on the pool.
 
     Event ids are ``<event_id>``: per run, ids are taken in commit order (migration
-    0012), so a cursor never skips an event that commits late. Rows stored before that
+    0013), so a cursor never skips an event that commits late. Rows stored before that
     migration keep the ids ``<txid>-<event_id>`` that their readers handed out, and come
     first, in that order, so a cursor held across the upgrade resumes where it was."""
 
@@ -61,7 +61,7 @@ class PostgresServeQueries:
 
 def _cursor(after: str | None) -> tuple[str | None, int, int]:
     """What ``run_events_read`` reads after ``after``: (txid, event_id) among the rows
-    stored before migration 0012 (txid None: none of them), and the event_id after
+    stored before migration 0013 (txid None: none of them), and the event_id after
     which the rows stored since are read. Raises: ValueError."""
     if not after:
         return "0", 0, 0

@@ -9,7 +9,7 @@
 -- write re-checks the fencing token after the takeover committed: it never lands in a
 -- journal its new owner has already loaded. The lock is exclusive among the writers of
 -- one run (appends included: not FOR SHARE), so a run's events take their ids in commit
--- order (migration 0012).
+-- order (migration 0013).
 --
 -- Plans: "(status = 'running') IS TRUE" is not indexable, on purpose. Next to a run_id or
 -- owner condition it keeps the planner on the primary key (or runs_owner): with

@@ -19,7 +19,7 @@ LIMIT %(limit)s;
 -- run_events_read --
 -- A run's stored events after a cursor, in the order in which they become visible: the
 -- rows of migration 0004's era by (txid, event_id), then the rest by event_id alone
--- (txid NULL; migration 0012: per run, ids are taken in commit order). A cursor of the
+-- (txid NULL; migration 0013: per run, ids are taken in commit order). A cursor of the
 -- first kind has both txid and event_id, one of the second kind only after (txid NULL).
 -- Each part is a range of run_events_run, read in its order. Rows of kinds 's' and 'o'
 -- hold only the values (migration 0007): their JSON is built here, as the triggers of
