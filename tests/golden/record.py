@@ -32,6 +32,17 @@ async def record(only: list[str] | None = None) -> list[str]:
                           {"name": "long_lookup", "arguments": {"topic": "durable execution"},
                            "id": "call_3"}], input_tokens=50, output_tokens=12),
         Reply("Oslo is sunny; I stopped the lookup.", input_tokens=70, output_tokens=9),
+        # budget_gathered: its outline spends 60 of 100 tokens; the third part's prompt
+        # does not fit what is left, the first two do (the code that recorded it sent
+        # them together); the third goes after a raise.
+        Reply("Intro, body, end.", input_tokens=40, output_tokens=20),
+        Reply("Part one.", input_tokens=20, output_tokens=5),
+        Reply("Part two.", input_tokens=20, output_tokens=5),
+        Reply("Part three.", input_tokens=60, output_tokens=5),
+        # budget_waiting: its outline spends the whole budget: all three parts wait; it
+        # gets one raise.
+        Reply("Intro, body, end.", input_tokens=40, output_tokens=60),
+        Reply("Part one.", input_tokens=20, output_tokens=5),
     ])
     await server.start()
     os.environ["TETHER_GOLDEN_LLM_URL"] = server.base_url
@@ -74,6 +85,8 @@ async def record(only: list[str] | None = None) -> list[str]:
                 await asyncio.sleep(0.01)
             await app.signal("golden-agent-interrupted", "interrupt", "skip the lookup")
             await env.result(runs["agent_interrupted"])
+            runs["budget_gathered"] = await _budget_run(env, w, "golden-budget-gathered")
+            runs["budget_waiting"] = await _budget_run(env, w, "golden-budget-waiting")
             for name, handle in runs.items():
                 if only and name not in only:
                     continue
@@ -85,6 +98,16 @@ async def record(only: list[str] | None = None) -> list[str]:
     finally:
         await server.stop()
     return written
+
+
+async def _budget_run(env: TestEnv, w: Any, run_id: str) -> Any:
+    """Run ``budget_gathered`` to where its refused calls wait, then raise its budget
+    once."""
+    handle = await env.app.start(w.budget_gathered, "tides", run_id=run_id)
+    await env.settle()
+    await env.app.signal(run_id, "budget", {"tokens": 1000})
+    await env.settle()
+    return handle
 
 
 def _without_tracebacks(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """The representative workflows whose recorded runs are kept in ``tests/golden/*.json``
 (steps with retries, clock/random/uuid values, timers, signals and their timeouts,
-children, LLM calls and an agent with a tool, patches, cancellation, failure).
+children, LLM calls and an agent with a tool, patches, cancellation, failure, an LLM
+budget reached by gathered calls).
 
 ``test_golden.py`` replays every recorded run against this code on every test run: a
 change here (or in the engine) that would break runs in flight fails CI. A deliberate
@@ -17,7 +18,7 @@ from typing import Any
 
 import tether
 from tether import App, RetryPolicy
-from tether.ai import LLM, Agent, function_tool
+from tether.ai import LLM, Agent, function_tool, set_budget
 
 app = App("sqlite:///golden-never-opened.db")
 
@@ -144,3 +145,19 @@ async def long_lookup(topic: str) -> str:
 researcher = app.add_agent(Agent("researcher", model=llm, instructions="Be brief.",
                                  tools=[weather, long_lookup], max_turns=4,
                                  interruptible=True))
+
+
+@app.workflow
+async def budget_gathered(topic: str) -> list[str]:
+    """A budget with the policy ``wait`` reached by gathered calls: ``budget_gathered.json``
+    (one of three refused, issued again after a raise) and ``budget_waiting.json`` (all
+    three refused, one raise given) were recorded by the code before budgets were
+    reservations (10dd972): one ``budget`` signal per refused call, no
+    ``tether.ai.budget-one-raise`` marker."""
+    set_budget(tokens=100)
+    outline = await llm.chat([{"role": "user", "content": f"Outline {topic}."}])
+    prompts = [f"Write part {i} of: {outline.text}" for i in range(3)]
+    prompts[2] += " Cite every source in full." * 8  # (a longer prompt: a larger estimate)
+    parts = await asyncio.gather(*(
+        llm.chat([{"role": "user", "content": prompt}], max_tokens=50) for prompt in prompts))
+    return [part.text or "" for part in parts]
