@@ -16,7 +16,7 @@ import functools
 import inspect
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +33,7 @@ from tether._definitions import StepDef
 from tether._errors_codec import error_to_dict, step_error
 from tether._replay import (
     ERROR,
+    INHERIT_KEY,
     OK,
     PENDING,
     Lost,
@@ -163,7 +164,8 @@ def _child_target(workflow: Callable[..., Any] | str, queue: str | None) -> tupl
 
 async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] | str,
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
-                       run_id: str | None, on_parent_cancel: str) -> ChildHandle[Any]:
+                       run_id: str | None, on_parent_cancel: str,
+                       inherit: Mapping[str, Any] | None = None) -> ChildHandle[Any]:
     name, q, annotation = _child_target(workflow, queue)
     if run_id is not None:  # (a child the journal holds was started under older rules)
         check_name("run id", run_id, new=ctx.journal.get(pos) is None)
@@ -174,6 +176,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:
         payload["kwargs"] = kwargs
+    if inherit:  # (stored with the child's input: it outlives every crash of either run)
+        payload[INHERIT_KEY] = dict(inherit)
     what = f"input of child workflow {name!r}"
     # Bound to the child (the id ``child_start`` gives it), whose input it is; the
     # copy journaled as the operation's arguments is bound to this run.

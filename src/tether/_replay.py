@@ -678,6 +678,18 @@ class _Parking:
         return found
 
 
+#: The key of a run's input (``{"args": [...], "kwargs": {...}, "ext": {...}}``) that
+#: holds what its parent handed down to integrations (``tether.ext.start_child``'s
+#: ``inherit``); the workflow's own arguments never see it.
+INHERIT_KEY = "ext"
+
+
+def inherited_of(data: Any) -> dict[str, Any]:
+    """What a run's decoded input hands down to integrations (``{}``: nothing)."""
+    found = data.get(INHERIT_KEY) if isinstance(data, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
+
+
 class RunContext:
     """The journal cursor of one run being executed by one worker: its lease, its
     journal, the next position, the determinism check, why the run's code must stop,
@@ -713,6 +725,9 @@ class RunContext:
         self.metrics: dict[str, float] = dict(metrics or {})
         #: Integrations' state for this execution (``tether.ext.Run.memory``).
         self.memory: dict[object, Any] = {}
+        #: What the run's parent handed down to integrations with its input
+        #: (``tether.ext.Run.inherited``), set when the input is decoded.
+        self.inherited: dict[str, Any] = {}
         #: Texts to store with the next entry written at a position (``stage_blobs``),
         #: and the keys this execution stored so (a bounded memory: see ``stage_blobs``).
         self._blobs: dict[int, dict[str, str]] = {}

@@ -21,7 +21,10 @@ What an integration gets here:
 - **per-execution memory** (:meth:`Run.memory`): plain Python state for one execution
   of a run's code, rebuilt by replay after a crash or a release;
 - **a tool call served by a child run** (:func:`child_tool_result`): the wait for the
-  child's result, which telemetry shows as the tool's call.
+  child's result, which telemetry shows as the tool's call;
+- **what a parent hands down to its child** (:func:`start_child`'s ``inherit``, read
+  by the child as :attr:`Run.inherited`): stored with the child's input, so it is the
+  same in every execution of the child (a budget's share, say).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tether._definitions import StepDef
-from tether._operations import ChildHandle, child_wait, run_step, run_sync_step
+from tether._operations import ChildHandle, _ctx, _start_child, child_wait, run_step, run_sync_step
 from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
@@ -57,6 +61,7 @@ __all__ = [
     "current_step",
     "in_workflow",
     "shared_state",
+    "start_child",
     "step",
 ]
 
@@ -175,6 +180,13 @@ class Run:
         bookkeeping outside the journal (breakers, limits), and ``tether.now()`` for
         time that workflow logic depends on."""
         return self._ctx.clock.now()
+
+    @property
+    def inherited(self) -> Mapping[str, Any]:
+        """What the run's parent handed down to integrations when it started it
+        (:func:`start_child`'s ``inherit``; empty for any other run). Part of the run's
+        input: the same in every execution of the run, whatever crashed."""
+        return MappingProxyType(self._ctx.inherited)
 
     def memory(self, key: object, factory: Callable[[], T]) -> T:
         """Per-execution state under ``key`` (built by ``factory`` on first use).
@@ -357,6 +369,29 @@ def child_tool_result(handle: ChildHandle[T], tool: str) -> Awaitable[T]:
     if ctx is None or _current_step.get() is not None:
         return handle.result()  # (raises OutsideRun, as it does)
     return child_wait(ctx, ctx.take_position(), handle.run_id, handle._annotation, tool)
+
+
+def start_child(workflow: Callable[..., Awaitable[T]] | str, /, args: Sequence[Any] = (),
+                kwargs: Mapping[str, Any] | None = None, *, queue: str | None = None,
+                inherit: Mapping[str, Any] | None = None) -> Awaitable[ChildHandle[T]]:
+    """``tether.start_child(workflow, *args, queue=queue, **kwargs)``, handing
+    ``inherit`` down to the child's integrations (:attr:`Run.inherited`).
+
+    ``inherit`` is a JSON object, stored with the child's input (in the transaction that
+    creates the child, and in this run's journal as the operation's arguments): the
+    child reads the same value in every execution, and a replay of this run, which
+    answers the start from the journal, hands nothing down again. Key it by your
+    integration's name (``tether.ai.budget``). The child's workflow function never
+    sees it.
+
+    Raises:
+        OutsideRun: not in workflow code.
+        ConfigError: ``workflow`` is not a workflow.
+        PayloadError: ``inherit`` or the arguments are not JSON.
+    """
+    ctx = _ctx("ext.start_child")
+    return _start_child(ctx, ctx.take_position(), workflow, tuple(args), dict(kwargs or {}),
+                        queue, None, "cancel", inherit)
 
 
 async def shared_state(app: App) -> SharedState:

@@ -194,3 +194,43 @@ async def test_a_metric_that_is_not_a_finite_number_fails_the_step_not_the_worke
                "number" in o for o in outcomes), outcomes
     assert executed == ["nan", "inf", "text", "bool", "fine"]  # each attempt once
     assert (await app.get_run("nan")).metrics == {"tokens.input": 5.0, "cost.usd": 0.25}
+
+
+async def test_start_child_hands_down_what_the_child_reads_in_every_execution(
+        app: App) -> None:
+    """ext.start_child(inherit=) stores the mapping with the child's input: the child's
+    ext.Run.inherited gives it in each execution (here: the first, and the replay
+    after its signal wait released it), the workflow's arguments never see it, and a
+    run started otherwise inherits nothing. The history's replay check gets it too."""
+    from tether.testing import export_history, replay
+
+    seen: list[dict[str, Any]] = []
+
+    @app.workflow
+    async def child(label: str, *, times: int = 1) -> str:
+        run = ext.current_run()
+        assert run is not None
+        seen.append(dict(run.inherited))
+        if run.inherited.get("demo.mode") == "wait":
+            await tether.wait_for_signal("go")
+        return label * times
+
+    @app.workflow
+    async def parent() -> str:
+        handle = await ext.start_child(child, ["ab"], {"times": 2},
+                                       inherit={"demo.mode": "wait"})
+        return str(await handle.result())
+
+    async with app.worker():
+        await app.start(parent, run_id="p")
+        await wait_for(lambda: status_is(app, "p.0", "waiting"), timeout=10)
+        await app.signal("p.0", "go")
+        assert await app.handle("p").result(timeout=10) == "abab"
+        assert await (await app.start(child, "c", run_id="alone")).result(timeout=10) == "c"
+        info = await app.get_run("p.0")
+        history = await export_history(app, "p.0")
+    assert seen == [{"demo.mode": "wait"}, {"demo.mode": "wait"}, {}]
+    assert info.input == {"args": ["ab"], "kwargs": {"times": 2},
+                          "ext": {"demo.mode": "wait"}}
+    [checked] = await replay(app, history)
+    assert checked.compatible and checked.replayed == 1, checked.message

@@ -28,7 +28,7 @@ from typing import Any
 from tether._app import App
 from tether._codec import restore
 from tether._definitions import WorkflowDef
-from tether._replay import Blocked, Release, RunContext, _Stop, current_run
+from tether._replay import Blocked, Release, RunContext, _Stop, current_run, inherited_of
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import NonDeterminismError
 from tether.store._port import Wait
@@ -204,6 +204,7 @@ async def check_history(app: App, history: History, *,
         ctx.main_task = asyncio.current_task()  # (branches' results come in order)
         try:
             args, kwargs = _decode_input(app, wdef, history)
+            ctx.inherited = inherited_of(history.input)
             await wdef.fn(*args, **kwargs)
         except _Stop:
             pass

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tether import _observe
 from tether._app import worker_host
 from tether._clock import SyncedClock, wait_event
-from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, Codec, restore
+from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import tick_schedules, to_record
 from tether._pacing import OutagePacing
@@ -38,6 +38,7 @@ from tether._replay import (
     RunContext,
     _Stop,
     current_run,
+    inherited_of,
 )
 from tether._types import ClaimedRun, Lease, RunRecord, RunStatus
 from tether.errors import (
@@ -889,7 +890,7 @@ class Worker:
             if _observe.observers:
                 value = await _observe.run(ctx, self._code(ctx, run.input, wdef))
             else:  # (no wrapping coroutine: one fewer frame at every resumption)
-                args, kwargs = self._decode_input(ctx.codec, run.input, wdef)
+                args, kwargs = self._decode_input(ctx, run.input, wdef)
                 value = await wdef.fn(*args, **kwargs)
         except _Stop:
             pass
@@ -1068,12 +1069,15 @@ class Worker:
     async def _code(self, ctx: RunContext, input_text: str, wdef: Any) -> Any:
         """The run's code, its input decoded first: under the observers, so that a run
         its input blocks (a payload this worker refuses) or fails has its span too."""
-        args, kwargs = self._decode_input(ctx.codec, input_text, wdef)
+        args, kwargs = self._decode_input(ctx, input_text, wdef)
         return await wdef.fn(*args, **kwargs)
 
-    def _decode_input(self, codec: Codec, text: str, wdef: Any
+    def _decode_input(self, ctx: RunContext, text: str, wdef: Any
                       ) -> tuple[list[Any], dict[str, Any]]:
-        data = codec.decode(text, None, SLOT_INPUT)
+        """The workflow's arguments; what its parent handed down for integrations
+        (``ext.start_child(inherit=)``) goes to ``ctx.inherited``."""
+        data = ctx.codec.decode(text, None, SLOT_INPUT)
+        ctx.inherited = inherited_of(data)
         args = list(data.get("args", []))
         kwargs = dict(data.get("kwargs", {}))
         anns = wdef.param_annotations
