@@ -27,7 +27,13 @@ from tether.ai import (
     set_budget,
     user_message,
 )
-from tether.ai._budget import BUDGET_INPUT_SCHEMA, budget_payload
+from tether.ai._budget import (
+    BUDGET_INPUT_SCHEMA,
+    Claim,
+    RunSpending,
+    budget_payload,
+    stricter,
+)
 from tether.errors import ConfigError, RunFailed, TetherError
 from tether.testing import Fault, Reply, ScriptedLLMServer, export_history, replay
 from tether.testing.llm_server import RecordedRequest
@@ -458,3 +464,38 @@ async def test_metered_requests_reserve_the_budget_too(sqlite_url: str) -> None:
     info = await app.get_run("m1")
     assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1_000
     await app.close()
+
+
+def test_a_child_share_is_what_is_left_split_between_the_children_started_together() -> None:
+    """What the run spent, its calls in flight and the shares it holds for other
+    children are cut from the limits; the rest is split between the children started
+    together; a child's spend, rolled up, replaces its share."""
+    spending = RunSpending(budget=Budget(tokens=1000, usd=1.0))
+    spending.add(200, 0.10)
+    call = Claim()
+    call.in_flight, call.tokens, call.usd = True, 100, 0.05
+    spending.claims.add(call)
+    spending.splitting = 2
+    first = spending.share()
+    assert first is not None
+    assert (first.tokens, first.usd, first.on_exceed) == (350, pytest.approx(0.425), "wait")
+    spending.hold("a", first)
+    assert spending.splitting == 1 and spending.held() == (350, pytest.approx(0.425))
+    second = spending.share()
+    assert second is not None and second.tokens == 350
+    spending.hold("b", second)
+    spending.roll_up("a", 50, 0.01)
+    assert spending.children == {"b": (350, pytest.approx(0.425))}
+    assert spending.tokens == 250
+    assert RunSpending().share() is None  # no budget, no share
+
+
+def test_the_stricter_budget_takes_the_lower_limits_and_fail() -> None:
+    own = Budget(usd=2.0, on_exceed="wait")
+    share = Budget(usd=5.0, tokens=790, on_exceed="fail")
+    assert stricter(own, share) == Budget(usd=2.0, tokens=790, on_exceed="fail")
+    assert stricter(None, share) is share and stricter(own, None) is own
+    assert stricter(Budget(tokens=10), Budget(tokens=20)) == Budget(tokens=10)
+    assert Budget.from_dict(share.to_dict()) == share
+    for bad in (None, "x", {}, {"tokens": -1}, {"usd": "1"}, {"tokens": 5, "on_exceed": "?"}):
+        assert Budget.from_dict(bad) is None

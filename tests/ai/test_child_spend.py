@@ -5,17 +5,23 @@ parent's budget; ``tether show`` prints the tree's totals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests import forked
-from tether import App, RunFailed
+from tests import CHECKOUT_PATH, forked
+from tether import App, RunFailed, RunNotFound, WorkflowNotFound
 from tether.ai import LLM, Agent, Budget, user_message, workflow_tool
-from tether.testing.llm_server import Reply, ScriptedLLMServer
+from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -88,3 +94,233 @@ async def test_child_spend_counts_against_the_parent_budget(
         with pytest.raises(RunFailed, match=r"BudgetExceeded.*1310 tokens spent"):
             await (await app.start("lead", "Go.", run_id="p2")).result(timeout=30)
     assert len(server.requests) == 2
+
+
+def child_loop(turns: int) -> list[Reply]:
+    """The lead asks its helper (210 tokens); the helper notes something ``turns``
+    times (320 tokens a turn), then answers; the lead then answers."""
+    note = Reply(tool_calls=[{"name": "note", "arguments": {"text": "more"}}],
+                 input_tokens=300, output_tokens=20)
+    return [Reply(tool_calls=[{"name": "helper", "arguments": {"task": "dig deep"}}],
+                  input_tokens=200, output_tokens=10),
+            *[note] * turns, Reply("dug", input_tokens=300, output_tokens=20),
+            Reply("All done.", input_tokens=500, output_tokens=20)]
+
+
+def note(text: str) -> str:
+    """Note something down.
+
+    Args:
+        text: the note.
+    """
+    return f"noted {text}"
+
+
+async def test_the_parent_budget_bounds_what_its_child_spends(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """The lead (Budget 1,000 tokens, fail) spends 210, then its helper agent, which has
+    no budget of its own, would note six times (2,240 tokens). The helper gets what is
+    left, 790 tokens, with its input: it makes two calls (640 tokens) and its third
+    (~187 tokens of prompt) is refused; the lead reads the tool's error, and its own
+    next call is refused: the tree spent 850 tokens. Without the share the helper made
+    all seven calls and the lead's next call was refused at 2,450 tokens of 1,000."""
+    server.set_script(child_loop(6))
+    app = App(store_url)
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000, on_exceed="fail"),
+                        tools=[Agent("helper", model=llm, tools=[note], max_turns=10)]))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*850 tokens spent"):
+            await (await app.start("lead", "Go.", run_id="p3")).result(timeout=30)
+        [child] = [r for r in await app.list_runs() if r.parent_run_id == "p3"]
+        helper = await app.get_run(child.run_id)
+    assert len(server.requests) == 3
+    assert helper.input == {"args": ["dig deep"], "ext": {"tether.ai.budget": {
+        "usd": None, "tokens": 790, "on_exceed": "fail"}}}
+    assert helper.status == "failed" and helper.error is not None
+    assert "640 tokens spent" in helper.error["message"]
+    assert "budget 790 tokens" in helper.error["message"]
+    assert helper.metrics["tokens.input"] + helper.metrics["tokens.output"] == 640
+
+
+def helpers_model(tasks: list[str], notes: int) -> Any:
+    """The lead asks one helper per task in one turn, then answers; each helper notes
+    ``notes`` times (320 tokens a turn), then answers (320 tokens)."""
+
+    def respond(request: RecordedRequest) -> Reply:
+        messages = request.body["messages"]
+        task = next(m["content"] for m in messages if m["role"] == "user")
+        seen = sum(1 for m in messages if m["role"] == "tool")
+        if task == "Go.":
+            if seen:
+                return Reply("All done.", input_tokens=500, output_tokens=20)
+            return Reply(tool_calls=[{"name": "helper", "arguments": {"task": t},
+                                      "id": f"call_{t}"} for t in tasks],
+                         input_tokens=200, output_tokens=10)
+        if seen < notes:
+            return Reply(tool_calls=[{"name": "note", "arguments": {"text": task}}],
+                         input_tokens=300, output_tokens=20)
+        return Reply(f"dug {task}", input_tokens=300, output_tokens=20)
+
+    return respond
+
+
+async def test_children_started_together_split_what_is_left(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Two helpers called in one turn get half of the 790 tokens left each (the first
+    one started does not take it all, leaving the second nothing): each makes one call
+    (320) and is refused its second; the tree spends 850 of 1,000."""
+    server.set_script([])
+    server.responder = helpers_model(["north", "south"], notes=6)
+    app = App(sqlite_url)
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000, on_exceed="fail"),
+                        tools=[Agent("helper", model=llm, tools=[note], max_turns=10)]))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*850 tokens spent"):
+            await (await app.start("lead", "Go.", run_id="p4")).result(timeout=30)
+        children = [await app.get_run(r.run_id) for r in await app.list_runs()
+                    if r.parent_run_id == "p4"]
+    assert sorted(c.input["ext"]["tether.ai.budget"]["tokens"] for c in children) == [395, 395]
+    assert all(c.status == "failed" and "budget 395 tokens" in (c.error or {})["message"]
+               for c in children)
+    assert len(server.requests) == 3
+
+
+async def test_a_child_at_its_share_waits_for_its_own_raise(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Policy wait: the helper, at its share (790 tokens), waits for a raise, with a
+    status that says its limits are its share of its parent's; raised, it finishes,
+    and the lead, now over its own limit with the helper's spend rolled up, waits for
+    its raise in turn, then answers. Every call was made once."""
+    server.set_script([])
+    server.responder = helpers_model(["deep"], notes=6)
+    app = App(store_url)
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000),
+                        tools=[Agent("helper", model=llm, tools=[note], max_turns=10)]))
+    async with app, app.worker():
+        lead = await app.start("lead", "Go.", run_id="p5")
+
+        async def waiting_for_budget(run_id: str) -> Any:
+            while True:
+                with contextlib.suppress(RunNotFound):  # (the child, not started yet)
+                    info = await app.get_run(run_id)
+                    if info.waiting_for == "signal budget":
+                        return info
+                await asyncio.sleep(0.02)
+
+        child = await asyncio.wait_for(waiting_for_budget("p5.1"), 30)
+        assert child.status_info["budget_tokens"] == 790
+        assert child.status_info["spent_tokens"] == 640
+        assert "share of its parent run's budget" in child.status_info["input"]["message"]
+        assert len(server.requests) == 3  # (the lead's, two of the helper's)
+        await app.signal("p5.1", "budget", {"tokens": 5000})
+        parent = await asyncio.wait_for(waiting_for_budget("p5"), 30)
+        assert parent.status_info["spent_tokens"] == 210 + 7 * 320
+        await app.signal("p5", "budget", {"tokens": 10_000})
+        assert await lead.result(timeout=30) == "All done."
+    assert len(server.requests) == 1 + 7 + 1
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+async def test_a_child_keeps_its_share_across_a_sigkill(tmp_path: Path, store_url: str) -> None:
+    """The worker running the lead and its helper is killed with SIGKILL while the
+    helper's second call is in flight (its first, 320 tokens, journaled); a new worker
+    replays both runs. The helper's share (790 tokens) is in its input, so the new
+    execution is bound by it as the first was: its second call is sent again (the
+    killed one never answered), its third is refused, and the tree ends at 850 tokens
+    as without the crash. (A share kept only in the killed process would be gone:
+    the helper would make all its calls.)"""
+    from tests.ai.test_agent_faults import stop_process
+    from tests.engine.helpers import wait_for
+
+    respond = helpers_model(["deep"], notes=6)
+    release = asyncio.Event()
+    held: list[RecordedRequest] = []
+
+    async def gated(request: RecordedRequest) -> Reply:
+        messages = request.body["messages"]
+        helper_second = (messages[0]["content"] == "deep"
+                         and sum(1 for m in messages if m["role"] == "tool") == 1)
+        if helper_second and not release.is_set():
+            held.append(request)
+            await release.wait()
+        return respond(request)
+
+    async with ScriptedLLMServer(responder=gated) as server:
+        env = {**os.environ, "AGENT_LLM_URL": server.base_url, "PYTHONPATH": CHECKOUT_PATH}
+        env.pop("TETHER_DATABASE_URL", None)
+
+        def worker() -> subprocess.Popen[bytes]:
+            return forked.Popen([sys.executable, "-m", "tether", "worker",
+                                 "tests.ai.child_budget_worker_app:app", "--db", store_url,
+                                 "--lease", "2"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        first = worker()
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            async with App(store_url) as app:
+                async def started() -> bool:
+                    try:
+                        await app.start("lead", "Go.", run_id="k1")
+                    except WorkflowNotFound:
+                        return False
+                    return True
+
+                await wait_for(started, timeout=30, what="the worker registers the lead")
+                await wait_for(lambda: bool(held), timeout=30,
+                               what="the helper's second call is in flight")
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                release.set()
+                second = worker()
+                with pytest.raises(RunFailed, match=r"BudgetExceeded.*850 tokens spent"):
+                    await app.handle("k1").result(timeout=60)
+                helper = await app.get_run("k1.1")
+        finally:
+            for proc in (first, second):
+                if proc is not None:
+                    stop_process(proc)
+    assert helper.input["ext"] == {"tether.ai.budget": {"usd": None, "tokens": 790,
+                                                        "on_exceed": "fail"}}
+    assert helper.error is not None and "640 tokens spent" in helper.error["message"]
+    assert "budget 790 tokens" in helper.error["message"]
+    helper_calls = [r for r in server.requests if r.body["messages"][0]["content"] == "deep"]
+    assert len(helper_calls) == 3  # the first, the killed second, the second again
+    assert len(server.requests) == 4
+
+
+async def test_a_workflow_tool_child_is_bound_by_the_stricter_budget(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A workflow tool's child gets its share as an agent's does, and its own
+    ``set_budget`` (USD, policy wait) binds it together with the share (790 tokens,
+    policy fail): the lower of each limit and ``fail``. Its prompts are short (~10
+    tokens): its third call goes with 640 spent (a lone call's overshoot: 960), its
+    fourth fails the child instead of waiting for a raise."""
+    from tether.ai import set_budget
+
+    server.set_script([
+        Reply(tool_calls=[{"name": "drafts", "arguments": {"n": 5}}],
+              input_tokens=200, output_tokens=10),
+        *[Reply("draft", input_tokens=300, output_tokens=20)] * 5,
+        Reply("All done.", input_tokens=500, output_tokens=20)])
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def drafts(n: int) -> str:
+        """Write n drafts."""
+        set_budget(usd=1.0)
+        for i in range(n):
+            await llm.chat([user_message(f"Draft {i}.")])
+        return "drafted"
+
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000, on_exceed="fail"),
+                        tools=[workflow_tool(drafts)]))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*1170 tokens spent"):
+            await (await app.start("lead", "Go.", run_id="p6")).result(timeout=30)
+        child = await app.get_run("p6.1")
+    assert child.status == "failed" and child.error is not None
+    assert "960 tokens spent" in child.error["message"]
+    assert "budget 790 tokens" in child.error["message"]
+    assert len(server.requests) == 4

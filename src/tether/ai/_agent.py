@@ -49,7 +49,7 @@ from tether import (
     ext,
 )
 from tether.ai._approvals import request_approval
-from tether.ai._budget import spending_of
+from tether.ai._budget import Budget, spending_of
 from tether.ai._interrupt import (
     INTERRUPT_SIGNAL,
     INTERRUPTED_TEXT,
@@ -59,7 +59,15 @@ from tether.ai._interrupt import (
     is_interrupted,
 )
 from tether.ai._llm import LLM
-from tether.ai._tools import ChildCall, FunctionTool, Tool, ToolArgumentError, model_schema
+from tether.ai._tools import (
+    ChildCall,
+    FunctionTool,
+    Tool,
+    ToolArgumentError,
+    WorkflowTool,
+    model_schema,
+    start_tool_child,
+)
 from tether.ai._types import (
     ChatReply,
     Message,
@@ -160,8 +168,7 @@ class AgentTool(Tool):
 
     async def launch(self, arguments: dict[str, Any]) -> Awaitable[Any]:
         task = self.validate_arguments(arguments)["task"]
-        handle: tether.ChildHandle[str] = await tether.start_child(
-            self.agent.name, task, queue=self.agent.queue)
+        handle = await start_tool_child(self.agent.name, [task], {}, queue=self.agent.queue)
         return ChildCall(handle, self.name)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
@@ -226,7 +233,8 @@ class Agent:
             ``MCPToolset``s or ``MCPServer``s (their tools, listed once per run).
         max_turns: LLM calls allowed; when the last one still asks for tools, the run
             fails with ``MaxTurnsExceeded`` without running them.
-        budget: the run's budget, passed to every LLM call.
+        budget: the run's budget, passed to every LLM call; the child runs of its tool
+            calls (agents, workflows) get shares of what is left of it.
         queue: the queue the agent's runs go to.
         description: what the agent does, when another agent calls it as a tool.
         tool_retry: the retry policy of function tools' steps.
@@ -417,6 +425,11 @@ class Agent:
         if not isinstance(task, str) or not task.strip():
             raise ConfigError(f"agent {self.name!r} takes its task as a non-empty string, got "
                               f"{task!r}")
+        run = ext.current_run()
+        if run is not None and isinstance(self.budget, Budget):
+            # The run's budget (not only its calls'): the share of it that the child runs
+            # of its tool calls get is cut from it (``start_tool_child``).
+            spending_of(run).budget = self.budget
         tools = await self._tools_of_run()
         if self._final is not None:
             tools[FINAL_RESULT_TOOL] = self._final
@@ -637,6 +650,11 @@ class Agent:
                 await self._approve(turn, c, reply)
         tether.set_status(self._status(turn, "calling tools"))
         launched: list[Awaitable[str]] = []
+        run = ext.current_run()
+        spending = spending_of(run) if run is not None else None
+        if spending is not None:  # the children of the turn split what is left evenly
+            spending.splitting = sum(1 for c in calls if c.answer is None and isinstance(
+                c.tool, (AgentTool, WorkflowTool)))
         try:
             for c in calls:
                 launched.append(await self._launch(c))
@@ -648,6 +666,9 @@ class Agent:
                 if c.child is not None:
                     c.child.close()
             raise
+        finally:
+            if spending is not None:
+                spending.splitting = 1
         # The waits for child runs (agents, workflows as tools) last: a child still going
         # releases the run, which interrupts the steps other calls have in flight (they
         # would run again when the child's result wakes the run: a paid call twice).
@@ -762,8 +783,9 @@ async def roll_up_child(agent: str, child_run_id: str) -> dict[str, float]:
     """Add an ended child run's LLM spend (its own and its children's, as its metrics
     say) to this run: to the metrics ``children.runs``, ``children.tokens`` and
     ``children.cost.usd`` (so ``tether show`` gives the tree's totals), and to the
-    spending its budget counts. One journaled step ``<agent>.child_spend``: replay adds
-    the same figures again to the budget's tally, and nothing to the metrics."""
+    spending its budget counts, in place of the share of the budget held for it. One
+    journaled step ``<agent>.child_spend``: replay adds the same figures again to the
+    budget's tally, and nothing to the metrics."""
     run = ext.current_run()
     if run is None:
         return {"tokens": 0.0, "usd": 0.0}
@@ -779,7 +801,7 @@ async def roll_up_child(agent: str, child_run_id: str) -> dict[str, float]:
 
     spend: dict[str, float] = await ext.step(f"{agent}.child_spend", child_spend,
                                              child_run_id, retry=RetryPolicy(max_attempts=5))
-    spending_of(run).add(int(spend["tokens"]), float(spend["usd"]))
+    spending_of(run).roll_up(child_run_id, int(spend["tokens"]), float(spend["usd"]))
     return spend
 
 

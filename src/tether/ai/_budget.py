@@ -32,6 +32,13 @@ RUN_ID --usd 5``), and issues the call again as a new operation. A signal is
 journaled, so replay applies the same raise at the same point. Calls refused while
 one waits wait for its raise (``wait_out_budget``). Policy ``fail`` lets
 ``BudgetExceeded`` (a ``NonRetryable``) propagate to the workflow.
+
+A budget bounds the child runs an agent starts as its tools (agents and workflows as
+tools) too: each child gets a share of what is left (``RunSpending.share``), handed
+down with its input (``tether.ext.start_child(inherit=)``, key ``INHERIT_BUDGET``), so
+it is the same in every execution of the child, whatever crashed; the child's calls
+are then bound by the stricter of its own budget and that share. The parent holds the
+share until the child's spend is rolled up in its place (``RunSpending.roll_up``).
 """
 
 from __future__ import annotations
@@ -46,12 +53,16 @@ import tether
 from tether import ext
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
-__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "ONE_RAISE_PATCH",
-           "Budget", "BudgetExceeded", "Claim", "RunSpending", "budget_payload",
-           "current_spending", "output_bound", "set_budget"]
+__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET",
+           "ONE_RAISE_PATCH", "Budget", "BudgetExceeded", "Claim", "RunSpending",
+           "budget_payload", "current_spending", "output_bound", "set_budget", "stricter"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
+
+#: The key of ``tether.ext.Run.inherited`` that holds a child run's share of its
+#: parent's budget (``Budget.to_dict()``).
+INHERIT_BUDGET = "tether.ai.budget"
 
 #: The journal's marker of a refused call that waits for the raise another refused call
 #: of its run waits for, instead of a ``budget`` signal of its own.
@@ -152,6 +163,33 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         return {"usd": self.usd, "tokens": self.tokens, "on_exceed": self.on_exceed}
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Budget | None:
+        """The budget ``to_dict`` gave, or ``None`` if ``data`` is no valid one."""
+        if not isinstance(data, Mapping):
+            return None
+        usd, tokens = data.get("usd"), data.get("tokens")
+        try:
+            return cls(usd=float(usd) if isinstance(usd, (int, float))
+                       and not isinstance(usd, bool) else None,
+                       tokens=int(tokens) if isinstance(tokens, int)
+                       and not isinstance(tokens, bool) else None,
+                       on_exceed=data.get("on_exceed", "wait"))
+        except ConfigError:
+            return None
+
+
+def stricter(own: Budget | None, other: Budget | None) -> Budget | None:
+    """The budget that holds both: the lower of each limit, ``fail`` if either fails."""
+    if own is None or other is None:
+        return own if other is None else other
+
+    def low(a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else min(a, b)
+
+    return Budget(usd=low(own.usd, other.usd), tokens=low(own.tokens, other.tokens),
+                  on_exceed="fail" if "fail" in (own.on_exceed, other.on_exceed) else "wait")
+
 
 class BudgetExceeded(NonRetryable):
     """The next LLM call would take the run over its budget.
@@ -196,6 +234,16 @@ class RunSpending:
     and the ledger of its calls under way (per execution)."""
 
     budget: Budget | None = None
+    #: The run's share of its parent's budget (a child run an agent started as its
+    #: tool), from its input: it bounds every call of the run with its own budget.
+    inherited: Budget | None = None
+    #: The shares of the child runs this run started and has not rolled up yet (by run
+    #: id): held as spent, so that neither this run's calls nor its later children
+    #: count on them.
+    children: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: How many child runs are about to be started together (an agent's turn): what is
+    #: left is split evenly between them.
+    splitting: int = 1
     #: Limits set by ``budget`` signals; they replace the budget's own limits.
     override_usd: float | None = None
     override_tokens: int | None = None
@@ -214,6 +262,48 @@ class RunSpending:
         self.tokens += tokens
         self.usd += usd
 
+    def effective(self, budget: Budget | None) -> Budget | None:
+        """The budget a call is decided against: its own (``budget``, else the run's),
+        bounded by the run's share of its parent's."""
+        return stricter(budget if budget is not None else self.budget, self.inherited)
+
+    def held(self) -> tuple[int, float]:
+        """The shares held for child runs still going."""
+        return (sum(t for t, _ in self.children.values()),
+                sum(u for _, u in self.children.values()))
+
+    def share(self) -> Budget | None:
+        """What a child run started now may spend (``None``: the run has no budget):
+        what is left of the run's limits once its spending, the calls in flight and the
+        shares of its other children are counted, split evenly between the children
+        started together (``splitting``); the run's policy."""
+        budget = self.effective(None)
+        if budget is None:
+            return None
+        usd_limit, token_limit = self.limits(budget)
+        tokens, usd = self.spent()
+        held_tokens, held_usd = self.held()
+        in_flight = [c for c in self.claims if c.in_flight]
+        parts = max(1, self.splitting)
+        return Budget(
+            usd=None if usd_limit is None else max(
+                0.0, usd_limit - usd - held_usd - sum(c.usd for c in in_flight)) / parts,
+            tokens=None if token_limit is None else max(
+                0, token_limit - tokens - held_tokens - sum(c.tokens for c in in_flight)
+            ) // parts,
+            on_exceed=budget.on_exceed)
+
+    def hold(self, child_run_id: str, share: Budget) -> None:
+        """Hold ``share`` for the child run ``child_run_id`` until it is rolled up."""
+        self.children[child_run_id] = (share.tokens or 0, share.usd or 0.0)
+        self.splitting = max(1, self.splitting - 1)
+
+    def roll_up(self, child_run_id: str, tokens: int, usd: float) -> None:
+        """A child run's spend, in place of the share held for it."""
+        self.children.pop(child_run_id, None)
+        self.add(tokens, usd)
+        self._wake()
+
     def spent(self) -> tuple[int, float]:
         """What the run spent: the tally plus the calls answered and not tallied yet."""
         answered = [c for c in self.claims if not c.in_flight]
@@ -225,7 +315,8 @@ class RunSpending:
         """Admit one call (from its step body, before its request): reserve its bound
         (``bound_tokens``, ``bound_usd``: prompt estimate plus output bound) once what
         the run spent, the claims of the calls in flight and the bound fit the limits.
-        Until then wait for a call in flight to end. A call that would be refused alone
+        Until then wait for a call in flight to end. The shares held for child runs
+        count as spent. A call that would be refused alone
         (``check``: spent + its prompt's estimate) is refused at once: waiting would not
         change that (spending only grows). With no other call in flight, one that passes
         goes whatever its bound: a lone call's overshoot.
@@ -236,6 +327,8 @@ class RunSpending:
         while True:
             if budget is not None:
                 spent_tokens, spent_usd = self.spent()
+                held_tokens, held_usd = self.held()  # (as spent: the children may spend it)
+                spent_tokens, spent_usd = spent_tokens + held_tokens, spent_usd + held_usd
                 self.check(budget, estimate_tokens=estimate_tokens, estimate_usd=estimate_usd,
                            spent=(spent_tokens, spent_usd))
                 in_flight = [c for c in self.claims if c.in_flight and c is not claim]
@@ -340,6 +433,9 @@ class RunSpending:
                       else [])
         message = (f"The run's LLM budget is reached ({', '.join(spent)} spent): give new "
                    "limits (usd and/or tokens) to continue.")
+        if self.inherited is not None:
+            message += (" Its limits are its share of its parent run's budget; new limits "
+                        "given here are this run's.")
         return {"waiting_for": "budget", "spent_usd": round(self.usd, 6),
                 "budget_usd": usd_limit, "spent_tokens": self.tokens,
                 "budget_tokens": token_limit,
@@ -351,8 +447,10 @@ class RunSpending:
 
 def spending_of(run: ext.Run) -> RunSpending:
     """The run's spending: per-execution memory, rebuilt by replay from the recorded
-    calls (each replayed call adds its recorded usage again)."""
-    return run.memory(RunSpending, RunSpending)
+    calls (each replayed call adds its recorded usage again), with the share of its
+    parent's budget that its input hands down."""
+    return run.memory(RunSpending, lambda: RunSpending(
+        inherited=Budget.from_dict(run.inherited.get(INHERIT_BUDGET))))
 
 
 async def wait_out_budget(spending: RunSpending, limit: Budget | None,

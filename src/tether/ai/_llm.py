@@ -377,7 +377,7 @@ class LLM:
         claim = Claim()
         try:
             while True:
-                limit = budget if budget is not None else spending.budget
+                limit = spending.effective(budget)
                 body = self._body(run, call, spending, limit, claim, on_chunk)
                 try:
                     value = await ext.step(

@@ -131,7 +131,7 @@ class MeteredModel:
         claim = Claim()
         try:
             while True:
-                limit = budget if budget is not None else spending.budget
+                limit = spending.effective(budget)
                 body = self._body(run, request, model=model, usage=usage, limit=limit,
                                   claim=claim, estimate=estimate_tokens,
                                   max_out=max_output_tokens)

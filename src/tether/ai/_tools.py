@@ -33,6 +33,7 @@ import pydantic
 
 import tether
 from tether import ConfigError, NonRetryable, TetherError, ext
+from tether.ai._budget import INHERIT_BUDGET, spending_of
 from tether.ai._types import header_value
 
 __all__ = [
@@ -206,6 +207,27 @@ class FunctionTool(Tool):
 _CHILD_KEYWORDS = frozenset({"queue", "run_id", "on_parent_cancel"})
 
 
+async def start_tool_child(workflow: str, args: list[Any], kwargs: dict[str, Any], *,
+                           queue: str) -> tether.ChildHandle[Any]:
+    """Start the child run that serves a tool call (an agent or a workflow as a tool),
+    handing it its share of the run's budget, if the run has one (``RunSpending.share``:
+    stored with the child's input, so a crash of either run changes nothing); the run
+    holds the share until the child's spend is rolled up.
+
+    Raises:
+        OutsideRun: not in workflow code.
+    """
+    run = ext.current_run()
+    spending = spending_of(run) if run is not None and ext.in_workflow() else None
+    share = spending.share() if spending is not None else None
+    handle: tether.ChildHandle[Any] = await ext.start_child(
+        workflow, args, kwargs, queue=queue,
+        inherit={INHERIT_BUDGET: share.to_dict()} if share is not None else None)
+    if spending is not None and share is not None:
+        spending.hold(handle.run_id, share)
+    return handle
+
+
 class ChildCall:
     """The wait for a child run's result, with the child's run id (an agent rolls the
     child's spend into its own once the result is in): the call of the tool ``tool``
@@ -265,8 +287,7 @@ class WorkflowTool(Tool):
         position taken). The child's id is ``<parent run id>.<position>`` (see
         ``tether.start_child``)."""
         args, kwargs = self._child_arguments(arguments)
-        handle: tether.ChildHandle[Any] = await tether.start_child(
-            self.workflow_name, *args, queue=self.queue, **kwargs)
+        handle = await start_tool_child(self.workflow_name, args, kwargs, queue=self.queue)
         return ChildCall(handle, self.name)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
