@@ -10,13 +10,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.engine.helpers import wait_for
-from tether import App, Postpone
+from tests.engine.helpers import status_is, wait_for
+from tether import App, Postpone, RetryPolicy
 from tether.ai import LLM, CircuitBreaker, user_message
-from tether.ai._breaker import BreakerGuard, RateLimits, Ticket
+from tether.ai._breaker import (
+    BreakerGuard,
+    ProviderGate,
+    RateLimits,
+    Ticket,
+    key_fingerprint,
+)
 from tether.errors import ConfigError
+from tether.ext import shared_state
 from tether.store import Store, open_store
 from tether.testing import Reply, ScriptedLLMServer
+from tether.testing.llm_server import Fault
 
 
 class Clock:
@@ -309,3 +317,61 @@ async def test_calls_that_find_nothing_remembered_share_one_read(
     outcomes = await asyncio.gather(*(fresh().before() for _ in range(20)),
                                     return_exceptions=True)
     assert all(isinstance(o, Postpone) for o in outcomes) and view.reads == reads + 1
+
+
+async def test_a_probe_its_rate_limit_postpones_hands_the_probe_back(store: Store) -> None:
+    """The breaker's cool-down is over and the caller that wins the probe finds its TPM
+    bucket short: it is postponed before any request, and hands the probe back (the
+    breaker open, its cool-down over), so the next caller, once the bucket has refilled
+    (20 s later), probes. Before, the breaker stayed half-open for ``probe_timeout``
+    (30 s) with no request in flight: every call of every run was postponed meanwhile."""
+    clock = Clock()
+    g = guard(store, clock, "llm.breaker:p")
+    for _ in range(3):
+        await g.failure(await g.before())
+    rate = RateLimits(tpm=1000)
+    key = f"llm.rate:p:{key_fingerprint('key')}:tpm"
+    await store.rate_acquire(key=key, limit=1000, period=60, amount=1000, now=clock.t)
+
+    async def enter() -> ProviderGate:
+        return await ProviderGate.enter(store, "p", breaker=CFG, rate=rate,
+                                        api_key=lambda: "key", tokens=500, clock=clock)
+
+    clock.t += 11  # the cool-down is over; ~183 tokens refilled
+    with pytest.raises(Postpone, match="tokens-per-minute"):
+        await enter()
+    after = await state(store, "llm.breaker:p")
+    assert after["state"] == "open" and after["until"] == clock.t
+    assert after["failures"] == 3 and after["cooldown"] == 10.0
+    clock.t += 20  # ~516 tokens: enough; the probe_timeout (30 s) has not passed
+    gate = await enter()
+    assert gate._ticket is not None and gate._ticket.probe
+    await gate.answered()
+    assert (await state(store, "llm.breaker:p"))["state"] == "closed"
+
+
+async def test_a_cancelled_probe_hands_the_probe_back(sqlite_url: str) -> None:
+    """A run's call is the breaker's probe when the run is cancelled, its request
+    unanswered: the probe is handed back (the breaker open, its cool-down over), not
+    left half-open for ``probe_timeout`` (60 s) with no request in flight."""
+    async with ScriptedLLMServer([Fault.http(500), Fault.hang()]) as server:
+        app = App(sqlite_url)
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="k",
+                  breaker=CircuitBreaker(failures=1, cooldown=0.2),
+                  retry=RetryPolicy(initial_interval=0.05, max_attempts=None))
+
+        @app.workflow
+        async def wf() -> str:
+            return (await llm.chat([user_message("q")])).text or ""
+
+        async with app, app.worker(sticky_wait=0.1, poll_interval=0.05):
+            await app.start(wf, run_id="probe")
+            await wait_for(lambda: len(server.requests) == 2, timeout=30,
+                           what="the probe's request")
+            await app.cancel("probe")
+            await wait_for(lambda: status_is(app, "probe", "cancelled"), timeout=30)
+            row = await (await shared_state(app)).kv_get(key=f"llm.breaker:{llm.provider_key}")
+        await llm.aclose()
+    assert row is not None
+    breaker = json.loads(row[0])
+    assert breaker["state"] == "open" and breaker["failures"] == 1, breaker

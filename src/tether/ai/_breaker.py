@@ -18,7 +18,9 @@ The breaker (``kv_get``/``kv_cas`` on key ``llm.breaker:<provider>:<base_url>``)
 - *probing*: the caller whose compare-and-set moved the state from open is the probe;
   everyone else is postponed briefly. The probe's success closes the breaker; its
   failure re-opens it with a longer cool-down. A probe that never reports (its worker
-  died) is taken over after ``probe_timeout``.
+  died) is taken over after ``probe_timeout``; one that knows it will not (postponed
+  by its rate limit before its request, cancelled before the answer) hands the probe
+  back at once (``BreakerGuard.release``).
 
 Every transition is a compare-and-set on a versioned row, so concurrent callers in
 any process agree on one winner. The state is JSON, readable with ``tether db``.
@@ -123,6 +125,8 @@ class Ticket:
 
     probe: bool = False
     failures: int = 0
+    #: A probe's ``probe_until`` as it wrote it: which probe is its own (``release``).
+    probe_until: float = field(default=0.0, compare=False)
 
 
 def _jitter(seconds: float) -> float:
@@ -220,11 +224,12 @@ class BreakerGuard:
             if kind not in ("open", "probing"):
                 return Ticket(False, failures)
             # The cool-down is over (or the probe vanished): try to be the probe.
-            probing = {"state": "probing", "probe_until": now + cfg.probe_timeout,
+            until = now + cfg.probe_timeout
+            probing = {"state": "probing", "probe_until": until,
                        "cooldown": float(state.get("cooldown", cfg.cooldown)),
                        "failures": failures, "opened_at": state.get("opened_at")}
             if await self._write(probing, version):
-                return Ticket(True, failures)
+                return Ticket(True, failures, until)
         raise Postpone(_jitter(cfg.probe_wait), f"circuit for {self.label} is contended")
 
     async def success(self, ticket: Ticket) -> None:
@@ -240,6 +245,25 @@ class BreakerGuard:
             if kind == "closed" and int(state.get("failures", 0)) == 0:
                 return
             if await self._write({"state": "closed", "failures": 0}, version):
+                return
+
+    async def release(self, ticket: Ticket) -> None:
+        """The probe of ``ticket`` will not report (postponed by a rate limit before its
+        request, or cut before its answer): hand the probe back, so that the next
+        caller probes now instead of every caller waiting ``probe_timeout`` for it. The
+        breaker stays open, its cool-down over; nothing is counted."""
+        if not ticket.probe:
+            return
+        for _ in range(_CAS_TRIES):
+            state, version = await self._read()
+            if (state.get("state") != "probing"
+                    or float(state.get("probe_until", -1.0)) != ticket.probe_until):
+                return  # (taken over since, or settled)
+            back = {"state": "open", "until": self.clock(),
+                    "cooldown": float(state.get("cooldown", self.config.cooldown)),
+                    "failures": int(state.get("failures", 0)),
+                    "opened_at": state.get("opened_at")}
+            if await self._write(back, version):
                 return
 
     async def failure(self, ticket: Ticket) -> None:
@@ -347,16 +371,30 @@ class ProviderGate:
             guard = BreakerGuard(shared, f"llm.breaker:{provider_key}", breaker,
                                  clock=clock, label=provider_key)
             ticket = await guard.before()
+        gate = cls(guard, ticket)
         if rate is not None:
-            await rate.acquire(shared, f"llm.rate:{provider_key}:{key_fingerprint(api_key())}",
-                               tokens=tokens, now=clock(), label=provider_key)
-        return cls(guard, ticket)
+            try:
+                await rate.acquire(
+                    shared, f"llm.rate:{provider_key}:{key_fingerprint(api_key())}",
+                    tokens=tokens, now=clock(), label=provider_key)
+            except BaseException:
+                # A probe that cannot go yet: it is not the probe (others would wait
+                # ``probe_timeout`` for a request that is not sent).
+                await gate.abandoned()
+                raise
+        return gate
 
     async def answered(self) -> None:
         """The provider answered (a reply, a fatal error, or a request cut by its own
         caller): it is up."""
         if self._guard is not None and self._ticket is not None:
             await self._settle(self._guard.success(self._ticket))
+
+    async def abandoned(self) -> None:
+        """The attempt ends without an answer or a failure to report (postponed before
+        its request, cancelled, or an error of its own): a probe is handed back."""
+        if self._guard is not None and self._ticket is not None and self._ticket.probe:
+            await self._settle(self._guard.release(self._ticket))
 
     async def failed(self, status: int | None) -> None:
         """A retryable failure, with its HTTP ``status``: it counts against the

@@ -442,6 +442,9 @@ class LLM:
             else:
                 await gate.answered()  # (a fatal error answered: it is up)
             raise
+        except BaseException:  # cancelled, or no provider error: nothing learned
+            await gate.abandoned()
+            raise
         await gate.answered()
         record = CallRecord.priced_by(self.prices, self.model, reply)
         run.add_metrics(spent_metrics(record))

@@ -189,6 +189,9 @@ class MeteredModel:
         except FatalProviderError:
             await gate.answered()  # it answered: it is up
             raise
+        except BaseException:  # cancelled, or no provider error: nothing learned
+            await gate.abandoned()
+            raise
         await gate.answered()
         used, answered = usage(result)
         price = self.prices.price(answered) if answered else self.prices.price(model)
