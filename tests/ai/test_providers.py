@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tether import NonRetryable
+from tether.ai import LLM
 from tether.ai._anthropic import OUTPUT_TOOL, AnthropicChat, to_anthropic_messages
 from tether.ai._errors import (
     FatalProviderError,
@@ -644,6 +645,18 @@ def test_price_table() -> None:
     assert PRICES_AS_OF.count("-") == 2
     with pytest.raises(ValueError):
         PriceTable({"bad": (-1, 0)})
+
+
+@pytest.mark.parametrize("pair", [(float("nan"), 1.6), (0.4, float("inf")), (1e308, 1.0),
+                                  ("0.4", 1.6), (True, 1.0), (0.4,), None])
+def test_a_price_that_is_no_finite_number_is_refused_at_once(pair: Any) -> None:
+    """Taken, a NaN or infinite price (or one so large that a cost overflows) made each
+    call's cost a number the run's metrics refuse once the provider had answered: the
+    call failed after it was paid, and was retried, and paid, without end (measured:
+    4 paid requests in 8 s, then one a minute). Now LLM() and PriceTable() refuse it."""
+    with pytest.raises(ConfigError, match=r"price of 'gpt-4.1-mini' must be \(usd_in, usd_out\)"):
+        LLM("openai:gpt-4.1-mini", prices={"gpt-4.1-mini": pair})
+    assert PriceTable({"free": (0, 0), "dear": (1e6, 1e6)}).price("dear").known
 
 
 def test_chat_clients_share_one_tls_context_per_trusted_ca_setting(

@@ -13,9 +13,11 @@ report can say "cost unknown" rather than "free".
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tether.ai._types import Usage
 from tether.errors import ConfigError
@@ -66,6 +68,29 @@ class Price:
 
 _UNKNOWN = Price(0.0, 0.0, known=False)
 
+#: The highest price taken, USD per 1M tokens: far above any model's, and low enough
+#: that no token count a provider reports makes a cost that is not a finite number.
+MAX_PRICE = 1_000_000.0
+
+
+def _checked(model: str, pair: Any) -> tuple[float, float]:
+    """``pair`` as (input, output) USD per 1M tokens.
+
+    A price that is not a finite number from 0 to ``MAX_PRICE`` would make each call's
+    cost NaN or infinite, which the run's metrics refuse after the provider answered:
+    the call failed once paid, and was retried (and paid) without end.
+
+    Raises:
+        ConfigError: not two such numbers, naming the model.
+    """
+    ok = (isinstance(pair, (tuple, list)) and len(pair) == 2
+          and all(isinstance(p, (int, float)) and not isinstance(p, bool)
+                  and math.isfinite(p) and 0 <= p <= MAX_PRICE for p in pair))
+    if not ok:
+        raise ConfigError(f"price of {model!r} must be (usd_in, usd_out) per 1M tokens, two "
+                          f"numbers from 0 to {MAX_PRICE:,.0f}, got {pair!r}")
+    return float(pair[0]), float(pair[1])
+
 
 class PriceTable:
     """Prices by model name: the defaults, overridden and extended by ``overrides``.
@@ -78,10 +103,8 @@ class PriceTable:
     def __init__(self, overrides: Mapping[str, tuple[float, float]] | None = None, *,
                  defaults: bool = True) -> None:
         table = dict(DEFAULT_PRICES) if defaults else {}
-        for model, (inp, out) in (overrides or {}).items():
-            if inp < 0 or out < 0:
-                raise ConfigError(f"price of {model!r} must be >= 0, got ({inp}, {out})")
-            table[model] = (float(inp), float(out))
+        for model, pair in (overrides or {}).items():
+            table[model] = _checked(model, pair)
         self._table = table
 
     def price(self, model: str) -> Price:
