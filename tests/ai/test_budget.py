@@ -499,3 +499,40 @@ def test_the_stricter_budget_takes_the_lower_limits_and_fail() -> None:
     assert Budget.from_dict(share.to_dict()) == share
     for bad in (None, "x", {}, {"tokens": -1}, {"usd": "1"}, {"tokens": 5, "on_exceed": "?"}):
         assert Budget.from_dict(bad) is None
+
+
+async def test_a_usd_budget_refuses_a_model_it_cannot_price(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """A model the price table does not know costs $0 against a budget: under a USD
+    limit alone its calls went on without end (here: five calls of 100,000 tokens
+    under $0.01, all sent). Now the first is refused, journaled, before any request,
+    with what to do; priced at (0, 0), or under a token limit too, it goes."""
+    server.set_script([Reply("ok", input_tokens=100_000, output_tokens=10)] * 10)
+    app = App(sqlite_url)
+    unpriced = LLM("openai-compatible:my-llama", base_url=server.base_url, api_key="k",
+                   breaker=None)
+    free = LLM("openai-compatible:my-llama", base_url=server.base_url, api_key="k",
+               breaker=None, prices={"my-llama": (0, 0)})
+
+    @app.workflow
+    async def wf(which: str, tokens: int | None) -> int:
+        set_budget(usd=0.01, tokens=tokens, on_exceed="fail")
+        llm = unpriced if which == "unpriced" else free
+        for i in range(5):
+            await llm.chat([user_message(f"q{i}")])
+        return 5
+
+    async with app.worker():
+        with pytest.raises(RunFailed, match=r"ProviderConfigError: model 'my-llama' has no "
+                                            r"price, so a budget in USD cannot bound"):
+            await (await app.start(wf, "unpriced", None, run_id="u1")).result(timeout=15)
+        assert len(server.requests) == 0
+        assert await (await app.start(wf, "free", None, run_id="u2")).result(timeout=15) == 5
+        with pytest.raises(RunFailed, match="BudgetExceeded"):
+            await (await app.start(wf, "unpriced", 250_000, run_id="u3")).result(timeout=15)
+    assert len(server.requests) == 5 + 3
+    info = await app.get_run("u1")
+    assert info.journal[0]["status"] == "error" and info.journal[0]["attempts"] == 1
+    await unpriced.aclose()
+    await free.aclose()
+    await app.close()

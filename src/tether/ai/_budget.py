@@ -51,11 +51,13 @@ from typing import Any, Literal
 
 import tether
 from tether import ext
+from tether.ai._errors import ProviderConfigError
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
 __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET",
            "ONE_RAISE_PATCH", "Budget", "BudgetExceeded", "Claim", "RunSpending",
-           "budget_payload", "current_spending", "output_bound", "set_budget", "stricter"]
+           "budget_payload", "current_spending", "output_bound", "require_price", "set_budget",
+           "stricter"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -443,6 +445,25 @@ class RunSpending:
                 # What the run asks for, for faces that ask people (MCP's input_required).
                 "input": {"signal": BUDGET_SIGNAL, "message": message,
                           "schema": BUDGET_INPUT_SCHEMA}}
+
+
+def require_price(spending: RunSpending, budget: Budget | None, *, model: str,
+                  priced: bool) -> None:
+    """Refuse a call that a budget limited in USD alone cannot bound: its model has no
+    price, so it would cost $0 against the limit however much it spent.
+
+    Raises:
+        ProviderConfigError: the call's model has no price and the budget no token
+            limit (recorded, not retried: the configuration must change).
+    """
+    if budget is None or priced:
+        return
+    usd_limit, token_limit = spending.limits(budget)
+    if usd_limit is not None and token_limit is None:
+        raise ProviderConfigError(
+            f"model {model!r} has no price, so a budget in USD cannot bound its calls (they "
+            f"would count $0): price it with prices={{{model!r}: (usd_in, usd_out)}} (USD "
+            "per 1M tokens; (0, 0) if it is free) or give the budget a token limit")
 
 
 def spending_of(run: ext.Run) -> RunSpending:

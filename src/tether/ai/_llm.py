@@ -48,6 +48,7 @@ from tether.ai._budget import (
     Claim,
     RunSpending,
     output_bound,
+    require_price,
     spending_of,
     wait_out_budget,
 )
@@ -404,6 +405,7 @@ class LLM:
             # request, and no entry naming a text that is not stored.
             run.store_with_entry(call.blobs)
             price = self.prices.price(self.model)
+            require_price(spending, budget, model=self.model, priced=price.known)
             await spending.admit(
                 budget, claim, estimate_tokens=call.estimate_input,
                 estimate_usd=call.estimate_input * price.input_per_million / 1_000_000,

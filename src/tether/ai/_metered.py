@@ -34,6 +34,7 @@ from tether.ai._budget import (
     BudgetExceeded,
     Claim,
     output_bound,
+    require_price,
     spending_of,
     wait_out_budget,
 )
@@ -154,6 +155,7 @@ class MeteredModel:
 
         async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
             price = self.prices.price(model)
+            require_price(spending, limit, model=model, priced=price.known)
             bound = output_bound(max_out or None)  # (0: none given)
             await spending.admit(
                 limit, claim, estimate_tokens=estimate,
