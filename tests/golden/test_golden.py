@@ -54,3 +54,52 @@ async def test_runs_recorded_before_budgets_were_reservations_replay() -> None:
         "step", "step", "step", "step", "signal", "step"]
     assert waiting.compatible, waiting.message
     assert waiting.message.endswith("then runs signal 'budget' at position 4")
+
+
+async def test_a_run_waiting_since_before_reservations_finishes_at_head() -> None:
+    """``budget_waiting.json``, a run the code before reservations left waiting (three
+    gathered calls refused, one raise given: the second call issued again, the first
+    and third waiting for a raise each), put in a store as it was (its journal copied,
+    as ``tether fork`` does) and continued by HEAD's worker: it replays its recorded
+    calls without asking the model again, its two refused calls wait for one raise
+    (the third, finding the first waiting, leaves the ``tether.ai.budget-one-raise``
+    marker after the old entries), and one ``tether budget`` finishes it."""
+    from tests.golden import workflows as w
+    from tether._app import worker_host
+    from tether._codec import SLOT_INPUT
+    from tether._types import RunRecord, RunStatus
+    from tether.testing import Reply, TestEnv
+
+    history = load_history(HERE / "budget_waiting.json")
+    replies = [Reply("Part two.", input_tokens=20, output_tokens=5),
+               Reply("Part three.", input_tokens=20, output_tokens=5)]
+    # (An hour after it was recorded: the new entries come after the old ones in time.)
+    async with TestEnv(app, start_time=history.updated_at + 3600, llm=replies,
+                       llms=[w.llm]) as env:
+        source = await env.app.start(w.long_wait, run_id="source")
+        await env.settle()
+        store = await worker_host(env.app).open()
+        codec = env.app.codec.for_run("old")
+        now = env.clock.now()
+        entries = history.entries(codec)
+        await store.run_fork(source_run_id=source.run_id, at=entries[-1].position + 1,
+                             entries=entries,
+                             run=RunRecord(run_id="old", workflow=history.workflow,
+                                           queue=history.queue, status=RunStatus.QUEUED,
+                                           input=codec.encode(history.input, "input",
+                                                              SLOT_INPUT),
+                                           created_at=now, updated_at=now, available_at=now))
+        await env.settle()
+        waiting = await env.app.get_run("old")
+        assert waiting.status == "waiting" and waiting.waiting_for == "signal budget"
+        assert len(env.llm.requests) == 0
+        await env.app.signal("old", "budget", {"tokens": 1000})
+        first, second, third = await env.result(env.app.handle("old"))
+        assert second == "Part one."  # (answered before the upgrade: from the journal)
+        assert sorted([first, third]) == ["Part three.", "Part two."]
+        done = await env.app.get_run("old")
+    assert len(env.llm.requests) == 2
+    assert [(e["position"], e["kind"], e["name"]) for e in done.journal][4:] == [
+        (4, "signal", "budget"), (5, "signal", "budget"),
+        (6, "patch", "tether.ai.budget-one-raise"), (7, "step", "llm:openai:gpt-4.1-mini"),
+        (8, "step", "llm:openai:gpt-4.1-mini"), (9, "step", "llm:openai:gpt-4.1-mini")]
