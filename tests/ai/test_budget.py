@@ -536,3 +536,25 @@ async def test_a_usd_budget_refuses_a_model_it_cannot_price(
     await unpriced.aclose()
     await free.aclose()
     await app.close()
+
+
+async def test_an_absurd_max_tokens_reaches_the_provider_not_an_overflow(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """``max_tokens=10**400`` under a USD budget: its reservation is counted at most
+    2**53 tokens, so the call is decided and sent (the provider answers for it, here
+    with a reply); before, pricing the bound raised OverflowError in the step, retried
+    without end, the run never ending and nothing said to the caller."""
+    server.set_script([Reply("ok", input_tokens=10, output_tokens=5)])
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="k", breaker=None)
+
+    @app.workflow
+    async def wf() -> str:
+        set_budget(usd=1.0)
+        return (await llm.chat([user_message("q")], max_tokens=10**400)).text or ""
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="huge")).result(timeout=15) == "ok"
+    assert server.requests[0].body["max_tokens"] == 10**400
+    await llm.aclose()
+    await app.close()

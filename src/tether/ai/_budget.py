@@ -76,13 +76,19 @@ ONE_RAISE_PATCH = "tether.ai.budget-one-raise"
 #: give ``max_tokens`` to make a reservation a bound.
 DEFAULT_OUTPUT_BOUND = 4096
 
+#: The most output tokens a reservation counts: far past any model's limit, and small
+#: enough that its price is a float (a ``max_tokens`` of 10**400 made the budget's
+#: arithmetic raise OverflowError in the step, retried without end).
+MAX_OUTPUT_BOUND = 2**53
+
+
 def output_bound(*limits: object) -> int:
     """The output tokens a call reserves: the first of ``limits`` (the call's own
-    ``max_tokens``, then its client's default) that is a token count, an ``int`` >= 0,
-    else ``DEFAULT_OUTPUT_BOUND``."""
+    ``max_tokens``, then its client's default) that is a token count, an ``int`` >= 0
+    (at most ``MAX_OUTPUT_BOUND``), else ``DEFAULT_OUTPUT_BOUND``."""
     for limit in limits:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
-            return limit
+            return min(limit, MAX_OUTPUT_BOUND)
     return DEFAULT_OUTPUT_BOUND
 
 
