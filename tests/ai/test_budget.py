@@ -558,3 +558,42 @@ async def test_an_absurd_max_tokens_reaches_the_provider_not_an_overflow(
     assert server.requests[0].body["max_tokens"] == 10**400
     await llm.aclose()
     await app.close()
+
+
+async def test_a_budget_signal_with_a_limit_past_any_float_changes_nothing(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """``{"tokens": 10**400}`` is valid JSON that ``tether signal`` or the API sends as
+    it is: the run waiting on its budget takes it as a malformed raise (nothing
+    changes, it waits again) and goes on with the next one; before, OverflowError
+    failed the run. ``budget_payload`` (MCP answers) and ``Budget`` refuse it clearly."""
+    server.set_script([Reply("ok", input_tokens=100, output_tokens=5)])
+    app = App(sqlite_url)
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="k", breaker=None)
+
+    @app.workflow
+    async def wf() -> str:
+        set_budget(tokens=50)
+        return (await llm.chat([user_message("q" * 400)])).text or ""
+
+    async with app.worker():
+        handle = await app.start(wf, run_id="huge")
+        await wait_for(lambda: status_is(app, "huge", "waiting"), timeout=15)
+        await app.signal("huge", "budget", {"tokens": 10**400, "usd": 10**400})
+
+        async def took_it() -> bool:  # (the signal journaled, the run ended or waiting)
+            info = await app.get_run("huge")
+            return (any(e["kind"] == "signal" for e in info.journal)
+                    and info.status in ("waiting", "failed"))
+
+        await wait_for(took_it, timeout=15)
+        assert (await app.get_run("huge")).status == "waiting"
+        await app.signal("huge", "budget", {"tokens": 1000})
+        assert await handle.result(timeout=15) == "ok"
+    with pytest.raises(ValueError, match="tokens must be a whole number >= 0"):
+        budget_payload({"tokens": 10**400})
+    with pytest.raises(ValueError, match="usd must be a number >= 0"):
+        budget_payload({"usd": 10**400})
+    with pytest.raises(ConfigError, match="tokens= must be a finite number"):
+        Budget(tokens=10**400)
+    await llm.aclose()
+    await app.close()

@@ -108,6 +108,16 @@ BUDGET_INPUT_SCHEMA: dict[str, Any] = {
 }
 
 
+def _finite(value: float) -> bool:
+    """A finite float, or an int that a float can hold: a limit of 10**400 (JSON allows
+    it) raised OverflowError from ``math.isfinite``, which failed a run whose ``budget``
+    signal carried it."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def budget_payload(answer: Any) -> dict[str, float | int]:
     """The ``budget`` signal's payload for an answer that gives new limits
     (``{"usd": 5.0}``, ``{"tokens": 200000}`` or both; a ``null`` counts as absent).
@@ -127,12 +137,12 @@ def budget_payload(answer: Any) -> dict[str, float | int]:
     usd, tokens = answer.get("usd"), answer.get("tokens")
     if usd is not None:
         if (isinstance(usd, bool) or not isinstance(usd, (int, float))
-                or not math.isfinite(usd) or usd < 0):
+                or not _finite(usd) or usd < 0):
             raise ValueError(f"usd must be a number >= 0, got {usd!r}")
         payload["usd"] = float(usd)
     if tokens is not None:
         if (isinstance(tokens, bool) or not isinstance(tokens, (int, float))
-                or not math.isfinite(tokens) or tokens != int(tokens) or tokens < 0):
+                or not _finite(tokens) or tokens != int(tokens) or tokens < 0):
             raise ValueError(f"tokens must be a whole number >= 0, got {tokens!r}")
         payload["tokens"] = int(tokens)
     if not payload:
@@ -162,7 +172,7 @@ class Budget:
         if self.usd is None and self.tokens is None:
             raise ConfigError("Budget needs a limit: usd=, tokens= or both")
         for name, value in (("usd", self.usd), ("tokens", self.tokens)):
-            if value is not None and (not math.isfinite(value) or value < 0):
+            if value is not None and (not _finite(value) or value < 0):
                 raise ConfigError(f"Budget {name}= must be a finite number >= 0, got {value!r}")
         if self.on_exceed not in ("wait", "fail"):
             raise ConfigError(f"Budget on_exceed= must be 'wait' or 'fail', got "
@@ -404,9 +414,9 @@ class RunSpending:
         if not isinstance(payload, Mapping):
             return
         usd, tokens = payload.get("usd"), payload.get("tokens")
-        if isinstance(usd, (int, float)) and math.isfinite(usd) and usd >= 0:
+        if isinstance(usd, (int, float)) and _finite(usd) and usd >= 0:
             self.override_usd = float(usd)
-        if isinstance(tokens, (int, float)) and math.isfinite(tokens) and tokens >= 0:
+        if isinstance(tokens, (int, float)) and _finite(tokens) and tokens >= 0:
             self.override_tokens = int(tokens)
 
     def check(self, budget: Budget, *, estimate_tokens: int, estimate_usd: float,
