@@ -322,6 +322,49 @@ async def test_budget_wait_is_answered_with_new_limits(
         assert [e["name"] for e in journal if e["kind"] == "signal"] == ["budget"]
 
 
+async def test_a_child_waiting_on_its_budget_share_is_the_tasks_input_request(
+        store_url: str, llm_server: ScriptedLLMServer) -> None:
+    """An agent whose tool is another agent: the helper reaches its share of the lead's
+    budget and waits for a raise while the lead waits for it. The lead's task is
+    input_required with the helper's budget form (key ``child:<helper id>:...``, its
+    limits the share); answered, the helper goes on; the lead, over its own limit with
+    the helper's spend rolled up, asks in turn under its own key; answered, it ends.
+    Without the child's request the task stayed ``working`` with nothing to answer."""
+    from tests.ai.test_child_spend import helpers_model, note
+
+    llm_server.responder = helpers_model(["deep"], notes=6)
+    async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, breaker=None) as llm:
+        app = App(store_url)
+        app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000),
+                            tools=[Agent("helper", model=llm, tools=[note], max_turns=10)]),
+                      mcp=True)
+        async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+            created = await client.session.call_tool("lead", {"task": "Go."},
+                                                     allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            child = await poll(client, created.task_id, {"input_required", "failed"})
+            assert child.input_requests is not None, child
+            [(key, request)] = child.input_requests.items()
+            assert key == f"child:{created.task_id}.1:signal:budget:1"
+            assert request["params"]["_meta"]["tether/budget"]["budget_tokens"] == 790
+            assert "share of its parent run's budget" in request["params"]["message"]
+            await update_task(client, created.task_id,
+                              {key: {"action": "accept", "content": {"tokens": 5000}}})
+
+            async def lead_asks() -> bool:
+                task = await get_task(client, created.task_id)
+                return task.input_requests is not None and "signal:budget:1" in (
+                    task.input_requests)
+
+            await wait_for(lead_asks, timeout=30, what="the lead asks for its raise")
+            await update_task(client, created.task_id, {"signal:budget:1": {
+                "action": "accept", "content": {"tokens": 10_000}}})
+            done = await poll(client, created.task_id, {"completed", "failed"})
+        assert done.status == "completed", done.error
+        assert done.result is not None and done.result["content"][0]["text"] == "All done."
+        assert len(llm_server.requests) == 1 + 7 + 1
+
+
 async def test_cancel_a_working_task(served: tuple[App, str], side_file: Path) -> None:
     """tasks/cancel is Tether's durable cancel: the task ends cancelled, the run too."""
     app, url = served

@@ -85,6 +85,10 @@ class _Exposed:
 #: An outstanding input request and how to deliver its answer.
 _Pending = tuple[dict[str, Any], Callable[[Any], Awaitable[Any]]]
 
+#: How deep ``tasks/get`` looks for the input requests of a task's child runs (an agent,
+#: its tool that is an agent, that one's, ...).
+_CHILD_DEPTH = 8
+
 
 class _Refused(Exception):
     """An answer to an input request that is not one (it is not delivered, the request
@@ -307,12 +311,14 @@ class TetherTasks:
             return None  # only runs of exposed tools are tasks
         return run
 
-    async def _input_requests(self, run: RunRecord) -> dict[str, _Pending]:
+    async def _input_requests(self, run: RunRecord, depth: int = 0) -> dict[str, _Pending]:
         """The outstanding input requests of a waiting run: key -> (the request, how to
-        deliver an answer). Keys are unique over the run's life."""
-        if run.status != RunStatus.WAITING.value or not (run.waiting_for or "").startswith(
-                "signal "):
+        deliver an answer). Keys are unique over the run's life. A run waiting for
+        child runs has theirs (``_children_requests``)."""
+        if run.status != RunStatus.WAITING.value:
             return {}
+        if not (run.waiting_for or "").startswith("signal "):
+            return await self._children_requests(run, depth)
         name = (run.waiting_for or "")[len("signal "):]
         try:
             info = _decode(self.app, run.run_id, run.status_info, SLOT_STATUS)
@@ -381,6 +387,26 @@ class TetherTasks:
                                     idempotency_key=f"mcp:{run.run_id}:{key}")
 
         return {key: (request, deliver)}
+
+    async def _children_requests(self, run: RunRecord, depth: int) -> dict[str, _Pending]:
+        """The input requests of the child runs ``run`` waits for, and of theirs, keyed
+        ``child:<child run id>:<the child's key>`` and answered to the child: an agent
+        whose tool is another agent waits while that child waits on its share of the
+        budget or for an approval, which the task's client must be able to give."""
+        if depth >= _CHILD_DEPTH:
+            return {}
+        store = await self.app._open()
+        found: dict[str, _Pending] = {}
+        for part in (run.waiting_for or "").split(" or "):
+            if not part.startswith("child "):
+                continue
+            child_id = part[len("child "):]
+            child = await store.run_get(child_id)
+            if child is None:
+                continue
+            for key, pending in (await self._input_requests(child, depth + 1)).items():
+                found[f"child:{child_id}:{key}"] = pending
+        return found
 
     def _budget_request(self, run: RunRecord, info: Mapping[str, Any], key: str
                         ) -> _Pending:
