@@ -329,7 +329,8 @@ async def test_a_child_waiting_on_its_budget_share_is_the_tasks_input_request(
     input_required with the helper's budget form (key ``child:<helper id>:...``, its
     limits the share); answered, the helper goes on; the lead, over its own limit with
     the helper's spend rolled up, asks in turn under its own key; answered, it ends.
-    Without the child's request the task stayed ``working`` with nothing to answer."""
+    Without the child's request the task stayed ``working`` with nothing to answer (and
+    a client without the extension waited ``sync_timeout`` instead of being told)."""
     from tests.ai.test_child_spend import helpers_model, note
 
     llm_server.responder = helpers_model(["deep"], notes=6)
@@ -360,9 +361,14 @@ async def test_a_child_waiting_on_its_budget_share_is_the_tasks_input_request(
             await update_task(client, created.task_id, {"signal:budget:1": {
                 "action": "accept", "content": {"tokens": 10_000}}})
             done = await poll(client, created.task_id, {"completed", "failed"})
+            async with Client(url) as plain:  # without the extension: told at once, by whom
+                waits = await plain.call_tool("lead", {"task": "Go."})
         assert done.status == "completed", done.error
         assert done.result is not None and done.result["content"][0]["text"] == "All done."
-        assert len(llm_server.requests) == 1 + 7 + 1
+        assert waits.is_error
+        text = waits.content[0].text  # type: ignore[union-attr]
+        assert "waits for its child run " in text and ".1, which waits for input (signal " \
+            "budget)" in text and "`tether budget`" in text, text
 
 
 async def test_cancel_a_working_task(served: tuple[App, str], side_file: Path) -> None:

@@ -226,11 +226,14 @@ class TetherTasks:
                 value = await handle.result(timeout=max(0.0, min(1.0, remaining)))
             except TimeoutError:
                 run = await self._run(run_id)
-                if run is not None and await self._input_requests(run):
-                    cli = ("`tether budget`" if run.waiting_for == f"signal {BUDGET_SIGNAL}"
+                waiter = await self._signal_waiter(run) if run is not None else None
+                if waiter is not None:
+                    cli = ("`tether budget`" if waiter.waiting_for == f"signal {BUDGET_SIGNAL}"
                            else "`tether approve` / `tether signal`")
+                    who = (f"run {run_id}" if waiter.run_id == run_id
+                           else f"run {run_id} waits for its child run {waiter.run_id}, which")
                     return _text_result(
-                        f"run {run_id} waits for input ({run.waiting_for}); call this tool "
+                        f"{who} waits for input ({waiter.waiting_for}); call this tool "
                         f"with the MCP Tasks extension to answer it, or answer with {cli}",
                         True)
                 if remaining <= 0:
@@ -387,6 +390,22 @@ class TetherTasks:
                                     idempotency_key=f"mcp:{run.run_id}:{key}")
 
         return {key: (request, deliver)}
+
+    async def _signal_waiter(self, run: RunRecord, depth: int = 0) -> RunRecord | None:
+        """The run that has an input request for ``run``'s task: ``run`` itself, or a
+        child run it waits for (or one of theirs); ``None`` when none has."""
+        if await self._input_requests(run, _CHILD_DEPTH):  # (its own requests only)
+            return run
+        if run.status != RunStatus.WAITING.value or depth >= _CHILD_DEPTH:
+            return None
+        store = await self.app._open()
+        for part in (run.waiting_for or "").split(" or "):
+            child = (await store.run_get(part[len("child "):])
+                     if part.startswith("child ") else None)
+            found = await self._signal_waiter(child, depth + 1) if child else None
+            if found is not None:
+                return found
+        return None
 
     async def _children_requests(self, run: RunRecord, depth: int) -> dict[str, _Pending]:
         """The input requests of the child runs ``run`` waits for, and of theirs, keyed
