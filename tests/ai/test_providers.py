@@ -92,6 +92,25 @@ async def test_text_reply(served: ScriptedLLMServer, protocol: str, streamed: bo
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("figure", [-500, float("inf")], ids=["negative", "inf"])
+async def test_usage_a_provider_reports_amiss_counts_no_tokens(
+        served: ScriptedLLMServer, protocol: str, streamed: bool, figure: Any) -> None:
+    """An endpoint (a proxy, a local server) that reports a negative input count or
+    ``Infinity``: the reply comes back with 0 input tokens (a text of digits counts as
+    its number, other text as 0, a count past 2**53 as 2**53). Read as they came,
+    ``Infinity`` raised once the provider had answered (the durable call failed after
+    it was paid, and was retried, and paid, without end) and -500 took 500 tokens off
+    the run's spending, its budget with it."""
+    served.set_script([Reply("Hi.", input_tokens=figure, output_tokens=5)])
+    reply = await call(make_client(served, protocol), streamed)
+    assert reply.usage == Usage(0, 5)
+    assert Usage.reported(None, "x") == Usage.reported(True, float("nan")) == Usage()
+    assert Usage.reported("42", 10**400) == Usage(42, 2**53)
+    assert Usage.reported(12.7, " 7 ") == Usage(12, 7)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_tool_calls_both_ways(served: ScriptedLLMServer, protocol: str,
                                     streamed: bool) -> None:
     """The model's tool calls are parsed; the conversation with the calls and their results

@@ -223,7 +223,8 @@ class AnthropicChat(_HTTPChat):
                 elif kind == "message_delta":
                     stop_reason = (msg.get("delta") or {}).get("stop_reason") or stop_reason
                     usage_delta = msg.get("usage") or {}
-                    out = int(usage_delta.get("output_tokens") or out)
+                    if usage_delta.get("output_tokens") is not None:
+                        out = _anthropic_usage(usage_delta).output_tokens
                     if usage_delta.get("input_tokens") is not None:
                         inp = _anthropic_usage(usage_delta).input_tokens
                 elif kind == "message_stop":
@@ -273,9 +274,9 @@ def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
 def _anthropic_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
-    inp = sum(int(usage.get(k) or 0) for k in
+    inp = sum(Usage.reported(usage.get(k), 0).input_tokens for k in
               ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(inp, int(usage.get("output_tokens") or 0))
+    return Usage(inp, Usage.reported(0, usage.get("output_tokens")).output_tokens)
 
 
 def _content_blocks(content: Any) -> list[dict[str, Any]]:

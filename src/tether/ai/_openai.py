@@ -542,5 +542,5 @@ def _warn_no_usage(provider: str, base_url: str) -> None:
 def _openai_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage.reported(usage.get("prompt_tokens"), usage.get("completion_tokens"))
 

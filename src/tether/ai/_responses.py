@@ -172,8 +172,7 @@ class OpenAIResponses(_HTTPChat):
                   and incomplete.get("reason") == "max_output_tokens" else "stop")
         return ChatReply(
             text="".join(texts) if texts else None, tool_calls=calls,
-            usage=Usage(int(usage.get("input_tokens") or 0),
-                        int(usage.get("output_tokens") or 0)),
+            usage=Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")),
             model=str(data.get("model") or self.model), finish_reason=finish,
             provider=self.provider, raw_id=str(data.get("id") or ""), reasoning=reasoning)
 

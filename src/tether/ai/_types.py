@@ -149,6 +149,33 @@ class Usage:
     def from_dict(cls, d: Mapping[str, Any]) -> Usage:
         return cls(int(d.get("input_tokens", 0)), int(d.get("output_tokens", 0)))
 
+    @classmethod
+    def reported(cls, input_tokens: Any, output_tokens: Any) -> Usage:
+        """The usage a provider reported, each figure a token count: a number >= 0 (a
+        fraction rounded down; at most ``MAX_REPORTED_TOKENS``), or a text of digits;
+        anything else (``null``, a negative count, ``Infinity``, other text) counts 0.
+        A figure read as it came raised in the step once the provider had answered
+        (the call failed after it was paid, and was retried, and paid, without end),
+        or took a negative count off the run's spending (its budget with it)."""
+        return cls(_token_count(input_tokens), _token_count(output_tokens))
+
+
+#: The most tokens one reported figure counts: past any real call, and small enough that
+#: its price is a finite float.
+MAX_REPORTED_TOKENS = 2**53
+
+
+def _token_count(value: Any) -> int:
+    """``value`` as a count of tokens, 0 when it is none (see ``Usage.reported``)."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    try:
+        return min(max(0, int(value)), MAX_REPORTED_TOKENS)
+    except (OverflowError, ValueError):  # an infinity, NaN
+        return 0
+
 
 @dataclass(frozen=True, slots=True)
 class ChatReply:

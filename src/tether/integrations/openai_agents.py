@@ -627,7 +627,7 @@ def _usage_of(result: Any) -> tuple[Usage, str | None]:
         return Usage(), None
     usage = result.get("usage") or {}
     model = result.get("model")
-    return (Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+    return (Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")),
             model if isinstance(model, str) and model else None)
 
 
