@@ -124,8 +124,11 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
        passing ``max_duration`` fail the step for good.
     3. An error with a positive ``retry_after`` attribute (seconds, e.g. from an HTTP
        ``Retry-After`` header) pushes a retry that the policy allows to at least
-       ``now + retry_after``; it never turns a final failure into a retry. An infinite
-       (or NaN) ``retry_after`` is ignored: no wake-up time could be recorded for it.
+       ``now + retry_after``; it never turns a final failure into a retry, and a push
+       past the policy's ``max_duration`` fails the step for good now, as the policy's
+       own delay would (the caller bounded how long the step may take: a provider's
+       "come back in a day" does not stretch it). An infinite (or NaN) ``retry_after``
+       is ignored: no wake-up time could be recorded for it.
     """
     if isinstance(error, Postpone):
         return AttemptOutcome(attempts=attempts - 1, retry_at=now + error.delay,
@@ -136,6 +139,8 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
     if (at is not None and isinstance(retry_after, (int, float))
             and not isinstance(retry_after, bool) and 0 < retry_after < math.inf):
         at = max(at, now + float(retry_after))
+        if policy.max_duration is not None and at - first_attempt_at > policy.max_duration:
+            at = None
     return AttemptOutcome(attempts=attempts, retry_at=at)
 
 

@@ -74,6 +74,15 @@ def test_retry_after_pushes_a_retry_later_but_never_earlier_or_into_existence() 
     assert decide(Throttled(True), 1).retry_at == 101.0  # a bool is not a number of seconds
 
 
+def test_retry_after_past_max_duration_fails_the_step_for_good_now() -> None:
+    """The policy bounds how long the step may take: a provider asking for a retry
+    after that bound does not stretch it (before, the step slept an hour and retried)."""
+    policy = RetryPolicy(initial_interval=1.0, max_attempts=None, max_duration=300.0)
+    assert decide(Throttled(120.0), 1, policy=policy).retry_at == 220.0  # within: waits
+    assert decide(Throttled(3_600.0), 1, policy=policy).failed_for_good
+    assert decide(Throttled(1e9), 1, policy=POLICY).retry_at == 100.0 + 1e9  # no bound set
+
+
 def test_max_interval_left_out_is_sixty_seconds_or_the_initial_interval() -> None:
     assert RetryPolicy().max_interval == 60.0
     assert RetryPolicy().delay(10) == 60.0
