@@ -66,14 +66,19 @@ def print_origin(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
         w(f"\ngeneration {info.generation} (current)\n")
 
 
-def print_attempts(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
-    """Attempts worth a look: any step that took more than one, or one that failed or was
-    cut off (a run whose every step succeeded at once prints nothing here)."""
+def attempts_worth_a_look(info: RunInfo) -> list[dict[str, Any]]:
+    """The attempts of every step that took more than one, or whose one failed or was
+    cut off (none for a run whose every step succeeded at once)."""
     by_step: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for a in info.attempts:
         by_step.setdefault((a["generation"], a["position"]), []).append(a)
-    shown = [a for group in by_step.values()
-             if len(group) > 1 or any(a["status"] != "ok" for a in group) for a in group]
+    return [a for group in by_step.values()
+            if len(group) > 1 or any(a["status"] != "ok" for a in group) for a in group]
+
+
+def print_attempts(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
+    """Attempts worth a look (``attempts_worth_a_look``; nothing if there are none)."""
+    shown = attempts_worth_a_look(info)
     if not shown:
         return
     w("\nattempts:\n")

@@ -15,6 +15,7 @@ from typing import Any
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 from tether.cli._fit import cut_end, cut_middle, pack, wrap
+from tether.cli._lifecycle_show import attempts_worth_a_look
 
 Write = Callable[[str], Any]
 
@@ -203,11 +204,7 @@ def _head(info: RunInfo, width: int) -> list[str]:
 def _attempts(info: RunInfo, width: int, w: Write) -> None:
     """The attempts worth a look (as ``print_attempts``), under a heading of their own:
     each row's worker id whole, its error after it or, if there is no room, under it."""
-    by_step: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for a in info.attempts:
-        by_step.setdefault((a["generation"], a["position"]), []).append(a)
-    shown = [a for group in by_step.values()
-             if len(group) > 1 or any(a["status"] != "ok" for a in group) for a in group]
+    shown = attempts_worth_a_look(info)
     if not shown:
         return
     cells = [(str(a["position"]), _line(a["name"]), f"#{a['attempt']}", _line(a["status"]),
