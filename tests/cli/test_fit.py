@@ -8,13 +8,16 @@ gets must not change (scripts read it).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
+import json
 import os
 import pty
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -22,7 +25,7 @@ import tether
 from tests import forked
 from tests.cli.test_cli import tether_cli
 from tether import App, RetryPolicy, RunFailed
-from tether.cli._fit import cut_end, cut_middle, pack, wrap
+from tether.cli._fit import columns, cut_end, cut_middle, pack, wrap
 
 PARENT = "order-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17"
 #: A child id longer than an 80-column line leaves room for, once it is a cell.
@@ -36,13 +39,19 @@ MESSAGE = ("payment gateway https://payments.example.com/v2/charges timed out af
 def on_terminal(*args: str, db: str, columns: int) -> str:
     """What ``tether ARGS`` prints on a terminal ``columns`` wide (a pseudo-terminal,
     its width in ``$COLUMNS`` as a shell exports it)."""
-    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    return terminal_output([sys.executable, "-m", "tether", *args, "--db", db], columns)
+
+
+def terminal_output(argv: list[str], columns: int, *, drop: tuple[str, ...] = (),
+                    cwd: str | None = None) -> str:
+    """What ``argv`` prints on a terminal ``columns`` wide, without the environment
+    variables ``drop`` (nor ``TETHER_DATABASE_URL``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TETHER_DATABASE_URL", *drop)}
     env["COLUMNS"] = str(columns)
     leader, follower = pty.openpty()
     try:
-        proc = forked.Popen([sys.executable, "-m", "tether", *args, "--db", db],
-                            stdin=subprocess.DEVNULL, stdout=follower,
-                            stderr=subprocess.PIPE, env=env)
+        proc = forked.Popen(argv, stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=subprocess.PIPE, env=env, cwd=cwd)
     finally:
         os.close(follower)
     out = b""
@@ -57,7 +66,7 @@ def on_terminal(*args: str, db: str, columns: int) -> str:
             out += data
     finally:
         os.close(leader)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     return out.decode().replace("\r\n", "\n")  # (the terminal's own line ends)
 
@@ -190,3 +199,182 @@ def test_cutting_cells() -> None:
     assert pack(["run a", "workflow b", "queue c"], 18) == ["run a  workflow b", "queue c"]
     assert wrap("one two three four", 12, "x: ") == ["x: one two", "   three", "   four"]
     assert wrap("word " * 40, 20, "x: ", max_lines=2)[-1].endswith("…")
+
+
+# -- approvals, schedules, queues, versions ---------------------------------------------------
+
+#: A waiting run whose id is longer than the RUN ID column an 80-column line leaves.
+WAITER = "refund-request-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17-customer-4242"
+REFUND = {"order": "7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17", "amount_cents": 4999,
+          "currency": "EUR", "reason_code": "parcel-lost-in-transit",
+          "notify": ["ana@example.com", "operations-desk@example.com"]}
+WHY = ("The carrier confirmed the parcel is lost in transit; the policy says a lost parcel "
+       "is refunded in full, and this refund is above the 40 EUR an agent may grant alone.")
+SCHEDULE = "nightly-reconciliation-of-payments-eu-west"
+VERSION = "2026.12.05+build.7f3a9c2e41d2.payments-service"
+
+
+def make_desk(url: str) -> None:
+    """A run waiting for a refund's approval (long id, arguments and reason), a schedule
+    triggered once (a long name, time zone and last run id), a queue of many workflows,
+    runs of a long version in several statuses."""
+    from tether.ai import request_approval
+
+    app = App(url, version=VERSION)
+
+    @app.workflow(queue="payments")
+    async def refund_customer_order_after_loss() -> bool:
+        decision = await request_approval("issue_refund", REFUND, WHY, approval_id="a-0")
+        return decision.approved
+
+    @app.schedule("0 3 * * *", timezone="America/Argentina/Buenos_Aires", name=SCHEDULE)
+    @app.workflow(queue="payments")
+    async def reconcile_payments_for_the_previous_day() -> None:
+        return None
+
+    for name in ("capture_authorised_payments", "retry_declined_card_payments",
+                 "send_payment_receipts_by_email", "close_settled_payment_batches"):
+        app.workflow(name=name, queue="payments")(reconcile_payments_for_the_previous_day)
+
+    @app.workflow
+    async def fails() -> None:
+        raise ValueError("no")
+
+    async def run() -> None:
+        async with app, app.worker(poll_interval=0.05):
+            await app.start(refund_customer_order_after_loss, run_id=WAITER)
+            with pytest.raises(RunFailed):
+                await (await app.start(fails)).result(timeout=30)
+            await (await app.start("capture_authorised_payments")).result(timeout=30)
+            for _ in range(600):
+                if (await app.get_run(WAITER)).status.value == "waiting":
+                    break
+                await asyncio.sleep(0.05)
+        async with App(url) as client:  # (queued: no worker runs it)
+            await client.start("send_payment_receipts_by_email")
+
+    asyncio.run(run())
+    triggered = tether_cli("schedules", "trigger", SCHEDULE, db=url)
+    assert triggered.returncode == 0, triggered.stderr
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('desk')}/desk.db"
+    make_desk(url)
+    return url
+
+
+def unwrapped(lines: list[str]) -> str:
+    return " ".join(" ".join(lines).split())
+
+
+def test_approvals_fit_80_columns_with_the_arguments_whole(desk: str) -> None:
+    """What an approver reads before answering is whole: the run id (on a line of its
+    own: longer than its column), every argument and the reason, wrapped under the row."""
+    listed = on_terminal("approvals", db=desk, columns=80)
+    assert long_lines(listed, 80) == [], listed
+    lines = listed.splitlines()
+    assert lines[0].split() == ["RUN", "ID", "AGENT", "TOOL", "WAITING", "SINCE"], listed
+    assert lines[1] == WAITER, listed
+    assert lines[2].startswith(" " * 20) and lines[2].split()[:2] == ["refund_customer_…",
+                                                                      "issue_refund"], listed
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", lines[2]), listed
+    start = lines.index(next(line for line in lines if line.startswith("  arguments: ")))
+    end = lines.index(next(line for line in lines if line.startswith("  reason: ")))
+    assert unwrapped(lines[start:end]) == f"arguments: {json.dumps(REFUND)}", listed
+    assert unwrapped(lines[end:]) == f"reason: {WHY}", listed
+
+
+def test_approvals_keep_the_arguments_in_their_column_if_they_fit(desk: str) -> None:
+    listed = on_terminal("approvals", db=desk, columns=400).splitlines()
+    assert listed[0].split()[-1] == "ARGUMENTS" and listed[1].startswith(WAITER + " ")
+    assert listed[1].endswith(json.dumps(REFUND)), listed
+    assert unwrapped(listed[2:]) == f"reason: {WHY}", listed
+
+
+def test_schedules_fit_80_columns_with_names_and_run_ids_whole(desk: str) -> None:
+    for args in (("schedules",), ("schedules", "list")):
+        listed = on_terminal(*args, db=desk, columns=80)
+        assert long_lines(listed, 80) == [], listed
+        lines = listed.splitlines()
+        assert lines[0].split() == ["NAME", "WORKFLOW", "CRON", "TZ", "STATE", "NEXT",
+                                    "TICK"], listed
+        assert lines[1] == SCHEDULE, listed  # a name longer than its column: a line to itself
+        assert lines[2].split()[-3:-1] == ["active", lines[2].split()[-2]], listed
+        assert re.search(r"active \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", lines[2]), listed
+        assert re.fullmatch(rf"  last run: {SCHEDULE}@manual-[0-9a-f]+", lines[3]), listed
+
+
+@pytest.mark.parametrize("command", [("approvals",), ("schedules",), ("schedules", "list"),
+                                     ("queues",), ("versions",)])
+def test_wide_prints_what_a_pipe_gets(desk: str, command: tuple[str, ...]) -> None:
+    """``--wide`` on a terminal, and a pipe, print the lines these commands always have
+    (wider than 80 columns here)."""
+    wide = on_terminal(*command, "--wide", db=desk, columns=80)
+    piped = tether_cli(*command, db=desk)
+    assert piped.returncode == 0, piped.stderr
+    assert wide == piped.stdout
+    assert long_lines(wide, 80 if command[0] in ("approvals", "schedules") else 60), wide
+
+
+@pytest.mark.parametrize("command", [("queues",), ("versions",)])
+def test_queues_and_versions_wrap_their_lists_on_a_narrow_terminal(
+        desk: str, command: tuple[str, ...]) -> None:
+    """A list (a queue's workflows, a version's counts by status) is wrapped under its
+    column: every word still there, no line wider than the terminal."""
+    shown = on_terminal(*command, db=desk, columns=60)
+    assert long_lines(shown, 60) == [], shown
+    piped = tether_cli(*command, db=desk).stdout
+    assert shown.split() == piped.split(), shown
+    continued = [line for line in shown.splitlines() if line.startswith(" ")]
+    assert continued, shown
+    if command == ("queues",):  # (a short head: the list goes on under its column)
+        column = shown.splitlines()[0].index("WORKFLOWS")
+        assert all(len(line) - len(line.lstrip()) == column for line in continued), shown
+
+
+def test_show_prints_the_time_a_now_entry_recorded(desk: str) -> None:
+    """``tether.now()``'s entry (an approval records when it started waiting) shows its
+    time, not epoch seconds."""
+    shown = on_terminal("show", WAITER, db=desk, columns=120)
+    row = next(line for line in shown.splitlines() if re.match(r" +\d+  now ", line))
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$", row), shown
+    assert re.search(r"\n +\d+  now +now +ok +0 +\S+ \S+  \d{10}\.\d+\n",
+                     tether_cli("show", WAITER, db=desk).stdout)
+
+
+def test_short_keys_leave_the_other_cells_whole() -> None:
+    """Keys shorter than ``KEY_MIN`` cut no other cell to make room for it."""
+    rows = [["r1", "customer_onboarding_pipeline", "default"]]
+    assert columns(("RUN ID", "WORKFLOW", "QUEUE"), rows, 200, ((1, 8), (2, 5))) == [
+        "RUN ID WORKFLOW                     QUEUE",
+        "r1     customer_onboarding_pipeline default"]
+    # Too narrow for every cell: the given columns are cut, as much as the line needs.
+    assert columns(("RUN ID", "WORKFLOW", "QUEUE"), rows, 26, ((1, 8), (2, 5))) == [
+        "RUN ID WORKFLOW    QUEUE", "r1     customer_o… default"]
+
+
+def command_names() -> list[tuple[str, ...]]:
+    """Every ``tether`` command and sub-action, as its ``--help`` is asked for."""
+    from tether.cli import build_parser
+
+    def actions(parser: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found = [path]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += actions(sub, (*path, name))
+        return found
+
+    return actions(build_parser(), ())
+
+
+def test_every_help_fits_80_columns() -> None:
+    """``tether [COMMAND [ACTION]] --help`` on an 80-column terminal: no line wraps (the
+    usage line of ``runs`` listed ``--status``' seven choices in 85 columns)."""
+    names = command_names()
+    assert ("runs",) in names and ("schedules", "list") in names and ("db", "status") in names
+    for path in names:
+        shown = terminal_output([sys.executable, "-m", "tether", *path, "--help"], 80)
+        assert long_lines(shown, 80) == [], (path, shown)

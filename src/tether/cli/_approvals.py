@@ -7,12 +7,14 @@ import time
 from typing import Any
 
 from tether.cli._common import CliError, client, dumps, fmt_time, safe, short
+from tether.cli._fit import WIDE_HELP, fit_width, row_lines, wrap
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("approvals", parents=[common],
                        help="list the tool calls that wait for a human's approval")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=approvals)
 
     p = sub.add_parser("approve", parents=[common],
@@ -36,6 +38,11 @@ async def approvals(args: argparse.Namespace) -> int:
         print("no pending approvals")
         return 0
     now = time.time()
+    width = fit_width(args.wide)
+    if width is not None:
+        for line in fitted_approvals(found, now, width):
+            print(line)
+        return 0
     print(f"{'RUN ID':34} {'AGENT':16} {'TOOL':18} {'WAITING':>8}  {'SINCE':24} ARGUMENTS")
     for p in found:
         waited = _ago(now - p.since)
@@ -61,6 +68,28 @@ async def approve(args: argparse.Namespace) -> int:
     note = f" (note: {safe(args.note)})" if args.note else ""
     print(f"{safe(args.run_id)}: {verb} {safe(pending.tool)} {short(pending.arguments, 80)}{note}")
     return 0
+
+
+#: ``tether approvals``' columns on a terminal (the arguments last, if every row's fit
+#: whole), and the least the agent and the tool are cut to when the line lacks room.
+APPROVAL_COLUMNS = ("RUN ID", "AGENT", "TOOL", "WAITING", "SINCE", "ARGUMENTS")
+APPROVAL_GIVE = ((1, 10), (2, 10))
+
+
+def fitted_approvals(found: list[Any], now: float, width: int) -> list[str]:
+    """``tether approvals``' table in ``width`` columns: the since time to the second,
+    a run id never cut (``_fit.columns``), and the arguments whole, what an approver
+    reads before answering: in their column if every row's fit the line, else wrapped
+    under their row, where the reason is too."""
+    rows = [[safe(p.run_id), safe(p.agent), safe(p.tool), _ago(now - p.since),
+             fmt_time(p.since)[:19] + "Z", short(p.arguments, 10_000)] for p in found]
+    head, groups = row_lines(APPROVAL_COLUMNS, rows, width, APPROVAL_GIVE, "arguments")
+    lines = [head]
+    for p, group in zip(found, groups, strict=True):
+        lines += group
+        if p.reason:
+            lines += wrap(short(p.reason, 10_000), width, "  reason: ")
+    return lines
 
 
 def _ago(seconds: float) -> str:

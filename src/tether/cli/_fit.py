@@ -1,8 +1,9 @@
 """Fitting a command's table to the terminal it prints on.
 
-On a terminal (and without ``--wide``) ``tether show`` and ``tether runs`` cut their
-long cells to the terminal's width instead of letting every line wrap; into a pipe or
-a file they print everything, as they always have, for scripts that read it.
+On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
+``schedules``, ``queues`` and ``versions`` cut their long cells to the terminal's width
+instead of letting every line wrap; into a pipe or a file they print everything, as
+they always have, for scripts that read it.
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ from __future__ import annotations
 import shutil
 import sys
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 #: The narrowest width fitted to: below it the lines wrap rather than cut to nothing.
 MIN_WIDTH = 40
 ELLIPSIS = "…"
+#: The help of ``--wide`` (every command whose output is fitted).
+WIDE_HELP = ("print every cell whole, however wide the lines get (what a pipe or a file "
+             "gets anyway; on a terminal the output is fitted to its width: long ids cut "
+             "in the middle, long values at the end)")
+#: The least width of a table's key column (``columns``); a longer key has a line of its
+#: own, above its row.
+KEY_MIN = 20
 
 
 def fit_width(wide: bool, out: Any = None) -> int | None:
@@ -68,3 +77,71 @@ def wrap(text: str, width: int, label: str, *, max_lines: int = 8) -> list[str]:
         lines = lines[:max_lines]
         lines[-1] = lines[-1][: width - 1] + ELLIPSIS
     return lines
+
+
+def columns(titles: Sequence[str], rows: list[list[str]], width: int,
+            give: Sequence[tuple[int, int]] = (), under: str = "") -> list[str]:
+    """``row_lines``' heading and rows' lines, one after the other."""
+    head, groups = row_lines(titles, rows, width, give, under)
+    return [head, *(line for group in groups for line in group)]
+
+
+def row_lines(titles: Sequence[str], rows: list[list[str]], width: int,
+              give: Sequence[tuple[int, int]] = (), under: str = "",
+              ) -> tuple[str, list[list[str]]]:
+    """``key_table``, except with ``under`` (a label) the last column is a value to
+    read whole (a tool call's arguments, a run id): in its column if every row's fits
+    the line whole, else wrapped under its row, after ``under``, when it has one (not
+    ``-``)."""
+    if not under or sum(max([len(t), *(len(r[i]) for r in rows)])
+                        for i, t in enumerate(titles)) + len(titles) - 1 <= width:
+        return key_table(titles, rows, width, give)
+    head, groups = key_table(titles[:-1], [r[:-1] for r in rows], width, give)
+    for row, group in zip(rows, groups, strict=True):
+        if row[-1] not in ("", "-"):
+            group += wrap(row[-1], width, f"  {under}: ", max_lines=20)
+    return head, groups
+
+
+def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
+              give: Sequence[tuple[int, int]] = ()) -> tuple[str, list[list[str]]]:
+    """A table in ``width`` columns, its heading first, whose first column holds a key
+    a person copies (a run id, a schedule's name), never cut. The other cells are whole
+    if the line has room for them and a ``KEY_MIN`` key column; else the columns of
+    ``give`` ((index, least width), in that order) are cut at their end, down to their
+    least width or their title's, until it has. A key longer than its column has a line
+    to itself, its row's cells under it. Returns the heading, and each row's lines."""
+    widths = [max([len(title), *(len(row[i]) for row in rows)])
+              for i, title in enumerate(titles)]
+    want = min(widths[0], KEY_MIN)  # (keys all shorter: no other cell is cut for room)
+    rest = sum(widths[1:]) + len(widths) - 1  # the other columns and the gaps
+    widths[0] = min(widths[0], width - rest)
+    for i, least in give:
+        cut = min(max(want - widths[0], 0), widths[i] - max(least, len(titles[i])))
+        widths[i] -= cut
+        widths[0] += cut
+    widths[0] = max(widths[0], want)
+    head = " ".join(f"{t:{w}}" for t, w in zip(titles, widths, strict=True)).rstrip()
+    groups = []
+    for row in rows:
+        cells = [row[0] if len(row[0]) <= widths[0] else ""]
+        cells += [cut_end(cell, w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+        line = " ".join(f"{c:{w}}" for c, w in zip(cells, widths, strict=True)).rstrip()
+        groups.append([line] if cells[0] else [row[0], line])
+    return head, groups
+
+
+def hang(head: str, text: str, width: int) -> list[str]:
+    """``head`` (a row's first cells) then ``text`` (a list, its last cell) wrapped to
+    ``width``, its lines after the first under its start while that leaves it half the
+    line, else indented by 2 under the row (and all of it there if its first word does
+    not fit beside ``head``). Nothing is cut."""
+    indent = " " * (len(head) if len(head) <= width // 2 else 2)
+    lines = textwrap.wrap(text, width, initial_indent=head, subsequent_indent=indent,
+                          break_on_hyphens=False, break_long_words=False)
+    if lines and len(lines[0]) > width and len(lines[0]) > len(head.rstrip()):
+        lines = [head.rstrip(), *textwrap.wrap(text, width, initial_indent=indent,
+                                               subsequent_indent=indent,
+                                               break_on_hyphens=False,
+                                               break_long_words=False)]
+    return lines or [head.rstrip()]

@@ -9,6 +9,7 @@ from typing import Any
 from tether._app import App
 from tether._lifecycle import check_compatible, parse_duration, parse_statuses
 from tether.cli._common import CliError, client, dumps, load_app, parse_json, safe, store_url
+from tether.cli._fit import WIDE_HELP, fit_width, hang
 from tether.errors import ConfigError
 
 
@@ -53,6 +54,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("versions", parents=[common],
                        help="code versions with their run counts")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=versions)
 
     p = sub.add_parser(
@@ -162,10 +164,12 @@ async def versions(args: argparse.Namespace) -> int:
     if not table:
         print("no runs")
         return 0
+    fit = fit_width(args.wide)  # on a terminal: the counts wrapped, not cut
     print(f"{'VERSION':24} {'RUNS':>6}  BY STATUS")
     for v, counts in table.items():
         detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
-        print(f"{safe(v or '(none)'):24} {sum(counts.values()):>6}  {detail}")
+        head = f"{safe(v or '(none)'):24} {sum(counts.values()):>6}  "
+        print("\n".join(hang(head, detail, fit)) if fit else head + detail)
     return 0
 
 

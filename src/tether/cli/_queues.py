@@ -10,12 +10,14 @@ import argparse
 from typing import Any
 
 from tether.cli._common import CliError, client, dumps, safe
+from tether.cli._fit import WIDE_HELP, fit_width, hang
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("queues", parents=[common],
                        help="list queues (from the workflows registry and the limits)")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=queues)
 
     p = sub.add_parser("queue-limit", parents=[common],
@@ -56,10 +58,12 @@ async def queues(args: argparse.Namespace) -> int:
         print("no queues")
         return 0
     width = max(5, *(len(safe(q)) for q in queues))
+    fit = fit_width(args.wide)  # on a terminal: a long list of workflows wrapped, not cut
     print(f"{'QUEUE':{width}}  {'LIMIT':>5}  WORKFLOWS")
     for q in queues:
         limit = "-" if limits.get(q) is None else str(limits[q])
-        print(f"{safe(q):{width}}  {limit:>5}  {', '.join(map(safe, served[q])) or '-'}")
+        head, names = f"{safe(q):{width}}  {limit:>5}  ", ", ".join(map(safe, served[q])) or "-"
+        print("\n".join(hang(head, names, fit)) if fit else head + names)
     return 0
 
 

@@ -21,7 +21,7 @@ from tether.cli._common import (
     short,
     store_url,
 )
-from tether.cli._fit import cut_end, fit_width
+from tether.cli._fit import WIDE_HELP, columns, fit_width
 from tether.cli._lifecycle_show import (
     child_id,
     journal_row,
@@ -31,11 +31,6 @@ from tether.cli._lifecycle_show import (
 )
 from tether.cli._show_fit import print_fitted
 from tether.errors import RunFailed
-
-#: The help of ``--wide`` (``runs``, ``show``).
-WIDE_HELP = ("print every cell whole, however wide the lines get (what a pipe or a file "
-             "gets anyway; on a terminal the output is fitted to its width: long ids cut "
-             "in the middle, long values at the end)")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -53,7 +48,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
-    p.add_argument("--status", choices=STATUSES)
+    # (A metavar: the choices in the usage line made it wider than an 80-column terminal.)
+    p.add_argument("--status", choices=STATUSES, metavar="STATUS",
+                   help=f"only the runs of this status: {', '.join(STATUSES)}")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
                    help="at most this many runs (default 50)")
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -172,39 +169,19 @@ async def show(args: argparse.Namespace) -> int:
 
 
 #: ``tether runs``' columns on a terminal, and the least each is cut to (the last three
-#: in this order) when the RUN ID column would be narrower than ``RUN_ID_MIN``.
-RUN_COLUMNS = (("RUN ID", 0), ("WORKFLOW", 8), ("QUEUE", 5), ("STATUS", 0), ("CREATED", 0),
-               ("WAITING FOR", 11))
-#: The RUN ID column's least width; a longer id has a line of its own, above its row.
-RUN_ID_MIN = 20
+#: in this order) when the RUN ID column would be narrower than ``_fit.KEY_MIN``.
+RUN_COLUMNS = ("RUN ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED", "WAITING FOR")
+RUN_GIVE = ((5, 11), (1, 8), (2, 5))  # the wait first, then the workflow and the queue
 
 
 def fitted_runs(found: list[Any], width: int) -> list[str]:
     """``tether runs``' table in ``width`` columns: the created time to the second, the
-    other cells whole if the line has room for them and a ``RUN_ID_MIN`` column, else
-    cut at their end, and a run id never cut (one longer than its column has a line to
+    other cells whole if the line has room for them and a ``KEY_MIN`` column, else cut
+    at their end, and a run id never cut (one longer than its column has a line to
     itself, its row's cells under it)."""
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
              fmt_time(r.created_at)[:19] + "Z", safe(r.waiting_for or "")] for r in found]
-    widths = [max([len(title), *(len(row[i]) for row in rows)])
-              for i, (title, _) in enumerate(RUN_COLUMNS)]
-    rest = sum(widths[1:]) + len(widths) - 1  # the other columns and the gaps
-    widths[0] = min(widths[0], width - rest)
-    for i in (5, 1, 2):  # the wait first, then the workflow and the queue give way
-        give = min(max(RUN_ID_MIN - widths[0], 0),
-                   widths[i] - max(RUN_COLUMNS[i][1], len(RUN_COLUMNS[i][0])))
-        widths[i] -= give
-        widths[0] += give
-    widths[0] = max(widths[0], RUN_ID_MIN)
-    lines = [" ".join(f"{title:{w}}" for (title, _), w in zip(RUN_COLUMNS, widths,
-                                                               strict=True)).rstrip()]
-    for row in rows:
-        cells = [row[0] if len(row[0]) <= widths[0] else ""]
-        cells += [cut_end(cell, w) for cell, w in zip(row[1:], widths[1:], strict=True)]
-        if not cells[0]:
-            lines.append(row[0])
-        lines.append(" ".join(f"{c:{w}}" for c, w in zip(cells, widths, strict=True)).rstrip())
-    return lines
+    return columns(RUN_COLUMNS, rows, width, RUN_GIVE)
 
 
 def print_timeline(info: RunInfo, out: Any = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
+from tether.cli._fit import WIDE_HELP, columns, fit_width
 from tether.cli._logging import LEVELS
 
 
@@ -27,6 +28,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     lst = actions.add_parser("list", parents=[inner], help="every schedule (default)")
     lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                      help="JSON output")
+    lst.add_argument("--wide", action="store_true", default=argparse.SUPPRESS,
+                     help=WIDE_HELP)
     for name, text in (("pause", "stop starting runs"),
                        ("resume", "start runs again from the next tick"),
                        ("trigger", "start a run now (the schedule's next tick is kept)"),
@@ -35,6 +38,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         a = actions.add_parser(name, parents=[inner], help=text)
         a.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=schedules)
 
 
@@ -51,6 +55,10 @@ async def schedules(args: argparse.Namespace) -> int:
                 return 0
             if not found:
                 print("no schedules")
+                return 0
+            width = fit_width(args.wide)
+            if width is not None:
+                print("\n".join(fitted_schedules(found, width)))
                 return 0
             print(f"{'NAME':20} {'WORKFLOW':20} {'CRON':18} {'TZ':14} {'STATE':7} "
                   f"{'NEXT TICK':24} LAST RUN")
@@ -78,3 +86,21 @@ async def schedules(args: argparse.Namespace) -> int:
             await store.schedule_delete(args.name)
             print(f"{safe(args.name)}: deleted")
     return 0
+
+
+#: ``tether schedules``' columns on a terminal (the last run under its row if the line
+#: has no room for every one whole), and the least the workflow, the time zone and the
+#: cron expression are cut to when the NAME column would be narrower than its names.
+SCHEDULE_COLUMNS = ("NAME", "WORKFLOW", "CRON", "TZ", "STATE", "NEXT TICK", "LAST RUN")
+SCHEDULE_GIVE = ((1, 8), (3, 3), (2, 9))
+
+
+def fitted_schedules(found: list[Any], width: int) -> list[str]:
+    """``tether schedules``' table in ``width`` columns: the next tick to the second, a
+    schedule's name (what ``pause``, ``resume``, ``trigger`` and ``delete`` take) and
+    its last run's id (what ``tether show`` takes) never cut."""
+    rows = [[safe(s.name), safe(s.workflow), safe(s.cron), safe(s.timezone),
+             "paused" if s.paused else "active",
+             "-" if s.paused or s.next_tick is None else fmt_time(s.next_tick)[:19] + "Z",
+             safe(s.last_run_id or "")] for s in found]
+    return columns(SCHEDULE_COLUMNS, rows, width, SCHEDULE_GIVE, under="last run")

@@ -70,7 +70,8 @@ def _error_text(err: Any) -> str:
 
 
 def journal_row(e: dict[str, Any]) -> Row:
-    """``e``'s cells: its outcome is its error, its wait, a child's id or its result."""
+    """``e``'s cells: its outcome is its error, its wait, a child's id, the time a
+    ``now`` entry recorded, or its result."""
     row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(e["status"]),
               str(e["attempts"]), fmt_duration(e["duration"]), "",
               name_id=e["kind"] == "child_result")
@@ -82,6 +83,8 @@ def journal_row(e: dict[str, Any]) -> Row:
         row.outcome = f"until {fmt_time(e['next_attempt_at'])}"
     elif e["kind"] == "child_start" and e["status"] == "ok" and isinstance(e["result"], str):
         row.outcome, row.outcome_id = _line(e["result"]), True
+    elif e["kind"] == "now" and isinstance(e["result"], int | float):
+        row.outcome = fmt_time(e["result"])  # (the time recorded, not epoch seconds)
     elif e["result"] is not None:
         row.outcome = short(e["result"], 10_000)
     return row
