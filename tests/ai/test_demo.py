@@ -46,3 +46,32 @@ def test_demo_survives_kill_and_approval_without_repeated_requests() -> None:
     # Steps 1 and 3 replayed after the kill, step 5 after the approval wait.
     assert (saved.group(1), saved.group(2), saved.group(4)) == ("1775", "131", "3")
     assert float(saved.group(3)) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_demo_fits_an_80_column_terminal() -> None:
+    """On a terminal the demo's lines, and the ``tether approvals`` and ``tether show``
+    output it prints, fit its width (they ran on a terminal too: fitted); the story is
+    all there once the lines are joined."""
+    from tests.cli.test_fit import terminal_output
+
+    out = terminal_output([sys.executable, "-m", "tether", "demo", "--scripted"], 80,
+                          drop=("OPENAI_API_KEY", "ANTHROPIC_API_KEY"), cwd=str(ROOT))
+    assert [line for line in out.splitlines() if len(line) > 80] == [], out
+    text = " ".join(out.split())
+    assert re.search(r">>> kill -9 worker \d+ after step 3 \(as a node restart would\); it "
+                     r"was running step 4 \(search_web\)", text), out
+    assert re.search(r"started a new worker pid \d+: it replays steps 1-3 from the journal "
+                     r"and continues at step 4", text), out
+    assert "for approval of buy_report(title='Durable agents 2025', price_usd=49.0)" in text
+    # tether approvals: its arguments whole, on a line of their own (indented under the
+    # command); tether show: each result on a line under its entry.
+    assert '\n    arguments: {"title": "Durable agents 2025", "price_usd": 49.0}\n' in out
+    assert "demo-1: approved buy_report" in text
+    assert "\n     → RESULT / ERROR\n" in out
+    assert "search_web ran on both: the kill cut it before its result was journaled" in text
+    assert re.search(r"saved by replay: 1775 input \+ 131 output tokens, \$[0-9.]+ \(3 "
+                     r"recorded replies", text), out
+    assert "provider requests: 4 (2 before the kill, 2 after); repeated: none" in text
+    assert "answer: Recommendation: yes." in text

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether import App
+from tether.cli._fit import fit_width, wrap
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
 RUN_ID = "demo-1"
@@ -99,9 +101,74 @@ def _choose_model(scripted_only: bool, server: ScriptedLLMServer | None) -> _Mod
                   "priced as such")
 
 
-def _tether(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tether", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+@dataclass
+class _Screen:
+    """Where the demo prints: a terminal ``width`` columns wide, its lines wrapped to
+    it, or (``width`` None) a pipe or a file, each line whole."""
+
+    width: int | None
+
+    def say(self, text: str, label: str = "", *, tail: str = "", max_lines: int = 12) -> None:
+        """``label``, ``text`` then ``tail`` (two spaces before it); on a terminal
+        wrapped, the lines after the first indented under the text, and ``tail`` whole
+        (on the last line if it has room, else on one of its own)."""
+        if self.width is None:
+            print(label + text + (f"  {tail}" if tail else ""))
+            return
+        lines = wrap(text, self.width, label, max_lines=max_lines)
+        if tail and len(lines[-1]) + 2 + len(tail) <= self.width:
+            lines[-1] += f"  {tail}"
+        elif tail:
+            lines.append(" " * min(len(label), self.width // 3) + tail)
+        print("\n".join(lines))
+
+
+def _tether(*args: str, env: dict[str, str],
+            columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    """``tether ARGS``' output, as it prints it into a pipe; or, with ``columns``, on a
+    terminal that wide (fitted to it: what a person who runs it there sees)."""
+    command = [sys.executable, "-m", "tether", *args]
+    if columns is None:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    return _on_terminal(command, dict(env, COLUMNS=str(columns)))
+
+
+def _on_terminal(command: list[str], env: dict[str, str],
+                 timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``command`` run with its standard output on a pseudo-terminal (its width in
+    ``$COLUMNS``); its standard error kept apart, in a file (a pipe left unread while
+    the terminal is could fill and stall it)."""
+    import pty  # (POSIX, as the demo's SIGKILL)
+
+    leader, follower = pty.openpty()
+    with tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=follower, stderr=err)
+        finally:
+            os.close(follower)
+        chunks: list[bytes] = []
+        end = time.monotonic() + timeout
+        try:
+            while select.select([leader], [], [], max(end - time.monotonic(), 0))[0]:
+                try:
+                    data = os.read(leader, 1 << 16)
+                except OSError:  # (Linux: EIO once the command has closed the terminal)
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            os.close(leader)
+        try:
+            proc.wait(max(end - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    stdout = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def _reasoning_steps(info: Any) -> list[dict[str, Any]]:
@@ -111,7 +178,9 @@ def _reasoning_steps(info: Any) -> list[dict[str, Any]]:
             and not e["name"].endswith(".list_tools")]
 
 
-def _describe(entry: dict[str, Any]) -> str:
+def _describe(entry: dict[str, Any], room: int | None = None) -> tuple[str, str]:
+    """What a reasoning step did, in a line: the text, and the tokens a model's turn
+    billed; a tool's result cut to what is left of ``room`` characters (or to 60-70)."""
     name, result = entry["name"], entry["result"]
     if name.startswith("llm:") and isinstance(result, dict):
         reply = result.get("reply", {})
@@ -119,12 +188,14 @@ def _describe(entry: dict[str, Any]) -> str:
         calls = reply.get("tool_calls") or []
         what = (", ".join(f"asks {c['name']}({_args(c.get('arguments'))})" for c in calls)
                 or "answers")
-        return (f"model    {what}  [{usage.get('input_tokens', 0)} in / "
+        return (f"model    {what}", f"[{usage.get('input_tokens', 0)} in / "
                 f"{usage.get('output_tokens', 0)} out]")
     if name.startswith("mcp:") and isinstance(result, dict):
         args = entry["args"] if isinstance(entry["args"], list) else ["?"]
-        return f"MCP tool {args[0]} (stdio): {_short(result.get('text', ''), 60)}"
-    return f"tool     {name.split(':', 1)[-1]}: {_short(result, 70)}"
+        head = f"MCP tool {args[0]} (stdio): "
+        return head + _short(result.get("text", ""), room - len(head) if room else 60), ""
+    head = f"tool     {name.split(':', 1)[-1]}: "
+    return head + _short(result, room - len(head) if room else 70), ""
 
 
 def _args(arguments: Any) -> str:
@@ -135,7 +206,7 @@ def _args(arguments: Any) -> str:
 
 def _short(value: Any, width: int) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text if len(text) <= width else text[: max(width - 1, 20)] + "…"
 
 
 def _executions(path: str) -> list[tuple[int, str]]:
@@ -150,16 +221,21 @@ def _executions(path: str) -> list[tuple[int, str]]:
 
 
 class _Printer:
-    """Prints each reasoning step once, as it commits."""
+    """Prints each reasoning step once, as it commits: on a terminal a tool's result
+    cut to the line, the model's turn wrapped under it."""
 
-    def __init__(self) -> None:
+    def __init__(self, screen: _Screen) -> None:
         self.shown = 0
+        self.screen = screen
 
     def show(self, info: Any, worker: int) -> int:
         steps = [e for e in _reasoning_steps(info) if e["status"] == "ok"]
         for entry in steps[self.shown:]:
             self.shown += 1
-            print(f"  step {self.shown}  (worker {worker})  {_describe(entry)}")
+            label = f"  step {self.shown}  (worker {worker})  "
+            room = self.screen.width and self.screen.width - len(label)
+            text, tokens = _describe(entry, room)
+            self.screen.say(text, label, tail=tokens, max_lines=4)
         return len(steps)
 
 
@@ -179,8 +255,9 @@ async def run_demo(*, scripted_only: bool = False) -> int:
     model = _choose_model(scripted_only, server)
     env = dict(os.environ, TETHER_DATABASE_URL=db, TETHER_DEMO_LOG=log_path,
                TETHER_DEMO_MODEL=model.spec, TETHER_DEMO_BASE_URL=model.base_url)
-    print(f"store: {db}  (SQLite, WAL, synchronous=FULL)")
-    print(f"model: {model.note}")
+    screen = _Screen(fit_width(False))
+    screen.say(f"{db}  (SQLite, WAL, synchronous=FULL)", "store: ")
+    screen.say(model.note, "model: ")
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -192,7 +269,7 @@ async def run_demo(*, scripted_only: bool = False) -> int:
         return proc
 
     try:
-        return await _story(db, env, model, server, spawn, log_path, folder)
+        return await _story(db, env, model, server, spawn, log_path, folder, screen)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -224,17 +301,20 @@ async def _until_attempt_running(app: App, run_id: str, timeout: float) -> None:
 
 async def _story(db: str, env: dict[str, str], model: _Model,
                  server: ScriptedLLMServer | None, spawn: Any, log_path: str,
-                 folder: str) -> int:
+                 folder: str, screen: _Screen) -> int:
     from tether.demo import research
 
     app: App = research.app
     app.use_store(db)
-    printer = _Printer()
+    printer = _Printer(screen)
     first = spawn()
     async with app:
         handle = await app.start(research.researcher.name, TASK, run_id=RUN_ID)
-        print(f"\nstarted run {RUN_ID} (agent {research.researcher.name!r}) on worker pid "
-              f"{first.pid}\ntask: {TASK}\n")
+        print()
+        screen.say(f"started run {RUN_ID} (agent {research.researcher.name!r}) on worker "
+                   f"pid {first.pid}")
+        screen.say(TASK, "task: ")
+        print()
         deadline = time.monotonic() + TIMEOUT
         while printer.show(await app.get_run(RUN_ID), first.pid) < KILL_AFTER:
             if first.poll() is not None:
@@ -252,12 +332,14 @@ async def _story(db: str, env: dict[str, str], model: _Model,
                    if pid == first.pid]
         doing = (f"; it was running step {KILL_AFTER + 1} ({running[-1]})" if running
                  else "")
-        print(f"\n>>> kill -9 worker {first.pid} after step {KILL_AFTER} (as a node restart "
-              f"would){doing}\n")
+        print()
+        screen.say(f"kill -9 worker {first.pid} after step {KILL_AFTER} (as a node restart "
+                   f"would){doing}", ">>> ")
+        print()
         resumed_at = time.monotonic()
         second = spawn()
-        print(f"started a new worker pid {second.pid}: it replays steps 1-{KILL_AFTER} from "
-              f"the journal and continues at step {KILL_AFTER + 1}")
+        screen.say(f"started a new worker pid {second.pid}: it replays steps 1-{KILL_AFTER} "
+                   f"from the journal and continues at step {KILL_AFTER + 1}")
         approvals = 0
         while True:
             info = await app.get_run(RUN_ID)
@@ -267,7 +349,7 @@ async def _story(db: str, env: dict[str, str], model: _Model,
             if time.monotonic() > deadline:
                 print(f"timed out; worker logs in {folder}")
                 return 1
-            if await _answer_approval(app, env):
+            if await _answer_approval(app, env, screen):
                 approvals += 1
             await asyncio.sleep(0.05)
         printer.show(info, second.pid)
@@ -277,16 +359,17 @@ async def _story(db: str, env: dict[str, str], model: _Model,
         except Exception as exc:
             print(f"\nthe run ended {info.status.value}: {exc}")
             return 1
-    print(f"\nanswer: {answer}\n")
-    print(f"$ tether show {RUN_ID}")
-    shown = await asyncio.to_thread(_tether, "show", RUN_ID, env=env)
+    print()
+    screen.say(str(answer), "answer: ")
+    print(f"\n$ tether show {RUN_ID}")
+    shown = await asyncio.to_thread(_tether, "show", RUN_ID, env=env, columns=screen.width)
     print((shown.stdout or shown.stderr).rstrip())
     return _summary(info, model, server, requests_at_kill, first_pid=first.pid,
                     second_pid=second.pid, log_path=log_path, approvals=approvals,
-                    elapsed=elapsed)
+                    elapsed=elapsed, screen=screen)
 
 
-async def _answer_approval(app: App, env: dict[str, str]) -> bool:
+async def _answer_approval(app: App, env: dict[str, str], screen: _Screen) -> bool:
     """If the run waits for an approval: show ``tether approvals`` and answer with
     ``tether approve`` (subprocesses, as a human at a terminal)."""
     from tether.ai import pending_approvals
@@ -295,49 +378,59 @@ async def _answer_approval(app: App, env: dict[str, str]) -> bool:
     if not pending:
         return False
     p = pending[0]
-    print(f"\n>>> the agent waits (released: no worker holds it) for approval of "
-          f"{p.tool}({_args(p.arguments)})\n    reason: {p.reason}")
-    listed = await asyncio.to_thread(_tether, "approvals", env=env)
+    print()
+    screen.say(f"the agent waits (released: no worker holds it) for approval of "
+               f"{p.tool}({_args(p.arguments)})", ">>> ")
+    screen.say(p.reason, "    reason: ")
+    # Its lines indented under the command, on a terminal 2 columns narrower.
+    listed = await asyncio.to_thread(_tether, "approvals", env=env,
+                                     columns=screen.width and screen.width - 2)
     print("$ tether approvals\n" + "\n".join("  " + line
                                            for line in listed.stdout.rstrip().splitlines()))
     done = await asyncio.to_thread(_tether, "approve", RUN_ID, "--note",
                                    "within this quarter's budget", env=env)
-    print(f"$ tether approve {RUN_ID} --note 'within this quarter's budget'\n  "
-          f"{(done.stdout or done.stderr).strip()}\n")
+    print(f"$ tether approve {RUN_ID} --note 'within this quarter's budget'")
+    screen.say((done.stdout or done.stderr).strip(), "  ")
+    print()
     return done.returncode == 0
 
 
 def _summary(info: Any, model: _Model, server: ScriptedLLMServer | None,
              requests_at_kill: int, *, first_pid: int, second_pid: int, log_path: str,
-             approvals: int, elapsed: float) -> int:
+             approvals: int, elapsed: float, screen: _Screen) -> int:
     m = info.metrics
-    print("\nspent:            "
-          f"{int(m.get('tokens.input', 0))} input + {int(m.get('tokens.output', 0))} output "
-          f"tokens in {int(m.get('llm.calls', 0))} model calls, "
-          f"${m.get('cost.usd', 0.0):.6f}")
-    print("saved by replay:  "
-          f"{int(m.get('saved.tokens.input', 0))} input + "
-          f"{int(m.get('saved.tokens.output', 0))} output tokens, "
-          f"${m.get('saved.cost.usd', 0.0):.6f} ({int(m.get('saved.calls', 0))} recorded "
-          "replies returned from the journal instead of asking the model again, after the "
-          "kill and after the approval wait)")
+    print()
+    screen.say(f"{int(m.get('tokens.input', 0))} input + {int(m.get('tokens.output', 0))} "
+               f"output tokens in {int(m.get('llm.calls', 0))} model calls, "
+               f"${m.get('cost.usd', 0.0):.6f}", "spent:            ")
+    screen.say(f"{int(m.get('saved.tokens.input', 0))} input + "
+               f"{int(m.get('saved.tokens.output', 0))} output tokens, "
+               f"${m.get('saved.cost.usd', 0.0):.6f} ({int(m.get('saved.calls', 0))} recorded "
+               "replies returned from the journal instead of asking the model again, after "
+               "the kill and after the approval wait)", "saved by replay:  ")
     ran = _executions(log_path)
     for pid, label in ((first_pid, "killed worker"), (second_pid, "new worker")):
         mine = [what.split(" ")[0] for p, what in ran if p == pid]
-        print(f"python tools run by the {label} {pid}: {', '.join(mine) or 'none'}")
+        screen.say(f"{', '.join(mine) or 'none'}", f"python tools run by the {label} {pid}: ")
+    killed = {what.split(" ")[0] for p, what in ran if p == first_pid}
+    again = sorted(killed & {what.split(" ")[0] for p, what in ran if p == second_pid})
+    if again:  # (what the journal had recorded did not run again)
+        screen.say(f"{', '.join(again)} ran on both: the kill cut it before its result was "
+                   "journaled, so the new worker ran it again; the steps journaled before "
+                   "the kill did not run again", "  ")
     mcp = [what for _, what in ran if what.startswith("mcp:")]
-    print(f"MCP server received: {len(mcp)} call(s) ({', '.join(mcp)})")
+    screen.say(f"{len(mcp)} call(s) ({', '.join(mcp)})", "MCP server received: ")
     ok = info.status.value == "completed" and approvals >= (1 if model.scripted else 0)
     if server is not None:
         bodies = Counter(json.dumps(r.body, sort_keys=True) for r in server.requests)
         repeats = sum(n - 1 for n in bodies.values())
-        print(f"provider requests: {len(server.requests)} ({requests_at_kill} before the "
-              f"kill, {len(server.requests) - requests_at_kill} after); repeated: "
-              f"{repeats or 'none'}")
+        screen.say(f"provider requests: {len(server.requests)} ({requests_at_kill} before "
+                   f"the kill, {len(server.requests) - requests_at_kill} after); repeated: "
+                   f"{repeats or 'none'}")
         ok = ok and repeats == 0
     else:
-        print(f"provider: {model.spec}; its request log is not visible from here: the "
-              "journal shows each model call once, and saved.calls counts the replies "
-              "replay did not ask for again")
+        screen.say(f"provider: {model.spec}; its request log is not visible from here: the "
+                   "journal shows each model call once, and saved.calls counts the replies "
+                   "replay did not ask for again")
     print(f"the run completed {elapsed:.1f} s after the new worker started")
     return 0 if ok else 1
