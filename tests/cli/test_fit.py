@@ -378,3 +378,62 @@ def test_every_help_fits_80_columns() -> None:
     for path in names:
         shown = terminal_output([sys.executable, "-m", "tether", *path, "--help"], 80)
         assert long_lines(shown, 80) == [], (path, shown)
+
+
+# -- message lines ----------------------------------------------------------------------------
+
+FAMILY = "quarterly-report-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17"
+ASKS = "expense-claim-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17"
+NOTE = "approved by the finance desk under the travel policy of 2026, section 4.2, receipts seen"
+
+
+def make_family(url: str) -> None:
+    """A parent with four children (long ids, all ended: five runs to purge) and a run
+    waiting for approval (no worker left to end it once approved)."""
+    from tether.ai import request_approval
+
+    app = App(url)
+
+    @app.workflow
+    async def section(n: int) -> str:
+        return f"section {n}"
+
+    @app.workflow
+    async def report() -> list[str]:
+        return [await tether.call(section, n) for n in range(4)]
+
+    @app.workflow
+    async def claim() -> bool:
+        decision = await request_approval("reimburse", REFUND, WHY, approval_id="a-0")
+        return decision.approved
+
+    async def run() -> None:
+        async with app, app.worker(poll_interval=0.05):
+            await (await app.start(report, run_id=FAMILY)).result(timeout=30)
+            await app.start(claim, run_id=ASKS)
+            for _ in range(600):
+                if (await app.get_run(ASKS)).status.value == "waiting":
+                    break
+                await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+
+
+def test_messages_wrap_at_word_boundaries(tmp_path: Any) -> None:
+    """``approve``, ``erase`` and ``purge`` print a sentence: on a terminal it is wrapped
+    between words (an id stays whole on one line), nothing left out."""
+    url = f"sqlite:///{tmp_path}/family.db"
+    make_family(url)
+    answered = on_terminal("approve", ASKS, "--note", NOTE, db=url, columns=80)
+    assert long_lines(answered, 80) == [] and len(answered.splitlines()) > 1, answered
+    assert " ".join(answered.split()).startswith(f"{ASKS}: approved reimburse {{"), answered
+    assert " ".join(answered.split()).endswith(f"(note: {NOTE})"), answered
+    erased = on_terminal("erase", FAMILY, db=url, columns=80)
+    assert long_lines(erased, 80) == [], erased
+    words = erased.replace(",", " ").replace(")", " ").replace("(", " ").split()
+    assert {f"{FAMILY}.{n}" for n in (0, 2, 4, 6)} <= set(words), erased  # (positions)
+    assert " ".join(erased.split()).startswith(f"erased run {FAMILY} and 4 runs of its "
+                                               "family"), erased
+    purged = on_terminal("purge", "--older-than", "0s", db=url, columns=60)
+    assert long_lines(purged, 60) == [] and purged.startswith("purged 5 runs: "), purged
+    assert " ".join(purged.split()).endswith("message texts no run references"), purged

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from tether.cli._common import CliError, client, dumps, fmt_time, safe, short
-from tether.cli._fit import WIDE_HELP, fit_width, row_lines, wrap
+from tether.cli._fit import WIDE_HELP, fit_width, row_lines, say, wrap
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ async def approve(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     verb = "rejected" if args.reject else "approved"
     note = f" (note: {safe(args.note)})" if args.note else ""
-    print(f"{safe(args.run_id)}: {verb} {safe(pending.tool)} {short(pending.arguments, 80)}{note}")
+    say(f"{safe(args.run_id)}: {verb} {safe(pending.tool)} {short(pending.arguments, 80)}{note}")
     return 0
 
 

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from tether.cli._common import CliError, client, safe
+from tether.cli._fit import say
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -41,5 +42,5 @@ async def budget(args: argparse.Namespace) -> int:
         await app.signal(args.run_id, BUDGET_SIGNAL, payload)
     limits = ", ".join(f"usd {v:.6f}".rstrip("0").rstrip(".") if k == "usd"
                        else f"{k} {int(v)}" for k, v in payload.items())  # (not 1e+06)
-    print(f"budget of run {safe(args.run_id)} set to {limits}")
+    say(f"budget of run {safe(args.run_id)} set to {limits}")
     return 0

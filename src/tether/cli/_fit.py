@@ -3,7 +3,9 @@
 On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
 ``schedules``, ``queues`` and ``versions`` cut their long cells to the terminal's width
 instead of letting every line wrap; into a pipe or a file they print everything, as
-they always have, for scripts that read it.
+they always have, for scripts that read it. A command that answers with a sentence
+(``approve``, ``retry``, ``purge``, ``erase``, ...) has it wrapped between words there
+(``say``).
 """
 
 from __future__ import annotations
@@ -145,3 +147,16 @@ def hang(head: str, text: str, width: int) -> list[str]:
                                                break_on_hyphens=False,
                                                break_long_words=False)]
     return lines or [head.rstrip()]
+
+
+def say(text: str, indent: str = "  ") -> None:
+    """Print a message line (``purge``'s report, ``approve``'s answer): on a terminal
+    wrapped at word boundaries to its width, the lines after the first indented by
+    ``indent`` (nothing cut: an id longer than a line stays whole on one of its own);
+    into a pipe or a file, as it is."""
+    width = fit_width(False)
+    if width is None or len(text) <= width:
+        print(text)
+        return
+    print("\n".join(textwrap.wrap(text, width, subsequent_indent=indent,
+                                   break_long_words=False, break_on_hyphens=False)))

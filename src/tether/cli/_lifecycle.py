@@ -9,7 +9,7 @@ from typing import Any
 from tether._app import App
 from tether._lifecycle import check_compatible, parse_duration, parse_statuses
 from tether.cli._common import CliError, client, dumps, load_app, parse_json, safe, store_url
-from tether.cli._fit import WIDE_HELP, fit_width, hang
+from tether.cli._fit import WIDE_HELP, fit_width, hang, say
 from tether.errors import ConfigError
 
 
@@ -126,7 +126,7 @@ async def retry(args: argparse.Namespace) -> int:
         return 0
     with_children = (f"; children retried with it: {', '.join(map(safe, report.children))}"
                      if report.children else "")
-    print(f"{safe(args.run_id)}: {status.value} (retrying{with_children})")
+    say(f"{safe(args.run_id)}: {status.value} (retrying{with_children})")
     return 0
 
 
@@ -208,10 +208,10 @@ async def migrate_runs(args: argparse.Namespace) -> int:
         return 0
     verb = "would move" if args.dry_run else "moved"
     count = len(ok) if args.dry_run else len(moved)
-    print(f"{verb} {count} of {len(candidates)} unfinished runs from "
-          f"{safe(args.from_version)} to {safe(args.to_version)}")
+    say(f"{verb} {count} of {len(candidates)} unfinished runs from "
+        f"{safe(args.from_version)} to {safe(args.to_version)}")
     for run_id, reason in sorted(skipped.items()):
-        print(f"  kept {safe(run_id)}: {safe(reason)}")
+        say(f"  kept {safe(run_id)}: {safe(reason)}", indent="    ")
     return 0
 
 
@@ -237,9 +237,9 @@ async def purge(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(total))
         return 0
-    print(f"purged {total['runs']} runs: {total['journal_entries']} journal entries, "
-          f"{total['archived_entries']} archived entries, {total['attempts']} attempts, "
-          f"{total['signals']} signals, {total['blobs']} message texts no run references")
+    say(f"purged {total['runs']} runs: {total['journal_entries']} journal entries, "
+        f"{total['archived_entries']} archived entries, {total['attempts']} attempts, "
+        f"{total['signals']} signals, {total['blobs']} message texts no run references")
     return 0
 
 
@@ -261,9 +261,9 @@ async def erase(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(report.as_dict()))
         return 0
-    print(f"erased run {safe(args.run_id)}{_family_of(args.run_id, report.run_ids)}"
-          f"{report.journal_entries} "
-          f"journal entries, {report.archived_entries} archived entries, "
-          f"{report.attempts} attempt errors, {report.signals} signal payloads, "
-          f"{report.blobs} message texts no other run references")
+    say(f"erased run {safe(args.run_id)}{_family_of(args.run_id, report.run_ids)}"
+        f"{report.journal_entries} "
+        f"journal entries, {report.archived_entries} archived entries, "
+        f"{report.attempts} attempt errors, {report.signals} signal payloads, "
+        f"{report.blobs} message texts no other run references")
     return 0

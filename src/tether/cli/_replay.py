@@ -20,6 +20,7 @@ from tether.cli._common import (
     store_options,
     store_url,
 )
+from tether.cli._fit import say
 from tether.testing._history import HistoryError, export_history, history_of, load_history
 from tether.testing._replayer import DEFAULT_TIMEOUT, ReplayResult, check_history
 
@@ -121,6 +122,7 @@ def _print(results: list[ReplayResult], as_json: bool) -> None:
     for r in results:
         label = "ok      " if r.compatible else "MISMATCH"
         where = f" ({safe(r.source)})" if r.source else ""
-        print(f"{label} {safe(r.run_id)} {safe(r.workflow)}{where}: {safe(r.message)}")
+        say(f"{label} {safe(r.run_id)} {safe(r.workflow)}{where}: {safe(r.message)}",
+            indent=" " * 9)
     bad = sum(not r.compatible for r in results)
     print(f"{len(results) - bad} compatible, {bad} mismatched", file=sys.stderr)
