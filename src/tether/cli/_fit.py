@@ -109,20 +109,22 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
               give: Sequence[tuple[int, int]] = ()) -> tuple[str, list[list[str]]]:
     """A table in ``width`` columns, its heading first, whose first column holds a key
     a person copies (a run id, a schedule's name), never cut. The other cells are whole
-    if the line has room for them and a ``KEY_MIN`` key column; else the columns of
-    ``give`` ((index, least width), in that order) are cut at their end, down to their
-    least width or their title's, until it has. A key longer than its column has a line
-    to itself, its row's cells under it. Returns the heading, and each row's lines."""
+    if the line has room for them and the keys up to ``KEY_MIN`` long; else the columns
+    of ``give`` ((index, least width), in that order) are cut at their end, down to
+    their least width or their title's, until it has. A key longer than its column has
+    a line to itself, its row's cells under it. Returns the heading, and each row's
+    lines."""
     widths = [max([len(title), *(len(row[i]) for row in rows)])
               for i, title in enumerate(titles)]
-    want = min(widths[0], KEY_MIN)  # (keys all shorter: no other cell is cut for room)
-    rest = sum(widths[1:]) + len(widths) - 1  # the other columns and the gaps
-    widths[0] = min(widths[0], width - rest)
+    room = width - (sum(widths[1:]) + len(widths) - 1)  # what the other cells leave it
+    # The column is as wide as the longest key it holds: every key up to KEY_MIN long
+    # (the other cells cut for room if they must) and any longer the room has space for.
+    widths[0] = max([len(titles[0]), *(len(row[0]) for row in rows
+                                       if len(row[0]) <= max(room, KEY_MIN))])
     for i, least in give:
-        cut = min(max(want - widths[0], 0), widths[i] - max(least, len(titles[i])))
+        cut = min(max(widths[0] - room, 0), widths[i] - max(least, len(titles[i])))
         widths[i] -= cut
-        widths[0] += cut
-    widths[0] = max(widths[0], want)
+        room += cut
     head = " ".join(f"{t:{w}}" for t, w in zip(titles, widths, strict=True)).rstrip()
     groups = []
     for row in rows:

@@ -89,10 +89,11 @@ async def schedules(args: argparse.Namespace) -> int:
 
 
 #: ``tether schedules``' columns on a terminal (the last run under its row if the line
-#: has no room for every one whole), and the least the workflow, the time zone and the
-#: cron expression are cut to when the NAME column would be narrower than its names.
+#: has no room for every one whole), and the least the time zone, the workflow and the
+#: cron expression are cut to, in this order, when the line lacks room ("Europe/Paris"
+#: whole before a long workflow name is cut, and then the both of them).
 SCHEDULE_COLUMNS = ("NAME", "WORKFLOW", "CRON", "TZ", "STATE", "NEXT TICK", "LAST RUN")
-SCHEDULE_GIVE = ((1, 8), (3, 3), (2, 9))
+SCHEDULE_GIVE = ((3, 16), (1, 16), (3, 3), (1, 8), (2, 9))
 
 
 def fitted_schedules(found: list[Any], width: int) -> list[str]:
