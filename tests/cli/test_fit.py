@@ -25,7 +25,7 @@ import tether
 from tests import forked
 from tests.cli.test_cli import tether_cli
 from tether import App, RetryPolicy, RunFailed
-from tether.cli._fit import columns, cut_end, cut_middle, pack, wrap
+from tether._fit import columns, cut_end, cut_middle, pack, wrap
 
 PARENT = "order-7f3a9c2e-41d2-4b8e-9c1a-2f6e8d0b5a17"
 #: A child id longer than an 80-column line leaves room for, once it is a cell.

@@ -6,8 +6,8 @@ import argparse
 import time
 from typing import Any
 
+from tether._fit import WIDE_HELP, fit_width, row_lines, say, wrap
 from tether.cli._common import CliError, client, dumps, fmt_time, safe, short
-from tether.cli._fit import WIDE_HELP, fit_width, row_lines, say, wrap
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -11,8 +11,8 @@ import argparse
 import math
 from typing import Any
 
+from tether._fit import say
 from tether.cli._common import CliError, client, safe
-from tether.cli._fit import say
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

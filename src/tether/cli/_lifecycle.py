@@ -7,9 +7,9 @@ import argparse
 from typing import Any
 
 from tether._app import App
+from tether._fit import WIDE_HELP, fit_width, hang, say
 from tether._lifecycle import check_compatible, parse_duration, parse_statuses
 from tether.cli._common import CliError, client, dumps, load_app, parse_json, safe, store_url
-from tether.cli._fit import WIDE_HELP, fit_width, hang, say
 from tether.errors import ConfigError
 
 

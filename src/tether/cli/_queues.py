@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tether._fit import WIDE_HELP, fit_width, hang
 from tether.cli._common import CliError, client, dumps, safe
-from tether.cli._fit import WIDE_HELP, fit_width, hang
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

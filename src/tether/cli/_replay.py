@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from tether._app import App
+from tether._fit import say
 from tether.cli._common import (
     CliError,
     client,
@@ -20,7 +21,6 @@ from tether.cli._common import (
     store_options,
     store_url,
 )
-from tether.cli._fit import say
 from tether.testing._history import HistoryError, export_history, history_of, load_history
 from tether.testing._replayer import DEFAULT_TIMEOUT, ReplayResult, check_history
 

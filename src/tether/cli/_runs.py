@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import STATUSES, run_dict, run_document
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import (
@@ -21,7 +22,6 @@ from tether.cli._common import (
     short,
     store_url,
 )
-from tether.cli._fit import WIDE_HELP, columns, fit_width
 from tether.cli._lifecycle_show import (
     child_id,
     journal_row,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tether._fit import WIDE_HELP, columns, fit_width
 from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
-from tether.cli._fit import WIDE_HELP, columns, fit_width
 from tether.cli._logging import LEVELS
 
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tether._fit import cut_end, cut_middle, pack, wrap
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
-from tether.cli._fit import cut_end, cut_middle, pack, wrap
 from tether.cli._lifecycle_show import attempts_worth_a_look
 
 Write = Callable[[str], Any]

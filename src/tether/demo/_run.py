@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether import App
-from tether.cli._fit import fit_width, wrap
+from tether._fit import fit_width, wrap
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
 RUN_ID = "demo-1"

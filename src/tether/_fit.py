@@ -5,7 +5,8 @@ On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
 instead of letting every line wrap; into a pipe or a file they print everything, as
 they always have, for scripts that read it. A command that answers with a sentence
 (``approve``, ``retry``, ``purge``, ``erase``, ...) has it wrapped between words there
-(``say``).
+(``say``). The demo fits its own output with the same helpers (so they live outside
+the CLI package, which the demo uses only through its command line).
 """
 
 from __future__ import annotations
