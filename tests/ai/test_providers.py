@@ -51,6 +51,19 @@ def make_client(server: ScriptedLLMServer, protocol: str, **kwargs: Any) -> Chat
     return AnthropicChat("claude-haiku-4-5", base_url=server.anthropic_base_url, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_usage_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenAI client remembers, per process and base URL, which servers sent a
+    stream's usage and which it warned of sending none. A loopback server of an earlier
+    test may have had this test's port (ports are reused), and its memory then decided
+    this test's stream (the flake of ``..._never_tells_its_usage_...``): each test
+    starts with none."""
+    from tether.ai import _openai
+
+    monkeypatch.setattr(_openai, "_USAGE_SENT", set())
+    monkeypatch.setattr(_openai, "_NO_USAGE_TOLD", set())
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[ScriptedLLMServer]:
     """A started server with an empty script; tests set it with ``set_script``."""
