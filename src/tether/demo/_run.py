@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -364,9 +365,27 @@ async def _story(db: str, env: dict[str, str], model: _Model,
     print(f"\n$ tether show {RUN_ID}")
     shown = await asyncio.to_thread(_tether, "show", RUN_ID, env=env, columns=screen.width)
     print((shown.stdout or shown.stderr).rstrip())
-    return _summary(info, model, server, requests_at_kill, first_pid=first.pid,
-                    second_pid=second.pid, log_path=log_path, approvals=approvals,
-                    elapsed=elapsed, screen=screen)
+    status = _summary(info, model, server, requests_at_kill, first_pid=first.pid,
+                      second_pid=second.pid, log_path=log_path, approvals=approvals,
+                      elapsed=elapsed, screen=screen)
+    # The store stays (a temporary folder): what a new user would open next.
+    tether = _tether_command()
+    print()
+    screen.say(f"{tether} show {RUN_ID} --db {db}", "look around:  ")
+    screen.say(f"{tether} serve --db {db}   (the web UI, http://127.0.0.1:8233)",
+               "              ")
+    return status
+
+
+def _tether_command() -> str:
+    """How to run ``tether`` from here: the command this interpreter's environment
+    installed (``.venv/bin/tether`` after ``./scripts/demo.sh``, relative to the current
+    folder when it is below it), else ``tether`` on the PATH, else ``python -m tether``."""
+    beside = os.path.join(os.path.dirname(sys.executable), "tether")
+    if os.path.exists(beside):
+        rel = os.path.relpath(beside)
+        return rel if not rel.startswith("..") else beside
+    return "tether" if shutil.which("tether") else f"{sys.executable} -m tether"
 
 
 async def _answer_approval(app: App, env: dict[str, str], screen: _Screen) -> bool:
