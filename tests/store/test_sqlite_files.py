@@ -121,6 +121,77 @@ async def test_a_store_written_by_a_newer_tether_is_refused_and_left_alone(
         await open_store(f"sqlite:///{db}").open()  # a worker refuses it too
 
 
+#: The migrations the previous landed version (657b9d4) knows: it refuses a store whose
+#: tether_schema_version holds any other ("written by a newer Tether"), and its code
+#: cannot change. Released code's rule, quoted: the check must hold for it.
+PREVIOUS_VERSION_KNOWS = {1, 2, 3, 4, 5, 10, 11, 12, 13}
+
+
+def versions(db: Path, table: str) -> set[int]:
+    conn = apsw.Connection(str(db))
+    try:
+        return {r[0] for r in conn.execute(f"SELECT version FROM {table}")}
+    finally:
+        conn.close()
+
+
+async def test_a_store_this_code_migrated_stays_open_to_the_previous_version(
+    tmp_path: Path,
+) -> None:
+    """A rolling update: the new code migrates the store while workers and CLIs of the
+    previous version still use it. Migration 0014 (an index the previous code never
+    reads) is compatible: recorded apart, so the previous version does not refuse the
+    store (the upgrade check, python -m tests.upgrade, runs the real previous code)."""
+    db = tmp_path / "t.db"
+    await make_store(db)
+    assert versions(db, "tether_schema_version") <= PREVIOUS_VERSION_KNOWS
+    assert 14 in versions(db, "tether_schema_compatible")
+    status = tether("db", "status", "--db", f"sqlite:///{db}")
+    assert status.returncode == 0 and "pending" not in status.stdout, status.stdout
+    conn = apsw.Connection(str(db))
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = "
+                        "'tether_runs_forked_from'").fetchall() == [(1,)]
+    conn.close()
+
+
+async def test_a_compatible_migration_this_code_does_not_know_is_not_refused(
+    tmp_path: Path,
+) -> None:
+    """The next version's compatible migration (one it records apart) leaves this
+    version using the store: its CLI reads and writes, a worker opens it."""
+    db = tmp_path / "t.db"
+    await make_store(db)
+    conn = apsw.Connection(str(db))
+    conn.execute("CREATE INDEX future ON tether_runs (updated_at)")
+    conn.execute("INSERT INTO tether_schema_compatible VALUES (9999, 'future_index', 0)")
+    conn.close()
+    for command in (("runs",), ("show", "r1"), ("db", "status"), ("db", "migrate"),
+                    ("cancel", "r1")):
+        done = tether(*command, "--db", f"sqlite:///{db}")
+        assert done.returncode == 0, (command, done.stderr)
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    await store.close()
+
+
+async def test_a_store_with_0014_recorded_as_required_opens_as_current(
+    tmp_path: Path,
+) -> None:
+    """A store migrated by the code of 40e0fc6 to this change recorded 0014 in
+    tether_schema_version: still current, and nothing is applied twice."""
+    db = tmp_path / "t.db"
+    await make_store(db)
+    conn = apsw.Connection(str(db))
+    conn.execute("INSERT INTO tether_schema_version SELECT * FROM tether_schema_compatible; "
+                 "DELETE FROM tether_schema_compatible")
+    conn.close()
+    migrated = tether("db", "migrate", "--db", f"sqlite:///{db}")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "0014" not in migrated.stdout
+    done = tether("runs", "--db", f"sqlite:///{db}")
+    assert done.returncode == 0 and "r1" in done.stdout, done.stderr
+
+
 async def test_an_older_schema_is_named_by_commands_and_migrated_by_db_migrate(
     tmp_path: Path,
 ) -> None:

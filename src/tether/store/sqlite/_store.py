@@ -119,10 +119,34 @@ class _Busy(Exception):
     """Another process holds the write lock, and the batch was not to wait for it."""
 
 
+#: The line that marks a migration earlier versions can run beside: it adds only what
+#: their code neither reads nor writes (an index), so a store it was applied to is one
+#: they may keep using during a rolling update. It is recorded in
+#: ``tether_schema_compatible``, not ``tether_schema_version``: a version refuses a store
+#: whose ``tether_schema_version`` holds a migration it does not know ("written by a
+#: newer Tether"), which is right for every other migration.
+COMPATIBLE_MARK = "-- tether: compatible"
+
+
+def is_compatible(sql: str) -> bool:
+    return any(line.strip() == COMPATIBLE_MARK for line in sql.splitlines())
+
+
+def _applied(conn: apsw.Connection, tables: set[str]) -> tuple[set[int], set[int]]:
+    """The versions of the migrations applied to the file: those a version must know to
+    use it (``tether_schema_version``), and those it may not know (compatible ones)."""
+    required: set[int] = set()
+    compatible: set[int] = set()
+    if "tether_schema_version" in tables:
+        required = {r[0] for r in conn.execute(Q["schema_applied"])}
+    if "tether_schema_compatible" in tables:
+        compatible = {r[0] for r in conn.execute(Q["schema_compatible_applied"])}
+    return required, compatible
+
+
 def _status(conn: apsw.Connection) -> list[tuple[int, str, bool]]:
     """(version, name, applied?) of every known migration, read on ``conn``."""
-    exists = "tether_schema_version" in {r[0] for r in conn.execute(Q["schema_tables"])}
-    done = {r[0] for r in conn.execute(Q["schema_applied"])} if exists else set()
+    done = set().union(*_applied(conn, {r[0] for r in conn.execute(Q["schema_tables"])}))
     return [(v, name, v in done) for v, name, _ in load_migrations(_PACKAGE)]
 
 
@@ -147,7 +171,9 @@ def _schema_state(conn: apsw.Connection, path: str) -> str:
         raise ConfigError(
             f"{path} is not a Tether store (it holds other tables: {sample}); "
             "it was left unchanged: point --db at a new or a Tether file")
-    applied = {r[0] for r in conn.execute(Q["schema_applied"])}
+    # A compatible migration this version does not know (a newer one's index) does
+    # not stop it: the newer version said this version runs beside it.
+    applied, compatible = _applied(conn, tables)
     known = {v for v, _, _ in load_migrations(_PACKAGE)}
     unknown = sorted(applied - known)
     if unknown:
@@ -155,7 +181,7 @@ def _schema_state(conn: apsw.Connection, path: str) -> str:
             f"SQLite store {path!r} was written by a newer Tether (schema migration "
             f"{unknown[-1]:04d}, which this version does not know); upgrade tether to "
             "use it")
-    return "behind" if known - applied else "current"
+    return "behind" if known - applied - compatible else "current"
 
 
 def translate_error(exc: apsw.Error, path: str) -> StoreError:
@@ -432,12 +458,16 @@ class SqliteStore(SqliteServeQueries):
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(Q["schema_version_create"])
-            done = {r[0] for r in conn.execute(Q["schema_applied"])}
+            conn.execute(Q["schema_compatible_create"])
+            done = set().union(*_applied(
+                conn, {"tether_schema_version", "tether_schema_compatible"}))
             for version, name, sql in load_migrations("tether.store.sqlite"):
                 if version in done:
                     continue
                 conn.execute(sql)
-                conn.execute(Q["schema_version_insert"],
+                record = ("schema_compatible_insert" if is_compatible(sql)
+                          else "schema_version_insert")
+                conn.execute(Q[record],
                              {"version": version, "name": name, "applied_at": time.time()})
                 applied.append(f"{version:04d}_{name}")
             conn.execute("COMMIT")

@@ -15,6 +15,19 @@ CREATE TABLE IF NOT EXISTS tether_schema_version
 -- Record one migration as applied.
 INSERT INTO tether_schema_version VALUES (:version, :name, :applied_at);
 
+-- schema_compatible_applied --
+-- The versions of the applied migrations that earlier versions run beside (marked
+-- "-- tether: compatible"): kept out of tether_schema_version, where earlier versions
+-- refuse any version they do not know.
+SELECT version FROM tether_schema_compatible;
+
+-- schema_compatible_create --
+CREATE TABLE IF NOT EXISTS tether_schema_compatible
+    (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL);
+
+-- schema_compatible_insert --
+INSERT INTO tether_schema_compatible VALUES (:version, :name, :applied_at);
+
 -- run_insert --
 -- Insert a run unless one with its id exists (start is idempotent on run_id).
 INSERT INTO tether_runs (run_id, workflow, queue, status, input, created_at, updated_at,
