@@ -1,0 +1,1 @@
+"""The rolling upgrade check (python -m tests.upgrade; see __main__)."""
