@@ -18,9 +18,11 @@ after), REV's code (``git archive REV src``) and this checkout's (``tests.CHECKO
    of REV started after the migration finishes it;
 5. every run ends with the status and result a run on one version has (the workflows'
    results are pure functions of their input: ``tests.upgrade.app.expected``);
-6. the new ``tether serve`` streams (SSE) every run's events, those written by REV's
-   workers before and after the migration included: each finished journal entry's op
-   event, its last status, then the run's end; REV's ``serve`` streams a few of them
+6. the new ``tether serve`` (started after the migration) streams (SSE) every run's
+   events, those written by REV's workers before and after the migration included:
+   each finished journal entry's op event, its last status, then the run's end; the
+   streams it followed live while a worker of either version ran the run hold the
+   same events, in the same order, as a read after the end; REV's ``serve`` streams a few of them
    (the same events on SQLite; on PostgreSQL a figure: it cannot read the rows stored
    after migration 0013, see docs/operations.md);
 7. no process logged a traceback.
@@ -86,6 +88,8 @@ class Check:
         self.problems: list[str] = []
         self.figures: dict[str, Any] = {}
         self.streams: dict[str, list[tuple[str, str, str]]] = {}  # the new serve's
+        self.live: dict[str, list[tuple[str, str, str]]] = {}  # followed while it ran
+        self.serve_port: int | None = None  # the new serve's
         self._k = 0
 
     # -- processes ------------------------------------------------------------------
@@ -231,6 +235,7 @@ async def upgrade(c: Check) -> None:
     _, out, _ = await c.cli("new", "db", "status")
     if "pending" in out:
         c.problem(f"new `tether db status` after the migration: {out.strip()}")
+    c.serve_port = await start_serve(c, "new")  # upgraded with the first new worker
 
 
 async def mixed(c: Check) -> None:
@@ -294,6 +299,9 @@ async def alone(c: Check, worker: str) -> None:
             c.new_run(f"alone-{worker}", "on_signal", signal=40),
             c.new_run(f"alone-{worker}", "parent", signal=41)]
     await c.start("new", runs)
+    # The new serve follows each run while the worker writes its events.
+    following = {r.run_id: asyncio.ensure_future(sse(c.serve_port, r.run_id, 60))
+                 for r in runs if c.serve_port is not None}
     waits = [r for r in runs if r.signal is not None]
     await c.wait("new", [(r.run_id + (".1" if r.workflow == "parent" else ""), "waiting")
                          for r in waits])
@@ -307,6 +315,11 @@ async def alone(c: Check, worker: str) -> None:
     if others:
         c.problem(f"runs meant for {worker} alone ran steps elsewhere: {others[:3]}")
     c.figures[f"runs of every kind run to their end by {worker} alone"] = len(runs)
+    for run_id, task in following.items():
+        try:
+            c.live[run_id] = await asyncio.wait_for(task, 30)
+        except (TimeoutError, OSError) as exc:
+            c.problem(f"the new serve's live stream of {run_id} failed: {exc!r}")
 
 
 async def kill_in_step(c: Check, victim: str, heir_version: str, heir: str) -> None:
@@ -437,7 +450,7 @@ def ops_of(events: list[tuple[str, str, str]]) -> set[tuple[int, str]]:
 
 async def serve(c: Check) -> None:
     print("[6] the new `tether serve` streams every run's events", flush=True)
-    port = await start_serve(c, "new")
+    port = c.serve_port
     if port is None:
         return
     from tether import App, RunNotFound
@@ -467,7 +480,13 @@ async def serve(c: Check) -> None:
             ids = [i for i, e, _ in got if e != "end"]
             if len(set(ids)) != len(ids):
                 c.problem(f"SSE of {r.run_id}: an event id twice")
+            live = c.live.get(r.run_id)
+            if live is not None and [e[:2] for e in live] != [e[:2] for e in got]:
+                c.problem(f"SSE of {r.run_id}: followed live {len(live)} events, read after "
+                          f"its end {len(got)}: {[e[:2] for e in live]}")
     c.figures["new serve: SSE streams read / events"] = f"{streams} / {events}"
+    c.figures["new serve: runs followed live while a worker of either version ran them, "
+              "their events"] = f"{len(c.live)}, {sum(len(v) for v in c.live.values())}"
     if c.backend == "postgres":
         import psycopg
 
