@@ -1,6 +1,6 @@
 """Rolling upgrade check: workers and CLIs of a previous version beside the new one.
 
-    python -m tests.upgrade --from REV [--db sqlite|postgres] [--keep]
+    python -m tests.upgrade --from REV [--db sqlite|postgres] [--migrate-by worker|cli] [--keep]
 
 With real processes on one store (a SQLite file, or a new PostgreSQL database dropped
 after), REV's code (``git archive REV src``) and this checkout's (``tests.CHECKOUT_PATH``):
@@ -8,7 +8,8 @@ after), REV's code (``git archive REV src``) and this checkout's (``tests.CHECKO
 1. a worker of REV creates the store and runs workflows until there are runs in every
    state: waiting on a signal, sleeping, waiting for a child, mid-retry, failed, and one
    in a step under the live worker;
-2. the new code migrates the store (``tether db migrate``) under that live worker;
+2. the new code migrates the store under that live worker: its first worker, which
+   migrates the store it opens (``--migrate-by cli``: ``tether db migrate``);
 3. a new worker joins the old one on the same queues; REV's ``tether`` CLI lists, shows,
    signals, cancels, retries and starts runs, and so does the new one; REV's App starts
    runs too;
@@ -90,6 +91,7 @@ class Check:
         self.streams: dict[str, list[tuple[str, str, str]]] = {}  # the new serve's
         self.live: dict[str, list[tuple[str, str, str]]] = {}  # followed while it ran
         self.serve_port: int | None = None  # the new serve's
+        self.migrate_by = "worker"  # or "cli": tether db migrate
         self._k = 0
 
     # -- processes ------------------------------------------------------------------
@@ -225,11 +227,20 @@ async def before_upgrade(c: Check) -> None:
 
 async def upgrade(c: Check) -> None:
     print("[2] the new code migrates the store under the live old worker", flush=True)
-    t0 = time.monotonic()
-    _, out, _ = await c.cli("new", "db", "migrate")
-    c.figures["migration (s)"] = round(time.monotonic() - t0, 2)
+    _, before, _ = await c.cli("new", "db", "status")
     c.figures["migrations applied"] = " ".join(
-        line.split()[-1] for line in out.splitlines() if line.strip()) or "none"
+        line.split()[0] for line in before.splitlines() if line.endswith("pending")) or "none"
+    t0 = time.monotonic()
+    if c.migrate_by == "cli":
+        await c.cli("new", "db", "migrate")
+    else:  # as in a rolling update: the first new worker migrates the store it opens
+        c.worker("new", "new-1")
+        while "pending" in (await c.cli("new", "db", "status"))[1]:
+            if time.monotonic() - t0 > 60 or c.procs["new-1"].poll() is not None:
+                c.problem("the new worker did not migrate the store within 60 s")
+                break
+            await asyncio.sleep(0.1)
+    c.figures[f"migration by the new {c.migrate_by} (s)"] = round(time.monotonic() - t0, 2)
     if c.procs["old-1"].poll() is not None:
         c.problem(f"the old worker exited during the migration ({c.procs['old-1'].poll()})")
     _, out, _ = await c.cli("new", "db", "status")
@@ -240,7 +251,8 @@ async def upgrade(c: Check) -> None:
 
 async def mixed(c: Check) -> None:
     print("[3] old and new workers and CLIs on the migrated store", flush=True)
-    c.worker("new", "new-1")
+    if "new-1" not in c.procs:
+        c.worker("new", "new-1")
     # REV's CLI reads the migrated store.
     rc, out, _ = await c.cli("old", "runs", "--json", "--limit", "500")
     if rc == 0:
@@ -565,7 +577,7 @@ def old_tree(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-async def check(rev: str, backend: str, work: Path) -> Check:
+async def check(rev: str, backend: str, work: Path, migrate_by: str) -> Check:
     from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
     def answer(request: RecordedRequest) -> Reply:
@@ -575,6 +587,7 @@ async def check(rev: str, backend: str, work: Path) -> Check:
     async with ScriptedLLMServer(responder=answer) as llm:
         with store(backend, work) as url:
             c = Check(rev, backend, work, url, old_src, llm.base_url)
+            c.migrate_by = migrate_by
             try:
                 for phase in (before_upgrade, upgrade, mixed, kills, finish, serve, old_serve,
                               logs):
@@ -590,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="rev", required=True, help="the previous version")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--migrate-by", choices=("worker", "cli"), default="worker",
+                        help="the new code's first process: a worker (default), which "
+                             "migrates the store it opens, or `tether db migrate`")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds after which the check stops (default 600)")
     parser.add_argument("--keep", action="store_true",
@@ -605,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"upgrade check: {rev} -> this checkout, {args.db}, in {work}", flush=True)
     t0 = time.monotonic()
     try:
-        c = asyncio.run(asyncio.wait_for(check(rev, args.db, work), args.timeout))
+        c = asyncio.run(asyncio.wait_for(check(rev, args.db, work, args.migrate_by),
+                                         args.timeout))
     except TimeoutError:
         print(f"FAILED: the check did not end within {args.timeout:.0f} s")
         return 1
