@@ -297,8 +297,10 @@ async def kills(c: Check) -> None:
     c.procs["new-1"].terminate()
     await asyncio.to_thread(c.procs["new-1"].wait, 30)
     await alone(c, "old-1")
+    await followed(c, "old-1")
     await kill_in_step(c, "old-1", "new", "new-2")
     await alone(c, "new-2")
+    await followed(c, "new-2")
     await kill_in_step(c, "new-2", "old", "old-2")
     c.worker("new", "new-3")
 
@@ -332,6 +334,52 @@ async def alone(c: Check, worker: str) -> None:
             c.live[run_id] = await asyncio.wait_for(task, 30)
         except (TimeoutError, OSError) as exc:
             c.problem(f"the new serve's live stream of {run_id} failed: {exc!r}")
+
+
+async def followed(c: Check, worker: str) -> None:
+    """A run's events while ``worker`` (alone) writes them (60 steps, each with a live
+    status) and four connections of the new code publish chunks into them: a reader of
+    the new code going from cursor to cursor meanwhile gets every event the run has,
+    once, in order. (On PostgreSQL the old worker's appends lock the run's row FOR SHARE,
+    the new writers FOR NO KEY UPDATE: migration 0013's order needs them to conflict.)"""
+    from tether import App
+
+    run = c.new_run(f"follow-{worker}", "chatty", 60)
+    await c.start("new", [run])
+    done = asyncio.Event()
+    async with App(c.url) as app:
+        store = app.store
+
+        async def publish(who: int) -> None:
+            for i in range(30):
+                await store.run_publish(run_id=run.run_id, data=json.dumps([who, i]))
+                await asyncio.sleep(0.01)
+
+        async def follow() -> list[str]:
+            got: list[str] = []
+            while True:
+                last = done.is_set()
+                batch = await store.run_events_read(run_id=run.run_id,
+                                                    after=got[-1] if got else None)
+                got += [e.event_id for e in batch]
+                if last and not batch:
+                    return got
+
+        reader = asyncio.ensure_future(follow())
+        await asyncio.gather(*[publish(who) for who in range(4)])
+        await c.wait("new", [(run.run_id, "completed")])
+        done.set()
+        got = await asyncio.wait_for(reader, 30)
+        every = [e.event_id for e in await store.run_events_read(
+            run_id=run.run_id, after=None, limit=100_000)]
+    if got != every:
+        c.problem(f"{run.run_id}: followed from cursor to cursor {len(got)} events, the "
+                  f"run has {len(every)} (missed {sorted(set(every) - set(got))[:5]})")
+    ran = {pid for _, _, pid in c.effects("key LIKE ?", (f"{run.run_id}%",))}
+    if ran != {c.procs[worker].pid}:
+        c.problem(f"{run.run_id}: its steps ran in {ran}, not in {worker} alone")
+    c.figures[f"events of a run {worker} wrote beside 4 publishers, followed / the run's"] = (
+        f"{len(got)} / {len(every)}")
 
 
 async def kill_in_step(c: Check, victim: str, heir_version: str, heir: str) -> None:

@@ -140,6 +140,17 @@ async def ask(k: int) -> list[Any]:
     return [await add(k, 1), reply.text]
 
 
+@app.workflow
+async def chatty(k: int, n: int) -> int:
+    """Many small writes of one run: a step, then a live status, ``n`` times (the check
+    publishes chunks into the run's events meanwhile)."""
+    total = 0
+    for i in range(n):
+        total = (total + await add(k, i)) % 1_000_003
+        tether.set_status({"done": i})
+    return total
+
+
 def llm_answer(prompt: str) -> str:
     """What the scripted LLM server answers to a prompt (its responder)."""
     return f"echoed: {prompt}"
@@ -163,6 +174,8 @@ def expected(workflow: str, args: list[Any], signal: Any = None) -> Any:
         return [value(k, 1), value(k, 7), value(k, 2)]
     if workflow == "gated":
         return [value(k, 1), value(k, 5)]
+    if workflow == "chatty":
+        return sum(value(k, i) for i in range(args[1])) % 1_000_003
     if workflow == "ask":
         return [value(k, 1), llm_answer(f"echo {k}")]
     raise ValueError(f"no such workflow: {workflow}")
