@@ -242,7 +242,8 @@ class SqliteStore(SqliteServeQueries):
 
     A file that exists but is not a Tether store (another program's database, or not
     a database at all) is never changed: ``open()`` raises ConfigError. So does a store
-    written by a newer Tether (a migration this code does not know).
+    written by a newer Tether (a migration this code does not know), unless that
+    migration is marked compatible (``COMPATIBLE_MARK``).
     """
 
     capabilities = StoreCapabilities(notifications=True, multi_host=False, ordered_writes=True,
