@@ -781,6 +781,9 @@ class RunContext:
         self._inflight: dict[int, float] = {}
         #: The latest completion time stamped or delivered (``stamp`` goes past it).
         self._last = 0.0
+        #: The latest completion time in the journal as it was read (None: not yet
+        #: looked at; ``stamp`` reads it once).
+        self._recorded_last: float | None = None
         self._settler = _settler(self._loop)
         self._passes = 0
         self._never_settled = False
@@ -1103,16 +1106,36 @@ class RunContext:
         stamped or delivered, so that completion times follow the delivery order even
         when the clock steps back (a resync of ``SyncedClock``, the system clock set) or
         stands still (a test's clock). In a run of one task (not ``ordered``) the clock's
-        own time: nothing is ordered by it."""
+        own time, nothing being ordered by it, but past the journal's results all the
+        same (below).
+
+        A live result completes after every result the journal holds, and its time
+        must say so whatever this worker's clock says: a replay delivers recorded
+        results in the order of their times, and one still to be delivered (another
+        branch's) that a result stamped by a clock behind the journal's came before
+        would be delivered after it, so that its branch, going on first, would take
+        the other's positions (the run blocked). The clock is behind the journal's
+        times where the run was last run by a worker whose clock was ahead (skew
+        between hosts, a step back of the store's or the machine's clock)."""
         t = self.clock.now()
+        floor = self._recorded_last
+        if floor is None:
+            floor = self._recorded_last = self._journal_last()
+            if floor > self._last:
+                self._last = floor
         if self.ordered:
-            last = self._last + STAMP_STEP
-            if t < last:
-                t = last
-            self._last = t
-        elif t > self._last:
+            floor = self._last
+        floor += STAMP_STEP
+        if t < floor:
+            t = floor
+        if t > self._last:
             self._last = t
         return t
+
+    def _journal_last(self) -> float:
+        """The latest completion time in the journal (0.0: none)."""
+        return max((e.finished_at for e in self.journal.values()
+                    if e.finished_at is not None), default=0.0)
 
     def waits(self, task: asyncio.Task[Any] | None = None) -> bool:
         """Whether a recorded result, about to be answered to ``task`` (default: the

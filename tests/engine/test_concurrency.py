@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
+
+import pytest
 
 import tether
 from tests.engine.helpers import status_is, wait_for
 from tether import App
+from tether._clock import SystemClock
+from tether.testing import export_history, replay
 
 
 async def test_gathered_calls_of_children_replay_whichever_child_ends_first(
@@ -516,3 +521,94 @@ async def test_ordered_delivery_without_a_readable_ready_queue(
     async with app, app.worker():
         assert await (await app.start(fan)).result(timeout=30) == [111, 222, 333, 444]
     assert looks[0] > 0
+
+
+
+class _OffsetClock(SystemClock):
+    """The machine's clock, ``offset`` seconds off: a worker whose clock is not the
+    others' (a SyncedClock anchored before a step of the store's clock, an SQLite
+    machine whose clock was set back)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+def _skew_app(store_url: str, offset: float, ran: list[str]) -> App:
+    """Two workflows of two tasks, one waiting for the signal ``go`` while the other
+    performs three steps, then both waiting for ``end`` (a replay of all after it):
+    ``gathered``, the waiting one a branch; ``main_waits``, the waiting one the main
+    task (its signal taken before any branch's position, the run not ordered yet)."""
+    app = App(store_url, clock=_OffsetClock(offset))
+
+    @app.step
+    async def part(tag: str) -> str:
+        ran.append(tag)
+        return tag
+
+    @app.step
+    async def after(text: str) -> str:  # (another name: a wrong answer blocks the run)
+        ran.append("after")
+        return f"after {text}"
+
+    async def waits() -> str:
+        return await after(str(await tether.wait_for_signal("go")))
+
+    async def goes_on() -> list[str]:
+        return [await part(f"b{i}") for i in range(3)]
+
+    @app.workflow
+    async def gathered() -> list[str]:
+        a, b = await asyncio.gather(waits(), goes_on())
+        await tether.wait_for_signal("end")
+        return [a, *b]
+
+    @app.workflow
+    async def main_waits() -> list[str]:
+        branch = asyncio.create_task(goes_on())
+        a = await waits()
+        out = [a, *await branch]
+        await tether.wait_for_signal("end")
+        return out
+
+    return app
+
+
+@pytest.mark.parametrize("workflow", ["gathered", "main_waits"])
+async def test_a_run_of_two_tasks_continued_by_a_worker_whose_clock_is_behind(
+        store_url: str, workflow: str) -> None:
+    """A task waits for a signal while the other performs its steps, on a worker whose
+    clock is an hour ahead; the run, released, is continued by a worker an hour behind
+    it, which replays the recorded results in the order of their completion times and
+    takes the signal live. The signal's completion time must come after every recorded
+    one, as it came after them. Before, it was the clock's, behind them: the worker
+    delivered it before the other task's recorded steps (``gathered``: the run blocked
+    at once, "non-determinism in run 'skew' at position 2: the journal recorded step
+    'part', the workflow code now asks for step 'after'"), or the next replay did
+    (``main_waits``: blocked at position 2 once ``end`` came, or at the replay of the
+    finished run's history)."""
+    ran: list[str] = []
+    ahead = _skew_app(store_url, 3600.0, ran)
+    async with ahead.worker():
+        await ahead.start(workflow, run_id="skew")
+        await wait_for(lambda: status_is(ahead, "skew", "waiting"), timeout=30)
+    recorded = (await ahead.get_run("skew")).journal
+    await ahead.close()
+    behind = _skew_app(store_url, 0.0, ran)
+    async with behind.worker():
+        await behind.signal("skew", "go", "now")
+        await wait_for(lambda: status_is(behind, "skew", "waiting", "blocked"), timeout=30)
+        await behind.signal("skew", "end", None)
+        assert await behind.handle("skew").result(timeout=30) == [
+            "after now", "b0", "b1", "b2"]
+    journal = (await behind.get_run("skew")).journal
+    [check] = await replay(behind, await export_history(behind, "skew"))
+    await behind.close()
+    assert check.compatible and check.replayed == len(journal), check.message
+    assert ran == ["b0", "b1", "b2", "after"]
+    old = {e["position"] for e in recorded}
+    latest = max(e["finished_at"] for e in recorded if e["finished_at"] is not None)
+    new = [e["finished_at"] for e in journal if e["position"] not in old]
+    assert len(new) == 3 and all(t > latest for t in new), (new, latest)

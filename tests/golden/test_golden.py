@@ -56,14 +56,24 @@ async def test_runs_recorded_before_budgets_were_reservations_replay() -> None:
     assert waiting.message.endswith("then runs signal 'budget' at position 4")
 
 
-async def test_a_run_waiting_since_before_reservations_finishes_at_head() -> None:
+@pytest.mark.parametrize("offset", [3600.0, -3600.0], ids=["clock_after", "clock_behind"])
+async def test_a_run_waiting_since_before_reservations_finishes_at_head(offset: float) -> None:
     """``budget_waiting.json``, a run the code before reservations left waiting (three
     gathered calls refused, one raise given: the second call issued again, the first
     and third waiting for a raise each), put in a store as it was (its journal copied,
     as ``tether fork`` does) and continued by HEAD's worker: it replays its recorded
     calls without asking the model again, its two refused calls wait for one raise
     (the third, finding the first waiting, leaves the ``tether.ai.budget-one-raise``
-    marker after the old entries), and one ``tether budget`` finishes it."""
+    marker after the old entries), and one ``tether budget`` finishes it.
+
+    HEAD's worker runs it an hour after the journal's times, and an hour before them
+    (a worker whose clock is behind the last one's): the results it journals complete
+    after the recorded ones all the same (``RunContext.stamp``). Before, behind them,
+    the budget signal taken at position 4 was stamped before the recorded refusal at
+    3, the first call was issued again at position 6 ahead of the third call's
+    marker, and the run was blocked ("non-determinism in run 'old' at position 6: the
+    journal recorded patch 'tether.ai.budget-one-raise', the workflow code now asks
+    for step 'llm:openai:gpt-4.1-mini'")."""
     from tests.golden import workflows as w
     from tether._app import worker_host
     from tether._codec import SLOT_INPUT
@@ -73,8 +83,7 @@ async def test_a_run_waiting_since_before_reservations_finishes_at_head() -> Non
     history = load_history(HERE / "budget_waiting.json")
     replies = [Reply("Part two.", input_tokens=20, output_tokens=5),
                Reply("Part three.", input_tokens=20, output_tokens=5)]
-    # (An hour after it was recorded: the new entries come after the old ones in time.)
-    async with TestEnv(app, start_time=history.updated_at + 3600, llm=replies,
+    async with TestEnv(app, start_time=history.updated_at + offset, llm=replies,
                        llms=[w.llm]) as env:
         source = await env.app.start(w.long_wait, run_id="source")
         await env.settle()
