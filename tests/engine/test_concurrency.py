@@ -539,8 +539,9 @@ class _OffsetClock(SystemClock):
 def _skew_app(store_url: str, offset: float, ran: list[str]) -> App:
     """Two workflows of two tasks, one waiting for the signal ``go`` while the other
     performs three steps, then both waiting for ``end`` (a replay of all after it):
-    ``gathered``, the waiting one a branch; ``main_waits``, the waiting one the main
-    task (its signal taken before any branch's position, the run not ordered yet)."""
+    ``gathered``, the waiting one a branch (``gathered_same``: its step of the other's
+    name); ``main_waits``, the waiting one the main task (its signal taken before any
+    branch's position, the run not ordered yet)."""
     app = App(store_url, clock=_OffsetClock(offset))
 
     @app.step
@@ -556,12 +557,21 @@ def _skew_app(store_url: str, offset: float, ran: list[str]) -> App:
     async def waits() -> str:
         return await after(str(await tether.wait_for_signal("go")))
 
+    async def waits_same() -> str:  # (a step of the other branch's name)
+        return await part(str(await tether.wait_for_signal("go")))
+
     async def goes_on() -> list[str]:
         return [await part(f"b{i}") for i in range(3)]
 
     @app.workflow
     async def gathered() -> list[str]:
         a, b = await asyncio.gather(waits(), goes_on())
+        await tether.wait_for_signal("end")
+        return [a, *b]
+
+    @app.workflow
+    async def gathered_same() -> list[str]:
+        a, b = await asyncio.gather(waits_same(), goes_on())
         await tether.wait_for_signal("end")
         return [a, *b]
 
@@ -576,7 +586,7 @@ def _skew_app(store_url: str, offset: float, ran: list[str]) -> App:
     return app
 
 
-@pytest.mark.parametrize("workflow", ["gathered", "main_waits"])
+@pytest.mark.parametrize("workflow", ["gathered", "gathered_same", "main_waits"])
 async def test_a_run_of_two_tasks_continued_by_a_worker_whose_clock_is_behind(
         store_url: str, workflow: str) -> None:
     """A task waits for a signal while the other performs its steps, on a worker whose
@@ -588,7 +598,10 @@ async def test_a_run_of_two_tasks_continued_by_a_worker_whose_clock_is_behind(
     at once, "non-determinism in run 'skew' at position 2: the journal recorded step
     'part', the workflow code now asks for step 'after'"), or the next replay did
     (``main_waits``: blocked at position 2 once ``end`` came, or at the replay of the
-    finished run's history)."""
+    finished run's history). Worse where the step is of the same name
+    (``gathered_same``): nothing blocked, the waiting branch was answered the other's
+    recorded ``part("b1")``, that one got the next, and ``part("b2")`` ran again:
+    ``['b1', 'b0', 'b2', 'b2']``."""
     ran: list[str] = []
     ahead = _skew_app(store_url, 3600.0, ran)
     async with ahead.worker():
@@ -601,13 +614,13 @@ async def test_a_run_of_two_tasks_continued_by_a_worker_whose_clock_is_behind(
         await behind.signal("skew", "go", "now")
         await wait_for(lambda: status_is(behind, "skew", "waiting", "blocked"), timeout=30)
         await behind.signal("skew", "end", None)
-        assert await behind.handle("skew").result(timeout=30) == [
-            "after now", "b0", "b1", "b2"]
+        waited = "now" if workflow == "gathered_same" else "after now"
+        assert await behind.handle("skew").result(timeout=30) == [waited, "b0", "b1", "b2"]
     journal = (await behind.get_run("skew")).journal
     [check] = await replay(behind, await export_history(behind, "skew"))
     await behind.close()
     assert check.compatible and check.replayed == len(journal), check.message
-    assert ran == ["b0", "b1", "b2", "after"]
+    assert ran == ["b0", "b1", "b2", "now" if workflow == "gathered_same" else "after"]
     old = {e["position"] for e in recorded}
     latest = max(e["finished_at"] for e in recorded if e["finished_at"] is not None)
     new = [e["finished_at"] for e in journal if e["position"] not in old]
