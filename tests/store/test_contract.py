@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import pytest
 
@@ -837,6 +838,80 @@ async def test_cancel_a_blocked_run_ends_it(store: Store) -> None:
     run = await store.run_cancel(run_id="r1", now=T0 + 1)
     assert run.status == "cancelled" and run.finished_at == T0 + 1
     assert run.available_at is None and run.owner is None
+
+
+async def _parent_and_family(store: Store) -> Lease:
+    """Run "p" waiting for its child "m" (running, under the returned lease), whose
+    children are "c" (queued, never started) and "d" (waiting)."""
+    parent = (await start_and_claim(store, "p")).lease
+    await store.child_start(lease=parent, child=run_record("m", queue="mid", parent="p",
+                                                           parent_position=0),
+                            entry=entry(0, kind="child_start", name="m", result='"m"'))
+    await store.run_release(lease=parent, wait=Wait(None, "child m", child="m"), now=T0 + 1)
+    mid = (await store.run_claim(worker_id="w2", queues=["mid"], limit=1, now=T0 + 1,
+                                 lease_seconds=LEASE))[0].lease
+    for pos, (cid, status) in enumerate([("c", "queued"), ("d", "waiting")]):
+        await store.child_start(
+            lease=mid, child=run_record(cid, queue=f"k{cid}", parent="m", status=status,
+                                        parent_position=pos,
+                                        available_at=T0 + 500 if status == "waiting"
+                                        else None),
+            entry=entry(pos, kind="child_start", name=cid, result=f'"{cid}"'))
+    return mid
+
+
+async def test_a_blocked_end_with_a_cancel_pending_ends_cancelled(store: Store) -> None:
+    """A cancel that commits after the worker last heard of cancels but before it
+    records its replay's block: the run has no code left that could see it, so the end
+    is ``cancelled`` (the block's reason kept as its error), its children are
+    cancelled and the parent waiting for it woken, in the end's transaction. It used to
+    stay ``blocked`` with the cancel pending, until a second cancel."""
+    mid = await _parent_and_family(store)
+    asked = await store.run_cancel(run_id="m", now=T0 + 2)
+    assert asked.status == "running" and asked.cancel_requested
+    ended = await store.run_finish(lease=mid, status="blocked", result=None,
+                                   error='{"message": "changed"}', now=T0 + 3)
+    assert ended == "cancelled"
+    run = await store.run_get("m")
+    assert run is not None and run.status == "cancelled" and run.finished_at == T0 + 3
+    assert run.error == '{"message": "changed"}' and run.owner is None
+    never, waiting = await store.run_get("c"), await store.run_get("d")
+    assert never is not None and never.status == "cancelled"  # ended at once
+    assert waiting is not None and waiting.status == "waiting" and waiting.cancel_requested
+    assert waiting.available_at == T0 + 3  # claimable now, to see the cancel
+    assert await claim(store, T0 + 3) == ["p"]
+    statuses = [json.loads(e.data)["status"]
+                for e in await store.run_events_read(run_id="m", after=None)
+                if e.kind == "status"]
+    assert statuses[-1] == "cancelled" and "blocked" not in statuses
+
+
+async def test_a_blocked_end_without_a_cancel_stays_blocked(store: Store) -> None:
+    """The same end with no cancel asked: ``blocked``, children left alone; the parent
+    is woken to see it (as before)."""
+    mid = await _parent_and_family(store)
+    ended = await store.run_finish(lease=mid, status="blocked", result=None, error="{}",
+                                   now=T0 + 3)
+    assert ended == "blocked"
+    run, never = await store.run_get("m"), await store.run_get("c")
+    assert run is not None and run.status == "blocked"
+    assert never is not None and never.status == "queued" and not never.cancel_requested
+    assert await claim(store, T0 + 3) == ["p"]
+
+
+async def test_ends_written_together_each_get_their_status(store: Store) -> None:
+    """Ends gathered in one batch: a blocked one whose cancel is pending ends cancelled,
+    the others as asked; each caller hears its own status."""
+    leases = [(await start_and_claim(store, f"r{i}", queue=f"b{i}")).lease for i in range(4)]
+    await store.run_cancel(run_id="r1", now=T0 + 1)
+    asked = ["completed", "blocked", "blocked", "failed"]
+    got = await asyncio.gather(*(
+        store.run_finish(lease=lease, status=status, result=None, error="{}", now=T0 + 2)
+        for lease, status in zip(leases, asked, strict=True)))
+    assert got == ["completed", "cancelled", "blocked", "failed"]
+    for i, status in enumerate(got):
+        run = await store.run_get(f"r{i}")
+        assert run is not None and run.status == status
 
 
 async def test_cancel_an_ended_run_changes_nothing_and_an_unknown_one_raises(

@@ -77,7 +77,7 @@ async def test_appends_in_one_batch_each_get_their_own_outcome(
     assert outcomes[:3] == [None, None, outcomes[2]]
     assert isinstance(outcomes[2], LeaseLost)
     assert isinstance(outcomes[3], StoreError) and "final journal entry" in str(outcomes[3])
-    assert outcomes[4:7] == [None, None, None]
+    assert outcomes[4:7] == [None, None, "completed"]  # (an end: its status)
     assert isinstance(outcomes[7], LeaseLost)
     assert outcomes[8] is None
     # the 6 appends before the end: one statement (of 8 rows, two of them padding)
@@ -258,7 +258,7 @@ async def test_ends_in_one_batch_are_three_statements_and_wake_their_parents(
         outcomes = await _in_one_batch(store, ["finish:c1", "finish:r", "finish:c2"], leases)
     finally:
         store._conn.exec_trace = None
-    assert outcomes == [None, None, None]
+    assert outcomes == ["completed"] * 3
     # the batch holding the writer, then the ends' batch
     assert seen == ["BEGIN IMMEDIATE", "COMMIT", "BEGIN IMMEDIATE", "SAVEPOINT ends",
                     "UPDATE tether_runs", "UPDATE tether_runs", "UPDATE tether_runs",
@@ -283,7 +283,7 @@ async def test_a_stale_lease_among_ends_fails_alone_and_nothing_is_written_twice
     leases["c2"] = Lease(c2.run_id, c2.worker_id, c2.fencing_token + 1)  # not current
     leases["r"] = (await start_and_claim(store, "r", queue="qr")).lease
     outcomes = await _in_one_batch(store, ["finish:c1", "finish:c2", "finish:r"], leases)
-    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[0] == "completed" and outcomes[2] == "completed"
     assert isinstance(outcomes[1], LeaseLost)
     for run_id, status in (("c1", "completed"), ("c2", "running"), ("r", "completed")):
         run = await store.run_get(run_id)

@@ -188,7 +188,7 @@ async def test_runs_ends_and_attempts_are_grouped_and_ends_wake_the_workers(
                              now=2.0),
             return_exceptions=True)
         await asyncio.wait_for(woken.wait(), 5)
-    assert outcomes[:2] == [None, None] and isinstance(outcomes[2], LeaseLost)
+    assert outcomes[:2] == [None, "completed"] and isinstance(outcomes[2], LeaseLost)
     assert executed == [threading.current_thread().name]  # one group, on the loop
     got_a, got_b = await store.run_get("a"), await store.run_get("b")
     assert got_a is not None and got_a.status == "completed" and got_a.result == "1"

@@ -367,9 +367,13 @@ class Store(ServeQueries, Protocol):
         final entry holds the position."""
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
-                         error: str | None, now: float) -> None:
+                         error: str | None, now: float) -> str:
         """End the run (completed, failed, cancelled, blocked) and wake any run waiting
-        for it as a child. Raises: LeaseLost."""
+        for it as a child; returns the status it ended with. A run ended ``blocked``
+        whose cancel is pending ends ``cancelled`` instead (``error`` kept), its
+        children cancelled as ``run_children_cancel`` does, in the same transaction: a
+        cancel committed after its worker last heard of cancels has no code left that
+        could see it, as ``run_cancel`` ends a blocked run. Raises: LeaseLost."""
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         """Give the run up to wait: no owner, claimable again at ``wait.available_at``

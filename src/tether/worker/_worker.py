@@ -591,7 +591,7 @@ class Worker:
         store = self.app.store
         reason = f"{type(error).__name__}: {error}" if error is not None else "worker error"
 
-        def release() -> Awaitable[None]:
+        def release() -> Awaitable[object]:
             now = self.app.clock.now()
             if crashes >= MAX_EXECUTOR_CRASHES:
                 text = self.app.codec.for_run(lease.run_id).encode_error({

@@ -1212,19 +1212,34 @@ class PostgresStore(PostgresServeQueries):
         return left
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
-                         error: str | None, now: float) -> None:
+                         error: str | None, now: float) -> str:
         """End a run under its lease, in a transaction shared with the other runs of the
-        process ending at the same time (group commit). Raises: LeaseLost,
-        StoreUnavailable."""
-        await self._writer.submit_finish(lease, status, result, error, now)
+        process ending at the same time (group commit); the status it ended with.
+        Raises: LeaseLost, StoreUnavailable."""
+        ended: str = await self._writer.submit_finish(lease, status, result, error, now)
+        return ended
 
-    async def _finish_one(self, f: Finish) -> None:
+    async def _finish_one(self, f: Finish) -> str:
+        """One run's end in a transaction of its own. A blocked end cancels the run's
+        children in it too, should the run end cancelled (its cancel was pending:
+        run_finish); ``if_cancelled`` makes that a no-op for one that stays blocked."""
         params = {**lease_params(f.lease), "status": f.status, "result": f.result,
                   "error": f.error, "now": f.now, "channel": self._channel}
-        finished, _, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params),
-                                          ("run_wake_listed", params)])
-        if not finished[0][0]:
+        steps: list[tuple[str, Params]] = [
+            ("run_finish", params), ("run_wake_waiters", params), ("run_wake_listed", params)]
+        blocked = f.status == RunStatus.BLOCKED.value
+        if blocked:
+            children = {"parent_run_id": f.lease.run_id, "now": f.now,
+                        "channel": self._channel, "if_cancelled": True}
+            steps += [("run_children_end", children), ("run_children_wake_waiters", children),
+                      ("run_children_cancel", children)]
+        rows = await self._txn(steps)
+        if not rows[0][0][0]:
             raise LeaseLost(f.lease.run_id, f.lease.fencing_token)
+        if blocked:  # the children of those that ended at once, next (as run_cancel)
+            for child_id in rows[3][0][0] or []:
+                await self.run_children_cancel(parent_run_id=child_id, now=f.now)
+        return str(rows[0][0][1])
 
     async def _flush_finishes(self, batch: list[Finish]) -> None:
         """End many runs in one transaction (one round trip); resolve every caller."""
@@ -1238,29 +1253,38 @@ class PostgresStore(PostgresServeQueries):
                 "channel": self._channel,
             }
 
+        blocked = [f for f in batch if f.status == RunStatus.BLOCKED.value]
+        if blocked:  # (rare: each alone, to cancel its children should it end cancelled)
+            for f in blocked:
+                await self._write_together([f], self._finish_one, columns, (), returns=0)
+            batch = [f for f in batch if f.status != RunStatus.BLOCKED.value]
+            if not batch:
+                return
         await self._write_together(batch, self._finish_one, columns, (
             "run_lock_many", "run_finish_many", "run_wake_waiters_many",
             "run_wake_listed_many"), returns=1)
 
     async def _write_together(self, batch: Sequence[Finish | Release | Metrics],
-                              one: Callable[[Any], Awaitable[None]],
+                              one: Callable[[Any], Awaitable[Any]],
                               columns: Callable[[Any], dict[str, Any]],
                               steps: Sequence[str], *, returns: int) -> None:
         """Write a batch of runs' ends or releases in one transaction: the statements
         ``steps`` on the arrays ``columns`` builds from the batch in run_id order; the
         statement at ``returns`` gives the ids it wrote (a run missing there lost its
-        lease). A batch of one, or naming a run twice, goes through ``one`` per item, and
-        a batch the server refused is written item by item (bad data fails only its own
-        run). Resolves every caller's future."""
+        lease), and a value for each caller in its second column if it has one (a run's
+        end: its status). A batch of one, or naming a run twice, goes through ``one``
+        per item (its return value the caller's), and a batch the server refused is
+        written item by item (bad data fails only its own run). Resolves every caller's
+        future."""
         ids = [i.lease.run_id for i in batch]
         if len(batch) == 1 or len(set(ids)) != len(ids):
             for i in batch:
                 try:
-                    await one(i)
+                    value = await one(i)
                 except TetherError as exc:
                     _settle(i.future, exc)
                 else:
-                    _settle(i.future, None)
+                    _settle(i.future, None, value)
             return
         cols = columns(sorted(batch, key=lambda i: i.lease.run_id))
         try:
@@ -1273,10 +1297,12 @@ class PostgresStore(PostgresServeQueries):
             for i in batch:
                 await self._write_together([i], one, columns, steps, returns=returns)
             return
-        written = {row[0] for row in rows[returns]}
+        written = {row[0]: row[1] if len(row) > 1 else None for row in rows[returns]}
         for i in batch:
-            _settle(i.future, None if i.lease.run_id in written
-                    else LeaseLost(i.lease.run_id, i.lease.fencing_token))
+            if i.lease.run_id in written:
+                _settle(i.future, None, written[i.lease.run_id])
+            else:
+                _settle(i.future, LeaseLost(i.lease.run_id, i.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         """Hand a run back to wait, in a transaction shared with the other runs of the

@@ -331,24 +331,32 @@ w AS (
 {_append_upsert_and_events}
 
 -- run_finish --
--- End a run under the caller's lease; returns 1 (and notifies) if it did.
+-- End a run under the caller's lease; returns 1 (and notifies) if it did, and the status
+-- it ended with. A run ended blocked whose cancel is pending ends cancelled (the block's
+-- reason its error): a cancel committed after its worker last heard of cancels has no
+-- code left that could see it (as run_cancel_blocked). The wake-ups below, and the
+-- children's cancel the store adds for a blocked end, match the same rule.
 WITH fin AS (
     UPDATE {schema}.runs
-    SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = %(now)s,
+    SET status = CASE WHEN %(status)s = 'blocked' AND cancel_requested THEN 'cancelled'
+                      ELSE %(status)s END, result = %(result)s, error = %(error)s, finished_at = %(now)s,
         updated_at = %(now)s, owner = NULL, available_at = NULL, waiting_for = NULL,
         wait_signal = NULL, wait_child = NULL
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
       AND (status = 'running') IS TRUE
-    RETURNING 1)
-SELECT {schema}.wake(%(channel)s, count(*)) FROM fin;
+    RETURNING status)
+SELECT {schema}.wake(%(channel)s, count(*)), max(status) FROM fin;
 
 -- run_wake_waiters --
--- A run ended (with this status and token): runs waiting for it as a child become
--- claimable. A statement of its own, after the one that ended the run took its row lock.
+-- A run ended (with this status, or cancelled for blocked as run_finish ends it, and
+-- token): runs waiting for it as a child become claimable. A statement of its own,
+-- after the one that ended the run took its row lock.
 UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
 WHERE wait_child = %(run_id)s AND status = 'waiting'
   AND EXISTS (SELECT 1 FROM {schema}.runs c
-              WHERE c.run_id = %(run_id)s AND c.status = %(status)s
+              WHERE c.run_id = %(run_id)s
+                AND c.status = CASE WHEN %(status)s = 'blocked' AND c.cancel_requested
+                                    THEN 'cancelled' ELSE %(status)s END
                 AND (%(fencing_token)s::bigint IS NULL
                      OR c.fencing_token = %(fencing_token)s::bigint));
 
@@ -358,7 +366,9 @@ WHERE wait_child = %(run_id)s AND status = 'waiting'
 -- id), becomes claimable. Its release locked the children it lists (child_lock_listed).
 UPDATE {schema}.runs w SET available_at = %(now)s, updated_at = %(now)s
 FROM {schema}.runs c
-WHERE c.run_id = %(run_id)s AND c.status = %(status)s
+WHERE c.run_id = %(run_id)s
+  AND c.status = CASE WHEN %(status)s = 'blocked' AND c.cancel_requested THEN 'cancelled'
+                      ELSE %(status)s END
   AND (%(fencing_token)s::bigint IS NULL OR c.fencing_token = %(fencing_token)s::bigint)
   AND w.run_id = c.parent_run_id AND w.status = 'waiting'
   AND strpos(w.wait_child, chr(31) || c.run_id || chr(31)) > 0;
@@ -371,10 +381,12 @@ ORDER BY run_id FOR NO KEY UPDATE;
 
 -- run_finish_many --
 -- run_finish for many runs (one array per column, no run twice); returns the ids of
--- those it ended (the others' leases were lost), and notifies once if any.
+-- those it ended (the others' leases were lost) and the status each ended with
+-- (cancelled for blocked, as run_finish), and notifies once if any.
 WITH fin AS (
     UPDATE {schema}.runs r
-    SET status = u.status, result = u.result, error = u.error, finished_at = u.now,
+    SET status = CASE WHEN u.status = 'blocked' AND r.cancel_requested THEN 'cancelled'
+                      ELSE u.status END, result = u.result, error = u.error, finished_at = u.now,
         updated_at = u.now, owner = NULL, available_at = NULL, waiting_for = NULL,
         wait_signal = NULL, wait_child = NULL
     FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(status)b::text[],
@@ -382,9 +394,9 @@ WITH fin AS (
          AS u(run_id, fencing_token, status, result, error, now)
     WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
       AND (r.status = 'running') IS TRUE
-    RETURNING r.run_id),
+    RETURNING r.run_id, r.status),
 woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM fin)
-SELECT fin.run_id FROM fin, woke;
+SELECT fin.run_id, fin.status FROM fin, woke;
 
 -- run_wake_waiters_many --
 -- run_wake_waiters for the runs run_finish_many ended (same arrays).
@@ -393,16 +405,18 @@ FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(status)b::text[],
             %(now)b::float8[]) AS u(run_id, fencing_token, status, now)
 WHERE w.wait_child = u.run_id AND w.status = 'waiting'
   AND EXISTS (SELECT 1 FROM {schema}.runs c
-              WHERE c.run_id = u.run_id AND c.status = u.status
-                AND c.fencing_token = u.fencing_token);
+              WHERE c.run_id = u.run_id AND c.fencing_token = u.fencing_token
+                AND c.status = CASE WHEN u.status = 'blocked' AND c.cancel_requested
+                                    THEN 'cancelled' ELSE u.status END);
 
 -- run_wake_listed_many --
 -- run_wake_listed for the runs run_finish_many ended (same arrays).
 UPDATE {schema}.runs w SET available_at = u.now, updated_at = u.now
 FROM unnest(%(run_id)b::text[], %(fencing_token)b::bigint[], %(status)b::text[],
             %(now)b::float8[]) AS u(run_id, fencing_token, status, now)
-JOIN {schema}.runs c ON c.run_id = u.run_id AND c.status = u.status
-                    AND c.fencing_token = u.fencing_token
+JOIN {schema}.runs c ON c.run_id = u.run_id AND c.fencing_token = u.fencing_token
+                    AND c.status = CASE WHEN u.status = 'blocked' AND c.cancel_requested
+                                        THEN 'cancelled' ELSE u.status END
 WHERE w.run_id = c.parent_run_id AND w.status = 'waiting'
   AND strpos(w.wait_child, chr(31) || u.run_id || chr(31)) > 0;
 

@@ -950,9 +950,9 @@ class SqliteStore(SqliteServeQueries):
         return self._write_atomic(_journal_append, lease, entry)
 
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
-                         error: str | None, now: float) -> None:
+                         error: str | None, now: float) -> str:
         # Grouped like appends: the ends of runs that finish together (see _group_append).
-        await self._grouped(_run_finish, (lease, status, result, error, now), wake=True,
+        return await self._grouped(_run_finish, (lease, status, result, error, now), wake=True,
                             atomic=False)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
@@ -1469,11 +1469,15 @@ _FINISH_WIDTH = 6
 def _finish_many_sql(n: int) -> str:
     """End up to ``n`` runs under their callers' leases in one statement (``n`` a power of
     two; rows with a NULL run id are padding): (run id, fencing token, status, result,
-    error, now) each. The index is named: each row of the list looks its run up by key,
-    whatever the statistics say about running runs (so does ``_wake_many_sql``)."""
+    error, now) each. A run ended ``blocked`` whose cancel is pending ends ``cancelled``
+    (the block's reason its error): a cancel committed after its worker last heard of
+    cancels has no code left that could see it (as ``run_cancel_blocked``). The index is
+    named: each row of the list looks its run up by key, whatever the statistics say
+    about running runs (so does ``_wake_many_sql``)."""
     return (
         "UPDATE tether_runs INDEXED BY sqlite_autoindex_tether_runs_1 "
-        "SET status = v.column3, result = v.column4, "
+        "SET status = CASE WHEN v.column3 = 'blocked' AND tether_runs.cancel_requested "
+        "THEN 'cancelled' ELSE v.column3 END, result = v.column4, "
         "error = v.column5, finished_at = v.column6, updated_at = v.column6, "
         "owner = NULL, available_at = NULL, waiting_for = NULL, wait_signal = NULL, "
         f"wait_child = NULL FROM (VALUES {_lc.values_rows(n, _FINISH_WIDTH)}) AS v "
@@ -1508,11 +1512,13 @@ def _wake_listed_many_sql(n: int) -> str:
     )
 
 
-def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> bool:
+def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> list[str] | None:
     """End runs, each ``(lease, status, result, error, now)`` (``run_finish``), and make
     the runs waiting for them as children claimable (alone, or among several: their
-    parents, ``run_wake_listed``); three statements for all of them.
-    False: a lease was not current (or a run came twice), and what was written must be
+    parents, ``run_wake_listed``); three statements for all of them. Returns the status
+    each run ended with, in order: the one asked, but ``cancelled`` for a run ended
+    ``blocked`` whose cancel was pending, its children cancelled here too.
+    None: a lease was not current (or a run came twice), and what was written must be
     undone by the caller."""
     params: list[Any] = []
     wake: list[Any] = []
@@ -1521,17 +1527,36 @@ def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> bool:
         wake += (lease.run_id, now)
     conn.execute(_finish_many_sql(_lc.pad(params, _FINISH_WIDTH)), params)
     if conn.changes() != len(ends):
-        return False
+        return None
     padded = _lc.pad(wake, 2)
     conn.execute(_wake_many_sql(padded), wake)
     conn.execute(_wake_listed_many_sql(padded), wake)
-    return True
+    statuses = [end[1] for end in ends]
+    if "blocked" in statuses:  # (rare: no read for the other ends)
+        statuses = [_cancelled_if_asked(conn, lease.run_id, status, now)
+                    for lease, status, _, _, now in ends]
+    return statuses
+
+
+def _cancelled_if_asked(conn: apsw.Connection, run_id: str, status: str, now: float) -> str:
+    """The status a run just ended ``status`` has: ``cancelled`` instead of ``blocked``
+    when a cancel was pending (``_finish_many_sql``), and then its children are
+    cancelled, as the worker that ends a run cancelled does (the worker did not know)."""
+    if status != "blocked":
+        return status
+    row = conn.execute(Q["run_status"], {"run_id": run_id}).fetchone()
+    if row is None or row[0] != "cancelled":
+        return status
+    _run_children_cancel(conn, run_id, now)
+    return "cancelled"
 
 
 def _run_finish(conn: apsw.Connection, lease: Lease, status: str, result: str | None,
-                error: str | None, now: float) -> None:
-    if not _end_runs(conn, [(lease, status, result, error, now)]):
+                error: str | None, now: float) -> str:
+    ended = _end_runs(conn, [(lease, status, result, error, now)])
+    if ended is None:
         raise LeaseLost(lease.run_id, lease.fencing_token)  # (nothing was written)
+    return ended[0]
 
 
 #: The most values one of the writer's statements binds: 512 journal appends.
@@ -1563,16 +1588,16 @@ def _finishes(conn: apsw.Connection, ops: list[Op],
     order, and raises its own error."""
     conn.execute("SAVEPOINT ends")
     try:
-        done = _end_runs(conn, [op.args for op in ops])
+        ended = _end_runs(conn, [op.args for op in ops])
     except apsw.BusyError:
         raise
     except apsw.Error:
         if conn.getautocommit():
             raise  # SQLite rolled the whole batch back: all fail
-        done = False
-    if done:
+        ended = None
+    if ended is not None:
         conn.execute("RELEASE ends")
-        return [(op, None, None) for op in ops]
+        return [(op, status, None) for op, status in zip(ops, ended, strict=True)]
     conn.execute("ROLLBACK TO ends")
     conn.execute("RELEASE ends")
     return [_in_savepoint(conn, op, foreign) for op in ops]

@@ -101,6 +101,11 @@ WHERE run_id = :run_id AND position = :position AND fencing_token = :fencing_tok
 SELECT 1 FROM tether_runs
 WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
+-- run_status --
+-- A run's status (the one a run_finish just wrote: cancelled for a blocked end whose
+-- cancel was pending).
+SELECT status FROM tether_runs WHERE run_id = :run_id;
+
 -- run_wake_waiters --
 -- A run ended: runs waiting for it as a child become claimable.
 UPDATE tether_runs SET available_at = :now, updated_at = :now
