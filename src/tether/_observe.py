@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_LINKS", "TRACE_KEY", "ChildTool", "Observer", "add_observer",
            "add_trace_link", "adopt_trace_context", "child_starting", "child_tool_ended",
-           "error_text", "hides_error_messages", "remove_observer", "run", "step",
-           "step_failed", "trace_carrier"]
+           "error_text", "hides_error_messages", "remove_observer", "runs_ended",
+           "runs_started", "step", "step_failed", "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -61,7 +61,9 @@ class Observer(Protocol):
 
     def run_ended(self, token: Any, ctx: RunContext, error: BaseException | None) -> None:
         """The run's code stopped: returned (``error`` None), raised, or was unwound to
-        wait or stop (``error`` is Tether's internal ``BaseException``)."""
+        wait or stop (``error`` is Tether's internal ``BaseException``). Called once the
+        worker recorded how the run ended, if it did (``ctx.ended``, the status the
+        store took)."""
 
     def step_started(self, ctx: RunContext, info: StepInfo) -> Any:
         """One attempt of a step starts executing (never for a journaled step)."""
@@ -157,27 +159,24 @@ def remove_observer(observer: Observer) -> None:
         _observers.remove(observer)
 
 
-async def run(ctx: RunContext, code: Awaitable[T]) -> T:
-    """Await a run's workflow code under the observers."""
-    if not _observers:
-        return await code
+async def runs_started(ctx: RunContext) -> list[tuple[Observer, Any]]:
+    """Tell the observers that the run's code starts; what ``runs_ended`` takes. The
+    worker calls ``runs_ended`` once the run's end is recorded (``RunContext.ended``),
+    so that a span's outcome is the status the store took, not the one the worker
+    asked for (a block whose cancel the worker had not heard of ends cancelled)."""
     started = []
     for o in list(_observers):
         try:
             started.append((o, await o.run_started(ctx)))
         except Exception:
             log.exception("observer %r failed at run start", o)
-    try:
-        value = await code
-    except BaseException as exc:
-        _end_runs(started, ctx, exc)
-        raise
-    _end_runs(started, ctx, None)
-    return value
+    return started
 
 
-def _end_runs(started: list[tuple[Observer, Any]], ctx: RunContext,
-              error: BaseException | None) -> None:
+def runs_ended(started: list[tuple[Observer, Any]], ctx: RunContext,
+               error: BaseException | None) -> None:
+    """Tell the observers ``runs_started`` told that the run's code stopped with
+    ``error`` (None: it returned), in reverse order."""
     for o, token in reversed(started):
         try:
             o.run_ended(token, ctx, error)

@@ -38,7 +38,7 @@ from tether import _faults
 from tether._clock import wait_event
 from tether._codec import Codec
 from tether._definitions import StepDef, WorkflowDef
-from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
+from tether._types import EntryStatus, JournalEntry, Lease, OperationKind, RunStatus
 from tether.errors import (
     Cancelled,
     LeaseLost,
@@ -717,6 +717,9 @@ class RunContext:
         self.cancel_requested = cancel_requested
         self.cancel_delivered = False
         self.stop: StopReason | None = None
+        #: The status the worker recorded the run's end with, once the store took it
+        #: (``cancelled`` for a block whose cancel it had not heard of yet); None else.
+        self.ended: RunStatus | None = None
         self.replayed = 0  #: operations answered from the journal
         self.executed = 0  #: operations run for real
         self._deferred: list[asyncio.Future[None]] = []

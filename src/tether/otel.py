@@ -62,6 +62,7 @@ from tether._replay import (
     _Interrupted,
     _Stop,
 )
+from tether._types import RunStatus
 from tether.errors import Postpone
 
 __all__ = ["OtelObserver", "instrument", "uninstrument"]
@@ -133,7 +134,10 @@ class OtelObserver:
                     else ctx.end_stop(error))
             if isinstance(stop, Blocked):
                 # The run needs an operator: an error, with the reason, as a failed run.
-                outcome = "blocked"
+                # Asked to cancel, it ended cancelled instead (the reason its error):
+                # as the store took it (ctx.ended), the worker may not have known.
+                outcome = ("cancelled" if ctx.ended is RunStatus.CANCELLED
+                           else "blocked")
                 _record_error(span, stop.error, _observe.hides_error_messages(ctx))
             elif isinstance(error, _Stop) or stop is not None:
                 outcome = ("released" if isinstance(stop, Release) else "lost"

@@ -6,6 +6,10 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
+from typing import Any
+
+import pytest
 
 import tether
 from tests.engine.helpers import status_is, wait_for
@@ -228,3 +232,90 @@ async def test_a_run_asked_to_cancel_that_blocks_in_its_replay_ends_cancelled(
     assert info.error["position"] == 1
     assert info.error["recorded"] == ["step", "fetch"]
     assert info.error["requested"] == ["step", "lookup"]
+
+
+async def test_a_cancel_that_commits_just_before_the_block_is_recorded_ends_cancelled(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The race the test above leaves out: the cancel commits after the worker last
+    heard of cancels (its heartbeat, the store's notification) and before it records the
+    block. Held there by a store wrapper while another App cancels, the run used to end
+    ``blocked`` with the cancel pending (a second cancel ended it), and this process's
+    result waiter heard ``blocked``. The store now ends it ``cancelled`` (the block's
+    reason its error) and cancels its children; the worker reports that: its log line,
+    and the result its waiters get."""
+    v1 = App(store_url)
+
+    @v1.step
+    async def fetch() -> int:
+        return 1
+
+    @v1.workflow(name="leaf")
+    async def leaf() -> int:
+        return int(await tether.wait_for_signal("go"))
+
+    @v1.workflow(name="top")
+    async def top() -> int:
+        child = await tether.start_child(leaf, run_id="r-leaf")
+        await fetch()
+        await tether.wait_for_signal("go")
+        return await child.result()
+
+    async with v1.worker():
+        await v1.start(top, run_id="r-top")
+        await wait_for(lambda: status_is(v1, "r-top", "waiting"))
+        await wait_for(lambda: status_is(v1, "r-leaf", "waiting"))
+    await v1.close()
+
+    v2 = App(store_url)
+
+    @v2.step
+    async def lookup() -> int:  # replaces fetch at position 1
+        return 2
+
+    @v2.workflow(name="leaf")
+    async def leaf2() -> int:
+        return int(await tether.wait_for_signal("go"))
+
+    @v2.workflow(name="top")
+    async def top2() -> int:
+        child = await tether.start_child(leaf2, run_id="r-leaf")
+        await lookup()
+        await tether.wait_for_signal("go")
+        return await child.result()
+
+    canceller = App(store_url)
+    await v2._open()
+    store = v2.store
+    real_finish = store.run_finish
+    asked: list[RunStatus] = []
+
+    async def cancel_first(**kwargs: Any) -> str:
+        """The worker has decided on ``blocked`` (it has not heard of a cancel): another
+        process's cancel commits now, before the end does."""
+        if kwargs["status"] == "blocked" and kwargs["lease"].run_id == "r-top":
+            asked.append(await canceller.cancel("r-top"))
+        ended: str = await real_finish(**kwargs)
+        return ended
+
+    store.run_finish = cancel_first  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="tether.worker")
+    try:
+        async with v2.worker():
+            result = asyncio.create_task(v2.handle("r-top").result(timeout=30))
+            await v2.signal("r-top", "go")  # its replay blocks
+            with pytest.raises(tether.RunFailed) as failed:
+                await result
+            await wait_for(lambda: status_is(v2, "r-leaf", "cancelled"),
+                           what="r-leaf cancelled")
+            info = await v2.get_run("r-top")
+    finally:
+        await v2.close()
+        await canceller.close()
+    assert asked == [RunStatus.RUNNING]  # only asked: the worker held the run
+    assert failed.value.status == "cancelled"
+    assert info.status == RunStatus.CANCELLED
+    assert info.error is not None and info.error["position"] == 1
+    assert info.error["recorded"] == ["step", "fetch"]
+    assert info.error["requested"] == ["step", "lookup"]
+    lines = [r.getMessage() for r in caplog.records if "r-top blocked" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].endswith("; cancelled, as asked"), lines

@@ -90,11 +90,11 @@ async def test_a_failed_final_write_is_retried(store_url: str) -> None:
     real_finish = store.run_finish
     failures: list[str] = []
 
-    async def flaky_finish(**kwargs: object) -> None:
+    async def flaky_finish(**kwargs: object) -> str:
         if len(failures) < 2:
             failures.append("refused")
             raise StoreUnavailable("connection dropped (injected)")
-        await real_finish(**kwargs)  # type: ignore[arg-type]
+        return await real_finish(**kwargs)  # type: ignore[arg-type]
 
     store.run_finish = flaky_finish  # type: ignore[method-assign]
     async with app.worker():
@@ -201,11 +201,11 @@ async def test_a_store_outage_under_many_runs_is_logged_once_not_per_run(
     down = True
     refused: list[str] = []
 
-    async def outage_finish(**kwargs: Any) -> None:
+    async def outage_finish(**kwargs: Any) -> str:
         if down:
             refused.append(kwargs["lease"].run_id)
             raise StoreUnavailable("PostgreSQL at db:5432 is unavailable: Connection refused")
-        await real_finish(**kwargs)
+        return await real_finish(**kwargs)
 
     store.run_finish = outage_finish  # type: ignore[method-assign]
     caplog.set_level(logging.DEBUG, logger="tether.worker")
@@ -302,11 +302,11 @@ async def test_a_run_whose_executor_crashed_is_handed_back(store_url: str) -> No
     real_finish = store.run_finish
     failures: list[str] = []
 
-    async def broken_once(**kwargs: object) -> None:
+    async def broken_once(**kwargs: object) -> str:
         if not failures:
             failures.append("boom")
             raise StoreError("unexpected (injected)")
-        await real_finish(**kwargs)  # type: ignore[arg-type]
+        return await real_finish(**kwargs)  # type: ignore[arg-type]
 
     store.run_finish = broken_once  # type: ignore[method-assign]
     async with app.worker(lease_seconds=1.0):

@@ -410,6 +410,69 @@ async def test_a_blocked_runs_span_is_an_error_with_the_reason(sqlite_url: str) 
     assert sorted(ended) == sorted(reasons)
 
 
+async def test_a_block_the_store_ends_cancelled_has_a_cancelled_span(sqlite_url: str) -> None:
+    """A cancel that commits after the worker last heard of cancels and before it
+    records its replay's block: the store ends the run ``cancelled``. The span's outcome
+    is the status the store took, so the span ends once the end is recorded: it said
+    ``blocked``, ended before the worker wrote anything. Still an error, with the
+    block's reason (the run's error)."""
+    from typing import Any
+
+    import tether
+    from tether import App
+
+    app = App(sqlite_url)
+    version = [1]
+
+    @app.step
+    async def one() -> int:
+        return 1
+
+    @app.step
+    async def two() -> int:
+        return 2
+
+    @app.workflow
+    async def renamed() -> int:
+        first = await (one() if version[0] == 1 else two())
+        await tether.wait_for_signal("go")
+        return first
+
+    canceller = App(sqlite_url)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app, canceller:
+            real_finish = app.store.run_finish
+
+            async def cancel_first(**kwargs: Any) -> str:
+                if kwargs["status"] == "blocked":  # another process's cancel, now
+                    await canceller.cancel(kwargs["lease"].run_id)
+                ended: str = await real_finish(**kwargs)
+                return ended
+
+            app.store.run_finish = cancel_first  # type: ignore[method-assign]
+            async with app.worker(poll_interval=0.05):
+                h = await app.start(renamed, run_id="raced")
+                async with asyncio.timeout(30):
+                    while (await h.status()) != tether.RunStatus.WAITING:
+                        await asyncio.sleep(0.02)
+                version[0] = 2
+                await app.signal(h.run_id, "go")
+                with pytest.raises(tether.RunFailed, match="ended cancelled"):
+                    await h.result(timeout=30)
+    finally:
+        tether.otel.uninstrument(observer)
+    runs = [s for s in exporter.get_finished_spans() if s.name == "run renamed"]
+    outcomes = [(s.attributes or {}).get("tether.outcome") for s in runs]
+    assert outcomes == ["released", "cancelled"], outcomes
+    assert runs[-1].status.status_code.name == "ERROR"
+    assert (runs[-1].status.description or "").startswith(
+        "NonDeterminismError: non-determinism in run 'raced' at position 0")
+
+
 async def test_a_tool_served_by_a_child_run_has_an_execute_tool_span_over_the_wait(
         sqlite_url: str) -> None:
     """An agent's function tool has an ``execute_tool`` span (its step); a tool served by

@@ -886,21 +886,28 @@ class Worker:
         token = current_run.set(ctx)
         value: Any = None
         error: BaseException | None = None
+        # Observers (spans) hear of the run's end once it is recorded: its outcome is
+        # the status the store took (ctx.ended), which the worker learns last.
+        observed: list[Any] = []
+        raised: BaseException | None = None
         try:
             if _observe.observers:
-                value = await _observe.run(ctx, self._code(ctx, run.input, wdef))
+                observed = await _observe.runs_started(ctx)
+                value = await self._code(ctx, run.input, wdef)
             else:  # (no wrapping coroutine: one fewer frame at every resumption)
                 args, kwargs = self._decode_input(ctx, run.input, wdef)
                 value = await wdef.fn(*args, **kwargs)
-        except _Stop:
-            pass
-        except asyncio.CancelledError:
+        except _Stop as exc:
+            raised = exc
+        except asyncio.CancelledError as exc:
+            raised = exc
             if ctx.stop is None or not isinstance(ctx.stop, Lost):
+                _observe.runs_ended(observed, ctx, exc)
                 raise  # the worker is stopping; the run goes back to the queue
         except BaseException as exc:
             # User code's sys.exit() or KeyboardInterrupt fails the run; it must not end
             # the worker (its own shutdown arrives as CancelledError, handled above).
-            error = exc
+            raised = error = exc
         finally:
             current_run.reset(token)
             ctx.abandoned = True
@@ -909,7 +916,10 @@ class Worker:
                     t.cancel()
         if active is not None:
             active.finishing = True
-        await self._conclude(ctx, value, error, run)
+        try:
+            await self._conclude(ctx, value, error, run)
+        finally:
+            _observe.runs_ended(observed, ctx, raised)
 
     def _shutting_down(self) -> bool:
         """Whether this worker is stopping, or its loops were cancelled (the event loop
@@ -1144,15 +1154,12 @@ class Worker:
                 detail = error_to_dict(err)
             detail.pop("traceback", None)
             error_text = codec.encode_error(detail, SLOT_ERROR)
-            if ctx.cancel_requested:
-                # Asked to cancel before its replay blocked: the cancel wins, as a cancel
-                # of a blocked run ends it at once (run_cancel_blocked), the block's
-                # reason staying its error. Blocked, it waited for a second cancel.
-                log.error("run %s blocked: %s; cancelled, as asked", run_id, err)
-                status, result = RunStatus.CANCELLED, None
-            else:
-                log.error("run %s blocked: %s", run_id, err)
-                status, result = RunStatus.BLOCKED, None
+            # Asked to cancel before its replay blocked: the cancel wins, as a cancel of a
+            # blocked run ends it at once (run_cancel_blocked), the block's reason staying
+            # its error. Blocked, it waited for a second cancel. (A cancel this worker
+            # has not heard of yet wins too: the store ends the run cancelled.)
+            status = RunStatus.CANCELLED if ctx.cancel_requested else RunStatus.BLOCKED
+            result = None
         elif isinstance(stop, Release):
             await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
             self._wake.set()
@@ -1196,8 +1203,12 @@ class Worker:
         # Result waiters of this process registered from here on may not take the end
         # as this worker saw it (a retry may come between): they read it.
         since = self._host.waiters_mark()
-        await store.run_finish(lease=ctx.lease, status=status.value, result=result,
-                               error=error_text, now=now)
+        ended = RunStatus(await store.run_finish(lease=ctx.lease, status=status.value,
+                                                 result=result, error=error_text, now=now))
+        ctx.ended = ended
+        if isinstance(stop, Blocked):  # (logged once it is recorded, as a failure below)
+            log.error("run %s blocked: %s%s", run_id, stop.error,
+                      "; cancelled, as asked" if ended is RunStatus.CANCELLED else "")
         if status is RunStatus.FAILED:
             # Logged once the failure is recorded (this method may be attempted again):
             # a run whose own code raised had no line at all, and one failed by a step
@@ -1205,11 +1216,11 @@ class Worker:
             assert error is not None
             log.warning("run %s (%s) failed: %s", run_id, ctx.workflow.name,
                         _observe.error_text(ctx, error), extra={"run_id": run_id})
-        if status is RunStatus.CANCELLED:
+        if status is RunStatus.CANCELLED:  # (a blocked end the store cancelled: it did)
             await self._cancel_children(run_id)
         self.completed += 1
         self._host.run_ended(run_id, dataclasses.replace(
-            run, status=status, result=result, error=error_text, owner=None,
+            run, status=ended, result=result, error=error_text, owner=None,
             updated_at=now, finished_at=now, available_at=None, waiting_for=None,
             metrics=dict(ctx.metrics)), since)
 
