@@ -31,17 +31,19 @@ def store_url(sqlite_url: str) -> str:
 async def _in_one_batch(store: SqliteStore, calls: list[tuple[Lease, JournalEntry] | str],
                         leases: dict[str, Lease] | None = None) -> list[Any]:
     """Queue ``calls`` while the writer thread is held, so they form one batch; a
-    string ``finish:<run id>`` queues that run's end. Returns each outcome (None or
-    the exception)."""
+    string ``finish:<run id>`` queues that run's end (``blocked:<run id>``: its end as
+    blocked). Returns each outcome (None, an end's status, or the exception)."""
     release = threading.Event()
     held = store._write(lambda conn: release.wait(10))
     await asyncio.sleep(0.05)  # the writer is now inside the holding operation
     futures: list[asyncio.Future[Any]] = []
     for call in calls:
         if isinstance(call, str):
-            lease = (leases or {})[call.split(":", 1)[1]]
-            futures.append(store._write_wake(sqlite_store._run_finish, lease, "completed",
-                                             "1", None, T0 + 1))
+            kind, run_id = call.split(":", 1)
+            status = "blocked" if kind == "blocked" else "completed"
+            futures.append(store._write_wake(sqlite_store._run_finish,
+                                             (leases or {})[run_id], status, "1", None,
+                                             T0 + 1))
         else:
             lease, e = call
             futures.append(store.journal_append_nowait(lease=lease, entry=e))
@@ -298,6 +300,31 @@ async def test_a_stale_lease_among_ends_fails_alone_and_nothing_is_written_twice
     assert asleep is not None and asleep.available_at is None
 
 
+async def test_a_blocked_end_among_ends_whose_cancel_is_pending_ends_cancelled(
+        store: SqliteStore) -> None:
+    """Ends in one batch, one of them ``blocked`` with a cancel pending (asked after its
+    worker last heard of cancels): that one ends ``cancelled`` and its child is
+    cancelled in the batch's transaction; a blocked end without a cancel stays blocked,
+    and the others end as asked. Each caller hears its run's status."""
+    leases = await _two_waiting_parents(store)
+    leases["r"] = (await start_and_claim(store, "r", queue="qr")).lease
+    leases["b"] = (await start_and_claim(store, "b", queue="qb")).lease
+    await store.child_start(lease=leases["r"], child=run_record("rc", queue="rk", parent="r",
+                                                                parent_position=0),
+                            entry=entry(0, kind="child_start", name="rc", result='"rc"'))
+    await store.run_cancel(run_id="r", now=T0)
+    outcomes = await _in_one_batch(store, ["finish:c1", "blocked:r", "blocked:b"], leases)
+    assert outcomes == ["completed", "cancelled", "blocked"]
+    for run_id, status in (("c1", "completed"), ("r", "cancelled"), ("b", "blocked"),
+                           ("rc", "cancelled")):  # (rc never started: ended at once)
+        run = await store.run_get(run_id)
+        assert run is not None and run.status == status, (run_id, run)
+    statuses = [json.loads(e.data)["status"]
+                for e in await store.run_events_read(run_id="r", after=None)
+                if e.kind == "status"]
+    assert statuses[-1] == "cancelled" and "blocked" not in statuses
+
+
 def test_the_ends_statements_look_each_run_up_by_its_index() -> None:
     """Named indexes: whatever the statistics, each row of the list finds its run by
     key, and the runs waiting for it by ``wait_child``, never by a scan of a status."""
@@ -306,6 +333,8 @@ def test_the_ends_statements_look_each_run_up_by_its_index() -> None:
     for path in sorted(glob.glob(str(folder / "*.sql"))):
         conn.execute(pathlib.Path(path).read_text())
     for sql, index in ((sqlite_store._finish_many_sql(4), "sqlite_autoindex_tether_runs_1"),
+                       (sqlite_store._finish_many_sql(4, True),
+                        "sqlite_autoindex_tether_runs_1"),
                        (sqlite_store._wake_many_sql(4), "tether_runs_wait_child")):
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql,
                                                [None] * sql.count("?"))]

@@ -952,8 +952,8 @@ class SqliteStore(SqliteServeQueries):
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> str:
         # Grouped like appends: the ends of runs that finish together (see _group_append).
-        return await self._grouped(_run_finish, (lease, status, result, error, now), wake=True,
-                            atomic=False)
+        return await self._grouped(_run_finish, (lease, status, result, error, now),
+                                   wake=True, atomic=False)
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         limited = await self._write(_run_release, lease, wait, now)
@@ -1465,19 +1465,22 @@ def _in_savepoint(conn: apsw.Connection, op: Op, foreign: Callable[[Exception], 
 _FINISH_WIDTH = 6
 
 
-@functools.lru_cache(maxsize=16)
-def _finish_many_sql(n: int) -> str:
+@functools.lru_cache(maxsize=32)
+def _finish_many_sql(n: int, blocked: bool = False) -> str:
     """End up to ``n`` runs under their callers' leases in one statement (``n`` a power of
     two; rows with a NULL run id are padding): (run id, fencing token, status, result,
-    error, now) each. A run ended ``blocked`` whose cancel is pending ends ``cancelled``
-    (the block's reason its error): a cancel committed after its worker last heard of
-    cancels has no code left that could see it (as ``run_cancel_blocked``). The index is
-    named: each row of the list looks its run up by key, whatever the statistics say
-    about running runs (so does ``_wake_many_sql``)."""
+    error, now) each. With ``blocked`` (some end is ``blocked``), a run ended ``blocked``
+    whose cancel is pending ends ``cancelled`` (the block's reason its error): a cancel
+    committed after its worker last heard of cancels has no code left that could see it
+    (as ``run_cancel_blocked``). Without, the statement is the one every other batch of
+    ends has always had (the hot path). The index is named: each row of the list looks
+    its run up by key, whatever the statistics say about running runs (so does
+    ``_wake_many_sql``)."""
+    status = ("CASE WHEN v.column3 = 'blocked' AND tether_runs.cancel_requested "
+              "THEN 'cancelled' ELSE v.column3 END" if blocked else "v.column3")
     return (
         "UPDATE tether_runs INDEXED BY sqlite_autoindex_tether_runs_1 "
-        "SET status = CASE WHEN v.column3 = 'blocked' AND tether_runs.cancel_requested "
-        "THEN 'cancelled' ELSE v.column3 END, result = v.column4, "
+        f"SET status = {status}, result = v.column4, "
         "error = v.column5, finished_at = v.column6, updated_at = v.column6, "
         "owner = NULL, available_at = NULL, waiting_for = NULL, wait_signal = NULL, "
         f"wait_child = NULL FROM (VALUES {_lc.values_rows(n, _FINISH_WIDTH)}) AS v "
@@ -1522,17 +1525,19 @@ def _end_runs(conn: apsw.Connection, ends: list[tuple[Any, ...]]) -> list[str] |
     undone by the caller."""
     params: list[Any] = []
     wake: list[Any] = []
+    statuses: list[str] = []
     for lease, status, result, error, now in ends:
         params += (lease.run_id, lease.fencing_token, status, result, error, now)
         wake += (lease.run_id, now)
-    conn.execute(_finish_many_sql(_lc.pad(params, _FINISH_WIDTH)), params)
+        statuses.append(status)
+    blocked = "blocked" in statuses  # (rare: only then the CASE, and a read after)
+    conn.execute(_finish_many_sql(_lc.pad(params, _FINISH_WIDTH), blocked), params)
     if conn.changes() != len(ends):
         return None
     padded = _lc.pad(wake, 2)
     conn.execute(_wake_many_sql(padded), wake)
     conn.execute(_wake_listed_many_sql(padded), wake)
-    statuses = [end[1] for end in ends]
-    if "blocked" in statuses:  # (rare: no read for the other ends)
+    if blocked:
         statuses = [_cancelled_if_asked(conn, lease.run_id, status, now)
                     for lease, status, _, _, now in ends]
     return statuses
