@@ -1203,8 +1203,9 @@ class Worker:
         # Result waiters of this process registered from here on may not take the end
         # as this worker saw it (a retry may come between): they read it.
         since = self._host.waiters_mark()
-        ended = RunStatus(await store.run_finish(lease=ctx.lease, status=status.value,
-                                                 result=result, error=error_text, now=now))
+        stored = await store.run_finish(lease=ctx.lease, status=status.value, result=result,
+                                        error=error_text, now=now)
+        ended = status if stored == status.value else RunStatus(stored)
         ctx.ended = ended
         if isinstance(stop, Blocked):  # (logged once it is recorded, as a failure below)
             log.error("run %s blocked: %s%s", run_id, stop.error,

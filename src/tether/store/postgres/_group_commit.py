@@ -57,9 +57,7 @@ class Finish:
     result: str | None
     error: str | None
     now: float
-    #: Resolved with the status the run ended with (``cancelled`` for a blocked end
-    #: whose cancel was pending).
-    future: asyncio.Future[str]
+    future: asyncio.Future[None]
     #: The caller's ``REQUEST_TIMEOUT`` (``AppendWriter._put``).
     limit: float | None = None
 
@@ -153,7 +151,7 @@ class AppendWriter:
         return self._put(Append(lease, entry, self._future(), metrics, now, blobs=blobs))
 
     def submit_finish(self, lease: Lease, status: str, result: str | None,
-                      error: str | None, now: float) -> asyncio.Future[str]:
+                      error: str | None, now: float) -> asyncio.Future[None]:
         return self._put(Finish(lease, status, result, error, now, self._future()))
 
     def submit_release(self, lease: Lease, wait: Wait, now: float) -> asyncio.Future[None]:

@@ -1214,32 +1214,50 @@ class PostgresStore(PostgresServeQueries):
     async def run_finish(self, *, lease: Lease, status: str, result: str | None,
                          error: str | None, now: float) -> str:
         """End a run under its lease, in a transaction shared with the other runs of the
-        process ending at the same time (group commit); the status it ended with.
-        Raises: LeaseLost, StoreUnavailable."""
-        ended: str = await self._writer.submit_finish(lease, status, result, error, now)
-        return ended
+        process ending at the same time (group commit); the status it ended with: the
+        one asked, but for a blocked end (``_end_blocked``). Raises: LeaseLost,
+        StoreUnavailable."""
+        if status == _BLOCKED:
+            return await self._end_blocked(lease, result, error, now)
+        await self._writer.submit_finish(lease, status, result, error, now)
+        return status
 
-    async def _finish_one(self, f: Finish) -> str:
-        """One run's end in a transaction of its own. A blocked end cancels the run's
-        children in it too, should the run end cancelled (its cancel was pending:
-        run_finish); ``if_cancelled`` makes that a no-op for one that stays blocked."""
+    async def _end_blocked(self, lease: Lease, error_result: str | None,
+                           error: str | None, now: float) -> str:
+        """A run's end as blocked (rare), in a transaction of its own rather than the
+        batch, so that every other end keeps the statements it always had: the end
+        (``run_finish_blocked``: cancelled instead if its cancel was pending), the
+        wake-ups of a run that ended with this token (as either: one of the two pairs
+        finds it), and the cancel of its children, which ``if_cancelled`` makes a no-op
+        unless it ended cancelled; then the children of those that ended at once (as
+        ``run_cancel``). Its appends were all written before (the worker flushes them
+        first), so leaving the writer's queue keeps its order."""
+        params = {**lease_params(lease), "result": error_result, "error": error,
+                  "now": now, "channel": self._channel}
+        blocked = {**params, "status": _BLOCKED}
+        cancelled = {**params, "status": RunStatus.CANCELLED.value}
+        children = {"parent_run_id": lease.run_id, "now": now, "channel": self._channel,
+                    "if_cancelled": True}
+        rows = await self._txn([
+            ("run_finish_blocked", params),
+            ("run_wake_waiters", blocked), ("run_wake_listed", blocked),
+            ("run_wake_waiters", cancelled), ("run_wake_listed", cancelled),
+            ("run_children_end", children), ("run_children_wake_waiters", children),
+            ("run_children_cancel", children)])
+        finished, ended = rows[0], rows[5]
+        if not finished[0][0]:
+            raise LeaseLost(lease.run_id, lease.fencing_token)
+        for child_id in ended[0][0] or []:
+            await self.run_children_cancel(parent_run_id=child_id, now=now)
+        return str(finished[0][1])
+
+    async def _finish_one(self, f: Finish) -> None:
         params = {**lease_params(f.lease), "status": f.status, "result": f.result,
                   "error": f.error, "now": f.now, "channel": self._channel}
-        steps: list[tuple[str, Params]] = [
-            ("run_finish", params), ("run_wake_waiters", params), ("run_wake_listed", params)]
-        blocked = f.status == RunStatus.BLOCKED.value
-        if blocked:
-            children = {"parent_run_id": f.lease.run_id, "now": f.now,
-                        "channel": self._channel, "if_cancelled": True}
-            steps += [("run_children_end", children), ("run_children_wake_waiters", children),
-                      ("run_children_cancel", children)]
-        rows = await self._txn(steps)
-        if not rows[0][0][0]:
+        finished, _, _ = await self._txn([("run_finish", params), ("run_wake_waiters", params),
+                                          ("run_wake_listed", params)])
+        if not finished[0][0]:
             raise LeaseLost(f.lease.run_id, f.lease.fencing_token)
-        if blocked:  # the children of those that ended at once, next (as run_cancel)
-            for child_id in rows[3][0][0] or []:
-                await self.run_children_cancel(parent_run_id=child_id, now=f.now)
-        return str(rows[0][0][1])
 
     async def _flush_finishes(self, batch: list[Finish]) -> None:
         """End many runs in one transaction (one round trip); resolve every caller."""
@@ -1253,38 +1271,29 @@ class PostgresStore(PostgresServeQueries):
                 "channel": self._channel,
             }
 
-        blocked = [f for f in batch if f.status == RunStatus.BLOCKED.value]
-        if blocked:  # (rare: each alone, to cancel its children should it end cancelled)
-            for f in blocked:
-                await self._write_together([f], self._finish_one, columns, (), returns=0)
-            batch = [f for f in batch if f.status != RunStatus.BLOCKED.value]
-            if not batch:
-                return
         await self._write_together(batch, self._finish_one, columns, (
             "run_lock_many", "run_finish_many", "run_wake_waiters_many",
             "run_wake_listed_many"), returns=1)
 
     async def _write_together(self, batch: Sequence[Finish | Release | Metrics],
-                              one: Callable[[Any], Awaitable[Any]],
+                              one: Callable[[Any], Awaitable[None]],
                               columns: Callable[[Any], dict[str, Any]],
                               steps: Sequence[str], *, returns: int) -> None:
         """Write a batch of runs' ends or releases in one transaction: the statements
         ``steps`` on the arrays ``columns`` builds from the batch in run_id order; the
         statement at ``returns`` gives the ids it wrote (a run missing there lost its
-        lease), and a value for each caller in its second column if it has one (a run's
-        end: its status). A batch of one, or naming a run twice, goes through ``one``
-        per item (its return value the caller's), and a batch the server refused is
-        written item by item (bad data fails only its own run). Resolves every caller's
-        future."""
+        lease). A batch of one, or naming a run twice, goes through ``one`` per item, and
+        a batch the server refused is written item by item (bad data fails only its own
+        run). Resolves every caller's future."""
         ids = [i.lease.run_id for i in batch]
         if len(batch) == 1 or len(set(ids)) != len(ids):
             for i in batch:
                 try:
-                    value = await one(i)
+                    await one(i)
                 except TetherError as exc:
                     _settle(i.future, exc)
                 else:
-                    _settle(i.future, None, value)
+                    _settle(i.future, None)
             return
         cols = columns(sorted(batch, key=lambda i: i.lease.run_id))
         try:
@@ -1297,12 +1306,10 @@ class PostgresStore(PostgresServeQueries):
             for i in batch:
                 await self._write_together([i], one, columns, steps, returns=returns)
             return
-        written = {row[0]: row[1] if len(row) > 1 else None for row in rows[returns]}
+        written = {row[0] for row in rows[returns]}
         for i in batch:
-            if i.lease.run_id in written:
-                _settle(i.future, None, written[i.lease.run_id])
-            else:
-                _settle(i.future, LeaseLost(i.lease.run_id, i.lease.fencing_token))
+            _settle(i.future, None if i.lease.run_id in written
+                    else LeaseLost(i.lease.run_id, i.lease.fencing_token))
 
     async def run_release(self, *, lease: Lease, wait: Wait, now: float) -> None:
         """Hand a run back to wait, in a transaction shared with the other runs of the
@@ -1718,6 +1725,10 @@ def _metered(batch: list[Append]) -> list[Append]:
         if a.metrics is not None:
             latest[a.lease.run_id] = a
     return [latest[run_id] for run_id in sorted(latest)]
+
+
+#: (A plain string: compared once per end, where an enum's ``.value`` costs a lookup.)
+_BLOCKED = RunStatus.BLOCKED.value
 
 
 def _lease_columns(items: Sequence[Append | Finish | Release | Metrics]) -> dict[str, Any]:

@@ -331,15 +331,26 @@ w AS (
 {_append_upsert_and_events}
 
 -- run_finish --
--- End a run under the caller's lease; returns 1 (and notifies) if it did, and the status
--- it ended with. A run ended blocked whose cancel is pending ends cancelled (the block's
--- reason its error): a cancel committed after its worker last heard of cancels has no
--- code left that could see it (as run_cancel_blocked). The wake-ups below, and the
--- children's cancel the store adds for a blocked end, match the same rule.
+-- End a run under the caller's lease; returns 1 (and notifies) if it did.
 WITH fin AS (
     UPDATE {schema}.runs
-    SET status = CASE WHEN %(status)s = 'blocked' AND cancel_requested THEN 'cancelled'
-                      ELSE %(status)s END, result = %(result)s, error = %(error)s, finished_at = %(now)s,
+    SET status = %(status)s, result = %(result)s, error = %(error)s, finished_at = %(now)s,
+        updated_at = %(now)s, owner = NULL, available_at = NULL, waiting_for = NULL,
+        wait_signal = NULL, wait_child = NULL
+    WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
+      AND (status = 'running') IS TRUE
+    RETURNING 1)
+SELECT {schema}.wake(%(channel)s, count(*)) FROM fin;
+
+-- run_finish_blocked --
+-- run_finish for an end as blocked, and the status the run ended with: cancelled
+-- instead (the block's reason its error) if its cancel is pending. A cancel committed
+-- after its worker last heard of cancels has no code left that could see it (as
+-- run_cancel_blocked). Its own statement, so that every other end keeps run_finish's.
+WITH fin AS (
+    UPDATE {schema}.runs
+    SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'blocked' END,
+        result = %(result)s, error = %(error)s, finished_at = %(now)s,
         updated_at = %(now)s, owner = NULL, available_at = NULL, waiting_for = NULL,
         wait_signal = NULL, wait_child = NULL
     WHERE run_id = %(run_id)s AND fencing_token = %(fencing_token)s
@@ -348,15 +359,12 @@ WITH fin AS (
 SELECT {schema}.wake(%(channel)s, count(*)), max(status) FROM fin;
 
 -- run_wake_waiters --
--- A run ended (with this status, or cancelled for blocked as run_finish ends it, and
--- token): runs waiting for it as a child become claimable. A statement of its own,
--- after the one that ended the run took its row lock.
+-- A run ended (with this status and token): runs waiting for it as a child become
+-- claimable. A statement of its own, after the one that ended the run took its row lock.
 UPDATE {schema}.runs SET available_at = %(now)s, updated_at = %(now)s
 WHERE wait_child = %(run_id)s AND status = 'waiting'
   AND EXISTS (SELECT 1 FROM {schema}.runs c
-              WHERE c.run_id = %(run_id)s
-                AND c.status = CASE WHEN %(status)s = 'blocked' AND c.cancel_requested
-                                    THEN 'cancelled' ELSE %(status)s END
+              WHERE c.run_id = %(run_id)s AND c.status = %(status)s
                 AND (%(fencing_token)s::bigint IS NULL
                      OR c.fencing_token = %(fencing_token)s::bigint));
 
@@ -366,9 +374,7 @@ WHERE wait_child = %(run_id)s AND status = 'waiting'
 -- id), becomes claimable. Its release locked the children it lists (child_lock_listed).
 UPDATE {schema}.runs w SET available_at = %(now)s, updated_at = %(now)s
 FROM {schema}.runs c
-WHERE c.run_id = %(run_id)s
-  AND c.status = CASE WHEN %(status)s = 'blocked' AND c.cancel_requested THEN 'cancelled'
-                      ELSE %(status)s END
+WHERE c.run_id = %(run_id)s AND c.status = %(status)s
   AND (%(fencing_token)s::bigint IS NULL OR c.fencing_token = %(fencing_token)s::bigint)
   AND w.run_id = c.parent_run_id AND w.status = 'waiting'
   AND strpos(w.wait_child, chr(31) || c.run_id || chr(31)) > 0;
@@ -381,10 +387,9 @@ ORDER BY run_id FOR NO KEY UPDATE;
 
 -- run_finish_many --
 -- run_finish for many runs (one array per column, no run twice); returns the ids of
--- those it ended (the others' leases were lost) and the status each ended with, and
--- notifies once if any. Never given a blocked end: that one is written alone, by
--- run_finish (which may end it cancelled) and the children's cancel, so the batch's
--- statements stay as they were (the hot path: every run's end).
+-- those it ended (the others' leases were lost), and notifies once if any. Never given
+-- a blocked end: the store writes that one alone (run_finish_blocked, which may end it
+-- cancelled, and its children's cancel), so each run here ends with the status asked.
 WITH fin AS (
     UPDATE {schema}.runs r
     SET status = u.status, result = u.result, error = u.error, finished_at = u.now,
@@ -395,9 +400,9 @@ WITH fin AS (
          AS u(run_id, fencing_token, status, result, error, now)
     WHERE r.run_id = u.run_id AND r.fencing_token = u.fencing_token
       AND (r.status = 'running') IS TRUE
-    RETURNING r.run_id, r.status),
+    RETURNING r.run_id),
 woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM fin)
-SELECT fin.run_id, fin.status FROM fin, woke;
+SELECT fin.run_id FROM fin, woke;
 
 -- run_wake_waiters_many --
 -- run_wake_waiters for the runs run_finish_many ended (same arrays).
