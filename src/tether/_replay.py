@@ -1119,19 +1119,21 @@ class RunContext:
         would be delivered after it, so that its branch, going on first, would take
         the other's positions (the run blocked). The clock is behind the journal's
         times where the run was last run by a worker whose clock was ahead (skew
-        between hosts, a step back of the store's or the machine's clock)."""
+        between hosts, a step back of the store's or the machine's clock). A clock at
+        exactly the journal's latest time keeps it (``TestEnv``'s, skipped to a timer:
+        ``tether.now()`` there is the timer's time, not a microsecond after)."""
         t = self.clock.now()
-        floor = self._recorded_last
-        if floor is None:
-            floor = self._recorded_last = self._journal_last()
-            if floor > self._last:
-                self._last = floor
+        recorded = self._recorded_last
+        if recorded is None:
+            recorded = self._recorded_last = self._journal_last()
+        if t < recorded:  # (a clock behind the journal's; one at its exact time, a
+            t = recorded + STAMP_STEP  # test's that skipped to a timer, keeps its time)
         if self.ordered:
-            floor = self._last
-        floor += STAMP_STEP
-        if t < floor:
-            t = floor
-        if t > self._last:
+            last = self._last + STAMP_STEP
+            if t < last:
+                t = last
+            self._last = t
+        elif t > self._last:
             self._last = t
         return t
 
