@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -287,3 +289,38 @@ def test_pending_approval_shape() -> None:
         "run_id": "r", "agent": "a", "tool": "t", "arguments": {"x": 1}, "reason": "why",
         "since": 1.5, "approval_id": "1.0", "call_id": "call_1"}
     assert tether.ai.APPROVAL_SIGNAL == "approval"
+
+
+@pytest.mark.postgres
+async def test_cli_says_how_long_an_approval_waited_by_the_servers_clock(
+        pg_url: str, tmp_path: Path) -> None:
+    """``since`` is on the PostgreSQL server's clock (the worker's ``SyncedClock``):
+    ``tether approvals`` on a host an hour ahead (libfaketime +1h, a real process)
+    says the seconds it waited, not "60 min" as it did with the host's clock."""
+    from tests import CHECKOUT_PATH
+    from tests.chaos.clockjump import faked_env, missing_faketime
+
+    reason = missing_faketime()
+    if reason:
+        pytest.skip(reason)
+    app = App(pg_url)
+
+    @app.workflow
+    async def deploy(service: str) -> bool:
+        decision = await request_approval("deploy", {"service": service}, "release",
+                                          approval_id="skew", status={"agent": "deployer"})
+        return decision.approved
+
+    async with app, app.worker():
+        handle = await app.start(deploy, "api", run_id="dep-skew")
+        await next_pending(app)
+        env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "tether", "approvals", "--db", pg_url],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env=dict(env, PYTHONPATH=CHECKOUT_PATH, **faked_env("+1h")))
+        assert done.returncode == 0, done.stderr
+        (row,) = [line for line in done.stdout.splitlines() if line.startswith("dep-skew")]
+        assert re.search(r" deploy +\d{1,2} s ", row), row
+        await approve(app, "dep-skew")
+        assert await handle.result(timeout=20) is True

@@ -3,7 +3,9 @@ checks, bad input with a clear page and nothing changed, and the actions themsel
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,6 +17,8 @@ from tests.web.test_api import Api
 from tests.web.test_api_lifecycle import _schedule
 from tests.web.test_ui_and_cli import login
 from tether import RunFailed
+from tether._clock import SystemClock
+from tether._lifecycle import make_spec, to_record
 from tether.serve import Tokens, create_app
 
 
@@ -162,3 +166,61 @@ async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     assert "nightly" in page and "/ui/schedules/" not in page
     r = await ui.post("/ui/schedules/nightly/pause", data={"csrf": read_csrf})
     assert r.status_code == 403 and not (await app.store.schedule_get("nightly")).paused
+
+
+class _OffsetClock(SystemClock):
+    """The host's clock ``offset`` seconds off, as a ``SyncedClock`` reads the
+    PostgreSQL server's on a host whose own clock is not the server's."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
+def _seconds_ahead(text: str) -> float:
+    """ "in 12 s", "in 5 min", "in 3.4 h", "in 2 d" or "due" as seconds."""
+    if text == "due":
+        return 0.0
+    m = re.fullmatch(r"in ([\d.]+) (s|min|h|d)", text)
+    assert m is not None, text
+    return float(m[1]) * {"s": 1, "min": 60, "h": 3600, "d": 86400}[m[2]]
+
+
+async def test_pages_say_times_by_the_apps_clock_not_the_hosts(sqlite_url: str) -> None:
+    """The stored times were written by the App's clock (on PostgreSQL synced with the
+    server's), which the host's own clock may be off from: "5 s ago", a running run's
+    age and a schedule's "in 3 h" are read off the App's clock. Before, off the host's:
+    with a host an hour ahead of its PostgreSQL server (real processes, libfaketime
+    +1h), a run started seconds before showed "started 1.0 h ago · running for
+    60.1 min" and the next tick "in 2.4 h" for 3.4; an hour behind, "running for
+    -3595470038 µs" and "in 4.4 h"."""
+    app = webapp.make_app(sqlite_url)
+    app.clock = _OffsetClock(-3600.0)  # the host an hour ahead of the store's clock
+    await app._open()
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin"}), mcp=False)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as ui:
+            await login(ui, ADMIN)
+            await app.start("fixable", "u", run_id="skewed")
+            page = (await ui.get("/runs/skewed")).text
+            started = re.search(r"started <span[^>]*>([^<]*)<", page)
+            assert started is not None and started[1].endswith(" s ago"), started
+            age = re.search(r"running for ([^\n<]*)", page)
+            assert age is not None and age[1].endswith(("ms", " s")), age
+            created = re.search(r'class="created"[^>]*>([^<]*)<', (await ui.get("/runs")).text)
+            assert created is not None and created[1].endswith(" s ago"), created
+            # A tick 1 to 2 h ahead by the App's clock: 0 to 1 h by the host's.
+            hour = (dt.datetime.fromtimestamp(app.clock.now(), dt.UTC).hour + 2) % 24
+            spec = make_spec("greet", "default", f"0 {hour} * * *", name="soon")
+            await app.store.schedule_upsert(schedule=to_record(app, spec, app.clock.now()))
+            s = await app.store.schedule_get("soon")
+            assert s is not None and s.next_tick is not None
+            ahead = re.search(r'<td class="nowrap">([^<]*)<', (await ui.get("/schedules")).text)
+            assert ahead is not None
+            # (the page rounds "in 1.4 h" to 0.05 h)
+            assert abs(_seconds_ahead(ahead[1]) - (s.next_tick - app.clock.now())) < 200, ahead
+    finally:
+        await app.close()

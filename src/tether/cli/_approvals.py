@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from tether._fit import WIDE_HELP, fit_width, row_lines, say, wrap
@@ -31,13 +30,15 @@ async def approvals(args: argparse.Namespace) -> int:
 
     async with client(args, read_only=True) as app:
         found = await pending_approvals(app)
+        # (how long each has waited, by the clock ``since`` was written by: on
+        # PostgreSQL the server's, which this host's may be off from)
+        now = app.clock.now()
     if args.json:
         print(dumps([p.to_dict() for p in found]))
         return 0
     if not found:
         print("no pending approvals")
         return 0
-    now = time.time()
     width = fit_width(args.wide)
     if width is not None:
         for line in fitted_approvals(found, now, width):

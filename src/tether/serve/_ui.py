@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import time
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -66,10 +66,12 @@ def fmt_time(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def fmt_ago(ts: float | None) -> str:
+@pass_context
+def fmt_ago(context: Context, ts: float | None) -> str:
+    """How long ago ``ts`` was, by the page's ``now`` (the App's clock, see ``render``)."""
     if ts is None:
         return "-"
-    s = max(time.time() - ts, 0.0)
+    s = max(context["now"] - ts, 0.0)
     if s < 60:
         return f"{s:.0f} s ago"
     if s < 3600:
@@ -79,11 +81,13 @@ def fmt_ago(ts: float | None) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
-def fmt_in(ts: float | None) -> str:
-    """How far ahead ``ts`` is: "in 5 min" (or "due" once it has passed)."""
+@pass_context
+def fmt_in(context: Context, ts: float | None) -> str:
+    """How far ahead ``ts`` is by the page's ``now``: "in 5 min" (or "due" once it has
+    passed)."""
     if ts is None:
         return "-"
-    s = ts - time.time()
+    s = ts - context["now"]
     if s <= 0:
         return "due"
     if s < 60:
@@ -259,7 +263,7 @@ def _pending_approval(doc: dict[str, Any]) -> dict[str, Any] | None:
 
 async def run_view(app: App, run_id: str) -> dict[str, Any]:
     doc = await run_document(app, run_id)
-    now = time.time()
+    now = app.clock.now()
     doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
     doc["tree"] = await _tree(app, run_id)
     m = doc["metrics"]
@@ -298,8 +302,12 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     flash = None
     if not template.startswith("_") and FLASH_COOKIE in request.cookies:
         flash = unquote(request.cookies[FLASH_COOKIE])[:500] or None
+    # Times on the page ("5 s ago", "in 3 min", a running run's age) are read off the
+    # App's clock, the one the stored times were written by (on PostgreSQL synced with
+    # the server's): the host's own clock may be off by any amount.
+    now = request.app.state.tether.clock.now()
     html = _ENV.get_template(template).render(
-        request=request, csrf=csrf, can_change=who.can_change, role=who.role,
+        request=request, now=now, csrf=csrf, can_change=who.can_change, role=who.role,
         logged_in=bool(who.digest), statuses=STATUSES, flash=flash, **context)
     response = HTMLResponse(html, status_code=status)
     response.headers["Content-Security-Policy"] = (
