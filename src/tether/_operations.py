@@ -328,6 +328,10 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             await _record_failure(ctx, sdef, pos, state, exc, args_text)
             continue
         now = ctx.stamp()
+        first_at = state.first_at
+        if ctx.lift:  # (the stamp past the clock: the start too, the step keeps its length)
+            started = min(started + ctx.lift, now)
+            first_at = state.started_at(ctx.lift, now)
         writer.note(attempt_id, (*head, "ok", started, now, None))
         # The result is journaled before the workflow goes on; a result that cannot be
         # stored fails the step for good.
@@ -337,12 +341,12 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
             err = codec.encode_error(error_to_dict(exc, attempts=state.attempts))
             await ctx.journal_result(JournalEntry(
                 pos, OperationKind.STEP, name, ERROR, error=err, attempts=state.attempts,
-                started_at=state.first_at, finished_at=now, args=args_text,
+                started_at=first_at, finished_at=now, args=args_text,
             ))
             raise step_error(codec.decode(err), step=name, position=pos) from exc
         done = JournalEntry(
             pos, OperationKind.STEP, name, OK, result=text, attempts=state.attempts,
-            started_at=state.first_at, finished_at=now, args=args_text,
+            started_at=first_at, finished_at=now, args=args_text,
         )
         if ctx.ordered:  # (a run of several tasks: see RunContext.turn)
             await ctx.in_flight(pos, now, ctx.write(done))
@@ -362,6 +366,8 @@ class _Attempts:
 
     attempts: int = 0
     first_at: float | None = None
+    #: ``first_at`` was read off this execution's clock (not the journal's).
+    first_here: bool = False
     next_at: float | None = None
     #: What the run waits for before the next attempt ("" : "retry <step>").
     waiting_for: str = ""
@@ -391,7 +397,17 @@ class _Attempts:
     def begin(self, now: float) -> None:
         if self.first_at is None:
             self.first_at = now
+            self.first_here = True
         self.attempts += 1
+
+    def started_at(self, lift: float, finished_at: float) -> float | None:
+        """The entry's ``started_at`` for one finished at ``finished_at``, a stamp
+        ``lift`` past the clock (``RunContext.stamp``): a first attempt's start read off
+        this execution's clock is moved by as much, so that the step keeps its length
+        (not the clock's lag behind the journal's times); one from the journal stays."""
+        if self.first_at is None or not self.first_here:
+            return self.first_at
+        return min(self.first_at + lift, finished_at)
 
 
 async def _args_unstorable(ctx: RunContext, name: str, pos: int, exc: PayloadError) -> None:
@@ -409,13 +425,16 @@ async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
     error) if the step failed for good."""
     now = ctx.stamp()
     assert state.first_at is not None
+    # The next attempt's time is compared with the clock: off the clock's time, not
+    # the stamp's (past the clock's by ``lift`` when the journal's times are ahead).
     decision = decide_retry(sdef.retry, exc, attempts=state.attempts,
-                            first_attempt_at=state.first_at, now=now)
+                            first_attempt_at=state.first_at, now=now - ctx.lift)
     err = ctx.codec.encode_error(error_to_dict(exc, attempts=decision.attempts))
     final = decision.failed_for_good
     entry = JournalEntry(
         pos, OperationKind.STEP, sdef.name, ERROR if final else PENDING, error=err,
-        attempts=decision.attempts, started_at=state.first_at,
+        attempts=decision.attempts,
+        started_at=state.started_at(ctx.lift, now) if final else state.first_at,
         finished_at=now if final else None, next_attempt_at=decision.retry_at,
         args=args_text,
     )
@@ -646,8 +665,11 @@ async def signal_wait(ctx: RunContext, pos: int, name: str, timeout: float | Non
         with ctx.busy():
             await ctx.flush()
             now = ctx.stamp()  # (the signal's entry, if one is taken, completes now)
+            # The store compares the deadline (the clock's) with the stamp: moved by
+            # the stamp's lead on the clock, it times out by the clock, not early.
             take = ctx.store.signal_take(lease=ctx.lease, name=name, position=pos,
-                                         deadline=deadline, now=now,
+                                         deadline=None if deadline is None
+                                         else deadline + ctx.lift, now=now,
                                          timeout_error=timeout_error)
             try:
                 taken = await (ctx.in_flight(pos, now, take) if ctx.ordered else take)
@@ -691,9 +713,12 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
         await ctx.flush()
         child_id = run_id or _child_id(ctx, pos)
         now = ctx.stamp()
+        # (the child's times are compared with the clock: claimable now, not once the
+        # clock has caught up with the journal's times)
+        at = now - ctx.lift
         child = RunRecord(run_id=child_id, workflow=workflow, queue=queue,
-                          status=RunStatus.QUEUED, input=input_text, created_at=now,
-                          updated_at=now, available_at=now, parent_run_id=ctx.run_id,
+                          status=RunStatus.QUEUED, input=input_text, created_at=at,
+                          updated_at=at, available_at=at, parent_run_id=ctx.run_id,
                           parent_position=pos, on_parent_cancel=on_parent_cancel)
         entry = JournalEntry(pos, kind, workflow, OK,
                              result=ctx.codec.encode(child_id, "run id"), started_at=now,

@@ -787,6 +787,10 @@ class RunContext:
         #: The latest completion time in the journal as it was read (None: not yet
         #: looked at; ``stamp`` reads it once).
         self._recorded_last: float | None = None
+        #: How far the last ``stamp`` put its time past the clock's (0 unless the clock
+        #: is behind the journal's times): a time compared with the clock (a retry's,
+        #: a signal's deadline, a child's ``available_at``) is the stamp minus ``lift``.
+        self.lift = 0.0
         self._settler = _settler(self._loop)
         self._passes = 0
         self._never_settled = False
@@ -1122,7 +1126,7 @@ class RunContext:
         between hosts, a step back of the store's or the machine's clock). A clock at
         exactly the journal's latest time keeps it (``TestEnv``'s, skipped to a timer:
         ``tether.now()`` there is the timer's time, not a microsecond after)."""
-        t = self.clock.now()
+        t = raw = self.clock.now()
         recorded = self._recorded_last
         if recorded is None:
             recorded = self._recorded_last = self._journal_last()
@@ -1135,6 +1139,7 @@ class RunContext:
             self._last = t
         elif t > self._last:
             self._last = t
+        self.lift = t - raw
         return t
 
     def _journal_last(self) -> float:

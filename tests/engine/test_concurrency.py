@@ -625,3 +625,77 @@ async def test_a_run_of_two_tasks_continued_by_a_worker_whose_clock_is_behind(
     latest = max(e["finished_at"] for e in recorded if e["finished_at"] is not None)
     new = [e["finished_at"] for e in journal if e["position"] not in old]
     assert len(new) == 3 and all(t > latest for t in new), (new, latest)
+
+
+def _lagging_app(store_url: str, offset: float) -> App:
+    """A run that waits for ``go``, then does what compares times with the clock: a
+    step that fails once (its retry 0.2 s later), a child, a signal with a timeout, a
+    timer and a step of 10 ms."""
+    app = App(store_url, clock=_OffsetClock(offset))
+
+    @app.step
+    async def first() -> int:
+        return 1
+
+    @app.step(retry=tether.RetryPolicy(initial_interval=0.2, max_attempts=2))
+    async def flaky() -> int:
+        if tether.step_attempt() == 1:
+            raise TimeoutError("first attempt")
+        return 2
+
+    @app.step
+    async def brief() -> int:
+        await asyncio.sleep(0.01)
+        return 3
+
+    @app.workflow
+    async def kid() -> str:
+        return "kid"
+
+    @app.workflow
+    async def lagging() -> list[Any]:
+        out: list[Any] = [await first(), await tether.wait_for_signal("go")]
+        out.append(await flaky())
+        out.append(await (await tether.start_child(kid)).result())
+        out.append(await tether.wait_for_signal("late", timeout=600))
+        await tether.sleep(0.2)
+        out.append(await brief())
+        return out
+
+    return app
+
+
+async def test_a_run_continued_by_a_worker_behind_its_journal_waits_by_that_workers_clock(
+        store_url: str) -> None:
+    """Continued by a worker an hour behind the journal's times, the run's live results
+    are stamped past them (``RunContext.stamp``), but what is compared with the clock
+    is on the clock: the retry comes 0.2 s later, the child is claimable at once, the
+    600 s signal timeout does not expire, and a step keeps its length.
+    Before (since the stamp went past the journal's times), the retry was journaled
+    for an hour later ("next attempt at ... (in 3600.9 s)"), and so were the child's
+    ``available_at`` and the signal's deadline (it timed out at once); a 10 ms step
+    had a duration of 60.0 min in ``tether show``."""
+    ahead = _lagging_app(store_url, 3600.0)
+    async with ahead.worker():
+        await ahead.start("lagging", run_id="lag")
+        await wait_for(lambda: status_is(ahead, "lag", "waiting"), timeout=30)
+    await ahead.close()
+    behind = _lagging_app(store_url, 0.0)
+    async with behind.worker():
+        await behind.signal("lag", "go", "go")
+
+        async def waits_for_late() -> bool:
+            info = await behind.get_run("lag")
+            return info.status.is_ended or (info.status.value == "waiting" and any(
+                e["kind"] == "signal" and e["name"] == "late" for e in info.journal))
+
+        await wait_for(waits_for_late, timeout=30)
+        await behind.signal("lag", "late", "late")
+        assert await behind.handle("lag").result(timeout=30) == [1, "go", 2, "kid", "late", 3]
+        journal = (await behind.get_run("lag")).journal
+    await behind.close()
+    # (the length of a timer, and of a step retried in a later execution, is not kept:
+    # the start is the clock's, read in an earlier execution, the end the stamp; see
+    # reliability.md)
+    [brief] = [e for e in journal if e["name"] == "brief"]
+    assert 0 <= brief["finished_at"] - brief["started_at"] < 60, brief
