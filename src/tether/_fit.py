@@ -21,9 +21,9 @@ from typing import Any
 MIN_WIDTH = 40
 ELLIPSIS = "…"
 #: The help of ``--wide`` (every command whose output is fitted).
-WIDE_HELP = ("print every cell whole, however wide the lines get (what a pipe or a file "
-             "gets anyway; on a terminal the output is fitted to its width: long ids cut "
-             "in the middle, long values at the end)")
+WIDE_HELP = ("print the lines a pipe or a file gets, however wide they are (on a terminal "
+             "the output is otherwise fitted to its width: long ids cut in the middle, "
+             "long values at the end)")
 #: The least width of a table's key column (``columns``); a longer key has a line of its
 #: own, above its row.
 KEY_MIN = 20

@@ -1,6 +1,6 @@
 """``tether show`` and ``tether runs`` on a terminal: fitted to its width (``$COLUMNS``),
 long cells cut, every run id a person copies still whole somewhere; ``--wide``, and
-any output that is not a terminal, print every cell whole as before.
+any output that is not a terminal, print the lines a pipe gets, as before.
 
 The commands run on a real pseudo-terminal: a pipe is not a terminal, and what a pipe
 gets must not change (scripts read it).
