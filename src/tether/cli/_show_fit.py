@@ -15,7 +15,7 @@ from typing import Any
 from tether._fit import cut_end, cut_middle, pack, wrap
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
-from tether.cli._lifecycle_show import attempts_worth_a_look
+from tether.cli._lifecycle_show import attempts_worth_a_look, child_id
 
 Write = Callable[[str], Any]
 
@@ -81,7 +81,7 @@ def journal_row(e: dict[str, Any]) -> Row:
             row.outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {row.outcome}"
     elif e["status"] == "pending" and e.get("next_attempt_at"):
         row.outcome = f"until {fmt_time(e['next_attempt_at'])}"
-    elif e["kind"] == "child_start" and e["status"] == "ok" and isinstance(e["result"], str):
+    elif child_id(e) is not None:  # (the id it gave its child: cut in its middle, listed)
         row.outcome, row.outcome_id = _line(e["result"]), True
     elif e["kind"] == "now" and isinstance(e["result"], int | float):
         row.outcome = fmt_time(e["result"])  # (the time recorded, not epoch seconds)
