@@ -96,3 +96,26 @@ async def test_a_read_token_may_look_not_change(store_url: str) -> None:
             assert task.input_requests is not None and list(task.input_requests) == [key]
             await cancel_task(admin, created.task_id)
             assert (await poll(admin, created.task_id, {"cancelled"})).status == "cancelled"
+
+
+async def test_mcp_answers_at_its_path_without_a_redirect(store_url: str) -> None:
+    """``/mcp`` itself is the endpoint (docs/serve.md), not a redirect to ``/mcp/``: a
+    307 built from the request's ``Host`` sent the SDK client off its origin behind a
+    reverse proxy that forwards its own upstream name (nginx's default), and the SDK
+    refuses such a redirect, so no MCP call could be made through the proxy."""
+    tools_list = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {READ}",
+               "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2025-06-18"}
+    async with serving(store_url) as url:
+        async with httpx2.AsyncClient(headers=headers) as http:
+            for path in (url, url + "/"):
+                answer = await http.post(path, json=tools_list, follow_redirects=False)
+                assert answer.status_code == 200, (path, answer.status_code,
+                                                   answer.headers.get("location"))
+                assert '"slow_sum"' in answer.text
+        proxied = {"Authorization": f"Bearer {READ}", "Host": "tether.internal:8233"}
+        async with httpx2.AsyncClient(headers=proxied) as http, Client(
+                streamable_http_client(url, http_client=http),
+                extensions=[TasksClientExtension()]) as reader:
+            assert "slow_sum" in {t.name for t in (await reader.list_tools()).tools}

@@ -289,7 +289,10 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         Mount("/static", StaticFiles(packages=[("tether.serve", "static")]), name="static"),
     ]
     if mcp_http is not None:
-        routes.append(Mount("/mcp", app=mcp_http.asgi))
+        # `/mcp` itself answers (a Mount alone redirects it to `/mcp/` with a Location
+        # built from the request's Host, which sends MCP clients behind a reverse proxy
+        # off their origin); `/mcp/` keeps answering too.
+        routes += [Route("/mcp", endpoint=mcp_http.asgi), Mount("/mcp", app=mcp_http.asgi)]
     web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
         StoreUnavailable: _unavailable, InvalidName: _invalid_name,
