@@ -187,6 +187,10 @@ async def test_erase_removes_an_ended_runs_payloads(api: Api) -> None:
     await _rejected(api, "POST", "/api/v1/runs/g/erase", None, 403, "forbidden", READ_HEADERS)
     await _rejected(api, "POST", "/api/v1/runs/nope/erase", None, 404, "run_not_found")
     await _rejected(api, "POST", "/api/v1/runs/g/erase", {"x": 1}, 400, "bad_request")
+    r = await api.http.post("/api/v1/runs/g/erase", json={"x": 1})
+    # An action without fields says so, not "allowed: " followed by nothing.
+    assert r.json()["error"]["message"] == ("unknown field(s): x; this action takes no "
+                                            "fields: send no body or {}")
 
     r = await api.http.post("/api/v1/runs/g/erase")
     assert r.status_code == 200, r.text

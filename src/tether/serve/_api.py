@@ -151,8 +151,9 @@ def _no_constant(name: str) -> Any:
 def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; "
-                       f"allowed: {', '.join(sorted(allowed))}")
+        takes = (f"allowed: {', '.join(sorted(allowed))}" if allowed
+                 else "this action takes no fields: send no body or {}")
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; {takes}")
 
 
 def field_name(value: Any, field: str, *, required: bool) -> str | None:
