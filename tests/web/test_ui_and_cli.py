@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -198,6 +199,25 @@ def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith(
         "tether: error: refusing to serve on 0.0.0.0 without API tokens")
+
+
+def test_serve_names_an_ipv6_address_as_a_url(tmp_path: Path) -> None:
+    """``--host ::1`` is named ``http://[::1]:PORT`` (a URL a browser takes), not
+    ``http://::1:PORT``, in the log line and in the error of a port in use."""
+    with socket.socket(socket.AF_INET6) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db",
+                            "--host", "::1", "--port", str(port)], cwd=ROOT, env=env(),
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"on http://[::1]:{port} (open (loopback, no tokens))" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"tether: error: could not serve on http://[::1]:{port} (exit ")
 
 
 @pytest.mark.parametrize(("content", "message"), [

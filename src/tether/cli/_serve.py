@@ -81,13 +81,19 @@ async def serve(args: argparse.Namespace) -> int:
     # finds it opened.)
     await app._open()
     mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
-    log.info("serving %s on http://%s:%d (%s)", app.url, args.host, args.port, mode)
+    where = _address(args.host, args.port)
+    log.info("serving %s on %s (%s)", app.url, where, mode)
     try:
         await server.serve()
     except SystemExit as exc:
         # uvicorn exits 3 when it cannot start (the address is in use, a permission);
         # its log line above says why. Exit 3 means "not ended" for `tether result`.
         await app.close()
-        raise CliError(f"could not serve on http://{args.host}:{args.port} (exit "
+        raise CliError(f"could not serve on {where} (exit "
                        f"{exc.code}; the log line above says why)") from None
     return 0
+
+
+def _address(host: str, port: int) -> str:
+    """The URL a browser takes for ``host:port`` (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
