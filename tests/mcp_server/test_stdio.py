@@ -4,6 +4,7 @@ line."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -36,6 +37,9 @@ async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:
                                       "--db", db, "--poll-interval", "250"],
         cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
     async with Client(params, extensions=[TasksClientExtension()]) as client:
+        # The server names itself and its version (an MCP client shows both).
+        assert client.server_info.name == "tether"
+        assert client.server_info.version == importlib.metadata.version("tether")
         names = sorted(t.name for t in (await client.list_tools()).tools)
         assert names == ["ask", "explode", "quote", "slow_sum"]
         created = await client.session.call_tool("slow_sum", {"numbers": [4, 5]},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.metadata
 import inspect
 import json
 import time
@@ -687,13 +688,22 @@ def create_mcp_server(app: App, **options: Any) -> tuple[MCPServer, TetherTasks]
     ``options`` go to ``TetherTasks``.
     """
     backend = TetherTasks(app, **options)
-    server: MCPServer = MCPServer(name="tether", instructions=(
+    server: MCPServer = MCPServer(name="tether", version=_tether_version(), instructions=(
         "Tether workflows and agents. Each call is a durable run; with the "
         "io.modelcontextprotocol/tasks extension a call returns a task to poll."),
         tools=[exposed.tool for exposed in backend.tools.values()],
         extensions=[_GuardedTasks(backend)], middleware=[_StoreRequests()])
     install_task_notifications(server, backend)
     return server, backend
+
+
+def _tether_version() -> str:
+    """The installed distribution's version, for ``serverInfo.version`` (``""`` when
+    Tether runs from a source tree that was never installed)."""
+    try:
+        return importlib.metadata.version("tether")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 @dataclass(slots=True)
