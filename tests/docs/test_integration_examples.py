@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def weather(request: RecordedRequest) -> Reply:
     return Reply("Sunny with wind: bike.")
 
 
-CASES = {
+CASES: dict[str, tuple[str, Callable[[RecordedRequest], Reply], dict[str, Any]]] = {
     "integrations-pydantic-ai.md": ("pydantic_ai", geography, {
         "geography": {"city": "Mexico City", "country": "Mexico",
                       "population_millions": 9.2},
