@@ -241,6 +241,39 @@ async def test_schedules_cli(store_url: str, tmp_path: Path) -> None:
     assert done == [] and done2 == []
 
 
+async def test_schedule_actions_print_json(sqlite_url: str) -> None:
+    """``pause``, ``resume``, ``trigger`` and ``delete`` take ``--json`` (after the action
+    or before it) and print what ``tether serve`` answers for the same action: the
+    schedule, or ``{schedule, run_id}``, or ``{schedule, deleted}``. Before, ``--json``
+    after the action was refused and before it was ignored (plain text came out)."""
+    import json
+
+    app, _ = await setup(sqlite_url)
+    async with app, app.worker():
+        pass  # the worker created the schedules in the store
+    out = cli("schedules", "pause", "hourly", "--json", db=sqlite_url)
+    assert out.returncode == 0, out.stderr
+    paused = json.loads(out.stdout)
+    assert (paused["name"], paused["paused"], paused["next_tick"]) == ("hourly", True, None)
+    out = cli("schedules", "--json", "resume", "hourly", db=sqlite_url)
+    assert out.returncode == 0, out.stderr
+    resumed = json.loads(out.stdout)
+    assert resumed["paused"] is False and resumed["next_tick"] is not None
+    out = cli("schedules", "trigger", "hourly", "--json", db=sqlite_url)
+    assert out.returncode == 0, out.stderr
+    triggered = json.loads(out.stdout)
+    assert set(triggered) == {"schedule", "run_id"} and triggered["schedule"] == "hourly"
+    assert triggered["run_id"].startswith("hourly@manual-")
+    listed = json.loads(cli("schedules", "--json", db=sqlite_url).stdout)
+    assert {s["name"]: s["last_run_id"] for s in listed}["hourly"] == triggered["run_id"]
+    out = cli("schedules", "delete", "hourly", "--json", db=sqlite_url)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"schedule": "hourly", "deleted": True}
+    bad = cli("schedules", "pause", "hourly", "--json", db=sqlite_url)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert "no schedule named 'hourly'" in bad.stderr
+
+
 async def test_a_manual_trigger_runs_under_the_schedules_code_version(sqlite_url: str) -> None:
     """A schedule created by workers of version v1, triggered from an app of no version
     (``tether schedules trigger``): the run is v1's, for v1's workers to run (it had no

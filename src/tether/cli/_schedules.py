@@ -37,6 +37,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                   "declares it create it again when they start)")):
         a = actions.add_parser(name, parents=[inner], help=text)
         a.add_argument("name", metavar="NAME")
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="JSON output: the body `tether serve` answers for the action")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=schedules)
@@ -72,19 +74,31 @@ async def schedules(args: argparse.Namespace) -> int:
         if sched is None:
             known = ", ".join(s.name for s in await store.schedule_list()) or "none"
             raise CliError(f"no schedule named {args.name!r} (known: {known})")
+        # --json prints what `tether serve` answers for the same action.
         if action == "pause":
             await store.schedule_pause(name=args.name, paused=True, next_tick=None, now=now)
-            print(f"{safe(args.name)}: paused")
+            text = f"{safe(args.name)}: paused"
         elif action == "resume":
             nxt = Cron.parse(sched.cron).next_after(now, zone_of(sched.timezone))
             await store.schedule_pause(name=args.name, paused=False, next_tick=nxt, now=now)
-            print(f"{safe(args.name)}: active, next tick {fmt_time(nxt)}")
+            text = f"{safe(args.name)}: active, next tick {fmt_time(nxt)}"
         elif action == "trigger":
             run_id = await trigger_schedule(app, store, sched, now)
-            print(safe(run_id))
+            answer: dict[str, Any] = {"schedule": args.name, "run_id": run_id}
+            text = safe(run_id)
         elif action == "delete":
             await store.schedule_delete(args.name)
-            print(f"{safe(args.name)}: deleted")
+            answer = {"schedule": args.name, "deleted": True}
+            text = f"{safe(args.name)}: deleted"
+        if not args.json:
+            print(text)
+        elif action in ("pause", "resume"):
+            after = await store.schedule_get(args.name)
+            if after is None:  # deleted meanwhile
+                raise CliError(f"no schedule named {args.name!r}")
+            print(dumps(schedule_dict(after)))
+        else:
+            print(dumps(answer))
     return 0
 
 
