@@ -111,7 +111,8 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
 
 
 async def test_app_option_uses_that_apps_store(tmp_path: Path) -> None:
-    """``retry``/``fork``/``migrate-runs --app MODULE:APP`` use the store the app names,
+    """``retry``/``fork``/``migrate-runs``/``export --app MODULE:APP`` (and ``replay
+    --check MODULE:APP --workflow``) use the store the app names,
     unless ``--db`` names another, as ``tether start --app`` does (they used
     ``./tether.db`` instead: "no Tether store at ./tether.db")."""
     import os
@@ -155,6 +156,16 @@ async def test_app_option_uses_that_apps_store(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert (await app.get_run("j-2")).forked_from == "j-1"
         one_line_error(run("fork", "j-1", "--at", "0", "--app", "ownapp:app",
+                           "--db", f"sqlite:///{tmp_path}/other.db"), "no Tether store")
+        # `export --app` and `replay --check APP --workflow` read the app's runs in its
+        # store too (they read ./tether.db: "no Tether store at ./tether.db").
+        done = run("export", "j-1", "--app", "ownapp:app")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["run_id"] == "j-1"
+        done = run("replay", "--check", "ownapp:app", "--workflow", "job", "--json")
+        assert done.returncode == 0, done.stderr
+        assert sorted(r["run_id"] for r in json.loads(done.stdout)) == ["j-1", "j-2"]
+        one_line_error(run("export", "j-1", "--app", "ownapp:app",
                            "--db", f"sqlite:///{tmp_path}/other.db"), "no Tether store")
         assert not (tmp_path / "tether.db").exists()
         broken["on"] = False

@@ -33,7 +33,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="print a run's history (its journal) as JSON, for tether replay")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="the app whose payload hook decodes stored payloads (if it has one)")
+                   help="the app whose payload hook decodes stored payloads (if it has one); "
+                        "its store is used unless --db is given")
     p.set_defaults(handler=export)
 
     p = sub.add_parser(
@@ -47,7 +48,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="the app whose current code is checked")
     p.add_argument("files", nargs="*", metavar="FILE", help="history files (tether export)")
     p.add_argument("--workflow", metavar="NAME",
-                   help="with --db: check the runs of this workflow in the store")
+                   help="check the runs of this workflow in the store (--db, else the "
+                        "store of --check's app)")
     p.add_argument("--limit", type=positive_int, default=1000,
                    help="with --workflow: at most this many runs, newest first "
                         "(default 1000)")
@@ -58,14 +60,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=replay)
 
 
+def _code_store(args: argparse.Namespace, code: App) -> str:
+    """The store of the app named by ``--app``/``--check`` unless ``--db`` names another
+    (as ``tether start --app``): that is where its runs are."""
+    return store_url(argparse.Namespace(db=args.db or code.url))
+
+
 async def export(args: argparse.Namespace) -> int:
     # Both only read the store: they create, migrate and change nothing (`tether runs`).
-    app = client(args, read_only=True)
     if args.app:
         code = load_app(args.app)
-        url = store_url(args)
+        url = _code_store(args, code)
         app = App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
                   **store_options(url, read_only=True))
+    else:
+        app = client(args, read_only=True)
     async with app:
         try:
             history = await export_history(app, args.run_id)
@@ -79,8 +88,8 @@ async def replay(args: argparse.Namespace) -> int:
     if args.files and args.workflow:
         raise CliError("give history FILES or --workflow NAME (with --db), not both", 2)
     if not args.files and not args.workflow:
-        raise CliError("nothing to check: give history FILES, or --workflow NAME with --db",
-                       2)
+        raise CliError("nothing to check: give history FILES, or --workflow NAME (with --db, "
+                       "else the app's store)", 2)
     app = load_app(args.check)
     results: list[ReplayResult] = []
     if args.files:
@@ -94,7 +103,7 @@ async def replay(args: argparse.Namespace) -> int:
         if args.workflow not in app.workflows():
             raise CliError(f"{args.check} has no workflow named {args.workflow!r} "
                            f"(registered: {', '.join(sorted(app.workflows())) or 'none'})", 2)
-        url = store_url(args)
+        url = _code_store(args, app)
         async with App(url, payload_hook=app.codec.hook, max_payload=app.codec.max_payload,
                        **store_options(url, read_only=True)) as reader:
             store = reader.store
