@@ -101,6 +101,8 @@ class RunHandle(Generic[R]):
         Raises:
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` seconds passed first.
+            PayloadError: its result (or error) is encrypted and this app has no
+                payload hook.
         """
         if timeout is not None and timeout < 0:
             raise ConfigError("timeout must be >= 0 or None")
@@ -986,6 +988,19 @@ class App:
 
     def _decode_result(self, run: RunRecord) -> Any:
         codec = self.codec.for_run(run.run_id)
+        if self.codec.hook is None:
+            from tether.encryption import sealed_view
+
+            text = run.result if run.status is RunStatus.COMPLETED else run.error
+            sealed = sealed_view(text) if text else None
+            if sealed is not None:
+                # Ciphertext is not JSON: say what it is instead of a JSONDecodeError.
+                what = "result" if run.status is RunStatus.COMPLETED else "error"
+                raise PayloadError(
+                    f"run {run.run_id!r} ended {run.status.value}; its {what} is stored "
+                    f"encrypted ({sealed[1:-1]}) and this app has no payload hook to "
+                    "decode it: read it from an app with the key (App(payload_hook=...), "
+                    "tether result --app MODULE:APP)")
         if run.status is RunStatus.COMPLETED:
             wdef = self._workflows.get(run.workflow)
             return codec.decode(run.result,

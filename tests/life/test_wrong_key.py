@@ -5,6 +5,7 @@ a worker with the right key completes them; none is marked failed."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -92,3 +93,44 @@ async def test_show_without_the_key_prints_a_failed_run(store_url: str,
     assert shown.returncode == 0, shown.stderr
     assert "failed: <encrypted with key id 'k3'>" in shown.stdout
     assert "secret detail" not in shown.stdout
+
+
+async def test_result_without_the_key_says_it_is_encrypted_and_app_decodes_it(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tether result`` (and ``RunHandle.result``) of an encrypted run read without the
+    key say so, naming the key id, and exit 1; ``tether result --app MODULE:APP`` decodes
+    it with that app's payload hook. Before, the ciphertext was parsed as JSON:
+    ``tether: error: malformed JSON: Expecting value`` with the bad-input exit code 2 (a
+    raw ``JSONDecodeError`` from the Python API), and ``result`` had no ``--app``."""
+    from tether import PayloadError
+
+    app = App(store_url, payload_hook=AesGcm({"k1": KEY1}))
+
+    @app.workflow
+    async def deploy(seconds: float) -> list[str]:  # as tests.life.apps names it
+        return ["secret answer"]
+
+    @app.workflow
+    async def broken() -> None:
+        raise ValueError("secret detail")
+
+    async with app, app.worker():
+        assert await (await app.start(deploy, 0.0, run_id="done")).result(timeout=30) \
+            == ["secret answer"]
+        with pytest.raises(Exception, match="secret detail"):
+            await (await app.start(broken, run_id="broken")).result(timeout=30)
+    async with App(store_url) as keyless:
+        for run_id in ("done", "broken"):
+            with pytest.raises(PayloadError, match="encrypted with key id 'k1'"):
+                await keyless.handle(run_id).result(timeout=5)
+    for run_id in ("done", "broken"):
+        out = cli("result", run_id, db=store_url, tmp=tmp_path)
+        assert out.returncode == 1 and out.stdout == "", out
+        assert "encrypted with key id 'k1'" in out.stderr and "--app" in out.stderr
+        assert "secret" not in out.stderr and "Traceback" not in out.stderr
+    monkeypatch.setenv("TETHER_PAYLOAD_KEYS", keys({"k1": KEY1})["TETHER_PAYLOAD_KEYS"])
+    out = cli("result", "done", "--app", "tests.life.apps:app", db=store_url, tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["secret answer"]
+    out = cli("result", "broken", "--app", "tests.life.apps:app", db=store_url, tmp=tmp_path)
+    assert out.returncode == 1 and "secret detail" in out.stderr, out

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from tether._app import App
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import STATUSES, run_dict, run_document
 from tether._types import RunInfo, RunStatus
@@ -20,6 +21,7 @@ from tether.cli._common import (
     parse_json,
     safe,
     short,
+    store_options,
     store_url,
 )
 from tether.cli._lifecycle_show import (
@@ -77,6 +79,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--wait", type=non_negative_float, metavar="SECONDS",
                    help="wait up to SECONDS for the run to end (default: don't wait)")
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="decode the result with that app's payload hook (runs whose "
+                   "payloads are encrypted need it); its store is used unless --db is given")
     p.set_defaults(handler=result)
 
     p = sub.add_parser(
@@ -288,7 +293,14 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def result(args: argparse.Namespace) -> int:
-    async with client(args, read_only=True) as app:
+    if args.app:
+        code = load_app(args.app)
+        url = store_url(argparse.Namespace(db=args.db or code.url))
+        reader = App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
+                     **store_options(url, read_only=True))
+    else:
+        reader = client(args, read_only=True)
+    async with reader as app:
         handle = app.handle(args.run_id)
         if args.wait is None:
             info = await app.get_run(args.run_id)
