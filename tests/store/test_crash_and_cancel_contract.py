@@ -69,6 +69,28 @@ async def test_a_worker_that_claims_back_its_own_expired_run_counts_no_crash(
     assert [(c.run.crashes, c.run.crashes_seen) for c in taken] == [(1, 0)]
 
 
+@pytest.mark.parametrize("queues", [["q"], ["q", "other"]])
+async def test_a_claim_with_takeover_before_leaves_leases_expired_after_it(
+        store: Store, queues: list[str]) -> None:
+    """``takeover_before`` (a worker back from a store outage): a running run whose
+    lease expired after that time is not taken over, one that expired before it is, and
+    queued runs are claimed as usual; without it, both are taken over. Also through
+    the claim of several queues, and of a queue with a concurrency limit."""
+    if len(queues) > 1:
+        await store.queue_limit_set(queue="other", limit=5, now=T0)
+    await start_and_claim(store, "early", now=T0 - 10, worker="w1")
+    late = await start_and_claim(store, "late", now=T0, worker="w1")
+    await store.run_insert(run=run_record("new", queue=queues[-1], now=T0 + 1))
+    later = T0 + LEASE + 5  # both leases expired: early's at T0 + LEASE - 10
+    claimed = await store.run_claim(worker_id="w2", queues=queues, limit=10, now=later,
+                                    lease_seconds=LEASE, takeover_before=T0 + LEASE - 5)
+    assert sorted(c.run.run_id for c in claimed) == ["early", "new"]
+    await store.journal_append(lease=late.lease, entry=entry(0))  # w1 still holds it
+    again = await store.run_claim(worker_id="w2", queues=queues, limit=10, now=later,
+                                  lease_seconds=LEASE)
+    assert [c.run.run_id for c in again] == ["late"]
+
+
 async def test_a_cancel_of_a_running_run_is_notified_with_its_id(store: Store) -> None:
     """Another store object on the same URL cancels a running run: subscribers with
     on_cancel get its id; a cancel of a queued run sends no id (it is claimable)."""

@@ -617,7 +617,8 @@ async def test_claim_and_journal_queries_use_indexes(
     params = {"worker_id": "w", "queues": ["q1", "q2"], "limit": 10, "now": 1e9,
               "lease_expires": 1e9 + 30, "run_id": "r700", "fencing_token": 1, "name": "go",
               "position": 0, "deadline": None, "timeout_error": "{}",
-              "version": None, "workflows": ["wf"], "exclude": ["r7"]}
+              "version": None, "workflows": ["wf"], "exclude": ["r7"],
+              "takeover_before": 1e9 - 5}
     for name in ("run_claim", "run_claim_journals", "journal_read", "signal_take",
                  "next_available_at"):
         cur = await raw.execute("EXPLAIN " + pg._q[name], params)
@@ -662,7 +663,7 @@ async def test_a_claim_reads_in_order_when_the_statistics_are_stale(
     """)
     params = {"worker_id": "w", "queues": ["q"], "limit": 10, "now": 1e9,
               "lease_expires": 1e9 + 30, "version": None, "workflows": None,
-              "exclude": None}
+              "exclude": None, "takeover_before": None}
 
     async def plan(name: str, ordered: bool = True) -> str:
         async with raw.transaction(force_rollback=True):  # the setting ends with it

@@ -15,7 +15,7 @@ from tether.store.sqlite._store import Q
 PARAMS = {"worker_id": "w", "queue": "q", "queues": '["q", "r"]', "now": 1.0,
           "lease_expires": 31.0, "limit": 10, "version": None, "workflows": '["wf"]',
           "run_id": "r1", "run_ids": '["r1", "r2"]', "statuses": None, "name": "go",
-          "fencing_token": 1, "exclude": '["r3"]'}
+          "fencing_token": 1, "exclude": '["r3"]', "takeover_before": 0.5}
 
 
 def _plan(conn: apsw.Connection, name: str) -> str:

@@ -337,14 +337,18 @@ class Store(ServeQueries, Protocol):
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
                         version: str | None = None,
-                        exclude: Collection[str] = ()) -> list[ClaimedRun]:
+                        exclude: Collection[str] = (),
+                        takeover_before: float | None = None) -> list[ClaimedRun]:
         """Claim up to ``limit`` runnable runs under a new lease (fencing token + 1),
         each with its journal loaded in the same transaction. A queue with a concurrency
         limit (``queue_limit_set``) gives at most its limit less the runs held under
         leases that have not expired, counted atomically across workers. Only runs of
         ``workflows`` (None: any) and of code ``version`` or of no version are taken,
         and none whose id is in ``exclude`` (runs this worker handed back for a while,
-        e.g. because it cannot decrypt them: other workers still take them)."""
+        e.g. because it cannot decrypt them: other workers still take them). With
+        ``takeover_before``, a ``running`` run whose lease expired after that time is
+        not taken over (a worker back from a store outage: the lease may have expired
+        only because its owner could not write either, and the owner may renew it)."""
 
     async def journal_append(self, *, lease: Lease, entry: JournalEntry,
                              metrics: str | None = None, now: float = 0.0,

@@ -136,15 +136,46 @@ class _StoreOutage(OutagePacing):
     failure and retry goes to the debug level: with a thousand runs in flight, a
     minute's outage logged per run and retry was thousands of lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float], lease_seconds: float) -> None:
         super().__init__()
         self.runs: set[str] = set()
+        self._clock = clock
+        self._lease_seconds = lease_seconds
+        #: The clock's time of the last call that went through.
+        self._reached_at = clock()
+        #: Set by an outage: the last time the store was reached before it (None: no
+        #: outage), and once a call goes through again, until when takeovers wait.
+        self._cut_at: float | None = None
+        self._grace_until: float | None = None
+
+    def takeover_before(self) -> float | None:
+        """What this worker's claims pass as ``run_claim``'s ``takeover_before``: after
+        an outage (until a lease after the store answered again), the last time the
+        store was reached before it. Another worker's lease that expired since may have
+        expired only because that worker could not write either (a full disk, a
+        database restarted: an outage of this worker is most likely everybody's), and a
+        live owner renews it at its next heartbeat once the store is back; taken over
+        at once, its step in flight ran a second time. A lease that expired while this
+        worker still reached the store is taken over as before."""
+        if self._cut_at is None:
+            return None
+        if self._grace_until is not None and self._clock() >= self._grace_until:
+            self._cut_at = self._grace_until = None
+            return None
+        return self._cut_at
+
+    def in_grace(self) -> float | None:
+        """Until when takeovers wait (None: they do not, or the store is still out)."""
+        return self._grace_until if self.takeover_before() is not None else None
 
     def failed(self, run_id: str | None, exc: BaseException, what: str) -> None:
         """A call failed with ``exc`` (a write of run ``run_id``, or the worker's own
         with ``None``); ``what`` follows on its debug line, e.g. "retrying in 0.4 s"."""
         if run_id is not None:
             self.runs.add(run_id)
+        if self._cut_at is None:
+            self._cut_at = self._reached_at
+        self._grace_until = None  # (counted from the store's return)
         told = self._failure(OUTAGE_REMINDER)
         if told == "start":
             log.warning("store unavailable (%s); the worker and its runs in flight retry, "
@@ -162,6 +193,9 @@ class _StoreOutage(OutagePacing):
         """A call went through: a run's write (``by_run``), or the worker's own claim or
         heartbeat, which ends the outage only if no run's write failed in it (a store
         that takes those and refuses the runs' writes is not back for the runs)."""
+        self._reached_at = self._clock()
+        if self._cut_at is not None and self._grace_until is None:
+            self._grace_until = self._reached_at + self._lease_seconds
         if self.since is None or (not by_run and self.runs):
             return
         log.warning("store available again, %.1f s after the first failed call (%d failed "
@@ -289,7 +323,7 @@ class Worker:
         #: Runs past their crash check whose code this worker is executing.
         self._executing = 0
         #: The store gone away under the runs in flight (what the log says of it).
-        self._outage = _StoreOutage()
+        self._outage = _StoreOutage(app.clock.now, lease_seconds)
         #: When the last heartbeat that went through was called (the clock's time): the
         #: leases of the runs held since then count from it.
         self._renewed_at = 0.0
@@ -511,7 +545,7 @@ class Worker:
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),
                         now=called, lease_seconds=self.lease_seconds,
                         workflows=self._claimable, version=self.app.version,
-                        exclude=excluded,
+                        exclude=excluded, takeover_before=self._outage.takeover_before(),
                     )
                     backoff = 0.1
                     self._outage.back(by_run=False)
@@ -550,6 +584,11 @@ class Worker:
                 if excluded:  # look again when the first of them may be claimed again
                     nxt = min(nxt, self._excluded_until) if nxt is not None \
                         else self._excluded_until
+                grace = self._outage.in_grace()
+                if grace is not None and nxt is not None and nxt <= clock.now():
+                    # (What is due is another worker's run whose takeover waits: look
+                    # again at the grace's end, or at the usual poll if sooner.)
+                    nxt = min(grace, clock.now() + self.poll_interval)
                 if nxt is not None:
                     timeout = min(timeout, max(nxt - clock.now(), 0.0) + 0.001)
             await wait_event(self._wake, timeout)

@@ -891,13 +891,15 @@ class PostgresStore(PostgresServeQueries):
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
                         version: str | None = None,
-                        exclude: Collection[str] = ()) -> list[ClaimedRun]:
+                        exclude: Collection[str] = (),
+                        takeover_before: float | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
         params = {"worker_id": worker_id, "queues": list(queues), "limit": limit, "now": now,
                   "lease_expires": now + lease_seconds, "version": version,
                   "workflows": None if workflows is None else sorted(workflows),
-                  "exclude": TextArray(exclude) if exclude else None}
+                  "exclude": TextArray(exclude) if exclude else None,
+                  "takeover_before": takeover_before}
         _, _, runs, entries = await self._txn([
             ("ordered_plan", {}), ("run_claim_lock", params), ("run_claim", params),
             ("run_claim_journals", params)])

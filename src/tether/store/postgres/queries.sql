@@ -134,8 +134,10 @@ SELECT queue FROM {schema}.queue_limits WHERE queue = ANY(%(queues)s)
 ORDER BY queue FOR NO KEY UPDATE;
 
 -- run_claim --
--- Claim up to limit runnable runs under a new lease; skips runs another transaction holds
--- and the runs of %(exclude)s (NULL: none; the runs a worker handed back for a while).
+-- Claim up to limit runnable runs under a new lease; skips runs another transaction holds,
+-- the runs of %(exclude)s (NULL: none; the runs a worker handed back for a while) and the
+-- running runs whose lease expired after %(takeover_before)s (NULL: none; a worker back
+-- from a store outage gives their owners time to renew them).
 -- A queue with a limit gives at most its limit less the runs held under a lease that
 -- has not expired (runs_held); the others are claimed oldest first. Each queue is read
 -- by its own ordered scans of (queue, available_at), so a claim costs the same with ten
@@ -174,6 +176,8 @@ pick AS (
                   AND (r.version IS NULL OR r.version = %(version)s::text)
                   AND (%(workflows)s::text[] IS NULL OR r.workflow = ANY(%(workflows)s::text[]))
                   AND (%(exclude)s::text[] IS NULL OR r.run_id <> ALL(%(exclude)s::text[]))
+                  AND (%(takeover_before)s::float8 IS NULL
+                       OR r.available_at <= %(takeover_before)s::float8)
                 ORDER BY r.available_at
                 LIMIT free.room
                 FOR UPDATE SKIP LOCKED) expired) due

@@ -809,11 +809,12 @@ class SqliteStore(SqliteServeQueries):
     async def run_claim(self, *, worker_id: str, queues: list[str], limit: int, now: float,
                         lease_seconds: float, workflows: list[str] | None = None,
                         version: str | None = None,
-                        exclude: Collection[str] = ()) -> list[ClaimedRun]:
+                        exclude: Collection[str] = (),
+                        takeover_before: float | None = None) -> list[ClaimedRun]:
         if limit <= 0 or not queues or workflows == []:
             return []
         args = (worker_id, tuple(queues), limit, now, now + lease_seconds,
-                _filter(workflows, version, exclude))
+                {**_filter(workflows, version, exclude), "takeover_before": takeover_before})
         if limit <= _GROUP_INLINE_MAX:
             # Grouped (see _group_append): the claims a worker makes as its runs end
             # would otherwise keep the writer thread busy, and the loop's groups with it.
@@ -1228,7 +1229,8 @@ def _run_claim(conn: apsw.Connection, worker_id: str, queues: tuple[str, ...], l
     held under a lease that has not expired. Atomic across processes: this runs in the
     writer's ``BEGIN IMMEDIATE`` transaction, which holds the file's write lock."""
     limits = _limits_of(conn, queues)
-    params = {**flt, "worker_id": worker_id, "now": now, "lease_expires": lease_expires}
+    params = {"takeover_before": None, **flt, "worker_id": worker_id, "now": now,
+              "lease_expires": lease_expires}
     if len(queues) == 1 and not limits:
         rows = conn.execute(Q["run_claim"], {**params, "queue": queues[0],
                                              "limit": limit}).fetchall()

@@ -346,7 +346,8 @@ WHERE queue IN (SELECT value FROM json_each(:queues));
 -- lease, oldest first: one ordered scan of (queue, available_at) that stops at :limit.
 -- A worker claims only runs of its code version or of none, and of the workflows it
 -- registered (:workflows, a JSON array; NULL: any), and none of :exclude (a JSON array of
--- run ids; NULL: none).
+-- run ids; NULL: none); no running run whose lease expired after :takeover_before (NULL:
+-- any; a worker back from a store outage gives their owners time to renew them).
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
     available_at = :lease_expires, updated_at = :now,
@@ -360,6 +361,8 @@ WHERE run_id IN (
       AND (version IS NULL OR version = :version)
       AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
       AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)))
+      AND (:takeover_before IS NULL OR status <> 'running'
+           OR available_at <= :takeover_before)
     ORDER BY available_at LIMIT :limit)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
@@ -376,6 +379,8 @@ WHERE queue = :queue AND available_at <= :now
   AND (version IS NULL OR version = :version)
   AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)))
+  AND (:takeover_before IS NULL OR status <> 'running'
+       OR available_at <= :takeover_before)
 ORDER BY available_at LIMIT :limit;
 
 -- run_claim_ids --
