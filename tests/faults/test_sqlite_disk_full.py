@@ -93,3 +93,38 @@ async def test_a_live_workers_run_is_not_taken_over_when_the_disk_returns(
     assert "taken over" not in _log(workers, 1)
     assert b.poll() is None and a.poll() is None
 
+
+
+async def test_starts_on_a_full_disk_fail_with_one_line_and_write_nothing(
+        env: tuple[App, Workers, Path]) -> None:
+    """``App.start_many`` (one transaction) and ``tether start`` on a full disk: a
+    StoreUnavailable saying the disk is full, exit 1 with one line, and no run of them
+    exists once space is back (their ids start anew)."""
+    import sys
+
+    from tests import forked
+    from tests.faults.apps import six_steps
+    from tether import StoreUnavailable
+
+    app, workers, disk = env
+    await app.start(six_steps, 0.0, run_id="before")  # the store exists, its WAL is used
+    ballast = disk / "ballast"
+    fill(ballast)
+    try:
+        with pytest.raises(StoreUnavailable, match="database or disk is full"):
+            await app.start_many(six_steps, [[0.0]] * 50, run_ids=[f"m{i}" for i in range(50)])
+        cli = forked.run([sys.executable, "-m", "tether", "start", "six_steps", "--db",
+                          workers.db, "--input", "[0.0]", "--id", "cli"],
+                         capture_output=True, text=True, timeout=60)
+    finally:
+        os.unlink(ballast)
+    assert cli.returncode == 1, (cli.stdout, cli.stderr)
+    # (Before it, a warning that no worker has registered the workflow yet: none runs.)
+    last = cli.stderr.strip().splitlines()[-1]
+    assert last.startswith("tether: error: ") and last.endswith("database or disk is full")
+    assert "Traceback" not in cli.stderr, cli.stderr
+    assert [r.run_id for r in await app.list_runs(limit=100)] == ["before"]
+    handles = await app.start_many(six_steps, [[0.0]] * 3, run_ids=["m0", "m1", "cli"])
+    workers.start()
+    for h in handles:
+        assert await h.result(timeout=60) == [1, 4, 9, 16, 25, 36]
