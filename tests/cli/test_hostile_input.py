@@ -4,6 +4,7 @@ operator's terminal."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -248,3 +249,50 @@ async def test_names_over_the_limit_are_usage_errors_at_the_cli(sqlite_url: str)
     async with make_app(sqlite_url) as app:
         assert [r.run_id for r in await app.list_runs()] == ["r1"]
         assert (await app.get_run("r1")).status == "queued"
+
+
+def run_id_commands() -> dict[tuple[str, ...], list[str]]:
+    """Every command that takes a ``RUN_ID`` argument, with what else it requires (a
+    value for each other positional and each required option)."""
+    from tests.cli.test_fit import command_names
+    from tether.cli import build_parser
+
+    found: dict[tuple[str, ...], list[str]] = {}
+    for path in command_names():
+        parser = build_parser()
+        for name in path:
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = sub.choices[name]
+        actions = parser._actions
+        if not any(a.metavar == "RUN_ID" and not a.option_strings for a in actions):
+            continue
+        extra = [v for a in actions if a.required and a.dest != "run_id"
+                 for v in ([a.option_strings[0], "0"] if a.option_strings else ["x"])]
+        found[path] = extra
+    return found
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "a\x1b[2Jb", "line\nbreak"], ids=repr)
+def test_every_run_id_argument_refuses_an_empty_or_control_character_id(
+        bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tether show ""`` (cancel, result, approve, ... alike) answered "no run with id
+    ''" with exit 1, while ``tether --help`` lists an empty id as bad input (exit 2) and
+    ``start --id ""`` exits 2. Every ``RUN_ID`` is now refused as bad input, in one
+    line, before the store is opened (the store named here does not exist: a lookup
+    would say so with exit 1)."""
+    from tether.cli import main
+
+    commands = run_id_commands()
+    assert {("show",), ("cancel",), ("result",), ("signal",), ("resume",), ("approve",),
+            ("budget",), ("retry",), ("fork",), ("erase",), ("export",)} <= set(commands)
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    for path, extra in commands.items():
+        argv = [*path, bad, *extra, "--db", missing]
+        if path == ("budget",):
+            argv += ["--usd", "1"]
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1, (argv, err)
+        assert err.startswith("tether: error: run id ") and "\x1b" not in err, (argv, err)
+        assert ("is empty" if not bad.strip() else "holds control characters") in err
+    assert not (tmp_path / "none.db").exists()

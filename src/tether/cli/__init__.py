@@ -91,7 +91,11 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except CliError as exc:  # an argument's type refused it (``run_id_arg``): one line
+        print(f"tether: error: {safe(exc)}", file=sys.stderr)
+        return exc.code
     _logging.configure(args)
     try:
         code = asyncio.run(args.handler(args))

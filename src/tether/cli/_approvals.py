@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from tether._fit import WIDE_HELP, fit_width, row_lines, say, wrap
-from tether.cli._common import CliError, client, dumps, fmt_time, safe, short
+from tether.cli._common import CliError, client, dumps, fmt_time, run_id_arg, safe, short
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("approve", parents=[common],
                        help="approve (or --reject) the tool call a run waits on")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--reject", action="store_true", help="reject instead of approving")
     p.add_argument("--note", metavar="TEXT",
                    help="a note for the record; on --reject the model reads it")

@@ -12,13 +12,13 @@ import math
 from typing import Any
 
 from tether._fit import say
-from tether.cli._common import CliError, client, safe
+from tether.cli._common import CliError, client, run_id_arg, safe
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("budget", parents=[common],
                        help="set a run's LLM budget (a run waiting on it continues)")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--usd", type=float, help="the new limit in US dollars")
     p.add_argument("--tokens", type=int, help="the new limit in tokens (input + output)")
     p.set_defaults(handler=budget)

@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tether._app import App
-from tether._types import _FORBIDDEN
+from tether._types import _FORBIDDEN, check_name
 from tether.encryption import sealed_view
+from tether.errors import InvalidName
 from tether.store import resolve_url
 
 #: The help of every command's ``--db``.
@@ -70,6 +71,19 @@ def client(args: argparse.Namespace, *, must_exist: bool = True,
 #: The exit code of bad input: a malformed argument, JSON that is not, a ``MODULE:APP``
 #: that does not name an importable module and its App (argparse's own code for usage).
 EXIT_USAGE = 2
+
+
+def run_id_arg(text: str) -> str:
+    """The argparse type of every command's ``RUN_ID``: an id that is empty (or blank)
+    or holds control characters is bad input, refused while the arguments are parsed,
+    before any store is opened: one line, exit 2 (as ``tether start --id ""``), not a
+    lookup that answers "no run with id ''" with exit 1. (Not held to the 200
+    characters of a new id: the engine makes longer ones, a child's.)"""
+    try:
+        return check_name("run id", text, new=False)
+    except InvalidName as exc:
+        # Not an ArgumentTypeError: argparse would print its usage line above it.
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def load_app(spec: str) -> App:

@@ -9,7 +9,16 @@ from typing import Any
 from tether._app import App
 from tether._fit import WIDE_HELP, fit_width, hang, say
 from tether._lifecycle import check_compatible, parse_duration, parse_statuses
-from tether.cli._common import CliError, client, dumps, load_app, parse_json, safe, store_url
+from tether.cli._common import (
+    CliError,
+    client,
+    dumps,
+    load_app,
+    parse_json,
+    run_id_arg,
+    safe,
+    store_url,
+)
 from tether.errors import ConfigError
 
 
@@ -24,7 +33,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "it: those its cancel cancelled, or whose failure it failed on; the output names "
         "them. --json prints {run_id, status, children}: the run's new status (queued) "
         "and the ids of the runs retried with it.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the run moves to (default: none); "
                    "its store is used unless --db is given")
@@ -38,7 +47,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "POSITION (LLM calls included) are not paid again. `tether show` says where it "
         "came from. Prints the new run's id; --json prints {run_id, forked_from, "
         "forked_at}.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--at", type=int, required=True, metavar="POSITION",
                    help="first position to run again (see `tether show RUN_ID`)")
     p.add_argument("--input", metavar="JSON",
@@ -99,7 +108,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "them has not ended (and is not blocked), nothing is erased and the error names "
         "them; --json lists every run erased in run_ids. An erased run cannot be "
         "retried, resumed or forked.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=erase)
 

@@ -16,6 +16,7 @@ from tether.cli._common import (
     load_app,
     positive_float,
     positive_int,
+    run_id_arg,
     safe,
     safe_json,
     store_options,
@@ -31,7 +32,7 @@ EXIT_MISMATCH = 1
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", parents=[common],
                        help="print a run's history (its journal) as JSON, for tether replay")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose payload hook decodes stored payloads (if it has one); "
                         "its store is used unless --db is given")

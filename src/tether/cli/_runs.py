@@ -19,6 +19,7 @@ from tether.cli._common import (
     load_app,
     non_negative_float,
     parse_json,
+    run_id_arg,
     safe,
     short,
     store_options,
@@ -60,7 +61,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=runs)
 
     p = sub.add_parser("show", parents=[common], help="a run's timeline")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=show)
@@ -71,12 +72,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "blocked run, or a queued one that never started, ends cancelled at once. "
         "--json prints {run_id, status}: cancelled if it has ended so, else its status "
         "while the cancel is pending.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=cancel)
 
     p = sub.add_parser("result", parents=[common], help="print a run's result as JSON")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--wait", type=non_negative_float, metavar="SECONDS",
                    help="wait up to SECONDS for the run to end (default: don't wait)")
     p.add_argument("--app", metavar="MODULE:APP",
@@ -91,7 +92,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                "its next turn: --data '\"also check pricing\"'), 'interrupt' (an "
                "interruptible agent cuts its current turn; --data '\"use the cache\"' is "
                "optional), 'mcp_input' (the answer to an MCP server's input request).")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--data", metavar="JSON", help="JSON payload (default: null)")
     p.add_argument("--idempotency-key", metavar="KEY",
@@ -106,7 +107,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Make a blocked run runnable again, after its code "
                        "was fixed; its journal is kept and replayed. --json prints "
                        "{run_id, status}.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=resume)
 
