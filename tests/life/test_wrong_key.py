@@ -134,3 +134,39 @@ async def test_result_without_the_key_says_it_is_encrypted_and_app_decodes_it(
     assert json.loads(out.stdout) == ["secret answer"]
     out = cli("result", "broken", "--app", "tests.life.apps:app", db=store_url, tmp=tmp_path)
     assert out.returncode == 1 and "secret detail" in out.stderr, out
+
+
+async def test_show_app_decodes_an_encrypted_runs_timeline(
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tether show RUN_ID --app MODULE:APP`` (and with ``--json``) reads the run with
+    that app's payload hook: its input, its steps' results and its result decoded, as
+    ``tether serve --app`` shows them. Before, ``show`` had no ``--app``: an encrypted
+    run's timeline could be read decoded only through ``serve`` or Python."""
+    app = App(store_url, payload_hook=AesGcm({"k1": KEY1}))
+
+    @app.step
+    async def lookup(who: str) -> str:
+        return f"secret step result for {who}"
+
+    @app.workflow
+    async def deploy(who: str) -> list[str]:  # as tests.life.apps names it
+        return [await lookup(who), "secret answer"]
+
+    async with app, app.worker():
+        await (await app.start(deploy, "secret input", run_id="enc")).result(timeout=30)
+    keyless = cli("show", "enc", db=store_url, tmp=tmp_path)
+    assert keyless.returncode == 0, keyless.stderr
+    assert "secret" not in keyless.stdout and "key id 'k1'" in keyless.stdout
+    monkeypatch.setenv("TETHER_PAYLOAD_KEYS", keys({"k1": KEY1})["TETHER_PAYLOAD_KEYS"])
+    shown = cli("show", "enc", "--app", "tests.life.apps:app", db=store_url, tmp=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    for text in ("secret input", "secret step result for secret input", "secret answer"):
+        assert text in shown.stdout, shown.stdout
+    assert "encrypted with key id" not in shown.stdout
+    doc = cli("show", "enc", "--json", "--app", "tests.life.apps:app", db=store_url,
+              tmp=tmp_path)
+    assert doc.returncode == 0, doc.stderr
+    run = json.loads(doc.stdout)
+    assert run["input"] == ["secret input"]
+    assert run["result"] == ["secret step result for secret input", "secret answer"]
+    assert run["journal"][0]["result"] == "secret step result for secret input"

@@ -68,6 +68,19 @@ def client(args: argparse.Namespace, *, must_exist: bool = True,
     return App(url, **store_options(url, read_only=read_only))
 
 
+def reader(args: argparse.Namespace) -> App:
+    """A reading command's App: with ``--app MODULE:APP``, one that decodes payloads
+    with that app's payload hook (an encrypted run's need it), on that app's store unless
+    ``--db`` names another; else ``client(args, read_only=True)``. Either changes no
+    store (``store_options``)."""
+    if not getattr(args, "app", None):
+        return client(args, read_only=True)
+    code = load_app(args.app)
+    url = store_url(argparse.Namespace(db=args.db or code.url))
+    return App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
+               **store_options(url, read_only=True))
+
+
 #: The exit code of bad input: a malformed argument, JSON that is not, a ``MODULE:APP``
 #: that does not name an importable module and its App (argparse's own code for usage).
 EXIT_USAGE = 2

@@ -12,10 +12,10 @@ from tether._app import App
 from tether._fit import say
 from tether.cli._common import (
     CliError,
-    client,
     load_app,
     positive_float,
     positive_int,
+    reader,
     run_id_arg,
     safe,
     safe_json,
@@ -69,14 +69,7 @@ def _code_store(args: argparse.Namespace, code: App) -> str:
 
 async def export(args: argparse.Namespace) -> int:
     # Both only read the store: they create, migrate and change nothing (`tether runs`).
-    if args.app:
-        code = load_app(args.app)
-        url = _code_store(args, code)
-        app = App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
-                  **store_options(url, read_only=True))
-    else:
-        app = client(args, read_only=True)
-    async with app:
+    async with reader(args) as app:
         try:
             history = await export_history(app, args.run_id)
         except HistoryError as exc:

@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from tether._app import App
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import STATUSES, run_dict, run_document
 from tether._types import RunInfo, RunStatus
@@ -19,10 +18,10 @@ from tether.cli._common import (
     load_app,
     non_negative_float,
     parse_json,
+    reader,
     run_id_arg,
     safe,
     short,
-    store_options,
     store_url,
 )
 from tether.cli._lifecycle_show import (
@@ -64,6 +63,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.add_argument("--app", metavar="MODULE:APP",
+                   help="decode the run's payloads with that app's payload hook (runs whose "
+                   "payloads are encrypted need it); its store is used unless --db is given")
     p.set_defaults(handler=show)
 
     p = sub.add_parser(
@@ -160,7 +162,7 @@ async def runs(args: argparse.Namespace) -> int:
 
 
 async def show(args: argparse.Namespace) -> int:
-    async with client(args, read_only=True) as app:
+    async with reader(args) as app:
         info = await app.get_run(args.run_id)
         doc = await run_document(app, args.run_id) if args.json else None
     if doc is not None:
@@ -294,14 +296,7 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def result(args: argparse.Namespace) -> int:
-    if args.app:
-        code = load_app(args.app)
-        url = store_url(argparse.Namespace(db=args.db or code.url))
-        reader = App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
-                     **store_options(url, read_only=True))
-    else:
-        reader = client(args, read_only=True)
-    async with reader as app:
+    async with reader(args) as app:
         handle = app.handle(args.run_id)
         if args.wait is None:
             info = await app.get_run(args.run_id)
