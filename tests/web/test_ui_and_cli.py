@@ -305,3 +305,31 @@ async def test_long_run_ids_are_cut_in_the_middle_so_they_stay_apart(
     body = (await ui.get("/ui/runs/" + stem + "?part=body")).text
     # The timeline's child_result row and the child tree name the child by its end.
     assert len(re.findall(r"…[0-9a-f]+\.0</a>", body)) == 2
+
+
+async def test_the_runs_page_lists_a_parents_children_and_shows_the_filter(
+        ui: httpx.AsyncClient) -> None:
+    """``/runs?parent=ID`` lists that run's children, as ``GET /api/v1/runs?parent=``
+    does, says so beside the filters (a link to the parent, one to drop the filter; the
+    filter form keeps it), and keeps it in the refresh; a run page's child runs link
+    there. Before, the page ignored ``parent`` and listed every run."""
+    await login(ui, READ)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        for p in ("mom", "dad"):
+            await app.start("parent", p, run_id=p)
+        for p in ("mom", "dad"):
+            await app.handle(p).result(timeout=30)
+    kids = {r.run_id for r in await app.store.run_search(parent="mom", limit=10)}
+    assert kids and all(k.startswith("mom.") for k in kids)
+    page = (await ui.get("/runs?parent=mom&limit=1")).text
+    listed = set(re.findall(r'<a href="/runs/([^"?]+)" title=', page))
+    assert listed and listed <= kids, listed  # mom's children only, not dad's nor mom
+    assert 'children of <a class="mono" href="/runs/mom"' in page
+    assert '<input type="hidden" name="parent" value="mom">' in page
+    assert 'href="/runs?limit=1" title="show runs of any parent"' in page
+    assert 'data-refresh="/ui/runs?parent=mom&amp;limit=1"' in page
+    everything = (await ui.get("/runs")).text
+    assert "children of" not in everything and 'href="/runs/dad"' in everything
+    body = (await ui.get("/ui/runs/mom?part=body")).text
+    assert '<a class="small" href="/runs?parent=mom">list them</a>' in body

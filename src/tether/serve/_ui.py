@@ -378,10 +378,12 @@ async def home(request: Request) -> Response:
 def _filters(request: Request) -> dict[str, str]:
     q = request.query_params
     out = {}
-    for key in ("status", "workflow", "queue", "q"):
+    for key in ("status", "workflow", "queue", "q", "parent"):
         value = (q.get(key) or "").strip()
         if value:
-            out[key] = value[:200]
+            # (A parent's id is matched whole: a child's own children have ids longer
+            # than a new name's 200 characters.)
+            out[key] = value if key == "parent" else value[:200]
     if out.get("status") not in (None, *STATUSES):
         raise ApiError(400, "bad_request", f"unknown status {out['status']!r}")
     return out
@@ -394,7 +396,8 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     app: App = request.app.state.tether
     found = await app.store.run_search(
         status=filters.get("status"), workflow=filters.get("workflow"),
-        queue=filters.get("queue"), text=filters.get("q"), limit=limit + 1,
+        queue=filters.get("queue"), parent=filters.get("parent"), text=filters.get("q"),
+        limit=limit + 1,
         before=decode_cursor(cursor) if cursor else None)
     page = found[:limit]
     more = None
@@ -406,7 +409,9 @@ async def _runs_context(request: Request) -> dict[str, Any]:
 
     waiting = {p.run_id for p in await pending_approvals(app, limit=1000)}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
-            "query": urlencode({**filters, **sized}), "paged": bool(cursor)}
+            "query": urlencode({**filters, **sized}), "paged": bool(cursor),
+            "unparented": urlencode({k: v for k, v in {**filters, **sized}.items()
+                                     if k != "parent"})}
 
 
 async def runs_page(request: Request) -> Response:
