@@ -819,8 +819,19 @@ class App:
                    new_run_id: str | None = None) -> RunHandle[Any]:
         """A new run whose journal is ``run_id``'s up to (not including) position ``at``;
         it continues from there with the current code (and version), with the old input
-        or ``input`` (the list of positional arguments, or ``{"args": [...], "kwargs":
-        {...}}``). Returns its handle; ``get_run`` shows where it came from.
+        or ``input``. Returns its handle; ``get_run`` shows where it came from.
+
+        ``input`` is read by this rule, in this order:
+
+        - a list or tuple: the positional arguments (``[5]`` calls ``workflow(5)``);
+        - a dict with an ``"args"`` key: ``{"args": [...], "kwargs": {...}}``, positional
+          and keyword arguments (``"kwargs"`` may be left out; other keys are ignored);
+        - anything else, a dict without ``"args"`` included: the one positional
+          argument (``{"city": "Oslo"}`` calls ``workflow({"city": "Oslo"})``).
+
+        So a workflow whose one argument is a dict that has an ``"args"`` key, or is a
+        list, takes it wrapped: ``input=[value]``. (The HTTP API's ``input`` and ``tether
+        fork --input`` take only the first form, a JSON array; anything else is refused.)
 
         Raises:
             RunNotFound: no run has this id.

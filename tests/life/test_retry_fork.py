@@ -171,6 +171,34 @@ async def test_fork_copies_the_journal_before_the_position(store_url: str) -> No
             await app.fork("nope", at=0)
 
 
+async def test_fork_input_forms(store_url: str) -> None:
+    """``App.fork(input=...)``'s rule, as its docstring and lifecycle.md give it: a list
+    is the positional arguments, a dict with ``"args"`` the args/kwargs form, any other
+    value (a dict without ``"args"`` too) the one argument; such a list or dict goes
+    wrapped. (It pins the documented behaviour, which this change left as it was.)"""
+    app = App(store_url)
+
+    @app.workflow
+    async def echo(*args: object, **kwargs: object) -> list[object]:
+        return [list(args), kwargs]
+
+    async with app, app.worker():
+        await (await app.start(echo, run_id="src")).result(timeout=20)
+        cases: list[tuple[object, list[object]]] = [
+            ([1, "a"], [[1, "a"], {}]),
+            ((1,), [[1], {}]),
+            ({"args": [2], "kwargs": {"k": 3}}, [[2], {"k": 3}]),
+            ({"args": [4], "extra": 5}, [[4], {}]),
+            ({"city": "Oslo"}, [[{"city": "Oslo"}], {}]),
+            ("text", [["text"], {}]),
+            ([[1, 2]], [[[1, 2]], {}]),
+            ([{"args": [6]}], [[{"args": [6]}], {}]),
+        ]
+        for i, (value, expected) in enumerate(cases):
+            fork = await app.fork("src", at=0, input=value, new_run_id=f"f{i}")
+            assert await fork.result(timeout=20) == expected, value
+
+
 async def test_worker_claims_only_its_own_workflows(store_url: str) -> None:
     """Two apps share a queue: each worker takes only runs of workflows it has; a run of
     a workflow nobody registered waits, and starts when such a worker comes."""
