@@ -276,23 +276,35 @@ def run_id_commands() -> dict[tuple[str, ...], list[str]]:
 def test_every_run_id_argument_refuses_an_empty_or_control_character_id(
         bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``tether show ""`` (cancel, result, approve, ... alike) answered "no run with id
-    ''" with exit 1, while ``tether --help`` lists an empty id as bad input (exit 2) and
-    ``start --id ""`` exits 2. Every ``RUN_ID`` is now refused as bad input, in one
-    line, before the store is opened (the store named here does not exist: a lookup
-    would say so with exit 1)."""
+    ''" with exit 1, while ``tether --help`` lists an empty id, or one with control
+    characters, as bad input (exit 2) and ``start --id ""`` exits 2. Every ``RUN_ID``
+    is now bad input, in one line: an empty one before any store is opened (the store
+    named does not exist: a lookup would say so with exit 1), one with control
+    characters once no run has it (a run stored so by an older Tether stays actionable:
+    ``test_names_and_messages_from_the_store_are_printed_escaped``)."""
+    import asyncio
+
     from tether.cli import main
 
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    async def create() -> None:
+        async with make_app(url) as app:
+            await app.start("doubler", 1, run_id="r1")
+
+    asyncio.run(create())
     commands = run_id_commands()
     assert {("show",), ("cancel",), ("result",), ("signal",), ("resume",), ("approve",),
             ("budget",), ("retry",), ("fork",), ("erase",), ("export",)} <= set(commands)
-    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    empty = not bad.strip()
+    db = f"sqlite:///{tmp_path / 'none.db'}" if empty else url
     for path, extra in commands.items():
-        argv = [*path, bad, *extra, "--db", missing]
+        argv = [*path, bad, *extra, "--db", db]
         if path == ("budget",):
             argv += ["--usd", "1"]
         assert main(argv) == 2, argv
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1, (argv, err)
         assert err.startswith("tether: error: run id ") and "\x1b" not in err, (argv, err)
-        assert ("is empty" if not bad.strip() else "holds control characters") in err
+        assert ("is empty" if empty else "holds control characters") in err, err
     assert not (tmp_path / "none.db").exists()

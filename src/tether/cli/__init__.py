@@ -28,8 +28,8 @@ from tether.cli import (
     _serve,
     _worker,
 )
-from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, safe
-from tether.errors import InvalidName, TetherError
+from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, safe
+from tether.errors import InvalidName, RunNotFound, TetherError
 
 EXIT_ERROR = 1
 
@@ -107,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"tether: error: malformed JSON: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except RunNotFound as exc:
+        # A RUN_ID no run has: bad input if it holds what no id may (control characters).
+        bad = bad_run_id(exc.run_id) if exc.run_id == getattr(args, "run_id", None) else None
+        print(f"tether: error: {safe(bad or exc)}", file=sys.stderr)
+        return EXIT_USAGE if bad is not None else EXIT_ERROR
     except InvalidName as exc:  # an id or name the engine refuses: bad input
         print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -87,16 +87,28 @@ EXIT_USAGE = 2
 
 
 def run_id_arg(text: str) -> str:
-    """The argparse type of every command's ``RUN_ID``: an id that is empty (or blank)
-    or holds control characters is bad input, refused while the arguments are parsed,
-    before any store is opened: one line, exit 2 (as ``tether start --id ""``), not a
-    lookup that answers "no run with id ''" with exit 1. (Not held to the 200
-    characters of a new id: the engine makes longer ones, a child's.)"""
-    try:
-        return check_name("run id", text, new=False)
-    except InvalidName as exc:
+    """The argparse type of every command's ``RUN_ID``: an empty (or blank) id is bad
+    input, refused while the arguments are parsed, before any store is opened: one
+    line, exit 2 (as ``tether start --id ""``), not a lookup that answered "no run with
+    id ''" with exit 1. An id with control characters is looked up (a run an older
+    Tether stored under one must stay readable and actionable); ``main`` turns "no run
+    with that id" into the same usage error (``bad_run_id``)."""
+    if not text.strip():
         # Not an ArgumentTypeError: argparse would print its usage line above it.
-        raise CliError(str(exc), EXIT_USAGE) from None
+        raise CliError(str(InvalidName("run id", text, "is empty")), EXIT_USAGE)
+    return text
+
+
+def bad_run_id(run_id: str) -> InvalidName | None:
+    """Why ``run_id`` could never be a new run's id (control characters, a lone
+    surrogate), or None: for a ``RUN_ID`` that names no run, the answer is then that the
+    id is bad input (exit 2), not that no run has it. (Not held to the 200 characters
+    of a new id: the engine makes longer ones, a child's.)"""
+    try:
+        check_name("run id", run_id, new=False)
+    except InvalidName as exc:
+        return exc
+    return None
 
 
 def load_app(spec: str) -> App:
