@@ -99,7 +99,8 @@ class RunHandle(Generic[R]):
         """Wait for the run to end and return its result.
 
         Raises:
-            RunFailed: the run ended failed, cancelled or blocked.
+            RunFailed: the run ended failed, cancelled or blocked, or its payloads
+                were erased (``tether erase``; status ``erased``).
             TimeoutError: ``timeout`` seconds passed first.
             PayloadError: its result (or error) is encrypted and this app has no
                 payload hook.
@@ -998,6 +999,13 @@ class App:
         return await store.run_get_many(run_ids, settled_only=settled_only)
 
     def _decode_result(self, run: RunRecord) -> Any:
+        if run.erased_at is not None:
+            # Its result or error is the erasure marker, not the workflow's (and, under a
+            # payload hook, clear text the hook would refuse as planted): the same
+            # outcome a parent awaiting an erased child meets.
+            raise RunFailed(run.run_id, "erased", {
+                "type": "tether.errors.RunErased",
+                "message": "its payloads were erased (tether erase): the result is gone"})
         codec = self.codec.for_run(run.run_id)
         if self.codec.hook is None:
             from tether.encryption import sealed_view

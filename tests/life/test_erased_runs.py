@@ -141,3 +141,31 @@ async def test_erase_leaves_no_copy_of_the_text_in_the_sqlite_file(tmp_path: Pat
             await app.store.run_erase(run_id=f"n-{i}", now=app.clock.now())
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"secret-text" not in data and b"SECRET-TEXT" not in data
+
+
+@pytest.mark.parametrize("hook", ["none", "aes-gcm"])
+async def test_the_result_of_an_erased_run_says_it_was_erased(store_url: str,
+                                                              hook: str) -> None:
+    """``RunHandle.result()`` of an erased run raises ``RunFailed`` with status
+    ``erased`` (what a parent awaiting an erased child meets), not the marker as if the
+    workflow had returned it, nor, under ``AesGcm``, a ``PayloadNotEncryptedError`` that
+    blames a process without the key for the marker."""
+    from tether.encryption import AesGcm
+
+    app = App(store_url, payload_hook=AesGcm({"k1": b"1" * 32}) if hook != "none" else None)
+
+    @app.workflow
+    async def total(x: int) -> int:
+        return x + 1
+
+    async with app, app.worker():
+        handle = await app.start(total, 1, run_id="t-1")
+        assert await handle.result(timeout=20) == 2
+        await app.store.run_erase(run_id="t-1", now=app.clock.now())
+        with pytest.raises(tether.RunFailed, match="erased") as caught:
+            await app.handle("t-1").result(timeout=20)
+        info = await app.get_run("t-1")
+    assert caught.value.status == "erased"
+    assert caught.value.error is not None
+    assert caught.value.error["type"] == "tether.errors.RunErased"
+    assert info.status is tether.RunStatus.COMPLETED and info.erased_at is not None

@@ -56,10 +56,12 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- run_get_many --
--- The runs of these ids (with settled: only those in one of these statuses).
+-- The runs of these ids (with settled: only those in one of these statuses); erased_at
+-- with the rest of migration 0003's columns: an erased run's result is the marker.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM {schema}.runs
 WHERE run_id = ANY(%(run_ids)b::text[])
   AND (%(statuses)b::text[] IS NULL OR status = ANY(%(statuses)b::text[]));
