@@ -826,7 +826,8 @@ class App:
 
         - a list or tuple: the positional arguments (``[5]`` calls ``workflow(5)``);
         - a dict with an ``"args"`` key: ``{"args": [...], "kwargs": {...}}``, positional
-          and keyword arguments (``"kwargs"`` may be left out; other keys are ignored);
+          and keyword arguments (``"kwargs"`` may be left out; ``"args"`` must be a list
+          or tuple and ``"kwargs"`` a dict, and no other key is taken: ``ConfigError``);
         - anything else, a dict without ``"args"`` included: the one positional
           argument (``{"city": "Oslo"}`` calls ``workflow({"city": "Oslo"})``).
 
@@ -837,9 +838,12 @@ class App:
         Raises:
             RunNotFound: no run has this id.
             RunErased: the run's payloads were erased.
-            ConfigError: a bad position, or the new id is in use.
+            ConfigError: a bad position, a malformed ``{"args", "kwargs"}`` input, or
+                the new id is in use.
             NotSerializable: the new input is not JSON.
         """
+        if isinstance(input, dict) and "args" in input:
+            _check_args_form(input)
         if new_run_id is not None:
             check_name("run id", new_run_id)
         store = await self._open()
@@ -873,8 +877,10 @@ class App:
         if input is _NO_INPUT:
             text = codec.reseal(source.input, source_codec, SLOT_INPUT, SLOT_INPUT)
         else:
-            payload = input if isinstance(input, dict) and "args" in input else {
-                "args": list(input) if isinstance(input, (list, tuple)) else [input]}
+            payload = ({"args": list(input["args"]), **(
+                {"kwargs": input["kwargs"]} if "kwargs" in input else {})}
+                if isinstance(input, dict) and "args" in input else
+                {"args": list(input) if isinstance(input, (list, tuple)) else [input]})
             text = codec.encode(payload, f"input of workflow {source.workflow!r}", SLOT_INPUT)
         if codec.binds:
             # The payload hook binds each payload to its run: the copied ones are
@@ -1027,6 +1033,22 @@ class App:
                                 SLOT_RESULT)
         error = codec.decode(run.error, None, SLOT_ERROR) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
+
+
+def _check_args_form(value: dict[str, Any]) -> None:
+    """``App.fork``'s ``{"args": [...], "kwargs": {...}}`` input, checked: a string as
+    ``"args"`` would be split into characters by the worker, and a misspelt key dropped."""
+    extra = sorted(str(k) for k in value if k not in ("args", "kwargs"))
+    if extra:
+        raise ConfigError(f"input with 'args' takes only 'args' and 'kwargs', not "
+                          f"{', '.join(map(repr, extra))} (a workflow whose one argument is "
+                          "such a dict takes it wrapped: input=[value])")
+    if not isinstance(value["args"], (list, tuple)):
+        raise ConfigError(f"input's 'args' must be a list of positional arguments, not "
+                          f"{type(value['args']).__name__}")
+    kwargs = value.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ConfigError("input's 'kwargs' must be a dict of keyword arguments by name")
 
 
 def _check_mcp(mcp: object) -> None:

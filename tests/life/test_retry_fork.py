@@ -175,7 +175,8 @@ async def test_fork_input_forms(store_url: str) -> None:
     """``App.fork(input=...)``'s rule, as its docstring and lifecycle.md give it: a list
     is the positional arguments, a dict with ``"args"`` the args/kwargs form, any other
     value (a dict without ``"args"`` too) the one argument; such a list or dict goes
-    wrapped. (It pins the documented behaviour, which this change left as it was.)"""
+    wrapped. A malformed args/kwargs form is refused before anything is stored (a string
+    as ``"args"`` was split into characters by the worker, a misspelt key dropped)."""
     app = App(store_url)
 
     @app.workflow
@@ -188,7 +189,6 @@ async def test_fork_input_forms(store_url: str) -> None:
             ([1, "a"], [[1, "a"], {}]),
             ((1,), [[1], {}]),
             ({"args": [2], "kwargs": {"k": 3}}, [[2], {"k": 3}]),
-            ({"args": [4], "extra": 5}, [[4], {}]),
             ({"city": "Oslo"}, [[{"city": "Oslo"}], {}]),
             ("text", [["text"], {}]),
             ([[1, 2]], [[[1, 2]], {}]),
@@ -197,6 +197,15 @@ async def test_fork_input_forms(store_url: str) -> None:
         for i, (value, expected) in enumerate(cases):
             fork = await app.fork("src", at=0, input=value, new_run_id=f"f{i}")
             assert await fork.result(timeout=20) == expected, value
+        for value, why in [({"args": [4], "extra": 5}, "not 'extra'"),
+                           ({"args": [4], "kwarg": {"k": 1}}, "not 'kwarg'"),
+                           ({"args": "abc"}, "must be a list"),
+                           ({"args": [], "kwargs": [1]}, "must be a dict"),
+                           ({"args": [], "kwargs": {1: 2}}, "must be a dict")]:
+            with pytest.raises(tether.ConfigError, match=why):
+                await app.fork("src", at=0, input=value, new_run_id="bad")
+            with pytest.raises(tether.RunNotFound):
+                await app.get_run("bad")
 
 
 async def test_worker_claims_only_its_own_workflows(store_url: str) -> None:
