@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -207,12 +208,12 @@ async def test_a_child_at_its_share_waits_for_its_own_raise(
                         return info
                 await asyncio.sleep(0.02)
 
-        child = await asyncio.wait_for(waiting_for_budget("p5.1"), 30)
+        child = await asyncio.wait_for(waiting_for_budget("p5.3"), 30)
         assert child.status_info["budget_tokens"] == 790
         assert child.status_info["spent_tokens"] == 640
         assert "share of its parent run's budget" in child.status_info["input"]["message"]
         assert len(server.requests) == 3  # (the lead's, two of the helper's)
-        await app.signal("p5.1", "budget", {"tokens": 5000})
+        await app.signal("p5.3", "budget", {"tokens": 5000})
         parent = await asyncio.wait_for(waiting_for_budget("p5"), 30)
         assert parent.status_info["spent_tokens"] == 210 + 7 * 320
         await app.signal("p5", "budget", {"tokens": 10_000})
@@ -276,7 +277,7 @@ async def test_a_child_keeps_its_share_across_a_sigkill(tmp_path: Path, store_ur
                 second = worker()
                 with pytest.raises(RunFailed, match=r"BudgetExceeded.*850 tokens spent"):
                     await app.handle("k1").result(timeout=60)
-                helper = await app.get_run("k1.1")
+                helper = await app.get_run("k1.3")
         finally:
             for proc in (first, second):
                 if proc is not None:
@@ -319,8 +320,136 @@ async def test_a_workflow_tool_child_is_bound_by_the_stricter_budget(
     async with app, app.worker():
         with pytest.raises(RunFailed, match=r"BudgetExceeded.*1170 tokens spent"):
             await (await app.start("lead", "Go.", run_id="p6")).result(timeout=30)
-        child = await app.get_run("p6.1")
+        child = await app.get_run("p6.3")
     assert child.status == "failed" and child.error is not None
     assert "960 tokens spent" in child.error["message"]
     assert "budget 790 tokens" in child.error["message"]
     assert len(server.requests) == 4
+
+
+def spent_all() -> list[Reply]:
+    """The lead's first call spends all of its 1,000 tokens and asks its helper; the
+    helper answers (110 tokens), then the lead."""
+    return [Reply(tool_calls=[{"name": "helper", "arguments": {"task": "dig"}}],
+                  input_tokens=990, output_tokens=10),
+            Reply("dug", input_tokens=100, output_tokens=10),
+            Reply("All done.", input_tokens=500, output_tokens=20)]
+
+
+async def test_a_child_with_no_share_left_is_refused_before_it_exists(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """The lead (Budget 1,000 tokens, fail) has spent its 1,000 tokens when it asks its
+    helper: the helper's share would be 0 tokens, so no child run is started (it was,
+    and failed at its first call); the refusal is the step tether.ai.child_share, failed
+    with BudgetExceeded, and the lead's own next call is refused as before."""
+    server.set_script(spent_all())
+    app = App(store_url)
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000, on_exceed="fail"),
+                        tools=[Agent("helper", model=llm)]))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*1000 tokens spent"):
+            await (await app.start("lead", "Go.", run_id="z1")).result(timeout=30)
+        children = [r for r in await app.list_runs() if r.parent_run_id == "z1"]
+        info = await app.get_run("z1")
+    assert children == []
+    [refused] = [e for e in info.journal if e["name"] == "tether.ai.child_share"]
+    assert refused["status"] == "error"
+    assert "BudgetExceeded" in json.dumps(refused)
+    assert "1000 tokens spent, 0 held for child runs and 0 in flight leave 0 of budget " \
+        "1000 tokens: no share for a child run" in json.dumps(refused)
+    assert not [e for e in info.journal if e["kind"] == "child_start"]
+    assert len(server.requests) == 1
+
+
+async def test_a_child_refused_its_share_waits_for_the_parent_raise(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Policy wait: the helper's start is refused (0 tokens left), so the lead waits for
+    a raise as for its own call, with no child run meanwhile; raised to 5,000 tokens,
+    it starts the helper with what is left (4,000) and finishes."""
+    server.set_script(spent_all())
+    app = App(store_url)
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000),
+                        tools=[Agent("helper", model=llm)]))
+    async with app, app.worker():
+        lead = await app.start("lead", "Go.", run_id="z2")
+        async def waiting_for_budget() -> Any:
+            while (info := await app.get_run("z2")).waiting_for != "signal budget":
+                await asyncio.sleep(0.02)
+            return info
+
+        waiting = await asyncio.wait_for(waiting_for_budget(), 30)
+        assert waiting.status_info["budget_tokens"] == 1000
+        assert [r for r in await app.list_runs() if r.parent_run_id == "z2"] == []
+        await app.signal("z2", "budget", {"tokens": 5000})
+        assert await lead.result(timeout=30) == "All done."
+        [child] = [await app.get_run(r.run_id) for r in await app.list_runs()
+                   if r.parent_run_id == "z2"]
+    assert child.input["ext"] == {"tether.ai.budget": {"usd": None, "tokens": 4000,
+                                                       "on_exceed": "wait"}}
+    assert len(server.requests) == 3
+
+
+async def test_a_replayed_parent_holds_the_share_its_child_was_given(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A parent (Budget 1,000 tokens) starts a child while its own call is in flight:
+    the share counts that call's reservation (its prompt and max_tokens=100). Replayed
+    after a signal, the parent holds the share stored with the child, not one computed
+    again from its replayed ledger, where the call counts what it cost (50 tokens):
+    that one was 950 tokens, the child's 900 or so."""
+    import tether
+    from tether.ai import set_budget
+    from tether.ai._budget import current_spending
+    from tether.ai._tools import start_tool_child
+
+    requested, answer = asyncio.Event(), asyncio.Event()
+
+    async def respond(request: RecordedRequest) -> Reply:
+        requested.set()
+        await answer.wait()
+        return Reply("hi", input_tokens=40, output_tokens=10)
+
+    server.set_script([])
+    server.responder = respond
+    app = App(store_url)
+
+    @app.workflow
+    async def waits() -> str:
+        await tether.wait_for_signal("done")
+        return "done"
+
+    @app.step
+    async def request_sent() -> None:
+        await requested.wait()
+
+    @app.workflow
+    async def parent() -> list[int]:
+        set_budget(tokens=1000, on_exceed="fail")
+
+        async def child() -> None:
+            await request_sent()
+            await start_tool_child("waits", [], {}, queue="default")
+
+        await asyncio.gather(llm.chat([user_message("Hi")], max_tokens=100), child())
+        await tether.wait_for_signal("go")
+        return [current_spending().held()[0], current_spending().tokens]
+
+    async with app, app.worker():
+        handle = await app.start(parent, run_id="r5")
+
+        async def started() -> str:
+            while not (found := [r.run_id for r in await app.list_runs()
+                                 if r.parent_run_id == "r5"]):
+                await asyncio.sleep(0.02)
+            return found[0]
+
+        child_id = await asyncio.wait_for(started(), 30)
+        answer.set()
+        while (await app.get_run("r5")).waiting_for != "signal go":
+            await asyncio.sleep(0.02)
+        await app.signal("r5", "go")
+        held, spent = await handle.result(timeout=30)
+        share = (await app.get_run(child_id)).input["ext"]["tether.ai.budget"]["tokens"]
+        await app.signal(child_id, "done")
+    assert spent == 50
+    assert share < 950
+    assert held == share

@@ -346,7 +346,7 @@ async def test_a_child_waiting_on_its_budget_share_is_the_tasks_input_request(
             child = await poll(client, created.task_id, {"input_required", "failed"})
             assert child.input_requests is not None, child
             [(key, request)] = child.input_requests.items()
-            assert key == f"child:{created.task_id}.1:signal:budget:1"
+            assert key == f"child:{created.task_id}.3:signal:budget:1"
             assert request["params"]["_meta"]["tether/budget"]["budget_tokens"] == 790
             assert "share of its parent run's budget" in request["params"]["message"]
             await update_task(client, created.task_id,

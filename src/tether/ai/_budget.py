@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,10 +54,10 @@ from tether import ext
 from tether.ai._errors import ProviderConfigError
 from tether.errors import ConfigError, NonRetryable, OutsideRun
 
-__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET",
-           "ONE_RAISE_PATCH", "Budget", "BudgetExceeded", "Claim", "RunSpending",
-           "budget_payload", "current_spending", "output_bound", "require_price", "set_budget",
-           "stricter"]
+__all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "CHILD_SHARE_PATCH", "CHILD_SHARE_STEP",
+           "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET", "ONE_RAISE_PATCH", "Budget",
+           "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "child_share",
+           "current_spending", "output_bound", "require_price", "set_budget", "stricter"]
 
 #: The signal that sets new limits for a run waiting on its budget.
 BUDGET_SIGNAL = "budget"
@@ -69,6 +69,15 @@ INHERIT_BUDGET = "tether.ai.budget"
 #: The journal's marker of a refused call that waits for the raise another refused call
 #: of its run waits for, instead of a ``budget`` signal of its own.
 ONE_RAISE_PATCH = "tether.ai.budget-one-raise"
+
+#: The journal's marker of a run whose child runs get their shares from a journaled
+#: step (``CHILD_SHARE_STEP``), once per run, before its first child's share: a run
+#: whose journal predates it computes each share in its workflow code, as it did.
+CHILD_SHARE_PATCH = "tether.ai.child-share"
+
+#: The step that decides a child run's share (``child_share``): its result is the
+#: share, or ``BudgetExceeded`` when nothing is left to share.
+CHILD_SHARE_STEP = "tether.ai.child_share"
 
 #: The output tokens a call reserves when it sets no limit of its own (``max_tokens``,
 #: ``max_completion_tokens``, ``max_output_tokens``): the ``max_tokens`` Tether's
@@ -275,6 +284,12 @@ class RunSpending:
     #: Done when the refused call waiting for the ``budget`` signal has taken it (or
     #: stopped waiting); ``None`` when no call waits for it.
     raising: asyncio.Future[None] | None = None
+    #: Whether the run's child shares are journaled steps (``CHILD_SHARE_PATCH``);
+    #: ``None`` until its first child's share is decided in this execution.
+    journaled_shares: bool | None = None
+    #: Child starts decided so far in this execution (the key of a share held before
+    #: its child's run id is known).
+    starts: int = 0
 
     def add(self, tokens: int, usd: float) -> None:
         self.tokens += tokens
@@ -315,6 +330,48 @@ class RunSpending:
         """Hold ``share`` for the child run ``child_run_id`` until it is rolled up."""
         self.children[child_run_id] = (share.tokens or 0, share.usd or 0.0)
         self.splitting = max(1, self.splitting - 1)
+
+    def rekey(self, key: str, child_run_id: str) -> None:
+        """The share held under ``key`` (its child being started) is now its child's."""
+        found = self.children.pop(key, None)
+        if found is not None:
+            self.children[child_run_id] = found
+
+    def release(self, key: str) -> None:
+        """Give back the share held under ``key``: its child was not started."""
+        if self.children.pop(key, None) is not None:
+            self._wake()
+
+    def refuse_child(self, budget: Budget, share: Budget) -> None:
+        """Raise ``BudgetExceeded`` when ``share`` (``share()``'s, under ``budget``)
+        leaves a child run nothing to spend: a limit of 0 tokens or $0. The message
+        says what took the run's limits.
+
+        Raises:
+            BudgetExceeded
+        """
+        usd_limit, token_limit = self.limits(budget)
+        tokens, usd = self.spent()
+        held_tokens, held_usd = self.held()
+        in_flight = [c for c in self.claims if c.in_flight]
+        over: list[str] = []
+        if token_limit is not None and share.tokens is not None and share.tokens <= 0:
+            left = max(0, token_limit - tokens - held_tokens - sum(c.tokens for c in in_flight))
+            over.append(f"{tokens} tokens spent, {held_tokens} held for child runs and "
+                        f"{sum(c.tokens for c in in_flight)} in flight leave {left} of budget "
+                        f"{token_limit} tokens")
+        if usd_limit is not None and share.usd is not None and share.usd <= 0:
+            left_usd = max(0.0, usd_limit - usd - held_usd - sum(c.usd for c in in_flight))
+            over.append(f"${usd:.6f} spent, ${held_usd:.6f} held for child runs and "
+                        f"${sum(c.usd for c in in_flight):.6f} in flight leave "
+                        f"${left_usd:.6f} of budget ${usd_limit:.6f}")
+        if over:
+            parts = max(1, self.splitting)
+            raise BudgetExceeded(
+                "budget exceeded: " + "; ".join(over) + ": no share for a child run"
+                + (f" (split between {parts} child runs)" if parts > 1 else ""),
+                spent_usd=usd, spent_tokens=tokens, budget_usd=usd_limit,
+                budget_tokens=token_limit)
 
     def roll_up(self, child_run_id: str, tokens: int, usd: float) -> None:
         """A child run's spend, in place of the share held for it."""
@@ -525,6 +582,69 @@ async def wait_out_budget(spending: RunSpending, limit: Budget | None,
             spending.raising = None
         mine.set_result(None)
     tether.set_status(None)
+
+
+async def child_share(spending: RunSpending, workflow: str) -> tuple[str, Budget] | None:
+    """Decide the share of the run's budget that a child run about to be started gets
+    (``None``: the run has no budget), and hold it under the returned key until the
+    child's run id is known (``RunSpending.rekey``; ``release`` if it is not started).
+
+    The decision is a journaled step (``CHILD_SHARE_STEP``), in whose body the share is
+    computed and held: replay holds the share the child was given, not one computed
+    again from its replayed ledger (which counts the calls that were in flight at their
+    cost, not their reservation), and a share that leaves the child nothing is refused
+    before the child exists, the refusal recorded as a refused LLM call's is. Refused,
+    the run acts on its policy as for its own call (``wait_out_budget``): ``fail``
+    raises ``BudgetExceeded``; ``wait`` waits for a raise, then decides again. A run
+    whose journal predates the step (no ``CHILD_SHARE_PATCH`` marker) computes the
+    share in workflow code and starts the child whatever it is, as it did.
+
+    Raises:
+        BudgetExceeded: nothing left to share, with the policy ``fail``.
+    """
+    if spending.effective(None) is None:
+        return None
+    if spending.journaled_shares is None:
+        spending.journaled_shares = tether.patched(CHILD_SHARE_PATCH)
+    key = f"#start:{spending.starts}"
+    spending.starts += 1
+    if not spending.journaled_shares:
+        share = spending.share()
+        if share is None:
+            return None
+        spending.hold(key, share)
+        return key, share
+    while True:
+        limit = spending.effective(None)
+
+        try:
+            data = await ext.step(CHILD_SHARE_STEP, _decide_share(spending, key), workflow)
+        except BudgetExceeded as exc:
+            await wait_out_budget(spending, limit, exc)
+            continue
+        share = Budget.from_dict(data)
+        if share is None:
+            return None
+        if key not in spending.children:  # (answered by the journal: hold it now)
+            spending.hold(key, share)
+        return key, share
+
+
+def _decide_share(spending: RunSpending, key: str
+                  ) -> Callable[[str], Awaitable[dict[str, Any] | None]]:
+    """The body of the step ``CHILD_SHARE_STEP`` (its argument, the child's workflow, is
+    for the journal's reader): the share, held under ``key``, or ``BudgetExceeded``."""
+
+    async def decide(workflow: str) -> dict[str, Any] | None:
+        budget = spending.effective(None)
+        found = spending.share()
+        if budget is None or found is None:
+            return None
+        spending.refuse_child(budget, found)
+        spending.hold(key, found)
+        return found.to_dict()
+
+    return decide
 
 
 def current_spending() -> RunSpending:

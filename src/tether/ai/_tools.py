@@ -26,14 +26,14 @@ import inspect
 import json
 import re
 import typing
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, overload
 
 import pydantic
 
 import tether
 from tether import ConfigError, NonRetryable, TetherError, ext
-from tether.ai._budget import INHERIT_BUDGET, spending_of
+from tether.ai._budget import INHERIT_BUDGET, child_share, spending_of
 from tether.ai._types import header_value
 
 __all__ = [
@@ -207,24 +207,31 @@ class FunctionTool(Tool):
 _CHILD_KEYWORDS = frozenset({"queue", "run_id", "on_parent_cancel"})
 
 
-async def start_tool_child(workflow: str, args: list[Any], kwargs: dict[str, Any], *,
-                           queue: str) -> tether.ChildHandle[Any]:
+async def start_tool_child(workflow: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                           *, queue: str | None) -> tether.ChildHandle[Any]:
     """Start the child run that serves a tool call (an agent or a workflow as a tool),
-    handing it its share of the run's budget, if the run has one (``RunSpending.share``:
-    stored with the child's input, so a crash of either run changes nothing); the run
-    holds the share until the child's spend is rolled up.
+    handing it its share of the run's budget, if the run has one (``child_share``:
+    decided by a journaled step, stored with the child's input, so a crash of either
+    run changes nothing); the run holds the share until the child's spend is rolled
+    up. A share that leaves the child nothing is refused before the child exists.
 
     Raises:
         OutsideRun: not in workflow code.
+        BudgetExceeded: no share left for the child, with the policy ``fail``.
     """
     run = ext.current_run()
     spending = spending_of(run) if run is not None and ext.in_workflow() else None
-    share = spending.share() if spending is not None else None
-    handle: tether.ChildHandle[Any] = await ext.start_child(
-        workflow, args, kwargs, queue=queue,
-        inherit={INHERIT_BUDGET: share.to_dict()} if share is not None else None)
-    if spending is not None and share is not None:
-        spending.hold(handle.run_id, share)
+    decided = await child_share(spending, workflow) if spending is not None else None
+    try:
+        handle: tether.ChildHandle[Any] = await ext.start_child(
+            workflow, args, kwargs, queue=queue,
+            inherit={INHERIT_BUDGET: decided[1].to_dict()} if decided is not None else None)
+    except BaseException:
+        if spending is not None and decided is not None:
+            spending.release(decided[0])
+        raise
+    if spending is not None and decided is not None:
+        spending.rekey(decided[0], handle.run_id)
     return handle
 
 
