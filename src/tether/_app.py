@@ -29,7 +29,7 @@ from tether._codec import (
 )
 from tether._definitions import StepDef, WorkflowDef, param_annotations, return_annotation
 from tether._operations import run_step, run_sync_step
-from tether._replay import current_run, current_step
+from tether._replay import INHERIT_KEY, current_run, current_step, inherited_of
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._types import MAX_NAME, JournalEntry, RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
@@ -820,7 +820,9 @@ class App:
                    new_run_id: str | None = None) -> RunHandle[Any]:
         """A new run whose journal is ``run_id``'s up to (not including) position ``at``;
         it continues from there with the current code (and version), with the old input
-        or ``input``. Returns its handle; ``get_run`` shows where it came from.
+        or ``input``, to which what the source's parent handed down with its input is added
+        (``tether.ext.start_child(inherit=)``: a child's share of its parent's budget
+        stays with its forks). Returns its handle; ``get_run`` shows where it came from.
 
         ``input`` is read by this rule, in this order:
 
@@ -881,6 +883,12 @@ class App:
                 {"kwargs": input["kwargs"]} if "kwargs" in input else {})}
                 if isinstance(input, dict) and "args" in input else
                 {"args": list(input) if isinstance(input, (list, tuple)) else [input]})
+            # What the source's parent handed down to integrations (a child's share of
+            # its parent's budget) goes with the new input: a fork must not escape it.
+            inherited = inherited_of(source_codec.decode(source.input, slot=SLOT_INPUT)
+                                     ) if source.input else {}
+            if inherited:
+                payload[INHERIT_KEY] = inherited
             text = codec.encode(payload, f"input of workflow {source.workflow!r}", SLOT_INPUT)
         if codec.binds:
             # The payload hook binds each payload to its run: the copied ones are

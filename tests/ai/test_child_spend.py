@@ -453,3 +453,31 @@ async def test_a_replayed_parent_holds_the_share_its_child_was_given(
     assert spent == 50
     assert share < 950
     assert held == share
+
+
+async def test_a_fork_of_a_child_with_a_new_input_keeps_its_share(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """The helper of the first test (share 790 tokens, fail) forked from its start with
+    a new task: the fork's input keeps the share, so it is refused its third call as the
+    helper was (640 tokens spent). It used to get the new arguments alone, no share:
+    it made all its calls and completed."""
+    server.set_script([])
+    server.responder = helpers_model(["deep"], notes=6)
+    app = App(store_url)
+    app.add_agent(Agent("lead", model=llm, budget=Budget(tokens=1000, on_exceed="fail"),
+                        tools=[Agent("helper", model=llm, tools=[note], max_turns=10)]))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"BudgetExceeded"):
+            await (await app.start("lead", "Go.", run_id="f1")).result(timeout=30)
+        [child] = [r for r in await app.list_runs() if r.parent_run_id == "f1"]
+        fork = await app.fork(child.run_id, at=0, input=["again"], new_run_id="f1-fork")
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*640 tokens spent"):
+            await fork.result(timeout=30)
+        info = await app.get_run("f1-fork")
+        fork2 = await app.fork(child.run_id, at=0, input={"args": ["again"], "ext": {}},
+                               new_run_id="f1-fork2")
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*640 tokens spent"):
+            await fork2.result(timeout=30)
+    assert info.input == {"args": ["again"], "ext": {"tether.ai.budget": {
+        "usd": None, "tokens": 790, "on_exceed": "fail"}}}
+    assert info.error is not None and "budget 790 tokens" in info.error["message"]

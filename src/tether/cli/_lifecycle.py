@@ -52,7 +52,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="first position to run again (see `tether show RUN_ID`)")
     p.add_argument("--input", metavar="JSON",
                    help="new workflow input: JSON array of positional arguments "
-                   "(default: the run's own input)")
+                   "(default: the run's own input); what the run's parent handed "
+                   "down with it (a budget's share) is kept")
     p.add_argument("--id", dest="new_id", metavar="NEW_ID", help="the new run's id")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the fork runs under (default: none); "
