@@ -291,8 +291,12 @@ async def test_a_tool_can_be_a_child_workflow_on_its_own_queue(
         info = await app.get_run("w1")
         children = [r for r in await app.list_runs() if r.workflow == "lookup_price"]
     assert answer == "It costs 42"
-    assert [e["kind"] for e in info.journal] == ["step", "child_start", "child_result",
-                                                 "step"]
+    # (the patch marker: workflow tools' children are bounded by the run's budget, and
+    # their spend rolled up, the step after the child's result)
+    assert [e["kind"] for e in info.journal] == ["step", "patch", "child_start",
+                                                 "child_result", "step", "step"]
+    assert info.journal[4]["name"] == "openai_agents.child_spend"
+    assert info.metrics["children.runs"] == 1
     assert len(children) == 1 and children[0].queue == "tools"
     tool_msgs = [m for m in server.requests[1].body["messages"] if m["role"] == "tool"]
     assert tool_msgs[0]["content"] == "42"
@@ -419,7 +423,7 @@ async def test_a_recorded_response_calling_a_tool_the_code_no_longer_has_blocks(
         await wait_for(lambda: status_is(old, "n1", "waiting"))
     renamed = _note_agent_app(store_url, model, "jot", noted)
     async with renamed, renamed.worker(queues=["default", "gate"]):
-        await renamed.signal("n1.3", "go")
+        await renamed.signal("n1.4", "go")
         with contextlib.suppress(RunFailed):
             await renamed.handle("n1").result(timeout=20)
         info = await renamed.get_run("n1")
@@ -527,3 +531,74 @@ async def test_a_tool_result_reaches_the_model_as_the_same_text_live_and_after_a
         assert await handle.result(timeout=30) == "done"
     assert calls == [1] and len(executions) == 2  # (the tool answered by the replay)
     assert [tool_texts(r) for r in server.requests[1:]] == [[text], [text]]
+
+
+async def test_a_workflow_tools_child_is_bound_by_the_agents_budget(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """The agent (Budget 1,000 tokens, fail) spends 210 tokens, then calls a workflow
+    tool whose child would make five calls of 320 tokens. The child gets the 790 left
+    with its input, as a tether.ai.Agent's tool child does: its third call goes (a lone
+    call's overshoot: 960), its fourth is refused and it fails; its spend is rolled up
+    into the agent's, whose next request is refused (1,170 tokens). Before, the child
+    made all five calls (1,600 tokens) outside the budget and the agent answered."""
+    from tether.ai import LLM, set_budget, user_message
+
+    server.set_script([
+        Reply(tool_calls=[{"name": "drafts", "arguments": {"n": 5}}],
+              input_tokens=200, output_tokens=10),
+        *[Reply("draft", input_tokens=300, output_tokens=20)] * 5,
+        Reply("All done.", input_tokens=500, output_tokens=20)])
+    app = App(store_url)
+    async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None,
+                   api_key="test") as llm:
+
+        @app.workflow(queue="tools")
+        async def drafts(n: int) -> str:
+            """Write n drafts."""
+            set_budget(usd=1.0)
+            for i in range(n):
+                await llm.chat([user_message(f"Draft {i}.")])
+            return "drafted"
+
+        TetherAgent(Agent(name="writer", model=model, tools=[workflow_tool(drafts)]),
+                    app=app, budget=Budget(tokens=1000, on_exceed="fail"))
+        async with app, app.worker(queues=["default", "tools"]):
+            with pytest.raises(RunFailed, match=r"BudgetExceeded.*1170 tokens spent"):
+                await (await app.start("writer", "Go.", run_id="wb1")).result(timeout=30)
+            [child] = [await app.get_run(r.run_id) for r in await app.list_runs()
+                       if r.parent_run_id == "wb1"]
+            info = await app.get_run("wb1")
+    assert child.input["ext"] == {"tether.ai.budget": {"usd": None, "tokens": 790,
+                                                       "on_exceed": "fail"}}
+    assert child.status == "failed" and child.error is not None
+    assert "960 tokens spent" in child.error["message"]
+    assert info.metrics["children.runs"] == 1 and info.metrics["children.tokens"] == 960
+    assert "openai_agents.child_spend" in [e["name"] for e in info.journal]
+    assert len(server.requests) == 4
+
+
+async def test_workflow_tools_called_together_split_what_is_left(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """One response calls the workflow tool twice (the SDK runs both at once): each
+    child gets half of the 790 tokens left, not the first all of it and the second
+    nothing (which is refused). Both complete; the agent answers."""
+    server.set_script([
+        Reply(tool_calls=[{"name": "lookup", "arguments": {"sku": "A"}, "id": "call_a"},
+                          {"name": "lookup", "arguments": {"sku": "B"}, "id": "call_b"}],
+              input_tokens=200, output_tokens=10),
+        Reply("Both are 42", input_tokens=100, output_tokens=5)])
+    app = App(store_url)
+
+    @app.workflow
+    async def lookup(sku: str) -> int:
+        """The price of a product."""
+        return 42
+
+    TetherAgent(Agent(name="shop", model=model, tools=[workflow_tool(lookup)]), app=app,
+                budget=Budget(tokens=1000, on_exceed="fail"))
+    async with app, app.worker():
+        answer = await (await app.start("shop", "Prices?", run_id="wb2")).result(timeout=30)
+        children = [await app.get_run(r.run_id) for r in await app.list_runs()
+                    if r.parent_run_id == "wb2"]
+    assert answer == "Both are 42"
+    assert [c.input["ext"]["tether.ai.budget"]["tokens"] for c in children] == [395, 395]

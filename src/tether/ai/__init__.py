@@ -7,7 +7,14 @@ Agents, tools and MCP: ``docs/tools-and-mcp.md``; provider clients:
 ``docs/ai-providers.md``.
 """
 
-from tether.ai._agent import Agent, AgentTool, InvalidToolCall, MaxTurnsExceeded
+from tether.ai._agent import (
+    Agent,
+    AgentTool,
+    InvalidToolCall,
+    MaxTurnsExceeded,
+    call_child,
+    split_budget,
+)
 from tether.ai._approvals import (
     APPROVAL_SIGNAL,
     ApprovalDecision,
@@ -82,6 +89,7 @@ __all__ = [
     "Usage",
     "WorkflowTool",
     "approve",
+    "call_child",
     "error_for_status",
     "function_tool",
     "idempotency_headers",
@@ -90,6 +98,7 @@ __all__ = [
     "reject",
     "request_approval",
     "set_budget",
+    "split_budget",
     "system_message",
     "tool_message",
     "user_message",

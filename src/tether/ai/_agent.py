@@ -43,6 +43,7 @@ from tether import (
     ConfigError,
     NonRetryable,
     RetryPolicy,
+    RunFailed,
     SignalTimeout,
     StepError,
     TetherError,
@@ -803,6 +804,49 @@ async def roll_up_child(agent: str, child_run_id: str) -> dict[str, float]:
                                              child_run_id, retry=RetryPolicy(max_attempts=5))
     spending_of(run).roll_up(child_run_id, int(spend["tokens"]), float(spend["usd"]))
     return spend
+
+
+async def call_child(workflow: Callable[..., Awaitable[Any]] | str, /,
+                     args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
+                     queue: str | None = None, tool: str | None = None,
+                     owner: str = "tether.ai") -> Any:
+    """Run ``workflow`` as a child run bounded by this run's budget, as an agent's tool
+    calls are: the child gets its share of what is left with its input (none when the
+    run has no budget; refused before the child exists when nothing is left, per the
+    run's policy), and once it ended, its spend is rolled up into this run's in place
+    of the share (the step ``<owner>.child_spend``, and the metrics ``children.*``),
+    whether it completed or failed. For integrations whose tools start child runs
+    (``tether.integrations.openai_agents.workflow_tool``). ``tool``: the child serves
+    the call of the tool so named (telemetry shows the wait as that tool's call).
+
+    Raises:
+        RunFailed: the child failed or was cancelled (its spend rolled up first).
+        BudgetExceeded: no share left for the child, with the policy ``fail``.
+        OutsideRun: not in workflow code.
+    """
+    handle = await start_tool_child(workflow, args, dict(kwargs or {}), queue=queue)
+    try:
+        result = await (ext.child_tool_result(handle, tool) if tool is not None
+                        else handle.result())
+    except RunFailed:
+        await roll_up_child(owner, handle.run_id)
+        raise
+    await roll_up_child(owner, handle.run_id)
+    return result
+
+
+def split_budget(children: int) -> None:
+    """Inside a workflow: the next ``children`` child runs started by ``call_child``
+    (or an agent's tool calls) split what is left of the run's budget evenly, instead
+    of the first taking all of it and leaving the next nothing. For tool calls a
+    framework runs at once (the calls of one model response); each child started
+    counts one off. Plain workflow state, as ``set_budget``: call it at the same point
+    on every execution (after a journaled result, say). Outside a workflow it does
+    nothing.
+    """
+    run = ext.current_run()
+    if run is not None and ext.in_workflow():
+        spending_of(run).splitting = max(1, int(children))
 
 
 def _failure(tool: str, exc: Exception) -> str:

@@ -207,8 +207,9 @@ class FunctionTool(Tool):
 _CHILD_KEYWORDS = frozenset({"queue", "run_id", "on_parent_cancel"})
 
 
-async def start_tool_child(workflow: str, args: Sequence[Any], kwargs: Mapping[str, Any],
-                           *, queue: str | None) -> tether.ChildHandle[Any]:
+async def start_tool_child(workflow: Callable[..., Awaitable[Any]] | str, args: Sequence[Any],
+                           kwargs: Mapping[str, Any], *,
+                           queue: str | None) -> tether.ChildHandle[Any]:
     """Start the child run that serves a tool call (an agent or a workflow as a tool),
     handing it its share of the run's budget, if the run has one (``child_share``:
     decided by a journaled step, stored with the child's input, so a crash of either
@@ -221,7 +222,9 @@ async def start_tool_child(workflow: str, args: Sequence[Any], kwargs: Mapping[s
     """
     run = ext.current_run()
     spending = spending_of(run) if run is not None and ext.in_workflow() else None
-    decided = await child_share(spending, workflow) if spending is not None else None
+    wdef = getattr(workflow, "__tether_workflow__", None)
+    name = workflow if isinstance(workflow, str) else getattr(wdef, "name", str(workflow))
+    decided = await child_share(spending, name) if spending is not None else None
     try:
         handle: tether.ChildHandle[Any] = await ext.start_child(
             workflow, args, kwargs, queue=queue,

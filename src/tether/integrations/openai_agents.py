@@ -10,7 +10,8 @@ journaled operation by operation:
   (``tether show``, ``tether budget``), its result the SDK's ``ModelResponse`` as JSON;
 - each **function tool** call is one step ``openai_agents:tool:<name>`` (an agent used
   as a tool stays in workflow code, so its own model requests are steps and metered);
-- a tool can be a **child workflow** on its own queue (``workflow_tool``);
+- a tool can be a **child workflow** on its own queue (``workflow_tool``), bounded by
+  the run's budget and rolled up into its spend (``tether.ai.call_child``);
 - **sessions** (``TetherSession``): reads and writes of the conversation store are
   steps, so replay sees the history as it was and writes nothing twice.
 
@@ -65,6 +66,7 @@ from openai.types.responses import Response, ResponseCompletedEvent
 from typing_extensions import TypeVar
 
 import tether
+import tether.ai
 from tether import App, ConfigError, RetryPolicy, RunHandle, ext
 from tether.ai import (
     DEFAULT_LLM_RETRY,
@@ -76,6 +78,7 @@ from tether.ai import (
     Usage,
     error_for_status,
     set_budget,
+    split_budget,
 )
 from tether.errors import NonDeterminismError
 
@@ -232,6 +235,7 @@ class TetherModel(Model):
             max_output_tokens=model_settings.max_tokens or 0,
             args={"model": self.name, "stream": False})
         _note_response(operation, fresh)
+        _split_between_children(payload, tools)
         return _load_model_response(payload)
 
     async def stream_response(
@@ -282,6 +286,7 @@ class TetherModel(Model):
             max_output_tokens=model_settings.max_tokens or 0,
             args={"model": self.name, "stream": True})
         _note_response(operation, fresh)
+        _split_between_children(payload, tools)
         yield ResponseCompletedEvent(type="response.completed", sequence_number=0,
                                      response=Response.model_construct(**payload))
 
@@ -346,7 +351,10 @@ def workflow_tool(workflow: Callable[..., Awaitable[Any]], *, name: str | None =
     """A Tether workflow as an agent's tool: each call is a child run on the workflow's
     own queue (served by its own workers), awaited durably (the parent is released
     while it waits if the child takes long). The tool's schema is the workflow's
-    signature; its description the docstring (or ``description``).
+    signature; its description the docstring (or ``description``). The run's budget
+    bounds the child (``tether.ai.call_child``): a share of what is left with its
+    input, split evenly between the workflow tool calls of one model response, and
+    its spend rolled up into the run's once it ended.
 
     Raises:
         ConfigError: ``workflow`` is not a registered workflow.
@@ -355,13 +363,59 @@ def workflow_tool(workflow: Callable[..., Awaitable[Any]], *, name: str | None =
         raise ConfigError(f"{getattr(workflow, '__name__', workflow)!r} is not a workflow: "
                           "decorate it with @app.workflow")
 
+    tool_name: list[str] = []
+
     @functools.wraps(workflow)
     async def call_child(*args: Any, **kwargs: Any) -> Any:
-        return _jsonable(await tether.call(workflow, *args, **kwargs))
+        if not _children_bounded():  # (a run recorded before: as it was)
+            return _jsonable(await tether.call(workflow, *args, **kwargs))
+        return _jsonable(await tether.ai.call_child(workflow, args, kwargs,
+                                                    tool=tool_name[0], owner="openai_agents"))
 
     tool = function_tool(call_child, name_override=name, description_override=description)
+    tool_name.append(tool.name)
     tool.__tether_durable__ = True  # type: ignore[attr-defined]
+    tool.__tether_child__ = True  # type: ignore[attr-defined]
     return tool
+
+
+#: The journal's marker of a run whose workflow tools' children are bounded by its
+#: budget and rolled up (``tether.ai.call_child``), once per run, at its first
+#: workflow tool call: a run whose journal predates it calls them as it did.
+CHILD_BUDGET_PATCH = "openai_agents.child-budget"
+
+
+@dataclasses.dataclass(slots=True)
+class _Children:
+    """Per execution of a run: whether its workflow tools' children are bounded
+    (``CHILD_BUDGET_PATCH``), ``None`` until its first workflow tool call."""
+
+    bounded: bool | None = None
+
+
+def _children_bounded() -> bool:
+    run = ext.current_run()
+    if run is None or not ext.in_workflow():
+        return True
+    state = run.memory(_Children, _Children)
+    if state.bounded is None:
+        state.bounded = tether.patched(CHILD_BUDGET_PATCH)
+    return state.bounded
+
+
+def _split_between_children(payload: Mapping[str, Any], tools: list[Tool]) -> None:
+    """The model's response calls workflow tools at once (the SDK runs a response's
+    tool calls together): their children split what is left of the run's budget
+    evenly (``tether.ai.split_budget``), from the journaled response, so every
+    execution splits the same."""
+    children = {t.name for t in tools if getattr(t, "__tether_child__", False)}
+    if not children:
+        return
+    output = payload.get("output")
+    calls = sum(1 for item in output if isinstance(item, Mapping)
+                and item.get("type") == "function_call" and item.get("name") in children
+                ) if isinstance(output, list) else 0
+    split_budget(calls)
 
 
 def durable(agent: Agent[Any], **model_options: Any) -> Agent[Any]:
