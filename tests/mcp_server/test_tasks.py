@@ -367,7 +367,7 @@ async def test_a_child_waiting_on_its_budget_share_is_the_tasks_input_request(
         assert done.result is not None and done.result["content"][0]["text"] == "All done."
         assert waits.is_error
         text = waits.content[0].text  # type: ignore[union-attr]
-        assert "waits for its child run " in text and ".1, which waits for input (signal " \
+        assert "waits for its child run " in text and ".3, which waits for input (signal " \
             "budget)" in text and "`tether budget`" in text, text
 
 
