@@ -597,3 +597,45 @@ async def test_a_budget_signal_with_a_limit_past_any_float_changes_nothing(
         Budget(tokens=10**400)
     await llm.aclose()
     await app.close()
+
+
+@pytest.mark.parametrize("cut", ["reset", "error"])
+async def test_a_streamed_attempt_cut_after_its_usage_counts_it(store_url: str,
+                                                                cut: str) -> None:
+    """Anthropic reports a stream's input tokens (and 1 output token) in its first
+    event: the attempt cut after two chunks (connection reset, or an ``overloaded``
+    error event) was paid for them. They count in the run's metrics and its budget, as
+    the retried attempt's answer does: 1,001 + 1,050 = 2,051 tokens against 1,500, so
+    the next call is refused, also when the run is replayed (after a signal) before it.
+    They used to count nothing: 1,050 spent, the next call sent."""
+    app = App(store_url)
+    fault = ({"reset_after_chunks": 2} if cut == "reset" else {"error_after_chunks": 2})
+
+    async with ScriptedLLMServer() as server:
+        server.set_script([Reply("one two three four", input_tokens=1000, output_tokens=50,
+                                 **fault),
+                           Reply("one two three four", input_tokens=1000, output_tokens=50),
+                           Reply("never", input_tokens=10, output_tokens=1)])
+        llm = LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url,
+                  api_key="test", breaker=None,
+                  retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=None))
+
+        @app.workflow
+        async def wf() -> str:
+            set_budget(Budget(tokens=1_500, on_exceed="fail"))
+            first = await llm.stream([user_message("First.")])
+            await tether.wait_for_signal("go")
+            await llm.chat([user_message("Second.")])
+            return first.text or ""
+
+        async with app, app.worker():
+            handle = await app.start(wf, run_id=f"s-{cut}")
+            await wait_for(lambda: status_is(app, f"s-{cut}", "waiting"), timeout=20)
+            await app.signal(f"s-{cut}", "go")
+            with pytest.raises(RunFailed, match=r"BudgetExceeded.*2051 tokens spent"):
+                await handle.result(timeout=30)
+            info = await app.get_run(f"s-{cut}")
+        await llm.aclose()
+    assert len(server.requests) == 2
+    assert info.metrics["tokens.input"] == 2000 and info.metrics["tokens.output"] == 51
+    assert info.metrics["llm.calls"] == 1

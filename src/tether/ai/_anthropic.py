@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from tether.ai._errors import FatalProviderError, RetryableProviderError
+from tether.ai._errors import FatalProviderError, ProviderError, RetryableProviderError
 from tether.ai._openai import _as_text, _emit, _HTTPChat, _is_loopback, _parse_json
 from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
 from tether.errors import ConfigError
@@ -186,55 +186,63 @@ class AnthropicChat(_HTTPChat):
         inp = out = 0
         model, raw_id, stop_reason, done = self.model, "", None, False
         events = self._events(self._path, body, self._headers(idempotency_key))
-        async with aclosing(events) as stream:
-            async for event, data in stream:
-                msg = _parse_json(data)
-                if not isinstance(msg, dict):
-                    raise self._bad_answer(f"an event is not a JSON object: {data[:200]}")
-                kind = msg.get("type", event)
-                if kind == "message_start":
-                    start = msg.get("message") or {}
-                    model = str(start.get("model") or model)
-                    raw_id = str(start.get("id") or raw_id)
-                    usage = _anthropic_usage(start.get("usage"))
-                    inp, out = usage.input_tokens, usage.output_tokens
-                elif kind == "content_block_start":
-                    block = dict(msg.get("content_block") or {})
-                    block["parts"] = [block["text"]] if block.get("text") else []
-                    blocks[int(msg.get("index", len(blocks)))] = block
-                elif kind == "content_block_delta":
-                    block = blocks.setdefault(int(msg.get("index", 0)),
-                                              {"type": "text", "parts": []})
-                    delta = msg.get("delta") or {}
-                    if delta.get("type") == "text_delta":
-                        piece = str(delta.get("text", ""))
-                        block["parts"].append(piece)
-                        await _emit(on_chunk, piece)
-                    elif delta.get("type") == "thinking_delta":
-                        block["parts"].append(str(delta.get("thinking", "")))
-                    elif delta.get("type") == "signature_delta":
-                        block["signature"] = (str(block.get("signature") or "")
-                                              + str(delta.get("signature", "")))
-                    elif delta.get("type") == "input_json_delta":
-                        piece = str(delta.get("partial_json", ""))
-                        block["parts"].append(piece)
-                        if output_schema is not None and block.get("name") == OUTPUT_TOOL:
+        told = False  # (the usage was told: a failure from here on was paid for)
+        try:
+            async with aclosing(events) as stream:
+                async for event, data in stream:
+                    msg = _parse_json(data)
+                    if not isinstance(msg, dict):
+                        raise self._bad_answer(f"an event is not a JSON object: {data[:200]}")
+                    kind = msg.get("type", event)
+                    if kind == "message_start":
+                        start = msg.get("message") or {}
+                        model = str(start.get("model") or model)
+                        raw_id = str(start.get("id") or raw_id)
+                        usage = _anthropic_usage(start.get("usage"))
+                        inp, out = usage.input_tokens, usage.output_tokens
+                        told = True
+                    elif kind == "content_block_start":
+                        block = dict(msg.get("content_block") or {})
+                        block["parts"] = [block["text"]] if block.get("text") else []
+                        blocks[int(msg.get("index", len(blocks)))] = block
+                    elif kind == "content_block_delta":
+                        block = blocks.setdefault(int(msg.get("index", 0)),
+                                                  {"type": "text", "parts": []})
+                        delta = msg.get("delta") or {}
+                        if delta.get("type") == "text_delta":
+                            piece = str(delta.get("text", ""))
+                            block["parts"].append(piece)
                             await _emit(on_chunk, piece)
-                elif kind == "message_delta":
-                    stop_reason = (msg.get("delta") or {}).get("stop_reason") or stop_reason
-                    usage_delta = msg.get("usage") or {}
-                    if usage_delta.get("output_tokens") is not None:
-                        out = _anthropic_usage(usage_delta).output_tokens
-                    if usage_delta.get("input_tokens") is not None:
-                        inp = _anthropic_usage(usage_delta).input_tokens
-                elif kind == "message_stop":
-                    done = True
-                    break
-                elif kind == "error":
-                    raise self._stream_error(msg.get("error") or {})
-        if not done:
-            raise RetryableProviderError("connection dropped: the stream ended before "
-                                         "message_stop", provider=self.provider)
+                        elif delta.get("type") == "thinking_delta":
+                            block["parts"].append(str(delta.get("thinking", "")))
+                        elif delta.get("type") == "signature_delta":
+                            block["signature"] = (str(block.get("signature") or "")
+                                                  + str(delta.get("signature", "")))
+                        elif delta.get("type") == "input_json_delta":
+                            piece = str(delta.get("partial_json", ""))
+                            block["parts"].append(piece)
+                            if output_schema is not None and block.get("name") == OUTPUT_TOOL:
+                                await _emit(on_chunk, piece)
+                    elif kind == "message_delta":
+                        stop_reason = (msg.get("delta") or {}).get("stop_reason") or stop_reason
+                        usage_delta = msg.get("usage") or {}
+                        if usage_delta.get("output_tokens") is not None:
+                            out = _anthropic_usage(usage_delta).output_tokens
+                        if usage_delta.get("input_tokens") is not None:
+                            inp = _anthropic_usage(usage_delta).input_tokens
+                        told = True
+                    elif kind == "message_stop":
+                        done = True
+                        break
+                    elif kind == "error":
+                        raise self._stream_error(msg.get("error") or {})
+            if not done:
+                raise RetryableProviderError("connection dropped: the stream ended before "
+                                             "message_stop", provider=self.provider)
+        except ProviderError as exc:
+            if told:  # (paid for: counted by the caller)
+                exc.usage = Usage(inp, out)
+            raise
         finished = []
         for _, block in sorted(blocks.items()):
             joined = "".join(block.pop("parts"))

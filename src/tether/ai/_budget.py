@@ -39,6 +39,9 @@ down with its input (``tether.ext.start_child(inherit=)``, key ``INHERIT_BUDGET`
 it is the same in every execution of the child, whatever crashed; the child's calls
 are then bound by the stricter of its own budget and that share. The parent holds the
 share until the child's spend is rolled up in its place (``RunSpending.roll_up``).
+The share is decided by a journaled step (``child_share``), since what is left depends
+on the calls in flight: replay holds the share the child was given, and a share that
+leaves the child nothing is refused before the child exists.
 """
 
 from __future__ import annotations
@@ -247,12 +250,16 @@ class Claim:
     once answered its cost; the workflow's tally then takes over (``RunSpending.tally``).
     """
 
-    __slots__ = ("in_flight", "tokens", "usd")
+    __slots__ = ("in_flight", "paid_tokens", "paid_usd", "tokens", "usd")
 
     def __init__(self) -> None:
         self.in_flight = False
         self.tokens = 0
         self.usd = 0.0
+        #: What the call's failed attempts were paid (the provider told their usage
+        #: before they failed: a stream cut midway), counted as spent with the claim.
+        self.paid_tokens = 0
+        self.paid_usd = 0.0
 
 
 @dataclass(slots=True)
@@ -380,10 +387,12 @@ class RunSpending:
         self._wake()
 
     def spent(self) -> tuple[int, float]:
-        """What the run spent: the tally plus the calls answered and not tallied yet."""
+        """What the run spent: the tally plus the calls answered and not tallied yet,
+        and what the failed attempts of calls not tallied yet were paid."""
         answered = [c for c in self.claims if not c.in_flight]
-        return (self.tokens + sum(c.tokens for c in answered),
-                self.usd + sum(c.usd for c in answered))
+        return (self.tokens + sum(c.tokens for c in answered)
+                + sum(c.paid_tokens for c in self.claims),
+                self.usd + sum(c.usd for c in answered) + sum(c.paid_usd for c in self.claims))
 
     async def admit(self, budget: Budget | None, claim: Claim, *, estimate_tokens: int,
                     estimate_usd: float, bound_tokens: int, bound_usd: float) -> None:
@@ -431,6 +440,19 @@ class RunSpending:
         """The call of ``claim`` answered: it now counts what it cost."""
         claim.in_flight, claim.tokens, claim.usd = False, tokens, usd
         self._wake()
+
+    def failed(self, claim: Claim, tokens: int, usd: float) -> None:
+        """An attempt of the call of ``claim`` failed after the provider told what it
+        used (``tokens``, ``usd``): that counts as spent until the call's cost is
+        tallied (its record then holds it) or the call fails for good; its
+        reservation goes, as a failed attempt's does."""
+        claim.paid_tokens += tokens
+        claim.paid_usd += usd
+        claim.tokens, claim.usd = 0, 0.0
+        self.claims.add(claim)
+        if claim.in_flight:
+            claim.in_flight = False
+            self._wake()
 
     def recorded(self, claim: Claim, tokens: int, usd: float) -> None:
         """The journal answers the call of ``claim`` (replay): count its cost from now,

@@ -50,7 +50,13 @@ class ProviderError(TetherError):
         code: the provider's error type or code (``"rate_limit_error"``,
             ``"invalid_api_key"``), when it sent one.
         request_id: the provider's request id header, for its support desk.
+        usage: what the provider reported as used before the call failed (a stream cut
+            after its usage was told: Anthropic tells a stream's input tokens in its
+            first event), or ``None``; it was paid, so it is counted (``LLM``).
     """
+
+    #: (Set on the error after it is made: ``Usage | None``.)
+    usage: Any = None
 
     def __init__(self, message: str, *, provider: str, status: int | None = None,
                  code: str | None = None, request_id: str | None = None) -> None:

@@ -55,6 +55,7 @@ from tether.ai._budget import (
 from tether.ai._errors import (
     FatalProviderError,
     ProviderConfigError,
+    ProviderError,
     RetryableProviderError,
 )
 from tether.ai._interrupt import TurnInterrupted, interruptibly
@@ -66,6 +67,7 @@ from tether.ai._types import (
     Message,
     OnChunk,
     ToolSpec,
+    Usage,
     chat_client,
     parse_model_spec,
 )
@@ -389,7 +391,7 @@ class LLM:
                     await wait_out_budget(spending, limit, exc)
                     continue
                 record = CallRecord.from_dict(value)
-                spending.tally(claim, record.reply.usage.total_tokens, record.cost_usd)
+                spending.tally(claim, *_cost(value))
                 return record.reply
         finally:
             spending.drop(claim)
@@ -398,6 +400,10 @@ class LLM:
               budget: Budget | None, claim: Claim,
               on_chunk: OnChunk | None) -> Callable[[dict[str, Any]], Any]:
         """The step body of one call (the journaled argument is ``call.refs``)."""
+
+        #: What this call's failed attempts were paid, in this execution (tokens, USD):
+        #: journaled with its record (``failed``), so its tally counts them on replay.
+        paid: list[Any] = [0, 0.0]
 
         async def llm_call(refs: dict[str, Any]) -> dict[str, Any]:
             # The texts ``refs`` names are stored with whatever entry this step writes
@@ -414,11 +420,23 @@ class LLM:
                            + call.output_bound * price.output_per_million) / 1_000_000)
             try:
                 record = await self._attempt(run, call, on_chunk)
+            except ProviderError as exc:
+                told = _paid(exc, price)
+                if told is None:
+                    spending.drop(claim)  # nothing to count: let the calls waiting go
+                    raise
+                paid[0] += told[0]
+                paid[1] += told[1]
+                spending.failed(claim, *told)
+                raise
             except BaseException:
                 spending.drop(claim)  # nothing to count: let the calls waiting go
                 raise
             spending.answered(claim, record.reply.usage.total_tokens, record.cost_usd)
-            return record.to_dict()
+            value = record.to_dict()
+            if paid[0] or paid[1]:
+                value["failed"] = {"tokens": paid[0], "usd": paid[1]}
+            return value
 
         return llm_call
 
@@ -437,6 +455,12 @@ class LLM:
             reply = await interruptibly(self._live_or_plain(call, publish,
                                                             tether.step_key()))
         except (TurnInterrupted, RetryableProviderError, FatalProviderError) as exc:
+            told = _paid(exc, self.prices.price(self.model))
+            usage = getattr(exc, "usage", None)
+            if told is not None and isinstance(usage, Usage):  # (told, so paid)
+                run.add_metrics({"tokens.input": float(usage.input_tokens),
+                                 "tokens.output": float(usage.output_tokens),
+                                 "cost.usd": told[1]})
             if publish is not None:
                 await publish.event({"type": "llm.error", "message": str(exc)})
             if isinstance(exc, RetryableProviderError):
@@ -492,9 +516,25 @@ class LLM:
 
 
 def _cost(value: dict[str, Any]) -> tuple[int, float]:
-    """The tokens and USD of a journaled call record, as the workflow tallies them."""
+    """The tokens and USD of a journaled call record, as the workflow tallies them:
+    its reply's, and what its failed attempts were paid (``failed``)."""
     record = CallRecord.from_dict(value)
-    return record.reply.usage.total_tokens, record.cost_usd
+    failed = value.get("failed")
+    tokens, usd = 0, 0.0
+    if isinstance(failed, Mapping):
+        t, u = failed.get("tokens"), failed.get("usd")
+        tokens = t if isinstance(t, int) and not isinstance(t, bool) else 0
+        usd = float(u) if isinstance(u, (int, float)) and not isinstance(u, bool) else 0.0
+    return record.reply.usage.total_tokens + tokens, record.cost_usd + usd
+
+
+def _paid(exc: BaseException, price: Any) -> tuple[int, float] | None:
+    """What a failed attempt was paid, when its provider told its usage before it
+    failed (``ProviderError.usage``: a stream cut midway), priced by ``price``."""
+    usage = getattr(exc, "usage", None)
+    if not isinstance(usage, Usage) or usage.total_tokens <= 0:
+        return None
+    return usage.total_tokens, price.cost(usage)
 
 
 class _Publisher:

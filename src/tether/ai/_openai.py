@@ -447,40 +447,45 @@ class OpenAIChat(_HTTPChat):
         usage = Usage()
         model, raw_id, finish, done, got_usage = self.model, "", None, False, False
         events = self._events("chat/completions", body, self._headers(idempotency_key))
-        async with aclosing(events) as stream:
-            async for _, data in stream:
-                if data.strip() == "[DONE]":
-                    done = True
-                    break
-                chunk = _parse_json(data)
-                if not isinstance(chunk, dict):
-                    raise self._bad_answer(f"a stream chunk is not a JSON object: {data[:200]}")
-                if isinstance(chunk.get("error"), dict):
-                    err = chunk["error"]
-                    raise RetryableProviderError(
-                        str(err.get("message") or "error in stream"), provider=self.provider,
-                        code=err.get("code") or err.get("type"))
-                model = str(chunk.get("model") or model)
-                raw_id = str(chunk.get("id") or raw_id)
-                if chunk.get("usage"):
-                    usage = _openai_usage(chunk["usage"])
-                    got_usage = True
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    piece = delta.get("content")
-                    if piece:
-                        text.append(piece)
-                        await _emit(on_chunk, piece)
-                    for tc in delta.get("tool_calls") or []:
-                        entry = calls.setdefault(int(tc.get("index", len(calls))),
-                                                 {"id": "", "name": "", "args": []})
-                        fn = tc.get("function") or {}
-                        entry["id"] = tc.get("id") or entry["id"]
-                        entry["name"] = fn.get("name") or entry["name"]
-                        if fn.get("arguments"):
-                            entry["args"].append(fn["arguments"])
-                    if choice.get("finish_reason"):
-                        finish = str(choice["finish_reason"])
+        try:
+            async with aclosing(events) as stream:
+                async for _, data in stream:
+                    if data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = _parse_json(data)
+                    if not isinstance(chunk, dict):
+                        raise self._bad_answer(f"a stream chunk is not a JSON object: {data[:200]}")
+                    if isinstance(chunk.get("error"), dict):
+                        err = chunk["error"]
+                        raise RetryableProviderError(
+                            str(err.get("message") or "error in stream"), provider=self.provider,
+                            code=err.get("code") or err.get("type"))
+                    model = str(chunk.get("model") or model)
+                    raw_id = str(chunk.get("id") or raw_id)
+                    if chunk.get("usage"):
+                        usage = _openai_usage(chunk["usage"])
+                        got_usage = True
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        piece = delta.get("content")
+                        if piece:
+                            text.append(piece)
+                            await _emit(on_chunk, piece)
+                        for tc in delta.get("tool_calls") or []:
+                            entry = calls.setdefault(int(tc.get("index", len(calls))),
+                                                     {"id": "", "name": "", "args": []})
+                            fn = tc.get("function") or {}
+                            entry["id"] = tc.get("id") or entry["id"]
+                            entry["name"] = fn.get("name") or entry["name"]
+                            if fn.get("arguments"):
+                                entry["args"].append(fn["arguments"])
+                        if choice.get("finish_reason"):
+                            finish = str(choice["finish_reason"])
+        except ProviderError as exc:
+            if got_usage:  # (told before the failure, so paid for: counted by the caller)
+                exc.usage = usage
+            raise
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         server = (self.provider, self.base_url)
         if got_usage:
