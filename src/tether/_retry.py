@@ -10,6 +10,11 @@ from tether.errors import ConfigError, NonRetryable, PayloadError, Postpone
 #: ``RetryPolicy.max_interval`` when left out (unless ``initial_interval`` is longer).
 DEFAULT_MAX_INTERVAL = 60.0
 
+#: ``RetryPolicy.max_retry_after`` when left out (unless ``max_interval`` is longer): the
+#: longest wait an error's ``retry_after`` (a provider's ``Retry-After``) is honoured for.
+#: Two minutes, the OpenAI Python SDK's own ceiling (Anthropic's SDK: one minute).
+DEFAULT_MAX_RETRY_AFTER = 120.0
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -30,6 +35,11 @@ class RetryPolicy:
             again after it (it did not fail; ``--max-crashes`` bounds such deaths).
         max_duration: seconds from the first attempt after which no new attempt starts.
         non_retryable: exception types that fail the step at once.
+        max_retry_after: the longest wait, in seconds, that an error's ``retry_after``
+            (a provider's ``Retry-After``) may push the next attempt to; a longer ask
+            ("retry in a day", an HTTP-date a week ahead) is honoured up to this ceiling,
+            and the step tries again then. Left out: 120 s, or ``max_interval`` if that
+            is longer. ``0`` ignores ``retry_after``; ``math.inf`` honours any.
     """
 
     initial_interval: float = 1.0
@@ -38,11 +48,18 @@ class RetryPolicy:
     max_attempts: int | None = 3
     max_duration: float | None = None
     non_retryable: tuple[type[BaseException], ...] = ()
+    max_retry_after: float | None = None  # a float once made (see __post_init__)
 
     def __post_init__(self) -> None:
         if self.max_interval is None:
             object.__setattr__(self, "max_interval",
                                max(DEFAULT_MAX_INTERVAL, self.initial_interval))
+        if self.max_retry_after is None:
+            object.__setattr__(self, "max_retry_after",
+                               max(DEFAULT_MAX_RETRY_AFTER, self._cap))
+        elif math.isnan(self.max_retry_after) or self.max_retry_after < 0:
+            raise ConfigError("RetryPolicy.max_retry_after must be a number >= 0 (math.inf "
+                              "honours any Retry-After) or None")
         # NaN passes every comparison below, and an infinite interval or backoff makes a
         # retry time that cannot be journaled: the step's first failure failed the run.
         if not all(math.isfinite(v) for v in (self.initial_interval, self._cap,
@@ -77,6 +94,12 @@ class RetryPolicy:
         """``max_interval`` as made (never None after ``__post_init__``)."""
         cap = self.max_interval
         return DEFAULT_MAX_INTERVAL if cap is None else cap
+
+    @property
+    def _retry_after_cap(self) -> float:
+        """``max_retry_after`` as made (never None after ``__post_init__``)."""
+        cap = self.max_retry_after
+        return max(DEFAULT_MAX_RETRY_AFTER, self._cap) if cap is None else cap
 
     def next_attempt_at(self, *, attempts: int, first_attempt_at: float, now: float,
                         error: BaseException | None = None) -> float | None:
@@ -124,11 +147,13 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
        passing ``max_duration`` fail the step for good.
     3. An error with a positive ``retry_after`` attribute (seconds, e.g. from an HTTP
        ``Retry-After`` header) pushes a retry that the policy allows to at least
-       ``now + retry_after``; it never turns a final failure into a retry, and a push
-       past the policy's ``max_duration`` fails the step for good now, as the policy's
-       own delay would (the caller bounded how long the step may take: a provider's
-       "come back in a day" does not stretch it). An infinite (or NaN) ``retry_after``
-       is ignored: no wake-up time could be recorded for it.
+       ``now + min(retry_after, policy.max_retry_after)``: a provider's "come back in a
+       day" is honoured up to the ceiling (120 s unless set), and the step asks again
+       then instead of sleeping a day. It never turns a final failure into a retry, and
+       a push past the policy's ``max_duration`` fails the step for good now, as the
+       policy's own delay would (the caller bounded how long the step may take). An
+       infinite (or NaN) ``retry_after`` is ignored: no wake-up time could be recorded
+       for it.
     """
     if isinstance(error, Postpone):
         return AttemptOutcome(attempts=attempts - 1, retry_at=now + error.delay,
@@ -138,7 +163,7 @@ def decide_retry(policy: RetryPolicy, error: BaseException, *, attempts: int,
     retry_after = getattr(error, "retry_after", None)
     if (at is not None and isinstance(retry_after, (int, float))
             and not isinstance(retry_after, bool) and 0 < retry_after < math.inf):
-        at = max(at, now + float(retry_after))
+        at = max(at, now + min(float(retry_after), policy._retry_after_cap))
         if policy.max_duration is not None and at - first_attempt_at > policy.max_duration:
             at = None
     return AttemptOutcome(attempts=attempts, retry_at=at)

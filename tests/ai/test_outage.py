@@ -5,6 +5,8 @@ retry loops."""
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
 import pytest
@@ -102,6 +104,41 @@ async def test_a_twenty_second_outage_and_a_429() -> None:
     # 5 failures open the breaker; after that only probes reach the provider.
     assert len(requests) <= 5 + 4 + 2, outcomes
     assert {r.headers["idempotency-key"] for r in requests} == {"o:0"}
+
+
+@pytest.mark.parametrize("retry_after", ["86400", "a week ahead"])
+async def test_a_huge_retry_after_is_honoured_up_to_the_ceiling(retry_after: str) -> None:
+    """A 429 asking for a day (or with an HTTP-date a week ahead) under the default LLM
+    policy (no max_duration): the journaled next attempt is due 120 s after the 429
+    (``RetryPolicy.max_retry_after`` left out), not a day or a week later, and the
+    call completes then. Virtual time: the figures are the journal's, not a stopwatch's."""
+    if retry_after == "a week ahead":
+        retry_after = email.utils.formatdate(time.time() + 7 * 86_400, usegmt=True)
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini", api_key="test")
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.chat([user_message("status?")])).text or ""
+
+    env = TestEnv(app, llm=[Fault.rate_limit(retry_after=retry_after), Reply("we are back")],
+                  llms=[llm], start_time=0.0)
+    async with env:
+        handle = await env.start(wf, run_id="r")
+        await env.settle()
+        info = await env.app.get_run("r")
+        (pending,) = info.journal
+        (throttled,) = env.llm.requests
+        assert throttled.outcome == "fault:429"
+        assert pending["status"] == "pending" and pending["attempts"] == 1
+        assert "retry after" in pending["error"]["message"]
+        assert pending["next_attempt_at"] == pytest.approx(throttled.time + 120.0, abs=1.0)
+        assert await env.skip()
+        assert await handle.result() == "we are back"
+        requests = list(env.llm.requests)
+        await llm.aclose()
+    assert [r.outcome for r in requests] == ["fault:429", "reply"]
+    assert requests[1].time == pytest.approx(pending["next_attempt_at"], abs=1.0)
 
 
 async def test_fifty_runs_share_one_breaker_through_an_outage() -> None:

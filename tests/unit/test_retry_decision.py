@@ -3,6 +3,8 @@ error and the attempt history."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tether import ConfigError, NonRetryable, NotSerializable, Postpone, RetryPolicy
@@ -77,10 +79,43 @@ def test_retry_after_pushes_a_retry_later_but_never_earlier_or_into_existence() 
 def test_retry_after_past_max_duration_fails_the_step_for_good_now() -> None:
     """The policy bounds how long the step may take: a provider asking for a retry
     after that bound does not stretch it (before, the step slept an hour and retried)."""
-    policy = RetryPolicy(initial_interval=1.0, max_attempts=None, max_duration=300.0)
+    policy = RetryPolicy(initial_interval=1.0, max_attempts=None, max_duration=300.0,
+                         max_retry_after=math.inf)
     assert decide(Throttled(120.0), 1, policy=policy).retry_at == 220.0  # within: waits
     assert decide(Throttled(3_600.0), 1, policy=policy).failed_for_good
-    assert decide(Throttled(1e9), 1, policy=POLICY).retry_at == 100.0 + 1e9  # no bound set
+    # Under the default ceiling the hour is cut to 120 s first, which the bound allows.
+    capped = RetryPolicy(initial_interval=1.0, max_attempts=None, max_duration=300.0)
+    assert decide(Throttled(3_600.0), 1, policy=capped).retry_at == 220.0
+    tight = RetryPolicy(initial_interval=1.0, max_attempts=None, max_duration=100.0)
+    assert decide(Throttled(3_600.0), 1, policy=tight).failed_for_good
+
+
+def test_retry_after_is_honoured_up_to_a_ceiling() -> None:
+    """A provider's "retry after a day" with no max_duration set parked the step for a
+    day (retry_at was now + 86400). It is honoured up to max_retry_after: 120 s left
+    out (the OpenAI SDK's ceiling), or max_interval if that is longer."""
+    assert POLICY.max_retry_after == 120.0
+    assert decide(Throttled(86_400.0), 1).retry_at == 100.0 + 120.0
+    assert decide(Throttled(1e9), 1).retry_at == 100.0 + 120.0
+    assert decide(Throttled(90.0), 1).retry_at == 100.0 + 90.0  # within: as asked
+    slow = RetryPolicy(initial_interval=1.0, max_interval=600.0)
+    assert slow.max_retry_after == 600.0
+    assert decide(Throttled(86_400.0), 1, policy=slow).retry_at == 100.0 + 600.0
+    own = RetryPolicy(max_retry_after=10.0)
+    assert decide(Throttled(86_400.0), 1, policy=own).retry_at == 100.0 + 10.0
+    # The ceiling only cuts the push: the policy's own backoff still applies.
+    long_backoff = RetryPolicy(initial_interval=30.0, max_retry_after=5.0)
+    assert decide(Throttled(86_400.0), 1, policy=long_backoff).retry_at == 130.0
+    ignore = RetryPolicy(max_retry_after=0.0)
+    assert decide(Throttled(86_400.0), 1, policy=ignore).retry_at == 101.0
+    anything = RetryPolicy(max_retry_after=math.inf)
+    assert decide(Throttled(86_400.0), 1, policy=anything).retry_at == 100.0 + 86_400.0
+
+
+@pytest.mark.parametrize("value", [float("nan"), -1.0])
+def test_a_max_retry_after_that_is_not_a_wait_is_refused(value: float) -> None:
+    with pytest.raises(ConfigError, match="max_retry_after"):
+        RetryPolicy(max_retry_after=value)
 
 
 def test_max_interval_left_out_is_sixty_seconds_or_the_initial_interval() -> None:
