@@ -257,6 +257,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
     entry = ctx.recorded(pos, OperationKind.STEP, name)
     if entry is not None and entry.status != PENDING:
         ctx.replayed += 1
+        if ctx.compares_args:  # (the replayer's opt-in check; a worker never compares)
+            ctx.compare_args(entry, [list(args), kwargs] if kwargs else list(args))
         if entry.status == ERROR and _was_cancelled(ctx, entry):
             await _cancelled_again(ctx)
         if sdef.on_recorded is not None and entry.status == OK:
@@ -706,6 +708,8 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
     entry = ctx.recorded(pos, kind, workflow)
     if entry is not None and entry.status == OK:
         ctx.replayed += 1
+        if ctx.compares_args and args_text is not None:  # (the replayer's opt-in check)
+            ctx.compare_args(entry, ctx.codec.decode(args_text))
         if ctx.waits():
             await ctx.turn(entry.finished_at, pos)
         return str(ctx.codec.decode(entry.result))

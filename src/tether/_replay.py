@@ -842,6 +842,15 @@ class RunContext:
         if self.stop is not None:
             raise _Stop()
 
+    #: The replayer's opt-in argument check (``tether.testing.replay(compare_args=
+    #: True)``): an operation the journal answers hands ``compare_args`` the arguments
+    #: the code passes now. A worker's replay never compares them.
+    compares_args = False
+
+    def compare_args(self, entry: JournalEntry, args: Any) -> None:
+        """Note ``args`` (the code's arguments, as a value) against ``entry``'s recorded
+        ones: the replayer's check only (``compares_args``)."""
+
     def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
         """The entry at ``pos`` if it records this operation; stops the run as blocked if
         it records another one."""

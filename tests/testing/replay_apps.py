@@ -125,3 +125,28 @@ async def flow_says(key: str) -> int:
     stored = await _store6(value + str(go))
     raise NonDeterminismError(tether.run_id(), -1, ("step", "store"), None,
                               detail=f"store's recorded {stored} no longer fits")
+
+
+#: Passes other arguments to two steps the journal answers (same operations).
+v6 = App("sqlite:///replay-apps-never-opened.db")
+_fetch7, _store7, _ = _steps(v6)
+
+
+@v6.workflow(name="flow")
+async def flow_v6(key: str) -> int:
+    value = await _fetch7(key.strip() + "!")
+    await tether.sleep(3600)
+    go = await tether.wait_for_signal("go")
+    return await _store7(value + str(go + 1))
+
+
+#: Changes fetch's argument, then drops the sleep: an argument change, then a mismatch.
+v7 = App("sqlite:///replay-apps-never-opened.db")
+_fetch8, _store8, _ = _steps(v7)
+
+
+@v7.workflow(name="flow")
+async def flow_v7(key: str) -> int:
+    value = await _fetch8(key + "!")
+    go = await tether.wait_for_signal("go")
+    return await _store8(value + str(go))

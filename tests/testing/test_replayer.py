@@ -84,8 +84,62 @@ async def test_an_operation_inserted_without_a_patch_is_reported_at_its_position
         assert not r.compatible
         assert (r.position, r.recorded, r.requested) == (1, ("sleep", "sleep"),
                                                          ("step", "audit"))
-        assert r.message == "position 1: recorded sleep 'sleep', the code asks for step 'audit'"
+        assert r.message == ("position 1: recorded sleep 'sleep', the code asks for step "
+                             "'audit' (the journal has no step 'audit' anywhere: a new or "
+                             "renamed operation? tether.patched() keeps the runs in flight "
+                             "on the old path)")
     assert apps.CALLS == []
+
+
+async def test_an_operation_removed_before_others_is_located_in_the_journal(
+        recorded: dict[str, Path]) -> None:
+    """The code dropped the sleep: at position 1 it asks for the signal the journal holds
+    at position 2, and the message says where (the bare mismatch named both sides but
+    left the user to find out whether something was added or removed)."""
+    [done] = await replay(apps.v7, recorded["done"])
+    assert (done.position, done.recorded, done.requested) == (1, ("sleep", "sleep"),
+                                                              ("signal", "go"))
+    assert done.message == ("position 1: recorded sleep 'sleep', the code asks for signal "
+                            "'go' (the journal has signal 'go' at position 2: 1 operation "
+                            "removed or moved before it?)")
+    assert done.changed_args == ()  # arguments are not compared unless asked
+
+
+async def test_changed_arguments_are_compared_only_when_asked(
+        recorded: dict[str, Path]) -> None:
+    """The same operations with other arguments replay (a worker answers them from the
+    journal whatever their arguments, as Temporal's replayer does); compare_args=True
+    reports every change, in order, and the run is then not compatible."""
+    [plain] = await replay(apps.v6, recorded["done"])
+    assert plain.compatible and plain.changed_args == ()
+    [done] = await replay(apps.v6, recorded["done"], compare_args=True)
+    assert not done.compatible
+    assert [(c.position, c.kind, c.name, c.recorded, c.requested)
+            for c in done.changed_args] == [(0, "step", "fetch", ["abc"], ["abc!"]),
+                                            (3, "step", "store", ["ABC7"], ["ABC8"])]
+    assert (done.position, done.recorded, done.requested) == (0, ("step", "fetch"),
+                                                              ("step", "fetch"))
+    assert done.message == ('position 0: step \'fetch\' recorded with arguments ["abc"], '
+                            'the code passes ["abc!"] (and 1 more argument change, at '
+                            'position 3)')
+    assert done.to_dict()["changed_args"][1] == {
+        "position": 3, "kind": "step", "name": "store", "recorded": ["ABC7"],
+        "requested": ["ABC8"]}
+    # Unchanged code has nothing to report; a run in flight only what it recorded.
+    [same] = await replay(apps.v1, recorded["done"], compare_args=True)
+    assert same.compatible and same.changed_args == ()
+    [waiting] = await replay(apps.v6, recorded["waiting"], compare_args=True)
+    assert not waiting.compatible and [c.position for c in waiting.changed_args] == [0]
+    assert apps.CALLS == []
+
+
+async def test_argument_changes_before_a_mismatch_are_listed_with_it(
+        recorded: dict[str, Path]) -> None:
+    [done] = await replay(apps.v7, recorded["done"], compare_args=True)
+    assert (done.position, done.recorded, done.requested) == (1, ("sleep", "sleep"),
+                                                              ("signal", "go"))
+    assert [c.position for c in done.changed_args] == [0]
+    assert done.message.endswith("; before it, arguments changed at position 0")
 
 
 async def test_a_removed_operation_is_a_recorded_entry_nobody_asks_for(
@@ -172,6 +226,14 @@ async def test_cli_export_then_replay_check(recorded: dict[str, Path], tmp_path:
     assert result["position"] == 1 and result["recorded"] == ["sleep", "sleep"]
     assert result["requested"] == ["step", "audit"] and result["compatible"] is False
 
+    args_plain = tether("replay", "--check", "tests.testing.replay_apps:v6", str(exported))
+    assert args_plain.returncode == 0, args_plain.stdout + args_plain.stderr
+    args = tether("replay", "--check", "tests.testing.replay_apps:v6", str(exported),
+                  "--compare-args", "--json")
+    assert args.returncode == 1, args.stdout + args.stderr
+    [result] = json.loads(args.stdout)
+    assert [c["position"] for c in result["changed_args"]] == [0, 3]
+
     from_db = tether("replay", "--check", "tests.testing.replay_apps:v5", "--db", db,
                      "--workflow", "flow")
     assert from_db.returncode == 1
@@ -251,3 +313,41 @@ async def test_code_that_raises_non_determinism_itself_is_incompatible(
     assert not done.compatible
     assert done.message == "non-determinism in run 'done': store's recorded 4 no longer fits"
     assert done.recorded == ("step", "store")
+
+
+async def test_a_child_starts_arguments_are_compared_through_the_payload_hook() -> None:
+    """A child started with another input (under a payload hook, so every payload is
+    bound to its run and unreadable as JSON) is an argument change, keyed by what the
+    parent's journal keeps: the child's {"args": [...]}."""
+    import tether
+
+    def make(upper: bool) -> tether.App:
+        app = tether.App(payload_hook=Rot13())
+
+        @app.workflow(name="child")
+        async def child(name: str) -> str:
+            return name
+
+        @app.workflow(name="parent")
+        async def parent(name: str) -> str:
+            handle = await tether.start_child(child, name.upper() if upper else name)
+            return await handle.result()
+
+        return app
+
+    v1, v2 = make(False), make(True)
+    async with TestEnv(v1) as env:
+        handle = await env.start("parent", "ada", run_id="p")
+        assert await handle.result() == "ada"
+        history = await export_history(env.app, "p")
+    [same] = await replay(v1, history, compare_args=True)
+    assert same.compatible and same.changed_args == (), same.message
+    [plain] = await replay(v2, history)
+    assert plain.compatible
+    [changed] = await replay(v2, history, compare_args=True)
+    assert not changed.compatible
+    [change] = changed.changed_args
+    assert (change.position, change.kind, change.name) == (0, "child_start", "child")
+    assert (change.recorded, change.requested) == ({"args": ["ada"]}, {"args": ["ADA"]})
+    assert changed.message == ("position 0: child_start 'child' arguments changed (args: "
+                               '["ada"] -> ["ADA"])')

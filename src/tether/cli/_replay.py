@@ -57,6 +57,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="give up on a run whose code does not reach its journal's end "
                         f"in SECONDS (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--compare-args", action="store_true",
+                   help="also compare the arguments of the steps and child starts the "
+                        "journal answers (a worker replays them whatever their "
+                        "arguments); a change makes the run a mismatch")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=replay)
 
@@ -92,7 +96,8 @@ async def replay(args: argparse.Namespace) -> int:
         except HistoryError as exc:
             raise CliError(str(exc), 2) from None
         for h in histories:
-            results.append(await check_history(app, h, timeout=args.timeout))
+            results.append(await check_history(app, h, timeout=args.timeout,
+                                                compare_args=args.compare_args))
     else:
         if args.workflow not in app.workflows():
             raise CliError(f"{args.check} has no workflow named {args.workflow!r} "
@@ -109,7 +114,8 @@ async def replay(args: argparse.Namespace) -> int:
                                          reader.codec)
                 except HistoryError as exc:
                     raise CliError(str(exc)) from None
-                results.append(await check_history(app, history, timeout=args.timeout))
+                results.append(await check_history(app, history, timeout=args.timeout,
+                                                   compare_args=args.compare_args))
     _print(results, args.json)
     return EXIT_MISMATCH if any(not r.compatible for r in results) else 0
 

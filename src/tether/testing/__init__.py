@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from tether.testing._history import History, HistoryError, export_history, load_history
-from tether.testing._replayer import ReplayResult, check_history, replay
+from tether.testing._replayer import ArgumentChange, ReplayResult, check_history, replay
 
 if TYPE_CHECKING:
     from tether.testing._env import TestEnv, TestRunHandle, VirtualClock
@@ -49,6 +49,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 __all__ = [
+    "ArgumentChange",
     "Fault",
     "History",
     "HistoryError",

@@ -13,16 +13,27 @@ journal recorded, and then either ends where the journal ends, or (a run still i
 flight: queued, running, waiting, blocked) asks for its next operation. The first
 mismatch is reported with its position, the recorded operation and the operation the
 code asks for (``None`` on one side: the code asked for nothing more, or the journal
-has nothing there although the run ended).
+has nothing there although the run ended), and a hint where the journal holds the
+requested operation elsewhere (or nowhere). Only the first: past it the code gets no
+answer from the journal (it would need the result of an operation that was not
+recorded), and every later position is shifted by the change, so what a check would
+say after it is noise. Temporal's replayer also stops at the first non-determinism.
+
+Arguments are not part of an operation's identity (a worker replays a step called
+with other arguments from its recorded result). ``compare_args=True`` compares them
+too, for steps and child starts: every argument change before the first mismatch is
+reported (they shift no position, so all of them are meaningful), and the run is then
+not compatible.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 from tether._app import App
@@ -30,7 +41,7 @@ from tether._codec import restore
 from tether._definitions import WorkflowDef
 from tether._replay import Blocked, Release, RunContext, _Stop, current_run, inherited_of
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
-from tether.errors import NonDeterminismError
+from tether.errors import NonDeterminismError, PayloadError
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
 
@@ -47,7 +58,31 @@ DEFAULT_TIMEOUT = 30.0
 HistorySource = str | os.PathLike[str] | Mapping[str, Any] | History
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
+class ArgumentChange:
+    """An operation the journal answers, called now with other arguments
+    (``replay(compare_args=True)``).
+
+    Attributes:
+        position, kind, name: the operation.
+        recorded: the arguments the journal holds (JSON: a step's list, or
+            ``[args, kwargs]``; a child's ``{"args", "kwargs"}``).
+        requested: the arguments the code passes now, in the same form (a string
+            ``"<not storable: ...>"`` if they cannot be encoded).
+    """
+
+    position: int
+    kind: str
+    name: str
+    recorded: Any
+    requested: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "kind": self.kind, "name": self.name,
+                "recorded": self.recorded, "requested": self.requested}
+
+
+@dataclasses.dataclass(frozen=True)
 class ReplayResult:
     """The verdict on one recorded run.
 
@@ -59,6 +94,8 @@ class ReplayResult:
         requested: ``(kind, name)`` the code asks for there (``None``: nothing).
         message: one line that says it all.
         replayed: operations answered from the journal before the verdict.
+        changed_args: with ``compare_args``, every operation answered from the journal
+            whose arguments the code changed, in position order (empty otherwise).
     """
 
     run_id: str
@@ -70,13 +107,15 @@ class ReplayResult:
     requested: tuple[str, str] | None = None
     replayed: int = 0
     source: str = ""
+    changed_args: tuple[ArgumentChange, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "workflow": self.workflow,
                 "compatible": self.compatible, "position": self.position,
                 "recorded": list(self.recorded) if self.recorded else None,
                 "requested": list(self.requested) if self.requested else None,
-                "replayed": self.replayed, "message": self.message, "source": self.source}
+                "replayed": self.replayed, "message": self.message, "source": self.source,
+                "changed_args": [c.to_dict() for c in self.changed_args]}
 
 
 class _FrozenClock:
@@ -115,7 +154,8 @@ class _CheckContext(RunContext):
     """
 
     def __init__(self, *, workflow: WorkflowDef, journal: list[JournalEntry], app: App,
-                 run_id: str, at: float, executor: Executor | None = None) -> None:
+                 run_id: str, at: float, executor: Executor | None = None,
+                 compare_args: bool = False) -> None:
         store = _NoStore()
         super().__init__(lease=Lease(run_id, "tether-replay-check", 0), workflow=workflow,
                          journal=journal, store=store,
@@ -123,6 +163,21 @@ class _CheckContext(RunContext):
                          sticky_wait=0.0)
         store.ctx = self
         self.frontier: tuple[int, str, str] | None = None
+        self.compares_args = compare_args
+        self.changed_args: list[ArgumentChange] = []
+
+    def compare_args(self, entry: JournalEntry, args: Any) -> None:
+        if entry.args is None:  # (arguments that could not be stored: nothing to compare)
+            return
+        recorded = self.codec.decode(entry.args)
+        try:  # (as the worker encodes them, then decoded: JSON values on both sides)
+            requested = self.codec.decode(self.codec.encode(
+                args, f"arguments of {entry.kind} {entry.name!r}"))
+        except PayloadError as exc:
+            requested = f"<not storable: {exc}>"
+        if _canonical(recorded) != _canonical(requested):
+            self.changed_args.append(ArgumentChange(entry.position, str(entry.kind),
+                                                    entry.name, recorded, requested))
 
     def reach(self, pos: int, kind: str, name: str) -> _Stop:
         """The code asks for an operation the journal does not answer: stop here."""
@@ -180,9 +235,56 @@ def _fmt(op: tuple[str, str] | None) -> str:
     return "nothing" if op is None else f"{op[0]} {op[1]!r}"
 
 
-async def check_history(app: App, history: History, *,
-                        timeout: float = DEFAULT_TIMEOUT) -> ReplayResult:
-    """Replay one history against ``app``'s current code (see the module docstring)."""
+def _canonical(value: Any) -> str:
+    """JSON text to compare arguments by (``1`` and ``True`` differ, as stored)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+#: Characters of one argument value a verdict's message shows (``changed_args`` holds all).
+_SHOWN = 80
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) and value.startswith("<not storable") \
+        else _canonical(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def _what_changed(change: ArgumentChange) -> str:
+    """"position 0: step 'fetch' recorded with ["abc"], the code passes ["ABC"]", or for
+    dicts (an LLM call's arguments, a child's input) only the keys that differ."""
+    old, new = change.recorded, change.requested
+    head = f"position {change.position}: {change.kind} {change.name!r} "
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted({*old, *new}, key=str)
+        diff = [f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys
+                if _canonical(old.get(k)) != _canonical(new.get(k))]
+        return head + "arguments changed (" + "; ".join(diff) + ")"
+    return head + f"recorded with arguments {_short(old)}, the code passes {_short(new)}"
+
+
+def _hint(journal: dict[int, JournalEntry], pos: int,
+          requested: tuple[str, str] | None) -> str:
+    """Where the journal holds the operation the code asks for at ``pos``: later (an
+    operation removed or moved before it), or nowhere (a new or renamed one)."""
+    if requested is None:
+        return ""
+    later = [p for p, e in sorted(journal.items())
+             if (str(e.kind), e.name) == requested and p > pos]
+    if later:
+        n = later[0] - pos
+        return (f" (the journal has {_fmt(requested)} at position {later[0]}: "
+                f"{_ops(n)} removed or moved before it?)")
+    if not any((str(e.kind), e.name) == requested for e in journal.values()):
+        return (f" (the journal has no {_fmt(requested)} anywhere: a new or renamed "
+                "operation? tether.patched() keeps the runs in flight on the old path)")
+    return ""
+
+
+async def check_history(app: App, history: History, *, timeout: float = DEFAULT_TIMEOUT,
+                        compare_args: bool = False) -> ReplayResult:
+    """Replay one history against ``app``'s current code (see the module docstring);
+    ``compare_args``: also compare the arguments of the operations the journal answers."""
     wdef = app.workflows().get(history.workflow)
     if wdef is None:
         return _result(history, False, message=(
@@ -195,7 +297,7 @@ async def check_history(app: App, history: History, *,
                            f"journal: {exc}") from None
     at = history.finished_at or history.updated_at or history.created_at or 0.0
     ctx = _CheckContext(workflow=wdef, journal=entries, app=app, run_id=history.run_id,
-                        at=at)
+                        at=at, compare_args=compare_args)
     raised: BaseException | None = None
 
     async def body() -> None:
@@ -219,7 +321,8 @@ async def check_history(app: App, history: History, *,
         task.cancel()
         return _result(history, False, replayed=ctx.replayed, message=(
             f"the workflow did not reach the end of its journal within {timeout:g} s: its "
-            "code waits on something that is not a Tether operation"))
+            "code waits on something that is not a Tether operation"),
+            changed_args=tuple(ctx.changed_args))
     finally:
         for t in ctx.tasks:
             if not t.done():
@@ -227,12 +330,34 @@ async def check_history(app: App, history: History, *,
         if not task.done():
             task.cancel()
         await asyncio.gather(task, *ctx.tasks, return_exceptions=True)
-    return _verdict(ctx, history, raised)
+    return _with_args(_verdict(ctx, history, raised), ctx.changed_args)
 
 
 def _result(history: History, compatible: bool, **fields: Any) -> ReplayResult:
     return ReplayResult(run_id=history.run_id, workflow=history.workflow,
                         source=history.source, compatible=compatible, **fields)
+
+
+def _with_args(result: ReplayResult, changes: list[ArgumentChange]) -> ReplayResult:
+    """The verdict with the argument changes found before it: a compatible run that
+    changed some is not compatible (the first change is its position); a mismatch keeps
+    its own position and says how many came before it."""
+    if not changes:
+        return result
+    first = changes[0]
+    more = len(changes) - 1
+    if result.compatible:
+        also = (f" (and {more} more argument change{'s' if more > 1 else ''}, at position"
+                f"{'s' if more > 1 else ''} {', '.join(str(c.position) for c in changes[1:])})"
+                if more else "")
+        return dataclasses.replace(
+            result, compatible=False, position=first.position,
+            recorded=(first.kind, first.name), requested=(first.kind, first.name),
+            message=_what_changed(first) + also, changed_args=tuple(changes))
+    before = (f"; before it, arguments changed at position{'s' if more else ''} "
+              f"{', '.join(str(c.position) for c in changes)}")
+    return dataclasses.replace(result, message=result.message + before,
+                               changed_args=tuple(changes))
 
 
 def _verdict(ctx: _CheckContext, history: History,
@@ -246,7 +371,8 @@ def _verdict(ctx: _CheckContext, history: History,
                             recorded=err.recorded, requested=err.requested,
                             replayed=ctx.replayed,
                             message=(f"position {err.position}: recorded {_fmt(err.recorded)}, "
-                                     f"the code asks for {_fmt(err.requested)}"))
+                                     f"the code asks for {_fmt(err.requested)}"
+                                     + _hint(ctx.journal, err.position, err.requested)))
     ended = history.status in _ENDED
     if ctx.frontier is not None:
         pos, kind, name = ctx.frontier
@@ -278,11 +404,16 @@ def _verdict(ctx: _CheckContext, history: History,
 
 
 async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *,
-                 timeout: float = DEFAULT_TIMEOUT) -> list[ReplayResult]:
+                 timeout: float = DEFAULT_TIMEOUT,
+                 compare_args: bool = False) -> list[ReplayResult]:
     """Check recorded runs against ``app``'s current code, executing nothing.
 
     ``histories``: file paths (``tether export`` output), dicts of that form, or
     ``History`` objects (one or several). Returns one ``ReplayResult`` per run, in order.
+    ``compare_args``: also compare the arguments of the steps and child starts the
+    journal answers (off by default: a worker replays them whatever their arguments);
+    every change is listed in ``ReplayResult.changed_args`` and makes the run not
+    compatible.
 
     Raises:
         HistoryError: a history that cannot be read (one line naming the file).
@@ -290,4 +421,5 @@ async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *
     if isinstance(histories, (str, os.PathLike, Mapping, History)):
         histories = [histories]
     loaded = [load_history(h) for h in histories]
-    return [await check_history(app, h, timeout=timeout) for h in loaded]
+    return [await check_history(app, h, timeout=timeout, compare_args=compare_args)
+            for h in loaded]
