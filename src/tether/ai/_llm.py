@@ -23,7 +23,8 @@ What the step body does on a fresh call, in order (each part in its own module):
 5. price it and add the run's metrics (``_accounting``); return the call record.
 
 Provider failures are the step's retry policy: by default forever, with backoff up to
-60 s, honouring ``Retry-After``, the run released while it waits. Refusals (400, 401,
+60 s, honouring ``Retry-After`` up to the policy's ``max_retry_after`` (120 s), the run
+released while it waits. Refusals (400, 401,
 403, ...), a missing key and an exceeded budget (policy ``fail``) fail at once.
 """
 
@@ -173,7 +174,8 @@ class LLM:
             call; a missing key fails that call (recorded, not retried).
         prices: a ``PriceTable``, or ``{model: (usd_in, usd_out)}`` per 1M tokens
             overriding the defaults.
-        retry: the retry policy of provider failures (default: forever, backoff to 60 s).
+        retry: the retry policy of provider failures (default: forever, backoff to 60 s,
+            a ``Retry-After`` honoured up to 120 s).
         rpm: requests per minute for this provider key, shared by every worker of the
             store; a call not granted is postponed (run released).
         tpm: tokens per minute, likewise.
