@@ -879,7 +879,7 @@ class App:
         if input is _NO_INPUT:
             text = codec.reseal(source.input, source_codec, SLOT_INPUT, SLOT_INPUT)
         else:
-            payload = ({"args": list(input["args"]), **(
+            payload: dict[str, Any] = ({"args": list(input["args"]), **(
                 {"kwargs": input["kwargs"]} if "kwargs" in input else {})}
                 if isinstance(input, dict) and "args" in input else
                 {"args": list(input) if isinstance(input, (list, tuple)) else [input]})
