@@ -339,6 +339,11 @@ def command(system: str, workload: str, url: str, args: argparse.Namespace,
     elif system == "tether-before":
         env["PYTHONPATH"] = os.pathsep.join(
             [BEFORE_SRC, *filter(None, [env.get("PYTHONPATH")])])
+    if system in ("tether", "tether-relaxed"):
+        # This tree's Tether, not whichever checkout the virtualenv installed in editable
+        # mode (a bench/compare run from another worktree measured that one).
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
     elif system in ("dbos", "langgraph", "restate"):
         py, script = str(PEERS_PY), f"sys_{system}.py"
     argv = [py, str(HERE / script), workload, "--store", url, "--steps", str(args.steps),
