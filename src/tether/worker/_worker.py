@@ -141,7 +141,10 @@ class _StoreOutage(OutagePacing):
         self.runs: set[str] = set()
         self._clock = clock
         self._lease_seconds = lease_seconds
-        #: The clock's time of the last call that went through.
+        #: The clock's time of the last call that went through and wrote: a call that
+        #: changed nothing (an idle worker's claim that found nothing to take) goes
+        #: through on a full disk too, so it says nothing of whether the other workers
+        #: could renew their leases then.
         self._reached_at = clock()
         #: Set by an outage: the last time the store was reached before it (None: no
         #: outage), and once a call goes through again, until when takeovers wait.
@@ -189,13 +192,17 @@ class _StoreOutage(OutagePacing):
         else:
             log.debug("run %s: store unavailable (%s); %s", run_id, exc, what)
 
-    def back(self, *, by_run: bool = True) -> None:
+    def back(self, *, by_run: bool = True, wrote: bool = True) -> None:
         """A call went through: a run's write (``by_run``), or the worker's own claim or
         heartbeat, which ends the outage only if no run's write failed in it (a store
-        that takes those and refuses the runs' writes is not back for the runs)."""
-        self._reached_at = self._clock()
+        that takes those and refuses the runs' writes is not back for the runs).
+        ``wrote``: the call changed something (a claim that took runs, a heartbeat that
+        renewed leases); only such a call moves the time a later outage is cut at."""
+        now = self._clock()
+        if wrote:
+            self._reached_at = now
         if self._cut_at is not None and self._grace_until is None:
-            self._grace_until = self._reached_at + self._lease_seconds
+            self._grace_until = now + self._lease_seconds
         if self.since is None or (not by_run and self.runs):
             return
         log.warning("store available again, %.1f s after the first failed call (%d failed "
@@ -548,7 +555,7 @@ class Worker:
                         exclude=excluded, takeover_before=self._outage.takeover_before(),
                     )
                     backoff = 0.1
-                    self._outage.back(by_run=False)
+                    self._outage.back(by_run=False, wrote=bool(claimed))
                 except StoreUnavailable as exc:
                     self._outage.failed(None, exc, f"claim failed; retrying in {backoff:.1f} s")
                     await asyncio.sleep(backoff)
@@ -666,7 +673,7 @@ class Worker:
             try:
                 result = await call()
             except LeaseLost:
-                self._outage.back()  # (the store answered)
+                self._outage.back(wrote=False)  # (the store answered)
                 raise
             except errors as exc:
                 tried += 1
