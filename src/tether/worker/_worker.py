@@ -233,6 +233,19 @@ async def _contained(coro: Any) -> Any:
         return await coro
     except (SystemExit, KeyboardInterrupt) as exc:
         raise ExitInTask(f"{type(exc).__name__}({exc}) raised in a task of a run") from exc
+    except _Stop:
+        # The engine stopping the run's code (a release, a block, a lost lease) ends
+        # each of its tasks with ``_Stop``; a task the code does not await again would
+        # be garbage-collected with asyncio's "Task exception was never retrieved".
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(_retrieve_stop)
+        raise
+
+
+def _retrieve_stop(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # (marks the engine's ``_Stop`` as retrieved)
 
 
 def _contain_exits(loop: asyncio.AbstractEventLoop) -> None:
