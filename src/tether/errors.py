@@ -135,13 +135,15 @@ class RunErased(RunStateError):
 
 
 class RunFailed(TetherError):
-    """The run whose result was awaited did not complete."""
+    """The run whose result was awaited did not complete (it ended failed or cancelled,
+    or it is blocked: not ended, but it waits for an operator)."""
 
     def __init__(self, run_id: str, status: str, error: dict[str, Any] | None) -> None:
         detail = ""
         if error:
             detail = f": {error.get('type', 'Error')}: {error.get('message', '')}"
-        super().__init__(f"run {run_id!r} ended {status}{detail}")
+        verb = "is" if status == "blocked" else "ended"
+        super().__init__(f"run {run_id!r} {verb} {status}{detail}")
         self.run_id = run_id
         self.status = status
         self.error = error

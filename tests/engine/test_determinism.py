@@ -68,6 +68,14 @@ async def test_changed_code_blocks_the_run_naming_both_operations(store_url: str
     text = await asyncio.to_thread(run_cli, "show", "d", "--db", store_url, "--json")
     assert json.loads(text)["status"] == "blocked"
 
+    # ``tether result`` stops at blocked (nothing changes without an operator) and says
+    # the run *is* blocked: it has not ended (it said "ended blocked").
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = await asyncio.to_thread(main, ["result", "d", "--db", store_url])
+    assert code == 1
+    assert "run 'd' is blocked: " in err.getvalue() and "ended" not in err.getvalue()
+
 
 def run_cli(*argv: str) -> str:
     out = io.StringIO()
