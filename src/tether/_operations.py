@@ -14,6 +14,7 @@ import contextvars
 import datetime as dt
 import functools
 import inspect
+import math
 import random as _random
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -85,6 +86,8 @@ def _seconds(duration: float | dt.timedelta) -> float:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise ConfigError(f"expected seconds (int or float) or a timedelta, "
                         f"got {type(duration).__name__}")
+    if not math.isfinite(duration):
+        raise ConfigError(f"expected a finite number of seconds, got {duration!r}")
     return float(duration)
 
 

@@ -315,3 +315,32 @@ async def test_a_child_id_used_by_another_run_is_refused_in_the_parent(
     assert outcomes and all("'taken' is already used by a run of workflow 'other_wf' that "
                             "is not a child of 'p'" in o for o in outcomes), outcomes
     await app.close()
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), float("-inf")])
+async def test_a_wait_of_no_finite_number_of_seconds_is_a_config_error(
+        store_url: str, seconds: float) -> None:
+    """``tether.sleep(nan)`` or a signal's ``timeout=inf`` raised ``NotSerializable``
+    ("timer: value of type float is not JSON-serializable"), naming no argument; now
+    ``ConfigError`` names the duration, at the call, in and out of a workflow, and the
+    workflow goes on after catching it with nothing journaled."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> list[str]:
+        seen = []
+        for wait in (lambda: tether.sleep(seconds),
+                     lambda: tether.wait_for_signal("go", timeout=seconds)):
+            try:
+                await wait()
+            except tether.ConfigError as exc:
+                seen.append(str(exc))
+        return seen
+
+    with pytest.raises(tether.ConfigError, match="finite"):
+        await tether.sleep(seconds)
+    async with app.worker():
+        seen = await (await app.start(wf, run_id="w")).result(timeout=30)
+    assert len(seen) == 2 and all("a finite number of seconds" in m for m in seen), seen
+    assert (await app.get_run("w")).journal == []
+    await app.close()
