@@ -34,7 +34,8 @@ class RetryPolicy:
             An attempt cut off by its worker's death counts, but the step always runs
             again after it (it did not fail; ``--max-crashes`` bounds such deaths).
         max_duration: seconds from the first attempt after which no new attempt starts.
-        non_retryable: exception types that fail the step at once.
+        non_retryable: exception types that fail the step at once (a tuple; one type
+            or a list is taken too). A value of the wrong kind is a ``ConfigError``.
         max_retry_after: the longest wait, in seconds, that an error's ``retry_after``
             (a provider's ``Retry-After``) may push the next attempt to; a longer ask
             ("retry in a day", an HTTP-date a week ahead) is honoured up to this ceiling,
@@ -51,6 +52,22 @@ class RetryPolicy:
     max_retry_after: float | None = None  # a float once made (see __post_init__)
 
     def __post_init__(self) -> None:
+        # (A string or a timedelta here failed with a bare TypeError, or later: the
+        # step's first failure failed the run.)
+        for field, optional in (("initial_interval", False), ("backoff", False),
+                                ("max_interval", True), ("max_duration", True),
+                                ("max_retry_after", True)):
+            value = getattr(self, field)
+            if (value is None and optional) or (
+                    isinstance(value, (int, float)) and not isinstance(value, bool)):
+                continue
+            raise ConfigError(f"RetryPolicy.{field} must be a number"
+                              f"{' or None' if optional else ''}, not {value!r}")
+        if self.max_attempts is not None and (
+                isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int)):
+            raise ConfigError(f"RetryPolicy.max_attempts must be a whole number >= 1 or None, "
+                              f"not {self.max_attempts!r}")
+        object.__setattr__(self, "non_retryable", _exception_types(self.non_retryable))
         if self.max_interval is None:
             object.__setattr__(self, "max_interval",
                                max(DEFAULT_MAX_INTERVAL, self.initial_interval))
@@ -68,6 +85,9 @@ class RetryPolicy:
                               "be finite numbers")
         if self.max_duration is not None and math.isnan(self.max_duration):
             raise ConfigError("RetryPolicy.max_duration must be a number or None, not NaN")
+        if self.max_duration is not None and self.max_duration < 0:
+            raise ConfigError(f"RetryPolicy.max_duration must be >= 0 or None, "
+                              f"not {self.max_duration!r}")
         if self.initial_interval < 0 or self._cap < 0:
             raise ConfigError("RetryPolicy intervals must be >= 0")
         if self._cap < self.initial_interval:
@@ -115,6 +135,22 @@ class RetryPolicy:
 
     def is_non_retryable(self, error: BaseException) -> bool:
         return isinstance(error, (NonRetryable, PayloadError, *self.non_retryable))
+
+
+def _exception_types(given: object) -> tuple[type[BaseException], ...]:
+    """``RetryPolicy.non_retryable`` as a tuple: one exception type, or an iterable of
+    them (a tuple, a list, a set)."""
+    if isinstance(given, type):
+        given = (given,)
+    if isinstance(given, (str, bytes)) or not hasattr(given, "__iter__"):
+        raise ConfigError(f"RetryPolicy.non_retryable must be exception types (one, or a "
+                          f"tuple of them), not {given!r}")
+    types = tuple(given)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise ConfigError(f"RetryPolicy.non_retryable must be exception types (one, or "
+                              f"a tuple of them); {t!r} is not one")
+    return types
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,3 +147,35 @@ def test_a_retry_policy_with_non_finite_numbers_is_refused(kwargs: dict[str, flo
     # "ValueError: Invalid value NaN" (its next attempt's time could not be journaled).
     with pytest.raises(ConfigError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_non_retryable_takes_one_exception_type_or_any_iterable_of_them() -> None:
+    """``non_retryable=ValueError`` (no tuple) was accepted, and the step's first failure
+    then failed the run with ``TypeError: Value after * must be an iterable``; a list
+    made the policy unhashable. Both are taken now, as a tuple."""
+    for given in (ValueError, [ValueError, KeyError], {ValueError}):
+        policy = RetryPolicy(non_retryable=given)  # type: ignore[arg-type]
+        assert isinstance(policy.non_retryable, tuple) and ValueError in policy.non_retryable
+        hash(policy)
+        assert decide(ValueError("bad"), 1, policy=policy) == AttemptOutcome(1, None)
+        assert decide(RuntimeError("x"), 1, policy=policy).retry_at is not None
+
+
+@pytest.mark.parametrize(("kwargs", "says"), [
+    ({"non_retryable": (1,)}, "non_retryable"),
+    ({"non_retryable": "ValueError"}, "non_retryable"),
+    ({"non_retryable": (ValueError, int)}, "non_retryable"),
+    ({"max_attempts": 1.5}, "max_attempts"),
+    ({"max_attempts": True}, "max_attempts"),
+    ({"max_duration": -1}, "max_duration"),
+    ({"max_duration": "60"}, "max_duration"),
+    ({"initial_interval": "1"}, "initial_interval"),
+    ({"backoff": None}, "backoff"),
+])
+def test_a_retry_policy_with_values_of_the_wrong_kind_is_refused(
+        kwargs: dict[str, object], says: str) -> None:
+    """These were accepted (or raised a bare ``TypeError``), and the step's first
+    failure failed the run with an internal ``TypeError`` (``isinstance() arg 2 must be
+    a type``); now the policy is refused where it is written, naming the field."""
+    with pytest.raises(ConfigError, match=says):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
