@@ -142,6 +142,10 @@ class App:
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self.clock: Clock = clock or SyncedClock()
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) \
+                or max_payload < 1:
+            raise ConfigError(f"max_payload must be a whole number of bytes >= 1, "
+                              f"not {max_payload!r}")
         self.codec = Codec(max_payload=max_payload, hook=payload_hook)
         self._workflows: dict[str, WorkflowDef] = {}
         #: Workflows served as MCP tools: name -> "optional" | "task-only".
@@ -200,6 +204,8 @@ class App:
         fails with ``tether.StepTimeout`` and is retried under the policy. An ``async``
         step is cancelled; a plain ``def`` step's thread cannot be stopped and runs on.
         """
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"retry must be a tether.RetryPolicy or None, not {retry!r}")
         limit: float | None = None
         if timeout is not None:
             if isinstance(timeout, dt.timedelta):
@@ -973,6 +979,9 @@ class App:
     def worker(self, *, queues: list[str] | None = None, concurrency: int = 50,
                **options: Any) -> Worker:
         """A worker for this app's workflows; use ``async with app.worker(...):``.
+
+        ``queues``: the queues it serves (one name may be given as a string); left out
+        or empty, the queues of the app's workflows.
 
         Raises:
             ConfigError: the App is closed.

@@ -687,3 +687,33 @@ async def test_a_failed_run_is_logged_once_with_its_id_and_error(
         assert lines[0][0].startswith("run boom (boom) failed: ValueError")
         assert (secret in lines[0][0]) == (hook is None), lines
         assert "PayloadError" in lines[1][0] or "NotSerializable" in lines[1][0], lines
+
+
+async def test_a_worker_given_one_queue_name_as_a_string_serves_that_queue(
+        store_url: str) -> None:
+    """``app.worker(queues="default")`` served the queues "d", "e", "f", "a", "u", "l"
+    and "t" (the string taken as a list of letters): the worker ran and claimed nothing,
+    silently. A string is one queue name now."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> str:
+        return "done"
+
+    async with app.worker(queues="default") as worker:  # type: ignore[arg-type]
+        assert worker.queues == ["default"]
+        assert await (await app.start(wf)).result(timeout=30) == "done"
+    await app.close()
+
+
+def test_a_step_retry_that_is_not_a_retry_policy_is_refused_where_it_is_written() -> None:
+    """``@app.step(retry=3)`` was accepted, and the step's first failure failed the run
+    with ``AttributeError: 'int' object has no attribute ...``; and ``App(max_payload=0)``
+    made every payload "too large"."""
+    app = App("sqlite:///:memory:")
+    for retry in (3, {"max_attempts": 2}):
+        with pytest.raises(ConfigError, match=r"retry must be a tether\.RetryPolicy"):
+            app.step(retry=retry)(lambda: 1)  # type: ignore[call-overload]
+    for limit in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="max_payload"):
+            App("sqlite:///:memory:", max_payload=limit)  # type: ignore[arg-type]

@@ -305,6 +305,8 @@ class Worker:
             raise ConfigError("lease_seconds must be > 0")
         self.app = app
         self._host = worker_host(app)
+        if isinstance(queues, str):
+            queues = [queues]  # (one name: not a list of one-letter queues)
         self.queues = list(queues) if queues else app.queues()
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
