@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tether import App, ConfigError
+from tether import App, ConfigError, InvalidName
 
 
 async def test_a_saturated_worker_still_runs_everything(store_url: str) -> None:
@@ -703,6 +703,10 @@ async def test_a_worker_given_one_queue_name_as_a_string_serves_that_queue(
     async with app.worker(queues="default") as worker:  # type: ignore[arg-type]
         assert worker.queues == ["default"]
         assert await (await app.start(wf)).result(timeout=30) == "done"
+    # An empty name (``tether worker --queue ''``) served a queue no run can be on
+    # (``tether start --queue ''`` is refused): it is refused too.
+    with pytest.raises(InvalidName, match="queue '' is empty"):
+        app.worker(queues=[""])
     await app.close()
 
 

@@ -40,7 +40,7 @@ from tether._replay import (
     current_run,
     inherited_of,
 )
-from tether._types import ClaimedRun, Lease, RunRecord, RunStatus
+from tether._types import ClaimedRun, Lease, RunRecord, RunStatus, check_name
 from tether.errors import (
     Cancelled,
     ConfigError,
@@ -308,6 +308,8 @@ class Worker:
         if isinstance(queues, str):
             queues = [queues]  # (one name: not a list of one-letter queues)
         self.queues = list(queues) if queues else app.queues()
+        for queue in self.queues:
+            check_name("queue", queue)  # (an empty name served a queue no run is on)
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 4
