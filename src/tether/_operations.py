@@ -169,6 +169,8 @@ async def _start_child(ctx: RunContext, pos: int, workflow: Callable[..., Any] |
                        args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None,
                        run_id: str | None, on_parent_cancel: str,
                        inherit: Mapping[str, Any] | None = None) -> ChildHandle[Any]:
+    if queue is not None and ctx.journal.get(pos) is None:
+        check_name("queue", queue)  # (as App.start; "" meant the default queue before)
     name, q, annotation = _child_target(workflow, queue)
     if run_id is not None:  # (a child the journal holds was started under older rules)
         check_name("run id", run_id, new=ctx.journal.get(pos) is None)
@@ -206,7 +208,8 @@ def start_child(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: 
                 **kwargs: Any) -> Awaitable[ChildHandle[R]]:
     """Start ``workflow`` as an independent durable child run on its own queue.
 
-    ``queue`` defaults to the workflow's own; ``run_id`` to ``<parent id>.<position>``
+    ``queue`` defaults to the workflow's own (an empty name is ``InvalidName``, as for
+    ``App.start``); ``run_id`` to ``<parent id>.<position>``
     (``<parent id>.g<generation>.<position>`` after ``continue_as_new``).
     ``on_parent_cancel`` is ``"cancel"`` (cancelling the parent cancels the child) or
     ``"abandon"``. A workflow may be named by string when its code lives elsewhere.

@@ -344,3 +344,37 @@ async def test_a_wait_of_no_finite_number_of_seconds_is_a_config_error(
     assert len(seen) == 2 and all("a finite number of seconds" in m for m in seen), seen
     assert (await app.get_run("w")).journal == []
     await app.close()
+
+
+async def test_a_child_on_an_empty_queue_name_is_refused_in_the_parent(
+        store_url: str) -> None:
+    """``tether.start_child(wf, queue="")`` started the child on queue "default" (the
+    empty name taken as "none given"), where ``App.start(queue="")`` and
+    ``tether start --queue ''`` refuse the name: a child of a workflow served on another
+    queue waited there for ever. It is ``InvalidName`` in the parent now, journaling
+    nothing, for ``start_child`` and ``call`` alike."""
+    app = App(store_url)
+    refused: list[str] = []
+
+    @app.workflow(queue="tools")
+    async def tool() -> str:
+        return "tool"
+
+    @app.workflow
+    async def parent() -> str:
+        for start in (lambda: tether.start_child(tool, queue=""),
+                      lambda: tether.call(tool, queue=" ")):
+            try:
+                await start()
+            except tether.InvalidName as exc:
+                refused.append(str(exc))
+        return str(await tether.call(tool))
+
+    async with app.worker():
+        assert await (await app.start(parent, run_id="p")).result(timeout=30) == "tool"
+    # (Refused again in each execution of the parent: it is released while its child runs.)
+    assert refused[:2] == ["queue '' is empty", "queue ' ' is empty"], refused
+    assert all("is empty" in r for r in refused), refused
+    info = await app.get_run("p")
+    assert [str(e["kind"]) for e in info.journal] == ["child_start", "child_result"]
+    await app.close()
