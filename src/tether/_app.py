@@ -42,7 +42,7 @@ from tether.errors import (
     TetherError,
     WorkflowNotFound,
 )
-from tether.store import Store, open_store, resolve_url
+from tether.store import Store, check_store_options, open_store, resolve_url
 from tether.store._lifecycle import RetryReport
 
 if TYPE_CHECKING:
@@ -129,6 +129,15 @@ class App:
             workers claim only runs of this version or of none (see docs/operations.md).
         retention: finished runs older than this (seconds, a ``timedelta`` or text such
             as ``"30d"``) are purged in the background by this app's workers.
+        **store_options: options of the store built from ``url`` (SQLite:
+            ``synchronous``, ``busy_timeout``...; PostgreSQL: ``pool_max``,
+            ``query_timeout``...: see docs/postgres.md), checked by name here, before
+            anything is connected.
+
+    Raises:
+        ConfigError: an unknown store option (the message lists the store's), store
+            options together with ``store``, or a bad ``max_payload``, ``version`` or
+            ``retention``.
     """
 
     def __init__(self, url: str | None = None, *, clock: Clock | None = None,
@@ -136,6 +145,12 @@ class App:
                  store: Store | None = None, version: str | None = None,
                  retention: Any = None, **store_options: Any) -> None:
         self.url = store.url if store is not None else resolve_url(url)
+        if store is not None and store_options:
+            raise ConfigError(
+                f"store options ({', '.join(sorted(store_options))}) apply to a store the "
+                "App builds from its URL, not to App(store=...): pass them to open_store")
+        # Named now, not at the first use of the store: nothing is connected yet.
+        check_store_options(self.url, store_options)
         self._store: Store | None = store
         self._store_options = store_options
         self._opened = False
@@ -373,10 +388,16 @@ class App:
     # -- the store ------------------------------------------------------------------------------
 
     def use_store(self, url: str) -> None:
-        """Point this app at another store URL (before it is opened)."""
+        """Point this app at another store URL (before it is opened).
+
+        Raises:
+            ConfigError: the store is open or the App closed; a store option given to
+                the App that the new URL's store does not take.
+        """
         self._check_open()
         if self._opened:
             raise ConfigError("the app's store is already open")
+        check_store_options(url, self._store_options)
         self.url = url
         self._store = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from tether.errors import ConfigError
@@ -19,7 +20,8 @@ from tether.store._port import (
 DEFAULT_URL = "sqlite:///./tether.db"
 
 __all__ = ["DEFAULT_URL", "FAIL_FAST", "REQUEST_TIMEOUT", "HeartbeatResult", "SignalSent",
-           "Store", "StoreCapabilities", "Wait", "WorkerInfo", "open_store", "resolve_url"]
+           "Store", "StoreCapabilities", "Wait", "WorkerInfo", "check_store_options", "open_store",
+           "resolve_url", "store_option_names"]
 
 
 def resolve_url(url: str | None) -> str:
@@ -27,13 +29,16 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("TETHER_DATABASE_URL") or DEFAULT_URL
 
 
-def open_store(url: str | None = None, **options: object) -> Store:
-    """A store for ``url`` (not yet opened)."""
-    url = resolve_url(url)
+def _store_class(url: str) -> type[Store]:
+    """The backend class for ``url`` (a resolved URL), imported.
+
+    Raises:
+        ConfigError: an unsupported URL, or a PostgreSQL URL without psycopg.
+    """
     if url.startswith("sqlite:"):
         from tether.store.sqlite import SqliteStore
 
-        return SqliteStore(url, **options)  # type: ignore[arg-type]
+        return SqliteStore
     if url.startswith(("postgresql:", "postgres:")):
         try:
             import psycopg  # noqa: F401
@@ -43,8 +48,53 @@ def open_store(url: str | None = None, **options: object) -> Store:
             ) from None
         from tether.store import postgres
 
-        store: Store = postgres.PostgresStore(url, **options)  # type: ignore[arg-type]
-        return store
+        return postgres.PostgresStore
     raise ConfigError(
         f"unsupported store URL {url!r}: use sqlite:///path.db or postgresql://host/db"
     )
+
+
+def store_option_names(url: str | None = None) -> tuple[str, ...]:
+    """The keyword options the store for ``url`` takes (``open_store(url, **options)``,
+    ``App(url, **options)``), in the order of its constructor.
+
+    Raises:
+        ConfigError: an unsupported URL, or a PostgreSQL URL without psycopg.
+    """
+    params = inspect.signature(_store_class(resolve_url(url)).__init__).parameters
+    return tuple(p.name for p in params.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def check_store_options(url: str | None, options: dict[str, object]) -> None:
+    """Refuse an option the store for ``url`` does not take, before anything is
+    built or connected. Checks names only: the values are checked when the store is
+    built.
+
+    Raises:
+        ConfigError: an unknown option (the message names it and the known ones), an
+            unsupported URL, or a PostgreSQL URL without psycopg.
+    """
+    if not options:
+        return
+    url = resolve_url(url)
+    known = store_option_names(url)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        kind = "SQLite" if url.startswith("sqlite:") else "PostgreSQL"
+        names = ", ".join(repr(name) for name in unknown)
+        raise ConfigError(
+            f"unknown {kind} store option{'s' if len(unknown) > 1 else ''} {names}; "
+            f"the {kind} store takes: {', '.join(known)}")
+
+
+def open_store(url: str | None = None, **options: object) -> Store:
+    """A store for ``url`` (not yet opened).
+
+    Raises:
+        ConfigError: an unsupported URL, a PostgreSQL URL without psycopg, an unknown
+            option (naming the known ones) or a bad value of one.
+    """
+    url = resolve_url(url)
+    check_store_options(url, options)
+    store: Store = _store_class(url)(url, **options)  # type: ignore[call-arg]
+    return store
