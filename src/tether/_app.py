@@ -520,7 +520,9 @@ class App:
                     **kwargs: Any) -> RunHandle[Any]:
         """Start a run of ``workflow`` (the function or its name) with these arguments.
 
-        Idempotent on ``run_id``: starting an existing id returns a handle to that run.
+        Idempotent on ``run_id``: starting an existing id starts nothing and returns a
+        handle to the existing run, whatever its input and queue, without a warning
+        (``handle.created`` is False; ``tether start`` warns on stderr instead).
         Without one, the run gets a new id: a UUIDv7 as 32 hex digits (time first, so
         runs started together get neighbouring ids; nothing may rely on their order).
 

@@ -93,6 +93,62 @@ async def test_start_show_result_runs_by_name(served: tuple[App, str]) -> None:
     assert "double" in text and "completed" in text
 
 
+async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> None:
+    """``tether start WF --id X`` for an existing run X printed X and exited 0 without a
+    word, whatever its input: it still does (idempotent), with a warning line saying the
+    run was not started again and whether its input differs; ``--json`` prints the run's
+    document (as ``POST /api/v1/runs`` answers it) with ``created`` and
+    ``input_differs``."""
+    make_app(store_url)  # (the store is used, no worker runs: the runs stay queued)
+    first = await cli("start", "later", "--id", "s-1", "--input", "[1]", "--json",
+                      db=store_url)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert (doc["run_id"], doc["input"], doc["status"]) == ("s-1", [1], "queued")
+    assert (doc["created"], doc["input_differs"]) == (True, False)
+    assert "already existed" not in first.stderr
+
+    for given, how, differs in (("[2]", "its input differs from this one", True),
+                                ("[1]", "its input is the same", False)):
+        again = await cli("start", "later", "--id", "s-1", "--input", given, db=store_url)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == "s-1\n"
+        lines = [ln for ln in again.stderr.splitlines() if "already existed" in ln]
+        assert len(lines) == 1, again.stderr
+        assert lines[0].endswith(f"WARNING tether.cli: run 's-1' already existed and was "
+                                 f"not started again; {how}"), lines[0]
+        shown = await cli("start", "later", "--id", "s-1", "--input", given, "--json",
+                          db=store_url)
+        doc = json.loads(shown.stdout)
+        assert (doc["run_id"], doc["input"]) == ("s-1", [1])  # the existing run's
+        assert (doc["created"], doc["input_differs"]) == (False, differs)
+    # No --input is no arguments: compared as such.
+    bare = await cli("start", "later", "--id", "s-1", "--json", db=store_url)
+    assert json.loads(bare.stdout)["input_differs"] is True
+    assert "its input differs from this one" in bare.stderr
+
+
+def test_an_existing_run_whose_input_it_cannot_read_is_said_so(tmp_path: Path) -> None:
+    """A run started with an encrypted input, restarted by ``tether start`` without
+    ``--app``: it cannot tell whether the input differs, and says that."""
+    pytest.importorskip("cryptography")
+    from tether.encryption import AesGcm
+
+    url = f"sqlite:///{tmp_path}/e.db"
+
+    async def seed() -> None:
+        async with App(url, payload_hook=AesGcm({"k1": bytes(range(32))})) as app:
+            await app.start("later", 1, run_id="e-1")
+
+    asyncio.run(seed())
+    proc = tether_cli("start", "later", "--id", "e-1", "--input", "[1]", "--json", db=url)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert (doc["created"], doc["input_differs"]) == (False, None)
+    assert doc["input"] == {"unreadable_payload": True, "key_id": "k1"}
+    assert "its input could not be read to compare" in proc.stderr
+
+
 async def test_signal_with_idempotency_key_is_delivered_once(served: tuple[App, str]) -> None:
     app, url = served
     handle = await app.start("approval", run_id="a-1")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tether._codec import SLOT_INPUT
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import STATUSES, run_dict, run_document
 from tether._types import RunInfo, RunStatus
@@ -34,9 +38,19 @@ from tether.cli._lifecycle_show import (
 from tether.cli._show_fit import print_fitted
 from tether.errors import RunFailed
 
+if TYPE_CHECKING:
+    from tether import App
+
+log = logging.getLogger("tether.cli")
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("start", parents=[common], help="start a run of a workflow by name")
+    p = sub.add_parser(
+        "start", parents=[common], help="start a run of a workflow by name",
+        description="Start a run of a workflow by name and print its id. Idempotent on "
+        "--id: when a run with that id exists, nothing is started, its id is printed, "
+        "the exit code is 0, and a warning on stderr says so and whether its input "
+        "differs from --input.")
     p.add_argument("workflow", metavar="WORKFLOW_NAME")
     p.add_argument("--id", dest="run_id", metavar="RUN_ID",
                    help="run id (idempotent: an existing id is not started again)")
@@ -47,6 +61,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="load workflow definitions from code instead of the workers' "
                    "registry (a name that app lacks is refused; its store is used unless "
                    "--db is given)")
+    p.add_argument("--json", action="store_true",
+                   help="print the run's document (as POST /api/v1/runs answers it) with "
+                   "created (false: the run id existed) and input_differs (whether that "
+                   "run's input differs from --input; null if it cannot be read)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -136,8 +154,37 @@ async def start(args: argparse.Namespace) -> int:
         app = client(args, must_exist=False)
     async with app:
         handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
-    print(safe(handle.run_id))
+        differs = False if handle.created else await input_differs(app, handle.run_id, values)
+        doc = await run_document(app, handle.run_id) if args.json else None
+    if not handle.created:
+        if differs is None:
+            how = "its input could not be read to compare (erased, or encrypted: see --app)"
+        else:
+            how = "its input differs from this one" if differs else "its input is the same"
+        log.warning("run %r already existed and was not started again; %s", handle.run_id,
+                    how)
+    if doc is not None:
+        doc["created"] = bool(handle.created)
+        doc["input_differs"] = differs
+        print(dumps(doc))
+    else:
+        print(safe(handle.run_id))
     return 0
+
+
+async def input_differs(app: App, run_id: str, values: list[Any]) -> bool | None:
+    """Whether the input of run ``run_id`` (which existed before ``tether start``) is
+    other than the positional arguments ``values``; None when it cannot be read: erased,
+    or encrypted with a payload hook this command lacks."""
+    run = await app.store.run_get(run_id)
+    if run is None or run.erased_at is not None:
+        return None
+    try:
+        stored = app.codec.for_run(run_id).decode(run.input, None, SLOT_INPUT)
+    except Exception:  # ciphertext without the hook, a key it lacks: not JSON to us
+        return None
+    canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
+    return bool(canonical(stored) != canonical({"args": values}))
 
 
 async def runs(args: argparse.Namespace) -> int:
