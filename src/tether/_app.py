@@ -1004,10 +1004,15 @@ class App:
         """A worker for this app's workflows; use ``async with app.worker(...):``.
 
         ``queues``: the queues it serves (one name may be given as a string); left out
-        or empty, the queues of the app's workflows.
+        or empty, the queues of the app's workflows. ``options`` are ``Worker``'s.
+
+        Its start (entering ``async with``) waits for a store it cannot reach, trying
+        again with backoff and logging each failure, as ``tether worker`` does: by
+        default until the store answers; ``start_retry=SECONDS`` bounds the wait,
+        ``start_retry=0`` raises the first ``StoreUnavailable`` (``Worker.start``).
 
         Raises:
-            ConfigError: the App is closed.
+            ConfigError: the App is closed; a bad option.
         """
         from tether.worker import Worker
 

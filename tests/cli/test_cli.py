@@ -224,6 +224,43 @@ def test_unreachable_postgres(command: tuple[str, ...]) -> None:
     assert_one_line_error(proc, "127.0.0.1", "1")
 
 
+def test_a_worker_stopped_while_its_database_is_unreachable_exits_cleanly(
+        tmp_path: Path) -> None:
+    """``tether worker`` whose database is down at start tries again (the worker's own
+    start does it now, as an embedded worker's does); SIGTERM during those tries ends
+    the process with exit 0 and no traceback, as before."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once it is closed
+    env = dict(os.environ)
+    env.pop("TETHER_DATABASE_URL", None)
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = forked.Popen([sys.executable, "-m", "tether", "worker", "tests.cli.cli_app:app",
+                             "--db", f"postgresql://postgres@127.0.0.1:{port}/nowhere"],
+                            cwd=forked.ROOT, env=env, stdout=out, stderr=out)
+    try:
+        for _ in range(1200):  # (a bounded wait for the log, not a timing assertion)
+            if "(attempt 2)" in log.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        text = log.read_text()
+        assert proc.poll() is None, text
+        assert f"store unavailable: PostgreSQL at 127.0.0.1:{port} is unavailable" in text
+        assert "retrying in 0.5 s (attempt 1)" in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in log.read_text()
+
+
 def test_serve_on_an_unreachable_postgres_is_one_line() -> None:
     """``tether serve`` with its database unreachable at start: one error line and exit
     1 like every other command (it was the ASGI lifespan's traceback and exit 3)."""

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import threading
 from typing import Any
 
-from tether._clock import wait_event
 from tether.cli._common import load_app, non_negative_float, positive_float, positive_int
-from tether.errors import StoreUnavailable
 
 log = logging.getLogger("tether.cli")
 
@@ -20,6 +19,8 @@ log = logging.getLogger("tether.cli")
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("worker", parents=[common], help="run a worker process",
                        description="Claim and execute runs of MODULE:APP's workflows. "
+                       "A store it cannot reach at start is tried again, 0.5 s doubling to "
+                       "10 s, one error line per attempt, until it answers. "
                        "SIGTERM/SIGINT drain it: it stops claiming, lets the steps in flight "
                        "finish for up to --grace seconds, journals them, hands every run "
                        "back to the queue and exits; a second signal (or the end of the "
@@ -57,24 +58,22 @@ async def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    delay = 0.5
-    failures = 0
-    while not stop.is_set():
-        worker = app.worker(queues=args.queues, concurrency=args.concurrency,
-                            lease_seconds=args.lease, max_crashes=args.max_crashes)
-        try:
-            await worker.start()
-        except StoreUnavailable as exc:
-            # One line per attempt, naming the server: the worker's state is in its log.
-            failures += 1
-            log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
-                      failures)
-            await app.reset_store()  # a store opened before the failure reconnects anew
-            await wait_event(stop, delay)
-            delay = min(delay * 2, 10.0)
-            continue
-        if failures:
-            log.info("store reachable after %d failed attempts", failures)
+    # The worker tries an unreachable store again (0.5 s doubling to 10 s, one log line
+    # per attempt) until it answers; a stop signal meanwhile ends the wait.
+    worker = app.worker(queues=args.queues, concurrency=args.concurrency,
+                        lease_seconds=args.lease, max_crashes=args.max_crashes)
+    starting = asyncio.ensure_future(worker.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not starting.done():  # stopped while the store was unreachable
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if not starting.cancelled():
+        starting.result()  # (a ConfigError: a mistake no wait fixes)
         try:
             await stop.wait()
             await worker.drain(args.grace, abandon)

@@ -131,7 +131,9 @@ class TestEnv:
         queues: the worker's queues (default: every queue of the app's workflows).
         store_url: a store of your own instead of the temporary SQLite file (e.g. a
             fresh PostgreSQL database); it is left in place afterwards.
-        **worker_options: passed to ``app.worker`` (``concurrency``, ...).
+        **worker_options: passed to ``app.worker`` (``concurrency``, ...); its
+            ``start_retry`` is 0 unless given: a store that cannot be reached fails the
+            opening at once instead of being waited for.
 
     Attributes:
         app: the environment's ``App``: the definitions of ``app`` on the temporary
@@ -158,7 +160,8 @@ class TestEnv:
         self._llms = list(llms)
         self._llm_urls: list[str] = []
         self._queues = queues
-        self._worker_options = {"sticky_wait": 0.0, **worker_options}
+        # (A test's store that cannot be reached fails the test, not waits for it.)
+        self._worker_options = {"sticky_wait": 0.0, "start_retry": 0, **worker_options}
         self._worker: Worker | None = None
         self._dir: str | None = None
         self.store_url = store_url or ""

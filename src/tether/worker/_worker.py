@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,10 @@ UNREADABLE_EXCLUDED_MAX = 1_000
 _GAVE_UP = object()
 #: Seconds between two reminders that the store is still unavailable.
 OUTAGE_REMINDER = 30.0
+#: A start that finds the store unreachable tries again after this many seconds,
+#: doubling up to START_RETRY_MAX (as ``tether worker`` always did).
+START_RETRY_FIRST = 0.5
+START_RETRY_MAX = 10.0
 
 
 class _StoreOutage(OutagePacing):
@@ -283,6 +288,11 @@ class Worker:
     Use it as an async context manager (embedded in an application), or call
     ``run()`` to serve until cancelled (the ``tether worker`` command).
 
+    ``start_retry``: how long ``start()`` (and so ``async with``) keeps trying a store
+    it cannot reach (``StoreUnavailable``), in seconds; ``None`` (the default): until
+    the store answers, as ``tether worker`` does; ``0``: not at all, the first failure
+    raises.
+
     While it runs, the garbage collector's young threshold is raised from Python's
     default 700 to 10,000 objects (a quarter of the event loop's CPU went to collections
     with 1,000 runs in flight); an application that set its own thresholds keeps them,
@@ -293,9 +303,16 @@ class Worker:
                  lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
                  worker_id: str | None = None, tune_gc: bool = True,
-                 max_crashes: int = MAX_CRASHES) -> None:
+                 max_crashes: int = MAX_CRASHES, start_retry: float | None = None) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be >= 1")
+        if start_retry is not None and (isinstance(start_retry, bool)
+                                        or not isinstance(start_retry, (int, float))
+                                        or not start_retry >= 0):
+            raise ConfigError(f"start_retry must be a number of seconds >= 0 or None, "
+                              f"not {start_retry!r}")
+        #: Seconds a start keeps trying an unreachable store (None: until it answers).
+        self.start_retry = start_retry
         if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) \
                 or max_crashes < 1:
             raise ConfigError(f"max_crashes must be an integer >= 1, not {max_crashes!r}")
@@ -336,6 +353,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._started = False
+        self._registered = False  # (by a start that may yet fail: see _undo_start)
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
         self._stopped = False
@@ -369,30 +387,79 @@ class Worker:
         await self.stop()
 
     async def start(self) -> None:
-        """Register, recover runs of dead workers on this host, and start serving."""
+        """Register, recover runs of dead workers on this host, and start serving.
+
+        A store it cannot reach (``StoreUnavailable``: a database that is down or not
+        accepting connections yet, a SQLite file locked past its busy timeout) is tried
+        again after 0.5 s, doubling to 10 s, each failure logged at ERROR level, for
+        as long as ``start_retry`` allows: by default until the store answers, as
+        ``tether worker`` does, so that an application that embeds a worker rides out
+        a database that is still starting. Cancel the call (``asyncio.timeout``) or set
+        ``start_retry`` to bound the wait. A start that fails leaves nothing behind.
+
+        Raises:
+            StoreUnavailable: the store was still unreachable after ``start_retry``
+                seconds.
+            ConfigError: a mistake no wait can fix, at once: a SQLite file in a folder
+                that does not exist, a PostgreSQL schema behind with auto-migration
+                off, the App closed.
+        """
         if self._started:
             return
+        delay, failures = START_RETRY_FIRST, 0
+        deadline = None if self.start_retry is None else time.monotonic() + self.start_retry
+        while True:
+            try:
+                await self._start_once()
+                break
+            except StoreUnavailable as exc:
+                await self._undo_start()
+                failures += 1
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    if failures > 1:
+                        log.error("store unavailable: %s; giving up after %d attempts "
+                                  "(start_retry=%g s)", exc, failures, self.start_retry)
+                    raise
+                wait = delay if left is None else min(delay, left)
+                # One line per attempt, naming the server: the worker's state is in its log.
+                log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc,
+                          wait, failures)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, START_RETRY_MAX)
+            except BaseException:
+                await self._undo_start()
+                raise
+        if failures:
+            log.info("store reachable after %d failed attempts", failures)
+
+    async def _start_once(self) -> None:
+        """One attempt at ``start``: every store call comes before the worker is
+        started, so that a failure leaves only what ``_undo_start`` undoes."""
         store = await self._host.open()
         self._attempts = AttemptWriter(store)
         _contain_exits(asyncio.get_running_loop())
         caps = store.capabilities
         if self._default_poll and caps.notifications and caps.multi_host:
             self.poll_interval = NOTIFIED_POLL_INTERVAL
-        self._executor = ThreadPoolExecutor(
-            max_workers=min(32, self.concurrency + 4), thread_name_prefix="tether-step"
-        )
         now = self.app.clock.now()
         await store.worker_register(info=WorkerInfo(
             worker_id=self.worker_id, hostname=self.hostname, pid=os.getpid(),
             pid_start=_pid_start(os.getpid()), queues=",".join(self.queues),
             started_at=now, heartbeat_at=now,
         ))
+        self._registered = True
         await self._reap_dead_workers()
         await store.workflow_register(
             workflows={name: w.queue for name, w in self.app.workflows().items()}, now=now)
+        for spec in self.app._schedules.values():
+            await store.schedule_upsert(schedule=to_record(self.app, spec, now))
         # A cancel from another process reaches a run it holds at once, not at the next
         # heartbeat (which still reports cancels whose notification was lost).
         self._unsubscribe = await store.subscribe(self.notify, on_cancel=self.request_cancel)
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(32, self.concurrency + 4), thread_name_prefix="tether-step"
+        )
         self._started = True
         self._renewed_at = now
         if self.tune_gc:
@@ -403,8 +470,6 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="tether-heartbeat"),
         ]
         if self.app._schedules:
-            for spec in self.app._schedules.values():
-                await store.schedule_upsert(schedule=to_record(self.app, spec, now))
             self._loops.append(asyncio.create_task(self._schedule_loop(),
                                                    name="tether-schedules"))
         if self.app.retention is not None:
@@ -412,6 +477,19 @@ class Worker:
                                                    name="tether-retention"))
         log.info("worker %s serving queues %s (concurrency %d)", self.worker_id,
                  ",".join(self.queues), self.concurrency)
+
+    async def _undo_start(self) -> None:
+        """What a start that failed before serving did: its subscription ended, its
+        registration removed (bounded: the store may be what failed). The App's store
+        stays open for its other users, and the next attempt calls it again."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                await unsubscribe()
+        if self._registered:
+            self._registered = False
+            await self._unregister()
+        self._attempts = None
 
     async def stop(self) -> None:
         """Stop claiming, stop executing, and hand held runs back to the queue.
