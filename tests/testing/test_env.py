@@ -251,3 +251,26 @@ async def test_time_skipping_on_either_backend(store_url: str) -> None:
         assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
         result = await env.run(seen["workflows"]["slow"], "pg")
         assert (result["slept"], result["waited"], result["retried"]) == (3 * DAY, DAY, 3 * 3600)
+
+
+async def test_a_store_of_its_own_that_cannot_be_reached_fails_the_opening() -> None:
+    """``TestEnv(store_url=...)`` on a database that is down raises at once: a worker
+    embedded elsewhere waits for its store at start, the test environment's does not
+    (``start_retry=0`` unless given)."""
+    import socket
+
+    pytest.importorskip("psycopg")
+    from tether import StoreUnavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = App()
+
+    @app.workflow
+    async def wf() -> int:
+        return 1
+
+    env = TestEnv(app, store_url=f"postgresql://tether@127.0.0.1:{port}/db")
+    with pytest.raises(StoreUnavailable, match="Connection refused"):
+        await asyncio.wait_for(env.open(), 60)
