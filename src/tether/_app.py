@@ -538,7 +538,7 @@ class App:
         if queue is not None:
             check_name("queue", queue)
         store = await self._open()
-        name, default_queue = await self._start_target(workflow, queue)
+        name, default_queue, unknown = await self._start_target(workflow, queue)
         payload: dict[str, Any] = {"args": list(args)}
         if kwargs:
             payload["kwargs"] = kwargs
@@ -556,6 +556,8 @@ class App:
                 f"run id {rid!r} is already used by a run of workflow {stored.workflow!r}"
             )
         if created:
+            if unknown:
+                _warn_unknown(name, record.queue)
             for w in self._workers:
                 w.notify()
         return RunHandle(self, rid, name, created=created)
@@ -583,7 +585,7 @@ class App:
         if queue is not None:
             check_name("queue", queue)
         store = await self._open()
-        name, default_queue = await self._start_target(workflow, queue)
+        name, default_queue, unknown = await self._start_target(workflow, queue)
         now = self.clock.now()
         records = []
         for i, args in enumerate(items):
@@ -598,6 +600,8 @@ class App:
         clashes = [stored.run_id for stored, created in results
                    if not created and stored.workflow != name]
         if any(created for _, created in results):
+            if unknown:
+                _warn_unknown(name, queue or default_queue)
             for w in self._workers:
                 w.notify()
         if clashes:
@@ -606,25 +610,21 @@ class App:
         return [RunHandle(self, r.run_id, name) for r in records]
 
     async def _start_target(self, workflow: Callable[..., Any] | str,
-                            queue: str | None = None) -> tuple[str, str]:
-        """(name, queue) of a workflow given by function, or by name: registered on this
-        app, or registered in the store by a worker that has its code, or else (a script
-        that starts runs before the workers are up) unknown: the run is queued on
-        ``queue`` (or ``default``) with a warning, and starts when such a worker comes."""
+                            queue: str | None = None) -> tuple[str, str, bool]:
+        """(name, queue, unknown) of a workflow given by function, or by name: registered
+        on this app, or registered in the store by a worker that has its code, or else (a
+        script that starts runs before the workers are up) unknown: the run is queued on
+        ``queue`` (or ``default``), with a warning once it is created (``_warn_unknown``;
+        none for an id that was already started), and starts when such a worker comes."""
         if isinstance(workflow, str) and workflow not in self._workflows:
             if not workflow.strip():
                 raise ConfigError("a workflow name must not be empty")
             known = await self.store.workflow_list()
             if workflow not in known:
-                chosen = queue or "default"
-                _log.warning(
-                    "no worker has registered workflow %r in this store yet; the run waits "
-                    "on queue %r until a worker with that workflow serves it", workflow,
-                    chosen)
-                return workflow, chosen
-            return workflow, known[workflow]
+                return workflow, queue or "default", True
+            return workflow, known[workflow], False
         wdef = self._workflow_def(workflow)
-        return wdef.name, wdef.queue
+        return wdef.name, wdef.queue, False
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run."""
@@ -1078,6 +1078,12 @@ class App:
                                 SLOT_RESULT)
         error = codec.decode(run.error, None, SLOT_ERROR) if run.error else None
         raise RunFailed(run.run_id, run.status, error)
+
+
+def _warn_unknown(workflow: str, queue: str) -> None:
+    """A run was created for a workflow no worker has registered in the store."""
+    _log.warning("no worker has registered workflow %r in this store yet; the run waits on "
+                 "queue %r until a worker with that workflow serves it", workflow, queue)
 
 
 def _check_args_form(value: dict[str, Any]) -> None:

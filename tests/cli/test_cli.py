@@ -107,6 +107,8 @@ async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> 
     assert (doc["run_id"], doc["input"], doc["status"]) == ("s-1", [1], "queued")
     assert (doc["created"], doc["input_differs"]) == (True, False)
     assert "already existed" not in first.stderr
+    # No worker registered the workflow: said for the run created, not for the id again.
+    assert "no worker has registered workflow 'later'" in first.stderr
 
     for given, how, differs in (("[2]", "its input differs from this one", True),
                                 ("[1]", "its input is the same", False)):
@@ -115,6 +117,7 @@ async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> 
         assert again.stdout == "s-1\n"
         lines = [ln for ln in again.stderr.splitlines() if "already existed" in ln]
         assert len(lines) == 1, again.stderr
+        assert "no worker has registered" not in again.stderr
         assert lines[0].endswith(f"WARNING tether.cli: run 's-1' already existed and was "
                                  f"not started again; {how}"), lines[0]
         shown = await cli("start", "later", "--id", "s-1", "--input", given, "--json",
