@@ -165,3 +165,42 @@ async def _wait(predicate: object, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+async def test_an_outage_longer_than_the_lease_leaves_a_live_workers_runs_to_it(
+        env: tuple[App, PgWorkers], cluster: str, pg_url: str) -> None:
+    """Two workers; the server stops for longer than a lease while worker A holds 10 runs
+    whose steps of 2 s are in flight, and worker B holds none. When the server is back,
+    every lease has expired, A's live ones included. B met the outage too: none of its
+    calls failed (on PostgreSQL they wait for the server), but its store lost the
+    listening connection (``Store.outages``), so it leaves them to A for a lease
+    (``run_claim``'s ``takeover_before``), and A, alive, renews them and records its
+    steps' results. No step runs twice and B takes nothing over. Before, B took all 10
+    over the moment the server was back and ran their steps again (4 runs of the test
+    out of 5)."""
+    from tests.faults.pg_apps import slow_chain
+
+    app, workers = env
+    a = workers.start(concurrency=20)
+    workers.wait_serving([a])
+    for i in range(10):
+        await app.start(slow_chain, [0.05, 2.0, 0.05], run_id=f"h{i:02}")
+    await _wait(lambda: sum(e.position == 1 for e in executions(workers.side_file)) >= 10,
+                30)
+    b = workers.start(concurrency=20)
+    workers.wait_serving([b])
+    out = await asyncio.to_thread(pg_ctl, cluster, "stop")
+    assert out.returncode == 0, out.stderr
+    await asyncio.sleep(8)
+    out = await asyncio.to_thread(pg_ctl, cluster, "start")
+    assert out.returncode == 0, out.stderr
+    assert await asyncio.to_thread(pg_ready, 30)
+
+    statuses = await asyncio.to_thread(wait_statuses, pg_url, "completed", 10, 120)
+    assert statuses == {"completed": 10}, statuses
+    twice = {key: [e.pid for e in execs]
+             for key, execs in group_by_step(executions(workers.side_file)).items()
+             if len(execs) > 1}
+    assert twice == {}, (twice, workers.log(b))
+    assert "taken over from a worker" not in workers.log(b), workers.log(b)
+    assert a.poll() is None and b.poll() is None

@@ -306,6 +306,13 @@ class Store(ServeQueries, Protocol):
     url: str
     capabilities: StoreCapabilities
 
+    @property
+    def outages(self) -> int:
+        """How many times this store found its server gone since it was made (a
+        connection lost, an attempt refused); 0 for a store with no server. A worker
+        that sees it grow met an outage even when none of its own calls failed (on
+        PostgreSQL they wait for the server to come back)."""
+
     async def open(self) -> None:
         """Connect and migrate. Raises: StoreUnavailable, ConfigError."""
 

@@ -172,6 +172,16 @@ class _StoreOutage(OutagePacing):
             return None
         return self._cut_at
 
+    def cut(self) -> None:
+        """The store found its server gone (``Store.outages`` grew) though no call of
+        this worker failed: on PostgreSQL its calls wait for the server, and an idle
+        worker may make none meanwhile. The same as a failed call for takeovers: the
+        leases that expired since its last write are left to their owners for a lease
+        from the store's next answer."""
+        if self._cut_at is None:
+            self._cut_at = self._reached_at
+        self._grace_until = None
+
     def in_grace(self) -> float | None:
         """Until when takeovers wait (None: they do not, or the store is still out)."""
         return self._grace_until if self.takeover_before() is not None else None
@@ -366,6 +376,8 @@ class Worker:
         self._executing = 0
         #: The store gone away under the runs in flight (what the log says of it).
         self._outage = _StoreOutage(app.clock.now, lease_seconds)
+        #: ``Store.outages`` when this worker last looked (before each claim).
+        self._outages_seen = 0
         #: When the last heartbeat that went through was called (the clock's time): the
         #: leases of the runs held since then count from it.
         self._renewed_at = 0.0
@@ -437,6 +449,7 @@ class Worker:
         """One attempt at ``start``: every store call comes before the worker is
         started, so that a failure leaves only what ``_undo_start`` undoes."""
         store = await self._host.open()
+        self._outages_seen = store.outages
         self._attempts = AttemptWriter(store)
         _contain_exits(asyncio.get_running_loop())
         caps = store.capabilities
@@ -642,6 +655,9 @@ class Worker:
             if free > 0:
                 self._claiming = True
                 called = clock.now()
+                if store.outages != self._outages_seen:
+                    self._outages_seen = store.outages
+                    self._outage.cut()
                 try:
                     claimed = await store.run_claim(
                         worker_id=self.worker_id, queues=self.queues, limit=min(free, 256),

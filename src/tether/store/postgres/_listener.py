@@ -57,6 +57,8 @@ class Listener:
         self.listening = asyncio.Event()
         #: How many times the connection was (re)established.
         self.connects = 0
+        #: How many times it was lost (the first failure of each outage).
+        self.lost = 0
 
     async def subscribe(self, callback: Callable[[], None],
                         on_cancel: Callable[[str], None] | None = None,
@@ -141,6 +143,8 @@ class Listener:
                 raise
             except CONNECTION_ERRORS as exc:
                 self.listening.clear()
+                if backoff == 0.1:
+                    self.lost += 1
                 # The first failure of an outage is a warning; the retries, every
                 # max_backoff seconds while it lasts, are debug lines (the store's pool
                 # tells the outage's course and end).
@@ -150,6 +154,8 @@ class Listener:
                         connect_reason(exc), backoff)
             except psycopg.Error as exc:
                 self.listening.clear()
+                if backoff == 0.1:
+                    self.lost += 1
                 log.error("listener failed (%s); reconnecting in %.1f s", exc, backoff)
             await self._disconnect()
             await asyncio.sleep(backoff)

@@ -75,6 +75,8 @@ class Outage(OutagePacing):
         self.where = where  # host:port/database, for the log
         #: Why the last attempt failed (libpq's reason, e.g. "Connection refused").
         self.reason = ""
+        #: Outages begun so far (``PostgresStore.outages``).
+        self.count = 0
         #: The outage was told by a deadline (``no_answer``), no connection attempt has
         #: failed since: any answer ends it.
         self.unanswered = False
@@ -126,6 +128,7 @@ class Outage(OutagePacing):
         self.reason = reason
         told = self._failure(REMIND_EVERY)
         if told == "start":
+            self.count += 1
             log.warning("PostgreSQL at %s unreachable (%s); connecting again as it is "
                         "needed, and this says how it goes every %.0f s (each attempt at "
                         "debug level)", self.where, self.reason, REMIND_EVERY)

@@ -779,6 +779,12 @@ class PostgresStore(PostgresServeQueries):
 
     # -- notifications ----------------------------------------------------------------
 
+    @property
+    def outages(self) -> int:
+        """Outages met: the pool's (connection attempts failing, or no answer) and the
+        listener's (its connection lost), each counted once at its start."""
+        return self._outage.count + self._listener.lost
+
     async def subscribe(self, callback: Callable[[], None], *,
                         on_cancel: Callable[[str], None] | None = None,
                         ) -> Callable[[], Awaitable[None]]:

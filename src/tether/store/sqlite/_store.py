@@ -731,6 +731,11 @@ class SqliteStore(SqliteServeQueries):
         err.__cause__ = exc
         return err
 
+    @property
+    def outages(self) -> int:
+        """0: a file has no server to lose (a failing write tells the worker itself)."""
+        return 0
+
     async def subscribe(self, callback: Callable[[], None], *,
                         on_cancel: Callable[[str], None] | None = None,
                         ) -> Callable[[], Awaitable[None]]:
