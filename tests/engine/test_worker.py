@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tether import App, ConfigError, InvalidName
+from tether._types import RunRecord, RunStatus
 
 
 async def test_a_saturated_worker_still_runs_everything(store_url: str) -> None:
@@ -721,3 +722,48 @@ def test_a_step_retry_that_is_not_a_retry_policy_is_refused_where_it_is_written(
     for limit in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="max_payload"):
             App("sqlite:///:memory:", max_payload=limit)  # type: ignore[arg-type]
+
+
+async def test_a_dead_workers_runs_are_taken_during_an_outages_grace(
+        store_url: str) -> None:
+    """After an outage, a worker leaves the leases that expired during it to their
+    owners for a lease (``takeover_before``), since a live owner may renew them. A worker
+    on its host whose process is gone renews nothing: its runs are taken over at once,
+    not a lease later."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tether.errors import StoreUnavailable
+    from tether.store import WorkerInfo
+
+    app = App(store_url)
+
+    @app.workflow
+    async def held() -> str:
+        return "done"
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert gone.pid != os.getpid()
+    async with app:
+        # A run held by a worker whose process is gone (before the live worker starts,
+        # which would otherwise claim it first).
+        now = app.clock.now()
+        await app.store.run_insert(run=RunRecord(
+            run_id="h-1", workflow="held", queue="default", status=RunStatus.QUEUED,
+            input='{"args": []}', created_at=now, updated_at=now, available_at=now))
+        claimed = await app.store.run_claim(worker_id="gone", queues=["default"], limit=1,
+                                            now=now, lease_seconds=60)
+        assert [c.run.run_id for c in claimed] == ["h-1"]
+        async with app.worker(lease_seconds=60) as worker:
+            # The worker met an outage and the store is back: its grace runs for 60 s.
+            worker._outage.failed(None, StoreUnavailable("the test's outage"), "test")
+            worker._outage.back(by_run=False, wrote=False)
+            assert worker._outage.in_grace() is not None
+            now = app.clock.now()
+            await app.store.worker_register(info=WorkerInfo(
+                "gone", socket.gethostname(), gone.pid, "no-start", "default", now, now))
+            await worker._reap_dead_workers(refresh=True)
+            assert await app.handle("h-1").result(timeout=20) == "done"

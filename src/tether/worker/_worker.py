@@ -984,7 +984,12 @@ class Worker:
                 refresh and now - w.heartbeat_at > stale_after
             )
             if dead:
-                n = await store.lease_expire_owner(worker_id=w.worker_id, now=now)
+                # A dead owner renews nothing: its runs are expired as of the cut of an
+                # outage this worker met, if any, so that the lease of grace that
+                # outage gives live owners (``takeover_before``) does not hold them.
+                cut = self._outage.takeover_before()
+                n = await store.lease_expire_owner(
+                    worker_id=w.worker_id, now=now if cut is None else min(now, cut))
                 self._peers.remove(w)
                 if n:
                     log.info("worker %s is gone; %d of its runs are claimable now",
