@@ -75,8 +75,13 @@ def reader(args: argparse.Namespace) -> App:
     store (``store_options``)."""
     if not getattr(args, "app", None):
         return client(args, read_only=True)
-    code = load_app(args.app)
-    url = store_url(argparse.Namespace(db=args.db or code.url))
+    return code_reader(load_app(args.app), args.db)
+
+
+def code_reader(code: App, db: str | None) -> App:
+    """An App that reads ``code``'s store (or the one ``db`` names) and decodes its
+    payloads with ``code``'s payload hook, changing no store."""
+    url = store_url(argparse.Namespace(db=db or code.url))
     return App(url, payload_hook=code.codec.hook, max_payload=code.codec.max_payload,
                **store_options(url, read_only=True))
 

@@ -8,10 +8,10 @@ import json
 import sys
 from typing import Any
 
-from tether._app import App
 from tether._fit import say
 from tether.cli._common import (
     CliError,
+    code_reader,
     load_app,
     positive_float,
     positive_int,
@@ -19,8 +19,6 @@ from tether.cli._common import (
     run_id_arg,
     safe,
     safe_json,
-    store_options,
-    store_url,
 )
 from tether.testing._history import HistoryError, export_history, history_of, load_history
 from tether.testing._replayer import DEFAULT_TIMEOUT, ReplayResult, check_history
@@ -65,12 +63,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=replay)
 
 
-def _code_store(args: argparse.Namespace, code: App) -> str:
-    """The store of the app named by ``--app``/``--check`` unless ``--db`` names another
-    (as ``tether start --app``): that is where its runs are."""
-    return store_url(argparse.Namespace(db=args.db or code.url))
-
-
 async def export(args: argparse.Namespace) -> int:
     # Both only read the store: they create, migrate and change nothing (`tether runs`).
     async with reader(args) as app:
@@ -102,16 +94,15 @@ async def replay(args: argparse.Namespace) -> int:
         if args.workflow not in app.workflows():
             raise CliError(f"{args.check} has no workflow named {args.workflow!r} "
                            f"(registered: {', '.join(sorted(app.workflows())) or 'none'})", 2)
-        url = _code_store(args, app)
-        async with App(url, payload_hook=app.codec.hook, max_payload=app.codec.max_payload,
-                       **store_options(url, read_only=True)) as reader:
-            store = reader.store
+        # The store of --check's app unless --db names another: where its runs are.
+        async with code_reader(app, args.db) as stored:
+            store = stored.store
             runs = [r for r in await store.run_list(limit=1_000_000)
                     if r.workflow == args.workflow][: args.limit]
             for run in runs:
                 try:
                     history = history_of(run, await store.journal_read(run.run_id),
-                                         reader.codec)
+                                         stored.codec)
                 except HistoryError as exc:
                     raise CliError(str(exc)) from None
                 results.append(await check_history(app, history, timeout=args.timeout,

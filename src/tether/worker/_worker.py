@@ -173,11 +173,11 @@ class _StoreOutage(OutagePacing):
         return self._cut_at
 
     def cut(self) -> None:
-        """The store found its server gone (``Store.outages`` grew) though no call of
-        this worker failed: on PostgreSQL its calls wait for the server, and an idle
-        worker may make none meanwhile. The same as a failed call for takeovers: the
-        leases that expired since its last write are left to their owners for a lease
-        from the store's next answer."""
+        """An outage: a call of this worker failed (``failed``), or the store found its
+        server gone (``Store.outages`` grew) though none did (on PostgreSQL calls wait
+        for the server, and an idle worker may make none meanwhile). The leases that
+        expired since its last write are left to their owners for a lease from the
+        store's next answer."""
         if self._cut_at is None:
             self._cut_at = self._reached_at
         self._grace_until = None
@@ -191,9 +191,7 @@ class _StoreOutage(OutagePacing):
         with ``None``); ``what`` follows on its debug line, e.g. "retrying in 0.4 s"."""
         if run_id is not None:
             self.runs.add(run_id)
-        if self._cut_at is None:
-            self._cut_at = self._reached_at
-        self._grace_until = None  # (counted from the store's return)
+        self.cut()  # (the grace is counted from the store's return)
         told = self._failure(OUTAGE_REMINDER)
         if told == "start":
             log.warning("store unavailable (%s); the worker and its runs in flight retry, "
