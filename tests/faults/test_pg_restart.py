@@ -134,12 +134,7 @@ async def test_an_outage_longer_than_the_lease_counts_no_crash(
         await app.start(chain, 40, 0.1, run_id=f"o{i:02}")
     await _wait(lambda: sum(e.end is not None for e in executions(workers.side_file)) >= 40,
                 30)
-    out = await asyncio.to_thread(pg_ctl, cluster, "stop")
-    assert out.returncode == 0, out.stderr
-    await asyncio.sleep(8)
-    out = await asyncio.to_thread(pg_ctl, cluster, "start")
-    assert out.returncode == 0, out.stderr
-    assert await asyncio.to_thread(pg_ready, 30)
+    await _stopped_for(cluster, 8.0)
 
     statuses = await asyncio.to_thread(wait_statuses, pg_url, "completed", 20, 120)
     assert statuses == {"completed": 20}, statuses
@@ -157,6 +152,17 @@ async def test_an_outage_longer_than_the_lease_counts_no_crash(
     # way no crash is counted.
     taken_back = max(token for _, token in journal_tokens(pg_url).values()) > 1
     print(f"\nthe worker claimed its runs back: {taken_back}")
+
+
+async def _stopped_for(cluster: str, seconds: float) -> None:
+    """Stop the server, wait ``seconds`` (longer than a lease), start it, and wait until
+    it accepts connections."""
+    out = await asyncio.to_thread(pg_ctl, cluster, "stop")
+    assert out.returncode == 0, out.stderr
+    await asyncio.sleep(seconds)
+    out = await asyncio.to_thread(pg_ctl, cluster, "start")
+    assert out.returncode == 0, out.stderr
+    assert await asyncio.to_thread(pg_ready, 30)
 
 
 async def _wait(predicate: object, timeout: float) -> None:
@@ -189,12 +195,7 @@ async def test_an_outage_longer_than_the_lease_leaves_a_live_workers_runs_to_it(
                 30)
     b = workers.start(concurrency=20)
     workers.wait_serving([b])
-    out = await asyncio.to_thread(pg_ctl, cluster, "stop")
-    assert out.returncode == 0, out.stderr
-    await asyncio.sleep(8)
-    out = await asyncio.to_thread(pg_ctl, cluster, "start")
-    assert out.returncode == 0, out.stderr
-    assert await asyncio.to_thread(pg_ready, 30)
+    await _stopped_for(cluster, 8.0)
 
     statuses = await asyncio.to_thread(wait_statuses, pg_url, "completed", 10, 120)
     assert statuses == {"completed": 10}, statuses
