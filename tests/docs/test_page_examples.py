@@ -1,0 +1,293 @@
+"""The examples of README.md and the docs pages other than the getting-started guide
+and the two integration pages (their own tests run those), checked as a new user
+would meet them.
+
+- Every ``tether ...`` command line of a shell block (and a systemd unit's
+  ``ExecStart``) is one the CLI accepts: its command and flags parse.
+- Every import of a Python block names a module and a name that exist, and every
+  ``tether.X``, ``app.X`` and ``ext.X`` it uses is there.
+- The complete examples, marked in the markdown with ``<!-- example: NAME -->`` before
+  the block (a comment: the rendered page does not show it), run as written: saved as
+  the file their first line names, in an empty folder, against SQLite, with real
+  ``tether worker`` processes and the real CLI, the model being the scripted LLM
+  server on loopback (``OPENAI_BASE_URL``), as the getting-started guide does.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import importlib
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tether
+import tether.ext
+from tests import forked
+from tests.ai.test_mcp import stop_process
+from tether.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The pages whose examples this file checks.
+PAGES = ["README.md"] + [f"docs/{name}.md" for name in (
+    "agents", "llm", "ai-providers", "tools-and-mcp", "lifecycle", "testing", "telemetry",
+    "mcp-server", "serve", "operations", "concepts", "extending", "postgres", "limits",
+    "reliability", "index")]
+FENCE = re.compile(r"^(?:<!-- example: ([\w-]+) -->\n)?```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def blocks(page: str) -> Iterator[tuple[str | None, str, str]]:
+    """(example name or None, language, text) of each fenced block of a page."""
+    for m in FENCE.finditer((ROOT / page).read_text()):
+        yield m.group(1), m.group(2), m.group(3)
+
+
+def example(name: str) -> str:
+    """The text of the block marked ``<!-- example: NAME -->``."""
+    found = [text for page in PAGES for mark, _, text in blocks(page) if mark == name]
+    assert len(found) == 1, f"example {name!r}: {len(found)} blocks marked so"
+    return found[0]
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """(page, line) of each ``tether`` command of the pages' shell blocks and units:
+    continuation lines joined, ``a ; b`` split, a trailing ``&`` dropped."""
+    found = []
+    for page in PAGES:
+        for _, lang, text in blocks(page):
+            if lang == "yaml":  # a container's command, a JSON list
+                found += [(page, shlex.join(json.loads(command))) for command in
+                          re.findall(r"command: (\[.*?\])", text, flags=re.S)]
+            if lang not in ("bash", "ini", ""):
+                continue
+            for line in text.replace("\\\n", " ").splitlines():
+                line = re.sub(r"^ExecStart=\S*/tether ", "tether ", line)
+                for part in line.split(" ; "):
+                    part = part.strip().removesuffix("&").strip()
+                    if part.startswith("tether "):
+                        found.append((page, part))
+    return found
+
+
+def test_every_tether_command_shown_is_one_the_cli_accepts() -> None:
+    lines = command_lines()
+    assert len(lines) > 40
+    refused = []
+    for page, line in lines:
+        argv = shlex.split(line.split(" > ")[0], comments=True)[1:]
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(argv)
+        except SystemExit as exc:
+            if exc.code:
+                refused.append(f"{page}: {line}\n  {err.getvalue().strip()}")
+    assert not refused, "\n".join(refused)
+
+
+def python_blocks() -> Iterator[tuple[str, str]]:
+    for page in PAGES:
+        for _, lang, text in blocks(page):
+            if lang == "python":
+                yield page, text
+
+
+def test_every_name_a_python_example_imports_or_uses_exists() -> None:
+    missing = []
+    bases: dict[str, Any] = {"tether": tether, "app": tether.App, "ext": tether.ext}
+    count = 0
+    for page, text in python_blocks():
+        count += 1
+        tree = compile(text, page, "exec",
+                       flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if importlib.util.find_spec(alias.name) is None:
+                        missing.append(f"{page}: import {alias.name}")
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name) and importlib.util.find_spec(
+                            f"{node.module}.{alias.name}") is None:
+                        missing.append(f"{page}: from {node.module} import {alias.name}")
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in bases):
+                base = bases[node.value.id]
+                if not hasattr(base, node.attr) and importlib.util.find_spec(
+                        f"{getattr(base, '__name__', '')}.{node.attr}") is None:
+                    missing.append(f"{page}: {node.value.id}.{node.attr}")
+    assert count > 20
+    assert not missing, "\n".join(missing)
+
+
+# -- the complete examples, run ---------------------------------------------------
+
+
+def save(folder: Path, name: str) -> str:
+    """Write the example into ``folder`` under the file name its first line gives."""
+    text = example(name)
+    first = re.match(r"# ([\w.]+\.py)\b", text)
+    assert first, f"example {name!r} does not say its file name on its first line"
+    (folder / first.group(1)).write_text(text)
+    return first.group(1)
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TETHER_DATABASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+           and not k.startswith("PYTEST")}
+    return {**env, "PYTHONPATH": str(ROOT / "src"), **extra}
+
+
+async def shell(line: str, cwd: Path, env: dict[str, str]
+                ) -> subprocess.CompletedProcess[str]:
+    """One command line of a page, ``tether`` being this checkout's CLI. In a thread:
+    a scripted server on this event loop answers meanwhile."""
+    argv = shlex.split(line, comments=True)
+    assert argv[0] == "tether", line
+    return await asyncio.to_thread(
+        forked.run, [sys.executable, "-m", "tether", *argv[1:]], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=120)
+
+
+@contextlib.contextmanager
+def worker(target: str, cwd: Path, env: dict[str, str], *args: str) -> Iterator[Path]:
+    log = cwd / "worker.log"
+    with open(log, "wb") as out:
+        proc = forked.Popen([sys.executable, "-m", "tether", "worker", target, *args],
+                            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield log
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.slow
+async def test_readme_quickstart_runs_as_a_program_and_from_the_shell(tmp_path: Path) -> None:
+    name = save(tmp_path, "readme-quickstart")
+    env = user_env()
+    ran = await asyncio.to_thread(forked.run, [sys.executable, name], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == ("{'topic': 'durable execution', 'hits': None, "
+                          "'approved_by': 'ana'}\n")
+
+    # The shell block, on a store of its own, with the worker its first line starts.
+    (tmp_path / "tether.db").unlink()
+    lines = [line for line in example("readme-cli").splitlines() if line.strip()]
+    assert lines[0] == "tether worker myapp:app --queue default --concurrency 50"
+    _, *target_and_flags = shlex.split(lines[0])
+    out: dict[str, subprocess.CompletedProcess[str]] = {}
+    with worker(target_and_flags[1], tmp_path, env, *target_and_flags[2:]):
+        for line in lines[1:]:
+            for part in line.split(" ; "):
+                out[shlex.split(part, comments=True)[1]] = await shell(part, tmp_path, env)
+    for command in ("start", "signal", "runs", "show", "result", "schedules", "purge",
+                    "erase", "--version"):
+        assert out[command].returncode == 0, (command, out[command].stderr)
+    assert out["start"].stdout == "r-1\n"
+    assert json.loads(out["result"].stdout) == {"topic": "durable execution", "hits": None,
+                                                "approved_by": "ana"}
+    assert "status completed" in out["show"].stdout
+    assert "erased run r-1" in out["erase"].stdout
+    # The run completed: the commands for other states say why not, in one line.
+    for command in ("cancel", "resume", "retry", "fork"):
+        assert out[command].returncode == 1, (command, out[command].stderr)
+        assert out[command].stderr.startswith("tether: error: run 'r-1'"), out[command].stderr
+    # No workflow of the quickstart is marked mcp=True: `tether mcp` says so.
+    assert out["mcp"].returncode == 1 and "mcp=True" in out["mcp"].stderr
+
+
+@pytest.mark.slow
+async def test_readme_agent_waits_for_approval_and_answers(tmp_path: Path) -> None:
+    from tether.testing import Reply, ScriptedLLMServer
+
+    save(tmp_path, "readme-agent")
+    lines = [line for line in example("readme-agent-cli").splitlines() if line.strip()]
+    start, approvals, reject, budget, show = lines
+    async with ScriptedLLMServer([
+        Reply(tool_calls=[{"name": "buy_report",
+                           "arguments": {"title": "Engines 2026", "price_usd": 450}}]),
+        Reply("Without the report: Tether."),
+    ]) as server:
+        env = user_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key")
+        with worker("myapp:app", tmp_path, env):
+            started = await shell(start, tmp_path, env)
+            assert started.returncode == 0, started.stderr
+            run_id = started.stdout.strip()
+            for _ in range(600):
+                listed = await shell(approvals, tmp_path, env)
+                if run_id in listed.stdout:
+                    break
+            assert "buy_report" in listed.stdout and "Engines 2026" in listed.stdout
+            rejected = await shell(reject.replace("RUN_ID", run_id), tmp_path, env)
+            assert rejected.returncode == 0, rejected.stderr
+            assert "rejected buy_report" in rejected.stdout
+            result = await shell(f"tether result {run_id} --wait 60", tmp_path, env)
+            assert json.loads(result.stdout) == "Without the report: Tether."
+            # The run does not wait for a budget: raising it is refused, in one line.
+            raised = await shell(budget.replace("RUN_ID", run_id), tmp_path, env)
+            assert raised.returncode == 1 and "has ended" in raised.stderr, raised.stderr
+            shown = await shell(show.replace("RUN_ID", run_id), tmp_path, env)
+    assert "LLM spent:        2 calls" in shown.stdout, shown.stdout
+    assert '"note": "stay under $200"' in shown.stdout  # the answer, in the journal
+    # The model read the note with the rejection.
+    assert "stay under $200" in json.dumps(server.requests[1].body)
+
+
+@pytest.mark.slow
+async def test_llm_page_workflow_chats_then_streams(tmp_path: Path) -> None:
+    from tether.testing import Reply, ScriptedLLMServer
+
+    (tmp_path / "research.py").write_text(example("llm-research"))
+    (tmp_path / "run.py").write_text(
+        "import asyncio, research\n"
+        "async def main():\n"
+        "    async with research.app.worker():\n"
+        "        handle = await research.app.start(research.research, 'tides')\n"
+        "        print(await handle.result(timeout=60))\n"
+        "asyncio.run(main())\n")
+    async with ScriptedLLMServer([Reply("1. Moon 2. Sun"), Reply("Tides follow the moon.")
+                                  ]) as server:
+        env = user_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="test-key")
+        ran = await asyncio.to_thread(forked.run, [sys.executable, "run.py"], cwd=tmp_path,
+                                      env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "Tides follow the moon.\n"
+    assert [r.body.get("stream") for r in server.requests] == [None, True]
+    assert server.requests[0].last_user_text() == "Outline tides."
+
+
+@pytest.mark.slow
+async def test_mcp_server_page_client_books_after_approval(tmp_path: Path) -> None:
+    pytest.importorskip("mcp")
+    from tests.mcp_server import apps
+    from tests.mcp_server.host import serve_http
+    from tether.ai import LLM
+    from tether.testing import Reply, ScriptedLLMServer
+
+    name = save(tmp_path, "mcp-client")
+    async with ScriptedLLMServer([
+        Reply(tool_calls=[{"name": "book_flight", "arguments": {"destination": "Rome"}}]),
+        Reply("Booked Rome."),
+    ]) as server:
+        async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as llm:
+            app = apps.build(f"sqlite:///{tmp_path / 'served.db'}", llm=llm)
+            async with serve_http(app) as url, app.worker():
+                ran = await asyncio.to_thread(
+                    forked.run, [sys.executable, name, url], cwd=tmp_path, env=user_env(),
+                    capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "Booked Rome.\n"
