@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 from mcp import Client
-from mcp_types import Result
+from mcp_types import EmptyResult
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -31,12 +31,6 @@ from tether.mcp_tasks import (
     UpdateTaskRequest,
 )
 from tether.serve.mcp import create_mcp_http
-
-
-class Ack(Result):
-    """The empty acknowledgement of tasks/update and tasks/cancel."""
-
-    result_type: str | None = None
 
 
 def asgi(app: App) -> Starlette:
@@ -83,12 +77,12 @@ async def get_task(client: Client, task_id: str) -> GetTaskResult:
 async def update_task(client: Client, task_id: str, responses: dict[str, Any]) -> Any:
     return await client.session.send_request(
         UpdateTaskRequest(params=UpdateTaskParams(task_id=task_id, input_responses=responses)),
-        Ack)
+        EmptyResult)
 
 
 async def cancel_task(client: Client, task_id: str) -> Any:
     return await client.session.send_request(
-        CancelTaskRequest(params=CancelTaskParams(task_id=task_id)), Ack)
+        CancelTaskRequest(params=CancelTaskParams(task_id=task_id)), EmptyResult)
 
 
 async def poll(client: Client, task_id: str, statuses: set[str], timeout: float = 30.0

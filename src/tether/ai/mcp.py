@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -439,11 +438,13 @@ class MCPServer:
             MCPUnavailable: the server cannot be reached or the session broke.
             mcp.MCPError: the server answered with a protocol error.
         """
+        from mcp_types import EmptyResult
+
         from tether.mcp_tasks import UpdateTaskParams, UpdateTaskRequest
 
         await self._request(lambda c: c.session.send_request(UpdateTaskRequest(
             params=UpdateTaskParams(task_id=task_id, input_responses=input_responses)),
-            _ack_model()))
+            EmptyResult))
 
     async def cancel_task(self, task_id: str) -> None:
         """``tasks/cancel``.
@@ -452,10 +453,12 @@ class MCPServer:
             MCPUnavailable: the server cannot be reached or the session broke.
             mcp.MCPError: the server answered with a protocol error.
         """
+        from mcp_types import EmptyResult
+
         from tether.mcp_tasks import CancelTaskParams, CancelTaskRequest
 
         await self._request(lambda c: c.session.send_request(
-            CancelTaskRequest(params=CancelTaskParams(task_id=task_id)), _ack_model()))
+            CancelTaskRequest(params=CancelTaskParams(task_id=task_id)), EmptyResult))
 
     async def aclose(self) -> None:
         """Close the connection (a later call opens a new one)."""
@@ -640,16 +643,6 @@ def _tasks_extension() -> Any:
                                 resolve=handed_back),)
 
     return _Tasks()
-
-
-@functools.cache
-def _ack_model() -> Any:
-    from mcp_types import Result
-
-    class Ack(Result):
-        result_type: str | None = None
-
-    return Ack
 
 
 def _startup_mistake(exc: BaseException) -> BaseException | None:
