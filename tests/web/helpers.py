@@ -57,12 +57,14 @@ class Served:
 
 
 def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | None = WEBAPP,
-                extra_env: dict[str, str] | None = None, port: int | None = None) -> Served:
+                extra_env: dict[str, str] | None = None, port: int | None = None,
+                args: tuple[str, ...] = ()) -> Served:
     """A ``tether serve`` process on ``port`` (default: a free loopback port), answering
     /healthz."""
     port = port or free_port()
     log = tmp / f"serve-{port}-{time.monotonic_ns()}.log"
-    args = [*TETHER, "serve", "--db", db, "--port", str(port)]
+    extra_args = args
+    args = [*TETHER, "serve", "--db", db, "--port", str(port), *extra_args]
     if app:
         args += ["--app", app]
     if tokens is not None:

@@ -38,6 +38,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "database's answer before the request gets its 503 (default 5; 0: the "
                    "store's own query_timeout, 30 s unless the URL says otherwise); "
                    "workers keep the store's")
+    p.add_argument("--client-timeout", type=non_negative_float, default=None,
+                   metavar="SECONDS",
+                   help="how long a client may take to send a request's headers, and "
+                   "then its body (past that, at least 1 KiB/s), before it gets 408 and "
+                   "its connection is closed (default 20; 0: no limit)")
     p.set_defaults(handler=serve)
 
 
@@ -46,11 +51,13 @@ async def serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from tether.serve import (
+            DEFAULT_CLIENT_TIMEOUT,
             DEFAULT_MAX_BODY,
             DEFAULT_REQUEST_TIMEOUT,
             Tokens,
             check_bind,
             create_app,
+            http_protocol,
         )
     except ImportError as exc:
         raise CliError(f"tether serve needs the serve extra: pip install 'tether[serve]' "
@@ -67,13 +74,17 @@ async def serve(args: argparse.Namespace) -> int:
 
         app = App(store_url(args, must_exist=False))
     timeout = args.request_timeout
+    client_timeout = (DEFAULT_CLIENT_TIMEOUT if args.client_timeout is None
+                      else args.client_timeout or None)
     asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY,
                       request_timeout=DEFAULT_REQUEST_TIMEOUT if timeout is None
-                      else timeout or None)
+                      else timeout or None, client_timeout=client_timeout)
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",
-                            timeout_graceful_shutdown=3, lifespan="on")
+                            timeout_graceful_shutdown=3, lifespan="on",
+                            http=http_protocol(client_timeout) if client_timeout
+                            else "auto")
     server = uvicorn.Server(config)
     # Open the store before the server starts: a database that cannot be reached (or a
     # store that cannot be opened) is then one line and exit 1, as for every command,

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from tether.serve._auth import Tokens, check_bind
     from tether.serve._server import DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT, create_app
 
-__all__ = ["DEFAULT_MAX_BODY", "DEFAULT_REQUEST_TIMEOUT", "Tokens", "check_bind",
-           "create_app"]
+__all__ = ["DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_REQUEST_TIMEOUT", "Tokens",
+           "check_bind", "create_app", "http_protocol"]
 
 
 def __getattr__(name: str) -> Any:

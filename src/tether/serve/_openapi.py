@@ -20,6 +20,8 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _COMMON_ERRORS = {"401": _err("missing or unknown token"),
+                  "408": _err("the request's headers or body came too slowly "
+                              "(tether serve --client-timeout)"),
                   "413": _err("request body too large")}
 _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
                   "400": _err("bad input"), "415": _err("body is not JSON")}

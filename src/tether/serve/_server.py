@@ -3,7 +3,9 @@ when installed, the MCP face at ``/mcp``, all behind one guard (auth, body limit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
@@ -35,6 +37,16 @@ DEFAULT_MAX_BODY = 1 << 20
 #: ``query_timeout`` (30 s), which workers keep.
 DEFAULT_REQUEST_TIMEOUT = 5.0
 
+#: Seconds a client has to send a request's headers (from its first byte), and its body
+#: (from the headers' end, plus a second per ``MIN_BODY_RATE`` bytes received), unless
+#: ``create_app(client_timeout=...)`` (``tether serve --client-timeout``): a slower
+#: client gets 408 and its connection is closed. Without it a client that sends half a
+#: request and then a byte now and then (slow loris) held its connection, and a file
+#: descriptor, for ever.
+DEFAULT_CLIENT_TIMEOUT = 20.0
+#: Bytes a second a request's body must keep coming at, past ``client_timeout``.
+MIN_BODY_RATE = 1024
+
 _PUBLIC = ("/healthz", "/login", "/static/")
 #: Seconds after which a web page that found the store unavailable loads itself again.
 UI_RETRY = 5
@@ -51,16 +63,22 @@ class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
 class Guard:
     """ASGI middleware: who is asking (token, session cookie, or open mode), and a
     limit on request bodies, before any route runs."""
 
     def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int,
-                 request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> None:
+                 request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+                 client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT) -> None:
         self.app = app
         self.tokens = tokens
         self.max_body = max_body
         self.request_timeout = request_timeout
+        self.client_timeout = client_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,14 +146,32 @@ class Guard:
 
         received = 0
         started = False
+        body_done = False
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or self.client_timeout is None:
+                message = await receive()
+            else:
+                # The body must come within client_timeout, and then at MIN_BODY_RATE:
+                # a client that sends a few bytes now and then does not hold the
+                # request (and its connection) for ever. (Once the body is in, a
+                # receive waits for the disconnect, as an event stream does: no limit.)
+                left = begun + self.client_timeout + received / MIN_BODY_RATE - loop.time()
+                try:
+                    async with asyncio.timeout(max(left, 0.0)):
+                        message = await receive()
+                except TimeoutError:
+                    raise _TooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     raise _TooLarge
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -154,6 +190,9 @@ class Guard:
         except _TooLarge:
             if not started:
                 await _too_large(self.max_body)(scope, receive, send)
+        except _TooSlow:
+            if not started:
+                await _too_slow()(scope, receive, send)
         finally:
             REQUEST_TIMEOUT.reset(limit)
             FAIL_FAST.reset(fail_fast)
@@ -177,6 +216,12 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 def _too_large(limit: int) -> JSONResponse:
     return _error(413, "payload_too_large", f"the request body is over {limit} bytes")
+
+
+def _too_slow() -> JSONResponse:
+    response = _error(408, "request_timeout", "the request's body came too slowly")
+    response.headers["Connection"] = "close"  # (what is left of the body is not read)
+    return response
 
 
 async def _reply(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
@@ -240,6 +285,10 @@ async def _body_too_large(request: Request, exc: Exception) -> Response:
     return _too_large(request.app.state.max_body)
 
 
+async def _body_too_slow(request: Request, exc: Exception) -> Response:
+    return _too_slow()
+
+
 async def _openapi(request: Request) -> Response:
     return JSONResponse(document())
 
@@ -255,7 +304,8 @@ def _mcp_face(app: App) -> Any:
 
 def create_app(app: App, *, tokens: Tokens | None = None,
                max_body: int = DEFAULT_MAX_BODY, mcp: bool = True,
-               request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> ASGIApp:
+               request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+               client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT) -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -267,6 +317,10 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             ``/metrics``, ``/mcp``) waits for the server's answer (default 5), if less
             than the store's own deadline (PostgreSQL ``query_timeout``); ``None``: the
             store's. Long operations (an erasure) get ten times as long.
+        client_timeout: seconds a request's body may take to arrive (then at least
+            ``MIN_BODY_RATE`` bytes a second), else 408 and the connection is closed;
+            ``None``: no limit. (Its headers' deadline is the server's:
+            ``http_protocol``.)
     """
     mcp_http = _mcp_face(app) if mcp else None
 
@@ -295,10 +349,61 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         routes += [Route("/mcp", endpoint=mcp_http.asgi), Mount("/mcp", app=mcp_http.asgi)]
     web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
+        _TooSlow: _body_too_slow,
         StoreUnavailable: _unavailable, InvalidName: _invalid_name,
     })
     tokens = tokens or Tokens()
     web.state.tether = app
     web.state.tokens = tokens
     web.state.max_body = max_body
-    return Guard(web, tokens, max_body, request_timeout)
+    return Guard(web, tokens, max_body, request_timeout, client_timeout)
+
+
+def http_protocol(client_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (``uvicorn.Config(http=...)``) with a deadline on each
+    request's headers: a connection that began a request and has not sent its headers
+    ``client_timeout`` seconds later is answered 408 and closed. uvicorn closes a
+    connection that sends nothing (its keep-alive timeout) but waits for ever for the
+    rest of a request begun (slow loris: a header line now and then held each
+    connection, and its file descriptor, for as long as the client liked)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    body = json.dumps({"error": {"code": "request_timeout", "message":
+                                 "the request's headers came too slowly"}}).encode()
+    reply = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+             b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+
+    class Protocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
+        _header_deadline: asyncio.TimerHandle | None = None
+
+        def _waiting_for_headers(self) -> bool:
+            # (uvicorn's protocols, h11 and httptools, make a cycle per request once
+            # its headers are in)
+            cycle = getattr(self, "cycle", None)
+            return cycle is None or bool(cycle.response_complete)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                if self._header_deadline is None:  # (from the request's first byte)
+                    self._header_deadline = asyncio.get_running_loop().call_later(
+                        client_timeout, self._headers_too_slow)
+            elif self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_deadline = None
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                log.debug("closed a connection whose request headers took over %s s",
+                          client_timeout)
+                self.transport.write(reply)
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+            super().connection_lost(exc)
+
+    return Protocol
