@@ -373,3 +373,40 @@ async def test_a_cancelled_close_is_cancelled_at_once_and_the_closing_goes_on(
     assert closed == ["notifier"] and not thread.is_alive()
     await store.close()
     assert closed == ["notifier"]
+
+
+def _without_root_privileges() -> list[str]:
+    """A prefix that makes a command meet file permissions as a user does (root passes
+    them through CAP_DAC_OVERRIDE), or skips when that cannot be done here."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: permissions cannot be made to apply")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+
+
+@pytest.mark.parametrize("command", [("runs",), ("serve", "--port", "1")], ids=" ".join)
+def test_a_store_in_a_read_only_folder_is_refused_naming_the_folder(
+    tmp_path: Path, command: tuple[str, ...],
+) -> None:
+    """An operator's mistake: the store's folder made read-only (the file's own mode
+    fine). SQLite cannot write the -wal beside it and says only "attempt to write a
+    readonly database"; the error names the folder and what to do."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    asyncio.run(make_store(folder / "s.db"))
+    assert sorted(p.name for p in folder.iterdir()) == ["s.db"]
+    prefix = _without_root_privileges()
+    folder.chmod(0o555)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+        env["PYTHONPATH"] = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
+        done = subprocess.run([*prefix, sys.executable, "-m", "tether", *command, "--db",
+                               f"sqlite:///{folder / 's.db'}"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        folder.chmod(0o755)
+    assert_one_line_error(done, f"its folder {folder} is not writable",
+                          "make the folder writable")
+    assert done.returncode == 1

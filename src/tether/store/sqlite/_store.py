@@ -197,8 +197,26 @@ def translate_error(exc: apsw.Error, path: str) -> StoreError:
                         apsw.ProtocolError)):
         return StoreUnavailable(f"SQLite store {path!r} failed: {first}")
     if isinstance(exc, apsw.ReadOnlyError):
-        return StoreError(f"SQLite store {path!r} is open read-only: {first}")
+        return StoreError(f"SQLite store {path!r} is open read-only: {first}"
+                          f"{_why_read_only(path)}")
     return StoreError(f"SQLite store {path!r} failed: {first}")
+
+
+def _why_read_only(path: str) -> str:
+    """Why SQLite could not write ``path``, when this process can tell: the file, or
+    its folder (SQLite writes ``-wal`` and ``-shm`` files beside it, and a folder made
+    read-only by mistake reads as "attempt to write a readonly database" with the file's
+    own mode fine)."""
+    if not path or path == ":memory:" or not os.path.exists(path):
+        return ""
+    if not os.access(path, os.W_OK, effective_ids=True):
+        return " (this user may not write the file: give it write permission)"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK, effective_ids=True):
+        return (f" (its folder {folder} is not writable, and SQLite writes the files "
+                f"{os.path.basename(path)}-wal and -shm beside the database: make the "
+                "folder writable for this user)")
+    return ""
 
 
 def _auto_migrate_env() -> bool:
