@@ -8,17 +8,22 @@ contract checks it).
 
 from __future__ import annotations
 
+import functools
+import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether._codec import SLOT_INPUT
 from tether._types import RunInfo, RunStatus
 from tether.encryption import _sealed_key_id
 from tether.errors import PayloadError
 
 if TYPE_CHECKING:
-    from tether._app import App
+    from tether._app import App, RunHandle
 
-__all__ = ["STATUSES", "info_dict", "lifecycle_dict", "run_dict", "run_document",
-           "run_info", "schedule_dict", "unreadable_payload"]
+__all__ = ["STATUSES", "StartReport", "info_dict", "lifecycle_dict", "run_dict",
+           "run_document", "run_info", "schedule_dict", "start_report",
+           "unreadable_payload"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -90,6 +95,53 @@ async def run_document(app: App, run_id: str) -> dict[str, Any]:
     kids = await app.store.run_search(parent=run_id, limit=1000)
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """How a start by name (``tether start``, ``POST /api/v1/runs``) compares with the
+    run it found, for an id that existed: ``created`` False, and whether that run's
+    input and queue differ from this start's. Its ``fields()`` are what both add to the
+    run's document (one contract: the CLI's ``--json`` and the HTTP answer)."""
+
+    created: bool
+    #: The existing run's input is other than this start's; None: it cannot be read
+    #: (erased, or encrypted with a payload hook this process lacks).
+    input_differs: bool | None
+    #: The existing run's queue is other than the one this start would have put it on
+    #: (its ``queue``, else the workflow's own).
+    queue_differs: bool
+    queue: str | None  # the existing run's queue (None for a run created)
+    wanted_queue: str | None  # the queue this start names or would use
+
+    def fields(self) -> dict[str, Any]:
+        return {"created": self.created, "input_differs": self.input_differs,
+                "queue_differs": self.queue_differs}
+
+
+async def start_report(app: App, handle: RunHandle[Any], values: list[Any],
+                       queue: str | None) -> StartReport:
+    """``handle`` (from ``app.start(name, *values, run_id=..., queue=queue)``) compared
+    with the run it names. (A run of another workflow is not found here: ``app.start``
+    refuses that id with ``ConfigError``.)"""
+    if handle.created:
+        return StartReport(True, False, False, None, None)
+    run = await app.store.run_get(handle.run_id)
+    if run is None:  # purged since: nothing to compare with
+        return StartReport(False, None, False, None, queue)
+    wanted = queue
+    if wanted is None:
+        _, wanted, _ = await app._start_target(handle.workflow or run.workflow)
+    differs: bool | None = None
+    if run.erased_at is None:
+        try:
+            stored = app.codec.for_run(run.run_id).decode(run.input, None, SLOT_INPUT)
+        except Exception:  # ciphertext without the hook, a key it lacks: not JSON to us
+            pass
+        else:
+            canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
+            differs = canonical(stored) != canonical({"args": values})
+    return StartReport(False, differs, run.queue != wanted, run.queue, wanted)
 
 
 def schedule_dict(s: Any) -> dict[str, Any]:

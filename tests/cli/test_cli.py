@@ -131,6 +131,32 @@ async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> 
     assert "its input differs from this one" in bare.stderr
 
 
+async def test_starting_an_existing_run_id_on_another_queue_says_so(store_url: str) -> None:
+    """The warning for an existing id said whether the input differs, not the queue: a
+    run that sits on queue ``side`` while this start names another queue (or, without
+    ``--queue``, the workflow's own) is now said so, and ``--json`` has
+    ``queue_differs``."""
+    make_app(store_url)
+    first = await cli("start", "later", "--id", "s-2", "--queue", "side", "--json",
+                      db=store_url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["queue_differs"] is False
+    for queue, said in ((["--queue", "side"], None), (["--queue", "other"], "'other'"),
+                        ([], "'default'")):  # no worker knows 'later': default queue
+        again = await cli("start", "later", "--id", "s-2", *queue, "--json", db=store_url)
+        assert again.returncode == 0, again.stderr
+        doc = json.loads(again.stdout)
+        assert (doc["created"], doc["input_differs"], doc["queue"]) == (False, False,
+                                                                       "side")
+        assert doc["queue_differs"] is (said is not None), queue
+        lines = [ln for ln in again.stderr.splitlines() if "already existed" in ln]
+        assert len(lines) == 1, again.stderr
+        tail = "its input is the same"
+        if said is not None:
+            tail += f"; its queue 'side' differs from this start's ({said})"
+        assert lines[0].endswith(tail), lines[0]
+
+
 def test_an_existing_run_whose_input_it_cannot_read_is_said_so(tmp_path: Path) -> None:
     """A run started with an encrypted input, restarted by ``tether start`` without
     ``--app``: it cannot tell whether the input differs, and says that."""

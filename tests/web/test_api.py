@@ -123,6 +123,36 @@ async def test_start_run_is_created_then_idempotent(api: Api) -> None:
     assert done["result"] == "hello ana"
 
 
+async def test_start_answer_says_created_and_what_differs_as_tether_start_json(
+        api: Api) -> None:
+    """The answer of ``POST /api/v1/runs`` carried "created or already existed" only in
+    its status code: its body now has the fields ``tether start --json`` prints,
+    ``created``, ``input_differs`` and ``queue_differs`` (the existing run's queue
+    against the one named, or the workflow's own queue when none is)."""
+    r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["ana"],
+                                                  "run_id": "q-1", "queue": "side"})
+    assert r.status_code == 201
+    fields = ("created", "input_differs", "queue_differs")
+    assert [r.json()[k] for k in fields] == [True, False, False]
+    for body, differs in (
+            ({"input": ["ana"], "queue": "side"}, [False, False, False]),
+            ({"input": ["bob"], "queue": "side"}, [False, True, False]),
+            ({"input": ["ana"], "queue": "other"}, [False, False, True]),
+            ({"input": ["ana"]}, [False, False, True]),  # greet's own queue: default
+    ):
+        again = await api.http.post("/api/v1/runs", json={"workflow": "greet",
+                                                          "run_id": "q-1", **body})
+        assert again.status_code == 200, again.text
+        doc = again.json()
+        assert [doc[k] for k in fields] == differs, body
+        assert (doc["queue"], doc["input"]) == ("side", ["ana"])  # the existing run's
+    # Started on the workflow's own queue, an id again without "queue" is the same.
+    await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "q-2"})
+    same = (await api.http.post("/api/v1/runs", json={"workflow": "greet",
+                                                      "run_id": "q-2"})).json()
+    assert [same[k] for k in fields] == [False, False, False]
+
+
 async def test_of_concurrent_starts_of_one_id_exactly_one_is_created(api_any: Api) -> None:
     """Eight clients start the same run id at once: one 201 (the insert that created the
     run decides, not a read before it, which all eight passed on PostgreSQL), seven 200."""

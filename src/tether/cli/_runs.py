@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tether._codec import SLOT_INPUT
 from tether._fit import WIDE_HELP, columns, fit_width
-from tether._show import STATUSES, run_dict, run_document
+from tether._show import STATUSES, run_dict, run_document, start_report
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import (
     CliError,
@@ -38,9 +35,6 @@ from tether.cli._lifecycle_show import (
 from tether.cli._show_fit import print_fitted
 from tether.errors import RunFailed
 
-if TYPE_CHECKING:
-    from tether import App
-
 log = logging.getLogger("tether.cli")
 
 
@@ -49,8 +43,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "start", parents=[common], help="start a run of a workflow by name",
         description="Start a run of a workflow by name and print its id. Idempotent on "
         "--id: when a run with that id exists, nothing is started, its id is printed, "
-        "the exit code is 0, and a warning on stderr says so and whether its input "
-        "differs from --input.")
+        "the exit code is 0, and a warning on stderr says so, whether its input "
+        "differs from --input, and its queue if that differs from --queue (or the "
+        "workflow's own queue without --queue).")
     p.add_argument("workflow", metavar="WORKFLOW_NAME")
     p.add_argument("--id", dest="run_id", metavar="RUN_ID",
                    help="run id (idempotent: an existing id is not started again)")
@@ -63,8 +58,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "--db is given)")
     p.add_argument("--json", action="store_true",
                    help="print the run's document (as POST /api/v1/runs answers it) with "
-                   "created (false: the run id existed) and input_differs (whether that "
-                   "run's input differs from --input; null if it cannot be read)")
+                   "created (false: the run id existed), input_differs (whether that "
+                   "run's input differs from --input; null if it cannot be read) and "
+                   "queue_differs (whether its queue differs from --queue, or the "
+                   "workflow's own without it)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -154,37 +151,26 @@ async def start(args: argparse.Namespace) -> int:
         app = client(args, must_exist=False)
     async with app:
         handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
-        differs = False if handle.created else await input_differs(app, handle.run_id, values)
+        report = await start_report(app, handle, values, args.queue)
         doc = await run_document(app, handle.run_id) if args.json else None
-    if not handle.created:
-        if differs is None:
+    if not report.created:
+        if report.input_differs is None:
             how = "its input could not be read to compare (erased, or encrypted: see --app)"
+        elif report.input_differs:
+            how = "its input differs from this one"
         else:
-            how = "its input differs from this one" if differs else "its input is the same"
+            how = "its input is the same"
+        if report.queue_differs:
+            how += (f"; its queue {report.queue!r} differs from this start's "
+                    f"({report.wanted_queue!r})")
         log.warning("run %r already existed and was not started again; %s", handle.run_id,
                     how)
     if doc is not None:
-        doc["created"] = bool(handle.created)
-        doc["input_differs"] = differs
+        doc.update(report.fields())
         print(dumps(doc))
     else:
         print(safe(handle.run_id))
     return 0
-
-
-async def input_differs(app: App, run_id: str, values: list[Any]) -> bool | None:
-    """Whether the input of run ``run_id`` (which existed before ``tether start``) is
-    other than the positional arguments ``values``; None when it cannot be read: erased,
-    or encrypted with a payload hook this command lacks."""
-    run = await app.store.run_get(run_id)
-    if run is None or run.erased_at is not None:
-        return None
-    try:
-        stored = app.codec.for_run(run_id).decode(run.input, None, SLOT_INPUT)
-    except Exception:  # ciphertext without the hook, a key it lacks: not JSON to us
-        return None
-    canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
-    return bool(canonical(stored) != canonical({"args": values}))
 
 
 async def runs(args: argparse.Namespace) -> int:

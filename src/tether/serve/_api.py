@@ -23,7 +23,7 @@ from starlette.types import Scope
 from tether import App, RunNotFound
 from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
-from tether._show import STATUSES, run_document, run_info
+from tether._show import STATUSES, run_document, run_info, start_report
 from tether._types import check_name
 from tether.errors import (
     ConfigError,
@@ -266,7 +266,9 @@ async def start_run(request: Request) -> Response:
         raise payload_error(exc) from None
     # (Decided by the insert: of concurrent starts of one id, one creates the run.)
     existed = handle.created is False
+    report = await start_report(app, handle, values, queue)
     doc = await _document(app, handle.run_id)
+    doc.update(report.fields())  # as `tether start --json` prints it
     if not known and not existed:
         doc["warnings"] = [f"no worker has registered workflow {workflow!r} in this store "
                            f"yet; the run waits on queue {doc.get('queue', queue)!r} until "

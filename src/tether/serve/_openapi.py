@@ -63,6 +63,20 @@ def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     run_ref = {"$ref": "#/components/schemas/Run"}
+    # The answer of a start, as `tether start --json` prints it.
+    started = {"allOf": [run_ref, {
+        "type": "object", "required": ["created", "input_differs", "queue_differs"],
+        "properties": {
+            "created": {"type": "boolean",
+                        "description": "false: a run with this run_id existed"},
+            "input_differs": {"type": "boolean", "nullable": True,
+                              "description": "the existing run's input differs from "
+                                             "`input` (null: it cannot be read: erased, "
+                                             "or encrypted with a key this server lacks)"},
+            "queue_differs": {"type": "boolean",
+                              "description": "the existing run's queue differs from "
+                                             "`queue` (or the workflow's own without it)"},
+            "warnings": {"type": "array", "items": {"type": "string"}}}}]}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Tether API", "version": "1",
@@ -134,8 +148,9 @@ def document() -> dict[str, Any]:
                         "additionalProperties": False,
                         "properties": {"workflow": _NAME, "input": {"type": "array"},
                                        "run_id": _NAME, "queue": _NAME}}),
-                    "responses": {"201": _ok("started", run_ref),
-                                  "200": _ok("a run with this run_id existed", run_ref),
+                    "responses": {"201": _ok("started", started),
+                                  "200": _ok("a run with this run_id existed (nothing "
+                                             "started; its document)", started),
                                   "404": _err("no such workflow"),
                                   "409": _err("run_id belongs to another workflow"),
                                   **_CHANGE_ERRORS},
