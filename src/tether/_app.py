@@ -886,8 +886,9 @@ class App:
         journal = await store.journal_read(run_id)
         last = max((e.position for e in journal), default=-1)
         if at > last + 1:
-            raise ConfigError(f"run {run_id!r} has positions 0..{last}; at={at} is past "
-                              f"its end (at most {last + 1})")
+            from tether._lifecycle import fork_past_end
+
+            raise ConfigError(fork_past_end(run_id, last, at))
         now = self.clock.now()
         rid = new_run_id or _ids.new_run_id()
         if not rid.strip():

@@ -89,6 +89,16 @@ def parse_statuses(text: str | None) -> list[str]:
 
 # -- continue as new ---------------------------------------------------------------------
 
+def fork_past_end(run_id: str, last: int, at: int, name: str = "at") -> str:
+    """The one line for a fork position past the end of run ``run_id``'s journal (whose
+    last position is ``last``, -1 for none): its length and the furthest ``at``
+    (``App.fork``'s ``ConfigError``, ``tether fork``'s exit 2, the API's 422)."""
+    n = last + 1
+    has = ("no journal entries" if n == 0 else
+           f"a journal of {n} position{'s' if n != 1 else ''} (0..{last})")
+    return f"run {run_id!r} has {has}; {name} {at} is past its end (at most {n})"
+
+
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     """End this run's journal and continue the same run (same id) with a fresh, empty
     journal, calling the workflow again with these arguments.

@@ -26,13 +26,28 @@ def cli(*args: str, db: str | None) -> subprocess.CompletedProcess[str]:
                       timeout=60)
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str,
+                   code: int | None = None) -> None:
     assert proc.returncode != 0, proc
+    if code is not None:
+        assert proc.returncode == code, proc
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert len(lines) == 1, proc.stderr
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def test_fork_past_the_end_of_an_empty_journal_is_bad_input(store_url: str) -> None:
+    """A run that has recorded nothing yet (queued, no worker) forks at 0 only: ``--at
+    1`` exits 2 with one line that says its journal is empty."""
+    started = cli("start", "later", "--id", "e-1", db=store_url)
+    assert started.returncode == 0, started.stderr
+    one_line_error(cli("fork", "e-1", "--at", "1", db=store_url),
+                   "run 'e-1' has no journal entries; --at 1 is past its end (at most 0)",
+                   code=2)
+    out = cli("fork", "e-1", "--at", "0", "--id", "e-2", db=store_url)
+    assert out.returncode == 0 and out.stdout == "e-2\n", out.stderr
 
 
 def test_version_flag() -> None:
@@ -87,8 +102,12 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
     # bad input: one line, nothing changed
     one_line_error(cli("retry", "j-1", db=store_url), "completed")
     one_line_error(cli("retry", "nope", db=store_url), "nope")
-    one_line_error(cli("fork", "j-1", "--at", "-1", db=store_url), "--at")
-    one_line_error(cli("fork", "j-1", "--at", "7", db=store_url), "past its end")
+    one_line_error(cli("fork", "j-1", "--at", "-1", db=store_url), "--at", code=2)
+    # Past the journal's end is bad input too (it exited 1), and the line says its length.
+    one_line_error(cli("fork", "j-1", "--at", "7", db=store_url),
+                   "run 'j-1' has a journal of 1 position (0..0); --at 7 is past its end "
+                   "(at most 1)", code=2)
+    one_line_error(cli("fork", "nope", "--at", "7", db=store_url), "nope", code=1)
     one_line_error(cli("fork", "j-1", "--at", "0", "--input", "{x", db=store_url), "JSON")
     one_line_error(cli("fork", "j-1", "--at", "0", "--id", "j-2", db=store_url),
                    "already used")

@@ -169,6 +169,18 @@ async def test_fork_rejects_bad_input(api: Api, path: str, body: Any, status: in
     await _rejected(api, "POST", path, body, status, code)
 
 
+async def test_fork_past_the_end_names_the_journals_length(api: Api) -> None:
+    """A position past the journal's end is a 422 (never a 500) whose message says how
+    long the journal is, as ``tether fork`` does (exit 2)."""
+    await _finish(api, "steps", [2], "src", "completed")
+    r = await api.http.post("/api/v1/runs/src/fork", json={"at": 5})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == {
+        "code": "bad_position",
+        "message": "run 'src' has a journal of 2 positions (0..1); at 5 is past its end "
+                   "(at most 2)"}
+
+
 async def test_fork_with_a_read_token_is_forbidden(api: Api) -> None:
     await _finish(api, "steps", [2], "src", "completed")
     await _rejected(api, "POST", "/api/v1/runs/src/fork", {"at": 0}, 403, "forbidden",

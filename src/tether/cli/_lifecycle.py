@@ -8,7 +8,12 @@ from typing import Any
 
 from tether._app import App
 from tether._fit import WIDE_HELP, fit_width, hang, say
-from tether._lifecycle import check_compatible, parse_duration, parse_statuses
+from tether._lifecycle import (
+    check_compatible,
+    fork_past_end,
+    parse_duration,
+    parse_statuses,
+)
 from tether.cli._common import (
     CliError,
     client,
@@ -49,7 +54,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "forked_at}.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--at", type=int, required=True, metavar="POSITION",
-                   help="first position to run again (see `tether show RUN_ID`)")
+                   help="first position to run again: 0 to the journal's end (its last "
+                   "position plus one; see `tether show RUN_ID`)")
     p.add_argument("--input", metavar="JSON",
                    help="new workflow input: JSON array of positional arguments "
                    "(default: the run's own input); what the run's parent handed "
@@ -149,6 +155,13 @@ async def fork(args: argparse.Namespace) -> int:
     if args.new_id is not None and not args.new_id.strip():
         raise CliError("--id must not be empty", 2)
     async with _app_for(args) as app:
+        if await app.store.run_get(args.run_id) is not None:  # (else: RunNotFound, exit 1)
+            # Past the journal's end is bad input, as --at -1 is (exit 2, not App.fork's
+            # ConfigError, exit 1). A journal only grows: a position checked here stays.
+            journal = await app.store.journal_read(args.run_id)
+            last = max((e.position for e in journal), default=-1)
+            if args.at > last + 1:
+                raise CliError(fork_past_end(args.run_id, last, args.at, "--at"), 2)
         kwargs: dict[str, Any] = {"at": args.at, "new_run_id": args.new_id}
         if values is not None:
             kwargs["input"] = values

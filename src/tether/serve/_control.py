@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._lifecycle import Cron, zone_of
+from tether._lifecycle import Cron, fork_past_end, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
 from tether._show import run_document, schedule_dict
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError
@@ -72,9 +72,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
         raise ApiError(409, "conflict", f"run id {new_id!r} is already used; choose another")
     last = max((e.position for e in await store.journal_read(run_id)), default=-1)
     if at > last + 1:
-        raise ApiError(422, "bad_position",
-                       f"run {run_id!r} has positions 0..{last}; at {at} is past its end "
-                       f"(at most {last + 1})")
+        raise ApiError(422, "bad_position", fork_past_end(run_id, last, at))
     kwargs: dict[str, Any] = {"at": at, "new_run_id": new_id}
     if values is not None:
         kwargs["input"] = values
