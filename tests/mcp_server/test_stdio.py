@@ -4,17 +4,23 @@ line."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, TextContent
 
 from tests import forked
+from tests.chaos.pgcluster import PrivateCluster, missing_privilege
 from tests.faults.procs import ROOT
-from tests.mcp_server.host import poll
+from tests.mcp_server.host import get_task, poll
 from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
 #: The server's import path: this checkout's sources first (a new interpreter would
@@ -70,6 +76,73 @@ async def test_stdio_requests_fail_fast_and_its_worker_does_not(tmp_path: Path) 
     assert done.result is not None, done.error
     assert done.result["structuredContent"] == {"workflow": False, "step": False}
     assert side.read_text().splitlines() == ["start fail_fast=True"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(missing_privilege() is not None, reason=str(missing_privilege()))
+async def test_stdio_server_comes_up_without_its_store_and_serves_once_it_answers(
+        tmp_path: Path) -> None:
+    """``tether mcp`` opened its store before serving: with the store unreachable it
+    exited, and a client's handshake failed. Now it answers ``initialize`` and
+    ``tools/list`` at once, a tool call while the store is down is a tool error that
+    says so, its worker waits for the store (a line per attempt on stderr), and once
+    the server is up a call runs to completion in the same ``tether mcp`` process. The
+    store: a private PostgreSQL cluster on a port of its own, not started at first."""
+    cluster = PrivateCluster()  # (its port is free: nothing listens there yet)
+    errlog = tmp_path / "stderr.txt"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "tether", "mcp", "tests.mcp_server.apps:app",
+                                      "--db", cluster.url(), "--poll-interval", "100"],
+        cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
+    try:
+        with open(errlog, "w") as err:
+            async with Client(stdio_client(params, errlog=err),
+                              extensions=[TasksClientExtension()]) as client:
+                names = sorted(t.name for t in (await client.list_tools()).tools)
+                assert names == ["ask", "explode", "quote", "slow_sum"]
+                down = await client.session.call_tool("slow_sum", {"numbers": [1, 2]},
+                                                      allow_claimed=True)
+                assert isinstance(down, CallToolResult) and down.is_error, down
+                assert isinstance(down.content[0], TextContent)
+                assert "the store is unavailable" in down.content[0].text, down
+                await asyncio.to_thread(cluster.start)
+                created = await client.session.call_tool("slow_sum", {"numbers": [4, 5]},
+                                                         allow_claimed=True)
+                assert isinstance(created, CreateTaskResult), created
+                done = await poll(client, created.task_id, {"completed", "failed"}, 120)
+        assert done.result is not None, done.error
+        assert done.result["content"][0]["text"] == "9"
+        said = errlog.read_text()
+        assert "store unavailable" in said and "retrying in 0.5 s (attempt 1)" in said, said
+        assert "Traceback" not in said, said
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+async def test_stdio_server_with_a_store_it_cannot_open_answers_why(
+        tmp_path: Path) -> None:
+    """A store no wait fixes (a SQLite file in a folder that does not exist) made
+    ``tether mcp`` exit before its handshake; a client saw the connection close. It
+    serves now, and a tool call and ``tasks/get`` answer why (not the SDK's opaque
+    "Internal server error")."""
+    db = f"sqlite:///{tmp_path / 'no-such-folder' / 'tether.db'}"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "tether", "mcp", "tests.mcp_server.apps:app",
+                                      "--db", db],
+        cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
+    with open(tmp_path / "stderr.txt", "w") as err:
+        async with Client(stdio_client(params, errlog=err),
+                          extensions=[TasksClientExtension()]) as client:
+            assert len((await client.list_tools()).tools) == 4
+            answer = await client.session.call_tool("slow_sum", {"numbers": [1]},
+                                                    allow_claimed=True)
+            assert isinstance(answer, CallToolResult) and answer.is_error, answer
+            assert isinstance(answer.content[0], TextContent)
+            assert "no folder" in answer.content[0].text, answer
+            with pytest.raises(MCPError, match=r"tasks/get: .*no folder"):
+                await get_task(client, "r-1")
+    said = (tmp_path / "stderr.txt").read_text()
+    assert "no worker runs in this process" in said and "restart tether mcp" in said, said
 
 
 def test_stdio_command_errors(tmp_path: Path) -> None:

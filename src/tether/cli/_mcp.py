@@ -15,7 +15,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Serve MODULE:APP's workflows and agents marked mcp=True as MCP tools "
         "over stdin/stdout. Clients that declare the io.modelcontextprotocol/tasks extension "
         "get a durable task (a run) per call. By default this process also runs a worker "
-        "for the app's queues; --no-worker leaves execution to `tether worker` processes.")
+        "for the app's queues; --no-worker leaves execution to `tether worker` processes. "
+        "It answers at once; a store it cannot reach is tried again (0.5 s doubling to "
+        "10 s, a line on stderr each time) while tool calls answer that it is "
+        "unavailable.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")

@@ -8,10 +8,12 @@ the mapping of run states to task states and the input-request conventions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
 import inspect
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -53,6 +55,8 @@ from tether.mcp_tasks import (
 from tether.store import FAIL_FAST
 
 __all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
+
+log = logging.getLogger("tether.mcp")
 
 #: The ``_meta`` key of a ``tools/call`` that carries the client's idempotency key
 #: (the one ``tether.ai.mcp`` sends): a retried call with it returns the same task.
@@ -184,6 +188,8 @@ class TetherTasks:
         except PayloadError as exc:  # too large for the store: the caller's to fix
             return _complete(_text_result(f"invalid arguments for {params.name!r}: {exc}",
                                           True))
+        except ConfigError as exc:  # a store no wait fixes (tether mcp serves regardless)
+            return _complete(_text_result(f"tool {params.name!r}: {exc}", True))
         except StoreUnavailable as exc:
             # A tool error, as the SDK answers for a plain tool whose backend failed:
             # the client (or its model) reads why and may call again.
@@ -638,7 +644,8 @@ class _StoreRequests:
     its HTTP requests; over stdio nothing else would), and a ``StoreUnavailable``
     that escapes a handler (``tasks/*``, task notifications) is an error naming the
     store, not the SDK's opaque -32603 "Internal server error"; a task's payload this
-    server cannot decode likewise names why. (``tools/call`` answers a tool error
+    server cannot decode, and a ``ConfigError`` (a store that cannot be opened),
+    likewise name why. (``tools/call`` answers a tool error
     itself.)
 
     The flag is set in the request's own context: tasks the request starts inherit it
@@ -657,6 +664,8 @@ class _StoreRequests:
         except _UnreadablePayload as exc:
             raise MCPError(code=INTERNAL_ERROR, message=f"{ctx.method}: {exc}",
                            data=exc.data) from exc
+        except ConfigError as exc:  # e.g. a store that cannot be opened (``serve_stdio``)
+            raise MCPError(code=INTERNAL_ERROR, message=f"{ctx.method}: {exc}") from exc
         finally:
             FAIL_FAST.reset(token)
 
@@ -738,11 +747,60 @@ def create_mcp_http(app: App, **options: Any) -> McpHttp:
 
 async def serve_stdio(app: App, *, worker: bool = True, **options: Any) -> None:
     """Serve MCP over stdin/stdout until the client closes it; with ``worker``, run the
-    app's workflows in this process too."""
+    app's workflows in this process too.
+
+    The server answers at once, before the store is reached: a client's handshake
+    (``initialize``, ``tools/list``) needs no store, and it times out if kept waiting.
+    The store is opened beside it (by the worker's start, or by itself with ``worker``
+    False), tried again after 0.5 s, doubling to 10 s, a line on stderr per failure,
+    as ``tether worker`` does; meanwhile a call that needs the store answers that it
+    is unavailable, and works once it answers, without a restart. A mistake no wait
+    can fix (``ConfigError``: a SQLite folder that does not exist, a PostgreSQL schema
+    behind with auto-migration off) is logged, the calls answer it, and no worker runs
+    until a restart."""
     server, _ = create_mcp_server(app, **options)
-    async with app:
-        if not worker:
-            await server.run_stdio_async()
-            return
+    # Made before serving, in this context: the worker's tasks do not inherit the
+    # FAIL_FAST of a request (``_StoreRequests``).
+    keeper = asyncio.ensure_future(_keep_worker(app) if worker else _keep_store(app))
+    try:
+        await server.run_stdio_async()
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await app.close()
+
+
+async def _keep_worker(app: App) -> None:
+    """Run the app's worker until cancelled; its start waits for the store (``Worker``'s
+    ``start_retry``, by default until it answers, a line per failed attempt)."""
+    try:
         async with app.worker():
-            await server.run_stdio_async()
+            await asyncio.Event().wait()
+    except (ConfigError, StoreUnavailable) as exc:
+        log.error("tether mcp: no worker runs in this process: %s; fix it and restart "
+                  "tether mcp (meanwhile tool calls that need the store answer this)", exc)
+
+
+async def _keep_store(app: App) -> None:
+    """Open the app's store (``--no-worker``), trying again as a worker's start does."""
+    from tether.worker._worker import START_RETRY_FIRST, START_RETRY_MAX
+
+    delay, failures = START_RETRY_FIRST, 0
+    while True:
+        try:
+            await app._open()
+        except StoreUnavailable as exc:
+            failures += 1
+            log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc, delay,
+                      failures)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX)
+            continue
+        except ConfigError as exc:
+            log.error("tether mcp: the store cannot be opened: %s; tool calls answer this "
+                      "until it is fixed", exc)
+            return
+        if failures:
+            log.info("store reachable after %d failed attempts", failures)
+        return
