@@ -4,6 +4,7 @@ or fails with ``BudgetExceeded``; the decision replays identically."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from tether.ai._budget import (
 from tether.errors import ConfigError, RunFailed, TetherError
 from tether.testing import Fault, Reply, ScriptedLLMServer, export_history, replay
 from tether.testing.llm_server import RecordedRequest
+from tether.testing.responses_api import ScriptedResponsesServer
 
 
 @pytest.fixture
@@ -605,9 +607,11 @@ async def test_a_streamed_attempt_cut_after_its_usage_counts_it(store_url: str,
     """Anthropic reports a stream's input tokens (and 1 output token) in its first
     event: the attempt cut after two chunks (connection reset, or an ``overloaded``
     error event) was paid for them. They count in the run's metrics and its budget, as
-    the retried attempt's answer does: 1,001 + 1,050 = 2,051 tokens against 1,500, so
-    the next call is refused, also when the run is replayed (after a signal) before it.
-    They used to count nothing: 1,050 spent, the next call sent."""
+    the retried attempt's answer does: 1,000 input, and the output the two chunks
+    delivered ("one two ", 8 characters: 2 tokens, more than the 1 told, so 1 of them
+    estimated), + 1,050 = 2,052 tokens against 1,500, so the next call is refused,
+    also when the run is replayed (after a signal) before it. They used to count
+    nothing: 1,050 spent, the next call sent."""
     app = App(store_url)
     fault = ({"reset_after_chunks": 2} if cut == "reset" else {"error_after_chunks": 2})
 
@@ -632,10 +636,78 @@ async def test_a_streamed_attempt_cut_after_its_usage_counts_it(store_url: str,
             handle = await app.start(wf, run_id=f"s-{cut}")
             await wait_for(lambda: status_is(app, f"s-{cut}", "waiting"), timeout=20)
             await app.signal(f"s-{cut}", "go")
-            with pytest.raises(RunFailed, match=r"BudgetExceeded.*2051 tokens spent"):
+            with pytest.raises(RunFailed, match=r"BudgetExceeded.*2052 tokens spent"):
                 await handle.result(timeout=30)
             info = await app.get_run(f"s-{cut}")
         await llm.aclose()
     assert len(server.requests) == 2
-    assert info.metrics["tokens.input"] == 2000 and info.metrics["tokens.output"] == 51
+    assert info.metrics["tokens.input"] == 2000 and info.metrics["tokens.output"] == 52
+    assert info.metrics["llm.calls"] == 1 and info.metrics["tokens.estimated"] == 1
+
+
+def _estimated_prompt(message: dict[str, Any]) -> int:
+    """The documented estimate of a one-message prompt's tokens: the message's
+    canonical JSON (sorted keys, no spaces) at 4 bytes a token, plus one."""
+    return len(json.dumps(message, sort_keys=True, separators=(",", ":")).encode()) // 4 + 1
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("cut", ["reset", "error"])
+async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, api: str,
+                                                                cut: str) -> None:
+    """OpenAI tells a stream's usage at its end only (Chat Completions' last chunk, the
+    Responses API's ``response.completed``): an attempt cut midway (connection reset,
+    or an error event) told nothing, though the provider billed its prompt and the
+    output it delivered. It counts an estimate: the prompt's (4,000 characters: its
+    canonical JSON at 4 bytes a token) and the two chunks delivered (800 characters:
+    200 tokens), in the metrics (``tokens.estimated`` says how many are estimates) and
+    in the budget (the retry still fits: 1,208 + 1,008 <= 2,250), also when the run is
+    replayed (after a signal) before the next call, which is refused: 1,008 + 200 +
+    1,050 >= 2,250. It used to count nothing: 1,050
+    spent, the next call sent, and an agent whose streams kept being cut spent without
+    bound. The attempts that got no answer (a 503, a reset before any byte) count
+    nothing: providers do not bill them."""
+    app = App(store_url)
+    fault = ({"reset_after_chunks": 2} if cut == "reset" else {"error_after_chunks": 2})
+    words = " ".join(w * 399 for w in "abcd")  # (4 chunks of 400 characters, spaces included)
+    prompt = user_message("q" * 4000)
+    estimate_in = _estimated_prompt(prompt)
+    estimate_out = 800 // 4
+
+    async with ScriptedResponsesServer() as server:
+        server.set_script([Fault.http(503), Fault.reset(),
+                           Reply(words, input_tokens=1000, output_tokens=50, **fault),
+                           Reply(words, input_tokens=1000, output_tokens=50),
+                           Reply("never", input_tokens=10, output_tokens=1)])
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test",
+                  breaker=None, api=api,
+                  retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=None))
+
+        @app.workflow
+        async def wf() -> str:
+            set_budget(Budget(tokens=2_250, on_exceed="fail"))
+            first = await llm.stream([prompt])
+            await tether.wait_for_signal("go")
+            await llm.chat([user_message("Second.")])
+            return first.text or ""
+
+        run_id = f"o-{api}-{cut}"
+        async with app, app.worker():
+            handle = await app.start(wf, run_id=run_id)
+            await wait_for(lambda: status_is(app, run_id, "waiting"), timeout=20)
+            await app.signal(run_id, "go")
+            spent = estimate_in + estimate_out + 1050
+            with pytest.raises(RunFailed, match=rf"BudgetExceeded.*{spent} tokens spent"):
+                await handle.result(timeout=30)
+            info = await app.get_run(run_id)
+        await llm.aclose()
+    assert len(server.requests) == 4
+    assert info.metrics["tokens.input"] == estimate_in + 1000
+    assert info.metrics["tokens.output"] == estimate_out + 50
+    assert info.metrics["tokens.estimated"] == estimate_in + estimate_out
     assert info.metrics["llm.calls"] == 1
+    record = info.journal[0]["result"]
+    assert record["failed"]["tokens"] == record["failed"]["estimated"] == (
+        estimate_in + estimate_out)
+    assert record["failed"]["usd"] == pytest.approx(
+        (estimate_in * 0.4 + estimate_out * 1.6) / 1e6)

@@ -18,7 +18,16 @@ Run metrics (``App.get_run(run_id).metrics``, ``tether show``):
 ``saved.calls``              calls answered from the journal instead (replay)
 ``saved.tokens.input`` / ... tokens not paid again thanks to replay
 ``saved.cost.usd``           cost not paid again
+``tokens.estimated``         of ``tokens.input`` / ``.output``, how many are estimates:
+                             attempts cut midway before the provider told their usage
 ============================ ==========================================================
+
+A streamed attempt that fails after the provider accepted it (cut, an error event)
+was billed its prompt and the output delivered so far, though the provider may not
+have told them (OpenAI tells a stream's usage in its last chunk only; Anthropic its
+input first, its output at the end): ``cut_usage`` counts what was told and estimates
+the rest, ``CHARS_PER_TOKEN`` characters a token. An attempt with no answer begun (a
+refused connection, an error status) was not billed and counts nothing.
 
 Spent figures are added from the step body, so they count what was really paid: a
 crash after the provider answered and before the journal commit pays twice, and the
@@ -35,9 +44,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.ai._pricing import PriceTable
-from tether.ai._types import ChatReply
+from tether.ai._types import ChatReply, Usage
 
-__all__ = ["CallRecord", "saved_metrics", "spent_metrics"]
+__all__ = ["CHARS_PER_TOKEN", "CallRecord", "cut_usage", "failed_metrics", "saved_metrics",
+           "spent_metrics"]
+
+#: Characters per token in the estimates of what an attempt cut midway used: of the
+#: request's canonical JSON (its messages, tools and output schema, as the budget's
+#: estimate of a prompt counts them) and of the answer the stream delivered. The usual
+#: rule of thumb for English text and JSON; no tokenizer is at hand.
+CHARS_PER_TOKEN = 4
 
 log = logging.getLogger("tether.ai")
 _warned: set[str] = set()
@@ -94,3 +110,41 @@ def saved_metrics(value: Any) -> dict[str, float] | None:
     return {"saved.calls": 1.0, "saved.tokens.input": float(usage.input_tokens),
             "saved.tokens.output": float(usage.output_tokens),
             "saved.cost.usd": record.cost_usd}
+
+
+def cut_usage(told: Usage | None, delivered: int | None,
+              estimate_input: int) -> tuple[Usage, int] | None:
+    """What a failed attempt was paid, and how many of those tokens are estimated;
+    ``None`` when it was paid nothing.
+
+    ``told`` is the usage the provider told before the failure (``ProviderError.usage``),
+    ``delivered`` the characters of answer a stream it had accepted delivered
+    (``ProviderError.delivered``; ``None``: no answer began, so nothing was billed), and
+    ``estimate_input`` the request's estimated prompt tokens. What was told counts as
+    told; an input not told is ``estimate_input``, and an output not told, or told
+    lower than what was delivered (Anthropic tells 1 at the start), is the delivered
+    characters over ``CHARS_PER_TOKEN``, rounded up.
+    """
+    told_in = told.input_tokens if told is not None else 0
+    told_out = told.output_tokens if told is not None else 0
+    if delivered is None:
+        if told is None or told.total_tokens <= 0:
+            return None
+        return told, 0
+    inp = told_in if told_in > 0 else max(0, estimate_input)
+    out = max(told_out, -(-max(0, delivered) // CHARS_PER_TOKEN))
+    used = Usage(inp, out)
+    if used.total_tokens <= 0:
+        return None
+    return used, (inp - told_in) + (out - told_out)
+
+
+def failed_metrics(used: Usage, usd: float, estimated: int) -> dict[str, float]:
+    """Metrics a failed attempt that was paid (``cut_usage``) adds to its run: its tokens
+    and cost (not ``llm.calls``, which counts answers), and how many tokens are
+    estimated."""
+    deltas = {"tokens.input": float(used.input_tokens),
+              "tokens.output": float(used.output_tokens), "cost.usd": usd}
+    if estimated:
+        deltas["tokens.estimated"] = float(estimated)
+    return deltas

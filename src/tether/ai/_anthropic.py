@@ -31,7 +31,14 @@ from urllib.parse import urlsplit
 import httpx2
 
 from tether.ai._errors import FatalProviderError, ProviderError, RetryableProviderError
-from tether.ai._openai import _as_text, _emit, _HTTPChat, _is_loopback, _parse_json
+from tether.ai._openai import (
+    StreamProgress,
+    _as_text,
+    _emit,
+    _HTTPChat,
+    _is_loopback,
+    _parse_json,
+)
 from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
 from tether.errors import ConfigError
 
@@ -185,7 +192,8 @@ class AnthropicChat(_HTTPChat):
         blocks: dict[int, dict[str, Any]] = {}
         inp = out = 0
         model, raw_id, stop_reason, done = self.model, "", None, False
-        events = self._events(self._path, body, self._headers(idempotency_key))
+        progress = StreamProgress()
+        events = self._events(self._path, body, self._headers(idempotency_key), progress)
         told = False  # (the usage was told: a failure from here on was paid for)
         try:
             async with aclosing(events) as stream:
@@ -212,15 +220,19 @@ class AnthropicChat(_HTTPChat):
                         if delta.get("type") == "text_delta":
                             piece = str(delta.get("text", ""))
                             block["parts"].append(piece)
+                            progress.chars += len(piece)
                             await _emit(on_chunk, piece)
                         elif delta.get("type") == "thinking_delta":
-                            block["parts"].append(str(delta.get("thinking", "")))
+                            piece = str(delta.get("thinking", ""))
+                            block["parts"].append(piece)
+                            progress.chars += len(piece)
                         elif delta.get("type") == "signature_delta":
                             block["signature"] = (str(block.get("signature") or "")
                                                   + str(delta.get("signature", "")))
                         elif delta.get("type") == "input_json_delta":
                             piece = str(delta.get("partial_json", ""))
                             block["parts"].append(piece)
+                            progress.chars += len(piece)
                             if output_schema is not None and block.get("name") == OUTPUT_TOOL:
                                 await _emit(on_chunk, piece)
                     elif kind == "message_delta":
@@ -242,6 +254,7 @@ class AnthropicChat(_HTTPChat):
         except ProviderError as exc:
             if told:  # (paid for: counted by the caller)
                 exc.usage = Usage(inp, out)
+            progress.mark(exc)  # (begun, so billed: what was not told is estimated)
             raise
         finished = []
         for _, block in sorted(blocks.items()):

@@ -53,10 +53,19 @@ class ProviderError(TetherError):
         usage: what the provider reported as used before the call failed (a stream cut
             after its usage was told: Anthropic tells a stream's input tokens in its
             first event), or ``None``; it was paid, so it is counted (``LLM``).
+        delivered: for a stream the provider had accepted (a 2xx answer began) and that
+            then failed (cut, an error event, ended early): the characters of answer it
+            delivered before (text, tool-call arguments, reasoning), 0 if none; ``None``
+            when no answer began (refused, reset before an answer, an error status),
+            which providers do not bill. A stream that began was billed its prompt and
+            the output so far, told or not: ``LLM`` counts an estimate of what was not
+            told (``tether.ai._accounting.cut_usage``).
     """
 
     #: (Set on the error after it is made: ``Usage | None``.)
     usage: Any = None
+    #: (Set on the error after it is made: ``int | None``.)
+    delivered: int | None = None
 
     def __init__(self, message: str, *, provider: str, status: int | None = None,
                  code: str | None = None, request_id: str | None = None) -> None:

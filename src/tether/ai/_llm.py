@@ -41,7 +41,13 @@ import pydantic
 
 import tether
 from tether import RetryPolicy, ext
-from tether.ai._accounting import CallRecord, saved_metrics, spent_metrics
+from tether.ai._accounting import (
+    CallRecord,
+    cut_usage,
+    failed_metrics,
+    saved_metrics,
+    spent_metrics,
+)
 from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
     Budget,
@@ -403,9 +409,10 @@ class LLM:
               on_chunk: OnChunk | None) -> Callable[[dict[str, Any]], Any]:
         """The step body of one call (the journaled argument is ``call.refs``)."""
 
-        #: What this call's failed attempts were paid, in this execution (tokens, USD):
-        #: journaled with its record (``failed``), so its tally counts them on replay.
-        paid: list[Any] = [0, 0.0]
+        #: What this call's failed attempts were paid, in this execution (tokens, USD,
+        #: how many of the tokens are estimated): journaled with its record
+        #: (``failed``), so its tally counts them on replay.
+        paid: list[Any] = [0, 0.0, 0]
 
         async def llm_call(refs: dict[str, Any]) -> dict[str, Any]:
             # The texts ``refs`` names are stored with whatever entry this step writes
@@ -423,13 +430,15 @@ class LLM:
             try:
                 record = await self._attempt(run, call, on_chunk)
             except ProviderError as exc:
-                told = _paid(exc, price)
-                if told is None:
+                cut = _paid(exc, price, call.estimate_input)
+                if cut is None:
                     spending.drop(claim)  # nothing to count: let the calls waiting go
                     raise
-                paid[0] += told[0]
-                paid[1] += told[1]
-                spending.failed(claim, *told)
+                used, usd, estimated = cut
+                paid[0] += used.total_tokens
+                paid[1] += usd
+                paid[2] += estimated
+                spending.failed(claim, used.total_tokens, usd)
                 raise
             except BaseException:
                 spending.drop(claim)  # nothing to count: let the calls waiting go
@@ -438,6 +447,8 @@ class LLM:
             value = record.to_dict()
             if paid[0] or paid[1]:
                 value["failed"] = {"tokens": paid[0], "usd": paid[1]}
+                if paid[2]:  # (of ``tokens``: a reader of the record tells the estimate)
+                    value["failed"]["estimated"] = paid[2]
             return value
 
         return llm_call
@@ -457,12 +468,9 @@ class LLM:
             reply = await interruptibly(self._live_or_plain(call, publish,
                                                             tether.step_key()))
         except (TurnInterrupted, RetryableProviderError, FatalProviderError) as exc:
-            told = _paid(exc, self.prices.price(self.model))
-            usage = getattr(exc, "usage", None)
-            if told is not None and isinstance(usage, Usage):  # (told, so paid)
-                run.add_metrics({"tokens.input": float(usage.input_tokens),
-                                 "tokens.output": float(usage.output_tokens),
-                                 "cost.usd": told[1]})
+            cut = _paid(exc, self.prices.price(self.model), call.estimate_input)
+            if cut is not None:  # (paid: told, or a stream begun)
+                run.add_metrics(failed_metrics(*cut))
             if publish is not None:
                 await publish.event({"type": "llm.error", "message": str(exc)})
             if isinstance(exc, RetryableProviderError):
@@ -530,13 +538,21 @@ def _cost(value: dict[str, Any]) -> tuple[int, float]:
     return record.reply.usage.total_tokens + tokens, record.cost_usd + usd
 
 
-def _paid(exc: BaseException, price: Any) -> tuple[int, float] | None:
-    """What a failed attempt was paid, when its provider told its usage before it
-    failed (``ProviderError.usage``: a stream cut midway), priced by ``price``."""
+def _paid(exc: BaseException, price: Any,
+          estimate_input: int) -> tuple[Usage, float, int] | None:
+    """What a failed attempt was paid (tokens, priced by ``price``, and how many of
+    them are estimated), when it was paid: its provider told its usage before it failed
+    (``ProviderError.usage``), or a stream it had accepted was cut
+    (``ProviderError.delivered``: ``cut_usage`` estimates what was not told, the prompt
+    from ``estimate_input``); ``None`` otherwise."""
     usage = getattr(exc, "usage", None)
-    if not isinstance(usage, Usage) or usage.total_tokens <= 0:
+    delivered = getattr(exc, "delivered", None)
+    cut = cut_usage(usage if isinstance(usage, Usage) else None,
+                    delivered if isinstance(delivered, int) else None, estimate_input)
+    if cut is None:
         return None
-    return usage.total_tokens, price.cost(usage)
+    used, estimated = cut
+    return used, price.cost(used), estimated
 
 
 class _Publisher:

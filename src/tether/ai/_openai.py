@@ -113,6 +113,24 @@ async def _emit(on_chunk: OnChunk | None, text: str) -> None:
             await result
 
 
+class StreamProgress:
+    """How far a stream got, for what a failure after it began was billed
+    (``ProviderError.delivered``): whether the provider accepted it (a 2xx answer
+    began) and the characters of answer it delivered (text, tool-call arguments,
+    reasoning)."""
+
+    __slots__ = ("chars", "opened")
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.chars = 0
+
+    def mark(self, exc: ProviderError) -> None:
+        """Say on ``exc`` what the stream delivered before it, if it had begun."""
+        if self.opened:
+            exc.delivered = self.chars
+
+
 class _HTTPChat:
     """The HTTP transport of a chat client: requests, error translation, SSE."""
 
@@ -250,9 +268,11 @@ class _HTTPChat:
         return data
 
     async def _events(self, path: str, body: Mapping[str, Any],
-                      headers: Mapping[str, str]) -> AsyncGenerator[tuple[str, str], None]:
+                      headers: Mapping[str, str], progress: StreamProgress | None = None,
+                      ) -> AsyncGenerator[tuple[str, str], None]:
         """POST JSON and yield the answer's server-sent events as ``(event, data)``
-        (``event`` is ``"message"`` when the server names none).
+        (``event`` is ``"message"`` when the server names none). ``progress.opened`` is
+        set once a 2xx answer began.
 
         Raises:
             RetryableProviderError, FatalProviderError: see ``ChatClient``.
@@ -263,6 +283,8 @@ class _HTTPChat:
                 if resp.status_code >= 300:
                     await resp.aread()
                     raise self._response_error(resp)
+                if progress is not None:
+                    progress.opened = True
                 event = "message"
                 data: list[str] = []
                 async for line in resp.aiter_lines():
@@ -446,7 +468,9 @@ class OpenAIChat(_HTTPChat):
         calls: dict[int, dict[str, Any]] = {}
         usage = Usage()
         model, raw_id, finish, done, got_usage = self.model, "", None, False, False
-        events = self._events("chat/completions", body, self._headers(idempotency_key))
+        progress = StreamProgress()
+        events = self._events("chat/completions", body, self._headers(idempotency_key),
+                              progress)
         try:
             async with aclosing(events) as stream:
                 async for _, data in stream:
@@ -471,7 +495,11 @@ class OpenAIChat(_HTTPChat):
                         piece = delta.get("content")
                         if piece:
                             text.append(piece)
+                            progress.chars += len(piece)
                             await _emit(on_chunk, piece)
+                        for part in ("reasoning_content", "reasoning"):  # (compatible servers)
+                            if isinstance(delta.get(part), str):
+                                progress.chars += len(delta[part])
                         for tc in delta.get("tool_calls") or []:
                             entry = calls.setdefault(int(tc.get("index", len(calls))),
                                                      {"id": "", "name": "", "args": []})
@@ -480,24 +508,27 @@ class OpenAIChat(_HTTPChat):
                             entry["name"] = fn.get("name") or entry["name"]
                             if fn.get("arguments"):
                                 entry["args"].append(fn["arguments"])
+                                progress.chars += len(str(fn["arguments"]))
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
+            wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            server = (self.provider, self.base_url)
+            if got_usage:
+                _USAGE_SENT.add(server)
+            if not done and (finish is None
+                             or (wants_usage and not got_usage and server in _USAGE_SENT)):
+                # (Some compatible servers end a stream without "[DONE]". One that has
+                # sent the usage asked for, which comes in a chunk after the finish
+                # reason, and now ends without it dropped the connection before the
+                # call's tokens were told; one that never sends it is taken at its
+                # word, with a warning.)
+                raise RetryableProviderError("connection dropped: the stream ended before "
+                                             "its end", provider=self.provider)
         except ProviderError as exc:
             if got_usage:  # (told before the failure, so paid for: counted by the caller)
                 exc.usage = usage
+            progress.mark(exc)  # (begun, so billed, told or not: estimated by the caller)
             raise
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        server = (self.provider, self.base_url)
-        if got_usage:
-            _USAGE_SENT.add(server)
-        if not done and (finish is None
-                         or (wants_usage and not got_usage and server in _USAGE_SENT)):
-            # (Some compatible servers end a stream without "[DONE]". One that has sent
-            # the usage asked for, which comes in a chunk after the finish reason, and
-            # now ends without it dropped the connection before the call's tokens were
-            # told; one that never sends it is taken at its word, with a warning.)
-            raise RetryableProviderError("connection dropped: the stream ended before "
-                                         "its end", provider=self.provider)
         if wants_usage and not got_usage:
             _warn_no_usage(self.provider, self.base_url)
         return ChatReply(

@@ -28,8 +28,9 @@ from typing import Any
 
 import httpx2
 
-from tether.ai._errors import RetryableProviderError
+from tether.ai._errors import ProviderError, RetryableProviderError
 from tether.ai._openai import (
+    StreamProgress,
     _as_text,
     _emit,
     _HTTPChat,
@@ -121,26 +122,46 @@ class OpenAIResponses(_HTTPChat):
         body = self._body(messages, tools, tool_choice, output_schema, params)
         body["stream"] = True
         final: dict[str, Any] | None = None
-        events = self._events("responses", body, self._headers(idempotency_key))
-        async with aclosing(events) as stream:
-            async for _, data in stream:
-                event = _parse_json(data)
-                if not isinstance(event, dict):
-                    raise self._bad_answer(f"a stream event is not a JSON object: {data[:200]}")
-                kind = event.get("type")
-                if kind == "response.output_text.delta":
-                    await _emit(on_chunk, str(event.get("delta") or ""))
-                elif kind == "response.completed" and isinstance(event.get("response"), dict):
-                    final = event["response"]
-                elif kind in ("error", "response.failed"):
-                    error = event.get("error") or (event.get("response") or {}).get("error")
-                    detail = error if isinstance(error, dict) else event
-                    raise RetryableProviderError(
-                        str(detail.get("message") or "error in stream"),
-                        provider=self.provider, code=detail.get("code"))
-        if final is None:
-            raise RetryableProviderError("connection dropped: the stream ended before "
-                                         "response.completed", provider=self.provider)
+        told: Usage | None = None
+        progress = StreamProgress()
+        events = self._events("responses", body, self._headers(idempotency_key), progress)
+        try:
+            async with aclosing(events) as stream:
+                async for _, data in stream:
+                    event = _parse_json(data)
+                    if not isinstance(event, dict):
+                        raise self._bad_answer(
+                            f"a stream event is not a JSON object: {data[:200]}")
+                    kind = event.get("type")
+                    delta = event.get("delta")
+                    if isinstance(kind, str) and kind.endswith(".delta") and isinstance(
+                            delta, str):  # (text, tool-call arguments, reasoning: output)
+                        progress.chars += len(delta)
+                    if kind == "response.output_text.delta":
+                        await _emit(on_chunk, str(delta or ""))
+                    elif kind == "response.completed" and isinstance(event.get("response"),
+                                                                     dict):
+                        final = event["response"]
+                    elif kind in ("error", "response.failed"):
+                        response = event.get("response")
+                        if isinstance(response, dict) and isinstance(response.get("usage"),
+                                                                     dict):
+                            used = response["usage"]  # (a failed response tells its usage)
+                            told = Usage.reported(used.get("input_tokens"),
+                                                  used.get("output_tokens"))
+                        error = event.get("error") or (response or {}).get("error")
+                        detail = error if isinstance(error, dict) else event
+                        raise RetryableProviderError(
+                            str(detail.get("message") or "error in stream"),
+                            provider=self.provider, code=detail.get("code"))
+            if final is None:
+                raise RetryableProviderError("connection dropped: the stream ended before "
+                                             "response.completed", provider=self.provider)
+        except ProviderError as exc:
+            if told is not None and told.total_tokens > 0:
+                exc.usage = told
+            progress.mark(exc)  # (begun, so billed: what was not told is estimated)
+            raise
         return self._reply(final)
 
     def _reply(self, data: Mapping[str, Any]) -> ChatReply:
