@@ -337,6 +337,23 @@ def _llm_result(span: Span, value: Any, name: str) -> None:
     span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("output_tokens", 0)))
     if "cost_usd" in value:
         span.set_attribute("tether.cost_usd", float(value["cost_usd"]))
+    _failed_attempts(span, value.get("failed"))
+
+
+def _failed_attempts(span: Span, failed: Any) -> None:
+    """What a call's failed attempts were paid (a record's ``failed``: streams cut
+    midway), apart from the answer's usage above, and how many of those tokens are
+    estimates (the provider had not told them)."""
+    if not isinstance(failed, dict):
+        return
+    for key, attribute in (("tokens", "tether.failed_attempts.tokens"),
+                           ("estimated", "tether.failed_attempts.estimated_tokens")):
+        count = failed.get(key)
+        if isinstance(count, int) and not isinstance(count, bool) and count:
+            span.set_attribute(attribute, count)
+    usd = failed.get("usd")
+    if isinstance(usd, (int, float)) and not isinstance(usd, bool) and usd:
+        span.set_attribute("tether.failed_attempts.cost_usd", float(usd))
 
 
 def _metered_result(span: Span, value: dict[str, Any], name: str) -> None:

@@ -35,6 +35,7 @@ from tether.ai._budget import (
     budget_payload,
     stricter,
 )
+from tether.cli._runs import print_metrics
 from tether.errors import ConfigError, RunFailed, TetherError
 from tether.testing import Fault, Reply, ScriptedLLMServer, export_history, replay
 from tether.testing.llm_server import RecordedRequest
@@ -666,7 +667,18 @@ async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, 
     1,050 >= 2,250. It used to count nothing: 1,050
     spent, the next call sent, and an agent whose streams kept being cut spent without
     bound. The attempts that got no answer (a 503, a reset before any byte) count
-    nothing: providers do not bill them."""
+    nothing: providers do not bill them. ``tether show`` and the call's span say how
+    many tokens are estimated."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import tether.otel
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = App(store_url)
     fault = ({"reset_after_chunks": 2} if cut == "reset" else {"error_after_chunks": 2})
     words = " ".join(w * 399 for w in "abcd")  # (4 chunks of 400 characters, spaces included)
@@ -692,15 +704,20 @@ async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, 
             return first.text or ""
 
         run_id = f"o-{api}-{cut}"
-        async with app, app.worker():
-            handle = await app.start(wf, run_id=run_id)
-            await wait_for(lambda: status_is(app, run_id, "waiting"), timeout=20)
-            await app.signal(run_id, "go")
-            spent = estimate_in + estimate_out + 1050
-            with pytest.raises(RunFailed, match=rf"BudgetExceeded.*{spent} tokens spent"):
-                await handle.result(timeout=30)
-            info = await app.get_run(run_id)
-        await llm.aclose()
+        observer = tether.otel.instrument(provider)
+        try:
+            async with app, app.worker():
+                handle = await app.start(wf, run_id=run_id)
+                await wait_for(lambda: status_is(app, run_id, "waiting"), timeout=20)
+                await app.signal(run_id, "go")
+                spent = estimate_in + estimate_out + 1050
+                with pytest.raises(RunFailed,
+                                   match=rf"BudgetExceeded.*{spent} tokens spent"):
+                    await handle.result(timeout=30)
+                info = await app.get_run(run_id)
+        finally:
+            tether.otel.uninstrument(observer)
+            await llm.aclose()
     assert len(server.requests) == 4
     assert info.metrics["tokens.input"] == estimate_in + 1000
     assert info.metrics["tokens.output"] == estimate_out + 50
@@ -711,3 +728,14 @@ async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, 
         estimate_in + estimate_out)
     assert record["failed"]["usd"] == pytest.approx(
         (estimate_in * 0.4 + estimate_out * 1.6) / 1e6)
+    shown: list[str] = []
+    print_metrics(info.metrics, shown.append)
+    assert (f"{estimate_in + 1000:,} input + {estimate_out + 50:,} output tokens" in shown[1]
+            and f"({estimate_in + estimate_out:,} tokens estimated: streams cut before "
+            "their usage was told)" in shown[1]), shown
+    answered = [dict(s.attributes or {}) for s in exporter.get_finished_spans()
+                if (s.attributes or {}).get("gen_ai.usage.input_tokens") == 1000]
+    assert len(answered) == 1
+    assert answered[0]["tether.failed_attempts.tokens"] == estimate_in + estimate_out
+    assert answered[0]["tether.failed_attempts.estimated_tokens"] == (
+        estimate_in + estimate_out)

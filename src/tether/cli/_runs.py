@@ -290,9 +290,12 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
                 f"{int(tout):,} output tokens, ${usd:.6f}")
         if label == "LLM spent" and metrics.get("llm.unpriced_calls"):
             line += f" ({int(metrics['llm.unpriced_calls'])} calls of unpriced models at $0)"
+        if label == "LLM spent" and metrics.get("tokens.estimated"):
+            line += (f" ({int(metrics['tokens.estimated']):,} tokens estimated: streams cut "
+                     "before their usage was told)")
         w(line + "\n")
         shown.update(keys)
-    shown.add("llm.unpriced_calls")
+    shown.update(("llm.unpriced_calls", "tokens.estimated"))
     if metrics.get("children.runs"):
         kids = int(metrics["children.runs"])
         ktok, kusd = metrics.get("children.tokens", 0.0), metrics.get("children.cost.usd", 0.0)
