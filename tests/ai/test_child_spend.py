@@ -19,7 +19,17 @@ import pytest
 
 from tests import CHECKOUT_PATH, forked
 from tether import App, ConfigError, RunFailed, RunNotFound, WorkflowNotFound
-from tether.ai import LLM, Agent, Budget, user_message, workflow_tool
+from tether.ai import (
+    LLM,
+    Agent,
+    Budget,
+    BudgetExceeded,
+    call_child,
+    set_budget,
+    split_budget,
+    user_message,
+    workflow_tool,
+)
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -482,3 +492,40 @@ async def test_a_fork_of_a_child_with_a_new_input_keeps_its_share(
     assert info.input == {"args": ["again"], "ext": {"tether.ai.budget": {
         "usd": None, "tokens": 790, "on_exceed": "fail"}}}
     assert info.error is not None and "budget 790 tokens" in info.error["message"]
+
+
+async def test_a_child_refused_under_fail_leaves_its_part_of_the_split(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Three children split what is left (``split_budget(3)``): 2 tokens of the parent's
+    1,000 (``fail``). The first is refused (a third of 2 tokens is 0) and never
+    started, so it counts off the split as a started child does: the second gets half
+    (1 token), the third what is left (2: the second spent nothing). The refused child
+    used to keep its part: every child was refused, each getting a third of 2 tokens."""
+    server.set_script([Reply("spent", input_tokens=990, output_tokens=8)])
+    app = App(store_url)
+
+    @app.workflow
+    async def plain(task: str) -> str:
+        return f"did {task}"
+
+    @app.workflow
+    async def lead() -> list[str]:
+        set_budget(Budget(tokens=1000, on_exceed="fail"))
+        await llm.chat([user_message("Go.")])
+        split_budget(3)
+        outcomes = []
+        for task in ("a", "b", "c"):
+            try:
+                outcomes.append(await call_child(plain, [task]))
+            except BudgetExceeded:
+                outcomes.append("refused")
+        return outcomes
+
+    async with app, app.worker():
+        assert await (await app.start(lead, run_id="split")).result(timeout=30) == [
+            "refused", "did b", "did c"]
+        children = [await app.get_run(r.run_id) for r in await app.list_runs()
+                    if r.parent_run_id == "split"]
+    shares = sorted((c.input["args"][0], c.input["ext"]["tether.ai.budget"]["tokens"])
+                    for c in children)
+    assert shares == [("b", 1), ("c", 2)]

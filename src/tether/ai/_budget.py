@@ -642,6 +642,12 @@ async def child_share(spending: RunSpending, workflow: str) -> tuple[str, Budget
         try:
             data = await ext.step(CHILD_SHARE_STEP, _decide_share(spending, key), workflow)
         except BudgetExceeded as exc:
+            if limit is None or limit.on_exceed == "fail":
+                # Refused for good: the child is never started, so it counts off the
+                # children splitting what is left (``split_budget``, an agent's turn)
+                # as a started one does, and leaves its part to the others. (Workflow
+                # code after a journaled outcome: the same on every replay.)
+                spending.splitting = max(1, spending.splitting - 1)
             await wait_out_budget(spending, limit, exc)
             continue
         share = Budget.from_dict(data)
