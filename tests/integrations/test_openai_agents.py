@@ -602,3 +602,49 @@ async def test_workflow_tools_called_together_split_what_is_left(
                     if r.parent_run_id == "wb2"]
     assert answer == "Both are 42"
     assert [c.input["ext"]["tether.ai.budget"]["tokens"] for c in children] == [395, 395]
+
+
+@pytest.mark.parametrize("cut", ["reset", "error"])
+async def test_a_streamed_request_cut_midway_counts_an_estimate(sqlite_url: str,
+                                                                cut: str) -> None:
+    """``Runner.run_streamed`` on a Responses model whose first stream is cut after two
+    chunks (800 characters: 200 tokens; a reset, or an error event): the provider
+    billed its prompt and those chunks but told no usage, so the metered request
+    counts an estimate (``tokens.estimated``) in the metrics and in the record
+    (``failed``, which the budget's tally reads), then the retried answer's told
+    usage. A 503 before it counts nothing. It used to count the answer alone (1,050 tokens)."""
+    words = " ".join(w * 399 for w in "abcd")
+    script = [Fault.http(503),
+              Reply(words, input_tokens=1000, output_tokens=50,
+                    **({"reset_after_chunks": 2} if cut == "reset"
+                       else {"error_after_chunks": 2})),
+              Reply("Done.", input_tokens=1000, output_tokens=50)]
+    async with ScriptedResponsesServer(script=script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        agent = durable(Agent(name="writer", model=OpenAIResponsesModel(
+            "gpt-4.1-mini", openai_client=client)),
+            retry=tether.RetryPolicy(initial_interval=0.01))
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            streamed = Runner.run_streamed(agent, question, run_config=run_config())
+            async for _ in streamed.stream_events():
+                pass
+            return str(streamed.final_output)
+
+        async with app, app.worker():
+            handle = await app.start(write, "q" * 4000, run_id=f"cut-{cut}")
+            assert await handle.result(timeout=30) == "Done."
+            info = await app.get_run(f"cut-{cut}")
+        await client.close()
+    assert len(server.requests) == 3
+    record = info.journal[0]["result"]
+    estimated = record["failed"]["estimated"]
+    # The prompt's estimate (4,000 characters and the request's JSON, 4 a token) and
+    # the 200 tokens delivered.
+    assert 1000 + 200 < estimated < 1100 + 200
+    assert record["failed"]["tokens"] == estimated
+    assert info.metrics["tokens.estimated"] == estimated
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1050 + estimated
+    assert info.metrics["llm.calls"] == 1

@@ -46,8 +46,8 @@ from typing import Any
 from tether.ai._pricing import PriceTable
 from tether.ai._types import ChatReply, Usage
 
-__all__ = ["CHARS_PER_TOKEN", "CallRecord", "cut_usage", "failed_metrics", "saved_metrics",
-           "spent_metrics"]
+__all__ = ["CHARS_PER_TOKEN", "CallRecord", "cut_usage", "failed_cost", "failed_metrics",
+           "paid_by", "saved_metrics", "spent_metrics"]
 
 #: Characters per token in the estimates of what an attempt cut midway used: of the
 #: request's canonical JSON (its messages, tools and output schema, as the budget's
@@ -148,3 +148,32 @@ def failed_metrics(used: Usage, usd: float, estimated: int) -> dict[str, float]:
     if estimated:
         deltas["tokens.estimated"] = float(estimated)
     return deltas
+
+
+def paid_by(exc: BaseException, price: Any,
+            estimate_input: int) -> tuple[Usage, float, int] | None:
+    """What a failed attempt was paid (tokens, priced by ``price``, and how many of
+    them are estimated), when it was paid: its provider told its usage before it failed
+    (``ProviderError.usage``), or a stream it had accepted was cut
+    (``ProviderError.delivered``: ``cut_usage`` estimates what was not told, the prompt
+    from ``estimate_input``); ``None`` otherwise."""
+    usage = getattr(exc, "usage", None)
+    delivered = getattr(exc, "delivered", None)
+    cut = cut_usage(usage if isinstance(usage, Usage) else None,
+                    delivered if isinstance(delivered, int)
+                    and not isinstance(delivered, bool) else None, estimate_input)
+    if cut is None:
+        return None
+    used, estimated = cut
+    return used, price.cost(used), estimated
+
+
+def failed_cost(record: Mapping[str, Any]) -> tuple[int, float]:
+    """What a journaled call record says its failed attempts were paid (its
+    ``failed``: tokens, USD), 0 for a record without it (an older Tether's)."""
+    failed = record.get("failed")
+    if not isinstance(failed, Mapping):
+        return 0, 0.0
+    t, u = failed.get("tokens"), failed.get("usd")
+    return (t if isinstance(t, int) and not isinstance(t, bool) else 0,
+            float(u) if isinstance(u, (int, float)) and not isinstance(u, bool) else 0.0)

@@ -43,8 +43,9 @@ import tether
 from tether import RetryPolicy, ext
 from tether.ai._accounting import (
     CallRecord,
-    cut_usage,
+    failed_cost,
     failed_metrics,
+    paid_by,
     saved_metrics,
     spent_metrics,
 )
@@ -74,7 +75,6 @@ from tether.ai._types import (
     Message,
     OnChunk,
     ToolSpec,
-    Usage,
     chat_client,
     parse_model_spec,
 )
@@ -430,7 +430,7 @@ class LLM:
             try:
                 record = await self._attempt(run, call, on_chunk)
             except ProviderError as exc:
-                cut = _paid(exc, price, call.estimate_input)
+                cut = paid_by(exc, price, call.estimate_input)
                 if cut is None:
                     spending.drop(claim)  # nothing to count: let the calls waiting go
                     raise
@@ -468,7 +468,7 @@ class LLM:
             reply = await interruptibly(self._live_or_plain(call, publish,
                                                             tether.step_key()))
         except (TurnInterrupted, RetryableProviderError, FatalProviderError) as exc:
-            cut = _paid(exc, self.prices.price(self.model), call.estimate_input)
+            cut = paid_by(exc, self.prices.price(self.model), call.estimate_input)
             if cut is not None:  # (paid: told, or a stream begun)
                 run.add_metrics(failed_metrics(*cut))
             if publish is not None:
@@ -529,30 +529,8 @@ def _cost(value: dict[str, Any]) -> tuple[int, float]:
     """The tokens and USD of a journaled call record, as the workflow tallies them:
     its reply's, and what its failed attempts were paid (``failed``)."""
     record = CallRecord.from_dict(value)
-    failed = value.get("failed")
-    tokens, usd = 0, 0.0
-    if isinstance(failed, Mapping):
-        t, u = failed.get("tokens"), failed.get("usd")
-        tokens = t if isinstance(t, int) and not isinstance(t, bool) else 0
-        usd = float(u) if isinstance(u, (int, float)) and not isinstance(u, bool) else 0.0
+    tokens, usd = failed_cost(value)
     return record.reply.usage.total_tokens + tokens, record.cost_usd + usd
-
-
-def _paid(exc: BaseException, price: Any,
-          estimate_input: int) -> tuple[Usage, float, int] | None:
-    """What a failed attempt was paid (tokens, priced by ``price``, and how many of
-    them are estimated), when it was paid: its provider told its usage before it failed
-    (``ProviderError.usage``), or a stream it had accepted was cut
-    (``ProviderError.delivered``: ``cut_usage`` estimates what was not told, the prompt
-    from ``estimate_input``); ``None`` otherwise."""
-    usage = getattr(exc, "usage", None)
-    delivered = getattr(exc, "delivered", None)
-    cut = cut_usage(usage if isinstance(usage, Usage) else None,
-                    delivered if isinstance(delivered, int) else None, estimate_input)
-    if cut is None:
-        return None
-    used, estimated = cut
-    return used, price.cost(used), estimated
 
 
 class _Publisher:

@@ -18,7 +18,15 @@ and gives it everything ``tether.ai.LLM`` gives its own calls:
    ``LLM``'s; replay adds ``saved.*`` instead, and the spending tally counts both.
 
 The journaled result is ``{"result": <the request's JSON>, "usage": {...}, "model":
-<model that answered>, "cost_usd": x, "priced": bool}``; ``call`` returns ``result``.
+<model that answered>, "cost_usd": x, "priced": bool}``, with ``"failed": {"tokens",
+"usd", "estimated"}`` when earlier attempts were paid; ``call`` returns ``result``.
+
+A failed attempt counts what it was paid as ``LLM``'s do (``_accounting.paid_by``):
+nothing for an error with no answer begun (a 429, a 5xx, a refused connection);
+for a stream that failed after it began, what the provider told
+(``ProviderError.usage``) and an estimate of the rest from ``estimate_tokens`` and the
+characters delivered (``ProviderError.delivered``), which the integration sets on
+the error it raises.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from tether import RetryPolicy, ext
+from tether.ai._accounting import failed_cost, failed_metrics, paid_by
 from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
     Budget,
@@ -38,7 +47,7 @@ from tether.ai._budget import (
     spending_of,
     wait_out_budget,
 )
-from tether.ai._errors import FatalProviderError, RetryableProviderError
+from tether.ai._errors import FatalProviderError, ProviderError, RetryableProviderError
 from tether.ai._pricing import PriceTable
 from tether.ai._types import Usage
 from tether.errors import ConfigError
@@ -152,6 +161,9 @@ class MeteredModel:
               usage: UsageOf, limit: Budget | None, claim: Claim, estimate: int,
               max_out: int) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         spending = spending_of(run)
+        #: What this call's failed attempts were paid, in this execution (tokens, USD,
+        #: how many tokens are estimated): journaled with its record (``failed``).
+        paid: list[Any] = [0, 0.0, 0]
 
         async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
             price = self.prices.price(model)
@@ -166,10 +178,25 @@ class MeteredModel:
             try:
                 record = await self._attempt(run, request, model=model, usage=usage,
                                              estimate=estimate, max_out=max_out)
+            except ProviderError as exc:
+                cut = paid_by(exc, price, estimate)
+                if cut is None:
+                    spending.drop(claim)  # nothing to count: let the calls waiting go
+                    raise
+                used, usd, estimated = cut
+                paid[0] += used.total_tokens
+                paid[1] += usd
+                paid[2] += estimated
+                spending.failed(claim, used.total_tokens, usd)
+                raise
             except BaseException:
                 spending.drop(claim)  # nothing to count: let the calls waiting go
                 raise
             spending.answered(claim, *_cost(record))
+            if paid[0] or paid[1]:
+                record["failed"] = {"tokens": paid[0], "usd": paid[1]}
+                if paid[2]:
+                    record["failed"]["estimated"] = paid[2]
             return record
 
         return metered_call
@@ -185,11 +212,14 @@ class MeteredModel:
             tokens=estimate + max_out, clock=run.clock)
         try:
             result = await request()
-        except RetryableProviderError as exc:
-            await gate.failed(exc.status)
-            raise
-        except FatalProviderError:
-            await gate.answered()  # it answered: it is up
+        except (RetryableProviderError, FatalProviderError) as exc:
+            cut = paid_by(exc, self.prices.price(model), estimate)
+            if cut is not None:  # (paid: told, or a stream begun)
+                run.add_metrics(failed_metrics(*cut))
+            if isinstance(exc, RetryableProviderError):
+                await gate.failed(exc.status)
+            else:
+                await gate.answered()  # it answered: it is up
             raise
         except BaseException:  # cancelled, or no provider error: nothing learned
             await gate.abandoned()
@@ -221,6 +251,8 @@ def saved_metrics(value: Any) -> dict[str, float] | None:
 
 
 def _cost(record: Mapping[str, Any]) -> tuple[int, float]:
-    """The tokens and USD of a journaled metered call."""
-    return (Usage.from_dict(record.get("usage") or {}).total_tokens,
-            float(record.get("cost_usd", 0.0)))
+    """The tokens and USD of a journaled metered call: its answer's, and what its
+    failed attempts were paid (``failed``)."""
+    tokens, usd = failed_cost(record)
+    return (Usage.from_dict(record.get("usage") or {}).total_tokens + tokens,
+            float(record.get("cost_usd", 0.0)) + usd)

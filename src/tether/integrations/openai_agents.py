@@ -39,6 +39,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, cast
 
+import httpx
 import openai
 import pydantic
 from agents import (
@@ -74,6 +75,7 @@ from tether.ai import (
     CircuitBreaker,
     MeteredModel,
     PriceTable,
+    ProviderError,
     RetryableProviderError,
     Usage,
     error_for_status,
@@ -266,15 +268,36 @@ class TetherModel(Model):
             fresh.append(True)
             run = ext.current_run()
             final: Response | None = None
-            with _provider_errors():
-                async for event in stream():
-                    if event.type == "response.output_text.delta" and run is not None:
-                        await _publish(run, {"type": "llm.chunk", "text": event.delta})
-                    elif isinstance(event, ResponseCompletedEvent):
-                        final = event.response
-            if final is None:
-                raise RetryableProviderError("the stream ended without a completed response",
-                                             provider="openai")
+            #: Characters of answer the stream delivered, once it began (an event came):
+            #: a stream cut after that was billed (ProviderError.delivered).
+            delivered: int | None = None
+            try:
+                with _provider_errors():
+                    async for event in stream():
+                        delta = getattr(event, "delta", None)
+                        delivered = (delivered or 0) + (len(delta) if isinstance(delta, str)
+                                                        else 0)
+                        if event.type == "response.output_text.delta" and run is not None:
+                            await _publish(run, {"type": "llm.chunk", "text": event.delta})
+                        elif isinstance(event, ResponseCompletedEvent):
+                            final = event.response
+                if final is None:
+                    raise RetryableProviderError(
+                        "the stream ended without a completed response", provider="openai")
+            except ProviderError as exc:
+                exc.delivered = delivered
+                raise
+            except (openai.APIError, httpx.HTTPError, ModelBehaviorError) as exc:
+                if delivered is None:
+                    raise
+                # (Cut midway: the SDK lets the transport's error through as it is, and
+                # an error event ends the stream with ModelBehaviorError. Begun, so
+                # billed: counted, and retried.)
+                cut = RetryableProviderError(
+                    f"the stream was cut midway ({type(exc).__name__}: {exc})",
+                    provider="openai")
+                cut.delivered = delivered
+                raise cut from exc
             if run is not None:
                 await _publish(run, {"type": "llm.end"})
             return final.model_dump(mode="json")
