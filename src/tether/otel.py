@@ -369,6 +369,7 @@ def _metered_result(span: Span, value: dict[str, Any], name: str) -> None:
     span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("output_tokens") or 0))
     if "cost_usd" in value:
         span.set_attribute("tether.cost_usd", float(value["cost_usd"]))
+    _failed_attempts(span, value.get("failed"))
 
 
 _installed: list[OtelObserver] = []
