@@ -194,16 +194,20 @@ async def test_readme_quickstart_runs_as_a_program_and_from_the_shell(tmp_path: 
         for line in lines[1:]:
             for part in line.split(" ; "):
                 out[shlex.split(part, comments=True)[1]] = await shell(part, tmp_path, env)
-    for command in ("start", "signal", "runs", "show", "result", "schedules", "purge",
-                    "erase", "--version"):
+    for command in ("start", "signal", "runs", "show", "result", "fork", "schedules",
+                    "purge", "--version"):
         assert out[command].returncode == 0, (command, out[command].stderr)
     assert out["start"].stdout == "r-1\n"
     assert json.loads(out["result"].stdout) == {"topic": "durable execution", "hits": None,
                                                 "approved_by": "ana"}
     assert "status completed" in out["show"].stdout
-    assert "erased run r-1" in out["erase"].stdout
+    # The fork waits for its own approval and holds a copy of r-1's data: erasing r-1
+    # is refused until it ends, in one line that names it.
+    assert out["erase"].returncode == 1
+    assert out["fork"].stdout.strip() in out["erase"].stderr, out["erase"].stderr
     # The run completed: the commands for other states say why not, in one line.
-    for command in ("cancel", "resume", "retry", "fork"):
+    assert out["fork"].stdout.strip() and out["fork"].stdout.strip() != "r-1"  # its new id
+    for command in ("cancel", "resume", "retry"):
         assert out[command].returncode == 1, (command, out[command].stderr)
         assert out[command].stderr.startswith("tether: error: run 'r-1'"), out[command].stderr
     # No workflow of the quickstart is marked mcp=True: `tether mcp` says so.
