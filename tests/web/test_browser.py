@@ -195,6 +195,77 @@ def test_read_token_sees_but_cannot_act(browser: object, tmp_path: Path) -> None
         served.stop()
 
 
+def test_a_run_id_with_dot_segments_is_never_another_run(browser: object,
+                                                        tmp_path: Path) -> None:
+    """Run ids are free text, and an app may build them from what its users send: the
+    run ``a/../victim`` waits for an approval, and so does ``victim``. The inbox's
+    approve button of ``a/../victim`` posted to ``/ui/runs/a/../victim/approval``,
+    which the browser resolves to ``/ui/runs/victim/approval``: it approved ``victim``'s
+    call. The pages now encode the ``/`` of ids in their paths (``a%2F..%2Fvictim``).
+    And a run page's script draws only an HTML answer: with a refresh path that led
+    to a JSON document (as ``x/../../../api/v1/runs/...`` did), it put the document's
+    text into the page as markup."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/dots.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        for run_id, item in (("victim", "a wire transfer"), ("a/../victim", "a pencil")):
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": "purchase", "input": [item], "run_id": run_id})
+            assert r.status_code == 201, r.text
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "greet", "input": ['<b class="injected">markup</b>'],
+            "run_id": "markup"})
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 30
+        while len(httpx.get(served.url + "/api/v1/approvals", headers=api
+                            ).json()["approvals"]) < 2:
+            assert time.monotonic() < deadline, "the approvals were not requested"
+            time.sleep(0.05)
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+        page.goto(served.url + "/approvals")
+        card = page.locator(".approval", has_text="a pencil")
+        expect(card).to_contain_text("a/../victim")
+        card.locator("button.approve").click()
+        wait_for(served.url, "a%2F..%2Fvictim", "completed")  # (httpx resolves dots too)
+        doc = httpx.get(served.url + "/api/v1/runs/victim", headers=api).json()
+        assert doc["status"] == "waiting", doc
+        assert doc["status_info"]["state"] == "awaiting_approval"
+
+        # The runs list links to the run itself, not to the path its dots lead to.
+        page.goto(served.url + "/runs")
+        page.click("a:has-text('a/../victim')")
+        expect(page.locator("#run-status")).to_have_text("completed")
+        assert page.url == served.url + "/runs/a%2F..%2Fvictim"
+
+        # A refresh answered with something else than HTML draws nothing.
+        page.goto(served.url + "/runs/victim")
+        expect(page.locator("#run-status")).to_have_text("waiting")
+        page.evaluate("document.getElementById('run').dataset.refresh = "
+                      "'/api/v1/runs/markup'")
+        r = httpx.post(served.url + "/api/v1/runs/victim/cancel", headers=api)
+        assert r.status_code == 202, r.text
+        wait_for(served.url, "victim", "cancelled")
+        with page.expect_response(lambda resp: "/api/v1/runs/markup?part=" in resp.url):
+            pass
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".injected").count() == 0
+        assert page.locator("#run-status").inner_text() == "waiting"
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+
+
 class _ProxyThread:
     """A ``RoundTripProxy`` in front of PostgreSQL, on an event loop of its own thread
     (the browser tests are synchronous): ``down()`` stops it listening and cuts its

@@ -115,7 +115,7 @@ async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
     assert r.status_code == 400 and 'href="/runs/fb%2F1">Back to the run</a>' in r.text
     r = await ui.post("/ui/runs/fb/1/signal", data={"csrf": csrf, "name": "go",
                                                       "data": '{"by": "ana"}'})
-    assert r.status_code == 303 and r.headers["location"] == "/runs/fb/1"
+    assert r.status_code == 303 and r.headers["location"] == "/runs/fb%2F1"
     assert (await ui.get("/ui/runs/fb/1?part=head")).text.count('class="flash') == 0
     page = await ui.get("/runs/fb/1")
     assert '<p class="flash ok" role="status">Sent signal &#39;go&#39; to run fb/1.</p>' \

@@ -139,6 +139,16 @@ def short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def path_segment(value: Any) -> str:
+    """``value`` as one segment of a URL path: every ``/`` (and whatever else is not
+    unreserved) percent-encoded. Jinja2's ``urlencode`` keeps ``/``, and the browser
+    then resolves the ``..`` segments of a run id such as ``a/../victim`` before it
+    sends the request: the approve button of the run ``a/../victim`` answered
+    ``victim``'s approval, and a run page's script fetched (and drew) another path's
+    answer. The routes read ``%2F`` as ``/`` of the id."""
+    return quote(str(value), safe="")
+
+
 def short_id(value: str, width: int = 40) -> str:
     """A run id cut to ``width`` in its middle, not at its end: what tells ids apart is
     often at the end (a child's ``.N``, a schedule's ``@TICK``), and two children of a
@@ -170,7 +180,8 @@ def sealed_text(value: dict[str, Any]) -> str:
 
 
 _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration,
-                    tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short, id=short_id)
+                    tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short, id=short_id,
+                    seg=path_segment)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 
@@ -341,7 +352,7 @@ def _form_origin(request: Request) -> tuple[str, str] | None:
     if path.startswith("/ui/runs/"):
         run_id = request.path_params.get("run_id")
         if isinstance(run_id, str) and run_id:
-            return f"/runs/{quote(run_id, safe='')}", "Back to the run"
+            return f"/runs/{path_segment(run_id)}", "Back to the run"
     return None
 
 
@@ -483,7 +494,7 @@ async def approval_action(request: Request) -> Response:
     said = (f"Approved {tool} for run {run_id}: the run goes on." if decision == "approve"
             else f"Rejected {tool} for run {run_id}" + (": the model reads your note."
                                                          if note else "."))
-    return _back(request, values, f"/runs/{run_id}", said)
+    return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
 
 async def cancel_action(request: Request) -> Response:
@@ -497,7 +508,7 @@ async def cancel_action(request: Request) -> Response:
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
             f"Run {run_id} had ended already ({status})." if status in _FINAL else
             f"Asked run {run_id} to cancel: it stops at its next operation.")
-    return _back(request, values, f"/runs/{run_id}", said)
+    return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
 
 async def signal_action(request: Request) -> Response:
@@ -518,14 +529,15 @@ async def signal_action(request: Request) -> Response:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
     except (SignalError, PayloadError) as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    return _back(request, values, f"/runs/{run_id}", f"Sent signal {name!r} to run {run_id}.")
+    return _back(request, values, f"/runs/{path_segment(run_id)}",
+                 f"Sent signal {name!r} to run {run_id}.")
 
 
 async def retry_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
     await retry(request.app.state.tether, run_id)
-    return _back(request, values, f"/runs/{run_id}",
+    return _back(request, values, f"/runs/{path_segment(run_id)}",
                  f"Run {run_id} is queued again: its recorded steps are kept.")
 
 
@@ -554,7 +566,7 @@ async def fork_action(request: Request) -> Response:
     if new_id is not None:
         field_name(new_id, "run_id", required=True)
     doc = await fork(request.app.state.tether, run_id, at, args, new_id)
-    return RedirectResponse(f"/runs/{quote(doc['run_id'], safe='')}", status_code=303)
+    return RedirectResponse(f"/runs/{path_segment(doc['run_id'])}", status_code=303)
 
 
 async def schedule_ui_action(request: Request) -> Response:
@@ -565,7 +577,8 @@ async def schedule_ui_action(request: Request) -> Response:
         raise ApiError(404, "not_found", f"no schedule action {action!r}")
     answer_, _ = await schedule_action(request.app.state.tether, name, action)
     if action == "trigger":
-        return RedirectResponse(f"/runs/{quote(answer_['run_id'], safe='')}", status_code=303)
+        return RedirectResponse(f"/runs/{path_segment(answer_['run_id'])}",
+                                status_code=303)
     return _back(request, values, "/schedules", f"Schedule {name} is "
                  f"{'paused' if action == 'pause' else 'active again'}.")
 

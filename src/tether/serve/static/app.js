@@ -14,10 +14,15 @@ function reachable(ok, why) {
 }
 
 // A fragment's new HTML, or null when there is none to show (the banner says why).
+// Only an HTML answer is drawn: anything else (a JSON document, say) is text that
+// must never become markup.
 function fetchPart(url, headers) {
   return fetch(url, {credentials: "same-origin", headers: headers || {}})
     .then(r => {
-      if (r.ok) { reachable(true); return r.text(); }
+      if (r.ok) {
+        reachable(true);
+        return (r.headers.get("Content-Type") || "").startsWith("text/html") ? r.text() : null;
+      }
       if (r.status === 503) reachable(false, "store");
       return null;
     })
