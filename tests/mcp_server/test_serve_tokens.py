@@ -23,9 +23,9 @@ READ = "read-token-0123456789"
 
 
 @asynccontextmanager
-async def serving(store_url: str) -> AsyncIterator[str]:
+async def serving(store_url: str, tokens: Tokens | None = None) -> AsyncIterator[str]:
     app = apps.build(store_url)
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}))
+    asgi = create_app(app, tokens=tokens or Tokens({ADMIN: "admin", READ: "read"}))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))
@@ -119,3 +119,27 @@ async def test_mcp_answers_at_its_path_without_a_redirect(store_url: str) -> Non
                 streamable_http_client(url, http_client=http),
                 extensions=[TasksClientExtension()]) as reader:
             assert "slow_sum" in {t.name for t in (await reader.list_tools()).tools}
+
+
+async def test_mcp_refuses_another_origin(store_url: str) -> None:
+    """The MCP specification: Streamable HTTP servers must validate ``Origin`` and
+    answer 403 to one that is not theirs (DNS rebinding, a page of another site). On a
+    loopback server without tokens a script of another origin was served every GET
+    (the stream); now every method is refused, and a client without ``Origin``, or
+    with this server's, is served."""
+    tools_list = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    accept = {"Accept": "application/json, text/event-stream",
+              "MCP-Protocol-Version": "2025-06-18"}
+    async with serving(store_url, Tokens()) as url:
+        async with httpx2.AsyncClient(headers=accept) as http:
+            for origin in ("http://evil.example", "null"):
+                headers = {"Origin": origin}
+                post = await http.post(url, json=tools_list, headers=headers)
+                assert post.status_code == 403, origin
+                get = await http.get(url, headers=headers)
+                assert get.status_code == 403, origin
+            own = url.rsplit("/", 1)[0]
+            answer = await http.post(url, json=tools_list, headers={"Origin": own})
+            assert answer.status_code == 200 and '"slow_sum"' in answer.text
+        async with client(url, None) as local:
+            assert "slow_sum" in {t.name for t in (await local.list_tools()).tools}

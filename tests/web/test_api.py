@@ -869,6 +869,26 @@ async def test_cross_site_posts_are_refused_without_a_token(api_open: Api) -> No
     assert r.status_code == 202
 
 
+async def test_scripts_of_another_origin_cannot_read_the_api(api_open: Api) -> None:
+    """A script of another origin (a fetch, an EventSource) names its ``Origin``: the
+    API, ``/metrics`` and ``/openapi.json`` refuse it with 403 whatever the method
+    (they were served; only changes were refused). A link followed from another site
+    (no ``Origin``) and this server's own pages are served."""
+    api = api_open
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    paths = ("/api/v1/runs", "/api/v1/runs/w", "/api/v1/runs/w/events", "/metrics",
+             "/openapi.json")
+    for origin in ("http://evil.example", "null", "http://127.0.0.1:9999"):
+        for path in paths:
+            r = await api.http.get(path, headers={"Origin": origin})
+            assert r.status_code == 403 and error_of(r) == "forbidden", (origin, path)
+    for path in paths[:2] + paths[3:]:
+        for headers in ({"Origin": "http://127.0.0.1"},
+                        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}):
+            r = await api.http.get(path, headers=headers)
+            assert r.status_code == 200, (path, headers)
+
+
 def _metric(text: str, name: str) -> float:
     line = next(x for x in text.splitlines() if x.startswith(name + " "))
     return float(line.rsplit(" ", 1)[1])

@@ -107,10 +107,15 @@ class Guard:
                 "addressed to localhost or a loopback address; configure tokens "
                 "(--token-file) to serve other names"))
             return
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and "authorization" not in headers \
-                and _cross_site(headers):
+        changes = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if "authorization" not in headers and ((changes and _cross_site(headers))
+                                               or (is_api and _foreign_origin(headers))):
             # A page of another site posting to this server (a loopback server without
-            # tokens has no other defence; with tokens the SameSite cookie is one more).
+            # tokens has no other defence; with tokens the SameSite cookie is one more),
+            # or a script of another origin calling the API or MCP face (an EventSource,
+            # a fetch), whatever the method: the MCP specification requires Streamable
+            # HTTP servers to refuse an Origin that is not theirs with 403. (A link
+            # followed to an API address from another site sends no Origin: it is served.)
             await _reply(scope, receive, send, _error(
                 403, "forbidden", "cross-site request refused: send it from this server's "
                 "pages or with an Authorization header"))
@@ -204,10 +209,16 @@ def _cross_site(headers: dict[str, str]) -> bool:
     fetch_site = headers.get("sec-fetch-site")
     if fetch_site is not None:
         return fetch_site not in ("same-origin", "none")
+    return _foreign_origin(headers)
+
+
+def _foreign_origin(headers: dict[str, str]) -> bool:
+    """Whether the request names an ``Origin`` (a browser's script sent it) that is
+    not this server's."""
     origin = headers.get("origin")
-    if origin is None or origin == "null":
-        return origin == "null"
-    return origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
+    if origin is None:
+        return False
+    return origin == "null" or origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
