@@ -75,6 +75,31 @@ async def test_run_ids_names_and_payloads_are_escaped(ui: httpx.AsyncClient) -> 
     assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
+async def test_every_answer_carries_the_security_headers(ui: httpx.AsyncClient) -> None:
+    """``nosniff`` and a same-origin ``Referrer-Policy`` on every answer (they were on
+    the pages only: not on JSON, the guard's refusals, redirects or static files), and
+    on every HTML answer a CSP without ``<base>`` or plugins and ``X-Frame-Options``
+    (against clickjacking of the approve button in browsers without
+    ``frame-ancestors``)."""
+    answers = [await ui.get("/api/v1/runs"), await ui.get("/runs"),
+               await ui.get("/static/app.js"), await ui.get("/healthz"),
+               await ui.get("/login")]
+    await login(ui, ADMIN)
+    answers += [await ui.get("/api/v1/runs"), await ui.get("/runs"),
+                await ui.get("/nowhere", headers={"Accept": "text/html"}),
+                await ui.get("/runs/nope")]
+    assert [r.status_code for r in answers] == [401, 303, 200, 200, 200, 200, 200, 404, 404]
+    for r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        assert r.headers["referrer-policy"] == "same-origin", r.url
+        if r.headers.get("content-type", "").startswith("text/html"):
+            csp = r.headers["content-security-policy"]
+            for directive in ("script-src 'self'", "object-src 'none'", "base-uri 'none'",
+                              "frame-ancestors 'none'", "form-action 'self'"):
+                assert directive in csp, (r.url, directive)
+            assert r.headers["x-frame-options"] == "DENY", r.url
+
+
 async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
     """A form post without the page's CSRF token, or from a read session, changes
     nothing; with both it acts."""

@@ -320,12 +320,9 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     html = _ENV.get_template(template).render(
         request=request, now=now, csrf=csrf, can_change=who.can_change, role=who.role,
         logged_in=bool(who.digest), statuses=STATUSES, flash=flash, **context)
+    # (The guard adds the security headers, the Content-Security-Policy first, to
+    # every answer: tether.serve._server.CSP.)
     response = HTMLResponse(html, status_code=status)
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-        "frame-ancestors 'none'; form-action 'self'")
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
     if fresh:
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
