@@ -245,6 +245,51 @@ def test_serve_names_an_ipv6_address_as_a_url(tmp_path: Path) -> None:
         f"tether: error: could not serve on http://[::1]:{port} (exit ")
 
 
+def _serve_on_a_taken_port(db: str, *args: str) -> str:
+    """The stderr of ``tether serve`` on a port in use: it opens the store and logs its
+    start (and its warnings), then exits 1."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([*TETHER, "serve", "--db", db, "--port", str(port), *args],
+                           cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "could not serve on" in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_serve_warns_of_a_token_file_others_may_read(tmp_path: Path) -> None:
+    """A token file its group or everyone may read (the umask's 0644) holds the admin
+    token for every user of the machine: ``serve`` says so, naming the file and the
+    fix (it said nothing). An owner-only file is not mentioned."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"admin:{ADMIN}\n")
+    db = f"sqlite:///{tmp_path}/x.db"
+    for mode, who in ((0o644, "everyone"), (0o640, "its group")):
+        tokens.chmod(mode)
+        err = _serve_on_a_taken_port(db, "--token-file", str(tokens))
+        assert (f"WARNING tether.serve: token file {tokens} is readable by {who} "
+                f"(mode {mode:04o})") in err, err
+        assert f"chmod 600 {tokens}" in err and ADMIN not in err
+    tokens.chmod(0o600)
+    assert "readable by" not in _serve_on_a_taken_port(db, "--token-file", str(tokens))
+
+
+@pytest.mark.postgres
+def test_serve_logs_the_store_url_without_its_password(pg_url: str) -> None:
+    """The start line named the store's URL as given, password and all
+    (``postgresql://u:PW@host/db``), in a log more people read than the database's
+    owner; it now shows ``***`` in its place (and in a ``?password=``)."""
+    secret = "pw-never-logged-0123"
+    scheme, rest = pg_url.split("://", 1)
+    user = rest.split("@", 1)[0] if "@" in rest else "postgres"
+    where = rest.split("@", 1)[-1]
+    err = _serve_on_a_taken_port(f"{scheme}://{user}:{secret}@{where}")
+    assert secret not in err and f"serving {scheme}://{user}:***@{where} on" in err, err
+    err = _serve_on_a_taken_port(f"{pg_url}?password={secret}")
+    assert secret not in err and "password=***" in err, err
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("admin:short\n", "line 1: the token is shorter than 16 characters"),
     ("# tokens\nroot:0123456789abcdefgh\n", "line 2: expected ROLE:TOKEN"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tether.cli._common import (
     CliError,
@@ -66,6 +67,10 @@ async def serve(args: argparse.Namespace) -> int:
         raise CliError(f"--port must be between 1 and 65535, got {args.port}", 2)
     tokens = Tokens.load(args.token_file)
     check_bind(args.host, tokens)
+    if args.token_file is not None:
+        exposed = Tokens.file_exposed(args.token_file)
+        if exposed is not None:
+            log.warning("%s", exposed)
     if args.app:
         app = load_app(args.app)
         app.use_store(store_url(args, must_exist=False))
@@ -93,7 +98,7 @@ async def serve(args: argparse.Namespace) -> int:
     await app._open()
     mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
     where = _address(args.host, args.port)
-    log.info("serving %s on %s (%s)", app.url, where, mode)
+    log.info("serving %s on %s (%s)", _without_password(app.url), where, mode)
     try:
         await server.serve()
     except SystemExit as exc:
@@ -108,3 +113,18 @@ async def serve(args: argparse.Namespace) -> int:
 def _address(host: str, port: int) -> str:
     """The URL a browser takes for ``host:port`` (an IPv6 address in brackets)."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _without_password(url: str) -> str:
+    """``url`` as a log line may show it: a password in it (``postgresql://u:PW@h/db``)
+    or in its query (``?password=PW``) replaced by ``***``: logs are read by more
+    people than the store's owner."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and all(key != "password" for key, _ in query):
+        return url
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}")
+    return urlunsplit(parts._replace(query=urlencode(
+        [(key, "***" if key == "password" else value) for key, value in query], safe="*")))

@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,21 @@ class Tokens:
             if item.strip():
                 _add(entries, item.strip(), f"{ENV_TOKENS} entry {i}")
         return cls(entries)
+
+    @staticmethod
+    def file_exposed(token_file: str) -> str | None:
+        """Why ``token_file`` is readable by other users of this machine (its group or
+        everyone: any of them could take the admin token), or None when only its owner
+        may read it (or it is not a regular file whose mode says so)."""
+        try:
+            mode = os.stat(token_file).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISREG(mode) or not mode & (stat.S_IRGRP | stat.S_IROTH):
+            return None
+        who = "everyone" if mode & stat.S_IROTH else "its group"
+        return (f"token file {token_file} is readable by {who} (mode {stat.S_IMODE(mode):04o}): "
+                f"anyone who reads it may act with its tokens; chmod 600 {token_file}")
 
 
 def _add(entries: dict[str, str], entry: str, where: str) -> None:
