@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -315,6 +316,49 @@ async def test_missing_or_wrong_token_is_401_and_read_token_cannot_change(api: A
             assert r.status_code == 200, (method, path)
     assert await api.snapshot() == before
     assert (await api.http.get("/healthz", headers={"Authorization": ""})).status_code == 200
+
+
+async def test_a_read_token_is_refused_by_every_route_that_changes(api: Api) -> None:
+    """Every route of the router (not a list kept by hand: a route added later is
+    covered) whose method is not GET or HEAD refuses a read principal with 403 and
+    changes nothing: the API with a read bearer token, the UI's forms with a read
+    session and its valid CSRF token. Only /login and /logout are open to it."""
+    from starlette.routing import Route
+
+    from tether.serve._server import Guard
+
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    guard = create_app(api.app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    assert isinstance(guard, Guard)
+    values = {"run_id": "w", "name": "s", "action": "pause"}
+    changing = []
+    for route in guard.app.routes:
+        if not isinstance(route, Route):
+            continue
+        for method in sorted((route.methods or set()) - {"GET", "HEAD"}):
+            path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m.group(1)], route.path)
+            changing.append((method, path))
+    transport = httpx.ASGITransport(app=guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        await http.get("/login")
+        csrf = http.cookies["tether_csrf"]
+        r = await http.post("/login", data={"token": READ, "csrf": csrf})
+        assert r.status_code == 303
+        checked = set()
+        for method, path in changing:
+            if path in ("/login", "/logout"):
+                continue
+            if path.startswith("/ui/"):
+                r = await http.request(method, path, data={
+                    "csrf": csrf, "decision": "approve", "name": "go", "at": "0"})
+            else:
+                r = await http.request(method, path, json={},
+                                       headers={"Authorization": f"Bearer {READ}"})
+            assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+            checked.add(path.split("/")[1])
+    assert checked == {"api", "ui"} and len(changing) >= 18, changing
+    assert await api.snapshot() == before
 
 
 @pytest.mark.postgres
