@@ -111,7 +111,7 @@ class Guard:
             return
         changes = scope["method"] not in ("GET", "HEAD", "OPTIONS")
         if "authorization" not in headers and ((changes and _cross_site(headers))
-                                               or (is_api and _foreign_origin(headers))):
+                                               or (is_api and _foreign_script(headers))):
             # A page of another site posting to this server (a loopback server without
             # tokens has no other defence; with tokens the SameSite cookie is one more),
             # or a script of another origin calling the API or MCP face (an EventSource,
@@ -240,6 +240,16 @@ def _cross_site(headers: dict[str, str]) -> bool:
     if fetch_site is not None:
         return fetch_site not in ("same-origin", "none")
     return _foreign_origin(headers)
+
+
+def _foreign_script(headers: dict[str, str]) -> bool:
+    """Whether a script of another origin sent the request: it names an ``Origin``
+    (a link followed from another site does not), and the browser's ``Sec-Fetch-Site``
+    says another site, or, without it, the ``Origin`` is not this server's. (Behind a
+    proxy that rewrites ``Host``, a page's own requests say ``same-origin``.)"""
+    if "origin" not in headers:
+        return False
+    return _cross_site(headers)
 
 
 def _foreign_origin(headers: dict[str, str]) -> bool:
