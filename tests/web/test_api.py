@@ -55,7 +55,9 @@ async def _api(url: str, tokens: Tokens | None, max_body: int = 1 << 20
                ) -> AsyncIterator[Api]:
     app = webapp.make_app(url)
     await app._open()
-    asgi = create_app(app, tokens=tokens, max_body=max_body, mcp=False)
+    # /metrics computed in each scrape (metrics_interval 0): these tests read the store's
+    # figures right after changing it; the background computation has tests of its own.
+    asgi = create_app(app, tokens=tokens, max_body=max_body, mcp=False, metrics_interval=0)
     headers = {"Authorization": f"Bearer {ADMIN}"} if tokens else {}
     transport = httpx.ASGITransport(app=asgi)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
@@ -1055,7 +1057,7 @@ async def test_metrics_step_histogram_sum_never_goes_down_when_the_clock_steps_b
 
     names = ("tether_step_duration_seconds_sum", "tether_step_duration_seconds_count",
              'tether_step_duration_seconds_bucket{le="0.005"}')
-    transport = httpx.ASGITransport(app=create_app(app, mcp=False))
+    transport = httpx.ASGITransport(app=create_app(app, mcp=False, metrics_interval=0))
     async with app, httpx.AsyncClient(transport=transport,
                                       base_url="http://127.0.0.1") as http:
         async with app.worker():

@@ -44,6 +44,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="how long a client may take to send a request's headers, and "
                    "then its body (past that, at least 1 KiB/s), before it gets 408 and "
                    "its connection is closed (default 20; 0: no limit)")
+    p.add_argument("--metrics-interval", type=non_negative_float, default=None,
+                   metavar="SECONDS",
+                   help="/metrics computes the figures that scan the whole store (runs "
+                   "by status, step histogram, LLM totals) in the background, at most "
+                   "every SECONDS and no sooner than ten times the last computation's "
+                   "duration after it; a scrape answers at once with the latest (default "
+                   "15; 0: compute them in each scrape, for a small store)")
     p.set_defaults(handler=serve)
 
 
@@ -54,6 +61,7 @@ async def serve(args: argparse.Namespace) -> int:
         from tether.serve import (
             DEFAULT_CLIENT_TIMEOUT,
             DEFAULT_MAX_BODY,
+            DEFAULT_METRICS_INTERVAL,
             DEFAULT_REQUEST_TIMEOUT,
             Tokens,
             check_bind,
@@ -83,7 +91,9 @@ async def serve(args: argparse.Namespace) -> int:
                       else args.client_timeout or None)
     asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY,
                       request_timeout=DEFAULT_REQUEST_TIMEOUT if timeout is None
-                      else timeout or None, client_timeout=client_timeout)
+                      else timeout or None, client_timeout=client_timeout,
+                      metrics_interval=DEFAULT_METRICS_INTERVAL
+                      if args.metrics_interval is None else args.metrics_interval)
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",

@@ -13,18 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tether.serve._auth import Tokens, check_bind
+    from tether.serve._metrics import DEFAULT_METRICS_INTERVAL
     from tether.serve._server import DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT, create_app
 
-__all__ = ["DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_REQUEST_TIMEOUT", "Tokens",
-           "check_bind", "create_app", "http_protocol"]
+__all__ = ["DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_METRICS_INTERVAL",
+           "DEFAULT_REQUEST_TIMEOUT", "Tokens", "check_bind", "create_app", "http_protocol"]
 
 
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'tether.serve' has no attribute {name!r}")
     try:
-        from tether.serve import _auth, _server
+        from tether.serve import _auth, _metrics, _server
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             f"tether serve needs the serve extra: pip install 'tether[serve]' ({exc})") from None
+    if name == "DEFAULT_METRICS_INTERVAL":
+        return _metrics.DEFAULT_METRICS_INTERVAL
     return getattr(_auth if name in ("Tokens", "check_bind") else _server, name)

@@ -1,19 +1,93 @@
 """``GET /metrics``: the store's numbers in the Prometheus text format (0.0.4).
 
-Read from the store at each scrape, so every ``serve`` process reports the same
-cluster-wide figures (scrape one of them). Each scrape costs a few aggregate queries,
-one of which scans the finished steps of the journal (the latency histogram).
+Read from the store, so every ``serve`` process reports the same cluster-wide figures
+(scrape one of them). The figures that scan the whole store (runs by status, the step
+histogram, the LLM totals: ``Store.store_stats``, seconds on tens of millions of steps)
+are computed in the background (``MetricsCache``) and a scrape answers at once with the
+latest of them and the queue and worker gauges read then (``store_live_stats``).
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tether._show import STATUSES
-from tether.store._port import STEP_BUCKETS, StoreStats
+from tether.store._port import REQUEST_TIMEOUT, STEP_BUCKETS, LiveStats, StoreStats
+
+log = logging.getLogger("tether.serve")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Seconds at least between two computations of the figures that scan the store, unless
+#: ``create_app(metrics_interval=...)`` (``tether serve --metrics-interval``).
+DEFAULT_METRICS_INTERVAL = 15.0
+#: A computation is followed by at least this many times its own duration before the
+#: next: the store spends at most about a tenth of its time on it per serve process.
+COST_FACTOR = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One computation of ``store_stats``: its result, the app clock's time it began
+    (the figures' age counts from there) and how many seconds it took."""
+
+    stats: StoreStats
+    at: float
+    took: float
+
+
+class MetricsCache:
+    """The latest ``store_stats`` of this serve process, refreshed in the background.
+
+    A scrape (``kick``) starts a computation when none runs and the last one ended at
+    least ``max(interval, COST_FACTOR x its duration)`` seconds ago; nothing is computed
+    while nobody scrapes. A computation runs outside the request that started it: under
+    the store's own deadline (``query_timeout``), not the request's, and a client that
+    goes away does not cancel it. One at a time, each a later snapshot of the store: the
+    counters never go down from one to the next. One that fails leaves the last figures
+    in place (and waits as long before the next)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.latest: Figures | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.next_at = 0.0  # (time.monotonic())
+
+    def kick(self, app: object) -> asyncio.Task[None] | None:
+        """Start a computation if one is due; the running one, if any."""
+        if (self.task is None or self.task.done()) and time.monotonic() >= self.next_at:
+            # A fresh context: none of the request's (its REQUEST_TIMEOUT, FAIL_FAST).
+            self.task = asyncio.get_running_loop().create_task(
+                self._compute(app), context=contextvars.Context())
+        return None if self.task is None or self.task.done() else self.task
+
+    async def _compute(self, app: object) -> None:
+        store, clock = app.store, app.clock  # type: ignore[attr-defined]
+        begun = time.monotonic()
+        at = clock.now()
+        try:
+            stats = await store.store_stats(now=at)
+        except Exception as exc:  # (kept: the last figures, and the next try's delay)
+            log.warning("/metrics: computing the store's figures failed: %s", exc)
+        else:
+            self.latest = Figures(stats, at, time.monotonic() - begun)
+        finally:
+            took = time.monotonic() - begun
+            self.next_at = time.monotonic() + max(self.interval, COST_FACTOR * took)
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
 
 
 def _label(value: str) -> str:
@@ -24,24 +98,41 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render(stats: StoreStats, now: float) -> str:
+def render(figures: Figures | None, live: LiveStats, now: float) -> str:
+    """The exposition: ``figures`` (None: not computed yet, whose families are left
+    out, with a comment saying so) and the ``live`` gauges, at ``now``."""
     out: list[str] = []
 
     def metric(name: str, kind: str, help_: str) -> None:
         out.append(f"# HELP {name} {help_}")
         out.append(f"# TYPE {name} {kind}")
 
-    metric("tether_runs", "gauge", "Runs in the store by status.")
-    for status in STATUSES:
-        out.append(f'tether_runs{{status="{status}"}} {stats.runs_by_status.get(status, 0)}')
     metric("tether_queue_depth", "gauge", "Runs queued for a worker, per queue.")
-    for queue, (depth, _) in sorted(stats.queues.items()):
+    for queue, (depth, _) in sorted(live.queues.items()):
         out.append(f'tether_queue_depth{{queue="{_label(queue)}"}} {depth}')
     metric("tether_queue_oldest_age_seconds", "gauge",
            "Seconds the queued run waiting longest has been claimable, per queue.")
-    for queue, (_, oldest) in sorted(stats.queues.items()):
+    for queue, (_, oldest) in sorted(live.queues.items()):
         out.append(f'tether_queue_oldest_age_seconds{{queue="{_label(queue)}"}} '
                    f"{max(now - oldest, 0.0):.3f}")
+    metric("tether_workers", "gauge", "Workers that heartbeated in the last minute.")
+    out.append(f"tether_workers {live.workers}")
+    if figures is None:
+        # (A comment line: Prometheus ignores it. Absent series are a gap, not a reset.)
+        out.append("# tether_runs, tether_step_duration_seconds and tether_llm_* are left "
+                   "out: their first computation has not finished yet")
+        return "\n".join(out) + "\n"
+    stats = figures.stats
+    metric("tether_metrics_age_seconds", "gauge",
+           "Seconds since the computation of tether_runs, the step histogram and the "
+           "LLM totals began (they are refreshed in the background).")
+    out.append(f"tether_metrics_age_seconds {max(now - figures.at, 0.0):.3f}")
+    metric("tether_metrics_computation_seconds", "gauge",
+           "Seconds the last computation of those figures took.")
+    out.append(f"tether_metrics_computation_seconds {figures.took:.3f}")
+    metric("tether_runs", "gauge", "Runs in the store by status.")
+    for status in STATUSES:
+        out.append(f'tether_runs{{status="{status}"}} {stats.runs_by_status.get(status, 0)}')
     metric("tether_step_duration_seconds", "histogram",
            "Seconds from the first attempt of each finished step to its outcome.")
     for bound, count in zip(STEP_BUCKETS, stats.step_buckets, strict=True):
@@ -62,13 +153,25 @@ def render(stats: StoreStats, now: float) -> str:
     metric("tether_llm_cost_usd_total", "counter", "LLM cost in US dollars, spent and saved.")
     out.append(f'tether_llm_cost_usd_total{{outcome="spent"}} {llm["cost.usd"]:.6f}')
     out.append(f'tether_llm_cost_usd_total{{outcome="saved"}} {llm["saved.cost.usd"]:.6f}')
-    metric("tether_workers", "gauge", "Workers that heartbeated in the last minute.")
-    out.append(f"tether_workers {stats.workers}")
     return "\n".join(out) + "\n"
 
 
 async def metrics(request: Request) -> Response:
     app = request.app.state.tether
+    cache: MetricsCache = request.app.state.metrics
+    if cache.interval == 0:  # (every figure computed in the request, as before)
+        begun = time.monotonic()
+        now = app.clock.now()
+        stats = await app.store.store_stats(now=now)
+        figures = Figures(stats, now, time.monotonic() - begun)
+        live = LiveStats(stats.queues, stats.workers)
+        return Response(render(figures, live, now), media_type=CONTENT_TYPE)
+    task = cache.kick(app)
+    if cache.latest is None and task is not None:
+        # The first scrape after start waits for the first computation, within the
+        # request's deadline; past it, it answers without those figures (not 503).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), REQUEST_TIMEOUT.get())
     now = app.clock.now()
-    stats = await app.store.store_stats(now=now)
-    return Response(render(stats, now), media_type=CONTENT_TYPE)
+    live = await app.store.store_live_stats(now=now)
+    return Response(render(cache.latest, live, now), media_type=CONTENT_TYPE)

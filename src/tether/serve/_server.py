@@ -356,7 +356,8 @@ def _mcp_face(app: App) -> Any:
 def create_app(app: App, *, tokens: Tokens | None = None,
                max_body: int = DEFAULT_MAX_BODY, mcp: bool = True,
                request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-               client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT) -> ASGIApp:
+               client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
+               metrics_interval: float = _metrics.DEFAULT_METRICS_INTERVAL) -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -372,8 +373,15 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             ``MIN_BODY_RATE`` bytes a second), else 408 and the connection is closed;
             ``None``: no limit. (Its headers' deadline is the server's:
             ``http_protocol``.)
+        metrics_interval: seconds at least between two background computations of
+            the figures of ``/metrics`` that scan the whole store (default 15; and at
+            least ten times the last one's duration); 0: every figure computed in each
+            scrape's request (a small store only).
     """
+    if metrics_interval < 0:
+        raise ValueError(f"metrics_interval must be 0 or more, not {metrics_interval}")
     mcp_http = _mcp_face(app) if mcp else None
+    cache = _metrics.MetricsCache(metrics_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -382,6 +390,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             if mcp_http is not None:
                 await stack.enter_async_context(mcp_http.lifespan())
             yield
+        await cache.close()
         await app.close()
 
     routes: list[Any] = [
@@ -407,6 +416,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     web.state.tether = app
     web.state.tokens = tokens
     web.state.max_body = max_body
+    web.state.metrics = cache
     return Guard(web, tokens, max_body, request_timeout, client_timeout)
 
 

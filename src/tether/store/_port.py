@@ -228,6 +228,16 @@ class StoreStats:
     workers: int
 
 
+@dataclass(frozen=True, slots=True)
+class LiveStats:
+    """The figures of ``GET /metrics`` that an index answers whatever the store's size,
+    read at each scrape (``store_live_stats``): per queue, the queued runs and the
+    time the oldest became claimable; the workers that heartbeated in the last minute."""
+
+    queues: dict[str, tuple[int, float]]
+    workers: int
+
+
 #: The run metrics ``StoreStats.llm`` sums, in the order the stores' queries give them.
 LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
             "saved.tokens.output", "saved.cost.usd", "llm.calls")
@@ -297,7 +307,15 @@ class ServeQueries(Protocol):
 
     async def store_stats(self, *, now: float) -> StoreStats:
         """Runs by status, queue depth and age, step latencies, LLM totals, and the
-        workers that heartbeated within the last minute before ``now``."""
+        workers that heartbeated within the last minute before ``now``. The cumulative
+        figures (steps, LLM totals, and what purges added to them) are read in one
+        snapshot, so that a purge committing meanwhile is counted once. It scans every
+        run and finished step the store keeps: seconds on a store of millions of steps.
+        """
+
+    async def store_live_stats(self, *, now: float) -> LiveStats:
+        """``store_stats``' queue depths and ages and its live workers alone: index
+        lookups, cheap on any store (what ``tether serve`` reads at each scrape)."""
 
 
 class Store(ServeQueries, Protocol):

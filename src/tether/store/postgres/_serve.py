@@ -7,7 +7,13 @@ import re
 from typing import Any
 
 from tether._types import RunRecord
-from tether.store._port import WORKER_STALE, RunEvent, StoreStats, stats_with_totals
+from tether.store._port import (
+    WORKER_STALE,
+    LiveStats,
+    RunEvent,
+    StoreStats,
+    stats_with_totals,
+)
 from tether.store._sql import load_queries, run_from_row
 
 SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
@@ -24,7 +30,11 @@ class PostgresServeQueries:
     migration keep the ids ``<txid>-<event_id>`` that their readers handed out, and come
     first, in that order, so a cursor held across the upgrade resumes where it was."""
 
+    _q: dict[str, str]  # PostgresStore's
+
     async def _one(self, name: str, params: Any) -> Any: ...  # PostgresStore's
+
+    async def _run_op(self, fn: Any) -> Any: ...  # PostgresStore's
 
     async def run_search(self, *, status: str | None = None, workflow: str | None = None,
                          queue: str | None = None, parent: str | None = None,
@@ -47,16 +57,33 @@ class PostgresServeQueries:
                 for tx, i, kind, data in rows]
 
     async def store_stats(self, *, now: float) -> StoreStats:
-        by_status, _ = await self._one("stats_status", None)
-        queues, _ = await self._one("stats_queues", None)
-        steps, _ = await self._one("stats_steps", None)
-        llm, _ = await self._one("stats_metrics", None)
-        workers, _ = await self._one("stats_workers", {"since": now - WORKER_STALE})
-        totals, _ = await self._one("metric_totals", None)
+        steps = [("stats_status", None), ("stats_queues", None), ("stats_steps", None),
+                 ("stats_metrics", None), ("stats_workers", {"since": now - WORKER_STALE}),
+                 ("metric_totals", None)]
+
+        async def go(conn: Any) -> list[list[Any]]:
+            # One snapshot (REPEATABLE READ): a purge that commits between the live
+            # figures' query and metric_totals' would be counted twice, then once.
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                out = []
+                for name, params in steps:
+                    cur = await conn.execute(self._q[name], params)
+                    out.append(await cur.fetchall())
+                return out
+
+        by_status, queues, step_row, llm, workers, totals = await self._run_op(go)
         return stats_with_totals(
             {s: int(n) for s, n in by_status},
-            {q: (int(n), float(oldest)) for q, n, oldest in queues}, steps[0], llm[0],
+            {q: (int(n), float(oldest)) for q, n, oldest in queues}, step_row[0], llm[0],
             int(workers[0][0]), {str(k): float(v) for k, v in totals})
+
+    async def store_live_stats(self, *, now: float) -> LiveStats:
+        queues, _ = await self._one("stats_queues", None)
+        workers, _ = await self._one("stats_workers", {"since": now - WORKER_STALE})
+        return LiveStats({q: (int(n), float(oldest)) for q, n, oldest in queues},
+                         int(workers[0][0]))
+
 
 
 def _cursor(after: str | None) -> tuple[str | None, int, int]:

@@ -3,12 +3,20 @@ cursor, the stored events of a run, and store-wide numbers for ``/metrics``."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import apsw
 
 from tether._types import RunRecord
-from tether.store._port import WORKER_STALE, RunEvent, StoreStats, stats_with_totals
+from tether.store._port import (
+    WORKER_STALE,
+    LiveStats,
+    RunEvent,
+    StoreStats,
+    stats_with_totals,
+)
 from tether.store._sql import load_queries, run_from_row
 from tether.store.sqlite._writer import WriterClient
 
@@ -18,7 +26,13 @@ _MAX_EVENT_ID = (1 << 63) - 1
 
 
 class SqliteServeQueries(WriterClient):
-    """Mixed into ``SqliteStore``: reads run on its writer thread like every query."""
+    """Mixed into ``SqliteStore``: reads run on its writer thread like every query, but
+    ``store_stats``, which scans the whole store, on a connection of its own."""
+
+    path: str  # SqliteStore's
+    vfs: str | None  # SqliteStore's
+
+    _open_file: Callable[[], apsw.Connection]  # SqliteStore's method
 
     async def run_search(self, *, status: str | None = None, workflow: str | None = None,
                          queue: str | None = None, parent: str | None = None,
@@ -42,7 +56,27 @@ class SqliteServeQueries(WriterClient):
         return await self._read(_run_events_read, run_id, last, limit)
 
     async def store_stats(self, *, now: float) -> StoreStats:
-        return await self._read(_store_stats, now - WORKER_STALE)
+        if self.vfs is not None:  # (a VFS without shared memory: one connection only)
+            return await self._read(_store_stats, now - WORKER_STALE)
+        # Seconds on a large store: not on the writer thread, which every other
+        # operation of this process waits for, but on a reading connection of its own
+        # in a thread (WAL: it reads one snapshot and holds no writer back).
+        return await asyncio.to_thread(self._store_stats_apart, now - WORKER_STALE)
+
+    def _store_stats_apart(self, alive_since: float) -> StoreStats:
+        conn = self._open_file()
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute("BEGIN")  # (one snapshot: a purge is counted once)
+            try:
+                return _store_stats(conn, alive_since)
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    async def store_live_stats(self, *, now: float) -> LiveStats:
+        return await self._read(_store_live_stats, now - WORKER_STALE)
 
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
@@ -71,3 +105,9 @@ def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
     workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
     totals = {str(k): float(v) for k, v in conn.execute(Q["metric_totals"])}
     return stats_with_totals(by_status, queues, steps, llm, int(workers), totals)
+
+
+def _store_live_stats(conn: apsw.Connection, alive_since: float) -> LiveStats:
+    rows: Any = conn.execute(Q["stats_queues"]).fetchall()
+    workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
+    return LiveStats({str(q): (int(n), float(oldest)) for q, n, oldest in rows}, int(workers))
