@@ -166,12 +166,14 @@ async def metrics(request: Request) -> Response:
         figures = Figures(stats, now, time.monotonic() - begun)
         live = LiveStats(stats.queues, stats.workers)
         return Response(render(figures, live, now), media_type=CONTENT_TYPE)
+    # The live gauges first: a store known to be down answers 503 at once (FAIL_FAST),
+    # and no computation is started against it.
+    now = app.clock.now()
+    live = await app.store.store_live_stats(now=now)
     task = cache.kick(app)
     if cache.latest is None and task is not None:
         # The first scrape after start waits for the first computation, within the
         # request's deadline; past it, it answers without those figures (not 503).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), REQUEST_TIMEOUT.get())
-    now = app.clock.now()
-    live = await app.store.store_live_stats(now=now)
     return Response(render(cache.latest, live, now), media_type=CONTENT_TYPE)
