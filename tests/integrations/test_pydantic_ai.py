@@ -31,7 +31,7 @@ from tests import forked
 from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
 from tests.engine.helpers import status_is, wait_for
 from tether import App, RunFailed
-from tether.ai import Budget
+from tether.ai import Budget, set_budget
 from tether.errors import ConfigError
 from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
 from tether.testing.llm_server import Fault, Reply, ScriptedLLMServer
@@ -398,3 +398,197 @@ async def test_a_tool_result_reaches_the_model_as_the_same_text_live_and_after_a
     texts = [[m["content"] for m in r.body["messages"] if m["role"] == "tool"]
              for r in server.requests[1:]]
     assert len(texts) == 2 and texts[0] == texts[1] and len(texts[0]) == 1, texts
+
+
+def cut_script(cut: str) -> list[Any]:
+    """A reset connection and a 503 (no answer: they count nothing), a stream cut after
+    two chunks of 400 characters (800: 200 tokens; a reset or an error event) though its
+    usage would have said 1,050 tokens, then the answer (1,050 tokens, told)."""
+    words = " ".join(w * 399 for w in "abcd")
+    return [Fault.reset(), Fault.http(503),
+            Reply(words, input_tokens=1000, output_tokens=50,
+                  **({"reset_after_chunks": 2} if cut == "reset" else {"error_after_chunks": 2})),
+            Reply("Done.", input_tokens=1000, output_tokens=50)]
+
+
+async def drain(ctx: RunContext[None], events: Any) -> None:
+    async for _ in events:
+        pass
+
+
+def writer(client: AsyncOpenAI, *, live: bool = True, handler: Any = drain
+           ) -> TetherAgent[None, str]:
+    """An agent on ``client`` whose model requests are streamed (an event stream
+    handler), retried at once."""
+    agent: Agent[None, str] = Agent(
+        OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client)),
+        name="writer")
+    return TetherAgent(agent, durability=TetherDurability(
+        model_retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=5), live=live,
+        event_stream_handler=handler))
+
+
+@pytest.mark.parametrize("cut", ["reset", "error"])
+async def test_a_streamed_request_cut_midway_counts_an_estimate(store_url: str,
+                                                                cut: str) -> None:
+    """A streamed model request (``model.request_stream``) cut after two chunks: the
+    provider billed its prompt and those chunks but told no usage (pydantic-ai raises
+    ModelConnectionError for the reset, ModelServerError for the error event), so the
+    metered request counts an estimate (``tokens.estimated``) in the metrics and in the
+    record (``failed``, which the budget's tally reads), then the retried answer's told
+    usage. The refused request and the 503 before it count nothing. It used to count
+    the answer alone (1,050 tokens)."""
+    async with ScriptedLLMServer(script=cut_script(cut)) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        tagent = writer(client)
+        app = App(store_url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            return str((await tagent.run(question)).output)
+
+        try:
+            async with app, app.worker():
+                handle = await app.start(write, "q" * 4000, run_id=f"cut-{cut}")
+                assert await handle.result(timeout=30) == "Done."
+                info = await app.get_run(f"cut-{cut}")
+        finally:
+            await client.close()
+    assert len(server.requests) == 4 and all(r.stream for r in server.requests)
+    assert info.journal[0]["name"] == "pydantic_ai:writer__model.request_stream"
+    record = info.journal[0]["result"]
+    estimated = record["failed"]["estimated"]
+    # The prompt's estimate (4,000 characters and the messages' JSON, 4 a token) and
+    # the 200 tokens delivered.
+    assert 1000 + 200 < estimated < 1100 + 200
+    assert record["failed"]["tokens"] == estimated
+    assert record["failed"]["usd"] == pytest.approx(
+        ((estimated - 200) * 0.4 + 200 * 1.6) / 1e6)
+    assert info.metrics["tokens.estimated"] == estimated
+    assert info.metrics["tokens.output"] == 50 + 200
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1050 + estimated
+    assert info.metrics["llm.calls"] == 1
+
+
+@pytest.mark.parametrize("cut", ["reset", "error"])
+@pytest.mark.parametrize("live", [False, True])
+async def test_a_cut_stream_counts_on_every_streamed_path(sqlite_url: str, cut: str,
+                                                          live: bool) -> None:
+    """The other streamed paths count a cut the same way: pydantic-ai's own streamed
+    request with ``live=False`` (no publishing), and with ``live=True`` a plain request
+    (``model.request``) that is streamed only for the run's observers."""
+    async with ScriptedLLMServer(script=cut_script(cut)) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        tagent = writer(client, live=live, handler=None if live else drain)
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            return str((await tagent.run(question)).output)
+
+        try:
+            async with app, app.worker():
+                handle = await app.start(write, "q" * 4000, run_id="c1")
+                assert await handle.result(timeout=30) == "Done."
+                info = await app.get_run("c1")
+        finally:
+            await client.close()
+    assert len(server.requests) == 4 and all(r.stream for r in server.requests)
+    assert info.journal[0]["name"] == ("pydantic_ai:writer__model.request" if live
+                                       else "pydantic_ai:writer__model.request_stream")
+    assert info.metrics["tokens.output"] == 50 + 200
+    assert info.journal[0]["result"]["failed"]["estimated"] == info.metrics["tokens.estimated"]
+
+
+@pytest.mark.parametrize("kind", ["tool call", "thinking"])
+async def test_tool_call_arguments_and_thinking_count_as_delivered(sqlite_url: str,
+                                                                   kind: str) -> None:
+    """A stream cut while it delivered a tool call (its name, then its arguments in
+    pieces: Chat Completions) or the model's thinking (a reasoning summary before any
+    text: the Responses API) counts those characters as delivered output."""
+    args = {"city": "x" * 800}  # (streamed in 4 pieces of 203 characters)
+    server: Any
+    if kind == "tool call":
+        server = ScriptedLLMServer(script=[
+            Reply(tool_calls=[{"name": "weather", "arguments": args}], input_tokens=1000,
+                  output_tokens=50, reset_after_chunks=3),  # (the name, 2 pieces)
+            Reply("Done.", input_tokens=1000, output_tokens=50)])
+        delivered = len("weather") + 2 * 203
+    else:
+        server = ScriptedResponsesServer(script=[
+            ResponsesReply("Done.", reasoning="r" * 800, input_tokens=1000,
+                           output_tokens=50, reset_after_chunks=0),  # (before the text)
+            Reply("Done.", input_tokens=1000, output_tokens=50)])
+        delivered = 800
+    async with server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        provider = OpenAIProvider(openai_client=client)
+        model = (OpenAIChatModel("gpt-4.1-mini", provider=provider) if kind == "tool call"
+                 else OpenAIResponsesModel("gpt-4.1-mini", provider=provider))
+        agent: Agent[None, str] = Agent(model, name="forecast")
+
+        @agent.tool_plain
+        def weather(city: str) -> str:
+            """The weather."""
+            return "cold"
+
+        tagent = TetherAgent(agent, durability=TetherDurability(
+            model_retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=5),
+            event_stream_handler=drain))
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def forecast(question: str) -> str:
+            return str((await tagent.run(question)).output)
+
+        try:
+            async with app, app.worker():
+                handle = await app.start(forecast, "Oslo?", run_id="t1")
+                assert await handle.result(timeout=30) == "Done."
+                info = await app.get_run("t1")
+        finally:
+            await client.close()
+    assert len(server.requests) == 2
+    assert info.metrics["tokens.output"] == 50 + -(-delivered // 4)
+    assert info.journal[0]["result"]["failed"]["estimated"] == info.metrics["tokens.estimated"]
+
+
+@pytest.mark.parametrize("replay", [False, True])
+async def test_a_budget_the_estimate_exhausts_refuses_the_next_request(
+        store_url: str, replay: bool) -> None:
+    """Budget 3,000 tokens, policy fail: the first agent run's request was cut after
+    two chunks (its estimate, about 1,270 tokens) then answered (1,050), so the second
+    run's request (its prompt about 1,000) is refused before it is sent, as it is after
+    a replay (the workflow waited for a signal, released: the record's ``failed``
+    is tallied again). Without the estimate it was sent (2,050 < 3,000)."""
+    async with ScriptedLLMServer(script=[*cut_script("reset")[2:],
+                                         Reply("Again.", input_tokens=1000)]) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        tagent = writer(client)
+        app = App(store_url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            set_budget(Budget(tokens=3000, on_exceed="fail"))
+            first = (await tagent.run(question)).output
+            if replay:
+                await tether.wait_for_signal("go")
+            return f"{first} {(await tagent.run(question)).output}"
+
+        try:
+            async with app, app.worker(sticky_wait=1.0, poll_interval=0.05):
+                handle = await app.start(write, "q" * 4000, run_id="b1")
+                if replay:
+                    await wait_for(lambda: status_is(app, "b1", "waiting"), timeout=20)
+                    await app.signal("b1", "go")
+                with pytest.raises(RunFailed, match=r"BudgetExceeded.*budget 3000 tokens"):
+                    await handle.result(timeout=30)
+                info = await app.get_run("b1")
+        finally:
+            await client.close()
+    assert len(server.requests) == 2
+    spent = info.journal[0]["result"]["failed"]["tokens"] + 1050
+    assert 2250 < spent < 2350
+    assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    if replay:
+        assert info.metrics["saved.calls"] == 1

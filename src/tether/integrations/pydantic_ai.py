@@ -12,7 +12,11 @@ Model requests also go through ``tether.ai.MeteredModel``: the run's budget
 (``tether.ai.set_budget`` or ``TetherAgent(budget=)``), the provider's shared circuit
 breaker, RPM/TPM limits, and the cost ledger (``llm.calls``, ``tokens.*``, ``cost.usd``,
 and ``saved.*`` for what replay answered), so ``tether show`` and ``tether budget`` work
-as for ``tether.ai.Agent``.
+as for ``tether.ai.Agent``. A streamed request cut after its first event (pydantic-ai
+raises ``ModelConnectionError`` for a dropped connection, ``ModelServerError`` for an
+error event) becomes a ``RetryableProviderError`` whose ``delivered`` is the characters
+of text, thinking and tool calls its events carried: the attempt was billed, and
+``MeteredModel`` counts an estimate of it.
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,12 +51,16 @@ from pydantic_ai.durable_exec import (
 from pydantic_ai.exceptions import ModelAPIError, ModelHTTPError
 from pydantic_ai.messages import (
     AgentStreamEvent,
+    BaseToolCallPart,
     ModelMessagesTypeAdapter,
     ModelResponse,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
     TextPartDelta,
+    ThinkingPart,
+    ThinkingPartDelta,
+    ToolCallPartDelta,
 )
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
@@ -67,6 +76,7 @@ from tether.ai import (
     FatalProviderError,
     MeteredModel,
     PriceTable,
+    ProviderError,
     RetryableProviderError,
     Usage,
     set_budget,
@@ -98,6 +108,62 @@ def _serialization_failure(exc: Exception) -> BaseException:
     return _NotSerializable(f"pydantic-ai value cannot be journaled as JSON: {exc}")
 
 
+class _Delivery:
+    """What one attempt of a model request received of its streamed answer: the
+    characters of text, thinking and tool calls (name and arguments) its events carried,
+    ``None`` until the first event came. A stream cut after that was accepted by the
+    provider and billed (``ProviderError.delivered``, which ``MeteredModel`` counts)."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        self.chars: int | None = None
+
+    def saw(self, event: AgentStreamEvent) -> None:
+        self.chars = (self.chars or 0) + _delivered_chars(event)
+
+    def mark(self, exc: ProviderError) -> ProviderError:
+        """``exc`` with what was delivered, when the answer began (else as it is)."""
+        if self.chars is not None:
+            exc.delivered = self.chars
+        return exc
+
+
+def _delivered_chars(event: AgentStreamEvent) -> int:
+    """Characters of answer (text, thinking, a tool call's name and arguments) that one
+    event of a model stream carries."""
+    if isinstance(event, PartStartEvent):
+        part = event.part
+        if isinstance(part, (TextPart, ThinkingPart)):
+            return len(part.content)
+        if isinstance(part, BaseToolCallPart):
+            return len(part.tool_name) + _args_chars(part.args)
+        return 0
+    if isinstance(event, PartDeltaEvent):
+        delta = event.delta
+        if isinstance(delta, (TextPartDelta, ThinkingPartDelta)):
+            return len(delta.content_delta or "")
+        if isinstance(delta, ToolCallPartDelta):
+            return len(delta.tool_name_delta or "") + _args_chars(delta.args_delta)
+    return 0
+
+
+def _args_chars(args: str | Mapping[str, Any] | None) -> int:
+    if isinstance(args, str):
+        return len(args)
+    if isinstance(args, Mapping) and args:
+        try:
+            return len(json.dumps(args, separators=(",", ":"), default=str))
+        except (TypeError, ValueError):
+            return 0
+    return 0
+
+
+#: What the model request attempt executing in this task received of its stream.
+_DELIVERY: contextvars.ContextVar[_Delivery | None] = contextvars.ContextVar(
+    "tether_pydantic_ai_delivery", default=None)
+
+
 class _LivePublisher:
     """Publishes one model request's text deltas to the run's observers (``llm.chunk``,
     then ``llm.end`` or ``llm.error``, as ``tether.ai.LLM.stream`` does). Best effort:
@@ -126,24 +192,35 @@ class _LivePublisher:
                 self._failed = True
                 log.warning("cannot publish stream events of run %s: %s", self.run.run_id, exc)
 
-    def handler(self, user: EventStreamHandler[Any] | None) -> EventStreamHandler[Any]:
-        async def publish_text(ctx: RunContext[Any],
-                               events: AsyncIterable[AgentStreamEvent]) -> None:
-            async def tee() -> AsyncIterator[AgentStreamEvent]:
-                async for event in events:
-                    text = _text_delta(event)
-                    if text:
-                        self.sent = True
-                        await self.event({"type": "llm.chunk", "text": text})
-                    yield event
+    async def text(self, event: AgentStreamEvent) -> None:
+        text = _text_delta(event)
+        if text:
+            self.sent = True
+            await self.event({"type": "llm.chunk", "text": text})
 
-            if user is not None:
-                await user(ctx, tee())
-            else:
-                async for _ in tee():
-                    pass
 
-        return publish_text
+def _teed(user: EventStreamHandler[Any] | None, publisher: _LivePublisher | None,
+          delivery: _Delivery | None) -> EventStreamHandler[Any]:
+    """An event stream handler that sees each model event first (counts what it
+    delivered, publishes its text), then hands it to ``user``; it drains what ``user``
+    leaves, so every event is counted."""
+
+    async def handler(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+        async def tee() -> AsyncIterator[AgentStreamEvent]:
+            async for event in events:
+                if delivery is not None:
+                    delivery.saw(event)
+                if publisher is not None:
+                    await publisher.text(event)
+                yield event
+
+        seen = tee()
+        if user is not None:
+            await user(ctx, seen)
+        async for _ in seen:
+            pass
+
+    return handler
 
 
 def _text_delta(event: AgentStreamEvent) -> str | None:
@@ -319,10 +396,12 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
     def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
         user = super()._model_stream_event_handler()
-        publisher = _LIVE.get()
-        if publisher is None:
+        publisher, delivery = _LIVE.get(), _DELIVERY.get()
+        if publisher is None and delivery is None:
             return user
-        return publisher.handler(user if publisher.user_events else None)
+        if publisher is not None and not publisher.user_events:
+            user = None  # (streamed for the observers only)
+        return _teed(user, publisher, delivery)
 
     # -- model requests through Tether's accounting --------------------------------------
 
@@ -364,12 +443,19 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         max_out = settings.get("max_tokens", 0)
 
         async def request() -> object:
+            # A streamed attempt counts the characters its events deliver: cut after it
+            # began (a reset, an error event: pydantic-ai raises ModelConnectionError,
+            # ModelServerError), it was billed, and the error says so (delivered).
+            delivery = _Delivery()
+            token = _DELIVERY.set(delivery)
             try:
                 return await body()
             except ModelHTTPError as exc:
-                raise _provider_error(provider, exc, exc.status_code) from exc
+                raise delivery.mark(_provider_error(provider, exc, exc.status_code)) from exc
             except ModelAPIError as exc:
-                raise _provider_error(provider, exc, None) from exc
+                raise delivery.mark(_provider_error(provider, exc, None)) from exc
+            finally:
+                _DELIVERY.reset(token)
 
         return await meter.call(name, request, model=model, usage=_usage_of,
                                 estimate_tokens=size // 4 + 1,
@@ -378,7 +464,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                                       "stream": operation_id.streaming})
 
 
-def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> Exception:
+def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> ProviderError:
     message = getattr(exc, "message", None) or str(exc)
     retry_after = getattr(exc, "retry_after", None)
     if status is None or status in (408, 409, 429) or status >= 500:
