@@ -592,3 +592,34 @@ async def test_a_budget_the_estimate_exhausts_refuses_the_next_request(
     assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
     if replay:
         assert info.metrics["saved.calls"] == 1
+
+
+async def test_a_handler_that_stops_early_still_counts_every_chunk(sqlite_url: str) -> None:
+    """The run's event stream handler reads one event and returns: the rest of the
+    stream is drained through Tether's count, so the cut counts both chunks (200
+    tokens), not only what the handler read."""
+    firsts: list[Any] = []
+
+    async def first_only(ctx: RunContext[None], events: Any) -> None:
+        async for event in events:
+            firsts.append(event)
+            break
+
+    async with ScriptedLLMServer(script=cut_script("reset")[2:]) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        tagent = writer(client, handler=first_only)
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            return str((await tagent.run(question)).output)
+
+        try:
+            async with app, app.worker():
+                handle = await app.start(write, "q" * 4000, run_id="e1")
+                assert await handle.result(timeout=30) == "Done."
+                info = await app.get_run("e1")
+        finally:
+            await client.close()
+    assert len(firsts) == 2  # (one per attempt)
+    assert info.metrics["tokens.output"] == 50 + 200
