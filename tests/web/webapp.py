@@ -8,7 +8,15 @@ import os
 import time
 
 import tether
-from tether.ai import LLM, Agent, function_tool, request_approval, user_message
+from tether.ai import (
+    LLM,
+    Agent,
+    Budget,
+    function_tool,
+    request_approval,
+    set_budget,
+    user_message,
+)
 
 llm = LLM("openai:gpt-4.1-mini", base_url=os.environ.get("TETHER_TEST_LLM_URL")
           or "http://127.0.0.1:9/v1", api_key="test-key")
@@ -92,6 +100,19 @@ def make_app(url: str | None = None) -> tether.App:
                                           f"{item} is needed for the report", approval_id="1",
                                           status={"agent": "purchase"})
         return {"approved": decision.approved, "note": decision.note}
+
+    @app.workflow
+    async def nap() -> str:
+        await tether.sleep(3 * 3600)
+        return "awake"
+
+    @app.workflow
+    async def over_budget(question: str) -> str:
+        # A budget the first call exceeds: the run waits for the ``budget`` signal (no
+        # request is sent, so no model needs to answer).
+        set_budget(Budget(tokens=5))
+        reply = await llm.chat([user_message(question)])
+        return reply.text or ""
 
     @app.workflow
     async def stream_answer(question: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import shlex
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
@@ -272,6 +273,59 @@ def _pending_approval(doc: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _schema_hint(schema: Any) -> str | None:
+    """What the data of an asked-for signal looks like, from its JSON schema, as the
+    data field's placeholder: ``{"usd": number >= 0, "tokens": integer >= 0}``."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return None
+    fields = []
+    for name, spec in list(schema["properties"].items())[:6]:
+        spec = spec if isinstance(spec, dict) else {}
+        kind = spec.get("type") if isinstance(spec.get("type"), str) else "value"
+        low = spec.get("minimum")
+        fields.append(f"{json.dumps(name)}: {kind}"
+                      + (f" >= {low}" if isinstance(low, (int, float)) else ""))
+    return "{" + ", ".join(fields) + "}" if fields else None
+
+
+async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """What a waiting run waits for and how a person answers it, from its
+    ``waiting_for`` (``signal NAME``, ``timer until ISO``, ``child ID``) and, for a
+    signal the workflow asked a person for, its live status's ``input`` (``message``,
+    ``schema``: the budget's raise, `docs/llm.md`). None when it waits for nothing, or
+    for an approval (the approval's own box answers that)."""
+    if doc["status"] != "waiting" or doc.get("approval") is not None:
+        return None
+    kind, _, what = (doc.get("waiting_for") or "").partition(" ")
+    if kind == "signal" and what:
+        info = doc.get("status_info")
+        ask = info.get("input") if isinstance(info, dict) else None
+        if not (isinstance(ask, dict) and ask.get("signal") == what):
+            ask = {}
+        message = ask.get("message")
+        hint = info.get("hint") if isinstance(info, dict) else None
+        cli = (hint.replace("RUN_ID", shlex.quote(doc["run_id"]))
+               if isinstance(hint, str) and hint.startswith("raise it: tether ")
+               else f"tether signal {shlex.quote(doc['run_id'])} {shlex.quote(what)}"
+                    " --data JSON")
+        return {"kind": "signal", "name": what,
+                "message": message if isinstance(message, str) else None,
+                "hint": _schema_hint(ask.get("schema")),
+                "cli": cli.removeprefix("raise it: ")}
+    if kind == "timer" and what.startswith("until "):
+        try:
+            until = dt.datetime.fromisoformat(what[len("until "):]).timestamp()
+        except ValueError:
+            return None
+        return {"kind": "timer", "until": until}
+    if kind == "child" and what:
+        child = await app.store.run_get(what)
+        return {"kind": "child", "child": what,
+                "child_status": str(child.status) if child is not None else None,
+                "child_waiting_for": child.waiting_for if child is not None else None}
+    return None
+
+
 async def run_view(app: App, run_id: str) -> dict[str, Any]:
     doc = await run_document(app, run_id)
     now = app.clock.now()
@@ -285,6 +339,7 @@ async def run_view(app: App, run_id: str) -> dict[str, Any]:
         "tokens": m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0) + kids_tokens,
         "kids_cost": kids_cost}
     doc["approval"] = _pending_approval(doc)
+    doc["wait"] = await _wait_view(app, doc)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))

@@ -1,0 +1,110 @@
+"""A waiting run's page says what the run waits for and how a person answers it: the
+signal's name (with a form that sends it, and the message and data a workflow asked
+for), the timer's wake-up time, the child it waits for and what that child waits for."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.web import webapp
+from tests.web.helpers import ADMIN, READ
+from tests.web.test_ui_and_cli import login
+from tether.serve import Tokens, create_app
+
+
+@pytest.fixture
+async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = webapp.make_app(sqlite_url)
+    await app._open()
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://127.0.0.1") as http:
+        http.app = app  # type: ignore[attr-defined]
+        try:
+            yield http
+        finally:
+            await app.close()
+
+
+async def _until_waiting(ui: httpx.AsyncClient, *run_ids: str) -> None:
+    """Run a worker until every one of ``run_ids`` is waiting."""
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        for run_id in run_ids:
+            for _ in range(600):
+                if (await app.get_run(run_id)).status == "waiting":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"{run_id} never waited")
+
+
+def _waits_box(page: str) -> str:
+    box = re.search(r'<section class="card callout waitbox" id="waits">(.*?)</section>',
+                    page, re.S)
+    assert box is not None, "no box saying what the run waits for"
+    return box.group(1)
+
+
+async def test_a_run_waiting_for_a_signal_offers_to_send_it(ui: httpx.AsyncClient) -> None:
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("wait_go", run_id="ws/1")
+    await _until_waiting(ui, "ws/1")
+    box = _waits_box((await ui.get("/runs/ws/1")).text)
+    assert "Waiting for the signal" in box and ">go</span>" in box
+    assert 'action="/ui/runs/ws/1/signal"' in box
+    assert '<input type="hidden" name="name" value="go">' in box
+    assert "tether signal ws/1 go --data JSON" in box
+    # The form in the box sends the signal: the run goes on with its data.
+    r = await ui.post("/ui/runs/ws/1/signal", data={"csrf": csrf, "name": "go",
+                                                     "data": '{"by": "ana"}'})
+    assert r.status_code == 303
+    async with app.worker(queues=["default"]):
+        assert await app.handle("ws/1").result(timeout=30) == {"by": "ana"}
+    assert 'id="waits"' not in (await ui.get("/runs/ws/1")).text
+    # A read session is told it may not send it, and gets no form.
+    await login(ui, READ)
+    await app.start("wait_go", run_id="ws-2")
+    await _until_waiting(ui, "ws-2")
+    box = _waits_box((await ui.get("/runs/ws-2")).text)
+    assert "<form" not in box and "may read, not send it" in box
+
+
+async def test_a_run_over_its_budget_says_what_to_send(ui: httpx.AsyncClient) -> None:
+    """The budget's wait publishes a message and a schema for a person: the box shows
+    the message, the data's shape as the field's placeholder and the CLI to raise it;
+    the raw live status is folded away."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("over_budget", "summarise the quarterly report", run_id="ob-1")
+    await _until_waiting(ui, "ob-1")
+    page = (await ui.get("/runs/ob-1")).text
+    box = _waits_box(page)
+    assert ">budget</span>" in box
+    assert "The run&#39;s LLM budget is reached" in box
+    assert 'placeholder="data as JSON: {&#34;usd&#34;: number &gt;= 0, ' \
+           '&#34;tokens&#34;: integer &gt;= 0}"' in box
+    assert "tether budget ob-1 --usd X --tokens N" in box
+    assert '<details><summary>Live status</summary>' in page
+
+
+async def test_a_sleeping_run_and_a_parent_say_what_they_wait_for(
+        ui: httpx.AsyncClient) -> None:
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("nap", run_id="nap-1")
+    await app.start("waiting_parent", run_id="wp-1")
+    await _until_waiting(ui, "nap-1", "wp-1.0", "wp-1")
+    box = _waits_box((await ui.get("/runs/nap-1")).text)
+    assert "Sleeping" in box and "UTC" in box and "(in 3.0 h)" in box
+    assert "<form" not in box
+    box = _waits_box((await ui.get("/runs/wp-1")).text)
+    assert "Waiting for its child run" in box
+    assert 'href="/runs/wp-1.0"' in box
+    assert "s-waiting" in box and "for signal go" in box
