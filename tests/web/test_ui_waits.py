@@ -108,3 +108,15 @@ async def test_a_sleeping_run_and_a_parent_say_what_they_wait_for(
     assert "Waiting for its child run" in box
     assert 'href="/runs/wp-1.0"' in box
     assert "s-waiting" in box and "for signal go" in box
+
+
+async def test_a_run_waiting_to_retry_a_step_says_which_and_when(
+        ui: httpx.AsyncClient) -> None:
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("retrying_later", "t", run_id="rl-1")
+    await _until_waiting(ui, "rl-1")
+    box = _waits_box((await ui.get("/runs/rl-1")).text)
+    assert "Waiting to retry" in box and ">sync_crm</span>" in box
+    assert re.search(r"\(in (1\.0 h|[56]\d min)\)", box), box  # (the backoff's jitter)
+    assert "attempt 1 failed: ConnectionError: CRM at crm.example is down (t)" in box

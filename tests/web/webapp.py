@@ -60,6 +60,10 @@ def make_app(url: str | None = None) -> tether.App:
             raise TimeoutError(f"provider timed out ({tag})")
         return tag
 
+    @app.step(name="sync_crm", retry=tether.RetryPolicy(initial_interval=3600, max_attempts=3))
+    async def sync_crm(tag: str) -> str:
+        raise ConnectionError(f"CRM at crm.example is down ({tag})")
+
     @app.step
     async def fragile(tag: str) -> str:
         if tag not in FIXED and tag not in os.environ.get("TETHER_TEST_FIXED", "").split(","):
@@ -100,6 +104,10 @@ def make_app(url: str | None = None) -> tether.App:
                                           f"{item} is needed for the report", approval_id="1",
                                           status={"agent": "purchase"})
         return {"approved": decision.approved, "note": decision.note}
+
+    @app.workflow
+    async def retrying_later(tag: str) -> str:
+        return await sync_crm(tag)
 
     @app.workflow
     async def nap() -> str:

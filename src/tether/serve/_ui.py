@@ -290,7 +290,8 @@ def _schema_hint(schema: Any) -> str | None:
 
 async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
     """What a waiting run waits for and how a person answers it, from its
-    ``waiting_for`` (``signal NAME``, ``timer until ISO``, ``child ID``) and, for a
+    ``waiting_for`` (``signal NAME``, ``timer until ISO``, ``child ID``, ``retry
+    STEP``) and, for a
     signal the workflow asked a person for, its live status's ``input`` (``message``,
     ``schema``: the budget's raise, `docs/llm.md`). None when it waits for nothing, or
     for an approval (the approval's own box answers that)."""
@@ -318,6 +319,15 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
         except ValueError:
             return None
         return {"kind": "timer", "until": until}
+    if kind == "retry" and what and not what.startswith("after "):
+        # (``retry after a store error: ...`` is the worker's own wait, not a step's.)
+        failed = [e for e in doc.get("entries", ()) if e["state"] == "retrying"
+                  and e["name"] == what]
+        last = failed[-1] if failed else None
+        return {"kind": "retry", "step": what,
+                "until": last["until"] if last else doc.get("available_at"),
+                "attempts": last["attempts"] if last else None,
+                "error_text": last["error_text"] if last else None}
     if kind == "child" and what:
         child = await app.store.run_get(what)
         return {"kind": "child", "child": what,
