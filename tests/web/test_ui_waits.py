@@ -104,6 +104,10 @@ async def test_a_sleeping_run_and_a_parent_say_what_they_wait_for(
     box = _waits_box((await ui.get("/runs/nap-1")).text)
     assert "Sleeping" in box and "UTC" in box and "(in 3.0 h)" in box
     assert "<form" not in box
+    # The runs list says how far ahead the timer wakes, not its ISO time.
+    row = re.search(r'<tr>(?:(?!</tr>).)*nap-1(?:(?!</tr>).)*</tr>',
+                    (await ui.get("/runs")).text, re.S)
+    assert row is not None and "timer, wakes in 3.0 h" in row.group(0)
     box = _waits_box((await ui.get("/runs/wp-1")).text)
     assert "Waiting for its child run" in box
     assert 'href="/runs/wp-1.0"' in box

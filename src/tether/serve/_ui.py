@@ -100,6 +100,21 @@ def fmt_in(context: Context, ts: float | None) -> str:
     return f"in {s / 86400:.0f} d"
 
 
+@pass_context
+def fmt_waits(context: Context, waiting_for: str | None) -> str:
+    """A run's ``waiting_for`` as the runs table says it: a timer by how far ahead it
+    wakes ("timer, wakes in 2.7 h") rather than its ISO time, the rest as stored."""
+    text = waiting_for or ""
+    if text.startswith("timer until "):
+        try:
+            until = dt.datetime.fromisoformat(text[len("timer until "):]).timestamp()
+        except ValueError:
+            return text
+        ahead = fmt_in(context, until)
+        return "timer, due" if ahead == "due" else f"timer, wakes {ahead}"
+    return text
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
@@ -180,9 +195,9 @@ def sealed_text(value: dict[str, Any]) -> str:
     return "encrypted — this server's payload hook cannot decode it"
 
 
-_ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, duration=fmt_duration,
-                    tokens=fmt_tokens, usd=fmt_usd, pretty=pretty, short=short, id=short_id,
-                    seg=path_segment)
+_ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, waits=fmt_waits,
+                    duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd, pretty=pretty,
+                    short=short, id=short_id, seg=path_segment)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 
