@@ -851,6 +851,11 @@ class RunContext:
         """Note ``args`` (the code's arguments, as a value) against ``entry``'s recorded
         ones: the replayer's check only (``compares_args``)."""
 
+    def argument_texts(self, blobs: Mapping[str, str]) -> None:
+        """The content-addressed texts the code's next arguments name (an LLM call's
+        prompt, by digest), for the replayer's check to say what changed in them
+        (``tether.ext.Run.argument_texts``); nothing anywhere else."""
+
     def recorded(self, pos: int, kind: OperationKind, name: str) -> JournalEntry | None:
         """The entry at ``pos`` if it records this operation; stops the run as blocked if
         it records another one."""

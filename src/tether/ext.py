@@ -219,6 +219,14 @@ class Run:
             raise OutsideRun("tether.ext.Run.store_with_entry()", "a step's body")
         return self._ctx.stage_blobs(info.position, blobs)
 
+    def argument_texts(self, blobs: Mapping[str, str]) -> None:
+        """The content-addressed texts the arguments of the operation about to be called
+        name (a durable LLM call's prompt: its journaled ``messages`` is a digest). A
+        worker ignores them (``store_with_entry`` stores them); the replay check
+        (``tether.testing.replay(compare_args=True)``) keeps them, to say which message of
+        a changed prompt differs from the recorded one. Cheap: call it before the step."""
+        self._ctx.argument_texts(blobs)
+
     def add_metrics(self, deltas: Mapping[str, float]) -> None:
         """Add numbers to the run's metrics; see :func:`add_metrics`."""
         self._ctx.add_metrics(_finite_deltas(deltas))

@@ -390,6 +390,7 @@ class LLM:
             while True:
                 limit = spending.effective(budget)
                 body = self._body(run, call, spending, limit, claim, on_chunk)
+                run.argument_texts(call.blobs)  # (the replay check's; nothing in a worker)
                 try:
                     value = await ext.step(
                         self.operation, body, call.refs, retry=self.retry,

@@ -44,6 +44,12 @@ from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import NonDeterminismError, PayloadError
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
+from tether.testing._prompts import (
+    BlobGet,
+    call_refs,
+    describe_prompt_change,
+    is_prompt_change,
+)
 
 OK, PENDING = EntryStatus.OK, EntryStatus.PENDING
 #: Operations whose entry is final only when ``ok`` (a timer or a child start is never
@@ -69,6 +75,9 @@ class ArgumentChange:
             ``[args, kwargs]``; a child's ``{"args", "kwargs"}``).
         requested: the arguments the code passes now, in the same form (a string
             ``"<not storable: ...>"`` if they cannot be encoded).
+        prompt: for an LLM call whose prompt changed, how (which messages differ, and
+            the words around the change) when the recorded messages can be read (from the
+            store the run ran on), else what the digests tell; ``None`` otherwise.
     """
 
     position: int
@@ -76,10 +85,12 @@ class ArgumentChange:
     name: str
     recorded: Any
     requested: Any
+    prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "kind": self.kind, "name": self.name,
-                "recorded": self.recorded, "requested": self.requested}
+                "recorded": self.recorded, "requested": self.requested,
+                "prompt": self.prompt}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +176,12 @@ class _CheckContext(RunContext):
         self.frontier: tuple[int, str, str] | None = None
         self.compares_args = compare_args
         self.changed_args: list[ArgumentChange] = []
+        #: The texts the code's arguments name (an LLM call's prompt), by digest.
+        self.texts: dict[str, str] = {}
+
+    def argument_texts(self, blobs: Mapping[str, str]) -> None:
+        if self.compares_args:
+            self.texts.update(blobs)
 
     def compare_args(self, entry: JournalEntry, args: Any) -> None:
         if entry.args is None:  # (arguments that could not be stored: nothing to compare)
@@ -254,11 +271,17 @@ def _what_changed(change: ArgumentChange) -> str:
     """"position 0: step 'fetch' recorded with ["abc"], the code passes ["ABC"]", or for
     dicts (an LLM call's arguments, a child's input) only the keys that differ."""
     old, new = change.recorded, change.requested
+    if change.prompt:  # (an LLM call's one argument: its references)
+        old, new = call_refs(old) or old, call_refs(new) or new
     head = f"position {change.position}: {change.kind} {change.name!r} "
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted({*old, *new}, key=str)
+        # (An LLM call's prompt, said in words: its digest and count say nothing more.)
+        hidden = ("messages", "count") if change.prompt else ()
         diff = [f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys
-                if _canonical(old.get(k)) != _canonical(new.get(k))]
+                if k not in hidden and _canonical(old.get(k)) != _canonical(new.get(k))]
+        if change.prompt:
+            diff.insert(0, change.prompt)
         return head + "arguments changed (" + "; ".join(diff) + ")"
     return head + f"recorded with arguments {_short(old)}, the code passes {_short(new)}"
 
@@ -282,9 +305,12 @@ def _hint(journal: dict[int, JournalEntry], pos: int,
 
 
 async def check_history(app: App, history: History, *, timeout: float = DEFAULT_TIMEOUT,
-                        compare_args: bool = False) -> ReplayResult:
+                        compare_args: bool = False,
+                        blob_get: BlobGet | None = None) -> ReplayResult:
     """Replay one history against ``app``'s current code (see the module docstring);
-    ``compare_args``: also compare the arguments of the operations the journal answers."""
+    ``compare_args``: also compare the arguments of the operations the journal answers.
+    ``blob_get``: the ``blob_get`` of the store the run ran on, where the recorded
+    prompts of its LLM calls are (a changed one is then told message by message)."""
     wdef = app.workflows().get(history.workflow)
     if wdef is None:
         return _result(history, False, message=(
@@ -330,7 +356,11 @@ async def check_history(app: App, history: History, *, timeout: float = DEFAULT_
         if not task.done():
             task.cancel()
         await asyncio.gather(task, *ctx.tasks, return_exceptions=True)
-    return _with_args(_verdict(ctx, history, raised), ctx.changed_args)
+    changes = [dataclasses.replace(c, prompt=await describe_prompt_change(
+                   c.recorded, c.requested, ctx.texts, blob_get))
+               if is_prompt_change(c.name, c.recorded, c.requested) else c
+               for c in ctx.changed_args]
+    return _with_args(_verdict(ctx, history, raised), changes)
 
 
 def _result(history: History, compatible: bool, **fields: Any) -> ReplayResult:
@@ -405,7 +435,8 @@ def _verdict(ctx: _CheckContext, history: History,
 
 async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *,
                  timeout: float = DEFAULT_TIMEOUT,
-                 compare_args: bool = False) -> list[ReplayResult]:
+                 compare_args: bool = False,
+                 blob_get: BlobGet | None = None) -> list[ReplayResult]:
     """Check recorded runs against ``app``'s current code, executing nothing.
 
     ``histories``: file paths (``tether export`` output), dicts of that form, or
@@ -413,7 +444,9 @@ async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *
     ``compare_args``: also compare the arguments of the steps and child starts the
     journal answers (off by default: a worker replays them whatever their arguments);
     every change is listed in ``ReplayResult.changed_args`` and makes the run not
-    compatible.
+    compatible. ``blob_get``: the ``blob_get`` of the store the runs ran on (an App's
+    ``app.store.blob_get``), where the recorded prompts of their LLM calls are: a
+    changed prompt is then told message by message (``ArgumentChange.prompt``).
 
     Raises:
         HistoryError: a history that cannot be read (one line naming the file).
@@ -421,5 +454,5 @@ async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *
     if isinstance(histories, (str, os.PathLike, Mapping, History)):
         histories = [histories]
     loaded = [load_history(h) for h in histories]
-    return [await check_history(app, h, timeout=timeout, compare_args=compare_args)
-            for h in loaded]
+    return [await check_history(app, h, timeout=timeout, compare_args=compare_args,
+                                blob_get=blob_get) for h in loaded]

@@ -1,0 +1,98 @@
+"""The replay check's ``compare_args`` on a durable LLM call whose prompt changed: the
+journal keeps the conversation's digest, so the check reads the recorded messages from
+the store the run ran on and says which message differs and how; from a history file
+alone (no prompts in it) it says what the digests still tell."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import tether
+from tether.ai import LLM, system_message, user_message
+from tether.testing import Reply, ScriptedLLMServer, TestEnv, export_history, load_history, replay
+from tether.testing._replayer import check_history
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedLLMServer]:
+    async with ScriptedLLMServer() as srv:
+        yield srv
+
+
+LLMS: list[LLM] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while LLMS:
+        await LLMS.pop().aclose()
+
+
+def make(server: ScriptedLLMServer, prompt: str, *, follow_up: bool = False) -> tether.App:
+    """A workflow asking a model one question; ``prompt`` words it, ``follow_up`` adds a
+    message after it."""
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test-key")
+    LLMS.append(llm)
+    app = tether.App()
+
+    @app.workflow(name="summarise")
+    async def summarise(topic: str) -> str:
+        messages = [system_message("You write short, plain summaries."),
+                    user_message(prompt.format(topic=topic))]
+        if follow_up:
+            messages.append(user_message("Keep it under fifty words."))
+        reply = await llm.chat(messages)
+        return reply.text or ""
+
+    return app
+
+
+async def test_a_changed_prompt_is_told_message_by_message(
+        server: ScriptedLLMServer) -> None:
+    server.set_script([Reply("Replay answers each step from the journal.")])
+    v1 = make(server, "Summarise the design of {topic}.")
+    reworded = make(server, "Summarise the design of {topic} in French.")
+    grown = make(server, "Summarise the design of {topic}.", follow_up=True)
+    async with TestEnv(v1) as env:
+        handle = await env.start("summarise", "tether", run_id="s1")
+        assert await handle.result() == "Replay answers each step from the journal."
+        doc = await export_history(env.app, "s1")
+        blob_get = env.app.store.blob_get
+        history = load_history(doc)
+
+        # With the store the run ran on: which message, and the words around the change.
+        result = await check_history(reworded, history, compare_args=True,
+                                     blob_get=blob_get)
+        assert not result.compatible
+        [change] = result.changed_args
+        assert change.name == "llm:openai:gpt-4.1-mini"
+        assert change.prompt == ('the prompt changed: message 2 of 2 differs (user: '
+                                 '"…design of tether." -> "…design of tether in French.")')
+        assert result.message == ("position 0: step 'llm:openai:gpt-4.1-mini' arguments "
+                                  f"changed ({change.prompt})")
+        assert change.to_dict()["prompt"] == change.prompt
+
+        [result] = await replay(grown, doc, compare_args=True, blob_get=blob_get)
+        [change] = result.changed_args
+        assert change.prompt == "the prompt changed: message 3 of 3 added"
+
+        # The same code: no change, no prompt to tell.
+        same = await check_history(v1, history, compare_args=True, blob_get=blob_get)
+        assert same.compatible and same.changed_args == ()
+
+    # A history file holds the journal only. A prompt that grew still names the
+    # recorded messages (the same chain, from the code's own texts); a reworded one
+    # is told as changed, with where to look for which message.
+    [result] = await replay(grown, doc, compare_args=True)
+    [change] = result.changed_args
+    assert change.prompt == "the prompt changed: message 3 of 3 added"
+    [result] = await replay(reworded, doc, compare_args=True)
+    [change] = result.changed_args
+    assert change.prompt is not None
+    assert change.prompt.startswith("the prompt changed (2 messages recorded, 2 now; the "
+                                    "journal keeps its digest only, and a history file "
+                                    "holds no prompts: check against the store")
+    assert "messages: " not in result.message  # (no bare digests when words say it)
