@@ -124,3 +124,16 @@ async def test_a_run_waiting_to_retry_a_step_says_which_and_when(
     assert "Waiting to retry" in box and ">sync_crm</span>" in box
     assert re.search(r"\(in (1\.0 h|[56]\d min)\)", box), box  # (the backoff's jitter)
     assert "attempt 1 failed: ConnectionError: CRM at crm.example is down (t)" in box
+
+
+async def test_a_postponed_step_says_why_and_when(ui: httpx.AsyncClient) -> None:
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("postponed_later", "t", run_id="pp-1")
+    await _until_waiting(ui, "pp-1")
+    box = _waits_box((await ui.get("/runs/pp-1")).text)
+    assert "<b>Postponed</b>: the step" in box and ">crm_quota</span>" in box
+    assert "CRM quota used up for t: try in an hour" in box
+    assert re.search(r"runs again at .* UTC <span class=\"muted\">\(in (1\.0 h|[56]\d min)\)",
+                     box), box
+    assert "failed:" not in box  # (a postponed step failed nothing)

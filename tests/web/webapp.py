@@ -65,6 +65,10 @@ def make_app(url: str | None = None) -> tether.App:
         raise ConnectionError(f"CRM at crm.example is down ({tag})")
 
     @app.step
+    async def crm_quota(tag: str) -> str:
+        raise tether.Postpone(3600, f"CRM quota used up for {tag}: try in an hour")
+
+    @app.step
     async def fragile(tag: str) -> str:
         if tag not in FIXED and tag not in os.environ.get("TETHER_TEST_FIXED", "").split(","):
             raise tether.NonRetryable(f"bug in fragile({tag!r})")
@@ -108,6 +112,10 @@ def make_app(url: str | None = None) -> tether.App:
     @app.workflow
     async def retrying_later(tag: str) -> str:
         return await sync_crm(tag)
+
+    @app.workflow
+    async def postponed_later(tag: str) -> str:
+        return await crm_quota(tag)
 
     @app.workflow
     async def nap() -> str:

@@ -306,7 +306,7 @@ def _schema_hint(schema: Any) -> str | None:
 async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
     """What a waiting run waits for and how a person answers it, from its
     ``waiting_for`` (``signal NAME``, ``timer until ISO``, ``child ID``, ``retry
-    STEP``) and, for a
+    STEP``, ``postponed STEP: REASON``) and, for a
     signal the workflow asked a person for, its live status's ``input`` (``message``,
     ``schema``: the budget's raise, `docs/llm.md`). None when it waits for nothing, or
     for an approval (the approval's own box answers that)."""
@@ -334,15 +334,19 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
         except ValueError:
             return None
         return {"kind": "timer", "until": until}
-    if kind == "retry" and what and not what.startswith("after "):
-        # (``retry after a store error: ...`` is the worker's own wait, not a step's.)
+    postponed = kind == "postponed"
+    if (kind == "retry" and what and not what.startswith("after ")) or (postponed and what):
+        # (``retry after a store error: ...`` is the worker's own wait, not a step's;
+        # ``postponed STEP: REASON``: a step said "not now", ``tether.Postpone``.)
+        step, _, reason = what.partition(": ") if postponed else (what, "", "")
         failed = [e for e in doc.get("entries", ()) if e["state"] == "retrying"
-                  and e["name"] == what]
+                  and e["name"] == step]
         last = failed[-1] if failed else None
-        return {"kind": "retry", "step": what,
-                "until": last["until"] if last else doc.get("available_at"),
+        return {"kind": "retry", "step": step, "postponed": postponed,
+                "reason": reason or None,
+                "until": last["until"] if last else None,
                 "attempts": last["attempts"] if last else None,
-                "error_text": last["error_text"] if last else None}
+                "error_text": last["error_text"] if last and not postponed else None}
     if kind == "child" and what:
         child = await app.store.run_get(what)
         return {"kind": "child", "child": what,
