@@ -64,13 +64,12 @@ async def _chain(head: str | None, texts: Mapping[str, str],
         if len(keys) > 100_000:
             return None
     keys.reverse()
-    out = []
-    for key in keys:
-        message = await text(key)
-        if message is None:
-            return None
-        out.append(message)
-    return out
+    missing = [k for k in dict.fromkeys(keys) if k not in found]
+    if missing and blob_get is not None:  # (the messages in one read, not one apiece)
+        found.update(await blob_get(keys=missing))
+    if any(k not in found for k in keys):
+        return None
+    return [found[k] for k in keys]
 
 
 def _nodes(head: str | None, texts: Mapping[str, str]) -> list[str]:
