@@ -403,3 +403,17 @@ async def test_the_runs_page_lists_a_parents_children_and_shows_the_filter(
     assert "children of" not in everything and 'href="/runs/dad"' in everything
     body = (await ui.get("/ui/runs/mom?part=body")).text
     assert '<a class="small" href="/runs?parent=mom">list them</a>' in body
+
+
+def test_no_template_puts_a_name_into_a_path_with_urlencode() -> None:
+    """A run id (or schedule name) inside a page's path goes through the ``seg`` filter:
+    Jinja2's ``urlencode`` keeps ``/``, and a browser resolves the ``..`` of an id such as
+    ``a/../victim`` into another run's address (its approve button answered the other
+    run's approval). Query strings may use ``urlencode`` (a ``/`` there is data)."""
+    templates = ROOT / "src" / "tether" / "serve" / "templates"
+    in_path = re.compile(r"/\{\{[^}]*\|\s*urlencode\b")  # (a query value follows "=")
+    found = [f"{page.name}:{n}: {line.strip()}"
+             for page in sorted(templates.glob("*.html"))
+             for n, line in enumerate(page.read_text().splitlines(), 1)
+             if in_path.search(line)]
+    assert not found, found
