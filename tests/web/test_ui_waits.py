@@ -58,7 +58,7 @@ async def test_a_run_waiting_for_a_signal_offers_to_send_it(ui: httpx.AsyncClien
     await _until_waiting(ui, "ws/1")
     box = _waits_box((await ui.get("/runs/ws/1")).text)
     assert "Waiting for the signal" in box and ">go</span>" in box
-    assert 'action="/ui/runs/ws/1/signal"' in box
+    assert 'action="/ui/runs/ws%2F1/signal"' in box
     assert '<input type="hidden" name="name" value="go">' in box
     assert "tether signal ws/1 go --data JSON" in box
     # The form in the box sends the signal: the run goes on with its data.
