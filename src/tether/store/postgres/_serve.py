@@ -40,7 +40,9 @@ class PostgresServeQueries:
                          queue: str | None = None, parent: str | None = None,
                          text: str | None = None, limit: int = 50,
                          before: tuple[float, str] | None = None) -> list[RunRecord]:
-        rows, _ = await self._one("run_search", {
+        # Nothing to narrow the runs by: the per-status merge (serve.sql, run_search_all).
+        unfiltered = not (status or workflow or queue or parent or text)
+        rows, _ = await self._one("run_search_all" if unfiltered else "run_search", {
             "status": status, "workflow": workflow, "queue": queue, "parent": parent,
             "text": text or None, "limit": limit,
             "before_at": before[0] if before else None,

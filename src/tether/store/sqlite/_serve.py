@@ -80,7 +80,12 @@ class SqliteServeQueries(WriterClient):
 
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
-    return [run_from_row(r) for r in conn.execute(Q["run_search"], params)]
+    # Nothing to narrow the runs by: the per-status merge (serve.sql, run_search_all).
+    unfiltered = not any(params[k] for k in ("status", "workflow", "queue", "parent", "text"))
+    if unfiltered:
+        params = {k: params[k] for k in ("limit", "before_at", "before_id")}
+    return [run_from_row(r) for r in
+            conn.execute(Q["run_search_all" if unfiltered else "run_search"], params)]
 
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,
