@@ -69,3 +69,20 @@ def test_sqlite_unfiltered_listing_scans_no_table(tmp_path: Path) -> None:
         searches = [p for p in plan if "tether_runs" in p]
         assert searches, plan
         assert all(p.startswith("SEARCH") for p in searches), plan
+
+
+async def test_run_list_without_a_status_lists_every_status_newest_first(
+        store: Store) -> None:
+    """``Store.run_list`` (``tether runs``, ``App.list_runs``): ties of created_at by run
+    id ascending, as before the per-status merge."""
+    expected: list[tuple[float, str]] = []
+    for i in range(21):
+        status = list(RunStatus)[i % len(RunStatus)]
+        at = T0 + i // 3
+        run_id = f"r{(i * 5) % 21:02d}"
+        await store.run_insert(run=run_record(run_id, status=status.value, now=at))
+        expected.append((-at, run_id))
+    order = [rid for _, rid in sorted(expected)]
+    for limit in (1, 4, 21, 50):
+        assert [r.run_id for r in await store.run_list(limit=limit)] == order[:limit]
+    assert {r.status for r in await store.run_list(limit=21)} == {s.value for s in RunStatus}

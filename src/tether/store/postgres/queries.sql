@@ -95,12 +95,28 @@ woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
 SELECT run_id FROM ins, woke;
 
 -- run_list --
--- Runs, newest first.
+-- Runs, newest first: the newest of each status through runs_status (status, created_at),
+-- or for 'running' through runs_held, merged (as serve.sql's run_search_all: no ordered
+-- scan of every run, 0.6 s on 1.1 M runs). The statuses are RunStatus's, all of them.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
-FROM {schema}.runs ORDER BY created_at DESC, run_id LIMIT %(limit)s;
+FROM (
+      (SELECT * FROM {schema}.runs WHERE status = 'queued' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE status = 'running' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE status = 'waiting' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE status = 'completed' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE status = 'failed' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE status = 'cancelled' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE status = 'blocked' ORDER BY created_at DESC, run_id LIMIT %(limit)s)) AS r
+ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
 -- run_list_status --
 -- Runs of one status, newest first.

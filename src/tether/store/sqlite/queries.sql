@@ -46,6 +46,30 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        version, forked_from, forked_at, generation, erased_at
 FROM tether_runs WHERE run_id = :run_id;
 
+-- run_list_all --
+-- Runs, newest first: the newest of each status through tether_runs_status (status,
+-- created_at), merged (as serve.sql's run_search_all: no ordered scan of every run).
+-- The statuses are RunStatus's, all of them.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM (
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'queued' ORDER BY created_at DESC, run_id LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'running' ORDER BY created_at DESC, run_id LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'waiting' ORDER BY created_at DESC, run_id LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'completed' ORDER BY created_at DESC, run_id LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'failed' ORDER BY created_at DESC, run_id LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'cancelled' ORDER BY created_at DESC, run_id LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'blocked' ORDER BY created_at DESC, run_id LIMIT :limit))
+ORDER BY created_at DESC, run_id LIMIT :limit;
+
 -- run_list --
 -- Runs, newest first, optionally of one status.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
