@@ -42,6 +42,10 @@ async def test_unfiltered_pages_list_every_run_of_every_status_newest_first(
         assert await _all_pages(store, limit) == newest_first
     # The filtered query (workflow "wf" is every run's) agrees.
     assert await _all_pages(store, 3, workflow="wf") == newest_first
+    for status in RunStatus:
+        assert await _all_pages(store, 2, status=status.value) == [
+            rid for rid in newest_first if int(rid[1:]) in {(i * 7) % 40 for i in range(40)
+                                                          if list(RunStatus)[i % 7] == status}]
     first = await store.run_search(limit=5)
     assert [r.run_id for r in first] == newest_first[:5]
     assert {r.status for r in await store.run_search(limit=40)} == {s.value for s in RunStatus}
@@ -65,7 +69,8 @@ def test_sqlite_unfiltered_listing_scans_no_table(tmp_path: Path) -> None:
     for before in (None, T0):
         plan = [row[3] for row in conn.execute(
             "EXPLAIN QUERY PLAN " + sql,
-            {"limit": 50, "before_at": before, "before_id": "r" if before else None})]
+            {"status": None, "limit": 50, "before_at": before,
+             "before_id": "r" if before else None})]
         searches = [p for p in plan if "tether_runs" in p]
         assert searches, plan
         assert all(p.startswith("SEARCH") for p in searches), plan

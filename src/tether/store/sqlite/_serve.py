@@ -80,10 +80,11 @@ class SqliteServeQueries(WriterClient):
 
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
-    # Nothing to narrow the runs by: the per-status merge (serve.sql, run_search_all).
-    unfiltered = not any(params[k] for k in ("status", "workflow", "queue", "parent", "text"))
+    # Nothing but a status to narrow the runs by: the per-status merge (serve.sql,
+    # run_search_all); `:status IS NULL OR status = :status` scans every run (5.6 s on 1.1 M).
+    unfiltered = not any(params[k] for k in ("workflow", "queue", "parent", "text"))
     if unfiltered:
-        params = {k: params[k] for k in ("limit", "before_at", "before_id")}
+        params = {k: params[k] for k in ("status", "limit", "before_at", "before_id")}
     return [run_from_row(r) for r in
             conn.execute(Q["run_search_all" if unfiltered else "run_search"], params)]
 
