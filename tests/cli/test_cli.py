@@ -291,10 +291,12 @@ def test_a_worker_stopped_while_its_database_is_unreachable_exits_cleanly(
 
 
 def test_serve_on_an_unreachable_postgres_is_one_line() -> None:
-    """``tether serve`` with its database unreachable at start: one error line and exit
-    1 like every other command (it was the ASGI lifespan's traceback and exit 3)."""
-    proc = tether_cli("serve", "--port", "65001", db="postgresql://postgres@127.0.0.1:1/nowhere",
-                      timeout=90)
+    """``tether serve --wait-for-store 0`` with its database unreachable at start: one
+    error line and exit 1 like every other command (it was the ASGI lifespan's
+    traceback and exit 3). Without the flag it waits for the store, serving 503s
+    meanwhile (``tests/web/test_store_at_start.py``)."""
+    proc = tether_cli("serve", "--port", "65001", "--wait-for-store", "0",
+                      db="postgresql://postgres@127.0.0.1:1/nowhere", timeout=90)
     assert_one_line_error(proc, "127.0.0.1", "unavailable")
     assert proc.returncode == 1
 

@@ -23,7 +23,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "serve", parents=[common], help="serve the HTTP API and the web UI",
         description="Serve the HTTP API (/api/v1, /openapi.json), the web UI, /metrics and "
         "/healthz over the store the workers use. Stateless: several serve processes can "
-        "share one PostgreSQL store. Without tokens it binds to loopback only.")
+        "share one PostgreSQL store. Without tokens it binds to loopback only. It listens "
+        "even if the store cannot be reached yet, and opens it as soon as it answers "
+        "(--wait-for-store); a store no wait fixes (a SQLite folder that does not exist, "
+        "a schema behind with auto-migration off) is an error at start.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8233, help="port (default 8233)")
     p.add_argument("--token-file", metavar="FILE",
@@ -51,6 +54,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "every SECONDS and no sooner than ten times the last computation's "
                    "duration after it; a scrape answers at once with the latest (default "
                    "15; 0: compute them in each scrape, for a small store)")
+    p.add_argument("--wait-for-store", type=non_negative_float, default=None,
+                   metavar="SECONDS",
+                   help="give up and exit 1 if the store is still unreachable this long "
+                   "after start (default: wait until it answers, serving meanwhile: "
+                   "/healthz and the API answer 503 store_unavailable, the store is "
+                   "tried again after 0.5 s doubling to 10 s, a line on stderr each "
+                   "time; 0: exit at the first failure)")
     p.set_defaults(handler=serve)
 
 
@@ -63,6 +73,7 @@ async def serve(args: argparse.Namespace) -> int:
             DEFAULT_MAX_BODY,
             DEFAULT_METRICS_INTERVAL,
             DEFAULT_REQUEST_TIMEOUT,
+            StoreOpener,
             Tokens,
             check_bind,
             create_app,
@@ -89,11 +100,19 @@ async def serve(args: argparse.Namespace) -> int:
     timeout = args.request_timeout
     client_timeout = (DEFAULT_CLIENT_TIMEOUT if args.client_timeout is None
                       else args.client_timeout or None)
+    given_up: list[Exception] = []
+
+    def give_up(exc: Exception) -> None:  # (the store, after listening: stop, exit 1)
+        given_up.append(exc)
+        server.should_exit = True
+
+    opener = StoreOpener(app, wait=args.wait_for_store, on_failure=give_up)
     asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY,
                       request_timeout=DEFAULT_REQUEST_TIMEOUT if timeout is None
                       else timeout or None, client_timeout=client_timeout,
                       metrics_interval=DEFAULT_METRICS_INTERVAL
-                      if args.metrics_interval is None else args.metrics_interval)
+                      if args.metrics_interval is None else args.metrics_interval,
+                      opener=opener)
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",
@@ -101,14 +120,22 @@ async def serve(args: argparse.Namespace) -> int:
                             http=http_protocol(client_timeout) if client_timeout
                             else "auto")
     server = uvicorn.Server(config)
-    # Open the store before the server starts: a database that cannot be reached (or a
-    # store that cannot be opened) is then one line and exit 1, as for every command,
-    # not the ASGI lifespan's traceback and uvicorn's exit 3. (The lifespan's own open
-    # finds it opened.)
-    await app._open()
+    # The first attempt to open the store comes before the server starts: a store that
+    # cannot be opened (ConfigError: a mistake no wait fixes) is then one line and exit
+    # 1, as for every command, not the ASGI lifespan's traceback and uvicorn's exit 3.
+    # One that cannot be reached (StoreUnavailable) is tried again while serving: a
+    # database that starts after this process (docker-compose, Kubernetes) would
+    # otherwise cost a restart, with growing delays. (The lifespan finds it tried.)
+    try:
+        await opener.first()
+    except BaseException:
+        await app.close()
+        raise
     mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
     where = _address(args.host, args.port)
-    log.info("serving %s on %s (%s)", _without_password(app.url), where, mode)
+    log.info("serving %s on %s (%s)%s", _without_password(app.url), where, mode,
+             "" if opener.ready else "; the store is not reached yet: requests that "
+             "need it answer 503 until it is")
     try:
         await server.serve()
     except SystemExit as exc:
@@ -117,6 +144,8 @@ async def serve(args: argparse.Namespace) -> int:
         await app.close()
         raise CliError(f"could not serve on {where} (exit "
                        f"{exc.code}; the log line above says why)") from None
+    if given_up:
+        raise given_up[0]
     return 0
 
 

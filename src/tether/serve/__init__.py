@@ -14,10 +14,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tether.serve._auth import Tokens, check_bind
     from tether.serve._metrics import DEFAULT_METRICS_INTERVAL
-    from tether.serve._server import DEFAULT_MAX_BODY, DEFAULT_REQUEST_TIMEOUT, create_app
+    from tether.serve._server import (
+        DEFAULT_MAX_BODY,
+        DEFAULT_REQUEST_TIMEOUT,
+        StoreOpener,
+        create_app,
+    )
 
 __all__ = ["DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_METRICS_INTERVAL",
-           "DEFAULT_REQUEST_TIMEOUT", "Tokens", "check_bind", "create_app", "http_protocol"]
+           "DEFAULT_REQUEST_TIMEOUT", "StoreOpener", "Tokens", "check_bind", "create_app",
+           "http_protocol"]
 
 
 def __getattr__(name: str) -> Any:

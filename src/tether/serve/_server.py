@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Match, Mount, Route
@@ -340,6 +342,142 @@ async def _body_too_slow(request: Request, exc: Exception) -> Response:
     return _too_slow()
 
 
+class StoreOpener:
+    """Opens the served App's store, before the server listens and then beside it.
+
+    ``tether serve`` listens whether or not its store answers yet: in docker-compose or
+    Kubernetes the database often comes up after the application, and a server that
+    exited would be restarted with growing delays (CrashLoopBackOff), its UI down for
+    minutes after the database is back. ``first()`` makes one attempt before listening:
+    a mistake no wait fixes (``ConfigError``: a SQLite folder that does not exist, a
+    PostgreSQL schema behind with auto-migration off) is raised then, as before. Only a
+    store that cannot be reached (``StoreUnavailable``) is waited for: ``keep()`` tries
+    again after 0.5 s, doubling to 10 s, an ERROR line per failed attempt, as a worker's
+    start does (``Worker(start_retry=)``). Meanwhile every request that needs the store
+    answers as during an outage (``_StoreGate``): 503 ``store_unavailable`` naming why,
+    ``/healthz`` too, a page the 503 page that loads itself again.
+
+    Args:
+        app: the served App.
+        wait: seconds after the first attempt past which a store still unreachable is
+            given up (``failure``; ``0``: the first attempt only); ``None``: until it
+            answers.
+        on_failure: called with the error once the store is given up (a mistake met
+            after listening, or ``wait`` passed): ``tether serve`` stops and exits 1.
+            Without it the server goes on answering 503 with the error, and logs it.
+    """
+
+    def __init__(self, app: App, *, wait: float | None = None,
+                 on_failure: Callable[[Exception], None] | None = None) -> None:
+        from tether.worker._worker import START_RETRY_FIRST
+
+        self.app = app
+        self.wait = wait
+        self.on_failure = on_failure
+        #: Why the store was given up, if it was.
+        self.failure: Exception | None = None
+        #: Failed attempts so far.
+        self.attempts = 0
+        self._last: StoreUnavailable | None = None
+        self._began: float | None = None
+        self._delay = START_RETRY_FIRST
+        self._pause = START_RETRY_FIRST
+
+    @property
+    def ready(self) -> bool:
+        """Whether the store is open (by this opener, or by whoever opened the App: a
+        test that serves an App it opened, without the lifespan)."""
+        return self.app._opened
+
+    def unavailable(self) -> StoreUnavailable:
+        """What a request answers while the store is not open."""
+        if self.failure is not None:
+            return StoreUnavailable(f"the store cannot be opened: {self.failure}")
+        if self._last is None:
+            return StoreUnavailable("the store is being opened")
+        return StoreUnavailable(f"{self._last} (not reached since this server started: "
+                                f"{self.attempts} failed attempts; trying again)")
+
+    async def first(self) -> None:
+        """The first attempt, once (later calls return at once): the store opened, or
+        unreachable and logged for ``keep()`` to try again.
+
+        Raises:
+            ConfigError, StoreError: a mistake no wait fixes.
+            StoreUnavailable: unreachable, and ``wait`` is 0.
+        """
+        if self._began is None:
+            self._began = time.monotonic()
+            await self._attempt()
+
+    async def keep(self) -> None:
+        """Try until the store opens (the first attempt too, if not made), or is given
+        up: ``failure`` is set, and ``on_failure`` called (else it is logged)."""
+        try:
+            await self.first()
+            while not self.ready:
+                await asyncio.sleep(self._pause)
+                await self._attempt()
+        except Exception as exc:  # (a mistake no wait fixes, or the wait's bound)
+            self.failure = exc
+            if self.on_failure is not None:
+                self.on_failure(exc)
+            else:
+                log.error("the store cannot be opened: %s; requests answer 503 until this "
+                          "server is restarted with it fixed", exc)
+
+    async def _attempt(self) -> None:
+        from tether.worker._worker import START_RETRY_MAX
+
+        try:
+            await self.app._open()
+        except StoreUnavailable as exc:
+            self.attempts += 1
+            self._last = exc
+            assert self._began is not None
+            left = None if self.wait is None else self._began + self.wait - time.monotonic()
+            if left is not None and left <= 0:
+                if self.attempts == 1:
+                    raise  # (wait 0: the error as it is, as every command says it)
+                raise StoreUnavailable(f"{exc} (still unreachable after {self.wait:g} s, "
+                                       f"{self.attempts} attempts)") from exc
+            self._pause = self._delay if left is None else min(self._delay, left)
+            # One line per attempt, naming the server, as a worker's start says it.
+            log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc,
+                      self._pause, self.attempts)
+            self._delay = min(self._delay * 2, START_RETRY_MAX)
+            return
+        if self.attempts:
+            log.info("store reachable after %d failed attempts", self.attempts)
+
+
+#: Paths that never need the store: served while it is not open yet. (``/mcp`` answers
+#: its clients' handshakes without it, and its tool calls say themselves that the store
+#: is unavailable, as ``tether mcp`` does.)
+_WITHOUT_STORE = ("/login", "/logout", "/openapi.json", "/mcp")
+
+
+def _needs_store(path: str) -> bool:
+    return not (path in _WITHOUT_STORE or path.startswith(("/static/", "/mcp/")))
+
+
+class _StoreGate:
+    """Starlette middleware: while the store is not open (``StoreOpener``), a request
+    that needs it answers what it answers during an outage (``_unavailable``), without
+    reaching a handler (whose store calls would fail as "not open")."""
+
+    def __init__(self, app: ASGIApp, opener: StoreOpener) -> None:
+        self.app = app
+        self.opener = opener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.opener.ready and _needs_store(scope["path"]):
+            response = await _unavailable(Request(scope, receive), self.opener.unavailable())
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 async def _openapi(request: Request) -> Response:
     return JSONResponse(document())
 
@@ -357,7 +495,8 @@ def create_app(app: App, *, tokens: Tokens | None = None,
                max_body: int = DEFAULT_MAX_BODY, mcp: bool = True,
                request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
                client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
-               metrics_interval: float = _metrics.DEFAULT_METRICS_INTERVAL) -> ASGIApp:
+               metrics_interval: float = _metrics.DEFAULT_METRICS_INTERVAL,
+               opener: StoreOpener | None = None) -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -377,20 +516,32 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             the figures of ``/metrics`` that scan the whole store (default 15; and at
             least ten times the last one's duration); 0: every figure computed in each
             scrape's request (a small store only).
+        opener: how the store is opened (``StoreOpener``); by default the lifespan's
+            start tries once, raising a mistake no wait fixes (``ConfigError``), and a
+            store it cannot reach is tried again beside serving, until it answers,
+            requests answering 503 ``store_unavailable`` meanwhile.
     """
     if metrics_interval < 0:
         raise ValueError(f"metrics_interval must be 0 or more, not {metrics_interval}")
     mcp_http = _mcp_face(app) if mcp else None
     cache = _metrics.MetricsCache(metrics_interval)
+    opener = opener or StoreOpener(app)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await app._open()
-        async with contextlib.AsyncExitStack() as stack:
-            if mcp_http is not None:
-                await stack.enter_async_context(mcp_http.lifespan())
-            yield
-        await cache.close()
+        await opener.first()  # (made already by `tether serve`, before it listens)
+        keeper = None if opener.ready else asyncio.ensure_future(opener.keep())
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if mcp_http is not None:
+                    await stack.enter_async_context(mcp_http.lifespan())
+                yield
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+            await cache.close()
         await app.close()
 
     routes: list[Any] = [
@@ -407,7 +558,8 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         # built from the request's Host, which sends MCP clients behind a reverse proxy
         # off their origin); `/mcp/` keeps answering too.
         routes += [Route("/mcp", endpoint=mcp_http.asgi), Mount("/mcp", app=mcp_http.asgi)]
-    web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    web = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(_StoreGate, opener=opener)], exception_handlers={
         _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
         _TooSlow: _body_too_slow,
         StoreUnavailable: _unavailable, InvalidName: _invalid_name,
