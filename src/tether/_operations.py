@@ -307,7 +307,8 @@ async def run_step(ctx: RunContext, sdef: StepDef, pos: int, args: tuple[Any, ..
         try:
             if sdef.rate_limit is not None:
                 await _take_rate(ctx, sdef)
-            info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation)
+            info = StepInfo(ctx.run_id, pos, name, state.attempts, ctx.generation,
+                            state.last_error)
             attempt = _invoke(ctx, sdef, info, args, kwargs, task)
             # (no observer: no wrapping coroutine, one fewer frame per step)
             value = await (_observe.step(ctx, info, attempt) if _observe.observers
@@ -379,6 +380,9 @@ class _Attempts:
     next_at: float | None = None
     #: What the run waits for before the next attempt ("" : "retry <step>").
     waiting_for: str = ""
+    #: The journaled error of the previous failed attempt (``StepInfo.previous_error``):
+    #: from the pending entry, then from each failure of this execution.
+    last_error: dict[str, Any] | None = None
 
     @classmethod
     def resume(cls, ctx: RunContext, name: str, entry: JournalEntry | None,
@@ -398,8 +402,10 @@ class _Attempts:
         state.next_at = entry.next_attempt_at
         if entry.error is not None:
             prev = ctx.codec.decode(entry.error) or {}
-            if isinstance(prev, dict) and str(prev.get("type", "")).endswith(".Postpone"):
-                state.waiting_for = f"postponed {name}: {prev.get('message', '')}"
+            if isinstance(prev, dict):
+                state.last_error = prev
+                if str(prev.get("type", "")).endswith(".Postpone"):
+                    state.waiting_for = f"postponed {name}: {prev.get('message', '')}"
         return state
 
     def begin(self, now: float) -> None:
@@ -437,7 +443,9 @@ async def _record_failure(ctx: RunContext, sdef: StepDef, pos: int, state: _Atte
     # the stamp's (past the clock's by ``lift`` when the journal's times are ahead).
     decision = decide_retry(sdef.retry, exc, attempts=state.attempts,
                             first_attempt_at=state.first_at, now=now - ctx.lift)
-    err = ctx.codec.encode_error(error_to_dict(exc, attempts=decision.attempts))
+    recorded = error_to_dict(exc, attempts=decision.attempts)
+    err = ctx.codec.encode_error(recorded)
+    state.last_error = recorded
     final = decision.failed_for_good
     entry = JournalEntry(
         pos, OperationKind.STEP, sdef.name, ERROR if final else PENDING, error=err,

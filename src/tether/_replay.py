@@ -30,7 +30,7 @@ import uuid as _uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -159,6 +159,13 @@ class StepInfo:
     attempt: int
     #: How many times the run continued as new (positions restart at 0 each time).
     generation: int = 0
+    #: The journaled error of this step's previous failed attempt, whichever execution
+    #: of the run made it (a release or a crash between attempts): ``{"type",
+    #: "message", "attrs", ...}``, ``attrs`` holding the exception's JSON public
+    #: attributes; ``None`` on a first attempt. For what a step's body must carry from
+    #: one attempt to the next (``tether.ai``: what the failed attempts were paid). Read
+    #: it, do not change it.
+    previous_error: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:

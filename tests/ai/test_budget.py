@@ -24,6 +24,7 @@ from tether.ai import (
     ChatReply,
     FatalProviderError,
     MeteredModel,
+    PriceTable,
     Usage,
     set_budget,
     user_message,
@@ -739,3 +740,60 @@ async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, 
     assert answered[0]["tether.failed_attempts.tokens"] == estimate_in + estimate_out
     assert answered[0]["tether.failed_attempts.estimated_tokens"] == (
         estimate_in + estimate_out)
+
+
+@pytest.mark.parametrize("exhausted", ["next call", "next attempt"])
+async def test_cut_attempts_paid_before_a_release_still_count(store_url: str,
+                                                              exhausted: str) -> None:
+    """Anthropic streams cut after their usage was told (1,002 tokens paid each), retried
+    after a wait longer than the worker's ``sticky_wait``: the run is released between
+    attempts, and each attempt runs in a new execution. What the earlier executions'
+    attempts were paid is carried on each failure's journaled error, so the record's
+    ``failed`` counts all three cuts and the next call is refused by a budget they
+    exhausted (3,006 + 1,050 >= 4,000); with a budget of 2,010 the third attempt is
+    refused itself (2,004 spent + its prompt's 9). The metrics count each cut once.
+    They used to count the last execution's cut only: the record said 1,002, the next
+    call (or attempt) was sent, past the budget."""
+    app = App(store_url)
+    cut = Reply("one two three four", input_tokens=1000, output_tokens=50,
+                reset_after_chunks=2)
+    limit = 4_000 if exhausted == "next call" else 2_010
+
+    async with ScriptedLLMServer() as server:
+        server.set_script([cut, cut, cut,
+                           Reply("one two three four", input_tokens=1000, output_tokens=50),
+                           Reply("never", input_tokens=10, output_tokens=1)])
+        llm = LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url,
+                  api_key="test", breaker=None,
+                  retry=tether.RetryPolicy(initial_interval=0.2, backoff=1.0,
+                                           max_attempts=None))
+
+        @app.workflow
+        async def wf() -> str:
+            set_budget(Budget(tokens=limit, on_exceed="fail"))
+            first = await llm.stream([user_message("First.")])
+            await llm.chat([user_message("Second.")])
+            return first.text or ""
+
+        run_id = f"rel-{exhausted.replace(' ', '-')}"
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start(wf, run_id=run_id)
+            spent = 4056 if exhausted == "next call" else 2004
+            with pytest.raises(RunFailed, match=rf"BudgetExceeded.*{spent} tokens spent"):
+                await handle.result(timeout=60)
+            info = await app.get_run(run_id)
+        await llm.aclose()
+    if exhausted == "next call":
+        assert len(server.requests) == 4
+        assert info.journal[0]["result"]["failed"] == {
+            "tokens": 3006, "estimated": 3,
+            "usd": pytest.approx(3 * PriceTable().price("claude-sonnet-4-5").cost(
+                Usage(1000, 2)))}
+        assert info.metrics["tokens.input"] == 4000 and info.metrics["tokens.output"] == 56
+        assert info.metrics["llm.calls"] == 1 and info.metrics["tokens.estimated"] == 3
+    else:
+        assert len(server.requests) == 2
+        refused = info.journal[0]["error"]
+        assert refused["type"] == "tether.ai._budget.BudgetExceeded"
+        assert refused["attrs"]["failed_attempts"]["tokens"] == 2004
+        assert info.metrics["tokens.input"] == 2000 and info.metrics["tokens.output"] == 4

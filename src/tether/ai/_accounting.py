@@ -29,6 +29,16 @@ input first, its output at the end): ``cut_usage`` counts what was told and esti
 the rest, ``CHARS_PER_TOKEN`` characters a token. An attempt with no answer begun (a
 refused connection, an error status) was not billed and counts nothing.
 
+What a call's failed attempts were paid (``PaidAttempts``) is journaled with its
+record (``failed``) and, until then, carried from one attempt to the next on the error
+each failed attempt journals (its attribute ``failed_attempts``, in the step's pending
+entry and attempt history): the next attempt reads it back
+(``tether.ext.StepInfo.previous_error``) whichever execution of the run made the
+earlier ones (a release during a long backoff, a crash between attempts), so the record
+and the budget count them all, and the metrics, written when each attempt failed, are
+not added again. A call that fails for good carries them on its journaled error, which
+the workflow's tally reads (``RunSpending.settle``).
+
 Spent figures are added from the step body, so they count what was really paid: a
 crash after the provider answered and before the journal commit pays twice, and the
 lost answer is usually not counted (its cost is written with its journal entry, in one
@@ -43,11 +53,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether import ext
 from tether.ai._pricing import PriceTable
 from tether.ai._types import ChatReply, Usage
 
-__all__ = ["CHARS_PER_TOKEN", "CallRecord", "cut_usage", "failed_cost", "failed_metrics",
-           "paid_by", "saved_metrics", "spent_metrics"]
+__all__ = ["CHARS_PER_TOKEN", "FAILED_ATTEMPTS", "CallRecord", "PaidAttempts", "cut_usage",
+           "failed_cost", "failed_metrics", "paid_by", "saved_metrics", "spent_metrics"]
+
+#: The attribute of an LLM step's failure (journaled with it, ``attrs``) that carries
+#: what the call's failed attempts were paid so far, this one included: ``{"tokens",
+#: "usd", "estimated"}``, as the record's ``failed``.
+FAILED_ATTEMPTS = "failed_attempts"
 
 #: Characters per token in the estimates of what an attempt cut midway used: of the
 #: request's canonical JSON (its messages, tools and output schema, as the budget's
@@ -171,9 +187,76 @@ def paid_by(exc: BaseException, price: Any,
 def failed_cost(record: Mapping[str, Any]) -> tuple[int, float]:
     """What a journaled call record says its failed attempts were paid (its
     ``failed``: tokens, USD), 0 for a record without it (an older Tether's)."""
-    failed = record.get("failed")
-    if not isinstance(failed, Mapping):
-        return 0, 0.0
-    t, u = failed.get("tokens"), failed.get("usd")
-    return (t if isinstance(t, int) and not isinstance(t, bool) else 0,
-            float(u) if isinstance(u, (int, float)) and not isinstance(u, bool) else 0.0)
+    paid = PaidAttempts.read(record.get("failed"))
+    return paid.tokens, paid.usd
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+@dataclass(slots=True)
+class PaidAttempts:
+    """What one call's failed attempts were paid: tokens, USD, and how many of the
+    tokens are estimated (``cut_usage``)."""
+
+    tokens: int = 0
+    usd: float = 0.0
+    estimated: int = 0
+
+    @classmethod
+    def read(cls, value: Any) -> PaidAttempts:
+        """From a record's ``failed`` or an error's ``failed_attempts``; nothing from
+        anything else (a record or error of an older Tether has neither)."""
+        if not isinstance(value, Mapping):
+            return cls()
+        usd = value.get("usd")
+        return cls(_count(value.get("tokens")),
+                   float(usd) if isinstance(usd, (int, float)) and not isinstance(usd, bool)
+                   and usd > 0 and usd != float("inf") else 0.0,
+                   _count(value.get("estimated")))
+
+    @classmethod
+    def before(cls) -> PaidAttempts:
+        """In an LLM step's body: what the call's earlier attempts were paid, carried
+        on the error its previous attempt journaled, whichever execution made it."""
+        step = ext.current_step()
+        error = step.previous_error if step is not None else None
+        attrs = error.get("attrs") if isinstance(error, Mapping) else None
+        return cls.read(attrs.get(FAILED_ATTEMPTS) if isinstance(attrs, Mapping) else None)
+
+    @classmethod
+    def of_error(cls, exc: BaseException) -> PaidAttempts:
+        """What a call that failed for good (``exc``, as the workflow receives it, live
+        or replayed) says its failed attempts were paid."""
+        return cls.read(getattr(exc, FAILED_ATTEMPTS, None))
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.usd)
+
+    def add(self, used: Usage, usd: float, estimated: int) -> None:
+        """One more paid attempt (``paid_by``'s figures)."""
+        self.tokens += used.total_tokens
+        self.usd += usd
+        self.estimated += estimated
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tokens": self.tokens, "usd": self.usd}
+        if self.estimated:  # (of ``tokens``: a reader of the record tells the estimate)
+            out["estimated"] = self.estimated
+        return out
+
+    def mark(self, exc: BaseException) -> None:
+        """Carry the figures on the error a failed attempt raises (journaled with it:
+        the next attempt reads them back, ``before``); nothing when nothing was paid."""
+        if self:
+            try:
+                setattr(exc, FAILED_ATTEMPTS, self.to_dict())
+            except (AttributeError, TypeError):  # (an exception that takes no attribute)
+                pass
+
+    def record(self, value: dict[str, Any]) -> dict[str, Any]:
+        """The call record ``value`` with the figures (``failed``), when any."""
+        if self:
+            value["failed"] = self.to_dict()
+        return value

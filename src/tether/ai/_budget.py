@@ -24,7 +24,10 @@ other call in flight it is decided as a lone call always was (spent + its prompt
 estimate), so the overshoot is one call's, however many run at once. All of a run's
 live calls execute in the process that holds its lease, so an in-memory
 ledger sees them all; it is per execution, like the tally: a crash or a release drops
-it with the calls it counted.
+it with the calls it counted. What a call's failed attempts were paid (streams cut
+midway) is journaled, carried from attempt to attempt on each failure's journaled error
+(``_accounting.PaidAttempts``), so the next execution's ledger counts it again
+(``carry``), and the call's record or its final error holds it for the tally.
 
 Policy ``wait`` then publishes a status, waits (released) for the signal ``budget``,
 whose payload sets new limits (``{"usd": 5.0, "tokens": 200000}``; ``tether budget
@@ -444,8 +447,8 @@ class RunSpending:
     def failed(self, claim: Claim, tokens: int, usd: float) -> None:
         """An attempt of the call of ``claim`` failed after the provider told what it
         used (``tokens``, ``usd``): that counts as spent until the call's cost is
-        tallied (its record then holds it) or the call fails for good; its
-        reservation goes, as a failed attempt's does."""
+        tallied (its record then holds it) or the call fails for good (``settle``);
+        its reservation goes, as a failed attempt's does."""
         claim.paid_tokens += tokens
         claim.paid_usd += usd
         claim.tokens, claim.usd = 0, 0.0
@@ -453,6 +456,34 @@ class RunSpending:
         if claim.in_flight:
             claim.in_flight = False
             self._wake()
+
+    def ended(self, claim: Claim) -> None:
+        """An attempt of the call of ``claim`` ended and was paid nothing (an error
+        before any answer, a cancel): its reservation goes, and the calls waiting to
+        be admitted go on; what its earlier attempts were paid still counts."""
+        if claim.paid_tokens or claim.paid_usd:
+            self.failed(claim, 0, 0.0)
+        else:
+            self.drop(claim)
+
+    def carry(self, claim: Claim, tokens: int, usd: float) -> None:
+        """What the earlier failed attempts of the call of ``claim`` were paid, as its
+        step carries them from attempt to attempt (``PaidAttempts.before``: made by this
+        execution or an earlier one, released or crashed): counted as spent with the
+        claim, as ``failed`` counts them (the same figures again in this execution)."""
+        claim.paid_tokens, claim.paid_usd = tokens, usd
+        if tokens or usd:
+            self.claims.add(claim)
+
+    def settle(self, claim: Claim, tokens: int, usd: float) -> None:
+        """The call of ``claim`` failed for good, its failed attempts paid ``tokens``
+        and ``usd`` (carried on its journaled error, live or replayed): add them to
+        the tally in place of what the claim counted of them, so the run's later calls
+        count them on every replay; the claim starts over (a call refused by its budget
+        is issued again as a new operation with it)."""
+        self.add(tokens, usd)
+        claim.paid_tokens, claim.paid_usd = 0, 0.0
+        self.drop(claim)
 
     def recorded(self, claim: Claim, tokens: int, usd: float) -> None:
         """The journal answers the call of ``claim`` (replay): count its cost from now,

@@ -43,6 +43,7 @@ import tether
 from tether import RetryPolicy, ext
 from tether.ai._accounting import (
     CallRecord,
+    PaidAttempts,
     failed_cost,
     failed_metrics,
     paid_by,
@@ -397,8 +398,14 @@ class LLM:
                         on_replay=saved_metrics,
                         on_recorded=lambda value: spending.recorded(claim, *_cost(value)))
                 except BudgetExceeded as exc:
+                    paid = PaidAttempts.of_error(exc)
+                    spending.settle(claim, paid.tokens, paid.usd)
                     await wait_out_budget(spending, limit, exc)
                     continue
+                except Exception as exc:  # (failed for good: its paid attempts count)
+                    paid = PaidAttempts.of_error(exc)
+                    spending.settle(claim, paid.tokens, paid.usd)
+                    raise
                 record = CallRecord.from_dict(value)
                 spending.tally(claim, *_cost(value))
                 return record.reply
@@ -410,47 +417,45 @@ class LLM:
               on_chunk: OnChunk | None) -> Callable[[dict[str, Any]], Any]:
         """The step body of one call (the journaled argument is ``call.refs``)."""
 
-        #: What this call's failed attempts were paid, in this execution (tokens, USD,
-        #: how many of the tokens are estimated): journaled with its record
-        #: (``failed``), so its tally counts them on replay.
-        paid: list[Any] = [0, 0.0, 0]
-
         async def llm_call(refs: dict[str, Any]) -> dict[str, Any]:
             # The texts ``refs`` names are stored with whatever entry this step writes
             # (its reply, or a failed attempt's): no commit of their own before the
             # request, and no entry naming a text that is not stored.
             run.store_with_entry(call.blobs)
+            # What the call's earlier attempts were paid, by this execution or one
+            # before it (carried on the previous attempt's journaled error): counted by
+            # the budget, carried on, and journaled with the record (``failed``).
+            paid = PaidAttempts.before()
+            spending.carry(claim, paid.tokens, paid.usd)
             price = self.prices.price(self.model)
-            require_price(spending, budget, model=self.model, priced=price.known)
-            await spending.admit(
-                budget, claim, estimate_tokens=call.estimate_input,
-                estimate_usd=call.estimate_input * price.input_per_million / 1_000_000,
-                bound_tokens=call.estimate_input + call.output_bound,
-                bound_usd=(call.estimate_input * price.input_per_million
-                           + call.output_bound * price.output_per_million) / 1_000_000)
+            try:
+                require_price(spending, budget, model=self.model, priced=price.known)
+                await spending.admit(
+                    budget, claim, estimate_tokens=call.estimate_input,
+                    estimate_usd=call.estimate_input * price.input_per_million / 1_000_000,
+                    bound_tokens=call.estimate_input + call.output_bound,
+                    bound_usd=(call.estimate_input * price.input_per_million
+                               + call.output_bound * price.output_per_million) / 1_000_000)
+            except BaseException as exc:  # (refused: journaled with what was paid)
+                paid.mark(exc)
+                raise
             try:
                 record = await self._attempt(run, call, on_chunk)
             except ProviderError as exc:
                 cut = paid_by(exc, price, call.estimate_input)
-                if cut is None:
-                    spending.drop(claim)  # nothing to count: let the calls waiting go
-                    raise
-                used, usd, estimated = cut
-                paid[0] += used.total_tokens
-                paid[1] += usd
-                paid[2] += estimated
-                spending.failed(claim, used.total_tokens, usd)
+                if cut is not None:
+                    paid.add(*cut)
+                    spending.failed(claim, cut[0].total_tokens, cut[1])
+                else:  # nothing to count: let the calls waiting go
+                    spending.ended(claim)
+                paid.mark(exc)
                 raise
-            except BaseException:
-                spending.drop(claim)  # nothing to count: let the calls waiting go
+            except BaseException as exc:
+                spending.ended(claim)  # nothing to count: let the calls waiting go
+                paid.mark(exc)
                 raise
             spending.answered(claim, record.reply.usage.total_tokens, record.cost_usd)
-            value = record.to_dict()
-            if paid[0] or paid[1]:
-                value["failed"] = {"tokens": paid[0], "usd": paid[1]}
-                if paid[2]:  # (of ``tokens``: a reader of the record tells the estimate)
-                    value["failed"]["estimated"] = paid[2]
-            return value
+            return paid.record(record.to_dict())
 
         return llm_call
 

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from tether import RetryPolicy, ext
-from tether.ai._accounting import failed_cost, failed_metrics, paid_by
+from tether.ai._accounting import PaidAttempts, failed_cost, failed_metrics, paid_by
 from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
     Budget,
@@ -150,8 +150,14 @@ class MeteredModel:
                         name, body, journaled, retry=self.retry, on_replay=saved_metrics,
                         on_recorded=lambda value: spending.recorded(claim, *_cost(value)))
                 except BudgetExceeded as exc:
+                    paid = PaidAttempts.of_error(exc)
+                    spending.settle(claim, paid.tokens, paid.usd)
                     await wait_out_budget(spending, limit, exc)
                     continue
+                except Exception as exc:  # (failed for good: its paid attempts count)
+                    paid = PaidAttempts.of_error(exc)
+                    spending.settle(claim, paid.tokens, paid.usd)
+                    raise
                 spending.tally(claim, *_cost(record))
                 return record.get("result")
         finally:
@@ -161,43 +167,43 @@ class MeteredModel:
               usage: UsageOf, limit: Budget | None, claim: Claim, estimate: int,
               max_out: int) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         spending = spending_of(run)
-        #: What this call's failed attempts were paid, in this execution (tokens, USD,
-        #: how many tokens are estimated): journaled with its record (``failed``).
-        paid: list[Any] = [0, 0.0, 0]
 
         async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
+            # What the call's earlier attempts were paid, by this execution or one
+            # before it (carried on the previous attempt's journaled error).
+            paid = PaidAttempts.before()
+            spending.carry(claim, paid.tokens, paid.usd)
             price = self.prices.price(model)
-            require_price(spending, limit, model=model, priced=price.known)
             bound = output_bound(max_out or None)  # (0: none given)
-            await spending.admit(
-                limit, claim, estimate_tokens=estimate,
-                estimate_usd=estimate * price.input_per_million / 1_000_000,
-                bound_tokens=estimate + bound,
-                bound_usd=(estimate * price.input_per_million
-                           + bound * price.output_per_million) / 1_000_000)
+            try:
+                require_price(spending, limit, model=model, priced=price.known)
+                await spending.admit(
+                    limit, claim, estimate_tokens=estimate,
+                    estimate_usd=estimate * price.input_per_million / 1_000_000,
+                    bound_tokens=estimate + bound,
+                    bound_usd=(estimate * price.input_per_million
+                               + bound * price.output_per_million) / 1_000_000)
+            except BaseException as exc:  # (refused: journaled with what was paid)
+                paid.mark(exc)
+                raise
             try:
                 record = await self._attempt(run, request, model=model, usage=usage,
                                              estimate=estimate, max_out=max_out)
             except ProviderError as exc:
                 cut = paid_by(exc, price, estimate)
-                if cut is None:
-                    spending.drop(claim)  # nothing to count: let the calls waiting go
-                    raise
-                used, usd, estimated = cut
-                paid[0] += used.total_tokens
-                paid[1] += usd
-                paid[2] += estimated
-                spending.failed(claim, used.total_tokens, usd)
+                if cut is not None:
+                    paid.add(*cut)
+                    spending.failed(claim, cut[0].total_tokens, cut[1])
+                else:  # nothing to count: let the calls waiting go
+                    spending.ended(claim)
+                paid.mark(exc)
                 raise
-            except BaseException:
-                spending.drop(claim)  # nothing to count: let the calls waiting go
+            except BaseException as exc:
+                spending.ended(claim)  # nothing to count: let the calls waiting go
+                paid.mark(exc)
                 raise
             spending.answered(claim, *_cost(record))
-            if paid[0] or paid[1]:
-                record["failed"] = {"tokens": paid[0], "usd": paid[1]}
-                if paid[2]:
-                    record["failed"]["estimated"] = paid[2]
-            return record
+            return paid.record(record)
 
         return metered_call
 
