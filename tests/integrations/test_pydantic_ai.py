@@ -470,6 +470,54 @@ async def test_a_streamed_request_cut_midway_counts_an_estimate(store_url: str,
     assert info.metrics["llm.calls"] == 1
 
 
+async def test_cut_requests_paid_before_a_release_still_count(store_url: str) -> None:
+    """Three streamed model requests cut after two chunks (each paid its prompt's
+    estimate and 200 tokens), each retried after a wait longer than the worker's
+    ``sticky_wait``: the run is released between attempts, so each attempt runs in a
+    new execution. The metered request's record counts all three cuts (carried on each
+    failure's journaled error), as the metrics do once each, and the budget they
+    exhausted refuses the agent's next request: 3 cuts + 1,050 >= 2,000. It used to
+    count the last execution's cut only (the next request was sent)."""
+    words = " ".join(w * 399 for w in "abcd")
+    cut = Reply(words, input_tokens=1000, output_tokens=50, reset_after_chunks=2)
+    script = [cut, cut, cut, Reply("Done.", input_tokens=1000, output_tokens=50),
+              Reply("never", input_tokens=10, output_tokens=1)]
+    async with ScriptedLLMServer(script=script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        agent: Agent[None, str] = Agent(
+            OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client)),
+            name="writer")
+        tagent = TetherAgent(agent, durability=TetherDurability(
+            model_retry=tether.RetryPolicy(initial_interval=0.2, backoff=1.0,
+                                           max_attempts=None),
+            event_stream_handler=drain))
+        app = App(store_url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            set_budget(Budget(tokens=2_000, on_exceed="fail"))
+            first = str((await tagent.run(question)).output)
+            await tagent.run("Again.")
+            return first
+
+        try:
+            async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+                handle = await app.start(write, "q" * 400, run_id="released")
+                with pytest.raises(RunFailed, match="BudgetExceeded"):
+                    await handle.result(timeout=60)
+                info = await app.get_run("released")
+        finally:
+            await client.close()
+    assert len(server.requests) == 4
+    failed = info.journal[0]["result"]["failed"]
+    each = failed["estimated"] // 3  # (the prompt's estimate and the 200 delivered)
+    assert 100 + 200 < each < 200 + 200
+    assert failed["tokens"] == failed["estimated"] == 3 * each
+    assert info.metrics["tokens.estimated"] == 3 * each
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1050 + 3 * each
+    assert info.metrics["llm.calls"] == 1
+
+
 @pytest.mark.parametrize("cut", ["reset", "error"])
 @pytest.mark.parametrize("live", [False, True])
 async def test_a_cut_stream_counts_on_every_streamed_path(sqlite_url: str, cut: str,
