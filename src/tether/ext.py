@@ -47,6 +47,7 @@ from tether.errors import ConfigError, OutsideRun
 
 if TYPE_CHECKING:
     from tether._app import App
+    from tether._types import RunRecord
     from tether.store import Store
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "current_run",
     "current_step",
     "in_workflow",
+    "runs_awaiting_approval",
     "shared_state",
     "start_child",
     "step",
@@ -412,6 +414,23 @@ async def shared_state(app: App) -> SharedState:
     from tether._app import worker_host
 
     return await worker_host(app).open()
+
+
+async def runs_awaiting_approval(app: App, *, limit: int = 1000,
+                                 after: tuple[float, str] | None = None) -> list[RunRecord]:
+    """The ``waiting`` runs of ``app``'s store (opened if need be) released on the signal
+    ``approval`` alone, oldest first by (created_at, run_id), after the ``after`` cursor
+    (the last run's of the previous page): what ``tether.ai.pending_approvals`` reads,
+    through an index of these runs alone, so it costs the same however many other runs
+    wait.
+
+    Raises:
+        ConfigError: the App is closed.
+    """
+    from tether._app import worker_host
+
+    store = await worker_host(app).open()
+    return await store.run_list_awaiting_approval(limit=limit, after=after)
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -324,3 +324,44 @@ async def test_cli_says_how_long_an_approval_waited_by_the_servers_clock(
         assert re.search(r" deploy +\d{1,2} s ", row), row
         await approve(app, "dep-skew")
         assert await handle.result(timeout=20) is True
+
+
+async def test_an_old_approval_is_listed_behind_more_waiting_runs_than_a_page(
+        store_url: str) -> None:
+    """Runs waiting on timers and on other signals, newer than an approval and more of
+    them than ``limit``: the approval is still listed (the listing read the newest
+    ``limit`` waiting runs and kept the approvals among them, so the oldest approval of
+    a large fleet was never listed, and its run waited for ever)."""
+    app = App(store_url)
+
+    @app.workflow
+    async def ask() -> bool:
+        decision = await request_approval("pay", {"amount": 3}, "an invoice",
+                                          approval_id="pay-1")
+        return decision.approved
+
+    @app.workflow
+    async def nap(i: int) -> int:
+        if i % 2:
+            await tether.sleep(3600)
+        else:
+            await tether.wait_for_signal("go")
+        return i
+
+    async with app, app.worker(concurrency=8):
+        handle = await app.start(ask, run_id="old-ask")
+        await next_pending(app)
+        naps = [await app.start(nap, i) for i in range(6)]
+        deadline = time.monotonic() + 20
+        while (len(await app.list_runs(status=RunStatus.WAITING, limit=100)) < 7
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+        assert len(await app.list_runs(status=RunStatus.WAITING, limit=100)) == 7
+        for limit in (1, 5, None):
+            found = await pending_approvals(app, limit=limit)
+            assert [(p.run_id, p.tool, p.arguments) for p in found] == [
+                ("old-ask", "pay", {"amount": 3})]
+        await approve(app, "old-ask")
+        assert await handle.result(timeout=20) is True
+        for n in naps:
+            await app.cancel(n.run_id)

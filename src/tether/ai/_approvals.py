@@ -33,6 +33,7 @@ from typing import Any
 
 import tether
 from tether import App, RunStatus, TetherError
+from tether.ext import runs_awaiting_approval
 
 __all__ = [
     "APPROVAL_SIGNAL",
@@ -188,25 +189,50 @@ def _pending_from(run_id: str, workflow: str, status: RunStatus, info: Any
         approval_id=str(approval.get("id", "")), call_id=str(approval.get("call_id") or ""))
 
 
-async def pending_approvals(app: App, *, limit: int = 10_000) -> list[PendingApproval]:
-    """Every approval that waits, oldest first.
+#: How many waiting runs ``pending_approvals`` reads from the store at a time.
+_PAGE = 1000
 
-    Reads the live status of the ``waiting`` runs: a run whose approval was just
-    answered is ``queued`` or ``running`` until it takes the answer, and is not listed.
+
+async def pending_approvals(app: App, *, limit: int | None = None) -> list[PendingApproval]:
+    """Every approval that waits, oldest first (by ``since``); at most ``limit`` of them
+    (the oldest) when given.
+
+    Reads the runs the store's index of approval waits holds
+    (``run_list_awaiting_approval``: the ``waiting`` runs released on the approval
+    signal, however many other runs wait), page by page, and decodes their live status:
+    a run whose approval was just answered is ``queued`` or ``running`` until it takes
+    the answer, and is not listed.
+
+    Raises:
+        ValueError: a ``limit`` below 1.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     found: list[PendingApproval] = []
-    for run in await app.list_runs(status=RunStatus.WAITING.value, limit=limit):
-        if run.status_info is None or run.waiting_for != _WAITING_FOR:
-            continue  # a stale status: the run waits for something else now
-        try:
-            info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
-        except Exception:
-            continue  # not JSON we wrote: not an approval
-        pending = _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
-        if pending is not None:
-            found.append(pending)
+    after: tuple[float, str] | None = None
+    while True:
+        page = await runs_awaiting_approval(app, limit=_PAGE, after=after)
+        for run in page:
+            pending = pending_of(app, run)
+            if pending is not None:
+                found.append(pending)
+        if len(page) < _PAGE:
+            break
+        after = (page[-1].created_at, page[-1].run_id)
     found.sort(key=lambda p: (p.since, p.run_id))
-    return found
+    return found if limit is None else found[:limit]
+
+
+def pending_of(app: App, run: Any) -> PendingApproval | None:
+    """The approval a run read from the store (a ``RunRecord``: a listing's row) waits
+    for, or ``None``: what the runs page marks "needs approval" without another query."""
+    if run.status_info is None or run.waiting_for != _WAITING_FOR:
+        return None  # a stale status: the run waits for something else now
+    try:
+        info = app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
+    except Exception:
+        return None  # not JSON we wrote: not an approval
+    return _pending_from(run.run_id, run.workflow, RunStatus(run.status), info)
 
 
 async def pending_approval(app: App, run_id: str) -> PendingApproval | None:

@@ -497,9 +497,10 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     if len(found) > limit:
         more = "/runs?" + urlencode({**filters, **sized, "cursor": encode_cursor(
             page[-1].created_at, page[-1].run_id)})
-    from tether.ai import pending_approvals
+    from tether.ai._approvals import pending_of
 
-    waiting = {p.run_id for p in await pending_approvals(app, limit=1000)}
+    # (the runs on the page, as listed: no query, and every approval among them)
+    waiting = {r.run_id for r in page if pending_of(app, r) is not None}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
             "query": urlencode({**filters, **sized}), "paged": bool(cursor),
             "unparented": urlencode({k: v for k, v in {**filters, **sized}.items()

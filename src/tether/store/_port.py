@@ -125,6 +125,12 @@ class Wait:
         return is_wait_list(self.signal) or is_wait_list(self.child)
 
 
+#: ``Wait.description`` of a run released on the signal ``approval`` alone: what
+#: ``tether.ai``'s approvals wait for, and what the stores' partial index of the runs
+#: awaiting an approval (``run_list_awaiting_approval``) selects, as a literal.
+APPROVAL_WAITING_FOR = "signal approval"
+
+
 #: Separates the names of a ``Wait`` for several signals or children (``wait_names``):
 #: a control character, which no signal name or run id holds (``check_name``).
 WAIT_LIST_SEP = "\x1f"
@@ -299,6 +305,15 @@ class ServeQueries(Protocol):
         """Runs matching every given filter (``text``: a substring of the run id), newest
         first (by ``created_at``, then ``run_id``), strictly after the ``before`` cursor
         (the last run's (created_at, run_id) of the previous page)."""
+
+    async def run_list_awaiting_approval(self, *, limit: int = 1000,
+                                         after: tuple[float, str] | None = None
+                                         ) -> list[RunRecord]:
+        """The ``waiting`` runs whose wait is the approval signal alone (``waiting_for``
+        is ``APPROVAL_WAITING_FOR``: ``tether.ai``'s ``request_approval``), oldest first
+        (by ``created_at``, then ``run_id``), strictly after the ``after`` cursor (the
+        last run's (created_at, run_id) of the previous page). A partial index holds
+        exactly these runs: a page costs the same however many other runs wait."""
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:

@@ -49,6 +49,14 @@ class PostgresServeQueries:
             "before_id": before[1] if before else None})
         return [run_from_row(r) for r in rows]
 
+    async def run_list_awaiting_approval(self, *, limit: int = 1000,
+                                         after: tuple[float, str] | None = None
+                                         ) -> list[RunRecord]:
+        rows, _ = await self._one("run_list_awaiting_approval", {
+            "limit": limit, "after_at": after[0] if after else float("-inf"),
+            "after_id": after[1] if after else ""})
+        return [run_from_row(r) for r in rows]
+
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
         txid, event_id, last = _cursor(after)

@@ -164,3 +164,17 @@ SELECT count(*) FROM {schema}.workers WHERE heartbeat_at >= %(since)s;
 -- metric_totals --
 -- What purges took out of the cumulative figures of /metrics (metric_totals_of).
 SELECT name, value FROM {schema}.metric_totals;
+
+-- run_list_awaiting_approval --
+-- The runs waiting for an approval (waiting_for 'signal approval', tether.ai's approval
+-- wait), oldest first, after a (created_at, run_id) cursor: the partial index
+-- runs_awaiting_approval (migration 0014) holds exactly these. The literal predicate
+-- is what lets the planner use it.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+FROM {schema}.runs
+WHERE status = 'waiting' AND waiting_for = 'signal approval'
+  AND (created_at, run_id) > (%(after_at)s::float8, %(after_id)s::text)
+ORDER BY created_at, run_id
+LIMIT %(limit)s;

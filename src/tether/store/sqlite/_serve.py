@@ -75,6 +75,14 @@ class SqliteServeQueries(WriterClient):
         finally:
             conn.close()
 
+    async def run_list_awaiting_approval(self, *, limit: int = 1000,
+                                         after: tuple[float, str] | None = None
+                                         ) -> list[RunRecord]:
+        params = {"limit": max(0, min(limit, 2**62)),  # SQLite integers are 64-bit
+                  "after_at": after[0] if after else float("-inf"),
+                  "after_id": after[1] if after else ""}
+        return await self._read(_run_list_awaiting_approval, params)
+
     async def store_live_stats(self, *, now: float) -> LiveStats:
         return await self._read(_store_live_stats, now - WORKER_STALE)
 
@@ -87,6 +95,11 @@ def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord
         params = {k: params[k] for k in ("status", "limit", "before_at", "before_id")}
     return [run_from_row(r) for r in
             conn.execute(Q["run_search_all" if unfiltered else "run_search"], params)]
+
+
+def _run_list_awaiting_approval(conn: apsw.Connection,
+                                params: dict[str, Any]) -> list[RunRecord]:
+    return [run_from_row(r) for r in conn.execute(Q["run_list_awaiting_approval"], params)]
 
 
 def _run_events_read(conn: apsw.Connection, run_id: str, last: int,

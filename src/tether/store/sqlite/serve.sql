@@ -165,3 +165,18 @@ SELECT count(*) FROM tether_workers WHERE heartbeat_at >= :alive_since;
 -- metric_totals --
 -- What purges took out of the cumulative figures of /metrics (metric_totals_of).
 SELECT name, value FROM tether_metric_totals;
+
+-- run_list_awaiting_approval --
+-- The runs waiting for an approval (waiting_for 'signal approval', tether.ai's approval
+-- wait), oldest first, after a (created_at, run_id) cursor: the partial index
+-- tether_runs_awaiting_approval (migration 0015) holds exactly these. The literal
+-- predicate is what lets SQLite use it, and INDEXED BY makes it: without statistics the
+-- planner took tether_runs_status (every waiting run, then a sort).
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+FROM tether_runs INDEXED BY tether_runs_awaiting_approval
+WHERE status = 'waiting' AND waiting_for = 'signal approval'
+  AND (created_at, run_id) > (:after_at, :after_id)
+ORDER BY created_at, run_id
+LIMIT :limit;

@@ -1,0 +1,93 @@
+"""``Store.run_list_awaiting_approval`` on every backend: the waiting runs released on the
+approval signal alone, oldest first, page after page, whatever else waits; on SQLite the
+query reads the partial index of these runs, never the whole runs table."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import apsw
+
+from tether.store import Store, Wait, open_store
+from tether.store._port import APPROVAL_WAITING_FOR, merge_waits
+from tether.store._sql import load_queries
+
+from .conftest import T0, start_and_claim
+
+
+async def _release(store: Store, run_id: str, at: float, wait: Wait) -> None:
+    claimed = await start_and_claim(store, run_id, now=at, queue=f"q-{run_id}")
+    await store.run_release(lease=claimed.lease, wait=wait, now=at)
+
+
+def _approval() -> Wait:
+    return Wait(None, APPROVAL_WAITING_FOR, signal="approval")
+
+
+async def _pages(store: Store, limit: int) -> list[str]:
+    ids: list[str] = []
+    after: tuple[float, str] | None = None
+    while True:
+        page = await store.run_list_awaiting_approval(limit=limit, after=after)
+        ids += [r.run_id for r in page]
+        if len(page) < limit:
+            return ids
+        after = (page[-1].created_at, page[-1].run_id)
+
+
+async def test_lists_every_approval_wait_oldest_first_and_nothing_else(store: Store) -> None:
+    # Approval waits, two of them at one instant (then by run id), among runs waiting on
+    # timers, on other signals, and on the approval or something else (not listed: the
+    # approvals inbox lists a run waiting on the approval alone, as it always did).
+    await _release(store, "b-old", T0, _approval())
+    await _release(store, "a-old", T0, _approval())
+    for i in range(6):
+        await _release(store, f"timer-{i}", T0 + 1 + i, Wait(T0 + 1000, "sleep 1000s"))
+        await _release(store, f"other-{i}", T0 + 1 + i,
+                       Wait(None, "signal go", signal="go"))
+    await _release(store, "either", T0 + 8, merge_waits(
+        [_approval(), Wait(T0 + 500, "sleep 500s")]))
+    await _release(store, "new", T0 + 9, _approval())
+    await _release(store, "answered", T0 + 10, _approval())
+    expected = ["a-old", "b-old", "new", "answered"]
+    for limit in (1, 2, 3, 50):
+        assert await _pages(store, limit) == expected
+    first = (await store.run_list_awaiting_approval(limit=1))[0]
+    assert (first.status, first.waiting_for) == ("waiting", APPROVAL_WAITING_FOR)
+    # Answered, a run stays listed until a worker claims it (the answer is its signal,
+    # taken by the claimed run): then it has left the list.
+    await store.signal_send(run_id="answered", name="approval", payload="{}",
+                            idempotency_key=None, now=T0 + 11)
+    assert await _pages(store, 2) == expected
+    claimed = await store.run_claim(worker_id="w1", queues=["q-answered"], limit=1,
+                                    now=T0 + 12, lease_seconds=30)
+    assert [c.run.run_id for c in claimed] == ["answered"]
+    assert await _pages(store, 2) == expected[:3]
+
+
+def test_sqlite_reads_the_partial_index(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+
+    async def migrate() -> None:
+        s = open_store(url)
+        await s.open()
+        await s.close()
+
+    asyncio.run(migrate())
+    conn = apsw.Connection(str(tmp_path / "plan.db"))
+    sql = load_queries("tether.store.sqlite", "serve.sql")["run_list_awaiting_approval"]
+    plan = [row[3] for row in conn.execute(
+        "EXPLAIN QUERY PLAN " + sql, {"limit": 50, "after_at": T0, "after_id": "r"})]
+    assert any("tether_runs_awaiting_approval" in p for p in plan), plan
+    assert not any(p.startswith("SCAN tether_runs") and "INDEX" not in p for p in plan), plan
+
+
+def test_the_store_matches_what_tether_ai_waits_for() -> None:
+    """The stores' index selects ``waiting_for`` as a literal; tether.ai writes it."""
+    from tether.ai._approvals import _WAITING_FOR
+
+    assert _WAITING_FOR == APPROVAL_WAITING_FOR
+    for package in ("tether.store.sqlite", "tether.store.postgres"):
+        sql = load_queries(package, "serve.sql")["run_list_awaiting_approval"]
+        assert f"waiting_for = '{APPROVAL_WAITING_FOR}'" in sql
