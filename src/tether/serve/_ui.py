@@ -355,10 +355,37 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-async def run_view(app: App, run_id: str) -> dict[str, Any]:
+#: How many of a run's newest journal entries its page draws at first; "show earlier"
+#: links add as many again (or all). Drawing all 5,000 entries of a long run took 1.4 s
+#: and 4 MB of HTML.
+TIMELINE_SHOWN = 200
+
+
+def timeline_size(value: str | None) -> int | None:
+    """The ``timeline`` query parameter of a run page: how many of the newest entries
+    to draw (``None``: all, for ``all``); absent or unreadable, ``TIMELINE_SHOWN``."""
+    if value == "all":
+        return None
+    if value and value.isascii() and value.isdigit():
+        return max(1, min(int(value[:9]), 10**9))
+    return TIMELINE_SHOWN
+
+
+async def run_view(app: App, run_id: str, *,
+                   timeline: int | None = TIMELINE_SHOWN) -> dict[str, Any]:
+    """A run page's data; its timeline (``timeline_rows``) holds the newest
+    ``timeline`` entries (``None``: all), ``timeline_hidden`` counts those left out.
+    ``entries`` keeps them all (the head's counts, the waiting box's step)."""
     doc = await run_document(app, run_id)
     now = app.clock.now()
     doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
+    cut = 0 if timeline is None else max(0, len(doc["entries"]) - timeline)
+    doc["timeline_rows"] = doc["entries"][cut:]
+    doc["timeline_hidden"] = cut
+    # (what the page asked for, kept by its live refresh: a run that grows past it)
+    doc["timeline_query"] = "" if timeline == TIMELINE_SHOWN else \
+        f"?timeline={'all' if timeline is None else timeline}"
+    doc["timeline_more"] = (timeline or 0) + TIMELINE_SHOWN
     doc["tree"] = await _tree(app, run_id)
     m = doc["metrics"]
     kids_cost = sum(n["cost"] for n in doc["tree"])
@@ -518,14 +545,18 @@ async def runs_fragment(request: Request) -> Response:
 async def _view_or_404(request: Request) -> dict[str, Any]:
     run_id = request.path_params["run_id"]
     try:
-        return await run_view(request.app.state.tether, run_id)
+        return await run_view(request.app.state.tether, run_id, timeline=timeline_size(
+            request.query_params.get("timeline")))
     except RunNotFound:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
 
 
 async def run_page(request: Request) -> Response:
     view = await _view_or_404(request)
-    after = await last_event_id(request.app.state.tether, view["run_id"])
+    # An ended run's page follows no events (app.js: data-final): its cursor, which
+    # reads every event of the run (0.27 s for a 5,000-entry journal), is not needed.
+    after = None if view["final"] else await last_event_id(request.app.state.tether,
+                                                              view["run_id"])
     fork_at = request.query_params.get("fork_at", "")
     if not (fork_at.isascii() and fork_at.isdigit()) or int(fork_at) > view["fork_max"]:
         fork_at = ""

@@ -56,7 +56,9 @@ function followRun(root) {
     pending = setTimeout(() => {
       pending = null;
       parts.forEach(el => {
-        fetchPart(root.dataset.refresh + "?part=" + el.dataset.part)
+        // (the page's own query, the timeline's size, is kept: ?timeline=N&part=body)
+        const sep = root.dataset.refresh.includes("?") ? "&" : "?";
+        fetchPart(root.dataset.refresh + sep + "part=" + el.dataset.part)
           .then(html => { if (html !== null) el.innerHTML = html; });
       });
     }, 150);
