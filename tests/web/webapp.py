@@ -82,7 +82,7 @@ def make_app(url: str | None = None) -> tether.App:
     async def retrying(tag: str) -> str:
         return await flaky(tag)
 
-    @app.workflow
+    @app.workflow(mcp=True)  # (an MCP tool: tests/web/test_root_path.py calls it)
     async def greet(name: str) -> str:
         return await hello(name)
 

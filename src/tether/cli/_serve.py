@@ -61,6 +61,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "/healthz and the API answer 503 store_unavailable, the store is "
                    "tried again after 0.5 s doubling to 10 s, a line on stderr each "
                    "time; 0: exit at the first failure)")
+    p.add_argument("--root-path", default="", metavar="PREFIX",
+                   help="the path a reverse proxy publishes this server under, e.g. "
+                   "/tether for https://ops.example.com/tether/: every link, form, "
+                   "redirect, script address and cookie path, and the OpenAPI servers, "
+                   "carry it; requests are answered whether the proxy strips it or not "
+                   "(default: none, served at /)")
     p.set_defaults(handler=serve)
 
 
@@ -107,12 +113,15 @@ async def serve(args: argparse.Namespace) -> int:
         server.should_exit = True
 
     opener = StoreOpener(app, wait=args.wait_for_store, on_failure=give_up)
-    asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY,
-                      request_timeout=DEFAULT_REQUEST_TIMEOUT if timeout is None
-                      else timeout or None, client_timeout=client_timeout,
-                      metrics_interval=DEFAULT_METRICS_INTERVAL
-                      if args.metrics_interval is None else args.metrics_interval,
-                      opener=opener)
+    try:
+        asgi = create_app(app, tokens=tokens, max_body=args.max_body or DEFAULT_MAX_BODY,
+                          request_timeout=DEFAULT_REQUEST_TIMEOUT if timeout is None
+                          else timeout or None, client_timeout=client_timeout,
+                          metrics_interval=DEFAULT_METRICS_INTERVAL
+                          if args.metrics_interval is None else args.metrics_interval,
+                          opener=opener, root_path=args.root_path)
+    except ValueError as exc:
+        raise CliError(f"--root-path: {exc}", 2) from None
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",
@@ -133,6 +142,9 @@ async def serve(args: argparse.Namespace) -> int:
         raise
     mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
     where = _address(args.host, args.port)
+    root = args.root_path.strip().rstrip("/")
+    if root:  # (the proxy's address is not known here: the prefix is named)
+        mode += f"; under the root path {root}/, with or without it in the request"
     log.info("serving %s on %s (%s)%s", _without_password(app.url), where, mode,
              "" if opener.ready else "; the store is not reached yet: requests that "
              "need it answer 503 until it is")

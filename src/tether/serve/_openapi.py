@@ -61,7 +61,9 @@ def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
-def document() -> dict[str, Any]:
+def document(root_path: str = "") -> dict[str, Any]:
+    """The OpenAPI document; its ``servers`` names ``root_path`` (``/tether`` behind a
+    proxy that publishes the server there), a URL relative to the document's own."""
     run_ref = {"$ref": "#/components/schemas/Run"}
     # The answer of a start, as `tether start --json` prints it.
     started = {"allOf": [run_ref, {
@@ -137,6 +139,7 @@ def document() -> dict[str, Any]:
                     "reason": {"type": "string"}, "since": {"type": "number"}}},
             },
         },
+        "servers": [{"url": root_path or "/"}],
         "security": [{"bearer": []}],
         "paths": {
             "/api/v1/runs": {

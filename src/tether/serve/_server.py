@@ -27,6 +27,7 @@ from tether.errors import InvalidName, StoreUnavailable
 from tether.serve import _api, _control, _metrics, _ui
 from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens, loopback_host_header
 from tether.serve._openapi import document
+from tether.serve._paths import ROUTE, check_root_path, root_of, rooted, route_path
 from tether.store._port import FAIL_FAST, REQUEST_TIMEOUT
 
 log = logging.getLogger("tether.serve")
@@ -76,8 +77,10 @@ class Guard:
 
     def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int,
                  request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
-                 client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT) -> None:
+                 client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
+                 root_path: str = "") -> None:
         self.app = app
+        self.root_path = root_path
         self.tokens = tokens
         self.max_body = max_body
         self.request_timeout = request_timeout
@@ -88,7 +91,10 @@ class Guard:
             await self.app(scope, receive, send)
             return
         send = _secured(send)
-        path: str = scope["path"]
+        # The root path: create_app's, else the ASGI server's (uvicorn --root-path).
+        root = self.root_path or str(scope.get("root_path", "")).rstrip("/")
+        scope = rooted(scope, root)
+        path: str = scope[ROUTE]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         if path.startswith(_api.RUNS_PREFIX):
@@ -147,7 +153,7 @@ class Guard:
                                                 "Authorization: Bearer TOKEN")
                     response.headers["WWW-Authenticate"] = "Bearer"
                 else:
-                    response = RedirectResponse("/login", status_code=303)
+                    response = RedirectResponse(root + "/login", status_code=303)
                 await _reply(scope, receive, send, response)
                 return
             principal = found
@@ -283,19 +289,20 @@ async def _reply(scope: Scope, receive: Receive, send: Send, response: Response)
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _api.ApiError)
-    if not request.url.path.startswith("/api/") and exc.status in (400, 403, 404, 409, 422):
+    if not route_path(request.scope).startswith("/api/") and \
+            exc.status in (400, 403, 404, 409, 422):
         return _ui.error_page(request, exc.status, exc.message)
     return _error(exc.status, exc.code, exc.message)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    path = request.url.path
+    path = route_path(request.scope)
     if (exc.status_code == 404 and request.method in ("GET", "HEAD")
             and not _for_machines(path) and path != "/healthz"
             and "text/html" in request.headers.get("accept", "")):
         # A person's browser at a mistyped address: a page, not a JSON document.
-        return _ui.error_page(request, 404, f"There is no page at {path}.")
+        return _ui.error_page(request, 404, f"There is no page at {request.url.path}.")
     codes = {404: "not_found", 405: "method_not_allowed"}
     response = _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
     response.headers.update(exc.headers or {})
@@ -323,7 +330,8 @@ async def _invalid_name(request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
-    if _for_machines(request.url.path) or request.url.path == "/healthz":
+    path = route_path(request.scope)
+    if _for_machines(path) or path == "/healthz":
         return _api.store_unavailable(str(exc))
     if request.method not in ("GET", "HEAD"):  # (a form: reloading would not resend it)
         return _ui.error_page(request, 503, f"The store is unavailable: {exc}. Look at "
@@ -471,7 +479,7 @@ class _StoreGate:
         self.opener = opener
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.opener.ready and _needs_store(scope["path"]):
+        if scope["type"] == "http" and not self.opener.ready and _needs_store(route_path(scope)):
             response = await _unavailable(Request(scope, receive), self.opener.unavailable())
             await response(scope, receive, send)
             return
@@ -479,7 +487,7 @@ class _StoreGate:
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(document())
+    return JSONResponse(document(root_of(request.scope)))
 
 
 def _mcp_face(app: App) -> Any:
@@ -496,7 +504,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
                request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
                client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
                metrics_interval: float = _metrics.DEFAULT_METRICS_INTERVAL,
-               opener: StoreOpener | None = None) -> ASGIApp:
+               opener: StoreOpener | None = None, root_path: str = "") -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -520,6 +528,17 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             start tries once, raising a mistake no wait fixes (``ConfigError``), and a
             store it cannot reach is tried again beside serving, until it answers,
             requests answering 503 ``store_unavailable`` meanwhile.
+        root_path: the path prefix the server is reached under behind a reverse proxy
+            (``/tether`` for ``https://ops.example.com/tether/``): every address it
+            sends out (links, forms, redirects, scripts' addresses, the cookies'
+            ``Path``, the OpenAPI ``servers``) carries it, and each request is
+            answered whether the proxy stripped the prefix or passed it on. Without
+            it, a ``root_path`` the ASGI server puts in the scope (uvicorn
+            ``--root-path``) is used the same way.
+
+    Raises:
+        ValueError: a ``metrics_interval`` below 0, or a ``root_path`` that is not a
+            path (``check_root_path``).
     """
     if metrics_interval < 0:
         raise ValueError(f"metrics_interval must be 0 or more, not {metrics_interval}")
@@ -553,6 +572,8 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         *_ui.routes,
         Mount("/static", StaticFiles(packages=[("tether.serve", "static")]), name="static"),
     ]
+    reserved = tuple(sorted({r.path.split("/")[1] for r in routes} | {"mcp"}))
+    root_path = check_root_path(root_path, reserved)
     if mcp_http is not None:
         # `/mcp` itself answers (a Mount alone redirects it to `/mcp/` with a Location
         # built from the request's Host, which sends MCP clients behind a reverse proxy
@@ -569,7 +590,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     web.state.tokens = tokens
     web.state.max_body = max_body
     web.state.metrics = cache
-    return Guard(web, tokens, max_body, request_timeout, client_timeout)
+    return Guard(web, tokens, max_body, request_timeout, client_timeout, root_path)
 
 
 def http_protocol(client_timeout: float) -> type[asyncio.Protocol]:

@@ -47,6 +47,7 @@ from tether.serve._control import (
     schedules,
 )
 from tether.serve._events import last_event_id
+from tether.serve._paths import root_of, route_path
 
 _TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
 _ENV = Environment(loader=FileSystemLoader(_TEMPLATES),
@@ -428,18 +429,33 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     # App's clock, the one the stored times were written by (on PostgreSQL synced with
     # the server's): the host's own clock may be off by any amount.
     now = request.app.state.tether.clock.now()
+    # ``root``: the root path (``/tether`` behind a proxy, else ""), the start of every
+    # address a page names (tests/web/test_root_path.py checks that each one has it).
     html = _ENV.get_template(template).render(
-        request=request, now=now, csrf=csrf, can_change=who.can_change, role=who.role,
-        logged_in=bool(who.digest), statuses=STATUSES, flash=flash, **context)
+        request=request, now=now, csrf=csrf, root=root_of(request.scope),
+        can_change=who.can_change, role=who.role, logged_in=bool(who.digest),
+        statuses=STATUSES, flash=flash, **context)
     # (The guard adds the security headers, the Content-Security-Policy first, to
     # every answer: tether.serve._server.CSP.)
     response = HTMLResponse(html, status_code=status)
     if fresh:
         response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+                            secure=request.url.scheme == "https", path=_cookie_path(request))
     if flash is not None:
-        response.delete_cookie(FLASH_COOKIE, path="/")
+        response.delete_cookie(FLASH_COOKIE, path=_cookie_path(request))
     return response
+
+
+def _cookie_path(request: Request) -> str:
+    """The ``Path`` of this server's cookies: its root path (``/tether/`` behind a
+    proxy), so that another tool published on the same host under another path is not
+    sent them."""
+    return root_of(request.scope) + "/"
+
+
+def _redirect(request: Request, path: str) -> RedirectResponse:
+    """A 303 to ``path`` (``/runs``...) of this server, under its root path."""
+    return RedirectResponse(root_of(request.scope) + path, status_code=303)
 
 
 def error_page(request: Request, status: int, message: str, *,
@@ -454,7 +470,7 @@ def _form_origin(request: Request) -> tuple[str, str] | None:
     """The page a form posted to ``request``'s path was on, and what to call it."""
     if request.method != "POST":
         return None
-    path = request.url.path
+    path = route_path(request.scope)
     if path.startswith("/ui/schedules/"):
         return "/schedules", "Back to schedules"
     if path.startswith("/ui/runs/"):
@@ -481,9 +497,10 @@ def _back(request: Request, values: dict[str, str], default: str, done: str) -> 
     target = values.get("next") or default
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = default
-    response = RedirectResponse(target, status_code=303)
+    response = _redirect(request, target)
     response.set_cookie(FLASH_COOKIE, quote(done[:500], safe=""), max_age=60, httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https", path="/")
+                        samesite="strict", secure=request.url.scheme == "https",
+                        path=_cookie_path(request))
     return response
 
 
@@ -491,7 +508,7 @@ def _back(request: Request, values: dict[str, str], default: str, done: str) -> 
 
 
 async def home(request: Request) -> Response:
-    return RedirectResponse("/runs", status_code=303)
+    return _redirect(request, "/runs")
 
 
 def _filters(request: Request) -> dict[str, str]:
@@ -679,7 +696,7 @@ async def fork_action(request: Request) -> Response:
     if new_id is not None:
         field_name(new_id, "run_id", required=True)
     doc = await fork(request.app.state.tether, run_id, at, args, new_id)
-    return RedirectResponse(f"/runs/{path_segment(doc['run_id'])}", status_code=303)
+    return _redirect(request, f"/runs/{path_segment(doc['run_id'])}")
 
 
 async def schedule_ui_action(request: Request) -> Response:
@@ -690,8 +707,7 @@ async def schedule_ui_action(request: Request) -> Response:
         raise ApiError(404, "not_found", f"no schedule action {action!r}")
     answer_, _ = await schedule_action(request.app.state.tether, name, action)
     if action == "trigger":
-        return RedirectResponse(f"/runs/{path_segment(answer_['run_id'])}",
-                                status_code=303)
+        return _redirect(request, f"/runs/{path_segment(answer_['run_id'])}")
     return _back(request, values, "/schedules", f"Schedule {name} is "
                  f"{'paused' if action == 'pause' else 'active again'}.")
 
@@ -715,9 +731,9 @@ async def login(request: Request) -> Response:
     if who is None:
         return render(request, "login.html", status=401, page="login", failed=True,
                       reason="unknown token")
-    response = RedirectResponse("/runs", status_code=303)
+    response = _redirect(request, "/runs")
     response.set_cookie(SESSION_COOKIE, digest(str(token)), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/",
+                        secure=request.url.scheme == "https", path=_cookie_path(request),
                         max_age=14 * 86400)
     return response
 
@@ -727,8 +743,8 @@ async def logout(request: Request) -> Response:
     sent = form.get("csrf")
     if not csrf_ok(sent if isinstance(sent, str) else None, request.cookies.get(CSRF_COOKIE)):
         raise ApiError(403, "csrf", "the form is stale: reload the page and try again")
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response = _redirect(request, "/login")
+    response.delete_cookie(SESSION_COOKIE, path=_cookie_path(request))
     return response
 
 
