@@ -307,7 +307,7 @@ def test_the_ui_api_and_mcp_through_a_proxy_that_strips_the_prefix(
         "tether_session": "/tether/", "tether_csrf": "/tether/"}
     expect(page.locator("tr", has_text="shopper-7f3a")).to_contain_text("needs approval")
     page.screenshot(path=str(tmp_path / "proxied-runs.png"), full_page=True)
-    # The stylesheet came through the proxy (a page without it has no card borders).
+    # The stylesheet came through the proxy (without it the header is not a flex row).
     assert page.evaluate("getComputedStyle(document.querySelector('header.top'))"
                          ".display") == "flex"
 
