@@ -12,6 +12,8 @@ from typing import Any
 
 from tests import forked
 from tests.ai.test_mcp import stop_process
+from tests.engine.helpers import wait_for
+from tether import App
 from tether.testing.llm_server import RecordedRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +60,27 @@ def assert_no_request_twice(requests: list[RecordedRequest]) -> None:
     body: the same conversation at the same point)."""
     bodies = [json.dumps(r.body, sort_keys=True) for r in requests]
     assert len(set(bodies)) == len(bodies), "the model received a request twice"
+
+
+async def pending_after_paid(app: App, run_id: str, failures: int) -> dict[str, Any]:
+    """Wait until the run's first step (an LLM call) waits for its next attempt after
+    ``failures`` paid failed attempts, and the metrics those attempts added are stored
+    (their tokens, as the ``failed_attempts`` its journaled error carries; some tokens,
+    from a Tether that did not carry them); return the step's entry."""
+    found: dict[str, Any] = {}
+
+    async def pending() -> bool:
+        info = await app.get_run(run_id)
+        entry = info.journal[0] if info.journal else {}
+        if entry.get("status") != "pending" or entry.get("attempts") != failures:
+            return False
+        paid = (entry["error"].get("attrs") or {}).get("failed_attempts", {}).get("tokens")
+        told = info.metrics.get("tokens.input", 0) + info.metrics.get("tokens.output", 0)
+        if not told or paid not in (None, told):
+            return False
+        found.update(entry)
+        return True
+
+    await wait_for(pending, timeout=30, interval=0.05,
+                   what=f"the call waits after {failures} paid failed attempts")
+    return found

@@ -1,7 +1,8 @@
 """A pydantic-ai agent in a real ``tether worker`` process killed with SIGKILL between
 two model requests: a new worker finishes it, the scripted server's request log shows
 no request sent twice, the completed tool call is not run again, and the typed output
-equals an uninterrupted run's."""
+equals an uninterrupted run's. And killed between two attempts of a model request
+whose streams were cut: what the cut attempts were paid still counts."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
+from tests import CHECKOUT_PATH
 from tests.engine.helpers import wait_for
-from tests.integrations.crash import Workers, assert_no_request_twice, env_for, tool_log
-from tether import App, WorkflowNotFound
+from tests.integrations.crash import (
+    Workers,
+    assert_no_request_twice,
+    env_for,
+    pending_after_paid,
+    tool_log,
+)
+from tether import App, RunFailed, WorkflowNotFound
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -37,10 +45,12 @@ def respond(request: RecordedRequest) -> Reply:
         output_tokens=30)
 
 
-async def start_by_name(app: App, run_id: str) -> None:
+async def start_by_name(app: App, run_id: str, workflow: str = "researcher",
+                        *args: Any) -> None:
     async def started() -> bool:
         try:
-            await app.start("researcher", "What is durable execution?", run_id=run_id)
+            await app.start(workflow, *(args or ("What is durable execution?",)),
+                            run_id=run_id)
         except WorkflowNotFound:
             return False
         return True
@@ -109,3 +119,56 @@ async def test_sigkill_between_model_requests_repeats_none(tmp_path: Path,
     calm = await run_agent(tmp_path / "calm", db, kill=False)
     assert calm["answer"] == killed["answer"]
     assert len(calm["requests"]) == len(killed["requests"])
+
+
+async def test_cut_requests_paid_before_a_sigkill_still_count(tmp_path: Path,
+                                                              store_url: str) -> None:
+    """A streamed model request (``MeteredModel``) cut after two chunks (each paid its
+    prompt's estimate and 200 tokens) twice in a worker that is then killed with
+    SIGKILL while it holds the run waiting for the third attempt (1.8 s, below the
+    sticky wait); a second worker is cut once more, then answered. The request's
+    record counts the three cuts, the metrics each once, and the 2,000-token budget
+    they exhausted refuses the agent's next request. Before the paid attempts were
+    carried on each failure's journaled error, the new worker counted its own cut only
+    and the next request was sent."""
+    words = " ".join(w * 399 for w in "abcd")
+    cut = Reply(words, input_tokens=1000, output_tokens=50, reset_after_chunks=2)
+    script = [cut, cut, cut, Reply("Done.", input_tokens=1000, output_tokens=50),
+              Reply("never", input_tokens=10, output_tokens=1)]
+    async with ScriptedLLMServer(script=script) as server:
+        env = {**os.environ, "AGENT_LLM_URL": server.base_url, "PYTHONPATH": CHECKOUT_PATH}
+        workers = Workers("tests.integrations.pydantic_ai_cut_worker_app:app", store_url,
+                          env, tmp_path)
+        first = workers.start()
+        try:
+            async with App(store_url) as app:
+                await start_by_name(app, "cut-kill", "write", "q" * 400, 2_000)
+                pending = await pending_after_paid(app, "cut-kill", 2)
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                assert len(server.requests) == 2  # (killed while the step waited)
+                workers.start()
+                with pytest.raises(RunFailed, match="BudgetExceeded"):
+                    await app.handle("cut-kill").result(timeout=60)
+                info = await app.get_run("cut-kill")
+        finally:
+            workers.stop_all()
+    assert len(server.requests) == 4 and all(r.stream for r in server.requests)
+    assert info.journal[0]["name"] == "pydantic_ai:writer__model.request_stream"
+    failed = info.journal[0]["result"]["failed"]
+    each = failed["estimated"] // 3  # (the prompt's estimate and the 200 delivered)
+    assert 100 + 200 < each < 200 + 200
+    assert failed["tokens"] == failed["estimated"] == 3 * each
+    assert pending["error"]["attrs"]["failed_attempts"]["tokens"] == 2 * each
+    # Each cut counted once: two by the killed worker, one by the new one.
+    assert info.metrics["tokens.estimated"] == 3 * each
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1050 + 3 * each
+    assert info.metrics["llm.calls"] == 1
+    # The new worker made the third and fourth attempts. (The killed worker's rows
+    # of the history may lack its last attempt: written up to 50 ms after it ended.)
+    tries = [(a["attempt"], a["status"], a["worker_id"]) for a in info.attempts
+             if a["position"] == 0]
+    assert [(n, s) for n, s, _ in tries[-2:]] == [(3, "error"), (4, "ok")], tries
+    assert tries[-2][2] == tries[-1][2]
+    assert {(n, s) for n, s, w in tries if w != tries[-1][2]} <= {(1, "error"),
+                                                                 (2, "error")}, tries
