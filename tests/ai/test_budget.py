@@ -25,6 +25,7 @@ from tether.ai import (
     FatalProviderError,
     MeteredModel,
     PriceTable,
+    RetryableProviderError,
     Usage,
     set_budget,
     user_message,
@@ -468,6 +469,73 @@ async def test_metered_requests_reserve_the_budget_too(sqlite_url: str) -> None:
     info = await app.get_run("m1")
     assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1_000
     await app.close()
+
+
+@pytest.mark.parametrize("decided", ["live", "on replay"])
+async def test_a_metered_call_that_fails_for_good_counts_its_paid_attempts(
+        store_url: str, decided: str) -> None:
+    """``MeteredModel``: a request whose three attempts are all cut after the provider
+    told its prompt (1,000 tokens) and 40 characters of answer came (10 tokens
+    estimated) fails for good once its retries run out. The workflow catches the error;
+    what the three attempts were paid (3,030 tokens, carried on the final journaled
+    error) is in the run's tally, so its next request (990 estimated) is refused by a
+    4,000-token budget: in the execution that made the attempts, and in the next one
+    (the run released by a sleep), which reads them back from the replayed error. The
+    budget used to forget them once the call failed: the next request was sent."""
+    sent: list[str] = []
+    executions: list[int] = []
+    price = PriceTable().price("gpt-4.1-mini")
+
+    async def cut() -> dict[str, Any]:
+        sent.append("cut")
+        exc = RetryableProviderError("stream cut", provider="openai", status=200)
+        exc.usage, exc.delivered = Usage(1000, 0), 40
+        raise exc
+
+    async def answer() -> dict[str, Any]:
+        sent.append("answer")
+        return {"usage": {"input_tokens": 990, "output_tokens": 10}}
+
+    def usage(result: Any) -> tuple[Usage, str | None]:
+        return Usage.from_dict(result["usage"]), None
+
+    meter = MeteredModel("openai", base_url="http://unused", breaker=None,
+                         retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=3))
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> dict[str, Any]:
+        executions.append(1)
+        set_budget(Budget(tokens=4_000, on_exceed="fail"))
+        try:
+            await meter.call("metered:cut", cut, model="gpt-4.1-mini", usage=usage,
+                             estimate_tokens=990)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:
+            failed = type(exc).__name__
+        if decided == "on replay":
+            await tether.sleep(0.3)  # (past sticky_wait: the next execution replays)
+        try:
+            await meter.call("metered:next", answer, model="gpt-4.1-mini", usage=usage,
+                             estimate_tokens=990)
+        except BudgetExceeded as exc:
+            return {"failed": failed, "refused": exc.spent_tokens, "usd": exc.spent_usd}
+        return {"failed": failed, "refused": None}
+
+    async with app, app.worker(sticky_wait=0.05, poll_interval=0.05):
+        got = await (await app.start(wf, run_id="m-fail")).result(timeout=30)
+        info = await app.get_run("m-fail")
+    assert sent == ["cut"] * 3
+    assert got == {"failed": "StepError[RetryableProviderError]", "refused": 3030,
+                   "usd": pytest.approx(3 * price.cost(Usage(1000, 10)))}, got
+    error = info.journal[0]["error"]
+    assert error["attrs"]["failed_attempts"] == {
+        "tokens": 3030, "estimated": 30, "usd": pytest.approx(3 * price.cost(Usage(1000, 10)))}
+    assert info.metrics["tokens.input"] == 3000 and info.metrics["tokens.output"] == 30
+    assert info.metrics["tokens.estimated"] == 30
+    # "on replay": the second execution got the failure from the journal.
+    assert len(executions) == (2 if decided == "on replay" else 1)
 
 
 def test_a_child_share_is_what_is_left_split_between_the_children_started_together() -> None:
