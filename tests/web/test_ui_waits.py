@@ -15,6 +15,7 @@ from tests.web import webapp
 from tests.web.helpers import ADMIN, READ
 from tests.web.test_ui_and_cli import login
 from tether.serve import Tokens, create_app
+from tether.store._port import Wait
 
 
 @pytest.fixture
@@ -137,3 +138,112 @@ async def test_a_postponed_step_says_why_and_when(ui: httpx.AsyncClient) -> None
     assert re.search(r"runs again at .* UTC <span class=\"muted\">\(in (1\.0 h|[56]\d min)\)",
                      box), box
     assert "failed:" not in box  # (a postponed step failed nothing)
+
+
+# -- what the page says is true of the run (the review's words) ---------------------
+
+
+def _head(page: str) -> str:
+    head = re.search(r'<p class="meta">(.*?)</p>', page, re.S)
+    assert head is not None
+    return " ".join(head.group(1).split())
+
+
+async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient) -> None:
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("wait_go", run_id="wg-1")
+    head = _head((await ui.get("/runs/wg-1")).text)  # queued: no worker yet
+    assert "running for" not in head and "started" in head
+    await app.start("nap", run_id="nap-2")
+    await _until_waiting(ui, "wg-1", "nap-2")
+    # A signal's wait has no journal entry: the head says when the run started, no more.
+    head = _head((await ui.get("/runs/wg-1")).text)
+    assert "running for" not in head and "waited" not in head
+    assert head.endswith("waiting for <b>signal go</b>"), head
+    # A timer's entry says since when it sleeps.
+    head = _head((await ui.get("/runs/nap-2")).text)
+    assert "running for" not in head
+    assert re.search(r"waiting for <b>timer until [^<]+</b> <span class=\"waited\" title=\""
+                     r"since [^\"]+ UTC\">\([0-9.]+ (µs|ms|s) so far\)</span>$", head), head
+
+
+async def test_a_run_in_its_first_operation_says_so(ui: httpx.AsyncClient) -> None:
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("held_first", "h1", run_id="hf-1")
+    page = (await ui.get("/runs/hf-1")).text
+    assert "the run waits in queue <b>default</b> for a worker" in page
+    try:
+        async with app.worker(queues=["default"]):
+            for _ in range(600):
+                if (await app.get_run("hf-1")).status == "running":
+                    break
+                await asyncio.sleep(0.05)
+            page = (await ui.get("/runs/hf-1")).text
+            assert "No operations yet" not in page
+            assert "No operation has ended yet: the run is in its first one." in page
+            webapp.RELEASED.add("h1")
+            assert await app.handle("hf-1").result(timeout=30) == "h1"
+    finally:
+        webapp.RELEASED.add("h1")
+    page = (await ui.get("/runs/hf-1")).text
+    assert "No operation" not in page and 'class="timeline"' in page
+
+
+async def test_a_postponed_step_row_says_postponed_not_failed(ui: httpx.AsyncClient) -> None:
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("postponed_later", "t", run_id="pp-2")
+    await _until_waiting(ui, "pp-2")
+    page = (await ui.get("/runs/pp-2")).text
+    row = re.search(r'<tr class="op k-step st-postponed.*?</tr>', page, re.S)
+    assert row is not None, page
+    assert "failed" not in row.group(0)
+    assert re.search(r"postponed, runs again at [^:]+:\d\d:\d\d UTC: CRM quota used up for "
+                     r"t: try in an hour", row.group(0)), row.group(0)
+    assert '<span class="pill o-postponed">postponed</span>' in row.group(0)
+
+
+async def test_a_wait_after_a_store_error_is_explained(ui: httpx.AsyncClient) -> None:
+    """The worker's release after a failed store call (worker/_worker.py), made here by
+    the store call it uses."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("greet", "ana", run_id="se-1")
+    store = app.store
+    now = app.clock.now()
+    claimed = await store.run_claim(worker_id="w-test", queues=["default"], limit=1, now=now,
+                                    lease_seconds=30)
+    assert [c.run.run_id for c in claimed] == ["se-1"]
+    await store.run_release(lease=claimed[0].lease, now=now, wait=Wait(
+        now + 3600, "retry after a store error: connection to the database was lost"))
+    box = _waits_box((await ui.get("/runs/se-1")).text)
+    assert "<b>Waiting to replay</b> after a store error" in box
+    assert "connection to the database was lost" in box
+    assert "replays it from its journal by itself" in box
+
+
+async def test_the_cancel_flash_says_what_is_true_when_the_page_renders(
+        ui: httpx.AsyncClient) -> None:
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("wait_go", run_id="cx-1")
+    await _until_waiting(ui, "cx-1")
+    r = await ui.post("/ui/runs/cx-1/cancel", data={"csrf": csrf})
+    assert r.status_code == 303  # asked: a waiting run stops when a worker takes it
+    assert (await app.get_run("cx-1")).status == "waiting"
+    async with app.worker(queues=["default"]):  # the worker delivers the cancel
+        for _ in range(600):
+            if (await app.get_run("cx-1")).status == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+    page = (await ui.get("/runs/cx-1")).text
+    assert 'role="status">Run cx-1 is cancelled.</p>' in page
+    assert "Asked run" not in page
+    # Still waiting when the page renders: the flash says it was asked.
+    await app.start("wait_go", run_id="cx-2")
+    await _until_waiting(ui, "cx-2")
+    await ui.post("/ui/runs/cx-2/cancel", data={"csrf": csrf})
+    page = (await ui.get("/runs/cx-2")).text
+    assert "Asked run cx-2 to cancel: it stops at its next operation." in page

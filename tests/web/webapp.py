@@ -35,6 +35,9 @@ def buy_report(title: str, price_usd: float) -> str:
 
 #: Tags whose ``fragile`` step has been "fixed" (a test adds one to fix the code).
 FIXED: set[str] = set()
+#: Tags whose ``held`` step may end (a test adds one to let it go; until then the run is
+#: in its first operation, with nothing journaled).
+RELEASED: set[str] = set()
 
 
 def make_app(url: str | None = None) -> tether.App:
@@ -73,6 +76,20 @@ def make_app(url: str | None = None) -> tether.App:
         if tag not in FIXED and tag not in os.environ.get("TETHER_TEST_FIXED", "").split(","):
             raise tether.NonRetryable(f"bug in fragile({tag!r})")
         return f"fixed {tag}"
+
+    @app.step
+    async def held(tag: str) -> str:
+        while tag not in RELEASED:
+            await asyncio.sleep(0.02)
+        return tag
+
+    @app.workflow
+    async def held_first(tag: str) -> str:
+        return await held(tag)
+
+    @app.workflow
+    async def two_signals() -> list[object]:
+        return [await tether.wait_for_signal("go"), await tether.wait_for_signal("confirm")]
 
     @app.workflow
     async def fixable(tag: str) -> list[str]:

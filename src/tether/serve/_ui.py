@@ -241,8 +241,15 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
             "cost": result.get("cost_usd", 0.0), "tool_calls": reply.get("tool_calls") or []}
     waiting = status == "pending" and kind in ("sleep", "signal", "child_result")
     view["is_wait"] = waiting or kind in ("sleep", "signal")
-    view["state"] = ("waiting" if waiting else "retrying" if status == "pending" and
-                     e.get("error") is not None else status)
+    error = e.get("error")
+    # A step that raised ``tether.Postpone`` (or met an open circuit breaker, a rate
+    # limit) said "not now": its row says postponed, not "attempt N failed".
+    postponed = (status == "pending" and isinstance(error, dict)
+                 and str(error.get("type", "")).endswith(".Postpone"))
+    view["state"] = ("waiting" if waiting else "postponed" if postponed else "retrying"
+                     if status == "pending" and error is not None else status)
+    view["reason"] = str(error.get("message", "")) if postponed and isinstance(
+        error, dict) else None
     if status == "pending" and e.get("next_attempt_at"):
         view["until"] = e["next_attempt_at"]
     else:
@@ -340,7 +347,7 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
         # (``retry after a store error: ...`` is the worker's own wait, not a step's;
         # ``postponed STEP: REASON``: a step said "not now", ``tether.Postpone``.)
         step, _, reason = what.partition(": ") if postponed else (what, "", "")
-        failed = [e for e in doc.get("entries", ()) if e["state"] == "retrying"
+        failed = [e for e in doc.get("entries", ()) if e["state"] in ("retrying", "postponed")
                   and e["name"] == step]
         last = failed[-1] if failed else None
         return {"kind": "retry", "step": step, "postponed": postponed,
@@ -348,6 +355,11 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
                 "until": last["until"] if last else None,
                 "attempts": last["attempts"] if last else None,
                 "error_text": last["error_text"] if last and not postponed else None}
+    if kind == "retry" and what.startswith("after a store error"):
+        # The worker's own wait: a store call failed under the run (a dropped
+        # connection), so it handed the run back to replay it from its journal.
+        _, _, error = what.partition(": ")
+        return {"kind": "store", "error": error or None}
     if kind == "child" and what:
         child = await app.store.run_get(what)
         return {"kind": "child", "child": what,
@@ -399,6 +411,13 @@ async def run_view(app: App, run_id: str, *,
     doc["wait"] = await _wait_view(app, doc)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
+    # Since when a waiting run waits: the start of the wait it is in (a signal, a
+    # timer, a child), when the journal holds one (None: unknown, the head says when
+    # the run started and no more).
+    doc["waiting_since"] = next(
+        (e["started_at"] for e in reversed(doc["entries"])
+         if e["state"] == "waiting" and e.get("started_at")), None) \
+        if doc["status"] == "waiting" else None
     doc["error_text"] = _error_text(doc.get("error"))
     doc["traceback"] = _traceback(doc.get("error"))
     doc["final"] = doc["status"] in _FINAL
@@ -425,6 +444,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     flash = None
     if not template.startswith("_") and FLASH_COOKIE in request.cookies:
         flash = unquote(request.cookies[FLASH_COOKIE])[:500] or None
+        flash = _flash_now(flash, context.get("run"))
     # Times on the page ("5 s ago", "in 3 min", a running run's age) are read off the
     # App's clock, the one the stored times were written by (on PostgreSQL synced with
     # the server's): the host's own clock may be off by any amount.
@@ -444,6 +464,23 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path=_cookie_path(request))
     return response
+
+
+def _asked_to_cancel(run_id: str) -> str:
+    return f"Asked run {run_id} to cancel: it stops at its next operation."
+
+
+def _flash_now(flash: str | None, run: Any) -> str | None:
+    """The flash as true when the page renders: a run asked to cancel may have ended
+    between the form's answer and this page (a worker delivered the cancel), and the
+    page then says so rather than "Asked ... to cancel" under a *cancelled* status."""
+    if not isinstance(run, dict) or flash != _asked_to_cancel(run["run_id"]):
+        return flash
+    if run["status"] == "cancelled":
+        return f"Run {run['run_id']} is cancelled."
+    if run["status"] in _FINAL:
+        return f"Run {run['run_id']} ended {run['status']} before it could cancel."
+    return flash
 
 
 def _cookie_path(request: Request) -> str:
@@ -637,7 +674,7 @@ async def cancel_action(request: Request) -> Response:
         raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
             f"Run {run_id} had ended already ({status})." if status in _FINAL else
-            f"Asked run {run_id} to cancel: it stops at its next operation.")
+            _asked_to_cancel(run_id))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
 

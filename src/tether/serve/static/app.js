@@ -51,6 +51,17 @@ function followRun(root) {
   const retry = document.getElementById("retry");
   let pending = null;
   let position = null;
+  // The signal form below is filled with the signal the run awaits; once the run moves
+  // on (the head redrawn), it follows: the new awaited name, or empty. A name the user
+  // typed (or a field being typed in) is left alone.
+  const awaited = () => {
+    const field = actions && actions.querySelector("form.signal input[name=name]");
+    if (!field || document.activeElement === field || field.value !== field.dataset.filled) return;
+    const asked = root.querySelector("#waits input[type=hidden][name=name]");
+    const name = asked ? asked.value : "";
+    field.value = name;
+    field.dataset.filled = name;
+  };
   const update = () => {
     if (pending) return;
     pending = setTimeout(() => {
@@ -59,7 +70,11 @@ function followRun(root) {
         // (the page's own query, the timeline's size, is kept: ?timeline=N&part=body)
         const sep = root.dataset.refresh.includes("?") ? "&" : "?";
         fetchPart(root.dataset.refresh + sep + "part=" + el.dataset.part)
-          .then(html => { if (html !== null) el.innerHTML = html; });
+          .then(html => {
+            if (html === null) return;
+            el.innerHTML = html;
+            if (el.dataset.part === "head") awaited();
+          });
       });
     }, 150);
   };
