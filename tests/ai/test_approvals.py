@@ -29,6 +29,7 @@ from tether.ai import (
     function_tool,
     pending_approval,
     pending_approvals,
+    pending_approvals_page,
     reject,
     request_approval,
 )
@@ -365,3 +366,51 @@ async def test_an_old_approval_is_listed_behind_more_waiting_runs_than_a_page(
         assert await handle.result(timeout=20) is True
         for n in naps:
             await app.cancel(n.run_id)
+
+
+async def test_approvals_page_by_page_and_the_cli_limit(store_url: str) -> None:
+    """``pending_approvals_page`` lists the approvals by their run's age, ``limit`` at a
+    time, and its cursor continues exactly where the page ended; ``tether approvals
+    --limit N`` lists the oldest runs' N and says on stderr when more wait."""
+    app = App(store_url)
+
+    @app.workflow
+    async def ask(i: int) -> bool:
+        decision = await request_approval("pay", {"invoice": i}, f"invoice {i}",
+                                          approval_id=f"pay-{i}")
+        return decision.approved
+
+    ids = [f"ask-{i}" for i in range(5)]
+    async with app, app.worker(concurrency=8):
+        handles = [await app.start(ask, i, run_id=run_id) for i, run_id in enumerate(ids)]
+        deadline = time.monotonic() + 20
+        while len(await pending_approvals(app)) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for limit in (1, 2, 4, 5, 50):
+            seen: list[tuple[str, Any]] = []
+            after: tuple[float, str] | None = None
+            pages = 0
+            while True:
+                page, after = await pending_approvals_page(app, limit=limit, after=after)
+                pages += 1
+                assert 0 < len(page) <= limit
+                seen += [(p.run_id, p.arguments["invoice"]) for p in page]
+                if after is None:
+                    break
+            assert seen == [(run_id, i) for i, run_id in enumerate(ids)], limit
+            assert pages == -(-5 // limit)
+        with pytest.raises(ValueError):
+            await pending_approvals_page(app, limit=0)
+
+        two = await asyncio.to_thread(tether_cli, "approvals", "--limit", "2", "--json",
+                                      db=store_url)
+        assert two.returncode == 0, two.stderr
+        assert [row["run_id"] for row in json.loads(two.stdout)] == ids[:2]
+        assert "more approvals wait than the 2 listed" in two.stderr
+        table = await asyncio.to_thread(tether_cli, "approvals", "--limit", "5", db=store_url)
+        assert table.returncode == 0 and table.stderr == "", table.stderr
+        assert [line.split()[0] for line in table.stdout.splitlines()[1:]
+                if line.startswith("ask-")] == ids
+        for run_id in ids:
+            await approve(app, run_id)
+        assert [await h.result(timeout=20) for h in handles] == [True] * 5

@@ -803,7 +803,59 @@ async def test_approvals_list_and_answer(api: Api) -> None:
         assert doc["result"] == {"approved": False, "note": "too dear"}
     r = await api.http.post("/api/v1/runs/buy-1/approval", json={"approved": True})
     assert r.status_code == 409 and error_of(r) == "no_pending_approval"
-    assert (await api.http.get("/api/v1/approvals")).json() == {"approvals": []}
+    assert (await api.http.get("/api/v1/approvals")).json() == {
+        "approvals": [], "next_cursor": None}
+
+
+async def test_approvals_page_by_a_cursor_that_continues_exactly(api_any: Api) -> None:
+    """``GET /api/v1/approvals`` pages, oldest run first, by ``limit`` and the
+    ``next_cursor`` it returns: the next page starts right after the last approval
+    shown, each approval once, though approvals on both sides of the cursor were
+    answered meanwhile; a cursor or a limit it never made is a 400."""
+    api = api_any
+    ids = [f"buy-{i}" for i in range(7)]
+    async with api.app.worker(queues=["default"], concurrency=8):
+        for run_id in ids:
+            await api.http.post("/api/v1/runs", json={
+                "workflow": "purchase", "input": [run_id], "run_id": run_id})
+        for run_id in ids:
+            await wait_status(api, run_id, "waiting")
+        whole = (await api.http.get("/api/v1/approvals", params={"limit": 500})).json()
+        assert [a["run_id"] for a in whole["approvals"]] == ids
+        assert whole["next_cursor"] is None
+        first = (await api.http.get("/api/v1/approvals", params={"limit": 3})).json()
+        assert [a["run_id"] for a in first["approvals"]] == ids[:3]
+        assert first["approvals"][0]["arguments"]["item"] == "buy-0"
+        assert isinstance(first["next_cursor"], str)
+        # One approval shown and one not yet shown are answered between the pages.
+        for run_id in ("buy-1", "buy-4"):
+            r = await api.http.post(f"/api/v1/runs/{run_id}/approval", json={"approved": True})
+            assert r.status_code == 200
+        for run_id in ("buy-1", "buy-4"):  # (listed until a worker takes the answer)
+            await wait_status(api, run_id, "completed")
+        second = (await api.http.get("/api/v1/approvals", params={
+            "limit": 3, "cursor": first["next_cursor"]})).json()
+        assert [a["run_id"] for a in second["approvals"]] == ["buy-3", "buy-5", "buy-6"]
+        assert second["next_cursor"] is None
+        # Two at a time from the start: every one still pending, once, in order.
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await api.http.get("/api/v1/approvals", params=params)).json()
+            seen += [a["run_id"] for a in page["approvals"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == ["buy-0", "buy-2", "buy-3", "buy-5", "buy-6"]
+        for params in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"cursor": "nope"},
+                       {"after": "1"}):
+            r = await api.http.get("/api/v1/approvals", params=params)
+            assert r.status_code == 400 and error_of(r) == "bad_request", params
+        for run_id in seen:
+            await api.http.post(f"/api/v1/runs/{run_id}/approval", json={"approved": False})
+        for run_id in ids:
+            await wait_status(api, run_id, "completed")
 
 
 # -- documents --------------------------------------------------------------------------------

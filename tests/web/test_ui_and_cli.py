@@ -187,6 +187,48 @@ async def test_approval_buttons_name_the_call_and_an_erased_run_says_so(
     assert "<b>erased</b>" in (await ui.get("/runs/buy-a")).text
 
 
+async def test_the_inbox_shows_the_oldest_approvals_and_links_to_more(
+        ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox shows ``APPROVALS_SHOWN`` approvals, the oldest runs' first, and a link
+    to the next ones; that page (and its refresh) continues after the last one shown,
+    and leads back to the oldest."""
+    import html
+
+    from tether.serve import _ui
+
+    monkeypatch.setattr(_ui, "APPROVALS_SHOWN", 2)
+    await login(ui, READ)
+    app = ui.app  # type: ignore[attr-defined]
+    ids = [f"buy-{i}" for i in range(3)]
+    async with app.worker(queues=["default"], concurrency=4):
+        for run_id in ids:
+            await app.start("purchase", run_id, run_id=run_id)
+        for run_id in ids:
+            for _ in range(500):
+                if (await app.store.run_get(run_id)).status == "waiting":
+                    break
+                await asyncio.sleep(0.02)
+
+        def shown(page: str) -> list[str]:
+            return re.findall(r'<li class="card approval" data-run="([^"]+)"', page)
+
+        first = (await ui.get("/approvals")).text
+        assert shown(first) == ids[:2] and "Oldest approvals" not in first
+        more = html.unescape(re.search(r'<a href="([^"]*)">More approvals', first).group(1))
+        assert more.startswith("/approvals?cursor=")
+        second = (await ui.get(more)).text
+        assert shown(second) == ids[2:] and "More approvals" not in second
+        assert '<a href="/approvals">← Oldest approvals</a>' in second
+        refresh = html.unescape(re.search(r'data-refresh="([^"]*)"', second).group(1))
+        assert refresh == "/ui/approvals?" + more.split("?", 1)[1]
+        assert shown((await ui.get(refresh)).text) == ids[2:]
+        assert (await ui.get("/approvals?cursor=nope")).status_code == 400
+        for run_id in ids:
+            await app.signal(run_id, "approval", {"approved": False})
+        for run_id in ids:
+            await app.handle(run_id).result(timeout=30)
+
+
 async def test_runs_pages_keep_their_size_and_lead_back_to_the_newest(
         ui: httpx.AsyncClient) -> None:
     import html

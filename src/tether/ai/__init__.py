@@ -23,6 +23,7 @@ from tether.ai._approvals import (
     approve,
     pending_approval,
     pending_approvals,
+    pending_approvals_page,
     reject,
     request_approval,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "idempotency_headers",
     "pending_approval",
     "pending_approvals",
+    "pending_approvals_page",
     "reject",
     "request_approval",
     "set_budget",

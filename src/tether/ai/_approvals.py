@@ -44,6 +44,7 @@ __all__ = [
     "approve",
     "pending_approval",
     "pending_approvals",
+    "pending_approvals_page",
     "reject",
     "request_approval",
 ]
@@ -221,6 +222,41 @@ async def pending_approvals(app: App, *, limit: int | None = None) -> list[Pendi
         after = (page[-1].created_at, page[-1].run_id)
     found.sort(key=lambda p: (p.since, p.run_id))
     return found if limit is None else found[:limit]
+
+
+async def pending_approvals_page(app: App, *, limit: int = 50,
+                                 after: tuple[float, str] | None = None
+                                 ) -> tuple[list[PendingApproval], tuple[float, str] | None]:
+    """One page of the approvals that wait: at most ``limit`` of them, by their run's
+    age (the run's ``created_at``, then its ``run_id``: the order of the store's index
+    of approval waits), strictly after the ``after`` cursor; and the cursor of the next
+    page (``None`` when none follows).
+
+    Not ``pending_approvals``' order (by ``since``, which only a read of every pending
+    approval can sort): a run's age never changes, so a cursor continues exactly, each
+    approval once, whatever is answered or asked meanwhile (an approval asked meanwhile
+    by a run older than the cursor shows on the next pass from the start). Reads
+    ``limit + 1`` waiting runs at a time (a run whose approval was just answered is
+    skipped), not every one.
+
+    Raises:
+        ValueError: a ``limit`` below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    found: list[tuple[PendingApproval, tuple[float, str]]] = []
+    while len(found) <= limit:
+        page = await runs_awaiting_approval(app, limit=limit + 1, after=after)
+        for run in page:
+            pending = pending_of(app, run)
+            if pending is not None:
+                found.append((pending, (run.created_at, run.run_id)))
+        if len(page) < limit + 1:
+            break
+        after = (page[-1].created_at, page[-1].run_id)
+    shown = found[:limit]
+    nxt = shown[-1][1] if len(found) > limit else None
+    return [p for p, _ in shown], nxt
 
 
 def pending_of(app: App, run: Any) -> PendingApproval | None:

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from tether._fit import WIDE_HELP, fit_width, row_lines, say, wrap
-from tether.cli._common import CliError, client, dumps, fmt_time, run_id_arg, safe, short
+from tether.cli._common import (
+    CliError,
+    bounded_int,
+    client,
+    dumps,
+    fmt_time,
+    run_id_arg,
+    safe,
+    short,
+)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("approvals", parents=[common],
-                       help="list the tool calls that wait for a human's approval")
+                       help="list the tool calls that wait for a human's approval, "
+                       "oldest run first")
+    p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
+                   help="at most this many approvals, of the oldest runs (default 50; "
+                   "a line on stderr says when more wait)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=approvals)
@@ -26,13 +40,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def approvals(args: argparse.Namespace) -> int:
-    from tether.ai._approvals import pending_approvals
+    from tether.ai._approvals import pending_approvals_page
 
     async with client(args, read_only=True) as app:
-        found = await pending_approvals(app)
+        found, more = await pending_approvals_page(app, limit=args.limit)
         # (how long each has waited, by the clock ``since`` was written by: on
         # PostgreSQL the server's, which this host's may be off from)
         now = app.clock.now()
+    if more is not None:
+        print(f"more approvals wait than the {len(found)} listed (the oldest runs'): "
+              "--limit N lists more", file=sys.stderr)
     if args.json:
         print(dumps([p.to_dict() for p in found]))
         return 0

@@ -401,10 +401,16 @@ async def cancel_run(request: Request) -> Response:
 
 
 async def list_approvals(request: Request) -> Response:
-    from tether.ai import pending_approvals
+    from tether.ai import pending_approvals_page
 
-    found = await pending_approvals(tether_app(request))
-    return json_response({"approvals": [p.to_dict() for p in found]})
+    q = request.query_params
+    known_keys(dict(q), {"limit", "cursor"})
+    limit = parse_limit(q.get("limit"))
+    cursor = q.get("cursor")
+    found, nxt = await pending_approvals_page(
+        tether_app(request), limit=limit, after=decode_cursor(cursor) if cursor else None)
+    return json_response({"approvals": [p.to_dict() for p in found],
+                          "next_cursor": encode_cursor(*nxt) if nxt else None})
 
 
 async def answer_approval(request: Request) -> Response:

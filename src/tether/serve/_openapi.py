@@ -307,11 +307,19 @@ def document(root_path: str = "") -> dict[str, Any]:
                                         "properties": {"schedule": {"type": "string"},
                                                        "run_id": {"type": "string"}}}))},
             "/api/v1/approvals": {"get": {
-                "summary": "Tool calls waiting for a person", "operationId": "listApprovals",
-                "responses": {"200": _ok("pending approvals", {
-                    "type": "object", "required": ["approvals"],
-                    "properties": {"approvals": {
-                        "type": "array", "items": {"$ref": "#/components/schemas/Approval"}}}}),
-                    **_COMMON_ERRORS}}},
+                "summary": "Tool calls waiting for a person, oldest run first",
+                "operationId": "listApprovals",
+                "parameters": [
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _ok("a page of pending approvals", {
+                    "type": "object", "required": ["approvals", "next_cursor"],
+                    "properties": {
+                        "approvals": {"type": "array",
+                                      "items": {"$ref": "#/components/schemas/Approval"}},
+                        "next_cursor": {"type": "string", "nullable": True}}}),
+                    "400": _err("bad limit or cursor"), **_COMMON_ERRORS}}},
         },
     }

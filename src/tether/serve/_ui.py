@@ -640,10 +640,22 @@ async def schedules_page(request: Request) -> Response:
                   schedules=await schedules(request.app.state.tether))
 
 
-async def _approvals_context(request: Request) -> dict[str, Any]:
-    from tether.ai import pending_approvals
+#: How many approvals the inbox shows at a time (the oldest runs' first).
+APPROVALS_SHOWN = 50
 
-    return {"approvals": await pending_approvals(request.app.state.tether)}
+
+async def _approvals_context(request: Request) -> dict[str, Any]:
+    """The inbox's page: the oldest runs' ``APPROVALS_SHOWN`` approvals after the
+    ``cursor`` query parameter, and the link to the next page (``more``)."""
+    from tether.ai import pending_approvals_page
+
+    cursor = request.query_params.get("cursor")
+    found, nxt = await pending_approvals_page(
+        request.app.state.tether, limit=APPROVALS_SHOWN,
+        after=decode_cursor(cursor) if cursor else None)
+    return {"approvals": found, "paged": bool(cursor),
+            "query": urlencode({"cursor": cursor}) if cursor else "",
+            "more": "/approvals?" + urlencode({"cursor": encode_cursor(*nxt)}) if nxt else None}
 
 
 # -- actions ----------------------------------------------------------------------------
