@@ -1826,3 +1826,38 @@ def test_the_reconnecting_pools_hook_fits_the_installed_psycopg_pool() -> None:
 
     assert RETRY_HOOK_FITS
     assert "_add_connection" in vars(ReconnectingPool)
+
+
+async def test_store_tasks_do_not_keep_the_first_callers_request_context(
+        pg_migrated_url: str) -> None:
+    """The listener is created in whichever context subscribes first: in ``tether
+    serve`` a request's, ``FAIL_FAST`` set and a short ``REQUEST_TIMEOUT``. It serves
+    every subscriber for the life of the process, so it is created with both at their
+    defaults: the wake-ups it schedules run in its context, and before they ran with
+    the first request's deadline and fail-fast."""
+    from tether.store import REQUEST_TIMEOUT
+
+    store = open_store(pg_migrated_url)
+    seen: list[tuple[bool, float | None]] = []
+    woken = asyncio.Event()
+
+    def wake() -> None:
+        seen.append((FAIL_FAST.get(), REQUEST_TIMEOUT.get()))
+        woken.set()
+
+    async def as_a_request() -> Any:
+        FAIL_FAST.set(True)
+        REQUEST_TIMEOUT.set(0.5)
+        await store.open()
+        return await store.subscribe(wake)
+
+    # (A task of its own: the request's context ends with it.)
+    unsubscribe = await asyncio.create_task(as_a_request())
+    try:
+        assert (FAIL_FAST.get(), REQUEST_TIMEOUT.get()) == (False, None)
+        await store.run_insert(run=run_record("woken"))
+        await asyncio.wait_for(woken.wait(), 10)
+        assert seen and all(s == (False, None) for s in seen), seen
+        await unsubscribe()
+    finally:
+        await store.close()

@@ -11,6 +11,7 @@ caller's clock; no query reads the database's own clock.
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import (
     AsyncIterator,
@@ -63,6 +64,17 @@ def serve_every_caller() -> None:
     the context of whichever caller started it."""
     FAIL_FAST.set(False)
     REQUEST_TIMEOUT.set(None)
+
+
+def every_caller_context() -> contextvars.Context:
+    """A copy of the current context with ``FAIL_FAST`` and ``REQUEST_TIMEOUT`` at their
+    defaults: the one to create a store's long-lived task in (``create_task(...,
+    context=)``), which the first caller (in ``tether serve``, a request) would otherwise
+    give its own for the life of the process, and with it the callbacks that the task
+    schedules (a listener's wake-ups run in its context)."""
+    ctx = contextvars.copy_context()
+    ctx.run(serve_every_caller)
+    return ctx
 
 
 @dataclass(frozen=True, slots=True)

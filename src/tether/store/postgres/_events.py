@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psycopg
 from psycopg import sql
 
+from tether.store._port import every_caller_context
 from tether.store.postgres._config import (
     CONNECTION_ERRORS,
     DEFAULT_QUERY_TIMEOUT,
@@ -129,7 +130,8 @@ class EventListener:
         self._wanted += 1
         target = self._wanted
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="tether-pg-events")
+            self._task = asyncio.create_task(self._run(), name="tether-pg-events",
+                                             context=every_caller_context())
         else:
             with contextlib.suppress(Exception):
                 await self._kick(self._control)

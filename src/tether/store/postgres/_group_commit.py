@@ -29,7 +29,7 @@ from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
-from tether.store._port import REQUEST_TIMEOUT, Wait, serve_every_caller
+from tether.store._port import REQUEST_TIMEOUT, Wait, every_caller_context, serve_every_caller
 
 log = logging.getLogger("tether.store.postgres")
 
@@ -143,7 +143,8 @@ class AppendWriter:
 
     def start(self) -> None:
         self._closing = False
-        self._task = asyncio.create_task(self._run(), name="tether-pg-group-commit")
+        self._task = asyncio.create_task(self._run(), name="tether-pg-group-commit",
+                                         context=every_caller_context())
 
     def submit(self, lease: Lease, entry: JournalEntry, metrics: str | None = None,
                now: float = 0.0, blobs: Mapping[str, str] | None = None,

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import sql
 
+from tether.store._port import every_caller_context
 from tether.store.postgres._config import (
     CONNECTION_ERRORS,
     DEFAULT_QUERY_TIMEOUT,
@@ -69,7 +70,8 @@ class Listener:
         self._subscribers[key] = (loop, callback, on_cancel)
         if self._task is None or self._task.done():
             self.listening.clear()
-            self._task = asyncio.create_task(self._run(), name="tether-pg-listener")
+            self._task = asyncio.create_task(self._run(), name="tether-pg-listener",
+                                             context=every_caller_context())
         # Callers expect wake-ups from the moment subscribe() returns; the first LISTEN
         # normally takes one round trip. If the server is down, go on: we retry.
         with contextlib.suppress(TimeoutError):

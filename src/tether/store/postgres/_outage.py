@@ -40,6 +40,7 @@ import psycopg
 import psycopg_pool
 
 from tether._pacing import OutagePacing
+from tether.store._port import every_caller_context
 from tether.store.postgres._config import busy, connect_reason
 
 #: Least seconds between two probes of a server known to be down.
@@ -186,7 +187,8 @@ class Outage(OutagePacing):
                 or now - self._probed < PROBE_EVERY:
             return
         self._probed = now
-        self._probe = asyncio.ensure_future(connect())
+        self._probe = asyncio.get_running_loop().create_task(
+            connect(), context=every_caller_context())
 
     async def close(self) -> None:
         probe, self._probe = self._probe, None

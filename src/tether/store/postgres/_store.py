@@ -73,6 +73,7 @@ from tether.store._port import (
     StoreCapabilities,
     Wait,
     WorkerInfo,
+    every_caller_context,
 )
 from tether.store._sql import (
     entry_from_row,
@@ -388,7 +389,8 @@ class PostgresStore(PostgresServeQueries):
         self._closed = False
         self._shutdown = None
         self._guard = asyncio.create_task(self._close_pool_on_cancel(pool),
-                                          name="tether-pg-pool-guard")
+                                          name="tether-pg-pool-guard",
+                                          context=every_caller_context())
         self._writer.start()
 
     async def close(self) -> None:
@@ -700,7 +702,8 @@ class PostgresStore(PostgresServeQueries):
             for conn in list(getattr(pool, "_pool", ())):  # idle: _looks_dead drops them
                 sever(conn)
         elif self._drain is None or self._drain.done():
-            self._drain = asyncio.ensure_future(drain())
+            self._drain = asyncio.get_running_loop().create_task(
+                drain(), context=every_caller_context())
             self._drain.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _on_held(self, fn: Callable[[Conn], Awaitable[Any]], timeout: float) -> Any:
