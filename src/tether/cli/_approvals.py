@@ -23,9 +23,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("approvals", parents=[common],
                        help="list the tool calls that wait for a human's approval, "
                        "oldest run first")
-    p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
-                   help="at most this many approvals, of the oldest runs (default 50; "
-                   "a line on stderr says when more wait)")
+    p.add_argument("--limit", type=bounded_int(1_000_000), default=None,
+                   help="at most this many approvals, of the oldest runs (a line on "
+                   "stderr says when more wait); default: every one, longest waiting "
+                   "first")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=approvals)
@@ -40,10 +41,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def approvals(args: argparse.Namespace) -> int:
-    from tether.ai._approvals import pending_approvals_page
+    from tether.ai._approvals import pending_approvals, pending_approvals_page
 
     async with client(args, read_only=True) as app:
-        found, more = await pending_approvals_page(app, limit=args.limit)
+        if args.limit is None:
+            found, more = await pending_approvals(app), None
+        else:
+            found, more = await pending_approvals_page(app, limit=args.limit)
         # (how long each has waited, by the clock ``since`` was written by: on
         # PostgreSQL the server's, which this host's may be off from)
         now = app.clock.now()

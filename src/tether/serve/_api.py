@@ -401,10 +401,16 @@ async def cancel_run(request: Request) -> Response:
 
 
 async def list_approvals(request: Request) -> Response:
-    from tether.ai import pending_approvals_page
+    from tether.ai import pending_approvals, pending_approvals_page
 
     q = request.query_params
     known_keys(dict(q), {"limit", "cursor"})
+    if "limit" not in q and "cursor" not in q:
+        # Every pending approval, longest waiting first, as before paging was added:
+        # a client that does not page is not cut off at a first page.
+        everything = await pending_approvals(tether_app(request))
+        return json_response({"approvals": [p.to_dict() for p in everything],
+                              "next_cursor": None})
     limit = parse_limit(q.get("limit"))
     cursor = q.get("cursor")
     found, nxt = await pending_approvals_page(

@@ -307,14 +307,16 @@ def document(root_path: str = "") -> dict[str, Any]:
                                         "properties": {"schedule": {"type": "string"},
                                                        "run_id": {"type": "string"}}}))},
             "/api/v1/approvals": {"get": {
-                "summary": "Tool calls waiting for a person, oldest run first",
+                "summary": "Tool calls waiting for a person: all of them by the time "
+                           "they began waiting, or with limit/cursor one page, oldest run "
+                           "first",
                 "operationId": "listApprovals",
                 "parameters": [
                     {"name": "limit", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _ok("a page of pending approvals", {
+                "responses": {"200": _ok("pending approvals (a page with limit/cursor)", {
                     "type": "object", "required": ["approvals", "next_cursor"],
                     "properties": {
                         "approvals": {"type": "array",
