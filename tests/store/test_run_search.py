@@ -5,6 +5,7 @@ after page; on SQLite that query reads indexes only, never the whole runs table.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import apsw
@@ -91,3 +92,31 @@ async def test_run_list_without_a_status_lists_every_status_newest_first(
     for limit in (1, 4, 21, 50):
         assert [r.run_id for r in await store.run_list(limit=limit)] == order[:limit]
     assert {r.status for r in await store.run_list(limit=21)} == {s.value for s in RunStatus}
+
+
+async def test_a_listed_fork_says_its_origin_under_every_listing(store: Store) -> None:
+    """The runs page and ``GET /api/v1/runs`` mark a fork "fork of X at N" from the
+    listed record: every variant of the listing (the per-status merge without a filter
+    or with a status alone, the filtered query) returns ``forked_from`` and
+    ``forked_at`` as ``run_get`` does, not None; a run that is no fork has None."""
+    await store.run_insert(run=run_record("src", status="completed", now=T0))
+    fork = dataclasses.replace(run_record("src-fork", now=T0 + 1), forked_from="src",
+                               forked_at=2)
+    await store.run_insert(run=fork)
+    await store.run_insert(run=run_record("kid", now=T0 + 2, parent="src",
+                                          parent_position=0))
+    expected = {"src": (None, None), "src-fork": ("src", 2), "kid": (None, None)}
+    listings: list[dict[str, object]] = [
+        {}, {"status": "queued"}, {"workflow": "wf"}, {"queue": "q"}, {"text": "src-"},
+        {"before": (T0 + 1.5, "")}, {"status": "queued", "text": "fork"}]
+    for filters in listings:
+        found = await store.run_search(limit=10, **filters)  # type: ignore[arg-type]
+        assert found, filters
+        for r in found:
+            assert (r.forked_from, r.forked_at) == expected[r.run_id], (filters, r)
+            stored = await store.run_get(r.run_id)
+            assert stored is not None
+            assert (r.version, r.generation, r.erased_at) == (
+                stored.version, stored.generation, stored.erased_at), (filters, r)
+    assert {r.run_id for r in await store.run_search(limit=10)} == set(expected)
+    assert [r.run_id for r in await store.run_search(parent="src")] == ["kid"]

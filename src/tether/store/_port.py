@@ -316,7 +316,8 @@ class ServeQueries(Protocol):
                          before: tuple[float, str] | None = None) -> list[RunRecord]:
         """Runs matching every given filter (``text``: a substring of the run id), newest
         first (by ``created_at``, then ``run_id``), strictly after the ``before`` cursor
-        (the last run's (created_at, run_id) of the previous page)."""
+        (the last run's (created_at, run_id) of the previous page). Each record has
+        ``run_get``'s fields, a fork's origin (``forked_from``, ``forked_at``) among them."""
 
     async def run_list_awaiting_approval(self, *, limit: int = 1000,
                                          after: tuple[float, str] | None = None

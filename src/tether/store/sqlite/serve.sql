@@ -2,9 +2,12 @@
 
 -- run_search --
 -- Runs matching optional filters, newest first, after a (created_at, run_id) cursor.
+-- With migration 0003's columns (run_get's), so that a listed fork says its origin
+-- (forked_from, forked_at): the runs page, GET /api/v1/runs. Same rows, same plan.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM tether_runs
 WHERE (:status IS NULL OR status = :status)
   AND (:workflow IS NULL OR workflow = :workflow)
@@ -25,7 +28,8 @@ LIMIT :limit;
 -- created_at that every start would update. The statuses are RunStatus's, all of them.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
-       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
 FROM (
       SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'queued'
          AND (:status IS NULL OR :status = 'queued')
