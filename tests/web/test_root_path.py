@@ -91,9 +91,11 @@ async def test_every_address_a_page_sends_out_carries_the_prefix(
 
     await app.start("wait_go", run_id="a/../victim")
     await app.start("parent", "ana", run_id="mom")
+    await app.fork("a/../victim", at=0, new_run_id="victim-again")
     runs = await ui.get("/runs")
     assert_under_prefix(runs.text)
     assert 'href="/tether/runs/a%2F..%2Fvictim"' in runs.text
+    assert 'fork of <a class="mono" href="/tether/runs/a%2F..%2Fvictim"' in runs.text
     assert 'href="/tether/static/app.css"' in runs.text
     assert 'data-refresh="/tether/ui/runs?"' in runs.text
     assert_under_prefix((await ui.get("/ui/runs")).text)

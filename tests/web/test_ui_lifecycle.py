@@ -137,6 +137,62 @@ async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.Async
         assert await app.handle("s1/fork").result(timeout=30) == [10, 20]
 
 
+
+@pytest.fixture
+async def ui_any(store_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """As ``ui``, on SQLite and PostgreSQL."""
+    app = webapp.make_app(store_url)
+    await app._open()
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://127.0.0.1") as http:
+        http.app = app  # type: ignore[attr-defined]
+        try:
+            yield http
+        finally:
+            await app.close()
+
+
+async def test_the_runs_list_marks_a_fork_and_the_api_lists_its_origin(
+        ui_any: httpx.AsyncClient) -> None:
+    """A fork's row in the runs list says "fork of X at N" (X a link to the source), as
+    a child's says "child of X", under every listing the page makes (all runs, a status,
+    text in the id); ``GET /api/v1/runs`` gives ``forked_from`` and ``forked_at``, as
+    the run's document does (null for a run that is no fork). Before, the listing's
+    query did not select them: the list could not tell a fork from any other run."""
+    ui = ui_any
+    app = ui.app  # type: ignore[attr-defined]
+    await login(ui, READ)
+    async with app.worker(queues=["default"]):
+        await app.start("steps", 3, run_id="s/1")
+        await app.start("parent", "ana", run_id="mom")
+        for run_id in ("s/1", "mom"):
+            await app.handle(run_id).result(timeout=30)
+    await app.fork("s/1", at=2, new_run_id="s/1-again")  # (left queued)
+    mark = ('<span class="muted small">fork of <a class="mono" href="/runs/s%2F1" '
+            'title="s/1">s/1</a> at 2</span>')
+    for page in ("/runs", "/ui/runs", "/runs?status=queued", "/runs?q=again",
+                 "/runs?workflow=steps"):
+        html = (await ui.get(page)).text
+        row = re.search(r"<tr>(?:(?!</tr>).)*s/1-again(?:(?!</tr>).)*</tr>", html, re.S)
+        assert row is not None, page
+        assert mark in row.group(0), page
+        assert html.count("fork of") == 1, page
+    html = (await ui.get("/runs")).text
+    assert "child of mom" in html and html.count("fork of") == 1
+
+    runs = (await ui.get("/api/v1/runs", headers={"Authorization": f"Bearer {READ}"})
+            ).json()["runs"]
+    origins = {r["run_id"]: (r["forked_from"], r["forked_at"]) for r in runs}
+    assert origins.pop("s/1-again") == ("s/1", 2)
+    assert set(origins.values()) == {(None, None)} and {"s/1", "mom"} <= set(origins)
+    doc = (await ui.get("/api/v1/runs/s%2F1-again",
+                        headers={"Authorization": f"Bearer {READ}"})).json()
+    assert (doc["forked_from"], doc["forked_at"]) == ("s/1", 2)
+    schema = (await ui.get("/openapi.json", headers={"Authorization": f"Bearer {READ}"})
+              ).json()["components"]["schemas"]["RunSummary"]["properties"]
+    assert schema["forked_from"]["nullable"] and schema["forked_at"]["type"] == "integer"
+
 async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     """The page lists schedules; pause, resume and run-now work from it (admin, CSRF);
     a read session sees the list without buttons."""

@@ -317,6 +317,8 @@ def run_summary(r: Any) -> dict[str, Any]:
         "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
         "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
         "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id, "metrics": r.metrics,
+        # (a fork's origin, as the run's document has it: null for a run that is no fork)
+        "forked_from": r.forked_from, "forked_at": r.forked_at,
     }
 
 

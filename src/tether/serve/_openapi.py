@@ -100,7 +100,14 @@ def document(root_path: str = "") -> dict[str, Any]:
                                    "queue": {"type": "string"},
                                    "status": {"type": "string", "enum": list(STATUSES)},
                                    "created_at": {"type": "number"},
-                                   "metrics": {"type": "object"}}},
+                                   "metrics": {"type": "object"},
+                                   "forked_from": {
+                                       "type": "string", "nullable": True,
+                                       "description": "a fork's source run (listRuns)"},
+                                   "forked_at": {
+                                       "type": "integer", "nullable": True,
+                                       "description": "the position the fork was cut "
+                                                      "at (listRuns)"}}},
                 "UnreadablePayload": {
                     "type": "object", "required": ["unreadable_payload"],
                     "description": "In place of a payload this server cannot decrypt (its "
