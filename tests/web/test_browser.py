@@ -160,6 +160,82 @@ def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Pa
             shutil.copy(tmp_path / name, out / name)
 
 
+
+def test_the_signal_form_follows_the_awaited_signal(browser: object, tmp_path: Path) -> None:
+    """The "Act on this run" form's name field is filled with the signal the run awaits
+    and follows it as the head is redrawn: a ``two_signals`` run's "go" sent from the
+    waiting box, the field holds "confirm" once the run waits for that (it kept "go",
+    the name of a signal already sent, before app.js followed). A name
+    the user typed is left alone, and so is the field while it has the focus."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/signals.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        for run_id in ("sig-box", "sig-typed", "sig-focus"):
+            r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+                "workflow": "two_signals", "run_id": run_id})
+            assert r.status_code == 201, r.text
+            wait_for(served.url, run_id, "waiting")
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+        name = page.locator("#actions form.signal input[name=name]")
+        waits = page.locator("#waits")
+
+        # "go" from the waiting box, with no worker: the page comes back with the run
+        # still waiting for "go" (the signal is stored; no worker delivered it); a worker
+        # takes it, it waits for "confirm", and the head, redrawn from the run's events
+        # (no reload), brings the field along.
+        page.goto(served.url + "/runs/sig-box")
+        expect(waits).to_contain_text("Waiting for the signal go")
+        expect(name).to_have_value("go")
+        worker.terminate()
+        worker.wait(10)
+        with page.expect_navigation():
+            page.locator("#waits button:has-text('Send go')").click()
+        expect(page.locator(".flash")).to_contain_text("go")
+        expect(waits).to_contain_text("Waiting for the signal go")
+        expect(name).to_have_value("go")
+        page.evaluate("window.__notReloaded = true")
+        worker = start_worker(db, tmp_path)
+        expect(waits).to_contain_text("Waiting for the signal confirm", timeout=30_000)
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        expect(name).to_have_value("confirm")
+        assert page.locator("#actions form.signal button").is_enabled()
+
+        # A name the user typed stays when the run moves on to "confirm".
+        page.goto(served.url + "/runs/sig-typed")
+        expect(name).to_have_value("go")
+        name.fill("my-own-name")
+        page.locator("h2:has-text('Act on this run')").click()  # (the field loses the focus)
+        r = httpx.post(served.url + "/api/v1/runs/sig-typed/signals/go", headers=api,
+                       json={"data": 1})
+        assert r.status_code == 202, r.text
+        expect(waits).to_contain_text("Waiting for the signal confirm", timeout=30_000)
+        expect(name).to_have_value("my-own-name")
+
+        # Nor is a field being typed in changed under the user's fingers.
+        page.goto(served.url + "/runs/sig-focus")
+        expect(name).to_have_value("go")
+        name.focus()
+        r = httpx.post(served.url + "/api/v1/runs/sig-focus/signals/go", headers=api,
+                       json={"data": 1})
+        assert r.status_code == 202, r.text
+        expect(waits).to_contain_text("Waiting for the signal confirm", timeout=30_000)
+        expect(name).to_be_focused()
+        expect(name).to_have_value("go")
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+
 def test_read_token_sees_but_cannot_act(browser: object, tmp_path: Path) -> None:
     """A read session sees the pages without action buttons, and a forged form post
     is refused with the store unchanged."""
