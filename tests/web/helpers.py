@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +134,23 @@ def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
             kind = value
         elif field == "data":
             data.append(value)
+
+
+@contextlib.asynccontextmanager
+async def ui_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client (no bearer header) of an in-process ``tether serve`` with an
+    admin and a read token (``ADMIN``, ``READ``), over the test workflows' App on the
+    store ``url`` (``tests.web.webapp``); ``client.app`` is that App."""
+    from tests.web import webapp
+    from tether.serve import Tokens, create_app
+
+    app = webapp.make_app(url)
+    await app._open()
+    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                 base_url="http://127.0.0.1") as http:
+        http.app = app  # type: ignore[attr-defined]
+        try:
+            yield http
+        finally:
+            await app.close()

@@ -14,24 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.web import webapp
-from tests.web.helpers import ADMIN, READ, ROOT, TETHER, env, start_worker
-from tether.serve import Tokens, create_app
+from tests.web.helpers import ADMIN, READ, ROOT, TETHER, env, start_worker, ui_client
 
 
 @pytest.fixture
 async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client (no bearer header) of a server with tokens."""
-    app = webapp.make_app(sqlite_url)
-    await app._open()
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                 base_url="http://127.0.0.1") as http:
-        http.app = app  # type: ignore[attr-defined]
-        try:
-            yield http
-        finally:
-            await app.close()
+    async with ui_client(sqlite_url) as http:
+        yield http
 
 
 async def login(http: httpx.AsyncClient, token: str) -> str:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.web import webapp
-from tests.web.helpers import ADMIN, READ
+from tests.web.helpers import ADMIN, READ, ui_client
 from tests.web.test_api import Api
 from tests.web.test_api_lifecycle import _schedule
 from tests.web.test_ui_and_cli import login
@@ -26,16 +26,8 @@ from tether.serve import Tokens, create_app
 @pytest.fixture
 async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client (no bearer header) of a server with tokens."""
-    app = webapp.make_app(sqlite_url)
-    await app._open()
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                 base_url="http://127.0.0.1") as http:
-        http.app = app  # type: ignore[attr-defined]
-        try:
-            yield http
-        finally:
-            await app.close()
+    async with ui_client(sqlite_url) as http:
+        yield http
 
 
 async def _failed_run(ui: httpx.AsyncClient, run_id: str) -> None:
@@ -142,16 +134,8 @@ async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.Async
 @pytest.fixture
 async def ui_any(store_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """As ``ui``, on SQLite and PostgreSQL."""
-    app = webapp.make_app(store_url)
-    await app._open()
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                 base_url="http://127.0.0.1") as http:
-        http.app = app  # type: ignore[attr-defined]
-        try:
-            yield http
-        finally:
-            await app.close()
+    async with ui_client(store_url) as http:
+        yield http
 
 
 async def test_the_runs_list_marks_a_fork_and_the_api_lists_its_origin(

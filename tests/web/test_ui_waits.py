@@ -12,24 +12,15 @@ import httpx
 import pytest
 
 from tests.web import webapp
-from tests.web.helpers import ADMIN, READ
+from tests.web.helpers import ADMIN, READ, ui_client
 from tests.web.test_ui_and_cli import login
-from tether.serve import Tokens, create_app
 from tether.store._port import Wait
 
 
 @pytest.fixture
 async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = webapp.make_app(sqlite_url)
-    await app._open()
-    asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                 base_url="http://127.0.0.1") as http:
-        http.app = app  # type: ignore[attr-defined]
-        try:
-            yield http
-        finally:
-            await app.close()
+    async with ui_client(sqlite_url) as http:
+        yield http
 
 
 async def _until_waiting(ui: httpx.AsyncClient, *run_ids: str) -> None:
