@@ -43,6 +43,42 @@ async def test_each_event_once_in_order_after_any_cursor(store: Store) -> None:
     assert [k for k, _ in await events_of(store, "b")] == ["status", "op", "op", "op"]
 
 
+async def _assert_latest_is_the_tail(store: Store, run_id: str) -> int:
+    """``run_events_latest`` of every limit, of every kind or of one, is the tail of what
+    ``run_events_read`` reads of the run: the same events, ids and JSON text, in order.
+    Returns how many events the run has."""
+    every = [(e.event_id, e.kind, e.data)
+             for e in await store.run_events_read(run_id=run_id, after=None, limit=100000)]
+    for kind in (None, "status", "op", "live", "chunk"):
+        of_kind = [e for e in every if kind is None or e[1] == kind]
+        for limit in range(len(of_kind) + 2):
+            got = [(e.event_id, e.kind, e.data)
+                   for e in await store.run_events_latest(run_id=run_id, limit=limit,
+                                                          kind=kind)]
+            assert got == of_kind[max(0, len(of_kind) - limit):] if limit else not got, (
+                kind, limit)
+    return len(every)
+
+
+async def test_the_latest_events_are_the_tail_of_the_events_read(store: Store) -> None:
+    """``run_events_latest`` reads a run's newest events (of one kind if asked) backwards
+    through the index: they are the last ones ``run_events_read`` reads, in its order,
+    with its ids, and none of another run's."""
+    a = await start_and_claim(store, "a", queue="qa")
+    b = await start_and_claim(store, "b", queue="qb")
+    for pos in range(3):
+        await store.journal_append(lease=a.lease, entry=entry(pos))
+        await store.run_publish(run_id="a", data=json.dumps({"position": pos, "text": "x"}))
+        await store.journal_append(lease=b.lease, entry=entry(pos))
+        await store.run_set_status_info(lease=a.lease, info=str(pos), now=T0)
+    await store.run_publish(run_id="b", data='{"text": "b"}')
+    await store.run_finish(lease=a.lease, status="completed", result="1", error=None,
+                           now=T0 + 1)
+    assert await _assert_latest_is_the_tail(store, "a") == 1 + 3 * 3 + 1
+    assert await _assert_latest_is_the_tail(store, "b") == 1 + 3 + 1
+    assert await store.run_events_latest(run_id="nope", limit=5) == []
+
+
 async def _count(store: Store, run_id: str, n: int) -> bool:
     return len(await store.run_events_read(run_id=run_id, after=None)) >= n
 
@@ -216,6 +252,8 @@ async def test_compact_events_read_as_before_and_old_ones_are_kept(
         for i, (event_id, _, _) in enumerate(got):
             after = await migrated.run_events_read(run_id="r", after=event_id)
             assert [e.event_id for e in after] == [e for e, _, _ in got[i + 1:]]
+        # The older rows' kinds ("op", "status") and the compact ones, read backwards.
+        assert await _assert_latest_is_the_tail(migrated, "r") == 11
     finally:
         await new.close()
         await migrated.close()
@@ -404,6 +442,8 @@ async def test_cursors_held_across_migration_0013_resume_without_skip_or_repeat(
                 after = await migrated.run_events_read(run_id="r", after=event_id,
                                                        limit=limit)
                 assert [e.event_id for e in after] == [e for e, _, _ in got[i + 1:]][:limit]
+        # Backwards, the rows stored since come first, then the older ones (txid).
+        assert await _assert_latest_is_the_tail(migrated, "r") == 11
     finally:
         await migrated.close()
 

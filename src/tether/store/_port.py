@@ -292,6 +292,13 @@ def metric_totals_of(durations: Iterable[float], metrics: Iterable[str | None]
     return {k: v for k, v in totals.items() if v}
 
 
+def stored_event_kinds(kind: str) -> list[str]:
+    """The values of the events' ``kind`` column that read as ``kind``: the compact rows
+    of ops and statuses (``o``, ``s``: PostgreSQL migration 0007, SQLite 0011) and the
+    rows stored before them under the full names."""
+    return {"op": ["o", "op"], "status": ["s", "status"]}.get(kind, [kind])
+
+
 def stats_with_totals(by_status: dict[str, int], queues: dict[str, tuple[int, float]],
                       steps: Sequence[float], llm: Sequence[float], workers: int,
                       totals: Mapping[str, float]) -> StoreStats:
@@ -332,6 +339,13 @@ class ServeQueries(Protocol):
                               limit: int = 500) -> list[RunEvent]:
         """The run's stored events after the cursor ``after`` (None: from the start),
         oldest first. Raises: ValueError for a cursor this backend never made."""
+
+    async def run_events_latest(self, *, run_id: str, limit: int = 500,
+                                kind: str | None = None) -> list[RunEvent]:
+        """The run's newest ``limit`` stored events (of ``kind`` alone when given), oldest
+        first: the last ones ``run_events_read`` would return, in its order, with the
+        same ids. It reads the events index backwards, so its cost does not grow with the
+        run's events (with ``kind``, it skips the newer events of other kinds)."""
 
     async def store_stats(self, *, now: float) -> StoreStats:
         """Runs by status, queue depth and age, step latencies, LLM totals, and the

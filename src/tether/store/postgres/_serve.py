@@ -13,6 +13,7 @@ from tether.store._port import (
     RunEvent,
     StoreStats,
     stats_with_totals,
+    stored_event_kinds,
 )
 from tether.store._sql import load_queries, run_from_row
 
@@ -63,6 +64,14 @@ class PostgresServeQueries:
         rows, _ = await self._one("run_events_read", {
             "run_id": run_id, "txid": txid, "event_id": event_id, "after": last,
             "limit": limit})
+        return [RunEvent(str(i) if tx is None else f"{tx}-{i}", kind, data)
+                for tx, i, kind, data in rows]
+
+    async def run_events_latest(self, *, run_id: str, limit: int = 500,
+                                kind: str | None = None) -> list[RunEvent]:
+        rows, _ = await self._one("run_events_latest", {
+            "run_id": run_id, "limit": max(0, min(limit, _BIGINT_MAX)),
+            "kinds": None if kind is None else stored_event_kinds(kind)})
         return [RunEvent(str(i) if tx is None else f"{tx}-{i}", kind, data)
                 for tx, i, kind, data in rows]
 

@@ -104,6 +104,30 @@ FROM ((SELECT txid, event_id, kind, data FROM {schema}.run_events
        ORDER BY txid, event_id LIMIT %(limit)s)) AS e
 ORDER BY e.txid, e.event_id LIMIT %(limit)s;  -- (e.txid: the xid8, not the text above)
 
+-- run_events_latest --
+-- A run's newest events (of the kinds %(kinds)s alone unless NULL), in run_events_read's
+-- order: run_events_run read backwards (txid DESC NULLS FIRST: the rows stored since
+-- migration 0013 first, then the older ones), then put back in order. Their JSON is built
+-- as in run_events_read.
+SELECT txid::text, event_id,
+       CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
+       CASE kind
+           WHEN 's' THEN json_build_object(
+               'status', split_part(data, ' ', 1),
+               'waiting_for', CASE WHEN strpos(data, ' ') > 0
+                                   THEN substr(data, strpos(data, ' ') + 1) END)::text
+           WHEN 'o' THEN (
+               SELECT json_build_object('position', m[1]::integer, 'kind', m[4],
+                                        'name', m[5], 'status', m[3],
+                                        'attempts', m[2]::integer)::text
+               FROM regexp_match(data, '^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$') AS r(m))
+           ELSE data END
+FROM (SELECT txid, event_id, kind, data FROM {schema}.run_events
+      WHERE run_id = %(run_id)s
+        AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+      ORDER BY txid DESC NULLS FIRST, event_id DESC LIMIT %(limit)s) AS e
+ORDER BY e.txid NULLS LAST, e.event_id;
+
 -- run_publish_stored --
 -- Store a streamed chunk as an event and send its parts to the run's channel.
 SELECT {schema}.publish_stored(%(run_id)s, %(channel)s, %(data)s, %(parts)s::text[]);

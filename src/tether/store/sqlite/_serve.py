@@ -4,6 +4,7 @@ cursor, the stored events of a run, and store-wide numbers for ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from tether.store._port import (
     RunEvent,
     StoreStats,
     stats_with_totals,
+    stored_event_kinds,
 )
 from tether.store._sql import load_queries, run_from_row
 from tether.store.sqlite._writer import WriterClient
@@ -54,6 +56,11 @@ class SqliteServeQueries(WriterClient):
                 raise ValueError(f"not an event id of this store: {after!r}")
             last = int(after)
         return await self._read(_run_events_read, run_id, last, limit)
+
+    async def run_events_latest(self, *, run_id: str, limit: int = 500,
+                                kind: str | None = None) -> list[RunEvent]:
+        kinds = None if kind is None else json.dumps(stored_event_kinds(kind))
+        return await self._read(_run_events_latest, run_id, max(0, min(limit, 2**62)), kinds)
 
     async def store_stats(self, *, now: float) -> StoreStats:
         if self.vfs is not None:  # (a VFS without shared memory: one connection only)
@@ -107,6 +114,13 @@ def _run_events_read(conn: apsw.Connection, run_id: str, last: int,
     params = {"run_id": run_id, "after": last, "limit": limit}
     return [RunEvent(str(i), kind, data)
             for i, kind, data in conn.execute(Q["run_events_read"], params)]
+
+
+def _run_events_latest(conn: apsw.Connection, run_id: str, limit: int,
+                       kinds: str | None) -> list[RunEvent]:
+    params = {"run_id": run_id, "limit": limit, "kinds": kinds}
+    return [RunEvent(str(i), kind, data)
+            for i, kind, data in conn.execute(Q["run_events_latest"], params)]
 
 
 def event_chunk(conn: apsw.Connection, run_id: str, data: str) -> None:

@@ -101,6 +101,28 @@ SELECT event_id,
 FROM tether_run_events
 WHERE run_id = :run_id AND event_id > :after ORDER BY event_id LIMIT :limit;
 
+-- run_events_latest --
+-- A run's newest events (of the kinds in the JSON array :kinds alone unless NULL),
+-- oldest first: the primary key (run_id, event_id) read backwards. Their JSON is built
+-- as in run_events_read.
+SELECT event_id,
+       CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
+       CASE kind
+           WHEN 's' THEN json_object(
+               'status', CASE WHEN instr(data, ' ') > 0
+                              THEN substr(data, 1, instr(data, ' ') - 1) ELSE data END,
+               'waiting_for', CASE WHEN instr(data, ' ') > 0
+                                   THEN substr(data, instr(data, ' ') + 1) END)
+           WHEN 'o' THEN json_object('position', data ->> 0, 'kind', data ->> 3,
+                                     'name', data ->> 4, 'status', data ->> 2,
+                                     'attempts', data ->> 1)
+           ELSE data END
+FROM (SELECT event_id, kind, data FROM tether_run_events
+      WHERE run_id = :run_id
+        AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
+      ORDER BY event_id DESC LIMIT :limit)
+ORDER BY event_id;
+
 -- run_event_chunk --
 -- Store a streamed LLM chunk as an event of its run (its next event id: see migration 0010).
 INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (:run_id,
