@@ -35,6 +35,7 @@ from tether import App
 from tether._codec import SLOT_STATUS
 from tether._show import unreadable_payload
 from tether.errors import StoreUnavailable
+from tether.store._port import RunEvent
 
 log = logging.getLogger("tether.serve")
 
@@ -55,26 +56,88 @@ def frame(event: str, data: Any, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-async def last_event_id(app: App, run_id: str) -> str | None:
+#: How many of a run's newest events ``last_event_id`` reads first.
+WINDOW = 500
+
+
+async def last_event_id(app: App, run_id: str, *, window: int | None = None) -> str | None:
     """Where a page that shows the run as it is now should start following it: after
     the run's newest event, or, while an LLM answer is streaming, just before that
-    answer's first chunk (the page does not draw partial answers, the stream does)."""
+    answer's first chunk (the page does not draw partial answers, the stream does).
+
+    That is what ``_resume_point`` finds reading every event of the run; this reads its
+    newest ``window`` (``WINDOW``) events (``run_events_latest``) and, when they have no chunk, the
+    run's newest chunk, and reads every event only when an answer that may still be
+    streaming began before them (or, from its newest chunk on, when that chunk is older
+    than them)."""
+    store = app.store
+    window = WINDOW if window is None else window
+    events = await store.run_events_latest(run_id=run_id, limit=window + 1)
+    if len(events) <= window:  # every event of the run
+        return await _resume_point(app, run_id, events)
+    newest = events[-1].event_id
+    seen_ops: set[object] = set()  # positions of the ops after the newest chunk
+    for k in range(len(events) - 1, -1, -1):
+        kind, position = await _kind_position(app, run_id, events[k])
+        if kind == "op":
+            seen_ops.add(position)
+        elif kind == "chunk":
+            break
+    else:  # no chunk among them: the run's newest chunk is older, if it has one
+        chunks = await store.run_events_latest(run_id=run_id, limit=1, kind="chunk")
+        if not chunks:
+            return newest
+        _, position = await _kind_position(app, run_id, chunks[0])
+        if position is None or position in seen_ops:
+            return newest
+        # Did that call's op come after its chunk? (It comes right after, if it came.)
+        after = chunks[0].event_id
+        while batch := await store.run_events_read(run_id=run_id, after=after, limit=1000):
+            for ev in batch:
+                if await _kind_position(app, run_id, ev) == ("op", position):
+                    return newest
+            after = batch[-1].event_id
+        return await _resume_point(app, run_id, None)  # still streaming: from its start
+    # events[k] is the run's newest chunk.
+    if position is None or position in seen_ops:
+        return newest  # no answer is streaming (or it has finished)
+    first = k  # the first chunk of the answer streaming now
+    for j in range(k - 1, -1, -1):
+        kind, other = await _kind_position(app, run_id, events[j])
+        if kind == "chunk" and other == position:
+            first = j
+        elif kind == "chunk" or (kind == "op" and other == position):
+            return events[first - 1].event_id  # (first > j >= 0)
+    return await _resume_point(app, run_id, None)  # it may have begun before them
+
+
+async def _resume_point(app: App, run_id: str, events: list[RunEvent] | None) -> str | None:
+    """``last_event_id`` of every event of the run, given (``events``) or read here."""
     last: str | None = None
     resume: str | None = None
     streaming: object = None  # the position of the answer streaming now, if any
     while True:
-        batch = await app.store.run_events_read(run_id=run_id, after=last, limit=1000)
+        if events is None:
+            batch = await app.store.run_events_read(run_id=run_id, after=last, limit=1000)
+        else:
+            batch, events = events, []
         if not batch:
             return resume if streaming is not None else last
         for ev in batch:
-            if ev.kind in ("chunk", "op"):
-                data = await _data(app, run_id, ev.kind, ev.data)
-                position = data.get("position") if isinstance(data, dict) else None
-                if ev.kind == "chunk" and position != streaming:
-                    streaming, resume = position, last
-                elif ev.kind == "op" and position == streaming:
-                    streaming = resume = None  # that call has finished
+            kind, position = await _kind_position(app, run_id, ev)
+            if kind == "chunk" and position != streaming:
+                streaming, resume = position, last
+            elif kind == "op" and position == streaming:
+                streaming = resume = None  # that call has finished
             last = ev.event_id
+
+
+async def _kind_position(app: App, run_id: str, ev: RunEvent) -> tuple[str, object]:
+    """The event's kind, and for a chunk or an op, the journal position it is of."""
+    if ev.kind not in ("chunk", "op"):
+        return ev.kind, None
+    data = await _data(app, run_id, ev.kind, ev.data)
+    return ev.kind, data.get("position") if isinstance(data, dict) else None
 
 
 async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]:
