@@ -65,6 +65,23 @@ async def test_run_ids_names_and_payloads_are_escaped(ui: httpx.AsyncClient) -> 
     assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
+async def test_a_deeply_nested_payload_draws_a_page_of_its_own_size(
+        ui: httpx.AsyncClient) -> None:
+    """A payload's first levels are indented and deeper ones drawn on a line each: an
+    input of 200 KB nested 800 deep drew a page of 160 MB (indentation times lines), in
+    seconds, at every refresh."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    deep: object = [7] * 100_000
+    for _ in range(800):
+        deep = [deep]
+    await app.start("greet", deep, run_id="deep-1")
+    page = (await ui.get("/runs/deep-1")).text
+    assert len(page) < 2_000_000, len(page)
+    assert "[\n  [\n    [" in page  # (the outer levels are still indented)
+    assert "[[[[[[7,7,7" in page.replace(" ", "")
+
+
 async def test_every_answer_carries_the_security_headers(ui: httpx.AsyncClient) -> None:
     """``nosniff`` and a same-origin ``Referrer-Policy`` on every answer (they were on
     the pages only: not on JSON, the guard's refusals, redirects or static files), and
