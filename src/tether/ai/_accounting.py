@@ -49,11 +49,12 @@ by the engine's ``on_replay`` hook, once per journal position over the run's lif
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tether import ext
+from tether.ai._errors import ProviderError
 from tether.ai._pricing import PriceTable
 from tether.ai._types import ChatReply, Usage
 
@@ -70,6 +71,8 @@ FAILED_ATTEMPTS = "failed_attempts"
 #: estimate of a prompt counts them) and of the answer the stream delivered. The usual
 #: rule of thumb for English text and JSON; no tokenizer is at hand.
 CHARS_PER_TOKEN = 4
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("tether.ai")
 _warned: set[str] = set()
@@ -254,6 +257,30 @@ class PaidAttempts:
                 setattr(exc, FAILED_ATTEMPTS, self.to_dict())
             except (AttributeError, TypeError):  # (an exception that takes no attribute)
                 pass
+
+    async def attempt(self, attempt: Awaitable[_T], *, spending: Any, claim: Any,
+                      price: Any, estimate_input: int) -> _T:
+        """Await one attempt of a metered call (``LLM``, ``MeteredModel``) and account for
+        its failure: a paid one (``paid_by``, the prompt estimated at
+        ``estimate_input``) is added here and to the budget's ledger
+        (``spending.failed``), an unpaid one lets the calls waiting on ``claim`` go
+        (``spending.ended``); either way the error carries the figures (``mark``). The
+        caller settles a success (``spending.answered``)."""
+        try:
+            return await attempt
+        except ProviderError as exc:
+            cut = paid_by(exc, price, estimate_input)
+            if cut is not None:
+                self.add(*cut)
+                spending.failed(claim, cut[0].total_tokens, cut[1])
+            else:  # nothing to count: let the calls waiting go
+                spending.ended(claim)
+            self.mark(exc)
+            raise
+        except BaseException as exc:
+            spending.ended(claim)  # nothing to count: let the calls waiting go
+            self.mark(exc)
+            raise
 
     def record(self, value: dict[str, Any]) -> dict[str, Any]:
         """The call record ``value`` with the figures (``failed``), when any."""

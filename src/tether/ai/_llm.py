@@ -64,7 +64,6 @@ from tether.ai._budget import (
 from tether.ai._errors import (
     FatalProviderError,
     ProviderConfigError,
-    ProviderError,
     RetryableProviderError,
 )
 from tether.ai._interrupt import TurnInterrupted, interruptibly
@@ -439,21 +438,9 @@ class LLM:
             except BaseException as exc:  # (refused: journaled with what was paid)
                 paid.mark(exc)
                 raise
-            try:
-                record = await self._attempt(run, call, on_chunk)
-            except ProviderError as exc:
-                cut = paid_by(exc, price, call.estimate_input)
-                if cut is not None:
-                    paid.add(*cut)
-                    spending.failed(claim, cut[0].total_tokens, cut[1])
-                else:  # nothing to count: let the calls waiting go
-                    spending.ended(claim)
-                paid.mark(exc)
-                raise
-            except BaseException as exc:
-                spending.ended(claim)  # nothing to count: let the calls waiting go
-                paid.mark(exc)
-                raise
+            record = await paid.attempt(self._attempt(run, call, on_chunk),
+                                        spending=spending, claim=claim, price=price,
+                                        estimate_input=call.estimate_input)
             spending.answered(claim, record.reply.usage.total_tokens, record.cost_usd)
             return paid.record(record.to_dict())
 

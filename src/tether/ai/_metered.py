@@ -47,7 +47,7 @@ from tether.ai._budget import (
     spending_of,
     wait_out_budget,
 )
-from tether.ai._errors import FatalProviderError, ProviderError, RetryableProviderError
+from tether.ai._errors import FatalProviderError, RetryableProviderError
 from tether.ai._pricing import PriceTable
 from tether.ai._types import Usage
 from tether.errors import ConfigError
@@ -186,22 +186,10 @@ class MeteredModel:
             except BaseException as exc:  # (refused: journaled with what was paid)
                 paid.mark(exc)
                 raise
-            try:
-                record = await self._attempt(run, request, model=model, usage=usage,
-                                             estimate=estimate, max_out=max_out)
-            except ProviderError as exc:
-                cut = paid_by(exc, price, estimate)
-                if cut is not None:
-                    paid.add(*cut)
-                    spending.failed(claim, cut[0].total_tokens, cut[1])
-                else:  # nothing to count: let the calls waiting go
-                    spending.ended(claim)
-                paid.mark(exc)
-                raise
-            except BaseException as exc:
-                spending.ended(claim)  # nothing to count: let the calls waiting go
-                paid.mark(exc)
-                raise
+            record = await paid.attempt(
+                self._attempt(run, request, model=model, usage=usage, estimate=estimate,
+                              max_out=max_out),
+                spending=spending, claim=claim, price=price, estimate_input=estimate)
             spending.answered(claim, *_cost(record))
             return paid.record(record)
 
