@@ -149,11 +149,9 @@ async def test_a_parked_timer_and_a_signal_timeout_go_on_in_memory_when_due(
     await app.close()
 
 
-async def test_a_race_of_a_signal_and_a_long_timer_wakes_for_the_signal(
-        store_url: str) -> None:
-    """``asyncio.wait({signal, 1-day timer}, FIRST_COMPLETED)``: the run is released for
-    both, and the signal sent after the release wakes it (before, the release kept the
-    timer only: the run slept the day)."""
+def _race_app(store_url: str) -> tuple[App, Any]:
+    """An App whose workflow ``race`` awaits a signal and a one-day timer with
+    ``asyncio.wait(FIRST_COMPLETED)``."""
     app = App(store_url)
 
     @app.workflow
@@ -164,6 +162,16 @@ async def test_a_race_of_a_signal_and_a_long_timer_wakes_for_the_signal(
         for t in pending:
             t.cancel()
         return f"signal {sig.result()}" if sig in done else "timer"
+
+    return app, race
+
+
+async def test_a_race_of_a_signal_and_a_long_timer_wakes_for_the_signal(
+        store_url: str) -> None:
+    """``asyncio.wait({signal, 1-day timer}, FIRST_COMPLETED)``: the run is released for
+    both, and the signal sent after the release wakes it (before, the release kept the
+    timer only: the run slept the day)."""
+    app, race = _race_app(store_url)
 
     async with app.worker():
         handle = await app.start(race, run_id="race")
@@ -333,16 +341,7 @@ async def test_releasing_a_run_of_racing_waits_logs_no_unretrieved_task_error(
     import logging
 
     caplog.set_level(logging.ERROR, logger="asyncio")
-    app = App(store_url)
-
-    @app.workflow
-    async def race() -> str:
-        sig = asyncio.ensure_future(tether.wait_for_signal("go"))
-        nap = asyncio.ensure_future(tether.sleep(DAY))
-        done, pending = await asyncio.wait({sig, nap}, return_when=asyncio.FIRST_COMPLETED)
-        for t in pending:
-            t.cancel()
-        return f"signal {sig.result()}" if sig in done else "timer"
+    app, race = _race_app(store_url)
 
     async with app.worker():
         handle = await app.start(race, run_id="quiet")

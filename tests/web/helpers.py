@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -154,3 +155,25 @@ async def ui_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
             yield http
         finally:
             await app.close()
+
+
+def add_paid_rounds(app: Any) -> Any:
+    """Register on ``app`` a workflow ``rounds(n)`` that runs one step paying 100 input
+    tokens and $0.5 (one LLM call) and continues as new up to ``n`` = 2: the runs the
+    /metrics tests purge and continue. Returns the workflow."""
+    import tether
+    from tether import ext
+
+    @app.step
+    async def paid(i: int) -> int:
+        ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})
+        return i
+
+    @app.workflow
+    async def rounds(n: int) -> int:
+        await paid(n)
+        if n < 2:
+            tether.continue_as_new(n + 1)
+        return n
+
+    return rounds

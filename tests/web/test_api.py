@@ -21,8 +21,8 @@ import tether
 from tests.store.blackhole import BlackHoleProxy
 from tests.store.rtproxy import RoundTripProxy
 from tests.web import webapp
-from tests.web.helpers import ADMIN, READ
-from tether import App, ext
+from tests.web.helpers import ADMIN, READ, add_paid_rounds
+from tether import App
 from tether._clock import SystemClock
 from tether.serve import Tokens, create_app
 from tether.store.postgres import PostgresStore
@@ -1006,17 +1006,7 @@ async def test_metrics_counters_never_go_down_when_runs_are_purged_or_continued(
     now count the archived journals, and what purges remove is kept aside."""
     app = api_any.app
 
-    @app.step
-    async def paid(i: int) -> int:
-        ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})
-        return i
-
-    @app.workflow
-    async def rounds(n: int) -> int:
-        await paid(n)
-        if n < 2:
-            tether.continue_as_new(n + 1)
-        return n
+    rounds = add_paid_rounds(app)
 
     names = ("tether_llm_calls_total", 'tether_llm_tokens_total{type="input",outcome="spent"}',
              'tether_llm_cost_usd_total{outcome="spent"}', "tether_step_duration_seconds_count",

@@ -13,8 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-import tether
-from tether import App, ext
+from tests.web.helpers import add_paid_rounds
+from tether import App
 from tether.serve import create_app
 
 COUNTERS = ("tether_llm_calls_total", 'tether_llm_tokens_total{type="input",outcome="spent"}',
@@ -61,17 +61,7 @@ class Scraper:
 async def paid_app(store_url: str) -> AsyncIterator[App]:
     app = App(store_url)
 
-    @app.step
-    async def paid(i: int) -> int:
-        ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})
-        return i
-
-    @app.workflow
-    async def rounds(n: int) -> int:
-        await paid(n)
-        if n < 2:
-            tether.continue_as_new(n + 1)
-        return n
+    add_paid_rounds(app)
 
     async with app:
         yield app
