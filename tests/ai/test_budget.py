@@ -800,7 +800,7 @@ async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, 
     shown: list[str] = []
     print_metrics(info.metrics, shown.append)
     assert (f"{estimate_in + 1000:,} input + {estimate_out + 50:,} output tokens" in shown[1]
-            and f"({estimate_in + estimate_out:,} tokens estimated: streams cut before "
+            and f"({estimate_in + estimate_out:,} tokens estimated: answers cut before "
             "their usage was told)" in shown[1]), shown
     answered = [dict(s.attributes or {}) for s in exporter.get_finished_spans()
                 if (s.attributes or {}).get("gen_ai.usage.input_tokens") == 1000]
@@ -808,6 +808,62 @@ async def test_a_stream_cut_before_its_usage_counts_an_estimate(store_url: str, 
     assert answered[0]["tether.failed_attempts.tokens"] == estimate_in + estimate_out
     assert answered[0]["tether.failed_attempts.estimated_tokens"] == (
         estimate_in + estimate_out)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
+async def test_a_plain_answer_cut_in_its_body_counts_its_prompt(store_url: str,
+                                                                api: str) -> None:
+    """A plain (not streamed) answer whose connection drops in its body (headers and
+    half the body sent) was billed whole, though nothing of its usage arrived. It counts
+    an estimate of its prompt (4,000 characters: 1,008 tokens, its canonical JSON at 4
+    bytes a token) and no output (the bytes that came are mostly not answer), in the
+    metrics and the budget: 1,008 + 1,050 against 2,060, so the next call is refused,
+    also when the run is replayed (after a signal) before it. It used to count nothing:
+    1,050 spent, the next call sent, and an agent whose plain calls kept being cut spent
+    without bound. A reset before any byte of answer counts nothing."""
+    app = App(store_url)
+    prompt = user_message("q" * 4000)
+    estimate_in = _estimated_prompt(prompt)
+
+    async with ScriptedResponsesServer() as server:
+        server.set_script([Fault.reset(), Fault.truncate(),
+                           Reply("answer", input_tokens=1000, output_tokens=50),
+                           Reply("never", input_tokens=10, output_tokens=1)])
+        llm = (LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url,
+                   api_key="test", breaker=None,
+                   retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=None))
+               if api == "anthropic" else
+               LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test",
+                   breaker=None, api=api,
+                   retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=None)))
+
+        @app.workflow
+        async def wf() -> str:
+            set_budget(Budget(tokens=2_060, on_exceed="fail"))
+            first = await llm.chat([prompt])
+            await tether.wait_for_signal("go")
+            await llm.chat([user_message("Second.")])
+            return first.text or ""
+
+        run_id = f"p-{api}"
+        try:
+            async with app, app.worker():
+                handle = await app.start(wf, run_id=run_id)
+                await wait_for(lambda: status_is(app, run_id, "waiting"), timeout=20)
+                await app.signal(run_id, "go")
+                with pytest.raises(RunFailed,
+                                   match=rf"BudgetExceeded.*{estimate_in + 1050} tokens spent"):
+                    await handle.result(timeout=30)
+                info = await app.get_run(run_id)
+        finally:
+            await llm.aclose()
+    assert [r.outcome for r in server.requests] == ["fault:reset", "fault:truncate", "reply"]
+    assert info.metrics["tokens.input"] == estimate_in + 1000
+    assert info.metrics["tokens.output"] == 50
+    assert info.metrics["tokens.estimated"] == estimate_in
+    assert info.metrics["llm.calls"] == 1
+    record = info.journal[0]["result"]
+    assert record["failed"]["tokens"] == record["failed"]["estimated"] == estimate_in
 
 
 @pytest.mark.parametrize("exhausted", ["next call", "next attempt"])

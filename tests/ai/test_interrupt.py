@@ -7,6 +7,7 @@ request twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,10 +23,11 @@ from tests import CHECKOUT_PATH, forked
 from tests.ai.test_mcp import stop_process
 from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
-from tether.ai import LLM, Agent, function_tool
-from tether.errors import ConfigError
+from tether.ai import LLM, Agent, Budget, function_tool, set_budget, user_message
+from tether.errors import ConfigError, RunFailed
 from tether.testing import export_history, replay
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+from tether.testing.responses_api import ScriptedResponsesServer
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.ai.interrupt_worker_app:app"
@@ -141,6 +143,82 @@ async def test_an_interrupt_during_the_model_call_drops_the_partial_turn(
     llm_entries = [e for e in info.journal if e["name"].startswith("llm:")]
     assert [e["status"] for e in llm_entries] == ["error", "ok"]
     assert "TurnInterrupted" in json.dumps(llm_entries[0]["error"])
+    [result] = await replay(app, history)
+    assert result.compatible, result.message
+
+
+def _estimated_prompt(message: dict[str, Any]) -> int:
+    """The documented estimate of a one-message prompt's tokens (its canonical JSON at
+    4 bytes a token, plus one)."""
+    return len(json.dumps(message, sort_keys=True, separators=(",", ":")).encode()) // 4 + 1
+
+
+async def _chunk_arrived(app: App, run_id: str) -> bool:
+    """A chunk of the run's answer reached the worker (its live event is stored)."""
+    events = await app.store.run_events_latest(run_id=run_id, kind="chunk")
+    return any('"llm.chunk"' in (e.data or "") for e in events)
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
+async def test_a_turn_interrupted_mid_stream_counts_what_was_billed(store_url: str,
+                                                                    api: str) -> None:
+    """Interrupted after the first 400 characters of its answer had streamed in, the
+    model call was billed its prompt and that output, as a cut stream is: what the
+    provider told (Anthropic: 1,000 input tokens in ``message_start``) and an estimate
+    of the rest (the 4,000-character prompt's 1,008 tokens for OpenAI, the 400
+    characters' 100 output tokens). It counts in the metrics and the run's budget, so
+    the next turn (its prompt ~1,020 tokens) is refused by a 2,000-token budget. It used
+    to count nothing: the interrupted call's tokens were lost to the budget, the next
+    turn sent. The history replays."""
+    prompt = user_message("q" * 4000)
+    words = " ".join(w * 399 for w in "abcd")  # (4 chunks of 400 characters)
+    told_in = 1000 if api == "anthropic" else 0
+    estimate_in = 0 if told_in else _estimated_prompt(prompt)
+    told_out = 1 if api == "anthropic" else 0  # (Anthropic's message_start says 1)
+    estimated = estimate_in + 100 - told_out
+    app = App(store_url)
+    async with ScriptedResponsesServer() as server:
+        server.set_script([Reply(words, input_tokens=1000, output_tokens=50,
+                                 chunk_delay=3600),
+                           Reply("never", input_tokens=10, output_tokens=1)])
+        llm = (LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url,
+                   api_key="test", breaker=None) if api == "anthropic" else
+               LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test",
+                   breaker=None, api=api))
+        agent = app.add_agent(Agent("essayist", model=llm, interruptible=True))
+
+        @app.workflow
+        async def budgeted(task: str) -> str:
+            set_budget(Budget(tokens=2_000, on_exceed="fail"))
+            return str(await agent.workflow(task))  # type: ignore[misc]
+
+        try:
+            async with app, app.worker():
+                handle = await app.start(budgeted, prompt["content"], run_id=f"b-{api}")
+                await wait_for(lambda: _chunk_arrived(app, f"b-{api}"), timeout=20)
+                with pytest.raises(RunFailed, match=rf"BudgetExceeded.*"
+                                   rf"{told_in + estimate_in + 100} tokens spent"):
+                    for _ in range(6):
+                        # (Again if the turn's watcher was not listening yet: on
+                        # PostgreSQL its LISTEN may start after the first chunk came.)
+                        await agent.interrupt(app, f"b-{api}", "make it short")
+                        with contextlib.suppress(TimeoutError):
+                            await handle.result(timeout=5)
+                info = await app.get_run(f"b-{api}")
+                history = await export_history(app, f"b-{api}")
+        finally:
+            await llm.aclose()
+    assert len(server.requests) == 1
+    assert info.metrics["tokens.input"] == told_in + estimate_in
+    assert info.metrics["tokens.output"] == 100
+    assert info.metrics["tokens.estimated"] == estimated
+    assert "llm.calls" not in info.metrics
+    call, refused = [e for e in info.journal if e["name"].startswith("llm:")]
+    assert "TurnInterrupted" in call["error"]["type"]
+    assert "BudgetExceeded" in refused["error"]["type"]
+    assert call["error"]["attrs"]["failed_attempts"] == {
+        "tokens": told_in + estimate_in + 100,
+        "usd": pytest.approx(info.metrics["cost.usd"]), "estimated": estimated}
     [result] = await replay(app, history)
     assert result.compatible, result.message
 

@@ -26,8 +26,12 @@ A streamed attempt that fails after the provider accepted it (cut, an error even
 was billed its prompt and the output delivered so far, though the provider may not
 have told them (OpenAI tells a stream's usage in its last chunk only; Anthropic its
 input first, its output at the end): ``cut_usage`` counts what was told and estimates
-the rest, ``CHARS_PER_TOKEN`` characters a token. An attempt with no answer begun (a
-refused connection, an error status) was not billed and counts nothing.
+the rest, ``CHARS_PER_TOKEN`` characters a token. So does a plain answer cut in its
+body (billed whole: its prompt is estimated, its output unknown), and a request an
+interrupted turn cancelled after its answer began (``watching`` follows the requests of
+an attempt, ``cancelled_usage`` says on the ``TurnInterrupted`` what they were billed).
+An attempt with no answer begun (a refused connection, an error status) was not billed
+and counts nothing.
 
 What a call's failed attempts were paid (``PaidAttempts``) is journaled with its
 record (``failed``) and, until then, carried from one attempt to the next on the error
@@ -48,8 +52,10 @@ by the engine's ``on_replay`` hook, once per journal position over the run's lif
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,8 +64,9 @@ from tether.ai._errors import ProviderError
 from tether.ai._pricing import PriceTable
 from tether.ai._types import ChatReply, Usage
 
-__all__ = ["CHARS_PER_TOKEN", "FAILED_ATTEMPTS", "CallRecord", "PaidAttempts", "cut_usage",
-           "failed_cost", "failed_metrics", "paid_by", "saved_metrics", "spent_metrics"]
+__all__ = ["CHARS_PER_TOKEN", "FAILED_ATTEMPTS", "CallRecord", "PaidAttempts", "StreamProgress",
+           "cancelled_usage", "cut_usage", "failed_cost", "failed_metrics", "paid_by",
+           "saved_metrics", "spent_metrics", "watching"]
 
 #: The attribute of an LLM step's failure (journaled with it, ``attrs``) that carries
 #: what the call's failed attempts were paid so far, this one included: ``{"tokens",
@@ -156,6 +163,64 @@ def cut_usage(told: Usage | None, delivered: int | None,
     if used.total_tokens <= 0:
         return None
     return used, (inp - told_in) + (out - told_out)
+
+
+class StreamProgress:
+    """How far a request got, for what a failure after it began was billed
+    (``ProviderError.delivered``): whether the provider accepted it (a 2xx answer
+    began), the characters of answer a stream delivered (text, tool-call arguments,
+    reasoning; a plain answer's body counts none: its bytes are mostly not answer) and
+    the usage the provider told so far (``told``; Anthropic's ``message_start``)."""
+
+    __slots__ = ("chars", "opened", "told")
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.chars = 0
+        self.told: Usage | None = None
+        watched = _WATCHED.get()
+        if watched is not None:  # (an attempt that may be cancelled midway: ``watching``)
+            watched.append(self)
+
+    def mark(self, exc: ProviderError) -> None:
+        """Say on ``exc`` what the request delivered before it, if its answer had begun."""
+        if self.opened:
+            exc.delivered = self.chars
+
+
+#: The progress of the requests made in this context (and the tasks it starts), when an
+#: attempt watches them (``watching``).
+_WATCHED: contextvars.ContextVar[list[StreamProgress] | None] = contextvars.ContextVar(
+    "tether_llm_requests", default=None)
+
+
+@contextlib.contextmanager
+def watching() -> Iterator[list[StreamProgress]]:
+    """Collect the progress of the requests made in the block, in order, even of those
+    cancelled midway (an interrupted turn, ``cancelled_usage``)."""
+    watched: list[StreamProgress] = []
+    token = _WATCHED.set(watched)
+    try:
+        yield watched
+    finally:
+        _WATCHED.reset(token)
+
+
+def cancelled_usage(watched: Sequence[StreamProgress], exc: BaseException) -> None:
+    """Say on ``exc`` (the error that replaces a request cancelled midway) what the
+    request was billed, as a cut one says it (``ProviderError.usage``, ``delivered``):
+    the usage told so far and the characters delivered, once its answer had begun.
+    Nothing when none had: an answer not begun is not billed."""
+    begun = [p for p in watched if p.opened]
+    if not begun:
+        return
+    progress = begun[-1]  # (one request at a time: a plain retry follows a refused one)
+    try:
+        exc.delivered = progress.chars  # type: ignore[attr-defined]
+        if progress.told is not None and progress.told.total_tokens > 0:
+            exc.usage = progress.told  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # (an exception that takes no attribute)
+        pass
 
 
 def failed_metrics(used: Usage, usd: float, estimated: int) -> dict[str, float]:
@@ -261,14 +326,15 @@ class PaidAttempts:
     async def attempt(self, attempt: Awaitable[_T], *, spending: Any, claim: Any,
                       price: Any, estimate_input: int) -> _T:
         """Await one attempt of a metered call (``LLM``, ``MeteredModel``) and account for
-        its failure: a paid one (``paid_by``, the prompt estimated at
-        ``estimate_input``) is added here and to the budget's ledger
+        its failure: a paid one (``paid_by``: a ``ProviderError`` that says so, or the
+        ``TurnInterrupted`` of a request an interrupt cut after its answer began; the
+        prompt estimated at ``estimate_input``) is added here and to the budget's ledger
         (``spending.failed``), an unpaid one lets the calls waiting on ``claim`` go
         (``spending.ended``); either way the error carries the figures (``mark``). The
         caller settles a success (``spending.answered``)."""
         try:
             return await attempt
-        except ProviderError as exc:
+        except Exception as exc:  # (a provider's error, or an interrupted turn's)
             cut = paid_by(exc, price, estimate_input)
             if cut is not None:
                 self.add(*cut)
@@ -277,8 +343,8 @@ class PaidAttempts:
                 spending.ended(claim)
             self.mark(exc)
             raise
-        except BaseException as exc:
-            spending.ended(claim)  # nothing to count: let the calls waiting go
+        except BaseException as exc:  # (cancelled: nothing known to count)
+            spending.ended(claim)  # let the calls waiting go
             self.mark(exc)
             raise
 

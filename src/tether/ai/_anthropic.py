@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from tether.ai._accounting import StreamProgress
 from tether.ai._errors import FatalProviderError, ProviderError, RetryableProviderError
 from tether.ai._openai import (
-    StreamProgress,
     _as_text,
     _emit,
     _HTTPChat,
@@ -209,6 +209,7 @@ class AnthropicChat(_HTTPChat):
                         usage = _anthropic_usage(start.get("usage"))
                         inp, out = usage.input_tokens, usage.output_tokens
                         told = True
+                        progress.told = Usage(inp, out)  # (billed if cancelled from here)
                     elif kind == "content_block_start":
                         block = dict(msg.get("content_block") or {})
                         block["parts"] = [block["text"]] if block.get("text") else []
@@ -243,6 +244,7 @@ class AnthropicChat(_HTTPChat):
                         if usage_delta.get("input_tokens") is not None:
                             inp = _anthropic_usage(usage_delta).input_tokens
                         told = True
+                        progress.told = Usage(inp, out)
                     elif kind == "message_stop":
                         done = True
                         break

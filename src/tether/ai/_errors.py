@@ -59,7 +59,8 @@ class ProviderError(TetherError):
             when no answer began (refused, reset before an answer, an error status),
             which providers do not bill. A stream that began was billed its prompt and
             the output so far, told or not: ``LLM`` counts an estimate of what was not
-            told (``tether.ai._accounting.cut_usage``).
+            told (``tether.ai._accounting.cut_usage``). A plain (not streamed) answer
+            whose body was cut says 0: it was billed whole, and its prompt is counted.
     """
 
     #: (Set on the error after it is made: ``Usage | None``.)

@@ -44,11 +44,13 @@ from tether import RetryPolicy, ext
 from tether.ai._accounting import (
     CallRecord,
     PaidAttempts,
+    cancelled_usage,
     failed_cost,
     failed_metrics,
     paid_by,
     saved_metrics,
     spent_metrics,
+    watching,
 )
 from tether.ai._breaker import CircuitBreaker, ProviderGate, RateLimits
 from tether.ai._budget import (
@@ -457,9 +459,15 @@ class LLM:
             tokens=call.estimate_total, clock=run.clock)
         publish = _Publisher(run, on_chunk) if call.live else None
         try:
-            # An interruptible agent's turn can cut the request (TurnInterrupted).
-            reply = await interruptibly(self._live_or_plain(call, publish,
-                                                            tether.step_key()))
+            # An interruptible agent's turn can cut the request (TurnInterrupted): it was
+            # billed as a cut one if its answer had begun (``cancelled_usage``).
+            with watching() as requests:
+                try:
+                    reply = await interruptibly(self._live_or_plain(call, publish,
+                                                                    tether.step_key()))
+                except TurnInterrupted as exc:
+                    cancelled_usage(requests, exc)
+                    raise
         except (TurnInterrupted, RetryableProviderError, FatalProviderError) as exc:
             cut = paid_by(exc, self.prices.price(self.model), call.estimate_input)
             if cut is not None:  # (paid: told, or a stream begun)

@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "tether.ai's provider clients need httpx2: install tether[llm]") from exc
 
+from tether.ai._accounting import StreamProgress
 from tether.ai._errors import ProviderError, RetryableProviderError, error_for_status
 from tether.ai._types import (
     ChatReply,
@@ -111,24 +112,6 @@ async def _emit(on_chunk: OnChunk | None, text: str) -> None:
         result = on_chunk(text)
         if inspect.isawaitable(result):
             await result
-
-
-class StreamProgress:
-    """How far a stream got, for what a failure after it began was billed
-    (``ProviderError.delivered``): whether the provider accepted it (a 2xx answer
-    began) and the characters of answer it delivered (text, tool-call arguments,
-    reasoning)."""
-
-    __slots__ = ("chars", "opened")
-
-    def __init__(self) -> None:
-        self.opened = False
-        self.chars = 0
-
-    def mark(self, exc: ProviderError) -> None:
-        """Say on ``exc`` what the stream delivered before it, if it had begun."""
-        if self.opened:
-            exc.delivered = self.chars
 
 
 class _HTTPChat:
@@ -251,10 +234,17 @@ class _HTTPChat:
             RetryableProviderError, FatalProviderError: see ``ChatClient``.
         """
         i = self._take()
+        progress = StreamProgress()
         try:
-            resp = await self._pools[i].post(path, json=body, headers=headers)
+            async with self._pools[i].stream("POST", path, json=body, headers=headers) as resp:
+                progress.opened = resp.status_code < 300
+                await resp.aread()
         except httpx2.HTTPError as exc:
-            raise self._transport_error(exc) from exc
+            error = self._transport_error(exc)
+            # An answer cut in its body was billed whole (the provider wrote it before
+            # sending it): its prompt is estimated by the caller, its output unknown.
+            progress.mark(error)
+            raise error from exc
         finally:
             self._done(i)
         if resp.status_code >= 300:
@@ -490,6 +480,7 @@ class OpenAIChat(_HTTPChat):
                     if chunk.get("usage"):
                         usage = _openai_usage(chunk["usage"])
                         got_usage = True
+                        progress.told = usage
                     for choice in chunk.get("choices") or []:
                         delta = choice.get("delta") or {}
                         piece = delta.get("content")

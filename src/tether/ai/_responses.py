@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx2
 
+from tether.ai._accounting import StreamProgress
 from tether.ai._errors import ProviderError, RetryableProviderError
 from tether.ai._openai import (
-    StreamProgress,
     _as_text,
     _emit,
     _HTTPChat,

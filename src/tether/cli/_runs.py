@@ -291,7 +291,7 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
         if label == "LLM spent" and metrics.get("llm.unpriced_calls"):
             line += f" ({int(metrics['llm.unpriced_calls'])} calls of unpriced models at $0)"
         if label == "LLM spent" and metrics.get("tokens.estimated"):
-            line += (f" ({int(metrics['tokens.estimated']):,} tokens estimated: streams cut "
+            line += (f" ({int(metrics['tokens.estimated']):,} tokens estimated: answers cut "
                      "before their usage was told)")
         w(line + "\n")
         shown.update(keys)
