@@ -5,14 +5,24 @@ alone (no prompts in it) it says what the digests still tell."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 import tether
+from tests import forked
 from tether.ai import LLM, system_message, user_message
 from tether.testing import Reply, ScriptedLLMServer, TestEnv, export_history, load_history, replay
 from tether.testing._replayer import check_history
+
+from . import prompt_apps
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -83,16 +93,82 @@ async def test_a_changed_prompt_is_told_message_by_message(
         same = await check_history(v1, history, compare_args=True, blob_get=blob_get)
         assert same.compatible and same.changed_args == ()
 
-    # A history file holds the journal only. A prompt that grew still names the
-    # recorded messages (the same chain, from the code's own texts); a reworded one
-    # is told as changed, with where to look for which message.
+    # A history file carries the texts its LLM calls name (``texts``): from the file
+    # alone, a changed prompt is told message by message, as against the store.
+    assert doc["texts"] and set(doc["texts"]) >= {
+        doc["journal"][0]["args"][0]["messages"]}
+    [result] = await replay(reworded, doc, compare_args=True)
+    [change] = result.changed_args
+    assert change.prompt == ('the prompt changed: message 2 of 2 differs (user: '
+                             '"…design of tether." -> "…design of tether in French.")')
     [result] = await replay(grown, doc, compare_args=True)
+    assert result.changed_args[0].prompt == "the prompt changed: message 3 of 3 added"
+    [same] = await replay(v1, doc, compare_args=True)
+    assert same.compatible and same.changed_args == ()
+
+    # A file written before (no ``texts``) still loads and replays. A prompt that grew
+    # still names the recorded messages (the same chain, from the code's own texts); a
+    # reworded one is told as changed, with where to look for which message.
+    old = {k: v for k, v in doc.items() if k != "texts"}
+    [same] = await replay(v1, old, compare_args=True)
+    assert same.compatible and same.changed_args == ()
+    [result] = await replay(grown, old, compare_args=True)
     [change] = result.changed_args
     assert change.prompt == "the prompt changed: message 3 of 3 added"
-    [result] = await replay(reworded, doc, compare_args=True)
+    [result] = await replay(reworded, old, compare_args=True)
     [change] = result.changed_args
     assert change.prompt is not None
     assert change.prompt.startswith("the prompt changed (2 messages recorded, 2 now; the "
                                     "journal keeps its digest only, and a history file "
                                     "holds no prompts: check against the store")
     assert "messages: " not in result.message  # (no bare digests when words say it)
+
+
+def tether_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TETHER_DATABASE_URL", None)
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
+                      capture_output=True, text=True, timeout=60)
+
+
+async def test_export_then_replay_from_the_file_tells_the_changed_message(
+        server: ScriptedLLMServer, tmp_path: Path) -> None:
+    """``tether export`` writes the prompt texts with the journal, and ``tether replay
+    --compare-args FILE`` tells the changed message from that file alone, in the words
+    it uses against the store. It used to say only that the prompt changed (the file
+    held the digests, not the texts). A file without them (written before) replays."""
+    server.set_script([Reply("Replay answers each step from the journal.")])
+    db = f"sqlite:///{tmp_path}/store.db"
+    app, llm = prompt_apps.make(prompt_apps.V1_PROMPT, server.base_url)
+    LLMS.append(llm)
+    async with TestEnv(app, store_url=db) as env:
+        handle = await env.start("summarise", "tether", run_id="p1")
+        assert await handle.result() == "Replay answers each step from the journal."
+    out = tether_cli("export", "p1", "--db", db)
+    assert out.returncode == 0, out.stderr
+    exported = tmp_path / "p1.json"
+    exported.write_text(out.stdout)
+    assert json.loads(out.stdout)["texts"]
+
+    from_file = tether_cli("replay", "--check", "tests.testing.prompt_apps:reworded",
+                           "--compare-args", "--json", str(exported))
+    from_store = tether_cli("replay", "--check", "tests.testing.prompt_apps:reworded",
+                            "--compare-args", "--json", "--db", db, "--workflow",
+                            "summarise")
+    assert from_file.returncode == from_store.returncode == 1, from_file.stderr
+    [by_file], [by_store] = json.loads(from_file.stdout), json.loads(from_store.stdout)
+    assert by_file["changed_args"][0]["prompt"] == by_store["changed_args"][0]["prompt"] == (
+        'the prompt changed: message 2 of 2 differs (user: "…design of tether." -> '
+        '"…design of tether in French.")')
+    assert by_file["message"] == by_store["message"]
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(out.stdout).items()
+                               if k != "texts"}))
+    same = tether_cli("replay", "--check", "tests.testing.prompt_apps:v1", "--compare-args",
+                      str(old))
+    assert same.returncode == 0, same.stdout + same.stderr
+    changed = tether_cli("replay", "--check", "tests.testing.prompt_apps:reworded",
+                         "--compare-args", "--json", str(old))
+    assert changed.returncode == 1
+    assert "a history file holds no prompts" in json.loads(changed.stdout)[0]["message"]

@@ -29,7 +29,8 @@ EXIT_MISMATCH = 1
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", parents=[common],
-                       help="print a run's history (its journal) as JSON, for tether replay")
+                       help="print a run's history (its journal, with the prompt texts its LLM "
+                            "calls name) as JSON, for tether replay")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose payload hook decodes stored payloads (if it has one); "

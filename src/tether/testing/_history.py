@@ -7,14 +7,20 @@ from the store's text with the app's codec (so a payload hook, e.g. encryption, 
 undone on export and applied again on replay); times are epoch seconds. The format
 carries a version: a reader refuses a newer version with a one-line error rather than
 misreading it.
+
+An LLM call's journaled arguments name its prompt by digest (the texts are stored apart,
+content-addressed): ``texts`` carries the texts the journal's calls name (the chain of
+each prompt, its tools and output schema), so the replay check tells a changed prompt
+from the file as from the store. A file without it (written before) still loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tether._app import App
@@ -29,6 +35,7 @@ from tether._codec import (
 )
 from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord
 from tether.errors import RunNotFound, TetherError
+from tether.testing._prompts import BlobGet, call_refs
 
 FORMAT = "tether.history"
 #: The version this Tether writes, and the newest it reads.
@@ -61,6 +68,8 @@ class History:
     finished_at: float | None = None
     parent_run_id: str | None = None
     source: str = ""  #: where it was read from (a file name), for reports
+    #: The stored texts the journal's LLM calls name (their prompts), by digest.
+    texts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``FORMAT``, ``VERSION``)."""
@@ -69,7 +78,7 @@ class History:
                 "created_at": self.created_at, "updated_at": self.updated_at,
                 "finished_at": self.finished_at, "parent_run_id": self.parent_run_id,
                 "input": self.input, "result": self.result, "error": self.error,
-                "journal": self.journal}
+                "journal": self.journal, "texts": self.texts}
 
     def entries(self, codec: Codec) -> list[JournalEntry]:
         """The journal as the engine stores it (payloads encoded with ``codec``, bound
@@ -125,7 +134,8 @@ def history_of(run: RunRecord, journal: list[JournalEntry], codec: Codec) -> His
 
 
 async def export_history(app: App, run_id: str) -> dict[str, Any]:
-    """The run's history as a JSON-ready dict (what ``tether export`` prints).
+    """The run's history as a JSON-ready dict (what ``tether export`` prints), with the
+    texts its LLM calls name (``texts_of``).
 
     Raises:
         RunNotFound: no such run.
@@ -136,7 +146,41 @@ async def export_history(app: App, run_id: str) -> dict[str, Any]:
     run = await store.run_get(run_id)
     if run is None:
         raise RunNotFound(run_id)
-    return history_of(run, await store.journal_read(run_id), app.codec).to_dict()
+    history = history_of(run, await store.journal_read(run_id), app.codec)
+    texts = await texts_of(history.journal, store.blob_get)
+    return dataclasses.replace(history, texts=texts).to_dict()
+
+
+async def texts_of(journal: list[dict[str, Any]], blob_get: BlobGet) -> dict[str, str]:
+    """The stored texts the journal's LLM calls name, by digest: each prompt's hash
+    chain (its nodes and messages), its tools and its output schema. The chains are
+    read a link at a time, every call's together (one ``blob_get`` per link: a hundred
+    for a hundred-message conversation); a text the store no longer has is left out."""
+    texts: dict[str, str] = {}
+    wanted: set[str] = set()
+    for e in journal:
+        refs = call_refs(e.get("args")) if str(e.get("name")).startswith("llm:") else None
+        if refs is not None:
+            wanted.update(v for k in ("messages", "tools", "output")
+                          if isinstance(v := refs.get(k), str))
+    while wanted:
+        found = await blob_get(keys=sorted(wanted))
+        texts.update(found)
+        wanted = {key for text in found.values() for key in _links(text)} - texts.keys()
+    return texts
+
+
+def _links(text: str) -> list[str]:
+    """The digests a chain node (``{"msg", "prev"}``) names; none for another text."""
+    if not text.startswith('{"msg":'):
+        return []
+    try:
+        node = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(node, dict) or set(node) != {"msg", "prev"}:
+        return []
+    return [v for v in (node["msg"], node["prev"]) if isinstance(v, str)]
 
 
 def load_history(source: str | os.PathLike[str] | Mapping[str, Any] | History) -> History:
@@ -200,9 +244,15 @@ def _parse(data: Any, where: str) -> History:
                                   or not isinstance(value, (int, float))):
             raise HistoryError(f"{where}: \"{name}\" must be a number or null")
         times[name] = value
+    texts = data.get("texts")
+    if texts is None:  # (a file written before histories carried their prompts)
+        texts = {}
+    if not isinstance(texts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+        raise HistoryError(f"{where}: \"texts\" must be an object of strings")
     return History(run_id=data["run_id"], workflow=data["workflow"], status=data["status"],
                    queue=str(data.get("queue") or "default"), input=data.get("input"),
                    result=data.get("result"), error=data.get("error"), journal=entries,
                    parent_run_id=data.get("parent_run_id"), source=where,
                    created_at=times["created_at"], updated_at=times["updated_at"],
-                   finished_at=times["finished_at"])
+                   finished_at=times["finished_at"], texts=dict(texts))

@@ -5,9 +5,10 @@ of a hash chain (``tether.ai._messages``: each node ``{"msg": <message digest>, 
 <node digest>}``, each message stored under the digest of its canonical JSON), so a
 changed prompt shows in the arguments as one digest against another. The texts are
 content-addressed blobs: the code's side hands its own to the check
-(``ext.Run.argument_texts``); the recorded side is in the store the run ran on (the
-history file holds the journal only). With both, this says which messages differ and
-how; with the code's side only, what the chain still tells (messages added at the end).
+(``ext.Run.argument_texts``); the recorded side is in the store the run ran on, and in
+the history file ``tether export`` writes (its ``texts``; a file written before has
+none). With both, this says which messages differ and how; with the code's side only,
+what the chain still tells (messages added at the end).
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ from typing import Any
 BlobGet = Callable[..., Awaitable[dict[str, str]]]
 
 _SNIPPET = 48
+
+
+def with_texts(texts: Mapping[str, str], blob_get: BlobGet | None) -> BlobGet | None:
+    """A ``blob_get`` that reads ``texts`` (a history file's) first, then the store's
+    ``blob_get`` if any: the recorded prompts of a run checked from its file."""
+    if not texts:
+        return blob_get
+
+    async def get(*, keys: list[str]) -> dict[str, str]:
+        found = {k: texts[k] for k in keys if k in texts}
+        rest = [k for k in keys if k not in found]
+        if rest and blob_get is not None:
+            found.update(await blob_get(keys=rest))
+        return found
+
+    return get
 
 
 def call_refs(args: Any) -> dict[str, Any] | None:

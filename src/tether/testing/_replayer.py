@@ -49,6 +49,7 @@ from tether.testing._prompts import (
     call_refs,
     describe_prompt_change,
     is_prompt_change,
+    with_texts,
 )
 
 OK, PENDING = EntryStatus.OK, EntryStatus.PENDING
@@ -356,8 +357,9 @@ async def check_history(app: App, history: History, *, timeout: float = DEFAULT_
         if not task.done():
             task.cancel()
         await asyncio.gather(task, *ctx.tasks, return_exceptions=True)
+    recorded = with_texts(history.texts, blob_get)  # (a file's texts, then the store)
     changes = [dataclasses.replace(c, prompt=await describe_prompt_change(
-                   c.recorded, c.requested, ctx.texts, blob_get))
+                   c.recorded, c.requested, ctx.texts, recorded))
                if is_prompt_change(c.name, c.recorded, c.requested) else c
                for c in ctx.changed_args]
     return _with_args(_verdict(ctx, history, raised), changes)
