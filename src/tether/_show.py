@@ -21,8 +21,8 @@ from tether.errors import PayloadError
 if TYPE_CHECKING:
     from tether._app import App, RunHandle
 
-__all__ = ["STATUSES", "StartReport", "info_dict", "lifecycle_dict", "run_dict",
-           "run_document", "run_info", "schedule_dict", "start_report",
+__all__ = ["STATUSES", "StartReport", "in_flight", "info_dict", "lifecycle_dict",
+           "run_dict", "run_document", "run_info", "schedule_dict", "start_report",
            "unreadable_payload"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
@@ -92,9 +92,41 @@ async def run_document(app: App, run_id: str) -> dict[str, Any]:
     """
     info = await run_info(app, run_id)
     doc = info_dict(info)
+    doc["in_flight"] = in_flight(doc)
     kids = await app.store.run_search(parent=run_id, limit=1000)
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc
+
+
+def in_flight(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operations of a run in flight now, as its attempt history tells: each step of
+    its generation whose newest attempt is ``running`` (its worker holds the run) and
+    that its journal does not record as ended, nor as failed at that attempt (an
+    attempt's end is written to the history up to 50 ms after the journal's entry):
+    ``position``, ``kind`` (``step``: the only operations with attempts), ``name``,
+    ``attempt``, ``worker_id``, ``started_at``, in position order.
+
+    An attempt is written to the history within 50 ms of its start (the worker writes
+    them in batches, docs/lifecycle.md), so a step younger than that may be missing."""
+    journal = {e["position"]: e for e in doc["journal"]}
+    newest: dict[int, dict[str, Any]] = {}
+    for a in doc["attempts"]:
+        if a["generation"] != doc["generation"]:
+            continue
+        last = newest.get(a["position"])
+        if last is None or (a["attempt"], a["started_at"]) >= (last["attempt"],
+                                                               last["started_at"]):
+            newest[a["position"]] = a
+    found = []
+    for position, a in sorted(newest.items()):
+        entry = journal.get(position)
+        if a["status"] != "running" or (entry is not None and (
+                entry["status"] != "pending" or entry["attempts"] >= a["attempt"])):
+            continue
+        found.append({"position": position, "kind": "step", "name": a["name"],
+                      "attempt": a["attempt"], "worker_id": a["worker_id"],
+                      "started_at": a["started_at"]})
+    return found
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ temporary folder; with ``TETHER_UPDATE_SCREENSHOTS=1`` they also replace the one
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -493,3 +494,75 @@ def test_the_pages_say_when_the_server_is_gone_and_go_on_when_it_is_back(
         worker.terminate()
         worker.wait(10)
         served.stop()
+
+
+def test_a_run_in_its_first_step_shows_it_running(browser: object, tmp_path: Path) -> None:
+    """A run page opened before the run's first step starts shows that step's row,
+    running (attempt, start, running for), without a reload: no event tells of a step's
+    start, so the page looks again while no operation is known to be in flight. When the
+    step ends, the row is the ended one. Until 2026-12-06 the page said "No operation
+    has ended yet" for as long as the first step ran. The screenshot is
+    ``docs/img/run-in-flight.png`` (``TETHER_UPDATE_SCREENSHOTS=1``)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/inflight.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = None
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "gated_first", "input": ["sources-fetched"],
+            "run_id": "ingest-2026-12-06"})
+        assert r.status_code == 201, r.text
+        page.goto(served.url + "/runs/ingest-2026-12-06")
+        expect(page.locator("#run-status")).to_have_text("queued")
+        page.evaluate("window.__notReloaded = true")
+        worker = start_worker(db, tmp_path, extra_env={"TETHER_TEST_GATE_DIR": str(tmp_path)})
+        row = page.locator("tr.op.st-running")
+        expect(row).to_contain_text("gated", timeout=30_000)
+        expect(row.locator(".pill")).to_have_text("running")
+        expect(row).to_contain_text("attempt 1 in flight on worker")
+        expect(row.locator("td.num").nth(1)).to_have_text("1")
+        took = row.locator("td.num").nth(2)
+        expect(took).to_contain_text("…")
+        # (it goes on between redraws: app.js counts on from the value drawn)
+        drawn = took.inner_text()
+        expect(took).not_to_have_text(drawn, timeout=10_000)
+        expect(page.locator("#run-status")).to_have_text("running")
+        assert page.locator("[data-unknown]").count() == 0
+        page.screenshot(path=str(tmp_path / "run-in-flight.png"), full_page=True)
+
+        (tmp_path / "sources-fetched").touch()
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        done = page.locator("tr.op")
+        expect(done).to_have_count(1)
+        expect(done).to_have_class(re.compile(r"\bst-ok\b"))
+        expect(done).not_to_contain_text("in flight")
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+
+        # A later step: its row follows the ended ones.
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "gated_later", "input": ["ana", "later"],
+            "run_id": "ingest-2026-12-07"})
+        assert r.status_code == 201, r.text
+        page.goto(served.url + "/runs/ingest-2026-12-07")
+        expect(page.locator("tr.op.st-running")).to_contain_text("gated", timeout=30_000)
+        expect(page.locator("tr.op").first).to_contain_text("hello")
+        page.screenshot(path=str(tmp_path / "run-in-flight-later.png"), full_page=True)
+        (tmp_path / "later").touch()
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator("tr.op.st-ok")).to_have_count(2)
+        context.close()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(10)
+        served.stop()
+    if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(tmp_path / "run-in-flight.png", ROOT / "docs" / "img" / "run-in-flight.png")

@@ -38,6 +38,16 @@ FIXED: set[str] = set()
 #: Tags whose ``held`` step may end (a test adds one to let it go; until then the run is
 #: in its first operation, with nothing journaled).
 RELEASED: set[str] = set()
+#: Tags whose ``held`` step has begun (its attempt noted, maybe not yet written).
+STARTED: set[str] = set()
+
+
+async def _hold(tag: str) -> str:
+    """A step's body that runs until a test releases ``tag``."""
+    STARTED.add(tag)
+    while tag not in RELEASED:
+        await asyncio.sleep(0.02)
+    return tag
 
 
 def make_app(url: str | None = None) -> tether.App:
@@ -79,13 +89,43 @@ def make_app(url: str | None = None) -> tether.App:
 
     @app.step
     async def held(tag: str) -> str:
-        while tag not in RELEASED:
+        return await _hold(tag)
+
+    @app.step(retry=tether.RetryPolicy(initial_interval=0.01, max_attempts=2))
+    async def held_again(tag: str) -> str:
+        """Fails its first attempt; its second is held as ``held``."""
+        if tether.step_attempt() == 1:
+            raise TimeoutError(f"provider timed out ({tag})")
+        return await _hold(tag)
+
+    @app.step
+    async def gated(gate: str) -> str:
+        """Runs until the file ``gate`` exists in the folder ``TETHER_TEST_GATE_DIR`` (a
+        test in another process creates it)."""
+        path = os.path.join(os.environ["TETHER_TEST_GATE_DIR"], gate)
+        while not os.path.exists(path):
             await asyncio.sleep(0.02)
-        return tag
+        return f"{gate} opened"
 
     @app.workflow
     async def held_first(tag: str) -> str:
         return await held(tag)
+
+    @app.workflow
+    async def held_later(tag: str) -> str:
+        return await hello(tag) + " / " + await held(tag)
+
+    @app.workflow
+    async def held_retry(tag: str) -> str:
+        return await held_again(tag)
+
+    @app.workflow
+    async def gated_first(gate: str) -> str:
+        return await gated(gate)
+
+    @app.workflow
+    async def gated_later(name: str, gate: str) -> str:
+        return await hello(name) + " / " + await gated(gate)
 
     @app.workflow
     async def two_signals() -> list[object]:

@@ -126,6 +126,20 @@ def document(root_path: str = "") -> dict[str, Any]:
                             "input": {}, "result": {}, "error": {"nullable": True},
                             "status_info": {}, "parent_run_id": {"nullable": True},
                             "journal": {"type": "array", "items": {"type": "object"}},
+                            "in_flight": {"type": "array", "description": (
+                                "the operations in flight now (steps whose attempt "
+                                "runs), in position order; an attempt is known within "
+                                "50 ms of its start"), "items": {
+                                "type": "object",
+                                "required": ["position", "kind", "name", "attempt",
+                                             "worker_id", "started_at"],
+                                "properties": {
+                                    "position": {"type": "integer"},
+                                    "kind": {"type": "string"},
+                                    "name": {"type": "string"},
+                                    "attempt": {"type": "integer"},
+                                    "worker_id": {"type": "string"},
+                                    "started_at": {"type": "number"}}}},
                             "metrics": {"type": "object"},
                             "children": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/RunSummary"}}}},

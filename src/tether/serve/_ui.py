@@ -301,6 +301,43 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     return view
 
 
+def in_flight_view(op: dict[str, Any], entry: dict[str, Any] | None,
+                   now: float) -> dict[str, Any]:
+    """The timeline row of an operation in flight (``_show.in_flight``): state
+    ``running``, its attempt's number and start, *running for* since then. ``entry``:
+    the step's pending journal entry, when an earlier attempt failed (its arguments and
+    that attempt's error stay in the row, as ``previous_error``)."""
+    view = entry_view(entry, now) if entry is not None else entry_view({
+        "position": op["position"], "kind": op["kind"], "name": op["name"],
+        "status": "pending", "attempts": op["attempt"], "started_at": op["started_at"],
+        "duration": None}, now)
+    view["previous_error"] = view["error_text"] if entry is not None else None
+    view.update(state="running", attempts=op["attempt"], started_at=op["started_at"],
+                until=None, reason=None, error_text="", traceback=None, is_wait=False,
+                running_for=max(now - op["started_at"], 0.0), in_flight=True,
+                worker_id=op["worker_id"])
+    return view
+
+
+def with_in_flight(rows: list[dict[str, Any]], ops: list[dict[str, Any]],
+                   now: float) -> list[dict[str, Any]]:
+    """The timeline's rows (journal entries, ``entry_view``) with the operations in
+    flight: a step's pending entry (an attempt failed, the next one runs) becomes its
+    running row; a step with no entry yet (its first attempt runs) gets a row of its
+    own, in position order (a run's first operation included)."""
+    if not ops:
+        return rows
+    by_position = {r["position"]: i for i, r in enumerate(rows)}
+    merged = list(rows)
+    for op in ops:
+        i = by_position.get(op["position"])
+        if i is not None:
+            merged[i] = in_flight_view(op, merged[i], now)
+        else:
+            merged.append(in_flight_view(op, None, now))
+    return sorted(merged, key=lambda r: r["position"])
+
+
 async def _tree(app: App, run_id: str, depth: int = 0) -> list[dict[str, Any]]:
     """The children of a run, each with its own children and its cost rolled up."""
     if depth > 4:
@@ -425,8 +462,13 @@ async def run_view(app: App, run_id: str, *,
     now = app.clock.now()
     doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
     cut = 0 if timeline is None else max(0, len(doc["entries"]) - timeline)
-    doc["timeline_rows"] = doc["entries"][cut:]
+    doc["timeline_rows"] = with_in_flight(doc["entries"][cut:], doc["in_flight"], now)
     doc["timeline_hidden"] = cut
+    # A running run none of whose operations is known to be in flight: between two, or
+    # in one its worker has not written yet (within 50 ms of its start). The page says
+    # so, and looks again by itself (app.js), as no event tells of an attempt's start.
+    doc["in_flight_unknown"] = doc["status"] == "running" and not any(
+        e["state"] in ("running", "waiting") for e in doc["timeline_rows"])
     # (what the page asked for, kept by its live refresh: a run that grows past it)
     doc["timeline_query"] = "" if timeline == TIMELINE_SHOWN else \
         f"?timeline={'all' if timeline is None else timeline}"

@@ -37,6 +37,27 @@ function refresh(el) {
     .then(html => { if (html !== null) el.innerHTML = html; });
 }
 
+// A duration as the server draws it (``fmt_duration``).
+function fmtDuration(s) {
+  if (s < 1e-3) return (s * 1e6).toFixed(0) + " µs";
+  if (s < 1) return (s * 1e3).toFixed(1) + " ms";
+  if (s < 120) return s.toFixed(2) + " s";
+  if (s < 7200) return (s / 60).toFixed(1) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
+
+// A "running for" (of a run, of an operation in flight) goes on between redraws: from
+// its value when drawn (the server's clock: no skew with the browser's), plus the time
+// since, by this page's monotonic clock.
+function tick() {
+  const now = performance.now();
+  document.querySelectorAll("[data-ticking]").forEach(el => {
+    if (!el.dataset.drawnAt) { el.dataset.drawnAt = String(now); return; }
+    const s = parseFloat(el.dataset.ticking) + (now - parseFloat(el.dataset.drawnAt)) / 1000;
+    if (isFinite(s)) el.textContent = fmtDuration(s);
+  });
+}
+
 function poll(el) {
   const every = parseInt(el.dataset.every || "0", 10);
   if (!every) return;
@@ -62,6 +83,19 @@ function followRun(root) {
     field.value = name;
     field.dataset.filled = name;
   };
+  // No event tells of an operation's start (its attempt is written, no event with it):
+  // while the body says no operation is known to be in flight (data-unknown), it is
+  // drawn again after 0.25 s, then ever less often (up to every 5 s), until it shows
+  // one (a running row), or the run stops running.
+  let again = null;
+  let againAfter = 250;
+  const lookAgain = () => {
+    const body = parts.find(el => el.dataset.part === "body");
+    if (again || !body) return;
+    if (!body.querySelector("[data-unknown]")) { againAfter = 250; return; }
+    again = setTimeout(() => { again = null; update(); }, againAfter);
+    againAfter = Math.min(againAfter * 2, 5000);
+  };
   const update = () => {
     if (pending) return;
     pending = setTimeout(() => {
@@ -73,12 +107,15 @@ function followRun(root) {
           .then(html => {
             if (html === null) return;
             el.innerHTML = html;
+            tick();  // (stamps what was drawn)
             if (el.dataset.part === "head") awaited();
+            if (el.dataset.part === "body") lookAgain();
           });
       });
     }, 150);
   };
   if (root.dataset.final) return;
+  lookAgain();
   let last = root.dataset.after || null;  // the last event seen: a new stream goes on from it
   // What the page does with a stream's events.
   const follow = source => {
@@ -137,5 +174,9 @@ document.addEventListener("submit", ev => {
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh][data-every]").forEach(poll);
   const run = document.getElementById("run");
-  if (run) followRun(run);
+  if (run) {
+    tick();
+    setInterval(tick, 1000);
+    followRun(run);
+  }
 });
