@@ -196,3 +196,45 @@ async def test_a_step_not_yet_written_is_said_to_be_unknown(
         webapp.RELEASED.update({first, later})
     for run_id in ("if-4", "if-5"):
         assert "data-unknown" not in (await ui.get(f"/runs/{run_id}")).text
+
+
+async def test_a_model_call_in_flight_is_a_running_row(ui: httpx.AsyncClient) -> None:
+    """A durable LLM call is a step (``llm:MODEL``): while the model has not answered,
+    its row is running (a scripted server holds the answer until the test lets it go)."""
+    from tether.ai import LLM, user_message
+    from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    go = asyncio.Event()
+
+    async def answer(_request: object) -> Reply:
+        await go.wait()
+        return Reply("Replay pays for no call twice.", input_tokens=9, output_tokens=7)
+
+    async with ScriptedLLMServer(script=[answer]) as server, \
+            LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="k",
+                breaker=None) as llm:
+
+        @app.workflow
+        async def ask(question: str) -> str:
+            reply = await llm.stream([user_message(question)])
+            return reply.text or ""
+
+        await app.start("ask", "Why durable?", run_id="if-llm")
+        try:
+            async with app.worker(queues=["default"]):
+                doc = await _until_in_flight(ui, "if-llm")
+                [op] = doc["in_flight"]
+                assert (op["position"], op["name"], op["attempt"]) == (
+                    0, "llm:openai:gpt-4.1-mini", 1)
+                row = _running_row((await ui.get("/runs/if-llm")).text)
+                assert 'title="llm:openai:gpt-4.1-mini">llm:openai:gpt-4.1-mini</td>' in row
+                go.set()
+                assert await app.handle("if-llm").result(timeout=30) == \
+                    "Replay pays for no call twice."
+        finally:
+            go.set()
+    [row] = _rows((await ui.get("/runs/if-llm")).text)
+    assert "st-ok" in row and "in flight" not in row
+    assert "<b>gpt-4.1-mini</b> · 9 in / 7 out" in row
