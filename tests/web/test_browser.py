@@ -560,9 +560,56 @@ def test_a_run_in_its_first_step_shows_it_running(browser: object, tmp_path: Pat
         expect(page.locator("tr.op.st-ok")).to_have_count(2)
         context.close()
     finally:
+        for gate in ("sources-fetched", "later"):  # (a stopping worker waits for its step)
+            (tmp_path / gate).touch()
         if worker is not None:
             worker.terminate()
             worker.wait(10)
         served.stop()
     if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(tmp_path / "run-in-flight.png", ROOT / "docs" / "img" / "run-in-flight.png")
+
+
+def test_a_page_with_no_operation_known_in_flight_looks_again(browser: object,
+                                                              tmp_path: Path) -> None:
+    """No event tells of a step's start: while the store knows of no operation in flight
+    (here a worker that writes its attempts only at the run's end; one as shipped writes
+    them within 50 ms), the page says so and draws its timeline again by itself, with no
+    event to prompt it, until the run moves on."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/unknown.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path, app="tests.web.webapp_unwritten:app",
+                          extra_env={"TETHER_TEST_GATE_DIR": str(tmp_path)})
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "gated_first", "input": ["open"], "run_id": "unwritten"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "unwritten", "running")
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+        page.goto(served.url + "/runs/unwritten")
+        expect(page.locator("p.empty[data-unknown]")).to_contain_text(
+            "No operation of this run is known yet")
+        page.evaluate("window.__notReloaded = true")
+        for _ in range(3):  # (the run publishes no event meanwhile)
+            with page.expect_request(lambda req: req.url.endswith("part=body"),
+                                     timeout=15_000):
+                pass
+        (tmp_path / "open").touch()
+        expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator("tr.op.st-ok")).to_contain_text("gated")
+        assert page.locator("[data-unknown]").count() == 0
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        context.close()
+    finally:
+        (tmp_path / "open").touch()  # (a worker stopping waits for its step to end)
+        worker.terminate()
+        worker.wait(10)
+        served.stop()

@@ -69,8 +69,8 @@ async def test_a_run_in_its_first_step_shows_it_running(ui: httpx.AsyncClient) -
     app = ui.app  # type: ignore[attr-defined]
     tag = _tag("first")
     await app.start("held_first", tag, run_id="if/1")
-    try:
-        async with app.worker(queues=["default"]) as worker:
+    async with app.worker(queues=["default"]) as worker:
+        try:
             doc = await _until_in_flight(ui, "if/1")
             assert doc["journal"] == []
             [op] = doc["in_flight"]
@@ -98,8 +98,8 @@ async def test_a_run_in_its_first_step_shows_it_running(ui: httpx.AsyncClient) -
             assert "0 failed · 0 attempts · 1 in flight</div>" in head
             webapp.RELEASED.add(tag)
             assert await app.handle("if/1").result(timeout=30) == tag
-    finally:
-        webapp.RELEASED.add(tag)
+        finally:
+            webapp.RELEASED.add(tag)
     doc = await _doc(ui, "if/1")
     assert doc["in_flight"] == []
     page = (await ui.get("/runs/if/1")).text
@@ -113,8 +113,8 @@ async def test_a_later_step_in_flight_has_its_row_after_the_ended_ones(
     app = ui.app  # type: ignore[attr-defined]
     tag = _tag("later")
     await app.start("held_later", tag, run_id="if-2")
-    try:
-        async with app.worker(queues=["default"]):
+    async with app.worker(queues=["default"]):
+        try:
             doc = await _until_in_flight(ui, "if-2")
             assert [(e["position"], e["name"], e["status"]) for e in doc["journal"]] == [
                 (0, "hello", "ok")]
@@ -126,8 +126,8 @@ async def test_a_later_step_in_flight_has_its_row_after_the_ended_ones(
             assert "st-running" in rows[1] and 'title="held">held</td>' in rows[1]
             webapp.RELEASED.add(tag)
             assert await app.handle("if-2").result(timeout=30) == f"hello {tag} / {tag}"
-    finally:
-        webapp.RELEASED.add(tag)
+        finally:
+            webapp.RELEASED.add(tag)
     rows = _rows((await ui.get("/runs/if-2")).text)
     assert [("st-ok" in r, "in flight" in r) for r in rows] == [(True, False)] * 2
 
@@ -140,8 +140,8 @@ async def test_a_step_retried_in_flight_is_one_row_with_its_attempt(
     app = ui.app  # type: ignore[attr-defined]
     tag = _tag("again")
     await app.start("held_retry", tag, run_id="if-3")
-    try:
-        async with app.worker(queues=["default"]):
+    async with app.worker(queues=["default"]):
+        try:
             doc = await _until_in_flight(ui, "if-3")
             [entry] = doc["journal"]
             assert (entry["status"], entry["attempts"]) == ("pending", 1)
@@ -155,8 +155,8 @@ async def test_a_step_retried_in_flight_is_one_row_with_its_attempt(
             assert "retrying" not in row and "next at" not in row
             webapp.RELEASED.add(tag)
             assert await app.handle("if-3").result(timeout=30) == tag
-    finally:
-        webapp.RELEASED.add(tag)
+        finally:
+            webapp.RELEASED.add(tag)
     [row] = _rows((await ui.get("/runs/if-3")).text)
     assert "st-ok" in row and '<td class="num">2</td>' in row and "in flight" not in row
 
@@ -173,8 +173,8 @@ async def test_a_step_not_yet_written_is_said_to_be_unknown(
     first, later = _tag("unwritten"), _tag("unwritten-later")
     await app.start("held_first", first, run_id="if-4")
     await app.start("held_later", later, run_id="if-5")
-    try:
-        async with app.worker(queues=["default"]):
+    async with app.worker(queues=["default"]):
+        try:
             for _ in range(600):
                 if {first, later} <= webapp.STARTED:
                     break
@@ -192,8 +192,8 @@ async def test_a_step_not_yet_written_is_said_to_be_unknown(
             webapp.RELEASED.update({first, later})
             assert await app.handle("if-4").result(timeout=30) == first
             await app.handle("if-5").result(timeout=30)
-    finally:
-        webapp.RELEASED.update({first, later})
+        finally:
+            webapp.RELEASED.update({first, later})
     for run_id in ("if-4", "if-5"):
         assert "data-unknown" not in (await ui.get(f"/runs/{run_id}")).text
 
@@ -222,8 +222,8 @@ async def test_a_model_call_in_flight_is_a_running_row(ui: httpx.AsyncClient) ->
             return reply.text or ""
 
         await app.start("ask", "Why durable?", run_id="if-llm")
-        try:
-            async with app.worker(queues=["default"]):
+        async with app.worker(queues=["default"]):
+            try:
                 doc = await _until_in_flight(ui, "if-llm")
                 [op] = doc["in_flight"]
                 assert (op["position"], op["name"], op["attempt"]) == (
@@ -233,8 +233,8 @@ async def test_a_model_call_in_flight_is_a_running_row(ui: httpx.AsyncClient) ->
                 go.set()
                 assert await app.handle("if-llm").result(timeout=30) == \
                     "Replay pays for no call twice."
-        finally:
-            go.set()
+            finally:
+                go.set()
     [row] = _rows((await ui.get("/runs/if-llm")).text)
     assert "st-ok" in row and "in flight" not in row
     assert "<b>gpt-4.1-mini</b> · 9 in / 7 out" in row
