@@ -102,6 +102,10 @@ async def test_a_run_in_its_first_step_shows_it_running(ui: httpx.AsyncClient) -
             webapp.RELEASED.add(tag)
     doc = await _doc(ui, "if/1")
     assert doc["in_flight"] == []
+    # (and the API's description says what it holds)
+    spec = (await ui.get("/openapi.json")).json()["components"]["schemas"]["Run"]
+    fields = spec["properties"]["in_flight"]["items"]["required"]
+    assert fields == ["position", "kind", "name", "attempt", "worker_id", "started_at"]
     page = (await ui.get("/runs/if/1")).text
     [row] = _rows(page)
     assert "st-ok" in row and "inflight" not in row and "in flight" not in row
