@@ -184,6 +184,7 @@ def _bounded(convert: Callable[[str], float], kind: str, low: float,
 
 
 positive_int = _bounded(int, "an integer", 1, strict=False)
+non_negative_int = _bounded(int, "an integer", 0, strict=False)
 
 
 def bounded_int(high: int) -> Callable[[str], Any]:

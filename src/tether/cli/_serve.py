@@ -11,6 +11,7 @@ from tether.cli._common import (
     CliError,
     load_app,
     non_negative_float,
+    non_negative_int,
     positive_int,
     store_url,
 )
@@ -46,7 +47,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    metavar="SECONDS",
                    help="how long a client may take to send a request's headers, and "
                    "then its body (past that, at least 1 KiB/s), before it gets 408 and "
-                   "its connection is closed (default 20; 0: no limit)")
+                   "its connection is closed; a new connection that sends nothing "
+                   "that long is closed (default 20; 0: no limit)")
+    p.add_argument("--max-connections", type=non_negative_int, default=None, metavar="N",
+                   help="connections served at once (event streams included); past N, "
+                   "a request answers 503 too_many_connections with Retry-After and its "
+                   "connection is closed, except /healthz and /metrics on up to 16 more "
+                   "(default: the file-descriptor limit, ulimit -n, less 100; 0: no "
+                   "limit)")
     p.add_argument("--metrics-interval", type=non_negative_float, default=None,
                    metavar="SECONDS",
                    help="/metrics computes the figures that scan the whole store (runs "
@@ -79,10 +87,12 @@ async def serve(args: argparse.Namespace) -> int:
             DEFAULT_MAX_BODY,
             DEFAULT_METRICS_INTERVAL,
             DEFAULT_REQUEST_TIMEOUT,
+            ConnectionLimit,
             StoreOpener,
             Tokens,
             check_bind,
             create_app,
+            default_max_connections,
             http_protocol,
         )
     except ImportError as exc:
@@ -106,6 +116,8 @@ async def serve(args: argparse.Namespace) -> int:
     timeout = args.request_timeout
     client_timeout = (DEFAULT_CLIENT_TIMEOUT if args.client_timeout is None
                       else args.client_timeout or None)
+    most = default_max_connections() if args.max_connections is None else args.max_connections
+    connections = ConnectionLimit(most) if most else None
     given_up: list[Exception] = []
 
     def give_up(exc: Exception) -> None:  # (the store, after listening: stop, exit 1)
@@ -119,15 +131,14 @@ async def serve(args: argparse.Namespace) -> int:
                           else timeout or None, client_timeout=client_timeout,
                           metrics_interval=DEFAULT_METRICS_INTERVAL
                           if args.metrics_interval is None else args.metrics_interval,
-                          opener=opener, root_path=args.root_path)
+                          opener=opener, root_path=args.root_path, connections=connections)
     except ValueError as exc:
         raise CliError(f"--root-path: {exc}", 2) from None
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",
                             timeout_graceful_shutdown=3, lifespan="on",
-                            http=http_protocol(client_timeout) if client_timeout
-                            else "auto")
+                            http=http_protocol(client_timeout, connections=connections))
     server = uvicorn.Server(config)
     # The first attempt to open the store comes before the server starts: a store that
     # cannot be opened (ConfigError: a mistake no wait fixes) is then one line and exit

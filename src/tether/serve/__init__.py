@@ -17,13 +17,16 @@ if TYPE_CHECKING:
     from tether.serve._server import (
         DEFAULT_MAX_BODY,
         DEFAULT_REQUEST_TIMEOUT,
+        ConnectionLimit,
         StoreOpener,
         create_app,
+        default_max_connections,
+        http_protocol,
     )
 
 __all__ = ["DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_METRICS_INTERVAL",
-           "DEFAULT_REQUEST_TIMEOUT", "StoreOpener", "Tokens", "check_bind", "create_app",
-           "http_protocol"]
+           "DEFAULT_REQUEST_TIMEOUT", "ConnectionLimit", "StoreOpener", "Tokens", "check_bind",
+           "create_app", "default_max_connections", "http_protocol"]
 
 
 def __getattr__(name: str) -> Any:

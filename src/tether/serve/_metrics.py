@@ -156,6 +156,30 @@ def render(figures: Figures | None, live: LiveStats, now: float) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_connections(open_: int, limit: int, refused: int) -> str:
+    """This serve process's own figures (not the store's: each process has its own),
+    when it bounds its connections (``tether serve --max-connections``)."""
+    return (
+        "# HELP tether_serve_connections HTTP connections open to this serve process.\n"
+        "# TYPE tether_serve_connections gauge\n"
+        f"tether_serve_connections {open_}\n"
+        "# HELP tether_serve_connections_max Connections this serve process serves at "
+        "once (--max-connections).\n"
+        "# TYPE tether_serve_connections_max gauge\n"
+        f"tether_serve_connections_max {limit}\n"
+        "# HELP tether_serve_connections_refused_total Connections this serve process "
+        "answered 503 too_many_connections since it started.\n"
+        "# TYPE tether_serve_connections_refused_total counter\n"
+        f"tether_serve_connections_refused_total {refused}\n")
+
+
+def _serve_figures(request: Request) -> str:
+    limit = request.app.state.connections
+    if limit is None:
+        return ""
+    return render_connections(limit.open, limit.limit, limit.refused)
+
+
 async def metrics(request: Request) -> Response:
     app = request.app.state.tether
     cache: MetricsCache = request.app.state.metrics
@@ -165,7 +189,8 @@ async def metrics(request: Request) -> Response:
         stats = await app.store.store_stats(now=now)
         figures = Figures(stats, now, time.monotonic() - begun)
         live = LiveStats(stats.queues, stats.workers)
-        return Response(render(figures, live, now), media_type=CONTENT_TYPE)
+        return Response(render(figures, live, now) + _serve_figures(request),
+                        media_type=CONTENT_TYPE)
     # The live gauges first: a store known to be down answers 503 at once (FAIL_FAST),
     # and no computation is started against it.
     now = app.clock.now()
@@ -176,4 +201,5 @@ async def metrics(request: Request) -> Response:
         # request's deadline; past it, it answers without those figures (not 503).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), REQUEST_TIMEOUT.get())
-    return Response(render(cache.latest, live, now), media_type=CONTENT_TYPE)
+    return Response(render(cache.latest, live, now) + _serve_figures(request),
+                    media_type=CONTENT_TYPE)

@@ -22,7 +22,11 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 _COMMON_ERRORS = {"401": _err("missing or unknown token"),
                   "408": _err("the request's headers or body came too slowly "
                               "(tether serve --client-timeout)"),
-                  "413": _err("request body too large")}
+                  "413": _err("request body too large"),
+                  "503": _err("the store is unavailable (store_unavailable), or this "
+                              "server serves its limit of connections already "
+                              "(too_many_connections, tether serve --max-connections); "
+                              "Retry-After says when to try again")}
 _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
                   "400": _err("bad input"), "415": _err("body is not JSON")}
 #: An id or name in a path: no length cap (the engine makes longer ids itself, such as

@@ -51,6 +51,23 @@ DEFAULT_CLIENT_TIMEOUT = 20.0
 #: Bytes a second a request's body must keep coming at, past ``client_timeout``.
 MIN_BODY_RATE = 1024
 
+#: Connections past ``max_connections`` (``tether serve --max-connections``) whose
+#: request is still read and answered, one answer each, before they are closed: the 503
+#: ``too_many_connections``, or ``/healthz`` and ``/metrics`` served (the operator sees
+#: the server at its limit). Past these, a connection gets that 503 written at once and
+#: is closed without its request being read: every one read holds a descriptor.
+SPARE_CONNECTIONS = 16
+#: File descriptors the default ``max_connections`` leaves to the rest of the process
+#: (the store's pool, 10 by default, its SQLite files, log files, the listening sockets,
+#: the ``SPARE_CONNECTIONS``, MCP's and Python's own).
+FD_RESERVE = 100
+#: Seconds a client refused for the connection limit is told to wait (``Retry-After``).
+RETRY_AFTER = 1
+#: What a connection past the limit is still answered, for its operator.
+_OPERATOR_PATHS = ("/healthz", "/metrics")
+#: The scope key under which ``http_protocol`` names a request's connection.
+CONNECTION = "tether.connection"
+
 _PUBLIC = ("/healthz", "/login", "/static/")
 #: Seconds after which a web page that found the store unavailable loads itself again.
 UI_RETRY = 5
@@ -61,6 +78,120 @@ def _for_machines(path: str) -> bool:
     the API, the MCP face, ``/metrics`` and ``/openapi.json`` (``/healthz`` too, though it
     needs no token)."""
     return path.startswith(("/api/", "/mcp")) or path in ("/metrics", "/openapi.json")
+
+
+def default_max_connections() -> int:
+    """``tether serve``'s connection limit unless ``--max-connections``: the process's
+    file-descriptor limit (``RLIMIT_NOFILE``, its soft value: ``ulimit -n``) less
+    ``FD_RESERVE``, at least ``SPARE_CONNECTIONS``. Past the descriptor limit every
+    ``accept``, store connection and file open fails, each in its own way; the limit
+    refuses connections first, with a 503 that says so."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - (not POSIX: no such limit to derive from)
+        return 1000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(soft - FD_RESERVE, SPARE_CONNECTIONS)
+
+
+class ConnectionLimit:
+    """How many connections ``tether serve`` serves at once (``--max-connections``).
+
+    A connection is admitted when it opens if fewer than ``limit`` are; an event stream
+    holds its connection, and so its place, for as long as it is open. The next
+    ``spare`` connections wait, unserved, for their request: if an admitted connection
+    has closed meanwhile, it is admitted then; else it is answered 503
+    ``too_many_connections`` with ``Retry-After`` (``/healthz`` and ``/metrics`` are
+    served instead) and closed. Past those, a connection is answered the 503 at once
+    and closed (``http_protocol``).
+
+    ``refused`` counts the 503s (``tether_serve_connections_refused_total`` in
+    ``/metrics``); a WARNING line says so, at most one every ``LOG_EVERY`` seconds.
+    """
+
+    #: Seconds at least between two log lines about refused connections.
+    LOG_EVERY = 10.0
+
+    def __init__(self, limit: int, spare: int = SPARE_CONNECTIONS) -> None:
+        if limit < 1:
+            raise ValueError(f"a connection limit must be 1 or more, not {limit}")
+        self.limit = limit
+        self.spare = spare
+        self.served: set[object] = set()
+        self.waiting: set[object] = set()
+        #: Connections answered 503 for the limit, since the start.
+        self.refused = 0
+        self._logged = 0  # (refused when the last line was logged)
+        self._log_at = 0.0
+
+    @property
+    def open(self) -> int:
+        """Connections open now, admitted or waiting."""
+        return len(self.served) + len(self.waiting)
+
+    def opened(self, connection: object) -> bool | None:
+        """A connection opened: admitted (True), waiting for its request to be
+        answered past the limit (False), or to be refused at once (None)."""
+        if len(self.served) < self.limit:
+            self.served.add(connection)
+            return True
+        if len(self.waiting) < self.spare:
+            self.waiting.add(connection)
+            return False
+        self.refuse()
+        return None
+
+    def closed(self, connection: object) -> None:
+        self.served.discard(connection)
+        self.waiting.discard(connection)
+
+    def admit(self, connection: object) -> bool:
+        """Whether a request of ``connection`` is served: it was admitted, or is now
+        (an admitted one closed since it opened). A request that names no connection
+        (another ASGI server, a test's transport) is."""
+        if connection not in self.waiting:
+            return True
+        if len(self.served) < self.limit:
+            self.waiting.discard(connection)
+            self.served.add(connection)
+            return True
+        return False
+
+    def refuse(self) -> None:
+        """Count a refused connection, and say so in the log now and then."""
+        self.refused += 1
+        now = time.monotonic()
+        if now >= self._log_at:
+            log.warning("refused %d connections over the limit of %d (--max-connections; "
+                        "%d open now) with 503 too_many_connections",
+                        self.refused - self._logged, self.limit, self.open)
+            self._logged = self.refused
+            self._log_at = now + self.LOG_EVERY
+
+
+def _over_limit(limit: int) -> JSONResponse:
+    response = _error(503, "too_many_connections",
+                      f"this server is serving its limit of {limit} connections "
+                      f"(--max-connections); try again in {RETRY_AFTER} s")
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    response.headers["Connection"] = "close"  # (its place is for a connection admitted)
+    return response
+
+
+def _closing(send: Send) -> Send:
+    """``send`` with ``Connection: close`` on the answer: a connection served past the
+    limit (``/healthz``, ``/metrics``) is closed after it, not kept alive."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(raw=list(message.get("headers", [])))
+            headers["Connection"] = "close"
+            message = {**message, "headers": headers.raw}
+        await send(message)
+
+    return closing
 
 
 class _TooLarge(Exception):
@@ -78,8 +209,9 @@ class Guard:
     def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int,
                  request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
                  client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
-                 root_path: str = "") -> None:
+                 root_path: str = "", connections: ConnectionLimit | None = None) -> None:
         self.app = app
+        self.connections = connections
         self.root_path = root_path
         self.tokens = tokens
         self.max_body = max_body
@@ -95,6 +227,13 @@ class Guard:
         root = self.root_path or str(scope.get("root_path", "")).rstrip("/")
         scope = rooted(scope, root)
         path: str = scope[ROUTE]
+        if self.connections is not None and \
+                not self.connections.admit(scope.get(CONNECTION)):
+            if path not in _OPERATOR_PATHS:
+                self.connections.refuse()
+                await _reply(scope, receive, send, _over_limit(self.connections.limit))
+                return
+            send = _closing(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         if path.startswith(_api.RUNS_PREFIX):
@@ -504,7 +643,8 @@ def create_app(app: App, *, tokens: Tokens | None = None,
                request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
                client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
                metrics_interval: float = _metrics.DEFAULT_METRICS_INTERVAL,
-               opener: StoreOpener | None = None, root_path: str = "") -> ASGIApp:
+               opener: StoreOpener | None = None, root_path: str = "",
+               connections: ConnectionLimit | None = None) -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -535,6 +675,10 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             answered whether the proxy stripped the prefix or passed it on. Without
             it, a ``root_path`` the ASGI server puts in the scope (uvicorn
             ``--root-path``) is used the same way.
+        connections: the bound on connections served at once, shared with the
+            server's protocol (``http_protocol(connections=)``), which admits them:
+            a request of a connection past it answers 503 ``too_many_connections``
+            (``/healthz`` and ``/metrics`` are served); ``/metrics`` reports it.
 
     Raises:
         ValueError: a ``metrics_interval`` below 0, or a ``root_path`` that is not a
@@ -590,25 +734,73 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     web.state.tokens = tokens
     web.state.max_body = max_body
     web.state.metrics = cache
-    return Guard(web, tokens, max_body, request_timeout, client_timeout, root_path)
+    web.state.connections = connections
+    return Guard(web, tokens, max_body, request_timeout, client_timeout, root_path,
+                 connections)
 
 
-def http_protocol(client_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol (``uvicorn.Config(http=...)``) with a deadline on each
-    request's headers: a connection that began a request and has not sent its headers
-    ``client_timeout`` seconds later is answered 408 and closed. uvicorn closes a
-    connection that sends nothing (its keep-alive timeout) but waits for ever for the
-    rest of a request begun (slow loris: a header line now and then held each
-    connection, and its file descriptor, for as long as the client liked)."""
+def _raw_reply(status: str, code: str, message: str, *extra: bytes) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error, for a connection closed after it."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n" % status.encode()
+            + b"".join(extra) + b"connection: close\r\ncontent-length: %d\r\n\r\n"
+            % len(body)) + body
+
+
+def http_protocol(client_timeout: float | None, *,
+                  connections: ConnectionLimit | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (``uvicorn.Config(http=...)``) with deadlines on clients
+    and, given ``connections``, a bound on the connections served at once.
+
+    ``client_timeout`` (``None``: no deadline): a connection that began a request and
+    has not sent its headers ``client_timeout`` seconds later is answered 408 and
+    closed; one that sends nothing at all that long after it opened is closed (as
+    uvicorn closes one idle between two requests). uvicorn waits for ever for the rest
+    of a request begun (slow loris: a header line now and then held each connection,
+    and its file descriptor, for as long as the client liked), and for the first byte
+    of a connection (a connection opened and left held its place under the limit).
+
+    ``connections``: each connection is admitted or not when it opens
+    (``ConnectionLimit.opened``), and each request names its connection in its scope
+    (``CONNECTION``) for the guard to answer one past the limit. uvicorn's own
+    ``limit_concurrency`` is not used: it counts requests in progress too, answers in
+    plain text, and refuses the requests of connections it had admitted (an event
+    stream's reconnection, a keep-alive client) as much as those of the flood.
+    """
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    body = json.dumps({"error": {"code": "request_timeout", "message":
-                                 "the request's headers came too slowly"}}).encode()
-    reply = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-             b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+    reply = _raw_reply("408 Request Timeout", "request_timeout",
+                       "the request's headers came too slowly")
+    over = None if connections is None else _raw_reply(
+        "503 Service Unavailable", "too_many_connections",
+        f"this server is serving its limit of {connections.limit} connections "
+        f"(--max-connections); try again in {RETRY_AFTER} s",
+        b"retry-after: %d\r\n" % RETRY_AFTER)
 
     class Protocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
         _header_deadline: asyncio.TimerHandle | None = None
+        _idle_deadline: asyncio.TimerHandle | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            app: ASGIApp = self.app  # type: ignore[has-type]  # (uvicorn's, untyped here)
+
+            async def named(scope: Scope, receive: Receive, send: Send) -> None:
+                scope[CONNECTION] = self
+                await app(scope, receive, send)
+
+            self.app = named
+
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            if connections is not None and connections.opened(self) is None:
+                assert over is not None
+                transport.write(over)
+                transport.close()
+                return
+            if client_timeout is not None:
+                self._idle_deadline = asyncio.get_running_loop().call_later(
+                    client_timeout, self._idle_too_long)
 
         def _waiting_for_headers(self) -> bool:
             # (uvicorn's protocols, h11 and httptools, make a cycle per request once
@@ -617,7 +809,12 @@ def http_protocol(client_timeout: float) -> type[asyncio.Protocol]:
             return cycle is None or bool(cycle.response_complete)
 
         def data_received(self, data: bytes) -> None:
+            if self._idle_deadline is not None:
+                self._idle_deadline.cancel()
+                self._idle_deadline = None
             super().data_received(data)
+            if client_timeout is None:
+                return
             if self._waiting_for_headers() and not self.transport.is_closing():
                 if self._header_deadline is None:  # (from the request's first byte)
                     self._header_deadline = asyncio.get_running_loop().call_later(
@@ -625,6 +822,12 @@ def http_protocol(client_timeout: float) -> type[asyncio.Protocol]:
             elif self._header_deadline is not None:
                 self._header_deadline.cancel()
                 self._header_deadline = None
+
+        def _idle_too_long(self) -> None:
+            self._idle_deadline = None
+            if not self.transport.is_closing():
+                log.debug("closed a connection that sent nothing in %s s", client_timeout)
+                self.transport.close()
 
         def _headers_too_slow(self) -> None:
             self._header_deadline = None
@@ -635,9 +838,12 @@ def http_protocol(client_timeout: float) -> type[asyncio.Protocol]:
                 self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_deadline is not None:
-                self._header_deadline.cancel()
-                self._header_deadline = None
+            for timer in (self._header_deadline, self._idle_deadline):
+                if timer is not None:
+                    timer.cancel()
+            self._header_deadline = self._idle_deadline = None
+            if connections is not None:
+                connections.closed(self)
             super().connection_lost(exc)
 
     return Protocol
