@@ -73,6 +73,22 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Characters of an id or name that an error message echoes: a longer one is cut there.
+SHOWN_MAX = 100
+
+
+def shown(value: str, *, quoted: bool = True) -> str:
+    """``value`` as an error message echoes it (``repr``, or as it is with ``quoted``
+    false): a value over ``SHOWN_MAX`` characters is cut there, followed by ``…`` and
+    its length. Messages about an id that names nothing (a 404's JSON and page, an MCP
+    error, a CLI line) once echoed it whole: an 8,000-character id came back 8,000
+    characters long, wherever the message went (logs, a terminal, a page)."""
+    if len(value) <= SHOWN_MAX:
+        return repr(value) if quoted else value
+    head = value[:SHOWN_MAX]
+    return f"{head!r}… ({len(value):,} characters)" if quoted else \
+        f"{head}… ({len(value):,} characters)"
+
 
 class TetherError(Exception):
     """Base class of every error Tether raises."""
@@ -97,7 +113,7 @@ class RunNotFound(TetherError):
     """No run has this id in the store."""
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run with id {run_id!r}")
+        super().__init__(f"no run with id {shown(run_id)}")
         self.run_id = run_id
 
 

@@ -54,6 +54,8 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
+from tether.errors import shown
+
 __all__ = [
     "EXTENSION_ID",
     "TASK_NOTIFICATION",
@@ -213,7 +215,7 @@ def missing_capability(what: str) -> MCPError:
 def unknown_task(task_id: str) -> MCPError:
     """The extension's error for a task id the server does not know (-32602)."""
     return MCPError(code=INVALID_PARAMS, message=f"Failed to retrieve task: Task not found "
-                                                 f"({task_id!r})")
+                                                 f"({shown(task_id)})")
 
 
 class TasksExtension(Extension):

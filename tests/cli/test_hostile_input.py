@@ -308,3 +308,37 @@ def test_every_run_id_argument_refuses_an_empty_or_control_character_id(
         assert err.startswith("tether: error: run id ") and "\x1b" not in err, (argv, err)
         assert ("is empty" if empty else "holds control characters") in err, err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_an_unknown_long_id_is_echoed_cut_by_every_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tether show`` of an 8,000-character id that no run has printed it whole ("no
+    run with id 'xxxx…'"), and so did every ``RUN_ID`` command and ``tether schedules
+    pause NAME``: the line shows its first 100 characters and its length."""
+    import asyncio
+
+    from tether.cli import main
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    async def create() -> None:
+        async with make_app(url) as app:
+            await app.start("doubler", 1, run_id="r1")
+
+    asyncio.run(create())
+    long_id = "x" * 7990 + "0123456789"
+    argvs = []
+    for path, extra in run_id_commands().items():
+        argv = [*path, long_id, *extra, "--db", url]
+        if path == ("budget",):
+            argv += ["--usd", "1"]
+        argvs.append(argv)
+    argvs += [["schedules", action, long_id, "--db", url]
+              for action in ("pause", "resume", "trigger", "delete")]
+    for argv in argvs:
+        assert main(argv) != 0, argv
+        out, err = capsys.readouterr()
+        assert out == "", (argv[0], out[:300])
+        assert err.count("\n") == 1 and err.startswith("tether: error: "), (argv[0], err[:300])
+        assert "(8,000 characters)" in err, (argv[0], err[:300])
+        assert "0123456789" not in err and len(err) < 300, (argv[0], err[:300])

@@ -458,6 +458,23 @@ async def raw_rpc(url: str, method: str, params: dict[str, Any]) -> dict[str, An
     return answer
 
 
+async def test_an_unknown_long_task_id_is_echoed_cut(served: tuple[App, str]) -> None:
+    """An unknown task id of 8,000 characters came back whole in the -32602's message;
+    it is cut at its first 100 characters, with its length."""
+    _, url = served
+    long_id = "t" * 7990 + "0123456789"
+    async with tasks_client(url) as client:
+        for call in (functools.partial(get_task, client, long_id),
+                     functools.partial(update_task, client, long_id, {}),
+                     functools.partial(cancel_task, client, long_id)):
+            with pytest.raises(MCPError) as err:
+                await call()
+            assert err.value.code == INVALID_PARAMS
+            message = err.value.message
+            assert "Task not found" in message and "(8,000 characters)" in message
+            assert "0123456789" not in message and len(message) < 200, message
+
+
 async def test_task_ids_and_keys_that_are_no_text_are_unknown(served: tuple[App, str]
                                                               ) -> None:
     """A task id holding a NUL or a lone surrogate (valid JSON escapes, no run id can

@@ -33,6 +33,7 @@ from typing import Any
 
 import tether
 from tether import App, RunStatus, TetherError
+from tether.errors import shown
 from tether.ext import runs_awaiting_approval
 
 __all__ = [
@@ -76,7 +77,7 @@ class NoPendingApproval(TetherError):
     has ended); ``str()`` says which."""
 
     def __init__(self, run_id: str, detail: str) -> None:
-        super().__init__(f"run {run_id!r} has no pending approval: {detail}")
+        super().__init__(f"run {shown(run_id)} has no pending approval: {detail}")
         self.run_id = run_id
         self.detail = detail
 

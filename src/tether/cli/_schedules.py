@@ -10,6 +10,7 @@ from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
 from tether.cli._logging import LEVELS
+from tether.errors import shown
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -73,7 +74,7 @@ async def schedules(args: argparse.Namespace) -> int:
         sched = await store.schedule_get(args.name)
         if sched is None:
             known = ", ".join(s.name for s in await store.schedule_list()) or "none"
-            raise CliError(f"no schedule named {args.name!r} (known: {known})")
+            raise CliError(f"no schedule named {shown(args.name)} (known: {known})")
         # --json prints what `tether serve` answers for the same action.
         if action == "pause":
             await store.schedule_pause(name=args.name, paused=True, next_tick=None, now=now)
@@ -95,7 +96,7 @@ async def schedules(args: argparse.Namespace) -> int:
         elif action in ("pause", "resume"):
             after = await store.schedule_get(args.name)
             if after is None:  # deleted meanwhile
-                raise CliError(f"no schedule named {args.name!r}")
+                raise CliError(f"no schedule named {shown(args.name)}")
             print(dumps(schedule_dict(after)))
         else:
             print(dumps(answer))

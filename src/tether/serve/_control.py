@@ -20,7 +20,7 @@ from tether import App, RunNotFound
 from tether._lifecycle import Cron, fork_past_end, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
 from tether._show import run_document, schedule_dict
-from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError
+from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
 from tether.serve._api import (
     ApiError,
     field_name,
@@ -47,7 +47,7 @@ async def retry(app: App, run_id: str) -> dict[str, Any]:
     try:
         report = await app._retry(run_id)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
     except RunStateError as exc:  # (its message says what retry takes)
         raise ApiError(409, "conflict", str(exc)) from None
     return {**await run_document(app, run_id), "retried_children": report.children}
@@ -67,7 +67,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     """A new run with ``run_id``'s journal up to (not including) ``at``; its document."""
     store = app.store
     if await store.run_get(run_id) is None:
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}")
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}")
     if new_id is not None and await store.run_get(new_id) is not None:
         raise ApiError(409, "conflict", f"run id {new_id!r} is already used; choose another")
     last = max((e.position for e in await store.journal_read(run_id)), default=-1)
@@ -79,7 +79,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     try:
         handle = await app.fork(run_id, **kwargs)
     except RunNotFound:  # deleted meanwhile
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
     except RunStateError as exc:  # erased: its input and results are placeholders
         raise ApiError(409, "conflict", str(exc)) from None
     except InvalidName as exc:
@@ -97,7 +97,7 @@ async def erase(app: App, run_id: str) -> dict[str, Any]:
     try:
         report = await app.store.run_erase(run_id=run_id, now=app.clock.now())
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
     except RunStateError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return {"run_id": run_id, "erased": report.as_dict()}
@@ -112,7 +112,7 @@ async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, A
     store = app.store
     sched = await store.schedule_get(name)
     if sched is None:
-        raise ApiError(404, "schedule_not_found", f"no schedule named {name!r}")
+        raise ApiError(404, "schedule_not_found", f"no schedule named {shown(name)}")
     now = app.clock.now()
     if action == "trigger":
         run_id = await start_manual_run(app, store, sched, now)
@@ -127,7 +127,7 @@ async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, A
         found = await store.schedule_pause(name=name, paused=False, next_tick=nxt, now=now)
     after = await store.schedule_get(name) if found else None
     if after is None:  # deleted meanwhile
-        raise ApiError(404, "schedule_not_found", f"no schedule named {name!r}")
+        raise ApiError(404, "schedule_not_found", f"no schedule named {shown(name)}")
     return schedule_dict(after), 200
 
 

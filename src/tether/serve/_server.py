@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether import App
-from tether.errors import InvalidName, StoreUnavailable
+from tether.errors import InvalidName, StoreUnavailable, shown
 from tether.serve import _api, _control, _metrics, _ui
 from tether.serve._auth import OPEN, SESSION_COOKIE, Tokens, loopback_host_header
 from tether.serve._openapi import document
@@ -441,7 +441,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             and not _for_machines(path) and path != "/healthz"
             and "text/html" in request.headers.get("accept", "")):
         # A person's browser at a mistyped address: a page, not a JSON document.
-        return _ui.error_page(request, 404, f"There is no page at {request.url.path}.")
+        return _ui.error_page(request, 404, "There is no page at "
+                              f"{shown(request.url.path, quoted=False)}.")
     codes = {404: "not_found", 405: "method_not_allowed"}
     response = _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
     response.headers.update(exc.headers or {})

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from tether import App, RunNotFound
 from tether._show import STATUSES, run_document
 from tether._types import MAX_NAME
-from tether.errors import PayloadError, SignalError
+from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
     ApiError,
     answer,
@@ -574,17 +574,18 @@ def error_page(request: Request, status: int, message: str, *,
     """The error page; ``refresh``: seconds after which the browser loads it again. A
     refused form's page links back to the run (or the schedules) it was sent from."""
     return render(request, "error.html", status=status, status_code=status, message=message,
-                  refresh=refresh, back=_form_origin(request))
+                  refresh=refresh, back=_form_origin(request, status))
 
 
-def _form_origin(request: Request) -> tuple[str, str] | None:
-    """The page a form posted to ``request``'s path was on, and what to call it."""
+def _form_origin(request: Request, status: int) -> tuple[str, str] | None:
+    """The page a form posted to ``request``'s path was on, and what to call it (not a
+    run that does not exist: a 404's page linked back to it, its id whole)."""
     if request.method != "POST":
         return None
     path = route_path(request.scope)
     if path.startswith("/ui/schedules/"):
         return "/schedules", "Back to schedules"
-    if path.startswith("/ui/runs/"):
+    if path.startswith("/ui/runs/") and status != 404:
         run_id = request.path_params.get("run_id")
         if isinstance(run_id, str) and run_id:
             return f"/runs/{path_segment(run_id)}", "Back to the run"
@@ -676,7 +677,7 @@ async def _view_or_404(request: Request) -> dict[str, Any]:
         return await run_view(request.app.state.tether, run_id, timeline=timeline_size(
             request.query_params.get("timeline")))
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
 
 
 async def run_page(request: Request) -> Response:
@@ -757,7 +758,7 @@ async def cancel_action(request: Request) -> Response:
     try:
         status = await app.cancel(run_id)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
             f"Run {run_id} had ended already ({status})." if status in _FINAL else
             _asked_to_cancel(run_id))
@@ -779,7 +780,7 @@ async def signal_action(request: Request) -> Response:
     try:
         await app.signal(run_id, name, data)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {run_id!r}") from None
+        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
     except (SignalError, PayloadError) as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _back(request, values, f"/runs/{path_segment(run_id)}",
@@ -827,7 +828,7 @@ async def schedule_ui_action(request: Request) -> Response:
     name = request.path_params["name"]
     action = request.path_params["action"]
     if action not in SCHEDULE_ACTIONS:
-        raise ApiError(404, "not_found", f"no schedule action {action!r}")
+        raise ApiError(404, "not_found", f"no schedule action {shown(action)}")
     answer_, _ = await schedule_action(request.app.state.tether, name, action)
     if action == "trigger":
         return _redirect(request, f"/runs/{path_segment(answer_['run_id'])}")

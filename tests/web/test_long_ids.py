@@ -1,0 +1,78 @@
+"""An id that names nothing is echoed at most ``SHOWN_MAX`` characters long, with its
+length, by every face of ``tether serve``: the API's 404 JSON, the web UI's 404 page
+(a run, a form posted about one, a mistyped address), the schedules' 404s. Before, an
+8,000-character id came back 8,000 characters long in each."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, ui_client
+from tests.web.test_ui_and_cli import login
+from tether.errors import SHOWN_MAX, shown
+
+LONG = "x" * 7990 + "0123456789"
+#: What each message says of it.
+SHOWN = f"{'x' * SHOWN_MAX!r}… (8,000 characters)"
+
+
+def test_shown_cuts_a_long_value_and_keeps_a_short_one_as_it_was() -> None:
+    assert shown("r-1") == "'r-1'"
+    assert shown("r" * SHOWN_MAX) == repr("r" * SHOWN_MAX)
+    assert shown(LONG) == SHOWN
+    assert shown("/" + LONG, quoted=False) == f"/{'x' * (SHOWN_MAX - 1)}… (8,001 characters)"
+
+
+@pytest.fixture
+async def ui(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with ui_client(sqlite_url) as http:
+        yield http
+
+
+def _bounded(text: str) -> None:
+    assert "0123456789" not in text and "x" * (SHOWN_MAX + 1) not in text
+    assert "(8,000 characters)" in text or "(8,001 characters)" in text, text[:500]
+
+
+@pytest.mark.parametrize("method,path,code", [
+    ("GET", f"/api/v1/runs/{LONG}", "run_not_found"),
+    ("GET", f"/api/v1/runs/{LONG}/journal", "run_not_found"),
+    ("GET", f"/api/v1/runs/{LONG}/events", "run_not_found"),
+    ("POST", f"/api/v1/runs/{LONG}/cancel", "run_not_found"),
+    ("POST", f"/api/v1/runs/{LONG}/approval", "run_not_found"),
+    ("POST", f"/api/v1/runs/{LONG}/signals/go", "run_not_found"),
+    ("POST", f"/api/v1/runs/{LONG}/retry", "run_not_found"),
+    ("POST", f"/api/v1/runs/{LONG}/fork", "run_not_found"),
+    ("POST", f"/api/v1/runs/{LONG}/erase", "run_not_found"),
+    ("POST", f"/api/v1/schedules/{LONG}/pause", "schedule_not_found"),
+    ("DELETE", f"/api/v1/schedules/{LONG}", "schedule_not_found"),
+])
+async def test_the_api_404_echoes_a_long_id_cut(ui: httpx.AsyncClient, method: str,
+                                                path: str, code: str) -> None:
+    body = {"approved": True} if path.endswith("approval") else \
+        {"at": 0} if path.endswith("fork") else {}
+    r = await ui.request(method, path, json=body if method == "POST" else None,
+                         headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 404, r.text[:300]
+    error = r.json()["error"]
+    assert error["code"] == code
+    _bounded(error["message"])
+    assert len(error["message"]) < 200
+
+
+async def test_the_ui_404_pages_echo_a_long_id_or_address_cut(ui: httpx.AsyncClient) -> None:
+    csrf = await login(ui, ADMIN)
+    html = {"Accept": "text/html"}
+    for path in (f"/runs/{LONG}", f"/{LONG}"):
+        r = await ui.get(path, headers=html)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        _bounded(r.text)
+    # A form about a run that does not exist: its page neither echoes the id nor links
+    # back to it.
+    r = await ui.post(f"/ui/runs/{LONG}/cancel", data={"csrf": csrf})
+    assert r.status_code == 404
+    _bounded(r.text)
+    assert "Back to the run" not in r.text
