@@ -167,11 +167,14 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_client_timeout(
 
 
 def test_the_default_limit_is_the_descriptor_limit_less_a_reserve() -> None:
+    """Halved on SQLite, where an event stream holds two descriptors (its connection,
+    and the Unix socket it hears the run's live events on)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (500, hard))
-        assert default_max_connections() == 500 - FD_RESERVE
+        assert default_max_connections("postgresql://db/tether") == 500 - FD_RESERVE
+        assert default_max_connections("sqlite:///tether.db") == (500 - FD_RESERVE) // 2
         resource.setrlimit(resource.RLIMIT_NOFILE, (FD_RESERVE + 1, hard))
-        assert default_max_connections() == SPARE_CONNECTIONS
+        assert default_max_connections("postgresql://db/tether") == SPARE_CONNECTIONS
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -53,8 +53,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="connections served at once (event streams included); past N, "
                    "a request answers 503 too_many_connections with Retry-After and its "
                    "connection is closed, except /healthz and /metrics on up to 16 more "
-                   "(default: the file-descriptor limit, ulimit -n, less 100; 0: no "
-                   "limit)")
+                   "(default: the file-descriptor limit, ulimit -n, less 100, halved "
+                   "for a SQLite store; 0: no limit)")
     p.add_argument("--metrics-interval", type=non_negative_float, default=None,
                    metavar="SECONDS",
                    help="/metrics computes the figures that scan the whole store (runs "
@@ -83,6 +83,7 @@ async def serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from tether.serve import (
+            ACCEPT_BACKLOG,
             DEFAULT_CLIENT_TIMEOUT,
             DEFAULT_MAX_BODY,
             DEFAULT_METRICS_INTERVAL,
@@ -116,7 +117,8 @@ async def serve(args: argparse.Namespace) -> int:
     timeout = args.request_timeout
     client_timeout = (DEFAULT_CLIENT_TIMEOUT if args.client_timeout is None
                       else args.client_timeout or None)
-    most = default_max_connections() if args.max_connections is None else args.max_connections
+    most = (default_max_connections(app.url) if args.max_connections is None
+            else args.max_connections)
     connections = ConnectionLimit(most) if most else None
     given_up: list[Exception] = []
 
@@ -137,7 +139,7 @@ async def serve(args: argparse.Namespace) -> int:
     level = (args.log_level or "info")
     config = uvicorn.Config(asgi, host=args.host, port=args.port, log_config=None,
                             log_level=level, access_log=level == "debug",
-                            timeout_graceful_shutdown=3, lifespan="on",
+                            timeout_graceful_shutdown=3, lifespan="on", backlog=ACCEPT_BACKLOG,
                             http=http_protocol(client_timeout, connections=connections))
     server = uvicorn.Server(config)
     # The first attempt to open the store comes before the server starts: a store that

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from tether.serve._auth import Tokens, check_bind
     from tether.serve._metrics import DEFAULT_METRICS_INTERVAL
     from tether.serve._server import (
+        ACCEPT_BACKLOG,
         DEFAULT_MAX_BODY,
         DEFAULT_REQUEST_TIMEOUT,
         ConnectionLimit,
@@ -24,9 +25,10 @@ if TYPE_CHECKING:
         http_protocol,
     )
 
-__all__ = ["DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_METRICS_INTERVAL",
-           "DEFAULT_REQUEST_TIMEOUT", "ConnectionLimit", "StoreOpener", "Tokens", "check_bind",
-           "create_app", "default_max_connections", "http_protocol"]
+__all__ = ["ACCEPT_BACKLOG", "DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY",
+           "DEFAULT_METRICS_INTERVAL", "DEFAULT_REQUEST_TIMEOUT", "ConnectionLimit",
+           "StoreOpener", "Tokens", "check_bind", "create_app", "default_max_connections",
+           "http_protocol"]
 
 
 def __getattr__(name: str) -> Any:

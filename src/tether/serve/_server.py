@@ -61,6 +61,14 @@ SPARE_CONNECTIONS = 16
 #: (the store's pool, 10 by default, its SQLite files, log files, the listening sockets,
 #: the ``SPARE_CONNECTIONS``, MCP's and Python's own).
 FD_RESERVE = 100
+#: The listening socket's queue of connections not accepted yet (uvicorn's ``backlog``,
+#: 2048 by default). asyncio accepts up to this many in one pass, before the protocol of
+#: the first has seen its connection (and closed it, past the limit): a flood took up to
+#: 2048 descriptors at once, past any limit, and on running out asyncio logs a traceback
+#: per failed ``accept`` of the pass (1 GB of log in two minutes, measured on an
+#: unbounded server). With 128: 58 and 243 such tracebacks (two runs) in a flood of 400
+#: connections against ``ulimit -n 256``, 8,028 with 2048; every connection answered.
+ACCEPT_BACKLOG = 128
 #: Seconds a client refused for the connection limit is told to wait (``Retry-After``).
 RETRY_AFTER = 1
 #: What a connection past the limit is still answered, for its operator.
@@ -80,10 +88,13 @@ def _for_machines(path: str) -> bool:
     return path.startswith(("/api/", "/mcp")) or path in ("/metrics", "/openapi.json")
 
 
-def default_max_connections() -> int:
+def default_max_connections(url: str = "") -> int:
     """``tether serve``'s connection limit unless ``--max-connections``: the process's
     file-descriptor limit (``RLIMIT_NOFILE``, its soft value: ``ulimit -n``) less
-    ``FD_RESERVE``, at least ``SPARE_CONNECTIONS``. Past the descriptor limit every
+    ``FD_RESERVE``, halved for a SQLite store ``url`` (an event stream there holds a
+    second descriptor, the Unix socket it listens on for the run's live events:
+    measured 1.98 a stream on SQLite, 1.04 on PostgreSQL, whose one LISTEN connection
+    serves them all), at least ``SPARE_CONNECTIONS``. Past the descriptor limit every
     ``accept``, store connection and file open fails, each in its own way; the limit
     refuses connections first, with a 503 that says so."""
     try:
@@ -93,7 +104,8 @@ def default_max_connections() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
-    return max(soft - FD_RESERVE, SPARE_CONNECTIONS)
+    per_connection = 2 if url.startswith("sqlite") else 1
+    return max((soft - FD_RESERVE) // per_connection, SPARE_CONNECTIONS)
 
 
 class ConnectionLimit:
