@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.web.helpers import serving
+from tests.web.helpers import Served, serving
 from tether.serve import default_max_connections
 from tether.serve._server import FD_RESERVE, SPARE_CONNECTIONS
 
@@ -86,7 +86,7 @@ def _refused(answer: bytes) -> None:
 
 
 @pytest.fixture
-def held(tmp_path: Path) -> Iterator[tuple[str, list[socket.socket]]]:
+def held(tmp_path: Path) -> Iterator[tuple[Served, list[socket.socket]]]:
     """A server with --max-connections LIMIT, and LIMIT event streams held open."""
     with serving(f"sqlite:///{tmp_path}/s.db", tmp_path,
                  args=("--max-connections", str(LIMIT))) as served:
@@ -95,15 +95,16 @@ def held(tmp_path: Path) -> Iterator[tuple[str, list[socket.socket]]]:
                           timeout=PATIENCE).status_code == 201
         streams = [_hold_stream(served.url, "r1") for _ in range(LIMIT)]
         try:
-            yield served.url, streams
+            yield served, streams
         finally:
             for sock in streams:
                 sock.close()
 
 
 def test_past_the_limit_a_request_gets_503_json_and_service_resumes(
-        held: tuple[str, list[socket.socket]]) -> None:
-    url, streams = held
+        held: tuple[Served, list[socket.socket]]) -> None:
+    served, streams = held
+    url = served.url
     sock = _connect(url)
     _request(sock, "/api/v1/runs")
     _refused(_read_all(sock))  # (read to the end: the server closed the connection)
@@ -120,6 +121,7 @@ def test_past_the_limit_a_request_gets_503_json_and_service_resumes(
     assert f"tether_serve_connections_max {LIMIT}" in lines
     refused = [line for line in lines if line.startswith("tether_serve_connections_refused")]
     assert refused and int(refused[0].split()[1]) >= 1, lines
+    assert f"over the limit of {LIMIT} (--max-connections" in served.log.read_text()
 
     # An admitted connection is served as before: the streams are still open.
     streams[0].close()
@@ -134,11 +136,11 @@ def test_past_the_limit_a_request_gets_503_json_and_service_resumes(
 
 
 def test_past_the_spare_connections_the_503_comes_before_any_request(
-        held: tuple[str, list[socket.socket]]) -> None:
+        held: tuple[Served, list[socket.socket]]) -> None:
     """SPARE_CONNECTIONS connections past the limit wait for their request; the next
     gets its 503 without sending one, and is closed: a flood holds no more
     descriptors than that."""
-    url, _ = held
+    url = held[0].url
     waiting = [_connect(url) for _ in range(SPARE_CONNECTIONS)]
     try:
         sock = _connect(url)
@@ -164,6 +166,13 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_client_timeout(
         finally:
             sock.close()
         assert httpx.get(served.url + "/api/v1/runs", timeout=PATIENCE).status_code == 200
+
+
+def test_max_connections_0_is_no_limit(tmp_path: Path) -> None:
+    with serving(f"sqlite:///{tmp_path}/s.db", tmp_path,
+                 args=("--max-connections", "0")) as served:
+        scrape = httpx.get(served.url + "/metrics", timeout=PATIENCE)
+        assert scrape.status_code == 200 and "tether_serve_connections" not in scrape.text
 
 
 def test_the_default_limit_is_the_descriptor_limit_less_a_reserve() -> None:
