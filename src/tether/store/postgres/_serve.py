@@ -41,9 +41,12 @@ class PostgresServeQueries:
                          queue: str | None = None, parent: str | None = None,
                          text: str | None = None, limit: int = 50,
                          before: tuple[float, str] | None = None) -> list[RunRecord]:
-        # Nothing to narrow the runs by: the per-status merge (serve.sql, run_search_all).
+        # Nothing to narrow the runs by: the per-status merge (serve.sql, run_search_all);
+        # a workflow: the same merge within it (run_search_workflow, runs_workflow).
         unfiltered = not (status or workflow or queue or parent or text)
-        rows, _ = await self._one("run_search_all" if unfiltered else "run_search", {
+        name = ("run_search_all" if unfiltered else
+                "run_search_workflow" if workflow else "run_search")
+        rows, _ = await self._one(name, {
             "status": status, "workflow": workflow, "queue": queue, "parent": parent,
             "text": text or None, "limit": limit,
             "before_at": before[0] if before else None,

@@ -4,6 +4,9 @@
 -- Runs matching optional filters, newest first, after a (created_at, run_id) cursor.
 -- With migration 0003's columns (run_get's), so that a listed fork says its origin
 -- (forked_from, forked_at): the runs page, GET /api/v1/runs. Same rows, same plan.
+-- The cursor's bound alone (created_at <= ...) is a range of runs_status for a status
+-- filter: without it a page from the middle of 1.1 M runs read every newer run of that
+-- status (0.28 s for 'completed').
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
@@ -14,6 +17,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
   AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
   AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+  AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
   AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
        OR (created_at = %(before_at)s AND run_id < %(before_id)s))
 ORDER BY created_at DESC, run_id DESC
@@ -67,6 +71,90 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
       UNION ALL
       (SELECT * FROM {schema}.runs WHERE status = 'blocked'
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)) AS r
+ORDER BY created_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- run_search_workflow --
+-- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
+-- in each status through runs_workflow (workflow, status, created_at), partial as
+-- runs_status is (migration 0015), or for 'running' through runs_held (the few runs
+-- workers hold), merged; a status filter leaves one branch (the others end at their
+-- one-time test). run_search's plan scanned every run for a workflow (1.1 M runs:
+-- 0.25-0.85 s), or, with a status, every run of that status newer than a cursor.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM (
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'queued'
+         AND (%(status)s::text IS NULL OR %(status)s = 'queued')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'running'
+         AND (%(status)s::text IS NULL OR %(status)s = 'running')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'waiting'
+         AND (%(status)s::text IS NULL OR %(status)s = 'waiting')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'completed'
+         AND (%(status)s::text IS NULL OR %(status)s = 'completed')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'failed'
+         AND (%(status)s::text IS NULL OR %(status)s = 'failed')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'cancelled'
+         AND (%(status)s::text IS NULL OR %(status)s = 'cancelled')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
+      UNION ALL
+      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'blocked'
+         AND (%(status)s::text IS NULL OR %(status)s = 'blocked')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
          AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
          AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
               OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))

@@ -82,6 +82,97 @@ FROM (
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- run_search_workflow --
+-- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
+-- in each status through tether_runs_workflow (workflow, status, created_at) (migration
+-- 0016; its predicate, status <> 'running', written out in each branch is what lets
+-- SQLite use it), or for 'running' through tether_runs_status, merged; a status filter
+-- leaves one branch (the others end at their constant test). run_search's plan scanned
+-- every run for a workflow and sorted its runs (1.1 M runs: 0.3-5 s a page).
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM (
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'queued' AND status <> 'running'
+         AND (:status IS NULL OR :status = 'queued')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'running'
+         AND (:status IS NULL OR :status = 'running')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'waiting' AND status <> 'running'
+         AND (:status IS NULL OR :status = 'waiting')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'completed' AND status <> 'running'
+         AND (:status IS NULL OR :status = 'completed')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'failed' AND status <> 'running'
+         AND (:status IS NULL OR :status = 'failed')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'cancelled' AND status <> 'running'
+         AND (:status IS NULL OR :status = 'cancelled')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = 'blocked' AND status <> 'running'
+         AND (:status IS NULL OR :status = 'blocked')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit))
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
 -- run_events_read --
 -- A run's stored events after an event id, oldest first. Rows of kinds 's' and 'o' hold
 -- only the values (migration 0011): their JSON is built here, as the triggers of
