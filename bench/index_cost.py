@@ -8,9 +8,11 @@ alternating order, so that a loaded hour slows both alike.
 Each pair times ``bench/compare``'s two write workloads on each variant: ``throughput``
 (``--runs`` runs of 10 trivial steps started with ``App.start_many``, a worker of that
 concurrency, timed from the first start to the last result) and ``starts``
-(``App.start_many`` of ``--starts`` runs, no worker). It prints each pair, the median
-ratio (with ÷ without: below 1 means the index costs) and the index's size after the
-throughput workload.
+(``App.start_many`` of ``--starts`` runs, no worker). It prints each pair's rate, the process's
+CPU time a run and the bytes written a run (SQLite: /proc/self/io ``wchar``, the WAL
+this process writes; PostgreSQL: the server's WAL, by ``pg_current_wal_lsn``, ours alone
+with ``--private``), the median ratios (with ÷ without) and
+the index's size after the workload.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # (tests.chaos.pgcluster, for --private)
 
 from tether import App  # noqa: E402
 
@@ -79,7 +82,8 @@ class Scratch:
         import psycopg
 
         with psycopg.connect(url, autocommit=True) as conn:
-            return conn.execute(statement).fetchall()
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
 
     def drop_all(self) -> None:
         if self.names:
@@ -91,26 +95,55 @@ class Scratch:
         self.tmp.cleanup()
 
 
+def _wal_lsn(scratch: Scratch, url: str) -> str:
+    return str(scratch.sql(url, "SELECT pg_current_wal_lsn()::text")[0][0])
+
+
+def _wal_since(scratch: Scratch, url: str, lsn: str) -> int:
+    """WAL bytes the server wrote since ``lsn``: ours alone on a cluster of our own
+    (--private); on a shared one, other clients' writes too."""
+    return int(scratch.sql(url, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')")[0][0])
+
+
+def _written() -> int:
+    """Bytes this process passed to write() so far (/proc/self/io's wchar): on SQLite,
+    the WAL frames its commits append and the checkpoints' copies (load does not move
+    it, as it moves a time)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def _measure(scratch: Scratch, index: str, keep: bool, workload: str,
-                   runs: int, starts: int) -> tuple[float, int | None]:
+                   runs: int, starts: int) -> tuple[float, float, int, int | None]:
     url = scratch.new()
     app, wf = _app(url)
     await app._open()
+    pg = scratch.db == "postgres"
     qualified = index if scratch.db == "sqlite" else f"tether.{index}"
     if not keep:
         scratch.sql(url, f"DROP INDEX {qualified}")
     if workload == "throughput":
         async with app.worker(concurrency=runs):
             await (await app.start(wf, 10)).result(timeout=60)  # warm up
-            t0 = time.perf_counter()
+            lsn = _wal_lsn(scratch, url) if pg else ""
+            t0, c0, w0 = time.perf_counter(), time.process_time(), _written()
             handles = await app.start_many(wf, [(10,)] * runs)
             await asyncio.gather(*(h.result(timeout=900) for h in handles))
             rate = runs / (time.perf_counter() - t0)
+            cpu, written = (time.process_time() - c0) / runs, (_written() - w0) // runs
+            if pg:
+                written = _wal_since(scratch, url, lsn) // runs
     else:
         await app.start_many(wf, [(10,)] * 10)  # warm up
-        t0 = time.perf_counter()
+        lsn = _wal_lsn(scratch, url) if pg else ""
+        t0, c0, w0 = time.perf_counter(), time.process_time(), _written()
         await app.start_many(wf, [(10,)] * starts)
         rate = starts / (time.perf_counter() - t0)
+        cpu, written = (time.process_time() - c0) / starts, (_written() - w0) // starts
+        if pg:
+            written = _wal_since(scratch, url, lsn) // starts
     await app.close()
     size = None
     if keep:
@@ -119,7 +152,7 @@ async def _measure(scratch: Scratch, index: str, keep: bool, workload: str,
                                     f"'{index}'")[0][0]
         else:
             size = scratch.sql(url, f"SELECT pg_relation_size('{qualified}')")[0][0]
-    return rate, size
+    return rate, cpu, written, size
 
 
 async def main() -> None:
@@ -132,27 +165,43 @@ async def main() -> None:
     parser.add_argument("--workloads", default="throughput,starts")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--prefix", default="bench_", help="scratch database name prefix")
+    parser.add_argument("--private", action="store_true",
+                        help="PostgreSQL: a cluster of our own (tests.chaos.pgcluster; root), "
+                             "so that the WAL bytes are this benchmark's alone")
     args = parser.parse_args()
     index = args.index or ("tether_runs_workflow" if args.db == "sqlite" else "runs_workflow")
+    cluster = None
+    if args.private and args.db == "postgres":
+        from tests.chaos.pgcluster import PrivateCluster
+
+        cluster = PrivateCluster().start()
+        args.admin_url = cluster.url()
     scratch = Scratch(args.db, args.admin_url, args.prefix)
     try:
         for workload in args.workloads.split(","):
-            ratios = []
+            ratios, cpu_ratios, bytes_ratios = [], [], []
             for pair in range(args.pairs):
-                figures: dict[bool, tuple[float, int | None]] = {}
+                figures: dict[bool, tuple[float, float, int, int | None]] = {}
                 for keep in ((True, False) if pair % 2 == 0 else (False, True)):
                     figures[keep] = await _measure(scratch, index, keep, workload,
                                                    args.runs, args.starts)
-                ratio = figures[True][0] / figures[False][0]
-                ratios.append(ratio)
-                size = figures[True][1]
-                print(f"{args.db} {workload:<10} pair {pair + 1}: with {figures[True][0]:8.0f}"
-                      f"  without {figures[False][0]:8.0f} /s  ratio {ratio:.3f}"
-                      + (f"  index {size / 1024:.0f} KiB" if size else ""), flush=True)
-            print(f"{args.db} {workload:<10} median ratio {statistics.median(ratios):.3f} "
-                  f"({min(ratios):.3f}-{max(ratios):.3f}, {len(ratios)} pairs)", flush=True)
+                w, wo = figures[True], figures[False]
+                ratios.append(w[0] / wo[0])
+                cpu_ratios.append(w[1] / wo[1])
+                bytes_ratios.append(w[2] / wo[2] if wo[2] else 1.0)
+                print(f"{args.db} {workload:<10} pair {pair + 1}: with {w[0]:7.0f}  without "
+                      f"{wo[0]:7.0f} /s ({ratios[-1]:.3f});  CPU {w[1] * 1e6:6.0f} / "
+                      f"{wo[1] * 1e6:6.0f} us a run;  written {w[2]} / {wo[2]} B a run"
+                      + (f";  index {w[3] / 1024:.0f} KiB" if w[3] else ""), flush=True)
+            for label, values in (("rate", ratios), ("CPU", cpu_ratios),
+                                  ("written", bytes_ratios)):
+                print(f"{args.db} {workload:<10} {label} with / without: median "
+                      f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f}, "
+                      f"{len(values)} pairs)", flush=True)
     finally:
         scratch.drop_all()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":
