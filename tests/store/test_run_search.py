@@ -126,7 +126,7 @@ async def test_workflow_filter_pages_list_exactly_the_matching_runs(store: Store
     """A workflow filter (run_search_workflow: the newest runs of the workflow in each
     status, merged) lists what ordering all runs and filtering them lists, page after
     page: with a status, a queue, a parent or ``q`` too, across ties of created_at, for
-    every status (``running`` through another index than the rest)."""
+    every status (``queued`` and ``running`` through another index than the rest)."""
     statuses = [s.value for s in RunStatus]
     records = []
     for i in range(84):
@@ -161,8 +161,9 @@ async def test_workflow_filter_pages_list_exactly_the_matching_runs(store: Store
 
 def test_sqlite_workflow_listing_reads_the_workflow_index(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of run_search_workflow: every branch searches an index, the
-    ones of the statuses other than ``running`` tether_runs_workflow (migration 0016);
-    run_search scanned every run and sorted the workflow's (0.3-5 s on 1.1 M runs)."""
+    ones of the statuses other than ``queued`` and ``running`` tether_runs_workflow
+    (migration 0016), those two tether_runs_status; run_search scanned every run and
+    sorted the workflow's (0.3-5 s on 1.1 M runs)."""
     import asyncio
 
     url = f"sqlite:///{tmp_path / 'plan.db'}"
@@ -175,7 +176,8 @@ def test_sqlite_workflow_listing_reads_the_workflow_index(tmp_path: Path) -> Non
     asyncio.run(migrate())
     conn = apsw.Connection(str(tmp_path / "plan.db"))
     sql = load_queries("tether.store.sqlite", "serve.sql")["run_search_workflow"]
-    for status, before in ((None, None), (None, T0), ("completed", T0), ("running", None)):
+    for status, before in ((None, None), (None, T0), ("completed", T0), ("running", None),
+                           ("queued", T0)):
         plan = [row[3] for row in conn.execute(
             "EXPLAIN QUERY PLAN " + sql,
             {"workflow": "wf", "status": status, "queue": None, "parent": None,
@@ -183,4 +185,5 @@ def test_sqlite_workflow_listing_reads_the_workflow_index(tmp_path: Path) -> Non
              "before_id": "r" if before else None})]
         searches = [p for p in plan if "tether_runs" in p]
         assert all(p.startswith("SEARCH") for p in searches), plan
-        assert sum("tether_runs_workflow" in p for p in searches) == 6, plan
+        assert sum("tether_runs_workflow" in p for p in searches) == 5, plan
+        assert sum("tether_runs_status" in p for p in searches) == 2, plan

@@ -33,7 +33,8 @@ class PostgresServeQueries:
 
     _q: dict[str, str]  # PostgresStore's
 
-    async def _one(self, name: str, params: Any) -> Any: ...  # PostgresStore's
+    async def _one(self, name: str, params: Any, *,
+                   prepare: bool | None = None) -> Any: ...  # PostgresStore's
 
     async def _run_op(self, fn: Any) -> Any: ...  # PostgresStore's
 
@@ -46,11 +47,16 @@ class PostgresServeQueries:
         unfiltered = not (status or workflow or queue or parent or text)
         name = ("run_search_all" if unfiltered else
                 "run_search_workflow" if workflow else "run_search")
+        # run_search_workflow unprepared, so planned with its values every time: after a
+        # few calls a prepared statement may switch to a generic plan, which guesses a
+        # workflow and status to be one run and reads all of them to sort them (a common
+        # workflow's page on 1.1 M runs: 90-135 ms instead of 3-4).
         rows, _ = await self._one(name, {
             "status": status, "workflow": workflow, "queue": queue, "parent": parent,
             "text": text or None, "limit": limit,
             "before_at": before[0] if before else None,
-            "before_id": before[1] if before else None})
+            "before_id": before[1] if before else None},
+            prepare=False if workflow else None)
         return [run_from_row(r) for r in rows]
 
     async def run_list_awaiting_approval(self, *, limit: int = 1000,

@@ -80,11 +80,12 @@ LIMIT %(limit)s;
 
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
--- in each status through runs_workflow (workflow, status, created_at), partial as
--- runs_status is (migration 0015), or for 'running' through runs_held (the few runs
--- workers hold), merged; a status filter leaves one branch (the others end at their
--- one-time test). run_search's plan scanned every run for a workflow (1.1 M runs:
--- 0.25-0.85 s), or, with a status, every run of that status newer than a cursor.
+-- in each status through runs_workflow (workflow, status, created_at) (migration 0015),
+-- or for 'queued' and 'running', which it leaves out, through runs_status and runs_held
+-- (the backlog and the runs workers hold: read until the workflow's newest are found),
+-- merged; a status filter leaves one branch (the others end at their one-time test).
+-- run_search's plan scanned every run for a workflow (1.1 M runs: 0.25-0.85 s), or,
+-- with a status, every run of that status newer than a cursor.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,

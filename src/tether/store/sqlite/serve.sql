@@ -85,17 +85,19 @@ LIMIT :limit;
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
 -- in each status through tether_runs_workflow (workflow, status, created_at) (migration
--- 0016; its predicate, status <> 'running', written out in each branch is what lets
--- SQLite use it), or for 'running' through tether_runs_status, merged; a status filter
--- leaves one branch (the others end at their constant test). run_search's plan scanned
--- every run for a workflow and sorted its runs (1.1 M runs: 0.3-5 s a page).
+-- 0016; its predicate, written out in each branch, is what lets SQLite use it), or for
+-- 'queued' and 'running', which it leaves out, through tether_runs_status (the backlog
+-- and the runs workers hold: read until the workflow's newest are found), merged; a
+-- status filter leaves one branch (the others end at their constant test).
+-- run_search's plan scanned every run for a workflow and sorted its runs (1.1 M runs:
+-- 0.3-5 s a page).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'queued' AND status <> 'running'
+         AND status = 'queued'
          AND (:status IS NULL OR :status = 'queued')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -117,7 +119,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'waiting' AND status <> 'running'
+         AND status = 'waiting' AND status NOT IN ('queued', 'running')
          AND (:status IS NULL OR :status = 'waiting')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -128,7 +130,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'completed' AND status <> 'running'
+         AND status = 'completed' AND status NOT IN ('queued', 'running')
          AND (:status IS NULL OR :status = 'completed')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -139,7 +141,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'failed' AND status <> 'running'
+         AND status = 'failed' AND status NOT IN ('queued', 'running')
          AND (:status IS NULL OR :status = 'failed')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -150,7 +152,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'cancelled' AND status <> 'running'
+         AND status = 'cancelled' AND status NOT IN ('queued', 'running')
          AND (:status IS NULL OR :status = 'cancelled')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -161,7 +163,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'blocked' AND status <> 'running'
+         AND status = 'blocked' AND status NOT IN ('queued', 'running')
          AND (:status IS NULL OR :status = 'blocked')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)

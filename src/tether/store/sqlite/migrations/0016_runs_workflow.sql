@@ -5,7 +5,8 @@
 -- The runs of one workflow, newest first, per status: the runs list filtered by workflow
 -- (GET /api/v1/runs?workflow=, the web UI's runs page; serve.sql, run_search_workflow).
 -- Without it that filter scanned every run and sorted the workflow's (1.1 M runs:
--- 0.3-5 s a page). Partial: a claim takes the run's entry out and writes none, a
--- renewed lease touches nothing here; a start and each release or end write one.
+-- 0.3-5.5 s a page). Partial: a queued or running run has no entry, so a start, a claim
+-- and a renewed lease write nothing here; a run's end, and each wait, write one. The
+-- list reads the queued and running runs of a workflow through tether_runs_status.
 CREATE INDEX tether_runs_workflow ON tether_runs (workflow, status, created_at)
-    WHERE status <> 'running';
+    WHERE status NOT IN ('queued', 'running');
