@@ -244,12 +244,28 @@ class Run:
         record = await self._ctx.store.run_get(run_id)
         return dict(record.metrics) if record is not None else {}
 
-    def events(self) -> AsyncIterator[str]:
+    def events(self, *, ready: Callable[[], None] | None = None) -> AsyncIterator[str]:
         """The run's live events from now on (what ``App.events`` gives its observers:
         JSON texts), from the run's own store, until the caller stops iterating. For
         code that must notice something while the run executes (an agent watching for
-        an interrupt). Not replayed, not journaled."""
-        return self._ctx.store.run_events(self._ctx.run_id)
+        an interrupt). Not replayed, not journaled.
+
+        ``ready``, if given, is called once the subscription is in place (during the
+        first ``__anext__``, which then waits for an event): every event published
+        after that is delivered. What came before it is not: read the store after
+        ``ready`` (``signal_pending``) to learn of that."""
+        return self._ctx.store.run_events(self._ctx.run_id, ready=ready)
+
+    async def signal_pending(self, name: str) -> bool:
+        """Whether a signal ``name`` sent to this run waits, not yet taken by a
+        ``wait_for_signal``. A read of the store, not journaled and consuming nothing:
+        for code that watches (an agent's turn, which is cut by the steps' journaled
+        outcomes), never for a decision the workflow's replay must repeat.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        return await self._ctx.store.signal_pending(run_id=self._ctx.run_id, name=name)
 
     async def publish(self, event: Mapping[str, Any]) -> None:
         """Send a live event (a JSON object) to the run's observers (``App.events``,

@@ -7,7 +7,6 @@ request twice."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -20,10 +19,11 @@ from typing import Any
 import pytest
 
 from tests import CHECKOUT_PATH, forked
+from tests.ai.test_approvals import next_pending
 from tests.ai.test_mcp import stop_process
 from tests.engine.helpers import wait_for
 from tether import App, WorkflowNotFound
-from tether.ai import LLM, Agent, Budget, function_tool, set_budget, user_message
+from tether.ai import LLM, Agent, Budget, approve, function_tool, set_budget, user_message
 from tether.errors import ConfigError, RunFailed
 from tether.testing import export_history, replay
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
@@ -147,6 +147,97 @@ async def test_an_interrupt_during_the_model_call_drops_the_partial_turn(
     assert result.compatible, result.message
 
 
+async def test_an_interrupt_sent_before_the_watcher_listens_cuts_the_turn(
+        store_url: str, server: ScriptedLLMServer, llm: LLM,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sent (by another process: the CLI) after the turn began but before its watcher's
+    subscription to the live events was in place, so its announcement reached no one:
+    the watcher finds it in the run's inbox once it listens, and the model call is cut.
+    It used to be missed: the turn waited for the whole answer (here, for ever) and
+    only the next turn would have seen the message. The subscription is held back by
+    a gate on the worker's (real) store until the signal is sent."""
+    answering = asyncio.Event()
+
+    async def endless_answer(request: RecordedRequest) -> Reply:
+        answering.set()
+        await asyncio.Event().wait()
+        return Reply("never")
+
+    server.set_script([endless_answer, Reply("Short answer.")])
+    app = App(store_url)
+    app.add_agent(Agent("writer", model=llm, interruptible=True))
+    async with app, app.worker():
+        subscribing, held = asyncio.Event(), asyncio.Event()
+        events = app.store.run_events
+
+        async def gated(run_id: str, **kwargs: Any) -> AsyncIterator[str]:
+            subscribing.set()
+            await held.wait()
+            async for data in events(run_id, **kwargs):
+                yield data
+
+        monkeypatch.setattr(app.store, "run_events", gated)
+        handle = await app.start("writer", "Write a long essay.", run_id="i5")
+        await asyncio.wait_for(answering.wait(), 20)
+        await asyncio.wait_for(subscribing.wait(), 20)
+        sent = await asyncio.to_thread(tether_cli, "signal", "i5", "interrupt", "--data",
+                                       '"make it short"', db=store_url)
+        assert sent.returncode == 0, sent.stderr
+        held.set()
+        assert await handle.result(timeout=20) == "Short answer."
+        info = await app.get_run("i5")
+        history = await export_history(app, "i5")
+    assert tail(server.requests[1], 2) == [
+        {"role": "user", "content": "Write a long essay."},
+        {"role": "user", "content": "make it short"}]
+    llm_entries = [e for e in info.journal if e["name"].startswith("llm:")]
+    assert [e["status"] for e in llm_entries] == ["error", "ok"]
+    assert "TurnInterrupted" in json.dumps(llm_entries[0]["error"])
+    [result] = await replay(app, history)
+    assert result.compatible, result.message
+    assert result.replayed == len(info.journal)
+
+
+async def test_an_interrupt_sent_while_awaiting_approval_cuts_the_approved_call(
+        store_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """Sent while the run waits released for the approval of a tool call of the turn:
+    once approved, the call does not run (the turn's first step body finds the
+    interrupt waiting in the run's inbox before it starts), the model reads
+    ``interrupted by the user`` and the message. It used to run the approved call (the
+    interrupt was not announced to anyone), and only the next turn saw the message."""
+    booked: list[str] = []
+
+    @function_tool(requires_approval=True)
+    async def book_flight(destination: str) -> str:
+        """Book a flight (spends money)."""
+        booked.append(destination)
+        return f"booked {destination}"
+
+    server.set_script([Reply(tool_calls=[{"name": "book_flight",
+                                          "arguments": {"destination": "Rome"},
+                                          "id": "b1"}]),
+                       Reply("Not booked.")])
+    app = App(store_url)
+    agent = app.add_agent(Agent("travel", model=llm, tools=[book_flight],
+                                interruptible=True))
+    async with app, app.worker():
+        handle = await app.start("travel", "Book me a flight.", run_id="i6")
+        await next_pending(app)
+        await agent.interrupt(app, "i6", "stay home")
+        await approve(app, "i6")
+        assert await handle.result(timeout=20) == "Not booked."
+        info = await app.get_run("i6")
+        history = await export_history(app, "i6")
+    assert booked == []
+    assert tail(server.requests[1], 2) == [
+        {"role": "tool", "content": "interrupted by the user", "tool_call_id": "b1"},
+        {"role": "user", "content": "stay home"}]
+    call = next(e for e in info.journal if e["name"] == "travel.tool:book_flight")
+    assert call["status"] == "error" and "TurnInterrupted" in json.dumps(call["error"])
+    [result] = await replay(app, history)
+    assert result.compatible, result.message
+
+
 def _estimated_prompt(message: dict[str, Any]) -> int:
     """The documented estimate of a one-message prompt's tokens (its canonical JSON at
     4 bytes a token, plus one)."""
@@ -196,14 +287,11 @@ async def test_a_turn_interrupted_mid_stream_counts_what_was_billed(store_url: s
             async with app, app.worker():
                 handle = await app.start(budgeted, prompt["content"], run_id=f"b-{api}")
                 await wait_for(lambda: _chunk_arrived(app, f"b-{api}"), timeout=20)
+                # (Once: a watcher not listening yet finds it in the run's inbox.)
+                await agent.interrupt(app, f"b-{api}", "make it short")
                 with pytest.raises(RunFailed, match=rf"BudgetExceeded.*"
                                    rf"{told_in + estimate_in + 100} tokens spent"):
-                    for _ in range(6):
-                        # (Again if the turn's watcher was not listening yet: on
-                        # PostgreSQL its LISTEN may start after the first chunk came.)
-                        await agent.interrupt(app, f"b-{api}", "make it short")
-                        with contextlib.suppress(TimeoutError):
-                            await handle.result(timeout=5)
+                    await handle.result(timeout=20)
                 info = await app.get_run(f"b-{api}")
                 history = await export_history(app, f"b-{api}")
         finally:

@@ -620,6 +620,24 @@ async def test_signal_take_consumes_in_order_into_the_journal(store: Store) -> N
         (2, "signal", "go", "ok", "2")]
 
 
+async def test_signal_pending_reads_the_inbox_without_consuming(store: Store) -> None:
+    """``signal_pending`` says whether a signal of a name waits untaken, and takes
+    nothing: the signal is still there for ``signal_take``, after which it is not."""
+    lease = (await start_and_claim(store, "r1")).lease
+    assert not await store.signal_pending(run_id="r1", name="go")
+    await store.signal_send(run_id="r1", name="go", payload='"x"', idempotency_key=None,
+                            now=T0)
+    assert await store.signal_pending(run_id="r1", name="go")
+    assert await store.signal_pending(run_id="r1", name="go")
+    assert not await store.signal_pending(run_id="r1", name="other")
+    assert not await store.signal_pending(run_id="r2", name="go")
+    taken = await store.signal_take(lease=lease, name="go", position=0, deadline=None,
+                                    now=T0 + 1, timeout_error="{}")
+    assert taken is not None and taken.result == '"x"'
+    assert not await store.signal_pending(run_id="r1", name="go")
+    assert await store.journal_read("r1") == [taken]
+
+
 async def test_signal_take_records_the_timeout_once_the_deadline_passed(store: Store) -> None:
     """Before the deadline nothing is recorded; at it the timeout error is journaled,
     over the pending entry of the wait."""

@@ -467,6 +467,21 @@ async def test_events_published_through_another_store_arrive_in_order(store: Sto
     assert got == sent
 
 
+async def test_an_event_published_once_the_subscription_is_ready_arrives(
+        store: Store) -> None:
+    """``run_events(ready=...)`` calls ``ready`` once the subscription is in place (on
+    PostgreSQL, its LISTEN): one event published through another store after that
+    arrives, with no probe sent first."""
+    async with more_stores(store.url, 1) as (other,):
+        listening = asyncio.Event()
+        events = store.run_events("r1", ready=listening.set)
+        async with contextlib.aclosing(events):
+            first = asyncio.ensure_future(anext(events))
+            await asyncio.wait_for(listening.wait(), 10)
+            await other.run_publish(run_id="r1", data="once")
+            assert await asyncio.wait_for(first, 10) == "once"
+
+
 async def _until_delivered(publisher: Store, run_id: str, first: asyncio.Future[str]) -> None:
     """Publish probes until the subscriber's first read returns one (it subscribes on
     its first read)."""

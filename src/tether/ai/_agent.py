@@ -500,13 +500,13 @@ class Agent:
     async def _turn(self) -> AsyncIterator[TurnScope | None]:
         """One turn of an interruptible agent: its steps run in a ``TurnScope`` and a
         watcher sets the scope's event when an interrupt signal comes (the run's live
-        events say so). Not journaled: what the interrupt cut is, in the steps' outcomes.
-        Other agents: no scope."""
+        events say so, or the run's inbox holds one: ``_pending``). Not journaled: what
+        the interrupt cut is, in the steps' outcomes. Other agents: no scope."""
         run = ext.current_run()
         if not self.interruptible or run is None:
             yield None
             return
-        scope = TurnScope(lambda sc: self._watch(run, sc))
+        scope = TurnScope(lambda sc: self._watch(run, sc), lambda: self._pending(run))
         try:
             with entered(scope):
                 yield scope
@@ -515,21 +515,55 @@ class Agent:
 
     @staticmethod
     async def _watch(run: ext.Run, scope: TurnScope) -> None:
+        """Set the scope's event when an interrupt reaches the run during the turn.
+
+        The live events tell only of what is published once the subscription is in
+        place (on PostgreSQL its LISTEN may start after the model's first chunk came);
+        an interrupt sent since the turn took the pending ones (``_interrupts``) is
+        still waiting in the run's inbox, so it is looked for there once the
+        subscription is live: between the two, none is missed. It used to be: the turn
+        ran to its end and only the next one saw the message."""
+        listening = asyncio.Event()
+        announced = asyncio.ensure_future(Agent._announced(run, listening))
+        live = asyncio.ensure_future(listening.wait())
         try:
-            async for data in run.events():
-                try:
-                    event = json.loads(data)
-                except ValueError:
-                    continue
-                if (isinstance(event, dict) and event.get("type") == "signal"
-                        and event.get("name") == INTERRUPT_SIGNAL):
-                    break
-            else:
+            await asyncio.wait({announced, live}, return_when=asyncio.FIRST_COMPLETED)
+            if not announced.done() and await Agent._pending(run):
+                scope.interrupted.set()
                 return
+            if await announced:
+                scope.interrupted.set()
         except TetherError as exc:  # the event channel failed: the next turn's check stays
             log.warning("run %s: cannot watch for interrupts: %s", run.run_id, exc)
-            return
-        scope.interrupted.set()
+        finally:
+            live.cancel()
+            announced.cancel()
+            if announced.done() and not announced.cancelled():
+                announced.exception()  # (retrieved: a failure after the inbox said yes)
+
+    @staticmethod
+    async def _pending(run: ext.Run) -> bool:
+        """Whether an interrupt waits in the run's inbox (sent since the turn took the
+        waiting ones: while the run was released, its worker down, or just now)."""
+        try:
+            return await run.signal_pending(INTERRUPT_SIGNAL)
+        except TetherError as exc:  # the watcher and the next turn's check remain
+            log.warning("run %s: cannot check for interrupts: %s", run.run_id, exc)
+            return False
+
+    @staticmethod
+    async def _announced(run: ext.Run, listening: asyncio.Event) -> bool:
+        """True when the run's live events announce an interrupt (``listening`` is set
+        once they are subscribed to); False if they end."""
+        async for data in run.events(ready=listening.set):
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            if (isinstance(event, dict) and event.get("type") == "signal"
+                    and event.get("name") == INTERRUPT_SIGNAL):
+                return True
+        return False
 
     async def _interrupts(self) -> list[str]:
         """The messages of every interrupt waiting (journaled signal operations; the

@@ -53,22 +53,39 @@ class TurnScope:
 
     The watcher (``watch(scope)``, which sets the event) starts with the first step
     body of the turn that executes: a turn answered from the journal watches nothing.
+    ``check()``, started with it, says whether an interrupt came before the watcher
+    could see it (one waiting in the run's inbox); every step body waits for its answer
+    before it starts its work, so a turn resumed after its interrupt came (from an
+    approval, on a new worker) runs nothing more.
     """
 
-    def __init__(self, watch: Callable[[TurnScope], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, watch: Callable[[TurnScope], Coroutine[Any, Any, None]],
+                 check: Callable[[], Coroutine[Any, Any, bool]] | None = None) -> None:
         self.interrupted = asyncio.Event()
         self._watch = watch
+        self._check = check
         self._watcher: asyncio.Task[None] | None = None
+        self._checked: asyncio.Task[None] | None = None
 
-    def watching(self) -> None:
-        """Start the watcher if it is not running yet."""
+    async def watching(self) -> None:
+        """Start the watcher if it is not running yet; return once the check is done."""
         if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(self))
+            loop = asyncio.get_running_loop()
+            self._watcher = loop.create_task(self._watch(self))
+            if self._check is not None:
+                self._checked = loop.create_task(self._checking(self._check))
+        if self._checked is not None:
+            await asyncio.shield(self._checked)  # (shared by the turn's step bodies)
+
+    async def _checking(self, check: Callable[[], Coroutine[Any, Any, bool]]) -> None:
+        if await check():
+            self.interrupted.set()
 
     def close(self) -> None:
         """The turn is over: stop the watcher."""
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._checked):
+            if task is not None:
+                task.cancel()
 
 
 _SCOPE: contextvars.ContextVar[TurnScope | None] = contextvars.ContextVar(
@@ -96,7 +113,12 @@ async def interruptibly(work: Awaitable[T]) -> T:
     scope = _SCOPE.get()
     if scope is None:
         return await work
-    scope.watching()
+    try:
+        await scope.watching()
+    except BaseException:
+        if asyncio.iscoroutine(work):
+            work.close()
+        raise
     if scope.interrupted.is_set():
         if asyncio.iscoroutine(work):
             work.close()

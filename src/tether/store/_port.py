@@ -465,6 +465,10 @@ class Store(ServeQueries, Protocol):
         with the same idempotency key is not stored again.
         Raises: RunNotFound, SignalError if the run has ended."""
 
+    async def signal_pending(self, *, run_id: str, name: str) -> bool:
+        """Whether a signal ``name`` sent to the run waits, not yet consumed by a wait
+        (``signal_take``). A read: it consumes and journals nothing."""
+
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
                           timeout_error: str) -> JournalEntry | None:
@@ -574,8 +578,13 @@ class Store(ServeQueries, Protocol):
         delivered to ``run_events`` subscribers in any process, and kept in the run's
         event log for ``run_events_read`` (migration 0004)."""
 
-    def run_events(self, run_id: str) -> AsyncIterator[str]:
-        """Live events published for ``run_id`` from now on, until the caller stops."""
+    def run_events(self, run_id: str, *,
+                   ready: Callable[[], None] | None = None) -> AsyncIterator[str]:
+        """Live events published for ``run_id`` from now on, until the caller stops.
+        ``ready``, if given, is called once the subscription is in place (the first
+        ``__anext__`` sets it up): every event published after that call is delivered.
+        Together with a read of the store made after it (``signal_pending``), a
+        subscriber misses nothing that happened before it subscribed either."""
 
     # -- runs over their whole life (migration 0003; see store/_lifecycle.py) ----------
 

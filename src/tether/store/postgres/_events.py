@@ -94,12 +94,16 @@ class EventListener:
         self._applied = 0  #: the change the connection has put in place
         self._changed = asyncio.Condition()
 
-    async def subscribe(self, channel: str) -> AsyncIterator[str]:
-        """Events of ``channel`` from the moment its LISTEN is in place."""
+    async def subscribe(self, channel: str, *,
+                        ready: Callable[[], None] | None = None) -> AsyncIterator[str]:
+        """Events of ``channel`` from the moment its LISTEN is in place; ``ready`` is
+        called then (or after ``_apply``'s 5 s, the server unreachable)."""
         received: asyncio.Queue[str] = asyncio.Queue()
         self._subs.setdefault(channel, set()).add(received)
         try:
             await self._apply()
+            if ready is not None:
+                ready()
             while True:
                 yield await received.get()
         finally:

@@ -1408,6 +1408,10 @@ class PostgresStore(PostgresServeQueries):
             return SignalSent(signal_id=int(inserted[0][0]), created=True)
         return SignalSent(signal_id=int(found[0][0]), created=False)
 
+    async def signal_pending(self, *, run_id: str, name: str) -> bool:
+        rows, _ = await self._one("signal_pending", {"run_id": run_id, "name": name})
+        return bool(rows[0][0])
+
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
                           timeout_error: str) -> JournalEntry | None:
@@ -1625,8 +1629,10 @@ class PostgresStore(PostgresServeQueries):
                                                "channel": channel_of(self.schema, run_id),
                                                "parts": parts})
 
-    async def run_events(self, run_id: str) -> AsyncIterator[str]:
-        async for event in self._events.subscribe(channel_of(self.schema, run_id)):
+    async def run_events(self, run_id: str, *,
+                         ready: Callable[[], None] | None = None) -> AsyncIterator[str]:
+        async for event in self._events.subscribe(channel_of(self.schema, run_id),
+                                                  ready=ready):
             yield event
 
     async def _kick(self, channel: str) -> None:

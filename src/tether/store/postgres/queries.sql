@@ -923,6 +923,11 @@ SELECT {schema}.wake(%(channel)s, count(*)) FROM s;
 WITH d AS (DELETE FROM {schema}.queue_limits WHERE queue = %(queue)s RETURNING 1)
 SELECT {schema}.wake(%(channel)s, count(*)) FROM d;
 
+-- signal_pending --
+-- Whether a signal of a name waits unconsumed (the signals_pending index answers it).
+SELECT EXISTS (SELECT 1 FROM {schema}.signals
+               WHERE run_id = %(run_id)s AND name = %(name)s AND consumed_position IS NULL);
+
 -- queue_limits --
 -- Every queue with a concurrency limit.
 SELECT queue, max_running FROM {schema}.queue_limits ORDER BY queue;

@@ -221,9 +221,14 @@ class EventBus:
             writer.close()
         self._conns.clear()
 
-    async def subscribe(self, run_id: str) -> AsyncIterator[str]:
-        """Events published for ``run_id`` from the moment this generator first runs."""
+    async def subscribe(self, run_id: str, *,
+                        ready: Callable[[], None] | None = None) -> AsyncIterator[str]:
+        """Events published for ``run_id`` from the moment this generator first runs;
+        ``ready`` is called once its socket listens (a publish that lists the folder
+        after that finds it)."""
         if self.folder is None:
+            if ready is not None:
+                ready()
             await asyncio.Event().wait()  # nothing will arrive; ends when cancelled
             return
         folder = self._run_folder(run_id)
@@ -251,6 +256,8 @@ class EventBus:
             except FileNotFoundError:  # the last subscriber removed it meanwhile
                 if not tries_left:
                     raise
+        if ready is not None:
+            ready()
         try:
             while True:
                 yield (await received.get()).decode()

@@ -1003,6 +1003,9 @@ class SqliteStore(SqliteServeQueries):
             _signal_send, run_id, name, payload, idempotency_key, now
         )
 
+    async def signal_pending(self, *, run_id: str, name: str) -> bool:
+        return await self._read(_signal_pending, run_id, name)
+
     async def signal_take(self, *, lease: Lease, name: str, position: int,
                           deadline: float | None, now: float,
                           timeout_error: str) -> JournalEntry | None:
@@ -1106,8 +1109,9 @@ class SqliteStore(SqliteServeQueries):
         await self._write(event_chunk, run_id, data)
         await self._events.publish(run_id, payload)
 
-    async def run_events(self, run_id: str) -> AsyncIterator[str]:
-        async for data in self._events.subscribe(run_id):
+    async def run_events(self, run_id: str, *,
+                         ready: Callable[[], None] | None = None) -> AsyncIterator[str]:
+        async for data in self._events.subscribe(run_id, ready=ready):
             yield data
 
 
@@ -1726,6 +1730,11 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
         created = False
     conn.execute(Q["signal_wake"], {"run_id": run_id, "name": name, "now": now})
     return SignalSent(signal_id=signal_id, created=created)
+
+
+def _signal_pending(conn: apsw.Connection, run_id: str, name: str) -> bool:
+    rows = conn.execute(Q["signal_pending"], {"run_id": run_id, "name": name}).fetchall()
+    return bool(rows[0][0])
 
 
 def _signal_take(conn: apsw.Connection, lease: Lease, name: str, position: int,

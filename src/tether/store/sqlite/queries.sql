@@ -330,6 +330,11 @@ ON CONFLICT (queue) DO UPDATE SET max_running = :max_running, updated_at = :now;
 -- Remove a queue's concurrency limit.
 DELETE FROM tether_queue_limits WHERE queue = :queue;
 
+-- signal_pending --
+-- Whether a signal of a name waits unconsumed (the pending index answers it).
+SELECT EXISTS (SELECT 1 FROM tether_signals
+               WHERE run_id = :run_id AND name = :name AND consumed_position IS NULL);
+
 -- queue_limits --
 -- Every queue with a concurrency limit.
 SELECT queue, max_running FROM tether_queue_limits ORDER BY queue;
