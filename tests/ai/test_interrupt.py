@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests import CHECKOUT_PATH, forked
@@ -419,6 +420,63 @@ async def test_sigkill_after_an_interrupt_sends_no_request_twice(tmp_path: Path)
         "slow_fetch", "slow_fetch.cancelled"]
     holds = [t for t in tools if t["tool"] == "hold"]
     assert len(holds) == 2 and holds[0]["key"] == holds[1]["key"]  # cut by the kill: rerun
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_an_interrupt_over_the_http_api_reaches_a_worker_not_listening_yet(
+        pg_url: str, tmp_path: Path) -> None:
+    """End to end on PostgreSQL: a ``tether serve`` process takes the interrupt (``POST
+    /api/v1/runs/{id}/signals/interrupt``, the route the web UI's form also ends in,
+    through ``App.signal``) while the worker process's turn has begun its model call but
+    its watcher is held back from listening (``AGENT_EVENTS_GATE``): once it listens,
+    it finds the interrupt in the run's inbox and cuts the call. Before, the turn
+    waited for the whole answer (here, for ever)."""
+    from tests.web.helpers import start_serve
+
+    log, gate = tmp_path / "tools.jsonl", tmp_path / "gate"
+
+    async def endless_answer(request: RecordedRequest) -> Reply:
+        await asyncio.Event().wait()
+        return Reply("never")
+
+    async with ScriptedLLMServer([endless_answer, Reply("Short answer.")]) as server:
+        env = {**os.environ, "AGENT_LLM_URL": server.base_url, "AGENT_TOOL_LOG": str(log),
+               "AGENT_EVENTS_GATE": str(gate), "PYTHONPATH": CHECKOUT_PATH}
+        env.pop("TETHER_DATABASE_URL", None)
+        worker = forked.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", pg_url],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        served = await asyncio.to_thread(start_serve, pg_url, tmp_path, app=None)
+        try:
+            async with App(pg_url) as app, httpx.AsyncClient(base_url=served.url) as http:
+                async def started() -> bool:
+                    try:
+                        await app.start("fetcher", "Write a long essay.", run_id="h1")
+                    except WorkflowNotFound:
+                        return False
+                    return True
+
+                await wait_for(started, timeout=30, what="the worker registers the agent")
+                await wait_for(lambda: _count(server, 1), timeout=30, what="the model call")
+                await wait_for(lambda: _has(log, "events.held"), timeout=30,
+                               what="the watcher subscribes")
+                sent = await http.post("/api/v1/runs/h1/signals/interrupt",
+                                       json={"data": "make it short"})
+                assert sent.status_code == 202, sent.text
+                gate.touch()
+                answer = await app.handle("h1").result(timeout=30)
+                info = await app.get_run("h1")
+        finally:
+            served.stop()
+            stop_process(worker)
+    assert answer == "Short answer."
+    assert len(server.requests) == 2
+    assert server.requests[1].body["messages"][-1] == {"role": "user",
+                                                      "content": "make it short"}
+    llm_entries = [e for e in info.journal if e["name"].startswith("llm:")]
+    assert [e["status"] for e in llm_entries] == ["error", "ok"]
+    assert "TurnInterrupted" in json.dumps(llm_entries[0]["error"])
 
 
 async def _has(path: Path, tool: str) -> bool:
