@@ -6,14 +6,16 @@ or the HTTP API. ``App.signal`` also publishes ``{"type": "signal", "name": ...}
 the run's live events; the agent watches them during a turn.
 
 How a turn is cut durably: while a turn runs, its model call and tool steps execute
-inside a :class:`TurnScope`. When the watcher sees the interrupt, it sets the scope's
-event; every step body of the turn that is still running (or starts after it) stops
-its work and fails with :class:`TurnInterrupted`, a ``NonRetryable`` error. That failure
-is journaled like any step outcome, so replay gives the same answers (the recorded
-results of the calls that finished, ``interrupted by the user`` for the others) without
-running anything again. The next turn starts by taking the pending interrupt signals
-(journaled signal operations, as steering messages are) and adds their messages to the
-conversation as user messages.
+inside a :class:`TurnScope`. When the watcher sees the interrupt (announced in the run's
+live events, or found waiting in the run's inbox: one sent before the watcher listened,
+or while the run was released mid-turn), it sets the scope's event; every step body of
+the turn that is still running (or starts after it) stops its work and fails with
+:class:`TurnInterrupted`, a ``NonRetryable`` error. That failure is journaled like any
+step outcome, so replay gives the same answers (the recorded results of the calls that
+finished, ``interrupted by the user`` for the others) without running anything again.
+The next turn starts by taking the pending interrupt signals (journaled signal
+operations, as steering messages are) and adds their messages to the conversation as
+user messages.
 
 Why the interrupt is carried by the steps' outcomes rather than by one journal entry
 for the interrupt itself: a step cut midway must still end with an entry at its own
