@@ -649,8 +649,8 @@ async def test_claim_and_journal_queries_use_indexes(
 async def test_runs_list_by_workflow_and_a_later_page_by_status_use_indexes(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
     """The runs list filtered by a workflow (run_search_workflow) reads runs_workflow
-    (migration 0015) for every status but ``queued`` and ``running`` (runs_status,
-    runs_held), with a cursor or not,
+    (migration 0015) for every status but ``queued``, ``running`` and ``waiting``
+    (runs_status, runs_held), with a cursor or not,
     a status too or not (none of these plans scans the table), and a page of one status
     from the middle of the store (run_search's cursor) is a range of runs_status:
     before, the first scanned every run (1.1 M runs: 0.25-0.85 s) and the second read
@@ -668,14 +668,14 @@ async def test_runs_list_by_workflow_and_a_later_page_by_status_use_indexes(
     cursor = {"before_at": 10000.0, "before_id": "r10000"}
     for workflow in ("wf1", "rare"):
         for extra in ({}, cursor, {"status": "failed"}, {"status": "completed", **cursor},
-                      {"status": "queued"}):
+                      {"status": "queued"}, {"status": "waiting"}):
             params = {**base, "workflow": workflow, **extra}
             cur = await raw.execute("EXPLAIN " + pg._q["run_search_workflow"], params)
             plan = "\n".join(str(r[0]) for r in await cur.fetchall())
             assert "Seq Scan" not in plan, f"{workflow} {extra}:\n{plan}"
             # (With a status too the planner may pick runs_status for a common workflow:
             # a range of one status, as good.)
-            assert "runs_workflow" in plan or extra.get("status") == "queued" or (
+            assert "runs_workflow" in plan or extra.get("status") in ("queued", "waiting") or (
                 "status" in extra and workflow != "rare"), f"{workflow} {extra}:\n{plan}"
     params = {**base, "workflow": None, "status": "completed", **cursor}
     cur = await raw.execute("EXPLAIN " + pg._q["run_search"], params)

@@ -81,8 +81,9 @@ LIMIT %(limit)s;
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
 -- in each status through runs_workflow (workflow, status, created_at) (migration 0015),
--- or for 'queued' and 'running', which it leaves out, through runs_status and runs_held
--- (the backlog and the runs workers hold: read until the workflow's newest are found),
+-- or for 'queued', 'running' and 'waiting', which it leaves out, through runs_status and
+-- runs_held (the backlog, the runs workers hold and the parked runs: read until the
+-- workflow's newest are found),
 -- merged; a status filter leaves one branch (the others end at their one-time test).
 -- run_search's plan scanned every run for a workflow (1.1 M runs: 0.25-0.85 s), or,
 -- with a status, every run of that status newer than a cursor.

@@ -86,8 +86,9 @@ LIMIT :limit;
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
 -- in each status through tether_runs_workflow (workflow, status, created_at) (migration
 -- 0016; its predicate, written out in each branch, is what lets SQLite use it), or for
--- 'queued' and 'running', which it leaves out, through tether_runs_status (the backlog
--- and the runs workers hold: read until the workflow's newest are found), merged; a
+-- 'queued', 'running' and 'waiting', which it leaves out, through tether_runs_status
+-- (the backlog, the runs workers hold and the parked runs: read until the workflow's
+-- newest are found), merged; a
 -- status filter leaves one branch (the others end at their constant test).
 -- run_search's plan scanned every run for a workflow and sorted its runs (1.1 M runs:
 -- 0.3-5 s a page).
@@ -119,7 +120,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'waiting' AND status NOT IN ('queued', 'running')
+         AND status = 'waiting'
          AND (:status IS NULL OR :status = 'waiting')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -130,7 +131,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'completed' AND status NOT IN ('queued', 'running')
+         AND status = 'completed' AND status NOT IN ('queued', 'running', 'waiting')
          AND (:status IS NULL OR :status = 'completed')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -141,7 +142,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'failed' AND status NOT IN ('queued', 'running')
+         AND status = 'failed' AND status NOT IN ('queued', 'running', 'waiting')
          AND (:status IS NULL OR :status = 'failed')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -152,7 +153,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'cancelled' AND status NOT IN ('queued', 'running')
+         AND status = 'cancelled' AND status NOT IN ('queued', 'running', 'waiting')
          AND (:status IS NULL OR :status = 'cancelled')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)
@@ -163,7 +164,7 @@ FROM (
        ORDER BY created_at DESC, run_id DESC LIMIT :limit)
       UNION ALL
       SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'blocked' AND status NOT IN ('queued', 'running')
+         AND status = 'blocked' AND status NOT IN ('queued', 'running', 'waiting')
          AND (:status IS NULL OR :status = 'blocked')
          AND (:queue IS NULL OR queue = :queue)
          AND (:parent IS NULL OR parent_run_id = :parent)

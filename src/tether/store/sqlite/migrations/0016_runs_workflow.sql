@@ -5,8 +5,9 @@
 -- The runs of one workflow, newest first, per status: the runs list filtered by workflow
 -- (GET /api/v1/runs?workflow=, the web UI's runs page; serve.sql, run_search_workflow).
 -- Without it that filter scanned every run and sorted the workflow's (1.1 M runs:
--- 0.3-5.5 s a page). Partial: a queued or running run has no entry, so a start, a claim
--- and a renewed lease write nothing here; a run's end, and each wait, write one. The
--- list reads the queued and running runs of a workflow through tether_runs_status.
+-- 0.3-5.5 s a page). Partial: a queued, running or waiting run has no entry, so a
+-- start, a claim, a renewed lease and a wait write nothing here (a parked run costs no
+-- store bytes for it); a run's end writes one. The list reads the queued, running and
+-- waiting runs of a workflow through tether_runs_status.
 CREATE INDEX tether_runs_workflow ON tether_runs (workflow, status, created_at)
-    WHERE status NOT IN ('queued', 'running');
+    WHERE status NOT IN ('queued', 'running', 'waiting');
