@@ -14,7 +14,8 @@ rest completed; 200-byte input and result, run ids of 32 hex digits as Tether ma
 
 Then it times, best and median of ``--repeat`` (after one call that warms the cache),
 ``run_search`` with ``limit=51`` (the API's page of 50 and one more) for each case:
-no filter, each workflow alone and with a status, a queue, ``q`` (a substring of run ids)
+no filter, each workflow alone and with a status, queues (``bulk`` 10 %, ``default``, one
+with no run; with a status), ``q`` (a substring of run ids)
 — the first page, the next page (the first's last row as cursor) and a page from the
 middle of the period. ``--code DIR`` imports Tether from ``DIR/src`` (another checkout:
 the code before), so both versions time the same kept store: the newer one migrates it
@@ -104,7 +105,12 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
                   (f"workflow={wf} status=completed", {"workflow": wf, "status": "completed"}),
                   (f"workflow={wf} status=failed", {"workflow": wf, "status": "failed"}),
                   (f"workflow={wf} status=queued", {"workflow": wf, "status": "queued"})]
-    cases += [("queue=bulk", {"queue": "bulk"}), ("q=abc", {"text": "abc"}),
+    cases += [("queue=bulk", {"queue": "bulk"}), ("queue=default", {"queue": "default"}),
+              ("queue=absent (no such run)", {"queue": "absent"}),
+              ("queue=bulk status=failed (none)", {"queue": "bulk", "status": "failed"}),
+              ("queue=default status=completed",
+               {"queue": "default", "status": "completed"}),
+              ("q=abc", {"text": "abc"}),
               ("q=abcdef (rare)", {"text": "abcdef"})]
     return cases
 
@@ -120,8 +126,10 @@ async def _time(store: Any, kwargs: dict[str, Any], repeat: int) -> tuple[list[A
                    f"median {statistics.median(times) * 1000:8.1f} ms")
 
 
-async def _time_all(store: Any, mid: float, repeat: int) -> None:
+async def _time_all(store: Any, mid: float, repeat: int, only: list[str]) -> None:
     for label, kwargs in _cases():
+        if only and not any(o in label for o in only):
+            continue
         first, figures = await _time(store, kwargs, repeat)
         print(f"  {label:<34} first  {figures}", flush=True)
         if first:
@@ -142,6 +150,8 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--prefix", default="bench_", help="scratch database name prefix")
     parser.add_argument("--keep", action="store_true", help="keep the store")
+    parser.add_argument("--only", default="",
+                        help="the cases whose label holds one of these (comma-separated)")
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="the checkout whose src/ to import Tether from")
     args = parser.parse_args()
@@ -180,7 +190,7 @@ async def main() -> None:
         try:
             newest = await store.run_search(limit=1)
             mid = newest[0].created_at - DAYS * 86400 / 2 if newest else start
-            await _time_all(store, mid, args.repeat)
+            await _time_all(store, mid, args.repeat, [o for o in args.only.split(",") if o])
         finally:
             await store.close()
         if args.keep:

@@ -187,3 +187,38 @@ def test_sqlite_workflow_listing_reads_the_workflow_index(tmp_path: Path) -> Non
         assert all(p.startswith("SEARCH") for p in searches), plan
         assert sum("tether_runs_workflow" in p for p in searches) == 4, plan
         assert sum("tether_runs_status" in p for p in searches) == 3, plan
+
+
+async def test_queue_filter_pages_list_exactly_the_matching_runs(store: Store) -> None:
+    """A queue filter (on PostgreSQL run_search_queue: the newest runs of each status
+    read until the queue's are found, merged) lists what ordering all runs and filtering
+    them lists, page after page: with a status too, across ties of created_at, for every
+    status (``running`` through runs_held), for a queue with no run of some status and
+    for one with no run at all; with a parent or ``q`` too (run_search)."""
+    statuses = [s.value for s in RunStatus]
+    records = []
+    for i in range(70):
+        record = dataclasses.replace(
+            run_record(f"r{(i * 11) % 70:02d}", status=statuses[i % 7], now=T0 + i // 3,
+                       queue="bulk" if i % 5 == 0 else "q"),
+            parent_run_id="p" if i % 4 == 0 else None)
+        await store.run_insert(run=record)
+        records.append(record)
+    newest_first = sorted(records, key=lambda r: (r.created_at, r.run_id), reverse=True)
+    filters: list[dict[str, str]] = [{}]
+    filters += [{"status": s} for s in statuses]
+    filters += [{"parent": "p"}, {"text": "1"}, {"status": "failed", "text": "3"}]
+    fields = {"status": "status", "parent": "parent_run_id"}
+    for queue in ("q", "bulk", "absent"):
+        for more in filters:
+            expected = [r.run_id for r in newest_first if r.queue == queue
+                        and all(getattr(r, fields[k]) == v if k in fields else v in r.run_id
+                                for k, v in more.items())]
+            for limit in (1, 4, 50):
+                assert await _all_pages(store, limit, queue=queue, **more) == \
+                    expected, (queue, more, limit)
+    cursor = (T0 + 11, "")
+    expected = [r.run_id for r in newest_first
+                if r.queue == "q" and (r.created_at, r.run_id) < cursor]
+    page = await store.run_search(queue="q", limit=100, before=cursor)
+    assert [r.run_id for r in page] == expected

@@ -43,20 +43,28 @@ class PostgresServeQueries:
                          text: str | None = None, limit: int = 50,
                          before: tuple[float, str] | None = None) -> list[RunRecord]:
         # Nothing to narrow the runs by: the per-status merge (serve.sql, run_search_all);
-        # a workflow: the same merge within it (run_search_workflow, runs_workflow).
+        # a workflow: the same merge within it (run_search_workflow, runs_workflow); a
+        # queue without parent or text: the merge filtered by queue (run_search_queue).
         unfiltered = not (status or workflow or queue or parent or text)
         name = ("run_search_all" if unfiltered else
-                "run_search_workflow" if workflow else "run_search")
-        # run_search_workflow unprepared, so planned with its values every time: after a
-        # few calls a prepared statement may switch to a generic plan, which guesses a
-        # workflow and status to be one run and reads all of them to sort them (a common
-        # workflow's page on 1.1 M runs: 90-135 ms instead of 3-4).
+                "run_search_workflow" if workflow else
+                "run_search_queue" if queue and not (parent or text) else "run_search")
+        # Every query but run_search_all unprepared, so planned with its values every
+        # time: after five calls psycopg prepares a statement, and PostgreSQL may then
+        # switch it to a generic plan, planned once for any values. run_search_workflow's
+        # guessed one run per workflow and status and read all of them to sort them (a
+        # common workflow's page on 1.1 M runs: 90-135 ms instead of 3-4); run_search's,
+        # with its `%(x)s IS NULL OR col = %(x)s` filters, is a scan of every run for
+        # any filter (a status or parent page 0.24-0.42 s instead of 0.5-1.7 ms), chosen
+        # once a filter's plans cost more than it (queue=default on 1.1 M runs: 107,978
+        # against 103,351); run_search_queue's would guess the queue's share. Planning
+        # each time costs ~0.2 ms. run_search_all's generic plan is its custom one.
         rows, _ = await self._one(name, {
             "status": status, "workflow": workflow, "queue": queue, "parent": parent,
             "text": text or None, "limit": limit,
             "before_at": before[0] if before else None,
             "before_id": before[1] if before else None},
-            prepare=False if workflow else None)
+            prepare=None if unfiltered else False)
         return [run_from_row(r) for r in rows]
 
     async def run_list_awaiting_approval(self, *, limit: int = 1000,
