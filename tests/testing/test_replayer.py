@@ -351,3 +351,47 @@ async def test_a_child_starts_arguments_are_compared_through_the_payload_hook() 
     assert (change.recorded, change.requested) == ({"args": ["ada"]}, {"args": ["ADA"]})
     assert changed.message == ("position 0: child_start 'child' arguments changed (args: "
                                '["ada"] -> ["ADA"])')
+
+
+def test_cli_replay_of_a_workflow_reads_its_runs_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``replay --workflow`` asks the store for the workflow's newest ``--limit`` runs
+    (``run_search``'s workflow filter, an index) instead of reading every run
+    (``run_list(limit=1_000_000)``: up to a million runs read and decoded to keep a
+    workflow's few) and filtering them in Python. Runs of another workflow, newer, are
+    neither read nor checked."""
+    import asyncio
+
+    from tether._types import RunRecord
+    from tether.cli import main
+    from tether.store import open_store
+
+    asyncio.run(record(tmp_path))
+    db = f"sqlite:///{tmp_path}/store.db"
+
+    async def others() -> None:
+        store = open_store(db)
+        await store.open()
+        try:
+            for i in range(30):
+                await store.run_insert(run=RunRecord(
+                    run_id=f"other-{i}", workflow="other", queue="default",
+                    status="completed", input="[[], {}]", created_at=1e6 + i,
+                    updated_at=1e6 + i))
+        finally:
+            await store.close()
+
+    asyncio.run(others())
+
+    def every_run(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("replay --workflow read every run")
+
+    monkeypatch.setattr(type(open_store(db)), "run_list", every_run)
+    assert main(["replay", "--check", "tests.testing.replay_apps:v1", "--db", db,
+                 "--workflow", "flow", "--json"]) == 0
+    assert sorted(r["run_id"] for r in json.loads(capsys.readouterr().out)) == [
+        "done", "waiting"]
+    assert main(["replay", "--check", "tests.testing.replay_apps:v1", "--db", db,
+                 "--workflow", "flow", "--limit", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1

@@ -98,8 +98,10 @@ async def replay(args: argparse.Namespace) -> int:
         # The store of --check's app unless --db names another: where its runs are.
         async with code_reader(app, args.db) as stored:
             store = stored.store
-            runs = [r for r in await store.run_list(limit=1_000_000)
-                    if r.workflow == args.workflow][: args.limit]
+            # The store's workflow filter (run_search: an index on PostgreSQL and SQLite)
+            # reads the newest --limit runs of the workflow alone; reading every run
+            # (up to 1,000,000) to filter them here took seconds on a large store.
+            runs = await store.run_search(workflow=args.workflow, limit=args.limit)
             for run in runs:
                 try:
                     history = history_of(run, await store.journal_read(run.run_id),
