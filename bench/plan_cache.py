@@ -37,23 +37,23 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = """
 UPDATE tether.runs r SET parent_run_id = md5((i - (i % 22) + 4)::text),
                          parent_position = i % 22
-FROM generate_series(1, %(runs)s) AS i WHERE r.run_id = md5(i::text) AND i %% 22 IN (5, 6);
-UPDATE tether.runs SET waiting_for = CASE WHEN created_at::bigint %% 5 = 0
+FROM generate_series(1, {runs}) AS i WHERE r.run_id = md5(i::text) AND i % 22 IN (5, 6);
+UPDATE tether.runs SET waiting_for = CASE WHEN created_at::bigint % 5 = 0
                                           THEN 'signal approval' ELSE 'timer' END
 WHERE status = 'waiting';
 INSERT INTO tether.run_events (run_id, kind, data)
-SELECT md5(i::text), CASE WHEN j %% 3 = 0 THEN 's' ELSE 'chunk' END,
-       CASE WHEN j %% 3 = 0 THEN 'running' ELSE '"some streamed text of a chunk"' END
-FROM generate_series(1, %(runs)s, 500) AS i, generate_series(1, 500) AS j;
+SELECT md5(i::text), CASE WHEN j % 3 = 0 THEN 's' ELSE 'chunk' END,
+       CASE WHEN j % 3 = 0 THEN 'running' ELSE '"some streamed text of a chunk"' END
+FROM generate_series(1, {runs}, 500) AS i, generate_series(1, 500) AS j;
 INSERT INTO tether.run_events (run_id, kind, data)
-SELECT md5((%(runs)s - 10)::text), CASE WHEN j %% 2 = 0 THEN 'o' ELSE 'chunk' END,
-       CASE WHEN j %% 2 = 0 THEN (j / 2)::text || ' 1 completed llm call' ELSE '"c"' END
+SELECT md5(({runs} - 10)::text), CASE WHEN j % 2 = 0 THEN 'o' ELSE 'chunk' END,
+       CASE WHEN j % 2 = 0 THEN (j / 2)::text || ' 1 completed llm call' ELSE '"c"' END
 FROM generate_series(1, 20000) AS j;
 INSERT INTO tether.schedules (name, workflow, queue, cron, timezone, input, overlap,
                               catchup, catchup_max, created_at, updated_at, next_tick)
 SELECT 's' || i, 'report', 'default', '*/5 * * * *', 'UTC', '[]', 'skip', 'none', 1, 0, 0, 0
 FROM generate_series(1, 50) AS i;
-UPDATE tether.runs SET queue = 'rare' WHERE created_at::bigint %% 1000 = 999;
+UPDATE tether.runs SET queue = 'rare' WHERE created_at::bigint % 1000 = 999;
 """
 
 
@@ -164,7 +164,7 @@ async def main() -> None:
         import psycopg
 
         with psycopg.connect(args.url, autocommit=True) as conn:
-            conn.execute(EXTRAS, {"runs": args.runs})
+            conn.execute(EXTRAS.format(runs=int(args.runs)))  # (several statements)
             conn.execute("VACUUM ANALYZE tether.runs")
             conn.execute("VACUUM ANALYZE tether.run_events")
     from tether.store import open_store
