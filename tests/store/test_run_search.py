@@ -222,3 +222,31 @@ async def test_queue_filter_pages_list_exactly_the_matching_runs(store: Store) -
                 if r.queue == "q" and (r.created_at, r.run_id) < cursor]
     page = await store.run_search(queue="q", limit=100, before=cursor)
     assert [r.run_id for r in page] == expected
+
+
+def test_sqlite_queue_listing_searches_the_status_index(tmp_path: Path) -> None:
+    """EXPLAIN QUERY PLAN of run_search_queue: every status's branch searches
+    tether_runs_status (no "SCAN tether_runs", which run_search's plan was for a queue:
+    every run read, 0.4-0.6 s on 1.1 M runs), with a status and a cursor or not."""
+    import asyncio
+
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+
+    async def migrate() -> None:
+        s = open_store(url)
+        await s.open()
+        await s.close()
+
+    asyncio.run(migrate())
+    conn = apsw.Connection(str(tmp_path / "plan.db"))
+    sql = load_queries("tether.store.sqlite", "serve.sql")["run_search_queue"]
+    for status in (None, "failed"):
+        for before in (None, T0):
+            plan = [row[3] for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sql,
+                {"queue": "q", "status": status, "limit": 50, "before_at": before,
+                 "before_id": "r" if before else None})]
+            searches = [p for p in plan if "tether_runs" in p]
+            assert len(searches) == 7, plan
+            assert all(p.startswith("SEARCH") and "tether_runs_status" in p
+                       for p in searches), plan

@@ -82,6 +82,70 @@ FROM (
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- run_search_queue --
+-- run_search with a queue alone (or a queue and a status): run_search_all within the
+-- queue, each status's newest runs through tether_runs_status read until the queue's
+-- newest are found (`+queue`: no index on the queue column for the planner to prefer,
+-- tether_runs_claim and tether_runs_held order by available_at, not creation). A branch
+-- reads about limit / (the queue's share of that status) entries, and every run of a
+-- status the queue has none of. run_search scanned every run for a queue (1.1 M runs:
+-- 0.4-0.6 s). With a parent or text too, run_search serves it.
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM (
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'queued' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'queued')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'running' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'running')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'waiting' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'waiting')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'completed' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'completed')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'failed' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'failed')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'cancelled' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'cancelled')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      UNION ALL
+      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'blocked' AND +queue = :queue
+         AND (:status IS NULL OR :status = 'blocked')
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit))
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
 -- in each status through tether_runs_workflow (workflow, status, created_at) (migration
