@@ -131,6 +131,39 @@ async def test_fork_form_prefills_the_position_and_starts_a_fork(ui: httpx.Async
 
 
 
+def _head_meta(page: str) -> str:
+    """The run head's line under the id, as a person reads it (tags out, spaces one)."""
+    found = re.search(r'<p class="meta">(.*?)</p>', page, re.S)
+    assert found is not None
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", found.group(1))).strip()
+
+
+async def test_the_run_heads_clauses_are_spaced(ui: httpx.AsyncClient) -> None:
+    """Each clause of a run's head is set apart by " · ": "took 12.0 ms · forked from
+    s1 at position 1", "child of p · ...". Before, every clause after the running time
+    was glued to what came before it ("took 28.1 ms· forked from", "running for 37.11
+    s· waiting for"): the template's line breaks, which spaced them, were eaten by its
+    trim_blocks."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("steps", 2, run_id="h1")
+    await app.start("parent", "ana", run_id="h-mom")
+    async with app.worker(queues=["default"]):
+        await app.handle("h1").result(timeout=30)
+        await app.handle("h-mom").result(timeout=30)
+    await app.fork("h1", at=1, new_run_id="h1-fork")
+    async with app.worker(queues=["default"]):
+        await app.handle("h1-fork").result(timeout=30)
+    child = next(r.run_id for r in await app.store.run_search(limit=100)
+                 if r.parent_run_id == "h-mom")
+    for run_id, clause in (("h1-fork", "forked from h1 at position 1"),
+                           (child, "child of h-mom")):
+        meta = _head_meta((await ui.get(f"/runs/{run_id}")).text)
+        assert f" · {clause}" in meta, meta
+        assert re.search(r"\S·", meta) is None, meta
+
+
+
 @pytest.fixture
 async def ui_any(store_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """As ``ui``, on SQLite and PostgreSQL."""
