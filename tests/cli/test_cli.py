@@ -241,6 +241,33 @@ async def test_unknown_workflow_name(served: tuple[App, str]) -> None:
         ("no_such_workflow", "later", "queued")]
 
 
+async def test_runs_filters_by_workflow_and_queue(store_url: str) -> None:
+    """``tether runs --workflow NAME`` and ``--queue NAME`` list the runs the API's and
+    the runs page's ``workflow=`` and ``queue=`` list, with ``--status`` and ``--limit``
+    too. Before, ``tether runs`` had no such flags (argparse refused them, exit 2): a
+    workflow's runs among many others could not be listed from the command line."""
+    app = App(store_url)
+    async with app:
+        for run_id, workflow, queue in (("a-1", "wf_a", "q1"), ("b-1", "wf_b", "q1"),
+                                        ("a-2", "wf_a", "q2"), ("b-2", "wf_b", "q2"),
+                                        ("a-3", "wf_a", "q1")):
+            await app.start(workflow, run_id=run_id, queue=queue)
+
+    async def ids(*flags: str) -> list[str]:
+        proc = await cli("runs", "--json", *flags, db=store_url)
+        assert proc.returncode == 0, proc.stderr
+        return [r["run_id"] for r in json.loads(proc.stdout)]
+
+    assert await ids("--workflow", "wf_a") == ["a-3", "a-2", "a-1"]
+    assert await ids("--queue", "q2") == ["b-2", "a-2"]
+    assert await ids("--workflow", "wf_a", "--queue", "q1") == ["a-3", "a-1"]
+    assert await ids("--workflow", "wf_a", "--status", "queued", "--limit", "1") == ["a-3"]
+    assert await ids("--workflow", "wf_a", "--status", "failed") == []
+    assert await ids("--workflow", "nothing") == []
+    text = (await cli("runs", "--workflow", "wf_b", db=store_url)).stdout
+    assert "b-2" in text and "b-1" in text and "a-1" not in text
+
+
 def test_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/missing.db"
     assert_one_line_error(tether_cli("runs", db=url), "missing.db")

@@ -68,6 +68,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     # (A metavar: the choices in the usage line made it wider than an 80-column terminal.)
     p.add_argument("--status", choices=STATUSES, metavar="STATUS",
                    help=f"only the runs of this status: {', '.join(STATUSES)}")
+    p.add_argument("--workflow", metavar="NAME",
+                   help="only the runs of this workflow (as the API's and the web UI's "
+                   "workflow= filter)")
+    p.add_argument("--queue", metavar="NAME", help="only the runs of this queue")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
                    help="at most this many runs (default 50)")
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -175,7 +179,13 @@ async def start(args: argparse.Namespace) -> int:
 
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
-        found = await app.list_runs(status=args.status, limit=args.limit)
+        if args.workflow is None and args.queue is None:
+            found = await app.list_runs(status=args.status, limit=args.limit)
+        else:
+            # (the search the API's list and the runs page make: a workflow's through
+            # its index, not a scan of every run)
+            found = await app.store.run_search(status=args.status, workflow=args.workflow,
+                                               queue=args.queue, limit=args.limit)
     if args.json:
         print(dumps([run_dict(r) for r in found]))
         return 0
