@@ -136,6 +136,44 @@ async def test_a_later_step_in_flight_has_its_row_after_the_ended_ones(
     assert [("st-ok" in r, "in flight" in r) for r in rows] == [(True, False)] * 2
 
 
+async def test_a_run_running_again_after_its_wait_says_no_wait(
+        ui: httpx.AsyncClient) -> None:
+    """Once a signal woke a run and a worker runs it again, no face says it waits: its
+    document and the runs list give ``waiting_for`` ``null``, its page's head says
+    *running for* and no *waiting for*, the runs table's last cell is empty. Before, the
+    run's row kept its last wait's ``waiting_for`` (a claim does not clear it), and a
+    running run read "running for 37.11 s · waiting for signal go" until it waited
+    again or ended (``tether show``: "waiting for: signal go")."""
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    tag = _tag("woken")
+    await app.start("held_after_signal", tag, run_id="if-woken")
+    async with app.worker(queues=["default"]):
+        try:
+            for _ in range(600):
+                doc = await _doc(ui, "if-woken")
+                if doc["status"] == "waiting":
+                    break
+                await asyncio.sleep(0.05)
+            assert doc["waiting_for"] == "signal go"
+            await app.signal("if-woken", "go", "ok")
+            doc = await _until_in_flight(ui, "if-woken")
+            assert doc["status"] == "running" and doc["waiting_for"] is None
+            listed = (await ui.get("/api/v1/runs?workflow=held_after_signal",
+                                   headers={"Authorization": f"Bearer {ADMIN}"})).json()
+            assert [(r["status"], r["waiting_for"]) for r in listed["runs"]] == [
+                ("running", None)]
+            assert (await app.get_run("if-woken")).waiting_for is None
+            head = (await ui.get("/ui/runs/if-woken?part=head")).text
+            assert "running for" in head and "waiting for" not in head
+            table = (await ui.get("/runs?workflow=held_after_signal")).text
+            assert "signal go" not in table
+            webapp.RELEASED.add(tag)
+            assert await app.handle("if-woken").result(timeout=30) == f"ok / {tag}"
+        finally:
+            webapp.RELEASED.add(tag)
+
+
 async def test_a_step_retried_in_flight_is_one_row_with_its_attempt(
         ui: httpx.AsyncClient) -> None:
     """Attempt 1 failed (the step's pending entry), attempt 2 runs: one row, running,

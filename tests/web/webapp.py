@@ -112,6 +112,10 @@ def make_app(url: str | None = None) -> tether.App:
         return await held(tag)
 
     @app.workflow
+    async def held_after_signal(tag: str) -> str:
+        return str(await tether.wait_for_signal("go")) + " / " + await held(tag)
+
+    @app.workflow
     async def held_later(tag: str) -> str:
         return await hello(tag) + " / " + await held(tag)
 

@@ -61,12 +61,18 @@ def load_migrations(package: str) -> list[tuple[int, str, str]]:
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
     """A run from a row of the run columns (``run_id`` ... ``metrics``, then migration
-    0003's ``version`` ... ``erased_at`` when the query selected them)."""
+    0003's ``version`` ... ``erased_at`` when the query selected them).
+
+    ``waiting_for`` is a ``waiting`` run's only: the row keeps its last wait's after a
+    worker claims the run (the claim does not clear it), and a running or queued run
+    said "waiting for signal approval" on its page, in the runs list, the API and
+    ``tether show``, until it waited again or ended."""
     return RunRecord(
         run_id=row[0], workflow=row[1], queue=row[2], status=row[3], input=row[4],
         created_at=row[5], updated_at=row[6], result=row[7], error=row[8], owner=row[9],
         fencing_token=row[10], available_at=row[11], cancel_requested=bool(row[12]),
-        waiting_for=row[13], status_info=row[14], parent_run_id=row[15], finished_at=row[16],
+        waiting_for=row[13] if row[3] == "waiting" else None, status_info=row[14],
+        parent_run_id=row[15], finished_at=row[16],
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
         **_life_fields(row),
     )
