@@ -534,6 +534,13 @@ def test_a_run_in_its_first_step_shows_it_running(browser: object, tmp_path: Pat
         # (it goes on between redraws: app.js counts on from the value drawn)
         drawn = took.inner_text()
         expect(took).not_to_have_text(drawn, timeout=10_000)
+        # (and so does the head's "started ... ago" beside its "running for": it stayed
+        # as drawn, "started 4 s ago · running for 1.1 min" a minute on, before)
+        started = page.locator(".run-head [data-ago]")
+        drawn = started.inner_text()
+        assert re.fullmatch(r"\d+ s ago", drawn), drawn
+        expect(started).not_to_have_text(drawn, timeout=10_000)
+        expect(started).to_have_text(re.compile(r"^\d+ (s|min) ago$"))
         expect(page.locator("#run-status")).to_have_text("running")
         assert page.locator("[data-unknown]").count() == 0
         page.screenshot(path=str(tmp_path / "run-in-flight.png"), full_page=True)
@@ -568,6 +575,37 @@ def test_a_run_in_its_first_step_shows_it_running(browser: object, tmp_path: Pat
         served.stop()
     if os.environ.get("TETHER_UPDATE_SCREENSHOTS") == "1":
         shutil.copy(tmp_path / "run-in-flight.png", ROOT / "docs" / "img" / "run-in-flight.png")
+
+
+def test_a_waiting_runs_times_count_on(browser: object, tmp_path: Path) -> None:
+    """A sleeping run's page counts on, between redraws, the head's "started ... ago"
+    and "(... so far)" and its timer row's duration, as it does an operation in flight's
+    "running for". Before, they stayed as drawn (the head's "so far" and the row's
+    duration could read 2.00 s and 282.2 ms side by side once either was redrawn)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/times.db"
+    served = start_serve(db, tmp_path, app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", json={"workflow": "nap", "run_id": "nap"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "nap", "waiting")
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(served.url + "/runs/nap")
+        for cell in (page.locator(".run-head [data-ago]"),
+                     page.locator(".run-head .waited [data-ticking]"),
+                     page.locator("tr.op [data-ticking]")):
+            expect(cell).to_have_count(1)
+            drawn = cell.inner_text()
+            expect(cell).not_to_have_text(drawn, timeout=10_000)
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
 
 
 def test_a_page_with_no_operation_known_in_flight_looks_again(browser: object,

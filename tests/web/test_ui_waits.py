@@ -156,7 +156,8 @@ async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient)
     head = _head((await ui.get("/runs/nap-2")).text)
     assert "running for" not in head
     assert re.search(r"waiting for <b>timer until [^<]+</b> <span class=\"waited\" title=\""
-                     r"since [^\"]+ UTC\">\([0-9.]+ (µs|ms|s) so far\)</span>$", head), head
+                     r"since [^\"]+ UTC\">\(<span data-ticking=\"[0-9.e-]+\">[0-9.]+ "
+                     r"(µs|ms|s)</span> so far\)</span>$", head), head
 
 
 async def test_a_run_in_its_first_operation_says_so(ui: httpx.AsyncClient) -> None:

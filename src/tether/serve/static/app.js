@@ -46,15 +46,32 @@ function fmtDuration(s) {
   return (s / 3600).toFixed(1) + " h";
 }
 
-// A "running for" (of a run, of an operation in flight) goes on between redraws: from
-// its value when drawn (the server's clock: no skew with the browser's), plus the time
-// since, by this page's monotonic clock.
+// How long ago, as the server draws it (``fmt_ago``).
+function fmtAgo(s) {
+  if (s < 60) return s.toFixed(0) + " s ago";
+  if (s < 3600) return (s / 60).toFixed(0) + " min ago";
+  if (s < 172800) return (s / 3600).toFixed(1) + " h ago";
+  return (s / 86400).toFixed(0) + " d ago";
+}
+
+// A "running for" (of a run, of an operation in flight), a wait's "so far" and the
+// head's "started ... ago" go on between redraws: from their value when drawn (the
+// server's clock: no skew with the browser's), plus the time since, by this page's
+// monotonic clock. (A "started 4 s ago" left as drawn beside a "running for" that
+// counted on read "started 4 s ago · running for 1.1 min" a minute later.)
 function tick() {
   const now = performance.now();
+  const since = el => {
+    if (!el.dataset.drawnAt) { el.dataset.drawnAt = String(now); return NaN; }
+    return (now - parseFloat(el.dataset.drawnAt)) / 1000;
+  };
   document.querySelectorAll("[data-ticking]").forEach(el => {
-    if (!el.dataset.drawnAt) { el.dataset.drawnAt = String(now); return; }
-    const s = parseFloat(el.dataset.ticking) + (now - parseFloat(el.dataset.drawnAt)) / 1000;
+    const s = parseFloat(el.dataset.ticking) + since(el);
     if (isFinite(s)) el.textContent = fmtDuration(s);
+  });
+  document.querySelectorAll("[data-ago]").forEach(el => {
+    const s = parseFloat(el.dataset.ago) + since(el);
+    if (isFinite(s)) el.textContent = fmtAgo(Math.max(s, 0));
   });
 }
 
