@@ -12,6 +12,7 @@ attempt that succeeded from the journal, ``attempts_from_journal``)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -170,6 +171,35 @@ async def test_a_run_running_again_after_its_wait_says_no_wait(
             assert "signal go" not in table
             webapp.RELEASED.add(tag)
             assert await app.handle("if-woken").result(timeout=30) == f"ok / {tag}"
+        finally:
+            webapp.RELEASED.add(tag)
+
+
+async def test_tether_show_gives_an_attempt_in_flight_its_time_so_far(
+        ui: httpx.AsyncClient) -> None:
+    """``tether show`` (a pipe's lines and a terminal's, 80 columns) prints the attempt
+    in flight with how long it has run, then ``…``, as the run page's running row says
+    *running for*; ended attempts keep their durations. Before, its duration was ``-``
+    (with an empty table above it, for a run in its first step)."""
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    tag = _tag("cli")
+    await app.start("held_first", tag, run_id="if-cli")
+    async with app.worker(queues=["default"]):
+        try:
+            await _until_in_flight(ui, "if-cli")
+            info = await app.get_run("if-cli")
+            wide, fitted = io.StringIO(), io.StringIO()
+            print_timeline(info, wide)
+            print_fitted(info, 80, fitted.write)
+            for text in (wide.getvalue(), fitted.getvalue()):
+                [line] = [ln for ln in text.splitlines() if " running " in ln]
+                assert re.search(r" #?1 +running +[0-9.]+ (µs|ms|s|min)… ", line), text
+            webapp.RELEASED.add(tag)
+            await app.handle("if-cli").result(timeout=30)
         finally:
             webapp.RELEASED.add(tag)
 

@@ -3,9 +3,11 @@ earlier generations (continue-as-new) and every execution attempt of its steps."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from tether._show import in_flight
 from tether._types import RunInfo
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -76,14 +78,33 @@ def attempts_worth_a_look(info: RunInfo) -> list[dict[str, Any]]:
             if len(group) > 1 or any(a["status"] != "ok" for a in group) for a in group]
 
 
+def attempt_took(info: RunInfo) -> Callable[[dict[str, Any]], str]:
+    """The duration cell of each of ``info``'s attempts: how long it took once ended; for
+    one in flight (``_show.in_flight``, as the run page's running row and ``in_flight``
+    in ``--json``), how long it has run so far, then ``…``; else ``-``. (An attempt in
+    flight printed ``-``: a run in its first step showed an empty table, and its one
+    attempt ``running`` for no time.)"""
+    flying = {(o["position"], o["attempt"]) for o in in_flight(
+        {"journal": info.journal, "attempts": info.attempts, "generation": info.generation})}
+    now = time.time()
+
+    def took(a: dict[str, Any]) -> str:
+        if a["finished_at"]:
+            return fmt_duration(a["finished_at"] - a["started_at"])
+        if a["generation"] == info.generation and (a["position"], a["attempt"]) in flying:
+            return fmt_duration(max(now - a["started_at"], 0.0)) + "…"
+        return "-"
+    return took
+
+
 def print_attempts(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
     """Attempts worth a look (``attempts_worth_a_look``; nothing if there are none)."""
     shown = attempts_worth_a_look(info)
     if not shown:
         return
+    took = attempt_took(info)
     w("\nattempts:\n")
     for a in shown:
-        took = (a["finished_at"] - a["started_at"]) if a["finished_at"] else None
         w(f"{a['position']:>4}  {safe(a['name']):{width}} #{a['attempt']:<3} "
-          f"{safe(a['status']):12} {fmt_duration(took):>9}  worker {safe(a['worker_id'])}"
+          f"{safe(a['status']):12} {took(a):>9}  worker {safe(a['worker_id'])}"
           + (f"  {short(_outcome(a), 60)}" if a.get("error") is not None else "") + "\n")

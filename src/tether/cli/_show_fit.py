@@ -15,7 +15,7 @@ from typing import Any
 from tether._fit import cut_end, cut_middle, pack, wrap
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
-from tether.cli._lifecycle_show import attempts_worth_a_look, child_id
+from tether.cli._lifecycle_show import attempt_took, attempts_worth_a_look, child_id
 
 Write = Callable[[str], Any]
 
@@ -210,8 +210,9 @@ def _attempts(info: RunInfo, width: int, w: Write) -> None:
     shown = attempts_worth_a_look(info)
     if not shown:
         return
+    took_of = attempt_took(info)
     cells = [(str(a["position"]), _line(a["name"]), f"#{a['attempt']}", _line(a["status"]),
-              fmt_duration((a["finished_at"] - a["started_at"]) if a["finished_at"] else None),
+              took_of(a),
               _line(a["worker_id"] or "-"),
               _line(_error_text(a["error"])) if a.get("error") is not None else "")
              for a in shown]
