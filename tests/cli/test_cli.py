@@ -268,6 +268,28 @@ async def test_runs_filters_by_workflow_and_queue(store_url: str) -> None:
     assert "b-2" in text and "b-1" in text and "a-1" not in text
 
 
+async def test_runs_json_gives_the_apis_fields(served: tuple[App, str]) -> None:
+    """``tether runs --json`` gives each run the fields ``GET /api/v1/runs`` does, a
+    fork's origin and the metrics among them. Before, it left out ``metrics``,
+    ``forked_from`` and ``forked_at``: a fork could not be told from its listing."""
+    from tether.serve._api import run_summary
+
+    app, url = served
+    await app.start("doubler", 4, run_id="src-1")
+    assert await app.handle("src-1").result(timeout=30) == {"x": 4, "doubled": 8}
+    await app.fork("src-1", at=1, new_run_id="src-1-fork")
+    await app.handle("src-1-fork").result(timeout=30)
+    proc = await cli("runs", "--json", db=url)
+    assert proc.returncode == 0, proc.stderr
+    listed = {r["run_id"]: r for r in json.loads(proc.stdout)}
+    record = (await app.store.run_search(text="src-1-fork", limit=1))[0]
+    assert set(listed["src-1-fork"]) == set(run_summary(record))
+    assert (listed["src-1-fork"]["forked_from"], listed["src-1-fork"]["forked_at"]) == (
+        "src-1", 1)
+    assert (listed["src-1"]["forked_from"], listed["src-1"]["forked_at"]) == (None, None)
+    assert listed["src-1-fork"]["metrics"] == record.metrics
+
+
 def test_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/missing.db"
     assert_one_line_error(tether_cli("runs", db=url), "missing.db")

@@ -74,7 +74,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", metavar="NAME", help="only the runs of this queue")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
                    help="at most this many runs (default 50)")
-    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--json", action="store_true",
+                   help="JSON output: a list of runs, each with the fields GET "
+                   "/api/v1/runs gives it")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=runs)
 
@@ -179,15 +181,15 @@ async def start(args: argparse.Namespace) -> int:
 
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
-        if args.workflow is None and args.queue is None:
-            found = await app.list_runs(status=args.status, limit=args.limit)
-        else:
-            # (the search the API's list and the runs page make: a workflow's through
-            # its index, not a scan of every run)
-            found = await app.store.run_search(status=args.status, workflow=args.workflow,
-                                               queue=args.queue, limit=args.limit)
+        # (the search the API's list and the runs page make: a workflow's through its
+        # index, not a scan of every run; and each record with a fork's origin)
+        found = await app.store.run_search(status=args.status, workflow=args.workflow,
+                                           queue=args.queue, limit=args.limit)
     if args.json:
-        print(dumps([run_dict(r) for r in found]))
+        # The fields GET /api/v1/runs gives each run (before 2026-12-06 the CLI left out
+        # metrics and a fork's origin).
+        print(dumps([{**run_dict(r), "metrics": r.metrics, "forked_from": r.forked_from,
+                      "forked_at": r.forked_at} for r in found]))
         return 0
     if not found:
         print("no runs")
