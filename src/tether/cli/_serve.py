@@ -153,7 +153,9 @@ async def serve(args: argparse.Namespace) -> int:
     except BaseException:
         await app.close()
         raise
-    mode = "tokens required" if tokens.enabled else "open (loopback, no tokens)"
+    mode = "tokens required" if tokens.enabled else "open: loopback, no tokens"
+    mode += (f"; at most {connections.limit:,} connections at once" if connections
+             else "; no connection limit")
     where = _address(args.host, args.port)
     root = args.root_path.strip().rstrip("/")
     if root:  # (the proxy's address is not known here: the prefix is named)

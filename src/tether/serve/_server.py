@@ -176,9 +176,10 @@ class ConnectionLimit:
         self.refused += 1
         now = time.monotonic()
         if now >= self._log_at:
-            log.warning("refused %d connections over the limit of %d (--max-connections; "
+            count = self.refused - self._logged
+            log.warning("refused %d connection%s over the limit of %d (--max-connections; "
                         "%d open now) with 503 too_many_connections",
-                        self.refused - self._logged, self.limit, self.open)
+                        count, "" if count == 1 else "s", self.limit, self.open)
             self._logged = self.refused
             self._log_at = now + self.LOG_EVERY
 
