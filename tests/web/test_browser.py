@@ -651,3 +651,65 @@ def test_a_page_with_no_operation_known_in_flight_looks_again(browser: object,
         worker.terminate()
         worker.wait(10)
         served.stop()
+
+
+def test_a_forms_note_says_where_the_run_is_once_it_moves_on(browser: object,
+                                                             tmp_path: Path) -> None:
+    """The note a run page shows after its Cancel (or Retry) form says what was asked
+    and when ("Asked run ... to cancel at 07:12:03 UTC: ..."); once the run's status
+    moves on (the head redrawn from its events, no reload), the note adds where the run
+    is now ("It is now cancelled."). Before, "it stops at its next operation" (or
+    "queued again") stayed under a head that said cancelled (or completed)."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/notes.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        r = httpx.post(served.url + "/api/v1/runs", headers=api, json={
+            "workflow": "wait_go", "run_id": "note-1"})
+        assert r.status_code == 201, r.text
+        wait_for(served.url, "note-1", "waiting")
+        worker.terminate()  # (no worker: the cancel is asked, not yet delivered)
+        worker.wait(10)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.click("button:has-text('Log in')")
+        page.goto(served.url + "/runs/note-1")
+        page.on("dialog", lambda d: d.accept())
+        with page.expect_navigation():
+            page.locator("form.cancel button").click()
+        note = page.locator(".flash")
+        expect(note).to_have_text(re.compile(
+            r"^Asked run note-1 to cancel at \d\d:\d\d:\d\d UTC: it stops at its next "
+            r"operation\.$"))
+        page.evaluate("window.__notReloaded = true")
+        worker = start_worker(db, tmp_path)  # delivers the cancel
+        expect(page.locator(".pill.big")).to_have_text("cancelled", timeout=30_000)
+        expect(note).to_have_text(re.compile(r"operation\. It is now cancelled\.$"))
+        assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        page.screenshot(path=str(tmp_path / "note-after-cancel.png"), full_page=True)
+
+        # Retry: asked at a time, queued (no worker); then a worker takes it and it
+        # waits for "go" again.
+        worker.terminate()
+        worker.wait(10)
+        with page.expect_navigation():
+            page.locator("#retry button").click()
+        expect(note).to_contain_text(re.compile(
+            r"^Asked at \d\d:\d\d:\d\d UTC to run note-1 again: it was queued, its "
+            r"recorded steps kept\.$"))
+        expect(page.locator(".pill.big")).to_have_text("queued")
+        worker = start_worker(db, tmp_path)
+        expect(page.locator(".pill.big")).to_have_text("waiting", timeout=30_000)
+        expect(note).to_have_text(re.compile(r"kept\. It is now waiting\.$"))
+        page.screenshot(path=str(tmp_path / "note-after-retry.png"), full_page=True)
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()

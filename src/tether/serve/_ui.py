@@ -540,15 +540,27 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     return response
 
 
-def _asked_to_cancel(run_id: str) -> str:
-    return f"Asked run {run_id} to cancel: it stops at its next operation."
+def _asked_at(app: App) -> str:
+    """The time of day a form asked something, by the App's clock: a run page's note
+    says what was asked and when, which stays true once the run has moved on (its head,
+    redrawn live, says where it is now; app.js adds it to the note)."""
+    return dt.datetime.fromtimestamp(app.clock.now(), dt.UTC).strftime("%H:%M:%S UTC")
+
+
+def _cancel_asked_prefix(run_id: str) -> str:
+    return f"Asked run {run_id} to cancel at "
+
+
+def _asked_to_cancel(run_id: str, at: str) -> str:
+    return f"{_cancel_asked_prefix(run_id)}{at}: it stops at its next operation."
 
 
 def _flash_now(flash: str | None, run: Any) -> str | None:
     """The flash as true when the page renders: a run asked to cancel may have ended
     between the form's answer and this page (a worker delivered the cancel), and the
     page then says so rather than "Asked ... to cancel" under a *cancelled* status."""
-    if not isinstance(run, dict) or flash != _asked_to_cancel(run["run_id"]):
+    if not isinstance(run, dict) or flash is None or not flash.startswith(
+            _cancel_asked_prefix(run["run_id"])):
         return flash
     if run["status"] == "cancelled":
         return f"Run {run['run_id']} is cancelled."
@@ -761,7 +773,7 @@ async def cancel_action(request: Request) -> Response:
         raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
             f"Run {run_id} had ended already ({status})." if status in _FINAL else
-            _asked_to_cancel(run_id))
+            _asked_to_cancel(run_id, _asked_at(app)))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 
 
@@ -790,9 +802,13 @@ async def signal_action(request: Request) -> Response:
 async def retry_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
-    await retry(request.app.state.tether, run_id)
+    app: App = request.app.state.tether
+    await retry(app, run_id)
+    # (What was asked and when: a run retried is queued for a moment, then runs and
+    # ends, and the head redrawn live says so under the note.)
     return _back(request, values, f"/runs/{path_segment(run_id)}",
-                 f"Run {run_id} is queued again: its recorded steps are kept.")
+                 f"Asked at {_asked_at(app)} to run {run_id} again: it was queued, its "
+                 f"recorded steps kept.")
 
 
 async def fork_action(request: Request) -> Response:

@@ -89,6 +89,9 @@ function followRun(root) {
   const retry = document.getElementById("retry");
   let pending = null;
   let position = null;
+  const note = document.querySelector("main > .flash");
+  const drawn = document.getElementById("run-status");
+  const drawnStatus = drawn ? drawn.textContent.trim() : null;
   // The signal form below is filled with the signal the run awaits; once the run moves
   // on (the head redrawn), it follows: the new awaited name, or empty. A name the user
   // typed (or a field being typed in) is left alone.
@@ -143,6 +146,15 @@ function followRun(root) {
     source.addEventListener("status", ev => {
       const data = JSON.parse(ev.data);
       root.dataset.status = data.status;
+      // The note of the form just sent ("Asked run ... to cancel at 07:12:03 UTC") says
+      // what was asked; once the run's status moves on from the one the page was drawn
+      // with, it adds where the run is now, as the head does (it read "queued again"
+      // under a head saying completed).
+      if (note && data.status !== drawnStatus) {
+        let now = note.querySelector("[data-now]");
+        if (!now) { now = document.createElement("span"); now.dataset.now = ""; note.append(now); }
+        now.textContent = " It is now " + data.status + ".";
+      }
       if (["completed", "failed", "cancelled"].includes(data.status) && actions) actions.hidden = true;
       if (retry) retry.hidden = !retry.dataset.when.split(" ").includes(data.status);
     });
