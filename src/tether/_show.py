@@ -14,19 +14,61 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether._codec import SLOT_INPUT
-from tether._types import RunInfo, RunStatus
+from tether._types import EntryStatus, RunInfo, RunStatus
 from tether.encryption import _sealed_key_id
 from tether.errors import PayloadError
 
 if TYPE_CHECKING:
     from tether._app import App, RunHandle
 
-__all__ = ["STATUSES", "StartReport", "in_flight", "info_dict", "lifecycle_dict",
+__all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "StartReport", "entry_failed",
+           "entry_outcome", "in_flight", "info_dict", "journal_entries", "lifecycle_dict",
            "run_dict", "run_document", "run_info", "schedule_dict", "start_report",
-           "unreadable_payload"]
+           "timed_out", "unreadable_payload"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+
+
+#: The outcome of a signal wait whose timeout passed (``wait_for_signal(..., timeout=)``,
+#: an interruptible agent's "is an interrupt waiting?" check with ``timeout=0``): an
+#: expected answer, "nothing came", not a failed operation. Its journal entry keeps its
+#: stored status ``error`` (replay raises ``SignalTimeout`` from it); the faces show it
+#: as this instead (the page's row, ``tether show``, a document's ``outcome``).
+TIMED_OUT = "timed_out"
+
+
+#: Every journal entry ``outcome`` in a run's document (the OpenAPI enum): its stored
+#: status, or ``TIMED_OUT``.
+OUTCOMES: tuple[str, ...] = (*(s.value for s in EntryStatus), TIMED_OUT)
+
+
+def timed_out(e: dict[str, Any]) -> bool:
+    """Whether journal entry ``e`` is a signal wait that timed out. A signal entry ends
+    in ``error`` only so (the store records no other error for it), which holds for an
+    error this process cannot decrypt too; a readable error of another type is not."""
+    if e.get("kind") != "signal" or e["status"] != "error":
+        return False
+    err = e.get("error")
+    return not isinstance(err, dict) or "type" not in err or str(
+        err["type"]).endswith(".SignalTimeout")
+
+
+def entry_outcome(e: dict[str, Any]) -> str:
+    """Journal entry ``e``'s status as the faces show it: its stored status (``ok``,
+    ``error``, ``pending``), or ``TIMED_OUT`` for a signal wait that timed out."""
+    return TIMED_OUT if timed_out(e) else str(e["status"])
+
+
+def entry_failed(e: dict[str, Any]) -> bool:
+    """Whether ``e`` counts as a failed operation (a signal's timeout does not)."""
+    return entry_outcome(e) == "error"
+
+
+def journal_entries(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's journal as its documents give it (``GET /api/v1/runs/{id}`` and its
+    ``/journal``, ``tether show --json``): each entry with its ``outcome``."""
+    return [{**e, "outcome": entry_outcome(e)} for e in journal]
 
 
 def run_dict(r: Any) -> dict[str, Any]:
@@ -92,6 +134,10 @@ async def run_document(app: App, run_id: str) -> dict[str, Any]:
     """
     info = await run_info(app, run_id)
     doc = info_dict(info)
+    # Each entry's ``outcome`` (its status, or ``timed_out``) and the failed count the
+    # page's head shows: a signal's timeout is not a failure (``timed_out``).
+    doc["journal"] = journal_entries(doc["journal"])
+    doc["failed_operations"] = sum(entry_failed(e) for e in doc["journal"])
     doc["in_flight"] = in_flight(doc)
     kids = await app.store.run_search(parent=run_id, limit=1000)
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]

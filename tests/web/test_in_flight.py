@@ -204,6 +204,40 @@ async def test_tether_show_gives_an_attempt_in_flight_its_time_so_far(
             webapp.RELEASED.add(tag)
 
 
+async def test_tether_show_of_a_run_in_its_first_step_says_so_not_an_empty_table(
+        ui: httpx.AsyncClient) -> None:
+    """A run in its first step has recorded no operation: ``tether show`` (a pipe's
+    lines and a terminal's) prints a note saying so where the journal table goes, and
+    the attempts block under it still shows the step in flight. Before, it printed the
+    table's header with no rows under it (the page says "No operations yet")."""
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    tag = _tag("empty")
+    await app.start("held_first", tag, run_id="if-empty")
+    async with app.worker(queues=["default"]):
+        try:
+            await _until_in_flight(ui, "if-empty")
+            info = await app.get_run("if-empty")
+            wide, fitted = io.StringIO(), io.StringIO()
+            print_timeline(info, wide)
+            print_fitted(info, 80, fitted.write)
+            for text in (wide.getvalue(), fitted.getvalue()):
+                assert "RESULT / ERROR" not in text, text
+                assert ("\nno operations recorded yet: its first step is in flight "
+                        "(attempts, below)\n") in text, text
+                journal, attempts = text.split("\nattempts:\n")
+                assert "KIND" not in journal
+                [line] = [ln for ln in attempts.splitlines() if " running " in ln]
+                assert re.search(r" held +#?1 +running ", line), text
+            webapp.RELEASED.add(tag)
+            await app.handle("if-empty").result(timeout=30)
+        finally:
+            webapp.RELEASED.add(tag)
+
+
 async def test_a_step_retried_in_flight_is_one_row_with_its_attempt(
         ui: httpx.AsyncClient) -> None:
     """Attempt 1 failed (the step's pending entry), attempt 2 runs: one row, running,

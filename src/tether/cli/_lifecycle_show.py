@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether._show import in_flight
+from tether._show import in_flight, timed_out
 from tether._types import RunInfo
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -35,14 +35,59 @@ def child_id(e: dict[str, Any]) -> str | None:
     return None
 
 
-def journal_row(e: dict[str, Any], width: int, outcome: str) -> str:
-    """One journal entry's line, its name in a column ``width`` wide."""
+#: The STATUS cell of a signal wait that timed out (``_show.timed_out``): an expected
+#: answer, not a failed operation (it printed ``error``).
+TIMED_OUT_LABEL = "timed out"
+
+
+def status_label(e: dict[str, Any]) -> str:
+    """Journal entry ``e``'s STATUS cell: its status, or *timed out* for a signal's
+    timeout."""
+    return TIMED_OUT_LABEL if timed_out(e) else safe(e["status"])
+
+
+def status_width(info: RunInfo) -> int:
+    """The STATUS column's width for every journal table of ``info`` (8, the header's
+    room, or a *timed out* cell's)."""
+    entries = [*info.journal, *(e for g in info.history for e in g["journal"])]
+    return max([8, *(len(status_label(e)) for e in entries)])
+
+
+def timeout_text(e: dict[str, Any]) -> str:
+    """A timed-out signal wait's outcome: its message ("no signal 'x' arrived within
+    2.0 s"), not as an error's ``type: message``."""
+    err = e.get("error")
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])
+    return f"no signal {e['name']!r} arrived in time"
+
+
+def no_operations_note(info: RunInfo) -> str:
+    """What ``tether show`` prints in place of the journal table of a run that has
+    recorded no operation yet (as the run page's "No operations yet"): a header with no
+    rows under it read as a table gone missing. A step in flight (the run in its first
+    step) is listed under *attempts* below."""
+    if info.status.value == "queued":
+        return f"no operations yet: the run waits in queue {safe(info.queue)} for a worker"
+    flying = in_flight({"journal": info.journal, "attempts": info.attempts,
+                        "generation": info.generation})
+    if flying:
+        return ("no operations recorded yet: its first step is in flight "
+                "(attempts, below)")
+    return "no operations yet"
+
+
+def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) -> str:
+    """One journal entry's line, its name in a column ``width`` wide, its status in one
+    ``status`` wide (``status_width``)."""
     return (f"{e['position']:>4}  {safe(e['kind']):12} {safe(e['name']):{width}} "
-            f"{safe(e['status']):8} {e['attempts']:>3}  {fmt_duration(e['duration']):>9}  "
-            f"{outcome}\n")
+            f"{status_label(e):{status}} {e['attempts']:>3}  "
+            f"{fmt_duration(e['duration']):>9}  {outcome}\n")
 
 
 def _outcome(e: dict[str, Any]) -> str:
+    if timed_out(e):
+        return timeout_text(e)
     err = e.get("error")
     if isinstance(err, dict):
         return f"{err.get('type', 'Error')}: {err.get('message', '')}"
@@ -63,7 +108,8 @@ def print_origin(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
         w(f"\ngeneration {g['generation']} (continued as new)  input: "
           f"{short(g['input'], 80)}\n")
         for e in g["journal"]:
-            w(journal_row(e, width, child_id(e) or short(_outcome(e), 70)))
+            w(journal_row(e, width, child_id(e) or short(_outcome(e), 70),
+                          status_width(info)))
     if info.history:
         w(f"\ngeneration {info.generation} (current)\n")
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from tether._fit import WIDE_HELP, columns, fit_width
-from tether._show import STATUSES, run_dict, run_document, start_report
+from tether._show import STATUSES, run_dict, run_document, start_report, timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import (
     CliError,
@@ -29,8 +29,11 @@ from tether.cli._lifecycle_show import (
     child_id,
     journal_row,
     name_width,
+    no_operations_note,
     print_attempts,
     print_origin,
+    status_width,
+    timeout_text,
 )
 from tether.cli._show_fit import print_fitted
 from tether.errors import RunFailed
@@ -252,10 +255,18 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
     w(f"input: {short(info.input, 100)}\n")
     width = name_width(info)
     print_origin(info, w, width)
-    w(f"\n{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':8} {'ATT':>3}  "
-      f"{'DURATION':>9}  RESULT / ERROR\n")
+    status = status_width(info)
+    if not info.journal:
+        # (A run in its first step: its attempts below say what runs; a header with
+        # no rows under it read as a table gone missing.)
+        w(f"\n{no_operations_note(info)}\n")
+    else:
+        w(f"\n{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':{status}} {'ATT':>3}  "
+          f"{'DURATION':>9}  RESULT / ERROR\n")
     for e in info.journal:
-        if e["error"] is not None:
+        if timed_out(e):
+            outcome = timeout_text(e)
+        elif e["error"] is not None:
             err = e["error"]
             outcome = f"{err.get('type', 'Error')}: {err.get('message', '')}" if isinstance(
                 err, dict) else short(err, 70)
@@ -265,7 +276,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
             outcome = f"until {fmt_time(e['next_attempt_at'])}"
         else:
             outcome = short(e["result"]) if e["result"] is not None else ""
-        w(journal_row(e, width, child_id(e) or short(outcome, 70)))
+        w(journal_row(e, width, child_id(e) or short(outcome, 70), status))
     print_attempts(info, w, width)
     print_metrics(info.metrics, w)
     if info.status is RunStatus.COMPLETED:

@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._fit import cut_end, cut_middle, pack, wrap
+from tether._show import timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
-from tether.cli._lifecycle_show import attempt_took, attempts_worth_a_look, child_id
+from tether.cli._lifecycle_show import (
+    attempt_took,
+    attempts_worth_a_look,
+    child_id,
+    no_operations_note,
+    status_label,
+    timeout_text,
+)
 
 Write = Callable[[str], Any]
 
@@ -72,10 +80,12 @@ def _error_text(err: Any) -> str:
 def journal_row(e: dict[str, Any]) -> Row:
     """``e``'s cells: its outcome is its error, its wait, a child's id, the time a
     ``now`` entry recorded, or its result."""
-    row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(e["status"]),
+    row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(status_label(e)),
               str(e["attempts"]), fmt_duration(e["duration"]), "",
               name_id=e["kind"] == "child_result")
-    if e["error"] is not None:
+    if timed_out(e):  # (a signal's timeout: "nothing came", not an error)
+        row.outcome = _line(timeout_text(e))
+    elif e["error"] is not None:
         row.outcome = _line(_error_text(e["error"]))
         if e["status"] == "pending" and e.get("next_attempt_at"):
             row.outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {row.outcome}"
@@ -165,8 +175,12 @@ def print_fitted(info: RunInfo, width: int, w: Write) -> None:
     if info.history:
         w(f"\ngeneration {info.generation} (current)\n")
     w("\n")
-    for line in [*header(lay), *table(rows[len(rows) - len(info.journal):], lay, cut_ids)]:
-        w(line + "\n")
+    if not info.journal:  # (a header with no rows: "no operations yet" instead)
+        w(cut_end(no_operations_note(info), width) + "\n")
+    else:
+        for line in [*header(lay), *table(rows[len(rows) - len(info.journal):], lay,
+                                          cut_ids)]:
+            w(line + "\n")
     if cut_ids:
         w("\nchild runs (ids in full):\n")
         for child, pos in cut_ids.items():

@@ -23,7 +23,7 @@ from starlette.types import Scope
 from tether import App, RunNotFound
 from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
-from tether._show import STATUSES, run_document, run_info, start_report
+from tether._show import STATUSES, journal_entries, run_document, run_info, start_report
 from tether._types import check_name
 from tether.errors import (
     ConfigError,
@@ -353,7 +353,7 @@ async def get_journal(request: Request) -> Response:
         info = await run_info(tether_app(request), run_id)
     except RunNotFound:
         raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
-    return json_response({"run_id": run_id, "journal": info.journal})
+    return json_response({"run_id": run_id, "journal": journal_entries(info.journal)})
 
 
 async def send_signal(request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether._show import STATUSES
+from tether._show import OUTCOMES, STATUSES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
@@ -120,6 +120,15 @@ def document(root_path: str = "") -> dict[str, Any]:
                                    "args, result, error; an attempt's error",
                     "properties": {"unreadable_payload": {"type": "boolean", "enum": [True]},
                                    "key_id": {"type": "string"}}},
+                "JournalEntry": {"type": "object", "properties": {
+                    "position": {"type": "integer"}, "kind": {"type": "string"},
+                    "name": {"type": "string"},
+                    "status": {"type": "string", "enum": [
+                        o for o in OUTCOMES if o != "timed_out"],
+                        "description": "as stored (replay reads it)"},
+                    "outcome": {"type": "string", "enum": list(OUTCOMES), "description": (
+                        "the status as shown: timed_out for a signal wait whose timeout "
+                        "passed (stored as error; not a failed operation)")}}},
                 "Run": {"type": "object", "required": ["run_id", "status", "journal"],
                         "description": "A payload the server cannot decrypt is an "
                                        "UnreadablePayload, never its ciphertext",
@@ -129,7 +138,11 @@ def document(root_path: str = "") -> dict[str, Any]:
                             "status": {"type": "string", "enum": list(STATUSES)},
                             "input": {}, "result": {}, "error": {"nullable": True},
                             "status_info": {}, "parent_run_id": {"nullable": True},
-                            "journal": {"type": "array", "items": {"type": "object"}},
+                            "journal": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/JournalEntry"}},
+                            "failed_operations": {"type": "integer", "description": (
+                                "journal entries that failed (status error), a "
+                                "signal wait's timeout not counted")},
                             "in_flight": {"type": "array", "description": (
                                 "the operations in flight now (steps whose attempt "
                                 "runs), in position order; an attempt is known within "
@@ -219,8 +232,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "responses": {"200": _ok("the journal", {
                     "type": "object", "required": ["run_id", "journal"],
                     "properties": {"run_id": {"type": "string"},
-                                   "journal": {"type": "array",
-                                               "items": {"type": "object"}}}}),
+                                   "journal": {"type": "array", "items": {
+                                       "$ref": "#/components/schemas/JournalEntry"}}}}),
                     "404": _err("no such run"), **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/events": {"get": {
                 "summary": "Server-Sent Events: operations, status, live status, LLM chunks",

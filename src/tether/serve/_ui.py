@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._show import STATUSES, run_document
+from tether._show import STATUSES, TIMED_OUT, entry_outcome, run_document
 from tether._types import MAX_NAME
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
@@ -278,8 +278,10 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     # limit) said "not now": its row says postponed, not "attempt N failed".
     postponed = (status == "pending" and isinstance(error, dict)
                  and str(error.get("type", "")).endswith(".Postpone"))
+    # (A signal's timeout is ``timed_out``, drawn neutral: not a failed operation.)
     view["state"] = ("waiting" if waiting else "postponed" if postponed else "retrying"
-                     if status == "pending" and error is not None else status)
+                     if status == "pending" and error is not None else entry_outcome(e))
+    view["timed_out"] = view["state"] == TIMED_OUT
     view["reason"] = str(error.get("message", "")) if postponed and isinstance(
         error, dict) else None
     if status == "pending" and e.get("next_attempt_at"):
