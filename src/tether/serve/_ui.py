@@ -254,6 +254,37 @@ def _traceback(err: Any) -> str | None:
     return None
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def billed(err: Any) -> str | None:
+    """What a failed LLM call's paid attempts were billed, from its error's
+    ``failed_attempts`` (``{"tokens", "usd", "estimated"}``, read by the rule of
+    ``tether.ai._accounting.PaidAttempts.read``: the serve layer does not import
+    ``tether.ai``), as the row of an answered call gives its cost: "billed ~83 tokens
+    (estimated) · $0.0003". ``None`` when it carries none (nothing paid, or an error of
+    an older Tether). The run's head counted these tokens while the cut call's row
+    showed only its ``TurnInterrupted``."""
+    attrs = err.get("attrs") if isinstance(err, dict) else None
+    paid = attrs.get("failed_attempts") if isinstance(attrs, dict) else None
+    if not isinstance(paid, dict):
+        return None
+    tokens, estimated = _count(paid.get("tokens")), _count(paid.get("estimated"))
+    usd = paid.get("usd")
+    usd = float(usd) if isinstance(usd, (int, float)) and not isinstance(usd, bool) and (
+        0 < usd < math.inf) else 0.0
+    if not tokens and not usd:
+        return None
+    if estimated >= tokens:
+        count = f"~{fmt_tokens(tokens)} tokens (estimated)"
+    elif estimated:
+        count = f"{fmt_tokens(tokens)} tokens ({fmt_tokens(estimated)} estimated)"
+    else:
+        count = f"{fmt_tokens(tokens)} tokens"
+    return f"billed {count} · {fmt_usd(usd)}"
+
+
 def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     """One journal entry as the timeline draws it."""
     view = dict(e)
@@ -261,6 +292,7 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     view["error_text"] = _error_text(e.get("error"))
     view["traceback"] = _traceback(e.get("error"))
     view["llm"] = None
+    view["billed"] = billed(e.get("error")) if readable(e.get("error")) else None
     result = e.get("result")
     if name.startswith("llm:") and isinstance(result, dict) and isinstance(
             result.get("reply"), dict):
