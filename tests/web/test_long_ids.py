@@ -5,6 +5,7 @@ length, by every face of ``tether serve``: the API's 404 JSON, the web UI's 404 
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator
 
 import httpx
@@ -76,3 +77,21 @@ async def test_the_ui_404_pages_echo_a_long_id_or_address_cut(ui: httpx.AsyncCli
     assert r.status_code == 404
     _bounded(r.text)
     assert "Back to the run" not in r.text
+
+
+@pytest.mark.parametrize("key", ["workflow", "queue", "q"])
+async def test_an_over_long_filter_is_refused_with_the_apis_reason(
+        ui: httpx.AsyncClient, key: str) -> None:
+    """The runs page (and its live fragment) refuses a filter the API refuses, with the
+    API's reason, as it does an unknown status. It used to cut it to 200 characters
+    and say "No runs match these filters"."""
+    await login(ui, ADMIN)
+    api = await ui.get("/api/v1/runs", params={key: LONG},
+                       headers={"Authorization": f"Bearer {ADMIN}"})
+    assert api.status_code == 400
+    reason = api.json()["error"]["message"]
+    for path in ("/runs", "/ui/runs"):
+        r = await ui.get(path, params={key: LONG}, headers={"Accept": "text/html"})
+        assert r.status_code == 400, r.text[:300]
+        assert reason in html.unescape(r.text)
+        assert "No runs match" not in r.text

@@ -676,8 +676,11 @@ def _filters(request: Request) -> dict[str, str]:
         value = (q.get(key) or "").strip()
         if value:
             # (A parent's id is matched whole: a child's own children have ids longer
-            # than a new name's 200 characters.)
-            out[key] = value if key == "parent" else value[:200]
+            # than a new name's 200 characters.) The others are held to the API's rule
+            # (``field_name``): one it refuses is refused with its reason. Cutting it to
+            # 200 characters drew "No runs match these filters", where the API said why.
+            out[key] = value if key == "parent" else str(field_name(value, key,
+                                                                    required=True))
     if out.get("status") not in (None, *STATUSES):
         raise ApiError(400, "bad_request", f"unknown status {out['status']!r}")
     return out
