@@ -244,9 +244,9 @@ def check_name(what: str, value: object, *, new: bool = True) -> str:
         raise InvalidName(what, str(value), f"must be a string, not {type(value).__name__}")
     if not value.strip():
         raise InvalidName(what, value, "is empty")
-    if new and len(value) > MAX_NAME:
+    if new and len(value) > MAX_NAME:  # (its length: the message says it, ``shown``)
         raise InvalidName(what, value,
-                          f"is {len(value)} characters long; at most {MAX_NAME} are allowed")
+                          f"is too long; at most {MAX_NAME} are allowed")
     if not _FORBIDDEN.isdisjoint(value):
         raise InvalidName(what, value, "holds control characters")
     try:

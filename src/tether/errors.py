@@ -273,12 +273,13 @@ class SignalError(TetherError):
 class InvalidName(ConfigError):
     """A run id, workflow, queue or signal name that Tether refuses: empty, holding
     control characters (which would rewrite an operator's terminal when printed), or
-    a new one longer than ``MAX_NAME`` (200) characters. The message shows at most the
-    name's first 40 characters."""
+    a new one longer than ``MAX_NAME`` (200) characters. The message shows the name as
+    every message echoes an id (``shown``: its first ``SHOWN_MAX`` characters, then
+    ``…`` and its length); it used a form of its own ("'www…'... is 8000 characters
+    long")."""
 
     def __init__(self, what: str, value: str, reason: str) -> None:
-        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
-        super().__init__(f"{what} {shown} {reason}")
+        super().__init__(f"{what} {shown(value)} {reason}")
         self.what = what
         self.value = value
 

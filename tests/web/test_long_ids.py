@@ -13,6 +13,8 @@ import pytest
 
 from tests.web.helpers import ADMIN, ui_client
 from tests.web.test_ui_and_cli import login
+from tether import InvalidName, RunNotFound
+from tether._types import check_name
 from tether.errors import SHOWN_MAX, shown
 
 LONG = "x" * 7990 + "0123456789"
@@ -95,3 +97,30 @@ async def test_an_over_long_filter_is_refused_with_the_apis_reason(
         assert r.status_code == 400, r.text[:300]
         assert reason in html.unescape(r.text)
         assert "No runs match" not in r.text
+        _bounded(html.unescape(r.text))
+
+
+async def test_every_face_words_a_missing_run_alike(ui: httpx.AsyncClient) -> None:
+    """The API and the web UI said "no run 'nope'" where the CLI (``RunNotFound``)
+    said "no run with id 'nope'": one wording now, the API's ``code`` kept."""
+    await login(ui, ADMIN)
+    said = str(RunNotFound("nope"))
+    assert said == "no run with id 'nope'"
+    r = await ui.get("/api/v1/runs/nope", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 404
+    assert r.json()["error"] == {"code": "run_not_found", "message": said}
+    r = await ui.post("/api/v1/runs/nope/cancel", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.json()["error"] == {"code": "run_not_found", "message": said}
+    page = await ui.get("/runs/nope", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and said in html.unescape(page.text)
+
+
+def test_an_over_long_name_is_echoed_as_an_id_is() -> None:
+    """``InvalidName`` cut a long name its own way ("'www…'... is 8000 characters
+    long"); it uses ``shown``'s form, as a missing id's message does."""
+    with pytest.raises(InvalidName) as caught:
+        check_name("workflow", LONG)
+    assert str(caught.value) == f"workflow {SHOWN} is too long; at most 200 are allowed"
+    with pytest.raises(InvalidName) as caught:
+        check_name("queue", "q\x1b")
+    assert str(caught.value) == "queue 'q\\x1b' holds control characters"

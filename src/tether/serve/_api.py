@@ -33,7 +33,6 @@ from tether.errors import (
     SignalError,
     StoreUnavailable,
     WorkflowNotFound,
-    shown,
 )
 from tether.serve._auth import Principal
 from tether.serve._events import sse_response
@@ -68,6 +67,13 @@ def store_unavailable(message: str) -> JSONResponse:
     response = error_response(503, "store_unavailable", message)
     response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
     return response
+
+
+def run_not_found(run_id: str) -> ApiError:
+    """The 404 of an id no run has, worded as ``RunNotFound`` (the CLI's line, the
+    MCP face's error): the API said "no run 'x'" where the CLI said "no run with id
+    'x'"."""
+    return ApiError(404, "run_not_found", str(RunNotFound(run_id)))
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -215,7 +221,7 @@ async def _document(app: App, run_id: str) -> dict[str, Any]:
     try:
         return await run_document(app, run_id)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
 
 
 # -- runs --------------------------------------------------------------------------------
@@ -352,7 +358,7 @@ async def get_journal(request: Request) -> Response:
     try:
         info = await run_info(tether_app(request), run_id)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     return json_response({"run_id": run_id, "journal": journal_entries(info.journal)})
 
 
@@ -378,7 +384,7 @@ async def send_signal(request: Request) -> Response:
     try:
         created = await app.signal(run_id, name, body.get("data"), idempotency_key=key)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     except SignalError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
@@ -393,7 +399,7 @@ async def cancel_run(request: Request) -> Response:
     app = tether_app(request)
     run = await app.store.run_get(run_id)
     if run is None:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}")
+        raise run_not_found(run_id)
     if run.status in ("completed", "failed"):
         raise ApiError(409, "conflict", f"run {run_id!r} has already ended ({run.status})")
     status = await app.cancel(run_id)
@@ -442,7 +448,7 @@ async def answer_approval(request: Request) -> Response:
         try:
             waiting = await pending_approval(app, run_id)
         except RunNotFound:
-            raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+            raise run_not_found(run_id) from None
         if waiting is not None:
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
     return json_response(await answer(app, run_id, approved, note or None))
@@ -456,7 +462,7 @@ async def answer(app: App, run_id: str, approved: bool, note: str | None) -> dic
     try:
         pending = await send(app, run_id, approved=approved, note=note)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     except NoPendingApproval as exc:
         raise ApiError(409, "no_pending_approval", str(exc)) from None
     return {"run_id": run_id, "approved": approved, "note": note,
@@ -467,7 +473,7 @@ async def run_events(request: Request) -> Response:
     run_id = path_name(request, "run_id")
     app = tether_app(request)
     if await app.store.run_get(run_id) is None:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}")
+        raise run_not_found(run_id)
     after = request.headers.get("last-event-id") or request.query_params.get("after")
     if after:
         try:

@@ -30,6 +30,7 @@ from tether.serve._api import (
     path_name,
     payload_error,
     require_admin,
+    run_not_found,
     tether_app,
 )
 
@@ -47,7 +48,7 @@ async def retry(app: App, run_id: str) -> dict[str, Any]:
     try:
         report = await app._retry(run_id)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     except RunStateError as exc:  # (its message says what retry takes)
         raise ApiError(409, "conflict", str(exc)) from None
     return {**await run_document(app, run_id), "retried_children": report.children}
@@ -67,7 +68,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     """A new run with ``run_id``'s journal up to (not including) ``at``; its document."""
     store = app.store
     if await store.run_get(run_id) is None:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}")
+        raise run_not_found(run_id)
     if new_id is not None and await store.run_get(new_id) is not None:
         raise ApiError(409, "conflict", f"run id {new_id!r} is already used; choose another")
     last = max((e.position for e in await store.journal_read(run_id)), default=-1)
@@ -79,7 +80,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
     try:
         handle = await app.fork(run_id, **kwargs)
     except RunNotFound:  # deleted meanwhile
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     except RunStateError as exc:  # erased: its input and results are placeholders
         raise ApiError(409, "conflict", str(exc)) from None
     except InvalidName as exc:
@@ -97,7 +98,7 @@ async def erase(app: App, run_id: str) -> dict[str, Any]:
     try:
         report = await app.store.run_erase(run_id=run_id, now=app.clock.now())
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     except RunStateError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return {"run_id": run_id, "erased": report.as_dict()}

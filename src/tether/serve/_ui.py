@@ -36,6 +36,7 @@ from tether.serve._api import (
     field_name,
     parse_json,
     parse_limit,
+    run_not_found,
 )
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
 from tether.serve._control import (
@@ -726,7 +727,7 @@ async def _view_or_404(request: Request) -> dict[str, Any]:
         return await run_view(request.app.state.tether, run_id, timeline=timeline_size(
             request.query_params.get("timeline")))
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
 
 
 async def run_page(request: Request) -> Response:
@@ -807,7 +808,7 @@ async def cancel_action(request: Request) -> Response:
     try:
         status = await app.cancel(run_id)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
             f"Run {run_id} had ended already ({status})." if status in _FINAL else
             _asked_to_cancel(run_id, _asked_at(app)))
@@ -829,7 +830,7 @@ async def signal_action(request: Request) -> Response:
     try:
         await app.signal(run_id, name, data)
     except RunNotFound:
-        raise ApiError(404, "run_not_found", f"no run {shown(run_id)}") from None
+        raise run_not_found(run_id) from None
     except (SignalError, PayloadError) as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _back(request, values, f"/runs/{path_segment(run_id)}",
