@@ -255,35 +255,26 @@ def _traceback(err: Any) -> str | None:
     return None
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def billed(err: Any) -> str | None:
     """What a failed LLM call's paid attempts were billed, from its error's
-    ``failed_attempts`` (``{"tokens", "usd", "estimated"}``, read by the rule of
-    ``tether.ai._accounting.PaidAttempts.read``: the serve layer does not import
-    ``tether.ai``), as the row of an answered call gives its cost: "billed ~83 tokens
-    (estimated) · $0.0003". ``None`` when it carries none (nothing paid, or an error of
-    an older Tether). The run's head counted these tokens while the cut call's row
-    showed only its ``TurnInterrupted``."""
+    ``failed_attempts`` (``{"tokens", "usd", "estimated"}``, read as the budget reads
+    it), as the row of an answered call gives its cost: "billed ~83 tokens (estimated)
+    · $0.0003". ``None`` when it carries none (nothing paid, or an error of an older
+    Tether). The run's head counted these tokens while the cut call's row showed only
+    its ``TurnInterrupted``."""
+    from tether.ai._accounting import FAILED_ATTEMPTS, PaidAttempts
+
     attrs = err.get("attrs") if isinstance(err, dict) else None
-    paid = attrs.get("failed_attempts") if isinstance(attrs, dict) else None
-    if not isinstance(paid, dict):
+    paid = PaidAttempts.read(attrs.get(FAILED_ATTEMPTS) if isinstance(attrs, dict) else None)
+    if not paid:
         return None
-    tokens, estimated = _count(paid.get("tokens")), _count(paid.get("estimated"))
-    usd = paid.get("usd")
-    usd = float(usd) if isinstance(usd, (int, float)) and not isinstance(usd, bool) and (
-        0 < usd < math.inf) else 0.0
-    if not tokens and not usd:
-        return None
-    if estimated >= tokens:
-        count = f"~{fmt_tokens(tokens)} tokens (estimated)"
-    elif estimated:
-        count = f"{fmt_tokens(tokens)} tokens ({fmt_tokens(estimated)} estimated)"
+    if paid.estimated and paid.estimated >= paid.tokens:
+        count = f"~{fmt_tokens(paid.tokens)} tokens (estimated)"
+    elif paid.estimated:
+        count = f"{fmt_tokens(paid.tokens)} tokens ({fmt_tokens(paid.estimated)} estimated)"
     else:
-        count = f"{fmt_tokens(tokens)} tokens"
-    return f"billed {count} · {fmt_usd(usd)}"
+        count = f"{fmt_tokens(paid.tokens)} tokens"
+    return f"billed {count} · {fmt_usd(paid.usd)}"
 
 
 def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
