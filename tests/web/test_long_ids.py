@@ -124,3 +124,21 @@ def test_an_over_long_name_is_echoed_as_an_id_is() -> None:
     with pytest.raises(InvalidName) as caught:
         check_name("queue", "q\x1b")
     assert str(caught.value) == "queue 'q\\x1b' holds control characters"
+
+
+async def test_the_children_of_a_run_with_an_id_past_200_characters_can_be_listed(
+        ui: httpx.AsyncClient) -> None:
+    """``parent=`` names a stored run, whose id the engine may have made longer than a
+    new name's 200 characters (a child's is its parent's and ``.N``): the API lists its
+    children (none here) as the web UI does, where it answered 400 "too long"."""
+    child = "p" * 200 + ".3"
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    r = await ui.get("/api/v1/runs", params={"parent": child}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["runs"] == []
+    await login(ui, ADMIN)
+    page = await ui.get("/runs", params={"parent": child})
+    assert page.status_code == 200
+    # A workflow filter is a new name's: still held to 200 characters.
+    r = await ui.get("/api/v1/runs", params={"workflow": "w" * 201}, headers=auth)
+    assert r.status_code == 400 and "too long" in r.json()["error"]["message"]

@@ -163,13 +163,16 @@ def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
         raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; {takes}")
 
 
-def field_name(value: Any, field: str, *, required: bool) -> str | None:
+def field_name(value: Any, field: str, *, required: bool, new: bool = True) -> str | None:
+    """``value`` if it is a usable ``field``, else a 400 saying why. ``new=False`` for an
+    id that may already be stored (``check_name``): not held to ``MAX_NAME``."""
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ApiError(400, "bad_request", f"{field} must be a non-empty string")
     try:
-        return check_name(field, value)  # the engine's rule: at most MAX_NAME characters
+        # (the engine's rule: a new name at most MAX_NAME characters)
+        return check_name(field, value, new=new)
     except InvalidName as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
 
@@ -287,7 +290,10 @@ def _query_name(request: Request, key: str) -> str | None:
     value = request.query_params.get(key)
     if value is None or value == "":
         return None
-    return field_name(value, key, required=True)
+    # A parent is a stored run's id, which may be longer than a new name (a child's is
+    # its parent's and ``.N``): held to MAX_NAME, the children of a child of a run with
+    # a 200-character id could not be listed (400), where the web UI listed them.
+    return field_name(value, key, required=True, new=key != "parent")
 
 
 def encode_cursor(created_at: float, run_id: str) -> str:
