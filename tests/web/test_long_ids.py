@@ -81,12 +81,13 @@ async def test_the_ui_404_pages_echo_a_long_id_or_address_cut(ui: httpx.AsyncCli
     assert "Back to the run" not in r.text
 
 
-@pytest.mark.parametrize("key", ["workflow", "queue", "q"])
+@pytest.mark.parametrize("key", ["workflow", "queue", "q", "status"])
 async def test_an_over_long_filter_is_refused_with_the_apis_reason(
         ui: httpx.AsyncClient, key: str) -> None:
     """The runs page (and its live fragment) refuses a filter the API refuses, with the
     API's reason, as it does an unknown status. It used to cut it to 200 characters
-    and say "No runs match these filters"."""
+    and say "No runs match these filters". (A status that is none: the page said
+    "unknown status 'x…'", whole, where the API named the statuses.)"""
     await login(ui, ADMIN)
     api = await ui.get("/api/v1/runs", params={key: LONG},
                        headers={"Authorization": f"Bearer {ADMIN}"})

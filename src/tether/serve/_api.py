@@ -33,6 +33,7 @@ from tether.errors import (
     SignalError,
     StoreUnavailable,
     WorkflowNotFound,
+    shown,
 )
 from tether.serve._auth import Principal
 from tether.serve._events import sse_response
@@ -335,13 +336,19 @@ def run_summary(r: Any) -> dict[str, Any]:
     }
 
 
+def run_status(status: str | None) -> str | None:
+    """A runs list's ``status`` filter, or a 400 naming the statuses (the API and the
+    runs page say it alike; the page said "unknown status 'x'")."""
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "bad_request",
+                       f"status must be one of {', '.join(STATUSES)}, got {shown(status)}")
+    return status
+
+
 async def list_runs(request: Request) -> Response:
     q = request.query_params
     known_keys(dict(q), {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
-    status = q.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, "bad_request",
-                       f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    status = run_status(q.get("status") or None)
     limit = parse_limit(q.get("limit"))
     cursor = q.get("cursor")
     before = decode_cursor(cursor) if cursor else None

@@ -37,6 +37,7 @@ from tether.serve._api import (
     parse_json,
     parse_limit,
     run_not_found,
+    run_status,
 )
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
 from tether.serve._control import (
@@ -671,10 +672,10 @@ def _filters(request: Request) -> dict[str, str]:
             # than a new name's 200 characters.) The others are held to the API's rule
             # (``field_name``): one it refuses is refused with its reason. Cutting it to
             # 200 characters drew "No runs match these filters", where the API said why.
-            out[key] = value if key == "parent" else str(field_name(value, key,
-                                                                    required=True))
-    if out.get("status") not in (None, *STATUSES):
-        raise ApiError(400, "bad_request", f"unknown status {out['status']!r}")
+            # (A status is one of the statuses: ``run_status`` says which.)
+            out[key] = value if key in ("parent", "status") else str(
+                field_name(value, key, required=True))
+    run_status(out.get("status"))
     return out
 
 
