@@ -3,6 +3,9 @@ queries that include them (``{_name}``) and are not queries themselves."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tether.store._sql import load_queries
@@ -41,3 +44,40 @@ def test_every_journal_upsert_replaces_only_a_pending_entry() -> None:
     for name in upserts:
         assert ("started_at = coalesce(j.started_at, excluded.started_at)\n"
                 "    WHERE j.status = 'pending'") in queries[name], name
+
+
+SEARCHES = [(store, name) for store in ("postgres", "sqlite")
+            for name in ("run_search_all", "run_search_workflow", "run_search_queue")]
+EXPANDED = json.loads((Path(__file__).parent / "data" / "run_search_expanded.json")
+                      .read_text())
+
+
+@pytest.mark.parametrize(("store", "name"), SEARCHES)
+def test_each_status_branch_expands_to_the_sql_written_out_before(store: str,
+                                                                    name: str) -> None:
+    """The per-status listings write their branch once (``{_branch|queued,...}``); the
+    loader's expansion is, but for whitespace, the SQL they spelled out branch by branch
+    before (``data/run_search_expanded.json``, captured from those files), so that no
+    branch's status, cursor or index predicate changed with the rewrite."""
+    sql = load_queries(f"tether.store.{store}", "serve.sql")[name]
+    assert " ".join(sql.split()) == EXPANDED[f"{store} {name}"]
+    assert "{status}" not in sql
+
+
+def test_an_each_expansion_of_an_unknown_fragment_is_refused(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    (tmp_path / "each_pkg").mkdir()
+    (tmp_path / "each_pkg" / "__init__.py").write_text("")
+    (tmp_path / "each_pkg" / "queries.sql").write_text(
+        "-- _branch --\n-- one status\nSELECT '{status}'\n\n"
+        "-- both --\n-- the branch twice\n{_branch|queued,running};\n\n"
+        "-- typo --\n-- an unknown fragment\n{_brnach|queued,running};\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="typo: no fragment _brnach"):
+        load_queries("each_pkg")
+    (tmp_path / "each_pkg" / "queries.sql").write_text(
+        "-- _branch --\n-- one status\nSELECT '{status}'\n\n"
+        "-- both --\n-- the branch twice\n{_branch|queued,running};\n")
+    assert load_queries("each_pkg") == {
+        "both": "SELECT 'queued'\nUNION ALL\nSELECT 'running'"}

@@ -4,6 +4,11 @@ and parameter builders both backends share.
 A query starts with ``-- name --`` on its own line, then one line of description. A name
 that starts with ``_`` is a fragment, not a query: the queries of the same file that
 share it (and fragments defined after it) write ``{_name}`` where it goes.
+``{_name|a,b,c}`` writes the fragment once per value of the list, each copy with the
+value where the fragment says ``{status}``, the copies joined by ``UNION ALL``: the
+per-status branches of the run listings (``serve.sql``), which SQLite, without LATERAL,
+needs spelled out, are each written once (``{_all_branch|queued,running}`` is the
+``_all_branch`` of 'queued', ``UNION ALL``, that of 'running').
 Parameters are named (``%(run_id)s`` on PostgreSQL, ``:run_id`` on SQLite) and bound
 from one dict, built by the functions below where a record supplies them.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -20,9 +26,17 @@ from tether.errors import StoreError
 from tether.store._values import decode_metrics
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+_EACH = re.compile(r"\{(_[a-z_]+)\|([a-z_]+(?:,[a-z_]+)*)\}")  # {_name|a,b,c}
 
 
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
+    """The queries of ``filename`` in ``package`` by name, their fragments written in.
+
+    ``{_name}`` is the fragment ``_name`` as it is; ``{_name|a,b,c}`` is the fragment once
+    per value (``a``, ``b``, ``c``), each copy with the value where the fragment says
+    ``{status}``, the copies joined by ``UNION ALL``. A fragment must come before the
+    queries that use it; an ``{_name|...}`` of a fragment not yet defined is a
+    ``ValueError`` here, not SQL the database would refuse."""
     text = resources.files(package).joinpath(filename).read_text()
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
@@ -32,6 +46,7 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
     fragments: dict[str, str] = {}  # (a fragment may include those defined before it)
     out: dict[str, str] = {}
     for name, sql in queries.items():
+        sql = _EACH.sub(partial(_each, fragments=fragments, name=name), sql)
         for ref, fragment in fragments.items():
             sql = sql.replace(ref, fragment)
         if name[0] == "_":
@@ -39,6 +54,15 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
         else:
             out[name] = sql
     return out
+
+
+def _each(m: re.Match[str], fragments: dict[str, str], name: str) -> str:
+    """``{_name|a,b,c}``: the fragment once per value, as its ``{status}``."""
+    fragment = fragments.get("{" + m.group(1) + "}")
+    if fragment is None:  # (a typo would otherwise reach the database as SQL)
+        raise ValueError(f"{name}: no fragment {m.group(1)} defined before it")
+    return "\nUNION ALL\n".join(fragment.replace("{status}", value)
+                                 for value in m.group(2).split(","))
 
 
 def load_migrations(package: str) -> list[tuple[int, str, str]]:

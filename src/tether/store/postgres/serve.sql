@@ -1,4 +1,10 @@
 -- Queries of the control plane (`tether serve`): listing, live events, metrics.
+--
+-- `{_name|a,b,c}` in a query writes the fragment `_name` (a `-- _name --` section, defined
+-- above its first use) once per value of the list, each copy with the value where the
+-- fragment says `{status}`, the copies joined by UNION ALL: `{_all_branch|queued,running}`
+-- is `_all_branch` with 'queued', UNION ALL, `_all_branch` with 'running'. A plain
+-- `{_name}` writes the fragment once, as it is.
 
 -- run_search --
 -- Runs matching optional filters, newest first, after a (created_at, run_id) cursor.
@@ -23,6 +29,19 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
+-- _page_before_cursor --
+-- The end of each per-status branch below: its runs before the (created_at, run_id)
+-- cursor, newest first, at most a page.
+         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s
+
+-- _all_branch --
+-- run_search_all's branch of one status.
+(SELECT * FROM {schema}.runs WHERE status = '{status}'
+{_page_before_cursor})
+
 -- run_search_all --
 -- run_search without filters (the runs page, /healthz, a cursor's next page): the newest
 -- runs of each status through runs_status (status, created_at), or for 'running' through
@@ -34,49 +53,18 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      (SELECT * FROM {schema}.runs WHERE status = 'queued'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'running'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'waiting'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'completed'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'failed'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'cancelled'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'blocked'
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)) AS r
+      {_all_branch|queued,running,waiting,completed,failed,cancelled,blocked}) AS r
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
+
+-- _workflow_branch --
+-- run_search_workflow's branch of one status.
+(SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = '{status}'
+         AND (%(status)s::text IS NULL OR %(status)s = '{status}')
+         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
+         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
+{_page_before_cursor})
 
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
@@ -92,77 +80,15 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'queued'
-         AND (%(status)s::text IS NULL OR %(status)s = 'queued')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'running'
-         AND (%(status)s::text IS NULL OR %(status)s = 'running')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'waiting'
-         AND (%(status)s::text IS NULL OR %(status)s = 'waiting')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'completed'
-         AND (%(status)s::text IS NULL OR %(status)s = 'completed')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'failed'
-         AND (%(status)s::text IS NULL OR %(status)s = 'failed')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'cancelled'
-         AND (%(status)s::text IS NULL OR %(status)s = 'cancelled')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE workflow = %(workflow)s AND status = 'blocked'
-         AND (%(status)s::text IS NULL OR %(status)s = 'blocked')
-         AND (%(queue)s::text IS NULL OR queue = %(queue)s)
-         AND (%(parent)s::text IS NULL OR parent_run_id = %(parent)s)
-         AND (%(text)s::text IS NULL OR strpos(run_id, %(text)s) > 0)
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)) AS r
+      {_workflow_branch|queued,running,waiting,completed,failed,cancelled,blocked}) AS r
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
+
+-- _queue_branch --
+-- run_search_queue's branch of one status.
+(SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = '{status}'
+         AND (%(status)s::text IS NULL OR %(status)s = '{status}')
+{_page_before_cursor})
 
 -- run_search_queue --
 -- run_search with a queue alone (or a queue and a status): the newest runs of each status
@@ -179,54 +105,7 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'queued'
-         AND (%(status)s::text IS NULL OR %(status)s = 'queued')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'running'
-         AND (%(status)s::text IS NULL OR %(status)s = 'running')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'waiting'
-         AND (%(status)s::text IS NULL OR %(status)s = 'waiting')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'completed'
-         AND (%(status)s::text IS NULL OR %(status)s = 'completed')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'failed'
-         AND (%(status)s::text IS NULL OR %(status)s = 'failed')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'cancelled'
-         AND (%(status)s::text IS NULL OR %(status)s = 'cancelled')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE queue = %(queue)s AND status = 'blocked'
-         AND (%(status)s::text IS NULL OR %(status)s = 'blocked')
-         AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-         AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-              OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-       ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s)) AS r
+      {_queue_branch|queued,running,waiting,completed,failed,cancelled,blocked}) AS r
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 

@@ -1,4 +1,10 @@
 -- Queries of the control plane (`tether serve`): listing, live events, metrics.
+--
+-- `{_name|a,b,c}` in a query writes the fragment `_name` (a `-- _name --` section, defined
+-- above its first use) once per value of the list, each copy with the value where the
+-- fragment says `{status}`, the copies joined by UNION ALL: `{_all_branch|queued,running}`
+-- is `_all_branch` with 'queued', UNION ALL, `_all_branch` with 'running'. A plain
+-- `{_name}` writes the fragment once, as it is.
 
 -- run_search --
 -- Runs matching optional filters, newest first, after a (created_at, run_id) cursor.
@@ -19,6 +25,20 @@ WHERE (:status IS NULL OR status = :status)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- _page_before_cursor --
+-- The end of each per-status branch below: its runs before the (created_at, run_id)
+-- cursor, newest first, at most a page.
+         AND created_at <= coalesce(:before_at, 9e999)
+         AND (:before_at IS NULL OR created_at < :before_at
+              OR (created_at = :before_at AND run_id < :before_id))
+       ORDER BY created_at DESC, run_id DESC LIMIT :limit
+
+-- _all_branch --
+-- run_search_all's branch of one status.
+SELECT * FROM (SELECT * FROM tether_runs WHERE status = '{status}'
+         AND (:status IS NULL OR :status = '{status}')
+{_page_before_cursor})
+
 -- run_search_all --
 -- run_search without filters, or with a status only (the runs page, /healthz, a cursor's
 -- next page; a branch of another status ends at once on its constant test): the newest
@@ -31,56 +51,15 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'queued'
-         AND (:status IS NULL OR :status = 'queued')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'running'
-         AND (:status IS NULL OR :status = 'running')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'waiting'
-         AND (:status IS NULL OR :status = 'waiting')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'completed'
-         AND (:status IS NULL OR :status = 'completed')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'failed'
-         AND (:status IS NULL OR :status = 'failed')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'cancelled'
-         AND (:status IS NULL OR :status = 'cancelled')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'blocked'
-         AND (:status IS NULL OR :status = 'blocked')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit))
+      {_all_branch|queued,running,waiting,completed,failed,cancelled,blocked})
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
+
+-- _queue_branch --
+-- run_search_queue's branch of one status.
+SELECT * FROM (SELECT * FROM tether_runs WHERE status = '{status}' AND +queue = :queue
+         AND (:status IS NULL OR :status = '{status}')
+{_page_before_cursor})
 
 -- run_search_queue --
 -- run_search with a queue alone (or a queue and a status): run_search_all within the
@@ -95,56 +74,30 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'queued' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'queued')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'running' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'running')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'waiting' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'waiting')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'completed' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'completed')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'failed' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'failed')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'cancelled' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'cancelled')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'blocked' AND +queue = :queue
-         AND (:status IS NULL OR :status = 'blocked')
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit))
+      {_queue_branch|queued,running,waiting,completed,failed,cancelled,blocked})
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
+
+-- _workflow_filters --
+-- The rest of a run_search_workflow branch (of status {status}): the other filters.
+         AND (:status IS NULL OR :status = '{status}')
+         AND (:queue IS NULL OR queue = :queue)
+         AND (:parent IS NULL OR parent_run_id = :parent)
+         AND (:text IS NULL OR instr(run_id, :text) > 0)
+{_page_before_cursor}
+
+-- _workflow_branch --
+-- run_search_workflow's branch of a status tether_runs_workflow leaves out.
+SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = '{status}'
+{_workflow_filters})
+
+-- _workflow_indexed_branch --
+-- run_search_workflow's branch of a status tether_runs_workflow holds: with the index's
+-- predicate, without which SQLite does not use it.
+SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
+         AND status = '{status}' AND status NOT IN ('queued', 'running', 'waiting')
+{_workflow_filters})
 
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
@@ -161,82 +114,9 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'queued'
-         AND (:status IS NULL OR :status = 'queued')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
+      {_workflow_branch|queued,running,waiting}
       UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'running'
-         AND (:status IS NULL OR :status = 'running')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'waiting'
-         AND (:status IS NULL OR :status = 'waiting')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'completed' AND status NOT IN ('queued', 'running', 'waiting')
-         AND (:status IS NULL OR :status = 'completed')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'failed' AND status NOT IN ('queued', 'running', 'waiting')
-         AND (:status IS NULL OR :status = 'failed')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'cancelled' AND status NOT IN ('queued', 'running', 'waiting')
-         AND (:status IS NULL OR :status = 'cancelled')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
-         AND status = 'blocked' AND status NOT IN ('queued', 'running', 'waiting')
-         AND (:status IS NULL OR :status = 'blocked')
-         AND (:queue IS NULL OR queue = :queue)
-         AND (:parent IS NULL OR parent_run_id = :parent)
-         AND (:text IS NULL OR instr(run_id, :text) > 0)
-         AND created_at <= coalesce(:before_at, 9e999)
-         AND (:before_at IS NULL OR created_at < :before_at
-              OR (created_at = :before_at AND run_id < :before_id))
-       ORDER BY created_at DESC, run_id DESC LIMIT :limit))
+      {_workflow_indexed_branch|completed,failed,cancelled,blocked})
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
