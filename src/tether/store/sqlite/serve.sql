@@ -102,11 +102,11 @@ SELECT * FROM (SELECT * FROM tether_runs WHERE workflow = :workflow
 -- run_search_workflow --
 -- run_search with a workflow (and perhaps other filters): the newest runs of the workflow
 -- in each status through tether_runs_workflow (workflow, status, created_at) (migration
--- 0016; its predicate, written out in each branch, is what lets SQLite use it), or for
--- 'queued', 'running' and 'waiting', which it leaves out, through tether_runs_status
--- (the backlog, the runs workers hold and the parked runs: read until the workflow's
--- newest are found), merged; a
--- status filter leaves one branch (the others end at their constant test).
+-- 0016; its predicate, written out in each branch it serves, _workflow_indexed_branch,
+-- is what lets SQLite use it), or for 'queued', 'running' and 'waiting', which it
+-- leaves out, through tether_runs_status (the backlog, the runs workers hold and the
+-- parked runs: read until the workflow's newest are found), merged; a status filter
+-- leaves one branch (the others end at their constant test).
 -- run_search's plan scanned every run for a workflow and sorted its runs (1.1 M runs:
 -- 0.3-5 s a page).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
