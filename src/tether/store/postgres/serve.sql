@@ -71,8 +71,8 @@ LIMIT %(limit)s;
 -- in each status through runs_workflow (workflow, status, created_at) (migration 0015),
 -- or for 'queued', 'running' and 'waiting', which it leaves out, through runs_status and
 -- runs_held (the backlog, the runs workers hold and the parked runs: read until the
--- workflow's newest are found),
--- merged; a status filter leaves one branch (the others end at their one-time test).
+-- workflow's newest are found), merged; a status filter leaves one branch (the others
+-- end at their one-time test).
 -- run_search's plan scanned every run for a workflow (1.1 M runs: 0.25-0.85 s), or,
 -- with a status, every run of that status newer than a cursor.
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
