@@ -27,6 +27,7 @@ from starlette.routing import Route
 from tether import App, RunNotFound
 from tether._show import STATUSES, TIMED_OUT, entry_outcome, run_document
 from tether._types import MAX_NAME
+from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
     ApiError,
@@ -131,19 +132,6 @@ def fmt_duration(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def fmt_tokens(n: float | None) -> str:
-    return f"{int(n or 0):,}"
-
-
-def fmt_usd(x: float | None) -> str:
-    x = float(x or 0.0)
-    if x == 0:
-        return "$0"
-    if x < 0.01:
-        return f"${x:.4f}"
-    return f"${x:,.2f}"
 
 
 #: Levels of a payload the pages indent; deeper ones are drawn on one line each.
@@ -256,46 +244,14 @@ def _traceback(err: Any) -> str | None:
     return None
 
 
-def billed(err: Any) -> str | None:
-    """What a failed LLM call's paid attempts were billed, from its error's
-    ``failed_attempts`` (``{"tokens", "usd", "estimated"}``, read as the budget reads
-    it), as the row of an answered call gives its cost: "billed ~83 tokens (estimated)
-    · $0.0003". ``None`` when it carries none (nothing paid, or an error of an older
-    Tether). The run's head counted these tokens while the cut call's row showed only
-    its ``TurnInterrupted``."""
-    from tether.ai._accounting import FAILED_ATTEMPTS, PaidAttempts
-
-    attrs = err.get("attrs") if isinstance(err, dict) else None
-    paid = PaidAttempts.read(attrs.get(FAILED_ATTEMPTS) if isinstance(attrs, dict) else None)
-    if not paid:
-        return None
-    if paid.estimated and paid.estimated >= paid.tokens:
-        count = f"~{fmt_tokens(paid.tokens)} tokens (estimated)"
-    elif paid.estimated:
-        count = f"{fmt_tokens(paid.tokens)} tokens ({fmt_tokens(paid.estimated)} estimated)"
-    else:
-        count = f"{fmt_tokens(paid.tokens)} tokens"
-    return f"billed {count} · {fmt_usd(paid.usd)}"
-
-
 def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     """One journal entry as the timeline draws it."""
     view = dict(e)
-    kind, status, name = e["kind"], e["status"], e["name"]
+    kind, status = e["kind"], e["status"]
     view["error_text"] = _error_text(e.get("error"))
     view["traceback"] = _traceback(e.get("error"))
-    view["llm"] = None
     view["billed"] = billed(e.get("error")) if readable(e.get("error")) else None
-    result = e.get("result")
-    if name.startswith("llm:") and isinstance(result, dict) and isinstance(
-            result.get("reply"), dict):
-        reply = result["reply"]
-        usage = reply.get("usage") or {}
-        view["llm"] = {
-            "model": reply.get("model") or name[4:], "text": reply.get("text"),
-            "input_tokens": usage.get("input_tokens", 0),
-            "output_tokens": usage.get("output_tokens", 0),
-            "cost": result.get("cost_usd", 0.0), "tool_calls": reply.get("tool_calls") or []}
+    view["llm"] = llm_call(e)
     waiting = status == "pending" and kind in ("sleep", "signal", "child_result")
     view["is_wait"] = waiting or kind in ("sleep", "signal")
     error = e.get("error")

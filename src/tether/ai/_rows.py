@@ -1,0 +1,82 @@
+"""An LLM call's journal entry as the faces show it: the run page's row
+(``tether.serve._ui``) and ``tether show``'s (``tether.cli``) read its model, tokens,
+cost and tool calls, and what a failed call's paid attempts were billed, here: one
+reading for both, so the two say the same figures in the same words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: A journal entry's name prefix for an LLM call (``llm:MODEL``).
+LLM_PREFIX = "llm:"
+
+
+def fmt_tokens(n: float | None) -> str:
+    return f"{int(n or 0):,}"
+
+
+def fmt_usd(x: float | None) -> str:
+    x = float(x or 0.0)
+    if x == 0:
+        return "$0"
+    if x < 0.01:
+        return f"${x:.4f}"
+    return f"${x:,.2f}"
+
+
+def llm_call(e: dict[str, Any]) -> dict[str, Any] | None:
+    """An answered LLM call's figures (``model``, ``text``, ``input_tokens``,
+    ``output_tokens``, ``cost``, ``tool_calls`` and ``tools``, their names as the row lists
+    them) from its entry's result; ``None`` for
+    any other entry (or a result this process cannot read)."""
+    result = e.get("result")
+    if not (str(e.get("name", "")).startswith(LLM_PREFIX) and isinstance(result, dict)
+            and isinstance(result.get("reply"), dict)):
+        return None
+    reply = result["reply"]
+    usage = reply.get("usage") or {}
+    return {"model": reply.get("model") or e["name"][len(LLM_PREFIX):],
+            "text": reply.get("text"),
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage.get("output_tokens", 0),
+            "cost": result.get("cost_usd", 0.0), "tool_calls": reply.get("tool_calls") or [],
+            "tools": ", ".join(str(c.get("name", "?")) if isinstance(c, dict) else "?"
+                               for c in reply.get("tool_calls") or [])}
+
+
+def billed(err: Any) -> str | None:
+    """What a failed LLM call's paid attempts were billed, from its error's
+    ``failed_attempts`` (``{"tokens", "usd", "estimated"}``, read as the budget reads
+    it), as the row of an answered call gives its cost: "billed ~83 tokens (estimated)
+    · $0.0003". ``None`` when it carries none (nothing paid, or an error of an older
+    Tether). The run's head counted these tokens while the cut call's row showed only
+    its ``TurnInterrupted``."""
+    from tether.ai._accounting import FAILED_ATTEMPTS, PaidAttempts
+
+    attrs = err.get("attrs") if isinstance(err, dict) else None
+    paid = PaidAttempts.read(attrs.get(FAILED_ATTEMPTS) if isinstance(attrs, dict) else None)
+    if not paid:
+        return None
+    if paid.estimated and paid.estimated >= paid.tokens:
+        count = f"~{fmt_tokens(paid.tokens)} tokens (estimated)"
+    elif paid.estimated:
+        count = f"{fmt_tokens(paid.tokens)} tokens ({fmt_tokens(paid.estimated)} estimated)"
+    else:
+        count = f"{fmt_tokens(paid.tokens)} tokens"
+    return f"billed {count} · {fmt_usd(paid.usd)}"
+
+
+def call_summary(e: dict[str, Any]) -> str | None:
+    """An LLM call's row as one line of text, what the run page's row draws: "MODEL · N in
+    / M out · $COST" (then "→ TOOL, …" when it asked for tools) for an answered call;
+    "MODEL · billed …" for a failed one whose attempts were paid; else ``None``."""
+    call = llm_call(e)
+    if call is not None:
+        line = (f"{call['model']} · {fmt_tokens(call['input_tokens'])} in / "
+                f"{fmt_tokens(call['output_tokens'])} out · {fmt_usd(call['cost'])}")
+        return line + (f" → {call['tools']}" if call["tools"] else "")
+    paid = billed(e.get("error"))
+    if paid is None:
+        return None
+    name = str(e.get("name", ""))
+    return (f"{name[len(LLM_PREFIX):]} · " if name.startswith(LLM_PREFIX) else "") + paid
