@@ -345,11 +345,13 @@ def test_queues_and_versions_wrap_their_lists_on_a_narrow_terminal(
 
 def test_show_prints_the_time_a_now_entry_recorded(desk: str) -> None:
     """``tether.now()``'s entry (an approval records when it started waiting) shows its
-    time, not epoch seconds."""
+    time, not epoch seconds: on a terminal and in a pipe's full lines alike (the pipe
+    printed ``1796542647.156``)."""
     shown = on_terminal("show", WAITER, db=desk, columns=120)
     row = next(line for line in shown.splitlines() if re.match(r" +\d+  now ", line))
     assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z$", row), shown
-    assert re.search(r"\n +\d+  now +now +ok +0 +\S+ \S+  \d{10}\.\d+\n",
+    assert re.search(r"\n +\d+  now +now +ok +0 +\S+ \S+  "
+                     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z\n",
                      tether_cli("show", WAITER, db=desk).stdout)
 
 

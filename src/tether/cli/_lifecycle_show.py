@@ -77,6 +77,52 @@ def no_operations_note(info: RunInfo) -> str:
     return "no operations yet"
 
 
+#: Where ``tether show``'s full lines (``--wide``, a pipe) cut a result (an error: at 70).
+RESULT_WIDTH = 60
+
+
+def llm_cell(e: dict[str, Any], outcome: str, width: int) -> str:
+    """``outcome`` (an entry's error, or its result), cut to ``width``, with what the run
+    page's row says of an LLM call before it (``tether.ai._rows.call_summary``): "MODEL
+    · N in / M out · $COST" (and "→ TOOL, …") then as much of its answer's text as
+    ``width`` holds, in place of the reply's JSON; "MODEL · billed …" before a failed
+    call's error. The figures stay whole. (``tether show`` printed an answered call's
+    reply as cut JSON, and a cut call's error without what it was billed.)"""
+    summary = llm_summary(e)
+    if summary is None:
+        return short(outcome, width)
+    from tether.ai._rows import llm_call
+
+    call = llm_call(e)
+    if call is not None:
+        outcome = call["text"] if isinstance(call["text"], str) else ""
+    outcome = " ".join(outcome.split())
+    return summary + (f" · {short(outcome, width)}" if outcome else "")
+
+
+def llm_summary(e: dict[str, Any]) -> str | None:
+    """The figures ``llm_cell`` puts first in an LLM call's cell (safe for the
+    terminal); ``None`` for any other entry."""
+    if not str(e["name"]).startswith("llm:"):  # (tether.ai imported for LLM calls only)
+        return None
+    from tether.ai._rows import call_summary
+
+    summary = call_summary(e)
+    return None if summary is None else safe(summary)
+
+
+def result_cell(e: dict[str, Any], width: int) -> str:
+    """A recorded result as its row gives it: the time a ``now`` entry recorded (not
+    epoch seconds), an LLM call's figures and answer (``llm_cell``), else its JSON cut
+    to ``width``."""
+    result = e["result"]
+    if result is None:
+        return ""
+    if e["kind"] == "now" and isinstance(result, int | float) and not isinstance(result, bool):
+        return fmt_time(result)
+    return llm_cell(e, result if isinstance(result, str) else short(result, 10_000), width)
+
+
 def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) -> str:
     """One journal entry's line, its name in a column ``width`` wide, its status in one
     ``status`` wide (``status_width``)."""
@@ -85,15 +131,20 @@ def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) ->
             f"{fmt_duration(e['duration']):>9}  {outcome}\n")
 
 
-def _outcome(e: dict[str, Any]) -> str:
+def _error_text(e: dict[str, Any]) -> str:
     if timed_out(e):
         return timeout_text(e)
     err = e.get("error")
     if isinstance(err, dict):
         return f"{err.get('type', 'Error')}: {err.get('message', '')}"
-    if err is not None:
-        return str(err)
-    return short(e["result"]) if e.get("result") is not None else ""
+    return "" if err is None else str(err)
+
+
+def _outcome(e: dict[str, Any], width: int) -> str:
+    if e.get("error") is None:
+        return result_cell(e, RESULT_WIDTH)
+    return llm_cell(e, _error_text(e), width) if isinstance(e["error"], dict) and not timed_out(
+        e) else short(_error_text(e), width)
 
 
 def print_origin(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
@@ -108,7 +159,7 @@ def print_origin(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
         w(f"\ngeneration {g['generation']} (continued as new)  input: "
           f"{short(g['input'], 80)}\n")
         for e in g["journal"]:
-            w(journal_row(e, width, child_id(e) or short(_outcome(e), 70),
+            w(journal_row(e, width, child_id(e) or _outcome(e, 70),
                           status_width(info)))
     if info.history:
         w(f"\ngeneration {info.generation} (current)\n")
@@ -153,4 +204,4 @@ def print_attempts(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
     for a in shown:
         w(f"{a['position']:>4}  {safe(a['name']):{width}} #{a['attempt']:<3} "
           f"{safe(a['status']):12} {took(a):>9}  worker {safe(a['worker_id'])}"
-          + (f"  {short(_outcome(a), 60)}" if a.get("error") is not None else "") + "\n")
+          + (f"  {short(_error_text(a), 60)}" if a.get("error") is not None else "") + "\n")

@@ -26,12 +26,15 @@ from tether.cli._common import (
     store_url,
 )
 from tether.cli._lifecycle_show import (
+    RESULT_WIDTH,
     child_id,
     journal_row,
+    llm_cell,
     name_width,
     no_operations_note,
     print_attempts,
     print_origin,
+    result_cell,
     status_width,
     timeout_text,
 )
@@ -265,18 +268,19 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
           f"{'DURATION':>9}  RESULT / ERROR\n")
     for e in info.journal:
         if timed_out(e):
-            outcome = timeout_text(e)
+            outcome = short(timeout_text(e), 70)
         elif e["error"] is not None:
             err = e["error"]
             outcome = f"{err.get('type', 'Error')}: {err.get('message', '')}" if isinstance(
                 err, dict) else short(err, 70)
             if e["status"] == "pending" and e["next_attempt_at"]:
                 outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {outcome}"
+            outcome = llm_cell(e, outcome, 70)
         elif e["status"] == "pending" and e["next_attempt_at"]:
             outcome = f"until {fmt_time(e['next_attempt_at'])}"
         else:
-            outcome = short(e["result"]) if e["result"] is not None else ""
-        w(journal_row(e, width, child_id(e) or short(outcome, 70), status))
+            outcome = result_cell(e, RESULT_WIDTH)
+        w(journal_row(e, width, child_id(e) or outcome, status))
     print_attempts(info, w, width)
     print_metrics(info.metrics, w)
     if info.status is RunStatus.COMPLETED:

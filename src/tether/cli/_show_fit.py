@@ -20,7 +20,10 @@ from tether.cli._lifecycle_show import (
     attempt_took,
     attempts_worth_a_look,
     child_id,
+    llm_cell,
+    llm_summary,
     no_operations_note,
+    result_cell,
     status_label,
     timeout_text,
 )
@@ -33,6 +36,8 @@ NAME_MIN = 16
 NAME_WANT = 32
 #: The least room worth giving a result or an error on the row's own line.
 OUTCOME_MIN = 30
+#: A cell's text before the table cuts it to its column.
+WHOLE = 10_000
 #: How an outcome on a line of its own (a narrow terminal) is marked.
 ARROW = "→ "
 
@@ -50,6 +55,9 @@ class Row:
     outcome: str
     name_id: bool = False
     outcome_id: bool = False
+    #: How many characters the outcome starts with that the table keeps whole if it can
+    #: (an LLM call's model, tokens and cost, ``llm_summary``); the rest is cut to fit.
+    lead: int = 0
 
 
 @dataclass
@@ -83,28 +91,31 @@ def journal_row(e: dict[str, Any]) -> Row:
     row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(status_label(e)),
               str(e["attempts"]), fmt_duration(e["duration"]), "",
               name_id=e["kind"] == "child_result")
+    figures = (llm_summary(e) or "").partition(" → ")[0]  # (the tools' names: cut)
+    row.lead = len(figures) + 1 if figures else 0  # (+ the "…" of the text cut after)
     if timed_out(e):  # (a signal's timeout: "nothing came", not an error)
         row.outcome = _line(timeout_text(e))
     elif e["error"] is not None:
         row.outcome = _line(_error_text(e["error"]))
         if e["status"] == "pending" and e.get("next_attempt_at"):
             row.outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {row.outcome}"
+        row.outcome = llm_cell(e, row.outcome, WHOLE)  # (what a failed call was billed)
     elif e["status"] == "pending" and e.get("next_attempt_at"):
         row.outcome = f"until {fmt_time(e['next_attempt_at'])}"
     elif child_id(e) is not None:  # (the id it gave its child: cut in its middle, listed)
         row.outcome, row.outcome_id = _line(e["result"]), True
-    elif e["kind"] == "now" and isinstance(e["result"], int | float):
-        row.outcome = fmt_time(e["result"])  # (the time recorded, not epoch seconds)
-    elif e["result"] is not None:
-        row.outcome = short(e["result"], 10_000)
+    else:  # (a ``now`` entry's time; an LLM call's figures, then its answer's text)
+        row.outcome = result_cell(e, WHOLE)
     return row
 
 
 def layout(rows: list[Row], width: int) -> Layout:
     """The widths that fit ``rows`` in ``width``: every cell whole if they can be; else
-    the names cut to ``NAME_WANT`` (or what the longest outcome leaves, if more) and the
-    outcomes to the rest, if that is ``OUTCOME_MIN`` at least; else each outcome on a
-    line of its own under its row, the names as wide as the line lets them be."""
+    the names cut to ``NAME_WANT`` (or what the longest outcome leaves, if more; or to
+    ``NAME_MIN`` at least, for an LLM call's figures to stay whole) and the outcomes to
+    the rest, if that is ``OUTCOME_MIN`` and every row's ``lead`` at least; else each
+    outcome on a line of its own under its row, the names as wide as the line lets them
+    be."""
     pos = max([3, *(len(r.pos) for r in rows)])
     kind = max([4, *(len(r.kind) for r in rows)])
     status = max([6, *(len(r.status) for r in rows)])
@@ -117,7 +128,10 @@ def layout(rows: list[Row], width: int) -> Layout:
         return Layout(pos, kind, status=status, took=took, name=name_all,
                       out=room - name_all, width=width)
     name = min(name_all, max(NAME_WANT, room - out_all))
-    if room - name >= OUTCOME_MIN:
+    lead = max([0, *(r.lead for r in rows)])
+    if room - name < lead:  # (an LLM call's figures: the names cut further for them)
+        name = min(name_all, max(NAME_MIN, room - lead))
+    if room - name >= max(OUTCOME_MIN, lead):
         return Layout(pos, kind, status=status, took=took, name=name, out=room - name,
                       width=width)
     name = min(name_all, max(NAME_MIN, room + 2))  # (no outcome column: nor its gap)
