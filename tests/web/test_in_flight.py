@@ -12,6 +12,7 @@ attempt that succeeded from the journal, ``attempts_from_journal``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import uuid
@@ -175,33 +176,42 @@ async def test_a_run_running_again_after_its_wait_says_no_wait(
             webapp.RELEASED.add(tag)
 
 
+@contextlib.asynccontextmanager
+async def _shown_in_first_step(ui: httpx.AsyncClient, name: str) -> AsyncIterator[list[str]]:
+    """A run of ``held_first`` held in its first step, and what ``tether show`` prints of
+    it then: a pipe's lines and a terminal's of 80 columns. Released (and awaited) after
+    the block."""
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    tag, run_id = _tag(name), f"if-{name}"
+    await app.start("held_first", tag, run_id=run_id)
+    async with app.worker(queues=["default"]):
+        try:
+            await _until_in_flight(ui, run_id)
+            info = await app.get_run(run_id)
+            wide, fitted = io.StringIO(), io.StringIO()
+            print_timeline(info, wide)
+            print_fitted(info, 80, fitted.write)
+            yield [wide.getvalue(), fitted.getvalue()]
+            webapp.RELEASED.add(tag)
+            await app.handle(run_id).result(timeout=30)
+        finally:
+            webapp.RELEASED.add(tag)
+
+
 async def test_tether_show_gives_an_attempt_in_flight_its_time_so_far(
         ui: httpx.AsyncClient) -> None:
     """``tether show`` (a pipe's lines and a terminal's, 80 columns) prints the attempt
     in flight with how long it has run, then ``…``, as the run page's running row says
     *running for*; ended attempts keep their durations. Before, its duration was ``-``
     (with an empty table above it, for a run in its first step)."""
-    from tether.cli._runs import print_timeline
-    from tether.cli._show_fit import print_fitted
-
-    await login(ui, ADMIN)
-    app = ui.app  # type: ignore[attr-defined]
-    tag = _tag("cli")
-    await app.start("held_first", tag, run_id="if-cli")
-    async with app.worker(queues=["default"]):
-        try:
-            await _until_in_flight(ui, "if-cli")
-            info = await app.get_run("if-cli")
-            wide, fitted = io.StringIO(), io.StringIO()
-            print_timeline(info, wide)
-            print_fitted(info, 80, fitted.write)
-            for text in (wide.getvalue(), fitted.getvalue()):
-                [line] = [ln for ln in text.splitlines() if " running " in ln]
-                assert re.search(r" #?1 +running +[0-9.]+ (µs|ms|s|min)… ", line), text
-            webapp.RELEASED.add(tag)
-            await app.handle("if-cli").result(timeout=30)
-        finally:
-            webapp.RELEASED.add(tag)
+    async with _shown_in_first_step(ui, "cli") as texts:
+        for text in texts:
+            [line] = [ln for ln in text.splitlines() if " running " in ln]
+            assert re.search(r" #?1 +running +[0-9.]+ (µs|ms|s|min)… ", line), text
 
 
 async def test_tether_show_of_a_run_in_its_first_step_says_so_not_an_empty_table(
@@ -210,32 +220,15 @@ async def test_tether_show_of_a_run_in_its_first_step_says_so_not_an_empty_table
     lines and a terminal's) prints a note saying so where the journal table goes, and
     the attempts block under it still shows the step in flight. Before, it printed the
     table's header with no rows under it (the page says "No operations yet")."""
-    from tether.cli._runs import print_timeline
-    from tether.cli._show_fit import print_fitted
-
-    await login(ui, ADMIN)
-    app = ui.app  # type: ignore[attr-defined]
-    tag = _tag("empty")
-    await app.start("held_first", tag, run_id="if-empty")
-    async with app.worker(queues=["default"]):
-        try:
-            await _until_in_flight(ui, "if-empty")
-            info = await app.get_run("if-empty")
-            wide, fitted = io.StringIO(), io.StringIO()
-            print_timeline(info, wide)
-            print_fitted(info, 80, fitted.write)
-            for text in (wide.getvalue(), fitted.getvalue()):
-                assert "RESULT / ERROR" not in text, text
-                assert ("\nno operations recorded yet: its first step is in flight "
-                        "(attempts, below)\n") in text, text
-                journal, attempts = text.split("\nattempts:\n")
-                assert "KIND" not in journal
-                [line] = [ln for ln in attempts.splitlines() if " running " in ln]
-                assert re.search(r" held +#?1 +running ", line), text
-            webapp.RELEASED.add(tag)
-            await app.handle("if-empty").result(timeout=30)
-        finally:
-            webapp.RELEASED.add(tag)
+    async with _shown_in_first_step(ui, "empty") as texts:
+        for text in texts:
+            assert "RESULT / ERROR" not in text, text
+            assert ("\nno operations recorded yet: its first step is in flight "
+                    "(attempts, below)\n") in text, text
+            journal, attempts = text.split("\nattempts:\n")
+            assert "KIND" not in journal
+            [line] = [ln for ln in attempts.splitlines() if " running " in ln]
+            assert re.search(r" held +#?1 +running ", line), text
 
 
 async def test_a_step_retried_in_flight_is_one_row_with_its_attempt(
