@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import apsw
 
@@ -26,6 +27,33 @@ async def _all_pages(store: Store, limit: int, **filters: str) -> list[str]:
         if len(page) < limit:
             return ids
         before = (page[-1].created_at, page[-1].run_id)
+
+
+#: A run's field each ``run_search`` filter matches (``text``: a substring of the id).
+_FIELDS = {"status": "status", "workflow": "workflow", "queue": "queue",
+           "parent": "parent_run_id"}
+
+
+async def _pages_match(store: Store, newest_first: list[Any], by: str,
+                       values: tuple[str, ...], filters: list[dict[str, str]], *,
+                       cursor_at: float) -> None:
+    """Every page of ``run_search`` filtered by ``by`` (each of ``values``) and each of
+    ``filters`` lists exactly the runs of ``newest_first`` that match, in that order, at
+    page sizes 1, 4 and 50; and a cursor from the middle of the period (the web UI's
+    and the API's later pages) lists the older runs of ``values[0]``."""
+    for value in values:
+        for more in filters:
+            wanted = {by: value, **more}
+            expected = [r.run_id for r in newest_first if all(
+                getattr(r, _FIELDS[k]) == v if k in _FIELDS else v in r.run_id
+                for k, v in wanted.items())]
+            for limit in (1, 4, 50):
+                assert await _all_pages(store, limit, **wanted) == expected, (wanted, limit)
+    cursor = (cursor_at, "")
+    expected = [r.run_id for r in newest_first
+                if getattr(r, _FIELDS[by]) == values[0] and (r.created_at, r.run_id) < cursor]
+    page = await store.run_search(**{by: values[0]}, limit=100, before=cursor)
+    assert [r.run_id for r in page] == expected
 
 
 async def test_unfiltered_pages_list_every_run_of_every_status_newest_first(
@@ -142,21 +170,8 @@ async def test_workflow_filter_pages_list_exactly_the_matching_runs(store: Store
     filters += [{"status": s} for s in statuses]
     filters += [{"queue": "bulk"}, {"parent": "p"}, {"text": "1"},
                 {"status": "running", "text": "3"}, {"status": "queued", "queue": "q"}]
-    fields = {"status": "status", "queue": "queue", "parent": "parent_run_id"}
-    for workflow in ("chat", "rare", "absent"):
-        for more in filters:
-            expected = [r.run_id for r in newest_first if r.workflow == workflow
-                        and all(getattr(r, fields[k]) == v if k in fields else v in r.run_id
-                                for k, v in more.items())]
-            for limit in (1, 4, 50):
-                assert await _all_pages(store, limit, workflow=workflow, **more) == \
-                    expected, (workflow, more, limit)
-    # A cursor from the middle of the period (the web UI's and the API's later pages).
-    cursor = (T0 + 14, "")
-    expected = [r.run_id for r in newest_first
-                if r.workflow == "chat" and (r.created_at, r.run_id) < cursor]
-    page = await store.run_search(workflow="chat", limit=100, before=cursor)
-    assert [r.run_id for r in page] == expected
+    await _pages_match(store, newest_first, "workflow", ("chat", "rare", "absent"),
+                       filters, cursor_at=T0 + 14)
 
 
 def test_sqlite_workflow_listing_reads_the_workflow_index(tmp_path: Path) -> None:
@@ -208,20 +223,8 @@ async def test_queue_filter_pages_list_exactly_the_matching_runs(store: Store) -
     filters: list[dict[str, str]] = [{}]
     filters += [{"status": s} for s in statuses]
     filters += [{"parent": "p"}, {"text": "1"}, {"status": "failed", "text": "3"}]
-    fields = {"status": "status", "parent": "parent_run_id"}
-    for queue in ("q", "bulk", "absent"):
-        for more in filters:
-            expected = [r.run_id for r in newest_first if r.queue == queue
-                        and all(getattr(r, fields[k]) == v if k in fields else v in r.run_id
-                                for k, v in more.items())]
-            for limit in (1, 4, 50):
-                assert await _all_pages(store, limit, queue=queue, **more) == \
-                    expected, (queue, more, limit)
-    cursor = (T0 + 11, "")
-    expected = [r.run_id for r in newest_first
-                if r.queue == "q" and (r.created_at, r.run_id) < cursor]
-    page = await store.run_search(queue="q", limit=100, before=cursor)
-    assert [r.run_id for r in page] == expected
+    await _pages_match(store, newest_first, "queue", ("q", "bulk", "absent"), filters,
+                       cursor_at=T0 + 11)
 
 
 def test_sqlite_queue_listing_searches_the_status_index(tmp_path: Path) -> None:
