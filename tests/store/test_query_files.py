@@ -46,21 +46,23 @@ def test_every_journal_upsert_replaces_only_a_pending_entry() -> None:
                 "    WHERE j.status = 'pending'") in queries[name], name
 
 
-SEARCHES = [(store, name) for store in ("postgres", "sqlite")
+SEARCHES = [(store, "serve.sql", name) for store in ("postgres", "sqlite")
             for name in ("run_search_all", "run_search_workflow", "run_search_queue")]
+SEARCHES += [("postgres", "queries.sql", "run_list"), ("sqlite", "queries.sql", "run_list_all")]
 EXPANDED = json.loads((Path(__file__).parent / "data" / "run_search_expanded.json")
                       .read_text())
 
 
-@pytest.mark.parametrize(("store", "name"), SEARCHES)
-def test_each_status_branch_expands_to_the_sql_written_out_before(store: str,
+@pytest.mark.parametrize(("store", "filename", "name"), SEARCHES)
+def test_each_status_branch_expands_to_the_sql_written_out_before(store: str, filename: str,
                                                                     name: str) -> None:
     """The per-status listings write their branch once (``{_branch|queued,...}``); the
     loader's expansion is, but for whitespace, the SQL they spelled out branch by branch
     before (``data/run_search_expanded.json``, captured from those files), so that no
     branch's status, cursor or index predicate changed with the rewrite."""
-    sql = load_queries(f"tether.store.{store}", "serve.sql")[name]
-    assert " ".join(sql.split()) == EXPANDED[f"{store} {name}"]
+    sql = load_queries(f"tether.store.{store}", filename)[name]
+    key = f"{store} {name}" if filename == "serve.sql" else f"{store} {filename} {name}"
+    assert " ".join(sql.split()) == EXPANDED[key]
     assert "{status}" not in sql
 
 

@@ -94,6 +94,10 @@ WITH ins AS (
 woke AS (SELECT {schema}.wake(%(channel)s, count(*)) FROM ins)
 SELECT run_id FROM ins, woke;
 
+-- _list_branch --
+-- run_list's branch of one status (written once per status by the loader: {_x|a,b}).
+(SELECT * FROM {schema}.runs WHERE status = '{status}' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
+
 -- run_list --
 -- Runs, newest first: the newest of each status through runs_status (status, created_at),
 -- or for 'running' through runs_held, merged (as serve.sql's run_search_all: no ordered
@@ -103,19 +107,7 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      (SELECT * FROM {schema}.runs WHERE status = 'queued' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'running' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'waiting' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'completed' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'failed' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'cancelled' ORDER BY created_at DESC, run_id LIMIT %(limit)s)
-      UNION ALL
-      (SELECT * FROM {schema}.runs WHERE status = 'blocked' ORDER BY created_at DESC, run_id LIMIT %(limit)s)) AS r
+      {_list_branch|queued,running,waiting,completed,failed,cancelled,blocked}) AS r
 ORDER BY created_at DESC, run_id LIMIT %(limit)s;
 
 -- run_list_status --

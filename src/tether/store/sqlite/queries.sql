@@ -46,6 +46,10 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        version, forked_from, forked_at, generation, erased_at
 FROM tether_runs WHERE run_id = :run_id;
 
+-- _list_branch --
+-- run_list_all's branch of one status (written once per status by the loader: {_x|a,b}).
+SELECT * FROM (SELECT * FROM tether_runs WHERE status = '{status}' ORDER BY created_at DESC, run_id LIMIT :limit)
+
 -- run_list_all --
 -- Runs, newest first: the newest of each status through tether_runs_status (status,
 -- created_at), merged (as serve.sql's run_search_all: no ordered scan of every run).
@@ -55,19 +59,7 @@ SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, e
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
        version, forked_from, forked_at, generation, erased_at
 FROM (
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'queued' ORDER BY created_at DESC, run_id LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'running' ORDER BY created_at DESC, run_id LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'waiting' ORDER BY created_at DESC, run_id LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'completed' ORDER BY created_at DESC, run_id LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'failed' ORDER BY created_at DESC, run_id LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'cancelled' ORDER BY created_at DESC, run_id LIMIT :limit)
-      UNION ALL
-      SELECT * FROM (SELECT * FROM tether_runs WHERE status = 'blocked' ORDER BY created_at DESC, run_id LIMIT :limit))
+      {_list_branch|queued,running,waiting,completed,failed,cancelled,blocked})
 ORDER BY created_at DESC, run_id LIMIT :limit;
 
 -- run_list --
