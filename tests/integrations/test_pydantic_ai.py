@@ -428,6 +428,30 @@ def writer(client: AsyncOpenAI, *, live: bool = True, handler: Any = drain
         event_stream_handler=handler))
 
 
+async def written(url: str, script: list[Reply], run_id: str, **writer_kwargs: Any
+                  ) -> tuple[ScriptedLLMServer, tether.RunInfo]:
+    """A run of a workflow whose ``writer(client, **writer_kwargs)`` answers a
+    4,000-character question, against ``script`` (which ends in "Done."): the server
+    (its requests) and the ended run."""
+    async with ScriptedLLMServer(script=script) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+        tagent = writer(client, **writer_kwargs)
+        app = App(url)
+
+        @app.workflow
+        async def write(question: str) -> str:
+            return str((await tagent.run(question)).output)
+
+        try:
+            async with app, app.worker():
+                handle = await app.start(write, "q" * 4000, run_id=run_id)
+                assert await handle.result(timeout=30) == "Done."
+                info = await app.get_run(run_id)
+        finally:
+            await client.close()
+    return server, info
+
+
 @pytest.mark.parametrize("cut", ["reset", "error"])
 async def test_a_streamed_request_cut_midway_counts_an_estimate(store_url: str,
                                                                 cut: str) -> None:
@@ -438,22 +462,7 @@ async def test_a_streamed_request_cut_midway_counts_an_estimate(store_url: str,
     record (``failed``, which the budget's tally reads), then the retried answer's told
     usage. The refused request and the 503 before it count nothing. It used to count
     the answer alone (1,050 tokens)."""
-    async with ScriptedLLMServer(script=cut_script(cut)) as server:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
-        tagent = writer(client)
-        app = App(store_url)
-
-        @app.workflow
-        async def write(question: str) -> str:
-            return str((await tagent.run(question)).output)
-
-        try:
-            async with app, app.worker():
-                handle = await app.start(write, "q" * 4000, run_id=f"cut-{cut}")
-                assert await handle.result(timeout=30) == "Done."
-                info = await app.get_run(f"cut-{cut}")
-        finally:
-            await client.close()
+    server, info = await written(store_url, cut_script(cut), f"cut-{cut}")
     assert len(server.requests) == 4 and all(r.stream for r in server.requests)
     assert info.journal[0]["name"] == "pydantic_ai:writer__model.request_stream"
     record = info.journal[0]["result"]
@@ -525,22 +534,8 @@ async def test_a_cut_stream_counts_on_every_streamed_path(sqlite_url: str, cut: 
     """The other streamed paths count a cut the same way: pydantic-ai's own streamed
     request with ``live=False`` (no publishing), and with ``live=True`` a plain request
     (``model.request``) that is streamed only for the run's observers."""
-    async with ScriptedLLMServer(script=cut_script(cut)) as server:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
-        tagent = writer(client, live=live, handler=None if live else drain)
-        app = App(sqlite_url)
-
-        @app.workflow
-        async def write(question: str) -> str:
-            return str((await tagent.run(question)).output)
-
-        try:
-            async with app, app.worker():
-                handle = await app.start(write, "q" * 4000, run_id="c1")
-                assert await handle.result(timeout=30) == "Done."
-                info = await app.get_run("c1")
-        finally:
-            await client.close()
+    server, info = await written(sqlite_url, cut_script(cut), "c1", live=live,
+                                 handler=None if live else drain)
     assert len(server.requests) == 4 and all(r.stream for r in server.requests)
     assert info.journal[0]["name"] == ("pydantic_ai:writer__model.request" if live
                                        else "pydantic_ai:writer__model.request_stream")
@@ -653,21 +648,6 @@ async def test_a_handler_that_stops_early_still_counts_every_chunk(sqlite_url: s
             firsts.append(event)
             break
 
-    async with ScriptedLLMServer(script=cut_script("reset")[2:]) as server:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
-        tagent = writer(client, handler=first_only)
-        app = App(sqlite_url)
-
-        @app.workflow
-        async def write(question: str) -> str:
-            return str((await tagent.run(question)).output)
-
-        try:
-            async with app, app.worker():
-                handle = await app.start(write, "q" * 4000, run_id="e1")
-                assert await handle.result(timeout=30) == "Done."
-                info = await app.get_run("e1")
-        finally:
-            await client.close()
+    _, info = await written(sqlite_url, cut_script("reset")[2:], "e1", handler=first_only)
     assert len(firsts) == 2  # (one per attempt)
     assert info.metrics["tokens.output"] == 50 + 200
