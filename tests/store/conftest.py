@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
+import apsw
 import pytest
 
 from tether._types import ClaimedRun, JournalEntry, RunRecord
 from tether.store import Store, open_store
+from tether.store._sql import load_queries
 
 #: A fixed "now" for the store's clock: tests move time by passing later values.
 T0 = 1_000_000.0
@@ -26,6 +30,24 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     finally:
         await s.close()
 
+
+def sqlite_plans(tmp_path: Path, query: str) -> Callable[[dict[str, Any]], list[str]]:
+    """The plan of serve.sql's ``query`` on a SQLite store just migrated (in
+    ``tmp_path``): a function of the query's parameters giving ``EXPLAIN QUERY PLAN``'s
+    lines (``SEARCH tether_runs USING INDEX ...``), for the tests that a listing reads
+    indexes, not every run."""
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+
+    async def migrate() -> None:
+        s = open_store(url)
+        await s.open()
+        await s.close()
+
+    asyncio.run(migrate())
+    conn = apsw.Connection(str(tmp_path / "plan.db"))
+    sql = load_queries("tether.store.sqlite", "serve.sql")[query]
+    return lambda params: [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql,
+                                                          params)]
 
 def run_record(run_id: str, *, queue: str = "q", now: float = T0, workflow: str = "wf",
                status: str = "queued", parent: str | None = None,

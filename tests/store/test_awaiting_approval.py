@@ -4,16 +4,13 @@ query reads the partial index of these runs, never the whole runs table."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-import apsw
-
-from tether.store import Store, Wait, open_store
+from tether.store import Store, Wait
 from tether.store._port import APPROVAL_WAITING_FOR, merge_waits
 from tether.store._sql import load_queries
 
-from .conftest import T0, start_and_claim
+from .conftest import T0, sqlite_plans, start_and_claim
 
 
 async def _release(store: Store, run_id: str, at: float, wait: Wait) -> None:
@@ -67,18 +64,8 @@ async def test_lists_every_approval_wait_oldest_first_and_nothing_else(store: St
 
 
 def test_sqlite_reads_the_partial_index(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-
-    async def migrate() -> None:
-        s = open_store(url)
-        await s.open()
-        await s.close()
-
-    asyncio.run(migrate())
-    conn = apsw.Connection(str(tmp_path / "plan.db"))
-    sql = load_queries("tether.store.sqlite", "serve.sql")["run_list_awaiting_approval"]
-    plan = [row[3] for row in conn.execute(
-        "EXPLAIN QUERY PLAN " + sql, {"limit": 50, "after_at": T0, "after_id": "r"})]
+    plan = sqlite_plans(tmp_path, "run_list_awaiting_approval")(
+        {"limit": 50, "after_at": T0, "after_id": "r"})
     assert any("tether_runs_awaiting_approval" in p for p in plan), plan
     assert not any(p.startswith("SCAN tether_runs") and "INDEX" not in p for p in plan), plan
 

@@ -9,13 +9,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import apsw
-
 from tether._types import RunStatus
-from tether.store import Store, open_store
-from tether.store._sql import load_queries
+from tether.store import Store
 
-from .conftest import T0, run_record
+from .conftest import T0, run_record, sqlite_plans
 
 
 async def _all_pages(store: Store, limit: int, **filters: str) -> list[str]:
@@ -83,23 +80,10 @@ async def test_unfiltered_pages_list_every_run_of_every_status_newest_first(
 def test_sqlite_unfiltered_listing_scans_no_table(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN: each status's branch searches an index (no "SCAN tether_runs"
     that reads every run, as run_search did without a filter)."""
-    import asyncio
-
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-
-    async def migrate() -> None:
-        s = open_store(url)
-        await s.open()
-        await s.close()
-
-    asyncio.run(migrate())
-    conn = apsw.Connection(str(tmp_path / "plan.db"))
-    sql = load_queries("tether.store.sqlite", "serve.sql")["run_search_all"]
+    plan_of = sqlite_plans(tmp_path, "run_search_all")
     for before in (None, T0):
-        plan = [row[3] for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + sql,
-            {"status": None, "limit": 50, "before_at": before,
-             "before_id": "r" if before else None})]
+        plan = plan_of({"status": None, "limit": 50, "before_at": before,
+                        "before_id": "r" if before else None})
         searches = [p for p in plan if "tether_runs" in p]
         assert searches, plan
         assert all(p.startswith("SEARCH") for p in searches), plan
@@ -179,25 +163,12 @@ def test_sqlite_workflow_listing_reads_the_workflow_index(tmp_path: Path) -> Non
     ones of the statuses other than ``queued``, ``running`` and ``waiting``
     tether_runs_workflow (migration 0016), those three tether_runs_status; run_search
     scanned every run and sorted the workflow's (0.3-5 s on 1.1 M runs)."""
-    import asyncio
-
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-
-    async def migrate() -> None:
-        s = open_store(url)
-        await s.open()
-        await s.close()
-
-    asyncio.run(migrate())
-    conn = apsw.Connection(str(tmp_path / "plan.db"))
-    sql = load_queries("tether.store.sqlite", "serve.sql")["run_search_workflow"]
+    plan_of = sqlite_plans(tmp_path, "run_search_workflow")
     for status, before in ((None, None), (None, T0), ("completed", T0), ("running", None),
                            ("queued", T0)):
-        plan = [row[3] for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + sql,
-            {"workflow": "wf", "status": status, "queue": None, "parent": None,
-             "text": None, "limit": 50, "before_at": before,
-             "before_id": "r" if before else None})]
+        plan = plan_of({"workflow": "wf", "status": status, "queue": None, "parent": None,
+                        "text": None, "limit": 50, "before_at": before,
+                        "before_id": "r" if before else None})
         searches = [p for p in plan if "tether_runs" in p]
         assert all(p.startswith("SEARCH") for p in searches), plan
         assert sum("tether_runs_workflow" in p for p in searches) == 4, plan
@@ -231,24 +202,11 @@ def test_sqlite_queue_listing_searches_the_status_index(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of run_search_queue: every status's branch searches
     tether_runs_status (no "SCAN tether_runs", which run_search's plan was for a queue:
     every run read, 0.4-0.6 s on 1.1 M runs), with a status and a cursor or not."""
-    import asyncio
-
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-
-    async def migrate() -> None:
-        s = open_store(url)
-        await s.open()
-        await s.close()
-
-    asyncio.run(migrate())
-    conn = apsw.Connection(str(tmp_path / "plan.db"))
-    sql = load_queries("tether.store.sqlite", "serve.sql")["run_search_queue"]
+    plan_of = sqlite_plans(tmp_path, "run_search_queue")
     for status in (None, "failed"):
         for before in (None, T0):
-            plan = [row[3] for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + sql,
-                {"queue": "q", "status": status, "limit": 50, "before_at": before,
-                 "before_id": "r" if before else None})]
+            plan = plan_of({"queue": "q", "status": status, "limit": 50,
+                            "before_at": before, "before_id": "r" if before else None})
             searches = [p for p in plan if "tether_runs" in p]
             assert len(searches) == 7, plan
             assert all(p.startswith("SEARCH") and "tether_runs_status" in p
