@@ -184,10 +184,15 @@ class ConnectionLimit:
             self._log_at = now + self.LOG_EVERY
 
 
+def _over_limit_message(limit: int) -> str:
+    """What a request refused for the connection limit is told (the guard's answer and
+    the protocol's, written before the request is read)."""
+    return (f"this server is serving its limit of {limit} connections "
+            f"(--max-connections); try again in {RETRY_AFTER} s")
+
+
 def _over_limit(limit: int) -> JSONResponse:
-    response = _error(503, "too_many_connections",
-                      f"this server is serving its limit of {limit} connections "
-                      f"(--max-connections); try again in {RETRY_AFTER} s")
+    response = _error(503, "too_many_connections", _over_limit_message(limit))
     response.headers["Retry-After"] = str(RETRY_AFTER)
     response.headers["Connection"] = "close"  # (its place is for a connection admitted)
     return response
@@ -787,9 +792,7 @@ def http_protocol(client_timeout: float | None, *,
                        "the request's headers came too slowly")
     over = None if connections is None else _raw_reply(
         "503 Service Unavailable", "too_many_connections",
-        f"this server is serving its limit of {connections.limit} connections "
-        f"(--max-connections); try again in {RETRY_AFTER} s",
-        b"retry-after: %d\r\n" % RETRY_AFTER)
+        _over_limit_message(connections.limit), b"retry-after: %d\r\n" % RETRY_AFTER)
 
     class Protocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
         _header_deadline: asyncio.TimerHandle | None = None
