@@ -502,7 +502,8 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
                 if sdef.timeout is None:
                     value = await inner
                 else:
-                    value = await asyncio.wait_for(inner, sdef.timeout)
+                    async with asyncio.timeout(sdef.timeout):
+                        value = await inner
                 if inspect.isawaitable(value):
                     _not_awaited(value)
                     raise NonRetryable(

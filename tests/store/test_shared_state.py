@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -480,6 +482,60 @@ async def test_an_event_published_once_the_subscription_is_ready_arrives(
             await asyncio.wait_for(listening.wait(), 10)
             await other.run_publish(run_id="r1", data="once")
             assert await asyncio.wait_for(first, 10) == "once"
+
+
+def _cancel_when(store_obj: object, attr: str, task: list[asyncio.Task[Any]]) -> None:
+    """Make ``store_obj.<attr>()`` (what says a LISTEN is in place) also cancel
+    ``task[0]``, which waits for it: the wait ends and the cancellation comes in the
+    same turn of the loop."""
+    original = getattr(store_obj, attr)
+
+    def and_cancel() -> None:
+        original()
+        task[0].cancel()
+
+    setattr(store_obj, attr, and_cancel)
+
+
+@contextlib.asynccontextmanager
+async def _pg_store(url: str) -> AsyncIterator[Any]:
+    store = open_store(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_subscriber_cancelled_as_its_listen_lands_ends(pg_migrated_url: str) -> None:
+    """A subscriber to a run's events that is cancelled just as its LISTEN is put in
+    place ends, cancelled. (With asyncio.wait_for on Python 3.11 the cancellation was
+    lost there and the subscriber waited for events for ever: an event stream whose run
+    had ended, or whose client had gone, never closed.)"""
+    task: list[asyncio.Task[Any]] = []
+    async with _pg_store(pg_migrated_url) as store:
+        _cancel_when(store._events._changed, "notify_all", task)
+
+        async def follow() -> None:
+            async for _ in store.run_events("r1"):
+                pass
+
+        task.append(asyncio.create_task(follow()))
+        await asyncio.wait(task, timeout=10)
+        assert task[0].cancelled()
+
+
+async def test_a_wake_up_subscription_cancelled_as_its_listen_lands_is_cancelled(
+        pg_migrated_url: str) -> None:
+    """``subscribe`` (a worker's wake-ups) cancelled just as its LISTEN is in place
+    raises CancelledError rather than returning as if it had not been cancelled."""
+    task: list[asyncio.Task[Any]] = []
+    async with _pg_store(pg_migrated_url) as store:
+        _cancel_when(store._listener.listening, "set", task)
+        task.append(asyncio.create_task(store.subscribe(lambda: None)))
+        await asyncio.wait(task, timeout=10)
+        assert task[0].cancelled()
+        await store._listener.close()
 
 
 async def _until_delivered(publisher: Store, run_id: str, first: asyncio.Future[str]) -> None:

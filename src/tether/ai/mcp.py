@@ -525,7 +525,8 @@ class MCPServer:
                                 context=contextvars.Context())
         conn = _Connection(loop, task, stop)
         try:
-            conn.client = await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                conn.client = await asyncio.shield(ready)
         except TimeoutError:
             stop.set()
             task.cancel()
@@ -599,7 +600,8 @@ class MCPServer:
         if conn.loop is not asyncio.get_running_loop():
             return  # that loop is gone or elsewhere; its task cannot be awaited from here
         try:
-            await asyncio.wait_for(asyncio.shield(conn.task), 5.0)
+            async with asyncio.timeout(5.0):
+                await asyncio.shield(conn.task)
         except TimeoutError:
             conn.task.cancel()
         except asyncio.CancelledError:

@@ -32,6 +32,7 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from tether import App
+from tether._clock import wait_event
 from tether._codec import SLOT_STATUS
 from tether._show import unreadable_payload
 from tether.errors import StoreUnavailable
@@ -200,8 +201,7 @@ async def _frames(app: App, run_id: str, after: str | None,
             quiet_since = loop.time()
             yield ": keepalive\n\n"
         wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), POLL)
+        await wait_event(wake, POLL)
 
 
 async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:

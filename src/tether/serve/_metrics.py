@@ -200,6 +200,7 @@ async def metrics(request: Request) -> Response:
         # The first scrape after start waits for the first computation, within the
         # request's deadline; past it, it answers without those figures (not 503).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), REQUEST_TIMEOUT.get())
+            async with asyncio.timeout(REQUEST_TIMEOUT.get()):
+                await asyncio.shield(task)
     return Response(render(cache.latest, live, now) + _serve_figures(request),
                     media_type=CONTENT_TYPE)

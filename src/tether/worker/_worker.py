@@ -555,8 +555,9 @@ class Worker:
 
     async def _unregister(self) -> None:
         try:
-            await asyncio.wait_for(self.app.store.worker_unregister(
-                worker_id=self.worker_id, now=self.app.clock.now()), STOP_WRITES_TIMEOUT)
+            async with asyncio.timeout(STOP_WRITES_TIMEOUT):
+                await self.app.store.worker_unregister(
+                    worker_id=self.worker_id, now=self.app.clock.now())
         except (StoreError, TimeoutError) as exc:
             log.warning("worker %s could not unregister (%s); other workers take its "
                         "runs over when their leases expire", self.worker_id,

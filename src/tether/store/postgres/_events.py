@@ -139,10 +139,13 @@ class EventListener:
         else:
             with contextlib.suppress(Exception):
                 await self._kick(self._control)
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 the latter returns as if
+        # nothing happened when the subscriber is cancelled just as the LISTEN lands, and
+        # the subscriber then waits for events for ever (a stream whose client had gone).
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._applied >= target), timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await self._changed.wait_for(lambda: self._applied >= target)
 
     def _dispatch(self, channel: str, payload: str) -> None:
         head, _, text = payload.partition(":")

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import sql
 
+from tether._clock import wait_event
 from tether.store._port import every_caller_context
 from tether.store.postgres._config import (
     CONNECTION_ERRORS,
@@ -74,8 +75,7 @@ class Listener:
                                              context=every_caller_context())
         # Callers expect wake-ups from the moment subscribe() returns; the first LISTEN
         # normally takes one round trip. If the server is down, go on: we retry.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.listening.wait(), timeout=5.0)
+        await wait_event(self.listening, 5.0)  # (not wait_for: see wait_event)
 
         async def unsubscribe() -> None:
             self._subscribers.pop(key, None)
