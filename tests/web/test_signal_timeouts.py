@@ -116,6 +116,7 @@ async def test_an_interruptible_agents_healthy_turns_show_no_failure(
     for row in timed:
         assert '<span class="pill o-timed_out">timed out</span>' in row
         assert "no signal &#39;interrupt&#39; arrived within 0.0 s" in row
+        assert " wait" not in row.split(">", 1)[0]  # a check waited no time: no wait band
     assert "0 failed · " in head
     for text in shows:
         lines = _journal_lines(text)
@@ -182,6 +183,11 @@ async def test_a_workflows_own_signal_timeout_is_not_a_failure(sqlite_url: str) 
     assert doc["failed_operations"] == 0
     assert "0 failed · " in head and "st-error" not in page
     assert "no signal &#39;answer&#39; arrived within 0.05 s" in page
+    assert [" wait" in r for r in _rows(page) if "k-signal" in r] == [True]  # it waited
+    # its details name the timeout as such, not as an error
+    assert "<summary>arguments · timeout</summary>" in page, page
+    assert '<div class="label">timeout</div>' in page
+    assert '<div class="label">error</div>' not in page
     for text in shows:
         [line] = _journal_lines(text)
         assert " timed out " in line and "no signal 'answer' arrived within 0" in line

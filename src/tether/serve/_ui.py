@@ -263,6 +263,8 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     view["state"] = ("waiting" if waiting else "postponed" if postponed else "retrying"
                      if status == "pending" and error is not None else entry_outcome(e))
     view["timed_out"] = view["state"] == TIMED_OUT
+    if view["timed_out"] and isinstance(error, dict) and error.get("timeout") == 0:
+        view["is_wait"] = False  # a check ("has one come?", timeout 0) waited no time
     view["reason"] = str(error.get("message", "")) if postponed and isinstance(
         error, dict) else None
     if status == "pending" and e.get("next_attempt_at"):
