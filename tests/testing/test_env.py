@@ -274,3 +274,24 @@ async def test_a_store_of_its_own_that_cannot_be_reached_fails_the_opening() -> 
     env = TestEnv(app, store_url=f"postgresql://tether@127.0.0.1:{port}/db")
     with pytest.raises(StoreUnavailable, match="Connection refused"):
         await asyncio.wait_for(env.open(), 60)
+
+
+async def test_an_agents_sdk_agent_whose_model_is_a_name_is_answered() -> None:
+    """The OpenAI Agents SDK sends an agent whose model is a name to the Responses API
+    (``/v1/responses``), at ``OPENAI_BASE_URL``, which the environment sets: its server
+    answers it from the script. (It used to be a plain ``ScriptedLLMServer``, which
+    answered 404 there, so the run failed with ``FatalProviderError``: the testing kit
+    could not test the integration's own documented example.)"""
+    pytest.importorskip("agents")
+    from agents import Agent, set_tracing_disabled
+
+    from tether.integrations.openai_agents import TetherAgent
+
+    set_tracing_disabled(True)  # (as the integration's tests do: no export at exit)
+    app = App()
+    TetherAgent(Agent(name="haiku", instructions="Answer in haikus.",
+                      model="gpt-4.1-mini"), app=app)
+    async with TestEnv(app, llm=[Reply("Code calls itself")]) as env:
+        assert await env.run("haiku", "Recursion?") == "Code calls itself"
+        assert [(r.protocol, r.path, r.status) for r in env.llm.requests] == [
+            ("responses", "/v1/responses", 200)]

@@ -82,3 +82,15 @@ async def test_mcp_server_fixture_serves_plain_functions_durably(tether_env: Any
 
 def test_no_fixture_left_environment_variables_behind() -> None:
     assert "127.0.0.1" not in os.environ.get("OPENAI_BASE_URL", "")
+
+
+async def test_llm_server_fixture_answers_the_responses_api(
+        llm_server: ScriptedLLMServer) -> None:
+    # What the OpenAI Agents SDK and pydantic-ai's ``openai:`` models send by default,
+    # and what the command-line server answers; the fixture answered 404.
+    llm_server.set_script([Reply("pong")])
+    async with LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, api_key="k",
+                   api="responses") as llm:
+        reply = await llm.chat([{"role": "user", "content": "ping"}])
+    assert reply.text == "pong"
+    assert [(r.path, r.status) for r in llm_server.requests] == [("/v1/responses", 200)]

@@ -30,7 +30,10 @@ LLM calls are answered by the environment's scripted server (``env.llm``): the
 ``LLM`` objects given as ``llms=`` (typically built at module level, before the
 environment) point at it while the environment is open, and environment variables
 ``OPENAI_BASE_URL``/``ANTHROPIC_BASE_URL`` do too, for an ``LLM`` built inside the
-environment without a ``base_url``.
+environment without a ``base_url``. The server answers Chat Completions, Anthropic
+Messages and the OpenAI Responses API (``ScriptedResponsesServer``), so an OpenAI
+Agents SDK agent whose model is a name, which the SDK sends to ``/v1/responses``, is
+answered too.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tether._app import App, RunHandle
 from tether.errors import StoreError
 from tether.testing.llm_server import ScriptedLLMServer, Step
+from tether.testing.responses_api import ScriptedResponsesServer
 
 if TYPE_CHECKING:
     from tether.worker import Worker
@@ -155,7 +159,7 @@ class TestEnv:
         self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
         self.llm = (llm if isinstance(llm, ScriptedLLMServer)
-                    else ScriptedLLMServer(llm or (), clock=self.clock.now))
+                    else ScriptedResponsesServer(llm or (), clock=self.clock.now))
         self.auto_skip = auto_skip
         self._llms = list(llms)
         self._llm_urls: list[str] = []

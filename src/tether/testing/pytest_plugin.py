@@ -7,7 +7,8 @@ installed (entry point ``pytest11``: ``tether``). Async fixtures need pytest-asy
 - ``tether_env``: a factory, ``env = await tether_env(my_app, **options)``: a
   ``TestEnv`` (time skipping, worker, scripted LLM server) closed after the test.
 - ``llm_server``: a started ``ScriptedLLMServer`` with an empty script
-  (``llm_server.set_script([...])``), stopped after the test.
+  (``llm_server.set_script([...])``), stopped after the test; it answers the OpenAI
+  Responses API too (a ``ScriptedResponsesServer``).
 - ``mcp_server``: a factory, ``server = await mcp_server([tool_fn, ...])``: a started
   ``FakeMCPServer`` (needs the ``mcp`` extra), stopped after the test.
 
@@ -26,6 +27,7 @@ from tether._app import App
 from tether.testing._env import TestEnv
 from tether.testing._mcp import FakeMCPServer
 from tether.testing.llm_server import ScriptedLLMServer
+from tether.testing.responses_api import ScriptedResponsesServer
 
 try:
     import pytest_asyncio
@@ -82,8 +84,11 @@ async def tether_env() -> AsyncIterator[Callable[..., Awaitable[TestEnv]]]:
 
 @_async_fixture
 async def llm_server() -> AsyncIterator[ScriptedLLMServer]:
-    """A started ``ScriptedLLMServer`` (empty script), stopped after the test."""
-    async with ScriptedLLMServer() as server:
+    """A started ``ScriptedLLMServer`` (empty script), stopped after the test. It is a
+    ``ScriptedResponsesServer``: the OpenAI Responses API (``/v1/responses``), which
+    the OpenAI Agents SDK and pydantic-ai's ``openai:`` models send by default, is
+    answered too."""
+    async with ScriptedResponsesServer() as server:
         yield server
 
 
