@@ -94,3 +94,33 @@ async def test_llm_server_fixture_answers_the_responses_api(
         reply = await llm.chat([{"role": "user", "content": "ping"}])
     assert reply.text == "pong"
     assert [(r.path, r.status) for r in llm_server.requests] == [("/v1/responses", 200)]
+
+
+async def test_the_fake_mcp_server_is_public_for_use_without_the_fixture() -> None:
+    # What the ``mcp_server`` fixture returns (docs/testing.md names it), importable
+    # from ``tether.testing`` for a test that builds its own (in ``TestEnv`` outside
+    # pytest, a fixture of a wider scope); it was only in the private ``_mcp`` module.
+    from tether.testing import FakeMCPServer, MCPCall, TestEnv
+
+    def double(n: int) -> int:
+        """Double a number.
+
+        Args:
+            n: the number.
+        """
+        return 2 * n
+
+    mine = App()
+    async with FakeMCPServer([double], name="calc") as server:
+        toolset = MCPToolset(mine, server.client())
+
+        @mine.workflow
+        async def twice(n: int) -> str:
+            return (await toolset.call("double", {"n": n})).text
+
+        try:
+            async with TestEnv(mine) as env:
+                assert await env.run(twice, 21) == "42"
+        finally:
+            await toolset.server.aclose()
+    assert server.calls == [MCPCall("double", {"n": 21})]

@@ -7,6 +7,9 @@
 - ``ScriptedLLMServer``, ``Reply``, ``Fault``, ``Outage``: a scripted
   OpenAI/Anthropic-compatible LLM server on 127.0.0.1 (``tether.testing.llm_server``,
   also runnable as ``python -m tether.testing.llm_server``).
+- ``FakeMCPServer``, ``MCPCall``: an MCP server made of plain functions on 127.0.0.1
+  that records every call (what the ``mcp_server`` fixture returns; needs the ``mcp``
+  extra).
 - A pytest plugin (``tether.testing.pytest_plugin``, loaded automatically) with the
   fixtures ``app``, ``tether_env``, ``llm_server`` and ``mcp_server``.
 """
@@ -21,6 +24,7 @@ from tether.testing._replayer import ArgumentChange, ReplayResult, check_history
 
 if TYPE_CHECKING:
     from tether.testing._env import TestEnv, TestRunHandle, VirtualClock
+    from tether.testing._mcp import FakeMCPServer, MCPCall
     from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
 
 # Imported on first use (PEP 562): the CLI reaches the replayer through this package on
@@ -29,6 +33,8 @@ _LAZY = {
     "TestEnv": "tether.testing._env",
     "TestRunHandle": "tether.testing._env",
     "VirtualClock": "tether.testing._env",
+    "FakeMCPServer": "tether.testing._mcp",
+    "MCPCall": "tether.testing._mcp",
     "Fault": "tether.testing.llm_server",
     "Outage": "tether.testing.llm_server",
     "Reply": "tether.testing.llm_server",
@@ -50,9 +56,11 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArgumentChange",
+    "FakeMCPServer",
     "Fault",
     "History",
     "HistoryError",
+    "MCPCall",
     "Outage",
     "ReplayResult",
     "Reply",
