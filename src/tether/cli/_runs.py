@@ -316,7 +316,10 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
         line = (f"  {label + ':':17} {int(calls)} {noun}, {int(tin):,} input + "
                 f"{int(tout):,} output tokens, ${usd:.6f}")
         if label == "LLM spent" and metrics.get("llm.unpriced_calls"):
-            line += f" ({int(metrics['llm.unpriced_calls'])} calls of unpriced models at $0)"
+            unpriced = int(metrics["llm.unpriced_calls"])
+            what = ("call of an unpriced model" if unpriced == 1
+                    else "calls of unpriced models")
+            line += f" ({unpriced} {what} at $0)"
         if label == "LLM spent" and metrics.get("tokens.estimated"):
             line += (f" ({int(metrics['tokens.estimated']):,} tokens estimated: answers cut "
                      "before their usage was told)")
