@@ -648,3 +648,105 @@ async def test_a_streamed_request_cut_midway_counts_an_estimate(sqlite_url: str,
     assert info.metrics["tokens.estimated"] == estimated
     assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 1050 + estimated
     assert info.metrics["llm.calls"] == 1
+
+
+def helper_agents(model: OpenAIChatCompletionsModel,
+                  noted: list[str]) -> tuple[Agent[Any], Agent[Any]]:
+    """``boss`` asks ``helper`` through ``helper.as_tool(...)``; the helper (its model a
+    ``Model`` object, as the docs advise for ``max_retries=0``) calls its own tool."""
+
+    @function_tool
+    def note(text: str) -> str:
+        """Write a note down."""
+        noted.append(text)
+        return "noted"
+
+    helper = Agent(name="helper", model=model, instructions="HELPER", tools=[note])
+    boss = Agent(name="boss", model=model, instructions="BOSS",
+                 tools=[helper.as_tool("ask_helper", "Ask the helper.")])
+    return boss, helper
+
+
+def helper_respond(request: RecordedRequest) -> Reply:
+    """Each agent's next step from its own conversation (its system prompt, the tool
+    results it has)."""
+    messages = request.body["messages"]
+    done = any(m["role"] == "tool" for m in messages)
+    if messages[0]["content"] == "HELPER":
+        return (Reply("the helper's answer", input_tokens=300, output_tokens=30) if done
+                else Reply(tool_calls=[{"name": "note", "arguments": {"text": "t"}}],
+                           input_tokens=200, output_tokens=20))
+    return (Reply("the boss's answer", input_tokens=400, output_tokens=40) if done
+            else Reply(tool_calls=[{"name": "ask_helper", "arguments": {"input": "help"}}],
+                       input_tokens=100, output_tokens=10))
+
+
+async def run_boss(server: ScriptedLLMServer, model: OpenAIChatCompletionsModel,
+                   noted: list[str], *, recorded_before: pytest.MonkeyPatch | None = None
+                   ) -> tuple[Any, Any]:
+    """The boss's run, then an hour's sleep (released, then replayed). With
+    ``recorded_before``: the run's first execution is made as the code before the
+    agent-tool marker made it (plain helper requests), the replay by today's code."""
+    from tether.integrations import openai_agents as integration
+    from tether.testing import TestEnv
+
+    server.responder = helper_respond
+    boss, _ = helper_agents(model, noted)
+    app = App()
+    tagent = TetherAgent(boss, app=app)
+
+    @app.workflow
+    async def boss_then_sleep(task: str) -> str:
+        result = await tagent.run(task)
+        await tether.sleep(3600)
+        return str(result.final_output)
+
+    async with TestEnv(app, llm=server) as env:
+        if recorded_before is not None:
+            recorded_before.setattr(integration, "_agent_tools_durable", lambda: False)
+        handle = await env.start(boss_then_sleep, "Go.")
+        await env.settle()  # (asleep: released)
+        if recorded_before is not None:
+            recorded_before.undo()
+        answer = await env.result(handle, timeout=30)
+        return answer, await env.app.get_run(handle.run_id)
+
+
+async def test_an_agent_used_as_a_tool_makes_durable_metered_requests(
+        server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """``helper.as_tool()``: the helper's model requests and tool call are journaled
+    steps of the boss's run, counted in its ledger, and the replay after the release
+    sends and runs none of them again. Before, ``durable`` left the agent tool as it was
+    and the helper's model (a ``Model`` object) was never wrapped: its two requests
+    were sent again at the replay (6 requests, not 4), its tool ran twice, and the
+    ledger counted the boss's 2 calls only."""
+    noted: list[str] = []
+    answer, info = await run_boss(server, model, noted)
+    assert answer == "the boss's answer"
+    assert [(r.body["messages"][0]["content"], r.status) for r in server.requests] == [
+        ("BOSS", 200), ("HELPER", 200), ("HELPER", 200), ("BOSS", 200)]
+    assert noted == ["t"]
+    assert [(e["kind"], e["name"]) for e in info.journal] == [
+        ("step", MODEL), ("patch", "openai_agents.agent-tool-durable"), ("step", MODEL),
+        ("step", "openai_agents:tool:note"), ("step", MODEL), ("step", MODEL),
+        ("sleep", "sleep")]
+    assert info.metrics["llm.calls"] == 4
+    assert info.metrics["tokens.input"] == 100 + 200 + 300 + 400
+    assert info.metrics["saved.calls"] == 4  # the replay after the sleep
+
+
+async def test_a_run_recorded_before_agent_tools_were_durable_replays_as_it_ran(
+        server: ScriptedLLMServer, model: OpenAIChatCompletionsModel,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose journal predates the marker: its helper made plain requests, and the
+    journal's next positions are the boss's. Replayed, the helper stays plain (sending
+    its requests again, as that code did) rather than taking the boss's recorded
+    response as its own."""
+    noted: list[str] = []
+    answer, info = await run_boss(server, model, noted, recorded_before=monkeypatch)
+    assert answer == "the boss's answer"
+    assert [(e["kind"], e["name"]) for e in info.journal] == [
+        ("step", MODEL), ("step", MODEL), ("sleep", "sleep")]
+    assert [r.body["messages"][0]["content"] for r in server.requests] == [
+        "BOSS", "HELPER", "HELPER", "BOSS", "HELPER", "HELPER"]
+    assert noted == ["t", "t"]

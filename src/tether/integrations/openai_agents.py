@@ -181,6 +181,9 @@ class TetherModel(Model):
             prices if isinstance(prices, PriceTable) else PriceTable(prices), retry, rpm, tpm,
             breaker)
         self._meter: MeteredModel | None = None
+        #: Made durable in place inside an agent used as a tool (``durable``): plain in
+        #: runs recorded before that (``AGENT_TOOL_PATCH``).
+        self._in_agent_tool = False
         if rpm is not None or tpm is not None:
             MeteredModel("check", rpm=rpm, tpm=tpm)  # bad limits fail here
 
@@ -220,7 +223,7 @@ class TetherModel(Model):
                 tracing, previous_response_id=previous_response_id,
                 conversation_id=conversation_id, prompt=prompt)
 
-        if not ext.in_workflow():
+        if not ext.in_workflow() or (self._in_agent_tool and not _agent_tools_durable()):
             return await call()
         fresh: list[bool] = []  # (the step's body ran in this execution)
 
@@ -257,7 +260,7 @@ class TetherModel(Model):
                 tracing, previous_response_id=previous_response_id,
                 conversation_id=conversation_id, prompt=prompt)
 
-        if not ext.in_workflow():
+        if not ext.in_workflow() or (self._in_agent_tool and not _agent_tools_durable()):
             async for event in stream():
                 yield event
             return
@@ -350,13 +353,20 @@ def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
     after a replay (``ext.step`` returns the decoded record): a tuple is a list then,
     so the model reads the same text both times. An agent used as a tool is returned as
     it is (its model requests are steps already)."""
+    return _durable_tool(tool, retry=retry, name=name)
+
+
+def _durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
+                  name: str | None = None, in_agent_tool: bool = False) -> FunctionTool:
+    """``durable_tool``; ``in_agent_tool``: a tool of an agent used as a tool, a plain
+    call in runs recorded before such tools were durable (``AGENT_TOOL_PATCH``)."""
     if getattr(tool, "_is_agent_tool", False) or getattr(tool, "__tether_durable__", False):
         return tool
     invoke = tool.on_invoke_tool
     operation = f"openai_agents:tool:{name or tool.name}"
 
     async def on_invoke_tool(ctx: Any, arguments: str) -> Any:
-        if not ext.in_workflow():
+        if not ext.in_workflow() or (in_agent_tool and not _agent_tools_durable()):
             return await invoke(ctx, arguments)
 
         async def body(args: str) -> Any:
@@ -408,6 +418,31 @@ def workflow_tool(workflow: Callable[..., Awaitable[Any]], *, name: str | None =
 CHILD_BUDGET_PATCH = "openai_agents.child-budget"
 
 
+#: The journal's marker of a run whose agents used as tools (``as_tool``) make durable
+#: requests and tool calls (``durable``), once per run, at the first of them: in a
+#: run whose journal predates it they are plain calls, as they were (their steps would
+#: take positions the journal gave to the run's later operations).
+AGENT_TOOL_PATCH = "openai_agents.agent-tool-durable"
+
+
+@dataclasses.dataclass(slots=True)
+class _AgentTools:
+    """Per execution of a run: whether its agents used as tools are durable
+    (``AGENT_TOOL_PATCH``), ``None`` until the first of their operations."""
+
+    durable: bool | None = None
+
+
+def _agent_tools_durable() -> bool:
+    run = ext.current_run()
+    if run is None or not ext.in_workflow():
+        return True
+    state = run.memory(_AgentTools, _AgentTools)
+    if state.durable is None:
+        state.durable = tether.patched(AGENT_TOOL_PATCH)
+    return state.durable
+
+
 @dataclasses.dataclass(slots=True)
 class _Children:
     """Per execution of a run: whether its workflow tools' children are bounded
@@ -445,29 +480,64 @@ def durable(agent: Agent[Any], **model_options: Any) -> Agent[Any]:
     """A copy of ``agent`` (and of the agents it hands off to, cycles included) whose
     function tools are ``durable_tool``s and whose model, if it is a ``Model`` object,
     is a ``TetherModel``. Agents whose model is a name get their ``TetherModel`` from
-    ``run_config()``'s provider. ``model_options`` go to the ``TetherModel``s."""
+    ``run_config()``'s provider. ``model_options`` go to the ``TetherModel``s.
+
+    An agent used as a tool (``helper.as_tool(...)``) is made durable where it is, not
+    copied: the SDK's tool holds that agent object and runs it. Its model becomes a
+    ``TetherModel`` and its function tools ``durable_tool``s, which are plain calls
+    outside a workflow; so its requests are journaled, metered steps of the run and
+    replay does not send them again."""
     return _Durable(model_options).agent(agent)
 
 
 class _Durable:
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
-        self.done: dict[int, Agent[Any]] = {}
+        #: Durable copies by id of the agent, and whether reached through an agent tool.
+        self.done: dict[tuple[int, bool], Agent[Any]] = {}
+        self.in_place: set[int] = set()
 
-    def agent(self, agent: Agent[Any]) -> Agent[Any]:
-        found = self.done.get(id(agent))
+    def agent(self, agent: Agent[Any], in_agent_tool: bool = False) -> Agent[Any]:
+        found = self.done.get((id(agent), in_agent_tool))
         if found is not None:
             return found
-        model = agent.model
-        if isinstance(model, Model) and not isinstance(model, TetherModel):
-            model = TetherModel(model, **self.options)
-        copy = agent.clone(model=model)
-        self.done[id(agent)] = copy
-        copy.tools = [durable_tool(t) if isinstance(t, FunctionTool) else t
-                      for t in agent.tools]
-        copy.handoffs = [self.agent(h) if isinstance(h, Agent) else h
+        copy = agent.clone(model=self.model(agent.model, in_agent_tool))
+        self.done[(id(agent), in_agent_tool)] = copy
+        copy.tools = [self.tool(t, in_agent_tool) for t in agent.tools]
+        copy.handoffs = [self.agent(h, in_agent_tool) if isinstance(h, Agent) else h
                          for h in agent.handoffs]
         return copy
+
+    def model(self, model: Any, in_agent_tool: bool) -> Any:
+        if isinstance(model, Model) and not isinstance(model, TetherModel):
+            model = TetherModel(model, **self.options)
+            model._in_agent_tool = in_agent_tool
+        return model
+
+    def tool(self, tool: Any, in_agent_tool: bool) -> Any:
+        if not isinstance(tool, FunctionTool):
+            return tool
+        inner = getattr(tool, "_agent_instance", None)
+        if getattr(tool, "_is_agent_tool", False) and isinstance(inner, Agent):
+            # ``agent.as_tool()``: the SDK's tool runs the agent object it was made from
+            # (its closure holds it, so a copy could not take its place). That agent is
+            # made durable where it is: its model a ``TetherModel``, its function tools
+            # durable, its handoffs durable copies. Both are plain calls outside a
+            # workflow, so it behaves as before there. (Left as it was, its requests
+            # and tool calls were neither journaled nor metered: sent again at every
+            # replay, outside the ledger and the budget.)
+            self.agent_in_place(inner)
+            return tool
+        return _durable_tool(tool, in_agent_tool=in_agent_tool)
+
+    def agent_in_place(self, agent: Agent[Any]) -> None:
+        if id(agent) in self.in_place:
+            return
+        self.in_place.add(id(agent))
+        agent.model = self.model(agent.model, True)
+        agent.tools = [self.tool(t, True) for t in agent.tools]
+        agent.handoffs = [self.agent(h, True) if isinstance(h, Agent) else h
+                          for h in agent.handoffs]
 
 
 def run_config(config: RunConfig | None = None, **model_options: Any) -> RunConfig:
