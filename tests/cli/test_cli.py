@@ -487,3 +487,13 @@ async def test_show_prints_child_ids_whole(sqlite_url: str,
     assert ({line.index(c[2], name_at - 1) for line, c in zip(lines, cells, strict=True)}
             == {name_at})
     assert {line.index(" ok ") + 1 for line in lines} == {header.index("STATUS")}
+
+
+def test_demo_help_says_which_store_it_uses() -> None:
+    # ``--db`` comes with every command, and its help named the store the demo would
+    # use; the demo always made a temporary store of its own and ignored it, silently.
+    shown = tether_cli("demo", "--help", db=None)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert ("The demo runs on a SQLite store of its own in a new temporary folder (it "
+            "prints the path): --db and $TETHER_DATABASE_URL are not used.") in text

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+#: What ``tether demo --help`` says of its store (``--db`` comes with every command).
+DEMO_STORE = ("The demo runs on a SQLite store of its own in a new temporary folder "
+              "(it prints the path): --db and $TETHER_DATABASE_URL are not used.")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common],
-                       help="run the demo: an agent survives kill -9 and waits for approval")
+                       help="run the demo: an agent survives kill -9 and waits for approval",
+                       description=DEMO_STORE)
     p.add_argument("--scripted", action="store_true",
                    help="use the local scripted model server even if OPENAI_API_KEY or "
                         "ANTHROPIC_API_KEY is set")
@@ -18,4 +24,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace) -> int:
     from tether.demo import run_demo
 
+    if getattr(args, "db", None):
+        print(f"tether demo: --db is not used: {DEMO_STORE}", file=sys.stderr)
     return await run_demo(scripted_only=args.scripted)
