@@ -750,3 +750,80 @@ async def test_a_run_recorded_before_agent_tools_were_durable_replays_as_it_ran(
     assert [r.body["messages"][0]["content"] for r in server.requests] == [
         "BOSS", "HELPER", "HELPER", "BOSS", "HELPER", "HELPER"]
     assert noted == ["t", "t"]
+
+
+async def run_with_mcp(server: ScriptedLLMServer, model: OpenAIChatCompletionsModel, *,
+                       recorded_before: pytest.MonkeyPatch | None = None
+                       ) -> tuple[Any, Any, list[Any]]:
+    """An agent with an MCP server (the SDK's ``MCPServerStreamableHttp`` on a
+    ``FakeMCPServer``) calls its tool, then the run sleeps an hour (released, then
+    replayed) and asks the agent again. With ``recorded_before``: the first execution
+    is made as the code before the MCP marker made it (plain MCP calls)."""
+    from agents.mcp import MCPServerStreamableHttp
+
+    from tether.integrations import openai_agents as integration
+    from tether.testing import FakeMCPServer, TestEnv
+
+    def record(note: str) -> str:
+        """Record a note.
+
+        Args:
+            note: the text.
+        """
+        return f"recorded {note}"
+
+    server.set_script([Reply(tool_calls=[{"name": "record", "arguments": {"note": "milk"}}]),
+                       Reply("noted"), Reply("still noted")])
+    async with FakeMCPServer([record], name="notes") as fake:
+        mcp = MCPServerStreamableHttp({"url": fake.url}, name="notes")
+        app = App()
+        tagent = TetherAgent(Agent(name="clerk", model=model, mcp_servers=[mcp]), app=app)
+
+        @app.workflow
+        async def note_then_sleep(task: str) -> list[str]:
+            async with mcp:
+                first = await tagent.run(task)
+            await tether.sleep(3600)
+            async with mcp:
+                second = await tagent.run(task + " Again.")
+            return [str(first.final_output), str(second.final_output)]
+
+        async with TestEnv(app, llm=server) as env:
+            if recorded_before is not None:
+                recorded_before.setattr(integration, "_mcp_tools_durable", lambda: False)
+            handle = await env.start(note_then_sleep, "Note milk.")
+            await env.settle()  # (asleep: released)
+            if recorded_before is not None:
+                recorded_before.undo()
+            answer = await env.result(handle, timeout=30)
+            return answer, await env.app.get_run(handle.run_id), list(fake.calls)
+
+
+async def test_mcp_tool_calls_of_an_agent_are_steps_not_repeated_by_replay(
+        server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """``Agent(mcp_servers=[...])``: each MCP tool call is a step
+    ``openai_agents:mcp:<server>:<tool>``; the replay after the release returns its
+    result and does not call the server again. Before, ``durable`` made only
+    ``agent.tools`` durable: the SDK's MCP tools, listed at each run, were called again
+    by every replay (2 calls of ``record`` where 1 was made)."""
+    answer, info, calls = await run_with_mcp(server, model)
+    assert answer == ["noted", "still noted"]
+    assert [(c.tool, c.arguments) for c in calls] == [("record", {"note": "milk"})]
+    assert [(e["kind"], e["name"]) for e in info.journal] == [
+        ("step", MODEL), ("patch", "openai_agents.mcp-tool-durable"),
+        ("step", "openai_agents:mcp:notes:record"), ("step", MODEL), ("sleep", "sleep"),
+        ("step", MODEL)]
+    assert info.journal[2]["result"] == {"type": "text", "text": "recorded milk"}
+
+
+async def test_a_run_recorded_before_mcp_calls_were_steps_replays_as_it_ran(
+        server: ScriptedLLMServer, model: OpenAIChatCompletionsModel,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose journal predates the marker made its MCP call plain; replayed, the
+    call stays plain (the server is called again, as that code did) instead of taking
+    the position the journal gave the next model request."""
+    answer, info, calls = await run_with_mcp(server, model, recorded_before=monkeypatch)
+    assert answer == ["noted", "still noted"]
+    assert [(e["kind"], e["name"]) for e in info.journal] == [
+        ("step", MODEL), ("step", MODEL), ("sleep", "sleep"), ("step", MODEL)]
+    assert [c.tool for c in calls] == ["record", "record"]

@@ -357,16 +357,20 @@ def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
 
 
 def _durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
-                  name: str | None = None, in_agent_tool: bool = False) -> FunctionTool:
+                  name: str | None = None, in_agent_tool: bool = False,
+                  operation: str | None = None,
+                  gates: tuple[Callable[[], bool], ...] = ()) -> FunctionTool:
     """``durable_tool``; ``in_agent_tool``: a tool of an agent used as a tool, a plain
-    call in runs recorded before such tools were durable (``AGENT_TOOL_PATCH``)."""
+    call in runs recorded before such tools were durable (``AGENT_TOOL_PATCH``);
+    ``gates``: more such markers, each of which must hold for the call to be a step."""
     if getattr(tool, "_is_agent_tool", False) or getattr(tool, "__tether_durable__", False):
         return tool
     invoke = tool.on_invoke_tool
-    operation = f"openai_agents:tool:{name or tool.name}"
+    operation = operation or f"openai_agents:tool:{name or tool.name}"
 
     async def on_invoke_tool(ctx: Any, arguments: str) -> Any:
-        if not ext.in_workflow() or (in_agent_tool and not _agent_tools_durable()):
+        if not ext.in_workflow() or (in_agent_tool and not _agent_tools_durable()) or \
+                not all(gate() for gate in gates):
             return await invoke(ctx, arguments)
 
         async def body(args: str) -> Any:
@@ -443,6 +447,60 @@ def _agent_tools_durable() -> bool:
     return state.durable
 
 
+#: The journal's marker of a run whose agents' MCP tool calls (``Agent(mcp_servers=)``)
+#: are steps, once per run, at the first of them: in a run whose journal predates it
+#: they are plain calls, as they were.
+MCP_TOOL_PATCH = "openai_agents.mcp-tool-durable"
+
+
+@dataclasses.dataclass(slots=True)
+class _MCPTools:
+    """Per execution of a run: whether its MCP tool calls are steps (``MCP_TOOL_PATCH``),
+    ``None`` until the first of them."""
+
+    durable: bool | None = None
+
+
+def _mcp_tools_durable() -> bool:
+    run = ext.current_run()
+    if run is None or not ext.in_workflow():
+        return True
+    state = run.memory(_MCPTools, _MCPTools)
+    if state.durable is None:
+        state.durable = tether.patched(MCP_TOOL_PATCH)
+    return state.durable
+
+
+def _durable_mcp(agent: Agent[Any], in_agent_tool: bool) -> None:
+    """Make the MCP tools ``agent`` lists at each run (``Agent.get_mcp_tools``, called
+    by the runner for every turn) durable: each call a step
+    ``openai_agents:mcp:<server>:<tool>``, whose result replay returns without calling
+    the server again. The tool list itself is asked of the servers again at each replay
+    (a recorded response calling a tool the server no longer lists fails as a changed
+    tool does)."""
+    if not agent.mcp_servers or getattr(agent, "__tether_mcp__", False):
+        return
+    fetch = agent.get_mcp_tools
+
+    async def get_mcp_tools(run_context: Any) -> list[Tool]:
+        tools = await fetch(run_context)
+        return [_durable_tool(t, in_agent_tool=in_agent_tool, gates=(_mcp_gate,),
+                              operation=f"openai_agents:mcp:{_mcp_server_of(t)}:{t.name}")
+                if isinstance(t, FunctionTool) else t for t in tools]
+
+    agent.get_mcp_tools = get_mcp_tools  # type: ignore[method-assign]
+    agent.__tether_mcp__ = True
+
+
+def _mcp_gate() -> bool:
+    return _mcp_tools_durable()  # (looked up at each call)
+
+
+def _mcp_server_of(tool: FunctionTool) -> str:
+    origin = getattr(tool, "_tool_origin", None)
+    return str(getattr(origin, "mcp_server_name", None) or "mcp")
+
+
 @dataclasses.dataclass(slots=True)
 class _Children:
     """Per execution of a run: whether its workflow tools' children are bounded
@@ -506,6 +564,7 @@ class _Durable:
         copy.tools = [self.tool(t, in_agent_tool) for t in agent.tools]
         copy.handoffs = [self.agent(h, in_agent_tool) if isinstance(h, Agent) else h
                          for h in agent.handoffs]
+        _durable_mcp(copy, in_agent_tool)
         return copy
 
     def model(self, model: Any, in_agent_tool: bool) -> Any:
@@ -538,6 +597,7 @@ class _Durable:
         agent.tools = [self.tool(t, True) for t in agent.tools]
         agent.handoffs = [self.agent(h, True) if isinstance(h, Agent) else h
                           for h in agent.handoffs]
+        _durable_mcp(agent, True)
 
 
 def run_config(config: RunConfig | None = None, **model_options: Any) -> RunConfig:
