@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+#: The epoch seconds a ``datetime`` can stand for (years 1 to 9999, UTC), whole seconds.
+_FIRST = int(dt.datetime.min.replace(tzinfo=dt.UTC).timestamp())
+_LAST = int(dt.datetime.max.replace(tzinfo=dt.UTC).timestamp()) - 1
+
+
+def utc_datetime(ts: float) -> dt.datetime:
+    """``ts`` (epoch seconds) as an aware UTC ``datetime``, held to the years 1 to 9999
+    that ``datetime`` can stand for: a durable timer may be set further ahead (its
+    wake-up is a float in the store), and every place that prints a time reads it
+    through here rather than fail on it (``ValueError: year 33715 is out of range``)."""
+    return dt.datetime.fromtimestamp(min(max(ts, _FIRST), _LAST), dt.UTC)
 
 
 class Clock(Protocol):

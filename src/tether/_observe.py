@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from tether._clock import utc_datetime
 from tether.store._lifecycle import TRACE_KV_PREFIX
 
 if TYPE_CHECKING:
@@ -255,15 +256,13 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
                 next_attempt_at: float | None) -> None:
     """Log a failed step attempt: the error, and when the next attempt is (or that
     there is none). Logged whether or not observers are installed."""
-    import datetime as dt
-
     where = f"run {ctx.run_id} position {info.position}"
     err = error_text(ctx, error)
     if next_attempt_at is None:
         log.warning("%s: step %s failed for good on attempt %d: %s", where, info.name,
                     info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position})
         return
-    at = dt.datetime.fromtimestamp(next_attempt_at, dt.UTC).isoformat(timespec="milliseconds")
+    at = utc_datetime(next_attempt_at).isoformat(timespec="milliseconds")
     log.warning("%s: step %s attempt %d failed: %s; next attempt at %s (in %.1f s)", where,
                 info.name, info.attempt, err, at, max(next_attempt_at - ctx.clock.now(), 0.0),
                 extra={"run_id": ctx.run_id, "position": info.position})

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tether import _observe
+from tether._clock import utc_datetime
 from tether._codec import (
     SLOT_ERROR,
     SLOT_INPUT,
@@ -95,7 +96,9 @@ def sleep(duration: float | dt.timedelta) -> Awaitable[None]:
     """A durable timer. The run is released while it waits (unless the wait is short),
     and wakes when it is due on whichever worker is up; the wake-up time is journaled,
     so it survives every worker being stopped. Outside a workflow, and in a step (whose
-    outcome is journaled as a whole): ``asyncio.sleep``."""
+    outcome is journaled as a whole): ``asyncio.sleep``. A duration of zero or less
+    wakes at once; one that ends past the year 9999 waits as long (until cancelled),
+    and its wake-up prints as 9999-12-31 23:59:59 UTC."""
     seconds = _seconds(duration)
     ctx = current_run.get()
     if ctx is None or current_step.get() is not None:
@@ -889,7 +892,7 @@ def patch_marker(ctx: RunContext, change_id: str) -> bool:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+    return utc_datetime(ts).isoformat(timespec="seconds")
 
 
 

@@ -24,7 +24,6 @@ Protocol rules implemented here (quoted from the extension text in docs/mcp-serv
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -54,6 +53,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
+from tether._clock import utc_datetime
 from tether.errors import shown
 
 __all__ = [
@@ -90,7 +90,7 @@ TaskStatus = Literal["working", "input_required", "completed", "cancelled", "fai
 
 def iso_time(epoch: float) -> str:
     """An epoch time as the ISO 8601 UTC text the extension's timestamps use."""
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+    return utc_datetime(epoch).isoformat().replace("+00:00", "Z")
 
 
 # -- wire shapes ---------------------------------------------------------------------------

@@ -378,3 +378,47 @@ async def test_a_child_on_an_empty_queue_name_is_refused_in_the_parent(
     info = await app.get_run("p")
     assert [str(e["kind"]) for e in info.journal] == ["child_start", "child_result"]
     await app.close()
+
+
+async def test_a_timer_past_the_year_9999_waits_and_is_shown(store_url: str) -> None:
+    """``tether.sleep(timedelta(days=10**7))`` (or a signal timeout as long) journaled
+    its wake-up, then failed the run with ``ValueError: year 29406 is out of range``
+    (printing the wake-up time), and ``tether show`` of that run died with that
+    traceback. Now the run waits until cancelled, and every printed time is held to
+    9999-12-31 23:59:59 UTC."""
+    import datetime as dt
+    import sys
+
+    from tests import forked
+
+    app = App(store_url)
+    far = dt.timedelta(days=10**7)
+
+    @app.workflow
+    async def sleeper() -> str:
+        await tether.sleep(far)
+        return "woke"
+
+    @app.workflow
+    async def listener() -> object:
+        return await tether.wait_for_signal("go", timeout=far)
+
+    async with app.worker(poll_interval=0.1):
+        await app.start(sleeper, run_id="far-sleep")
+        heard = await app.start(listener, run_id="far-signal")
+        for run_id, wait in (("far-sleep", "timer until 9999-12-31T23:59:59+00:00"),
+                             ("far-signal", "signal go")):
+            await wait_for(lambda r=run_id: status_is(app, r, "waiting", "failed"), timeout=30)
+            info = await app.get_run(run_id)
+            assert info.waiting_for == wait, info
+            assert info.error is None
+            proc = await asyncio.to_thread(
+                forked.run, [sys.executable, "-m", "tether", "show", run_id, "--db", store_url],
+                capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+            assert "until 9999-12-31 23:59:59.000Z" in proc.stdout, proc.stdout
+        await app.signal("far-signal", "go", 7)
+        assert await heard.result(timeout=30) == 7
+        await app.cancel("far-sleep")
+        await wait_for(lambda: status_is(app, "far-sleep", "cancelled"), timeout=30)
+    await app.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import json
 import os
@@ -14,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tether._app import App
+from tether._clock import utc_datetime
 from tether._types import _FORBIDDEN, check_name
 from tether.encryption import sealed_view
 from tether.errors import InvalidName
@@ -249,7 +249,7 @@ def safe(text: object) -> str:
 def fmt_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return utc_datetime(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def fmt_duration(seconds: float | None) -> str:
