@@ -214,8 +214,10 @@ def start_child(workflow: Callable[..., Awaitable[R]] | str, *args: Any, queue: 
     ``queue`` defaults to the workflow's own (an empty name is ``InvalidName``, as for
     ``App.start``); ``run_id`` to ``<parent id>.<position>``
     (``<parent id>.g<generation>.<position>`` after ``continue_as_new``).
-    ``on_parent_cancel`` is ``"cancel"`` (cancelling the parent cancels the child) or
-    ``"abandon"``. A workflow may be named by string when its code lives elsewhere.
+    ``on_parent_cancel`` is ``"cancel"`` (cancelling the parent cancels the child: it is
+    asked to when the parent's code gets ``Cancelled``, so a parent that catches it
+    and awaits the child sees it end ``cancelled``) or ``"abandon"``. A workflow may be
+    named by string when its code lives elsewhere.
     """
     if on_parent_cancel not in ("cancel", "abandon"):
         raise ConfigError("on_parent_cancel must be 'cancel' or 'abandon'")

@@ -1339,7 +1339,28 @@ class RunContext:
                                       started_at=now, finished_at=now)
             await self.journal_result(cancel)
             self.cancel_delivered = True
+            await self._cancel_children()
             raise Cancelled(self.run_id)
+
+    async def _cancel_children(self) -> None:
+        """The cancel was just delivered: ask the run's children whose policy is
+        ``cancel`` to cancel now, not once the run ends. Its code may catch
+        ``Cancelled`` and clean up (await a child's result, run steps) for as long as it
+        likes; until 2026-12-06 its children ran on meanwhile, and a parent awaiting a
+        child that waited for a signal stayed ``waiting`` for ever, cancelled or not.
+        Children started after this (by the clean-up) are cancelled when the run ends.
+        Not redone on replay, which would cancel those; should this fail or the worker
+        die before it, the run's end cancels them as it always did."""
+        try:
+            asked = await self.store.run_children_cancel(parent_run_id=self.run_id,
+                                                         now=self.clock.now())
+        except Exception as exc:  # its end cancels them (worker: _cancel_children)
+            log.warning("run %s: cancel its children now: %s; they are cancelled when "
+                        "it ends", self.run_id, exc, extra={"run_id": self.run_id})
+            return
+        if asked:
+            log.info("run %s cancelled; cancelling children %s", self.run_id, asked,
+                     extra={"run_id": self.run_id})
 
     def request_cancel(self) -> None:
         """A cancel arrived: wake an in-memory wait and interrupt running async steps

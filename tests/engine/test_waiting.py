@@ -422,3 +422,52 @@ async def test_a_timer_past_the_year_9999_waits_and_is_shown(store_url: str) -> 
         await app.cancel("far-sleep")
         await wait_for(lambda: status_is(app, "far-sleep", "cancelled"), timeout=30)
     await app.close()
+
+
+async def test_a_parent_cleaning_up_after_its_cancel_sees_its_children_cancelled(
+        store_url: str) -> None:
+    """A parent that catches ``Cancelled`` and awaits its child (a durable tool waiting
+    for a person) in its clean-up: the child was cancelled only when the parent ended,
+    and the parent waited for the child, so both stayed ``waiting`` for ever. Now the
+    children are asked to cancel when the cancel is delivered: the clean-up gets the
+    child's end, an ``abandon`` child runs on, and a child the clean-up starts runs."""
+    app = App(store_url)
+    seen: list[str] = []
+
+    @app.workflow(queue="tools")
+    async def tool(name: str) -> str:
+        await tether.wait_for_signal("never")
+        return name
+
+    @app.workflow(queue="tools")
+    async def undo(name: str) -> str:
+        return f"undone {name}"
+
+    @app.workflow(queue="agents")
+    async def agent() -> str:
+        held = await tether.start_child(tool, "held", run_id="held")
+        await tether.start_child(tool, "kept", run_id="kept", on_parent_cancel="abandon")
+        try:
+            return await held.result()
+        except tether.Cancelled:
+            try:
+                await held.result()
+            except tether.RunFailed as exc:
+                seen.append(str(exc))
+            seen.append(await tether.call(undo, "held", run_id="undo"))
+            raise
+
+    async with app.worker(queues=["agents", "tools"], poll_interval=0.1):
+        await app.start(agent, run_id="p")
+        await wait_for(lambda: status_is(app, "held", "waiting"), timeout=30)
+        await wait_for(lambda: status_is(app, "p", "waiting"), timeout=30)
+        await app.cancel("p")
+        await wait_for(lambda: status_is(app, "p", "cancelled", "failed"), timeout=30)
+        assert (await app.get_run("p")).status.value == "cancelled"
+        assert (await app.get_run("held")).status.value == "cancelled"
+        assert (await app.get_run("kept")).status.value == "waiting"
+        assert (await app.get_run("undo")).status.value == "completed"
+    # (each replay of the clean-up sees the same, from the journal)
+    assert sorted(set(seen)) == ["run 'held' ended cancelled: tether.errors.Cancelled: run "
+                                 "'held' was cancelled", "undone held"], seen
+    await app.close()
