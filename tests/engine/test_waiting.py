@@ -471,3 +471,25 @@ async def test_a_parent_cleaning_up_after_its_cancel_sees_its_children_cancelled
     assert sorted(set(seen)) == ["run 'held' ended cancelled: tether.errors.Cancelled: run "
                                  "'held' was cancelled", "undone held"], seen
     await app.close()
+
+
+async def test_a_retry_due_past_the_year_9999_waits(store_url: str) -> None:
+    """The same for a step's retry: logging its next attempt's time raised ``ValueError:
+    year 33715 is out of range`` and failed the run; now the run waits for it."""
+    app = App(store_url)
+
+    @app.step(retry=tether.RetryPolicy(initial_interval=1e12, max_attempts=3))
+    async def boom() -> None:
+        raise RuntimeError("down")
+
+    @app.workflow
+    async def wf() -> None:
+        await boom()
+
+    async with app.worker(poll_interval=0.1):
+        await app.start(wf, run_id="far-retry")
+        await wait_for(lambda: status_is(app, "far-retry", "waiting", "failed"), timeout=30)
+        info = await app.get_run("far-retry")
+    assert info.status.value == "waiting" and info.error is None, info.error
+    assert info.journal[0]["next_attempt_at"] > 253402300800  # past 9999-12-31
+    await app.close()
