@@ -1337,20 +1337,23 @@ class RunContext:
             else:
                 cancel = JournalEntry(pos, OperationKind.CANCEL, "cancel", OK,
                                       started_at=now, finished_at=now)
+            await self._cancel_children()
             await self.journal_result(cancel)
             self.cancel_delivered = True
-            await self._cancel_children()
             raise Cancelled(self.run_id)
 
     async def _cancel_children(self) -> None:
-        """The cancel was just delivered: ask the run's children whose policy is
+        """The cancel is being delivered: ask the run's children whose policy is
         ``cancel`` to cancel now, not once the run ends. Its code may catch
         ``Cancelled`` and clean up (await a child's result, run steps) for as long as it
         likes; until 2026-12-06 its children ran on meanwhile, and a parent awaiting a
         child that waited for a signal stayed ``waiting`` for ever, cancelled or not.
-        Children started after this (by the clean-up) are cancelled when the run ends.
-        Not redone on replay, which would cancel those; should this fail or the worker
-        die before it, the run's end cancels them as it always did."""
+
+        Done before the ``cancel`` entry is journaled: a worker that dies in between
+        leaves the cancel undelivered, and the next one asks again (a no-op for the
+        children already ended). Not done on the replay of that entry, which would
+        cancel the children the clean-up started; those are cancelled when the run
+        ends. Should the store fail here, the run's end cancels them as it always did."""
         try:
             asked = await self.store.run_children_cancel(parent_run_id=self.run_id,
                                                          now=self.clock.now())
