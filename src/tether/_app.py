@@ -617,8 +617,10 @@ class App:
         ``queue`` (or ``default``), with a warning once it is created (``_warn_unknown``;
         none for an id that was already started), and starts when such a worker comes."""
         if isinstance(workflow, str) and workflow not in self._workflows:
-            if not workflow.strip():
-                raise ConfigError("a workflow name must not be empty")
+            # As ``POST /api/v1/runs`` has it: no worker could register a name that is
+            # empty, holds control characters or is over MAX_NAME (``app.workflow``),
+            # so its run would wait for ever, and print its escapes (InvalidName).
+            check_name("workflow", workflow)
             known = await self.store.workflow_list()
             if workflow not in known:
                 return workflow, queue or "default", True

@@ -251,6 +251,41 @@ async def test_names_over_the_limit_are_usage_errors_at_the_cli(sqlite_url: str)
         assert (await app.get_run("r1")).status == "queued"
 
 
+async def test_workflow_and_queue_names_no_run_can_have_are_usage_errors(
+        sqlite_url: str) -> None:
+    """``tether start NAME`` (and ``App.start("NAME")``) of a name no worker had
+    registered queued a run whatever the name: one holding ANSI escapes or over 200
+    characters (which no worker can register, so it waited for ever), and an empty one
+    was exit 1; ``tether queue-limit "" 2`` was exit 1; ``tether runs --queue`` or
+    ``--workflow`` with control characters listed nothing, exit 0. The API refused each
+    with a 400. Now each is bad input: one line, exit 2, nothing stored."""
+    app = make_app(sqlite_url)
+    async with app:
+        for bad in ("x\x1b[31mred", "w" * 201):
+            with pytest.raises(InvalidName):
+                await app.start(bad)
+        with pytest.raises(InvalidName):
+            await app.set_queue_limit("", 2)
+    cases = [
+        (("start", ""), "workflow '' is empty"),
+        (("start", "x\x1b[31mred"), "control characters"),
+        (("start", "w" * 201), "at most 200 are allowed"),
+        (("queue-limit", "", "2"), "queue '' is empty"),
+        (("runs", "--queue", "a\nb"), "control characters"),
+        (("runs", "--workflow", "a\x1b[2J"), "control characters"),
+        (("runs", "--workflow", "w" * 201), "at most 200 are allowed"),
+    ]
+    for args, needle in cases:
+        done = tether_cli(*args, db=sqlite_url)
+        assert_one_line_error(done, needle)
+        assert done.returncode == 2, (args, done.returncode)
+        assert "\x1b" not in done.stderr
+    listed = tether_cli("runs", "--workflow", "", "--json", db=sqlite_url)  # no filter
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed
+    async with make_app(sqlite_url) as app:
+        assert await app.list_runs() == [] and await app.queue_limits() == {}
+
+
 def run_id_commands() -> dict[tuple[str, ...], list[str]]:
     """Every command that takes a ``RUN_ID`` argument, with what else it requires (a
     value for each other positional and each required option)."""

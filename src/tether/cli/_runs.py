@@ -9,7 +9,7 @@ from typing import Any
 
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import STATUSES, run_dict, run_document, start_report, timed_out
-from tether._types import RunInfo, RunStatus
+from tether._types import RunInfo, RunStatus, check_name
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -185,12 +185,20 @@ async def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _filter_name(value: str | None, what: str) -> str | None:
+    """A ``--workflow`` or ``--queue`` filter as the API's ``workflow=`` and ``queue=``
+    take it: empty is no filter; a name no run can have (control characters, over
+    MAX_NAME) is bad input (``InvalidName``: exit 2), not an empty list."""
+    return None if not value else check_name(what, value)
+
+
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         # (the search the API's list and the runs page make: a workflow's through its
         # index, not a scan of every run; and each record with a fork's origin)
-        found = await app.store.run_search(status=args.status, workflow=args.workflow,
-                                           queue=args.queue, limit=args.limit)
+        found = await app.store.run_search(
+            status=args.status, workflow=_filter_name(args.workflow, "workflow"),
+            queue=_filter_name(args.queue, "queue"), limit=args.limit)
     if args.json:
         # The fields GET /api/v1/runs gives each run (before 2026-12-06 the CLI left out
         # metrics and a fork's origin).

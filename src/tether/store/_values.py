@@ -88,9 +88,8 @@ def check_queue_limit(queue: str, limit: int | None) -> None:
     """Raises: ConfigError for an empty queue name (or one with control characters, as
     for a queue given to a workflow) or a limit that is not an int from 0 to
     ``MAX_QUEUE_LIMIT``."""
-    if not queue:
-        raise ConfigError("queue limit: the queue name is empty")
-    check_name("queue", queue, new=limit is not None)  # (removing one takes any name)
+    # (an empty one: InvalidName; removing one takes any name)
+    check_name("queue", queue, new=limit is not None)
     if limit is None:
         return
     if (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
