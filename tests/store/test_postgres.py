@@ -1758,6 +1758,43 @@ async def test_after_an_outage_fail_fast_callers_are_served_once_a_probe_connect
         assert not store._outage.down
 
 
+async def test_after_a_quiet_spell_a_fail_fast_caller_asks_the_server_again(
+        pg_url: str) -> None:
+    """The probes run only while refused callers keep coming. A ``tether serve`` that
+    saw the server go, then got no request until after it was back, answered the
+    first request 503 on the outage's old word (a readiness probe failed once more).
+    Now a ``FAIL_FAST`` caller whose outage is older than ``STALE_AFTER`` waits for
+    one attempt: served when the server is back, refused as soon as it fails when not."""
+    from tether.store.postgres._outage import STALE_AFTER
+
+    # (A refused call's probe keeps the pool trying for connect_timeout + 1 s.)
+    quiet = 1.0 + 1.0 + STALE_AFTER + 0.5
+    async with _GoneServer(pg_url, pool_timeout=3.0, connect_timeout=1.0) as server:
+        store = server.store
+        await server.gone()
+        with pytest.raises(StoreUnavailable):
+            await _fail_fast(lambda: store.run_get("r1"))  # the outage is now known
+        await asyncio.sleep(quiet)  # nobody asks
+        assert store._outage.down
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Connection refused"):  # still gone
+            await _fail_fast(lambda: store.run_get("r1"))
+        assert time.monotonic() - t0 < 1.5  # one refused attempt (the pool's wait: 3 s)
+        await asyncio.sleep(quiet)
+        await server.back()
+        await asyncio.sleep(0.5)  # back for a while, nobody asked
+        assert store._outage.down
+        assert await _fail_fast(lambda: store.run_get("r1")) is not None  # the first one
+        assert not store._outage.down
+        await server.gone()  # and the same for a start, through the group commit
+        with pytest.raises(StoreUnavailable):
+            await _fail_fast(lambda: store.run_get("r1"))
+        await asyncio.sleep(quiet)
+        await server.back()
+        await _fail_fast(lambda: store.run_insert(run=run_record("r2")))
+        assert await store.run_get("r2") is not None
+
+
 async def test_an_outage_is_told_in_the_log_once_with_reminders_and_its_end(
         pg_url: str, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:

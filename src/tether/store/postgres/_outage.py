@@ -57,6 +57,10 @@ RETRY_EVERY = 0.5
 #: Below ``RETRY_EVERY``, so that one connection trying alone is never held back.
 ATTEMPT_SPACING = 0.4
 
+#: Seconds without a connection attempt after which what an outage knows is old: the
+#: server may have come back meanwhile, unseen, since nobody tried (``stale``).
+STALE_AFTER = 2.0
+
 #: Seconds between two reminders in the log that the server is still unreachable.
 REMIND_EVERY = 30.0
 
@@ -169,6 +173,12 @@ class Outage(OutagePacing):
         self._tried = now
         return False
 
+    def stale(self) -> bool:
+        """Whether the server is taken for down on the word of an attempt begun over
+        ``STALE_AFTER`` seconds ago: nobody asked since (the probes run only while
+        callers are being refused), so it may well be back."""
+        return self.since is not None and time.monotonic() - self._tried > STALE_AFTER
+
     def next_failure(self) -> asyncio.Future[None]:
         """A future done at the next failed attempt (drop it with ``forget``)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -179,16 +189,20 @@ class Outage(OutagePacing):
         if fut in self._watchers:
             self._watchers.remove(fut)
 
-    def probe(self, connect: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def probe(self, connect: Callable[[], Coroutine[Any, Any, None]], *,
+              now_if_idle: bool = False) -> asyncio.Task[None] | None:
         """Start ``connect()`` in the background unless a probe runs or one started
-        less than ``PROBE_EVERY`` seconds ago."""
+        less than ``PROBE_EVERY`` seconds ago (``now_if_idle``: however long ago, if
+        none runs). Returns the probe running, if any."""
         now = time.monotonic()
-        if (self._probe is not None and not self._probe.done()) \
-                or now - self._probed < PROBE_EVERY:
-            return
+        if self._probe is not None and not self._probe.done():
+            return self._probe
+        if now - self._probed < PROBE_EVERY and not now_if_idle:
+            return None
         self._probed = now
         self._probe = asyncio.get_running_loop().create_task(
             connect(), context=every_caller_context())
+        return self._probe
 
     async def close(self) -> None:
         probe, self._probe = self._probe, None

@@ -543,7 +543,7 @@ class PostgresStore(PostgresServeQueries):
         """A connection from ``pool`` for a ``FAIL_FAST`` caller, which finds no idle one:
         ``StoreUnavailable`` at once if the pool's last connection attempt failed (a probe
         starts in the background), or as soon as the attempt it waits for fails."""
-        self._fail_fast_if_down()
+        await self._fail_fast_if_down()
         outage = self._outage
         failure = outage.next_failure()
         get = asyncio.ensure_future(pool.getconn())
@@ -560,16 +560,38 @@ class PostgresStore(PostgresServeQueries):
         self._abandon(pool, get)
         raise self._down()
 
-    def _fail_fast_if_down(self) -> None:
+    async def _fail_fast_if_down(self) -> None:
         """``StoreUnavailable`` at once for a ``FAIL_FAST`` caller while the server is
         known to be down (a probe starts in the background): before it waits for a
         connection, and before a write that goes through the group commit (its writer
         serves every caller, so it waits for the pool as a worker does, and would hold a
-        request for the pool's whole timeout)."""
+        request for the pool's whole timeout).
+
+        Known means from an attempt made lately (``Outage.stale``): probes run only
+        while refused callers keep coming, so after a quiet spell the server may have
+        been back for minutes, unseen. Then the caller waits for a probe (its attempt
+        to connect, at most ``connect_timeout``): served if it connects, refused as
+        soon as it fails. Until 2026-12-06 the first request after a quiet spell was
+        refused on the outage's old word, and a readiness probe failed once more
+        (``test_after_a_quiet_spell_a_fail_fast_caller_asks_the_server_again``)."""
         pool = self._pool
-        if FAIL_FAST.get() and pool is not None and self._outage.down:
-            self._outage.probe(partial(self._probe, pool))
-            raise self._down()
+        outage = self._outage
+        if not (FAIL_FAST.get() and pool is not None and outage.down):
+            return
+        if outage.stale():
+            failure = outage.next_failure()
+            probe = outage.probe(partial(self._probe, pool), now_if_idle=True)
+            try:
+                if probe is not None:
+                    await asyncio.wait((probe, failure), timeout=self.connect_timeout + 1.0,
+                                       return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                outage.forget(failure)
+                failure.cancel()
+            if not outage.down:
+                return
+        outage.probe(partial(self._probe, pool))
+        raise self._down()
 
     def _abandon(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                  get: asyncio.Future[Conn]) -> None:
@@ -804,7 +826,7 @@ class PostgresStore(PostgresServeQueries):
         starts of the process at the same time (group commit). Raises:
         StoreUnavailable (at once for a ``FAIL_FAST`` caller while the server is known
         to be down)."""
-        self._fail_fast_if_down()
+        await self._fail_fast_if_down()
         return await self._writer.submit_insert(run)
 
     async def _insert_one(self, run: RunRecord) -> tuple[RunRecord, bool]:
@@ -1568,7 +1590,7 @@ class PostgresStore(PostgresServeQueries):
         stores its prompt's new messages once per call). Raises: StoreUnavailable (at
         once for a ``FAIL_FAST`` caller while the server is known to be down)."""
         if blobs:
-            self._fail_fast_if_down()
+            await self._fail_fast_if_down()
             await self._writer.submit_blobs(blobs, run_id)
 
     async def _flush_blobs(self, batch: list[Blobs]) -> None:
