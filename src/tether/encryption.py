@@ -170,11 +170,18 @@ class AesGcm:
         for item in spec.split(","):
             kid, sep, b64 = item.strip().partition(":")
             try:
-                keys[kid] = base64.b64decode(b64, validate=True)
+                key = base64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError):
                 raise ConfigError(f"${name}: key {kid!r} is not valid base64") from None
             if not sep:
                 raise ConfigError(f"${name}: expected id:BASE64KEY, got {kid!r}")
+            if keys.get(kid, key) != key:
+                # One id, two keys: the last one took the first's place, the first's
+                # runs could not be read (handed back for ever), and the id the first
+                # place names encrypted with the other material. Fail closed.
+                raise ConfigError(f"${name}: key id {kid!r} is given twice with different "
+                                  "keys: give each key an id of its own")
+            keys[kid] = key
         return cls(keys)
 
     def encode(self, text: str, context: PayloadContext | None = None) -> str:

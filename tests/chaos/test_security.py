@@ -143,3 +143,11 @@ def test_bad_keys_are_refused_with_a_clear_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TETHER_PAYLOAD_KEYS", "k2:" + __import__("base64").b64encode(KEY2)
                        .decode())
     assert AesGcm.from_env().active == "k2"
+    # One id given two keys (a rotation that reused the id) was taken silently, the
+    # last key winning: the runs written with the first could not be read.
+    b64 = [__import__("base64").b64encode(k).decode() for k in (KEY1, KEY2)]
+    monkeypatch.setenv("TETHER_PAYLOAD_KEYS", f"k1:{b64[0]},k1:{b64[1]}")
+    with pytest.raises(ConfigError, match="'k1' is given twice with different keys"):
+        AesGcm.from_env()
+    monkeypatch.setenv("TETHER_PAYLOAD_KEYS", f"k1:{b64[0]},k1:{b64[0]}")  # the same key
+    assert AesGcm.from_env().active == "k1"
