@@ -342,6 +342,12 @@ def test_serve_logs_the_store_url_without_its_password(pg_url: str) -> None:
 @pytest.mark.parametrize(("content", "message"), [
     ("admin:short\n", "line 1: the token is shorter than 16 characters"),
     ("# tokens\nroot:0123456789abcdefgh\n", "line 2: expected ROLE:TOKEN"),
+    # Until 2026-12-06 a token given both roles got the last line's (read or admin by
+    # the order of the lines), and a file with no token served everyone on loopback,
+    # a reverse proxy in front included.
+    ("admin:0123456789abcdefgh\nread:0123456789abcdefgh\n",
+     "line 2: this token is also given as admin: give each token one role"),
+    ("# filled in at deploy\n\n", "holds no token"),
 ])
 def test_serve_names_a_bad_token_file_line(tmp_path: Path, content: str, message: str) -> None:
     tokens = tmp_path / "tokens"

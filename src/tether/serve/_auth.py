@@ -89,6 +89,14 @@ class Tokens:
                 line = line.strip()
                 if line and not line.startswith("#"):
                     _add(entries, line, f"{token_file} line {n}")
+            if not entries:
+                # A secret that was not mounted, a file still to be filled: serving
+                # without tokens would open the API to whatever reaches the loopback
+                # (a reverse proxy in front, which sends a loopback Host by default).
+                raise ConfigError(
+                    f"token file {token_file} holds no token (entries admin:TOKEN or "
+                    "read:TOKEN, one a line); to serve without tokens, leave out "
+                    "--token-file")
         env_text = os.environ.get(ENV_TOKENS, "") if env is None else env
         for i, item in enumerate(env_text.split(","), 1):
             if item.strip():
@@ -118,6 +126,10 @@ def _add(entries: dict[str, str], entry: str, where: str) -> None:
         raise ConfigError(f"{where}: expected ROLE:TOKEN with ROLE admin or read")
     if len(token) < 16:
         raise ConfigError(f"{where}: the token is shorter than 16 characters")
+    if entries.get(token, role) != role:
+        # (the last role given won, admin or read by the order of the lines)
+        raise ConfigError(f"{where}: this token is also given as {entries[token]}: "
+                          "give each token one role")
     entries[token] = role
 
 
