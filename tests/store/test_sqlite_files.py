@@ -386,6 +386,35 @@ def _without_root_privileges() -> list[str]:
     return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
 
 
+@pytest.mark.parametrize("command", [("runs",), ("start", "w"), ("worker", "tests.cli.cli_app:app"),
+                                     ("serve", "--port", "1")], ids=" ".join)
+def test_a_store_on_a_read_only_mount_is_refused_saying_so(
+    tmp_path: Path, command: tuple[str, ...],
+) -> None:
+    """A store on a file system mounted read-only (a snapshot, a volume mounted ``ro``):
+    SQLite cannot create the ``-shm`` a WAL database needs even to be read, and says
+    "unable to open database file". Every command said that alone, and took it for an
+    outage: ``tether serve`` answered 503 and a worker retried, for ever. Now it is a
+    store error saying why (one line, exit 1), as a folder that is not writable is."""
+    from tests.chaos.diskfull import missing_privilege, small_tmpfs
+
+    if missing_privilege():
+        pytest.skip(missing_privilege())
+    with small_tmpfs("8m") as mnt:
+        asyncio.run(make_store(mnt / "s.db"))
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True,
+                       capture_output=True)
+        env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+        env["PYTHONPATH"] = os.pathsep.join((str(ROOT / "src"), str(ROOT)))
+        done = subprocess.run([sys.executable, "-m", "tether", *command, "--db",
+                               f"sqlite:///{mnt / 's.db'}"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert sorted(p.name for p in mnt.iterdir()) == ["s.db"]
+    assert_one_line_error(done, "unable to open database file (it is on a read-only file "
+                          "system", "mount it read-write, or copy the file")
+    assert done.returncode == 1
+
+
 @pytest.mark.parametrize("command", [("runs",), ("serve", "--port", "1")], ids=" ".join)
 def test_a_store_in_a_read_only_folder_is_refused_naming_the_folder(
     tmp_path: Path, command: tuple[str, ...],

@@ -193,6 +193,11 @@ def translate_error(exc: apsw.Error, path: str) -> StoreError:
         return StoreError(
             f"SQLite store {path!r} is corrupt or not a database ({first}); restore it "
             "from a backup")
+    if isinstance(exc, apsw.CantOpenError) and _on_read_only_mount(path):
+        # A mistake no wait fixes (as a folder that is not writable, below): SQLite
+        # could not create the ``-shm`` a WAL database needs even to be read, and said
+        # only "unable to open database file".
+        return StoreError(f"SQLite store {path!r} failed: {first}{_why_read_only(path)}")
     if isinstance(exc, (apsw.FullError, apsw.IOError, apsw.CantOpenError,
                         apsw.ProtocolError)):
         return StoreUnavailable(f"SQLite store {path!r} failed: {first}")
@@ -209,6 +214,10 @@ def _why_read_only(path: str) -> str:
     own mode fine)."""
     if not path or path == ":memory:" or not os.path.exists(path):
         return ""
+    if _on_read_only_mount(path):  # (before access(): it says no to root there too)
+        return (f" (it is on a read-only file system, and SQLite writes the files "
+                f"{os.path.basename(path)}-wal and -shm beside the database even to read "
+                "it: mount it read-write, or copy the file to a writable folder)")
     if not os.access(path, os.W_OK, effective_ids=True):
         return " (this user may not write the file: give it write permission)"
     folder = os.path.dirname(os.path.abspath(path))
@@ -217,6 +226,16 @@ def _why_read_only(path: str) -> str:
                 f"{os.path.basename(path)}-wal and -shm beside the database: make the "
                 "folder writable for this user)")
     return ""
+
+
+def _on_read_only_mount(path: str) -> bool:
+    """Whether the folder of ``path`` (an existing file) is on a file system mounted
+    read-only."""
+    try:
+        folder = os.path.dirname(os.path.abspath(path))
+        return bool(os.path.exists(path) and os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _auto_migrate_env() -> bool:
