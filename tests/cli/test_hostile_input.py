@@ -256,7 +256,8 @@ async def test_workflow_and_queue_names_no_run_can_have_are_usage_errors(
     """``tether start NAME`` (and ``App.start("NAME")``) of a name no worker had
     registered queued a run whatever the name: one holding ANSI escapes or over 200
     characters (which no worker can register, so it waited for ever), and an empty one
-    was exit 1; ``tether queue-limit "" 2`` was exit 1; ``tether runs --queue`` or
+    was exit 1; ``tether queue-limit "" 2`` and ``tether schedules pause ""`` were
+    exit 1; ``tether runs --queue`` or
     ``--workflow`` with control characters listed nothing, exit 0. The API refused each
     with a 400. Now each is bad input: one line, exit 2, nothing stored."""
     app = make_app(sqlite_url)
@@ -274,6 +275,9 @@ async def test_workflow_and_queue_names_no_run_can_have_are_usage_errors(
         (("runs", "--queue", "a\nb"), "control characters"),
         (("runs", "--workflow", "a\x1b[2J"), "control characters"),
         (("runs", "--workflow", "w" * 201), "at most 200 are allowed"),
+        # (and "no schedule named ''", exit 1, for these)
+        (("schedules", "pause", ""), "schedule name '' is empty"),
+        (("schedules", "trigger", "a\x1b[2J"), "control characters"),
     ]
     for args, needle in cases:
         done = tether_cli(*args, db=sqlite_url)

@@ -8,6 +8,7 @@ from typing import Any
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._lifecycle import Cron, trigger_schedule, zone_of
 from tether._show import schedule_dict
+from tether._types import check_name
 from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
 from tether.cli._logging import LEVELS
 from tether.errors import shown
@@ -47,6 +48,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 async def schedules(args: argparse.Namespace) -> int:
     action = args.action or "list"
+    if action != "list":
+        # A name no schedule can have (empty, control characters) is bad input, exit 2,
+        # before any store is opened, as a RUN_ID is; not "no schedule named ''" (1).
+        check_name("schedule name", args.name, new=False)
     # Listing only reads: it must not create (or migrate) a store, as `tether runs`.
     async with client(args, read_only=action == "list") as app:
         store = app.store
