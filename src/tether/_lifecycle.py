@@ -129,6 +129,12 @@ _NAMES = {
     "sep": 9, "oct": 10, "nov": 11, "dec": 12,
     "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6,
 }
+#: The most days each month has (February: in a leap year).
+_MONTH_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30,
+               12: 31}
+_MONTH_NAMES = {1: "January", 2: "February", 3: "March", 4: "April", 5: "May", 6: "June",
+                7: "July", 8: "August", 9: "September", 10: "October", 11: "November",
+                12: "December"}
 _MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
            "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
            "@annually": "0 0 1 1 *"}
@@ -200,7 +206,7 @@ class Cron:
             raise ConfigError(f"cron {text!r}: expected 5 fields (minute hour day month "
                               "weekday) or 6 with seconds first")
         try:
-            return cls(
+            cron = cls(
                 text=text, seconds=_field(parts[0], 0, 59, "second"),
                 minutes=_field(parts[1], 0, 59, "minute"), hours=_field(parts[2], 0, 23, "hour"),
                 days=_field(parts[3], 1, 31, "day-of-month"),
@@ -210,6 +216,15 @@ class Cron:
             )
         except ValueError as exc:
             raise ConfigError(f"cron {text!r}: {exc}") from None
+        if not cron.any_day and cron.any_weekday and not any(
+                day <= _MONTH_DAYS[month] for month in cron.months for day in cron.days):
+            # (checked here, where it is declared: found by ``next_after`` in a worker's
+            # start, it stopped the worker, every other workflow's runs with it)
+            months = ", ".join(_MONTH_NAMES[m] for m in sorted(cron.months))
+            raise ConfigError(f"cron {text!r}: no day it names exists (day "
+                              f"{', '.join(str(d) for d in sorted(cron.days))} of "
+                              f"{months}): it would never tick")
+        return cron
 
     def _day_matches(self, day: dt.date) -> bool:
         if day.month not in self.months:

@@ -98,6 +98,25 @@ def test_bad_cron_is_a_clear_error(bad: str) -> None:
         Cron.parse(bad).next_after(ts("2026-01-01 00:00:00"), UTC)
 
 
+@pytest.mark.parametrize("never", ["0 0 30 2 *", "* * 31 2 *", "0 0 31 4,6,9,11 *",
+                                   "0 0 30-31 feb *"])
+def test_a_cron_naming_no_existing_day_is_refused_where_it_is_declared(never: str) -> None:
+    """A cron whose days never exist (the 30th of February) is refused by app.schedule,
+    naming them. It was accepted there, and the first worker of the app to start exited
+    with "no tick within five years", stopping every other workflow's runs with it."""
+    app = App("sqlite:///unused.db")
+
+    @app.workflow
+    async def job() -> None: ...
+
+    with pytest.raises(tether.ConfigError, match=r"no day it names exists.*never tick"):
+        app.schedule(job, cron=never)
+    # Days that exist in some year, or a weekday besides (Vixie's OR), are fine.
+    for cron in ("0 0 29 2 *", "0 0 30 2 1", "0 0 31 * *", "0 0 30,31 1-12/2 *"):
+        app.schedule(job, cron=cron, name=f"ok{len(app._schedules)}")
+    assert len(app._schedules) == 4
+
+
 def test_schedule_options_are_validated() -> None:
     app = App("sqlite:///unused.db")
 
