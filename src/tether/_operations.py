@@ -81,15 +81,27 @@ def _ctx(what: str) -> RunContext:
     return ctx
 
 
+#: The longest wait (``tether.sleep``, a signal's ``timeout``): 1,000 years. A longer one
+#: has a deadline no date can show (past the year 9999 within a few more millennia, at
+#: once for 1e308): it was journaled, then the run failed with "OverflowError: timestamp
+#: out of range", and ``tether show`` and the run page could not show its timeline.
+MAX_WAIT = 1000 * 365.25 * 86400.0
+
+
 def _seconds(duration: float | dt.timedelta) -> float:
     if isinstance(duration, dt.timedelta):
-        return duration.total_seconds()
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        seconds = duration.total_seconds()
+    elif isinstance(duration, bool) or not isinstance(duration, (int, float)):
         raise ConfigError(f"expected seconds (int or float) or a timedelta, "
                         f"got {type(duration).__name__}")
-    if not math.isfinite(duration):
+    elif not math.isfinite(duration):
         raise ConfigError(f"expected a finite number of seconds, got {duration!r}")
-    return float(duration)
+    else:
+        seconds = float(duration)
+    if seconds > MAX_WAIT:
+        raise ConfigError(f"expected at most {MAX_WAIT:.0f} seconds (1,000 years), got "
+                          f"{duration!r}")
+    return seconds
 
 
 def sleep(duration: float | dt.timedelta) -> Awaitable[None]:
@@ -97,8 +109,12 @@ def sleep(duration: float | dt.timedelta) -> Awaitable[None]:
     and wakes when it is due on whichever worker is up; the wake-up time is journaled,
     so it survives every worker being stopped. Outside a workflow, and in a step (whose
     outcome is journaled as a whole): ``asyncio.sleep``. A duration of zero or less
-    wakes at once; one that ends past the year 9999 waits as long (until cancelled),
-    and its wake-up prints as 9999-12-31 23:59:59 UTC."""
+    wakes at once.
+
+    Raises:
+        ConfigError: ``duration`` is not a finite number of seconds (or a timedelta),
+            or is over 1,000 years (``MAX_WAIT``); nothing is journaled.
+    """
     seconds = _seconds(duration)
     ctx = current_run.get()
     if ctx is None or current_step.get() is not None:
@@ -114,6 +130,8 @@ def wait_for_signal(name: str, timeout: float | dt.timedelta | None = None) -> A
 
     Raises:
         SignalTimeout: ``timeout`` passed first (catchable).
+        ConfigError: ``timeout`` is not a finite number of seconds, or is over 1,000
+            years; nothing is journaled.
     """
     ctx = _ctx("wait_for_signal")
     t = None if timeout is None else _seconds(timeout)

@@ -4,6 +4,7 @@ signal timeouts run in virtual time (``tether.testing.TestEnv``, on either backe
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import Counter
 
 import pytest
@@ -342,6 +343,45 @@ async def test_a_wait_of_no_finite_number_of_seconds_is_a_config_error(
     async with app.worker():
         seen = await (await app.start(wf, run_id="w")).result(timeout=30)
     assert len(seen) == 2 and all("a finite number of seconds" in m for m in seen), seen
+    assert (await app.get_run("w")).journal == []
+    await app.close()
+
+
+@pytest.mark.parametrize("seconds", [1e308, 1e12, dt.timedelta(days=999_999_999)])
+async def test_a_wait_past_any_date_is_a_config_error_not_a_timeline_nobody_can_show(
+        store_url: str, seconds: float | dt.timedelta) -> None:
+    """``tether.sleep(1e308)`` (a tool's argument passed on, say) journaled a timer no
+    date can show: the run failed with "OverflowError: timestamp out of range for
+    platform time_t", and ``tether show`` and the run page failed on its timeline. A
+    wait over 1,000 years is a ConfigError at the call, with nothing journaled, as an
+    infinite one is; 1,000 years itself is a wait like any other."""
+    app = App(store_url)
+
+    @app.workflow
+    async def wf() -> list[str]:
+        seen = []
+        for wait in (lambda: tether.sleep(seconds),
+                     lambda: tether.wait_for_signal("go", timeout=seconds)):
+            try:
+                await wait()
+            except tether.ConfigError as exc:
+                seen.append(str(exc))
+        return seen
+
+    @app.workflow
+    async def long_wait() -> str:
+        return str(await tether.wait_for_signal("go", timeout=1000 * 365.25 * 86400))
+
+    with pytest.raises(tether.ConfigError, match="at most"):
+        await tether.sleep(seconds)
+    async with app.worker():
+        seen = await (await app.start(wf, run_id="w")).result(timeout=30)
+        handle = await app.start(long_wait, run_id="l")
+        await wait_for(lambda: status_is(app, "l", "waiting"))
+        await app.signal("l", "go", "here")
+        assert await handle.result(timeout=30) == "here"
+    assert len(seen) == 2 and all("at most 31557600000 seconds (1,000 years)" in m
+                                  for m in seen), seen
     assert (await app.get_run("w")).journal == []
     await app.close()
 
