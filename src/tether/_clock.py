@@ -21,6 +21,17 @@ def utc_datetime(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(min(max(ts, _FIRST), _LAST), dt.UTC)
 
 
+def beyond_dates(ts: float) -> str | None:
+    """What a person reads for ``ts`` when no date stands for it ("after 9999-12-31",
+    a retry policy's or a Postpone's delay of 1e12 s), else None: the CLI and the run
+    page say so rather than print ``utc_datetime``'s held date as if it were the time."""
+    if ts > _LAST:
+        return "after 9999-12-31"
+    if ts < _FIRST:
+        return "before 0001-01-01"
+    return None
+
+
 class Clock(Protocol):
     """Wall-clock time in epoch seconds, and a way to wait on it."""
 

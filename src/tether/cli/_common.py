@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tether._app import App
-from tether._clock import utc_datetime
+from tether._clock import beyond_dates, utc_datetime
 from tether._types import _FORBIDDEN, check_name
 from tether.encryption import sealed_view
 from tether.errors import InvalidName
@@ -249,7 +249,7 @@ def safe(text: object) -> str:
 def fmt_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return utc_datetime(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return beyond_dates(ts) or utc_datetime(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._clock import utc_datetime
+from tether._clock import beyond_dates, utc_datetime
 from tether._show import STATUSES, TIMED_OUT, entry_outcome, run_document
 from tether._types import MAX_NAME
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
@@ -70,7 +70,7 @@ FLASH_COOKIE = "tether_flash"
 def fmt_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return utc_datetime(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return beyond_dates(ts) or utc_datetime(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @pass_context
