@@ -718,3 +718,35 @@ async def test_a_task_whose_payload_this_server_cannot_read_is_a_clear_error(
                 answer = await raw_rpc(url, "tasks/get", {"taskId": "sealed-done"})
                 assert answer["result"]["status"] == "completed", answer
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_an_erased_task_says_so_not_a_result_of_erased_true(
+        served: tuple[App, str]) -> None:
+    """After `tether erase`, a completed task's result was the erasure marker as if the
+    tool had returned it ({"erased": true}, isError false) and a failed task's error
+    read "error: "; App.result raises RunFailed (status "erased") for such a run. The
+    task keeps its status: completed with an isError result, failed with a RunErased
+    error, each saying the payloads were erased."""
+    app, url = served
+    async with tasks_client(url) as client:
+        done = await client.session.call_tool(
+            "quote", {"order": {"item": "pen", "quantity": 2}}, allow_claimed=True)
+        failed = await client.session.call_tool("explode", {"message": "secret"},
+                                                allow_claimed=True)
+        assert isinstance(done, CreateTaskResult) and isinstance(failed, CreateTaskResult)
+        await poll(client, done.task_id, {"completed"})
+        await poll(client, failed.task_id, {"failed"})
+        store = await app._open()
+        for task_id in (done.task_id, failed.task_id):
+            await store.run_erase(run_id=task_id, now=app.clock.now())
+        completed = await get_task(client, done.task_id)
+        ended = await get_task(client, failed.task_id)
+    assert completed.status == "completed"
+    assert completed.result is not None and completed.result["isError"] is True
+    assert "structuredContent" not in completed.result
+    text = completed.result["content"][0]["text"]
+    assert "payloads were erased (tether erase)" in text and "result is gone" in text
+    assert ended.status == "failed" and ended.error is not None
+    assert ended.error["message"].startswith("RunErased: the run's payloads were erased")
+    assert ended.error["data"]["erased"] is True
+    assert "secret" not in json.dumps(ended.error)

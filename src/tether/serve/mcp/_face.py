@@ -265,7 +265,13 @@ class TetherTasks:
         }
         status = run.status
         codec = self.app.codec.for_run(run.run_id)
-        if status == RunStatus.COMPLETED.value:
+        if run.erased_at is not None and status in (RunStatus.COMPLETED.value,
+                                                     RunStatus.FAILED.value):
+            # Its result or error is the erasure marker, not the workflow's: answered as
+            # such (as App.result raises RunFailed, status "erased"), not as the tool's
+            # result {"erased": true} a client could not tell from a real one.
+            self._erased(task, run)
+        elif status == RunStatus.COMPLETED.value:
             task["status"] = "completed"
             try:
                 value = codec.decode(run.result, None, SLOT_RESULT)
@@ -293,6 +299,24 @@ class TetherTasks:
                 task["status"] = "working"
                 task["statusMessage"] = _working_message(run)
         return task
+
+    @staticmethod
+    def _erased(task: dict[str, Any], run: RunRecord) -> None:
+        """A completed or failed task whose run was erased (``tether erase``): it keeps
+        its status; a completed one's result is an ``isError`` result saying the result
+        is gone, a failed one's error says the error is gone (``data.erased``)."""
+        what = "result" if run.status == RunStatus.COMPLETED.value else "error"
+        message = (f"the run's payloads were erased (tether erase) at "
+                   f"{iso_time(run.erased_at or 0.0)}: its {what} is gone")
+        if what == "result":
+            task["status"] = "completed"
+            task["result"] = _text_result(message, True)
+            return
+        task["status"] = "failed"
+        task["statusMessage"] = f"RunErased: {message}"
+        task["error"] = {"code": -32603, "message": f"RunErased: {message}",
+                         "data": {"type": "tether.errors.RunErased", "message": message,
+                                  "erased": True}}
 
     def _ttl_ms(self, run: RunRecord) -> int | None:
         """``ttlMs``: the configured value, else the app's retention (``App(retention=)``
