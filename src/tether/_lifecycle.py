@@ -77,7 +77,9 @@ def parse_retention(value: Any) -> Retention | None:
 def parse_statuses(text: str | None) -> list[str]:
     """``completed,failed`` -> the list; only final statuses may be purged."""
     allowed = ("completed", "failed", "cancelled")
-    if not text:
+    if text is None:
+        # (only an absent --status: `--status ""`, an empty variable in a script, named
+        # no status and purged every ended run)
         return list(allowed)
     found = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in found if s not in allowed]

@@ -114,6 +114,11 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
     one_line_error(cli("purge", "--older-than", "soon", db=store_url), "--older-than")
     one_line_error(cli("purge", "--older-than", "1d", "--status", "running",
                        db=store_url), "ended runs only")
+    # An empty --status (an unset variable in a script) names no status: it purged
+    # every ended run, as if --status were not given.
+    for empty in ("", " , "):
+        one_line_error(cli("purge", "--older-than", "0s", "--status", empty, db=store_url),
+                       "ended runs only", code=2)
     one_line_error(cli("erase", "nope", db=store_url), "nope")
     one_line_error(cli("migrate-runs", "--from", "a", "--to", "b", db=store_url), "--app")
 
