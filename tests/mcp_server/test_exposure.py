@@ -111,3 +111,36 @@ def test_signature_a_tool_cannot_have(tmp_path: Path, source: str, param: str,
     with pytest.raises(ConfigError, match=rf"workflow 'wf' cannot be a tool: its parameter "
                                           rf"'{param}' is {why}"):
         TetherTasks(app)
+
+
+@pytest.mark.parametrize(("app", "line"), [
+    (None, "MCP at /mcp: no tools: they are the workflows and agents marked mcp=True in "
+           "the app of --app MODULE:APP (none given)"),
+    ("tests.mcp_server.apps:app", "MCP at /mcp: 4 tools (ask, explode, quote, slow_sum)"),
+])
+def test_serve_says_which_tools_its_mcp_face_has(tmp_path: Path, app: str | None,
+                                                 line: str) -> None:
+    """`tether serve` without --app served an /mcp with no tools (tools/list [] and every
+    task "not found") and said nothing; its start now names the tools, or says there
+    are none and where they come from."""
+    import subprocess
+    import time
+
+    from tests import forked
+    from tests.web.helpers import ROOT, TETHER, env, free_port
+
+    log = tmp_path / "serve.log"
+    args = ["--app", app] if app else []
+    with open(log, "wb") as out:
+        proc = forked.Popen([*TETHER, "serve", "--db", f"sqlite:///{tmp_path / 't.db'}",
+                             "--port", str(free_port()), *args], cwd=ROOT, env=env(),
+                            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "Application startup complete" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert line in log.read_text(), log.read_text()

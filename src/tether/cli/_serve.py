@@ -34,7 +34,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="API tokens, one ROLE:TOKEN per line (ROLE admin or read); "
                    "also read from $TETHER_API_TOKENS (comma-separated)")
     p.add_argument("--app", metavar="MODULE:APP",
-                   help="load this app's code (workflow types for results, payload hooks)")
+                   help="load this app's code (workflow types for results, payload hooks; "
+                        "its workflows and agents marked mcp=True are the tools at /mcp, "
+                        "which has none without it)")
     p.add_argument("--max-body", type=positive_int, default=None, metavar="BYTES",
                    help="largest request body accepted (default 1 MiB)")
     p.add_argument("--request-timeout", type=non_negative_float, default=None,
@@ -163,6 +165,16 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("serving %s on %s (%s)%s", _without_password(app.url), where, mode,
              "" if opener.ready else "; the store is not reached yet: requests that "
              "need it answer 503 until it is")
+    # (an /mcp with no tools answered tools/list with [] and every task "not found",
+    # with nothing to say that its tools are the --app's exposed workflows)
+    tools = sorted(app.mcp_exposed)
+    if tools:
+        log.info("MCP at %s/mcp: %d tool%s (%s)", root, len(tools),
+                 "" if len(tools) == 1 else "s", ", ".join(tools))
+    else:
+        log.info("MCP at %s/mcp: no tools: they are the workflows and agents marked "
+                 "mcp=True in the app of --app MODULE:APP (%s)", root,
+                 f"{args.app} has none" if args.app else "none given")
     try:
         await server.serve()
     except SystemExit as exc:
