@@ -134,6 +134,29 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
     assert out.returncode == 0 and "no runs" in out.stdout
 
 
+def test_migrate_runs_refuses_an_app_of_another_version_than_to(tmp_path: Path) -> None:
+    """``migrate-runs --to v2 --app`` of an app whose version is v1 checked the runs
+    against v1's code and moved them to v2, whose workers run other code; it is bad
+    input (an app without a version is taken as the new code, as before)."""
+    import os
+
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    argv = [sys.executable, "-m", "tether", "migrate-runs", "--from", "v0", "--to", "v2",
+            "--app", "tests.life.apps:app", "--db", db]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TETHER_TEST_VERSION="v1")
+    made = forked.run([sys.executable, "-m", "tether", "db", "migrate", "--db", db], cwd=ROOT,
+                      env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    out = forked.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    one_line_error(out, "--app tests.life.apps:app is the code of version 'v1', not of "
+                   "--to 'v2'", code=2)
+    for version in ("v2", ""):  # (its own version, or none)
+        env["TETHER_TEST_VERSION"] = version
+        out = forked.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+        assert out.returncode == 0 and "moved 0 of 0" in out.stdout, out.stderr
+
+
 async def test_app_option_uses_that_apps_store(tmp_path: Path) -> None:
     """``retry``/``fork``/``migrate-runs``/``export --app MODULE:APP`` (and ``replay
     --check MODULE:APP --workflow``) use the store the app names,

@@ -83,7 +83,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="to_version", required=True, metavar="V2")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the code of V2, to check each run's journal against (required "
-                   "unless --no-check)")
+                   "unless --no-check; an app of another version is refused)")
     p.add_argument("--no-check", action="store_true",
                    help="move every unfinished run without checking (at your own risk)")
     p.add_argument("--dry-run", action="store_true", help="check and report, move nothing")
@@ -203,6 +203,11 @@ async def migrate_runs(args: argparse.Namespace) -> int:
         raise CliError("migrate-runs checks each run against the new code: name it with "
                        "--app MODULE:APP (or pass --no-check)", 2)
     app = _app_for(args)
+    if args.app and app.version is not None and app.version != args.to_version:
+        # (checked against one version's code and then run by another's workers, a run
+        # the check passed could block at its next replay)
+        raise CliError(f"--app {args.app} is the code of version {app.version!r}, not of "
+                       f"--to {args.to_version!r}: name the new version's app", 2)
     moved: list[str] = []
     skipped: dict[str, str] = {}
     async with app:
