@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -52,6 +53,10 @@ def parse_duration(value: Any, what: str = "duration") -> float:
     else:
         raise ConfigError(f"{what} must be seconds, a timedelta or text like '30d', "
                           f"not {type(value).__name__}")
+    if not math.isfinite(seconds):
+        # (App(retention=math.inf) made every tasks/get of an ended MCP task fail on its
+        # ttlMs, an opaque internal error; NaN purged nothing, silently)
+        raise ConfigError(f"{what} must be a finite number of seconds, not {value!r}")
     if seconds < 0:
         raise ConfigError(f"{what} must not be negative")
     return seconds

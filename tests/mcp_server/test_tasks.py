@@ -750,3 +750,25 @@ async def test_an_erased_task_says_so_not_a_result_of_erased_true(
     assert ended.error["message"].startswith("RunErased: the run's payloads were erased")
     assert ended.error["data"]["erased"] is True
     assert "secret" not in json.dumps(ended.error)
+
+
+async def test_an_unbounded_retention_is_refused_and_gives_no_ttl(store_url: str) -> None:
+    """App(retention=math.inf) was taken, and every tasks/get of an ended task then
+    failed on its ttlMs ("OverflowError: cannot convert float infinity to integer", an
+    opaque internal error); NaN was taken too and purged nothing. A retention that is
+    not a finite duration is a ConfigError; one built by hand (Retention(older_than=
+    math.inf)) reports ttlMs null, as without retention."""
+    import math
+
+    from tether._lifecycle import Retention
+
+    for bad in (math.inf, math.nan):
+        with pytest.raises(tether.ConfigError, match="finite"):
+            App(store_url, retention=bad)
+    app = apps.build(store_url, retention=Retention(older_than=math.inf))
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "quote", {"order": {"item": "pen", "quantity": 2}}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed"})
+    assert done.ttl_ms is None
