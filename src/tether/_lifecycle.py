@@ -71,6 +71,27 @@ class Retention:
     #: Seconds between a worker's purges.
     every: float = 300.0
 
+    def __post_init__(self) -> None:
+        # Checked as App(retention="30d") and `tether purge` check theirs: built by hand,
+        # every=0 purged in a loop without pause, a status that has not ended (blocked: a
+        # run waiting for its operator) was purged, and older_than=inf broke ttlMs.
+        # Durations as App(retention=) takes them ("30d" stayed text, and the worker's
+        # purge failed on it), kept as seconds.
+        older_than = parse_duration(self.older_than, "Retention.older_than")
+        every = parse_duration(self.every, "Retention.every")
+        if every <= 0:
+            raise ConfigError(f"Retention.every must be more than 0 seconds, not {every!r}")
+        if isinstance(self.statuses, str):
+            raise ConfigError("Retention.statuses must be a tuple of statuses, not a string")
+        ended = ("completed", "failed", "cancelled")
+        statuses = tuple(self.statuses)
+        if not statuses or any(s not in ended for s in statuses):
+            raise ConfigError(f"Retention.statuses {statuses!r}: retention purges ended "
+                              f"runs only ({', '.join(ended)})")
+        object.__setattr__(self, "older_than", older_than)
+        object.__setattr__(self, "every", every)
+        object.__setattr__(self, "statuses", statuses)
+
 
 def parse_retention(value: Any) -> Retention | None:
     """``App(retention=...)``: None, a ``Retention``, or a duration (all end states)."""

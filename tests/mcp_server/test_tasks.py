@@ -752,12 +752,13 @@ async def test_an_erased_task_says_so_not_a_result_of_erased_true(
     assert "secret" not in json.dumps(ended.error)
 
 
-async def test_an_unbounded_retention_is_refused_and_gives_no_ttl(store_url: str) -> None:
+async def test_an_unbounded_retention_is_refused(store_url: str) -> None:
     """App(retention=math.inf) was taken, and every tasks/get of an ended task then
     failed on its ttlMs ("OverflowError: cannot convert float infinity to integer", an
     opaque internal error); NaN was taken too and purged nothing. A retention that is
-    not a finite duration is a ConfigError; one built by hand (Retention(older_than=
-    math.inf)) reports ttlMs null, as without retention."""
+    not a finite duration is a ConfigError, given as a duration or as a Retention (whose
+    other fields are checked as `tether purge` checks its own); a finite one still gives
+    the task its ttlMs."""
     import math
 
     from tether._lifecycle import Retention
@@ -765,10 +766,18 @@ async def test_an_unbounded_retention_is_refused_and_gives_no_ttl(store_url: str
     for bad in (math.inf, math.nan):
         with pytest.raises(tether.ConfigError, match="finite"):
             App(store_url, retention=bad)
-    app = apps.build(store_url, retention=Retention(older_than=math.inf))
+        with pytest.raises(tether.ConfigError, match="finite"):
+            Retention(older_than=bad)
+    for fields in ({"every": 0}, {"statuses": ("blocked",)}, {"statuses": ()},
+                   {"statuses": "completed"}):
+        with pytest.raises(tether.ConfigError, match="Retention"):
+            Retention(older_than=60, **fields)  # type: ignore[arg-type]
+    # (a duration as App(retention=) takes it: "1h" stayed text, and the purge failed)
+    assert Retention(older_than="1h", every="5m").older_than == 3600.0  # type: ignore[arg-type]
+    app = apps.build(store_url, retention=Retention(older_than="1h"))  # type: ignore[arg-type]
     async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
         created = await client.session.call_tool(
             "quote", {"order": {"item": "pen", "quantity": 2}}, allow_claimed=True)
         assert isinstance(created, CreateTaskResult)
         done = await poll(client, created.task_id, {"completed"})
-    assert done.ttl_ms is None
+    assert done.ttl_ms is not None and 3_600_000 <= done.ttl_ms < 3_700_000

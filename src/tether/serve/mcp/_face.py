@@ -14,7 +14,6 @@ import importlib.metadata
 import inspect
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -331,8 +330,7 @@ class TetherTasks:
         statuses = getattr(retention, "statuses", ())
         if older_than is None or run.finished_at is None or run.status not in statuses:
             return None
-        ttl = (run.finished_at - run.created_at + float(older_than)) * 1000
-        return int(ttl) if math.isfinite(ttl) else None  # (a Retention built by hand)
+        return int((run.finished_at - run.created_at + float(older_than)) * 1000)
 
     async def _run(self, task_id: str) -> RunRecord | None:
         try:
