@@ -781,3 +781,37 @@ async def test_an_unbounded_retention_is_refused(store_url: str) -> None:
         assert isinstance(created, CreateTaskResult)
         done = await poll(client, created.task_id, {"completed"})
     assert done.ttl_ms is not None and 3_600_000 <= done.ttl_ms < 3_700_000
+
+
+async def test_a_published_schema_that_is_no_object_schema_asks_the_generic_one(
+        store_url: str) -> None:
+    """A workflow that published an input schema that is not an object's (text, a list,
+    a number) made its task unreadable: tasks/get answered "Internal server error"; one
+    of {"type": "string"} was sent as the elicitation's form, which clients must refuse.
+    The request asks the generic {value: string} instead, and the answer is delivered."""
+    app = App(store_url)
+    published: list[Any] = ["text", ["a"], 5, {"type": "string"}]
+
+    @app.workflow(mcp=True)
+    async def asks(kind: int) -> str:
+        tether.set_status({"input": {"signal": "go", "message": "Say go",
+                                     "schema": published[kind]}})
+        return str(await tether.wait_for_signal("go"))
+
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        for kind in range(len(published)):
+            created = await client.session.call_tool("asks", {"kind": kind},
+                                                     allow_claimed=True)
+            assert isinstance(created, CreateTaskResult)
+            task = await poll(client, created.task_id, {"input_required"})
+            assert task.input_requests is not None
+            (key, request), = task.input_requests.items()
+            assert request["params"]["requestedSchema"]["properties"] == {
+                "value": {"type": "string", "description": "the answer"}}
+            assert request["params"]["message"] == "Say go"
+            await update_task(client, created.task_id,
+                              {key: {"action": "accept", "content": {"value": "go"}}})
+            done = await poll(client, created.task_id, {"completed"})
+            assert done.result is not None
+            assert done.result["content"][0]["text"] == "{'value': 'go'}"
+    await app.close()

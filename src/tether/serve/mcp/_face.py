@@ -408,7 +408,12 @@ class TetherTasks:
         schema = _SIGNAL_SCHEMA
         message = f"The run waits for the signal {name!r}."
         if isinstance(wanted, Mapping) and wanted.get("signal") == name:
-            schema = dict(wanted.get("schema") or _SIGNAL_SCHEMA)
+            published = wanted.get("schema")
+            # An elicitation's schema is an object's: any other published value (text, a
+            # list, {"type": "string"}) made tasks/get fail with an opaque internal error
+            # or sent clients a form they must refuse; the generic one is asked instead.
+            if isinstance(published, Mapping) and published.get("type") == "object":
+                schema = dict(published)
             message = str(wanted.get("message") or message)
         request = {"method": "elicitation/create", "params": {
             "mode": "form", "message": message, "requestedSchema": schema,
