@@ -814,4 +814,15 @@ async def test_a_published_schema_that_is_no_object_schema_asks_the_generic_one(
             done = await poll(client, created.task_id, {"completed"})
             assert done.result is not None
             assert done.result["content"][0]["text"] == "{'value': 'go'}"
+        # Content that is no object is the answer's value, as a bare answer is (it was
+        # dropped: the run took {} as the answer).
+        created = await client.session.call_tool("asks", {"kind": 0}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        task = await poll(client, created.task_id, {"input_required"})
+        assert task.input_requests is not None
+        await update_task(client, created.task_id, {
+            next(iter(task.input_requests)): {"action": "accept", "content": "go"}})
+        done = await poll(client, created.task_id, {"completed"})
+        assert done.result is not None
+        assert done.result["content"][0]["text"] == "{'value': 'go'}"
     await app.close()

@@ -649,7 +649,11 @@ def _elicit(response: Any) -> tuple[str, dict[str, Any]]:
     content."""
     if isinstance(response, Mapping) and isinstance(response.get("action"), str):
         content = response.get("content")
-        return str(response["action"]), dict(content) if isinstance(content, Mapping) else {}
+        if content is None or isinstance(content, Mapping):
+            return str(response["action"]), dict(content or {})
+        # Content that is no object ("yes") was dropped: the run took {} as the answer.
+        # It is the answer's value, as a bare answer is.
+        return str(response["action"]), {"value": content}
     return "accept", dict(response) if isinstance(response, Mapping) else {"value": response}
 
 
