@@ -64,7 +64,15 @@ def parse_duration(value: Any, what: str = "duration") -> float:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Retention:
-    """Finished runs of ``statuses`` older than ``older_than`` seconds are purged."""
+    """Finished runs of ``statuses`` older than ``older_than`` seconds are purged.
+
+    ``older_than`` and ``every`` take what ``App(retention=)`` takes (seconds, a
+    ``timedelta``, text such as ``"30d"``) and hold seconds.
+
+    Raises:
+        ConfigError: a duration that is negative or not finite, ``every`` of 0, or a
+            status that is not an ended one (``completed``, ``failed``, ``cancelled``).
+    """
 
     older_than: float
     statuses: tuple[str, ...] = ("completed", "failed", "cancelled")
