@@ -331,7 +331,9 @@ class App:
         never overlap one another (docs/lifecycle.md, "Schedules").
 
         Raises:
-            ConfigError: a bad cron expression, time zone or option.
+            ConfigError: a bad cron expression (one that could never tick included), time
+                zone or option.
+            NotSerializable, PayloadTooLarge: an ``input`` the store could not hold.
         """
         from tether._lifecycle import make_spec
 
@@ -346,6 +348,16 @@ class App:
             spec = make_spec(wdef.name, queue or wdef.queue, cron_text, timezone=timezone,
                              name=name, args=args, kwargs=kwargs, overlap=overlap,
                              catchup=catchup, catchup_max=catchup_max)
+            # The input each tick's run gets, checked here as the store will take it (the
+            # payload hook aside): found at a worker's start, it stopped the worker, every
+            # other workflow's runs with it.
+            from tether._codec import SLOT_INPUT, Codec
+
+            payload: dict[str, Any] = {"args": list(spec.args)}
+            if spec.kwargs:
+                payload["kwargs"] = spec.kwargs
+            Codec(max_payload=self.codec.max_payload).encode(
+                payload, f"input of schedule {spec.name!r}", SLOT_INPUT)
             if spec.name in self._schedules and self._schedules[spec.name] != spec:
                 raise ConfigError(f"a schedule named {spec.name!r} is already declared")
             self._schedules[spec.name] = spec

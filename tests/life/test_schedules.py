@@ -117,6 +117,24 @@ def test_a_cron_naming_no_existing_day_is_refused_where_it_is_declared(never: st
     assert len(app._schedules) == 4
 
 
+def test_a_schedule_input_the_store_cannot_hold_is_refused_where_it_is_declared() -> None:
+    """An input that is no JSON was accepted by app.schedule; the app's first worker then
+    exited at its start ("input of schedule ...: not JSON-serializable"), stopping every
+    other workflow's runs with it."""
+    app = App("sqlite:///unused.db", max_payload=1000)
+
+    @app.workflow
+    async def job(x: object = None) -> None: ...
+
+    with pytest.raises(tether.NotSerializable, match="input of schedule 'job'"):
+        app.schedule(job, cron="* * * * *", input=[object()])
+    with pytest.raises(tether.PayloadTooLarge, match="input of schedule 'big'"):
+        app.schedule(job, cron="* * * * *", input=["x" * 2000], name="big")
+    assert app._schedules == {}
+    app.schedule(job, cron="* * * * *", input={"args": [], "kwargs": {"x": [1, "a"]}})
+    assert list(app._schedules) == ["job"]
+
+
 def test_schedule_options_are_validated() -> None:
     app = App("sqlite:///unused.db")
 
