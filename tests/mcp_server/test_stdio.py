@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -156,3 +157,49 @@ def test_stdio_command_errors(tmp_path: Path) -> None:
     out = tether_cmd("mcp", "tests.mcp_server.apps:app", "--poll-interval", "0")
     assert out.returncode == 2
     assert "--poll-interval" in out.stderr
+
+
+PRINTING_APP = '''
+print("importing the app")
+from tether import App
+
+app = App()
+
+
+@app.workflow(mcp=True)
+async def hello(n: int) -> int:
+    print("running hello", n)
+    return n
+'''
+
+
+def test_what_the_app_prints_never_reaches_the_wire(tmp_path: Path) -> None:
+    """stdout is the protocol's. A line the app's module printed as it was imported, and
+    one a workflow printed while served (block-buffered, flushed at exit, after the SDK
+    gave fd 1 back), reached the client as lines that are no JSON-RPC message (the SDK
+    client logs "Failed to parse JSONRPC message from server"). They go to stderr."""
+    (tmp_path / "printing_app.py").write_text(PRINTING_APP)
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "hello", "arguments": {"n": 7}, "_meta": meta}}
+    with subprocess.Popen(
+            [sys.executable, "-m", "tether", "mcp", "printing_app:app", "--db",
+             f"sqlite:///{tmp_path / 'tether.db'}"], cwd=tmp_path, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={"PYTHONPATH": os.pathsep.join([SERVER_PATH, str(tmp_path)]),
+                 "PATH": os.environ.get("PATH", "")}) as proc:
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())  # (the run ended: it printed)
+            rest, err = proc.communicate(timeout=30)  # (stdin closed: the server ends)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert answer["result"]["content"][0]["text"] == "7", answer
+    assert rest == "", rest
+    assert "importing the app" in err and "running hello 7" in err

@@ -4,6 +4,8 @@ over stdio (stdout carries the protocol; logs go to stderr)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from typing import Any
 
 from tether.cli._common import CliError, load_app, positive_float, positive_int
@@ -36,7 +38,15 @@ async def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"tether mcp needs the MCP SDK: pip install 'tether[mcp]' ({exc})"
                        ) from None
-    app = load_app(args.app)
+    # stdout is the protocol's: what the app prints must not reach it (a client reads a
+    # line that is no JSON-RPC message). Its module's import writes to stderr; while
+    # serving, the SDK's stdio_server points fd 1 at stderr, and a line printed then (a
+    # step's print) is flushed at once, there: block-buffered, it was flushed at exit,
+    # after the SDK had given fd 1 back to the client.
+    with contextlib.redirect_stdout(sys.stderr):
+        app = load_app(args.app)
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.db:
         app.use_store(args.db)
     if not app.mcp_exposed:
