@@ -91,6 +91,35 @@ def test_cron_next_tick_searches_only_near_a_change_of_the_clocks(
     assert searched  # (the repeated hour needs the search)
 
 
+def test_cron_next_tick_builds_no_wall_time_before_its_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``next_after`` built (and compared) every wall time of its start's hour before
+    the start: up to 3,600 datetimes a tick for a cron of every second, so a worker's
+    catch-up of an hour of ticks took 1.2 s of CPU on its event loop, and the overlap
+    check of ``catchup="all"`` with ``catchup_max=1000`` 2 s each tick. Counted here in
+    datetimes built, a tick late in an hour costs what one early in it does."""
+    import types
+
+    from tether import _lifecycle
+
+    built = [0]
+
+    class Counted(dt.datetime):
+        def __new__(cls, *args: object, **kwargs: object) -> Counted:
+            built[0] += 1
+            return super().__new__(cls, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_lifecycle, "dt", types.SimpleNamespace(
+        datetime=Counted, timedelta=dt.timedelta, date=dt.date, tzinfo=dt.tzinfo, UTC=UTC))
+    every_second = Cron.parse("* * * * * *")
+    for start, expected in (("2026-06-01 10:00:05", "2026-06-01 10:00:06"),
+                            ("2026-06-01 10:59:58", "2026-06-01 10:59:59"),
+                            ("2026-06-01 10:59:59", "2026-06-01 11:00:00")):
+        built[0] = 0
+        assert iso(every_second.next_after(ts(start), UTC)) == expected
+        assert built[0] < 20, (start, built[0])
+
+
 @pytest.mark.parametrize("bad", ["* * *", "61 * * * *", "*/0 * * * *", "a b c d e",
                                  "5-1 * * * *", "0 0 31 2 *"])
 def test_bad_cron_is_a_clear_error(bad: str) -> None:
