@@ -420,50 +420,6 @@ async def test_a_child_on_an_empty_queue_name_is_refused_in_the_parent(
     await app.close()
 
 
-async def test_a_timer_past_the_year_9999_waits_and_is_shown(store_url: str) -> None:
-    """``tether.sleep(timedelta(days=10**7))`` (or a signal timeout as long) journaled
-    its wake-up, then failed the run with ``ValueError: year 29406 is out of range``
-    (printing the wake-up time), and ``tether show`` of that run died with that
-    traceback. Now the run waits until cancelled, and every printed time is held to
-    9999-12-31 23:59:59 UTC."""
-    import datetime as dt
-    import sys
-
-    from tests import forked
-
-    app = App(store_url)
-    far = dt.timedelta(days=10**7)
-
-    @app.workflow
-    async def sleeper() -> str:
-        await tether.sleep(far)
-        return "woke"
-
-    @app.workflow
-    async def listener() -> object:
-        return await tether.wait_for_signal("go", timeout=far)
-
-    async with app.worker(poll_interval=0.1):
-        await app.start(sleeper, run_id="far-sleep")
-        heard = await app.start(listener, run_id="far-signal")
-        for run_id, wait in (("far-sleep", "timer until 9999-12-31T23:59:59+00:00"),
-                             ("far-signal", "signal go")):
-            await wait_for(lambda r=run_id: status_is(app, r, "waiting", "failed"), timeout=30)
-            info = await app.get_run(run_id)
-            assert info.waiting_for == wait, info
-            assert info.error is None
-            proc = await asyncio.to_thread(
-                forked.run, [sys.executable, "-m", "tether", "show", run_id, "--db", store_url],
-                capture_output=True, text=True, timeout=60)
-            assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-            assert "until 9999-12-31 23:59:59.000Z" in proc.stdout, proc.stdout
-        await app.signal("far-signal", "go", 7)
-        assert await heard.result(timeout=30) == 7
-        await app.cancel("far-sleep")
-        await wait_for(lambda: status_is(app, "far-sleep", "cancelled"), timeout=30)
-    await app.close()
-
-
 async def test_a_parent_cleaning_up_after_its_cancel_sees_its_children_cancelled(
         store_url: str) -> None:
     """A parent that catches ``Cancelled`` and awaits its child (a durable tool waiting
@@ -510,26 +466,4 @@ async def test_a_parent_cleaning_up_after_its_cancel_sees_its_children_cancelled
     # (each replay of the clean-up sees the same, from the journal)
     assert sorted(set(seen)) == ["run 'held' ended cancelled: tether.errors.Cancelled: run "
                                  "'held' was cancelled", "undone held"], seen
-    await app.close()
-
-
-async def test_a_retry_due_past_the_year_9999_waits(store_url: str) -> None:
-    """The same for a step's retry: logging its next attempt's time raised ``ValueError:
-    year 33715 is out of range`` and failed the run; now the run waits for it."""
-    app = App(store_url)
-
-    @app.step(retry=tether.RetryPolicy(initial_interval=1e12, max_attempts=3))
-    async def boom() -> None:
-        raise RuntimeError("down")
-
-    @app.workflow
-    async def wf() -> None:
-        await boom()
-
-    async with app.worker(poll_interval=0.1):
-        await app.start(wf, run_id="far-retry")
-        await wait_for(lambda: status_is(app, "far-retry", "waiting", "failed"), timeout=30)
-        info = await app.get_run("far-retry")
-    assert info.status.value == "waiting" and info.error is None, info.error
-    assert info.journal[0]["next_attempt_at"] > 253402300800  # past 9999-12-31
     await app.close()
