@@ -110,6 +110,93 @@ async def test_an_interrupt_during_a_long_tool_call_closes_it_and_passes_the_mes
     assert result.replayed == len(info.journal)
 
 
+async def test_a_worker_stopping_as_an_interrupted_tool_call_ends_hands_the_run_back(
+        sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
+    """A worker's stop that comes while a tool call cut by an interrupt is still ending
+    (its clean-up awaits something) stops the step there: the run is handed back to the
+    queue, no next turn asked for, the step left to the next worker. (The step took the
+    stop's cancel for the end of the cut work and swallowed it: its code went on, and
+    the stopping worker journaled its outcome; only the run's next operation, seeing
+    the worker stopping, ended it.)"""
+    server.set_script([
+        Reply(tool_calls=[{"name": "slow", "arguments": {"q": "b"}, "id": "c1"}]),
+        Reply("The next turn.")])
+    started, cleaning = asyncio.Event(), asyncio.Event()
+
+    @function_tool
+    async def slow(q: str) -> str:
+        """Slow lookup."""
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.sleep(3600)  # a clean-up, cut short by the stop's cancel
+            raise
+        return "never"
+
+    app = App(sqlite_url)
+    agent = app.add_agent(Agent("analyst", model=llm, tools=[slow], interruptible=True))
+    async with app:
+        worker = app.worker()
+        await worker.start()
+        try:
+            await app.start("analyst", "Look it up.", run_id="i9")
+            await asyncio.wait_for(started.wait(), 20)
+            await agent.interrupt(app, "i9", "stop there")
+            await asyncio.wait_for(cleaning.wait(), 20)
+        finally:
+            await asyncio.wait_for(worker.stop(), 20)
+        info = await app.get_run("i9")
+    assert len(server.requests) == 1
+    assert info.status == "queued"
+    # Cut by the stop, not by the interrupt: not journaled, the next worker runs it
+    # (and its turn's interrupt, waiting in the inbox, cuts it before it starts).
+    assert [e["name"] for e in info.journal] == ["interrupt", "llm:openai:gpt-4.1-mini"]
+
+
+async def test_a_step_cancelled_as_its_interrupted_work_ends_is_cancelled() -> None:
+    """``interruptibly`` cancelled while the work the interrupt cut is still ending
+    raises the cancellation, not ``TurnInterrupted``: the cancel of the step (a worker
+    stopping) is not lost."""
+    from tether.ai._interrupt import TurnScope, entered, interruptibly
+
+    async def watch(scope: TurnScope) -> None:
+        await asyncio.Event().wait()
+
+    scope = TurnScope(watch)
+    ending = asyncio.Event()
+
+    async def work() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ending.set()
+            await asyncio.Event().wait()  # its clean-up, until cancelled again
+        return "never"
+
+    async def step() -> str:
+        with entered(scope):
+            return await interruptibly(work())
+
+    task = asyncio.create_task(step())
+    try:
+        while not scope._watcher:
+            await asyncio.sleep(0)
+        scope.interrupted.set()
+        await asyncio.wait_for(ending.wait(), 10)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        assert task.cancelled()
+        # The work ends too: the cancel of the step cuts its clean-up, as before.
+        work_task = {*asyncio.all_tasks()} - {asyncio.current_task(), scope._watcher}
+        if work_task:
+            await asyncio.wait(work_task, timeout=10)
+        assert all(t.done() for t in work_task)
+    finally:
+        scope.close()
+
+
 async def test_an_interrupt_during_the_model_call_drops_the_partial_turn(
         sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
     """Cut while the model is still answering: its request is abandoned, nothing of it

@@ -137,9 +137,21 @@ async def interruptibly(work: Awaitable[T]) -> T:
     if task.done():
         return task.result()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    # wait(), not `await task` under suppress(CancelledError): that swallowed a cancel
+    # of this step itself (a worker stopping) that came while the work was ending, and
+    # the run went on to its next turn as if the worker were not waiting for it.
+    task.add_done_callback(_retrieved)  # (its end is not the step's: a cut)
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()  # (the step's own cancel reaches its work, as `await task` did)
+        raise
     raise TurnInterrupted(INTERRUPTED_TEXT)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def is_interrupted(exc: BaseException) -> bool:
