@@ -497,8 +497,10 @@ class AttemptWriter:
                 await asyncio.sleep(0)
             return
         if self._last is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._last)
+            # wait(), not `await shield(...)` under suppress(BaseException): that also
+            # swallowed a cancel of the caller (a worker stopping as a run ended), whose
+            # code then went on as if it had not been cancelled.
+            await asyncio.wait({self._last})
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what was noted and wait until every write ended, at most ``timeout``

@@ -96,6 +96,25 @@ async def test_close_writes_what_was_noted_and_gives_up_on_a_store_that_hangs(
     assert writer2._last is not None and writer2._last.done()
 
 
+async def test_a_flush_cancelled_while_it_waits_for_the_write_is_cancelled() -> None:
+    """A flush on a store that does not keep the order, cancelled while it waits for
+    the write in flight (a worker stopping as a run ends), raises the cancellation;
+    the write goes on. (It returned as if it had not been cancelled.)"""
+    store = _Store(False)
+    writer = AttemptWriter(store)  # type: ignore[arg-type]
+    writer.note("a1", _row("a1", "ok"))  # type: ignore[arg-type]
+    flushed = asyncio.ensure_future(writer.flush("r"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.calls == [[("a1", "ok")]] and not flushed.done()
+    flushed.cancel()
+    await asyncio.wait({flushed}, timeout=5)
+    assert flushed.cancelled()
+    assert writer._last is not None and not writer._last.done()
+    store.release.set()
+    await asyncio.wait_for(writer._last, 5)
+
+
 class _JournalStore:
     """A store that reads a first attempt that succeeded from its journal entry
     (``attempts_from_journal``, as SQLite does) and records what it is given."""
