@@ -114,7 +114,9 @@ async def test_a_worker_stopping_as_an_interrupted_tool_call_ends_hands_the_run_
         sqlite_url: str, server: ScriptedLLMServer, llm: LLM) -> None:
     """A worker's stop that comes while a tool call cut by an interrupt is still ending
     (its clean-up awaits something) stops the step there: the run is handed back to the
-    queue, no next turn asked for, the step left to the next worker. (The step took the
+    queue, no next turn asked for, the step left to the next worker, where the interrupt
+    waiting in the inbox cuts it before it starts and the turn ends as an interrupted
+    one does. (The step took the
     stop's cancel for the end of the cut work and swallowed it: its code went on, and
     the stopping worker journaled its outcome; only the run's next operation, seeing
     the worker stopping, ended it.)"""
@@ -141,18 +143,25 @@ async def test_a_worker_stopping_as_an_interrupted_tool_call_ends_hands_the_run_
         worker = app.worker()
         await worker.start()
         try:
-            await app.start("analyst", "Look it up.", run_id="i9")
+            handle = await app.start("analyst", "Look it up.", run_id="i9")
             await asyncio.wait_for(started.wait(), 20)
             await agent.interrupt(app, "i9", "stop there")
             await asyncio.wait_for(cleaning.wait(), 20)
         finally:
             await asyncio.wait_for(worker.stop(), 20)
         info = await app.get_run("i9")
-    assert len(server.requests) == 1
-    assert info.status == "queued"
-    # Cut by the stop, not by the interrupt: not journaled, the next worker runs it
-    # (and its turn's interrupt, waiting in the inbox, cuts it before it starts).
-    assert [e["name"] for e in info.journal] == ["interrupt", "llm:openai:gpt-4.1-mini"]
+        assert len(server.requests) == 1
+        assert info.status == "queued"
+        # Cut by the stop, not by the interrupt: not journaled, the next worker runs it
+        # (and its turn's interrupt, waiting in the inbox, cuts it before it starts).
+        assert [e["name"] for e in info.journal] == ["interrupt", "llm:openai:gpt-4.1-mini"]
+        started.clear()
+        async with app.worker():
+            assert await handle.result(timeout=20) == "The next turn."
+    assert not started.is_set()
+    assert tail(server.requests[1], 2) == [
+        {"role": "tool", "content": "interrupted by the user", "tool_call_id": "c1"},
+        {"role": "user", "content": "stop there"}]
 
 
 async def test_a_step_cancelled_as_its_interrupted_work_ends_is_cancelled() -> None:
