@@ -538,6 +538,40 @@ async def test_a_wake_up_subscription_cancelled_as_its_listen_lands_is_cancelled
         await store._listener.close()
 
 
+async def test_an_operation_cancelled_as_the_pool_hands_it_a_connection_is_cancelled(
+        pg_migrated_url: str) -> None:
+    """A store operation waiting for a pooled connection, cancelled in the turn of the
+    loop the pool hands it one, raises the cancellation, and the connection goes back.
+    (psycopg_pool waits with asyncio.wait_for, which on Python 3.11 then returned the
+    connection as if nothing had happened: the operation went on, and a subscriber to a
+    run's events cancelled so, as it asked the events connection to LISTEN, waited for
+    events for ever: an event stream that never closed.)"""
+    store = open_store(pg_migrated_url, pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        pool, conn = await store._checkout()  # the pool's one connection, held
+        before = asyncio.all_tasks()
+        op = asyncio.create_task(store.run_get("r1"))
+        wait: list[asyncio.Task[Any]] = []
+        for _ in range(1000):  # until the operation waits in the pool
+            await asyncio.sleep(0)
+            wait = [t for t in asyncio.all_tasks() - before - {op}
+                    if t.get_coro().__qualname__ == "Condition.wait"]
+            if wait:
+                break
+        assert len(wait) == 1
+        # The wait ends (the connection is handed over) and, in the same turn, the
+        # operation is cancelled.
+        wait[0].add_done_callback(lambda _: op.cancel())
+        await store._put_back(pool, conn)
+        await asyncio.wait({op}, timeout=10)
+        assert op.cancelled()
+        # The connection was given back: the next operation gets it.
+        assert await asyncio.wait_for(store.run_get("r1"), 10) is None
+    finally:
+        await store.close()
+
+
 async def _until_delivered(publisher: Store, run_id: str, first: asyncio.Future[str]) -> None:
     """Publish probes until the subscriber's first read returns one (it subscribes on
     its first read)."""

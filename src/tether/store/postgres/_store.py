@@ -530,13 +530,31 @@ class PostgresStore(PostgresServeQueries):
             if FAIL_FAST.get() and not _has_idle(pool):
                 conn = await self._getconn_unless_down(pool)
             else:
-                conn = await pool.getconn()
+                conn = await self._getconn(pool)
             if not _looks_dead(conn):
                 break
             with contextlib.suppress(Exception):
                 await conn.close()
             await self._put_back(pool, conn)
         return pool, conn
+
+    async def _getconn(self, pool: psycopg_pool.AsyncConnectionPool[Conn]) -> Conn:
+        """``pool.getconn()``, which raises the caller's cancellation.
+
+        psycopg_pool (3.3) waits for a connection with ``asyncio.wait_for``, which on
+        Python 3.11 returns as if nothing happened when the waiting task is cancelled in
+        the turn of the loop the pool hands it a connection: the caller went on, its
+        cancellation lost (an event stream's subscriber, cancelled so as it asked the
+        events connection to LISTEN, then waited for events for ever). A cancellation
+        that came during the wait and was not raised is raised here, the connection
+        given back."""
+        task = asyncio.current_task()
+        before = task.cancelling() if task is not None else 0
+        conn = await pool.getconn()
+        if task is not None and task.cancelling() > before:
+            await self._put_back(pool, conn)
+            raise asyncio.CancelledError
+        return conn
 
     async def _getconn_unless_down(self, pool: psycopg_pool.AsyncConnectionPool[Conn],
                                    ) -> Conn:
