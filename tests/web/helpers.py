@@ -61,8 +61,29 @@ def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | Non
                 extra_env: dict[str, str] | None = None, port: int | None = None,
                 args: tuple[str, ...] = ()) -> Served:
     """A ``tether serve`` process on ``port`` (default: a free loopback port), answering
-    /healthz."""
-    port = port or free_port()
+    /healthz.
+
+    A port this chose may be taken between ``free_port`` and the server's bind (by any
+    process on the machine: seen once in ~30 runs of tests/ai/test_interrupt.py beside
+    another copy, "address already in use"): the server is then started again on
+    another port, a few times."""
+    if port is not None:
+        return _start_serve(db, tmp, tokens, app, extra_env, port, args)
+    for _ in range(4):
+        try:
+            return _start_serve(db, tmp, tokens, app, extra_env, free_port(), args)
+        except _PortTaken:
+            continue
+    return _start_serve(db, tmp, tokens, app, extra_env, free_port(), args)
+
+
+class _PortTaken(AssertionError):
+    """The server could not bind its port: another process took it meanwhile."""
+
+
+def _start_serve(db: str, tmp: Path, tokens: str | None, app: str | None,
+                 extra_env: dict[str, str] | None, port: int, args: tuple[str, ...],
+                 ) -> Served:
     log = tmp / f"serve-{port}-{time.monotonic_ns()}.log"
     extra_args = args
     args = [*TETHER, "serve", "--db", db, "--port", str(port), *extra_args]
@@ -79,7 +100,10 @@ def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | Non
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"tether serve exited: {log.read_text()}")
+            text = log.read_text()
+            if "address already in use" in text:
+                raise _PortTaken(f"tether serve exited: {text}")
+            raise AssertionError(f"tether serve exited: {text}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(served.url + "/healthz", timeout=1).status_code == 200:
                 return served
