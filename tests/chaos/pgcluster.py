@@ -10,6 +10,7 @@ server dies without a checkpoint and recovers from its WAL, as after a crash.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -37,13 +38,37 @@ def missing_privilege() -> str | None:
 
 
 def _free_port(host: str = "127.0.0.1", start: int = 55433) -> int:
+    """A port nothing listens on, reserved against the clusters of other processes for
+    the rest of this process (a test that needs a port where no server answers)."""
+    return _reserve_port(host, start)[0]
+
+
+def _reserve_port(host: str = "127.0.0.1", start: int = 55433) -> tuple[int, int | None]:
+    """The first port from ``start`` that nothing listens on and that no other cluster
+    of this machine has reserved, and the descriptor of its reservation: a lock
+    (``flock``) on a file named after the port, held until the descriptor is closed
+    (``stop``, or the process's end). Two clusters made at once in two processes, before
+    either started, took the same first free port: a test that keeps its cluster down
+    for a while (test_stdio's store that comes up late) then reached the other one."""
     for port in range(start, start + 500):
+        fd: int | None = None
+        with contextlib.suppress(OSError):
+            fd = os.open(os.path.join(tempfile.gettempdir(), f"tether-pg-port-{port}.lock"),
+                         os.O_CREAT | os.O_RDWR, 0o666)
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
+                if fd is not None:
+                    os.close(fd)
                 continue
-            return port
+        return port, fd
     raise RuntimeError("no free port for a private PostgreSQL cluster")
 
 
@@ -51,7 +76,10 @@ class PrivateCluster:
     def __init__(self, listen: tuple[str, ...] = ("127.0.0.1",), port: int | None = None,
                  max_connections: int = 120) -> None:
         self.listen = listen
-        self.port = port or _free_port()
+        self._reservation: int | None = None
+        if port is None:
+            port, self._reservation = _reserve_port(listen[0])
+        self.port = port
         self.max_connections = max_connections
         self.dir = Path(tempfile.mkdtemp(prefix="tether-chaos-pg-"))
         self.data = self.dir / "data"
@@ -114,6 +142,9 @@ class PrivateCluster:
         if (self.data / "postmaster.pid").exists():
             self._pg_ctl("stop", "-m", "immediate", check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            os.close(reservation)
 
 
 @contextlib.contextmanager
