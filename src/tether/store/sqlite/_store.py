@@ -565,8 +565,12 @@ class SqliteStore(SqliteServeQueries):
                 f"cannot open SQLite store {self.path!r}: {exc}")
             failed: list[Outcome] = [
                 (ready, None, err)]
-            loop.call_soon_threadsafe(deliver, failed)
+            # Forgotten before the failure is told: an open() after it (the next call
+            # that needs the store) saw this thread still set, returned as if the store
+            # were open, and its first operation waited for ever for a thread that had
+            # gone (seen: `tether mcp` on a store it cannot open, 1 tasks/get in 19).
             self._thread = None
+            loop.call_soon_threadsafe(deliver, failed)
             return
         self._conn = conn
         if self.vfs is None:  # (another VFS need not keep its data in that file)
