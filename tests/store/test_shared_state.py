@@ -572,6 +572,37 @@ async def test_an_operation_cancelled_as_the_pool_hands_it_a_connection_is_cance
         await store.close()
 
 
+async def test_a_subscription_whose_kick_failed_listens_by_the_next_check(
+        pg_migrated_url: str) -> None:
+    """A new subscriber tells the busy events connection to LISTEN with a notification
+    (a kick through the pool). When that kick fails (the pool exhausted, a blip), the
+    connection learns of the change at its next idle check (``check_interval``: the
+    store's query timeout, 1 s here) and listens then; before, it never did until some
+    other subscriber came or went, and the run's live events never reached this one."""
+    async with _pg_store(f"{pg_migrated_url}?query_timeout=1") as store, \
+            more_stores(pg_migrated_url, 1) as (other,):
+        first = store.run_events("r1")
+        async with contextlib.aclosing(first):
+            head = asyncio.ensure_future(anext(first))
+            await _until_delivered(other, "r1", head)
+
+            async def fail(channel: str) -> None:
+                raise StoreError("no connection for the kick")
+
+            store._events._kick = fail
+            ready = asyncio.Event()
+            second = store.run_events("r2", ready=ready.set)
+            async with contextlib.aclosing(second):
+                got = asyncio.ensure_future(anext(second))
+                await asyncio.wait_for(ready.wait(), 30)  # (after _apply's 5 s)
+                for _ in range(60):
+                    await other.run_publish(run_id="r2", data="hello")
+                    done, _ = await asyncio.wait([got], timeout=0.25)
+                    if done:
+                        break
+                assert got.done() and got.result() == "hello"
+
+
 async def _until_delivered(publisher: Store, run_id: str, first: asyncio.Future[str]) -> None:
     """Publish probes until the subscriber's first read returns one (it subscribes on
     its first read)."""

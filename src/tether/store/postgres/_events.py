@@ -211,6 +211,8 @@ class EventListener:
                         self._changed.notify_all()
                     while not await self._receive(conn, target):
                         await self._execute(conn, sql.SQL("SELECT 1"))  # still there?
+                        if self._wanted != target:
+                            break  # a change whose kick never came (it failed): apply it
             except asyncio.CancelledError:
                 raise
             except CONNECTION_ERRORS as exc:
