@@ -733,6 +733,7 @@ class App:
             version=run.version, forked_from=run.forked_from, forked_at=run.forked_at,
             generation=run.generation, history=history, attempts=attempts,
             erased_at=run.erased_at,
+            cancel_requested=bool(run.cancel_requested) and not RunStatus(run.status).is_ended,
         )
 
     async def list_runs(self, *, status: RunStatus | str | None = None,

@@ -71,12 +71,19 @@ def journal_entries(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**e, "outcome": entry_outcome(e)} for e in journal]
 
 
+def cancel_pending(r: Any) -> bool:
+    """Whether a run record has a cancel asked and not yet delivered: its run has not
+    ended (a run's flag stays set once it ended cancelled)."""
+    return bool(r.cancel_requested) and not RunStatus(r.status).is_ended
+
+
 def run_dict(r: Any) -> dict[str, Any]:
     """A run record's summary fields (``tether runs --json``, a document's children)."""
     return {
         "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
         "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
         "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id,
+        "cancel_requested": cancel_pending(r),
     }
 
 
@@ -96,6 +103,7 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
         "finished_at": info.finished_at, "waiting_for": info.waiting_for,
         "status_info": info.status_info, "parent_run_id": info.parent_run_id,
         "journal": info.journal, "metrics": info.metrics,
+        "cancel_requested": info.cancel_requested,
         **lifecycle_dict(info),
     }
 

@@ -210,6 +210,10 @@ class RunInfo:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: When its payloads were erased (``tether erase``), or None.
     erased_at: float | None = None
+    #: A cancel was asked and the run has not ended yet: it ends ``cancelled`` when a
+    #: worker serving its queue replays it and delivers ``tether.Cancelled`` at its next
+    #: operation (a waiting run's wait), where its code may still clean up.
+    cancel_requested: bool = False
 
 
 #: Characters no id or name may hold: C0/C1 controls (ESC starts terminal escapes),

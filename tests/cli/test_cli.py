@@ -411,6 +411,49 @@ async def test_cancel_of_an_ended_run(served: tuple[App, str]) -> None:
     assert_one_line_error(await cli("cancel", "ended", db=url), "already ended")
 
 
+async def test_cancel_of_a_waiting_run_with_no_worker_says_it_is_pending(
+        store_url: str) -> None:
+    """A waiting run cancelled while no worker serves its queue stays ``waiting``: the
+    cancel is delivered by a worker's replay, at the wait, where the workflow may catch
+    ``Cancelled`` and clean up. Every view says the cancel is pending until then
+    (``cancel_requested``; before, nothing told it from a run nobody had cancelled, and
+    ``tether cancel`` did not say a worker was needed), and a worker then ends it
+    ``cancelled`` and the flag goes."""
+    app = make_app(store_url)
+    try:
+        async with app.worker(poll_interval=0.1):
+            await app.start("approval", run_id="w-1")
+            info = await app.get_run("w-1")
+            while info.status is not tether.RunStatus.WAITING:
+                await asyncio.sleep(0.05)
+                info = await app.get_run("w-1")
+        assert info.cancel_requested is False
+        said = await cli("cancel", "w-1", db=store_url)
+        assert said.returncode == 0, said.stderr
+        assert said.stdout.strip() == ("w-1: cancel requested (status waiting); it ends "
+                                       "cancelled when a worker serving queue 'default' "
+                                       "replays it")
+        assert json.loads((await cli("cancel", "w-1", "--json", db=store_url)).stdout) == {
+            "run_id": "w-1", "status": "waiting"}
+        doc = json.loads((await cli("show", "w-1", "--json", db=store_url)).stdout)
+        assert (doc["status"], doc["cancel_requested"]) == ("waiting", True)
+        listed = json.loads((await cli("runs", "--json", db=store_url)).stdout)
+        assert [(r["status"], r["cancel_requested"]) for r in listed] == [("waiting", True)]
+        assert "signal approve; cancel requested" in (await cli("runs", db=store_url)).stdout
+        text = (await cli("show", "w-1", db=store_url)).stdout
+        assert "cancel requested: it ends cancelled when a worker serving queue" in text
+        assert (await app.get_run("w-1")).cancel_requested is True
+        async with app.worker(poll_interval=0.1):
+            with pytest.raises(tether.RunFailed):
+                await app.handle("w-1").result(timeout=30)
+        info = await app.get_run("w-1")
+        assert (info.status, info.cancel_requested) == (tether.RunStatus.CANCELLED, False)
+        doc = json.loads((await cli("show", "w-1", "--json", db=store_url)).stdout)
+        assert doc["cancel_requested"] is False
+    finally:
+        await app.close()
+
+
 @pytest.mark.parametrize("flags", [("--concurrency", "0"), ("--lease", "0"),
                                    ("--lease", "-3")])
 def test_worker_rejects_bad_numbers_without_a_traceback(

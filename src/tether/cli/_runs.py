@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from tether._fit import WIDE_HELP, columns, fit_width
-from tether._show import STATUSES, run_dict, run_document, start_report, timed_out
+from tether._show import STATUSES, cancel_pending, run_dict, run_document, start_report, timed_out
 from tether._types import RunInfo, RunStatus, check_name
 from tether.cli._common import (
     CliError,
@@ -38,7 +38,7 @@ from tether.cli._lifecycle_show import (
     status_width,
     timeout_text,
 )
-from tether.cli._show_fit import print_fitted
+from tether.cli._show_fit import cancel_note, print_fitted
 from tether.errors import RunFailed
 
 log = logging.getLogger("tether.cli")
@@ -97,8 +97,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "cancel", parents=[common], help="cancel a run",
-        description="Ask a run to cancel: it ends cancelled at its next operation; a "
-        "blocked run, or a queued one that never started, ends cancelled at once. "
+        description="Ask a run to cancel: it ends cancelled at its next operation, "
+        "which a worker serving its queue runs (a waiting run stays waiting, its cancel "
+        "pending, until such a worker replays it: its code may catch Cancelled and clean "
+        "up); a blocked run, or a queued one that never started, ends cancelled at once. "
         "--json prints {run_id, status}: cancelled if it has ended so, else its status "
         "while the cancel is pending.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
@@ -216,7 +218,7 @@ async def runs(args: argparse.Namespace) -> int:
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
-              f"{fmt_time(r.created_at):24} {safe(r.waiting_for or '')}")
+              f"{fmt_time(r.created_at):24} {waits_cell(r)}")
     return 0
 
 
@@ -241,13 +243,22 @@ RUN_COLUMNS = ("RUN ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED", "WAITING FOR"
 RUN_GIVE = ((5, 11), (1, 8), (2, 5))  # the wait first, then the workflow and the queue
 
 
+def waits_cell(r: Any) -> str:
+    """``tether runs``' WAITING FOR cell: what the run waits for, and a pending cancel
+    (a waiting run keeps its wait until a worker of its queue delivers the cancel)."""
+    text = safe(r.waiting_for or "")
+    if cancel_pending(r):
+        text = f"{text}; cancel requested" if text else "cancel requested"
+    return text
+
+
 def fitted_runs(found: list[Any], width: int) -> list[str]:
     """``tether runs``' table in ``width`` columns: the created time to the second, the
     other cells whole if the line has room for them and a ``KEY_MIN`` column, else cut
     at their end, and a run id never cut (one longer than its column has a line to
     itself, its row's cells under it)."""
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
-             fmt_time(r.created_at)[:19] + "Z", safe(r.waiting_for or "")] for r in found]
+             fmt_time(r.created_at)[:19] + "Z", waits_cell(r)] for r in found]
     return columns(RUN_COLUMNS, rows, width, RUN_GIVE)
 
 
@@ -261,6 +272,8 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
          f"{fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
     if info.waiting_for:
         w(f"waiting for: {safe(info.waiting_for)}\n")
+    if info.cancel_requested:
+        w(f"{cancel_note(info.queue)}\n")
     if info.status_info is not None:
         w(f"status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
@@ -351,7 +364,8 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
 
 async def cancel(args: argparse.Namespace) -> int:
     async with client(args) as app:
-        before = (await app.get_run(args.run_id)).status
+        info = await app.get_run(args.run_id)
+        before = info.status
         if before is RunStatus.CANCELLED:
             print(dumps({"run_id": args.run_id, "status": before.value}) if args.json
                   else f"{safe(args.run_id)}: already cancelled")
@@ -364,8 +378,9 @@ async def cancel(args: argparse.Namespace) -> int:
         print(dumps({"run_id": args.run_id, "status": status.value}))
     elif status is RunStatus.CANCELLED:  # blocked, or queued and never started: ended now
         print(f"{safe(args.run_id)}: cancelled")
-    else:  # its code sees the cancel at its next operation
-        print(f"{safe(args.run_id)}: cancel requested (status {status.value})")
+    else:  # its code sees the cancel at its next operation, on a worker of its queue
+        print(f"{safe(args.run_id)}: cancel requested (status {status.value}); it ends "
+              f"cancelled when a worker serving queue {safe(info.queue)!r} replays it")
     return 0
 
 

@@ -74,6 +74,12 @@ class Layout:
     width: int
 
 
+def cancel_note(queue: str) -> str:
+    """What ``tether show`` says of a run with a cancel pending."""
+    return (f"cancel requested: it ends cancelled when a worker serving queue "
+            f"{safe(queue)!r} replays it")
+
+
 def _line(text: str) -> str:
     """A cell's text on one line, safe for the terminal."""
     return safe(text.replace("\r", " ").replace("\n", " "))
@@ -218,6 +224,8 @@ def _head(info: RunInfo, width: int) -> list[str]:
                   width)
     if info.waiting_for:
         lines.append(cut_end(f"waiting for: {_line(info.waiting_for)}", width))
+    if info.cancel_requested:
+        lines.append(cut_end(cancel_note(info.queue), width))
     if info.status_info is not None:
         lines.append("status: " + short(info.status_info, width - len("status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))

@@ -23,7 +23,14 @@ from starlette.types import Scope
 from tether import App, RunNotFound
 from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
-from tether._show import STATUSES, journal_entries, run_document, run_info, start_report
+from tether._show import (
+    STATUSES,
+    cancel_pending,
+    journal_entries,
+    run_document,
+    run_info,
+    start_report,
+)
 from tether._types import check_name
 from tether.errors import (
     ConfigError,
@@ -331,6 +338,7 @@ def run_summary(r: Any) -> dict[str, Any]:
         "run_id": r.run_id, "workflow": r.workflow, "queue": r.queue, "status": r.status,
         "created_at": r.created_at, "updated_at": r.updated_at, "finished_at": r.finished_at,
         "waiting_for": r.waiting_for, "parent_run_id": r.parent_run_id, "metrics": r.metrics,
+        "cancel_requested": cancel_pending(r),
         # (a fork's origin, as the run's document has it: null for a run that is no fork)
         "forked_from": r.forked_from, "forked_at": r.forked_at,
     }

@@ -105,6 +105,11 @@ def document(root_path: str = "") -> dict[str, Any]:
                                    "status": {"type": "string", "enum": list(STATUSES)},
                                    "created_at": {"type": "number"},
                                    "metrics": {"type": "object"},
+                                   "cancel_requested": {
+                                       "type": "boolean", "description": (
+                                           "a cancel was asked and the run has not ended: "
+                                           "it ends cancelled when a worker serving its "
+                                           "queue replays it")},
                                    "forked_from": {
                                        "type": "string", "nullable": True,
                                        "description": "a fork's source run (listRuns)"},
@@ -158,6 +163,10 @@ def document(root_path: str = "") -> dict[str, Any]:
                                     "worker_id": {"type": "string"},
                                     "started_at": {"type": "number"}}}},
                             "metrics": {"type": "object"},
+                            "cancel_requested": {"type": "boolean", "description": (
+                                "a cancel was asked and the run has not ended: it ends "
+                                "cancelled when a worker serving its queue replays it "
+                                "(a waiting run too: its code may catch Cancelled)")},
                             "children": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/RunSummary"}}}},
                 "Schedule": {"type": "object", "required": ["name", "workflow", "paused"],
