@@ -36,10 +36,12 @@ EXIT_ERROR = 1
 #: What ``tether --help`` says of exit statuses (every command keeps to it).
 EXIT_STATUSES = (
     "exit status: 0 done; 1 an error (a store that cannot be reached, an unknown run, a "
-    "run that failed for `tether result`, a run that does not replay for `tether "
-    "replay`); 2 bad input (a malformed argument or JSON, an id or name that is empty, "
+    "run that failed or was cancelled for `tether result`, and a blocked one, which "
+    "waits for an operator; a run that does not replay for `tether replay`); 2 bad "
+    "input (a malformed argument or JSON, an id or name that is empty, "
     "holds control characters or is over 200 characters, a MODULE:APP that names no "
-    "importable tether.App); 3 `tether result`: the run has not ended; 130 interrupted")
+    "importable tether.App); 3 `tether result`: the run has not ended (queued, "
+    "running or waiting; also when --wait ran out); 130 interrupted")
 
 
 def build_parser() -> argparse.ArgumentParser:
