@@ -46,6 +46,44 @@ async def test_continue_as_new_keeps_the_run_and_its_signals(store_url: str) -> 
     assert keys == {0, 1, 2}
 
 
+async def test_tether_show_names_the_generation_of_an_earlier_attempt(
+        sqlite_url: str) -> None:
+    """``tether show`` lists the attempts worth a look of every generation under the
+    current generation's table; one of an earlier generation is marked with it
+    (``g0.0``). Before, generation 0's two attempts at position 0 printed as ``0``, read
+    as the current generation's step, which took one attempt."""
+    import io
+
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    app = App(sqlite_url)
+
+    @app.step(retry=tether.RetryPolicy(initial_interval=0.01))
+    async def flaky(gen: int) -> int:
+        if gen == 0 and tether.step_attempt() == 1:
+            raise RuntimeError("first try")
+        return gen
+
+    @app.workflow
+    async def twice(gen: int) -> int:
+        await flaky(gen)
+        if gen == 0:
+            tether.continue_as_new(1)
+        return gen
+
+    async with app, app.worker():
+        assert await (await app.start(twice, 0, run_id="t-1")).result(timeout=30) == 1
+        info = await app.get_run("t-1")
+    wide, fitted = io.StringIO(), io.StringIO()
+    print_timeline(info, wide)
+    print_fitted(info, 80, fitted.write)
+    for text in (wide.getvalue(), fitted.getvalue()):
+        rows = text.split("\nattempts:\n")[1].split("\n\n")[0].splitlines()
+        rows = [r.split()[0] for r in rows if "flaky" in r]
+        assert rows == ["g0.0", "g0.0"], text
+
+
 async def test_continue_as_new_outside_a_workflow_is_an_error() -> None:
     with pytest.raises(tether.OutsideRun, match="continue_as_new"):
         tether.continue_as_new(1)

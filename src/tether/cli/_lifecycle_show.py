@@ -175,6 +175,17 @@ def attempts_worth_a_look(info: RunInfo) -> list[dict[str, Any]]:
             if len(group) > 1 or any(a["status"] != "ok" for a in group) for a in group]
 
 
+def attempt_position(info: RunInfo, a: dict[str, Any]) -> str:
+    """An attempt's POS cell: its position, and for one of an earlier generation
+    (continue-as-new) that generation, as ``g0.3`` (the notation of a child's id). The
+    attempts of every generation are listed together, under the current generation's
+    table: before, an attempt cut off in generation 0 read as one of the current
+    generation's step at that position."""
+    if a["generation"] == info.generation:
+        return str(a["position"])
+    return f"g{a['generation']}.{a['position']}"
+
+
 def attempt_took(info: RunInfo) -> Callable[[dict[str, Any]], str]:
     """The duration cell of each of ``info``'s attempts: how long it took once ended; for
     one in flight (``_show.in_flight``, as the run page's running row and ``in_flight``
@@ -202,6 +213,6 @@ def print_attempts(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
     took = attempt_took(info)
     w("\nattempts:\n")
     for a in shown:
-        w(f"{a['position']:>4}  {safe(a['name']):{width}} #{a['attempt']:<3} "
+        w(f"{attempt_position(info, a):>4}  {safe(a['name']):{width}} #{a['attempt']:<3} "
           f"{safe(a['status']):12} {took(a):>9}  worker {safe(a['worker_id'])}"
           + (f"  {short(_error_text(a), 60)}" if a.get("error") is not None else "") + "\n")

@@ -17,6 +17,7 @@ from tether._show import timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 from tether.cli._lifecycle_show import (
+    attempt_position,
     attempt_took,
     attempts_worth_a_look,
     child_id,
@@ -247,7 +248,7 @@ def _attempts(info: RunInfo, width: int, w: Write) -> None:
     if not shown:
         return
     took_of = attempt_took(info)
-    cells = [(str(a["position"]), _line(a["name"]), f"#{a['attempt']}", _line(a["status"]),
+    cells = [(attempt_position(info, a), _line(a["name"]), f"#{a['attempt']}", _line(a["status"]),
               took_of(a),
               _line(a["worker_id"] or "-"),
               _line(_error_text(a["error"])) if a.get("error") is not None else "")
