@@ -247,3 +247,27 @@ async def test_the_cancel_flash_says_what_is_true_when_the_page_renders(
     # where it is now: tests/web/test_browser.py)
     assert re.search(r'role="status">Asked run cx-2 to cancel at \d\d:\d\d:\d\d UTC: it '
                      r'stops at its next operation\.</p>', page), page
+
+
+async def test_a_waiting_runs_page_says_its_cancel_is_pending(ui: httpx.AsyncClient) -> None:
+    """A waiting run asked to cancel while no worker serves its queue stays ``waiting``
+    until one replays it (its code may catch ``Cancelled`` and clean up); its page says
+    so whenever it is opened, not only in the flash after the form. Before, a later
+    visit showed a waiting run like any other, as if nobody had cancelled it."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("wait_go", run_id="cp-1")
+    await _until_waiting(ui, "cp-1")
+    pending = "cancel requested</b>: it ends cancelled when a worker serving queue"
+    assert pending not in (await ui.get("/runs/cp-1")).text
+    await ui.post("/ui/runs/cp-1/cancel", data={"csrf": csrf})
+    await ui.get("/runs/cp-1")  # the page after the form, with its flash
+    page = (await ui.get("/runs/cp-1")).text
+    assert "Asked run" not in page  # (the flash is gone)
+    assert pending in page and "<b>default</b> replays it" in page
+    async with app.worker(queues=["default"]):
+        for _ in range(600):
+            if (await app.get_run("cp-1")).status == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+    assert pending not in (await ui.get("/runs/cp-1")).text
