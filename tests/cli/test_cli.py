@@ -540,3 +540,43 @@ def test_demo_help_says_which_store_it_uses() -> None:
     text = " ".join(shown.stdout.split())
     assert ("The demo runs on a SQLite store of its own in a new temporary folder (it "
             "prints the path): --db and $TETHER_DATABASE_URL are not used.") in text
+
+
+async def test_show_gives_a_timers_due_time_as_a_time(sqlite_url: str) -> None:
+    """``tether show`` (a pipe's lines and a terminal's) gives a durable timer's recorded
+    due time, a ``sleep``'s and a ``cancel``'s that took a timer's place, as a time, as
+    it does a ``now``'s. Before, the rows read epoch seconds (``1796549922.757283``)."""
+    import io
+
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def naps() -> None:
+        await tether.sleep(0.01)
+        await tether.sleep(3600)
+
+    try:
+        async with app.worker(poll_interval=0.05):
+            await app.start(naps, run_id="n-1")
+            while (await app.get_run("n-1")).status is not tether.RunStatus.WAITING:
+                await asyncio.sleep(0.05)
+            await app.cancel("n-1")
+            with pytest.raises(tether.RunFailed):
+                await app.handle("n-1").result(timeout=30)
+        info = await app.get_run("n-1")
+    finally:
+        await app.close()
+    due = [e["result"] for e in info.journal]
+    assert [e["kind"] for e in info.journal] == ["sleep", "cancel"]
+    from tether.cli._common import fmt_time
+
+    wide, fitted = io.StringIO(), io.StringIO()
+    print_timeline(info, wide)
+    print_fitted(info, 100, fitted.write)
+    for text in (wide.getvalue(), fitted.getvalue()):
+        assert f"due {fmt_time(due[0])}" in text, text
+        assert f"its timer was due {fmt_time(due[1])}" in text, text
+        assert str(due[0]) not in text and str(due[1]) not in text, text

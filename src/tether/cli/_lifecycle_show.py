@@ -112,14 +112,20 @@ def llm_summary(e: dict[str, Any]) -> str | None:
 
 
 def result_cell(e: dict[str, Any], width: int) -> str:
-    """A recorded result as its row gives it: the time a ``now`` entry recorded (not
-    epoch seconds), an LLM call's figures and answer (``llm_cell``), else its JSON cut
-    to ``width``."""
+    """A recorded result as its row gives it: the time a ``now`` entry recorded and a
+    durable timer's due time (a ``sleep``'s, and a ``cancel`` that took a timer's place)
+    as times, not epoch seconds; an LLM call's figures and answer (``llm_cell``), else
+    its JSON cut to ``width``. (Until 2026-12-06 a sleep's row read ``1796549922.757283``.)"""
     result = e["result"]
     if result is None:
         return ""
-    if e["kind"] == "now" and isinstance(result, int | float) and not isinstance(result, bool):
-        return fmt_time(result)
+    if isinstance(result, int | float) and not isinstance(result, bool):
+        if e["kind"] == "now":
+            return fmt_time(result)
+        if e["kind"] == "sleep":
+            return f"due {fmt_time(result)}"
+        if e["kind"] == "cancel":
+            return f"its timer was due {fmt_time(result)}"
     return llm_cell(e, result if isinstance(result, str) else short(result, 10_000), width)
 
 
