@@ -756,6 +756,10 @@ class App:
 
     async def cancel(self, run_id: str) -> RunStatus:
         """Ask a run to cancel: it stops at its next operation and ends ``cancelled``.
+        That operation runs on a worker serving the run's queue: a waiting run becomes
+        claimable at once but stays ``waiting`` until such a worker replays it and
+        delivers ``Cancelled`` at its wait (where its code may clean up);
+        ``RunInfo.cancel_requested`` is true meanwhile.
         A run no code could see the cancel in ends ``cancelled`` at once: a ``blocked``
         run, and a ``queued`` one that never started (no journal entry); its children
         whose policy is ``cancel`` are then asked to cancel, as when a worker ends a run
