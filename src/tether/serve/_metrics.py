@@ -180,6 +180,23 @@ def _serve_figures(request: Request) -> str:
     return render_connections(limit.open, limit.limit, limit.refused)
 
 
+async def with_known_queues(store: object, live: LiveStats, now: float) -> LiveStats:
+    """``live`` with a depth of 0 (and an age of 0) for each queue the store knows of
+    (``tether queues``: the workflows registry and the queue limits) that has no queued
+    run: an idle queue's series read 0, not "no data" (a gauge left out of a scrape is
+    stale for Prometheus: ``sum(tether_queue_depth)`` and dashboards went blank whenever
+    every queue was empty, and an alert on a queue's depth could not tell 0 from a
+    server that stopped reporting it)."""
+    workflows = await store.workflow_list()  # type: ignore[attr-defined]
+    limits = await store.queue_limits()  # type: ignore[attr-defined]
+    known = set(workflows.values()) | set(limits)
+    if known <= set(live.queues):
+        return live
+    queues = {q: (0, now) for q in known}
+    queues.update(live.queues)
+    return LiveStats(queues, live.workers)
+
+
 async def metrics(request: Request) -> Response:
     app = request.app.state.tether
     cache: MetricsCache = request.app.state.metrics
@@ -188,13 +205,14 @@ async def metrics(request: Request) -> Response:
         now = app.clock.now()
         stats = await app.store.store_stats(now=now)
         figures = Figures(stats, now, time.monotonic() - begun)
-        live = LiveStats(stats.queues, stats.workers)
+        live = await with_known_queues(app.store, LiveStats(stats.queues, stats.workers),
+                                       now)
         return Response(render(figures, live, now) + _serve_figures(request),
                         media_type=CONTENT_TYPE)
     # The live gauges first: a store known to be down answers 503 at once (FAIL_FAST),
     # and no computation is started against it.
     now = app.clock.now()
-    live = await app.store.store_live_stats(now=now)
+    live = await with_known_queues(app.store, await app.store.store_live_stats(now=now), now)
     task = cache.kick(app)
     if cache.latest is None and task is not None:
         # The first scrape after start waits for the first computation, within the
