@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from tether.cli import (
     _approvals,
@@ -99,31 +100,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tether: error: {safe(exc)}", file=sys.stderr)
         return exc.code
     _logging.configure(args)
+    json_logs = getattr(args, "log_format", "text") == "json"
+
+    def error(text: str, exc_info: Any = None) -> None:
+        _logging.print_error(f"tether: error: {text}", json_logs, exc_info)
+
     try:
         code = asyncio.run(args.handler(args))
     except KeyboardInterrupt:
         return 130
     except CliError as exc:
-        print(f"tether: error: {safe(exc)}", file=sys.stderr)
+        error(str(exc))
         return exc.code
     except json.JSONDecodeError as exc:
-        print(f"tether: error: malformed JSON: {safe(exc)}", file=sys.stderr)
+        error(f"malformed JSON: {exc}")
         return EXIT_USAGE
     except RunNotFound as exc:
         # A RUN_ID no run has: bad input if it holds what no id may (control characters).
         bad = bad_run_id(exc.run_id) if exc.run_id == getattr(args, "run_id", None) else None
-        print(f"tether: error: {safe(bad or exc)}", file=sys.stderr)
+        error(str(bad or exc))
         return EXIT_USAGE if bad is not None else EXIT_ERROR
     except InvalidName as exc:  # an id or name the engine refuses: bad input
-        print(f"tether: error: {safe(exc)}", file=sys.stderr)
+        error(str(exc))
         return EXIT_USAGE
     except TetherError as exc:
-        print(f"tether: error: {safe(exc)}", file=sys.stderr)
+        error(str(exc))
         return EXIT_ERROR
     except BrokenPipeError:
         # `tether runs | head`: the reader left; say nothing more (not even at exit).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if not json_logs:
+            raise  # (Python prints the traceback and exits 1)
+        # With --log-format json, a traceback is one JSON line as well (exit 1 still).
+        error(f"{type(exc).__name__}: {exc}", exc_info=sys.exc_info())
+        return EXIT_ERROR
     return int(code or 0)
 
 

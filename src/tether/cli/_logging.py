@@ -92,6 +92,19 @@ class JsonFormatter(logging.Formatter):
         return safe_json(json.dumps(doc, ensure_ascii=False, default=str))
 
 
+def print_error(text: str, json_format: bool, exc_info: Any = None) -> None:
+    """The command's one ``tether: error: ...`` line on stderr: with ``--log-format
+    json``, a JSON object as every log line is (level ``error``, logger ``tether``,
+    that text as its message, and the traceback under ``exception`` when given), so a
+    log pipeline that parses each line of a worker's stderr as JSON reads its last
+    words too."""
+    if not json_format:
+        print(safe(text), file=sys.stderr)
+        return
+    record = logging.LogRecord("tether", logging.ERROR, __file__, 0, text, None, exc_info)
+    print(JsonFormatter().format(record), file=sys.stderr)
+
+
 def configure(args: argparse.Namespace) -> None:
     """Set up the root logger from the command's flags (``verbose`` commands default to
     info, others to warning)."""
@@ -104,6 +117,9 @@ def configure(args: argparse.Namespace) -> None:
     handler.addFilter(RunContextFilter())
     json_format = getattr(args, "log_format", "text") == "json"
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+    # Python's warnings (a library's DeprecationWarning, say) are written to stderr as
+    # text lines of their own: in JSON they are log lines of ``py.warnings``.
+    logging.captureWarnings(json_format)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

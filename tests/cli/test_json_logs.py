@@ -1,0 +1,74 @@
+"""``--log-format json``: every line a command writes to stderr is a JSON object, its
+last words (the ``tether: error:`` line) and Python's warnings included, so a log
+pipeline that parses each line of a worker's stderr as JSON loses none of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WARNING_APP = '''
+import warnings
+
+warnings.warn("old API, use the new one", DeprecationWarning)
+warnings.warn("careful: a library's warning")
+
+from tests.cli.cli_app import app
+'''
+
+
+def _tether(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "warning_app.py").write_text(WARNING_APP)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        (str(ROOT / "src"), str(ROOT), str(tmp_path))))
+    env.pop("TETHER_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "tether", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _json_lines(stderr: str) -> list[dict[str, object]]:
+    lines = stderr.splitlines()
+    assert lines, "nothing logged"
+    docs = []
+    for line in lines:
+        try:
+            docs.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"not a JSON line: {line!r}\n{stderr}") from None
+    assert all({"ts", "level", "logger", "message"} <= set(d) for d in docs), docs
+    return docs
+
+
+def test_the_error_line_and_warnings_are_json_lines(tmp_path: Path) -> None:
+    """A worker whose store cannot be opened wrote its one ``tether: error:`` line as
+    text, and the app's warnings as two text lines each, among JSON lines."""
+    proc = _tether(tmp_path, "worker", "warning_app:app", "--log-format", "json",
+                   "--db", f"sqlite:///{tmp_path}/no/such/folder/x.db")
+    assert proc.returncode == 1, proc
+    docs = _json_lines(proc.stderr)
+    errors = [d for d in docs if d["level"] == "error"]
+    assert len(errors) == 1 and errors[0]["logger"] == "tether", docs
+    message = str(errors[0]["message"])
+    assert message.startswith("tether: error: ") and "no folder" in message
+    warned = [d for d in docs if d["logger"] == "py.warnings"]
+    assert len(warned) == 1 and "careful: a library's warning" in str(warned[0]["message"])
+
+
+def test_a_store_that_is_not_there_is_a_json_error_line(tmp_path: Path) -> None:
+    proc = _tether(tmp_path, "show", "nope", "--log-format", "json",
+                   "--db", f"sqlite:///{tmp_path}/s.db")
+    docs = _json_lines(proc.stderr)
+    assert proc.returncode == 1 and len(docs) == 1, proc
+    assert docs[0]["level"] == "error" and "no Tether store" in str(docs[0]["message"])
+
+
+def test_text_logs_keep_the_plain_error_line(tmp_path: Path) -> None:
+    proc = _tether(tmp_path, "show", "nope", "--db", f"sqlite:///{tmp_path}/s.db")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("tether: error: no Tether store at ")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("\n")
