@@ -13,7 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 WARNING_APP = '''
+import logging
 import warnings
+
+logging.getLogger("warning_app").warning("%d items", "SECRET-ARG")
 
 warnings.warn("old API, use the new one", DeprecationWarning)
 warnings.warn("careful: a library's warning")
@@ -46,17 +49,22 @@ def _json_lines(stderr: str) -> list[dict[str, object]]:
 
 def test_the_error_line_and_warnings_are_json_lines(tmp_path: Path) -> None:
     """A worker whose store cannot be opened wrote its one ``tether: error:`` line as
-    text, and the app's warnings as two text lines each, among JSON lines."""
+    text, the app's warnings as two text lines each, and a log call of the app that
+    cannot be formatted as Python's dozen-line ``--- Logging error ---``, among JSON
+    lines."""
     proc = _tether(tmp_path, "worker", "warning_app:app", "--log-format", "json",
                    "--db", f"sqlite:///{tmp_path}/no/such/folder/x.db")
     assert proc.returncode == 1, proc
     docs = _json_lines(proc.stderr)
-    errors = [d for d in docs if d["level"] == "error"]
-    assert len(errors) == 1 and errors[0]["logger"] == "tether", docs
+    errors = [d for d in docs if d["level"] == "error" and d["logger"] == "tether"]
+    assert len(errors) == 1, docs
     message = str(errors[0]["message"])
     assert message.startswith("tether: error: ") and "no folder" in message
     warned = [d for d in docs if d["logger"] == "py.warnings"]
     assert len(warned) == 1 and "careful: a library's warning" in str(warned[0]["message"])
+    bad = [d for d in docs if d["logger"] == "tether.logging"]
+    assert len(bad) == 1 and "'%d items'" in str(bad[0]["message"]), docs
+    assert "warning_app.py:5" in str(bad[0]["message"]) and "SECRET-ARG" not in proc.stderr
 
 
 def test_a_store_that_is_not_there_is_a_json_error_line(tmp_path: Path) -> None:

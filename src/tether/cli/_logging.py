@@ -92,6 +92,33 @@ class JsonFormatter(logging.Formatter):
         return safe_json(json.dumps(doc, ensure_ascii=False, default=str))
 
 
+class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler whose failure to format a line (a call such as
+    ``log.info("%d items", "many")`` in an app's step) is itself one JSON line: Python's
+    own ``--- Logging error ---`` report is a traceback of a dozen text lines. It names
+    the call's logger, format string and place, never its arguments (they may hold what
+    the run carries)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not logging.raiseExceptions:
+            return
+        exc = sys.exc_info()[1]
+        report = logging.LogRecord(
+            "tether.logging", logging.ERROR, __file__, 0,
+            f"a log line of {record.name} could not be formatted "
+            f"({type(exc).__name__}: {exc}): its format {str(record.msg)!r}, logged at "
+            f"{record.pathname}:{record.lineno}", None, None)
+        for key in _RUN_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                setattr(report, key, value)
+        try:
+            self.stream.write(JsonFormatter().format(report) + self.terminator)
+            self.flush()
+        except Exception:  # (the stream itself failed: as Python's handler does)
+            super().handleError(record)
+
+
 def print_error(text: str, json_format: bool, exc_info: Any = None) -> None:
     """The command's one ``tether: error: ...`` line on stderr: with ``--log-format
     json``, a JSON object as every log line is (level ``error``, logger ``tether``,
@@ -113,9 +140,9 @@ def configure(args: argparse.Namespace) -> None:
         level = logging.INFO if getattr(args, "verbose", True) else logging.WARNING
     else:
         level = getattr(logging, level_name.upper())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RunContextFilter())
     json_format = getattr(args, "log_format", "text") == "json"
+    handler = (JsonStreamHandler if json_format else logging.StreamHandler)(sys.stderr)
+    handler.addFilter(RunContextFilter())
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     # Python's warnings (a library's DeprecationWarning, say) are written to stderr as
     # text lines of their own: in JSON they are log lines of ``py.warnings``.
