@@ -143,7 +143,17 @@ async def serve(args: argparse.Namespace) -> int:
                             log_level=level, access_log=level == "debug",
                             timeout_graceful_shutdown=3, lifespan="on", backlog=ACCEPT_BACKLOG,
                             http=http_protocol(client_timeout, connections=connections))
-    server = uvicorn.Server(config)
+    from tether.serve._server import end_streams
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # The run event streams end first (their clients reconnect from their
+            # last event): cancelled at the graceful-shutdown deadline instead, each
+            # logged an ERROR with a traceback, at every deploy while a page was open.
+            end_streams(asgi)
+            await super().shutdown(sockets=sockets)
+
+    server = Server(config)
     # The first attempt to open the store comes before the server starts: a store that
     # cannot be opened (ConfigError: a mistake no wait fixes) is then one line and exit
     # 1, as for every command, not the ASGI lifespan's traceback and uvicorn's exit 3.

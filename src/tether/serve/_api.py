@@ -501,7 +501,8 @@ async def run_events(request: Request) -> Response:
             await app.store.run_events_read(run_id=run_id, after=after, limit=1)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-    return sse_response(app, run_id, after or None, head=request.method == "HEAD")
+    return sse_response(app, run_id, after or None, head=request.method == "HEAD",
+                        closing=getattr(request.app.state, "closing", None))
 
 
 async def health(request: Request) -> Response:

@@ -141,8 +141,11 @@ async def _kind_position(app: App, run_id: str, ev: RunEvent) -> tuple[str, obje
     return ev.kind, data.get("position") if isinstance(data, dict) else None
 
 
-async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]:
-    """The run's events after ``after``, then new ones as they come, until it ends."""
+async def stream(app: App, run_id: str, after: str | None,
+                 closing: asyncio.Event | None = None) -> AsyncIterator[str]:
+    """The run's events after ``after``, then new ones as they come, until it ends, or
+    until ``closing`` is set (the server is shutting down: the client reconnects, from
+    the last event it saw, to whichever process answers then)."""
     store = app.store
     wake = asyncio.Event()
 
@@ -151,10 +154,17 @@ async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]
             async for _ in store.run_events(run_id):
                 wake.set()
 
+    async def close() -> None:
+        assert closing is not None
+        await closing.wait()
+        wake.set()
+
     listener = asyncio.create_task(listen(), name=f"tether-sse-{run_id}")
+    closer = None if closing is None else asyncio.create_task(close())
     try:
         yield "retry: 1000\n\n"
-        async with contextlib.aclosing(_frames(app, run_id, after, wake)) as frames:
+        async with contextlib.aclosing(_frames(app, run_id, after, wake,
+                                               closing)) as frames:
             async for text in frames:
                 yield text
     except StoreUnavailable as exc:
@@ -162,15 +172,18 @@ async def stream(app: App, run_id: str, after: str | None) -> AsyncIterator[str]
         # from the last event it saw (and gets the 503 while the store is down).
         log.warning("run %s: event stream ended: %s", run_id, exc)
     finally:
-        listener.cancel()
-        with contextlib.suppress(BaseException):
-            await listener
+        for task in (listener, closer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
 
-async def _frames(app: App, run_id: str, after: str | None,
-                  wake: asyncio.Event) -> AsyncGenerator[str, None]:
+async def _frames(app: App, run_id: str, after: str | None, wake: asyncio.Event,
+                  closing: asyncio.Event | None = None) -> AsyncGenerator[str, None]:
     """The frames of ``stream``: the events after ``after``, then, woken by ``wake`` or
-    every ``POLL`` seconds, the new ones, until the run has ended."""
+    every ``POLL`` seconds, the new ones, until the run has ended or ``closing`` is set
+    (then it ends with no ``end`` frame: the run has not ended)."""
     store = app.store
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
@@ -200,8 +213,12 @@ async def _frames(app: App, run_id: str, after: str | None,
         if loop.time() - quiet_since > KEEPALIVE:
             quiet_since = loop.time()
             yield ": keepalive\n\n"
+        if closing is not None and closing.is_set():
+            return
         wake.clear()
         await wait_event(wake, POLL)
+        if closing is not None and closing.is_set():
+            return
 
 
 async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
@@ -226,11 +243,11 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def sse_response(app: App, run_id: str, after: str | None, *,
-                 head: bool = False) -> Response:
+                 head: bool = False, closing: asyncio.Event | None = None) -> Response:
     """The run's event stream; for a ``HEAD`` request its headers alone (a stream
     started for one would never end while the run goes on, and a client's next request
-    on that connection would wait behind it)."""
+    on that connection would wait behind it). ``closing``: see ``stream``."""
     if head:
         return Response(media_type="text/event-stream", headers=_HEADERS)
-    return StreamingResponse(stream(app, run_id, after), media_type="text/event-stream",
-                             headers=_HEADERS)
+    return StreamingResponse(stream(app, run_id, after, closing),
+                             media_type="text/event-stream", headers=_HEADERS)

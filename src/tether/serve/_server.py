@@ -754,8 +754,24 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     web.state.max_body = max_body
     web.state.metrics = cache
     web.state.connections = connections
+    # Set by ``end_streams`` when the server begins to shut down.
+    web.state.closing = asyncio.Event()
     return Guard(web, tokens, max_body, request_timeout, client_timeout, root_path,
                  connections)
+
+
+def end_streams(asgi: ASGIApp) -> None:
+    """End the run event streams of ``asgi`` (made by ``create_app``), each at once
+    (between two frames), and those opened from now on after their first frames:
+    ``tether serve`` calls it when it begins to shut down (SIGTERM), so that they end
+    before uvicorn's graceful-shutdown deadline instead of being cancelled at it (an
+    ERROR and a traceback in the log at every deploy while a run page was open). Their
+    clients reconnect from the last event they saw (``Last-Event-ID``), to another
+    process or to this one once it is back."""
+    web = getattr(asgi, "app", None)
+    closing = getattr(getattr(web, "state", None), "closing", None)
+    if isinstance(closing, asyncio.Event):
+        closing.set()
 
 
 def _raw_reply(status: str, code: str, message: str, *extra: bytes) -> bytes:
