@@ -80,3 +80,16 @@ def test_text_logs_keep_the_plain_error_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("tether: error: no Tether store at ")
     assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("\n")
+
+
+def test_a_flag_argparse_refuses_is_a_json_error_line(tmp_path: Path) -> None:
+    """A typo in a worker's flags: argparse's usage lines and its error line were text,
+    whatever ``--log-format``."""
+    for log_format in (["--log-format", "json"], ["--log-format=json"]):
+        proc = _tether(tmp_path, "worker", "warning_app:app", *log_format, "--concurency", "8")
+        docs = _json_lines(proc.stderr)
+        assert proc.returncode == 2 and len(docs) == 1, proc
+        assert docs[0]["level"] == "error"
+        assert "unrecognized arguments: --concurency 8" in str(docs[0]["message"])
+    proc = _tether(tmp_path, "worker", "warning_app:app", "--concurency", "8")
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: tether")

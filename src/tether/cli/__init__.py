@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
 import sys
@@ -29,7 +31,7 @@ from tether.cli import (
     _serve,
     _worker,
 )
-from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, safe
+from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id
 from tether.errors import InvalidName, RunNotFound, TetherError
 
 EXIT_ERROR = 1
@@ -92,12 +94,43 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _asks_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON log lines (read before it is parsed, for
+    the errors of its parsing)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--log-format=json" or (arg == "--log-format" and argv[i + 1:i + 2]
+                                          == ["json"]):
+            return True
+    return False
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``; with ``--log-format json``, argparse's refusal (its
+    usage lines and ``tether worker: error: ...``, exit 2) is one JSON line, as every
+    other error line of the command is (a typo in a worker's flags, in a pod whose
+    log pipeline reads JSON)."""
+    if not _asks_json(argv):
+        return parser.parse_args(argv)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return parser.parse_args(argv)
+    except SystemExit:
+        lines = [line for line in said.getvalue().splitlines() if line.strip()]
+        if lines:
+            _logging.print_error(lines[-1], True)
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except CliError as exc:  # an argument's type refused it (``run_id_arg``): one line
-        print(f"tether: error: {safe(exc)}", file=sys.stderr)
+        _logging.print_error(f"tether: error: {exc}", _asks_json(argv))
         return exc.code
     _logging.configure(args)
     json_logs = getattr(args, "log_format", "text") == "json"
