@@ -93,3 +93,20 @@ def test_a_flag_argparse_refuses_is_a_json_error_line(tmp_path: Path) -> None:
         assert "unrecognized arguments: --concurency 8" in str(docs[0]["message"])
     proc = _tether(tmp_path, "worker", "warning_app:app", "--concurency", "8")
     assert proc.returncode == 2 and proc.stderr.startswith("usage: tether")
+
+
+def test_an_unexpected_exception_is_one_json_line_with_its_traceback(tmp_path: Path) -> None:
+    """An exception no error line was written for (a bug: here the app's own
+    ``worker``) printed Python's traceback, a dozen text lines; in JSON it is one line
+    with the traceback under ``exception``, exit 1 as Python's."""
+    (tmp_path / "odd_app.py").write_text(
+        "import tether\n\n\nclass Odd(tether.App):\n    def worker(self, *a, **k):\n"
+        "        raise RuntimeError('a bug in the app')\n\n\napp = Odd()\n")
+    proc = _tether(tmp_path, "worker", "odd_app:app", "--log-format", "json",
+                   "--db", f"sqlite:///{tmp_path}/o.db")
+    docs = _json_lines(proc.stderr)
+    assert proc.returncode == 1 and len(docs) == 1, proc
+    assert docs[0]["message"] == "tether: error: RuntimeError: a bug in the app"
+    assert "Traceback" in str(docs[0]["exception"]) and "odd_app.py" in str(docs[0]["exception"])
+    proc = _tether(tmp_path, "worker", "odd_app:app", "--db", f"sqlite:///{tmp_path}/o.db")
+    assert proc.returncode == 1 and proc.stderr.startswith("Traceback")
