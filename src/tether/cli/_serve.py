@@ -96,6 +96,7 @@ async def serve(args: argparse.Namespace) -> int:
             check_bind,
             create_app,
             default_max_connections,
+            end_streams,
             http_protocol,
         )
     except ImportError as exc:
@@ -143,8 +144,6 @@ async def serve(args: argparse.Namespace) -> int:
                             log_level=level, access_log=level == "debug",
                             timeout_graceful_shutdown=3, lifespan="on", backlog=ACCEPT_BACKLOG,
                             http=http_protocol(client_timeout, connections=connections))
-    from tether.serve._server import end_streams
-
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
             # The run event streams end first (their clients reconnect from their

@@ -22,13 +22,14 @@ if TYPE_CHECKING:
         StoreOpener,
         create_app,
         default_max_connections,
+        end_streams,
         http_protocol,
     )
 
 __all__ = ["ACCEPT_BACKLOG", "DEFAULT_CLIENT_TIMEOUT", "DEFAULT_MAX_BODY",
            "DEFAULT_METRICS_INTERVAL", "DEFAULT_REQUEST_TIMEOUT", "ConnectionLimit",
            "StoreOpener", "Tokens", "check_bind", "create_app", "default_max_connections",
-           "http_protocol"]
+           "end_streams", "http_protocol"]
 
 
 def __getattr__(name: str) -> Any:
