@@ -4,6 +4,7 @@ purge and erase report what they deleted and leave the store consistent."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -193,6 +194,43 @@ async def test_retention_policy_purges_in_the_background(store_url: str) -> None
             return False
 
         await wait_for(gone, timeout=10, what="purged by the retention policy")
+
+
+async def test_a_purge_that_fails_unexpectedly_is_logged_and_tried_again(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An error of the purge that is no StoreError (a bug) ended the worker's retention
+    loop, unsaid: no run was purged again until the worker restarted. It is logged with
+    its traceback and the purge tried again at the next turn."""
+    app = App(store_url, retention=tether.Retention(older_than=0.0, every=0.1))
+    calls: list[int] = []
+
+    @app.workflow
+    async def quick() -> int:
+        return 1
+
+    async with app:
+        purge = app.store.run_purge
+
+        async def flaky(**kw: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the purge")
+            return await purge(**kw)
+
+        app.store.run_purge = flaky  # type: ignore[method-assign]
+        async with app.worker():
+            assert await (await app.start(quick, run_id="r")).result(timeout=20) == 1
+
+            async def gone() -> bool:
+                try:
+                    await app.get_run("r")
+                except tether.RunNotFound:
+                    return True
+                return False
+
+            await wait_for(gone, timeout=10, what="purged after the failed purge")
+    failed = [r for r in caplog.records if "the purge failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
 
 
 def test_retention_and_durations_are_validated() -> None:

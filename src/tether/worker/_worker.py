@@ -571,8 +571,8 @@ class Worker:
         if not self._started or self._stopping:
             return True
         self._draining = True
-        log.info("worker %s draining: %d runs in flight, grace %.1f s", self.worker_id,
-                 len(self._active), grace)
+        log.info("worker %s draining: %d run%s in flight, grace %.1f s", self.worker_id,
+                 len(self._active), "" if len(self._active) == 1 else "s", grace)
         for t in self._loops:
             if t.get_name() == "tether-claim":
                 t.cancel()
@@ -820,6 +820,9 @@ class Worker:
             except StoreError as exc:
                 log.warning("schedules: %s", exc)
                 delay = 1.0
+            except Exception:  # (a bug: said, and tried again, not the loop ended unsaid)
+                log.exception("schedules: starting the due ticks failed; trying again "
+                              "in %.0f s", delay)
             await asyncio.sleep(delay)
 
     async def _retention_loop(self) -> None:
@@ -842,6 +845,9 @@ class Worker:
                         break
             except StoreError as exc:
                 log.warning("retention: %s", exc)
+            except Exception:  # (a bug: said, and tried again, not the loop ended unsaid)
+                log.exception("retention: the purge failed; trying again in %.1f s",
+                              policy.every)
             await asyncio.sleep(policy.every)
 
     # -- heartbeats ---------------------------------------------------------------------------
