@@ -711,6 +711,28 @@ async def test_a_worker_given_one_queue_name_as_a_string_serves_that_queue(
     await app.close()
 
 
+async def test_a_worker_on_a_queue_no_workflow_is_declared_on_says_so(
+        sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``tether worker --queue tool`` (for "tools") served a queue none of the app's
+    workflows is declared on and waited for ever, saying nothing; it warns now, naming
+    the queues they are on. A worker on one of them says nothing of it."""
+    app = App(sqlite_url)
+
+    @app.workflow(queue="tools")
+    async def wf() -> str:
+        return "done"
+
+    async with app.worker(queues=["tool"]):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "is declared on" in r.getMessage()]
+    assert len(warned) == 1 and "queue 'tool' (they are on 'tools')" in warned[0], warned
+    caplog.clear()
+    async with app.worker(queues=["tools", "other"]):
+        pass
+    assert not [r for r in caplog.records if "is declared on" in r.getMessage()]
+    await app.close()
+
+
 def test_a_step_retry_that_is_not_a_retry_policy_is_refused_where_it_is_written() -> None:
     """``@app.step(retry=3)`` was accepted, and the step's first failure failed the run
     with ``AttributeError: 'int' object has no attribute ...``; and ``App(max_payload=0)``

@@ -488,6 +488,14 @@ class Worker:
                                                    name="tether-retention"))
         log.info("worker %s serving queues %s (concurrency %d)", self.worker_id,
                  ",".join(self.queues), self.concurrency)
+        declared = {w.queue for w in self.app.workflows().values()}
+        if self.app.workflows() and not declared & set(self.queues):
+            # (a typo in --queue: such a worker waits for ever, and said nothing)
+            log.warning("worker %s: none of this app's workflows is declared on queue%s "
+                        "%s (they are on %s); it runs only runs started there with "
+                        "queue=", self.worker_id, "" if len(self.queues) == 1 else "s",
+                        ", ".join(repr(q) for q in self.queues),
+                        ", ".join(repr(q) for q in sorted(declared)))
 
     async def _undo_start(self) -> None:
         """What a start that failed before serving did: its subscription ended, its
