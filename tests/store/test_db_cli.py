@@ -96,6 +96,25 @@ async def test_db_status_and_migrate_upgrade_a_previous_release(empty_store_url:
         await strict.close()
 
 
+def test_db_status_json_and_check(tmp_path: Path) -> None:
+    """``--json`` gives the migrations and how many are pending; ``--check`` exits 1
+    while any is pending and 0 once ``tether db migrate`` applied them (a deploy's
+    check); plain ``db status`` exits 0 either way, as before."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    known = load_migrations("tether.store.sqlite")
+    before = tether("db", "status", "--json", "--check", "--db", url)
+    assert before.returncode == 1, before.stderr
+    doc = json.loads(before.stdout)
+    assert doc == {"pending": len(known), "migrations": [
+        {"version": v, "name": n, "applied": False} for v, n, _ in known]}
+    assert tether("db", "status", "--db", url).returncode == 0
+    assert tether("db", "migrate", "--db", url).returncode == 0
+    after = tether("db", "status", "--json", "--check", "--db", url)
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["pending"] == 0
+    assert all(m["applied"] for m in json.loads(after.stdout)["migrations"])
+
+
 def test_db_status_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
     """Status of a file that does not exist lists everything pending and leaves no file;
     ``?migrate=false`` in the URL is understood, and a bad value is refused."""
