@@ -198,7 +198,7 @@ class Lifecycle:
                  run.forked_at))
             if not created:
                 raise ConfigError(
-                    f"run id {run.run_id!r} is already used; choose another --id")
+                    f"run id {run.run_id!r} is already used; choose another")
             if entries is None:
                 await conn.execute(
                     f"INSERT INTO {self.s}.journal (run_id, position, kind, name, status, "

@@ -157,7 +157,7 @@ def run_fork(conn: apsw.Connection, source_run_id: str, run: RunRecord, at: int,
     refuse_erased(source_run_id, source.erased_at, "fork it")
     stored, created = insert(conn, run)
     if not created:
-        raise ConfigError(f"run id {run.run_id!r} is already used; choose another --id")
+        raise ConfigError(f"run id {run.run_id!r} is already used; choose another")
     if entries is None:
         conn.execute(L["journal_copy"], {"run_id": run.run_id,
                                          "source_run_id": source_run_id, "position": at})
