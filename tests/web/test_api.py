@@ -629,10 +629,27 @@ async def test_list_filters_and_pages_newest_first(api_any: Api) -> None:
     "limit=%2B5", "limit=5_0", "limit=%EF%BC%95",
     # A cursor nested too deeply for the parser was a 500 (a RecursionError).
     "cursor=" + base64.urlsafe_b64encode(b"[" * 3000).decode(),
+    # A filter given twice: the last value alone was used, the first one dropped.
+    "status=waiting&status=failed", "workflow=greet&workflow=wait_go", "limit=1&limit=2",
 ])
 async def test_list_rejects_bad_query(api: Api, query: str) -> None:
     r = await api.http.get(f"/api/v1/runs?{query}")
     assert r.status_code == 400 and error_of(r) == "bad_request"
+
+
+async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
+    """``?status=waiting&status=completed`` listed the completed runs only (the last
+    value won, the first was dropped without a word), and the approvals' ``limit`` and
+    ``cursor`` alike: a client that meant both got half and could not tell."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    r = await api.http.get("/api/v1/runs?status=queued&status=completed")
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+    assert "status" in r.json()["error"]["message"]
+    r = await api.http.get("/api/v1/approvals?limit=1&limit=5")
+    assert r.status_code == 400 and error_of(r) == "bad_request"
+    # One value each, as before.
+    r = await api.http.get("/api/v1/runs?status=queued&workflow=wait_go")
+    assert [x["run_id"] for x in r.json()["runs"]] == ["w"]
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -880,6 +897,81 @@ async def test_openapi_document_names_every_route(api: Api) -> None:
               for m in (r.methods or ()) if m != "HEAD"}
     documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
     assert served == documented
+
+
+async def test_every_answer_to_a_bad_or_missing_id_is_in_the_document(api: Api) -> None:
+    """Whatever run id or name a path holds (none such, blank, with a control
+    character), each route answers a status its OpenAPI operation lists: GET of a run
+    and of its journal answered an undocumented 400 for a blank id or one with a
+    control character (schemathesis' status_code_conformance)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    doc = (await api.http.get("/openapi.json")).json()
+    bodies = {"answerApproval": {"approved": True}, "forkRun": {"at": 0}}
+    checked = 0
+    for path, ops in doc["paths"].items():
+        if "{" not in path:
+            continue
+        for method, op in ops.items():
+            if op["operationId"] == "runEvents":
+                continue  # (its 200 is a stream: it has a test of its own below)
+            for bad in ("nope", "%20", "a%01b"):
+                url = path.replace("{run_id}", bad).replace("{name}", bad)
+                r = await api.http.request(method.upper(), url,
+                                           json=bodies.get(op["operationId"]))
+                assert str(r.status_code) in op["responses"], (method, url, r.text)
+                assert r.status_code >= 400 and error_of(r)
+                checked += 1
+    assert checked == 12 * 3  # (every operation with an id in its path but the events)
+    for bad, status in (("%20", "400"), ("a%01b", "400"), ("nope", "404")):
+        r = await api.http.get(f"/api/v1/runs/{bad}/events")
+        assert str(r.status_code) == status
+        assert status in doc["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]
+
+
+async def test_what_the_api_takes_is_in_the_document(api: Api) -> None:
+    """The document says what the server takes: ``null`` for an optional field of a
+    body (taken as its absence: a start's ``run_id``, ``queue`` and ``input``, a
+    signal's ``idempotency_key``, an approval's ``note``, a fork's ``input`` and
+    ``run_id``), which it called a schema violation; and the event stream's ``after``
+    query parameter (Last-Event-ID for a client that cannot set headers), which it did
+    not name."""
+    doc = (await api.http.get("/openapi.json")).json()
+    paths = doc["paths"]
+
+    def body_schema(path: str) -> dict[str, Any]:
+        props: dict[str, Any] = paths[path]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]["properties"]
+        return props
+
+    async with api.app.worker():
+        r = await api.http.post("/api/v1/runs", json={
+            "workflow": "two_signals", "input": None, "run_id": None, "queue": None})
+        assert r.status_code == 201, r.text
+        for field in ("input", "run_id", "queue"):
+            assert body_schema("/api/v1/runs")[field].get("nullable") is True, field
+        r = await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+        assert r.status_code == 201
+        r = await api.http.post("/api/v1/runs/w/signals/go", json={"idempotency_key": None})
+        assert r.status_code == 202, r.text
+        assert body_schema("/api/v1/runs/{run_id}/signals/{name}")["idempotency_key"].get(
+            "nullable") is True
+        await wait_status(api, "w", "completed")
+        r = await api.http.post("/api/v1/runs/w/fork", json={"at": 0, "input": None,
+                                                             "run_id": None})
+        assert r.status_code == 201, r.text
+        for field in ("input", "run_id"):
+            assert body_schema("/api/v1/runs/{run_id}/fork")[field].get("nullable") is True
+        await api.http.post("/api/v1/runs", json={"workflow": "purchase", "input": ["x"],
+                                                  "run_id": "p"})
+        async with asyncio.timeout(15):
+            while not (await api.http.get("/api/v1/approvals")).json()["approvals"]:
+                await asyncio.sleep(0.02)
+        r = await api.http.post("/api/v1/runs/p/approval", json={"approved": True,
+                                                                 "note": None})
+        assert r.status_code == 200, r.text
+        assert body_schema("/api/v1/runs/{run_id}/approval")["note"].get("nullable") is True
+    events = paths["/api/v1/runs/{run_id}/events"]["get"]["parameters"]
+    assert {p["name"] for p in events if p["in"] == "query"} == {"after"}
 
 
 async def test_metrics_in_prometheus_format(api_any: Api) -> None:

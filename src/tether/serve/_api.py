@@ -171,6 +171,19 @@ def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
         raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; {takes}")
 
 
+def query_fields(request: Request, allowed: set[str]) -> None:
+    """A 400 for a query parameter the route does not take, or one given twice: which
+    of its values would be meant? (``?status=waiting&status=failed`` listed the failed
+    runs only, as if the first were not there.)"""
+    q = request.query_params
+    known_keys(dict(q), allowed)
+    twice = sorted({key for key in q if len(q.getlist(key)) > 1})
+    if twice:
+        raise ApiError(400, "bad_request",
+                       f"query parameter(s) given more than once: {', '.join(twice)}; "
+                       "each filter takes one value")
+
+
 def field_name(value: Any, field: str, *, required: bool, new: bool = True) -> str | None:
     """``value`` if it is a usable ``field``, else a 400 saying why. ``new=False`` for an
     id that may already be stored (``check_name``): not held to ``MAX_NAME``."""
@@ -355,7 +368,7 @@ def run_status(status: str | None) -> str | None:
 
 async def list_runs(request: Request) -> Response:
     q = request.query_params
-    known_keys(dict(q), {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
+    query_fields(request, {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
     status = run_status(q.get("status") or None)
     limit = parse_limit(q.get("limit"))
     cursor = q.get("cursor")
@@ -434,7 +447,7 @@ async def list_approvals(request: Request) -> Response:
     from tether.ai import pending_approvals, pending_approvals_page
 
     q = request.query_params
-    known_keys(dict(q), {"limit", "cursor"})
+    query_fields(request, {"limit", "cursor"})
     if "limit" not in q and "cursor" not in q:
         # Every pending approval, longest waiting first, as before paging was added:
         # a client that does not page is not cut off at a first page.

@@ -9,6 +9,10 @@ from tether._show import OUTCOMES, STATUSES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+#: An optional name of a body: ``null`` is taken as its absence.
+_OPTIONAL_NAME = {**_NAME, "nullable": True}
+#: A body's optional positional arguments: ``null`` is taken as their absence.
+_OPTIONAL_INPUT = {"type": "array", "nullable": True}
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -33,6 +37,8 @@ _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change so
 #: a child's, its parent's and ``.N``).
 _PATH_NAME = {"type": "string", "minLength": 1}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _PATH_NAME}
+#: The 400 of an id or name in a path that is blank or holds control characters.
+_BAD_PATH = {"400": _err("the run id is blank or holds control characters")}
 _SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": _PATH_NAME}
 #: W3C trace context of the caller (optional; an invalid value is ignored).
 _TRACE = [{"name": "traceparent", "in": "header", "schema": {"type": "string"},
@@ -196,8 +202,9 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "requestBody": _json_body({
                         "type": "object", "required": ["workflow"],
                         "additionalProperties": False,
-                        "properties": {"workflow": _NAME, "input": {"type": "array"},
-                                       "run_id": _NAME, "queue": _NAME}}),
+                        "properties": {"workflow": _NAME, "input": _OPTIONAL_INPUT,
+                                       "run_id": _OPTIONAL_NAME,
+                                       "queue": _OPTIONAL_NAME}}),
                     "responses": {"201": _ok("started", started),
                                   "200": _ok("a run with this run_id existed (nothing "
                                              "started; its document)", started),
@@ -234,7 +241,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                            "children (as `tether show RUN --json`)",
                 "operationId": "getRun", "parameters": [_RUN_ID],
                 "responses": {"200": _ok("the run", run_ref), "404": _err("no such run"),
-                              **_COMMON_ERRORS}}},
+                              **_BAD_PATH, **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/journal": {"get": {
                 "summary": "The run's operations in position order",
                 "operationId": "getJournal", "parameters": [_RUN_ID],
@@ -243,12 +250,15 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "properties": {"run_id": {"type": "string"},
                                    "journal": {"type": "array", "items": {
                                        "$ref": "#/components/schemas/JournalEntry"}}}}),
-                    "404": _err("no such run"), **_COMMON_ERRORS}}},
+                    "404": _err("no such run"), **_BAD_PATH, **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/events": {"get": {
                 "summary": "Server-Sent Events: operations, status, live status, LLM chunks",
                 "operationId": "runEvents", "parameters": [
                     _RUN_ID, {"name": "Last-Event-ID", "in": "header",
-                              "schema": {"type": "string"}}],
+                              "schema": {"type": "string"}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"},
+                     "description": "an event id: start right after it, as Last-Event-ID "
+                                    "(which wins when both are sent)"}],
                 "responses": {"200": {"description": "an event stream",
                                       "content": {"text/event-stream": {
                                           "schema": {"type": "string"}}}},
@@ -261,7 +271,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                                          "schema": _PATH_NAME}, *_TRACE],
                 "requestBody": _json_body({
                     "type": "object", "additionalProperties": False,
-                    "properties": {"data": {}, "idempotency_key": _NAME}}, required=False),
+                    "properties": {"data": {}, "idempotency_key": _OPTIONAL_NAME}},
+                    required=False),
                 "responses": {"202": _ok("sent (created false: sent before with this key)", {
                     "type": "object", "properties": {"created": {"type": "boolean"}}}),
                     "404": _err("no such run"), "409": _err("the run has ended"),
@@ -279,7 +290,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "requestBody": _json_body({
                     "type": "object", "required": ["approved"], "additionalProperties": False,
                     "properties": {"approved": {"type": "boolean"},
-                                   "note": {"type": "string", "maxLength": 4000}}}),
+                                   "note": {"type": "string", "maxLength": 4000,
+                                            "nullable": True}}}),
                 "responses": {"200": _ok("answered", {"type": "object"}),
                               "404": _err("no such run"),
                               "409": _err("the run waits for no approval"),
@@ -305,7 +317,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "requestBody": _json_body({
                     "type": "object", "required": ["at"], "additionalProperties": False,
                     "properties": {"at": {"type": "integer", "minimum": 0},
-                                   "input": {"type": "array"}, "run_id": _NAME}}),
+                                   "input": _OPTIONAL_INPUT, "run_id": _OPTIONAL_NAME}}),
                 "responses": {"201": _ok("the new run", run_ref),
                               "404": _err("no such run"),
                               "409": _err("the new run id is in use"),
