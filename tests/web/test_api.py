@@ -974,6 +974,40 @@ async def test_what_the_api_takes_is_in_the_document(api: Api) -> None:
     assert {p["name"] for p in events if p["in"] == "query"} == {"after"}
 
 
+@pytest.mark.parametrize("value", [
+    "ok", "été 😀", " ", "\u00a0", "a\x01b", "a\x7fb", "a\u0085b", "a\u202eb", "a\u2028b",
+    "a\u2066b", "a\u200fb"])
+async def test_the_documents_name_patterns_are_the_servers_rules(api: Api,
+                                                                 value: str) -> None:
+    """An id or name the server refuses with a 400 is one its schema's ``pattern`` does
+    not match, and the other way round: in a body (a start's ``run_id``), a query
+    (``workflow``) and a path (a run's, a signal's name). The document said any string
+    of 1 to 200 characters, and a client generated from it sent names the server
+    refused (schemathesis: "schema-valid request rejected")."""
+    from urllib.parse import quote
+
+    doc = (await api.http.get("/openapi.json")).json()
+    paths = doc["paths"]
+    start = paths["/api/v1/runs"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]["run_id"]
+    workflow = next(p for p in paths["/api/v1/runs"]["get"]["parameters"]
+                    if p["name"] == "workflow")["schema"]
+    run_path = paths["/api/v1/runs/{run_id}"]["get"]["parameters"][0]["schema"]
+    signal = next(p for p in paths["/api/v1/runs/{run_id}/signals/{name}"]["post"][
+        "parameters"] if p["name"] == "name")["schema"]
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    cases = [
+        (start, await api.http.post("/api/v1/runs",
+                                    json={"workflow": "wait_go", "run_id": value})),
+        (workflow, await api.http.get("/api/v1/runs", params={"workflow": value})),
+        (run_path, await api.http.get(f"/api/v1/runs/{quote(value)}")),
+        (signal, await api.http.post(f"/api/v1/runs/w/signals/{quote(value)}", json={})),
+    ]
+    for schema, r in cases:
+        matches = re.search(schema["pattern"], value) is not None
+        assert (r.status_code != 400) == matches, (schema, r.request.url, r.text)
+
+
 async def test_metrics_in_prometheus_format(api_any: Api) -> None:
     """Runs by status, queue depth and age, the step histogram and worker count come
     from the store."""

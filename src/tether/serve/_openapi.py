@@ -8,7 +8,14 @@ from typing import Any
 from tether._show import OUTCOMES, STATUSES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+#: What a new id or name may hold (``tether._types.check_name``): not blank, and none of
+#: the C0/C1 controls, line separators and bidirectional marks (a 400 otherwise).
+NAME_PATTERN = (r"^(?=.*\S)[^\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029"
+                r"\u202a-\u202e\u2066-\u2069]*$")
+#: What an id or name in a path may hold (``_api.path_name``): not blank, no C0
+#: control (a 400 otherwise; one that names nothing is a 404).
+PATH_PATTERN = r"^(?=.*\S)[^\u0000-\u001f]*$"
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
 #: An optional name of a body: ``null`` is taken as its absence.
 _OPTIONAL_NAME = {**_NAME, "nullable": True}
 #: A body's optional positional arguments: ``null`` is taken as their absence.
@@ -35,7 +42,7 @@ _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change so
                   "400": _err("bad input"), "415": _err("body is not JSON")}
 #: An id or name in a path: no length cap (the engine makes longer ids itself, such as
 #: a child's, its parent's and ``.N``).
-_PATH_NAME = {"type": "string", "minLength": 1}
+_PATH_NAME = {"type": "string", "minLength": 1, "pattern": PATH_PATTERN}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _PATH_NAME}
 #: The 400 of an id or name in a path that is blank or holds control characters.
 _BAD_PATH = {"400": _err("the run id is blank or holds control characters")}
@@ -216,16 +223,23 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "summary": "List runs, newest first",
                     "operationId": "listRuns",
                     "parameters": [
-                        {"name": "status", "in": "query",
+                        {"name": "status", "in": "query", "allowEmptyValue": True,
                          "schema": {"type": "string", "enum": list(STATUSES)}},
-                        {"name": "workflow", "in": "query", "schema": _NAME},
-                        {"name": "queue", "in": "query", "schema": _NAME},
-                        {"name": "parent", "in": "query", "schema": _NAME},
-                        {"name": "q", "in": "query", "schema": _NAME,
+                        {"name": "workflow", "in": "query", "allowEmptyValue": True,
+                         "schema": _NAME},
+                        {"name": "queue", "in": "query", "allowEmptyValue": True,
+                         "schema": _NAME},
+                        {"name": "parent", "in": "query", "allowEmptyValue": True,
+                         "schema": {"type": "string", "pattern": NAME_PATTERN},
+                         "description": "a stored run's id, of any length: its children"},
+                        {"name": "q", "in": "query", "schema": _NAME, "allowEmptyValue": True,
                          "description": "text in the run id"},
-                        {"name": "limit", "in": "query",
+                        {"name": "limit", "in": "query", "allowEmptyValue": True,
                          "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {"name": "cursor", "in": "query", "allowEmptyValue": True,
+                         "schema": {"type": "string"},
+                         "description": "next_cursor of the page before (opaque: any other "
+                                        "text is a 400)"},
                     ],
                     "responses": {"200": _ok("a page of runs", {
                         "type": "object", "required": ["runs", "next_cursor"],
@@ -268,7 +282,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "summary": "Send a signal to a run",
                 "operationId": "sendSignal",
                 "parameters": [_RUN_ID, {"name": "name", "in": "path", "required": True,
-                                         "schema": _PATH_NAME}, *_TRACE],
+                                         "schema": {**_PATH_NAME, "pattern": NAME_PATTERN}},
+                               *_TRACE],
                 "requestBody": _json_body({
                     "type": "object", "additionalProperties": False,
                     "properties": {"data": {}, "idempotency_key": _OPTIONAL_NAME}},
@@ -371,9 +386,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                            "first",
                 "operationId": "listApprovals",
                 "parameters": [
-                    {"name": "limit", "in": "query",
+                    {"name": "limit", "in": "query", "allowEmptyValue": True,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "cursor", "in": "query", "allowEmptyValue": True,
+                     "schema": {"type": "string"},
+                     "description": "next_cursor of the page before (opaque: any other "
+                                    "text is a 400)"},
                 ],
                 "responses": {"200": _ok("pending approvals (a page with limit/cursor)", {
                     "type": "object", "required": ["approvals", "next_cursor"],
