@@ -1008,6 +1008,101 @@ async def test_the_documents_name_patterns_are_the_servers_rules(api: Api,
         assert (r.status_code != 400) == matches, (schema, r.request.url, r.text)
 
 
+def _closed(schema: Any, defs: dict[str, Any] | None = None,
+            components: dict[str, Any] | None = None) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema (``nullable`` as a null type), with every
+    object that lists properties closed to others: what the document names, and
+    nothing else (the objects of an ``allOf``, from ``components``, merged first)."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "allOf" in schema and components is not None:
+        merged: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+        for part in schema["allOf"]:
+            if "$ref" in part:
+                part = components[part["$ref"].rsplit("/", 1)[1]]
+            merged["properties"].update(part.get("properties", {}))
+            merged["required"] += part.get("required", [])
+        schema = merged
+    out = {k: _closed(v) for k, v in schema.items() if k != "nullable"}
+    if "$ref" in out:
+        out["$ref"] = out["$ref"].replace("#/components/schemas/", "#/$defs/")
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if schema.get("nullable"):
+        out = {"anyOf": [out, {"type": "null"}]}
+    if defs is not None:
+        out["$defs"] = defs
+    return out
+
+
+async def test_the_document_names_every_field_the_server_answers(api: Api) -> None:
+    """Each answer of each route, for runs in every state (completed with a child,
+    failed, waiting for an approval, cancelled, forked, erased), is valid against its
+    operation's response schema with no field the schema does not name: a client
+    generated from the document missed ``updated_at``, ``finished_at``, ``waiting_for``
+    and ``parent_run_id`` of every listed run, a run's ``attempts``, ``generation``,
+    ``version``..., a journal entry's ``args``, ``result``, ``error`` and times, an
+    approval's ``approval_id``, and the fields of the signal, cancel, approval and
+    schedule answers."""
+    import jsonschema
+
+    doc = (await api.http.get("/openapi.json")).json()
+    defs = {name: _closed(s) for name, s in doc["components"]["schemas"].items()}
+    checked: set[str] = set()
+
+    def valid(path: str, method: str, r: httpx.Response) -> None:
+        op = doc["paths"][path][method]
+        schema = op["responses"][str(r.status_code)]["content"]["application/json"][
+            "schema"]
+        jsonschema.validate(r.json(), _closed(schema, defs, doc["components"]["schemas"]))
+        checked.add(op["operationId"])
+
+    http = api.http
+    async with api.app.worker():
+        valid("/api/v1/runs", "post", await http.post("/api/v1/runs", json={
+            "workflow": "parent", "input": ["kid"], "run_id": "mom"}))
+        valid("/api/v1/runs", "post", await http.post("/api/v1/runs", json={
+            "workflow": "parent", "input": ["kid"], "run_id": "mom"}))
+        await http.post("/api/v1/runs", json={"workflow": "fixable", "input": ["t"],
+                                              "run_id": "bad"})
+        await http.post("/api/v1/runs", json={"workflow": "purchase", "input": ["x"],
+                                              "run_id": "buy"})
+        await http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+        await wait_status(api, "mom", "completed")
+        await wait_status(api, "bad", "failed")
+        async with asyncio.timeout(15):
+            while not (await http.get("/api/v1/approvals")).json()["approvals"]:
+                await asyncio.sleep(0.02)
+        valid("/api/v1/approvals", "get", await http.get("/api/v1/approvals"))
+        valid("/api/v1/approvals", "get", await http.get("/api/v1/approvals?limit=1"))
+        valid("/api/v1/runs/{run_id}/approval", "post", await http.post(
+            "/api/v1/runs/buy/approval", json={"approved": True, "note": "ok"}))
+        valid("/api/v1/runs/{run_id}/signals/{name}", "post",
+              await http.post("/api/v1/runs/w/signals/nope", json={"data": 1}))
+        valid("/api/v1/runs/{run_id}/cancel", "post",
+              await http.post("/api/v1/runs/w/cancel"))
+        await wait_status(api, "w", "cancelled")
+        valid("/api/v1/runs/{run_id}/fork", "post", await http.post(
+            "/api/v1/runs/mom/fork", json={"at": 0, "run_id": "mom2"}))
+        await wait_status(api, "mom2", "completed")
+        valid("/api/v1/runs/{run_id}/retry", "post", await http.post("/api/v1/runs/bad/retry"))
+        await wait_status(api, "bad", "failed")
+        await wait_status(api, "buy", "completed")
+    for run_id in ("mom", "mom.0", "bad", "buy", "w", "mom2"):
+        valid("/api/v1/runs/{run_id}", "get", await http.get(f"/api/v1/runs/{run_id}"))
+        valid("/api/v1/runs/{run_id}/journal", "get",
+              await http.get(f"/api/v1/runs/{run_id}/journal"))
+    valid("/api/v1/runs", "get", await http.get("/api/v1/runs?limit=3"))
+    valid("/api/v1/runs/{run_id}/erase", "post", await http.post("/api/v1/runs/bad/erase"))
+    valid("/api/v1/runs/{run_id}", "get", await http.get("/api/v1/runs/bad"))
+    valid("/api/v1/schedules", "get", await http.get("/api/v1/schedules"))
+    r = await http.post("/api/v1/runs/nope/cancel")
+    valid("/api/v1/runs/{run_id}/cancel", "post", r)
+    assert len(checked) == 12  # (all but the schedule actions, as no schedule is declared)
+
+
 async def test_metrics_in_prometheus_format(api_any: Api) -> None:
     """Runs by status, queue depth and age, the step histogram and worker count come
     from the store."""

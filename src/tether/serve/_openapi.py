@@ -57,6 +57,17 @@ _NO_FIELDS = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False, "properties": {}}}}}
 
 _COUNT = {"type": "integer", "minimum": 0}
+#: A time in seconds since the epoch, or null (not yet, or never).
+_WHEN = {"type": "number", "nullable": True}
+_OPTIONAL_TEXT = {"type": "string", "nullable": True}
+#: The fields a run's summary (listRuns, a document's ``children``) and its document
+#: share, beyond its id, workflow, queue and status (``tether._show.run_dict``).
+_RUN_TIMES = {
+    "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+    "finished_at": {**_WHEN, "description": "when it ended (null: it has not)"},
+    "waiting_for": {**_OPTIONAL_TEXT, "description": "what a waiting run waits for "
+                                                     "(null in any other status)"},
+    "parent_run_id": {**_OPTIONAL_TEXT, "description": "a child run's parent"}}
 #: What an erase erased (``PurgeReport``): the run and its family, summed.
 _ERASE_REPORT = {
     "type": "object",
@@ -116,7 +127,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                                    "workflow": {"type": "string"},
                                    "queue": {"type": "string"},
                                    "status": {"type": "string", "enum": list(STATUSES)},
-                                   "created_at": {"type": "number"},
+                                   **_RUN_TIMES,
                                    "metrics": {"type": "object"},
                                    "cancel_requested": {
                                        "type": "boolean", "description": (
@@ -141,6 +152,13 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "JournalEntry": {"type": "object", "properties": {
                     "position": {"type": "integer"}, "kind": {"type": "string"},
                     "name": {"type": "string"},
+                    "attempts": {"type": "integer"},
+                    "started_at": _WHEN, "finished_at": _WHEN,
+                    "duration": {"type": "number", "nullable": True,
+                                 "description": "seconds from its start to its end"},
+                    "next_attempt_at": {**_WHEN, "description": "when a failed attempt "
+                                                                "is tried again"},
+                    "args": {}, "result": {}, "error": {"nullable": True},
                     "status": {"type": "string", "enum": [
                         o for o in OUTCOMES if o != "timed_out"],
                         "description": "as stored (replay reads it)"},
@@ -155,7 +173,31 @@ def document(root_path: str = "") -> dict[str, Any]:
                             "queue": {"type": "string"},
                             "status": {"type": "string", "enum": list(STATUSES)},
                             "input": {}, "result": {}, "error": {"nullable": True},
-                            "status_info": {}, "parent_run_id": {"nullable": True},
+                            "status_info": {}, **_RUN_TIMES,
+                            "version": {**_OPTIONAL_TEXT,
+                                        "description": "the code version it runs under"},
+                            "forked_from": {**_OPTIONAL_TEXT,
+                                            "description": "a fork's source run"},
+                            "forked_at": {"type": "integer", "nullable": True,
+                                          "description": "the position a fork was cut at"},
+                            "generation": {"type": "integer", "description": (
+                                "how many times it continued as new")},
+                            "history": {"type": "array", "items": {"type": "object"},
+                                        "description": "its earlier generations"},
+                            "attempts": {"type": "array", "description": (
+                                "every execution attempt of its steps"), "items": {
+                                "type": "object", "properties": {
+                                    "generation": {"type": "integer"},
+                                    "position": {"type": "integer"},
+                                    "name": {"type": "string"},
+                                    "attempt": {"type": "integer"},
+                                    "worker_id": {"type": "string", "nullable": True},
+                                    "status": {"type": "string"},
+                                    "started_at": {"type": "number"},
+                                    "finished_at": _WHEN,
+                                    "error": {"nullable": True}}}},
+                            "erased_at": {**_WHEN, "description": "when its payloads "
+                                                                  "were erased"},
                             "journal": {"type": "array", "items": {
                                 "$ref": "#/components/schemas/JournalEntry"}},
                             "failed_operations": {"type": "integer", "description": (
@@ -196,7 +238,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "Approval": {"type": "object", "properties": {
                     "run_id": {"type": "string"}, "agent": {"type": "string"},
                     "tool": {"type": "string"}, "arguments": {"type": "object"},
-                    "reason": {"type": "string"}, "since": {"type": "number"}}},
+                    "reason": {"type": "string"}, "since": {"type": "number"},
+                    "approval_id": {"type": "string",
+                                    "description": "unique within the run"},
+                    "call_id": {"type": "string",
+                                "description": "the model's id of the call (may be "
+                                               "empty)"}}},
             },
         },
         "servers": [{"url": root_path or "/"}],
@@ -289,14 +336,21 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "properties": {"data": {}, "idempotency_key": _OPTIONAL_NAME}},
                     required=False),
                 "responses": {"202": _ok("sent (created false: sent before with this key)", {
-                    "type": "object", "properties": {"created": {"type": "boolean"}}}),
+                    "type": "object", "required": ["run_id", "signal", "created"],
+                    "properties": {"run_id": {"type": "string"},
+                                   "signal": {"type": "string"},
+                                   "created": {"type": "boolean"}}}),
                     "404": _err("no such run"), "409": _err("the run has ended"),
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/cancel": {"post": {
                 "summary": "Cancel a run", "operationId": "cancelRun",
                 "parameters": [_RUN_ID],
                 "responses": {"202": _ok("cancel requested", {
-                    "type": "object", "properties": {"status": {"type": "string"}}}),
+                    "type": "object", "required": ["run_id", "status"],
+                    "properties": {"run_id": {"type": "string"},
+                                   "status": {"type": "string", "enum": list(STATUSES),
+                                              "description": "the run's status when the "
+                                                             "cancel was recorded"}}}),
                     "404": _err("no such run"), "409": _err("the run has ended"),
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/approval": {"post": {
@@ -307,7 +361,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "properties": {"approved": {"type": "boolean"},
                                    "note": {"type": "string", "maxLength": 4000,
                                             "nullable": True}}}),
-                "responses": {"200": _ok("answered", {"type": "object"}),
+                "responses": {"200": _ok("answered", {
+                    "type": "object", "required": ["run_id", "approved", "note", "approval"],
+                    "properties": {"run_id": {"type": "string"},
+                                   "approved": {"type": "boolean"},
+                                   "note": {"type": "string", "nullable": True},
+                                   "approval": {"$ref": "#/components/schemas/Approval"}}}),
                               "404": _err("no such run"),
                               "409": _err("the run waits for no approval"),
                               **_CHANGE_ERRORS}}},
@@ -364,7 +423,10 @@ def document(root_path: str = "") -> dict[str, Any]:
             "/api/v1/schedules/{name}": {"delete": {
                 "summary": "Forget a schedule (its runs stay)", "operationId": "deleteSchedule",
                 "parameters": [_SCHEDULE],
-                "responses": {"200": _ok("deleted", {"type": "object"}),
+                "responses": {"200": _ok("deleted", {
+                    "type": "object", "required": ["schedule", "deleted"],
+                    "properties": {"schedule": {"type": "string"},
+                                   "deleted": {"type": "boolean", "enum": [True]}}}),
                               "404": _err("no such schedule"), **_CHANGE_ERRORS}}},
             **{f"/api/v1/schedules/{{name}}/{action}": {"post": {
                 "summary": summary, "operationId": f"{action}Schedule",
