@@ -335,7 +335,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "type": "object", "additionalProperties": False,
                     "properties": {"data": {}, "idempotency_key": _OPTIONAL_NAME}},
                     required=False),
-                "responses": {"202": _ok("sent (created false: sent before with this key)", {
+                "responses": {"202": _ok("sent (created false: the run had a signal with this "
+                                        "key, of any name and data: nothing was stored)", {
                     "type": "object", "required": ["run_id", "signal", "created"],
                     "properties": {"run_id": {"type": "string"},
                                    "signal": {"type": "string"},
