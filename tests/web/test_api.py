@@ -1103,6 +1103,33 @@ async def test_the_document_names_every_field_the_server_answers(api: Api) -> No
     assert len(checked) == 12  # (all but the schedule actions, as no schedule is declared)
 
 
+async def test_an_address_that_is_no_utf8_is_a_bad_request(api: Api) -> None:
+    """``%FF`` and ``%FE`` in an API address are no UTF-8: the server decoded both as
+    U+FFFD, so that ``/signals/%FF`` sent the run a signal named "\ufffd" (and
+    ``/signals/%FE`` was the same one), and ``?workflow=%FF`` listed the runs of a
+    workflow of that name; now each is a 400 and nothing is stored."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    doc = (await api.http.get("/openapi.json")).json()["paths"]
+    for method, url, path in (
+            ("POST", "/api/v1/runs/w/signals/%FF", "/api/v1/runs/{run_id}/signals/{name}"),
+            ("POST", "/api/v1/runs/w%FE/cancel", "/api/v1/runs/{run_id}/cancel"),
+            ("GET", "/api/v1/runs/%FF", "/api/v1/runs/{run_id}"),
+            ("GET", "/api/v1/runs?workflow=%FF%FE", "/api/v1/runs"),
+            ("GET", "/api/v1/approvals?cursor=%C3", "/api/v1/approvals"),
+            ("GET", "/api/v1/schedules?x=%FF", "/api/v1/schedules")):
+        r = await api.http.request(method, url, json={} if method == "POST" else None)
+        assert r.status_code == 400 and error_of(r) == "bad_request", (url, r.text)
+        assert "400" in doc[path][method.lower()]["responses"]
+    assert await api.snapshot() == before
+    assert not await api.app.store.signal_pending(run_id="w", name="\ufffd")
+    # UTF-8, escaped or not, is served as before.
+    r = await api.http.post("/api/v1/runs/w/signals/%C3%A9t%C3%A9", json={})
+    assert r.status_code == 202 and r.json()["signal"] == "été"
+    r = await api.http.get("/api/v1/runs?workflow=%C3%A9")
+    assert r.status_code == 200 and r.json()["runs"] == []
+
+
 async def test_metrics_in_prometheus_format(api_any: Api) -> None:
     """Runs by status, queue depth and age, the step histogram and worker count come
     from the store."""

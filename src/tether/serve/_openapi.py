@@ -420,7 +420,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "type": "object", "required": ["schedules"],
                     "properties": {"schedules": {
                         "type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}}),
-                    **_COMMON_ERRORS}}},
+                    "400": _err("an address that is not UTF-8"), **_COMMON_ERRORS}}},
             "/api/v1/schedules/{name}": {"delete": {
                 "summary": "Forget a schedule (its runs stay)", "operationId": "deleteSchedule",
                 "parameters": [_SCHEDULE],

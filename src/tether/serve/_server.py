@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -79,6 +80,21 @@ CONNECTION = "tether.connection"
 _PUBLIC = ("/healthz", "/login", "/static/")
 #: Seconds after which a web page that found the store unavailable loads itself again.
 UI_RETRY = 5
+
+
+def _utf8_address(scope: Scope) -> bool:
+    """Whether the request's path and query string are UTF-8 once %-decoded (the API
+    takes ids, names and filters as UTF-8 text)."""
+    raw = scope.get("raw_path")
+    try:
+        if raw is not None:
+            unquote_to_bytes(raw).decode("utf-8")
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _for_machines(path: str) -> bool:
@@ -315,6 +331,14 @@ class Guard:
                 return
             principal = found
         scope.setdefault("state", {})["principal"] = principal
+        if path.startswith("/api/") and not _utf8_address(scope):
+            # The server decodes an address's bytes that are no UTF-8 as U+FFFD, so
+            # /signals/%FF and /signals/%FE were one signal named "\ufffd", and
+            # ?workflow=%FF listed the runs of a workflow named so.
+            await _reply(scope, receive, send, _error(
+                400, "bad_request", "the address is not UTF-8 once its %-escapes are "
+                "decoded: encode ids, names and query values as UTF-8"))
+            return
 
         received = 0
         started = False
