@@ -75,7 +75,7 @@ async def test_sigterm_drain_finishes_the_step_and_hands_the_run_over(
     by_pid = {what: pid for pid, what in workers.executions()}
     assert by_pid["end slow"] == a.pid and by_pid["quick"] == b.pid, story
     assert [x["status"] for x in info.attempts] == ["ok", "ok"], story
-    assert "draining: 1 runs in flight" in workers.log(workers.procs.index(a))
+    assert "draining: 1 run in flight" in workers.log(workers.procs.index(a))
 
 
 async def test_sigterm_with_hundreds_of_runs_in_flight_hands_each_over_once(
