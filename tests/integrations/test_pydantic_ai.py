@@ -651,3 +651,127 @@ async def test_a_handler_that_stops_early_still_counts_every_chunk(sqlite_url: s
     _, info = await written(sqlite_url, cut_script("reset")[2:], "e1", handler=first_only)
     assert len(firsts) == 2  # (one per attempt)
     assert info.metrics["tokens.output"] == 50 + 200
+
+
+# -- agent delegation: an agent called inside another agent's tool ----------------------
+
+
+def delegation(model: OpenAIChatModel, *, durable: bool | None,
+               helper_calls: list[str]) -> tuple[Agent[None, str], Agent[None, str]]:
+    """pydantic-ai's agent delegation: ``boss``'s tool runs ``helper`` (with the run's
+    usage). The helper carries ``TetherDurability``; the tool is async, so
+    ``durable=False`` can run it in the workflow instead of in a step."""
+    helper: Agent[None, str] = Agent(model, name="helper",
+                                     capabilities=[TetherDurability()])
+    boss: Agent[None, str] = Agent(model, name="boss")
+    options: dict[str, Any] = {} if durable is None else {"durable": durable}
+
+    @boss.tool(**options)
+    async def ask_helper(ctx: RunContext[None], question: str) -> str:
+        """Ask the helper."""
+        helper_calls.append(question)
+        return (await helper.run(question, usage=ctx.usage)).output
+
+    return boss, helper
+
+
+def delegation_script() -> list[Any]:
+    return [Reply(tool_calls=[{"name": "ask_helper", "arguments": {"question": "2+2?"}}],
+                  input_tokens=100, output_tokens=10),
+            Reply("four", input_tokens=1000, output_tokens=20),
+            Reply("the helper says four", input_tokens=200, output_tokens=30)]
+
+
+async def test_a_delegated_agent_in_a_durable_false_tool_is_journaled_and_counted(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """The tool is ``durable=False``: it runs in the workflow, so the helper's request is
+    a step of the run (``pydantic_ai:helper__model.request``) between the boss's two;
+    after a release the replay sends nothing again, the ledger counts the three
+    requests and the run's usage (``ctx.usage``) is the same live and replayed."""
+    server.set_script(delegation_script())
+    asked: list[str] = []
+    boss, _ = delegation(model, durable=False, helper_calls=asked)
+    tagent = TetherAgent(boss)
+    app = App(store_url)
+    usages: list[int] = []
+
+    @app.workflow
+    async def delegate(prompt: str) -> str:
+        result = await tagent.run(prompt)
+        usages.append(result.usage.input_tokens)
+        note = await tether.wait_for_signal("go")
+        return f"{result.output} {note}"
+
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start(delegate, "ask", run_id="d1")
+        await wait_for(lambda: status_is(app, "d1", "waiting"), timeout=20)
+        await app.signal("d1", "go", "ok")
+        assert await handle.result(timeout=30) == "the helper says four ok"
+        info = await app.get_run("d1")
+    assert len(server.requests) == 3
+    assert [e["name"] for e in info.journal] == [
+        "pydantic_ai:boss__model.request", "pydantic_ai:helper__model.request",
+        "pydantic_ai:boss__model.request", "go"]
+    assert asked == ["2+2?", "2+2?"]  # (the tool's own code runs in each execution)
+    assert usages == [1300, 1300]
+    assert info.metrics["llm.calls"] == 3
+    assert info.metrics["tokens.input"] == 1300 and info.metrics["tokens.output"] == 60
+    assert info.metrics["saved.calls"] == 3
+
+
+async def test_a_delegated_agents_request_is_under_the_runs_budget(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """The boss's first request spends 1100 tokens of a 1000-token budget: the helper's
+    request is refused in its step before it is sent (policy fail)."""
+    server.set_script([Reply(tool_calls=[{"name": "ask_helper",
+                                          "arguments": {"question": "2+2?"}}],
+                             input_tokens=1000, output_tokens=100),
+                       *delegation_script()[1:]])
+    boss, _ = delegation(model, durable=False, helper_calls=[])
+    app = App(sqlite_url)
+    TetherAgent(boss, app=app, budget=Budget(tokens=1000, on_exceed="fail"))
+    async with app, app.worker():
+        handle = await app.start("boss", "ask", run_id="d2")
+        with pytest.raises(RunFailed, match=r"BudgetExceeded.*1100 tokens spent"):
+            await handle.result(timeout=30)
+        info = await app.get_run("d2")
+    assert len(server.requests) == 1
+    assert info.journal[-1]["name"] == "pydantic_ai:helper__model.request"
+    assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+
+
+async def test_a_delegated_agent_inside_a_tool_step_is_said(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """pydantic-ai's default: the delegating tool is a step, the helper runs plainly
+    inside it. Replay does not send its request again (the step is recorded), but the
+    ledger does not see it: the worker's log says so, naming durable=False."""
+    server.set_script(delegation_script())
+    asked: list[str] = []
+    boss, _ = delegation(model, durable=None, helper_calls=asked)
+    app = App(sqlite_url)
+    TetherAgent(boss, app=app)
+    with caplog.at_level("WARNING", logger="tether.integrations.pydantic_ai"):
+        async with app, app.worker():
+            handle = await app.start("boss", "ask", run_id="d3")
+            assert await handle.result(timeout=30) == "the helper says four"
+            info = await app.get_run("d3")
+    assert len(server.requests) == 3 and asked == ["2+2?"]
+    assert [e["name"] for e in info.journal] == [
+        "pydantic_ai:boss__model.request",
+        "pydantic_ai:boss__function_toolset__<agent>.call_tool:ask_helper",
+        "pydantic_ai:boss__model.request"]
+    assert info.metrics["llm.calls"] == 2  # (the helper's request is outside the ledger)
+    said = [r.getMessage() for r in caplog.records if "runs inside step" in r.getMessage()]
+    assert len(said) == 1 and "'helper'" in said[0] and "durable=False" in said[0], said
+
+
+async def test_a_durable_false_delegating_tool_outside_a_workflow_is_plain(
+        server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """Outside a workflow both agents are plain pydantic-ai: three requests, the usage
+    of both in the result."""
+    server.set_script(delegation_script())
+    boss, _ = delegation(model, durable=False, helper_calls=[])
+    result = await TetherAgent(boss).run("ask")
+    assert result.output == "the helper says four"
+    assert len(server.requests) == 3 and result.usage.input_tokens == 1300

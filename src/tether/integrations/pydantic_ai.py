@@ -335,6 +335,25 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                                  default_model_id=self.default_model_id, config=config)
         self._register_toolsets(agent)
 
+    async def before_run(self, ctx: RunContext[AgentDepsT]) -> None:
+        await super().before_run(ctx)
+        step = ext.current_step()
+        if step is None or ext.current_run() is None:
+            return
+        # Inside a step of a run (agent delegation from a tool that is a step, pydantic-
+        # ai's default, or the user's own step) the agent runs plainly: its requests are
+        # neither journaled nor metered, and a retry of the step sends them again. Said,
+        # behaviour unchanged (the step's journaled result replays as recorded).
+        if step.name.startswith("pydantic_ai:") and ".call_tool:" in step.name:
+            fix = ("declare the tool that calls it durable=False "
+                   "(@agent.tool(durable=False)) to make each of them a step of the run")
+        else:
+            fix = "run the agent from workflow code to make each of them a step of the run"
+        log.warning("agent %r runs inside step %r of run %s: its model requests are not "
+                    "journaled, metered or budgeted, and are sent again if that step is "
+                    "retried; %s (docs/integrations-pydantic-ai.md, Agent delegation)",
+                    self.name, step.name, step.run_id, fix)
+
     def get_durable_operation_backend(self) -> _Backend:
         if self._backend is None:
             raise ConfigError("TetherDurability is not bound to an agent yet")
