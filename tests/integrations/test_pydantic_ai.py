@@ -740,12 +740,13 @@ async def test_a_delegated_agents_request_is_under_the_runs_budget(
     assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
 
 
-async def test_a_delegated_agent_inside_a_tool_step_is_said(
+async def test_a_delegated_agent_inside_a_tool_step_is_counted_and_said(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel,
         caplog: pytest.LogCaptureFixture) -> None:
     """pydantic-ai's default: the delegating tool is a step, the helper runs plainly
-    inside it. Replay does not send its request again (the step is recorded), but the
-    ledger does not see it: the worker's log says so, naming durable=False."""
+    inside it. Its request is no step of its own, but it was paid: the ledger counts it
+    (3 calls, 1300 input tokens; it counted 2 and 300), and the worker's log says what
+    is not durable, naming durable=False."""
     server.set_script(delegation_script())
     asked: list[str] = []
     boss, _ = delegation(model, durable=None, helper_calls=asked)
@@ -761,7 +762,9 @@ async def test_a_delegated_agent_inside_a_tool_step_is_said(
         "pydantic_ai:boss__model.request",
         "pydantic_ai:boss__function_toolset__<agent>.call_tool:ask_helper",
         "pydantic_ai:boss__model.request"]
-    assert info.metrics["llm.calls"] == 2  # (the helper's request is outside the ledger)
+    assert info.metrics["llm.calls"] == 3
+    assert info.metrics["tokens.input"] == 1300 and info.metrics["tokens.output"] == 60
+    assert info.metrics["cost.usd"] == pytest.approx((1300 * 0.4 + 60 * 1.6) / 1e6)
     said = [r.getMessage() for r in caplog.records if "runs inside step" in r.getMessage()]
     assert len(said) == 1 and "'helper'" in said[0] and "durable=False" in said[0], said
 
@@ -775,3 +778,37 @@ async def test_a_durable_false_delegating_tool_outside_a_workflow_is_plain(
     result = await TetherAgent(boss).run("ask")
     assert result.output == "the helper says four"
     assert len(server.requests) == 3 and result.usage.input_tokens == 1300
+
+
+async def test_a_retried_delegating_tool_step_sends_and_counts_the_helper_again(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """Without durable=False the helper's request is inside the tool's step: the tool
+    fails once after the helper answered, so the step is retried and the helper asked
+    again. Both requests were paid and the ledger counts both (4 calls)."""
+    server.set_script([*delegation_script()[:2], Reply("four again", input_tokens=1000,
+                                                       output_tokens=20),
+                       delegation_script()[2]])
+    helper: Agent[None, str] = Agent(model, name="helper",
+                                     capabilities=[TetherDurability()])
+    boss: Agent[None, str] = Agent(model, name="boss")
+    tries: list[str] = []
+
+    @boss.tool
+    async def ask_helper(ctx: RunContext[None], question: str) -> str:
+        """Ask the helper."""
+        answer = (await helper.run(question, usage=ctx.usage)).output
+        tries.append(answer)
+        if len(tries) == 1:
+            raise RuntimeError("flaky after the helper answered")
+        return answer
+
+    app = App(sqlite_url)
+    TetherAgent(boss, app=app, durability=TetherDurability(
+        tool_retry=tether.RetryPolicy(initial_interval=0.05, max_attempts=2)))
+    async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+        handle = await app.start("boss", "ask", run_id="d4")
+        assert await handle.result(timeout=30) == "the helper says four"
+        info = await app.get_run("d4")
+    assert tries == ["four", "four again"] and len(server.requests) == 4
+    assert info.journal[1]["attempts"] == 2
+    assert info.metrics["llm.calls"] == 4 and info.metrics["tokens.input"] == 2300

@@ -6,7 +6,10 @@ capability whose durable unit is a Tether step built at call time (``tether.ext.
 Inside a Tether workflow every model request, model stream, tool call, MCP call, tool
 discovery and event-handler call of the agent is one journaled operation; after a crash
 replay returns the recorded results and the run goes on where it stopped. Outside a
-workflow the capability is transparent.
+workflow the capability is transparent. An agent run inside a step (pydantic-ai's agent
+delegation from a tool that is a step) is plain there too, but its requests are counted
+in the run's ledger and a warning says how to make them steps (``durable=False`` on the
+tool).
 
 Model requests also go through ``tether.ai.MeteredModel``: the run's budget
 (``tether.ai.set_budget`` or ``TetherAgent(budget=)``), the provider's shared circuit
@@ -62,7 +65,7 @@ from pydantic_ai.messages import (
     ThinkingPartDelta,
     ToolCallPartDelta,
 )
-from pydantic_ai.models import Model
+from pydantic_ai.models import Model, ModelRequestContext
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT, RunContext
 from typing_extensions import TypeVar
@@ -342,17 +345,43 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             return
         # Inside a step of a run (agent delegation from a tool that is a step, pydantic-
         # ai's default, or the user's own step) the agent runs plainly: its requests are
-        # neither journaled nor metered, and a retry of the step sends them again. Said,
-        # behaviour unchanged (the step's journaled result replays as recorded).
+        # neither journaled nor budgeted, and a retry of the step sends them again. Said;
+        # the journal is unchanged (the step's recorded result replays as it ran).
         if step.name.startswith("pydantic_ai:") and ".call_tool:" in step.name:
             fix = ("declare the tool that calls it durable=False "
                    "(@agent.tool(durable=False)) to make each of them a step of the run")
         else:
             fix = "run the agent from workflow code to make each of them a step of the run"
-        log.warning("agent %r runs inside step %r of run %s: its model requests are not "
-                    "journaled, metered or budgeted, and are sent again if that step is "
-                    "retried; %s (docs/integrations-pydantic-ai.md, Agent delegation)",
+        log.warning("agent %r runs inside step %r of run %s: its model requests are "
+                    "counted in the run's ledger but neither journaled nor budgeted, and "
+                    "are sent again if that step is retried; %s "
+                    "(docs/integrations-pydantic-ai.md, Agent delegation)",
                     self.name, step.name, step.run_id, fix)
+
+    async def after_model_request(self, ctx: RunContext[AgentDepsT], *,
+                                  request_context: ModelRequestContext,
+                                  response: ModelResponse) -> ModelResponse:
+        response = await super().after_model_request(
+            ctx, request_context=request_context, response=response)
+        run = ext.current_run()
+        if run is not None and ext.current_step() is not None:
+            # A request made inside a step (see before_run): not a step of its own, but
+            # paid, so the run's ledger counts it (each time the step's body runs).
+            self._count_in_step(run, request_context.model, response)
+        return response
+
+    def _count_in_step(self, run: ext.Run, model: Model, response: ModelResponse) -> None:
+        asked = model.model_name if isinstance(model, Model) else "unknown"
+        answered = response.model_name or asked
+        price = self._prices.price(answered)
+        if not price.known:
+            price = self._prices.price(asked)
+        used = Usage.reported(response.usage.input_tokens, response.usage.output_tokens)
+        deltas = {"llm.calls": 1.0, "tokens.input": float(used.input_tokens),
+                  "tokens.output": float(used.output_tokens), "cost.usd": price.cost(used)}
+        if not price.known:
+            deltas["llm.unpriced_calls"] = 1.0
+        run.add_metrics(deltas)
 
     def get_durable_operation_backend(self) -> _Backend:
         if self._backend is None:
