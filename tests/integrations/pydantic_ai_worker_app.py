@@ -1,6 +1,7 @@
 """The app that ``tether worker tests.integrations.pydantic_ai_worker_app:app`` serves in
-the pydantic-ai crash test: a pydantic-ai agent ``researcher`` registered with
-``TetherAgent``, its model the scripted server of the test process.
+the pydantic-ai crash tests: a pydantic-ai agent ``researcher`` registered with
+``TetherAgent``, and ``boss``, whose tool runs the agent ``helper`` (agent delegation);
+their model the scripted server of the test process.
 
 Environment (read at import): ``AGENT_LLM_URL`` (the scripted server), ``AGENT_GATE``
 (``slow_fetch`` waits until this file exists), ``AGENT_TOOL_LOG`` (each tool execution
@@ -17,10 +18,11 @@ from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.tools import RunContext
 
 import tether
 from tether import App
-from tether.integrations.pydantic_ai import TetherAgent
+from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
 
 app = App()
 
@@ -62,3 +64,19 @@ def slow_fetch(url: str) -> str:
 
 
 researcher = TetherAgent(agent, app=app)
+
+
+# Agent delegation (the delegation crash test): ``boss``'s tool ``ask_helper`` runs
+# ``helper`` in the workflow (durable=False), then ``boss`` calls ``slow_fetch``.
+helper = Agent(model, name="helper", instructions="You are the helper.",
+               capabilities=[TetherDurability()])
+boss = Agent(model, name="boss", instructions="You are the boss.", tools=[slow_fetch])
+
+
+@boss.tool(durable=False)
+async def ask_helper(ctx: RunContext[None], question: str) -> str:
+    """Ask the helper."""
+    return (await helper.run(question, usage=ctx.usage)).output
+
+
+delegating = TetherAgent(boss, app=app)

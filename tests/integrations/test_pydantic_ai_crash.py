@@ -174,3 +174,58 @@ async def test_cut_requests_paid_before_a_sigkill_still_count(tmp_path: Path,
     assert tries[-2][2] == tries[-1][2]
     assert {(n, s) for n, s, w in tries if w != tries[-1][2]} <= {
         (1, "error"), (2, "error"), (2, "interrupted")}, tries
+
+
+def delegation_respond(request: RecordedRequest) -> Reply:
+    """The helper answers; the boss asks it, then fetches, then answers."""
+    messages = request.body["messages"]
+    if any(m["role"] == "system" and "helper" in str(m["content"]) for m in messages):
+        return Reply("four", input_tokens=1000, output_tokens=20)
+    seen = [m["content"] for m in messages if m["role"] == "tool"]
+    if not seen:
+        return Reply(tool_calls=[{"name": "ask_helper", "arguments": {"question": "2+2?"}}],
+                     input_tokens=100, output_tokens=10)
+    if len(seen) == 1:
+        return Reply(tool_calls=[{"name": "slow_fetch",
+                                  "arguments": {"url": "https://example.org/four"}}],
+                     input_tokens=120, output_tokens=10)
+    return Reply(" / ".join(seen), input_tokens=200, output_tokens=30)
+
+
+async def test_sigkill_after_a_delegated_agent_repeats_none_of_its_requests(
+        tmp_path: Path, store_url: str) -> None:
+    """``boss``'s tool (durable=False) runs ``helper``; the worker is killed while the
+    next tool (slow_fetch) runs. The new worker replays the boss's and the helper's
+    requests from the journal: each request reached the model once, and the ledger
+    counts the helper's with the boss's."""
+    tmp = tmp_path / "d"
+    tmp.mkdir()
+    async with ScriptedLLMServer(responder=delegation_respond) as server:
+        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
+        first = workers.start()
+        try:
+            async with App(store_url) as app:
+                await start_by_name(app, "d1", "boss", "Ask the helper")
+                await wait_for(lambda: any(t["tool"] == "slow_fetch"
+                                           for t in tool_log(tmp / "tools.jsonl")),
+                               timeout=30, what="slow_fetch starts")
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                assert len(server.requests) == 3
+                (tmp / "gate").touch()
+                workers.start()
+                answer = await app.handle("d1").result(timeout=60)
+                after = await app.get_run("d1")
+        finally:
+            workers.stop_all()
+    assert answer == "four / page https://example.org/four: 42 words"
+    assert len(server.requests) == 4
+    assert_no_request_twice(list(server.requests))
+    assert [e["name"] for e in after.journal] == [
+        "pydantic_ai:boss__model.request", "pydantic_ai:helper__model.request",
+        "pydantic_ai:boss__model.request",
+        "pydantic_ai:boss__function_toolset__<agent>.call_tool:slow_fetch",
+        "pydantic_ai:boss__model.request"]
+    assert after.metrics["llm.calls"] == 4
+    assert after.metrics["tokens.input"] == 100 + 1000 + 120 + 200
+    assert after.metrics["saved.calls"] == 3  # (the new worker replayed three requests)
