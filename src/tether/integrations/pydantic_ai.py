@@ -259,6 +259,10 @@ class _Backend(JournalCallableOperationBackend[TetherStepConfig]):
         return await ext.step(step_name, body, retry=config.retry)
 
 
+#: (agent, step) pairs whose "agent runs inside a step" warning was logged.
+_SAID_IN_STEP: set[tuple[str | None, str]] = set()
+
+
 class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     """Capability that makes a pydantic-ai agent durable inside Tether workflows.
 
@@ -343,6 +347,9 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         step = ext.current_step()
         if step is None or ext.current_run() is None:
             return
+        if (self.name, step.name) in _SAID_IN_STEP:
+            return  # (once per process and agent and step: a deliberate one is no news)
+        _SAID_IN_STEP.add((self.name, step.name))
         # Inside a step of a run (agent delegation from a tool that is a step, pydantic-
         # ai's default, or the user's own step) the agent runs plainly: its requests are
         # neither journaled nor budgeted, and a retry of the step sends them again. Said;
