@@ -430,21 +430,27 @@ AGENT_TOOL_PATCH = "openai_agents.agent-tool-durable"
 
 
 @dataclasses.dataclass(slots=True)
-class _AgentTools:
-    """Per execution of a run: whether its agents used as tools are durable
-    (``AGENT_TOOL_PATCH``), ``None`` until the first of their operations."""
+class _Markers:
+    """Per execution of a run: the answer of each of this integration's journal
+    markers asked so far (``tether.patched``, asked at the first operation it gates)."""
 
-    durable: bool | None = None
+    seen: dict[str, bool] = dataclasses.field(default_factory=dict)
 
 
-def _agent_tools_durable() -> bool:
+def _marked(patch: str) -> bool:
+    """Whether the run's journal has (or now takes) the marker ``patch``: the behaviour
+    it gates is the run's; False in a run recorded before it. True outside a workflow."""
     run = ext.current_run()
     if run is None or not ext.in_workflow():
         return True
-    state = run.memory(_AgentTools, _AgentTools)
-    if state.durable is None:
-        state.durable = tether.patched(AGENT_TOOL_PATCH)
-    return state.durable
+    seen = run.memory(_Markers, _Markers).seen
+    if patch not in seen:
+        seen[patch] = tether.patched(patch)
+    return seen[patch]
+
+
+def _agent_tools_durable() -> bool:
+    return _marked(AGENT_TOOL_PATCH)
 
 
 #: The journal's marker of a run whose agents' MCP tool calls (``Agent(mcp_servers=)``)
@@ -453,22 +459,8 @@ def _agent_tools_durable() -> bool:
 MCP_TOOL_PATCH = "openai_agents.mcp-tool-durable"
 
 
-@dataclasses.dataclass(slots=True)
-class _MCPTools:
-    """Per execution of a run: whether its MCP tool calls are steps (``MCP_TOOL_PATCH``),
-    ``None`` until the first of them."""
-
-    durable: bool | None = None
-
-
 def _mcp_tools_durable() -> bool:
-    run = ext.current_run()
-    if run is None or not ext.in_workflow():
-        return True
-    state = run.memory(_MCPTools, _MCPTools)
-    if state.durable is None:
-        state.durable = tether.patched(MCP_TOOL_PATCH)
-    return state.durable
+    return _marked(MCP_TOOL_PATCH)
 
 
 def _durable_mcp(agent: Agent[Any], in_agent_tool: bool) -> None:
@@ -501,22 +493,8 @@ def _mcp_server_of(tool: FunctionTool) -> str:
     return str(getattr(origin, "mcp_server_name", None) or "mcp")
 
 
-@dataclasses.dataclass(slots=True)
-class _Children:
-    """Per execution of a run: whether its workflow tools' children are bounded
-    (``CHILD_BUDGET_PATCH``), ``None`` until its first workflow tool call."""
-
-    bounded: bool | None = None
-
-
 def _children_bounded() -> bool:
-    run = ext.current_run()
-    if run is None or not ext.in_workflow():
-        return True
-    state = run.memory(_Children, _Children)
-    if state.bounded is None:
-        state.bounded = tether.patched(CHILD_BUDGET_PATCH)
-    return state.bounded
+    return _marked(CHILD_BUDGET_PATCH)
 
 
 def _split_between_children(payload: Mapping[str, Any], tools: list[Tool]) -> None:
