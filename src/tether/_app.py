@@ -42,7 +42,7 @@ from tether.errors import (
     TetherError,
     WorkflowNotFound,
 )
-from tether.store import Store, check_store_options, open_store, resolve_url
+from tether.store import SignalSent, Store, check_store_options, open_store, resolve_url
 from tether.store._lifecycle import RetryReport
 
 if TYPE_CHECKING:
@@ -788,6 +788,13 @@ class App:
             PayloadError: the run's payloads are encrypted and this app has no payload
                 hook (the signal would be stored in clear text, unreadable to the run).
         """
+        sent = await self._signal(run_id, name, payload, idempotency_key=idempotency_key)
+        return sent.created
+
+    async def _signal(self, run_id: str, name: str, payload: Any, *,
+                      idempotency_key: str | None) -> SignalSent:
+        """``signal``, answering the store's ``SignalSent``: with ``created`` False, the
+        signal stored under the key (which may have another name or payload)."""
         if idempotency_key is not None:
             check_name("idempotency key", idempotency_key)
         store = await self._open()
@@ -809,7 +816,7 @@ class App:
             except TetherError as exc:
                 _log.warning("run %s: cannot publish the signal %r to observers: %s",
                             run_id, name, exc)
-        return sent.created
+        return sent
 
     @staticmethod
     async def _check_signal_name(store: Store, run_id: str, name: str) -> None:

@@ -13,18 +13,20 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether._codec import SLOT_INPUT
+from tether._codec import SLOT_INPUT, SLOT_SIGNAL
 from tether._types import EntryStatus, RunInfo, RunStatus
 from tether.encryption import _sealed_key_id
 from tether.errors import PayloadError
 
 if TYPE_CHECKING:
     from tether._app import App, RunHandle
+    from tether.store import SignalSent
 
-__all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "StartReport", "entry_failed",
+__all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "SignalReport", "StartReport",
+           "entry_failed",
            "entry_outcome", "in_flight", "info_dict", "journal_entries", "lifecycle_dict",
-           "run_dict", "run_document", "run_info", "schedule_dict", "start_report",
-           "timed_out", "unreadable_payload"]
+           "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
+           "start_report", "timed_out", "unreadable_payload"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -228,6 +230,44 @@ async def start_report(app: App, handle: RunHandle[Any], values: list[Any],
             canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
             differs = canonical(stored) != canonical({"args": values})
     return StartReport(False, differs, run.queue != wanted, run.queue, wanted)
+
+
+@dataclass(frozen=True)
+class SignalReport:
+    """How a signal send (``POST /api/v1/runs/{run_id}/signals/{name}``, ``tether
+    signal``) compares with the signal its idempotency key found: ``created`` False, and
+    whether that signal's name and data differ from this send's (the key is the run's,
+    whatever the name: a send that differs was not stored, not delivered)."""
+
+    created: bool
+    #: The stored signal has another name than this send's.
+    name_differs: bool
+    #: The stored signal's data is other than this send's; None: it cannot be read
+    #: (erased, or encrypted with a payload hook this process lacks).
+    data_differs: bool | None
+
+    def fields(self) -> dict[str, Any]:
+        return {"created": self.created, "name_differs": self.name_differs,
+                "data_differs": self.data_differs}
+
+
+async def signal_report(app: App, run_id: str, name: str, payload: Any,
+                        sent: SignalSent) -> SignalReport:
+    """``sent`` (from ``app._signal(run_id, name, payload, ...)``) compared with this
+    send. Reads the run only for a send that stored nothing (to see an erased one)."""
+    if sent.created:
+        return SignalReport(True, False, False)
+    differs: bool | None = None
+    run = await app.store.run_get(run_id)
+    if run is not None and run.erased_at is None:
+        try:
+            stored = app.codec.for_run(run_id).decode(sent.payload, None, SLOT_SIGNAL)
+        except Exception:  # ciphertext without the hook, a key it lacks: not JSON to us
+            pass
+        else:
+            canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
+            differs = canonical(stored) != canonical(payload)
+    return SignalReport(False, sent.name != name, differs)
 
 
 def schedule_dict(s: Any) -> dict[str, Any]:

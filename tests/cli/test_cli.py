@@ -179,12 +179,23 @@ def test_an_existing_run_whose_input_it_cannot_read_is_said_so(tmp_path: Path) -
 
 
 async def test_signal_with_idempotency_key_is_delivered_once(served: tuple[App, str]) -> None:
+    """A resend is delivered once and says so; a send under the same key of another
+    signal (the key is the run's) said "already sent" too: it says it was NOT sent."""
     app, url = served
     handle = await app.start("approval", run_id="a-1")
-    for _ in range(2):
-        sent = await cli("signal", "a-1", "approve", "--data", '{"ok": true}',
+    said = []
+    for name, data in (("approve", '{"ok": true}'), ("approve", '{"ok": true}'),
+                       ("approve", '{"ok": false}'), ("reject", '{"ok": true}')):
+        sent = await cli("signal", "a-1", name, "--data", data,
                          "--idempotency-key", "k1", db=url)
         assert sent.returncode == 0, sent.stderr
+        said.append(sent.stdout.strip())
+    assert said == [
+        "a-1: signal 'approve' sent",
+        "a-1: signal 'approve' already sent (same idempotency key)",
+        "a-1: signal 'approve' NOT sent: the run had other data under this idempotency key",
+        "a-1: signal 'reject' NOT sent: the run had signal 'approve' under this "
+        "idempotency key"]
     assert await handle.result(timeout=30) == {"ok": True}
     info = await app.get_run("a-1")
     assert [e["kind"] for e in info.journal] == ["signal"]

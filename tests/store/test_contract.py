@@ -563,6 +563,14 @@ async def test_signal_idempotency_key_stores_a_signal_once(store: Store) -> None
     again = await store.signal_send(run_id="r1", name="go", payload="2",
                                     idempotency_key="k", now=T0 + 1)
     assert first.created and not again.created and again.signal_id == first.signal_id
+    # The key is the run's: a send under it answers the signal stored there, so that a
+    # caller can tell that its send, of another name or payload, was dropped.
+    assert (first.name, first.payload) == (None, None)
+    assert (again.name, again.payload) == ("go", "1")
+    other = await store.signal_send(run_id="r1", name="stop", payload=None,
+                                    idempotency_key="k", now=T0 + 1)
+    assert (other.created, other.signal_id, other.name, other.payload) == (
+        False, first.signal_id, "go", "1")
     a = await store.signal_send(run_id="r1", name="go", payload="3", idempotency_key=None,
                                 now=T0 + 2)
     b = await store.signal_send(run_id="r1", name="go", payload="4", idempotency_key=None,

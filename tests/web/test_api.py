@@ -752,6 +752,48 @@ async def test_signal_resumes_a_waiting_run_once_per_key(api: Api) -> None:
     assert await api.snapshot() == before
 
 
+async def test_a_resend_under_a_used_key_says_whether_it_was_another_signal(
+        api_any: Api) -> None:
+    """A key is the run's: a send under a key the run has had stores nothing, whatever
+    its name or data. The answer said only ``created: false``, so a client could not
+    tell that its "resend" was another signal, dropped; it now says ``name_differs``
+    and ``data_differs`` (null once the stored data cannot be read: erased), as a
+    start's ``input_differs`` does, on both stores."""
+    api = api_any
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "s"})
+
+    async def send(name: str, data: Any) -> dict[str, Any]:
+        r = await api.http.post(f"/api/v1/runs/s/signals/{name}",
+                                json={"data": data, "idempotency_key": "k"})
+        assert r.status_code == 202, r.text
+        body: dict[str, Any] = r.json()
+        assert (body["run_id"], body["signal"]) == ("s", name)
+        return {f: body[f] for f in ("created", "name_differs", "data_differs")}
+
+    first = {"by": "ana", "n": [1, 2]}
+    assert await send("go", first) == {"created": True, "name_differs": False,
+                                       "data_differs": False}
+    same = {"n": [1, 2], "by": "ana"}  # the same JSON, its keys in another order
+    assert await send("go", same) == {"created": False, "name_differs": False,
+                                      "data_differs": False}
+    assert await send("go", {"by": "bob"}) == {"created": False, "name_differs": False,
+                                               "data_differs": True}
+    assert await send("stop", first) == {"created": False, "name_differs": True,
+                                         "data_differs": False}
+    assert await send("stop", None) == {"created": False, "name_differs": True,
+                                        "data_differs": True}
+    async with api.app.worker(queues=["default"]):
+        doc = await wait_status(api, "s", "completed")
+    assert doc["result"] == first  # the first send, delivered once
+    assert await send("go", {"by": "bob"}) == {"created": False, "name_differs": False,
+                                               "data_differs": True}  # ended: still said
+    await api.app.store.run_erase(run_id="s", now=time.time())
+    assert await send("go", first) == {"created": False, "name_differs": False,
+                                       "data_differs": None}
+    assert await send("stop", first) == {"created": False, "name_differs": True,
+                                         "data_differs": None}
+
+
 async def test_an_encoded_slash_in_a_path_is_part_of_the_id_or_name(api: Api) -> None:
     """``x%2Fjournal`` is the run ``x/journal`` (the server decodes paths before routing,
     so it was the journal of ``x``), and ``a%2Fb`` the signal ``a/b`` (it was a 405);

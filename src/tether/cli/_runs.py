@@ -8,7 +8,15 @@ import sys
 from typing import Any
 
 from tether._fit import WIDE_HELP, columns, fit_width
-from tether._show import STATUSES, cancel_pending, run_dict, run_document, start_report, timed_out
+from tether._show import (
+    STATUSES,
+    cancel_pending,
+    run_dict,
+    run_document,
+    signal_report,
+    start_report,
+    timed_out,
+)
 from tether._types import RunInfo, RunStatus, check_name
 from tether.cli._common import (
     CliError,
@@ -127,7 +135,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--data", metavar="JSON", help="JSON payload (default: null)")
     p.add_argument("--idempotency-key", metavar="KEY",
-                   help="a second signal with the same key is delivered once")
+                   help="a second signal with the same key is delivered once; the key "
+                   "is the run's, so a send under a key the run has had is dropped "
+                   "(and says so if it was another signal)")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="send it with that app's payload hook (runs whose payloads are "
                    "encrypted need it); its store is used unless --db is given")
@@ -411,10 +421,20 @@ async def send_signal(args: argparse.Namespace) -> int:
     else:
         app = client(args)
     async with app:
-        created = await app.signal(args.run_id, args.name, payload,
-                                   idempotency_key=args.idempotency_key)
-    print(f"{safe(args.run_id)}: signal '{safe(args.name)}' "
-          + ("sent" if created else "already sent (same idempotency key)"))
+        sent = await app._signal(args.run_id, args.name, payload,
+                                 idempotency_key=args.idempotency_key)
+        report = await signal_report(app, args.run_id, args.name, payload, sent)
+    if report.created:
+        outcome = "sent"
+    elif report.name_differs or report.data_differs:
+        # The key is the run's: this send was another signal, and it was dropped.
+        other = (f"signal '{safe(sent.name or '')}'" if report.name_differs
+                 else "other data")
+        outcome = f"NOT sent: the run had {other} under this idempotency key"
+    else:
+        outcome = "already sent (same idempotency key" + (
+            "; its data cannot be read to compare)" if report.data_differs is None else ")")
+    print(f"{safe(args.run_id)}: signal '{safe(args.name)}' {outcome}")
     return 0
 
 

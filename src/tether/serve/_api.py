@@ -29,6 +29,7 @@ from tether._show import (
     journal_entries,
     run_document,
     run_info,
+    signal_report,
     start_report,
 )
 from tether._types import check_name
@@ -416,14 +417,15 @@ async def send_signal(request: Request) -> Response:
         if run is not None and run.status not in _ENDED:
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
     try:
-        created = await app.signal(run_id, name, body.get("data"), idempotency_key=key)
+        sent = await app._signal(run_id, name, body.get("data"), idempotency_key=key)
     except RunNotFound:
         raise run_not_found(run_id) from None
     except SignalError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except PayloadError as exc:
         raise payload_error(exc) from None
-    return json_response({"run_id": run_id, "signal": name, "created": created}, 202)
+    report = await signal_report(app, run_id, name, body.get("data"), sent)
+    return json_response({"run_id": run_id, "signal": name, **report.fields()}, 202)
 
 
 async def cancel_run(request: Request) -> Response:

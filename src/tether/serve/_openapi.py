@@ -336,11 +336,27 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "properties": {"data": {}, "idempotency_key": _OPTIONAL_NAME}},
                     required=False),
                 "responses": {"202": _ok("sent (created false: the run had a signal with this "
-                                        "key, of any name and data: nothing was stored)", {
-                    "type": "object", "required": ["run_id", "signal", "created"],
+                                        "key, of any name and data: nothing was stored; "
+                                        "name_differs and data_differs say whether that "
+                                        "signal is another than this send's)", {
+                    "type": "object",
+                    "required": ["run_id", "signal", "created", "name_differs",
+                                 "data_differs"],
                     "properties": {"run_id": {"type": "string"},
                                    "signal": {"type": "string"},
-                                   "created": {"type": "boolean"}}}),
+                                   "created": {"type": "boolean"},
+                                   "name_differs": {
+                                       "type": "boolean",
+                                       "description": "the signal stored under the key "
+                                                      "has another name (false when "
+                                                      "created)"},
+                                   "data_differs": {
+                                       "type": "boolean", "nullable": True,
+                                       "description": "the signal stored under the key "
+                                                      "has other data (false when "
+                                                      "created; null: it cannot be read: "
+                                                      "erased, or encrypted with a key "
+                                                      "this server lacks)"}}}),
                     "404": _err("no such run"), "409": _err("the run has ended"),
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/cancel": {"post": {

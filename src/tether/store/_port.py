@@ -112,6 +112,11 @@ class SignalSent:
     signal_id: int
     #: False when a signal with the same idempotency key was already there.
     created: bool
+    #: With ``created`` False, the name and (encoded) payload of the signal stored
+    #: under the key, which may be another signal than this send's: the key is the
+    #: run's, whatever the name. (None with ``created`` True.)
+    name: str | None = None
+    payload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1441,12 +1441,12 @@ class PostgresStore(PostgresServeQueries):
         if status[0][0] in _FINAL:
             if found and idempotency_key is not None:
                 # A retried send of a signal the run already got is not an error.
-                return SignalSent(signal_id=int(found[0][0]), created=False)
+                return _signal_found(found[0])
             raise SignalError(
                 f"run {run_id!r} has ended ({status[0][0]}); signal {name!r} not sent")
         if inserted:
             return SignalSent(signal_id=int(inserted[0][0]), created=True)
-        return SignalSent(signal_id=int(found[0][0]), created=False)
+        return _signal_found(found[0])
 
     async def signal_pending(self, *, run_id: str, name: str) -> bool:
         rows, _ = await self._one("signal_pending", {"run_id": run_id, "name": name})
@@ -1923,3 +1923,8 @@ if TYPE_CHECKING:
 
     def _conforms(s: PostgresStore) -> Store:
         return s
+
+
+def _signal_found(row: Any) -> SignalSent:
+    """The signal already stored under a send's idempotency key (``signal_find_key``)."""
+    return SignalSent(signal_id=int(row[0]), created=False, name=row[1], payload=row[2])

@@ -567,7 +567,7 @@ RETURNING signal_id;
 
 -- signal_find_key --
 -- The signal stored under an idempotency key.
-SELECT signal_id FROM {schema}.signals
+SELECT signal_id, name, payload FROM {schema}.signals
 WHERE run_id = %(run_id)s AND idempotency_key = %(key)s;
 
 -- signal_wake --

@@ -1741,18 +1741,17 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
         known: list[Any] = (conn.execute(Q["signal_find_key"], by_key).fetchall()
                             if key else [])
         if known:
-            return SignalSent(signal_id=int(known[0][0]), created=False)
+            return SignalSent(signal_id=int(known[0][0]), created=False,
+                              name=known[0][1], payload=known[0][2])
         raise SignalError(f"run {run_id!r} has ended ({run.status}); signal {name!r} not sent")
     conn.execute(Q["signal_insert"], {**by_key, "name": name, "payload": payload, "now": now})
     if conn.changes() == 1:
-        signal_id = conn.last_insert_rowid()
-        created = True
+        sent = SignalSent(signal_id=conn.last_insert_rowid(), created=True)
     else:
         row: Any = conn.execute(Q["signal_find_key"], by_key).fetchall()[0]
-        signal_id = int(row[0])
-        created = False
+        sent = SignalSent(signal_id=int(row[0]), created=False, name=row[1], payload=row[2])
     conn.execute(Q["signal_wake"], {"run_id": run_id, "name": name, "now": now})
-    return SignalSent(signal_id=signal_id, created=created)
+    return sent
 
 
 def _signal_pending(conn: apsw.Connection, run_id: str, name: str) -> bool:

@@ -170,7 +170,7 @@ ON CONFLICT (run_id, idempotency_key) DO NOTHING;
 
 -- signal_find_key --
 -- The signal stored under an idempotency key.
-SELECT signal_id FROM tether_signals
+SELECT signal_id, name, payload FROM tether_signals
 WHERE run_id = :run_id AND idempotency_key = :idempotency_key;
 
 -- signal_wake --
