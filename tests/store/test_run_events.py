@@ -41,6 +41,19 @@ async def test_each_event_once_in_order_after_any_cursor(store: Store) -> None:
         assert [e.event_id for e in await store.run_events_read(
             run_id="a", after=ev.event_id)] == [e.event_id for e in got[i + 1:]]
     assert [k for k, _ in await events_of(store, "b")] == ["status", "op", "op", "op"]
+    # A cursor is one run's: run_event_exists tells it from another run's, or one never
+    # made (which run_events_read takes for a point of the run's events). (On SQLite,
+    # ids are counted per run from its creation time: runs created in the same
+    # microsecond, as these two, share ids, each a point of either.)
+    a_ids = [e.event_id for e in got]
+    b_ids = [i for _, i in await events_of(store, "b")]
+    for event_id in {*a_ids, *b_ids}:
+        for run_id, ids in (("a", a_ids), ("b", b_ids)):
+            assert await store.run_event_exists(run_id=run_id, event_id=event_id) is (
+                event_id in ids), (run_id, event_id)
+    never = str(max(int(i) for i in [*a_ids, *b_ids]) + 1)
+    assert not await store.run_event_exists(run_id="a", event_id=never)
+    assert not await store.run_event_exists(run_id="nope", event_id=got[0].event_id)
 
 
 async def _assert_latest_is_the_tail(store: Store, run_id: str) -> int:
@@ -437,6 +450,9 @@ async def test_cursors_held_across_migration_0013_resume_without_skip_or_repeat(
         assert got[:6] == before
         assert [k for _, k, _ in got[6:]] == ["status", "op", "status", "status", "status"]
         assert all(event_id.isdigit() for event_id, _, _ in got[6:])
+        for event_id, _, _ in got:  # an id of either form is the run's, and its alone
+            assert await migrated.run_event_exists(run_id="r", event_id=event_id)
+            assert not await migrated.run_event_exists(run_id="r2", event_id=event_id)
         for i, (event_id, _, _) in enumerate(got):
             for limit in (1, 500):  # a page that ends among the older rows, and one not
                 after = await migrated.run_events_read(run_id="r", after=event_id,
@@ -456,8 +472,12 @@ async def test_an_event_id_this_store_never_made_is_refused(pg_migrated_url: str
         for bad in ("x", "1-", "-1", "1-2-3", "9" * 20, "1-" + "9" * 20, " 1"):
             with pytest.raises(ValueError, match="not an event id"):
                 await store.run_events_read(run_id="r", after=bad)
+            with pytest.raises(ValueError, match="not an event id"):
+                await store.run_event_exists(run_id="r", event_id=bad)
         assert await store.run_events_read(run_id="r", after="5") == []
         assert await store.run_events_read(run_id="r", after="7-5") == []
+        assert not await store.run_event_exists(run_id="r", event_id="5")
+        assert not await store.run_event_exists(run_id="r", event_id="7-5")
     finally:
         await store.close()
 

@@ -680,6 +680,49 @@ async def test_run_events_rejects_foreign_event_id(api: Api) -> None:
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
 
+async def test_run_events_refuse_an_event_id_of_another_run(api_any: Api) -> None:
+    """A cursor (``Last-Event-ID`` or ``?after=``) that is an event id of another run,
+    or one of this store's form it never made, was taken for a point of this run's
+    events: on SQLite (ids counted per run from its creation time) the stream of an
+    older run after a newer run's id sent nothing but its end, on PostgreSQL (one
+    sequence) it started wherever that id fell. It is a 400 now, on both stores; the
+    run's own ids resume right after themselves."""
+    api = api_any
+    store = api.app.store
+    for run_id in ("older", "newer"):
+        await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": [run_id],
+                                                  "run_id": run_id})
+    async with api.app.worker(queues=["default"]):
+        for run_id in ("older", "newer"):
+            await wait_status(api, run_id, "completed")
+    ids = {r: [e.event_id for e in await store.run_events_read(run_id=r, after=None)]
+           for r in ("older", "newer")}
+    assert all(len(v) >= 2 for v in ids.values()), ids
+    assert not set(ids["older"]) & set(ids["newer"])
+
+    def sent_ids(text: str) -> list[str]:
+        return re.findall(r"^id: (.*)$", text, re.M)
+
+    for run_id, other in (("older", "newer"), ("newer", "older")):
+        path = f"/api/v1/runs/{run_id}/events"
+        mine = ids[run_id]
+        r = await api.http.get(path, params={"after": mine[0]})
+        assert r.status_code == 200 and sent_ids(r.text) == mine[1:]
+        r = await api.http.get(path, headers={"Last-Event-ID": mine[-1]})
+        assert r.status_code == 200 and sent_ids(r.text) == [] and "event: end" in r.text
+        for foreign in (ids[other][0], ids[other][-1]):
+            r = await api.http.get(path, headers={"Last-Event-ID": foreign})
+            assert r.status_code == 400 and error_of(r) == "bad_request", (run_id, foreign)
+            assert "not the id of an event of run" in r.json()["error"]["message"]
+            r = await api.http.get(path, params={"after": foreign})
+            assert r.status_code == 400 and error_of(r) == "bad_request"
+        never = str(max(int(i) for v in ids.values() for i in v) + 10**9)
+        r = await api.http.get(path, params={"after": never})
+        assert r.status_code == 400 and error_of(r) == "bad_request"
+        r = await api.http.head(path, params={"after": ids[other][0]})
+        assert r.status_code == 400
+
+
 @pytest.mark.parametrize("after", ["99999999999999999999", "9223372036854775808", "\u00b2"])
 async def test_run_events_rejects_an_event_id_out_of_range(api: Api, after: str) -> None:
     """An event id past SQLite's 64-bit integers, or of non-ASCII digits, is a 400 like

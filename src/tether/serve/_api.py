@@ -512,10 +512,17 @@ async def run_events(request: Request) -> Response:
         raise run_not_found(run_id)
     after = request.headers.get("last-event-id") or request.query_params.get("after")
     if after:
+        # The cursor must be one of this run's events: the store would take another
+        # run's (or one never made, in its form) for a point of this run's events, and
+        # answer nothing or from a wrong place. (One lookup, as the check of its form
+        # that it replaces; a stale cursor of a run since purged is refused too.)
         try:
-            await app.store.run_events_read(run_id=run_id, after=after, limit=1)
+            known = await app.store.run_event_exists(run_id=run_id, event_id=after)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
+        if not known:
+            raise ApiError(400, "bad_request",
+                           f"{after!r} is not the id of an event of run {run_id!r}")
     return sse_response(app, run_id, after or None, head=request.method == "HEAD",
                         closing=getattr(request.app.state, "closing", None))
 

@@ -323,7 +323,10 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "responses": {"200": {"description": "an event stream",
                                       "content": {"text/event-stream": {
                                           "schema": {"type": "string"}}}},
-                              "400": _err("an event id this store never made"),
+                              "400": _err("an event id that is not one of this run's "
+                                          "events: another run's, or one this store "
+                                          "never made (or no longer has: see the "
+                                          "docs)"),
                               "404": _err("no such run"), **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/signals/{name}": {"post": {
                 "summary": "Send a signal to a run",

@@ -345,6 +345,12 @@ class ServeQueries(Protocol):
         """The run's stored events after the cursor ``after`` (None: from the start),
         oldest first. Raises: ValueError for a cursor this backend never made."""
 
+    async def run_event_exists(self, *, run_id: str, event_id: str) -> bool:
+        """Whether ``event_id`` is the id of one of the run's stored events: a cursor
+        of this run for ``run_events_read``, not one of another run (which that takes
+        for a point of this run's events: a wrong one) nor one never made. One index
+        lookup. Raises: ValueError for an id this backend never makes."""
+
     async def run_events_latest(self, *, run_id: str, limit: int = 500,
                                 kind: str | None = None) -> list[RunEvent]:
         """The run's newest ``limit`` stored events (of ``kind`` alone when given), oldest

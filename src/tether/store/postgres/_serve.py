@@ -84,6 +84,16 @@ class PostgresServeQueries:
         return [RunEvent(str(i) if tx is None else f"{tx}-{i}", kind, data)
                 for tx, i, kind, data in rows]
 
+    async def run_event_exists(self, *, run_id: str, event_id: str) -> bool:
+        txid, old_id, new_id = _cursor(event_id)
+        if txid is None:
+            rows, _ = await self._one("run_event_exists",
+                                      {"run_id": run_id, "event_id": new_id})
+        else:
+            rows, _ = await self._one("run_event_exists_txid",
+                                      {"run_id": run_id, "txid": txid, "event_id": old_id})
+        return bool(rows[0][0])
+
     async def run_events_latest(self, *, run_id: str, limit: int = 500,
                                 kind: str | None = None) -> list[RunEvent]:
         rows, _ = await self._one("run_events_latest", {

@@ -139,6 +139,18 @@ FROM ((SELECT txid, event_id, kind, data FROM {schema}.run_events
        ORDER BY txid, event_id LIMIT %(limit)s)) AS e
 ORDER BY e.txid, e.event_id LIMIT %(limit)s;  -- (e.txid: the xid8, not the text above)
 
+-- run_event_exists --
+-- Whether an event id is one of the run's events: <event_id> (txid NULL, migration
+-- 0013), or <txid>-<event_id> for a row stored before. A lookup of run_events_run.
+SELECT EXISTS (SELECT 1 FROM {schema}.run_events
+               WHERE run_id = %(run_id)s AND txid IS NULL AND event_id = %(event_id)s);
+
+-- run_event_exists_txid --
+-- run_event_exists for an id <txid>-<event_id> (a row stored before migration 0013).
+SELECT EXISTS (SELECT 1 FROM {schema}.run_events
+               WHERE run_id = %(run_id)s AND txid = %(txid)s::xid8
+                 AND event_id = %(event_id)s);
+
 -- run_events_latest --
 -- A run's newest events (of the kinds %(kinds)s alone unless NULL), in run_events_read's
 -- order: run_events_run read backwards (txid DESC NULLS FIRST: the rows stored since

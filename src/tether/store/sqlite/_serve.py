@@ -48,14 +48,12 @@ class SqliteServeQueries(WriterClient):
 
     async def run_events_read(self, *, run_id: str, after: str | None,
                               limit: int = 500) -> list[RunEvent]:
-        last = 0
-        if after:
-            # ASCII digits within SQLite's 64-bit integers: "²" passes isdigit() and a
-            # larger number overflows the query's parameter (both were a 500).
-            if not (after.isascii() and after.isdigit()) or int(after) > _MAX_EVENT_ID:
-                raise ValueError(f"not an event id of this store: {after!r}")
-            last = int(after)
+        last = _event_id(after) if after else 0
         return await self._read(_run_events_read, run_id, last, limit)
+
+    async def run_event_exists(self, *, run_id: str, event_id: str) -> bool:
+        params = {"run_id": run_id, "event_id": _event_id(event_id)}
+        return await self._read(_run_event_exists, params)
 
     async def run_events_latest(self, *, run_id: str, limit: int = 500,
                                 kind: str | None = None) -> list[RunEvent]:
@@ -120,6 +118,20 @@ def _run_events_read(conn: apsw.Connection, run_id: str, last: int,
     params = {"run_id": run_id, "after": last, "limit": limit}
     return [RunEvent(str(i), kind, data)
             for i, kind, data in conn.execute(Q["run_events_read"], params)]
+
+
+def _event_id(text: str) -> int:
+    """An event id as the store holds it. Raises: ValueError for one it never makes."""
+    # ASCII digits within SQLite's 64-bit integers: "²" passes isdigit() and a larger
+    # number overflows the query's parameter (both were a 500).
+    if not (text.isascii() and text.isdigit()) or int(text) > _MAX_EVENT_ID:
+        raise ValueError(f"not an event id of this store: {text!r}")
+    return int(text)
+
+
+def _run_event_exists(conn: apsw.Connection, params: dict[str, Any]) -> bool:
+    rows: list[Any] = conn.execute(Q["run_event_exists"], params).fetchall()
+    return bool(rows[0][0])
 
 
 def _run_events_latest(conn: apsw.Connection, run_id: str, limit: int,

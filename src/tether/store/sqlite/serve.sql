@@ -139,6 +139,11 @@ SELECT event_id,
 FROM tether_run_events
 WHERE run_id = :run_id AND event_id > :after ORDER BY event_id LIMIT :limit;
 
+-- run_event_exists --
+-- Whether an event id is one of the run's events (the primary key's lookup).
+SELECT EXISTS (SELECT 1 FROM tether_run_events
+               WHERE run_id = :run_id AND event_id = :event_id);
+
 -- run_events_latest --
 -- A run's newest events (of the kinds in the JSON array :kinds alone unless NULL),
 -- oldest first: the primary key (run_id, event_id) read backwards. Their JSON is built
