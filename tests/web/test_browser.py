@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import httpx
 import pytest
 
@@ -489,6 +490,49 @@ def test_the_pages_say_when_the_server_is_gone_and_go_on_when_it_is_back(
                                                           "reached")
         served = start_serve(db, tmp_path, app=WEBAPP, port=port)
         _carry_on(served.url, "gone-1", page, runs)
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
+
+
+def test_a_run_page_whose_cursor_is_refused_follows_the_run_from_its_start(
+        browser: object, tmp_path: Path) -> None:
+    """The server refuses (400) an event id that is not one of the run's events: one
+    the run no longer has (an erase deletes its streamed chunks; a run purged and
+    started again has new events). The run page, whose stream broke while the server
+    restarted, came back with such an id, and asked again with it every 5 s for ever;
+    it sees the 400 (its HEAD) and starts the stream from the run's first event."""
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    path = tmp_path / "cursor.db"
+    db = f"sqlite:///{path}"
+    served = start_serve(db, tmp_path, app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    try:
+        context = browser.new_context()
+        page, runs = _waiting_run_open(served.url, "cur-1", context)
+        answers: list[int] = []
+        page.on("response", lambda r: answers.append(r.status)
+                if r.request.method == "GET" and "/api/v1/runs/cur-1/events" in r.url
+                else None)
+        port = int(served.url.rsplit(":", 1)[1])
+        served.stop()
+        # The run's events as the page knew them are gone (as for a run purged and
+        # started again under its id): the page's cursor is none of the run's events.
+        conn = apsw.Connection(str(path))
+        try:
+            conn.execute("DELETE FROM tether_run_events WHERE run_id = 'cur-1'")
+        finally:
+            conn.close()
+        served = start_serve(db, tmp_path, app=WEBAPP, port=port)
+        deadline = time.monotonic() + 45
+        while not (400 in answers and 200 in answers[answers.index(400):]):
+            assert time.monotonic() < deadline, f"the page never followed again: {answers}"
+            page.wait_for_timeout(200)
+        _carry_on(served.url, "cur-1", page, runs)
         context.close()
     finally:
         worker.terminate()

@@ -188,7 +188,21 @@ function followRun(root) {
       // browser reconnects a stream that broke by itself, but gives up for good on an
       // answer that is not a stream (a 503 while the store is down): start it anew.
       update();
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+      if (source.readyState !== EventSource.CLOSED) return;
+      // A 400 is a cursor the server refuses, and would refuse for ever: no longer one
+      // of the run's events (an erase deleted its streamed chunks; the run was purged
+      // and started again). The stream starts anew from the run's first event then.
+      const tried = last;
+      fetch(url, {method: "HEAD", credentials: "same-origin"})
+        .then(r => {
+          if (r.status === 400 && tried !== null && last === tried) {
+            last = null;
+            position = null;
+            text.textContent = "";
+          }
+        })
+        .catch(() => {})
+        .finally(() => setTimeout(connect, 5000));
     });
   };
   connect();
