@@ -778,7 +778,9 @@ class App:
     async def signal(self, run_id: str, name: str, payload: Any = None, *,
                      idempotency_key: str | None = None) -> bool:
         """Send a signal (a named JSON message) to a run; returns False if a signal with
-        this idempotency key had been sent already (it is delivered once).
+        this idempotency key had been sent already (it is delivered once). The key is
+        the run's: a signal of another name or payload sent under it is not stored
+        either, and returns False too (the HTTP API's answer says which differed).
 
         Raises:
             RunNotFound: no such run.

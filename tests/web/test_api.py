@@ -692,9 +692,13 @@ async def test_run_events_refuse_an_event_id_of_another_run(api_any: Api) -> Non
     for run_id in ("older", "newer"):
         await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": [run_id],
                                                   "run_id": run_id})
-    async with api.app.worker(queues=["default"]):
-        for run_id in ("older", "newer"):
-            await wait_status(api, run_id, "completed")
+    for run_id in ("older", "newer"):  # events of each: chunks, then its end
+        for text in ("a", "b"):
+            await store.run_publish(run_id=run_id, data=json.dumps(
+                {"type": "llm.chunk", "text": text}))
+        r = await api.http.post(f"/api/v1/runs/{run_id}/cancel")
+        assert r.status_code == 202
+        await wait_status(api, run_id, "cancelled")
     ids = {r: [e.event_id for e in await store.run_events_read(run_id=r, after=None)]
            for r in ("older", "newer")}
     assert all(len(v) >= 2 for v in ids.values()), ids
@@ -825,9 +829,11 @@ async def test_a_resend_under_a_used_key_says_whether_it_was_another_signal(
                                          "data_differs": False}
     assert await send("stop", None) == {"created": False, "name_differs": True,
                                         "data_differs": True}
-    async with api.app.worker(queues=["default"]):
-        doc = await wait_status(api, "s", "completed")
-    assert doc["result"] == first  # the first send, delivered once
+    store = api.app.store
+    assert await store.signal_pending(run_id="s", name="go")  # the first send, once:
+    assert not await store.signal_pending(run_id="s", name="stop")
+    r = await api.http.post("/api/v1/runs/s/cancel")
+    assert r.status_code == 202 and (await wait_status(api, "s", "cancelled"))
     assert await send("go", {"by": "bob"}) == {"created": False, "name_differs": False,
                                                "data_differs": True}  # ended: still said
     await api.app.store.run_erase(run_id="s", now=time.time())
