@@ -318,14 +318,9 @@ async def test_a_child_id_used_by_another_run_is_refused_in_the_parent(
     await app.close()
 
 
-@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), float("-inf")])
-async def test_a_wait_of_no_finite_number_of_seconds_is_a_config_error(
-        store_url: str, seconds: float) -> None:
-    """``tether.sleep(nan)`` or a signal's ``timeout=inf`` raised ``NotSerializable``
-    ("timer: value of type float is not JSON-serializable"), naming no argument; now
-    ``ConfigError`` names the duration, at the call, in and out of a workflow, and the
-    workflow goes on after catching it with nothing journaled."""
-    app = App(store_url)
+def _refused_waits(app: App, seconds: float | dt.timedelta) -> None:
+    """Register workflow "wf": a sleep and a signal wait of ``seconds``, each refused with a
+    ConfigError, caught; it returns their messages."""
 
     @app.workflow
     async def wf() -> list[str]:
@@ -338,10 +333,22 @@ async def test_a_wait_of_no_finite_number_of_seconds_is_a_config_error(
                 seen.append(str(exc))
         return seen
 
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), float("-inf")])
+async def test_a_wait_of_no_finite_number_of_seconds_is_a_config_error(
+        store_url: str, seconds: float) -> None:
+    """``tether.sleep(nan)`` or a signal's ``timeout=inf`` raised ``NotSerializable``
+    ("timer: value of type float is not JSON-serializable"), naming no argument; now
+    ``ConfigError`` names the duration, at the call, in and out of a workflow, and the
+    workflow goes on after catching it with nothing journaled."""
+    app = App(store_url)
+
+    _refused_waits(app, seconds)
+
     with pytest.raises(tether.ConfigError, match="finite"):
         await tether.sleep(seconds)
     async with app.worker():
-        seen = await (await app.start(wf, run_id="w")).result(timeout=30)
+        seen = await (await app.start("wf", run_id="w")).result(timeout=30)
     assert len(seen) == 2 and all("a finite number of seconds" in m for m in seen), seen
     assert (await app.get_run("w")).journal == []
     await app.close()
@@ -357,16 +364,7 @@ async def test_a_wait_past_any_date_is_a_config_error_not_a_timeline_nobody_can_
     infinite one is; 1,000 years itself is a wait like any other."""
     app = App(store_url)
 
-    @app.workflow
-    async def wf() -> list[str]:
-        seen = []
-        for wait in (lambda: tether.sleep(seconds),
-                     lambda: tether.wait_for_signal("go", timeout=seconds)):
-            try:
-                await wait()
-            except tether.ConfigError as exc:
-                seen.append(str(exc))
-        return seen
+    _refused_waits(app, seconds)
 
     @app.workflow
     async def long_wait() -> str:
@@ -375,7 +373,7 @@ async def test_a_wait_past_any_date_is_a_config_error_not_a_timeline_nobody_can_
     with pytest.raises(tether.ConfigError, match="at most"):
         await tether.sleep(seconds)
     async with app.worker():
-        seen = await (await app.start(wf, run_id="w")).result(timeout=30)
+        seen = await (await app.start("wf", run_id="w")).result(timeout=30)
         handle = await app.start(long_wait, run_id="l")
         await wait_for(lambda: status_is(app, "l", "waiting"))
         await app.signal("l", "go", "here")

@@ -175,6 +175,14 @@ async def check_integrity(url: str, runs: int = 3) -> None:
         assert await cur.fetchone() == (runs,)
 
 
+async def _purged(app: App, run_id: str) -> bool:
+    try:
+        await app.get_run(run_id)
+    except tether.RunNotFound:
+        return True
+    return False
+
+
 async def test_retention_policy_purges_in_the_background(store_url: str) -> None:
     app = App(store_url, retention=tether.Retention(older_than=0.0, every=0.1))
 
@@ -186,14 +194,8 @@ async def test_retention_policy_purges_in_the_background(store_url: str) -> None
         h = await app.start(quick, run_id="short-lived")
         assert await h.result(timeout=20) == 1
 
-        async def gone() -> bool:
-            try:
-                await app.get_run("short-lived")
-            except tether.RunNotFound:
-                return True
-            return False
-
-        await wait_for(gone, timeout=10, what="purged by the retention policy")
+        await wait_for(lambda: _purged(app, "short-lived"), timeout=10,
+                       what="purged by the retention policy")
 
 
 async def test_a_purge_that_fails_unexpectedly_is_logged_and_tried_again(
@@ -221,14 +223,8 @@ async def test_a_purge_that_fails_unexpectedly_is_logged_and_tried_again(
         async with app.worker():
             assert await (await app.start(quick, run_id="r")).result(timeout=20) == 1
 
-            async def gone() -> bool:
-                try:
-                    await app.get_run("r")
-                except tether.RunNotFound:
-                    return True
-                return False
-
-            await wait_for(gone, timeout=10, what="purged after the failed purge")
+            await wait_for(lambda: _purged(app, "r"), timeout=10,
+                           what="purged after the failed purge")
     failed = [r for r in caplog.records if "the purge failed" in r.getMessage()]
     assert len(failed) == 1 and failed[0].exc_info is not None
 
