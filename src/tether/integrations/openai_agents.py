@@ -357,20 +357,18 @@ def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
 
 
 def _durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
-                  name: str | None = None, in_agent_tool: bool = False,
-                  operation: str | None = None,
+                  name: str | None = None, operation: str | None = None,
                   gates: tuple[Callable[[], bool], ...] = ()) -> FunctionTool:
-    """``durable_tool``; ``in_agent_tool``: a tool of an agent used as a tool, a plain
-    call in runs recorded before such tools were durable (``AGENT_TOOL_PATCH``);
-    ``gates``: more such markers, each of which must hold for the call to be a step."""
+    """``durable_tool``; ``gates``: journal markers asked in order at each call, each of
+    which must hold for the call to be a step (else a plain call, as in a run recorded
+    before the behaviour they mark: ``_gates``)."""
     if getattr(tool, "_is_agent_tool", False) or getattr(tool, "__tether_durable__", False):
         return tool
     invoke = tool.on_invoke_tool
     operation = operation or f"openai_agents:tool:{name or tool.name}"
 
     async def on_invoke_tool(ctx: Any, arguments: str) -> Any:
-        if not ext.in_workflow() or (in_agent_tool and not _agent_tools_durable()) or \
-                not all(gate() for gate in gates):
+        if not ext.in_workflow() or not all(gate() for gate in gates):
             return await invoke(ctx, arguments)
 
         async def body(args: str) -> Any:
@@ -476,7 +474,7 @@ def _durable_mcp(agent: Agent[Any], in_agent_tool: bool) -> None:
 
     async def get_mcp_tools(run_context: Any) -> list[Tool]:
         tools = await fetch(run_context)
-        return [_durable_tool(t, in_agent_tool=in_agent_tool, gates=(_mcp_gate,),
+        return [_durable_tool(t, gates=(*_gates(in_agent_tool), _mcp_gate),
                               operation=f"openai_agents:mcp:{_mcp_server_of(t)}:{t.name}")
                 if isinstance(t, FunctionTool) else t for t in tools]
 
@@ -486,6 +484,16 @@ def _durable_mcp(agent: Agent[Any], in_agent_tool: bool) -> None:
 
 def _mcp_gate() -> bool:
     return _mcp_tools_durable()  # (looked up at each call)
+
+
+def _agent_tool_gate() -> bool:
+    return _agent_tools_durable()  # (looked up at each call)
+
+
+def _gates(in_agent_tool: bool) -> tuple[Callable[[], bool], ...]:
+    """The markers a tool's calls are steps under: a tool of an agent used as a tool is
+    a plain call in runs recorded before such tools were durable (``AGENT_TOOL_PATCH``)."""
+    return (_agent_tool_gate,) if in_agent_tool else ()
 
 
 def _mcp_server_of(tool: FunctionTool) -> str:
@@ -565,7 +573,7 @@ class _Durable:
             # replay, outside the ledger and the budget.)
             self.agent_in_place(inner)
             return tool
-        return _durable_tool(tool, in_agent_tool=in_agent_tool)
+        return _durable_tool(tool, gates=_gates(in_agent_tool))
 
     def agent_in_place(self, agent: Agent[Any]) -> None:
         if id(agent) in self.in_place:
