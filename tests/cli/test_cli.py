@@ -546,11 +546,16 @@ async def test_show_prints_child_ids_whole(sqlite_url: str,
 def test_demo_help_says_which_store_it_uses() -> None:
     # ``--db`` comes with every command, and its help named the store the demo would
     # use; the demo always made a temporary store of its own and ignored it, silently.
+    # Then the help said so, and still listed ``--db URL`` with the store's help: now it
+    # is not listed (still taken, for scripts that pass it, and said to be unused).
     shown = tether_cli("demo", "--help", db=None)
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split())
     assert ("The demo runs on a SQLite store of its own in a new temporary folder (it "
-            "prints the path): --db and $TETHER_DATABASE_URL are not used.") in text
+            "prints the path): $TETHER_DATABASE_URL is not used.") in text
+    assert "--db" not in text and "--log-format" in text
+    taken = tether_cli("demo", "--db", "sqlite:///nowhere.db", "--help", db=None)
+    assert taken.returncode == 0, taken.stderr
 
 
 async def test_show_gives_a_timers_due_time_as_a_time(sqlite_url: str) -> None:

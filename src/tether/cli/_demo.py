@@ -6,15 +6,22 @@ import argparse
 import sys
 from typing import Any
 
-#: What ``tether demo --help`` says of its store (``--db`` comes with every command).
+from tether.cli import _logging
+
+#: What ``tether demo --help`` says of its store.
 DEMO_STORE = ("The demo runs on a SQLite store of its own in a new temporary folder "
-              "(it prints the path): --db and $TETHER_DATABASE_URL are not used.")
+              "(it prints the path): $TETHER_DATABASE_URL is not used.")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("demo", parents=[common],
+    # Not ``parents=[common]``: its ``--db`` would show in the help of a command that
+    # ignores it. ``--db`` is still taken (scripts may pass it) and said to be unused.
+    del common
+    p = sub.add_parser("demo",
                        help="run the demo: an agent survives kill -9 and waits for approval",
                        description=DEMO_STORE)
+    p.add_argument("--db", metavar="URL", help=argparse.SUPPRESS)
+    _logging.add_arguments(p)
     p.add_argument("--scripted", action="store_true",
                    help="use the local scripted model server even if OPENAI_API_KEY or "
                         "ANTHROPIC_API_KEY is set")
