@@ -271,3 +271,29 @@ async def test_a_waiting_runs_page_says_its_cancel_is_pending(ui: httpx.AsyncCli
                 break
             await asyncio.sleep(0.05)
     assert pending not in (await ui.get("/runs/cp-1")).text
+
+
+async def test_a_signal_not_yet_sent_is_a_row_of_the_timeline(ui: httpx.AsyncClient) -> None:
+    """A signal wait with no timeout journals nothing until the signal comes: the page
+    of a run waiting for a person's answer read "No operations yet." under "waiting for
+    signal go". The wait is a row now, waiting, with no position and no start; once the
+    signal is taken, the journaled entry (position 0) replaces it."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    await app.start("wait_go", run_id="sw-1")
+    await _until_waiting(ui, "sw-1")
+    page = (await ui.get("/runs/sw-1")).text
+    assert "No operations yet" not in page
+    rows = re.findall(r'<tr class="op k-signal st-waiting wait">(.*?)</tr>', page, re.S)
+    assert len(rows) == 1, page
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)
+    assert cells[0] == "" and "go" in cells[2] and ">waiting</span>" in cells[3]
+    assert "not arrived yet" in rows[0] and "fork" not in cells[0]
+    r = await ui.post("/ui/runs/sw-1/signal", data={"csrf": csrf, "name": "go",
+                                                     "data": '"yes"'})
+    assert r.status_code == 303
+    async with app.worker(queues=["default"]):
+        assert await app.handle("sw-1").result(timeout=30) == "yes"
+    page = (await ui.get("/runs/sw-1")).text
+    assert "not arrived yet" not in page and "st-waiting" not in page
+    assert re.search(r'<tr class="op k-signal st-ok wait">\s*<td class="num mono">0', page)

@@ -123,7 +123,7 @@ def fmt_waits(context: Context, waiting_for: str | None) -> str:
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
-        return "-"
+        return "\u2013"  # (an en dash, as an unknown start is drawn)
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
     if seconds < 1:
@@ -324,6 +324,27 @@ def with_in_flight(rows: list[dict[str, Any]], ops: list[dict[str, Any]],
     return sorted(merged, key=lambda r: r["position"])
 
 
+def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
+                        now: float) -> list[dict[str, Any]]:
+    """The timeline's rows with the signal a waiting run waits for, when nothing is
+    journaled for that wait: a signal wait with no timeout writes its entry only when
+    the signal arrives, so the page of a run waiting for a person's answer read "No
+    operations yet." (or ended at the step before) under "waiting for signal go". The
+    row has no position (the entry takes one when the signal comes) and no start."""
+    waiting_for = str(doc.get("waiting_for") or "")
+    if doc.get("status") != "waiting" or not waiting_for.startswith("signal "):
+        return rows
+    name = waiting_for[len("signal "):]
+    if any(r["kind"] == "signal" and r["name"] == name and r["state"] == "waiting"
+           for r in rows):
+        return rows  # (a wait with a timeout: its entry is journaled, pending)
+    view = entry_view({"position": None, "kind": "signal", "name": name,
+                       "status": "pending", "attempts": 0, "started_at": None,
+                       "duration": None}, now)
+    view["awaited"] = True
+    return [*rows, view]
+
+
 async def _tree(app: App, run_id: str, depth: int = 0) -> list[dict[str, Any]]:
     """The children of a run, each with its own children and its cost rolled up."""
     if depth > 4:
@@ -448,7 +469,8 @@ async def run_view(app: App, run_id: str, *,
     now = app.clock.now()
     doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
     cut = 0 if timeline is None else max(0, len(doc["entries"]) - timeline)
-    doc["timeline_rows"] = with_in_flight(doc["entries"][cut:], doc["in_flight"], now)
+    doc["timeline_rows"] = with_awaited_signal(
+        with_in_flight(doc["entries"][cut:], doc["in_flight"], now), doc, now)
     doc["timeline_hidden"] = cut
     # A running run none of whose operations is known to be in flight: between two, or
     # in one its worker has not written yet (within 50 ms of its start). The page says
