@@ -646,6 +646,30 @@ async def test_signal_pending_reads_the_inbox_without_consuming(store: Store) ->
     assert await store.journal_read("r1") == [taken]
 
 
+async def test_signal_find_reads_the_signal_under_a_key_taken_or_not(store: Store) -> None:
+    """``signal_find`` answers the signal stored under an idempotency key (its name and
+    payload), before and after a wait took it and after the run ended, and None for a
+    key the run never had (or another run's): it stores nothing."""
+    lease = (await start_and_claim(store, "r1")).lease
+    await start_and_claim(store, "r2")
+    assert await store.signal_find(run_id="r1", idempotency_key="k") is None
+    sent = await store.signal_send(run_id="r1", name="go", payload='"x"',
+                                   idempotency_key="k", now=T0)
+    found = await store.signal_find(run_id="r1", idempotency_key="k")
+    assert found is not None
+    assert (found.signal_id, found.created, found.name, found.payload) == (
+        sent.signal_id, False, "go", '"x"')
+    assert await store.signal_find(run_id="r2", idempotency_key="k") is None
+    assert await store.signal_find(run_id="nobody", idempotency_key="k") is None
+    assert await store.signal_find(run_id="r1", idempotency_key="other") is None
+    await store.signal_take(lease=lease, name="go", position=0, deadline=None, now=T0 + 1,
+                            timeout_error="{}")
+    await store.run_finish(lease=lease, status="completed", result="1", error=None,
+                           now=T0 + 2)
+    assert await store.signal_find(run_id="r1", idempotency_key="k") == found
+    assert not await store.signal_pending(run_id="r1", name="go")  # (nothing stored)
+
+
 async def test_signal_take_records_the_timeout_once_the_deadline_passed(store: Store) -> None:
     """Before the deadline nothing is recorded; at it the timeout error is journaled,
     over the pending entry of the wait."""

@@ -476,6 +476,12 @@ class Store(ServeQueries, Protocol):
         with the same idempotency key is not stored again.
         Raises: RunNotFound, SignalError if the run has ended."""
 
+    async def signal_find(self, *, run_id: str, idempotency_key: str) -> SignalSent | None:
+        """The signal sent to the run under ``idempotency_key``, taken or not
+        (``created`` False, its name and encoded payload), or None if the run has none
+        (or no such run). A read: for a face that tells a resend, made after the wait it
+        answered was over, whether it was the send stored (MCP ``tasks/update``)."""
+
     async def signal_pending(self, *, run_id: str, name: str) -> bool:
         """Whether a signal ``name`` sent to the run waits, not yet consumed by a wait
         (``signal_take``). A read: it consumes and journals nothing."""

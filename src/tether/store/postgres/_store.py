@@ -1448,6 +1448,11 @@ class PostgresStore(PostgresServeQueries):
             return SignalSent(signal_id=int(inserted[0][0]), created=True)
         return _signal_found(found[0])
 
+    async def signal_find(self, *, run_id: str, idempotency_key: str) -> SignalSent | None:
+        rows, _ = await self._one("signal_find_key", {"run_id": run_id,
+                                                       "key": idempotency_key})
+        return _signal_found(rows[0]) if rows else None
+
     async def signal_pending(self, *, run_id: str, name: str) -> bool:
         rows, _ = await self._one("signal_pending", {"run_id": run_id, "name": name})
         return bool(rows[0][0])

@@ -1026,6 +1026,9 @@ class SqliteStore(SqliteServeQueries):
             _signal_send, run_id, name, payload, idempotency_key, now
         )
 
+    async def signal_find(self, *, run_id: str, idempotency_key: str) -> SignalSent | None:
+        return await self._read(_signal_find, run_id, idempotency_key)
+
     async def signal_pending(self, *, run_id: str, name: str) -> bool:
         return await self._read(_signal_pending, run_id, name)
 
@@ -1752,6 +1755,15 @@ def _signal_send(conn: apsw.Connection, run_id: str, name: str, payload: str | N
         sent = SignalSent(signal_id=int(row[0]), created=False, name=row[1], payload=row[2])
     conn.execute(Q["signal_wake"], {"run_id": run_id, "name": name, "now": now})
     return sent
+
+
+def _signal_find(conn: apsw.Connection, run_id: str, key: str) -> SignalSent | None:
+    rows: list[Any] = conn.execute(Q["signal_find_key"], {
+        "run_id": run_id, "idempotency_key": key}).fetchall()
+    if not rows:
+        return None
+    return SignalSent(signal_id=int(rows[0][0]), created=False, name=rows[0][1],
+                      payload=rows[0][2])
 
 
 def _signal_pending(conn: apsw.Connection, run_id: str, name: str) -> bool:
