@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -30,7 +31,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolR
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
-from tether._codec import SLOT_ERROR, SLOT_RESULT, SLOT_STATUS
+from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_STATUS
 from tether._ids import new_run_id
 from tether._types import RunRecord, check_name
 from tether.ai._approvals import approval_key
@@ -42,6 +43,7 @@ from tether.errors import (
     RunFailed,
     RunNotFound,
     StoreUnavailable,
+    shown,
 )
 from tether.mcp_tasks import (
     CancelTaskParams,
@@ -191,15 +193,21 @@ class TetherTasks:
         except ConfigError as exc:  # a store no wait fixes (tether mcp serves regardless)
             return _complete(_text_result(f"tool {params.name!r}: {exc}", True))
         except StoreUnavailable as exc:
-            # A tool error, as the SDK answers for a plain tool whose backend failed:
-            # the client (or its model) reads why and may call again.
-            again = ("with the same idempotency key (a run this call may have started "
-                     "is then the one answered)" if key is not None else "(if the store "
-                     "failed mid-way a run may have started: an idempotency key in _meta "
-                     "makes a retry safe)")
-            return _complete(_text_result(
-                f"tool {params.name!r}: {_unavailable(exc)}; call again later {again}",
-                True))
+            return _complete(_unavailable_call(params.name, exc, key))
+        if key is not None and handle.created is False:
+            # The key names a run already: this call is its retry only if it has the
+            # same arguments. A call with others would get another call's task (or
+            # result) as its own; it is refused, and nothing starts.
+            try:
+                differs = await self._input_differs(exposed, handle.run_id, arguments)
+            except StoreUnavailable as exc:
+                return _complete(_unavailable_call(params.name, exc, key))
+            if differs:
+                return _complete(_text_result(
+                    f"tool {params.name!r}: the idempotency key {shown(str(key))} names "
+                    f"task {handle.run_id}, a call of this tool with other arguments; "
+                    "nothing was started: call with a new key for a new call (or with "
+                    "that call's arguments to get its task)", True))
         if tasks:
             try:
                 task = await self.get_task(handle.run_id)
@@ -220,6 +228,25 @@ class TetherTasks:
             return _complete(_text_result(
                 f"run {handle.run_id} started, and its outcome cannot be read now: "
                 f"{_unavailable(exc)}; `tether show {handle.run_id}` tells it later", True))
+
+    async def _input_differs(self, exposed: _Exposed, run_id: str,
+                             arguments: Mapping[str, Any]) -> bool | None:
+        """Whether the run ``run_id`` (found under a call's idempotency key) was started
+        with other arguments than ``arguments`` (this call's, as validated). Both are
+        compared as the tool's schema validates them, defaults filled in: "5" and 5 for
+        an int, or an argument left out and one given its default, are the same call.
+        None: it cannot tell (the run's input was erased, or is a payload this server
+        cannot decode, or the run was purged)."""
+        store = await self.app._open()
+        run = await store.run_get(run_id)
+        if run is None or run.erased_at is not None:
+            return None
+        try:
+            stored = self.app.codec.for_run(run_id).decode(run.input, None, SLOT_INPUT)
+        except Exception:  # ciphertext without the hook, a key it lacks: not JSON to us
+            return None
+        canonical = functools.partial(_canonical_input, exposed)
+        return canonical(stored) != canonical({"args": [], "kwargs": dict(arguments)})
 
     async def _sync(self, run_id: str) -> Any:
         """A call from a client without the extension: wait for the run (bounded); a
@@ -559,6 +586,33 @@ _UNTOOLABLE: dict[Any, str] = {
 
 def _unavailable(exc: StoreUnavailable) -> str:
     return f"the store is unavailable ({exc})"
+
+
+def _unavailable_call(tool: str, exc: StoreUnavailable, key: Any) -> dict[str, Any]:
+    """A ``tools/call`` whose store failed: a tool error, as the SDK answers for a plain
+    tool whose backend failed: the client (or its model) reads why and may call
+    again."""
+    again = ("with the same idempotency key (a run this call may have started is then "
+             "the one answered)" if key is not None else "(if the store failed mid-way a "
+             "run may have started: an idempotency key in _meta makes a retry safe)")
+    return _text_result(f"tool {tool!r}: {_unavailable(exc)}; call again later {again}",
+                        True)
+
+
+def _canonical_input(exposed: _Exposed, payload: Any) -> str:
+    """A run's input (``{"args": [...], "kwargs": {...}}``) as one text to compare: the
+    keyword arguments as the tool's schema validates them, every default filled in,
+    and keys sorted (as ``tether._show`` compares a start with the run it found)."""
+    if not isinstance(payload, Mapping):
+        return json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    kwargs = payload.get("kwargs") or {}
+    try:
+        kwargs = exposed.tool.fn_metadata.arg_model.model_validate(kwargs).model_dump(
+            mode="json", by_alias=True)
+    except Exception:  # no longer valid for the tool (its schema changed): as stored
+        pass
+    return json.dumps({"args": list(payload.get("args") or []), "kwargs": kwargs},
+                      sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _aliases(model: Any) -> set[str]:
