@@ -1,7 +1,9 @@
 """Resends under a key that was used already, through the MCP face, as the HTTP API
 answers them: a ``tools/call`` under an idempotency key that names a run started with
-other arguments is refused (the same arguments get the same task). Driven by the
-official ``mcp`` SDK client over Streamable HTTP, on both stores."""
+other arguments is refused (the same arguments get the same task), and a ``tasks/update``
+answer to a request that was answered already with another answer is told it was not
+taken (the same answer again is a retry, acknowledged). Driven by the official ``mcp``
+SDK client over Streamable HTTP, on both stores."""
 
 from __future__ import annotations
 
@@ -11,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
+from mcp_types import INVALID_PARAMS
 
 import tether
 from tests.mcp_server import apps
-from tests.mcp_server.host import poll, serve_http, tasks_client
+from tests.mcp_server.host import get_task, poll, serve_http, tasks_client, update_task
 from tether import App
-from tether.ai import LLM
+from tether.ai import LLM, NoPendingApproval, approve
 from tether.mcp_tasks import CreateTaskResult
+from tether.testing.llm_server import Reply, ScriptedLLMServer
 
 
 @pytest.fixture
@@ -116,3 +120,138 @@ async def test_a_key_reused_with_other_arguments_is_refused(
     assert noted.is_error and "with other arguments" in text_of(noted)
     assert sorted(runs) == ["quote", "slow_sum"]  # one run each: nothing else started
     assert lines(side_file) == ["add 0"]
+
+
+async def test_a_second_approval_answer_that_differs_is_told_it_was_not_taken(
+    store_url: str, side_file: Path
+) -> None:
+    """Two clients answer one approval differently: the first answer wins (as `tether
+    approve` and the HTTP API's 409 say), and the second client's tasks/update was
+    acknowledged as if its answer counted. It is now a -32602 error saying its answer
+    was not taken and what was (data.notTaken names the key), while the first answer
+    waits to be taken and after the run took it; the first client's resend (a retry
+    after a lost reply) is still acknowledged, and the tool runs once."""
+    async with ScriptedLLMServer() as llm_server:
+        llm_server.set_script(
+            [
+                Reply(
+                    "Rome it is.",
+                    tool_calls=[{"name": "book_flight", "arguments": {"destination": "Rome"}}],
+                ),
+                Reply("Booked Rome."),
+            ]
+        )
+        async with (
+            LLM("openai:gpt-4.1-mini", base_url=llm_server.base_url, breaker=None) as llm,
+            served(store_url, llm) as (app, url),
+        ):
+            async with tasks_client(url) as a, tasks_client(url) as b:
+                created = await a.session.call_tool(
+                    "travel", {"task": "Book me Rome"}, allow_claimed=True
+                )
+                assert isinstance(created, CreateTaskResult)
+                async with app.worker():
+                    waiting = await poll(a, created.task_id, {"input_required"})
+                assert waiting.input_requests is not None
+                [key] = waiting.input_requests
+                yes = {"action": "accept", "content": {"approved": True}}
+                no = {"action": "accept", "content": {"approved": False, "note": "too dear"}}
+                await update_task(a, created.task_id, {key: yes})
+                # Not taken yet (no worker runs): the request is still outstanding.
+                assert (await get_task(b, created.task_id)).status == "input_required"
+                for answer in (no, {"action": "decline"}):
+                    with pytest.raises(MCPError) as lost:
+                        await update_task(b, created.task_id, {key: answer})
+                    assert lost.value.error.code == INVALID_PARAMS
+                    assert lost.value.error.message == (
+                        "answer not taken, the request was answered already with another "
+                        f"answer (the first answer wins): {key}: it was approved"
+                    )
+                    assert lost.value.error.data == {"refused": [], "notTaken": [key]}
+                await update_task(a, created.task_id, {key: yes})  # a retry: the same
+                with pytest.raises(NoPendingApproval, match="answered already"):
+                    await approve(app, created.task_id, approved=False)
+                async with app.worker():
+                    done = await poll(a, created.task_id, {"completed", "failed"})
+                # Taken: the key is no longer outstanding, and still the first answer's.
+                with pytest.raises(MCPError, match="answer not taken") as late:
+                    await update_task(b, created.task_id, {key: no})
+                assert late.value.error.data == {"refused": [], "notTaken": [key]}
+                await update_task(a, created.task_id, {key: yes})
+                await update_task(b, created.task_id, {"approval:never-issued": no})
+    assert done.status == "completed", done.error
+    assert done.result is not None and done.result["content"][0]["text"] == "Booked Rome."
+    assert lines(side_file) == ["book Rome"]
+
+
+async def test_a_signal_answer_that_differs_from_the_one_taken_is_told_so(store_url: str) -> None:
+    """A workflow's signal request, of the task's own run and of a child run's (key
+    ``child:<id>:...``): a second answer with other content was acknowledged, and the
+    run took the first. It is refused as not taken, before and after the run took the
+    first; the same answer again, or an answer to a key never issued, is
+    acknowledged."""
+    async with served(store_url) as (app, url), tasks_client(url) as client:
+        for tool in ("ask", "relay"):
+            created = await client.session.call_tool(
+                tool, {"question": "Your name?"}, allow_claimed=True
+            )
+            assert isinstance(created, CreateTaskResult)
+            async with app.worker():
+                waiting = await poll(client, created.task_id, {"input_required"})
+            assert waiting.input_requests is not None
+            [key] = waiting.input_requests
+            assert key == (
+                "signal:answer:1" if tool == "ask" else f"child:{created.task_id}.0:signal:answer:1"
+            )
+            ada = {"action": "accept", "content": {"text": "Ada"}}
+            bob = {"action": "accept", "content": {"text": "Bob"}}
+            await update_task(client, created.task_id, {key: ada})
+            for phase in ("waiting", "ended"):
+                with pytest.raises(MCPError) as lost:
+                    await update_task(client, created.task_id, {key: bob})
+                assert lost.value.error.code == INVALID_PARAMS
+                assert lost.value.error.message.endswith(
+                    f"(the first answer wins): {key}: its answer was another one (signal 'answer')"
+                ), phase
+                assert lost.value.error.data == {"refused": [], "notTaken": [key]}
+                await update_task(client, created.task_id, {key: ada})
+                await update_task(client, created.task_id, {"signal:answer:7": bob})
+                if phase == "waiting":
+                    async with app.worker():
+                        done = await poll(client, created.task_id, {"completed", "failed"})
+            assert done.result is not None
+            assert done.result["content"][0]["text"] == "answered: Ada", tool
+
+
+async def test_an_answer_after_a_signal_sent_another_way_is_not_taken(store_url: str) -> None:
+    """A signal request answered first through another face, without the request's key
+    (`tether signal`, the HTTP API): the run takes that signal. An MCP answer sent while
+    it waits in the run's inbox was stored too, acknowledged, and left in the inbox,
+    where the run's next wait of that name would take it as its answer. It is not
+    sent, and told it was not taken."""
+    async with served(store_url) as (app, url), tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "ask", {"question": "Your name?"}, allow_claimed=True
+        )
+        assert isinstance(created, CreateTaskResult)
+        async with app.worker():
+            waiting = await poll(client, created.task_id, {"input_required"})
+        assert waiting.input_requests is not None
+        [key] = waiting.input_requests
+        await app.signal(created.task_id, "answer", {"text": "Cli"})  # as `tether signal`
+        with pytest.raises(MCPError) as lost:
+            await update_task(
+                client, created.task_id, {key: {"action": "accept", "content": {"text": "Ada"}}}
+            )
+        assert lost.value.error.code == INVALID_PARAMS
+        assert lost.value.error.message.endswith(
+            f"(the first answer wins): {key}: a signal 'answer' sent another way (tether "
+            "signal, the HTTP API) waits for the run to take it"
+        )
+        async with app.worker():
+            done = await poll(client, created.task_id, {"completed", "failed"})
+        store = await app._open()
+        left = await store.signal_pending(run_id=created.task_id, name="answer")
+    assert done.result is not None
+    assert done.result["content"][0]["text"] == "answered: Cli"
+    assert not left  # (the MCP answer was not left for a next wait)

@@ -31,7 +31,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolR
 from pydantic import ValidationError
 
 from tether import App, RunStatus, TetherError
-from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_STATUS
+from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
 from tether._ids import new_run_id
 from tether._types import RunRecord, check_name
 from tether.ai._approvals import approval_key
@@ -54,7 +54,7 @@ from tether.mcp_tasks import (
     iso_time,
     missing_capability,
 )
-from tether.store import FAIL_FAST
+from tether.store import FAIL_FAST, SignalSent
 
 __all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
 
@@ -89,8 +89,18 @@ class _Exposed:
     tool: SdkTool
 
 
-#: An outstanding input request and how to deliver its answer.
-_Pending = tuple[dict[str, Any], Callable[[Any], Awaitable[Any]]]
+@dataclass(frozen=True, slots=True)
+class _Delivered:
+    """An answer delivered as a signal: to which run, its payload, and what the store
+    did (``created`` False: the request's key had an answer already, maybe another)."""
+
+    run_id: str
+    payload: Any
+    sent: SignalSent
+
+
+#: An outstanding input request and how to deliver an answer to it.
+_Pending = tuple[dict[str, Any], Callable[[Any], Awaitable[_Delivered]]]
 
 #: How deep ``tasks/get`` looks for the input requests of a task's child runs (an agent,
 #: its tool that is an agent, that one's, ...).
@@ -100,6 +110,11 @@ _CHILD_DEPTH = 8
 class _Refused(Exception):
     """An answer to an input request that is not one (it is not delivered, the request
     stays outstanding): ``tasks/update`` fails with -32602 and this message."""
+
+
+class _NotTaken(Exception):
+    """An answer to an input request that another answer came before (it is not sent):
+    ``tasks/update`` fails with -32602, saying it was not taken, and this message."""
 
 
 class TetherTasks:
@@ -401,23 +416,10 @@ class TetherTasks:
                 "_meta": {"tether/approval": {"id": approval_id, "tool": tool,
                                               "arguments": args}}}}
 
-            async def approve(response: Any) -> Any:
-                action, content = _elicit(response)
-                approved = content.get("approved")
-                if action == "accept" and not isinstance(approved, bool):
-                    # Not an answer (the schema requires a boolean): a missing field or
-                    # a string "false" must not run the tool, as in tether.ai.
-                    raise _Refused("an accept needs 'approved': true or false (a boolean), "
-                                   f"not {approved!r}")
-                approved = action == "accept" and approved is True
-                note = content.get("note")
-                if action != "accept":
-                    note = note or f"{action}d by the MCP client"
-                return await app.signal(
-                    run.run_id, _APPROVAL_SIGNAL,
-                    {"approved": approved, "note": None if note is None else str(note),
-                     "approval_id": approval_id},
-                    idempotency_key=key)
+            async def approve(response: Any) -> _Delivered:
+                payload = _approval_payload(response, approval_id)
+                return _Delivered(run.run_id, payload, await app._signal(
+                    run.run_id, _APPROVAL_SIGNAL, payload, idempotency_key=key))
 
             return {key: (request, approve)}
         store = await app._open()
@@ -446,11 +448,8 @@ class TetherTasks:
             "mode": "form", "message": message, "requestedSchema": schema,
             "_meta": {"tether/signal": name}}}
 
-        async def deliver(response: Any) -> Any:
-            action, content = _elicit(response)
-            payload: Any = content if action == "accept" else {"action": action}
-            return await app.signal(run.run_id, name, payload,
-                                    idempotency_key=f"mcp:{run.run_id}:{key}")
+        async def deliver(response: Any) -> _Delivered:
+            return await self._send(run.run_id, name, _signal_payload(response), key)
 
         return {key: (request, deliver)}
 
@@ -490,12 +489,29 @@ class TetherTasks:
                 found[f"child:{child_id}:{key}"] = pending
         return found
 
+    async def _send(self, run_id: str, name: str, payload: Any, key: str) -> _Delivered:
+        """Send the answer to the signal request ``key`` of the run ``run_id``.
+
+        Raises:
+            _NotTaken: a signal ``name`` sent another way (``tether signal``, the HTTP
+                API: without this request's key) waits in the run's inbox already: the
+                run's wait takes that one, and this answer would be left for its next
+                wait of that name. It is not sent.
+        """
+        ikey = _signal_key(run_id, key)
+        store = await self.app._open()
+        if (await store.signal_find(run_id=run_id, idempotency_key=ikey) is None
+                and await store.signal_pending(run_id=run_id, name=name)):
+            raise _NotTaken(f"a signal {name!r} sent another way (tether signal, the HTTP "
+                            "API) waits for the run to take it")
+        return _Delivered(run_id, payload, await self.app._signal(run_id, name, payload,
+                                                                  idempotency_key=ikey))
+
     def _budget_request(self, run: RunRecord, info: Mapping[str, Any], key: str
                         ) -> _Pending:
         """A run waiting on its LLM budget (``tether.ai``, policy ``wait``): the answer is
         new limits, sent as ``tether budget`` sends them; anything else is refused, not
         consumed (the run would just wait again)."""
-        app = self.app
         wanted = info.get("input")
         message = (str(wanted.get("message")) if isinstance(wanted, Mapping)
                    and wanted.get("message") else "The run's LLM budget is reached: give "
@@ -506,49 +522,123 @@ class TetherTasks:
             "mode": "form", "message": message, "requestedSchema": BUDGET_INPUT_SCHEMA,
             "_meta": {"tether/signal": BUDGET_SIGNAL, "tether/budget": figures}}}
 
-        async def raise_budget(response: Any) -> Any:
-            action, content = _elicit(response)
-            if action != "accept":
-                raise _Refused(f"the run waits until its budget is raised ({action} "
-                               "does not): accept with new limits, or cancel the task")
-            try:
-                payload = budget_payload(content)
-            except ValueError as exc:
-                raise _Refused(f"not new limits: {exc}") from None
-            return await app.signal(run.run_id, BUDGET_SIGNAL, payload,
-                                    idempotency_key=f"mcp:{run.run_id}:{key}")
+        async def raise_budget(response: Any) -> _Delivered:
+            return await self._send(run.run_id, BUDGET_SIGNAL, _budget_answer(response), key)
 
         return request, raise_budget
 
     # -- tasks/update, tasks/cancel -----------------------------------------------------
 
     async def update_task(self, task_id: str, input_responses: Mapping[str, Any]) -> bool:
-        """Deliver the answers to outstanding requests (others are ignored).
+        """Deliver the answers to outstanding requests (others are ignored, unless
+        answered already with another answer: see below).
+
+        An answer sent again under its key (a retry after a lost reply, another process
+        answering the same) is delivered once. The first answer of a key wins: one
+        that differs from the answer the key got already (two clients answering one
+        approval differently, or an answer to a request the run has taken another
+        answer for, through MCP or ``tether approve``) is not taken, and says so.
 
         Raises:
             MCPError: -32602 if an answer to an outstanding request is refused (it is
-                not an answer to it: the request stays outstanding); the message says
-                why. Other answers of the same update are delivered.
+                not an answer to it: the request stays outstanding), or was not taken
+                (its key was answered already with another answer); the message says
+                which and why, ``data`` lists the keys (``refused``, ``notTaken``).
+                Other answers of the same update are delivered.
         """
         run = await self._run(task_id)
         if run is None:
             return False
         outstanding = await self._input_requests(run)
-        refused: list[str] = []
+        refused: dict[str, str] = {}
+        not_taken: dict[str, str] = {}
         for key, response in input_responses.items():
             entry = outstanding.get(key)
             if entry is None:
-                continue  # never issued, answered already, or superseded: ignored
+                # Never issued, answered already, or superseded: ignored, as the
+                # extension says, unless it was answered with another answer.
+                taken = await self._answered_otherwise(run, key, response)
+                if taken is not None:
+                    not_taken[key] = taken
+                continue
             try:
-                await entry[1](response)
+                done = await entry[1](response)
             except _Refused as exc:
-                refused.append(f"{key}: {exc}")
+                refused[key] = str(exc)
+                continue
+            except _NotTaken as exc:
+                not_taken[key] = str(exc)
+                continue
             except TetherError:
                 continue  # the run ended meanwhile
-        if refused:
-            raise MCPError(code=INVALID_PARAMS, message="answer refused, the request stays "
-                           f"outstanding: {'; '.join(refused)}")
+            if not done.sent.created:  # (a retry, or another answer that came first)
+                taken = _other_answer(self.app, done.run_id, done.sent, [done.payload])
+                if taken is not None:
+                    not_taken[key] = taken
+        if refused or not_taken:
+            parts = [f"{what}: " + "; ".join(f"{k}: {why}" for k, why in which.items())
+                     for what, which in (
+                         ("answer refused, the request stays outstanding", refused),
+                         ("answer not taken, the request was answered already with "
+                          "another answer (the first answer wins)", not_taken)) if which]
+            raise MCPError(code=INVALID_PARAMS, message="; ".join(parts),
+                           data={"refused": list(refused), "notTaken": list(not_taken)})
         return True
+
+    async def _answered_otherwise(self, run: RunRecord, key: str, response: Any,
+                                  depth: int = 0) -> str | None:
+        """For an answer whose key is not outstanding: what the key was answered with,
+        if another answer than ``response`` (then ``response`` was not taken); None
+        when the key has no answer (never issued, superseded: the answer is ignored,
+        as the extension says), the same one (a retry after a lost reply), or one that
+        cannot be read. Answers are found by their idempotency key (the one each
+        delivery sends), on the run or, for ``child:<id>:<key>``, its child."""
+        store = await self.app._open()
+        if key.startswith("child:"):
+            if depth >= _CHILD_DEPTH:
+                return None
+            rest = key[len("child:"):]
+            # The child's id, then the child's own key (an id may hold a ':' too).
+            for i, ch in enumerate(rest):
+                if ch != ":" or not rest[i + 1:].startswith(_KEY_KINDS):
+                    continue
+                child = await store.run_get(rest[:i])
+                if child is not None and child.parent_run_id == run.run_id:
+                    return await self._answered_otherwise(child, rest[i + 1:], response,
+                                                          depth + 1)
+            return None
+        if key.startswith("approval:"):
+            ikey = key  # (approval_key: the key the answer is sent with, by any face)
+        elif key.startswith("signal:"):
+            ikey = _signal_key(run.run_id, key)
+        else:
+            return None
+        try:
+            check_name("idempotency key", ikey, new=False)
+        except InvalidName:
+            return None  # no answer was ever sent under it
+        if run.erased_at is not None:
+            return None
+        sent = await store.signal_find(run_id=run.run_id, idempotency_key=ikey)
+        if sent is None:
+            return None
+        stored = _decoded(self.app, run.run_id, sent)
+        candidates: list[Any] = []
+        builders: list[Callable[[Any], Any]] = []
+        if key.startswith("approval:") and sent.name == _APPROVAL_SIGNAL:
+            approval_id = stored.get("approval_id") if isinstance(stored, Mapping) else None
+            builders.append(functools.partial(_approval_payload,
+                                              approval_id=str(approval_id)))
+        else:
+            builders.append(_signal_payload)
+            if sent.name == BUDGET_SIGNAL:
+                builders.append(_budget_answer)
+        for build in builders:
+            try:
+                candidates.append(build(response))
+            except _Refused:
+                continue
+        return _other_answer(self.app, run.run_id, sent, candidates)
 
     async def cancel_task(self, task_id: str) -> bool:
         run = await self._run(task_id)
@@ -613,6 +703,95 @@ def _canonical_input(exposed: _Exposed, payload: Any) -> str:
         pass
     return json.dumps({"args": list(payload.get("args") or []), "kwargs": kwargs},
                       sort_keys=True, ensure_ascii=False, default=str)
+
+
+#: How an input request's key begins (after ``child:<child run id>:``).
+_KEY_KINDS = ("approval:", "signal:", "child:")
+
+
+def _signal_key(run_id: str, key: str) -> str:
+    """The idempotency key an answer to the request ``key`` of run ``run_id`` is sent
+    with (an approval's is its own key: ``approval_key``)."""
+    return f"mcp:{run_id}:{key}"
+
+
+def _approval_payload(response: Any, approval_id: str) -> dict[str, Any]:
+    """The ``approval`` signal's payload for an answer to an approval request, as
+    ``tether approve`` sends it.
+
+    Raises:
+        _Refused: an accept without a boolean ``approved``.
+    """
+    action, content = _elicit(response)
+    approved = content.get("approved")
+    if action == "accept" and not isinstance(approved, bool):
+        # Not an answer (the schema requires a boolean): a missing field or a string
+        # "false" must not run the tool, as in tether.ai.
+        raise _Refused("an accept needs 'approved': true or false (a boolean), "
+                       f"not {approved!r}")
+    approved = action == "accept" and approved is True
+    note = content.get("note")
+    if action != "accept":
+        note = note or f"{action}d by the MCP client"
+    return {"approved": approved, "note": None if note is None else str(note),
+            "approval_id": approval_id}
+
+
+def _signal_payload(response: Any) -> Any:
+    """The signal's payload for an answer to a generic signal request."""
+    action, content = _elicit(response)
+    return content if action == "accept" else {"action": action}
+
+
+def _budget_answer(response: Any) -> dict[str, Any]:
+    """The ``budget`` signal's payload for an answer to a budget request, as ``tether
+    budget`` sends it.
+
+    Raises:
+        _Refused: anything but an accept with new limits.
+    """
+    action, content = _elicit(response)
+    if action != "accept":
+        raise _Refused(f"the run waits until its budget is raised ({action} does not): "
+                       "accept with new limits, or cancel the task")
+    try:
+        return budget_payload(content)
+    except ValueError as exc:
+        raise _Refused(f"not new limits: {exc}") from None
+
+
+class _Unreadable:
+    """A stored answer this server cannot decode (``_decoded``)."""
+
+
+def _decoded(app: App, run_id: str, sent: SignalSent) -> Any:
+    """The payload of the signal ``sent``, decoded; ``_Unreadable`` if it cannot be."""
+    if sent.payload is None:
+        return None
+    try:
+        return app.codec.for_run(run_id).decode(sent.payload, None, SLOT_SIGNAL)
+    except Exception:  # sealed with a key this server lacks, or no JSON
+        return _Unreadable()
+
+
+def _other_answer(app: App, run_id: str, sent: SignalSent, candidates: list[Any]
+                  ) -> str | None:
+    """Whether the answer stored under a key (``sent``: run ``run_id``'s signal) is
+    another than this one (any of ``candidates``, the payloads this answer may have
+    been sent as): what the stored answer was, or None when it is the same (a retry)
+    or cannot be read (erased, sealed with a key this server lacks): as a signal's
+    ``data_differs`` null, that is no conflict."""
+    stored = _decoded(app, run_id, sent)
+    if isinstance(stored, _Unreadable):
+        return None
+    canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False,
+                                  default=str)
+    if any(canonical(stored) == canonical(c) for c in candidates):
+        return None
+    if sent.name == _APPROVAL_SIGNAL and isinstance(stored, Mapping) and isinstance(
+            stored.get("approved"), bool):
+        return f"it was {'approved' if stored['approved'] else 'rejected'}"
+    return f"its answer was another one (signal {sent.name!r})"
 
 
 def _aliases(model: Any) -> set[str]:
