@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import traceback
@@ -101,11 +102,21 @@ def step_error_class(type_name: str) -> type[StepError]:
             cls = original
         else:
             try:
-                cls = type(f"StepError[{original.__name__}]", (StepError, original), {})
+                cls = type(f"StepError[{original.__name__}]", (StepError, original),
+                           _step_fields_over(original))
             except TypeError:  # incompatible layouts (e.g. some C exceptions)
                 cls = StepError
     _classes[type_name] = cls
     return cls
+
+
+def _step_fields_over(original: type[BaseException]) -> dict[str, Any]:
+    """Plain class attributes over the recorded class's descriptors of StepError's own
+    fields (``mcp.MCPError.message`` is a read-only property): the rebuilt error sets
+    each field on itself, which such a property refused with an AttributeError, and the
+    run failed with that instead of the step's error."""
+    return {name: None for name in _STEP_FIELDS
+            if hasattr(type(inspect.getattr_static(original, name, None)), "__set__")}
 
 
 def step_error(d: dict[str, Any], *, step: str, position: int) -> StepError:

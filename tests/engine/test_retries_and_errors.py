@@ -280,3 +280,49 @@ async def test_errors_json_cannot_hold_are_still_recorded_under_the_retry_policy
     nan_error = (await app.get_run("w-nan")).error
     assert nan_error is not None and "attrs" not in nan_error  # (neither is JSON)
     await app.close()
+
+
+class _ReadOnlyMessage(Exception):
+    """As ``mcp.MCPError``: its ``message`` is a read-only property."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+
+async def test_an_error_whose_message_is_a_read_only_property_reaches_the_workflow(
+        store_url: str) -> None:
+    """A step that failed for good with an error class whose ``message`` is a read-only
+    property (``mcp.MCPError``, from any ``tether.ai.mcp`` step: a server's -32602)
+    could not be rebuilt for the workflow (setting StepError's ``message`` raised
+    AttributeError: "property 'message' of 'StepError[MCPError]' object has no setter"),
+    so the run failed with that instead of the step's error, which no ``except`` could
+    catch. It is raised as the recorded class, live and on replay, with its message."""
+    app = App(store_url)
+    seen: list[tuple[str, str, bool]] = []
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def ask() -> None:
+        raise _ReadOnlyMessage("answer not taken")
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await ask()
+        except _ReadOnlyMessage as exc:
+            seen.append((exc.message, str(exc), isinstance(exc, tether.StepError)))
+        await tether.wait_for_signal("go")
+        return "handled"
+
+    async with app.worker(sticky_wait=0.01, poll_interval=0.1):
+        handle = await app.start(wf, run_id="ro")
+        await wait_for(lambda: status_is(app, "ro", "waiting"), timeout=10)
+        await app.signal("ro", "go")  # replay: the error comes from the journal
+        assert await handle.result(timeout=10) == "handled"
+    assert seen == [("answer not taken", f"{__name__}._ReadOnlyMessage: answer not taken",
+                     True)] * 2
+    await app.close()
