@@ -7,6 +7,7 @@ SDK client over Streamable HTTP, on both stores."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -255,3 +256,41 @@ async def test_an_answer_after_a_signal_sent_another_way_is_not_taken(store_url:
     assert done.result is not None
     assert done.result["content"][0]["text"] == "answered: Cli"
     assert not left  # (the MCP answer was not left for a next wait)
+
+
+async def test_a_tether_client_whose_answer_was_not_taken_follows_the_task(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A Tether run (``tether.ai.mcp``) following a task of Tether's MCP face, whose
+    input request someone answered first on the serving side with another answer: the
+    run's tasks/update is told its answer was not taken (-32602, ``data.notTaken``).
+    Asking again cannot change that, so the run goes on following the task, which
+    ends with the answer taken, instead of retrying the update and failing."""
+    from tether.ai.mcp import MCPServer, MCPToolset
+
+    async with served(f"sqlite:///{tmp_path / 'remote.db'}") as (remote, url):
+        client = App(store_url)
+        server = MCPServer.http(url, id="face")
+        toolset = MCPToolset(client, server, poll_floor=0.1)
+
+        @client.workflow
+        async def use(question: str) -> dict[str, Any]:
+            result = await toolset.call("ask", {"question": question})
+            return {"text": result.text, "is_error": result.is_error}
+
+        async with client, server, client.worker(), remote.worker():
+            handle = await client.start("use", "Your name?")
+
+            async def awaiting() -> bool:
+                info = await client.get_run(handle.run_id)
+                return info.waiting_for == "signal mcp_input"
+
+            async with asyncio.timeout(30):
+                while not await awaiting():
+                    await asyncio.sleep(0.05)
+            [task_id] = [r.run_id for r in await remote.list_runs() if r.workflow == "ask"]
+            async with tasks_client(url) as other:
+                await update_task(other, task_id, {"signal:answer:1": {"text": "Bob"}})
+            await client.signal(handle.run_id, "mcp_input", {"text": "Ada"})
+            result = await handle.result(timeout=30)
+    assert result == {"text": "answered: Bob", "is_error": False}

@@ -841,7 +841,22 @@ class MCPToolset:
                         "error": {"code": exc.code, "message": f"task gone: {exc.message}"}}
 
         async def update_task(task_id: str, responses: dict[str, Any]) -> None:
-            await server.update_task(task_id, responses)
+            from mcp import MCPError
+            from mcp_types import INVALID_PARAMS
+
+            try:
+                await server.update_task(task_id, responses)
+            except MCPError as exc:
+                data = exc.data if isinstance(exc.data, dict) else {}
+                if exc.code != INVALID_PARAMS or not data.get("notTaken") or data.get(
+                        "refused"):
+                    raise
+                # The server took another answer first (Tether's MCP face: the first
+                # answer wins) and delivered the update's other answers: asking again
+                # cannot change that. The task goes on with the answer it took, which
+                # the polls follow to its result.
+                log.warning("remote task %s of MCP server %r: an answer of this run was "
+                            "not taken: %s", task_id, server.id, exc.message)
 
         async def cancel_task(task_id: str) -> None:
             from mcp import MCPError
