@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
 from tether._ids import new_run_id
-from tether._types import RunRecord, check_name
+from tether._types import JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
 from tether.errors import (
@@ -390,16 +390,30 @@ class TetherTasks:
     async def _input_requests(self, run: RunRecord, depth: int = 0) -> dict[str, _Pending]:
         """The outstanding input requests of a waiting run: key -> (the request, how to
         deliver an answer). Keys are unique over the run's life. A run waiting for
-        child runs has theirs (``_children_requests``)."""
+        child runs has theirs (``_children_requests``); a run whose branches wait for
+        several things at once (``waiting_for`` "signal a or signal b", "signal a or
+        timer until ...") has one request per signal it waits for."""
         if run.status != RunStatus.WAITING.value:
             return {}
-        if not (run.waiting_for or "").startswith("signal "):
-            return await self._children_requests(run, depth)
-        name = (run.waiting_for or "")[len("signal "):]
-        try:
-            info = _decode(self.app, run.run_id, run.status_info, SLOT_STATUS)
-        except PayloadError as exc:  # (an answer it sent could not be read either)
-            raise _UnreadablePayload("input request", run.run_id, exc) from exc
+        names = [part[len("signal "):] for part in _wait_parts(run.waiting_for)
+                 if part.startswith("signal ")]
+        found: dict[str, _Pending] = {}
+        if names:
+            try:
+                info = _decode(self.app, run.run_id, run.status_info, SLOT_STATUS)
+            except PayloadError as exc:  # (an answer it sent could not be read either)
+                raise _UnreadablePayload("input request", run.run_id, exc) from exc
+            store = await self.app._open()
+            journal = await store.journal_read(run.run_id)
+            for name in dict.fromkeys(names):
+                found.update(self._signal_request(run, name, info, journal))
+        found.update(await self._children_requests(run, depth))
+        return found
+
+    def _signal_request(self, run: RunRecord, name: str, info: Any,
+                        journal: list[JournalEntry]) -> dict[str, _Pending]:
+        """The input request of ``run``'s wait for the signal ``name`` (its status
+        ``info`` says which kind: an approval, a budget, a published form)."""
         app = self.app
         approval = info.get("approval") if isinstance(info, Mapping) else None
         if (name == _APPROVAL_SIGNAL and isinstance(info, Mapping)
@@ -422,8 +436,6 @@ class TetherTasks:
                     run.run_id, _APPROVAL_SIGNAL, payload, idempotency_key=key))
 
             return {key: (request, approve)}
-        store = await app._open()
-        journal = await store.journal_read(run.run_id)
         taken = sum(1 for e in journal if e.kind == "signal" and e.name == name
                     and e.status != "pending")
         # Unique over the task's life: a run that continued as new counts its waits
@@ -461,7 +473,7 @@ class TetherTasks:
         if run.status != RunStatus.WAITING.value or depth >= _CHILD_DEPTH:
             return None
         store = await self.app._open()
-        for part in (run.waiting_for or "").split(" or "):
+        for part in _wait_parts(run.waiting_for):
             child = (await store.run_get(part[len("child "):])
                      if part.startswith("child ") else None)
             found = await self._signal_waiter(child, depth + 1) if child else None
@@ -478,7 +490,7 @@ class TetherTasks:
             return {}
         store = await self.app._open()
         found: dict[str, _Pending] = {}
-        for part in (run.waiting_for or "").split(" or "):
+        for part in _wait_parts(run.waiting_for):
             if not part.startswith("child "):
                 continue
             child_id = part[len("child "):]
@@ -703,6 +715,23 @@ def _canonical_input(exposed: _Exposed, payload: Any) -> str:
         pass
     return json.dumps({"args": list(payload.get("args") or []), "kwargs": kwargs},
                       sort_keys=True, ensure_ascii=False, default=str)
+
+
+#: How each part of a run's ``waiting_for`` begins (``merge_waits`` joins the waits of
+#: its branches with " or "): a part that begins otherwise continues the one before
+#: it (a signal's name, or a message, that holds " or ").
+_WAIT_KINDS = ("signal ", "child ", "timer ", "retry ", "postponed ")
+
+
+def _wait_parts(waiting_for: str | None) -> list[str]:
+    """What a waiting run waits for, one part per branch's wait."""
+    parts: list[str] = []
+    for part in (waiting_for or "").split(" or "):
+        if parts and not part.startswith(_WAIT_KINDS):
+            parts[-1] += f" or {part}"
+        else:
+            parts.append(part)
+    return parts
 
 
 #: How an input request's key begins (after ``child:<child run id>:``).
