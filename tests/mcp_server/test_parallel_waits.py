@@ -9,7 +9,7 @@ from typing import Any
 
 import tether
 from tests.mcp_server import apps
-from tests.mcp_server.host import poll, serve_http, tasks_client, update_task
+from tests.mcp_server.host import get_task, poll, serve_http, tasks_client, update_task
 from tether.mcp_tasks import CreateTaskResult
 
 
@@ -73,4 +73,56 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
     assert results == {"pair": '[{"value": "A"}, {"value": "B"}]',
                        "either": '[{"value": "A"}]',
                        "mixed": '[{"value": "B"}, "answered: Ada"]'}
+    await app.close()
+
+
+async def test_an_answer_sent_while_another_woke_the_run_is_delivered(
+        store_url: str) -> None:
+    """A task asks for three answers at once (its run's branches wait for ``go``, for
+    ``b`` and for a child run that asks). The client answers ``go``, and the run wakes
+    and works (a step of that branch runs); then it answers ``b`` and the child, keys
+    it got from the task that are no longer in its requests while the run runs. Those
+    answers were ignored (acknowledged, nothing sent), and a client that answers each
+    key once, as the extension asks, never answered them again: the run waited for
+    ever. They are delivered: ``b`` to the run's wait that has not ended, the child's
+    to the child, which still waits."""
+    app = apps.build(store_url)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.step
+    async def hold() -> str:
+        started.set()
+        await release.wait()
+        return "held"
+
+    @app.workflow(mcp=True)
+    async def fan() -> list[Any]:
+        """Three waits at once; the first then works for a while."""
+
+        async def go_then_hold() -> str:
+            await tether.wait_for_signal("go")
+            return await hold()
+
+        return list(await asyncio.gather(go_then_hold(), tether.wait_for_signal("b"),
+                                         tether.call("ask", "Your name?")))
+
+    async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
+        created = await client.session.call_tool("fan", {}, allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        task = await poll(client, created.task_id, {"input_required"})
+        assert task.input_requests is not None
+        [child] = [key for key in task.input_requests if key.startswith("child:")]
+        assert sorted(task.input_requests) == sorted([child, "signal:b:1", "signal:go:1"])
+        await update_task(client, created.task_id, {"signal:go:1": {"value": "go"}})
+        await asyncio.wait_for(started.wait(), timeout=30)
+        working = await get_task(client, created.task_id)
+        assert working.status == "working" and not working.input_requests
+        await update_task(client, created.task_id, {
+            "signal:b:1": {"value": "B"},
+            child: {"action": "accept", "content": {"text": "Ada"}}})
+        release.set()
+        done = await poll(client, created.task_id, {"completed", "failed", "input_required"})
+    assert done.status == "completed", (done.status, done.input_requests)
+    assert done.result is not None
+    assert done.result["content"][0]["text"] == '["held", {"value": "B"}, "answered: Ada"]'
     await app.close()

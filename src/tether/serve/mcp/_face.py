@@ -565,7 +565,7 @@ class TetherTasks:
         refused: dict[str, str] = {}
         not_taken: dict[str, str] = {}
         for key, response in input_responses.items():
-            entry = outstanding.get(key)
+            entry = outstanding.get(key) or await self._late_request(run, key)
             if entry is None:
                 # Never issued, answered already, or superseded: ignored, as the
                 # extension says, unless it was answered with another answer.
@@ -597,6 +597,61 @@ class TetherTasks:
                            data={"refused": list(refused), "notTaken": list(not_taken)})
         return True
 
+    async def _late_request(self, run: RunRecord, key: str, depth: int = 0
+                            ) -> _Pending | None:
+        """The request ``key`` names if it is still to be answered though not in the
+        task's requests now, because another answer woke the run and it is running
+        (a run's requests are read while it waits): the answer to one branch's wait
+        while another branch still waits, or to a child that still waits while its
+        parent runs. Without this, an answer sent in the moment between was ignored,
+        and a client that answers each key once (as the extension asks) never answered
+        it again: the run waited for ever. A ``signal:NAME:N`` key of a running run
+        names its N-th wait of NAME, which has not ended if N is one more than the
+        waits of NAME its journal has ended (keys count them so); ``child:<id>:KEY``
+        is the child's request KEY, read from the child."""
+        if depth >= _CHILD_DEPTH:
+            return None
+        if key.startswith("child:"):
+            found = await self._child_of_key(run, key)
+            if found is None:
+                return None
+            child, rest = found
+            own = await self._input_requests(child, _CHILD_DEPTH)
+            return own.get(rest) or await self._late_request(child, rest, depth + 1)
+        if run.status != RunStatus.RUNNING.value or not key.startswith("signal:"):
+            return None
+        name, _, count = key[len("signal:"):].rpartition(":")
+        prefix = f"g{run.generation}." if run.generation else ""
+        if not name or not count.startswith(prefix) or not count[len(prefix):].isdigit():
+            return None
+        store = await self.app._open()
+        journal = await store.journal_read(run.run_id)
+        ended = sum(1 for e in journal if e.kind == "signal" and e.name == name
+                    and e.status != "pending")
+        if int(count[len(prefix):]) != ended + 1:
+            return None
+
+        async def deliver(response: Any) -> _Delivered:
+            payload = (_budget_answer(response) if name == BUDGET_SIGNAL
+                       else _signal_payload(response))
+            return await self._send(run.run_id, name, payload, key)
+
+        return {}, deliver
+
+    async def _child_of_key(self, run: RunRecord, key: str
+                            ) -> tuple[RunRecord, str] | None:
+        """For ``child:<id>:<its key>``: the child run of ``run`` and its own key."""
+        store = await self.app._open()
+        rest = key[len("child:"):]
+        # The child's id, then the child's own key (an id may hold a ':' too).
+        for i, ch in enumerate(rest):
+            if ch != ":" or not rest[i + 1:].startswith(_KEY_KINDS):
+                continue
+            child = await store.run_get(rest[:i])
+            if child is not None and child.parent_run_id == run.run_id:
+                return child, rest[i + 1:]
+        return None
+
     async def _answered_otherwise(self, run: RunRecord, key: str, response: Any,
                                   depth: int = 0) -> str | None:
         """For an answer whose key is not outstanding: what the key was answered with,
@@ -607,18 +662,10 @@ class TetherTasks:
         delivery sends), on the run or, for ``child:<id>:<key>``, its child."""
         store = await self.app._open()
         if key.startswith("child:"):
-            if depth >= _CHILD_DEPTH:
+            found = await self._child_of_key(run, key) if depth < _CHILD_DEPTH else None
+            if found is None:
                 return None
-            rest = key[len("child:"):]
-            # The child's id, then the child's own key (an id may hold a ':' too).
-            for i, ch in enumerate(rest):
-                if ch != ":" or not rest[i + 1:].startswith(_KEY_KINDS):
-                    continue
-                child = await store.run_get(rest[:i])
-                if child is not None and child.parent_run_id == run.run_id:
-                    return await self._answered_otherwise(child, rest[i + 1:], response,
-                                                          depth + 1)
-            return None
+            return await self._answered_otherwise(found[0], found[1], response, depth + 1)
         if key.startswith("approval:"):
             ikey = key  # (approval_key: the key the answer is sent with, by any face)
         elif key.startswith("signal:"):
