@@ -47,11 +47,17 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
         return list(await asyncio.gather(tether.wait_for_signal("b"),
                                          tether.call("ask", "Your name?")))
 
+    @app.workflow(mcp=True)
+    async def named() -> Any:
+        """One wait, for a signal whose name holds " or " (still one request)."""
+        return await tether.wait_for_signal("go or stop")
+
     answers = {"signal:a:1": {"action": "accept", "content": {"value": "A"}},
-               "signal:b:1": {"action": "accept", "content": {"value": "B"}}}
+               "signal:b:1": {"action": "accept", "content": {"value": "B"}},
+               "signal:go or stop:1": {"action": "accept", "content": {"value": "go"}}}
     async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
         results = {}
-        for tool in ("pair", "either", "mixed"):
+        for tool in ("pair", "either", "mixed", "named"):
             created = await client.session.call_tool(tool, {}, allow_claimed=True)
             assert isinstance(created, CreateTaskResult)
             task = await poll(client, created.task_id, {"input_required"})
@@ -59,11 +65,12 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
             child = f"child:{created.task_id}.1:signal:answer:1"
             assert sorted(task.input_requests) == {
                 "pair": ["signal:a:1", "signal:b:1"], "either": ["signal:a:1"],
-                "mixed": [child, "signal:b:1"]}[tool], (tool, task.status_message)
+                "mixed": [child, "signal:b:1"],
+                "named": ["signal:go or stop:1"]}[tool], (tool, task.status_message)
             for key in task.input_requests:
                 if key.startswith("signal:"):
                     assert task.input_requests[key]["params"]["_meta"] == {
-                        "tether/signal": key.split(":")[1]}
+                        "tether/signal": key.split(":")[1]}, key
             await update_task(client, created.task_id, {
                 key: answers.get(key, {"action": "accept", "content": {"text": "Ada"}})
                 for key in task.input_requests})
@@ -72,7 +79,8 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
             results[tool] = done.result["content"][0]["text"]
     assert results == {"pair": '[{"value": "A"}, {"value": "B"}]',
                        "either": '[{"value": "A"}]',
-                       "mixed": '[{"value": "B"}, "answered: Ada"]'}
+                       "mixed": '[{"value": "B"}, "answered: Ada"]',
+                       "named": '{"value": "go"}'}
     await app.close()
 
 
