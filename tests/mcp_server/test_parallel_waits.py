@@ -25,8 +25,7 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
     @app.workflow(mcp=True)
     async def pair() -> list[Any]:
         """Wait for two signals at once."""
-        return list(await asyncio.gather(tether.wait_for_signal("a"),
-                                         tether.wait_for_signal("b")))
+        return list(await asyncio.gather(tether.wait_for_signal("a"), tether.wait_for_signal("b")))
 
     @app.workflow(mcp=True)
     async def either() -> list[Any]:
@@ -44,17 +43,20 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
     @app.workflow(mcp=True)
     async def mixed() -> list[Any]:
         """Wait for a signal and a child run that asks a question at once."""
-        return list(await asyncio.gather(tether.wait_for_signal("b"),
-                                         tether.call("ask", "Your name?")))
+        return list(
+            await asyncio.gather(tether.wait_for_signal("b"), tether.call("ask", "Your name?"))
+        )
 
     @app.workflow(mcp=True)
     async def named() -> Any:
         """One wait, for a signal whose name holds " or " (still one request)."""
         return await tether.wait_for_signal("go or stop")
 
-    answers = {"signal:a:1": {"action": "accept", "content": {"value": "A"}},
-               "signal:b:1": {"action": "accept", "content": {"value": "B"}},
-               "signal:go or stop:1": {"action": "accept", "content": {"value": "go"}}}
+    answers = {
+        "signal:a:1": {"action": "accept", "content": {"value": "A"}},
+        "signal:b:1": {"action": "accept", "content": {"value": "B"}},
+        "signal:go or stop:1": {"action": "accept", "content": {"value": "go"}},
+    }
     async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
         results = {}
         for tool in ("pair", "either", "mixed", "named"):
@@ -63,29 +65,41 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
             task = await poll(client, created.task_id, {"input_required"})
             assert task.input_requests is not None
             child = f"child:{created.task_id}.1:signal:answer:1"
-            assert sorted(task.input_requests) == {
-                "pair": ["signal:a:1", "signal:b:1"], "either": ["signal:a:1"],
-                "mixed": [child, "signal:b:1"],
-                "named": ["signal:go or stop:1"]}[tool], (tool, task.status_message)
+            assert (
+                sorted(task.input_requests)
+                == {
+                    "pair": ["signal:a:1", "signal:b:1"],
+                    "either": ["signal:a:1"],
+                    "mixed": [child, "signal:b:1"],
+                    "named": ["signal:go or stop:1"],
+                }[tool]
+            ), (tool, task.status_message)
             for key in task.input_requests:
                 if key.startswith("signal:"):
                     assert task.input_requests[key]["params"]["_meta"] == {
-                        "tether/signal": key.split(":")[1]}, key
-            await update_task(client, created.task_id, {
-                key: answers.get(key, {"action": "accept", "content": {"text": "Ada"}})
-                for key in task.input_requests})
+                        "tether/signal": key.split(":")[1]
+                    }, key
+            await update_task(
+                client,
+                created.task_id,
+                {
+                    key: answers.get(key, {"action": "accept", "content": {"text": "Ada"}})
+                    for key in task.input_requests
+                },
+            )
             done = await poll(client, created.task_id, {"completed", "failed"})
             assert done.result is not None, (tool, done.error)
             results[tool] = done.result["content"][0]["text"]
-    assert results == {"pair": '[{"value": "A"}, {"value": "B"}]',
-                       "either": '[{"value": "A"}]',
-                       "mixed": '[{"value": "B"}, "answered: Ada"]',
-                       "named": '{"value": "go"}'}
+    assert results == {
+        "pair": '[{"value": "A"}, {"value": "B"}]',
+        "either": '[{"value": "A"}]',
+        "mixed": '[{"value": "B"}, "answered: Ada"]',
+        "named": '{"value": "go"}',
+    }
     await app.close()
 
 
-async def test_an_answer_sent_while_another_woke_the_run_is_delivered(
-        store_url: str) -> None:
+async def test_an_answer_sent_while_another_woke_the_run_is_delivered(store_url: str) -> None:
     """A task asks for three answers at once (its run's branches wait for ``go``, for
     ``b`` and for a child run that asks). The client answers ``go``, and the run wakes
     and works (a step of that branch runs); then it answers ``b`` and the child, keys
@@ -111,8 +125,11 @@ async def test_an_answer_sent_while_another_woke_the_run_is_delivered(
             await tether.wait_for_signal("go")
             return await hold()
 
-        return list(await asyncio.gather(go_then_hold(), tether.wait_for_signal("b"),
-                                         tether.call("ask", "Your name?")))
+        return list(
+            await asyncio.gather(
+                go_then_hold(), tether.wait_for_signal("b"), tether.call("ask", "Your name?")
+            )
+        )
 
     async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
         created = await client.session.call_tool("fan", {}, allow_claimed=True)
@@ -125,9 +142,11 @@ async def test_an_answer_sent_while_another_woke_the_run_is_delivered(
         await asyncio.wait_for(started.wait(), timeout=30)
         working = await get_task(client, created.task_id)
         assert working.status == "working" and not working.input_requests
-        await update_task(client, created.task_id, {
-            "signal:b:1": {"value": "B"},
-            child: {"action": "accept", "content": {"text": "Ada"}}})
+        await update_task(
+            client,
+            created.task_id,
+            {"signal:b:1": {"value": "B"}, child: {"action": "accept", "content": {"text": "Ada"}}},
+        )
         release.set()
         done = await poll(client, created.task_id, {"completed", "failed", "input_required"})
     assert done.status == "completed", (done.status, done.input_requests)

@@ -115,6 +115,14 @@ async def test_a_key_reused_with_other_arguments_is_refused(
                 meta={"idempotency_key": "q"},
             )
         runs = [r.workflow for r in await app.list_runs()]
+        # An input that cannot be read (erased) cannot be compared: the call is
+        # answered that run's task, as before.
+        store = await app._open()
+        await store.run_erase(run_id=first.task_id, now=app.clock.now())
+        erased = await client.session.call_tool(
+            "slow_sum", {"numbers": [7, 8]}, allow_claimed=True, meta={"idempotency_key": "k-1"}
+        )
+        assert isinstance(erased, CreateTaskResult) and erased.task_id == first.task_id
     assert not answered.is_error and text_of(answered) == "5"
     assert refused.is_error and "names task " in text_of(refused)
     assert "with other arguments; nothing was started" in text_of(refused)
