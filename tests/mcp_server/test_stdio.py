@@ -21,7 +21,7 @@ from mcp_types import CallToolResult, TextContent
 from tests import forked
 from tests.chaos.pgcluster import PrivateCluster, missing_privilege
 from tests.faults.procs import ROOT
-from tests.mcp_server.host import get_task, poll
+from tests.mcp_server.host import get_task, poll, update_task
 from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
 #: The server's import path: this checkout's sources first (a new interpreter would
@@ -56,6 +56,47 @@ async def test_stdio_server_runs_a_task(tmp_path: Path) -> None:
         done = await poll(client, created.task_id, {"completed", "failed"})
     assert done.result is not None
     assert done.result["content"][0]["text"] == "9"
+
+
+async def test_stdio_resends_under_a_used_key_are_told(store_url: str) -> None:
+    """Over stdio (``tether mcp``), on both stores, as over HTTP
+    (tests/mcp_server/test_resends.py): a tools/call under an idempotency key that names
+    a run of other arguments is a tool error and starts nothing, while the same
+    arguments get the same task; a second answer with other content to a signal
+    request is told it was not taken (-32602, ``data.notTaken``), and the same answer
+    again is acknowledged."""
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "tether", "mcp", "tests.mcp_server.apps:app",
+                                      "--db", store_url, "--poll-interval", "100"],
+        cwd=str(ROOT), env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
+    async with Client(params, extensions=[TasksClientExtension()]) as client:
+        calls = [await client.session.call_tool("slow_sum", {"numbers": numbers},
+                                                allow_claimed=True,
+                                                meta={"idempotency_key": "k"})
+                 for numbers in ([5], ["5"], [6])]
+        asked = await client.session.call_tool("ask", {"question": "Your name?"},
+                                               allow_claimed=True)
+        assert isinstance(asked, CreateTaskResult)
+        waiting = await poll(client, asked.task_id, {"input_required"})
+        assert waiting.input_requests is not None
+        [key] = waiting.input_requests
+        ada = {"action": "accept", "content": {"text": "Ada"}}
+        await update_task(client, asked.task_id, {key: ada})
+        with pytest.raises(MCPError) as lost:
+            await update_task(client, asked.task_id, {
+                key: {"action": "accept", "content": {"text": "Bob"}}})
+        await update_task(client, asked.task_id, {key: ada})
+        done = await poll(client, asked.task_id, {"completed", "failed"})
+    first, same, other = calls
+    assert isinstance(first, CreateTaskResult) and isinstance(same, CreateTaskResult)
+    assert same.task_id == first.task_id
+    assert isinstance(other, CallToolResult) and other.is_error
+    assert isinstance(other.content[0], TextContent)
+    assert f"names task {first.task_id}, a call of this tool with other arguments; " \
+        "nothing was started" in other.content[0].text
+    assert lost.value.error.code == -32602
+    assert lost.value.error.data == {"refused": [], "notTaken": [key]}
+    assert done.result is not None and done.result["content"][0]["text"] == "answered: Ada"
 
 
 async def test_stdio_requests_fail_fast_and_its_worker_does_not(tmp_path: Path) -> None:
