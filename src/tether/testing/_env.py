@@ -46,7 +46,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether._app import App, RunHandle
 from tether.errors import StoreError
@@ -395,15 +395,25 @@ class TestEnv:
 
     # -- runs -----------------------------------------------------------------------------
 
-    async def start(self, workflow: Callable[..., Awaitable[R]] | str, *args: Any,
-                    **kwargs: Any) -> TestRunHandle[R]:
+    # A workflow named by a string has no result type to infer: Any, as ``App.start``
+    # says (without these overloads mypy asked for an annotation at every
+    # ``await env.run("agent", ...)``).
+    @overload
+    async def start(self, workflow: Callable[..., Awaitable[R]], *args: Any,
+                    **kwargs: Any) -> TestRunHandle[R]: ...
+
+    @overload
+    async def start(self, workflow: str, *args: Any, **kwargs: Any) -> TestRunHandle[Any]: ...
+
+    async def start(self, workflow: Callable[..., Awaitable[Any]] | str, *args: Any,
+                    **kwargs: Any) -> TestRunHandle[Any]:
         """``app.start(...)``, with a handle whose ``result()`` skips time.
 
         Raises:
             RuntimeError: the environment is not open.
         """
         self._need_open()
-        handle: RunHandle[R] = await self.app.start(workflow, *args, **kwargs)
+        handle: RunHandle[Any] = await self.app.start(workflow, *args, **kwargs)
         return TestRunHandle(self, handle)
 
     async def result(self, run: RunHandle[R] | str, *, timeout: float | None = 60.0) -> Any:
@@ -420,8 +430,14 @@ class TestEnv:
         async with self.skipping(), self._explained():
             return await RunHandle.result(handle, timeout)
 
-    async def run(self, workflow: Callable[..., Awaitable[R]] | str, *args: Any,
-                  **kwargs: Any) -> R:
+    @overload
+    async def run(self, workflow: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run(self, workflow: str, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def run(self, workflow: Callable[..., Awaitable[Any]] | str, *args: Any,
+                  **kwargs: Any) -> Any:
         """Start a run and wait for its result, skipping time (see ``start``)."""
         handle = await self.start(workflow, *args, **kwargs)
         return await handle.result()

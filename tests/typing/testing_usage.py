@@ -1,0 +1,28 @@
+"""Type-checked by mypy (``files`` in pyproject.toml), not run by pytest: a user's tests
+written with ``tether.testing`` as docs/testing.md shows them pass ``mypy --strict``."""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+from tether import App
+from tether.testing import Reply, TestEnv, TestRunHandle
+
+app = App("sqlite:///typing.db")
+
+
+@app.workflow
+async def double(x: int) -> int:
+    return 2 * x
+
+
+async def a_users_test() -> None:
+    async with TestEnv(app, llm=[Reply("It is sunny in Paris.")]) as env:
+        # A workflow named by a string (an agent, say) gives Any, as App.start does;
+        # mypy asked for an annotation of every `answer = await env.run("agent", ...)`.
+        assert_type(await env.run("assistant", "Weather in Paris?"), Any)
+        assert_type(await env.start("assistant"), TestRunHandle[Any])
+        assert_type(await env.run(double, 21), int)
+        handle = await env.start(double, 21)
+        assert_type(handle, TestRunHandle[int])
+        assert_type(await handle.result(), int)
