@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, assert_type
 
 from tether import App
-from tether.testing import Reply, TestEnv, TestRunHandle
+from tether.testing import Fault, Reply, TestEnv, TestRunHandle
+from tether.testing.llm_server import ScriptedLLMServer, ScriptStep
 
 app = App("sqlite:///typing.db")
 
@@ -16,8 +17,13 @@ async def double(x: int) -> int:
     return 2 * x
 
 
-async def a_users_test() -> None:
-    async with TestEnv(app, llm=[Reply("It is sunny in Paris.")]) as env:
+async def a_users_test(server: ScriptedLLMServer) -> None:
+    # A script of replies and faults, as in docs/testing.md: mypy infers the list's
+    # type from its items' common base (it was ``object``, refused by ``llm=``).
+    script = [Fault.rate_limit(retry_after=30), Reply("It is sunny in Paris.")]
+    assert_type(script, list[ScriptStep])
+    server.set_script(script)
+    async with TestEnv(app, llm=script) as env:
         # A workflow named by a string (an agent, say) gives Any, as App.start does;
         # mypy asked for an annotation of every `answer = await env.run("agent", ...)`.
         assert_type(await env.run("assistant", "Weather in Paris?"), Any)

@@ -15,8 +15,22 @@ from typing import Any, Literal
 
 DEFAULT_MODELS = ("gpt-4.1-mini", "gpt-4.1", "claude-sonnet-4-5", "claude-haiku-4-5")
 
+
+class ScriptStep:
+    """The common base of ``Reply`` and ``Fault``; a script takes only those two (and
+    dicts and callables), never a bare ``ScriptStep``.
+
+    It is there for type checkers: mypy types a list of both, ``[Fault.rate_limit(),
+    Reply("hi")]``, as a list of their closest common base, which was ``object`` and
+    which ``TestEnv(llm=...)`` and ``set_script`` refused (the example of
+    docs/testing.md failed a user's ``mypy --strict``); it is now ``ScriptStep``.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
-class Reply:
+class Reply(ScriptStep):
     """A scripted answer. See the package docstring for the meaning of each field.
 
     ``json=`` is a value whose JSON dump becomes the text (for output schemas); give
@@ -53,7 +67,7 @@ FaultKind = Literal["status", "hang", "reset", "truncate"]
 
 
 @dataclass(frozen=True)
-class Fault:
+class Fault(ScriptStep):
     """A scripted failure: an HTTP error (``kind="status"``), or ``hang``, ``reset``,
     ``truncate``. Build one with the class methods."""
 
@@ -146,7 +160,7 @@ class RecordedRequest:
                 "status": self.status, "outcome": self.outcome, "step": self.step}
 
 
-StepLike = Reply | Fault | Mapping[str, Any]
+StepLike = Reply | Fault | ScriptStep | Mapping[str, Any]
 Step = StepLike | Callable[[RecordedRequest], StepLike | Awaitable[StepLike]]
 
 
