@@ -1,9 +1,11 @@
 """Two test-kit bugs (issue 13): ``Reply(json=...)`` is documented and must work, and
 ``error_after_chunks=N`` must send its error when the reply has exactly N chunks (or
-fewer); the package split keeps every documented import path."""
+fewer); the package split keeps every documented import path; and `stop()` outlives none
+of its connections."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -107,3 +109,25 @@ def test_public_names_are_unchanged_by_the_split() -> None:
                  "main", "slow_stream", "parse_step", "load_script"):
         assert hasattr(llm_server, name), name
     assert testing.Reply is llm_server.Reply
+
+
+async def test_stop_waits_for_the_connections_its_clients_closed() -> None:
+    """``stop()`` returns only once every connection task has ended. A connection whose
+    client had just closed it left the server's set before its last ``wait_closed`` and
+    outlived ``stop()``; after the ``llm_server`` fixture the loop's end cancelled it,
+    and Python 3.11 logged an ERROR ("Exception in callback StreamReaderProtocol...")
+    in the teardown of every test that used the fixture with a client it closed."""
+
+    def connections() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks()
+                if getattr(t.get_coro(), "__qualname__", "").endswith("._on_connect")]
+
+    for turns in range(8):  # the client's close is seen some loop turns later
+        server = await ScriptedLLMServer([Reply("hi")]).start()
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(server.base_url + "/chat/completions", json=OPENAI_BODY)
+            assert answer.status_code == 200
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await server.stop()
+        assert connections() == [], f"a connection outlived stop() ({turns} turns)"

@@ -192,11 +192,19 @@ class ScriptedLLMServer:
         except asyncio.CancelledError:
             conn.abort()
         finally:
-            self._conns.discard(task)
-            if not conn.aborted:
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
+            # Still in ``_conns`` while it closes, so ``stop()`` waits for it: it left
+            # first, and a connection its client had just closed outlived ``stop()`` in
+            # ``wait_closed``; the loop's end (pytest-asyncio's, after the
+            # ``llm_server`` fixture) then cancelled it, which Python 3.11's streams log
+            # as an ERROR "Exception in callback StreamReaderProtocol...". A cancel by
+            # ``stop()`` there ends the task quietly too: it is closing anyway.
+            try:
+                if not conn.aborted:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+                        await writer.wait_closed()
+            finally:
+                self._conns.discard(task)
 
     async def _dispatch(self, conn: Conn, method: str, path: str,
                         headers: dict[str, str], raw_body: bytes) -> None:
