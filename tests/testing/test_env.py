@@ -12,8 +12,8 @@ import pytest
 
 import tether
 from tether import App, RetryPolicy, RunFailed, SignalTimeout
-from tether.ai import LLM
-from tether.testing import Reply, TestEnv
+from tether.ai import LLM, Agent
+from tether.testing import Fault, Reply, TestEnv
 
 DAY = 86400.0
 
@@ -234,6 +234,25 @@ async def test_a_wait_that_outlasts_the_llm_script_says_so() -> None:
                                r"LLM server's script ran out: \d+ requests got 500 'script "
                                r"exhausted' \(retried\), after 1 scripted answers"):
                 await wait()
+
+
+async def test_a_wait_on_a_hung_llm_request_says_so() -> None:
+    """A ``Fault.hang()`` holds the request until the client gives up, after its own
+    timeout in real time (600 s for an ``LLM`` by default), which the virtual clock does
+    not shorten: a wait that gives up first says so (it said only "did not end within
+    N s")."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini")
+    app.add_agent(Agent("hung", model=llm))
+    async with TestEnv(app, llm=[Fault.hang(), Reply("ok")], llms=[llm]) as env:
+        handle = await env.start("hung", "hi")
+        async with asyncio.timeout(30):  # (the request reaches the server, however slow)
+            while not any(r.outcome == "fault:hang" for r in env.llm.requests):
+                await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError, match=r"did not end within 0.5 s; the scripted LLM "
+                           r"server holds 1 request\(s\) of a Fault.hang\(\) unanswered: .*"
+                           r"LLM\(\.\.\., timeout=2\)"):
+            await handle.result(timeout=0.5)
 
 
 async def test_advance_refuses_going_back() -> None:

@@ -275,18 +275,31 @@ class TestEnv:
     async def _explained(self) -> AsyncIterator[None]:
         """A wait that times out says when the scripted LLM server ran out of script:
         the run's LLM call then gets 500 "script exhausted" and retries (time skips
-        through its backoff) until the wait gives up, which otherwise reads as a hang."""
+        through its backoff) until the wait gives up, which otherwise reads as a hang.
+        It says too when the server still holds a request of a ``Fault.hang()``: that
+        ends when the client gives up, after its own timeout in real time (600 s by
+        default), which the virtual clock does not shorten."""
         try:
             yield
         except TimeoutError as exc:
             exhausted = sum(r.outcome == "exhausted" for r in self.llm.requests)
-            if not exhausted:
+            hanging = self.llm.hanging
+            if not exhausted and not hanging:
                 raise
-            raise TimeoutError(
-                f"{exc}; the scripted LLM server's script ran out: {exhausted} requests got "
-                f"500 'script exhausted' (retried), after {len(self.llm.requests) - exhausted}"
-                " scripted answers; give the script a step for each LLM call (env.llm"
-                ".requests has them all)") from exc
+            why = []
+            if exhausted:
+                why.append(
+                    f"the scripted LLM server's script ran out: {exhausted} requests got 500 "
+                    f"'script exhausted' (retried), after "
+                    f"{len(self.llm.requests) - exhausted} scripted answers; give the script "
+                    "a step for each LLM call (env.llm.requests has them all)")
+            if hanging:
+                why.append(
+                    f"the scripted LLM server holds {hanging} request(s) of a Fault.hang() "
+                    "unanswered: a hang ends when the client gives up, after its own "
+                    "timeout in real time (the virtual clock does not move it; an LLM's "
+                    "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
+            raise TimeoutError(f"{exc}; " + "; ".join(why)) from exc
 
     # -- time -----------------------------------------------------------------------------
 

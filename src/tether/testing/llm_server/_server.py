@@ -94,6 +94,9 @@ class ScriptedLLMServer:
         self._started_at = 0.0
         self._first_chat_at: float | None = None
         self._seq = 0
+        #: Requests held unanswered by a ``hang`` fault right now (each ends when its
+        #: client gives up and closes the connection).
+        self.hanging = 0
 
     def _now(self) -> float:
         return time.monotonic() if self.clock is None else self.clock()
@@ -356,8 +359,12 @@ class ScriptedLLMServer:
                               outcome=f"fault:{fault.status}")
         elif fault.kind == "hang":
             rec.outcome = "fault:hang"
-            while await conn.reader.read(65536):  # until the client gives up and closes
-                pass
+            self.hanging += 1
+            try:
+                while await conn.reader.read(65536):  # until the client gives up and closes
+                    pass
+            finally:
+                self.hanging -= 1
             conn.abort()
         elif fault.kind == "reset":
             rec.outcome = "fault:reset"
