@@ -13,7 +13,7 @@ import pytest
 import tether
 from tether import App, RetryPolicy, RunFailed, SignalTimeout
 from tether.ai import LLM, Agent
-from tether.testing import Fault, Reply, TestEnv
+from tether.testing import Fault, Outage, Reply, ScriptedLLMServer, TestEnv
 
 DAY = 86400.0
 
@@ -253,6 +253,26 @@ async def test_a_wait_on_a_hung_llm_request_says_so() -> None:
                            r"server holds 1 request\(s\) of a Fault.hang\(\) unanswered: .*"
                            r"LLM\(\.\.\., timeout=2\)"):
             await handle.result(timeout=0.5)
+
+
+async def test_an_outage_of_a_server_given_to_the_environment_passes_in_virtual_time(
+) -> None:
+    """A ``ScriptedLLMServer`` made by the test (for its ``outage=``) and given as
+    ``llm=`` runs on the virtual clock while the environment is open, as the
+    environment's own does: a 10-minute outage is over once the retries have skipped
+    past it. On the real clock it outlasted the wait: every retry skipped ahead in
+    virtual time and met the outage again, hundreds of times."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini")
+    app.add_agent(Agent("patient", model=llm))
+    server = ScriptedLLMServer([Reply("back")], outage=Outage(seconds=600, retry_after=60))
+    async with TestEnv(app, start_time=0.0, llm=server, llms=[llm]) as env:
+        handle = await env.start("patient", "hi")
+        assert await handle.result(timeout=30) == "back"
+        outcomes = [r.outcome for r in server.requests]
+        assert outcomes[-1] == "reply" and set(outcomes[:-1]) == {"outage"}
+        assert 600 <= server.requests[-1].time < 600 + 180  # virtual epoch seconds
+    assert server.clock is None  # given back
 
 
 async def test_advance_refuses_going_back() -> None:

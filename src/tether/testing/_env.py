@@ -127,7 +127,9 @@ class TestEnv:
         start_time: the virtual clock's start (epoch seconds; default: now).
         llm: the scripted LLM server's script (``env.llm.set_script`` changes it; its
             outages and request times follow the virtual clock), or a
-            ``ScriptedLLMServer`` to use (started if it is not).
+            ``ScriptedLLMServer`` to use (started if it is not; one made without a
+            ``clock`` runs on the virtual clock while the environment is open, so its
+            ``outage`` passes in virtual time).
         llms: ``tether.ai.LLM`` objects to point at the scripted server while the
             environment is open (their ``base_url`` comes back after).
         auto_skip: skip time whenever every run waits, not only while the test waits
@@ -162,6 +164,10 @@ class TestEnv:
                     else ScriptedResponsesServer(llm or (), clock=self.clock.now))
         self.auto_skip = auto_skip
         self._llms = list(llms)
+        # A server given without a clock of its own runs on the environment's while it
+        # is open: its outage passes in virtual time as the runs' retries do (on the
+        # real clock a 10-minute outage outlasted every wait, each retry skipped to).
+        self._lend_clock = isinstance(llm, ScriptedLLMServer) and llm.clock is None
         self._llm_urls: list[str] = []
         self._queues = queues
         # (A test's store that cannot be reached fails the test, not waits for it.)
@@ -197,6 +203,8 @@ class TestEnv:
         self._opened = True
         self._closing = False
         try:
+            if self._lend_clock:
+                self.llm._set_clock(self.clock.now)
             await self.llm.start()
             for var, attr in _LLM_ENV.items():
                 self._set_env(var, getattr(self.llm, attr))
@@ -242,6 +250,8 @@ class TestEnv:
             self._llm_urls.clear()
             await self.llm.stop()
         finally:
+            if self._lend_clock:
+                self.llm._set_clock(None)
             for var, old in self._saved_env.items():
                 if old is None:
                     os.environ.pop(var, None)

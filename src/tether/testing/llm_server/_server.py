@@ -101,6 +101,16 @@ class ScriptedLLMServer:
     def _now(self) -> float:
         return time.monotonic() if self.clock is None else self.clock()
 
+    def _set_clock(self, clock: Callable[[], float] | None) -> None:
+        """Go on with another clock (``TestEnv`` lends its virtual one to a server it is
+        given), keeping the time an outage has already lasted."""
+        before = self._now()
+        self.clock = clock
+        after = self._now()
+        self._started_at += after - before
+        if self._first_chat_at is not None:
+            self._first_chat_at += after - before
+
     # -- script ----------------------------------------------------------------------
 
     def set_script(self, steps: Iterable[Step], *, append: bool = False) -> None:
