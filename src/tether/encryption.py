@@ -42,7 +42,8 @@ from tether._codec import SLOTS, PayloadContext, PayloadHook, takes_context
 from tether.errors import ConfigError, PayloadBindingError, PayloadError
 
 __all__ = ["AesGcm", "PayloadBindingError", "PayloadContext", "PayloadDecryptError",
-           "PayloadMisplacedError", "PayloadNotEncryptedError", "Redact", "sealed_view"]
+           "PayloadHook", "PayloadMisplacedError", "PayloadNotEncryptedError", "Redact",
+           "sealed_view"]
 
 _PREFIX = "tgcm2"
 _PREFIX_V1 = "tgcm1"  # not bound to a place (no associated data)

@@ -42,18 +42,19 @@ from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
+from tether._types import RunRecord
 from tether._types import check_name as _check_name
 from tether.errors import ConfigError, OutsideRun
 
 if TYPE_CHECKING:
     from tether._app import App
-    from tether._types import RunRecord
     from tether.store import Store
 
 __all__ = [
     "OnRecorded",
     "OnReplay",
     "Run",
+    "RunRecord",
     "SharedState",
     "StepInfo",
     "add_metrics",
