@@ -275,6 +275,46 @@ async def test_an_outage_of_a_server_given_to_the_environment_passes_in_virtual_
     assert server.clock is None  # given back
 
 
+async def test_a_schedule_ticks_in_virtual_time() -> None:
+    """The app's schedules are in the environment, and a schedule's next tick is a
+    wake-up: a daily workflow runs once per virtual day, at 09:00 (the environment left
+    schedules out: ``skip()`` found nothing to wake and no tick ever ran)."""
+    app = App()
+    ticks: list[str] = []
+
+    @app.schedule("0 9 * * *")
+    @app.workflow
+    async def report() -> str:
+        ticks.append(tether.now().isoformat())
+        return "sent"
+
+    async with TestEnv(app, start_time=1_767_254_400.0) as env:  # 2026-01-01 08:00 UTC
+        for _ in range(3):
+            assert await env.skip()
+        assert ticks == ["2026-01-01T09:00:00+00:00", "2026-01-02T09:00:00+00:00",
+                         "2026-01-03T09:00:00+00:00"]
+        runs = await env.app.list_runs()
+        assert sorted(r.run_id for r in runs) == [
+            "report@2026-01-01T09:00:00Z", "report@2026-01-02T09:00:00Z",
+            "report@2026-01-03T09:00:00Z"]
+        assert {r.status for r in runs} == {"completed"}
+
+
+async def test_runs_carry_the_apps_code_version() -> None:
+    """A versioned app's runs in the environment are recorded under its version, as
+    its workers in production record them (they were unversioned)."""
+    app = App(version="v7")
+
+    @app.workflow
+    async def noop() -> str:
+        return "ok"
+
+    async with TestEnv(app) as env:
+        handle = await env.start(noop)
+        assert await handle.result() == "ok"
+        assert (await env.app.get_run(handle.run_id)).version == "v7"
+
+
 async def test_advance_refuses_going_back() -> None:
     app, _ = make_app()
     async with TestEnv(app) as env:

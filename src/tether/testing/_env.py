@@ -1,7 +1,8 @@
 """``TestEnv``: an app on a temporary SQLite store, a worker, and a clock that skips.
 
 ``TestEnv(app)`` builds ``env.app``: a new ``App`` with the definitions of ``app`` (its
-workflows, steps and agents, its payload codec) on a temporary SQLite file and a
+workflows, steps, agents and schedules, its payload codec and code version) on a
+temporary SQLite file and a
 ``VirtualClock``, and a worker for it. ``app`` itself is not touched (``App.close()``
 is final, so the environment never borrows it): start, signal and inspect runs through
 ``env.app`` (or ``env.start`` / ``env.run`` / ``env.result``).
@@ -12,11 +13,12 @@ moves only when the environment moves it:
 - while a test waits through the environment (``env.result``, ``env.run``, ``await
   handle.result()`` on a handle from ``env.start``), whenever every run is waiting
   (none is running, none is due now) the clock jumps to the earliest wake-up among the
-  waiting runs (a timer, a signal's timeout, a retry backoff, a postponed step) and
-  the worker is woken; so a workflow that sleeps three days completes in
-  milliseconds. Between those waits time stands still, so a test can start a run,
-  send it a signal, then wait, without the signal's timeout firing first. With
-  ``auto_skip=True`` time skips for the environment's whole life instead.
+  waiting runs (a timer, a signal's timeout, a retry backoff, a postponed step) or
+  the schedules (a next tick, whose run the environment starts) and the worker is
+  woken; so a workflow that sleeps three days completes in milliseconds. Between
+  those waits time stands still, so a test can start a run, send it a signal, then
+  wait, without the signal's timeout firing first. With ``auto_skip=True`` time skips
+  for the environment's whole life instead.
 - ``env.advance(seconds)`` moves it by hand, then lets every run that became due run
   until all wait again; ``env.skip()`` moves it to the next wake-up, one at a time.
 
@@ -49,6 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether._app import App, RunHandle
+from tether._lifecycle import tick_schedules
 from tether.errors import StoreError
 from tether.testing.llm_server import ScriptedLLMServer, Step
 from tether.testing.responses_api import ScriptedResponsesServer
@@ -382,9 +385,16 @@ class TestEnv:
         store = self.app.store
         queues = set(self.worker.queues)
         now = self.clock.now()
+        wake: float | None = None
+        if self.app._schedules:
+            # The due ticks of the app's schedules start here, at the virtual time, and
+            # the next tick is a wake-up like a timer: the worker's schedule loop sleeps
+            # in real time (up to 5 s) and would see a tick the clock jumped to late.
+            # Each tick's run is created once, whoever starts it.
+            wake = await tick_schedules(self.app, store, set(self.app.workflows()), now,
+                                        self.worker.notify)
         runs = await store.run_list(limit=1_000_000)
         idle = True
-        wake: float | None = None
         for run in runs:
             if run.status == "running":
                 idle = False
@@ -467,13 +477,18 @@ class TestEnv:
 
 
 def _twin(app: App, url: str, clock: VirtualClock) -> App:
-    """A new App with ``app``'s definitions and codec, on ``url`` with ``clock``.
+    """A new App with ``app``'s definitions (workflows, steps, schedules, MCP
+    exposures), codec and code version, on ``url`` with ``clock``; not its retention
+    (runs are not purged under a test).
 
     The definitions are shared, not re-registered, so whatever a definition carries
-    (queue, retry policy, versions) is the same in both apps.
+    (queue, retry policy, versions) is the same in both apps. (Until 2026-12-06 the
+    schedules were left out: a scheduled workflow never ticked in a ``TestEnv``.)
     """
     twin = App(url, clock=clock, max_payload=app.codec.max_payload,
-               payload_hook=app.codec.hook)
+               payload_hook=app.codec.hook, version=app.version)
     twin._workflows.update(app._workflows)
     twin._steps.update(app._steps)
+    twin._schedules.update(app._schedules)
+    twin.mcp_exposed.update(app.mcp_exposed)
     return twin
