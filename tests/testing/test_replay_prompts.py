@@ -11,12 +11,13 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tether
 from tests import forked
-from tether.ai import LLM, system_message, user_message
+from tether.ai import LLM, function_tool, system_message, user_message
 from tether.testing import Reply, ScriptedLLMServer, TestEnv, export_history, load_history, replay
 from tether.testing._replayer import check_history
 
@@ -172,3 +173,86 @@ async def test_export_then_replay_from_the_file_tells_the_changed_message(
                          "--compare-args", "--json", str(old))
     assert changed.returncode == 1
     assert "a history file holds no prompts" in json.loads(changed.stdout)[0]["message"]
+
+
+def lookup(order_id: str) -> str:
+    """Look an order up.
+
+    Args:
+        order_id: the order's id.
+    """
+    return order_id
+
+
+def lookup_v2(order_id: str) -> str:
+    """Look an order up, with its lines.
+
+    Args:
+        order_id: the order's id.
+    """
+    return order_id
+
+
+def refund(order_id: str) -> str:
+    """Refund an order.
+
+    Args:
+        order_id: the order's id.
+    """
+    return order_id
+
+
+def cancel(order_id: str) -> str:
+    """Cancel an order.
+
+    Args:
+        order_id: the order's id.
+    """
+    return order_id
+
+
+def with_tools(server: ScriptedLLMServer, tools: list[Any]) -> tether.App:
+    """A workflow asking a model one question, offering it ``tools``."""
+    llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test-key")
+    LLMS.append(llm)
+    app = tether.App()
+
+    @app.workflow(name="support")
+    async def support(question: str) -> str:
+        reply = await llm.chat([user_message(question)], tools=tools)
+        return reply.text or ""
+
+    return app
+
+
+async def test_changed_tools_are_told_by_name(server: ScriptedLLMServer) -> None:
+    """An LLM call's tools are journaled by digest, like its prompt: ``compare_args``
+    names the tools added, removed and changed (read from the history's texts, or the
+    store), where it showed two digests ("tools: "036ffdb8…" -> "d09e90b1…"")."""
+    server.set_script([Reply("Order 7 is on its way.")])
+    v1 = with_tools(server, [function_tool(lookup, name="lookup"), function_tool(refund)])
+    v2 = with_tools(server, [function_tool(lookup_v2, name="lookup"), function_tool(cancel)])
+    async with TestEnv(v1) as env:
+        handle = await env.start("support", "Where is order 7?", run_id="t1")
+        assert await handle.result() == "Order 7 is on its way."
+        doc = await export_history(env.app, "t1")
+        blob_get = env.app.store.blob_get
+        from_store = await check_history(v2, load_history(
+            {k: v for k, v in doc.items() if k != "texts"}), compare_args=True,
+            blob_get=blob_get)
+    told = ('the tools changed: "cancel" added; "refund" removed; "lookup" changed '
+            '(description)')
+    [from_file] = await replay(v2, doc, compare_args=True)
+    for result in (from_file, from_store):
+        assert not result.compatible
+        [change] = result.changed_args
+        assert change.tools == told
+        assert change.to_dict()["tools"] == told
+        assert result.message == ("position 0: step 'llm:openai:gpt-4.1-mini' arguments "
+                                  f"changed ({told})")
+    [same] = await replay(v1, doc, compare_args=True)
+    assert same.compatible and same.changed_args == ()
+    # Without the recorded texts (an old file, no store), the digests as before.
+    [blind] = await replay(v2, {k: v for k, v in doc.items() if k != "texts"},
+                           compare_args=True)
+    assert blind.changed_args[0].tools is None and "tools: " in blind.message

@@ -124,7 +124,7 @@ async def test_changed_arguments_are_compared_only_when_asked(
                             'position 3)')
     assert done.to_dict()["changed_args"][1] == {
         "position": 3, "kind": "step", "name": "store", "recorded": ["ABC7"],
-        "requested": ["ABC8"], "prompt": None}
+        "requested": ["ABC8"], "prompt": None, "tools": None}
     # Unchanged code has nothing to report; a run in flight only what it recorded.
     [same] = await replay(apps.v1, recorded["done"], compare_args=True)
     assert same.compatible and same.changed_args == ()

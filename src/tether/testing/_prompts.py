@@ -195,3 +195,58 @@ async def describe_prompt_change(recorded_args: Any, requested_args: Any,
                   "(tether replay --workflow NAME --db URL) to see which message differs")
     return (f"the prompt changed ({counts}{'; ' if counts else ''}the journal keeps its "
             f"digest only, and {where})")
+
+
+async def _tool_specs(ref: Any, texts: Mapping[str, str],
+                      blob_get: BlobGet | None) -> dict[str, dict[str, Any]] | None:
+    """The tools a call's ``tools`` reference names, by name (``{}`` for none), or None
+    when its text is in neither ``texts`` nor the store, or is not a list of tools."""
+    if ref is None:
+        return {}
+    if not isinstance(ref, str):
+        return None
+    text = texts.get(ref)
+    if text is None and blob_get is not None:
+        text = (await blob_get(keys=[ref])).get(ref)
+    if text is None:
+        return None
+    try:
+        specs = json.loads(text)
+        return {str(t["name"]): t for t in specs}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(json.dumps(n, ensure_ascii=False) for n in names)
+
+
+async def describe_tools_change(recorded_args: Any, requested_args: Any,
+                                texts: Mapping[str, str],
+                                blob_get: BlobGet | None) -> str | None:
+    """How the tools of an LLM call differ from the recorded ones, in tool names
+    ("the tools changed: "refund" removed; "lookup_order" changed (parameters)"), or
+    None when they do not differ or the recorded tools cannot be read (the journal
+    keeps their digest only: the text is in the store, and in an exported history's
+    ``texts``). ``texts`` holds the code's side, ``blob_get`` reads the recorded one."""
+    recorded, requested = call_refs(recorded_args), call_refs(requested_args)
+    if recorded is None or requested is None or recorded.get("tools") == requested.get(
+            "tools"):
+        return None
+    new = await _tool_specs(requested.get("tools"), texts, None)
+    old = await _tool_specs(recorded.get("tools"), {}, blob_get)
+    if old is None or new is None:
+        return None
+    parts: list[str] = []
+    added = [n for n in new if n not in old]
+    removed = [n for n in old if n not in new]
+    if added:
+        parts.append(f"{_names(added)} added")
+    if removed:
+        parts.append(f"{_names(removed)} removed")
+    for name in (n for n in new if n in old and new[n] != old[n]):
+        what = [k for k in ("description", "parameters") if new[name].get(k) != old[name].get(k)]
+        parts.append(f"{_names([name])} changed ({' and '.join(what) or 'its spec'})")
+    if not parts and list(new) != list(old):
+        parts.append(f"reordered ({_names(list(old))} -> {_names(list(new))})")
+    return "the tools changed: " + ("; ".join(parts) or "the same tools, encoded otherwise")

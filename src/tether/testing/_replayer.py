@@ -48,6 +48,7 @@ from tether.testing._prompts import (
     BlobGet,
     call_refs,
     describe_prompt_change,
+    describe_tools_change,
     is_prompt_change,
     with_texts,
 )
@@ -79,6 +80,10 @@ class ArgumentChange:
         prompt: for an LLM call whose prompt changed, how (which messages differ, and
             the words around the change) when the recorded messages can be read (from the
             store the run ran on), else what the digests tell; ``None`` otherwise.
+        tools: for an LLM call whose tools changed, how, by tool name (added, removed,
+            changed description or parameters), when the recorded tools can be read
+            (from the history's texts or the store); ``None`` otherwise (the message
+            then shows the two digests).
     """
 
     position: int
@@ -87,11 +92,12 @@ class ArgumentChange:
     recorded: Any
     requested: Any
     prompt: str | None = None
+    tools: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"position": self.position, "kind": self.kind, "name": self.name,
                 "recorded": self.recorded, "requested": self.requested,
-                "prompt": self.prompt}
+                "prompt": self.prompt, "tools": self.tools}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,15 +278,20 @@ def _what_changed(change: ArgumentChange) -> str:
     """"position 0: step 'fetch' recorded with ["abc"], the code passes ["ABC"]", or for
     dicts (an LLM call's arguments, a child's input) only the keys that differ."""
     old, new = change.recorded, change.requested
-    if change.prompt:  # (an LLM call's one argument: its references)
+    if change.name.startswith("llm:"):  # (an LLM call's one argument: its references)
+        # (Unwrapped for every LLM call: a call whose tools alone changed was told as
+        # the first 80 characters of its argument list, which never reach the tools.)
         old, new = call_refs(old) or old, call_refs(new) or new
     head = f"position {change.position}: {change.kind} {change.name!r} "
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted({*old, *new}, key=str)
-        # (An LLM call's prompt, said in words: its digest and count say nothing more.)
-        hidden = ("messages", "count") if change.prompt else ()
+        # (An LLM call's prompt and tools, said in words: their digests say nothing more.)
+        hidden = (("messages", "count") if change.prompt else ()) + (
+            ("tools",) if change.tools else ())
         diff = [f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys
                 if k not in hidden and _canonical(old.get(k)) != _canonical(new.get(k))]
+        if change.tools:
+            diff.insert(0, change.tools)
         if change.prompt:
             diff.insert(0, change.prompt)
         return head + "arguments changed (" + "; ".join(diff) + ")"
@@ -362,6 +373,9 @@ async def check_history(app: App, history: History, *, timeout: float = DEFAULT_
                    c.recorded, c.requested, ctx.texts, recorded))
                if is_prompt_change(c.name, c.recorded, c.requested) else c
                for c in ctx.changed_args]
+    changes = [dataclasses.replace(c, tools=await describe_tools_change(
+                   c.recorded, c.requested, ctx.texts, recorded))
+               if c.name.startswith("llm:") else c for c in changes]
     return _with_args(_verdict(ctx, history, raised), changes)
 
 
