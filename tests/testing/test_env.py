@@ -315,6 +315,30 @@ async def test_runs_carry_the_apps_code_version() -> None:
         assert (await env.app.get_run(handle.run_id)).version == "v7"
 
 
+async def test_a_wait_on_llm_calls_that_go_elsewhere_says_so() -> None:
+    """An ``LLM`` built before the environment and not given as ``llms=`` keeps its
+    own base URL (the provider's; here a closed port, not to reach the network): its
+    calls fail and are retried while the scripted server gets nothing. The wait that
+    gives up says so, and how to point the model at the server (it said only "did not
+    end within N s")."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1")
+    app.add_agent(Agent("astray", model=llm))
+    async with TestEnv(app, llm=[Reply("ok")]) as env:
+        handle = await env.start("astray", "hi")
+        async with asyncio.timeout(30):  # (its first attempt has failed, however slow)
+            while True:
+                journal = await env.app.store.journal_read(handle.run_id)
+                if journal and journal[0].attempts > 0:
+                    break
+                await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError, match=r"did not end within 0.5 s; runs retry LLM "
+                           r"calls \(step 'llm:openai:gpt-4.1-mini'\) but none reached the "
+                           r"scripted LLM server: .*TestEnv\(\.\.\., llms=\[llm\]\)"):
+            await handle.result(timeout=0.5)
+    await llm.aclose()
+
+
 async def test_advance_refuses_going_back() -> None:
     app, _ = make_app()
     async with TestEnv(app) as env:

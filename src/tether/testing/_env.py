@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether._app import App, RunHandle
 from tether._lifecycle import tick_schedules
-from tether.errors import StoreError
+from tether.errors import StoreError, TetherError
 from tether.testing.llm_server import ScriptedLLMServer, Step
 from tether.testing.responses_api import ScriptedResponsesServer
 
@@ -297,9 +297,16 @@ class TestEnv:
         except TimeoutError as exc:
             exhausted = sum(r.outcome == "exhausted" for r in self.llm.requests)
             hanging = self.llm.hanging
-            if not exhausted and not hanging:
+            elsewhere = await self._llm_calls_elsewhere()
+            if not exhausted and not hanging and elsewhere is None:
                 raise
             why = []
+            if elsewhere is not None:
+                why.append(
+                    f"runs retry LLM calls (step {elsewhere!r}) but none reached the "
+                    "scripted LLM server: an LLM built before the environment (at module "
+                    "level, say) keeps its own base_url, the provider's, unless given as "
+                    "TestEnv(..., llms=[llm]); the worker's log says where its calls went")
             if exhausted:
                 why.append(
                     f"the scripted LLM server's script ran out: {exhausted} requests got 500 "
@@ -313,6 +320,24 @@ class TestEnv:
                     "timeout in real time (the virtual clock does not move it; an LLM's "
                     "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
             raise TimeoutError(f"{exc}; " + "; ".join(why)) from exc
+
+    async def _llm_calls_elsewhere(self) -> str | None:
+        """The name of an LLM call (``llm:...``) a run of the environment retries while
+        the scripted server has had no chat request: the call goes elsewhere."""
+        if any(r.protocol in ("openai", "anthropic") for r in self.llm.requests):
+            return None
+        try:
+            store = self.app.store
+            for run in await store.run_list(limit=1_000):
+                if run.status.is_ended:
+                    continue
+                for entry in await store.journal_read(run.run_id):
+                    if (entry.name.startswith("llm:") and entry.attempts > 0
+                            and entry.status == "pending"):
+                        return entry.name
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            return None
+        return None
 
     # -- time -----------------------------------------------------------------------------
 
