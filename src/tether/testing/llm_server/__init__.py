@@ -79,7 +79,8 @@ A fault::
     {"status": 400, "message": "max_tokens is too large"}
     {"status": 401, "message": "invalid x-api-key"}
     {"fault": "hang"}          (read the request, never answer; ends when the client
-                                gives up and closes the connection)
+                                gives up and closes the connection: after its timeout,
+                                in real time; ``server.hanging`` counts those held)
     {"fault": "reset"}         (close the connection abruptly, TCP RST, no response)
     {"fault": "truncate"}      (headers and half the body, then close)
 
@@ -96,9 +97,11 @@ without consuming steps::
 
     {"outage": {"seconds": 2.0, "since": "first_request", "status": 503, "retry_after": 1}}
 
-In Python a step may also be a callable: it receives the ``RecordedRequest`` and returns
-a step (``Reply``, ``Fault`` or dict), or an awaitable of one. ``responder=`` is such a
-callable that answers every request after the script runs out.
+In Python ``Reply`` and ``Fault`` share a base class, ``ScriptStep`` (what a type
+checker infers for a list of both). A step may also be a callable: it receives the
+``RecordedRequest`` and returns a step (``Reply``, ``Fault`` or dict), or an awaitable
+of one. ``responder=`` is such a callable that answers every request after the script
+runs out.
 
 Each ``RecordedRequest`` has ``method``, ``path``, ``headers`` (lower-case names,
 ``idempotency-key`` among them), ``body`` (parsed JSON), ``time`` (epoch seconds),
