@@ -8,6 +8,7 @@ import itertools
 import os
 from typing import Any
 
+import httpx
 import pytest
 
 import tether
@@ -336,6 +337,28 @@ async def test_a_wait_on_llm_calls_that_go_elsewhere_says_so() -> None:
                            r"calls \(step 'llm:openai:gpt-4.1-mini'\) but none reached the "
                            r"scripted LLM server: .*TestEnv\(\.\.\., llms=\[llm\]\)"):
             await handle.result(timeout=0.5)
+    await llm.aclose()
+
+
+async def test_a_server_given_started_is_left_running() -> None:
+    """A server the test started (the ``llm_server`` fixture's) is the test's: the
+    environment leaves it running at close (it stopped it, so the test's own calls to
+    it after the environment were refused); one it started, it stops."""
+    app = App()
+    llm = LLM("openai:gpt-4.1-mini")
+    app.add_agent(Agent("twice", model=llm))
+    async with ScriptedLLMServer([Reply("one"), Reply("two")]) as server:
+        async with TestEnv(app, llm=server, llms=[llm]) as env:
+            assert await env.run("twice", "hi") == "one"
+        async with httpx.AsyncClient() as http:
+            after = await http.post(server.base_url + "/chat/completions", json={
+                "model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hi"}]})
+        assert after.json()["choices"][0]["message"]["content"] == "two"
+    unstarted = ScriptedLLMServer([Reply("three")])
+    async with TestEnv(app, llm=unstarted, llms=[llm]) as env:
+        assert await env.run("twice", "hi") == "three"
+    with pytest.raises(RuntimeError, match="not started"):
+        unstarted.url  # noqa: B018
     await llm.aclose()
 
 

@@ -130,8 +130,9 @@ class TestEnv:
         start_time: the virtual clock's start (epoch seconds; default: now).
         llm: the scripted LLM server's script (``env.llm.set_script`` changes it; its
             outages and request times follow the virtual clock), or a
-            ``ScriptedLLMServer`` to use (started if it is not; one made without a
-            ``clock`` runs on the virtual clock while the environment is open, so its
+            ``ScriptedLLMServer`` to use (started if it is not, and then stopped at
+            close; one given started is left running; one made without a ``clock``
+            runs on the virtual clock while the environment is open, so its
             ``outage`` passes in virtual time).
         llms: ``tether.ai.LLM`` objects to point at the scripted server while the
             environment is open (their ``base_url`` comes back after).
@@ -171,6 +172,7 @@ class TestEnv:
         # is open: its outage passes in virtual time as the runs' retries do (on the
         # real clock a 10-minute outage outlasted every wait, each retry skipped to).
         self._lend_clock = isinstance(llm, ScriptedLLMServer) and llm.clock is None
+        self._stop_llm = True
         self._llm_urls: list[str] = []
         self._queues = queues
         # (A test's store that cannot be reached fails the test, not waits for it.)
@@ -208,6 +210,9 @@ class TestEnv:
         try:
             if self._lend_clock:
                 self.llm._set_clock(self.clock.now)
+            # A server given already started (the ``llm_server`` fixture's) is the
+            # caller's: left running at close, as it was found.
+            self._stop_llm = self.llm._server is None
             await self.llm.start()
             for var, attr in _LLM_ENV.items():
                 self._set_env(var, getattr(self.llm, attr))
@@ -251,7 +256,8 @@ class TestEnv:
                 await model.aclose()
                 model.base_url = url
             self._llm_urls.clear()
-            await self.llm.stop()
+            if self._stop_llm:
+                await self.llm.stop()
         finally:
             if self._lend_clock:
                 self.llm._set_clock(None)
