@@ -2,10 +2,10 @@
 
 ``TestEnv(app)`` builds ``env.app``: a new ``App`` with the definitions of ``app`` (its
 workflows, steps, agents and schedules, its payload codec and code version) on a
-temporary SQLite file and a
-``VirtualClock``, and a worker for it. ``app`` itself is not touched (``App.close()``
-is final, so the environment never borrows it): start, signal and inspect runs through
-``env.app`` (or ``env.start`` / ``env.run`` / ``env.result``).
+temporary SQLite file and a ``VirtualClock``, and a worker for it. ``app`` itself is
+not touched (``App.close()`` is final, so the environment never borrows it): start,
+signal and inspect runs through ``env.app`` (or ``env.start`` / ``env.run`` /
+``env.result``).
 
 Time in the environment is virtual. It starts at the real time (or ``start_time``) and
 moves only when the environment moves it:
