@@ -14,6 +14,7 @@ import pytest
 
 from tether.testing import Reply, ScriptedLLMServer
 from tether.testing.llm_server import parse_step
+from tether.testing.responses_api import ScriptedResponsesServer
 
 from ..ai.test_llm_server import ANTHROPIC_BODY, ANTHROPIC_HEADERS, OPENAI_BODY, sse
 
@@ -131,3 +132,28 @@ async def test_stop_waits_for_the_connections_its_clients_closed() -> None:
             await asyncio.sleep(0)
         await server.stop()
         assert connections() == [], f"a connection outlived stop() ({turns} turns)"
+
+
+@pytest.mark.parametrize(("path", "body", "headers"), [
+    ("/v1/chat/completions", OPENAI_BODY, {}),
+    ("/v1/messages", ANTHROPIC_BODY, ANTHROPIC_HEADERS),
+    ("/v1/responses", {"model": "gpt-4.1-mini", "input": "Hi"}, {}),
+], ids=["openai", "anthropic", "responses"])
+async def test_mid_stream_faults_happen_on_a_request_that_is_not_streamed(
+        path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    """A reply with ``reset_after_chunks`` or ``error_after_chunks`` fails a plain
+    (not streamed) request too, as such an answer fails: the body cut and the connection
+    dropped, or a 500. Both were ignored there: the whole answer went out, so a client
+    that does not stream (the OpenAI Agents SDK's ``Runner.run``, an ``Agent(stream=
+    False)``) never met the fault its test scripted."""
+    script = [Reply("a b c d", reset_after_chunks=2), Reply("a b c d", error_after_chunks=2),
+              Reply("a b c d")]
+    async with ScriptedResponsesServer(script) as server, httpx.AsyncClient() as http:
+        with pytest.raises(httpx.TransportError):
+            await http.post(server.url + path, json=body, headers=headers)
+        failed = await http.post(server.url + path, json=body, headers=headers)
+        assert failed.status_code == 500
+        whole = await http.post(server.url + path, json=body, headers=headers)
+        assert whole.status_code == 200 and "a b c d" in whole.text
+    assert [(r.outcome, r.status) for r in server.requests] == [
+        ("fault:reset_mid_stream", 200), ("fault:error_mid_stream", 500), ("reply", 200)]

@@ -140,8 +140,10 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         rec.outcome = "reply"
         rec.status = 200
         if not rec.stream:
-            await conn.respond(200, self._response(rec, reply),
-                               headers={"x-request-id": self._next_id("req_")})
+            body = self._response(rec, reply)
+            if await self._cut_plain(conn, rec, reply, body):
+                return
+            await conn.respond(200, body, headers={"x-request-id": self._next_id("req_")})
             return
         await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
                                    "cache-control": "no-cache", "transfer-encoding": "chunked",

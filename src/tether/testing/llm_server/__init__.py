@@ -65,7 +65,9 @@ A reply::
 
 A reply with N chunks or fewer and ``reset_after_chunks``/``error_after_chunks`` N
 streams them all, then fails before the stream's closing events: the fault always
-happens.
+happens. On a request that is not streamed, ``reset_after_chunks`` sends half the body,
+then drops the connection, and ``error_after_chunks`` answers 500 (until 2026-12-06
+both were ignored there, and the whole answer went out).
 
 ``arguments`` is a JSON object, or a string sent verbatim (to test malformed
 arguments). Token counts default to an estimate (about 4 characters per token). Text

@@ -399,7 +399,10 @@ class ScriptedLLMServer:
             if reply.chunk_delay > 0:
                 await asyncio.sleep(reply.chunk_delay * len(chunks(reply)))
             rec.status = 200
-            await conn.respond(200, self._render(rec, reply),
+            body = self._render(rec, reply)
+            if await self._cut_plain(conn, rec, reply, body):
+                return
+            await conn.respond(200, body,
                                headers={provider.REQUEST_ID_HEADER: self._next_id("req_")})
             return
         rec.status = 200
@@ -426,6 +429,28 @@ class ScriptedLLMServer:
                 sent_content += 1
             await conn.send_chunk(payload)
         await conn.end_chunks()
+
+    async def _cut_plain(self, conn: Conn, rec: RecordedRequest, reply: Reply,
+                         body: Mapping[str, Any]) -> bool:
+        """A mid-stream fault of ``reply`` on a request that is not streamed, as such an
+        answer fails: ``reset_after_chunks`` sends the headers and half the body, then
+        drops the connection; ``error_after_chunks`` answers 500 with the provider's
+        error. True if it did. (Both were ignored there: the whole answer went out, so
+        a client that does not stream, such as the OpenAI Agents SDK's ``Runner.run``,
+        never met the fault its test scripted.)"""
+        if reply.reset_after_chunks is not None:
+            rec.outcome = "fault:reset_mid_stream"
+            data = json.dumps(body).encode()
+            await conn.send(head(200, {"content-type": "application/json",
+                                       "content-length": str(len(data))})
+                            + data[: len(data) // 2])
+            conn.abort()
+            return True
+        if reply.error_after_chunks is not None:
+            await self._error(conn, rec, 500, _DEFAULT_MESSAGES[500],
+                              outcome="fault:error_mid_stream")
+            return True
+        return False
 
     def _render(self, rec: RecordedRequest, reply: Reply) -> dict[str, Any]:
         """A non-streaming answer in the request's protocol (a subclass may add to it)."""
