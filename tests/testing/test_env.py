@@ -362,6 +362,32 @@ async def test_a_server_given_started_is_left_running() -> None:
     await llm.aclose()
 
 
+def test_an_agents_sdk_agent_is_answered_by_each_environment_in_turn() -> None:
+    """Each test has its event loop (pytest-asyncio) and its environment's server: a
+    ``TetherAgent`` whose model is a name is answered by each in turn. Its model, looked
+    up once for the process, kept the first loop's client and the first
+    ``OPENAI_BASE_URL``: the second environment's run met "Event loop is closed", then
+    the first server's closed port, until the wait gave up."""
+    pytest.importorskip("agents")
+    from agents import Agent, set_tracing_disabled
+
+    from tether.integrations.openai_agents import TetherAgent
+
+    set_tracing_disabled(True)
+    app = App()
+    TetherAgent(Agent(name="haiku", instructions="Answer in haikus.",
+                      model="gpt-4.1-mini"), app=app)
+
+    async def one_test(answer: str) -> None:
+        async with TestEnv(app, llm=[Reply(answer)]) as env:
+            handle = await env.start("haiku", "Recursion?")
+            assert await handle.result(timeout=15) == answer
+            assert [r.status for r in env.llm.requests] == [200]
+
+    for answer in ("Code calls itself", "Loops within loops", "Base case at last"):
+        asyncio.run(one_test(answer))
+
+
 async def test_advance_refuses_going_back() -> None:
     app, _ = make_app()
     async with TestEnv(app) as env:

@@ -31,11 +31,14 @@ went, not work done again. See ``docs/integrations-openai-agents.md``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import inspect
 import json
+import os
 import re
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, cast
 
@@ -50,6 +53,7 @@ from agents import (
     ModelProvider,
     ModelResponse,
     ModelSettings,
+    MultiProvider,
     OpenAIProvider,
     RunConfig,
     Runner,
@@ -317,6 +321,10 @@ class TetherModel(Model):
                                      response=Response.model_construct(**payload))
 
 
+#: A provider and the models it made, by model name.
+_Scope = tuple[ModelProvider, dict[str | None, TetherModel]]
+
+
 class TetherModelProvider(ModelProvider):
     """A ``ModelProvider`` whose models are ``TetherModel``s (for agents whose model is
     a name, or none): ``RunConfig(model_provider=TetherModelProvider())``.
@@ -330,18 +338,59 @@ class TetherModelProvider(ModelProvider):
         self.provider = provider or OpenAIProvider()
         self.options = options
         self._models: dict[str | None, TetherModel] = {}
+        #: Makes a provider of the SDK's defaults again: set when none was given.
+        self._fresh: Callable[[], ModelProvider] | None = (
+            OpenAIProvider if provider is None else None)
+        #: With ``_fresh``: per event loop, per (OPENAI_BASE_URL, OPENAI_API_KEY), a
+        #: provider and its models.
+        self._scoped: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[
+            tuple[str | None, str | None], _Scope]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def _of_defaults(cls, fresh: Callable[[], ModelProvider],
+                     **options: Any) -> TetherModelProvider:
+        """A provider whose inner provider is the SDK's default (``fresh()``), made again
+        per event loop and per ``OPENAI_BASE_URL``/``OPENAI_API_KEY``: ``run_config()``'s,
+        so ``TetherAgent``'s when no ``config`` is given."""
+        made = cls(fresh(), **options)
+        made._fresh = fresh
+        return made
+
+    def _scope(self) -> _Scope:
+        """The provider and models of this event loop and OpenAI settings. The SDK's
+        default provider reads them once, at its first request, and its client stays
+        bound to that loop: one made for a whole process answered a later event loop
+        (each test's, under pytest-asyncio) with "Event loop is closed", then sent every
+        request to the first ``OPENAI_BASE_URL`` (a ``TestEnv``'s server long gone)."""
+        if self._fresh is None:
+            return self.provider, self._models
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self.provider, self._models
+        settings = (os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY"))
+        scopes = self._scoped.setdefault(loop, {})
+        found = scopes.get(settings)
+        if found is None:
+            found = scopes[settings] = (self._fresh(), {})
+        return found
 
     def get_model(self, model_name: str | None) -> Model:
-        found = self._models.get(model_name)
+        provider, models = self._scope()
+        found = models.get(model_name)
         if found is None:
-            inner = self.provider.get_model(model_name)
+            inner = provider.get_model(model_name)
             found = TetherModel(inner, name=model_name or getattr(inner, "model", None),
                                 **self.options)
-            self._models[model_name] = found
+            models[model_name] = found
         return found
 
     async def aclose(self) -> None:
-        await self.provider.aclose()
+        providers = {id(self.provider): self.provider}
+        for scopes in list(self._scoped.values()):
+            providers.update((id(p), p) for p, _ in scopes.values())
+        for provider in providers.values():
+            await provider.aclose()
 
 
 def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,
@@ -589,7 +638,9 @@ class _Durable:
 def run_config(config: RunConfig | None = None, **model_options: Any) -> RunConfig:
     """``config`` (or a new ``RunConfig``) with a ``TetherModelProvider`` around its model
     provider, so agents whose model is a name get durable models."""
-    config = config or RunConfig()
+    if config is None:  # (the SDK's default provider, made per event loop: above)
+        return RunConfig(model_provider=TetherModelProvider._of_defaults(
+            MultiProvider, **model_options))
     if isinstance(config.model_provider, TetherModelProvider):
         return config
     return dataclasses.replace(config, model_provider=TetherModelProvider(
