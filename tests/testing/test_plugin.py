@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from typing import Any
+
+import pytest
 
 import tether
 from tether import App
@@ -124,3 +127,15 @@ async def test_the_fake_mcp_server_is_public_for_use_without_the_fixture() -> No
         finally:
             await toolset.server.aclose()
     assert server.calls == [MCPCall("double", {"n": 21})]
+
+
+async def test_the_fake_mcp_server_without_the_mcp_extra_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the ``mcp`` extra (here: ``uvicorn`` not importable) the fake server and
+    the ``mcp_server`` fixture say which extra to install; it said only "No module
+    named 'uvicorn'"."""
+    from tether.testing import FakeMCPServer
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # (as if it were not installed)
+    with pytest.raises(ImportError, match=r"pip install 'tether\[mcp\]'"):
+        await FakeMCPServer([]).start()

@@ -77,8 +77,12 @@ class FakeMCPServer:
     async def start(self) -> FakeMCPServer:
         if self._task is not None:
             return self
-        import uvicorn
-        from mcp.server.mcpserver import MCPServer as SDKServer
+        try:
+            import uvicorn
+            from mcp.server.mcpserver import MCPServer as SDKServer
+        except ImportError as exc:  # (it said only "No module named 'uvicorn'")
+            raise ImportError(f"FakeMCPServer (the mcp_server fixture) needs the MCP SDK "
+                              f"and uvicorn: pip install 'tether[mcp]' ({exc})") from exc
 
         sdk: Any = SDKServer(self.name, log_level="WARNING")
         for name, fn in self.tools.items():
