@@ -395,3 +395,47 @@ def test_cli_replay_of_a_workflow_reads_its_runs_alone(
     assert main(["replay", "--check", "tests.testing.replay_apps:v1", "--db", db,
                  "--workflow", "flow", "--limit", "1", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+async def test_live_events_from_workflow_code_do_not_stop_the_check() -> None:
+    """``ext.Run.publish`` in workflow code sends observers an event, never journaled:
+    the check drops it, as it drops live status. It was refused as a use of the store,
+    so the run was reported incompatible ("the run ended with nothing recorded there"
+    at a position its journal records). A read of the store outside an operation
+    cannot be answered: said so, not as a missing entry."""
+    from tether import App, ext
+
+    app = App()
+
+    @app.step
+    def fetch(key: str) -> str:
+        return key.upper()
+
+    @app.workflow
+    async def announced(key: str) -> str:
+        value = await fetch(key)
+        run = ext.current_run()
+        assert run is not None
+        await run.publish({"type": "acme.fetched", "value": value})
+        return value
+
+    @app.workflow
+    async def peeking(key: str) -> str:
+        value = await fetch(key)
+        run = ext.current_run()
+        assert run is not None
+        await run.shared.kv_get(key="acme.seen")  # (not journaled: a step's job)
+        return value
+
+    async with TestEnv(app) as env:
+        histories = []
+        for workflow in (announced, peeking):
+            handle = await env.start(workflow, "abc")
+            assert await handle.result() == "ABC"
+            histories.append(await export_history(env.app, handle.run_id))
+    published, peeked = await replay(app, histories)
+    assert published.compatible, published.message
+    assert not peeked.compatible
+    assert peeked.message == ("after 1 operation: the code uses the store outside an "
+                              "operation (kv_get), which the journal does not record, so a "
+                              "replay cannot answer it: read it in a step")

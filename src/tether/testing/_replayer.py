@@ -148,10 +148,18 @@ class _FrozenClock:
 
 
 class _NoStore:
-    """The store of a check: any use of it means the code went past the journal."""
+    """The store of a check: any use of it means the code went past the journal, or
+    uses the store outside an operation; but a live event is dropped, as live status
+    is (nothing is written)."""
 
     def __init__(self) -> None:
         self.ctx: _CheckContext | None = None
+
+    async def run_publish(self, **kwargs: Any) -> None:
+        # (``ext.Run.publish`` in workflow code: for observers, never journaled. It was
+        # refused, so such a run was reported incompatible, "the run ended with nothing
+        # recorded there", at a position its journal does record.)
+        return None
 
     def __getattr__(self, name: str) -> Any:
         async def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -422,6 +430,12 @@ def _verdict(ctx: _CheckContext, history: History,
     ended = history.status in _ENDED
     if ctx.frontier is not None:
         pos, kind, name = ctx.frontier
+        if ended and kind == "store":
+            return _result(history, False, position=pos, recorded=None,
+                           requested=(kind, name), replayed=ctx.replayed, message=(
+                               f"after {_ops(ctx.replayed)}: the code uses the store outside "
+                               f"an operation ({name}), which the journal does not record, "
+                               "so a replay cannot answer it: read it in a step"))
         if ended:
             return _result(history, False, position=pos,
                                 recorded=None, requested=(kind, name), replayed=ctx.replayed,
