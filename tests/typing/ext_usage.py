@@ -36,8 +36,9 @@ async def search(query: str) -> list[str]:
         assert_type(info, StepInfo | None)
         return [q]
 
-    result: list[str] = await ext.step("acme:search", body, query,
-                                       retry=RetryPolicy(max_attempts=5))
+    result: list[str] = await ext.step(
+        "acme:search", body, query, retry=RetryPolicy(max_attempts=5)
+    )
     return result
 
 
