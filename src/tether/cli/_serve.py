@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -27,7 +30,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "share one PostgreSQL store. Without tokens it binds to loopback only. It listens "
         "even if the store cannot be reached yet, and opens it as soon as it answers "
         "(--wait-for-store); a store no wait fixes (a SQLite folder that does not exist, "
-        "a schema behind with auto-migration off) is an error at start.")
+        "a schema behind with auto-migration off) is an error at start. SIGTERM or "
+        "SIGINT shut it down: it stops accepting connections, ends the run event "
+        "streams, lets the requests in progress finish for up to 3 s and exits 0; "
+        "exit 1 if the shutdown was not clean (requests cancelled at those 3 s, a "
+        "second signal, the app's shutdown failed).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8233, help="port (default 8233)")
     p.add_argument("--token-file", metavar="FILE",
@@ -145,6 +152,12 @@ async def serve(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=3, lifespan="on", backlog=ACCEPT_BACKLOG,
                             http=http_protocol(client_timeout, connections=connections))
     class Server(uvicorn.Server):
+        #: The stop signals received (SIGTERM, SIGINT), in order.
+        signals: list[int]
+        #: Every connection ended before the graceful-shutdown deadline, with no
+        #: second signal forcing the exit.
+        drained = False
+
         async def shutdown(self, sockets: Any = None) -> None:
             # The run event streams end first (their clients reconnect from their
             # last event): cancelled at the graceful-shutdown deadline instead, each
@@ -152,7 +165,26 @@ async def serve(args: argparse.Namespace) -> int:
             end_streams(asgi)
             await super().shutdown(sockets=sockets)
 
+        async def _wait_tasks_to_complete(self) -> None:
+            # (cancelled at the deadline: the requests still in progress are then)
+            await super()._wait_tasks_to_complete()
+            self.drained = not self.force_exit
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn raises the stop signals it caught again once it has shut down,
+            # with the default handlers back: the process ended "killed by SIGTERM"
+            # (status 143 from a shell, -15 from Python), which systemd's
+            # Restart=on-failure, Kubernetes (reason Error) and supervisors record as
+            # a failure, after a shutdown that was clean. The exit status says how
+            # the shutdown went instead (``serve``'s end).
+            with super().capture_signals():
+                yield
+                self.signals = list(self._captured_signals)
+                self._captured_signals.clear()
+
     server = Server(config)
+    server.signals = []
     # The first attempt to open the store comes before the server starts: a store that
     # cannot be opened (ConfigError: a mistake no wait fixes) is then one line and exit
     # 1, as for every command, not the ASGI lifespan's traceback and uvicorn's exit 3.
@@ -194,7 +226,29 @@ async def serve(args: argparse.Namespace) -> int:
                        f"{exc.code}; the log line above says why)") from None
     if given_up:
         raise given_up[0]
+    if server.signals:
+        why = _unclean(server)
+        if why:
+            raise CliError(f"the server did not shut down cleanly: {why}")
+        log.info("shut down cleanly on %s", " then ".join(
+            signal.Signals(sig).name for sig in server.signals))
     return 0
+
+
+def _unclean(server: Any) -> str:
+    """Why the shutdown of ``server`` (a stopped uvicorn server) was not clean, or
+    ``""``: a second SIGINT forced it, requests still in progress at the
+    graceful-shutdown deadline were cancelled, or the app's lifespan shutdown failed
+    (uvicorn logged an ERROR for each)."""
+    if server.force_exit:
+        return "a second stop signal forced the exit (the app's shutdown was skipped)"
+    if not server.drained:
+        return (f"requests still in progress {server.config.timeout_graceful_shutdown} s "
+                "after the signal were cancelled (the ERROR above gives their number)")
+    lifespan = getattr(server, "lifespan", None)
+    if lifespan is not None and (lifespan.shutdown_failed or lifespan.error_occurred):
+        return "the app's shutdown failed (see the ERROR above)"
+    return ""
 
 
 def _address(host: str, port: int) -> str:
