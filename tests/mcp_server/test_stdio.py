@@ -8,9 +8,12 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -244,3 +247,59 @@ def test_what_the_app_prints_never_reaches_the_wire(tmp_path: Path) -> None:
     assert answer["result"]["content"][0]["text"] == "7", answer
     assert rest == "", rest
     assert "importing the app" in err and "running hello 7" in err
+
+
+def _wait_for_line(path: Path, text: str, proc: subprocess.Popen[Any]) -> None:
+    while not (path.exists() and text in path.read_text()):
+        assert proc.poll() is None, f"the process exited {proc.returncode}"
+        threading.Event().wait(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_stop_signal_drains_the_worker_and_exits_0(tmp_path: Path,
+                                                     sig: signal.Signals) -> None:
+    """SIGTERM (what an MCP client sends its stdio server after closing stdin, and a
+    supervisor) or SIGINT stops `tether mcp` as it stops `tether worker`: the step in
+    flight finishes and is journaled, the run is handed back, and the process exits 0.
+    SIGTERM ended it at once (-15, the step cut off, to run again after a takeover);
+    SIGINT left it waiting for ever for the client to close stdin."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    side, gate, log = tmp_path / "side.txt", tmp_path / "gate", tmp_path / "mcp.log"
+    env = dict(os.environ, PYTHONPATH=SERVER_PATH, TETHER_TEST_SIDE_FILE=str(side))
+    with open(log, "wb") as err:
+        proc = forked.Popen([sys.executable, "-m", "tether", "mcp",
+                             "tests.mcp_server.drain_app:app", "--db", db,
+                             "--log-level", "info"], cwd=ROOT,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=err)
+    try:
+        started = forked.run([sys.executable, "-m", "tether", "start", "gated", "--id",
+                              "g1", "--input", json.dumps([str(gate)]), "--db", db],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        _wait_for_line(side, "begun", proc)
+        proc.send_signal(sig)
+        _wait_for_line(log, "draining: 1 run in flight", proc)
+        gate.touch()
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdin is not None
+        proc.stdin.close()
+    assert side.read_text().splitlines() == [f"{proc.pid} begun", f"{proc.pid} done"]
+    # The step's result was journaled: the next worker finishes the run without it.
+    worker = forked.Popen([sys.executable, "-m", "tether", "worker",
+                           "tests.mcp_server.drain_app:app", "--db", db], cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = forked.run([sys.executable, "-m", "tether", "result", "g1", "--wait",
+                             "60", "--db", db], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=90)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == "through"
+    assert len(side.read_text().splitlines()) == 2  # (no step ran again)

@@ -4,11 +4,23 @@ over stdio (stdout carries the protocol; logs go to stderr)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import logging
+import os
+import signal
 import sys
 from typing import Any
 
-from tether.cli._common import CliError, load_app, positive_float, positive_int
+from tether.cli._common import (
+    CliError,
+    load_app,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+
+log = logging.getLogger("tether.cli")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -20,7 +32,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "for the app's queues; --no-worker leaves execution to `tether worker` processes. "
         "It answers at once; a store it cannot reach is tried again (0.5 s doubling to "
         "10 s, a line on stderr each time) while tool calls answer that it is "
-        "unavailable.")
+        "unavailable. It ends when the client closes stdin (exit 0); SIGTERM or SIGINT "
+        "stop it as they stop `tether worker`: the steps in flight finish (--grace), "
+        "every run is handed back, exit 0; a second signal exits 1 at once.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")
@@ -29,6 +43,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-timeout", type=positive_float, default=60.0, metavar="SECONDS",
                    help="how long a call from a client without the Tasks extension waits "
                    "for its run (default 60)")
+    p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM or SIGINT, how long the steps in flight of this "
+                   "process's worker may take to finish before it exits 0, as for "
+                   "`tether worker` (default 30)")
     p.set_defaults(handler=run, verbose=False)
 
 
@@ -52,6 +70,34 @@ async def run(args: argparse.Namespace) -> int:
     if not app.mcp_exposed:
         raise CliError(f"{args.app} exposes no workflow: mark one @app.workflow(mcp=True) "
                        "or app.add_agent(agent, mcp=True)")
-    await serve_stdio(app, worker=args.worker, poll_interval_ms=args.poll_interval,
-                      sync_timeout=args.sync_timeout)
+    # SIGTERM (an MCP client that ends its server after closing stdin, a supervisor)
+    # or SIGINT stops serving and drains the worker, as `tether worker` does, then
+    # exits 0. Python's defaults ended the process at once on SIGTERM (-15: the steps
+    # in flight cut off, to run again after a takeover), and SIGINT waited for ever for
+    # the client to close stdin (the thread that reads it cannot be interrupted).
+    stop = asyncio.Event()
+    signals: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        if signals:  # a second one: no more waiting (exit 1: not a clean stop)
+            log.warning("tether mcp: a second stop signal: exiting without waiting for "
+                        "the steps in flight (their runs are taken over when their lease "
+                        "expires, at once by a worker on this host)")
+            logging.shutdown()
+            os._exit(1)
+        signals.append(sig)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await serve_stdio(app, worker=args.worker, stop=stop, grace=args.grace,
+                      poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
+    if signals:
+        log.info("tether mcp: stopped on %s", signal.Signals(signals[0]).name)
+        # The thread reading stdin waits for the client's next line, and the
+        # interpreter's exit would wait for it: everything is closed already.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0

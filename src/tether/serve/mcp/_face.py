@@ -1087,7 +1087,8 @@ def create_mcp_http(app: App, **options: Any) -> McpHttp:
     return McpHttp(server, backend, manager, StreamableHTTPASGIApp(manager))
 
 
-async def serve_stdio(app: App, *, worker: bool = True, **options: Any) -> None:
+async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | None = None,
+                      grace: float = 30.0, **options: Any) -> None:
     """Serve MCP over stdin/stdout until the client closes it; with ``worker``, run the
     app's workflows in this process too.
 
@@ -1099,26 +1100,50 @@ async def serve_stdio(app: App, *, worker: bool = True, **options: Any) -> None:
     is unavailable, and works once it answers, without a restart. A mistake no wait
     can fix (``ConfigError``: a SQLite folder that does not exist, a PostgreSQL schema
     behind with auto-migration off) is logged, the calls answer it, and no worker runs
-    until a restart."""
+    until a restart.
+
+    ``stop`` set (``tether mcp`` sets it on SIGTERM or SIGINT) ends serving and drains
+    the worker, as ``tether worker`` does on those signals: the steps in flight finish
+    and are journaled for up to ``grace`` seconds, then every run is handed back to
+    the queue. The thread reading stdin may still wait for the client's next line (it
+    cannot be interrupted): the caller then ends the process (``tether mcp`` does).
+    When the client closes stdin, the worker stops at once instead (its runs handed
+    back; steps cut off run again elsewhere)."""
     server, _ = create_mcp_server(app, **options)
+    draining: list[float] = []
     # Made before serving, in this context: the worker's tasks do not inherit the
     # FAIL_FAST of a request (``_StoreRequests``).
-    keeper = asyncio.ensure_future(_keep_worker(app) if worker else _keep_store(app))
+    keeper = asyncio.ensure_future(_keep_worker(app, draining) if worker
+                                   else _keep_store(app))
+    serving = asyncio.ensure_future(server.run_stdio_async())
+    stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
     try:
-        await server.run_stdio_async()
+        await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()
+        else:
+            draining.append(grace)
     finally:
+        stopped.cancel()
+        serving.cancel()
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
         await app.close()
 
 
-async def _keep_worker(app: App) -> None:
+async def _keep_worker(app: App, draining: list[float]) -> None:
     """Run the app's worker until cancelled; its start waits for the store (``Worker``'s
-    ``start_retry``, by default until it answers, a line per failed attempt)."""
+    ``start_retry``, by default until it answers, a line per failed attempt).
+    Cancelled with a grace period in ``draining``, it drains for that long first."""
     try:
-        async with app.worker():
-            await asyncio.Event().wait()
+        async with app.worker() as running:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if draining:
+                    await running.drain(draining[0])
+                raise
     except (ConfigError, StoreUnavailable) as exc:
         log.error("tether mcp: no worker runs in this process: %s; fix it and restart "
                   "tether mcp (meanwhile tool calls that need the store answer this)", exc)
