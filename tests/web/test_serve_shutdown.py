@@ -7,17 +7,20 @@ every deploy while someone had a run open."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.web.helpers import ROOT, TETHER, env, parse_sse, start_serve
+from tests import forked
+from tests.web.helpers import ROOT, TETHER, env, free_port, parse_sse, start_serve
 
 
 def test_sigterm_ends_open_event_streams_and_logs_no_error(tmp_path: Path) -> None:
@@ -126,3 +129,67 @@ def test_a_second_sigint_forcing_the_exit_exits_1(tmp_path: Path) -> None:
         served.stop()
     assert ("the server did not shut down cleanly: a second stop signal forced the exit"
             in served.log.read_text())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_an_embedded_app_ends_its_event_streams_on_a_stop_signal(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    """``create_app`` under the application's own uvicorn (docs/serve.md), a run page's
+    event stream open: the stop signal ends the stream (no ``end`` event: the client
+    reconnects from its last event) and the server shuts down, with nothing done by
+    the embedding code. uvicorn tells the app (the lifespan's end) only after its
+    connections closed: by default it waited for ever, until the browser left (with
+    ``--timeout-graceful-shutdown``, until then, and the stream's cancellation was an
+    ERROR with a traceback)."""
+    db = f"sqlite:///{tmp_path}/s.db"
+    r = subprocess.run([*TETHER, "start", "wait_go", "--id", "w1", "--db", db], cwd=ROOT,
+                       env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    port = free_port()
+    log = tmp_path / "uvicorn.log"
+    with open(log, "wb") as out:
+        proc = forked.Popen([sys.executable, "-m", "uvicorn", "tests.web.embedded_app:asgi",
+                             "--port", str(port)], cwd=ROOT,
+                            env=env(TETHER_DATABASE_URL=db), stdout=out,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    events: list[str] = []
+    opened, ended = threading.Event(), threading.Event()
+
+    def read() -> None:
+        try:
+            with httpx.stream("GET", url + "/api/v1/runs/w1/events",
+                              timeout=httpx.Timeout(120)) as resp:
+                assert resp.status_code == 200
+                lines = resp.iter_lines()
+                assert next(lines) == "retry: 1000"
+                opened.set()
+                for ev in parse_sse(lines):
+                    events.append(ev.event)
+            events.append("closed")
+        except httpx.HTTPError as exc:
+            events.append(f"error: {type(exc).__name__}")
+        finally:
+            ended.set()
+
+    try:
+        while proc.poll() is None:  # (until it listens)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            threading.Event().wait(0.1)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert opened.wait(30), log.read_text()
+        proc.send_signal(sig)
+        # (uvicorn's own exit status: it raises SIGTERM again once shut down)
+        assert proc.wait(60) in (0, -signal.SIGTERM), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert ended.wait(30)
+    assert events == ["closed"], events
+    text = log.read_text()
+    assert "Finished server process" in text
+    assert "Exception in ASGI application" not in text and "Traceback" not in text

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from http.cookies import SimpleCookie
@@ -687,7 +688,8 @@ def create_app(app: App, *, tokens: Tokens | None = None,
                client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
                metrics_interval: float = _metrics.DEFAULT_METRICS_INTERVAL,
                opener: StoreOpener | None = None, root_path: str = "",
-               connections: ConnectionLimit | None = None) -> ASGIApp:
+               connections: ConnectionLimit | None = None,
+               end_streams_on_signals: bool = True) -> ASGIApp:
     """The ASGI application serving ``app``'s store.
 
     Args:
@@ -722,6 +724,14 @@ def create_app(app: App, *, tokens: Tokens | None = None,
             server's protocol (``http_protocol(connections=)``), which admits them:
             a request of a connection past it answers 503 ``too_many_connections``
             (``/healthz`` and ``/metrics`` are served); ``/metrics`` reports it.
+        end_streams_on_signals: while the app runs (from its lifespan's start to its
+            end), SIGTERM and SIGINT also end its run event streams
+            (``end_streams``) before the handler the ASGI server installed for them
+            runs, so that a server embedding the app shuts down at once instead of
+            waiting for them (uvicorn: for ever, or until its graceful-shutdown
+            deadline, then an ERROR and a traceback). Only in the main thread, and only
+            over a server's own handler (not Python's defaults, which end the process
+            at once anyway); the handlers found are put back at the lifespan's end.
 
     Raises:
         ValueError: a ``metrics_interval`` below 0, or a ``root_path`` that is not a
@@ -737,12 +747,19 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await opener.first()  # (made already by `tether serve`, before it listens)
         keeper = None if opener.ready else asyncio.ensure_future(opener.keep())
+        unhook = (_end_streams_on_signals(web.state.closing) if end_streams_on_signals
+                  else None)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if mcp_http is not None:
                     await stack.enter_async_context(mcp_http.lifespan())
                 yield
         finally:
+            if unhook is not None:
+                unhook()
+            # (a server that sends the lifespan's end before closing its connections
+            # ends the streams here at the latest)
+            web.state.closing.set()
             if keeper is not None:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -791,11 +808,57 @@ def end_streams(asgi: ASGIApp) -> None:
     before uvicorn's graceful-shutdown deadline instead of being cancelled at it (an
     ERROR and a traceback in the log at every deploy while a run page was open). Their
     clients reconnect from the last event they saw (``Last-Event-ID``), to another
-    process or to this one once it is back."""
+    process or to this one once it is back. An app embedded in another server gets
+    the same on SIGTERM and SIGINT by itself (``create_app(end_streams_on_signals=)``);
+    call this when stopping the server without a signal (uvicorn's
+    ``server.should_exit = True``)."""
     web = getattr(asgi, "app", None)
     closing = getattr(getattr(web, "state", None), "closing", None)
     if isinstance(closing, asyncio.Event):
         closing.set()
+
+
+#: The signals that stop ASGI servers (uvicorn, hypercorn, gunicorn's workers).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _end_streams_on_signals(closing: asyncio.Event) -> Callable[[], None] | None:
+    """Have SIGTERM and SIGINT set ``closing`` (ending the run event streams), then run
+    the handler found for them; returns what puts those handlers back, or None.
+
+    An ASGI server's shutdown waits for the connections in progress before it tells
+    the app (the lifespan's end comes after them): uvicorn waits for ever by default
+    (``timeout_graceful_shutdown`` None), so an embedding server with a run page open
+    did not stop until the browser left. The signal that starts the shutdown is the
+    one moment both know of. Installed over a server's own handler only (uvicorn's
+    ``signal.signal`` handler, the no-op Python handler asyncio's
+    ``loop.add_signal_handler`` leaves, whose C-level wake-up still runs the loop's
+    callback): under Python's defaults the signal ends the process at once anyway,
+    and a handler set later (after the lifespan's start) is not seen."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None  # (only the main thread may set signal handlers)
+    loop = asyncio.get_running_loop()
+    installed: dict[int, tuple[Any, Any]] = {}
+    for sig in STOP_SIGNALS:
+        found = signal.getsignal(sig)
+        if not callable(found) or found is signal.default_int_handler:
+            continue
+
+        def handler(signum: int, frame: Any, found: Any = found) -> None:
+            loop.call_soon_threadsafe(closing.set)  # (safe in a signal handler)
+            found(signum, frame)
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, found)
+
+    def unhook() -> None:
+        for sig, (handler, found) in installed.items():
+            if signal.getsignal(sig) is handler:  # (not replaced since)
+                signal.signal(sig, found)
+
+    return unhook
 
 
 def _raw_reply(status: str, code: str, message: str, *extra: bytes) -> bytes:
