@@ -1,4 +1,5 @@
-"""``tether db migrate`` / ``tether db status``: run schema migrations explicitly."""
+"""``tether db migrate`` / ``tether db status``: run schema migrations explicitly;
+``tether db backup PATH``: copy a store in use."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import argparse
 from typing import Any
 
 from tether.cli._common import CliError, dumps, store_url
+from tether.cli._serve import _without_password
 from tether.store import open_store
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("db", help="store schema migrations")
+    p = sub.add_parser("db", help="store schema migrations and backups")
     dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     m = dsub.add_parser("migrate", parents=[common], help="apply pending migrations")
     m.set_defaults(handler=migrate)
@@ -25,6 +27,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--check", action="store_true",
                    help="exit 1 while a migration is pending (0 when up to date)")
     s.set_defaults(handler=status)
+    b = dsub.add_parser(
+        "backup", parents=[common], help="copy the store to a new file, while it is in use",
+        description="Copy the store to the new file PATH (mode 0600; never over an "
+        "existing file) while workers and servers go on using it: the copy is the store "
+        "as of one moment. SQLite: SQLite's online backup API (a plain cp of a live "
+        "store can be inconsistent), checked with PRAGMA quick_check; restore by "
+        "pointing --db at the copy, or copying it over a stopped store after removing "
+        "that store's -wal and -shm files. PostgreSQL: pg_dump --format=custom of the "
+        "store's schema (pg_dump must be installed); restore with pg_restore --dbname "
+        "URL PATH into a database without that schema. See docs/operations.md, Backup "
+        "and restore.")
+    b.add_argument("path", metavar="PATH", help="the backup file to write (must not exist)")
+    b.set_defaults(handler=backup)
 
 
 async def migrate(args: argparse.Namespace) -> int:
@@ -49,3 +64,13 @@ async def status(args: argparse.Namespace) -> int:
         for version, name, applied in rows:
             print(f"{version:04d} {name:30} {'applied' if applied else 'pending'}")
     return 1 if args.check and pending else 0
+
+
+async def backup(args: argparse.Namespace) -> int:
+    url = store_url(args)
+    store: Any = open_store(url, migrate=False)
+    if not hasattr(store, "backup"):
+        raise CliError("this store has no backup command")
+    size = await store.backup(args.path)
+    print(f"backed up {_without_password(url)} to {args.path} ({size:,} bytes)")
+    return 0

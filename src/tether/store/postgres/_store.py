@@ -55,6 +55,7 @@ from tether.errors import (
     StoreUnavailable,
     TetherError,
 )
+from tether.store._backup import check_target, partial_file
 from tether.store._inline import LoopTurns, loop_quiet
 from tether.store._lifecycle import (
     ArchivedJournal,
@@ -479,6 +480,48 @@ class PostgresStore(PostgresServeQueries):
                                     _migrate.pending(conn, self.schema)):
                     return []
                 return await _migrate.migrate(conn, self.schema)
+
+    async def backup(self, target: str) -> int:
+        """Write the store's schema (its tables, sequences and rows, as one snapshot:
+        workers go on writing meanwhile) to the new file ``target`` (mode 0600) with
+        ``pg_dump --format=custom --schema=SCHEMA``; restore it with ``pg_restore
+        --dbname URL target`` into a database without that schema. Needs PostgreSQL's
+        ``pg_dump`` on the PATH, of the server's major version or newer. The password
+        of the URL goes to ``pg_dump`` by its environment, not its command line.
+        Returns the copy's size in bytes.
+
+        Raises: ConfigError (no ``pg_dump``, ``target`` exists), StoreError
+        (``pg_dump`` failed: its last line of error).
+        """
+        import shutil
+
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            raise ConfigError(
+                "pg_dump is not on the PATH: install PostgreSQL's client programs (the "
+                "server's major version or newer), or back the database up with "
+                "pg_basebackup or your provider's snapshots (docs/operations.md, Backup "
+                "and restore)")
+        check_target(target)
+        params = conninfo_to_dict(self.cfg.conninfo)
+        env = dict(os.environ)
+        password = params.pop("password", None)
+        if password is not None:
+            env["PGPASSWORD"] = str(password)
+        with partial_file(target) as partial:
+            proc = await asyncio.create_subprocess_exec(
+                pg_dump, "--format=custom", f"--schema={self.schema}",
+                f"--file={partial}", f"--dbname={make_conninfo('', **params)}", env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            if proc.returncode != 0:
+                lines = err.decode(errors="replace").strip().splitlines()
+                raise StoreError(f"pg_dump failed (exit {proc.returncode}) on "
+                                 f"{self.cfg.where}: {lines[-1] if lines else 'no message'}")
+            return await asyncio.to_thread(os.path.getsize, partial)
 
     async def migration_status(self) -> list[tuple[int, str, bool]]:
         """(version, name, applied?) for every migration this code knows.
