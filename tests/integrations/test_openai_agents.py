@@ -25,6 +25,7 @@ os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"  # nothing leaves 127.0.0.1
 from agents import (
     Agent,
     GuardrailFunctionOutput,
+    ModelSettings,
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     Runner,
@@ -827,3 +828,49 @@ async def test_a_run_recorded_before_mcp_calls_were_steps_replays_as_it_ran(
     assert [(e["kind"], e["name"]) for e in info.journal] == [
         ("step", MODEL), ("step", MODEL), ("sleep", "sleep"), ("step", MODEL)]
     assert [c.tool for c in calls] == ["record", "record"]
+
+
+async def test_model_requests_carry_the_step_idempotency_key(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """Each model request of a run carries ``Idempotency-Key: <run id>:<position>``, as
+    ``tether.ai``'s own requests do (through the SDK's ``ModelSettings.extra_headers``):
+    the same on each attempt of its step (a retry after a 500 here; after a crash, the
+    next worker's), so a provider that honours the header answers a repeat without a
+    second charge. Chat Completions and streamed Responses requests alike; none
+    outside a run; a key the agent's settings give is kept. The SDK sent none."""
+    server.set_script([Fault.http(500), *triage_script(),
+                       Reply("plain", input_tokens=1, output_tokens=1),
+                       Reply("own key", input_tokens=1, output_tokens=1)])
+    triage, _ = triage_agents(model, [])
+    app = App(sqlite_url)
+    TetherAgent(triage, app=app)
+    own = Agent(name="own", model=model,
+                model_settings=ModelSettings(extra_headers={"Idempotency-Key": "mine"}))
+    TetherAgent(own, app=app)
+    script = [Reply("Cold and clear in Oslo", input_tokens=40, output_tokens=5)]
+    async with ScriptedResponsesServer(script=script) as responses:
+        client = AsyncOpenAI(base_url=responses.base_url, api_key="test-key", max_retries=0)
+        streaming = durable(Agent(name="forecaster", model=OpenAIResponsesModel(
+            "gpt-4.1-mini", openai_client=client)))
+
+        @app.workflow
+        async def forecast(question: str) -> str:
+            streamed = Runner.run_streamed(streaming, question, run_config=run_config())
+            async for _ in streamed.stream_events():
+                pass
+            return str(streamed.final_output)
+
+        async with app, app.worker():
+            assert await (await app.start("triage", "Where?", run_id="t1")).result(
+                timeout=30) == PARIS
+            assert await (await app.start(forecast, "Oslo?", run_id="o1")).result(
+                timeout=30) == "Cold and clear in Oslo"
+            await Runner.run(triage, "outside a run")
+            assert await (await app.start("own", "Mine?", run_id="m1")).result(
+                timeout=30) == "own key"
+        await client.close()
+    keys = [r.headers.get("idempotency-key") for r in server.requests]
+    # (the 500 and its retry, after the tool step, after the handoff, outside, its own)
+    assert keys == ["t1:0", "t1:0", "t1:2", "t1:3", None, "mine"], keys
+    assert [(r.stream, r.headers.get("idempotency-key")) for r in responses.requests] == [
+        (True, "o1:0")]

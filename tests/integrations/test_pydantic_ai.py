@@ -812,3 +812,40 @@ async def test_a_retried_delegating_tool_step_sends_and_counts_the_helper_again(
     assert tries == ["four", "four again"] and len(server.requests) == 4
     assert info.journal[1]["attempts"] == 2
     assert info.metrics["llm.calls"] == 4 and info.metrics["tokens.input"] == 2300
+
+
+async def test_model_requests_carry_the_step_idempotency_key(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """Each model request of a run carries ``Idempotency-Key: <run id>:<position>``, as
+    ``tether.ai``'s own requests do: the same on each attempt of its step (a retry
+    after a 500 here; after a crash, the next worker's), so a provider that honours
+    the header answers a repeat without a second charge. Plain and streamed requests
+    alike; none outside a run; a key the agent's settings give is kept. pydantic-ai's
+    OpenAI model sent none."""
+    server.set_script([Fault.http(500), *geo_script(),
+                       Reply("durable agents resume", input_tokens=10, output_tokens=3),
+                       Reply("plain", input_tokens=1, output_tokens=1),
+                       Reply("own key", input_tokens=1, output_tokens=1)])
+    app = App(sqlite_url)
+    TetherAgent(geo_agent(model, []), app=app)
+    TetherAgent(Agent(model, name="own", model_settings={
+        "extra_headers": {"Idempotency-Key": "mine"}}), app=app)
+    talker = Agent(model, name="talker")
+
+    async def handler(ctx: RunContext[None], events: Any) -> None:
+        async for _ in events:
+            pass
+
+    TetherAgent(talker, app=app, durability=TetherDurability(event_stream_handler=handler))
+    async with app, app.worker():
+        assert await (await app.start("geo", "Where?", run_id="g1")).result(
+            timeout=30) == City(**PARIS)
+        assert await (await app.start("talker", "Say it", run_id="s1")).result(
+            timeout=30) == "durable agents resume"
+        assert await Agent(model).run("outside") is not None
+        assert await (await app.start("own", "Mine?", run_id="m1")).result(
+            timeout=30) == "own key"
+    keys = [r.headers.get("idempotency-key") for r in server.requests]
+    # (the 500 and its retry, after the tool step, the streamed one, outside, its own)
+    assert keys == ["g1:0", "g1:0", "g1:2", "s1:0", None, "mine"], keys
+    assert server.requests[3].stream

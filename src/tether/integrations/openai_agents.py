@@ -8,6 +8,8 @@ journaled operation by operation:
   named ``openai_agents:model:<model>`` through ``tether.ai.MeteredModel``: the run's
   budget, the provider's shared circuit breaker, RPM/TPM limits and the cost ledger
   (``tether show``, ``tether budget``), its result the SDK's ``ModelResponse`` as JSON;
+  it carries ``Idempotency-Key: <run id>:<position>`` (``ModelSettings.extra_headers``),
+  the same on every attempt and after a crash, as ``tether.ai``'s requests do;
 - each **function tool** call is one step ``openai_agents:tool:<name>`` (an agent used
   as a tool stays in workflow code, so its own model requests are steps and metered);
 - a tool can be a **child workflow** on its own queue (``workflow_tool``), bounded by
@@ -83,6 +85,7 @@ from tether.ai import (
     RetryableProviderError,
     Usage,
     error_for_status,
+    idempotency_headers,
     set_budget,
     split_budget,
 )
@@ -221,9 +224,9 @@ class TetherModel(Model):
                            output_schema: AgentOutputSchemaBase | None, handoffs: list[Handoff],
                            tracing: ModelTracing, *, previous_response_id: str | None,
                            conversation_id: str | None, prompt: Any) -> ModelResponse:
-        def call() -> Awaitable[ModelResponse]:
+        def call(settings: ModelSettings = model_settings) -> Awaitable[ModelResponse]:
             return self.wrapped.get_response(
-                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                system_instructions, input, settings, tools, output_schema, handoffs,
                 tracing, previous_response_id=previous_response_id,
                 conversation_id=conversation_id, prompt=prompt)
 
@@ -234,7 +237,7 @@ class TetherModel(Model):
         async def request() -> Any:
             fresh.append(True)
             with _provider_errors():
-                response = await call()
+                response = await call(_keyed(model_settings))
             return _RESPONSE.dump_python(response, mode="json")
 
         operation = f"openai_agents:model:{self.name}"
@@ -258,9 +261,10 @@ class TetherModel(Model):
         events) and the SDK receives the journaled final response as one
         ``response.completed`` event, live and on replay alike."""
 
-        def stream() -> AsyncIterator[TResponseStreamEvent]:
+        def stream(settings: ModelSettings = model_settings
+                   ) -> AsyncIterator[TResponseStreamEvent]:
             return self.wrapped.stream_response(
-                system_instructions, input, model_settings, tools, output_schema, handoffs,
+                system_instructions, input, settings, tools, output_schema, handoffs,
                 tracing, previous_response_id=previous_response_id,
                 conversation_id=conversation_id, prompt=prompt)
 
@@ -280,7 +284,7 @@ class TetherModel(Model):
             delivered: int | None = None
             try:
                 with _provider_errors():
-                    async for event in stream():
+                    async for event in stream(_keyed(model_settings)):
                         delta = getattr(event, "delta", None)
                         delivered = (delivered or 0) + (len(delta) if isinstance(delta, str)
                                                         else 0)
@@ -319,6 +323,18 @@ class TetherModel(Model):
         _split_between_children(payload, tools)
         yield ResponseCompletedEvent(type="response.completed", sequence_number=0,
                                      response=Response.model_construct(**payload))
+
+
+def _keyed(settings: ModelSettings) -> ModelSettings:
+    """``settings`` with the step's ``Idempotency-Key`` (run id and position, the same on
+    every attempt and after a crash: ``tether.ai.idempotency_headers``) among its
+    ``extra_headers``, which the SDK's OpenAI models send with the request; one the
+    settings give already is kept."""
+    key = idempotency_headers()
+    headers = dict(settings.extra_headers or {})
+    if not key or any(str(name).lower() == "idempotency-key" for name in headers):
+        return settings
+    return dataclasses.replace(settings, extra_headers={**headers, **key})
 
 
 #: A provider and the models it made, by model name.

@@ -19,7 +19,11 @@ as for ``tether.ai.Agent``. A streamed request cut after its first event (pydant
 raises ``ModelConnectionError`` for a dropped connection, ``ModelServerError`` for an
 error event) becomes a ``RetryableProviderError`` whose ``delivered`` is the characters
 of text, thinking and tool calls its events carried: the attempt was billed, and
-``MeteredModel`` counts an estimate of it.
+``MeteredModel`` counts an estimate of it. Each model request of a step carries the
+header ``Idempotency-Key: <run id>:<position>`` (``tether.ai.idempotency_headers``, the
+same on every attempt and after a crash), as ``tether.ai``'s own requests do, through
+pydantic-ai's ``extra_headers`` setting; a key the settings give already is kept, and a
+model that ignores ``extra_headers`` (Cohere, Hugging Face) is sent none.
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -34,7 +38,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Generic
 
@@ -82,6 +86,7 @@ from tether.ai import (
     ProviderError,
     RetryableProviderError,
     Usage,
+    idempotency_headers,
     set_budget,
 )
 
@@ -235,6 +240,26 @@ def _text_delta(event: AgentStreamEvent) -> str | None:
 
 
 #: The publisher of the model request executing in this task, if any.
+#: The idempotency header of the model-request step running (set in its body, by
+#: ``TetherDurability._model_step``): None in any other operation or outside a step.
+_REQUEST_KEY: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "tether_pydantic_ai_request_key", default=None)
+
+
+def _keyed(params: ModelRequestParams) -> ModelRequestParams:
+    """``params`` with the model-request step's ``Idempotency-Key`` among its settings'
+    ``extra_headers`` (one already there, in any case, is kept)."""
+    key = _REQUEST_KEY.get()
+    if not key:
+        return params
+    settings: dict[str, Any] = dict(params.model_settings or {})
+    headers = dict(settings.get("extra_headers") or {})
+    if any(name.lower() == "idempotency-key" for name in headers):
+        return params
+    settings["extra_headers"] = {**headers, **key}
+    return replace(params, model_settings=settings)  # type: ignore[arg-type]
+
+
 _LIVE: contextvars.ContextVar[_LivePublisher | None] = contextvars.ContextVar(
     "tether_pydantic_ai_live", default=None)
 
@@ -414,6 +439,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     # -- live text for the run's observers ------------------------------------------------
 
     async def _model_request_operation(self, params: ModelRequestParams) -> ModelResponse:
+        params = _keyed(params)
         if not self._live or ext.current_step() is None:
             return await super()._model_request_operation(params)
         # Streamed for the observers; the step records the same ModelResponse.
@@ -421,6 +447,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
     async def _model_request_stream_operation(self, params: ModelRequestParams
                                               ) -> ModelResponse:
+        params = _keyed(params)
         if not self._live or ext.current_step() is None:
             return await super()._model_request_stream_operation(params)
         return await self._published(params, user_events=True)
@@ -460,13 +487,15 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
     # -- model requests through Tether's accounting --------------------------------------
 
+    def _model_of(self, operation_id: ModelRequestId) -> Any:
+        """The request's model: a ``Model``, or its name."""
+        if operation_id.model_id is None:
+            return self.agent.model if self.agent is not None else None
+        return self._extra_models.get(operation_id.model_id, operation_id.model_id)
+
     def _model_for(self, operation_id: ModelRequestId) -> tuple[str, str, str]:
         """(provider, base_url, model name) of the request's model."""
-        model: Any = None
-        if operation_id.model_id is None:
-            model = self.agent.model if self.agent is not None else None
-        else:
-            model = self._extra_models.get(operation_id.model_id, operation_id.model_id)
+        model = self._model_of(operation_id)
         if isinstance(model, Model):
             return model.system, (model.base_url or "").rstrip("/"), model.model_name
         text = str(model or operation_id.model_name or "unknown")
@@ -497,12 +526,19 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             else {}
         max_out = settings.get("max_tokens", 0)
 
+        # (a model that ignores extra_headers would warn at each request: no key)
+        unsupported = getattr(self._model_of(operation_id), "unsupported_settings", ())
+        keyed = "extra_headers" not in unsupported
+
         async def request() -> object:
             # A streamed attempt counts the characters its events deliver: cut after it
             # began (a reset, an error event: pydantic-ai raises ModelConnectionError,
             # ModelServerError), it was billed, and the error says so (delivered).
             delivery = _Delivery()
             token = _DELIVERY.set(delivery)
+            # The step's key goes with the request (``_keyed``): a provider that honours
+            # Idempotency-Key answers a retry after a crash without a second charge.
+            key_token = _REQUEST_KEY.set(idempotency_headers() if keyed else None)
             try:
                 return await body()
             except ModelHTTPError as exc:
@@ -510,6 +546,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             except ModelAPIError as exc:
                 raise delivery.mark(_provider_error(provider, exc, None)) from exc
             finally:
+                _REQUEST_KEY.reset(key_token)
                 _DELIVERY.reset(token)
 
         return await meter.call(name, request, model=model, usage=_usage_of,
