@@ -303,3 +303,32 @@ def test_a_stop_signal_drains_the_worker_and_exits_0(tmp_path: Path,
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == "through"
     assert len(side.read_text().splitlines()) == 2  # (no step ran again)
+
+
+def test_a_stop_signal_whose_grace_runs_out_exits_1(tmp_path: Path) -> None:
+    """The step in flight outlasts ``--grace``: it is cut off (the run handed back, the
+    step to run again elsewhere), and the exit status says the stop was not clean."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    side, gate, log = tmp_path / "side.txt", tmp_path / "gate", tmp_path / "mcp.log"
+    env = dict(os.environ, PYTHONPATH=SERVER_PATH, TETHER_TEST_SIDE_FILE=str(side))
+    with open(log, "wb") as err:
+        proc = forked.Popen([sys.executable, "-m", "tether", "mcp",
+                             "tests.mcp_server.drain_app:app", "--db", db, "--grace", "0.5"],
+                            cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        started = forked.run([sys.executable, "-m", "tether", "start", "gated", "--id",
+                              "g1", "--input", json.dumps([str(gate)]), "--db", db],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        _wait_for_line(side, "begun", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 1, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdin is not None
+        proc.stdin.close()
+    assert "did not stop cleanly on SIGTERM" in log.read_text()
+    assert side.read_text().splitlines() == [f"{proc.pid} begun"]

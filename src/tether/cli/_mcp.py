@@ -34,7 +34,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "10 s, a line on stderr each time) while tool calls answer that it is "
         "unavailable. It ends when the client closes stdin (exit 0); SIGTERM or SIGINT "
         "stop it as they stop `tether worker`: the steps in flight finish (--grace), "
-        "every run is handed back, exit 0; a second signal exits 1 at once.")
+        "every run is handed back, exit 0 (1 if steps were cut off at the end of "
+        "--grace); a second signal exits 1 at once.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")
@@ -91,13 +92,19 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    await serve_stdio(app, worker=args.worker, stop=stop, grace=args.grace,
+    clean = await serve_stdio(app, worker=args.worker, stop=stop, grace=args.grace,
                       poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
     if signals:
-        log.info("tether mcp: stopped on %s", signal.Signals(signals[0]).name)
+        if clean:
+            log.info("tether mcp: stopped on %s", signal.Signals(signals[0]).name)
+        else:  # (as `tether worker`: steps cut off, runs handed back; exit 1)
+            log.error("tether mcp: did not stop cleanly on %s: steps in flight were cut "
+                      "off (the grace period of %g s ran out); their runs were handed "
+                      "back, and those steps run again elsewhere",
+                      signal.Signals(signals[0]).name, args.grace)
         # The thread reading stdin waits for the client's next line, and the
         # interpreter's exit would wait for it: everything is closed already.
         logging.shutdown()
         sys.stdout.flush()
-        os._exit(0)
+        os._exit(0 if clean else 1)
     return 0

@@ -23,9 +23,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        "10 s, one error line per attempt, until it answers. "
                        "SIGTERM/SIGINT drain it: it stops claiming, lets the steps in flight "
                        "finish for up to --grace seconds, journals them, hands every run "
-                       "back to the queue and exits; a second signal (or the end of the "
+                       "back to the queue and exits 0; a second signal (or the end of the "
                        "grace period) abandons what is left (those steps run again "
-                       "elsewhere).")
+                       "elsewhere) and it exits 1.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--queue", "-q", action="append", dest="queues", metavar="Q",
                    help="queue to serve (repeatable; default: the queues of the app's workflows)")
@@ -72,14 +72,25 @@ async def run(args: argparse.Namespace) -> int:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
+    clean = True
     if not starting.cancelled():
         starting.result()  # (a ConfigError: a mistake no wait fixes)
         try:
             await stop.wait()
-            await worker.drain(args.grace, abandon)
+            clean = await worker.drain(args.grace, abandon)
         finally:
             await worker.stop()
     await app.close()
+    # Exit 1 when steps were cut off (the grace period ran out, or a second signal):
+    # their runs were handed back and the steps run again elsewhere, but the stop was
+    # not the clean one the orchestrator asked for (Kubernetes shows the exit as an
+    # Error; a grace period or terminationGracePeriodSeconds too short for the steps).
+    code = 0 if clean else 1
+    if not clean:
+        log.error("the worker did not stop cleanly: steps in flight were cut off (%s); "
+                  "their runs were handed back, and those steps run again elsewhere",
+                  "a second stop signal" if abandon.is_set()
+                  else f"the grace period of {args.grace:g} s ran out")
     stuck = [t for t in threading.enumerate() if t.name.startswith("tether-step")
              and t.is_alive()]
     if stuck:
@@ -89,5 +100,5 @@ async def run(args: argparse.Namespace) -> int:
                     "for them", len(stuck), "a second stop signal" if abandon.is_set()
                     else "the grace period")
         logging.shutdown()
-        os._exit(0)
-    return 0
+        os._exit(code)
+    return code

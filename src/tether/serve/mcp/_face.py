@@ -1088,7 +1088,7 @@ def create_mcp_http(app: App, **options: Any) -> McpHttp:
 
 
 async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | None = None,
-                      grace: float = 30.0, **options: Any) -> None:
+                      grace: float = 30.0, **options: Any) -> bool:
     """Serve MCP over stdin/stdout until the client closes it; with ``worker``, run the
     app's workflows in this process too.
 
@@ -1108,7 +1108,8 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     the queue. The thread reading stdin may still wait for the client's next line (it
     cannot be interrupted): the caller then ends the process (``tether mcp`` does).
     When the client closes stdin, the worker stops at once instead (its runs handed
-    back; steps cut off run again elsewhere)."""
+    back; steps cut off run again elsewhere). Returns False if a drain cut steps off
+    (the grace period ran out), True otherwise."""
     server, _ = create_mcp_server(app, **options)
     draining: list[float] = []
     # Made before serving, in this context: the worker's tasks do not inherit the
@@ -1130,19 +1131,21 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
         await app.close()
+    return draining[1:] != [False]  # (the drain's answer, after its grace period)
 
 
 async def _keep_worker(app: App, draining: list[float]) -> None:
     """Run the app's worker until cancelled; its start waits for the store (``Worker``'s
     ``start_retry``, by default until it answers, a line per failed attempt).
-    Cancelled with a grace period in ``draining``, it drains for that long first."""
+    Cancelled with a grace period in ``draining``, it drains for that long first and
+    appends whether every run was handed back within it."""
     try:
         async with app.worker() as running:
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 if draining:
-                    await running.drain(draining[0])
+                    draining.append(await running.drain(draining[0]))
                 raise
     except (ConfigError, StoreUnavailable) as exc:
         log.error("tether mcp: no worker runs in this process: %s; fix it and restart "
