@@ -797,6 +797,8 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     web.state.connections = connections
     # Set by ``end_streams`` when the server begins to shut down.
     web.state.closing = asyncio.Event()
+    if mcp_http is not None:  # (its synchronous tool calls stop waiting then too)
+        mcp_http.tasks.closing = web.state.closing
     return Guard(web, tokens, max_body, request_timeout, client_timeout, root_path,
                  connections)
 

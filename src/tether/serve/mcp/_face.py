@@ -139,6 +139,11 @@ class TetherTasks:
         self.poll_interval_ms = poll_interval_ms
         self.ttl_ms = ttl_ms
         self.sync_timeout = sync_timeout
+        #: Set when the host server begins to shut down (``tether.serve.create_app``
+        #: sets it with its event streams' end): a synchronous call still waiting for
+        #: its run answers at once that the run goes on, instead of holding the
+        #: shutdown until it is cancelled.
+        self.closing: asyncio.Event | None = None
         if expose:
             app.expose_mcp(*expose)
         self.tools: dict[str, _Exposed] = {}
@@ -289,6 +294,11 @@ class TetherTasks:
                     return _text_result(
                         f"run {run_id} is still going after {self.sync_timeout:g} s; call "
                         "this tool with the MCP Tasks extension to follow it", True)
+                if self.closing is not None and self.closing.is_set():
+                    return _text_result(
+                        f"run {run_id} is still going, and this server is shutting down; "
+                        "call this tool with the MCP Tasks extension to follow it, or "
+                        f"`tether result {run_id}`", True)
                 continue
             except RunFailed as exc:
                 return _text_result(_error_text(exc.error) if exc.error else str(exc), True)
