@@ -127,7 +127,7 @@ def test_a_second_sigint_forcing_the_exit_exits_1(tmp_path: Path) -> None:
     finally:
         conn.close()
         served.stop()
-    assert ("the server did not shut down cleanly: a second stop signal forced the exit"
+    assert ("the server did not shut down cleanly: a second SIGINT forced the exit"
             in served.log.read_text())
 
 

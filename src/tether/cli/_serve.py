@@ -34,7 +34,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "SIGINT shut it down: it stops accepting connections, ends the run event "
         "streams, lets the requests in progress finish for up to 3 s and exits 0; "
         "exit 1 if the shutdown was not clean (requests cancelled at those 3 s, a "
-        "second signal, the app's shutdown failed).")
+        "second SIGINT, the app's shutdown failed).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8233, help="port (default 8233)")
     p.add_argument("--token-file", metavar="FILE",
@@ -229,6 +229,8 @@ async def serve(args: argparse.Namespace) -> int:
     if server.signals:
         why = _unclean(server)
         if why:
+            if server.force_exit:  # (uvicorn skipped the lifespan's end, which closes it)
+                await app.close()
             raise CliError(f"the server did not shut down cleanly: {why}")
         log.info("shut down cleanly on %s", " then ".join(
             signal.Signals(sig).name for sig in server.signals))
@@ -241,7 +243,7 @@ def _unclean(server: Any) -> str:
     graceful-shutdown deadline were cancelled, or the app's lifespan shutdown failed
     (uvicorn logged an ERROR for each)."""
     if server.force_exit:
-        return "a second stop signal forced the exit (the app's shutdown was skipped)"
+        return "a second SIGINT forced the exit (the app's shutdown was skipped)"
     if not server.drained:
         return (f"requests still in progress {server.config.timeout_graceful_shutdown} s "
                 "after the signal were cancelled (the ERROR above gives their number)")
