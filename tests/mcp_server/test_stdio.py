@@ -25,6 +25,7 @@ from tests import forked
 from tests.chaos.pgcluster import PrivateCluster, missing_privilege
 from tests.faults.procs import ROOT
 from tests.mcp_server.host import get_task, poll, update_task
+from tether import App
 from tether.mcp_tasks import CreateTaskResult, TasksClientExtension
 
 #: The server's import path: this checkout's sources first (a new interpreter would
@@ -305,15 +306,19 @@ def test_a_stop_signal_drains_the_worker_and_exits_0(tmp_path: Path,
     assert len(side.read_text().splitlines()) == 2  # (no step ran again)
 
 
-def test_a_stop_signal_whose_grace_runs_out_exits_1(tmp_path: Path) -> None:
-    """The step in flight outlasts ``--grace``: it is cut off (the run handed back, the
-    step to run again elsewhere), and the exit status says the stop was not clean."""
+@pytest.mark.parametrize("how", ["grace", "second signal"])
+def test_a_stop_that_cuts_a_step_off_exits_1(tmp_path: Path, how: str) -> None:
+    """The step in flight outlasts ``--grace``, or a second signal comes while it
+    drains: the step is cut off (the run handed back, the step to run again
+    elsewhere), and the exit status says the stop was not clean."""
     db = f"sqlite:///{tmp_path / 'tether.db'}"
     side, gate, log = tmp_path / "side.txt", tmp_path / "gate", tmp_path / "mcp.log"
     env = dict(os.environ, PYTHONPATH=SERVER_PATH, TETHER_TEST_SIDE_FILE=str(side))
+    grace = "0.5" if how == "grace" else "60"
     with open(log, "wb") as err:
         proc = forked.Popen([sys.executable, "-m", "tether", "mcp",
-                             "tests.mcp_server.drain_app:app", "--db", db, "--grace", "0.5"],
+                             "tests.mcp_server.drain_app:app", "--db", db, "--grace", grace,
+                             "--log-level", "info"],
                             cwd=ROOT, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -323,6 +328,9 @@ def test_a_stop_signal_whose_grace_runs_out_exits_1(tmp_path: Path) -> None:
         assert started.returncode == 0, started.stderr
         _wait_for_line(side, "begun", proc)
         proc.send_signal(signal.SIGTERM)
+        if how == "second signal":
+            _wait_for_line(log, "draining: 1 run in flight", proc)
+            proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 1, log.read_text()
     finally:
         if proc.poll() is None:
@@ -330,5 +338,16 @@ def test_a_stop_signal_whose_grace_runs_out_exits_1(tmp_path: Path) -> None:
             proc.wait()
         assert proc.stdin is not None
         proc.stdin.close()
-    assert "did not stop cleanly on SIGTERM" in log.read_text()
+    why = ("the grace period of 0.5 s ran out" if how == "grace"
+           else "a second stop signal")
+    assert f"did not stop cleanly on SIGTERM: steps in flight were cut off ({why})" in (
+        log.read_text())
     assert side.read_text().splitlines() == [f"{proc.pid} begun"]
+
+    async def queued() -> str:
+        async with App(db) as app:
+            run = await app.store.run_get("g1")
+            assert run is not None
+            return f"{run.status} {run.owner}"
+
+    assert asyncio.run(queued()) == "queued None"  # (handed back)

@@ -34,8 +34,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "10 s, a line on stderr each time) while tool calls answer that it is "
         "unavailable. It ends when the client closes stdin (exit 0); SIGTERM or SIGINT "
         "stop it as they stop `tether worker`: the steps in flight finish (--grace), "
-        "every run is handed back, exit 0 (1 if steps were cut off at the end of "
-        "--grace); a second signal exits 1 at once.")
+        "every run is handed back, exit 0; a second signal (or the end of --grace) "
+        "cuts off what is left (those steps run again elsewhere) and it exits 1.")
     p.add_argument("app", metavar="MODULE:APP", help="the module and its tether.App")
     p.add_argument("--no-worker", dest="worker", action="store_false",
                    help="do not execute runs in this process")
@@ -77,31 +77,30 @@ async def run(args: argparse.Namespace) -> int:
     # in flight cut off, to run again after a takeover), and SIGINT waited for ever for
     # the client to close stdin (the thread that reads it cannot be interrupted).
     stop = asyncio.Event()
+    abandon = asyncio.Event()  # a second signal: stop draining
     signals: list[int] = []
 
     def on_signal(sig: int) -> None:
-        if signals:  # a second one: no more waiting (exit 1: not a clean stop)
-            log.warning("tether mcp: a second stop signal: exiting without waiting for "
-                        "the steps in flight (their runs are taken over when their lease "
-                        "expires, at once by a worker on this host)")
-            logging.shutdown()
-            os._exit(1)
+        if signals:
+            abandon.set()
         signals.append(sig)
         stop.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    clean = await serve_stdio(app, worker=args.worker, stop=stop, grace=args.grace,
-                      poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
+    clean = await serve_stdio(
+        app, worker=args.worker, stop=stop, grace=args.grace, abandon=abandon,
+        poll_interval_ms=args.poll_interval, sync_timeout=args.sync_timeout)
     if signals:
+        name = signal.Signals(signals[0]).name
         if clean:
-            log.info("tether mcp: stopped on %s", signal.Signals(signals[0]).name)
+            log.info("tether mcp: stopped on %s", name)
         else:  # (as `tether worker`: steps cut off, runs handed back; exit 1)
             log.error("tether mcp: did not stop cleanly on %s: steps in flight were cut "
-                      "off (the grace period of %g s ran out); their runs were handed "
-                      "back, and those steps run again elsewhere",
-                      signal.Signals(signals[0]).name, args.grace)
+                      "off (%s); their runs were handed back, and those steps run again "
+                      "elsewhere", name, "a second stop signal" if abandon.is_set()
+                      else f"the grace period of {args.grace:g} s ran out")
         # The thread reading stdin waits for the client's next line, and the
         # interpreter's exit would wait for it: everything is closed already.
         logging.shutdown()

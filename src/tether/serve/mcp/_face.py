@@ -1098,7 +1098,8 @@ def create_mcp_http(app: App, **options: Any) -> McpHttp:
 
 
 async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | None = None,
-                      grace: float = 30.0, **options: Any) -> bool:
+                      grace: float = 30.0, abandon: asyncio.Event | None = None,
+                      **options: Any) -> bool:
     """Serve MCP over stdin/stdout until the client closes it; with ``worker``, run the
     app's workflows in this process too.
 
@@ -1115,7 +1116,8 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     ``stop`` set (``tether mcp`` sets it on SIGTERM or SIGINT) ends serving and drains
     the worker, as ``tether worker`` does on those signals: the steps in flight finish
     and are journaled for up to ``grace`` seconds, then every run is handed back to
-    the queue. The thread reading stdin may still wait for the client's next line (it
+    the queue (``abandon`` set meanwhile: at once, as after the grace period). The
+    thread reading stdin may still wait for the client's next line (it
     cannot be interrupted): the caller then ends the process (``tether mcp`` does).
     When the client closes stdin, the worker stops at once instead (its runs handed
     back; steps cut off run again elsewhere). Returns False if a drain cut steps off
@@ -1124,7 +1126,7 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     draining: list[float] = []
     # Made before serving, in this context: the worker's tasks do not inherit the
     # FAIL_FAST of a request (``_StoreRequests``).
-    keeper = asyncio.ensure_future(_keep_worker(app, draining) if worker
+    keeper = asyncio.ensure_future(_keep_worker(app, draining, abandon) if worker
                                    else _keep_store(app))
     serving = asyncio.ensure_future(server.run_stdio_async())
     stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
@@ -1144,7 +1146,8 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     return draining[1:] != [False]  # (the drain's answer, after its grace period)
 
 
-async def _keep_worker(app: App, draining: list[float]) -> None:
+async def _keep_worker(app: App, draining: list[float],
+                       abandon: asyncio.Event | None = None) -> None:
     """Run the app's worker until cancelled; its start waits for the store (``Worker``'s
     ``start_retry``, by default until it answers, a line per failed attempt).
     Cancelled with a grace period in ``draining``, it drains for that long first and
@@ -1155,7 +1158,7 @@ async def _keep_worker(app: App, draining: list[float]) -> None:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 if draining:
-                    draining.append(await running.drain(draining[0]))
+                    draining.append(await running.drain(draining[0], abandon))
                 raise
     except (ConfigError, StoreUnavailable) as exc:
         log.error("tether mcp: no worker runs in this process: %s; fix it and restart "
