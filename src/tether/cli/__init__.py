@@ -44,7 +44,9 @@ EXIT_STATUSES = (
     "input (a malformed argument or JSON, an id or name that is empty, "
     "holds control characters or is over 200 characters, a MODULE:APP that names no "
     "importable tether.App); 3 `tether result`: the run has not ended (queued, "
-    "running or waiting; also when --wait ran out); 130 interrupted")
+    "running or waiting; also when --wait ran out); 130 interrupted. `worker`, `serve` "
+    "and `mcp` stopped by SIGTERM or SIGINT: 0 when the stop was clean, 1 when it cut "
+    "work off (a step, a request)")
 
 
 def build_parser() -> argparse.ArgumentParser:
