@@ -45,8 +45,8 @@ EXIT_STATUSES = (
     "holds control characters or is over 200 characters, a MODULE:APP that names no "
     "importable tether.App); 3 `tether result`: the run has not ended (queued, "
     "running or waiting; also when --wait ran out); 130 interrupted. `worker`, `serve` "
-    "and `mcp` stopped by SIGTERM or SIGINT: 0 when the stop was clean, 1 when it cut "
-    "work off (a step, a request)")
+    "and `mcp` stopped by SIGTERM or SIGINT: 0 when the stop was clean, 1 when it was "
+    "not (a step or a request cut off, a failed shutdown)")
 
 
 def build_parser() -> argparse.ArgumentParser:
