@@ -151,7 +151,7 @@ async def test_sigterm_with_a_short_grace_reruns_the_step_elsewhere(
         a, b = await the_one_running(workers, a, b)
         a.send_signal(signal.SIGTERM)
         assert a.wait(30) == 1  # (the step was cut off: not a clean stop)
-        assert "the grace period of 1 s ran out" in workers.log(0)
+        assert "the grace period of 1 s ran out" in workers.log(workers.procs.index(a))
         assert await h.result(timeout=60) == ["slow done", "quick done"]
         info = await client.get_run("d-2")
     counts = workers.counts()
