@@ -119,7 +119,7 @@ async def _backup_and_restore(tmp_path: Path, source: str, restore: object) -> N
         for rid in waiting:
             await app.start("waits", run_id=rid)
         for rid in sleeping:
-            await app.start("sleeps", 3.0, run_id=rid)
+            await app.start("sleeps", 8.0, run_id=rid)  # (due after the backup)
         worker_a = _worker(source, side_a, log_a)
         try:
 
