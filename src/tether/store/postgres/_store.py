@@ -194,14 +194,30 @@ async def _others_ended(limit: float) -> None:
 
 def _returns_at_once(pool: psycopg_pool.AsyncConnectionPool[Conn], conn: Conn) -> bool:
     """Whether giving ``conn`` back to ``pool`` completes without suspending: no client
-    waits for a connection, the pool's lock is free, the connection is idle (nothing
-    to roll back) and the pool open. Read from psycopg_pool 3's internals; when they
-    are not there, the answer is no (and the return takes the safe, slower way)."""
+    waits for a connection, the pool's lock can be taken at once (``_takes_at_once``),
+    the connection is idle (nothing to roll back) and the pool open. Read from
+    psycopg_pool 3's internals; when they are not there, the answer is no (and the
+    return takes the safe, slower way)."""
     waiting = getattr(pool, "_waiting", None)
     lock = getattr(pool, "_lock", None)
-    if waiting is None or lock is None or waiting or lock.locked() or pool.closed:
+    if waiting is None or lock is None or waiting or pool.closed or not _takes_at_once(lock):
         return False
     return bool(conn.pgconn.transaction_status == TransactionStatus.IDLE)
+
+
+def _takes_at_once(lock: asyncio.Lock) -> bool:
+    """Whether ``lock.acquire()`` returns without suspending: the lock is not held and no
+    task waits for it (asyncio's own test, CPython 3.11 to 3.14). Not held is not
+    enough: a release hands the lock to the first waiting task, which takes it only
+    when it runs; until then ``locked()`` is false, and another ``acquire`` queues
+    behind that task. A return that took that for free ran in its caller's task,
+    suspended on the lock, and a cancellation there lost the connection: the pool
+    still counted it, and never had it again (one slot fewer for good, a worker slowly
+    starved). ``_waiters`` not there (another asyncio): no."""
+    if lock.locked() or not hasattr(lock, "_waiters"):
+        return False
+    waiters = lock._waiters
+    return waiters is None or all(w.cancelled() for w in waiters)
 
 
 def _has_idle(pool: psycopg_pool.AsyncConnectionPool[Conn]) -> bool:
@@ -702,8 +718,9 @@ class PostgresStore(PostgresServeQueries):
         claim loop, a stop its loops, a timeout its operation) dropped the connection
         and the client's wake-up both: the client failed after ``pool_timeout`` while
         the pool had idle connections. So a return that may suspend runs in a task of
-        its own (about 10 µs more); the usual one, with nobody waiting, completes in
-        this call, where nothing can interrupt it."""
+        its own (about 10 µs more); the usual one, with nobody waiting and the pool's
+        lock free to take at once (``_returns_at_once``), completes in this call, where
+        nothing can interrupt it."""
         if _returns_at_once(pool, conn):
             await pool.putconn(conn)
             return
