@@ -22,13 +22,14 @@ import collections
 import contextlib
 import contextvars
 import heapq
+import inspect
 import itertools
 import json
 import logging
 import random
 import uuid as _uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
@@ -262,6 +263,31 @@ def _settler(loop: asyncio.AbstractEventLoop) -> _Settler:
     return settler
 
 
+_NOT_WRITTEN = "%s: the last change was not written (the event loop was ending)"
+
+
+def _loop_ending(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a task made on ``loop`` now may never be stepped: the loop is closed, or
+    ``asyncio.run`` / ``asyncio.Runner`` is past the sweep that cancels every task (it
+    has called ``shutdown_asyncgens`` or ``shutdown_default_executor``: the loop runs a
+    few passes more at most). Read from asyncio's own flags; a loop without them (not
+    asyncio's) is ending only once closed."""
+    return (loop.is_closed() or getattr(loop, "_asyncgens_shutdown_called", False) is True
+            or getattr(loop, "_executor_shutdown_called", False) is True)
+
+
+def _close_unbegun(coros: tuple[Coroutine[Any, Any, Any], ...], what: str) -> None:
+    """A write's task is freed: if its loop never stepped it (closed after the pass that
+    made it), close its coroutines (a task factory's wrapper, then the write), which
+    would otherwise warn that they were never awaited, and say that the value was not
+    written."""
+    if inspect.getcoroutinestate(coros[-1]) != inspect.CORO_CREATED:
+        return
+    for coro in coros:
+        coro.close()
+    log.warning(_NOT_WRITTEN, what)
+
+
 class _LatestWriter:
     """Writes a value that changes often (metrics, live status) in order, coalesced:
     at most one write in flight, each sending the latest value, so two quick changes
@@ -270,14 +296,27 @@ class _LatestWriter:
 
     ``lazy``: a change is written from the event loop's next pass, unless a journal
     write made before then carries it (``take``): a durable LLM call's cost and its
-    entry are then one transaction."""
+    entry are then one transaction.
 
-    def __init__(self, defer: Callable[[Awaitable[None]], None],
+    A write starts in a task of its own, which the event loop must step. A loop that is
+    ending (``asyncio.run`` or ``asyncio.Runner`` past the sweep that cancels every
+    task, or closed) may never step a task made now: its coroutine was destroyed never
+    started ("coroutine ... was never awaited", an error under ``-W error``) and the
+    value was lost without a word. So no write starts on such a loop (nor any later
+    one), and the coroutines of a write whose task its loop dropped all the same (closed
+    without asyncio's shutdown calls, after the pass that made the task) are closed
+    when the task is freed. Either way the value not written is logged, once, with
+    ``what`` (``run r-1's metrics``): the stored metrics (or live status) miss that
+    change, and a worker that takes the run over starts from them."""
+
+    def __init__(self, defer: Callable[[Awaitable[None]], asyncio.Future[None]],
                  write: Callable[[], Awaitable[None]], *, lazy: bool = False,
                  again: Callable[[StoreUnavailable, Callable[[], Awaitable[None]]],
-                                 Awaitable[None]] | None = None) -> None:
+                                 Awaitable[None]] | None = None,
+                 what: str = "a value") -> None:
         self._defer = defer
         self._write = write
+        self._what = what
         #: Called with the error when a write fails because the store is unavailable,
         #: to write again until it goes through (None: the error goes to the flush).
         self._again = again
@@ -285,10 +324,14 @@ class _LatestWriter:
         self._writing = False
         self._dirty = False
         self._soon: asyncio.Handle | None = None
+        #: The event loop was ending when a write was due: none starts any more.
+        self._ended = False
+        #: Closes the coroutines of the write in flight if its task is freed unbegun.
+        self._unbegun: weakref.finalize[Any, Any] | None = None
 
     def changed(self) -> None:
         self._dirty = True
-        if self._writing or self._soon is not None:
+        if self._writing or self._soon is not None or self._ended:
             return
         if self._lazy:
             self._soon = asyncio.get_running_loop().call_soon(self.start)
@@ -301,8 +344,34 @@ class _LatestWriter:
             self._soon.cancel()
             self._soon = None
         if self._dirty and not self._writing:
+            if _loop_ending(asyncio.get_running_loop()):
+                self._ended = True  # (said once; nothing is scheduled any more)
+                log.warning(_NOT_WRITTEN, self._what)
+                return
             self._writing = True
-            self._defer(self._run())
+            # (A weak reference: a write never begun must not keep its run alive, nor
+            # the task its finalizer waits for.)
+            coro = _write_latest(weakref.ref(self))
+            task = self._defer(coro)
+            wrapper = getattr(task, "get_coro", lambda: coro)()
+            self._unbegun = weakref.finalize(task, _close_unbegun, (wrapper, coro), self._what)
+            self._unbegun.atexit = False
+            task.add_done_callback(self._write_ended)
+
+    def _write_ended(self, task: asyncio.Future[None]) -> None:
+        """A write's task is done. One cancelled before it began (its flush's caller
+        cancelled, the loop's sweep that cancels every task) never ran, so never ended
+        the write: this writer stayed writing for good, and wrote nothing more (nor let a
+        journal write take a change) for the rest of the execution. It ends it here; the
+        change is written by the next start, or, on a loop that is ending, told."""
+        begun, self._unbegun = self._unbegun, None
+        if begun is None:
+            return  # (it began, and ended the write itself)
+        begun.detach()
+        self._writing = False
+        if self._dirty and _loop_ending(task.get_loop()):
+            self._ended = True
+            log.warning(_NOT_WRITTEN, self._what)
 
     def take(self) -> bool:
         """Whether the caller writes the latest value itself, now: True when it changed
@@ -322,18 +391,27 @@ class _LatestWriter:
         failed has already told the run."""
         self._dirty = True
 
-    async def _run(self) -> None:
-        try:
-            while self._dirty:
-                self._dirty = False
-                try:
-                    await self._write()
-                except StoreUnavailable as exc:
-                    if self._again is None:
-                        raise
-                    await self._again(exc, self._write)  # (the latest value each time)
-        finally:
-            self._writing = False
+
+async def _write_latest(ref: weakref.ref[_LatestWriter]) -> None:
+    """A ``_LatestWriter``'s write: the latest value until none is new (the writer is
+    held weakly until the write begins: see ``start``)."""
+    writer = ref()
+    if writer is None:
+        return
+    begun, writer._unbegun = writer._unbegun, None
+    if begun is not None:
+        begun.detach()  # (begun: nothing for the finalizer to close)
+    try:
+        while writer._dirty:
+            writer._dirty = False
+            try:
+                await writer._write()
+            except StoreUnavailable as exc:
+                if writer._again is None:
+                    raise
+                await writer._again(exc, writer._write)  # (the latest value each time)
+    finally:
+        writer._writing = False
 
 
 class AttemptWriter:
@@ -747,11 +825,13 @@ class RunContext:
         # Plain JSON, never through the payload hook: stores read these numbers.
         self._metrics_writer = _LatestWriter(self._defer, lambda: self.store.run_metrics_set(
             lease=self.lease, metrics=json.dumps(self.metrics), now=self.clock.now()),
-            lazy=True, again=partial(self.write_again, "write its metrics"))
+            lazy=True, again=partial(self.write_again, "write its metrics"),
+            what=f"run {self.run_id}'s metrics")
         self._status_text: str | None = None
         self._status_writer = _LatestWriter(self._defer, lambda: self.store.run_set_status_info(
             lease=self.lease, info=self._status_text, now=self.clock.now()),
-            again=partial(self.write_again, "write its status"))
+            again=partial(self.write_again, "write its status"),
+            what=f"run {self.run_id}'s live status")
         #: The worker's account of the store's outages (None: log only).
         self.retries = retries
         self._loop = asyncio.get_running_loop()
@@ -1023,8 +1103,10 @@ class RunContext:
                             "from its journal, and runs that operation again", run_id, what)
             raise
 
-    def _defer(self, write: Awaitable[None]) -> None:
-        self._deferred.append(asyncio.ensure_future(write))
+    def _defer(self, write: Awaitable[None]) -> asyncio.Future[None]:
+        fut = asyncio.ensure_future(write)
+        self._deferred.append(fut)
+        return fut
 
     def write_deferred(self, entry: JournalEntry) -> None:
         """Record an entry without waiting (clock and random values): later writes are

@@ -4,7 +4,13 @@ coalesced; a journal write may take the metrics that changed and write them itse
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import gc
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
 
 from tether._replay import _LatestWriter
 
@@ -13,15 +19,17 @@ class Harness:
     """A writer whose writes record the value of the moment, and the run's deferred
     writes as a list of tasks."""
 
-    def __init__(self, *, lazy: bool) -> None:
+    def __init__(self, *, lazy: bool, what: str = "a value") -> None:
         self.value = 0
         self.written: list[int] = []
         self.deferred: list[asyncio.Future[None]] = []
         self.gate: asyncio.Event | None = None
-        self.writer = _LatestWriter(self._defer, self._write, lazy=lazy)
+        self.writer = _LatestWriter(self._defer, self._write, lazy=lazy, what=what)
 
-    def _defer(self, write: Awaitable[None]) -> None:
-        self.deferred.append(asyncio.ensure_future(write))
+    def _defer(self, write: Awaitable[None]) -> asyncio.Future[None]:
+        fut = asyncio.ensure_future(write)
+        self.deferred.append(fut)
+        return fut
 
     async def _write(self) -> None:
         value = self.value
@@ -92,3 +100,129 @@ async def test_a_writer_that_is_not_lazy_starts_at_once() -> None:
     assert not h.writer.take()  # already being written
     await h.settle()
     assert h.written == [1]
+
+
+async def test_a_write_cancelled_before_it_began_leaves_the_writer_writing_again() -> None:
+    """The task of a write cancelled before its first step (the run's flush was waiting
+    for it and was cancelled) never ran, and the writer stayed "writing" for good: it
+    wrote nothing more, nor let a journal write take a change, for the rest of the
+    execution. The next change is written."""
+    h = Harness(lazy=False)
+    h.change(1)
+    (first,) = h.deferred
+    first.cancel()  # before the loop steps it
+    await asyncio.gather(first, return_exceptions=True)
+    h.deferred.clear()
+    await asyncio.sleep(0)  # (its done callbacks)
+    h.change(2)
+    await h.settle()
+    assert h.written == [2]
+    h.change(3)
+    assert not h.writer.take()  # (its write started at once)
+    await h.settle()
+    assert h.written == [2, 3]
+
+
+# -- an event loop that ends while values change ---------------------------------------
+#
+# A write starts in a task of its own; a task made in the loop's last pass is never
+# stepped, and its coroutine, destroyed unstarted, warned "coroutine
+# '_LatestWriter._run' was never awaited" (an error under the suite's -W error). Here
+# values change in every pass of a loop while it ends (as a step's thread or a timer
+# may change them). Three writers, each changed from one pass later than the one
+# before, have a write due in every pass, the last one included, whatever its number:
+# a lazy writer starts its write a pass after a change, and one write in three passes.
+
+_NOT_WRITTEN = ": the last change was not written (the event loop was ending)"
+
+
+class Ticking:
+    """Writers whose values change in every pass of the running loop, from ``begin``
+    on, for 300 passes."""
+
+    def __init__(self, *, lazy: bool) -> None:
+        self.writers = [Harness(lazy=lazy, what=f"writer {i}") for i in range(3)]
+
+    def begin(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick(n: int) -> None:
+            for h in self.writers[:n + 1]:
+                h.change(n)
+            if n < 300:
+                loop.call_soon(tick, n + 1)
+
+        tick(0)
+
+
+def _ends(end: Callable[[], None]) -> list[str]:
+    """Run ``end`` (which ends a loop, and drops the writers), collect what is garbage;
+    the "never awaited" warnings of coroutines meanwhile."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        end()
+        gc.collect()
+    return [str(w.message) for w in caught if "never awaited" in str(w.message)]
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_no_write_starts_on_an_event_loop_that_asyncio_run_is_ending(
+        lazy: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """``asyncio.Runner`` (``asyncio.run``) ends its loop: a sweep that cancels every
+    task, a few passes more (``shutdown_asyncgens``, ``shutdown_default_executor``),
+    then ``close``. Values are written while the loop runs; from those last passes on
+    no write starts, and each writer says that its last change was not written."""
+    written: list[list[int]] = []
+
+    def end() -> None:
+        ticking = Ticking(lazy=lazy)
+
+        async def main() -> None:
+            ticking.begin()
+            for _ in range(10):
+                await asyncio.sleep(0)
+
+        with asyncio.Runner() as runner:
+            runner.run(main())
+        written.extend(h.written for h in ticking.writers)
+
+    with caplog.at_level(logging.WARNING, logger="tether.worker"):
+        assert _ends(end) == []
+    assert all(written), written  # (each wrote while the loop ran)
+    told = sorted(r.getMessage() for r in caplog.records if r.name == "tether.worker")
+    assert told == [f"writer {i}{_NOT_WRITTEN}" for i in range(3)], told
+
+
+async def _wrapped(coro: Awaitable[Any]) -> Any:
+    return await coro
+
+
+def _wrapping_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+    """A task factory that runs each coroutine inside one of its own (as the worker's
+    does for the tasks of a run)."""
+    return asyncio.Task(_wrapped(coro), loop=loop, **kwargs)
+
+
+@pytest.mark.parametrize("factory", [None, _wrapping_factory], ids=["plain", "wrapped"])
+def test_a_write_whose_loop_closed_before_it_began_is_closed_and_told(
+        factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A loop closed without asyncio.run's shutdown calls (``run_until_complete``, then
+    ``close``) drops what its last pass scheduled, a write's first step among them: the
+    write's coroutines (a task factory's wrapper too) are closed when its task is freed
+    (no "never awaited" warning), and its writer says that its last change was not
+    written."""
+    def end() -> None:
+        ticking = Ticking(lazy=False)
+        loop = asyncio.new_event_loop()
+        loop.set_task_factory(factory)
+
+        async def main() -> None:
+            ticking.begin()
+
+        loop.run_until_complete(main())
+        loop.close()
+
+    with caplog.at_level(logging.WARNING, logger="tether.worker"):
+        assert _ends(end) == []
+    told = [r.getMessage() for r in caplog.records if r.name == "tether.worker"]
+    assert told and all(m.endswith(_NOT_WRITTEN) for m in told), told
