@@ -42,22 +42,23 @@ def partial_file(target: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield partial
-        fd = os.open(partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(partial)
         try:
             os.link(partial, path)  # (fails if the name was taken meanwhile)
         except FileExistsError:
             raise ConfigError(
                 f"{target} appeared while the backup was written; the backup is not kept"
             ) from None
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync(folder)  # (the new name, durable)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
+
+
+def _fsync(path: str) -> None:
+    """Flush ``path`` (a file, or a folder: the names in it) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
