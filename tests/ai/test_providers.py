@@ -105,6 +105,25 @@ async def test_text_reply(served: ScriptedLLMServer, protocol: str, streamed: bo
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_refusal_is_the_replys_text_with_finish_reason_content_filter(
+        served: ScriptedLLMServer, protocol: str, streamed: bool) -> None:
+    """OpenAI sends a refusal in ``message.refusal`` (``content`` null; streamed, in
+    ``refusal`` deltas), Anthropic as text with ``stop_reason: refusal``: both give the
+    refusal as the text, ``content_filter``, and stream it to ``on_chunk``. The OpenAI
+    client read ``content`` only: no text and ``stop``, the model's reason lost."""
+    served.set_script([Reply(refusal="I can't help with that request.")])
+    chunks: list[str] = []
+    kwargs: dict[str, Any] = {"on_chunk": chunks.append} if streamed else {}
+    reply = await call(make_client(served, protocol), streamed, **kwargs)
+    assert reply.text == "I can't help with that request."
+    assert reply.finish_reason == "content_filter"
+    assert reply.tool_calls == []
+    if streamed:
+        assert "".join(chunks) == reply.text
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("figure", [-500, float("inf")], ids=["negative", "inf"])
 async def test_usage_a_provider_reports_amiss_counts_no_tokens(
         served: ScriptedLLMServer, protocol: str, streamed: bool, figure: Any) -> None:

@@ -433,11 +433,14 @@ class OpenAIChat(_HTTPChat):
                  for c in message.get("tool_calls") or []
                  if isinstance(c, dict) and isinstance(c.get("function"), dict)]
         content = message.get("content")
+        text = _as_text(content) if content is not None else None
+        finish = str(choices[0].get("finish_reason") or "stop")
+        refusal = message.get("refusal")
+        if isinstance(refusal, str) and refusal and not text:
+            text, finish = _refused(refusal, finish)
         return ChatReply(
-            text=_as_text(content) if content is not None else None,
-            tool_calls=calls, usage=_openai_usage(data.get("usage")),
-            model=str(data.get("model") or self.model),
-            finish_reason=str(choices[0].get("finish_reason") or "stop"),
+            text=text, tool_calls=calls, usage=_openai_usage(data.get("usage")),
+            model=str(data.get("model") or self.model), finish_reason=finish,
             provider=self.provider, raw_id=str(data.get("id", "")))
 
     async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,
@@ -455,6 +458,7 @@ class OpenAIChat(_HTTPChat):
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
         text: list[str] = []
+        refusal: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         usage = Usage()
         model, raw_id, finish, done, got_usage = self.model, "", None, False, False
@@ -486,6 +490,11 @@ class OpenAIChat(_HTTPChat):
                         piece = delta.get("content")
                         if piece:
                             text.append(piece)
+                            progress.chars += len(piece)
+                            await _emit(on_chunk, piece)
+                        piece = delta.get("refusal")
+                        if isinstance(piece, str) and piece:
+                            refusal.append(piece)
                             progress.chars += len(piece)
                             await _emit(on_chunk, piece)
                         for part in ("reasoning_content", "reasoning"):  # (compatible servers)
@@ -522,12 +531,26 @@ class OpenAIChat(_HTTPChat):
             raise
         if wants_usage and not got_usage:
             _warn_no_usage(self.provider, self.base_url)
+        answer = "".join(text) if text else None
+        finish = finish or "stop"
+        if refusal and not answer:
+            answer, finish = _refused("".join(refusal), finish)
         return ChatReply(
-            text="".join(text) if text else None,
+            text=answer,
             tool_calls=[ToolCall.parse(c["id"], c["name"], "".join(c["args"]))
                         for _, c in sorted(calls.items())],
-            usage=usage, model=model, finish_reason=finish or "stop",
+            usage=usage, model=model, finish_reason=finish,
             provider=self.provider, raw_id=raw_id)
+
+
+def _refused(refusal: str, finish: str) -> tuple[str, str]:
+    """A refusal's reply text and finish reason: the model's refusal is the text (OpenAI
+    sends it in ``refusal``, ``content`` null, with structured output or a safety
+    refusal), and the reason ``content_filter``, as for Anthropic's ``stop_reason``
+    ``refusal``. Read as ``content`` only, a refusal was an answer with no text and
+    ``stop``: an agent ended with ``None``, structured output retried without the
+    model's reason (2026-12-06)."""
+    return refusal, ("content_filter" if finish == "stop" else finish)
 
 
 def _outgoing(message: Message) -> Message:

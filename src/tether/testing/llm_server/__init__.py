@@ -56,6 +56,10 @@ A reply::
     {"json": {"answer": 42}}              (text is the JSON dump, for output schemas;
                                            Reply(json={"answer": 42}) in Python)
     {"text": "...", "finish_reason": "length"}          (Anthropic: max_tokens)
+    {"refusal": "I can't help with that."}   (OpenAI: "content": null and the text in
+                                              "refusal" (stream: "refusal" deltas);
+                                              Anthropic: a text block, stop_reason
+                                              "refusal")
     {"text": "...", "delay": 0.5}                       (wait before answering)
     {"text": "a b c d", "chunk_delay": 0.2}             (slow stream: wait per chunk)
     {"fault": "slow_stream", "text": "a b c", "chunk_delay": 0.2}   (the same)

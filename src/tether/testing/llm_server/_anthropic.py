@@ -48,6 +48,8 @@ def models(names: Sequence[str]) -> dict[str, Any]:
 
 
 def stop_reason(reply: Reply) -> str:
+    if reply.refusal is not None and not reply.finish_reason:
+        return "refusal"
     reason = finish_reason(reply)
     return {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}.get(reason,
                                                                                        reason)
@@ -58,8 +60,8 @@ def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) ->
     model = reply.model or rec.model or "unknown"
     inp, out = usage(rec, reply)
     content: list[dict[str, Any]] = []
-    if reply.text:
-        content.append({"type": "text", "text": reply.text})
+    if reply.text or reply.refusal:  # (a refusal is text, with stop_reason "refusal")
+        content.append({"type": "text", "text": reply.text or reply.refusal})
     for call_id, name, args in tool_calls(reply, "toolu_", next_id):
         content.append({"type": "tool_use", "id": call_id, "name": name,
                         "input": json_input(args)})
@@ -86,11 +88,11 @@ def events(rec: RecordedRequest, reply: Reply,
         "usage": {"input_tokens": inp, "output_tokens": 1,
                   "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})
     index = 0
-    if reply.text:
+    if reply.text or reply.refusal:
         yield "meta", event("content_block_start", {
             "index": index, "content_block": {"type": "text", "text": ""}})
         yield "meta", event("ping", {})
-        for piece in chunks(reply):
+        for piece in chunks(reply, refusal=not reply.text):
             yield "content", event("content_block_delta", {
                 "index": index, "delta": {"type": "text_delta", "text": piece}})
         yield "meta", event("content_block_stop", {"index": index})

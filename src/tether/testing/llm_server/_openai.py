@@ -59,7 +59,7 @@ def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) ->
     model = reply.model or rec.model or "unknown"
     inp, out = usage(rec, reply)
     message: dict[str, Any] = {"role": "assistant", "content": reply.text,
-                               "refusal": None, "annotations": []}
+                               "refusal": reply.refusal, "annotations": []}
     calls = tool_calls(reply, "call_", next_id)
     if calls:
         message["tool_calls"] = [
@@ -93,6 +93,8 @@ def events(rec: RecordedRequest, reply: Reply,
     yield "meta", chunk({"role": "assistant", "content": "", "refusal": None})
     for piece in chunks(reply):
         yield "content", chunk({"content": piece})
+    for piece in chunks(reply, refusal=True):  # (a refusal: content stays null)
+        yield "content", chunk({"refusal": piece})
     for index, (call_id, name, args) in enumerate(tool_calls(reply, "call_", next_id)):
         yield "content", chunk({"tool_calls": [{
             "index": index, "id": call_id, "type": "function",

@@ -50,6 +50,7 @@ class Reply(ScriptStep):
     error_after_chunks: int | None = None
     times: int = 1
     json: Any = field(default=None, compare=False, repr=False)
+    refusal: str | None = None
 
     def __post_init__(self) -> None:
         if self.json is not None:
@@ -222,8 +223,8 @@ def usage(rec: RecordedRequest, reply: Reply) -> tuple[int, int]:
         inp = max(1, len(prompt) // 4)
     out = reply.output_tokens
     if out is None:
-        size = len(reply.text or "") + sum(len(raw_args(c)) + len(str(c.get("name", "")))
-                                           for c in reply.tool_calls)
+        size = len(reply.text or reply.refusal or "") + sum(
+            len(raw_args(c)) + len(str(c.get("name", ""))) for c in reply.tool_calls)
         out = max(1, size // 4)
     return inp, out
 
@@ -240,10 +241,12 @@ def finish_reason(reply: Reply) -> str:
     return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
 
 
-def chunks(reply: Reply) -> list[str]:
-    if not reply.text:
+def chunks(reply: Reply, *, refusal: bool = False) -> list[str]:
+    """The stream pieces of the reply's text (its refusal with ``refusal=True``)."""
+    text = reply.refusal if refusal else reply.text
+    if not text:
         return []
-    words = re.findall(r"\S+\s*|\s+", reply.text)
+    words = re.findall(r"\S+\s*|\s+", text)
     size = max(1, reply.chunk_words)
     return ["".join(words[i:i + size]) for i in range(0, len(words), size)]
 
