@@ -698,6 +698,49 @@ def test_price_table() -> None:
         PriceTable({"bad": (-1, 0)})
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_prompt_cache_tokens_are_read_and_priced_apart(
+        served: ScriptedLLMServer, protocol: str, streamed: bool) -> None:
+    """A prompt of 10,000 tokens, 6,000 read from the provider's cache and 3,000
+    written to it (Anthropic: ``cache_read_input_tokens``/``cache_creation_input_tokens``;
+    OpenAI tells reads only, ``prompt_tokens_details.cached_tokens``): the reply's usage
+    says so, and the default table prices reads at the cached price and Anthropic's
+    writes at 1.25 times the input price. Before, every cached token cost the input
+    price: Anthropic's writes were counted below what they cost."""
+    served.set_script([Reply("ok", input_tokens=10_000, output_tokens=100,
+                             cache_read_tokens=6_000, cache_write_tokens=3_000)])
+    client = make_client(served, protocol)
+    reply = await call(client, streamed)
+    if protocol == "anthropic":  # claude-haiku-4-5: $1 in, $5 out; read $0.10, write $1.25
+        assert reply.usage == Usage(10_000, 100, 6_000, 3_000)
+        expected = (1_000 * 1.0 + 6_000 * 0.10 + 3_000 * 1.25 + 100 * 5.0) / 1e6
+    else:  # gpt-4.1-mini: $0.40 in, $1.60 out, cached $0.10
+        assert reply.usage == Usage(10_000, 100, 6_000, 0)
+        expected = (4_000 * 0.40 + 6_000 * 0.10 + 100 * 1.60) / 1e6
+    assert PriceTable().cost(reply.model, reply.usage) == pytest.approx(expected)
+    assert Usage.from_dict(json.loads(json.dumps(reply.usage.to_dict()))) == reply.usage
+
+
+def test_cache_prices_in_the_table_and_in_overrides() -> None:
+    """Four figures price a model's cache reads and writes; a pair prices a ``claude-``
+    model's as Anthropic does (a tenth, 1.25 times) and others' as input; a usage with
+    no cache figures costs what it did, and journals as it did."""
+    usage = Usage(1_000_000, 0, 500_000, 200_000)
+    prices = PriceTable({"mine": (1.0, 2.0, 0.5, 3.0), "claude-custom": (2.0, 4.0),
+                         "local": (1.0, 1.0)})
+    assert prices.cost("mine", usage) == pytest.approx(0.3 + 0.25 + 0.6)
+    assert prices.cost("claude-custom", usage) == pytest.approx(0.6 + 0.1 + 0.5)
+    assert prices.cost("local", usage) == pytest.approx(1.0)
+    assert prices.cost("claude-sonnet-4-5", usage) == pytest.approx(0.9 + 0.15 + 0.75)
+    assert prices.cost("gpt-4o", Usage(1_000_000, 0)) == pytest.approx(2.5)
+    assert Usage(5, 6).to_dict() == {"input_tokens": 5, "output_tokens": 6}
+    # A misreport cannot make more cached tokens than the prompt had.
+    assert Usage(100, 0).cached(500, 500) == Usage(100, 0, 100, 0)
+    with pytest.raises(ConfigError, match="or four"):
+        PriceTable({"bad": (1.0, 2.0, 3.0)})
+
+
 @pytest.mark.parametrize("pair", [(float("nan"), 1.6), (0.4, float("inf")), (1e308, 1.0),
                                   ("0.4", 1.6), (True, 1.0), (0.4,), None])
 def test_a_price_that_is_no_finite_number_is_refused_at_once(pair: Any) -> None:

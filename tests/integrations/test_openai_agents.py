@@ -148,6 +148,25 @@ async def test_typed_output_of_the_starting_agent(
     assert result == City(**PARIS)
 
 
+async def test_cached_prompt_tokens_are_priced_at_the_cached_price(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """The SDK's usage tells the cached input (``input_tokens_details.cached_tokens``):
+    of 10,000 prompt tokens on gpt-4.1-mini, 8,000 read from the cache cost $0.10 per
+    million, not $0.40 (before: all at the input price)."""
+    server.set_script([Reply(json.dumps(PARIS), input_tokens=10_000, output_tokens=5,
+                             cache_read_tokens=8_000)])
+    app = App(sqlite_url)
+    tagent: TetherAgent[City] = TetherAgent(Agent(name="geo", model=model, output_type=City),
+                                            app=app)
+    async with app, app.worker():
+        handle = await tagent.start("Eiffel tower?")
+        assert await handle.result(timeout=30) == City(**PARIS)
+        info = await app.get_run(handle.run_id)
+    assert info.metrics["tokens.input"] == 10_000
+    assert info.metrics["cost.usd"] == pytest.approx(
+        (2_000 * 0.40 + 8_000 * 0.10 + 5 * 1.60) / 1e6)
+
+
 async def test_replay_sends_no_request_and_runs_no_tool_again(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
     """A workflow runs the agents, then waits (released) for a signal; the replay after

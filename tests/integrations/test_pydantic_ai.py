@@ -87,6 +87,24 @@ def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
                       capture_output=True, text=True, timeout=60, env=env)
 
 
+async def test_cached_prompt_tokens_are_priced_at_the_cached_price(
+        store_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
+    """pydantic-ai's usage tells the cached input (``cache_read_tokens``): of 10,000
+    prompt tokens on gpt-4.1-mini, 8,000 read from the cache cost $0.10 per million, not
+    $0.40 (before: all at the input price)."""
+    server.set_script([Reply(tool_calls=[{"name": "final_result", "arguments": PARIS}],
+                             input_tokens=10_000, output_tokens=5, cache_read_tokens=8_000)])
+    app = App(store_url)
+    tagent = TetherAgent(geo_agent(model, []), app=app)
+    async with app, app.worker():
+        handle = await tagent.start("Where is the Eiffel tower?")
+        assert await handle.result(timeout=30) == City(**PARIS)
+        info = await app.get_run(handle.run_id)
+    assert info.metrics["tokens.input"] == 10_000
+    assert info.metrics["cost.usd"] == pytest.approx(
+        (2_000 * 0.40 + 8_000 * 0.10 + 5 * 1.60) / 1e6)
+
+
 async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(
         store_url: str, server: ScriptedLLMServer, model: OpenAIChatModel) -> None:
     """The agent started by name from the CLI: each model request and the tool call is one journal

@@ -190,7 +190,8 @@ class AnthropicChat(_HTTPChat):
         body = self._body(messages, tools, tool_choice, output_schema, params)
         body["stream"] = True
         blocks: dict[int, dict[str, Any]] = {}
-        inp = out = 0
+        told_usage: dict[str, Any] = {}  # (the usage fields told so far, merged)
+        usage = Usage()
         model, raw_id, stop_reason, done = self.model, "", None, False
         progress = StreamProgress()
         events = self._events(self._path, body, self._headers(idempotency_key), progress)
@@ -206,10 +207,11 @@ class AnthropicChat(_HTTPChat):
                         start = msg.get("message") or {}
                         model = str(start.get("model") or model)
                         raw_id = str(start.get("id") or raw_id)
-                        usage = _anthropic_usage(start.get("usage"))
-                        inp, out = usage.input_tokens, usage.output_tokens
+                        if isinstance(start.get("usage"), dict):
+                            told_usage.update(start["usage"])
+                        usage = _anthropic_usage(told_usage)
                         told = True
-                        progress.told = Usage(inp, out)  # (billed if cancelled from here)
+                        progress.told = usage  # (billed if cancelled from here)
                     elif kind == "content_block_start":
                         block = dict(msg.get("content_block") or {})
                         block["parts"] = [block["text"]] if block.get("text") else []
@@ -239,12 +241,12 @@ class AnthropicChat(_HTTPChat):
                     elif kind == "message_delta":
                         stop_reason = (msg.get("delta") or {}).get("stop_reason") or stop_reason
                         usage_delta = msg.get("usage") or {}
-                        if usage_delta.get("output_tokens") is not None:
-                            out = _anthropic_usage(usage_delta).output_tokens
-                        if usage_delta.get("input_tokens") is not None:
-                            inp = _anthropic_usage(usage_delta).input_tokens
+                        if isinstance(usage_delta, dict):  # (cumulative; null: not told)
+                            told_usage.update((k, v) for k, v in usage_delta.items()
+                                              if v is not None)
+                        usage = _anthropic_usage(told_usage)
                         told = True
-                        progress.told = Usage(inp, out)
+                        progress.told = usage
                     elif kind == "message_stop":
                         done = True
                         break
@@ -255,7 +257,7 @@ class AnthropicChat(_HTTPChat):
                                              "message_stop", provider=self.provider)
         except ProviderError as exc:
             if told:  # (paid for: counted by the caller)
-                exc.usage = Usage(inp, out)
+                exc.usage = usage
             progress.mark(exc)  # (begun, so billed: what was not told is estimated)
             raise
         finished = []
@@ -268,7 +270,7 @@ class AnthropicChat(_HTTPChat):
             elif block.get("type") == "tool_use":
                 block["raw"] = joined
             finished.append(block)
-        return self._reply(finished, usage=Usage(inp, out), model=model,
+        return self._reply(finished, usage=usage, model=model,
                            stop_reason=stop_reason, raw_id=raw_id,
                            output=output_schema is not None)
 
@@ -299,7 +301,8 @@ def _anthropic_usage(usage: Any) -> Usage:
         return Usage()
     inp = sum(Usage.reported(usage.get(k), 0).input_tokens for k in
               ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(inp, Usage.reported(0, usage.get("output_tokens")).output_tokens)
+    return Usage(inp, Usage.reported(0, usage.get("output_tokens")).output_tokens).cached(
+        usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens"))
 
 
 def _content_blocks(content: Any) -> list[dict[str, Any]]:

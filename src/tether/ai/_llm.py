@@ -180,7 +180,8 @@ class LLM:
             else the provider's). Any OpenAI-compatible server works with ``openai:``.
         api_key: default ``$OPENAI_API_KEY`` / ``$ANTHROPIC_API_KEY``, read at the first
             call; a missing key fails that call (recorded, not retried).
-        prices: a ``PriceTable``, or ``{model: (usd_in, usd_out)}`` per 1M tokens
+        prices: a ``PriceTable``, or ``{model: (usd_in, usd_out)}`` per 1M tokens (or
+            ``(usd_in, usd_out, usd_cache_read, usd_cache_write)``)
             overriding the defaults.
         retry: the retry policy of provider failures (default: forever, backoff to 60 s,
             a ``Retry-After`` honoured up to 120 s).
@@ -198,7 +199,7 @@ class LLM:
     """
 
     def __init__(self, spec: str, *, base_url: str | None = None, api_key: str | None = None,
-                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, ...]] | None = None,
                  retry: RetryPolicy = DEFAULT_LLM_RETRY, rpm: float | None = None,
                  tpm: float | None = None, breaker: CircuitBreaker | None = CircuitBreaker(),
                  timeout: float | None = None, **client_options: Any) -> None:

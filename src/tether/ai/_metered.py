@@ -83,7 +83,7 @@ class MeteredModel:
     """
 
     def __init__(self, provider: str, *, base_url: str = "", api_key: str | None = None,
-                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, ...]] | None = None,
                  retry: RetryPolicy = _RETRY, rpm: float | None = None,
                  tpm: float | None = None,
                  breaker: CircuitBreaker | None = CircuitBreaker()) -> None:

@@ -592,5 +592,8 @@ def _warn_no_usage(provider: str, base_url: str) -> None:
 def _openai_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
-    return Usage.reported(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage.reported(usage.get("prompt_tokens"),
+                          usage.get("completion_tokens")).cached(cached)
 

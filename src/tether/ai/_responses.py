@@ -147,8 +147,7 @@ class OpenAIResponses(_HTTPChat):
                         if isinstance(response, dict) and isinstance(response.get("usage"),
                                                                      dict):
                             used = response["usage"]  # (a failed response tells its usage)
-                            told = Usage.reported(used.get("input_tokens"),
-                                                  used.get("output_tokens"))
+                            told = _responses_usage(used)
                         error = event.get("error") or (response or {}).get("error")
                         detail = error if isinstance(error, dict) else event
                         raise RetryableProviderError(
@@ -193,7 +192,7 @@ class OpenAIResponses(_HTTPChat):
                   and incomplete.get("reason") == "max_output_tokens" else "stop")
         return ChatReply(
             text="".join(texts) if texts else None, tool_calls=calls,
-            usage=Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")),
+            usage=_responses_usage(usage),
             model=str(data.get("model") or self.model), finish_reason=finish,
             provider=self.provider, raw_id=str(data.get("id") or ""), reasoning=reasoning)
 
@@ -251,3 +250,10 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
         else:
             parts.append(dict(part))
     return parts
+
+
+def _responses_usage(usage: Mapping[str, Any]) -> Usage:
+    """The usage of a response, its cached input (``input_tokens_details``) included."""
+    details = usage.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")).cached(cached)

@@ -129,10 +129,19 @@ class Usage:
     ``input_tokens`` counts the whole prompt, cached parts included (for Anthropic, the
     sum of ``input_tokens``, ``cache_creation_input_tokens`` and
     ``cache_read_input_tokens``), so the figure means the same for every provider.
+
+    ``cache_read_tokens`` and ``cache_write_tokens`` say how many of ``input_tokens``
+    were read from the provider's prompt cache (OpenAI's
+    ``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``)
+    and written to it (Anthropic's ``cache_creation_input_tokens``), which are priced
+    apart (``Price``). They are in ``to_dict`` only when not 0, so a reply without
+    them journals as it did.
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -140,14 +149,23 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.input_tokens + other.input_tokens,
-                     self.output_tokens + other.output_tokens)
+                     self.output_tokens + other.output_tokens,
+                     self.cache_read_tokens + other.cache_read_tokens,
+                     self.cache_write_tokens + other.cache_write_tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        out: dict[str, Any] = {"input_tokens": self.input_tokens,
+                               "output_tokens": self.output_tokens}
+        if self.cache_read_tokens:
+            out["cache_read_tokens"] = self.cache_read_tokens
+        if self.cache_write_tokens:
+            out["cache_write_tokens"] = self.cache_write_tokens
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Usage:
-        return cls(int(d.get("input_tokens", 0)), int(d.get("output_tokens", 0)))
+        return cls(int(d.get("input_tokens", 0)), int(d.get("output_tokens", 0)),
+                   int(d.get("cache_read_tokens", 0)), int(d.get("cache_write_tokens", 0)))
 
     @classmethod
     def reported(cls, input_tokens: Any, output_tokens: Any) -> Usage:
@@ -158,6 +176,14 @@ class Usage:
         (the call failed after it was paid, and was retried, and paid, without end),
         or took a negative count off the run's spending (its budget with it)."""
         return cls(_token_count(input_tokens), _token_count(output_tokens))
+
+    def cached(self, read: Any, written: Any = 0) -> Usage:
+        """This usage with the prompt-cache figures a provider reported (each read as
+        ``reported`` reads a count), bounded by ``input_tokens``: cached tokens are part
+        of the prompt, so no report makes them more than it."""
+        read_n = min(_token_count(read), self.input_tokens)
+        write_n = min(_token_count(written), self.input_tokens - read_n)
+        return Usage(self.input_tokens, self.output_tokens, read_n, write_n)
 
 
 #: The most tokens one reported figure counts: past any real call, and small enough that

@@ -170,7 +170,7 @@ class TetherModel(Model):
 
     def __init__(self, model: Model | str, *, provider: ModelProvider | None = None,
                  name: str | None = None,
-                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, ...]] | None = None,
                  retry: RetryPolicy = DEFAULT_LLM_RETRY, rpm: float | None = None,
                  tpm: float | None = None,
                  breaker: CircuitBreaker | None = CircuitBreaker()) -> None:
@@ -886,8 +886,10 @@ def _usage_of(result: Any) -> tuple[Usage, str | None]:
     if not isinstance(result, Mapping):
         return Usage(), None
     usage = result.get("usage") or {}
+    details = usage.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
     model = result.get("model")
-    return (Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")),
+    return (Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")).cached(cached),
             model if isinstance(model, str) and model else None)
 
 

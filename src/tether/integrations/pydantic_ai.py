@@ -337,7 +337,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                  event_stream_handler: EventStreamHandler[AgentDepsT] | None = None,
                  model_retry: RetryPolicy = DEFAULT_LLM_RETRY,
                  tool_retry: RetryPolicy = DEFAULT_TOOL_RETRY,
-                 prices: PriceTable | Mapping[str, tuple[float, float]] | None = None,
+                 prices: PriceTable | Mapping[str, tuple[float, ...]] | None = None,
                  rpm: float | None = None, tpm: float | None = None,
                  breaker: CircuitBreaker | None = CircuitBreaker(), live: bool = True) -> None:
         super().__init__(models=models, event_stream_handler=event_stream_handler, name=name)
@@ -574,8 +574,9 @@ def _usage_of(result: Any) -> tuple[Usage, str | None]:
         return Usage(), None
     usage = response.get("usage") or {}
     model = response.get("model_name")
-    return (Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")),
-            model if isinstance(model, str) and model else None)
+    used = Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")).cached(
+        usage.get("cache_read_tokens"), usage.get("cache_write_tokens"))
+    return used, (model if isinstance(model, str) and model else None)
 
 
 class TetherAgent(Generic[AgentDepsT, OutputT]):

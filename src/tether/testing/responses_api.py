@@ -243,7 +243,7 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             "model": reply.model or body.get("model") or "unknown",
             "output": self._items(reply) if items is None else items,
             "usage": {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out,
-                      "input_tokens_details": {"cached_tokens": 0},
+                      "input_tokens_details": {"cached_tokens": reply.cache_read_tokens},
                       "output_tokens_details": {"reasoning_tokens": 0}},
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
             "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []),

@@ -60,6 +60,12 @@ A reply::
                                               "refusal" (stream: "refusal" deltas);
                                               Anthropic: a text block, stop_reason
                                               "refusal")
+    {"text": "...", "input_tokens": 1000, "cache_read_tokens": 800,
+     "cache_write_tokens": 100}   (of the 1,000 prompt tokens, 800 read from the prompt
+                                   cache, 100 written to it: OpenAI's
+                                   prompt_tokens_details.cached_tokens (reads only),
+                                   Anthropic's cache_read/cache_creation_input_tokens,
+                                   its input_tokens the other 100)
     {"text": "...", "delay": 0.5}                       (wait before answering)
     {"text": "a b c d", "chunk_delay": 0.2}             (slow stream: wait per chunk)
     {"fault": "slow_stream", "text": "a b c", "chunk_delay": 0.2}   (the same)

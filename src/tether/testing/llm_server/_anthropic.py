@@ -55,6 +55,14 @@ def stop_reason(reply: Reply) -> str:
                                                                                        reason)
 
 
+def _usage(reply: Reply, inp: int, out: int) -> dict[str, Any]:
+    """Anthropic's usage: ``input_tokens`` are the prompt's tokens not read from or
+    written to the cache (the scripted input count is the whole prompt)."""
+    read, written = reply.cache_read_tokens, reply.cache_write_tokens
+    return {"input_tokens": max(0, inp - read - written), "output_tokens": out,
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": read}
+
+
 def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) -> dict[str, Any]:
     """A non-streaming ``message``."""
     model = reply.model or rec.model or "unknown"
@@ -68,8 +76,7 @@ def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) ->
     return {"id": next_id("msg_"), "type": "message", "role": "assistant",
             "model": model, "content": content, "stop_reason": stop_reason(reply),
             "stop_sequence": None,
-            "usage": {"input_tokens": inp, "output_tokens": out,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+            "usage": _usage(reply, inp, out)}
 
 
 def events(rec: RecordedRequest, reply: Reply,
@@ -85,8 +92,7 @@ def events(rec: RecordedRequest, reply: Reply,
     yield "meta", event("message_start", {"message": {
         "id": next_id("msg_"), "type": "message", "role": "assistant",
         "model": model, "content": [], "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": inp, "output_tokens": 1,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})
+        "usage": _usage(reply, inp, 1)}})
     index = 0
     if reply.text or reply.refusal:
         yield "meta", event("content_block_start", {

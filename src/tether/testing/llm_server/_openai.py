@@ -48,9 +48,9 @@ def models(names: Sequence[str]) -> dict[str, Any]:
                                         "owned_by": "tether"} for m in names]}
 
 
-def _usage_dict(inp: int, out: int) -> dict[str, Any]:
+def _usage_dict(inp: int, out: int, cached: int = 0) -> dict[str, Any]:
     return {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
 
 
@@ -70,7 +70,7 @@ def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) ->
             "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": finish_reason(reply)}],
-            "usage": _usage_dict(inp, out),
+            "usage": _usage_dict(inp, out, reply.cache_read_tokens),
             "service_tier": "default", "system_fingerprint": "fp_tether"}
 
 
@@ -105,7 +105,8 @@ def events(rec: RecordedRequest, reply: Reply,
     yield "meta", chunk({}, finish_reason(reply))
     if include_usage:
         inp, out = usage(rec, reply)
-        usage_chunk = {**base, "choices": [], "usage": _usage_dict(inp, out)}
+        usage_chunk = {**base, "choices": [], "usage": _usage_dict(inp, out,
+                                                                   reply.cache_read_tokens)}
         yield "meta", f"data: {json.dumps(usage_chunk)}\n\n"
     yield "meta", "data: [DONE]\n\n"
 

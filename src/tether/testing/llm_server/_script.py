@@ -51,6 +51,8 @@ class Reply(ScriptStep):
     times: int = 1
     json: Any = field(default=None, compare=False, repr=False)
     refusal: str | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.json is not None:
