@@ -116,6 +116,23 @@ async def test_provider_errors_are_classified(server: ScriptedResponsesServer,
         await llm.stream([user_message("x")])
 
 
+async def test_a_refusal_part_is_the_replys_text_with_content_filter(
+        server: ScriptedResponsesServer, llm: LLM) -> None:
+    """A Responses message whose content is a ``refusal`` part (streamed as
+    ``response.refusal.delta``) is the reply's text, ``content_filter``, as in Chat
+    Completions and Anthropic. It was read for ``output_text`` parts only: no text,
+    ``stop``, the model's reason lost."""
+    server.set_script([Reply(refusal="I can't assist with that."),
+                       Reply(refusal="I can't assist with that.")])
+    plain = await llm.chat([user_message("x")])
+    chunks: list[str] = []
+    streamed = await llm.stream([user_message("x")], on_chunk=chunks.append)
+    for reply in (plain, streamed):
+        assert (reply.text, reply.finish_reason) == ("I can't assist with that.",
+                                                     "content_filter")
+    assert "".join(chunks) == "I can't assist with that."
+
+
 async def test_the_chat_completions_client_leaves_reasoning_out(
         server: ScriptedResponsesServer) -> None:
     """A conversation carried over from a Responses model (assistant messages with

@@ -137,7 +137,7 @@ class OpenAIResponses(_HTTPChat):
                     if isinstance(kind, str) and kind.endswith(".delta") and isinstance(
                             delta, str):  # (text, tool-call arguments, reasoning: output)
                         progress.chars += len(delta)
-                    if kind == "response.output_text.delta":
+                    if kind in ("response.output_text.delta", "response.refusal.delta"):
                         await _emit(on_chunk, str(delta or ""))
                     elif kind == "response.completed" and isinstance(event.get("response"),
                                                                      dict):
@@ -168,6 +168,7 @@ class OpenAIResponses(_HTTPChat):
         if not isinstance(output, list):
             raise self._bad_answer("no output in the response")
         texts: list[str] = []
+        refusals: list[str] = []
         calls: list[ToolCall] = []
         reasoning: list[dict[str, Any]] = []
         for item in output:
@@ -175,8 +176,11 @@ class OpenAIResponses(_HTTPChat):
                 continue
             kind = item.get("type")
             if kind == "message":
-                texts.extend(str(part.get("text") or "") for part in item.get("content") or []
-                             if isinstance(part, dict) and part.get("type") == "output_text")
+                parts = [p for p in item.get("content") or [] if isinstance(p, dict)]
+                texts.extend(str(p.get("text") or "") for p in parts
+                             if p.get("type") == "output_text")
+                refusals.extend(str(p.get("refusal") or "") for p in parts
+                                if p.get("type") == "refusal")
             elif kind == "function_call":
                 calls.append(ToolCall.parse(str(item.get("call_id") or item.get("id") or ""),
                                             str(item.get("name") or ""),
@@ -187,11 +191,15 @@ class OpenAIResponses(_HTTPChat):
         assert isinstance(usage, dict)
         incomplete = (data.get("incomplete_details") or {}) if data.get(
             "status") == "incomplete" else {}
-        finish = ("tool_calls" if calls else
-                  "length" if isinstance(incomplete, dict)
-                  and incomplete.get("reason") == "max_output_tokens" else "stop")
+        reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+        finish = ("tool_calls" if calls else "length" if reason == "max_output_tokens"
+                  else "content_filter" if reason == "content_filter" else "stop")
+        text = "".join(texts) if texts else None
+        if not text and "".join(refusals):
+            # A refusal part, as Chat Completions' ``refusal``: the text, content_filter.
+            text, finish = "".join(refusals), "content_filter"
         return ChatReply(
-            text="".join(texts) if texts else None, tool_calls=calls,
+            text=text, tool_calls=calls,
             usage=_responses_usage(usage),
             model=str(data.get("model") or self.model), finish_reason=finish,
             provider=self.provider, raw_id=str(data.get("id") or ""), reasoning=reasoning)

@@ -225,6 +225,10 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                           "status": "completed", "role": "assistant",
                           "content": [{"type": "output_text", "text": reply.text,
                                        "annotations": [], "logprobs": []}]})
+        elif reply.refusal is not None:  # (a refusal: a message of one refusal part)
+            items.append({"type": "message", "id": self._next_id("msg_"),
+                          "status": "completed", "role": "assistant",
+                          "content": [{"type": "refusal", "refusal": reply.refusal}]})
         for call in reply.tool_calls:
             items.append({"type": "function_call", "id": self._next_id("fc_"),
                           "call_id": str(call.get("id") or self._next_id("call_")),
@@ -277,7 +281,24 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         yield "meta", _sse("response.created", {"response": start,
                                                 "sequence_number": next(seq)})
         for index, item in enumerate(items):
-            if item["type"] == "message":
+            if item["type"] == "message" and item["content"][0]["type"] == "refusal":
+                yield "meta", _sse("response.output_item.added", {
+                    "output_index": index, "item": {**item, "status": "in_progress",
+                                                    "content": []},
+                    "sequence_number": next(seq)})
+                where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                yield "meta", _sse("response.content_part.added", {
+                    **where, "part": {"type": "refusal", "refusal": ""},
+                    "sequence_number": next(seq)})
+                for piece in _chunks(reply, refusal=True):
+                    yield "content", _sse("response.refusal.delta", {
+                        **where, "delta": piece, "sequence_number": next(seq)})
+                yield "meta", _sse("response.refusal.done", {
+                    **where, "refusal": item["content"][0]["refusal"],
+                    "sequence_number": next(seq)})
+                yield "meta", _sse("response.content_part.done", {
+                    **where, "part": item["content"][0], "sequence_number": next(seq)})
+            elif item["type"] == "message":
                 empty = {**item, "status": "in_progress", "content": []}
                 yield "meta", _sse("response.output_item.added", {
                     "output_index": index, "item": empty, "sequence_number": next(seq)})
