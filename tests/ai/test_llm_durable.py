@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -291,7 +292,10 @@ async def test_transient_failures_are_retried_and_recorded(
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_refusal_fails_at_once_with_the_providers_message(
         sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
-    """A 400 is not retried: the run fails with the provider's own message."""
+    """A 400 is not retried: the run fails with the provider's own message, and the
+    request id the provider gave the answer (``x-request-id``, Anthropic's
+    ``request-id``), which its support asks for: the journal keeps an error's type and
+    message only, and the id was an attribute alone, lost there."""
     server.set_script([Fault.http(400, "max_tokens: 99999999 > 8192, the maximum")])
     app = App(sqlite_url)
     llm = make_llm(server, protocol, retry=FAST)
@@ -311,6 +315,7 @@ async def test_a_refusal_fails_at_once_with_the_providers_message(
     (entry,) = (await app.get_run("f")).journal
     assert entry["status"] == "error" and entry["attempts"] == 1
     assert "max_tokens: 99999999 > 8192" in entry["error"]["message"]
+    assert re.search(r"\[request req_[0-9a-f]{24}\]$", entry["error"]["message"])
     assert len(chats(server)) == 1
     await llm.aclose()
     await app.close()

@@ -80,7 +80,10 @@ class ProviderError(TetherError):
     def _describe(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no response"
         code = f" ({self.code})" if self.code else ""
-        return f"{self.provider}: {where}{code}: {self.message}"
+        # The request id is what the provider's support asks for; the journal keeps an
+        # error's type and message only, so it goes in the message.
+        request = f" [request {self.request_id}]" if self.request_id else ""
+        return f"{self.provider}: {where}{code}: {self.message}{request}"
 
 
 class RetryableProviderError(ProviderError):
