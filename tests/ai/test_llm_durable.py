@@ -456,6 +456,31 @@ async def test_structured_output_gives_up_after_the_retries(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_structured_output_that_never_validates_says_why(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """An answer cut at max_tokens, then a refusal: the model is told the first was
+    cut, and the run's recorded error quotes the refusal. Before, a refusal's error was
+    the JSON parser's ("(root): Invalid JSON: expected ident at line 1 column 2"): the
+    journal keeps the message only, and the model's reason was lost there."""
+    server.set_script([Reply('{"name": "Par', finish_reason="length"),
+                       Reply(refusal="I can't share that.")])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol)
+
+    @app.workflow
+    async def wf() -> City:
+        return await llm.chat([user_message("Describe Paris.")], output=City,
+                              output_retries=1)
+
+    async with app.worker():
+        with pytest.raises(RunFailed, match="last error: the model refused: \"I can't share"):
+            await (await app.start(wf, run_id="v")).result(timeout=15)
+    assert "the answer was cut at max_tokens" in json.dumps(chats(server)[1].body)
+    await llm.aclose()
+    await app.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stream_publishes_chunks_and_journals_the_final_reply_once(
         store_url: str, server: ScriptedLLMServer, protocol: str) -> None:
     """Observers receive the chunks live; the journal has one entry with the whole text;

@@ -365,7 +365,7 @@ class LLM:
             try:
                 return output.model_validate_json(text or "")
             except pydantic.ValidationError as exc:
-                problem = _validation_summary(exc, text)
+                problem = _validation_summary(exc, text, reply.finish_reason)
             errors.append(problem)
             # Only the text goes back: tool calls without results would be refused.
             convo = [*convo, {"role": "assistant", "content": text or ""},
@@ -578,11 +578,19 @@ def _output_schema(output: Any) -> dict[str, Any]:
     return schema
 
 
-def _validation_summary(exc: pydantic.ValidationError, text: str | None) -> str:
+def _validation_summary(exc: pydantic.ValidationError, text: str | None,
+                        finish_reason: str = "stop") -> str:
+    """What was wrong with an answer, for the model and for ``OutputValidationError``
+    (journaled as its message): a refusal quotes the model (its text is no JSON, and
+    "Invalid JSON: expected ident" hid why), an answer cut at ``max_tokens`` says so."""
+    if finish_reason == "content_filter":
+        return f"the model refused: {(text or '')[:300]!r}"
     if not text:
         return "the answer was empty (expected a JSON object)"
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    if finish_reason == "length":
+        parts.append("the answer was cut at max_tokens (finish_reason length)")
     return "; ".join(parts)
