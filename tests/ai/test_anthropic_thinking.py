@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pydantic
 import pytest
 
 import tether
@@ -21,6 +22,11 @@ from tether.testing.responses_api import (
 )
 
 THOUGHT = "The user wants Oslo's weather; call the tool."
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
 
 
 @pytest.fixture
@@ -104,3 +110,22 @@ async def test_a_plain_call_keeps_thinking_in_the_reply(
     assert reply.reasoning == [{"type": "thinking", "thinking": "six times seven",
                                 "signature": thinking_signature("six times seven")}]
     assert reply.to_message()["reasoning"] == reply.reasoning
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+async def test_structured_output_with_thinking_does_not_force_the_tool(
+        server: ScriptedResponsesServer, streamed: bool) -> None:
+    """Anthropic refuses a forced tool with thinking on ("Thinking may not be enabled
+    when tool_choice forces tool use", a 400): ``output=`` with ``thinking=`` leaves the
+    choice to the model, and its answer validates. Before, the ``final_output`` tool
+    was forced whatever the parameters, and every such call failed at once."""
+    server.set_script([ResponsesReply('{"name": "Oslo", "population": 709000}',
+                                      reasoning="Norway's capital.")])
+    async with LLM("anthropic:claude-sonnet-4-5", base_url=server.anthropic_base_url,
+                   api_key="k", breaker=None) as llm:
+        ask = llm.stream if streamed else llm.chat
+        city = await ask([user_message("Capital of Norway?")], output=City,
+                         max_tokens=4000, thinking={"type": "enabled", "budget_tokens": 2000})
+    assert city == City(name="Oslo", population=709000)
+    body = server.requests[0].body
+    assert "tool_choice" not in body and body["tools"][0]["name"] == "final_output"

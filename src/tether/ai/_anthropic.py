@@ -109,8 +109,11 @@ class AnthropicChat(_HTTPChat):
         if output_schema is not None:
             tool_dicts.append({"name": OUTPUT_TOOL, "input_schema": dict(output_schema),
                                "description": "Give the final answer in this structure."})
-            if tool_choice is None:
+            if tool_choice is None and not _thinking(params):
                 tool_choice = "required" if specs else OUTPUT_TOOL
+            # (With thinking on, the API refuses a forced tool, "Thinking may not be
+            # enabled when tool_choice forces tool use": the choice stays the model's,
+            # and an answer given as text instead is read as the JSON answer.)
         if tool_dicts:
             body["tools"] = tool_dicts
         if tool_choice == "required":
@@ -280,6 +283,13 @@ class AnthropicChat(_HTTPChat):
         if kind in _RETRYABLE_TYPES:
             return RetryableProviderError(message, provider=self.provider, code=kind)
         return FatalProviderError(message, provider=self.provider, code=kind)
+
+
+def _thinking(params: Mapping[str, Any]) -> bool:
+    """Whether the request turns extended thinking on (``thinking={"type": "enabled",
+    ...}``, or any kind but ``disabled``)."""
+    thinking = params.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
 
 
 #: Anthropic's extended-thinking content blocks.

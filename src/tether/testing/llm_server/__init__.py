@@ -123,7 +123,8 @@ Each ``RecordedRequest`` has ``method``, ``path``, ``headers`` (lower-case names
 and ``step`` (the index of the step in the script as set, when one answered).
 
 With ``strict=True`` (default) the server checks requests the way the real APIs do
-(roles, tool results matching earlier tool calls, required fields) and answers 400
+(roles, tool results matching earlier tool calls, required fields, Anthropic's forced
+tool with thinking on) and answers 400
 when they are wrong, so a client's conversion bugs show up in tests. With ``api_key=``
 it answers 401 to a request without that key.
 """

@@ -177,5 +177,10 @@ def check(body: dict[str, Any]) -> str | None:
                 or not isinstance(tool.get("input_schema"), dict)
                 or tool["input_schema"].get("type") != "object"):
             return f"tools.{i}: a tool needs a name and an input_schema of type 'object'"
+    thinking = body.get("thinking")
+    choice = body.get("tool_choice")
+    if (isinstance(thinking, dict) and thinking.get("type") == "enabled"
+            and isinstance(choice, dict) and choice.get("type") in ("any", "tool")):
+        return "Thinking may not be enabled when tool_choice forces tool use."
     return None
 
