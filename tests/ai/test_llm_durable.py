@@ -480,6 +480,34 @@ async def test_structured_output_that_never_validates_says_why(
     await app.close()
 
 
+async def test_prompt_cache_figures_price_an_answered_call_and_a_cut_one(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """Anthropic tells a stream's prompt, cache figures included, in ``message_start``:
+    a stream cut after it was billed its 8,000 cache-written tokens at the write price
+    (1.25 times the input price), and the retry's 8,000 cache reads at the read price
+    (a tenth). Both are in the run's cost (before, both at the input price)."""
+    server.set_script([
+        Reply("alpha beta gamma", input_tokens=10_000, output_tokens=3,
+              cache_write_tokens=8_000, error_after_chunks=1),
+        Reply("ok", input_tokens=10_000, output_tokens=1, cache_read_tokens=8_000)])
+    app = App(sqlite_url)
+    llm = make_llm(server, "anthropic", retry=FAST)  # claude-sonnet-4-5: $3 / $15
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.stream([user_message("x")])).text or ""
+
+    async with app.worker():
+        assert await (await app.start(wf, run_id="cache")).result(timeout=15) == "ok"
+    m = (await app.get_run("cache")).metrics
+    cut = (2_000 * 3.0 + 8_000 * 3.75 + 2 * 15.0) / 1e6  # ("alpha ": 2 tokens estimated)
+    answered = (2_000 * 3.0 + 8_000 * 0.30 + 1 * 15.0) / 1e6
+    assert m["tokens.input"] == 20_000
+    assert m["cost.usd"] == pytest.approx(cut + answered)
+    await llm.aclose()
+    await app.close()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stream_publishes_chunks_and_journals_the_final_reply_once(
         store_url: str, server: ScriptedLLMServer, protocol: str) -> None:
