@@ -171,6 +171,17 @@ def make_app(url: str | None = None) -> tether.App:
         return {"approved": decision.approved, "note": decision.note}
 
     @app.workflow
+    async def two_purchases(item: str) -> list[dict[str, object]]:
+        """Asks for one approval, then (whatever the answer) for a second one."""
+        out = []
+        for i, price in (("1", 49.0), ("2", 4900.0)):
+            decision = await request_approval(
+                "buy", {"item": item, "price_usd": price}, f"purchase {i} of {item}",
+                approval_id=i, status={"agent": "purchase"})
+            out.append({"approved": decision.approved, "note": decision.note})
+        return out
+
+    @app.workflow
     async def retrying_later(tag: str) -> str:
         return await sync_crm(tag)
 

@@ -283,18 +283,30 @@ async def pending_approval(app: App, run_id: str) -> PendingApproval | None:
 
 
 async def approve(app: App, run_id: str, *, approved: bool = True,
-                  note: str | None = None) -> PendingApproval:
+                  note: str | None = None, approval_id: str | None = None
+                  ) -> PendingApproval:
     """Answer the approval ``run_id`` waits for; returns what was answered.
+
+    ``approval_id``: answer that approval only (the one a person was shown): if the run
+    waits for another one now (the one shown was answered by someone else, and the run
+    went on to ask again), nothing is sent and ``NoPendingApproval`` says so. Without
+    it, whichever approval the run waits for now is answered.
 
     Raises:
         RunNotFound: no such run.
         NoPendingApproval: the run waits for no approval, or this one was answered
-            already (the second of two answers is dropped).
+            already (the second of two answers is dropped), or ``approval_id`` is not
+            the one it waits for.
     """
     info = await app.get_run(run_id)
     pending = _pending_from(info.run_id, info.workflow, info.status, info.status_info)
     if pending is None:
         raise NoPendingApproval(run_id, _why_not(info.status, info.status_info))
+    if approval_id is not None and pending.approval_id != approval_id:
+        raise NoPendingApproval(
+            run_id, f"approval {approval_id} was answered already; the run now waits for "
+                    f"approval {pending.approval_id} ({pending.tool}), which this answer "
+                    "was not meant for")
     payload = {"approved": approved, "note": note, "approval_id": pending.approval_id}
     created = await app.signal(run_id, APPROVAL_SIGNAL, payload,
                                idempotency_key=approval_key(pending.approval_id,

@@ -490,13 +490,16 @@ async def answer_approval(request: Request) -> Response:
     return json_response(await answer(app, run_id, approved, note or None))
 
 
-async def answer(app: App, run_id: str, approved: bool, note: str | None) -> dict[str, Any]:
-    """Answer the approval ``run_id`` waits for (the API and the inbox form)."""
+async def answer(app: App, run_id: str, approved: bool, note: str | None,
+                 approval_id: str | None = None) -> dict[str, Any]:
+    """Answer the approval ``run_id`` waits for (the API and the inbox form); with
+    ``approval_id``, only that one (``tether.ai.approve``)."""
     from tether.ai import NoPendingApproval
     from tether.ai import approve as send
 
     try:
-        pending = await send(app, run_id, approved=approved, note=note)
+        pending = await send(app, run_id, approved=approved, note=note,
+                             approval_id=approval_id)
     except RunNotFound:
         raise run_not_found(run_id) from None
     except NoPendingApproval as exc:

@@ -9,6 +9,7 @@ an admin principal.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -766,12 +767,78 @@ async def approval_action(request: Request) -> Response:
     if decision not in ("approve", "reject"):
         raise ApiError(400, "bad_request", "decision must be approve or reject")
     note = (values.get("note") or "").strip()[:4000] or None
-    done = await answer(request.app.state.tether, run_id, decision == "approve", note)
+    app: App = request.app.state.tether
+    # The approval the page showed (its id, and when it was asked: an id may come again
+    # in a later generation of the run): only that one is answered. A page left open
+    # while another person answered it, and the agent then asked for another, answered
+    # the new one, which nobody had seen, with this page's decision.
+    shown_id = values.get("approval_id") or None
+    try:
+        if shown_id is not None:
+            await _same_approval(app, run_id, shown_id, values.get("since") or None)
+        done = await answer(app, run_id, decision == "approve", note, shown_id)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        raise ApiError(409, exc.code, await _not_sent(
+            app, run_id, decision == "approve", note, shown_id, exc.message)) from None
     tool = done["approval"].get("tool") or "the call"
     said = (f"Approved {tool} for run {run_id}: the run goes on." if decision == "approve"
             else f"Rejected {tool} for run {run_id}" + (": the model reads your note."
                                                          if note else "."))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
+
+
+async def _same_approval(app: App, run_id: str, shown_id: str, since: str | None) -> None:
+    """Refuse (409) when the approval ``run_id`` waits for is not the one a page showed
+    (``shown_id``, asked at ``since``): same id, asked at another time, is another
+    generation's."""
+    from tether.ai import pending_approval
+
+    try:
+        pending = await pending_approval(app, run_id)
+    except RunNotFound:
+        raise run_not_found(run_id) from None
+    try:
+        asked = float(since) if since is not None else None
+    except ValueError:
+        asked = None
+    if pending is not None and pending.approval_id == shown_id and asked is not None \
+            and asked != pending.since:
+        raise ApiError(409, "no_pending_approval",
+                       f"the approval shown ({pending.tool}) was answered already; the run "
+                       "asked again since, which this answer was not meant for")
+
+
+async def _not_sent(app: App, run_id: str, approved: bool, note: str | None,
+                    shown_id: str | None, why: str) -> str:
+    """What the error page of a refused approval form says: that the person's decision
+    (and note) was not recorded, why, and the answer that was taken, when it can be
+    read (the first answer counts)."""
+    from tether._codec import SLOT_SIGNAL
+    from tether.ai._approvals import approval_key
+
+    mine = "approval" if approved else "rejection"
+    said = f"Not sent: your {mine}" + (f" (note: {short(note, 200)})" if note else "") + \
+        f" was not recorded. {why[:1].upper()}{why[1:]}."
+    if shown_id is None:
+        return said
+    with contextlib.suppress(Exception):  # (an answer that cannot be read is not named)
+        run = await app.store.run_get(run_id)
+        if run is None or run.erased_at is not None:
+            return said
+        sent = await app.store.signal_find(
+            run_id=run_id, idempotency_key=approval_key(shown_id, run.generation))
+        if sent is None or sent.payload is None:
+            return said
+        first = app.codec.for_run(run_id).decode(sent.payload, None, SLOT_SIGNAL)
+        if isinstance(first, dict) and isinstance(first.get("approved"), bool):
+            how = "approved" if first["approved"] else "rejected"
+            note_ = first.get("note")
+            said += (f" It was {how} first" + (f", with the note: {short(str(note_), 200)}"
+                                                if note_ else "")
+                     + ". The first answer counts.")
+    return said
 
 
 async def cancel_action(request: Request) -> Response:

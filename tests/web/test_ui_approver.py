@@ -1,0 +1,106 @@
+"""The approver's forms (the inbox and a run page) in process, on both stores: an
+answer goes to the approval the page showed, or to none, and the person who was late
+is told what happened to theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, ui_client
+from tests.web.test_ui_and_cli import login
+
+
+@pytest.fixture
+async def ui(store_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with ui_client(store_url) as http:
+        yield http
+
+
+async def _waiting_for(app: object, run_id: str, approval_id: str) -> None:
+    from tether.ai import pending_approval
+
+    for _ in range(500):
+        pending = await pending_approval(app, run_id)  # type: ignore[arg-type]
+        if pending is not None and pending.approval_id == approval_id:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{run_id} never waited for approval {approval_id}")
+
+
+async def _form_of(ui: httpx.AsyncClient, path: str, run_id: str) -> dict[str, str]:
+    """The hidden fields of the approval form of ``run_id`` on the page ``path`` (once
+    it shows one: the inbox lists a run once its wait is stored, after its status)."""
+    for _ in range(500):
+        page = (await ui.get(path)).text
+        form = re.search(
+            r'<form method="post" action="/ui/runs/'
+            + re.escape(run_id)
+            + r'/approval"(.*?)</form>',
+            page,
+            re.S,
+        )
+        if form is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert form is not None, page
+    return {
+        k: html.unescape(v)
+        for k, v in re.findall(
+            r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1)
+        )
+    }
+
+
+@pytest.mark.parametrize("where", ["/approvals", "/runs/two"])
+async def test_a_page_left_open_answers_the_approval_it_showed_or_none(
+    ui: httpx.AsyncClient, where: str
+) -> None:
+    """Two approvers have the same approval open; the first approves it, and the agent
+    asks for its next approval. The second's Reject, from the page still showing the
+    first approval, must not answer the second one (which nobody has seen): it is
+    refused with a 409 page that says the rejection and its note were not recorded and
+    what the first answer was; the second approval still waits. Before the fix the
+    form named no approval, and the late rejection answered the second one."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await app.start("two_purchases", "atlas", run_id="two")
+        await _waiting_for(app, "two", "1")
+        fields = await _form_of(ui, where, "two")  # the second approver's page
+        r = await ui.post(
+            "/ui/runs/two/approval",
+            data={"csrf": csrf, "decision": "approve", "note": "fine by me", "next": "/approvals"},
+        )
+        assert r.status_code == 303, r.text  # the first approver
+        await _waiting_for(app, "two", "2")
+        r = await ui.post(
+            "/ui/runs/two/approval",
+            data={**fields, "csrf": csrf, "decision": "reject", "note": "NO: too dear"},
+        )
+        assert r.status_code == 409, r.text
+        text = html.unescape(r.text)
+        assert "Not sent: your rejection (note: NO: too dear) was not recorded." in text
+        assert "It was approved first, with the note: fine by me. The first answer counts." in text
+        assert 'href="/runs/two">Back to the run' in r.text
+        from tether.ai import pending_approval
+
+        pending = await pending_approval(app, "two")
+        assert pending is not None and pending.approval_id == "2"  # not answered
+        # The page drawn now shows the second approval, and answers it.
+        fields = await _form_of(ui, where, "two")
+        assert fields["approval_id"] == "2"
+        r = await ui.post(
+            "/ui/runs/two/approval",
+            data={**fields, "csrf": csrf, "decision": "reject", "note": "too dear"},
+        )
+        assert r.status_code == 303, r.text
+        assert await app.handle("two").result(timeout=30) == [
+            {"approved": True, "note": "fine by me"},
+            {"approved": False, "note": "too dear"},
+        ]
