@@ -104,3 +104,59 @@ async def test_a_page_left_open_answers_the_approval_it_showed_or_none(
             {"approved": True, "note": "fine by me"},
             {"approved": False, "note": "too dear"},
         ]
+
+
+def _buttons(form: str) -> list[tuple[str, str]]:
+    return re.findall(r'<button name="(\w+)" value="([^"]*)"', form)
+
+
+@pytest.mark.parametrize("where", ["/approvals", "/runs/enter"])
+async def test_enter_in_the_note_answers_neither(ui: httpx.AsyncClient, where: str) -> None:
+    """Enter in a text field submits its form as its first submit button would (HTML's
+    implicit submission): that button was Approve, so a note typed for a rejection and
+    ended with Enter approved the call. The first button now decides nothing, and its
+    answer is a page that asks to choose, the note kept, nothing sent."""
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await app.start("purchase", "atlas", run_id="enter")
+        fields = await _form_of(ui, where, "enter")
+        page = (await ui.get(where)).text
+        form = page[page.index('action="/ui/runs/enter/approval"') :]
+        form = form[: form.index("</form>")]
+        assert _buttons(form)[0] == ("decision", "")  # the default button
+        assert [b for b in _buttons(form) if b[1]] == [
+            ("decision", "approve"),
+            ("decision", "reject"),
+        ]
+        r = await ui.post(
+            "/ui/runs/enter/approval",
+            data={**fields, "csrf": csrf, "decision": "", "note": "too <b>dear</b>"},
+        )
+        assert r.status_code == 200, r.text
+        assert "Nothing was sent: Enter in the note answers neither." in r.text
+        assert 'name="note" value="too &lt;b&gt;dear&lt;/b&gt;"' in r.text
+        assert _form_of_text(r.text) == {**fields, "csrf": csrf}
+        from tether.ai import pending_approval
+
+        assert (await pending_approval(app, "enter")) is not None  # not answered
+        r = await ui.post(
+            "/ui/runs/enter/approval",
+            data={**_form_of_text(r.text), "decision": "reject", "note": "too dear"},
+        )
+        assert r.status_code == 303, r.text
+        assert await app.handle("enter").result(timeout=30) == {
+            "approved": False,
+            "note": "too dear",
+        }
+
+
+def _form_of_text(page: str) -> dict[str, str]:
+    form = re.search(r'action="/ui/runs/[^"]+/approval"(.*?)</form>', page, re.S)
+    assert form is not None, page
+    return {
+        k: html.unescape(v)
+        for k, v in re.findall(
+            r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1)
+        )
+    }

@@ -764,10 +764,14 @@ async def approval_action(request: Request) -> Response:
     values = await _form(request)
     run_id = request.path_params["run_id"]
     decision = values.get("decision")
+    app: App = request.app.state.tether
+    if decision == "":
+        # Enter pressed in the note: the form's first button decides nothing. The page
+        # asks to choose, the note kept (with Approve first, Enter approved it).
+        return await _choose(request, app, run_id, values)
     if decision not in ("approve", "reject"):
         raise ApiError(400, "bad_request", "decision must be approve or reject")
     note = (values.get("note") or "").strip()[:4000] or None
-    app: App = request.app.state.tether
     # The approval the page showed (its id, and when it was asked: an id may come again
     # in a later generation of the run): only that one is answered. A page left open
     # while another person answered it, and the agent then asked for another, answered
@@ -787,6 +791,26 @@ async def approval_action(request: Request) -> Response:
             else f"Rejected {tool} for run {run_id}" + (": the model reads your note."
                                                          if note else "."))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
+
+
+async def _choose(request: Request, app: App, run_id: str,
+                  values: dict[str, str]) -> Response:
+    """The page that asks to approve or reject (nothing sent), the posted note and the
+    approval the form showed kept in its form."""
+    from tether.ai import pending_approval
+
+    try:
+        pending = await pending_approval(app, run_id)
+    except RunNotFound:
+        raise run_not_found(run_id) from None
+    if pending is not None and values.get("approval_id") not in (None, pending.approval_id):
+        pending = None  # (another approval now: posting the form says so)
+    next_ = values.get("next") or ""
+    return render(request, "decide.html", page="approvals", run_id=run_id, pending=pending,
+                  note=(values.get("note") or "")[:4000],
+                  approval_id=values.get("approval_id", ""), since=values.get("since", ""),
+                  next=next_ if next_.startswith("/") and not next_.startswith("//")
+                  and "\\" not in next_ else f"/runs/{path_segment(run_id)}")
 
 
 async def _same_approval(app: App, run_id: str, shown_id: str, since: str | None) -> None:
