@@ -160,3 +160,39 @@ def _form_of_text(page: str) -> dict[str, str]:
             r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1)
         )
     }
+
+
+async def test_a_form_sent_after_the_session_ended_gets_a_page_that_says_so(
+    ui: httpx.AsyncClient,
+) -> None:
+    """A page left open while its session ended (it expired, the person logged out in
+    another tab, or its token was removed): its Approve answered with the API's JSON,
+    ``{"error": ... "send Authorization: Bearer TOKEN"}``, in the browser. It is a page
+    now (401, the stylesheet, a link to log in) that says nothing was done; and nothing
+    was."""
+    from tether.ai import pending_approval
+    from tether.serve._auth import SESSION_COOKIE, digest
+
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await app.start("purchase", "atlas", run_id="late")
+        fields = await _form_of(ui, "/runs/late", "late")
+        for session in (None, digest("a-token-since-removed-0123")):
+            ui.cookies.delete(SESSION_COOKIE)
+            if session is not None:
+                ui.cookies.set(SESSION_COOKIE, session)
+            r = await ui.post(
+                "/ui/runs/late/approval",
+                data={**fields, "csrf": csrf, "decision": "approve", "note": "ok"},
+            )
+            assert r.status_code == 401, r.text
+            assert r.headers["content-type"].startswith("text/html")
+            assert "Your session has ended" in r.text and "<b>nothing was done</b>" in r.text
+            assert '<a href="/login">Log in again</a>' in r.text
+            assert '<link rel="stylesheet" href="/static/app.css">' in r.text
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+            assert (await pending_approval(app, "late")) is not None
+    # (The API still answers JSON, with its WWW-Authenticate.)
+    r = await ui.post("/api/v1/runs/late/cancel")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"

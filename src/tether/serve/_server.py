@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import signal
@@ -19,7 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -321,10 +322,15 @@ class Guard:
                 if morsel is not None:
                     found = self.tokens.by_digest(morsel.value)
             if found is None:
-                if is_api or scope["method"] not in ("GET", "HEAD"):
-                    response: Response = _error(401, "unauthorized",
-                                                "a valid token is required: send "
-                                                "Authorization: Bearer TOKEN")
+                if not is_api and not auth and scope["method"] == "POST":
+                    # A page's form whose session has ended (expired, logged out in
+                    # another tab, its token removed): a page that says so, not the
+                    # API's JSON ("send Authorization: Bearer TOKEN") in its place.
+                    response: Response = _session_ended(root)
+                elif is_api or scope["method"] not in ("GET", "HEAD"):
+                    response = _error(401, "unauthorized",
+                                      "a valid token is required: send "
+                                      "Authorization: Bearer TOKEN")
                     response.headers["WWW-Authenticate"] = "Bearer"
                 else:
                     response = RedirectResponse(root + "/login", status_code=303)
@@ -449,6 +455,21 @@ def _foreign_origin(headers: dict[str, str]) -> bool:
     if origin is None:
         return False
     return origin == "null" or origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
+
+
+def _session_ended(root: str) -> HTMLResponse:
+    """The 401 page of a form posted without a valid session: nothing was done."""
+    home = html.escape(root)
+    return HTMLResponse(
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light dark"><title>Log in again · Tether</title>'
+        f'<link rel="stylesheet" href="{home}/static/app.css"></head><body><main>'
+        '<section class="card error-card"><h1>401</h1><p>Your session has ended (it '
+        "expired, you logged out in another tab, or its token was removed from this "
+        "server): <b>nothing was done</b>, and what you typed was not sent.</p>"
+        f'<p><a href="{home}/login">Log in again</a>, then send it again from the '
+        "page.</p></section></main></body></html>\n", status_code=401)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
