@@ -8,6 +8,7 @@ import asyncio
 import html
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -196,3 +197,47 @@ async def test_a_form_sent_after_the_session_ended_gets_a_page_that_says_so(
     # (The API still answers JSON, with its WWW-Authenticate.)
     r = await ui.post("/api/v1/runs/late/cancel")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_token_removed_from_the_token_file_ends_its_sessions(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token file is followed: a token removed from it stops working, its browser
+    sessions included, without restarting the server (it worked until a restart); one
+    added works. A file changed into one that cannot be read as tokens is not taken."""
+    from tests.web import webapp
+    from tether.serve import Tokens, _auth, create_app
+
+    monkeypatch.setattr(_auth, "RELOAD_EVERY", 0.0, raising=False)
+    other = "other-admin-token-0123456789"
+    token_file = tmp_path / "tokens.txt"
+    token_file.write_text(f"admin:{ADMIN}\nadmin:{other}\n")
+    app = webapp.make_app(sqlite_url)
+    await app._open()
+    asgi = create_app(app, tokens=Tokens.load(str(token_file), env=""), mcp=False)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi), base_url="http://127.0.0.1"
+        ) as ui:
+            csrf = await login(ui, ADMIN)
+            assert (await ui.get("/runs")).status_code == 200
+            token_file.write_text(f"admin:{other}\n")  # ADMIN removed
+            r = await ui.get("/runs")
+            assert r.status_code == 303 and r.headers["location"] == "/login"
+            r = await ui.post("/ui/runs/x/cancel", data={"csrf": csrf})
+            assert r.status_code == 401 and "Your session has ended" in r.text
+            bearer = {"Authorization": f"Bearer {ADMIN}"}
+            assert (await ui.get("/api/v1/runs", headers=bearer)).status_code == 401
+            assert (
+                await ui.get("/api/v1/runs", headers={"Authorization": f"Bearer {other}"})
+            ).status_code == 200
+            token_file.write_text("admin:short\n")  # refused: the tokens stay
+            assert (
+                await ui.get("/api/v1/runs", headers={"Authorization": f"Bearer {other}"})
+            ).status_code == 200
+            token_file.write_text(f"read:{ADMIN}\n")  # back, as read
+            await login(ui, ADMIN)
+            page = (await ui.get("/runs")).text
+            assert 'class="role role-read"' in page
+    finally:
+        await app.close()

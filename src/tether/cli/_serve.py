@@ -38,7 +38,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8233, help="port (default 8233)")
     p.add_argument("--token-file", metavar="FILE",
-                   help="API tokens, one ROLE:TOKEN per line (ROLE admin or read); "
+                   help="API tokens, one ROLE:TOKEN per line (ROLE admin or read), "
+                   "followed while serving (a token removed stops working); "
                    "also read from $TETHER_API_TOKENS (comma-separated)")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="load this app's code (workflow types for results, payload hooks; "

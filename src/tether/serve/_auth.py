@@ -17,15 +17,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import ConfigError
 
 ROLES = ("admin", "read")
+#: How often (seconds, at most) a server looks whether its token file changed.
+RELOAD_EVERY = 1.0
+log = logging.getLogger("tether.serve")
 SESSION_COOKIE = "tether_session"
 CSRF_COOKIE = "tether_csrf"
 ENV_TOKENS = "TETHER_API_TOKENS"
@@ -52,20 +57,31 @@ def digest(token: str) -> str:
 
 
 class Tokens:
-    """The configured tokens, by digest."""
+    """The configured tokens, by digest. Loaded from a token file (``load``), they
+    follow the file: a token removed from it (or added) counts from the next request
+    a second or so later, its sessions included, without a restart (before 2026-12-06 a
+    removed token, and every session logged in with it, worked until the server was
+    restarted). A file changed into one ``load`` refuses (malformed, no token) is not
+    taken: the tokens stay as they were, and the log says why."""
 
     def __init__(self, entries: dict[str, str] | None = None) -> None:
         #: digest -> role
         self._roles = {digest(t): role for t, role in (entries or {}).items()}
+        self._file: str | None = None
+        self._env: str | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = 0.0
 
     @property
     def enabled(self) -> bool:
+        self._follow()
         return bool(self._roles)
 
     def by_token(self, token: str) -> Principal | None:
         return self.by_digest(digest(token))
 
     def by_digest(self, value: str) -> Principal | None:
+        self._follow()
         for known, role in self._roles.items():
             if hmac.compare_digest(known, value):
                 return Principal(role, known)
@@ -101,7 +117,36 @@ class Tokens:
         for i, item in enumerate(env_text.split(","), 1):
             if item.strip():
                 _add(entries, item.strip(), f"{ENV_TOKENS} entry {i}")
-        return cls(entries)
+        tokens = cls(entries)
+        if token_file is not None:
+            tokens._file, tokens._env = token_file, env_text
+            tokens._stamp = _stamp(token_file)
+            tokens._checked = time.monotonic()
+        return tokens
+
+    def _follow(self) -> None:
+        """Load the token file again if it changed (looked at every ``RELOAD_EVERY``
+        seconds at most)."""
+        if self._file is None:
+            return
+        now = time.monotonic()
+        if now - self._checked < RELOAD_EVERY:
+            return
+        self._checked = now
+        stamp = _stamp(self._file)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            fresh = Tokens.load(self._file, self._env)
+        except ConfigError as exc:
+            log.warning("token file %s changed, but its tokens were not taken (those "
+                        "loaded before still count): %s", self._file, exc)
+            return
+        if fresh._roles != self._roles:
+            log.info("token file %s changed: %d token(s) now", self._file,
+                     len(fresh._roles))
+        self._roles = fresh._roles
 
     @staticmethod
     def file_exposed(token_file: str) -> str | None:
@@ -117,6 +162,15 @@ class Tokens:
         who = "everyone" if mode & stat.S_IROTH else "its group"
         return (f"token file {token_file} is readable by {who} (mode {stat.S_IMODE(mode):04o}): "
                 f"anyone who reads it may act with its tokens; chmod 600 {token_file}")
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """What tells a new version of the file at ``path``: its inode, size and mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _add(entries: dict[str, str], entry: str, where: str) -> None:
