@@ -1,0 +1,77 @@
+"""What only a browser shows, walked in a real headless Chromium: what Enter in an
+approval's note does (HTML's implicit submission), and a timeline row whose error is
+one long word."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.helpers import ADMIN, READ, WEBAPP, start_serve, start_worker
+from tests.web.test_browser import browser as browser  # the fixture
+from tests.web.test_browser import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_enter_in_a_note_and_a_long_error_word(browser: object, tmp_path: Path) -> None:
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    db = f"sqlite:///{tmp_path}/walk.db"
+    served = start_serve(db, tmp_path, tokens=f"admin:{ADMIN}\nread:{READ}\n", app=WEBAPP)
+    worker = start_worker(db, tmp_path)
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        for workflow, run_id, args in (
+            ("purchase", "enter-1", ["atlas"]),
+            ("fixable", "long-word", ["w" * 150]),
+        ):
+            r = httpx.post(
+                served.url + "/api/v1/runs",
+                headers=api,
+                json={"workflow": workflow, "input": args, "run_id": run_id},
+            )
+            assert r.status_code == 201, r.text
+        wait_for(served.url, "enter-1", "waiting")
+        wait_for(served.url, "long-word", "failed")
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+
+        # Enter in the note of a run page's approval: nothing is sent; a page asks to
+        # choose, the note kept (Approve, the form's first button, approved it).
+        page.goto(served.url + "/runs/enter-1")
+        page.fill(".callout input[name=note]", "too dear")
+        page.press(".callout input[name=note]", "Enter")
+        expect(page.locator("h1")).to_have_text("Approve or reject?")
+        expect(page.locator("input[name=note]")).to_have_value("too dear")
+        page.screenshot(path=str(tmp_path / "approve-or-reject.png"), full_page=True)
+        doc = httpx.get(served.url + "/api/v1/runs/enter-1", headers=api).json()
+        assert doc["status"] == "waiting", doc
+        page.click("button.reject")
+        expect(page.locator(".flash")).to_contain_text("Rejected buy for run enter-1")
+        done = wait_for(served.url, "enter-1", "completed")
+        assert done["result"] == {"approved": False, "note": "too dear"}
+
+        # A step's error of one long word wraps in its cell: it ran out of the
+        # timeline's card (a wide window scrolled the table sideways to read it).
+        page.goto(served.url + "/runs/long-word")
+        row = page.locator(".timeline .err")
+        expect(row).to_contain_text("bug in fragile")
+        box = page.locator(".timeline").locator("xpath=..")
+        sizes = box.evaluate("b => [b.scrollWidth, b.clientWidth]")
+        page.screenshot(path=str(tmp_path / "long-word.png"), full_page=True)
+        assert sizes[0] <= sizes[1], sizes
+        cell = row.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert cell[0] <= cell[1], cell
+        context.close()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        served.stop()
