@@ -1,6 +1,6 @@
-"""What only a browser shows, walked in a real headless Chromium: what Enter in an
-approval's note does (HTML's implicit submission), and a timeline row whose error is
-one long word."""
+"""What only a browser shows, walked in a real headless Chromium: a note typed in the
+inbox across its redraws, what Enter in an approval's note does (HTML's implicit
+submission), and a timeline row whose error is one long word."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.web.test_browser import wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_enter_in_a_note_and_a_long_error_word(browser: object, tmp_path: Path) -> None:
+def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path) -> None:
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
@@ -27,6 +27,7 @@ def test_enter_in_a_note_and_a_long_error_word(browser: object, tmp_path: Path) 
     try:
         for workflow, run_id, args in (
             ("purchase", "enter-1", ["atlas"]),
+            ("purchase", "typed-1", ["globe"]),
             ("fixable", "long-word", ["w" * 150]),
         ):
             r = httpx.post(
@@ -43,6 +44,17 @@ def test_enter_in_a_note_and_a_long_error_word(browser: object, tmp_path: Path) 
         page.fill("input[name=token]", ADMIN)
         page.press("input[name=token]", "Enter")
         expect(page).to_have_url(served.url + "/runs")
+
+        # A note typed in the inbox, then left (to read the arguments): the inbox is
+        # redrawn every 3 s, and the redraw emptied it.
+        wait_for(served.url, "typed-1", "waiting")
+        page.goto(served.url + "/approvals")
+        card = page.locator(".approval", has_text="typed-1")
+        card.locator("input[name=note]").fill("ask finance first")
+        page.click("h1")
+        page.evaluate("document.querySelector('#approvals .inbox').dataset.old = '1'")
+        expect(page.locator("#approvals .inbox[data-old]")).to_have_count(0)  # redrawn
+        expect(card.locator("input[name=note]")).to_have_value("ask finance first")
 
         # Enter in the note of a run page's approval: nothing is sent; a page asks to
         # choose, the note kept (Approve, the form's first button, approved it).

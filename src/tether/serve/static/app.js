@@ -29,12 +29,38 @@ function fetchPart(url, headers) {
     .catch(() => { reachable(false, "server"); return null; });
 }
 
+// A text field's place in a fragment, the same in its redrawn copy: its form's action,
+// the approval the form answers (if any) and its name.
+function fieldKey(input) {
+  const form = input.form;
+  const which = form && form.querySelector("input[type=hidden][name=approval_id]");
+  return (form ? form.getAttribute("action") : "") + "|" + (which ? which.value : "") +
+    "|" + input.name;
+}
+
+// Draw a fragment's new HTML in ``el``, keeping what the user typed in its text fields
+// and not sent yet (a note, a signal's data): a redraw every 3 s emptied the note of an
+// approval typed, then left to read the arguments. A field whose form is gone with the
+// redraw (its approval answered meanwhile) goes with it.
+function redraw(el, html) {
+  const typed = new Map();
+  el.querySelectorAll("input[type=text]").forEach(input => {
+    if (input.value !== input.defaultValue) typed.set(fieldKey(input), input.value);
+  });
+  el.innerHTML = html;
+  if (!typed.size) return;
+  el.querySelectorAll("input[type=text]").forEach(input => {
+    const value = typed.get(fieldKey(input));
+    if (value !== undefined) input.value = value;
+  });
+}
+
 function refresh(el) {
   // A form being typed in must not be replaced under the user's fingers.
   if (el.dataset.pauseOnInput && el.contains(document.activeElement) &&
       document.activeElement.tagName === "INPUT") return Promise.resolve();
   return fetchPart(el.dataset.refresh, {"Accept": "text/html"})
-    .then(html => { if (html !== null) el.innerHTML = html; });
+    .then(html => { if (html !== null) redraw(el, html); });
 }
 
 // A duration as the server draws it (``fmt_duration``).
@@ -126,7 +152,7 @@ function followRun(root) {
         fetchPart(root.dataset.refresh + sep + "part=" + el.dataset.part)
           .then(html => {
             if (html === null) return;
-            el.innerHTML = html;
+            redraw(el, html);
             tick();  // (stamps what was drawn)
             if (el.dataset.part === "head") awaited();
             if (el.dataset.part === "body") lookAgain();
