@@ -241,3 +241,28 @@ async def test_a_token_removed_from_the_token_file_ends_its_sessions(
             assert 'class="role role-read"' in page
     finally:
         await app.close()
+
+
+async def test_a_parents_tree_counts_the_children_it_does_not_draw(
+    ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run page draws a parent's newest ``TREE_SHOWN`` child runs; the others are one
+    line that says how many, what they cost, and links to their list, and the roll-up
+    (the tree's heading, the head's Cost and Tokens) counts them. Only the newest 100
+    were read before: a parent of more drew 100, said nothing of the others, and its
+    cost "rolled up" left theirs out."""
+    from tether.serve import _ui
+
+    monkeypatch.setattr(_ui, "TREE_SHOWN", 2, raising=False)
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"], concurrency=4):
+        assert await (await app.start("paid_family", 3, run_id="fam")).result(30) == [0, 1, 2]
+    page = html.unescape((await ui.get("/runs/fam")).text)
+    tree = page[page.index('<ul class="tree">') :]
+    assert tree.count('<span class="pill s-completed">') == 2, tree
+    assert "1 older child run not drawn here (100 tokens · $0.50 of their own" in tree
+    assert '<a href="/runs?parent=fam">list them</a>' in tree
+    assert "$1.50 rolled up" in page
+    stats = page[page.index('<div class="stats">') : page.index("Saved by replay")]
+    assert '<div class="v">$1.50</div>' in stats and '<div class="v">300</div>' in stats

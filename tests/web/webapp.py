@@ -8,6 +8,7 @@ import os
 import time
 
 import tether
+import tether.ext
 from tether.ai import (
     LLM,
     Agent,
@@ -169,6 +170,20 @@ def make_app(url: str | None = None) -> tether.App:
                                           f"{item} is needed for the report", approval_id="1",
                                           status={"agent": "purchase"})
         return {"approved": decision.approved, "note": decision.note}
+
+    @app.step
+    async def pay_once(i: int) -> int:
+        tether.ext.add_metrics({"llm.calls": 1, "tokens.input": 100, "cost.usd": 0.5})
+        return i
+
+    @app.workflow
+    async def paid_child(i: int) -> int:
+        return await pay_once(i)
+
+    @app.workflow
+    async def paid_family(n: int) -> list[int]:
+        """``n`` child runs, each paying 100 tokens and $0.5."""
+        return [await tether.call(paid_child, i) for i in range(n)]
 
     @app.workflow
     async def two_purchases(item: str) -> list[dict[str, object]]:

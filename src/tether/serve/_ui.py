@@ -346,21 +346,54 @@ def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
     return [*rows, view]
 
 
-async def _tree(app: App, run_id: str, depth: int = 0) -> list[dict[str, Any]]:
-    """The children of a run, each with its own children and its cost rolled up."""
+#: How many child runs a run page's tree draws under each run (its newest); the
+#: others are counted in one line, and their own cost and tokens in the roll-up.
+TREE_SHOWN = 100
+#: Child runs read at a time when a run page counts them all.
+_CHILDREN_PAGE = 1000
+
+
+async def _children(app: App, run_id: str) -> list[Any]:
+    """Every child run of ``run_id``, newest first (page by page)."""
+    found: list[Any] = []
+    before: tuple[float, str] | None = None
+    while True:
+        page = await app.store.run_search(parent=run_id, limit=_CHILDREN_PAGE, before=before)
+        found += page
+        if len(page) < _CHILDREN_PAGE:
+            return found
+        before = (page[-1].created_at, page[-1].run_id)
+
+
+def _own(m: dict[str, float]) -> tuple[float, float]:
+    """A run's own cost and tokens, from its metrics."""
+    return (m.get("cost.usd", 0.0),
+            m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0))
+
+
+async def _tree(app: App, run_id: str,
+                depth: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The children of a run, each with its own children and its cost rolled up (the
+    newest ``TREE_SHOWN``, oldest first), and what is left out: how many, and their
+    own cost and tokens (``hidden``). Only the newest 100 were read: a parent of 150
+    children drew 100 of them with no word of the others, and its cost, "rolled up",
+    left theirs out."""
     if depth > 4:
-        return []
+        return [], {"count": 0, "cost": 0.0, "tokens": 0.0}
+    kids = await _children(app, run_id)
+    shown, rest = kids[:TREE_SHOWN], kids[TREE_SHOWN:]
     nodes = []
-    for kid in reversed(await app.store.run_search(parent=run_id, limit=100)):
-        sub = await _tree(app, kid.run_id, depth + 1)
-        m = kid.metrics
+    for kid in reversed(shown):
+        sub, sub_hidden = await _tree(app, kid.run_id, depth + 1)
+        cost, tokens = _own(kid.metrics)
         nodes.append({
             "run_id": kid.run_id, "workflow": kid.workflow, "status": kid.status,
-            "created_at": kid.created_at, "children": sub,
-            "cost": m.get("cost.usd", 0.0) + sum(n["cost"] for n in sub),
-            "tokens": (m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0)
-                       + sum(n["tokens"] for n in sub))})
-    return nodes
+            "created_at": kid.created_at, "children": sub, "hidden": sub_hidden,
+            "cost": cost + sum(n["cost"] for n in sub) + sub_hidden["cost"],
+            "tokens": tokens + sum(n["tokens"] for n in sub) + sub_hidden["tokens"]})
+    owns = [_own(kid.metrics) for kid in rest]
+    return nodes, {"count": len(rest), "cost": sum(c for c, _ in owns),
+                   "tokens": sum(t for _, t in owns)}
 
 
 def _pending_approval(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -482,10 +515,10 @@ async def run_view(app: App, run_id: str, *,
     doc["timeline_query"] = "" if timeline == TIMELINE_SHOWN else \
         f"?timeline={'all' if timeline is None else timeline}"
     doc["timeline_more"] = (timeline or 0) + TIMELINE_SHOWN
-    doc["tree"] = await _tree(app, run_id)
+    doc["tree"], doc["tree_hidden"] = await _tree(app, run_id)
     m = doc["metrics"]
-    kids_cost = sum(n["cost"] for n in doc["tree"])
-    kids_tokens = sum(n["tokens"] for n in doc["tree"])
+    kids_cost = sum(n["cost"] for n in doc["tree"]) + doc["tree_hidden"]["cost"]
+    kids_tokens = sum(n["tokens"] for n in doc["tree"]) + doc["tree_hidden"]["tokens"]
     doc["totals"] = {
         "cost": m.get("cost.usd", 0.0) + kids_cost,
         "tokens": m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0) + kids_tokens,
