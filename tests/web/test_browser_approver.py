@@ -29,6 +29,7 @@ def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path
             ("purchase", "enter-1", ["atlas"]),
             ("purchase", "typed-1", ["globe"]),
             ("fixable", "long-word", ["w" * 150]),
+            ("wait_go", "x" * 190 + "-end", []),
         ):
             r = httpx.post(
                 served.url + "/api/v1/runs",
@@ -83,6 +84,28 @@ def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path
         cell = row.evaluate("e => [e.scrollWidth, e.clientWidth]")
         assert cell[0] <= cell[1], cell
         context.close()
+
+        # A long run id on a phone: the waiting box's command line, the note after a
+        # form, and an error page's reason wrap; unbroken, they widened the page to
+        # 1,400 px (and a 1360 px window's).
+        phone = browser.new_context(viewport={"width": 390, "height": 800})
+        page = phone.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        long_id = "x" * 190 + "-end"
+        page.goto(served.url + "/runs/" + long_id)
+        expect(page.locator("#waits")).to_contain_text("tether signal")
+        page.screenshot(path=str(tmp_path / "long-id-390.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.click("#waits button")
+        expect(page.locator(".flash")).to_contain_text("Sent signal")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.goto(served.url + "/runs?workflow=" + "w" * 300)
+        expect(page.locator(".error-card")).to_contain_text("400")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        phone.close()
     finally:
         worker.terminate()
         worker.wait(10)
