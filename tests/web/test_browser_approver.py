@@ -83,6 +83,22 @@ def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path
         assert sizes[0] <= sizes[1], sizes
         cell = row.evaluate("e => [e.scrollWidth, e.clientWidth]")
         assert cell[0] <= cell[1], cell
+        # Logged out in another tab while the inbox is open: its next redraw says the
+        # session has ended (with a link to log in) and keeps what it showed; the
+        # redraw drew the login page, header and all, inside the inbox.
+        page.goto(served.url + "/approvals")
+        expect(page.locator(".approval", has_text="typed-1")).to_be_visible()
+        other = context.new_page()
+        other.goto(served.url + "/runs")
+        other.click("button:has-text('log out')")
+        expect(other).to_have_url(served.url + "/login")
+        expect(page.locator("#offline")).to_be_visible(timeout=10_000)
+        expect(page.locator("#offline")).to_contain_text("Your session has ended.")
+        expect(page.locator("#offline a.login")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "inbox-session-ended.png"))
+        assert page.locator("header").count() == 1
+        assert page.locator("#approvals input[name=token]").count() == 0
+        expect(page.locator(".approval", has_text="typed-1")).to_be_visible()
         context.close()
 
         # A long run id on a phone: the waiting box's command line, the note after a

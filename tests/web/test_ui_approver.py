@@ -266,3 +266,17 @@ async def test_a_parents_tree_counts_the_children_it_does_not_draw(
     assert "$1.50 rolled up" in page
     stats = page[page.index('<div class="stats">') : page.index("Saved by replay")]
     assert '<div class="v">$1.50</div>' in stats and '<div class="v">300</div>' in stats
+
+
+async def test_a_fragment_asked_for_without_a_session_is_a_401(ui: httpx.AsyncClient) -> None:
+    """The fragments an open page redraws itself with answer 401 once the session has
+    ended (the page's script then says so in its banner); a redirect to /login drew the
+    login page inside the page. A page itself still leads to the login form."""
+    for path in ("/ui/approvals", "/ui/runs", "/ui/runs/x?part=head"):
+        r = await ui.get(path, headers={"Accept": "text/html"})
+        assert r.status_code == 401, (path, r.status_code)
+        assert "Your session has ended" in r.text and "Log in again" in r.text
+    r = await ui.get("/approvals")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    script = (await ui.get("/static/app.js")).text
+    assert 'r.status === 401) reachable(false, "session")' in script

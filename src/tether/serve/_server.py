@@ -327,6 +327,11 @@ class Guard:
                     # another tab, its token removed): a page that says so, not the
                     # API's JSON ("send Authorization: Bearer TOKEN") in its place.
                     response: Response = _session_ended(root)
+                elif not is_api and path.startswith("/ui/"):
+                    # A fragment an open page redraws itself with: a 401 its script
+                    # tells by (a banner), not the login page, which a redirect drew
+                    # inside the page (a second header, a login form in the inbox).
+                    response = _session_ended(root, form=False)
                 elif is_api or scope["method"] not in ("GET", "HEAD"):
                     response = _error(401, "unauthorized",
                                       "a valid token is required: send "
@@ -457,9 +462,13 @@ def _foreign_origin(headers: dict[str, str]) -> bool:
     return origin == "null" or origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
 
 
-def _session_ended(root: str) -> HTMLResponse:
-    """The 401 page of a form posted without a valid session: nothing was done."""
+def _session_ended(root: str, *, form: bool = True) -> HTMLResponse:
+    """The 401 page of a form posted (``form``) or a page's fragment asked for without
+    a valid session: nothing was done."""
     home = html.escape(root)
+    done = ("<b>nothing was done</b>, and what you typed was not sent" if form
+            else "log in again to see this page")
+    again = ", then send it again from the page" if form else ""
     return HTMLResponse(
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -467,9 +476,9 @@ def _session_ended(root: str) -> HTMLResponse:
         f'<link rel="stylesheet" href="{home}/static/app.css"></head><body><main>'
         '<section class="card error-card"><h1>401</h1><p>Your session has ended (it '
         "expired, you logged out in another tab, or its token was removed from this "
-        "server): <b>nothing was done</b>, and what you typed was not sent.</p>"
-        f'<p><a href="{home}/login">Log in again</a>, then send it again from the '
-        "page.</p></section></main></body></html>\n", status_code=401)
+        f"server): {done}.</p>"
+        f'<p><a href="{home}/login">Log in again</a>{again}.</p></section></main>'
+        "</body></html>\n", status_code=401)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

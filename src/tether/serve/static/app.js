@@ -2,13 +2,18 @@
 "use strict";
 
 // Whether the page's data is live: a banner says when the store (503) or the server
-// (no answer) cannot be reached, since when, and goes when an answer comes again.
+// (no answer) cannot be reached, or the session has ended (401: logged out in another
+// tab, expired, its token removed; with a link to log in), since when, and goes when
+// an answer comes again.
 function reachable(ok, why) {
   const bar = document.getElementById("offline");
   if (!bar) return;
   if (ok) { bar.hidden = true; return; }
   bar.querySelector(".why").textContent = why === "server"
-    ? "The Tether server cannot be reached." : "The store is unavailable.";
+    ? "The Tether server cannot be reached." : why === "session"
+    ? "Your session has ended." : "The store is unavailable.";
+  const login = bar.querySelector(".login");
+  if (login) login.hidden = why !== "session";
   if (bar.hidden) bar.querySelector(".since").textContent = new Date().toLocaleTimeString();
   bar.hidden = false;
 }
@@ -24,6 +29,7 @@ function fetchPart(url, headers) {
         return (r.headers.get("Content-Type") || "").startsWith("text/html") ? r.text() : null;
       }
       if (r.status === 503) reachable(false, "store");
+      if (r.status === 401) reachable(false, "session");
       return null;
     })
     .catch(() => { reachable(false, "server"); return null; });
