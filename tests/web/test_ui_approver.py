@@ -280,3 +280,55 @@ async def test_a_fragment_asked_for_without_a_session_is_a_401(ui: httpx.AsyncCl
     assert r.status_code == 303 and r.headers["location"] == "/login"
     script = (await ui.get("/static/app.js")).text
     assert 'r.status === 401) reachable(false, "session")' in script
+
+
+async def test_an_approval_this_server_cannot_read_is_in_the_inbox_and_said_so(
+    store_url: str,
+) -> None:
+    """A run waiting for an approval whose live status is encrypted with a key this
+    server lacks: the inbox said "Nothing waits for a person right now", the runs page
+    marked no "needs approval", and its page offered a raw ``approval`` signal form. The
+    inbox and its page now say an approval waits that this server cannot read (nor
+    answer: the answer would be encrypted too), where to answer it, and offer no form."""
+    pytest.importorskip("cryptography")
+    import tether
+    from tether.ai import request_approval
+    from tether.encryption import AesGcm
+    from tether.serve import Tokens, create_app
+
+    writer = tether.App(store_url, payload_hook=AesGcm({"k1": b"k" * 32}))
+
+    @writer.workflow
+    async def asks(item: str) -> bool:
+        decision = await request_approval(
+            "buy", {"item": item}, "a secret reason", approval_id="1", status={"agent": "x"}
+        )
+        return decision.approved
+
+    async with writer, writer.worker(poll_interval=0.05):
+        await writer.start("asks", "thing", run_id="sealed-1")
+        await _waiting_for(writer, "sealed-1", "1")
+    reader = tether.App(store_url)
+    await reader._open()
+    asgi = create_app(reader, tokens=Tokens({ADMIN: "admin"}), mcp=False)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi), base_url="http://127.0.0.1"
+        ) as ui:
+            await login(ui, ADMIN)
+            inbox = (await ui.get("/approvals")).text
+            assert "Nothing waits" not in inbox
+            assert "waits for an approval this server cannot read" in inbox
+            assert "key <code>k1</code> is not loaded on this server" in inbox
+            assert '<a class="mono" href="/runs/sealed-1">sealed-1</a>' in inbox
+            assert "/ui/runs/sealed-1/approval" not in inbox
+            assert "secret" not in inbox
+            page = (await ui.get("/runs/sealed-1")).text
+            waits = page[page.index('id="waits"') :]
+            waits = waits[: waits.index("</section>")]
+            assert "Waiting for an approval</b> this server cannot read" in waits
+            assert "<form" not in waits and "tether approve sealed-1" in waits
+            runs = (await ui.get("/runs")).text
+            assert "needs approval" in runs
+    finally:
+        await reader.close()

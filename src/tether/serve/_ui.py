@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from tether import App, RunNotFound
 from tether._clock import beyond_dates, utc_datetime
-from tether._show import STATUSES, TIMED_OUT, entry_outcome, run_document
+from tether._show import STATUSES, TIMED_OUT, entry_outcome, run_document, unreadable_payload
 from tether._types import MAX_NAME
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
@@ -225,6 +225,26 @@ _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, waits=fmt_waits,
                     short=short, id=short_id, seg=path_segment)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
+
+
+#: What a run waiting for an approval waits for (``tether.ai._approvals``).
+_APPROVAL_WAIT = "signal approval"
+
+
+def sealed_approval(app: App, run: Any) -> dict[str, Any] | None:
+    """For a run record waiting for an approval whose live status (what it asks, of
+    which tool, why) this server cannot decrypt: ``_show.unreadable_payload``'s marker;
+    else None. Such a run was left out of the inbox ("Nothing waits for a person") and
+    its page offered a raw ``approval`` signal form."""
+    if str(run.status) != "waiting" or run.waiting_for != _APPROVAL_WAIT \
+            or run.status_info is None:
+        return None
+    try:
+        app.codec.for_run(run.run_id).decode(run.status_info, None, "status")
+    except Exception as exc:  # (the codec's own errors: a key it lacks, no hook)
+        marker = unreadable_payload(run.status_info, exc)
+        return marker if sealed(marker) else None
+    return None
 
 
 # -- view models ---------------------------------------------------------------------------
@@ -430,6 +450,11 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
     for an approval (the approval's own box answers that)."""
     if doc["status"] != "waiting" or doc.get("approval") is not None:
         return None
+    if doc.get("waiting_for") == _APPROVAL_WAIT and sealed(doc.get("status_info")):
+        # An approval this server cannot read, nor answer (the answer is encrypted
+        # with the run's key too): where to answer it, and no form.
+        return {"kind": "sealed_approval", "marker": doc["status_info"],
+                "cli": f"tether approve {shlex.quote(doc['run_id'])}"}
     kind, _, what = (doc.get("waiting_for") or "").partition(" ")
     if kind == "signal" and what:
         info = doc.get("status_info")
@@ -713,7 +738,8 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     from tether.ai._approvals import pending_of
 
     # (the runs on the page, as listed: no query, and every approval among them)
-    waiting = {r.run_id for r in page if pending_of(app, r) is not None}
+    waiting = {r.run_id for r in page
+               if pending_of(app, r) is not None or sealed_approval(app, r) is not None}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
             "query": urlencode({**filters, **sized}), "paged": bool(cursor),
             "unparented": urlencode({k: v for k, v in {**filters, **sized}.items()
@@ -778,14 +804,34 @@ APPROVALS_SHOWN = 50
 
 async def _approvals_context(request: Request) -> dict[str, Any]:
     """The inbox's page: the oldest runs' ``APPROVALS_SHOWN`` approvals after the
-    ``cursor`` query parameter, and the link to the next page (``more``)."""
-    from tether.ai import pending_approvals_page
+    ``cursor`` query parameter, and the link to the next page (``more``). A run that
+    waits for an approval this server cannot read (its live status encrypted with a key
+    it lacks) is one of them (``unreadable``), said so: ``pending_approvals_page``
+    skips it, and the inbox said "Nothing waits for a person right now"."""
+    from tether.ai._approvals import pending_of
+    from tether.ext import runs_awaiting_approval
 
     cursor = request.query_params.get("cursor")
-    found, nxt = await pending_approvals_page(
-        request.app.state.tether, limit=APPROVALS_SHOWN,
-        after=decode_cursor(cursor) if cursor else None)
-    return {"approvals": found, "paged": bool(cursor),
+    app: App = request.app.state.tether
+    at = decode_cursor(cursor) if cursor else None
+    # (pending_approvals_page's walk of the index of approval waits, in its order)
+    items: list[tuple[tuple[float, str], Any, Any, Any]] = []
+    while len(items) <= APPROVALS_SHOWN:
+        rows = await runs_awaiting_approval(app, limit=APPROVALS_SHOWN + 1, after=at)
+        for r in rows:
+            pending = pending_of(app, r)
+            marker = None if pending is not None else sealed_approval(app, r)
+            if pending is not None or marker is not None:
+                items.append(((r.created_at, r.run_id), pending, marker, r))
+        if len(rows) < APPROVALS_SHOWN + 1:
+            break
+        at = (rows[-1].created_at, rows[-1].run_id)
+    shown = items[:APPROVALS_SHOWN]
+    nxt = shown[-1][0] if len(items) > APPROVALS_SHOWN else None
+    found = [pending for _, pending, _, _ in shown if pending is not None]
+    unreadable = [{"run_id": r.run_id, "workflow": r.workflow, "marker": marker}
+                  for _, _, marker, r in shown if marker is not None]
+    return {"approvals": found, "unreadable": unreadable, "paged": bool(cursor),
             "query": urlencode({"cursor": cursor}) if cursor else "",
             "more": "/approvals?" + urlencode({"cursor": encode_cursor(*nxt)}) if nxt else None}
 
