@@ -332,3 +332,48 @@ async def test_an_approval_this_server_cannot_read_is_in_the_inbox_and_said_so(
             assert "needs approval" in runs
     finally:
         await reader.close()
+
+
+async def test_the_api_answers_the_approval_it_names(ui: httpx.AsyncClient) -> None:
+    """``POST /api/v1/runs/{id}/approval`` with ``approval_id`` (as ``GET
+    /api/v1/approvals`` gives it) answers that approval or none: a client that showed
+    approval 1 and answers after the run went on to approval 2 gets a 409, and approval
+    2 still waits (without it, whichever approval waits is answered, as before)."""
+    from tether.ai import pending_approval
+
+    app = ui.app  # type: ignore[attr-defined]
+    api = {"Authorization": f"Bearer {ADMIN}"}
+    async with app.worker(queues=["default"]):
+        await app.start("two_purchases", "atlas", run_id="api-two")
+        await _waiting_for(app, "api-two", "1")
+        listed = (await ui.get("/api/v1/approvals", headers=api)).json()["approvals"]
+        assert [a["approval_id"] for a in listed if a["run_id"] == "api-two"] == ["1"]
+        r = await ui.post("/api/v1/runs/api-two/approval", headers=api, json={"approved": True})
+        assert r.status_code == 200, r.text
+        await _waiting_for(app, "api-two", "2")
+        r = await ui.post(
+            "/api/v1/runs/api-two/approval",
+            headers=api,
+            json={"approved": False, "note": "late", "approval_id": "1"},
+        )
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "no_pending_approval"
+        assert "approval 1 was answered already" in r.json()["error"]["message"]
+        pending = await pending_approval(app, "api-two")
+        assert pending is not None and pending.approval_id == "2"
+        r = await ui.post(
+            "/api/v1/runs/api-two/approval",
+            headers=api,
+            json={"approved": False, "approval_id": 7},
+        )
+        assert r.status_code == 400, r.text
+        r = await ui.post(
+            "/api/v1/runs/api-two/approval",
+            headers=api,
+            json={"approved": False, "note": "no", "approval_id": "2"},
+        )
+        assert r.status_code == 200, r.text
+        assert await app.handle("api-two").result(timeout=30) == [
+            {"approved": True, "note": None},
+            {"approved": False, "note": "no"},
+        ]

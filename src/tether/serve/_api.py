@@ -468,13 +468,16 @@ async def answer_approval(request: Request) -> Response:
     require_admin(request)
     run_id = path_name(request, "run_id")
     body = await json_body(request)
-    known_keys(body, {"approved", "note"})
+    known_keys(body, {"approved", "note", "approval_id"})
     approved = body.get("approved")
     if not isinstance(approved, bool):
         raise ApiError(400, "bad_request", "approved must be true or false")
     note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 4000):
         raise ApiError(400, "bad_request", "note must be a string of at most 4000 characters")
+    approval_id = body.get("approval_id")
+    if approval_id is not None and not isinstance(approval_id, str):
+        raise ApiError(400, "bad_request", "approval_id must be a string")
     app = tether_app(request)
     carrier = trace_carrier(request.headers.get("traceparent"),
                             request.headers.get("tracestate"))
@@ -487,7 +490,7 @@ async def answer_approval(request: Request) -> Response:
             raise run_not_found(run_id) from None
         if waiting is not None:
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
-    return json_response(await answer(app, run_id, approved, note or None))
+    return json_response(await answer(app, run_id, approved, note or None, approval_id))
 
 
 async def answer(app: App, run_id: str, approved: bool, note: str | None,

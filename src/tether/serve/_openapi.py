@@ -380,7 +380,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "type": "object", "required": ["approved"], "additionalProperties": False,
                     "properties": {"approved": {"type": "boolean"},
                                    "note": {"type": "string", "maxLength": 4000,
-                                            "nullable": True}}}),
+                                            "nullable": True},
+                                   "approval_id": {
+                                       "type": "string", "nullable": True,
+                                       "description": "answer this approval only (the one "
+                                                      "shown to the person): 409 if the run "
+                                                      "waits for another one by then"}}}),
                 "responses": {"200": _ok("answered", {
                     "type": "object", "required": ["run_id", "approved", "note", "approval"],
                     "properties": {"run_id": {"type": "string"},
