@@ -101,6 +101,26 @@ def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path
         expect(page.locator(".approval", has_text="typed-1")).to_be_visible()
         context.close()
 
+        # Logged out, then Back (no JavaScript, which would not redraw anything): the
+        # browser asks again and is led to log in; it showed the run page, its
+        # approval and arguments, from its cache.
+        plain = browser.new_context(
+            viewport={"width": 1100, "height": 800}, java_script_enabled=False
+        )
+        page = plain.new_page()
+        page.goto(served.url + "/login")
+        page.fill("input[name=token]", ADMIN)
+        page.press("input[name=token]", "Enter")
+        expect(page).to_have_url(served.url + "/runs")
+        page.goto(served.url + "/approvals")
+        expect(page.locator(".approval", has_text="typed-1")).to_be_visible()
+        page.click("button:has-text('log out')")
+        expect(page).to_have_url(served.url + "/login")
+        page.go_back()
+        expect(page).to_have_url(served.url + "/login")
+        assert page.locator(".approval").count() == 0
+        plain.close()
+
         # A long run id on a phone: the waiting box's command line, the note after a
         # form, and an error page's reason wrap; unbroken, they widened the page to
         # 1,400 px (and a 1360 px window's).

@@ -377,3 +377,18 @@ async def test_the_api_answers_the_approval_it_names(ui: httpx.AsyncClient) -> N
             {"approved": True, "note": None},
             {"approved": False, "note": "no"},
         ]
+
+
+async def test_pages_are_not_kept_by_the_browser(ui: httpx.AsyncClient) -> None:
+    """Every HTML answer (a page, a fragment, an error page, the login form) says
+    ``Cache-Control: no-store``: without it, Back after logging out showed the last
+    page, its approvals and payloads, from the browser's cache (and, without
+    JavaScript, a stale page after a form). Static files stay cacheable."""
+    for r in (await ui.get("/login"), await ui.get("/ui/runs")):
+        assert r.headers["cache-control"] == "no-store", r.url
+    await login(ui, ADMIN)
+    for path in ("/runs", "/approvals", "/ui/runs", "/ui/approvals", "/runs/nope"):
+        r = await ui.get(path)
+        assert r.headers["content-type"].startswith("text/html"), path
+        assert r.headers["cache-control"] == "no-store", path
+    assert "no-store" not in (await ui.get("/static/app.css")).headers.get("cache-control", "")

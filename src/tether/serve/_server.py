@@ -417,8 +417,10 @@ CSP = ("default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' 
 def _secured(send: Send) -> Send:
     """``send`` with the security headers added to every answer that lacks them (the
     guard's own refusals, JSON, streams, static files, pages): ``nosniff`` and a
-    same-origin ``Referrer-Policy`` on all; on HTML, ``CSP`` and ``X-Frame-Options``
-    (for browsers that do not know ``frame-ancestors``)."""
+    same-origin ``Referrer-Policy`` on all; on HTML, ``CSP``, ``X-Frame-Options``
+    (for browsers that do not know ``frame-ancestors``) and ``Cache-Control: no-store``
+    (a page is never kept: after log out, Back showed the last page, its approvals and
+    payloads, from the browser's cache; and a page reached by Back is drawn anew)."""
 
     async def secured(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -428,6 +430,7 @@ def _secured(send: Send) -> Send:
             if headers.get("content-type", "").startswith("text/html"):
                 headers.setdefault("Content-Security-Policy", CSP)
                 headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Cache-Control", "no-store")
             message = {**message, "headers": headers.raw}
         await send(message)
 
