@@ -24,11 +24,15 @@ async def ui(store_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _waiting_for(app: object, run_id: str, approval_id: str) -> None:
+    """Until the run waits for the approval ``approval_id``: its live status names the
+    approval a moment before the run is stored as waiting (the approvals list, which
+    reads waiting runs, shows it from then on)."""
     from tether.ai import pending_approval
 
     for _ in range(500):
         pending = await pending_approval(app, run_id)  # type: ignore[arg-type]
-        if pending is not None and pending.approval_id == approval_id:
+        if (pending is not None and pending.approval_id == approval_id
+                and (await app.get_run(run_id)).status == "waiting"):  # type: ignore[attr-defined]
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{run_id} never waited for approval {approval_id}")
