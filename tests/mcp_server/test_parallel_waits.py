@@ -62,7 +62,8 @@ async def test_a_run_waiting_for_several_signals_asks_for_each(store_url: str) -
         for tool in ("pair", "either", "mixed", "named"):
             created = await client.session.call_tool(tool, {}, allow_claimed=True)
             assert isinstance(created, CreateTaskResult)
-            task = await poll(client, created.task_id, {"input_required"})
+            task = await _asking(client, created.task_id,
+                                 {"pair": 2, "either": 1, "mixed": 2, "named": 1}[tool])
             assert task.input_requests is not None
             child = f"child:{created.task_id}.1:signal:answer:1"
             assert (
@@ -134,7 +135,7 @@ async def test_an_answer_sent_while_another_woke_the_run_is_delivered(store_url:
     async with serve_http(app) as url, app.worker(), tasks_client(url) as client:
         created = await client.session.call_tool("fan", {}, allow_claimed=True)
         assert isinstance(created, CreateTaskResult)
-        task = await poll(client, created.task_id, {"input_required"})
+        task = await _asking(client, created.task_id, 3)
         assert task.input_requests is not None
         [child] = [key for key in task.input_requests if key.startswith("child:")]
         assert sorted(task.input_requests) == sorted([child, "signal:b:1", "signal:go:1"])
@@ -153,3 +154,15 @@ async def test_an_answer_sent_while_another_woke_the_run_is_delivered(store_url:
     assert done.result is not None
     assert done.result["content"][0]["text"] == '["held", {"value": "B"}, "answered: Ada"]'
     await app.close()
+
+
+async def _asking(client: Any, task_id: str, count: int) -> Any:
+    """``tasks/get`` until the task asks for ``count`` answers: it is
+    ``input_required`` once its run waits, a moment before a child run it started
+    waits for its own question (then the child's request is there too)."""
+    async with asyncio.timeout(30):
+        while True:
+            task = await poll(client, task_id, {"input_required"})
+            if len(task.input_requests or {}) >= count:
+                return task
+            await asyncio.sleep(0.05)
