@@ -271,6 +271,58 @@ async def test_an_idle_workers_failed_claims_are_one_outage_in_the_log(
     assert len(debug) == 4 and all("claim failed; retrying in" in m for m in debug), debug
 
 
+async def test_a_schedule_loops_failed_reads_are_one_outage_in_the_log(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker with a schedule, an outage: the store refuses its claims, heartbeats and
+    schedule reads until six schedule reads failed (it tries again every second): one
+    warning when the first call fails and one when calls go through again, each failure
+    at debug level. Before, each failed schedule read was a warning of its own: a worker
+    with a schedule logged one a second for as long as an outage lasted."""
+    from tether import StoreUnavailable
+
+    app, wf = await _app_of_done(store_url)
+    app.schedule(wf, cron="0 0 1 1 *", name="yearly")
+    store = app.store
+    refused: list[int] = []
+    down = True
+
+    def outage(real: Any, schedules: bool) -> Any:
+        async def call(**kwargs: Any) -> Any:
+            if down:
+                if schedules:
+                    refused.append(1)
+                raise StoreUnavailable("PostgreSQL at db:5432 is unavailable: "
+                                       "Connection refused")
+            return await real(**kwargs)
+        return call
+
+    caplog.set_level(logging.DEBUG, logger="tether.worker")
+    async with app.worker():
+        store.schedule_list = outage(store.schedule_list, True)  # type: ignore[method-assign]
+        store.run_claim = outage(store.run_claim, False)  # type: ignore[method-assign]
+        store.lease_heartbeat = outage(  # type: ignore[method-assign]
+            store.lease_heartbeat, False)
+        deadline = time.monotonic() + 30
+        while len(refused) < 6:
+            assert time.monotonic() < deadline, refused
+            await asyncio.sleep(0.05)
+        down = False
+        while not any(r.getMessage().startswith("store available again")
+                      for r in caplog.records):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    await app.close()
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "tether.worker" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("store unavailable (PostgreSQL at db:5432"), warnings
+    assert warnings[1].startswith("store available again, "), warnings
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
+             and r.getMessage().startswith("store unavailable (")
+             and "schedules failed; retrying in 1.0 s" in r.getMessage()]
+    assert len(debug) == 6, debug
+
+
 async def test_a_run_whose_executor_crashed_is_handed_back(store_url: str) -> None:
     """An unexpected error escaping a run's conclusion does not leave the run 'running'
     under a lease the heartbeat renews forever: it is handed back and replayed."""

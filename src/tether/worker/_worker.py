@@ -825,6 +825,13 @@ class Worker:
                                            self.notify)
                 if nxt is not None:
                     delay = min(delay, max(nxt - clock.now(), 0.0) + 0.001)
+                self._outage.back(by_run=False, wrote=False)
+            except StoreUnavailable as exc:
+                # (an outage: said once and then every 30 s with the claims' and the
+                # runs' failures, not a warning a second for as long as it lasts)
+                self._outage.failed(None, exc, "starting the due ticks of schedules "
+                                               "failed; retrying in 1.0 s")
+                delay = 1.0
             except StoreError as exc:
                 log.warning("schedules: %s", exc)
                 delay = 1.0
