@@ -88,7 +88,7 @@ DRAIN_EXIT_LIMIT = 5.0
 
 #: What a drained worker's log must not say: a write it gave up on, runs abandoned
 #: after the grace period, an uncaught error.
-DRAIN_LOG_PROBLEMS = ("could not record", "not written within", "abandoning them",
+DRAIN_LOG_PROBLEMS = ("could not record", "not written within", "still in flight; abandoning",
                       "Traceback")
 
 

@@ -696,8 +696,11 @@ async def test_a_drain_cut_short_says_why(store_url: str, caplog: pytest.LogCapt
     finally:
         await worker.stop()
         await app.close()
-    lines = [r.getMessage() for r in caplog.records if "abandoning them" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "abandoning" in r.getMessage()]
     assert len(lines) == 1, lines
+    # (one run: "1 run ... abandoning it (its steps ...)"; it said "1 runs ... them")
+    assert "with 1 run still in flight; abandoning it (its steps run again elsewhere)" \
+        in lines[0], lines
     if second_signal:
         assert "told to stop draining (a second stop signal)" in lines[0]
         assert "grace period" not in lines[0]

@@ -604,9 +604,11 @@ class Worker:
                 # (``abandon``: the CLI sets it on a second SIGTERM or SIGINT).
                 why = ("told to stop draining (a second stop signal)" if abandoned
                        else f"the grace period ({grace:g} s) is over")
-                log.warning("worker %s: %s with %d runs still in flight; abandoning them "
-                            "(their steps run again elsewhere)", self.worker_id, why,
-                            len(self._active))
+                n = len(self._active)
+                log.warning("worker %s: %s with %d run%s still in flight; abandoning %s "
+                            "(%s steps run again elsewhere)", self.worker_id, why, n,
+                            "" if n == 1 else "s", "it" if n == 1 else "them",
+                            "its" if n == 1 else "their")
         await self.stop()
         return clean
 
