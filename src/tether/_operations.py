@@ -761,7 +761,10 @@ async def child_start(ctx: RunContext, pos: int, workflow: str, queue: str, inpu
         child = RunRecord(run_id=child_id, workflow=workflow, queue=queue,
                           status=RunStatus.QUEUED, input=input_text, created_at=at,
                           updated_at=at, available_at=at, parent_run_id=ctx.run_id,
-                          parent_position=pos, on_parent_cancel=on_parent_cancel)
+                          parent_position=pos, on_parent_cancel=on_parent_cancel,
+                          # (a child runs on its parent's code version: unversioned, a
+                          # deploy's new workers claimed an old version's children)
+                          version=ctx.version)
         entry = JournalEntry(pos, kind, workflow, OK,
                              result=ctx.codec.encode(child_id, "run id"), started_at=now,
                              finished_at=now,

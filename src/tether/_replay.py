@@ -789,8 +789,11 @@ class RunContext:
                  metrics: dict[str, float] | None = None, generation: int = 0,
                  attempt_writer: AttemptWriter | None = None,
                  taken_over: bool = False,
-                 retries: StoreRetries | None = None) -> None:
+                 retries: StoreRetries | None = None,
+                 version: str | None = None) -> None:
         self.run_id = lease.run_id
+        #: The run's code version (None: unversioned); its children get it.
+        self.version = version
         self.lease = lease
         self.workflow = workflow
         self.journal: dict[int, JournalEntry] = {e.position: e for e in journal}

@@ -125,3 +125,37 @@ async def test_start_many_records_the_version(store_url: str) -> None:
         for h in [*handles, single]:
             assert (await v3.get_run(h.run_id)).version == "v3"
         assert await v3.store.run_versions() == [("v3", "queued", 3)]
+
+
+async def test_a_child_runs_on_its_parents_version(store_url: str) -> None:
+    """A run of version v1 starts a child while a v2 worker serves the child's queue (a
+    deploy in progress): the child records v1, so the v2 worker leaves it and a v1
+    worker runs it with v1's code. Before, children were recorded without a version,
+    which every worker may claim: the new version's code ran the old version's
+    children."""
+    v1, v2 = App(store_url, version="v1"), App(store_url, version="v2")
+
+    @v1.workflow(queue="kids")
+    async def kid() -> str:
+        return "v1-kid"
+
+    @v1.workflow(queue="main")
+    async def parent() -> str:
+        return await tether.call(kid)
+
+    @v2.workflow(name="kid", queue="kids")
+    async def kid2() -> str:
+        return "v2-kid"
+
+    async def settled() -> bool:  # recorded v1 (left queued), or claimed by v2 at once
+        got = await v1.store.run_get("p.0")
+        return got is not None and (got.version == "v1" or got.status != "queued")
+
+    async with v1, v2:
+        handle = await v1.start(parent, run_id="p")
+        async with v2.worker(), v1.worker(queues=["main"]):
+            await wait_for(settled, timeout=20, what="the child started")
+            async with v1.worker(queues=["kids"]):
+                assert await handle.result(timeout=20) == "v1-kid"
+        child = await v1.store.run_get("p.0")
+        assert child is not None and child.version == "v1"

@@ -656,11 +656,12 @@ WITH jins AS (
 cins AS (
     INSERT INTO {schema}.runs (run_id, workflow, queue, status, input, created_at,
                                updated_at, available_at, parent_run_id, parent_position,
-                               on_parent_cancel)
+                               on_parent_cancel, version)
     SELECT %(c_run_id)s, %(c_workflow)s::text, %(c_queue)s::text, %(c_status)s::text,
            %(c_input)s::text, %(c_created_at)s::float8, %(c_updated_at)s::float8,
            %(c_available_at)s::float8, %(c_parent_run_id)s::text,
-           %(c_parent_position)s::integer, %(c_on_parent_cancel)s::text
+           %(c_parent_position)s::integer, %(c_on_parent_cancel)s::text,
+           %(c_version)s::text
     WHERE EXISTS (SELECT 1 FROM jins)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING 1)
