@@ -169,3 +169,38 @@ async def test_the_result_of_an_erased_run_says_it_was_erased(store_url: str,
     assert caught.value.error is not None
     assert caught.value.error["type"] == "tether.errors.RunErased"
     assert info.status is tether.RunStatus.COMPLETED and info.erased_at is not None
+
+
+async def test_show_of_an_erased_failed_run_prints_the_marker_not_an_empty_error(
+        store_url: str) -> None:
+    """``tether show`` of a failed run after ``tether erase``, through a pipe and on a
+    terminal: its error, its step's and its attempt's are the marker
+    ``{"erased": true}``, as its input and results are. Each printed "Error: " before,
+    as if the run had failed with an error without a type or message."""
+    from tests.cli.test_fit import on_terminal
+    from tests.life.test_cli_lifecycle import cli
+
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def send() -> str:
+        raise RuntimeError("smtp down for ssn-123-45-6789")
+
+    @app.workflow
+    async def pipeline() -> str:
+        return await send()
+
+    async with app, app.worker():
+        with pytest.raises(tether.RunFailed):
+            await (await app.start(pipeline, run_id="e-1")).result(timeout=20)
+        await app.store.run_erase(run_id="e-1", now=app.clock.now())
+    piped = cli("show", "e-1", db=store_url)
+    assert piped.returncode == 0, piped.stderr
+    fitted = on_terminal("show", "e-1", db=store_url, columns=120)
+    for out in (piped.stdout, fitted):
+        assert "Error: " not in out and "ssn-123" not in out, out
+        assert 'failed: {"erased": true}' in out, out
+        step = next(ln for ln in out.splitlines() if " send " in ln and "#1" not in ln)
+        attempt = next(ln for ln in out.splitlines() if "#1" in ln)
+        assert step.rstrip().endswith('{"erased": true}'), out
+        assert attempt.rstrip().endswith('{"erased": true}'), out

@@ -137,12 +137,21 @@ def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) ->
             f"{fmt_duration(e['duration']):>9}  {outcome}\n")
 
 
+def error_summary(err: dict[str, Any]) -> str:
+    """A recorded error (a decoded dict) on one line: ``Type: message``; an erased one
+    (``tether erase`` put ``{"erased": true}`` in its place) as that marker, as results
+    and inputs show it (it printed "Error: ", as if an error without a message)."""
+    if "type" not in err and err.get("erased") is True:
+        return '{"erased": true}'
+    return f"{err.get('type', 'Error')}: {err.get('message', '')}"
+
+
 def _error_text(e: dict[str, Any]) -> str:
     if timed_out(e):
         return timeout_text(e)
     err = e.get("error")
     if isinstance(err, dict):
-        return f"{err.get('type', 'Error')}: {err.get('message', '')}"
+        return error_summary(err)
     return "" if err is None else str(err)
 
 

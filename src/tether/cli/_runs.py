@@ -36,6 +36,7 @@ from tether.cli._common import (
 from tether.cli._lifecycle_show import (
     RESULT_WIDTH,
     child_id,
+    error_summary,
     journal_row,
     llm_cell,
     name_width,
@@ -302,8 +303,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
             outcome = short(timeout_text(e), 70)
         elif e["error"] is not None:
             err = e["error"]
-            outcome = f"{err.get('type', 'Error')}: {err.get('message', '')}" if isinstance(
-                err, dict) else short(err, 70)
+            outcome = error_summary(err) if isinstance(err, dict) else short(err, 70)
             if e["status"] == "pending" and e["next_attempt_at"]:
                 outcome = f"next attempt {fmt_time(e['next_attempt_at'])}; last: {outcome}"
             outcome = llm_cell(e, outcome, 70)
@@ -319,8 +319,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
     elif info.error:
         err = info.error
         if isinstance(err, dict):
-            w(f"\n{info.status.value}: {safe(err.get('type', 'Error'))}: "
-              f"{safe(err.get('message', ''))}\n")
+            w(f"\n{info.status.value}: {safe(error_summary(err))}\n")
         else:  # not decodable here (e.g. encrypted, and this process has no key)
             w(f"\n{info.status.value}: {short(err, 200)}\n")
         if info.status is RunStatus.BLOCKED:

@@ -21,6 +21,7 @@ from tether.cli._lifecycle_show import (
     attempt_took,
     attempts_worth_a_look,
     child_id,
+    error_summary,
     llm_cell,
     llm_summary,
     no_operations_note,
@@ -88,7 +89,7 @@ def _line(text: str) -> str:
 
 def _error_text(err: Any) -> str:
     if isinstance(err, dict):
-        return f"{err.get('type', 'Error')}: {err.get('message', '')}"
+        return error_summary(err)
     return short(err, 10_000)  # not decodable here: the key id it needs, not ciphertext
 
 
