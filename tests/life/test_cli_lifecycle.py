@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import tether
 from tests import forked
 from tests.engine.helpers import status_is, wait_for
 from tests.life.procs import ROOT
@@ -290,3 +291,41 @@ async def test_lifecycle_commands_print_json_and_retry_names_its_children(
                                           "forked_at": 1}
         await app.signal("s-3", "go", 8)
         assert await app.handle("s-3").result(timeout=20) == 8
+
+
+async def test_show_of_a_child_names_its_parent_and_says_when_a_purge_took_it(
+        store_url: str) -> None:
+    """``tether show`` of a child run names its parent (it named none: the parent of a
+    child was only in ``--json``); after ``tether purge --status failed`` deleted the
+    failed parent and kept its completed child, it says the parent is no longer stored,
+    through a pipe and on a terminal."""
+    from tests.cli.test_fit import on_terminal
+
+    app = App(store_url)
+
+    @app.workflow
+    async def helper() -> int:
+        return 1
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    @app.workflow
+    async def boss() -> None:
+        await tether.call(helper, run_id="kid-1")
+        await boom()
+
+    async with app, app.worker():
+        with pytest.raises(tether.RunFailed):
+            await (await app.start(boss, run_id="boss-1")).result(timeout=20)
+    shown = cli("show", "kid-1", db=store_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "child of run boss-1\n" in shown.stdout, shown.stdout
+    purged = cli("purge", "--older-than", "0s", "--status", "failed", db=store_url)
+    assert purged.returncode == 0 and "purged 1 run" in purged.stdout, purged
+    shown = cli("show", "kid-1", db=store_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "child of run boss-1 (no longer stored: purged)\n" in shown.stdout, shown.stdout
+    fitted = on_terminal("show", "kid-1", db=store_url, columns=80)
+    assert "child of run boss-1 (no longer stored: purged)\n" in fitted, fitted

@@ -162,7 +162,22 @@ def _outcome(e: dict[str, Any], width: int) -> str:
         e) else short(_error_text(e), width)
 
 
-def print_origin(info: RunInfo, w: Callable[[str], Any], width: int) -> None:
+def parent_text(info: RunInfo, parent_gone: bool) -> str | None:
+    """What ``tether show`` says of a child run's parent (None for a run without one):
+    its id, and that it is no longer stored when a purge deleted it (a purge keeps a
+    child its parent's end did not end, and ``--status`` may leave a child whose parent
+    it took)."""
+    if info.parent_run_id is None:
+        return None
+    return (f"{info.parent_run_id}" + (" (no longer stored: purged)" if parent_gone
+                                       else ""))
+
+
+def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,
+                 parent_gone: bool = False) -> None:
+    parent = parent_text(info, parent_gone)
+    if parent is not None:
+        w(f"child of run {safe(parent)}\n")
     if info.version:
         w(f"version: {safe(info.version)}\n")
     if info.forked_from:

@@ -237,14 +237,17 @@ async def show(args: argparse.Namespace) -> int:
     async with reader(args) as app:
         info = await app.get_run(args.run_id)
         doc = await run_document(app, args.run_id) if args.json else None
+        # (a child whose parent a purge deleted: said, not left to a failed lookup)
+        parent_gone = (doc is None and info.parent_run_id is not None
+                       and await app.store.run_get(info.parent_run_id) is None)
     if doc is not None:
         print(dumps(doc))
         return 0
     width = fit_width(args.wide)
     if width is None:
-        print_timeline(info)
+        print_timeline(info, parent_gone=parent_gone)
     else:
-        print_fitted(info, width, sys.stdout.write)
+        print_fitted(info, width, sys.stdout.write, parent_gone)
     return 0
 
 
@@ -273,7 +276,7 @@ def fitted_runs(found: list[Any], width: int) -> list[str]:
     return columns(RUN_COLUMNS, rows, width, RUN_GIVE)
 
 
-def print_timeline(info: RunInfo, out: Any = None) -> None:
+def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -289,7 +292,7 @@ def print_timeline(info: RunInfo, out: Any = None) -> None:
         w(f"status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
     width = name_width(info)
-    print_origin(info, w, width)
+    print_origin(info, w, width, parent_gone)
     status = status_width(info)
     if not info.journal:
         # (A run in its first step: its attempts below say what runs; a header with

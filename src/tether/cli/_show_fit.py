@@ -25,6 +25,7 @@ from tether.cli._lifecycle_show import (
     llm_cell,
     llm_summary,
     no_operations_note,
+    parent_text,
     result_cell,
     status_label,
     timeout_text,
@@ -181,9 +182,10 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
     return lines
 
 
-def print_fitted(info: RunInfo, width: int, w: Write) -> None:
-    """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide."""
-    for line in _head(info, width):
+def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False) -> None:
+    """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
+    (``parent_gone``: its parent run was purged)."""
+    for line in _head(info, width, parent_gone):
         w(line + "\n")
     rows = [journal_row(e) for g in info.history for e in g["journal"]]
     rows += [journal_row(e) for e in info.journal]
@@ -212,7 +214,7 @@ def print_fitted(info: RunInfo, width: int, w: Write) -> None:
     _outcome(info, width, w)
 
 
-def _head(info: RunInfo, width: int) -> list[str]:
+def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
     """The run's id (whole, on the first line), where it stands, and its payloads."""
     where = [f"workflow {_line(info.workflow)}", f"queue {_line(info.queue)}",
              f"status {info.status.value}"]
@@ -231,6 +233,9 @@ def _head(info: RunInfo, width: int) -> list[str]:
     if info.status_info is not None:
         lines.append("status: " + short(info.status_info, width - len("status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))
+    parent = parent_text(info, parent_gone)
+    if parent is not None:  # (its id whole: a person copies it)
+        lines += wrap(_line(parent), width, "child of run ")
     if info.version:
         lines.append(cut_end(f"version: {_line(info.version)}", width))
     if info.forked_from:
