@@ -39,6 +39,7 @@ from tether.errors import (
     PayloadError,
     RunFailed,
     RunNotFound,
+    StoreError,
     TetherError,
     WorkflowNotFound,
 )
@@ -871,7 +872,21 @@ class App:
                                        now=self.clock.now())
         for w in self._workers:
             w.notify()
+        await self._warn_if_unserved(report.run.workflow, report.run.queue)
         return report
+
+    async def _warn_if_unserved(self, workflow: str, queue: str) -> None:
+        """A retried or forked run of a workflow neither this app nor any worker of the
+        store has registered (renamed or removed in code, or a typo'd start) waits for
+        ever: say so, as ``start`` does (it said nothing and printed ``queued``)."""
+        if workflow in self._workflows:
+            return
+        try:
+            known = await self.store.workflow_list()
+        except StoreError:
+            return  # (only a warning: the retry or fork itself was done)
+        if workflow not in known:
+            _warn_unknown(workflow, queue)
 
     async def fork(self, run_id: str, *, at: int, input: Any = _NO_INPUT,
                    new_run_id: str | None = None) -> RunHandle[Any]:
@@ -960,6 +975,7 @@ class App:
         await store.run_fork(source_run_id=run_id, run=record, at=at, entries=copied)
         for w in self._workers:
             w.notify()
+        await self._warn_if_unserved(source.workflow, source.queue)
         return RunHandle(self, rid, source.workflow)
 
     async def resume(self, run_id: str) -> RunStatus:

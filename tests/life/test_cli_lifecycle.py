@@ -329,3 +329,35 @@ async def test_show_of_a_child_names_its_parent_and_says_when_a_purge_took_it(
     assert "child of run boss-1 (no longer stored: purged)\n" in shown.stdout, shown.stdout
     fitted = on_terminal("show", "kid-1", db=store_url, columns=80)
     assert "child of run boss-1 (no longer stored: purged)\n" in fitted, fitted
+
+
+async def test_a_fork_or_retry_of_a_workflow_no_worker_has_says_it_waits(
+        store_url: str) -> None:
+    """``tether fork`` and ``tether retry`` of a run whose workflow no worker of the store
+    has registered (renamed or removed in code since, as here: started before any worker
+    had it) warn as ``tether start`` does: the new run waits until a worker with that
+    workflow serves its queue. They printed the new run's id, or ``queued``, and nothing
+    else, and the run waited for ever unexplained. A workflow a worker registered gets no
+    warning."""
+    started = cli("start", "renamed_flow", "--id", "r-1", db=store_url)
+    assert started.returncode == 0 and "no worker has registered" in started.stderr, started
+    forked_ = cli("fork", "r-1", "--at", "0", "--id", "r-1-fork", db=store_url)
+    assert forked_.returncode == 0 and forked_.stdout == "r-1-fork\n", forked_
+    assert ("no worker has registered workflow 'renamed_flow' in this store yet; the run "
+            "waits on queue 'default'") in forked_.stderr, forked_.stderr
+    assert cli("cancel", "r-1", db=store_url).returncode == 0
+    retried = cli("retry", "r-1", db=store_url)
+    assert retried.returncode == 0, retried
+    assert "no worker has registered workflow 'renamed_flow'" in retried.stderr, retried
+
+    app = App(store_url)
+
+    @app.workflow
+    async def known_flow() -> int:
+        return 1
+
+    async with app:
+        async with app.worker():
+            assert await (await app.start(known_flow, run_id="k-1")).result(timeout=20) == 1
+    quiet = cli("fork", "k-1", "--at", "0", "--id", "k-1-fork", db=store_url)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet

@@ -132,9 +132,8 @@ def _app_for(args: argparse.Namespace) -> App:
 
 async def retry(args: argparse.Namespace) -> int:
     async with _app_for(args) as app:
-        # The store's own call (as App.retry makes it), for the children it retried too.
-        report = await app.store.run_retry(run_id=args.run_id, version=app.version,
-                                           now=app.clock.now())
+        # App.retry's own call, for the children it retried too.
+        report = await app._retry(args.run_id)
     status = report.run.status
     if args.json:
         print(dumps({"run_id": args.run_id, "status": status.value,
