@@ -558,6 +558,7 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
                 break
             due.append(following)
         following = cron.next_after(max(due[-1], now), zone)
+        missed = due
         if s.catchup == "skip":
             # Missed ticks are dropped; only a tick due just now (within a minute) runs.
             due = [t for t in due[-1:] if now - t < 60.0]
@@ -565,6 +566,17 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
             due = due[-1:]
         else:
             due = due[-s.catchup_max:]
+        dropped = [t for t in missed if t not in due]
+        if dropped:
+            # (after an outage, the ticks no worker ran: said, not left to be guessed
+            # from the runs that are not there; "10000 or more": the search stops there)
+            log.info("schedule %s: %s missed tick%s not started (catchup=%s%s): %s", s.name,
+                     f"{len(dropped)}{' or more' if len(missed) >= 10_000 else ''}",
+                     "" if len(dropped) == 1 else "s", s.catchup,
+                     f", catchup_max={s.catchup_max}" if s.catchup == "all" else "",
+                     tick_run_id(s.name, dropped[0]).partition("@")[2] + (
+                         "" if len(dropped) == 1 else
+                         " to " + tick_run_id(s.name, dropped[-1]).partition("@")[2]))
         batch = [tick_run_id(s.name, tick) for tick in due]
         if due and s.overlap != "allow":
             # Runs of this batch a worker that died before the compare-and-set started

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+
+import pytest
 
 from tether import App
 from tether._lifecycle import tick_schedules, to_record
@@ -190,3 +193,39 @@ async def test_a_manual_trigger_does_not_hide_a_catch_up_run_still_in_flight(
         await tick(app, "2026-12-02 19:00:01")
         assert sorted(await runs(app)) == sorted([H(13), H(14), H(15), manual, H(19)])
         assert await last_run(app) == H(19)
+
+
+async def test_the_missed_ticks_a_catch_up_drops_are_logged(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Workers down from 09:30 to 12:30: the ticks of 10:00, 11:00 and 12:00 were missed.
+    Each schedule's log says which of them its ``catchup`` did not start (``skip``: all
+    three; ``latest``: all but 12:00; ``all`` with ``catchup_max=2``: 10:00). Before, the
+    worker logged the runs it started and nothing of the ticks it dropped: after an
+    outage, an operator could not tell a dropped tick from one that never came."""
+    app = App(store_url)
+
+    @app.workflow
+    async def job() -> None: ...
+
+    for catchup in ("skip", "latest", "all"):
+        app.schedule(job, cron="0 * * * *", name=f"h-{catchup}", catchup=catchup,
+                     catchup_max=2)
+    async with app:
+        for spec in app._schedules.values():
+            await app.store.schedule_upsert(schedule=to_record(app, spec,
+                                                               ts("2026-12-02T09:30:00")))
+        caplog.set_level(logging.INFO, logger="tether.worker")
+        await tick_schedules(app, app.store, {"job"}, ts("2026-12-02T12:30:00"),
+                             lambda: None)
+        started = sorted(r.run_id for r in await app.store.run_list(limit=100))
+    lines = sorted(r.getMessage() for r in caplog.records if "missed tick" in r.getMessage())
+    assert lines == [
+        "schedule h-all: 1 missed tick not started (catchup=all, catchup_max=2): "
+        "2026-12-02T10:00:00Z",
+        "schedule h-latest: 2 missed ticks not started (catchup=latest): "
+        "2026-12-02T10:00:00Z to 2026-12-02T11:00:00Z",
+        "schedule h-skip: 3 missed ticks not started (catchup=skip): "
+        "2026-12-02T10:00:00Z to 2026-12-02T12:00:00Z",
+    ], lines
+    assert started == ["h-all@2026-12-02T11:00:00Z", "h-all@2026-12-02T12:00:00Z",
+                       "h-latest@2026-12-02T12:00:00Z"]
