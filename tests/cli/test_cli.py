@@ -596,3 +596,13 @@ async def test_show_gives_a_timers_due_time_as_a_time(sqlite_url: str) -> None:
         assert f"due {fmt_time(due[0])}" in text, text
         assert f"its timer was due {fmt_time(due[1])}" in text, text
         assert str(due[0]) not in text and str(due[1]) not in text, text
+
+
+def test_versions_help_says_what_it_counts() -> None:
+    # ``tether versions --help`` printed its usage and options only: nothing said what
+    # a row counts, what ``(none)`` is, or what --json holds.
+    shown = tether_cli("versions", "--help", db=None)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "(none) counts the runs started without a version" in text, text
+    assert "{version, runs, by_status}" in text, text

@@ -68,7 +68,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=fork)
 
     p = sub.add_parser("versions", parents=[common],
-                       help="code versions with their run counts")
+                       help="code versions with their run counts",
+                       description="Each code version runs were started under "
+                       "(App(version=...)) with its number of runs, in all and by status; "
+                       "(none) counts the runs started without a version. When an old "
+                       "version has no run left unfinished, its workers can be stopped. "
+                       "--json prints a list of {version, runs, by_status} (version null "
+                       "for none).")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=versions)
