@@ -361,3 +361,24 @@ async def test_a_fork_or_retry_of_a_workflow_no_worker_has_says_it_waits(
             assert await (await app.start(known_flow, run_id="k-1")).result(timeout=20) == 1
     quiet = cli("fork", "k-1", "--at", "0", "--id", "k-1-fork", db=store_url)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet
+
+
+async def test_migrate_runs_refuses_an_empty_version(store_url: str) -> None:
+    """``migrate-runs --to ''`` moved the runs to the version "", which no worker can
+    have (``App(version="")`` is refused), so they waited for ever; ``--from ''`` moved
+    nothing and said "from  to v3". Both are bad input now, and nothing moves."""
+    app = App(store_url, version="v1")
+
+    @app.workflow
+    async def held() -> None:
+        await tether.wait_for_signal("go")
+
+    async with app:
+        await app.start(held, run_id="m-1")
+    for flag, argv in (("--to", ["--from", "v1", "--to", ""]),
+                       ("--to", ["--from", "v1", "--to", "  "]),
+                       ("--from", ["--from", "", "--to", "v3"])):
+        out = cli("migrate-runs", *argv, "--no-check", db=store_url)
+        one_line_error(out, f"{flag} ", "a version is a non-empty name", code=2)
+    async with App(store_url) as reader:
+        assert (await reader.get_run("m-1")).version == "v1"

@@ -202,6 +202,12 @@ async def versions(args: argparse.Namespace) -> int:
 
 
 async def migrate_runs(args: argparse.Namespace) -> int:
+    for flag, version in (("--from", args.from_version), ("--to", args.to_version)):
+        if not version.strip():
+            # (as App(version=) refuses it: moved to "", runs waited for a worker of a
+            # version none can have; runs of none need no move, every worker claims them)
+            raise CliError(f"{flag} {version!r}: a version is a non-empty name, as "
+                           "App(version=...) takes it", 2)
     if args.from_version == args.to_version:
         raise CliError("--from and --to name the same version", 2)
     if not args.app and not args.no_check:
