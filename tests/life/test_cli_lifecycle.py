@@ -298,9 +298,11 @@ async def test_show_of_a_child_names_its_parent_and_says_when_a_purge_took_it(
     """``tether show`` of a child run names its parent (it named none: the parent of a
     child was only in ``--json``); after ``tether purge --status failed`` deleted the
     failed parent and kept its completed child, it says the parent is no longer stored,
-    through a pipe and on a terminal."""
+    through a pipe and on a terminal, where the parent's id stays whole on a line of
+    its own when the line has no room for it (a person copies it)."""
     from tests.cli.test_fit import on_terminal
 
+    boss_id = "boss-1-" + "0123456789" * 4
     app = App(store_url)
 
     @app.workflow
@@ -318,17 +320,22 @@ async def test_show_of_a_child_names_its_parent_and_says_when_a_purge_took_it(
 
     async with app, app.worker():
         with pytest.raises(tether.RunFailed):
-            await (await app.start(boss, run_id="boss-1")).result(timeout=20)
+            await (await app.start(boss, run_id=boss_id)).result(timeout=20)
     shown = cli("show", "kid-1", db=store_url)
     assert shown.returncode == 0, shown.stderr
-    assert "child of run boss-1\n" in shown.stdout, shown.stdout
+    assert f"child of run {boss_id}\n" in shown.stdout, shown.stdout
     purged = cli("purge", "--older-than", "0s", "--status", "failed", db=store_url)
     assert purged.returncode == 0 and "purged 1 run" in purged.stdout, purged
     shown = cli("show", "kid-1", db=store_url)
     assert shown.returncode == 0, shown.stderr
-    assert "child of run boss-1 (no longer stored: purged)\n" in shown.stdout, shown.stdout
+    assert f"child of run {boss_id} (no longer stored: purged)\n" in shown.stdout, \
+        shown.stdout
+    wide = on_terminal("show", "kid-1", db=store_url, columns=120)
+    assert f"child of run {boss_id} (no longer stored: purged)\n" in wide, wide
     fitted = on_terminal("show", "kid-1", db=store_url, columns=80)
-    assert "child of run boss-1 (no longer stored: purged)\n" in fitted, fitted
+    assert f"child of run {boss_id}\n(no longer stored: purged)\n" in fitted, fitted
+    narrow = on_terminal("show", "kid-1", db=store_url, columns=40)
+    assert f"child of run\n{boss_id}\n(no longer stored: purged)\n" in narrow, narrow
 
 
 async def test_a_fork_or_retry_of_a_workflow_no_worker_has_says_it_waits(

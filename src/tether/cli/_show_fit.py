@@ -234,8 +234,15 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
         lines.append("status: " + short(info.status_info, width - len("status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))
     parent = parent_text(info, parent_gone)
-    if parent is not None:  # (its id whole: a person copies it)
-        lines += wrap(_line(parent), width, "child of run ")
+    if parent is not None and info.parent_run_id is not None:
+        # (its id whole, on a line of its own if need be: a person copies it)
+        pid, note = _line(info.parent_run_id), parent[len(info.parent_run_id):]
+        if len(f"child of run {pid}{note}") <= width:
+            lines.append(f"child of run {pid}{note}")
+        elif len(f"child of run {pid}") <= width:
+            lines += [f"child of run {pid}", note.strip()]
+        else:
+            lines += ["child of run", pid, *([note.strip()] if note else [])]
     if info.version:
         lines.append(cut_end(f"version: {_line(info.version)}", width))
     if info.forked_from:
