@@ -74,8 +74,18 @@ def wrap(text: str, width: int, label: str, *, max_lines: int = 8) -> list[str]:
     the first indented under the text, at most ``max_lines`` (the last cut with an
     ellipsis). Long words, such as ids and URLs, are kept whole where they fit a line."""
     indent = " " * min(len(label), width // 3)
-    lines = textwrap.wrap(text, width, initial_indent=label, subsequent_indent=indent,
-                          break_on_hyphens=False) or [label.rstrip()]
+    first = text.split(None, 1)[0] if text.strip() else ""
+    if label.strip() and len(label) + len(first) > width >= len(first):
+        # The first word (an id) fits a line of its own but not after the label: it
+        # goes under the label whole, indented if there is room (textwrap cut it where
+        # the label's line ended: "forked from run 01a24b4ed53177e2b3277fcb" /
+        # "4cf70e1d ...").
+        lines = [label.rstrip(), *textwrap.wrap(
+            text, width, initial_indent=indent if len(indent) + len(first) <= width else "",
+            subsequent_indent=indent, break_on_hyphens=False)]
+    else:
+        lines = textwrap.wrap(text, width, initial_indent=label, subsequent_indent=indent,
+                              break_on_hyphens=False) or [label.rstrip()]
     if len(lines) > max_lines:
         lines = lines[:max_lines]
         lines[-1] = lines[-1][: width - 1] + ELLIPSIS

@@ -453,3 +453,19 @@ def test_messages_wrap_at_word_boundaries(tmp_path: Any) -> None:
     purged = on_terminal("purge", "--older-than", "0s", db=url, columns=60)
     assert long_lines(purged, 60) == [] and purged.startswith("purged 5 runs: "), purged
     assert " ".join(purged.split()).endswith("message texts no run references"), purged
+
+
+def test_an_id_after_a_label_is_never_cut_where_it_fits_a_line() -> None:
+    """``wrap`` of text whose first word (a run id) fits a line but not after the label:
+    the id goes under the label whole. textwrap cut it where the label's line ended
+    (``tether show`` of a fork on a 40-column terminal: "forked from run
+    01a24b4ed53177e2b3277fcb" / "4cf70e1d at position 3"), so the id a person copies
+    was in two pieces."""
+    source = "01a24b4ed53177e2b3277fcb4cf70e1d"
+    text = f"{source} at position 3 (positions 0..2 copied from it)"
+    got = wrap(text, 40, "forked from run ")
+    assert got[0] == "forked from run" and got[1].split()[0] == source, got
+    assert all(len(line) <= 40 for line in got), got
+    got = wrap(text, 60, "forked from run ")  # (room after the label: unchanged)
+    assert got[0] == f"forked from run {source} at position", got
+    assert wrap("x" * 50, 40, "label: ")[0] != "label:"  # (longer than any line: as before)
