@@ -159,3 +159,43 @@ async def test_a_child_runs_on_its_parents_version(store_url: str) -> None:
                 assert await handle.result(timeout=20) == "v1-kid"
         child = await v1.store.run_get("p.0")
         assert child is not None and child.version == "v1"
+
+
+async def test_a_retried_tree_runs_on_the_version_it_is_retried_under(store_url: str) -> None:
+    """A v1 parent failed on its v1 child's failure; the fixed code is deployed as v2 and
+    the operator retries the parent with ``--app`` of v2. Parent and child come back on
+    v2, so v2's workers finish the tree. Before, the child kept v1 (the rule from when
+    children had no version) and waited for a v1 worker that no longer ran, with its
+    parent waiting for it."""
+    broken = App(store_url, version="v1")
+
+    @broken.workflow(name="kid")
+    async def kid1() -> str:
+        raise RuntimeError("bug in v1")
+
+    @broken.workflow(name="boss")
+    async def boss1() -> str:
+        return await tether.call("kid")
+
+    async with broken, broken.worker():
+        with pytest.raises(tether.RunFailed):
+            await (await broken.start(boss1, run_id="b")).result(timeout=20)
+        assert (await broken.store.run_get("b.0")).version == "v1"  # type: ignore[union-attr]
+
+    fixed = App(store_url, version="v2")
+
+    @fixed.workflow(name="kid")
+    async def kid2() -> str:
+        return "fixed"
+
+    @fixed.workflow(name="boss")
+    async def boss2() -> str:
+        return await tether.call("kid")
+
+    async with fixed:
+        await fixed.retry("b")
+        versions = {rid: (await fixed.store.run_get(rid)).version  # type: ignore[union-attr]
+                    for rid in ("b", "b.0")}
+        assert versions == {"b": "v2", "b.0": "v2"}, versions
+        async with fixed.worker():
+            assert await fixed.handle("b").result(timeout=20) == "fixed"

@@ -135,7 +135,7 @@ class Lifecycle:
                 for child in await self._retry_one(conn, current, as_version, now):
                     if child.run_id not in retried:
                         retried.add(child.run_id)
-                        pending.append((child, child.version))
+                        pending.append((child, as_version))  # (its parent's version)
             await self._wake(conn)
             stored = await self._get(conn, run_id)
         assert stored is not None

@@ -123,7 +123,7 @@ def run_retry(conn: apsw.Connection, run_id: str, version: str | None, now: floa
         for child in _retry_one(conn, current, as_version, now, get, read):
             if child.run_id not in retried and child.status in RETRYABLE:
                 retried.add(child.run_id)
-                pending.append((child, child.version))
+                pending.append((child, as_version))  # (on its parent's version)
     stored: RunRecord = get(conn, run_id)
     return RetryReport(stored, sorted(retried - {run_id}))
 
