@@ -94,6 +94,9 @@ def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path
         expect(other).to_have_url(served.url + "/login")
         expect(page.locator("#offline")).to_be_visible(timeout=10_000)
         expect(page.locator("#offline")).to_contain_text("Your session has ended.")
+        expect(page.locator("#offline")).to_contain_text(
+            "nothing sent from it is done until you log in again")
+        expect(page.locator("#offline")).not_to_contain_text("keeps trying")
         expect(page.locator("#offline a.login")).to_be_visible()
         page.screenshot(path=str(tmp_path / "inbox-session-ended.png"))
         assert page.locator("header").count() == 1

@@ -12,6 +12,9 @@ function reachable(ok, why) {
   bar.querySelector(".why").textContent = why === "server"
     ? "The Tether server cannot be reached." : why === "session"
     ? "Your session has ended." : "The store is unavailable.";
+  // (an ended session does not come back by itself: trying again would not help)
+  bar.querySelector(".tail").textContent = why === "session"
+    ? "; nothing sent from it is done until you log in again." : ", and keeps trying.";
   const login = bar.querySelector(".login");
   if (login) login.hidden = why !== "session";
   if (bar.hidden) bar.querySelector(".since").textContent = new Date().toLocaleTimeString();
