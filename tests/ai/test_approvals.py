@@ -238,7 +238,8 @@ def tether_cli(*args: str, db: str) -> subprocess.CompletedProcess[str]:
 async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedLLMServer,
                                                llm: LLM) -> None:
     """``tether approvals [--json]`` lists what waits; ``tether approve RUN_ID --reject
-    --note`` and ``tether approve RUN_ID`` answer; errors are one line and non-zero."""
+    --note`` and ``tether approve RUN_ID [--approval-id ID]`` answer; errors are one
+    line and non-zero."""
     db = f"sqlite:///{tmp_path}/cli.db"
     booked: list[dict[str, Any]] = []
     app = booking_app(db, llm, booked)
@@ -265,8 +266,19 @@ async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedL
                                            "--note", "too expensive", db=db)
         assert rejected.returncode == 0, rejected.stderr
         assert rejected.stdout.startswith("trip-cli: rejected book_flight")
-        await next_pending(app, after=first)
-        approved = await asyncio.to_thread(tether_cli, "approve", "trip-cli", db=db)
+        second = await next_pending(app, after=first)
+        # ``--approval-id`` answers the approval a person was shown, or none: the first
+        # one's id, now that the agent asks again, sends nothing (exit 1, saying which).
+        stale = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--approval-id",
+                                        first.approval_id, db=db)
+        assert stale.returncode == 1, stale.stderr
+        assert (f"approval {first.approval_id} was answered already; the run now waits "
+                f"for approval {second.approval_id}") in stale.stderr
+        blank = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--approval-id",
+                                        "", db=db)
+        assert blank.returncode == 2 and "--approval-id is empty" in blank.stderr
+        approved = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--approval-id",
+                                           second.approval_id, db=db)
         assert approved.returncode == 0, approved.stderr
         await handle.result(timeout=20)
 

@@ -37,6 +37,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reject", action="store_true", help="reject instead of approving")
     p.add_argument("--note", metavar="TEXT",
                    help="a note for the record; on --reject the model reads it")
+    p.add_argument("--approval-id", metavar="ID",
+                   help="answer this approval only (its approval_id in `tether approvals "
+                   "--json`): if the run waits for another one by then (the one shown "
+                   "was answered by someone else and the agent asked again), nothing is "
+                   "sent and the exit status is 1; without it, whichever approval the run "
+                   "waits for is answered")
     p.set_defaults(handler=approve)
 
 
@@ -81,9 +87,12 @@ async def approve(args: argparse.Namespace) -> int:
 
     if args.note is not None and not args.note.strip():
         raise CliError("--note is empty: give the text, or leave --note out", 2)
+    if args.approval_id is not None and not args.approval_id.strip():
+        raise CliError("--approval-id is empty: give the id, or leave --approval-id out", 2)
     async with client(args) as app:
         try:
-            pending = await answer(app, args.run_id, approved=not args.reject, note=args.note)
+            pending = await answer(app, args.run_id, approved=not args.reject, note=args.note,
+                                   approval_id=args.approval_id)
         except NoPendingApproval as exc:
             raise CliError(str(exc)) from None
     verb = "rejected" if args.reject else "approved"
