@@ -120,6 +120,34 @@ async def test_retry_names_the_children_it_brings_back(api_any: Api) -> None:
     assert r.status_code == 404
 
 
+async def test_retry_and_fork_of_an_unserved_workflow_warn(api: Api) -> None:
+    """A retry or fork of a run whose workflow no worker of the store has registered
+    (renamed in code, a typo'd start) queues a run that waits for ever: the answer says
+    so in ``warnings``, as a start's does and ``tether retry``/``tether fork`` do. Before
+    2026-12-06 the retry and fork answers had no ``warnings``."""
+    r = await api.http.post("/api/v1/runs", json={"workflow": "renamed_flow",
+                                                  "run_id": "rf-1"})
+    assert r.status_code == 201 and r.json()["warnings"], r.text
+    assert (await api.http.post("/api/v1/runs/rf-1/cancel")).status_code == 202
+    await wait_status(api, "rf-1", "cancelled")
+    r = await api.http.post("/api/v1/runs/rf-1/retry")
+    assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+    assert r.json()["warnings"] == [
+        "no worker has registered workflow 'renamed_flow' in this store yet; the run "
+        "waits on queue 'default' until one does"]
+    assert (await api.http.post("/api/v1/runs/rf-1/cancel")).status_code == 202
+    await wait_status(api, "rf-1", "cancelled")
+    r = await api.http.post("/api/v1/runs/rf-1/fork", json={"at": 0, "run_id": "rf-2"})
+    assert r.status_code == 201, r.text
+    assert "no worker has registered workflow 'renamed_flow'" in r.json()["warnings"][0]
+    # A served workflow's retry and fork answer no warnings.
+    await _finish(api, "fixable", ["b"], "fx-w", "failed")
+    r = await api.http.post("/api/v1/runs/fx-w/retry")
+    assert r.status_code == 200 and "warnings" not in r.json(), r.text
+    r = await api.http.post("/api/v1/runs/fx-w/fork", json={"at": 0, "run_id": "fx-w2"})
+    assert r.status_code == 201 and "warnings" not in r.json(), r.text
+
+
 # -- fork ---------------------------------------------------------------------------------
 
 

@@ -285,7 +285,7 @@ async def start_run(request: Request) -> Response:
         await adopt_trace_context(app.store, run_id, carrier, app.clock.now())
     # A name no worker has registered yet is queued, not refused (scripts start runs
     # before workers are up); the answer says so, as `tether start` does.
-    known = workflow in app.workflows() or workflow in await app.store.workflow_list()
+    known = await workflow_known(app, workflow)
     try:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
     except WorkflowNotFound as exc:
@@ -302,10 +302,20 @@ async def start_run(request: Request) -> Response:
     doc = await _document(app, handle.run_id)
     doc.update(report.fields())  # as `tether start --json` prints it
     if not known and not existed:
-        doc["warnings"] = [f"no worker has registered workflow {workflow!r} in this store "
-                           f"yet; the run waits on queue {doc.get('queue', queue)!r} until "
-                           "one does"]
+        doc["warnings"] = [unserved_warning(workflow, doc.get("queue", queue))]
     return json_response(doc, 200 if existed else 201)
+
+
+async def workflow_known(app: App, workflow: str) -> bool:
+    """Whether this app or a worker of its store has registered ``workflow``."""
+    return workflow in app.workflows() or workflow in await app.store.workflow_list()
+
+
+def unserved_warning(workflow: str, queue: Any) -> str:
+    """The ``warnings`` line of an answer that queued a run no worker serves (a start,
+    retry or fork of a workflow no worker of the store has registered)."""
+    return (f"no worker has registered workflow {workflow!r} in this store yet; the run "
+            f"waits on queue {queue!r} until one does")
 
 
 def _query_name(request: Request, key: str) -> str | None:

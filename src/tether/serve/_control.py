@@ -32,6 +32,8 @@ from tether.serve._api import (
     require_admin,
     run_not_found,
     tether_app,
+    unserved_warning,
+    workflow_known,
 )
 
 #: Statuses ``retry`` takes (``App.retry``): the UI shows its button for these.
@@ -51,7 +53,17 @@ async def retry(app: App, run_id: str) -> dict[str, Any]:
         raise run_not_found(run_id) from None
     except RunStateError as exc:  # (its message says what retry takes)
         raise ApiError(409, "conflict", str(exc)) from None
-    return {**await run_document(app, run_id), "retried_children": report.children}
+    doc = {**await run_document(app, run_id), "retried_children": report.children}
+    return await _warn_unserved(app, doc)
+
+
+async def _warn_unserved(app: App, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (a run queued by a retry or fork) with a ``warnings`` list when no worker
+    of the store has registered its workflow: it waits for ever, as a start's answer and
+    ``tether retry``/``tether fork`` say."""
+    if not await workflow_known(app, doc["workflow"]):
+        doc["warnings"] = [unserved_warning(doc["workflow"], doc.get("queue"))]
+    return doc
 
 
 def fork_position(value: Any) -> int:
@@ -89,7 +101,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
         raise payload_error(exc) from None
     except ConfigError as exc:  # the new id was taken meanwhile
         raise ApiError(409, "conflict", str(exc)) from None
-    return await run_document(app, handle.run_id)
+    return await _warn_unserved(app, await run_document(app, handle.run_id))
 
 
 async def erase(app: App, run_id: str) -> dict[str, Any]:

@@ -20,6 +20,11 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PAT
 _OPTIONAL_NAME = {**_NAME, "nullable": True}
 #: A body's optional positional arguments: ``null`` is taken as their absence.
 _OPTIONAL_INPUT = {"type": "array", "nullable": True}
+#: A start's, retry's or fork's answer, when it queued a run of a workflow no worker of
+#: the store has registered (it waits until one does).
+_WARNINGS = {"type": "array", "items": {"type": "string"},
+             "description": "present when no worker of the store has registered the "
+                            "run's workflow: the run waits until one does"}
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -106,7 +111,7 @@ def document(root_path: str = "") -> dict[str, Any]:
             "queue_differs": {"type": "boolean",
                               "description": "the existing run's queue differs from "
                                              "`queue` (or the workflow's own without it)"},
-            "warnings": {"type": "array", "items": {"type": "string"}}}}]}
+            "warnings": _WARNINGS}}]}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Tether API", "version": "1",
@@ -405,7 +410,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                                   "of the child runs retried with it",
                                   {"allOf": [run_ref, {"type": "object", "properties": {
                                       "retried_children": {
-                                          "type": "array", "items": {"type": "string"}}}}]}),
+                                          "type": "array", "items": {"type": "string"}},
+                                      "warnings": _WARNINGS}}]}),
                               "404": _err("no such run"),
                               "409": _err("the run is not failed, blocked or cancelled"),
                               **_CHANGE_ERRORS}}},
@@ -417,7 +423,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "type": "object", "required": ["at"], "additionalProperties": False,
                     "properties": {"at": {"type": "integer", "minimum": 0},
                                    "input": _OPTIONAL_INPUT, "run_id": _OPTIONAL_NAME}}),
-                "responses": {"201": _ok("the new run", run_ref),
+                "responses": {"201": _ok("the new run", {"allOf": [run_ref, {
+                                  "type": "object", "properties": {"warnings": _WARNINGS}}]}),
                               "404": _err("no such run"),
                               "409": _err("the new run id is in use"),
                               "422": _err("at is not a position of the run (0 to its end)"),
