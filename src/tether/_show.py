@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether._codec import SLOT_INPUT, SLOT_SIGNAL
+from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_SIGNAL
 from tether._types import EntryStatus, RunInfo, RunStatus
 from tether.encryption import _sealed_key_id
 from tether.errors import PayloadError
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tether.store import SignalSent
 
 __all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "SignalReport", "StartReport",
-           "entry_failed",
+           "blocked_reason", "entry_failed",
            "entry_outcome", "in_flight", "info_dict", "journal_entries", "lifecycle_dict",
            "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
            "start_report", "timed_out", "unreadable_payload"]
@@ -77,6 +77,28 @@ def cancel_pending(r: Any) -> bool:
     """Whether a run record has a cancel asked and not yet delivered: its run has not
     ended (a run's flag stays set once it ended cancelled)."""
     return bool(r.cancel_requested) and not RunStatus(r.status).is_ended
+
+
+def blocked_reason(app: App, r: Any) -> str:
+    """What a ``blocked`` run (a stored record) waits for, in a line of the run lists
+    (``tether runs``' WAITING FOR, the runs page): an operator, and why, from its error
+    as ``tether show`` and the run page say it, without the run's id: "operator:
+    non-determinism at position 3" (until 2026-12-06 the cell was empty)."""
+    try:
+        err = app.codec.for_run(r.run_id).decode(r.error, None, SLOT_ERROR)
+    except Exception:  # (encrypted with a key this process lacks, or not JSON)
+        return "operator (its error cannot be read here: tether show)"
+    if not isinstance(err, dict) or not isinstance(err.get("message"), str):
+        return "operator"
+    position = err.get("position")
+    if (str(err.get("type", "")).endswith("NonDeterminismError")
+            and isinstance(position, int) and not isinstance(position, bool)
+            and position >= 0):
+        return f"operator: non-determinism at position {position}"
+    message = err["message"].replace(f" in run {r.run_id!r}", "", 1)
+    kind = str(err.get("type", "")).rpartition(".")[2]
+    return f"operator: {message}" if message.startswith("non-determinism") or not kind \
+        else f"operator: {kind}: {message}"
 
 
 def run_dict(r: Any) -> dict[str, Any]:

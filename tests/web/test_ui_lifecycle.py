@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.web import webapp
-from tests.web.helpers import ADMIN, READ, ui_client
+from tests.web.helpers import ADMIN, READ, TETHER, env, ui_client
 from tests.web.test_api import Api
 from tests.web.test_api_lifecycle import _schedule
 from tests.web.test_ui_and_cli import login
@@ -210,6 +211,63 @@ async def test_the_runs_list_marks_a_fork_and_the_api_lists_its_origin(
     schema = (await ui.get("/openapi.json", headers={"Authorization": f"Bearer {READ}"})
               ).json()["components"]["schemas"]["RunSummary"]["properties"]
     assert schema["forked_from"]["nullable"] and schema["forked_at"]["type"] == "integer"
+
+async def _blocked_run(url: str, run_id: str) -> None:
+    """A run blocked by a code change: recorded step ``a`` at position 0 under one App,
+    replayed by another whose ``drifting`` asks for step ``b`` there."""
+    import tether
+
+    for first in ("a", "b"):
+        app = tether.App(url)
+
+        @app.step
+        async def a() -> int:
+            return 1
+
+        @app.step
+        async def b() -> int:
+            return 2
+
+        @app.workflow
+        async def drifting(first: str = first) -> int:
+            await (a() if first == "a" else b())
+            return int(await tether.wait_for_signal("go"))
+
+        async with app, app.worker(queues=["default"]):
+            if first == "a":
+                await app.start(drifting, run_id=run_id)
+                status = "waiting"
+            else:
+                await app.signal(run_id, "go", 1)
+                status = "blocked"
+            async with asyncio.timeout(30):
+                while (await app.store.run_get(run_id)).status != status:
+                    await asyncio.sleep(0.02)
+
+
+async def test_a_blocked_run_says_what_blocks_it_in_the_lists(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """A blocked run's WAITING FOR, in the runs page and in ``tether runs``, says it
+    waits for an operator and why, as ``tether show`` and the run page say it: both
+    left it empty until 2026-12-06."""
+    await _blocked_run(sqlite_url, "drift-1")
+    await login(ui, READ)
+    for page in ("/runs", "/ui/runs"):
+        html = (await ui.get(page)).text
+        row = re.search(r"<tr>(?:(?!</tr>).)*drift-1(?:(?!</tr>).)*</tr>", html, re.S)
+        assert row is not None, page
+        assert ('<td class="muted" title="operator: non-determinism at position 0">'
+                "operator: non-determinism at position 0</td>") in row.group(0), page
+    out = subprocess.run([*TETHER, "runs", "--db", sqlite_url], env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("drift-1 ")]
+    assert line.split()[3] == "blocked"
+    assert line.endswith(" operator: non-determinism at position 0"), line
+    out = subprocess.run([*TETHER, "show", "drift-1", "--db", sqlite_url], env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert "non-determinism in run 'drift-1' at position 0" in out.stdout, out.stdout
+
 
 async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     """The page lists schedules; pause, resume and run-now work from it (admin, CSRF);

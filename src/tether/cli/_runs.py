@@ -10,6 +10,7 @@ from typing import Any
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import (
     STATUSES,
+    blocked_reason,
     cancel_pending,
     run_dict,
     run_document,
@@ -212,6 +213,8 @@ async def runs(args: argparse.Namespace) -> int:
         found = await app.store.run_search(
             status=args.status, workflow=_filter_name(args.workflow, "workflow"),
             queue=_filter_name(args.queue, "queue"), limit=args.limit)
+        # (a blocked run waits for an operator: its cell says why, as `tether show` does)
+        blocked = {r.run_id: blocked_reason(app, r) for r in found if r.status == "blocked"}
     if args.json:
         # The fields GET /api/v1/runs gives each run (before 2026-12-06 the CLI left out
         # metrics and a fork's origin).
@@ -223,13 +226,13 @@ async def runs(args: argparse.Namespace) -> int:
         return 0
     width = fit_width(args.wide)
     if width is not None:
-        for line in fitted_runs(found, width):
+        for line in fitted_runs(found, width, blocked):
             print(line)
         return 0
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
-              f"{fmt_time(r.created_at):24} {waits_cell(r)}")
+              f"{fmt_time(r.created_at):24} {waits_cell(r, blocked.get(r.run_id))}")
     return 0
 
 
@@ -257,22 +260,25 @@ RUN_COLUMNS = ("RUN ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED", "WAITING FOR"
 RUN_GIVE = ((5, 11), (1, 8), (2, 5))  # the wait first, then the workflow and the queue
 
 
-def waits_cell(r: Any) -> str:
-    """``tether runs``' WAITING FOR cell: what the run waits for, and a pending cancel
-    (a waiting run keeps its wait until a worker of its queue delivers the cancel)."""
-    text = safe(r.waiting_for or "")
+def waits_cell(r: Any, blocked: str | None = None) -> str:
+    """``tether runs``' WAITING FOR cell: what the run waits for (``blocked``: what a
+    blocked run does, ``blocked_reason``), and a pending cancel (a waiting run keeps its
+    wait until a worker of its queue delivers the cancel)."""
+    text = safe(r.waiting_for or blocked or "")
     if cancel_pending(r):
         text = f"{text}; cancel requested" if text else "cancel requested"
     return text
 
 
-def fitted_runs(found: list[Any], width: int) -> list[str]:
+def fitted_runs(found: list[Any], width: int,
+                blocked: dict[str, str] | None = None) -> list[str]:
     """``tether runs``' table in ``width`` columns: the created time to the second, the
     other cells whole if the line has room for them and a ``KEY_MIN`` column, else cut
     at their end, and a run id never cut (one longer than its column has a line to
     itself, its row's cells under it)."""
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
-             fmt_time(r.created_at)[:19] + "Z", waits_cell(r)] for r in found]
+             fmt_time(r.created_at)[:19] + "Z", waits_cell(r, (blocked or {}).get(r.run_id))]
+            for r in found]
     return columns(RUN_COLUMNS, rows, width, RUN_GIVE)
 
 

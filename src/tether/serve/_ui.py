@@ -27,7 +27,14 @@ from starlette.routing import Route
 
 from tether import App, RunNotFound
 from tether._clock import beyond_dates, utc_datetime
-from tether._show import STATUSES, TIMED_OUT, entry_outcome, run_document, unreadable_payload
+from tether._show import (
+    STATUSES,
+    TIMED_OUT,
+    blocked_reason,
+    entry_outcome,
+    run_document,
+    unreadable_payload,
+)
 from tether._types import MAX_NAME
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
@@ -740,7 +747,10 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     # (the runs on the page, as listed: no query, and every approval among them)
     waiting = {r.run_id for r in page
                if pending_of(app, r) is not None or sealed_approval(app, r) is not None}
+    # (a blocked run waits for an operator: its cell says why, as `tether runs` does)
+    blocked = {r.run_id: blocked_reason(app, r) for r in page if r.status == "blocked"}
     return {"runs": page, "filters": filters, "more": more, "awaiting": waiting,
+            "blocked": blocked,
             "query": urlencode({**filters, **sized}), "paged": bool(cursor),
             "unparented": urlencode({k: v for k, v in {**filters, **sized}.items()
                                      if k != "parent"})}
