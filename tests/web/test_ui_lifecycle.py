@@ -269,6 +269,36 @@ async def test_a_blocked_run_says_what_blocks_it_in_the_lists(
     assert "non-determinism in run 'drift-1' at position 0" in out.stdout, out.stdout
 
 
+async def test_a_cancelled_run_is_drawn_neutral_not_as_a_failure(
+        ui: httpx.AsyncClient) -> None:
+    """A cancel is an operator's decision: the run page draws a cancelled run's end in a
+    neutral box titled "Cancelled" (until 2026-12-06 the red failure box of a failed
+    run), and still offers Retry; a failed run keeps the failure box."""
+    app = ui.app  # type: ignore[attr-defined]
+    await login(ui, ADMIN)
+    await app.start("wait_go", run_id="cx-1")
+    async with app.worker(queues=["default"]):
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("cx-1")).status != "waiting":
+                await asyncio.sleep(0.02)
+        await app.cancel("cx-1")
+        async with asyncio.timeout(30):
+            while (await app.store.run_get("cx-1")).status != "cancelled":
+                await asyncio.sleep(0.02)
+    page = (await ui.get("/runs/cx-1")).text
+    box = re.search(r'<section class="card ended-cancelled"><h2>Cancelled</h2>.*?</section>',
+                    page, re.S)
+    assert box is not None, page
+    assert "was cancelled" in box.group(0) and "An operator cancelled it" in box.group(0)
+    assert 'class="card failure"' not in page
+    assert 'action="/ui/runs/cx-1/retry"' in page
+    webapp.FIXED.clear()
+    await _failed_run(ui, "f-x")
+    page = (await ui.get("/runs/f-x")).text
+    assert '<section class="card failure"><h2>Failed</h2>' in page
+    assert "ended-cancelled" not in page
+
+
 async def test_schedules_page_lists_and_acts(ui: httpx.AsyncClient) -> None:
     """The page lists schedules; pause, resume and run-now work from it (admin, CSRF);
     a read session sees the list without buttons."""
