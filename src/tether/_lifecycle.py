@@ -361,6 +361,18 @@ def _steady(at: float, zone: dt.tzinfo) -> bool:
             == dt.datetime.fromtimestamp(at + 10800.0, zone).utcoffset())
 
 
+#: Seconds past its next tick after which an active schedule's tick is shown as
+#: overdue (``tether schedules``, the schedules page): a worker serving its workflow
+#: starts a due tick within about 5 s (its schedule loop), so a tick a minute late says
+#: that no such worker is running (or none reaches the store).
+OVERDUE_AFTER = 60.0
+
+
+def tick_overdue(paused: bool, next_tick: float | None, now: float) -> bool:
+    """Whether an active schedule's next tick is past by more than ``OVERDUE_AFTER``."""
+    return not paused and next_tick is not None and next_tick < now - OVERDUE_AFTER
+
+
 def zone_of(name: str) -> dt.tzinfo:
     if name.upper() == "UTC":
         return dt.UTC

@@ -469,3 +469,39 @@ def test_an_id_after_a_label_is_never_cut_where_it_fits_a_line() -> None:
     got = wrap(text, 60, "forked from run ")  # (room after the label: unchanged)
     assert got[0] == f"forked from run {source} at position", got
     assert wrap("x" * 50, 40, "label: ")[0] != "label:"  # (longer than any line: as before)
+
+
+def test_schedules_say_an_overdue_tick_and_a_paused_schedule(sqlite_url: str) -> None:
+    """A schedule whose next tick is past by more than a minute (no worker of its
+    workflow runs: workers down) has "overdue" after its NEXT TICK, and a paused one
+    "- (paused)", on a terminal and in a pipe; a tick ahead has no note. Until 2026-12-06
+    a tick two hours late read as any other."""
+    from tether._lifecycle import make_spec, to_record
+
+    async def make() -> None:
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def greet(x: str) -> str:
+            return x
+
+        async with app:
+            now = app.clock.now()
+            for name, cron, at in (("late", "*/5 * * * *", now - 7200),
+                                   ("ontime", "0 3 * * *", now), ("held", "0 * * * *", now)):
+                spec = make_spec("greet", "default", cron, name=name, args=("cron",))
+                await app.store.schedule_upsert(schedule=to_record(app, spec, at))
+            await app.store.schedule_pause(name="held", paused=True, next_tick=None, now=now)
+
+    asyncio.run(make())
+    piped = tether_cli("schedules", db=sqlite_url)
+    assert piped.returncode == 0, piped.stderr
+    fitted = on_terminal("schedules", db=sqlite_url, columns=100)
+    for listed in (piped.stdout, fitted):
+        rows = {ln.split()[0]: ln for ln in listed.splitlines()[1:]}
+        assert re.search(r" active +\S+ \S+ overdue ", rows["late"] + " "), listed
+        assert re.search(r" paused +- \(paused\)", rows["held"]), listed
+        assert "overdue" not in rows["ontime"] and "paused" not in rows["ontime"], listed
+    # (the column is as wide as its widest cell: LAST RUN stays one column)
+    header, *lines = piped.stdout.splitlines()
+    assert {ln.rindex(" -") for ln in lines} == {header.index("LAST RUN") - 1}, piped.stdout

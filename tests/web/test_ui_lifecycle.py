@@ -397,3 +397,27 @@ async def test_pages_say_times_by_the_apps_clock_not_the_hosts(sqlite_url: str) 
             assert abs(_seconds_ahead(ahead[1]) - (s.next_tick - app.clock.now())) < 200, ahead
     finally:
         await app.close()
+
+
+async def test_schedules_page_says_an_overdue_tick_and_a_paused_schedule(
+        ui: httpx.AsyncClient) -> None:
+    """A tick past by more than a minute (no worker of its workflow runs) reads
+    "overdue", with how long ago it was due, not a bare "due"; a paused schedule says so
+    in its Next tick cell; a tick ahead reads "in ..."."""
+    app = ui.app  # type: ignore[attr-defined]
+    now = app.clock.now()
+    for name, cron, at in (("late", "*/5 * * * *", now - 7200), ("ontime", "0 3 * * *", now),
+                           ("held", "0 * * * *", now)):
+        spec = make_spec("greet", "default", cron, name=name, args=("cron",))
+        await app.store.schedule_upsert(schedule=to_record(app, spec, at))
+    await app.store.schedule_pause(name="held", paused=True, next_tick=None, now=now)
+    await login(ui, READ)
+    html = (await ui.get("/schedules")).text
+    rows = {m.group(1): m.group(0) for m in re.finditer(
+        r'<tr>(?:(?!</tr>).)*?<td class="mono name"><b>(\w+)</b>(?:(?!</tr>).)*</tr>',
+        html, re.S)}
+    assert re.search(r'<b class="overdue" title="no worker serving workflow greet[^"]*">'
+                     r'overdue</b> <span class="muted small">due [0-9.]+ h ago</span>',
+                     rows["late"]), rows["late"]
+    assert '<span class="muted">\u2013 paused</span>' in rows["held"]
+    assert "overdue" not in rows["ontime"] and re.search(r">in [0-9.]+ h<", rows["ontime"])

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from tether._fit import WIDE_HELP, columns, fit_width
-from tether._lifecycle import Cron, trigger_schedule, zone_of
+from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether._types import check_name
 from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
@@ -66,15 +66,16 @@ async def schedules(args: argparse.Namespace) -> int:
                 return 0
             width = fit_width(args.wide)
             if width is not None:
-                print("\n".join(fitted_schedules(found, width)))
+                print("\n".join(fitted_schedules(found, width, now)))
                 return 0
+            ticks = [next_tick_cell(s, now, fmt_time(s.next_tick)) for s in found]
+            tick_width = max(24, *map(len, ticks))
             print(f"{'NAME':20} {'WORKFLOW':20} {'CRON':18} {'TZ':14} {'STATE':7} "
-                  f"{'NEXT TICK':24} LAST RUN")
-            for s in found:
+                  f"{'NEXT TICK':{tick_width}} LAST RUN")
+            for s, tick in zip(found, ticks, strict=True):
                 print(f"{safe(s.name):20} {safe(s.workflow):20} {safe(s.cron):18} "
                       f"{safe(s.timezone):14} {'paused' if s.paused else 'active':7} "
-                      f"{fmt_time(None if s.paused else s.next_tick):24} "
-                      f"{safe(s.last_run_id or '-')}")
+                      f"{tick:{tick_width}} {safe(s.last_run_id or '-')}")
             return 0
         sched = await store.schedule_get(args.name)
         if sched is None:
@@ -116,12 +117,27 @@ SCHEDULE_COLUMNS = ("NAME", "WORKFLOW", "CRON", "TZ", "STATE", "NEXT TICK", "LAS
 SCHEDULE_GIVE = ((3, 16), (1, 16), (3, 3), (1, 8), (2, 9))
 
 
-def fitted_schedules(found: list[Any], width: int) -> list[str]:
-    """``tether schedules``' table in ``width`` columns: the next tick to the second, a
-    schedule's name (what ``pause``, ``resume``, ``trigger`` and ``delete`` take) and
-    its last run's id (what ``tether show`` takes) never cut."""
+def next_tick_cell(s: Any, now: float, when: str) -> str:
+    """``tether schedules``' NEXT TICK cell: ``when`` (the next tick, as the table
+    writes times), "overdue" after it if it is past by more than a minute (no worker
+    of its workflow is running: ``tick_overdue``), "- (paused)" for a paused schedule.
+    Until 2026-12-06 a past tick read as any other, and a paused one as "-"."""
+    if s.paused:
+        return "- (paused)"
+    if s.next_tick is None:
+        return "-"
+    return f"{when} overdue" if tick_overdue(s.paused, s.next_tick, now) else when
+
+
+def fitted_schedules(found: list[Any], width: int, now: float | None = None) -> list[str]:
+    """``tether schedules``' table in ``width`` columns: the next tick to the second
+    (with ``next_tick_cell``'s note when ``now`` is given), a schedule's name (what
+    ``pause``, ``resume``, ``trigger`` and ``delete`` take) and its last run's id (what
+    ``tether show`` takes) never cut."""
     rows = [[safe(s.name), safe(s.workflow), safe(s.cron), safe(s.timezone),
              "paused" if s.paused else "active",
-             "-" if s.paused or s.next_tick is None else fmt_time(s.next_tick)[:19] + "Z",
+             next_tick_cell(s, now, fmt_time(s.next_tick)[:19] + "Z") if now is not None
+             else "-" if s.paused or s.next_tick is None
+             else fmt_time(s.next_tick)[:19] + "Z",
              safe(s.last_run_id or "")] for s in found]
     return columns(SCHEDULE_COLUMNS, rows, width, SCHEDULE_GIVE, under="last run")

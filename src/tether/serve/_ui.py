@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from tether import App, RunNotFound
 from tether._clock import beyond_dates, utc_datetime
+from tether._lifecycle import OVERDUE_AFTER
 from tether._show import (
     STATUSES,
     TIMED_OUT,
@@ -232,6 +233,7 @@ _ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, waits=fmt_waits,
                     short=short, id=short_id, seg=path_segment)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
+_ENV.globals["overdue_after"] = OVERDUE_AFTER  # (the schedules page: a tick this late)
 
 
 #: What a run waiting for an approval waits for (``tether.ai._approvals``).
