@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tether.store import SignalSent
 
 __all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "SignalReport", "StartReport",
-           "blocked_reason", "entry_failed",
+           "blocked_reason", "counted", "entry_failed",
            "entry_outcome", "in_flight", "info_dict", "journal_entries", "lifecycle_dict",
            "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
            "start_report", "timed_out", "unreadable_payload"]
@@ -77,6 +77,13 @@ def cancel_pending(r: Any) -> bool:
     """Whether a run record has a cancel asked and not yet delivered: its run has not
     ended (a run's flag stays set once it ended cancelled)."""
     return bool(r.cancel_requested) and not RunStatus(r.status).is_ended
+
+
+def counted(n: int, noun: str, nouns: str | None = None) -> str:
+    """``n`` and ``noun`` in the number it takes: "1 run", "2 runs", "0 runs";
+    ``nouns`` where the plural is not ``noun`` + "s" ("1 journal entry", "3 journal
+    entries"). The purge and erase lines said "purged 1 runs" until 2026-12-06."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def blocked_reason(app: App, r: Any) -> str:

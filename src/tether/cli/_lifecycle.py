@@ -14,6 +14,7 @@ from tether._lifecycle import (
     parse_duration,
     parse_statuses,
 )
+from tether._show import counted
 from tether.cli._common import (
     CliError,
     client,
@@ -276,9 +277,12 @@ async def purge(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(total))
         return 0
-    say(f"purged {total['runs']} runs: {total['journal_entries']} journal entries, "
-        f"{total['archived_entries']} archived entries, {total['attempts']} attempts, "
-        f"{total['signals']} signals, {total['blobs']} message texts no run references")
+    blobs = total["blobs"]
+    say(f"purged {counted(total['runs'], 'run')}: "
+        f"{counted(total['journal_entries'], 'journal entry', 'journal entries')}, "
+        f"{counted(total['archived_entries'], 'archived entry', 'archived entries')}, "
+        f"{counted(total['attempts'], 'attempt')}, {counted(total['signals'], 'signal')}, "
+        f"{counted(blobs, 'message text')} no run references")
     return 0
 
 
@@ -301,8 +305,9 @@ async def erase(args: argparse.Namespace) -> int:
         print(dumps(report.as_dict()))
         return 0
     say(f"erased run {safe(args.run_id)}{_family_of(args.run_id, report.run_ids)}"
-        f"{report.journal_entries} "
-        f"journal entries, {report.archived_entries} archived entries, "
-        f"{report.attempts} attempt errors, {report.signals} signal payloads, "
-        f"{report.blobs} message texts no other run references")
+        f"{counted(report.journal_entries, 'journal entry', 'journal entries')}, "
+        f"{counted(report.archived_entries, 'archived entry', 'archived entries')}, "
+        f"{counted(report.attempts, 'attempt error')}, "
+        f"{counted(report.signals, 'signal payload')}, "
+        f"{counted(report.blobs, 'message text')} no other run references")
     return 0

@@ -41,6 +41,7 @@ from tether._replay import (
     current_run,
     inherited_of,
 )
+from tether._show import counted
 from tether._types import ClaimedRun, Lease, RunRecord, RunStatus, check_name
 from tether.errors import (
     Cancelled,
@@ -854,10 +855,13 @@ class Worker:
                         finished_before=self.app.clock.now() - policy.older_than,
                         statuses=list(policy.statuses), limit=500)
                     if report.runs:
-                        log.info("retention: purged %d runs (%d journal entries, %d "
-                                 "attempts, %d signals, %d message texts)", report.runs,
-                                 report.journal_entries, report.attempts, report.signals,
-                                 report.blobs)
+                        log.info("retention: purged %s (%s, %s, %s, %s)",
+                                 counted(report.runs, "run"),
+                                 counted(report.journal_entries, "journal entry",
+                                         "journal entries"),
+                                 counted(report.attempts, "attempt"),
+                                 counted(report.signals, "signal"),
+                                 counted(report.blobs, "message text"))
                     if report.runs < 500:
                         break
             except StoreError as exc:
