@@ -27,14 +27,16 @@ answers whatever approval is waiting.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import tether
 from tether import App, RunStatus, TetherError
 from tether.errors import shown
 from tether.ext import runs_awaiting_approval
+
+T = TypeVar("T")
 
 __all__ = [
     "APPROVAL_SIGNAL",
@@ -245,19 +247,30 @@ async def pending_approvals_page(app: App, *, limit: int = 50,
     """
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    found: list[tuple[PendingApproval, tuple[float, str]]] = []
+    return await approval_waits_page(app, lambda run: pending_of(app, run), limit=limit,
+                                     after=after)
+
+
+async def approval_waits_page(app: App, take: Callable[[Any], T | None], *, limit: int,
+                              after: tuple[float, str] | None
+                              ) -> tuple[list[T], tuple[float, str] | None]:
+    """``pending_approvals_page``'s walk of the index of approval waits, for what
+    ``take`` makes of each waiting run (a record; None: skipped, as a run whose
+    approval was just answered): at most ``limit`` of them after ``after``, and the
+    next page's cursor. (The inbox takes the approvals this server cannot read too.)"""
+    found: list[tuple[T, tuple[float, str]]] = []
     while len(found) <= limit:
         page = await runs_awaiting_approval(app, limit=limit + 1, after=after)
         for run in page:
-            pending = pending_of(app, run)
-            if pending is not None:
-                found.append((pending, (run.created_at, run.run_id)))
+            item = take(run)
+            if item is not None:
+                found.append((item, (run.created_at, run.run_id)))
         if len(page) < limit + 1:
             break
         after = (page[-1].created_at, page[-1].run_id)
     shown = found[:limit]
     nxt = shown[-1][1] if len(found) > limit else None
-    return [p for p, _ in shown], nxt
+    return [item for item, _ in shown], nxt
 
 
 def pending_of(app: App, run: Any) -> PendingApproval | None:

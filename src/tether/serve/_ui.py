@@ -820,29 +820,21 @@ async def _approvals_context(request: Request) -> dict[str, Any]:
     waits for an approval this server cannot read (its live status encrypted with a key
     it lacks) is one of them (``unreadable``), said so: ``pending_approvals_page``
     skips it, and the inbox said "Nothing waits for a person right now"."""
-    from tether.ai._approvals import pending_of
-    from tether.ext import runs_awaiting_approval
+    from tether.ai._approvals import approval_waits_page, pending_of
 
     cursor = request.query_params.get("cursor")
     app: App = request.app.state.tether
-    at = decode_cursor(cursor) if cursor else None
-    # (pending_approvals_page's walk of the index of approval waits, in its order)
-    items: list[tuple[tuple[float, str], Any, Any, Any]] = []
-    while len(items) <= APPROVALS_SHOWN:
-        rows = await runs_awaiting_approval(app, limit=APPROVALS_SHOWN + 1, after=at)
-        for r in rows:
-            pending = pending_of(app, r)
-            marker = None if pending is not None else sealed_approval(app, r)
-            if pending is not None or marker is not None:
-                items.append(((r.created_at, r.run_id), pending, marker, r))
-        if len(rows) < APPROVALS_SHOWN + 1:
-            break
-        at = (rows[-1].created_at, rows[-1].run_id)
-    shown = items[:APPROVALS_SHOWN]
-    nxt = shown[-1][0] if len(items) > APPROVALS_SHOWN else None
-    found = [pending for _, pending, _, _ in shown if pending is not None]
+
+    def take(r: Any) -> tuple[Any, Any, Any] | None:
+        pending = pending_of(app, r)
+        marker = None if pending is not None else sealed_approval(app, r)
+        return None if pending is None and marker is None else (pending, marker, r)
+
+    shown, nxt = await approval_waits_page(
+        app, take, limit=APPROVALS_SHOWN, after=decode_cursor(cursor) if cursor else None)
+    found = [pending for pending, _, _ in shown if pending is not None]
     unreadable = [{"run_id": r.run_id, "workflow": r.workflow, "marker": marker}
-                  for _, _, marker, r in shown if marker is not None]
+                  for _, marker, r in shown if marker is not None]
     return {"approvals": found, "unreadable": unreadable, "paged": bool(cursor),
             "query": urlencode({"cursor": cursor}) if cursor else "",
             "more": "/approvals?" + urlencode({"cursor": encode_cursor(*nxt)}) if nxt else None}
