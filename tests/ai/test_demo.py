@@ -40,11 +40,11 @@ def test_demo_survives_kill_and_approval_without_repeated_requests() -> None:
     assert re.search(r"\n +4 +step +researcher\.tool:search_\S* +ok +2 ", out), out
     assert f"python tools run by the killed worker {killed.group(1)}: search_web" in out
     assert "answer: Recommendation: yes." in out
-    saved = re.search(r"saved by replay:  (\d+) input \+ (\d+) output tokens, \$([0-9.]+) "
+    saved = re.search(r"saved by replay:  ([\d,]+) input \+ ([\d,]+) output tokens, \$([0-9.]+) "
                       r"\((\d+) recorded replies", out)
     assert saved is not None
     # Steps 1 and 3 replayed after the kill, step 5 after the approval wait.
-    assert (saved.group(1), saved.group(2), saved.group(4)) == ("1775", "131", "3")
+    assert (saved.group(1), saved.group(2), saved.group(4)) == ("1,775", "131", "3")
     assert float(saved.group(3)) > 0
 
 
@@ -71,7 +71,7 @@ def test_demo_fits_an_80_column_terminal() -> None:
     assert "demo-1: approved buy_report" in text
     assert "\n     → RESULT / ERROR\n" in out
     assert "search_web ran on both: the kill cut it before its result was journaled" in text
-    assert re.search(r"saved by replay: 1775 input \+ 131 output tokens, \$[0-9.]+ \(3 "
+    assert re.search(r"saved by replay: 1,775 input \+ 131 output tokens, \$[0-9.]+ \(3 "
                      r"recorded replies", text), out
     assert "provider requests: 4 (2 before the kill, 2 after); repeated: none" in text
     assert "answer: Recommendation: yes." in text

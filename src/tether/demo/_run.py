@@ -189,8 +189,8 @@ def _describe(entry: dict[str, Any], room: int | None = None) -> tuple[str, str]
         calls = reply.get("tool_calls") or []
         what = (", ".join(f"asks {c['name']}({_args(c.get('arguments'))})" for c in calls)
                 or "answers")
-        return (f"model    {what}", f"[{usage.get('input_tokens', 0)} in / "
-                f"{usage.get('output_tokens', 0)} out]")
+        return (f"model    {what}", f"[{usage.get('input_tokens', 0):,} in / "
+                f"{usage.get('output_tokens', 0):,} out]")
     if name.startswith("mcp:") and isinstance(result, dict):
         args = entry["args"] if isinstance(entry["args"], list) else ["?"]
         head = f"MCP tool {args[0]} (stdio): "
@@ -419,11 +419,11 @@ def _summary(info: Any, model: _Model, server: ScriptedLLMServer | None,
              approvals: int, elapsed: float, screen: _Screen) -> int:
     m = info.metrics
     print()
-    screen.say(f"{int(m.get('tokens.input', 0))} input + {int(m.get('tokens.output', 0))} "
+    screen.say(f"{int(m.get('tokens.input', 0)):,} input + {int(m.get('tokens.output', 0)):,} "
                f"output tokens in {int(m.get('llm.calls', 0))} model calls, "
                f"${m.get('cost.usd', 0.0):.6f}", "spent:            ")
-    screen.say(f"{int(m.get('saved.tokens.input', 0))} input + "
-               f"{int(m.get('saved.tokens.output', 0))} output tokens, "
+    screen.say(f"{int(m.get('saved.tokens.input', 0)):,} input + "
+               f"{int(m.get('saved.tokens.output', 0)):,} output tokens, "
                f"${m.get('saved.cost.usd', 0.0):.6f} ({int(m.get('saved.calls', 0))} recorded "
                "replies returned from the journal instead of asking the model again, after "
                "the kill and after the approval wait)", "saved by replay:  ")
