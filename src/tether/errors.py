@@ -38,6 +38,8 @@ Exception
 │   │   ├── ai.InvalidToolCall         the model called an unknown tool or sent bad JSON
 │   │   ├── ai.ToolArgumentError       a tool's arguments do not fit its schema
 │   │   └── ai.FatalProviderError      (status) the provider refused: 400, 401, 403...
+│   │       └── ai.ProviderBillingError    the account is out of credit (OpenAI's 429
+│   │                                      insufficient_quota, Anthropic's 402)
 │   ├── testing.HistoryError       a history file that cannot be read or is malformed
 │   ├── ai.ProviderError           (provider, status, message, code, request_id)
 │   │   ├── ai.RetryableProviderError  (retry_after) 429, 5xx, timeouts, drops

@@ -321,6 +321,36 @@ async def test_a_refusal_fails_at_once_with_the_providers_message(
     await app.close()
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_account_out_of_credit_fails_the_call_at_once(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """Under a retry policy without end, an account out of credit (OpenAI's 429
+    ``insufficient_quota``, Anthropic's 402 ``billing_error``) fails the call at its
+    first attempt, and the journal says what to do. Before, OpenAI's 429 was retried as
+    a rate limit: here until the next step of the script answered, in production for as
+    long as the policy allowed, without a word."""
+    server.set_script([Fault.out_of_credit(), Reply("never asked for")])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol, retry=FAST)
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.chat([user_message("x")])).text or ""
+
+    async with app.worker():
+        handle = await app.start(wf, run_id="broke")
+        with pytest.raises(RunFailed):
+            await handle.result(timeout=15)
+    (entry,) = (await app.get_run("broke")).journal
+    assert entry["status"] == "error" and entry["attempts"] == 1
+    assert entry["error"]["type"].endswith("ProviderBillingError")
+    assert "add credit or check the plan and billing" in entry["error"]["message"]
+    assert re.search(r"\[request req_[0-9a-f]{24}\]", entry["error"]["message"])
+    assert len(chats(server)) == 1
+    await llm.aclose()
+    await app.close()
+
+
 async def test_a_missing_api_key_is_a_recorded_error_naming_the_variable(
         sqlite_url: str, monkeypatch: pytest.MonkeyPatch, server: ScriptedLLMServer) -> None:
     """No OPENAI_API_KEY for a non-loopback endpoint: the step fails once, recorded,

@@ -18,6 +18,7 @@ from tether.ai import LLM
 from tether.ai._anthropic import OUTPUT_TOOL, AnthropicChat, to_anthropic_messages
 from tether.ai._errors import (
     FatalProviderError,
+    ProviderBillingError,
     ProviderError,
     RetryableProviderError,
     parse_retry_after,
@@ -37,6 +38,7 @@ from tether.ai._types import (
 )
 from tether.errors import ConfigError
 from tether.testing import Fault, Outage, Reply, ScriptedLLMServer
+from tether.testing.llm_server import parse_step
 
 PROTOCOLS = ["openai", "anthropic"]
 WEATHER = ToolSpec("weather", "Current weather of a city.",
@@ -322,6 +324,60 @@ async def test_client_errors_are_fatal_with_the_providers_message(
     assert err.status == status and err.message == f"scripted refusal {status}"
     assert isinstance(err, NonRetryable) and isinstance(err, ProviderError)
     assert f"scripted refusal {status}" in str(err)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_account_out_of_credit_is_fatal_not_a_rate_limit(
+        served: ScriptedLLMServer, protocol: str, streamed: bool) -> None:
+    """OpenAI answers an account out of credit with a 429 whose type and code are
+    ``insufficient_quota``, Anthropic with a 402 ``billing_error``: a
+    ``ProviderBillingError`` (fatal: a NonRetryable), whose text has the provider's
+    message, its request id and what to do. The 429 was a retryable rate limit: a step
+    with a days-long retry policy retried for days, and nobody was told. A rate limit
+    stays one, whatever its message says (OpenAI's token limits say "quota" too)."""
+    served.set_script([Fault.out_of_credit(),
+                       Fault.rate_limit(1, "Rate limit reached: TPM quota of your org")])
+    with pytest.raises(ProviderBillingError) as info:
+        await call(make_client(served, protocol), streamed)
+    with pytest.raises(RetryableProviderError) as limited:
+        await call(make_client(served, protocol), streamed)
+    assert limited.value.retry_after == 1
+    assert not isinstance(limited.value, FatalProviderError)
+    err = info.value
+    assert isinstance(err, FatalProviderError) and isinstance(err, NonRetryable)
+    if protocol == "openai":
+        assert err.status == 429 and err.code == "insufficient_quota"
+        assert err.message.startswith("You exceeded your current quota")
+        assert "platform.openai.com/settings/organization/billing" in str(err)
+    else:
+        assert err.status == 402 and err.code == "billing_error"
+        assert err.message.startswith("Your credit balance is too low")
+        assert "console.anthropic.com/settings/billing" in str(err)
+    assert err.request_id and f"[request {err.request_id}]" in str(err)
+    assert err.message in str(err)
+    assert "out of credit or over its spending limit: add credit or check the plan" in str(err)
+    assert served.requests[0].outcome == "fault:out_of_credit"
+
+
+@pytest.mark.parametrize(("protocol", "step"), [
+    ("openai", {"status": 429, "error_type": "credit_balance_exhausted"}),
+    ("openai", {"status": 429, "error_type": "insufficient_quota",
+                "message": "You exceeded your current quota"}),
+    ("anthropic", {"status": 400, "message": "Your credit balance is too low to access the "
+                                             "Anthropic API. Please go to Plans & Billing."}),
+    ("anthropic", {"status": 402}),
+])
+async def test_every_form_of_out_of_credit_is_a_billing_error(
+        served: ScriptedLLMServer, protocol: str, step: dict[str, Any]) -> None:
+    """OpenAI's newer code (``credit_balance_exhausted``, type ``insufficient_quota``),
+    Anthropic's 400 "credit balance is too low" (its answer before the documented 402)
+    and a bare 402: all ``ProviderBillingError``; the script's JSON says each."""
+    served.set_script([parse_step(step)])
+    with pytest.raises(ProviderBillingError) as info:
+        await call(make_client(served, protocol), False)
+    assert info.value.status == step["status"]
+    assert "add credit" in str(info.value)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])

@@ -31,6 +31,7 @@ from tether.ai._breaker import CircuitBreaker
 from tether.ai._budget import Budget, BudgetExceeded, set_budget
 from tether.ai._errors import (
     FatalProviderError,
+    ProviderBillingError,
     ProviderConfigError,
     ProviderError,
     RetryableProviderError,
@@ -80,6 +81,7 @@ __all__ = [
     "OutputValidationError",
     "PendingApproval",
     "PriceTable",
+    "ProviderBillingError",
     "ProviderConfigError",
     "ProviderError",
     "RetryableProviderError",

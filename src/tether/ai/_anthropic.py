@@ -31,7 +31,13 @@ from urllib.parse import urlsplit
 import httpx2
 
 from tether.ai._accounting import StreamProgress
-from tether.ai._errors import FatalProviderError, ProviderError, RetryableProviderError
+from tether.ai._errors import (
+    FatalProviderError,
+    ProviderBillingError,
+    ProviderError,
+    RetryableProviderError,
+    is_billing_error,
+)
 from tether.ai._openai import (
     _as_text,
     _emit,
@@ -282,6 +288,8 @@ class AnthropicChat(_HTTPChat):
         message = str(err.get("message") or "error event in the stream")
         if kind in _RETRYABLE_TYPES:
             return RetryableProviderError(message, provider=self.provider, code=kind)
+        if is_billing_error(0, message, kind):
+            return ProviderBillingError(message, provider=self.provider, code=kind)
         return FatalProviderError(message, provider=self.provider, code=kind)
 
 

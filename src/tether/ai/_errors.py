@@ -6,6 +6,8 @@ TetherError
     ├── RetryableProviderError    (retry_after): 408, 409, 429, 5xx, timeouts, refused,
     │                             reset or dropped connections, a garbled response
     └── FatalProviderError        (also a NonRetryable): 400, 401, 403, 404, 413, 422, ...
+        └── ProviderBillingError  out of credit: OpenAI's 429 insufficient_quota,
+                                  Anthropic's 402 billing_error or 400 "credit balance"
 ConfigError
 └── ProviderConfigError           (also a NonRetryable): no API key, a bad base URL
 ```
@@ -30,11 +32,14 @@ from typing import Any
 from tether.errors import ConfigError, NonRetryable, TetherError
 
 __all__ = [
+    "BILLING_CODES",
     "FatalProviderError",
+    "ProviderBillingError",
     "ProviderConfigError",
     "ProviderError",
     "RetryableProviderError",
     "error_for_status",
+    "is_billing_error",
     "is_retryable_status",
     "parse_retry_after",
 ]
@@ -118,6 +123,48 @@ class FatalProviderError(ProviderError, NonRetryable):
         self.data: Any = {"provider": provider, "status": status, "code": code}
 
 
+class ProviderBillingError(FatalProviderError):
+    """The provider refused the call because the account is out of credit or over its
+    spending limit: OpenAI's HTTP 429 with the type or code ``insufficient_quota`` (or
+    ``credit_balance_exhausted``), Anthropic's HTTP 402 ``billing_error``, or its 400
+    "Your credit balance is too low". Retrying cannot fix it until a person adds
+    credit, so it is fatal: OpenAI's answer is a 429, which was retried as a rate
+    limit, for as long as the step's retry policy allowed (days), without a word.
+
+    Its text says so after the provider's message and request id: ``openai: HTTP 429
+    (insufficient_quota): You exceeded your current quota, ... [request req_...]: the
+    openai account is out of credit or over its spending limit: add credit or check
+    the plan and billing (https://platform.openai.com/settings/organization/billing);
+    not retried``.
+    """
+
+    def _describe(self) -> str:
+        page = _BILLING_PAGES.get(self.provider)
+        where = f" ({page})" if page else ""
+        return (f"{super()._describe()}: the {self.provider} account is out of credit or "
+                f"over its spending limit: add credit or check the plan and billing{where}; "
+                "not retried")
+
+
+#: The error types and codes that say an account is out of credit or over its spending
+#: limit: OpenAI's ``insufficient_quota`` (its type, and its code until the code became
+#: ``credit_balance_exhausted``) and Anthropic's ``billing_error``.
+BILLING_CODES = frozenset({"insufficient_quota", "credit_balance_exhausted", "billing_error"})
+
+#: Where each provider's account takes credit.
+_BILLING_PAGES = {"openai": "https://platform.openai.com/settings/organization/billing",
+                  "anthropic": "https://console.anthropic.com/settings/billing"}
+
+
+def is_billing_error(status: int, message: str, code: str | None = None,
+                     error_type: str | None = None) -> bool:
+    """Whether an error answer says the account is out of credit: HTTP 402 (Payment
+    Required), a type or code of ``BILLING_CODES``, or a 400 whose message says the
+    credit balance is too low (Anthropic's answer before its 402)."""
+    return (status == 402 or code in BILLING_CODES or error_type in BILLING_CODES
+            or (status == 400 and "credit balance is too low" in message.lower()))
+
+
 def is_retryable_status(status: int) -> bool:
     """Whether an HTTP status is worth retrying: 408, 409, 429 and every 5xx
     (Anthropic's 529 "overloaded" included)."""
@@ -159,8 +206,15 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
 
 def error_for_status(provider: str, status: int, message: str, *, code: str | None = None,
                      headers: Mapping[str, str] | None = None,
-                     request_id: str | None = None) -> ProviderError:
-    """The error for a non-2xx answer: retryable (with ``retry_after``) or fatal."""
+                     request_id: str | None = None,
+                     error_type: str | None = None) -> ProviderError:
+    """The error for a non-2xx answer: retryable (with ``retry_after``) or fatal; a
+    ``ProviderBillingError`` (fatal, whatever the status) when the answer says the
+    account is out of credit (``is_billing_error``: ``code`` and ``error_type`` are the
+    error body's code and type)."""
+    if is_billing_error(status, message, code, error_type):
+        return ProviderBillingError(message, provider=provider, status=status, code=code,
+                                    request_id=request_id)
     if is_retryable_status(status):
         retry_after = parse_retry_after(headers) if headers is not None else None
         return RetryableProviderError(message, provider=provider, status=status, code=code,

@@ -32,7 +32,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "tether.ai's provider clients need httpx2: install tether[llm]") from exc
 
 from tether.ai._accounting import StreamProgress
-from tether.ai._errors import ProviderError, RetryableProviderError, error_for_status
+from tether.ai._errors import (
+    ProviderBillingError,
+    ProviderError,
+    RetryableProviderError,
+    error_for_status,
+    is_billing_error,
+)
 from tether.ai._types import (
     ChatReply,
     Message,
@@ -211,10 +217,11 @@ class _HTTPChat:
 
     def _response_error(self, resp: httpx2.Response) -> ProviderError:
         """The error for a non-2xx answer, with the provider's own message."""
-        message, code = _error_details(resp)
+        message, code, kind = _error_details(resp)
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
         return error_for_status(self.provider, resp.status_code, message, code=code,
-                                headers=resp.headers, request_id=request_id)
+                                headers=resp.headers, request_id=request_id,
+                                error_type=kind)
 
     def _bad_answer(self, what: str, resp: httpx2.Response | None = None) -> ProviderError:
         status = resp.status_code if resp is not None else None
@@ -299,25 +306,41 @@ class _HTTPChat:
             self._done(i)
 
 
-def _error_details(resp: httpx2.Response) -> tuple[str, str | None]:
-    """The provider's error message and type/code from an error body, in either the
-    OpenAI (``{"error": {"message", "type", "code"}}``) or the Anthropic
-    (``{"type": "error", "error": {"type", "message"}}``) shape."""
+def _error_details(resp: httpx2.Response) -> tuple[str, str | None, str | None]:
+    """The provider's error message, code (else type) and type from an error body, in
+    either the OpenAI (``{"error": {"message", "type", "code"}}``) or the Anthropic
+    (``{"type": "error", "error": {"type", "message"}}``) shape. (The type apart: OpenAI
+    says an account is out of credit in the type, ``insufficient_quota``, whatever the
+    code.)"""
     try:
         data = resp.json()
     except ValueError:
         text = resp.text.strip()
-        return (text[:500] or resp.reason_phrase or f"HTTP {resp.status_code}"), None
+        return (text[:500] or resp.reason_phrase or f"HTTP {resp.status_code}"), None, None
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         message = str(err.get("message") or resp.reason_phrase)
-        code = err.get("code") or err.get("type")
-        return message, (str(code) if code else None)
+        kind = err.get("type")
+        code = err.get("code") or kind
+        return message, (str(code) if code else None), (str(kind) if kind else None)
     if isinstance(err, str):
-        return err, None
+        return err, None, None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"], None
-    return (json.dumps(data)[:500], None)
+        return data["message"], None, None
+    return (json.dumps(data)[:500], None, None)
+
+
+def _in_stream_error(provider: str, err: Mapping[str, Any]) -> ProviderError:
+    """The error of an error event inside a stream (the HTTP status was 200): retryable,
+    but for an account out of credit (``ProviderBillingError``)."""
+    message = str(err.get("message") or "error in stream")
+    code = err.get("code") or err.get("type")
+    kind = err.get("type")
+    if is_billing_error(0, message, str(code) if code else None,
+                        str(kind) if kind else None):
+        return ProviderBillingError(message, provider=provider, code=str(code))
+    return RetryableProviderError(message, provider=provider,
+                                  code=str(code) if code else None)
 
 
 def _parse_json(data: str) -> Any:
@@ -475,10 +498,7 @@ class OpenAIChat(_HTTPChat):
                     if not isinstance(chunk, dict):
                         raise self._bad_answer(f"a stream chunk is not a JSON object: {data[:200]}")
                     if isinstance(chunk.get("error"), dict):
-                        err = chunk["error"]
-                        raise RetryableProviderError(
-                            str(err.get("message") or "error in stream"), provider=self.provider,
-                            code=err.get("code") or err.get("type"))
+                        raise _in_stream_error(self.provider, chunk["error"])
                     model = str(chunk.get("model") or model)
                     raw_id = str(chunk.get("id") or raw_id)
                     if chunk.get("usage"):

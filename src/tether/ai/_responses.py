@@ -29,7 +29,12 @@ from typing import Any
 import httpx2
 
 from tether.ai._accounting import StreamProgress
-from tether.ai._errors import ProviderError, RetryableProviderError
+from tether.ai._errors import (
+    ProviderBillingError,
+    ProviderError,
+    RetryableProviderError,
+    is_billing_error,
+)
 from tether.ai._openai import (
     _as_text,
     _emit,
@@ -150,9 +155,13 @@ class OpenAIResponses(_HTTPChat):
                             told = _responses_usage(used)
                         error = event.get("error") or (response or {}).get("error")
                         detail = error if isinstance(error, dict) else event
-                        raise RetryableProviderError(
-                            str(detail.get("message") or "error in stream"),
-                            provider=self.provider, code=detail.get("code"))
+                        message = str(detail.get("message") or "error in stream")
+                        code = detail.get("code")
+                        if is_billing_error(0, message, code):
+                            raise ProviderBillingError(message, provider=self.provider,
+                                                       code=code)
+                        raise RetryableProviderError(message, provider=self.provider,
+                                                     code=code)
             if final is None:
                 raise RetryableProviderError("connection dropped: the stream ended before "
                                              "response.completed", provider=self.provider)

@@ -867,7 +867,9 @@ class _provider_errors:
         if isinstance(exc, openai.APIStatusError):
             raise error_for_status("openai", exc.status_code, exc.message,
                                    headers=exc.response.headers,
-                                   request_id=exc.request_id) from exc
+                                   request_id=exc.request_id,
+                                   code=getattr(exc, "code", None),
+                                   error_type=getattr(exc, "type", None)) from exc
         if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
             raise RetryableProviderError(str(exc), provider="openai") from exc
 

@@ -83,9 +83,11 @@ from tether.ai import (
     FatalProviderError,
     MeteredModel,
     PriceTable,
+    ProviderBillingError,
     ProviderError,
     RetryableProviderError,
     Usage,
+    error_for_status,
     idempotency_headers,
     set_budget,
 )
@@ -559,6 +561,17 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> ProviderError:
     message = getattr(exc, "message", None) or str(exc)
     retry_after = getattr(exc, "retry_after", None)
+    body = getattr(exc, "body", None)
+    err = body.get("error") if isinstance(body, Mapping) else None
+    err = err if isinstance(err, Mapping) else body
+    if isinstance(err, Mapping):  # (an account out of credit: fatal, not a rate limit)
+        code, kind = err.get("code"), err.get("type")
+        code, kind = (str(code) if code else None), (str(kind) if kind else None)
+        if status is not None:
+            error = error_for_status(provider, status, message, code=code or kind,
+                                     error_type=kind)
+            if isinstance(error, ProviderBillingError):
+                return error
     if status is None or status in (408, 409, 429) or status >= 500:
         return RetryableProviderError(message, provider=provider, status=status,
                                       retry_after=retry_after)

@@ -90,6 +90,14 @@ A fault::
     {"status": 500}  {"status": 503}  {"status": 529}
     {"status": 400, "message": "max_tokens is too large"}
     {"status": 401, "message": "invalid x-api-key"}
+    {"status": 429, "error_type": "insufficient_quota"}   (the error body's type, and
+                                OpenAI's code, in place of the status's usual one)
+    {"fault": "out_of_credit"} (the account is out of credit: OpenAI's 429
+                                ``insufficient_quota`` "You exceeded your current
+                                quota...", Anthropic's 402 ``billing_error``;
+                                ``Fault.out_of_credit()``. Anthropic's older answer is
+                                {"status": 400, "message": "Your credit balance is too
+                                low to access the Anthropic API. ..."})
     {"fault": "hang"}          (read the request, never answer; ends when the client
                                 gives up and closes the connection: after its timeout,
                                 in real time; ``server.hanging`` counts those held)

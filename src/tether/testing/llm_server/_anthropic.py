@@ -23,15 +23,26 @@ PATHS = ("/v1/messages", "/messages")
 REQUEST_ID_HEADER = "request-id"
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                429: "rate_limit_error", 500: "api_error", 529: "overloaded_error",
+                402: "billing_error", 403: "permission_error", 404: "not_found_error",
+                409: "conflict_error", 413: "request_too_large", 429: "rate_limit_error",
+                500: "api_error", 504: "timeout_error", 529: "overloaded_error",
                 503: "overloaded_error"}
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+def error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+    kind = error_type or _ERROR_TYPES.get(status, "api_error" if status >= 500
+                                          else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": message},
             "request_id": f"req_{uuid.uuid4().hex[:24]}"}
+
+
+#: An account out of credit: its status, error type and message (the documented 402
+#: ``billing_error``; before it, Anthropic answered 400 ``invalid_request_error``, "Your
+#: credit balance is too low to access the Anthropic API...", which ``Fault.http(400,
+#: ...)`` gives).
+OUT_OF_CREDIT = (402, "billing_error",
+                 "Your credit balance is too low to access the Anthropic API. Please go to "
+                 "Plans & Billing to upgrade or purchase credits.")
 
 
 def stream_error() -> str:

@@ -29,10 +29,19 @@ _ERROR_TYPES = {400: ("invalid_request_error", None),
                 429: ("requests", "rate_limit_exceeded")}
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
+def error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
     kind, code = _ERROR_TYPES.get(status, ("server_error" if status >= 500
                                            else "invalid_request_error", None))
+    if error_type is not None:  # (as insufficient_quota: the type and the code)
+        kind = code = error_type
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+#: An account out of credit: its status, error type and message, as OpenAI sends them.
+OUT_OF_CREDIT = (429, "insufficient_quota",
+                 "You exceeded your current quota, please check your plan and billing "
+                 "details. For more information on this error, read the docs: "
+                 "https://platform.openai.com/docs/guides/error-codes/api-errors.")
 
 
 def stream_error() -> str:

@@ -66,13 +66,16 @@ class Reply(ScriptStep):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
-FaultKind = Literal["status", "hang", "reset", "truncate"]
+FaultKind = Literal["status", "hang", "reset", "truncate", "out_of_credit"]
 
 
 @dataclass(frozen=True)
 class Fault(ScriptStep):
     """A scripted failure: an HTTP error (``kind="status"``), or ``hang``, ``reset``,
-    ``truncate``. Build one with the class methods."""
+    ``truncate``, ``out_of_credit``. Build one with the class methods.
+
+    ``error_type`` is the error's type in the body (OpenAI: its ``type`` and ``code``;
+    Anthropic: its ``type``), in place of the one the status usually has."""
 
     kind: FaultKind = "status"
     status: int = 500
@@ -80,11 +83,21 @@ class Fault(ScriptStep):
     retry_after: float | str | None = None
     delay: float = 0.0
     times: int = 1
+    error_type: str | None = None
 
     @classmethod
     def http(cls, status: int, message: str | None = None, *,
-             retry_after: float | str | None = None, times: int = 1) -> Fault:
-        return cls("status", status, message, retry_after, times=times)
+             retry_after: float | str | None = None, times: int = 1,
+             error_type: str | None = None) -> Fault:
+        return cls("status", status, message, retry_after, times=times,
+                   error_type=error_type)
+
+    @classmethod
+    def out_of_credit(cls, *, times: int = 1) -> Fault:
+        """The provider's answer to an account out of credit: OpenAI's HTTP 429
+        ``insufficient_quota`` ("You exceeded your current quota..."), Anthropic's HTTP
+        402 ``billing_error``."""
+        return cls("out_of_credit", 0, times=times)
 
     @classmethod
     def rate_limit(cls, retry_after: float | str | None = 1.0, message: str | None = None,
@@ -180,14 +193,17 @@ def parse_step(d: Mapping[str, Any]) -> Reply | Fault:
         d.setdefault("chunk_delay", 0.1)
         fault = None
     if fault is not None:
-        if fault not in ("hang", "reset", "truncate"):
-            raise ValueError(f"unknown fault {fault!r} (hang, reset, truncate, slow_stream)")
+        if fault not in ("hang", "reset", "truncate", "out_of_credit"):
+            raise ValueError(f"unknown fault {fault!r} (hang, reset, truncate, out_of_credit, "
+                             "slow_stream)")
         _no_extra(d, {"delay"}, f"fault {fault!r}")
-        return Fault(fault, delay=float(d.get("delay", 0.0)), times=times)
+        return Fault(fault, 0 if fault == "out_of_credit" else 500,
+                     delay=float(d.get("delay", 0.0)), times=times)
     if "status" in d:
-        _no_extra(d, {"status", "message", "retry_after", "delay"}, "an HTTP fault")
+        _no_extra(d, {"status", "message", "retry_after", "delay", "error_type"},
+                  "an HTTP fault")
         return Fault("status", int(d["status"]), d.get("message"), d.get("retry_after"),
-                     float(d.get("delay", 0.0)), times)
+                     float(d.get("delay", 0.0)), times, d.get("error_type"))
     known = {f for f in Reply.__dataclass_fields__ if f != "times"}
     _no_extra(d, known, "a reply")
     if "tool_calls" in d:

@@ -350,7 +350,8 @@ class ScriptedLLMServer:
         return index, step
 
     async def _error(self, conn: Conn, rec: RecordedRequest, status: int, message: str, *,
-                     retry_after: float | str | None = None, outcome: str) -> None:
+                     retry_after: float | str | None = None, outcome: str,
+                     error_type: str | None = None) -> None:
         headers = {}
         if retry_after is not None:
             headers["retry-after"] = (f"{retry_after:g}" if isinstance(retry_after, (int, float))
@@ -358,7 +359,8 @@ class ScriptedLLMServer:
         rec.status, rec.outcome = status, outcome
         provider = _provider(rec.protocol)
         headers[provider.REQUEST_ID_HEADER] = f"req_{uuid.uuid4().hex[:24]}"
-        await conn.respond(status, provider.error_body(status, message), headers=headers)
+        await conn.respond(status, provider.error_body(status, message, error_type),
+                           headers=headers)
 
     async def _fault(self, conn: Conn, rec: RecordedRequest, fault: Fault) -> None:
         if fault.delay > 0:
@@ -366,7 +368,11 @@ class ScriptedLLMServer:
         if fault.kind == "status":
             message = fault.message or _DEFAULT_MESSAGES.get(fault.status, "error")
             await self._error(conn, rec, fault.status, message, retry_after=fault.retry_after,
-                              outcome=f"fault:{fault.status}")
+                              outcome=f"fault:{fault.status}", error_type=fault.error_type)
+        elif fault.kind == "out_of_credit":
+            status, kind, message = _provider(rec.protocol).OUT_OF_CREDIT
+            await self._error(conn, rec, status, fault.message or message,
+                              outcome="fault:out_of_credit", error_type=kind)
         elif fault.kind == "hang":
             rec.outcome = "fault:hang"
             self.hanging += 1
