@@ -538,6 +538,42 @@ async def test_prompt_cache_figures_price_an_answered_call_and_a_cut_one(
     await app.close()
 
 
+async def test_1_hour_cache_writes_count_in_the_runs_cost_its_budget_and_tether_show(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """A call writing 100,000 prompt tokens to Anthropic's 1-hour cache costs $0.60 on
+    claude-sonnet-4-5 (twice the $3 input price), not the $0.375 of 5-minute writes:
+    the run's cost says $0.60, ``tether show`` too, and a $0.50 budget refuses the next
+    call. Before, the run was counted $0.375 and the budget let the next call through."""
+    server.set_script([Reply("first", input_tokens=100_000, output_tokens=0,
+                             cache_write_tokens=100_000, cache_write_1h_tokens=100_000),
+                       Reply("second", input_tokens=10, output_tokens=1)])
+    app = App(sqlite_url)
+    llm = make_llm(server, "anthropic", retry=FAST)
+
+    @app.workflow
+    async def wf() -> str:
+        budget = Budget(usd=0.5, on_exceed="fail")
+        first = await llm.chat([user_message("x")], budget=budget)
+        try:
+            await llm.chat([user_message("y")], budget=budget)
+        except BudgetExceeded as exc:
+            return f"{first.text}, then refused: {exc}"
+        return f"{first.text}, then asked again"
+
+    async with app.worker():
+        outcome = await (await app.start(wf, run_id="hour")).result(timeout=15)
+    assert outcome.startswith("first, then refused:")
+    m = (await app.get_run("hour")).metrics
+    assert m["cost.usd"] == pytest.approx(0.60)
+    assert len(chats(server)) == 1
+    await llm.aclose()
+    await app.close()
+    from tests.cli.test_cli import tether_cli
+
+    shown = tether_cli("show", "hour", db=sqlite_url).stdout
+    assert "$0.60" in shown and "$0.375" not in shown, shown
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stream_publishes_chunks_and_journals_the_final_reply_once(
         store_url: str, server: ScriptedLLMServer, protocol: str) -> None:

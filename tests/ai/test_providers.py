@@ -778,6 +778,45 @@ async def test_prompt_cache_tokens_are_read_and_priced_apart(
     assert Usage.from_dict(json.loads(json.dumps(reply.usage.to_dict()))) == reply.usage
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+async def test_anthropic_1_hour_cache_writes_are_priced_at_their_own_rate(
+        served: ScriptedLLMServer, streamed: bool) -> None:
+    """Anthropic tells how many of the tokens written to the cache went to the 1-hour
+    cache (``cache_creation.ephemeral_1h_input_tokens``, beside the total
+    ``cache_creation_input_tokens``): they cost twice the input price, the 5-minute
+    ones 1.25 times. Before, all were priced at the 5-minute rate: a call writing 4,000
+    tokens to the 1-hour cache was counted $0.0035 short on claude-haiku-4-5."""
+    served.set_script([Reply("ok", input_tokens=10_000, output_tokens=100,
+                             cache_read_tokens=1_000, cache_write_tokens=5_000,
+                             cache_write_1h_tokens=4_000)])
+    reply = await call(make_client(served, "anthropic"), streamed)
+    # claude-haiku-4-5: $1 in, $5 out; read $0.10, 5-minute write $1.25, 1-hour $2.00
+    expected = (4_000 * 1.0 + 1_000 * 0.10 + 1_000 * 1.25 + 4_000 * 2.0 + 100 * 5.0) / 1e6
+    assert PriceTable().cost(reply.model, reply.usage) == pytest.approx(expected)
+    assert reply.usage.cache_write_tokens == 5_000  # (the total, as it was)
+    assert reply.usage == Usage(10_000, 100, 1_000, 5_000, 4_000)
+    assert reply.usage.to_dict()["cache_write_1h_tokens"] == 4_000
+    assert Usage.from_dict(json.loads(json.dumps(reply.usage.to_dict()))) == reply.usage
+    assert reply.usage + reply.usage == Usage(20_000, 200, 2_000, 10_000, 8_000)
+    # A misreport cannot make more 1-hour writes than writes.
+    assert Usage(100, 0).cached(0, 50, 80) == Usage(100, 0, 0, 50, 50)
+
+
+def test_1_hour_cache_write_prices_in_the_table_and_in_overrides() -> None:
+    """Five figures give a model its 1-hour cache write price; with two or four, a
+    ``claude-`` model's 1-hour writes cost twice its input price (Anthropic's rule),
+    another model's its write price."""
+    usage = Usage(1_000_000, 0, 0, 500_000, 200_000)
+    prices = PriceTable({"mine": (1.0, 2.0, 0.5, 3.0, 7.0), "claude-x": (2.0, 4.0),
+                         "claude-y": (2.0, 4.0, 0.2, 2.5), "other": (1.0, 1.0, 0.5, 3.0)})
+    assert prices.cost("mine", usage) == pytest.approx(0.5 + 0.9 + 1.4)
+    assert prices.cost("claude-x", usage) == pytest.approx(1.0 + 0.75 + 0.8)
+    assert prices.cost("claude-y", usage) == pytest.approx(1.0 + 0.75 + 0.8)
+    assert prices.cost("other", usage) == pytest.approx(0.5 + 0.9 + 0.6)
+    assert prices.cost("claude-sonnet-4-5", usage) == pytest.approx(1.5 + 1.125 + 1.2)
+    assert prices.price("claude-opus-4-5").cache_write_1h_per_million == pytest.approx(10.0)
+
+
 def test_cache_prices_in_the_table_and_in_overrides() -> None:
     """Four figures price a model's cache reads and writes; a pair prices a ``claude-``
     model's as Anthropic does (a tenth, 1.25 times) and others' as input; a usage with
@@ -795,6 +834,8 @@ def test_cache_prices_in_the_table_and_in_overrides() -> None:
     assert Usage(100, 0).cached(500, 500) == Usage(100, 0, 100, 0)
     with pytest.raises(ConfigError, match="or four"):
         PriceTable({"bad": (1.0, 2.0, 3.0)})
+    with pytest.raises(ConfigError, match="or five"):
+        PriceTable({"bad": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)})
 
 
 @pytest.mark.parametrize("pair", [(float("nan"), 1.6), (0.4, float("inf")), (1e308, 1.0),

@@ -161,7 +161,8 @@ def cut_usage(told: Usage | None, delivered: int | None,
     out = max(told_out, -(-max(0, delivered) // CHARS_PER_TOKEN))
     used = Usage(inp, out)
     if told is not None and told_in > 0:  # (the prompt as told: its cached part too)
-        used = Usage(inp, out, told.cache_read_tokens, told.cache_write_tokens)
+        used = Usage(inp, out, told.cache_read_tokens, told.cache_write_tokens,
+                     told.cache_write_1h_tokens)
     if used.total_tokens <= 0:
         return None
     return used, (inp - told_in) + (out - told_out)

@@ -315,12 +315,19 @@ def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
 
 
 def _anthropic_usage(usage: Any) -> Usage:
+    """The usage Anthropic told: ``cache_creation_input_tokens`` is all the prompt
+    written to the cache, and ``cache_creation`` splits it by the cache's lifetime
+    (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``), priced apart."""
     if not isinstance(usage, dict):
         return Usage()
     inp = sum(Usage.reported(usage.get(k), 0).input_tokens for k in
               ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    creation = usage.get("cache_creation")
+    written_1h = creation.get("ephemeral_1h_input_tokens") if isinstance(
+        creation, dict) else 0
     return Usage(inp, Usage.reported(0, usage.get("output_tokens")).output_tokens).cached(
-        usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens"))
+        usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens"),
+        written_1h)
 
 
 def _content_blocks(content: Any) -> list[dict[str, Any]]:

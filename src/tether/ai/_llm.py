@@ -181,8 +181,8 @@ class LLM:
         api_key: default ``$OPENAI_API_KEY`` / ``$ANTHROPIC_API_KEY``, read at the first
             call; a missing key fails that call (recorded, not retried).
         prices: a ``PriceTable``, or ``{model: (usd_in, usd_out)}`` per 1M tokens (or
-            ``(usd_in, usd_out, usd_cache_read, usd_cache_write)``)
-            overriding the defaults.
+            ``(usd_in, usd_out, usd_cache_read, usd_cache_write)``, with a fifth figure
+            for Anthropic's 1-hour cache writes) overriding the defaults.
         retry: the retry policy of provider failures (default: forever, backoff to 60 s,
             a ``Retry-After`` honoured up to 120 s).
         rpm: requests per minute for this provider key, shared by every worker of the

@@ -3,16 +3,19 @@
 The default table holds list prices (standard tier, no batch discount) as published by
 OpenAI and Anthropic on 2025-11-25 (``PRICES_AS_OF``), with their prompt-cache prices:
 input tokens read from the cache (OpenAI's cached input, Anthropic's cache hits) and
-written to it (Anthropic's 5-minute cache writes, 1.25 times the input price; OpenAI
-charges no write). Prices change: pass your own to ``PriceTable`` and they take
-precedence over the defaults::
+written to it (Anthropic's 5-minute cache writes, 1.25 times the input price, and its
+1-hour cache writes, twice the input price; OpenAI charges no write). Prices change:
+pass your own to ``PriceTable`` and they take precedence over the defaults::
 
     prices = PriceTable({"my-finetune": (3.0, 12.0), "gpt-4.1": (1.8, 7.2)})
     prices.cost("gpt-4.1-mini-2025-04-14", Usage(1_000, 200))   # dated names match
     PriceTable({"my-claude": (3.0, 15.0, 0.3, 3.75)})   # and cache read, cache write
+    PriceTable({"my-claude": (3.0, 15.0, 0.3, 3.75, 6.0)})   # and 1-hour cache write
 
 A pair prices cached tokens as input, except for a ``claude-`` model, whose cache
-reads cost a tenth of its input price and writes 1.25 times it, as Anthropic's do.
+reads cost a tenth of its input price, 5-minute writes 1.25 times it and 1-hour writes
+twice it, as Anthropic's do. Four figures price a ``claude-`` model's 1-hour writes at
+twice its input price, another model's at its (5-minute) write price.
 
 A model the table does not know costs 0, and ``price(model).known`` is false, so a
 report can say "cost unknown" rather than "free".
@@ -90,18 +93,26 @@ class Price:
     known: bool = True
     #: Prompt tokens read from the provider's cache; ``None``: the input price.
     cache_read_per_million: float | None = None
-    #: Prompt tokens written to the provider's cache; ``None``: the input price.
+    #: Prompt tokens written to the provider's cache (Anthropic's 5-minute cache);
+    #: ``None``: the input price.
     cache_write_per_million: float | None = None
+    #: Prompt tokens written to Anthropic's 1-hour cache (``Usage.cache_write_1h_tokens``);
+    #: ``None``: the cache write price.
+    cache_write_1h_per_million: float | None = None
 
     def cost(self, usage: Usage) -> float:
         read = min(usage.cache_read_tokens, usage.input_tokens)
         written = min(usage.cache_write_tokens, usage.input_tokens - read)
+        written_1h = min(usage.cache_write_1h_tokens, written)
         plain = usage.input_tokens - read - written
         read_price = (self.input_per_million if self.cache_read_per_million is None
                       else self.cache_read_per_million)
         write_price = (self.input_per_million if self.cache_write_per_million is None
                        else self.cache_write_per_million)
-        return (plain * self.input_per_million + read * read_price + written * write_price
+        write_1h_price = (write_price if self.cache_write_1h_per_million is None
+                          else self.cache_write_1h_per_million)
+        return (plain * self.input_per_million + read * read_price
+                + (written - written_1h) * write_price + written_1h * write_1h_price
                 + usage.output_tokens * self.output_per_million) / 1_000_000
 
 
@@ -114,33 +125,41 @@ MAX_PRICE = 1_000_000.0
 
 def _checked(model: str, pair: Any) -> tuple[float, ...]:
     """``pair`` as (input, output) USD per 1M tokens, or (input, output, cache read,
-    cache write).
+    cache write), or (input, output, cache read, cache write, 1-hour cache write).
 
     A price that is not a finite number from 0 to ``MAX_PRICE`` would make each call's
     cost NaN or infinite, which the run's metrics refuse after the provider answered:
     the call failed once paid, and was retried (and paid) without end.
 
     Raises:
-        ConfigError: not two (or four) such numbers, naming the model.
+        ConfigError: not two (or four, or five) such numbers, naming the model.
     """
-    ok = (isinstance(pair, (tuple, list)) and len(pair) in (2, 4)
+    ok = (isinstance(pair, (tuple, list)) and len(pair) in (2, 4, 5)
           and all(isinstance(p, (int, float)) and not isinstance(p, bool)
                   and math.isfinite(p) and 0 <= p <= MAX_PRICE for p in pair))
     if not ok:
         raise ConfigError(f"price of {model!r} must be (usd_in, usd_out) per 1M tokens, two "
                           f"numbers from 0 to {MAX_PRICE:,.0f} (or four: then cache read "
-                          f"and cache write), got {pair!r}")
+                          f"and cache write; or five: and the 1-hour cache write), got "
+                          f"{pair!r}")
     return tuple(float(p) for p in pair)
 
 
 def _with_cache(model: str, prices: tuple[float, ...]) -> Price:
-    """The ``Price`` of a table entry: its own cache prices if it has four figures, else
-    Anthropic's rule for a ``claude-`` model (reads a tenth of the input price, writes
-    1.25 times it), else none (cached tokens cost the input price)."""
+    """The ``Price`` of a table entry: its own cache prices if it has four or five
+    figures, else Anthropic's rule for a ``claude-`` model (reads a tenth of the input
+    price, 5-minute writes 1.25 times it, 1-hour writes twice it), else none (cached
+    tokens cost the input price). Four figures: a ``claude-`` model's 1-hour writes
+    cost twice its input price, another model's the write price."""
+    claude = model.startswith("claude-")
+    if len(prices) == 5:
+        return Price(prices[0], prices[1], True, prices[2], prices[3], prices[4])
     if len(prices) == 4:
-        return Price(prices[0], prices[1], True, prices[2], prices[3])
-    if model.startswith("claude-"):
-        return Price(prices[0], prices[1], True, prices[0] * 0.1, prices[0] * 1.25)
+        return Price(prices[0], prices[1], True, prices[2], prices[3],
+                     prices[0] * 2.0 if claude else None)
+    if claude:
+        return Price(prices[0], prices[1], True, prices[0] * 0.1, prices[0] * 1.25,
+                     prices[0] * 2.0)
     return Price(prices[0], prices[1])
 
 
@@ -149,7 +168,8 @@ class PriceTable:
 
     Args:
         overrides: ``{model: (usd_per_1m_input, usd_per_1m_output)}``, or with a model's
-            prompt-cache prices, ``(input, output, cache_read, cache_write)``.
+            prompt-cache prices, ``(input, output, cache_read, cache_write)``, or
+            ``(input, output, cache_read, cache_write, cache_write_1h)``.
         defaults: whether to start from ``DEFAULT_PRICES`` (false: only ``overrides``).
     """
 

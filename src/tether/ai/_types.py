@@ -134,14 +134,18 @@ class Usage:
     were read from the provider's prompt cache (OpenAI's
     ``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``)
     and written to it (Anthropic's ``cache_creation_input_tokens``), which are priced
-    apart (``Price``). They are in ``to_dict`` only when not 0, so a reply without
-    them journals as it did.
+    apart (``Price``). Of ``cache_write_tokens``, ``cache_write_1h_tokens`` were written
+    to Anthropic's 1-hour cache (``cache_creation.ephemeral_1h_input_tokens``; the rest
+    to its 5-minute cache), which costs more (twice the input price, against 1.25
+    times). They are in ``to_dict`` only when not 0, so a reply without them journals
+    as it did.
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -151,7 +155,8 @@ class Usage:
         return Usage(self.input_tokens + other.input_tokens,
                      self.output_tokens + other.output_tokens,
                      self.cache_read_tokens + other.cache_read_tokens,
-                     self.cache_write_tokens + other.cache_write_tokens)
+                     self.cache_write_tokens + other.cache_write_tokens,
+                     self.cache_write_1h_tokens + other.cache_write_1h_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"input_tokens": self.input_tokens,
@@ -160,12 +165,15 @@ class Usage:
             out["cache_read_tokens"] = self.cache_read_tokens
         if self.cache_write_tokens:
             out["cache_write_tokens"] = self.cache_write_tokens
+        if self.cache_write_1h_tokens:
+            out["cache_write_1h_tokens"] = self.cache_write_1h_tokens
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Usage:
         return cls(int(d.get("input_tokens", 0)), int(d.get("output_tokens", 0)),
-                   int(d.get("cache_read_tokens", 0)), int(d.get("cache_write_tokens", 0)))
+                   int(d.get("cache_read_tokens", 0)), int(d.get("cache_write_tokens", 0)),
+                   int(d.get("cache_write_1h_tokens", 0)))
 
     @classmethod
     def reported(cls, input_tokens: Any, output_tokens: Any) -> Usage:
@@ -177,13 +185,15 @@ class Usage:
         or took a negative count off the run's spending (its budget with it)."""
         return cls(_token_count(input_tokens), _token_count(output_tokens))
 
-    def cached(self, read: Any, written: Any = 0) -> Usage:
+    def cached(self, read: Any, written: Any = 0, written_1h: Any = 0) -> Usage:
         """This usage with the prompt-cache figures a provider reported (each read as
         ``reported`` reads a count), bounded by ``input_tokens``: cached tokens are part
-        of the prompt, so no report makes them more than it."""
+        of the prompt, so no report makes them more than it; and ``written_1h`` (of
+        ``written``, those written to the 1-hour cache) by ``written``."""
         read_n = min(_token_count(read), self.input_tokens)
         write_n = min(_token_count(written), self.input_tokens - read_n)
-        return Usage(self.input_tokens, self.output_tokens, read_n, write_n)
+        return Usage(self.input_tokens, self.output_tokens, read_n, write_n,
+                     min(_token_count(written_1h), write_n))
 
 
 #: The most tokens one reported figure counts: past any real call, and small enough that

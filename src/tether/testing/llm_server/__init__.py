@@ -66,6 +66,11 @@ A reply::
                                    prompt_tokens_details.cached_tokens (reads only),
                                    Anthropic's cache_read/cache_creation_input_tokens,
                                    its input_tokens the other 100)
+    {"text": "...", "input_tokens": 1000, "cache_write_tokens": 600,
+     "cache_write_1h_tokens": 400}   (of the 600 written to the cache, 400 to the 1-hour
+                                   cache: Anthropic's cache_creation
+                                   {"ephemeral_5m_input_tokens": 200,
+                                    "ephemeral_1h_input_tokens": 400})
     {"text": "...", "delay": 0.5}                       (wait before answering)
     {"text": "a b c d", "chunk_delay": 0.2}             (slow stream: wait per chunk)
     {"fault": "slow_stream", "text": "a b c", "chunk_delay": 0.2}   (the same)

@@ -68,10 +68,15 @@ def stop_reason(reply: Reply) -> str:
 
 def _usage(reply: Reply, inp: int, out: int) -> dict[str, Any]:
     """Anthropic's usage: ``input_tokens`` are the prompt's tokens not read from or
-    written to the cache (the scripted input count is the whole prompt)."""
+    written to the cache (the scripted input count is the whole prompt);
+    ``cache_creation`` splits the written ones by the cache's lifetime (of
+    ``cache_write_tokens``, ``cache_write_1h_tokens`` to the 1-hour cache)."""
     read, written = reply.cache_read_tokens, reply.cache_write_tokens
+    written_1h = min(reply.cache_write_1h_tokens, written)
     return {"input_tokens": max(0, inp - read - written), "output_tokens": out,
-            "cache_creation_input_tokens": written, "cache_read_input_tokens": read}
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": read,
+            "cache_creation": {"ephemeral_5m_input_tokens": written - written_1h,
+                               "ephemeral_1h_input_tokens": written_1h}}
 
 
 def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) -> dict[str, Any]:

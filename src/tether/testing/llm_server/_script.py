@@ -53,6 +53,7 @@ class Reply(ScriptStep):
     refusal: str | None = None
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.json is not None:
