@@ -46,6 +46,8 @@ Exception
 │   │   └── ai.FatalProviderError      (also NonRetryable, above)
 │   ├── ai.OutputValidationError   (output, attempts, errors, last_text)
 │   ├── ai.MaxTurnsExceeded        (agent, max_turns, last_tools) out of turns
+│   ├── ai.MaxTokensExceeded       (agent, max_tokens, output_tokens, tool_calls, text)
+│   │                              an agent's reply was cut off at max_tokens
 │   ├── ai.NoPendingApproval       (run_id, detail) nothing to approve
 │   └── ai.mcp.MCPUnavailable      (server, detail) retryable: unreachable, broken
 └── ValueError

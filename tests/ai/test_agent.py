@@ -451,3 +451,75 @@ def test_workflow_tool_validates_like_a_function_tool() -> None:
     assert tool.validate_arguments('{"room": "12"}') == {"room": "12"}
     with pytest.raises(ToolArgumentError, match="nights: Input should be a valid integer"):
         tool.validate_arguments({"room": "12", "nights": "many"})
+
+
+# -- replies cut off at max_tokens --------------------------------------------------------------
+
+
+def model_of(server: ScriptedLLMServer, protocol: str) -> LLM:
+    if protocol == "openai":
+        return LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None)
+    return LLM("anthropic:claude-haiku-4-5", base_url=server.anthropic_base_url, breaker=None)
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_an_answer_cut_off_at_max_tokens_fails_the_run_naming_the_limit(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A final answer the output limit cut off (OpenAI's finish_reason ``length``,
+    Anthropic's stop_reason ``max_tokens``) fails the run with ``MaxTokensExceeded``,
+    naming the limit (the agent's ``model_params``, else Anthropic's default 4096) and
+    the tokens used; ``allow_truncated=True`` returns it as it is. Before, the cut text
+    was the run's result, as if whole."""
+    app = App(sqlite_url)
+    params = {"max_tokens": 64} if protocol == "openai" else {}
+    async with model_of(server, protocol) as llm:
+        app.add_agent(Agent("writer", model=llm, model_params=params))
+        app.add_agent(Agent("lenient", model=llm, model_params=params, allow_truncated=True))
+        server.set_script([Reply("The three reasons are: first, the", finish_reason="length",
+                                 output_tokens=64, times=2)])
+        async with app:
+            with pytest.raises(RunFailed) as failed:
+                await run_to_end(app, "writer", "Why?", run_id="cut-1")
+            lenient = await run_to_end(app, "lenient", "Why?", run_id="cut-2")
+    assert failed.value.error is not None
+    assert failed.value.error["type"] == "tether.ai._agent.MaxTokensExceeded"
+    limit = 64 if protocol == "openai" else 4096
+    message = failed.value.error["message"]
+    assert f"cut off at its output limit (max_tokens={limit}; 64 output tokens used)" in message
+    assert "mid-answer" in message and "allow_truncated=True" in message
+    assert lenient == "The three reasons are: first, the"
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_tool_calls_of_a_reply_cut_off_at_max_tokens_are_never_run(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A reply cut off while it asked for tools: none of its calls runs (the last may
+    have half its arguments; here its JSON even parses, as Anthropic's partial input
+    may), even with ``allow_truncated=True``, and the run fails naming them. Before,
+    the calls whose arguments parsed were run: a charge made from a cut reply."""
+    app = App(sqlite_url)
+    charged: list[int] = []
+
+    @function_tool
+    def charge(amount: int) -> str:
+        """Charge the customer."""
+        charged.append(amount)
+        return "charged"
+
+    async with model_of(server, protocol) as llm:
+        app.add_agent(Agent("biller", model=llm, tools=[charge], allow_truncated=True))
+        server.set_script([
+            Reply(tool_calls=[call("charge", {"amount": 5}), call("charge", {"amount": 10})],
+                  finish_reason="length", output_tokens=30),
+            Reply("Charged twice.")])
+        async with app:
+            with pytest.raises(RunFailed) as failed:
+                await run_to_end(app, "biller", "Charge 5 then 10.", run_id="cut-tools")
+            info = await app.get_run("cut-tools")
+    assert charged == []
+    assert failed.value.error is not None
+    assert failed.value.error["type"] == "tether.ai._agent.MaxTokensExceeded"
+    assert ("while asking for tools (charge, charge), not run: their arguments may be "
+            "incomplete") in failed.value.error["message"]
+    assert len(server.requests) == 1
+    assert not [n for n in journal_names(info) if "tool:" in n[1]]

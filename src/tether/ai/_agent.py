@@ -5,6 +5,8 @@
 and returns the model's final answer (a string). Each turn::
 
     reply = await model.chat(messages, tools=specs)        # one durable LLM operation
+    cut off at max_tokens -> fail with MaxTokensExceeded, running none of its tools
+        (allow_truncated=True: a cut text answer is returned as it is)
     no tool calls -> return reply.text
     for each tool call, in order: check it (pure); a malformed one is journaled as a
         failed ``<agent>.invalid_tool_call`` step and its error goes back to the model
@@ -70,6 +72,7 @@ from tether.ai._tools import (
     start_tool_child,
 )
 from tether.ai._types import (
+    DEFAULT_MAX_TOKENS,
     ChatReply,
     Message,
     ToolCall,
@@ -83,7 +86,7 @@ if TYPE_CHECKING:
     from tether.ai.mcp import MCPContext, MCPServer, MCPToolset
 
 __all__ = ["FINAL_RESULT_TOOL", "INTERRUPT_SIGNAL", "STEER_SIGNAL", "Agent", "AgentTool",
-           "ChatModel", "InvalidToolCall", "MaxTurnsExceeded"]
+           "ChatModel", "InvalidToolCall", "MaxTokensExceeded", "MaxTurnsExceeded"]
 
 #: The tool an agent with an ``output_type`` gives its final answer with.
 FINAL_RESULT_TOOL = "final_result"
@@ -109,6 +112,12 @@ class ChatModel(Protocol):
 #: recorded before it replay as they ran: those tools ran, then the run failed).
 _LAST_TURN_RUNS_NO_TOOLS = "tether.ai.agent:last-turn-runs-no-tools"
 
+#: ``tether.patched`` id of the rule that a reply cut off at ``max_tokens`` ends the run
+#: with ``MaxTokensExceeded`` (runs recorded before it replay as they ran: a cut answer
+#: returned, a cut reply's tool calls checked and run). Journaled only when a reply
+#: was cut.
+_CUT_REPLY_FAILS = "tether.ai.agent:cut-reply-fails"
+
 
 class MaxTurnsExceeded(TetherError):
     """The model was still calling tools in its ``max_turns``-th reply; the run fails,
@@ -128,6 +137,44 @@ class MaxTurnsExceeded(TetherError):
         self.agent = agent
         self.max_turns = max_turns
         self.last_tools = last_tools
+
+
+class MaxTokensExceeded(TetherError):
+    """The model's reply was cut off at its output limit (``max_tokens``; OpenAI's
+    ``finish_reason`` ``length``, Anthropic's ``stop_reason`` ``max_tokens``, the
+    Responses API's ``incomplete`` for ``max_output_tokens``). The run fails: a cut
+    answer is not one (it was returned as if whole), and a tool call the cut may have
+    left with half its arguments is never run, nor any other call of that reply. With
+    ``Agent(allow_truncated=True)`` a cut text answer is returned as it is instead.
+
+    Attributes:
+        agent: the agent's name.
+        max_tokens: the limit the call was made with (the agent's ``model_params``, else
+            the client's default, Anthropic's 4096), or ``None`` when the provider's
+            own default applied.
+        output_tokens: the output tokens the reply used, as the provider told them.
+        tool_calls: the tools the cut reply asked for (not run).
+        text: the text the model wrote before the cut, or ``None``.
+    """
+
+    def __init__(self, agent: str, *, max_tokens: int | None, output_tokens: int,
+                 tool_calls: list[str], text: str | None) -> None:
+        limit = (f"max_tokens={max_tokens}" if max_tokens is not None
+                 else "the provider's default max_tokens")
+        what = (f"while asking for tools ({', '.join(tool_calls)}), not run: their "
+                "arguments may be incomplete" if tool_calls else
+                f"mid-answer, after {len(text or ''):,} characters")
+        super().__init__(
+            f"agent {agent!r}: the model's reply was cut off at its output limit ({limit}; "
+            f"{output_tokens:,} output tokens used) {what}; raise max_tokens (the agent's "
+            "model_params, or the LLM's), or ask for a shorter answer in the instructions"
+            + ("" if tool_calls else "; Agent(allow_truncated=True) returns a cut text "
+               "answer as it is"))
+        self.agent = agent
+        self.max_tokens = max_tokens
+        self.output_tokens = output_tokens
+        self.tool_calls = tool_calls
+        self.text = text
 
 
 class InvalidToolCall(NonRetryable):
@@ -272,6 +319,11 @@ class Agent:
             (``llm.chunk`` events of ``App.events`` and ``tether serve``'s run page and
             SSE stream), when the model is a ``tether.ai.LLM``. The journal records the
             same as without it, and a replayed turn publishes nothing.
+        allow_truncated: return a final text answer cut off at ``max_tokens`` as it is.
+            By default such a reply fails the run with ``MaxTokensExceeded``, naming the
+            limit and the tokens used. A reply cut while asking for tools, or an
+            ``output_type`` agent's, fails the run either way: its tool calls are never
+            run (the cut may have left one with half its arguments).
 
     Raises:
         ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
@@ -285,7 +337,8 @@ class Agent:
                  model_params: Mapping[str, Any] | None = None,
                  output_type: type[pydantic.BaseModel] | None = None,
                  steerable: bool = False, interruptible: bool = False,
-                 stream: bool = True, context: Iterable[MCPContext] = ()) -> None:
+                 stream: bool = True, context: Iterable[MCPContext] = (),
+                 allow_truncated: bool = False) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -312,6 +365,7 @@ class Agent:
         self.interruptible = interruptible
         self.stream = stream
         self.context = list(context)
+        self.allow_truncated = allow_truncated
         self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
@@ -465,7 +519,18 @@ class Agent:
     async def _rest_of_turn(self, turn: int, reply: ChatReply, tools: dict[str, Tool],
                             messages: list[Message]) -> tuple[bool, Any]:
         """After the model's reply: ``(True, answer)`` when the run ends with it, else
-        ``(False, None)`` with the tool results (or a nudge) added to ``messages``."""
+        ``(False, None)`` with the tool results (or a nudge) added to ``messages``.
+
+        Raises:
+            MaxTokensExceeded: the reply was cut off at ``max_tokens`` (see
+                ``allow_truncated``).
+        """
+        if reply.finish_reason == "length" and tether.patched(_CUT_REPLY_FAILS):
+            if reply.tool_calls or self._final is not None or not self.allow_truncated:
+                raise MaxTokensExceeded(
+                    self.name, max_tokens=self._max_tokens(),
+                    output_tokens=reply.usage.output_tokens,
+                    tool_calls=[c.name for c in reply.tool_calls], text=reply.text)
         if self._final is not None:
             found, output = self._final_answer(reply, tools)
             if found:
@@ -495,6 +560,18 @@ class Agent:
         messages.extend(tool_message(call.id, text)
                         for call, text in zip(reply.tool_calls, answers, strict=True))
         return False, None
+
+    def _max_tokens(self) -> int | None:
+        """The output limit of the agent's calls: its ``model_params``, else the
+        client's default (Anthropic's), else ``None`` (the provider's own)."""
+        for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            value = self.model_params.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        if isinstance(self.model, LLM) and self.model.provider == "anthropic":
+            value = self.model._options.get("max_tokens", DEFAULT_MAX_TOKENS)
+            return value if isinstance(value, int) else None
+        return None
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[TurnScope | None]:

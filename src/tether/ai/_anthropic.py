@@ -45,7 +45,15 @@ from tether.ai._openai import (
     _is_loopback,
     _parse_json,
 )
-from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, ToolSpec, Usage
+from tether.ai._types import (
+    DEFAULT_MAX_TOKENS,
+    ChatReply,
+    Message,
+    OnChunk,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from tether.errors import ConfigError
 
 __all__ = ["OUTPUT_TOOL", "AnthropicChat", "to_anthropic_messages"]
@@ -79,7 +87,8 @@ class AnthropicChat(_HTTPChat):
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  timeout: float | httpx2.Timeout | None = None,
-                 extra_headers: Mapping[str, str] | None = None, max_tokens: int = 4096,
+                 extra_headers: Mapping[str, str] | None = None,
+                 max_tokens: int = DEFAULT_MAX_TOKENS,
                  require_api_key: bool = True, provider: str = "anthropic") -> None:
         url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_ANTHROPIC_BASE_URL
         key = api_key or os.environ.get("ANTHROPIC_API_KEY")

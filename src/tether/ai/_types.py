@@ -56,6 +56,9 @@ OnChunk = Callable[[str], Awaitable[None] | None]
 #: The provider prefixes ``parse_model_spec`` knows.
 PROVIDERS = ("openai", "anthropic", "openai-compatible")
 
+#: The ``max_tokens`` of an Anthropic request that gives none (its API requires one).
+DEFAULT_MAX_TOKENS = 4096
+
 
 def system_message(content: str) -> Message:
     return {"role": "system", "content": content}
