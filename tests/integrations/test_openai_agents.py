@@ -213,6 +213,20 @@ async def test_budget_fail_refuses_the_request(
     assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
 
 
+async def test_an_account_out_of_credit_fails_the_run_at_once(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """The SDK's 429 ``insufficient_quota`` is a ProviderBillingError: the run fails at
+    the first attempt saying to add credit, where it was retried as a rate limit (here
+    until the next step of the script answered)."""
+    server.set_script([Fault.out_of_credit(), Reply("never asked for")])
+    app = App(sqlite_url)
+    TetherAgent(Agent(name="broke", model=model), app=app)
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"ProviderBillingError.*add credit"):
+            await (await app.start("broke", "x", run_id="q1")).result(timeout=30)
+    assert len(server.requests) == 1
+
+
 async def test_budget_wait_resumes_when_raised(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
     server.set_script(triage_script())

@@ -308,6 +308,23 @@ async def test_a_refused_request_fails_the_run_once(
     assert len(server.requests) == 1
 
 
+async def test_an_account_out_of_credit_fails_the_run_at_once(
+        sqlite_url: str, server: ScriptedLLMServer) -> None:
+    """OpenAI's 429 ``insufficient_quota`` is a ProviderBillingError: the run fails at
+    the first attempt saying to add credit, where it was retried as a rate limit (here
+    until the next step of the script answered)."""
+    server.set_script([{"fault": "out_of_credit"}, Reply("never asked for")])
+    client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    unretried = OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client))
+    app = App(sqlite_url)
+    TetherAgent(Agent(unretried, name="broke"), app=app)
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"ProviderBillingError.*add credit"):
+            await (await app.start("broke", "x", run_id="q1")).result(timeout=30)
+    await client.close()
+    assert len(server.requests) == 1
+
+
 async def test_bad_configuration_is_a_clear_error(model: OpenAIChatModel) -> None:
     with pytest.raises(ConfigError, match="TetherAgent needs a name"):
         TetherAgent(Agent(model))
