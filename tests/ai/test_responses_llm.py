@@ -133,6 +133,28 @@ async def test_a_refusal_part_is_the_replys_text_with_content_filter(
     assert "".join(chunks) == "I can't assist with that."
 
 
+async def test_a_response_cut_at_max_output_tokens_is_length_streamed_or_not(
+        server: ScriptedResponsesServer, llm: LLM) -> None:
+    """A response cut at ``max_output_tokens`` (``status: "incomplete"``) is
+    ``finish_reason`` ``length``, with tool calls too (the last may hold half its
+    arguments: it said ``tool_calls``, and an agent ran it); streamed, it ends with
+    ``response.incomplete``, which was read as a stream dropped before
+    ``response.completed``: retried, and paid, again and again."""
+    cut_call = {"name": "weather", "arguments": '{"city": "Par'}
+    server.set_script([Reply("The three reasons", finish_reason="length"),
+                       Reply("The three reasons", finish_reason="length"),
+                       Reply(tool_calls=[cut_call], finish_reason="length"),
+                       Reply(tool_calls=[cut_call], finish_reason="length")])
+    for reply in (await llm.chat([user_message("x")]),
+                  await llm.stream([user_message("x")])):
+        assert (reply.text, reply.finish_reason) == ("The three reasons", "length")
+    for reply in (await llm.chat([user_message("x")]),
+                  await llm.stream([user_message("x")])):
+        assert reply.finish_reason == "length"
+        assert reply.tool_calls[0].parse_error is not None
+    assert len(server.requests) == 4
+
+
 async def test_the_chat_completions_client_leaves_reasoning_out(
         server: ScriptedResponsesServer) -> None:
     """A conversation carried over from a Responses model (assistant messages with

@@ -144,8 +144,11 @@ class OpenAIResponses(_HTTPChat):
                         progress.chars += len(delta)
                     if kind in ("response.output_text.delta", "response.refusal.delta"):
                         await _emit(on_chunk, str(delta or ""))
-                    elif kind == "response.completed" and isinstance(event.get("response"),
-                                                                     dict):
+                    elif kind in ("response.completed", "response.incomplete") and isinstance(
+                            event.get("response"), dict):
+                        # (incomplete: cut at max_output_tokens, the stream's last event;
+                        # it was read as a dropped stream, retried and paid again and
+                        # again)
                         final = event["response"]
                     elif kind in ("error", "response.failed"):
                         response = event.get("response")
@@ -201,7 +204,9 @@ class OpenAIResponses(_HTTPChat):
         incomplete = (data.get("incomplete_details") or {}) if data.get(
             "status") == "incomplete" else {}
         reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
-        finish = ("tool_calls" if calls else "length" if reason == "max_output_tokens"
+        # (Cut at the limit while calling tools is "length", as Chat Completions says:
+        # the last call may hold half its arguments.)
+        finish = ("length" if reason == "max_output_tokens" else "tool_calls" if calls
                   else "content_filter" if reason == "content_filter" else "stop")
         text = "".join(texts) if texts else None
         if not text and "".join(refusals):

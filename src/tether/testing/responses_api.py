@@ -8,8 +8,11 @@ API, streaming or not, in the shape the official SDKs parse: ``message`` items w
 ``input_tokens``/``output_tokens``, and the SSE events ``response.created``,
 ``response.output_item.added``, ``response.output_text.delta``,
 ``response.function_call_arguments.delta``, ``response.output_item.done``,
-``response.completed``. Faults (``Fault``, ``reset_after_chunks``,
-``error_after_chunks``) behave as on the other endpoints.
+``response.completed``. A reply with ``finish_reason="length"`` is cut at
+``max_output_tokens``: ``status: "incomplete"``, ``incomplete_details: {"reason":
+"max_output_tokens"}``, its stream ending with ``response.incomplete``. Faults
+(``Fault``, ``reset_after_chunks``, ``error_after_chunks``) behave as on the other
+endpoints.
 
 It also answers Anthropic's ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``,
 the same estimate the scripted replies use, without taking a script step).
@@ -241,6 +244,9 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                   status: str = "completed") -> dict[str, Any]:
         body = rec.body
         inp, out = self._responses_usage(rec, reply)
+        incomplete = None
+        if reply.finish_reason == "length" and status == "completed":
+            status, incomplete = "incomplete", {"reason": "max_output_tokens"}
         return {
             "id": self._next_id("resp_"), "object": "response",
             "created_at": int(time.time()), "status": status,
@@ -254,7 +260,7 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             "instructions": body.get("instructions"), "metadata": {},
             "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
             "text": {"format": {"type": "text"}}, "truncation": "disabled",
-            "error": None, "incomplete_details": None, "previous_response_id":
+            "error": None, "incomplete_details": incomplete, "previous_response_id":
                 body.get("previous_response_id"), "reasoning": {"effort": None,
                                                                 "summary": None},
             "service_tier": "default", "store": bool(body.get("store", True)),
@@ -351,8 +357,8 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                     "output_index": index, "item": item, "sequence_number": next(seq)})
             yield "meta", _sse("response.output_item.done", {
                 "output_index": index, "item": item, "sequence_number": next(seq)})
-        yield "meta", _sse("response.completed", {"response": final,
-                                                  "sequence_number": next(seq)})
+        end = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+        yield "meta", _sse(end, {"response": final, "sequence_number": next(seq)})
 
 
 def _sse(kind: str, data: dict[str, Any]) -> str:
