@@ -785,7 +785,7 @@ async def test_anthropic_1_hour_cache_writes_are_priced_at_their_own_rate(
     cache (``cache_creation.ephemeral_1h_input_tokens``, beside the total
     ``cache_creation_input_tokens``): they cost twice the input price, the 5-minute
     ones 1.25 times. Before, all were priced at the 5-minute rate: a call writing 4,000
-    tokens to the 1-hour cache was counted $0.0035 short on claude-haiku-4-5."""
+    tokens to the 1-hour cache was counted $0.003 short on claude-haiku-4-5."""
     served.set_script([Reply("ok", input_tokens=10_000, output_tokens=100,
                              cache_read_tokens=1_000, cache_write_tokens=5_000,
                              cache_write_1h_tokens=4_000)])
