@@ -1,14 +1,16 @@
 """``tether db migrate`` / ``tether db status``: run schema migrations explicitly;
-``tether db backup PATH``: copy a store in use."""
+``tether db backup PATH``: copy a store in use; ``tether db restore BACKUP``: put a
+backup in a store's place, refusing to write over one in use or holding runs."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from tether.cli._common import CliError, dumps, store_url
+from tether.cli._common import EXIT_USAGE, CliError, dumps, store_url
 from tether.cli._serve import _without_password
 from tether.store import open_store
+from tether.store._restore import RestoreRefused
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -40,6 +42,29 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "and restore.")
     b.add_argument("path", metavar="PATH", help="the backup file to write (must not exist)")
     b.set_defaults(handler=backup)
+    r = dsub.add_parser(
+        "restore", parents=[common], help="restore a backup into a store (new, or with --force)",
+        description="Restore BACKUP (a file `tether db backup` wrote) into the store --db "
+        "names. SQLite: the file need not exist; the backup is copied in with SQLite's "
+        "backup API in one transaction (the store's -wal and -shm files stay right). "
+        "PostgreSQL: pg_restore's script of the dump runs in one transaction through "
+        "psql (both from the postgresql-client package). Refused, with nothing changed "
+        "(exit 2): a file that is not a Tether backup of this kind of store; a backup of "
+        "a newer schema than this Tether knows; a store in use (a worker that "
+        "heartbeated within a minute, a `tether serve` or other process with it open); "
+        "a store that holds runs or schedules, unless --force (which replaces Tether's "
+        "tables only: PostgreSQL keeps every other object of the database and schema). "
+        "A backup of an older schema is migrated as it is restored, as a worker would "
+        "(unless auto-migration is off: ?migrate=false or TETHER_AUTO_MIGRATE=0; then "
+        "run `tether db migrate`). See docs/operations.md, Backup and restore.")
+    r.add_argument("backup", metavar="BACKUP", help="the backup file to restore")
+    r.add_argument("--force", action="store_true",
+                   help="replace a store that holds runs or schedules (never one in use)")
+    r.add_argument("--json", action="store_true",
+                   help="one JSON object: {restored, backup, target, runs, waiting, "
+                   "replaced_runs, backup_schema_version, schema_version, migrated, "
+                   "pending}")
+    r.set_defaults(handler=restore)
 
 
 async def migrate(args: argparse.Namespace) -> int:
@@ -73,4 +98,43 @@ async def backup(args: argparse.Namespace) -> int:
         raise CliError("this store has no backup command")
     size = await store.backup(args.path)
     print(f"backed up {_without_password(url)} to {args.path} ({size:,} bytes)")
+    return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+async def restore(args: argparse.Namespace) -> int:
+    url = store_url(args, must_exist=False)
+    store: Any = open_store(url)
+    if not hasattr(store, "restore"):
+        raise CliError("this store has no restore command")
+    try:
+        done = await store.restore(args.backup, force=args.force)
+    except RestoreRefused as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    shown = _without_password(url)
+    if args.json:
+        print(dumps({"restored": True, "backup": args.backup, "target": shown,
+                     "runs": done.runs, "waiting": done.waiting,
+                     "replaced_runs": done.replaced_runs,
+                     "backup_schema_version": done.backup_schema_version,
+                     "schema_version": done.schema_version,
+                     "migrated": done.migrated, "pending": done.pending}))
+        return 0
+    replaced = (f", replacing {_plural(done.replaced_runs, 'run')}"
+                if done.replaced_runs else "")
+    print(f"restored {_plural(done.runs, 'run')} ({done.waiting:,} waiting) from "
+          f"{args.backup} into {shown}{replaced}")
+    if done.migrated:
+        print(f"schema migrated from {done.backup_schema_version:04d} to "
+              f"{done.schema_version:04d} ({', '.join(done.migrated)})")
+    if done.pending:
+        print(f"schema {done.backup_schema_version:04d} is behind (pending: "
+              f"{', '.join(done.pending)}): run `tether db migrate --db URL` with this "
+              "store's URL before starting workers")
+    else:
+        print("next: start workers on it (tether worker MODULE:APP --db URL with this "
+              "store's URL); waiting runs go on when their signal, timer or approval comes")
     return 0

@@ -76,6 +76,7 @@ from tether.store._port import (
     WorkerInfo,
     every_caller_context,
 )
+from tether.store._restore import RestoreResult
 from tether.store._sql import (
     entry_from_row,
     entry_params,
@@ -538,6 +539,24 @@ class PostgresStore(PostgresServeQueries):
                 raise StoreError(f"pg_dump failed (exit {proc.returncode}) on "
                                  f"{self.cfg.where}: {lines[-1] if lines else 'no message'}")
             return await asyncio.to_thread(os.path.getsize, partial)
+
+    async def restore(self, backup: str, *, force: bool = False) -> RestoreResult:
+        """Restore the dump ``backup`` (``tether db backup`` of a PostgreSQL store: pg_dump's
+        custom format) into this store's schema, in one transaction (``pg_restore``'s
+        script through ``psql --single-transaction``; both must be on the PATH). With
+        ``force``, a store that holds runs is replaced: Tether's own tables and
+        functions are dropped first, nothing else. A backup of an older schema is
+        migrated after, unless auto-migration is off (then ``pending`` names what
+        ``tether db migrate`` will apply). See ``tether.store.postgres._restore``.
+
+        Raises: RestoreRefused (nothing changed: not a Tether dump of this schema, a
+        newer schema, a store that holds runs or schedules without ``force``, one in use
+        by a worker or server), ConfigError (no pg_restore or psql), StoreError (the
+        restore failed and was rolled back), StoreUnavailable.
+        """
+        from tether.store.postgres._restore import restore
+
+        return await restore(self, backup, force=force)
 
     async def migration_status(self) -> list[tuple[int, str, bool]]:
         """(version, name, applied?) for every migration this code knows.

@@ -66,6 +66,7 @@ from tether.store._port import (
     is_wait_list,
     wait_list,
 )
+from tether.store._restore import RestoreResult
 from tether.store._sql import (
     entry_from_row,
     entry_params,
@@ -588,6 +589,24 @@ class SqliteStore(SqliteServeQueries):
                 return os.path.getsize(partial)
         finally:
             source.close()
+
+    async def restore(self, backup: str, *, force: bool = False) -> RestoreResult:
+        """Restore the backup file ``backup`` (``tether db backup`` of a SQLite store)
+        into this store's file, which need not exist; the store must not be open. The
+        copy is made with SQLite's backup API in one transaction (a reader sees the old
+        store or the restored one); a backup of an older schema is migrated as it is
+        restored, unless auto-migration is off (then ``pending`` names what ``tether db
+        migrate`` will apply). See ``tether.store.sqlite._restore``.
+
+        Raises: RestoreRefused (nothing changed: not a Tether backup, a newer schema, a
+        target that holds runs or schedules without ``force``, a target in use by a
+        worker or server, a target that is not a Tether store), ConfigError, StoreError.
+        """
+        from tether.store.sqlite._restore import restore
+
+        if self._thread is not None:
+            raise ConfigError("close the store before restoring into it")
+        return await asyncio.to_thread(restore, self, backup, force=force)
 
     async def migration_status(self) -> list[tuple[int, str, bool]]:
         """(version, name, applied?) for every migration this code knows; a file that

@@ -1,0 +1,144 @@
+"""Restoring a backup into a store (``tether db restore``), for both backends: what a
+restore returns, what it refuses, and how it tells a live worker from the row a dead
+one (or the backup's source store) left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tether.errors import ConfigError
+from tether.store._port import WORKER_STALE, WorkerInfo
+
+#: The first bytes of each kind of file a restore may be handed.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+PGDUMP_MAGIC = b"PGDMP"
+
+
+class RestoreRefused(ConfigError):
+    """A restore that was not done, the target left as it was: the backup is not one
+    this store can take (not a Tether backup, a newer schema, another schema name), or
+    the target must not be written over (it holds runs and ``force`` was not given; a
+    worker or server is using it; it is not a Tether store). ``tether db restore``
+    exits 2 on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What ``restore`` did."""
+
+    #: The restored store: a file's path (SQLite) or where the database is (PostgreSQL).
+    target: str
+    #: Runs in the restored store, and how many of them wait (for a signal, a timer, an
+    #: approval, a child).
+    runs: int
+    waiting: int
+    #: The highest migration applied to the backup as read, and to the store now.
+    backup_schema_version: int
+    schema_version: int
+    #: Migrations applied after the restore (the backup's schema was older).
+    migrated: list[str] = field(default_factory=list)
+    #: Migrations still pending (an older backup and auto-migration off).
+    pending: list[str] = field(default_factory=list)
+    #: Runs the target held before, replaced (``force``).
+    replaced_runs: int = 0
+
+
+def file_kind(path: str) -> str:
+    """``sqlite``, ``pgdump`` or ``other``, by the file's first bytes.
+
+    Raises: RestoreRefused (no such file, or not readable)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise RestoreRefused(f"no backup file {path}") from None
+    except IsADirectoryError:
+        raise RestoreRefused(f"{path} is a folder, not a backup file") from None
+    except OSError as exc:
+        raise RestoreRefused(f"cannot read the backup {path}: {exc.strerror}") from None
+    if head == SQLITE_MAGIC:
+        return "sqlite"
+    if head.startswith(PGDUMP_MAGIC):
+        return "pgdump"
+    return "other"
+
+
+def wrong_kind(path: str, kind: str, want: str) -> RestoreRefused:
+    """The refusal of a backup file of the wrong kind for this store."""
+    if kind == "pgdump":
+        return RestoreRefused(
+            f"{path} is a PostgreSQL dump (pg_dump's custom format), not a SQLite backup: "
+            "restore it into a PostgreSQL store (--db postgresql://...)")
+    if kind == "sqlite":
+        return RestoreRefused(
+            f"{path} is a SQLite database, not a PostgreSQL dump: restore it into a "
+            "SQLite store (--db sqlite:///path.db)")
+    what = ("a SQLite database (tether db backup of a SQLite store)" if want == "sqlite"
+            else "a pg_dump custom-format file (tether db backup of a PostgreSQL store)")
+    return RestoreRefused(f"{path} is not a Tether backup: it is not {what}")
+
+
+def newer_schema(what: str, unknown: Iterable[int], known: Iterable[int]) -> RestoreRefused:
+    """The refusal of a backup (or target) written by a newer Tether."""
+    return RestoreRefused(
+        f"{what} has schema version {max(unknown):04d}, newer than this Tether knows "
+        f"(up to {max(known):04d}): restore it with the Tether version that wrote it, or "
+        "upgrade tether")
+
+
+def pid_start(pid: int) -> str:
+    """The process's start time, to tell a live process from a reused pid ("" where
+    there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def process_alive(pid: int, start: str) -> bool:
+    """Whether the process ``pid`` of this host, started at ``start``, still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return not start or pid_start(pid) in ("", start)
+
+
+def command_line(pid: int) -> str:
+    """The process's command line, shortened, for a message ("" if unknown)."""
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+        text = " ".join(w.decode(errors="replace") for w in words if w)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return ""
+
+
+def fresh(worker: WorkerInfo, now: float) -> bool:
+    """Whether the worker heartbeated within ``WORKER_STALE`` of ``now``."""
+    return now - worker.heartbeat_at <= WORKER_STALE
+
+
+def describe(worker: WorkerInfo, now: float) -> str:
+    ago = max(0.0, now - worker.heartbeat_at)
+    return (f"worker {worker.worker_id} (pid {worker.pid} on {worker.hostname}, last "
+            f"heartbeat {ago:.0f} s ago)")
+
+
+def stop_hint(worker: WorkerInfo, host: str) -> str:
+    """How to stop ``worker``, from a process on ``host``."""
+    if worker.hostname == host:
+        return (f"stop it (kill -TERM {worker.pid}: it hands its runs back and leaves), "
+                "then run the restore again")
+    return (f"stop it on {worker.hostname} (kill -TERM {worker.pid}), or, if that host "
+            f"is gone, wait until its last heartbeat is {WORKER_STALE:.0f} s old; then "
+            "run the restore again")

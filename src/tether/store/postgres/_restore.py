@@ -1,0 +1,357 @@
+"""``tether db restore`` into a PostgreSQL store.
+
+``tether db backup`` writes ``pg_dump --format=custom --schema=SCHEMA``. The restore
+reads the dump's table of contents (``pg_restore --list``: it must hold Tether's tables
+in the store's schema) and its ``schema_version`` rows (a newer schema is refused), then
+runs, through ``psql --single-transaction``, one script: drop Tether's own tables and
+functions if the target has a Tether store (``force`` when it holds runs), create the
+schema if missing, and pg_restore's script of the dump (without its CREATE SCHEMA). One
+transaction: a failure anywhere changes nothing, and a reader sees the old store or the
+restored one. Nothing else in the database or the schema is dropped: a view of
+another schema that depends on Tether's tables makes the restore fail, rolled back.
+
+A store in use is one with a worker whose heartbeat is fresh (its row in
+``workers``; one of this host only while its process lives and Tether sessions are
+connected to this database), or with Tether's sessions (``application_name``
+``tether*`` in ``pg_stat_activity``: workers, ``tether serve``) whose last query names
+the schema, or names none in a database with no other Tether schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tether.errors import ConfigError, StoreError
+from tether.store._port import WorkerInfo
+from tether.store._restore import (
+    RestoreRefused,
+    RestoreResult,
+    describe,
+    file_kind,
+    fresh,
+    newer_schema,
+    process_alive,
+    stop_hint,
+    wrong_kind,
+)
+from tether.store._sql import load_migrations
+from tether.store.postgres._config import translate_errors
+
+if TYPE_CHECKING:
+    from tether.store.postgres._store import PostgresStore
+
+_PACKAGE = "tether.store.postgres"
+#: How long the restore's transaction waits for a lock on Tether's tables (a session
+#: that holds one is using the store) before it gives up, changing nothing.
+LOCK_TIMEOUT = "10s"
+_TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (\S+) (\S+) ")
+_TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ (SCHEMA|COMMENT|ACL) - (SCHEMA )?(\S+)( |$)")
+
+
+def _tools() -> tuple[str, str]:
+    found = {name: shutil.which(name) for name in ("pg_restore", "psql")}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on the "
+            "PATH: install PostgreSQL's client programs (Debian and Ubuntu: apt-get install "
+            "postgresql-client, of the server's major version or newer)")
+    return found["pg_restore"] or "", found["psql"] or ""
+
+
+def tether_objects() -> tuple[list[str], list[str]]:
+    """The tables and functions Tether's migrations create (without the schema)."""
+    tables, functions = ["schema_version"], []
+    for _, _, sql in load_migrations(_PACKAGE):
+        tables += re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?\{schema\}\.(\w+)", sql)
+        functions += re.findall(r"CREATE (?:OR REPLACE )?FUNCTION \{schema\}\.(\w+)", sql)
+    return list(dict.fromkeys(tables)), list(dict.fromkeys(functions))
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, errors="replace", check=False)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
+def _psql_error(text: str) -> str:
+    """psql's ERROR line (less its ``psql:<stdin>:N:`` prefix) and its DETAIL."""
+    lines = text.strip().splitlines()
+    for i, line in enumerate(lines):
+        if "ERROR:" in line:
+            said = " ".join(line.split("ERROR:", 1)[1].split())
+            if i + 1 < len(lines) and lines[i + 1].startswith("DETAIL:"):
+                said += " (" + " ".join(lines[i + 1][len("DETAIL:"):].split()) + ")"
+            return said
+    return _last_line(text)
+
+
+@dataclass
+class _Dump:
+    toc: str
+    schemas: set[str]
+    versions: set[int]
+
+
+def _read_dump(pg_restore: str, path: str, schema: str, env: dict[str, str]) -> _Dump:
+    """The dump's table of contents and its schema versions.
+
+    Raises: RestoreRefused (not a Tether dump of ``schema``)."""
+    listed = _run([pg_restore, "--list", path], env)
+    if listed.returncode != 0:
+        raise RestoreRefused(f"{path} is not a Tether backup: pg_restore cannot read it "
+                             f"({_last_line(listed.stderr)})")
+    tables: dict[str, set[str]] = {}
+    for line in listed.stdout.splitlines():
+        m = _TOC_TABLE.match(line)
+        if m:
+            tables.setdefault(m.group(1), set()).add(m.group(2))
+    schemas = {s for s, names in tables.items() if {"schema_version", "runs"} <= names}
+    if not schemas:
+        raise RestoreRefused(f"{path} is a PostgreSQL dump but not a Tether backup (it has "
+                             "no Tether tables: schema_version, runs)")
+    if schema not in schemas:
+        names = ", ".join(sorted(schemas))
+        raise RestoreRefused(
+            f"{path} holds the Tether schema {names}, and the store uses schema "
+            f"{schema!r}: restore it with ?schema={sorted(schemas)[0]} in the --db URL")
+    data = _run([pg_restore, "--data-only", f"--schema={schema}",
+                 "--table=schema_version", "--file=-", path], env)
+    if data.returncode != 0:
+        raise RestoreRefused(f"{path}: pg_restore cannot read its schema versions "
+                             f"({_last_line(data.stderr)})")
+    versions: set[int] = set()
+    copying = False
+    for line in data.stdout.splitlines():
+        if line.startswith("COPY ") and ".schema_version " in line:
+            copying = True
+        elif copying and line == "\\.":
+            copying = False
+        elif copying and line:
+            versions.add(int(line.split("\t", 1)[0]))
+    return _Dump(listed.stdout, schemas, versions)
+
+
+@dataclass
+class _Target:
+    has_store: bool
+    runs: int
+    schedules: int
+
+
+async def _target(store: PostgresStore, force: bool) -> _Target:
+    """Check the target may be restored into.
+
+    Raises: RestoreRefused, StoreUnavailable."""
+    schema = store.schema
+    known = {v for v, _, _ in load_migrations(_PACKAGE)}
+    async with store._direct() as conn, conn.cursor() as cur:
+        with translate_errors(store.cfg):
+            await cur.execute("SELECT to_regclass(%s) IS NOT NULL, "
+                              "extract(epoch FROM clock_timestamp())::float8",
+                              (f"{schema}.schema_version",))
+            row = await cur.fetchone()
+            assert row is not None
+            has_store, now = bool(row[0]), float(row[1])
+            runs = schedules = 0
+            workers: list[WorkerInfo] = []
+            if has_store:
+                await cur.execute(f"SELECT version FROM {schema}.schema_version")
+                unknown = {int(r[0]) for r in await cur.fetchall()} - known
+                if unknown:
+                    raise newer_schema(f"the store (schema {schema} at {store.cfg.where})",
+                                       unknown, known)
+                runs = await _count(cur, schema, "runs")
+                schedules = await _count(cur, schema, "schedules")
+                if await _exists(cur, schema, "workers"):
+                    await cur.execute(
+                        "SELECT worker_id, hostname, pid, pid_start, queues, started_at, "
+                        f"heartbeat_at FROM {schema}.workers ORDER BY started_at")
+                    workers = [WorkerInfo(*r) for r in await cur.fetchall()]
+            await cur.execute(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.relname = 'schema_version' "
+                "AND c.relkind IN ('r', 'p') AND to_regclass("
+                "quote_ident(n.nspname) || '.runs') IS NOT NULL")
+            others = {r[0] for r in await cur.fetchall()} - {schema}
+            await cur.execute(
+                "SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
+                "backend_start::text, coalesce(query, '') FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name LIKE 'tether%%'")
+            sessions = [r for r in await cur.fetchall()
+                        if _names(str(r[4]), schema, others)]
+    where = f"schema {schema} at {store.cfg.where}"
+    host = socket.gethostname()
+    for w in workers:
+        if not fresh(w, now):
+            continue
+        if w.hostname == host and not (sessions and process_alive(w.pid, w.pid_start)):
+            continue  # (dead, or a worker of another store: a row the backup held)
+        raise RestoreRefused(f"the store ({where}) is in use by {describe(w, now)}: "
+                             f"{stop_hint(w, host)}")
+    if sessions:
+        pid, app, client, since, _ = sessions[0]
+        more = f" and {len(sessions) - 1} more" if len(sessions) > 1 else ""
+        raise RestoreRefused(
+            f"the store ({where}) is in use: PostgreSQL session {pid} ({app} from {client}, "
+            f"connected since {since[:19]}){more}, a tether serve or worker: stop the "
+            "Tether processes using it (kill -TERM), then run the restore again")
+    if (runs or schedules) and not force:
+        held = f"{runs} run{'s' if runs != 1 else ''}" + (
+            f" and {schedules} schedule{'s' if schedules != 1 else ''}" if schedules else "")
+        raise RestoreRefused(
+            f"the store ({where}) holds {held}: a restore would replace them; restore into "
+            "a new database or schema, or give --force to replace them (Tether's tables "
+            "only)")
+    return _Target(has_store, runs, schedules)
+
+
+async def _exists(cur: Any, schema: str, table: str) -> bool:
+    await cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{table}",))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def _count(cur: Any, schema: str, table: str) -> int:
+    if not await _exists(cur, schema, table):
+        return 0
+    await cur.execute(f"SELECT count(*) FROM {schema}.{table}")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _names(query: str, schema: str, others: set[str]) -> bool:
+    """Whether a session whose last query is ``query`` may be using ``schema``: it
+    names it, or names no Tether schema and the database has no other."""
+    def said(name: str) -> bool:
+        return re.search(rf'(?<![\w"]){re.escape(name)}(\.|_wake\b)|"{re.escape(name)}_wake"',
+                         query) is not None
+    return said(schema) or not others
+
+
+def _script_header(schema: str, drop: bool) -> bytes:
+    tables, functions = tether_objects()
+    lines = [f"SET lock_timeout = '{LOCK_TIMEOUT}';"]
+    if drop:
+        lines.append("DROP TABLE IF EXISTS "
+                     + ", ".join(f"{schema}.{t}" for t in tables) + ";")
+        lines += [f"DROP FUNCTION IF EXISTS {schema}.{f};" for f in functions]
+    lines.append(f"CREATE SCHEMA IF NOT EXISTS {schema};")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: bool,
+           conninfo: str, env: dict[str, str]) -> None:
+    """Run pg_restore's script of the dump (less its CREATE SCHEMA), after the header,
+    in one transaction through psql; psql is killed (its transaction rolled back) if
+    pg_restore fails partway.
+
+    Raises: StoreError (pg_restore or psql failed; nothing changed)."""
+    kept = []
+    for line in toc.splitlines():
+        m = _TOC_SCHEMA.match(line)
+        kept.append(f";{line}" if m and m.group(3) == schema else line)
+    with tempfile.TemporaryDirectory(prefix="tether-restore-") as folder:
+        listing = os.path.join(folder, "toc")
+        with open(listing, "w") as f:
+            f.write("\n".join(kept) + "\n")
+        errors_a = open(os.path.join(folder, "pg_restore.err"), "w+")
+        errors_b = open(os.path.join(folder, "psql.err"), "w+")
+        with errors_a, errors_b:
+            dumper = subprocess.Popen(
+                [pg_restore, "--no-owner", f"--schema={schema}", f"--use-list={listing}",
+                 "--file=-", path], env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=errors_a)
+            loader = subprocess.Popen(
+                [psql, "--no-psqlrc", "--quiet", "--single-transaction",
+                 "--set=ON_ERROR_STOP=1", "--file=-", f"--dbname={conninfo}"],
+                env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors_b)
+            assert dumper.stdout is not None and loader.stdin is not None
+            try:
+                with contextlib.suppress(BrokenPipeError):
+                    loader.stdin.write(_script_header(schema, drop))
+                    shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 16)
+                dumped = dumper.wait()
+                if dumped != 0:
+                    loader.kill()  # (before its input ends: no COMMIT)
+                    loader.wait()
+                    errors_a.seek(0)
+                    raise StoreError(f"pg_restore failed (exit {dumped}) on {path}: "
+                                     f"{_last_line(errors_a.read())}; nothing was changed")
+                with contextlib.suppress(BrokenPipeError):
+                    loader.stdin.close()
+                loaded = loader.wait()
+            finally:
+                for proc in (dumper, loader):
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            if loaded != 0:
+                errors_b.seek(0)
+                err = _psql_error(errors_b.read())
+                if "lock timeout" in err:
+                    err += (" (a session holds a lock on the store's tables: stop the "
+                            "processes using it)")
+                raise StoreError(f"the restore failed (psql exit {loaded}): {err}; "
+                                 "nothing was changed")
+
+
+async def restore(store: PostgresStore, backup: str, *, force: bool) -> RestoreResult:
+    """Restore the dump ``backup`` into ``store`` (see the module).
+
+    Raises: RestoreRefused (nothing changed), ConfigError, StoreError, StoreUnavailable.
+    """
+    kind = file_kind(backup)
+    if kind != "pgdump":
+        raise wrong_kind(backup, kind, "postgres")
+    pg_restore, psql = _tools()
+    params: dict[str, Any] = conninfo_to_dict(store.cfg.conninfo)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    params["application_name"] = "tether-restore"
+    conninfo = make_conninfo("", **params)
+    schema = store.schema
+    dump = await asyncio.to_thread(_read_dump, pg_restore, backup, schema, env)
+    known = {v: name for v, name, _ in load_migrations(_PACKAGE)}
+    unknown = dump.versions - set(known)
+    if unknown:
+        raise newer_schema(f"the backup {backup}", unknown, known)
+    target = await _target(store, force)
+    await asyncio.to_thread(_apply, pg_restore, psql, backup, dump.toc, schema,
+                            target.has_store, conninfo, env)
+    migrated: list[str] = []
+    pending = [f"{v:04d}_{n}" for v, n in known.items() if v not in dump.versions]
+    if pending and store.auto_migrate:
+        migrated = await store.migrate()
+        pending = []
+    async with store._direct() as conn, conn.cursor() as cur:
+        with translate_errors(store.cfg):
+            await cur.execute(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'waiting') "
+                f"FROM {schema}.runs")
+            row = await cur.fetchone()
+            await cur.execute(f"SELECT max(version) FROM {schema}.schema_version")
+            top = await cur.fetchone()
+    runs, waiting = (int(row[0]), int(row[1])) if row else (0, 0)
+    return RestoreResult(
+        target=f"schema {schema} at {store.cfg.where}", runs=runs, waiting=waiting,
+        backup_schema_version=max(dump.versions, default=0),
+        schema_version=int(top[0]) if top and top[0] is not None else 0,
+        migrated=migrated, pending=pending, replaced_runs=target.runs)

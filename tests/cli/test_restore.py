@@ -1,0 +1,506 @@
+"""``tether db restore BACKUP``: a backup taken by ``tether db backup`` (of a store a
+worker is using) restored into a new store with real ``tether`` processes, where the
+runs, their journals and a waiting run's signal work; and every refusal, each leaving
+the target as it was: a store that holds runs (without --force), a store in use (a
+worker, a ``tether serve``, a worker of another host that heartbeated lately), a file
+that is not a Tether backup, a backup of a newer schema. An older schema is migrated.
+PostgreSQL: real databases, ``pg_restore`` and ``psql``; --force drops Tether's tables
+only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import psycopg
+import pytest
+
+from tests import forked
+from tests.conftest import DB_PREFIX, _create_database, _database_url, _drop_database
+from tether import App
+from tether.store import WorkerInfo, open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.cli.backup_app:app"
+
+needs_pg_tools = pytest.mark.skipif(
+    any(shutil.which(p) is None for p in ("pg_dump", "pg_restore", "psql")),
+    reason="PostgreSQL's client programs (pg_dump, pg_restore, psql) are not here")
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, TETHER_TEST_SIDE_FILE=str(tmp / "side.txt"),
+               PYTHONPATH=os.pathsep.join((str(ROOT / "src"), str(ROOT))), **extra)
+    env.pop("TETHER_DATABASE_URL", None)
+    return env
+
+
+def _tether(tmp: Path, *args: str, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT,
+                      env=env or _env(tmp), capture_output=True, text=True, timeout=120)
+
+
+def _worker(db: str, tmp: Path, name: str) -> subprocess.Popen[bytes]:
+    with open(tmp / f"{name}.log", "wb") as out:
+        return forked.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", db],
+                            cwd=ROOT, env=_env(tmp), stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _until(what: str, check: object, proc: subprocess.Popen[bytes] | None = None,
+                 ) -> None:
+    for _ in range(1200):  # (60 s)
+        if await check():  # type: ignore[operator]
+            return
+        assert proc is None or proc.poll() is None, f"the process ended: {what}"
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never true: {what}")
+
+
+async def _runs(url: str) -> dict[str, tuple[str, list[tuple[int, str, str]]]]:
+    """Each run's status and journal (position, kind, status)."""
+    app = App(url, **({"read_only": True} if url.startswith("sqlite:") else {}))
+    try:
+        out = {}
+        for info in await app.list_runs(limit=100):
+            run = await app.get_run(info.run_id)
+            out[info.run_id] = (run.status, [(e["position"], e["kind"], e["status"])
+                                             for e in run.journal])
+        return out
+    finally:
+        await app.close()
+
+
+async def _workers(url: str) -> list[WorkerInfo]:
+    store = open_store(url, **({"read_only": True} if url.startswith("sqlite:") else {}))
+    await store.open()
+    try:
+        return await store.worker_list()
+    finally:
+        await store.close()
+
+
+async def _source_in_use(tmp: Path, source: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """A store with a completed run and one waiting for a signal, its worker still
+    running, and its backup (``tether db backup``, taken while the worker runs)."""
+    (tmp / "gate").touch()
+    app = App(source)
+    try:
+        await app.start("mid_step", str(tmp / "gate"), run_id="done")
+        await app.start("waits", run_id="waiting")
+        worker = _worker(source, tmp, "worker-a")
+
+        async def settled() -> bool:
+            return ((await app.get_run("done")).status == "completed"
+                    and (await app.get_run("waiting")).status == "waiting")
+
+        await _until("the runs settle", settled, worker)
+    finally:
+        await app.close()
+    backup = tmp / "store.backup"
+    out = _tether(tmp, "db", "backup", str(backup), "--db", source)
+    assert out.returncode == 0, out.stderr
+    return worker, backup
+
+
+async def _round_trip(tmp: Path, source: str, target: str) -> None:
+    worker_a, backup = await _source_in_use(tmp, source)
+    try:
+        before = await _runs(source)
+        out = _tether(tmp, "db", "restore", str(backup), "--db", target)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(
+            f"restored 2 runs (1 waiting) from {backup} into {target}\n"), out.stdout
+        assert "next: start workers on it" in out.stdout
+        # The restored store lists worker A (the backup has its row, heartbeat fresh),
+        # which is live but on the source store: not a reason to refuse.
+        again = _tether(tmp, "db", "restore", str(backup), "--db", target, "--force",
+                        "--json")
+        assert again.returncode == 0, again.stderr
+        result = json.loads(again.stdout)
+        assert (result["runs"], result["waiting"], result["replaced_runs"]) == (2, 1, 2)
+        assert result["schema_version"] == result["backup_schema_version"] > 0
+        assert result["migrated"] == result["pending"] == []
+        assert result["restored"] is True and result["target"] == target
+        assert worker_a.poll() is None
+    finally:
+        _stop(worker_a)
+    assert await _runs(target) == before
+    worker_b = _worker(target, tmp, "worker-b")
+    copy = App(target)
+    try:
+        assert await copy.signal("waiting", "go", {"to": "restored"})
+        got = await asyncio.wait_for(copy.handle("waiting").result(), 60)
+        assert got == {"to": "restored"}
+        assert await asyncio.wait_for(copy.handle("done").result(), 10) == "through"
+    finally:
+        await copy.close()
+        _stop(worker_b)
+    assert worker_b.returncode == 0, (tmp / "worker-b.log").read_text()
+    # The source store's waiting run still waits: the signal went to the copy only.
+    assert (await _runs(source))["waiting"][0] == "waiting"
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+
+async def test_sqlite_round_trip_into_a_new_file(tmp_path: Path) -> None:
+    target = tmp_path / "restored" / "tether.db"
+    target.parent.mkdir()
+    await _round_trip(tmp_path, f"sqlite:///{tmp_path / 'tether.db'}", f"sqlite:///{target}")
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p for p in os.listdir(target.parent) if "restore-" in p) == []
+
+
+async def _store_with_runs(url: str, *ids: str) -> None:
+    app = App(url)
+    try:
+        for rid in ids:
+            await app.start("waits", run_id=rid)
+    finally:
+        await app.close()
+
+
+async def _backup_of(tmp: Path, *ids: str) -> Path:
+    source = f"sqlite:///{tmp / 'source.db'}"
+    await _store_with_runs(source, *ids)
+    backup = tmp / "source.backup"
+    out = _tether(tmp, "db", "backup", str(backup), "--db", source)
+    assert out.returncode == 0, out.stderr
+    return backup
+
+
+async def test_sqlite_a_store_that_holds_runs_is_replaced_only_with_force(
+        tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    await _store_with_runs(target, "kept-1", "kept-2")
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", target)
+    assert out.returncode == 2
+    assert out.stderr == (f"tether: error: {tmp_path / 'target.db'} holds 2 runs: a restore "
+                          "would replace them; restore into a new path, or give --force "
+                          "to replace them\n")
+    assert sorted(await _runs(target)) == ["kept-1", "kept-2"]
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", target, "--force")
+    assert out.returncode == 0, out.stderr
+    assert ", replacing 2 runs\n" in out.stdout
+    assert sorted(await _runs(target)) == ["from-backup"]
+
+
+async def test_sqlite_a_store_a_worker_uses_is_never_restored_into(tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    path = tmp_path / "target.db"
+    target = f"sqlite:///{path}"
+    await _store_with_runs(target, "kept")
+    worker = _worker(target, tmp_path, "worker")
+    try:
+        async def registered() -> bool:
+            return bool(await _workers(target))
+
+        await _until("the worker registers", registered, worker)
+        (info,) = await _workers(target)
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", target, "--force")
+        assert out.returncode == 2
+        assert out.stderr.startswith(
+            f"tether: error: {path} is in use by worker {info.worker_id} (pid "
+            f"{worker.pid} on {socket.gethostname()}, last heartbeat "), out.stderr
+        assert f"stop it (kill -TERM {worker.pid}: it hands its runs back" in out.stderr
+        assert worker.poll() is None
+    finally:
+        _stop(worker)
+    assert sorted(await _runs(target)) == ["kept"]
+    # Stopped, it is no reason to refuse.
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", target, "--force")
+    assert out.returncode == 0, out.stderr
+    assert sorted(await _runs(target)) == ["from-backup"]
+
+
+async def test_sqlite_a_store_tether_serve_uses_is_never_restored_into(tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    path = tmp_path / "target.db"
+    target = f"sqlite:///{path}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = forked.Popen(
+            [sys.executable, "-m", "tether", "serve", "--db", target, "--port", str(port)],
+            cwd=ROOT, env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        await _until("tether serve answers /healthz", healthy, server)
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", target)
+        assert out.returncode == 2
+        assert out.stderr.startswith(
+            f"tether: error: {path} is in use by process {server.pid} ("), out.stderr
+        assert f"stop it (kill -TERM {server.pid}), then run the restore again" in out.stderr
+    finally:
+        _stop(server)
+    assert await _runs(target) == {}  # (the store serve made, untouched)
+
+
+async def test_sqlite_a_worker_of_another_host_that_heartbeated_lately_refuses(
+        tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    path = tmp_path / "target.db"
+    await _store_with_runs(f"sqlite:///{path}", "kept")
+    conn = apsw.Connection(str(path))
+    conn.execute("INSERT INTO tether_workers VALUES ('far:1:x', 'far-host', 4242, '', "
+                 "'default', ?, ?)", (time.time(), time.time()))
+    conn.close()
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", f"sqlite:///{path}")
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        f"tether: error: {path} may be in use by worker far:1:x (pid 4242 on far-host, "), (
+        out.stderr)
+    assert "or, if that host is gone, wait until its last heartbeat is 60 s old" in out.stderr
+    conn = apsw.Connection(str(path))
+    conn.execute("UPDATE tether_workers SET heartbeat_at = ?", (time.time() - 120,))
+    conn.close()
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", f"sqlite:///{path}",
+                  "--force")
+    assert out.returncode == 0, out.stderr
+
+
+async def test_sqlite_a_file_that_is_not_a_tether_backup_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "target.db"
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a backup at all, but long enough to be read\n")
+    out = _tether(tmp_path, "db", "restore", str(junk), "--db", f"sqlite:///{target}")
+    assert (out.returncode, out.stderr) == (2, (
+        f"tether: error: {junk} is not a Tether backup: it is not a SQLite database "
+        "(tether db backup of a SQLite store)\n"))
+    other = tmp_path / "other.db"
+    conn = apsw.Connection(str(other))
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+    out = _tether(tmp_path, "db", "restore", str(other), "--db", f"sqlite:///{target}")
+    assert (out.returncode, out.stderr) == (2, (
+        f"tether: error: {other} is a SQLite database but not a Tether backup (its "
+        "tables: invoices)\n"))
+    missing = tmp_path / "missing.backup"
+    out = _tether(tmp_path, "db", "restore", str(missing), "--db", f"sqlite:///{target}")
+    assert (out.returncode, out.stderr) == (2, f"tether: error: no backup file {missing}\n")
+    assert not target.exists()
+    # Nor is a restore written over a file that is not a Tether store.
+    backup = await _backup_of(tmp_path, "r")
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", f"sqlite:///{other}",
+                  "--force")
+    assert out.returncode == 2
+    assert "other.db is not a Tether store (it holds other tables: invoices)" in out.stderr
+    conn = apsw.Connection(str(other))
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("invoices",)]
+    conn.close()
+
+
+async def test_sqlite_a_backup_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "r")
+    newer = tmp_path / "newer.backup"
+    shutil.copyfile(backup, newer)
+    conn = apsw.Connection(str(newer))
+    top = conn.execute("SELECT max(version) FROM tether_schema_version").fetchall()[0][0]
+    conn.execute("INSERT INTO tether_schema_version VALUES (9999, 'future', 0)")
+    known = max(top, conn.execute(
+        "SELECT max(version) FROM tether_schema_compatible").fetchall()[0][0] or 0)
+    conn.close()
+    target = tmp_path / "target.db"
+    out = _tether(tmp_path, "db", "restore", str(newer), "--db", f"sqlite:///{target}")
+    assert (out.returncode, out.stderr) == (2, (
+        f"tether: error: the backup {newer} has schema version 9999, newer than this "
+        f"Tether knows (up to {known:04d}): restore it with the Tether version that wrote "
+        "it, or upgrade tether\n"))
+    assert not target.exists()
+
+
+async def test_sqlite_a_backup_of_an_older_schema_is_migrated(tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "r")
+    older = tmp_path / "older.backup"
+    shutil.copyfile(backup, older)
+    conn = apsw.Connection(str(older))
+    conn.execute("DROP INDEX tether_runs_workflow; "
+                 "DELETE FROM tether_schema_compatible WHERE version = 16")
+    conn.close()
+    target = tmp_path / "target.db"
+    out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{target}")
+    assert out.returncode == 0, out.stderr
+    assert "schema migrated from 0015 to 0016 (0016_runs_workflow)\n" in out.stdout
+    status = _tether(tmp_path, "db", "status", "--check", "--db", f"sqlite:///{target}")
+    assert status.returncode == 0, status.stdout
+    # With auto-migration off, it says what to run instead.
+    off = tmp_path / "off.db"
+    out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{off}",
+                  env=_env(tmp_path, TETHER_AUTO_MIGRATE="0"))
+    assert out.returncode == 0, out.stderr
+    assert ("schema 0015 is behind (pending: 0016_runs_workflow): run `tether db migrate "
+            "--db URL`") in out.stdout
+    status = _tether(tmp_path, "db", "status", "--check", "--db", f"sqlite:///{off}")
+    assert status.returncode == 1
+    conn = apsw.Connection(str(off))
+    assert conn.execute("SELECT run_id FROM tether_runs").fetchall() == [("r",)]
+    conn.close()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped after the test)."""
+    name = f"{DB_PREFIX}restore_{uuid.uuid4().hex[:12]}"
+    _create_database(name)
+    try:
+        yield _database_url(name)
+    finally:
+        _drop_database(name)
+
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_round_trip_into_a_new_database(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    await _round_trip(tmp_path, pg_migrated_url, pg_database)
+
+
+async def _pg_backup(tmp: Path, url: str, *ids: str) -> Path:
+    await _store_with_runs(url, *ids)
+    backup = tmp / f"{uuid.uuid4().hex[:6]}.dump"
+    out = _tether(tmp, "db", "backup", str(backup), "--db", url)
+    assert out.returncode == 0, out.stderr
+    return backup
+
+
+def _sql(url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_force_replaces_tethers_tables_only(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+    await _store_with_runs(pg_database, "kept")
+    _sql(pg_database, "CREATE TABLE public.theirs (x int); INSERT INTO public.theirs "
+         "VALUES (7); CREATE TABLE tether.notes (y text); INSERT INTO tether.notes "
+         "VALUES ('mine')")
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database)
+    assert out.returncode == 2
+    where = pg_database.split("@", 1)[1].split("/", 1)
+    assert out.stderr == (
+        f"tether: error: the store (schema tether at {where[0]}/{where[1]}) holds 1 run: "
+        "a restore would replace them; restore into a new database or schema, or give "
+        "--force to replace them (Tether's tables only)\n")
+    assert sorted(await _runs(pg_database)) == ["kept"]
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"restored 1 run (0 waiting) from {backup} into "
+                                 f"{pg_database}, replacing 1 run\n")
+    assert sorted(await _runs(pg_database)) == ["from-backup"]
+    assert _sql(pg_database, "SELECT x FROM public.theirs") == [(7,)]
+    assert _sql(pg_database, "SELECT y FROM tether.notes") == [("mine",)]
+    # A view of another schema on Tether's tables: the restore fails, changing nothing.
+    _sql(pg_database, "CREATE VIEW public.counted AS SELECT count(*) FROM tether.runs")
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
+    assert out.returncode == 1
+    assert "(view counted depends on table tether.runs)" in out.stderr
+    assert "nothing was changed" in out.stderr
+    assert sorted(await _runs(pg_database)) == ["from-backup"]
+    assert _sql(pg_database, "SELECT * FROM public.counted") == [(1,)]
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_a_store_a_worker_uses_is_never_restored_into(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+    await _store_with_runs(pg_database, "kept")
+    worker = _worker(pg_database, tmp_path, "worker")
+    try:
+        async def registered() -> bool:
+            return bool(await _workers(pg_database))
+
+        await _until("the worker registers", registered, worker)
+        (info,) = await _workers(pg_database)
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
+        assert out.returncode == 2
+        assert f"is in use by worker {info.worker_id} (pid {worker.pid} on " in out.stderr
+        assert f"stop it (kill -TERM {worker.pid}" in out.stderr
+    finally:
+        _stop(worker)
+    assert sorted(await _runs(pg_database)) == ["kept"]
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
+    assert out.returncode == 0, out.stderr
+    assert sorted(await _runs(pg_database)) == ["from-backup"]
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_a_newer_schema_or_a_foreign_dump_is_refused(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    await _store_with_runs(pg_migrated_url, "r")
+    top = _sql(pg_migrated_url, "SELECT max(version) FROM tether.schema_version")[0][0]
+    _sql(pg_migrated_url, "INSERT INTO tether.schema_version VALUES (9999, 'future', 0)")
+    newer = tmp_path / "newer.dump"
+    subprocess.run(["pg_dump", "-Fc", "-n", "tether", "-f", str(newer), pg_migrated_url],
+                   check=True, timeout=120)
+    out = _tether(tmp_path, "db", "restore", str(newer), "--db", pg_database)
+    assert (out.returncode, out.stderr) == (2, (
+        f"tether: error: the backup {newer} has schema version 9999, newer than this "
+        f"Tether knows (up to {top:04d}): restore it with the Tether version that wrote "
+        "it, or upgrade tether\n"))
+    foreign = tmp_path / "foreign.dump"
+    _sql(pg_database, "CREATE TABLE public.invoices (id int)")
+    subprocess.run(["pg_dump", "-Fc", "-f", str(foreign), pg_database], check=True,
+                   timeout=120)
+    out = _tether(tmp_path, "db", "restore", str(foreign), "--db", pg_database)
+    assert (out.returncode, out.stderr) == (2, (
+        f"tether: error: {foreign} is a PostgreSQL dump but not a Tether backup (it has no "
+        "Tether tables: schema_version, runs)\n"))
+    sqlite_file = await _backup_of(tmp_path, "x")
+    out = _tether(tmp_path, "db", "restore", str(sqlite_file), "--db", pg_database)
+    assert out.returncode == 2
+    assert "is a SQLite database, not a PostgreSQL dump" in out.stderr
+    assert _sql(pg_database, "SELECT to_regnamespace('tether')") == [(None,)]
+
+
+@pytest.mark.postgres
+def test_postgres_restore_without_pg_restore_names_the_package(
+        tmp_path: Path, pg_database: str) -> None:
+    dump = tmp_path / "x.dump"
+    dump.write_bytes(b"PGDMP" + bytes(100))
+    env = dict(_env(tmp_path), PATH=str(tmp_path / "empty"))  # (no pg_restore there)
+    out = _tether(tmp_path, "db", "restore", str(dump), "--db", pg_database, env=env)
+    assert (out.returncode, out.stderr) == (1, (
+        "tether: error: pg_restore and psql are not on the PATH: install PostgreSQL's "
+        "client programs (Debian and Ubuntu: apt-get install postgresql-client, of the "
+        "server's major version or newer)\n"))
