@@ -430,8 +430,19 @@ async def test_postgres_force_replaces_tethers_tables_only(
     assert _sql(pg_database, "SELECT x FROM public.theirs") == [(7,)]
     assert _sql(pg_database, "SELECT y FROM tether.notes") == [("mine",)]
     # A view of another schema on Tether's tables: the restore fails, changing nothing.
+    # (A dump whose script is larger than a pipe holds: psql stops reading at the
+    # error, and pg_restore, blocked writing the rest, is ended.)
+    app = App(pg_migrated_url)
+    try:
+        await app.start("mid_step", os.urandom(600_000).hex(), run_id="large")
+    finally:
+        await app.close()
+    large = tmp_path / "large.dump"
+    out = _tether(tmp_path, "db", "backup", str(large), "--db", pg_migrated_url)
+    assert out.returncode == 0, out.stderr
+    assert large.stat().st_size > 500_000  # (its script: over 1.2 MB)
     _sql(pg_database, "CREATE VIEW public.counted AS SELECT count(*) FROM tether.runs")
-    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
+    out = _tether(tmp_path, "db", "restore", str(large), "--db", pg_database, "--force")
     assert out.returncode == 1
     assert "(view counted depends on table tether.runs)" in out.stderr
     assert "nothing was changed" in out.stderr
@@ -487,6 +498,16 @@ async def test_postgres_a_newer_schema_or_a_foreign_dump_is_refused(
     assert (out.returncode, out.stderr) == (2, (
         f"tether: error: {foreign} is a PostgreSQL dump but not a Tether backup (it has no "
         "Tether tables: schema_version, runs)\n"))
+    plain = tmp_path / "plain.sql"
+    subprocess.run(["pg_dump", "-f", str(plain), pg_database], check=True, timeout=120)
+    out = _tether(tmp_path, "db", "restore", str(plain), "--db", pg_database)
+    assert out.returncode == 2
+    assert f"{plain} is a plain-SQL pg_dump, not the custom format" in out.stderr
+    truncated = tmp_path / "truncated.dump"
+    truncated.write_bytes(foreign.read_bytes()[:200])
+    out = _tether(tmp_path, "db", "restore", str(truncated), "--db", pg_database)
+    assert out.returncode == 2
+    assert f"{truncated} is damaged or not a pg_dump archive: pg_restore" in out.stderr
     sqlite_file = await _backup_of(tmp_path, "x")
     out = _tether(tmp_path, "db", "restore", str(sqlite_file), "--db", pg_database)
     assert out.returncode == 2
@@ -594,3 +615,24 @@ async def test_postgres_a_backup_of_an_older_schema_is_migrated(
         ["0015_runs_workflow"], [], 1)
     status = _tether(tmp_path, "db", "status", "--check", "--db", pg_database)
     assert status.returncode == 0, status.stdout
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_a_restore_that_fails_partway_changes_nothing(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    """The dump grants a role the target's cluster no longer has: pg_restore's GRANT,
+    near the end of the script, fails after Tether's tables were dropped and created
+    again; the one transaction leaves the store as it was."""
+    role = f"{DB_PREFIX}reader_{uuid.uuid4().hex[:8]}"
+    _sql(pg_migrated_url, f'CREATE ROLE "{role}"; GRANT SELECT ON tether.runs TO "{role}"')
+    try:
+        backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+    finally:
+        _sql(pg_migrated_url, f'REVOKE ALL ON tether.runs FROM "{role}"; DROP ROLE "{role}"')
+    await _store_with_runs(pg_database, "kept")
+    out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
+    assert out.returncode == 1
+    assert out.stderr == (f'tether: error: the restore failed (psql exit 3): role "{role}" '
+                          "does not exist; nothing was changed\n")
+    assert sorted(await _runs(pg_database)) == ["kept"]

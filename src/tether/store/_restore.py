@@ -47,22 +47,25 @@ class RestoreResult:
 
 
 def file_kind(path: str) -> str:
-    """``sqlite``, ``pgdump`` or ``other``, by the file's first bytes.
+    """``sqlite``, ``pgdump`` (custom format), ``pgplain`` (pg_dump's SQL text) or
+    ``other``, by the file's first bytes.
 
     Raises: RestoreRefused (no such file, or not readable)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
+            head = f.read(512)
     except FileNotFoundError:
         raise RestoreRefused(f"no backup file {path}") from None
     except IsADirectoryError:
         raise RestoreRefused(f"{path} is a folder, not a backup file") from None
     except OSError as exc:
         raise RestoreRefused(f"cannot read the backup {path}: {exc.strerror}") from None
-    if head == SQLITE_MAGIC:
+    if head.startswith(SQLITE_MAGIC):
         return "sqlite"
     if head.startswith(PGDUMP_MAGIC):
         return "pgdump"
+    if b"PostgreSQL database dump" in head:
+        return "pgplain"
     return "other"
 
 
@@ -76,6 +79,11 @@ def wrong_kind(path: str, kind: str, want: str) -> RestoreRefused:
         return RestoreRefused(
             f"{path} is a SQLite database, not a PostgreSQL dump: restore it into a "
             "SQLite store (--db sqlite:///path.db)")
+    if kind == "pgplain" and want == "postgres":
+        return RestoreRefused(
+            f"{path} is a plain-SQL pg_dump, not the custom format tether db backup "
+            "writes: run it with psql by hand into a database without the store's schema "
+            "(docs/operations.md, Backup and restore)")
     what = ("a SQLite database (tether db backup of a SQLite store)" if want == "sqlite"
             else "a pg_dump custom-format file (tether db backup of a PostgreSQL store)")
     return RestoreRefused(f"{path} is not a Tether backup: it is not {what}")

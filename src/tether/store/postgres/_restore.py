@@ -113,8 +113,8 @@ def _read_dump(pg_restore: str, path: str, schema: str, env: dict[str, str]) -> 
     Raises: RestoreRefused (not a Tether dump of ``schema``)."""
     listed = _run([pg_restore, "--list", path], env)
     if listed.returncode != 0:
-        raise RestoreRefused(f"{path} is not a Tether backup: pg_restore cannot read it "
-                             f"({_last_line(listed.stderr)})")
+        raise RestoreRefused(f"{path} is damaged or not a pg_dump archive: pg_restore "
+                             f"cannot read it ({_last_line(listed.stderr)})")
     tables: dict[str, set[str]] = {}
     for line in listed.stdout.splitlines():
         m = _TOC_TABLE.match(line)
@@ -283,11 +283,15 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: b
                 env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors_b)
             assert dumper.stdout is not None and loader.stdin is not None
             try:
-                with contextlib.suppress(BrokenPipeError):
+                try:
                     loader.stdin.write(_script_header(schema, drop))
                     shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 16)
+                    broken = False
+                except BrokenPipeError:  # psql ended early: its error says why
+                    broken = True
+                    dumper.kill()
                 dumped = dumper.wait()
-                if dumped != 0:
+                if dumped != 0 and not broken:
                     loader.kill()  # (before its input ends: no COMMIT)
                     loader.wait()
                     errors_a.seek(0)
@@ -297,10 +301,14 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: b
                     loader.stdin.close()
                 loaded = loader.wait()
             finally:
+                dumper.stdout.close()
                 for proc in (dumper, loader):
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
+            if loaded == 0 and broken:
+                raise StoreError("psql ended before the restore's script did (exit 0); "
+                                 "check the store: run the restore again")
             if loaded != 0:
                 errors_b.seek(0)
                 err = _psql_error(errors_b.read())
