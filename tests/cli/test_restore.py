@@ -201,8 +201,8 @@ async def test_sqlite_a_store_that_holds_runs_is_replaced_only_with_force(
     out = _tether(tmp_path, "db", "restore", str(backup), "--db", target)
     assert out.returncode == 2
     assert out.stderr == (f"tether: error: {tmp_path / 'target.db'} holds 2 runs: a restore "
-                          "would replace them; restore into a new path, or give --force "
-                          "to replace them\n")
+                          "would replace what it holds; restore into a new path, or give "
+                          "--force to replace it\n")
     assert sorted(await _runs(target)) == ["kept-1", "kept-2"]
     out = _tether(tmp_path, "db", "restore", str(backup), "--db", target, "--force")
     assert out.returncode == 0, out.stderr
@@ -419,8 +419,8 @@ async def test_postgres_force_replaces_tethers_tables_only(
     where = pg_database.split("@", 1)[1].split("/", 1)
     assert out.stderr == (
         f"tether: error: the store (schema tether at {where[0]}/{where[1]}) holds 1 run: "
-        "a restore would replace them; restore into a new database or schema, or give "
-        "--force to replace them (Tether's tables only)\n")
+        "a restore would replace what it holds; restore into a new database or schema, "
+        "or give --force to replace it (Tether's tables only)\n")
     assert sorted(await _runs(pg_database)) == ["kept"]
     out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
     assert out.returncode == 0, out.stderr

@@ -215,9 +215,9 @@ async def _target(store: PostgresStore, force: bool) -> _Target:
         held = f"{runs} run{'s' if runs != 1 else ''}" + (
             f" and {schedules} schedule{'s' if schedules != 1 else ''}" if schedules else "")
         raise RestoreRefused(
-            f"the store ({where}) holds {held}: a restore would replace them; restore into "
-            "a new database or schema, or give --force to replace them (Tether's tables "
-            "only)")
+            f"the store ({where}) holds {held}: a restore would replace what it holds; "
+            "restore into a new database or schema, or give --force to replace it "
+            "(Tether's tables only)")
     return _Target(has_store, runs, schedules)
 
 

@@ -234,8 +234,8 @@ def _target_state(store: SqliteStore, path: str, force: bool) -> int:
         held = f"{runs} run{'s' if runs != 1 else ''}" + (
             f" and {schedules} schedule{'s' if schedules != 1 else ''}" if schedules else "")
         raise RestoreRefused(
-            f"{path} holds {held}: a restore would replace them; restore into a new path, "
-            "or give --force to replace them")
+            f"{path} holds {held}: a restore would replace what it holds; restore into "
+            "a new path, or give --force to replace it")
     return runs
 
 
