@@ -125,6 +125,20 @@ async def test_a_refusal_is_the_replys_text_with_finish_reason_content_filter(
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("reason", ["max_tokens", "model_context_window_exceeded"])
+async def test_an_anthropic_reply_cut_off_is_finish_reason_length(
+        served: ScriptedLLMServer, streamed: bool, reason: str) -> None:
+    """Anthropic cuts a reply at ``max_tokens`` or when the context window fills up
+    (``model_context_window_exceeded``): both are ``length``, so an agent fails on the
+    cut reply instead of taking it for a whole answer. The second came back as its own
+    name, which nothing reads as a cut."""
+    served.set_script([Reply("The three reasons are: first, the", finish_reason=reason)])
+    reply = await call(make_client(served, "anthropic"), streamed)
+    assert reply.text == "The three reasons are: first, the"
+    assert reply.finish_reason == "length"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("figure", [-500, float("inf")], ids=["negative", "inf"])
 async def test_usage_a_provider_reports_amiss_counts_no_tokens(

@@ -63,8 +63,12 @@ ANTHROPIC_VERSION = "2023-06-01"
 #: The tool an ``output_schema`` becomes.
 OUTPUT_TOOL = "final_output"
 
+#: Anthropic's ``stop_reason`` as OpenAI's ``finish_reason``: a reply cut because the
+#: context window filled up (``model_context_window_exceeded``) is cut like one at
+#: ``max_tokens`` (``length``: an agent does not take it for a whole answer).
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls",
-           "max_tokens": "length", "refusal": "content_filter"}
+           "max_tokens": "length", "model_context_window_exceeded": "length",
+           "refusal": "content_filter"}
 _RETRYABLE_TYPES = {"rate_limit_error", "api_error", "overloaded_error", "timeout_error"}
 
 
