@@ -674,10 +674,13 @@ class Store(ServeQueries, Protocol):
         caller (across workers and hosts) that moved it."""
 
     async def run_purge(self, *, finished_before: float, statuses: list[str],
-                        limit: int = 1000) -> PurgeReport:
+                        limit: int = 1000, workflows: list[str] | None = None,
+                        exclude_workflows: list[str] | None = None) -> PurgeReport:
         """Delete up to ``limit`` runs that ended (``statuses``) before a time, with
         their journals, archived journals, attempts and signals; a run with an
-        unfinished child, and a child whose parent has not ended, are kept."""
+        unfinished child, and a child whose parent has not ended, are kept. Only runs
+        of ``workflows`` (None: of any; an empty list: none), and none of
+        ``exclude_workflows``."""
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
         """Replace every payload of an ended (or blocked) run with ``{"erased": true}``,

@@ -400,21 +400,31 @@ class Lifecycle:
                 (list(totals), list(totals.values())))
 
     async def run_purge(self, conn: Conn, finished_before: float, statuses: list[str],
-                        limit: int) -> PurgeReport:
+                        limit: int, workflows: list[str] | None = None,
+                        exclude: list[str] | None = None) -> PurgeReport:
         report = PurgeReport()
+        # Of some workflows (a workflow's own retention, `tether purge --workflow`), or
+        # of all but some (the app's retention, less the workflows with their own).
+        which, params = "", [finished_before, list(statuses)]
+        if workflows is not None:
+            which += "AND r.workflow = ANY(%s) "
+            params.append(list(workflows))
+        if exclude:
+            which += "AND r.workflow <> ALL(%s) "
+            params.append(list(exclude))
         async with conn.transaction():
             # First, so that it is not taken while holding row locks a run's blob_put
             # could wait for (it waits only for this table).
             await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
             rows = await self._rows(
                 conn, "SELECT run_id FROM {s}.runs r WHERE finished_at IS NOT NULL "
-                "AND finished_at < %s AND status = ANY(%s) AND NOT EXISTS ("
+                "AND finished_at < %s AND status = ANY(%s) " + which + "AND NOT EXISTS ("
                 "SELECT 1 FROM {s}.runs c WHERE c.parent_run_id = r.run_id "
                 "AND c.status NOT IN ('completed', 'failed', 'cancelled')) "
                 "AND NOT EXISTS (SELECT 1 FROM {s}.runs p WHERE p.run_id = r.parent_run_id "
                 "AND p.status NOT IN ('completed', 'failed', 'cancelled')) "
                 "ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (finished_before, list(statuses), limit))
+                (*params, limit))
             ids = [r[0] for r in rows]
             if not ids:
                 return report

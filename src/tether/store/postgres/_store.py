@@ -1835,9 +1835,14 @@ class PostgresStore(PostgresServeQueries):
             "schedule_advance", name, expected, next_tick, last_tick, last_run_id, now)
 
     async def run_purge(self, *, finished_before: float, statuses: list[str],
-                        limit: int = 1000) -> PurgeReport:
+                        limit: int = 1000, workflows: list[str] | None = None,
+                        exclude_workflows: list[str] | None = None) -> PurgeReport:
+        if workflows is not None and not workflows:
+            return PurgeReport()
         return await self._life(  # type: ignore[no-any-return]
-            "run_purge", finished_before, list(statuses), limit, long=True)
+            "run_purge", finished_before, list(statuses), limit,
+            None if workflows is None else list(workflows),
+            list(exclude_workflows or ()), long=True)
 
     async def run_erase(self, *, run_id: str, now: float) -> PurgeReport:
         return await self._life("run_erase", run_id, now, long=True)  # type: ignore[no-any-return]

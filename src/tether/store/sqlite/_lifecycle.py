@@ -310,10 +310,18 @@ def _add_metric_totals(conn: apsw.Connection, totals: dict[str, float]) -> None:
 
 
 def run_purge(conn: apsw.Connection, finished_before: float, statuses: list[str],
-              limit: int) -> PurgeReport:
+              limit: int, workflows: list[str] | None = None,
+              exclude: list[str] | None = None) -> PurgeReport:
     report = PurgeReport()
-    ids = [r for (r,) in conn.execute(L["purge_candidates"], {
-        "finished_before": finished_before, "statuses": json.dumps(statuses), "limit": limit})]
+    params: dict[str, Any] = {"finished_before": finished_before,
+                              "statuses": json.dumps(statuses), "limit": limit}
+    query = "purge_candidates"
+    if workflows is not None:
+        query, params["workflows"] = "purge_candidates_of", json.dumps(
+            [w for w in dict.fromkeys(workflows) if w not in set(exclude or ())])
+    elif exclude:
+        query, params["exclude"] = "purge_candidates_but", json.dumps(list(exclude))
+    ids = [r for (r,) in conn.execute(L[query], params)]
     if ids:
         _keep_metric_totals(conn, ids)
     keys: list[str] = []

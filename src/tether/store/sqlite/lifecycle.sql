@@ -179,6 +179,32 @@ WHERE finished_at IS NOT NULL AND finished_at < :finished_before
                   AND p.status NOT IN ('completed', 'failed', 'cancelled'))
 ORDER BY finished_at LIMIT :limit;
 
+-- purge_candidates_of --
+-- purge_candidates, of some workflows only (JSON array): a workflow's own retention,
+-- `tether purge --workflow`.
+SELECT run_id FROM tether_runs
+WHERE finished_at IS NOT NULL AND finished_at < :finished_before
+  AND status IN (SELECT value FROM json_each(:statuses))
+  AND workflow IN (SELECT value FROM json_each(:workflows))
+  AND NOT EXISTS (SELECT 1 FROM tether_runs c WHERE c.parent_run_id = tether_runs.run_id
+                  AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+  AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
+                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+ORDER BY finished_at LIMIT :limit;
+
+-- purge_candidates_but --
+-- purge_candidates, but none of some workflows (JSON array): the app's retention, less
+-- the workflows that have their own.
+SELECT run_id FROM tether_runs
+WHERE finished_at IS NOT NULL AND finished_at < :finished_before
+  AND status IN (SELECT value FROM json_each(:statuses))
+  AND workflow NOT IN (SELECT value FROM json_each(:exclude))
+  AND NOT EXISTS (SELECT 1 FROM tether_runs c WHERE c.parent_run_id = tether_runs.run_id
+                  AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+  AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
+                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+ORDER BY finished_at LIMIT :limit;
+
 -- lease_check --
 -- Whether a lease is current (continue-as-new is a fenced write).
 SELECT 1 FROM tether_runs
