@@ -264,19 +264,32 @@ class App:
 
     @overload
     def workflow(self, fn: None = None, /, *, name: str | None = None, queue: str = "default",
-                 mcp: bool | str = False
+                 mcp: bool | str = False, retention: Any = None
                  ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
 
     def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-                 queue: str = "default", mcp: bool | str = False) -> Any:
+                 queue: str = "default", mcp: bool | str = False,
+                 retention: Any = None) -> Any:
         """Register a workflow: an ``async def`` whose code is replayed after a crash.
 
         The function is returned as it is, tagged with its definition. ``mcp=True``
         exposes it as a tool of Tether's MCP server (``mcp="task-only"``: callable
         only as a task); see docs/mcp-server.md.
+
+        ``retention``: this workflow's own retention policy, which wins over the app's
+        (``App(retention=)``) for its runs, shorter or longer: what ``App(retention=)``
+        takes (a duration such as ``"7d"``, or a ``tether.Retention``), or
+        ``"forever"``: its ended runs are never purged by retention. ``None`` (default):
+        the app's policy applies. Applied by this app's workers (docs/operations.md,
+        "Retention").
+
+        Raises:
+            ConfigError: a bad name, queue, ``mcp`` or ``retention``.
         """
+        from tether._lifecycle import parse_workflow_retention
 
         _check_mcp(mcp)
+        own_retention = parse_workflow_retention(retention)
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.iscoroutinefunction(f):
@@ -292,7 +305,8 @@ class App:
             pos, kw = param_annotations(f)
             wdef = WorkflowDef(name=wname, fn=f, queue=queue,
                                return_annotation=return_annotation(f),
-                               param_annotations=pos, kw_annotations=kw)
+                               param_annotations=pos, kw_annotations=kw,
+                               retention=own_retention)
             self._workflows[wname] = wdef
             f.__tether_workflow__ = wdef  # type: ignore[attr-defined]
             if mcp:

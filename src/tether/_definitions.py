@@ -43,6 +43,9 @@ class WorkflowDef:
     return_annotation: Any
     param_annotations: tuple[Any, ...]
     kw_annotations: dict[str, Any]
+    #: Its own retention policy (``@app.workflow(retention=)``): a ``tether.Retention``,
+    #: ``"forever"`` (never purged by retention), or None: the app's policy applies.
+    retention: Any = None
 
 
 class LazyHint:

@@ -108,6 +108,75 @@ def parse_retention(value: Any) -> Retention | None:
     return Retention(older_than=parse_duration(value, "retention"))
 
 
+#: ``@app.workflow(retention=FOREVER)``: this workflow's ended runs are never purged by
+#: retention, whatever the app's policy (``tether purge`` still deletes them).
+FOREVER = "forever"
+
+
+def parse_workflow_retention(value: Any) -> Retention | str | None:
+    """``@app.workflow(retention=...)``: None (the app's policy applies), ``"forever"``
+    (never purged by retention), a ``Retention``, or a duration (all end states).
+
+    Raises:
+        ConfigError: anything else (``False``, ``0``-like booleans, a bad duration).
+    """
+    if value is None or isinstance(value, Retention):
+        return value
+    if isinstance(value, str) and value.strip() == FOREVER:
+        return FOREVER
+    if isinstance(value, bool):
+        # (retention=False reads as "keep nothing" as well as "no retention": neither
+        # is guessed; "forever" says which)
+        raise ConfigError(f"workflow retention {value!r}: give a duration, a "
+                          "tether.Retention, 'forever' (never purged by retention) or "
+                          "None (the app's policy)")
+    try:
+        return Retention(older_than=parse_duration(value, "workflow retention"))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (or 'forever': never purged by retention)") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """One purge a worker's retention loop makes: ``policy`` applied to the runs of
+    ``workflows`` (None: every workflow's but ``exclude``'s)."""
+
+    policy: Retention
+    workflows: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+
+
+def retention_plans(app: App) -> list[PurgePlan]:
+    """What an app's workers purge: each policy of its workflows' own (workflows of one
+    policy together) for their runs, and the app's policy, if any, for every other run
+    of the store (the workflows with a policy of their own, ``"forever"`` included,
+    excluded). Empty: no retention loop."""
+    own: dict[Retention, list[str]] = {}
+    kept: list[str] = []
+    for name, wdef in sorted(app.workflows().items()):
+        if isinstance(wdef.retention, Retention):
+            own.setdefault(wdef.retention, []).append(name)
+            kept.append(name)
+        elif wdef.retention == FOREVER:
+            kept.append(name)
+    plans = [PurgePlan(policy, tuple(names)) for policy, names in own.items()]
+    if app.retention is not None:
+        plans.append(PurgePlan(app.retention, None, tuple(kept)))
+    return plans
+
+
+def workflow_retention(app: App, workflow: str) -> Retention | None:
+    """The policy the runs of ``workflow`` are purged under by ``app``'s workers: its
+    own (``@app.workflow(retention=)``), else the app's; None: never purged by them."""
+    wdef = app.workflows().get(workflow)
+    own = wdef.retention if wdef is not None else None
+    if own == FOREVER:
+        return None
+    if isinstance(own, Retention):
+        return own
+    return app.retention
+
+
 def parse_statuses(text: str | None) -> list[str]:
     """``completed,failed`` -> the list; only final statuses may be purged."""
     allowed = ("completed", "failed", "cancelled")

@@ -284,6 +284,9 @@ class Agent:
         budget: the run's budget, passed to every LLM call; the child runs of its tool
             calls (agents, workflows) get shares of what is left of it.
         queue: the queue the agent's runs go to.
+        retention: the agent's workflow's own retention policy, as
+            ``@app.workflow(retention=)`` takes it (a duration, a ``tether.Retention``,
+            ``"forever"``; None: the app's).
         description: what the agent does, when another agent calls it as a tool.
         tool_retry: the retry policy of function tools' steps.
         model_params: extra parameters of every LLM call (``temperature``...).
@@ -338,7 +341,7 @@ class Agent:
                  output_type: type[pydantic.BaseModel] | None = None,
                  steerable: bool = False, interruptible: bool = False,
                  stream: bool = True, context: Iterable[MCPContext] = (),
-                 allow_truncated: bool = False) -> None:
+                 allow_truncated: bool = False, retention: Any = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -353,6 +356,7 @@ class Agent:
         self.max_turns = max_turns
         self.budget = budget
         self.queue = queue
+        self.retention = retention  # (checked by app.workflow when registered)
         self.description = description
         self.tool_retry = tool_retry or DEFAULT_TOOL_RETRY
         self.model_params = dict(model_params or {})
@@ -432,7 +436,8 @@ class Agent:
 
         run_agent.__name__ = run_agent.__qualname__ = self.name
         run_agent.__annotations__ = {"task": str, "return": self.output_type or str}
-        self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
+        self.workflow = app.workflow(name=self.name, queue=self.queue,
+                                     retention=self.retention)(run_agent)
         self._static, self._toolsets, self.app = static, toolsets, app
         return self
 

@@ -730,6 +730,9 @@ class TetherAgent(Generic[OutputT]):
         app: register on this app now (else ``app.add_agent(tagent)`` later).
         name: the workflow's name (default ``agent.name``).
         queue: the workflow's task queue.
+        retention: the workflow's own retention policy, as ``@app.workflow(retention=)``
+            takes it (a duration, a ``tether.Retention``, ``"forever"``; None: the
+            app's).
         budget: a budget set at the start of each run.
         session: a factory ``(run_id) -> Session`` for runs started by name (wrapped in
             ``TetherSession``).
@@ -744,7 +747,8 @@ class TetherAgent(Generic[OutputT]):
     def __init__(self, agent: Agent[Any], *, app: App | None = None, name: str | None = None,
                  queue: str = "default", budget: Budget | None = None,
                  session: Callable[[str], Session] | None = None, max_turns: int = 10,
-                 config: RunConfig | None = None, **model_options: Any) -> None:
+                 config: RunConfig | None = None, retention: Any = None,
+                 **model_options: Any) -> None:
         wname = name or agent.name
         if not wname:
             raise ConfigError("TetherAgent needs a name: give the Agent a name or pass name=")
@@ -752,6 +756,7 @@ class TetherAgent(Generic[OutputT]):
         self.durable_agent = durable(agent, **model_options)
         self.name = wname
         self.queue = queue
+        self.retention = retention  # (checked by app.workflow when registered)
         self.budget = budget
         self.max_turns = max_turns
         self._session = session
@@ -790,7 +795,8 @@ class TetherAgent(Generic[OutputT]):
         run_agent.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                annotation=str)], return_annotation=ret)
-        self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
+        self.workflow = app.workflow(name=self.name, queue=self.queue,
+                                     retention=self.retention)(run_agent)
         self.app = app
         return self
 

@@ -608,6 +608,9 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
         app: register on this app now (else ``app.add_agent(tagent)`` later).
         name: the workflow's and the operations' name (default ``agent.name``).
         queue: the task queue of the workflow.
+        retention: the workflow's own retention policy, as ``@app.workflow(retention=)``
+            takes it (a duration, a ``tether.Retention``, ``"forever"``; None: the
+            app's).
         budget: a budget set at the start of each run (``tether.ai.Budget``).
         deps: a factory of the agent's ``deps`` for runs started by name (called in
             each run; it must build the same deps on replay).
@@ -622,7 +625,8 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
     def __init__(self, agent: AbstractAgent[AgentDepsT, OutputT], *, app: App | None = None,
                  name: str | None = None, queue: str = "default", budget: Budget | None = None,
                  deps: Callable[[], AgentDepsT] | None = None,
-                 durability: TetherDurability[AgentDepsT] | None = None) -> None:
+                 durability: TetherDurability[AgentDepsT] | None = None,
+                 retention: Any = None) -> None:
         wname = name or agent.name
         if not wname:
             raise ConfigError("TetherAgent needs a name: give the pydantic-ai Agent name=... "
@@ -631,6 +635,7 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
         self.agent = agent
         self.name = wname
         self.queue = queue
+        self.retention = retention  # (checked by app.workflow when registered)
         self.budget = budget
         self._deps = deps
         attached = TetherDurability.from_agent(agent)
@@ -678,7 +683,8 @@ class TetherAgent(Generic[AgentDepsT, OutputT]):
             [inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                annotation=str)],
             return_annotation=run_agent.__annotations__["return"])
-        self.workflow = app.workflow(name=self.name, queue=self.queue)(run_agent)
+        self.workflow = app.workflow(name=self.name, queue=self.queue,
+                                     retention=self.retention)(run_agent)
         self.app = app
         return self
 

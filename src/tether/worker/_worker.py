@@ -28,7 +28,7 @@ from tether._app import worker_host
 from tether._clock import SyncedClock, wait_event
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, restore
 from tether._errors_codec import error_to_dict
-from tether._lifecycle import tick_schedules, to_record
+from tether._lifecycle import PurgePlan, retention_plans, tick_schedules, to_record
 from tether._pacing import OutagePacing
 from tether._replay import (
     AttemptWriter,
@@ -484,7 +484,7 @@ class Worker:
         if self.app._schedules:
             self._loops.append(asyncio.create_task(self._schedule_loop(),
                                                    name="tether-schedules"))
-        if self.app.retention is not None:
+        if retention_plans(self.app):
             self._loops.append(asyncio.create_task(self._retention_loop(),
                                                    name="tether-retention"))
         log.info("worker %s serving queues %s (concurrency %d)", self.worker_id,
@@ -844,32 +844,54 @@ class Worker:
             await asyncio.sleep(delay)
 
     async def _retention_loop(self) -> None:
-        """Apply the app's retention policy now and then (any worker may; deletes are
-        idempotent)."""
-        policy = self.app.retention
-        assert policy is not None
-        while not self._stopping:
-            try:
-                while True:
-                    report = await self.app.store.run_purge(
-                        finished_before=self.app.clock.now() - policy.older_than,
-                        statuses=list(policy.statuses), limit=500)
-                    if report.runs:
-                        log.info("retention: purged %s (%s, %s, %s, %s)",
-                                 counted(report.runs, "run"),
-                                 counted(report.journal_entries, "journal entry",
-                                         "journal entries"),
-                                 counted(report.attempts, "attempt"),
-                                 counted(report.signals, "signal"),
-                                 counted(report.blobs, "message text"))
-                    if report.runs < 500:
-                        break
-            except StoreError as exc:
-                log.warning("retention: %s", exc)
-            except Exception:  # (a bug: said, and tried again, not the loop ended unsaid)
-                log.exception("retention: the purge failed; trying again in %.1f s",
-                              policy.every)
-            await asyncio.sleep(policy.every)
+        """Apply the retention policies now and then (any worker may; deletes are
+        idempotent): each of this app's workflows' own policies for their runs, and the
+        app's for every other run of the store (``retention_plans``), each at its own
+        ``every``."""
+        plans = retention_plans(self.app)
+        loop = asyncio.get_running_loop()
+        due = [loop.time()] * len(plans)
+        while not self._stopping and plans:
+            for i, plan in enumerate(plans):
+                if due[i] > loop.time():
+                    continue
+                await self._purge_under(plan)
+                due[i] = loop.time() + plan.policy.every
+            await asyncio.sleep(max(min(due) - loop.time(), 0.0))
+
+    async def _purge_under(self, plan: PurgePlan) -> None:
+        """One turn of a retention plan: purge in batches of 500 until none is left."""
+        policy = plan.policy
+        of = "" if plan.workflows is None else (
+            f" of workflow{'' if len(plan.workflows) == 1 else 's'} "
+            f"{', '.join(plan.workflows)}")
+        # (only the filters a plan has: with the app's policy alone the call is as it
+        # was, for a store written before they were)
+        which: dict[str, Any] = {}
+        if plan.workflows is not None:
+            which["workflows"] = list(plan.workflows)
+        if plan.exclude:
+            which["exclude_workflows"] = list(plan.exclude)
+        try:
+            while True:
+                report = await self.app.store.run_purge(
+                    finished_before=self.app.clock.now() - policy.older_than,
+                    statuses=list(policy.statuses), limit=500, **which)
+                if report.runs:
+                    log.info("retention: purged %s%s (%s, %s, %s, %s)",
+                             counted(report.runs, "run"), of,
+                             counted(report.journal_entries, "journal entry",
+                                     "journal entries"),
+                             counted(report.attempts, "attempt"),
+                             counted(report.signals, "signal"),
+                             counted(report.blobs, "message text"))
+                if report.runs < 500:
+                    break
+        except StoreError as exc:
+            log.warning("retention: %s", exc)
+        except Exception:  # (a bug: said, and tried again, not the loop ended unsaid)
+            log.exception("retention: the purge failed; trying again in %.1f s",
+                          policy.every)
 
     # -- heartbeats ---------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
 from tether._ids import new_run_id
+from tether._lifecycle import workflow_retention
 from tether._types import JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
@@ -371,13 +372,15 @@ class TetherTasks:
                                   "erased": True}}
 
     def _ttl_ms(self, run: RunRecord) -> int | None:
-        """``ttlMs``: the configured value, else the app's retention (``App(retention=)``
-        purges ended runs ``older_than`` seconds after they ended): an ended task may be
-        discarded that long after its creation plus its run time; a task still going is
-        never discarded (``null``; the extension lets the TTL change over a task's life)."""
+        """``ttlMs``: the configured value, else the retention the task's runs are purged
+        under: its workflow's own (``@app.workflow(retention=)``; ``"forever"``: never
+        discarded, ``null``), else the app's (``App(retention=)`` purges ended runs
+        ``older_than`` seconds after they ended): an ended task may be discarded that
+        long after its creation plus its run time; a task still going is never
+        discarded (``null``; the extension lets the TTL change over a task's life)."""
         if self.ttl_ms is not None:
             return self.ttl_ms
-        retention = getattr(self.app, "retention", None)
+        retention = workflow_retention(self.app, run.workflow)
         older_than = getattr(retention, "older_than", None)
         statuses = getattr(retention, "statuses", ())
         if older_than is None or run.finished_at is None or run.status not in statuses:

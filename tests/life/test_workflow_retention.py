@@ -1,0 +1,257 @@
+"""Retention per workflow: ``@app.workflow(retention=...)`` wins over ``App(retention=)``
+for its runs, shorter or longer, ``"forever"`` keeps them; the app's policy goes on
+purging every other run of the store; ``Store.run_purge(workflows=,
+exclude_workflows=)``, ``tether purge --workflow`` and MCP tasks' ``ttlMs`` follow.
+Real workers on both stores, on a virtual clock moved by the test (the retention loop
+itself turns every 0.05 real seconds)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import tether
+from tests.engine.helpers import wait_for
+from tests.life.test_cli_lifecycle import cli
+from tether import App, Retention
+from tether.testing import VirtualClock
+
+T0 = 1_800_000_000.0
+DAY = 86400.0
+QUICK = 0.05  # (real seconds between the retention loop's turns)
+
+
+async def _gone(app: App, run_id: str) -> bool:
+    try:
+        await app.get_run(run_id)
+    except tether.RunNotFound:
+        return True
+    return False
+
+
+async def _run_all(app: App, *starts: tuple[Any, str]) -> None:
+    for workflow, run_id in starts:
+        assert await (await app.start(workflow, run_id=run_id)).result(timeout=20) == run_id
+
+
+def _echo_app(url: str, clock: VirtualClock, retention: Any, **own: Any) -> App:
+    """An app with a workflow ``plain`` (the app's policy) and one workflow per item of
+    ``own`` (name -> its own retention); each returns its run id."""
+    app = App(url, clock=clock, retention=retention)
+
+    async def echo() -> str:
+        return tether.run_id()
+
+    app.workflow(name="plain")(echo)
+    for name, policy in own.items():
+        async def mine() -> str:
+            return tether.run_id()
+
+        app.workflow(name=name, retention=policy)(mine)
+    return app
+
+
+async def test_a_workflow_kept_for_less_is_purged_while_the_others_are_kept(
+        store_url: str) -> None:
+    """Chat sessions kept 60 s under an app that keeps its runs 30 days: once the clock
+    is past 60 s the worker purges the chat's ended runs and keeps the others'."""
+    clock = VirtualClock(T0)
+    app = _echo_app(store_url, clock, Retention(older_than="30d", every=QUICK),
+                    chat=Retention(older_than=60, every=QUICK))
+    async with app, app.worker():
+        await _run_all(app, ("chat", "c-1"), ("chat", "c-2"), ("plain", "p-1"))
+        clock.advance(120)
+        for rid in ("c-1", "c-2"):
+            await wait_for(lambda rid=rid: _gone(app, rid), what=f"{rid} purged")
+        info = await app.get_run("p-1")  # (the app's 30 days are not over)
+    assert info.status.value == "completed"
+
+
+async def test_a_workflow_kept_for_longer_outlives_the_apps_policy(store_url: str) -> None:
+    """The approvals agent's runs kept a year under an app that keeps its runs 60 s:
+    the app's purge leaves them (every other run goes), and their own year purges them."""
+    clock = VirtualClock(T0)
+    app = _echo_app(store_url, clock, Retention(older_than=60, every=QUICK),
+                    audit=Retention(older_than="365d", every=QUICK))
+    async with app, app.worker():
+        await _run_all(app, ("audit", "a-1"), ("plain", "p-1"))
+        clock.advance(120)
+        await wait_for(lambda: _gone(app, "p-1"), what="p-1 purged by the app's policy")
+        # (the app's purge that took p-1 would have taken a-1 in the same statement)
+        assert (await app.get_run("a-1")).status.value == "completed"
+        clock.advance(365 * DAY)
+        await wait_for(lambda: _gone(app, "a-1"), what="a-1 purged after its year")
+
+
+async def test_a_workflow_kept_forever_is_never_purged_by_retention(
+        store_url: str) -> None:
+    """``retention="forever"``: ten years on, the app's policy has purged every other
+    run and left these; ``tether purge`` (an operator's order) still deletes them."""
+    clock = VirtualClock(T0)
+    app = _echo_app(store_url, clock, Retention(older_than=60, every=QUICK),
+                    ledger="forever")
+    async with app, app.worker():
+        await _run_all(app, ("ledger", "l-1"), ("plain", "p-1"))
+        clock.advance(3650 * DAY)
+        await wait_for(lambda: _gone(app, "p-1"), what="p-1 purged by the app's policy")
+        assert (await app.get_run("l-1")).status.value == "completed"
+        report = await app.store.run_purge(finished_before=clock.now(),
+                                           statuses=["completed"], workflows=["ledger"])
+    assert report.run_ids == ["l-1"]
+
+
+async def test_a_workflows_policy_alone_starts_the_retention_loop(store_url: str) -> None:
+    """An app without a policy of its own whose workflow has one: the worker purges
+    that workflow's runs, and no other run (no app-wide policy)."""
+    clock = VirtualClock(T0)
+    app = _echo_app(store_url, clock, None, chat=Retention(older_than=60, every=QUICK))
+    async with app, app.worker():
+        await _run_all(app, ("chat", "c-1"), ("plain", "p-1"))
+        clock.advance(3650 * DAY)
+        await wait_for(lambda: _gone(app, "c-1"), what="c-1 purged by its own policy")
+        assert (await app.get_run("p-1")).status.value == "completed"
+
+
+async def test_the_apps_policy_still_purges_runs_of_workflows_it_does_not_register(
+        store_url: str) -> None:
+    """A store shared with another app: this app's policy purges the other app's runs
+    as it did before (store-wide), less the workflows this app gives a policy of their
+    own; the other app's own policies are not known here (docs/operations.md)."""
+    clock = VirtualClock(T0)
+    other = App(store_url, clock=clock)
+
+    @other.workflow
+    async def theirs() -> str:
+        return tether.run_id()
+
+    @other.workflow(retention="forever")  # (applied by the other app's workers only)
+    async def their_ledger() -> str:
+        return tether.run_id()
+
+    async with other, other.worker():
+        await _run_all(other, (theirs, "t-1"), (their_ledger, "tl-1"))
+    app = _echo_app(store_url, clock, Retention(older_than=60, every=QUICK),
+                    audit="365d")
+    async with app, app.worker():
+        await _run_all(app, ("audit", "a-1"))
+        clock.advance(120)
+        for rid in ("t-1", "tl-1"):
+            await wait_for(lambda rid=rid: _gone(app, rid), what=f"{rid} purged")
+        assert (await app.get_run("a-1")).status.value == "completed"
+
+
+async def test_run_purge_takes_some_workflows_or_all_but_some(store_url: str) -> None:
+    """The store's filters: ``workflows`` (an empty list: none), ``exclude_workflows``,
+    both (the first less the second); without them every workflow's, as before."""
+    clock = VirtualClock(T0)
+    app = _echo_app(store_url, clock, None, a=None, b=None, c=None)
+    async with app:
+        async with app.worker():
+            await _run_all(app, ("a", "a-1"), ("b", "b-1"), ("c", "c-1"), ("c", "c-2"),
+                           ("plain", "p-1"))
+        store = app.store
+        cut: dict[str, Any] = {"finished_before": clock.now() + 1, "statuses": ["completed"]}
+        assert (await store.run_purge(**cut, workflows=[])).runs == 0
+        assert (await store.run_purge(**cut, workflows=["c", "nope"])).run_ids == [
+            "c-1", "c-2"]
+        assert (await store.run_purge(**cut, workflows=["a", "b"],
+                                      exclude_workflows=["b"])).run_ids == ["a-1"]
+        assert (await store.run_purge(**cut, exclude_workflows=["b"])).run_ids == ["p-1"]
+        assert (await store.run_purge(**cut)).run_ids == ["b-1"]
+
+
+def test_tether_purge_takes_the_runs_of_the_workflows_named(store_url: str) -> None:
+    """``tether purge --workflow NAME`` (repeatable) deletes those workflows' ended
+    runs only; ``--json`` reports as without it; a bad name is a one-line error."""
+    import asyncio
+
+    async def setup() -> None:
+        app = _echo_app(store_url, VirtualClock(), None, chat=None, draft=None)
+        async with app, app.worker():
+            await _run_all(app, ("chat", "c-1"), ("chat", "c-2"), ("draft", "d-1"),
+                           ("plain", "p-1"))
+
+    asyncio.run(setup())
+    done = cli("purge", "--older-than", "0s", "--workflow", "chat", "--json", db=store_url)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["runs"] == 2 and report["run_ids"] == ["c-1", "c-2"]
+    assert set(report) == {"runs", "journal_entries", "archived_entries", "attempts",
+                           "signals", "payloads", "blobs", "run_ids"}
+    done = cli("purge", "--older-than", "0s", "--workflow", "draft", "--workflow", "nope",
+               "--workflow", "plain", db=store_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("purged 2 runs of workflows draft, nope, plain: "), \
+        done.stdout
+    bad = cli("purge", "--older-than", "0s", "--workflow", "", db=store_url)
+    assert bad.returncode == 2 and "--workflow" in bad.stderr, bad
+    assert "Traceback" not in bad.stderr
+    assert "--workflow NAME" in cli("purge", "--help", db=None).stdout
+
+
+async def test_mcp_ttl_follows_the_workflows_own_retention(store_url: str) -> None:
+    """A task's ``ttlMs`` says when retention may discard it: from its workflow's own
+    policy when it has one (1 hour, under an app that keeps runs 30 days), ``null`` for
+    a workflow kept forever, the app's for the others."""
+    from tether.serve.mcp import TetherTasks
+
+    clock = VirtualClock(T0)
+    app = App(store_url, clock=clock, retention="30d")
+
+    @app.workflow(mcp=True, retention="1h")
+    async def brief() -> str:
+        return "ok"
+
+    @app.workflow(mcp=True, retention="forever")
+    async def kept() -> str:
+        return "ok"
+
+    @app.workflow(mcp=True)
+    async def usual() -> str:
+        return "ok"
+
+    tasks = TetherTasks(app)
+    ttl: dict[str, Any] = {}
+    async with app, app.worker():
+        for wf in (brief, kept, usual):
+            handle = await app.start(wf)
+            await handle.result(timeout=20)
+            task = await tasks.get_task(handle.run_id)
+            assert task is not None
+            run = await app.get_run(handle.run_id)
+            assert run.finished_at is not None
+            ttl[wf.__name__] = (task["ttlMs"], run.finished_at - run.created_at)
+    assert ttl["brief"][0] == int((ttl["brief"][1] + 3600) * 1000)
+    assert ttl["kept"][0] is None
+    assert ttl["usual"][0] == int((ttl["usual"][1] + 30 * DAY) * 1000)
+
+
+def test_a_workflows_retention_is_checked_when_it_is_declared() -> None:
+    app = App("sqlite:///never-opened.db")
+    for bad in (False, True, "eventually", -1, float("inf")):
+        with pytest.raises(tether.ConfigError, match="retention"):
+            app.workflow(name="w", retention=bad)
+    app.workflow(name="w", retention=" forever ")(_noop)
+    assert app.workflows()["w"].retention == "forever"
+    app.workflow(name="x", retention="7d")(_noop)
+    assert app.workflows()["x"].retention == Retention(older_than=7 * DAY)
+
+
+async def _noop() -> None:
+    return None
+
+
+def test_an_agent_takes_a_retention_for_its_workflow() -> None:
+    """``tether.ai.Agent(retention=)``: the agent's workflow gets it (the worker then
+    applies it as any workflow's); a bad one is refused when the agent is registered."""
+    from tether.ai import LLM, Agent
+
+    model = LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9/v1", api_key="k")
+    app = App("sqlite:///never-opened.db")
+    app.add_agent(Agent("approvals", model=model, retention="365d"))
+    assert app.workflows()["approvals"].retention == Retention(older_than=365 * DAY)
+    with pytest.raises(tether.ConfigError, match="retention"):
+        App("sqlite:///never-opened.db").add_agent(Agent("bad", model=model,
+                                                         retention=False))
