@@ -399,32 +399,57 @@ class Lifecycle:
                 f"SET value = {self.s}.metric_totals.value + excluded.value",
                 (list(totals), list(totals.values())))
 
-    async def run_purge(self, conn: Conn, finished_before: float, statuses: list[str],
-                        limit: int, workflows: list[str] | None = None,
-                        exclude: list[str] | None = None) -> PurgeReport:
-        report = PurgeReport()
+    def purge_candidates(self, finished_before: float, statuses: list[str], limit: int,
+                         workflows: list[str] | None = None,
+                         exclude: list[str] | None = None) -> tuple[str, list[Any]]:
+        """The statement (``{s}`` for the schema) and parameters that lock the runs a
+        purge batch deletes: ended before a time, of some statuses, of ``workflows``
+        (None: any) less ``exclude``; not a run with an unfinished child, nor a child
+        whose parent has not ended."""
         # Of some workflows (a workflow's own retention, `tether purge --workflow`), or
-        # of all but some (the app's retention, less the workflows with their own).
-        which, params = "", [finished_before, list(statuses)]
+        # of all but some (the app's retention, less the workflows with their own: the
+        # workflows with an ended run, one probe of runs_workflow_finished each, less
+        # those). By workflow, then oldest first: runs_workflow_finished (migration 0016)
+        # gives that order, so a batch reads what it takes. Ordered by finished_at
+        # alone the planner walked runs_finished through the other workflows' older
+        # runs (1.2 M runs: 545,618 read to find 100, 1.5 s a turn; now 0.4 ms).
+        which, order, params = "", "finished_at", [finished_before, list(statuses)]
         if workflows is not None:
-            which += "AND r.workflow = ANY(%s) "
-            params.append(list(workflows))
-        if exclude:
-            which += "AND r.workflow <> ALL(%s) "
+            which = "AND r.workflow = ANY(%s) "
+            params.append([w for w in dict.fromkeys(workflows) if w not in (exclude or ())])
+        elif exclude:
+            # (the names left out in the array, not filtered from the scan: the scan
+            # would read through their runs)
+            which = (
+                "AND r.workflow = ANY(ARRAY(WITH RECURSIVE w(name) AS ("
+                "(SELECT workflow FROM {s}.runs WHERE finished_at IS NOT NULL "
+                "ORDER BY workflow LIMIT 1) UNION ALL "
+                "SELECT (SELECT workflow FROM {s}.runs WHERE finished_at IS NOT NULL "
+                "AND workflow > w.name ORDER BY workflow LIMIT 1) FROM w "
+                "WHERE w.name IS NOT NULL) "
+                "SELECT name FROM w WHERE name IS NOT NULL AND name <> ALL(%s))) ")
             params.append(list(exclude))
-        async with conn.transaction():
-            # First, so that it is not taken while holding row locks a run's blob_put
-            # could wait for (it waits only for this table).
-            await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
-            rows = await self._rows(
-                conn, "SELECT run_id FROM {s}.runs r WHERE finished_at IS NOT NULL "
+        if which:
+            order = "r.workflow, r.finished_at"
+        return ("SELECT run_id FROM {s}.runs r WHERE finished_at IS NOT NULL "
                 "AND finished_at < %s AND status = ANY(%s) " + which + "AND NOT EXISTS ("
                 "SELECT 1 FROM {s}.runs c WHERE c.parent_run_id = r.run_id "
                 "AND c.status NOT IN ('completed', 'failed', 'cancelled')) "
                 "AND NOT EXISTS (SELECT 1 FROM {s}.runs p WHERE p.run_id = r.parent_run_id "
                 "AND p.status NOT IN ('completed', 'failed', 'cancelled')) "
-                "ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (*params, limit))
+                f"ORDER BY {order} LIMIT %s FOR UPDATE SKIP LOCKED", [*params, limit])
+
+    async def run_purge(self, conn: Conn, finished_before: float, statuses: list[str],
+                        limit: int, workflows: list[str] | None = None,
+                        exclude: list[str] | None = None) -> PurgeReport:
+        report = PurgeReport()
+        sql, params = self.purge_candidates(finished_before, statuses, limit, workflows,
+                                            exclude)
+        async with conn.transaction():
+            # First, so that it is not taken while holding row locks a run's blob_put
+            # could wait for (it waits only for this table).
+            await conn.execute(f"LOCK TABLE {self.s}.blob_refs IN SHARE ROW EXCLUSIVE MODE")
+            rows = await self._rows(conn, sql, params)
             ids = [r[0] for r in rows]
             if not ids:
                 return report

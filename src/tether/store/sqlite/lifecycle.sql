@@ -181,29 +181,30 @@ ORDER BY finished_at LIMIT :limit;
 
 -- purge_candidates_of --
 -- purge_candidates, of some workflows only (JSON array): a workflow's own retention,
--- `tether purge --workflow`.
+-- `tether purge --workflow`. By workflow, then oldest first: what
+-- tether_runs_workflow_finished (migration 0017) gives in its order, so that a batch
+-- reads no more than it takes; ordered by finished_at alone it walked
+-- tether_runs_finished through every other workflow's older runs.
 SELECT run_id FROM tether_runs
-WHERE finished_at IS NOT NULL AND finished_at < :finished_before
+WHERE workflow IN (SELECT value FROM json_each(:workflows))
+  AND finished_at IS NOT NULL AND finished_at < :finished_before
   AND status IN (SELECT value FROM json_each(:statuses))
-  AND workflow IN (SELECT value FROM json_each(:workflows))
   AND NOT EXISTS (SELECT 1 FROM tether_runs c WHERE c.parent_run_id = tether_runs.run_id
                   AND c.status NOT IN ('completed', 'failed', 'cancelled'))
   AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
                   AND p.status NOT IN ('completed', 'failed', 'cancelled'))
-ORDER BY finished_at LIMIT :limit;
+ORDER BY workflow, finished_at LIMIT :limit;
 
--- purge_candidates_but --
--- purge_candidates, but none of some workflows (JSON array): the app's retention, less
--- the workflows that have their own.
-SELECT run_id FROM tether_runs
-WHERE finished_at IS NOT NULL AND finished_at < :finished_before
-  AND status IN (SELECT value FROM json_each(:statuses))
-  AND workflow NOT IN (SELECT value FROM json_each(:exclude))
-  AND NOT EXISTS (SELECT 1 FROM tether_runs c WHERE c.parent_run_id = tether_runs.run_id
-                  AND c.status NOT IN ('completed', 'failed', 'cancelled'))
-  AND NOT EXISTS (SELECT 1 FROM tether_runs p WHERE p.run_id = tether_runs.parent_run_id
-                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
-ORDER BY finished_at LIMIT :limit;
+-- purge_workflow_first --
+-- The first workflow with an ended run; with purge_workflow_after, the workflows of the
+-- store one index probe each (tether_runs_workflow_finished), for the app's retention
+-- less the workflows with their own (run_purge's exclude).
+SELECT workflow FROM tether_runs WHERE finished_at IS NOT NULL ORDER BY workflow LIMIT 1;
+
+-- purge_workflow_after --
+-- The next workflow after :after with an ended run.
+SELECT workflow FROM tether_runs WHERE finished_at IS NOT NULL AND workflow > :after
+ORDER BY workflow LIMIT 1;
 
 -- lease_check --
 -- Whether a lease is current (continue-as-new is a fenced write).
