@@ -341,3 +341,43 @@ def test_a_purge_of_some_workflows_searches_their_index_on_sqlite(tmp_path: Any)
         "SEARCH tether_runs USING COVERING INDEX tether_runs_workflow_finished "
         "(workflow>?)"]
     conn.close()
+
+
+def test_the_integrations_agents_take_a_retention_for_their_workflow() -> None:
+    """``TetherAgent(retention=)`` of the pydantic-ai and OpenAI Agents integrations, as
+    ``tether.ai.Agent``'s."""
+    pytest.importorskip("pydantic_ai")
+    pytest.importorskip("agents")
+    from agents import Agent as OpenAIAgent
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.models.test import TestModel
+
+    from tether.integrations.openai_agents import TetherAgent as OpenAITetherAgent
+    from tether.integrations.pydantic_ai import TetherAgent as PydanticTetherAgent
+
+    app = App("sqlite:///never-opened.db")
+    PydanticTetherAgent(PydanticAgent(TestModel(), name="drafts"), app=app,
+                        retention="forever")
+    OpenAITetherAgent(OpenAIAgent(name="triage"), app=app, retention="2d")
+    assert app.workflows()["drafts"].retention == "forever"
+    assert app.workflows()["triage"].retention == Retention(older_than=2 * DAY)
+
+
+async def test_a_test_environment_purges_nothing(tmp_path: Any) -> None:
+    """``TestEnv`` leaves out the app's retention (runs are not purged under a test as
+    its virtual clock skips), and so the workflows' own: its worker had a retention
+    loop for them, which would purge the test's runs once the clock passed their
+    policy. The app itself keeps its policies."""
+    from tether.testing import TestEnv
+
+    app = App(f"sqlite:///{tmp_path / 'app.db'}", retention="30d")
+
+    @app.workflow(retention=Retention(older_than=60, every=QUICK))
+    async def chat() -> str:
+        return "hi"
+
+    async with TestEnv(app) as env:
+        assert await env.run(chat) == "hi"
+        assert env.app.workflows()["chat"].retention is None
+        assert "tether-retention" not in [t.get_name() for t in env.worker._loops]
+    assert app.workflows()["chat"].retention == Retention(older_than=60, every=QUICK)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -509,8 +510,8 @@ class TestEnv:
 
 def _twin(app: App, url: str, clock: VirtualClock) -> App:
     """A new App with ``app``'s definitions (workflows, steps, schedules, MCP
-    exposures), codec and code version, on ``url`` with ``clock``; not its retention
-    (runs are not purged under a test).
+    exposures), codec and code version, on ``url`` with ``clock``; not its retention,
+    nor its workflows' own (runs are not purged under a test).
 
     The definitions are shared, not re-registered, so whatever a definition carries
     (queue, retry policy, versions) is the same in both apps. (Until 2026-12-06 the
@@ -518,7 +519,10 @@ def _twin(app: App, url: str, clock: VirtualClock) -> App:
     """
     twin = App(url, clock=clock, max_payload=app.codec.max_payload,
                payload_hook=app.codec.hook, version=app.version)
-    twin._workflows.update(app._workflows)
+    # (a workflow's own retention left out as the app's is: its worker would purge the
+    # test's runs as the virtual clock skips past it)
+    twin._workflows.update({name: dataclasses.replace(wdef, retention=None)
+                            for name, wdef in app._workflows.items()})
     twin._steps.update(app._steps)
     twin._schedules.update(app._schedules)
     twin.mcp_exposed.update(app.mcp_exposed)
