@@ -129,7 +129,9 @@ class App:
         version: the code version (opt-in): recorded on each run this app starts; its
             workers claim only runs of this version or of none (see docs/operations.md).
         retention: finished runs older than this (seconds, a ``timedelta`` or text such
-            as ``"30d"``) are purged in the background by this app's workers.
+            as ``"30d"``, or a ``tether.Retention``) are purged in the background by this
+            app's workers: every run of the store but those of this app's workflows that
+            have a policy of their own (``@app.workflow(retention=)``), which wins.
         **store_options: options of the store built from ``url`` (SQLite:
             ``synchronous``, ``busy_timeout``...; PostgreSQL: ``pool_max``,
             ``query_timeout``...: see docs/postgres.md), checked by name here, before

@@ -67,7 +67,9 @@ class Retention:
     """Finished runs of ``statuses`` older than ``older_than`` seconds are purged.
 
     ``older_than`` and ``every`` take what ``App(retention=)`` takes (seconds, a
-    ``timedelta``, text such as ``"30d"``) and hold seconds.
+    ``timedelta``, text such as ``"30d"``) and hold seconds. Given to
+    ``App(retention=)`` (the app's policy) or ``@app.workflow(retention=)`` (one
+    workflow's, which wins for its runs; there ``"forever"`` keeps them).
 
     Raises:
         ConfigError: a duration that is negative or not finite, ``every`` of 0, or a
