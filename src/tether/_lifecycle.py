@@ -120,7 +120,8 @@ def parse_workflow_retention(value: Any) -> Retention | str | None:
     (never purged by retention), a ``Retention``, or a duration (all end states).
 
     Raises:
-        ConfigError: anything else (``False``, ``0``-like booleans, a bad duration).
+        ConfigError: anything else: ``True`` or ``False`` (say ``"forever"``), a bad
+            duration.
     """
     if value is None or isinstance(value, Retention):
         return value
