@@ -346,13 +346,13 @@ async def test_sqlite_a_backup_of_an_older_schema_is_migrated(tmp_path: Path) ->
     older = tmp_path / "older.backup"
     shutil.copyfile(backup, older)
     conn = apsw.Connection(str(older))
-    conn.execute("DROP INDEX tether_runs_workflow; "
-                 "DELETE FROM tether_schema_compatible WHERE version = 16")
+    conn.execute("DROP INDEX tether_runs_workflow_finished; "
+                 "DELETE FROM tether_schema_compatible WHERE version = 17")
     conn.close()
     target = tmp_path / "target.db"
     out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{target}")
     assert out.returncode == 0, out.stderr
-    assert "schema migrated from 0015 to 0016 (0016_runs_workflow)\n" in out.stdout
+    assert "schema migrated from 0016 to 0017 (0017_runs_workflow_finished)\n" in out.stdout
     status = _tether(tmp_path, "db", "status", "--check", "--db", f"sqlite:///{target}")
     assert status.returncode == 0, status.stdout
     # With auto-migration off, it says what to run instead.
@@ -360,7 +360,8 @@ async def test_sqlite_a_backup_of_an_older_schema_is_migrated(tmp_path: Path) ->
     out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{off}",
                   env=_env(tmp_path, TETHER_AUTO_MIGRATE="0"))
     assert out.returncode == 0, out.stderr
-    assert ("schema 0015 is behind (pending: 0016_runs_workflow): run `tether db migrate "
+    assert ("schema 0016 is behind (pending: 0017_runs_workflow_finished): run `tether db "
+            "migrate "
             "--db URL`") in out.stdout
     status = _tether(tmp_path, "db", "status", "--check", "--db", f"sqlite:///{off}")
     assert status.returncode == 1
@@ -601,18 +602,18 @@ async def test_postgres_a_backup_of_an_older_schema_is_migrated(
     top = _sql(pg_migrated_url, "SELECT max(version), (SELECT name FROM "
                "tether.schema_version ORDER BY version DESC LIMIT 1) "
                "FROM tether.schema_version")[0]
-    assert top == (15, "runs_workflow")  # (undone below: drop its index)
-    _sql(pg_migrated_url, "DROP INDEX tether.runs_workflow; "
-         "DELETE FROM tether.schema_version WHERE version = 15")
+    assert top == (16, "runs_workflow_finished")  # (undone below: drop its index)
+    _sql(pg_migrated_url, "DROP INDEX tether.runs_workflow_finished; "
+         "DELETE FROM tether.schema_version WHERE version = 16")
     older = tmp_path / "older.dump"
     subprocess.run(["pg_dump", "-Fc", "-n", "tether", "-f", str(older), pg_migrated_url],
                    check=True, timeout=120)
     out = _tether(tmp_path, "db", "restore", str(older), "--db", pg_database, "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert (result["backup_schema_version"], result["schema_version"]) == (14, 15)
+    assert (result["backup_schema_version"], result["schema_version"]) == (15, 16)
     assert (result["migrated"], result["pending"], result["runs"]) == (
-        ["0015_runs_workflow"], [], 1)
+        ["0016_runs_workflow_finished"], [], 1)
     status = _tether(tmp_path, "db", "status", "--check", "--db", pg_database)
     assert status.returncode == 0, status.stdout
 
