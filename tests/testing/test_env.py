@@ -13,6 +13,7 @@ import pytest
 
 import tether
 from tether import App, RetryPolicy, RunFailed, SignalTimeout
+from tether._types import RunRecord
 from tether.ai import LLM, Agent
 from tether.testing import Fault, Outage, Reply, ScriptedLLMServer, TestEnv
 
@@ -447,3 +448,34 @@ async def test_an_agents_sdk_agent_whose_model_is_a_name_is_answered() -> None:
         assert await env.run("haiku", "Recursion?") == "Code calls itself"
         assert [(r.protocol, r.path, r.status) for r in env.llm.requests] == [
             ("responses", "/v1/responses", 200)]
+
+
+async def test_time_skipping_reads_no_list_of_runs(store_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each poll of the environment (is every run waiting? when does the next wake?)
+    asks the store through index lookups (``Store.run_activity``): it read every run,
+    up to a million, at each poll, so a test on a store of many ended runs slowed with
+    it. Timers, children and a signal's timeout still pass in virtual time, to the
+    second, with ended runs and another queue's timer in the store."""
+    from tether.store import open_store
+
+    def every_run(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the environment read every run")
+
+    monkeypatch.setattr(type(open_store(store_url)), "run_list", every_run)
+    app, seen = make_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0) as env:
+        seen["env"] = env
+        store = env.app.store
+        for i in range(20):
+            await store.run_insert(run=RunRecord(
+                run_id=f"old-{i}", workflow="gone", queue="default", status="completed",
+                input="[[], {}]", created_at=-100.0 + i, updated_at=-90.0))
+        await store.run_insert(run=RunRecord(  # not ours: never woken to
+            run_id="elsewhere", workflow="gone", queue="nobody-serves", status="waiting",
+            input="[[], {}]", created_at=0.0, updated_at=0.0, available_at=10 * DAY))
+        assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
+        assert env.now() == 10800.0
+        result = await env.run(seen["workflows"]["slow"], "x")
+        assert (result["slept"], result["waited"], result["retried"]) == (3 * DAY, DAY, 3 * 3600)
+        assert not await env.skip()  # the other queue's timer is no wake of ours

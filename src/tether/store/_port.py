@@ -551,6 +551,15 @@ class Store(ServeQueries, Protocol):
         """The earliest time a run on ``queues`` (filtered as ``run_claim`` filters,
         ``exclude`` included) becomes claimable, or None."""
 
+    async def run_activity(self, *, queues: list[str], now: float
+                           ) -> tuple[bool, float | None]:
+        """(whether a run is ``running``, on any queue, or a ``queued`` or ``waiting`` run
+        on ``queues`` is due at ``now``; the earliest ``available_at`` after ``now`` of the
+        ``queued`` and ``waiting`` runs on ``queues``, or None): what
+        ``tether.testing.TestEnv`` polls to tell that every run waits and when the next
+        one wakes. Index lookups (the claim index's first entries of each queue), so its
+        cost does not grow with the store's ended runs."""
+
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:

@@ -1665,6 +1665,13 @@ class PostgresStore(PostgresServeQueries):
         value = rows[0][0]
         return None if value is None else float(value)
 
+    async def run_activity(self, *, queues: list[str], now: float
+                           ) -> tuple[bool, float | None]:
+        _, rows = await self._txn([("ordered_plan", {}), ("run_activity", {
+            "queues": list(queues), "now": now})])
+        busy, wake = rows[0]
+        return bool(busy), None if wake is None else float(wake)
+
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:

@@ -846,6 +846,25 @@ SELECT min(t) FROM (
     UNION ALL
     SELECT expiry FROM lim WHERE running >= max_running) x;
 
+-- run_activity --
+-- TestEnv's look (tether.testing): whether a run is running (on any queue) or a queued or
+-- waiting run on these queues is due at now, and the earliest later available_at of one
+-- of them. Index lookups: runs_held for a running run, and per queue the first entry of
+-- runs_claim (queue, available_at) at most now and the first after it (runs_claim holds
+-- the runs that are not running and have an available_at: the queued runs and those
+-- waiting on a time; an ended run has none). TestEnv read every run at each poll.
+SELECT EXISTS (SELECT 1 FROM {schema}.runs WHERE status = 'running')
+       OR EXISTS (SELECT 1 FROM unnest(%(queues)s::text[]) AS q(queue) CROSS JOIN LATERAL (
+                      SELECT 1 FROM {schema}.runs r
+                      WHERE r.queue = q.queue AND r.available_at <= %(now)s
+                        AND r.status <> 'running' AND r.status IN ('queued', 'waiting')
+                      LIMIT 1) AS due),
+       (SELECT min((SELECT r.available_at FROM {schema}.runs r
+                    WHERE r.queue = q.queue AND r.available_at > %(now)s
+                      AND r.status <> 'running' AND r.status IN ('queued', 'waiting')
+                    ORDER BY r.available_at LIMIT 1))
+        FROM unnest(%(queues)s::text[]) AS q(queue));
+
 -- run_metrics_set --
 -- Replace a run's metrics under the caller's lease.
 UPDATE {schema}.runs SET metrics = %(metrics)s, updated_at = %(now)s

@@ -1145,6 +1145,11 @@ class SqliteStore(SqliteServeQueries):
             wake=False, atomic=True, write=False)
         return found
 
+    async def run_activity(self, *, queues: list[str], now: float
+                           ) -> tuple[bool, float | None]:
+        found: tuple[bool, float | None] = await self._read(_run_activity, tuple(queues), now)
+        return found
+
     # -- shared state for the AI layer and limits (migration 0002) ---------------------
 
     async def run_metrics_set(self, *, lease: Lease, metrics: str, now: float) -> None:
@@ -1957,6 +1962,22 @@ def _next_available_at(conn: apsw.Connection, queues: tuple[str, ...],
         times += [v for (v,) in conn.execute(Q["queue_next_available"],
                                              {**flt, "queue": queue_name}) if v is not None]
     return min(times) if times else None
+
+
+def _run_activity(conn: apsw.Connection, queues: tuple[str, ...],
+                  now: float) -> tuple[bool, float | None]:
+    """``Store.run_activity``: index lookups, in one read snapshot (the writer's thread)."""
+    rows: Any = conn.execute(Q["run_any_running"]).fetchall()
+    busy = bool(rows[0][0])
+    wake: float | None = None
+    for queue_name in queues:
+        params = {"queue": queue_name, "now": now}
+        if not busy:
+            rows = conn.execute(Q["queue_due"], params).fetchall()
+            busy = bool(rows[0][0])
+        for (at,) in conn.execute(Q["queue_next_wake"], params):
+            wake = float(at) if wake is None else min(wake, float(at))
+    return busy, wake
 
 
 def _run_metrics_set(conn: apsw.Connection, lease: Lease, metrics: str, now: float) -> None:

@@ -420,6 +420,27 @@ RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result
           version, forked_from, forked_at, generation, erased_at, crashes, crashes_seen,
           crash_progress;
 
+-- run_any_running --
+-- Whether a run is running (tether_runs_status).
+SELECT EXISTS (SELECT 1 FROM tether_runs WHERE status = 'running');
+
+-- queue_due --
+-- Whether a queued or waiting run of one queue is due at :now: the first entries of
+-- tether_runs_claim (queue, available_at) up to :now (it holds every run with an
+-- available_at: the queued ones, those waiting on a time, and the running ones, whose
+-- is their lease's expiry; an ended run has none).
+SELECT EXISTS (SELECT 1 FROM tether_runs
+               WHERE queue = :queue AND available_at IS NOT NULL AND available_at <= :now
+                 AND status IN ('queued', 'waiting'));
+
+-- queue_next_wake --
+-- The earliest available_at after :now of a queued or waiting run of one queue: the
+-- first such entry of tether_runs_claim after :now.
+SELECT available_at FROM tether_runs
+WHERE queue = :queue AND available_at IS NOT NULL AND available_at > :now
+  AND status IN ('queued', 'waiting')
+ORDER BY available_at LIMIT 1;
+
 -- queue_next_available --
 -- The earliest time a run of one queue becomes claimable (the same filter as run_claim).
 SELECT MIN(available_at) FROM tether_runs
