@@ -165,8 +165,10 @@ async def run_info(app: App, run_id: str) -> RunInfo:
     return await app._run_info(run_id, unreadable_payload)
 
 
-async def run_document(app: App, run_id: str) -> dict[str, Any]:
-    """The run, its journal and metrics, and its children (newest first).
+async def run_document(app: App, run_id: str, *, children: bool = True) -> dict[str, Any]:
+    """The run, its journal and metrics, and its children (newest first, at most 1,000;
+    ``children=False``: none read, ``[]``, for the run page, which reads its tree
+    itself).
 
     Raises:
         RunNotFound: no run has this id.
@@ -178,7 +180,7 @@ async def run_document(app: App, run_id: str) -> dict[str, Any]:
     doc["journal"] = journal_entries(doc["journal"])
     doc["failed_operations"] = sum(entry_failed(e) for e in doc["journal"])
     doc["in_flight"] = in_flight(doc)
-    kids = await app.store.run_search(parent=run_id, limit=1000)
+    kids = await app.store.run_search(parent=run_id, limit=1000) if children else []
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc
 

@@ -1,7 +1,13 @@
 """Reads whose cost must not grow with the store's other runs, on every backend: what
-``TestEnv`` polls (``Store.run_activity``), its answers checked against the runs."""
+``TestEnv`` polls (``Store.run_activity``), and a run's children counted and summed in
+the store (``Store.run_children_summary``); their answers checked against the runs."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
 
 from tether.store import Store
 
@@ -38,3 +44,64 @@ async def test_run_activity_says_busy_and_the_next_wake_from_the_runs_of_its_que
     # A running run, of any queue: busy.
     await start_and_claim(store, "runs", queue="elsewhere", now=T0)
     assert await store.run_activity(queues=["q2"], now=T0) == (True, T0 + 30)
+
+
+async def test_run_children_summary_counts_and_sums_a_runs_children_by_status(
+        store: Store) -> None:
+    """``run_children_summary``: a parent's children of every status (each with its own
+    metrics, or none), counted per status with the sums of their own cost and tokens;
+    with a cursor, only the children after it in ``run_search``'s order (the ones a run
+    page's tree does not draw); another parent's children and other runs not at all."""
+    import json
+
+    from tether.store._port import ChildrenFigures, Wait
+
+    ends = ["completed", "failed", "cancelled", "blocked", "waiting", "running", "queued"]
+    kids: list[tuple[float, str, str, float, float]] = []  # (created_at, id, status, ...)
+    for i in range(17):
+        status, cost, tokens = ends[i % 7], 0.25 * (i + 1), float(10 * i)
+        run_id, at = f"kid-{i:02d}", T0 + i // 2  # (ties of created_at: by id)
+        for parent, rid in (("p", run_id), ("other", f"o-{run_id}")):
+            record = dataclasses.replace(run_record(rid, queue=f"q-{rid}", now=at),
+                                         parent_run_id=parent)
+            if status == "queued":  # (never claimed: no metrics)
+                await store.run_insert(run=record)
+                continue
+            await store.run_insert(run=record)
+            claimed = (await store.run_claim(worker_id="w", queues=[f"q-{rid}"], limit=1,
+                                             now=at, lease_seconds=30.0))[0]
+            lease = claimed.lease
+            await store.run_metrics_set(lease=lease, now=at, metrics=json.dumps(
+                {"cost.usd": cost, "tokens.input": tokens, "tokens.output": 1.0,
+                 "llm.calls": 1}))
+            if status == "waiting":
+                await store.run_release(lease=lease, now=at,
+                                        wait=Wait(None, "signal go", signal="go"))
+            elif status != "running":
+                await store.run_finish(lease=lease, status=status, result=None, error=None,
+                                       now=at)
+        kids.append((at, run_id, status, 0.0 if status == "queued" else cost,
+                     0.0 if status == "queued" else tokens + 1.0))
+    await store.run_insert(run=run_record("loner", status="completed"))
+
+    def expected(rows: list[tuple[float, str, str, float, float]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for _, _, status, cost, tokens in rows:
+            n, c, t = out.get(status, (0, 0.0, 0.0))
+            out[status] = (n + 1, c + cost, t + tokens)
+        return out
+
+    def figures(got: dict[str, ChildrenFigures]) -> dict[str, Any]:
+        return {s: (f.count, pytest.approx(f.cost), pytest.approx(f.tokens))
+                for s, f in got.items()}
+
+    assert figures(await store.run_children_summary(parent="p")) == expected(kids)
+    assert sum(f.count for f in (await store.run_children_summary(parent="p")).values()) == 17
+    newest = await store.run_search(parent="p", limit=5)
+    older = sorted(kids, reverse=True)[5:]
+    assert [r.run_id for r in newest] == [k[1] for k in sorted(kids, reverse=True)[:5]]
+    cursor = (newest[-1].created_at, newest[-1].run_id)
+    assert figures(await store.run_children_summary(parent="p", before=cursor)) == \
+        expected(older)
+    assert await store.run_children_summary(parent="loner") == {}
+    assert await store.run_children_summary(parent="p", before=(T0 - 1, "")) == {}

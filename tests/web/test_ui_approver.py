@@ -272,6 +272,52 @@ async def test_a_parents_tree_counts_the_children_it_does_not_draw(
     assert '<div class="v">$1.50</div>' in stats and '<div class="v">300</div>' in stats
 
 
+async def test_a_parents_tree_reads_the_children_it_draws_and_counts_the_others_in_the_store(
+    ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The children a run page's tree does not draw are counted (by status) and their
+    cost and tokens summed in the store (``run_children_summary``); the page reads out
+    only the ``TREE_SHOWN`` + 1 newest. It read every child at each redraw (the page
+    polls), and the run's document its 1,000 newest besides: a parent of 10,000
+    children, 11,000 runs read and decoded each time."""
+    import dataclasses
+
+    from tether.serve import _ui
+
+    monkeypatch.setattr(_ui, "TREE_SHOWN", 2, raising=False)
+    await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"], concurrency=4):
+        assert await (await app.start("paid_family", 5, run_id="fam")).result(30) == [
+            0, 1, 2, 3, 4]
+    store = app.store
+    family = await store.run_get("fam")
+    for i, status in enumerate(("failed", "cancelled", "failed")):  # older, unpaid
+        await store.run_insert(run=dataclasses.replace(
+            family, run_id=f"fam.old{i}", workflow="paid_child", status=status,
+            created_at=family.created_at - 10 + i, parent_run_id="fam", metrics={}))
+    read: list[tuple[str | None, int]] = []
+    search = type(store).run_search
+
+    async def counted(self: object, **kw: object) -> object:
+        found = await search(self, **kw)  # type: ignore[arg-type]
+        read.append((kw.get("parent"), len(found)))  # type: ignore[arg-type]
+        return found
+
+    monkeypatch.setattr(type(store), "run_search", counted)
+    page = html.unescape((await ui.get("/runs/fam")).text)
+    tree = page[page.index('<ul class="tree">') :]
+    assert tree.count('<span class="pill s-completed">') == 2, tree
+    assert ("6 older child runs not drawn here (300 tokens · $1.50 of their own, in the "
+            "roll-up; 3 completed, 2 failed, 1 cancelled)") in tree, tree
+    assert "$2.50 rolled up" in page
+    stats = page[page.index('<div class="stats">') : page.index("Saved by replay")]
+    assert '<div class="v">$2.50</div>' in stats and '<div class="v">500</div>' in stats
+    # The parent's newest 3 children, and each drawn child's (none); nothing more.
+    drawn = re.findall(r'href="/runs/(fam\.\d+)"', tree)
+    assert len(drawn) == 2 and sorted(read) == sorted([("fam", 3)] + [(d, 0) for d in drawn])
+
+
 async def test_a_fragment_asked_for_without_a_session_is_a_401(ui: httpx.AsyncClient) -> None:
     """The fragments an open page redraws itself with answer 401 once the session has
     ended (the page's script then says so in its banner); a redirect to /login drew the

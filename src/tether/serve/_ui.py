@@ -378,20 +378,6 @@ def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
 #: How many child runs a run page's tree draws under each run (its newest); the
 #: others are counted in one line, and their own cost and tokens in the roll-up.
 TREE_SHOWN = 100
-#: Child runs read at a time when a run page counts them all.
-_CHILDREN_PAGE = 1000
-
-
-async def _children(app: App, run_id: str) -> list[Any]:
-    """Every child run of ``run_id``, newest first (page by page)."""
-    found: list[Any] = []
-    before: tuple[float, str] | None = None
-    while True:
-        page = await app.store.run_search(parent=run_id, limit=_CHILDREN_PAGE, before=before)
-        found += page
-        if len(page) < _CHILDREN_PAGE:
-            return found
-        before = (page[-1].created_at, page[-1].run_id)
 
 
 def _own(m: dict[str, float]) -> tuple[float, float]:
@@ -403,14 +389,18 @@ def _own(m: dict[str, float]) -> tuple[float, float]:
 async def _tree(app: App, run_id: str,
                 depth: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The children of a run, each with its own children and its cost rolled up (the
-    newest ``TREE_SHOWN``, oldest first), and what is left out: how many, and their
-    own cost and tokens (``hidden``). Only the newest 100 were read: a parent of 150
-    children drew 100 of them with no word of the others, and its cost, "rolled up",
-    left theirs out."""
+    newest ``TREE_SHOWN``, oldest first), and what is left out: how many, by status
+    (``statuses``: (status, count) pairs, the most first), and their own cost and tokens
+    (``hidden``). Only the newest 100 were read at first: a parent of 150 children drew
+    100 of them with no word of the others, and its cost, "rolled up", left theirs out;
+    then every child was read to count the others (a parent of 10,000: 10,000 runs read
+    at each redraw of the page). Now the newest ``TREE_SHOWN`` + 1 are read, and the
+    others, when there are any, counted and summed in the store."""
+    none: dict[str, Any] = {"count": 0, "cost": 0.0, "tokens": 0.0, "statuses": []}
     if depth > 4:
-        return [], {"count": 0, "cost": 0.0, "tokens": 0.0}
-    kids = await _children(app, run_id)
-    shown, rest = kids[:TREE_SHOWN], kids[TREE_SHOWN:]
+        return [], none
+    kids = await app.store.run_search(parent=run_id, limit=TREE_SHOWN + 1)
+    shown = kids[:TREE_SHOWN]
     nodes = []
     for kid in reversed(shown):
         sub, sub_hidden = await _tree(app, kid.run_id, depth + 1)
@@ -420,9 +410,16 @@ async def _tree(app: App, run_id: str,
             "created_at": kid.created_at, "children": sub, "hidden": sub_hidden,
             "cost": cost + sum(n["cost"] for n in sub) + sub_hidden["cost"],
             "tokens": tokens + sum(n["tokens"] for n in sub) + sub_hidden["tokens"]})
-    owns = [_own(kid.metrics) for kid in rest]
-    return nodes, {"count": len(rest), "cost": sum(c for c, _ in owns),
-                   "tokens": sum(t for _, t in owns)}
+    if len(kids) <= TREE_SHOWN:
+        return nodes, none
+    last = shown[-1]
+    rest = await app.store.run_children_summary(parent=run_id,
+                                                before=(last.created_at, last.run_id))
+    return nodes, {"count": sum(f.count for f in rest.values()),
+                   "cost": sum(f.cost for f in rest.values()),
+                   "tokens": sum(f.tokens for f in rest.values()),
+                   "statuses": sorted(((s, f.count) for s, f in rest.items()),
+                                      key=lambda p: (-p[1], p[0]))}
 
 
 def _pending_approval(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -533,7 +530,9 @@ async def run_view(app: App, run_id: str, *,
     """A run page's data; its timeline (``timeline_rows``) holds the newest
     ``timeline`` entries (``None``: all), ``timeline_hidden`` counts those left out.
     ``entries`` keeps them all (the head's counts, the waiting box's step)."""
-    doc = await run_document(app, run_id)
+    # (not the document's 1,000 newest children, which the page does not show: its
+    # tree reads its own)
+    doc = await run_document(app, run_id, children=False)
     now = app.clock.now()
     doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
     cut = 0 if timeline is None else max(0, len(doc["entries"]) - timeline)

@@ -236,6 +236,16 @@ class RunEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ChildrenFigures:
+    """Child runs of one status (``ServeQueries.run_children_summary``): how many, and the
+    sums of their own cost (``cost.usd``) and tokens (input and output)."""
+
+    count: int
+    cost: float = 0.0
+    tokens: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Numbers about the whole store, for ``GET /metrics``."""
 
@@ -330,6 +340,16 @@ class ServeQueries(Protocol):
         first (by ``created_at``, then ``run_id``), strictly after the ``before`` cursor
         (the last run's (created_at, run_id) of the previous page). Each record has
         ``run_get``'s fields, a fork's origin (``forked_from``, ``forked_at``) among them."""
+
+    async def run_children_summary(self, *, parent: str,
+                                   before: tuple[float, str] | None = None
+                                   ) -> dict[str, ChildrenFigures]:
+        """The child runs of ``parent`` (strictly after the ``before`` cursor, in
+        ``run_search``'s order: the older ones), counted by status, with the sums of their
+        own ``cost.usd`` and tokens (``tokens.input`` + ``tokens.output``) from their
+        metrics; the statuses with none are left out. Counted in the store: no run is
+        read out (the run page's tree drew 100 children and read them all to count the
+        others)."""
 
     async def run_list_awaiting_approval(self, *, limit: int = 1000,
                                          after: tuple[float, str] | None = None

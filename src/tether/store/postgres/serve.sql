@@ -109,6 +109,23 @@ FROM (
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
+-- run_children_summary --
+-- A run's children (older than a (created_at, run_id) cursor, or all), counted by status
+-- with the sums of their own cost and tokens (the run page's line for the children its
+-- tree does not draw). Through runs_parent: the children's rows are read in the server
+-- and only a row per status comes back; the page read every child out (10,000 children:
+-- 10,000 runs decoded at each redraw).
+SELECT status, count(*),
+       coalesce(sum((metrics::json->>'cost.usd')::float8), 0),
+       coalesce(sum((metrics::json->>'tokens.input')::float8), 0)
+           + coalesce(sum((metrics::json->>'tokens.output')::float8), 0)
+FROM {schema}.runs
+WHERE parent_run_id = %(parent)s
+  AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
+  AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
+       OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
+GROUP BY status;
+
 -- run_events_read --
 -- A run's stored events after a cursor, in the order in which they become visible: the
 -- rows of migration 0004's era by (txid, event_id), then the rest by event_id alone

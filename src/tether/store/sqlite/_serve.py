@@ -13,6 +13,7 @@ import apsw
 from tether._types import RunRecord
 from tether.store._port import (
     WORKER_STALE,
+    ChildrenFigures,
     LiveStats,
     RunEvent,
     StoreStats,
@@ -91,6 +92,13 @@ class SqliteServeQueries(WriterClient):
     async def store_live_stats(self, *, now: float) -> LiveStats:
         return await self._read(_store_live_stats, now - WORKER_STALE)
 
+    async def run_children_summary(self, *, parent: str,
+                                   before: tuple[float, str] | None = None
+                                   ) -> dict[str, ChildrenFigures]:
+        params = {"parent": parent, "before_at": before[0] if before else None,
+                  "before_id": before[1] if before else None}
+        return await self._read(_run_children_summary, params)
+
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
     # Nothing but a status to narrow the runs by: the per-status merge (serve.sql,
@@ -106,6 +114,12 @@ def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord
     name = ("run_search_all" if unfiltered else "run_search_queue" if by_queue else
             "run_search_workflow" if params["workflow"] else "run_search")
     return [run_from_row(r) for r in conn.execute(Q[name], params)]
+
+
+def _run_children_summary(conn: apsw.Connection,
+                          params: dict[str, Any]) -> dict[str, ChildrenFigures]:
+    return {str(s): ChildrenFigures(int(n), float(cost), float(tokens))
+            for s, n, cost, tokens in conn.execute(Q["run_children_summary"], params)}
 
 
 def _run_list_awaiting_approval(conn: apsw.Connection,

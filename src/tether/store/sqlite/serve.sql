@@ -120,6 +120,21 @@ FROM (
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- run_children_summary --
+-- A run's children (older than a (created_at, run_id) cursor, or all), counted by status
+-- with the sums of their own cost and tokens (the run page's line for the children its
+-- tree does not draw). Through tether_runs_parent: only a row per status comes back;
+-- the page read every child out (10,000 children: 10,000 runs decoded at each redraw).
+SELECT status, count(*),
+       coalesce(sum(json_extract(metrics, '$."cost.usd"')), 0),
+       coalesce(sum(json_extract(metrics, '$."tokens.input"')), 0)
+           + coalesce(sum(json_extract(metrics, '$."tokens.output"')), 0)
+FROM tether_runs
+WHERE parent_run_id = :parent
+  AND (:before_at IS NULL OR created_at < :before_at
+       OR (created_at = :before_at AND run_id < :before_id))
+GROUP BY status;
+
 -- run_events_read --
 -- A run's stored events after an event id, oldest first. Rows of kinds 's' and 'o' hold
 -- only the values (migration 0011): their JSON is built here, as the triggers of
