@@ -9,6 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tether._types import RunStatus
 from tether.store import Store
 
@@ -211,3 +213,74 @@ def test_sqlite_queue_listing_searches_the_status_index(tmp_path: Path) -> None:
             assert len(searches) == 7, plan
             assert all(p.startswith("SEARCH") and "tether_runs_status" in p
                        for p in searches), plan
+
+
+async def test_parent_filter_pages_list_exactly_the_matching_runs(store: Store) -> None:
+    """A parent filter (the children of a run: a run page's tree, GET /api/v1/runs
+    ?parent=, the run's document; on SQLite run_search_parent, through
+    tether_runs_parent) lists what ordering all runs and filtering them lists, page after
+    page: with a status, a queue or ``q`` too (a workflow too: run_search_workflow),
+    across ties of created_at, for a parent with no child."""
+    statuses = [s.value for s in RunStatus]
+    records = []
+    for i in range(70):
+        record = dataclasses.replace(
+            run_record(f"r{(i * 11) % 70:02d}", status=statuses[i % 7], now=T0 + i // 3,
+                       queue="bulk" if i % 5 == 0 else "q"),
+            parent_run_id=("p", "p2", None)[i % 3])
+        await store.run_insert(run=record)
+        records.append(record)
+    newest_first = sorted(records, key=lambda r: (r.created_at, r.run_id), reverse=True)
+    filters: list[dict[str, str]] = [{}]
+    filters += [{"status": s} for s in statuses]
+    filters += [{"queue": "bulk"}, {"text": "1"}, {"workflow": "wf"},
+                {"status": "failed", "queue": "q"}]
+    await _pages_match(store, newest_first, "parent", ("p", "p2", "absent"), filters,
+                       cursor_at=T0 + 11)
+
+
+def test_sqlite_children_are_read_through_the_parent_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXPLAIN QUERY PLAN of run_search_parent and run_children_summary: a SEARCH of
+    tether_runs_parent, never a scan of every run, which run_search's plan was for a
+    parent (``:parent IS NULL OR ...`` keeps SQLite off the index): a run page's tree
+    asks for the children of each child it draws, 101 scans a redraw (110,000 runs:
+    3-5 s). And the store sends a parent filter there."""
+    import asyncio
+
+    from tether.store import open_store
+    from tether.store.sqlite import _serve
+
+    plan_of = sqlite_plans(tmp_path, "run_search_parent")
+    for extra in ({}, {"status": "failed", "before_at": T0, "before_id": "r"},
+                  {"queue": "q", "text": "1"}):
+        plan = plan_of({"parent": "p", "status": None, "queue": None, "text": None,
+                        "limit": 50, "before_at": None, "before_id": None, **extra})
+        searches = [p for p in plan if "tether_runs" in p]
+        assert searches and all(p.startswith("SEARCH") and "tether_runs_parent" in p
+                                for p in searches), plan
+    plan = sqlite_plans(tmp_path, "run_children_summary")(
+        {"parent": "p", "before_at": T0, "before_id": "r"})
+    assert [p for p in plan if "tether_runs" in p] == [
+        "SEARCH tether_runs USING INDEX tether_runs_parent (parent_run_id=?)"], plan
+
+    used: list[str] = []
+
+    class Seen(dict):  # type: ignore[type-arg]
+        def __getitem__(self, key: str) -> str:
+            used.append(key)
+            return str(super().__getitem__(key))
+
+    monkeypatch.setattr(_serve, "Q", Seen(_serve.Q))
+
+    async def search() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'plan.db'}")
+        await store.open()
+        try:
+            await store.run_search(parent="p", limit=5)
+            await store.run_search(parent="p", status="failed", queue="q", limit=5)
+        finally:
+            await store.close()
+
+    asyncio.run(search())
+    assert used == ["run_search_parent", "run_search_parent"], used

@@ -104,7 +104,8 @@ def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord
     # Nothing but a status to narrow the runs by: the per-status merge (serve.sql,
     # run_search_all); `:status IS NULL OR status = :status` scans every run (5.6 s on 1.1 M).
     # A workflow: the same merge within it (run_search_workflow, tether_runs_workflow); a
-    # queue without parent or text: the merge filtered by queue (run_search_queue).
+    # queue without parent or text: the merge filtered by queue (run_search_queue); a
+    # parent: its children through tether_runs_parent (run_search_parent).
     unfiltered = not any(params[k] for k in ("workflow", "queue", "parent", "text"))
     by_queue = bool(params["queue"]) and not (params["workflow"] or params["parent"]
                                                or params["text"])
@@ -112,7 +113,10 @@ def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord
         keep = ("status", "limit", "before_at", "before_id") + (("queue",) if by_queue else ())
         params = {k: params[k] for k in keep}
     name = ("run_search_all" if unfiltered else "run_search_queue" if by_queue else
-            "run_search_workflow" if params["workflow"] else "run_search")
+            "run_search_workflow" if params["workflow"] else
+            "run_search_parent" if params["parent"] else "run_search")
+    if name == "run_search_parent":
+        params = {k: v for k, v in params.items() if k != "workflow"}
     return [run_from_row(r) for r in conn.execute(Q[name], params)]
 
 

@@ -25,6 +25,26 @@ WHERE (:status IS NULL OR status = :status)
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
+-- run_search_parent --
+-- run_search with a parent (and perhaps a status, a queue or text; a workflow is
+-- run_search_workflow's): the parent's children through tether_runs_parent, sorted.
+-- run_search's `:parent IS NULL OR parent_run_id = :parent` keeps SQLite off that
+-- index: every run was read for each list of children, and a run page's tree asks for
+-- one per child it draws (110,000 runs: 55-65 ms each, 3.6-4 s for the tree's 100).
+SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
+       fencing_token, available_at, cancel_requested, waiting_for, status_info,
+       parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
+       version, forked_from, forked_at, generation, erased_at
+FROM tether_runs
+WHERE parent_run_id = :parent
+  AND (:status IS NULL OR status = :status)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:text IS NULL OR instr(run_id, :text) > 0)
+  AND (:before_at IS NULL OR created_at < :before_at
+       OR (created_at = :before_at AND run_id < :before_id))
+ORDER BY created_at DESC, run_id DESC
+LIMIT :limit;
+
 -- _page_before_cursor --
 -- The end of each per-status branch below: its runs before the (created_at, run_id)
 -- cursor, newest first, at most a page.
