@@ -91,15 +91,16 @@ LIMIT %(limit)s;
 {_page_before_cursor})
 
 -- run_search_queue --
--- run_search with a queue alone (or a queue and a status): the newest runs of each status
--- through runs_status (status, created_at), read until the queue's newest are found, or
--- for 'running' through runs_held (queue, available_at), merged as run_search_all; a
--- status filter leaves one branch (the others end at their one-time test). No index
--- orders a queue's runs by creation (one would cost every start an insertion): a branch
--- reads about limit / (the queue's share of that status) entries, and all of that
--- status's runs when the queue has none of them. run_search's plan scanned every run
--- (1.1 M runs: 0.25-0.45 s for any queue); with a queue and parent or text run_search
--- still serves it (runs_parent; a substring of the id is no index range).
+-- run_search with a queue alone (or a queue and a status): the newest runs of the queue
+-- in each status through runs_queue (queue, status, created_at) (migration 0016), or for
+-- 'queued' and 'waiting', which it leaves out, through runs_status (status, created_at)
+-- (the backlog and the parked runs, read until the queue's newest are found) and for
+-- 'running' through runs_held (queue, available_at), merged as run_search_all; a status
+-- filter leaves one branch (the others end at their one-time test). Before runs_queue
+-- every branch read runs_status: all the runs of a status the queue has none of, and
+-- every run for a queue with no run at all (1.1 M runs: 0.38 s a page); run_search's
+-- plan scanned every run (0.25-0.45 s for any queue). With a queue and parent or text
+-- run_search still serves it (runs_parent; a substring of the id is no index range).
 SELECT run_id, workflow, queue, status, input, created_at, updated_at, result, error, owner,
        fencing_token, available_at, cancel_requested, waiting_for, status_info,
        parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
