@@ -4,7 +4,9 @@ the store (``Store.run_children_summary``); their answers checked against the ru
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,3 +107,30 @@ async def test_run_children_summary_counts_and_sums_a_runs_children_by_status(
         expected(older)
     assert await store.run_children_summary(parent="loner") == {}
     assert await store.run_children_summary(parent="p", before=(T0 - 1, "")) == {}
+
+
+def test_sqlite_run_activity_searches_indexes(tmp_path: Path) -> None:
+    """EXPLAIN QUERY PLAN of run_activity's queries on SQLite: a running run through
+    tether_runs_status, a queue's due run and next wake through tether_runs_claim's
+    range of that queue; never a scan of every run (the poll read them all)."""
+    import apsw
+
+    from tether.store import open_store
+    from tether.store._sql import load_queries
+
+    async def migrate() -> None:
+        s = open_store(f"sqlite:///{tmp_path / 'plan.db'}")
+        await s.open()
+        await s.close()
+
+    asyncio.run(migrate())
+    conn = apsw.Connection(str(tmp_path / "plan.db"))
+    queries = load_queries("tether.store.sqlite")
+    for name, index in (("run_any_running", "tether_runs_status"),
+                        ("queue_due", "tether_runs_claim (queue=? AND available_at"),
+                        ("queue_next_wake", "tether_runs_claim (queue=? AND available_at")):
+        plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + queries[name],
+                                           {"queue": "q", "now": T0})
+                if "tether_runs" in r[3]]
+        assert plan and all(p.startswith("SEARCH") and index in p for p in plan), plan
+    conn.close()
