@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,18 @@ APP = "tests.cli.backup_app:app"
 needs_pg_tools = pytest.mark.skipif(
     any(shutil.which(p) is None for p in ("pg_dump", "pg_restore", "psql")),
     reason="PostgreSQL's client programs (pg_dump, pg_restore, psql) are not here")
+
+
+def _newest_migration(backend: str) -> tuple[int, str, str]:
+    """The newest migration of ``backend`` (``sqlite``, ``postgres``): its number, its
+    name and the index it creates, which the older-schema tests drop to make a backup
+    one migration behind (each migration since 0014 is such an index; a newer one that
+    is not must be undone here by hand)."""
+    folder = Path(__file__).parents[2] / "src" / "tether" / "store" / backend / "migrations"
+    newest = max(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    found = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+) ON", newest.read_text())
+    assert found is not None, f"{newest.name} creates no index: undo it here by hand"
+    return int(newest.name[:4]), newest.stem, found.group(1)
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -345,14 +358,15 @@ async def test_sqlite_a_backup_of_an_older_schema_is_migrated(tmp_path: Path) ->
     backup = await _backup_of(tmp_path, "r")
     older = tmp_path / "older.backup"
     shutil.copyfile(backup, older)
+    number, name, index = _newest_migration("sqlite")
     conn = apsw.Connection(str(older))
-    conn.execute("DROP INDEX tether_runs_workflow_finished; "
-                 "DELETE FROM tether_schema_compatible WHERE version = 17")
+    conn.execute(f"DROP INDEX {index}; "
+                 f"DELETE FROM tether_schema_compatible WHERE version = {number}")
     conn.close()
     target = tmp_path / "target.db"
     out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{target}")
     assert out.returncode == 0, out.stderr
-    assert "schema migrated from 0016 to 0017 (0017_runs_workflow_finished)\n" in out.stdout
+    assert f"schema migrated from {number - 1:04d} to {number:04d} ({name})\n" in out.stdout
     status = _tether(tmp_path, "db", "status", "--check", "--db", f"sqlite:///{target}")
     assert status.returncode == 0, status.stdout
     # With auto-migration off, it says what to run instead.
@@ -360,7 +374,7 @@ async def test_sqlite_a_backup_of_an_older_schema_is_migrated(tmp_path: Path) ->
     out = _tether(tmp_path, "db", "restore", str(older), "--db", f"sqlite:///{off}",
                   env=_env(tmp_path, TETHER_AUTO_MIGRATE="0"))
     assert out.returncode == 0, out.stderr
-    assert ("schema 0016 is behind (pending: 0017_runs_workflow_finished): run `tether db "
+    assert (f"schema {number - 1:04d} is behind (pending: {name}): run `tether db "
             "migrate "
             "--db URL`") in out.stdout
     status = _tether(tmp_path, "db", "status", "--check", "--db", f"sqlite:///{off}")
@@ -602,18 +616,18 @@ async def test_postgres_a_backup_of_an_older_schema_is_migrated(
     top = _sql(pg_migrated_url, "SELECT max(version), (SELECT name FROM "
                "tether.schema_version ORDER BY version DESC LIMIT 1) "
                "FROM tether.schema_version")[0]
-    assert top == (16, "runs_workflow_finished")  # (undone below: drop its index)
-    _sql(pg_migrated_url, "DROP INDEX tether.runs_workflow_finished; "
-         "DELETE FROM tether.schema_version WHERE version = 16")
+    number, name, index = _newest_migration("postgres")
+    assert top == (number, name[5:])  # (undone below: drop its index)
+    _sql(pg_migrated_url, f"DROP INDEX tether.{index}; "
+         f"DELETE FROM tether.schema_version WHERE version = {number}")
     older = tmp_path / "older.dump"
     subprocess.run(["pg_dump", "-Fc", "-n", "tether", "-f", str(older), pg_migrated_url],
                    check=True, timeout=120)
     out = _tether(tmp_path, "db", "restore", str(older), "--db", pg_database, "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert (result["backup_schema_version"], result["schema_version"]) == (15, 16)
-    assert (result["migrated"], result["pending"], result["runs"]) == (
-        ["0016_runs_workflow_finished"], [], 1)
+    assert (result["backup_schema_version"], result["schema_version"]) == (number - 1, number)
+    assert (result["migrated"], result["pending"], result["runs"]) == ([name], [], 1)
     status = _tether(tmp_path, "db", "status", "--check", "--db", pg_database)
     assert status.returncode == 0, status.stdout
 

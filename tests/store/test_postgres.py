@@ -807,7 +807,7 @@ async def test_runs_list_by_queue_reads_indexes_not_every_run(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The runs list filtered by a queue alone (or with a status) is run_search_queue:
     the newest runs of the queue in each ended status through runs_queue (migration
-    0016), of the queued and waiting ones through runs_status, read until the queue's
+    0017), of the queued and waiting ones through runs_status, read until the queue's
     are found, and runs_held for ``running``, merged, with a cursor or not; none of
     these plans scans the table. Before, run_search scanned every run for a queue (1.1 M
     runs: 0.24-0.99 s; ``queue=default`` 0.8-0.99 s, then 4-8 ms through runs_status);

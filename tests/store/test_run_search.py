@@ -204,7 +204,7 @@ def test_sqlite_queue_listing_searches_the_status_index(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of run_search_queue: every status's branch searches an index
     (no "SCAN tether_runs", which run_search's plan was for a queue: every run read,
     0.4-0.6 s on 1.1 M runs), with a status and a cursor or not: the ended statuses'
-    tether_runs_queue (migration 0017), the queued, running and waiting runs'
+    tether_runs_queue (migration 0018), the queued, running and waiting runs'
     tether_runs_status. Before tether_runs_queue every branch read tether_runs_status,
     and a queue with no run read every run's entry (1.1 M runs: 0.27-0.52 s)."""
     plan_of = sqlite_plans(tmp_path, "run_search_queue")

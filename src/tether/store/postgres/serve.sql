@@ -92,7 +92,7 @@ LIMIT %(limit)s;
 
 -- run_search_queue --
 -- run_search with a queue alone (or a queue and a status): the newest runs of the queue
--- in each status through runs_queue (queue, status, created_at) (migration 0016), or for
+-- in each status through runs_queue (queue, status, created_at) (migration 0017), or for
 -- 'queued' and 'waiting', which it leaves out, through runs_status (status, created_at)
 -- (the backlog and the parked runs, read until the queue's newest are found) and for
 -- 'running' through runs_held (queue, available_at), merged as run_search_all; a status
