@@ -1,10 +1,13 @@
 """``GET /metrics``: the store's numbers in the Prometheus text format (0.0.4).
 
-Read from the store, so every ``serve`` process reports the same cluster-wide figures
-(scrape one of them). The figures that scan the whole store (runs by status, the step
-histogram, the LLM totals: ``Store.store_stats``, seconds on tens of millions of steps)
-are computed in the background (``MetricsCache``) and a scrape answers at once with the
-latest of them and the queue and worker gauges read then (``store_live_stats``).
+Read from the store, so every ``serve`` process reports the same cluster-wide figures.
+The figures that scan the whole store (runs by status, the step histogram, the LLM
+totals: ``Store.store_stats``, seconds on tens of millions of steps) are computed in the
+background (``MetricsCache``) and a scrape answers at once with the latest of them and
+the queue and worker gauges read then (``store_live_stats``). The serve processes of a
+store share their latest figures through the store (``SHARED_KEY``), so that scrapes
+answered by any of them (``uvicorn --workers``, processes behind one address) never see
+a counter go down.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,8 +36,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: ``create_app(metrics_interval=...)`` (``tether serve --metrics-interval``).
 DEFAULT_METRICS_INTERVAL = 15.0
 #: A computation is followed by at least this many times its own duration before the
-#: next: the store spends at most about a tenth of its time on it per serve process.
+#: next: the store spends at most about a tenth of its time on it.
 COST_FACTOR = 10.0
+#: The store's shared key-value row (``kv_get``/``kv_cas``) that holds the latest figures
+#: computed by any serve process of the store, their counters the highest any has served.
+SHARED_KEY = "tether.serve.metrics"
+#: How many times a computation tries to merge its figures into ``SHARED_KEY`` when
+#: other processes write it meanwhile.
+_PUBLISH_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,22 +56,115 @@ class Figures:
     took: float
 
 
-class MetricsCache:
-    """The latest ``store_stats`` of this serve process, refreshed in the background.
+def encode(figures: Figures) -> str:
+    """``figures`` as the text of the ``SHARED_KEY`` row (the queue and worker gauges,
+    read at each scrape, are left out)."""
+    stats = figures.stats
+    return json.dumps({
+        "at": figures.at, "took": figures.took, "runs_by_status": stats.runs_by_status,
+        "step_count": stats.step_count, "step_seconds": stats.step_seconds,
+        "step_buckets": list(stats.step_buckets), "llm": stats.llm,
+    }, separators=(",", ":"))
 
-    A scrape (``kick``) starts a computation when none runs and the last one ended at
-    least ``max(interval, COST_FACTOR x its duration)`` seconds ago; nothing is computed
-    while nobody scrapes. A computation runs outside the request that started it: under
-    the store's own deadline (``query_timeout``), not the request's, and a client that
-    goes away does not cancel it. One at a time, each a later snapshot of the store: the
-    counters never go down from one to the next. One that fails leaves the last figures
-    in place (and waits as long before the next)."""
+
+def decode(text: str) -> Figures | None:
+    """The figures of a ``SHARED_KEY`` row; None for a row this version cannot read (a
+    later one's, with other buckets)."""
+    try:
+        doc: Any = json.loads(text)
+        buckets = tuple(int(n) for n in doc["step_buckets"])
+        if len(buckets) != len(STEP_BUCKETS):
+            return None
+        stats = StoreStats(
+            runs_by_status={str(k): int(v) for k, v in doc["runs_by_status"].items()},
+            queues={}, step_count=int(doc["step_count"]),
+            step_seconds=float(doc["step_seconds"]), step_buckets=buckets,
+            llm={str(k): float(v) for k, v in doc["llm"].items()}, workers=0)
+        at, took = float(doc["at"]), float(doc["took"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not (math.isfinite(at) and math.isfinite(took)):
+        return None
+    return Figures(stats, at, took)
+
+
+def merged(mine: Figures | None, theirs: Figures | None) -> Figures | None:
+    """The figures to serve of two computations (this process's and the store's shared
+    ones): the gauges (runs by status) and the age of the newer, and each counter (the
+    step histogram, the LLM totals) at the higher of the two. Each counter only grows in
+    the store, so the higher is the later value; computations of two processes that
+    overlapped may have read their snapshots in the other order than they began, and a
+    counter must not go down for that either."""
+    if mine is None or theirs is None:
+        return mine or theirs
+    newer, older = (mine, theirs) if mine.at >= theirs.at else (theirs, mine)
+    new, old = newer.stats, older.stats
+    stats = replace(
+        new, step_count=max(new.step_count, old.step_count),
+        step_seconds=max(new.step_seconds, old.step_seconds),
+        step_buckets=tuple(max(a, b) for a, b in zip(new.step_buckets, old.step_buckets,
+                                                     strict=True)),
+        llm={k: max(new.llm.get(k, 0.0), old.llm.get(k, 0.0))
+             for k in (*new.llm, *(k for k in old.llm if k not in new.llm))})
+    return Figures(stats, newer.at, newer.took)
+
+
+async def shared(store: Any) -> Figures | None:
+    """The figures the serve processes of ``store`` share (``SHARED_KEY``), if any."""
+    row = await store.kv_get(key=SHARED_KEY)
+    return None if row is None else decode(row[0])
+
+
+async def publish(store: Any, figures: Figures) -> Figures:
+    """Merge ``figures`` into the shared row (compare-and-set, tried again when another
+    process wrote it meanwhile); returns what the row holds then, which is what this
+    process serves from now on. Raises the store's error, or ``StoreError`` when the
+    row kept changing under it."""
+    from tether.errors import StoreError
+
+    for _ in range(_PUBLISH_TRIES):
+        row = await store.kv_get(key=SHARED_KEY)
+        theirs = None if row is None else decode(row[0])
+        out = merged(figures, theirs)
+        assert out is not None
+        if row is not None and theirs is not None and out == theirs:
+            return out  # (nothing newer or higher to write)
+        if await store.kv_cas(key=SHARED_KEY, value=encode(out),
+                              version=None if row is None else row[1], now=figures.at):
+            return out
+    raise StoreError(f"the shared figures ({SHARED_KEY}) changed {_PUBLISH_TRIES} times "
+                     "while this process wrote its own")
+
+
+class MetricsCache:
+    """The latest ``store_stats``, refreshed in the background and shared with the other
+    serve processes of the store.
+
+    A scrape (``kick``) starts a computation when none runs and the last one, by this
+    process or another (``note``), ended at least ``max(interval, COST_FACTOR x its
+    duration)`` seconds ago; nothing is computed while nobody scrapes. A computation
+    runs outside the request that started it: under the store's own deadline
+    (``query_timeout``), not the request's, and a client that goes away does not cancel
+    it. One at a time, each a later snapshot of the store. Its figures are merged into
+    the store's shared row (``publish``) before this process serves them, and each
+    scrape serves them merged with that row as it reads it then (``merged``): the
+    counters never go down from one scrape to the next, whichever process answers
+    each. One that fails, or whose figures cannot be shared, leaves the last figures in
+    place (and waits as long before the next)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.latest: Figures | None = None
         self.task: asyncio.Task[None] | None = None
         self.next_at = 0.0  # (time.monotonic())
+
+    def note(self, theirs: Figures | None, now: float) -> None:
+        """Another process's figures (the shared row, read at ``now`` by the app's
+        clock) put this process's next computation off until they are due again."""
+        if theirs is None or (self.latest is not None and self.latest.at >= theirs.at):
+            return
+        due = theirs.at + max(self.interval, COST_FACTOR * theirs.took) - now
+        self.next_at = max(self.next_at, time.monotonic() + due)
 
     def kick(self, app: object) -> asyncio.Task[None] | None:
         """Start a computation if one is due; the running one, if any."""
@@ -75,10 +180,10 @@ class MetricsCache:
         at = clock.now()
         try:
             stats = await store.store_stats(now=at)
+            figures = Figures(stats, at, time.monotonic() - begun)
+            self.latest = merged(self.latest, await publish(store, figures))
         except Exception as exc:  # (kept: the last figures, and the next try's delay)
             log.warning("/metrics: computing the store's figures failed: %s", exc)
-        else:
-            self.latest = Figures(stats, at, time.monotonic() - begun)
         finally:
             took = time.monotonic() - begun
             self.next_at = time.monotonic() + max(self.interval, COST_FACTOR * took)
@@ -204,7 +309,7 @@ async def metrics(request: Request) -> Response:
         begun = time.monotonic()
         now = app.clock.now()
         stats = await app.store.store_stats(now=now)
-        figures = Figures(stats, now, time.monotonic() - begun)
+        figures = await publish(app.store, Figures(stats, now, time.monotonic() - begun))
         live = await with_known_queues(app.store, LiveStats(stats.queues, stats.workers),
                                        now)
         return Response(render(figures, live, now) + _serve_figures(request),
@@ -213,12 +318,18 @@ async def metrics(request: Request) -> Response:
     # and no computation is started against it.
     now = app.clock.now()
     live = await with_known_queues(app.store, await app.store.store_live_stats(now=now), now)
+    # The figures another process computed (uvicorn --workers, processes behind one
+    # address): served merged with this one's, so that a counter another process served
+    # is never followed by a lower one from this process; and this one computes none
+    # until they are due.
+    theirs = await shared(app.store)
+    cache.note(theirs, now)
     task = cache.kick(app)
-    if cache.latest is None and task is not None:
-        # The first scrape after start waits for the first computation, within the
+    if cache.latest is None and theirs is None and task is not None:
+        # The first scrape of the store waits for the first computation, within the
         # request's deadline; past it, it answers without those figures (not 503).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(REQUEST_TIMEOUT.get()):
                 await asyncio.shield(task)
-    return Response(render(cache.latest, live, now) + _serve_figures(request),
+    return Response(render(merged(cache.latest, theirs), live, now) + _serve_figures(request),
                     media_type=CONTENT_TYPE)
