@@ -396,3 +396,24 @@ def test_gunicorn_with_two_uvicorn_workers_serves_from_both_and_stops_cleanly(
         assert len(_pids_answering(server.url)) == 2, server.log.read_text()
         _stop_with_streams_and_a_request(server)
 
+
+def test_a_process_at_its_request_limit_ends_its_streams_and_exits(
+        sqlite_db: str, tmp_path: Path) -> None:
+    """uvicorn's ``--limit-max-requests`` (gunicorn's ``--max-requests`` sets it in
+    uvicorn's worker; ``--workers`` then starts a new process) begins a shutdown
+    without a signal: the event stream open in the process ends (no ``end``: the client
+    reconnects, to another process) and the process exits 0. Before, it waited for
+    ever for the stream ("Waiting for connections to close"), serving nothing."""
+    server = uvicorn(sqlite_db, tmp_path, "--limit-max-requests", "3")
+    with running(server):
+        r = httpx.post(server.url + "/api/v1/runs", headers=BEARER,
+                       json={"workflow": "wait_go", "run_id": "w1"})
+        assert r.status_code == 201, r.text  # (request 1; 2 is the stream's, 3 this)
+        events, threads = _open_streams(server.url, "w1", 1)
+        assert httpx.get(server.url + "/api/v1/runs", headers=BEARER).status_code == 200
+        assert server.proc.wait(30) == 0, server.log.read_text()
+        threads[0].join(30)
+    assert events[0][-1:] == ["closed"] and "end" not in events[0], events
+    log = server.log.read_text()
+    assert "Maximum request limit of 3 exceeded" in log
+    assert "Traceback" not in log and "ERROR" not in log, log

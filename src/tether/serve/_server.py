@@ -855,6 +855,9 @@ def end_streams(asgi: ASGIApp) -> None:
 
 #: The signals that stop ASGI servers (uvicorn, hypercorn, gunicorn's workers).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Seconds between two looks at whether the uvicorn server whose signal handler
+#: ``_end_streams_on_signals`` found has begun to shut down without a signal.
+SHUTDOWN_WATCH = 0.1
 
 
 def _end_streams_on_signals(closing: asyncio.Event) -> Callable[[], None] | None:
@@ -869,7 +872,16 @@ def _end_streams_on_signals(closing: asyncio.Event) -> Callable[[], None] | None
     ``signal.signal`` handler, the no-op Python handler asyncio's
     ``loop.add_signal_handler`` leaves, whose C-level wake-up still runs the loop's
     callback): under Python's defaults the signal ends the process at once anyway,
-    and a handler set later (after the lifespan's start) is not seen."""
+    and a handler set later (after the lifespan's start) is not seen.
+
+    A handler that is a uvicorn ``Server``'s (a method of an object with a
+    ``should_exit`` flag) also names the server: it is watched, every
+    ``SHUTDOWN_WATCH`` seconds, for a shutdown begun without a signal (``_stopping``),
+    which sets ``closing`` too: uvicorn's ``--limit-max-requests`` (and gunicorn's
+    ``--max-requests``, which sets it in uvicorn's worker), or code setting
+    ``server.should_exit = True``. Before, a process that reached its request limit
+    while a run page was open waited for ever ("Waiting for connections to close"),
+    serving nothing, and under gunicorn was killed at its ``--timeout``."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -887,13 +899,39 @@ def _end_streams_on_signals(closing: asyncio.Event) -> Callable[[], None] | None
 
         signal.signal(sig, handler)
         installed[sig] = (handler, found)
+    servers = [owner for owner in {getattr(found, "__self__", None)
+                                   for _, found in installed.values()}
+               if isinstance(getattr(owner, "should_exit", None), bool)]
+    watcher = loop.create_task(_watch_shutdown(servers, closing)) if servers else None
 
     def unhook() -> None:
+        if watcher is not None:
+            watcher.cancel()
         for sig, (handler, found) in installed.items():
             if signal.getsignal(sig) is handler:  # (not replaced since)
                 signal.signal(sig, found)
 
     return unhook
+
+
+async def _watch_shutdown(servers: list[Any], closing: asyncio.Event) -> None:
+    """Set ``closing`` once one of ``servers`` (uvicorn's) has begun to shut down."""
+    while not closing.is_set():
+        if any(_stopping(server) for server in servers):
+            closing.set()
+            return
+        await asyncio.sleep(SHUTDOWN_WATCH)
+
+
+def _stopping(server: Any) -> bool:
+    """Whether a uvicorn ``Server`` has begun to shut down: asked to (``should_exit``),
+    or, once started, it closed its listening sockets (its request limit: uvicorn's
+    main loop ends then without setting ``should_exit``)."""
+    if server.should_exit:
+        return True
+    listening: Any = getattr(server, "servers", None)
+    return bool(getattr(server, "started", False) and listening) and not any(
+        getattr(one, "is_serving", lambda: True)() for one in listening)
 
 
 def _raw_reply(status: str, code: str, message: str, *extra: bytes) -> bytes:
