@@ -142,3 +142,29 @@ async def test_a_slow_computation_makes_no_scrape_wait_or_503(pg_migrated_url: s
                 assert _value(r.text, 'tether_runs{status="queued"}') == 1
             assert cache.task is not None and not cache.task.done()
             locker.rollback()
+
+
+async def test_the_processes_of_a_store_share_their_figures(store_url: str) -> None:
+    """Two serve apps on one store (two processes behind one address): the figures
+    one computed are the other's too, which computes none while they are fresh, and
+    serves them whole (each counter at the highest either served). Before, each
+    computed its own once per interval: the store did the work once per process, and
+    their figures differed by up to an interval."""
+    first, second = App(store_url), App(store_url)
+    add_paid_rounds(first)
+    a = create_app(first, mcp=False, metrics_interval=3600)
+    b = create_app(second, mcp=False, metrics_interval=3600)
+    async with first, second, \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=a),
+                              base_url="http://127.0.0.1") as ha, \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=b),
+                              base_url="http://127.0.0.1") as hb:
+        async with first.worker():
+            assert await (await first.start("rounds", 0, run_id="r")).result(timeout=20) == 2
+        shown = (await ha.get("/metrics")).text
+        assert _value(shown, "tether_llm_calls_total") == 3
+        again = (await hb.get("/metrics")).text
+        assert b.app.state.metrics.task is None  # type: ignore[attr-defined]  # (none)
+        for name in (*COUNTERS, 'tether_runs{status="completed"}',
+                     "tether_metrics_computation_seconds"):
+            assert _value(again, name) == _value(shown, name), name
