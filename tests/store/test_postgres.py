@@ -29,6 +29,7 @@ from tests.engine.helpers import wait_for
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from tether.store import FAIL_FAST, Wait, open_store
+from tether.store._port import ChildrenFigures
 from tether.store._sql import load_migrations
 from tether.store.postgres import PostgresStore, _outage
 from tether.store.postgres import _store as pg_store
@@ -748,6 +749,45 @@ async def test_a_runs_children_are_counted_through_the_parent_index(
     summary = await pg.run_children_summary(parent="p1")
     assert sum(f.count for f in summary.values()) == 333
     assert summary["completed"].cost == 0.5 * summary["completed"].count
+
+
+async def test_the_children_of_many_runs_are_read_through_the_parent_index(
+        pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
+    """run_children_many (a run page's tree: the children of all the runs it draws at a
+    level, in one round trip) reads runs_parent: the parents' children only, never every
+    run; the runs drawn again by their key. Never a prepared statement (planned with its
+    parents every time, as run_search with a filter): a generic plan guesses the
+    children of any ten parents, and a store of a few large families would make that a
+    scan of every run. One connection, so every call goes through it."""
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1)
+    await store.open()
+    try:
+        await raw.execute("""
+            INSERT INTO tether.runs (run_id, workflow, queue, status, input, created_at,
+                                     updated_at, parent_run_id, metrics)
+            SELECT 'r' || i, 'wf', 'q',
+                   CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'completed' END,
+                   '[]', i, i, CASE WHEN i % 20 = 0 THEN 'p' || (i % 300) END,
+                   '{"cost.usd": 0.5, "tokens.input": 10}'
+            FROM generate_series(1, 20000) AS i;
+            ANALYZE tether.runs;
+        """)
+        cur = await raw.execute("EXPLAIN " + store._q["run_children_many"],
+                                {"parents": [f"p{i}" for i in range(0, 300, 3)], "limit": 2})
+        plan = "\n".join(str(r[0]) for r in await cur.fetchall())
+        assert "Seq Scan" not in plan and "runs_parent" in plan and "runs_pkey" in plan, plan
+        for _ in range(12):
+            got = await store.run_children_many(parents=["p20", "p0"], limit=2)
+        assert store._pool is not None
+        async with store._pool.connection() as conn:
+            cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [str(r[0]) for r in await cur.fetchall()]
+    finally:
+        await store.close()
+    assert not [p for p in prepared if "parent_run_id = ANY" in p], prepared
+    assert [r.run_id for r in got["p20"].runs] == ["r19820", "r19520"]
+    assert got["p20"].rest == {"completed": ChildrenFigures(65, 32.5, 650.0)}
+    assert got["p0"].rest == {"failed": ChildrenFigures(64, 32.0, 640.0)}
 
 
 async def test_the_workflow_listing_is_planned_with_its_values_every_time(

@@ -287,3 +287,16 @@ def test_sqlite_children_are_read_through_the_parent_index(
 
     asyncio.run(search())
     assert used == ["run_search_parent", "run_search_parent"], used
+
+
+def test_sqlite_the_children_of_many_runs_are_read_through_the_parent_index(
+        tmp_path: Path) -> None:
+    """EXPLAIN QUERY PLAN of run_children_many (a run page's tree: the children of all
+    the runs it draws at a level, in one query): a SEARCH of tether_runs_parent for the
+    parents' children, the runs drawn read again by rowid; never a scan of every run."""
+    plan = sqlite_plans(tmp_path, "run_children_many")(
+        {"parents": '["p", "q", "r"]', "limit": 100})
+    reads = [p for p in plan if p.startswith(("SCAN", "SEARCH")) and "json_each" not in p
+             and "subquery" not in p and p != "SCAN kids" and p != "SCAN k"]
+    assert reads == ["SEARCH tether_runs USING INDEX tether_runs_parent (parent_run_id=?)",
+                     "SEARCH r USING INTEGER PRIMARY KEY (rowid=?)"], plan

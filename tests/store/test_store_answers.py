@@ -109,6 +109,93 @@ async def test_run_children_summary_counts_and_sums_a_runs_children_by_status(
     assert await store.run_children_summary(parent="p", before=(T0 - 1, "")) == {}
 
 
+async def _child(store: Store, parent: str, run_id: str, at: float, status: str,
+                 cost: float, tokens: float) -> None:
+    """A child run of ``parent`` created at ``at``, left ``status``, with its own cost and
+    tokens in its metrics (a ``queued`` one, never claimed, has no metrics)."""
+    import json
+
+    from tether.store._port import Wait
+
+    record = dataclasses.replace(run_record(run_id, queue=f"q-{run_id}", now=at),
+                                 parent_run_id=parent)
+    await store.run_insert(run=record)
+    if status == "queued":
+        return
+    lease = (await store.run_claim(worker_id="w", queues=[f"q-{run_id}"], limit=1, now=at,
+                                   lease_seconds=30.0))[0].lease
+    await store.run_metrics_set(lease=lease, now=at, metrics=json.dumps(
+        {"cost.usd": cost, "tokens.input": tokens, "tokens.output": 1.0}))
+    if status == "waiting":
+        await store.run_release(lease=lease, now=at, wait=Wait(None, "signal go", signal="go"))
+    elif status != "running":
+        await store.run_finish(lease=lease, status=status, result=None, error=None, now=at)
+
+
+async def test_run_children_many_gives_each_parents_newest_children_and_counts_the_rest(
+        store: Store) -> None:
+    """``run_children_many``: for each parent asked for, in one query, its newest
+    ``limit`` children (the runs ``run_search`` lists for it, in its order, whole) and
+    the others counted by status with their own cost and tokens (what
+    ``run_children_summary`` says after the last of them); checked against the runs
+    made, with every status, ties of ``created_at``, grandchildren (not their
+    grandparent's), many parents of 0 to 12 children, a parent with none, a run that
+    does not exist, a parent asked for twice, and no parent at all."""
+    from tether.store._port import ChildrenFigures
+
+    statuses = ["completed", "failed", "cancelled", "blocked", "waiting", "running",
+                "queued"]
+    made: dict[str, list[tuple[float, str, str, float, float]]] = {}
+    for i in range(17):
+        status, cost, tokens = statuses[i % 7], 0.25 * (i + 1), float(10 * i)
+        at = T0 + i // 2  # (ties of created_at: by id)
+        await _child(store, "p", f"p.{i:02d}", at, status, cost, tokens)
+        made.setdefault("p", []).append(
+            (at, f"p.{i:02d}", status, 0.0 if status == "queued" else cost,
+             0.0 if status == "queued" else tokens + 1.0))
+    for i in range(3):  # grandchildren of p, under p.16
+        await _child(store, "p.16", f"p.16.{i}", T0 + 100 + i, "completed", 1.0, 1.0)
+        made.setdefault("p.16", []).append((T0 + 100 + i, f"p.16.{i}", "completed", 1.0, 2.0))
+    for n in range(25):  # many parents, n % 13 children each, of several statuses
+        for i in range(n % 13):
+            rid, status = f"m{n:02d}.{i:02d}", statuses[(n + i) % 4]
+            await store.run_insert(run=dataclasses.replace(
+                run_record(rid, status=status, now=T0 - 50 + i % 5), parent_run_id=f"m{n:02d}"))
+            made.setdefault(f"m{n:02d}", []).append((T0 - 50 + i % 5, rid, status, 0.0, 0.0))
+    await store.run_insert(run=run_record("loner", status="completed"))
+
+    def expected(parent: str, limit: int) -> tuple[list[str], dict[str, Any]]:
+        kids = sorted(made.get(parent, []), reverse=True)
+        rest: dict[str, Any] = {}
+        for _, _, status, cost, tokens in kids[limit:]:
+            n, c, t = rest.get(status, (0, 0.0, 0.0))
+            rest[status] = (n + 1, c + cost, t + tokens)
+        return [k[1] for k in kids[:limit]], rest
+
+    def figures(got: dict[str, ChildrenFigures]) -> dict[str, Any]:
+        return {s: (f.count, pytest.approx(f.cost), pytest.approx(f.tokens))
+                for s, f in got.items()}
+
+    parents = ["p", "p.16", "loner", "nobody", *(f"m{n:02d}" for n in range(25)), "p"]
+    for limit in (0, 1, 5, 12, 100):
+        got = await store.run_children_many(parents=parents, limit=limit)
+        assert sorted(got) == sorted(set(parents))
+        for parent in set(parents):
+            runs, rest = expected(parent, limit)
+            assert [r.run_id for r in got[parent].runs] == runs, (parent, limit)
+            assert figures(got[parent].rest) == rest, (parent, limit)
+            # The same runs and figures as the reads of one parent.
+            assert got[parent].runs == await store.run_search(parent=parent, limit=limit) \
+                if limit else not got[parent].runs
+            if got[parent].runs:
+                last = got[parent].runs[-1]
+                assert got[parent].rest == await store.run_children_summary(
+                    parent=parent, before=(last.created_at, last.run_id))
+    assert got["p"].runs[0].metrics["cost.usd"] == 0.25 * 17  # whole runs, newest first
+    assert await store.run_children_many(parents=[], limit=5) == {}
+    assert (await store.run_children_many(parents=["nobody"], limit=5))["nobody"].runs == []
+
+
 def test_sqlite_run_activity_searches_indexes(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of run_activity's queries on SQLite: a running run through
     tether_runs_status, a queue's due run and next wake through tether_runs_claim's

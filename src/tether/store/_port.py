@@ -246,6 +246,17 @@ class ChildrenFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class RunChildren:
+    """The children of one run (``ServeQueries.run_children_many``): its newest ``limit``
+    (``runs``, in ``run_search``'s order: newest first) and the others counted by status
+    with the sums of their own cost and tokens (``rest``, as ``run_children_summary``
+    gives them; empty when there are no others)."""
+
+    runs: list[RunRecord]
+    rest: dict[str, ChildrenFigures]
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     """Numbers about the whole store, for ``GET /metrics``."""
 
@@ -350,6 +361,16 @@ class ServeQueries(Protocol):
         metrics; the statuses with none are left out. Counted in the store: no run is
         read out (the run page's tree drew 100 children and read them all to count the
         others)."""
+
+    async def run_children_many(self, *, parents: Sequence[str],
+                                limit: int) -> dict[str, RunChildren]:
+        """The children of each run of ``parents``, in one query whatever their number:
+        for each, its newest ``limit`` children (``run_search(parent=..., limit=limit)``
+        gives the same runs) and the others counted by status with their own cost and
+        tokens (``run_children_summary`` after the last of them). Every parent asked for
+        is a key, a run with no children (or none at all) with no runs and no rest. A
+        run page's tree asks once per level for the children of all the runs it draws
+        there (it asked once per run: up to 100 round trips a redraw)."""
 
     async def run_list_awaiting_approval(self, *, limit: int = 1000,
                                          after: tuple[float, str] | None = None

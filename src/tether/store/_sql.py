@@ -16,13 +16,14 @@ from one dict, built by the functions below where a record supplies them.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from importlib import resources
 from typing import Any
 
 from tether._types import JournalEntry, Lease, RunRecord
 from tether.errors import StoreError
+from tether.store._port import ChildrenFigures, RunChildren
 from tether.store._values import decode_metrics
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
@@ -100,6 +101,24 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         parent_position=row[17], on_parent_cancel=row[18], metrics=decode_metrics(row[19]),
         **_life_fields(row),
     )
+
+
+def children_from_rows(parents: Sequence[str],
+                       rows: Iterable[Sequence[Any]]) -> dict[str, RunChildren]:
+    """``run_children_many``'s answer from its query's rows (both backends): a parent's
+    id, then either a status's figures (status, count, cost, tokens) and the run's
+    columns NULL, or the figures NULL and a drawn child's run columns."""
+    out = {p: RunChildren([], {}) for p in parents}
+    for row in rows:
+        got = out.setdefault(row[0], RunChildren([], {}))
+        if row[5] is None:
+            got.rest[str(row[1])] = ChildrenFigures(int(row[2]), float(row[3]),
+                                                    float(row[4]))
+        else:
+            got.runs.append(run_from_row(row[5:]))
+    for got in out.values():  # newest first, as run_search lists them
+        got.runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    return out
 
 
 def _life_fields(row: Sequence[Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ and a cursor, the stored events of a run, and store-wide numbers for ``/metrics`
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from tether._types import RunRecord
@@ -11,12 +12,13 @@ from tether.store._port import (
     WORKER_STALE,
     ChildrenFigures,
     LiveStats,
+    RunChildren,
     RunEvent,
     StoreStats,
     stats_with_totals,
     stored_event_kinds,
 )
-from tether.store._sql import load_queries, run_from_row
+from tether.store._sql import children_from_rows, load_queries, run_from_row
 
 SERVE_QUERIES = load_queries("tether.store.postgres", "serve.sql")
 #: ``<txid>-<event_id>``: a row stored before migration 0013; ``<event_id>``: one after.
@@ -76,6 +78,18 @@ class PostgresServeQueries:
             "before_id": before[1] if before else None})
         return {str(s): ChildrenFigures(int(n), float(cost), float(tokens))
                 for s, n, cost, tokens in rows}
+
+    async def run_children_many(self, *, parents: Sequence[str],
+                                limit: int) -> dict[str, RunChildren]:
+        ids = list(dict.fromkeys(parents))
+        if not ids:
+            return {}
+        # Never prepared (planned with its parents every time, as run_search with a
+        # filter): a generic plan guesses ten parents' children of any parents, and on
+        # a store of a few large families that guess is most runs, a scan of them all.
+        rows, _ = await self._one("run_children_many", {
+            "parents": ids, "limit": max(0, min(limit, _BIGINT_MAX))}, prepare=False)
+        return children_from_rows(ids, rows)
 
     async def run_list_awaiting_approval(self, *, limit: int = 1000,
                                          after: tuple[float, str] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
@@ -15,12 +15,13 @@ from tether.store._port import (
     WORKER_STALE,
     ChildrenFigures,
     LiveStats,
+    RunChildren,
     RunEvent,
     StoreStats,
     stats_with_totals,
     stored_event_kinds,
 )
-from tether.store._sql import load_queries, run_from_row
+from tether.store._sql import children_from_rows, load_queries, run_from_row
 from tether.store.sqlite._writer import WriterClient
 
 Q = load_queries("tether.store.sqlite", "serve.sql")
@@ -99,6 +100,14 @@ class SqliteServeQueries(WriterClient):
                   "before_id": before[1] if before else None}
         return await self._read(_run_children_summary, params)
 
+    async def run_children_many(self, *, parents: Sequence[str],
+                                limit: int) -> dict[str, RunChildren]:
+        ids = list(dict.fromkeys(parents))
+        if not ids:
+            return {}
+        params = {"parents": json.dumps(ids), "limit": max(0, min(limit, 2**62))}
+        return await self._read(_run_children_many, ids, params)
+
 
 def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord]:
     # Nothing but a status to narrow the runs by: the per-status merge (serve.sql,
@@ -124,6 +133,11 @@ def _run_children_summary(conn: apsw.Connection,
                           params: dict[str, Any]) -> dict[str, ChildrenFigures]:
     return {str(s): ChildrenFigures(int(n), float(cost), float(tokens))
             for s, n, cost, tokens in conn.execute(Q["run_children_summary"], params)}
+
+
+def _run_children_many(conn: apsw.Connection, parents: list[str],
+                       params: dict[str, Any]) -> dict[str, RunChildren]:
+    return children_from_rows(parents, conn.execute(Q["run_children_many"], params))
 
 
 def _run_list_awaiting_approval(conn: apsw.Connection,

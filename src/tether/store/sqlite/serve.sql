@@ -168,6 +168,41 @@ WHERE parent_run_id = :parent
        OR (created_at = :before_at AND run_id < :before_id))
 GROUP BY status;
 
+-- run_children_many --
+-- The children of several runs in one query (a run page's tree asks for those of all
+-- the runs it draws at a level; it asked once per run: up to 100 queries a redraw):
+-- each parent's children through tether_runs_parent, numbered newest first
+-- (run_search's order); the first `limit` of each come back whole (a row per run, its
+-- parent first, the figures' columns NULL), the others one row per parent and status,
+-- counted with the sums of their own cost and tokens (run_children_summary's figures;
+-- the run's columns NULL). The runs drawn are read again by rowid, the others never
+-- read out. :parents is a JSON array of ids.
+WITH kids AS MATERIALIZED (
+    SELECT rowid AS rid, parent_run_id, status,
+           json_extract(metrics, '$."cost.usd"') AS cost,
+           json_extract(metrics, '$."tokens.input"') AS tokens_in,
+           json_extract(metrics, '$."tokens.output"') AS tokens_out,
+           row_number() OVER (PARTITION BY parent_run_id
+                              ORDER BY created_at DESC, run_id DESC) AS n
+    FROM tether_runs
+    WHERE parent_run_id IN (SELECT value FROM json_each(:parents)))
+SELECT k.parent_run_id, NULL, NULL, NULL, NULL,
+       r.run_id, r.workflow, r.queue, r.status, r.input, r.created_at, r.updated_at,
+       r.result, r.error, r.owner, r.fencing_token, r.available_at, r.cancel_requested,
+       r.waiting_for, r.status_info, r.parent_run_id, r.finished_at, r.parent_position,
+       r.on_parent_cancel, r.metrics, r.version, r.forked_from, r.forked_at,
+       r.generation, r.erased_at
+FROM kids AS k JOIN tether_runs AS r ON r.rowid = k.rid
+WHERE k.n <= :limit
+UNION ALL
+SELECT parent_run_id, status, count(*), coalesce(sum(cost), 0),
+       coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0),
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM kids
+WHERE n > :limit
+GROUP BY parent_run_id, status;
+
 -- run_events_read --
 -- A run's stored events after an event id, oldest first. Rows of kinds 's' and 'o' hold
 -- only the values (migration 0011): their JSON is built here, as the triggers of
