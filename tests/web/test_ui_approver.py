@@ -276,10 +276,12 @@ async def test_a_parents_tree_reads_the_children_it_draws_and_counts_the_others_
     ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The children a run page's tree does not draw are counted (by status) and their
-    cost and tokens summed in the store (``run_children_summary``); the page reads out
-    only the ``TREE_SHOWN`` + 1 newest. It read every child at each redraw (the page
-    polls), and the run's document its 1,000 newest besides: a parent of 10,000
-    children, 11,000 runs read and decoded each time."""
+    cost and tokens summed in the store; the page reads out only the ``TREE_SHOWN``
+    newest. It read every child at each redraw (the page polls), and the run's document
+    its 1,000 newest besides: a parent of 10,000 children, 11,000 runs read and decoded
+    each time. And the tree asks the store once per level for the children of all the
+    runs it draws there (``run_children_many``), however many it draws: it asked once
+    per run drawn (up to 100 round trips a redraw for a parent's children's children)."""
     import dataclasses
 
     from tether.serve import _ui
@@ -296,15 +298,17 @@ async def test_a_parents_tree_reads_the_children_it_draws_and_counts_the_others_
         await store.run_insert(run=dataclasses.replace(
             family, run_id=f"fam.old{i}", workflow="paid_child", status=status,
             created_at=family.created_at - 10 + i, parent_run_id="fam", metrics={}))
-    read: list[tuple[str | None, int]] = []
-    search = type(store).run_search
+    read: list[tuple[str, object]] = []
+    for name in ("run_search", "run_children_summary", "run_children_many"):
+        method = getattr(type(store), name)
 
-    async def counted(self: object, **kw: object) -> object:
-        found = await search(self, **kw)  # type: ignore[arg-type]
-        read.append((kw.get("parent"), len(found)))  # type: ignore[arg-type]
-        return found
+        async def counted(self: object, *, _name: str = name, _method: object = method,
+                          **kw: object) -> object:
+            found = await _method(self, **kw)  # type: ignore[operator]
+            read.append((_name, kw.get("parents", kw.get("parent"))))
+            return found
 
-    monkeypatch.setattr(type(store), "run_search", counted)
+        monkeypatch.setattr(type(store), name, counted)
     page = html.unescape((await ui.get("/runs/fam")).text)
     tree = page[page.index('<ul class="tree">') :]
     assert tree.count('<span class="pill s-completed">') == 2, tree
@@ -313,9 +317,27 @@ async def test_a_parents_tree_reads_the_children_it_draws_and_counts_the_others_
     assert "$2.50 rolled up" in page
     stats = page[page.index('<div class="stats">') : page.index("Saved by replay")]
     assert '<div class="v">$2.50</div>' in stats and '<div class="v">500</div>' in stats
-    # The parent's newest 3 children, and each drawn child's (none); nothing more.
+    # The parent's children, then the drawn children's (none), each level at once.
     drawn = re.findall(r'href="/runs/(fam\.\d+)"', tree)
-    assert len(drawn) == 2 and sorted(read) == sorted([("fam", 3)] + [(d, 0) for d in drawn])
+    assert len(drawn) == 2 and [n for n, _ in read] == ["run_children_many"] * 2, read
+    assert read[0][1] == ["fam"] and sorted(read[1][1]) == sorted(drawn), read  # type: ignore[arg-type]
+    # Two grandchildren under each child: as many reads for 2 children drawn as for 8.
+    kids = await store.run_search(parent="fam", limit=100)
+    for kid in kids:
+        for g in range(2):
+            await store.run_insert(run=dataclasses.replace(
+                kid, run_id=f"{kid.run_id}.g{g}", parent_run_id=kid.run_id, metrics={}))
+    for shown in (2, 8):
+        monkeypatch.setattr(_ui, "TREE_SHOWN", shown, raising=False)
+        read.clear()
+        page = html.unescape((await ui.get("/runs/fam")).text)
+        tree = page[page.index('<ul class="tree">') :]
+        drawn = re.findall(r'href="/runs/(fam\.\w+)"', tree)
+        grand = re.findall(r'href="/runs/(fam\.\w+\.g\d)"', tree)
+        assert len(drawn) == shown and len(grand) == 2 * shown, tree
+        assert [n for n, _ in read] == ["run_children_many"] * 3, read
+        assert sorted(read[1][1]) == sorted(drawn) and sorted(read[2][1]) == sorted(grand), read  # type: ignore[arg-type]
+    assert len(kids) == 8 and "16 older" not in tree and "not drawn here" not in tree
 
 
 async def test_a_fragment_asked_for_without_a_session_is_a_401(ui: httpx.AsyncClient) -> None:

@@ -62,6 +62,7 @@ from tether.serve._control import (
 )
 from tether.serve._events import last_event_id
 from tether.serve._paths import root_of, route_path
+from tether.store._port import RunChildren
 
 _TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
 _ENV = Environment(loader=FileSystemLoader(_TEMPLATES),
@@ -386,38 +387,50 @@ def _own(m: dict[str, float]) -> tuple[float, float]:
             m.get("tokens.input", 0.0) + m.get("tokens.output", 0.0))
 
 
-async def _tree(app: App, run_id: str,
-                depth: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+#: How many levels of a run's descendants its page's tree draws (its children, theirs, ...).
+TREE_DEPTH = 5
+
+
+async def _tree(app: App, run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The children of a run, each with its own children and its cost rolled up (the
     newest ``TREE_SHOWN``, oldest first), and what is left out: how many, by status
     (``statuses``: (status, count) pairs, the most first), and their own cost and tokens
     (``hidden``). Only the newest 100 were read at first: a parent of 150 children drew
     100 of them with no word of the others, and its cost, "rolled up", left theirs out;
     then every child was read to count the others (a parent of 10,000: 10,000 runs read
-    at each redraw of the page). Now the newest ``TREE_SHOWN`` + 1 are read, and the
-    others, when there are any, counted and summed in the store."""
-    none: dict[str, Any] = {"count": 0, "cost": 0.0, "tokens": 0.0, "statuses": []}
-    if depth > 4:
-        return [], none
-    kids = await app.store.run_search(parent=run_id, limit=TREE_SHOWN + 1)
-    shown = kids[:TREE_SHOWN]
+    at each redraw of the page). Now the newest ``TREE_SHOWN`` are read, and the others
+    counted and summed in the store; and for all the runs drawn at a level in one query
+    (``run_children_many``), ``TREE_DEPTH`` at most a redraw: the tree asked once per
+    run it drew, up to 100 round trips for a parent's children's children."""
+    found: dict[str, RunChildren] = {}
+    level = [run_id]
+    for _ in range(TREE_DEPTH):
+        got = await app.store.run_children_many(parents=level, limit=TREE_SHOWN)
+        found.update(got)
+        level = [kid.run_id for parent in level for kid in got[parent].runs]
+        if not level:
+            break
+    return _tree_of(found, run_id)
+
+
+def _tree_of(found: dict[str, RunChildren],
+             run_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``_tree``'s nodes under ``run_id`` from the children read (``found``; a run not
+    in it, below the levels read, has none drawn and none counted)."""
+    children = found.get(run_id, RunChildren([], {}))
     nodes = []
-    for kid in reversed(shown):
-        sub, sub_hidden = await _tree(app, kid.run_id, depth + 1)
+    for kid in reversed(children.runs):
+        sub, sub_hidden = _tree_of(found, kid.run_id)
         cost, tokens = _own(kid.metrics)
         nodes.append({
             "run_id": kid.run_id, "workflow": kid.workflow, "status": kid.status,
             "created_at": kid.created_at, "children": sub, "hidden": sub_hidden,
             "cost": cost + sum(n["cost"] for n in sub) + sub_hidden["cost"],
             "tokens": tokens + sum(n["tokens"] for n in sub) + sub_hidden["tokens"]})
-    if len(kids) <= TREE_SHOWN:
-        return nodes, none
-    last = shown[-1]
-    rest = await app.store.run_children_summary(parent=run_id,
-                                                before=(last.created_at, last.run_id))
+    rest = children.rest
     return nodes, {"count": sum(f.count for f in rest.values()),
-                   "cost": sum(f.cost for f in rest.values()),
-                   "tokens": sum(f.tokens for f in rest.values()),
+                   "cost": sum((f.cost for f in rest.values()), 0.0),
+                   "tokens": sum((f.tokens for f in rest.values()), 0.0),
                    "statuses": sorted(((s, f.count) for s, f in rest.items()),
                                       key=lambda p: (-p[1], p[0]))}
 
