@@ -135,15 +135,16 @@ GROUP BY status;
 -- run, its parent first, the figures' columns NULL), the others one row per parent and
 -- status, counted with the sums of their own cost and tokens (run_children_summary's
 -- figures; the run's columns NULL). The runs drawn are read again by their key, the
--- others never read out.
+-- others never read out. Each child's metrics are parsed once, as jsonb (three `->>` of
+-- `metrics::json` lex the text three times: 10,000 children's, 22 ms against 15.5).
 WITH kids AS MATERIALIZED (
     SELECT run_id, parent_run_id, status,
-           (metrics::json->>'cost.usd')::float8 AS cost,
-           (metrics::json->>'tokens.input')::float8 AS tokens_in,
-           (metrics::json->>'tokens.output')::float8 AS tokens_out,
+           (m->>'cost.usd')::float8 AS cost,
+           (m->>'tokens.input')::float8 AS tokens_in,
+           (m->>'tokens.output')::float8 AS tokens_out,
            row_number() OVER (PARTITION BY parent_run_id
                               ORDER BY created_at DESC, run_id DESC) AS n
-    FROM {schema}.runs
+    FROM {schema}.runs CROSS JOIN LATERAL (SELECT metrics::jsonb AS m OFFSET 0) AS j
     WHERE parent_run_id = ANY(%(parents)s::text[]))
 SELECT k.parent_run_id, NULL::text, NULL::bigint, NULL::float8, NULL::float8,
        r.run_id, r.workflow, r.queue, r.status, r.input, r.created_at, r.updated_at,
