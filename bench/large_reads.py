@@ -10,12 +10,15 @@ scratch database (``--admin-url``; dropped at the end unless ``--keep``) or a SQ
 (``--keep``: in the current directory): ``--runs`` ended runs over 180 days (2 % failed,
 1 % cancelled, the rest completed; queue ``bulk`` 10 %, ``default`` the rest; 200-byte
 input and result), 100 runs waiting on ``default`` (half on a timer, half on a signal),
-and a parent ``parent-big`` with ``--children`` children (2 % failed, 1 % cancelled, 1 %
-waiting, the rest completed), each with LLM metrics. Then times, best and median of
-``--repeat`` after one warm-up call, in process:
+a parent ``parent-big`` with ``--children`` children (2 % failed, 1 % cancelled, 1 %
+waiting, the rest completed), each with LLM metrics, and a parent ``parent-wide`` with
+100 children (the tree draws them all) of ``--grandchildren`` children each. Then times,
+best and median of ``--repeat`` after one warm-up call, in process:
 
 - ``run_view`` (the run page's data, ``/runs/parent-big`` without the HTML) and its tree
-  alone (``_ui._tree``);
+  alone (``_ui._tree``), and the same of ``parent-wide``, with the store reads each
+  makes (calls of ``run_search``, ``run_children_summary``, ``run_children_many``: a
+  round trip each on PostgreSQL);
 - ``run_search(queue=..., limit=51)``, the runs list's first page, for a queue with no
   run, for ``bulk`` and for ``bulk`` failed;
 - ``TestEnv._look`` (each poll of a test environment opened on the store).
@@ -42,8 +45,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PAYLOAD = "x" * 200
 DAYS = 180
-METRICS = '{"cost.usd": 0.002, "tokens.input": 120, "tokens.output": 30, "llm.calls": 1}'
+
+
+def _metrics_sql(i: str) -> str:
+    """A child's LLM metrics, not all the same (one text for all let PostgreSQL parse
+    it once, a Memoize keyed by the text, and flattered what parses metrics)."""
+    return ("'{\"cost.usd\": 0.002, \"tokens.input\": ' || (100 + " + i + " % 97) || "
+            "', \"tokens.output\": 30, \"llm.calls\": 1}'")
+
+
 PARENT = "parent-big"
+WIDE = "parent-wide"
+#: The store's reads a run page's tree makes, counted by the bench.
+TREE_READS = ("run_search", "run_children_summary", "run_children_many")
 
 
 def _status_sql(i: str) -> str:
@@ -57,7 +71,7 @@ def _kid_status_sql(i: str) -> str:
 
 
 def _fill_sql(series: str, runs: int, children: int, start: float, now: float,
-              run_id: str) -> list[str]:
+              run_id: str, grandchildren: int = 3) -> list[str]:
     """The INSERTs (``series`` is the SQL of the rows ``i`` 1..N: ``{n}`` is N)."""
     step = DAYS * 86400 / runs
     cols = ("run_id, workflow, queue, status, input, result, created_at, updated_at, "
@@ -82,30 +96,49 @@ def _fill_sql(series: str, runs: int, children: int, start: float, now: float,
         f"""INSERT INTO {{runs}} ({cols})
             SELECT '{PARENT}.' || i, 'worker', 'default', {_kid_status_sql('i')},
                    '{PAYLOAD}', '{PAYLOAD}', {now} - 7200 + i * 0.5, {now}, {now}, 0,
-                   '{PARENT}', i, '{METRICS}', NULL,
+                   '{PARENT}', i, {_metrics_sql('i')}, NULL,
                    CASE WHEN i % 100 = 17 THEN 'signal go' END
             FROM {series.format(n=children)}""",
+        f"""INSERT INTO {{runs}} ({cols})
+            VALUES ('{WIDE}', 'fanout', 'default', 'completed', '[]', '[]', {now} - 7200,
+                    {now}, {now}, 0, NULL, NULL, NULL, NULL, NULL)""",
+        f"""INSERT INTO {{runs}} ({cols})
+            SELECT '{WIDE}.' || i, 'fanout', 'default', {_kid_status_sql('i')},
+                   '{PAYLOAD}', '{PAYLOAD}', {now} - 7200 + i, {now}, {now}, 0,
+                   '{WIDE}', i, {_metrics_sql('i')}, NULL,
+                   CASE WHEN i % 100 = 17 THEN 'signal go' END
+            FROM {series.format(n=100)}""",
+        f"""INSERT INTO {{runs}} ({cols})
+            SELECT '{WIDE}.' || ((i - 1) / {max(grandchildren, 1)} + 1) || '.' || i,
+                   'worker', 'default', {_kid_status_sql('i')}, '{PAYLOAD}', '{PAYLOAD}',
+                   {now} - 7000 + i * 0.5, {now}, {now}, 0,
+                   '{WIDE}.' || ((i - 1) / {max(grandchildren, 1)} + 1), i, {_metrics_sql('i')},
+                   NULL, CASE WHEN i % 100 = 17 THEN 'signal go' END
+            FROM {series.format(n=100 * grandchildren)}""",
     ]
 
 
-def _pg_fill(url: str, runs: int, children: int, start: float, now: float) -> None:
+def _pg_fill(url: str, runs: int, children: int, start: float, now: float,
+             grandchildren: int) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         for sql in _fill_sql("generate_series(1, {n}) AS i", runs, children, start, now,
-                             "md5(i::text)"):
+                             "md5(i::text)", grandchildren):
             conn.execute(sql.replace("{runs}", "tether.runs"))
         conn.execute("VACUUM ANALYZE tether.runs")
 
 
-def _sqlite_fill(path: str, runs: int, children: int, start: float, now: float) -> None:
+def _sqlite_fill(path: str, runs: int, children: int, start: float, now: float,
+                 grandchildren: int) -> None:
     import apsw
 
     conn = apsw.Connection(path)
     conn.execute("BEGIN")
     series = ("(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
               "WHERE i < {n}) SELECT i FROM n)")
-    for sql in _fill_sql(series, runs, children, start, now, "lower(hex(randomblob(16)))"):
+    for sql in _fill_sql(series, runs, children, start, now, "lower(hex(randomblob(16)))",
+                         grandchildren):
         conn.execute(sql.replace("{runs}", "tether_runs"))
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
@@ -134,14 +167,35 @@ async def _time_all(url: str, repeat: int, only: list[str]) -> None:
 
     app = App(url)
     await app._open()
+    reads = [0]
+    for name in TREE_READS:  # (counted on this store alone; absent before the code has it)
+        if hasattr(app.store, name):
+            def counted(*a: Any, _call: Any = getattr(app.store, name), **kw: Any) -> Any:
+                reads[0] += 1
+                return _call(*a, **kw)
+            setattr(app.store, name, counted)
+
+    def drawn(nodes: list[dict[str, Any]]) -> int:
+        return sum(1 + drawn(n["children"]) for n in nodes)
+
+    def fresh(call: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        async def go() -> Any:  # (the reads of this call alone)
+            reads[0] = 0
+            return await call()
+        return go
+
+    def said(tree: tuple[list[dict[str, Any]], dict[str, Any]]) -> str:
+        return f"{drawn(tree[0])} drawn, {tree[1]['count']} counted, {reads[0]} reads"
+
     try:
-        if wanted("run page"):
-            await _time(f"run page data (run_view {PARENT})",
-                        lambda: _ui.run_view(app, PARENT), repeat,
-                        lambda d: f"{len(d['tree'])} drawn, {d['tree_hidden']['count']} "
-                                  "counted")
-            await _time(f"run page tree (_tree {PARENT})", lambda: _ui._tree(app, PARENT),
-                        repeat, lambda t: f"{len(t[0])} drawn, {t[1]['count']} counted")
+        for parent in (PARENT, WIDE):
+            if wanted("run page"):
+                await _time(f"run page data (run_view {parent})",
+                            fresh(lambda p=parent: _ui.run_view(app, p)),  # type: ignore[misc]
+                            repeat, lambda d: said((d["tree"], d["tree_hidden"])))
+                await _time(f"run page tree (_tree {parent})",
+                            fresh(lambda p=parent: _ui._tree(app, p)),  # type: ignore[misc]
+                            repeat, said)
         for label, kwargs in (("queue=absent (no run)", {"queue": "absent"}),
                               ("queue=bulk", {"queue": "bulk"}),
                               ("queue=bulk status=waiting (none)",
@@ -173,6 +227,8 @@ async def main() -> None:
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--children", type=int, default=10_000)
+    parser.add_argument("--grandchildren", type=int, default=3,
+                        help="children of each of parent-wide's 100 children")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--prefix", default="bench_", help="scratch database name prefix")
     parser.add_argument("--keep", action="store_true", help="keep the store")
@@ -208,12 +264,12 @@ async def main() -> None:
             t = time.perf_counter()
             start = now - DAYS * 86400
             if args.db == "postgres":
-                _pg_fill(url, args.runs, args.children, start, now)
+                _pg_fill(url, args.runs, args.children, start, now, args.grandchildren)
             else:
                 _sqlite_fill(url.removeprefix("sqlite:///"), args.runs, args.children,
-                             start, now)
-            print(f"{args.runs:,} runs and {args.children:,} children built in "
-                  f"{time.perf_counter() - t:.0f} s")
+                             start, now, args.grandchildren)
+            print(f"{args.runs:,} runs, {args.children:,} children and {WIDE}'s 100 of "
+                  f"{args.grandchildren} built in {time.perf_counter() - t:.0f} s")
         await _time_all(url, args.repeat, [o for o in args.only.split(",") if o])
         if args.keep:
             print(f"kept: {url}")
