@@ -89,7 +89,8 @@ async def test_a_run_in_its_first_step_shows_it_running(ui: httpx.AsyncClient) -
                 assert 'title="held">held</td>' in row
                 assert '<span class="pill o-running">running</span>' in row
                 assert '<td class="num">1</td>' in row
-                assert re.search(r'<td class="small" title="[^"]+ UTC">[^<]+ UTC</td>', row)
+                assert re.search(r'<td class="small"><time datetime="[^"]+Z" title="[^"]+ UTC">'
+                                 r'[^<]+ UTC</time></td>', row)
                 assert re.search(r'<span class="muted" data-ticking="[0-9.e-]+">[0-9.]+ '
                                  r'(µs|ms|s|min|h)</span><span class="muted">…</span>', row)
                 assert "attempt 1 in flight on worker" in row

@@ -126,8 +126,8 @@ async def test_a_postponed_step_says_why_and_when(ui: httpx.AsyncClient) -> None
     box = _waits_box((await ui.get("/runs/pp-1")).text)
     assert "<b>Postponed</b>: the step" in box and ">crm_quota</span>" in box
     assert "CRM quota used up for t: try in an hour" in box
-    assert re.search(r"runs again at .* UTC <span class=\"muted\">\(in (1\.0 h|[56]\d min)\)",
-                     box), box
+    assert re.search(r"runs again at <time [^>]+>[^<]+ UTC</time> <span class=\"muted\">"
+                     r"\(in (1\.0 h|[56]\d min)\)", box), box
     assert "failed:" not in box  # (a postponed step failed nothing)
 
 
@@ -155,8 +155,10 @@ async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient)
     # A timer's entry says since when it sleeps.
     head = _head((await ui.get("/runs/nap-2")).text)
     assert "running for" not in head
-    assert re.search(r"waiting for <b>timer until [^<]+</b> <span class=\"waited\" title=\""
-                     r"since [^\"]+ UTC\">\(<span data-ticking=\"[0-9.e-]+\">[0-9.]+ "
+    assert re.search(r"waiting for <b>timer until <time [^>]+>[^<]+ UTC</time></b> "
+                     r"<span class=\"waited\" title=\""
+                     r"since [^\"]+ UTC\" data-at=\"[^\"]+Z\" data-say=\"since \">"
+                     r"\(<span data-ticking=\"[0-9.e-]+\">[0-9.]+ "
                      r"(µs|ms|s)</span> so far\)</span>$", head), head
 
 
@@ -197,8 +199,8 @@ async def test_a_postponed_step_row_says_postponed_not_failed(ui: httpx.AsyncCli
     row = re.search(r'<tr class="op k-step st-postponed.*?</tr>', page, re.S)
     assert row is not None, page
     assert "failed" not in row.group(0)
-    assert re.search(r"postponed, runs again at [^:]+:\d\d:\d\d UTC: CRM quota used up for "
-                     r"t: try in an hour", row.group(0)), row.group(0)
+    assert re.search(r"postponed, runs again at <time [^>]+>[^:<]+:\d\d:\d\d UTC</time>: "
+                     r"CRM quota used up for t: try in an hour", row.group(0)), row.group(0)
     assert '<span class="pill o-postponed">postponed</span>' in row.group(0)
 
 
@@ -245,8 +247,9 @@ async def test_the_cancel_flash_says_what_is_true_when_the_page_renders(
     page = (await ui.get("/runs/cx-2")).text
     # (what was asked and when: true still once the run has moved on, app.js adding
     # where it is now: tests/web/test_browser.py)
-    assert re.search(r'role="status">Asked run cx-2 to cancel at \d\d:\d\d:\d\d UTC: it '
-                     r'stops at its next operation\.</p>', page), page
+    assert re.search(r'role="status">Asked run cx-2 to cancel at <time datetime="[^"]+Z" '
+                     r'title="[^"]+ UTC" data-clock>\d\d:\d\d:\d\d UTC</time>: it stops at its '
+                     r'next operation\.</p>', page), page
 
 
 async def test_a_waiting_runs_page_says_its_cancel_is_pending(ui: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import re
 import shlex
 from collections.abc import Iterator
 from importlib import resources
@@ -21,6 +22,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -83,6 +85,71 @@ def fmt_time(ts: float | None) -> str:
     return beyond_dates(ts) or utc_datetime(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def iso_utc(ts: float | None) -> str | None:
+    """``ts`` as an ISO 8601 UTC time to the second ("2026-12-06T13:53:12Z"), a
+    ``<time datetime>``'s value; None when no date stands for it (``beyond_dates``)."""
+    if ts is None or beyond_dates(ts):
+        return None
+    d = utc_datetime(ts)
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+
+
+def time_tag(ts: float | None) -> Markup:
+    """An absolute time as the pages show it: its UTC text (``fmt_time``: true without
+    a script, and to a screen reader) in a ``<time datetime>`` whose title keeps it;
+    app.js redraws the text in the browser's zone, or leaves it in UTC (the header's
+    switch). A time no date stands for is plain text."""
+    text = fmt_time(ts)
+    iso = iso_utc(ts)
+    if iso is None:
+        return escape(text)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, text, text)
+
+
+def time_title(ts: float | None, say: str = "") -> Markup:
+    """The attributes of a relative time ("41 s ago") that hold its absolute one: a
+    title in UTC (``say`` before it: "since "), and ``data-at`` (ISO) from which app.js
+    puts it in the browser's zone too."""
+    text = say + fmt_time(ts)
+    iso = iso_utc(ts)
+    if iso is None:
+        return Markup(' title="{}"').format(text)
+    if not say:
+        return Markup(' title="{}" data-at="{}"').format(text, iso)
+    return Markup(' title="{}" data-at="{}" data-say="{}"').format(text, iso, say)
+
+
+#: A time of day in UTC in a note ("Asked run ... to cancel at 07:12:03 UTC"), written
+#: by ``_asked_at``.
+_CLOCK_UTC = re.compile(r"\b([01]\d|2[0-3]):([0-5]\d):([0-5]\d) UTC\b")
+
+
+@pass_context
+def flash_times(context: Context, text: str) -> Markup:
+    """A form's note with its time of day in a ``<time>``, as ``time_tag`` (app.js
+    shows it in the browser's zone, as a time of day). The note says the time, not the
+    date: it was written by this clock a moment ago (its cookie lives 60 s), so it is of
+    the page's day, or of the day before when that time is still ahead."""
+    now = utc_datetime(context["now"])
+    out: list[str] = []
+    end = 0
+    for m in _CLOCK_UTC.finditer(text):
+        at = now.replace(hour=int(m.group(1)), minute=int(m.group(2)),
+                         second=int(m.group(3)), microsecond=0)
+        if at > now + dt.timedelta(minutes=5):
+            at -= dt.timedelta(days=1)
+        iso = iso_utc(at.timestamp())
+        out.append(escape(text[end:m.start()]))
+        if iso is None:
+            out.append(escape(m.group(0)))
+        else:
+            out.append(Markup('<time datetime="{}" title="{}" data-clock>{}</time>').format(
+                iso, fmt_time(at.timestamp()), m.group(0)))
+        end = m.end()
+    out.append(escape(text[end:]))
+    return Markup("").join(out)
+
+
 @pass_context
 def fmt_ago(context: Context, ts: float | None) -> str:
     """How long ago ``ts`` was, by the page's ``now`` (the App's clock, see ``render``)."""
@@ -116,16 +183,42 @@ def fmt_in(context: Context, ts: float | None) -> str:
     return f"in {s / 86400:.0f} d"
 
 
+def _timer_until(text: str | None) -> float | None:
+    """When a ``waiting_for`` of a timer ("timer until ISO") wakes, else None."""
+    if not text or not text.startswith("timer until "):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text[len("timer until "):]).timestamp()
+    except ValueError:
+        return None
+
+
+def wait_text(waiting_for: str | None) -> Markup:
+    """A run's ``waiting_for`` as its page's head says it: a timer's time as the page's
+    other times (``time_tag``: "timer until 2026-12-06 17:36:08 UTC", in the viewer's
+    zone with app.js), not as the ISO text stored; the rest as stored."""
+    until = _timer_until(waiting_for)
+    if until is None:
+        return escape(waiting_for or "")
+    return Markup("timer until ") + time_tag(until)
+
+
+def wait_title(waiting_for: str | None) -> Markup:
+    """The title attribute (and ``data-at``) of a runs table's wait: what it waits for,
+    a timer's time as ``time_title`` says it."""
+    until = _timer_until(waiting_for)
+    if until is None:
+        return Markup(' title="{}"').format(waiting_for or "")
+    return time_title(until, "timer until ")
+
+
 @pass_context
 def fmt_waits(context: Context, waiting_for: str | None) -> str:
     """A run's ``waiting_for`` as the runs table says it: a timer by how far ahead it
     wakes ("timer, wakes in 2.7 h") rather than its ISO time, the rest as stored."""
     text = waiting_for or ""
-    if text.startswith("timer until "):
-        try:
-            until = dt.datetime.fromisoformat(text[len("timer until "):]).timestamp()
-        except ValueError:
-            return text
+    until = _timer_until(text)
+    if until is not None:
         ahead = fmt_in(context, until)
         return "timer, due" if ahead == "due" else f"timer, wakes {ahead}"
     return text
@@ -229,9 +322,10 @@ def sealed_text(value: dict[str, Any]) -> str:
     return "encrypted — this server's payload hook cannot decode it"
 
 
-_ENV.filters.update(time=fmt_time, ago=fmt_ago, ahead=fmt_in, waits=fmt_waits,
-                    duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd, pretty=pretty,
-                    short=short, id=short_id, seg=path_segment)
+_ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_times,
+                    wait_text=wait_text, wait_title=wait_title, ago=fmt_ago, ahead=fmt_in,
+                    waits=fmt_waits, duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd,
+                    pretty=pretty, short=short, id=short_id, seg=path_segment)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 _ENV.globals["overdue_after"] = OVERDUE_AFTER  # (the schedules page: a tick this late)

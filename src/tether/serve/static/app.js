@@ -17,8 +17,96 @@ function reachable(ok, why) {
     ? "; nothing sent from it is done until you log in again." : ", and keeps trying.";
   const login = bar.querySelector(".login");
   if (login) login.hidden = why !== "session";
-  if (bar.hidden) bar.querySelector(".since").textContent = new Date().toLocaleTimeString();
+  if (bar.hidden) bar.querySelector(".since").textContent = clockText(new Date(), zoneChoice());
   bar.hidden = false;
+}
+
+// Times. The server draws each absolute time in UTC ("2026-12-06 13:53:12 UTC": true
+// without a script, and to a screen reader), in a <time datetime="...Z"> whose title
+// keeps it; a relative time ("41 s ago") holds its absolute one in data-at, for its
+// title. The page shows them in the browser's zone, named as its language names it
+// ("2026-12-06 05:53:12 PST"), or as drawn, in UTC: the header's switch says which,
+// remembered in localStorage (local by default), and every redraw keeps it.
+const ZONE_KEY = "tether.times";
+
+function zoneChoice() {
+  try { return window.localStorage.getItem(ZONE_KEY) === "utc" ? "utc" : "local"; }
+  catch (e) { return "local"; }  // (storage refused: local, and the switch still works)
+}
+
+function zoneName(date) {
+  const part = new Intl.DateTimeFormat(undefined, {timeZoneName: "short"})
+    .formatToParts(date).find(p => p.type === "timeZoneName");
+  return part ? part.value : "";
+}
+
+const two = n => String(n).padStart(2, "0");
+
+// "05:53:12 PST" (or "13:53:12 UTC"): a time of day, in ``zone``.
+function clockText(date, zone) {
+  if (zone === "utc") {
+    return two(date.getUTCHours()) + ":" + two(date.getUTCMinutes()) + ":" +
+      two(date.getUTCSeconds()) + " UTC";
+  }
+  const name = zoneName(date);
+  return two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds()) +
+    (name ? " " + name : "");
+}
+
+// "2026-12-06 05:53:12 PST": a date and time in the browser's zone, as the server draws
+// one in UTC (``fmt_time``).
+function localText(date) {
+  return String(date.getFullYear()).padStart(4, "0") + "-" + two(date.getMonth() + 1) + "-" +
+    two(date.getDate()) + " " + clockText(date, "local");
+}
+
+// Show the times under ``root`` in the chosen zone. What the server drew (UTC) is kept
+// in each element's dataset, to go back to.
+function showTimes(root) {
+  const zone = zoneChoice();
+  root.querySelectorAll("time[datetime]").forEach(el => {
+    const date = new Date(el.getAttribute("datetime"));
+    if (isNaN(date.getTime())) return;
+    if (el.dataset.utc === undefined) el.dataset.utc = el.textContent;
+    el.textContent = zone === "utc" ? el.dataset.utc
+      : "clock" in el.dataset ? clockText(date, zone) : localText(date);
+  });
+  root.querySelectorAll("[data-at]").forEach(el => {
+    const date = new Date(el.dataset.at);
+    if (isNaN(date.getTime())) return;
+    if (el.dataset.utcTitle === undefined) el.dataset.utcTitle = el.title;
+    const say = el.dataset.say || "";
+    el.title = zone === "utc" ? el.dataset.utcTitle
+      : say + localText(date) + " (" + el.dataset.utcTitle.slice(say.length) + ")";
+  });
+}
+
+// The header's switch: local time or UTC.
+function zoneSwitch() {
+  const box = document.getElementById("zones");
+  if (!box) return;
+  const mark = () => {
+    const zone = zoneChoice();
+    box.querySelectorAll("button[data-zone]").forEach(b => {
+      b.setAttribute("aria-pressed", String(b.dataset.zone === zone));
+    });
+  };
+  const local = box.querySelector("button[data-zone=local]");
+  const named = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (local && named) local.title = "in this browser's time zone, " + named;
+  box.addEventListener("click", ev => {
+    const button = ev.target.closest("button[data-zone]");
+    if (!button) return;
+    try { window.localStorage.setItem(ZONE_KEY, button.dataset.zone); } catch (e) { return; }
+    mark();
+    showTimes(document);
+  });
+  // (another tab switched: this one follows)
+  window.addEventListener("storage", ev => {
+    if (ev.key === ZONE_KEY) { mark(); showTimes(document); }
+  });
+  mark();
+  box.hidden = false;
 }
 
 // A fragment's new HTML, or null when there is none to show (the banner says why).
@@ -57,6 +145,7 @@ function redraw(el, html) {
     if (input.value !== input.defaultValue) typed.set(fieldKey(input), input.value);
   });
   el.innerHTML = html;
+  showTimes(el);
   if (!typed.size) return;
   el.querySelectorAll("input[type=text]").forEach(input => {
     const value = typed.get(fieldKey(input));
@@ -250,6 +339,8 @@ document.addEventListener("submit", ev => {
 });
 
 document.addEventListener("DOMContentLoaded", () => {
+  showTimes(document);
+  zoneSwitch();
   document.querySelectorAll("[data-refresh][data-every]").forEach(poll);
   const run = document.getElementById("run");
   if (run) {
