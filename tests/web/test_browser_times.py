@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from tests.web.helpers import WEBAPP, start_serve, start_worker
+from tests.web.helpers import WEBAPP, Served, start_serve, start_worker
 from tests.web.test_browser import browser as browser  # the fixture
 from tests.web.test_browser import wait_for
 from tests.web.test_browser_lifecycle import _add_schedules
@@ -34,6 +34,7 @@ KOLKATA = ("Asia/Kolkata", "GMT+5:30")
 class Site:
     url: str
     worker: subprocess.Popen[bytes]
+    server: Served
 
     def stop_worker(self) -> None:
         self.worker.terminate()
@@ -58,7 +59,7 @@ def served(tmp_path: Path) -> Iterator[Site]:
         wait_for(server.url, "nap-1", "waiting")
         wait_for(server.url, "steps-1", "completed")
         _add_schedules(db)
-        yield Site(server.url, worker)
+        yield Site(server.url, worker, server)
     finally:
         worker.terminate()
         worker.wait(10)
@@ -198,6 +199,16 @@ def test_times_in_los_angeles_and_the_switch_to_utc(browser: Any, served: Site,
     _assert_local(page, LOS_ANGELES, times=3, titles=0)
     page.reload()
     _assert_local(page, LOS_ANGELES, times=3, titles=0)
+
+    # The banner of a server gone says since when in the zone too, and follows the switch.
+    page.goto(url + "/runs")
+    served.server.stop()
+    since = page.locator("#offline .since time")
+    expect(since).to_have_text(re.compile(r"^\d\d:\d\d:\d\d PST$"), timeout=15_000)
+    _assert_local(page, LOS_ANGELES, times=1, titles=4)
+    page.click("#zones button[data-zone=utc]")
+    expect(since).to_have_text(re.compile(r"^\d\d:\d\d:\d\d UTC$"))
+    _assert_utc(page, times=1, titles=4)
     context.close()
 
 

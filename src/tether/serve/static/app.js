@@ -17,7 +17,17 @@ function reachable(ok, why) {
     ? "; nothing sent from it is done until you log in again." : ", and keeps trying.";
   const login = bar.querySelector(".login");
   if (login) login.hidden = why !== "session";
-  if (bar.hidden) bar.querySelector(".since").textContent = clockText(new Date(), zoneChoice());
+  if (bar.hidden) {
+    // (a time of the page, as the server draws one in a note: the switch redraws it)
+    const iso = new Date().toISOString().slice(0, 19);
+    const at = document.createElement("time");
+    at.setAttribute("datetime", iso + "Z");
+    at.dataset.clock = "";
+    at.title = iso.replace("T", " ") + " UTC";
+    at.textContent = iso.slice(11) + " UTC";
+    bar.querySelector(".since").replaceChildren(at);
+    showTimes(bar);
+  }
   bar.hidden = false;
 }
 
@@ -34,9 +44,12 @@ function zoneChoice() {
   catch (e) { return "local"; }  // (storage refused: local, and the switch still works)
 }
 
+let zoneFormat = null;  // (one for the page: a timeline redraws up to 400 times)
+
+// The zone's short name at ``date`` (its offset changes with summer time).
 function zoneName(date) {
-  const part = new Intl.DateTimeFormat(undefined, {timeZoneName: "short"})
-    .formatToParts(date).find(p => p.type === "timeZoneName");
+  if (!zoneFormat) zoneFormat = new Intl.DateTimeFormat(undefined, {timeZoneName: "short"});
+  const part = zoneFormat.formatToParts(date).find(p => p.type === "timeZoneName");
   return part ? part.value : "";
 }
 
