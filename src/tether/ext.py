@@ -306,7 +306,8 @@ def add_metrics(deltas: Mapping[str, float]) -> None:
 
     Raises:
         OutsideRun: no run executes here.
-        ValueError: a value is not a finite number (nothing is added).
+        ValueError: a value is not a finite number, or a name is not text or holds a NUL
+            character (nothing is added).
     """
     ctx = _current_run.get()
     if ctx is None:
@@ -322,6 +323,11 @@ def _finite_deltas(deltas: Mapping[str, float]) -> dict[str, float]:
     "the worker crashed 5 times", and every later write of the run's metrics failed."""
     out: dict[str, float] = {}
     for key, value in deltas.items():
+        if not isinstance(key, str) or "\x00" in key:
+            # (a NUL in a key is JSON PostgreSQL's json and jsonb refuse: the run page's
+            # sums of its parent's children and /metrics then failed on that run)
+            raise ValueError(f"tether.ext.add_metrics(): a metric's name must be text "
+                             f"without NUL characters, got {key!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -196,6 +196,37 @@ async def test_a_metric_that_is_not_a_finite_number_fails_the_step_not_the_worke
     assert (await app.get_run("nan")).metrics == {"tokens.input": 5.0, "cost.usd": 0.25}
 
 
+async def test_a_metric_name_with_a_nul_character_fails_the_step(app: App) -> None:
+    """A metric named with a NUL character was stored: PostgreSQL keeps the run's
+    metrics as JSON text, and its json and jsonb casts refuse "\\u0000", so every read
+    that sums metrics in the store (a parent's run page, summing its children) failed on
+    that run. Now ``add_metrics`` raises ValueError in the step (nothing added) and the
+    store refuses such metrics too."""
+    from tether.errors import StoreError
+    from tether.store._values import check_metrics
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def paid(name: str) -> int:
+        ext.add_metrics({"tokens.input": 5, name: 1.0})
+        return 1
+
+    @app.workflow
+    async def wf() -> str:
+        try:
+            await paid("cost\x00usd")
+        except Exception as exc:
+            return str(exc)
+        return "ok"
+
+    async with app.worker():
+        outcome = await (await app.start(wf, run_id="nul")).result(timeout=20)
+    assert "ValueError: tether.ext.add_metrics(): a metric's name must be text without " \
+        "NUL characters" in outcome, outcome
+    assert (await app.get_run("nul")).metrics == {}
+    with pytest.raises(StoreError, match="holds a NUL character"):
+        check_metrics("r", '{"a\\u0000b": 1}')
+
+
 async def test_start_child_hands_down_what_the_child_reads_in_every_execution(
         app: App) -> None:
     """ext.start_child(inherit=) stores the mapping with the child's input: the child's

@@ -37,6 +37,9 @@ def check_metrics(run_id: str, text: str) -> None:
         raise StoreError(f"run {run_id!r}: metrics must be a JSON object, "
                          f"got {type(value).__name__}")
     for key, number in value.items():
+        if "\x00" in key:
+            raise StoreError(f"run {run_id!r}: metric {key!r} holds a NUL character "
+                             "(PostgreSQL's json refuses it)")
         if (isinstance(number, bool) or not isinstance(number, (int, float))
                 or not math.isfinite(number)):
             raise StoreError(f"run {run_id!r}: metric {key!r} must be a finite number, "
