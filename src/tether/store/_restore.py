@@ -5,7 +5,6 @@ one (or the backup's source store) left behind."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -95,30 +94,6 @@ def newer_schema(what: str, unknown: Iterable[int], known: Iterable[int]) -> Res
         f"{what} has schema version {max(unknown):04d}, newer than this Tether knows "
         f"(up to {max(known):04d}): restore it with the Tether version that wrote it, or "
         "upgrade tether")
-
-
-def pid_start(pid: int) -> str:
-    """The process's start time, to tell a live process from a reused pid ("" where
-    there is no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def process_alive(pid: int, start: str) -> bool:
-    """Whether the process ``pid`` of this host, started at ``start``, still runs."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
-    return not start or pid_start(pid) in ("", start)
 
 
 def command_line(pid: int) -> str:

@@ -30,6 +30,7 @@ from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, restore
 from tether._errors_codec import error_to_dict
 from tether._lifecycle import PurgePlan, retention_plans, tick_schedules, to_record
 from tether._pacing import OutagePacing
+from tether._procs import pid_start, process_alive
 from tether._replay import (
     AttemptWriter,
     Blocked,
@@ -62,26 +63,6 @@ if TYPE_CHECKING:
     from tether._app import App
 
 log = logging.getLogger("tether.worker")
-
-
-def _pid_start(pid: int) -> str:
-    """The process's start time, to tell a live process from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def _process_alive(pid: int, pid_start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not pid_start or _pid_start(pid) in ("", pid_start)
 
 
 #: Lost leases whose run a heartbeat reads back to say who holds it now.
@@ -457,7 +438,7 @@ class Worker:
         now = self.app.clock.now()
         await store.worker_register(info=WorkerInfo(
             worker_id=self.worker_id, hostname=self.hostname, pid=os.getpid(),
-            pid_start=_pid_start(os.getpid()), queues=",".join(self.queues),
+            pid_start=pid_start(os.getpid()), queues=",".join(self.queues),
             started_at=now, heartbeat_at=now,
         ))
         self._registered = True
@@ -1028,7 +1009,7 @@ class Worker:
         for w in list(self._peers):
             if w.worker_id == self.worker_id:
                 continue
-            dead = (w.hostname == self.hostname and not _process_alive(w.pid, w.pid_start)) or (
+            dead = (w.hostname == self.hostname and not process_alive(w.pid, w.pid_start)) or (
                 refresh and now - w.heartbeat_at > stale_after
             )
             if dead:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tether._procs import process_alive
 from tether.errors import ConfigError, StoreError
 from tether.store._port import WorkerInfo
 from tether.store._restore import (
@@ -40,7 +41,6 @@ from tether.store._restore import (
     file_kind,
     fresh,
     newer_schema,
-    process_alive,
     stop_hint,
     wrong_kind,
 )

@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import apsw
 
+from tether._procs import process_alive
 from tether.errors import ConfigError, StoreError
 from tether.store._port import WorkerInfo
 from tether.store._restore import (
@@ -37,7 +38,6 @@ from tether.store._restore import (
     file_kind,
     fresh,
     newer_schema,
-    process_alive,
     stop_hint,
     wrong_kind,
 )
