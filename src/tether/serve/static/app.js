@@ -226,6 +226,7 @@ function followRun(root) {
   const retry = document.getElementById("retry");
   let pending = null;
   let position = null;
+  let attempt = null;  // the attempt whose answer the box shows
   const note = document.querySelector("main > .flash");
   const drawn = document.getElementById("run-status");
   const drawnStatus = drawn ? drawn.textContent.trim() : null;
@@ -302,7 +303,14 @@ function followRun(root) {
         return;
       }
       if (data.type !== "llm.chunk" || typeof data.text !== "string") return;
-      if (position !== data.position) { position = data.position; text.textContent = ""; }
+      // A new call, or the same call asked again: a worker that took the run over after
+      // its worker died (killed, no llm.error sent) streams the answer anew, as the
+      // next attempt; the dead attempt's words go.
+      if (position !== data.position || attempt !== data.attempt) {
+        position = data.position;
+        attempt = data.attempt;
+        text.textContent = "";
+      }
       box.hidden = false;
       text.textContent += data.text;  // text, never HTML
     });
@@ -335,6 +343,7 @@ function followRun(root) {
           if (r.status === 400 && tried !== null && last === tried) {
             last = null;
             position = null;
+            attempt = null;
             text.textContent = "";
           }
         })
