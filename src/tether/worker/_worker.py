@@ -185,7 +185,8 @@ class _StoreOutage(OutagePacing):
         if run_id is None:
             log.debug("store unavailable (%s); %s", exc, what)
         else:
-            log.debug("run %s: store unavailable (%s); %s", run_id, exc, what)
+            log.debug("run %s: store unavailable (%s); %s", run_id, exc, what,
+                      extra={"run_id": run_id})
 
     def back(self, *, by_run: bool = True, wrote: bool = True) -> None:
         """A call went through: a run's write (``by_run``), or the worker's own claim or
@@ -720,7 +721,7 @@ class Worker:
             crashes = self._crashes.get(run_id, 0) + 1
             self._crashes[run_id] = crashes
             log.error("run %s: executor crashed (%d of %d)", run_id, crashes,
-                      MAX_EXECUTOR_CRASHES, exc_info=error)
+                      MAX_EXECUTOR_CRASHES, exc_info=error, extra={"run_id": run_id})
             if active is not None:
                 # Else the heartbeat, which renews every lease this worker holds,
                 # would keep the run 'running' here with nobody executing it.
@@ -780,14 +781,15 @@ class Worker:
             except errors as exc:
                 tried += 1
                 if self._stopping or (attempts is not None and tried >= attempts):
-                    log.error("run %s: could not %s (%s); giving up", run_id, what, exc)
+                    log.error("run %s: could not %s (%s); giving up", run_id, what, exc,
+                              extra={"run_id": run_id})
                     return _GAVE_UP
                 if isinstance(exc, StoreUnavailable):
                     self._outage.failed(run_id, exc, f"could not {what}; retrying in "
                                                      f"{delay:.1f} s")
                 else:
                     log.warning("run %s: could not %s (%s); retrying in %.1f s",
-                                run_id, what, exc, delay)
+                                run_id, what, exc, delay, extra={"run_id": run_id})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
@@ -970,11 +972,12 @@ class Worker:
         for run_id in shown:
             run = runs.get(run_id)
             if run is None:
-                log.warning("run %s: lease lost; dropping it", run_id)
+                log.warning("run %s: lease lost; dropping it", run_id, extra={"run_id": run_id})
             else:
                 log.warning("run %s: lease lost (now %s, owner %s, fencing token %d, "
                             "updated at %.3f); dropping it", run_id, run.status.value,
-                            run.owner or "none", run.fencing_token, run.updated_at)
+                            run.owner or "none", run.fencing_token, run.updated_at,
+                            extra={"run_id": run_id})
         if len(lost) > len(shown):
             log.warning("%d more leases lost; dropping those runs", len(lost) - len(shown))
 
@@ -989,7 +992,8 @@ class Worker:
             if run is None or run.owner != self.worker_id or run_id in self._active:
                 continue
             log.warning("run %s: held in the store but not executed here (a claim whose "
-                        "reply was lost); handing it back", run_id)
+                        "reply was lost); handing it back", run_id,
+                        extra={"run_id": run_id})
             now = self.app.clock.now()
             with contextlib.suppress(LeaseLost):
                 await store.run_release(
@@ -1034,7 +1038,7 @@ class Worker:
         wdef = self._host.workflow(run.workflow)
         if wdef is None:
             log.error("run %s: workflow %r is not registered in this worker; releasing it",
-                      run.run_id, run.workflow)
+                      run.run_id, run.workflow, extra={"run_id": run.run_id})
             with contextlib.suppress(StoreError):
                 await app.store.run_release(
                     lease=lease, now=app.clock.now(), wait=Wait(
@@ -1146,7 +1150,7 @@ class Worker:
                 return False
             except StoreError as exc:  # the count is advisory: execute the run anyway
                 log.warning("run %s: could not record its crash count (%s)", run.run_id,
-                            exc)
+                            exc, extra={"run_id": run.run_id})
         else:
             crashes = run.crashes if same_place else 0
         if crashes < 2 and not takeover:
@@ -1157,7 +1161,8 @@ class Worker:
             message = (f"worker crashed {crashes} times running this run at position "
                        f"{position} (or stalled past its lease: a step blocking the event "
                        "loop is taken over as from a dead worker)")
-            log.error("run %s: %s; failing it", run.run_id, message)
+            log.error("run %s: %s; failing it", run.run_id, message,
+                      extra={"run_id": run.run_id, "position": position})
             text = app.codec.for_run(run.run_id).encode_error(
                 {"type": "tether.errors.TetherError", "message": message}, SLOT_ERROR)
             try:
@@ -1172,7 +1177,8 @@ class Worker:
         if takeover:
             log.warning("run %s: taken over from a worker whose lease on it expired (it "
                         "died, stalled, or lost the store; crash %d of %d in a row at "
-                        "position %d)", run.run_id, crashes, self.max_crashes, position)
+                        "position %d)", run.run_id, crashes, self.max_crashes, position,
+                        extra={"run_id": run.run_id, "position": position})
             if crashes < 2:
                 return True
             delay = _doubling(CRASH_BACKOFF, crashes - 1, CRASH_BACKOFF_MAX)
@@ -1195,7 +1201,7 @@ class Worker:
                               f"{crashes} times in a row running it)")
             return False
         log.warning("run %s: executing it alone (its worker died %d times in a row "
-                    "running it)", run.run_id, crashes)
+                    "running it)", run.run_id, crashes, extra={"run_id": run.run_id})
         self._isolated = run.run_id
         return True
 
@@ -1220,7 +1226,7 @@ class Worker:
             # Misplaced (moved from another run or slot in the store): no worker could
             # read it, so handing the run back would only pass it round for ever.
             log.error("run %s: %s; blocking it (an operator must restore the payload, "
-                      "then `tether resume`)", run_id, error)
+                      "then `tether resume`)", run_id, error, extra={"run_id": run_id})
             return ctx.halt(Blocked(error))
         from tether.encryption import PayloadNotEncryptedError
 
@@ -1229,7 +1235,8 @@ class Worker:
             # workers, which all refuse it, would pass the run round for ever.
             log.error("run %s: %s; blocking it (start it again from the app, e.g. "
                       "`tether start --app MODULE:APP`, and cancel or erase this one: what "
-                      "it stored is in clear text)", run_id, error)
+                      "it stored is in clear text)", run_id, error,
+                      extra={"run_id": run_id})
             return ctx.halt(Blocked(error))
         now = self.app.clock.now()
         n = self._unreadable_runs.pop(run_id, (0, 0.0))[0] + 1
@@ -1242,7 +1249,8 @@ class Worker:
         needs = f"key id {key_id!r}" if key_id else "the payload key"
         log.error("run %s: this worker cannot decrypt its payloads (%s); handing it back "
                   "for a worker with %s (claimable by other workers at once, by this one "
-                  "again in %.0f s)", run_id, error, needs, delay)
+                  "again in %.0f s)", run_id, error, needs, delay,
+                  extra={"run_id": run_id})
         return ctx.halt(Release(Wait(now, f"a worker with {needs} (one without it "
                                           "handed the run back)")))
 
@@ -1309,7 +1317,7 @@ class Worker:
             await self._retry_store(run_id, "record its end",
                                     lambda: self._record_end(ctx, value, error, stop, run))
         except LeaseLost as exc:
-            log.warning("run %s: %s", run_id, exc)
+            log.warning("run %s: %s", run_id, exc, extra={"run_id": run_id})
 
     async def _cancel_children(self, run_id: str) -> None:
         """Cancel a cancelled run's children; the parent's end is already recorded, so a
@@ -1318,9 +1326,11 @@ class Worker:
             run_id, "cancel its children", lambda: self.app.store.run_children_cancel(
                 parent_run_id=run_id, now=self.app.clock.now()), attempts=8)
         if children is _GAVE_UP:
-            log.error("run %s: cancel its children with `tether cancel`", run_id)
+            log.error("run %s: cancel its children with `tether cancel`", run_id,
+                      extra={"run_id": run_id})
         elif children:
-            log.info("run %s cancelled; cancelling children %s", run_id, children)
+            log.info("run %s cancelled; cancelling children %s", run_id, children,
+                     extra={"run_id": run_id})
 
     async def _record_end(self, ctx: RunContext, value: Any, error: BaseException | None,
                           stop: Any, run: RunRecord) -> None:
@@ -1332,7 +1342,7 @@ class Worker:
         run_id = ctx.run_id
         now = app.clock.now()
         if isinstance(stop, Lost):
-            log.warning("run %s: %s", run_id, stop.error)
+            log.warning("run %s: %s", run_id, stop.error, extra={"run_id": run_id})
             return
         if isinstance(stop, Blocked):
             err = stop.error
@@ -1359,7 +1369,8 @@ class Worker:
             # Deferred writes (clock, random values) land before the journal is archived.
             await ctx.flush()
             await store.run_continue(lease=ctx.lease, input=stop.input, now=now)
-            log.info("run %s continued as new (generation %d)", run_id, ctx.generation + 1)
+            log.info("run %s continued as new (generation %d)", run_id, ctx.generation + 1,
+                     extra={"run_id": run_id})
             self._wake.set()
             return
         elif _engine_store_failure(error):
@@ -1400,7 +1411,8 @@ class Worker:
         ctx.ended = ended
         if isinstance(stop, Blocked):  # (logged once it is recorded, as a failure below)
             log.error("run %s blocked: %s%s", run_id, stop.error,
-                      "; cancelled, as asked" if ended is RunStatus.CANCELLED else "")
+                      "; cancelled, as asked" if ended is RunStatus.CANCELLED else "",
+                      extra={"run_id": run_id})
         if status is RunStatus.FAILED:
             # Logged once the failure is recorded (this method may be attempted again):
             # a run whose own code raised had no line at all, and one failed by a step

@@ -1,0 +1,82 @@
+"""Worker lines about a run carry its id (and the position, when the line is about one)
+as fields, in JSON and in text, also the lines a worker writes outside the run's code:
+a log pipeline that selects a run's lines by ``run_id`` gets the takeover after a crash
+too.
+
+Until 2026-12-06 a line written while the run's code executed had them (the log
+filter takes them from the executing run), but the lines the worker wrote around it
+did not: "run r: taken over from a worker whose lease on it expired (... at position
+4)" was a JSON object without ``run_id`` or ``position``, and its text line had no
+``[run=r position=4]``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.web.helpers import ROOT, TETHER, WEBAPP, env
+
+
+def _worker(db: str, log: Path, gate: Path, fmt: str) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([*TETHER, "worker", WEBAPP, "--db", db, "--log-format", fmt],
+                                cwd=ROOT, env=env(TETHER_TEST_GATE=str(gate)), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def _tether(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TETHER, *args], cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=120)
+
+
+def _journal(db: str, run_id: str) -> list[dict[str, object]]:
+    proc = _tether("show", run_id, "--json", "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    return list(json.loads(proc.stdout)["journal"])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_takeover_line_names_the_run_and_position(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/logs.db"
+    gate = tmp_path / "gate"  # step 4 of `steps` waits until this file exists
+    first = _worker(db, tmp_path / "first.log", gate, "json")
+    second = None
+    try:
+        started = _tether("start", "steps", "--id", "lg-1", "--input", "[6]", "--db", db)
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 60
+        while len(_journal(db, "lg-1")) < 3:  # steps 1-3 done; step 4 holds at the gate
+            assert time.monotonic() < deadline, "the run did not reach step 4"
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        gate.touch()
+        second = _worker(db, tmp_path / "second.log", gate, "json")
+        done = _tether("result", "lg-1", "--wait", "90", "--db", db)
+        assert done.returncode == 0, done.stderr
+        _stop(second)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                _stop(proc)
+    lines = [json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines()
+             if line.startswith("{")]
+    about = [d for d in lines if "lg-1" in str(d["message"])]
+    takeover = [d for d in about if "taken over" in str(d["message"])]
+    assert len(takeover) == 1, lines
+    assert takeover[0].get("run_id") == "lg-1", takeover
+    assert takeover[0].get("position") == 3, takeover
+    unnamed = [d for d in about if d.get("run_id") != "lg-1"]
+    assert not unnamed, unnamed
