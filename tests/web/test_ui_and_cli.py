@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -292,6 +293,40 @@ def test_serve_names_an_ipv6_address_as_a_url(tmp_path: Path) -> None:
     assert f"on http://[::1]:{port} (open: loopback, no tokens; at most" in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(
         f"tether: error: could not serve on http://[::1]:{port} (exit ")
+
+
+
+def test_serve_takes_an_ipv6_address_in_brackets(tmp_path: Path) -> None:
+    """``--host [::1]``, the address as URLs write it, is ``::1``: served and named
+    ``http://[::1]:PORT``. Until 2026-12-06 it passed the loopback check but was handed
+    to the socket with its brackets: "could not serve on http://[[::1]]:PORT (exit 3)",
+    uvicorn's "Name or service not known" above it."""
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        port = probe.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db",
+                                 "--host", "[::1]", "--port", str(port)], cwd=ROOT,
+                                env=env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                r = httpx.get(f"http://[::1]:{port}/healthz", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert f"on http://[::1]:{port} (open: loopback, no tokens;" in log.read_text()
 
 
 def _serve_on_a_taken_port(db: str, *args: str) -> str:

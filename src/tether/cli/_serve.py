@@ -35,7 +35,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "streams, lets the requests in progress finish for up to 3 s and exits 0; "
         "exit 1 if the shutdown was not clean (requests cancelled at those 3 s, a "
         "second SIGINT, the app's shutdown failed).")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; an IPv6 address as ::1 or [::1])")
     p.add_argument("--port", type=int, default=8233, help="port (default 8233)")
     p.add_argument("--token-file", metavar="FILE",
                    help="API tokens, one ROLE:TOKEN per line (ROLE admin or read), "
@@ -112,6 +113,9 @@ async def serve(args: argparse.Namespace) -> int:
                        f"({exc})") from None
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be between 1 and 65535, got {args.port}", 2)
+    if len(args.host) > 2 and args.host.startswith("[") and args.host.endswith("]"):
+        # An IPv6 address as URLs write it ([::1]): the socket takes it without brackets.
+        args.host = args.host[1:-1]
     tokens = Tokens.load(args.token_file)
     check_bind(args.host, tokens)
     if args.token_file is not None:
