@@ -476,6 +476,7 @@ def _session_ended(root: str, *, form: bool = True) -> HTMLResponse:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="color-scheme" content="light dark"><title>Log in again · Tether</title>'
+        f'<link rel="icon" href="{home}/static/favicon.svg" type="image/svg+xml">'
         f'<link rel="stylesheet" href="{home}/static/app.css"></head><body><main>'
         '<section class="card error-card"><h1>401</h1><p>Your session has ended (it '
         "expired, you logged out in another tab, or its token was removed from this "
