@@ -323,3 +323,26 @@ async def test_schedule_actions_reject_bad_requests(api: Api, action: str) -> No
     if method == "POST":
         await _rejected(api, method, f"/api/v1/schedules/nightly{suffix}", {"at": 1}, 400,
                         "bad_request")
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+
+async def test_a_cancel_with_fields_is_refused_and_cancels_nothing(api_any: Api) -> None:
+    """POST .../cancel takes no fields, as retry, erase and the schedules' actions: a
+    body naming one (``{"reason": ...}``, as Temporal's cancel takes) is a 400 and the
+    run goes on waiting. Until 2026-12-06 the field was dropped without a word and the run
+    cancelled: the caller believed its reason recorded."""
+    api = api_any
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "cw"})
+        await wait_status(api, "cw", "waiting")
+    await _rejected(api, "POST", "/api/v1/runs/cw/cancel", {"reason": "duplicate order"},
+                    400, "bad_request")
+    r = await api.http.post("/api/v1/runs/cw/cancel", json={"reason": "x"})
+    assert r.json()["error"]["message"] == ("unknown field(s): reason; this action takes "
+                                            "no fields: send no body or {}")
+    assert (await api.http.get("/api/v1/runs/cw")).json()["cancel_requested"] is False
+    r = await api.http.post("/api/v1/runs/cw/cancel", json={})
+    assert r.status_code == 202, r.text
+    assert (await api.http.get("/api/v1/runs/cw")).json()["cancel_requested"] is True

@@ -369,7 +369,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                     **_CHANGE_ERRORS}}},
             "/api/v1/runs/{run_id}/cancel": {"post": {
                 "summary": "Cancel a run", "operationId": "cancelRun",
-                "parameters": [_RUN_ID],
+                "parameters": [_RUN_ID], "requestBody": _NO_FIELDS,
                 "responses": {"202": _ok("cancel requested", {
                     "type": "object", "required": ["run_id", "status"],
                     "properties": {"run_id": {"type": "string"},
