@@ -302,3 +302,56 @@ async def test_a_tether_client_whose_answer_was_not_taken_follows_the_task(
             await client.signal(handle.run_id, "mcp_input", {"text": "Ada"})
             result = await handle.result(timeout=30)
     assert result == {"text": "answered: Bob", "is_error": False}
+
+
+async def test_the_same_answer_sent_at_once_through_two_servers_is_acknowledged_by_both(
+    store_url: str,
+) -> None:
+    """The same answer sent twice at the same moment (a client's retry after a lost
+    reply, through another server process) is delivered once and acknowledged by both.
+    One server checked that no signal carried the request's key, then that no signal of
+    its name waited; the other server's delivery of the same answer, under the same key,
+    committed between the two checks, and the first server told its client the answer
+    was not taken, "a signal sent another way". Here the other server's delivery is made
+    to land exactly there: after the first server's first look at the store."""
+    async with served(store_url) as (app, url), tasks_client(url) as client:
+        created = await client.session.call_tool(
+            "ask", {"question": "Your name?"}, allow_claimed=True
+        )
+        assert isinstance(created, CreateTaskResult)
+        async with app.worker():
+            waiting = await poll(client, created.task_id, {"input_required"})
+        assert waiting.input_requests is not None
+        [key] = waiting.input_requests
+        ada = {"action": "accept", "content": {"text": "Ada"}}
+        other = apps.build(store_url)  # a second server process on the same store
+        async with serve_http(other) as other_url, tasks_client(other_url) as other_client:
+            store = await app._open()
+            looked: list[str] = []
+
+            def first_look_lets_the_other_server_answer(name: str) -> None:
+                real = getattr(store, name)
+
+                async def look(**kwargs: Any) -> Any:
+                    found = await real(**kwargs)
+                    looked.append(name)
+                    if len(looked) == 1:
+                        await update_task(other_client, created.task_id, {key: ada})
+                    return found
+
+                setattr(store, name, look)
+
+            for name in ("signal_find", "signal_pending"):
+                first_look_lets_the_other_server_answer(name)
+            try:
+                await update_task(client, created.task_id, {key: ada})
+            finally:
+                for name in ("signal_find", "signal_pending"):
+                    delattr(store, name)
+            assert looked  # (the other server's answer did land between the looks)
+        async with app.worker():
+            done = await poll(client, created.task_id, {"completed", "failed"})
+        left = await store.signal_pending(run_id=created.task_id, name="answer")
+    assert done.result is not None
+    assert done.result["content"][0]["text"] == "answered: Ada"
+    assert not left

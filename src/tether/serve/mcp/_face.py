@@ -525,8 +525,13 @@ class TetherTasks:
         """
         ikey = _signal_key(run_id, key)
         store = await self.app._open()
-        if (await store.signal_find(run_id=run_id, idempotency_key=ikey) is None
-                and await store.signal_pending(run_id=run_id, name=name)):
+        # Pending first, then this key: a waiting signal sent under this key by another
+        # process (the same answer resent to another server at once) committed before
+        # the first look is seen by the second. In the other order, one that committed
+        # between the looks read as a signal sent another way, and an identical resend
+        # was told it was not taken.
+        if (await store.signal_pending(run_id=run_id, name=name)
+                and await store.signal_find(run_id=run_id, idempotency_key=ikey) is None):
             raise _NotTaken(f"a signal {name!r} sent another way (tether signal, the HTTP "
                             "API) waits for the run to take it")
         return _Delivered(run_id, payload, await self.app._signal(run_id, name, payload,
