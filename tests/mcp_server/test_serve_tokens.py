@@ -121,6 +121,32 @@ async def test_mcp_answers_at_its_path_without_a_redirect(store_url: str) -> Non
             assert "slow_sum" in {t.name for t in (await reader.list_tools()).tools}
 
 
+async def test_mcp_refuses_another_origin_with_a_token_too(store_url: str) -> None:
+    """The MCP specification's rule ("if the Origin header is present and invalid,
+    servers MUST respond with HTTP 403 Forbidden"), as docs/mcp-server.md promises it,
+    holds on a server with tokens too: a request naming another origin was served when
+    it carried a valid token. It is refused whatever its token and method; a client
+    that names no ``Origin`` (the SDK's), or this server's, is served."""
+    tools_list = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    accept = {"Accept": "application/json, text/event-stream",
+              "MCP-Protocol-Version": "2025-06-18"}
+    async with serving(store_url) as url:
+        for token in (ADMIN, READ):
+            auth = {**accept, "Authorization": f"Bearer {token}"}
+            async with httpx2.AsyncClient(headers=auth) as http:
+                for origin in ("http://evil.example", "null"):
+                    post = await http.post(url, json=tools_list, headers={"Origin": origin})
+                    assert post.status_code == 403, (token, origin)
+                    assert "another origin" in post.text, post.text
+                    get = await http.get(url, headers={"Origin": origin})
+                    assert get.status_code == 403, (token, origin)
+                own = url.rsplit("/", 1)[0]
+                answer = await http.post(url, json=tools_list, headers={"Origin": own})
+                assert answer.status_code == 200 and '"slow_sum"' in answer.text
+        async with client(url, ADMIN) as admin:
+            assert "slow_sum" in {t.name for t in (await admin.list_tools()).tools}
+
+
 async def test_mcp_refuses_another_origin(store_url: str) -> None:
     """The MCP specification: Streamable HTTP servers must validate ``Origin`` and
     answer 403 to one that is not theirs (DNS rebinding, a page of another site). On a

@@ -305,6 +305,17 @@ class Guard:
                 403, "forbidden", "cross-site request refused: send it from this server's "
                 "pages or with an Authorization header"))
             return
+        if (path == "/mcp" or path.startswith("/mcp/")) and _foreign_script(headers):
+            # The MCP face, whatever the request's token: the MCP specification says "if
+            # the Origin header is present and invalid, servers MUST respond with HTTP
+            # 403 Forbidden" (until 2026-12-06 a request with a valid token was served).
+            # No client is lost: a browser's script of another origin could not read an
+            # answer anyway (no CORS), and programs name no Origin.
+            await _reply(scope, receive, send, _error(
+                403, "forbidden", "MCP request from another origin refused (the MCP "
+                "specification: an Origin that is not this server's is answered 403); "
+                "a program sends no Origin header"))
+            return
         principal = OPEN
         if self.tokens.enabled and not any(path == p or (p.endswith("/") and path.startswith(p))
                                            for p in _PUBLIC):
