@@ -156,3 +156,28 @@ async def test_a_task_the_server_forgot_ends_the_call_as_an_error(store_url: str
             result = await app2.handle(handle.run_id).result(timeout=30)
     assert result["is_error"] is True
     assert "remote task failed: task gone" in result["text"]
+
+
+
+
+async def test_a_remote_poll_interval_out_of_reason_does_not_fail_the_run(
+    store_url: str, remote_log: Path
+) -> None:
+    """``pollIntervalMs`` is a server's suggestion. One beyond what a durable timer
+    takes (10**15 ms: 31,000 years) made the run's first timer a ConfigError: the run
+    failed, its remote task left going. A suggestion is honoured up to an hour: the
+    run waits on its timer (released) to poll the task then."""
+    async with serve_remote(poll_interval_ms=10**15) as url:
+        app, remote = client_apps.build(store_url, remote_url=url, poll_floor=0.1)
+        async with app, remote, app.worker():
+            handle = await app.start("use_remote", "long_job", {"seconds": 0})
+            async with asyncio.timeout(30):
+                while (run := await app.get_run(handle.run_id)).status not in (
+                        "waiting", "failed", "completed"):
+                    await asyncio.sleep(0.05)
+    assert run.status == "waiting", run.error
+    assert run.waiting_for is not None and run.waiting_for.startswith("timer"), run.waiting_for
+    [timer] = [e for e in run.journal if e["kind"] == "sleep"]
+    assert [ln[:2] for ln in log_lines(remote_log) if ln[0] == "call"] == [["call", "long_job"]]
+    # (the timer's due time is its started time plus the interval, an hour at most)
+    assert timer["result"] - timer["started_at"] == pytest.approx(3600.0)

@@ -40,6 +40,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDEMPOTENCY_META_KEY",
+    "MAX_POLL_INTERVAL",
     "MCP_INPUT_SIGNAL",
     "MCPContext",
     "MCPPrompt",
@@ -962,7 +964,7 @@ class MCPToolset:
     async def _poll(self, name: str, result: MCPToolResult) -> MCPToolResult:
         assert result.task_id is not None
         task_id = result.task_id
-        interval = (result.poll_interval_ms or 0) / 1000
+        interval = _poll_seconds(result.poll_interval_ms)
         answered: set[str] = set()
         try:
             while True:
@@ -977,7 +979,7 @@ class MCPToolset:
                             f"{error.get('message') or task.get('statusMessage') or status}")
                     return MCPToolResult([{"type": "text", "text": text}], is_error=True,
                                          text=text)
-                interval = (task.get("pollIntervalMs") or 0) / 1000 or interval
+                interval = _poll_seconds(task.get("pollIntervalMs")) or interval
                 if status == "input_required":
                     responses = {}
                     for key, request in sorted((task.get("inputRequests") or {}).items()):
@@ -1044,6 +1046,25 @@ class MCPToolset:
         if isinstance(self.requires_approval, bool):
             return self.requires_approval
         return name in self.requires_approval
+
+
+#: The longest ``pollIntervalMs`` a remote task's server may have a run wait between two
+#: polls: an hour. A suggestion beyond it (or beyond what a durable timer takes at all)
+#: is honoured up to it.
+MAX_POLL_INTERVAL = 3600.0
+
+
+def _poll_seconds(suggested: Any) -> float:
+    """A server's ``pollIntervalMs`` as seconds to wait, at most ``MAX_POLL_INTERVAL``;
+    0 (none: the run's ``poll_floor`` applies) when it is no finite number of at least
+    0. (10**15 ms made the run's timer a ConfigError, a text a TypeError: the run
+    failed and left its remote task going.)"""
+    if isinstance(suggested, bool) or not isinstance(suggested, (int, float)):
+        return 0.0
+    seconds = suggested / 1000
+    if not math.isfinite(seconds) or seconds <= 0:
+        return 0.0
+    return min(seconds, MAX_POLL_INTERVAL)
 
 
 @dataclass(frozen=True, slots=True)
