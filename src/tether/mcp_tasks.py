@@ -33,8 +33,10 @@ from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
+    HEADER_MISMATCH,
     INVALID_PARAMS,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     CallToolRequestParams,
@@ -243,6 +245,7 @@ class TasksExtension(Extension):
                    ) -> HandlerResult:
         if not client_declares_tasks(ctx):
             raise missing_capability("tasks/get")
+        _check_name_header(ctx, params.task_id)
         task = await self.backend.get_task(params.task_id)
         if task is None:
             raise unknown_task(params.task_id)
@@ -252,6 +255,7 @@ class TasksExtension(Extension):
                       ) -> HandlerResult:
         if not client_declares_tasks(ctx):
             raise missing_capability("tasks/update")
+        _check_name_header(ctx, params.task_id)
         if not await self.backend.update_task(params.task_id, params.input_responses):
             raise unknown_task(params.task_id)
         return {"resultType": "complete"}
@@ -260,9 +264,27 @@ class TasksExtension(Extension):
                       ) -> HandlerResult:
         if not client_declares_tasks(ctx):
             raise missing_capability("tasks/cancel")
+        _check_name_header(ctx, params.task_id)
         if not await self.backend.cancel_task(params.task_id):
             raise unknown_task(params.task_id)
         return {"resultType": "complete"}
+
+
+def _check_name_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> None:
+    """Over Streamable HTTP, ``Mcp-Name`` carries a task request's ``taskId`` (the
+    routing header, SEP-2243; the three requests' ``name_param``): a header that does
+    not match the body is -32020 (Header Mismatch, HTTP 400), as the SDK answers it
+    for ``tools/call``. (Until 2026-12-06 it was not compared: a request a proxy
+    routed for one task acted on another.) A request without the header (a client of
+    another stack) is served, as before; stdio has no headers."""
+    headers = getattr(ctx.request, "headers", None)
+    sent = headers.get(MCP_NAME_HEADER) if headers is not None else None
+    if sent is None:
+        return
+    if decode_header_value(sent) != task_id:
+        raise MCPError(code=HEADER_MISMATCH,
+                       message=f"{MCP_NAME_HEADER} header does not match the request "
+                               "body's 'taskId' parameter")
 
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})

@@ -826,3 +826,47 @@ async def test_a_published_schema_that_is_no_object_schema_asks_the_generic_one(
         assert done.result is not None
         assert done.result["content"][0]["text"] == "{'value': 'go'}"
     await app.close()
+
+
+async def test_a_task_request_whose_mcp_name_header_names_another_task_is_refused(
+    store_url: str,
+) -> None:
+    """Over Streamable HTTP a request's ``Mcp-Name`` header carries its task id (the
+    extension's routing header, SEP-2243: a proxy or load balancer routes by it), and a
+    server must refuse a header that does not match the body with -32020 (Header
+    Mismatch) and HTTP 400, as the SDK does for ``tools/call``. tasks/get, tasks/update
+    and tasks/cancel ignored the header: a request routed for one task acted on
+    another (a cancel included). Now a header naming another task is refused and
+    nothing changes; the header the SDK client sends is served (and a request without
+    one, from a client of another stack, as before: ``raw_rpc``)."""
+    app = apps.build(store_url)
+    async with serve_http(app) as url, tasks_client(url) as client:
+        created = await client.session.call_tool("ask", {"question": "Name?"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        task_id = created.task_id
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {
+                    "extensions": {"io.modelcontextprotocol/tasks": {}}}}
+        params = {"tasks/get": {"taskId": task_id},
+                  "tasks/update": {"taskId": task_id, "inputResponses": {}},
+                  "tasks/cancel": {"taskId": task_id}}
+        async with httpx.AsyncClient(timeout=30) as http:
+            for method, body in params.items():
+                for name in ("another-task", task_id + "x"):
+                    headers = {"Accept": "application/json, text/event-stream",
+                               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method,
+                               "Mcp-Name": name}
+                    answer = await http.post(url, headers=headers, json={
+                        "jsonrpc": "2.0", "id": 1, "method": method,
+                        "params": {**body, "_meta": meta}})
+                    assert answer.status_code == 400, (method, name, answer.text)
+                    assert '"code":-32020' in answer.text.replace(" ", ""), answer.text
+                    assert "Mcp-Name" in answer.text or "mcp-name" in answer.text
+        run = await app.get_run(task_id)
+        assert run.status != "cancelled" and not run.cancel_requested
+        task = await get_task(client, task_id)  # the SDK client's header: served
+        assert task.task_id == task_id
+        await cancel_task(client, task_id)
+        after = await app.get_run(task_id)
+        assert after.status == "cancelled" or after.cancel_requested
