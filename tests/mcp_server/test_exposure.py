@@ -3,6 +3,7 @@ at the face's construction), and nothing else is exposed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -144,3 +145,32 @@ def test_serve_says_which_tools_its_mcp_face_has(tmp_path: Path, app: str | None
         proc.terminate()
         proc.wait(20)
     assert line in log.read_text(), log.read_text()
+
+
+def test_serve_and_mcp_name_an_app_that_cannot_be_tools_as_such(tmp_path: Path) -> None:
+    """An app whose exposed workflow cannot be a tool (a positional-only parameter):
+    `tether serve --app` said "--root-path: MCP: workflow 'wf' cannot be a tool ...",
+    blaming a flag that was not given. Both commands now say what is wrong, and only
+    that, with the same exit status."""
+    import subprocess
+
+    from tests.web.helpers import ROOT, TETHER, env, free_port
+
+    (tmp_path / "badtools.py").write_text(
+        "import tether\napp = tether.App()\n\n"
+        "@app.workflow(mcp=True)\nasync def wf(a: int, /, b: int = 0) -> int:\n    return a\n")
+    environ = env()
+    environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{environ.get('PYTHONPATH', '')}"
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    codes = []
+    for command in (["serve", "--app", "badtools:app", "--port", str(free_port())],
+                    ["mcp", "badtools:app"]):
+        done = subprocess.run([*TETHER, *command, "--db", db], cwd=ROOT, env=environ,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60)
+        assert done.stderr.strip().splitlines()[-1] == (
+            "tether: error: MCP: workflow 'wf' cannot be a tool: its parameter 'a' is "
+            "positional-only (a tool's arguments are passed by name): drop the '/'"
+        ), (command, done.stderr)
+        codes.append(done.returncode)
+    assert codes == [1, 1]

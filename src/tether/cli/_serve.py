@@ -18,6 +18,7 @@ from tether.cli._common import (
     positive_int,
     store_url,
 )
+from tether.errors import ConfigError
 
 log = logging.getLogger("tether.serve")
 
@@ -149,6 +150,11 @@ async def serve(args: argparse.Namespace) -> int:
                           metrics_interval=DEFAULT_METRICS_INTERVAL
                           if args.metrics_interval is None else args.metrics_interval,
                           opener=opener, root_path=args.root_path, connections=connections)
+    except ConfigError:
+        # (the app's own mistake, e.g. an exposed workflow that cannot be a tool: said
+        # as `tether mcp` says it; until 2026-12-06 it read "--root-path: ...")
+        await app.close()
+        raise
     except ValueError as exc:
         raise CliError(f"--root-path: {exc}", 2) from None
     level = (args.log_level or "info")
