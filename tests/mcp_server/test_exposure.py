@@ -174,3 +174,43 @@ def test_serve_and_mcp_name_an_app_that_cannot_be_tools_as_such(tmp_path: Path) 
         ), (command, done.stderr)
         codes.append(done.returncode)
     assert codes == [1, 1]
+
+
+@pytest.mark.parametrize("options", [
+    {"poll_interval_ms": 0}, {"poll_interval_ms": -1}, {"poll_interval_ms": 1.5},
+    {"poll_interval_ms": "1000"}, {"poll_interval_ms": True},
+    {"ttl_ms": -1}, {"ttl_ms": "x"}, {"ttl_ms": 2.5},
+    {"sync_timeout": 0}, {"sync_timeout": -1}, {"sync_timeout": float("nan")},
+    {"sync_timeout": float("inf")}, {"sync_timeout": "60"},
+])
+def test_face_options_out_of_their_types_are_refused(tmp_path: Path,
+                                                     options: dict[str, Any]) -> None:
+    """``create_mcp_http(app, poll_interval_ms=1.5)`` (or a ``ttl_ms`` that is no
+    whole number of ms, ``sync_timeout=nan``...) was taken: every task call then
+    started its run and answered the opaque "Invalid request parameters" (its
+    CreateTaskResult could not be built), so the client retried and started another.
+    The face refuses such options when it is built, naming the option, as ``tether
+    mcp`` refuses its flags."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def wf(n: int) -> int:
+        return n
+
+    [(name, _)] = options.items()
+    with pytest.raises(ConfigError, match=name):
+        TetherTasks(app, **options)
+    with pytest.raises(ConfigError, match=name):
+        create_mcp_http(app, **options)
+
+
+def test_face_options_in_range_are_taken(tmp_path: Path) -> None:
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def wf(n: int) -> int:
+        return n
+
+    face = TetherTasks(app, poll_interval_ms=1, ttl_ms=0, sync_timeout=0.5)
+    assert (face.poll_interval_ms, face.ttl_ms, face.sync_timeout) == (1, 0, 0.5)
+    assert TetherTasks(app, ttl_ms=None).ttl_ms is None

@@ -15,6 +15,7 @@ import importlib.metadata
 import inspect
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -136,6 +137,23 @@ class TetherTasks:
     def __init__(self, app: App, *, expose: Iterable[Callable[..., Any] | str] = (),
                  poll_interval_ms: int = 1000, ttl_ms: int | None = None,
                  sync_timeout: float = 60.0) -> None:
+        # Checked here, as `tether mcp` checks its flags: a value out of its type (a
+        # poll_interval_ms of 1.5, a ttl_ms of "x") was taken, and every task call then
+        # started its run and answered "Invalid request parameters" (its
+        # CreateTaskResult could not be built): the client, told nothing started,
+        # called again and started another.
+        if (isinstance(poll_interval_ms, bool) or not isinstance(poll_interval_ms, int)
+                or poll_interval_ms < 1):
+            raise ConfigError(f"poll_interval_ms must be a whole number of ms, at least 1, "
+                              f"not {poll_interval_ms!r}")
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int)
+                                   or ttl_ms < 0):
+            raise ConfigError(f"ttl_ms must be None or a whole number of ms, at least 0, "
+                              f"not {ttl_ms!r}")
+        if (isinstance(sync_timeout, bool) or not isinstance(sync_timeout, (int, float))
+                or not math.isfinite(sync_timeout) or sync_timeout <= 0):
+            raise ConfigError(f"sync_timeout must be a finite number of seconds above 0, "
+                              f"not {sync_timeout!r}")
         self.app = app
         self.poll_interval_ms = poll_interval_ms
         self.ttl_ms = ttl_ms
