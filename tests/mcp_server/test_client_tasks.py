@@ -6,6 +6,7 @@ cancels the remote task."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -181,3 +182,38 @@ async def test_a_remote_poll_interval_out_of_reason_does_not_fail_the_run(
     assert [ln[:2] for ln in log_lines(remote_log) if ln[0] == "call"] == [["call", "long_job"]]
     # (the timer's due time is its started time plus the interval, an hour at most)
     assert timer["result"] - timer["started_at"] == pytest.approx(3600.0)
+
+
+@pytest.mark.slow
+async def test_a_remote_server_gone_past_the_calls_retries_does_not_fail_the_run(
+        store_url: str, remote_log: Path) -> None:
+    """Following a remote task the server already started retries its transport
+    failures without end by default (``DEFAULT_MCP_TASK_RETRY``). With the calls' 6
+    attempts (``DEFAULT_MCP_RETRY``) a server unreachable for ~16 s failed the run, and
+    its task went on over there, its work lost to this run. Here the server stays gone
+    past a 7th attempt of the poll and the run is still retrying, not failed."""
+    remote_server = contextlib.AsyncExitStack()
+    url = await remote_server.enter_async_context(serve_remote(poll_interval_ms=100))
+    try:
+        app, remote = client_apps.build(store_url, remote_url=url, poll_floor=0.1)
+        async with app, remote, app.worker():
+            handle = await app.start("use_remote", "long_job", {"seconds": 600})
+
+            async def polled() -> bool:
+                return any(ln[0] == "get" for ln in log_lines(remote_log))
+
+            await wait_until(polled)
+            await remote_server.aclose()  # the remote server is gone, its task with it
+
+            async def seventh_failure() -> bool:
+                run = await app.get_run(handle.run_id)
+                assert run.status not in ("failed", "completed"), run.error
+                entry = next((e for e in run.journal if e["name"] == "mcp:remote.get_task"
+                              and e["status"] == "pending"), None)
+                return entry is not None and entry["attempts"] >= 7
+
+            # (0.5 s doubling: the 7th attempt fails ~32 s after the first)
+            await wait_until(seventh_failure, timeout=90)
+            await app.cancel(handle.run_id)
+    finally:
+        await remote_server.aclose()

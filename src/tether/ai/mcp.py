@@ -78,6 +78,8 @@ if TYPE_CHECKING:
     from mcp import Client
 
 __all__ = [
+    "DEFAULT_MCP_RETRY",
+    "DEFAULT_MCP_TASK_RETRY",
     "IDEMPOTENCY_META_KEY",
     "MAX_POLL_INTERVAL",
     "MCP_INPUT_SIGNAL",
@@ -110,6 +112,13 @@ MCP_INPUT_SIGNAL = "mcp_input"
 #: Retries of the MCP steps: transport failures, on a fresh connection each time.
 DEFAULT_MCP_RETRY = RetryPolicy(initial_interval=0.5, backoff=2.0, max_interval=30.0,
                                 max_attempts=6)
+#: Retries of the steps that follow a remote task the server has already started
+#: (``get_task``, ``update_task``, ``cancel_task``): without end, backing off to a minute,
+#: as a provider's outage is for an LLM call. The task goes on over there while its
+#: server is unreachable; with ``DEFAULT_MCP_RETRY`` an outage of ~16 s failed the run
+#: and left the remote task running, its work lost to this run.
+DEFAULT_MCP_TASK_RETRY = RetryPolicy(initial_interval=0.5, backoff=2.0, max_interval=60.0,
+                                     max_attempts=None)
 
 
 class MCPUnavailable(TetherError):
@@ -773,7 +782,9 @@ class MCPToolset:
         requires_approval: ``True`` for every tool, or the names that need approval.
         tool_name_prefix: prepended to each tool's name as the model sees it (to keep
             two servers' tools apart); the server is called with the original name.
-        retry: the steps' retry policy (transport failures).
+        retry: the steps' retry policy (transport failures). Default:
+            ``DEFAULT_MCP_RETRY`` (6 attempts) for the calls, and ``DEFAULT_MCP_TASK_RETRY``
+            (without end) for following a remote task the server started.
         poll_floor: the least seconds between two polls of a remote task. Keep it
             above the worker's ``sticky_wait`` (2 s by default) so the run is released
             between polls and holds no worker.
@@ -793,6 +804,7 @@ class MCPToolset:
         self.list_tools_step = f"{prefix}:{server.id}.list_tools"
         self.call_tool_step = f"{prefix}:{server.id}.call_tool"
         policy = retry or DEFAULT_MCP_RETRY
+        task_policy = retry or DEFAULT_MCP_TASK_RETRY
 
         async def list_tools() -> list[MCPToolInfo]:
             return await server.list_tools()
@@ -867,11 +879,11 @@ class MCPToolset:
                 await server.cancel_task(task_id)
 
         self._get_task: Callable[[str], Awaitable[dict[str, Any]]] = app.step(
-            name=f"{prefix}:{server.id}.get_task", retry=policy)(get_task)
+            name=f"{prefix}:{server.id}.get_task", retry=task_policy)(get_task)
         self._update_task: Callable[[str, dict[str, Any]], Awaitable[None]] = app.step(
-            name=f"{prefix}:{server.id}.update_task", retry=policy)(update_task)
+            name=f"{prefix}:{server.id}.update_task", retry=task_policy)(update_task)
         self._cancel_task: Callable[[str], Awaitable[None]] = app.step(
-            name=f"{prefix}:{server.id}.cancel_task", retry=policy)(cancel_task)
+            name=f"{prefix}:{server.id}.cancel_task", retry=task_policy)(cancel_task)
 
     def __repr__(self) -> str:
         return f"MCPToolset({self.server.id!r})"
