@@ -254,7 +254,7 @@ def _field(text: str, low: int, high: int, what: str) -> frozenset[int]:
         step = 1
         if "/" in part:
             part, step_text = part.split("/", 1)
-            if not step_text.isdigit() or int(step_text) < 1:
+            if not _digits(step_text) or int(step_text) < 1:
                 raise ValueError(f"bad step {step_text!r} in the {what} field")
             step = int(step_text)
         if part == "*":
@@ -278,9 +278,15 @@ def _value(text: str, what: str) -> int:
     key = text.lower()
     if key in _NAMES:
         return _NAMES[key]
-    if not text.isdigit():
+    if not _digits(text):
         raise ValueError(f"{text!r} is not a number in the {what} field")
     return int(text)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes other scripts' digits (``٣``, which
+    ``int`` reads as 3) and superscripts (``²``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -362,3 +362,18 @@ async def test_a_manual_trigger_runs_under_the_schedules_code_version(sqlite_url
         run_id = await trigger_schedule(client, client.store, s, client.clock.now())
         run = await client.store.run_get(run_id)
     assert run is not None and run.version == "v1"
+
+
+def test_a_cron_field_takes_ascii_digits_only() -> None:
+    """``str.isdigit`` let other scripts' digits through: ``٣ * * * *`` (an Arabic-Indic
+    three) ticked at minute 3, and ``² * * * *`` failed with Python's own "invalid
+    literal for int()" message; both are now refused as not a number, as cron does."""
+    app = App("sqlite:///unused.db")
+
+    @app.workflow
+    async def job() -> None: ...
+
+    for cron in ("٣ * * * *", "*/٣ * * * *", "1-٣ * * * *", "² * * * *", "*/² * * * *"):
+        with pytest.raises(tether.ConfigError, match=r"is not a number|bad step"):
+            app.schedule(job, cron=cron)
+    assert app._schedules == {}
