@@ -349,7 +349,9 @@ class App:
 
         Raises:
             ConfigError: a bad cron expression (one that could never tick included), time
-                zone or option.
+                zone or option, or a malformed ``{"args", "kwargs"}`` input (by
+                ``App.fork``'s rule: ``"args"`` a list or tuple, ``"kwargs"`` a dict, no
+                other key).
             NotSerializable, PayloadTooLarge: an ``input`` the store could not hold.
         """
         from tether._lifecycle import make_spec
@@ -357,6 +359,9 @@ class App:
         def add(fn: Callable[..., Any], cron_text: str) -> None:
             wdef = self._workflow_def(fn)
             if isinstance(input, dict) and "args" in input:
+                # (as App.fork checks it: "args" as a string was split into characters,
+                # a misspelt key dropped, a "kwargs" that is no dict a bare TypeError)
+                _check_args_form(input)
                 args, kwargs = tuple(input["args"]), dict(input.get("kwargs") or {})
             elif input is None:
                 args, kwargs = (), {}

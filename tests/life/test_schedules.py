@@ -364,6 +364,26 @@ async def test_a_manual_trigger_runs_under_the_schedules_code_version(sqlite_url
     assert run is not None and run.version == "v1"
 
 
+def test_a_malformed_args_form_input_is_refused_as_app_fork_refuses_it() -> None:
+    """``input={"args": "ab"}`` was split into characters (each tick's run called
+    ``job("a", "b")``), a misspelt ``"kwarg"`` key was dropped without a word, and a
+    ``"kwargs"`` that is no dict raised a bare TypeError or ValueError: app.schedule now
+    checks the ``{"args", "kwargs"}`` form by App.fork's rule (ConfigError)."""
+    app = App("sqlite:///unused.db")
+
+    @app.workflow
+    async def job(*args: object, **kwargs: object) -> None: ...
+
+    for bad in ({"args": "ab"}, {"args": {"a": 1}}, {"args": [1], "kwarg": {"x": 1}},
+                {"args": [1], "kwargs": [1, 2]}, {"args": [1], "kwargs": "ab"}):
+        with pytest.raises(tether.ConfigError, match="input"):
+            app.schedule(job, cron="* * * * *", input=bad)
+    assert app._schedules == {}
+    app.schedule(job, cron="* * * * *", input={"args": ("a", "b"), "kwargs": {"k": 1}})
+    assert app._schedules["job"].args == ("a", "b")
+    assert app._schedules["job"].kwargs == {"k": 1}
+
+
 def test_a_cron_field_takes_ascii_digits_only() -> None:
     """``str.isdigit`` let other scripts' digits through: ``٣ * * * *`` (an Arabic-Indic
     three) ticked at minute 3, and ``² * * * *`` failed with Python's own "invalid
