@@ -389,3 +389,35 @@ async def test_migrate_runs_refuses_an_empty_version(store_url: str) -> None:
         one_line_error(out, f"{flag} ", "a version is a non-empty name", code=2)
     async with App(store_url) as reader:
         assert (await reader.get_run("m-1")).version == "v1"
+
+
+async def test_purge_status_repeated_purges_each_status_named(store_url: str) -> None:
+    """``--status completed --status failed`` (repeated, as ``--workflow`` is) purged
+    only the failed run: argparse kept the last value and dropped the others without a
+    word. Each ``--status`` now adds its statuses, as a comma list does."""
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(max_attempts=1))
+    async def work(x: int) -> int:
+        if x < 0:
+            raise RuntimeError("boom")
+        return x
+
+    @app.workflow
+    async def job(x: int) -> int:
+        return await work(x)
+
+    async with app, app.worker():
+        await app.start(job, 1, run_id="s-ok")
+        await app.start(job, -1, run_id="s-bad")
+        await app.start(job, 2, run_id="s-kept")
+        assert await app.handle("s-ok").result(timeout=20) == 1
+        assert await app.handle("s-kept").result(timeout=20) == 2
+        with pytest.raises(Exception, match="boom"):
+            await app.handle("s-bad").result(timeout=20)
+    out = cli("purge", "--older-than", "0s", "--status", "failed", "--status", "completed",
+              "--workflow", "job", "--json", db=store_url)
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["run_ids"]) == ["s-bad", "s-kept", "s-ok"], out
+    one_line_error(cli("purge", "--older-than", "0s", "--status", "failed", "--status",
+                       "running", db=store_url), "ended runs only", code=2)

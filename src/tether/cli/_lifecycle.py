@@ -109,8 +109,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "archived_entries, attempts, signals, payloads, blobs} and run_ids.")
     p.add_argument("--older-than", required=True, metavar="DURATION",
                    help="e.g. 90s, 15m, 12h, 30d, 2w")
-    p.add_argument("--status", metavar="S[,S]",
-                   help="statuses to purge (default: completed,failed,cancelled)")
+    p.add_argument("--status", metavar="S[,S]", action="append",
+                   help="statuses to purge (default: completed,failed,cancelled; repeat "
+                   "for several, as a comma list does)")
     p.add_argument("--workflow", action="append", metavar="NAME", dest="workflows",
                    help="purge only the runs of this workflow (repeat for several; "
                    "default: every workflow's)")
@@ -266,7 +267,11 @@ async def migrate_runs(args: argparse.Namespace) -> int:
 async def purge(args: argparse.Namespace) -> int:
     try:
         older = parse_duration(args.older_than, "--older-than")
-        statuses = parse_statuses(args.status)
+        # (repeated, each adds its statuses: argparse kept the last one alone, and
+        # `--status completed --status failed` purged the failed runs only)
+        statuses = (parse_statuses(None) if args.status is None
+                    else list(dict.fromkeys(s for text in args.status
+                                            for s in parse_statuses(text))))
         workflows: list[str] | None = None
         if args.workflows is not None:
             workflows = [check_name("--workflow", w, new=False) for w in args.workflows]
