@@ -421,3 +421,20 @@ async def test_purge_status_repeated_purges_each_status_named(store_url: str) ->
     assert sorted(json.loads(out.stdout)["run_ids"]) == ["s-bad", "s-kept", "s-ok"], out
     one_line_error(cli("purge", "--older-than", "0s", "--status", "failed", "--status",
                        "running", db=store_url), "ended runs only", code=2)
+
+
+def test_show_of_a_fork_at_position_0_says_nothing_was_copied(store_url: str) -> None:
+    """A fork at position 0 copies no entry; ``tether show`` said "(positions 0..-1
+    copied from it)", in a pipe and on a terminal. It now says nothing was copied; a
+    fork at 1 still names the positions it copied."""
+    from tests.cli.test_fit import on_terminal
+
+    assert cli("start", "later", "--id", "z-1", db=store_url).returncode == 0
+    assert cli("fork", "z-1", "--at", "0", "--id", "z-2", db=store_url).returncode == 0
+    piped = cli("show", "z-2", db=store_url)
+    assert piped.returncode == 0, piped.stderr
+    assert "forked from run z-1 at position 0 (nothing copied from it)\n" in piped.stdout, \
+        piped.stdout
+    shown = on_terminal("show", "z-2", db=store_url, columns=100)
+    assert "0..-1" not in shown and "(nothing copied from it)" in shown, shown
+    assert "0..-1" not in cli("show", "z-2", "--wide", db=store_url).stdout

@@ -173,6 +173,14 @@ def parent_text(info: RunInfo, parent_gone: bool) -> str | None:
                                        else ""))
 
 
+def fork_cut(info: RunInfo) -> str:
+    """Where a fork was cut and what it copied: ``at position 3 (positions 0..2 copied
+    from it)``; at 0 nothing was (it said "positions 0..-1")."""
+    at = info.forked_at or 0
+    copied = f"positions 0..{at - 1} copied from it" if at else "nothing copied from it"
+    return f"at position {at} ({copied})"
+
+
 def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,
                  parent_gone: bool = False) -> None:
     parent = parent_text(info, parent_gone)
@@ -181,8 +189,7 @@ def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,
     if info.version:
         w(f"version: {safe(info.version)}\n")
     if info.forked_from:
-        w(f"forked from run {safe(info.forked_from)} at position {info.forked_at} (positions "
-          f"0..{(info.forked_at or 0) - 1} copied from it)\n")
+        w(f"forked from run {safe(info.forked_from)} {fork_cut(info)}\n")
     if info.erased_at:
         w(f"payloads erased {fmt_time(info.erased_at)}\n")
     for g in info.history:

@@ -22,6 +22,7 @@ from tether.cli._lifecycle_show import (
     attempts_worth_a_look,
     child_id,
     error_summary,
+    fork_cut,
     llm_cell,
     llm_summary,
     no_operations_note,
@@ -246,8 +247,7 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
     if info.version:
         lines.append(cut_end(f"version: {_line(info.version)}", width))
     if info.forked_from:
-        lines += wrap(f"{_line(info.forked_from)} at position {info.forked_at} (positions "
-                      f"0..{(info.forked_at or 0) - 1} copied from it)", width,
+        lines += wrap(f"{_line(info.forked_from)} {fork_cut(info)}", width,
                       "forked from run ")
     if info.erased_at:
         lines.append(f"payloads erased {fmt_time(info.erased_at)}")
