@@ -139,7 +139,8 @@ class App:
 
     Raises:
         ConfigError: an unknown store option (the message lists the store's), store
-            options together with ``store``, or a bad ``max_payload``, ``version`` or
+            options together with ``store``, or a bad ``max_payload``, ``version`` (not
+            a string, empty, or holding control characters: ``InvalidName``) or
             ``retention``.
     """
 
@@ -177,6 +178,11 @@ class App:
         self._host = WorkerHost(self)
         if version is not None and (not isinstance(version, str) or not version.strip()):
             raise ConfigError(f"version must be a non-empty string, not {version!r}")
+        if version is not None:
+            # A name like an id: with control characters it rewrote a terminal when
+            # printed, and a NUL failed every start on PostgreSQL (a StoreError). Not
+            # held to the ids' length (new=False): longer ones were taken before.
+            check_name("version", version, new=False)
         self.version: str | None = version
         from tether._lifecycle import Retention, parse_retention
 

@@ -438,3 +438,25 @@ def test_show_of_a_fork_at_position_0_says_nothing_was_copied(store_url: str) ->
     shown = on_terminal("show", "z-2", db=store_url, columns=100)
     assert "0..-1" not in shown and "(nothing copied from it)" in shown, shown
     assert "0..-1" not in cli("show", "z-2", "--wide", db=store_url).stdout
+
+
+async def test_a_version_with_control_characters_is_refused(store_url: str) -> None:
+    """``App(version="v\\x00")`` was accepted: on PostgreSQL every start then failed with
+    a StoreError (text cannot hold NUL), and on SQLite the version was stored and printed
+    as it was; ``migrate-runs --to`` took one too. A version is a name: control
+    characters are refused where it is given (``ConfigError``, exit 2), as in ids."""
+    for bad in ("v\x00", "v\n2", "v\x1b[2J"):
+        with pytest.raises(tether.ConfigError, match=r"version.*control characters"):
+            App(store_url, version=bad)
+    app = App(store_url, version="v1")
+
+    @app.workflow
+    async def held() -> None:
+        await tether.wait_for_signal("go")
+
+    async with app:
+        await app.start(held, run_id="vc-1")
+    out = cli("migrate-runs", "--from", "v1", "--to", "v\n2", "--no-check", db=store_url)
+    one_line_error(out, "--to", "control characters", code=2)
+    async with App(store_url) as reader:
+        assert (await reader.get_run("vc-1")).version == "v1"

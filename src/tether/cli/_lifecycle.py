@@ -218,6 +218,11 @@ async def migrate_runs(args: argparse.Namespace) -> int:
             # version none can have; runs of none need no move, every worker claims them)
             raise CliError(f"{flag} {version!r}: a version is a non-empty name, as "
                            "App(version=...) takes it", 2)
+    try:
+        # (a version the new workers could not have: App(version=) refuses it)
+        check_name("--to", args.to_version, new=False)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
     if args.from_version == args.to_version:
         raise CliError("--from and --to name the same version", 2)
     if not args.app and not args.no_check:
