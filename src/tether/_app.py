@@ -234,8 +234,10 @@ class App:
         if timeout is not None:
             if isinstance(timeout, dt.timedelta):
                 timeout = timeout.total_seconds()
+            # (not NaN: it passed `<= 0`, as every comparison with it is false, and
+            # asyncio.timeout got a deadline of NaN, which bounded nothing)
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                    or timeout <= 0:
+                    or timeout != timeout or timeout <= 0:
                 raise ConfigError(f"step timeout must be a number of seconds > 0, "
                                   f"not {timeout!r}")
             limit = float(timeout)

@@ -4,6 +4,7 @@ what succeeded; a fork copies a journal up to a position and runs on from there.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 import pytest
@@ -258,6 +259,16 @@ async def test_step_timeout_fails_the_attempt_and_retries(store_url: str) -> Non
         assert info.attempts[0]["error"]["type"].endswith("StepTimeout")
     with pytest.raises(tether.ConfigError):
         app.step(timeout=0)(lambda: None)
+
+
+def test_a_nan_step_timeout_is_refused() -> None:
+    """``timeout=float("nan")`` passed the ``> 0`` check (every comparison with NaN is
+    false) and went to ``asyncio.timeout`` as a deadline of NaN, a timer the event loop
+    cannot order: the step ran with no bound. It is refused as any other bad timeout."""
+    app = App("sqlite:///unused.db")
+    with pytest.raises(tether.ConfigError, match="step timeout must be"):
+        app.step(timeout=float("nan"))(lambda: None)
+    app.step(timeout=dt.timedelta(seconds=2), name="ok")(lambda: None)
 
 
 async def test_cancel_interrupts_a_running_async_step(store_url: str) -> None:
