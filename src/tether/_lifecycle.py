@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tether._codec import SLOT_INPUT
-from tether._replay import Continue, current_run
+from tether._replay import Continue, current_run, current_step
 from tether._types import RunRecord, RunStatus, check_name
 from tether.errors import ConfigError, OutsideRun
 from tether.store._lifecycle import ScheduleRecord
@@ -217,11 +217,16 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     ``tether show`` shows every generation as one history.
 
     Raises:
-        TetherError: called outside a workflow.
+        OutsideRun: called outside a workflow, or in a step's body (where the step's
+            attempt fails with it, as with every other operation of the run).
     """
     ctx = current_run.get()
     if ctx is None:
         raise OutsideRun("tether.continue_as_new()")
+    if current_step.get() is not None:
+        # (it passed through the step, whose outcome was never journaled, and continued
+        # the run as new with the step's arguments for its workflow)
+        raise OutsideRun("tether.continue_as_new()", "a workflow's own code (not in a step)")
     ctx.check_running()
     payload: dict[str, Any] = {"args": list(args)}
     if kwargs:

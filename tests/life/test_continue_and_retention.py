@@ -91,6 +91,36 @@ async def test_continue_as_new_outside_a_workflow_is_an_error() -> None:
         tether.continue_as_new(1)
 
 
+async def test_continue_as_new_in_a_step_fails_the_step_not_the_journal(
+        store_url: str) -> None:
+    """Called in a step's body, ``continue_as_new`` passed through the step (its outcome
+    never journaled) and continued the run as new, as the workflow's own call does: the
+    next generation called ``job`` with the step's arguments (a TypeError here), and a
+    step whose call was meant for its workflow ran again in each generation. As every
+    other operation of the run (``tether.sleep``...), it is refused there now: the
+    step's attempt fails with ``OutsideRun`` under its retry policy, and the run stays
+    in its generation."""
+    app = App(store_url)
+
+    @app.step(retry=tether.RetryPolicy(max_attempts=1))
+    async def decide() -> None:
+        tether.continue_as_new("again")
+
+    @app.workflow
+    async def job() -> None:
+        await decide()
+
+    async with app, app.worker():
+        h = await app.start(job, run_id="cs-1")
+        with pytest.raises(tether.RunFailed, match="OutsideRun"):
+            await h.result(timeout=20)
+        info = await app.get_run("cs-1")
+        assert info.generation == 0 and info.history == [], info
+        assert [(e["kind"], e["name"], e["status"]) for e in info.journal] == [
+            ("step", "decide", "error")], info.journal
+        assert "not in a step" in info.journal[0]["error"]["message"], info.journal[0]
+
+
 async def test_purge_and_erase_leave_the_store_consistent(store_url: str) -> None:
     app = App(store_url)
 
