@@ -460,3 +460,29 @@ async def test_a_version_with_control_characters_is_refused(store_url: str) -> N
     one_line_error(out, "--to", "control characters", code=2)
     async with App(store_url) as reader:
         assert (await reader.get_run("vc-1")).version == "v1"
+
+
+async def test_runs_json_and_the_api_list_say_each_runs_version(store_url: str) -> None:
+    """``tether versions`` counts the runs left on a version, but no listing said which
+    they were: ``tether runs --json`` and ``GET /api/v1/runs`` gave no ``version`` (only
+    ``tether show`` of each run did), so an operator could not find the v1 runs that
+    keep the old workers up. Both give it now (null for a run of no version)."""
+    from tether.serve._api import run_summary
+
+    for version, run_id in (("v1", "rv-1"), (None, "rv-none")):
+        app = App(store_url, version=version)
+
+        @app.workflow
+        async def held() -> None:
+            await tether.wait_for_signal("go")
+
+        async with app:
+            await app.start(held, run_id=run_id)
+    out = cli("runs", "--json", db=store_url)
+    assert out.returncode == 0, out.stderr
+    listed = {r["run_id"]: r.get("version", "missing") for r in json.loads(out.stdout)}
+    assert listed == {"rv-1": "v1", "rv-none": None}, listed
+    async with App(store_url) as reader:
+        found = await reader.store.run_search(limit=10)
+    assert {r.run_id: run_summary(r)["version"] for r in found} == {
+        "rv-1": "v1", "rv-none": None}

@@ -219,7 +219,7 @@ async def runs(args: argparse.Namespace) -> int:
         # The fields GET /api/v1/runs gives each run (before 2026-12-06 the CLI left out
         # metrics and a fork's origin).
         print(dumps([{**run_dict(r), "metrics": r.metrics, "forked_from": r.forked_from,
-                      "forked_at": r.forked_at} for r in found]))
+                      "forked_at": r.forked_at, "version": r.version} for r in found]))
         return 0
     if not found:
         print("no runs")

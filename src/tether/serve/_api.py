@@ -365,6 +365,9 @@ def run_summary(r: Any) -> dict[str, Any]:
         "cancel_requested": cancel_pending(r),
         # (a fork's origin, as the run's document has it: null for a run that is no fork)
         "forked_from": r.forked_from, "forked_at": r.forked_at,
+        # (the code version it runs under, null for none: which runs keep a version's
+        # workers up, where `tether versions` only counts them)
+        "version": r.version,
     }
 
 

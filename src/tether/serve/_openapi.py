@@ -145,7 +145,11 @@ def document(root_path: str = "") -> dict[str, Any]:
                                    "forked_at": {
                                        "type": "integer", "nullable": True,
                                        "description": "the position the fork was cut "
-                                                      "at (listRuns)"}}},
+                                                      "at (listRuns)"},
+                                   "version": {
+                                       **_OPTIONAL_TEXT, "description": (
+                                           "the code version it runs under, null for "
+                                           "none (listRuns)")}}},
                 "UnreadablePayload": {
                     "type": "object", "required": ["unreadable_payload"],
                     "description": "In place of a payload this server cannot decrypt (its "
