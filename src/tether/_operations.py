@@ -16,6 +16,7 @@ import functools
 import inspect
 import math
 import random as _random
+import threading
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -503,6 +504,31 @@ async def _take_rate(ctx: RunContext, sdef: StepDef) -> None:
         raise Postpone(wait, f"rate limit {rl.key!r}")
 
 
+#: Plain-def steps whose function is running in a thread now (``busy_step_threads``).
+_threads_busy = 0
+_threads_busy_lock = threading.Lock()
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A plain-def step's function in its executor thread, counted while it runs."""
+    global _threads_busy
+    with _threads_busy_lock:
+        _threads_busy += 1
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        with _threads_busy_lock:
+            _threads_busy -= 1
+
+
+def busy_step_threads() -> int:
+    """How many plain-def steps' functions are running in threads of this process: what
+    keeps ``tether worker`` from exiting past its grace period. (An executor's thread
+    that has returned its step is idle, not busy: counting live threads took one that
+    had just returned, not yet woken by the executor's shutdown, for a stuck step.)"""
+    return _threads_busy
+
+
 async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[Any, ...],
                   kwargs: dict[str, Any], task: asyncio.Task[Any] | None) -> Any:
     """One attempt of the step, with ``current_step`` set.
@@ -518,7 +544,7 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
         if not sdef.is_async:
             context = contextvars.copy_context()
             loop = asyncio.get_running_loop()
-            call = functools.partial(context.run, sdef.fn, *args, **kwargs)
+            call = functools.partial(context.run, _in_thread, sdef.fn, *args, **kwargs)
             inner = loop.run_in_executor(ctx.executor, call)
             ctx._step_tasks.add(inner)
             try:

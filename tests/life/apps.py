@@ -77,6 +77,20 @@ def hang() -> None:
     time.sleep(600)
 
 
+@app.step
+def doze(seconds: float) -> str:
+    """A plain-def step (run in the executor's thread) that returns after ``seconds``."""
+    side("doze start")
+    time.sleep(seconds)
+    side("doze end")
+    return "dozed"
+
+
+@app.workflow
+async def dozing(seconds: float) -> list[str]:
+    return [await doze(seconds), await quick()]
+
+
 @app.workflow
 async def hung() -> None:
     await hang()

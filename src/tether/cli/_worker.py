@@ -8,9 +8,9 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 from typing import Any
 
+from tether._operations import busy_step_threads
 from tether.cli._common import load_app, non_negative_float, positive_float, positive_int
 
 log = logging.getLogger("tether.cli")
@@ -91,13 +91,15 @@ async def run(args: argparse.Namespace) -> int:
                   "their runs were handed back, and those steps run again elsewhere",
                   "a second stop signal" if abandon.is_set()
                   else f"the grace period of {args.grace:g} s ran out")
-    stuck = [t for t in threading.enumerate() if t.name.startswith("tether-step")
-             and t.is_alive()]
+    # Steps still running in threads, not the executor's live threads: one whose step
+    # had just returned, not yet woken by the executor's shutdown, counted as stuck, and
+    # a clean drain said "1 step threads still running after the grace period".
+    stuck = busy_step_threads()
     if stuck:
         # A plain-def step that never returns must not keep the process alive (the
         # executor's threads are joined at exit): its run was handed back already.
         log.warning("%d step threads still running after %s; exiting without waiting "
-                    "for them", len(stuck), "a second stop signal" if abandon.is_set()
+                    "for them", stuck, "a second stop signal" if abandon.is_set()
                     else "the grace period")
         logging.shutdown()
         os._exit(code)
