@@ -31,6 +31,7 @@ from tether._definitions import StepDef, WorkflowDef, param_annotations, return_
 from tether._operations import run_step, run_sync_step
 from tether._replay import INHERIT_KEY, current_run, current_step, inherited_of
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
+from tether._show import opened_events
 from tether._types import MAX_NAME, JournalEntry, RunInfo, RunRecord, RunStatus, check_name
 from tether._waiters import ResultWaiters
 from tether.errors import (
@@ -1050,7 +1051,8 @@ class App:
         store = await self._open()
         if await store.run_get(run_id) is None:
             raise RunNotFound(run_id)
-        async for event in store.run_events(run_id):
+        async for event in opened_events(self.codec.for_run(run_id),
+                                         store.run_events(run_id)):
             yield event
 
     def add_agent(self, agent: A, *, mcp: bool | str = False) -> A:

@@ -316,6 +316,34 @@ class Codec:
             return value
         return restore(value, annotation)
 
+    def encode_event(self, text: str) -> str:
+        """A live event's JSON text as the store keeps it (``run_publish``): through the
+        hook, in the run's live-status slot, when there is one. A streamed model answer
+        is a payload like the journaled reply it becomes."""
+        return text if self.hook is None else self._hook_encode(text, SLOT_STATUS)
+
+    def decode_event(self, text: str) -> str:
+        """``encode_event``'s text back as JSON text. An event stored in clear (the
+        engine's own, which name a signal and carry no payload, or one published by a
+        process without the hook) is returned as it is.
+
+        Raises:
+            PayloadError: the hook cannot decode it (a key this process lacks).
+        """
+        if self.hook is None:
+            return text
+        try:
+            return self._hook_decode(text, SLOT_STATUS)
+        except Exception:
+            if text.startswith("{"):
+                try:
+                    json.loads(text)
+                except ValueError:
+                    pass
+                else:
+                    return text
+            raise
+
     def decode_encoded(self, value: object, text: str, annotation: Any = None) -> Any:
         """``decode(text, annotation)`` where ``text`` is ``encode(value)`` just made:
         what replay will return. A JSON scalar (``None``, ``str``, ``int``, ``float``,

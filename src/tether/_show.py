@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_SIGNAL
+from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_SIGNAL, Codec
 from tether._types import EntryStatus, RunInfo, RunStatus
 from tether.encryption import _sealed_key_id
 from tether.errors import PayloadError
@@ -137,6 +138,25 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
         "cancel_requested": info.cancel_requested,
         **lifecycle_dict(info),
     }
+
+
+async def opened_events(codec: Codec, events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """A run's live events as JSON texts: each decoded by ``codec`` (``decode_event``),
+    or, where it cannot be, ``unreadable_payload``'s marker in its place."""
+    async for text in events:
+        yield opened_event(codec, text)
+
+
+def opened_event(codec: Codec, text: str) -> str:
+    """One live event's JSON text (see ``opened_events``)."""
+    try:
+        opened = codec.decode_event(text)
+    except Exception as exc:
+        return json.dumps(unreadable_payload(text, exc))
+    key_id = None if codec.hook is not None else _sealed_key_id(opened)
+    if key_id is not None:  # encrypted, and this process has no hook at all
+        return json.dumps({"unreadable_payload": True, "key_id": key_id})
+    return opened
 
 
 def unreadable_payload(text: str, error: Exception) -> Any:

@@ -42,6 +42,7 @@ from tether._replay import RunContext, StepInfo
 from tether._replay import current_run as _current_run
 from tether._replay import current_step as _current_step
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
+from tether._show import opened_events
 from tether._types import RunRecord
 from tether._types import check_name as _check_name
 from tether.errors import ConfigError, OutsideRun
@@ -255,7 +256,8 @@ class Run:
         first ``__anext__``, which then waits for an event): every event published
         after that is delivered. What came before it is not: read the store after
         ``ready`` (``signal_pending``) to learn of that."""
-        return self._ctx.store.run_events(self._ctx.run_id, ready=ready)
+        return opened_events(self._ctx.codec,
+                             self._ctx.store.run_events(self._ctx.run_id, ready=ready))
 
     async def signal_pending(self, name: str) -> bool:
         """Whether a signal ``name`` sent to this run waits, not yet taken by a
@@ -271,12 +273,16 @@ class Run:
     async def publish(self, event: Mapping[str, Any]) -> None:
         """Send a live event (a JSON object) to the run's observers (``App.events``,
         ``tether serve``'s streams). Not replayed; kept in the run's event log so
-        ``tether serve``'s streams can resume after a reconnect.
+        ``tether serve``'s streams can resume after a reconnect, through the app's
+        payload hook (encrypted with ``AesGcm``) like the run's payloads.
 
         Raises:
             StoreError: the event could not be sent (callers usually log and go on).
         """
-        await self._ctx.store.run_publish(run_id=self._ctx.run_id, data=json.dumps(event))
+        # Through the app's payload hook: what a run publishes (a streamed model answer)
+        # is kept in the store's event log, and is as private as the reply it becomes.
+        await self._ctx.store.run_publish(
+            run_id=self._ctx.run_id, data=self._ctx.codec.encode_event(json.dumps(event)))
 
 
 def current_run() -> Run | None:

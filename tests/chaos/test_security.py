@@ -6,6 +6,8 @@ wrong key fails closed; a redaction hook removes the API key before it is journa
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import sys
@@ -16,7 +18,7 @@ import pytest
 import tether
 from tests import forked
 from tether import App, PayloadError
-from tether.encryption import AesGcm, PayloadDecryptError, Redact
+from tether.encryption import AesGcm, PayloadContext, PayloadDecryptError, Redact
 
 API_KEY = "sk-canary-5f3a9c1e7b2d4680"
 PERSON = "Ada Canary-Lovelace, born 1815-12-10, card 4111 1111 1111 1111"
@@ -151,3 +153,86 @@ def test_bad_keys_are_refused_with_a_clear_error(monkeypatch: pytest.MonkeyPatch
         AesGcm.from_env()
     monkeypatch.setenv("TETHER_PAYLOAD_KEYS", f"k1:{b64[0]},k1:{b64[0]}")  # the same key
     assert AesGcm.from_env().active == "k1"
+
+
+STREAMED = "streamed-canary-4d2e8f"
+
+
+def stored_events(url: str) -> list[str]:
+    """Every live event's stored text, read from the store with a plain client."""
+    if url.startswith("sqlite:///"):
+        import apsw
+
+        conn = apsw.Connection(url.removeprefix("sqlite://"), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            return [d for (d,) in conn.execute("SELECT data FROM tether_run_events "
+                                               "WHERE data IS NOT NULL")]
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url) as pg:
+        return [d for (d,) in pg.execute("SELECT data FROM tether.run_events "
+                                         "WHERE data IS NOT NULL")]
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres",
+                                                          marks=pytest.mark.postgres)])
+async def test_a_streamed_answer_is_kept_encrypted_in_the_event_log(
+    tmp_path: Path, request: pytest.FixtureRequest, store: str,
+) -> None:
+    """A streamed model answer is kept in the store's event log (for ``tether serve``'s
+    streams to resume); with AesGcm it was kept there in clear, although the journaled
+    reply it becomes is encrypted. Now it goes through the hook, and the observers
+    (App.events, the SSE frames) still read it in clear with the key, a marker without."""
+    from tether.ai import LLM, Agent
+    from tether.serve._events import _data
+    from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+    url = (f"sqlite:///{tmp_path}/t.db" if store == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    async with ScriptedLLMServer() as server:
+        server.set_script([Reply(text=f"the answer is {STREAMED} indeed")])
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None)
+        app = App(url, payload_hook=AesGcm({"k1": KEY1}))
+        app.add_agent(Agent("streamer", model=llm))
+        seen: list[str] = []
+
+        subscribed = asyncio.Event()
+
+        async def observe() -> None:  # the live events, as published
+            async for data in app.store.run_events("s1", ready=subscribed.set):
+                if not data.startswith("{"):  # encrypted: the key opens it
+                    data = AesGcm({"k1": KEY1}).decode(data, PayloadContext("s1", "status"))
+                seen.append(data)
+                if '"llm.end"' in data:
+                    return
+
+        async with app:
+            handle = await app.start("streamer", "hi", run_id="s1")
+            watcher = asyncio.create_task(observe())
+            await subscribed.wait()
+            async with app.worker(poll_interval=0.05):
+                assert await handle.result(timeout=30) == f"the answer is {STREAMED} indeed"
+            await asyncio.wait_for(watcher, 30)
+            stored = [e for e in await app.store.run_events_read(run_id="s1", after=None,
+                                                                 limit=1000)
+                      if e.kind == "chunk"]
+        await llm.aclose()
+    texts = stored_events(url)
+    assert any(t.startswith("tgcm2.k1.") for t in texts)
+    assert not any(STREAMED in t for t in texts)
+    if store == "sqlite":
+        assert found(tmp_path, STREAMED) == 0
+    # What observers get (with the key) is the clear JSON.
+    chunks = [json.loads(d) for d in seen]
+    assert STREAMED in "".join(c.get("text", "") for c in chunks
+                               if c.get("type") == "llm.chunk")
+    # The SSE frames: with the key the chunks' text; without it a marker.
+    async with App(url, payload_hook=AesGcm({"k1": KEY1})) as keyed:
+        datas = [await _data(keyed, "s1", e.kind, e.data) for e in stored]
+    assert STREAMED in "".join(d.get("text", "") for d in datas
+                               if isinstance(d, dict) and d.get("type") == "llm.chunk")
+    async with App(url) as keyless:
+        datas = [await _data(keyless, "s1", e.kind, e.data) for e in stored]
+    assert datas and all(d == {"unreadable_payload": True, "key_id": "k1"} for d in datas)

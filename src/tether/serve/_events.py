@@ -34,7 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from tether import App
 from tether._clock import wait_event
 from tether._codec import SLOT_STATUS
-from tether._show import unreadable_payload
+from tether._show import opened_event, unreadable_payload
 from tether.errors import StoreUnavailable
 from tether.store._port import RunEvent
 
@@ -234,7 +234,7 @@ async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
     if data is None:
         return None
     try:
-        return json.loads(data)
+        return json.loads(opened_event(app.codec.for_run(run_id), data))
     except ValueError:
         return data
 
