@@ -241,6 +241,24 @@ def test_non_json_numbers_are_bad_input(command: tuple[str, ...], needle: str,
     assert proc.returncode == 2
 
 
+@pytest.mark.parametrize("command", [
+    ("start", "doubler", "--input", '["\\ud800"]'),
+    ("signal", "r", "approve", "--data", '{"who": "a\\udfffb"}'),
+    ("fork", "r", "--at", "0", "--input", '["\\ud83d"]'),
+    ("start", "doubler", "--input", '["\udcff"]'),  # an argument's byte 0xff
+])
+def test_a_lone_surrogate_is_bad_input(command: tuple[str, ...], tmp_path: Path) -> None:
+    """A lone surrogate in ``--input``/``--data`` (an unpaired ``\\ud800`` escape, or an
+    argument's bytes that are not UTF-8) is malformed JSON (exit 2, before the store is
+    opened), not a payload the encoder refuses later (exit 1, "value of type dict is
+    not JSON-serializable")."""
+    proc = tether_cli(*command, db=f"sqlite:///{tmp_path}/j.db")
+    assert_one_line_error(proc, "is not valid JSON", "lone surrogate")
+    assert proc.returncode == 2
+    assert "value of type" not in proc.stderr
+    assert not (tmp_path / "j.db").exists()  # refused before anything was written
+
+
 async def test_unknown_workflow_name(served: tuple[App, str]) -> None:
     """Issue 11: a name no worker registered yet is queued with a warning on stderr."""
     _, url = served

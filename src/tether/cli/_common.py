@@ -210,13 +210,31 @@ def parse_json(text: str | None, what: str) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
     except ValueError as exc:  # _not_json, _finite
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
     except RecursionError:
         raise CliError(f"{what} is nested too deeply", 2) from None
+    if _has_lone_surrogate(value):
+        # An escape like "\ud800" (or an argument's bytes that are not UTF-8) parses, but
+        # is no Unicode text: the payload's encoder refused it later, exit 1, as a
+        # "value of type dict".
+        raise CliError(f"{what} is not valid JSON: it holds a lone surrogate (an unpaired "
+                       "\\uD800-\\uDFFF escape, or bytes that are not UTF-8), which is "
+                       "not valid Unicode", 2)
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
 
 
 def _not_json(name: str) -> Any:
