@@ -52,7 +52,7 @@ from tether import (
     ext,
 )
 from tether.ai._approvals import request_approval
-from tether.ai._budget import Budget, spending_of
+from tether.ai._budget import Budget, checked_budget, spending_of
 from tether.ai._interrupt import (
     INTERRUPT_SIGNAL,
     INTERRUPTED_TEXT,
@@ -354,7 +354,7 @@ class Agent:
         self.instructions = instructions
         self.tools = list(tools)
         self.max_turns = max_turns
-        self.budget = budget
+        self.budget = checked_budget(budget, f"agent {name!r}")
         self.queue = queue
         self.retention = retention  # (checked by app.workflow when registered)
         self.description = description

@@ -62,7 +62,8 @@ from tether.errors import ConfigError, NonRetryable, OutsideRun
 
 __all__ = ["BUDGET_INPUT_SCHEMA", "BUDGET_SIGNAL", "CHILD_SHARE_PATCH", "CHILD_SHARE_STEP",
            "DEFAULT_OUTPUT_BOUND", "INHERIT_BUDGET", "ONE_RAISE_PATCH", "Budget",
-           "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "child_share",
+           "BudgetExceeded", "Claim", "RunSpending", "budget_payload", "checked_budget",
+           "child_share",
            "current_spending", "output_bound", "require_price", "set_budget", "stricter"]
 
 #: The signal that sets new limits for a run waiting on its budget.
@@ -718,6 +719,19 @@ def current_spending() -> RunSpending:
     return spending_of(run)
 
 
+def checked_budget(budget: Any, owner: str) -> Budget | None:
+    """``budget`` if it is a ``Budget`` or None.
+
+    Raises:
+        ConfigError: anything else (``budget=5`` was taken as given, and every LLM call of
+            the run then failed with AttributeError and was retried for ever).
+    """
+    if budget is None or isinstance(budget, Budget):
+        return budget
+    raise ConfigError(f"{owner}: budget= must be a tether.ai.Budget (e.g. Budget(usd=5.0)) "
+                      f"or None, got {budget!r}")
+
+
 def set_budget(budget: Budget | None = None, *, usd: float | None = None,
                tokens: int | None = None,
                on_exceed: Literal["wait", "fail"] = "wait") -> Budget | None:
@@ -738,5 +752,5 @@ def set_budget(budget: Budget | None = None, *, usd: float | None = None,
     """
     if budget is None and (usd is not None or tokens is not None):
         budget = Budget(usd=usd, tokens=tokens, on_exceed=on_exceed)
-    current_spending().budget = budget
+    current_spending().budget = checked_budget(budget, "set_budget")
     return budget

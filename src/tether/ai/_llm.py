@@ -58,6 +58,7 @@ from tether.ai._budget import (
     BudgetExceeded,
     Claim,
     RunSpending,
+    checked_budget,
     output_bound,
     require_price,
     spending_of,
@@ -380,6 +381,7 @@ class LLM:
                     tool_choice: str | None, output_schema: dict[str, Any] | None,
                     budget: Budget | None, params: dict[str, Any], stream: bool,
                     on_chunk: OnChunk | None, live: bool = False) -> ChatReply:
+        budget = checked_budget(budget, f"LLM {self.spec!r} chat")
         run = ext.current_run()
         if run is None or not ext.in_workflow():
             return await self._request(list(messages), tools=tools, tool_choice=tool_choice,

@@ -757,6 +757,11 @@ class TetherAgent(Generic[OutputT]):
         self.name = wname
         self.queue = queue
         self.retention = retention  # (checked by app.workflow when registered)
+        if budget is not None and not isinstance(budget, Budget):
+            # (budget=5 was taken as given: every model request then failed with
+            # AttributeError and was retried for ever.)
+            raise ConfigError(f"TetherAgent {wname!r}: budget= must be a tether.ai.Budget "
+                              f"(e.g. Budget(usd=5.0)) or None, got {budget!r}")
         self.budget = budget
         self.max_turns = max_turns
         self._session = session
