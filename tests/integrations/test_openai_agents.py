@@ -349,6 +349,25 @@ async def test_bad_input_is_a_clear_error(model: OpenAIChatCompletionsModel) -> 
         TetherModel(model, rpm=-1)
 
 
+async def test_an_input_that_is_not_text_fails_the_run_saying_so(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """Started by name from the CLI with a number or null for the agent's input, the run
+    fails with a ConfigError naming the agent and the input (it failed deep in the SDK,
+    "AttributeError: 'int' object has no attribute 'copy'"), and sends no request."""
+    server.set_script([Reply("never sent")])
+    app = App(sqlite_url)
+    TetherAgent(Agent(name="helper", model=model), app=app)
+    async with app, app.worker():
+        for run_id, given in (("i1", "[123]"), ("i2", "[null]"), ("i3", '[{"x": 1}]')):
+            started = await asyncio.to_thread(tether_cli, "start", "helper", "--input", given,
+                                              "--id", run_id, db=sqlite_url)
+            assert started.returncode == 0, started.stderr
+            with pytest.raises(RunFailed, match=r"ConfigError: agent 'helper' takes its "
+                                                r"input as a string \(or a list of input"):
+                await app.handle(run_id).result(timeout=30)
+    assert server.requests == []
+
+
 async def test_outside_a_workflow_it_is_the_plain_sdk(
         server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
     server.set_script([Reply("plain")])

@@ -786,6 +786,10 @@ class TetherAgent(Generic[OutputT]):
             raise ConfigError(f"agent {self.name!r} is already registered on another app")
 
         async def run_agent(input: str) -> Any:
+            if not isinstance(input, (str, list)):
+                # (it failed deep in the SDK: "'int' object has no attribute 'copy'")
+                raise ConfigError(f"agent {self.name!r} takes its input as a string (or a "
+                                  f"list of input items), got {input!r}")
             session = None
             if self._session is not None:
                 session = self._session(tether.run_id())
