@@ -169,6 +169,25 @@ def test_budget_payload_from_an_answer() -> None:
             budget_payload(answer)
 
 
+def test_a_limit_that_is_not_a_number_is_a_config_error() -> None:
+    """``Budget(usd="5")`` raised a bare TypeError from ``math.isfinite``, and
+    ``Budget(tokens=True)`` was a budget of 1 token; a ``budget`` signal
+    ``{"usd": true}`` (``tether signal RUN budget --data '{"usd": true}'``) set the limit
+    to $1 where every other malformed payload changes nothing."""
+    for bad in ("5", True, False, [5], b"5"):
+        with pytest.raises(ConfigError, match="usd= must be a finite number >= 0"):
+            Budget(usd=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="tokens= must be a finite number >= 0"):
+            Budget(tokens=bad)  # type: ignore[arg-type]
+    assert Budget(usd=5, tokens=100).to_dict() == {"usd": 5, "tokens": 100,
+                                                   "on_exceed": "wait"}
+    spending = RunSpending()
+    spending.apply_signal({"usd": True, "tokens": True})
+    assert (spending.override_usd, spending.override_tokens) == (None, None)
+    spending.apply_signal({"usd": 2, "tokens": 300})
+    assert (spending.override_usd, spending.override_tokens) == (2.0, 300)
+
+
 def test_bad_budgets_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="needs a limit"):
         Budget()

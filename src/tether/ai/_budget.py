@@ -177,7 +177,8 @@ class Budget:
             ``"fail"`` (raise ``BudgetExceeded``).
 
     Raises:
-        ConfigError: no limit, a negative or non-finite limit, an unknown policy.
+        ConfigError: no limit, a limit that is not a finite number >= 0 (negative,
+            infinite, NaN, a bool, a string), an unknown policy.
     """
 
     usd: float | None = None
@@ -188,7 +189,9 @@ class Budget:
         if self.usd is None and self.tokens is None:
             raise ConfigError("Budget needs a limit: usd=, tokens= or both")
         for name, value in (("usd", self.usd), ("tokens", self.tokens)):
-            if value is not None and (not _finite(value) or value < 0):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))
+                                      or not _finite(value) or value < 0):
                 raise ConfigError(f"Budget {name}= must be a finite number >= 0, got {value!r}")
         if self.on_exceed not in ("wait", "fail"):
             raise ConfigError(f"Budget on_exceed= must be 'wait' or 'fail', got "
@@ -525,9 +528,12 @@ class RunSpending:
         if not isinstance(payload, Mapping):
             return
         usd, tokens = payload.get("usd"), payload.get("tokens")
-        if isinstance(usd, (int, float)) and _finite(usd) and usd >= 0:
+        # (a bool is an int to Python: {"usd": true} raised the limit to $1)
+        if (isinstance(usd, (int, float)) and not isinstance(usd, bool) and _finite(usd)
+                and usd >= 0):
             self.override_usd = float(usd)
-        if isinstance(tokens, (int, float)) and _finite(tokens) and tokens >= 0:
+        if (isinstance(tokens, (int, float)) and not isinstance(tokens, bool)
+                and _finite(tokens) and tokens >= 0):
             self.override_tokens = int(tokens)
 
     def check(self, budget: Budget, *, estimate_tokens: int, estimate_usd: float,
