@@ -188,6 +188,44 @@ async def test_code_that_waits_on_something_else_times_out(recorded: dict[str, P
                  "workflow": "flow", "status": "completed",
                  "journal": [{"position": 0, "kind": "teleport", "name": "x",
                               "status": "ok"}]}), "journal[0].kind 'teleport' is not one of"),
+    # Until 2026-12-06 these loaded, and were checked as if they were runs: a bogus
+    # status or a string input passed as compatible, duplicate positions or a string
+    # error came out as a mismatch, a string `attempts` as "bad payload" (exit 1).
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "finished", "journal": []}),
+     "\"status\" 'finished' is not one of queued"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed", "input": "abc",
+                 "journal": []}), "\"input\" must be an object"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed", "input": {"args": "abc"},
+                 "journal": []}), "\"input\".args must be a list"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "input": {"args": [], "kwargs": []}, "journal": []}),
+     "\"input\".kwargs must be an object"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed", "error": "boom",
+                 "journal": []}), "\"error\" must be an object or null"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "journal": [{"position": 0, "kind": "now", "name": "now", "status": "ok"},
+                             {"position": 0, "kind": "now", "name": "now", "status": "ok"}]}),
+     "journal[1].position 0 is out of order"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "journal": [{"position": -1, "kind": "now", "name": "now",
+                              "status": "ok"}]}), "journal[0].position -1 is out of order"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "completed",
+                 "journal": [{"position": 0, "kind": "step", "name": "x", "status": "ok",
+                              "attempts": "x"}]}),
+     "journal[0].attempts must be an integer or null"),
+    (json.dumps({"format": "tether.history", "version": 1, "run_id": "r",
+                 "workflow": "flow", "status": "failed",
+                 "journal": [{"position": 0, "kind": "step", "name": "x",
+                              "status": "error", "error": "boom"}]}),
+     "journal[0].error must be an object or null"),
 ])
 def test_bad_history_files_get_a_one_line_error(tmp_path: Path, content: str,
                                                 error: str) -> None:
@@ -258,6 +296,17 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         assert out.returncode in (1, 2), argv
         err: Any = out.stderr.strip().splitlines()
         assert len(err) == 1 and message in err[0], (argv, out.stderr)
+    # A mistyped field is bad input (2), not a run that does not replay (1): until
+    # 2026-12-06 a string `attempts` exited 1 with "bad payload in the journal".
+    mistyped = tmp_path / "m.json"
+    mistyped.write_text(json.dumps({
+        "format": "tether.history", "version": 1, "run_id": "r", "workflow": "flow",
+        "status": "completed", "input": {"args": ["abc"]},
+        "journal": [{"position": 0, "kind": "step", "name": "fetch", "status": "ok",
+                     "attempts": "x", "result": "ABC"}]}))
+    out = tether("replay", "--check", "tests.testing.replay_apps:v1", str(mistyped))
+    assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+    assert "journal[0].attempts must be an integer" in out.stderr.strip().splitlines()[0]
     missing = tether("export", "nope", "--db", f"sqlite:///{tmp_path}/none.db")
     assert missing.returncode == 1 and "no Tether store" in missing.stderr
 

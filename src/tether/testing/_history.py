@@ -33,7 +33,7 @@ from tether._codec import (
     Codec,
     result_slot,
 )
-from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord
+from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord, RunStatus
 from tether.errors import RunNotFound, TetherError
 from tether.testing._prompts import BlobGet, call_refs
 
@@ -220,10 +220,16 @@ def _parse(data: Any, where: str) -> History:
     for name in ("run_id", "workflow", "status"):
         if not isinstance(data.get(name), str):
             raise HistoryError(f"{where}: \"{name}\" must be a string")
+    if data["status"] not in RunStatus.__members__.values():
+        raise HistoryError(f"{where}: \"status\" {data['status']!r} is not one of "
+                           f"{', '.join(m.value for m in RunStatus)}")
+    _check_input(data.get("input"), where)
+    if data.get("error") is not None and not isinstance(data["error"], Mapping):
+        raise HistoryError(f"{where}: \"error\" must be an object or null")
     journal = data.get("journal")
     if not isinstance(journal, list):
         raise HistoryError(f"{where}: \"journal\" must be a list of entries")
-    entries = []
+    entries: list[dict[str, Any]] = []
     for i, e in enumerate(journal):
         if not isinstance(e, Mapping):
             raise HistoryError(f"{where}: journal[{i}] must be an object")
@@ -236,6 +242,15 @@ def _parse(data: Any, where: str) -> History:
             if e[name] not in enum.__members__.values():
                 raise HistoryError(f"{where}: journal[{i}].{name} {e[name]!r} is not one of "
                                    f"{', '.join(m.value for m in enum)}")
+        if e["position"] < 0 or (entries and e["position"] <= entries[-1]["position"]):
+            raise HistoryError(f"{where}: journal[{i}].position {e['position']} is out of "
+                               "order (positions are 0 or more, increasing)")
+        attempts = e.get("attempts")
+        if attempts is not None and (isinstance(attempts, bool)
+                                     or not isinstance(attempts, int)):
+            raise HistoryError(f"{where}: journal[{i}].attempts must be an integer or null")
+        if e.get("error") is not None and not isinstance(e["error"], Mapping):
+            raise HistoryError(f"{where}: journal[{i}].error must be an object or null")
         entries.append({name: e.get(name) for name in _ENTRY_FIELDS})
     times: dict[str, float | None] = {}
     for name in ("created_at", "updated_at", "finished_at"):
@@ -256,3 +271,17 @@ def _parse(data: Any, where: str) -> History:
                    parent_run_id=data.get("parent_run_id"), source=where,
                    created_at=times["created_at"], updated_at=times["updated_at"],
                    finished_at=times["finished_at"], texts=dict(texts))
+
+
+def _check_input(value: Any, where: str) -> None:
+    """``input`` is ``{"args": [...], "kwargs": {...}}`` (a bare list of arguments, or
+    null, is read as the arguments)."""
+    if value is None or isinstance(value, list):
+        return
+    if not isinstance(value, Mapping):
+        raise HistoryError(f"{where}: \"input\" must be an object "
+                           "({\"args\": [...], \"kwargs\": {...}})")
+    if value.get("args") is not None and not isinstance(value["args"], list):
+        raise HistoryError(f"{where}: \"input\".args must be a list")
+    if value.get("kwargs") is not None and not isinstance(value["kwargs"], Mapping):
+        raise HistoryError(f"{where}: \"input\".kwargs must be an object")
