@@ -396,6 +396,35 @@ async def test_advance_refuses_going_back() -> None:
             await env.advance(-1)
 
 
+async def test_the_clock_refuses_nan_infinity_and_non_numbers() -> None:
+    """Until 2026-12-06 ``advance(float('nan'))`` and ``start_time=nan`` were taken: the
+    clock read NaN, and every run started after failed with a StoreError (NOT NULL
+    ``created_at``); ``advance(inf)`` put every timer out of reach."""
+    app = App("sqlite:///never-opened.db")
+
+    @app.workflow
+    async def nap() -> str:
+        await tether.sleep(60)
+        return "rested"
+
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match="finite"):
+            TestEnv(app, start_time=bad)
+    with pytest.raises(TypeError, match="number of seconds"):
+        TestEnv(app, start_time="0")  # type: ignore[arg-type]
+    async with TestEnv(app, start_time=0.0) as env:
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="finite"):
+                await env.advance(bad)
+            with pytest.raises(ValueError, match="finite"):
+                env.clock.set(bad)
+        with pytest.raises(TypeError, match="number of seconds"):
+            await env.advance("5")  # type: ignore[arg-type]
+        assert env.now() == 0.0
+        assert await env.run(nap) == "rested"
+        assert env.now() == 60.0
+
+
 async def test_time_skipping_on_either_backend(store_url: str) -> None:
     """The environment reads idleness through the Store port: PostgreSQL works too."""
     app, seen = make_app()

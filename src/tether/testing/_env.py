@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -72,6 +73,17 @@ _LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base
 _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 
+def _finite(value: object, what: str) -> float:
+    """``value`` as a float: a real number (not a bool), finite. A NaN passed every
+    check and made the clock NaN, and every run started after it failed on the store
+    (NOT NULL ``created_at``); an infinite time never let a timer fall due."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} takes a number of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} takes a finite number of seconds, got {value!r}")
+    return float(value)
+
+
 class VirtualClock:
     """A clock that moves only when told (``advance``, ``set``).
 
@@ -80,7 +92,7 @@ class VirtualClock:
     """
 
     def __init__(self, start: float | None = None) -> None:
-        self._now = time.time() if start is None else float(start)
+        self._now = time.time() if start is None else _finite(start, "start_time")
 
     def now(self) -> float:
         return self._now
@@ -91,13 +103,13 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         """Move forward by ``seconds`` (>= 0)."""
-        if seconds < 0:
+        if _finite(seconds, "advance()") < 0:
             raise ValueError(f"time moves forward only: advance({seconds}) is negative")
         self._now += seconds
 
     def set(self, at: float) -> None:
         """Move forward to ``at`` (epoch seconds); earlier times are refused."""
-        if at < self._now:
+        if _finite(at, "set()") < self._now:
             raise ValueError(f"time moves forward only: {at} is before {self._now}")
         self._now = float(at)
 
@@ -357,10 +369,11 @@ class TestEnv:
         forward, and let every run that became due run until all wait again.
 
         Raises:
-            ValueError: a negative ``seconds``.
+            ValueError: a negative ``seconds``, or NaN or infinity.
+            TypeError: ``seconds`` is not a number.
             TimeoutError: runs kept running for ``timeout`` real seconds.
         """
-        if seconds < 0:
+        if _finite(seconds, "advance()") < 0:
             raise ValueError(f"time moves forward only: advance({seconds}) is negative")
         await self.settle(timeout=timeout)
         self.clock.advance(seconds)
