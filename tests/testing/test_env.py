@@ -425,6 +425,27 @@ async def test_the_clock_refuses_nan_infinity_and_non_numbers() -> None:
         assert env.now() == 60.0
 
 
+async def test_a_wait_on_a_run_of_an_unknown_workflow_says_so() -> None:
+    """``env.start("nope")`` queues a run that the environment's worker never claims
+    (its app has no such workflow). Until 2026-12-06 every wait on it ran to its timeout
+    and said only "did not end within 60 s", or nothing at all (``settle``, ``skip``,
+    ``advance``: a TimeoutError with an empty message)."""
+    app = App("sqlite:///never-opened.db")
+
+    @app.workflow
+    async def real() -> str:
+        return "x"
+
+    async with TestEnv(app) as env:
+        handle = await env.start("nope")
+        with pytest.raises(TimeoutError, match="'nope'; registered: real"):
+            await handle.result(timeout=0.5)
+        for wait in (env.settle, env.skip):
+            with pytest.raises(TimeoutError, match=r"within 0\.5 s; .*'nope'; registered"):
+                await wait(timeout=0.5)
+        assert await env.run(real) == "x"
+
+
 async def test_time_skipping_on_either_backend(store_url: str) -> None:
     """The environment reads idleness through the Store port: PostgreSQL works too."""
     app, seen = make_app()

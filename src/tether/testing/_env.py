@@ -317,9 +317,17 @@ class TestEnv:
             exhausted = sum(r.outcome == "exhausted" for r in self.llm.requests)
             hanging = self.llm.hanging
             elsewhere = await self._llm_calls_elsewhere()
-            if not exhausted and not hanging and elsewhere is None:
+            unserved = await self._unserved()
+            if not exhausted and not hanging and elsewhere is None and not unserved:
                 raise
             why = []
+            if unserved:
+                why.append(
+                    f"{len(unserved)} run(s) of workflows the environment's app does not "
+                    f"have wait queued, which its worker never claims "
+                    f"({', '.join(repr(w) for w in sorted(set(unserved)))}; registered: "
+                    f"{', '.join(sorted(self.app.workflows())) or 'none'}): a misspelt "
+                    "name, or one registered after the environment opened?")
             if elsewhere is not None:
                 why.append(
                     f"runs retry LLM calls (step {elsewhere!r}) but none reached the "
@@ -339,6 +347,16 @@ class TestEnv:
                     "timeout in real time (the virtual clock does not move it; an LLM's "
                     "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
             raise TimeoutError(f"{exc}; " + "; ".join(why)) from exc
+
+    async def _unserved(self) -> list[str]:
+        """The workflows of the queued runs that the environment's worker cannot run (a
+        name given to ``env.start`` that no definition has): they wait forever."""
+        try:
+            known = set(self.app.workflows())
+            return [run.workflow for run in await self.app.store.run_list(limit=1_000)
+                    if run.status == "queued" and run.workflow not in known]
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            return []
 
     async def _llm_calls_elsewhere(self) -> str | None:
         """The name of an LLM call (``llm:...``) a run of the environment retries while
@@ -405,13 +423,18 @@ class TestEnv:
         """
         self._need_open()
         delay = _POLL
-        async with asyncio.timeout(timeout):
-            while True:
-                idle, _ = await self._look()
-                if idle:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, _POLL_MAX)
+        async with self._explained():
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        idle, _ = await self._look()
+                        if idle:
+                            return
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 1.5, _POLL_MAX)
+            except TimeoutError as exc:  # (asyncio.timeout's own has no message)
+                raise TimeoutError(f"runs did not all come to a wait or an end within "
+                                   f"{timeout} s") from exc
 
     @contextlib.asynccontextmanager
     async def skipping(self) -> AsyncIterator[None]:
