@@ -280,6 +280,20 @@ async def test_cli_export_then_replay_check(recorded: dict[str, Path], tmp_path:
     assert any(line.startswith("ok       waiting flow") for line in lines)
 
 
+def test_cli_replay_limit_is_bounded(recorded: dict[str, Path], tmp_path: Path) -> None:
+    """Until 2026-12-06 a --limit past SQLite's 64-bit integers was taken, and the read
+    of the workflow's runs failed with a traceback (OverflowError, exit 1)."""
+    db = f"sqlite:///{tmp_path}/store.db"
+    ok = tether("replay", "--check", "tests.testing.replay_apps:v2", "--db", db,
+                "--workflow", "flow", "--limit", "1000000")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    huge = tether("replay", "--check", "tests.testing.replay_apps:v2", "--db", db,
+                  "--workflow", "flow", "--limit", "99999999999999999999")
+    assert huge.returncode == 2, huge.stderr
+    assert "--limit: must be at most 1,000,000" in huge.stderr
+    assert "Traceback" not in huge.stderr
+
+
 @pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "g.json"

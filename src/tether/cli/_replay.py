@@ -11,10 +11,10 @@ from typing import Any
 from tether._fit import say
 from tether.cli._common import (
     CliError,
+    bounded_int,
     code_reader,
     load_app,
     positive_float,
-    positive_int,
     reader,
     run_id_arg,
     safe,
@@ -50,8 +50,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--workflow", metavar="NAME",
                    help="check the runs of this workflow in the store (--db, else the "
                         "store of --check's app)")
-    p.add_argument("--limit", type=positive_int, default=1000,
-                   help="with --workflow: at most this many runs, newest first "
+    p.add_argument("--limit", type=bounded_int(1_000_000), default=1000,
+                   help="with --workflow: at most this many runs (1 to 1,000,000), newest first "
                         "(default 1000)")
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="give up on a run whose code does not reach its journal's end "
