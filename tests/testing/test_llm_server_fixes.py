@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tether.testing import Reply, ScriptedLLMServer
+from tether.testing import Fault, Outage, Reply, ScriptedLLMServer
 from tether.testing.llm_server import parse_step
 from tether.testing.responses_api import ScriptedResponsesServer
 
@@ -157,3 +157,36 @@ async def test_mid_stream_faults_happen_on_a_request_that_is_not_streamed(
         assert whole.status_code == 200 and "a b c d" in whole.text
     assert [(r.outcome, r.status) for r in server.requests] == [
         ("fault:reset_mid_stream", 200), ("fault:error_mid_stream", 500), ("reply", 200)]
+
+
+@pytest.mark.parametrize("status", [200, 0, -1, 302, 600, True])
+def test_a_fault_or_outage_status_that_is_no_http_error_is_refused(status: Any) -> None:
+    """Until 2026-12-06 ``Fault.http(200)`` answered an error body with 200 (a success to
+    every client) and ``Fault.http(0)`` a response no client could read
+    (RemoteProtocolError, retried as a transport error); a script file's
+    ``{"status": 200}`` and ``Outage(status=...)`` likewise."""
+    with pytest.raises(ValueError, match=r"HTTP error status \(400-599\)"):
+        Fault.http(status)
+    with pytest.raises(ValueError, match=r"HTTP error status \(400-599\)"):
+        parse_step({"status": status})
+    with pytest.raises(ValueError, match=r"HTTP error status \(400-599\)"):
+        Outage(seconds=1.0, status=status)
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "10"])
+def test_an_outage_of_no_finite_length_is_refused(seconds: Any) -> None:
+    with pytest.raises(ValueError, match="seconds must be a finite number"):
+        Outage(seconds=seconds)
+
+
+async def test_the_error_statuses_are_served() -> None:
+    server = ScriptedLLMServer([Fault.http(400, "bad"), Fault.http(599),
+                                Reply("fine")])
+    await server.start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            got = [(await client.post(f"{server.base_url}/chat/completions",
+                                      json=OPENAI_BODY)).status_code for _ in range(3)]
+    finally:
+        await server.stop()
+    assert got == [400, 599, 200]

@@ -109,6 +109,12 @@ A fault::
     {"fault": "reset"}         (close the connection abruptly, TCP RST, no response)
     {"fault": "truncate"}      (headers and half the body, then close)
 
+A ``status`` (a fault's, ``Fault.http``'s, an outage's) is an HTTP error status,
+400-599; any other is refused (``ValueError``; a script file: "bad script", exit 2), as
+is an outage whose ``seconds`` is not a finite number >= 0. (Until 2026-12-06 a 200
+was served as a success carrying an error body, and a 0 as a response no client could
+read.)
+
 Error bodies have each provider's real shape (``{"error": {"message", "type", ...}}``
 for OpenAI, ``{"type": "error", "error": {"type", "message"}}`` for Anthropic).
 

@@ -86,6 +86,10 @@ class Fault(ScriptStep):
     times: int = 1
     error_type: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind == "status":
+            _error_status(self.status, "Fault.http")
+
     @classmethod
     def http(cls, status: int, message: str | None = None, *,
              retry_after: float | str | None = None, times: int = 1,
@@ -118,6 +122,14 @@ class Fault(ScriptStep):
         return cls("truncate", times=times)
 
 
+def _error_status(status: object, what: str) -> None:
+    """An HTTP error status, 400-599: a 200 sent an error body as a success, and a 0 or
+    a negative one a response no client could read (``RemoteProtocolError``)."""
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+        raise ValueError(f"{what}: status must be an HTTP error status (400-599), "
+                         f"got {status!r}")
+
+
 def slow_stream(text: str, chunk_delay: float = 0.1, **kwargs: Any) -> Reply:
     """A reply streamed one word every ``chunk_delay`` seconds."""
     return Reply(text, chunk_delay=chunk_delay, **kwargs)
@@ -132,6 +144,13 @@ class Outage:
     since: Literal["start", "first_request"] = "first_request"
     status: int = 503
     retry_after: float | str | None = None
+
+    def __post_init__(self) -> None:
+        _error_status(self.status, "Outage")
+        if (isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float))
+                or not math.isfinite(self.seconds) or self.seconds < 0):
+            raise ValueError(f"Outage: seconds must be a finite number >= 0, "
+                             f"got {self.seconds!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Outage:
