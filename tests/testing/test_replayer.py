@@ -169,6 +169,20 @@ async def test_replay_takes_dicts_and_reports_an_unknown_workflow(
     assert not unknown.compatible and "workflow 'gone' is not registered" in unknown.message
 
 
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "30"])
+async def test_a_timeout_that_is_no_positive_finite_number_is_refused(
+        recorded: dict[str, Path], timeout: Any) -> None:
+    """Until 2026-12-06 ``replay(..., timeout=0)`` (or -1, or NaN) reported every run
+    incompatible, "did not reach the end of its journal within 0 s": a wrong argument
+    read as a breaking change in the code."""
+    with pytest.raises(ValueError, match="timeout must be a finite number"):
+        await replay(apps.v1, recorded["done"], timeout=timeout)
+    with pytest.raises(TypeError, match=r"replay checks a tether\.App"):
+        await replay("tests.testing.replay_apps:v1", recorded["done"])  # type: ignore[arg-type]
+    [ok] = await replay(apps.v1, recorded["done"], timeout=30)
+    assert ok.compatible
+
+
 async def test_code_that_waits_on_something_else_times_out(recorded: dict[str, Path]) -> None:
     [r] = await replay(apps.hangs, recorded["done"], timeout=0.2)
     assert not r.compatible and "did not reach the end of its journal" in r.message

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
@@ -324,13 +325,29 @@ def _hint(journal: dict[int, JournalEntry], pos: int,
     return ""
 
 
+def _check_options(app: object, timeout: object) -> None:
+    """A timeout of 0, a negative one or NaN gave every run the verdict "did not reach
+    the end of its journal within 0 s": a wrong argument read as incompatible code."""
+    if not isinstance(app, App):
+        raise TypeError(f"replay checks a tether.App, got {type(app).__name__}")
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+
+
 async def check_history(app: App, history: History, *, timeout: float = DEFAULT_TIMEOUT,
                         compare_args: bool = False,
                         blob_get: BlobGet | None = None) -> ReplayResult:
     """Replay one history against ``app``'s current code (see the module docstring);
     ``compare_args``: also compare the arguments of the operations the journal answers.
     ``blob_get``: the ``blob_get`` of the store the run ran on, where the recorded
-    prompts of its LLM calls are (a changed one is then told message by message)."""
+    prompts of its LLM calls are (a changed one is then told message by message).
+
+    Raises:
+        TypeError: ``app`` is not a ``tether.App``.
+        ValueError: ``timeout`` is not a finite number > 0.
+    """
+    _check_options(app, timeout)
     wdef = app.workflows().get(history.workflow)
     if wdef is None:
         return _result(history, False, message=(
@@ -480,7 +497,10 @@ async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *
 
     Raises:
         HistoryError: a history that cannot be read (one line naming the file).
+        TypeError: ``app`` is not a ``tether.App``.
+        ValueError: ``timeout`` is not a finite number > 0.
     """
+    _check_options(app, timeout)
     if isinstance(histories, (str, os.PathLike, Mapping, History)):
         histories = [histories]
     loaded = [load_history(h) for h in histories]
