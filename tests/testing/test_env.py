@@ -15,6 +15,7 @@ import tether
 from tether import App, RetryPolicy, RunFailed, SignalTimeout
 from tether._types import RunRecord
 from tether.ai import LLM, Agent
+from tether.errors import ConfigError
 from tether.testing import Fault, Outage, Reply, ScriptedLLMServer, TestEnv
 
 DAY = 86400.0
@@ -408,17 +409,17 @@ async def test_the_clock_refuses_nan_infinity_and_non_numbers() -> None:
         return "rested"
 
     for bad in (float("nan"), float("inf"), float("-inf")):
-        with pytest.raises(ValueError, match="finite"):
+        with pytest.raises(ConfigError, match="finite"):
             TestEnv(app, start_time=bad)
-    with pytest.raises(TypeError, match="number of seconds"):
+    with pytest.raises(ConfigError, match="number of seconds"):
         TestEnv(app, start_time="0")  # type: ignore[arg-type]
     async with TestEnv(app, start_time=0.0) as env:
         for bad in (float("nan"), float("inf")):
-            with pytest.raises(ValueError, match="finite"):
+            with pytest.raises(ConfigError, match="finite"):
                 await env.advance(bad)
-            with pytest.raises(ValueError, match="finite"):
+            with pytest.raises(ConfigError, match="finite"):
                 env.clock.set(bad)
-        with pytest.raises(TypeError, match="number of seconds"):
+        with pytest.raises(ConfigError, match="number of seconds"):
             await env.advance("5")  # type: ignore[arg-type]
         assert env.now() == 0.0
         assert await env.run(nap) == "rested"

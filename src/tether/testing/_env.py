@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether._app import App, RunHandle
 from tether._lifecycle import tick_schedules
-from tether.errors import StoreError, TetherError
+from tether.errors import ConfigError, StoreError, TetherError
 from tether.testing.llm_server import ScriptedLLMServer, Step
 from tether.testing.responses_api import ScriptedResponsesServer
 
@@ -78,9 +78,9 @@ def _finite(value: object, what: str) -> float:
     check and made the clock NaN, and every run started after it failed on the store
     (NOT NULL ``created_at``); an infinite time never let a timer fall due."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} takes a number of seconds, got {value!r}")
+        raise ConfigError(f"{what} takes a number of seconds, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{what} takes a finite number of seconds, got {value!r}")
+        raise ConfigError(f"{what} takes a finite number of seconds, got {value!r}")
     return float(value)
 
 
@@ -387,8 +387,8 @@ class TestEnv:
         forward, and let every run that became due run until all wait again.
 
         Raises:
-            ValueError: a negative ``seconds``, or NaN or infinity.
-            TypeError: ``seconds`` is not a number.
+            ValueError: a negative ``seconds``; ``ConfigError`` (a ``ValueError``) for
+                NaN, infinity or a non-number.
             TimeoutError: runs kept running for ``timeout`` real seconds.
         """
         if _finite(seconds, "advance()") < 0:

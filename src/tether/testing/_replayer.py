@@ -42,7 +42,7 @@ from tether._codec import restore
 from tether._definitions import WorkflowDef
 from tether._replay import Blocked, Release, RunContext, _Stop, current_run, inherited_of
 from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
-from tether.errors import NonDeterminismError, PayloadError
+from tether.errors import ConfigError, NonDeterminismError, PayloadError
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
 from tether.testing._prompts import (
@@ -329,10 +329,10 @@ def _check_options(app: object, timeout: object) -> None:
     """A timeout of 0, a negative one or NaN gave every run the verdict "did not reach
     the end of its journal within 0 s": a wrong argument read as incompatible code."""
     if not isinstance(app, App):
-        raise TypeError(f"replay checks a tether.App, got {type(app).__name__}")
+        raise ConfigError(f"replay checks a tether.App, got {type(app).__name__}")
     if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
             or not math.isfinite(timeout) or timeout <= 0):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        raise ConfigError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
 
 
 async def check_history(app: App, history: History, *, timeout: float = DEFAULT_TIMEOUT,
@@ -344,8 +344,8 @@ async def check_history(app: App, history: History, *, timeout: float = DEFAULT_
     prompts of its LLM calls are (a changed one is then told message by message).
 
     Raises:
-        TypeError: ``app`` is not a ``tether.App``.
-        ValueError: ``timeout`` is not a finite number > 0.
+        ConfigError: ``app`` is not a ``tether.App``, or ``timeout`` is not a finite
+            number > 0.
     """
     _check_options(app, timeout)
     wdef = app.workflows().get(history.workflow)
@@ -497,8 +497,8 @@ async def replay(app: App, histories: Iterable[HistorySource] | HistorySource, *
 
     Raises:
         HistoryError: a history that cannot be read (one line naming the file).
-        TypeError: ``app`` is not a ``tether.App``.
-        ValueError: ``timeout`` is not a finite number > 0.
+        ConfigError: ``app`` is not a ``tether.App``, or ``timeout`` is not a finite
+            number > 0.
     """
     _check_options(app, timeout)
     if isinstance(histories, (str, os.PathLike, Mapping, History)):
