@@ -673,6 +673,7 @@ class App:
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run."""
+        _lookup_id(run_id)
         return RunHandle(self, run_id)
 
     async def get_run(self, run_id: str) -> RunInfo:
@@ -681,6 +682,7 @@ class App:
         Raises:
             RunNotFound: no run has this id.
         """
+        _lookup_id(run_id)
         return await self._run_info(run_id)
 
     async def _run_info(self, run_id: str, unreadable: Unreadable | None = None) -> RunInfo:
@@ -799,6 +801,7 @@ class App:
         Raises:
             RunNotFound: no run has this id.
         """
+        _lookup_id(run_id)
         store = await self._open()
         run = await store.run_cancel(run_id=run_id, now=self.clock.now())
         for w in self._workers:
@@ -821,6 +824,7 @@ class App:
             PayloadError: the run's payloads are encrypted and this app has no payload
                 hook (the signal would be stored in clear text, unreadable to the run).
         """
+        _lookup_id(run_id)
         sent = await self._signal(run_id, name, payload, idempotency_key=idempotency_key)
         return sent.created
 
@@ -893,6 +897,7 @@ class App:
             RunNotFound: no run has this id.
             RunStateError: the run is in another state (``RunErased``: it was erased).
         """
+        _lookup_id(run_id)
         return RunStatus((await self._retry(run_id)).run.status)
 
     async def _retry(self, run_id: str) -> RetryReport:
@@ -946,6 +951,7 @@ class App:
                 the new id is in use.
             NotSerializable: the new input is not JSON.
         """
+        _lookup_id(run_id)
         if isinstance(input, dict) and "args" in input:
             _check_args_form(input)
         if new_run_id is not None:
@@ -1015,6 +1021,7 @@ class App:
             RunNotFound: no run has this id.
             RunStateError: the run is not blocked.
         """
+        _lookup_id(run_id)
         store = await self._open()
         run = await store.run_resume(run_id=run_id, now=self.clock.now())
         for w in self._workers:
@@ -1048,6 +1055,7 @@ class App:
         Raises:
             RunNotFound: no run has this id.
         """
+        _lookup_id(run_id)
         store = await self._open()
         if await store.run_get(run_id) is None:
             raise RunNotFound(run_id)
@@ -1270,3 +1278,12 @@ def _safe_decode(codec: Codec, text: str | None, annotation: Any = None,
         return codec.decode(text, annotation, slot)
     except Exception as exc:
         return text if unreadable is None else unreadable(text, exc)
+
+
+def _lookup_id(run_id: object) -> None:
+    """A run id looked up must be a string (``InvalidName``, a ``ConfigError``): an
+    ``int`` raised TypeError("object of type 'int' has no len()") on SQLite, out of the
+    message of the ``RunNotFound`` it made, and a StoreError on PostgreSQL ("operator
+    does not exist: text = smallint")."""
+    if not isinstance(run_id, str):
+        raise InvalidName("run id", str(run_id), f"must be a string, not {type(run_id).__name__}")

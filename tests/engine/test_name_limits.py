@@ -114,3 +114,33 @@ async def test_a_new_wait_for_a_name_over_the_limit_fails_the_run(sqlite_url: st
         async with app.worker():
             with pytest.raises(tether.RunFailed, match="at most 200 are allowed"):
                 await handle.result(timeout=20)
+
+
+@pytest.mark.parametrize("bad", [5, None, b"abc"])
+async def test_a_run_id_looked_up_that_is_not_a_string_is_an_invalid_name(
+        store_url: str, bad: object) -> None:
+    """Until 2026-12-06 ``app.get_run(5)`` raised TypeError ("object of type 'int' has
+    no len()", from the message of the RunNotFound it built) on SQLite and StoreError
+    ("operator does not exist: text = smallint") on PostgreSQL; the same for cancel,
+    signal, retry, resume, fork, events, handle and ``tether.testing.export_history``.
+    Both stores now refuse it alike, before reading anything."""
+    from tether.testing import export_history
+
+    app = make_app(store_url)
+    try:
+        calls = [lambda: app.get_run(bad), lambda: app.cancel(bad),  # type: ignore[arg-type]
+                 lambda: app.signal(bad, "go"), lambda: app.retry(bad),  # type: ignore[arg-type]
+                 lambda: app.resume(bad), lambda: app.fork(bad, at=0),  # type: ignore[arg-type]
+                 lambda: export_history(app, bad)]  # type: ignore[arg-type]
+        for call in calls:
+            with pytest.raises(InvalidName, match=r"run id .* must be a string"):
+                await call()
+        with pytest.raises(InvalidName, match="must be a string"):
+            app.handle(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidName, match="must be a string"):
+            async for _ in app.events(bad):  # type: ignore[arg-type]
+                pass
+        handle = await app.start("waiter", "go")
+        assert (await app.get_run(handle.run_id)).status in ("queued", "running", "waiting")
+    finally:
+        await app.close()
