@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import tether
-from tether import App, RetryPolicy, RunFailed, SignalTimeout
+from tether import App, InvalidName, RetryPolicy, RunFailed, RunNotFound, SignalTimeout
 from tether._types import RunRecord
 from tether.ai import LLM, Agent
 from tether.errors import ConfigError
@@ -445,6 +445,12 @@ async def test_a_wait_on_a_run_of_an_unknown_workflow_says_so() -> None:
             with pytest.raises(TimeoutError, match=r"within 0\.5 s; .*'nope'; registered"):
                 await wait(timeout=0.5)
         assert await env.run(real) == "x"
+        # A run id that is not a string: AttributeError ("'int' object has no attribute
+        # 'app'") until 2026-12-06.
+        with pytest.raises(InvalidName, match="must be a string"):
+            await env.result(5)  # type: ignore[arg-type]
+        with pytest.raises(RunNotFound):
+            await env.result("nope")
 
 
 async def test_time_skipping_on_either_backend(store_url: str) -> None:

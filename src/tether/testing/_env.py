@@ -521,7 +521,7 @@ class TestEnv:
             TimeoutError: ``timeout`` real seconds passed first.
         """
         self._need_open()
-        handle = self.app.handle(run) if isinstance(run, str) else run
+        handle = run if isinstance(run, RunHandle) else self.app.handle(run)
         async with self.skipping(), self._explained():
             return await RunHandle.result(handle, timeout)
 
