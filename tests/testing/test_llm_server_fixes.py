@@ -190,3 +190,29 @@ async def test_the_error_statuses_are_served() -> None:
     finally:
         await server.stop()
     assert got == [400, 599, 200]
+
+
+@pytest.mark.parametrize("step", [
+    {"text": 5}, {"input_tokens": "x"}, {"output_tokens": True}, {"delay": "x"},
+    {"delay": -3}, {"chunk_delay": float("nan")}, {"tool_calls": [{"name": 5}]},
+    {"tool_calls": ["weather"]}, {"tool_calls": {"name": "weather"}}, {"model": 4},
+])
+async def test_a_mistyped_reply_is_refused_when_the_script_is_set(step: dict[str, Any]) -> None:
+    """Until 2026-12-06 these were taken, and the request that met one got a dropped
+    connection (httpx.RemoteProtocolError) and the server a traceback; a script file
+    with one served too (`python -m tether.testing.llm_server` now says "bad script")."""
+    with pytest.raises(ValueError, match="Reply: "):
+        parse_step(step)
+    server = ScriptedLLMServer()
+    with pytest.raises(ValueError, match="Reply: "):
+        server.set_script([step])
+    server.set_script([{"text": "fine", "tool_calls": [{"name": "f", "arguments": "{}"}],
+                        "delay": 0, "input_tokens": 3}])
+    await server.start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(f"{server.base_url}/chat/completions",
+                                       json=OPENAI_BODY)
+    finally:
+        await server.stop()
+    assert answer.status_code == 200

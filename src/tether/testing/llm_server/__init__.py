@@ -113,7 +113,12 @@ A ``status`` (a fault's, ``Fault.http``'s, an outage's) is an HTTP error status,
 400-599; any other is refused (``ValueError``; a script file: "bad script", exit 2), as
 is an outage whose ``seconds`` is not a finite number >= 0. (Until 2026-12-06 a 200
 was served as a success carrying an error body, and a 0 as a response no client could
-read.)
+read.) A reply's fields are checked as well: ``text``, ``model``, ``refusal`` and
+``finish_reason`` strings, token counts numbers (amiss ones, negative or infinite, are
+served as given), ``delay`` and ``chunk_delay``
+finite seconds >= 0, ``tool_calls`` a list of objects with a string ``name`` (until
+2026-12-06 a mistyped one was taken, and the request that met it got a dropped
+connection).
 
 Error bodies have each provider's real shape (``{"error": {"message", "type", ...}}``
 for OpenAI, ``{"type": "error", "error": {"type", "message"}}`` for Anthropic).

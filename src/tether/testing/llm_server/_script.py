@@ -65,6 +65,41 @@ class Reply(ScriptStep):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        _check_reply(self)
+
+
+def _check_reply(reply: Reply) -> None:
+    """A mistyped field is refused when the script is set (a script file: "bad
+    script"): it was taken, and the request that met it got a dropped connection
+    (RemoteProtocolError, retried as a transport error) and the server a traceback."""
+    for name in ("text", "refusal", "model", "finish_reason"):
+        value = getattr(reply, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"Reply: {name} must be a string or None, got {value!r}")
+    # Token counts may be amiss on purpose (negative, infinite: a provider's bad report,
+    # which the client must survive); they must be numbers.
+    for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                 "cache_write_1h_tokens"):
+        value = getattr(reply, name)
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, float))):
+            raise ValueError(f"Reply: {name} must be a number, got {value!r}")
+    if isinstance(reply.chunk_words, bool) or not isinstance(reply.chunk_words, int):
+        raise ValueError(f"Reply: chunk_words must be an integer, got {reply.chunk_words!r}")
+    for name in ("delay", "chunk_delay"):
+        value = getattr(reply, name)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or value < 0):
+            raise ValueError(f"Reply: {name} must be a finite number of seconds >= 0, "
+                             f"got {value!r}")
+    calls = reply.tool_calls
+    if isinstance(calls, (str, bytes, Mapping)) or not isinstance(calls, Sequence):
+        raise ValueError(f"Reply: tool_calls must be a list of {{\"name\", \"arguments\"}} "
+                         f"objects, got {calls!r}")
+    for i, call in enumerate(calls):
+        if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
+            raise ValueError(f"Reply: tool_calls[{i}] must be an object with a string "
+                             f"\"name\", got {call!r}")
 
 
 FaultKind = Literal["status", "hang", "reset", "truncate", "out_of_credit"]
