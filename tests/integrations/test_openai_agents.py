@@ -347,6 +347,13 @@ async def test_bad_input_is_a_clear_error(model: OpenAIChatCompletionsModel) -> 
         await TetherAgent(Agent(name="x", model=model)).start("hi")
     with pytest.raises(ConfigError, match="rpm"):
         TetherModel(model, rpm=-1)
+    # max_turns as tether.ai.Agent takes it: 0 was taken, and every run failed with the
+    # SDK's "Max turns (0) exceeded"; run(max_turns=0) fell back to the agent's value.
+    for turns in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="max_turns must be an int >= 1"):
+            TetherAgent(Agent(name="x", model=model), max_turns=turns)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_turns must be an int >= 1, got 0"):
+        await TetherAgent(Agent(name="x", model=model)).run("hi", max_turns=0)
 
 
 async def test_an_input_that_is_not_text_fails_the_run_saying_so(

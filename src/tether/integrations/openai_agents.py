@@ -715,6 +715,18 @@ class TetherSession(SessionABC):
         await ext.step(self._op("clear_session"), self.session.clear_session)
 
 
+def _turns(name: str, max_turns: object) -> int:
+    """``max_turns`` checked as ``tether.ai.Agent`` checks it: an int of 1 or more (0 or
+    a negative was taken, and every run failed with the SDK's "Max turns (0) exceeded";
+    ``run(max_turns=0)`` fell back to the agent's own value without a word).
+
+    Raises: ConfigError."""
+    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+        raise ConfigError(f"TetherAgent {name!r}: max_turns must be an int >= 1, got "
+                          f"{max_turns!r}")
+    return max_turns
+
+
 class TetherAgent(Generic[OutputT]):
     """An Agents SDK ``Agent`` as a Tether workflow.
 
@@ -763,7 +775,7 @@ class TetherAgent(Generic[OutputT]):
             raise ConfigError(f"TetherAgent {wname!r}: budget= must be a tether.ai.Budget "
                               f"(e.g. Budget(usd=5.0)) or None, got {budget!r}")
         self.budget = budget
-        self.max_turns = max_turns
+        self.max_turns = _turns(wname, max_turns)
         self._session = session
         self.config = run_config(config, **model_options)
         self.app: App | None = None
@@ -821,7 +833,9 @@ class TetherAgent(Generic[OutputT]):
         config = kwargs.pop("run_config", None)
         try:
             return await Runner.run(self.durable_agent, input, session=session,
-                                    context=context, max_turns=max_turns or self.max_turns,
+                                    context=context,
+                                    max_turns=(self.max_turns if max_turns is None
+                                               else _turns(self.name, max_turns)),
                                     run_config=run_config(config) if config else self.config,
                                     **kwargs)
         except ModelBehaviorError as exc:
