@@ -159,6 +159,21 @@ async def test_mid_stream_faults_happen_on_a_request_that_is_not_streamed(
         ("fault:reset_mid_stream", 200), ("fault:error_mid_stream", 500), ("reply", 200)]
 
 
+@pytest.mark.parametrize("after", [0, 1, 3])
+async def test_a_responses_stream_numbers_its_error_event_after_the_others(after: int) -> None:
+    """The Responses API numbers every event of a stream (``sequence_number``: 0, 1,
+    2, ...); the scripted error event mid-stream came as 0 whatever came before it, so
+    a client ordering events by number put the error first."""
+    async with ScriptedResponsesServer([Reply("a b c", error_after_chunks=after)]) as server, \
+            httpx.AsyncClient() as http:
+        resp = await http.post(server.url + "/v1/responses",
+                               json={"model": "gpt-4.1-mini", "input": "Hi", "stream": True})
+    events = [data for _, data in sse(resp.text)]
+    assert events[-1]["type"] == "error"
+    numbers = [e["sequence_number"] for e in events]
+    assert numbers == list(range(len(events))), numbers
+
+
 @pytest.mark.parametrize("status", [200, 0, -1, 302, 600, True])
 def test_a_fault_or_outage_status_that_is_no_http_error_is_refused(status: Any) -> None:
     """Until 2026-12-06 ``Fault.http(200)`` answered an error body with 200 (a success to

@@ -165,7 +165,7 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 await conn.send_chunk(_sse("error", {
                     "type": "error", "code": "server_error", "param": None,
                     "message": "The server had an error while processing your request.",
-                    "sequence_number": 0}))
+                    "sequence_number": index}))
                 await conn.end_chunks()
                 return
             if kind == "content":
