@@ -17,7 +17,7 @@ best and median of ``--repeat`` after one warm-up call, in process:
 
 - ``run_view`` (the run page's data, ``/runs/parent-big`` without the HTML) and its tree
   alone (``_ui._tree``), and the same of ``parent-wide``, with the store reads each
-  makes (calls of ``run_search``, ``run_children_summary``, ``run_children_many``: a
+  makes (calls of ``run_search``, ``run_children_many``: a
   round trip each on PostgreSQL);
 - ``run_search(queue=..., limit=51)``, the runs list's first page, for a queue with no
   run, for ``bulk`` and for ``bulk`` failed;
@@ -57,7 +57,7 @@ def _metrics_sql(i: str) -> str:
 PARENT = "parent-big"
 WIDE = "parent-wide"
 #: The store's reads a run page's tree makes, counted by the bench.
-TREE_READS = ("run_search", "run_children_summary", "run_children_many")
+TREE_READS = ("run_search", "run_children_many")
 
 
 def _status_sql(i: str) -> str:

@@ -726,31 +726,6 @@ async def test_runs_list_by_workflow_and_a_later_page_by_status_use_indexes(
     assert re.search(r"Index Cond: .*created_at <=", plan), plan
 
 
-async def test_a_runs_children_are_counted_through_the_parent_index(
-        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
-    """run_children_summary (the run page's line for the children its tree does not
-    draw) reads runs_parent, with a cursor or not: the parent's children only, never
-    every run."""
-    await raw.execute("""
-        INSERT INTO tether.runs (run_id, workflow, queue, status, input, created_at,
-                                 updated_at, parent_run_id, metrics)
-        SELECT 'r' || i, 'wf', 'q', CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'completed' END,
-               '[]', i, i, CASE WHEN i % 20 = 0 THEN 'p' || (i % 3) END,
-               '{"cost.usd": 0.5, "tokens.input": 10}'
-        FROM generate_series(1, 20000) AS i;
-        ANALYZE tether.runs;
-    """)
-    for cursor in ({"before_at": None, "before_id": None},
-                   {"before_at": 10000.0, "before_id": "r10000"}):
-        cur = await raw.execute("EXPLAIN " + pg._q["run_children_summary"],
-                                {"parent": "p1", **cursor})
-        plan = "\n".join(str(r[0]) for r in await cur.fetchall())
-        assert "Seq Scan" not in plan and "runs_parent" in plan, plan
-    summary = await pg.run_children_summary(parent="p1")
-    assert sum(f.count for f in summary.values()) == 333
-    assert summary["completed"].cost == 0.5 * summary["completed"].count
-
-
 async def test_the_children_of_many_runs_are_read_through_the_parent_index(
         pg_url: str, raw: psycopg.AsyncConnection[object]) -> None:
     """run_children_many (a run page's tree: the children of all the runs it draws at a

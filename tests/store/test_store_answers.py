@@ -1,6 +1,7 @@
 """Reads whose cost must not grow with the store's other runs, on every backend: what
-``TestEnv`` polls (``Store.run_activity``), and a run's children counted and summed in
-the store (``Store.run_children_summary``); their answers checked against the runs."""
+``TestEnv`` polls (``Store.run_activity``), and the children of many runs, those not
+read out counted and summed in the store (``Store.run_children_many``); their answers
+checked against the runs."""
 
 from __future__ import annotations
 
@@ -48,67 +49,6 @@ async def test_run_activity_says_busy_and_the_next_wake_from_the_runs_of_its_que
     assert await store.run_activity(queues=["q2"], now=T0) == (True, T0 + 30)
 
 
-async def test_run_children_summary_counts_and_sums_a_runs_children_by_status(
-        store: Store) -> None:
-    """``run_children_summary``: a parent's children of every status (each with its own
-    metrics, or none), counted per status with the sums of their own cost and tokens;
-    with a cursor, only the children after it in ``run_search``'s order (the ones a run
-    page's tree does not draw); another parent's children and other runs not at all."""
-    import json
-
-    from tether.store._port import ChildrenFigures, Wait
-
-    ends = ["completed", "failed", "cancelled", "blocked", "waiting", "running", "queued"]
-    kids: list[tuple[float, str, str, float, float]] = []  # (created_at, id, status, ...)
-    for i in range(17):
-        status, cost, tokens = ends[i % 7], 0.25 * (i + 1), float(10 * i)
-        run_id, at = f"kid-{i:02d}", T0 + i // 2  # (ties of created_at: by id)
-        for parent, rid in (("p", run_id), ("other", f"o-{run_id}")):
-            record = dataclasses.replace(run_record(rid, queue=f"q-{rid}", now=at),
-                                         parent_run_id=parent)
-            if status == "queued":  # (never claimed: no metrics)
-                await store.run_insert(run=record)
-                continue
-            await store.run_insert(run=record)
-            claimed = (await store.run_claim(worker_id="w", queues=[f"q-{rid}"], limit=1,
-                                             now=at, lease_seconds=30.0))[0]
-            lease = claimed.lease
-            await store.run_metrics_set(lease=lease, now=at, metrics=json.dumps(
-                {"cost.usd": cost, "tokens.input": tokens, "tokens.output": 1.0,
-                 "llm.calls": 1}))
-            if status == "waiting":
-                await store.run_release(lease=lease, now=at,
-                                        wait=Wait(None, "signal go", signal="go"))
-            elif status != "running":
-                await store.run_finish(lease=lease, status=status, result=None, error=None,
-                                       now=at)
-        kids.append((at, run_id, status, 0.0 if status == "queued" else cost,
-                     0.0 if status == "queued" else tokens + 1.0))
-    await store.run_insert(run=run_record("loner", status="completed"))
-
-    def expected(rows: list[tuple[float, str, str, float, float]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for _, _, status, cost, tokens in rows:
-            n, c, t = out.get(status, (0, 0.0, 0.0))
-            out[status] = (n + 1, c + cost, t + tokens)
-        return out
-
-    def figures(got: dict[str, ChildrenFigures]) -> dict[str, Any]:
-        return {s: (f.count, pytest.approx(f.cost), pytest.approx(f.tokens))
-                for s, f in got.items()}
-
-    assert figures(await store.run_children_summary(parent="p")) == expected(kids)
-    assert sum(f.count for f in (await store.run_children_summary(parent="p")).values()) == 17
-    newest = await store.run_search(parent="p", limit=5)
-    older = sorted(kids, reverse=True)[5:]
-    assert [r.run_id for r in newest] == [k[1] for k in sorted(kids, reverse=True)[:5]]
-    cursor = (newest[-1].created_at, newest[-1].run_id)
-    assert figures(await store.run_children_summary(parent="p", before=cursor)) == \
-        expected(older)
-    assert await store.run_children_summary(parent="loner") == {}
-    assert await store.run_children_summary(parent="p", before=(T0 - 1, "")) == {}
-
-
 async def _child(store: Store, parent: str, run_id: str, at: float, status: str,
                  cost: float, tokens: float) -> None:
     """A child run of ``parent`` created at ``at``, left ``status``, with its own cost and
@@ -136,8 +76,7 @@ async def test_run_children_many_gives_each_parents_newest_children_and_counts_t
         store: Store) -> None:
     """``run_children_many``: for each parent asked for, in one query, its newest
     ``limit`` children (the runs ``run_search`` lists for it, in its order, whole) and
-    the others counted by status with their own cost and tokens (what
-    ``run_children_summary`` says after the last of them); checked against the runs
+    the others counted by status with their own cost and tokens; checked against the runs
     made, with every status, ties of ``created_at``, grandchildren (not their
     grandparent's), many parents of 0 to 12 children, a parent with none, a run that
     does not exist, a parent asked for twice, and no parent at all."""
@@ -187,10 +126,6 @@ async def test_run_children_many_gives_each_parents_newest_children_and_counts_t
             # The same runs and figures as the reads of one parent.
             assert got[parent].runs == await store.run_search(parent=parent, limit=limit) \
                 if limit else not got[parent].runs
-            if got[parent].runs:
-                last = got[parent].runs[-1]
-                assert got[parent].rest == await store.run_children_summary(
-                    parent=parent, before=(last.created_at, last.run_id))
     assert got["p"].runs[0].metrics["cost.usd"] == 0.25 * 17  # whole runs, newest first
     assert await store.run_children_many(parents=[], limit=5) == {}
     assert (await store.run_children_many(parents=["nobody"], limit=5))["nobody"].runs == []

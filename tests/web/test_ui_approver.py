@@ -299,7 +299,7 @@ async def test_a_parents_tree_reads_the_children_it_draws_and_counts_the_others_
             family, run_id=f"fam.old{i}", workflow="paid_child", status=status,
             created_at=family.created_at - 10 + i, parent_run_id="fam", metrics={}))
     read: list[tuple[str, object]] = []
-    for name in ("run_search", "run_children_summary", "run_children_many"):
+    for name in ("run_search", "run_children_many"):
         method = getattr(type(store), name)
 
         async def counted(self: object, *, _name: str = name, _method: object = method,

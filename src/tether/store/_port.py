@@ -237,8 +237,8 @@ class RunEvent:
 
 @dataclass(frozen=True, slots=True)
 class ChildrenFigures:
-    """Child runs of one status (``ServeQueries.run_children_summary``): how many, and the
-    sums of their own cost (``cost.usd``) and tokens (input and output)."""
+    """Child runs of one status (``RunChildren.rest``): how many, and the sums of their
+    own cost (``cost.usd``) and tokens (input and output)."""
 
     count: int
     cost: float = 0.0
@@ -249,8 +249,8 @@ class ChildrenFigures:
 class RunChildren:
     """The children of one run (``ServeQueries.run_children_many``): its newest ``limit``
     (``runs``, in ``run_search``'s order: newest first) and the others counted by status
-    with the sums of their own cost and tokens (``rest``, as ``run_children_summary``
-    gives them; empty when there are no others)."""
+    with the sums of their own cost and tokens (``rest``: the statuses with none left
+    out; empty when there are no others)."""
 
     runs: list[RunRecord]
     rest: dict[str, ChildrenFigures]
@@ -352,22 +352,13 @@ class ServeQueries(Protocol):
         (the last run's (created_at, run_id) of the previous page). Each record has
         ``run_get``'s fields, a fork's origin (``forked_from``, ``forked_at``) among them."""
 
-    async def run_children_summary(self, *, parent: str,
-                                   before: tuple[float, str] | None = None
-                                   ) -> dict[str, ChildrenFigures]:
-        """The child runs of ``parent`` (strictly after the ``before`` cursor, in
-        ``run_search``'s order: the older ones), counted by status, with the sums of their
-        own ``cost.usd`` and tokens (``tokens.input`` + ``tokens.output``) from their
-        metrics; the statuses with none are left out. Counted in the store: no run is
-        read out (the run page's tree drew 100 children and read them all to count the
-        others)."""
-
     async def run_children_many(self, *, parents: Sequence[str],
                                 limit: int) -> dict[str, RunChildren]:
         """The children of each run of ``parents``, in one query whatever their number:
         for each, its newest ``limit`` children (``run_search(parent=..., limit=limit)``
         gives the same runs) and the others counted by status with their own cost and
-        tokens (``run_children_summary`` after the last of them). Every parent asked for
+        tokens (``tokens.input`` + ``tokens.output``), counted in the store: those runs
+        are never read out. Every parent asked for
         is a key, a run with no children (or none at all) with no runs and no rest. A
         run page's tree asks once per level for the children of all the runs it draws
         there (it asked once per run: up to 100 round trips a redraw)."""

@@ -10,7 +10,6 @@ from typing import Any
 from tether._types import RunRecord
 from tether.store._port import (
     WORKER_STALE,
-    ChildrenFigures,
     LiveStats,
     RunChildren,
     RunEvent,
@@ -69,15 +68,6 @@ class PostgresServeQueries:
             "before_id": before[1] if before else None},
             prepare=None if unfiltered else False)
         return [run_from_row(r) for r in rows]
-
-    async def run_children_summary(self, *, parent: str,
-                                   before: tuple[float, str] | None = None
-                                   ) -> dict[str, ChildrenFigures]:
-        rows, _ = await self._one("run_children_summary", {
-            "parent": parent, "before_at": before[0] if before else None,
-            "before_id": before[1] if before else None})
-        return {str(s): ChildrenFigures(int(n), float(cost), float(tokens))
-                for s, n, cost, tokens in rows}
 
     async def run_children_many(self, *, parents: Sequence[str],
                                 limit: int) -> dict[str, RunChildren]:

@@ -110,31 +110,13 @@ FROM (
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
--- run_children_summary --
--- A run's children (older than a (created_at, run_id) cursor, or all), counted by status
--- with the sums of their own cost and tokens (the run page's line for the children its
--- tree does not draw). Through runs_parent: the children's rows are read in the server
--- and only a row per status comes back; the page read every child out (10,000 children:
--- 10,000 runs decoded at each redraw).
-SELECT status, count(*),
-       coalesce(sum((metrics::json->>'cost.usd')::float8), 0),
-       coalesce(sum((metrics::json->>'tokens.input')::float8), 0)
-           + coalesce(sum((metrics::json->>'tokens.output')::float8), 0)
-FROM {schema}.runs
-WHERE parent_run_id = %(parent)s
-  AND created_at <= coalesce(%(before_at)s::float8, 'infinity')
-  AND (%(before_at)s::float8 IS NULL OR created_at < %(before_at)s
-       OR (created_at = %(before_at)s AND run_id < %(before_id)s::text))
-GROUP BY status;
-
 -- run_children_many --
 -- The children of several runs in one round trip (a run page's tree asks for those of
 -- all the runs it draws at a level; it asked once per run: up to 100 round trips a
 -- redraw, ~0.8 ms each): each parent's children through runs_parent, numbered newest
 -- first (run_search's order); the first `limit` of each come back whole (a row per
 -- run, its parent first, the figures' columns NULL), the others one row per parent and
--- status, counted with the sums of their own cost and tokens (run_children_summary's
--- figures; the run's columns NULL). The runs drawn are read again by their key, the
+-- status, counted with the sums of their own cost and tokens (the run's columns NULL). The runs drawn are read again by their key, the
 -- others never read out. Each child's metrics are parsed once, as jsonb (three `->>` of
 -- `metrics::json` lex the text three times: 10,000 children's, 22 ms against 15.5).
 WITH kids AS MATERIALIZED (

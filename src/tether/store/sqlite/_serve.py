@@ -13,7 +13,6 @@ import apsw
 from tether._types import RunRecord
 from tether.store._port import (
     WORKER_STALE,
-    ChildrenFigures,
     LiveStats,
     RunChildren,
     RunEvent,
@@ -93,13 +92,6 @@ class SqliteServeQueries(WriterClient):
     async def store_live_stats(self, *, now: float) -> LiveStats:
         return await self._read(_store_live_stats, now - WORKER_STALE)
 
-    async def run_children_summary(self, *, parent: str,
-                                   before: tuple[float, str] | None = None
-                                   ) -> dict[str, ChildrenFigures]:
-        params = {"parent": parent, "before_at": before[0] if before else None,
-                  "before_id": before[1] if before else None}
-        return await self._read(_run_children_summary, params)
-
     async def run_children_many(self, *, parents: Sequence[str],
                                 limit: int) -> dict[str, RunChildren]:
         ids = list(dict.fromkeys(parents))
@@ -127,12 +119,6 @@ def _run_search(conn: apsw.Connection, params: dict[str, Any]) -> list[RunRecord
     if name == "run_search_parent":
         params = {k: v for k, v in params.items() if k != "workflow"}
     return [run_from_row(r) for r in conn.execute(Q[name], params)]
-
-
-def _run_children_summary(conn: apsw.Connection,
-                          params: dict[str, Any]) -> dict[str, ChildrenFigures]:
-    return {str(s): ChildrenFigures(int(n), float(cost), float(tokens))
-            for s, n, cost, tokens in conn.execute(Q["run_children_summary"], params)}
 
 
 def _run_children_many(conn: apsw.Connection, parents: list[str],

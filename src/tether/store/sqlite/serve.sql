@@ -153,29 +153,13 @@ FROM (
 ORDER BY created_at DESC, run_id DESC
 LIMIT :limit;
 
--- run_children_summary --
--- A run's children (older than a (created_at, run_id) cursor, or all), counted by status
--- with the sums of their own cost and tokens (the run page's line for the children its
--- tree does not draw). Through tether_runs_parent: only a row per status comes back;
--- the page read every child out (10,000 children: 10,000 runs decoded at each redraw).
-SELECT status, count(*),
-       coalesce(sum(json_extract(metrics, '$."cost.usd"')), 0),
-       coalesce(sum(json_extract(metrics, '$."tokens.input"')), 0)
-           + coalesce(sum(json_extract(metrics, '$."tokens.output"')), 0)
-FROM tether_runs
-WHERE parent_run_id = :parent
-  AND (:before_at IS NULL OR created_at < :before_at
-       OR (created_at = :before_at AND run_id < :before_id))
-GROUP BY status;
-
 -- run_children_many --
 -- The children of several runs in one query (a run page's tree asks for those of all
 -- the runs it draws at a level; it asked once per run: up to 100 queries a redraw):
 -- each parent's children through tether_runs_parent, numbered newest first
 -- (run_search's order); the first `limit` of each come back whole (a row per run, its
 -- parent first, the figures' columns NULL), the others one row per parent and status,
--- counted with the sums of their own cost and tokens (run_children_summary's figures;
--- the run's columns NULL). The runs drawn are read again by rowid, the others never
+-- counted with the sums of their own cost and tokens (the run's columns NULL). The runs drawn are read again by rowid, the others never
 -- read out. :parents is a JSON array of ids.
 WITH kids AS MATERIALIZED (
     SELECT rowid AS rid, parent_run_id, status,
