@@ -21,10 +21,19 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.mcp import MCPToolset
-from pydantic_ai.messages import PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelResponse,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import RunContext
+from pydantic_ai.usage import RequestUsage
 
 import tether
 from tests import forked
@@ -103,6 +112,29 @@ async def test_cached_prompt_tokens_are_priced_at_the_cached_price(
     assert info.metrics["tokens.input"] == 10_000
     assert info.metrics["cost.usd"] == pytest.approx(
         (2_000 * 0.40 + 8_000 * 0.10 + 5 * 1.60) / 1e6)
+
+
+async def test_one_hour_cache_writes_are_priced_at_their_own_rate(store_url: str) -> None:
+    """pydantic-ai's usage tells which cache writes went to Anthropic's 1-hour cache
+    (``cache_write_1h_tokens``): on claude-sonnet-4-5 ($3 input), of 10,000 prompt
+    tokens 1,000 written to the 5-minute cache cost $3.75 per million and 3,000 written
+    to the 1-hour cache $6 (before: all 4,000 at $3.75, $0.03315 for the call)."""
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("done")], model_name="claude-sonnet-4-5",
+                             usage=RequestUsage(input_tokens=10_000, output_tokens=10,
+                                                cache_write_tokens=4_000,
+                                                cache_write_1h_tokens=3_000))
+
+    app = App(store_url)
+    tagent = TetherAgent(Agent(FunctionModel(answer, model_name="claude-sonnet-4-5"),
+                               name="cached"), app=app)
+    async with app, app.worker():
+        handle = await tagent.start("hi")
+        assert await handle.result(timeout=30) == "done"
+        info = await app.get_run(handle.run_id)
+    assert info.metrics["tokens.input"] == 10_000
+    assert info.metrics["cost.usd"] == pytest.approx(
+        (6_000 * 3.0 + 1_000 * 3.75 + 3_000 * 6.0 + 10 * 15.0) / 1e6)
 
 
 async def test_model_requests_and_tool_calls_are_journaled_with_typed_output(

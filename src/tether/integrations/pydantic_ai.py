@@ -588,7 +588,8 @@ def _usage_of(result: Any) -> tuple[Usage, str | None]:
     usage = response.get("usage") or {}
     model = response.get("model_name")
     used = Usage.reported(usage.get("input_tokens"), usage.get("output_tokens")).cached(
-        usage.get("cache_read_tokens"), usage.get("cache_write_tokens"))
+        usage.get("cache_read_tokens"), usage.get("cache_write_tokens"),
+        usage.get("cache_write_1h_tokens"))
     return used, (model if isinstance(model, str) and model else None)
 
 
