@@ -536,3 +536,85 @@ async def test_time_skipping_reads_no_list_of_runs(store_url: str,
         result = await env.run(seen["workflows"]["slow"], "x")
         assert (result["slept"], result["waited"], result["retried"]) == (3 * DAY, DAY, 3 * 3600)
         assert not await env.skip()  # the other queue's timer is no wake of ours
+
+
+def _napper_app() -> App:
+    app = App()
+
+    @app.workflow
+    async def napper(tag: str) -> str:
+        await tether.sleep(3600)
+        return tag
+
+    return app
+
+
+async def test_a_second_environment_on_one_store_is_refused_naming_the_first(
+        store_url: str) -> None:
+    """Two environments open on one store (two xdist workers given the same database)
+    ran each other's runs, and one skipping its clock woke the other's timers: the
+    second's worker ran the first's hour-long sleep to its end while the first's clock
+    stood at 0. The second is now refused with a ConfigError naming the first; once
+    the first is closed, the store takes a new environment."""
+    app = _napper_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0) as first:
+        handle = await first.start("napper", "first's")
+        await first.settle()
+        second = TestEnv(app, store_url=store_url, start_time=1e6)
+        with pytest.raises(ConfigError, match=rf"in use by another open TestEnv \(process "
+                                              rf"{os.getpid()} on .*, test 'tests/testing/"
+                                              r"test_env\.py::test_a_second_environment"):
+            await second.open()
+        assert not second._opened
+        assert (await first.app.get_run(handle.run_id)).status == "waiting"
+        assert first.now() == 0.0
+        assert await handle.result() == "first's"
+    async with TestEnv(app, store_url=store_url) as again:
+        assert await again.run("napper", "again") == "again"
+
+
+_HOLDER = """
+import asyncio, sys
+from tether import App
+from tether.testing import TestEnv
+
+app = App()
+
+@app.workflow
+async def wf() -> int:
+    return 1
+
+async def main() -> None:
+    async with TestEnv(app, store_url=sys.argv[1]):
+        print("open", flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_environment_of_another_process_holds_the_store_until_it_dies(
+        tmp_path: Any) -> None:
+    """Another test process's open environment holds the store (refused here); once
+    that process is killed (no close, no clean up), its claim is taken over at once,
+    as the process is gone from this host."""
+    import signal
+    import sys
+
+    url = f"sqlite:///{tmp_path}/shared.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, url, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTEST_CURRENT_TEST": "test_other.py::test_holder (call)"})
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"open\n"
+        app = _napper_app()
+        with pytest.raises(ConfigError, match=rf"process {proc.pid} on .*, test "
+                                              r"'test_other\.py::test_holder \(call\)'"):
+            await TestEnv(app, store_url=url).open()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    async with TestEnv(app, store_url=url, start_time=0.0) as env:
+        assert await env.run("napper", "mine") == "mine"
+        assert env.now() == 3600.0

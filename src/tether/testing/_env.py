@@ -43,12 +43,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -68,6 +71,14 @@ log = logging.getLogger("tether.testing")
 #: Seconds of real time between looks at the store while skipping or settling.
 _POLL = 0.002
 _POLL_MAX = 0.02
+
+#: The store's key-value row an open environment holds (``kv_get``/``kv_cas``), to refuse
+#: a second environment on the same store; its holder refreshes it every
+#: ``_CLAIM_BEAT`` real seconds, and a row not refreshed for ``_CLAIM_STALE`` (a test
+#: process killed, or left in a debugger) is taken over.
+CLAIM_KEY = "tether.testing.env"
+_CLAIM_BEAT = 5.0
+_CLAIM_STALE = 30.0
 
 _LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base_url"}
 _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -153,7 +164,9 @@ class TestEnv:
             through the environment.
         queues: the worker's queues (default: every queue of the app's workflows).
         store_url: a store of your own instead of the temporary SQLite file (e.g. a
-            fresh PostgreSQL database); it is left in place afterwards.
+            fresh PostgreSQL database); it is left in place afterwards. One open
+            environment per store: a second one is refused (``ConfigError`` naming the
+            first), as it would run the first's runs and skip its clock.
         **worker_options: passed to ``app.worker`` (``concurrency``, ...); its
             ``start_retry`` is 0 unless given: a store that cannot be reached fails the
             opening at once instead of being waited for.
@@ -200,6 +213,8 @@ class TestEnv:
         self._skip_task: asyncio.Task[None] | None = None
         self._closing = False
         self._opened = False
+        self._claim_id = uuid.uuid4().hex
+        self._claim_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -226,6 +241,9 @@ class TestEnv:
             # A server given already started (the ``llm_server`` fixture's) is the
             # caller's: left running at close, as it was found.
             self._stop_llm = self.llm._server is None
+            # Before the worker: a second environment's worker would already claim the
+            # first's runs.
+            await self._claim()
             await self.llm.start()
             for var, attr in _LLM_ENV.items():
                 self._set_env(var, getattr(self.llm, attr))
@@ -263,7 +281,14 @@ class TestEnv:
             self._skip_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._skip_task
+        if self._claim_task is not None:
+            self._claim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._claim_task
+            self._claim_task = None
         try:
+            with contextlib.suppress(TetherError, OSError):
+                await self._unclaim()  # (before the app's close: its store goes with it)
             await self.app.close()  # stops the worker too
             for model, url in zip(self._llms, self._llm_urls, strict=False):
                 await model.aclose()
@@ -282,6 +307,61 @@ class TestEnv:
             self._saved_env.clear()
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
+
+    # -- one environment per store ----------------------------------------------------------
+
+    def _claim_value(self) -> str:
+        return json.dumps({"id": self._claim_id, "pid": os.getpid(),
+                           "host": socket.gethostname(),
+                           "test": os.environ.get("PYTEST_CURRENT_TEST"),
+                           "beat": time.time()})
+
+    async def _claim(self) -> None:
+        """Hold the store's ``CLAIM_KEY`` row while open, or refuse (``ConfigError``,
+        naming the holder) when another open environment holds it: two environments
+        on one store ran each other's runs, and each skipped its clock to the other's
+        wake-ups. A row whose holder stopped refreshing it (a killed test process) is
+        taken over; so is one of a process of this host that is gone."""
+        store = await self.app._open()
+        for _ in range(10):
+            row = await store.kv_get(key=CLAIM_KEY)
+            holder = _holder(row[0]) if row is not None else None
+            if holder is not None and holder.get("id") != self._claim_id \
+                    and _claim_live(holder):
+                raise ConfigError(_claim_refusal(self.store_url, holder))
+            if await store.kv_cas(key=CLAIM_KEY, value=self._claim_value(),
+                                  version=None if row is None else row[1], now=time.time()):
+                self._claim_task = asyncio.create_task(self._keep_claim(),
+                                                       name="tether-test-claim")
+                return
+        raise ConfigError(f"TestEnv: the store {self.store_url} is being opened by other "
+                          "environments at the same time: give each its own store")
+
+    async def _keep_claim(self) -> None:
+        """Refresh the claim every ``_CLAIM_BEAT`` real seconds while open."""
+        store = self.app.store
+        while True:
+            await asyncio.sleep(_CLAIM_BEAT)
+            try:
+                row = await store.kv_get(key=CLAIM_KEY)
+                holder = _holder(row[0]) if row is not None else None
+                if row is None or holder is None or holder.get("id") != self._claim_id:
+                    log.warning("TestEnv: another environment took over the store %s "
+                                "(this one did not refresh its claim for %.0f s): the two "
+                                "now see each other's runs", self.store_url, _CLAIM_STALE)
+                    return
+                await store.kv_cas(key=CLAIM_KEY, value=self._claim_value(),
+                                   version=row[1], now=time.time())
+            except (TetherError, OSError) as exc:  # (a store down for a moment)
+                log.debug("TestEnv: refreshing the claim on the store failed: %s", exc)
+
+    async def _unclaim(self) -> None:
+        """Give the claim up (an empty row: the store's rows are never deleted)."""
+        store = self.app.store
+        row = await store.kv_get(key=CLAIM_KEY)
+        holder = _holder(row[0]) if row is not None else None
+        if row is not None and holder is not None and holder.get("id") == self._claim_id:
+            await store.kv_cas(key=CLAIM_KEY, value="", version=row[1], now=time.time())
 
     def _set_env(self, var: str, value: str) -> None:
         self._saved_env.setdefault(var, os.environ.get(var))
@@ -536,6 +616,42 @@ class TestEnv:
         """Start a run and wait for its result, skipping time (see ``start``)."""
         handle = await self.start(workflow, *args, **kwargs)
         return await handle.result()
+
+
+def _holder(value: str) -> dict[str, Any] | None:
+    """The claim in a ``CLAIM_KEY`` row, or None for a free one (empty, unreadable)."""
+    try:
+        holder = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _claim_live(holder: dict[str, Any]) -> bool:
+    """The claim's holder may still be open: refreshed within ``_CLAIM_STALE`` real
+    seconds, and not a process of this host that is gone."""
+    beat = holder.get("beat")
+    if not isinstance(beat, (int, float)) or time.time() - beat > _CLAIM_STALE:
+        return False
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+def _claim_refusal(url: str, holder: dict[str, Any]) -> str:
+    where = f"process {holder.get('pid')} on {holder.get('host')}"
+    test = holder.get("test")
+    return (f"TestEnv: the store {url} is in use by another open TestEnv ({where}"
+            f"{f', test {test!r}' if test else ''}): two environments on one store run "
+            "each other's runs and skip each other's clocks. Give each its own store "
+            "(under pytest-xdist, a database named after the worker_id fixture), or "
+            "close the first before opening this one")
 
 
 def _twin(app: App, url: str, clock: VirtualClock) -> App:
