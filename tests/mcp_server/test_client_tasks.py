@@ -217,3 +217,40 @@ async def test_a_remote_server_gone_past_the_calls_retries_does_not_fail_the_run
             await app.cancel(handle.run_id)
     finally:
         await remote_server.aclose()
+
+
+@pytest.mark.parametrize("tool", ["name_job", "confirm_job"])
+async def test_a_remote_task_that_ends_while_the_run_awaits_its_input_ends_the_call(
+        store_url: str, remote_log: Path, tool: str) -> None:
+    """While the run waits for the answer to a remote input request (the ``mcp_input``
+    signal, or an approval), it still polls the remote task: a task cancelled over
+    there (by the server, another client, an expiry) ends the call as an error result
+    at the next poll. Until 2026-12-06 the run stopped polling while it waited, so it
+    waited on, for an answer the task no longer wanted. Each poll is journaled (a
+    signal wait with a timeout, then ``get_task``); the worker releases the run at
+    every wait, so each poll is a replay."""
+    arguments = {"what": "deploy"} if tool == "confirm_job" else {}
+    async with serve_remote(poll_interval_ms=100) as url:
+        app, remote = client_apps.build(store_url, remote_url=url, poll_floor=0.1)
+        outside = MCPServer.http(url, id="outside")
+        async with app, remote, outside, app.worker(sticky_wait=0):
+            handle = await app.start("use_remote", tool, arguments)
+
+            async def awaiting() -> bool:
+                info = await app.get_run(handle.run_id)
+                return (isinstance(info.status_info, dict)
+                        and info.status_info.get("state") in ("awaiting_input",
+                                                              "awaiting_approval"))
+
+            await wait_until(awaiting)
+            task_id = next(ln[2] for ln in log_lines(remote_log) if ln[0] == "call")
+            await outside.cancel_task(task_id)
+            assert await handle.result(timeout=20) == {
+                "text": "remote task cancelled: cancelled", "is_error": True}
+            run = await app.get_run(handle.run_id)
+            assert await pending_approvals(app) == []
+    assert [ln for ln in log_lines(remote_log) if ln[0] == "update"] == []
+    kinds = [(e["kind"], e["name"]) for e in run.journal]
+    signal = "approval" if tool == "confirm_job" else "mcp_input"
+    assert ("signal", signal) in kinds, kinds
+    assert kinds[-1] == ("step", "mcp:remote.get_task")

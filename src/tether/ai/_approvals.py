@@ -27,7 +27,7 @@ answers whatever approval is waiting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -132,7 +132,9 @@ class PendingApproval:
 
 async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str, *,
                            approval_id: str, call_id: str = "",
-                           status: Mapping[str, Any] | None = None) -> ApprovalDecision:
+                           status: Mapping[str, Any] | None = None,
+                           watch: Callable[[], Awaitable[None]] | None = None,
+                           watch_every: float = 60.0) -> ApprovalDecision:
     """In a workflow: publish a pending approval and wait (released) for the answer.
 
     Args:
@@ -144,6 +146,10 @@ async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str,
         call_id: the model's id of the call, for the record.
         status: other keys of the run's status to publish alongside (the agent's name,
             its turn); ``state`` and ``approval`` are set here.
+        watch: called (in the workflow) every ``watch_every`` seconds of waiting without
+            an answer (each wait a journaled signal wait with that timeout); an
+            exception it raises ends the wait (``tether.ai.mcp`` looks at the remote
+            task the answer is for, and stops waiting when it ended).
 
     Returns the decision. Answers naming another approval id are skipped. The status
     keeps showing this approval until the caller publishes its next one (a second
@@ -156,7 +162,14 @@ async def request_approval(tool: str, arguments: Mapping[str, Any], reason: str,
         "id": approval_id, "tool": tool, "arguments": dict(arguments), "reason": reason,
         "since": since, "call_id": call_id}})
     while True:
-        payload = await tether.wait_for_signal(APPROVAL_SIGNAL)
+        if watch is None:
+            payload = await tether.wait_for_signal(APPROVAL_SIGNAL)
+        else:
+            try:
+                payload = await tether.wait_for_signal(APPROVAL_SIGNAL, timeout=watch_every)
+            except tether.SignalTimeout:
+                await watch()
+                continue
         decision = _decision(payload, approval_id)
         if decision is not None:
             return decision

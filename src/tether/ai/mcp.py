@@ -24,6 +24,9 @@ task without holding a worker: a durable timer (``tether.sleep``, at least
 ``get_task`` step per poll. A remote ``input_required`` becomes a wait in Tether: an
 approval (``tether approve``) when the request asks for ``approved``, else the signal
 ``mcp_input`` whose payload is the answer; the answer goes back with ``tasks/update``.
+While it waits for the answer the run keeps polling the task (the wait's timeout is the
+poll interval; each timeout a ``get_task`` step), so a task that ends over there
+(cancelled, failed, expired) ends the wait and the call.
 After a crash, replay resumes polling the same task id: the tool is called once.
 
 Needs the extra: ``pip install tether[mcp]``.
@@ -632,6 +635,15 @@ async def _no_live_elicitation(context: Any, params: Any) -> Any:
         "(protocol 2026-07-28 or later); a live elicitation/create cannot be answered"))
 
 
+class _TaskMoved(Exception):
+    """A remote task no longer asks for the input a run waits for (see
+    ``MCPToolset._watch``); ``task`` is the look (``tasks/get``) that saw it."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        super().__init__(task.get("status"))
+        self.task = task
+
+
 class _TaskCreated(Exception):
     """The server answered ``tools/call`` with a task: raised by the claim's resolver so
     the SDK's ``call_tool`` (input-required rounds, re-listing) hands it back to us."""
@@ -978,26 +990,42 @@ class MCPToolset:
         task_id = result.task_id
         interval = _poll_seconds(result.poll_interval_ms)
         answered: set[str] = set()
+        task: dict[str, Any] | None = None  # (a look taken while waiting for an answer)
         try:
             while True:
-                await tether.sleep(max(interval, self.poll_floor))
-                task = await self._get_task(task_id)
-                status = task.get("status")
+                if task is None:
+                    await tether.sleep(max(interval, self.poll_floor))
+                    task = await self._get_task(task_id)
+                seen, task = task, None
+                status = seen.get("status")
                 if status == "completed":
-                    return _tool_result_from_json(task.get("result") or {})
+                    return _tool_result_from_json(seen.get("result") or {})
                 if status in ("failed", "cancelled"):
-                    error = task.get("error") or {}
+                    error = seen.get("error") or {}
                     text = (f"remote task {status}: "
-                            f"{error.get('message') or task.get('statusMessage') or status}")
+                            f"{error.get('message') or seen.get('statusMessage') or status}")
                     return MCPToolResult([{"type": "text", "text": text}], is_error=True,
                                          text=text)
-                interval = _poll_seconds(task.get("pollIntervalMs")) or interval
+                interval = _poll_seconds(seen.get("pollIntervalMs")) or interval
                 if status == "input_required":
                     responses = {}
-                    for key, request in sorted((task.get("inputRequests") or {}).items()):
-                        if key not in answered:
-                            responses[key] = await self._answer(name, task_id, key, request)
-                            answered.add(key)
+                    every = max(interval, self.poll_floor)
+                    try:
+                        for key, request in sorted((seen.get("inputRequests") or {}).items()):
+                            if key not in answered:
+                                responses[key] = await self._answer(
+                                    name, task_id, key, request,
+                                    watch=self._watch(task_id, key), every=every)
+                                answered.add(key)
+                    except _TaskMoved as moved:
+                        # The remote task ended, or no longer asks for this input, while
+                        # the run waited for it: the answers given so far go only where
+                        # it still asks for them, and the look is the next poll's.
+                        task = moved.task
+                        asked = (task.get("inputRequests") or {}
+                                 if task.get("status") == "input_required" else {})
+                        answered -= {key for key in responses if key not in asked}
+                        responses = {k: v for k, v in responses.items() if k in asked}
                     if responses:
                         await self._update_task(task_id, responses)
         except tether.Cancelled:
@@ -1023,8 +1051,24 @@ class MCPToolset:
         text = f"the MCP server {self.server.id!r} kept asking for input (20 rounds)"
         return MCPToolResult([{"type": "text", "text": text}], is_error=True, text=text)
 
-    async def _answer(self, tool: str, task_id: str, key: str, request: Any) -> Any:
-        """Wait (released) in Tether for the answer to one remote input request."""
+    def _watch(self, task_id: str, key: str) -> Callable[[], Awaitable[None]]:
+        """A look at remote task ``task_id`` (a journaled ``get_task`` step) for a wait
+        for its input ``key``: raises ``_TaskMoved`` when the task no longer asks for
+        it (it ended: failed, cancelled or expired remotely, completed; or the input was
+        given elsewhere)."""
+        async def watch() -> None:
+            task = await self._get_task(task_id)
+            if task.get("status") != "input_required" or key not in (
+                    task.get("inputRequests") or {}):
+                raise _TaskMoved(task)
+        return watch
+
+    async def _answer(self, tool: str, task_id: str, key: str, request: Any, *,
+                      watch: Callable[[], Awaitable[None]] | None = None,
+                      every: float = 60.0) -> Any:
+        """Wait (released) in Tether for the answer to one remote input request; with
+        ``watch``, called every ``every`` seconds of waiting (a signal wait with that
+        timeout, journaled), which ends the wait by raising."""
         params = request.get("params") if isinstance(request, dict) else None
         params = params if isinstance(params, dict) else {}
         schema = params.get("requestedSchema") or {}
@@ -1037,13 +1081,21 @@ class MCPToolset:
             arguments = details.get("arguments") if isinstance(details, dict) else None
             decision = await request_approval(
                 f"{self.server.id}:{tool}", arguments if isinstance(arguments, dict) else {},
-                message, approval_id=f"mcp:{task_id}:{key}")
+                message, approval_id=f"mcp:{task_id}:{key}", watch=watch, watch_every=every)
             return {"action": "accept",
                     "content": {"approved": decision.approved, "note": decision.note or ""}}
         tether.set_status({"state": "awaiting_input", "input": {
             "signal": MCP_INPUT_SIGNAL, "server": self.server.id, "tool": tool,
             "task_id": task_id, "key": key, "message": message, "request": request}})
-        answer = await tether.wait_for_signal(MCP_INPUT_SIGNAL)
+        while True:
+            if watch is None:
+                answer = await tether.wait_for_signal(MCP_INPUT_SIGNAL)
+                break
+            try:
+                answer = await tether.wait_for_signal(MCP_INPUT_SIGNAL, timeout=every)
+                break
+            except tether.SignalTimeout:
+                await watch()
         if isinstance(answer, dict) and isinstance(answer.get("action"), str):
             return answer
         return {"action": "accept", "content": answer if isinstance(answer, dict)
