@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import math
 import re
@@ -541,15 +542,111 @@ def to_record(app: App, spec: ScheduleSpec, now: float) -> ScheduleRecord:
 _ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
 
 
+# -- the code versions of the live workers, for the schedules' ticks ----------------------
+
+#: The store's key-value row that lists the code versions of the versioned workers
+#: (``App(version=)``): ``{"versions": {VERSION: {"since": T, "workflows": [...]}},
+#: "workers": {WORKER_ID: VERSION}}``. ``since`` is when a worker of the version came up
+#: while none of it was listed: the newest version is the one that came up last.
+VERSIONS_KEY = "tether.versions"
+
+
+def _versions_doc(row: tuple[str, int] | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(row[0]) if row is not None and row[0] else {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    versions, workers = doc.get("versions"), doc.get("workers")
+    return {"versions": versions if isinstance(versions, dict) else {},
+            "workers": workers if isinstance(workers, dict) else {}}
+
+
+async def _versions_update(store: Store, change: Callable[[dict[str, Any]], None],
+                           now: float) -> None:
+    """Apply ``change`` to the versions row (compare-and-set, tried again on a race)."""
+    for _ in range(20):
+        row = await store.kv_get(key=VERSIONS_KEY)
+        doc = _versions_doc(row)
+        change(doc)
+        # (versions no listed worker has are dropped: one that comes back is new again)
+        kept = set(doc["workers"].values())
+        doc["versions"] = {v: d for v, d in doc["versions"].items() if v in kept}
+        if await store.kv_cas(key=VERSIONS_KEY, value=json.dumps(doc, sort_keys=True),
+                              version=None if row is None else row[1], now=now):
+            return
+    log.warning("the code versions row (%s) kept changing under this worker: not updated",
+                VERSIONS_KEY)
+
+
+async def version_announce(store: Store, *, worker_id: str, version: str,
+                           workflows: list[str], now: float) -> None:
+    """List a starting worker of ``version`` (serving ``workflows``) in the versions
+    row; a version none of whose workers was listed is new as of ``now``. Workers no
+    longer registered (stopped, reaped) leave the row here."""
+    registered = {w.worker_id for w in await store.worker_list()}
+
+    def change(doc: dict[str, Any]) -> None:
+        doc["workers"] = {w: v for w, v in doc["workers"].items()
+                          if w in registered and w != worker_id}
+        listed = set(doc["workers"].values())
+        old = doc["versions"].get(version)
+        since = old.get("since") if isinstance(old, dict) and version in listed else None
+        doc["workers"][worker_id] = version
+        doc["versions"][version] = {"since": since if isinstance(since, (int, float))
+                                    else now, "workflows": sorted(workflows)}
+
+    await _versions_update(store, change, now)
+
+
+async def version_retire(store: Store, *, worker_id: str, now: float) -> None:
+    """Take a stopping worker out of the versions row."""
+    def change(doc: dict[str, Any]) -> None:
+        doc["workers"].pop(worker_id, None)
+
+    row = await store.kv_get(key=VERSIONS_KEY)
+    if worker_id in _versions_doc(row)["workers"]:
+        await _versions_update(store, change, now)
+
+
+async def newest_live_version(store: Store, workflow: str, now: float) -> str | None:
+    """The code version a new run of ``workflow`` that no app chose (a schedule's tick)
+    goes to: of the versions with a live worker (heartbeat within ``WORKER_STALE``)
+    that serves ``workflow``, the one that came up last; None when there is none (no
+    versioned worker)."""
+    from tether.store._port import WORKER_STALE
+
+    row = await store.kv_get(key=VERSIONS_KEY)
+    if row is None:
+        return None
+    doc = _versions_doc(row)
+    live = {doc["workers"].get(w.worker_id) for w in await store.worker_list()
+            if now - w.heartbeat_at <= WORKER_STALE}
+    best: tuple[float, str] | None = None
+    for version, info in doc["versions"].items():
+        if version not in live or not isinstance(info, dict):
+            continue
+        since, served = info.get("since"), info.get("workflows")
+        if not isinstance(since, (int, float)) or not isinstance(served, list) \
+                or workflow not in served:
+            continue
+        if best is None or (since, version) > best:
+            best = (float(since), version)
+    return None if best is None else best[1]
+
+
 async def start_tick(app: App, store: Store, s: ScheduleRecord, run_id: str,
-                     now: float) -> bool:
+                     now: float, version: str | None = None) -> bool:
     """Start the run of one tick (idempotent on its id); True if this call created it.
-    Its code version is the app's, or for an app of none (``tether schedules trigger``)
-    the schedule's, which the workers that run it gave it."""
+    Its code version is ``version`` (the newest live version, ``newest_live_version``),
+    else the app's, else for an app of none (``tether schedules trigger``) the
+    schedule's, which the workers that run it gave it."""
+    if version is None:
+        version = app.version if app.version is not None else s.version
     run = RunRecord(run_id=run_id, workflow=s.workflow, queue=s.queue,
                     status=RunStatus.QUEUED, input=s.input, created_at=now,
-                    updated_at=now, available_at=now,
-                    version=app.version if app.version is not None else s.version)
+                    updated_at=now, available_at=now, version=version)
     _, created = await store.run_insert(run=run)
     return created
 
@@ -560,7 +657,9 @@ async def trigger_schedule(app: App, store: Store, s: ScheduleRecord, now: float
     schedule's last run, unless the schedule moved on meanwhile (a tick of a worker, a
     pause: the compare-and-set on its next tick fails, and that change stands)."""
     run_id = f"{s.name}@manual-{uuid.uuid4().hex[:12]}"
-    await start_tick(app, store, s, run_id, now)
+    version = None if app.version is not None else await newest_live_version(
+        store, s.workflow, now)
+    await start_tick(app, store, s, run_id, now, version)
     await store.schedule_advance(name=s.name, expected=s.next_tick, next_tick=s.next_tick,
                                  last_tick=None, last_run_id=run_id, now=now)
     return run_id
@@ -688,8 +787,11 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
                         await store.run_cancel(run_id=r.run_id, now=now)
                         log.info("schedule %s: cancelling run %s (overlap=cancel_previous)",
                                  s.name, r.run_id)
+        # (a rolling deploy: whichever version's worker fires, the tick's run goes to
+        # the newest live version, as the new runs of a deploy do)
+        version = await newest_live_version(store, s.workflow, now) if batch else None
         for rid in batch:
-            if await start_tick(app, store, s, rid, now):
+            if await start_tick(app, store, s, rid, now, version):
                 log.info("schedule %s: started run %s", s.name, rid)
                 notify()
         # ``last_tick`` is the tick of the last batch that started: ``in_flight`` looks

@@ -4,6 +4,7 @@ migrate-runs relies on (a dry replay that executes nothing)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -199,3 +200,49 @@ async def test_a_retried_tree_runs_on_the_version_it_is_retried_under(store_url:
         assert versions == {"b": "v2", "b.0": "v2"}, versions
         async with fixed.worker():
             assert await fixed.handle("b").result(timeout=20) == "fixed"
+
+
+def pulse_code(url: str, version: str) -> App:
+    app = App(url, version=version)
+
+    @app.schedule("* * * * * *", name="pulse")  # every second
+    @app.workflow
+    async def pulse() -> str:
+        return version
+
+    return app
+
+
+async def ticks(app: App, since: float) -> list[tuple[float, str | None, str]]:
+    """(created, version, status) of the schedule's tick runs created after ``since``."""
+    runs = await app.store.run_list(limit=10_000)
+    return sorted((r.created_at, r.version, r.status.value) for r in runs
+                  if r.run_id.startswith("pulse@") and r.created_at > since)
+
+
+async def test_a_schedules_ticks_go_to_the_newest_live_version(store_url: str) -> None:
+    """In a rolling deploy the old and the new version's workers run side by side, and
+    each tick's run was started by whichever worker's scheduler fired first, with that
+    worker's version: ticks after the deploy ran old and new code by turns (seen:
+    v1, v1, v2, v2). A tick's run now goes to the newest live
+    version, as the deploy's other new runs do, whoever starts it; once the new
+    version's workers are gone (stopped: a rollback), the ticks go back to the old."""
+    old, new = pulse_code(store_url, "v1"), pulse_code(store_url, "v2")
+    async with old, new, old.worker():
+        start = time.time()
+        await wait_for(lambda: _n_ended(old, start, 2), timeout=20, what="two v1 ticks")
+        assert {v for _, v, _ in await ticks(old, start)} == {"v1"}
+        async with new.worker():
+            deployed = time.time()
+            await wait_for(lambda: _n_ended(old, deployed, 4), timeout=20,
+                           what="four ticks after the deploy")
+            after = await ticks(old, deployed)
+        assert [v for _, v, _ in after] == ["v2"] * len(after), after
+        gone = time.time()
+        await wait_for(lambda: _n_ended(old, gone, 2), timeout=20,
+                       what="two ticks after the new version stopped")
+        assert {v for _, v, _ in await ticks(old, gone)} == {"v1"}
+
+
+async def _n_ended(app: App, since: float, n: int) -> bool:
+    return sum(s == "completed" for _, _, s in await ticks(app, since)) >= n

@@ -28,7 +28,14 @@ from tether._app import worker_host
 from tether._clock import SyncedClock, wait_event
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, restore
 from tether._errors_codec import error_to_dict
-from tether._lifecycle import PurgePlan, retention_plans, tick_schedules, to_record
+from tether._lifecycle import (
+    PurgePlan,
+    retention_plans,
+    tick_schedules,
+    to_record,
+    version_announce,
+    version_retire,
+)
 from tether._pacing import OutagePacing
 from tether._procs import pid_start, process_alive
 from tether._replay import (
@@ -448,6 +455,11 @@ class Worker:
             workflows={name: w.queue for name, w in self.app.workflows().items()}, now=now)
         for spec in self.app._schedules.values():
             await store.schedule_upsert(schedule=to_record(self.app, spec, now))
+        if self.app.version is not None:
+            # (the schedules' ticks go to the newest live version: see newest_live_version)
+            await version_announce(store, worker_id=self.worker_id, version=self.app.version,
+                                   workflows=[name for name, w in self.app.workflows().items()
+                                              if w.queue in self.queues], now=now)
         # A cancel from another process reaches a run it holds at once, not at the next
         # heartbeat (which still reports cancels whose notification was lost).
         self._unsubscribe = await store.subscribe(self.notify, on_cancel=self.request_cancel)
@@ -549,6 +561,9 @@ class Worker:
             async with asyncio.timeout(STOP_WRITES_TIMEOUT):
                 await self.app.store.worker_unregister(
                     worker_id=self.worker_id, now=self.app.clock.now())
+                if self.app.version is not None:
+                    await version_retire(self.app.store, worker_id=self.worker_id,
+                                         now=self.app.clock.now())
         except (StoreError, TimeoutError) as exc:
             log.warning("worker %s could not unregister (%s); other workers take its "
                         "runs over when their leases expire", self.worker_id,
