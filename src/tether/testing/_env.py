@@ -79,6 +79,10 @@ _POLL_MAX = 0.02
 CLAIM_KEY = "tether.testing.env"
 _CLAIM_BEAT = 5.0
 _CLAIM_STALE = 30.0
+#: The claims this process's environments hold, with the event loop each runs on: a
+#: claim of this process that is not here (its environment closed) or whose loop is
+#: closed (an environment never closed, its test's loop gone with its worker) is free.
+_OPEN_CLAIMS: dict[str, asyncio.AbstractEventLoop] = {}
 
 _LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base_url"}
 _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -286,6 +290,7 @@ class TestEnv:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._claim_task
             self._claim_task = None
+        _OPEN_CLAIMS.pop(self._claim_id, None)
         try:
             with contextlib.suppress(TetherError, OSError):
                 await self._unclaim()  # (before the app's close: its store goes with it)
@@ -333,6 +338,7 @@ class TestEnv:
                                   version=None if row is None else row[1], now=time.time()):
                 self._claim_task = asyncio.create_task(self._keep_claim(),
                                                        name="tether-test-claim")
+                _OPEN_CLAIMS[self._claim_id] = asyncio.get_running_loop()
                 return
         raise ConfigError(f"TestEnv: the store {self.store_url} is being opened by other "
                           "environments at the same time: give each its own store")
@@ -629,11 +635,15 @@ def _holder(value: str) -> dict[str, Any] | None:
 
 def _claim_live(holder: dict[str, Any]) -> bool:
     """The claim's holder may still be open: refreshed within ``_CLAIM_STALE`` real
-    seconds, and not a process of this host that is gone."""
+    seconds, not a process of this host that is gone, and, in this process, an
+    environment still open on a loop that still runs."""
     beat = holder.get("beat")
     if not isinstance(beat, (int, float)) or time.time() - beat > _CLAIM_STALE:
         return False
     pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and pid == os.getpid():
+        loop = _OPEN_CLAIMS.get(str(holder.get("id")))
+        return loop is not None and not loop.is_closed()
     if holder.get("host") == socket.gethostname() and isinstance(pid, int):
         try:
             os.kill(pid, 0)
