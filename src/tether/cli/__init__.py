@@ -49,18 +49,36 @@ EXIT_STATUSES = (
     "not (a step or a request cut off, a failed shutdown)")
 
 
+#: What ``tether --help`` says of the options that may come before COMMAND.
+GLOBAL_OPTIONS = (
+    "--db, --log-level and --log-format, which every command takes, and --json, which "
+    "the commands with JSON output take, may come before COMMAND as well as after it, "
+    "as git's and docker's do (tether --log-level debug runs); given on both sides, "
+    "the one after COMMAND wins. --json before a command without JSON output is "
+    "refused (exit 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", help=DB_HELP)
     _logging.add_arguments(common)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tether",
         description="Durable execution for AI agents: start, inspect and serve journaled runs.",
         epilog=EXIT_STATUSES,
     )
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="show the installed version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    before = parser.add_argument_group("options before COMMAND", GLOBAL_OPTIONS)
+    # Under dests of their own: the command's parser sets its own (None when not given)
+    # on the namespace after these, and ``_Parser`` then picks.
+    before.add_argument("--db", metavar="URL", dest="before_db", help=DB_HELP)
+    _logging.add_arguments(before, dest_prefix="before_")
+    before.add_argument("--json", action="store_true", dest="before_json",
+                        help="JSON output, for a command that has it")
+    # (argparse.ArgumentParser: a command's parser does not pick, ``_Parser`` does)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=argparse.ArgumentParser)
     _worker.register(sub, common)
     _runs.register(sub, common)
     _approvals.register(sub, common)
@@ -74,6 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
     _lifecycle.register(sub, common)
     _schedules.register(sub, common)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """The ``tether`` parser: an option common to the commands given before COMMAND
+    (``tether --log-level debug runs``) counts as given after it, unless it is given
+    there too: the one after COMMAND wins. (Until 2026-12-06 only ``--version`` and
+    ``--help`` could come first: ``tether --log-level debug runs`` was refused with
+    "invalid choice: 'debug'".)"""
+
+    def parse_known_args(  # type: ignore[override]
+            self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, rest = super().parse_known_args(args, namespace)
+        for dest, default in (("db", None), ("log_level", None), ("log_format", "text")):
+            before = vars(ns).pop(f"before_{dest}", None)
+            if getattr(ns, dest, None) is None:
+                setattr(ns, dest, before if before is not None else default)
+        if vars(ns).pop("before_json", False):
+            if not hasattr(ns, "json"):
+                # (no command's --json is implied by another's: `tether --json worker`
+                # would otherwise print text where a script expects JSON)
+                named = " ".join(str(v) for v in (getattr(ns, "command", None),
+                                                  getattr(ns, "db_command", None)) if v)
+                self.error(f"--json: `tether {named}` has no JSON output")
+            ns.json = True
+        return ns, rest
 
 
 class _Version(argparse.Action):
@@ -135,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _logging.print_error(f"tether: error: {exc}", _asks_json(argv))
         return exc.code
     _logging.configure(args)
-    json_logs = getattr(args, "log_format", "text") == "json"
+    json_logs = getattr(args, "log_format", None) == "json"
 
     def error(text: str, exc_info: Any = None) -> None:
         _logging.print_error(f"tether: error: {text}", json_logs, exc_info)

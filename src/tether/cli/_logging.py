@@ -17,10 +17,16 @@ LEVELS = ("debug", "info", "warning", "error")
 _RUN_FIELDS = ("run_id", "position", "attempt")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse._ActionsContainer, *, dest_prefix: str = "") -> None:
+    """Add ``--log-level`` and ``--log-format`` to ``parser`` (or an argument group).
+    Neither has a default value here (None): ``tether`` takes them before COMMAND as
+    well, and gives ``--log-format`` its default, ``text``, once it knows that neither
+    place named one (``cli._Parser``)."""
     parser.add_argument("--log-level", choices=LEVELS, default=None,
+                        dest=f"{dest_prefix}log_level",
                         help="log lines at this level and above (default: info)")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        dest=f"{dest_prefix}log_format",
                         help="text lines, or one JSON object per line (default: text)")
 
 
@@ -140,7 +146,7 @@ def configure(args: argparse.Namespace) -> None:
         level = logging.INFO if getattr(args, "verbose", True) else logging.WARNING
     else:
         level = getattr(logging, level_name.upper())
-    json_format = getattr(args, "log_format", "text") == "json"
+    json_format = getattr(args, "log_format", None) == "json"
     handler = (JsonStreamHandler if json_format else logging.StreamHandler)(sys.stderr)
     handler.addFilter(RunContextFilter())
     handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
