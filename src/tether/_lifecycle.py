@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tether._codec import SLOT_INPUT
 from tether._replay import Continue, current_run, current_step
-from tether._types import RunRecord, RunStatus, check_name
+from tether._types import ENDED_VALUES, RunRecord, RunStatus, check_name
 from tether.errors import ConfigError, OutsideRun
 from tether.store._lifecycle import ScheduleRecord
 
@@ -78,7 +78,7 @@ class Retention:
     """
 
     older_than: float
-    statuses: tuple[str, ...] = ("completed", "failed", "cancelled")
+    statuses: tuple[str, ...] = ENDED_VALUES
     #: Seconds between a worker's purges.
     every: float = 300.0
 
@@ -94,11 +94,10 @@ class Retention:
             raise ConfigError(f"Retention.every must be more than 0 seconds, not {every!r}")
         if isinstance(self.statuses, str):
             raise ConfigError("Retention.statuses must be a tuple of statuses, not a string")
-        ended = ("completed", "failed", "cancelled")
         statuses = tuple(self.statuses)
-        if not statuses or any(s not in ended for s in statuses):
+        if not statuses or any(s not in ENDED_VALUES for s in statuses):
             raise ConfigError(f"Retention.statuses {statuses!r}: retention purges ended "
-                              f"runs only ({', '.join(ended)})")
+                              f"runs only ({', '.join(ENDED_VALUES)})")
         object.__setattr__(self, "older_than", older_than)
         object.__setattr__(self, "every", every)
         object.__setattr__(self, "statuses", statuses)
@@ -183,7 +182,7 @@ def workflow_retention(app: App, workflow: str) -> Retention | None:
 
 def parse_statuses(text: str | None) -> list[str]:
     """``completed,failed`` -> the list; only final statuses may be purged."""
-    allowed = ("completed", "failed", "cancelled")
+    allowed = ENDED_VALUES
     if text is None:
         # (only an absent --status: `--status ""`, an empty variable in a script, named
         # no status and purged every ended run)
@@ -539,9 +538,6 @@ def to_record(app: App, spec: ScheduleSpec, now: float) -> ScheduleRecord:
         version=app.version, created_at=now, updated_at=now)
 
 
-_ENDED = (RunStatus.COMPLETED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value)
-
-
 # -- the code versions of the live workers, for the schedules' ticks ----------------------
 
 #: The store's key-value row that lists the code versions of the versioned workers
@@ -716,7 +712,7 @@ async def in_flight(store: Store, s: ScheduleRecord, cron: Cron,
     if not ids:
         return []
     runs = await store.run_get_many(sorted(set(ids)))
-    return sorted((r for r in runs if r.status not in _ENDED), key=lambda r: r.run_id)
+    return sorted((r for r in runs if r.status not in ENDED_VALUES), key=lambda r: r.run_id)
 
 
 async def tick_schedules(app: App, store: Store, workflows: set[str], now: float,

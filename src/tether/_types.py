@@ -53,6 +53,11 @@ _STATUSES: dict[object, RunStatus] = {s.value: s for s in RunStatus}
 #: The statuses of a run that has ended (the one definition; ``blocked`` is not one).
 ENDED: frozenset[RunStatus] = frozenset(
     {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+#: :data:`ENDED`'s values in the order of ``RunStatus`` (``completed``, ``failed``,
+#: ``cancelled``), for the code that checks a status given as text or names the set in
+#: a message. The SQL of the stores lists them literally; ``tests/unit/test_states.py``
+#: checks each such list against this one.
+ENDED_VALUES: tuple[str, ...] = tuple(s.value for s in RunStatus if s in ENDED)
 
 
 class OperationKind(enum.StrEnum):

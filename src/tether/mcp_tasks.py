@@ -287,6 +287,9 @@ def _check_name_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> Non
                                "body's 'taskId' parameter")
 
 
+#: The extension's terminal task statuses (of ``TaskStatus``): a task's, not a run's. (A
+#: backend maps its own states onto ``TaskStatus``: Tether's ended run statuses,
+#: ``tether._types.ENDED_VALUES``, onto these three, in ``tether.serve.mcp``.)
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 ListenHandlerFn = Callable[[ServerRequestContext[Any, Any], SubscriptionsListenRequestParams],

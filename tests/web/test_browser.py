@@ -122,6 +122,8 @@ def test_approve_in_inbox_and_watch_the_run_finish(browser: object, tmp_path: Pa
 
         expect(page.locator("#run-status")).to_have_text("completed", timeout=30_000)
         assert page.evaluate("window.__notReloaded") is True, "the run page was reloaded"
+        # The run ended: its actions go (app.js reads the ended statuses off the page).
+        expect(page.locator("#actions")).to_be_hidden()
         expect(page.locator(".result")).to_contain_text("adoption of durable agents doubled")
         expect(page.locator(".timeline")).to_contain_text("shopper.tool:buy_report")
         page.screenshot(path=str(tmp_path / "run.png"), full_page=True)

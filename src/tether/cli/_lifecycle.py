@@ -15,7 +15,7 @@ from tether._lifecycle import (
     parse_statuses,
 )
 from tether._show import counted
-from tether._types import check_name
+from tether._types import ENDED_VALUES, check_name
 from tether.cli._common import (
     CliError,
     client,
@@ -110,7 +110,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--older-than", required=True, metavar="DURATION",
                    help="e.g. 90s, 15m, 12h, 30d, 2w")
     p.add_argument("--status", metavar="S[,S]", action="append",
-                   help="statuses to purge (default: completed,failed,cancelled; repeat "
+                   help=f"statuses to purge (default: {','.join(ENDED_VALUES)}; repeat "
                    "for several, as a comma list does)")
     p.add_argument("--workflow", action="append", metavar="NAME", dest="workflows",
                    help="purge only the runs of this workflow (repeat for several; "

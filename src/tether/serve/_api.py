@@ -32,7 +32,7 @@ from tether._show import (
     signal_report,
     start_report,
 )
-from tether._types import check_name
+from tether._types import ENDED_VALUES, check_name
 from tether.errors import (
     ConfigError,
     InvalidName,
@@ -53,7 +53,6 @@ MAX_LIMIT = 500
 HEALTH_TIMEOUT = 2.0
 #: Seconds a 503 ``store_unavailable`` asks the client to wait (``Retry-After``).
 STORE_RETRY_AFTER = 1
-_ENDED = ("completed", "failed", "cancelled")
 
 
 class ApiError(Exception):
@@ -427,7 +426,7 @@ async def send_signal(request: Request) -> Response:
             raise payload_error(exc) from None
         await App._check_signal_name(app.store, run_id, name)  # (a refused one links nothing)
         run = await app.store.run_get(run_id)
-        if run is not None and run.status not in _ENDED:
+        if run is not None and run.status not in ENDED_VALUES:
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
     try:
         sent = await app._signal(run_id, name, body.get("data"), idempotency_key=key)

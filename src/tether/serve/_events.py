@@ -35,6 +35,7 @@ from tether import App
 from tether._clock import wait_event
 from tether._codec import SLOT_STATUS
 from tether._show import opened_event, unreadable_payload
+from tether._types import ENDED_VALUES
 from tether.errors import StoreUnavailable
 from tether.store._port import RunEvent
 
@@ -44,7 +45,6 @@ POLL = 0.25
 KEEPALIVE = 15.0
 #: Polls without news after a run ended before a stream that never saw its end closes.
 END_POLLS = 8
-_FINAL = ("completed", "failed", "cancelled")
 
 
 def frame(event: str, data: Any, event_id: str | None = None) -> str:
@@ -196,12 +196,12 @@ async def _frames(app: App, run_id: str, after: str | None, wake: asyncio.Event,
             yield frame(ev.kind, data, ev.event_id)
             after = ev.event_id
             if ev.kind == "status" and isinstance(data, dict):
-                saw_end = data.get("status") in _FINAL
+                saw_end = data.get("status") in ENDED_VALUES
         if batch:
             quiet_since = loop.time()
             continue
         run = await store.run_get(run_id)
-        if run is None or run.status in _FINAL:
+        if run is None or run.status in ENDED_VALUES:
             # The status event that ends a run is its last one. The run is read after
             # its events, so it may show the end that committed between the two reads:
             # read the events again for it, a bounded time if this stream had sent it

@@ -38,7 +38,7 @@ from tether._show import (
     run_document,
     unreadable_payload,
 )
-from tether._types import MAX_NAME
+from tether._types import ENDED_VALUES, MAX_NAME
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
@@ -70,7 +70,6 @@ _TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
 _ENV = Environment(loader=FileSystemLoader(_TEMPLATES),
                    autoescape=select_autoescape(default=True, default_for_string=True),
                    trim_blocks=True, lstrip_blocks=True)
-_FINAL = ("completed", "failed", "cancelled")
 #: What the last form did, said once on the page it leads to (a cookie: nothing in the
 #: address to bookmark, share or forge from another site).
 FLASH_COOKIE = "tether_flash"
@@ -531,7 +530,7 @@ def _tree_of(found: dict[str, RunChildren],
 
 def _pending_approval(doc: dict[str, Any]) -> dict[str, Any] | None:
     info = doc.get("status_info")
-    if doc["status"] in _FINAL or not isinstance(info, dict):
+    if doc["status"] in ENDED_VALUES or not isinstance(info, dict):
         return None
     approval = info.get("approval")
     if info.get("state") == "awaiting_approval" and isinstance(approval, dict):
@@ -676,7 +675,7 @@ async def run_view(app: App, run_id: str, *,
         if doc["status"] == "waiting" else None
     doc["error_text"] = _error_text(doc.get("error"))
     doc["traceback"] = _traceback(doc.get("error"))
-    doc["final"] = doc["status"] in _FINAL
+    doc["final"] = doc["status"] in ENDED_VALUES
     doc["retryable"] = doc["status"] in RETRYABLE and not doc.get("erased_at")
     doc["fork_max"] = max((e["position"] for e in doc["journal"]), default=-1) + 1
     return doc
@@ -746,7 +745,7 @@ def _flash_now(flash: str | None, run: Any) -> str | None:
         return flash
     if run["status"] == "cancelled":
         return f"Run {run['run_id']} is cancelled."
-    if run["status"] in _FINAL:
+    if run["status"] in ENDED_VALUES:
         return f"Run {run['run_id']} ended {run['status']} before it could cancel."
     return flash
 
@@ -891,7 +890,7 @@ async def run_page(request: Request) -> Response:
     if not (fork_at.isascii() and fork_at.isdigit()) or int(fork_at) > view["fork_max"]:
         fork_at = ""
     return render(request, "run.html", page="run", run=view, after=after or "",
-                  fork_at=fork_at, retryable=RETRYABLE)
+                  fork_at=fork_at, retryable=RETRYABLE, ended=ENDED_VALUES)
 
 
 async def run_fragment(request: Request) -> Response:
@@ -1063,7 +1062,7 @@ async def cancel_action(request: Request) -> Response:
     except RunNotFound:
         raise run_not_found(run_id) from None
     said = (f"Run {run_id} is cancelled." if status == "cancelled" else
-            f"Run {run_id} had ended already ({status})." if status in _FINAL else
+            f"Run {run_id} had ended already ({status})." if status in ENDED_VALUES else
             _asked_to_cancel(run_id, _asked_at(app)))
     return _back(request, values, f"/runs/{path_segment(run_id)}", said)
 

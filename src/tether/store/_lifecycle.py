@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from tether._types import JournalEntry, RunRecord
+from tether._types import ENDED_VALUES, JournalEntry, RunRecord, RunStatus
 from tether.errors import ConfigError, RunErased, RunStateError
 
 #: Statuses a run may be retried from.
 RETRYABLE = ("failed", "blocked", "cancelled")
 #: Statuses a run may be erased in (``run_erase``): ended, or blocked (its code does not
 #: run on until a resume), so no code of it reads or writes its payloads meanwhile.
-ERASABLE = ("completed", "failed", "cancelled", "blocked")
+ERASABLE = (*ENDED_VALUES, RunStatus.BLOCKED.value)
 #: Most unfinished members a refused erase names (``refuse_unfinished``).
 _NAMED = 10
 

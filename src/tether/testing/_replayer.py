@@ -41,7 +41,7 @@ from tether._app import App
 from tether._codec import restore
 from tether._definitions import WorkflowDef
 from tether._replay import Blocked, Release, RunContext, _Stop, current_run, inherited_of
-from tether._types import EntryStatus, JournalEntry, Lease, OperationKind
+from tether._types import ENDED_VALUES, EntryStatus, JournalEntry, Lease, OperationKind
 from tether.errors import ConfigError, NonDeterminismError, PayloadError
 from tether.store._port import Wait
 from tether.testing._history import History, HistoryError, load_history
@@ -58,7 +58,6 @@ OK, PENDING = EntryStatus.OK, EntryStatus.PENDING
 #: Operations whose entry is final only when ``ok`` (a timer or a child start is never
 #: recorded as an error).
 _OK_ONLY = frozenset({OperationKind.SLEEP, OperationKind.CHILD_START})
-_ENDED = frozenset({"completed", "failed", "cancelled"})
 
 #: Real seconds a workflow may take to reach its journal's end before the check gives
 #: up on it (its code awaits something that is not an operation, e.g. a socket).
@@ -444,7 +443,7 @@ def _verdict(ctx: _CheckContext, history: History,
                             message=(f"position {err.position}: recorded {_fmt(err.recorded)}, "
                                      f"the code asks for {_fmt(err.requested)}"
                                      + _hint(ctx.journal, err.position, err.requested)))
-    ended = history.status in _ENDED
+    ended = history.status in ENDED_VALUES
     if ctx.frontier is not None:
         pos, kind, name = ctx.frontier
         if ended and kind == "store":

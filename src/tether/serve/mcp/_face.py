@@ -35,7 +35,7 @@ from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
 from tether._ids import new_run_id
 from tether._lifecycle import workflow_retention
-from tether._types import JournalEntry, RunRecord, check_name
+from tether._types import ENDED_VALUES, JournalEntry, RunRecord, check_name
 from tether.ai._approvals import approval_key
 from tether.ai._budget import BUDGET_INPUT_SCHEMA, BUDGET_SIGNAL, budget_payload
 from tether.errors import (
@@ -739,8 +739,7 @@ class TetherTasks:
         run = await self._run(task_id)
         if run is None:
             return False
-        if run.status not in (RunStatus.COMPLETED.value, RunStatus.FAILED.value,
-                              RunStatus.CANCELLED.value):
+        if run.status not in ENDED_VALUES:
             try:
                 await self.app.cancel(task_id)
             except RunNotFound:

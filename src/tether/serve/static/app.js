@@ -293,7 +293,8 @@ function followRun(root) {
         if (!now) { now = document.createElement("span"); now.dataset.now = ""; note.append(now); }
         now.textContent = " It is now " + data.status + ".";
       }
-      if (["completed", "failed", "cancelled"].includes(data.status) && actions) actions.hidden = true;
+      // (data-ended: the ended statuses, tether._types.ENDED_VALUES, from the page)
+      if (root.dataset.ended.split(" ").includes(data.status) && actions) actions.hidden = true;
       if (retry) retry.hidden = !retry.dataset.when.split(" ").includes(data.status);
     });
     source.addEventListener("chunk", ev => {
