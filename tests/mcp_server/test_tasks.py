@@ -870,3 +870,26 @@ async def test_a_task_request_whose_mcp_name_header_names_another_task_is_refuse
         await cancel_task(client, task_id)
         after = await app.get_run(task_id)
         assert after.status == "cancelled" or after.cancel_requested
+
+
+async def test_a_failed_tasks_error_sends_no_traceback(served: tuple[App, str]) -> None:
+    """A failed task's ``error.data`` is the run's journaled error without its
+    ``traceback``: its type and message (and ``attempts``, ``attrs``) reach the remote
+    client, the server's file paths and code lines do not. Until 2026-12-06 the whole
+    traceback went to any MCP client ("File \\"/srv/app/agents.py\\", line 12, ...");
+    the operator's views of the run (``tether show``, the HTTP API, the web UI) keep it."""
+    app, url = served
+    async with tasks_client(url) as client:
+        created = await client.session.call_tool("explode", {"message": "out of fuel"},
+                                                 allow_claimed=True)
+        assert isinstance(created, CreateTaskResult)
+        done = await poll(client, created.task_id, {"completed", "failed", "cancelled"})
+    assert done.status == "failed" and done.error is not None
+    data = done.error["data"]
+    assert data["type"] == "tether.errors.NonRetryable"
+    assert data["message"] == "out of fuel"
+    assert "traceback" not in data
+    sent = json.dumps(done.model_dump(mode="json", by_alias=True))
+    assert "Traceback" not in sent and ".py" not in sent, sent
+    stored = (await app.get_run(created.task_id)).error
+    assert isinstance(stored, dict) and "apps.py" in stored["traceback"]

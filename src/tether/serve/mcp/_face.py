@@ -356,7 +356,8 @@ class TetherTasks:
                 raise _UnreadablePayload("error", run.run_id, exc) from exc
             task["status"] = "failed"
             task["statusMessage"] = _error_text(error)
-            task["error"] = {"code": -32603, "message": _error_text(error), "data": error}
+            task["error"] = {"code": -32603, "message": _error_text(error),
+                             "data": _error_data(error)}
         elif status == RunStatus.CANCELLED.value:
             task["status"] = "cancelled"
             task["statusMessage"] = "cancelled"
@@ -971,6 +972,18 @@ def _value_result(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         out["structuredContent"] = value
     return out
+
+
+def _error_data(error: Any) -> Any:
+    """What a failed task's ``error.data`` carries of the run's journaled error: its
+    ``type``, ``message`` and the rest (``attrs``, ``attempts``), not its ``traceback``,
+    whose lines name the server's files and code. The client is remote (``tether
+    serve``'s /mcp) and may be a model; the operator reads the traceback in the
+    run's document (``tether show``, the HTTP API, the web UI). Until 2026-12-06 the
+    traceback was sent too."""
+    if isinstance(error, Mapping):
+        return {k: v for k, v in error.items() if k != "traceback"}
+    return error
 
 
 def _error_text(error: Any) -> str:
