@@ -139,3 +139,45 @@ async def test_the_fake_mcp_server_without_the_mcp_extra_says_what_to_install(
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # (as if it were not installed)
     with pytest.raises(ImportError, match=r"pip install 'tether\[mcp\]'"):
         await FakeMCPServer([]).start()
+
+
+async def test_a_fake_tools_error_result_carries_the_exceptions_message() -> None:
+    """A tool of the fake server that raises answers an error result whose text carries
+    the exception's message, as the SDK's FastMCP of the 1.x releases answers: a test
+    sees what its agent reads. It said "Error executing tool lookup" whatever was raised
+    (the SDK's 2.x server keeps a crash's text to itself; its ``ToolError``'s it
+    carries). An ``MCPError`` is still a JSON-RPC error, and a ``ToolError`` raised by
+    the tool keeps its own text."""
+    from mcp import MCPError
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp_types import INVALID_PARAMS
+
+    from tether.testing import FakeMCPServer, MCPCall
+
+    def lookup(city: str) -> str:
+        """Find a city."""
+        raise LookupError(f"no such city: {city}")
+
+    async def fetch(url: str) -> str:
+        raise TimeoutError()  # (no message: its type is said instead)
+
+    def deliberate() -> str:
+        raise ToolError("quota reached")
+
+    def protocol() -> str:
+        raise MCPError(INVALID_PARAMS, "bad params")
+
+    async with FakeMCPServer([lookup, fetch, deliberate, protocol]) as server:
+        client = server.client()
+        try:
+            found = await client.call_tool("lookup", {"city": "Atlantis"})
+            fetched = await client.call_tool("fetch", {"url": "http://x"})
+            chosen = await client.call_tool("deliberate")
+            refused = await client.call_tool("protocol")
+        finally:
+            await client.aclose()
+    assert found.is_error and found.text == "Error executing tool lookup: no such city: Atlantis"
+    assert fetched.is_error and fetched.text == "Error executing tool fetch: TimeoutError"
+    assert chosen.is_error and chosen.text == "Error executing tool deliberate: quota reached"
+    assert refused.is_error and refused.text == f"MCP error {INVALID_PARAMS}: bad params"
+    assert server.calls[0] == MCPCall("lookup", {"city": "Atlantis"})

@@ -29,6 +29,10 @@ class FakeMCPServer:
     """``async with FakeMCPServer([lookup, record]) as server:`` then
     ``MCPToolset(app, server.client())``; ``server.calls`` lists what reached it.
 
+    A function that raises answers an error result whose text carries the exception's
+    message (``Error executing tool NAME: MESSAGE``); an ``MCPError`` is a JSON-RPC
+    error.
+
     Args:
         tools: functions (sync or async; the schema comes from their type hints and
             docstring, as the SDK does it), or a mapping of tool name to function.
@@ -58,19 +62,40 @@ class FakeMCPServer:
 
         return MCPServer.http(self.url, id=options.pop("id", self.name), **options)
 
-    def _recorded(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _recorded(self, name: str, fn: Callable[..., Any],
+                  passed: tuple[type[BaseException], ...],
+                  tool_error: type[Exception]) -> Callable[..., Any]:
+        """``fn`` as the SDK's server calls it: the call recorded, and an exception it
+        raises (other than ``passed``: the SDK's ``ToolError``, an ``MCPError``) turned
+        into ``tool_error`` with its message, so that the tool's error result carries
+        it: ``Error executing tool NAME: MESSAGE``. (The SDK's server answers any other
+        exception with ``Error executing tool NAME`` only, its text kept on the server:
+        a test could not see the message a tool's failure gives the agent.)"""
+        def carried(exc: Exception) -> Exception:
+            return tool_error(str(exc) or type(exc).__name__)
+
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def call_async(**arguments: Any) -> Any:
                 self.calls.append(MCPCall(name, dict(arguments)))
-                return await fn(**arguments)
+                try:
+                    return await fn(**arguments)
+                except passed:
+                    raise
+                except Exception as exc:
+                    raise carried(exc) from exc
 
             return call_async
 
         @functools.wraps(fn)
         def call(**arguments: Any) -> Any:
             self.calls.append(MCPCall(name, dict(arguments)))
-            return fn(**arguments)
+            try:
+                return fn(**arguments)
+            except passed:
+                raise
+            except Exception as exc:
+                raise carried(exc) from exc
 
         return call
 
@@ -79,14 +104,17 @@ class FakeMCPServer:
             return self
         try:
             import uvicorn
+            from mcp import MCPError
             from mcp.server.mcpserver import MCPServer as SDKServer
+            from mcp.server.mcpserver.exceptions import ToolError
         except ImportError as exc:  # (it said only "No module named 'uvicorn'")
             raise ImportError(f"FakeMCPServer (the mcp_server fixture) needs the MCP SDK "
                               f"and uvicorn: pip install 'tether[mcp]' ({exc})") from exc
 
         sdk: Any = SDKServer(self.name, log_level="WARNING")
         for name, fn in self.tools.items():
-            sdk.add_tool(self._recorded(name, fn), name=name)
+            sdk.add_tool(self._recorded(name, fn, (ToolError, MCPError), ToolError),
+                         name=name)
         config = uvicorn.Config(sdk.streamable_http_app(), host="127.0.0.1", port=0,
                                 log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)
