@@ -36,8 +36,6 @@ from tether.serve._api import (
     workflow_known,
 )
 
-#: Statuses ``retry`` takes (``App.retry``): the UI shows its button for these.
-RETRYABLE = ("failed", "blocked", "cancelled")
 SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
 
 

@@ -54,7 +54,6 @@ from tether.serve._api import (
 )
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
 from tether.serve._control import (
-    RETRYABLE,
     SCHEDULE_ACTIONS,
     fork,
     fork_position,
@@ -64,6 +63,7 @@ from tether.serve._control import (
 )
 from tether.serve._events import last_event_id
 from tether.serve._paths import root_of, route_path
+from tether.store._lifecycle import RETRYABLE  # (the statuses the retry button shows for)
 from tether.store._port import RunChildren
 
 _TEMPLATES = str(resources.files("tether.serve").joinpath("templates"))
