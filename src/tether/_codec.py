@@ -12,12 +12,13 @@ import copy
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
 import inspect
 import json
 import math
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -35,6 +36,13 @@ class PayloadHook(Protocol):
     ``encode`` and ``decode`` both take a keyword argument ``context`` is given a
     ``PayloadContext`` (the run the payload belongs to, and which of its payloads it is)
     with each call, e.g. to bind a ciphertext to its place (``AesGcm`` does).
+
+    The store's shared content-addressed texts (``tether.ai``'s messages: a blob each,
+    named by the SHA-256 of its text) pass through the hook too, in slot ``"blob"``
+    with the key they are stored under (``PayloadContext.key``). A hook may also have
+    ``blob_keys(digest) -> Sequence[str]``: the keys a text of that SHA-256 may be
+    stored under, the first one where a new one is written (``AesGcm``'s: a keyed
+    digest per key, so that the store's keys do not confirm a guessed text).
     """
 
     def encode(self, text: str) -> str: ...
@@ -49,7 +57,9 @@ SLOT_ERROR = "error"        #: the run's error
 SLOT_STATUS = "status"      #: the run's live status (``tether.status``)
 SLOT_SIGNAL = "signal"      #: a signal's payload (also in the journal entry that took it)
 SLOT_JOURNAL = "journal"    #: a journal entry's arguments, result or error
-SLOTS = (SLOT_INPUT, SLOT_RESULT, SLOT_ERROR, SLOT_STATUS, SLOT_SIGNAL, SLOT_JOURNAL)
+SLOT_BLOB = "blob"          #: a shared content-addressed text (``PayloadContext.key``)
+SLOTS = (SLOT_INPUT, SLOT_RESULT, SLOT_ERROR, SLOT_STATUS, SLOT_SIGNAL, SLOT_JOURNAL,
+         SLOT_BLOB)
 
 
 def result_slot(kind: str) -> str:
@@ -65,13 +75,29 @@ class PayloadContext:
     Attributes:
         run_id: the run it belongs to; ``"<name>@"`` for the input of schedule
             ``<name>`` (copied into each of its runs, ``<name>@<time>``); None where no
-            run is known (a hook should then write a payload not bound to any run).
+            run is known (a hook should then write a payload not bound to any run),
+            and for a blob (shared by runs).
         slot: which of the run's payloads it is: ``"input"``, ``"result"``,
-            ``"error"``, ``"status"``, ``"signal"`` or ``"journal"``.
+            ``"error"``, ``"status"``, ``"signal"`` or ``"journal"``; ``"blob"`` for
+            a text of the store's shared content-addressed texts (a ``tether.ai``
+            message, a conversation's node, tools, an output schema), which belongs
+            to no run.
+        key: for slot ``"blob"``, the key the text is stored under (bind it there);
+            None for every other slot.
     """
 
     run_id: str | None
     slot: str
+    key: str | None = None
+
+
+#: A store's ``blob_get``: the stored texts of these keys (those it has).
+BlobGet = Callable[..., Awaitable[dict[str, str]]]
+
+
+def plain_digest(text: str) -> str:
+    """The content address of a text: the hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def takes_context(hook: object) -> bool:
@@ -184,6 +210,8 @@ class Codec:
         self.run_id: str | None = None
         self._contextual = hook is not None and takes_context(hook)
         self._contexts: dict[str, PayloadContext] = {}
+        keyer = getattr(hook, "blob_keys", None) if hook is not None else None
+        self._blob_keyer: Callable[[str], Any] | None = keyer if callable(keyer) else None
 
     @property
     def binds(self) -> bool:
@@ -247,6 +275,95 @@ class Codec:
             if self._unreadable is None:
                 raise
             raise self._unreadable(exc) from exc
+
+    # -- the shared content-addressed texts (blobs) -----------------------------------
+
+    def blob_keys(self, digest: str) -> tuple[str, ...]:
+        """The keys a text whose SHA-256 is ``digest`` may be stored under, in the order
+        to look: the hook's keyed digests (``blob_keys``; the first is where a new one
+        is written), then ``digest`` itself (a text stored without them)."""
+        keyer = self._blob_keyer
+        if keyer is None:
+            return (digest,)
+        return (*keyer(digest), digest)
+
+    def seal_blobs(self, blobs: Mapping[str, str]) -> Mapping[str, str]:
+        """``blobs`` (texts by the SHA-256 of the text) as the store keeps them: each
+        under the hook's keyed digest where it has one (else its SHA-256), its text
+        through the hook in slot ``"blob"``, told that key. ``blobs`` itself without
+        a hook."""
+        hook = self.hook
+        if hook is None:
+            return blobs
+        keyer = self._blob_keyer
+        sealed: dict[str, str] = {}
+        for digest, text in blobs.items():
+            key = next(iter(keyer(digest)), digest) if keyer is not None else digest
+            if self._contextual:
+                sealed[key] = hook.encode(  # type: ignore[call-arg]
+                    text, context=PayloadContext(None, SLOT_BLOB, key))
+            else:
+                sealed[key] = hook.encode(text)
+        return sealed
+
+    async def open_blobs(self, blob_get: BlobGet, keys: list[str]) -> dict[str, str]:
+        """The texts whose SHA-256 digests are ``keys`` (those stored), read with
+        ``blob_get`` (a store's) and decoded by the hook: ``seal_blobs`` undone.
+
+        A text stored under its own SHA-256 in clear (written without the hook, or
+        before blobs went through it) is taken as it is: its key proves its content.
+        Any other text the hook must decode, bound to the key it was found under.
+
+        Raises:
+            PayloadError: the hook cannot decode one (a key this process lacks, a text
+                copied under another key): ``with_unreadable``'s error if one is set.
+        """
+        if self.hook is None:
+            return await blob_get(keys=keys)
+        where: dict[str, None] = {}
+        for digest in keys:
+            where.update(dict.fromkeys(self.blob_keys(digest)))
+        got = await blob_get(keys=list(where))
+        opened: dict[str, str] = {}
+        for digest in keys:
+            if digest in opened:
+                continue
+            for key in self.blob_keys(digest):
+                text = got.get(key)
+                if text is None:
+                    continue
+                if key == digest and plain_digest(text) == digest:
+                    opened[digest] = text
+                else:
+                    opened[digest] = self._blob_decode(text, key)
+                break
+        return opened
+
+    def _blob_decode(self, text: str, key: str) -> str:
+        hook = self.hook
+        assert hook is not None
+        try:
+            if self._contextual:
+                return hook.decode(  # type: ignore[call-arg]
+                    text, context=PayloadContext(None, SLOT_BLOB, key))
+            return hook.decode(text)
+        except PayloadError as exc:
+            if self._unreadable is None:
+                raise
+            raise self._unreadable(exc) from exc
+
+    def blob_reader(self, blob_get: BlobGet) -> BlobGet:
+        """``blob_get`` (a store's) made to read texts by their SHA-256 as this codec
+        stores them (``open_blobs``); ``blob_get`` itself without a hook, or if it is
+        such a reader already."""
+        if self.hook is None or getattr(blob_get, "opens_blobs", False):
+            return blob_get
+
+        async def read(*, keys: list[str]) -> dict[str, str]:
+            return await self.open_blobs(blob_get, keys)
+
+        read.opens_blobs = True  # type: ignore[attr-defined]
+        return read
 
     def with_unreadable(self, handler: Callable[[PayloadError], BaseException]) -> Codec:
         """A copy whose ``decode`` raises ``handler(error)`` instead of the hook's

@@ -998,20 +998,22 @@ class RunContext:
         else:
             metrics, now = None, 0.0
         blobs = self._blobs.pop(entry.position, None) if self._blobs else None
+        # (As the store keeps them: through the payload hook, under its keyed digests.)
+        sealed = None if blobs is None else self.codec.seal_blobs(blobs)
         self.io += 1  # (a task parked meanwhile waits for it: ``_Parking``)
         try:
             if self._deferred:
                 await self.flush()
             try:
                 await self.store.journal_append(lease=self.lease, entry=entry,
-                                                metrics=metrics, now=now, blobs=blobs)
+                                                metrics=metrics, now=now, blobs=sealed)
             except LeaseLost as exc:
                 raise self.halt(Lost(exc)) from None
             except StoreUnavailable as exc:
                 # (Off the hot path: only a failed append pays for the retry's setup.)
                 await self.write_again(_what(entry), exc, partial(
                     self.store.journal_append, lease=self.lease, entry=entry,
-                    metrics=metrics, now=now, blobs=blobs))
+                    metrics=metrics, now=now, blobs=sealed))
             except BaseException as exc:
                 if metrics is not None and isinstance(exc, Exception):
                     self._metrics_writer.give_back()
@@ -1120,11 +1122,12 @@ class RunContext:
     async def _append_deferred(self, entry: JournalEntry) -> None:
         # (A step the workflow cancelled: the texts its body staged go with its entry.)
         blobs = self._blobs.pop(entry.position, None) if self._blobs else None
+        sealed = None if blobs is None else self.codec.seal_blobs(blobs)
         try:
-            await self.store.journal_append(lease=self.lease, entry=entry, blobs=blobs)
+            await self.store.journal_append(lease=self.lease, entry=entry, blobs=sealed)
         except StoreUnavailable as exc:
             await self.write_again(_what(entry), exc, partial(
-                self.store.journal_append, lease=self.lease, entry=entry, blobs=blobs))
+                self.store.journal_append, lease=self.lease, entry=entry, blobs=sealed))
         if blobs is not None:
             self._stored(blobs)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from tether._codec import SLOTS, PayloadContext, PayloadHook, takes_context
+from tether._codec import SLOT_BLOB, SLOTS, PayloadContext, PayloadHook, takes_context
 from tether.errors import ConfigError, PayloadBindingError, PayloadError
 
 __all__ = ["AesGcm", "PayloadBindingError", "PayloadContext", "PayloadDecryptError",
@@ -110,8 +111,42 @@ def _binding(run_id: str, slot: str) -> tuple[bytes, bytes]:
     return hint + bytes((code,)), aad
 
 
+@lru_cache(maxsize=8192)
+def _blob_binding(key: str) -> tuple[bytes, bytes]:
+    """(the clear binding, the associated data) of a blob stored under ``key``: bound
+    to that key (no run: blobs are shared by runs). The associated data cannot be a
+    run's (a run id is never empty)."""
+    hint = hashlib.sha256(b"tether-blob\0" + key.encode()).digest()[:_HINT]
+    aad = b"".join((_PREFIX.encode(), b"\0\0", SLOT_BLOB.encode(), b"\0", key.encode()))
+    return hint + bytes((SLOTS.index(SLOT_BLOB) + 1,)), aad
+
+
+def _place(context: PayloadContext | None) -> tuple[bytes, bytes] | None:
+    """The binding of a payload stored at ``context``, None for none (unbound)."""
+    if context is None:
+        return None
+    if context.slot == SLOT_BLOB:
+        return None if context.key is None else _blob_binding(context.key)
+    return None if context.run_id is None else _binding(context.run_id, context.slot)
+
+
+def _where(context: PayloadContext | None) -> str:
+    """Where a payload stored at ``context`` is, in words."""
+    if context is None or _place(context) is None:
+        return "a stored payload"
+    if context.slot == SLOT_BLOB:
+        return f"the message text stored under key {context.key!r}"
+    return f"the {_described(context.slot)} of run {context.run_id!r}"
+
+
+#: A ``tether.ai`` conversation's node (a blob naming a message and the node before it).
+_LINK = re.compile(r'\{"msg":"[0-9a-f]{64}","prev":(?:null|"[0-9a-f]{64}")\}')
+
+#: What keys a blob's stored key (``AesGcm.blob_keys``): derived from each AES key.
+_BLOB_KEY_LABEL = b"tether blob key v1"
+
 _SLOT_NAMES = {"status": "live status", "signal": "signal payload",
-               "journal": "journal entry's payload"}
+               "journal": "journal entry's payload", "blob": "message text"}
 
 
 def _slot_name(code: int) -> str:
@@ -148,6 +183,7 @@ class AesGcm:
         if not keys:
             raise ConfigError("AesGcm needs at least one key")
         self._ciphers = {}
+        self._blob_macs = {}
         for kid, key in keys.items():
             if not kid or "." in kid or not kid.isprintable():
                 raise ConfigError(f"key id {kid!r}: use a short printable name without dots")
@@ -155,9 +191,12 @@ class AesGcm:
                 raise ConfigError(f"key {kid!r} is {len(key)} bytes; AES keys are 16, 24 "
                                   "or 32 bytes")
             self._ciphers[kid] = AESGCM(key)
+            subkey = hmac.new(key, _BLOB_KEY_LABEL, hashlib.sha256).digest()
+            self._blob_macs[kid] = hmac.new(subkey, digestmod=hashlib.sha256)
         self.active = active if active is not None else next(iter(keys))
         if self.active not in self._ciphers:
             raise ConfigError(f"active key id {self.active!r} is not among the keys")
+        self._blob_order = (self.active, *(k for k in self._ciphers if k != self.active))
         self.allow_plaintext = allow_plaintext
         self.accept_unbound = accept_unbound
 
@@ -185,15 +224,30 @@ class AesGcm:
             keys[kid] = key
         return cls(keys)
 
+    def blob_keys(self, digest: str) -> tuple[str, ...]:
+        """The keys a blob whose SHA-256 is ``digest`` is stored under: for each key,
+        ``<key id>.<HMAC-SHA256(digest)>`` with a subkey derived from it, the active
+        key's first (where new blobs are written). Without the key, a store's keys
+        confirm no guessed text."""
+        return tuple(f"{kid}.{self._blob_key(kid, digest)}"
+                     for kid in self._blob_order)
+
+    def _blob_key(self, kid: str, digest: str) -> str:
+        mac = self._blob_macs[kid].copy()
+        mac.update(digest.encode())
+        return mac.hexdigest()
+
     def encode(self, text: str, context: PayloadContext | None = None) -> str:
-        """Encrypt ``text`` bound to ``context``'s run and slot; without a run (None, or
-        a context whose ``run_id`` is None) as an unbound ``tgcm1`` payload."""
+        """Encrypt ``text`` bound to ``context``'s run and slot (a blob: to its key);
+        without a place (None, or a context whose ``run_id`` is None) as an unbound
+        ``tgcm1`` payload."""
         nonce = os.urandom(_NONCE)
         cipher = self._ciphers[self.active]
-        if context is None or context.run_id is None:
+        place = _place(context)
+        if place is None:
             sealed = cipher.encrypt(nonce, text.encode(), None)
             return f"{_PREFIX_V1}.{self.active}.{base64.b64encode(nonce + sealed).decode()}"
-        binding, aad = _binding(context.run_id, context.slot)
+        binding, aad = place
         sealed = cipher.encrypt(nonce, text.encode(), aad)
         return f"{_PREFIX}.{self.active}.{base64.b64encode(binding + nonce + sealed).decode()}"
 
@@ -207,8 +261,12 @@ class AesGcm:
         if prefix not in _PREFIXES:
             if self.allow_plaintext:
                 return text
-            where = ("a stored payload" if context is None or context.run_id is None else
-                     f"the {_described(context.slot)} of run {context.run_id!r}")
+            where = _where(context)
+            if context is not None and context.slot == SLOT_BLOB:
+                raise PayloadNotEncryptedError(
+                    f"{where} is in clear text, and that key is not the SHA-256 of the "
+                    "text (a clear text is read only under its own digest): it was "
+                    "altered, or put there, in the store; refusing it")
             raise PayloadNotEncryptedError(
                 f"{where} is stored in clear text, not encrypted: a process without the "
                 "payload hook wrote it (`tether start` or `tether signal` without `--app "
@@ -233,14 +291,20 @@ class AesGcm:
                     "(tgcm1, written before payloads were bound to their place) and "
                     "AesGcm(accept_unbound=False) refuses such payloads", kid)
         else:
-            run_id = context.run_id if context is not None else None
-            if context is None or run_id is None:
+            place = _place(context)
+            if context is None or place is None:
                 raise PayloadMisplacedError(
                     f"a stored payload (key id {kid!r}) is bound to a run, and was read "
                     "without one", kid)
-            binding, aad = _binding(run_id, context.slot)
+            binding, aad = place
             if len(raw) < _BINDING + _NONCE + _TAG:
                 raise self._altered(kid)
+            if context.slot == SLOT_BLOB and raw[:_BINDING] != binding:
+                raise PayloadMisplacedError(
+                    f"the message text found under key {context.key!r} was encrypted for "
+                    "another place: it was moved or copied there in the store; refusing "
+                    f"it (key id {kid!r})", kid)
+            run_id = context.run_id
             if raw[:_HINT] != binding[:_HINT]:
                 raise PayloadMisplacedError(
                     f"the {_described(context.slot)} found in run {run_id!r} was encrypted for "
@@ -289,18 +353,30 @@ class Redact:
             text = p.sub(self.replacement, text)
         return text
 
+    def blob_keys(self, digest: str) -> tuple[str, ...]:
+        """``inner``'s keyed digests of a blob (``AesGcm.blob_keys``), if it has them."""
+        keyer = getattr(self.inner, "blob_keys", None)
+        return tuple(keyer(digest)) if callable(keyer) else ()
+
     def encode(self, text: str, context: PayloadContext | None = None) -> str:
+        if context is not None and context.slot == SLOT_BLOB and _LINK.fullmatch(text):
+            pass  # (a conversation's node: the digests of its messages, nothing to redact)
+        else:
+            text = self._redacted(text)
+        if self.inner is None:
+            return text
+        if self._inner_context:
+            return self.inner.encode(text, context=context)  # type: ignore[call-arg]
+        return self.inner.encode(text)
+
+    def _redacted(self, text: str) -> str:
         try:
             value = json.loads(text)
         except ValueError:  # (not JSON: the text itself)
             text = self.redact(text)
         else:
             text = json.dumps(self._values(value), ensure_ascii=False, separators=(",", ":"))
-        if self.inner is None:
-            return text
-        if self._inner_context:
-            return self.inner.encode(text, context=context)  # type: ignore[call-arg]
-        return self.inner.encode(text)
+        return text
 
     def _values(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from tether._codec import Codec
 from tether._definitions import StepDef
 from tether._operations import ChildHandle, _ctx, _start_child, child_wait, run_step, run_sync_step
 from tether._replay import RunContext, StepInfo
@@ -100,11 +101,18 @@ class SharedState(Protocol):
 
     async def blob_put(self, *, blobs: dict[str, str]) -> None:
         """Store content-addressed texts (the key is a digest of the text); a key that is
-        stored already is left as it is."""
+        stored already is left as it is. A run's view (``Run.shared``) stores them
+        through the app's payload hook, under the hook's keyed digest if it has one."""
         ...
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
-        """The texts stored under ``keys`` (missing keys are absent from the result)."""
+        """The texts stored under ``keys`` (missing keys are absent from the result).
+        A run's view (``Run.shared``) reads what its ``blob_put`` stored, decoded.
+
+        Raises:
+            PayloadError: (a run's view) the payload hook cannot decode a text: the
+                execution is handed back as for any payload it cannot read.
+        """
         ...
 
     async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
@@ -118,11 +126,13 @@ class SharedState(Protocol):
 class _RunShared:
     """A run's view of the shared state: ``blob_put`` records the run as a referrer of
     the texts (one object per execution of the run, so per-store caches keyed by it,
-    such as tether.ai's "already stored" set, cover this run's references)."""
+    such as tether.ai's "already stored" set, cover this run's references). The texts
+    pass through the run's payload hook (``Codec.seal_blobs`` / ``open_blobs``)."""
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, codec: Codec) -> None:
         self._store = store
         self._run_id = run_id
+        self._codec = codec
 
     async def kv_get(self, *, key: str) -> tuple[str, int] | None:
         return await self._store.kv_get(key=key)
@@ -131,10 +141,11 @@ class _RunShared:
         return await self._store.kv_cas(key=key, value=value, version=version, now=now)
 
     async def blob_put(self, *, blobs: dict[str, str]) -> None:
-        await self._store.blob_put(blobs=blobs, run_id=self._run_id)
+        await self._store.blob_put(blobs=dict(self._codec.seal_blobs(blobs)),
+                                   run_id=self._run_id)
 
     async def blob_get(self, *, keys: list[str]) -> dict[str, str]:
-        return await self._store.blob_get(keys=keys)
+        return await self._codec.open_blobs(self._store.blob_get, keys)
 
     async def rate_acquire(self, *, key: str, limit: float, period: float, amount: float,
                            now: float) -> float:
@@ -177,7 +188,8 @@ class Run:
         """State shared across workers, in the run's store. Texts this run stores with
         ``blob_put`` are recorded as referenced by it: retention deletes a text only once
         no remaining run references it."""
-        return self.memory(_RunShared, lambda: _RunShared(self._ctx.store, self.run_id))
+        return self.memory(_RunShared, lambda: _RunShared(self._ctx.store, self.run_id,
+                                                            self._ctx.codec))
 
     def clock(self) -> float:
         """The engine's clock, in seconds since the epoch. Not journaled: use it for
@@ -213,7 +225,10 @@ class Run:
         name (a durable LLM call's prompt): its entry never names a text that is not
         stored, and the step makes no commit of its own for them. Texts this execution
         of the run stored so already are left out. Call it from the step's body, before
-        anything that can fail; returns how many texts were staged.
+        anything that can fail; returns how many texts were staged. Keys are the SHA-256
+        of each text (``shared.blob_get`` reads them back by it): with a payload hook
+        each is stored through the hook (slot ``"blob"``), under its keyed digest if it
+        has one.
 
         Raises:
             OutsideRun: not in a step's body of this run.

@@ -236,3 +236,124 @@ async def test_a_streamed_answer_is_kept_encrypted_in_the_event_log(
     async with App(url) as keyless:
         datas = [await _data(keyless, "s1", e.kind, e.data) for e in stored]
     assert datas and all(d == {"unreadable_payload": True, "key_id": "k1"} for d in datas)
+
+
+# -- tether.ai's message texts (the store's shared blobs) ---------------------------------
+
+AI_INSTRUCTIONS = "instruction-canary-4d5e6f"
+AI_PROMPT = "prompt-canary-7a8b9c"
+AI_TOOL = "ai-tool-result-canary-1f2e3d"
+AI_REPLY = "reply-canary-6c5b4a"
+AI_CANARIES = [AI_INSTRUCTIONS, AI_PROMPT, AI_TOOL, AI_REPLY]
+
+
+def stored_blobs(url: str) -> dict[str, str]:
+    """The store's shared texts as stored (key -> text), read with a plain client."""
+    import apsw
+
+    conn = apsw.Connection(url.removeprefix("sqlite://"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return dict(conn.execute("SELECT key, value FROM tether_blobs").fetchall())
+    finally:
+        conn.close()
+
+
+async def exercise_ai(url: str, hook: object = None) -> None:
+    """An agent whose instructions, task, tool result and answer (sent back to the model
+    on the next turn) each carry a canary, run through a worker against the scripted
+    LLM server."""
+    from tether.ai import LLM, Agent, function_tool
+    from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+    @function_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return f"{AI_TOOL} about {q}"
+
+    async with ScriptedLLMServer() as server:
+        server.set_script([
+            Reply(text=f"Let me look. {AI_REPLY}",
+                  tool_calls=[{"name": "lookup", "arguments": {"q": "x"}, "id": "c1"}]),
+            Reply(text="done")])
+        async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as llm:
+            app = App(url, payload_hook=hook)  # type: ignore[arg-type]
+            app.add_agent(Agent("helper", model=llm, instructions=f"Be terse. {AI_INSTRUCTIONS}",
+                                tools=[lookup]))
+            async with app, app.worker(poll_interval=0.05):
+                handle = await app.start("helper", f"Look up {AI_PROMPT}", run_id="ai1")
+                assert await handle.result(timeout=30) == "done"
+        sent = json.dumps([r.body for r in server.requests])
+    assert all(c in sent for c in AI_CANARIES)  # what the model got: every canary
+    return None
+
+
+async def test_ai_message_texts_are_found_without_protection(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    await exercise_ai(url)
+    for canary in AI_CANARIES:
+        assert found(tmp_path, canary) > 0, canary  # (the scan works)
+    from tether.ai._messages import digest
+
+    assert all(digest(text) == key for key, text in stored_blobs(url).items())
+
+
+async def test_ai_message_texts_are_encrypted_under_aes_gcm(tmp_path: Path) -> None:
+    """With AesGcm no instruction, prompt, tool result or answer is readable in the
+    store's files; each text is stored under a keyed digest (not the SHA-256 of any text:
+    a guessed prompt is not confirmed), bound to it; the key reads them back (an
+    export carries them in clear, and replays); without it the export refuses and the
+    CLI shows no canary."""
+    from tether.ai._messages import digest
+    from tether.testing import HistoryError, export_history, replay
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    await exercise_ai(url, AesGcm({"k1": KEY1}))
+    for canary in AI_CANARIES:
+        assert found(tmp_path, canary) == 0, canary
+    blobs = stored_blobs(url)
+    assert blobs and all(k.startswith("k1.") and t.startswith("tgcm2.k1.")
+                         for k, t in blobs.items())
+    # With the key: an export's texts are in clear (as its payloads), and replay.
+    async with App(url, payload_hook=AesGcm({"k1": KEY1})) as app:
+        exported = await export_history(app, "ai1")
+        texts = json.dumps(exported["texts"])
+        assert all(c in texts for c in AI_CANARIES)
+        assert all(digest(text) == key for key, text in exported["texts"].items())
+    from tether.ai import LLM, Agent, function_tool
+
+    @function_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return f"{AI_TOOL} about {q}"
+
+    checker = App(url, payload_hook=AesGcm({"k1": KEY1}))
+    checker.add_agent(Agent("helper", model=LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9"),
+                            instructions=f"Be terse. {AI_INSTRUCTIONS}", tools=[lookup]))
+    async with checker:
+        [result] = await replay(checker, exported, compare_args=True,
+                                blob_get=checker.store.blob_get)
+        assert result.compatible, result.message
+    # Without the key: the export refuses; the CLI prints no canary.
+    async with App(url, payload_hook=AesGcm({"k9": KEY2})) as keyless:
+        with pytest.raises(HistoryError):
+            await export_history(keyless, "ai1")
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+    for args in (["show", "ai1"], ["show", "ai1", "--json"], ["export", "ai1"]):
+        done = forked.run([sys.executable, "-m", "tether", *args, "--db", url],
+                          capture_output=True, text=True, env=env, timeout=60)
+        assert not any(c in done.stdout + done.stderr for c in AI_CANARIES), args
+
+
+async def test_redaction_applies_to_ai_message_texts(tmp_path: Path) -> None:
+    """Redact's patterns redact a message's text before it is stored (the tool result
+    sent back to the model): an export, which replay reads, has the redacted text."""
+    from tether.testing import export_history
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    hook = Redact([r"ai-tool-result-canary-[0-9a-f]{6}"])
+    await exercise_ai(url, hook)
+    assert found(tmp_path, AI_TOOL) == 0
+    assert found(tmp_path, AI_PROMPT) > 0  # only what matches is redacted
+    async with App(url, payload_hook=hook) as app:
+        texts = json.dumps((await export_history(app, "ai1"))["texts"])
+    assert AI_TOOL not in texts and "[redacted] about x" in texts

@@ -110,7 +110,8 @@ async def replay(args: argparse.Namespace) -> int:
                     raise CliError(str(exc)) from None
                 results.append(await check_history(app, history, timeout=args.timeout,
                                                    compare_args=args.compare_args,
-                                                   blob_get=store.blob_get))
+                                                   blob_get=stored.codec.blob_reader(
+                                                       store.blob_get)))
     _print(results, args.json)
     return EXIT_MISMATCH if any(not r.compatible for r in results) else 0
 

@@ -34,7 +34,7 @@ from tether._codec import (
     result_slot,
 )
 from tether._types import EntryStatus, JournalEntry, OperationKind, RunRecord, RunStatus
-from tether.errors import RunNotFound, TetherError
+from tether.errors import PayloadError, RunNotFound, TetherError
 from tether.testing._prompts import BlobGet, call_refs
 
 FORMAT = "tether.history"
@@ -147,7 +147,12 @@ async def export_history(app: App, run_id: str) -> dict[str, Any]:
     if run is None:
         raise RunNotFound(run_id)
     history = history_of(run, await store.journal_read(run_id), app.codec)
-    texts = await texts_of(history.journal, store.blob_get)
+    try:  # (in clear, as the payloads: read through the app's payload hook)
+        texts = await texts_of(history.journal, app.codec.blob_reader(store.blob_get))
+    except PayloadError as exc:
+        raise HistoryError(f"cannot decode the message texts of run {run_id}: {exc} (if "
+                           "the app stores payloads through a payload hook, export with "
+                           "--app MODULE:APP)") from None
     return dataclasses.replace(history, texts=texts).to_dict()
 
 

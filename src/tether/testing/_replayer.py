@@ -392,7 +392,8 @@ async def check_history(app: App, history: History, *, timeout: float = DEFAULT_
         if not task.done():
             task.cancel()
         await asyncio.gather(task, *ctx.tasks, return_exceptions=True)
-    recorded = with_texts(history.texts, blob_get)  # (a file's texts, then the store)
+    # (A file's texts, then the store's, read through the app's payload hook.)
+    recorded = with_texts(history.texts, _readable(app, blob_get))
     changes = [dataclasses.replace(c, prompt=await describe_prompt_change(
                    c.recorded, c.requested, ctx.texts, recorded))
                if is_prompt_change(c.name, c.recorded, c.requested) else c
@@ -401,6 +402,29 @@ async def check_history(app: App, history: History, *, timeout: float = DEFAULT_
                    c.recorded, c.requested, ctx.texts, recorded))
                if c.name.startswith("llm:") else c for c in changes]
     return _with_args(_verdict(ctx, history, raised), changes)
+
+
+def _readable(app: App, blob_get: BlobGet | None) -> BlobGet | None:
+    """``blob_get`` (a store's) reading the texts as ``app`` stored them (through its
+    payload hook); a text the hook cannot decode (altered, moved) is left out, as one
+    the store no longer has."""
+    if blob_get is None or app.codec.hook is None:
+        return blob_get
+    reader = app.codec.blob_reader(blob_get)
+
+    async def read(*, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        try:
+            found.update(await reader(keys=keys))
+        except PayloadError:
+            for key in keys:  # (one at a time: the others are still told)
+                try:
+                    found.update(await reader(keys=[key]))
+                except PayloadError:
+                    pass
+        return found
+
+    return read
 
 
 def _result(history: History, compatible: bool, **fields: Any) -> ReplayResult:
