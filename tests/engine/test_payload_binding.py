@@ -365,3 +365,136 @@ async def test_a_run_started_without_the_hook_is_blocked_saying_how_to_start_it(
     async with lenient, lenient.worker(poll_interval=0.02):
         await lenient.resume("clear")
         assert await lenient.handle("clear").result(timeout=30) == 41
+
+
+# -- the store's shared texts (blobs: tether.ai's messages) ---------------------------------
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_a_blob_is_stored_under_a_keyed_digest_and_bound_to_that_key(
+        tmp_path: Path) -> None:
+    """With AesGcm a blob is stored under ``<key id>.<HMAC of its SHA-256>`` (not its
+    SHA-256: the store's keys confirm no guessed text), encrypted and bound to that key:
+    copied under another key it is refused as misplaced, not read; a run's payload put
+    there is refused too. A clear blob of before is read only under its own SHA-256.
+    After a rotation the old key's blobs still read, new ones go under the new key."""
+    one = Codec(hook=AesGcm({"k1": K1}))
+    text, other = '{"content":"hello","role":"user"}', '{"content":"bye","role":"user"}'
+    d, d2 = _sha(text), _sha(other)
+    async with App(f"sqlite:///{tmp_path}/t.db") as app:
+        store = app.store
+        sealed = dict(one.seal_blobs({d: text, d2: other}))
+        key, key2 = one.blob_keys(d)[0], one.blob_keys(d2)[0]
+        assert sorted(sealed) == sorted([key, key2]) and key.startswith("k1.")
+        assert d not in sealed and not any(d in k for k in sealed)
+        assert all(v.startswith("tgcm2.k1.") and "hello" not in v for v in sealed.values())
+        await store.blob_put(blobs=sealed, run_id="r1")
+        assert await one.open_blobs(store.blob_get, [d, d2, _sha("absent")]) == {
+            d: text, d2: other}
+        # Another AES key gives other keyed digests.
+        assert AesGcm({"k1": K2}).blob_keys(d) != AesGcm({"k1": K1}).blob_keys(d)
+        # Copied under another key (another text's): refused, not silently read.
+        d3 = _sha("a third text")
+        await store.blob_put(blobs={one.blob_keys(d3)[0]: sealed[key]})
+        with pytest.raises(PayloadMisplacedError, match="another place"):
+            await one.open_blobs(store.blob_get, [d3])
+        # A run's payload put there: refused as well.
+        d4 = _sha("a fourth text")
+        run_payload = one.for_run("r1").encode("secret", "x", "result")
+        await store.blob_put(blobs={one.blob_keys(d4)[0]: run_payload})
+        with pytest.raises(PayloadMisplacedError):
+            await one.open_blobs(store.blob_get, [d4])
+        # And a blob put into a run's slot is refused there.
+        with pytest.raises(PayloadMisplacedError):
+            one.for_run("r1").decode(sealed[key], None, "result")
+        # Clear blobs (written before blobs went through the hook): read under their
+        # own SHA-256 only.
+        legacy, forged = '{"content":"old","role":"user"}', '{"content":"evil","role":"user"}'
+        await store.blob_put(blobs={_sha(legacy): legacy, _sha("x" * 9): forged})
+        assert await one.open_blobs(store.blob_get, [_sha(legacy)]) == {_sha(legacy): legacy}
+        with pytest.raises(PayloadDecryptError, match="not the SHA-256"):
+            await one.open_blobs(store.blob_get, [_sha("x" * 9)])
+        # Rotation: k1's blobs still read; new ones under k2.
+        both = Codec(hook=AesGcm({"k2": K2, "k1": K1}))
+        assert await both.open_blobs(store.blob_get, [d]) == {d: text}
+        assert next(iter(both.seal_blobs({d: text}))).startswith("k2.")
+        # A reader without the key cannot even find them (the keys are keyed): absent,
+        # nothing returned in their place; a process without a hook neither.
+        assert await Codec(hook=AesGcm({"k1": K2})).open_blobs(store.blob_get, [d]) == {}
+        assert await Codec().open_blobs(store.blob_get, [d]) == {}
+
+        # One it cannot decode raises its handler's error if it has one (a worker's).
+        class HandBack(Exception):
+            pass
+
+        with pytest.raises(HandBack):
+            await one.with_unreadable(lambda e: HandBack()).open_blobs(store.blob_get, [d3])
+
+
+def test_a_hook_is_told_a_blob_and_its_key_and_an_old_hook_still_works() -> None:
+    seen: list[PayloadContext | None] = []
+
+    class Recording:
+        def encode(self, text: str, context: PayloadContext | None = None) -> str:
+            seen.append(context)
+            return text[::-1]
+
+        def decode(self, text: str, *, context: PayloadContext | None = None) -> str:
+            seen.append(context)
+            return text[::-1]
+
+    text = '{"role":"user","content":"hi"}'
+    codec = Codec(hook=Recording())
+    sealed = dict(codec.seal_blobs({_sha(text): text}))
+    assert sealed == {_sha(text): text[::-1]}  # (no keyed digest: its SHA-256)
+    assert seen == [PayloadContext(None, "blob", _sha(text))]
+    old = Codec(hook=_OldHook(AesGcm({"k1": K1})))
+    sealed = dict(old.seal_blobs({_sha(text): text}))
+    assert sealed[_sha(text)].startswith("tgcm1.k1.")  # (told no place: unbound)
+
+    async def get(*, keys: list[str]) -> dict[str, str]:
+        return {k: sealed[k] for k in keys if k in sealed}
+
+    assert asyncio.run(old.open_blobs(get, [_sha(text)])) == {_sha(text): text}
+
+
+def test_redact_leaves_a_conversation_node_alone() -> None:
+    """A node names its message and the node before by digest: a pattern matching hex
+    (16 digits of a card number) must not break the chain; a message is redacted."""
+    hook = Redact([r"\d{16}", "[0-9a-f]{8}"])
+    node = '{"msg":"' + "1234567890123456" + "a" * 48 + '","prev":null}'
+    assert hook.encode(node, context=PayloadContext(None, "blob", "k")) == node
+    message = '{"content":"card 4111111111111111","role":"user"}'
+    assert "4111" not in hook.encode(message, context=PayloadContext(None, "blob", "k"))
+
+
+async def test_a_runs_shared_blobs_go_through_the_hook(tmp_path: Path) -> None:
+    """``tether.ext.Run.shared``'s blob_put / blob_get store through the payload hook and
+    read back in clear."""
+    from tether import ext
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    app = App(url, payload_hook=AesGcm({"k1": K1}))
+    text = '{"role":"user","content":"shared-canary"}'
+
+    @app.step
+    async def keep() -> str:
+        run = ext.current_run()
+        assert run is not None
+        await run.shared.blob_put(blobs={_sha(text): text})
+        return (await run.shared.blob_get(keys=[_sha(text)]))[_sha(text)]
+
+    @app.workflow
+    async def wf() -> str:
+        return await keep()
+
+    async with app, app.worker(poll_interval=0.05):
+        assert await (await app.start(wf, run_id="s1")).result(timeout=30) == text
+    raw = dict(sqlite3.connect(f"{tmp_path}/t.db").execute(
+        "SELECT key, value FROM tether_blobs").fetchall())
+    assert list(raw) == [AesGcm({"k1": K1}).blob_keys(_sha(text))[0]]
+    assert "shared-canary" not in next(iter(raw.values()))
