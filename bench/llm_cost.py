@@ -3,6 +3,7 @@
     .venv/bin/python bench/llm_cost.py [--db sqlite|postgres] [--runs 100] [--turns 20]
                                        [--delay 0.05] [--rounds 5] [--src DIR]
                                        [--only plain|durable] [--pause S]
+                                       [--hook none|aesgcm]
 
 ``bench/compare --workloads agent-llm`` gives the overhead as a ratio of wall times; on
 this machine the client process is CPU-bound in both halves, so that ratio is the
@@ -19,6 +20,8 @@ The store's writer thread is the process's CPU minus the loop thread's.
 then ``--src /tmp/x/src``) to compare revisions in alternating processes.
 ``--only durable --pause 5`` runs durable rounds only, after a pause in which a
 profiler can attach (``py-spy record -r 500 -p PID``; the PID is printed to stderr).
+``--hook aesgcm`` runs the app with ``payload_hook=AesGcm(...)`` (a fixed 256-bit key):
+what encryption adds to a durable call (its journal and its message texts).
 PostgreSQL: a fresh database named ``$TETHER_TEST_DB_PREFIX`` + ``llmcost_...``,
 dropped at the end (``$TETHER_BENCH_PG`` is the server's URL).
 """
@@ -52,6 +55,8 @@ def _args() -> argparse.Namespace:
                    help="run only this half (for a profiler)")
     p.add_argument("--pause", type=float, default=0.0,
                    help="seconds to wait after the warm-up (to attach a profiler)")
+    p.add_argument("--hook", choices=["none", "aesgcm"], default="none",
+                   help="the app's payload hook (aesgcm: AesGcm with a fixed key)")
     return p.parse_args()
 
 
@@ -80,7 +85,12 @@ async def main() -> dict[str, Any]:
         async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
             await c.execute(f"CREATE DATABASE {db_name}")
         url = PG.rsplit("/", 1)[0] + "/" + db_name
-    app = App(url)
+    hook = None
+    if a.hook == "aesgcm":
+        from tether.encryption import AesGcm
+
+        hook = AesGcm({"bench": bytes(range(32))})
+    app = App(url, payload_hook=hook)
 
     @app.workflow
     async def agent_llm(turns: int) -> int:
@@ -129,7 +139,7 @@ async def main() -> dict[str, Any]:
             async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
                 await c.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
     out: dict[str, Any] = {"db": a.db, "src": a.src or "worktree", "runs": a.runs,
-                           "turns": a.turns, "delay": a.delay}
+                           "turns": a.turns, "delay": a.delay, "hook": a.hook}
     for name, rs in rounds.items():
         for key in ("wall_us", "cpu_us", "loop_cpu_us"):
             out[f"{name}_{key}"] = _median([r[key] for r in rs])

@@ -2,8 +2,9 @@
 
 Both are payload hooks (``App(payload_hook=...)``): every payload Tether stores (run
 inputs and results, step arguments, results and errors, signal payloads, journaled
-errors with their messages and tracebacks) passes through ``encode`` before it reaches
-the store and through ``decode`` when read back. Ids, workflow, step and signal names,
+errors with their messages and tracebacks, live status and events, ``tether.ai``'s
+message texts) passes through ``encode`` before it reaches the store and through
+``decode`` when read back. Ids, workflow, step and signal names,
 statuses and timestamps are not payloads and stay readable.
 
 ``AesGcm`` needs ``pip install 'tether[crypto]'``. Each stored text is
@@ -18,12 +19,22 @@ written with a key this process does not have, a tampered one, a misplaced one, 
 that is not encrypted at all raises ``PayloadDecryptError`` instead of returning
 anything.
 
+The store's shared message texts (``tether.ai``'s conversations: messages, chain nodes,
+tools, output schemas, stored once and shared by runs) pass through the hook too, in
+slot ``"blob"``: ``AesGcm`` binds each to the key it is stored under (a text copied under
+another key is refused as misplaced), and stores it under a keyed digest
+(``<key id>.<HMAC-SHA256 of its SHA-256>``, with a subkey derived from the AES key;
+``AesGcm.blob_keys``) rather than its SHA-256, so that the store's keys confirm no
+guessed text. A clear text stored before this (under its own SHA-256) is still read,
+and only there: its key proves its content.
+
 Payloads written before binding (``tgcm1.<key id>.<base64(nonce | ciphertext | tag)>``)
 are read without associated data, wherever they are: they are not bound to any place
 (``AesGcm(accept_unbound=False)`` refuses them once none is left).
 
 ``Redact`` replaces what matches its patterns with ``[redacted]`` before anything is
-journaled. It is lossy by design: a replay sees the redacted value.
+journaled or stored as a message text. It is lossy by design: a replay sees the
+redacted value.
 """
 
 from __future__ import annotations

@@ -357,3 +357,63 @@ async def test_redaction_applies_to_ai_message_texts(tmp_path: Path) -> None:
     async with App(url, payload_hook=hook) as app:
         texts = json.dumps((await export_history(app, "ai1"))["texts"])
     assert AI_TOOL not in texts and "[redacted] about x" in texts
+
+
+async def test_a_run_whose_texts_were_stored_in_clear_before_goes_on_under_aes_gcm(
+        tmp_path: Path) -> None:
+    """A store written before message texts went through the hook: an encrypted run's
+    texts sit in clear under their SHA-256 (made so here, in the store's file, from a
+    run waiting between two calls). The run goes on under AesGcm: its next call stores
+    its new texts encrypted, and an export reads both kinds back in clear."""
+    import apsw
+
+    from tether._codec import Codec
+    from tether.ai import LLM, user_message
+    from tether.ai._messages import digest
+    from tether.testing import export_history
+    from tether.testing.llm_server import Reply, ScriptedLLMServer
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    hook = AesGcm({"k1": KEY1})
+    async with ScriptedLLMServer() as server:
+        server.set_script([Reply(text="first"), Reply(text="done")])
+        async with LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None) as llm:
+            app = App(url, payload_hook=hook)
+
+            @app.workflow
+            async def ask() -> str:
+                messages = [{"role": "system", "content": AI_INSTRUCTIONS},
+                            user_message(AI_PROMPT)]
+                first = await llm.chat(messages)
+                await tether.wait_for_signal("go")
+                messages += [first.to_message(), user_message(AI_TOOL)]
+                return (await llm.chat(messages)).text or ""
+
+            async with app:
+                async with app.worker(poll_interval=0.05):
+                    handle = await app.start(ask, run_id="old1")
+                    while (await app.get_run("old1")).status != "waiting":
+                        await asyncio.sleep(0.05)
+                # As a version before wrote them: each text in clear under its SHA-256.
+                codec = Codec(hook=hook)
+                conn = apsw.Connection(str(tmp_path / "t.db"))
+                rows = conn.execute("SELECT key, value FROM tether_blobs").fetchall()
+                assert rows
+                for key, value in rows:
+                    text = codec._blob_decode(value, key)
+                    conn.execute("DELETE FROM tether_blobs WHERE key = ?", (key,))
+                    conn.execute("INSERT INTO tether_blobs VALUES (?, ?)", (digest(text), text))
+                    conn.execute("UPDATE tether_blob_refs SET key = ? WHERE key = ?",
+                                 (digest(text), key))
+                conn.close()
+                assert found(tmp_path, AI_INSTRUCTIONS) > 0
+                await app.signal("old1", "go")
+                async with app.worker(poll_interval=0.05):
+                    assert await handle.result(timeout=30) == "done"
+                exported = await export_history(app, "old1")
+    texts = json.dumps(exported["texts"])
+    assert AI_PROMPT in texts and AI_TOOL in texts  # (a clear one, and a new one)
+    assert all(digest(text) == key for key, text in exported["texts"].items())
+    stored = stored_blobs(url)
+    assert any(k.startswith("k1.") for k in stored)  # the second call's new texts
+    assert not any(AI_TOOL in v for v in stored.values())

@@ -270,7 +270,9 @@ def _address_from(messages: Sequence[Mapping[str, Any]], start: int, blobs: dict
 
 async def load_conversation(store: SharedState, head: str | None) -> list[dict[str, Any]]:
     """The messages a head names, read back from the store (for inspection and tests;
-    replay never needs it, the workflow rebuilds its own messages).
+    replay never needs it, the workflow rebuilds its own messages). ``store``: a run's
+    ``Run.shared``, which decodes the texts through the app's payload hook, or the
+    store itself where no hook is set (it returns the texts as stored).
 
     Raises:
         KeyError: a node or message is missing from the store.
