@@ -327,12 +327,24 @@ async def test_ai_message_texts_are_encrypted_under_aes_gcm(tmp_path: Path) -> N
         return f"{AI_TOOL} about {q}"
 
     checker = App(url, payload_hook=AesGcm({"k1": KEY1}))
-    checker.add_agent(Agent("helper", model=LLM("openai:gpt-4.1-mini", base_url="http://127.0.0.1:9"),
+    checker.add_agent(Agent("helper", model=LLM("openai:gpt-4.1-mini",
+                                                  base_url="http://127.0.0.1:9"),
                             instructions=f"Be terse. {AI_INSTRUCTIONS}", tools=[lookup]))
     async with checker:
         [result] = await replay(checker, exported, compare_args=True,
                                 blob_get=checker.store.blob_get)
         assert result.compatible, result.message
+    # Code whose instructions changed, checked against the encrypted store alone (the
+    # export's texts left out): the change is told message by message, in clear.
+    changed = App(url, payload_hook=AesGcm({"k1": KEY1}))
+    changed.add_agent(Agent("helper", model=LLM("openai:gpt-4.1-mini",
+                                                  base_url="http://127.0.0.1:9"),
+                            instructions="Be verbose.", tools=[lookup]))
+    async with changed:
+        [result] = await replay(changed, {**exported, "texts": {}}, compare_args=True,
+                                blob_get=changed.store.blob_get)
+    assert not result.compatible
+    assert AI_INSTRUCTIONS in (result.changed_args[0].prompt or ""), result.changed_args
     # Without the key: the export refuses; the CLI prints no canary.
     async with App(url, payload_hook=AesGcm({"k9": KEY2})) as keyless:
         with pytest.raises(HistoryError):
