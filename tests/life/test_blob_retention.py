@@ -117,3 +117,47 @@ async def test_a_reference_stored_while_purging_is_never_left_dangling(
         await app.store.run_purge(finished_before=app.clock.now() + 1,
                                   statuses=["completed"])
         assert len(await app.store.blob_get(keys=[f"k-{i}" for i in range(12)])) == 12
+
+
+async def test_encrypted_texts_are_deleted_with_their_last_run(store_url: str) -> None:
+    """Under AesGcm the texts are stored under keyed digests, encrypted: purge and erase
+    still delete each with the last run that references it (the references name the
+    keys as stored), and keep the shared ones while a run needs them."""
+    from tether._codec import Codec
+    from tether.encryption import AesGcm
+
+    hook = AesGcm({"k1": bytes(range(32))})
+    codec = Codec(hook=hook)
+
+    def sealed_keys(question: str) -> set[str]:
+        return {codec.blob_keys(d)[0] for d in keys_of(question)}
+
+    async with ScriptedLLMServer([Reply("a"), Reply("b"), Reply("c")]) as server:
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, breaker=None)
+        app = App(store_url, payload_hook=hook)
+
+        @app.workflow
+        async def ask(question: str) -> str:
+            return (await llm.chat([SYSTEM, user_message(question)])).text or ""
+
+        async with app, app.worker():
+            for rid, q in (("one", "first question"), ("two", "second question"),
+                           ("three", "third question")):
+                assert await (await app.start("ask", q, run_id=rid)).result(timeout=30)
+        await llm.aclose()
+        one, two, three = (sealed_keys(q) for q in ("first question", "second question",
+                                                    "third question"))
+        async with App(store_url) as admin:
+            assert await stored(admin, one | two | three) == one | two | three
+            assert await stored(admin, keys_of("first question")) == set()  # (not plain)
+            report = await admin.store.run_purge(finished_before=await finished_before(admin),
+                                                 statuses=["completed"], limit=1)
+            assert report.run_ids == ["one"] and report.blobs == 2  # the system's stay
+            assert await stored(admin, one | two | three) == two | three
+            report = await admin.store.run_erase(run_id="two", now=admin.clock.now())
+            assert report.blobs == 2
+            assert await stored(admin, one | two | three) == three
+        async with App(store_url, payload_hook=hook) as reader:
+            texts = await reader.codec.open_blobs(reader.store.blob_get,
+                                                  sorted(keys_of("third question")))
+            assert set(texts) == keys_of("third question")
