@@ -354,6 +354,8 @@ async def test_ai_message_texts_are_encrypted_under_aes_gcm(tmp_path: Path) -> N
         done = forked.run([sys.executable, "-m", "tether", *args, "--db", url],
                           capture_output=True, text=True, env=env, timeout=60)
         assert not any(c in done.stdout + done.stderr for c in AI_CANARIES), args
+        assert "Traceback" not in done.stderr, (args, done.stderr)
+        assert (done.returncode == 0) == (args[0] == "show"), (args, done.stderr)
 
 
 async def test_redaction_applies_to_ai_message_texts(tmp_path: Path) -> None:
