@@ -153,7 +153,8 @@ def _where(context: PayloadContext | None) -> str:
 #: A ``tether.ai`` conversation's node (a blob naming a message and the node before it).
 _LINK = re.compile(r'\{"msg":"[0-9a-f]{64}","prev":(?:null|"[0-9a-f]{64}")\}')
 
-#: What keys a blob's stored key (``AesGcm.blob_keys``): derived from each AES key.
+#: The label of the subkey derived from each AES key (HMAC-SHA256) that keys a blob's
+#: key in the store (``AesGcm.blob_keys``): the AES key itself is never used twice.
 _BLOB_KEY_LABEL = b"tether blob key v1"
 
 _SLOT_NAMES = {"status": "live status", "signal": "signal payload",
@@ -243,7 +244,7 @@ class AesGcm:
                      for kid in self._blob_order)
 
     def _blob_key(self, kid: str, digest: str) -> str:
-        # (Keyed BLAKE2b, a MAC by design: a third of an HMAC-SHA256's cost here.)
+        # (Keyed BLAKE2b, a MAC by design: half an HMAC-SHA256's cost here, or less.)
         return hashlib.blake2b(digest.encode(), key=self._blob_subkeys[kid],
                                digest_size=32).hexdigest()
 
