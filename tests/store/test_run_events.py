@@ -523,3 +523,54 @@ async def test_a_reader_following_concurrent_writers_gets_every_event_once(
         assert followed == every
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_the_events_index_holds_a_hash_of_the_run_id_not_the_id(
+        pg_migrated_url: str) -> None:
+    """PostgreSQL (migration 0018): the index of the events stored since 0013 is keyed by
+    a 64-bit hash of the run id, not by the id (32 characters for an id Tether makes
+    up): its entries are 28 bytes with their line pointers, not 68, which is ~70 of the
+    bytes a run waiting on a signal keeps. Readers tell apart runs by the id itself, and
+    a run deleted takes its events along (the forgetting trigger reads the same index)."""
+    import psycopg
+
+    store = open_store(pg_migrated_url)
+    await store.open()
+    try:
+        await start_and_claim(store, "a" * 32)
+        schema = store.schema  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(pg_migrated_url,
+                                                         autocommit=True) as conn:
+            # Two events each of 2,000 runs with 32-character ids, as a parked run's
+            # status events are stored (the trigger's rows).
+            await conn.execute(
+                f"INSERT INTO {schema}.run_events (run_id, kind, data) "
+                "SELECT md5((i % 2000)::text), 's', "
+                "CASE WHEN i < 2000 THEN 'running' ELSE 'waiting signal go' END "
+                "FROM generate_series(0, 3999) AS i ORDER BY i")
+            cur = await conn.execute(
+                "SELECT sum(pg_relation_size(indexrelid)) FROM pg_index "
+                "WHERE indrelid = %s::regclass", (f"{schema}.run_events",))
+            index_bytes = (await cur.fetchone())[0]  # type: ignore[index]
+            # 28 bytes an entry, pages filled ~70 % by keys in no order, their headers;
+            # keyed by the id itself, ~100.
+            assert index_bytes / 4000 < 50, index_bytes / 4000
+            run = await conn.execute("SELECT md5('7')")
+            rid = (await run.fetchone())[0]  # type: ignore[index]
+            got = await store.run_events_read(run_id=rid, after=None)
+            assert [e.data for e in got] == [
+                '{"status" : "running", "waiting_for" : null}',
+                '{"status" : "waiting", "waiting_for" : "signal go"}']
+            assert [e.event_id for e in await store.run_events_latest(
+                run_id=rid, limit=1)] == [got[-1].event_id]
+            assert await store.run_event_exists(run_id=rid, event_id=got[0].event_id)
+            assert not await store.run_event_exists(run_id="a" * 32,
+                                                    event_id=got[0].event_id)
+            assert [e.kind for e in await store.run_events_read(
+                run_id="a" * 32, after=None)] == ["status"]
+            await conn.execute(f"DELETE FROM {schema}.runs WHERE run_id = %s", ("a" * 32,))
+            assert await store.run_events_read(run_id="a" * 32, after=None) == []
+            assert len(await store.run_events_read(run_id=rid, after=None)) == 2
+    finally:
+        await store.close()

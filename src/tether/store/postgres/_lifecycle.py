@@ -504,8 +504,15 @@ class Lifecycle:
                 "AND payload IS NOT NULL", (e, ids))
             # The events they published (streamed LLM text, kept for serve's resumable
             # streams); the timeline's events (operations, statuses) stay.
-            events = await self._count(conn, "DELETE FROM {s}.run_events "
-                                       "WHERE run_id = ANY(%s) AND kind = 'chunk'", (ids,))
+            # The rows stored since migration 0013 by the run id's hash (the index
+            # run_events_key, migration 0018), the older ones by the id.
+            events = await self._count(
+                conn, "DELETE FROM {s}.run_events WHERE hashtextextended(run_id, 0) = ANY("
+                "ARRAY(SELECT hashtextextended(i, 0) FROM unnest(%s::text[]) AS i)) "
+                "AND run_id = ANY(%s) AND kind = 'chunk' AND txid IS NULL", (ids, ids))
+            events += await self._count(
+                conn, "DELETE FROM {s}.run_events WHERE run_id = ANY(%s) "
+                "AND kind = 'chunk' AND txid IS NOT NULL", (ids,))
             report.payloads += (report.journal_entries + report.archived_entries
                                 + report.signals + events)
             await self._sweep_blobs(conn, await self._drop_blob_refs(conn, ids), report)

@@ -150,9 +150,11 @@ GROUP BY parent_run_id, status;
 -- rows of migration 0004's era by (txid, event_id), then the rest by event_id alone
 -- (txid NULL; migration 0013: per run, ids are taken in commit order). A cursor of the
 -- first kind has both txid and event_id, one of the second kind only after (txid NULL).
--- Each part is a range of run_events_run, read in its order. Rows of kinds 's' and 'o'
--- hold only the values (migration 0007): their JSON is built here, as the triggers of
--- migration 0004 built it.
+-- Each part is a range of an index, read in its order: the older rows' run_events_run_txid
+-- (run_id, txid, event_id), the newer rows' run_events_key (the run id's hash, event_id;
+-- migration 0018: the run id itself is checked too). Rows of kinds 's' and 'o' hold only
+-- the values (migration 0007): their JSON is built here, as the triggers of migration
+-- 0004 built it.
 SELECT txid::text, event_id,
        CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
        CASE kind
@@ -167,31 +169,34 @@ SELECT txid::text, event_id,
                FROM regexp_match(data, '^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$') AS r(m))
            ELSE data END
 FROM ((SELECT txid, event_id, kind, data FROM {schema}.run_events
-       WHERE run_id = %(run_id)s AND (txid, event_id) > (%(txid)s::xid8, %(event_id)s)
+       WHERE run_id = %(run_id)s AND txid IS NOT NULL
+         AND (txid, event_id) > (%(txid)s::xid8, %(event_id)s)
        ORDER BY txid, event_id LIMIT %(limit)s)
       UNION ALL
       (SELECT txid, event_id, kind, data FROM {schema}.run_events
-       WHERE run_id = %(run_id)s AND txid IS NULL AND event_id > %(after)s
-       ORDER BY txid, event_id LIMIT %(limit)s)) AS e
+       WHERE hashtextextended(run_id, 0) = hashtextextended(%(run_id)s, 0)
+         AND run_id = %(run_id)s AND txid IS NULL AND event_id > %(after)s
+       ORDER BY event_id LIMIT %(limit)s)) AS e
 ORDER BY e.txid, e.event_id LIMIT %(limit)s;  -- (e.txid: the xid8, not the text above)
 
 -- run_event_exists --
 -- Whether an event id is one of the run's events: <event_id> (txid NULL, migration
--- 0013), or <txid>-<event_id> for a row stored before. A lookup of run_events_run.
+-- 0013), or <txid>-<event_id> for a row stored before. A lookup of run_events_key.
 SELECT EXISTS (SELECT 1 FROM {schema}.run_events
-               WHERE run_id = %(run_id)s AND txid IS NULL AND event_id = %(event_id)s);
+               WHERE hashtextextended(run_id, 0) = hashtextextended(%(run_id)s, 0)
+                 AND run_id = %(run_id)s AND txid IS NULL AND event_id = %(event_id)s);
 
 -- run_event_exists_txid --
 -- run_event_exists for an id <txid>-<event_id> (a row stored before migration 0013).
 SELECT EXISTS (SELECT 1 FROM {schema}.run_events
-               WHERE run_id = %(run_id)s AND txid = %(txid)s::xid8
+               WHERE run_id = %(run_id)s AND txid IS NOT NULL AND txid = %(txid)s::xid8
                  AND event_id = %(event_id)s);
 
 -- run_events_latest --
 -- A run's newest events (of the kinds %(kinds)s alone unless NULL), in run_events_read's
--- order: run_events_run read backwards (txid DESC NULLS FIRST: the rows stored since
--- migration 0013 first, then the older ones), then put back in order. Their JSON is built
--- as in run_events_read.
+-- order, read backwards: the rows stored since migration 0013 (run_events_key), then the
+-- older ones (run_events_run_txid), then put back in order. Their JSON is built as in
+-- run_events_read.
 SELECT txid::text, event_id,
        CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
        CASE kind
@@ -205,9 +210,16 @@ SELECT txid::text, event_id,
                                         'attempts', m[2]::integer)::text
                FROM regexp_match(data, '^(-?\d+) (-?\d+) (\S*) (\S*) (.*)$') AS r(m))
            ELSE data END
-FROM (SELECT txid, event_id, kind, data FROM {schema}.run_events
-      WHERE run_id = %(run_id)s
-        AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+FROM (SELECT * FROM ((SELECT txid, event_id, kind, data FROM {schema}.run_events
+                       WHERE hashtextextended(run_id, 0) = hashtextextended(%(run_id)s, 0)
+                         AND run_id = %(run_id)s AND txid IS NULL
+                         AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+                       ORDER BY event_id DESC LIMIT %(limit)s)
+                      UNION ALL
+                      (SELECT txid, event_id, kind, data FROM {schema}.run_events
+                       WHERE run_id = %(run_id)s AND txid IS NOT NULL
+                         AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))
+                       ORDER BY txid DESC, event_id DESC LIMIT %(limit)s)) AS u
       ORDER BY txid DESC NULLS FIRST, event_id DESC LIMIT %(limit)s) AS e
 ORDER BY e.txid NULLS LAST, e.event_id;
 
