@@ -4,6 +4,8 @@ alternating order, so that a loaded hour slows both alike.
 
     .venv/bin/python bench/index_cost.py --db sqlite   [--index tether_runs_workflow]
     .venv/bin/python bench/index_cost.py --db postgres [--index runs_workflow]
+    .venv/bin/python bench/index_cost.py --db postgres --private --index run_events_key \
+        --instead "CREATE INDEX run_events_run ON tether.run_events (run_id, txid, event_id)"
 
 Each pair times ``bench/compare``'s two write workloads on each variant: ``throughput``
 (``--runs`` runs of 10 trivial steps started with ``App.start_many``, a worker of that
@@ -12,7 +14,9 @@ concurrency, timed from the first start to the last result) and ``starts``
 CPU time a run and the bytes written a run (SQLite: /proc/self/io ``wchar``, the WAL
 this process writes; PostgreSQL: the server's WAL, by ``pg_current_wal_lsn``, ours alone
 with ``--private``), the median ratios (with ÷ without) and
-the index's size after the workload.
+the index's size after the workload. With ``--instead SQL`` the other store is not
+without the index but with it dropped and ``SQL`` run in its place (another shape of
+index, such as the one it replaced): "without" below then means that store.
 """
 
 from __future__ import annotations
@@ -116,7 +120,8 @@ def _written() -> int:
 
 
 async def _measure(scratch: Scratch, index: str, keep: bool, workload: str,
-                   runs: int, starts: int) -> tuple[float, float, int, int | None]:
+                   runs: int, starts: int,
+                   instead: str | None = None) -> tuple[float, float, int, int | None]:
     url = scratch.new()
     app, wf = _app(url)
     await app._open()
@@ -124,6 +129,8 @@ async def _measure(scratch: Scratch, index: str, keep: bool, workload: str,
     qualified = index if scratch.db == "sqlite" else f"tether.{index}"
     if not keep:
         scratch.sql(url, f"DROP INDEX {qualified}")
+        if instead:
+            scratch.sql(url, instead)
     if workload == "throughput":
         async with app.worker(concurrency=runs):
             await (await app.start(wf, 10)).result(timeout=60)  # warm up
@@ -165,6 +172,9 @@ async def main() -> None:
     parser.add_argument("--workloads", default="throughput,starts")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--prefix", default="bench_", help="scratch database name prefix")
+    parser.add_argument("--instead", metavar="SQL",
+                        help="the other store: the index dropped and this statement run in "
+                             "its place (default: the index dropped alone)")
     parser.add_argument("--private", action="store_true",
                         help="PostgreSQL: a cluster of our own (tests.chaos.pgcluster; root), "
                              "so that the WAL bytes are this benchmark's alone")
@@ -184,7 +194,7 @@ async def main() -> None:
                 figures: dict[bool, tuple[float, float, int, int | None]] = {}
                 for keep in ((True, False) if pair % 2 == 0 else (False, True)):
                     figures[keep] = await _measure(scratch, index, keep, workload,
-                                                   args.runs, args.starts)
+                                                   args.runs, args.starts, args.instead)
                 w, wo = figures[True], figures[False]
                 ratios.append(w[0] / wo[0])
                 cpu_ratios.append(w[1] / wo[1])
