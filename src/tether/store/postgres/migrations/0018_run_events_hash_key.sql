@@ -15,9 +15,10 @@
 -- The order a reader gets is the same: the old rows by (txid, event_id), then the new
 -- ones by event_id.
 --
--- The hash is the built-in one of hash partitioning (immutable, the same on every
--- server of a major version). The forgetting trigger (a run deleted: purge, erase) and
--- the erase's delete of chunks look the run up the same way.
+-- The hash is the built-in one of hash partitioning (immutable; the index is computed
+-- and read by the server that holds it, and a dump and restore rebuilds it, so its
+-- values need not be the same on any other). The forgetting trigger (a run deleted:
+-- purge, erase) and the erase's delete of chunks look the run up the same way.
 --
 -- Building the indexes reads run_events once and blocks its writes (every status
 -- change and finished step) while it runs: on a large store an operator may build them
