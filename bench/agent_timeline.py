@@ -18,6 +18,16 @@ process. Per round, one line (milliseconds; medians over the runs, ``/`` the max
   its writes in order, issued), ``end`` (the run's end written), ``to_result`` (from
   there to the caller's ``result()``).
 
+On PostgreSQL a second line splits the gap of every step whose append went through
+the group-commit writer (medians, ms): ``queued`` (from the append's submission to its
+batch's start: the batch in flight before it), ``batch`` (its batch written, as the
+writer sees it), ``resume`` (from there to the run's next step), with the batches per
+wave of 100 steps and their median size; and, per batch, the server's CPU time and its
+time waiting for a CPU (``/proc/PID/schedstat`` of the connection's backend, so on a
+machine the client shares with the server: how much of a batch is the server's work
+and how much its turn). Timed by wrapping ``AppendWriter.submit`` and
+``PostgresStore._flush_appends`` and ``_within``.
+
 The parts are timed by wrapping two private methods of the worker
 (``Worker._conclude``, ``Worker._record_end``) and one of the run context
 (``RunContext.flush_history``); a revision without them (``--src``) prints the tail
@@ -86,6 +96,91 @@ class _Marks:
         setattr(owner, name, wrapped)
 
 
+def _schedstat(pid: int) -> tuple[int, int]:
+    """Nanoseconds a process ran and waited for a CPU (``/proc/PID/schedstat``)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            ran, waited = f.read().split()[:2]
+        return int(ran), int(waited)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+class _Writes:
+    """The PostgreSQL store's group commit under the workload: when each run's appends
+    were submitted, when their batches started and ended, and each batch's server time
+    (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        from tether.store.postgres import _group_commit, _store
+
+        self.submitted: dict[str, list[float]] = {}
+        self.batches: dict[str, list[tuple[float, float]]] = {}
+        self.sizes: list[int] = []
+        self.server: list[tuple[float, float]] = []  # (ran, waited) seconds per batch
+        submit = _group_commit.AppendWriter.submit
+        flush = _store.PostgresStore._flush_appends
+        within = _store.PostgresStore._within
+
+        def submit_timed(this: Any, lease: Any, *args: Any, **kw: Any) -> Any:
+            self.submitted.setdefault(lease.run_id, []).append(time.perf_counter())
+            return submit(this, lease, *args, **kw)
+
+        async def flush_timed(this: Any, batch: list[Any]) -> None:
+            start = time.perf_counter()
+            try:
+                await flush(this, batch)
+            finally:
+                end = time.perf_counter()
+                self.sizes.append(len(batch))
+                for item in batch:
+                    self.batches.setdefault(item.lease.run_id, []).append((start, end))
+
+        async def within_timed(this: Any, conn: Any, fn: Any, timeout: float) -> Any:
+            if "_flush_appends" not in getattr(fn, "__qualname__", ""):
+                return await within(this, conn, fn, timeout)
+            pid = conn.info.backend_pid
+            ran0, waited0 = _schedstat(pid)
+            try:
+                return await within(this, conn, fn, timeout)
+            finally:
+                ran1, waited1 = _schedstat(pid)
+                self.server.append(((ran1 - ran0) / 1e9, (waited1 - waited0) / 1e9))
+
+        _group_commit.AppendWriter.submit = submit_timed  # type: ignore[method-assign]
+        _store.PostgresStore._flush_appends = flush_timed  # type: ignore[method-assign]
+        _store.PostgresStore._within = within_timed  # type: ignore[method-assign]
+
+    def clear(self) -> None:
+        self.submitted.clear()
+        self.batches.clear()
+        self.sizes.clear()
+        self.server.clear()
+
+    def report(self, keys: dict[str, str], steps_at: dict[str, list[tuple[float, float]]],
+               runs: int) -> str:
+        queued: list[float] = []
+        batch: list[float] = []
+        resume: list[float] = []
+        for run_id, key in keys.items():
+            steps = steps_at[key]
+            sub = self.submitted.get(run_id, [])
+            bat = self.batches.get(run_id, [])
+            # (steps' appends only: the run's last append and its end come after)
+            for i in range(min(len(steps) - 1, len(sub), len(bat))):
+                queued.append(bat[i][0] - sub[i])
+                batch.append(bat[i][1] - bat[i][0])
+                resume.append(steps[i + 1][0] - bat[i][1])
+        waves = sum(len(s) for s in steps_at.values()) / max(runs, 1)
+        ran = [r for r, _ in self.server]
+        waited = [w for _, w in self.server]
+        return (f"writer: queued {_med(queued):.2f} + batch {_med(batch):.2f} + resume "
+                f"{_med(resume):.2f}  ({len(queued)} steps); {len(self.sizes) / waves:.1f} "
+                f"batches per wave of {runs}, median {statistics.median(self.sizes or [0])} "
+                f"appends; server per batch: ran {_med(ran):.2f}, waited for a CPU "
+                f"{_med(waited):.2f}")
+
+
 async def _plain(runs: int, steps: int) -> float:
     async def one() -> None:
         for _ in range(steps):
@@ -111,6 +206,7 @@ async def main() -> None:
     marks.wrap(_replay.RunContext, "flush_history", "attempts0", "attempts1",
                lambda this, args: this.run_id)
 
+    writes = _Writes() if a.db == "postgres" else None
     db_name = ""
     if a.db == "sqlite":
         url = f"sqlite:///{tempfile.mkdtemp(prefix='agent-timeline-')}/a.db"
@@ -147,6 +243,8 @@ async def main() -> None:
                 plain = await _plain(a.runs, a.steps)
                 steps_at.clear()
                 marks.at.clear()
+                if writes is not None:
+                    writes.clear()
                 t0 = time.perf_counter()
                 handles = await app.start_many(
                     agent, [(f"{rnd}-{k}", a.steps) for k in range(a.runs)])
@@ -185,6 +283,8 @@ async def main() -> None:
                       f"  gap {_med(gaps):.2f} (p90 {gaps[int(len(gaps) * 0.9)] * 1e3:.2f})"
                       f"  tail {_med(tail):.1f}/{_max(tail):.1f}"
                       + parts.replace("nan", "-"), flush=True)
+                if writes is not None:
+                    print("  " + writes.report(keys, steps_at, a.runs), flush=True)
     finally:
         await app.close()
         if db_name:

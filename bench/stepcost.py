@@ -18,6 +18,11 @@ Printed (one JSON line): wall µs, CPU µs of the whole process (all threads: th
 loop and the store's own threads) and of the event-loop thread alone. CPU time counts
 only what this process executes; other processes still change it through caches and
 frequency, so compare revisions interleaved and look at medians.
+On PostgreSQL also ``server_cpu_us``, the CPU time of the backends serving the
+benchmark's database (``/proc/PID/schedstat``, nanoseconds: the server's own work
+for what the run writes, without the WAL writer and other shared processes, which
+``/proc/PID/stat``'s 10 ms ticks resolve too coarsely for one run), and
+``batches_per_step``, the group-commit writer's batches.
 
 ``--src DIR`` runs the Tether found in ``DIR`` (a ``src`` folder exported from another
 revision: ``git archive REV src | tar -x -C /tmp/x``) to compare two revisions.
@@ -68,6 +73,28 @@ def _args() -> argparse.Namespace:
     p.add_argument("--relaxed", action="store_true",
                    help="synchronous=NORMAL (SQLite) / synchronous_commit=off (PostgreSQL)")
     return p.parse_args()
+
+
+async def _server_ns(db_name: str) -> dict[int, int]:
+    """Nanoseconds on a CPU (``/proc/PID/schedstat``) of the server's backends serving
+    ``db_name``, by process id (none for SQLite; a backend that exits between two
+    reads is not counted; the WAL writer and other shared processes are not either)."""
+    if not db_name:
+        return {}
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
+        cur = await c.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                              (db_name,))
+        pids = [r[0] for r in await cur.fetchall()]
+    ns = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                ns[pid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ns
 
 
 async def main() -> dict[str, Any]:
@@ -157,6 +184,9 @@ async def main() -> dict[str, Any]:
             elif a.gc:
                 gc.set_threshold(*(int(x) for x in a.gc.split(",")))
             gc.callbacks.append(on_gc)
+            server0 = await _server_ns(db_name)
+            writer = getattr(app.store, "_writer", None)
+            batches0 = writer.batches if writer is not None else 0
             c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
             if a.agent:
                 handles = await app.start_many(agent, [(20,)] * a.agent)
@@ -174,6 +204,8 @@ async def main() -> dict[str, Any]:
             else:
                 await (await app.start(sequential, a.steps)).result(timeout=1800)
             c1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+            server1 = await _server_ns(db_name)
+            batches1 = writer.batches if writer is not None else 0
             gc.callbacks.remove(on_gc)
             out.update(gc_ms=round(gc_time[0] * 1e3, 1), gc_collections=gc_time[2:5],
                        gc_ms_by_gen=[round(x * 1e3, 1) for x in gc_time[5:]])
@@ -197,6 +229,10 @@ async def main() -> dict[str, Any]:
         out.update(runs=a.runs, runs_per_s=round(a.runs / (w1 - w0)), steps=a.run_steps)
     out.update(wall_us=round((w1 - w0) / n * 1e6, 1), cpu_us=round((c1 - c0) / n * 1e6, 1),
                loop_cpu_us=round((t1 - t0) / n * 1e6, 1))
+    if db_name:
+        ns = sum(t - server0.get(pid, 0) for pid, t in server1.items())
+        out.update(server_cpu_us=round(ns / 1e3 / n, 1),
+                   batches_per_step=round((batches1 - batches0) / n, 3))
     return out
 
 
