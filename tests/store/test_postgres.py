@@ -1087,6 +1087,53 @@ async def test_concurrent_appends_share_transactions(pg_url: str) -> None:
         await proxy.close()
 
 
+async def test_batches_of_appends_go_through_libpq_on_the_writers_kept_connection(
+        pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
+    """A batch of appends that is one statement (no texts or metrics before it, no entry
+    twice) is sent as a lone append is: through libpq on the connection the writer keeps,
+    not checked out of the pool for each batch, its callers woken by the reader callback
+    that reads the answer. 20 runs appending 6 entries each, one after the other, all at
+    once: batch after batch on that one connection; every entry and its op event written
+    once; a stale lease among them is LeaseLost, an append over a final entry a
+    StoreError, and neither holds up the others."""
+    for i in range(20):
+        await pg.run_insert(run=run_record(f"r{i:02}"))
+    claimed = await pg.run_claim(worker_id="w", queues=["q"], limit=20, now=T0,
+                                 lease_seconds=LEASE)
+    assert len(claimed) == 20
+    # (a final entry at 3 that the run's own append there does not match)
+    await pg.journal_append(lease=claimed[1].lease, entry=entry(3, result="0"))
+    stale = Lease(claimed[0].lease.run_id, "w", claimed[0].lease.fencing_token - 1)
+    pool = pg._pool
+    assert pool is not None
+    requests = pool.get_stats().get("requests_num", 0)
+    batches = pg._writer.batches
+
+    async def steps(lease: Lease) -> None:
+        for position in range(6):
+            await pg.journal_append(lease=lease, entry=entry(position))
+
+    got = await asyncio.gather(*(steps(stale if i == 0 else c.lease)
+                                 for i, c in enumerate(claimed)), return_exceptions=True)
+    assert isinstance(got[0], LeaseLost)
+    assert isinstance(got[1], StoreError) and "final" in str(got[1]), got[1]
+    assert got[2:] == [None] * 18
+    batches = pg._writer.batches - batches
+    requests = pool.get_stats().get("requests_num", 0) - requests
+    assert batches >= 6
+    # (the pool: the kept connection, and the reads that told the refusals apart)
+    assert requests <= 4, (batches, requests)
+    for c in claimed[2:]:
+        assert [e.position for e in await pg.journal_read(run_id=c.run.run_id)] == [*range(6)]
+    assert [e.position for e in await pg.journal_read(run_id=claimed[0].run.run_id)] == []
+    cur = await raw.execute(
+        f"SELECT run_id, count(*), count(DISTINCT data) FROM {pg.schema}.run_events "
+        "WHERE kind = 'o' GROUP BY run_id ORDER BY run_id")
+    events = await cur.fetchall()
+    assert events[0] == (claimed[1].run.run_id, 4, 4)  # 0, 1, 2, then 3 refused
+    assert events[1:] == [(c.run.run_id, 6, 6) for c in claimed[2:]]
+
+
 async def test_concurrent_metrics_and_texts_share_transactions(pg_url: str) -> None:
     """What durable LLM calls of many runs write besides their journal entries (each
     run's metrics, the texts of its prompt) is group-committed too: 100 runs writing at

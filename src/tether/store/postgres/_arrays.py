@@ -15,6 +15,7 @@ process is affected.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -118,6 +119,15 @@ class _Float8ArrayDumper(Dumper):
     def dump(self, obj: Any) -> bytes:
         return _fixed(obj, "d", 8, 701)
 
+
+#: The same encodings by PostgreSQL type, for a statement sent through libpq directly
+#: (``_raw.Prepared``): texts are sent as UTF-8, as the dumpers send them.
+ARRAY_ENCODERS: dict[str, Any] = {
+    "text[]": partial(_text, elem_oid=25),
+    "integer[]": partial(_fixed, code="i", width=4, elem_oid=23),
+    "bigint[]": partial(_fixed, code="q", width=8, elem_oid=20),
+    "float8[]": partial(_fixed, code="d", width=8, elem_oid=701),
+}
 
 psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
 psycopg.adapters.register_dumper(Int4Array, _Int4ArrayDumper)

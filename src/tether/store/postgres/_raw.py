@@ -40,18 +40,23 @@ import struct
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
 from psycopg import errors as e
 from psycopg import pq
 
+from tether.store.postgres._arrays import ARRAY_ENCODERS
+
 Conn = psycopg.AsyncConnection[Any]
 #: Parameters already encoded, given the connection's encoding (see Prepared.execute).
 Encoder = Callable[[str], list[bytes | None]]
 
 _FLOAT8 = struct.Struct("!d").pack
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+#: A placeholder, text (``%(name)s``) or binary (``%(name)b``): either way a parameter
+#: encoded by its declared type.
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sb]")
 #: SQLSTATE of "prepared statement ... does not exist".
 _UNKNOWN_STATEMENT = "26000"
 
@@ -68,16 +73,22 @@ def _float8(value: Any, encoding: str) -> bytes | None:
     return None if value is None else _FLOAT8(value)
 
 
+def _array(encode: Callable[[list[Any]], bytes], value: Any, encoding: str) -> bytes | None:
+    return None if value is None else encode(value)
+
+
 #: PostgreSQL type → (encoder, format: 0 text, 1 binary). Strings in binary: the same
 #: bytes, but sent with their length (a text-format value ends at its first NUL byte, so
 #: "x\0y" would be stored as "x"; in binary the server refuses it, as psycopg does).
 #: Integers as text (the server parses them and refuses what is out of range); floats in
-#: binary (exact, no repr).
+#: binary (exact, no repr). Arrays in PostgreSQL's binary array format, written by the
+#: dumpers psycopg uses for them (``_arrays``).
 _ENCODERS: dict[str, tuple[Callable[[Any, str], bytes | None], int]] = {
     "text": (_text, 1),
     "integer": (_integer, 0),
     "bigint": (_integer, 0),
     "float8": (_float8, 1),
+    **{name: (partial(_array, encode), 1) for name, encode in ARRAY_ENCODERS.items()},
 }
 
 

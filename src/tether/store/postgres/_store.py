@@ -159,6 +159,8 @@ _APPEND_ONE_TYPES = {
     "next_attempt_at": "float8", "args": "text"}
 #: ``journal_append_one_metered``'s: the same and the run's metrics.
 _APPEND_METERED_TYPES = {**_APPEND_ONE_TYPES, "metrics": "text", "now": "float8"}
+#: ``journal_append``'s (a batch of appends): one array of each.
+_APPEND_MANY_TYPES = {name: f"{t}[]" for name, t in _APPEND_ONE_TYPES.items()}
 
 Conn = psycopg.AsyncConnection[Any]
 Params = Mapping[str, Any] | None
@@ -314,6 +316,9 @@ class PostgresStore(PostgresServeQueries):
                                         _APPEND_METERED_TYPES)
         if self._append_metered.order != _APPEND_METERED_ORDER:
             raise AssertionError(f"journal_append_one_metered: {self._append_metered.order}")
+        #: A batch of appends in one statement (the group-commit writer's), the same way.
+        self._append_many = Prepared("tether_append_many", self._q["journal_append"],
+                                     _APPEND_MANY_TYPES)
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._writer = AppendWriter(self._flush, max_batch=max_batch,
                                     idle=self._writer_idle)
@@ -1256,6 +1261,13 @@ class PostgresStore(PostgresServeQueries):
                 first.append(("run_lock_many", cols))
             first.append(("run_metrics_set_many", cols))
         lone = len(batch) == 1 and not first
+        # One statement (no texts or metrics first, no entry twice): sent through libpq
+        # on the writer's held connection like a lone append, and its callers resolved
+        # in the reader callback that reads the answer (_raw). psycopg's execute cost
+        # the event loop more per batch (the query's conversion, a cursor, a pool
+        # checkout and return, a reader registered and removed) and woke the callers
+        # one pass of the loop later, after the writer's task had read the rows.
+        one = not first and len(waves) == 1
 
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
             if lone:
@@ -1264,6 +1276,13 @@ class PostgresStore(PostgresServeQueries):
                 res = await statement.execute(conn, values, on_result=_written(a.future),
                                               held=self._held)
                 return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
+            if one:
+                written: set[tuple[str, int]] = set()
+                await self._append_many.execute(
+                    conn, _columns(batch),
+                    on_result=_written_many(batch, conn.info.encoding, written),
+                    held=self._held)
+                return [written]
             steps = [*first, *(("journal_append", _columns(wave)) for wave in waves)]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
                 cursors = [await conn.execute(self._q[steps[0][0]], steps[0][1],
@@ -1275,7 +1294,7 @@ class PostgresStore(PostgresServeQueries):
                     for cur in cursors[len(first):]]
 
         try:
-            per_wave: list[set[tuple[str, int]]] = await self._run_op(go, hold=lone)
+            per_wave: list[set[tuple[str, int]]] = await self._run_op(go, hold=one)
         except TetherError as exc:
             await _failed_batch(batch, exc, self._flush_appends)
             return
@@ -1973,6 +1992,23 @@ def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
     def done(res: PGresult) -> None:
         if res.ntuples and not fut.done():
             fut.set_result(None)
+    return done
+
+
+def _written_many(batch: list[Append], encoding: str, written: set[tuple[str, int]]
+                  ) -> Callable[[PGresult], None]:
+    """Resolve the callers of a batch's appends that its statement wrote (its rows:
+    their run ids and positions, added to ``written``) as soon as the answer is read,
+    in the reader callback; the others are the writer's to tell apart (a lost lease, a
+    final entry)."""
+    def done(res: PGresult) -> None:
+        for i in range(res.ntuples):
+            run_id, position = res.get_value(i, 0), res.get_value(i, 1)
+            if run_id is not None and position is not None:
+                written.add((run_id.decode(encoding), int(position)))
+        for a in batch:
+            if (a.lease.run_id, a.entry.position) in written and not a.future.done():
+                a.future.set_result(None)
     return done
 
 
