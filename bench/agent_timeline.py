@@ -20,13 +20,13 @@ process. Per round, one line (milliseconds; medians over the runs, ``/`` the max
 
 On PostgreSQL a second line splits the gap of every step whose append went through
 the group-commit writer (medians, ms): ``queued`` (from the append's submission to its
-batch's start: the batch in flight before it), ``batch`` (its batch written, as the
-writer sees it), ``resume`` (from there to the run's next step), with the batches per
-wave of 100 steps and their median size; and, per batch, the server's CPU time and its
-time waiting for a CPU (``/proc/PID/schedstat`` of the connection's backend, so on a
-machine the client shares with the server: how much of a batch is the server's work
-and how much its turn). Timed by wrapping ``AppendWriter.submit`` and
-``PostgresStore._flush_appends`` and ``_within``.
+batch's start: the batch in flight before it), ``batch`` (from there until the append's
+caller is woken: its answer read), ``resume`` (from there to the run's next step), with
+the batches per wave of steps and their median size; and, per batch, the server's CPU
+time and its time waiting for a CPU (``/proc/PID/schedstat`` of the connection's
+backend: on a machine the client shares with the server, how much of a batch is the
+server's work and how much its turn). Timed by wrapping ``AppendWriter.submit``,
+``PostgresStore._flush_appends`` and ``PostgresStore._within``.
 
 The parts are timed by wrapping two private methods of the worker
 (``Worker._conclude``, ``Worker._record_end``) and one of the run context
@@ -115,7 +115,8 @@ class _Writes:
         from tether.store.postgres import _group_commit, _store
 
         self.submitted: dict[str, list[float]] = {}
-        self.batches: dict[str, list[tuple[float, float]]] = {}
+        self.started: dict[str, list[float]] = {}  # their batches' starts
+        self.answered: dict[str, list[float]] = {}  # their callers woken
         self.sizes: list[int] = []
         self.server: list[tuple[float, float]] = []  # (ran, waited) seconds per batch
         submit = _group_commit.AppendWriter.submit
@@ -124,17 +125,17 @@ class _Writes:
 
         def submit_timed(this: Any, lease: Any, *args: Any, **kw: Any) -> Any:
             self.submitted.setdefault(lease.run_id, []).append(time.perf_counter())
-            return submit(this, lease, *args, **kw)
+            fut = submit(this, lease, *args, **kw)
+            answered = self.answered.setdefault(lease.run_id, [])
+            fut.add_done_callback(lambda f: answered.append(time.perf_counter()))
+            return fut
 
         async def flush_timed(this: Any, batch: list[Any]) -> None:
             start = time.perf_counter()
-            try:
-                await flush(this, batch)
-            finally:
-                end = time.perf_counter()
-                self.sizes.append(len(batch))
-                for item in batch:
-                    self.batches.setdefault(item.lease.run_id, []).append((start, end))
+            self.sizes.append(len(batch))
+            for item in batch:
+                self.started.setdefault(item.lease.run_id, []).append(start)
+            await flush(this, batch)
 
         async def within_timed(this: Any, conn: Any, fn: Any, timeout: float) -> Any:
             if "_flush_appends" not in getattr(fn, "__qualname__", ""):
@@ -147,13 +148,14 @@ class _Writes:
                 ran1, waited1 = _schedstat(pid)
                 self.server.append(((ran1 - ran0) / 1e9, (waited1 - waited0) / 1e9))
 
-        _group_commit.AppendWriter.submit = submit_timed  # type: ignore[method-assign]
-        _store.PostgresStore._flush_appends = flush_timed  # type: ignore[method-assign]
-        _store.PostgresStore._within = within_timed  # type: ignore[method-assign]
+        setattr(_group_commit.AppendWriter, "submit", submit_timed)  # noqa: B010
+        setattr(_store.PostgresStore, "_flush_appends", flush_timed)  # noqa: B010
+        setattr(_store.PostgresStore, "_within", within_timed)  # noqa: B010
 
     def clear(self) -> None:
         self.submitted.clear()
-        self.batches.clear()
+        self.started.clear()
+        self.answered.clear()
         self.sizes.clear()
         self.server.clear()
 
@@ -165,12 +167,13 @@ class _Writes:
         for run_id, key in keys.items():
             steps = steps_at[key]
             sub = self.submitted.get(run_id, [])
-            bat = self.batches.get(run_id, [])
+            start = self.started.get(run_id, [])
+            answer = self.answered.get(run_id, [])
             # (steps' appends only: the run's last append and its end come after)
-            for i in range(min(len(steps) - 1, len(sub), len(bat))):
-                queued.append(bat[i][0] - sub[i])
-                batch.append(bat[i][1] - bat[i][0])
-                resume.append(steps[i + 1][0] - bat[i][1])
+            for i in range(min(len(steps) - 1, len(sub), len(start), len(answer))):
+                queued.append(start[i] - sub[i])
+                batch.append(answer[i] - start[i])
+                resume.append(steps[i + 1][0] - answer[i])
         waves = sum(len(s) for s in steps_at.values()) / max(runs, 1)
         ran = [r for r, _ in self.server]
         waited = [w for _, w in self.server]
