@@ -1,8 +1,8 @@
 """The client's CPU for one batch of journal appends on PostgreSQL, by how it is sent:
-through libpq on the group-commit writer's kept connection, its callers resolved in the
-reader callback (``_raw.Prepared``, as the store sends a one-statement batch since
-2026-12-06), against psycopg's ``execute`` on a connection checked out of the pool for
-the batch (as it was sent before). Same statement, same entries, same server work.
+through libpq on the group-commit writer's kept connection (``_raw.Prepared``, as the
+store sends a one-statement batch since 2026-12-06), against psycopg's ``execute`` on a
+connection checked out of the pool for the batch (as it was sent before). Same
+statement, same entries, same server work.
 
     .venv/bin/python bench/pg_batch_send.py [--entries 4,16,100] [--rounds 16]
                                             [--block 50]
@@ -72,16 +72,13 @@ async def measure(entries: int, rounds: int, block: int) -> dict[str, tuple[list
 
         async def kept() -> None:
             appends = batch()
-            written: set[tuple[str, int]] = set()
 
-            async def go(conn: Any) -> None:
-                await store._append_many.execute(
-                    conn, pg._columns(appends),
-                    on_result=pg._written_many(appends, conn.info.encoding, written),
-                    held=store._held)
+            async def go(conn: Any) -> int:
+                res = await store._append_many.execute(conn, pg._columns(appends),
+                                                       held=store._held)
+                return len(pg._written_keys(res, conn.info.encoding))
 
-            await store._run_op(go, hold=True)
-            assert len(written) == entries
+            assert await store._run_op(go, hold=True) == entries
 
         ways = {"psycopg execute, pooled": pooled, "libpq, kept connection": kept}
         for way in ways.values():  # warm: prepared, plans chosen

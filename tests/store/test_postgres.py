@@ -1091,11 +1091,10 @@ async def test_batches_of_appends_go_through_libpq_on_the_writers_kept_connectio
         pg: PostgresStore, raw: psycopg.AsyncConnection[object]) -> None:
     """A batch of appends that is one statement (no texts or metrics before it, no entry
     twice) is sent as a lone append is: through libpq on the connection the writer keeps,
-    not checked out of the pool for each batch, its callers woken by the reader callback
-    that reads the answer. 20 runs appending 6 entries each, one after the other, all at
-    once: batch after batch on that one connection; every entry and its op event written
-    once; a stale lease among them is LeaseLost, an append over a final entry a
-    StoreError, and neither holds up the others."""
+    not checked out of the pool for each batch. 20 runs appending 6 entries each, one
+    after the other, all at once: batch after batch on that one connection; every entry
+    and its op event written once; a stale lease among them is LeaseLost, an append over
+    a final entry a StoreError, and neither holds up the others."""
     for i in range(20):
         await pg.run_insert(run=run_record(f"r{i:02}"))
     claimed = await pg.run_claim(worker_id="w", queues=["q"], limit=20, now=T0,

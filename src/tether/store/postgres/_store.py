@@ -328,7 +328,8 @@ class PostgresStore(PostgresServeQueries):
         self._inline_late: asyncio.Future[PGresult] | None = None
         self._inline_rtt = 0.001  # seconds, a running mean of inline round trips
         self._inline_sent = 0.0   # time.perf_counter() when a late one was sent
-        self._inline_used = 0.0   # time.monotonic() of the last inline append
+        #: time.monotonic() when an inline append or a batch last used the held connection
+        self._held_used = 0.0
         self._turns = LoopTurns()  # when an inline append last yielded to the loop
         self._linger: asyncio.TimerHandle | None = None
         #: Journal appends written inline (tests and benchmarks).
@@ -1177,7 +1178,7 @@ class PostgresStore(PostgresServeQueries):
         True if it wrote its row; False if it was refused (a lost lease or a final entry:
         the writer's path says which)."""
         self._inline_rtt += (time.perf_counter() - sent_at - self._inline_rtt) / 8
-        self._inline_used = time.monotonic()
+        self._held_used = time.monotonic()
         if not res.ntuples:
             return False
         self.inline_appends += 1
@@ -1191,11 +1192,12 @@ class PostgresStore(PostgresServeQueries):
 
     async def _writer_idle(self) -> None:
         """The writer found its queue empty: return the held connection to the pool,
-        unless an inline append used it within ``_HELD_LINGER`` (then look again once
-        that has passed)."""
+        unless an inline append or a batch of appends used it within ``_HELD_LINGER``
+        (then look again once that has passed): the runs a batch wakes append again
+        after the writer found its queue empty."""
         if self._held.conn is None:
             return
-        left = self._inline_used + _HELD_LINGER - time.monotonic()
+        left = self._held_used + _HELD_LINGER - time.monotonic()
         if left > 0 and not self._closed and not self._held.broken:
             if self._linger is None:
                 self._linger = asyncio.get_running_loop().call_later(left, self._linger_over)
@@ -1262,11 +1264,14 @@ class PostgresStore(PostgresServeQueries):
             first.append(("run_metrics_set_many", cols))
         lone = len(batch) == 1 and not first
         # One statement (no texts or metrics first, no entry twice): sent through libpq
-        # on the writer's held connection like a lone append, and its callers resolved
-        # in the reader callback that reads the answer (_raw). psycopg's execute cost
-        # the event loop more per batch (the query's conversion, a cursor, a pool
-        # checkout and return, a reader registered and removed) and woke the callers
-        # one pass of the loop later, after the writer's task had read the rows.
+        # on the writer's held connection like a lone append (_raw); psycopg's execute
+        # cost the event loop more per batch (the query's conversion, a cursor, a pool
+        # checkout and return, a reader registered and removed). Its callers are
+        # resolved below, by the writer, as before: the writer then sends the next batch
+        # (the appends queued meanwhile) before the callers' tasks run. Resolved in the
+        # reader callback instead, they ran first, each run's step before the next send,
+        # and the appends queued behind waited for all of them (bench/agent_timeline.py:
+        # no faster, the queued appends' wait longer).
         one = not first and len(waves) == 1
 
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
@@ -1277,12 +1282,10 @@ class PostgresStore(PostgresServeQueries):
                                               held=self._held)
                 return [{(a.lease.run_id, a.entry.position)} if res.ntuples else set()]
             if one:
-                written: set[tuple[str, int]] = set()
-                await self._append_many.execute(
-                    conn, _columns(batch),
-                    on_result=_written_many(batch, conn.info.encoding, written),
-                    held=self._held)
-                return [written]
+                res = await self._append_many.execute(conn, _columns(batch),
+                                                      held=self._held)
+                self._held_used = time.monotonic()
+                return [_written_keys(res, conn.info.encoding)]
             steps = [*first, *(("journal_append", _columns(wave)) for wave in waves)]
             if len(steps) == 1:  # one statement: its own transaction, no BEGIN/COMMIT
                 cursors = [await conn.execute(self._q[steps[0][0]], steps[0][1],
@@ -1995,21 +1998,14 @@ def _written(fut: asyncio.Future[None]) -> Callable[[PGresult], None]:
     return done
 
 
-def _written_many(batch: list[Append], encoding: str, written: set[tuple[str, int]]
-                  ) -> Callable[[PGresult], None]:
-    """Resolve the callers of a batch's appends that its statement wrote (its rows:
-    their run ids and positions, added to ``written``) as soon as the answer is read,
-    in the reader callback; the others are the writer's to tell apart (a lost lease, a
-    final entry)."""
-    def done(res: PGresult) -> None:
-        for i in range(res.ntuples):
-            run_id, position = res.get_value(i, 0), res.get_value(i, 1)
-            if run_id is not None and position is not None:
-                written.add((run_id.decode(encoding), int(position)))
-        for a in batch:
-            if (a.lease.run_id, a.entry.position) in written and not a.future.done():
-                a.future.set_result(None)
-    return done
+def _written_keys(res: PGresult, encoding: str) -> set[tuple[str, int]]:
+    """The run ids and positions a batch of appends returned: the entries it wrote."""
+    keys: set[tuple[str, int]] = set()
+    for i in range(res.ntuples):
+        run_id, position = res.get_value(i, 0), res.get_value(i, 1)
+        if run_id is not None and position is not None:
+            keys.add((run_id.decode(encoding), int(position)))
+    return keys
 
 
 def _blob_params(items: Sequence[tuple[Mapping[str, str], str | None]]) -> dict[str, Any]:
