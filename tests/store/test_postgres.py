@@ -1133,6 +1133,25 @@ async def test_batches_of_appends_go_through_libpq_on_the_writers_kept_connectio
     assert events[1:] == [(c.run.run_id, 6, 6) for c in claimed[2:]]
 
 
+async def test_an_entry_the_server_refuses_in_a_batch_fails_alone(pg: PostgresStore) -> None:
+    """A batch sent through libpq whose statement the server refuses (a NUL byte in one
+    entry's text) is written entry by entry: only that append fails, and the next batch
+    goes out on the writer's connection as before."""
+    for i in range(5):
+        await pg.run_insert(run=run_record(f"r{i}"))
+    claimed = await pg.run_claim(worker_id="w", queues=["q"], limit=5, now=T0,
+                                 lease_seconds=LEASE)
+    bad = entry(0, result="x\x00y")
+    got = await asyncio.gather(*(pg.journal_append(lease=c.lease,
+                                                   entry=bad if i == 2 else entry(0))
+                                 for i, c in enumerate(claimed)), return_exceptions=True)
+    assert isinstance(got[2], StoreError), got
+    assert [g for i, g in enumerate(got) if i != 2] == [None] * 4
+    assert await asyncio.gather(*(pg.journal_append(lease=c.lease, entry=entry(1))
+                                  for c in claimed)) == [None] * 5
+    assert [len(await pg.journal_read(c.run.run_id)) for c in claimed] == [2, 2, 1, 2, 2]
+
+
 async def test_concurrent_metrics_and_texts_share_transactions(pg_url: str) -> None:
     """What durable LLM calls of many runs write besides their journal entries (each
     run's metrics, the texts of its prompt) is group-committed too: 100 runs writing at

@@ -15,6 +15,7 @@ process is affected.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -122,7 +123,7 @@ class _Float8ArrayDumper(Dumper):
 
 #: The same encodings by PostgreSQL type, for a statement sent through libpq directly
 #: (``_raw.Prepared``): texts are sent as UTF-8, as the dumpers send them.
-ARRAY_ENCODERS: dict[str, Any] = {
+ARRAY_ENCODERS: dict[str, Callable[[list[Any]], bytes]] = {
     "text[]": partial(_text, elem_oid=25),
     "integer[]": partial(_fixed, code="i", width=4, elem_oid=23),
     "bigint[]": partial(_fixed, code="q", width=8, elem_oid=20),
