@@ -1269,9 +1269,9 @@ class PostgresStore(PostgresServeQueries):
         # checkout and return, a reader registered and removed). Its callers are
         # resolved below, by the writer, as before: the writer then sends the next batch
         # (the appends queued meanwhile) before the callers' tasks run. Resolved in the
-        # reader callback instead, they ran first, each run's step before the next send,
-        # and the appends queued behind waited for all of them (bench/agent_timeline.py:
-        # no faster, the queued appends' wait longer).
+        # reader callback instead, they ran first, each run's next step before the next
+        # send, and the appends queued behind waited for all of them (alternated round
+        # by round with the psycopg path: no faster; docs/performance-log.md, h141).
         one = not first and len(waves) == 1
 
         async def go(conn: Conn) -> list[set[tuple[str, int]]]:
