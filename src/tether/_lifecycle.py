@@ -606,6 +606,26 @@ async def version_retire(store: Store, *, worker_id: str, now: float) -> None:
         await _versions_update(store, change, now)
 
 
+async def live_versions(store: Store, now: float) -> dict[str, tuple[int, float | None]]:
+    """The code versions that have live workers (heartbeat within ``WORKER_STALE``):
+    for each, how many, and since when a worker of it has been up (``since`` in the
+    versions row; the newest version is the one with the latest)."""
+    from tether.store._port import WORKER_STALE
+
+    doc = _versions_doc(await store.kv_get(key=VERSIONS_KEY))
+    counts: dict[str, int] = {}
+    for w in await store.worker_list():
+        version = doc["workers"].get(w.worker_id)
+        if isinstance(version, str) and now - w.heartbeat_at <= WORKER_STALE:
+            counts[version] = counts.get(version, 0) + 1
+    out: dict[str, tuple[int, float | None]] = {}
+    for version, n in counts.items():
+        info = doc["versions"].get(version)
+        since = info.get("since") if isinstance(info, dict) else None
+        out[version] = (n, float(since) if isinstance(since, (int, float)) else None)
+    return out
+
+
 async def newest_live_version(store: Store, workflow: str, now: float) -> str | None:
     """The code version a new run of ``workflow`` that no app chose (a schedule's tick)
     goes to: of the versions with a live worker (heartbeat within ``WORKER_STALE``)

@@ -623,4 +623,45 @@ def test_versions_help_says_what_it_counts() -> None:
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split())
     assert "(none) counts the runs started without a version" in text, text
-    assert "{version, runs, by_status}" in text, text
+    assert "{version, runs, by_status, live_workers, up_since, newest}" in text, text
+
+
+async def test_versions_shows_each_versions_live_workers_and_the_newest(
+        store_url: str) -> None:
+    """In a rolling deploy an operator could not see which versions had workers up,
+    nor which one a schedule's ticks go to (the newest live one): ``tether versions``
+    showed run counts only, and a new version with no run yet not at all. It now counts
+    each version's live workers and marks the newest; once the new version's workers
+    stop, the old one is the newest again, and the new one (no run) leaves the list."""
+    def code(version: str) -> App:
+        app = App(store_url, version=version)
+
+        @app.workflow
+        async def job() -> str:
+            return version
+
+        return app
+
+    old, new = code("v1"), code("v2")
+
+    async def shown() -> dict[str | None, dict[str, object]]:
+        proc = await asyncio.to_thread(tether_cli, "versions", "--json", db=store_url)
+        assert proc.returncode == 0, proc.stderr
+        return {row["version"]: row for row in json.loads(proc.stdout)}
+
+    async with old, new, old.worker():
+        assert await (await old.start("job")).result(timeout=30) == "v1"
+        async with new.worker():
+            rows = await shown()
+            assert rows["v1"]["live_workers"] == 1 and rows["v1"]["runs"] == 1
+            assert rows["v2"]["live_workers"] == 1 and rows["v2"]["runs"] == 0
+            assert rows["v2"]["newest"] is True and rows["v1"]["newest"] is False
+            assert isinstance(rows["v2"]["up_since"], float)
+            text = await asyncio.to_thread(tether_cli, "versions", "--wide", db=store_url)
+            assert "WORKERS" in text.stdout, text.stdout
+            line = next(ln for ln in text.stdout.splitlines() if ln.startswith("v2"))
+            assert line.split()[1:3] == ["0", "1"], line
+            assert "newest: schedules' ticks run here" in line, line
+        rows = await shown()
+        assert "v2" not in rows  # (no run, no worker: nothing to show)
+        assert rows["v1"]["newest"] is True and rows["v1"]["live_workers"] == 1

@@ -11,6 +11,7 @@ from tether._fit import WIDE_HELP, fit_width, hang, say
 from tether._lifecycle import (
     check_compatible,
     fork_past_end,
+    live_versions,
     parse_duration,
     parse_statuses,
 )
@@ -72,11 +73,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("versions", parents=[common],
                        help="code versions with their run counts",
                        description="Each code version runs were started under "
-                       "(App(version=...)) with its number of runs, in all and by status; "
-                       "(none) counts the runs started without a version. When an old "
-                       "version has no run left unfinished, its workers can be stopped. "
-                       "--json prints a list of {version, runs, by_status} (version null "
-                       "for none).")
+                       "(App(version=...)) with its number of runs, in all and by status, "
+                       "and its live workers (heartbeat under 60 s); (none) counts the "
+                       "runs started without a version (its workers are not counted). "
+                       "When an old version has no run left unfinished, its workers can "
+                       "be stopped. Of several live versions, the one whose workers came "
+                       "up last is marked newest: schedules' ticks run there. --json "
+                       "prints a list of {version, runs, by_status, live_workers, "
+                       "up_since, newest} (version null for none).")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(handler=versions)
@@ -192,21 +196,35 @@ async def fork(args: argparse.Namespace) -> int:
 async def versions(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         rows = await app.store.run_versions()
+        live = await live_versions(app.store, app.clock.now())
     table: dict[str | None, dict[str, int]] = {}
     for version, status, n in rows:
         table.setdefault(version, {})[status] = n
+    for version in live:  # (a new version's workers, before its first run)
+        table.setdefault(version, {})
+    newest = max(live, key=lambda v: (live[v][1] or 0.0, v)) if live else None
     if args.json:
-        print(dumps([{"version": v, "runs": sum(c.values()), "by_status": c}
+        print(dumps([{"version": v, "runs": sum(c.values()), "by_status": c,
+                      "live_workers": live[v][0] if v in live else 0,
+                      "up_since": live[v][1] if v in live else None,
+                      "newest": v is not None and v == newest}
                      for v, c in table.items()]))
         return 0
     if not table:
         print("no runs")
         return 0
     fit = fit_width(args.wide)  # on a terminal: the counts wrapped, not cut
-    print(f"{'VERSION':24} {'RUNS':>6}  BY STATUS")
+    print(f"{'VERSION':24} {'RUNS':>6} {'WORKERS':>7}  BY STATUS")
     for v, counts in table.items():
-        detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
-        head = f"{safe(v or '(none)'):24} {sum(counts.values()):>6}  "
+        detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "-"
+        if v is not None and v == newest and len(live) > 1:
+            detail += " (newest: schedules' ticks run here)"
+        workers = str(live[v][0]) if v in live else "-"
+        name, cells = safe(v or "(none)"), f"{sum(counts.values()):>6} {workers:>7}  "
+        head = f"{name:24} {cells}"
+        if fit and len(head.rstrip()) > fit:  # (a long name: a line of its own, whole)
+            print(name)
+            head = " " * 25 + cells
         print("\n".join(hang(head, detail, fit)) if fit else head + detail)
     return 0
 
