@@ -539,56 +539,116 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--render":
-        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
-        return
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=3)
+def positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number above zero (a zero or negative size divided by zero
+    in every measurement, or measured nothing)."""
+    def convert(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+    convert.__name__ = kind.__name__  # (argparse's "invalid int value" message)
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench/compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=positive(int), default=3,
+                   help="interleaved rounds (default: 3)")
     p.add_argument("--stores", default="sqlite,postgres",
                    help="comma-separated: sqlite, postgres (default: both)")
     p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                    help=f"comma-separated, of {', '.join(SYSTEMS)} (default: "
-                        f"{','.join(DEFAULT_SYSTEMS)}; restate runs in the sqlite rows only)")
+                        f"{','.join(DEFAULT_SYSTEMS)}; restate runs in the sqlite rows only; "
+                        f"tether-before needs --before)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help=f"comma-separated, of {', '.join(WORKLOADS)} (default: all)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--runs", type=int, default=1000)
-    p.add_argument("--agent-runs", type=int, default=100)
-    p.add_argument("--starts", type=int, default=10000,
-                   help="runs started by the starts workload")
+    p.add_argument("--steps", type=positive(int),
+                   help="steps of the seq workload's run (default: 1000; --quick: 300)")
+    p.add_argument("--runs", type=positive(int),
+                   help="runs of the throughput workload (default: 1000; --quick: 200)")
+    p.add_argument("--agent-runs", type=positive(int), default=100,
+                   help="concurrent runs of the agent workloads (default: 100)")
+    p.add_argument("--starts", type=positive(int), default=10000,
+                   help="runs started by the starts workload (default: 10000)")
     p.add_argument("--quick", action="store_true",
-                   help="--steps 300 --runs 200: a few minutes instead of ~20")
-    p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
+                   help="--steps 300 --runs 200 unless given: a few minutes instead of ~20")
+    p.add_argument("--timeout", type=positive(float), default=600,
+                   help="seconds per measurement (default: 600)")
     p.add_argument("--before", metavar="REV",
                    help="also run Tether at git revision REV (system tether-before), for "
                         "before/after ratios of a change from the same rounds")
-    p.add_argument("--json", default=str(ROOT / "bench" / "results" / "compare.json"))
-    args = p.parse_args()
-    if args.rounds < 1:
-        p.error("--rounds must be at least 1")
-    if args.quick:
-        args.steps, args.runs = 300, 200
-    stores = [s for s in args.stores.split(",") if s]
-    systems = [s for s in args.systems.split(",") if s]
-    workloads = [w for w in args.workloads.split(",") if w]
-    for name, given, known in (("store", stores, ["sqlite", "postgres"]),
-                               ("system", systems, SYSTEMS),
-                               ("workload", workloads, WORKLOADS)):
+    p.add_argument("--json", default=str(ROOT / "bench" / "results" / "compare.json"),
+                   help="where to write every raw figure, rewritten after each round "
+                        "(default: bench/results/compare.json)")
+    p.add_argument("--render", metavar="FILE.json",
+                   help="print FILE.json's summary as a Markdown table and exit (measures "
+                        "nothing)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: a mistake is one line on stderr and exit 2 before
+    anything is installed or measured. The lists become ``args.stores``,
+    ``args.systems`` and ``args.workloads`` (lists, each name once)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.render:
+        return args
+    for flag, default, quick in (("steps", 1000, 300), ("runs", 1000, 200)):
+        if getattr(args, flag) is None:
+            setattr(args, flag, quick if args.quick else default)
+    for flag, known in (("stores", ["sqlite", "postgres"]), ("systems", SYSTEMS),
+                        ("workloads", WORKLOADS)):
+        given = list(dict.fromkeys(n.strip() for n in getattr(args, flag).split(",")
+                                   if n.strip()))
+        if not given:
+            p.error(f"--{flag}: none given (known: {', '.join(known)})")
         bad = [g for g in given if g not in known]
         if bad:
-            p.error(f"unknown {name} {bad[0]!r} (known: {', '.join(known)})")
+            p.error(f"unknown {flag[:-1]} {bad[0]!r} (known: {', '.join(known)})")
+        setattr(args, flag, given)
+    if "tether-before" in args.systems and not args.before:
+        p.error("system tether-before is Tether at --before REV: give --before")
+    if args.before and "tether-before" not in args.systems:
+        args.systems.append("tether-before")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.render:
+        try:
+            text = markdown(json.loads(Path(args.render).read_text()))
+        except OSError as exc:
+            build_parser().error(f"--render {args.render}: {exc.strerror or exc}")
+        except ValueError as exc:
+            build_parser().error(f"--render {args.render}: not JSON ({exc})")
+        except (KeyError, TypeError, IndexError) as exc:
+            build_parser().error(f"--render {args.render}: not a bench/compare report "
+                                 f"({type(exc).__name__}: {exc})")
+        print(text)
+        return
+    stores, systems, workloads = args.stores, args.systems, args.workloads
+    try:  # can the report be written? (asked now, not after the first round's minutes)
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        existed = out.exists()
+        with open(out, "a"):
+            pass
+        if not existed:
+            out.unlink()
+    except OSError as exc:
+        build_parser().error(f"--json {args.json}: {exc.strerror or exc}")
     if args.before:
         global BEFORE_SRC
-        dest = Path(tempfile.mkdtemp(prefix="tether-before-"))
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"],
                                  capture_output=True, check=False)
         if archive.returncode != 0:
-            p.error(f"--before: {archive.stderr.decode().strip()}")
+            build_parser().error(f"--before: {archive.stderr.decode().strip()}")
+        dest = Path(tempfile.mkdtemp(prefix="tether-before-"))
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
         BEFORE_SRC = str(dest / "src")
-        if "tether-before" not in systems:
-            systems.append("tether-before")
     if any(s in ("dbos", "langgraph", "restate") for s in systems) and not ensure_peers():
         systems = [s for s in systems if s not in ("dbos", "langgraph", "restate")]
     if "restate" in systems and "sqlite" not in stores:
