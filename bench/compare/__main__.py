@@ -206,11 +206,43 @@ def fresh_store(kind: str, folder: Path) -> Iterator[str]:
         return
 
     name = f"tether_cmp_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{name}"')
     try:
+        # (In the try: a Ctrl-C right after the server created it still drops it.)
+        admin(f'CREATE DATABASE "{name}"')
         yield ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with uninterrupted():
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP held back while cleaning up (a second Ctrl-C would
+    leave a database or a process behind); one that came meanwhile acts after."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def spawn(argv: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
+    """A measurement's process, leading a process group of its own: ``reap`` kills the
+    group whole (the process and what it started, such as agent-llm's scripted LLM
+    server), however the measurement ends."""
+    return subprocess.Popen(argv, env=env, start_new_session=True, text=True, **kwargs)
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill what is left of ``proc``'s process group and wait for ``proc``."""
+    with uninterrupted():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 #: The server process of each fresh_restate URL (its memory is counted with the handlers').
@@ -240,22 +272,28 @@ def fresh_restate(folder: Path) -> Iterator[str]:
     assert binary is not None
     ingress, admin_port, node, service = (free_port() for _ in range(4))
     data = folder / f"restate-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "RESTATE_DISABLE_TELEMETRY": "true",
+    # The server leaves a dozen empty invoker-* folders in its TMPDIR each time: in
+    # its data folder, they go with it.
+    (data / "tmp").mkdir(parents=True)
+    env = {**os.environ, "TMPDIR": str(data / "tmp"), "RESTATE_DISABLE_TELEMETRY": "true",
            "RESTATE_INGRESS__BIND_ADDRESS": f"127.0.0.1:{ingress}",
            "RESTATE_ADMIN__BIND_ADDRESS": f"127.0.0.1:{admin_port}",
            "RESTATE_BIND_ADDRESS": f"127.0.0.1:{node}",
            "RESTATE_ADVERTISED_ADDRESS": f"http://127.0.0.1:{node}/",
            "RESTATE_LOG_FILTER": "error"}
-    log = open(folder / "restate-server.log", "ab")  # (closed below)
+    log_path = folder / f"restate-server-{data.name}.log"
+    log = open(log_path, "ab")  # (closed below)
     proc = subprocess.Popen([str(binary), "--base-dir", str(data), "--node-name", "bench",
                              "--listen-mode", "tcp", "--no-logo"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"restate-server exited ({proc.returncode}); see "
-                                   f"{folder / 'restate-server.log'}")
+                # (Its log is in the run's temporary folder, removed at the end.)
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"restate-server exited ({proc.returncode}): "
+                                   f"{' / '.join(tail) or 'no output'}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health",
                                             timeout=1) as r:
@@ -268,14 +306,15 @@ def fresh_restate(folder: Path) -> Iterator[str]:
         RESTATE_PIDS[url] = proc.pid
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(data, ignore_errors=True)
+        with uninterrupted():
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def admin(sql: str) -> None:
@@ -367,12 +406,17 @@ def measure(system: str, workload: str, url: str, args: argparse.Namespace,
     if workload == "recovery":
         return measure_recovery(system, url, args, folder)
     argv, env = command(system, workload, url, args)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                          timeout=args.timeout)
+    proc = spawn(argv, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"no result within --timeout {args.timeout:g} s") from None
+    finally:
+        reap(proc)
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+        raise RuntimeError(err.strip().splitlines()[-1] if err.strip()
                            else f"exit {proc.returncode}")
-    return last_json(proc.stdout)
+    return last_json(out)
 
 
 def measure_recovery(system: str, url: str, args: argparse.Namespace,
@@ -386,8 +430,8 @@ def measure_recovery(system: str, url: str, args: argparse.Namespace,
         return marks.read_text().splitlines()
 
     argv, env = command(system, "recover-a", url, args, str(marks))
-    first = subprocess.Popen(argv, env={**env, "BENCH_HANG": "1"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = spawn(argv, {**env, "BENCH_HANG": "1"}, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + args.timeout
         while len(lines()) < 2:
@@ -395,18 +439,16 @@ def measure_recovery(system: str, url: str, args: argparse.Namespace,
                 raise RuntimeError("the first process did not reach step 1")
             time.sleep(0.01)
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        reap(first)  # SIGKILL in step 1
     argv, env = command(system, "recover-b", url, args, str(marks))
     t0 = time.time()
-    second = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    second = spawn(argv, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _, err = second.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        second.kill()
-        second.wait()
         raise RuntimeError("the second process did not finish the run") from None
+    finally:
+        reap(second)
     done = lines()
     if len(done) < 3 or second.returncode != 0:
         raise RuntimeError(f"the run did not resume ({err.strip().splitlines()[-1:]})")
@@ -629,7 +671,6 @@ def main(argv: list[str] | None = None) -> None:
                                  f"({type(exc).__name__}: {exc})")
         print(text)
         return
-    stores, systems, workloads = args.stores, args.systems, args.workloads
     try:  # can the report be written? (asked now, not after the first round's minutes)
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -640,13 +681,41 @@ def main(argv: list[str] | None = None) -> None:
             out.unlink()
     except OSError as exc:
         build_parser().error(f"--json {args.json}: {exc.strerror or exc}")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+    # Every file of the run (the --before export, SQLite stores, recovery marks,
+    # Restate's data and log) is in one temporary folder, removed however the run ends.
+    folder = Path(tempfile.mkdtemp(prefix="tether-compare-"))
+    rounds: list[dict[str, Any]] = []
+    try:
+        run(args, folder, rounds)
+    except KeyboardInterrupt:
+        kept = (f"the {len(rounds)} rounds finished are in {args.json}" if rounds
+                else "no round finished, nothing written")
+        print(f"\nbench/compare: interrupted; {kept}", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        with uninterrupted():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM and SIGHUP stop a run as Ctrl-C does: its processes are killed, its
+    databases dropped and its files removed (Python's default for them exits at once)."""
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace, folder: Path, rounds: list[dict[str, Any]]) -> None:
+    """Install what is missing, then measure ``args.rounds`` rounds into ``rounds``."""
+    stores, systems, workloads = args.stores, args.systems, args.workloads
     if args.before:
         global BEFORE_SRC
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"],
                                  capture_output=True, check=False)
         if archive.returncode != 0:
             build_parser().error(f"--before: {archive.stderr.decode().strip()}")
-        dest = Path(tempfile.mkdtemp(prefix="tether-before-"))
+        dest = folder / "before"
+        dest.mkdir()
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
         BEFORE_SRC = str(dest / "src")
     if any(s in ("dbos", "langgraph", "restate") for s in systems) and not ensure_peers():
@@ -655,11 +724,9 @@ def main(argv: list[str] | None = None) -> None:
         systems.remove("restate")  # (measured in the SQLite rows only)
     if "restate" in systems and not ensure_restate():
         systems.remove("restate")
-    folder = Path(tempfile.mkdtemp(prefix="tether-compare-"))
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     print(f"command: {' '.join([Path(sys.executable).name, 'bench/compare', *sys.argv[1:]])}")
-    rounds: list[dict[str, Any]] = []
     for rnd in range(args.rounds):
         limits: dict[str, float] = {}
         measurements: list[dict[str, Any]] = []
@@ -688,8 +755,7 @@ def main(argv: list[str] | None = None) -> None:
                                 m["handlers_peak_rss_mb"] = m["peak_rss_mb"]
                                 m["server_peak_rss_mb"] = server_rss
                                 m["peak_rss_mb"] += server_rss
-                    except (RuntimeError, subprocess.TimeoutExpired, ValueError,
-                            OSError) as exc:
+                    except (RuntimeError, ValueError, OSError) as exc:
                         m = {"error": str(exc)}
                     m.update(workload=wl, store=store, system=system, round=rnd,
                              limit_us=limit)

@@ -4,12 +4,15 @@ with the smallest sizes, and only its parsing, arithmetic and cleanup are checke
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -82,3 +85,108 @@ def documented_command_lines() -> list[str]:
 @pytest.mark.parametrize("line", documented_command_lines())
 def test_the_documented_command_lines_parse(line: str, compare: ModuleType) -> None:
     compare.parse_args([w for w in shlex.split(line) if w != "..."] if line else [])
+
+
+def leftovers(tmp: Path) -> list[str]:
+    """The tool's files left in its TMPDIR (``tether-UID`` is the SQLite store's wake-up
+    folder, shared by every Tether process of the user, not the tool's)."""
+    return sorted(p.name for p in tmp.iterdir() if not re.fullmatch(r"tether-\d+", p.name))
+
+
+def test_a_finished_run_leaves_no_files_behind(tmp_path: Path) -> None:
+    """The run's temporary folder (SQLite stores, recovery marks, Restate's data and
+    log, the --before export) goes at the end: it stayed in /tmp after every run."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out.json"
+    proc = run_tool("--systems", "tether", "--stores", "sqlite", "--workloads", "seq",
+                    "--steps", "5", "--rounds", "1", "--json", str(out), tmp=tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists()
+    assert leftovers(tmp) == []
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below ``pid`` now (pid: command line)."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                with contextlib.suppress(OSError):
+                    found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
+                                    .replace(b"\0", b" ").decode())
+                    frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie that init has not reaped yet is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_run_leaves_no_process_database_or_file(
+        signum: int, tmp_path: Path) -> None:
+    """Ctrl-C (or SIGTERM) sent to the tool alone while a measurement runs: the
+    measurement's process and what it started (agent-llm's scripted LLM server) are
+    killed, its PostgreSQL database dropped, its files removed, and the tool says so
+    in one line. Before, SIGINT left the LLM server running (the child was killed, its
+    own child orphaned) and SIGTERM left all of it and the database."""
+    from tests.conftest import IN_CI, PG_ADMIN_URL, pg_reason
+
+    if (reason := pg_reason()) is not None:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import psycopg
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "TETHER_BENCH_PG": PG_ADMIN_URL}
+    tool = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "compare"), "--systems", "tether",
+         "--stores", "postgres", "--workloads", "agent-llm", "--agent-runs", "2",
+         "--rounds", "1", "--json", str(tmp_path / "out.json")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            below = descendants(tool.pid)
+            if any("tether.testing.llm_server" in c for c in below.values()):
+                break
+            assert tool.poll() is None, tool.communicate()
+            assert time.monotonic() < deadline, "the measurement did not start"
+            time.sleep(0.05)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
+            dbs = c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                            (f"tether_cmp_{tool.pid}_%",)).fetchall()
+        assert dbs, "the measurement's database is not there"
+        tool.send_signal(signum)
+        _, err = tool.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(tool.pid, signal.SIGKILL)
+        tool.wait()
+    assert tool.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("bench/compare: interrupted; "), err
+    assert "Traceback" not in err
+    assert [c for p, c in below.items() if alive(p)] == []
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
+        assert c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                         (f"tether_cmp_{tool.pid}_%",)).fetchall() == []
+    assert leftovers(tmp) == []
