@@ -6,13 +6,15 @@
     .venv/bin/python bench/compare --render bench/results/compare.json   # Markdown
 
 Installs the peers (pinned in ``requirements-peers.txt``: DBOS, LangGraph with its SQLite
-and PostgreSQL checkpointers) into ``bench/.venv-peers`` on first use; Tether runs from
-the interpreter that runs this file. Restate, when it installs (its Python SDK and
-Hypercorn pinned in ``requirements-restate.txt``, into the same environment; its server,
+and PostgreSQL checkpointers) into ``bench/.venv-peers`` (or ``TETHER_BENCH_PEERS_VENV``)
+on first use, and reuses it while that file is unchanged; Tether runs from the
+interpreter that runs this file. Restate, when it installs (its Python SDK and Hypercorn
+pinned in ``requirements-restate.txt``, into the same environment; its server,
 ``@restatedev/restate-server`` at ``RESTATE_SERVER``, from npm into ``bench/.peers-node``),
 is measured in the SQLite rows: a single node with its own embedded log (RocksDB, its
 write-ahead log fsynced, the server's default), started fresh for each measurement as a
-process of its own; without npm or the package it is left out with a message.
+process of its own. A system that cannot be installed is left out, and the output and
+the JSON (``left_out``) say so; a measurement that fails is listed after the table.
 
 Every measurement is a fresh process (``sys_<system>.py``) on a fresh store: a new SQLite
 file or a new PostgreSQL database on ``TETHER_BENCH_PG`` (default
@@ -77,7 +79,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.core import pg_committer, sqlite_committer  # noqa: E402  (the limits)
 
-PEERS_VENV = ROOT / "bench" / ".venv-peers"
+#: The peers' virtual environment (``TETHER_BENCH_PEERS_VENV``: another one, such as one
+#: shared by several checkouts).
+PEERS_VENV = Path(os.environ.get("TETHER_BENCH_PEERS_VENV", ROOT / "bench" / ".venv-peers"))
 PEERS_PY = PEERS_VENV / "bin" / "python"
 #: Where npm installs the Restate server, and the version installed.
 PEERS_NODE = ROOT / "bench" / ".peers-node"
@@ -161,23 +165,35 @@ def ensure_restate() -> bool:
     return True
 
 
+def package_versions(python: str, names: list[str]) -> dict[str, str]:
+    """The installed version of each package in ``python``'s environment ("not
+    installed" for one that is not: a broken peers' environment is reported in the
+    JSON, not a traceback that loses the round)."""
+    code = ("import importlib.metadata as m, json, sys\n"
+            "def v(p):\n"
+            "    try:\n"
+            "        return m.version(p)\n"
+            "    except m.PackageNotFoundError:\n"
+            "        return 'not installed'\n"
+            "print(json.dumps({p: v(p) for p in sys.argv[1:]}))")
+    try:
+        return dict(json.loads(subprocess.run(
+            [python, "-c", code, *names], capture_output=True, text=True,
+            check=True).stdout))
+    except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+        return dict.fromkeys(names, f"unknown ({type(exc).__name__})")
+
+
 def versions(peers: bool, restate: bool = False) -> dict[str, str]:
     out = {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version}
-    code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-            "%r}))")
-    out.update(json.loads(subprocess.run(
-        [sys.executable, "-c", code % ["tether", "psycopg"]], capture_output=True,
-        text=True, check=True).stdout))
+    out.update(package_versions(sys.executable, ["tether", "psycopg"]))
     if peers:
-        out.update(json.loads(subprocess.run(
-            [str(PEERS_PY), "-c", code % ["dbos", "langgraph", "langgraph-checkpoint-sqlite",
-                                          "langgraph-checkpoint-postgres"]],
-            capture_output=True, text=True, check=True).stdout))
+        out.update(package_versions(str(PEERS_PY), [
+            "dbos", "langgraph", "langgraph-checkpoint-sqlite",
+            "langgraph-checkpoint-postgres"]))
     binary = restate_binary()
     if restate and binary is not None:
-        out.update(json.loads(subprocess.run(
-            [str(PEERS_PY), "-c", code % ["restate-sdk", "hypercorn"]],
-            capture_output=True, text=True, check=True).stdout))
+        out.update(package_versions(str(PEERS_PY), ["restate-sdk", "hypercorn"]))
         out["restate-server"] = subprocess.run(
             [str(binary), "--version"], capture_output=True, text=True,
             check=False).stdout.strip().removeprefix("restate-server ")
@@ -534,9 +550,20 @@ def print_table(rows: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> Non
           "(above 1: more steps than bare commits fit in a second).")
 
 
+def print_problems(rounds: list[dict[str, Any]], left_out: dict[str, str]) -> None:
+    """What the table does not show: the systems left out, the measurements that
+    failed (a system whose every measurement failed has no row)."""
+    lines = [f"left out: {system}: {why}" for system, why in left_out.items()]
+    lines += [f"failed: round {r['round'] + 1} {m['workload']} {m['store']} {m['system']}: "
+              f"{m['error']}" for r in rounds for m in r["measurements"] if "error" in m]
+    if lines:
+        print()
+        print("\n".join(lines))
+
+
 def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
                  started: datetime.datetime, load_before: tuple[float, float, float],
-                 systems: list[str]) -> None:
+                 systems: list[str], left_out: dict[str, str] | None = None) -> None:
     report = {
         "date": started.isoformat(timespec="seconds"),
         "command": ["bench/compare", *sys.argv[1:]],
@@ -548,6 +575,7 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
                   "starts": args.starts,
                   "agent_steps": 20, "agent_delay_s": 0.05},
         "rounds_done": len(rounds), "rounds_asked": args.rounds,
+        "left_out": left_out or {},
         "rounds": rounds, "summary": summarize(rounds),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -718,15 +746,24 @@ def run(args: argparse.Namespace, folder: Path, rounds: list[dict[str, Any]]) ->
         dest.mkdir()
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
         BEFORE_SRC = str(dest / "src")
-    if any(s in ("dbos", "langgraph", "restate") for s in systems) and not ensure_peers():
-        systems = [s for s in systems if s not in ("dbos", "langgraph", "restate")]
+    # The systems asked for and not measured, and why: printed at the start and after
+    # the table, and kept in the JSON (a run of Tether alone reads like a comparison).
+    left_out: dict[str, str] = {}
+    peers = [s for s in systems if s in ("dbos", "langgraph", "restate")]
+    if peers and not ensure_peers():
+        left_out.update(dict.fromkeys(peers, f"could not be installed into {PEERS_VENV}"))
+        systems = [s for s in systems if s not in peers]
     if "restate" in systems and "sqlite" not in stores:
-        systems.remove("restate")  # (measured in the SQLite rows only)
+        systems.remove("restate")
+        left_out["restate"] = "measured in the SQLite rows only, and --stores has no sqlite"
     if "restate" in systems and not ensure_restate():
         systems.remove("restate")
+        left_out["restate"] = "could not be installed"
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     print(f"command: {' '.join([Path(sys.executable).name, 'bench/compare', *sys.argv[1:]])}")
+    for system, why in left_out.items():
+        print(f"left out: {system}: {why}")
     for rnd in range(args.rounds):
         limits: dict[str, float] = {}
         measurements: list[dict[str, Any]] = []
@@ -766,9 +803,10 @@ def run(args: argparse.Namespace, folder: Path, rounds: list[dict[str, Any]]) ->
                           f"{shown} ({time.perf_counter() - t:.0f} s)", flush=True)
         rounds.append({"round": rnd, "limits": limits, "measurements": measurements})
         # Written after every round: a run stopped early keeps what it measured.
-        write_report(args, rounds, started, load_before, systems)
+        write_report(args, rounds, started, load_before, systems, left_out)
     print()
     print_table(summarize(rounds), rounds)
+    print_problems(rounds, left_out)
     print(f"\nwrote {args.json}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import shlex
@@ -190,3 +191,56 @@ def test_a_stopped_run_leaves_no_process_database_or_file(
         assert c.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
                          (f"tether_cmp_{tool.pid}_%",)).fetchall() == []
     assert leftovers(tmp) == []
+
+
+def test_a_peer_that_does_not_install_is_left_out_and_said_so(tmp_path: Path) -> None:
+    """The peers' environment cannot be created: Tether is measured alone, and the
+    output (before and after the table) and the JSON say which system was left out."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out.json"
+    env_venv = "/proc/no-such-folder/venv"  # (nothing can be created there)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare"), "--systems", "tether,dbos",
+         "--stores", "sqlite", "--workloads", "seq", "--steps", "5", "--rounds", "1",
+         "--json", str(out)],
+        env={**os.environ, "TMPDIR": str(tmp), "TETHER_BENCH_PEERS_VENV": env_venv},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not install the peers" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == f"wrote {out}"
+    assert f"left out: dbos: could not be installed into {env_venv}" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["left_out"] == {"dbos": f"could not be installed into {env_venv}"}
+    assert {m["system"] for m in report["rounds"][0]["measurements"]} == {"tether"}
+
+
+def test_a_peer_that_crashes_is_reported_and_the_rest_runs(tmp_path: Path) -> None:
+    """A peers' environment whose interpreter fails at once (installed, then broken):
+    each of its measurements is an error, listed after the table; Tether is still
+    measured; the JSON's versions say the peers' are unknown. Before, reading the
+    peers' versions raised CalledProcessError at the end of round 1 and the run was
+    lost with its JSON."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "out.json"
+    venv = tmp_path / "peers"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text("#!/bin/sh\necho 'ImportError: a broken peer' >&2\nexit 3\n")
+    python.chmod(0o755)
+    (venv / ".requirements").write_text(
+        (ROOT / "bench" / "compare" / "requirements-peers.txt").read_text())
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare"), "--systems", "tether,dbos,langgraph",
+         "--stores", "sqlite", "--workloads", "seq", "--steps", "5", "--rounds", "1",
+         "--json", str(out)],
+        env={**os.environ, "TMPDIR": str(tmp), "TETHER_BENCH_PEERS_VENV": str(venv)},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for system in ("dbos", "langgraph"):
+        assert (f"failed: round 1 seq sqlite {system}: ImportError: a broken peer"
+                in proc.stdout), proc.stdout
+    report = json.loads(out.read_text())
+    assert report["versions"]["dbos"] == "unknown (CalledProcessError)"
+    assert [row["system"] for row in report["summary"]] == ["tether"]
