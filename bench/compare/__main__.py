@@ -479,7 +479,9 @@ def describe(values: list[float]) -> str:
 
 
 def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (workload, store, system): min/median/max, and per-round ratios."""
+    """One row per (workload, store, system): min/median/max, and per-round ratios
+    (Tether's figure over the system's, both from the same round). The throughput
+    workload also gives a row ``rss``: its process's peak RSS, with its ratios too."""
     rows: list[dict[str, Any]] = []
     keys: list[tuple[str, str, str]] = []
     for r in rounds:
@@ -488,45 +490,45 @@ def summarize(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if k not in keys:
                 keys.append(k)
     for wl, store, system in keys:
-        metric, unit, _ = METRIC[wl]
-        vals, ratios, limits = [], [], []
-        for r in rounds:
-            mine = {m["system"]: m for m in r["measurements"]
-                    if m["workload"] == wl and m["store"] == store and "error" not in m}
-            if system not in mine:
-                continue
-            v = mine[system][metric]
-            vals.append(v)
-            if system in PEERS and "tether" in mine:
-                ratios.append(mine["tether"][metric] / v)
-            limit = mine[system].get("limit_us")
-            if limit and wl == "seq":
-                limits.append(v / limit)
-            if limit and wl == "throughput":
-                # steps/s as a multiple of one-commit-per-step
-                limits.append(v * 10 * limit / 1e6)
-        if vals:
-            rows.append({"workload": wl, "store": store, "system": system, "unit": unit,
-                         "min": min(vals), "median": statistics.median(vals),
-                         "max": max(vals), "n": len(vals),
-                         "tether_over_peer": ratios or None,
-                         "times_limit": limits or None})
-        if wl == "throughput":
-            rss = [m["peak_rss_mb"] for r in rounds for m in r["measurements"]
-                   if m["workload"] == wl and m["store"] == store and m["system"] == system
-                   and "peak_rss_mb" in m]
-            if rss:
-                rows.append({"workload": "rss", "store": store, "system": system,
-                             "unit": "MB peak RSS (throughput process)", "min": min(rss),
-                             "median": statistics.median(rss), "max": max(rss),
-                             "n": len(rss), "tether_over_peer": None, "times_limit": None})
+        for shown, metric, unit in [(wl, *METRIC[wl][:2])] + (
+                [("rss", "peak_rss_mb", "MB peak RSS (throughput process)")]
+                if wl == "throughput" else []):
+            vals, ratios, limits = [], [], []
+            for r in rounds:
+                mine = {m["system"]: m for m in r["measurements"]
+                        if m["workload"] == wl and m["store"] == store and metric in m}
+                if system not in mine:
+                    continue
+                v = mine[system][metric]
+                vals.append(v)
+                if system in PEERS and "tether" in mine and v:
+                    ratios.append(mine["tether"][metric] / v)
+                limit = mine[system].get("limit_us")
+                if limit and shown == "seq":
+                    limits.append(v / limit)
+                if limit and shown == "throughput":
+                    # steps/s as a multiple of one-commit-per-step
+                    limits.append(v * 10 * limit / 1e6)
+            if vals:
+                rows.append({"workload": shown, "store": store, "system": system,
+                             "unit": unit, "min": min(vals),
+                             "median": statistics.median(vals), "max": max(vals),
+                             "n": len(vals), "tether_over_peer": ratios or None,
+                             "times_limit": limits or None})
     return rows
+
+
+def limit_values(rounds: list[dict[str, Any]], store: str) -> list[float]:
+    """The limit measured on ``store``: one figure per round and workload (each
+    measurement carries the one measured before its group)."""
+    return list({(r["round"], m["workload"]): m["limit_us"] for r in rounds
+                 for m in r["measurements"]
+                 if m["store"] == store and m.get("limit_us")}.values())
 
 
 def print_table(rows: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> None:
     for store in ("sqlite", "postgres"):
-        lim = sorted({m["limit_us"] for r in rounds for m in r["measurements"]
-                      if m["store"] == store and m.get("limit_us")})
+        lim = limit_values(rounds, store)
         if lim:
             what = ("SQLite commit (WAL, FULL)" if store == "sqlite"
                     else "PostgreSQL commit round trip")
@@ -584,7 +586,7 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, Any]],
 
 def markdown(report: dict[str, Any]) -> str:
     """The summary as a Markdown table (for README.md and docs/performance.md)."""
-    rows = report["summary"]
+    rows = summarize(report["rounds"])  # (from the raw figures: as the run prints it)
     lines = ["| workload | store | system | median (min-max) | Tether ÷ system, same round "
              "| x limit |", "| --- | --- | --- | ---: | ---: | ---: |"]
     for row in rows:
@@ -599,8 +601,7 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{ratio} | {times} |")
     lim = {}
     for store in ("sqlite", "postgres"):
-        vals = [m["limit_us"] for r in report["rounds"] for m in r["measurements"]
-                if m["store"] == store and m.get("limit_us")]
+        vals = limit_values(report["rounds"], store)
         if vals:
             lim[store] = (min(vals), statistics.median(vals), max(vals))
     for store, (lo, mid, hi) in lim.items():

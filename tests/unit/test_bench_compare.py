@@ -244,3 +244,59 @@ def test_a_peer_that_crashes_is_reported_and_the_rest_runs(tmp_path: Path) -> No
     report = json.loads(out.read_text())
     assert report["versions"]["dbos"] == "unknown (CalledProcessError)"
     assert [row["system"] for row in report["summary"]] == ["tether"]
+
+
+def measurement(workload: str, system: str, rnd: int, limit: float,
+                **figures: float | str) -> dict[str, object]:
+    return {**figures, "workload": workload, "store": "sqlite", "system": system,
+            "round": rnd, "limit_us": limit}
+
+
+#: Two rounds as the tool records them: seq and throughput, Tether, DBOS and a
+#: LangGraph measurement that failed; the limit measured before each group.
+ROUNDS = [
+    {"round": 0, "measurements": [
+        measurement("seq", "tether", 0, 100, us_per_step=200),
+        measurement("seq", "dbos", 0, 100, us_per_step=1000),
+        measurement("seq", "langgraph", 0, 100, error="crashed"),
+        measurement("throughput", "tether", 0, 100, runs_per_s=400, peak_rss_mb=40),
+        measurement("throughput", "dbos", 0, 100, runs_per_s=40, peak_rss_mb=80)]},
+    {"round": 1, "measurements": [
+        measurement("seq", "dbos", 1, 150, us_per_step=600),
+        measurement("seq", "tether", 1, 150, us_per_step=300),
+        measurement("seq", "langgraph", 1, 150, us_per_step=900),
+        measurement("throughput", "dbos", 1, 130, runs_per_s=20, peak_rss_mb=100),
+        measurement("throughput", "tether", 1, 130, runs_per_s=500, peak_rss_mb=50)]},
+]
+
+
+def test_the_table_ratios_come_from_the_same_round(
+        compare: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = {(r["workload"], r["system"]): r for r in compare.summarize(ROUNDS)}
+    seq = rows["seq", "dbos"]
+    assert (seq["min"], seq["median"], seq["max"], seq["n"]) == (600, 800, 1000, 2)
+    assert seq["tether_over_peer"] == [200 / 1000, 300 / 600]  # round by round
+    assert seq["times_limit"] == [1000 / 100, 600 / 150]
+    # a round where the peer failed has no ratio; Tether's own row has none
+    assert rows["seq", "langgraph"]["tether_over_peer"] == [300 / 900]
+    assert rows["seq", "tether"]["tether_over_peer"] is None
+    assert rows["throughput", "dbos"]["tether_over_peer"] == [400 / 40, 500 / 20]
+    # steps/s times one commit's time: 10 steps a run
+    assert rows["throughput", "tether"]["times_limit"] == [400 * 10 * 100 / 1e6,
+                                                           500 * 10 * 130 / 1e6]
+    # peak RSS is compared too (it had no ratio)
+    assert rows["rss", "dbos"]["tether_over_peer"] == [40 / 80, 50 / 100]
+    assert rows["rss", "tether"]["median"] == 45
+
+    compare.print_table(compare.summarize(ROUNDS), ROUNDS)
+    table = capsys.readouterr().out
+    # the limit: one figure per round and workload (100, 100, 150, 130), the same in
+    # the printed table and in the Markdown one (a set of figures made them differ)
+    assert re.search(r"limit: SQLite commit.*\s100\.0\s+115\.0\s+150\.0\s+µs", table)
+    line = next(t for t in table.splitlines() if t.startswith("seq ") and " dbos " in t)
+    assert "0.350 (0.200-0.500)" in line and line.endswith("7.00")
+    line = next(t for t in table.splitlines() if t.startswith("rss ") and " dbos " in t)
+    assert "0.500 (0.500-0.500)" in line
+    md = compare.markdown({"rounds": ROUNDS, "summary": []})
+    assert "Limit, sqlite: one commit 115 µs median (100-150)." in md
+    assert "| rss | sqlite | dbos | 90.0 (80.0-100.0) MB peak RSS | 0.5 (0.5-0.5) |  |" in md
