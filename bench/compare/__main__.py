@@ -138,22 +138,31 @@ def restate_binary() -> Path | None:
 def ensure_restate() -> bool:
     """Install Restate unless installed: its Python SDK and Hypercorn into the peers'
     environment, its server from npm into bench/.peers-node. False (with the reason
-    printed) when either cannot be installed."""
+    printed) when either cannot be installed. Each part has its stamp where it is
+    installed: a peers' environment made anew gets the SDK again."""
     req = HERE / "requirements-restate.txt"
-    stamp = PEERS_NODE / ".installed"
+    sdk_stamp = PEERS_VENV / ".requirements-restate"
+    server_stamp = PEERS_NODE / ".installed"
     wanted = f"{req.read_text()}server {RESTATE_SERVER}\n"
-    if stamp.exists() and stamp.read_text() == wanted and restate_binary() is not None:
+    sdk = sdk_stamp.exists() and sdk_stamp.read_text() == req.read_text()
+    server = (server_stamp.exists() and server_stamp.read_text() == wanted
+              and restate_binary() is not None)
+    if sdk and server:
         return True
-    print(f"installing Restate (SDK into {PEERS_VENV}, server {RESTATE_SERVER} into "
-          f"{PEERS_NODE}) ...", flush=True)
+    parts = ([] if sdk else [f"SDK into {PEERS_VENV}"]) + (
+        [] if server else [f"server {RESTATE_SERVER} into {PEERS_NODE}"])
+    print(f"installing Restate ({', '.join(parts)}) ...", flush=True)
     try:
-        subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "-r", str(req)],
-                       check=True)
-        PEERS_NODE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "install", "--prefix", str(PEERS_NODE), "--no-audit",
-                        "--no-fund", "--loglevel=error",
-                        f"@restatedev/restate-server@{RESTATE_SERVER}"], check=True,
-                       stdout=subprocess.DEVNULL)
+        if not sdk:
+            subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "-r", str(req)],
+                           check=True)
+            sdk_stamp.write_text(req.read_text())
+        if not server:
+            PEERS_NODE.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["npm", "install", "--prefix", str(PEERS_NODE), "--no-audit",
+                            "--no-fund", "--loglevel=error",
+                            f"@restatedev/restate-server@{RESTATE_SERVER}"], check=True,
+                           stdout=subprocess.DEVNULL)
     except (subprocess.CalledProcessError, OSError) as exc:
         print(f"could not install Restate ({exc}); running without it", file=sys.stderr)
         return False
@@ -161,7 +170,7 @@ def ensure_restate() -> bool:
         print("npm installed no restate-server binary for this platform; running without "
               "Restate", file=sys.stderr)
         return False
-    stamp.write_text(wanted)
+    server_stamp.write_text(wanted)
     return True
 
 

@@ -300,3 +300,33 @@ def test_the_table_ratios_come_from_the_same_round(
     md = compare.markdown({"rounds": ROUNDS, "summary": []})
     assert "Limit, sqlite: one commit 115 µs median (100-150)." in md
     assert "| rss | sqlite | dbos | 90.0 (80.0-100.0) MB peak RSS | 0.5 (0.5-0.5) |  |" in md
+
+
+def test_a_new_peers_environment_gets_restates_sdk_again(
+        compare: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restate's SDK goes into the peers' environment, its server into
+    bench/.peers-node: the SDK's stamp is kept with the environment. It was kept with
+    the server, so a peers' environment made anew (deleted to reinstall, or another
+    one named by TETHER_BENCH_PEERS_VENV) never got the SDK back and every Restate
+    measurement failed with 'No module named restate'. (The environment's interpreter
+    here is a script that logs what it is asked to install; the server is installed.)"""
+    venv, node = tmp_path / "peers", tmp_path / "node"
+    (venv / "bin").mkdir(parents=True)
+    log = tmp_path / "pip.log"
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    python.chmod(0o755)
+    binary = node / "node_modules" / "@restatedev" / "restate-server-test" / "bin"
+    binary.mkdir(parents=True)
+    (binary / "restate-server").write_text("")
+    req = (ROOT / "bench" / "compare" / "requirements-restate.txt").read_text()
+    (node / ".installed").write_text(f"{req}server {compare.RESTATE_SERVER}\n")
+    monkeypatch.setattr(compare, "PEERS_VENV", venv)
+    monkeypatch.setattr(compare, "PEERS_PY", python)
+    monkeypatch.setattr(compare, "PEERS_NODE", node)
+    assert compare.ensure_restate()
+    assert "pip install -q -r" in log.read_text()
+    assert (venv / ".requirements-restate").read_text() == req
+    log.unlink()
+    assert compare.ensure_restate()  # installed: nothing run again
+    assert not log.exists()
