@@ -231,13 +231,19 @@ def fresh_store(kind: str, folder: Path) -> Iterator[str]:
         return
 
     name = f"tether_cmp_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    created = False
     try:
-        # (In the try: a Ctrl-C right after the server created it still drops it.)
-        admin(f'CREATE DATABASE "{name}"')
+        try:
+            admin(f'CREATE DATABASE "{name}"')
+        except KeyboardInterrupt:
+            created = True  # (perhaps: the server may have created it just before)
+            raise
+        created = True
         yield ADMIN.rsplit("/", 1)[0] + "/" + name
     finally:
-        with uninterrupted():
-            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if created:
+            with uninterrupted():
+                admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -719,6 +725,10 @@ def main(argv: list[str] | None = None) -> None:
             out.unlink()
     except OSError as exc:
         build_parser().error(f"--json {args.json}: {exc.strerror or exc}")
+    if "postgres" in args.stores and (why := postgres_unreachable()):
+        print(f"bench/compare: PostgreSQL at {ADMIN} (TETHER_BENCH_PG) is unreachable: "
+              f"{why}; start it, or measure --stores sqlite", file=sys.stderr)
+        raise SystemExit(1)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupted)
     # Every file of the run (the --before export, SQLite stores, recovery marks,
@@ -735,6 +745,20 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         with uninterrupted():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgres_unreachable() -> str | None:
+    """Why the PostgreSQL server cannot be used, if it cannot (asked before the run:
+    the first PostgreSQL group came after minutes of SQLite ones, then a minute of
+    retries and a traceback)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(ADMIN, autocommit=True, connect_timeout=5) as c:
+            c.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
 
 
 def interrupted(signum: int, frame: Any) -> None:

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -330,3 +331,24 @@ def test_a_new_peers_environment_gets_restates_sdk_again(
     log.unlink()
     assert compare.ensure_restate()  # installed: nothing run again
     assert not log.exists()
+
+
+def test_an_unreachable_postgresql_is_one_line_before_the_run(tmp_path: Path) -> None:
+    """Before, the run measured the SQLite group, then retried the PostgreSQL limit's
+    CREATE DATABASE for a minute and stopped with a traceback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # (closed: nothing listens there)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare"), "--systems", "tether",
+         "--workloads", "seq", "--steps", "5", "--rounds", "1",
+         "--json", str(tmp_path / "out.json")],
+        env={**os.environ, "TMPDIR": str(tmp_path),
+             "TETHER_BENCH_PG": f"postgresql://postgres@127.0.0.1:{port}/postgres"},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"bench/compare: PostgreSQL at postgresql://postgres@127.0.0.1:"
+                           f"{port}/postgres (TETHER_BENCH_PG) is unreachable: ")
+    assert list(tmp_path.iterdir()) == []
