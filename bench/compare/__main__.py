@@ -638,7 +638,11 @@ def positive(kind: type[int] | type[float]) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench/compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="bench/compare", description=__doc__.split("\n\n")[0],
+        # What each workload measures, and the limit (this file's docstring).
+        epilog=__doc__[__doc__.index("Workloads:"):].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=positive(int), default=3,
                    help="interleaved rounds (default: 3)")
     p.add_argument("--stores", default="sqlite,postgres",

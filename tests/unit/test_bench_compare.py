@@ -352,3 +352,12 @@ def test_an_unreachable_postgresql_is_one_line_before_the_run(tmp_path: Path) ->
     assert line.startswith(f"bench/compare: PostgreSQL at postgresql://postgres@127.0.0.1:"
                            f"{port}/postgres (TETHER_BENCH_PG) is unreachable: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_says_what_each_workload_measures(compare: ModuleType) -> None:
+    """``--help`` (which the README points to) named the workloads without saying what
+    they measure; it now ends with the docstring's list."""
+    text = compare.build_parser().format_help()
+    workloads = text[text.index("\nWorkloads:\n"):]
+    for name in compare.WORKLOADS:
+        assert re.search(rf"^  {re.escape(name)} +\S", workloads, re.M), name
