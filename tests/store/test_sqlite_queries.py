@@ -10,6 +10,7 @@ import pytest
 
 from tether.errors import StoreError
 from tether.store.sqlite import SqliteStore
+from tether.store.sqlite._serve import Q as SERVE_Q
 from tether.store.sqlite._store import Q
 
 PARAMS = {"worker_id": "w", "queue": "q", "queues": '["q", "r"]', "now": 1.0,
@@ -45,6 +46,54 @@ async def test_hot_query_uses_an_index_and_no_sort(sqlite_url: str, name: str) -
             pytest.fail(f"{name} scans a table:\n{plan}")
     assert "TEMP B-TREE" not in plan, f"{name} sorts:\n{plan}"
     assert "INDEX" in plan or "PRIMARY KEY" in plan, f"{name}:\n{plan}"
+
+
+#: Queries run again and again with new values (claims, a worker's polls, each started
+#: run's journal, a streamed chunk, a live event stream) and the value that changes.
+REBOUND = {"run_claim": ("queue", "q2"), "run_claim_candidates": ("limit", 256),
+           "queue_next_available": ("queue", "q2"), "queue_next_wake": ("queue", "q2"),
+           "journal_read": ("run_id", "r2"), "signal_oldest": ("name", "stop"),
+           "run_event_chunk": ("run_id", "r2"), "run_events_read": ("limit", 500),
+           "run_events_latest": ("limit", 500)}
+
+
+@pytest.mark.parametrize("name", sorted(REBOUND))
+async def test_a_hot_query_is_not_prepared_again_for_new_values(sqlite_url: str,
+                                                                name: str) -> None:
+    """A cached statement run with another value is not compiled again. SQLite 3.54
+    re-prepares a statement at each new binding of a parameter compared by ``=`` with an
+    indexed column under an ORDER BY or min()/max(), or given to LIMIT (the planner may
+    use the value): ~5-8 µs a call (bench/param_subquery.py). The queries pass those
+    values as ``+:x`` and ``:limit + 0``. SQLite calls the authorizer only while it
+    compiles a statement."""
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    await store.close()
+    conn = apsw.Connection(store.path)
+    sql = Q[name] if name in Q else SERVE_Q[name]
+    params = {k: v for k, v in {**PARAMS, "data": '"x"', "after": 0, "kinds": None}.items()
+              if f":{k}" in sql}
+    compiled = 0
+
+    def authorizer(*_: object) -> int:
+        nonlocal compiled
+        compiled += 1
+        return apsw.SQLITE_OK
+
+    try:
+        conn.authorizer = authorizer  # (expires every prepared statement)
+        conn.execute("BEGIN")
+        conn.execute(sql, params).fetchall()
+        assert compiled > 0
+        compiled = 0
+        key, value = REBOUND[name]
+        conn.execute(sql, {**params, key: value}).fetchall()
+        conn.execute(sql, params).fetchall()
+        again = compiled
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert again == 0, f"{name} was compiled again for new values"
 
 
 async def test_apsw_errors_reach_callers_as_store_errors(sqlite_url: str) -> None:

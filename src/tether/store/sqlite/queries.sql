@@ -73,9 +73,11 @@ ORDER BY created_at DESC, run_id LIMIT :limit;
 
 -- journal_read --
 -- A run's journal in position order.
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT position, kind, name, status, result, error, attempts, started_at, finished_at,
        next_attempt_at, args
-FROM tether_journal WHERE run_id = :run_id ORDER BY position;
+FROM tether_journal WHERE run_id = +:run_id ORDER BY position;
 
 -- journal_read_many --
 -- The journals of the runs of the ids given as a JSON array, each in position order.
@@ -182,8 +184,10 @@ WHERE run_id = :run_id AND status = 'waiting'
 
 -- signal_oldest --
 -- The oldest pending signal of a name.
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT signal_id, payload FROM tether_signals
-WHERE run_id = :run_id AND name = :name AND consumed_position IS NULL
+WHERE run_id = +:run_id AND name = +:name AND consumed_position IS NULL
 ORDER BY signal_id LIMIT 1;
 
 -- signal_consume --
@@ -369,6 +373,8 @@ WHERE queue IN (SELECT value FROM json_each(:queues));
 -- registered (:workflows, a JSON array; NULL: any), and none of :exclude (a JSON array of
 -- run ids; NULL: none); no running run whose lease expired after :takeover_before (NULL:
 -- any; a worker back from a store outage gives their owners time to renew them).
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 UPDATE tether_runs
 SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
     available_at = :lease_expires, updated_at = :now,
@@ -378,13 +384,13 @@ SET status = 'running', owner = :worker_id, fencing_token = fencing_token + 1,
                    THEN crashes + 1 ELSE crashes END
 WHERE run_id IN (
     SELECT run_id FROM tether_runs
-    WHERE queue = :queue AND available_at <= :now
+    WHERE queue = +:queue AND available_at <= :now
       AND (version IS NULL OR version = :version)
       AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
       AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)))
       AND (:takeover_before IS NULL OR status <> 'running'
            OR available_at <= :takeover_before)
-    ORDER BY available_at LIMIT :limit)
+    ORDER BY available_at LIMIT :limit + 0)
 RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result, error,
           owner, fencing_token, available_at, cancel_requested, waiting_for, status_info,
           parent_run_id, finished_at, parent_position, on_parent_cancel, metrics,
@@ -395,14 +401,16 @@ RETURNING run_id, workflow, queue, status, input, created_at, updated_at, result
 -- The oldest :limit claimable runs of one queue (the same filter as run_claim): a claim
 -- of several queues, or of a queue with a limit, takes the oldest of every queue's
 -- candidates (each queue read by its own ordered scan, never one sort of all runs due).
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT run_id, available_at FROM tether_runs
-WHERE queue = :queue AND available_at <= :now
+WHERE queue = +:queue AND available_at <= :now
   AND (version IS NULL OR version = :version)
   AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)))
   AND (:takeover_before IS NULL OR status <> 'running'
        OR available_at <= :takeover_before)
-ORDER BY available_at LIMIT :limit;
+ORDER BY available_at LIMIT :limit + 0;
 
 -- run_claim_ids --
 -- Claim the runs of the ids given as a JSON array under a new lease.
@@ -436,15 +444,19 @@ SELECT EXISTS (SELECT 1 FROM tether_runs
 -- queue_next_wake --
 -- The earliest available_at after :now of a queued or waiting run of one queue: the
 -- first such entry of tether_runs_claim after :now.
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT available_at FROM tether_runs
-WHERE queue = :queue AND available_at IS NOT NULL AND available_at > :now
+WHERE queue = +:queue AND available_at IS NOT NULL AND available_at > :now
   AND status IN ('queued', 'waiting')
 ORDER BY available_at LIMIT 1;
 
 -- queue_next_available --
 -- The earliest time a run of one queue becomes claimable (the same filter as run_claim).
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT MIN(available_at) FROM tether_runs
-WHERE queue = :queue AND available_at IS NOT NULL
+WHERE queue = +:queue AND available_at IS NOT NULL
   AND (version IS NULL OR version = :version)
   AND (:workflows IS NULL OR workflow IN (SELECT value FROM json_each(:workflows)))
   AND (:exclude IS NULL OR run_id NOT IN (SELECT value FROM json_each(:exclude)));

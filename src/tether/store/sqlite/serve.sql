@@ -191,6 +191,8 @@ GROUP BY parent_run_id, status;
 -- A run's stored events after an event id, oldest first. Rows of kinds 's' and 'o' hold
 -- only the values (migration 0011): their JSON is built here, as the triggers of
 -- migrations 0004 and 0010 built it.
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT event_id,
        CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
        CASE kind
@@ -204,7 +206,7 @@ SELECT event_id,
                                      'attempts', data ->> 1)
            ELSE data END
 FROM tether_run_events
-WHERE run_id = :run_id AND event_id > :after ORDER BY event_id LIMIT :limit;
+WHERE run_id = +:run_id AND event_id > :after ORDER BY event_id LIMIT :limit + 0;
 
 -- run_event_exists --
 -- Whether an event id is one of the run's events (the primary key's lookup).
@@ -215,6 +217,8 @@ SELECT EXISTS (SELECT 1 FROM tether_run_events
 -- A run's newest events (of the kinds in the JSON array :kinds alone unless NULL),
 -- oldest first: the primary key (run_id, event_id) read backwards. Their JSON is built
 -- as in run_events_read.
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 SELECT event_id,
        CASE kind WHEN 's' THEN 'status' WHEN 'o' THEN 'op' ELSE kind END,
        CASE kind
@@ -228,17 +232,19 @@ SELECT event_id,
                                      'attempts', data ->> 1)
            ELSE data END
 FROM (SELECT event_id, kind, data FROM tether_run_events
-      WHERE run_id = :run_id
+      WHERE run_id = +:run_id
         AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
-      ORDER BY event_id DESC LIMIT :limit)
+      ORDER BY event_id DESC LIMIT :limit + 0)
 ORDER BY event_id;
 
 -- run_event_chunk --
 -- Store a streamed LLM chunk as an event of its run (its next event id: see migration 0010).
+-- (+:x, :limit + 0: no new compile of the statement for each new value; see h148 in
+-- docs/performance-log.md.)
 INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (:run_id,
-    coalesce((SELECT max(event_id) FROM tether_run_events WHERE run_id = :run_id),
+    coalesce((SELECT max(event_id) FROM tether_run_events WHERE run_id = +:run_id),
              (SELECT CAST(created_at * 1000000 AS INTEGER) FROM tether_runs
-              WHERE run_id = :run_id), 0) + 1,
+              WHERE run_id = +:run_id), 0) + 1,
     'chunk', :data);
 
 -- stats_status --
