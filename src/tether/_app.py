@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import difflib
 import functools
 import inspect
 import json
@@ -599,8 +600,8 @@ class App:
                 f"run id {rid!r} is already used by a run of workflow {stored.workflow!r}"
             )
         if created:
-            if unknown:
-                _warn_unknown(name, record.queue)
+            if unknown is not None:
+                _warn_unknown(name, record.queue, unknown)
             for w in self._workers:
                 w.notify()
         return RunHandle(self, rid, name, created=created)
@@ -643,8 +644,8 @@ class App:
         clashes = [stored.run_id for stored, created in results
                    if not created and stored.workflow != name]
         if any(created for _, created in results):
-            if unknown:
-                _warn_unknown(name, queue or default_queue)
+            if unknown is not None:
+                _warn_unknown(name, queue or default_queue, unknown)
             for w in self._workers:
                 w.notify()
         if clashes:
@@ -653,12 +654,15 @@ class App:
         return [RunHandle(self, r.run_id, name) for r in records]
 
     async def _start_target(self, workflow: Callable[..., Any] | str,
-                            queue: str | None = None) -> tuple[str, str, bool]:
+                            queue: str | None = None
+                            ) -> tuple[str, str, tuple[str, ...] | None]:
         """(name, queue, unknown) of a workflow given by function, or by name: registered
-        on this app, or registered in the store by a worker that has its code, or else (a
-        script that starts runs before the workers are up) unknown: the run is queued on
-        ``queue`` (or ``default``), with a warning once it is created (``_warn_unknown``;
-        none for an id that was already started), and starts when such a worker comes."""
+        on this app, or registered in the store by a worker that has its code (``unknown``
+        None), or else (a script that starts runs before the workers are up) unknown: the
+        run is queued on ``queue`` (or ``default``), with a warning once it is created
+        (``_warn_unknown``, naming the closest of the known names in ``unknown``, for a
+        typo; none for an id that was already started), and starts when such a worker
+        comes."""
         if isinstance(workflow, str) and workflow not in self._workflows:
             # As ``POST /api/v1/runs`` has it: no worker could register a name that is
             # empty, holds control characters or is over MAX_NAME (``app.workflow``),
@@ -666,10 +670,10 @@ class App:
             check_name("workflow", workflow)
             known = await self.store.workflow_list()
             if workflow not in known:
-                return workflow, queue or "default", True
-            return workflow, known[workflow], False
+                return workflow, queue or "default", (*known, *self._workflows)
+            return workflow, known[workflow], None
         wdef = self._workflow_def(workflow)
-        return wdef.name, wdef.queue, False
+        return wdef.name, wdef.queue, None
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run."""
@@ -921,7 +925,7 @@ class App:
         except StoreError:
             return  # (only a warning: the retry or fork itself was done)
         if workflow not in known:
-            _warn_unknown(workflow, queue)
+            _warn_unknown(workflow, queue, (*known, *self._workflows))
 
     async def fork(self, run_id: str, *, at: int, input: Any = _NO_INPUT,
                    new_run_id: str | None = None) -> RunHandle[Any]:
@@ -1164,10 +1168,14 @@ class App:
         raise RunFailed(run.run_id, run.status, error)
 
 
-def _warn_unknown(workflow: str, queue: str) -> None:
-    """A run was created for a workflow no worker has registered in the store."""
-    _log.warning("no worker has registered workflow %r in this store yet; the run waits on "
-                 "queue %r until a worker with that workflow serves it", workflow, queue)
+def _warn_unknown(workflow: str, queue: str, known: Iterable[str] = ()) -> None:
+    """A run was created for a workflow no worker has registered in the store; the
+    closest of the ``known`` names is suggested, for a typo (``tether start crwal``)."""
+    close = difflib.get_close_matches(workflow, sorted(set(known)), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    _log.warning("no worker has registered workflow %r in this store yet%s; the run waits "
+                 "on queue %r until a worker with that workflow serves it", workflow, hint,
+                 queue)
 
 
 def _check_args_form(value: dict[str, Any]) -> None:

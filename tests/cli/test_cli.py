@@ -270,6 +270,20 @@ async def test_unknown_workflow_name(served: tuple[App, str]) -> None:
         ("no_such_workflow", "later", "queued")]
 
 
+async def test_a_misspelt_workflow_name_gets_a_suggestion(served: tuple[App, str]) -> None:
+    """``tether start doublr`` (a typo of a workflow a worker registered) is queued with
+    the warning of a name no worker has, as before, and the warning now names the
+    closest registered workflow: it only said the run would wait, for ever here."""
+    _, url = served
+    proc = await cli("start", "doublr", "--input", "[1]", db=url)
+    assert proc.returncode == 0, proc.stderr
+    assert ("no worker has registered workflow 'doublr' in this store yet (did you mean "
+            "'doubler'?); the run waits on queue 'default'") in proc.stderr
+    unlike = await cli("start", "zzz_nothing_like_it", db=url)
+    assert unlike.returncode == 0, unlike.stderr
+    assert "did you mean" not in unlike.stderr
+
+
 async def test_runs_filters_by_workflow_and_queue(store_url: str) -> None:
     """``tether runs --workflow NAME`` and ``--queue NAME`` list the runs the API's and
     the runs page's ``workflow=`` and ``queue=`` list, with ``--status`` and ``--limit``
