@@ -419,6 +419,14 @@ def test_an_app_spec_that_names_no_app_says_what_it_names(
     assert_one_line_error(proc, needle, "its App objects: app")
 
 
+async def _waiting(app: App, run_id: str) -> None:
+    for _ in range(600):
+        if (await app.get_run(run_id)).status is tether.RunStatus.WAITING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never waited")
+
+
 def test_unknown_scheme() -> None:
     assert_one_line_error(tether_cli("runs", db="mysql://x/y"), "mysql")
 
@@ -439,6 +447,24 @@ async def test_result_wait_zero_returns_an_ended_run(served: tuple[App, str]) ->
     assert await app.handle("z").result(timeout=0) == {"x": 2, "doubled": 4}
     bad = await cli("result", "z", "--wait", "-1", db=url)
     assert bad.returncode == 2 and "--wait" in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_result_wait_that_runs_out_says_why(served: tuple[App, str]) -> None:
+    """``tether result X --wait N`` whose wait runs out says the run's status, and for a
+    run of a workflow no worker of the store has registered (a typo'd name, workers not
+    started) that no worker has it: it said only "did not end within N s", which a new
+    user reads as a slow worker and waits again."""
+    app, url = served
+    await app.start("typod_flow", run_id="t-1")
+    got = await cli("result", "t-1", "--wait", "0.2", db=url)
+    assert_one_line_error(got, "run 't-1' did not end within 0.2 s (status queued; no worker "
+                          "has registered workflow 'typod_flow' in this store")
+    assert got.returncode == 3
+    await app.start("approval", run_id="w-1")
+    await _waiting(app, "w-1")
+    got = await cli("result", "w-1", "--wait", "0", db=url)
+    assert_one_line_error(got, "run 'w-1' did not end within 0 s (status waiting)")
+    assert got.returncode == 3
 
 
 async def test_input_is_shown_as_the_arguments_given(served: tuple[App, str]) -> None:

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+from tether._app import App
 from tether._fit import WIDE_HELP, columns, fit_width
 from tether._show import (
     STATUSES,
@@ -49,7 +50,7 @@ from tether.cli._lifecycle_show import (
     timeout_text,
 )
 from tether.cli._show_fit import cancel_note, print_fitted
-from tether.errors import RunFailed
+from tether.errors import RunFailed, TetherError
 
 log = logging.getLogger("tether.cli")
 
@@ -120,7 +121,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("result", parents=[common], help="print a run's result as JSON")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--wait", type=non_negative_float, metavar="SECONDS",
-                   help="wait up to SECONDS for the run to end (default: don't wait)")
+                   help="wait up to SECONDS for the run to end (default: don't wait); "
+                   "exit 3 if it has not, the error saying its status and whether a "
+                   "worker has registered its workflow")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="decode the result with that app's payload hook (runs whose "
                    "payloads are encrypted need it); its store is used unless --db is given")
@@ -413,11 +416,28 @@ async def result(args: argparse.Namespace) -> int:
         try:
             value = await handle.result(timeout=args.wait if args.wait is not None else 5.0)
         except TimeoutError:
-            raise CliError(f"run {args.run_id!r} did not end within {args.wait} s", 3) from None
+            raise CliError(f"run {args.run_id!r} did not end within {args.wait:g} s"
+                           f"{await _why_not_ended(app, args.run_id)}", 3) from None
         except RunFailed as exc:
             raise CliError(str(exc), 1) from None
     print(dumps(value))
     return 0
+
+
+async def _why_not_ended(app: App, run_id: str) -> str:
+    """What ``tether result --wait`` adds when the wait ran out: the run's status, and
+    for a run no worker can take (a typo'd workflow name, or workers not started) that
+    no worker of the store has registered its workflow."""
+    try:
+        info = await app.get_run(run_id)
+        known = await app.store.workflow_list()
+    except TetherError:
+        return ""  # (the timeout is the answer; this only explains it)
+    why = f" (status {info.status.value}"
+    if info.workflow not in known:
+        why += (f"; no worker has registered workflow {safe(info.workflow)!r} in this "
+                "store: start one whose app has it")
+    return why + ")"
 
 
 async def send_signal(args: argparse.Namespace) -> int:
