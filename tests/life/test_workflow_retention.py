@@ -191,6 +191,39 @@ def test_tether_purge_takes_the_runs_of_the_workflows_named(store_url: str) -> N
     assert "--workflow NAME" in cli("purge", "--help", db=None).stdout
 
 
+def test_tether_purge_warns_of_a_workflow_the_store_does_not_know(store_url: str) -> None:
+    """``tether purge --workflow NAME`` of a name no worker registered and no stored run
+    has (a typo, or ``--workflow a,b`` written as ``--status`` takes its list) purged
+    nothing and said only "purged 0 runs of workflow ...": a warning on stderr says the
+    store knows no such workflow, with the closest known name or how to give several.
+    A name the store knows gets none, with runs to purge or not."""
+    import asyncio
+
+    async def setup() -> None:
+        app = _echo_app(store_url, VirtualClock(), None, chat=None, draft=None)
+        async with app, app.worker():
+            await _run_all(app, ("chat", "c-1"), ("draft", "d-1"))
+
+    asyncio.run(setup())
+    done = cli("purge", "--older-than", "0s", "--workflow", "chatt", "--workflow",
+               "draft,chat", "--workflow", "zzz", db=store_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("purged 0 runs of workflows chatt, draft,chat, zzz: ")
+    warnings = [ln for ln in done.stderr.splitlines() if "WARNING" in ln]
+    assert len(warnings) == 3, done.stderr
+    assert warnings[0].endswith("no run of workflow 'chatt' is stored and no worker has "
+                                "registered it; did you mean 'chat'?"), warnings
+    assert warnings[1].endswith("no run of workflow 'draft,chat' is stored and no worker "
+                                "has registered it; give --workflow once per name (a comma "
+                                "list is one name)"), warnings
+    assert warnings[2].endswith("no run of workflow 'zzz' is stored and no worker has "
+                                "registered it"), warnings
+    done = cli("purge", "--older-than", "0s", "--workflow", "chat", db=store_url)
+    assert done.returncode == 0 and done.stdout.startswith("purged 1 run of workflow chat")
+    again = cli("purge", "--older-than", "0s", "--workflow", "chat", db=store_url)
+    assert again.returncode == 0 and "WARNING" not in again.stderr, again.stderr
+
+
 async def test_mcp_ttl_follows_the_workflows_own_retention(store_url: str) -> None:
     """A task's ``ttlMs`` says when retention may discard it: from its workflow's own
     policy when it has one (1 hour, under an app that keeps runs 30 days), ``null`` for

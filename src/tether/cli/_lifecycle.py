@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import logging
 from typing import Any
 
 from tether._app import App
@@ -28,6 +30,8 @@ from tether.cli._common import (
     store_url,
 )
 from tether.errors import ConfigError
+
+log = logging.getLogger("tether.cli")
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -117,8 +121,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help=f"statuses to purge (default: {','.join(ENDED_VALUES)}; repeat "
                    "for several, as a comma list does)")
     p.add_argument("--workflow", action="append", metavar="NAME", dest="workflows",
-                   help="purge only the runs of this workflow (repeat for several; "
-                   "default: every workflow's)")
+                   help="purge only the runs of this workflow (repeat for several: a "
+                   "comma is part of a name; default: every workflow's); a name no "
+                   "stored run has and no worker registered gets a warning")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=purge)
 
@@ -303,6 +308,8 @@ async def purge(args: argparse.Namespace) -> int:
     # (only with --workflow does the call pass it: the store's call is as it was)
     which: dict[str, Any] = {} if workflows is None else {"workflows": workflows}
     async with client(args) as app:
+        if workflows is not None:
+            await _warn_unknown_workflows(app, workflows)
         total: dict[str, Any] = {}
         cutoff = app.clock.now() - older
         while True:
@@ -328,6 +335,22 @@ async def purge(args: argparse.Namespace) -> int:
         f"{counted(total['attempts'], 'attempt')}, {counted(total['signals'], 'signal')}, "
         f"{counted(blobs, 'message text')} no run references")
     return 0
+
+
+async def _warn_unknown_workflows(app: App, workflows: list[str]) -> None:
+    """``purge --workflow NAME`` of a name the store knows nothing of (no worker has
+    registered it, no run of it is stored) purges nothing, silently: a typo, or a comma
+    list (``--workflow a,b``; a name may hold a comma, so it is not split) as
+    ``--status`` takes. Say so on stderr, with the closest name the store knows."""
+    known = await app.store.workflow_list()
+    for name in dict.fromkeys(workflows):
+        if name in known or await app.store.run_search(workflow=name, limit=1):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = ("; give --workflow once per name (a comma list is one name)" if "," in name
+                else f"; did you mean {safe(close[0])!r}?" if close else "")
+        log.warning("no run of workflow %r is stored and no worker has registered it%s",
+                    name, hint)
 
 
 def _family_of(run_id: str, erased: list[str]) -> str:
