@@ -62,6 +62,9 @@ async def test_a_never_returning_thread_step_does_not_outlive_sigterm(
         # (well before the step's 600 s; 1: the step was cut off, not a clean stop)
         assert a.wait(30) == 1
         assert a.poll() is not None
+        # (it said "1 step threads still running" until 2026-12-06)
+        assert ("1 step thread still running after the grace period; exiting without "
+                "waiting for it") in workers.log(0), workers.story()
         b = workers.start()
         assert await h.result(timeout=60) == "done"
     assert [pid for pid, what in workers.executions()] == [a.pid, b.pid]

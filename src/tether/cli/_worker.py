@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from tether._operations import busy_step_threads
+from tether._show import counted
 from tether.cli._common import load_app, non_negative_float, positive_float, positive_int
 
 log = logging.getLogger("tether.cli")
@@ -98,9 +99,11 @@ async def run(args: argparse.Namespace) -> int:
     if stuck:
         # A plain-def step that never returns must not keep the process alive (the
         # executor's threads are joined at exit): its run was handed back already.
-        log.warning("%d step threads still running after %s; exiting without waiting "
-                    "for them", stuck, "a second stop signal" if abandon.is_set()
-                    else "the grace period")
+        # ("1 step threads still running" until 2026-12-06)
+        log.warning("%s still running after %s; exiting without waiting for %s",
+                    counted(stuck, "step thread"), "a second stop signal"
+                    if abandon.is_set() else "the grace period",
+                    "it" if stuck == 1 else "them")
         logging.shutdown()
         os._exit(code)
     return code
