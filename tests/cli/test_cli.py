@@ -419,6 +419,27 @@ def test_an_app_spec_that_names_no_app_says_what_it_names(
     assert_one_line_error(proc, needle, "its App objects: app")
 
 
+async def test_a_signal_of_another_name_than_the_awaited_one_is_warned_of(
+        served: tuple[App, str]) -> None:
+    """``tether signal RUN reveiw`` to a run waiting for ``review`` stores the signal
+    (signals queue until a wait of their name takes them) and said only "sent", while
+    the run went on waiting, for ever: a warning names the signal the run waits for.
+    The awaited name gets none."""
+    app, url = served
+    await app.start("approval", run_id="a-1")
+    await _waiting(app, "a-1")
+    typo = await cli("signal", "a-1", "aprove", "--data", "{}", db=url)
+    assert typo.returncode == 0, typo.stderr
+    assert typo.stdout.strip() == "a-1: signal 'aprove' sent"
+    assert ("run 'a-1' waits for signal 'approve', not 'aprove': this signal is kept until "
+            "a wait of its name takes it (a typo?)") in typo.stderr
+    right = await cli("signal", "a-1", "approve", "--data", '{"ok": 1}', db=url)
+    assert right.returncode == 0 and "WARNING" not in right.stderr, right.stderr
+    assert await app.handle("a-1").result(timeout=30) == {"ok": 1}
+    unknown = await cli("signal", "d-9", "approve", "--data", "{}", db=url)
+    assert unknown.returncode == 1 and "waits for signal" not in unknown.stderr
+
+
 async def _waiting(app: App, run_id: str) -> None:
     for _ in range(600):
         if (await app.get_run(run_id)).status is tether.RunStatus.WAITING:

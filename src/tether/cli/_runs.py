@@ -452,6 +452,8 @@ async def send_signal(args: argparse.Namespace) -> int:
         sent = await app._signal(args.run_id, args.name, payload,
                                  idempotency_key=args.idempotency_key)
         report = await signal_report(app, args.run_id, args.name, payload, sent)
+        if report.created:
+            await _warn_other_wait(app, args.run_id, args.name)
     if report.created:
         outcome = "sent"
     elif report.name_differs or report.data_differs:
@@ -464,6 +466,25 @@ async def send_signal(args: argparse.Namespace) -> int:
             "; its data cannot be read to compare)" if report.data_differs is None else ")")
     print(f"{safe(args.run_id)}: signal '{safe(args.name)}' {outcome}")
     return 0
+
+
+async def _warn_other_wait(app: App, run_id: str, name: str) -> None:
+    """A signal sent to a run that waits for a signal of another name (``tether signal
+    post-1 reveiw`` to a run waiting for ``review``) is kept until a wait of its own name
+    takes it, which may be never: say so, naming the signal the run waits for. (Sending
+    a signal before the wait that takes it is fine: said only while another one is
+    awaited.)"""
+    try:
+        run = await app.store.run_get(run_id)
+    except TetherError:
+        return
+    awaited = (run.waiting_for or "") if run is not None else ""
+    if run is None or run.status != RunStatus.WAITING \
+            or not awaited.startswith("signal ") or awaited == f"signal {name}":
+        return
+    log.warning("run %r waits for signal %r, not %r: this signal is kept until a wait "
+                "of its name takes it (a typo?)", run_id, awaited.removeprefix("signal "),
+                name)
 
 
 async def resume(args: argparse.Namespace) -> int:
