@@ -440,6 +440,18 @@ async def test_a_signal_of_another_name_than_the_awaited_one_is_warned_of(
     assert unknown.returncode == 1 and "waits for signal" not in unknown.stderr
 
 
+async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
+        served: tuple[App, str]) -> None:
+    """``tether budget RUN --usd 5`` of a run that has ended is a one-line error about
+    the budget: it said "signal 'budget' not sent", naming a signal the user never sent
+    (the command's means, not its meaning)."""
+    app, url = served
+    await (await app.start("doubler", 1, run_id="bd-1")).result(timeout=30)
+    got = await cli("budget", "bd-1", "--usd", "5", db=url)
+    assert_one_line_error(got, "run 'bd-1' has ended (completed): its budget was not changed")
+    assert got.returncode == 1 and "signal" not in got.stderr
+
+
 async def _waiting(app: App, run_id: str) -> None:
     for _ in range(600):
         if (await app.get_run(run_id)).status is tether.RunStatus.WAITING:

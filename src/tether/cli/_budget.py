@@ -13,6 +13,7 @@ from typing import Any
 
 from tether._fit import say
 from tether.cli._common import CliError, client, run_id_arg, safe
+from tether.errors import SignalError
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -39,7 +40,13 @@ async def budget(args: argparse.Namespace) -> int:
     if args.tokens is not None:
         payload["tokens"] = args.tokens
     async with client(args) as app:
-        await app.signal(args.run_id, BUDGET_SIGNAL, payload)
+        try:
+            await app.signal(args.run_id, BUDGET_SIGNAL, payload)
+        except SignalError:
+            # (the store's "signal 'budget' not sent" named a signal the user never sent)
+            status = (await app.get_run(args.run_id)).status.value
+            raise CliError(f"run {args.run_id!r} has ended ({status}): its budget was not "
+                           "changed (a budget is set on a run that has not ended)") from None
     limits = ", ".join(f"usd {v:.6f}".rstrip("0").rstrip(".") if k == "usd"
                        else f"{k} {int(v)}" for k, v in payload.items())  # (not 1e+06)
     say(f"budget of run {safe(args.run_id)} set to {limits}")
