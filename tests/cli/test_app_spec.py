@@ -35,6 +35,15 @@ CASES = [
                         "boom while importing ("),
     ("spec_syntax:app", "cannot import 'spec_syntax': its import raised SyntaxError: "),
     (":app", "expected MODULE:APP, got ':app'"),
+    # A file's path where a module's name belongs (until 2026-12-06 "No module named
+    # 'spec_ok.py'; 'spec_ok' is not a package", or for ./spec_ok.py a TypeError about
+    # relative imports), and where a module is looked for.
+    ("spec_ok.py:app", "'spec_ok.py' is a file's path; MODULE is a module's name, as "
+                       "Python imports it from the current folder: spec_ok:app"),
+    ("./spec_ok.py", "'./spec_ok.py' is a file's path; MODULE is a module's name, as "
+                     "Python imports it from the current folder: spec_ok"),
+    ("spec_missing:app", "No module named 'spec_missing' (modules are imported from the "
+                         "current folder, "),
 ]
 
 #: Every command that takes MODULE:APP, with the arguments it needs to reach it.

@@ -128,12 +128,25 @@ def load_app(spec: str) -> App:
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise CliError(f"expected MODULE:APP, got {spec!r}", EXIT_USAGE)
+    if "/" in module_name or os.sep in module_name or (
+            module_name.endswith(".py") and os.path.isfile(module_name)):
+        # A file's path (`tether worker tour.py:app`, `./tour.py`): importlib answered
+        # "'tour' is not a package" or a TypeError about relative imports.
+        path = module_name.removesuffix(".py").removeprefix("./").replace(os.sep, "/")
+        dotted = "MODULE" if not path or ".." in path else path.replace("/", ".")
+        raise CliError(f"{module_name!r} is a file's path; MODULE is a module's name, as "
+                       f"Python imports it from the current folder: "
+                       f"{dotted}{':' + attr if attr else ''}", EXIT_USAGE)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CliError(f"cannot import {module_name!r}: {exc}", EXIT_USAGE) from None
+        where = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
+            where = (f" (modules are imported from the current folder, {os.getcwd()}, and "
+                     "PYTHONPATH)")
+        raise CliError(f"cannot import {module_name!r}: {exc}{where}", EXIT_USAGE) from None
     except Exception as exc:  # the module's own code raised while it was imported
         raise CliError(f"cannot import {module_name!r}: its import raised "
                        f"{type(exc).__name__}: {exc}{_where(exc)}", EXIT_USAGE) from None
