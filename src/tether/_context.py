@@ -48,6 +48,13 @@ def run_id() -> str:
     return ctx.run_id
 
 
+#: Where ``step_key`` and ``step_attempt`` belong. A step called outside a workflow is an
+#: ordinary call (docs/concepts.md): "can only be used inside a step", raised from inside
+#: the step's own body, read as a bug until 2026-12-06.
+_IN_A_STEP = ("a step that a workflow's run executes (called outside a workflow, a step is "
+              "an ordinary call, with no attempt or key)")
+
+
 def step_key() -> str:
     """Inside a step: a stable idempotency key (run id + position) for external APIs.
 
@@ -56,7 +63,7 @@ def step_key() -> str:
     """
     step = current_step.get()
     if step is None:
-        raise OutsideRun("tether.step_key()", "a step")
+        raise OutsideRun("tether.step_key()", _IN_A_STEP)
     return step.key
 
 
@@ -64,7 +71,7 @@ def step_attempt() -> int:
     """Inside a step: which attempt this is (1 for the first)."""
     step = current_step.get()
     if step is None:
-        raise OutsideRun("tether.step_attempt()", "a step")
+        raise OutsideRun("tether.step_attempt()", _IN_A_STEP)
     return step.attempt
 
 

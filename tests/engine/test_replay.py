@@ -128,6 +128,29 @@ async def test_step_outside_workflow_is_a_plain_call(tmp_path: object) -> None:
     assert await triple(2) == 6
 
 
+async def test_step_attempt_in_a_step_called_outside_a_workflow_says_why(
+        tmp_path: object) -> None:
+    """``tether.step_attempt()`` / ``step_key()`` in the body of a step called outside a
+    workflow (the tutorial's ``fetch`` tried at a prompt) raise ``OutsideRun``, saying
+    that such a call is an ordinary one: it said "can only be used inside a step", from
+    inside a step's body."""
+    app = App(f"sqlite:///{tmp_path}/t.db")
+
+    @app.step
+    def fetch(page: int) -> str:
+        return f"page {page} attempt {tether.step_attempt()}"
+
+    @app.step
+    async def keyed() -> str:
+        return tether.step_key()
+
+    for call in (lambda: fetch(1), keyed):
+        with pytest.raises(tether.OutsideRun, match=r"inside a step that a workflow's run "
+                           r"executes \(called outside a workflow, a step is an ordinary "
+                           r"call, with no attempt or key\)"):
+            await call()
+
+
 async def test_sync_step_runs_off_the_event_loop(store_url: str) -> None:
     """A plain def step runs in a worker thread, not on the loop's thread."""
     import threading
