@@ -452,6 +452,21 @@ async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
     assert got.returncode == 1 and "signal" not in got.stderr
 
 
+async def test_a_start_on_a_queue_no_worker_serves_is_warned_of(
+        served: tuple[App, str]) -> None:
+    """``tether start doubler --queue defualt`` (a typo) queued the run where no worker
+    of the store looks, silently, while ``doubler`` is registered on ``default``: the
+    run waited for ever. A warning now names the queue the workflow is registered on.
+    A queue a worker serves gets none."""
+    _, url = served
+    typo = await cli("start", "doubler", "--queue", "defualt", "--input", "[1]", db=url)
+    assert typo.returncode == 0, typo.stderr
+    assert ("no worker of this store serves queue 'defualt', where this run waits; "
+            "workflow 'doubler' is registered on queue 'default'") in typo.stderr
+    fine = await cli("start", "doubler", "--queue", "default", "--input", "[1]", db=url)
+    assert fine.returncode == 0 and "WARNING" not in fine.stderr, fine.stderr
+
+
 async def _waiting(app: App, run_id: str) -> None:
     for _ in range(600):
         if (await app.get_run(run_id)).status is tether.RunStatus.WAITING:

@@ -181,6 +181,8 @@ async def start(args: argparse.Namespace) -> int:
     async with app:
         handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
         report = await start_report(app, handle, values, args.queue)
+        if report.created and args.queue is not None:
+            await _warn_unserved_queue(app, args.workflow, args.queue)
         doc = await run_document(app, handle.run_id) if args.json else None
     if not report.created:
         if report.input_differs is None:
@@ -200,6 +202,24 @@ async def start(args: argparse.Namespace) -> int:
     else:
         print(safe(handle.run_id))
     return 0
+
+
+async def _warn_unserved_queue(app: App, workflow: str, queue: str) -> None:
+    """``tether start crawl --queue defualt``: a run put on a queue no worker of the
+    store serves, of a workflow registered on another queue, waits until a worker is
+    started with ``--queue`` that one, which may be never (a typo): say so, naming the
+    workflow's queue. (A workflow not registered yet is warned of by ``App.start``.)"""
+    try:
+        registered = (await app.store.workflow_list()).get(workflow)
+        if registered is None or registered == queue:
+            return
+        served = {q for w in await app.store.worker_list() for q in w.queues.split(",")}
+    except TetherError:
+        return
+    if queue not in served:
+        log.warning("no worker of this store serves queue %r, where this run waits; "
+                    "workflow %r is registered on queue %r (a typo? its workers serve "
+                    "that one unless started with --queue)", queue, workflow, registered)
 
 
 def _filter_name(value: str | None, what: str) -> str | None:
