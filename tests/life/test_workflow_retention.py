@@ -188,7 +188,11 @@ def test_tether_purge_takes_the_runs_of_the_workflows_named(store_url: str) -> N
     bad = cli("purge", "--older-than", "0s", "--workflow", "", db=store_url)
     assert bad.returncode == 2 and "--workflow" in bad.stderr, bad
     assert "Traceback" not in bad.stderr
-    assert "--workflow NAME" in cli("purge", "--help", db=None).stdout
+    helped = " ".join(cli("purge", "--help", db=None).stdout.split())
+    assert "--workflow NAME" in helped
+    # (a bare number is seconds: the help said only "e.g. 90s, 15m, 12h, 30d, 2w", and
+    # `--older-than 30` purged what ended over 30 seconds ago)
+    assert "a bare number is seconds (--older-than 30 is 30 seconds, not days)" in helped
 
 
 def test_tether_purge_warns_of_a_workflow_the_store_does_not_know(store_url: str) -> None:

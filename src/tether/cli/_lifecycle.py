@@ -116,7 +116,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "what it is told to). --json prints the counts {runs, journal_entries, "
         "archived_entries, attempts, signals, payloads, blobs} and run_ids.")
     p.add_argument("--older-than", required=True, metavar="DURATION",
-                   help="e.g. 90s, 15m, 12h, 30d, 2w")
+                   help="e.g. 90s, 15m, 12h, 30d, 2w; a bare number is seconds "
+                   "(--older-than 30 is 30 seconds, not days)")
     p.add_argument("--status", metavar="S[,S]", action="append",
                    help=f"statuses to purge (default: {','.join(ENDED_VALUES)}; repeat "
                    "for several, as a comma list does)")
