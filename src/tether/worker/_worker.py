@@ -1040,8 +1040,9 @@ class Worker:
                     worker_id=w.worker_id, now=now if cut is None else min(now, cut))
                 self._peers.remove(w)
                 if n:
-                    log.info("worker %s is gone; %d of its runs are claimable now",
-                             w.worker_id, n)
+                    # ("1 of its runs are" until 2026-12-06)
+                    log.info("worker %s is gone; %d of its runs %s claimable now",
+                             w.worker_id, n, "is" if n == 1 else "are")
                     self._wake.set()
 
     # -- executing one run ---------------------------------------------------------------------
