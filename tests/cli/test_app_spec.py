@@ -8,6 +8,7 @@ traceback, and only an empty module name exited 2."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,3 +76,32 @@ async def test_a_spec_that_names_no_app_exits_2(command: str, tmp_path: Path) ->
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, (spec, done.returncode, done.stderr)
         assert_one_line_error(done, says)
+
+
+async def test_start_with_app_refuses_an_input_the_workflow_cannot_take(
+        tmp_path: Path) -> None:
+    """``tether start crawl --app tour:app`` without ``--input`` (or with one argument
+    too many) started a run that failed on the worker with a ``TypeError``: with the
+    code at hand, it is bad input (exit 2) naming the signature, and no run starts."""
+    (tmp_path / "spec_flow.py").write_text(
+        "from tether import App\napp = App()\n\n"
+        "@app.workflow\nasync def crawl(pages: int, depth: int = 1) -> list[str]:\n"
+        "    return []\n")
+    url = f"sqlite:///{tmp_path}/tether.db"
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
+
+    def start(*more: str) -> subprocess.CompletedProcess[str]:
+        return forked.run([sys.executable, "-m", "tether", "start", "crawl", "--app",
+                           "spec_flow:app", "--db", url, *more], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+    for given, says in ((None, "--input [] does not fit crawl(pages: int, depth: int = 1): "
+                               "missing a required argument: 'pages'"),
+                        ("[1, 2, 3]", "--input [1, 2, 3] does not fit crawl(pages: int, "
+                                      "depth: int = 1): too many positional arguments")):
+        done = start(*(() if given is None else ("--input", given)))
+        assert done.returncode == 2, done.stderr
+        assert_one_line_error(done, says)
+    assert not (tmp_path / "tether.db").exists()  # nothing started
+    fine = start("--input", "[3, 2]", "--id", "c-1")
+    assert fine.returncode == 0 and fine.stdout.strip() == "c-1", fine.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import logging
 import sys
 from typing import Any
@@ -71,8 +73,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", metavar="Q", help="queue (default: the workflow's own)")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="load workflow definitions from code instead of the workers' "
-                   "registry (a name that app lacks is refused; its store is used unless "
-                   "--db is given)")
+                   "registry (a name that app lacks is refused, and an --input the "
+                   "workflow's signature cannot take; its store is used unless --db is "
+                   "given)")
     p.add_argument("--json", action="store_true",
                    help="print the run's document (as POST /api/v1/runs answers it) with "
                    "created (false: the run id existed), input_differs (whether that "
@@ -174,6 +177,7 @@ async def start(args: argparse.Namespace) -> int:
             names = ", ".join(sorted(app.workflows())) or "none"
             raise CliError(f"{args.app} has no workflow {args.workflow!r} (its workflows: "
                            f"{names})", 2)
+        _check_arguments(app, args.workflow, values)
         if args.db:
             app.use_store(store_url(args, must_exist=False))
     else:
@@ -202,6 +206,23 @@ async def start(args: argparse.Namespace) -> int:
     else:
         print(safe(handle.run_id))
     return 0
+
+
+def _check_arguments(app: App, workflow: str, values: list[Any]) -> None:
+    """With ``--app``, the workflow's code is at hand: ``--input`` that its signature
+    cannot take (none where an argument is required, one too many) is bad input (exit
+    2), not a run started to fail with a ``TypeError`` on the worker."""
+    fn = app._workflows[workflow].fn
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # (a callable Python cannot describe: the worker will tell)
+    try:
+        signature.bind(*values)
+    except TypeError as exc:
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        raise CliError(f"--input {json.dumps(values)} does not fit {safe(workflow)}{shown}: "
+                       f"{exc}", 2) from None
 
 
 async def _warn_unserved_queue(app: App, workflow: str, queue: str) -> None:
