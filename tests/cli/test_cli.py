@@ -467,6 +467,20 @@ async def test_a_start_on_a_queue_no_worker_serves_is_warned_of(
     assert fine.returncode == 0 and "WARNING" not in fine.stderr, fine.stderr
 
 
+async def test_runs_of_a_workflow_no_worker_registered_is_warned_of(
+        served: tuple[App, str]) -> None:
+    """``tether runs --workflow doublr`` (a typo) answered "no runs", as for a workflow
+    that has none yet: a warning says no worker has registered the name, with the
+    closest one. A registered workflow without runs gets "no runs" alone."""
+    _, url = served
+    typo = await cli("runs", "--workflow", "doublr", db=url)
+    assert typo.returncode == 0 and typo.stdout == "no runs\n", typo
+    assert ("no worker has registered workflow 'doublr' in this store (did you mean "
+            "'doubler'?)") in typo.stderr
+    none_yet = await cli("runs", "--workflow", "doubler", db=url)
+    assert none_yet.stdout == "no runs\n" and "WARNING" not in none_yet.stderr, none_yet
+
+
 async def _waiting(app: App, run_id: str) -> None:
     for _ in range(600):
         if (await app.get_run(run_id)).status is tether.RunStatus.WAITING:

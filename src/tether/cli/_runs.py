@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import inspect
 import json
 import logging
@@ -250,6 +251,18 @@ def _filter_name(value: str | None, what: str) -> str | None:
     return None if not value else check_name(what, value)
 
 
+async def _warn_unknown_filter(app: App, workflow: str) -> None:
+    """``tether runs --workflow crwl`` answered "no runs", as for a workflow with none
+    yet: when no worker has registered the name either, say so, with the closest name
+    the store knows (a typo)."""
+    known = await app.store.workflow_list()
+    if workflow in known:
+        return
+    close = difflib.get_close_matches(workflow, sorted(known), n=1)
+    log.warning("no worker has registered workflow %r in this store%s", workflow,
+                f" (did you mean {close[0]!r}?)" if close else "")
+
+
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         # (the search the API's list and the runs page make: a workflow's through its
@@ -259,6 +272,8 @@ async def runs(args: argparse.Namespace) -> int:
             queue=_filter_name(args.queue, "queue"), limit=args.limit)
         # (a blocked run waits for an operator: its cell says why, as `tether show` does)
         blocked = {r.run_id: blocked_reason(app, r) for r in found if r.status == "blocked"}
+        if not found and args.workflow:
+            await _warn_unknown_filter(app, args.workflow)
     if args.json:
         # The fields GET /api/v1/runs gives each run (before 2026-12-06 the CLI left out
         # metrics and a fork's origin).
