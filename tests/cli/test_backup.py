@@ -228,6 +228,25 @@ async def test_a_backup_is_never_written_over_a_file(tmp_path: Path) -> None:
         await store.backup(str(backup))  # type: ignore[attr-defined]
 
 
+def test_a_backup_path_that_is_empty_or_a_folder_is_bad_input(tmp_path: Path) -> None:
+    """``tether db backup ''`` said " exists already" (of the current folder) and
+    ``tether db backup /backups`` that the folder "exists already", exit 1, as if an
+    older backup were there: both are bad input (exit 2) saying what to give."""
+    source = f"sqlite:///{tmp_path / 'tether.db'}"
+    (tmp_path / "backups").mkdir()
+    empty = _tether("db", "backup", "", "--db", source, env=_env(tmp_path / "s"))
+    assert empty.returncode == 2, empty.stderr
+    assert "tether: error: the backup's PATH is empty: give the new file to write" \
+        in empty.stderr
+    folder = _tether("db", "backup", str(tmp_path / "backups"), "--db", source,
+                     env=_env(tmp_path / "s"))
+    assert folder.returncode == 2, folder.stderr
+    assert (f"tether: error: {tmp_path / 'backups'} is a folder: give the path of the new "
+            f"backup file to write in it ({tmp_path / 'backups' / 'tether-backup.db'}, "
+            "say)") in folder.stderr
+    assert os.listdir(tmp_path / "backups") == []
+
+
 @pytest.mark.postgres
 def test_a_postgres_backup_without_pg_dump_says_what_to_do(
     tmp_path: Path, pg_migrated_url: str

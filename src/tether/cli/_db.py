@@ -5,6 +5,7 @@ backup in a store's place, refusing to write over one in use or holding runs."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from tether.cli._common import EXIT_USAGE, CliError, dumps, store_url
@@ -91,7 +92,19 @@ async def status(args: argparse.Namespace) -> int:
     return 1 if args.check and pending else 0
 
 
+def _check_backup_path(path: str) -> None:
+    """Bad input, exit 2: an empty PATH (it said " exists already", of the current
+    folder) and a folder (that it exists already, as if an older backup were there)."""
+    if not path:
+        raise CliError("the backup's PATH is empty: give the new file to write", EXIT_USAGE)
+    if os.path.isdir(path):
+        raise CliError(f"{path} is a folder: give the path of the new backup file to "
+                       f"write in it ({os.path.join(path, 'tether-backup.db')}, say)",
+                       EXIT_USAGE)
+
+
 async def backup(args: argparse.Namespace) -> int:
+    _check_backup_path(args.path)
     url = store_url(args)
     store: Any = open_store(url, migrate=False)
     if not hasattr(store, "backup"):
