@@ -228,6 +228,29 @@ async def test_a_backup_is_never_written_over_a_file(tmp_path: Path) -> None:
         await store.backup(str(backup))  # type: ignore[attr-defined]
 
 
+def test_an_empty_db_is_bad_input_not_the_default_store(tmp_path: Path) -> None:
+    """``--db ''`` (a script's unset variable: ``--db "$URL"``) was taken as no --db, so
+    ``tether db restore BACKUP --db '' --force`` replaced ./tether.db (or
+    $TETHER_DATABASE_URL's store): it is bad input (exit 2), after the command or
+    before it, and the store is left as it was."""
+    store = tmp_path / "tether.db"
+    source = f"sqlite:///{tmp_path / 'src.db'}"
+    _tether("start", "waits", "--id", "keep-me", "--db", f"sqlite:///{store}",
+            env=_env(tmp_path / "s"))
+    _tether("start", "waits", "--id", "other", "--db", source, env=_env(tmp_path / "s"))
+    assert _tether("db", "backup", str(tmp_path / "b.db"), "--db", source,
+                   env=_env(tmp_path / "s")).returncode == 0
+    env = {**_env(tmp_path / "s"), "TETHER_DATABASE_URL": f"sqlite:///{store}"}
+    for argv in (("db", "restore", str(tmp_path / "b.db"), "--db", "", "--force"),
+                 ("--db", "", "db", "restore", str(tmp_path / "b.db"), "--force"),
+                 ("runs", "--db", " ")):
+        out = _tether(*argv, env=env)
+        assert out.returncode == 2, (argv, out.stdout, out.stderr)
+        assert "argument --db: empty: give a store URL" in out.stderr, out.stderr
+    shown = _tether("show", "keep-me", env=env)
+    assert shown.returncode == 0, shown.stderr  # not replaced by the backup's runs
+
+
 def test_a_backup_path_that_is_empty_or_a_folder_is_bad_input(tmp_path: Path) -> None:
     """``tether db backup ''`` said " exists already" (of the current folder) and
     ``tether db backup /backups`` that the folder "exists already", exit 1, as if an

@@ -31,7 +31,7 @@ from tether.cli import (
     _serve,
     _worker,
 )
-from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id
+from tether.cli._common import DB_HELP, EXIT_USAGE, CliError, bad_run_id, db_url_arg
 from tether.errors import InvalidName, RunNotFound, TetherError
 
 EXIT_ERROR = 1
@@ -60,7 +60,7 @@ GLOBAL_OPTIONS = (
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", metavar="URL", help=DB_HELP)
+    common.add_argument("--db", metavar="URL", type=db_url_arg, help=DB_HELP)
     _logging.add_arguments(common)
     parser = _Parser(
         prog="tether",
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     before = parser.add_argument_group("options before COMMAND", GLOBAL_OPTIONS)
     # Under dests of their own: the command's parser sets its own (None when not given)
     # on the namespace after these, and ``_Parser`` then picks.
-    before.add_argument("--db", metavar="URL", dest="before_db", help=DB_HELP)
+    before.add_argument("--db", metavar="URL", dest="before_db", type=db_url_arg,
+                        help=DB_HELP)
     _logging.add_arguments(before, dest_prefix="before_")
     before.add_argument("--json", action="store_true", dest="before_json",
                         help="JSON output, for a command that has it")

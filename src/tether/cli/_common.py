@@ -34,6 +34,17 @@ class CliError(Exception):
         self.code = code
 
 
+def db_url_arg(text: str) -> str:
+    """``--db URL``: an empty one is bad input (exit 2). It was taken as no ``--db`` at
+    all, so a script's unset variable (``--db "$URL"``) named ``./tether.db``, or
+    ``$TETHER_DATABASE_URL``'s store: a ``db restore --force`` replaced that one."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "empty: give a store URL (sqlite:///path.db, postgresql://host/db), or leave "
+            "--db out for $TETHER_DATABASE_URL or sqlite:///./tether.db")
+    return text
+
+
 def store_url(args: argparse.Namespace, *, must_exist: bool = True) -> str:
     """The store URL; for commands that only read, a SQLite file must already exist
     (so a typo does not create an empty store)."""

@@ -9,7 +9,15 @@ from tether._fit import WIDE_HELP, columns, fit_width
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether._types import check_name
-from tether.cli._common import DB_HELP, CliError, client, dumps, fmt_time, safe
+from tether.cli._common import (
+    DB_HELP,
+    CliError,
+    client,
+    db_url_arg,
+    dumps,
+    fmt_time,
+    safe,
+)
 from tether.cli._logging import LEVELS
 from tether.errors import shown
 
@@ -22,7 +30,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     # --db may come before or after the action; a default here would hide the first.
     inner = argparse.ArgumentParser(add_help=False)
-    inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=DB_HELP)
+    inner.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, type=db_url_arg,
+                       help=DB_HELP)
     inner.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS,
                        help="log lines at this level and above (default: info)")
     inner.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
