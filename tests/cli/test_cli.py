@@ -284,6 +284,28 @@ async def test_a_misspelt_workflow_name_gets_a_suggestion(served: tuple[App, str
     assert "did you mean" not in unlike.stderr
 
 
+async def test_start_json_carries_the_warnings_it_printed(served: tuple[App, str]) -> None:
+    """``tether start --json`` printed its warnings (a workflow no worker registered, an
+    id already used) on stderr only, where ``POST /api/v1/runs`` gives them in the
+    answer's ``warnings``: a script reading the JSON could not see that its run would
+    wait for ever. They are now in the JSON too; a start with nothing to warn of has no
+    ``warnings``."""
+    _, url = served
+    typo = await cli("start", "doublr", "--input", "[1]", "--id", "w-1", "--json", db=url)
+    assert typo.returncode == 0, typo.stderr
+    assert json.loads(typo.stdout)["warnings"] == [
+        "no worker has registered workflow 'doublr' in this store yet (did you mean "
+        "'doubler'?); the run waits on queue 'default' until a worker with that workflow "
+        "serves it"]
+    fine = await cli("start", "doubler", "--input", "[1]", "--id", "w-2", "--json", db=url)
+    assert fine.returncode == 0, fine.stderr
+    assert "warnings" not in json.loads(fine.stdout)
+    again = await cli("start", "doubler", "--input", "[2]", "--id", "w-2", "--json", db=url)
+    assert json.loads(again.stdout)["warnings"] == [
+        "run 'w-2' already existed and was not started again; its input differs from "
+        "this one"]
+
+
 async def test_runs_filters_by_workflow_and_queue(store_url: str) -> None:
     """``tether runs --workflow NAME`` and ``--queue NAME`` list the runs the API's and
     the runs page's ``workflow=`` and ``queue=`` list, with ``--status`` and ``--limit``

@@ -80,9 +80,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the run's document (as POST /api/v1/runs answers it) with "
                    "created (false: the run id existed), input_differs (whether that "
-                   "run's input differs from --input; null if it cannot be read) and "
+                   "run's input differs from --input; null if it cannot be read), "
                    "queue_differs (whether its queue differs from --queue, or the "
-                   "workflow's own without it)")
+                   "workflow's own without it) and, when it warned of something, "
+                   "warnings (the lines it printed)")
     p.set_defaults(handler=start)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -183,6 +184,35 @@ async def start(args: argparse.Namespace) -> int:
             app.use_store(store_url(args, must_exist=False))
     else:
         app = client(args, must_exist=False)
+    warned = _Warnings()
+    logging.getLogger("tether").addHandler(warned)
+    try:
+        doc = await _start(args, app, values)
+    finally:
+        logging.getLogger("tether").removeHandler(warned)
+    if doc is not None:
+        # (the warnings printed above, also in the JSON, as POST /api/v1/runs gives them)
+        if warned.lines:
+            doc["warnings"] = warned.lines
+        print(dumps(doc))
+    return 0
+
+
+class _Warnings(logging.Handler):
+    """The warning lines ``tether start`` logs (a workflow no worker registered, a queue
+    no worker serves, an id already used), kept for ``--json``'s ``warnings``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def _start(args: argparse.Namespace, app: App,
+                 values: list[Any]) -> dict[str, Any] | None:
+    """Start the run; its document for ``--json`` (None: its id was printed)."""
     async with app:
         handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
         report = await start_report(app, handle, values, args.queue)
@@ -201,12 +231,11 @@ async def start(args: argparse.Namespace) -> int:
                     f"({report.wanted_queue!r})")
         log.warning("run %r already existed and was not started again; %s", handle.run_id,
                     how)
-    if doc is not None:
-        doc.update(report.fields())
-        print(dumps(doc))
-    else:
+    if doc is None:
         print(safe(handle.run_id))
-    return 0
+        return None
+    doc.update(report.fields())
+    return doc
 
 
 def _check_arguments(app: App, workflow: str, values: list[Any]) -> None:
