@@ -126,6 +126,14 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
     out = cli("erase", "j-2", "--json", db=store_url)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["journal_entries"] == 1
+    assert json.loads(out.stdout)["already_erased"] is False
+    # Erased again: nothing is left, and it says so (it said "erased run j-2: its input
+    # and outcome, ..." as if it had erased them now).
+    again = cli("erase", "j-2", db=store_url)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("run j-2 was already erased (at "), again.stdout
+    assert again.stdout.rstrip().endswith("nothing was left to erase"), again.stdout
+    assert json.loads(cli("erase", "j-2", "--json", db=store_url).stdout)["already_erased"]
     out = cli("purge", "--older-than", "0s", "--json", db=store_url)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

@@ -23,6 +23,7 @@ from tether.cli._common import (
     CliError,
     client,
     dumps,
+    fmt_time,
     load_app,
     parse_json,
     run_id_arg,
@@ -139,8 +140,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "erased. The copies of its data are erased with it, in the same transaction: its "
         "family, that is its child runs and its forks, and theirs, recursively. If any of "
         "them has not ended (and is not blocked), nothing is erased and the error names "
-        "them; --json lists every run erased in run_ids. An erased run cannot be "
-        "retried, resumed or forked.")
+        "them; --json lists every run erased in run_ids, and already_erased (true: the "
+        "run, alone, had been erased before and nothing was left). An erased run cannot "
+        "be retried, resumed or forked.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=erase)
@@ -368,9 +370,19 @@ def _family_of(run_id: str, erased: list[str]) -> str:
 
 async def erase(args: argparse.Namespace) -> int:
     async with client(args) as app:
+        before = await app.store.run_get(args.run_id)
         report = await app.store.run_erase(run_id=args.run_id, now=app.clock.now())
+    erased_at = before.erased_at if before is not None else None
+    # (erased before, alone: nothing of it can have been written since, as an erased run
+    # never runs again; the store counts what it marks again, and the line said "erased
+    # ... its input and outcome, 1 journal entry" all the same)
+    again = erased_at is not None and report.run_ids == [args.run_id]
     if args.json:
-        print(dumps(report.as_dict()))
+        print(dumps({**report.as_dict(), "already_erased": again}))
+        return 0
+    if again:
+        say(f"run {safe(args.run_id)} was already erased (at {fmt_time(erased_at)}): "
+            "nothing was left to erase")
         return 0
     say(f"erased run {safe(args.run_id)}{_family_of(args.run_id, report.run_ids)}"
         f"{counted(report.journal_entries, 'journal entry', 'journal entries')}, "
