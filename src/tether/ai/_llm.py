@@ -78,6 +78,7 @@ from tether.ai._types import (
     Message,
     OnChunk,
     ToolSpec,
+    Usage,
     chat_client,
     parse_model_spec,
 )
@@ -532,9 +533,11 @@ class LLM:
 def _cost(value: dict[str, Any]) -> tuple[int, float]:
     """The tokens and USD of a journaled call record, as the workflow tallies them:
     its reply's, and what its failed attempts were paid (``failed``)."""
-    record = CallRecord.from_dict(value)
+    # (Read as ``CallRecord.from_dict`` reads them, without building the reply: this
+    # runs twice per call.)
+    usage = Usage.from_dict(value["reply"].get("usage", {}))
     tokens, usd = failed_cost(value)
-    return record.reply.usage.total_tokens + tokens, record.cost_usd + usd
+    return usage.total_tokens + tokens, float(value.get("cost_usd", 0.0)) + usd
 
 
 class _Publisher:

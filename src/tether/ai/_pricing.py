@@ -82,6 +82,9 @@ DEFAULT_CACHE_PRICES: Mapping[str, tuple[float, ...]] = {
 
 # A snapshot suffix: -2025-04-14 (OpenAI), -20250929 (Anthropic), -latest (aliases).
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
+_PREFIX = re.compile(r"^[\w-]+[:/]")
+#: Most model names a ``PriceTable`` remembers the price of (past it, it starts over).
+_PRICES_KEPT = 1_024
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +185,26 @@ class PriceTable:
         for model, pair in (overrides or {}).items():
             table[model] = _checked(model, pair)
         self._table = table
+        #: ``price`` by the name asked (the table does not change; a ``Price`` is
+        #: frozen): a durable call asks two or three times, each a regular
+        #: expression's pass and a new ``Price`` otherwise.
+        self._prices: dict[str, Price] = {}
 
     def price(self, model: str) -> Price:
         """The price of ``model``; a dated snapshot name matches its base name.
 
         A provider prefix (``openai:``, ``anthropic/``) is ignored.
         """
-        name = re.sub(r"^[\w-]+[:/]", "", model.strip())
+        price = self._prices.get(model)
+        if price is None:
+            price = self._looked_up(model)
+            if len(self._prices) >= _PRICES_KEPT:  # (names a provider answered with)
+                self._prices.clear()
+            self._prices[model] = price
+        return price
+
+    def _looked_up(self, model: str) -> Price:
+        name = _PREFIX.sub("", model.strip())
         for candidate in (model, name, _SNAPSHOT.sub("", name)):
             found = self._table.get(candidate)
             if found is not None:
