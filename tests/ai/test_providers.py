@@ -15,6 +15,7 @@ import pytest
 
 from tether import NonRetryable
 from tether.ai import LLM
+from tether.ai._accounting import CallRecord, failed_cost
 from tether.ai._anthropic import OUTPUT_TOOL, AnthropicChat, to_anthropic_messages
 from tether.ai._errors import (
     FatalProviderError,
@@ -23,6 +24,7 @@ from tether.ai._errors import (
     RetryableProviderError,
     parse_retry_after,
 )
+from tether.ai._llm import _cost
 from tether.ai._openai import OpenAIChat
 from tether.ai._pricing import PRICES_AS_OF, PriceTable
 from tether.ai._types import (
@@ -766,6 +768,41 @@ def test_price_table() -> None:
     assert PRICES_AS_OF.count("-") == 2
     with pytest.raises(ValueError):
         PriceTable({"bad": (-1, 0)})
+
+
+def test_a_price_table_remembers_each_names_price() -> None:
+    """A name asked again is answered with the price found the first time (a durable
+    call asks two or three times), and what is remembered is what a lookup finds, for
+    every form of a name; past the most it keeps, it starts over and stays right."""
+    names = ["gpt-4.1-mini", "gpt-4.1-mini-2025-04-14", "openai:gpt-4.1-mini",
+             " anthropic/claude-sonnet-4-5 ", "claude-haiku-4-5-latest", "my-model",
+             "llama3.1:8b", ""]
+    prices = PriceTable({"my-model": (1.0, 2.0, 0.5, 1.5)})
+    first = [prices.price(n) for n in names]
+    assert all(prices.price(n) is p for n, p in zip(names, first, strict=True))
+    assert first == [PriceTable({"my-model": (1.0, 2.0, 0.5, 1.5)}).price(n) for n in names]
+    assert first[0] == first[1] == first[2] and first[0].known
+    assert first[6].known is False and first[7].known is False
+    for i in range(3_000):  # (names a provider answered with, all unknown)
+        assert prices.price(f"model-{i}").known is False
+    assert [prices.price(n) for n in names] == first
+    assert len(prices._prices) <= 1_024
+
+
+@pytest.mark.parametrize("record", [
+    CallRecord(ChatReply(text="a", usage=Usage(120, 12)), 0.25, True).to_dict(),
+    CallRecord(ChatReply(text="a", usage=Usage(100, 7, 40, 30, 10)), 1e-06, True).to_dict(),
+    {**CallRecord(ChatReply(text=None), 0.0, False).to_dict(),
+     "failed": {"tokens": 50, "usd": 0.5, "estimated": 3}},
+    {"reply": {"text": "older record"}, "failed": {"tokens": -1, "usd": "x"}},
+], ids=["reply", "cache", "failed", "older"])
+def test_a_calls_cost_is_read_from_its_record_as_the_record_reads_it(
+        record: dict[str, Any]) -> None:
+    """``_cost`` (tokens and USD a durable call tallies, twice per call) reads the record
+    without building its reply: the same figures as the record it would build."""
+    built = CallRecord.from_dict(record)
+    tokens, usd = failed_cost(record)
+    assert _cost(record) == (built.reply.usage.total_tokens + tokens, built.cost_usd + usd)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream"])
