@@ -257,8 +257,12 @@ def paid_by(exc: BaseException, price: Any,
 
 def failed_cost(record: Mapping[str, Any]) -> tuple[int, float]:
     """What a journaled call record says its failed attempts were paid (its
-    ``failed``: tokens, USD), 0 for a record without it (an older Tether's)."""
-    paid = PaidAttempts.read(record.get("failed"))
+    ``failed``: tokens, USD), 0 for a record without it (an older Tether's, or a call
+    whose first attempt was answered: most)."""
+    failed = record.get("failed")
+    if failed is None:
+        return 0, 0.0
+    paid = PaidAttempts.read(failed)
     return paid.tokens, paid.usd
 
 
