@@ -23,7 +23,8 @@ profiler can attach (``py-spy record -r 500 -p PID``; the PID is printed to stde
 ``--hook aesgcm`` runs the app with ``payload_hook=AesGcm(...)`` (a fixed 256-bit key):
 what encryption adds to a durable call (its journal and its message texts).
 PostgreSQL: a fresh database named ``$TETHER_TEST_DB_PREFIX`` + ``llmcost_...``,
-dropped at the end (``$TETHER_BENCH_PG`` is the server's URL).
+dropped at the end (``$TETHER_BENCH_PG`` is the server's URL); SQLite: a temporary
+folder, removed at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -133,6 +135,7 @@ async def main() -> dict[str, Any]:
             await sys_tether.MODEL[0].aclose()
         await app.close()
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # (the SQLite store, a few MB a process)
         if db_name:
             import psycopg
 
