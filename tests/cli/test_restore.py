@@ -44,11 +44,12 @@ needs_pg_tools = pytest.mark.skipif(
 def _newest_migration(backend: str) -> tuple[int, str, str]:
     """The newest migration of ``backend`` (``sqlite``, ``postgres``): its number, its
     name and the index it creates, which the older-schema tests drop to make a backup
-    one migration behind (each migration since 0014 is such an index; a newer one that
-    is not must be undone here by hand)."""
+    one migration behind (each migration since 0014 creates such an index, the first it
+    creates is dropped: the migration creates it again, its other statements being
+    idempotent; a newer one that creates none must be undone here by hand)."""
     folder = Path(__file__).parents[2] / "src" / "tether" / "store" / backend / "migrations"
     newest = max(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
-    found = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+) ON", newest.read_text())
+    found = re.search(r"CREATE INDEX (?:IF NOT EXISTS )?(\w+)\s+ON", newest.read_text())
     assert found is not None, f"{newest.name} creates no index: undo it here by hand"
     return int(newest.name[:4]), newest.stem, found.group(1)
 

@@ -583,11 +583,16 @@ def test_an_environment_left_open_on_a_closed_loop_does_not_hold_the_store(
     store, opens at once instead of being refused for the claim's 30 s."""
     url = f"sqlite:///{tmp_path}/left.db"
     app = _napper_app()
+    saved = dict(os.environ)  # (the environment left open sets OPENAI_BASE_URL and more)
 
     async def leave_open() -> None:
         await TestEnv(app, store_url=url).open()
 
-    asyncio.run(leave_open())
+    try:
+        asyncio.run(leave_open())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     gc.collect()  # (the left environment's sockets, unclosed: warned about here)
 
     async def next_test() -> str:
