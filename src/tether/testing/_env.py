@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether._app import App, RunHandle
 from tether._lifecycle import tick_schedules
+from tether._procs import process_alive
 from tether.errors import ConfigError, StoreError, TetherError
 from tether.testing.llm_server import ScriptedLLMServer, Step
 from tether.testing.responses_api import ScriptedResponsesServer
@@ -645,12 +646,7 @@ def _claim_live(holder: dict[str, Any]) -> bool:
         loop = _OPEN_CLAIMS.get(str(holder.get("id")))
         return loop is not None and not loop.is_closed()
     if holder.get("host") == socket.gethostname() and isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return process_alive(pid, "")
     return True
 
 
