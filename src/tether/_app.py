@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import difflib
 import functools
 import inspect
 import json
@@ -33,7 +32,15 @@ from tether._operations import run_step, run_sync_step
 from tether._replay import INHERIT_KEY, current_run, current_step, inherited_of
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._show import opened_events
-from tether._types import MAX_NAME, JournalEntry, RunInfo, RunRecord, RunStatus, check_name
+from tether._types import (
+    MAX_NAME,
+    JournalEntry,
+    RunInfo,
+    RunRecord,
+    RunStatus,
+    check_name,
+    did_you_mean,
+)
 from tether._waiters import ResultWaiters
 from tether.errors import (
     ConfigError,
@@ -1171,8 +1178,7 @@ class App:
 def _warn_unknown(workflow: str, queue: str, known: Iterable[str] = ()) -> None:
     """A run was created for a workflow no worker has registered in the store; the
     closest of the ``known`` names is suggested, for a typo (``tether start crwal``)."""
-    close = difflib.get_close_matches(workflow, sorted(set(known)), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(workflow, known)
     _log.warning("no worker has registered workflow %r in this store yet%s; the run waits "
                  "on queue %r until a worker with that workflow serves it", workflow, hint,
                  queue)

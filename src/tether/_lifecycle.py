@@ -606,24 +606,34 @@ async def version_retire(store: Store, *, worker_id: str, now: float) -> None:
         await _versions_update(store, change, now)
 
 
-async def live_versions(store: Store, now: float) -> dict[str, tuple[int, float | None]]:
-    """The code versions that have live workers (heartbeat within ``WORKER_STALE``):
-    for each, how many, and since when a worker of it has been up (``since`` in the
-    versions row; the newest version is the one with the latest)."""
+async def _live_doc(store: Store, now: float) -> tuple[dict[str, Any], dict[str, int]]:
+    """The versions row and, by version, how many of its workers are live (heartbeat
+    within ``WORKER_STALE``)."""
     from tether.store._port import WORKER_STALE
 
-    doc = _versions_doc(await store.kv_get(key=VERSIONS_KEY))
+    row = await store.kv_get(key=VERSIONS_KEY)
+    doc = _versions_doc(row)
     counts: dict[str, int] = {}
+    if row is None:  # (no versioned worker ever started: no worker list to read)
+        return doc, counts
     for w in await store.worker_list():
         version = doc["workers"].get(w.worker_id)
         if isinstance(version, str) and now - w.heartbeat_at <= WORKER_STALE:
             counts[version] = counts.get(version, 0) + 1
-    out: dict[str, tuple[int, float | None]] = {}
-    for version, n in counts.items():
-        info = doc["versions"].get(version)
-        since = info.get("since") if isinstance(info, dict) else None
-        out[version] = (n, float(since) if isinstance(since, (int, float)) else None)
-    return out
+    return doc, counts
+
+
+def _since(info: object) -> float | None:
+    since = info.get("since") if isinstance(info, dict) else None
+    return float(since) if isinstance(since, (int, float)) else None
+
+
+async def live_versions(store: Store, now: float) -> dict[str, tuple[int, float | None]]:
+    """The code versions that have live workers (heartbeat within ``WORKER_STALE``):
+    for each, how many, and since when a worker of it has been up (``since`` in the
+    versions row; the newest version is the one with the latest)."""
+    doc, counts = await _live_doc(store, now)
+    return {v: (n, _since(doc["versions"].get(v))) for v, n in counts.items()}
 
 
 async def newest_live_version(store: Store, workflow: str, now: float) -> str | None:
@@ -631,24 +641,15 @@ async def newest_live_version(store: Store, workflow: str, now: float) -> str | 
     goes to: of the versions with a live worker (heartbeat within ``WORKER_STALE``)
     that serves ``workflow``, the one that came up last; None when there is none (no
     versioned worker)."""
-    from tether.store._port import WORKER_STALE
-
-    row = await store.kv_get(key=VERSIONS_KEY)
-    if row is None:
-        return None
-    doc = _versions_doc(row)
-    live = {doc["workers"].get(w.worker_id) for w in await store.worker_list()
-            if now - w.heartbeat_at <= WORKER_STALE}
+    doc, live = await _live_doc(store, now)
     best: tuple[float, str] | None = None
-    for version, info in doc["versions"].items():
-        if version not in live or not isinstance(info, dict):
-            continue
-        since, served = info.get("since"), info.get("workflows")
-        if not isinstance(since, (int, float)) or not isinstance(served, list) \
-                or workflow not in served:
+    for version in live:
+        info = doc["versions"].get(version)
+        since, served = _since(info), info.get("workflows") if isinstance(info, dict) else None
+        if since is None or not isinstance(served, list) or workflow not in served:
             continue
         if best is None or (since, version) > best:
-            best = (float(since), version)
+            best = (since, version)
     return None if best is None else best[1]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +240,19 @@ _FORBIDDEN = frozenset(
 #: UTF-8 each, so a run id, a signal name and a key at the limit fit together, with
 #: room for the ``.N`` a child's id adds to its parent's per level.
 MAX_NAME = 200
+
+
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The one of ``known`` closest to ``name`` (for a typo's hint, "did you mean ...?",
+    of a name the store does not know), or None when none is close."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'crawl'?)`` (``closest_name``), or "" when none is close."""
+    close = closest_name(name, known)
+    return f" (did you mean {close!r}?)" if close is not None else ""
 
 
 def check_name(what: str, value: object, *, new: bool = True) -> str:

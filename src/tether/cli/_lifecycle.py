@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from tether._lifecycle import (
     parse_statuses,
 )
 from tether._show import counted
-from tether._types import ENDED_VALUES, check_name
+from tether._types import ENDED_VALUES, check_name, closest_name
 from tether.cli._common import (
     CliError,
     client,
@@ -349,9 +348,9 @@ async def _warn_unknown_workflows(app: App, workflows: list[str]) -> None:
     for name in dict.fromkeys(workflows):
         if name in known or await app.store.run_search(workflow=name, limit=1):
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1)
+        close = closest_name(name, known)
         hint = ("; give --workflow once per name (a comma list is one name)" if "," in name
-                else f"; did you mean {safe(close[0])!r}?" if close else "")
+                else f"; did you mean {safe(close)!r}?" if close is not None else "")
         log.warning("no run of workflow %r is stored and no worker has registered it%s",
                     name, hint)
 

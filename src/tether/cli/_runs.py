@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import inspect
 import json
 import logging
@@ -22,7 +21,7 @@ from tether._show import (
     start_report,
     timed_out,
 )
-from tether._types import RunInfo, RunStatus, check_name
+from tether._types import RunInfo, RunStatus, check_name, did_you_mean
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -287,9 +286,8 @@ async def _warn_unknown_filter(app: App, workflow: str) -> None:
     known = await app.store.workflow_list()
     if workflow in known:
         return
-    close = difflib.get_close_matches(workflow, sorted(known), n=1)
     log.warning("no worker has registered workflow %r in this store%s", workflow,
-                f" (did you mean {close[0]!r}?)" if close else "")
+                did_you_mean(workflow, known))
 
 
 async def runs(args: argparse.Namespace) -> int:
