@@ -56,6 +56,20 @@ async def served(store_url: str, llm: LLM | None = None) -> AsyncIterator[tuple[
         yield app, url
 
 
+async def awaiting_input(app: App, client: Any, tool: str = "ask") -> tuple[Any, str]:
+    """A task of ``tool`` created and run until it asks for its input: the task, and the
+    key of its one input request."""
+    created = await client.session.call_tool(
+        tool, {"question": "Your name?"}, allow_claimed=True
+    )
+    assert isinstance(created, CreateTaskResult)
+    async with app.worker():
+        waiting = await poll(client, created.task_id, {"input_required"})
+    assert waiting.input_requests is not None
+    [key] = waiting.input_requests
+    return created, key
+
+
 async def test_a_key_reused_with_other_arguments_is_refused(
     store_url: str, side_file: Path
 ) -> None:
@@ -201,14 +215,7 @@ async def test_a_signal_answer_that_differs_from_the_one_taken_is_told_so(store_
     acknowledged."""
     async with served(store_url) as (app, url), tasks_client(url) as client:
         for tool in ("ask", "relay"):
-            created = await client.session.call_tool(
-                tool, {"question": "Your name?"}, allow_claimed=True
-            )
-            assert isinstance(created, CreateTaskResult)
-            async with app.worker():
-                waiting = await poll(client, created.task_id, {"input_required"})
-            assert waiting.input_requests is not None
-            [key] = waiting.input_requests
+            created, key = await awaiting_input(app, client, tool)
             assert key == (
                 "signal:answer:1" if tool == "ask" else f"child:{created.task_id}.0:signal:answer:1"
             )
@@ -239,14 +246,7 @@ async def test_an_answer_after_a_signal_sent_another_way_is_not_taken(store_url:
     where the run's next wait of that name would take it as its answer. It is not
     sent, and told it was not taken."""
     async with served(store_url) as (app, url), tasks_client(url) as client:
-        created = await client.session.call_tool(
-            "ask", {"question": "Your name?"}, allow_claimed=True
-        )
-        assert isinstance(created, CreateTaskResult)
-        async with app.worker():
-            waiting = await poll(client, created.task_id, {"input_required"})
-        assert waiting.input_requests is not None
-        [key] = waiting.input_requests
+        created, key = await awaiting_input(app, client)
         await app.signal(created.task_id, "answer", {"text": "Cli"})  # as `tether signal`
         with pytest.raises(MCPError) as lost:
             await update_task(
@@ -315,14 +315,7 @@ async def test_the_same_answer_sent_at_once_through_two_servers_is_acknowledged_
     was not taken, "a signal sent another way". Here the other server's delivery is made
     to land exactly there: after the first server's first look at the store."""
     async with served(store_url) as (app, url), tasks_client(url) as client:
-        created = await client.session.call_tool(
-            "ask", {"question": "Your name?"}, allow_claimed=True
-        )
-        assert isinstance(created, CreateTaskResult)
-        async with app.worker():
-            waiting = await poll(client, created.task_id, {"input_required"})
-        assert waiting.input_requests is not None
-        [key] = waiting.input_requests
+        created, key = await awaiting_input(app, client)
         ada = {"action": "accept", "content": {"text": "Ada"}}
         other = apps.build(store_url)  # a second server process on the same store
         async with serve_http(other) as other_url, tasks_client(other_url) as other_client:
