@@ -356,14 +356,9 @@ class Codec:
         """``blob_get`` (a store's) made to read texts by their SHA-256 as this codec
         stores them (``open_blobs``); ``blob_get`` itself without a hook, or if it is
         such a reader already."""
-        if self.hook is None or getattr(blob_get, "opens_blobs", False):
+        if self.hook is None or isinstance(blob_get, _BlobReader):
             return blob_get
-
-        async def read(*, keys: list[str]) -> dict[str, str]:
-            return await self.open_blobs(blob_get, keys)
-
-        read.opens_blobs = True  # type: ignore[attr-defined]
-        return read
+        return _BlobReader(self, blob_get)
 
     def with_unreadable(self, handler: Callable[[PayloadError], BaseException]) -> Codec:
         """A copy whose ``decode`` raises ``handler(error)`` instead of the hook's
@@ -564,3 +559,18 @@ def dumps(value: object) -> str:
 
 def loads(text: str) -> Any:
     return _loads(text)
+
+
+class _BlobReader:
+    """``Codec.blob_reader``'s reader: a store's ``blob_get`` that opens what it reads
+    (``Codec.open_blobs``). A class, so that a reader is known as one and never wrapped
+    twice."""
+
+    __slots__ = ("_blob_get", "_codec")
+
+    def __init__(self, codec: Codec, blob_get: BlobGet) -> None:
+        self._codec = codec
+        self._blob_get = blob_get
+
+    async def __call__(self, *, keys: list[str]) -> dict[str, str]:
+        return await self._codec.open_blobs(self._blob_get, keys)
