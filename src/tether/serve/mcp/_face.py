@@ -56,6 +56,7 @@ from tether.mcp_tasks import (
     iso_time,
     missing_capability,
 )
+from tether.serve.mcp._stdio import run_stdio
 from tether.store import FAIL_FAST, SignalSent
 
 __all__ = ["McpHttp", "TetherTasks", "create_mcp_http", "create_mcp_server", "serve_stdio"]
@@ -1166,7 +1167,7 @@ async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | No
     # FAIL_FAST of a request (``_StoreRequests``).
     keeper = asyncio.ensure_future(_keep_worker(app, draining, abandon) if worker
                                    else _keep_store(app))
-    serving = asyncio.ensure_future(server.run_stdio_async())
+    serving = asyncio.ensure_future(run_stdio(server))
     stopped = asyncio.ensure_future((stop or asyncio.Event()).wait())
     try:
         await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)

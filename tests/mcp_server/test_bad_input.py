@@ -1,0 +1,106 @@
+"""Bad input to the MCP face gets a clear JSON-RPC error, over stdio (``tether mcp``)
+and Streamable HTTP, and the requests after it are served as usual."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.faults.procs import ROOT
+from tests.mcp_server.test_stdio import SERVER_PATH
+
+#: The 2026-07-28 request envelope (no handshake: each request carries it).
+META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def request(method: str, request_id: Any, **params: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method,
+            "params": {**params, "_meta": META}}
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """The lines ``proc`` writes on stdout, read by a thread (None at its end)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _send(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def test_stdio_answers_a_line_that_is_no_message_and_serves_the_next(
+        tmp_path: Path) -> None:
+    """A line on stdin that is not JSON, or JSON that is no JSON-RPC message (a batch,
+    a number, a request whose id is null or whose params are no object), got no answer
+    at all from ``tether mcp`` (the SDK's stdio transport drops it), and the client
+    waited for ever. Each is answered now, -32700 (Parse error) or -32600 (Invalid
+    Request), with the request's id when it can be read and null otherwise; stdout
+    carries only those messages, the line is logged (cut short) on stderr, and the
+    valid request after each is served."""
+    long_line = "x" * 5000
+    tools_list = json.dumps(request("tools/list", 99))
+    cases: list[tuple[str, Any, int]] = [  # (line, the answer's id, its code)
+        ("not json", None, -32700),
+        ("{", None, -32700),
+        (long_line, None, -32700),
+        ("[" + tools_list + "]", None, -32600),
+        ("42", None, -32600),
+        ('{"jsonrpc": "2.0", "id": 7}', 7, -32600),
+        ('{"jsonrpc": "1.0", "id": 8, "method": "tools/list"}', 8, -32600),
+        (json.dumps(request("tools/list", None)), None, -32600),
+        ('{"jsonrpc": "2.0", "id": "p", "method": "tools/list", "params": 5}', "p", -32600),
+    ]
+    with open(tmp_path / "stderr.txt", "w") as err, subprocess.Popen(
+            [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
+             f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+            env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}) as proc:
+        answers: list[dict[str, Any]] = []
+        try:
+            read = _lines(proc)
+            for i, (line, _, _) in enumerate(cases):
+                _send(proc, line)
+                answers.append(json.loads(read.get(timeout=30)))  # (none came: Empty)
+                _send(proc, json.dumps(request("tools/list", i)))
+                answers.append(json.loads(read.get(timeout=30)))
+            assert proc.stdin is not None
+            proc.stdin.close()  # (the server ends)
+            assert proc.wait(30) == 0
+            assert read.get(timeout=30) is None  # (nothing else was written to stdout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    said = (tmp_path / "stderr.txt").read_text()
+    for i, (line, answer_id, code) in enumerate(cases):
+        error, served = answers[2 * i], answers[2 * i + 1]
+        assert error["id"] == answer_id and "id" in error, (line, error)
+        assert error["error"]["code"] == code, (line, error)
+        assert error["error"]["message"] == ("Parse error" if code == -32700
+                                             else "Invalid Request"), error
+        assert served["id"] == i and len(served["result"]["tools"]) == 4, served
+    assert answers[6]["error"]["data"] == ("a line is one JSON-RPC message, a JSON object: "
+                                           "batches (arrays) are not supported")
+    assert answers[14]["error"]["data"] == ('"id" must be a string or an integer, not '
+                                            'null (a notification has no "id")')
+    assert answers[16]["error"]["data"] == '"params" must be an object, not a number'
+    assert "answered -32700 (Parse error: the line is not JSON" in said, said
+    assert "'not json'" in said and f"'{'x' * 200}... (5000 characters)'" in said, said
+    assert long_line not in said
