@@ -12,7 +12,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx2
+
 from tests.faults.procs import ROOT
+from tests.mcp_server import apps
+from tests.mcp_server.host import serve_http
 from tests.mcp_server.test_stdio import SERVER_PATH
 
 #: The 2026-07-28 request envelope (no handshake: each request carries it).
@@ -104,3 +108,39 @@ def test_stdio_answers_a_line_that_is_no_message_and_serves_the_next(
     assert "answered -32700 (Parse error: the line is not JSON" in said, said
     assert "'not json'" in said and f"'{'x' * 200}... (5000 characters)'" in said, said
     assert long_line not in said
+
+
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+           "MCP-Protocol-Version": "2026-07-28"}
+
+
+def _modern(body: dict[str, Any]) -> dict[str, str]:
+    """The 2026-07-28 headers of a request: its method and name (as the SDK sends them)."""
+    headers = dict(HEADERS, **{"Mcp-Method": body["method"]})
+    params = body.get("params") or {}
+    name = params.get("name") or params.get("taskId")
+    if isinstance(name, str):
+        headers["Mcp-Name"] = name
+    return headers
+
+
+async def test_params_that_do_not_fit_the_method_say_which(tmp_path: Path) -> None:
+    """A request whose params do not fit its method's schema (a tools/call without a
+    name, a tasks/get whose taskId is no string) was answered -32602 "Invalid request
+    parameters" with an empty ``data``. The message names the method, the field and
+    what is wrong with it, and ``data.invalid`` lists them."""
+    app = apps.build(f"sqlite:///{tmp_path / 'tether.db'}")
+    nameless = request("tools/call", 1, arguments={})
+    tasks_meta = dict(META, **{"io.modelcontextprotocol/clientCapabilities": {
+        "extensions": {"io.modelcontextprotocol/tasks": {}}}})
+    bad_id = {"jsonrpc": "2.0", "id": 2, "method": "tasks/get",
+              "params": {"taskId": 5, "_meta": tasks_meta}}
+    async with serve_http(app) as url, httpx2.AsyncClient(timeout=30) as http:
+        answers = [(await http.post(url, json=body, headers=_modern(body))).json()
+                   for body in (nameless, bad_id)]
+    assert answers[0]["error"] == {
+        "code": -32602, "message": "Invalid request parameters: tools/call: name: Field "
+        "required", "data": {"invalid": [{"field": "name", "problem": "Field required"}]}}
+    assert answers[1]["error"]["code"] == -32602
+    assert answers[1]["error"]["message"] == ("Invalid request parameters: tasks/get: "
+                                              "taskId: Input should be a valid string")

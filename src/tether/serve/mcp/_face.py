@@ -1037,7 +1037,8 @@ class _StoreRequests:
     store, not the SDK's opaque -32603 "Internal server error"; a task's payload this
     server cannot decode, and a ``ConfigError`` (a store that cannot be opened),
     likewise name why. (``tools/call`` answers a tool error
-    itself.)
+    itself.) Params that do not fit the method's schema are -32602 naming each field
+    and what is wrong with it (the SDK's says "Invalid request parameters", no more).
 
     The flag is set in the request's own context: tasks the request starts inherit it
     (the store's shared tasks, such as the result reader, reset it), the worker that
@@ -1057,8 +1058,40 @@ class _StoreRequests:
                            data=exc.data) from exc
         except ConfigError as exc:  # e.g. a store that cannot be opened (``serve_stdio``)
             raise MCPError(code=INTERNAL_ERROR, message=f"{ctx.method}: {exc}") from exc
+        except ValidationError as exc:
+            if not exc.title.endswith(("Request", "Params")):
+                raise  # (not the request's params: the SDK's answer, as before)
+            # The SDK answers params that do not fit the method's schema (a tools/call
+            # without "name", a tasks/get whose taskId is no string) with -32602
+            # "Invalid request parameters" and an empty ``data``: which field, and what
+            # is wrong with it, are said here.
+            raise MCPError(code=INVALID_PARAMS, message=_invalid_params(ctx.method, exc),
+                           data={"invalid": [
+                               {"field": _field(e["loc"]), "problem": e["msg"]}
+                               for e in exc.errors()[:_SHOWN_PROBLEMS]]}) from exc
         finally:
             FAIL_FAST.reset(token)
+
+
+#: How many of a request's invalid params an error names.
+_SHOWN_PROBLEMS = 5
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error's location as a field path of the request's params."""
+    parts = [str(part) for part in loc]
+    if parts[:1] == ["params"]:  # (the spec methods are validated as whole requests)
+        parts = parts[1:]
+    return ".".join(parts) or "params"
+
+
+def _invalid_params(method: str, exc: ValidationError) -> str:
+    """-32602's message: the method and each invalid param, what is wrong with it."""
+    problems = [f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors()]
+    shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+    if len(problems) > _SHOWN_PROBLEMS:
+        shown += f"; and {len(problems) - _SHOWN_PROBLEMS} more"
+    return f"Invalid request parameters: {method}: {shown}"
 
 
 class _GuardedTasks(TasksExtension):
