@@ -124,6 +124,55 @@ def _modern(body: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
+async def test_http_answers_what_its_transport_refused_in_a_jsonrpc_error(
+        tmp_path: Path) -> None:
+    """The SDK's Streamable HTTP transport refused a POST whose Content-Type is not
+    application/json with 400 and a line of text, one whose Accept lacks a type the
+    2026-07-28 protocol needs with a bare 406, and a body over its limit with 413 and a
+    line of text: its own client reads a JSON-RPC error from such an answer, and
+    nothing else ("Server returned an error response"). On the handshake protocols
+    it answered JSON that is no JSON-RPC request with -32602 and pydantic's text, and
+    a request whose id is null with 202, as a notification, never answered. Each is
+    a JSON-RPC error saying what to send now, and the next request is served."""
+    app = apps.build(f"sqlite:///{tmp_path / 'tether.db'}")
+    tools_list = request("tools/list", 1)
+    legacy = {k: v for k, v in HEADERS.items() if k != "MCP-Protocol-Version"}
+    async with serve_http(app) as url, httpx2.AsyncClient(timeout=30) as http:
+        wrong_type = await http.post(url, content=json.dumps(tools_list), headers=dict(
+            _modern(tools_list), **{"Content-Type": "text/plain"}))
+        no_sse = await http.post(url, content=json.dumps(tools_list), headers=dict(
+            _modern(tools_list), Accept="application/json"))
+        too_large = await http.post(url, content=b" " * (4 * 1024 * 1024 + 1),
+                                    headers=_modern(tools_list))
+        batch = await http.post(url, content=json.dumps([tools_list]), headers=legacy)
+        null_id = await http.post(url, json={"jsonrpc": "2.0", "id": None,
+                                             "method": "tools/list"}, headers=legacy)
+        no_params = await http.post(url, json={"jsonrpc": "2.0", "id": 3,
+                                               "method": "tools/list", "params": 5},
+                                    headers=legacy)
+        served = await http.post(url, json=tools_list, headers=_modern(tools_list))
+    assert (wrong_type.status_code, wrong_type.json()) == (415, {
+        "jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": (
+            "Unsupported Media Type: an MCP request's Content-Type is application/json "
+            "(this one's is 'text/plain')")}})
+    assert (no_sse.status_code, no_sse.json()["error"]) == (406, {
+        "code": -32600, "message": "Not Acceptable: an MCP request's Accept header lists "
+        "both application/json and text/event-stream (this one's is 'application/json')"})
+    assert (too_large.status_code, too_large.json()["error"]["message"]) == (
+        413, "Payload Too Large: the request body is over 4194304 bytes")
+    assert (batch.status_code, batch.json()) == (400, {
+        "jsonrpc": "2.0", "id": None, "error": {
+            "code": -32600, "message": "Invalid Request", "data": "a body is one JSON-RPC "
+            "message, a JSON object: batches (arrays) are not supported"}})
+    assert (null_id.status_code, null_id.json()["id"], null_id.json()["error"]["code"]) == (
+        400, None, -32600)
+    assert (no_params.status_code, no_params.json()) == (400, {
+        "jsonrpc": "2.0", "id": 3, "error": {"code": -32600, "message": "Invalid Request",
+                                             "data": '"params" must be an object, not '
+                                                     'a number'}})
+    assert served.status_code == 200 and len(served.json()["result"]["tools"]) == 4
+
+
 async def test_params_that_do_not_fit_the_method_say_which(tmp_path: Path) -> None:
     """A request whose params do not fit its method's schema (a tools/call without a
     name, a tasks/get whose taskId is no string) was answered -32602 "Invalid request

@@ -56,6 +56,7 @@ from tether.mcp_tasks import (
     iso_time,
     missing_capability,
 )
+from tether.serve.mcp._http import CheckedHttp
 from tether.serve.mcp._stdio import run_stdio
 from tether.store import FAIL_FAST, SignalSent
 
@@ -1147,7 +1148,7 @@ class McpHttp:
     server: MCPServer
     tasks: TetherTasks
     session_manager: StreamableHTTPSessionManager
-    asgi: StreamableHTTPASGIApp
+    asgi: CheckedHttp
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
         return self._lifespan()
@@ -1166,7 +1167,8 @@ def create_mcp_http(app: App, **options: Any) -> McpHttp:
     manager = StreamableHTTPSessionManager(
         app=server._lowlevel_server, stateless=True,
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-    return McpHttp(server, backend, manager, StreamableHTTPASGIApp(manager))
+    return McpHttp(server, backend, manager, CheckedHttp(StreamableHTTPASGIApp(manager),
+                                                         manager.max_request_body_size))
 
 
 async def serve_stdio(app: App, *, worker: bool = True, stop: asyncio.Event | None = None,

@@ -135,9 +135,10 @@ class _CheckedLines:
                 return  # (the server has ended: nobody reads its answers)
 
 
-def bad_line_error(line: str) -> JSONRPCError | None:
-    """The JSON-RPC error that answers ``line``, or None if it is a message the SDK
-    reads (as its stdio transport validates one) and answers."""
+def bad_line_error(line: str | bytes, what: str = "line") -> JSONRPCError | None:
+    """The JSON-RPC error that answers ``line`` (a line of stdin, or a POST's body:
+    ``what`` says which), or None if it is a message the SDK reads (as its stdio
+    transport validates one) and answers."""
     try:
         jsonrpc_message_adapter.validate_json(line, by_name=False)
         valid = True
@@ -151,7 +152,7 @@ def bad_line_error(line: str) -> JSONRPCError | None:
         if valid:
             return None
         return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(
-            code=PARSE_ERROR, message="Parse error", data=f"the line is not JSON: {exc}"))
+            code=PARSE_ERROR, message="Parse error", data=f"the {what} is not JSON: {exc}"))
     if valid and not _unreadable_id(value):
         return None
     # (A request whose "id" is null, or no string or integer, passes the SDK's
@@ -161,7 +162,7 @@ def bad_line_error(line: str) -> JSONRPCError | None:
     if isinstance(value, dict) and not _unreadable_id(value):
         request_id = value.get("id")
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(
-        code=INVALID_REQUEST, message="Invalid Request", data=_why_invalid(value)))
+        code=INVALID_REQUEST, message="Invalid Request", data=_why_invalid(value, what)))
 
 
 def _response_shaped(line: str) -> bool:
@@ -183,13 +184,13 @@ def _unreadable_id(value: Any) -> bool:
     return not isinstance(found, str | int) or isinstance(found, bool)
 
 
-def _why_invalid(value: Any) -> str:
+def _why_invalid(value: Any, what: str) -> str:
     """What makes the JSON ``value`` no JSON-RPC 2.0 message, in a sentence."""
     if isinstance(value, list):
-        return ("a line is one JSON-RPC message, a JSON object: batches (arrays) are not "
-                "supported")
+        return (f"a {what} is one JSON-RPC message, a JSON object: batches (arrays) are "
+                "not supported")
     if not isinstance(value, dict):
-        return f"a line is one JSON-RPC message, a JSON object, not {_kind(value)}"
+        return f"a {what} is one JSON-RPC message, a JSON object, not {_kind(value)}"
     if value.get("jsonrpc") != "2.0":
         return 'a JSON-RPC message has "jsonrpc": "2.0"'
     if "method" in value:

@@ -1,0 +1,111 @@
+"""The MCP face's Streamable HTTP endpoint, where a request the transport refuses is
+told why in a JSON-RPC error.
+
+The SDK's transport answers some bad requests with a bare status or a line of text,
+which its own client reports as "Server returned an error response" (it reads a
+JSON-RPC error from a non-2xx body, nothing else): a POST whose ``Content-Type`` is not
+``application/json`` (400 "Invalid Content-Type header"), one whose ``Accept`` lacks
+``application/json`` or ``text/event-stream`` (406 with no body, on the 2026-07-28
+protocol), a body over the limit (413 "Request body too large"). On the handshake
+protocols (no ``MCP-Protocol-Version`` header, or a 2025 one) it answered JSON that is
+no JSON-RPC request with -32602 and pydantic's text, and a request whose id is null
+with 202, as a notification, never answered. Each is answered here with its status and
+a JSON-RPC error saying what to send instead; every other request goes to the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp.server.streamable_http import check_accept_headers
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from tether.serve.mcp._stdio import bad_line_error
+
+
+class CheckedHttp:
+    """ASGI app: the SDK's Streamable HTTP endpoint (``inner``) behind the checks above.
+    ``max_body`` is the largest body read (the session manager's limit)."""
+
+    def __init__(self, inner: StreamableHTTPASGIApp, max_body: int) -> None:
+        self.inner = inner
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.inner(scope, receive, send)
+            return
+        request = Request(scope)
+        content_type = request.headers.get("content-type")
+        if not (content_type or "").lower().startswith("application/json"):
+            await _refuse(415, "Unsupported Media Type: an MCP request's Content-Type is "
+                          f"application/json (this one's is {_shown(content_type)})",
+                          scope, receive, send)
+            return
+        has_json, has_sse = check_accept_headers(request)
+        if not (has_json and has_sse):
+            await _refuse(406, "Not Acceptable: an MCP request's Accept header lists both "
+                          "application/json and text/event-stream (this one's is "
+                          f"{_shown(request.headers.get('accept'))})", scope, receive, send)
+            return
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            await _refuse(413, self._too_large(), scope, receive, send)
+            return
+        body = bytearray()
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                messages.append(message)
+                break
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await _refuse(413, self._too_large(), scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER.lower())
+        if version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
+            # (The 2026-07-28 entry answers these itself, with -32700 or -32600.)
+            error = bad_line_error(bytes(body), "body")
+            if error is not None:
+                await _answer(error, 400, scope, receive, send)
+                return
+        replay = [{"type": "http.request", "body": bytes(body), "more_body": False},
+                  *messages]
+
+        async def replayed() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        await self.inner(scope, replayed, send)
+
+    def _too_large(self) -> str:
+        return f"Payload Too Large: the request body is over {self.max_body} bytes"
+
+
+def _shown(header: str | None) -> str:
+    return "missing" if header is None else repr(header[:100])
+
+
+async def _refuse(status: int, message: str, scope: Scope, receive: Receive,
+                  send: Send) -> None:
+    await _answer(JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(
+        code=INVALID_REQUEST, message=message)), status, scope, receive, send)
+
+
+async def _answer(error: JSONRPCError, status: int, scope: Scope, receive: Receive,
+                  send: Send) -> None:
+    """``error`` as the body of a ``status`` answer (``id`` kept when null, as JSON-RPC
+    requires; the SDK's client reads it as the request's error)."""
+    body: dict[str, Any] = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["id"] = error.id
+    await Response(json.dumps(body, separators=(",", ":")), status_code=status,
+                   media_type="application/json")(scope, receive, send)
