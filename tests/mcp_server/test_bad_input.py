@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
+from mcp import MCPError
 
 from tests.faults.procs import ROOT
 from tests.mcp_server import apps
 from tests.mcp_server.host import serve_http
+from tests.mcp_server.test_serve_tokens import ADMIN, client, serving
 from tests.mcp_server.test_stdio import SERVER_PATH
 
 #: The 2026-07-28 request envelope (no handshake: each request carries it).
@@ -193,3 +196,35 @@ async def test_params_that_do_not_fit_the_method_say_which(tmp_path: Path) -> No
     assert answers[1]["error"]["code"] == -32602
     assert answers[1]["error"]["message"] == ("Invalid request parameters: tasks/get: "
                                               "taskId: Input should be a valid string")
+
+
+async def test_tether_serves_guard_answers_mcp_clients_in_jsonrpc(store_url: str) -> None:
+    """``tether serve``'s guard answers before the MCP face: a body over --max-body, a
+    request without a valid token. Its answers were the API's (``{"error": {"code":
+    "payload_too_large", ...}}``), which an MCP client cannot read: the SDK's raised
+    "Server returned an error response". They are JSON-RPC errors of the same status
+    (and headers), and the SDK's client raises the guard's reason."""
+    async with serving(store_url, max_body=20_000) as url:
+        async with client(url, ADMIN) as admin:
+            with pytest.raises(MCPError) as too_large:
+                await admin.call_tool("slow_sum", {"numbers": [1] * 10_000})
+            assert len((await admin.list_tools()).tools) == 4  # (served after it)
+        with pytest.raises(BaseException) as no_token:  # (from the handshake's group)
+            async with client(url, None) as anonymous:
+                await anonymous.list_tools()
+        async with httpx2.AsyncClient() as http:
+            denied = await http.post(url, json=request("tools/list", 1), headers=HEADERS)
+    assert too_large.value.error.message == "the request body is over 20000 bytes"
+    assert too_large.value.error.code == -32600
+    assert _mcp_error(no_token.value).error.message == (
+        "a valid token is required: send Authorization: Bearer TOKEN")
+    assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+    assert denied.json()["error"]["data"] == {"httpStatus": 401, "error": "unauthorized"}
+
+
+def _mcp_error(exc: BaseException) -> MCPError:
+    """The MCPError ``exc`` is, or holds (an exception group's)."""
+    if isinstance(exc, MCPError):
+        return exc
+    assert isinstance(exc, BaseExceptionGroup), exc
+    return _mcp_error(exc.exceptions[0])

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx2
 import pytest
@@ -23,9 +24,12 @@ READ = "read-token-0123456789"
 
 
 @asynccontextmanager
-async def serving(store_url: str, tokens: Tokens | None = None) -> AsyncIterator[str]:
+async def serving(store_url: str, tokens: Tokens | None = None, **options: Any
+                  ) -> AsyncIterator[str]:
+    """``create_app`` (``options`` go to it) serving the test app, its worker beside."""
     app = apps.build(store_url)
-    asgi = create_app(app, tokens=tokens or Tokens({ADMIN: "admin", READ: "read"}))
+    asgi = create_app(app, tokens=tokens or Tokens({ADMIN: "admin", READ: "read"}),
+                      **options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))

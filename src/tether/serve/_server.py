@@ -408,10 +408,10 @@ class Guard:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _too_large(self.max_body)(scope, receive, send)
+                await _reply(scope, receive, send, _too_large(self.max_body))
         except _TooSlow:
             if not started:
-                await _too_slow()(scope, receive, send)
+                await _reply(scope, receive, send, _too_slow())
         finally:
             REQUEST_TIMEOUT.reset(limit)
             FAIL_FAST.reset(fail_fast)
@@ -511,7 +511,29 @@ def _too_slow() -> JSONResponse:
 
 
 async def _reply(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    """The guard's answer; to the MCP face, its error as a JSON-RPC error."""
+    path = str(scope.get(ROUTE, ""))
+    if (path == "/mcp" or path.startswith("/mcp/")) and isinstance(response, JSONResponse):
+        response = _jsonrpc_error(response)
     await response(scope, receive, send)
+
+
+def _jsonrpc_error(response: JSONResponse) -> JSONResponse:
+    """An API error answer (``{"error": {"code", "message"}}``) as a JSON-RPC error, of
+    the same status and headers: an MCP client reads a JSON-RPC error from the body of
+    a non-2xx answer, and nothing else (the SDK's said "Server returned an error
+    response", the guard's reason lost: a body over --max-body, a missing token, an
+    Origin refused). -32600 (Invalid Request) for a 4xx, -32603 for a 5xx; ``data``
+    has the status and the API's error code. The id is null: the guard answers before
+    the body (and its id) is read, as JSON-RPC answers a request whose id is unknown."""
+    error = json.loads(bytes(response.body))["error"]
+    headers = {k: v for k, v in response.headers.items()
+               if k not in ("content-length", "content-type")}
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32603 if response.status_code >= 500 else -32600,
+        "message": error["message"],
+        "data": {"httpStatus": response.status_code, "error": error["code"]}}},
+        status_code=response.status_code, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
