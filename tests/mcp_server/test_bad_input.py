@@ -113,6 +113,36 @@ def test_stdio_answers_a_line_that_is_no_message_and_serves_the_next(
     assert long_line not in said
 
 
+def test_stdio_unknown_methods_and_notifications(tmp_path: Path) -> None:
+    """Already answered so (kept): an unknown method, ``tasks/result`` among them (the
+    2025-11-25 experimental tasks are not served), is -32601 naming it; a notification
+    of an unknown method is no request and gets no answer; the session goes on."""
+    with subprocess.Popen(
+            [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
+             f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}) as proc:
+        try:
+            read = _lines(proc)
+            _send(proc, json.dumps(request("no/such", 1)))
+            _send(proc, json.dumps(request("tasks/result", 2, taskId="t")))
+            _send(proc, json.dumps({"jsonrpc": "2.0", "method": "notifications/nope"}))
+            _send(proc, json.dumps(request("tools/list", 3)))
+            answers = [json.loads(read.get(timeout=30) or "") for _ in range(3)]
+            assert proc.stdin is not None
+            proc.stdin.close()
+            assert proc.wait(30) == 0
+            assert read.get(timeout=30) is None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    by_id = {answer["id"]: answer for answer in answers}
+    assert by_id[1]["error"] == {"code": -32601, "message": "Method not found",
+                                 "data": "no/such"}
+    assert by_id[2]["error"]["code"] == -32601
+    assert len(by_id[3]["result"]["tools"]) == 4
+
+
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
            "MCP-Protocol-Version": "2026-07-28"}
 
