@@ -46,13 +46,23 @@ async def run_stdio(server: MCPServer) -> None:
     lowlevel = server._lowlevel_server
     with _claimed_stdin() as wire:
         lines = _CheckedLines(anyio.wrap_file(
-            TextIOWrapper(wire, encoding="utf-8", errors="replace")))
+            _UnownedText(wire, encoding="utf-8", errors="replace")))
         # stdin given, stdout not: the SDK still points fd 1 at stderr while serving
         # (what the app prints must not reach the protocol's channel).
         async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
             lines.answer_to(write_stream)
             await lowlevel.run(read_stream, write_stream,
                                lowlevel.create_initialization_options())
+
+
+class _UnownedText(TextIOWrapper):
+    """A text layer whose close leaves its buffer open (as the SDK's): the buffer may
+    be ``sys.stdin``'s own, which closing at garbage collection would close for the
+    rest of the process."""
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.detach()
 
 
 @contextlib.contextmanager
