@@ -21,8 +21,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import psycopg
@@ -30,8 +31,9 @@ import pytest
 
 from tests import forked
 from tests.conftest import DB_PREFIX, _create_database, _database_url, _drop_database
-from tether import App
+from tether import App, _faults
 from tether.store import WorkerInfo, open_store
+from tether.store._restore import RestoreRefused
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.backup_app:app"
@@ -652,3 +654,187 @@ async def test_postgres_a_restore_that_fails_partway_changes_nothing(
     assert out.stderr == (f'tether: error: the restore failed (psql exit 3): role "{role}" '
                           "does not exist; nothing was changed\n")
     assert sorted(await _runs(pg_database)) == ["kept"]
+
+
+# -- A worker that starts during a restore --------------------------------------------------
+#
+# The restore checks the target, then (SQLite) takes the file's exclusive lock, or
+# (PostgreSQL) its transaction takes the locks every Tether process needs, checks again
+# under them, and copies. Two fault points, fired by the restore in this process:
+# ``restore.checked`` (after the first check, before the locks) and ``restore.locked``
+# (the locks held and the second check passed, before the copy). A worker started at
+# the first is seen by the second check: refused, nothing changed. One started at the
+# second waits for the locks, and then starts on the restored store, having claimed
+# nothing of the old one.
+
+
+def _wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    """``_until`` for a fault point's action (in the restore's thread, or its loop)."""
+    for _ in range(1200):  # (60 s)
+        if check():
+            return
+        assert proc.poll() is None, f"the process ended: {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"never true: {what}")
+
+
+def _executed(tmp: Path, pid: int) -> list[str]:
+    """The step keys the process ``pid`` executed (``run:position``, `` begun`` kept)."""
+    side = tmp / "side.txt"
+    lines = side.read_text().splitlines() if side.exists() else []
+    return [line.split(" ", 1)[1] for line in lines if line.startswith(f"{pid} ")]
+
+
+async def _target_with_an_old_run(tmp: Path, target: str) -> None:
+    app = App(target)
+    try:
+        await app.start("mid_step", str(tmp / "gate"), run_id="old")
+    finally:
+        await app.close()
+
+
+async def _restore_with(target: str, backup: Path, point: str,
+                        action: Callable[[], None]) -> Any:
+    """``store.restore(backup, force=True)`` in this process, ``action`` armed at
+    ``point`` (it must fire)."""
+    fired: list[bool] = []
+
+    def act() -> None:
+        fired.append(True)
+        action()
+
+    store: Any = open_store(target)
+    _faults.arm(point, act)
+    try:
+        return await store.restore(str(backup), force=True)
+    finally:
+        _faults.disarm_all()
+        assert fired, f"the restore never reached {point}"
+
+
+async def _refused_while_a_worker_starts(tmp: Path, target: str, backup: Path) -> None:
+    """A worker started at ``restore.checked``, in the old run's second step when the
+    restore goes on: refused, naming it; the store unchanged, the worker finishes the
+    old run in it."""
+    await _target_with_an_old_run(tmp, target)
+    late: list[subprocess.Popen[bytes]] = []
+
+    def start_a_worker() -> None:
+        late.append(_worker(target, tmp, "late"))
+        _wait_for("the late worker is in the old run's second step",
+                  lambda: "old:1 begun" in _executed(tmp, late[0].pid), late[0])
+
+    try:
+        with pytest.raises(RestoreRefused) as refused:
+            await _restore_with(target, backup, "restore.checked", start_a_worker)
+        (worker,) = late
+        assert " is in use by worker " in str(refused.value), refused.value
+        assert f"(pid {worker.pid} on {socket.gethostname()}, " in str(refused.value)
+        assert sorted(await _runs(target)) == ["old"]
+        (tmp / "gate").touch()
+        app = App(target)
+        try:
+            assert await asyncio.wait_for(app.handle("old").result(), 60) == "through"
+        finally:
+            await app.close()
+        assert worker.poll() is None
+    finally:
+        for proc in late:
+            _stop(proc)
+    assert _executed(tmp, worker.pid) == ["old:0", "old:1 begun"]
+
+
+async def _waits_for_the_restore(tmp: Path, target: str, backup: Path,
+                                 start: Callable[[], subprocess.Popen[bytes]],
+                                 waiting: Callable[[subprocess.Popen[bytes]], bool]) -> None:
+    """A worker started (``start``) at ``restore.locked``, the restore going on once it
+    waits for the store's locks (``waiting``): it starts after the restore, on the
+    restored store, and never runs the old store's run."""
+    await _target_with_an_old_run(tmp, target)
+    late: list[subprocess.Popen[bytes]] = []
+
+    def start_a_worker() -> None:
+        late.append(start())
+        # (or, where nothing makes it wait, until it ran the old run: the test fails)
+        _wait_for("the late worker waits for the restore's locks",
+                  lambda: waiting(late[0]) or "old:0" in _executed(tmp, late[0].pid),
+                  late[0])
+
+    try:
+        done = await _restore_with(target, backup, "restore.locked", start_a_worker)
+        (worker,) = late
+        assert (done.runs, done.replaced_runs) == (1, 1)
+
+        async def ran_the_restored_run() -> bool:
+            return "from-backup:0" in _executed(tmp, worker.pid)
+
+        await _until("the late worker runs the restored store's run", ran_the_restored_run,
+                     worker)
+        assert sorted(await _runs(target)) == ["from-backup"]
+        assert worker.pid in [w.pid for w in await _workers(target)]
+    finally:
+        for proc in late:
+            _stop(proc)
+    assert _executed(tmp, worker.pid) == ["from-backup:0"]
+
+
+#: A worker of the backup app whose SQLite store waits 0.2 s for a lock (30 s by default)
+#: before its start fails, is logged ("stayed locked") and tried again: its wait shows.
+_IMPATIENT_WORKER = (
+    "import asyncio, sys\n"
+    "from tests.cli.backup_app import app\n"
+    "from tether.store import open_store\n"
+    "app.use_store(sys.argv[1])\n"
+    "app._store = open_store(sys.argv[1], busy_timeout=0.2)\n"
+    "async def main() -> None:\n"
+    "    async with app.worker():\n"
+    "        await asyncio.Event().wait()\n"
+    "asyncio.run(main())\n")
+
+
+async def test_sqlite_a_worker_started_during_a_restore_is_seen_and_refuses_it(
+        tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    await _refused_while_a_worker_starts(tmp_path, f"sqlite:///{tmp_path / 'target.db'}",
+                                         backup)
+
+
+async def test_sqlite_a_worker_starting_during_the_copy_waits_for_it(tmp_path: Path) -> None:
+    backup = await _backup_of(tmp_path, "from-backup")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    log = tmp_path / "late.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(log, "wb") as out:
+            return forked.Popen([sys.executable, "-c", _IMPATIENT_WORKER, target], cwd=ROOT,
+                                env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+
+    await _waits_for_the_restore(tmp_path, target, backup, start,
+                                 lambda _: "stayed locked" in log.read_text())
+    assert f"SQLite store {str(tmp_path / 'target.db')!r} stayed locked for 0.2 s " \
+        "while opening; retrying" in log.read_text()
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_a_worker_started_during_a_restore_is_seen_and_refuses_it(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+    await _refused_while_a_worker_starts(tmp_path, pg_database, backup)
+
+
+@pytest.mark.postgres
+@needs_pg_tools
+async def test_postgres_a_worker_starting_during_the_copy_waits_for_it(
+        tmp_path: Path, pg_migrated_url: str, pg_database: str) -> None:
+    backup = await _pg_backup(tmp_path, pg_migrated_url, "from-backup")
+
+    def blocked(worker: subprocess.Popen[bytes]) -> bool:
+        """A session of the database waits for a lock (the worker's: nothing else
+        connects to it)."""
+        return bool(_sql(pg_database, "SELECT count(*) FROM pg_locks l JOIN "
+                         "pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND "
+                         "a.datname = current_database()")[0][0])
+
+    await _waits_for_the_restore(tmp_path, pg_database, backup,
+                                 lambda: _worker(pg_database, tmp_path, "late"), blocked)

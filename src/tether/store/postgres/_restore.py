@@ -14,7 +14,15 @@ A store in use is one with a worker whose heartbeat is fresh (its row in
 ``workers``; one of this host only while its process lives and Tether sessions are
 connected to this database), or with Tether's sessions (``application_name``
 ``tether*`` in ``pg_stat_activity``: workers, ``tether serve``) whose last query names
-the schema, or names none in a database with no other Tether schema."""
+the schema, or names none in a database with no other Tether schema.
+
+The check is made twice: before anything is done, and again inside the restore's
+transaction once it holds the locks every Tether process needs (``_locks``), before
+anything is dropped. A process that began using the store after the first check is
+seen by the second (the restore is refused, rolled back); one that opens the store
+after the locks were taken waits for them at its first read of ``schema_version``,
+and reads the restored store once it is committed. A worker started during a
+restore therefore never holds a run of the old store in the restored one."""
 
 from __future__ import annotations
 
@@ -26,11 +34,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tether import _faults
 from tether._procs import process_alive
 from tether.errors import ConfigError, StoreError
 from tether.store._port import WorkerInfo
@@ -46,6 +56,7 @@ from tether.store._restore import (
 )
 from tether.store._sql import load_migrations
 from tether.store.postgres._config import translate_errors
+from tether.store.postgres._migrate import lock_key
 
 if TYPE_CHECKING:
     from tether.store.postgres._store import PostgresStore
@@ -153,14 +164,18 @@ class _Target:
     schedules: int
 
 
-async def _target(store: PostgresStore, force: bool) -> _Target:
-    """Check the target may be restored into.
+async def _target(store: PostgresStore, force: bool, locker: int | None = None) -> _Target:
+    """Check the target may be restored into. ``locker``: the backend pid of the
+    restore's own transaction, which holds the store's locks (``_LOCK``): the check
+    is then made again under them, that session left out, and ``schema_version``
+    (which it holds exclusively) not read (it was, by the first check).
 
     Raises: RestoreRefused, StoreUnavailable."""
     schema = store.schema
     known = {v for v, _, _ in load_migrations(_PACKAGE)}
     async with store._direct() as conn, conn.cursor() as cur:
         with translate_errors(store.cfg):
+            await cur.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
             await cur.execute("SELECT to_regclass(%s) IS NOT NULL, "
                               "extract(epoch FROM clock_timestamp())::float8",
                               (f"{schema}.schema_version",))
@@ -170,11 +185,13 @@ async def _target(store: PostgresStore, force: bool) -> _Target:
             runs = schedules = 0
             workers: list[WorkerInfo] = []
             if has_store:
-                await cur.execute(f"SELECT version FROM {schema}.schema_version")
-                unknown = {int(r[0]) for r in await cur.fetchall()} - known
-                if unknown:
-                    raise newer_schema(f"the store (schema {schema} at {store.cfg.where})",
-                                       unknown, known)
+                if locker is None:
+                    await cur.execute(f"SELECT version FROM {schema}.schema_version")
+                    unknown = {int(r[0]) for r in await cur.fetchall()} - known
+                    if unknown:
+                        raise newer_schema(
+                            f"the store (schema {schema} at {store.cfg.where})", unknown,
+                            known)
                 runs = await _count(cur, schema, "runs")
                 schedules = await _count(cur, schema, "schedules")
                 if await _exists(cur, schema, "workers"):
@@ -192,7 +209,8 @@ async def _target(store: PostgresStore, force: bool) -> _Target:
                 "SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
                 "backend_start::text, coalesce(query, '') FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND application_name LIKE 'tether%%'")
+                "AND pid IS DISTINCT FROM %s AND application_name LIKE 'tether%%'",
+                (locker,))
             sessions = [r for r in await cur.fetchall()
                         if _names(str(r[4]), schema, others)]
     where = f"schema {schema} at {store.cfg.where}"
@@ -244,9 +262,38 @@ def _names(query: str, schema: str, others: set[str]) -> bool:
     return said(schema) or not others
 
 
+#: What psql prints, with its session's pid, once the restore's transaction holds the
+#: store's locks (``_locks``).
+_LOCKED = "tether-restore-locked "
+
+
+def _locks(schema: str) -> bytes:
+    """The script's start: take the locks every Tether process needs to use the store,
+    then say so (``_LOCKED``). The migrations' advisory lock (a process creating or
+    migrating the store waits), ``ACCESS EXCLUSIVE`` on ``schema_version`` (a worker,
+    ``tether serve`` or ``App`` reads it as it opens the store: one opening meanwhile
+    waits, having read nothing, and after the commit reads the restored store) and
+    ``EXCLUSIVE`` on Tether's other tables (a worker's registration, claims, journal
+    writes and heartbeats wait; reads do not, so the check made under the locks can
+    read them from another session). Whichever tables exist at that moment."""
+    tables, _ = tether_objects()
+    names = ", ".join(f"'{t}'" for t in tables)
+    return (
+        f"SET lock_timeout = '{LOCK_TIMEOUT}';\n"
+        f"SELECT pg_advisory_xact_lock({lock_key(schema)});\n"
+        "DO $tether$ DECLARE t text; BEGIN\n"
+        "FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+        f"c.relnamespace WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p') "
+        f"AND c.relname IN ({names}) ORDER BY c.relname <> 'schema_version', c.relname\n"
+        f"LOOP EXECUTE format('LOCK TABLE {schema}.%I IN %s MODE', t, CASE WHEN t = "
+        "'schema_version' THEN 'ACCESS EXCLUSIVE' ELSE 'EXCLUSIVE' END); END LOOP;\n"
+        "END $tether$;\n"
+        f"SELECT '{_LOCKED}' || pg_backend_pid();\n").encode()
+
+
 def _script_header(schema: str, drop: bool) -> bytes:
     tables, functions = tether_objects()
-    lines = [f"SET lock_timeout = '{LOCK_TIMEOUT}';"]
+    lines = [f"\\o {os.devnull}"]  # (the rest of the script's output is not read)
     if drop:
         lines.append("DROP TABLE IF EXISTS "
                      + ", ".join(f"{schema}.{t}" for t in tables) + ";")
@@ -255,13 +302,16 @@ def _script_header(schema: str, drop: bool) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: bool,
-           conninfo: str, env: dict[str, str]) -> None:
+def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str,
+           check: Callable[[int], bool], conninfo: str, env: dict[str, str]) -> None:
     """Run pg_restore's script of the dump (less its CREATE SCHEMA), after the header,
     in one transaction through psql; psql is killed (its transaction rolled back) if
-    pg_restore fails partway.
+    pg_restore fails partway, or the check refuses. The transaction first takes the store's locks
+    (``_locks``); then ``check(pid of its session)`` checks the target again under
+    them and says whether it holds a Tether store (whose tables are dropped).
 
-    Raises: StoreError (pg_restore or psql failed; nothing changed)."""
+    Raises: RestoreRefused (by ``check``), StoreError (pg_restore or psql failed);
+    nothing changed."""
     kept = []
     for line in toc.splitlines():
         m = _TOC_SCHEMA.match(line)
@@ -279,17 +329,31 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: b
                 stdout=subprocess.PIPE, stderr=errors_a)
             loader = subprocess.Popen(
                 [psql, "--no-psqlrc", "--quiet", "--single-transaction",
-                 "--set=ON_ERROR_STOP=1", "--file=-", f"--dbname={conninfo}"],
-                env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors_b)
+                 "--set=ON_ERROR_STOP=1", "--no-align", "--tuples-only", "--file=-",
+                 f"--dbname={conninfo}"],
+                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors_b)
             assert dumper.stdout is not None and loader.stdin is not None
+            assert loader.stdout is not None
             try:
                 try:
-                    loader.stdin.write(_script_header(schema, drop))
-                    shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 16)
-                    broken = False
+                    loader.stdin.write(_locks(schema))
+                    loader.stdin.flush()
+                    locker = _locked(loader.stdout)
+                    broken = locker is None
+                    if locker is not None:
+                        drop = check(locker)
+                        _faults.point("restore.locked")
+                        loader.stdin.write(_script_header(schema, drop))
+                        shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 16)
+                    else:
+                        dumper.kill()
                 except BrokenPipeError:  # psql ended early: its error says why
                     broken = True
                     dumper.kill()
+                except BaseException:  # (a refusal: no COMMIT)
+                    loader.kill()
+                    dumper.kill()
+                    raise
                 dumped = dumper.wait()
                 if dumped != 0 and not broken:
                     loader.kill()  # (before its input ends: no COMMIT)
@@ -302,6 +366,7 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: b
                 loaded = loader.wait()
             finally:
                 dumper.stdout.close()
+                loader.stdout.close()
                 for proc in (dumper, loader):
                     if proc.poll() is None:
                         proc.kill()
@@ -317,6 +382,16 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str, drop: b
                             "processes using it)")
                 raise StoreError(f"the restore failed (psql exit {loaded}): {err}; "
                                  "nothing was changed")
+
+
+def _locked(out: Any) -> int | None:
+    """The pid psql's session says once it holds the store's locks (``_LOCKED``), or
+    None if psql ended first (its error says why)."""
+    for raw in out:
+        line = raw.decode(errors="replace").strip()
+        if line.startswith(_LOCKED):
+            return int(line[len(_LOCKED):])
+    return None
 
 
 async def restore(store: PostgresStore, backup: str, *, force: bool) -> RestoreResult:
@@ -342,8 +417,20 @@ async def restore(store: PostgresStore, backup: str, *, force: bool) -> RestoreR
     if unknown:
         raise newer_schema(f"the backup {backup}", unknown, known)
     target = await _target(store, force)
-    await asyncio.to_thread(_apply, pg_restore, psql, backup, dump.toc, schema,
-                            target.has_store, conninfo, env)
+    _faults.point("restore.checked")
+    loop = asyncio.get_running_loop()
+
+    def check(locker: int) -> bool:
+        """The check again, under the restore's locks (from psql's thread): a process
+        that started using the store since the first is refused here; one that starts
+        from now on waits for the locks until the restore is committed."""
+        nonlocal target
+        target = asyncio.run_coroutine_threadsafe(
+            _target(store, force, locker), loop).result()
+        return target.has_store
+
+    await asyncio.to_thread(_apply, pg_restore, psql, backup, dump.toc, schema, check,
+                            conninfo, env)
     migrated: list[str] = []
     pending = [f"{v:04d}_{n}" for v, n in known.items() if v not in dump.versions]
     if pending and store.auto_migrate:

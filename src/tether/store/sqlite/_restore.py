@@ -11,7 +11,14 @@ A process using the target is found by the lock SQLite's WAL mode makes every
 connection hold on the ``-shm`` file (its "dead man switch" byte) for as long as it is
 open: a worker, a ``tether serve``, anything. The rows of ``tether_workers`` name it
 when it is a worker of this host; a row of another host counts while its heartbeat is
-fresh (a SQLite file shared by two hosts over a network file system)."""
+fresh (a SQLite file shared by two hosts over a network file system).
+
+The copy is made under the target's exclusive lock (``_lock_target``), taken only when
+no process has the file open, and the target is checked again under it: a process
+that opened the store after the first check is refused there, and one that opens it
+from then on waits for the lock, having read nothing, and reads the restored store
+once the copy is committed. A worker started during a restore therefore never holds
+a run of the old store in the restored one."""
 
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from urllib.parse import quote
 
 import apsw
 
+from tether import _faults
 from tether._procs import process_alive
 from tether.errors import ConfigError, StoreError
 from tether.store._port import WorkerInfo
@@ -50,6 +58,9 @@ _PACKAGE = "tether.store.sqlite"
 #: The byte of the ``-shm`` file every open WAL connection holds a shared lock on
 #: (SQLite's unix VFS: ``UNIX_SHM_DMS``, after the 8 WAL locks at byte 120).
 _SHM_DMS = 128
+#: How long the restore waits for the target's lock (a process reading it for a
+#: moment) before it refuses: a process that keeps the store open holds it for good.
+LOCK_WAIT = 2.0
 
 
 def _flock_layout() -> str | None:
@@ -195,16 +206,20 @@ def _refuse_live(path: str, workers: list[WorkerInfo]) -> None:
             f"{path} may be in use by {describe(w, now)}: {stop_hint(w, host)}")
 
 
-def _target_state(store: SqliteStore, path: str, force: bool) -> int:
-    """Check the target may be restored into; return how many runs it holds.
+def _target_state(store: SqliteStore, path: str, force: bool,
+                  locked: apsw.Connection | None = None) -> int:
+    """Check the target may be restored into; return how many runs it holds. Read
+    through ``locked``, the restore's connection that holds the file's lock
+    (``_lock_target``), when given (no other connection can read it then).
 
     Raises: RestoreRefused."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
+    if locked is None and (not os.path.exists(path) or os.path.getsize(path) == 0):
         _refuse_live(path, [])
         return 0
-    conn = store._open_file()
+    conn = locked or store._open_file()
     try:
-        conn.execute("PRAGMA query_only=ON")
+        if locked is None:
+            conn.execute("PRAGMA query_only=ON")
         try:
             tables = _tables(conn)
         except (apsw.NotADBError, apsw.CorruptError) as exc:
@@ -228,7 +243,8 @@ def _target_state(store: SqliteStore, path: str, force: bool) -> int:
             runs, _, schedules = _counts(conn, tables)
             workers = _workers(conn, tables)
     finally:
-        conn.close()
+        if locked is None:
+            conn.close()
     _refuse_live(path, workers)
     if (runs or schedules) and not force:
         held = f"{runs} run{'s' if runs != 1 else ''}" + (
@@ -237,6 +253,39 @@ def _target_state(store: SqliteStore, path: str, force: bool) -> int:
             f"{path} holds {held}: a restore would replace what it holds; restore into "
             "a new path, or give --force to replace it")
     return runs
+
+
+def _lock_target(store: SqliteStore, path: str, force: bool) -> apsw.Connection:
+    """A connection to the target (which exists) holding the file's exclusive lock,
+    which it keeps until it is closed: ``locking_mode=EXCLUSIVE``, then a write
+    transaction (in WAL mode the lock is taken as the connection first reads, and
+    the WAL index is kept in its own memory, not the ``-shm`` file).
+
+    Every other connection to a WAL database holds a shared lock on the file for as
+    long as it is open, so the lock is had only when no process has the store open;
+    and a process that opens it meanwhile waits for it (its busy timeout: a worker
+    and ``tether serve`` wait up to 30 s, then a worker tries again) before it has
+    read anything, and then reads the restored store: a worker starting during a
+    restore has claimed nothing of the old store.
+
+    Raises: RestoreRefused (a process has the store open), StoreUnavailable."""
+    conn = store._open_file()
+    try:
+        conn.setbusytimeout(int(LOCK_WAIT * 1000))  # (a reader's moment, not a worker)
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+        conn.execute("BEGIN EXCLUSIVE; COMMIT")
+    except (apsw.BusyError, apsw.LockedError):
+        conn.close()
+        _target_state(store, path, force)  # (names the worker or process, if it can)
+        raise RestoreRefused(
+            f"{path} is in use: another process has it open (it holds the store's "
+            "lock): stop the Tether processes using it, then run the restore "
+            "again") from None
+    except BaseException:
+        conn.close()
+        raise
+    conn.setbusytimeout(int(store.busy_timeout * 1000))
+    return conn
 
 
 def _open_backup(path: str) -> apsw.Connection:
@@ -316,11 +365,16 @@ def restore(store: SqliteStore, backup: str, *, force: bool) -> RestoreResult:
             runs, waiting, _ = _counts(stage, _tables(stage))
             done = set().union(*_versions(stage, _tables(stage)))
             version = max(done & set(known), default=0)
-            # Checked again just before the copy: a worker started meanwhile.
-            _target_state(store, target, force)
+            _faults.point("restore.checked")
+            # Checked again, under the target's lock, which a process that opens the
+            # store meanwhile waits for until the copy is committed: one started
+            # since the first check is refused here, one starting from now on reads
+            # the restored store only.
             _create_private(target)
-            dest = store._open_file()
+            dest = _lock_target(store, target, force)
             try:
+                replaced = _target_state(store, target, force, locked=dest)
+                _faults.point("restore.locked")
                 if os.path.getsize(target) > 0:
                     mode = dest.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
                     if str(mode).lower() != "wal":
