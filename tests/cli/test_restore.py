@@ -284,6 +284,26 @@ async def test_sqlite_a_store_tether_serve_uses_is_never_restored_into(tmp_path:
     assert await _runs(target) == {}  # (the store serve made, untouched)
 
 
+async def test_sqlite_a_store_another_restore_holds_is_refused(tmp_path: Path) -> None:
+    """A store held exclusively (as a restore into it holds it through its copy): the
+    restore's check cannot read it and refuses, exit 2 (it was a traceback)."""
+    backup = await _backup_of(tmp_path, "from-backup")
+    path = tmp_path / "target.db"
+    await _store_with_runs(f"sqlite:///{path}", "kept")
+    holder = apsw.Connection(str(path))
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+        holder.execute("BEGIN EXCLUSIVE; COMMIT")
+        out = _tether(tmp_path, "db", "restore", str(backup), "--db", f"sqlite:///{path}",
+                      "--force")
+    finally:
+        holder.close()
+    assert (out.returncode, out.stderr) == (2, (
+        f"tether: error: {path} is in use: another process holds it locked (another "
+        "restore into it?): wait for it to end, then run the restore again\n"))
+    assert sorted(await _runs(f"sqlite:///{path}")) == ["kept"]
+
+
 async def test_sqlite_a_worker_of_another_host_that_heartbeated_lately_refuses(
         tmp_path: Path) -> None:
     backup = await _backup_of(tmp_path, "from-backup")

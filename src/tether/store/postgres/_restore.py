@@ -280,6 +280,8 @@ def _locks(schema: str) -> bytes:
     names = ", ".join(f"'{t}'" for t in tables)
     return (
         f"SET lock_timeout = '{LOCK_TIMEOUT}';\n"
+        # (idle in its transaction while the check runs: as pg_restore's script sets it)
+        "SET idle_in_transaction_session_timeout = 0;\n"
         f"SELECT pg_advisory_xact_lock({lock_key(schema)});\n"
         "DO $tether$ DECLARE t text; BEGIN\n"
         "FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "

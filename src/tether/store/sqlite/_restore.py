@@ -220,12 +220,19 @@ def _target_state(store: SqliteStore, path: str, force: bool,
     try:
         if locked is None:
             conn.execute("PRAGMA query_only=ON")
+            conn.setbusytimeout(int(LOCK_WAIT * 1000))
         try:
             tables = _tables(conn)
         except (apsw.NotADBError, apsw.CorruptError) as exc:
             raise RestoreRefused(
                 f"{path} is not a Tether store ({str(exc).splitlines()[0]}); it was left "
                 "unchanged: restore into a new path, or move that file away") from None
+        except (apsw.BusyError, apsw.LockedError):
+            # (Readers of a WAL database wait for no writer: only for a process that
+            # holds the file exclusively, such as another restore into it.)
+            raise RestoreRefused(
+                f"{path} is in use: another process holds it locked (another restore "
+                "into it?): wait for it to end, then run the restore again") from None
         if not tables:
             runs = schedules = 0
             workers: list[WorkerInfo] = []
