@@ -351,6 +351,36 @@ async def test_an_account_out_of_credit_fails_the_call_at_once(
     await app.close()
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_error_in_a_200_answer_fails_the_call_at_once(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A gateway's HTTP 200 carrying the provider's 400 (``{"error": {"code": 400,
+    ...}}``) fails the call at its first attempt with the provider's message, under a
+    retry policy without end. Before, it was "no choices in the chat completion",
+    retried: here until the script's next step answered, in production for ever, each
+    attempt a request, and the provider's message in no journal."""
+    server.set_script([Fault.error_body(400, "This model's maximum context length is "
+                                             "128000 tokens"), Reply("never asked for")])
+    app = App(sqlite_url)
+    llm = make_llm(server, protocol, retry=FAST)
+
+    @app.workflow
+    async def wf() -> str:
+        return (await llm.chat([user_message("x")])).text or ""
+
+    async with app.worker():
+        handle = await app.start(wf, run_id="gw")
+        with pytest.raises(RunFailed):
+            await handle.result(timeout=15)
+    (entry,) = (await app.get_run("gw")).journal
+    assert entry["status"] == "error" and entry["attempts"] == 1
+    assert entry["error"]["type"].endswith("FatalProviderError")
+    assert "maximum context length is 128000 tokens" in entry["error"]["message"]
+    assert len(chats(server)) == 1
+    await llm.aclose()
+    await app.close()
+
+
 async def test_a_missing_api_key_is_a_recorded_error_naming_the_variable(
         sqlite_url: str, monkeypatch: pytest.MonkeyPatch, server: ScriptedLLMServer) -> None:
     """No OPENAI_API_KEY for a non-loopback endpoint: the step fails once, recorded,

@@ -66,6 +66,7 @@ def _fresh_usage_memory(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(_openai, "_USAGE_SENT", set())
     monkeypatch.setattr(_openai, "_NO_USAGE_TOLD", set())
+    monkeypatch.setattr(_openai, "_NO_USAGE_ANSWERED", set(), raising=False)
 
 
 @pytest.fixture
@@ -922,3 +923,76 @@ def test_chat_clients_share_one_tls_context_per_trusted_ca_setting(
     assert context(own) is not context(first)
     assert context(own) is context(OpenAIChat("m", base_url="https://example.org/v1",
                                               api_key="k"))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_error_in_a_200_answer_is_the_providers_error(
+        served: ScriptedLLMServer, protocol: str, streamed: bool) -> None:
+    """An HTTP 200 whose body is an error (as OpenAI-compatible gateways answer a
+    provider's failure; Anthropic's shape too) is that error: classified by the status
+    the body names, or by its type, with the provider's message. It was "unexpected
+    answer: no choices in the chat completion" (or, streamed, "the stream ended before
+    its end"): the message lost, and a bad request or an account out of credit retried
+    for as long as the retry policy allowed."""
+    served.set_script([Fault.error_body(400, "prompt is too long: 250000 tokens"),
+                       Fault.error_body(503),
+                       Fault.error_body(402, "Insufficient credits", error_type=(
+                           "insufficient_quota" if protocol == "openai" else "billing_error"))])
+    client = make_client(served, protocol)
+    try:
+        ask = client.stream if streamed else client.chat
+        with pytest.raises(FatalProviderError) as fatal:
+            await ask(HELLO)
+        assert fatal.value.status == 400 and isinstance(fatal.value, NonRetryable)
+        assert "prompt is too long: 250000 tokens" in str(fatal.value)
+        assert "HTTP 200 answer" in str(fatal.value)
+        with pytest.raises(RetryableProviderError) as retryable:
+            await ask(HELLO)
+        assert retryable.value.delivered is None  # (no answer began: not billed)
+        with pytest.raises(ProviderBillingError, match="Insufficient credits"):
+            await ask(HELLO)
+    finally:
+        await client.aclose()
+    assert [r.outcome for r in served.requests] == ["fault:error_body"] * 3
+    assert [r.status for r in served.requests] == [200] * 3
+
+
+async def test_an_error_in_a_200_stream_event_names_its_status() -> None:
+    """An OpenAI-compatible gateway's error event whose ``code`` is an HTTP status (a
+    400: the request is wrong) fails at once; one without (``server_error``) stays
+    retryable."""
+    server, url = await _close_delimited_stream(
+        [json.dumps({"error": {"message": "context too long", "code": 400}})],
+        [json.dumps({"error": {"message": "upstream failed", "type": "server_error"}})])
+    try:
+        with pytest.raises(FatalProviderError, match="context too long") as fatal:
+            await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
+        assert fatal.value.status == 400
+        with pytest.raises(RetryableProviderError, match="upstream failed"):
+            await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_plain_answer_without_usage_is_taken_with_a_warning(
+        served: ScriptedLLMServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A compatible server whose plain answers carry no ``usage``: the reply is taken
+    (no tokens counted: there are none to count) and a warning says so, once per
+    server, as for its streams. Until 2026-12-06 nothing said so: the calls counted 0
+    tokens and $0, and budgets never saw them."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="tether.ai")
+    served.set_script([Reply("Hello", no_usage=True, times=2), Reply("Hi")])
+    client = make_client(served, "openai")
+    try:
+        for _ in range(2):
+            reply = await client.chat(HELLO)
+            assert reply.text == "Hello" and reply.usage == Usage()
+        assert (await client.chat(HELLO)).usage.total_tokens > 0
+    finally:
+        await client.aclose()
+    told = [r.getMessage() for r in caplog.records if "without the usage" in r.getMessage()]
+    assert len(told) == 1 and served.base_url in told[0], told

@@ -44,6 +44,7 @@ from tether.ai._openai import (
     _HTTPChat,
     _is_loopback,
     _parse_json,
+    warn_no_usage_answered,
 )
 from tether.ai._types import (
     DEFAULT_MAX_TOKENS,
@@ -192,6 +193,7 @@ class AnthropicChat(_HTTPChat):
                 raw = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
                 b = {**b, "raw": raw}
             blocks.append(b)
+        warn_no_usage_answered(self.provider, self.base_url, data.get("usage"))
         return self._reply(blocks, usage=_anthropic_usage(data.get("usage")),
                            model=str(data.get("model") or self.model),
                            stop_reason=data.get("stop_reason"), raw_id=str(data.get("id", "")),

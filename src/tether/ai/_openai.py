@@ -262,7 +262,36 @@ class _HTTPChat:
             raise self._bad_answer("the body is not JSON", resp) from exc
         if not isinstance(data, dict):
             raise self._bad_answer("the body is not a JSON object", resp)
+        if data.get("error") or data.get("type") == "error":
+            raise self._error_in_answer(data, resp)
         return data
+
+    def _error_in_answer(self, data: Mapping[str, Any], resp: httpx2.Response) -> ProviderError:
+        """The error of a 2xx answer whose body is an error (``{"error": {...}}``, as
+        OpenAI-compatible gateways answer a provider's failure with a 200; Anthropic's
+        ``{"type": "error", ...}``; a Responses API response that ``failed``): classified
+        by the HTTP status the body names (``"code": 400``), else by its type
+        (``invalid_request_error`` is a 400 ...), else retryable, with the provider's
+        message. Until 2026-12-06 such an answer was "no choices in the chat
+        completion": its message was lost and it was retried, a bad request or an
+        account out of credit for as long as the retry policy allowed."""
+        err = data.get("error")
+        detail: Mapping[str, Any] = (err if isinstance(err, Mapping)
+                                     else {"message": err} if isinstance(err, str) else {})
+        message = str(detail.get("message") or json.dumps(data)[:500])
+        message += f" (an error in an HTTP {resp.status_code} answer)"
+        kind = detail.get("type")
+        code = detail.get("code")
+        request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
+        status = _error_status_in_body(code, kind)
+        if status is None:
+            return _in_stream_error(self.provider, {**detail, "message": message},
+                                    status=resp.status_code, request_id=request_id)
+        named = None if _http_status(code) is not None else code
+        return error_for_status(self.provider, status, message,
+                                code=str(named or kind) if (named or kind) else None,
+                                headers=resp.headers, request_id=request_id,
+                                error_type=str(kind) if kind else None)
 
     async def _events(self, path: str, body: Mapping[str, Any],
                       headers: Mapping[str, str], progress: StreamProgress | None = None,
@@ -280,6 +309,19 @@ class _HTTPChat:
                 if resp.status_code >= 300:
                     await resp.aread()
                     raise self._response_error(resp)
+                if resp.headers.get("content-type", "").startswith("application/json"):
+                    # A JSON body where a stream was asked for: an error in a 200 answer
+                    # (a gateway's), not a stream that ended before its first event.
+                    await resp.aread()
+                    try:
+                        answer = resp.json()
+                    except ValueError:
+                        answer = None
+                    if isinstance(answer, dict) and (answer.get("error")
+                                                     or answer.get("type") == "error"):
+                        raise self._error_in_answer(answer, resp)
+                    raise self._bad_answer("a JSON body where a stream was asked for: "
+                                           f"{resp.text[:200]}", resp)
                 if progress is not None:
                     progress.opened = True
                 event = "message"
@@ -330,17 +372,57 @@ def _error_details(resp: httpx2.Response) -> tuple[str, str | None, str | None]:
     return (json.dumps(data)[:500], None, None)
 
 
-def _in_stream_error(provider: str, err: Mapping[str, Any]) -> ProviderError:
+def _in_stream_error(provider: str, err: Mapping[str, Any], *, status: int | None = None,
+                     request_id: str | None = None) -> ProviderError:
     """The error of an error event inside a stream (the HTTP status was 200): retryable,
-    but for an account out of credit (``ProviderBillingError``)."""
+    but for an account out of credit (``ProviderBillingError``), and for one whose
+    ``code`` is an HTTP status that retrying cannot fix (an OpenAI-compatible gateway's
+    ``{"error": {"code": 400, ...}}`` before the first token)."""
     message = str(err.get("message") or "error in stream")
     code = err.get("code") or err.get("type")
     kind = err.get("type")
-    if is_billing_error(0, message, str(code) if code else None,
-                        str(kind) if kind else None):
-        return ProviderBillingError(message, provider=provider, code=str(code))
-    return RetryableProviderError(message, provider=provider,
-                                  code=str(code) if code else None)
+    named = str(code) if code else None
+    if is_billing_error(0, message, named, str(kind) if kind else None):
+        return ProviderBillingError(message, provider=provider, code=named, status=status,
+                                    request_id=request_id)
+    told = _http_status(err.get("code"))
+    if told is not None:
+        return error_for_status(provider, told, message, code=str(kind) if kind else None,
+                                request_id=request_id, error_type=str(kind) if kind else None)
+    return RetryableProviderError(message, provider=provider, code=named, status=status,
+                                  request_id=request_id)
+
+
+def _http_status(code: Any) -> int | None:
+    """An error body's ``code`` when it is an HTTP error status (``400``, ``"429"``), as
+    OpenAI-compatible gateways (OpenRouter ...) give the status they would have
+    answered; else ``None``."""
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return code
+    return None
+
+
+#: The HTTP status of each error type OpenAI and Anthropic name in an error body.
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+    "rate_limit_error": 429, "rate_limit_exceeded": 429, "insufficient_quota": 429,
+    "api_error": 500, "server_error": 500, "timeout_error": 504, "overloaded_error": 529,
+}
+
+
+def _error_status_in_body(code: Any, kind: Any) -> int | None:
+    """The HTTP status an error body in a 2xx answer stands for: its ``code`` when that
+    is an HTTP error status, else its type's (``_STATUS_OF_TYPE``), else ``None``."""
+    told = _http_status(code)
+    if told is not None:
+        return told
+    for name in (kind, code):
+        if isinstance(name, str) and name in _STATUS_OF_TYPE:
+            return _STATUS_OF_TYPE[name]
+    return None
 
 
 def _parse_json(data: str) -> Any:
@@ -461,6 +543,7 @@ class OpenAIChat(_HTTPChat):
         refusal = message.get("refusal")
         if isinstance(refusal, str) and refusal and not text:
             text, finish = _refused(refusal, finish)
+        warn_no_usage_answered(self.provider, self.base_url, data.get("usage"))
         return ChatReply(
             text=text, tool_calls=calls, usage=_openai_usage(data.get("usage")),
             model=str(data.get("model") or self.model), finish_reason=finish,
@@ -598,6 +681,10 @@ _NO_USAGE_TOLD: set[tuple[str, str]] = set()
 _USAGE_SENT: set[tuple[str, str]] = set()
 
 
+#: The (provider, base URL) pairs already warned of plain answers without usage.
+_NO_USAGE_ANSWERED: set[tuple[str, str]] = set()
+
+
 def _warn_no_usage(provider: str, base_url: str) -> None:
     """Warn once per server that its streams end without the usage they were asked for
     (``stream_options.include_usage``): their calls count no tokens and no cost."""
@@ -607,6 +694,19 @@ def _warn_no_usage(provider: str, base_url: str) -> None:
     log.warning("%s at %s ended a stream without the usage it was asked for "
                 "(stream_options.include_usage): its streamed calls count no tokens and "
                 "no cost, and budgets do not see them", provider, base_url)
+
+
+def warn_no_usage_answered(provider: str, base_url: str, usage: Any) -> None:
+    """Warn once per server that a plain (not streamed) answer came without its usage
+    (no ``usage`` object): its call counts no tokens and no cost, and budgets do not
+    see it. Until 2026-12-06 only streams said so; a plain answer was counted 0 without
+    a word."""
+    if isinstance(usage, dict) or (provider, base_url) in _NO_USAGE_ANSWERED:
+        return
+    _NO_USAGE_ANSWERED.add((provider, base_url))
+    log.warning("%s at %s answered without the usage of the call (no \"usage\" in its "
+                "answer): its calls count no tokens and no cost, and budgets do not see "
+                "them", provider, base_url)
 
 
 def _openai_usage(usage: Any) -> Usage:

@@ -42,6 +42,7 @@ from tether.ai._openai import (
     _parse_json,
     _tools_and_choice,
     openai_endpoint,
+    warn_no_usage_answered,
 )
 from tether.ai._types import ChatReply, Message, OnChunk, ToolCall, Usage
 from tether.errors import ConfigError
@@ -110,6 +111,7 @@ class OpenAIResponses(_HTTPChat):
         """
         body = self._body(messages, tools, tool_choice, output_schema, params)
         data = await self._post("responses", body, self._headers(idempotency_key))
+        warn_no_usage_answered(self.provider, self.base_url, data.get("usage"))
         return self._reply(data)
 
     async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,

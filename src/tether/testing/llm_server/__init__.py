@@ -71,6 +71,9 @@ A reply::
                                    cache: Anthropic's cache_creation
                                    {"ephemeral_5m_input_tokens": 200,
                                     "ephemeral_1h_input_tokens": 400})
+    {"text": "...", "no_usage": true}   (OpenAI: no "usage" in the answer, nor a usage
+                                         chunk in its stream, as some compatible
+                                         servers answer)
     {"text": "...", "delay": 0.5}                       (wait before answering)
     {"text": "a b c d", "chunk_delay": 0.2}             (slow stream: wait per chunk)
     {"fault": "slow_stream", "text": "a b c", "chunk_delay": 0.2}   (the same)
@@ -103,6 +106,12 @@ A fault::
                                 ``Fault.out_of_credit()``. Anthropic's older answer is
                                 {"status": 400, "message": "Your credit balance is too
                                 low to access the Anthropic API. ..."})
+    {"fault": "error_body", "status": 400, "message": "context too long"}
+                               (an HTTP 200 whose body is the provider's error for the
+                                status, as OpenAI-compatible gateways answer a
+                                provider's failure: OpenAI's shape with the status as
+                                its "code", Anthropic's {"type": "error", ...};
+                                ``Fault.error_body(400, ...)``)
     {"fault": "hang"}          (read the request, never answer; ends when the client
                                 gives up and closes the connection: after its timeout,
                                 in real time; ``server.hanging`` counts those held)

@@ -75,12 +75,15 @@ def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) ->
             {"id": call_id, "type": "function",
              "function": {"name": name, "arguments": raw_args({"arguments": args})}}
             for call_id, name, args in calls]
-    return {"id": next_id("chatcmpl-"), "object": "chat.completion",
-            "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish_reason(reply)}],
-            "usage": _usage_dict(inp, out, reply.cache_read_tokens),
-            "service_tier": "default", "system_fingerprint": "fp_tether"}
+    answer = {"id": next_id("chatcmpl-"), "object": "chat.completion",
+              "created": int(time.time()), "model": model,
+              "choices": [{"index": 0, "message": message, "logprobs": None,
+                           "finish_reason": finish_reason(reply)}],
+              "usage": _usage_dict(inp, out, reply.cache_read_tokens),
+              "service_tier": "default", "system_fingerprint": "fp_tether"}
+    if reply.no_usage:
+        del answer["usage"]
+    return answer
 
 
 def events(rec: RecordedRequest, reply: Reply,
@@ -88,7 +91,8 @@ def events(rec: RecordedRequest, reply: Reply,
     """``(kind, SSE text)`` pairs; kind ``content`` marks the chunks that faults and
     delays count."""
     model = reply.model or rec.model or "unknown"
-    include_usage = bool((rec.body.get("stream_options") or {}).get("include_usage"))
+    include_usage = bool((rec.body.get("stream_options") or {}).get("include_usage")
+                         and not reply.no_usage)
     base = {"id": next_id("chatcmpl-"), "object": "chat.completion.chunk",
             "created": int(time.time()), "model": model, "system_fingerprint": "fp_tether"}
 

@@ -54,6 +54,7 @@ class Reply(ScriptStep):
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    no_usage: bool = False
 
     def __post_init__(self) -> None:
         if self.json is not None:
@@ -102,13 +103,14 @@ def _check_reply(reply: Reply) -> None:
                              f"\"name\", got {call!r}")
 
 
-FaultKind = Literal["status", "hang", "reset", "truncate", "out_of_credit"]
+FaultKind = Literal["status", "hang", "reset", "truncate", "out_of_credit", "error_body"]
 
 
 @dataclass(frozen=True)
 class Fault(ScriptStep):
     """A scripted failure: an HTTP error (``kind="status"``), or ``hang``, ``reset``,
-    ``truncate``, ``out_of_credit``. Build one with the class methods.
+    ``truncate``, ``out_of_credit``, ``error_body`` (the error of ``status`` in an HTTP
+    200 answer). Build one with the class methods.
 
     ``error_type`` is the error's type in the body (OpenAI: its ``type`` and ``code``;
     Anthropic: its ``type``), in place of the one the status usually has."""
@@ -122,8 +124,9 @@ class Fault(ScriptStep):
     error_type: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind == "status":
-            _error_status(self.status, "Fault.http")
+        if self.kind in ("status", "error_body"):
+            _error_status(self.status, "Fault.http" if self.kind == "status"
+                          else "Fault.error_body")
 
     @classmethod
     def http(cls, status: int, message: str | None = None, *,
@@ -138,6 +141,15 @@ class Fault(ScriptStep):
         ``insufficient_quota`` ("You exceeded your current quota..."), Anthropic's HTTP
         402 ``billing_error``."""
         return cls("out_of_credit", 0, times=times)
+
+    @classmethod
+    def error_body(cls, status: int = 400, message: str | None = None, *, times: int = 1,
+                   error_type: str | None = None) -> Fault:
+        """An HTTP **200** whose body is the provider's error for ``status``, as
+        OpenAI-compatible gateways answer a provider's failure (OpenAI's shape with the
+        status as its ``code``: ``{"error": {"message", "type", "code": 400}}``;
+        Anthropic's ``{"type": "error", "error": {...}}``)."""
+        return cls("error_body", status, message, times=times, error_type=error_type)
 
     @classmethod
     def rate_limit(cls, retry_after: float | str | None = 1.0, message: str | None = None,
@@ -247,10 +259,15 @@ def parse_step(d: Mapping[str, Any]) -> Reply | Fault:
     if fault == "slow_stream":
         d.setdefault("chunk_delay", 0.1)
         fault = None
+    if fault == "error_body":
+        _no_extra(d, {"status", "message", "delay", "error_type"}, "fault 'error_body'")
+        return Fault("error_body", int(d.get("status", 400)), d.get("message"),
+                     delay=float(d.get("delay", 0.0)), times=times,
+                     error_type=d.get("error_type"))
     if fault is not None:
         if fault not in ("hang", "reset", "truncate", "out_of_credit"):
             raise ValueError(f"unknown fault {fault!r} (hang, reset, truncate, out_of_credit, "
-                             "slow_stream)")
+                             "error_body, slow_stream)")
         _no_extra(d, {"delay"}, f"fault {fault!r}")
         return Fault(fault, 0 if fault == "out_of_credit" else 500,
                      delay=float(d.get("delay", 0.0)), times=times)

@@ -373,6 +373,15 @@ class ScriptedLLMServer:
             status, kind, message = _provider(rec.protocol).OUT_OF_CREDIT
             await self._error(conn, rec, status, fault.message or message,
                               outcome="fault:out_of_credit", error_type=kind)
+        elif fault.kind == "error_body":
+            provider = _provider(rec.protocol)
+            message = fault.message or _DEFAULT_MESSAGES.get(fault.status, "error")
+            body = provider.error_body(fault.status, message, fault.error_type)
+            if rec.protocol != "anthropic" and fault.error_type is None:
+                body["error"]["code"] = fault.status  # (as gateways: the status they meant)
+            rec.status, rec.outcome = 200, "fault:error_body"
+            await conn.respond(200, body, headers={
+                provider.REQUEST_ID_HEADER: f"req_{uuid.uuid4().hex[:24]}"})
         elif fault.kind == "hang":
             rec.outcome = "fault:hang"
             self.hanging += 1
