@@ -944,12 +944,14 @@ async def test_an_error_in_a_200_answer_is_the_providers_error(
         ask = client.stream if streamed else client.chat
         with pytest.raises(FatalProviderError) as fatal:
             await ask(HELLO)
-        assert fatal.value.status == 400 and isinstance(fatal.value, NonRetryable)
+        assert isinstance(fatal.value, NonRetryable)
         assert "prompt is too long: 250000 tokens" in str(fatal.value)
-        assert "HTTP 200 answer" in str(fatal.value)
+        if not streamed:  # (streamed: an error event, as any in a stream)
+            assert fatal.value.status == 400 and "HTTP 200 answer" in str(fatal.value)
         with pytest.raises(RetryableProviderError) as retryable:
             await ask(HELLO)
-        assert retryable.value.delivered is None  # (no answer began: not billed)
+        if not streamed:  # (no answer began: not billed)
+            assert retryable.value.delivered is None
         with pytest.raises(ProviderBillingError, match="Insufficient credits"):
             await ask(HELLO)
     finally:
@@ -971,6 +973,36 @@ async def test_an_error_in_a_200_stream_event_names_its_status() -> None:
         assert fatal.value.status == 400
         with pytest.raises(RetryableProviderError, match="upstream failed"):
             await call(OpenAIChat("gpt-4.1-mini", base_url=url), True)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_json_error_where_a_stream_was_asked_for_is_the_providers_error() -> None:
+    """A server that answers a streamed request with a JSON body and a 200 (an error
+    from a proxy that does not stream its errors): the error it carries, not "the
+    stream ended before its end" with the message lost."""
+    body = json.dumps({"error": {"message": "model not found: gpt-9", "code": 404}})
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                     % (len(body), body.encode()))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        for client in (OpenAIChat("gpt-4.1-mini", base_url=url),
+                       AnthropicChat("claude-haiku-4-5", base_url=url)):
+            with pytest.raises(FatalProviderError, match="model not found: gpt-9") as fatal:
+                await call(client, True)
+            assert fatal.value.status == 404 and fatal.value.delivered is None
     finally:
         server.close()
         await server.wait_closed()

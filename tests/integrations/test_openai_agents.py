@@ -227,6 +227,26 @@ async def test_an_account_out_of_credit_fails_the_run_at_once(
     assert len(server.requests) == 1
 
 
+async def test_an_error_in_a_200_answer_fails_the_run_at_once(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """A gateway's HTTP 200 carrying the provider's 400 (``{"error": {"code": 400,
+    ...}}``) is that 400: the run fails at the first attempt with the provider's
+    message. The SDK raises ``ModelBehaviorError`` ("ChatCompletion response has no
+    choices (possible provider error payload)"), which was retried for as long as the
+    retry policy allowed (here until the next step of the script answered)."""
+    server.set_script([Fault.error_body(400, "This model's maximum context length is "
+                                             "128000 tokens"), Reply("never asked for")])
+    app = App(sqlite_url)
+    TetherAgent(Agent(name="gw", model=model), app=app)
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"FatalProviderError.*HTTP 400.*maximum context "
+                                            r"length is 128000 tokens"):
+            await (await app.start("gw", "x", run_id="g1")).result(timeout=30)
+        (entry,) = (await app.get_run("g1")).journal
+    assert entry["attempts"] == 1
+    assert len(server.requests) == 1
+
+
 async def test_budget_wait_resumes_when_raised(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
     server.set_script(triage_script())

@@ -357,6 +357,54 @@ async def test_an_account_out_of_credit_fails_the_run_at_once(
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("live", [False, True], ids=["plain", "live"])
+async def test_an_error_in_a_200_answer_fails_the_run_at_once(
+        sqlite_url: str, server: ScriptedLLMServer, live: bool) -> None:
+    """A gateway's HTTP 200 carrying the provider's 400 (``{"error": {"code": 400,
+    ...}}``) is that 400: the run fails at the first attempt with the provider's
+    message. Plain (``live=False``), pydantic-ai calls the answer invalid ("4
+    validation errors for ChatCompletion"); it was retried as a dropped answer (here
+    until the next step of the script answered, in production for ever). Streamed, the
+    SDK reads the error event (a ``ModelHTTPError`` 400): right before too."""
+    server.set_script([Fault.error_body(400, "This model's maximum context length is "
+                                             "128000 tokens"), Reply("never asked for")])
+    client = AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0)
+    unretried = OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(openai_client=client))
+    app = App(sqlite_url)
+    TetherAgent(Agent(unretried, name="gw"), app=app, durability=TetherDurability(live=live))
+    async with app, app.worker():
+        with pytest.raises(RunFailed, match=r"FatalProviderError.*HTTP 400.*maximum context "
+                                            r"length is 128000 tokens"):
+            await (await app.start("gw", "x", run_id="g1")).result(timeout=30)
+        (entry,) = (await app.get_run("g1")).journal
+    await client.close()
+    assert entry["attempts"] == 1
+    assert len(server.requests) == 1
+
+
+async def test_an_answer_without_usage_is_counted_with_a_warning(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatModel,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An OpenAI-compatible server that tells no usage: the call counts no tokens and
+    $0, and a warning says so (once per endpoint) rather than nothing, as
+    ``tether.ai.LLM``'s clients say it."""
+    from tether.ai import _metered
+
+    _metered._NO_USAGE.discard(f"openai:{server.base_url}".rstrip("/"))
+    server.set_script([Reply("fine", no_usage=True)])
+    app = App(sqlite_url)
+    TetherAgent(Agent(model, name="mute"), app=app)
+    with caplog.at_level("WARNING", logger="tether.ai"):
+        async with app, app.worker():
+            assert await (await app.start("mute", "x", run_id="m1")).result(
+                timeout=30) == "fine"
+            info = await app.get_run("m1")
+    assert info.metrics["llm.calls"] == 1 and info.metrics.get("tokens.input", 0) == 0
+    said = [r.getMessage() for r in caplog.records
+            if "without the usage" in r.getMessage()]
+    assert len(said) == 1 and server.base_url.rstrip("/") in said[0], said
+
+
 async def test_bad_configuration_is_a_clear_error(model: OpenAIChatModel) -> None:
     with pytest.raises(ConfigError, match="TetherAgent needs a name"):
         TetherAgent(Agent(model))

@@ -37,6 +37,7 @@ from tether.ai._errors import (
     ProviderError,
     RetryableProviderError,
     error_for_status,
+    error_in_answer,
 )
 from tether.ai._llm import DEFAULT_LLM_RETRY, LLM, OutputValidationError
 from tether.ai._metered import MeteredModel
@@ -96,6 +97,7 @@ __all__ = [
     "approve",
     "call_child",
     "error_for_status",
+    "error_in_answer",
     "function_tool",
     "idempotency_headers",
     "pending_approval",

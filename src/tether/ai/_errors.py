@@ -39,9 +39,12 @@ __all__ = [
     "ProviderError",
     "RetryableProviderError",
     "error_for_status",
+    "error_in_answer",
+    "http_status_in_body",
     "is_billing_error",
     "is_retryable_status",
     "parse_retry_after",
+    "status_in_error_body",
 ]
 
 
@@ -221,6 +224,74 @@ def error_for_status(provider: str, status: int, message: str, *, code: str | No
                                       request_id=request_id, retry_after=retry_after)
     return FatalProviderError(message, provider=provider, status=status, code=code,
                               request_id=request_id)
+
+
+def http_status_in_body(code: Any) -> int | None:
+    """An error body's ``code`` when it is an HTTP error status (``400``, ``"429"``), as
+    OpenAI-compatible gateways (OpenRouter ...) give the status they would have
+    answered; else ``None``."""
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return code
+    return None
+
+
+#: The HTTP status of each error type OpenAI and Anthropic name in an error body.
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+    "rate_limit_error": 429, "rate_limit_exceeded": 429, "insufficient_quota": 429,
+    "api_error": 500, "server_error": 500, "timeout_error": 504, "overloaded_error": 529,
+}
+
+
+def status_in_error_body(code: Any, kind: Any) -> int | None:
+    """The HTTP status an error body in a 2xx answer stands for: its ``code`` when that
+    is an HTTP error status, else its type's (``_STATUS_OF_TYPE``), else ``None``."""
+    told = http_status_in_body(code)
+    if told is not None:
+        return told
+    for name in (kind, code):
+        if isinstance(name, str) and name in _STATUS_OF_TYPE:
+            return _STATUS_OF_TYPE[name]
+    return None
+
+
+def error_in_answer(provider: str, body: Mapping[str, Any], *, status: int = 200,
+                    headers: Mapping[str, str] | None = None,
+                    request_id: str | None = None) -> ProviderError:
+    """The error a 2xx answer stands for when its body is an error: OpenAI's shape
+    ``{"error": {"message", "type", "code"}}`` (as OpenAI-compatible gateways answer a
+    provider's failure with a 200, their ``code`` the status they meant), Anthropic's
+    ``{"type": "error", "error": {...}}``, a Responses API response that ``failed``.
+
+    Classified as the HTTP status the body names (``"code": 400``), else as its type's
+    (``invalid_request_error`` a 400, ``rate_limit_error`` a 429, ``server_error`` a
+    500 ...), else retryable; an account out of credit is a ``ProviderBillingError``.
+    The message is the provider's, followed by "(an error in an HTTP 200 answer)".
+    Until 2026-12-06 such an answer was "no choices in the chat completion" (or
+    pydantic-ai's "validation errors for ChatCompletion"): the message lost, and a bad
+    request or an account out of credit retried for as long as the policy allowed.
+    """
+    err = body.get("error")
+    detail: Mapping[str, Any] = (err if isinstance(err, Mapping)
+                                 else {"message": err} if isinstance(err, str) else {})
+    message = str(detail.get("message") or body)[:2000]
+    message += f" (an error in an HTTP {status} answer)"
+    kind = detail.get("type")
+    code = detail.get("code")
+    kind = str(kind) if kind else None
+    named = None if http_status_in_body(code) is not None else (str(code) if code else None)
+    told = status_in_error_body(code, kind)
+    if told is not None:
+        return error_for_status(provider, told, message, code=named or kind, headers=headers,
+                                request_id=request_id, error_type=kind)
+    if is_billing_error(0, message, named, kind):
+        return ProviderBillingError(message, provider=provider, status=status,
+                                    code=named or kind, request_id=request_id)
+    return RetryableProviderError(message, provider=provider, status=status,
+                                  code=named or kind, request_id=request_id)
 
 
 class ProviderConfigError(ConfigError, NonRetryable):

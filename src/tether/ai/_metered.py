@@ -31,6 +31,7 @@ the error it raises.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -53,6 +54,8 @@ from tether.ai._types import Usage
 from tether.errors import ConfigError
 
 __all__ = ["MeteredModel", "UsageOf"]
+
+log = logging.getLogger("tether.ai")
 
 
 #: From a request's JSON result: the tokens it used and the model that answered
@@ -220,6 +223,8 @@ class MeteredModel:
             raise
         await gate.answered()
         used, answered = usage(result)
+        if used.total_tokens <= 0:
+            _warn_no_usage(self.provider_key)
         price = self.prices.price(answered) if answered else self.prices.price(model)
         if not price.known:
             price = self.prices.price(model)
@@ -232,6 +237,21 @@ class MeteredModel:
             deltas["llm.unpriced_calls"] = 1.0
         run.add_metrics(deltas)
         return record
+
+
+#: The endpoints already warned of answers without usage, in this process.
+_NO_USAGE: set[str] = set()
+
+
+def _warn_no_usage(endpoint: str) -> None:
+    """Warn once per endpoint that an answer told no usage: its call counts no tokens
+    and no cost, and budgets do not see it (as ``tether.ai.LLM``'s clients warn).
+    Until 2026-12-06 such calls were counted 0 without a word."""
+    if endpoint in _NO_USAGE:
+        return
+    _NO_USAGE.add(endpoint)
+    log.warning("%s answered without the usage of the call (no tokens told): its calls "
+                "count no tokens and no cost, and budgets do not see them", endpoint)
 
 
 def saved_metrics(value: Any) -> dict[str, float] | None:

@@ -37,6 +37,8 @@ from tether.ai._errors import (
     ProviderError,
     RetryableProviderError,
     error_for_status,
+    error_in_answer,
+    http_status_in_body,
     is_billing_error,
 )
 from tether.ai._types import (
@@ -267,31 +269,10 @@ class _HTTPChat:
         return data
 
     def _error_in_answer(self, data: Mapping[str, Any], resp: httpx2.Response) -> ProviderError:
-        """The error of a 2xx answer whose body is an error (``{"error": {...}}``, as
-        OpenAI-compatible gateways answer a provider's failure with a 200; Anthropic's
-        ``{"type": "error", ...}``; a Responses API response that ``failed``): classified
-        by the HTTP status the body names (``"code": 400``), else by its type
-        (``invalid_request_error`` is a 400 ...), else retryable, with the provider's
-        message. Until 2026-12-06 such an answer was "no choices in the chat
-        completion": its message was lost and it was retried, a bad request or an
-        account out of credit for as long as the retry policy allowed."""
-        err = data.get("error")
-        detail: Mapping[str, Any] = (err if isinstance(err, Mapping)
-                                     else {"message": err} if isinstance(err, str) else {})
-        message = str(detail.get("message") or json.dumps(data)[:500])
-        message += f" (an error in an HTTP {resp.status_code} answer)"
-        kind = detail.get("type")
-        code = detail.get("code")
+        """The error of a 2xx answer whose body is an error (``error_in_answer``)."""
         request_id = resp.headers.get("x-request-id") or resp.headers.get("request-id")
-        status = _error_status_in_body(code, kind)
-        if status is None:
-            return _in_stream_error(self.provider, {**detail, "message": message},
-                                    status=resp.status_code, request_id=request_id)
-        named = None if _http_status(code) is not None else code
-        return error_for_status(self.provider, status, message,
-                                code=str(named or kind) if (named or kind) else None,
-                                headers=resp.headers, request_id=request_id,
-                                error_type=str(kind) if kind else None)
+        return error_in_answer(self.provider, data, status=resp.status_code,
+                               headers=resp.headers, request_id=request_id)
 
     async def _events(self, path: str, body: Mapping[str, Any],
                       headers: Mapping[str, str], progress: StreamProgress | None = None,
@@ -385,44 +366,12 @@ def _in_stream_error(provider: str, err: Mapping[str, Any], *, status: int | Non
     if is_billing_error(0, message, named, str(kind) if kind else None):
         return ProviderBillingError(message, provider=provider, code=named, status=status,
                                     request_id=request_id)
-    told = _http_status(err.get("code"))
+    told = http_status_in_body(err.get("code"))
     if told is not None:
         return error_for_status(provider, told, message, code=str(kind) if kind else None,
                                 request_id=request_id, error_type=str(kind) if kind else None)
     return RetryableProviderError(message, provider=provider, code=named, status=status,
                                   request_id=request_id)
-
-
-def _http_status(code: Any) -> int | None:
-    """An error body's ``code`` when it is an HTTP error status (``400``, ``"429"``), as
-    OpenAI-compatible gateways (OpenRouter ...) give the status they would have
-    answered; else ``None``."""
-    if isinstance(code, str) and code.isdigit():
-        code = int(code)
-    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
-        return code
-    return None
-
-
-#: The HTTP status of each error type OpenAI and Anthropic name in an error body.
-_STATUS_OF_TYPE = {
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
-    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
-    "rate_limit_error": 429, "rate_limit_exceeded": 429, "insufficient_quota": 429,
-    "api_error": 500, "server_error": 500, "timeout_error": 504, "overloaded_error": 529,
-}
-
-
-def _error_status_in_body(code: Any, kind: Any) -> int | None:
-    """The HTTP status an error body in a 2xx answer stands for: its ``code`` when that
-    is an HTTP error status, else its type's (``_STATUS_OF_TYPE``), else ``None``."""
-    told = _http_status(code)
-    if told is not None:
-        return told
-    for name in (kind, code):
-        if isinstance(name, str) and name in _STATUS_OF_TYPE:
-            return _STATUS_OF_TYPE[name]
-    return None
 
 
 def _parse_json(data: str) -> Any:

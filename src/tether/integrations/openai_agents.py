@@ -33,6 +33,7 @@ went, not work done again. See ``docs/integrations-openai-agents.md``.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import functools
@@ -85,6 +86,7 @@ from tether.ai import (
     RetryableProviderError,
     Usage,
     error_for_status,
+    error_in_answer,
     idempotency_headers,
     set_budget,
     split_budget,
@@ -901,6 +903,32 @@ class _provider_errors:
                                    error_type=getattr(exc, "type", None)) from exc
         if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
             raise RetryableProviderError(str(exc), provider="openai") from exc
+        if isinstance(exc, ModelBehaviorError):
+            error = _error_payload(exc)
+            if error is not None:
+                raise error_in_answer("openai", {"error": error}) from exc
+
+
+#: The SDK's error for a 200 answer without choices, which names the body's ``error``.
+_ERROR_PAYLOAD = re.compile(
+    r"ChatCompletion response has no choices \(possible provider error payload\): (\{.*\})$",
+    re.DOTALL)
+
+
+def _error_payload(exc: ModelBehaviorError) -> dict[str, Any] | None:
+    """The provider's error an HTTP 200 answer carried (a gateway's ``{"error": {"code":
+    400, ...}}``), as the SDK's ``ModelBehaviorError`` quotes it (a Python literal);
+    ``None`` for any other. That error was retried as a misbehaving model for as long as
+    the retry policy allowed, a bad request too (until 2026-12-06): it is the error the
+    body names, as for ``tether.ai.LLM`` (``tether.ai.error_in_answer``)."""
+    found = _ERROR_PAYLOAD.match(str(exc))
+    if found is None:
+        return None
+    try:
+        error = ast.literal_eval(found[1])
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return error if isinstance(error, dict) else None
 
 
 async def _publish(run: ext.Run, event: dict[str, Any]) -> None:

@@ -88,6 +88,7 @@ from tether.ai import (
     RetryableProviderError,
     Usage,
     error_for_status,
+    error_in_answer,
     idempotency_headers,
     set_budget,
 )
@@ -564,6 +565,13 @@ def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> Pr
     body = getattr(exc, "body", None)
     err = body.get("error") if isinstance(body, Mapping) else None
     err = err if isinstance(err, Mapping) else body
+    if (status is None and isinstance(body, Mapping) and body.get("error")
+            and isinstance(body["error"], (str, Mapping))):
+        # An HTTP 200 whose body is an error (a gateway's ``{"error": {"code": 400,
+        # ...}}``): pydantic-ai calls it an invalid response ("validation errors for
+        # ChatCompletion"), retried for ever, a bad request too. It is the error the
+        # body names, as for tether.ai.LLM.
+        return error_in_answer(provider, body)
     if isinstance(err, Mapping):  # (an account out of credit: fatal, not a rate limit)
         code, kind = err.get("code"), err.get("type")
         code, kind = (str(code) if code else None), (str(kind) if kind else None)

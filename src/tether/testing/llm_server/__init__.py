@@ -110,7 +110,8 @@ A fault::
                                (an HTTP 200 whose body is the provider's error for the
                                 status, as OpenAI-compatible gateways answer a
                                 provider's failure: OpenAI's shape with the status as
-                                its "code", Anthropic's {"type": "error", ...};
+                                its "code", Anthropic's {"type": "error", ...}; a
+                                streamed request gets it as the stream's one event;
                                 ``Fault.error_body(400, ...)``)
     {"fault": "hang"}          (read the request, never answer; ends when the client
                                 gives up and closes the connection: after its timeout,

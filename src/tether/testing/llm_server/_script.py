@@ -148,7 +148,8 @@ class Fault(ScriptStep):
         """An HTTP **200** whose body is the provider's error for ``status``, as
         OpenAI-compatible gateways answer a provider's failure (OpenAI's shape with the
         status as its ``code``: ``{"error": {"message", "type", "code": 400}}``;
-        Anthropic's ``{"type": "error", "error": {...}}``)."""
+        Anthropic's ``{"type": "error", "error": {...}}``); a streamed request gets it
+        as the stream's one event."""
         return cls("error_body", status, message, times=times, error_type=error_type)
 
     @classmethod

@@ -380,8 +380,17 @@ class ScriptedLLMServer:
             if rec.protocol != "anthropic" and fault.error_type is None:
                 body["error"]["code"] = fault.status  # (as gateways: the status they meant)
             rec.status, rec.outcome = 200, "fault:error_body"
-            await conn.respond(200, body, headers={
-                provider.REQUEST_ID_HEADER: f"req_{uuid.uuid4().hex[:24]}"})
+            request_id = {provider.REQUEST_ID_HEADER: f"req_{uuid.uuid4().hex[:24]}"}
+            if not rec.stream:
+                await conn.respond(200, body, headers=request_id)
+                return
+            # Streamed: the error is the stream's one event (as gateways send it).
+            event = "event: error\n" if rec.protocol == "anthropic" else ""
+            await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
+                                       "cache-control": "no-cache",
+                                       "transfer-encoding": "chunked", **request_id}))
+            await conn.send_chunk(f"{event}data: {json.dumps(body)}\n\n")
+            await conn.end_chunks()
         elif fault.kind == "hang":
             rec.outcome = "fault:hang"
             self.hanging += 1
