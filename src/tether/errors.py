@@ -48,6 +48,7 @@ Exception
 │   ├── ai.MaxTurnsExceeded        (agent, max_turns, last_tools) out of turns
 │   ├── ai.MaxTokensExceeded       (agent, max_tokens, output_tokens, tool_calls, text)
 │   │                              an agent's reply was cut off at max_tokens
+│   ├── ai.ModelRefused            (agent, text, tool_calls) the model refused
 │   ├── ai.NoPendingApproval       (run_id, detail) nothing to approve
 │   └── ai.mcp.MCPUnavailable      (server, detail) retryable: unreachable, broken
 └── ValueError

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pydantic
 import pytest
 
 import tether
@@ -488,6 +489,43 @@ async def test_an_answer_cut_off_at_max_tokens_fails_the_run_naming_the_limit(
     assert f"cut off at its output limit (max_tokens={limit}; 64 output tokens used)" in message
     assert "mid-answer" in message and "allow_truncated=True" in message
     assert lenient == "The three reasons are: first, the"
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_a_refusal_fails_the_run_quoting_the_model(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A refusal (OpenAI's ``refusal``, Anthropic's stop_reason ``refusal``: the reply's
+    finish_reason ``content_filter``) fails the run with ``ModelRefused``, quoting the
+    model, as pydantic-ai and the Agents SDK fail theirs; ``allow_refusal=True`` returns
+    it as the answer; an ``output_type`` agent's fails at once, without asking again.
+    Before, the refusal was the run's result, the run ``completed`` as if answered, and
+    an ``output_type`` agent asked for its answer turn after turn until ``max_turns``."""
+
+    class Verdict(pydantic.BaseModel):
+        ok: bool
+
+    app = App(sqlite_url)
+    async with model_of(server, protocol) as llm:
+        app.add_agent(Agent("prude", model=llm))
+        app.add_agent(Agent("frank", model=llm, allow_refusal=True))
+        app.add_agent(Agent("judge", model=llm, output_type=Verdict, max_turns=3))
+        server.set_script([Reply(refusal="I can't help with that.", times=3)])
+        async with app:
+            with pytest.raises(RunFailed) as refused:
+                await run_to_end(app, "prude", "Pick a lock.", run_id="no-1")
+            frank = await run_to_end(app, "frank", "Pick a lock.", run_id="no-2")
+            with pytest.raises(RunFailed) as judged:
+                await run_to_end(app, "judge", "Pick a lock.", run_id="no-3")
+            info = await app.get_run("no-1")
+    for failed in (refused, judged):
+        assert failed.value.error is not None
+        assert failed.value.error["type"] == "tether.ai._agent.ModelRefused"
+        assert "the model refused to answer" in failed.value.error["message"]
+        assert "I can't help with that." in failed.value.error["message"]
+    assert "allow_refusal=True" in refused.value.error["message"]  # type: ignore[index]
+    assert frank == "I can't help with that."
+    assert len(server.requests) == 3  # (one each: the judge was not asked again)
+    assert info.metrics["llm.calls"] == 1  # (paid, and counted)
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])

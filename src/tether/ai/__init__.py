@@ -13,6 +13,7 @@ from tether.ai._agent import (
     InvalidToolCall,
     MaxTokensExceeded,
     MaxTurnsExceeded,
+    ModelRefused,
     call_child,
     split_budget,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "MaxTurnsExceeded",
     "Message",
     "MeteredModel",
+    "ModelRefused",
     "NoPendingApproval",
     "OutputValidationError",
     "PendingApproval",

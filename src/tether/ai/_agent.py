@@ -7,6 +7,8 @@ and returns the model's final answer (a string). Each turn::
     reply = await model.chat(messages, tools=specs)        # one durable LLM operation
     cut off at max_tokens -> fail with MaxTokensExceeded, running none of its tools
         (allow_truncated=True: a cut text answer is returned as it is)
+    a refusal (content_filter) -> fail with ModelRefused, quoting the model
+        (allow_refusal=True: a text agent returns it as its answer)
     no tool calls -> return reply.text
     for each tool call, in order: check it (pure); a malformed one is journaled as a
         failed ``<agent>.invalid_tool_call`` step and its error goes back to the model
@@ -86,7 +88,8 @@ if TYPE_CHECKING:
     from tether.ai.mcp import MCPContext, MCPServer, MCPToolset
 
 __all__ = ["FINAL_RESULT_TOOL", "INTERRUPT_SIGNAL", "STEER_SIGNAL", "Agent", "AgentTool",
-           "ChatModel", "InvalidToolCall", "MaxTokensExceeded", "MaxTurnsExceeded"]
+           "ChatModel", "InvalidToolCall", "MaxTokensExceeded", "MaxTurnsExceeded",
+           "ModelRefused"]
 
 #: The tool an agent with an ``output_type`` gives its final answer with.
 FINAL_RESULT_TOOL = "final_result"
@@ -117,6 +120,41 @@ _LAST_TURN_RUNS_NO_TOOLS = "tether.ai.agent:last-turn-runs-no-tools"
 #: returned, a cut reply's tool calls checked and run). Journaled only when a reply
 #: was cut.
 _CUT_REPLY_FAILS = "tether.ai.agent:cut-reply-fails"
+
+
+#: ``tether.patched`` id of the rule that a refusal (``finish_reason``
+#: ``content_filter``) ends the run with ``ModelRefused`` (runs recorded before it
+#: replay as they ran: the refusal returned as the answer). Journaled only when a reply
+#: is a refusal.
+_REFUSAL_FAILS = "tether.ai.agent:refusal-fails"
+
+
+class ModelRefused(TetherError):
+    """The model refused (``finish_reason`` ``content_filter``: OpenAI's ``refusal``,
+    Anthropic's ``stop_reason`` ``refusal``, the Responses API's refusal part, a
+    content filter). The run fails with the model's words: a refusal is not an answer,
+    and it was returned as one, the run ``completed`` (an ``output_type`` agent asked
+    again and again for its answer, each turn paid, until ``max_turns``). With
+    ``Agent(allow_refusal=True)`` a text agent returns the refusal as its answer
+    instead. pydantic-ai (``ContentFilterError``) and the OpenAI Agents SDK
+    (``ModelRefusalError``) fail their runs likewise.
+
+    Attributes:
+        agent: the agent's name.
+        text: what the model said, or ``None``.
+        tool_calls: the tools the refused reply asked for (not run).
+    """
+
+    def __init__(self, agent: str, *, text: str | None, tool_calls: list[str]) -> None:
+        said = f": {text[:500]!r}" if text else " (it said nothing)"
+        super().__init__(
+            f"agent {agent!r}: the model refused to answer (finish_reason content_filter)"
+            f"{said}; change the task or the instructions"
+            + ("" if tool_calls else ", or Agent(allow_refusal=True) returns a refusal as "
+               "the answer"))
+        self.agent = agent
+        self.text = text
+        self.tool_calls = tool_calls
 
 
 class MaxTurnsExceeded(TetherError):
@@ -327,6 +365,10 @@ class Agent:
             limit and the tokens used. A reply cut while asking for tools, or an
             ``output_type`` agent's, fails the run either way: its tool calls are never
             run (the cut may have left one with half its arguments).
+        allow_refusal: return a refusal (``finish_reason`` ``content_filter``) as the
+            answer. By default it fails the run with ``ModelRefused``, quoting the
+            model; an ``output_type`` agent's refusal, or one asking for tools, fails
+            either way.
 
     Raises:
         ConfigError: a bad name, ``max_turns < 1``, a tool that is none of the above, an
@@ -341,7 +383,8 @@ class Agent:
                  output_type: type[pydantic.BaseModel] | None = None,
                  steerable: bool = False, interruptible: bool = False,
                  stream: bool = True, context: Iterable[MCPContext] = (),
-                 allow_truncated: bool = False, retention: Any = None) -> None:
+                 allow_truncated: bool = False, retention: Any = None,
+                 allow_refusal: bool = False) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"an agent needs a name, got {name!r}")
         if not isinstance(max_turns, int) or max_turns < 1:
@@ -370,6 +413,7 @@ class Agent:
         self.stream = stream
         self.context = list(context)
         self.allow_truncated = allow_truncated
+        self.allow_refusal = allow_refusal
         self._final = _FinalResult(output_type) if output_type is not None else None
         self.app: App | None = None
         self.workflow: Callable[[str], Awaitable[str]] | None = None
@@ -536,6 +580,10 @@ class Agent:
                     self.name, max_tokens=self._max_tokens(),
                     output_tokens=reply.usage.output_tokens,
                     tool_calls=[c.name for c in reply.tool_calls], text=reply.text)
+        if reply.finish_reason == "content_filter" and tether.patched(_REFUSAL_FAILS):
+            if reply.tool_calls or self._final is not None or not self.allow_refusal:
+                raise ModelRefused(self.name, text=reply.text,
+                                   tool_calls=[c.name for c in reply.tool_calls])
         if self._final is not None:
             found, output = self._final_answer(reply, tools)
             if found:
