@@ -15,7 +15,7 @@ from tests.engine.helpers import status_is, wait_for
 from tether import App
 from tether.ai import LLM, Agent, function_tool, user_message
 from tether.errors import ConfigError
-from tether.testing.llm_server import Reply
+from tether.testing.llm_server import Fault, Reply
 from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
 
 
@@ -114,6 +114,23 @@ async def test_provider_errors_are_classified(server: ScriptedResponsesServer,
         await llm.chat([user_message("x")])
     with pytest.raises(RetryableProviderError, match="error"):
         await llm.stream([user_message("x")])
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+async def test_an_error_in_a_200_answer_is_the_providers_error(
+        server: ScriptedResponsesServer, llm: LLM, streamed: bool) -> None:
+    """A gateway's HTTP 200 carrying the provider's 400 (``{"error": {"code": 400,
+    ...}}``, streamed: an ``error`` event whose ``code`` is 400) fails at once with the
+    provider's message; it was "no output in the response" (streamed: retryable, "the
+    stream ended before response.completed"), retried for as long as the policy
+    allowed."""
+    from tether.ai import FatalProviderError
+
+    server.set_script([Fault.error_body(400, "context too long")])
+    ask = llm.stream if streamed else llm.chat
+    with pytest.raises(FatalProviderError, match="context too long") as fatal:
+        await ask([user_message("x")])
+    assert fatal.value.status == 400
 
 
 async def test_a_refusal_part_is_the_replys_text_with_content_filter(

@@ -33,6 +33,8 @@ from tether.ai._errors import (
     ProviderBillingError,
     ProviderError,
     RetryableProviderError,
+    error_for_status,
+    http_status_in_body,
     is_billing_error,
 )
 from tether.ai._openai import (
@@ -165,6 +167,9 @@ class OpenAIResponses(_HTTPChat):
                         if is_billing_error(0, message, code):
                             raise ProviderBillingError(message, provider=self.provider,
                                                        code=code)
+                        status = http_status_in_body(code)
+                        if status is not None:  # (a gateway's: the status it meant)
+                            raise error_for_status(self.provider, status, message)
                         raise RetryableProviderError(message, provider=self.provider,
                                                      code=code)
             if final is None:

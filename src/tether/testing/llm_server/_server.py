@@ -384,8 +384,11 @@ class ScriptedLLMServer:
             if not rec.stream:
                 await conn.respond(200, body, headers=request_id)
                 return
-            # Streamed: the error is the stream's one event (as gateways send it).
-            event = "event: error\n" if rec.protocol == "anthropic" else ""
+            # Streamed: the error is the stream's one event (as gateways send it; the
+            # Responses API's error event is {"type": "error", "code", "message"}).
+            event = "event: error\n" if rec.protocol in ("anthropic", "responses") else ""
+            if rec.protocol == "responses":
+                body = {**body["error"], "type": "error"}
             await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
                                        "cache-control": "no-cache",
                                        "transfer-encoding": "chunked", **request_id}))
