@@ -231,20 +231,32 @@ async def test_an_error_in_a_200_answer_fails_the_run_at_once(
         sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
     """A gateway's HTTP 200 carrying the provider's 400 (``{"error": {"code": 400,
     ...}}``) is that 400: the run fails at the first attempt with the provider's
-    message. The SDK raises ``ModelBehaviorError`` ("ChatCompletion response has no
-    choices (possible provider error payload)"), which was retried for as long as the
-    retry policy allowed (here until the next step of the script answered)."""
+    message, plain or streamed. The SDK raises ``ModelBehaviorError`` ("ChatCompletion
+    response has no choices (possible provider error payload)"; streamed, an
+    ``APIError``), which was retried for as long as the retry policy allowed (here
+    until the next step of the script answered)."""
     server.set_script([Fault.error_body(400, "This model's maximum context length is "
-                                             "128000 tokens"), Reply("never asked for")])
+                                             "128000 tokens", times=2),
+                       Reply("never asked for")])
+    agent = durable(Agent(name="gw", model=model))
     app = App(sqlite_url)
-    TetherAgent(Agent(name="gw", model=model), app=app)
+    TetherAgent(agent, app=app)
+
+    @app.workflow
+    async def streamed_gw(question: str) -> str:
+        streamed = Runner.run_streamed(agent, question, run_config=run_config())
+        async for _ in streamed.stream_events():
+            pass
+        return str(streamed.final_output)
+
     async with app, app.worker():
-        with pytest.raises(RunFailed, match=r"FatalProviderError.*HTTP 400.*maximum context "
-                                            r"length is 128000 tokens"):
-            await (await app.start("gw", "x", run_id="g1")).result(timeout=30)
-        (entry,) = (await app.get_run("g1")).journal
-    assert entry["attempts"] == 1
-    assert len(server.requests) == 1
+        for name, run_id in (("gw", "g1"), ("streamed_gw", "g2")):
+            with pytest.raises(RunFailed, match=r"FatalProviderError.*HTTP 400.*maximum "
+                                                r"context length is 128000 tokens"):
+                await (await app.start(name, "x", run_id=run_id)).result(timeout=30)
+            (entry,) = (await app.get_run(run_id)).journal
+            assert entry["attempts"] == 1
+    assert [r.stream for r in server.requests] == [False, True]
 
 
 async def test_budget_wait_resumes_when_raised(
@@ -400,6 +412,34 @@ async def test_outside_a_workflow_it_is_the_plain_sdk(
     server.set_script([Reply("plain")])
     result = await TetherAgent(Agent(name="p", model=model)).run("hi")
     assert result.final_output == "plain" and len(server.requests) == 1
+
+
+async def test_a_streamed_chat_completions_request_counts_its_usage(
+        sqlite_url: str, server: ScriptedLLMServer, model: OpenAIChatCompletionsModel) -> None:
+    """``Runner.run_streamed`` on a Chat Completions model of an endpoint that is not
+    api.openai.com: the request asks for its usage (``stream_options.include_usage``,
+    which the SDK sends to OpenAI's own endpoint only), so the ledger counts its tokens
+    and cost. Before, the stream ended without usage: 0 tokens, $0, and a budget that
+    never saw the request."""
+    server.set_script([Reply("Cold in Oslo", input_tokens=1000, output_tokens=20)])
+    agent = durable(Agent(name="streamer", model=model))
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def ask(question: str) -> str:
+        streamed = Runner.run_streamed(agent, question, run_config=run_config())
+        async for _ in streamed.stream_events():
+            pass
+        return str(streamed.final_output)
+
+    async with app, app.worker():
+        assert await (await app.start(ask, "Weather?", run_id="u1")).result(
+            timeout=20) == "Cold in Oslo"
+        info = await app.get_run("u1")
+    assert server.requests[0].stream
+    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (1000, 20)
+    assert info.metrics["cost.usd"] == pytest.approx((1000 * 0.40 + 20 * 1.60) / 1e6)
 
 
 async def test_responses_api_model_streamed_in_a_workflow_and_replayed(

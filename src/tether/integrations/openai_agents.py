@@ -286,7 +286,7 @@ class TetherModel(Model):
             delivered: int | None = None
             try:
                 with _provider_errors():
-                    async for event in stream(_keyed(model_settings)):
+                    async for event in stream(_with_usage(_keyed(model_settings))):
                         delta = getattr(event, "delta", None)
                         delivered = (delivered or 0) + (len(delta) if isinstance(delta, str)
                                                         else 0)
@@ -337,6 +337,18 @@ def _keyed(settings: ModelSettings) -> ModelSettings:
     if not key or any(str(name).lower() == "idempotency-key" for name in headers):
         return settings
     return dataclasses.replace(settings, extra_headers={**headers, **key})
+
+
+def _with_usage(settings: ModelSettings) -> ModelSettings:
+    """``settings`` asking a streamed Chat Completions request for its usage
+    (``include_usage``, ``stream_options.include_usage``) when they do not say: the SDK
+    asks for it only from api.openai.com, and a compatible endpoint's stream (Azure,
+    OpenRouter, vLLM...) then ended without it, so the ledger counted the request 0
+    tokens and $0 and the budget never saw it (until 2026-12-06). ``tether.ai.LLM``
+    asks for it on every stream too; ``include_usage=False`` opts out."""
+    if settings.include_usage is not None:
+        return settings
+    return dataclasses.replace(settings, include_usage=True)
 
 
 #: A provider and the models it made, by model name.
@@ -907,6 +919,12 @@ class _provider_errors:
             error = _error_payload(exc)
             if error is not None:
                 raise error_in_answer("openai", {"error": error}) from exc
+        if isinstance(exc, openai.APIError) and isinstance(exc.body, Mapping) and str(
+                exc.body.get("code")).isdigit():
+            # (An error event in a 200 stream whose code is the HTTP status a gateway
+            # meant, ``{"error": {"code": 400, ...}}``: that status's error; it was
+            # retried for as long as the policy allowed, a bad request too.)
+            raise error_in_answer("openai", {"error": exc.body}) from exc
 
 
 #: The SDK's error for a 200 answer without choices, which names the body's ``error``.
