@@ -353,8 +353,7 @@ def _error_details(resp: httpx2.Response) -> tuple[str, str | None, str | None]:
     return (json.dumps(data)[:500], None, None)
 
 
-def _in_stream_error(provider: str, err: Mapping[str, Any], *, status: int | None = None,
-                     request_id: str | None = None) -> ProviderError:
+def _in_stream_error(provider: str, err: Mapping[str, Any]) -> ProviderError:
     """The error of an error event inside a stream (the HTTP status was 200): retryable,
     but for an account out of credit (``ProviderBillingError``), and for one whose
     ``code`` is an HTTP status that retrying cannot fix (an OpenAI-compatible gateway's
@@ -364,14 +363,12 @@ def _in_stream_error(provider: str, err: Mapping[str, Any], *, status: int | Non
     kind = err.get("type")
     named = str(code) if code else None
     if is_billing_error(0, message, named, str(kind) if kind else None):
-        return ProviderBillingError(message, provider=provider, code=named, status=status,
-                                    request_id=request_id)
+        return ProviderBillingError(message, provider=provider, code=named)
     told = http_status_in_body(err.get("code"))
     if told is not None:
         return error_for_status(provider, told, message, code=str(kind) if kind else None,
-                                request_id=request_id, error_type=str(kind) if kind else None)
-    return RetryableProviderError(message, provider=provider, code=named, status=status,
-                                  request_id=request_id)
+                                error_type=str(kind) if kind else None)
+    return RetryableProviderError(message, provider=provider, code=named)
 
 
 def _parse_json(data: str) -> Any:
