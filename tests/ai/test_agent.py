@@ -529,6 +529,26 @@ async def test_a_refusal_fails_the_run_quoting_the_model(
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_a_fatal_error_event_in_a_stream_fails_the_turn_with_one_request(
+        sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
+    """A streamed turn whose stream, once accepted, carries a fatal error (a gateway's
+    400 as the stream's event) fails the run with the provider's message after that one
+    request: it is no refusal to stream, so the turn is not asked again plainly (one
+    more request, for the same error; here the script's next step)."""
+    from tether.testing.llm_server import Fault
+
+    app = App(sqlite_url)
+    async with model_of(server, protocol) as llm:
+        app.add_agent(Agent("long", model=llm))
+        server.set_script([Fault.error_body(400, "prompt is too long"),
+                           Reply("never asked for")])
+        async with app:
+            with pytest.raises(RunFailed, match="prompt is too long"):
+                await run_to_end(app, "long", "Read it all.", run_id="gw-1")
+    assert [r.stream for r in server.requests] == [True]
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 async def test_tool_calls_of_a_reply_cut_off_at_max_tokens_are_never_run(
         sqlite_url: str, server: ScriptedLLMServer, protocol: str) -> None:
     """A reply cut off while it asked for tools: none of its calls runs (the last may

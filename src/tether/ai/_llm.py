@@ -497,16 +497,21 @@ class LLM:
     async def _live_or_plain(self, call: _Call, publish: _Publisher | None,
                              key: str) -> ChatReply:
         """The HTTP call of a step: streamed when the call is live. A ``chat(live=True)``
-        refused by an endpoint that cannot stream (a 4xx before any chunk) is asked
-        again plainly; once that works, this process asks that endpoint plainly."""
+        refused by an endpoint that cannot stream (a 4xx before the stream began) is
+        asked again plainly; once that works, this process asks that endpoint
+        plainly."""
         live = call.live and not (self._plain_only and not call.stream)
         try:
             return await self._request(
                 call.messages, tools=call.tools, tool_choice=call.tool_choice,
                 output_schema=call.output_schema, params=call.params, stream=live,
                 on_chunk=publish if live else None, key=key)
-        except FatalProviderError:
-            if not live or call.stream or publish is None or publish.sent:
+        except FatalProviderError as exc:
+            # (An error event in a stream the endpoint accepted, ``delivered`` set: a
+            # gateway's 400, an account out of credit, is no refusal to stream; asked
+            # again plainly, it was one more request for the same error.)
+            if (not live or call.stream or publish is None or publish.sent
+                    or exc.delivered is not None):
                 raise
         reply = await self._request(
             call.messages, tools=call.tools, tool_choice=call.tool_choice,
