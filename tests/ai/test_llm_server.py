@@ -411,6 +411,12 @@ def test_json_script_format() -> None:
     assert outage == Outage(3.0)
     with pytest.raises(ValueError, match="unknown keys"):
         parse_step({"text": "x", "colour": "red"})
+    # An error in a 200 answer, and an answer without usage (both added 2026-12-06).
+    assert parse_step({"fault": "error_body", "status": 402, "message": "no credit"}) \
+        == Fault.error_body(402, "no credit")
+    assert parse_step({"text": "hi", "no_usage": True}) == Reply("hi", no_usage=True)
+    with pytest.raises(ValueError, match="status must be an HTTP error status"):
+        parse_step({"fault": "error_body", "status": 200})
 
 
 def test_subprocess_mode(tmp_path: Path) -> None:
