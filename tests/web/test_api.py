@@ -637,6 +637,29 @@ async def test_list_rejects_bad_query(api: Api, query: str) -> None:
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
 
+async def test_a_number_past_ints_digit_limit_is_a_bad_request_not_a_500(api: Api) -> None:
+    """A ``limit`` of more than 4,300 digits (and a run page's ``fork_at``): ``int()``
+    refuses such a string with a ValueError, which was a 500 and a traceback in the log
+    (the API, the approvals and the runs page), until 2026-12-06."""
+    await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["x"],
+                                              "run_id": "g"})
+    huge = "9" * 5000
+    for path in ("/api/v1/runs", "/api/v1/approvals"):
+        for value in (huge, "1000"):
+            r = await api.http.get(f"{path}?limit={value}")
+            assert r.status_code == 400 and error_of(r) == "bad_request", (path, r.text)
+            assert "between 1 and 500" in r.json()["error"]["message"]
+        r = await api.http.get(f"{path}?limit=-1")
+        assert "an integer between 1 and 500, got '-1'" in r.json()["error"]["message"]
+        # Leading zeros are still the number they write, however many.
+        for value in ("0001", "0" * 5000 + "7"):
+            assert (await api.http.get(f"{path}?limit={value}")).status_code == 200
+    r = await api.http.get(f"/runs?limit={huge}")
+    assert r.status_code == 400 and "between 1 and 500" in r.text
+    r = await api.http.get(f"/runs/g?fork_at={huge}")
+    assert r.status_code == 200 and "<h1" in r.text
+
+
 async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
     """``?status=waiting&status=completed`` listed the completed runs only (the last
     value won, the first was dropped without a word), and the approvals' ``limit`` and

@@ -349,11 +349,14 @@ def parse_limit(text: str | None, default: int = 50) -> int:
         return default
     # (Not int() alone: it takes "+5", "5_0" and other scripts' digits.)
     if not (text.isascii() and text.isdigit()):
-        raise ApiError(400, "bad_request", f"limit must be an integer, got {text[:40]!r}")
-    limit = int(text)
-    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "bad_request", f"limit must be an integer between 1 and "
+                       f"{MAX_LIMIT}, got {text[:40]!r}")
+    # (Its length first: int() refuses more than 4,300 digits with a ValueError, which
+    # was a 500 and a traceback until 2026-12-06.)
+    digits = text.lstrip("0")
+    if len(digits) > len(str(MAX_LIMIT)) or not 1 <= int(digits or "0") <= MAX_LIMIT:
         raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
-    return limit
+    return int(digits)
 
 
 def run_summary(r: Any) -> dict[str, Any]:

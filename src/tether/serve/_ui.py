@@ -887,7 +887,10 @@ async def run_page(request: Request) -> Response:
     after = None if view["final"] else await last_event_id(request.app.state.tether,
                                                               view["run_id"])
     fork_at = request.query_params.get("fork_at", "")
-    if not (fork_at.isascii() and fork_at.isdigit()) or int(fork_at) > view["fork_max"]:
+    # (Its length first: int() refuses more than 4,300 digits with a ValueError, a 500
+    # until 2026-12-06. No journal has a position of 19 digits.)
+    if not (fork_at.isascii() and fork_at.isdigit()) or len(fork_at) > 18 \
+            or int(fork_at) > view["fork_max"]:
         fork_at = ""
     return render(request, "run.html", page="run", run=view, after=after or "",
                   fork_at=fork_at, retryable=RETRYABLE, ended=ENDED_VALUES)
