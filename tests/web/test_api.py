@@ -660,6 +660,27 @@ async def test_a_number_past_ints_digit_limit_is_a_bad_request_not_a_500(api: Ap
     assert r.status_code == 200 and "<h1" in r.text
 
 
+async def test_an_unexpected_error_is_a_500_in_the_apis_error_shape(sqlite_url: str) -> None:
+    """An exception no handler answers (here the store's ``StoreError`` of a store
+    closed under the server; a bug anywhere would do): Starlette's text ``Internal
+    Server Error`` was every machine face's answer, which a client reading the API's
+    JSON errors could not parse; a page is the UI's error page."""
+    app = webapp.make_app(sqlite_url)
+    await app._open()
+    asgi = create_app(app, mcp=False, metrics_interval=0)
+    transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        await app.store.close()
+        for path in ("/api/v1/runs", "/api/v1/runs/x", "/metrics", "/healthz"):
+            r = await http.get(path)
+            assert r.status_code == 500 and error_of(r) == "internal_error", (path, r.text)
+            assert "StoreError" in r.json()["error"]["message"]
+        r = await http.get("/runs", headers={"Accept": "text/html"})
+        assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
+        assert "its log has the traceback" in r.text
+    await app.close()
+
+
 async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
     """``?status=waiting&status=completed`` listed the completed runs only (the last
     value won, the first was dropped without a word), and the approvals' ``limit`` and

@@ -592,6 +592,23 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An exception no handler answers (a bug): a 500 in the API's error shape (a page
+    for a person's browser), not Starlette's text ``Internal Server Error``, which an API
+    client could not read as the JSON error every other answer is. The traceback is
+    still logged (Starlette raises the exception again once this is sent: uvicorn's
+    "Exception in ASGI application")."""
+    path = route_path(request.scope)
+    if _for_machines(path) or path == "/healthz":
+        return _error(500, "internal_error", "the server failed to answer this request "
+                      f"({type(exc).__name__}); its log has the traceback")
+    try:
+        return _ui.error_page(request, 500, "This page failed to draw (a bug in the "
+                              "server: its log has the traceback).")
+    except Exception:  # (the page itself failed: text, as before)
+        return Response("Internal Server Error", status_code=500, media_type="text/plain")
+
+
 async def _body_too_large(request: Request, exc: Exception) -> Response:
     return _too_large(request.app.state.max_body)
 
@@ -855,6 +872,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         _api.ApiError: _api_error, HTTPException: _http_error, _TooLarge: _body_too_large,
         _TooSlow: _body_too_slow,
         StoreUnavailable: _unavailable, InvalidName: _invalid_name,
+        Exception: _internal_error,
     })
     tokens = tokens or Tokens()
     web.state.tether = app
