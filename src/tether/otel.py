@@ -190,7 +190,6 @@ class OtelObserver:
                     # that error, not its internal wrapper.
                     error = error.__cause__
                 _record_error(span, error, hidden)
-                span.set_attribute("error.type", type(error).__name__)
             span.end()
         finally:
             otel_context.detach(attached)
@@ -236,6 +235,10 @@ def _record_error(span: Span, error: BaseException, hidden: bool) -> None:
     message may hold what the hook protects (an API key, a customer's data), and spans
     leave the process unencrypted, as the logs do, which name only the type too."""
     kind = type(error).__name__
+    # (The OpenTelemetry semantic conventions' attribute for an operation that failed,
+    # which backends group errors by: a failed or blocked run's span had only its
+    # status and event until 2026-12-06, its steps' spans had it.)
+    span.set_attribute("error.type", kind)
     if not hidden:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{kind}: {error}"))

@@ -221,6 +221,11 @@ async def test_spans_of_an_app_with_a_payload_hook_hold_no_error_message(
         spans = spans_text(exporter)
         failed = [(name, text) for name, status, text in spans if status == "ERROR"]
         assert {name for name, _ in failed} == {"step leaky", "run fails"}, spans
+        # Each an error.type, the run's too (only the step's had one until 2026-12-06).
+        types = {s.name: (s.attributes or {}).get("error.type")
+                 for s in exporter.get_finished_spans() if s.status.status_code.name == "ERROR"}
+        assert types == {"step leaky": "RuntimeError",
+                         "run fails": "StepError[RuntimeError]"}, types
         for name, text in failed:
             assert "RuntimeError" in text, (name, text)  # the type and frames stay
             assert "leaky" in text, (name, text)
@@ -407,6 +412,8 @@ async def test_a_blocked_runs_span_is_an_error_with_the_reason(sqlite_url: str) 
         assert (span.status.description or "").startswith(reasons[name]), (
             name, span.status.description)
         assert [e.name for e in span.events] == ["exception"], name
+        # error.type, as a failed step's span has it (a run's had none until 2026-12-06).
+        assert (span.attributes or {})["error.type"] == reasons[name].split(":")[0], name
     assert sorted(ended) == sorted(reasons)
 
 
