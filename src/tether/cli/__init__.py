@@ -121,6 +121,36 @@ class _Parser(argparse.ArgumentParser):
         return ns, rest
 
 
+    def parse_args(  # type: ignore[override]
+            self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
+    ) -> argparse.Namespace:
+        ns, rest = self.parse_known_args(args, namespace)
+        if rest:
+            # Said by the command's parser: its usage and `tether worker: error: ...`.
+            # argparse refused them in this parser's name, with the usage of `tether`
+            # itself ("usage: tether [-h] ... COMMAND ...", "tether: error:
+            # unrecognized arguments: --concurency 8"), until 2026-12-06.
+            _command_parser(self, ns).error(
+                f"unrecognized arguments: {' '.join(rest)}")
+        return ns
+
+
+def _command_parser(parser: argparse.ArgumentParser, ns: argparse.Namespace
+                    ) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``ns`` names (``tether db backup``'s), else
+    ``parser``."""
+    while True:
+        found = None
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                name = getattr(ns, action.dest, None) if action.dest else None
+                found = action.choices.get(name) if isinstance(name, str) else None
+                break
+        if found is None:
+            return parser
+        parser = found
+
+
 class _Version(argparse.Action):
     """``--version``, the installed distribution's version read only when asked for:
     ``importlib.metadata`` would cost every command ~15 ms of start-up."""
