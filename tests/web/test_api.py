@@ -258,6 +258,34 @@ async def test_start_run_conflicting_id_and_wrong_media_type(api: Api) -> None:
     assert await api.snapshot() == before
 
 
+async def test_a_body_with_a_content_encoding_is_refused_and_its_kind_named_in_json(
+        api: Api) -> None:
+    """A body under a ``Content-Encoding`` the server does not decode (RFC 9110: 415):
+    a gzipped start was read as JSON text ("'utf-8' codec can't decode byte 0x8b", a
+    400 malformed_json), and one that said gzip but was plain JSON started a run. And a
+    body that is JSON but no object is named in JSON's words ("not list", "not
+    NoneType" before 2026-12-06)."""
+    import gzip
+
+    before = await api.snapshot()
+    start = json.dumps({"workflow": "greet", "input": ["x"], "run_id": "gz"}).encode()
+    for body in (gzip.compress(start), start):
+        for coding in ("gzip", "br", "deflate, gzip"):
+            r = await api.http.post("/api/v1/runs", content=body, headers={
+                "Content-Type": "application/json", "Content-Encoding": coding})
+            assert r.status_code == 415 and error_of(r) == "unsupported_media_type", r.text
+            assert "Content-Encoding" in r.json()["error"]["message"]
+    assert await api.snapshot() == before
+    r = await api.http.post("/api/v1/runs", content=start, headers={
+        "Content-Type": "application/json", "Content-Encoding": "identity"})
+    assert r.status_code == 201, r.text
+    for body, kind in ((b"[1]", "an array"), (b"null", "null"), (b'"go"', "a string"),
+                       (b"7", "a number"), (b"true", "a boolean")):
+        r = await api.http.post("/api/v1/runs", content=body,
+                                headers={"Content-Type": "application/json"})
+        assert r.json()["error"]["message"] == f"the body must be a JSON object, not {kind}"
+
+
 async def test_oversized_body_is_refused(api: Api) -> None:
     """A body over the limit is a 413, whether announced or streamed, and changes nothing."""
     before = await api.snapshot()

@@ -115,14 +115,38 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        "send the body as JSON with Content-Type: application/json")
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        # (RFC 9110 8.4.1: a coding the server does not decode is a 415. A gzipped
+        # body was read as JSON text: a 400 "'utf-8' codec can't decode byte 0x8b",
+        # and a body that said gzip but was not was taken as it was, until 2026-12-06.)
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Encoding {coding[:40]!r} is not decoded here: send the JSON "
+                       "body as it is, without Content-Encoding")
     try:
         value = parse_json(raw)
     except ValueError as exc:  # (UnicodeDecodeError is one)
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request",
-                       f"the body must be a JSON object, not {type(value).__name__}")
+                       f"the body must be a JSON object, not {json_kind(value)}")
     return value
+
+
+def json_kind(value: Any) -> str:
+    """What ``value`` (parsed JSON) is, in JSON's words (the body's error said Python's
+    type: "not list", "not NoneType", until 2026-12-06)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
 
 
 def parse_json(text: str | bytes) -> Any:
