@@ -719,6 +719,18 @@ async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
     assert "status" in r.json()["error"]["message"]
     r = await api.http.get("/api/v1/approvals?limit=1&limit=5")
     assert r.status_code == 400 and error_of(r) == "bad_request"
+    # The event stream's cursor too (it streamed from the last one given), and one it
+    # does not take (a misspelt cursor streamed every event from the first one again).
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "c"})
+    await api.http.post("/api/v1/runs/c/cancel")  # (an event: its status changed)
+    events = (await api.app.store.run_events_read(run_id="c", after=None, limit=10))
+    first = events[0].event_id
+    for query in (f"after={first}&after={first}", f"last_event_id={first}"):
+        for method in ("GET", "HEAD"):
+            r = await api.http.request(method, f"/api/v1/runs/c/events?{query}")
+            assert r.status_code == 400, (query, method, r.text)
+            if method == "GET":
+                assert error_of(r) == "bad_request"
     # One value each, as before.
     r = await api.http.get("/api/v1/runs?status=queued&workflow=wait_go")
     assert [x["run_id"] for x in r.json()["runs"]] == ["w"]

@@ -554,6 +554,10 @@ async def answer(app: App, run_id: str, approved: bool, note: str | None,
 
 async def run_events(request: Request) -> Response:
     run_id = path_name(request, "run_id")
+    # `?after=` alone, once: `?after=A&after=B` streamed from B, and a misspelt cursor
+    # (`?last_event_id=`) from the run's first event, every event sent again, until
+    # 2026-12-06.
+    query_fields(request, {"after"})
     app = tether_app(request)
     if await app.store.run_get(run_id) is None:
         raise run_not_found(run_id)
