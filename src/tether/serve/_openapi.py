@@ -39,12 +39,15 @@ _COMMON_ERRORS = {"401": _err("missing or unknown token"),
                   "408": _err("the request's headers or body came too slowly "
                               "(tether serve --client-timeout)"),
                   "413": _err("request body too large"),
+                  "500": _err("a bug (internal_error): the server's log has the "
+                              "traceback"),
                   "503": _err("the store is unavailable (store_unavailable), or this "
                               "server serves its limit of connections already "
                               "(too_many_connections, tether serve --max-connections); "
                               "Retry-After says when to try again")}
 _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
-                  "400": _err("bad input"), "415": _err("body is not JSON")}
+                  "400": _err("bad input"), "415": _err("body is not JSON, or is under a "
+                                                    "Content-Encoding (not decoded)")}
 #: An id or name in a path: no length cap (the engine makes longer ids itself, such as
 #: a child's, its parent's and ``.N``).
 _PATH_NAME = {"type": "string", "minLength": 1, "pattern": PATH_PATTERN}
