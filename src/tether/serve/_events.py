@@ -234,9 +234,17 @@ async def _data(app: App, run_id: str, kind: str, data: str | None) -> Any:
     if data is None:
         return None
     try:
-        return json.loads(opened_event(app.codec.for_run(run_id), data))
+        doc = json.loads(opened_event(app.codec.for_run(run_id), data))
     except ValueError:
         return data
+    if kind == "status" and isinstance(doc, dict) and doc.get("status") != "waiting" \
+            and doc.get("waiting_for") is not None:
+        # What a waiting run waits for, null in any other status, as a run's document
+        # and the runs list say it (tether.store._sql): the row keeps its last wait's
+        # when a signal wakes the run, and the event of its claim said
+        # {"status": "running", "waiting_for": "signal go"} until 2026-12-06.
+        doc["waiting_for"] = None
+    return doc
 
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
