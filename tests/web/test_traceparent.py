@@ -171,3 +171,38 @@ async def test_signal_with_traceparent_to_an_ended_run_changes_nothing(api: Api)
     assert r.status_code == 404
     assert await api.app.store.kv_get(key="otel.trace:g") == before
     assert await api.app.store.kv_get(key="otel.trace:nope") is None
+
+
+async def test_a_refused_approval_or_a_repeated_signal_with_traceparent_links_nothing(
+        api: Api) -> None:
+    """An approval refused for its ``approval_id`` (409: the run waits for another
+    one), and a signal under an idempotency key the run has had (202 ``created``
+    false: nothing stored), linked the run's next execution to a caller whose request
+    did nothing, until 2026-12-06: the link was written before the answer was known.
+    A refused request changes nothing in the store; neither of these does now."""
+    async with api.app.worker(queues=["default"]):
+        for body in ({"workflow": "wait_go", "run_id": "w"},
+                     {"workflow": "purchase", "input": ["report"], "run_id": "p"}):
+            assert (await api.http.post("/api/v1/runs", json=body)).status_code == 201
+        await wait_status(api, "w", "waiting")
+        await wait_status(api, "p", "waiting")
+    header = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    before = {run_id: await api.app.store.kv_get(key=f"otel.trace:{run_id}")
+              for run_id in ("w", "p")}
+    r = await api.http.post("/api/v1/runs/p/approval", headers=header,
+                            json={"approved": True, "approval_id": "2"})
+    assert r.status_code == 409 and error_of(r) == "no_pending_approval", r.text
+    r = await api.http.post("/api/v1/runs/w/signals/go", json={"idempotency_key": "k"})
+    assert r.status_code == 202 and r.json()["created"], r.text
+    after_first = await api.app.store.kv_get(key="otel.trace:w")
+    r = await api.http.post("/api/v1/runs/w/signals/go", headers=header,
+                            json={"idempotency_key": "k"})
+    assert r.status_code == 202 and not r.json()["created"], r.text
+    assert await api.app.store.kv_get(key="otel.trace:p") == before["p"]
+    assert await api.app.store.kv_get(key="otel.trace:w") == after_first == before["w"]
+    # The approval it waits for, with the header: linked, as before.
+    r = await api.http.post("/api/v1/runs/p/approval", headers=header,
+                            json={"approved": True, "approval_id": "1"})
+    assert r.status_code == 200, r.text
+    stored = await api.app.store.kv_get(key="otel.trace:p")
+    assert stored is not None and len(json.loads(stored[0])["links"]) == 1

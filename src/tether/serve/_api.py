@@ -453,7 +453,11 @@ async def send_signal(request: Request) -> Response:
             raise payload_error(exc) from None
         await App._check_signal_name(app.store, run_id, name)  # (a refused one links nothing)
         run = await app.store.run_get(run_id)
-        if run is not None and run.status not in ENDED_VALUES:
+        # Nor does a send under a key the run has had, which stores nothing (it linked
+        # the run's next execution to that caller until 2026-12-06).
+        if run is not None and run.status not in ENDED_VALUES and (
+                key is None or await app.store.signal_find(
+                    run_id=run_id, idempotency_key=key) is None):
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
     try:
         sent = await app._signal(run_id, name, body.get("data"), idempotency_key=key)
@@ -529,7 +533,9 @@ async def answer_approval(request: Request) -> Response:
             waiting = await pending_approval(app, run_id)
         except RunNotFound:
             raise run_not_found(run_id) from None
-        if waiting is not None:
+        # Not for an approval_id the run does not wait for, whose answer is refused
+        # (409): it linked the run's next execution to this caller until 2026-12-06.
+        if waiting is not None and approval_id in (None, waiting.approval_id):
             await add_trace_link(app.store, run_id, carrier, app.clock.now())
     return json_response(await answer(app, run_id, approved, note or None, approval_id))
 
