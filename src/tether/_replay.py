@@ -790,8 +790,10 @@ class RunContext:
                  attempt_writer: AttemptWriter | None = None,
                  taken_over: bool = False,
                  retries: StoreRetries | None = None,
-                 version: str | None = None) -> None:
+                 version: str | None = None, queue: str | None = None) -> None:
         self.run_id = lease.run_id
+        #: The queue the run is on (a start may name another than its workflow's).
+        self.queue = queue if queue is not None else workflow.queue
         #: The run's code version (None: unversioned); its children get it.
         self.version = version
         self.lease = lease

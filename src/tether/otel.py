@@ -101,7 +101,9 @@ class OtelObserver:
         span = self.tracer.start_span(
             f"run {ctx.workflow.name}", context=parent, kind=SpanKind.INTERNAL, links=links,
             attributes={"tether.run_id": record.run_id, "tether.workflow": ctx.workflow.name,
-                        "tether.queue": ctx.workflow.queue,
+                        # (the run's: a start may name another queue than its
+                        # workflow's, which the span said until 2026-12-06)
+                        "tether.queue": ctx.queue,
                         "tether.fencing_token": record.fencing_token})
         version = None if stored is None else stored[1]
         if not rooted:

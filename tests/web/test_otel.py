@@ -558,3 +558,32 @@ async def test_a_tool_served_by_a_child_run_has_an_execute_tool_span_over_the_wa
     assert failed.status.status_code.name == "ERROR"
     assert (failed.attributes or {})["error.type"] == "RunFailed"
     assert "agent.4" in (failed.status.description or "")
+
+
+async def test_a_run_spans_queue_is_the_runs_own(sqlite_url: str) -> None:
+    """A run started on another queue than its workflow's (``App.start(queue=)``,
+    ``POST /api/v1/runs`` with ``queue``): its span's ``tether.queue`` named the
+    workflow's queue (``default``) while a worker of ``bulk`` ran it, until
+    2026-12-06."""
+    import tether
+    from tether import App
+
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def job(n: int) -> int:
+        return n
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app, app.worker(queues=["bulk", "default"], poll_interval=0.05):
+            assert await (await app.start(job, 1, queue="bulk")).result(timeout=30) == 1
+            assert await (await app.start(job, 2)).result(timeout=30) == 2
+    finally:
+        tether.otel.uninstrument(observer)
+    queues = sorted((s.attributes or {})["tether.queue"]
+                    for s in exporter.get_finished_spans() if s.name == "run job")
+    assert queues == ["bulk", "default"], queues

@@ -1085,7 +1085,7 @@ class Worker:
             attempt_writer=self._attempts, retries=self._outage,
             # (taken over from a dead worker, now or before: an earlier execution may
             # have been cut off in a step; see RunContext.cut_off_attempts)
-            taken_over=run.crashes > 0, version=run.version,
+            taken_over=run.crashes > 0, version=run.version, queue=run.queue,
         )
         made.append(ctx)
         ctx.shutting_down = self._shutting_down
