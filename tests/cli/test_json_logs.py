@@ -22,6 +22,8 @@ warnings.warn("old API, use the new one", DeprecationWarning)
 warnings.warn("careful: a library's warning")
 
 from tests.cli.cli_app import app
+
+logging.getLogger("warning_app").warning("where from?", stack_info=True)
 '''
 
 
@@ -65,6 +67,10 @@ def test_the_error_line_and_warnings_are_json_lines(tmp_path: Path) -> None:
     bad = [d for d in docs if d["logger"] == "tether.logging"]
     assert len(bad) == 1 and "'%d items'" in str(bad[0]["message"]), docs
     assert "warning_app.py:5" in str(bad[0]["message"]) and "SECRET-ARG" not in proc.stderr
+    # A call's stack_info, which the text format prints (JSON lines dropped it).
+    asked = [d for d in docs if d["message"] == "where from?"]
+    assert len(asked) == 1 and "warning_app.py" in str(asked[0].get("stack")), docs
+    assert str(asked[0]["stack"]).startswith("Stack (most recent call last):")
 
 
 def test_a_store_that_is_not_there_is_a_json_error_line(tmp_path: Path) -> None:

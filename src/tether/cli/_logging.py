@@ -95,6 +95,10 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            # (``log.warning(..., stack_info=True)``: the text format prints the stack;
+            # until 2026-12-06 a JSON line dropped it)
+            doc["stack"] = self.formatStack(record.stack_info)
         return safe_json(json.dumps(doc, ensure_ascii=False, default=str))
 
 
