@@ -657,6 +657,8 @@ async def test_list_filters_and_pages_newest_first(api_any: Api) -> None:
     "limit=%2B5", "limit=5_0", "limit=%EF%BC%95",
     # A cursor nested too deeply for the parser was a 500 (a RecursionError).
     "cursor=" + base64.urlsafe_b64encode(b"[" * 3000).decode(),
+    # One whose time is an integer past a double's range was a 500 (an OverflowError).
+    "cursor=" + base64.urlsafe_b64encode(b'[1' + b"0" * 400 + b', "x"]').decode(),
     # A filter given twice: the last value alone was used, the first one dropped.
     "status=waiting&status=failed", "workflow=greet&workflow=wait_go", "limit=1&limit=2",
 ])
@@ -686,6 +688,19 @@ async def test_a_number_past_ints_digit_limit_is_a_bad_request_not_a_500(api: Ap
     assert r.status_code == 400 and "between 1 and 500" in r.text
     r = await api.http.get(f"/runs/g?fork_at={huge}")
     assert r.status_code == 200 and "<h1" in r.text
+
+
+async def test_a_cursor_past_a_doubles_range_is_a_bad_request_not_a_500(api: Api) -> None:
+    """A cursor whose time is an integer too large for a float (``[1000...0, "x"]``, 401
+    digits): ``math.isfinite`` raised an OverflowError, a 500 on the lists and both
+    pages, until 2026-12-06."""
+    cursor = base64.urlsafe_b64encode(b'[1' + b"0" * 400 + b', "x"]').decode()
+    for path in ("/api/v1/runs", "/api/v1/approvals"):
+        r = await api.http.get(f"{path}?cursor={cursor}")
+        assert r.status_code == 400 and error_of(r) == "bad_request", (path, r.text)
+    for path in ("/runs", "/approvals"):
+        r = await api.http.get(f"{path}?cursor={cursor}")
+        assert r.status_code == 400 and "cursor is not one" in r.text, (path, r.text)
 
 
 async def test_an_unexpected_error_is_a_500_in_the_apis_error_shape(sqlite_url: str) -> None:

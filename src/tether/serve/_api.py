@@ -364,7 +364,9 @@ def decode_cursor(text: str) -> tuple[float, str]:
                 or not isinstance(created_at, int | float) or not math.isfinite(created_at):
             raise ValueError
         return float(created_at), run_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    # (OverflowError: an integer past a double's range, [1000...0, "x"], which
+    # math.isfinite cannot convert: a 500 until 2026-12-06.)
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "cursor is not one this API returned") from None
 
 
