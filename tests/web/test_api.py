@@ -232,6 +232,9 @@ async def test_a_wrong_method_is_a_405_that_names_every_method_of_the_path(api: 
         r = await api.http.request(method, path)
         assert r.status_code == 405 and error_of(r) == "method_not_allowed", (method, path)
         assert r.headers["allow"] == allowed, (method, path)
+        # The message says it too (it was "Method Not Allowed" until 2026-12-06).
+        assert r.json()["error"]["message"] == (
+            f"{method} is not allowed here: this path takes {allowed}"), r.text
 
 
 async def test_start_of_an_unregistered_workflow_is_queued_with_a_warning(api: Api) -> None:

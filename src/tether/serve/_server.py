@@ -557,7 +557,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     response = _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
     response.headers.update(exc.headers or {})
     if exc.status_code == 405:
-        response.headers["Allow"] = _allowed(request)
+        allowed = _allowed(request)
+        response = _error(405, "method_not_allowed",
+                          f"{request.method[:20]} is not allowed here: this path takes "
+                          f"{allowed}")  # (it said "Method Not Allowed", no more)
+        response.headers["Allow"] = allowed
     return response
 
 
