@@ -237,6 +237,18 @@ async def test_a_wrong_method_is_a_405_that_names_every_method_of_the_path(api: 
             f"{method} is not allowed here: this path takes {allowed}"), r.text
 
 
+async def test_an_address_with_no_route_is_a_404_that_says_where_routes_are(api: Api) -> None:
+    """``not_found`` said "Not Found" (Starlette's reason phrase): now the address, cut
+    as an unknown id is, and where the API's addresses are listed."""
+    for method, path in (("GET", "/api/v1/nope"), ("POST", "/api/v2/runs")):
+        r = await api.http.request(method, path)
+        assert r.status_code == 404 and error_of(r) == "not_found", (method, path)
+        assert r.json()["error"]["message"] == (
+            f"there is nothing at {path}: the API's addresses are in /openapi.json")
+    r = await api.http.get("/api/v1/" + "x" * 300)
+    assert "… (308 characters)" in r.json()["error"]["message"]
+
+
 async def test_start_of_an_unregistered_workflow_is_queued_with_a_warning(api: Api) -> None:
     """A name no worker has registered is queued (201) and the answer warns about it."""
     r = await api.http.post("/api/v1/runs", json={"workflow": "nope", "run_id": "n1"})

@@ -554,7 +554,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return _ui.error_page(request, 404, "There is no page at "
                               f"{shown(request.url.path, quoted=False)}.")
     codes = {404: "not_found", 405: "method_not_allowed"}
-    response = _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        # (Starlette's reason phrase alone until 2026-12-06)
+        detail = (f"there is nothing at {shown(request.url.path, quoted=False)}: the API's "
+                  "addresses are in /openapi.json")
+    response = _error(exc.status_code, codes.get(exc.status_code, "error"), detail)
     response.headers.update(exc.headers or {})
     if exc.status_code == 405:
         allowed = _allowed(request)
