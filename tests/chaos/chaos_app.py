@@ -179,3 +179,20 @@ def pid_step(i: int, k: int) -> int:
 @app.workflow
 async def part_run(i: int) -> list[int]:
     return [await pid_step(i, k) for k in range(4)]
+
+
+@app.step
+def gated_effect() -> int:
+    """The recovery measurement's step: its effect, then a pause until the file
+    ``CHAOS_GATE`` exists, so that the harness kills its worker while the run is held."""
+    record_effect()
+    while not os.path.exists(os.environ["CHAOS_GATE"]):
+        time.sleep(0.02)
+    return os.getpid()
+
+
+@app.workflow
+async def gated_then_waits(i: int) -> int:
+    """Held while its step waits for the gate; then released until the signal "go"."""
+    await gated_effect()
+    return int(await tether.wait_for_signal("go"))

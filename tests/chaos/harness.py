@@ -4,7 +4,9 @@ an effect and its commit); then a drain, and the outcome checked against the mod
 
 Figures (zero means zero): runs lost, runs not completed after the drain, wrong results,
 duplicated committed-step effects, effects missing, journal gaps, integrity_check; and
-in-flight re-executions (bounded by the kills), recovery p50/p99 after a kill.
+in-flight re-executions (bounded by the kills), recovery p50/p99 after a kill (until
+another worker has claimed each run the killed one held, or the run has ended: see
+``recovery_state``) with the slowest recoveries by run id.
 
 The drain soak (``DRAIN_PROFILES``) sends SIGTERM instead: each stopped worker lets its
 steps in flight finish and be journaled, hands its runs back and exits. There nothing
@@ -33,6 +35,7 @@ from tests import CHECKOUT_PATH, forked
 from tests.chaos import chaos_app
 from tests.chaos.model import expected, signal_payload
 from tether import App
+from tether._types import RunRecord
 from tether.errors import StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +124,8 @@ class Figures:
     integrity: str = "n/a"
     runs_held_at_kills: int = 0
     recovery: list[float] = field(default_factory=list)
+    recovered_runs: list[tuple[float, str]] = field(default_factory=list)  # (seconds, run)
+    let_go_before_kill: int = 0  # released or ended by the victim before its kill
     drain_exits: list[float] = field(default_factory=list)  # SIGTERM -> exit, seconds
     drains_over_limit: int = 0  # exits slower than DRAIN_EXIT_LIMIT (or none at all)
     log_problems: list[str] = field(default_factory=list)  # DRAIN_LOG_PROBLEMS lines
@@ -151,6 +156,9 @@ class Figures:
             "recovery p99 s": _round(self.recovery_p(0.99)),
             "runs held by killed workers": self.runs_held_at_kills,
             "recoveries measured": len(self.recovery),
+            "slowest recoveries (s run)": ", ".join(
+                f"{t:.3f} {r}" for t, r in sorted(self.recovered_runs, reverse=True)[:3]),
+            "runs let go by the victim before its kill": self.let_go_before_kill,
             **({"drained exits": len(self.drain_exits),
                 "slowest drained exit s": _round(max(self.drain_exits, default=None)),
                 "drained exits over the limit": self.drains_over_limit,
@@ -158,6 +166,45 @@ class Figures:
                if self.drains else {}),
             "wall time s": round(self.seconds, 1),
         }
+
+
+@dataclass(frozen=True)
+class Held:
+    """A run a worker held when the harness looked, just before killing that worker."""
+
+    run_id: str
+    owner: str
+    fencing_token: int
+
+
+def recovery_state(run: RunRecord | None, held: Held, killed_owners: set[str], *,
+                   drained: bool = False) -> str:
+    """Where a run the stopped worker held stands now: ``"recovered"``, ``"held"`` (no
+    live worker has claimed it yet) or ``"let go"`` (a killed victim released or ended
+    it itself between the harness's look and the kill: it held nothing to recover).
+
+    Recovered is what docs/reliability.md calls it: another worker has claimed the run
+    (every claim moves the fencing token on, and only claims do), or it has ended. The
+    owner *now* does not tell: the worker that takes a run over may hand it back within
+    milliseconds, with no owner, for a wait (its replay reached a signal wait or a
+    child's result) or for a crash back-off (the run's second crash in a row at the same
+    place: claimable again after 1 s or more, and then only by an idle worker). Until
+    2026-12-06 the harness counted such a run as not recovered until it was claimed
+    again, which put the wait or the back-off into the figure.
+
+    ``drained``: the victim was sent SIGTERM; it hands its runs back (or ends them)
+    after the signal, so a run without an owner is recovered only once another worker
+    claims it, and one it ended is recovered."""
+    if run is None:
+        return "held"
+    moved_on = run.fencing_token > held.fencing_token
+    if run.status.is_ended:
+        return "recovered" if moved_on or drained else "let go"
+    if moved_on and run.owner not in killed_owners:  # a live worker's, or released by it
+        return "recovered"
+    if run.owner is None and not moved_on and not drained:
+        return "let go"
+    return "held"  # the dead owner's still (or a killed worker's claim before its kill)
 
 
 T = TypeVar("T")
@@ -261,22 +308,28 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                     tasks.add(t)
                 await asyncio.sleep(gap)
 
-        async def measure_recovery(owned: list[str], killed_at: float) -> None:
-            pending = set(owned)
+        async def measure_recovery(held: list[Held], killed_at: float) -> None:
+            pending = {h.run_id: h for h in held}
             while pending and time.monotonic() - killed_at < 120:
                 await asyncio.sleep(0.05)
-                for run_id in list(pending):
+                for run_id, h in list(pending.items()):
                     try:
                         run = await app.store.run_get(run_id)
                     except (StoreUnavailable, OSError):
                         continue
-                    if run is None:
+                    state = recovery_state(run, h, owners_of_killed,
+                                           drained=figures.drains)
+                    if state == "held":
                         continue
-                    if run.owner not in owners_of_killed or run.status.is_ended:
-                        pending.discard(run_id)
-                        figures.recovery.append(time.monotonic() - killed_at)
+                    del pending[run_id]
+                    if state == "let go":
+                        figures.let_go_before_kill += 1
+                        continue
+                    took = time.monotonic() - killed_at
+                    figures.recovery.append(took)
+                    figures.recovered_runs.append((took, run_id))
 
-        owners_of_killed: set[str | None] = {None}
+        owners_of_killed: set[str] = set()
 
         async def kill_loop() -> None:
             if profile.kill_every is None:
@@ -290,10 +343,10 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                 running = await retried(
                     lambda: app.store.run_list(status="running", limit=100_000))
                 marker = f":{victim.pid}:"
-                owned = [r.run_id for r in running if r.owner and marker in r.owner]
-                figures.runs_held_at_kills += len(owned)
-                owners_of_killed.update(r.owner for r in running
-                                        if r.owner and marker in r.owner)
+                held = [Held(r.run_id, r.owner, r.fencing_token) for r in running
+                        if r.owner and marker in r.owner]
+                figures.runs_held_at_kills += len(held)
+                owners_of_killed.update(h.owner for h in held)
                 workers.killed.add(victim.pid)
                 victim.send_signal(profile.stop_signal)
                 killed_at = time.monotonic()
@@ -309,7 +362,7 @@ async def soak(backend: str, url: str, workdir: Path, profile: Profile,
                     if not exited or took > DRAIN_EXIT_LIMIT:
                         figures.drains_over_limit += 1
                 figures.kills += 1
-                t = asyncio.create_task(measure_recovery(owned, killed_at))
+                t = asyncio.create_task(measure_recovery(held, killed_at))
                 tasks.add(t)
 
         async def replace_crashed() -> None:
