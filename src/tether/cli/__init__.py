@@ -120,7 +120,6 @@ class _Parser(argparse.ArgumentParser):
             ns.json = True
         return ns, rest
 
-
     def parse_args(  # type: ignore[override]
             self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
     ) -> argparse.Namespace:
