@@ -574,3 +574,20 @@ class _BlobReader:
 
     async def __call__(self, *, keys: list[str]) -> dict[str, str]:
         return await self._codec.open_blobs(self._blob_get, keys)
+
+
+def json_kind(value: Any) -> str:
+    """What ``value`` (parsed JSON) is, in JSON's words, for a message: "null", "a
+    boolean", "a number", "a string", "an array", "an object" (not Python's type names:
+    "list", "NoneType")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from tether import App, RunNotFound
+from tether._codec import json_kind
 from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
 from tether._show import (
@@ -131,22 +132,6 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {json_kind(value)}")
     return value
-
-
-def json_kind(value: Any) -> str:
-    """What ``value`` (parsed JSON) is, in JSON's words (the body's error said Python's
-    type: "not list", "not NoneType", until 2026-12-06)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def parse_json(text: str | bytes) -> Any:

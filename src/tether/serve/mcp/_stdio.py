@@ -35,6 +35,8 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from tether._codec import json_kind
+
 log = logging.getLogger("tether.mcp")
 
 #: How much of a bad line the warning on stderr shows.
@@ -200,33 +202,18 @@ def _why_invalid(value: Any, what: str) -> str:
         return (f"a {what} is one JSON-RPC message, a JSON object: batches (arrays) are "
                 "not supported")
     if not isinstance(value, dict):
-        return f"a {what} is one JSON-RPC message, a JSON object, not {_kind(value)}"
+        return f"a {what} is one JSON-RPC message, a JSON object, not {json_kind(value)}"
     if value.get("jsonrpc") != "2.0":
         return 'a JSON-RPC message has "jsonrpc": "2.0"'
     if "method" in value:
         if not isinstance(value["method"], str):
             return '"method" must be a string'
         if _unreadable_id(value):
-            return (f'"id" must be a string or an integer, not {_kind(value["id"])} (a '
+            return (f'"id" must be a string or an integer, not {json_kind(value["id"])} (a '
                     'notification has no "id")')
         if "params" in value and not isinstance(value["params"], dict):
-            return f'"params" must be an object, not {_kind(value["params"])}'
+            return f'"params" must be an object, not {json_kind(value["params"])}'
         return "the request's fields are not those of a JSON-RPC 2.0 request"
     if "result" in value or "error" in value:
         return "a response's id or error is not those of a JSON-RPC 2.0 response"
     return 'a JSON-RPC request has a "method" (a response a "result" or an "error")'
-
-
-def _kind(value: Any) -> str:
-    """A JSON value's kind, for a message: "null", "a string", "an array"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
