@@ -4,6 +4,7 @@ Store (start, get_run, cancel, worker). The composition root: it picks the backe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -119,7 +120,11 @@ class RunHandle(Generic[R]):
             raise ConfigError("timeout must be >= 0 or None")
         app = self.app
         await app._open()
-        run = await app._waiters.result(self.run_id, timeout, app._subscribe)
+        if app._around_result is None:
+            run = await app._waiters.result(self.run_id, timeout, app._subscribe)
+        else:
+            async with app._around_result():
+                run = await app._waiters.result(self.run_id, timeout, app._subscribe)
         value: R = app._decode_result(run)
         return value
 
@@ -182,6 +187,12 @@ class App:
         self._workers: set[Worker] = set()
         self._closing: asyncio.Future[None] | None = None
         self._waiters = ResultWaiters(self._read_runs, held=self._held_here)
+        #: Entered around every ``RunHandle.result`` wait of this app: a ``TestEnv``
+        #: skips its virtual time there, so a handle from ``env.app.start`` waits as one
+        #: from ``env.start`` does (it waited in real time, which a timer of days never
+        #: reached: the test hung).
+        self._around_result: Callable[[], contextlib.AbstractAsyncContextManager[None]] \
+            | None = None
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False
         self._host = WorkerHost(self)

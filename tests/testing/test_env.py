@@ -647,3 +647,54 @@ async def test_an_environment_of_another_process_holds_the_store_until_it_dies(
     async with TestEnv(app, store_url=url, start_time=0.0) as env:
         assert await env.run("napper", "mine") == "mine"
         assert env.now() == 3600.0
+
+
+async def test_a_handle_from_env_app_skips_time_too() -> None:
+    """``env.app.start`` (and ``env.app.handle``) return plain ``RunHandle``s. Until
+    2026-12-06 their ``result()`` waited in real time: a run that sleeps three days never
+    ended, and with ``result()``'s default timeout (None) the test hung."""
+    app, seen = make_app()
+    async with TestEnv(app, start_time=0.0) as env:
+        handle = await env.app.start(seen["workflows"]["ticker"], 3)
+        assert type(handle) is tether.RunHandle
+        assert await handle.result(timeout=30) == [3600.0, 7200.0, 10800.0]
+        again = await env.app.start(seen["workflows"]["ticker"], 2)
+        assert await env.app.handle(again.run_id).result(timeout=30) == [14400.0, 18000.0]
+
+
+async def test_a_wait_on_a_failing_step_or_an_unsent_signal_says_so() -> None:
+    """A wait that times out names what holds the runs: a step retried forever (its
+    attempts and last error), a signal wait without a timeout that nothing sent. Until
+    2026-12-06 both said only "did not end within N s"."""
+    app = App("sqlite:///never-opened.db")
+
+    @app.step(retry=RetryPolicy(max_attempts=None))
+    def charge(customer: str) -> str:
+        raise KeyError(customer)
+
+    @app.workflow
+    async def bill() -> str:
+        return await charge("customer_id")
+
+    @app.workflow
+    async def approval() -> Any:
+        return await tether.wait_for_signal("decision")
+
+    async with TestEnv(app) as env:
+        billing = await env.start(bill)
+        await env.settle()  # its first attempt failed: it waits for its backoff
+        with pytest.raises(TimeoutError, match=(
+                rf"run '{billing.run_id}' \(bill\) retries step 'charge' \(\d+ attempts? "
+                r"failed, the last with KeyError: 'customer_id'\).*fix the step")):
+            await billing.result(timeout=0.5)
+        await env.app.cancel(billing.run_id)
+        await env.settle()
+        waiting = await env.start(approval)
+        await env.settle()
+        with pytest.raises(TimeoutError, match=(
+                rf"run '{waiting.run_id}' \(approval\) waits for signal 'decision', with no "
+                r"timeout, and none was sent.*env\.app\.signal")) as err:
+            await waiting.result(timeout=0.5)
+        assert "retries step" not in str(err.value)  # (the cancelled run is not named)
+        await env.app.signal(waiting.run_id, "decision", "yes")
+        assert await waiting.result() == "yes"

@@ -147,8 +147,7 @@ class TestRunHandle(RunHandle[R]):
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` real seconds passed first.
         """
-        async with self.env.skipping(), self.env._explained():
-            return await super().result(timeout)
+        return await super().result(timeout)  # (env.app skips time around it)
 
 
 class TestEnv:
@@ -238,6 +237,11 @@ class TestEnv:
             self._dir = tempfile.mkdtemp(prefix="tether-test-")
             self.store_url = f"sqlite:///{self._dir}/tether.db"
         self.app = _twin(self.source, self.store_url, self.clock)
+        # Every handle of env.app skips time while its result is awaited, not only
+        # env.start's: a handle from env.app.start waited in real time, so a run that
+        # sleeps a day never ended and the test hung (RunHandle.result's default
+        # timeout is None).
+        self.app._around_result = self._awaiting
         self._opened = True
         self._closing = False
         try:
@@ -391,6 +395,14 @@ class TestEnv:
                                "starting runs")
 
     @contextlib.asynccontextmanager
+    async def _awaiting(self) -> AsyncIterator[None]:
+        """Around a wait on a run's result: skip time, and explain a timeout."""
+        # (skipping inside: it stops before a timeout is explained, so the explanation
+        # reads runs that stand still)
+        async with self._explained(), self.skipping():
+            yield
+
+    @contextlib.asynccontextmanager
     async def _explained(self) -> AsyncIterator[None]:
         """A wait that times out says when the scripted LLM server ran out of script:
         the run's LLM call then gets 500 "script exhausted" and retries (time skips
@@ -401,13 +413,30 @@ class TestEnv:
         try:
             yield
         except TimeoutError as exc:
-            exhausted = sum(r.outcome == "exhausted" for r in self.llm.requests)
+            # (one snapshot: the runs go on retrying while this looks at the store, and
+            # requests counted later read as scripted answers, "after 2 scripted answers"
+            # for a script of one)
+            requests = list(self.llm.requests)
+            exhausted = sum(r.outcome == "exhausted" for r in requests)
             hanging = self.llm.hanging
             elsewhere = await self._llm_calls_elsewhere()
             unserved = await self._unserved()
-            if not exhausted and not hanging and elsewhere is None and not unserved:
+            retrying, unwoken = await self._stuck(skip_llm=bool(
+                exhausted or hanging or elsewhere is not None))
+            if not exhausted and not hanging and elsewhere is None and not unserved \
+                    and not retrying and not unwoken:
                 raise
             why = []
+            if retrying:
+                why.append(
+                    "; ".join(retrying) + ": a step that keeps failing is retried under "
+                    "its policy (RetryPolicy.max_attempts; None retries forever) while "
+                    "time skips through its backoff; fix the step, or bound its retries")
+            if unwoken:
+                why.append(
+                    "; ".join(unwoken) + ": with no timeout there is no wake-up to skip "
+                    "to; send it (env.app.signal(run_id, name, data)), or give the wait "
+                    "a timeout")
             if unserved:
                 why.append(
                     f"{len(unserved)} run(s) of workflows the environment's app does not "
@@ -425,7 +454,7 @@ class TestEnv:
                 why.append(
                     f"the scripted LLM server's script ran out: {exhausted} requests got 500 "
                     f"'script exhausted' (retried), after "
-                    f"{len(self.llm.requests) - exhausted} scripted answers; give the script "
+                    f"{len(requests) - exhausted} scripted answers; give the script "
                     "a step for each LLM call (env.llm.requests has them all)")
             if hanging:
                 why.append(
@@ -434,6 +463,45 @@ class TestEnv:
                     "timeout in real time (the virtual clock does not move it; an LLM's "
                     "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
             raise TimeoutError(f"{exc}; " + "; ".join(why)) from exc
+
+    async def _stuck(self, *, skip_llm: bool) -> tuple[list[str], list[str]]:
+        """What holds the runs that have not ended (at most 3 of each): a step that
+        failed and is retried (its attempts and last error; LLM calls left out when
+        ``skip_llm``, the scripted server's explanations tell those), and a wait for a
+        signal without a timeout, which no skip can end. Before 2026-12-06 a wait on
+        either timed out saying only "did not end within 60 s"."""
+        retrying: list[str] = []
+        unwoken: list[str] = []
+        try:
+            for run in await self.app.store.run_list(limit=1_000):
+                if run.status.is_ended:
+                    continue
+                waiting_for = run.waiting_for or ""
+                if run.status == "waiting" and run.available_at is None \
+                        and waiting_for.startswith("signal "):
+                    if len(unwoken) < 3:
+                        unwoken.append(f"run {run.run_id!r} ({run.workflow}) waits for "
+                                       f"signal {waiting_for[7:]!r}, with no timeout, "
+                                       "and none was sent")
+                    continue
+                if len(retrying) >= 3:
+                    continue
+                for entry in (await self.app.get_run(run.run_id)).journal:
+                    error = entry.get("error")
+                    if entry.get("kind") != "step" or entry.get("status") != "pending" \
+                            or not entry.get("attempts") or not isinstance(error, dict) \
+                            or (skip_llm and str(entry.get("name")).startswith("llm:")):
+                        continue
+                    attempts = entry["attempts"]
+                    retrying.append(
+                        f"run {run.run_id!r} ({run.workflow}) retries step "
+                        f"{entry.get('name')!r} ({attempts} attempt"
+                        f"{'s' if attempts != 1 else ''} failed, the last with "
+                        f"{error.get('type')}: {str(error.get('message'))[:200]})")
+                    break
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            pass
+        return retrying, unwoken
 
     async def _unserved(self) -> list[str]:
         """The workflows of the queued runs that the environment's worker cannot run (a
@@ -609,7 +677,9 @@ class TestEnv:
         """
         self._need_open()
         handle = run if isinstance(run, RunHandle) else self.app.handle(run)
-        async with self.skipping(), self._explained():
+        if handle.app is self.app:
+            return await RunHandle.result(handle, timeout)  # (skips: _awaiting)
+        async with self._awaiting():
             return await RunHandle.result(handle, timeout)
 
     @overload
