@@ -88,6 +88,23 @@ class _StepDecorator(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
 
+def _already_registered(name: str, old: Callable[..., Any], new: Callable[..., Any]) -> str:
+    """Why a second workflow of one name is refused, naming the first; and, when it is
+    the same ``def`` run again (a workflow defined inside a test function, registered on
+    an App of the module at every run of the test), what to do instead. Until 2026-12-06
+    the message named neither, and the second run of such a test failed on it."""
+    where = f"{getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', '?')}"
+    if getattr(old, "__code__", None) is not None \
+            and getattr(old, "__code__", None) is getattr(new, "__code__", None):
+        return (f"a workflow named {name!r} is already registered, by this same definition "
+                f"({where}) run before: a workflow defined inside a function (a test) "
+                "registers again each time the function runs; register it on a new App "
+                "each time (in tests, the `app` fixture of tether.testing), or define it "
+                "at module level")
+    return (f"a workflow named {name!r} is already registered ({where}); give this one "
+            "another name (@app.workflow(name=...))")
+
+
 class RunHandle(Generic[R]):
     """A started run: its id, and a way to wait for its result."""
 
@@ -331,7 +348,7 @@ class App:
             check_name("queue", queue)
             existing = self._workflows.get(wname)
             if existing is not None and existing.fn is not f:
-                raise ConfigError(f"a workflow named {wname!r} is already registered")
+                raise ConfigError(_already_registered(wname, existing.fn, f))
             pos, kw = param_annotations(f)
             wdef = WorkflowDef(name=wname, fn=f, queue=queue,
                                return_annotation=return_annotation(f),

@@ -265,3 +265,28 @@ async def test_start_child_hands_down_what_the_child_reads_in_every_execution(
                           "ext": {"demo.mode": "wait"}}
     [checked] = await replay(app, history)
     assert checked.compatible and checked.replayed == 1, checked.message
+
+
+def test_a_workflow_defined_again_by_the_same_def_is_refused_saying_what_to_do() -> None:
+    """A workflow defined inside a test function and registered on an App of the module
+    is registered again on the test's second run (parametrized, rerun). Until 2026-12-06
+    the refusal said only "already registered", nor which definition held the name."""
+    app = tether.App("sqlite:///never-opened.db")
+
+    def define() -> None:
+        @app.workflow
+        async def take_note(text: str) -> str:
+            return text
+
+    define()
+    with pytest.raises(ConfigError, match=(
+            r"'take_note' is already registered, by this same definition \(.*define\."
+            r"<locals>\.take_note\) run before.*the `app` fixture")):
+        define()
+
+    async def take_note(text: str) -> str:  # another definition of the same name
+        return text
+
+    with pytest.raises(ConfigError, match=r"already registered \(.*define\.<locals>\."
+                                          r"take_note\); give this one another name"):
+        app.workflow(take_note)
