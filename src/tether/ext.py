@@ -248,7 +248,7 @@ class Run:
 
     def add_metrics(self, deltas: Mapping[str, float]) -> None:
         """Add numbers to the run's metrics; see :func:`add_metrics`."""
-        self._ctx.add_metrics(_finite_deltas(deltas))
+        _add_metrics(self._ctx, _finite_deltas(deltas))
 
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         """The metrics of another run of this store (a child's spend, to roll it into
@@ -324,6 +324,9 @@ def add_metrics(deltas: Mapping[str, float]) -> None:
 
     Called from a step, it counts what really happened on this attempt: a crash after
     the work but before the journal commit counts it twice, as it was paid twice.
+    Called from workflow code, it counts once: a replay of that code (after a release
+    or a crash) adds nothing, as long as the operation that follows the call was
+    journaled before the replay began.
 
     Raises:
         OutsideRun: no run executes here.
@@ -333,7 +336,20 @@ def add_metrics(deltas: Mapping[str, float]) -> None:
     ctx = _current_run.get()
     if ctx is None:
         raise OutsideRun("tether.ext.add_metrics()", "a workflow or step")
-    ctx.add_metrics(_finite_deltas(deltas))
+    _add_metrics(ctx, _finite_deltas(deltas))
+
+
+def _add_metrics(ctx: RunContext, deltas: dict[str, float]) -> None:
+    """Add ``deltas`` unless workflow code is replaying what an earlier execution ran.
+
+    Workflow code runs again from the top after every release (a sleep, a signal wait,
+    a retry backoff): until 2026-12-06 numbers added there were added again by every
+    replay (a run that slept, waited for its child and ended counted 5 tokens as 15).
+    Code before a position recorded when this execution began is replayed, and adds
+    nothing; a step's body counts each attempt, as before."""
+    if _current_step.get() is None and ctx.position <= ctx.last_recorded:
+        return
+    ctx.add_metrics(deltas)
 
 
 def _finite_deltas(deltas: Mapping[str, float]) -> dict[str, float]:

@@ -290,3 +290,43 @@ def test_a_workflow_defined_again_by_the_same_def_is_refused_saying_what_to_do()
     with pytest.raises(ConfigError, match=r"already registered \(.*define\.<locals>\."
                                           r"take_note\); give this one another name"):
         app.workflow(take_note)
+
+
+async def test_metrics_added_in_workflow_code_count_once_whatever_the_replays() -> None:
+    """Workflow code runs again from the top after every release; until 2026-12-06 what
+    it added to the run's metrics was added again by each replay (5 tokens counted as 15
+    by a run that slept and waited for its child). A step's body still counts each of
+    its attempts."""
+    from tether.testing import TestEnv
+
+    app = App("sqlite:///never-opened.db")
+    attempts: list[int] = []
+
+    @app.step(retry=RetryPolicy(initial_interval=60, max_attempts=3))
+    def flaky() -> str:
+        attempts.append(1)
+        ext.add_metrics({"step.attempts": 1})
+        if len(attempts) < 2:
+            raise ConnectionError("down")
+        return "ok"
+
+    @app.workflow
+    async def child() -> str:
+        return "child"
+
+    @app.workflow
+    async def flow() -> str:
+        ext.add_metrics({"tokens": 5})
+        await tether.sleep(10)
+        ext.current_run().add_metrics({"tokens": 1})  # type: ignore[union-attr]
+        handle = await tether.start_child(child)
+        await handle.result()
+        ext.add_metrics({"tokens": 2})
+        return await flaky()
+
+    async with TestEnv(app) as env:
+        handle = await env.start(flow)
+        assert await handle.result() == "ok"
+        metrics = (await env.app.get_run(handle.run_id)).metrics
+    assert metrics["tokens"] == 8.0
+    assert metrics["step.attempts"] == 2.0
