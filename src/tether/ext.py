@@ -46,7 +46,7 @@ from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
 from tether._show import opened_events
 from tether._types import RunRecord
 from tether._types import check_name as _check_name
-from tether.errors import ConfigError, OutsideRun
+from tether.errors import ConfigError, OutsideRun, PayloadTooLarge
 
 if TYPE_CHECKING:
     from tether._app import App
@@ -293,11 +293,24 @@ class Run:
 
         Raises:
             StoreError: the event could not be sent (callers usually log and go on).
+            PayloadTooLarge: the event is over 64 KiB as stored (with a payload hook,
+                once encoded: its message gives both sizes).
         """
         # Through the app's payload hook: what a run publishes (a streamed model answer)
         # is kept in the store's event log, and is as private as the reply it becomes.
-        await self._ctx.store.run_publish(
-            run_id=self._ctx.run_id, data=self._ctx.codec.encode_event(json.dumps(event)))
+        text = json.dumps(event)
+        data = self._ctx.codec.encode_event(text)
+        try:
+            await self._ctx.store.run_publish(run_id=self._ctx.run_id, data=data)
+        except PayloadTooLarge as exc:
+            if data is text:
+                raise
+            # The limit counts the stored text, the hook's output: an event of 49,109
+            # bytes was refused as "65537 bytes", a size its publisher never made.
+            raise PayloadTooLarge(
+                f"live event of run {self._ctx.run_id!r} ({len(text.encode()):,} bytes of "
+                f"JSON, {exc.size:,} once encoded by the app's payload hook, which the "
+                "limit counts)", exc.size, exc.limit) from None
 
 
 def current_run() -> Run | None:

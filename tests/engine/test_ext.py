@@ -330,3 +330,46 @@ async def test_metrics_added_in_workflow_code_count_once_whatever_the_replays() 
         metrics = (await env.app.get_run(handle.run_id)).metrics
     assert metrics["tokens"] == 8.0
     assert metrics["step.attempts"] == 2.0
+
+
+async def test_an_event_over_the_limit_once_encoded_says_both_sizes() -> None:
+    """An event is limited to 64 KiB as stored: with a payload hook, once encoded.
+    Until 2026-12-06 an event of 60,000 bytes of JSON was refused as "payload of 80,xxx
+    bytes", a size its publisher never made. Without a hook: 65,536 bytes pass, one more
+    is refused."""
+    import os
+
+    from tether.encryption import AesGcm
+    from tether.errors import PayloadTooLarge
+    from tether.testing import TestEnv
+
+    def events_app(**options: Any) -> tuple[App, Any]:
+        app = App("sqlite:///never-opened.db", **options)
+
+        @app.workflow
+        async def publish(size: int) -> str:
+            async def emit(n: int) -> None:
+                run = ext.current_run()
+                assert run is not None
+                await run.publish({"t": "x" * (n - len(json.dumps({"t": ""})))})
+
+            try:
+                await ext.step("emit", emit, size, retry=RetryPolicy(max_attempts=1))
+            except PayloadTooLarge as exc:
+                return str(exc)
+            return "sent"
+
+        return app, publish
+
+    plain, publish = events_app()
+    async with TestEnv(plain) as env:
+        assert await env.run(publish, 64 * 1024) == "sent"
+        refused = await env.run(publish, 64 * 1024 + 1)
+        assert "payload of 65537 bytes exceeds the limit of 65536 bytes" in refused
+        assert "bytes of JSON" not in refused
+    sealed, publish = events_app(payload_hook=AesGcm({"k1": os.urandom(32)}))
+    async with TestEnv(sealed) as env:
+        refused = await env.run(publish, 60_000)
+        assert "(60,000 bytes of JSON, " in refused, refused
+        assert "once encoded by the app's payload hook, which the limit counts)" in refused
+        assert "exceeds the limit of 65536 bytes" in refused
