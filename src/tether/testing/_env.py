@@ -11,9 +11,9 @@ Time in the environment is virtual. It starts at the real time (or ``start_time`
 moves only when the environment moves it:
 
 - while a test waits through the environment (``env.result``, ``env.run``, ``await
-  handle.result()`` on a handle from ``env.start``), whenever every run is waiting
-  (none is running, none is due now) the clock jumps to the earliest wake-up among the
-  waiting runs (a timer, a signal's timeout, a retry backoff, a postponed step) or
+  handle.result()`` on a handle from ``env.start`` or ``env.app``), whenever every run
+  is waiting (none is running, none is due now) the clock jumps to the earliest
+  wake-up among the waiting runs (a timer, a signal's timeout, a retry backoff, a postponed step) or
   the schedules (a next tick, whose run the environment starts) and the worker is
   woken; so a workflow that sleeps three days completes in milliseconds. Between
   those waits time stands still, so a test can start a run, send it a signal, then
