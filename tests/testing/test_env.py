@@ -698,3 +698,26 @@ async def test_a_wait_on_a_failing_step_or_an_unsent_signal_says_so() -> None:
         assert "retries step" not in str(err.value)  # (the cancelled run is not named)
         await env.app.signal(waiting.run_id, "decision", "yes")
         assert await waiting.result() == "yes"
+
+
+async def test_a_wait_on_a_run_of_a_queue_the_worker_does_not_serve_says_so() -> None:
+    """``TestEnv(queues=[...])`` narrows the worker's queues: a run of a workflow on
+    another queue stays queued. Until 2026-12-06 a wait on it said only "did not end
+    within N s"."""
+    app = App("sqlite:///never-opened.db")
+
+    @app.workflow(queue="llm")
+    async def summarise() -> str:
+        return "done"
+
+    @app.workflow
+    async def plain() -> str:
+        return "plain"
+
+    async with TestEnv(app, queues=["default"]) as env:
+        assert await env.run(plain) == "plain"
+        handle = await env.start(summarise)
+        with pytest.raises(TimeoutError, match=(
+                rf"run '{handle.run_id}' \(summarise\) is queued on 'llm': the "
+                r"environment's worker serves only the queues 'default' \(TestEnv\(queues=")):
+            await handle.result(timeout=0.5)

@@ -421,12 +421,18 @@ class TestEnv:
             hanging = self.llm.hanging
             elsewhere = await self._llm_calls_elsewhere()
             unserved = await self._unserved()
-            retrying, unwoken = await self._stuck(skip_llm=bool(
+            retrying, unwoken, elsewhere_queued = await self._stuck(skip_llm=bool(
                 exhausted or hanging or elsewhere is not None))
             if not exhausted and not hanging and elsewhere is None and not unserved \
-                    and not retrying and not unwoken:
+                    and not retrying and not unwoken and not elsewhere_queued:
                 raise
             why = []
+            if elsewhere_queued:
+                why.append(
+                    "; ".join(elsewhere_queued) + ": the environment's worker serves "
+                    f"only the queues {', '.join(repr(q) for q in self.worker.queues)} "
+                    "(TestEnv(queues=...)); leave queues= out to serve every queue of "
+                    "the app's workflows")
             if retrying:
                 why.append(
                     "; ".join(retrying) + ": a step that keeps failing is retried under "
@@ -464,17 +470,25 @@ class TestEnv:
                     "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
             raise TimeoutError(f"{exc}; " + "; ".join(why)) from exc
 
-    async def _stuck(self, *, skip_llm: bool) -> tuple[list[str], list[str]]:
+    async def _stuck(self, *, skip_llm: bool) -> tuple[list[str], list[str], list[str]]:
         """What holds the runs that have not ended (at most 3 of each): a step that
         failed and is retried (its attempts and last error; LLM calls left out when
-        ``skip_llm``, the scripted server's explanations tell those), and a wait for a
-        signal without a timeout, which no skip can end. Before 2026-12-06 a wait on
-        either timed out saying only "did not end within 60 s"."""
+        ``skip_llm``, the scripted server's explanations tell those), a wait for a
+        signal without a timeout, which no skip can end, and a run queued on a queue the
+        worker does not serve (``TestEnv(queues=...)``). Before 2026-12-06 a wait on
+        any of them timed out saying only "did not end within 60 s"."""
         retrying: list[str] = []
         unwoken: list[str] = []
+        queued: list[str] = []
+        served = set(self.worker.queues)
         try:
             for run in await self.app.store.run_list(limit=1_000):
                 if run.status.is_ended:
+                    continue
+                if run.status == "queued" and run.queue not in served:
+                    if len(queued) < 3:
+                        queued.append(f"run {run.run_id!r} ({run.workflow}) is queued on "
+                                      f"{run.queue!r}")
                     continue
                 waiting_for = run.waiting_for or ""
                 if run.status == "waiting" and run.available_at is None \
@@ -501,7 +515,7 @@ class TestEnv:
                     break
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
             pass
-        return retrying, unwoken
+        return retrying, unwoken, queued
 
     async def _unserved(self) -> list[str]:
         """The workflows of the queued runs that the environment's worker cannot run (a
