@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from tether import _ids
+from tether import _ids, _observe
 from tether._clock import Clock, SyncedClock
 from tether._codec import (
     DEFAULT_MAX_PAYLOAD,
@@ -629,6 +629,8 @@ class App:
         record = RunRecord(run_id=rid, workflow=name, queue=queue or default_queue,
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version)
+        if _observe.observers:  # (telemetry: the run's trace is rooted here, not by a worker)
+            await _observe.runs_starting(store, [(rid, name, record.queue)], now)
         stored, created = await store.run_insert(run=record)
         if not created and stored.workflow != name:
             raise ConfigError(
@@ -675,6 +677,9 @@ class App:
                                      status=RunStatus.QUEUED, input=text, created_at=now,
                                      updated_at=now, available_at=now,
                                      version=self.version))
+        if _observe.observers and records:
+            await _observe.runs_starting(store, [(r.run_id, name, r.queue) for r in records],
+                                         now)
         results = await store.run_insert_many(runs=records) if records else []
         clashes = [stored.run_id for stored, created in results
                    if not created and stored.workflow != name]
@@ -1047,6 +1052,8 @@ class App:
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version,
                            forked_from=run_id, forked_at=at)
+        if _observe.observers:
+            await _observe.runs_starting(store, [(rid, source.workflow, source.queue)], now)
         await store.run_fork(source_run_id=run_id, run=record, at=at, entries=copied)
         for w in self._workers:
             w.notify()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tether import _observe
 from tether._codec import SLOT_INPUT
 from tether._replay import Continue, current_run, current_step
 from tether._types import ENDED_VALUES, RunRecord, RunStatus, check_name
@@ -664,6 +665,8 @@ async def start_tick(app: App, store: Store, s: ScheduleRecord, run_id: str,
     run = RunRecord(run_id=run_id, workflow=s.workflow, queue=s.queue,
                     status=RunStatus.QUEUED, input=s.input, created_at=now,
                     updated_at=now, available_at=now, version=version)
+    if _observe.observers:
+        await _observe.runs_starting(store, [(run_id, s.workflow, s.queue)], now)
     _, created = await store.run_insert(run=run)
     return created
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_LINKS", "TRACE_KEY", "ChildTool", "Observer", "add_observer",
            "add_trace_link", "adopt_trace_context", "child_starting", "child_tool_ended",
-           "error_text", "hides_error_messages", "remove_observer", "runs_ended",
-           "runs_started", "step", "step_failed", "trace_carrier"]
+           "error_text", "hides_error_messages", "remove_observer", "runs_closing",
+           "runs_ended", "runs_started", "runs_starting", "step", "step_failed",
+           "trace_carrier"]
 
 log = logging.getLogger("tether.observe")
 T = TypeVar("T")
@@ -66,6 +67,11 @@ class Observer(Protocol):
         worker recorded how the run ended, if it did (``ctx.ended``, the status the
         store took)."""
 
+    async def run_closing(self, token: Any, ctx: RunContext) -> None:
+        """The run's code stopped and this worker still holds the run: its execution's
+        span will be ended here (``run_ended``), not by a later execution. Optional: an
+        observer without it is skipped."""
+
     def step_started(self, ctx: RunContext, info: StepInfo) -> Any:
         """One attempt of a step starts executing (never for a journaled step)."""
 
@@ -74,6 +80,13 @@ class Observer(Protocol):
 
     async def child_starting(self, ctx: RunContext, child_id: str) -> None:
         """``ctx`` is about to start the child run ``child_id`` (for trace context)."""
+
+    async def runs_starting(self, store: Store, runs: Sequence[tuple[str, str, str]],
+                            now: float) -> None:
+        """This process is about to create top-level runs (``App.start``, ``start_many``,
+        ``fork``, a schedule's tick), each ``(run_id, workflow, queue)``, before any
+        worker can claim them (for trace context). Optional: an observer without it is
+        skipped."""
 
     async def child_tool_ended(self, ctx: RunContext, call: ChildTool) -> None:
         """``ctx`` takes the result of a tool call that a child run served (once: a
@@ -86,8 +99,9 @@ observers = _observers
 
 #: The shared value (``Store.kv_*``) holding a run's W3C trace context, a JSON carrier
 #: (``{"traceparent": ..., "tracestate"?: ...}``): written by whoever roots the run's
-#: trace (a caller of the HTTP API, a parent run, or the run's first execution) and read
-#: by every execution of the run (``tether.otel``).
+#: trace (a caller of the HTTP API, a parent run, the process that started the run, or
+#: for a run started where telemetry was off its first execution) and read by every
+#: execution of the run (``tether.otel``).
 TRACE_KEY = TRACE_KV_PREFIX + "{}"
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
@@ -172,6 +186,36 @@ async def runs_started(ctx: RunContext) -> list[tuple[Observer, Any]]:
         except Exception:
             log.exception("observer %r failed at run start", o)
     return started
+
+
+async def runs_starting(store: Store, runs: Sequence[tuple[str, str, str]],
+                        now: float) -> None:
+    """Tell the observers that this process is about to create ``runs`` (``(run_id,
+    workflow, queue)`` each), before it inserts them: their trace context is written
+    here, in the starting process, so that no worker (which a SIGKILL may take) holds
+    the only record of the trace's root. Callers skip it when ``observers`` is empty."""
+    for o in list(_observers):
+        hook = getattr(o, "runs_starting", None)
+        if hook is None:  # (an observer written before the hook existed)
+            continue
+        try:
+            await hook(store, runs, now)
+        except Exception:
+            log.exception("observer %r failed at run start", o)
+
+
+async def runs_closing(started: list[tuple[Observer, Any]], ctx: RunContext) -> None:
+    """Tell the observers ``runs_started`` told that the run's code stopped, before the
+    worker records how (while no other worker can claim the run): each then knows that
+    this execution's span ends in this process (``run_ended``)."""
+    for o, token in reversed(started):
+        hook = getattr(o, "run_closing", None)
+        if hook is None:
+            continue
+        try:
+            await hook(token, ctx)
+        except Exception:
+            log.exception("observer %r failed at run end", o)
 
 
 def runs_ended(started: list[tuple[Observer, Any]], ctx: RunContext,

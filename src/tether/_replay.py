@@ -857,6 +857,9 @@ class RunContext:
         #: executions read nothing more.) ``None`` until read; empty when nothing
         #: can have been cut off.
         self.cut_off: dict[int, tuple[int, float]] | None = None if taken_over else {}
+        #: (Kept for telemetry: an execution's span that a dead worker never ended is
+        #: emitted by a later execution, ``tether.otel``.)
+        self.taken_over = taken_over
         self._cut_off_read: asyncio.Future[dict[int, tuple[int, float]]] | None = None
         #: The task that runs the workflow's code (the context is made in it).
         self.main_task: asyncio.Task[Any] | None = asyncio.current_task(self._loop)

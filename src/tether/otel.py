@@ -7,6 +7,11 @@
 
 Spans (see ``docs/telemetry.md``):
 
+- ``start {workflow}``: made and ended by the process that starts a top-level run
+  (``App.start``, ``start_many``, ``fork``, a schedule's tick) when it has called
+  ``instrument()``; the parent of every ``run`` span of the run (so the trace's root
+  does not die with a SIGKILLed worker). Attributes ``tether.run_id``,
+  ``tether.workflow``, ``tether.queue``.
 - ``run {workflow}``: one per execution of a run's code on a worker (the first one, and
   each replay after a crash, a wait or a handover); attributes ``tether.run_id``,
   ``tether.workflow``, ``tether.queue``, ``tether.outcome`` (``returned``, ``failed``,
@@ -38,8 +43,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import traceback
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 try:
     from opentelemetry import context as otel_context
@@ -64,6 +71,9 @@ from tether._replay import (
 )
 from tether._types import RunStatus
 from tether.errors import Postpone
+
+if TYPE_CHECKING:
+    from tether.store._port import Store
 
 __all__ = ["OtelObserver", "instrument", "uninstrument"]
 
@@ -98,31 +108,95 @@ class OtelObserver:
                 if linked.get_span_context().is_valid:
                     links.append(trace.Link(linked.get_span_context()))
         record = ctx.lease
+        started = time.time_ns()
         span = self.tracer.start_span(
             f"run {ctx.workflow.name}", context=parent, kind=SpanKind.INTERNAL, links=links,
+            start_time=started,
             attributes={"tether.run_id": record.run_id, "tether.workflow": ctx.workflow.name,
                         # (the run's: a start may name another queue than its
                         # workflow's, which the span said until 2026-12-06)
                         "tether.queue": ctx.queue,
                         "tether.fencing_token": record.fencing_token})
         version = None if stored is None else stored[1]
+        own = _carrier_of(span)
+        lost = doc.get("open")
+        if (isinstance(lost, dict) and ctx.taken_over
+                and _int(lost.get("token"), record.fencing_token) < record.fencing_token):
+            # An earlier execution's span that its worker never ended (killed holding the
+            # run): its steps' spans, exported, name it as their parent.
+            self._emit_lost(lost, ctx)
+        # Linked once; a link added meanwhile stays for the next execution.
+        kept = {k: v for k, v in doc.items() if k not in ("links", "open")}
         if not rooted:
-            # The first execution roots the run's trace; later ones (any worker) join it.
-            # It is the run's first span too ("run": a tool call the run served links to
-            # it, see child_tool_ended).
-            own = _carrier_of(span)
-            await ctx.store.kv_cas(key=key, value=json.dumps({**own, "run": own}),
-                                   version=version, now=ctx.clock.now())
-        elif "links" in doc or "run" not in doc:
-            # Linked once; a link added meanwhile stays for the next execution. The first
-            # execution of a run whose trace another rooted (a parent, an HTTP caller)
-            # records its span.
-            kept = {k: v for k, v in doc.items() if k != "links"}
-            kept.setdefault("run", _carrier_of(span))
+            # No start span recorded the run's trace (a run started before 2026-12-06,
+            # or by a process without telemetry): the first execution roots it; later
+            # ones (any worker) join it.
+            kept.update(own)
+        # The run's first span ("run": a tool call the run served links to it, see
+        # child_tool_ended).
+        kept.setdefault("run", own)
+        if own:
+            # This execution's span until the worker says it ends it (run_closing): a
+            # later execution that finds it here emits it for a worker that died.
+            kept["open"] = {"span": own, "parent": {k: doc[k] for k in (
+                                "traceparent", "tracestate") if k in doc} if rooted else None,
+                            "start": started, "token": record.fencing_token}
+        if kept != doc:
             await ctx.store.kv_cas(key=key, value=json.dumps(kept), version=version,
                                    now=ctx.clock.now())
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
+
+    async def run_closing(self, token: Any, ctx: RunContext) -> None:
+        """This execution's span ends in this process: forget it as open (a read and a
+        write), so that no later execution emits it again."""
+        key = _KEY.format(ctx.run_id)
+        for _ in range(4):
+            stored = await ctx.store.kv_get(key=key)
+            doc = _trace_doc(stored)
+            lost = doc.get("open")
+            if stored is None or not isinstance(lost, dict) \
+                    or lost.get("token") != ctx.lease.fencing_token:
+                return
+            del doc["open"]
+            if await ctx.store.kv_cas(key=key, value=json.dumps(doc), version=stored[1],
+                                      now=ctx.clock.now()):
+                return
+
+    def _emit_lost(self, lost: dict[str, Any], ctx: RunContext) -> None:
+        """Export the ``run`` span of an execution whose worker died before ending it, with
+        the ids its steps' spans name as their parent's (``open`` in the run's trace
+        value), outcome ``crashed``, ending now. Only with the OpenTelemetry SDK (which
+        lets a span be made with given ids)."""
+        try:
+            from opentelemetry.sdk.trace import ReadableSpan
+            from opentelemetry.sdk.trace import Tracer as SdkTracer
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        except ImportError:  # pragma: no cover - the otel extra installs the SDK
+            return
+        # (Got again: a tracer got before the global provider was set is a proxy.)
+        tracer = trace.get_tracer("tether", tracer_provider=self.tracer_provider)
+        own = _span_context(lost.get("span"))
+        if not isinstance(tracer, SdkTracer) or own is None or not own.trace_flags.sampled:
+            return
+        parent = _span_context(lost.get("parent"))
+        now = time.time_ns()
+        started = min(_int(lost.get("start"), now), now)
+        tracer.span_processor.on_end(ReadableSpan(
+            name=f"run {ctx.workflow.name}",
+            context=trace.SpanContext(own.trace_id, own.span_id, is_remote=False,
+                                      trace_flags=own.trace_flags,
+                                      trace_state=own.trace_state),
+            parent=parent, resource=tracer.resource, kind=SpanKind.INTERNAL,
+            attributes={"tether.run_id": ctx.run_id, "tether.workflow": ctx.workflow.name,
+                        "tether.queue": ctx.queue,
+                        "tether.fencing_token": _int(lost.get("token"), 0),
+                        "tether.outcome": "crashed"},
+            status=Status(StatusCode.ERROR, "the worker executing the run stopped without "
+                          "ending this span (killed, or cut off from the store); another "
+                          "worker took the run over"),
+            start_time=started, end_time=now,
+            instrumentation_scope=InstrumentationScope("tether")))
 
     def run_ended(self, token: Any, ctx: RunContext, error: BaseException | None) -> None:
         span, attached = token
@@ -160,6 +234,30 @@ class OtelObserver:
             span.end()
         finally:
             otel_context.detach(attached)
+
+    async def runs_starting(self, store: Store, runs: Sequence[tuple[str, str, str]],
+                            now: float) -> None:
+        """A ``start {workflow}`` span per run, made and ended here, in the process that
+        starts it (a child of this process's current span, if any), whose context is
+        recorded as the run's parent before the run exists: each execution's ``run``
+        span is its child. The trace's root is thus exported by the starting process,
+        not by the run's first worker, which a SIGKILL may take with its span (every
+        later execution then pointed at a parent no backend received)."""
+        for run_id, workflow, queue in runs:
+            span = self.tracer.start_span(
+                f"start {workflow}", kind=SpanKind.PRODUCER,
+                attributes={"tether.run_id": run_id, "tether.workflow": workflow,
+                            "tether.queue": queue})
+            carrier = _carrier_of(span)
+            if not carrier:  # (no SDK tracer provider: the first execution roots the trace)
+                return
+            if await store.kv_cas(key=_KEY.format(run_id), value=json.dumps(carrier),
+                                  version=None, now=now):
+                span.end()
+            # Else the run's trace context was recorded already (a caller's
+            # ``traceparent``, which ``tether serve`` records first; a run that exists,
+            # which this start does not create): the span is left unended, so that no
+            # exporter receives a start that roots nothing.
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -258,6 +356,18 @@ def _carrier_of(span: Span) -> dict[str, str]:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
+
+
+def _span_context(carrier: Any) -> trace.SpanContext | None:
+    """The span context in a stored carrier, or None for none or an invalid one."""
+    if not isinstance(carrier, dict):
+        return None
+    found = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+    return found if found.is_valid else None
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _carrier(span: Span) -> str:

@@ -26,7 +26,11 @@ class FileExporter(SpanExporter):
             for s in spans:
                 ctx = s.get_span_context()
                 f.write(json.dumps({"name": s.name, "attributes": dict(s.attributes or {}),
-                                    "trace_id": ctx.trace_id if ctx else None}) + "\n")
+                                    "trace_id": ctx.trace_id if ctx else None,
+                                    "span_id": ctx.span_id if ctx else None,
+                                    "parent_id": s.parent.span_id if s.parent else None,
+                                    "parent_remote": bool(s.parent and s.parent.is_remote)}
+                                   ) + "\n")
                 f.flush()
         return SpanExportResult.SUCCESS
 

@@ -67,8 +67,11 @@ async def test_run_killed_after_step_3_and_resumed_emits_each_step_span_once(
     assert steps_before == [0, 1, 2]
     assert steps_after == [3, 4, 5], "replay emitted spans for journaled steps"
     runs_after = [s for s in after if s["name"] == "run steps"]
-    assert len(runs_after) == 1
-    attrs = runs_after[0]["attributes"]
+    # (and the killed execution's, which its worker never ended: see the next test)
+    assert sorted(s["attributes"]["tether.outcome"] for s in runs_after) == [
+        "crashed", "returned"]
+    (attrs,) = [s["attributes"] for s in runs_after
+                if s["attributes"]["tether.outcome"] == "returned"]
     assert attrs["tether.operations.replayed"] == 3
     assert attrs["tether.operations.executed"] == 3
     assert attrs["tether.outcome"] == "returned"
@@ -262,8 +265,10 @@ async def test_instrument_called_twice_for_one_provider_makes_each_span_once(
             assert await (await app.start(wf)).result(timeout=30) == 1
     finally:
         tether.otel.uninstrument()
-    for exporter in (first, second):
-        assert sorted(s.name for s in exporter.get_finished_spans()) == ["run wf", "step one"]
+    # (The run's start span is the first observer's: it records the run's trace first.)
+    for exporter, start in ((first, ["start wf"]), (second, [])):
+        assert sorted(s.name for s in exporter.get_finished_spans()) == [
+            "run wf", *start, "step one"]
 
 
 async def test_step_spans_of_a_postponed_a_cancelled_and_an_own_cancel_attempt(
@@ -321,7 +326,7 @@ async def test_step_spans_of_a_postponed_a_cancelled_and_an_own_cancel_attempt(
     seen = [(s.name, s.status.status_code.name, (s.attributes or {}).get("error.type"),
              (s.attributes or {}).get("tether.postponed_seconds"),
              (s.attributes or {}).get("tether.cancelled"))
-            for s in exporter.get_finished_spans()]
+            for s in exporter.get_finished_spans() if s.name != "start wf"]
     assert seen == [("step own", "ERROR", "CancelledError", None, None),
                     ("step later", "UNSET", None, 0.01, None),
                     ("step later", "UNSET", None, None, None),
@@ -587,3 +592,85 @@ async def test_a_run_spans_queue_is_the_runs_own(sqlite_url: str) -> None:
     queues = sorted((s.attributes or {})["tether.queue"]
                     for s in exporter.get_finished_spans() if s.name == "run job")
     assert queues == ["bulk", "default"], queues
+
+
+@pytest.mark.parametrize("traceparent", [False, True], ids=["own-trace", "caller-trace"])
+async def test_a_runs_trace_has_no_orphan_when_its_first_worker_is_killed(
+        sqlite_url: str, tmp_path: Path, traceparent: bool) -> None:
+    """The run is started in this process (instrumented, as a Temporal client is), over
+    the HTTP API with or without a caller's ``traceparent``; its first worker is killed
+    (SIGKILL) in step 4, with its ``run`` span open, and a second worker ends the run.
+    Every exported span's parent is an exported span or the caller's: the first
+    execution's span, which no backend receives, parents nothing (it was the trace's
+    root, and the second execution's parent, until 2026-12-06)."""
+    from tests.web.test_api import _api
+
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    spans_file = tmp_path / "spans.jsonl"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = tether.otel.instrument(provider)
+    try:
+        async for api in _api(sqlite_url, None):
+            headers = ({"traceparent": f"00-{caller_trace}-{caller_span}-01"}
+                       if traceparent else {})
+            r = await api.http.post("/api/v1/runs", headers=headers, json={
+                "workflow": "steps", "input": [6], "run_id": "orphan"})
+            assert r.status_code == 201, r.text
+    finally:
+        tether.otel.uninstrument(observer)
+
+    app = webapp.make_app(sqlite_url)
+    env = {"TETHER_TEST_SPANS": str(spans_file)}
+    async with app:
+        first = start_worker(sqlite_url, tmp_path, app="tests.web.otel_worker_app:app",
+                             extra_env={**env, "TETHER_TEST_GATE": str(tmp_path / "never")})
+        try:
+            async with asyncio.timeout(30):
+                while len([e for e in await app.store.journal_read("orphan")
+                           if e.status == "ok"]) < 3:
+                    await asyncio.sleep(0.02)
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+        second = start_worker(sqlite_url, tmp_path, app="tests.web.otel_worker_app:app",
+                              extra_env=env)
+        try:
+            assert await app.handle("orphan").result(timeout=30) == [
+                10, 20, 30, 40, 50, 60]
+        finally:
+            second.send_signal(signal.SIGTERM)  # (ends gracefully: its spans are written)
+            second.wait(30)
+
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    spans += [{"name": s.name, "attributes": dict(s.attributes or {}),
+               "trace_id": s.get_span_context().trace_id,
+               "span_id": s.get_span_context().span_id,
+               "parent_id": s.parent.span_id if s.parent else None,
+               "parent_remote": bool(s.parent and s.parent.is_remote)}
+              for s in exporter.get_finished_spans()]
+    exported = {s["span_id"] for s in spans}
+    allowed = exported | ({int(caller_span, 16)} if traceparent else set())
+    dangling = [(s["name"], format(s["parent_id"], "016x")) for s in spans
+                if s["parent_id"] is not None and s["parent_id"] not in allowed]
+    assert dangling == [], "spans whose parent no exporter received"
+    runs = {s["attributes"]["tether.outcome"]: s for s in spans if s["name"] == "run steps"}
+    # The killed execution's span, which its worker never ended, is emitted by the one
+    # that took the run over, with the ids its steps' spans name as their parent's.
+    assert sorted(runs) == ["crashed", "returned"]
+    for outcome, positions in (("crashed", [0, 1, 2]), ("returned", [3, 4, 5])):
+        assert sorted(s["attributes"]["tether.position"] for s in spans
+                      if s["name"] == "step work"
+                      and s["parent_id"] == runs[outcome]["span_id"]) == positions
+    # Their parent: the caller's span, or the start span this process made and exported.
+    starts = [s for s in spans if s["name"] == "start steps"]
+    assert len(starts) == (0 if traceparent else 1)
+    assert {runs["crashed"]["parent_id"], runs["returned"]["parent_id"]} == {
+        int(caller_span, 16) if traceparent else starts[0]["span_id"]}
+    assert len({s["trace_id"] for s in spans}) == 1
+    if traceparent:
+        assert format(spans[0]["trace_id"], "032x") == caller_trace
+        assert all(s["parent_remote"] for s in spans if s["parent_id"] not in exported)
+    else:
+        assert [s["name"] for s in spans if s["parent_id"] is None] == ["start steps"]

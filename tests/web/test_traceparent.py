@@ -69,9 +69,13 @@ async def test_run_started_with_traceparent_joins_the_callers_trace(
     assert len(steps) == 2
     assert {format(s.get_span_context().trace_id, "032x") for s in steps} == {TRACE}
 
+    # Its own trace, rooted by the start span of the process that started it (this one).
     (own,) = [s for s in _spans(exporter, "bad-header") if s.name == "run steps"]
-    assert own.parent is None
+    (start,) = [s for s in _spans(exporter, "bad-header") if s.name == "start steps"]
+    assert start.parent is None
+    assert own.parent is not None and own.parent.span_id == start.get_span_context().span_id
     assert format(own.get_span_context().trace_id, "032x") != TRACE
+    assert not [s for s in _spans(exporter, traced) if s.name == "start steps"]
 
 
 async def test_traceparent_on_a_rejected_or_existing_start_changes_nothing(

@@ -1114,6 +1114,8 @@ class Worker:
             raised = exc
             if ctx.stop is None or not isinstance(ctx.stop, Lost):
                 _observe.runs_ended(observed, ctx, exc)
+                if observed:
+                    await _observe.runs_closing(observed, ctx)
                 raise  # the worker is stopping; the run goes back to the queue
         except BaseException as exc:
             # User code's sys.exit() or KeyboardInterrupt fails the run; it must not end
@@ -1127,6 +1129,8 @@ class Worker:
                     t.cancel()
         if active is not None:
             active.finishing = True
+        if observed:  # (before the end is written: no other worker has the run yet)
+            await _observe.runs_closing(observed, ctx)
         try:
             await self._conclude(ctx, value, error, run)
         finally:
