@@ -274,6 +274,14 @@ async def test_cli_lists_and_answers_approvals(tmp_path: Path, server: ScriptedL
         assert stale.returncode == 1, stale.stderr
         assert (f"approval {first.approval_id} was answered already; the run now waits "
                 f"for approval {second.approval_id}") in stale.stderr
+        # An id the run never had was called "answered already" too (until 2026-12-06).
+        never = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--approval-id",
+                                        "other", db=db)
+        assert never.returncode == 1, never.stderr
+        assert never.stderr.strip() == (
+            "tether: error: run 'trip-cli' has no pending approval 'other': it never asked "
+            f"for one with that id; it waits for approval {second.approval_id} "
+            "(book_flight), which this answer was not meant for; nothing was sent")
         blank = await asyncio.to_thread(tether_cli, "approve", "trip-cli", "--approval-id",
                                         "", db=db)
         assert blank.returncode == 2 and "--approval-id is empty" in blank.stderr

@@ -1029,6 +1029,35 @@ async def test_approvals_list_and_answer(api: Api) -> None:
         "approvals": [], "next_cursor": None}
 
 
+async def test_an_answer_to_an_approval_the_run_never_had_says_so(api: Api) -> None:
+    """An ``approval_id`` the run never had is a 409 ``no_pending_approval`` that says no
+    such approval is pending and names the one the run waits for (it said "approval
+    other was answered already" until 2026-12-06); a second answer to the approval the
+    run waits for, not yet taken, is still "answered already"."""
+    async with api.app.worker(queues=["default"]):
+        await api.http.post("/api/v1/runs", json={"workflow": "purchase", "input": ["atlas"],
+                                                  "run_id": "buy-x"})
+        await wait_status(api, "buy-x", "waiting")
+    (pending,) = (await api.http.get("/api/v1/approvals")).json()["approvals"]
+    waiting = pending["approval_id"]
+    before = await api.snapshot()
+    r = await api.http.post("/api/v1/runs/buy-x/approval",
+                            json={"approved": True, "approval_id": "other"})
+    assert r.status_code == 409 and error_of(r) == "no_pending_approval", r.text
+    assert r.json()["error"]["message"] == (
+        "run 'buy-x' has no pending approval 'other': it never asked for one with that "
+        f"id; it waits for approval {waiting} (buy), which this answer was not meant "
+        "for; nothing was sent")
+    assert await api.snapshot() == before
+    r = await api.http.post("/api/v1/runs/buy-x/approval",
+                            json={"approved": True, "approval_id": waiting})
+    assert r.status_code == 200, r.text
+    r = await api.http.post("/api/v1/runs/buy-x/approval",
+                            json={"approved": True, "approval_id": waiting})
+    assert r.status_code == 409 and error_of(r) == "no_pending_approval", r.text
+    assert "was answered already" in r.json()["error"]["message"]
+
+
 async def test_approvals_page_by_a_cursor_that_continues_exactly(api_any: Api) -> None:
     """``GET /api/v1/approvals`` pages, oldest run first, by ``limit`` and the
     ``next_cursor`` it returns: the next page starts right after the last approval

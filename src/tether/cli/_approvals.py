@@ -82,6 +82,7 @@ async def approvals(args: argparse.Namespace) -> int:
 
 
 async def approve(args: argparse.Namespace) -> int:
+    from tether._answers import refusal
     from tether.ai._approvals import NoPendingApproval
     from tether.ai._approvals import approve as answer
 
@@ -94,7 +95,7 @@ async def approve(args: argparse.Namespace) -> int:
             pending = await answer(app, args.run_id, approved=not args.reject, note=args.note,
                                    approval_id=args.approval_id)
         except NoPendingApproval as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(await refusal(app, args.run_id, args.approval_id, exc)) from None
     verb = "rejected" if args.reject else "approved"
     note = f" (note: {safe(args.note)})" if args.note else ""
     say(f"{safe(args.run_id)}: {verb} {safe(pending.tool)} {short(pending.arguments, 80)}{note}")

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from tether import App, RunNotFound
+from tether._answers import refusal
 from tether._codec import json_kind
 from tether._ids import new_run_id
 from tether._observe import add_trace_link, adopt_trace_context, trace_carrier
@@ -540,7 +541,8 @@ async def answer(app: App, run_id: str, approved: bool, note: str | None,
     except RunNotFound:
         raise run_not_found(run_id) from None
     except NoPendingApproval as exc:
-        raise ApiError(409, "no_pending_approval", str(exc)) from None
+        raise ApiError(409, "no_pending_approval",
+                       await refusal(app, run_id, approval_id, exc)) from None
     return {"run_id": run_id, "approved": approved, "note": note,
             "approval": pending.to_dict()}
 
