@@ -16,8 +16,9 @@ Spans (see ``docs/telemetry.md``):
   each replay after a crash, a wait or a handover); attributes ``tether.run_id``,
   ``tether.workflow``, ``tether.queue``, ``tether.outcome`` (``returned``, ``failed``,
   ``cancelled``, ``released``, ``continued`` (``continue_as_new``), ``blocked``,
-  ``lost``, ``interrupted``), ``tether.operations.replayed`` and
-  ``tether.operations.executed``.
+  ``lost``, ``interrupted``, ``crashed``: the span of an execution whose worker died
+  holding the run, exported with its ids by the execution that took the run over),
+  ``tether.operations.replayed`` and ``tether.operations.executed``.
 - one span per executed step attempt: ``chat {model}`` for a durable LLM call, with the
   GenAI semantic conventions (``gen_ai.operation.name``, ``gen_ai.provider.name``,
   ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``,
@@ -32,9 +33,10 @@ Spans (see ``docs/telemetry.md``):
 **Replay emits nothing for an operation answered from the journal**: the engine calls
 the observer only for work that executes (``tether._observe``).
 
-Trace context is kept in the store (a shared value ``otel.trace:<run_id>``), so every
-execution of a run joins one trace on any worker, and a child run (on any queue or
-host) is a child of the span that started it. A run started over HTTP with a W3C
+Trace context is kept in the store (a shared value ``otel.trace:<run_id>``: the run's
+parent, its first ``run`` span, the execution whose span is open), so every execution
+of a run joins one trace on any worker, under its ``start`` span, and a child run (on
+any queue or host) is a child of the span that started it. A run started over HTTP with a W3C
 ``traceparent`` header (``POST /api/v1/runs``) is a child of the caller's span; a signal
 or an approval posted with one links the run's next execution to the caller's span.
 """
