@@ -674,3 +674,66 @@ async def test_a_runs_trace_has_no_orphan_when_its_first_worker_is_killed(
         assert all(s["parent_remote"] for s in spans if s["parent_id"] not in exported)
     else:
         assert [s["name"] for s in spans if s["parent_id"] is None] == ["start steps"]
+
+
+async def test_start_spans_of_start_start_many_and_fork_parent_each_runs_executions(
+        sqlite_url: str) -> None:
+    """``App.start`` under a span of the caller makes the run's ``start`` span its child;
+    ``start_many`` makes one per run, ``fork`` one for the fork and a schedule's
+    trigger one for its run; each run's ``run`` span is the child of its own ``start``
+    span. A start of a run that exists makes none."""
+    from tether import App
+    from tether._lifecycle import trigger_schedule
+
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def wf(i: int) -> int:
+        return i
+
+    @app.workflow
+    async def job() -> int:
+        return 0
+
+    app.schedule(job, cron="0 * * * *", name="hourly")
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("caller")
+    observer = tether.otel.instrument(provider)
+    try:
+        async with app:
+            with tracer.start_as_current_span("caller") as caller:
+                await app.start(wf, 1, run_id="one")
+            await app.start_many(wf, [[2], [3]], run_ids=["two", "three"])
+            await app.start(wf, 1, run_id="one")  # (exists: no span)
+            async with app.worker():
+                for run_id in ("one", "two", "three"):
+                    await app.handle(run_id).result(timeout=30)
+                fork = await app.fork("one", at=0, new_run_id="one-fork")
+                await fork.result(timeout=30)
+                hourly = await app.store.schedule_get("hourly")
+                assert hourly is not None
+                ticked = await trigger_schedule(app, app.store, hourly, app.clock.now())
+                await app.handle(ticked).result(timeout=30)
+    finally:
+        tether.otel.uninstrument(observer)
+    spans = exporter.get_finished_spans()
+    starts = {(s.attributes or {})["tether.run_id"]: s for s in spans
+              if s.name == "start wf"}
+    assert sorted(starts) == ["one", "one-fork", "three", "two"]
+    assert len([s for s in spans if s.name == "start wf"]) == 4
+    one = starts["one"]
+    assert one.parent is not None
+    assert one.parent.span_id == caller.get_span_context().span_id
+    assert one.get_span_context().trace_id == caller.get_span_context().trace_id
+    assert all(starts[r].parent is None for r in ("two", "three", "one-fork"))
+    (tick,) = [s for s in spans if s.name == "start job"]
+    assert (tick.attributes or {})["tether.run_id"] == ticked and tick.parent is None
+    starts[ticked] = tick
+    for s in spans:
+        if s.name in ("run wf", "run job"):
+            start = starts[(s.attributes or {})["tether.run_id"]]
+            assert s.parent is not None
+            assert s.parent.span_id == start.get_span_context().span_id
