@@ -369,6 +369,10 @@ def _apply(pg_restore: str, psql: str, path: str, toc: str, schema: str,
             finally:
                 dumper.stdout.close()
                 loader.stdout.close()
+                # (Left open by a refusal or a failed pg_restore: closed here, or its
+                # garbage collection warns of an unclosed file in whatever runs next.)
+                with contextlib.suppress(OSError):  # (BrokenPipeError: psql ended)
+                    loader.stdin.close()
                 for proc in (dumper, loader):
                     if proc.poll() is None:
                         proc.kill()
