@@ -88,21 +88,31 @@ class _StepDecorator(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
 
 
-def _already_registered(name: str, old: Callable[..., Any], new: Callable[..., Any]) -> str:
-    """Why a second workflow of one name is refused, naming the first; and, when it is
-    the same ``def`` run again (a workflow defined inside a test function, registered on
-    an App of the module at every run of the test), what to do instead. Until 2026-12-06
-    the message named neither, and the second run of such a test failed on it."""
+def _same_def(old: Callable[..., Any], new: Callable[..., Any]) -> bool:
+    """Whether ``new`` is the same ``def`` as ``old`` run again (one code object: a
+    function defined inside another, made anew at each call)."""
+    code = getattr(old, "__code__", None)
+    return code is not None and code is getattr(new, "__code__", None)
+
+
+def _already_registered(name: str, old: Callable[..., Any], new: Callable[..., Any], *,
+                        kind: str = "workflow") -> str:
+    """Why a second workflow (or step) of one name is refused, naming the first; and,
+    when it is the same ``def`` run again (a workflow defined inside a test function,
+    registered on an App of the module at every run of the test), what to do instead.
+    Until 2026-12-06 the message named neither, and the second run of such a test failed
+    on it. A step is refused only for another ``def``: until 2026-12-06 it replaced the
+    first silently, and the journal, which records a step by its name, could not tell
+    the two apart (replay would return one's recorded result to the other)."""
     where = f"{getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', '?')}"
-    if getattr(old, "__code__", None) is not None \
-            and getattr(old, "__code__", None) is getattr(new, "__code__", None):
+    if _same_def(old, new):
         return (f"a workflow named {name!r} is already registered, by this same definition "
                 f"({where}) run before: a workflow defined inside a function (a test) "
                 "registers again each time the function runs; register it on a new App "
                 "each time (in tests, the `app` fixture of tether.testing), or define it "
                 "at module level")
-    return (f"a workflow named {name!r} is already registered ({where}); give this one "
-            "another name (@app.workflow(name=...))")
+    return (f"a {kind} named {name!r} is already registered ({where}); give this one "
+            f"another name (@app.{kind}(name=...))")
 
 
 class RunHandle(Generic[R]):
@@ -264,6 +274,14 @@ class App:
         ``timeout`` (seconds or a ``timedelta``) bounds one attempt: past it the attempt
         fails with ``tether.StepTimeout`` and is retried under the policy. An ``async``
         step is cancelled; a plain ``def`` step's thread cannot be stopped and runs on.
+
+        A name is one step's: the journal records a step by its name, so another
+        function under a name already registered is refused (the same ``def`` run
+        again, e.g. a step made by a function each time it runs, takes the name again).
+
+        Raises:
+            ConfigError: a bad name, ``retry`` or ``timeout``; a name registered by
+                another function.
         """
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigError(f"retry must be a tether.RetryPolicy or None, not {retry!r}")
@@ -283,8 +301,13 @@ class App:
             if not callable(f):
                 raise ConfigError(f"@app.step needs a function, got {type(f).__name__}")
             is_async = inspect.iscoroutinefunction(f)
+            sname = check_name("step name", name or f.__name__)
+            existing = self._steps.get(sname)
+            if existing is not None and existing.fn is not f \
+                    and not _same_def(existing.fn, f):
+                raise ConfigError(_already_registered(sname, existing.fn, f, kind="step"))
             sdef = StepDef(
-                name=check_name("step name", name or f.__name__), fn=f,
+                name=sname, fn=f,
                 retry=retry or DEFAULT_RETRY,
                 is_async=is_async, return_annotation=return_annotation(f),
                 on_replay=on_replay, rate_limit=rate_limit, timeout=limit,

@@ -373,3 +373,45 @@ async def test_an_event_over_the_limit_once_encoded_says_both_sizes() -> None:
         assert "(60,000 bytes of JSON, " in refused, refused
         assert "once encoded by the app's payload hook, which the limit counts)" in refused
         assert "exceeds the limit of 65536 bytes" in refused
+
+
+def test_a_step_of_a_name_another_function_holds_is_refused() -> None:
+    """The journal records a step by its name: until 2026-12-06 a second ``@app.step``
+    of one name replaced the first silently, and replay returned one's recorded result
+    to the other. The same function decorated again, the same ``def`` run again (a step
+    made by a function at each call, as tether.ai's tool steps) and a workflow of the
+    step's name are still taken."""
+    app = tether.App("sqlite:///never-opened.db")
+
+    @app.step
+    async def fetch(url: str) -> str:
+        return url
+
+    app.step(fetch.__wrapped__)  # type: ignore[attr-defined]
+
+    def made() -> None:
+        @app.step(name="made")
+        async def body() -> None:
+            return None
+
+    made()
+    made()
+
+    @app.workflow(name="fetch")
+    async def fetch_flow() -> None:
+        return None
+
+    async def other(url: str) -> str:
+        return url * 2
+
+    with pytest.raises(ConfigError, match=(
+            r"a step named 'fetch' is already registered \(.*\.fetch\); give this one "
+            r"another name \(@app\.step\(name=\.\.\.\)\)")):
+        app.step(name="fetch")(other)
+    def fetch_again() -> None:
+        @app.step
+        def fetch(url: str) -> str:  # a plain def of the same name, elsewhere
+            return url
+
+    with pytest.raises(ConfigError, match=r"a step named 'fetch' is already registered"):
+        fetch_again()

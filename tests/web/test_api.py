@@ -1519,7 +1519,7 @@ async def test_metrics_step_histogram_does_not_go_down_when_a_run_is_retried(
     fail = [True]
 
     @app.step(retry=tether.RetryPolicy(max_attempts=1))
-    async def flaky(i: int) -> int:
+    async def shaky(i: int) -> int:
         if fail[0]:
             raise RuntimeError("down")
         return i
@@ -1530,7 +1530,7 @@ async def test_metrics_step_histogram_does_not_go_down_when_a_run_is_retried(
 
     @app.workflow
     async def two(n: int) -> int:
-        return await fine(n) + await flaky(n)
+        return await fine(n) + await shaky(n)
 
     names = ("tether_step_duration_seconds_count",
              'tether_step_duration_seconds_bucket{le="+Inf"}')
@@ -1607,7 +1607,7 @@ async def test_metrics_step_histogram_counts_a_forks_copied_steps_once(
     fail = [True]
 
     @app.step(retry=tether.RetryPolicy(max_attempts=1))
-    async def flaky(i: int) -> int:
+    async def shaky(i: int) -> int:
         if fail[0]:
             raise RuntimeError("down")
         return i
@@ -1621,7 +1621,7 @@ async def test_metrics_step_histogram_counts_a_forks_copied_steps_once(
         total = await fine(n) + await fine(n + 1)
         if n < 10:
             tether.continue_as_new(n + 10)
-        return total + await flaky(n)
+        return total + await shaky(n)
 
     names = ("tether_step_duration_seconds_count",
              'tether_step_duration_seconds_bucket{le="+Inf"}')
