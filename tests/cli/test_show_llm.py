@@ -111,3 +111,39 @@ def test_a_terminals_rows_keep_the_figures_whole(ran: tuple[str, dict[str, Any]]
     assert len(answered) <= columns, calc
     essay = on_terminal("show", "essay-1", db=db, columns=columns)
     assert f"openai:gpt-4.1-mini · {_billed(e['cut'])}" in essay, essay
+
+
+async def test_a_call_answered_without_usage_says_so_not_zero_tokens(sqlite_url: str) -> None:
+    """A provider that answered without the usage of the call (no ``usage`` object) told
+    no tokens: until 2026-12-06 its row read "0 in / 0 out", as if it had used none, and
+    the metrics block counted it with the others without a word. The row says "usage not
+    reported", the block how many calls did not tell it; ``--json`` keeps the record as
+    stored, which says ``"usage_reported": false`` (and the run's metrics
+    ``llm.unreported_calls``)."""
+    from tether.testing.llm_server import ScriptedLLMServer
+
+    app = App(sqlite_url)
+    async with ScriptedLLMServer() as server:
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test",
+                  breaker=None)
+        app.add_agent(Agent("quiet", model=llm))
+        try:
+            async with app, app.worker():
+                server.set_script([Reply("Fine.", no_usage=True)])
+                assert await (await app.start("quiet", "ok?", run_id="quiet-1")).result(
+                    timeout=20) == "Fine."
+                info = await app.get_run("quiet-1")
+        finally:
+            await llm.aclose()
+    [call] = [e for e in info.journal if e["name"].startswith("llm:")]
+    assert call["result"]["reply"]["usage_reported"] is False
+    assert info.metrics["llm.unreported_calls"] == 1
+    shown = tether_cli("show", "quiet-1", db=sqlite_url).stdout
+    row = _row(shown, call["position"])
+    assert row.endswith("  gpt-4.1-mini · usage not reported · $0 · Fine."), shown
+    assert " in / " not in row
+    assert ("LLM spent:        1 call, 0 input + 0 output tokens, $0.000000 (1 call without "
+            "reported usage: its tokens unknown, counted 0)") in shown, shown
+    assert "llm.unreported_calls" not in shown  # (in the block, not again as a metric)
+    assert '"usage_reported": false' in tether_cli("show", "quiet-1", "--json",
+                                                   db=sqlite_url).stdout

@@ -84,3 +84,28 @@ def test_an_error_that_carries_nothing_paid_says_nothing() -> None:
     assert billed(None) is None
     assert billed({"attrs": {"failed_attempts": {"tokens": 1002, "usd": 0.5}}}) == (
         "billed 1,002 tokens · $0.50")
+
+
+async def test_a_call_answered_without_usage_says_so_not_zero_tokens(sqlite_url: str) -> None:
+    """A provider that answered without the usage of the call told no tokens: the row
+    read "0 in / 0 out" until 2026-12-06, as if it had used none. It says "usage not
+    reported", and the run's head how many calls did not tell it."""
+    from tether.testing.llm_server import ScriptedLLMServer
+
+    app = App(sqlite_url)
+    async with ScriptedLLMServer() as server:
+        server.set_script([Reply("Fine.", no_usage=True)])
+        llm = LLM("openai:gpt-4.1-mini", base_url=server.base_url, api_key="test",
+                  breaker=None)
+        app.add_agent(Agent("quiet", model=llm))
+        try:
+            async with app, app.worker():
+                assert await (await app.start("quiet", "ok?", run_id="q-1")).result(
+                    timeout=20) == "Fine."
+                page = await _page(app, "q-1")
+        finally:
+            await llm.aclose()
+    [row] = [r for r in re.findall(r'<tr class="op .*?</tr>', page, re.S) if "Fine." in r]
+    assert "usage not reported</span> · $0</span>" in row, row
+    assert " in / " not in row
+    assert "1 call without reported usage</span>" in page

@@ -15,6 +15,8 @@ Run metrics (``App.get_run(run_id).metrics``, ``tether show``):
 ``tokens.input`` / ``.output`` tokens those calls consumed
 ``cost.usd``                 their cost (0 for a model the price table does not know)
 ``llm.unpriced_calls``       calls whose model had no price (their cost is unknown)
+``llm.unreported_calls``     calls whose provider answered without their usage (their
+                             tokens, and so their cost, are unknown: counted 0)
 ``saved.calls``              calls answered from the journal instead (replay)
 ``saved.tokens.input`` / ... tokens not paid again thanks to replay
 ``saved.cost.usd``           cost not paid again
@@ -124,6 +126,8 @@ def spent_metrics(record: CallRecord) -> dict[str, float]:
               "tokens.output": float(usage.output_tokens), "cost.usd": record.cost_usd}
     if not record.priced:
         deltas["llm.unpriced_calls"] = 1.0
+    if not record.reply.usage_reported:
+        deltas["llm.unreported_calls"] = 1.0
     return deltas
 
 

@@ -146,7 +146,8 @@ class AnthropicChat(_HTTPChat):
         return body
 
     def _reply(self, blocks: list[dict[str, Any]], *, usage: Usage, model: str,
-               stop_reason: str | None, raw_id: str, output: bool) -> ChatReply:
+               stop_reason: str | None, raw_id: str, output: bool,
+               usage_reported: bool = True) -> ChatReply:
         """The reply from content blocks (``text`` / ``tool_use`` with ``raw`` text)."""
         texts = [b["text"] for b in blocks if b.get("type") == "text" and b.get("text")]
         calls: list[ToolCall] = []
@@ -167,7 +168,7 @@ class AnthropicChat(_HTTPChat):
                     if b.get("type") in _THINKING_BLOCKS]
         return ChatReply(text=text, tool_calls=calls, usage=usage, model=model,
                          finish_reason=finish, provider=self.provider, raw_id=raw_id,
-                         reasoning=thinking)
+                         reasoning=thinking, usage_reported=usage_reported)
 
     async def chat(self, messages: Sequence[Message], *, tools: Sequence[Any] | None = None,
                    tool_choice: str | None = None,
@@ -197,7 +198,8 @@ class AnthropicChat(_HTTPChat):
         return self._reply(blocks, usage=_anthropic_usage(data.get("usage")),
                            model=str(data.get("model") or self.model),
                            stop_reason=data.get("stop_reason"), raw_id=str(data.get("id", "")),
-                           output=output_schema is not None)
+                           output=output_schema is not None,
+                           usage_reported=isinstance(data.get("usage"), dict))
 
     async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,
                      tools: Sequence[Any] | None = None, tool_choice: str | None = None,
@@ -296,7 +298,7 @@ class AnthropicChat(_HTTPChat):
             finished.append(block)
         return self._reply(finished, usage=usage, model=model,
                            stop_reason=stop_reason, raw_id=raw_id,
-                           output=output_schema is not None)
+                           output=output_schema is not None, usage_reported=bool(told_usage))
 
     def _stream_error(self, err: Mapping[str, Any]) -> RetryableProviderError | FatalProviderError:
         kind = str(err.get("type") or "api_error")

@@ -493,7 +493,8 @@ class OpenAIChat(_HTTPChat):
         return ChatReply(
             text=text, tool_calls=calls, usage=_openai_usage(data.get("usage")),
             model=str(data.get("model") or self.model), finish_reason=finish,
-            provider=self.provider, raw_id=str(data.get("id", "")))
+            provider=self.provider, raw_id=str(data.get("id", "")),
+            usage_reported=isinstance(data.get("usage"), dict))
 
     async def stream(self, messages: Sequence[Message], *, on_chunk: OnChunk | None = None,
                      tools: Sequence[Any] | None = None, tool_choice: str | None = None,
@@ -589,7 +590,7 @@ class OpenAIChat(_HTTPChat):
             tool_calls=[ToolCall.parse(c["id"], c["name"], "".join(c["args"]))
                         for _, c in sorted(calls.items())],
             usage=usage, model=model, finish_reason=finish,
-            provider=self.provider, raw_id=raw_id)
+            provider=self.provider, raw_id=raw_id, usage_reported=got_usage)
 
 
 def _refused(refusal: str, finish: str) -> tuple[str, str]:

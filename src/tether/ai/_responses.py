@@ -223,7 +223,8 @@ class OpenAIResponses(_HTTPChat):
             text=text, tool_calls=calls,
             usage=_responses_usage(usage),
             model=str(data.get("model") or self.model), finish_reason=finish,
-            provider=self.provider, raw_id=str(data.get("id") or ""), reasoning=reasoning)
+            provider=self.provider, raw_id=str(data.get("id") or ""), reasoning=reasoning,
+            usage_reported=isinstance(data.get("usage"), dict))
 
 
 def to_responses_input(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:

@@ -10,6 +10,10 @@ from typing import Any
 #: A journal entry's name prefix for an LLM call (``llm:MODEL``).
 LLM_PREFIX = "llm:"
 
+#: What an LLM call's row says in place of its tokens when its provider answered
+#: without the usage of the call (``ChatReply.usage_reported``).
+UNREPORTED = "usage not reported"
+
 
 def fmt_tokens(n: float | None) -> str:
     return f"{int(n or 0):,}"
@@ -26,9 +30,11 @@ def fmt_usd(x: float | None) -> str:
 
 def llm_call(e: dict[str, Any]) -> dict[str, Any] | None:
     """An answered LLM call's figures (``model``, ``text``, ``input_tokens``,
-    ``output_tokens``, ``cost``, ``tool_calls`` and ``tools``, their names as the row lists
-    them) from its entry's result; ``None`` for
-    any other entry (or a result this process cannot read)."""
+    ``output_tokens``, ``usage_reported``, ``cost``, ``tool_calls`` and ``tools``, their
+    names as the row lists them) from its entry's result; ``None`` for
+    any other entry (or a result this process cannot read). ``usage_reported`` is
+    ``False`` for an answer that came without its usage: its tokens are not 0 but
+    unknown."""
     result = e.get("result")
     if not (str(e.get("name", "")).startswith(LLM_PREFIX) and isinstance(result, dict)
             and isinstance(result.get("reply"), dict)):
@@ -39,6 +45,7 @@ def llm_call(e: dict[str, Any]) -> dict[str, Any] | None:
             "text": reply.get("text"),
             "input_tokens": usage.get("input_tokens", 0),
             "output_tokens": usage.get("output_tokens", 0),
+            "usage_reported": reply.get("usage_reported") is not False,
             "cost": result.get("cost_usd", 0.0), "tool_calls": reply.get("tool_calls") or [],
             "tools": ", ".join(str(c.get("name", "?")) if isinstance(c, dict) else "?"
                                for c in reply.get("tool_calls") or [])}
@@ -69,11 +76,15 @@ def billed(err: Any) -> str | None:
 def call_summary(e: dict[str, Any]) -> str | None:
     """An LLM call's row as one line of text, what the run page's row draws: "MODEL · N in
     / M out · $COST" (then "→ TOOL, …" when it asked for tools) for an answered call;
-    "MODEL · billed …" for a failed one whose attempts were paid; else ``None``."""
+    "MODEL · billed …" for a failed one whose attempts were paid; else ``None``. A call
+    whose provider told no usage says "usage not reported" for its figures (until
+    2026-12-06 "0 in / 0 out", as if it had used no tokens)."""
     call = llm_call(e)
     if call is not None:
-        line = (f"{call['model']} · {fmt_tokens(call['input_tokens'])} in / "
-                f"{fmt_tokens(call['output_tokens'])} out · {fmt_usd(call['cost'])}")
+        tokens = (f"{fmt_tokens(call['input_tokens'])} in / "
+                  f"{fmt_tokens(call['output_tokens'])} out" if call["usage_reported"]
+                  else UNREPORTED)
+        line = f"{call['model']} · {tokens} · {fmt_usd(call['cost'])}"
         return line + (f" → {call['tools']}" if call["tools"] else "")
     paid = billed(e.get("error"))
     if paid is None:

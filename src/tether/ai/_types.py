@@ -234,6 +234,10 @@ class ChatReply:
             their signatures), to be sent back with the next request; kept
             in the journal and in the assistant message (key ``reasoning``, which the
             Chat Completions client leaves out of its requests).
+        usage_reported: ``False`` when the provider answered without the usage of the
+            call (no ``usage`` object): ``usage`` is then 0 tokens for want of a figure,
+            not a count (the journal says ``"usage_reported": false``; a record without
+            the key was reported, or predates it).
     """
 
     text: str | None
@@ -244,6 +248,7 @@ class ChatReply:
     provider: str = ""
     raw_id: str = ""
     reasoning: list[dict[str, Any]] = field(default_factory=list)
+    usage_reported: bool = True
 
     def to_message(self) -> Message:
         """The assistant message to append to the conversation after this reply."""
@@ -255,12 +260,15 @@ class ChatReply:
         return msg
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"text": self.text, "tool_calls": [c.to_dict() for c in self.tool_calls],
-               "usage": self.usage.to_dict(), "model": self.model,
-               "finish_reason": self.finish_reason, "provider": self.provider,
-               "raw_id": self.raw_id}
+        out: dict[str, Any] = {
+            "text": self.text, "tool_calls": [c.to_dict() for c in self.tool_calls],
+            "usage": self.usage.to_dict(), "model": self.model,
+            "finish_reason": self.finish_reason, "provider": self.provider,
+            "raw_id": self.raw_id}
         if self.reasoning:
             out["reasoning"] = list(self.reasoning)
+        if not self.usage_reported:
+            out["usage_reported"] = False
         return out
 
     @classmethod
@@ -270,7 +278,8 @@ class ChatReply:
                    usage=Usage.from_dict(d.get("usage", {})), model=d.get("model", ""),
                    finish_reason=d.get("finish_reason", "stop"),
                    provider=d.get("provider", ""), raw_id=d.get("raw_id", ""),
-                   reasoning=list(d.get("reasoning") or []))
+                   reasoning=list(d.get("reasoning") or []),
+                   usage_reported=d.get("usage_reported") is not False)
 
 
 @dataclass(frozen=True, slots=True)

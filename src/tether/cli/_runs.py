@@ -445,12 +445,17 @@ def print_metrics(metrics: dict[str, float], w: Any) -> None:
             what = ("call of an unpriced model" if unpriced == 1
                     else "calls of unpriced models")
             line += f" ({unpriced} {what} at $0)"
+        if label == "LLM spent" and metrics.get("llm.unreported_calls"):
+            unreported = int(metrics["llm.unreported_calls"])
+            what = "call" if unreported == 1 else "calls"
+            line += (f" ({unreported} {what} without reported usage: "
+                     f"{'its' if unreported == 1 else 'their'} tokens unknown, counted 0)")
         if label == "LLM spent" and metrics.get("tokens.estimated"):
             line += (f" ({int(metrics['tokens.estimated']):,} tokens estimated: answers cut "
                      "before their usage was told)")
         w(line + "\n")
         shown.update(keys)
-    shown.update(("llm.unpriced_calls", "tokens.estimated"))
+    shown.update(("llm.unpriced_calls", "llm.unreported_calls", "tokens.estimated"))
     if metrics.get("children.runs"):
         kids = int(metrics["children.runs"])
         ktok, kusd = metrics.get("children.tokens", 0.0), metrics.get("children.cost.usd", 0.0)
