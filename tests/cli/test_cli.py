@@ -417,7 +417,9 @@ def test_serve_on_an_unreachable_postgres_is_one_line() -> None:
 
 def test_serve_on_a_port_in_use_exits_1_with_an_error_line(tmp_path: Path) -> None:
     """A port already bound: uvicorn's log line says why, then ``tether: error:`` and
-    exit 1 (uvicorn's own exit 3 is what ``tether result`` means by "not ended")."""
+    exit 1 (uvicorn's own exit 3 is what ``tether result`` means by "not ended"). The
+    start line ("serving ... on http://HOST:PORT") is not logged: until 2026-12-06 it
+    came before the address was bound, so a port in use said it served, then failed."""
     import socket
 
     with socket.socket() as taken:
@@ -427,6 +429,7 @@ def test_serve_on_a_port_in_use_exits_1_with_an_error_line(tmp_path: Path) -> No
         proc = tether_cli("serve", "--port", str(port), db=f"sqlite:///{tmp_path}/s.db")
     assert_one_line_error(proc, f"127.0.0.1:{port}")
     assert proc.returncode == 1 and "address already in use" in proc.stderr
+    assert "serving " not in proc.stderr and "MCP at" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(("spec", "needle"), [

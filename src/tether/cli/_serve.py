@@ -169,6 +169,16 @@ async def serve(args: argparse.Namespace) -> int:
         #: second signal forcing the exit.
         drained = False
 
+        async def startup(self, sockets: Any = None) -> None:
+            # The start line comes once the address is bound: uvicorn binds it here
+            # (after the app's lifespan started) and exits 3 when it cannot, which
+            # ``serve`` turns into one error line. Until 2026-12-06 the line came
+            # before, and a port in use read "serving ... on http://HOST:PORT" then
+            # the error.
+            await super().startup(sockets=sockets)
+            if self.started:
+                announce()
+
         async def shutdown(self, sockets: Any = None) -> None:
             # The run event streams end first (their clients reconnect from their
             # last event): cancelled at the graceful-shutdown deadline instead, each
@@ -214,19 +224,23 @@ async def serve(args: argparse.Namespace) -> int:
     root = args.root_path.strip().rstrip("/")
     if root:  # (the proxy's address is not known here: the prefix is named)
         mode += f"; under the root path {root}/, with or without it in the request"
-    log.info("serving %s on %s (%s)%s", _without_password(app.url), where, mode,
-             "" if opener.ready else "; the store is not reached yet: requests that "
-             "need it answer 503 until it is")
-    # (an /mcp with no tools answered tools/list with [] and every task "not found",
-    # with nothing to say that its tools are the --app's exposed workflows)
-    tools = sorted(app.mcp_exposed)
-    if tools:
-        log.info("MCP at %s/mcp: %d tool%s (%s)", root, len(tools),
-                 "" if len(tools) == 1 else "s", ", ".join(tools))
-    else:
-        log.info("MCP at %s/mcp: no tools: they are the workflows and agents marked "
-                 "mcp=True in the app of --app MODULE:APP (%s)", root,
-                 f"{args.app} has none" if args.app else "none given")
+
+    def announce() -> None:
+        """The start lines, logged by ``Server.startup`` once the address is bound."""
+        log.info("serving %s on %s (%s)%s", _without_password(app.url), where, mode,
+                 "" if opener.ready else "; the store is not reached yet: requests that "
+                 "need it answer 503 until it is")
+        # (an /mcp with no tools answered tools/list with [] and every task "not
+        # found", with nothing to say that its tools are the --app's exposed workflows)
+        tools = sorted(app.mcp_exposed)
+        if tools:
+            log.info("MCP at %s/mcp: %d tool%s (%s)", root, len(tools),
+                     "" if len(tools) == 1 else "s", ", ".join(tools))
+        else:
+            log.info("MCP at %s/mcp: no tools: they are the workflows and agents marked "
+                     "mcp=True in the app of --app MODULE:APP (%s)", root,
+                     f"{args.app} has none" if args.app else "none given")
+
     try:
         await server.serve()
     except SystemExit as exc:
