@@ -245,8 +245,12 @@ class Guard:
     def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int,
                  request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
                  client_timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
-                 root_path: str = "", connections: ConnectionLimit | None = None) -> None:
+                 root_path: str = "", connections: ConnectionLimit | None = None,
+                 routes: frozenset[str] = frozenset()) -> None:
         self.app = app
+        #: The routes without a parameter (``/runs``, ``/api/v1/approvals``): one asked
+        #: for with a trailing slash is redirected to it (``_slashless``).
+        self.routes = routes
         self.connections = connections
         self.root_path = root_path
         self.tokens = tokens
@@ -315,6 +319,10 @@ class Guard:
                 403, "forbidden", "MCP request from another origin refused (the MCP "
                 "specification: an Origin that is not this server's is answered 403); "
                 "a program sends no Origin header"))
+            return
+        moved = _slashless(scope, path, root, self.routes)
+        if moved is not None:
+            await _reply(scope, receive, send, moved)
             return
         principal = OPEN
         if self.tokens.enabled and not any(path == p or (p.endswith("/") and path.startswith(p))
@@ -508,6 +516,23 @@ def _too_slow() -> JSONResponse:
     response = _error(408, "request_timeout", "the request's body came too slowly")
     response.headers["Connection"] = "close"  # (what is left of the body is not read)
     return response
+
+
+def _slashless(scope: Scope, path: str, root: str, routes: frozenset[str]) -> Response | None:
+    """A redirect (307, which keeps the method and the body, so a POST is sent again as
+    a POST) from a route asked for with a trailing slash (``/runs/``,
+    ``/api/v1/approvals/``) to the route (``/runs``), under the root path and with the
+    query string; ``None`` for any other request. Only routes without a parameter are:
+    ``/runs/a/`` is the run ``a/`` (a run id may end with a slash). Until 2026-12-06
+    ``/runs/`` answered 404 (the run of id ""), and ``/api/v1/approvals/`` Starlette's
+    307 to an absolute address made from the request's Host (off the proxy's origin)."""
+    if len(path) < 2 or not path.endswith("/"):
+        return None
+    route = path.rstrip("/")
+    if route not in routes:
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    return RedirectResponse(root + route + (f"?{query}" if query else ""), status_code=307)
 
 
 async def _reply(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
@@ -870,6 +895,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         Mount("/static", StaticFiles(packages=[("tether.serve", "static")]), name="static"),
     ]
     reserved = tuple(sorted({r.path.split("/")[1] for r in routes} | {"mcp"}))
+    fixed = frozenset(r.path for r in routes if isinstance(r, Route) and "{" not in r.path)
     root_path = check_root_path(root_path, reserved)
     if mcp_http is not None:
         # `/mcp` itself answers (a Mount alone redirects it to `/mcp/` with a Location
@@ -884,6 +910,10 @@ def create_app(app: App, *, tokens: Tokens | None = None,
         Exception: _internal_error,
     })
     tokens = tokens or Tokens()
+    # (a route asked for with a trailing slash is redirected by the guard: Starlette's
+    # own redirect named the request's Host, and its routes with a parameter
+    # answered some such paths first, /runs/ as the run "")
+    web.router.redirect_slashes = False
     web.state.tether = app
     web.state.tokens = tokens
     web.state.max_body = max_body
@@ -894,7 +924,7 @@ def create_app(app: App, *, tokens: Tokens | None = None,
     if mcp_http is not None:  # (its synchronous tool calls stop waiting then too)
         mcp_http.tasks.closing = web.state.closing
     return Guard(web, tokens, max_body, request_timeout, client_timeout, root_path,
-                 connections)
+                 connections, routes=fixed)
 
 
 def end_streams(asgi: ASGIApp) -> None:
