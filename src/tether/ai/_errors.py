@@ -42,6 +42,7 @@ __all__ = [
     "error_in_answer",
     "http_status_in_body",
     "is_billing_error",
+    "is_error_body",
     "is_retryable_status",
     "parse_retry_after",
     "status_in_error_body",
@@ -256,6 +257,13 @@ def status_in_error_body(code: Any, kind: Any) -> int | None:
         if isinstance(name, str) and name in _STATUS_OF_TYPE:
             return _STATUS_OF_TYPE[name]
     return None
+
+
+def is_error_body(body: Mapping[str, Any]) -> bool:
+    """Whether a 2xx answer's JSON object is an error (``error_in_answer``'s shapes):
+    an ``error`` member (OpenAI's, a gateway's, a failed Responses response's) or
+    Anthropic's ``"type": "error"``."""
+    return bool(body.get("error")) or body.get("type") == "error"
 
 
 def error_in_answer(provider: str, body: Mapping[str, Any], *, status: int = 200,

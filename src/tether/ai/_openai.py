@@ -40,6 +40,7 @@ from tether.ai._errors import (
     error_in_answer,
     http_status_in_body,
     is_billing_error,
+    is_error_body,
 )
 from tether.ai._types import (
     ChatReply,
@@ -264,7 +265,7 @@ class _HTTPChat:
             raise self._bad_answer("the body is not JSON", resp) from exc
         if not isinstance(data, dict):
             raise self._bad_answer("the body is not a JSON object", resp)
-        if data.get("error") or data.get("type") == "error":
+        if is_error_body(data):
             raise self._error_in_answer(data, resp)
         return data
 
@@ -298,8 +299,7 @@ class _HTTPChat:
                         answer = resp.json()
                     except ValueError:
                         answer = None
-                    if isinstance(answer, dict) and (answer.get("error")
-                                                     or answer.get("type") == "error"):
+                    if isinstance(answer, dict) and is_error_body(answer):
                         raise self._error_in_answer(answer, resp)
                     raise self._bad_answer("a JSON body where a stream was asked for: "
                                            f"{resp.text[:200]}", resp)

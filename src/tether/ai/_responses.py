@@ -30,17 +30,14 @@ import httpx2
 
 from tether.ai._accounting import StreamProgress
 from tether.ai._errors import (
-    ProviderBillingError,
     ProviderError,
     RetryableProviderError,
-    error_for_status,
-    http_status_in_body,
-    is_billing_error,
 )
 from tether.ai._openai import (
     _as_text,
     _emit,
     _HTTPChat,
+    _in_stream_error,
     _parse_json,
     _tools_and_choice,
     openai_endpoint,
@@ -162,16 +159,9 @@ class OpenAIResponses(_HTTPChat):
                             told = _responses_usage(used)
                         error = event.get("error") or (response or {}).get("error")
                         detail = error if isinstance(error, dict) else event
-                        message = str(detail.get("message") or "error in stream")
-                        code = detail.get("code")
-                        if is_billing_error(0, message, code):
-                            raise ProviderBillingError(message, provider=self.provider,
-                                                       code=code)
-                        status = http_status_in_body(code)
-                        if status is not None:  # (a gateway's: the status it meant)
-                            raise error_for_status(self.provider, status, message)
-                        raise RetryableProviderError(message, provider=self.provider,
-                                                     code=code)
+                        # (retryable, but for an account out of credit and a
+                        # gateway's code naming the HTTP status it meant)
+                        raise _in_stream_error(self.provider, detail)
             if final is None:
                 raise RetryableProviderError("connection dropped: the stream ended before "
                                              "response.completed", provider=self.provider)

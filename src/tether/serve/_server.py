@@ -579,18 +579,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return _ui.error_page(request, 404, "There is no page at "
                               f"{shown(request.url.path, quoted=False)}.")
     codes = {404: "not_found", 405: "method_not_allowed"}
+    # (Starlette's reason phrases, "Not Found", "Method Not Allowed", alone until
+    # 2026-12-06)
     detail = str(exc.detail)
     if exc.status_code == 404 and detail == "Not Found":
-        # (Starlette's reason phrase alone until 2026-12-06)
         detail = (f"there is nothing at {shown(request.url.path, quoted=False)}: the API's "
                   "addresses are in /openapi.json")
+    allowed = _allowed(request) if exc.status_code == 405 else None
+    if allowed is not None:
+        detail = f"{request.method[:20]} is not allowed here: this path takes {allowed}"
     response = _error(exc.status_code, codes.get(exc.status_code, "error"), detail)
     response.headers.update(exc.headers or {})
-    if exc.status_code == 405:
-        allowed = _allowed(request)
-        response = _error(405, "method_not_allowed",
-                          f"{request.method[:20]} is not allowed here: this path takes "
-                          f"{allowed}")  # (it said "Method Not Allowed", no more)
+    if allowed is not None:
         response.headers["Allow"] = allowed
     return response
 

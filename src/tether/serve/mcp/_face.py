@@ -1066,10 +1066,10 @@ class _StoreRequests:
             # without "name", a tasks/get whose taskId is no string) with -32602
             # "Invalid request parameters" and an empty ``data``: which field, and what
             # is wrong with it, are said here.
-            raise MCPError(code=INVALID_PARAMS, message=_invalid_params(ctx.method, exc),
-                           data={"invalid": [
-                               {"field": _field(e["loc"]), "problem": e["msg"]}
-                               for e in exc.errors()[:_SHOWN_PROBLEMS]]}) from exc
+            problems = [(_field(e["loc"]), e["msg"]) for e in exc.errors()]
+            raise MCPError(code=INVALID_PARAMS, message=_invalid_params(ctx.method, problems),
+                           data={"invalid": [{"field": f, "problem": p} for f, p
+                                             in problems[:_SHOWN_PROBLEMS]]}) from exc
         finally:
             FAIL_FAST.reset(token)
 
@@ -1086,10 +1086,10 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "params"
 
 
-def _invalid_params(method: str, exc: ValidationError) -> str:
-    """-32602's message: the method and each invalid param, what is wrong with it."""
-    problems = [f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors()]
-    shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+def _invalid_params(method: str, problems: list[tuple[str, str]]) -> str:
+    """-32602's message: the method and each invalid param (``(field, problem)``), what
+    is wrong with it."""
+    shown = "; ".join(f"{f}: {p}" for f, p in problems[:_SHOWN_PROBLEMS])
     if len(problems) > _SHOWN_PROBLEMS:
         shown += f"; and {len(problems) - _SHOWN_PROBLEMS} more"
     return f"Invalid request parameters: {method}: {shown}"
