@@ -11,7 +11,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from tether import _ids, _observe
@@ -211,6 +211,12 @@ class App:
         #: Workflows served as MCP tools: name -> "optional" | "task-only".
         self.mcp_exposed: dict[str, str] = {}
         self._steps: dict[str, StepDef] = {}
+        #: Steps replaced by test doubles, by name (``tether.testing.TestEnv.mock_step``):
+        #: a step of this name that this app's workers execute calls the double's
+        #: function under the step's own policies, and its journal records the double's
+        #: outcome. Read at each attempt (a double set while runs are in flight takes
+        #: effect at their next attempt). Empty outside tests.
+        self._step_mocks: dict[str, StepDef] = {}
         self._workers: set[Worker] = set()
         self._closing: asyncio.Future[None] | None = None
         self._waiters = ResultWaiters(self._read_runs, held=self._held_here)
@@ -318,9 +324,12 @@ class App:
             def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
                 ctx = current_run.get()
                 if ctx is None or current_step.get() is not None:
-                    if is_async:
-                        return f(*args, **kwargs)  # type: ignore[no-any-return]
-                    return run_sync_step(f, args, kwargs)
+                    # (a plain call; in another step's body, a test double's if any)
+                    plain = ctx.step_mocks.get(sname, sdef) if ctx is not None \
+                        and ctx.step_mocks else sdef
+                    if plain.is_async:
+                        return plain.fn(*args, **kwargs)  # type: ignore[no-any-return]
+                    return run_sync_step(plain.fn, args, kwargs)
                 # The position is taken now, at call time, so gather() is deterministic.
                 return run_step(ctx, sdef, ctx.take_position(), args, kwargs)
 
@@ -1284,6 +1293,11 @@ class WorkerHost:
     def workflow(self, name: str) -> WorkflowDef | None:
         """The registered workflow ``name``, or ``None``."""
         return self._app._workflows.get(name)
+
+    def step_mocks(self) -> Mapping[str, StepDef]:
+        """The app's steps replaced by test doubles, by name (live: read at each
+        attempt; empty outside tests)."""
+        return self._app._step_mocks
 
     def attach(self, worker: Worker) -> None:
         """A worker started: the app's notices (new runs, signals, cancels) reach it,

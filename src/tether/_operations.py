@@ -538,7 +538,10 @@ async def _invoke(ctx: RunContext, sdef: StepDef, info: StepInfo, args: tuple[An
     interrupts it by cancelling this task (``RunContext.request_cancel``) and the cancel
     is taken back here (``uncancel``), as ``asyncio.timeout`` does for the timeout.
     ``task`` is the current task (``run_step`` looked it up). A sync step runs in the
-    executor, with the caller's context."""
+    executor, with the caller's context. A step replaced by a test double
+    (``RunContext.step_mocks``) calls the double, under the step's own timeout."""
+    if ctx.step_mocks:
+        sdef = ctx.step_mocks.get(sdef.name, sdef)
     token = current_step.set(info)
     try:
         if not sdef.is_async:

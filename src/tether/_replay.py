@@ -790,12 +790,16 @@ class RunContext:
                  attempt_writer: AttemptWriter | None = None,
                  taken_over: bool = False,
                  retries: StoreRetries | None = None,
-                 version: str | None = None, queue: str | None = None) -> None:
+                 version: str | None = None, queue: str | None = None,
+                 step_mocks: Mapping[str, StepDef] | None = None) -> None:
         self.run_id = lease.run_id
         #: The queue the run is on (a start may name another than its workflow's).
         self.queue = queue if queue is not None else workflow.queue
         #: The run's code version (None: unversioned); its children get it.
         self.version = version
+        #: Steps replaced by test doubles, by name (``WorkerHost.step_mocks``): an
+        #: attempt of a step named here calls the double's function instead.
+        self.step_mocks: Mapping[str, StepDef] = step_mocks if step_mocks is not None else {}
         self.lease = lease
         self.workflow = workflow
         self.journal: dict[int, JournalEntry] = {e.position: e for e in journal}

@@ -28,7 +28,8 @@ def examples() -> dict[str, str]:
 def test_the_doc_has_its_examples() -> None:
     assert set(examples()) >= {"test_order.py", "test_approval.py", "test_agent.py",
                                "test_mcp_tools.py", "test_fixtures.py",
-                               "test_golden_histories.py", "test_framework_agents.py"}
+                               "test_golden_histories.py", "test_framework_agents.py",
+                               "test_payment_mock.py"}
 
 
 @pytest.mark.slow
@@ -43,4 +44,4 @@ def test_every_example_passes(tmp_path: Path) -> None:
                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "9 passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-2000:]
+    assert "11 passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-2000:]

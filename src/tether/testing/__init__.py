@@ -1,7 +1,8 @@
 """Test helpers for code built on Tether (``docs/testing.md``).
 
 - ``TestEnv``: an app on a temporary SQLite store with a worker and a virtual clock
-  that skips to the next wake-up whenever every run waits.
+  that skips to the next wake-up whenever every run waits; its steps can be replaced by
+  test doubles (``env.mock_step``).
 - ``replay`` / ``load_history`` / ``export_history``: check recorded runs against the
   current code without executing anything.
 - ``ScriptedLLMServer``, ``Reply``, ``Fault``, ``Outage``: a scripted

@@ -25,6 +25,11 @@ moves only when the environment moves it:
 Runs are released at every wait (the worker's ``sticky_wait`` is 0), so each wait is
 a real release and a replay, as in production after a long sleep.
 
+A step can be replaced by a test double in the environment's runs (``mock_step``,
+``TestEnv(mock_steps=)``): ``env.app`` holds the doubles, by the step's name, and its
+worker calls one in place of the step under the step's policies; the app under test and
+other environments run the step itself.
+
 "Every run is waiting" is read from the store in one query (no run ``running``, none
 claimable now), so a run claimed but not yet started is never missed.
 
@@ -52,13 +57,15 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from tether._app import App, RunHandle
+from tether._definitions import StepDef
 from tether._lifecycle import tick_schedules
 from tether._procs import process_alive
 from tether.errors import ConfigError, StoreError, TetherError
+from tether.testing._mocks import step_double, step_of
 from tether.testing.llm_server import ScriptedLLMServer, Step
 from tether.testing.responses_api import ScriptedResponsesServer
 
@@ -171,6 +178,8 @@ class TestEnv:
             fresh PostgreSQL database); it is left in place afterwards. One open
             environment per store: a second one is refused (``ConfigError`` naming the
             first), as it would run the first's runs and skip its clock.
+        mock_steps: steps to replace by test doubles in the environment's runs, ``{step:
+            function}``, each step a name or a step function (see ``mock_step``).
         **worker_options: passed to ``app.worker`` (``concurrency``, ...); its
             ``start_retry`` is 0 unless given: a store that cannot be reached fails the
             opening at once instead of being waited for.
@@ -190,7 +199,8 @@ class TestEnv:
                  llm: Iterable[Step] | ScriptedLLMServer | None = None,
                  llms: Iterable[Any] = (), auto_skip: bool = False,
                  queues: list[str] | None = None, store_url: str | None = None,
-                 **worker_options: Any) -> None:
+                 mock_steps: Mapping[str | Callable[..., Any], Callable[..., Any]]
+                 | None = None, **worker_options: Any) -> None:
         self.source = app
         self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
@@ -219,6 +229,10 @@ class TestEnv:
         self._opened = False
         self._claim_id = uuid.uuid4().hex
         self._claim_task: asyncio.Task[None] | None = None
+        #: The test doubles (``mock_step``), shared with each ``env.app`` it builds.
+        self._mocks: dict[str, StepDef] = {}
+        for step, fn in (mock_steps or {}).items():
+            self.mock_step(step, fn)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -242,6 +256,7 @@ class TestEnv:
         # sleeps a day never ended and the test hung (RunHandle.result's default
         # timeout is None).
         self.app._around_result = self._awaiting
+        self.app._step_mocks = self._mocks
         self._opened = True
         self._closing = False
         try:
@@ -544,6 +559,39 @@ class TestEnv:
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
             return None
         return None
+
+    # -- steps replaced by test doubles ------------------------------------------------------
+
+    def mock_step(self, step: str | Callable[..., Any], fn: Callable[..., Any]) -> None:
+        """In the environment's runs, run ``fn`` in place of ``step`` (a step's name, or
+        the step function), until the environment closes or ``unmock_step``.
+
+        The workflow's code is unchanged: it calls the step, and each attempt of the
+        step calls ``fn`` (an ``async def`` or a plain function, run as the step would
+        be) with the step's arguments, under the step's own retry policy, timeout and
+        rate limit; the journal records ``fn``'s result or error under the step's name,
+        as it would the step's. Set while runs are in flight, it takes effect at their
+        next attempt of the step; a step already recorded replays its record. Only this
+        environment's runs see it: the app under test, and other environments of it,
+        run the step itself.
+
+        Raises:
+            ConfigError: ``step`` is not a step of the app (a name not registered, a
+                function not decorated with ``@app.step``, a workflow), or ``fn`` is
+                not callable or cannot take the step's arguments as a workflow may
+                pass them (its parameters are not the step's).
+        """
+        double = step_double(self.source, step, fn)
+        self._mocks[double.name] = double
+
+    def unmock_step(self, step: str | Callable[..., Any]) -> None:
+        """Run ``step`` itself again in the environment's runs, from their next attempt
+        of it (nothing happens if it was not mocked).
+
+        Raises:
+            ConfigError: ``step`` is not a step of the app.
+        """
+        self._mocks.pop(step_of(self.source, step).name, None)
 
     # -- time -----------------------------------------------------------------------------
 
