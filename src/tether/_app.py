@@ -150,7 +150,7 @@ class RunHandle(Generic[R]):
         if app._around_result is None:
             run = await app._waiters.result(self.run_id, timeout, app._subscribe)
         else:
-            async with app._around_result():
+            async with app._around_result(self.run_id, timeout):
                 run = await app._waiters.result(self.run_id, timeout, app._subscribe)
         value: R = app._decode_result(run)
         return value
@@ -223,8 +223,10 @@ class App:
         #: Entered around every ``RunHandle.result`` wait of this app: a ``TestEnv``
         #: skips its virtual time there, so a handle from ``env.app.start`` waits as one
         #: from ``env.start`` does (it waited in real time, which a timer of days never
-        #: reached: the test hung).
-        self._around_result: Callable[[], contextlib.AbstractAsyncContextManager[None]] \
+        #: reached: the test hung). Given the run's id and the wait's timeout: a wait
+        #: without one raises ``tether.testing.RunStuck`` once the run can never end.
+        self._around_result: Callable[[str, float | None],
+                                      contextlib.AbstractAsyncContextManager[None]] \
             | None = None
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._subscribed = False

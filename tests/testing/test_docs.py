@@ -44,4 +44,4 @@ def test_every_example_passes(tmp_path: Path) -> None:
                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert "11 passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-2000:]
+    assert "12 passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-2000:]

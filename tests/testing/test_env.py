@@ -17,7 +17,7 @@ from tether import App, InvalidName, RetryPolicy, RunFailed, RunNotFound, Signal
 from tether._types import RunRecord
 from tether.ai import LLM, Agent
 from tether.errors import ConfigError
-from tether.testing import Fault, Outage, Reply, ScriptedLLMServer, TestEnv
+from tether.testing import Fault, Outage, Reply, RunStuck, ScriptedLLMServer, TestEnv
 
 DAY = 86400.0
 
@@ -714,10 +714,119 @@ async def test_a_wait_on_a_run_of_a_queue_the_worker_does_not_serve_says_so() ->
     async def plain() -> str:
         return "plain"
 
-    async with TestEnv(app, queues=["default"]) as env:
+    async with TestEnv(app, queues=["default"], stuck_after=0.3) as env:
         assert await env.run(plain) == "plain"
         handle = await env.start(summarise)
         with pytest.raises(TimeoutError, match=(
                 rf"run '{handle.run_id}' \(summarise\) is queued on 'llm': the "
                 r"environment's worker serves only the queues 'default' \(TestEnv\(queues=")):
             await handle.result(timeout=0.5)
+        # A wait without a timeout says so too, as soon as it can tell (RunStuck).
+        with pytest.raises(RunStuck, match=(
+                rf"run '{handle.run_id}' \(summarise\) can never end: .*; run "
+                rf"'{handle.run_id}' \(summarise\) is queued on 'llm': the environment's")):
+            await handle.result(timeout=None)
+
+
+def _stuck_app() -> tuple[App, dict[str, Any]]:
+    """A run that waits for a signal without a timeout, and one that sleeps days."""
+    app = App("sqlite:///never-opened.db")
+
+    @app.workflow
+    async def approval() -> Any:
+        return await tether.wait_for_signal("decision")
+
+    @app.workflow
+    async def napper() -> float:
+        await tether.sleep(3 * DAY)
+        return tether.now().timestamp()
+
+    @app.workflow
+    async def parent() -> Any:
+        return await tether.call(approval)
+
+    return app, {"approval": approval, "napper": napper, "parent": parent}
+
+
+@pytest.mark.timeout(60)  # (a regression hangs: this fails it instead)
+async def test_a_wait_without_timeout_on_a_run_that_can_never_end_raises_run_stuck(
+        store_url: str) -> None:
+    """``await handle.result()`` (no timeout) on a run waiting for a signal nothing in
+    the test sends: once the environment has been still (no run running or due, no
+    wake-up) for ``stuck_after`` real seconds while the test only waited on it, the wait
+    raises ``RunStuck`` saying what holds the run. Until 2026-12-06 it hung for ever."""
+    app, wf = _stuck_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_after=0.5) as env:
+        handle = await env.app.start(wf["approval"])
+        with pytest.raises(RunStuck, match=(
+                rf"run '{handle.run_id}' \(approval\) can never end: for 0\.5 s of real "
+                r"time no run was running or due.*; run '.*' \(approval\) waits for signal "
+                r"'decision', with no timeout, and none was sent.*env\.app\.signal")) as err:
+            await handle.result()
+        assert isinstance(err.value, TimeoutError)
+        # The same through env.result, env.app.handle and a handle of env.start, given
+        # no timeout.
+        with pytest.raises(RunStuck):
+            await env.result(handle.run_id, timeout=None)
+        with pytest.raises(RunStuck):
+            await env.app.handle(handle.run_id).result()
+        other = await env.start(wf["approval"])
+        with pytest.raises(RunStuck, match=rf"run '{other.run_id}' \(approval\) can never"):
+            await other.result(timeout=None)
+        # The runs are untouched: a signal still ends each.
+        await env.app.signal(handle.run_id, "decision", "yes")
+        assert await handle.result() == "yes"
+        await env.app.signal(other.run_id, "decision", "no")
+        assert await other.result(timeout=None) == "no"
+        # A sleeping run still skips time and completes.
+        napping = await env.app.start(wf["napper"])
+        assert await napping.result() == 3 * DAY
+        # A parent waiting for its child, which waits for the signal: both named.
+        parent = await env.app.start(wf["parent"])
+        with pytest.raises(RunStuck, match=(
+                rf"run '{parent.run_id}' \(parent\) can never end \(it is waiting for "
+                r"child .*\): .*\(approval\) waits for signal 'decision'")):
+            await parent.result()
+
+
+@pytest.mark.timeout(60)
+async def test_a_wait_without_timeout_is_not_ended_while_the_test_does_something_else(
+        store_url: str) -> None:
+    """``RunStuck`` waits while a task of the test itself does something other than wait
+    on the environment (here: sleeps five times ``stuck_after``, then sends the signal;
+    the test task itself, a task it created, or one gathered with the wait): the test
+    may still send it."""
+    app, wf = _stuck_app()
+    async with TestEnv(app, store_url=store_url, stuck_after=0.2) as env:
+        handle = await env.app.start(wf["approval"])
+        task = asyncio.create_task(handle.result())
+        await asyncio.sleep(0.1)
+        await env.app.signal(handle.run_id, "decision", "early")
+        assert await task == "early"
+
+        second = await env.app.start(wf["approval"])
+        task = asyncio.create_task(second.result())
+        await asyncio.sleep(1.0)  # (five times stuck_after, the test busy elsewhere)
+        await env.app.signal(second.run_id, "decision", "late")
+        assert await task == "late"
+
+        async def send_later(run_id: str) -> None:
+            await asyncio.sleep(1.0)
+            await env.app.signal(run_id, "decision", "from a task")
+
+        third = await env.app.start(wf["approval"])
+        sender = asyncio.create_task(send_later(third.run_id))
+        assert await third.result() == "from a task"
+        await sender
+
+        fourth = await env.app.start(wf["approval"])
+        assert await asyncio.gather(fourth.result(), send_later(fourth.run_id)) == [
+            "from a task", None]
+
+
+async def test_stuck_after_takes_seconds_or_none() -> None:
+    app, _ = _stuck_app()
+    for bad in (-1, float("nan"), "3"):
+        with pytest.raises(ConfigError, match="stuck_after"):
+            TestEnv(app, stuck_after=bad)  # type: ignore[arg-type]
+    assert TestEnv(app, stuck_after=None).stuck_after is None

@@ -30,6 +30,14 @@ A step can be replaced by a test double in the environment's runs (``mock_step``
 worker calls one in place of the step under the step's policies; the app under test and
 other environments run the step itself.
 
+A wait without a timeout (``await handle.result()`` on a handle of ``env.app``) on a run
+that can never end raises ``RunStuck``, saying what holds the run (a signal nothing
+sent, a queue the worker does not serve...), instead of hanging the test: the skip loop
+finds the environment still (no run running or due, no wake-up to skip to) and every
+task of the test waiting on the environment, for ``stuck_after`` real seconds. A task of
+the test doing anything else (a sleep, a request, a thread's work) may still send what
+the run waits for, so it holds that off.
+
 "Every run is waiting" is read from the store in one query (no run ``running``, none
 claimable now), so a run claimed but not yet started is never missed.
 
@@ -95,6 +103,23 @@ _OPEN_CLAIMS: dict[str, asyncio.AbstractEventLoop] = {}
 _LLM_ENV = {"OPENAI_BASE_URL": "base_url", "ANTHROPIC_BASE_URL": "anthropic_base_url"}
 _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
+#: The top-level packages whose tasks are the environment's machinery, not the test's:
+#: Tether's own (the worker, the store, the scripted servers), asyncio's, and those of
+#: the libraries Tether runs in the loop (the PostgreSQL pool, HTTP clients, the MCP
+#: server). A task with a coroutine of any other code (the test function, a task it
+#: created) that is not waiting on the environment holds ``RunStuck`` off (``_machinery``).
+_MACHINERY = frozenset({"tether", "asyncio", "psycopg", "psycopg_pool", "httpx", "httpcore",
+                        "h11", "anyio", "mcp", "starlette", "uvicorn", "opentelemetry"})
+
+
+class RunStuck(TetherError, TimeoutError):
+    """A wait without a timeout on a run that can never end in the environment: for
+    ``TestEnv(stuck_after=...)`` real seconds no run was running or due, no timer,
+    retry or schedule was pending, and the test did nothing but wait on the environment,
+    while the run had not ended (it waits for a signal nothing sent, say). The message
+    says what holds it. A ``TimeoutError``: the wait gave up, as one with a timeout
+    does."""
+
 
 def _finite(value: object, what: str) -> float:
     """``value`` as a float: a real number (not a bool), finite. A NaN passed every
@@ -153,8 +178,22 @@ class TestRunHandle(RunHandle[R]):
         Raises:
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` real seconds passed first.
+            RunStuck: ``timeout=None`` and the run can never end (see ``TestEnv``'s
+                ``stuck_after``).
         """
         return await super().result(timeout)  # (env.app skips time around it)
+
+
+@dataclasses.dataclass(eq=False)
+class _Wait:
+    """A wait on a run's result through the environment (``TestEnv._waiting``)."""
+
+    task: asyncio.Task[Any] | None
+    run_id: str
+    since: float  #: (real, monotonic) when it began
+    #: A wait without a timeout: the deadline ``RunStuck`` moves to now, else None.
+    deadline: asyncio.Timeout | None = None
+    stuck: RunStuck | None = None
 
 
 class TestEnv:
@@ -173,6 +212,11 @@ class TestEnv:
             environment is open (their ``base_url`` comes back after).
         auto_skip: skip time whenever every run waits, not only while the test waits
             through the environment.
+        stuck_after: real seconds (default 3) after which a wait without a timeout
+            (``await handle.result()`` on a handle of ``env.app``, ``result(timeout=None)``)
+            raises ``RunStuck`` when its run can never end: all that time no run was
+            running or due, no timer, retry or schedule was pending, and every task of the
+            test was waiting on the environment. None: such a wait waits for ever.
         queues: the worker's queues (default: every queue of the app's workflows).
         store_url: a store of your own instead of the temporary SQLite file (e.g. a
             fresh PostgreSQL database); it is left in place afterwards. One open
@@ -200,7 +244,11 @@ class TestEnv:
                  llms: Iterable[Any] = (), auto_skip: bool = False,
                  queues: list[str] | None = None, store_url: str | None = None,
                  mock_steps: Mapping[str | Callable[..., Any], Callable[..., Any]]
-                 | None = None, **worker_options: Any) -> None:
+                 | None = None, stuck_after: float | None = 3.0,
+                 **worker_options: Any) -> None:
+        if stuck_after is not None and _finite(stuck_after, "stuck_after") < 0:
+            raise ConfigError(f"stuck_after takes seconds >= 0 or None, got {stuck_after!r}")
+        self.stuck_after = stuck_after
         self.source = app
         self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
@@ -225,6 +273,9 @@ class TestEnv:
         self._skippers = 0
         self._skip_wanted = asyncio.Event()
         self._skip_task: asyncio.Task[None] | None = None
+        self._waits: list[_Wait] = []
+        #: (real, monotonic) since when the environment has been still (``_watch``).
+        self._still_since: float | None = None
         self._closing = False
         self._opened = False
         self._claim_id = uuid.uuid4().hex
@@ -410,80 +461,113 @@ class TestEnv:
                                "starting runs")
 
     @contextlib.asynccontextmanager
-    async def _awaiting(self) -> AsyncIterator[None]:
-        """Around a wait on a run's result: skip time, and explain a timeout."""
+    async def _awaiting(self, run_id: str, timeout: float | None) -> AsyncIterator[None]:
+        """Around a wait on a run's result: skip time, explain a timeout, and end a wait
+        without one on a run that can never end (``RunStuck``)."""
         # (skipping inside: it stops before a timeout is explained, so the explanation
         # reads runs that stand still)
-        async with self._explained(), self.skipping():
+        async with self._explained(), self.skipping(), self._waiting(run_id, timeout):
             yield
 
     @contextlib.asynccontextmanager
+    async def _waiting(self, run_id: str, timeout: float | None) -> AsyncIterator[None]:
+        """Register the wait (its task waits on the environment, see ``_test_busy``);
+        one without a timeout raises ``RunStuck`` when the skip loop finds its run
+        stuck (``_watch``), through a deadline of its own moved to now. Until
+        2026-12-06 such a wait on a run waiting for a signal nothing sent hung the test
+        for ever."""
+        wait = _Wait(asyncio.current_task(), run_id, time.monotonic())
+        self._waits.append(wait)
+        try:
+            if timeout is not None or self.stuck_after is None:
+                yield
+                return
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    wait.deadline = deadline
+                    yield
+            except TimeoutError:
+                if wait.stuck is None or not deadline.expired():
+                    raise
+                raise wait.stuck from None
+        finally:
+            self._waits.remove(wait)
+
+    @contextlib.asynccontextmanager
     async def _explained(self) -> AsyncIterator[None]:
-        """A wait that times out says when the scripted LLM server ran out of script:
-        the run's LLM call then gets 500 "script exhausted" and retries (time skips
-        through its backoff) until the wait gives up, which otherwise reads as a hang.
-        It says too when the server still holds a request of a ``Fault.hang()``: that
-        ends when the client gives up, after its own timeout in real time (600 s by
-        default), which the virtual clock does not shorten."""
+        """A wait that times out says what holds the runs (``_why``), e.g. when the
+        scripted LLM server ran out of script: the run's LLM call then gets 500 "script
+        exhausted" and retries (time skips through its backoff) until the wait gives up,
+        which otherwise reads as a hang. It says too when the server still holds a
+        request of a ``Fault.hang()``: that ends when the client gives up, after its own
+        timeout in real time (600 s by default), which the virtual clock does not
+        shorten. ``RunStuck`` passes as it is: it says why already."""
         try:
             yield
         except TimeoutError as exc:
-            # (one snapshot: the runs go on retrying while this looks at the store, and
-            # requests counted later read as scripted answers, "after 2 scripted answers"
-            # for a script of one)
-            requests = list(self.llm.requests)
-            exhausted = sum(r.outcome == "exhausted" for r in requests)
-            hanging = self.llm.hanging
-            elsewhere = await self._llm_calls_elsewhere()
-            unserved = await self._unserved()
-            retrying, unwoken, elsewhere_queued = await self._stuck(skip_llm=bool(
-                exhausted or hanging or elsewhere is not None))
-            if not exhausted and not hanging and elsewhere is None and not unserved \
-                    and not retrying and not unwoken and not elsewhere_queued:
+            if isinstance(exc, RunStuck):
                 raise
-            why = []
-            if elsewhere_queued:
-                why.append(
-                    "; ".join(elsewhere_queued) + ": the environment's worker serves "
-                    f"only the queues {', '.join(repr(q) for q in self.worker.queues)} "
-                    "(TestEnv(queues=...)); leave queues= out to serve every queue of "
-                    "the app's workflows")
-            if retrying:
-                why.append(
-                    "; ".join(retrying) + ": a step that keeps failing is retried under "
-                    "its policy (RetryPolicy.max_attempts; None retries forever) while "
-                    "time skips through its backoff; fix the step, or bound its retries")
-            if unwoken:
-                why.append(
-                    "; ".join(unwoken) + ": with no timeout there is no wake-up to skip "
-                    "to; send it (env.app.signal(run_id, name, data)), or give the wait "
-                    "a timeout")
-            if unserved:
-                why.append(
-                    f"{len(unserved)} run(s) of workflows the environment's app does not "
-                    f"have wait queued, which its worker never claims "
-                    f"({', '.join(repr(w) for w in sorted(set(unserved)))}; registered: "
-                    f"{', '.join(sorted(self.app.workflows())) or 'none'}): a misspelt "
-                    "name, or one registered after the environment opened?")
-            if elsewhere is not None:
-                why.append(
-                    f"runs retry LLM calls (step {elsewhere!r}) but none reached the "
-                    "scripted LLM server: an LLM built before the environment (at module "
-                    "level, say) keeps its own base_url, the provider's, unless given as "
-                    "TestEnv(..., llms=[llm]); the worker's log says where its calls went")
-            if exhausted:
-                why.append(
-                    f"the scripted LLM server's script ran out: {exhausted} requests got 500 "
-                    f"'script exhausted' (retried), after "
-                    f"{len(requests) - exhausted} scripted answers; give the script "
-                    "a step for each LLM call (env.llm.requests has them all)")
-            if hanging:
-                why.append(
-                    f"the scripted LLM server holds {hanging} request(s) of a Fault.hang() "
-                    "unanswered: a hang ends when the client gives up, after its own "
-                    "timeout in real time (the virtual clock does not move it; an LLM's "
-                    "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
+            why = await self._why()
+            if not why:
+                raise
             raise TimeoutError(f"{exc}; " + "; ".join(why)) from exc
+
+    async def _why(self) -> list[str]:
+        """What holds the runs that have not ended, as far as the environment can tell
+        (empty if nothing it knows of): a timeout's and ``RunStuck``'s explanations."""
+        # (one snapshot: the runs go on retrying while this looks at the store, and
+        # requests counted later read as scripted answers, "after 2 scripted answers"
+        # for a script of one)
+        requests = list(self.llm.requests)
+        exhausted = sum(r.outcome == "exhausted" for r in requests)
+        hanging = self.llm.hanging
+        elsewhere = await self._llm_calls_elsewhere()
+        unserved = await self._unserved()
+        retrying, unwoken, elsewhere_queued = await self._stuck(skip_llm=bool(
+            exhausted or hanging or elsewhere is not None))
+        why = []
+        if elsewhere_queued:
+            why.append(
+                "; ".join(elsewhere_queued) + ": the environment's worker serves "
+                f"only the queues {', '.join(repr(q) for q in self.worker.queues)} "
+                "(TestEnv(queues=...)); leave queues= out to serve every queue of "
+                "the app's workflows")
+        if retrying:
+            why.append(
+                "; ".join(retrying) + ": a step that keeps failing is retried under "
+                "its policy (RetryPolicy.max_attempts; None retries forever) while "
+                "time skips through its backoff; fix the step, or bound its retries")
+        if unwoken:
+            why.append(
+                "; ".join(unwoken) + ": with no timeout there is no wake-up to skip "
+                "to; send it (env.app.signal(run_id, name, data)), or give the wait "
+                "a timeout")
+        if unserved:
+            why.append(
+                f"{len(unserved)} run(s) of workflows the environment's app does not "
+                f"have wait queued, which its worker never claims "
+                f"({', '.join(repr(w) for w in sorted(set(unserved)))}; registered: "
+                f"{', '.join(sorted(self.app.workflows())) or 'none'}): a misspelt "
+                "name, or one registered after the environment opened?")
+        if elsewhere is not None:
+            why.append(
+                f"runs retry LLM calls (step {elsewhere!r}) but none reached the "
+                "scripted LLM server: an LLM built before the environment (at module "
+                "level, say) keeps its own base_url, the provider's, unless given as "
+                "TestEnv(..., llms=[llm]); the worker's log says where its calls went")
+        if exhausted:
+            why.append(
+                f"the scripted LLM server's script ran out: {exhausted} requests got 500 "
+                f"'script exhausted' (retried), after "
+                f"{len(requests) - exhausted} scripted answers; give the script "
+                "a step for each LLM call (env.llm.requests has them all)")
+        if hanging:
+            why.append(
+                f"the scripted LLM server holds {hanging} request(s) of a Fault.hang() "
+                "unanswered: a hang ends when the client gives up, after its own "
+                "timeout in real time (the virtual clock does not move it; an LLM's "
+                "default is 600 s): give the LLM a short one, LLM(..., timeout=2)")
+        return why
 
     async def _stuck(self, *, skip_llm: bool) -> tuple[list[str], list[str], list[str]]:
         """What holds the runs that have not ended (at most 3 of each): a step that
@@ -703,7 +787,67 @@ class TestEnv:
                 delay = _POLL
             else:
                 delay = min(delay * 1.5, _POLL_MAX) if idle else _POLL
+            await self._watch(still=idle and wake is None)
             await asyncio.sleep(delay)
+
+    async def _watch(self, *, still: bool) -> None:
+        """End the waits without a timeout whose runs can never end (``RunStuck``):
+        the environment has been ``still`` (no run running or due, no wake-up to skip
+        to) and the test busy with nothing but waits on the environment, since the wait
+        began, for ``stuck_after`` real seconds. The real time leaves a thread or
+        another process of the test its chance to send what the run waits for."""
+        watched = [wait for wait in self._waits
+                   if wait.deadline is not None and wait.stuck is None]
+        if not watched or not still or self.stuck_after is None or self._test_busy():
+            self._still_since = None
+            return
+        now = time.monotonic()
+        if self._still_since is None:
+            self._still_since = now
+        for wait in watched:
+            if now - max(self._still_since, wait.since) >= self.stuck_after:
+                await self._end_stuck(wait)
+
+    async def _end_stuck(self, wait: _Wait) -> None:
+        """Raise ``RunStuck`` in ``wait`` (saying what holds its run) unless its run has
+        settled, or the environment or the test moved while this read the store."""
+        try:
+            run = await self.app.store.run_get(wait.run_id)
+            why = await self._why()
+            idle, wake = await self._look()
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            return
+        if run is None or run.status.is_settled or not idle or wake is not None \
+                or self._test_busy() or wait not in self._waits or wait.deadline is None:
+            return
+        # (what the run itself waits for, unless a reason below names it: a parent
+        # waits for its child, the child for the signal)
+        holds = ("" if any(repr(run.run_id) in reason for reason in why)
+                 else f" (it is queued on {run.queue!r})" if run.status == "queued"
+                 else f" (it is {run.status}"
+                 + (f" for {run.waiting_for})" if run.waiting_for else ")"))
+        wait.stuck = RunStuck(
+            f"run {run.run_id!r} ({run.workflow}) can never end{holds}: for "
+            f"{self.stuck_after} s of real time no run was running or due, no timer, "
+            "retry or schedule was pending and the test did nothing but wait on the "
+            "environment" + "".join(f"; {reason}" for reason in why)
+            + " (TestEnv(stuck_after=...) sets how long to wait before saying so; None "
+            "waits for ever)")
+        wait.deadline.reschedule(asyncio.get_running_loop().time())
+
+    def _test_busy(self) -> bool:
+        """Whether a task of the test's own (not the environment's machinery, see
+        ``_MACHINERY``) is running, or waiting on something other than a result through
+        the environment (a sleep, a socket, a thread): it may still send the signal a
+        run waits for."""
+        waiting = {wait.task for wait in self._waits}
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is current or task.done() or _machinery(task):
+                continue
+            if not _waits_on(task, waiting):
+                return True
+        return False
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -736,12 +880,13 @@ class TestEnv:
             RunFailed: the run ended failed, cancelled or blocked.
             RuntimeError: the environment is not open.
             TimeoutError: ``timeout`` real seconds passed first.
+            RunStuck: ``timeout=None`` and the run can never end (see ``stuck_after``).
         """
         self._need_open()
         handle = run if isinstance(run, RunHandle) else self.app.handle(run)
         if handle.app is self.app:
             return await RunHandle.result(handle, timeout)  # (skips: _awaiting)
-        async with self._awaiting():
+        async with self._awaiting(handle.run_id, timeout):
             return await RunHandle.result(handle, timeout)
 
     @overload
@@ -755,6 +900,46 @@ class TestEnv:
         """Start a run and wait for its result, skipping time (see ``start``)."""
         handle = await self.start(workflow, *args, **kwargs)
         return await handle.result()
+
+
+def _machinery(task: asyncio.Task[Any]) -> bool:
+    """The task runs the environment's machinery: each coroutine of its chain (the
+    task's, the one it awaits, and so on) is code of a package of ``_MACHINERY``. One
+    of other code makes it the test's: the test function, also when a runner of a
+    package of ``_MACHINERY`` awaits it (anyio's pytest plugin), and a task of unknown
+    origin."""
+    awaited: Any = task.get_coro()
+    seen = False
+    for _ in range(256):  # (a chain's depth)
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            break
+        if str(frame.f_globals.get("__name__", "")).partition(".")[0] not in _MACHINERY:
+            return False
+        seen = True
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return seen
+
+
+def _waits_on(task: asyncio.Task[Any], waiting: set[asyncio.Task[Any] | None]) -> bool:
+    """Whether ``task`` is blocked on a wait in ``waiting``: it is one, or it awaits a
+    task that is (``await task``), or an ``asyncio.gather`` of such tasks. Anything else
+    (running, ready to run, a sleep, ``asyncio.wait``, a thread's future) is not."""
+    for _ in range(64):  # (a chain of tasks awaiting tasks; a cycle cannot block)
+        if task in waiting:
+            return True
+        # (the future the task waits for: asyncio's, in both its C and Python tasks)
+        future = getattr(task, "_fut_waiter", None)
+        if isinstance(future, asyncio.Task):
+            task = future
+            continue
+        children = getattr(future, "_children", None)  # asyncio.gather's
+        if isinstance(children, list) and children:
+            return all(child.done() or (isinstance(child, asyncio.Task)
+                                        and _waits_on(child, waiting))
+                       for child in children)
+        return False
+    return False
 
 
 def _holder(value: str) -> dict[str, Any] | None:
