@@ -964,3 +964,55 @@ async def test_model_requests_carry_the_step_idempotency_key(
     # (the 500 and its retry, after the tool step, the streamed one, outside, its own)
     assert keys == ["g1:0", "g1:0", "g1:2", "s1:0", None, "mine"], keys
     assert server.requests[3].stream
+
+
+def sdk_model(api: str, server: ScriptedResponsesServer) -> tuple[Any, Any]:
+    """A pydantic-ai model on ``server`` built as a user would, with the SDK client it
+    builds by default (2 retries of its own), and that client."""
+    if api == "anthropic":
+        pytest.importorskip("anthropic")
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+        aprovider = AnthropicProvider(base_url=server.anthropic_base_url, api_key="test-key")
+        return AnthropicModel("claude-sonnet-5-5", provider=aprovider), aprovider.client
+    provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+    kind = OpenAIResponsesModel if api == "responses" else OpenAIChatModel
+    return kind("gpt-4.1-mini", provider=provider), provider.client
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["plain", "live"])
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
+async def test_each_attempt_of_a_model_request_step_is_one_http_request(
+        sqlite_url: str, api: str, live: bool) -> None:
+    """The SDK client under pydantic-ai's model retries nothing inside a step: a 500,
+    then the answer, are two journaled attempts of the step, one HTTP request each, so
+    every try is classified, counted by the breaker and spaced by Tether's policy
+    (``Retry-After`` included). Until 2026-12-06 the client's own 2 retries hid the 500
+    inside the step's first attempt. The user's client is not changed: outside a
+    workflow the same agent's client still retries by itself, and a ``max_retries`` the
+    agent's settings give is kept in a step."""
+    async with ScriptedResponsesServer(script=[
+            Fault.http(500), Reply("once each"),
+            Fault.http(500), Reply("the client's own retry"),
+            Fault.http(500), Reply("as told")]) as server:
+        model, client = sdk_model(api, server)
+        agent = Agent(model, name="once")
+        told = Agent(model, name="told", model_settings={"max_retries": 1})
+        app = App(sqlite_url)
+        TetherAgent(agent, app=app, durability=TetherDurability(live=live))
+        TetherAgent(told, app=app, durability=TetherDurability(live=live))
+        async with app, app.worker():
+            assert await (await app.start("once", "x", run_id="a1")).result(
+                timeout=30) == "once each"
+            info = await app.get_run("a1")
+            assert len(server.requests) == 2, [r.path for r in server.requests]
+            assert (await agent.run("outside")).output == "the client's own retry"
+            assert len(server.requests) == 4
+            assert await (await app.start("told", "x", run_id="t1")).result(
+                timeout=30) == "as told"
+            told_info = await app.get_run("t1")
+        await client.close()
+    assert [e["attempts"] for e in info.journal] == [2]
+    assert [e["attempts"] for e in told_info.journal] == [1]
+    assert len(server.requests) == 6
+    assert client.max_retries == 2

@@ -23,7 +23,11 @@ of text, thinking and tool calls its events carried: the attempt was billed, and
 header ``Idempotency-Key: <run id>:<position>`` (``tether.ai.idempotency_headers``, the
 same on every attempt and after a crash), as ``tether.ai``'s own requests do, through
 pydantic-ai's ``extra_headers`` setting; a key the settings give already is kept, and a
-model that ignores ``extra_headers`` (Cohere, Hugging Face) is sent none.
+model that ignores ``extra_headers`` (Cohere, Hugging Face) is sent none. It also carries
+``max_retries=0`` (unless the settings give one, or the model ignores it), so the SDK
+client under the model (OpenAI, Anthropic, ...) sends it once, through a copy of the
+client for that request: each attempt of the step is one HTTP request, retried by the
+step's policy, and the user's client is left as it is for its other uses.
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -242,27 +246,44 @@ def _text_delta(event: AgentStreamEvent) -> str | None:
     return None
 
 
-#: The publisher of the model request executing in this task, if any.
-#: The idempotency header of the model-request step running (set in its body, by
-#: ``TetherDurability._model_step``): None in any other operation or outside a step.
-_REQUEST_KEY: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "tether_pydantic_ai_request_key", default=None)
+@dataclass(frozen=True, slots=True)
+class _StepRequest:
+    """What the model-request step running adds to its request's settings."""
+
+    #: Its ``Idempotency-Key`` header (None for a model that ignores ``extra_headers``).
+    key: dict[str, str] | None
+    #: Whether to send it once (``max_retries=0``): the step's retry policy retries it,
+    #: not the provider SDK's client (False for a model that ignores ``max_retries``).
+    once: bool
 
 
-def _keyed(params: ModelRequestParams) -> ModelRequestParams:
-    """``params`` with the model-request step's ``Idempotency-Key`` among its settings'
-    ``extra_headers`` (one already there, in any case, is kept)."""
-    key = _REQUEST_KEY.get()
-    if not key:
+#: The model-request step running (set in its body, by ``TetherDurability._model_step``):
+#: None in any other operation or outside a step.
+_STEP_REQUEST: contextvars.ContextVar[_StepRequest | None] = contextvars.ContextVar(
+    "tether_pydantic_ai_step_request", default=None)
+
+
+def _for_step(params: ModelRequestParams) -> ModelRequestParams:
+    """``params`` with what the model-request step running adds to its settings: its
+    ``Idempotency-Key`` among the ``extra_headers`` (one already there, in any case, is
+    kept) and ``max_retries=0`` (one the settings give is kept), so that the OpenAI,
+    Anthropic (and other SDK) clients under pydantic-ai send the request once, through
+    a copy of the client for this request (``client.with_options``, sharing its
+    connections): each attempt is then one journaled attempt of the step, its error
+    classified, counted by the breaker and its ``Retry-After`` honoured by Tether."""
+    step = _STEP_REQUEST.get()
+    if step is None:
         return params
     settings: dict[str, Any] = dict(params.model_settings or {})
     headers = dict(settings.get("extra_headers") or {})
-    if any(name.lower() == "idempotency-key" for name in headers):
-        return params
-    settings["extra_headers"] = {**headers, **key}
+    if step.key and not any(name.lower() == "idempotency-key" for name in headers):
+        settings["extra_headers"] = {**headers, **step.key}
+    if step.once:
+        settings.setdefault("max_retries", 0)
     return replace(params, model_settings=settings)  # type: ignore[arg-type]
 
 
+#: The publisher of the model request executing in this task, if any.
 _LIVE: contextvars.ContextVar[_LivePublisher | None] = contextvars.ContextVar(
     "tether_pydantic_ai_live", default=None)
 
@@ -304,7 +325,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         models: more models by id, for ``agent.run(model=...)`` switching.
         event_stream_handler: receives the run's events; model events are delivered
             live inside the model-request step, tool events each in their own step.
-        model_retry: retry policy of model requests (default: forever, backoff to 60 s).
+        model_retry: retry policy of model requests (default: forever, backoff to 60 s),
+            each attempt one HTTP request (the SDK client's own retries off).
         tool_retry: retry policy of tool calls, MCP calls and discovery.
         prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
         rpm: requests per minute per provider endpoint, across workers.
@@ -442,7 +464,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     # -- live text for the run's observers ------------------------------------------------
 
     async def _model_request_operation(self, params: ModelRequestParams) -> ModelResponse:
-        params = _keyed(params)
+        params = _for_step(params)
         if not self._live or ext.current_step() is None:
             return await super()._model_request_operation(params)
         # Streamed for the observers; the step records the same ModelResponse.
@@ -450,7 +472,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
     async def _model_request_stream_operation(self, params: ModelRequestParams
                                               ) -> ModelResponse:
-        params = _keyed(params)
+        params = _for_step(params)
         if not self._live or ext.current_step() is None:
             return await super()._model_request_stream_operation(params)
         return await self._published(params, user_events=True)
@@ -529,9 +551,10 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             else {}
         max_out = settings.get("max_tokens", 0)
 
-        # (a model that ignores extra_headers would warn at each request: no key)
+        # (a model that ignores extra_headers or max_retries would warn at each request:
+        # it is given neither)
         unsupported = getattr(self._model_of(operation_id), "unsupported_settings", ())
-        keyed = "extra_headers" not in unsupported
+        keyed, once = "extra_headers" not in unsupported, "max_retries" not in unsupported
 
         async def request() -> object:
             # A streamed attempt counts the characters its events deliver: cut after it
@@ -539,9 +562,11 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             # ModelServerError), it was billed, and the error says so (delivered).
             delivery = _Delivery()
             token = _DELIVERY.set(delivery)
-            # The step's key goes with the request (``_keyed``): a provider that honours
-            # Idempotency-Key answers a retry after a crash without a second charge.
-            key_token = _REQUEST_KEY.set(idempotency_headers() if keyed else None)
+            # The step's key goes with the request (``_for_step``): a provider that honours
+            # Idempotency-Key answers a retry after a crash without a second charge. The
+            # request is sent once: the step's policy retries it, each try journaled.
+            step_token = _STEP_REQUEST.set(
+                _StepRequest(idempotency_headers() if keyed else None, once))
             try:
                 return await body()
             except ModelHTTPError as exc:
@@ -549,7 +574,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             except ModelAPIError as exc:
                 raise delivery.mark(_provider_error(provider, exc, None)) from exc
             finally:
-                _REQUEST_KEY.reset(key_token)
+                _STEP_REQUEST.reset(step_token)
                 _DELIVERY.reset(token)
 
         return await meter.call(name, request, model=model, usage=_usage_of,
