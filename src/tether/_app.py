@@ -32,7 +32,7 @@ from tether._definitions import StepDef, WorkflowDef, param_annotations, return_
 from tether._operations import run_step, run_sync_step
 from tether._replay import INHERIT_KEY, current_run, current_step, inherited_of
 from tether._retry import DEFAULT_RETRY, RateLimit, RetryPolicy
-from tether._show import opened_events
+from tether._show import opened_events, signal_wait_starts
 from tether._types import (
     MAX_NAME,
     JournalEntry,
@@ -798,11 +798,18 @@ class App:
                 })
             return entries
 
+        # (A signal wait without a timeout journals no start: it is derived from the
+        # operations before it, generation after generation: signal_wait_starts.)
+        history = []
+        floor: float | None = run.created_at
+        for g in await store.journal_archive_read(run_id):
+            archived = entry_views(g.entries)
+            floor = signal_wait_starts(archived, floor)
+            history.append({"generation": g.generation, "input": _input_view(
+                                decode(g.input, None, SLOT_INPUT)),
+                            "journal": archived})
         entries = entry_views(journal)
-        history = [{"generation": g.generation, "input": _input_view(
-                        decode(g.input, None, SLOT_INPUT)),
-                    "journal": entry_views(g.entries)}
-                   for g in await store.journal_archive_read(run_id)]
+        signal_wait_starts(entries, floor)
         attempts = []
         final = {e.position: e for e in journal if e.status in ("ok", "error")}
         rows = await store.attempt_list(run_id)

@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from tether._app import App, RunHandle
     from tether.store import SignalSent
 
-__all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "SignalReport", "StartReport",
-           "blocked_reason", "counted", "entry_failed",
+__all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport", "StartReport",
+           "awaited_signal_since", "blocked_reason", "counted", "entry_failed",
            "entry_outcome", "in_flight", "info_dict", "journal_entries", "lifecycle_dict",
            "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
-           "start_report", "timed_out", "unreadable_payload"]
+           "signal_wait_starts", "start_report", "timed_out", "unreadable_payload",
+           "waiting_since"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -72,6 +73,85 @@ def journal_entries(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A run's journal as its documents give it (``GET /api/v1/runs/{id}`` and its
     ``/journal``, ``tether show --json``): each entry with its ``outcome``."""
     return [{**e, "outcome": entry_outcome(e)} for e in journal]
+
+
+#: The kinds of journal entries that stand for a wait while pending (a timer, a signal
+#: with a timeout, a child's result): their entry holds the wait's start.
+WAIT_KINDS = ("sleep", "signal", "child_result")
+
+
+def _latest(entries: list[dict[str, Any]], since: float | None) -> float | None:
+    """The latest completion time (``finished_at``) of ``entries``, or ``since`` if
+    later or none has one."""
+    for e in entries:
+        done = e.get("finished_at")
+        if done is not None and (since is None or done > since):
+            since = done
+    return since
+
+
+def signal_wait_starts(entries: list[dict[str, Any]], floor: float | None) -> float | None:
+    """Give each signal wait without a timeout in ``entries`` (one generation's journal
+    entries as ``App.get_run`` shows them) its ``started_at`` and ``duration``; returns
+    the latest completion time among them (``floor`` if none is later).
+
+    Such a wait journals nothing until its signal comes (a timed one journals its
+    deadline, and its start with it, when it begins), so its entry has no stored start;
+    and nothing else stored keeps one (the run's ``updated_at`` moves with the signal's
+    arrival and the next claim; run events have no time). Storing one would cost each
+    waiting run a journal row or a column. It is derived instead from what the journal
+    holds: the wait began when the workflow's code, going on from its previous
+    operation, reached it, i.e. at the completion (``finished_at``) of the latest
+    operation journaled before it (the code between two operations runs in memory, not
+    for long: anything slow or with effects belongs in a step), or, for the first
+    operation of a generation, at ``floor``: the run's creation, or the end of the
+    generation before it (a run continued as new).
+
+    The operations before the wait are final and never rewritten, so the start is the
+    same whichever execution reached the wait or took the signal: after a worker died
+    in the wait or the run was released on it again (woken for something else: a
+    cancel it caught, a sibling's timer), the start stays the first arrival's. Of
+    several sequential waits, each starts when the one before it took its signal. In a
+    run whose branches wait at once (``asyncio.gather``), the latest operation before
+    it by position may have completed after the wait began: the start shown is then
+    later than the real one (never later than the signal's arrival: clamped)."""
+    last = floor
+    for e in sorted(entries, key=lambda e: e["position"]):
+        done = e.get("finished_at")
+        if (e["kind"] == "signal" and e.get("started_at") is None and done is not None
+                and last is not None):
+            e["started_at"] = min(last, done)
+            e["duration"] = done - e["started_at"]
+        if done is not None and (last is None or done > last):
+            last = done
+    return last
+
+
+def awaited_signal_since(doc: dict[str, Any]) -> float | None:
+    """When the signal wait without a timeout that a waiting run is in began
+    (``signal_wait_starts``, for a wait not journaled yet): the latest completion in its
+    journal, else the start of its generation. ``doc``: ``info_dict``'s fields."""
+    floor: float | None = doc["created_at"]
+    for generation in doc.get("history") or ():
+        floor = _latest(generation["journal"], floor)
+    return _latest(doc["journal"], floor)
+
+
+def waiting_since(doc: dict[str, Any]) -> float | None:
+    """Since when a waiting run (``info_dict``'s fields) waits: the start of its pending
+    wait's entry (the latest such), or for a signal wait without a timeout, which has
+    none, ``awaited_signal_since``; None when it is not waiting, or waits for something
+    else whose start is not known (a retry's back-off, a store error)."""
+    if doc["status"] != RunStatus.WAITING.value:
+        return None
+    started = next((e["started_at"] for e in reversed(doc["journal"])
+                    if e["status"] == "pending" and e["kind"] in WAIT_KINDS
+                    and e.get("started_at")), None)
+    if started is not None:
+        return float(started)
+    if str(doc.get("waiting_for") or "").startswith("signal "):
+        return awaited_signal_since(doc)
+    return None
 
 
 def cancel_pending(r: Any) -> bool:
@@ -200,6 +280,7 @@ async def run_document(app: App, run_id: str, *, children: bool = True) -> dict[
     doc["journal"] = journal_entries(doc["journal"])
     doc["failed_operations"] = sum(entry_failed(e) for e in doc["journal"])
     doc["in_flight"] = in_flight(doc)
+    doc["waiting_since"] = waiting_since(doc)
     kids = await app.store.run_search(parent=run_id, limit=1000) if children else []
     doc["children"] = [{**run_dict(k), "metrics": k.metrics} for k in kids]
     return doc

@@ -201,6 +201,9 @@ class RunInfo:
     waiting_for: str | None
     status_info: Any
     parent_run_id: str | None
+    #: Its entries in position order. A signal wait without a timeout journals no start:
+    #: its ``started_at`` (and ``duration``) is the completion of the latest operation
+    #: before it, the run's start for its first (``tether._show.signal_wait_starts``).
     journal: list[dict[str, Any]]
     #: Numbers about the run: LLM calls, tokens and cost spent, and saved by replay.
     metrics: dict[str, float] = field(default_factory=dict)

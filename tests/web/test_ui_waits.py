@@ -148,18 +148,20 @@ async def test_a_waiting_or_queued_run_is_not_running_for(ui: httpx.AsyncClient)
     assert "running for" not in head and "started" in head
     await app.start("nap", run_id="nap-2")
     await _until_waiting(ui, "wg-1", "nap-2")
-    # A signal's wait has no journal entry: the head says when the run started, no more.
+    # A timer's entry says since when it sleeps; a signal's wait with no timeout has no
+    # entry, and says since when too: since the run's start, its first operation
+    # (until 2026-12-06 it said nothing: _show.signal_wait_starts).
+    since = (r"<span class=\"waited\" title=\""
+             r"since [^\"]+ UTC\" data-at=\"[^\"]+Z\" data-say=\"since \">"
+             r"\(<span data-ticking=\"[0-9.e-]+\">[0-9.]+ "
+             r"(µs|ms|s)</span> so far\)</span>$")
     head = _head((await ui.get("/runs/wg-1")).text)
-    assert "running for" not in head and "waited" not in head
-    assert head.endswith("waiting for <b>signal go</b>"), head
-    # A timer's entry says since when it sleeps.
+    assert "running for" not in head
+    assert re.search(r"waiting for <b>signal go</b> " + since, head), head
     head = _head((await ui.get("/runs/nap-2")).text)
     assert "running for" not in head
-    assert re.search(r"waiting for <b>timer until <time [^>]+>[^<]+ UTC</time></b> "
-                     r"<span class=\"waited\" title=\""
-                     r"since [^\"]+ UTC\" data-at=\"[^\"]+Z\" data-say=\"since \">"
-                     r"\(<span data-ticking=\"[0-9.e-]+\">[0-9.]+ "
-                     r"(µs|ms|s)</span> so far\)</span>$", head), head
+    assert re.search(r"waiting for <b>timer until <time [^>]+>[^<]+ UTC</time></b> " + since,
+                     head), head
 
 
 async def test_a_run_in_its_first_operation_says_so(ui: httpx.AsyncClient) -> None:
@@ -279,8 +281,9 @@ async def test_a_waiting_runs_page_says_its_cancel_is_pending(ui: httpx.AsyncCli
 async def test_a_signal_not_yet_sent_is_a_row_of_the_timeline(ui: httpx.AsyncClient) -> None:
     """A signal wait with no timeout journals nothing until the signal comes: the page
     of a run waiting for a person's answer read "No operations yet." under "waiting for
-    signal go". The wait is a row now, waiting, with no position and no start; once the
-    signal is taken, the journaled entry (position 0) replaces it."""
+    signal go". The wait is a row now, waiting, with no position, started when the run
+    did (its first operation: _show.signal_wait_starts); once the signal is taken, the
+    journaled entry (position 0) replaces it."""
     csrf = await login(ui, ADMIN)
     app = ui.app  # type: ignore[attr-defined]
     await app.start("wait_go", run_id="sw-1")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether._show import in_flight, timed_out
+from tether._show import in_flight, info_dict, timed_out, waiting_since
 from tether._types import RunInfo
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -25,6 +25,14 @@ def name_width(info: RunInfo) -> int:
     names += [e["name"] for g in info.history for e in g["journal"]]
     names += [a["name"] for a in info.attempts]
     return max([NAME_WIDTH, *(len(safe(n)) for n in names)])
+
+
+def waiting_text(info: RunInfo) -> str:
+    """What a waiting run waits for, and since when if that is known
+    (``_show.waiting_since``), as stored: the caller makes it safe to print."""
+    since = waiting_since(info_dict(info))
+    return (info.waiting_for or "") + (
+        f" (since {fmt_time(since)})" if since is not None else "")
 
 
 def child_id(e: dict[str, Any]) -> str | None:

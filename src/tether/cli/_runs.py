@@ -50,6 +50,7 @@ from tether.cli._lifecycle_show import (
     result_cell,
     status_width,
     timeout_text,
+    waiting_text,
 )
 from tether.cli._show_fit import cancel_note, print_fitted
 from tether.errors import RunFailed, TetherError
@@ -377,7 +378,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) ->
       + (f"  {'blocked' if info.status is RunStatus.BLOCKED else 'finished'} "
          f"{fmt_time(info.finished_at)}" if info.finished_at else "") + "\n")
     if info.waiting_for:
-        w(f"waiting for: {safe(info.waiting_for)}\n")
+        w(f"waiting for: {safe(waiting_text(info))}\n")
     if info.cancel_requested:
         w(f"{cancel_note(info.queue)}\n")
     if info.status_info is not None:

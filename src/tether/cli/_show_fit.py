@@ -30,6 +30,7 @@ from tether.cli._lifecycle_show import (
     result_cell,
     status_label,
     timeout_text,
+    waiting_text,
 )
 
 Write = Callable[[str], Any]
@@ -228,7 +229,7 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
                    *([f"{ended} {fmt_time(info.finished_at)}"] if info.finished_at else [])],
                   width)
     if info.waiting_for:
-        lines.append(cut_end(f"waiting for: {_line(info.waiting_for)}", width))
+        lines.append(cut_end(f"waiting for: {_line(waiting_text(info))}", width))
     if info.cancel_requested:
         lines.append(cut_end(cancel_note(info.queue), width))
     if info.status_info is not None:

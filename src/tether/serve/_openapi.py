@@ -165,7 +165,10 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "position": {"type": "integer"}, "kind": {"type": "string"},
                     "name": {"type": "string"},
                     "attempts": {"type": "integer"},
-                    "started_at": _WHEN, "finished_at": _WHEN,
+                    "started_at": {**_WHEN, "description": (
+                        "when it began; a signal wait without a timeout journals none: "
+                        "the end of the operation before it, or the run's start")},
+                    "finished_at": _WHEN,
                     "duration": {"type": "number", "nullable": True,
                                  "description": "seconds from its start to its end"},
                     "next_attempt_at": {**_WHEN, "description": "when a failed attempt "
@@ -229,6 +232,11 @@ def document(root_path: str = "") -> dict[str, Any]:
                                     "attempt": {"type": "integer"},
                                     "worker_id": {"type": "string"},
                                     "started_at": {"type": "number"}}}},
+                            "waiting_since": {**_WHEN, "description": (
+                                "since when a waiting run waits: its pending wait's "
+                                "start (a signal wait without a timeout: the end of "
+                                "the operation before it, or the run's start); null "
+                                "when not waiting or not known")},
                             "metrics": {"type": "object"},
                             "cancel_requested": {"type": "boolean", "description": (
                                 "a cancel was asked and the run has not ended: it ends "

@@ -33,6 +33,7 @@ from tether._lifecycle import OVERDUE_AFTER
 from tether._show import (
     STATUSES,
     TIMED_OUT,
+    awaited_signal_since,
     blocked_reason,
     entry_outcome,
     run_document,
@@ -454,7 +455,8 @@ def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
     journaled for that wait: a signal wait with no timeout writes its entry only when
     the signal arrives, so the page of a run waiting for a person's answer read "No
     operations yet." (or ended at the step before) under "waiting for signal go". The
-    row has no position (the entry takes one when the signal comes) and no start."""
+    row has no position (the entry takes one when the signal comes); its start is the
+    one its entry will show (``awaited_signal_since``: such a wait journals none)."""
     waiting_for = str(doc.get("waiting_for") or "")
     if doc.get("status") != "waiting" or not waiting_for.startswith("signal "):
         return rows
@@ -463,8 +465,8 @@ def with_awaited_signal(rows: list[dict[str, Any]], doc: dict[str, Any],
            for r in rows):
         return rows  # (a wait with a timeout: its entry is journaled, pending)
     view = entry_view({"position": None, "kind": "signal", "name": name,
-                       "status": "pending", "attempts": 0, "started_at": None,
-                       "duration": None}, now)
+                       "status": "pending", "attempts": 0,
+                       "started_at": awaited_signal_since(doc), "duration": None}, now)
     view["awaited"] = True
     return [*rows, view]
 
@@ -666,13 +668,6 @@ async def run_view(app: App, run_id: str, *,
     doc["wait"] = await _wait_view(app, doc)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
-    # Since when a waiting run waits: the start of the wait it is in (a signal, a
-    # timer, a child), when the journal holds one (None: unknown, the head says when
-    # the run started and no more).
-    doc["waiting_since"] = next(
-        (e["started_at"] for e in reversed(doc["entries"])
-         if e["state"] == "waiting" and e.get("started_at")), None) \
-        if doc["status"] == "waiting" else None
     doc["error_text"] = _error_text(doc.get("error"))
     doc["traceback"] = _traceback(doc.get("error"))
     doc["final"] = doc["status"] in ENDED_VALUES
