@@ -128,13 +128,19 @@ def signal_wait_starts(entries: list[dict[str, Any]], floor: float | None) -> fl
 
 
 def awaited_signal_since(doc: dict[str, Any]) -> float | None:
-    """When the signal wait without a timeout that a waiting run is in began
-    (``signal_wait_starts``, for a wait not journaled yet): the latest completion in its
-    journal, else the start of its generation. ``doc``: ``info_dict``'s fields."""
+    """When the signal wait without a timeout that a waiting run is in began, as
+    ``signal_wait_starts`` will give it once its entry is written: the latest completion
+    among the entries before it, else the start of its generation. ``doc``:
+    ``info_dict``'s fields. The wait's position is the first one the journal lacks (a
+    run's operations take positions in turn, and every other operation of a waiting run
+    is journaled): the end of the journal, or, in a run whose branches went on while it
+    waited (``asyncio.gather``), a gap before their entries."""
     floor: float | None = doc["created_at"]
     for generation in doc.get("history") or ():
         floor = _latest(generation["journal"], floor)
-    return _latest(doc["journal"], floor)
+    taken = {e["position"] for e in doc["journal"]}
+    awaited = next(p for p in range(len(taken) + 1) if p not in taken)
+    return _latest([e for e in doc["journal"] if e["position"] < awaited], floor)
 
 
 def waiting_since(doc: dict[str, Any]) -> float | None:

@@ -42,6 +42,13 @@ def make_app(url: str) -> App:
         return [first, second]
 
     @app.workflow
+    async def answer_and_nap() -> Any:
+        await prepare()
+        answer, _ = await asyncio.gather(tether.wait_for_signal("approve"),
+                                         tether.sleep(0.3))
+        return answer
+
+    @app.workflow
     async def first_thing() -> Any:
         return await tether.wait_for_signal("go")
 
@@ -60,9 +67,9 @@ async def served(store_url: str) -> AsyncIterator[tuple[App, httpx.AsyncClient]]
             yield app, http
 
 
-async def _until(app: App, run_id: str, check: Any) -> None:
-    """Run a worker until ``check(info)`` holds for the run."""
-    async with app.worker():
+async def _until(app: App, run_id: str, check: Any, **options: Any) -> None:
+    """Run a worker (of ``options``) until ``check(info)`` holds for the run."""
+    async with app.worker(**options):
         for _ in range(600):
             if check(await app.get_run(run_id)):
                 return
@@ -154,3 +161,25 @@ async def test_a_first_operation_waits_from_the_runs_creation(
     [wait] = (await _document(http, "ff-1"))["journal"]
     assert wait["started_at"] == doc["created_at"] <= wait["finished_at"]
     assert wait["duration"] == wait["finished_at"] - wait["started_at"]
+
+
+async def test_a_wait_released_again_keeps_its_start(
+        served: tuple[App, httpx.AsyncClient]) -> None:
+    """Released on the signal and a timer together, the run is woken by the timer and
+    released again on the signal alone: the wait's start is still the end of the step
+    before it (not the second release), while it waits and once its signal came. Its
+    entry takes the position between the step's and the timer's."""
+    app, http = served
+    handle = await app.start("answer_and_nap", run_id="an-1")
+    await _until(app, "an-1", lambda i: _waiting(i) and len(i.journal) == 2
+                 and i.journal[1]["status"] == "ok", sticky_wait=0.0)
+    doc = await _document(http, "an-1")
+    step, timer = doc["journal"]
+    assert (step["position"], timer["position"], timer["status"]) == (0, 2, "ok")
+    assert doc["waiting_since"] == step["finished_at"] < timer["finished_at"]
+    await app.signal("an-1", "approve", "yes")
+    async with app.worker():
+        assert await handle.result(timeout=30) == "yes"
+    wait = (await _document(http, "an-1"))["journal"][1]
+    assert wait["kind"] == "signal" and wait["started_at"] == step["finished_at"]
+    assert wait["duration"] == wait["finished_at"] - wait["started_at"] >= 0
