@@ -49,6 +49,13 @@ def make_app(url: str) -> App:
         return answer
 
     @app.workflow
+    async def session(turn: int) -> Any:
+        if turn == 0:
+            await prepare()
+            tether.continue_as_new(1)
+        return await tether.wait_for_signal("go")
+
+    @app.workflow
     async def first_thing() -> Any:
         return await tether.wait_for_signal("go")
 
@@ -183,3 +190,22 @@ async def test_a_wait_released_again_keeps_its_start(
     wait = (await _document(http, "an-1"))["journal"][1]
     assert wait["kind"] == "signal" and wait["started_at"] == step["finished_at"]
     assert wait["duration"] == wait["finished_at"] - wait["started_at"] >= 0
+
+
+async def test_a_generations_first_wait_starts_at_the_end_of_the_one_before(
+        served: tuple[App, httpx.AsyncClient]) -> None:
+    """Continued as new, a run's next generation starts after the last operation of
+    the one before: a wait that is its first operation starts there, not at the run's
+    creation."""
+    app, http = served
+    handle = await app.start("session", 0, run_id="cn-1")
+    await _until(app, "cn-1", lambda i: _waiting(i) and i.generation == 1)
+    doc = await _document(http, "cn-1")
+    [step] = doc["history"][0]["journal"]
+    assert doc["journal"] == [] and doc["waiting_since"] == step["finished_at"]
+    assert step["finished_at"] > doc["created_at"]
+    await app.signal("cn-1", "go", 2)
+    async with app.worker():
+        assert await handle.result(timeout=30) == 2
+    [wait] = (await _document(http, "cn-1"))["journal"]
+    assert wait["started_at"] == step["finished_at"] <= wait["finished_at"]
