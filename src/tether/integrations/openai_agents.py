@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import atexit
 import dataclasses
 import functools
 import inspect
@@ -42,10 +43,11 @@ import json
 import os
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, cast
 
 import httpx
+import httpx2
 import openai
 import pydantic
 from agents import (
@@ -68,6 +70,7 @@ from agents.agent_output import AgentOutputSchemaBase
 from agents.exceptions import ModelBehaviorError
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.memory import Session, SessionABC
+from agents.models import _openai_shared
 from agents.models.interface import ModelTracing
 from agents.usage import Usage as AgentsUsage
 from openai.types.responses import Response, ResponseCompletedEvent
@@ -359,6 +362,14 @@ class TetherModelProvider(ModelProvider):
     """A ``ModelProvider`` whose models are ``TetherModel``s (for agents whose model is
     a name, or none): ``RunConfig(model_provider=TetherModelProvider())``.
 
+    Without ``provider``, the SDK's default provider is made per event loop and per
+    ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; their OpenAI clients share one HTTP client
+    per event loop (``_loop_http``), closed as the loop shuts down (the end of
+    ``asyncio.run``, of an ``asyncio.Runner``, of a pytest-asyncio test's loop), or, for
+    a loop closed by hand without ``shutdown_asyncgens()``, at the next use of such a
+    provider on another loop. ``aclose()`` is the SDK's: it closes the providers' cached
+    models (websocket connections). A ``provider`` given is yours to close.
+
     Args:
         provider: where names are looked up (default ``agents.OpenAIProvider()``).
         options: ``TetherModel`` options (prices, retry, rpm, tpm, breaker).
@@ -368,8 +379,9 @@ class TetherModelProvider(ModelProvider):
         self.provider = provider or OpenAIProvider()
         self.options = options
         self._models: dict[str | None, TetherModel] = {}
-        #: Makes a provider of the SDK's defaults again: set when none was given.
-        self._fresh: Callable[[], ModelProvider] | None = (
+        #: Makes a provider of the SDK's defaults again (given its client with
+        #: ``openai_client=``): set when none was given.
+        self._fresh: Callable[..., ModelProvider] | None = (
             OpenAIProvider if provider is None else None)
         #: With ``_fresh``: per event loop, per (OPENAI_BASE_URL, OPENAI_API_KEY), a
         #: provider and its models.
@@ -377,7 +389,7 @@ class TetherModelProvider(ModelProvider):
             tuple[str | None, str | None], _Scope]] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def _of_defaults(cls, fresh: Callable[[], ModelProvider],
+    def _of_defaults(cls, fresh: Callable[..., ModelProvider],
                      **options: Any) -> TetherModelProvider:
         """A provider whose inner provider is the SDK's default (``fresh()``), made again
         per event loop and per ``OPENAI_BASE_URL``/``OPENAI_API_KEY``: ``run_config()``'s,
@@ -402,7 +414,9 @@ class TetherModelProvider(ModelProvider):
         scopes = self._scoped.setdefault(loop, {})
         found = scopes.get(settings)
         if found is None:
-            found = scopes[settings] = (self._fresh(), {})
+            client = _client_of_defaults(loop)
+            provider = self._fresh() if client is None else self._fresh(openai_client=client)
+            found = scopes[settings] = (provider, {})
         return found
 
     def get_model(self, model_name: str | None) -> Model:
@@ -421,6 +435,103 @@ class TetherModelProvider(ModelProvider):
             providers.update((id(p), p) for p, _ in scopes.values())
         for provider in providers.values():
             await provider.aclose()
+
+
+def _client_of_defaults(loop: asyncio.AbstractEventLoop) -> openai.AsyncOpenAI | None:
+    """The OpenAI client the SDK's default provider makes (the key of
+    ``set_default_openai_key``, else ``OPENAI_API_KEY``; ``OPENAI_BASE_URL``;
+    ``OPENAI_WEBSOCKET_BASE_URL``), on ``loop``'s HTTP client: the SDK's share one HTTP
+    client in the process, whose pool kept each loop's connections, open, after the
+    loop had ended (a later loop's request closing them there met "Event loop is
+    closed"; the garbage collector closed their sockets with a ``ResourceWarning``)
+    until 2026-12-06. None when the SDK has a client of yours
+    (``set_default_openai_client``: its provider uses that) or no key (its provider
+    says so at its first request, as before)."""
+    if _openai_shared.get_default_openai_client() is not None:
+        return None
+    try:
+        return openai.AsyncOpenAI(
+            api_key=_openai_shared.get_default_openai_key(),
+            websocket_base_url=os.environ.get("OPENAI_WEBSOCKET_BASE_URL"),
+            http_client=_loop_http(loop))
+    except openai.OpenAIError:
+        return None
+
+
+class _LoopHTTP:
+    """An event loop's HTTP client for OpenAI clients, closed as the loop shuts down:
+    by an async generator of the loop (``_until_closed``), which
+    ``loop.shutdown_asyncgens()`` closes, as ``asyncio.run``, ``asyncio.Runner`` and
+    pytest-asyncio do before they close the loop. (A loop closed without it drops the
+    generator unrun: ``close_now``.)"""
+
+    def __init__(self) -> None:
+        self.client: httpx2.AsyncClient = openai.DefaultAsyncHttpx2Client()
+        self._closing = self._until_closed()
+        _first_step(self._closing)
+
+    async def _until_closed(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            _LOOP_HTTP.pop(asyncio.get_running_loop(), None)
+            await self.client.aclose()
+
+    def close_now(self) -> None:
+        """Close the client's sockets now, without its loop, closed by hand before it
+        could close them: their ``aclose()`` has the loop end each transport, which it
+        refuses ("Event loop is closed"), and a socket left open is closed by the
+        garbage collector with a ``ResourceWarning``. (No public way leads through
+        httpx2's pool to asyncio's transports: a layout not known here is left as it
+        is.)"""
+        pool = getattr(getattr(self.client, "_transport", None), "_pool", None)
+        for connection in getattr(pool, "connections", ()):
+            stream = getattr(getattr(getattr(connection, "_connection", None),
+                                     "_network_stream", None), "_stream", None)
+            stream = getattr(stream, "transport_stream", stream)  # (under TLS)
+            transport = getattr(stream, "_transport", None)
+            if isinstance(transport, asyncio.Transport):
+                try:
+                    transport.abort()
+                except RuntimeError:  # (the loop closed: what abort() would have it run)
+                    getattr(transport, "_call_connection_lost", lambda _: None)(None)
+
+
+#: Per event loop, the HTTP client of the OpenAI clients made for it.
+_LOOP_HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopHTTP] = \
+    weakref.WeakKeyDictionary()
+
+
+def _loop_http(loop: asyncio.AbstractEventLoop) -> httpx2.AsyncClient:
+    found = _LOOP_HTTP.get(loop)
+    if found is None:
+        _close_closed_loops()
+        found = _LOOP_HTTP[loop] = _LoopHTTP()
+    return found.client
+
+
+def _close_closed_loops() -> None:
+    """Close at once the HTTP clients of event loops closed by hand since (a loop shut
+    down closed its own), and let go of them."""
+    for ref in _LOOP_HTTP.keyrefs():  # (a copy: loops of other threads come and go)
+        loop = ref()
+        found = _LOOP_HTTP.pop(loop, None) if loop is not None and loop.is_closed() else None
+        if found is not None:
+            found.close_now()
+
+
+atexit.register(_close_closed_loops)
+
+
+def _first_step(generator: AsyncGenerator[None, None]) -> None:
+    """Run ``generator`` to its first ``yield`` now, outside any task (it awaits
+    nothing before): the running loop's hook registers it on the way, for
+    ``shutdown_asyncgens()`` to close."""
+    try:
+        generator.asend(None).send(None)
+    except StopIteration:
+        return
+    raise RuntimeError(f"{generator!r} awaited before its first yield")
 
 
 def durable_tool(tool: FunctionTool, *, retry: RetryPolicy = DEFAULT_TOOL_RETRY,

@@ -1,0 +1,122 @@
+"""The clients ``TetherModelProvider`` makes for each event loop are closed with it.
+
+Without a provider of yours, the SDK's default provider is made per event loop (a
+script's or a test's ``asyncio.run``s): each one's OpenAI client, and its sockets, must
+end with that loop, not be left open for the garbage collector, whose ``ResourceWarning``
+("unclosed transport", "unclosed <socket...>") then failed whichever test ran next under
+``filterwarnings = error``. Real requests to the scripted Responses server on loopback;
+the sockets still open are read from ``/proc``."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("agents")
+
+from agents import Agent, RunConfig, Runner, set_tracing_disabled
+
+from tether.integrations.openai_agents import TetherModelProvider, run_config
+from tether.testing import Reply
+from tether.testing.responses_api import ScriptedResponsesServer
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
+                                reason="counts the process's sockets in /proc")
+
+PROVIDERS: dict[str, Callable[[], TetherModelProvider]] = {
+    "TetherModelProvider()": TetherModelProvider,
+    "run_config()": lambda: _provider_of(run_config()),
+}
+
+
+def _provider_of(config: RunConfig) -> TetherModelProvider:
+    assert isinstance(config.model_provider, TetherModelProvider)
+    return config.model_provider
+
+
+def open_sockets() -> set[str]:
+    """The sockets this process holds open (their inodes): one its server reset is no
+    longer in ``/proc/net/tcp``, but its descriptor is still here until closed."""
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # (closed since the listing)
+            continue
+        if target.startswith("socket:["):
+            found.add(target)
+    return found
+
+
+@pytest.fixture
+def leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[str]]]:
+    """After a ``gc.collect()``: the ``ResourceWarning``s and the unraisable exceptions
+    (a warning raised in a finalizer, or an error there) since the test began."""
+    set_tracing_disabled(True)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(
+        f"{u.exc_type.__name__}: {u.exc_value} ({u.object!r})"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        def collected() -> list[str]:
+            gc.collect()
+            return unraisable + [str(w.message) for w in caught
+                                 if issubclass(w.category, ResourceWarning)]
+
+        yield collected
+
+
+async def ask(provider: TetherModelProvider, answer: str,
+              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent whose model is a name, answered through ``provider`` by a scripted
+    server of this event loop (stopped at the end)."""
+    async with ScriptedResponsesServer([Reply(answer)]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        agent = Agent(name="haiku", instructions="Answer in haikus.", model="gpt-4.1-mini")
+        result = await Runner.run(agent, "Recursion?",
+                                  run_config=RunConfig(model_provider=provider))
+        assert result.final_output == answer
+        assert [r.status for r in server.requests] == [200]
+
+
+@pytest.mark.parametrize("make", PROVIDERS.values(), ids=PROVIDERS.keys())
+def test_each_event_loops_clients_are_closed_when_it_ends(
+        make: Callable[[], TetherModelProvider], monkeypatch: pytest.MonkeyPatch,
+        leftovers: Callable[[], list[str]]) -> None:
+    """Three ``asyncio.run``s, as a script or a test may run: each loop's HTTP client
+    is closed as the loop shuts down, not left to the garbage collector. (The SDK's
+    provider shares one HTTP client in the process: each loop's connection stayed in
+    its pool, open, after its loop had ended; a later request closing it there met
+    "Event loop is closed", and the socket was left for the collector to warn of.)"""
+    before = open_sockets()
+    provider = make()
+    for answer in ("Code calls itself", "Loops within loops", "Base case at last"):
+        asyncio.run(ask(provider, answer, monkeypatch))
+        assert open_sockets() <= before, f"the loop of {answer!r} left a socket open"
+    del provider
+    assert leftovers() == []
+
+
+def test_a_loop_closed_without_shutting_down_is_closed_at_the_next_use(
+        monkeypatch: pytest.MonkeyPatch, leftovers: Callable[[], list[str]]) -> None:
+    """A loop closed by hand (``loop.close()`` alone, without ``shutdown_asyncgens()``)
+    cannot close its HTTP client: the next use of such a provider (this one or another)
+    on another loop closes its sockets at once, without that loop and without a
+    warning."""
+    before = open_sockets()
+    provider = TetherModelProvider()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(ask(provider, "Code calls itself", monkeypatch))
+    loop.close()
+    asyncio.run(ask(_provider_of(run_config()), "Loops within loops", monkeypatch))
+    assert open_sockets() <= before
+    del loop, provider
+    assert leftovers() == []
