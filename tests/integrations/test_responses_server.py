@@ -79,3 +79,25 @@ async def test_anthropic_count_tokens_takes_no_script_step() -> None:
     assert counted.status_code == 200 and 100 <= counted.json()["input_tokens"] <= 130
     assert bad.status_code == 400
     assert server.remaining == 1  # the reply is still there for a real call
+
+
+async def test_token_counts_answer_their_faults_then_count() -> None:
+    """The Responses API's ``input_tokens`` is counted as Anthropic's ``count_tokens``
+    (read by the official SDK); ``count_faults`` answer the first counts, in order, and
+    a count without the server's key is a 401, none of them taking a script step."""
+    async with ScriptedResponsesServer(script=[Reply("hi")], api_key="k",
+                                       count_faults=[Fault.http(503, times=2)]) as server, \
+            AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client, \
+            AsyncOpenAI(base_url=server.base_url, api_key="wrong", max_retries=0) as stranger:
+        for _ in range(2):
+            with pytest.raises(APIStatusError) as failed:
+                await client.responses.input_tokens.count(model="gpt-4.1", input="x" * 400)
+            assert failed.value.status_code == 503
+        counted = await client.responses.input_tokens.count(model="gpt-4.1", input="x" * 400)
+        with pytest.raises(APIStatusError) as refused:
+            await stranger.responses.input_tokens.count(model="gpt-4.1", input="x")
+    assert counted.object == "response.input_tokens" and 100 <= counted.input_tokens <= 130
+    assert refused.value.status_code == 401
+    assert [r.outcome for r in server.requests] == [
+        "fault:503", "fault:503", "count_tokens", "unauthorized"]
+    assert server.remaining == 1

@@ -14,8 +14,12 @@ API, streaming or not, in the shape the official SDKs parse: ``message`` items w
 (``Fault``, ``reset_after_chunks``, ``error_after_chunks``) behave as on the other
 endpoints.
 
-It also answers Anthropic's ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``,
-the same estimate the scripted replies use, without taking a script step).
+It also answers the token-counting endpoints, Anthropic's ``POST
+/v1/messages/count_tokens`` and the Responses API's ``POST /v1/responses/input_tokens``
+(``{"input_tokens": N}``, the same estimate the scripted replies use, without taking a
+script step; a 401 without the server's ``api_key``), after the faults of
+``count_faults=`` (one a request, in order: ``count_faults=[Fault.http(500)]`` fails the
+first count only).
 
 Built on the provider-split server (``tether.testing.llm_server``): its ``_dispatch``,
 ``_render`` and ``_events`` hooks.
@@ -33,7 +37,7 @@ from typing import Any
 
 from tether.testing.llm_server._http import Conn as _Conn
 from tether.testing.llm_server._http import head
-from tether.testing.llm_server._script import Fault, RecordedRequest, Reply
+from tether.testing.llm_server._script import Fault, RecordedRequest, Reply, Step
 from tether.testing.llm_server._script import chunks as _chunks
 from tether.testing.llm_server._script import raw_args as _raw_args
 from tether.testing.llm_server._script import split_json as _split_json
@@ -58,13 +62,29 @@ def thinking_signature(text: str) -> str:
     return "sig-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+#: The token-counting endpoints (Anthropic's, the Responses API's), with and without /v1.
+_COUNT_PATHS = ("/v1/messages/count_tokens", "/messages/count_tokens",
+                "/v1/responses/input_tokens", "/responses/input_tokens")
+
+
 class ScriptedResponsesServer(ScriptedLLMServer):
-    """``ScriptedLLMServer`` with the OpenAI Responses API at ``/v1/responses``."""
+    """``ScriptedLLMServer`` with the OpenAI Responses API at ``/v1/responses``.
+
+    Args:
+        count_faults: what the token-counting endpoints answer first, one a request,
+            in order (a fault's ``times`` counted), before they count.
+        (the others: ``ScriptedLLMServer``'s)
+    """
+
+    def __init__(self, script: Iterable[Step] = (), *, count_faults: Iterable[Fault] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(script, **kwargs)
+        #: The faults the token-counting endpoints have still to answer, in order.
+        self.count_faults = [fault for fault in count_faults for _ in range(fault.times)]
 
     async def _dispatch(self, conn: _Conn, method: str, path: str,
                         headers: dict[str, str], raw_body: bytes) -> None:
-        if method == "POST" and path in ("/v1/messages/count_tokens",
-                                          "/messages/count_tokens"):
+        if method == "POST" and path in _COUNT_PATHS:
             await self._count_tokens(conn, path, headers, raw_body)
             return
         if method != "POST" or path not in ("/v1/responses", "/responses"):
@@ -84,23 +104,42 @@ class ScriptedResponsesServer(ScriptedLLMServer):
 
     async def _count_tokens(self, conn: _Conn, path: str, headers: dict[str, str],
                             raw_body: bytes) -> None:
-        """Anthropic's ``count_tokens``: the estimate the scripted replies use (about 4
-        characters a token of system, messages and tools); no script step is taken."""
+        """A token count (Anthropic's ``count_tokens``, the Responses API's
+        ``input_tokens``): the estimate the scripted replies use (about 4 characters a
+        token of the instructions, messages and tools); no script step is taken. The
+        next of ``count_faults`` instead, if any."""
         try:
             body = json.loads(raw_body or b"null")
         except ValueError:
             body = None
+        anthropic = "/messages/" in path
         rec = RecordedRequest("POST", path, dict(headers), body, time.time(),
-                              protocol="anthropic")
+                              protocol="anthropic" if anthropic else "responses")
         self.requests.append(rec)
-        if not isinstance(body, dict) or not body.get("model") or not isinstance(
-                body.get("messages"), list):
-            await self._error(conn, rec, 400, "count_tokens needs model and messages",
+        given = (headers.get("x-api-key") if anthropic
+                 else headers.get("authorization", "").removeprefix("Bearer ").strip())
+        if self.api_key is not None and given != self.api_key:
+            await self._error(conn, rec, 401, "invalid x-api-key" if anthropic
+                              else "Incorrect API key provided.", outcome="unauthorized")
+            return
+        if self.count_faults:
+            await self._fault(conn, rec, self.count_faults.pop(0))
+            return
+        body = body if isinstance(body, dict) else {}
+        messages = body.get("messages" if anthropic else "input")
+        if not body.get("model") or messages is None or (
+                anthropic and not isinstance(messages, list)):
+            await self._error(conn, rec, 400, "count_tokens needs model and messages"
+                              if anthropic else "input_tokens needs model and input",
                               outcome="invalid")
             return
         rec.status, rec.outcome = 200, "count_tokens"
-        prompt = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
-        await conn.respond(200, {"input_tokens": max(1, len(prompt) // 4)})
+        prompt = json.dumps([body.get("system" if anthropic else "instructions"), messages,
+                             body.get("tools")])
+        counted: dict[str, Any] = {"input_tokens": max(1, len(prompt) // 4)}
+        if not anthropic:
+            counted["object"] = "response.input_tokens"
+        await conn.respond(200, counted)
 
     async def _responses(self, conn: _Conn, rec: RecordedRequest,
                          parse_error: str | None) -> None:
