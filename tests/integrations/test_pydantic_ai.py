@@ -33,7 +33,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import RunContext
-from pydantic_ai.usage import RequestUsage
+from pydantic_ai.usage import RequestUsage, UsageLimits
 
 import tether
 from tests import forked
@@ -1016,3 +1016,115 @@ async def test_each_attempt_of_a_model_request_step_is_one_http_request(
     assert [e["attempts"] for e in told_info.journal] == [1]
     assert len(server.requests) == 6
     assert client.max_retries == 2
+
+
+def counting(tagent: TetherAgent[None, str], app: App) -> None:
+    """A workflow ``counted`` that runs the agent counting each request's tokens first
+    (``count_tokens_before_request``: a ``model.count_tokens`` step, then the request),
+    then waits (released) for the signal ``go``, so that the run replays."""
+    limits = UsageLimits(input_tokens_limit=100_000, count_tokens_before_request=True)
+
+    @app.workflow(name="counted")
+    async def counted(prompt: str) -> str:
+        output = (await tagent.run(prompt, usage_limits=limits)).output
+        await tether.wait_for_signal("go")
+        return output
+
+
+@pytest.mark.parametrize("api", ["responses", "anthropic"])
+async def test_a_refused_token_count_fails_the_run_at_once(sqlite_url: str, api: str) -> None:
+    """A token count is a provider request like a model request: a 401 on it (a wrong
+    API key) fails its step, and the run, at once with the provider's
+    ``FatalProviderError``, after one HTTP request. Until 2026-12-06 its errors were
+    not classified: the count was retried under ``model_retry``, for ever by default
+    (here until the bounded wait gave up)."""
+    async with ScriptedResponsesServer(script=[Reply("never asked for")],
+                                       api_key="another-key") as server:
+        model, client = sdk_model(api, server)
+        app = App(sqlite_url)
+        counting(TetherAgent(Agent(model, name="counter")), app)
+        async with app, app.worker():
+            with pytest.raises(RunFailed, match=r"FatalProviderError.*401"):
+                await (await app.start("counted", "x", run_id="r1")).result(timeout=30)
+            info = await app.get_run("r1")
+        await client.close()
+    assert [r.status for r in server.requests] == [401]
+    assert server.requests[0].outcome == "unauthorized"
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [
+        ("pydantic_ai:counter__model.count_tokens", 1)]
+
+
+@pytest.mark.parametrize("api", ["responses", "anthropic"])
+async def test_each_attempt_of_a_token_count_is_one_http_request(sqlite_url: str,
+                                                                 api: str) -> None:
+    """A token count's step sends it once a try, as a request's does (``max_retries=0``),
+    with the step's ``Idempotency-Key``: a 500, then the count, are two journaled
+    attempts of the count's step, one HTTP request each, then the request; replay
+    sends neither again. The count is not metered (one ``llm.calls``, the request's).
+    Until 2026-12-06 the SDK client's own retries hid the 500 inside one attempt, and
+    the count carried no key."""
+    async with ScriptedResponsesServer(script=[Reply("counted")],
+                                       count_faults=[Fault.http(500)]) as server:
+        model, client = sdk_model(api, server)
+        app = App(sqlite_url)
+        counting(TetherAgent(Agent(model, name="counter")), app)
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start("counted", "x", run_id="c1")
+            # (waiting for the signal, not for the count's retry)
+            await wait_for(lambda: len(server.requests) == 3, timeout=20)
+            await wait_for(lambda: status_is(app, "c1", "waiting"), timeout=20)
+            await app.signal("c1", "go", None)
+            assert await handle.result(timeout=30) == "counted"
+            info = await app.get_run("c1")
+        await client.close()
+    assert [(r.status, r.outcome) for r in server.requests] == [
+        (500, "fault:500"), (200, "count_tokens"), (200, "reply")], server.requests
+    assert [(e["name"], e["attempts"]) for e in info.journal[:2]] == [
+        ("pydantic_ai:counter__model.count_tokens", 2),
+        ("pydantic_ai:counter__model.request", 1)]
+    assert info.metrics["llm.calls"] == 1 and info.metrics["saved.calls"] == 1
+    keys = [r.headers.get("idempotency-key") for r in server.requests]
+    assert keys == ["c1:0", "c1:0", "c1:1"], keys
+
+
+async def test_a_compaction_is_classified_and_sent_once_a_try(sqlite_url: str) -> None:
+    """Message compaction (``compact=True`` with pydantic-ai's ``NativeCompaction``; on
+    Anthropic a Messages request asking for a summary) is a provider request like a
+    model request: a 500 then a 400 are two attempts of its step, one HTTP request
+    each, and the 400 fails the run at once with the provider's ``FatalProviderError``.
+    Until 2026-12-06 the SDK client retried the 500 inside the first attempt, and the
+    400 was retried under ``model_retry``, for ever by default (here until the bounded
+    wait gave up)."""
+    pytest.importorskip("anthropic")
+    from pydantic_ai.capabilities import NativeCompaction
+    from pydantic_ai.messages import ModelRequest
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    async with ScriptedResponsesServer(script=[
+            Fault.http(500), Fault.http(400, "compaction is not available"),
+            Reply("never asked for")]) as server:
+        provider = AnthropicProvider(base_url=server.anthropic_base_url, api_key="test-key")
+        tagent = TetherAgent(Agent(AnthropicModel("claude-opus-4-6", provider=provider),
+                                   name="compactor", capabilities=[NativeCompaction()]))
+        app = App(sqlite_url)
+
+        @app.workflow(name="compacted")
+        async def compacted(prompt: str) -> str:
+            earlier = [ModelRequest.user_text_prompt("Where is Paris?"),
+                       ModelResponse(parts=[TextPart("In France.")])]
+            return (await tagent.run(prompt, message_history=earlier, compact=True)).output
+
+        async with app, app.worker():
+            with pytest.raises(RunFailed, match=r"FatalProviderError.*HTTP 400.*compaction "
+                                                r"is not available"):
+                await (await app.start("compacted", "And Rome?", run_id="k1")).result(
+                    timeout=30)
+            info = await app.get_run("k1")
+        await provider.client.close()
+    assert [r.status for r in server.requests] == [500, 400]
+    assert all(r.body["compaction"] == {"type": "summarize"} for r in server.requests)
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [
+        ("pydantic_ai:compactor__model.compact_messages", 2)]
+    keys = [r.headers.get("idempotency-key") for r in server.requests]
+    assert keys == ["k1:0", "k1:0"], keys

@@ -27,7 +27,10 @@ model that ignores ``extra_headers`` (Cohere, Hugging Face) is sent none. It als
 ``max_retries=0`` (unless the settings give one, or the model ignores it), so the SDK
 client under the model (OpenAI, Anthropic, ...) sends it once, through a copy of the
 client for that request: each attempt of the step is one HTTP request, retried by the
-step's policy, and the user's client is left as it is for its other uses.
+step's policy, and the user's client is left as it is for its other uses. pydantic-ai's
+other model operations, a token count and a message compaction, are steps sent the same
+way, their errors classified as a request's (a 401 fails the run at once, a 5xx is
+retried); they are not metered (neither the breaker nor the ledger counts them).
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -44,7 +47,8 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar, Generic
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, cast
 
 from pydantic_ai.agent import EventStreamHandler
 from pydantic_ai.agent.abstract import AbstractAgent
@@ -77,6 +81,9 @@ from pydantic_ai.models import Model, ModelRequestContext
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT, RunContext
 from typing_extensions import TypeVar
+
+if TYPE_CHECKING:  # (pydantic-ai 2.60, which the extra allows, does not export it)
+    from pydantic_ai.durable_exec import ModelCompactMessagesParams
 
 import tether
 from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, RunHandle, ext
@@ -113,6 +120,23 @@ class TetherStepConfig:
     """How one kind of durable unit runs: its retry policy."""
 
     retry: RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelStepConfig(TetherStepConfig):
+    """The config of pydantic-ai's model role: its operations (requests, token counts,
+    compactions, cancellations of a suspended response) are provider requests."""
+
+
+class _ModelOperationId(Protocol):
+    """What a model operation's id tells (``ModelRequestId``, and pydantic-ai's ids of a
+    token count, a compaction, a cancellation)."""
+
+    @property
+    def model_id(self) -> str | None: ...
+
+    @property
+    def model_name(self) -> str: ...
 
 
 class _NotSerializable(NonRetryable):
@@ -248,7 +272,8 @@ def _text_delta(event: AgentStreamEvent) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _StepRequest:
-    """What the model-request step running adds to its request's settings."""
+    """What the model step running (a request, a token count, a compaction) adds to its
+    request's settings."""
 
     #: Its ``Idempotency-Key`` header (None for a model that ignores ``extra_headers``).
     key: dict[str, str] | None
@@ -257,30 +282,66 @@ class _StepRequest:
     once: bool
 
 
-#: The model-request step running (set in its body, by ``TetherDurability._model_step``):
-#: None in any other operation or outside a step.
+#: The model step running (set in its body, by ``_provider_attempt``): None in any other
+#: operation or outside a step.
 _STEP_REQUEST: contextvars.ContextVar[_StepRequest | None] = contextvars.ContextVar(
     "tether_pydantic_ai_step_request", default=None)
 
 
 def _for_step(params: ModelRequestParams) -> ModelRequestParams:
-    """``params`` with what the model-request step running adds to its settings: its
+    """``params`` with what the model step running adds to its settings: its
     ``Idempotency-Key`` among the ``extra_headers`` (one already there, in any case, is
     kept) and ``max_retries=0`` (one the settings give is kept), so that the OpenAI,
     Anthropic (and other SDK) clients under pydantic-ai send the request once, through
     a copy of the client for this request (``client.with_options``, sharing its
     connections): each attempt is then one journaled attempt of the step, its error
-    classified, counted by the breaker and its ``Retry-After`` honoured by Tether."""
+    classified and its ``Retry-After`` honoured by Tether (and, for a model request,
+    counted by the breaker). ``params``: a model request's, or a token count's."""
+    settings = _step_settings(params.model_settings)
+    if settings is None:
+        return params
+    return replace(params, model_settings=settings)  # type: ignore[arg-type]
+
+
+def _step_settings(given: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``given`` settings with the step's ``Idempotency-Key`` and ``max_retries=0`` (see
+    ``_for_step``), or None outside a model step (then they are sent as given)."""
     step = _STEP_REQUEST.get()
     if step is None:
-        return params
-    settings: dict[str, Any] = dict(params.model_settings or {})
+        return None
+    settings: dict[str, Any] = dict(given or {})
     headers = dict(settings.get("extra_headers") or {})
     if step.key and not any(name.lower() == "idempotency-key" for name in headers):
         settings["extra_headers"] = {**headers, **step.key}
     if step.once:
         settings.setdefault("max_retries", 0)
-    return replace(params, model_settings=settings)  # type: ignore[arg-type]
+    return settings
+
+
+async def _provider_attempt(provider: str, body: Callable[[], Awaitable[object]], *,
+                            keyed: bool, once: bool) -> object:
+    """One attempt of a model step (a request, a token count, a compaction): ``body`` with
+    the step's ``Idempotency-Key`` (``keyed``) and sent once (``once``; ``_for_step``),
+    its provider errors classified (``_provider_error``: a 400 or 401 fails the step at
+    once, a 429 or 5xx is retried honouring ``Retry-After``)."""
+    # A streamed attempt counts the characters its events deliver: cut after it began (a
+    # reset, an error event: pydantic-ai raises ModelConnectionError, ModelServerError),
+    # it was billed, and the error says so (delivered).
+    delivery = _Delivery()
+    token = _DELIVERY.set(delivery)
+    # The step's key goes with the request (``_for_step``): a provider that honours
+    # Idempotency-Key answers a retry after a crash without a second charge. The request
+    # is sent once: the step's policy retries it, each try journaled.
+    step_token = _STEP_REQUEST.set(_StepRequest(idempotency_headers() if keyed else None, once))
+    try:
+        return await body()
+    except ModelHTTPError as exc:
+        raise delivery.mark(_provider_error(provider, exc, exc.status_code)) from exc
+    except ModelAPIError as exc:
+        raise delivery.mark(_provider_error(provider, exc, None)) from exc
+    finally:
+        _STEP_REQUEST.reset(step_token)
+        _DELIVERY.reset(token)
 
 
 #: The publisher of the model request executing in this task, if any.
@@ -305,6 +366,9 @@ class _Backend(JournalCallableOperationBackend[TetherStepConfig]):
         if isinstance(operation_id, ModelRequestId):
             return await self._durability._model_step(operation_id, step_name, body,
                                                       cache_key, config)
+        if isinstance(config, _ModelStepConfig):  # (a token count, a compaction, ...)
+            return await self._durability._model_operation_step(
+                cast(_ModelOperationId, operation_id), step_name, body, config)
         return await ext.step(step_name, body, retry=config.retry)
 
 
@@ -325,8 +389,9 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         models: more models by id, for ``agent.run(model=...)`` switching.
         event_stream_handler: receives the run's events; model events are delivered
             live inside the model-request step, tool events each in their own step.
-        model_retry: retry policy of model requests (default: forever, backoff to 60 s),
-            each attempt one HTTP request (the SDK client's own retries off).
+        model_retry: retry policy of model requests, token counts and compactions
+            (default: forever, backoff to 60 s), each attempt one HTTP request (the SDK
+            client's own retries off); a 4xx other than 408, 409, 429 fails at once.
         tool_retry: retry policy of tool calls, MCP calls and discovery.
         prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
         rpm: requests per minute per provider endpoint, across workers.
@@ -385,7 +450,7 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     def _bind_to_agent(self, agent: AbstractAgent[AgentDepsT, Any]) -> None:
         self._meters = {}
         config = RoleBasedOperationConfig(
-            model=TetherStepConfig(self._model_retry), event=TetherStepConfig(self._tool_retry),
+            model=_ModelStepConfig(self._model_retry), event=TetherStepConfig(self._tool_retry),
             capability=TetherStepConfig(self._tool_retry),
             tool=TetherStepConfig(self._tool_retry))
         self._backend = _Backend(self, agent_name=self.name,
@@ -501,6 +566,18 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         await publisher.event({"type": "llm.end", "finish_reason": response.finish_reason})
         return response
 
+    async def _count_tokens_operation(self, params: ModelRequestParams) -> Any:
+        return await super()._count_tokens_operation(_for_step(params))
+
+    async def _compact_messages_operation(self, params: ModelCompactMessagesParams
+                                          ) -> ModelResponse:
+        asked = params.request_context
+        settings = _step_settings(asked.model_settings)
+        if settings is not None:
+            params = replace(params, request_context=replace(
+                asked, model_settings=settings))  # type: ignore[arg-type]
+        return await super()._compact_messages_operation(params)
+
     def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
         user = super()._model_stream_event_handler()
         publisher, delivery = _LIVE.get(), _DELIVERY.get()
@@ -512,13 +589,13 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
     # -- model requests through Tether's accounting --------------------------------------
 
-    def _model_of(self, operation_id: ModelRequestId) -> Any:
+    def _model_of(self, operation_id: _ModelOperationId) -> Any:
         """The request's model: a ``Model``, or its name."""
         if operation_id.model_id is None:
             return self.agent.model if self.agent is not None else None
         return self._extra_models.get(operation_id.model_id, operation_id.model_id)
 
-    def _model_for(self, operation_id: ModelRequestId) -> tuple[str, str, str]:
+    def _model_for(self, operation_id: _ModelOperationId) -> tuple[str, str, str]:
         """(provider, base_url, model name) of the request's model."""
         model = self._model_of(operation_id)
         if isinstance(model, Model):
@@ -550,38 +627,35 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
             else {}
         max_out = settings.get("max_tokens", 0)
-
-        # (a model that ignores extra_headers or max_retries would warn at each request:
-        # it is given neither)
-        unsupported = getattr(self._model_of(operation_id), "unsupported_settings", ())
-        keyed, once = "extra_headers" not in unsupported, "max_retries" not in unsupported
-
-        async def request() -> object:
-            # A streamed attempt counts the characters its events deliver: cut after it
-            # began (a reset, an error event: pydantic-ai raises ModelConnectionError,
-            # ModelServerError), it was billed, and the error says so (delivered).
-            delivery = _Delivery()
-            token = _DELIVERY.set(delivery)
-            # The step's key goes with the request (``_for_step``): a provider that honours
-            # Idempotency-Key answers a retry after a crash without a second charge. The
-            # request is sent once: the step's policy retries it, each try journaled.
-            step_token = _STEP_REQUEST.set(
-                _StepRequest(idempotency_headers() if keyed else None, once))
-            try:
-                return await body()
-            except ModelHTTPError as exc:
-                raise delivery.mark(_provider_error(provider, exc, exc.status_code)) from exc
-            except ModelAPIError as exc:
-                raise delivery.mark(_provider_error(provider, exc, None)) from exc
-            finally:
-                _STEP_REQUEST.reset(step_token)
-                _DELIVERY.reset(token)
-
+        request = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
         return await meter.call(name, request, model=model, usage=_usage_of,
                                 estimate_tokens=size // 4 + 1,
                                 max_output_tokens=max_out if isinstance(max_out, int) else 0,
                                 args={"model": f"{provider}:{model}",
                                       "stream": operation_id.streaming})
+
+    async def _model_operation_step(self, operation_id: _ModelOperationId, name: str,
+                                    body: Callable[[], Awaitable[object]],
+                                    config: TetherStepConfig) -> object:
+        """A model operation other than a request (a token count, a compaction, the
+        cancellation of a suspended response) as a step: each attempt one HTTP request
+        with the step's ``Idempotency-Key``, its provider errors classified, as a
+        request's (``_provider_attempt``). Not metered: a count and a cancellation are
+        free and limited apart from requests (Anthropic), so neither the breaker nor the
+        ledger counts them; a compaction's record stays pydantic-ai's ``ModelResponse``,
+        as journaled before, so runs recorded with one replay."""
+        provider, _, _ = self._model_for(operation_id)
+        attempt = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
+        return await ext.step(name, attempt, retry=config.retry)
+
+    def _sent_with(self, operation_id: _ModelOperationId) -> dict[str, bool]:
+        """How the operation's model is sent a step's requests: ``keyed`` (an
+        ``Idempotency-Key`` header), ``once`` (``max_retries=0``). A model that ignores
+        ``extra_headers`` or ``max_retries`` would warn at each request: it is given
+        neither."""
+        unsupported = getattr(self._model_of(operation_id), "unsupported_settings", ())
+        return {"keyed": "extra_headers" not in unsupported,
+                "once": "max_retries" not in unsupported}
 
 
 def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> ProviderError:
