@@ -993,3 +993,47 @@ async def test_model_requests_carry_the_step_idempotency_key(
     assert keys == ["t1:0", "t1:0", "t1:2", "t1:3", None, "mine"], keys
     assert [(r.stream, r.headers.get("idempotency-key")) for r in responses.requests] == [
         (True, "o1:0")]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_each_attempt_of_a_model_request_step_is_one_http_request(
+        sqlite_url: str, api: str, stream: bool) -> None:
+    """The OpenAI client under the SDK's model retries nothing inside a step: a 500,
+    then the answer, are two journaled attempts of the step, one HTTP request each, so
+    every try is classified, counted by the breaker and spaced by Tether's policy
+    (``Retry-After`` included). Until 2026-12-06 the client's own 2 retries (the
+    OpenAI SDK's default) hid the 500 inside the step's first attempt. The user's
+    client is not changed: outside a workflow the same agent's client still retries by
+    itself."""
+    async with ScriptedResponsesServer(script=[
+            Fault.http(500), Reply("once each"),
+            Fault.http(500), Reply("the client's own retry")]) as server:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+        kind = OpenAIResponsesModel if api == "responses" else OpenAIChatCompletionsModel
+        agent = Agent(name="once", model=kind("gpt-4.1-mini", openai_client=client))
+        durable_agent = durable(agent, retry=tether.RetryPolicy(initial_interval=0.01))
+        app = App(sqlite_url)
+
+        @app.workflow
+        async def once(question: str) -> str:
+            if not stream:
+                return str((await Runner.run(durable_agent, question,
+                                             run_config=run_config())).final_output)
+            streamed = Runner.run_streamed(durable_agent, question, run_config=run_config())
+            async for _ in streamed.stream_events():
+                pass
+            return str(streamed.final_output)
+
+        async with app, app.worker():
+            assert await (await app.start(once, "x", run_id="a1")).result(
+                timeout=30) == "once each"
+            info = await app.get_run("a1")
+            assert [r.status for r in server.requests] == [500, 200]
+            assert (await Runner.run(agent, "outside")).final_output == \
+                "the client's own retry"
+        await client.close()
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [(MODEL, 2)]
+    assert [r.status for r in server.requests] == [500, 200, 500, 200]
+    assert all(r.stream == stream for r in server.requests[:2])
+    assert client.max_retries == 2

@@ -9,7 +9,8 @@ journaled operation by operation:
   budget, the provider's shared circuit breaker, RPM/TPM limits and the cost ledger
   (``tether show``, ``tether budget``), its result the SDK's ``ModelResponse`` as JSON;
   it carries ``Idempotency-Key: <run id>:<position>`` (``ModelSettings.extra_headers``),
-  the same on every attempt and after a crash, as ``tether.ai``'s requests do;
+  the same on every attempt and after a crash, as ``tether.ai``'s requests do; each
+  attempt is one HTTP request (the OpenAI client's own retries are off in the step);
 - each **function tool** call is one step ``openai_agents:tool:<name>`` (an agent used
   as a tool stays in workflow code, so its own model requests are steps and metered);
 - a tool can be a **child workflow** on its own queue (``workflow_tool``), bounded by
@@ -36,6 +37,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import atexit
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -71,6 +73,7 @@ from agents.exceptions import ModelBehaviorError
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.memory import Session, SessionABC
 from agents.models import _openai_shared
+from agents.models._retry_runtime import provider_managed_retries_disabled
 from agents.models.interface import ModelTracing
 from agents.usage import Usage as AgentsUsage
 from openai.types.responses import Response, ResponseCompletedEvent
@@ -241,7 +244,7 @@ class TetherModel(Model):
 
         async def request() -> Any:
             fresh.append(True)
-            with _provider_errors():
+            with _provider_errors(), _sent_once():
                 response = await call(_keyed(model_settings))
             return _RESPONSE.dump_python(response, mode="json")
 
@@ -288,7 +291,7 @@ class TetherModel(Model):
             #: a stream cut after that was billed (ProviderError.delivered).
             delivered: int | None = None
             try:
-                with _provider_errors():
+                with _provider_errors(), _sent_once():
                     async for event in stream(_with_usage(_keyed(model_settings))):
                         delta = getattr(event, "delta", None)
                         delivered = (delivered or 0) + (len(delta) if isinstance(delta, str)
@@ -340,6 +343,18 @@ def _keyed(settings: ModelSettings) -> ModelSettings:
     if not key or any(str(name).lower() == "idempotency-key" for name in headers):
         return settings
     return dataclasses.replace(settings, extra_headers={**headers, **key})
+
+
+def _sent_once() -> contextlib.AbstractContextManager[None]:
+    """Around a step's model request: the SDK's OpenAI models (Chat Completions,
+    Responses; LiteLLM's too) send it once, through a copy of their client with
+    ``max_retries=0`` that shares its connections (the SDK's own switch, which its
+    runner sets for the retries it manages), the client itself left as it is. Each
+    attempt of the step is then one HTTP request: its error journaled, classified,
+    counted by the breaker, its ``Retry-After`` honoured, and the next try spaced by
+    the step's policy. (The OpenAI client's 2 retries of its own ran inside one attempt,
+    unseen by all of that, until 2026-12-06.)"""
+    return provider_managed_retries_disabled(True)
 
 
 def _with_usage(settings: ModelSettings) -> ModelSettings:
