@@ -1,7 +1,9 @@
-"""The clients ``TetherModelProvider`` makes for each event loop are closed with it.
+"""The clients ``TetherModelProvider`` and ``TetherModel`` make for each event loop are
+closed with it.
 
-Without a provider of yours, the SDK's default provider is made per event loop (a
-script's or a test's ``asyncio.run``s): each one's OpenAI client, and its sockets, must
+Without a provider of yours (none given, or the SDK's default as made: ``RunConfig``'s,
+``MultiProvider()``), the SDK's default provider is made per event loop (a script's or a
+test's ``asyncio.run``s): each one's OpenAI client, and its sockets, must
 end with that loop, not be left open for the garbage collector, whose ``ResourceWarning``
 ("unclosed transport", "unclosed <socket...>") then failed whichever test ran next under
 ``filterwarnings = error``. Real requests to the scripted Responses server on loopback;
@@ -20,9 +22,22 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import Agent, RunConfig, Runner, set_tracing_disabled
+from agents import (
+    Agent,
+    MultiProvider,
+    OpenAIProvider,
+    RunConfig,
+    Runner,
+    set_tracing_disabled,
+)
+from openai import AsyncOpenAI
 
-from tether.integrations.openai_agents import TetherModelProvider, run_config
+from tether.integrations.openai_agents import (
+    TetherAgent,
+    TetherModel,
+    TetherModelProvider,
+    run_config,
+)
 from tether.testing import Reply
 from tether.testing.responses_api import ScriptedResponsesServer
 
@@ -32,6 +47,19 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
 PROVIDERS: dict[str, Callable[[], TetherModelProvider]] = {
     "TetherModelProvider()": TetherModelProvider,
     "run_config()": lambda: _provider_of(run_config()),
+    "TetherModelProvider(MultiProvider())": lambda: TetherModelProvider(MultiProvider()),
+    "TetherModelProvider(OpenAIProvider())": lambda: TetherModelProvider(OpenAIProvider()),
+    "run_config(RunConfig(...))": lambda: _provider_of(run_config(RunConfig(
+        workflow_name="haikus"))),
+    "TetherAgent(config=RunConfig(...))": lambda: _provider_of(TetherAgent(
+        Agent(name="haiku"), config=RunConfig(workflow_name="haikus")).config),
+}
+
+#: An agent's model: a ``TetherModel`` of a name (its provider the SDK's default).
+MODELS: dict[str, Callable[[], TetherModel]] = {
+    "TetherModel(name)": lambda: TetherModel("gpt-4.1-mini"),
+    "TetherModel(name, provider=OpenAIProvider())": lambda: TetherModel(
+        "gpt-4.1-mini", provider=OpenAIProvider()),
 }
 
 
@@ -74,28 +102,37 @@ def leftovers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[str
         yield collected
 
 
-async def ask(provider: TetherModelProvider, answer: str,
+async def ask(provider: TetherModelProvider | TetherModel, answer: str,
               monkeypatch: pytest.MonkeyPatch) -> None:
     """An agent whose model is a name, answered through ``provider`` by a scripted
-    server of this event loop (stopped at the end)."""
+    server of this event loop (stopped at the end); or whose model is ``provider``, a
+    ``TetherModel``."""
     async with ScriptedResponsesServer([Reply(answer)]) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        agent = Agent(name="haiku", instructions="Answer in haikus.", model="gpt-4.1-mini")
-        result = await Runner.run(agent, "Recursion?",
-                                  run_config=RunConfig(model_provider=provider))
+        if isinstance(provider, TetherModel):
+            agent, config = Agent(name="haiku", model=provider), RunConfig()
+        else:
+            agent = Agent(name="haiku", instructions="Answer in haikus.",
+                          model="gpt-4.1-mini")
+            config = RunConfig(model_provider=provider)
+        result = await Runner.run(agent, "Recursion?", run_config=config)
         assert result.final_output == answer
         assert [r.status for r in server.requests] == [200]
 
 
-@pytest.mark.parametrize("make", PROVIDERS.values(), ids=PROVIDERS.keys())
+@pytest.mark.parametrize("make", [*PROVIDERS.values(), *MODELS.values()],
+                         ids=[*PROVIDERS.keys(), *MODELS.keys()])
 def test_each_event_loops_clients_are_closed_when_it_ends(
-        make: Callable[[], TetherModelProvider], monkeypatch: pytest.MonkeyPatch,
+        make: Callable[[], TetherModelProvider | TetherModel],
+        monkeypatch: pytest.MonkeyPatch,
         leftovers: Callable[[], list[str]]) -> None:
     """Three ``asyncio.run``s, as a script or a test may run: each loop's HTTP client
     is closed as the loop shuts down, not left to the garbage collector. (The SDK's
     provider shares one HTTP client in the process: each loop's connection stayed in
     its pool, open, after its loop had ended; a later request closing it there met
-    "Event loop is closed", and the socket was left for the collector to warn of.)"""
+    "Event loop is closed", and the socket was left for the collector to warn of. A
+    ``TetherModel`` of a name, and the SDK's default provider given as a provider or in
+    a ``RunConfig``, did so until 2026-12-06.)"""
     before = open_sockets()
     provider = make()
     for answer in ("Code calls itself", "Loops within loops", "Base case at last"):
@@ -120,3 +157,31 @@ def test_a_loop_closed_without_shutting_down_is_closed_at_the_next_use(
     assert open_sockets() <= before
     del loop, provider
     assert leftovers() == []
+
+
+async def test_a_provider_or_client_of_yours_is_used_as_it_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the SDK's default provider, as made, is made again per event loop: a provider
+    with a client of yours (or anything else of yours in it) is used as it is, for a
+    ``TetherModel`` of a name, a ``TetherModelProvider`` and ``run_config``. Here the
+    client's server answers although ``OPENAI_BASE_URL`` names another."""
+    set_tracing_disabled(True)
+    async with ScriptedResponsesServer([Reply("yours")] * 4) as server, \
+            ScriptedResponsesServer([Reply("the default's")]) as default:
+        monkeypatch.setenv("OPENAI_BASE_URL", default.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test-key")
+        named = Agent(name="haiku", model="gpt-4.1-mini")
+        asked = [
+            await Runner.run(Agent(name="haiku", model=TetherModel(
+                "gpt-4.1-mini", provider=OpenAIProvider(openai_client=client))), "?"),
+            await Runner.run(named, "?", run_config=RunConfig(
+                model_provider=TetherModelProvider(MultiProvider(openai_client=client)))),
+            await Runner.run(named, "?", run_config=run_config(RunConfig(
+                model_provider=OpenAIProvider(openai_client=client)))),
+            await Runner.run(named, "?", run_config=run_config(RunConfig(
+                model_provider=MultiProvider(openai_client=client)))),
+            await Runner.run(named, "?", run_config=run_config(RunConfig())),
+        ]
+        await client.close()
+    assert [r.final_output for r in asked] == ["yours"] * 4 + ["the default's"]

@@ -167,7 +167,9 @@ class TetherModel(Model):
     Args:
         model: the SDK model (``OpenAIChatCompletionsModel``, ``OpenAIResponsesModel``,
             any ``Model``), or a model name looked up in ``provider`` at first use.
-        provider: where a model name is looked up (default ``agents.OpenAIProvider()``).
+        provider: where a model name is looked up (default ``agents.OpenAIProvider()``,
+            made per event loop as ``TetherModelProvider`` makes it, as is one given
+            that is the SDK's default as made).
         name: the model's name in operation names and prices (default: the model's).
         prices: as for ``tether.ai.LLM``.
         retry: as for ``tether.ai.LLM``.
@@ -187,15 +189,18 @@ class TetherModel(Model):
         if not isinstance(model, (Model, str)):
             raise ConfigError(f"TetherModel needs an agents Model or a model name, got "
                               f"{type(model).__name__}")
-        self._model: Model | None = model if isinstance(model, Model) else None
         self._model_name = model if isinstance(model, str) else None
-        self._provider = provider
+        #: The model given, or where its name is looked up (per event loop for the SDK's
+        #: default provider).
+        self._source: Model | _Scopes = _Scopes(provider) if isinstance(model, str) \
+            else model
         self.name = name or self._model_name or str(getattr(model, "model", "")) or \
             type(model).__name__
         self._metering = _Metering(
             prices if isinstance(prices, PriceTable) else PriceTable(prices), retry, rpm, tpm,
             breaker)
-        self._meter: MeteredModel | None = None
+        #: By the endpoint of the wrapped model's client.
+        self._meters: dict[str, MeteredModel] = {}
         #: Made durable in place inside an agent used as a tool (``durable``): plain in
         #: runs recorded before that (``AGENT_TOOL_PATCH``).
         self._in_agent_tool = False
@@ -207,24 +212,33 @@ class TetherModel(Model):
 
     @property
     def wrapped(self) -> Model:
-        """The SDK model that makes the requests."""
-        if self._model is None:
-            provider = self._provider or OpenAIProvider()
-            self._model = provider.get_model(self._model_name)
-        return self._model
+        """The SDK model that makes the requests (for a model name, this event loop's)."""
+        if isinstance(self._source, Model):
+            return self._source
+        provider, models = self._source.current()
+        found = models.get(self._model_name)
+        if found is None:
+            found = models[self._model_name] = provider.get_model(self._model_name)
+        return found
 
     def _metered(self) -> MeteredModel:
-        if self._meter is None:
-            client = getattr(self.wrapped, "_client", None)
-            base_url = str(getattr(client, "base_url", "") or "")
+        client = getattr(self.wrapped, "_client", None)
+        base_url = str(getattr(client, "base_url", "") or "")
+        found = self._meters.get(base_url)
+        if found is None:
             m = self._metering
-            self._meter = MeteredModel("openai", base_url=base_url, prices=m.prices,
-                                       retry=m.retry, rpm=m.rpm, tpm=m.tpm, breaker=m.breaker)
-        return self._meter
+            found = self._meters[base_url] = MeteredModel(
+                "openai", base_url=base_url, prices=m.prices, retry=m.retry, rpm=m.rpm,
+                tpm=m.tpm, breaker=m.breaker)
+        return found
 
     async def close(self) -> None:
-        if self._model is not None:
-            await self._model.close()
+        if isinstance(self._source, Model):
+            await self._source.close()
+            return
+        for _, models in self._source.all():
+            for model in models.values():
+                await model.close()
 
     async def get_response(self, system_instructions: str | None,
                            input: str | list[TResponseInputItem],
@@ -370,55 +384,63 @@ def _with_usage(settings: ModelSettings) -> ModelSettings:
 
 
 #: A provider and the models it made, by model name.
-_Scope = tuple[ModelProvider, dict[str | None, TetherModel]]
+_Scope = tuple[ModelProvider, dict[str | None, Model]]
+
+#: The SDK's providers whose defaults are made again per event loop (``_Scopes``).
+_SDK_PROVIDERS: tuple[type[ModelProvider], ...] = (MultiProvider, OpenAIProvider)
 
 
-class TetherModelProvider(ModelProvider):
-    """A ``ModelProvider`` whose models are ``TetherModel``s (for agents whose model is
-    a name, or none): ``RunConfig(model_provider=TetherModelProvider())``.
+def _sdk_default(provider: ModelProvider) -> Callable[..., ModelProvider] | None:
+    """The class of ``provider`` when it is the SDK's default provider as made and not
+    used since (``MultiProvider()``, ``RunConfig()``'s, ``OpenAIProvider()``): its state
+    the same as a new one's, field by field (no client, key, URL, provider map or option
+    of yours, no client or model made yet), so a new one does what it would. None for
+    any other provider, which is used as it is."""
+    kind = type(provider)
+    return kind if kind in _SDK_PROVIDERS and _same_state(provider, kind()) else None
 
-    Without ``provider``, the SDK's default provider is made per event loop and per
-    ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; their OpenAI clients share one HTTP client
-    per event loop (``_loop_http``), closed as the loop shuts down (the end of
-    ``asyncio.run``, of an ``asyncio.Runner``, of a pytest-asyncio test's loop), or, for
-    a loop closed by hand without ``shutdown_asyncgens()``, at the next use of such a
-    provider on another loop. ``aclose()`` is the SDK's: it closes the providers' cached
-    models (websocket connections). A ``provider`` given is yours to close.
 
-    Args:
-        provider: where names are looked up (default ``agents.OpenAIProvider()``).
-        options: ``TetherModel`` options (prices, retry, rpm, tpm, breaker).
-    """
+def _same_state(mine: object, fresh: object) -> bool:
+    """Whether ``mine`` holds what ``fresh``, made new, holds (an SDK provider: each of
+    its fields so)."""
+    if type(mine) is not type(fresh):
+        return False
+    if type(mine) in _SDK_PROVIDERS:  # (MultiProvider's OpenAIProvider)
+        fields, new = vars(mine), vars(fresh)
+        return fields.keys() == new.keys() and all(
+            _same_state(value, new[name]) for name, value in fields.items())
+    try:
+        return bool(mine == fresh)
+    except Exception:  # (a field that cannot say: not the default)
+        return False
 
-    def __init__(self, provider: ModelProvider | None = None, **options: Any) -> None:
+
+class _Scopes:
+    """Where models are looked up by name: ``provider`` as it is, or, when it is the
+    SDK's default (none given, or one as made: ``_sdk_default``), a new default provider
+    per event loop and per ``OPENAI_BASE_URL``/``OPENAI_API_KEY``, its OpenAI client on
+    that loop's HTTP client (``_loop_http``), closed as the loop shuts down. The SDK's
+    default provider reads those settings once, at its first request, and its client
+    stays bound to that loop and to the SDK's HTTP client for the process: one made for
+    a whole process answered a later event loop (each test's, under pytest-asyncio) with
+    "Event loop is closed", sent every request to the first ``OPENAI_BASE_URL`` (a
+    ``TestEnv``'s server long gone), and left each ended loop's connections open in its
+    pool."""
+
+    def __init__(self, provider: ModelProvider | None) -> None:
         self.provider = provider or OpenAIProvider()
-        self.options = options
-        self._models: dict[str | None, TetherModel] = {}
         #: Makes a provider of the SDK's defaults again (given its client with
-        #: ``openai_client=``): set when none was given.
-        self._fresh: Callable[..., ModelProvider] | None = (
-            OpenAIProvider if provider is None else None)
+        #: ``openai_client=``); None for a provider of yours.
+        self._fresh = OpenAIProvider if provider is None else _sdk_default(provider)
+        #: ``provider``'s models (outside a running event loop too).
+        self._models: dict[str | None, Model] = {}
         #: With ``_fresh``: per event loop, per (OPENAI_BASE_URL, OPENAI_API_KEY), a
         #: provider and its models.
         self._scoped: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[
             tuple[str | None, str | None], _Scope]] = weakref.WeakKeyDictionary()
 
-    @classmethod
-    def _of_defaults(cls, fresh: Callable[..., ModelProvider],
-                     **options: Any) -> TetherModelProvider:
-        """A provider whose inner provider is the SDK's default (``fresh()``), made again
-        per event loop and per ``OPENAI_BASE_URL``/``OPENAI_API_KEY``: ``run_config()``'s,
-        so ``TetherAgent``'s when no ``config`` is given."""
-        made = cls(fresh(), **options)
-        made._fresh = fresh
-        return made
-
-    def _scope(self) -> _Scope:
-        """The provider and models of this event loop and OpenAI settings. The SDK's
-        default provider reads them once, at its first request, and its client stays
-        bound to that loop: one made for a whole process answered a later event loop
-        (each test's, under pytest-asyncio) with "Event loop is closed", then sent every
-        request to the first ``OPENAI_BASE_URL`` (a ``TestEnv``'s server long gone)."""
+    def current(self) -> _Scope:
+        """The provider and models of this event loop and OpenAI settings."""
         if self._fresh is None:
             return self.provider, self._models
         try:
@@ -434,8 +456,40 @@ class TetherModelProvider(ModelProvider):
             found = scopes[settings] = (provider, {})
         return found
 
+    def all(self) -> list[_Scope]:
+        """Every provider (each once) and its models."""
+        found = {id(self.provider): (self.provider, self._models)}
+        for scopes in list(self._scoped.values()):
+            found.update((id(scope[0]), scope) for scope in scopes.values())
+        return list(found.values())
+
+
+class TetherModelProvider(ModelProvider):
+    """A ``ModelProvider`` whose models are ``TetherModel``s (for agents whose model is
+    a name, or none): ``RunConfig(model_provider=TetherModelProvider())``.
+
+    Without ``provider``, or with the SDK's default as made (``MultiProvider()``,
+    ``OpenAIProvider()``, nothing of yours in it and not used yet), the SDK's default
+    provider is made per event loop and per ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; their
+    OpenAI clients share one HTTP client per event loop (``_loop_http``), closed as the
+    loop shuts down (the end of ``asyncio.run``, of an ``asyncio.Runner``, of a
+    pytest-asyncio test's loop), or, for a loop closed by hand without
+    ``shutdown_asyncgens()``, at the next use of such a provider on another loop.
+    ``aclose()`` is the SDK's: it closes the providers' cached models (websocket
+    connections). Any other ``provider`` is used as it is, and is yours to close.
+
+    Args:
+        provider: where names are looked up (default ``agents.OpenAIProvider()``).
+        options: ``TetherModel`` options (prices, retry, rpm, tpm, breaker).
+    """
+
+    def __init__(self, provider: ModelProvider | None = None, **options: Any) -> None:
+        self._scopes = _Scopes(provider)
+        self.provider = self._scopes.provider
+        self.options = options
+
     def get_model(self, model_name: str | None) -> Model:
-        provider, models = self._scope()
+        provider, models = self._scopes.current()
         found = models.get(model_name)
         if found is None:
             inner = provider.get_model(model_name)
@@ -445,10 +499,7 @@ class TetherModelProvider(ModelProvider):
         return found
 
     async def aclose(self) -> None:
-        providers = {id(self.provider): self.provider}
-        for scopes in list(self._scoped.values()):
-            providers.update((id(p), p) for p, _ in scopes.values())
-        for provider in providers.values():
+        for provider, _ in self._scopes.all():
             await provider.aclose()
 
 
@@ -793,10 +844,10 @@ class _Durable:
 
 def run_config(config: RunConfig | None = None, **model_options: Any) -> RunConfig:
     """``config`` (or a new ``RunConfig``) with a ``TetherModelProvider`` around its model
-    provider, so agents whose model is a name get durable models."""
-    if config is None:  # (the SDK's default provider, made per event loop: above)
-        return RunConfig(model_provider=TetherModelProvider._of_defaults(
-            MultiProvider, **model_options))
+    provider, so agents whose model is a name get durable models. Its provider when it
+    is the SDK's default (``RunConfig``'s own ``MultiProvider()``) is made per event
+    loop, as ``TetherModelProvider`` says."""
+    config = config or RunConfig()
     if isinstance(config.model_provider, TetherModelProvider):
         return config
     return dataclasses.replace(config, model_provider=TetherModelProvider(
