@@ -55,6 +55,7 @@ from tether.errors import (
 )
 from tether.store import SignalSent, Store, check_store_options, open_store, resolve_url
 from tether.store._lifecycle import RetryReport
+from tether.store._values import check_queue_limit
 
 if TYPE_CHECKING:
     from tether.worker import Worker
@@ -1124,6 +1125,7 @@ class App:
         Raises:
             ConfigError: a limit that is not an integer >= 0 or None.
         """
+        check_queue_limit(queue, limit)  # before the store is opened (created)
         store = await self._open()
         await store.queue_limit_set(queue=queue, limit=limit, now=self.clock.now())
         for w in self._workers:

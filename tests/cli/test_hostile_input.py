@@ -290,6 +290,32 @@ async def test_workflow_and_queue_names_no_run_can_have_are_usage_errors(
         assert await app.list_runs() == [] and await app.queue_limits() == {}
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (("start", ""), "workflow '' is empty"),
+    (("start", "a\tb"), "workflow 'a\\tb' holds control characters"),
+    (("start", "w" * 201), "at most 200 are allowed"),
+    (("start", "doubler", "--id", "a\nb"), "run id 'a\\nb' holds control characters"),
+    (("start", "doubler", "--queue", ""), "queue '' is empty"),
+    (("queue-limit", "", "2"), "queue '' is empty"),
+    (("signal", "r1", ""), "signal name '' is empty"),
+], ids=lambda v: repr(v) if isinstance(v, str) else None)
+def test_a_refused_name_creates_no_store(argv: tuple[str, ...], needle: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``tether start ""`` in an empty folder said "workflow '' is empty" (exit 2) and
+    left a new ``tether.db`` behind, as did ``tether queue-limit "" 2``; ``tether signal
+    r1 ""`` answered "no Tether store at ..." (exit 1) there, not that the name is bad
+    input. A name no run can have is refused before any store is opened: one line,
+    exit 2, no file."""
+    from tether.cli import main
+
+    db = tmp_path / "none.db"
+    assert main([*argv, "--db", f"sqlite:///{db}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert needle in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def run_id_commands() -> dict[tuple[str, ...], list[str]]:
     """Every command that takes a ``RUN_ID`` argument, with what else it requires (a
     value for each other positional and each required option)."""

@@ -171,6 +171,7 @@ async def start(args: argparse.Namespace) -> int:
         raise CliError("--input must be a JSON array of positional arguments", 2)
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--id must not be empty", 2)
+    _check_start_names(args)
     if args.app:
         app = load_app(args.app)  # the app's own store unless --db names another
         if args.workflow not in app.workflows():
@@ -196,6 +197,17 @@ async def start(args: argparse.Namespace) -> int:
             doc["warnings"] = warned.lines
         print(dumps(doc))
     return 0
+
+
+def _check_start_names(args: argparse.Namespace) -> None:
+    """``InvalidName`` (exit 2) for a workflow, ``--id`` or ``--queue`` no run can have,
+    before any store is opened: refused bad input creates no ``tether.db`` (the
+    engine's own checks came after ``App.__aenter__`` had created the store)."""
+    check_name("workflow", args.workflow)
+    if args.run_id is not None:
+        check_name("run id", args.run_id)
+    if args.queue is not None:
+        check_name("queue", args.queue)
 
 
 class _Warnings(logging.Handler):
@@ -531,6 +543,9 @@ async def _why_not_ended(app: App, run_id: str) -> str:
 
 async def send_signal(args: argparse.Namespace) -> int:
     payload = parse_json(args.data, "--data")
+    # Bad input before any store is opened (a name over MAX_NAME is left to the
+    # engine: a run an older version made wait for one must still get it).
+    check_name("signal name", args.name, new=False)
     if args.app:
         app = load_app(args.app)  # its payload hook, and its store unless --db names another
         if args.db:
