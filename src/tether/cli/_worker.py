@@ -33,7 +33,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", "-c", type=positive_int, default=50,
                    help="runs executed at once (default 50)")
     p.add_argument("--lease", type=positive_float, default=5.0, metavar="SECONDS",
-                   help="lease time; a dead worker's runs resume after it (default 5)")
+                   help="lease time; a dead worker's runs are taken over once it has passed "
+                        "(at once on its own host) (default 5)")
     p.add_argument("--grace", type=non_negative_float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long steps in flight may take to finish "
                    "(default 30)")
