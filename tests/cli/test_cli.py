@@ -333,6 +333,17 @@ async def test_runs_filters_by_workflow_and_queue(store_url: str) -> None:
     assert "b-2" in text and "b-1" in text and "a-1" not in text
 
 
+async def test_runs_lines_into_a_pipe_end_without_spaces(sqlite_url: str) -> None:
+    """``tether runs`` into a pipe padded every cell to its column, the last one too: a
+    run that waits for nothing ended its line with a space (which ``diff``, ``grep
+    ' $'`` and editors show)."""
+    async with App(sqlite_url) as app:
+        await app.start("wf_a", run_id="a-1")
+    text = (await cli("runs", db=sqlite_url)).stdout
+    assert text.splitlines()[1].startswith("a-1 "), text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
+
+
 async def test_runs_json_gives_the_apis_fields(served: tuple[App, str]) -> None:
     """``tether runs --json`` gives each run the fields ``GET /api/v1/runs`` does, a
     fork's origin and the metrics among them. Before, it left out ``metrics``,

@@ -331,7 +331,7 @@ async def runs(args: argparse.Namespace) -> int:
     print(f"{'RUN ID':34} {'WORKFLOW':20} {'QUEUE':10} {'STATUS':10} {'CREATED':24} WAITING FOR")
     for r in found:
         print(f"{safe(r.run_id):34} {safe(r.workflow):20} {safe(r.queue):10} {r.status:10} "
-              f"{fmt_time(r.created_at):24} {waits_cell(r, blocked.get(r.run_id))}")
+              f"{fmt_time(r.created_at):24} {waits_cell(r, blocked.get(r.run_id))}".rstrip())
     return 0
 
 
