@@ -344,6 +344,27 @@ async def test_runs_lines_into_a_pipe_end_without_spaces(sqlite_url: str) -> Non
     assert [line for line in text.splitlines() if line != line.rstrip()] == []
 
 
+async def test_show_lines_into_a_pipe_end_without_spaces(sqlite_url: str) -> None:
+    """``tether show``'s row of an entry whose result is None (a step that returns
+    nothing, a signal sent without data) ended with the two spaces before its empty
+    RESULT cell."""
+    app = App(sqlite_url)
+
+    @app.step
+    async def note() -> None:
+        return None
+
+    @app.workflow
+    async def noting() -> None:
+        await note()
+
+    async with app, app.worker():
+        await (await app.start(noting, run_id="n-1")).result(timeout=30)
+    text = (await cli("show", "n-1", db=sqlite_url)).stdout
+    assert "note" in text, text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
+
+
 async def test_runs_json_gives_the_apis_fields(served: tuple[App, str]) -> None:
     """``tether runs --json`` gives each run the fields ``GET /api/v1/runs`` does, a
     fork's origin and the metrics among them. Before, it left out ``metrics``,

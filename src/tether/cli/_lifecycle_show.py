@@ -142,7 +142,7 @@ def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) ->
     ``status`` wide (``status_width``)."""
     return (f"{e['position']:>4}  {safe(e['kind']):12} {safe(e['name']):{width}} "
             f"{status_label(e):{status}} {e['attempts']:>3}  "
-            f"{fmt_duration(e['duration']):>9}  {outcome}\n")
+            f"{fmt_duration(e['duration']):>9}  {outcome}".rstrip() + "\n")
 
 
 def error_summary(err: dict[str, Any]) -> str:
