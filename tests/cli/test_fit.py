@@ -192,6 +192,18 @@ def test_runs_fits_80_columns_and_never_cuts_a_run_id(store: str) -> None:
     assert "…" not in listed, listed
 
 
+def test_runs_heading_fits_a_narrow_terminal_when_no_run_waits(store: str) -> None:
+    """On a 60-column terminal ``tether runs`` fitted its rows but not its heading:
+    WAITING FOR, a title no cell needed (no run of the store waits), took the heading
+    to 68 columns, wrapped onto a second line. Now the table leaves that column out
+    then, and no line is longer than the terminal but an id kept whole."""
+    listed = on_terminal("runs", db=store, columns=60)
+    lines = listed.splitlines()
+    assert lines[0].split() == ["RUN", "ID", "WORKFLOW", "QUEUE", "STATUS", "CREATED"], listed
+    assert [line for line in long_lines(listed, 60)
+            if line not in (PARENT, f"{PARENT}.1", LONG_CHILD, FAILING)] == [], listed
+
+
 def test_cutting_cells() -> None:
     assert cut_middle(f"{PARENT}.12", 20) == "order-7f3a…0b5a17.12"
     assert cut_middle("short", 20) == "short" and cut_end("short", 5) == "short"

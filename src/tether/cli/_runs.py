@@ -378,7 +378,12 @@ def fitted_runs(found: list[Any], width: int,
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
              fmt_time(r.created_at)[:19] + "Z", waits_cell(r, (blocked or {}).get(r.run_id))]
             for r in found]
-    return columns(RUN_COLUMNS, rows, width, RUN_GIVE)
+    lines = columns(RUN_COLUMNS, rows, width, RUN_GIVE)
+    if len(lines[0]) > width and not any(row[-1] for row in rows):
+        # No run waits for anything, and the heading's WAITING FOR alone would take it
+        # past the width (wrapped onto a line of its own): the table without it.
+        lines = columns(RUN_COLUMNS[:-1], [row[:-1] for row in rows], width, RUN_GIVE[1:])
+    return lines
 
 
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) -> None:
