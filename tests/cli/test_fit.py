@@ -204,6 +204,28 @@ def test_runs_heading_fits_a_narrow_terminal_when_no_run_waits(store: str) -> No
             if line not in (PARENT, f"{PARENT}.1", LONG_CHILD, FAILING)] == [], listed
 
 
+@pytest.mark.parametrize("width", [44, 50, 59])
+def test_metrics_wrapped_on_a_narrow_terminal_stay_under_their_values(width: int) -> None:
+    """``tether show``'s metrics block on a terminal under 60 columns wrapped a line's
+    figures under a third of the width (16 columns at 50), four columns left of where
+    the block's values start (20). The figures go on under their column, whole."""
+    from tether.cli._show_fit import _metrics
+
+    lines: list[str] = []
+    _metrics({"llm.calls": 2, "tokens.input": 280_000, "tokens.output": 30_000,
+              "cost.usd": 0.16, "saved.calls": 1, "saved.tokens.input": 120_000,
+              "saved.tokens.output": 20_000, "saved.cost.usd": 0.08}, width, lines.append)
+    body = "".join(lines).splitlines()[2:]  # (after the blank line and "metrics:")
+    assert len(body) > 2, lines  # (wrapped)
+    assert all(len(line) <= width for line in body), body
+    for line in body:
+        assert line.startswith(("  LLM spent:        ", "  saved by replay:  ", " " * 20)), body
+        assert line[20] != " ", body
+    spent = body[:next(i for i, line in enumerate(body) if line.startswith("  saved"))]
+    assert " ".join(line[20:] for line in spent) == (
+        "2 calls, 280,000 input + 30,000 output tokens, $0.160000"), body
+
+
 def test_cutting_cells() -> None:
     assert cut_middle(f"{PARENT}.12", 20) == "order-7f3a…0b5a17.12"
     assert cut_middle("short", 20) == "short" and cut_end("short", 5) == "short"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tether._fit import cut_end, cut_middle, pack, wrap
+from tether._fit import cut_end, cut_middle, hang, pack, wrap
 from tether._show import timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
@@ -299,7 +299,9 @@ def _metrics(metrics: dict[str, float], width: int, w: Write) -> None:
                 w(line + "\n")
                 continue
             label, _, text = line.partition(":")
-            for part in wrap(text.strip(), width, f"{label}: ".ljust(20), max_lines=4):
+            # (under the values' column while it leaves them half the line: ``wrap``
+            # indented them by a third of a narrow terminal, out of line)
+            for part in hang(f"{label}: ".ljust(20), text.strip(), width):
                 w(part + "\n")
 
 
