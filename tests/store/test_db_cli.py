@@ -146,6 +146,8 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
     for bad in ("-1", "two"):
         refused = tether("queue-limit", "llm", bad, "--db", url)
         assert refused.returncode == 2 and repr(bad) in refused.stderr
+    paused = tether("queue-limit", "llm", "0", "--db", url)  # ("at most 0 runs at once")
+    assert paused.returncode == 0 and paused.stdout.startswith("queue llm: paused"), paused
     assert tether("queue-limit", "llm", "none", "--db", url).returncode == 0
     assert json.loads(tether("queues", "--json", "--db", url).stdout) == []
 

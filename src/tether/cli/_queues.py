@@ -76,6 +76,8 @@ async def queue_limit(args: argparse.Namespace) -> int:
         await app.close()
     if limit is None:
         print(f"queue {safe(args.queue)}: no limit")
+    elif limit == 0:  # ("at most 0 runs at once" until 2026-12-06)
+        print(f"queue {safe(args.queue)}: paused (at most 0 runs at once)")
     else:
         print(f"queue {safe(args.queue)}: at most {limit} run{'s' if limit != 1 else ''} at once")
     return 0
