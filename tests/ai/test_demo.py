@@ -75,3 +75,36 @@ def test_demo_fits_an_80_column_terminal() -> None:
                      r"recorded replies", text), out
     assert "provider requests: 4 (2 before the kill, 2 after); repeated: none" in text
     assert "answer: Recommendation: yes." in text
+
+
+#: A process without the given top-level modules (as an install without the extras
+#: that provide them), then ``tether demo``.
+WITHOUT = """
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {hidden!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+        return None
+sys.meta_path.insert(0, Missing())
+from tether.cli import main
+sys.exit(main(["demo", "--scripted"]))
+"""
+
+
+@pytest.mark.parametrize("hidden, needle", [
+    ({"mcp"}, "tether demo needs the mcp extra: pip install 'tether[llm,mcp]'"),
+    ({"httpx2", "mcp"}, "tether demo needs the llm and mcp extras"),
+])
+def test_demo_without_its_extras_says_what_to_install(hidden: set[str], needle: str) -> None:
+    """``tether demo`` in an install without the ``mcp`` extra started its model server,
+    then failed with a traceback (the ImportError of ``tether.ai.mcp``); now it says
+    which extras it needs, in one line, before starting anything."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TETHER_DATABASE_URL")}
+    done = subprocess.run([sys.executable, "-c", WITHOUT.format(hidden=sorted(hidden))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == "", done.stdout
+    assert done.stderr.startswith(f"tether: error: {needle}"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
