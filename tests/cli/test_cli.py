@@ -365,6 +365,23 @@ async def test_show_lines_into_a_pipe_end_without_spaces(sqlite_url: str) -> Non
     assert [line for line in text.splitlines() if line != line.rstrip()] == []
 
 
+async def test_runs_says_when_more_are_stored_than_it_lists(sqlite_url: str) -> None:
+    """``tether runs`` lists the 50 newest by default (``--limit``): with more stored it
+    said nothing of them, as if those were every run. A line on stderr says so now
+    (as ``tether approvals --limit`` does), the listing itself unchanged."""
+    async with App(sqlite_url) as app:
+        await app.start_many("wf_a", [() for _ in range(4)], run_ids=["a", "b", "c", "d"])
+    listed = await cli("runs", "--limit", "3", db=sqlite_url)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 1 + 3, listed.stdout
+    assert "more runs are stored than the 3 listed (the newest): --limit N lists more" \
+        in listed.stderr, listed.stderr
+    as_json = await cli("runs", "--limit", "3", "--json", db=sqlite_url)
+    assert len(json.loads(as_json.stdout)) == 3 and "--limit N" in as_json.stderr
+    every = await cli("runs", "--limit", "4", db=sqlite_url)
+    assert len(every.stdout.splitlines()) == 1 + 4 and "more runs" not in every.stderr
+
+
 async def test_runs_json_gives_the_apis_fields(served: tuple[App, str]) -> None:
     """``tether runs --json`` gives each run the fields ``GET /api/v1/runs`` does, a
     fork's origin and the metrics among them. Before, it left out ``metrics``,

@@ -95,7 +95,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "workflow= filter)")
     p.add_argument("--queue", metavar="NAME", help="only the runs of this queue")
     p.add_argument("--limit", type=bounded_int(1_000_000), default=50,
-                   help="at most this many runs (default 50)")
+                   help="at most this many runs, newest first (default 50; a line on "
+                        "stderr says when more are stored)")
     p.add_argument("--json", action="store_true",
                    help="JSON output: a list of runs, each with the fields GET "
                    "/api/v1/runs gives it")
@@ -309,11 +310,15 @@ async def runs(args: argparse.Namespace) -> int:
         # index, not a scan of every run; and each record with a fork's origin)
         found = await app.store.run_search(
             status=args.status, workflow=_filter_name(args.workflow, "workflow"),
-            queue=_filter_name(args.queue, "queue"), limit=args.limit)
+            queue=_filter_name(args.queue, "queue"), limit=args.limit + 1)
+        more, found = len(found) > args.limit, found[:args.limit]
         # (a blocked run waits for an operator: its cell says why, as `tether show` does)
         blocked = {r.run_id: blocked_reason(app, r) for r in found if r.status == "blocked"}
         if not found and args.workflow:
             await _warn_unknown_filter(app, args.workflow)
+    if more:  # (the 50 newest were all it said, as if they were every run)
+        print(f"more runs are stored than the {len(found)} listed (the newest): --limit N "
+              "lists more", file=sys.stderr)
     if args.json:
         # The fields GET /api/v1/runs gives each run (before 2026-12-06 the CLI left out
         # metrics and a fork's origin).
