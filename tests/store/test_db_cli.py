@@ -23,9 +23,9 @@ from .conftest import run_record
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tether(*args: str) -> subprocess.CompletedProcess[str]:
+def tether(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DATABASE_URL"}
-    return forked.run([sys.executable, "-m", "tether", *args], cwd=ROOT, env=env,
+    return forked.run([sys.executable, "-m", "tether", *args], cwd=cwd, env=env,
                            capture_output=True, text=True, timeout=60)
 
 
@@ -122,6 +122,15 @@ def test_db_status_of_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> N
     assert status_lines(url) == [f"{v:04d} {n} pending"
                                  for v, n, _ in load_migrations("tether.store.sqlite")]
     assert not (tmp_path / "none.db").exists()
+    # Said so on stderr, with the file's absolute path (every line "pending" read as a
+    # store to migrate: a path mistyped, or sqlite:///x.db taken for ./x.db, went unseen).
+    said = tether("db", "status", "--db", "sqlite:///./none.db", cwd=tmp_path)
+    assert said.returncode == 0, said.stderr
+    assert said.stderr == (f"no Tether store at {tmp_path}/none.db yet: `tether db "
+                           "migrate` (or a worker's start) creates it there\n"), said.stderr
+    assert not (tmp_path / "none.db").exists()
+    assert tether("db", "migrate", "--db", url).returncode == 0
+    assert tether("db", "status", "--db", url).stderr == ""
     bad = tether("db", "status", "--db", f"{url}?migrate=perhaps")
     assert bad.returncode != 0 and "migrate=" in bad.stderr and "true or false" in bad.stderr
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from tether.cli._common import EXIT_USAGE, CliError, dumps, store_url
@@ -89,7 +90,20 @@ async def status(args: argparse.Namespace) -> int:
     else:
         for version, name, applied in rows:
             print(f"{version:04d} {name:30} {'applied' if applied else 'pending'}")
+    if rows and pending == len(rows):
+        # (a path mistyped, or sqlite:///x.db read as ./x.db where it is /x.db: every
+        # line said "pending" as of a store to migrate, and `db migrate` made a new one)
+        print(f"no Tether store at {_place(store)} yet: `tether db migrate` (or a "
+              "worker's start) creates it there", file=sys.stderr)
     return 1 if args.check and pending else 0
+
+
+def _place(store: Any) -> str:
+    """Where ``store`` is: a SQLite file's absolute path, a PostgreSQL schema's name
+    and server (no password)."""
+    if isinstance(getattr(store, "path", None), str):
+        return os.path.abspath(str(store.path))
+    return f"PostgreSQL schema {store.schema!r} at {store.cfg.where}"
 
 
 def _check_backup_path(path: str) -> None:
