@@ -241,6 +241,26 @@ def test_non_json_numbers_are_bad_input(command: tuple[str, ...], needle: str,
     assert proc.returncode == 2
 
 
+@pytest.mark.parametrize(("command", "fix"), [
+    (("start", "doubler", "--input", "hello"), """--input '["hello"]'"""),
+    (("signal", "r", "approve", "--data", "ok"), """--data '"ok"'"""),
+    (("start", "doubler", "--input", "['a', 1]"), """--input '["a", 1]'"""),
+    (("signal", "r", "approve", "--data", "{'by': 'ana'}"), """--data '{"by": "ana"}'"""),
+    (("start", "doubler", "--input", "2"), "--input '[6]' passes 6"),
+    (("fork", "r", "--at", "0", "--input", '{"n": 1}'), "--input '[6]' passes 6"),
+])
+def test_json_a_shell_mangled_says_what_to_type(command: tuple[str, ...], fix: str,
+                                                tmp_path: Path) -> None:
+    """``--data ok`` (or ``--data "ok"``, whose quotes the shell takes) and ``--input
+    "['a']"`` were answered with the JSON parser's "Expecting value: line 1 column 1
+    (char 0)" alone, and an ``--input`` that is not an array with "must be a JSON
+    array": now the line ends with what to type instead. Nothing is sent or started."""
+    proc = tether_cli(*command, db=f"sqlite:///{tmp_path}/j.db")
+    assert_one_line_error(proc, fix)
+    assert proc.returncode == 2
+    assert not (tmp_path / "j.db").exists()
+
+
 @pytest.mark.parametrize("command", [
     ("start", "doubler", "--input", '["\\ud800"]'),
     ("signal", "r", "approve", "--data", '{"who": "a\\udfffb"}'),

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -226,6 +227,21 @@ positive_float = _bounded(float, "a number", 0, strict=True)
 non_negative_float = _bounded(float, "a number", 0, strict=False)
 
 
+def _quoting_hint(text: str, what: str) -> str:
+    """What to type instead of a bare word (``--data ok``, or ``--data "ok"``, whose
+    quotes the shell takes; ``--input``'s in an array) or single quotes (``--input
+    "['a']"``), the two ways a shell user's JSON goes wrong; "" for other mistakes."""
+    if text.lstrip()[:1] in ("[", "{", "'") and "'" in text and '"' not in text:
+        fixed = shlex.quote(text.replace("'", '"'))
+        return f"; JSON quotes with double quotes: {what} {fixed}"
+    word = text.strip()
+    if word[:1].isalpha() and word not in ("true", "false", "null"):
+        value = json.dumps([word] if what == "--input" else word)
+        return (f"; a text is quoted in JSON, inside the shell's quotes: {what} "
+                f"{shlex.quote(value)}")
+    return ""
+
+
 def parse_json(text: str | None, what: str) -> Any:
     """``text`` as JSON, or a usage error (exit 2). ``NaN``, ``Infinity`` and numbers
     too large for a float (``1e400``) are refused here: Python's parser accepts them,
@@ -236,7 +252,7 @@ def parse_json(text: str | None, what: str) -> Any:
     try:
         value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as exc:
-        raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
+        raise CliError(f"{what} is not valid JSON: {exc}{_quoting_hint(text, what)}", 2) from None
     except ValueError as exc:  # _not_json, _finite
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from None
     except RecursionError:

@@ -175,7 +175,8 @@ async def retry(args: argparse.Namespace) -> int:
 async def fork(args: argparse.Namespace) -> int:
     values = parse_json(args.input, "--input")
     if values is not None and not isinstance(values, list):
-        raise CliError("--input must be a JSON array of positional arguments", 2)
+        raise CliError("--input must be a JSON array of positional arguments "
+                       "(--input '[6]' passes 6, --input '[\"a topic\"]' a text)", 2)
     if args.at < 0:
         raise CliError(f"--at must be a position >= 0, not {args.at}", 2)
     if args.new_id is not None and not args.new_id.strip():

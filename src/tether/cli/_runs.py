@@ -169,7 +169,8 @@ async def start(args: argparse.Namespace) -> int:
     if values is None:
         values = []
     if not isinstance(values, list):
-        raise CliError("--input must be a JSON array of positional arguments", 2)
+        raise CliError("--input must be a JSON array of positional arguments "
+                       "(--input '[6]' passes 6, --input '[\"a topic\"]' a text)", 2)
     if args.run_id is not None and not args.run_id.strip():
         raise CliError("--id must not be empty", 2)
     _check_start_names(args)
