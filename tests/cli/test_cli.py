@@ -402,6 +402,21 @@ async def test_runs_says_when_more_are_stored_than_it_lists(sqlite_url: str) -> 
     assert len(every.stdout.splitlines()) == 1 + 4 and "more runs" not in every.stderr
 
 
+async def test_show_of_a_blocked_run_names_the_resume_to_run(sqlite_url: str) -> None:
+    """``tether show`` of a blocked run ended with "run `tether resume RUN_ID`": the
+    operator had to put the id in. It gives the command for this run, quoted for a
+    shell, on a line of its own (whole, to copy), in a pipe and on a terminal."""
+    from tests.cli.test_fit import on_terminal
+    from tests.web.test_ui_lifecycle import _blocked_run
+
+    await _blocked_run(sqlite_url, "drift 1")
+    piped = (await cli("show", "drift 1", db=sqlite_url)).stdout
+    assert piped.endswith("then run\n  tether resume 'drift 1'\n"), piped
+    for columns in (100, 40):
+        fitted = on_terminal("show", "drift 1", db=sqlite_url, columns=columns)
+        assert fitted.endswith("\n  tether resume 'drift 1'\n"), fitted
+
+
 async def test_runs_json_gives_the_apis_fields(served: tuple[App, str]) -> None:
     """``tether runs --json`` gives each run the fields ``GET /api/v1/runs`` does, a
     fork's origin and the metrics among them. Before, it left out ``metrics``,

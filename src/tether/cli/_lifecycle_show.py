@@ -3,6 +3,7 @@ earlier generations (continue-as-new) and every execution attempt of its steps."
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
@@ -135,6 +136,17 @@ def result_cell(e: dict[str, Any], width: int) -> str:
         if e["kind"] == "cancel":
             return f"its timer was due {fmt_time(result)}"
     return llm_cell(e, result if isinstance(result, str) else short(result, 10_000), width)
+
+
+#: What ``tether show`` of a blocked run tells the operator to do, before the command.
+OPERATOR_NOTE = ("the run waits for an operator: fix the workflow code (or use "
+                 "tether.patched()), then run")
+
+
+def resume_command(run_id: str) -> str:
+    """The command that resumes ``run_id``, quoted for a shell: on a line of its own
+    under ``OPERATOR_NOTE``, whole, to copy (it said ``tether resume RUN_ID``)."""
+    return f"  tether resume {shlex.quote(safe(run_id))}"
 
 
 def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) -> str:

@@ -38,6 +38,7 @@ from tether.cli._common import (
     store_url,
 )
 from tether.cli._lifecycle_show import (
+    OPERATOR_NOTE,
     RESULT_WIDTH,
     child_id,
     error_summary,
@@ -48,6 +49,7 @@ from tether.cli._lifecycle_show import (
     print_attempts,
     print_origin,
     result_cell,
+    resume_command,
     status_width,
     timeout_text,
     waiting_text,
@@ -442,8 +444,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) ->
         else:  # not decodable here (e.g. encrypted, and this process has no key)
             w(f"\n{info.status.value}: {short(err, 200)}\n")
         if info.status is RunStatus.BLOCKED:
-            w("the run waits for an operator: fix the workflow code (or use "
-              "tether.patched()) and run `tether resume RUN_ID`\n")
+            w(f"{OPERATOR_NOTE}\n{resume_command(info.run_id)}\n")
 
 
 def print_metrics(metrics: dict[str, float], w: Any) -> None:

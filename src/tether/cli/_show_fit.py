@@ -17,6 +17,7 @@ from tether._show import timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 from tether.cli._lifecycle_show import (
+    OPERATOR_NOTE,
     attempt_position,
     attempt_took,
     attempts_worth_a_look,
@@ -28,6 +29,7 @@ from tether.cli._lifecycle_show import (
     no_operations_note,
     parent_text,
     result_cell,
+    resume_command,
     status_label,
     timeout_text,
     waiting_text,
@@ -320,6 +322,6 @@ def _outcome(info: RunInfo, width: int, w: Write) -> None:
                      max_lines=12):
         w(line + "\n")
     if info.status is RunStatus.BLOCKED:
-        for line in wrap("the run waits for an operator: fix the workflow code (or use "
-                         "tether.patched()) and run `tether resume RUN_ID`", width, ""):
+        for line in wrap(OPERATOR_NOTE, width, ""):
             w(line + "\n")
+        w(resume_command(info.run_id) + "\n")
