@@ -590,6 +590,22 @@ async def test_runs_of_a_workflow_no_worker_registered_is_warned_of(
     assert none_yet.stdout == "no runs\n" and "WARNING" not in none_yet.stderr, none_yet
 
 
+async def test_runs_of_a_queue_nothing_is_on_is_warned_of(served: tuple[App, str]) -> None:
+    """``tether runs --queue defualt`` (a typo) answered "no runs" alone, where
+    ``--workflow`` warns of a name no worker registered: a warning says no registered
+    workflow is on the queue, with the closest queue. A queue of a registered workflow,
+    or one with a limit, gets "no runs" alone."""
+    app, url = served
+    typo = await cli("runs", "--queue", "defualt", db=url)
+    assert typo.returncode == 0 and typo.stdout == "no runs\n", typo
+    assert ("no workflow a worker registered is on queue 'defualt', and it has no limit "
+            "(did you mean 'default'?)") in typo.stderr, typo.stderr
+    await app.set_queue_limit("email", 0)
+    for queue in ("default", "email"):
+        quiet = await cli("runs", "--queue", queue, db=url)
+        assert quiet.stdout == "no runs\n" and "WARNING" not in quiet.stderr, quiet
+
+
 async def _waiting(app: App, run_id: str) -> None:
     for _ in range(600):
         if (await app.get_run(run_id)).status is tether.RunStatus.WAITING:

@@ -307,6 +307,17 @@ async def _warn_unknown_filter(app: App, workflow: str) -> None:
                 did_you_mean(workflow, known))
 
 
+async def _warn_unknown_queue(app: App, queue: str) -> None:
+    """``tether runs --queue defualt`` answered "no runs" alone: when no registered
+    workflow has the queue and it has no limit either, say so, with the closest queue
+    the store knows (a typo), as ``--workflow`` does."""
+    known = {*(await app.store.workflow_list()).values(), *await app.store.queue_limits()}
+    if queue in known:
+        return
+    log.warning("no workflow a worker registered is on queue %r, and it has no limit%s",
+                queue, did_you_mean(queue, known))
+
+
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         # (the search the API's list and the runs page make: a workflow's through its
@@ -319,6 +330,8 @@ async def runs(args: argparse.Namespace) -> int:
         blocked = {r.run_id: blocked_reason(app, r) for r in found if r.status == "blocked"}
         if not found and args.workflow:
             await _warn_unknown_filter(app, args.workflow)
+        if not found and args.queue:
+            await _warn_unknown_queue(app, args.queue)
     if more:  # (the 50 newest were all it said, as if they were every run)
         print(f"more runs are stored than the {len(found)} listed (the newest): --limit N "
               "lists more", file=sys.stderr)
