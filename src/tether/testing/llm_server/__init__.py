@@ -13,7 +13,8 @@ HTTP plumbing (``_http``), the server (``_server``) and the command line (``_cli
 Endpoints:
 
 - ``POST /v1/chat/completions``: OpenAI Chat Completions, streaming or not.
-- ``POST /v1/messages``: Anthropic Messages, streaming or not.
+- ``POST /v1/messages``: Anthropic Messages, streaming or not; a request for on-demand
+  compaction (``compaction``) is answered with the reply's text in a ``compaction`` block.
 - ``POST /v1/responses``: the OpenAI Responses API, from the command line (in Python,
   ``tether.testing.responses_api.ScriptedResponsesServer``).
 - ``GET /v1/models``: the model list (Anthropic's shape if ``anthropic-version`` is sent).

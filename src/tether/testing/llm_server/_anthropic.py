@@ -84,7 +84,12 @@ def render(rec: RecordedRequest, reply: Reply, next_id: Callable[[str], str]) ->
     model = reply.model or rec.model or "unknown"
     inp, out = usage(rec, reply)
     content: list[dict[str, Any]] = []
-    if reply.text or reply.refusal:  # (a refusal is text, with stop_reason "refusal")
+    if isinstance(rec.body, dict) and rec.body.get("compaction") is not None:
+        # On-demand compaction (the ``compaction`` parameter): the reply's text is the
+        # summary, in a ``compaction`` block.
+        content.append({"type": "compaction", "content": reply.text,
+                        "signature": next_id("sig_")})
+    elif reply.text or reply.refusal:  # (a refusal is text, with stop_reason "refusal")
         content.append({"type": "text", "text": reply.text or reply.refusal})
     for call_id, name, args in tool_calls(reply, "toolu_", next_id):
         content.append({"type": "tool_use", "id": call_id, "name": name,
@@ -110,7 +115,15 @@ def events(rec: RecordedRequest, reply: Reply,
         "model": model, "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": _usage(reply, inp, 1)}})
     index = 0
-    if reply.text or reply.refusal:
+    if isinstance(rec.body, dict) and rec.body.get("compaction") is not None:
+        # On-demand compaction: the summary in one ``compaction_delta``, as the API
+        # sends it.
+        yield "meta", event("content_block_start", {"index": index, "content_block": {
+            "type": "compaction", "content": None, "signature": next_id("sig_")}})
+        yield "content", event("content_block_delta", {"index": index, "delta": {
+            "type": "compaction_delta", "content": reply.text, "encrypted_content": None}})
+        yield "meta", event("content_block_stop", {"index": index})
+    elif reply.text or reply.refusal:
         yield "meta", event("content_block_start", {
             "index": index, "content_block": {"type": "text", "text": ""}})
         yield "meta", event("ping", {})
@@ -175,7 +188,8 @@ def check(body: dict[str, Any]) -> str | None:
                 if role != "user":
                     return f"messages.{i}.content.{j}: tool_result blocks belong to the user"
                 results.add(str(block.get("tool_use_id")))
-            elif kind not in ("image", "document", "thinking", "redacted_thinking"):
+            elif kind not in ("image", "document", "thinking", "redacted_thinking",
+                              "compaction"):
                 return f"messages.{i}.content.{j}.type: unknown content block type {kind!r}"
         unexpected = results - previous_tool_uses
         if unexpected:
