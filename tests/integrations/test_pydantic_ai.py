@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from tests.engine.helpers import status_is, wait_for
 from tether import App, RunFailed
 from tether.ai import Budget, set_budget
 from tether.errors import ConfigError
+from tether.ext import shared_state
 from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
 from tether.testing.llm_server import Fault, Reply, ScriptedLLMServer
 from tether.testing.responses_api import ResponsesReply, ScriptedResponsesServer
@@ -1087,44 +1090,183 @@ async def test_each_attempt_of_a_token_count_is_one_http_request(sqlite_url: str
     assert keys == ["c1:0", "c1:0", "c1:1"], keys
 
 
-async def test_a_compaction_is_classified_and_sent_once_a_try(sqlite_url: str) -> None:
-    """Message compaction (``compact=True`` with pydantic-ai's ``NativeCompaction``; on
-    Anthropic a Messages request asking for a summary) is a provider request like a
-    model request: a 500 then a 400 are two attempts of its step, one HTTP request
-    each, and the 400 fails the run at once with the provider's ``FatalProviderError``.
-    Until 2026-12-06 the SDK client retried the 500 inside the first attempt, and the
-    400 was retried under ``model_retry``, for ever by default (here until the bounded
-    wait gave up)."""
-    pytest.importorskip("anthropic")
+COMPACTION = "pydantic_ai:compactor__model.compact_messages"
+
+#: A run recorded by the code of 9c9f8b4 (before compactions were metered:
+#: ``tests/integrations/record_compaction.py``), waiting for its signal: its compaction's
+#: record is pydantic-ai's ``ModelResponse`` itself, its request's a metered record.
+UNMETERED_COMPACTION = Path(__file__).parent / "data" / "pydantic_ai_unmetered_compaction.json"
+
+
+def compacting(app: App, server: ScriptedResponsesServer, *, budget: Budget | None = None,
+               wait: bool = False) -> Any:
+    """A workflow ``compacted`` that runs the agent ``compactor`` (Anthropic's
+    claude-opus-4-6 on ``server``, priced $5 in and $25 out per 1M tokens) on an earlier
+    conversation it compacts first (``compact=True`` with ``NativeCompaction``: a
+    ``model.compact_messages`` step, on Anthropic a Messages request asking for a
+    summary), then answers; with ``wait`` it then waits for the signal ``go``, so that
+    the run replays. Returns the Anthropic provider (its client to close)."""
     from pydantic_ai.capabilities import NativeCompaction
     from pydantic_ai.messages import ModelRequest
     from pydantic_ai.models.anthropic import AnthropicModel
     from pydantic_ai.providers.anthropic import AnthropicProvider
 
+    provider = AnthropicProvider(base_url=server.anthropic_base_url, api_key="test-key")
+    tagent = TetherAgent(Agent(AnthropicModel("claude-opus-4-6", provider=provider),
+                               name="compactor", capabilities=[NativeCompaction()]),
+                         budget=budget,
+                         durability=TetherDurability(prices={"claude-opus-4-6": (5.0, 25.0)}))
+
+    @app.workflow(name="compacted")
+    async def compacted(prompt: str) -> str:
+        earlier = [ModelRequest.user_text_prompt("Where is Paris?"),
+                   ModelResponse(parts=[TextPart("In France.")])]
+        output = (await tagent.run(prompt, message_history=earlier, compact=True)).output
+        if wait:
+            await tether.wait_for_signal("go")
+        return output
+
+    return provider
+
+
+async def test_a_compaction_is_classified_and_sent_once_a_try(sqlite_url: str) -> None:
+    """Message compaction (``compact=True`` with pydantic-ai's ``NativeCompaction``; on
+    Anthropic a Messages request asking for a summary) is a provider request like a
+    model request: a 500 then a 400 are two attempts of its step, one HTTP request
+    each, and the 400 fails the run at once with the provider's ``FatalProviderError``.
+    The endpoint's breaker counted both (the 400 answered: closed). Until 2026-12-06 the
+    SDK client retried the 500 inside the first attempt, and the 400 was retried under
+    ``model_retry``, for ever by default (here until the bounded wait gave up); until
+    the compaction was metered the breaker never saw it."""
+    pytest.importorskip("anthropic")
     async with ScriptedResponsesServer(script=[
             Fault.http(500), Fault.http(400, "compaction is not available"),
             Reply("never asked for")]) as server:
-        provider = AnthropicProvider(base_url=server.anthropic_base_url, api_key="test-key")
-        tagent = TetherAgent(Agent(AnthropicModel("claude-opus-4-6", provider=provider),
-                                   name="compactor", capabilities=[NativeCompaction()]))
         app = App(sqlite_url)
-
-        @app.workflow(name="compacted")
-        async def compacted(prompt: str) -> str:
-            earlier = [ModelRequest.user_text_prompt("Where is Paris?"),
-                       ModelResponse(parts=[TextPart("In France.")])]
-            return (await tagent.run(prompt, message_history=earlier, compact=True)).output
-
+        provider = compacting(app, server)
         async with app, app.worker():
             with pytest.raises(RunFailed, match=r"FatalProviderError.*HTTP 400.*compaction "
                                                 r"is not available"):
                 await (await app.start("compacted", "And Rome?", run_id="k1")).result(
                     timeout=30)
             info = await app.get_run("k1")
+            endpoint = str(provider.client.base_url).rstrip("/")
+            breaker = await (await shared_state(app)).kv_get(
+                key=f"llm.breaker:anthropic:{endpoint}")
         await provider.client.close()
     assert [r.status for r in server.requests] == [500, 400]
     assert all(r.body["compaction"] == {"type": "summarize"} for r in server.requests)
-    assert [(e["name"], e["attempts"]) for e in info.journal] == [
-        ("pydantic_ai:compactor__model.compact_messages", 2)]
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [(COMPACTION, 2)]
     keys = [r.headers.get("idempotency-key") for r in server.requests]
     assert keys == ["k1:0", "k1:0"], keys
+    assert breaker is not None and json.loads(breaker[0])["state"] == "closed"
+
+
+def compaction_script() -> list[Reply]:
+    """The compaction's summary (3,000 tokens in, 200 out: $0.02 at $5/$25 per 1M),
+    then the answer (400 in, 10 out)."""
+    return [Reply("They asked where Paris is: in France.", input_tokens=3_000,
+                  output_tokens=200),
+            Reply("Rome is in Italy.", input_tokens=400, output_tokens=10)]
+
+
+async def test_a_compaction_is_metered_like_a_model_request(sqlite_url: str) -> None:
+    """A compaction is a billed provider request (Anthropic's is a Messages request):
+    its step is metered as a model request's, so the run's ledger counts its call,
+    tokens and cost with the request's, and its journal record is the metered one
+    (usage, cost). Until 2026-12-06 it was not metered: one ``llm.calls`` (the
+    request's), 410 tokens and $0.00225."""
+    pytest.importorskip("anthropic")
+    async with ScriptedResponsesServer(script=compaction_script()) as server:
+        app = App(sqlite_url)
+        provider = compacting(app, server)
+        async with app, app.worker():
+            assert await (await app.start("compacted", "And Rome?", run_id="m1")).result(
+                timeout=30) == "Rome is in Italy."
+            info = await app.get_run("m1")
+        await provider.client.close()
+    assert ["compaction" in r.body for r in server.requests] == [True, False]
+    assert [e["name"] for e in info.journal] == [
+        COMPACTION, "pydantic_ai:compactor__model.request"]
+    record = info.journal[0]["result"]
+    assert record["usage"]["input_tokens"] == 3_000 and record["usage"]["output_tokens"] == 200
+    assert record["cost_usd"] == pytest.approx(0.02)
+    assert record["result"]["parts"][0]["part_kind"] == "compaction"
+    assert info.metrics["llm.calls"] == 2
+    assert info.metrics["tokens.input"] == 3_400 and info.metrics["tokens.output"] == 210
+    assert info.metrics["cost.usd"] == pytest.approx((3_400 * 5.0 + 210 * 25.0) / 1e6)
+
+
+async def test_a_budget_smaller_than_a_compaction_stops_the_run(sqlite_url: str) -> None:
+    """A budget of $0.01 with policy ``fail``: the compaction ($0.02) spends it, so the
+    request after it is refused, as the request after an over-budget request would be:
+    the run fails with ``BudgetExceeded`` and the model is not asked. Until 2026-12-06
+    the compaction was not counted: the request was sent and the run completed."""
+    pytest.importorskip("anthropic")
+    async with ScriptedResponsesServer(script=compaction_script()) as server:
+        app = App(sqlite_url)
+        provider = compacting(app, server, budget=Budget(usd=0.01, on_exceed="fail"))
+        async with app, app.worker():
+            with pytest.raises(RunFailed, match=r"BudgetExceeded"):
+                await (await app.start("compacted", "And Rome?", run_id="b1")).result(
+                    timeout=30)
+            info = await app.get_run("b1")
+        await provider.client.close()
+    assert len(server.requests) == 1
+    assert [(e["name"], e["status"]) for e in info.journal] == [
+        (COMPACTION, "ok"), ("pydantic_ai:compactor__model.request", "error")]
+    assert info.journal[1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.metrics["llm.calls"] == 1
+    assert info.metrics["cost.usd"] == pytest.approx(0.02)
+
+
+async def test_a_run_recorded_with_an_unmetered_compaction_replays(sqlite_url: str) -> None:
+    """A run recorded before compactions were metered (``UNMETERED_COMPACTION``: its
+    compaction's record the ``ModelResponse`` itself) replays at HEAD: the replayer
+    finds it compatible, and put in a store as it was (its journal copied, as ``tether
+    fork`` does) it is continued by a worker that answers the compaction and the request
+    from the journal, asks the model nothing, and counts nothing for the compaction (the
+    request's ``saved.calls`` only), then finishes on its signal."""
+    pytest.importorskip("anthropic")
+    from tether._app import worker_host
+    from tether._codec import SLOT_INPUT
+    from tether._types import RunRecord, RunStatus
+    from tether.testing import load_history, replay
+
+    history = load_history(UNMETERED_COMPACTION)
+    assert [e["name"] for e in history.journal][:2] == [
+        COMPACTION, "pydantic_ai:compactor__model.request"]
+    assert history.journal[0]["result"]["parts"][0]["part_kind"] == "compaction"
+    async with ScriptedResponsesServer(script=[Reply("never asked for")]) as server:
+        app = App(sqlite_url)
+        provider = compacting(app, server, wait=True)
+
+        @app.workflow(name="source")
+        async def source() -> None:
+            return None
+
+        [checked] = await replay(app, history)
+        assert checked.compatible, checked.message
+        [compared] = await replay(app, history, compare_args=True)  # (the opt-in check)
+        assert [c.position for c in compared.changed_args] == [0], compared.message
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            await (await app.start(source, run_id="source")).result(timeout=30)
+            store = await worker_host(app).open()
+            codec = app.codec.for_run("old")
+            now = time.time()
+            entries = history.entries(codec)
+            await store.run_fork(
+                source_run_id="source", at=entries[-1].position + 1, entries=entries,
+                run=RunRecord(run_id="old", workflow=history.workflow, queue=history.queue,
+                              status=RunStatus.QUEUED,
+                              input=codec.encode(history.input, "input", SLOT_INPUT),
+                              created_at=now, updated_at=now, available_at=now))
+            await wait_for(lambda: status_is(app, "old", "waiting"), timeout=20)
+            await app.signal("old", "go", None)
+            assert await app.handle("old").result(timeout=30) == "Rome is in Italy."
+            info = await app.get_run("old")
+        await provider.client.close()
+    assert server.requests == []
+    assert info.metrics.get("llm.calls", 0) == 0
+    assert info.metrics["saved.calls"] == 1
+    assert info.metrics["saved.tokens.input"] == 400

@@ -19,7 +19,9 @@ and gives it everything ``tether.ai.LLM`` gives its own calls:
 
 The journaled result is ``{"result": <the request's JSON>, "usage": {...}, "model":
 <model that answered>, "cost_usd": x, "priced": bool}``, with ``"failed": {"tokens",
-"usd", "estimated"}`` when earlier attempts were paid; ``call`` returns ``result``.
+"usd", "estimated"}`` when earlier attempts were paid; ``call`` returns ``result``. A
+record journaled before the operation was metered (``call(unmetered=)`` tells it) is
+returned as it is and counts nothing.
 
 A failed attempt counts what it was paid as ``LLM``'s do (``_accounting.paid_by``):
 nothing for an error with no answer begun (a 429, a 5xx, a refused connection);
@@ -111,7 +113,8 @@ class MeteredModel:
     async def call(self, name: str, request: Callable[[], Awaitable[Any]], *, model: str,
                    usage: UsageOf, estimate_tokens: int = 0, max_output_tokens: int = 0,
                    args: Mapping[str, Any] | None = None,
-                   budget: Budget | None = None) -> Any:
+                   budget: Budget | None = None,
+                   unmetered: Callable[[Any], bool] | None = None) -> Any:
         """Make ``request()`` one durable, metered operation named ``name``.
 
         Args:
@@ -127,6 +130,10 @@ class MeteredModel:
                 ``DEFAULT_OUTPUT_BOUND``).
             args: journaled with the operation (small JSON: the call's identity).
             budget: this call's budget (default: the run's, see ``set_budget``).
+            unmetered: tells a record of the operation journaled before it was metered
+                (by a plain step of an earlier version: the request's own result, not
+                a metered record): replay returns such a record as it is and counts
+                nothing for it (no ``saved.*``, nothing against the budget).
 
         Outside a workflow (or inside a step) it is ``await request()``.
 
@@ -142,6 +149,15 @@ class MeteredModel:
         journaled = dict(args or {})
         journaled.setdefault("model", model)
         claim = Claim()
+        metered = _metered_records(unmetered)
+
+        def on_replay(value: Any) -> dict[str, float] | None:
+            return saved_metrics(value) if metered(value) else None
+
+        def on_recorded(value: Any) -> None:
+            if metered(value):
+                spending.recorded(claim, *_cost(value))
+
         try:
             while True:
                 limit = spending.effective(budget)
@@ -149,9 +165,8 @@ class MeteredModel:
                                   claim=claim, estimate=estimate_tokens,
                                   max_out=max_output_tokens)
                 try:
-                    record = await ext.step(
-                        name, body, journaled, retry=self.retry, on_replay=saved_metrics,
-                        on_recorded=lambda value: spending.recorded(claim, *_cost(value)))
+                    record = await ext.step(name, body, journaled, retry=self.retry,
+                                            on_replay=on_replay, on_recorded=on_recorded)
                 except BudgetExceeded as exc:
                     paid = PaidAttempts.of_error(exc)
                     spending.settle(claim, paid.tokens, paid.usd)
@@ -161,6 +176,8 @@ class MeteredModel:
                     paid = PaidAttempts.of_error(exc)
                     spending.settle(claim, paid.tokens, paid.usd)
                     raise
+                if not metered(record):  # (journaled unmetered: as it was recorded)
+                    return record
                 spending.tally(claim, *_cost(record))
                 return record.get("result")
         finally:
@@ -252,6 +269,14 @@ def _warn_no_usage(endpoint: str) -> None:
     _NO_USAGE.add(endpoint)
     log.warning("%s answered without the usage of the call (no tokens told): its calls "
                 "count no tokens and no cost, and budgets do not see them", endpoint)
+
+
+def _metered_records(unmetered: Callable[[Any], bool] | None) -> Callable[[Any], bool]:
+    """Whether a journaled record of a call is a metered one (not one that ``unmetered``
+    tells was journaled before the call was metered)."""
+    if unmetered is None:
+        return lambda value: True
+    return lambda value: not unmetered(value)
 
 
 def saved_metrics(value: Any) -> dict[str, float] | None:

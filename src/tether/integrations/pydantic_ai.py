@@ -30,7 +30,8 @@ client for that request: each attempt of the step is one HTTP request, retried b
 step's policy, and the user's client is left as it is for its other uses. pydantic-ai's
 other model operations, a token count and a message compaction, are steps sent the same
 way, their errors classified as a request's (a 401 fails the run at once, a 5xx is
-retried); they are not metered (neither the breaker nor the ledger counts them).
+retried). A compaction (a billed request) is metered as a model request is; a token
+count is not (neither the breaker nor the ledger counts it).
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -58,6 +59,7 @@ from pydantic_ai.durable_exec import (
     DurabilityEngineSpec,
     DurableOperationId,
     JournalCallableOperationBackend,
+    ModelCompactMessagesId,
     ModelRequestId,
     ModelRequestParams,
     RoleBasedOperationConfig,
@@ -295,8 +297,8 @@ def _for_step(params: ModelRequestParams) -> ModelRequestParams:
     Anthropic (and other SDK) clients under pydantic-ai send the request once, through
     a copy of the client for this request (``client.with_options``, sharing its
     connections): each attempt is then one journaled attempt of the step, its error
-    classified and its ``Retry-After`` honoured by Tether (and, for a model request,
-    counted by the breaker). ``params``: a model request's, or a token count's."""
+    classified and its ``Retry-After`` honoured by Tether (and, for a model request or a
+    compaction, counted by the breaker). ``params``: a model request's, or a token count's."""
     settings = _step_settings(params.model_settings)
     if settings is None:
         return params
@@ -366,7 +368,10 @@ class _Backend(JournalCallableOperationBackend[TetherStepConfig]):
         if isinstance(operation_id, ModelRequestId):
             return await self._durability._model_step(operation_id, step_name, body,
                                                       cache_key, config)
-        if isinstance(config, _ModelStepConfig):  # (a token count, a compaction, ...)
+        if isinstance(operation_id, ModelCompactMessagesId):
+            return await self._durability._compaction_step(operation_id, step_name, body,
+                                                           cache_key)
+        if isinstance(config, _ModelStepConfig):  # (a token count, a cancellation)
             return await self._durability._model_operation_step(
                 cast(_ModelOperationId, operation_id), step_name, body, config)
         return await ext.step(step_name, body, retry=config.retry)
@@ -617,33 +622,56 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     async def _model_step(self, operation_id: ModelRequestId, name: str,
                           body: Callable[[], Awaitable[object]], cache_key: tuple[object, ...],
                           config: TetherStepConfig) -> object:
+        messages = cache_key[1] if len(cache_key) > 1 else []
+        settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
+            else {}
+        return await self._metered_step(operation_id, name, body, messages, settings,
+                                        stream=operation_id.streaming)
+
+    async def _compaction_step(self, operation_id: ModelCompactMessagesId, name: str,
+                               body: Callable[[], Awaitable[object]],
+                               cache_key: tuple[object, ...]) -> object:
+        """A message compaction (Anthropic's is a Messages request, billed; OpenAI's
+        ``/responses/compact``) as a step metered like a model request: its usage in the
+        ledger, counted against the budget and by the endpoint's breaker. Its record was
+        pydantic-ai's ``ModelResponse`` until 2026-12-06 (a plain step): a run recorded
+        then replays it as it was, counting nothing for it (``_unmetered_response``)."""
+        context = cache_key[1] if len(cache_key) > 1 else None
+        messages, settings = ((context.messages, context.model_settings or {})
+                              if isinstance(context, ModelRequestContext) else ([], {}))
+        return await self._metered_step(operation_id, name, body, messages, settings,
+                                        unmetered=_unmetered_response)
+
+    async def _metered_step(self, operation_id: _ModelOperationId, name: str,
+                            body: Callable[[], Awaitable[object]], messages: object,
+                            settings: Mapping[str, Any], *, stream: bool = False,
+                            unmetered: Callable[[Any], bool] | None = None) -> object:
+        """A provider request answered with a ``ModelResponse`` (a model request, a
+        compaction) as one metered step (``MeteredModel.call``): budget, breaker, rate
+        limits and ledger, each attempt one HTTP request (``_provider_attempt``)."""
         provider, base_url, model = self._model_for(operation_id)
         meter = self._meter(provider, base_url)
-        messages = cache_key[1] if len(cache_key) > 1 else []
         try:
             size = len(ModelMessagesTypeAdapter.dump_json(messages))  # type: ignore[arg-type]
         except (TypeError, ValueError):  # PydanticSerializationError is a ValueError
             size = 0
-        settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
-            else {}
         max_out = settings.get("max_tokens", 0)
         request = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
         return await meter.call(name, request, model=model, usage=_usage_of,
                                 estimate_tokens=size // 4 + 1,
                                 max_output_tokens=max_out if isinstance(max_out, int) else 0,
-                                args={"model": f"{provider}:{model}",
-                                      "stream": operation_id.streaming})
+                                args={"model": f"{provider}:{model}", "stream": stream},
+                                unmetered=unmetered)
 
     async def _model_operation_step(self, operation_id: _ModelOperationId, name: str,
                                     body: Callable[[], Awaitable[object]],
                                     config: TetherStepConfig) -> object:
-        """A model operation other than a request (a token count, a compaction, the
+        """A model operation other than a request or a compaction (a token count, the
         cancellation of a suspended response) as a step: each attempt one HTTP request
         with the step's ``Idempotency-Key``, its provider errors classified, as a
         request's (``_provider_attempt``). Not metered: a count and a cancellation are
         free and limited apart from requests (Anthropic), so neither the breaker nor the
-        ledger counts them; a compaction's record stays pydantic-ai's ``ModelResponse``,
-        as journaled before, so runs recorded with one replay."""
+        ledger counts them."""
         provider, _, _ = self._model_for(operation_id)
         attempt = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
         return await ext.step(name, attempt, retry=config.retry)
@@ -683,6 +711,13 @@ def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> Pr
         return RetryableProviderError(message, provider=provider, status=status,
                                       retry_after=retry_after)
     return FatalProviderError(message, provider=provider, status=status)
+
+
+def _unmetered_response(record: Any) -> bool:
+    """Whether a compaction's journaled record is pydantic-ai's ``ModelResponse`` itself,
+    as a plain step journaled it until 2026-12-06 (a metered record holds it under
+    ``result``)."""
+    return isinstance(record, Mapping) and "parts" in record and "result" not in record
 
 
 def _usage_of(result: Any) -> tuple[Usage, str | None]:
