@@ -1162,6 +1162,31 @@ async def test_every_answer_to_a_bad_or_missing_id_is_in_the_document(api: Api) 
         assert status in doc["paths"]["/api/v1/runs/{run_id}/events"]["get"]["responses"]
 
 
+async def test_every_operations_refusals_of_origin_and_host_are_in_the_document(
+        api_open: Api) -> None:
+    """Every operation answers 403 to another site's script (an ``Origin`` not this
+    server's, no Authorization) and, without tokens, to a ``Host`` that is not
+    loopback (DNS rebinding), the reads included: the document listed a 403 only for
+    the changes, as "a read token tried to change something"."""
+    doc = (await api_open.http.get("/openapi.json")).json()
+    bodies = {"startRun": {"workflow": "wait_go"}, "answerApproval": {"approved": True},
+              "forkRun": {"at": 0}}
+    refusals = ({"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+                {"Host": "evil.example"})
+    checked = 0
+    for path, ops in doc["paths"].items():
+        url = path.replace("{run_id}", "nope").replace("{name}", "nope")
+        for method, op in ops.items():
+            for headers in refusals:
+                r = await api_open.http.request(method.upper(), url, headers=headers,
+                                                json=bodies.get(op["operationId"]))
+                assert r.status_code == 403 and error_of(r) == "forbidden", (url, r.text)
+                assert "403" in op["responses"], (method, path)
+                checked += 1
+    assert checked == 17 * 2
+    assert await api_open.snapshot() == []  # (nothing refused changed anything)
+
+
 async def test_what_the_api_takes_is_in_the_document(api: Api) -> None:
     """The document says what the server takes: ``null`` for an optional field of a
     body (taken as its absence: a start's ``run_id``, ``queue`` and ``input``, a

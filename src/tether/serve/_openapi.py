@@ -35,7 +35,12 @@ def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+#: The guard's 403 of any operation, a read included (``forbidden``).
+_REFUSED = ("another site's script sent it (an Origin not this server's) without an "
+            "Authorization header, or, on a server without tokens, it was addressed to "
+            "a Host that is not loopback")
 _COMMON_ERRORS = {"401": _err("missing or unknown token"),
+                  "403": _err(f"refused: {_REFUSED}"),
                   "408": _err("the request's headers or body came too slowly "
                               "(tether serve --client-timeout)"),
                   "413": _err("request body too large"),
@@ -45,7 +50,8 @@ _COMMON_ERRORS = {"401": _err("missing or unknown token"),
                               "server serves its limit of connections already "
                               "(too_many_connections, tether serve --max-connections); "
                               "Retry-After says when to try again")}
-_CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something"),
+_CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something, "
+                                                 f"or {_REFUSED}"),
                   "400": _err("bad input"), "415": _err("body is not JSON, or is under a "
                                                     "Content-Encoding (not decoded)")}
 #: An id or name in a path: no length cap (the engine makes longer ids itself, such as
