@@ -141,6 +141,10 @@ async def test_routes_answer_with_the_prefix_stripped_or_still_on(
         assert (await ui.get(path)).status_code == 200, path
     assert (await ui.get("/tether/runs")).headers["location"] == "/tether/login"
     assert (await ui.get("/tether")).headers["location"] == "/tether/login"
+    assert (await ui.get("/tether/runs/a%2Fb")).headers["location"] == \
+        "/tether/login?next=%2Fruns%2Fa%252Fb"
+    assert (await ui.get("/runs/a%2Fb")).headers["location"] == \
+        "/tether/login?next=%2Fruns%2Fa%252Fb"
     # Only whole segments are the prefix; the machine faces still need a token.
     assert (await ui.get("/tetherx/api/v1/runs", headers=api)).status_code == 404
     assert (await ui.get("/tether/api/v1/runs")).status_code == 401

@@ -50,6 +50,35 @@ async def test_pages_need_a_session_and_a_wrong_token_does_not_log_in(
     assert (await ui.get("/runs")).status_code == 303
 
 
+async def test_a_login_leads_back_to_the_page_asked_for(ui: httpx.AsyncClient) -> None:
+    """A link to a run's page (in a chat message, an alert) followed without a session
+    leads to the login form and, once logged in, to that page, its query kept: the
+    login led to the runs list, and the person had to find the run again. Only pages
+    of this server are led to: never another site, nor the login page itself."""
+    await ui.app.start("greet", "x", run_id="a/b")  # type: ignore[attr-defined]
+    r = await ui.get("/runs/a%2Fb?timeline=all")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=%2Fruns%2Fa%252Fb%3Ftimeline%3Dall"
+    form = await ui.get(r.headers["location"])
+    assert '<input type="hidden" name="next" value="/runs/a%2Fb?timeline=all">' in form.text
+    csrf = ui.cookies["tether_csrf"]
+    r = await ui.post("/login", data={"token": READ, "csrf": csrf,
+                                      "next": "/runs/a%2Fb?timeline=all"})
+    assert r.status_code == 303 and r.headers["location"] == "/runs/a%2Fb?timeline=all"
+    page = await ui.get(r.headers["location"])
+    assert page.status_code == 200 and "greet" in page.text
+    for elsewhere in ("//evil.example/runs", "https://evil.example/", "/\\evil.example",
+                      "runs", "/login", "/logout", "/runs\r\nSet-Cookie: x=1", ""):
+        form = await ui.get("/login", params={"next": elsewhere})
+        assert 'name="next"' not in form.text, elsewhere
+        r = await ui.post("/login", data={"token": READ, "csrf": csrf, "next": elsewhere})
+        assert r.status_code == 303 and r.headers["location"] == "/runs", elsewhere
+    ui.cookies.delete("tether_session")
+    for landing in ("/runs", "/"):  # (where a login leads anyway: no next)
+        r = await ui.get(landing)
+        assert r.status_code == 303 and r.headers["location"] == "/login", landing
+
+
 async def test_run_ids_names_and_payloads_are_escaped(ui: httpx.AsyncClient) -> None:
     """HTML in a run id, a workflow input or a signal shows as text, never as markup."""
     await login(ui, ADMIN)

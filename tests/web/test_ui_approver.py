@@ -349,7 +349,7 @@ async def test_a_fragment_asked_for_without_a_session_is_a_401(ui: httpx.AsyncCl
         assert r.status_code == 401, (path, r.status_code)
         assert "Your session has ended" in r.text and "Log in again" in r.text
     r = await ui.get("/approvals")
-    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fapprovals"
     script = (await ui.get("/static/app.js")).text
     assert 'r.status === 401) reachable(false, "session")' in script
 

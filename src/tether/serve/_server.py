@@ -357,7 +357,9 @@ class Guard:
                                       "Authorization: Bearer TOKEN")
                     response.headers["WWW-Authenticate"] = "Bearer"
                 else:
-                    response = RedirectResponse(root + "/login", status_code=303)
+                    # (to the form, which leads back to this page once logged in)
+                    response = RedirectResponse(root + "/login" + _ui.login_query(scope),
+                                                status_code=303)
                 await _reply(scope, receive, send, response)
                 return
             principal = found

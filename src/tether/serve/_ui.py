@@ -1143,23 +1143,57 @@ async def schedule_ui_action(request: Request) -> Response:
 # -- login --------------------------------------------------------------------------------
 
 
+#: The pages a login leads to when none is named: its address names none of them.
+_LANDING = ("/", "/runs")
+
+
+def login_query(scope: Any) -> str:
+    """The query of the login form's address for a page asked for without a session:
+    ``?next=`` that page (its path within the application, as sent, and its query), so
+    that logging in leads back to it; none for the runs, where a login leads anyway."""
+    root = root_of(scope).encode()
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    page = raw[len(root):] if root and raw.startswith(root + b"/") else raw
+    query: bytes = scope.get("query_string", b"")
+    if (page.decode("latin-1") in _LANDING and not query) or not (page + query).isascii():
+        return ""
+    return "?" + urlencode({"next": (page + (b"?" + query if query else b"")).decode()})
+
+
+def _next_page(value: object) -> str | None:
+    """``value`` if it is the address of a page of this server for a login to lead to
+    (``/runs/a%2Fb?timeline=all``: a path within the application, and its query), else
+    None: never another site's (``//evil.example``, ``/\\evil.example``, ``https:``),
+    a text a header cannot carry, nor the login form itself."""
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > 8000:
+        return None
+    if value.startswith("//") or not value.isascii() or any(
+            c <= " " or c in "\\\x7f" for c in value):
+        return None
+    if value.split("?")[0] in ("/login", "/logout"):
+        return None
+    return value
+
+
 async def login_page(request: Request) -> Response:
-    return render(request, "login.html", page="login", failed=False)
+    return render(request, "login.html", page="login", failed=False,
+                  next_page=_next_page(request.query_params.get("next")))
 
 
 async def login(request: Request) -> Response:
     form = await request.form()
     token = form.get("token")
     sent = form.get("csrf")
+    next_page = _next_page(form.get("next"))
     if not csrf_ok(sent if isinstance(sent, str) else None, request.cookies.get(CSRF_COOKIE)):
         return render(request, "login.html", status=403, page="login", failed=True,
-                      reason="the form is stale: try again")
+                      reason="the form is stale: try again", next_page=next_page)
     tokens = request.app.state.tokens
     who = tokens.by_token(token) if isinstance(token, str) and token else None
     if who is None:
         return render(request, "login.html", status=401, page="login", failed=True,
-                      reason="unknown token")
-    response = _redirect(request, "/runs")
+                      reason="unknown token", next_page=next_page)
+    response = _redirect(request, next_page or "/runs")
     response.set_cookie(SESSION_COOKIE, digest(str(token)), httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path=_cookie_path(request),
                         max_age=14 * 86400)
