@@ -761,6 +761,10 @@ async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
             assert r.status_code == 400, (query, method, r.text)
             if method == "GET":
                 assert error_of(r) == "bad_request"
+    # A parameter a route does not take is named as one, not as a body's field.
+    r = await api.http.get(f"/api/v1/runs/c/events?last_event_id={first}")
+    assert r.json()["error"]["message"] == (
+        "unknown query parameter(s): last_event_id; allowed: after")
     # One value each, as before.
     r = await api.http.get("/api/v1/runs?status=queued&workflow=wait_go")
     assert [x["run_id"] for x in r.json()["runs"]] == ["w"]

@@ -173,12 +173,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
+def known_keys(body: dict[str, Any], allowed: set[str], what: str = "field(s)") -> None:
+    """A 400 naming the keys of ``body`` (a body's fields, or ``what``: a query's
+    parameters) that are not ``allowed``."""
     unknown = sorted(set(body) - allowed)
     if unknown:
         takes = (f"allowed: {', '.join(sorted(allowed))}" if allowed
                  else "this action takes no fields: send no body or {}")
-        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; {takes}")
+        raise ApiError(400, "bad_request", f"unknown {what}: {', '.join(unknown)}; {takes}")
 
 
 def query_fields(request: Request, allowed: set[str]) -> None:
@@ -186,7 +188,7 @@ def query_fields(request: Request, allowed: set[str]) -> None:
     of its values would be meant? (``?status=waiting&status=failed`` listed the failed
     runs only, as if the first were not there.)"""
     q = request.query_params
-    known_keys(dict(q), allowed)
+    known_keys(dict(q), allowed, "query parameter(s)")
     twice = sorted({key for key in q if len(q.getlist(key)) > 1})
     if twice:
         raise ApiError(400, "bad_request",
