@@ -47,6 +47,26 @@ class WorkflowDef:
     #: ``"forever"`` (never purged by retention), or None: the app's policy applies.
     retention: Any = None
 
+    def misfit(self, values: list[Any]) -> str | None:
+        """Why its function cannot take ``values`` as its positional arguments (none
+        where one is required, one too many), as ``hello(name: str): too many
+        positional arguments``; None when it can, or when Python cannot describe it
+        (the worker will tell). A start of such input is bad input, not a run started
+        to fail with a ``TypeError`` on the worker."""
+        try:
+            signature = inspect.signature(self.fn, eval_str=True)
+        except Exception:  # (a name its annotations use is not defined at run time)
+            try:
+                signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):
+                return None
+        try:
+            signature.bind(*values)
+        except TypeError as exc:
+            shown = signature.replace(return_annotation=inspect.Signature.empty)
+            return f"{self.name}{shown}: {exc}"
+        return None
+
 
 class LazyHint:
     """An annotation that could not be resolved when the function was decorated (a

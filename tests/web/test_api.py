@@ -150,9 +150,9 @@ async def test_start_answer_says_created_and_what_differs_as_tether_start_json(
         assert [doc[k] for k in fields] == differs, body
         assert (doc["queue"], doc["input"]) == ("side", ["ana"])  # the existing run's
     # Started on the workflow's own queue, an id again without "queue" is the same.
-    await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "q-2"})
-    same = (await api.http.post("/api/v1/runs", json={"workflow": "greet",
-                                                      "run_id": "q-2"})).json()
+    q2 = {"workflow": "greet", "input": ["ana"], "run_id": "q-2"}
+    await api.http.post("/api/v1/runs", json=q2)
+    same = (await api.http.post("/api/v1/runs", json=q2)).json()
     assert [same[k] for k in fields] == [False, False, False]
 
 
@@ -260,9 +260,29 @@ async def test_start_of_an_unregistered_workflow_is_queued_with_a_warning(api: A
     assert again.status_code == 200 and "warnings" not in again.json()
 
 
+async def test_a_start_whose_input_the_workflow_cannot_take_is_a_bad_request(
+        api: Api) -> None:
+    """With the workflow's code at hand (``serve --app``), an input its signature cannot
+    take is a 400 that says why, as ``tether start --app`` exits 2, and nothing is
+    stored: the run was created (201) and failed on the worker with a ``TypeError``."""
+    for values, says in (([], "greet(name: str): missing a required argument: 'name'"),
+                         (["a", "b"], "greet(name: str): too many positional arguments")):
+        r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": values,
+                                                      "run_id": "g"})
+        assert r.status_code == 400 and error_of(r) == "bad_request", r.text
+        assert r.json()["error"]["message"] == (
+            f"input {json.dumps(values)} does not fit {says}")
+    assert await api.snapshot() == []
+    r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["ana"]})
+    assert r.status_code == 201, r.text
+    # A workflow the server's app does not know is queued for a worker to come, as before.
+    r = await api.http.post("/api/v1/runs", json={"workflow": "later", "input": [1, 2]})
+    assert r.status_code == 201 and r.json()["warnings"], r.text
+
+
 async def test_start_run_conflicting_id_and_wrong_media_type(api: Api) -> None:
     """A run id used by another workflow is a 409; a non-JSON body a 415."""
-    assert (await api.http.post("/api/v1/runs", json={"workflow": "greet",
+    assert (await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["a"],
                                                       "run_id": "x"})).status_code == 201
     before = await api.snapshot()
     r = await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "x"})
@@ -793,7 +813,8 @@ async def test_run_document_and_journal(api: Api) -> None:
 
 
 async def test_run_events_rejects_foreign_event_id(api: Api) -> None:
-    await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "e"})
+    await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["ana"],
+                                              "run_id": "e"})
     r = await api.http.get("/api/v1/runs/e/events", headers={"Last-Event-ID": "x-y-z"})
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
@@ -849,7 +870,8 @@ async def test_run_events_refuse_an_event_id_of_another_run(api_any: Api) -> Non
 async def test_run_events_rejects_an_event_id_out_of_range(api: Api, after: str) -> None:
     """An event id past SQLite's 64-bit integers, or of non-ASCII digits, is a 400 like
     any other id this store never gave (both were a 500)."""
-    await api.http.post("/api/v1/runs", json={"workflow": "greet", "run_id": "e"})
+    await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["ana"],
+                                              "run_id": "e"})
     r = await api.http.get("/api/v1/runs/e/events", params={"after": after})
     assert r.status_code == 400 and error_of(r) == "bad_request"
 

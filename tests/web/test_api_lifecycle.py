@@ -182,6 +182,9 @@ async def test_fork_copies_the_journal_before_the_position(api_any: Api) -> None
     ("/api/v1/runs/src/fork", {"at": 1.5}, 422, "bad_position"),
     ("/api/v1/runs/src/fork", {}, 422, "bad_position"),
     ("/api/v1/runs/src/fork", {"at": 1, "input": "x"}, 400, "bad_request"),
+    # (an input the workflow cannot take: a fork that failed on the worker)
+    ("/api/v1/runs/src/fork", {"at": 1, "input": []}, 400, "bad_request"),
+    ("/api/v1/runs/src/fork", {"at": 1, "input": [1, 2]}, 400, "bad_request"),
     ("/api/v1/runs/src/fork", {"at": 1, "run_id": ""}, 400, "bad_request"),
     ("/api/v1/runs/src/fork", {"at": 1, "run_id": "a\nb"}, 400, "bad_request"),
     ("/api/v1/runs/src/fork", {"at": 1, "colour": "red"}, 400, "bad_request"),

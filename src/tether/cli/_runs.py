@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import sys
@@ -258,17 +257,9 @@ def _check_arguments(app: App, workflow: str, values: list[Any]) -> None:
     """With ``--app``, the workflow's code is at hand: ``--input`` that its signature
     cannot take (none where an argument is required, one too many) is bad input (exit
     2), not a run started to fail with a ``TypeError`` on the worker."""
-    fn = app._workflows[workflow].fn
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return  # (a callable Python cannot describe: the worker will tell)
-    try:
-        signature.bind(*values)
-    except TypeError as exc:
-        shown = signature.replace(return_annotation=inspect.Signature.empty)
-        raise CliError(f"--input {json.dumps(values)} does not fit {safe(workflow)}{shown}: "
-                       f"{exc}", 2) from None
+    misfit = app.workflows()[workflow].misfit(values)
+    if misfit is not None:
+        raise CliError(f"--input {json.dumps(values)} does not fit {safe(misfit)}", 2)
 
 
 async def _warn_unserved_queue(app: App, workflow: str, queue: str) -> None:

@@ -263,6 +263,17 @@ async def _document(app: App, run_id: str) -> dict[str, Any]:
 # -- runs --------------------------------------------------------------------------------
 
 
+def check_input(app: App, workflow: str, values: list[Any]) -> None:
+    """A 400 for ``values`` that the workflow's function cannot take, when the server's
+    app has its code (``serve --app``), as ``tether start --app`` refuses them (exit 2):
+    such a run was started, and failed on the worker with a ``TypeError``."""
+    wdef = app.workflows().get(workflow)
+    misfit = wdef.misfit(values) if wdef is not None else None
+    if misfit is not None:
+        raise ApiError(400, "bad_request",
+                       f"input {shown(json.dumps(values), quoted=False)} does not fit {misfit}")
+
+
 async def start_run(request: Request) -> Response:
     require_admin(request)
     body = await json_body(request)
@@ -277,6 +288,7 @@ async def start_run(request: Request) -> Response:
     run_id = field_name(body.get("run_id"), "run_id", required=False)
     queue = field_name(body.get("queue"), "queue", required=False)
     app = tether_app(request)
+    check_input(app, workflow, values)
     existed = run_id is not None and await app.store.run_get(run_id) is not None
     carrier = trace_carrier(request.headers.get("traceparent"),
                             request.headers.get("tracestate"))

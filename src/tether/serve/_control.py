@@ -23,6 +23,7 @@ from tether._show import run_document, schedule_dict
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
 from tether.serve._api import (
     ApiError,
+    check_input,
     field_name,
     json_body,
     json_response,
@@ -77,8 +78,11 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
                new_id: str | None) -> dict[str, Any]:
     """A new run with ``run_id``'s journal up to (not including) ``at``; its document."""
     store = app.store
-    if await store.run_get(run_id) is None:
+    source = await store.run_get(run_id)
+    if source is None:
         raise run_not_found(run_id)
+    if values is not None:
+        check_input(app, source.workflow, values)
     if new_id is not None and await store.run_get(new_id) is not None:
         raise ApiError(409, "conflict", f"run id {new_id!r} is already used; choose another")
     last = max((e.position for e in await store.journal_read(run_id)), default=-1)
