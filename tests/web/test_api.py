@@ -702,6 +702,16 @@ async def test_list_rejects_bad_query(api: Api, query: str) -> None:
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
 
+async def test_a_limit_out_of_range_is_named_as_a_malformed_one_is(api: Api) -> None:
+    """Every refused ``limit`` says what was sent: ``limit=0`` and ``limit=600`` said
+    only the range, where ``limit=ten`` said "got 'ten'"."""
+    for path in ("/api/v1/runs", "/api/v1/approvals"):
+        for limit in ("0", "600", "ten"):
+            r = await api.http.get(path, params={"limit": limit})
+            assert r.json()["error"]["message"] == (
+                f"limit must be an integer between 1 and 500, got {limit!r}"), path
+
+
 async def test_a_number_past_ints_digit_limit_is_a_bad_request_not_a_500(api: Api) -> None:
     """A ``limit`` of more than 4,300 digits (and a run page's ``fork_at``): ``int()``
     refuses such a string with a ValueError, which was a 500 and a traceback in the log

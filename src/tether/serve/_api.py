@@ -381,7 +381,8 @@ def parse_limit(text: str | None, default: int = 50) -> int:
     # was a 500 and a traceback until 2026-12-06.)
     digits = text.lstrip("0")
     if len(digits) > len(str(MAX_LIMIT)) or not 1 <= int(digits or "0") <= MAX_LIMIT:
-        raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+        raise ApiError(400, "bad_request", f"limit must be an integer between 1 and "
+                       f"{MAX_LIMIT}, got {text[:40]!r}")
     return int(digits)
 
 
