@@ -203,6 +203,42 @@ async def test_a_form_sent_after_the_session_ended_gets_a_page_that_says_so(
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
 
 
+async def test_log_in_again_leads_back_to_the_page_whose_session_ended(
+    ui: httpx.AsyncClient,
+) -> None:
+    """The "Log in again" links of a page whose session ended (the 401 page of a form
+    posted, the banner an open page shows when its redraw gets a 401) led to the login
+    form without the page: once logged in, the person landed on the runs list and had
+    to find the run again. They carry the page now (the form's ``Referer``, the page's
+    own address), and only a page of this server."""
+    from tether.serve._auth import SESSION_COOKIE
+
+    csrf = await login(ui, ADMIN)
+    app = ui.app  # type: ignore[attr-defined]
+    async with app.worker(queues=["default"]):
+        await app.start("purchase", "atlas", run_id="late")
+        fields = await _form_of(ui, "/runs/late?timeline=all", "late")
+        page = (await ui.get("/runs/late?timeline=all")).text
+        assert ('<a class="login" href="/login?next=%2Fruns%2Flate%3Ftimeline%3Dall" '
+                "hidden>Log in again</a>") in page
+        ui.cookies.delete(SESSION_COOKIE)
+        for referer, link in (
+                ("http://127.0.0.1/runs/late?timeline=all",
+                 "/login?next=%2Fruns%2Flate%3Ftimeline%3Dall"),
+                ("http://127.0.0.1/runs", "/login"),  # (a login leads there anyway)
+                ("http://evil.example/runs/late", "/login"),
+                ("http://127.0.0.1//evil.example/x", "/login"),
+                (None, "/login")):
+            headers = {} if referer is None else {"Referer": referer}
+            for path, data in (("/ui/runs/late/approval",
+                                {**fields, "csrf": csrf, "decision": "approve"}),
+                               ("/ui/runs/late", None)):
+                r = await (ui.post(path, data=data, headers=headers) if data is not None
+                           else ui.get(path, headers=headers))
+                assert r.status_code == 401, (path, r.text)
+                assert f'<a href="{link}">Log in again</a>' in r.text, (referer, path)
+
+
 async def test_a_token_removed_from_the_token_file_ends_its_sessions(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -345,12 +345,14 @@ class Guard:
                     # A page's form whose session has ended (expired, logged out in
                     # another tab, its token removed): a page that says so, not the
                     # API's JSON ("send Authorization: Bearer TOKEN") in its place.
-                    response: Response = _session_ended(root)
+                    response: Response = _session_ended(root, _ui.login_query_back(
+                        scope, headers.get("referer", "")))
                 elif not is_api and path.startswith("/ui/"):
                     # A fragment an open page redraws itself with: a 401 its script
                     # tells by (a banner), not the login page, which a redirect drew
                     # inside the page (a second header, a login form in the inbox).
-                    response = _session_ended(root, form=False)
+                    response = _session_ended(root, _ui.login_query_back(
+                        scope, headers.get("referer", "")), form=False)
                 elif is_api or scope["method"] not in ("GET", "HEAD"):
                     response = _error(401, "unauthorized",
                                       "a valid token is required: send "
@@ -486,9 +488,10 @@ def _foreign_origin(headers: dict[str, str]) -> bool:
     return origin == "null" or origin.split("://", 1)[-1].rstrip("/") != headers.get("host", "")
 
 
-def _session_ended(root: str, *, form: bool = True) -> HTMLResponse:
+def _session_ended(root: str, back: str, *, form: bool = True) -> HTMLResponse:
     """The 401 page of a form posted (``form``) or a page's fragment asked for without
-    a valid session: nothing was done."""
+    a valid session: nothing was done. ``back``: the login form's query that leads back
+    to the page the form was on (``_ui.login_query_back``; it led to the runs list)."""
     home = html.escape(root)
     done = ("<b>nothing was done</b>, and what you typed was not sent" if form
             else "log in again to see this page")
@@ -502,7 +505,8 @@ def _session_ended(root: str, *, form: bool = True) -> HTMLResponse:
         '<section class="card error-card"><h1>401</h1><p>Your session has ended (it '
         "expired, you logged out in another tab, or its token was removed from this "
         f"server): {done}.</p>"
-        f'<p><a href="{home}/login">Log in again</a>{again}.</p></section></main>'
+        f'<p><a href="{home}/login{html.escape(back)}">Log in again</a>{again}.</p>'
+        "</section></main>"
         "</body></html>\n", status_code=401)
 
 

@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
@@ -704,7 +704,11 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     html = _ENV.get_template(template).render(
         request=request, now=now, csrf=csrf, root=root_of(request.scope),
         can_change=who.can_change, role=who.role, logged_in=bool(who.digest),
-        statuses=STATUSES, flash=flash, **context)
+        statuses=STATUSES, flash=flash,
+        # (the "Log in again" link of the banner a page shows when its session ends
+        # leads back to the page)
+        login_next=login_query(request.scope) if request.method == "GET" else "",
+        **context)
     # (The guard adds the security headers, the Content-Security-Policy first, to
     # every answer: tether.serve._server.CSP.)
     response = HTMLResponse(html, status_code=status)
@@ -1155,9 +1159,31 @@ def login_query(scope: Any) -> str:
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     page = raw[len(root):] if root and raw.startswith(root + b"/") else raw
     query: bytes = scope.get("query_string", b"")
-    if (page.decode("latin-1") in _LANDING and not query) or not (page + query).isascii():
+    if not (page + query).isascii():
         return ""
-    return "?" + urlencode({"next": (page + (b"?" + query if query else b"")).decode()})
+    return _login_next(page.decode() + ("?" + query.decode() if query else ""))
+
+
+def login_query_back(scope: Any, referer: str) -> str:
+    """``login_query`` of the page a form was posted from, or a fragment asked for, by
+    its ``Referer`` (sent by the browser within this server: ``Referrer-Policy:
+    same-origin``): a login from the page that says the session ended leads back to
+    it, not to the runs. "" for a referer of another host or outside the root path."""
+    parts = urlsplit(referer)
+    host = dict(scope.get("headers") or ()).get(b"host", b"").decode("latin-1")
+    root = root_of(scope)
+    if not parts.path or parts.netloc != host or (root and not parts.path.startswith(root + "/")):
+        return ""
+    page = parts.path[len(root):] + ("?" + parts.query if parts.query else "")
+    return _login_next(page)
+
+
+def _login_next(page: str) -> str:
+    """``?next=page`` for the login form's address, or "" for a landing page (a login
+    leads there anyway) or an address a login must not lead to (``_next_page``)."""
+    if page in _LANDING or _next_page(page) is None:
+        return ""
+    return "?" + urlencode({"next": page})
 
 
 def _next_page(value: object) -> str | None:
