@@ -59,7 +59,10 @@ Exception
 
 Names prefixed ``ai.`` live in ``tether.ai`` (``ai.mcp.`` in ``tether.ai.mcp``),
 ``encryption.`` in ``tether.encryption``, ``worker.`` in ``tether.worker``,
-``testing.`` in ``tether.testing``.
+``testing.`` in ``tether.testing``. Each class names that public module as its
+``__module__`` (``tether.ai.BudgetExceeded``, not the private module defining it), so
+tracebacks, logs and the type a journal records say the name a user imports; a type
+recorded under its private path before 2026-12-06 still decodes to the same class.
 
 Rules:
 

@@ -238,7 +238,7 @@ async def test_max_turns_fails_the_run_with_a_clear_error(
         with pytest.raises(RunFailed) as failed:
             await run_to_end(app, "looper", "ping forever", run_id="loop-1")
     assert failed.value.error is not None
-    assert failed.value.error["type"] == "tether.ai._agent.MaxTurnsExceeded"
+    assert failed.value.error["type"] == "tether.ai.MaxTurnsExceeded"
     assert "reached max_turns=2 without a final answer" in failed.value.error["message"]
     assert "asked for tools: ping" in failed.value.error["message"]
     assert len(server.requests) == 2
@@ -483,7 +483,7 @@ async def test_an_answer_cut_off_at_max_tokens_fails_the_run_naming_the_limit(
                 await run_to_end(app, "writer", "Why?", run_id="cut-1")
             lenient = await run_to_end(app, "lenient", "Why?", run_id="cut-2")
     assert failed.value.error is not None
-    assert failed.value.error["type"] == "tether.ai._agent.MaxTokensExceeded"
+    assert failed.value.error["type"] == "tether.ai.MaxTokensExceeded"
     limit = 64 if protocol == "openai" else 4096
     message = failed.value.error["message"]
     assert f"cut off at its output limit (max_tokens={limit}; 64 output tokens used)" in message
@@ -519,7 +519,7 @@ async def test_a_refusal_fails_the_run_quoting_the_model(
             info = await app.get_run("no-1")
     for failed in (refused, judged):
         assert failed.value.error is not None
-        assert failed.value.error["type"] == "tether.ai._agent.ModelRefused"
+        assert failed.value.error["type"] == "tether.ai.ModelRefused"
         assert "the model refused to answer" in failed.value.error["message"]
         assert "I can't help with that." in failed.value.error["message"]
     assert "allow_refusal=True" in refused.value.error["message"]  # type: ignore[index]
@@ -576,7 +576,7 @@ async def test_tool_calls_of_a_reply_cut_off_at_max_tokens_are_never_run(
             info = await app.get_run("cut-tools")
     assert charged == []
     assert failed.value.error is not None
-    assert failed.value.error["type"] == "tether.ai._agent.MaxTokensExceeded"
+    assert failed.value.error["type"] == "tether.ai.MaxTokensExceeded"
     assert ("while asking for tools (charge, charge), not run: their arguments may be "
             "incomplete") in failed.value.error["message"]
     assert len(server.requests) == 1

@@ -94,7 +94,7 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
     kinds = [(e["kind"], e["status"]) for e in info.journal]
     assert kinds == [("step", "ok"), ("step", "error"), ("signal", "ok"), ("step", "ok")]
     refused = info.journal[1]["error"]
-    assert refused["type"] == "tether.ai._budget.BudgetExceeded"
+    assert refused["type"] == "tether.ai.BudgetExceeded"
     assert "1010 tokens spent" in refused["message"] and "budget 1500 tokens" in refused["message"]
     assert info.journal[2]["result"] == {"tokens": 5000}
     assert len(server.requests) == 2
@@ -944,6 +944,6 @@ async def test_cut_attempts_paid_before_a_release_still_count(store_url: str,
     else:
         assert len(server.requests) == 2
         refused = info.journal[0]["error"]
-        assert refused["type"] == "tether.ai._budget.BudgetExceeded"
+        assert refused["type"] == "tether.ai.BudgetExceeded"
         assert refused["attrs"]["failed_attempts"]["tokens"] == 2004
         assert info.metrics["tokens.input"] == 2000 and info.metrics["tokens.output"] == 4

@@ -398,7 +398,7 @@ async def test_a_missing_api_key_is_a_recorded_error_naming_the_variable(
             await (await app.start(wf, run_id="k")).result(timeout=15)
     (entry,) = (await app.get_run("k")).journal
     assert entry["attempts"] == 1
-    assert entry["error"]["type"] == "tether.ai._errors.ProviderConfigError"
+    assert entry["error"]["type"] == "tether.ai.ProviderConfigError"
     with pytest.raises(ProviderConfigError, match="OPENAI_API_KEY"):
         await llm.chat([user_message("x")])  # outside a workflow: raised directly
     await app.close()

@@ -210,7 +210,7 @@ async def test_budget_fail_refuses_the_request(
             await (await app.start("triage", "x", run_id="b1")).result(timeout=30)
         info = await app.get_run("b1")
     assert len(server.requests) == 1
-    assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.journal[-1]["error"]["type"] == "tether.ai.BudgetExceeded"
 
 
 async def test_an_account_out_of_credit_fails_the_run_at_once(

@@ -232,7 +232,7 @@ async def test_budget_fail_stops_before_the_request(
         info = await app.get_run("b1")
     assert len(server.requests) == 1
     assert [e["status"] for e in info.journal] == ["ok", "ok", "error"]
-    assert info.journal[2]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.journal[2]["error"]["type"] == "tether.ai.BudgetExceeded"
     assert info.metrics["llm.calls"] == 1
 
 
@@ -750,7 +750,7 @@ async def test_a_budget_the_estimate_exhausts_refuses_the_next_request(
     assert len(server.requests) == 2
     spent = info.journal[0]["result"]["failed"]["tokens"] + 1050
     assert 2250 < spent < 2350
-    assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.journal[-1]["error"]["type"] == "tether.ai.BudgetExceeded"
     if replay:
         assert info.metrics["saved.calls"] == 1
 
@@ -855,7 +855,7 @@ async def test_a_delegated_agents_request_is_under_the_runs_budget(
         info = await app.get_run("d2")
     assert len(server.requests) == 1
     assert info.journal[-1]["name"] == "pydantic_ai:helper__model.request"
-    assert info.journal[-1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.journal[-1]["error"]["type"] == "tether.ai.BudgetExceeded"
 
 
 async def test_a_delegated_agent_inside_a_tool_step_is_counted_and_said(

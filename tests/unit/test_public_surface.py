@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 import re
+import traceback
 import types
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import tether.mcp_tasks
 import tether.otel
 import tether.testing
 import tether.worker
+from tether._errors_codec import error_to_dict, step_error
 
 #: The framework integrations, each needing its extra (installed in the dev extra).
 pydantic_ai = pytest.importorskip("tether.integrations.pydantic_ai")
@@ -137,3 +140,36 @@ def test_every_public_name_is_in_the_api_reference(module: types.ModuleType) -> 
     missing = [name for name in module.__all__
                if id(getattr(module, name)) not in shown]
     assert missing == [], f"{module.__name__}: not in docs/api/: {missing}"
+
+
+def test_every_public_error_names_its_public_module() -> None:
+    """A public error's ``__module__`` is the public module that exports it, not the
+    private one defining it: tracebacks, logs and journaled error types print
+    ``tether.ai.BudgetExceeded``, not ``tether.ai._budget.BudgetExceeded``; and pickle
+    finds the class by that name."""
+    for cls in _error_classes():
+        module = cls.__module__
+        assert not any(part.startswith("_") for part in module.split(".")), (
+            f"{cls.__qualname__} presents the private module {module}")
+        assert getattr(importlib.import_module(module), cls.__qualname__) is cls, cls
+    exc = tether.ai.BudgetExceeded("over budget", spent_usd=1.0, budget_usd=1.0)
+    assert "tether.ai.BudgetExceeded: " in "".join(traceback.format_exception(exc))
+    assert error_to_dict(exc)["type"] == "tether.ai.BudgetExceeded"
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is tether.ai.BudgetExceeded and str(again) == str(exc)
+
+
+@pytest.mark.parametrize(("recorded", "cls"), [
+    ("tether.ai.BudgetExceeded", tether.ai.BudgetExceeded),
+    ("tether.ai._budget.BudgetExceeded", tether.ai.BudgetExceeded),
+    ("tether.ai._errors.ProviderConfigError", tether.ai.ProviderConfigError),
+    ("tether.worker._worker.ExitInTask", tether.worker.ExitInTask),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_an_error_type_recorded_under_either_path_decodes_to_its_class(
+        recorded: str, cls: type[BaseException]) -> None:
+    """Journals recorded a public error under its private path before the classes named
+    their public module (2026-12-06): such a record still rebuilds an error that the
+    workflow's ``except`` of the public class catches, as one under the public path does."""
+    err = step_error({"type": recorded, "message": "no", "attempts": 1}, step="s", position=2)
+    assert isinstance(err, cls) and isinstance(err, tether.StepError)
+    assert err.error_type == recorded

@@ -145,6 +145,8 @@ class ModelRefused(TetherError):
         tool_calls: the tools the refused reply asked for (not run).
     """
 
+    __module__ = "tether.ai"
+
     def __init__(self, agent: str, *, text: str | None, tool_calls: list[str]) -> None:
         said = f": {text[:500]!r}" if text else " (it said nothing)"
         super().__init__(
@@ -166,6 +168,8 @@ class MaxTurnsExceeded(TetherError):
         max_turns: the limit.
         last_tools: the tools the last reply asked for.
     """
+
+    __module__ = "tether.ai"
 
     def __init__(self, agent: str, max_turns: int, last_tools: list[str]) -> None:
         super().__init__(
@@ -195,6 +199,8 @@ class MaxTokensExceeded(TetherError):
         text: the text the model wrote before the cut, or ``None``.
     """
 
+    __module__ = "tether.ai"
+
     def __init__(self, agent: str, *, max_tokens: int | None, output_tokens: int,
                  tool_calls: list[str], text: str | None) -> None:
         limit = (f"max_tokens={max_tokens}" if max_tokens is not None
@@ -220,6 +226,8 @@ class InvalidToolCall(NonRetryable):
     object, or arguments that do not fit the tool's schema. It is journaled as the
     failure of the ``<agent>.invalid_tool_call`` step, and its message goes back to the
     model as the call's result; the run goes on."""
+
+    __module__ = "tether.ai"
 
 
 class AgentTool(Tool):

@@ -78,6 +78,8 @@ class NoPendingApproval(TetherError):
     """The run waits for no approval (it never asked, it was answered already, or it
     has ended); ``str()`` says which."""
 
+    __module__ = "tether.ai"
+
     def __init__(self, run_id: str, detail: str) -> None:
         super().__init__(f"run {shown(run_id)} has no pending approval: {detail}")
         self.run_id = run_id

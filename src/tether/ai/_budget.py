@@ -237,6 +237,8 @@ class BudgetExceeded(NonRetryable):
         estimate_usd, estimate_tokens: what this call's prompt was estimated to cost.
     """
 
+    __module__ = "tether.ai"
+
     def __init__(self, message: str, *, spent_usd: float = 0.0, spent_tokens: int = 0,
                  budget_usd: float | None = None, budget_tokens: int | None = None,
                  estimate_usd: float = 0.0, estimate_tokens: int = 0) -> None:

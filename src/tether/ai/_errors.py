@@ -72,6 +72,8 @@ class ProviderError(TetherError):
             whose body was cut says 0: it was billed whole, and its prompt is counted.
     """
 
+    __module__ = "tether.ai"
+
     #: (Set on the error after it is made: ``Usage | None``.)
     usage: Any = None
     #: (Set on the error after it is made: ``int | None``.)
@@ -102,6 +104,8 @@ class RetryableProviderError(ProviderError):
         retry_after: seconds the provider asked us to wait (``Retry-After``), or ``None``.
     """
 
+    __module__ = "tether.ai"
+
     def __init__(self, message: str, *, provider: str, status: int | None = None,
                  code: str | None = None, request_id: str | None = None,
                  retry_after: float | None = None) -> None:
@@ -119,6 +123,8 @@ class RetryableProviderError(ProviderError):
 class FatalProviderError(ProviderError, NonRetryable):
     """A provider refused the call for a reason that retrying cannot fix (bad request,
     bad key, no such model). The provider's message says what to change."""
+
+    __module__ = "tether.ai"
 
     def __init__(self, message: str, *, provider: str, status: int | None = None,
                  code: str | None = None, request_id: str | None = None) -> None:
@@ -141,6 +147,8 @@ class ProviderBillingError(FatalProviderError):
     the plan and billing (https://platform.openai.com/settings/organization/billing);
     not retried``.
     """
+
+    __module__ = "tether.ai"
 
     def _describe(self) -> str:
         page = _BILLING_PAGES.get(self.provider)
@@ -308,3 +316,5 @@ class ProviderConfigError(ConfigError, NonRetryable):
     Raised inside the durable LLM step, so it is recorded in the run's journal and fails
     the step at once: retrying cannot supply a key.
     """
+
+    __module__ = "tether.ai"

@@ -111,6 +111,8 @@ class OutputValidationError(TetherError):
         last_text: the last answer's text.
     """
 
+    __module__ = "tether.ai"
+
     def __init__(self, output: str, attempts: int, errors: list[str],
                  last_text: str | None) -> None:
         super().__init__(f"the model's answer did not validate as {output} after {attempts} "

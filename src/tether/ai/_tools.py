@@ -59,6 +59,8 @@ class ToolArgumentError(NonRetryable):
         errors: one dict per problem: ``argument`` (dotted path), ``problem``.
     """
 
+    __module__ = "tether.ai"
+
     def __init__(self, tool: str, errors: list[dict[str, str]]) -> None:
         problems = "; ".join(
             f"{e['argument']}: {e['problem']}" if e["argument"] else e["problem"]

@@ -120,6 +120,8 @@ class RunStuck(TetherError, TimeoutError):
     says what holds it. A ``TimeoutError``: the wait gave up, as one with a timeout
     does."""
 
+    __module__ = "tether.testing"
+
 
 def _finite(value: object, what: str) -> float:
     """``value`` as a float: a real number (not a bool), finite. A NaN passed every

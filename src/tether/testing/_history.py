@@ -50,6 +50,8 @@ class HistoryError(TetherError):
     """A history file that cannot be read: not JSON, not a history, a newer format
     version, a missing or mistyped field."""
 
+    __module__ = "tether.testing"
+
 
 @dataclass(frozen=True)
 class History:

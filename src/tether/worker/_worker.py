@@ -230,6 +230,8 @@ class ExitInTask(TetherError):
     it is raised in that task instead, so it fails the run, not the worker. The workflow
     may catch it like any error (the original exception is its ``__cause__``)."""
 
+    __module__ = "tether.worker"
+
 
 async def _contained(coro: Any) -> Any:
     try:
