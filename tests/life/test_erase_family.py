@@ -118,6 +118,37 @@ async def test_erase_reaches_the_children_and_grandchildren(store_url: str) -> N
     assert again["runs"] == 3 and again["run_ids"] == ["p", "p-c", "p-c-g"]
 
 
+async def test_a_run_erased_with_its_family_is_already_erased(store_url: str) -> None:
+    """A second erase of a run erased before says so (``already_erased``) and keeps the
+    erase times, whether the run was erased itself or with its parent's family; a child
+    erased alone and then with its parent's family is part of a new erase, its own time
+    kept. Until 2026-12-06 only a run erased alone was "already erased": the child said
+    ``already_erased: false`` and every ``erased_at`` of the family moved."""
+    app = family_app(store_url)
+    async with app, app.worker():
+        await (await app.start("parent", SECRET, run_id="p")).result(timeout=20)
+        await (await app.start("parent", SECRET, run_id="q")).result(timeout=20)
+        first = json.loads(cli("erase", "q-c-g", "--json", db=store_url).stdout)
+        assert first["already_erased"] is False and first["run_ids"] == ["q-c-g"]
+        alone = (await app.get_run("q-c-g")).erased_at
+        assert alone is not None
+        out = json.loads(cli("erase", "q", "--json", db=store_url).stdout)
+        assert out["already_erased"] is False and out["run_ids"] == ["q", "q-c", "q-c-g"]
+        assert (await app.get_run("q-c-g")).erased_at == alone
+
+        assert json.loads(cli("erase", "p", "--json", db=store_url).stdout)[
+            "already_erased"] is False
+        times = {r: (await app.get_run(r)).erased_at for r in ("p", "p-c", "p-c-g")}
+        for run_id in ("p-c", "p-c-g", "p", "q-c"):
+            again = json.loads(cli("erase", run_id, "--json", db=store_url).stdout)
+            assert again["already_erased"] is True, (run_id, again)
+        line = cli("erase", "p-c", db=store_url)
+        assert line.returncode == 0, line.stderr
+        assert line.stdout.startswith("run p-c was already erased (at "), line.stdout
+        assert {r: (await app.get_run(r)).erased_at for r in times} == times
+        assert (await app.get_run("q-c-g")).erased_at == alone
+
+
 def fork_app(url: str, state: dict[str, bool]) -> App:
     app = App(url)
 

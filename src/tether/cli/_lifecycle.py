@@ -140,7 +140,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "family, that is its child runs and its forks, and theirs, recursively. If any of "
         "them has not ended (and is not blocked), nothing is erased and the error names "
         "them; --json lists every run erased in run_ids, and already_erased (true: the "
-        "run, alone, had been erased before and nothing was left). An erased run cannot "
+        "run and its family had been erased before and nothing was left; their erase "
+        "times stay). An erased run cannot "
         "be retried, resumed or forked.")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--json", action="store_true", help="JSON output")
@@ -373,10 +374,10 @@ async def erase(args: argparse.Namespace) -> int:
         before = await app.store.run_get(args.run_id)
         report = await app.store.run_erase(run_id=args.run_id, now=app.clock.now())
     erased_at = before.erased_at if before is not None else None
-    # (erased before, alone: nothing of it can have been written since, as an erased run
-    # never runs again; the store counts what it marks again, and the line said "erased
-    # ... its input and outcome, 1 journal entry" all the same)
-    again = erased_at is not None and report.run_ids == [args.run_id]
+    # (it and its whole family erased before: the store counts what it marks again, and
+    # the line said "erased ... its input and outcome, 1 journal entry" all the same;
+    # until 2026-12-06 only a run erased alone was said to be so)
+    again = erased_at is not None and report.already_erased
     if args.json:
         print(dumps({**report.as_dict(), "already_erased": again}))
         return 0

@@ -126,7 +126,9 @@ class PurgeReport:
     """What ``run_purge`` / ``run_erase`` deleted (counts of rows, or of payloads).
 
     For an erase, ``runs`` and ``run_ids`` (sorted) are the run and the members of its
-    family erased with it, and the other counts their sums."""
+    family erased with it, and the other counts their sums; ``already_erased`` is true
+    when every one of them had been erased before (alone or with a family): nothing new
+    was erased, and their ``erased_at`` stays when they were first erased."""
 
     runs: int = 0
     journal_entries: int = 0
@@ -137,6 +139,7 @@ class PurgeReport:
     #: Content-addressed texts (tether.ai's messages) that no remaining run references.
     blobs: int = 0
     run_ids: list[str] = field(default_factory=list)
+    already_erased: bool = False
 
     def as_dict(self) -> dict[str, int | list[str]]:
         return {"runs": self.runs, "journal_entries": self.journal_entries,

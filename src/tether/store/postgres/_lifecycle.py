@@ -477,12 +477,16 @@ class Lifecycle:
             refuse_unfinished(run_id, str(run.status), family)
             ids = sorted([run_id, *(r for r, _ in family)])
             report = PurgeReport(runs=len(ids), run_ids=ids)
+            [(unerased,)] = await self._rows(
+                conn, "SELECT count(*) FROM {s}.runs WHERE run_id = ANY(%s) "
+                "AND erased_at IS NULL", (ids,))
+            report.already_erased = unerased == 0
             e = _ERASED
             await conn.execute(
                 f"UPDATE {self.s}.runs SET input = %s, "
                 "result = CASE WHEN result IS NULL THEN NULL ELSE %s END, "
                 "error = CASE WHEN error IS NULL THEN NULL ELSE %s END, status_info = NULL, "
-                "erased_at = %s, updated_at = %s WHERE run_id = ANY(%s)",
+                "erased_at = COALESCE(erased_at, %s), updated_at = %s WHERE run_id = ANY(%s)",
                 (e, e, e, now, now, ids))
             report.payloads = len(ids)
             for table, attr in (("journal", "journal_entries"),

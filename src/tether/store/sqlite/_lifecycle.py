@@ -385,6 +385,8 @@ def run_family(conn: apsw.Connection, run_id: str) -> list[tuple[str, str]]:
 def _erase(conn: apsw.Connection, run_ids: list[str], now: float) -> PurgeReport:
     report = PurgeReport(runs=len(run_ids), run_ids=run_ids)
     params = {"run_ids": json.dumps(run_ids), "marker": _ERASED, "now": now}
+    [(unerased,)] = conn.execute(L["erase_unerased"], params)
+    report.already_erased = unerased == 0
     conn.execute(L["erase_run"], params)
     report.payloads += len(run_ids)
     for query, attr in (("erase_journal", "journal_entries"),

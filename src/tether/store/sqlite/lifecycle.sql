@@ -272,13 +272,18 @@ UNION
 SELECT run_id, status FROM tether_runs
 WHERE forked_from IN (SELECT value FROM json_each(:run_ids));
 
+-- erase_unerased --
+-- Erase: how many of these runs (a JSON array of ids) were never erased.
+SELECT count(*) FROM tether_runs
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND erased_at IS NULL;
+
 -- erase_run --
 -- Erase: the runs' payloads (a JSON array of ids) become the marker; their shape and
--- times stay.
+-- times stay, and so does the time of a run's first erase.
 UPDATE tether_runs
 SET input = :marker, result = CASE WHEN result IS NULL THEN NULL ELSE :marker END,
     error = CASE WHEN error IS NULL THEN NULL ELSE :marker END,
-    status_info = NULL, erased_at = :now, updated_at = :now
+    status_info = NULL, erased_at = COALESCE(erased_at, :now), updated_at = :now
 WHERE run_id IN (SELECT value FROM json_each(:run_ids));
 
 -- erase_journal --
