@@ -334,7 +334,7 @@ async def test_lease_expire_owner_makes_a_dead_workers_runs_claimable_now(
     await start_and_claim(store, "r1", queue="a")
     await start_and_claim(store, "r2", queue="b")
     await start_and_claim(store, "alive", queue="c", worker="w2")
-    assert await store.lease_expire_owner(worker_id="w1", now=T0 + 1) == 2
+    assert await store.lease_expire_owner(worker_id="w1", now=T0 + 1) == ["r1", "r2"]
     assert sorted(await claim(store, T0 + 1, queues=("a", "b", "c"))) == ["r1", "r2"]
     assert await store.worker_list() == []
 

@@ -558,8 +558,10 @@ class Store(ServeQueries, Protocol):
                               lease_seconds: float) -> HeartbeatResult:
         """Extend every lease ``worker_id`` holds and report which it still holds."""
 
-    async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
-        """Make a dead worker's runs claimable at once; return how many."""
+    async def lease_expire_owner(self, *, worker_id: str, now: float) -> list[str]:
+        """Make a dead worker's runs claimable at once, and forget the worker; return
+        their ids, sorted (a count until 2026-12-06: the worker that takes one over
+        now says its owner was found dead, not that its lease expired)."""
 
     async def worker_register(self, *, info: WorkerInfo) -> None:
         """Record a live worker."""

@@ -103,6 +103,9 @@ MAX_CRASHES = 5
 #: with each further crash, up to CRASH_BACKOFF_MAX.
 CRASH_BACKOFF = 1.0
 CRASH_BACKOFF_MAX = 60.0
+#: The most runs of dead workers remembered with how their owner was found dead (for
+#: the takeover's log line); the oldest are forgotten first (another worker took them).
+FOUND_DEAD_MAX = 10_000
 #: How long a worker that handed a run back because it cannot decrypt its payloads
 #: leaves the run to other workers before it claims it again (doubles each time the same
 #: worker meets it again, up to UNREADABLE_BACKOFF_MAX). The back-off is the worker's
@@ -335,6 +338,8 @@ class Worker:
         self.poll_interval = poll_interval if poll_interval is not None else 1.0
         self._default_poll = poll_interval is None
         self._peers: list[WorkerInfo] | None = None  # the workers seen at the last look
+        #: Runs whose owner this worker found dead, and how (``_reap_dead_workers``).
+        self._found_dead: dict[str, str] = {}
         self.sticky_wait = sticky_wait
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hostname = socket.gethostname()
@@ -1030,22 +1035,31 @@ class Worker:
         for w in list(self._peers):
             if w.worker_id == self.worker_id:
                 continue
-            dead = (w.hostname == self.hostname and not process_alive(w.pid, w.pid_start)) or (
-                refresh and now - w.heartbeat_at > stale_after
-            )
-            if dead:
+            gone = w.hostname == self.hostname and not process_alive(w.pid, w.pid_start)
+            if gone or (refresh and now - w.heartbeat_at > stale_after):
                 # A dead owner renews nothing: its runs are expired as of the cut of an
                 # outage this worker met, if any, so that the lease of grace that
                 # outage gives live owners (``takeover_before``) does not hold them.
                 cut = self._outage.takeover_before()
-                n = await store.lease_expire_owner(
+                run_ids = await store.lease_expire_owner(
                     worker_id=w.worker_id, now=now if cut is None else min(now, cut))
                 self._peers.remove(w)
+                self._remember_dead(run_ids, "its process on this host is gone" if gone else
+                                    f"no heartbeat for {now - w.heartbeat_at:.0f} s")
+                n = len(run_ids)
                 if n:
                     # ("1 of its runs are" until 2026-12-06)
                     log.info("worker %s is gone; %d of its runs %s claimable now",
                              w.worker_id, n, "is" if n == 1 else "are")
                     self._wake.set()
+
+    def _remember_dead(self, run_ids: list[str], how: str) -> None:
+        """Note how the owner of these runs was found dead, for the line of their
+        takeover (bounded: ``FOUND_DEAD_MAX``)."""
+        found = self._found_dead
+        found.update(dict.fromkeys(run_ids, how))
+        while len(found) > FOUND_DEAD_MAX:
+            del found[next(iter(found))]
 
     # -- executing one run ---------------------------------------------------------------------
 
@@ -1198,10 +1212,15 @@ class Worker:
             self._host.run_ended(run.run_id)
             return False
         if takeover:
-            log.warning("run %s: taken over from a worker whose lease on it expired (it "
-                        "died, stalled, or lost the store; crash %d of %d in a row at "
-                        "position %d)", run.run_id, crashes, self.max_crashes, position,
-                        extra={"run_id": run.run_id, "position": position})
+            # (from a worker this one found dead, or one whose lease ran out: until
+            # 2026-12-06 a worker killed on this host, found dead through its pid, was
+            # said to have let its lease expire)
+            how = self._found_dead.pop(run.run_id, None)
+            cause = (f"found dead ({how}" if how is not None else
+                     "whose lease on it expired (it died, stalled, or lost the store")
+            log.warning("run %s: taken over from a worker %s; crash %d of %d in a row at "
+                        "position %d)", run.run_id, cause, crashes, self.max_crashes,
+                        position, extra={"run_id": run.run_id, "position": position})
             if crashes < 2:
                 return True
             delay = _doubling(CRASH_BACKOFF, crashes - 1, CRASH_BACKOFF_MAX)

@@ -1645,10 +1645,10 @@ class PostgresStore(PostgresServeQueries):
                 result.cancel_requested.add(run_id)
         return result
 
-    async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
+    async def lease_expire_owner(self, *, worker_id: str, now: float) -> list[str]:
         rows, _ = await self._one("lease_expire_owner", {
             "worker_id": worker_id, "now": now, "channel": self._channel})
-        return int(rows[0][0])
+        return list(rows[0][1])
 
     async def worker_register(self, *, info: WorkerInfo) -> None:
         await self._one("worker_register", {

@@ -768,13 +768,15 @@ FROM held WHERE r.run_id = held.run_id
 RETURNING r.run_id, r.cancel_requested;
 
 -- lease_expire_owner --
--- Make a dead worker's runs claimable at once and forget it; returns how many (notifies).
+-- Make a dead worker's runs claimable at once and forget it; returns their ids, sorted
+-- (notifies).
 WITH e AS (
     UPDATE {schema}.runs SET available_at = %(now)s
     WHERE owner = %(worker_id)s AND (status = 'running') IS TRUE
-    RETURNING 1),
+    RETURNING run_id),
 d AS (DELETE FROM {schema}.workers WHERE worker_id = %(worker_id)s)
-SELECT {schema}.wake(%(channel)s, count(*)) FROM e;
+SELECT {schema}.wake(%(channel)s, (SELECT count(*) FROM e)),
+       ARRAY(SELECT run_id FROM e ORDER BY run_id);
 
 -- worker_register --
 -- Record a live worker.

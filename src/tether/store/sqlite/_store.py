@@ -1117,7 +1117,7 @@ class SqliteStore(SqliteServeQueries):
             _lease_heartbeat, worker_id, now, now + lease_seconds
         )
 
-    async def lease_expire_owner(self, *, worker_id: str, now: float) -> int:
+    async def lease_expire_owner(self, *, worker_id: str, now: float) -> list[str]:
         return await self._write_wake(_lease_expire_owner, worker_id, now)
 
     async def worker_register(self, *, info: WorkerInfo) -> None:
@@ -1910,11 +1910,11 @@ def _lease_heartbeat(conn: apsw.Connection, worker_id: str, now: float,
     return result
 
 
-def _lease_expire_owner(conn: apsw.Connection, worker_id: str, now: float) -> int:
-    conn.execute(Q["lease_expire_owner"], {"now": now, "worker_id": worker_id})
-    n: int = conn.changes()
+def _lease_expire_owner(conn: apsw.Connection, worker_id: str, now: float) -> list[str]:
+    run_ids = sorted(r for (r,) in conn.execute(
+        Q["lease_expire_owner"], {"now": now, "worker_id": worker_id}))
     conn.execute(Q["worker_delete"], {"worker_id": worker_id})
-    return n
+    return run_ids
 
 
 def _worker_register(conn: apsw.Connection, info: WorkerInfo) -> None:

@@ -248,8 +248,9 @@ RETURNING run_id, cancel_requested;
 UPDATE tether_workers SET heartbeat_at = :now WHERE worker_id = :worker_id;
 
 -- lease_expire_owner --
--- Make a dead worker's runs claimable at once.
-UPDATE tether_runs SET available_at = :now WHERE owner = :worker_id AND status = 'running';
+-- Make a dead worker's runs claimable at once; their ids.
+UPDATE tether_runs SET available_at = :now WHERE owner = :worker_id AND status = 'running'
+RETURNING run_id;
 
 -- worker_register --
 -- Record a live worker.
