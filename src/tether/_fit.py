@@ -1,8 +1,9 @@
 """Fitting a command's table to the terminal it prints on.
 
 On a terminal (and without ``--wide``) ``tether show``, ``runs``, ``approvals``,
-``schedules``, ``queues`` and ``versions`` cut their long cells to the terminal's width
-instead of letting every line wrap; into a pipe or a file they print everything, as
+``schedules``, ``queues`` and ``versions`` fit their long cells to the terminal's width
+(cut, or wrapped under their row; each command's ``--wide`` help says how) instead of
+letting every line wrap; into a pipe or a file they print everything, as
 they always have, for scripts that read it. A command that answers with a sentence
 (``approve``, ``retry``, ``purge``, ``erase``, ...) has it wrapped between words there
 (``say``). The demo fits its own output with the same helpers (so they live outside
@@ -20,10 +21,22 @@ from typing import Any
 #: The narrowest width fitted to: below it the lines wrap rather than cut to nothing.
 MIN_WIDTH = 40
 ELLIPSIS = "…"
-#: The help of ``--wide`` (every command whose output is fitted).
-WIDE_HELP = ("print the lines a pipe or a file gets, however wide they are (on a terminal "
-             "the output is otherwise fitted to its width: long ids cut in the middle, "
-             "long values at the end)")
+
+
+def wide_help(fitted: str) -> str:
+    """The help of a command's ``--wide``: what it prints, and how its output is
+    ``fitted`` on a terminal otherwise (each command fits its own way)."""
+    return ("print the lines a pipe or a file gets, however wide they are (on a terminal "
+            f"the output is otherwise fitted to its width: {fitted})")
+
+
+#: The help of ``tether show``'s ``--wide``.
+WIDE_HELP = wide_help("long ids cut in the middle, long values at the end")
+#: ``--wide`` of the tables whose key is a run id (``runs``, ``approvals``: ``key_table``
+#: never cuts it). Until 2026-12-06 every command's ``--wide`` had ``WIDE_HELP``: ``runs``,
+#: ``approvals`` and ``schedules`` said they cut ids, ``queues`` and ``versions`` values.
+RUN_ID_KEPT = ("a run id is never cut: one longer than its column has a line of its own, "
+               "above its row")
 #: The least width of a table's key column (``columns``); a longer key has a line of its
 #: own, above its row.
 KEY_MIN = 20

@@ -420,6 +420,38 @@ def command_names() -> list[tuple[str, ...]]:
     return actions(build_parser(), ())
 
 
+#: How each command with ``--wide`` fits its output on a terminal (the tests above show
+#: it), as its ``--wide`` help must say.
+FITTED = {("show",): "long ids cut in the middle",
+          ("runs",): "a run id is never cut", ("approvals",): "a run id is never cut",
+          ("schedules",): "a schedule's name and its last run's id are never cut",
+          ("schedules", "list"): "a schedule's name and its last run's id are never cut",
+          ("queues",): "nothing is cut", ("versions",): "nothing is cut"}
+
+
+def test_each_wide_help_says_how_its_command_fits() -> None:
+    """Until 2026-12-06 every ``--wide`` said "long ids cut in the middle", though
+    ``runs``, ``approvals`` and ``schedules`` never cut an id, and ``queues`` and
+    ``versions`` cut nothing."""
+    from tether.cli import build_parser
+
+    helps: dict[tuple[str, ...], str] = {}
+
+    def walk(parser: Any, path: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if "--wide" in action.option_strings:
+                helps[path] = action.help
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*path, name))
+
+    walk(build_parser(), ())
+    assert set(helps) == set(FITTED), helps
+    for path, help_text in helps.items():
+        assert FITTED[path] in help_text, (path, help_text)
+        assert ("cut in the middle" in help_text) == (path == ("show",)), (path, help_text)
+
+
 def test_every_help_fits_80_columns() -> None:
     """``tether [COMMAND [ACTION]] --help`` on an 80-column terminal: no line wraps (the
     usage line of ``runs`` listed ``--status``' seven choices in 85 columns)."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tether._fit import WIDE_HELP, fit_width, row_lines, say, wrap
+from tether._fit import RUN_ID_KEPT, fit_width, row_lines, say, wide_help, wrap
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -28,7 +28,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "stderr says when more wait); default: every one, longest waiting "
                    "first")
     p.add_argument("--json", action="store_true", help="JSON output")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.add_argument("--wide", action="store_true", help=wide_help(
+        f"{RUN_ID_KEPT}; a long agent or tool is cut at its end; the arguments are wrapped "
+        "under their row when the line has no room for them, and so is the reason"))
     p.set_defaults(handler=approvals)
 
     p = sub.add_parser("approve", parents=[common],

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from tether._app import App
-from tether._fit import WIDE_HELP, fit_width, hang, say
+from tether._fit import fit_width, hang, say, wide_help
 from tether._lifecycle import (
     check_compatible,
     fork_past_end,
@@ -86,7 +86,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        "prints a list of {version, runs, by_status, live_workers, "
                        "up_since, newest} (version null for none).")
     p.add_argument("--json", action="store_true", help="JSON output")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.add_argument("--wide", action="store_true", help=wide_help(
+        "a long version has a line of its own, and the counts by status are wrapped; nothing "
+        "is cut"))
     p.set_defaults(handler=versions)
 
     p = sub.add_parser(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import WIDE_HELP, fit_width, hang
+from tether._fit import fit_width, hang, wide_help
 from tether.cli._common import CliError, client, dumps, safe
 
 
@@ -17,7 +17,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("queues", parents=[common],
                        help="list queues (from the workflows registry and the limits)")
     p.add_argument("--json", action="store_true", help="JSON output")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.add_argument("--wide", action="store_true", help=wide_help(
+        "a long list of workflows is wrapped under its column; nothing is cut"))
     p.set_defaults(handler=queues)
 
     p = sub.add_parser("queue-limit", parents=[common],

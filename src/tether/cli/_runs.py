@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from tether._app import App
-from tether._fit import WIDE_HELP, columns, fit_width
+from tether._fit import RUN_ID_KEPT, WIDE_HELP, columns, fit_width, wide_help
 from tether._show import (
     STATUSES,
     blocked_reason,
@@ -101,7 +101,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="JSON output: a list of runs, each with the fields GET "
                    "/api/v1/runs gives it")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.add_argument("--wide", action="store_true", help=wide_help(
+        f"{RUN_ID_KEPT}; the other long cells are cut at their end"))
     p.set_defaults(handler=runs)
 
     p = sub.add_parser("show", parents=[common], help="a run's timeline")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import WIDE_HELP, columns, fit_width
+from tether._fit import columns, fit_width, wide_help
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict
 from tether._types import check_name
@@ -21,6 +21,11 @@ from tether.cli._common import (
 from tether.cli._logging import LEVELS
 from tether.errors import shown
 
+#: ``--wide`` of ``tether schedules`` (and its ``list``).
+SCHEDULES_WIDE_HELP = wide_help(
+    "a schedule's name and its last run's id are never cut: a long name has a line of its "
+    "own, above its row, and the last run goes under its row when the line has no room "
+    "for it; the other long cells are cut at their end")
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -40,7 +45,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                      help="JSON output")
     lst.add_argument("--wide", action="store_true", default=argparse.SUPPRESS,
-                     help=WIDE_HELP)
+                     help=SCHEDULES_WIDE_HELP)
     for name, text in (("pause", "stop starting runs"),
                        ("resume", "start runs again from the next tick"),
                        ("trigger", "start a run now (the schedule's next tick is kept)"),
@@ -51,7 +56,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="JSON output: the body `tether serve` answers for the action")
     p.add_argument("--json", action="store_true", help="JSON output")
-    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.add_argument("--wide", action="store_true", help=SCHEDULES_WIDE_HELP)
     p.set_defaults(handler=schedules)
 
 
