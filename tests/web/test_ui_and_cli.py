@@ -435,15 +435,27 @@ def test_serve_logs_the_store_url_without_its_password(pg_url: str, tmp_path: Pa
     ("admin:0123456789abcdefgh\nread:0123456789abcdefgh\n",
      "line 2: this token is also given as admin: give each token one role"),
     ("# filled in at deploy\n\n", "holds no token"),
+    (None, "cannot read token file"),  # (no such file)
+    ("", "cannot read token file"),  # (a folder)
 ])
-def test_serve_names_a_bad_token_file_line(tmp_path: Path, content: str, message: str) -> None:
+def test_serve_names_a_bad_token_file_line(tmp_path: Path, content: str | None,
+                                           message: str) -> None:
+    """A token file that is missing, unreadable or malformed is bad input: one line,
+    exit 2, as a bad --port (until 2026-12-06 exit 1, as a store that cannot be reached),
+    before any store is opened."""
     tokens = tmp_path / "tokens"
-    tokens.write_text(content)
+    if content == "":
+        tokens.mkdir()
+    elif content is not None:
+        tokens.write_text(content)
     r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db",
                         "--token-file", str(tokens)], cwd=ROOT, env=env(),
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and message in r.stderr
+    assert r.returncode == 2, r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("tether: error: ") and message in line, line
     assert "0123456789abcdefgh" not in r.stderr
+    assert not (tmp_path / "x.db").exists()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tether.cli._common import (
+    EXIT_USAGE,
     CliError,
     load_app,
     non_negative_float,
@@ -117,7 +118,12 @@ async def serve(args: argparse.Namespace) -> int:
     if len(args.host) > 2 and args.host.startswith("[") and args.host.endswith("]"):
         # An IPv6 address as URLs write it ([::1]): the socket takes it without brackets.
         args.host = args.host[1:-1]
-    tokens = Tokens.load(args.token_file)
+    try:
+        tokens = Tokens.load(args.token_file)
+    except ConfigError as exc:
+        # A token file missing, unreadable or malformed (or TETHER_API_TOKENS): bad
+        # input, as a bad --port is; until 2026-12-06 it exited 1, as a store outage.
+        raise CliError(str(exc), EXIT_USAGE) from None
     check_bind(args.host, tokens)
     if args.token_file is not None:
         exposed = Tokens.file_exposed(args.token_file)
