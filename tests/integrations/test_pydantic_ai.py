@@ -1215,7 +1215,7 @@ async def test_a_budget_smaller_than_a_compaction_stops_the_run(sqlite_url: str)
     assert len(server.requests) == 1
     assert [(e["name"], e["status"]) for e in info.journal] == [
         (COMPACTION, "ok"), ("pydantic_ai:compactor__model.request", "error")]
-    assert info.journal[1]["error"]["type"] == "tether.ai._budget.BudgetExceeded"
+    assert info.journal[1]["error"]["type"] == "tether.ai.BudgetExceeded"
     assert info.metrics["llm.calls"] == 1
     assert info.metrics["cost.usd"] == pytest.approx(0.02)
 

@@ -120,7 +120,8 @@ def test_an_approvers_note_and_a_long_error_word(browser: object, tmp_path: Path
         page.click("button:has-text('log out')")
         expect(page).to_have_url(served.url + "/login")
         page.go_back()
-        expect(page).to_have_url(served.url + "/login")
+        # (the login form, which leads back to the page asked for once logged in)
+        expect(page).to_have_url(served.url + "/login?next=%2Fapprovals")
         assert page.locator(".approval").count() == 0
         plain.close()
 
