@@ -330,6 +330,18 @@ async def test_an_account_out_of_credit_fails_the_call_at_once(
     a rate limit: here until the next step of the script answered, in production for as
     long as the policy allowed, without a word."""
     server.set_script([Fault.out_of_credit(), Reply("never asked for")])
+    entry = await _one_failed_call(sqlite_url, server, protocol)
+    assert entry["status"] == "error" and entry["attempts"] == 1
+    assert entry["error"]["type"].endswith("ProviderBillingError")
+    assert "add credit or check the plan and billing" in entry["error"]["message"]
+    assert re.search(r"\[request req_[0-9a-f]{24}\]", entry["error"]["message"])
+    assert len(chats(server)) == 1
+
+
+async def _one_failed_call(sqlite_url: str, server: ScriptedLLMServer,
+                           protocol: str) -> dict[str, Any]:
+    """The journal entry of a run's one LLM call (retried without end: ``FAST``), which
+    failed the run, against ``server``'s script."""
     app = App(sqlite_url)
     llm = make_llm(server, protocol, retry=FAST)
 
@@ -337,18 +349,16 @@ async def test_an_account_out_of_credit_fails_the_call_at_once(
     async def wf() -> str:
         return (await llm.chat([user_message("x")])).text or ""
 
-    async with app.worker():
-        handle = await app.start(wf, run_id="broke")
-        with pytest.raises(RunFailed):
-            await handle.result(timeout=15)
-    (entry,) = (await app.get_run("broke")).journal
-    assert entry["status"] == "error" and entry["attempts"] == 1
-    assert entry["error"]["type"].endswith("ProviderBillingError")
-    assert "add credit or check the plan and billing" in entry["error"]["message"]
-    assert re.search(r"\[request req_[0-9a-f]{24}\]", entry["error"]["message"])
-    assert len(chats(server)) == 1
-    await llm.aclose()
-    await app.close()
+    try:
+        async with app.worker():
+            handle = await app.start(wf, run_id="failed")
+            with pytest.raises(RunFailed):
+                await handle.result(timeout=15)
+        (entry,) = (await app.get_run("failed")).journal
+        return entry
+    finally:
+        await llm.aclose()
+        await app.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -361,24 +371,11 @@ async def test_an_error_in_a_200_answer_fails_the_call_at_once(
     attempt a request, and the provider's message in no journal."""
     server.set_script([Fault.error_body(400, "This model's maximum context length is "
                                              "128000 tokens"), Reply("never asked for")])
-    app = App(sqlite_url)
-    llm = make_llm(server, protocol, retry=FAST)
-
-    @app.workflow
-    async def wf() -> str:
-        return (await llm.chat([user_message("x")])).text or ""
-
-    async with app.worker():
-        handle = await app.start(wf, run_id="gw")
-        with pytest.raises(RunFailed):
-            await handle.result(timeout=15)
-    (entry,) = (await app.get_run("gw")).journal
+    entry = await _one_failed_call(sqlite_url, server, protocol)
     assert entry["status"] == "error" and entry["attempts"] == 1
     assert entry["error"]["type"].endswith("FatalProviderError")
     assert "maximum context length is 128000 tokens" in entry["error"]["message"]
     assert len(chats(server)) == 1
-    await llm.aclose()
-    await app.close()
 
 
 async def test_a_missing_api_key_is_a_recorded_error_naming_the_variable(

@@ -35,13 +35,20 @@ def effects(ledger: Path) -> int:
         conn.close()
 
 
-async def test_a_run_taken_over_then_released_for_a_wait_has_recovered(
-        store_url: str, tmp_path: Path) -> None:
+
+def _gated_workers(store_url: str, tmp_path: Path) -> tuple[Path, Path, _Workers]:
+    """The gate file the chaos app's ``gated_then_waits`` step waits for, the effects
+    ledger, and a harness of one worker process at a time with no crash points."""
     gate = tmp_path / "gate"
     ledger = tmp_path / "ledger.db"
     workers = _Workers(store_url, ledger, tmp_path,
                        Profile("test", workers=1, duration=0, runs=1, crash_p=0.0),
                        extra_env={"CHAOS_GATE": str(gate)})
+    return gate, ledger, workers
+
+async def test_a_run_taken_over_then_released_for_a_wait_has_recovered(
+        store_url: str, tmp_path: Path) -> None:
+    gate, ledger, workers = _gated_workers(store_url, tmp_path)
     app = App(store_url)
     try:
         victim = workers.start()
@@ -81,11 +88,7 @@ async def test_a_run_the_victim_released_before_its_kill_is_not_a_recovery(
     """Looked at as held, then released by the victim itself before the kill (the
     harness's look and its kill are not one instant): nothing was left to recover, and
     the wait that follows is no recovery time."""
-    gate = tmp_path / "gate"
-    ledger = tmp_path / "ledger.db"
-    workers = _Workers(store_url, ledger, tmp_path,
-                       Profile("test", workers=1, duration=0, runs=1, crash_p=0.0),
-                       extra_env={"CHAOS_GATE": str(gate)})
+    gate, ledger, workers = _gated_workers(store_url, tmp_path)
     app = App(store_url)
     try:
         victim = workers.start()
