@@ -21,6 +21,18 @@ script step; a 401 without the server's ``api_key``), after the faults of
 ``count_faults=`` (one a request, in order: ``count_faults=[Fault.http(500)]`` fails the
 first count only).
 
+And the Responses API's compaction, ``POST /v1/responses/compact`` (``{"model", "input",
+"instructions", "previous_response_id"}``): a script step answers it, a ``Reply`` as the
+real endpoint's ``response.compaction`` object (its ``output`` the input's user
+messages then one ``compaction`` item whose ``encrypted_content`` carries the reply's
+text, and the reply's usage), a ``Fault`` as a fault. And background mode: a request
+with ``"background": true`` (unstreamed) is answered at once, without a script step,
+``status: "queued"``, ``background: true``; ``GET /v1/responses/{id}`` (the SDK's
+``retrieve``) takes the script step that answers it (a ``Reply`` completes it, a
+``Fault`` fails the retrieve); ``POST /v1/responses/{id}/cancel`` answers the response
+``status: "cancelled"``, after the faults of ``cancel_faults=`` (as ``count_faults=``).
+An id the server did not give: 404.
+
 Built on the provider-split server (``tether.testing.llm_server``): its ``_dispatch``,
 ``_render`` and ``_events`` hooks.
 """
@@ -30,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,25 +80,48 @@ _COUNT_PATHS = ("/v1/messages/count_tokens", "/messages/count_tokens",
                 "/v1/responses/input_tokens", "/responses/input_tokens")
 
 
+#: The Responses API's compaction endpoint, with and without /v1.
+_COMPACT_PATHS = ("/v1/responses/compact", "/responses/compact")
+
+#: A background response's retrieve (``GET``) and cancel (``POST .../cancel``) paths.
+_RESPONSE_PATH = re.compile(r"(?:/v1)?/responses/(resp_[A-Za-z0-9]+)(/cancel)?")
+
+
 class ScriptedResponsesServer(ScriptedLLMServer):
     """``ScriptedLLMServer`` with the OpenAI Responses API at ``/v1/responses``.
 
     Args:
         count_faults: what the token-counting endpoints answer first, one a request,
             in order (a fault's ``times`` counted), before they count.
+        cancel_faults: what ``POST /v1/responses/{id}/cancel`` answers first, likewise,
+            before it cancels.
         (the others: ``ScriptedLLMServer``'s)
     """
 
     def __init__(self, script: Iterable[Step] = (), *, count_faults: Iterable[Fault] = (),
-                 **kwargs: Any) -> None:
+                 cancel_faults: Iterable[Fault] = (), **kwargs: Any) -> None:
         super().__init__(script, **kwargs)
         #: The faults the token-counting endpoints have still to answer, in order.
         self.count_faults = [fault for fault in count_faults for _ in range(fault.times)]
+        #: The faults the cancel endpoint has still to answer, in order.
+        self.cancel_faults = [fault for fault in cancel_faults for _ in range(fault.times)]
+        #: The background responses given (by id): the body of the request that made
+        #: each, and its last status.
+        self.background: dict[str, tuple[dict[str, Any], str]] = {}
 
     async def _dispatch(self, conn: _Conn, method: str, path: str,
                         headers: dict[str, str], raw_body: bytes) -> None:
         if method == "POST" and path in _COUNT_PATHS:
             await self._count_tokens(conn, path, headers, raw_body)
+            return
+        if method == "POST" and path in _COMPACT_PATHS:
+            await self._compact(conn, path, headers, raw_body)
+            return
+        found = _RESPONSE_PATH.fullmatch(path)
+        if found is not None and (method, bool(found[2])) in (("GET", False),
+                                                               ("POST", True)):
+            await self._background_job(conn, method, path, headers, found[1],
+                                       cancel=bool(found[2]))
             return
         if method != "POST" or path not in ("/v1/responses", "/responses"):
             await super()._dispatch(conn, method, path, headers, raw_body)
@@ -141,6 +177,114 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             counted["object"] = "response.input_tokens"
         await conn.respond(200, counted)
 
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return self.api_key is None or given == self.api_key
+
+    async def _compact(self, conn: _Conn, path: str, headers: dict[str, str],
+                       raw_body: bytes) -> None:
+        """``POST /v1/responses/compact``: the next script step, a ``Reply`` answered as
+        the real endpoint's ``response.compaction`` (``CompactedResponse`` of the
+        SDK): ``output`` is the input's user messages, then one ``compaction`` item
+        (its ``encrypted_content`` the reply's text, as the server would encrypt a
+        summary), ``usage`` the reply's (estimated when not given)."""
+        try:
+            body = json.loads(raw_body or b"null")
+        except ValueError:
+            body = None
+        rec = RecordedRequest("POST", path, dict(headers), body, time.time(),
+                              protocol="responses")
+        self.requests.append(rec)
+        if not self._authorized(headers):
+            await self._error(conn, rec, 401, "Incorrect API key provided.",
+                              outcome="unauthorized")
+            return
+        if not isinstance(body, dict) or not body.get("model"):
+            await self._error(conn, rec, 400, "Missing required parameter: 'model'.",
+                              outcome="invalid")
+            return
+        try:
+            index, step = await self._take_step(rec)
+        except _Exhausted:
+            await self._error(conn, rec, 500, "script exhausted: the scripted LLM server got "
+                              f"request #{len(self.requests)} and has no step left for it",
+                              outcome="exhausted")
+            return
+        rec.step = index
+        if isinstance(step, Fault):
+            await self._fault(conn, rec, step)
+            return
+        given = body.get("input")
+        given = [{"role": "user", "content": given}] if isinstance(given, str) else given
+        users = [item for item in given or []
+                 if isinstance(item, dict) and item.get("role") == "user"]
+        output: list[dict[str, Any]] = [
+            {"type": "message", "id": self._next_id("msg_"), "status": "completed",
+             "role": "user", "content": item.get("content")
+             if isinstance(item.get("content"), list)
+             else [{"type": "input_text", "text": str(item.get("content") or "")}]}
+            for item in users]
+        output.append({"type": "compaction", "id": self._next_id("cmp_"),
+                       "encrypted_content": "scripted:" + (step.text or "")})
+        inp, out = self._responses_usage(rec, step)
+        rec.status, rec.outcome = 200, "compaction"
+        await conn.respond(200, {
+            "id": self._next_id("resp_"), "object": "response.compaction",
+            "created_at": int(time.time()), "output": output,
+            "usage": {"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out,
+                      "input_tokens_details": {"cached_tokens": step.cache_read_tokens},
+                      "output_tokens_details": {"reasoning_tokens": 0}}},
+            headers={"x-request-id": self._next_id("req_")})
+
+    async def _background_job(self, conn: _Conn, method: str, path: str,
+                              headers: dict[str, str], response_id: str, *,
+                              cancel: bool) -> None:
+        """``GET /v1/responses/{id}`` (a background response retrieved: the next script
+        step answers it) or ``POST /v1/responses/{id}/cancel`` (after ``cancel_faults``:
+        the response, ``status: "cancelled"``)."""
+        rec = RecordedRequest(method, path, dict(headers), None, time.time(),
+                              protocol="responses")
+        self.requests.append(rec)
+        if not self._authorized(headers):
+            await self._error(conn, rec, 401, "Incorrect API key provided.",
+                              outcome="unauthorized")
+            return
+        if cancel and self.cancel_faults:
+            await self._fault(conn, rec, self.cancel_faults.pop(0))
+            return
+        job = self.background.get(response_id)
+        if job is None:
+            await self._error(conn, rec, 404, f"Response with id '{response_id}' not found.",
+                              outcome="not_found")
+            return
+        made, status = job
+        asked = RecordedRequest("POST", "/v1/responses", {}, made, rec.time,
+                                protocol="responses")
+        if cancel:
+            if status in ("queued", "in_progress"):
+                status = "cancelled"
+                self.background[response_id] = (made, status)
+            rec.status, rec.outcome = 200, "cancelled"
+            await conn.respond(200, {**self._response(asked, Reply(""), items=[],
+                                                      status=status),
+                                     "id": response_id, "background": True, "usage": None})
+            return
+        try:
+            index, step = await self._take_step(rec)
+        except _Exhausted:
+            await self._error(conn, rec, 500, "script exhausted: the scripted LLM server got "
+                              f"request #{len(self.requests)} and has no step left for it",
+                              outcome="exhausted")
+            return
+        rec.step = index
+        if isinstance(step, Fault):
+            await self._fault(conn, rec, step)
+            return
+        self.background[response_id] = (made, "completed")
+        rec.status, rec.outcome = 200, "reply"
+        await conn.respond(200, {**self._response(asked, step), "id": response_id,
+                                 "background": True})
+
     async def _responses(self, conn: _Conn, rec: RecordedRequest,
                          parse_error: str | None) -> None:
         if parse_error is not None or not isinstance(rec.body, dict):
@@ -159,6 +303,18 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             if problem is not None:
                 await self._error(conn, rec, 400, problem, outcome="invalid")
                 return
+        if rec.body.get("background"):
+            # Queued at once, as the real API answers; a retrieve takes the script step.
+            if rec.stream:
+                await self._error(conn, rec, 400, "the scripted server answers background "
+                                  "responses unstreamed only", outcome="invalid")
+                return
+            queued = {**self._response(rec, Reply(""), items=[], status="queued"),
+                      "background": True, "usage": None}
+            self.background[queued["id"]] = (rec.body, "queued")
+            rec.status, rec.outcome = 200, "queued"
+            await conn.respond(200, queued, headers={"x-request-id": self._next_id("req_")})
+            return
         try:
             index, step = await self._take_step(rec)
         except _Exhausted:
