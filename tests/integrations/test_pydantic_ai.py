@@ -1270,3 +1270,144 @@ async def test_a_run_recorded_with_an_unmetered_compaction_replays(sqlite_url: s
     assert info.metrics.get("llm.calls", 0) == 0
     assert info.metrics["saved.calls"] == 1
     assert info.metrics["saved.tokens.input"] == 400
+
+
+@pytest.mark.parametrize("api", ["responses", "anthropic"])
+async def test_a_token_count_is_free_and_outside_the_budget(sqlite_url: str, api: str) -> None:
+    """A token count is free (OpenAI and Anthropic bill no tokens for it), so it is not
+    metered: a budget of $0 (policy ``fail``) refuses the model request, before it is
+    sent, but not the count before it, which is sent and journaled; the ledger counts
+    neither (no ``llm.calls``, no tokens, no cost)."""
+    async with ScriptedResponsesServer(script=[Reply("never asked for")]) as server:
+        model, client = sdk_model(api, server)
+        app = App(sqlite_url)
+        counting(TetherAgent(Agent(model, name="counter"),
+                             budget=Budget(usd=0.0, on_exceed="fail"),
+                             durability=TetherDurability(prices={
+                                 "gpt-4.1-mini": (0.4, 1.6), "claude-sonnet-5-5": (3.0, 15.0)})),
+                 app)
+        async with app, app.worker():
+            with pytest.raises(RunFailed, match=r"BudgetExceeded"):
+                await (await app.start("counted", "x", run_id="f1")).result(timeout=30)
+            info = await app.get_run("f1")
+        await client.close()
+    assert [(r.status, r.outcome) for r in server.requests] == [(200, "count_tokens")]
+    assert [(e["name"], e["status"]) for e in info.journal] == [
+        ("pydantic_ai:counter__model.count_tokens", "ok"),
+        ("pydantic_ai:counter__model.request", "error")]
+    assert info.journal[1]["error"]["type"] == "tether.ai.BudgetExceeded"
+    assert not any(info.metrics.get(k) for k in (
+        "llm.calls", "tokens.input", "tokens.output", "cost.usd")), info.metrics
+
+
+def backgrounded(app: App, server: ScriptedResponsesServer) -> Any:
+    """The agent ``bg`` (OpenAI's Responses API in background mode on ``server``, plain
+    requests) registered on ``app``; returns its provider (its client to close)."""
+    provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+    model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                 settings={"openai_background": True})
+    TetherAgent(Agent(model, name="bg"), app=app, durability=TetherDurability(live=False))
+    return provider
+
+
+async def test_each_attempt_of_a_cancellation_is_one_http_request(sqlite_url: str) -> None:
+    """A background response (OpenAI's background mode: queued, then polled) whose poll
+    is refused (a 400) fails the run, and pydantic-ai cancels the job it leaves: a
+    ``model.cancel_suspended_response`` step. Its cancel is sent once a try, as a
+    request is, with the step's ``Idempotency-Key``: a 500, then the cancellation, are
+    two journaled attempts of the step, one HTTP request each. It is free and not
+    metered: the ledger counts the request that queued the job only. Until 2026-12-07
+    pydantic-ai's cancel call (it takes no settings) went through the SDK client's own
+    retries: the 500 and the cancellation were one attempt, and no key was sent."""
+    async with ScriptedResponsesServer(script=[Fault.http(400, "the job cannot be read")],
+                                       cancel_faults=[Fault.http(500)]) as server:
+        app = App(sqlite_url)
+        provider = backgrounded(app, server)
+        async with app, app.worker():
+            with pytest.raises(RunFailed, match=r"FatalProviderError.*job cannot be read"):
+                await (await app.start("bg", "think long", run_id="c1")).result(timeout=60)
+            info = await app.get_run("c1")
+        await provider.client.close()
+    job = server.requests[0]
+    assert (job.body["background"], job.outcome) == (True, "queued")
+    cancel = f"/v1/responses/{next(iter(server.background))}/cancel"
+    assert [(r.method, r.path.replace(cancel, "CANCEL"), r.status)
+            for r in server.requests[1:]] == [
+        ("GET", server.requests[1].path, 400), ("POST", "CANCEL", 500),
+        ("POST", "CANCEL", 200)]
+    assert [status for _, status in server.background.values()] == ["cancelled"]
+    assert [(e["name"], e["status"], e["attempts"]) for e in info.journal] == [
+        ("pydantic_ai:bg__model.request", "ok", 1),
+        ("pydantic_ai:bg__model.request", "error", 1),
+        ("pydantic_ai:bg__model.cancel_suspended_response", "ok", 2)]
+    keys = [r.headers.get("idempotency-key") for r in server.requests]
+    assert keys == ["c1:0", "c1:1", "c1:2", "c1:2"], keys
+    assert info.metrics.get("llm.calls") == 1 and not info.metrics.get("cost.usd")
+
+
+OPENAI_COMPACTION = "pydantic_ai:summarizer__model.compact_messages"
+
+
+async def test_an_openai_compaction_is_journaled_metered_and_replayed(
+        sqlite_url: str) -> None:
+    """The Responses API's compaction (``compact=True`` with ``NativeCompaction`` on
+    ``OpenAIResponsesModel``: ``POST /v1/responses/compact``) end to end: a 500, then
+    the compacted conversation, are two attempts of its step, one HTTP request each,
+    with the step's ``Idempotency-Key``; its record is metered (its usage and cost in
+    the ledger); the request after it sends the compaction item back; and when the run
+    is released and replayed (it waits for a signal), the compaction and the request
+    are answered from the journal: no second request (``saved.*``). Until 2026-12-07
+    pydantic-ai's compact call dropped the settings' ``extra_headers``: no key went."""
+    from pydantic_ai.capabilities import NativeCompaction
+    from pydantic_ai.messages import ModelRequest
+
+    async with ScriptedResponsesServer(script=[
+            Fault.http(500),
+            Reply("They asked where Paris is: in France.", input_tokens=3_000,
+                  output_tokens=200),
+            Reply("Rome is in Italy.", input_tokens=400, output_tokens=10)]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        tagent = TetherAgent(
+            Agent(OpenAIResponsesModel("gpt-5.2", provider=provider), name="summarizer",
+                  capabilities=[NativeCompaction()]),
+            durability=TetherDurability(prices={"gpt-5.2": (2.0, 16.0)}))
+        app = App(sqlite_url)
+
+        @app.workflow(name="summarized")
+        async def summarized(prompt: str) -> str:
+            earlier = [ModelRequest.user_text_prompt("Where is Paris?"),
+                       ModelResponse(parts=[TextPart("In France.")])]
+            output = (await tagent.run(prompt, message_history=earlier, compact=True)).output
+            await tether.wait_for_signal("go")
+            return output
+
+        async with app, app.worker(sticky_wait=0.01, poll_interval=0.05):
+            handle = await app.start("summarized", "And Rome?", run_id="o1")
+            # (waiting for the signal, not for the compaction's retry)
+            await wait_for(lambda: len(server.requests) == 3, timeout=30)
+            await wait_for(lambda: status_is(app, "o1", "waiting"), timeout=30)
+            sent = len(server.requests)
+            await app.signal("o1", "go", None)
+            assert await handle.result(timeout=30) == "Rome is in Italy."
+            info = await app.get_run("o1")
+        await provider.client.close()
+    assert sent == 3 and len(server.requests) == 3
+    assert [(r.path, r.status) for r in server.requests] == [
+        ("/v1/responses/compact", 500), ("/v1/responses/compact", 200), ("/v1/responses", 200)]
+    compact = server.requests[1].body
+    assert compact["model"] == "gpt-5.2" and compact["input"][0] == {
+        "role": "user", "content": "Where is Paris?"}
+    assert server.requests[2].body["input"][0] == {
+        "type": "compaction", "id": server.requests[2].body["input"][0]["id"],
+        "encrypted_content": "scripted:They asked where Paris is: in France."}
+    keys = [r.headers.get("idempotency-key") for r in server.requests]
+    assert keys == ["o1:0", "o1:0", "o1:1"], keys
+    assert [(e["name"], e["attempts"]) for e in info.journal[:2]] == [
+        (OPENAI_COMPACTION, 2), ("pydantic_ai:summarizer__model.request", 1)]
+    record = info.journal[0]["result"]
+    assert record["usage"]["input_tokens"] == 3_000 and record["usage"]["output_tokens"] == 200
+    assert record["cost_usd"] == pytest.approx((3_000 * 2.0 + 200 * 16.0) / 1e6)
+    assert record["result"]["parts"][0]["part_kind"] == "compaction"
+    assert info.metrics["llm.calls"] == 2
+    assert info.metrics["tokens.input"] == 3_400 and info.metrics["tokens.output"] == 210
+    assert info.metrics["saved.calls"] == 2 and info.metrics["saved.tokens.input"] == 3_400

@@ -41,6 +41,7 @@ prompt in, the typed output out), startable by name from the CLI (``tether start
 from __future__ import annotations
 
 import contextvars
+import copy
 import inspect
 import itertools
 import json
@@ -80,12 +81,16 @@ from pydantic_ai.messages import (
     ToolCallPartDelta,
 )
 from pydantic_ai.models import Model, ModelRequestContext
+from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT, RunContext
 from typing_extensions import TypeVar
 
-if TYPE_CHECKING:  # (pydantic-ai 2.60, which the extra allows, does not export it)
-    from pydantic_ai.durable_exec import ModelCompactMessagesParams
+if TYPE_CHECKING:  # (pydantic-ai 2.60, which the extra allows, does not export them)
+    from pydantic_ai.durable_exec import (
+        ModelCancelSuspendedResponseParams,
+        ModelCompactMessagesParams,
+    )
 
 import tether
 from tether import App, Cancelled, ConfigError, NonRetryable, RetryPolicy, RunHandle, ext
@@ -318,6 +323,66 @@ def _step_settings(given: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if step.once:
         settings.setdefault("max_retries", 0)
     return settings
+
+
+def _sent_once(model: Model) -> Model:
+    """``model`` for an operation of the model step running whose pydantic-ai call takes
+    no settings (the cancellation of a suspended response: ``responses.cancel(id)``)
+    or drops the headers they give (the Responses API's compaction): a copy of it whose
+    SDK client is a copy of the provider's (``client.with_options``, sharing its
+    connections) that sends once (``max_retries=0``) with the step's
+    ``Idempotency-Key`` as a default header, as ``_for_step`` has a request sent. The
+    model and its provider are copied, never changed (other runs use them meanwhile);
+    a wrapper (``WrapperModel``) is copied around its model's copy. ``model`` as it is
+    outside a model step, and for a model whose client cannot be copied so (no
+    provider, a client without ``with_options``): it then sends as its client does."""
+    step = _STEP_REQUEST.get()
+    if step is None or (step.key is None and not step.once):
+        return model
+    if isinstance(model, WrapperModel):
+        inner = _sent_once(model.wrapped)
+        if inner is model.wrapped:
+            return model
+        wrapper = copy.copy(model)
+        wrapper.wrapped = inner
+        return wrapper
+    provider: Any = getattr(model, "_provider", None)
+    client: Any = getattr(provider, "client", None)
+    with_options = getattr(client, "with_options", None)
+    if provider is None or not callable(with_options) or not hasattr(client, "_client"):
+        return model
+    options: dict[str, Any] = {"http_client": client._client}
+    if step.once:
+        options["max_retries"] = 0
+    given = getattr(client, "default_headers", None) or {}
+    if step.key and not any(str(name).lower() == "idempotency-key" for name in given):
+        options["default_headers"] = step.key
+    try:
+        sent = with_options(**options)
+        clone = copy.copy(model)
+        steps_provider = copy.copy(provider)
+        steps_provider.__class__ = _client_given(type(provider))
+        steps_provider._tether_step_client = sent
+        clone._provider = steps_provider
+    except (TypeError, AttributeError, ValueError):  # (a client or provider of its own)
+        return model
+    return clone if getattr(clone, "client", None) is sent else model
+
+
+_CLIENT_GIVEN: dict[type, type] = {}
+
+
+def _client_given(kind: type) -> type:
+    """The subclass of provider class ``kind`` whose ``client`` is the one a copy of a
+    provider was given for a step (``_sent_once``); the copy is otherwise the provider
+    (its class checks, base URL, name)."""
+    found = _CLIENT_GIVEN.get(kind)
+    if found is None:
+        found = type(kind.__name__, (kind,), {
+            "__module__": kind.__module__,
+            "client": property(lambda self: self._tether_step_client)})
+        _CLIENT_GIVEN[kind] = found
+    return found
 
 
 async def _provider_attempt(provider: str, body: Callable[[], Awaitable[object]], *,
@@ -578,10 +643,28 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
                                           ) -> ModelResponse:
         asked = params.request_context
         settings = _step_settings(asked.model_settings)
-        if settings is not None:
-            params = replace(params, request_context=replace(
-                asked, model_settings=settings))  # type: ignore[arg-type]
-        return await super()._compact_messages_operation(params)
+        if settings is None:
+            return await super()._compact_messages_operation(params)
+        params = replace(params, request_context=replace(
+            asked, model_settings=settings))  # type: ignore[arg-type]
+        # (As pydantic-ai's: the Responses API's compact call drops the settings'
+        # extra_headers, so the model is sent the step's key by its client.)
+        async with self._durable_model_scope(params.model_id, params.run_context) as (model,
+                                                                                      _):
+            params.request_context.model = model
+            return await _sent_once(model).compact_messages(params.request_context,
+                                                            instructions=params.instructions)
+
+    async def _cancel_suspended_response_operation(
+            self, params: ModelCancelSuspendedResponseParams) -> None:
+        if _STEP_REQUEST.get() is None or params.run_context is None:
+            await super()._cancel_suspended_response_operation(params)
+            return
+        # (As pydantic-ai's, whose cancel call takes no settings: the model is sent it
+        # once, with the step's key, by its client.)
+        async with self._durable_model_scope(params.model_id, params.run_context,
+                                             serving=True) as (model, _):
+            await _sent_once(model).cancel_suspended_response(params.response)
 
     def _model_stream_event_handler(self) -> EventStreamHandler[AgentDepsT] | None:
         user = super()._model_stream_event_handler()
