@@ -101,3 +101,51 @@ async def test_token_counts_answer_their_faults_then_count() -> None:
     assert [r.outcome for r in server.requests] == [
         "fault:503", "fault:503", "count_tokens", "unauthorized"]
     assert server.remaining == 1
+
+
+async def test_compact_answers_a_compacted_response() -> None:
+    """``POST /v1/responses/compact`` as the SDK's ``responses.compact`` reads it
+    (``CompactedResponse``): the input's user messages, then one compaction item, and
+    the script step's usage; a fault step fails it."""
+    async with ScriptedResponsesServer(script=[
+        Fault.http(503), Reply("the gist", input_tokens=120, output_tokens=8)]) as server, \
+            AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        with pytest.raises(APIStatusError) as failed:
+            await client.responses.compact(model="gpt-5.2", input="x")
+        compacted = await client.responses.compact(
+            model="gpt-5.2", instructions="be brief",
+            input=[{"role": "user", "content": "Where is Paris?"},
+                   {"role": "assistant", "content": "In France."}])
+    assert failed.value.status_code == 503
+    assert compacted.object == "response.compaction" and compacted.id.startswith("resp_")
+    assert [item.type for item in compacted.output] == ["message", "compaction"]
+    assert compacted.output[0].role == "user"  # type: ignore[union-attr]
+    item = compacted.output[-1]
+    assert item.type == "compaction" and item.encrypted_content == "scripted:the gist"
+    assert (compacted.usage.input_tokens, compacted.usage.output_tokens) == (120, 8)
+    assert [(r.path, r.status, r.outcome) for r in server.requests] == [
+        ("/v1/responses/compact", 503, "fault:503"), ("/v1/responses/compact", 200, "compaction")]
+    assert server.requests[1].body["instructions"] == "be brief"
+
+
+async def test_background_responses_are_queued_retrieved_and_cancelled() -> None:
+    """Background mode: a create is queued at once (no script step), a retrieve takes
+    the step that answers it, a cancel answers ``cancelled`` after ``cancel_faults``;
+    an id the server never gave is a 404."""
+    async with ScriptedResponsesServer(script=[Reply("done")],
+                                       cancel_faults=[Fault.http(500)]) as server, \
+            AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        first = await client.responses.create(model="gpt-4.1", input="x", background=True)
+        second = await client.responses.create(model="gpt-4.1", input="y", background=True)
+        got = await client.responses.retrieve(first.id)
+        with pytest.raises(APIStatusError) as faulted:
+            await client.responses.cancel(second.id)
+        cancelled = await client.responses.cancel(second.id)
+        with pytest.raises(APIStatusError) as unknown:
+            await client.responses.cancel("resp_nothing")
+    assert (first.status, first.background, first.output) == ("queued", True, [])
+    assert got.id == first.id and got.status == "completed" and got.output_text == "done"
+    assert faulted.value.status_code == 500
+    assert cancelled.id == second.id and cancelled.status == "cancelled"
+    assert unknown.value.status_code == 404
+    assert [status for _, status in server.background.values()] == ["completed", "cancelled"]
