@@ -1,7 +1,9 @@
 """The app that ``tether worker tests.integrations.pydantic_ai_worker_app:app`` serves in
 the pydantic-ai crash tests: a pydantic-ai agent ``researcher`` registered with
-``TetherAgent``, and ``boss``, whose tool runs the agent ``helper`` (agent delegation);
-their model the scripted server of the test process.
+``TetherAgent``, ``boss``, whose tool runs the agent ``helper`` (agent delegation), and
+the workflow ``summarized``, whose agent ``summarizer`` (OpenAI's Responses API)
+compacts an earlier conversation first (``/v1/responses/compact``); their model the
+scripted server of the test process.
 
 Environment (read at import): ``AGENT_LLM_URL`` (the scripted server), ``AGENT_GATE``
 (``slow_fetch`` waits until this file exists), ``AGENT_TOOL_LOG`` (each tool execution
@@ -16,7 +18,9 @@ import time
 
 from pydantic import BaseModel
 from pydantic_ai import Agent
-from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.capabilities import NativeCompaction
+from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart
+from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import RunContext
 
@@ -40,8 +44,9 @@ def _log(tool: str) -> None:
                     + "\n")
 
 
-model = OpenAIChatModel("gpt-4.1-mini", provider=OpenAIProvider(
-    base_url=os.environ.get("AGENT_LLM_URL", "http://127.0.0.1:9/v1"), api_key="test-key"))
+provider = OpenAIProvider(base_url=os.environ.get("AGENT_LLM_URL", "http://127.0.0.1:9/v1"),
+                          api_key="test-key")
+model = OpenAIChatModel("gpt-4.1-mini", provider=provider)
 agent = Agent(model, name="researcher", output_type=Report,
               instructions="Research, then report.")
 
@@ -80,3 +85,19 @@ async def ask_helper(ctx: RunContext[None], question: str) -> str:
 
 
 delegating = TetherAgent(boss, app=app)
+
+
+# Compaction (the compaction crash test): ``summarizer`` compacts an earlier
+# conversation (a ``model.compact_messages`` step: ``POST /v1/responses/compact``), then
+# asks, calls ``slow_fetch``, and answers.
+summarizer = TetherAgent(
+    Agent(OpenAIResponsesModel("gpt-5.2", provider=provider), name="summarizer",
+          capabilities=[NativeCompaction()], tools=[slow_fetch]),
+    durability=TetherDurability(prices={"gpt-5.2": (2.0, 16.0)}))
+
+
+@app.workflow(name="summarized")
+async def summarized(prompt: str) -> str:
+    earlier = [ModelRequest.user_text_prompt("Where is Paris?"),
+               ModelResponse(parts=[TextPart("In France.")])]
+    return (await summarizer.run(prompt, message_history=earlier, compact=True)).output

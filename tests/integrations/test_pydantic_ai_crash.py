@@ -26,6 +26,7 @@ from tests.integrations.crash import (
 )
 from tether import App, RunFailed, WorkflowNotFound
 from tether.testing.llm_server import RecordedRequest, Reply, ScriptedLLMServer
+from tether.testing.responses_api import ScriptedResponsesServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -229,3 +230,53 @@ async def test_sigkill_after_a_delegated_agent_repeats_none_of_its_requests(
     assert after.metrics["llm.calls"] == 4
     assert after.metrics["tokens.input"] == 100 + 1000 + 120 + 200
     assert after.metrics["saved.calls"] == 3  # (the new worker replayed three requests)
+
+
+async def test_sigkill_after_a_compaction_sends_it_once(tmp_path: Path,
+                                                        store_url: str) -> None:
+    """``summarized``: the agent compacts an earlier conversation (OpenAI's
+    ``/v1/responses/compact``, a metered step), asks, and calls ``slow_fetch``; the
+    worker is killed with SIGKILL while the tool runs. The new worker answers the
+    compaction and the first request from the journal (``saved.*``) and sends only the
+    last request: the compaction reached the provider once, and the ledger counts it
+    once."""
+    tmp = tmp_path / "c"
+    tmp.mkdir()
+    script = [Reply("They asked where Paris is: in France.", input_tokens=3_000,
+                    output_tokens=200),
+              Reply(tool_calls=[{"name": "slow_fetch",
+                                 "arguments": {"url": "https://example.org/rome"}}],
+                    input_tokens=400, output_tokens=10),
+              Reply("Rome is in Italy.", input_tokens=500, output_tokens=6)]
+    async with ScriptedResponsesServer(script=script) as server:
+        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
+        first = workers.start()
+        try:
+            async with App(store_url) as app:
+                await start_by_name(app, "s1", "summarized", "And Rome?")
+                await wait_for(lambda: any(t["tool"] == "slow_fetch"
+                                           for t in tool_log(tmp / "tools.jsonl")),
+                               timeout=30, what="slow_fetch starts")
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                before = [r.path for r in server.requests]
+                (tmp / "gate").touch()
+                workers.start()
+                answer = await app.handle("s1").result(timeout=60)
+                after = await app.get_run("s1")
+        finally:
+            workers.stop_all()
+    assert before == ["/v1/responses/compact", "/v1/responses"]
+    assert [r.path for r in server.requests] == [*before, "/v1/responses"]
+    assert_no_request_twice(list(server.requests))
+    assert answer == "Rome is in Italy."
+    request = "pydantic_ai:summarizer__model.request"
+    assert [e["name"] for e in after.journal] == [
+        "pydantic_ai:summarizer__model.compact_messages", request,
+        "pydantic_ai:summarizer__function_toolset__<agent>.call_tool:slow_fetch", request]
+    assert after.journal[0]["result"]["usage"]["input_tokens"] == 3_000
+    assert after.metrics["llm.calls"] == 3
+    assert after.metrics["tokens.input"] == 3_000 + 400 + 500
+    # The new worker replayed the compaction and the first request.
+    assert after.metrics["saved.calls"] == 2
+    assert after.metrics["saved.tokens.input"] == 3_400
