@@ -159,6 +159,35 @@ def test_a_loop_closed_without_shutting_down_is_closed_at_the_next_use(
     assert leftovers() == []
 
 
+@pytest.mark.parametrize("model_name", ["gpt-4.1-mini", None], ids=["named", "default"])
+def test_a_model_got_outside_an_event_loop_is_each_loops_own(
+        model_name: str | None, monkeypatch: pytest.MonkeyPatch,
+        leftovers: Callable[[], list[str]]) -> None:
+    """``TetherModelProvider().get_model(name)`` called with no event loop running (at
+    import, in synchronous code: the SDK's runner calls it in its loop) gives a model
+    that finds, at each use, the model of the loop it runs in, on that loop's client:
+    three ``asyncio.run``s, each with its own server (``OPENAI_BASE_URL``), are each
+    answered, and each loop's sockets closed with it; its operation name is the one a
+    model got in a loop has. Until 2026-12-07 it was the construction-time provider's
+    model, on the SDK's HTTP client for the whole process and the ``OPENAI_BASE_URL`` of
+    the call (here a port nothing listens on): every loop's request failed."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # (nothing there)
+    before = open_sockets()
+    provider = TetherModelProvider()
+    model = provider.get_model(model_name)
+    assert isinstance(model, TetherModel) and provider.get_model(model_name) is model
+
+    async def in_a_loop(asked: TetherModelProvider) -> str:
+        return asked.get_model(model_name).name
+
+    assert model.name == asyncio.run(in_a_loop(provider))
+    for answer in ("Code calls itself", "Loops within loops", "Base case at last"):
+        asyncio.run(ask(model, answer, monkeypatch))
+        assert open_sockets() <= before, f"the loop of {answer!r} left a socket open"
+    del provider, model
+    assert leftovers() == []
+
+
 async def test_a_provider_or_client_of_yours_is_used_as_it_is(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the SDK's default provider, as made, is made again per event loop: a provider

@@ -38,6 +38,7 @@ import ast
 import asyncio
 import atexit
 import contextlib
+import copy
 import dataclasses
 import functools
 import inspect
@@ -72,7 +73,7 @@ from agents.agent_output import AgentOutputSchemaBase
 from agents.exceptions import ModelBehaviorError
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.memory import Session, SessionABC
-from agents.models import _openai_shared
+from agents.models import _openai_shared, get_default_model
 from agents.models._retry_runtime import provider_managed_retries_disabled
 from agents.models.interface import ModelTracing
 from agents.usage import Usage as AgentsUsage
@@ -209,6 +210,17 @@ class TetherModel(Model):
 
     def __repr__(self) -> str:
         return f"TetherModel({self.name!r})"
+
+    @classmethod
+    def _looked_up(cls, model_name: str | None, scopes: _Scopes,
+                   options: Mapping[str, Any]) -> TetherModel:
+        """A ``TetherModel`` of ``model_name`` (None: the SDK's default model) looked up
+        in ``scopes`` at each use, named as ``TetherModelProvider.get_model`` names the
+        model it makes in an event loop (the name, else the default model's)."""
+        made = cls(model_name or get_default_model(), **options)
+        made._model_name = model_name
+        made._source = scopes
+        return made
 
     @property
     def wrapped(self) -> Model:
@@ -456,6 +468,20 @@ class _Scopes:
             found = scopes[settings] = (provider, {})
         return found
 
+    @property
+    def per_loop(self) -> bool:
+        """Whether models are looked up per event loop (the SDK's default provider)."""
+        return self._fresh is not None
+
+    def alike(self) -> _Scopes:
+        """Scopes of the same provider, looked up the same way, with models of their
+        own (a ``TetherModel`` of a name keeps the SDK's models, a
+        ``TetherModelProvider`` its ``TetherModel``s)."""
+        twin = copy.copy(self)
+        twin._models = {}
+        twin._scoped = weakref.WeakKeyDictionary()
+        return twin
+
     def all(self) -> list[_Scope]:
         """Every provider (each once) and its models."""
         found = {id(self.provider): (self.provider, self._models)}
@@ -487,8 +513,23 @@ class TetherModelProvider(ModelProvider):
         self._scopes = _Scopes(provider)
         self.provider = self._scopes.provider
         self.options = options
+        #: The models asked for with no event loop running (``get_model``).
+        self._unbound: dict[str | None, TetherModel] = {}
 
     def get_model(self, model_name: str | None) -> Model:
+        """The ``TetherModel`` of ``model_name`` (None: the SDK's default model) for the
+        running event loop. Asked with no event loop running (at import, in
+        synchronous code; the SDK's runner asks in its loop), and the provider is the
+        SDK's default: a ``TetherModel`` of the name that finds the model of the loop it
+        runs in at each use, as a ``TetherModel`` of a name does (the SDK's provider
+        would give a model on its client for the whole process and the
+        ``OPENAI_BASE_URL`` of the moment, used by every later loop)."""
+        if self._scopes.per_loop and not _loop_running():
+            unbound = self._unbound.get(model_name)
+            if unbound is None:
+                unbound = self._unbound[model_name] = TetherModel._looked_up(
+                    model_name, self._scopes.alike(), self.options)
+            return unbound
         provider, models = self._scopes.current()
         found = models.get(model_name)
         if found is None:
@@ -501,6 +542,16 @@ class TetherModelProvider(ModelProvider):
     async def aclose(self) -> None:
         for provider, _ in self._scopes.all():
             await provider.aclose()
+        for model in self._unbound.values():
+            await model.close()
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _client_of_defaults(loop: asyncio.AbstractEventLoop) -> openai.AsyncOpenAI | None:
