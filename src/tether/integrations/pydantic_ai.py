@@ -28,10 +28,14 @@ model that ignores ``extra_headers`` (Cohere, Hugging Face) is sent none. It als
 client under the model (OpenAI, Anthropic, ...) sends it once, through a copy of the
 client for that request: each attempt of the step is one HTTP request, retried by the
 step's policy, and the user's client is left as it is for its other uses. pydantic-ai's
-other model operations, a token count and a message compaction, are steps sent the same
-way, their errors classified as a request's (a 401 fails the run at once, a 5xx is
-retried). A compaction (a billed request) is metered as a model request is; a token
-count is not (neither the breaker nor the ledger counts it).
+other model operations, a token count, a message compaction and the cancellation of a
+suspended response, are steps sent the same way, their errors classified as a
+request's (a 401 fails the run at once, a 5xx is retried); the two whose pydantic-ai
+call drops or takes no settings (the Responses API's compaction, the cancellation) get
+the key and the single try from a copy of the model's client (``_sent_once``). A
+compaction (a billed request) is metered as a model request is; a token count and a
+cancellation, free, are not (neither the breaker nor the ledger nor the budget counts
+them).
 
 ``TetherAgent(agent, app=app)`` registers the agent as a workflow named after it (a
 prompt in, the typed output out), startable by name from the CLI (``tether start NAME
@@ -459,9 +463,10 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         models: more models by id, for ``agent.run(model=...)`` switching.
         event_stream_handler: receives the run's events; model events are delivered
             live inside the model-request step, tool events each in their own step.
-        model_retry: retry policy of model requests, token counts and compactions
-            (default: forever, backoff to 60 s), each attempt one HTTP request (the SDK
-            client's own retries off); a 4xx other than 408, 409, 429 fails at once.
+        model_retry: retry policy of model requests, token counts, compactions and
+            cancellations of a suspended response (default: forever, backoff to 60 s),
+            each attempt one HTTP request (the SDK client's own retries off); a 4xx
+            other than 408, 409, 429 fails at once.
         tool_retry: retry policy of tool calls, MCP calls and discovery.
         prices: a ``PriceTable`` or ``{model: (usd_in, usd_out)}`` per 1M tokens.
         rpm: requests per minute per provider endpoint, across workers.
