@@ -338,8 +338,10 @@ def _sent_once(model: Model) -> Model:
     ``Idempotency-Key`` as a default header, as ``_for_step`` has a request sent. The
     model and its provider are copied, never changed (other runs use them meanwhile);
     a wrapper (``WrapperModel``) is copied around its model's copy. ``model`` as it is
-    outside a model step, and for a model whose client cannot be copied so (no
-    provider, a client without ``with_options``): it then sends as its client does."""
+    outside a model step, and for a model whose client is not an OpenAI SDK client (the
+    only ones whose calls need it: Anthropic's compaction sends the settings' headers
+    and retries, and no other model cancels a suspended response through its client):
+    it then sends as its client does."""
     step = _STEP_REQUEST.get()
     if step is None or (step.key is None and not step.once):
         return model
@@ -352,9 +354,13 @@ def _sent_once(model: Model) -> Model:
         return wrapper
     provider: Any = getattr(model, "_provider", None)
     client: Any = getattr(provider, "client", None)
-    with_options = getattr(client, "with_options", None)
-    if provider is None or not callable(with_options) or not hasattr(client, "_client"):
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:  # (no OpenAI model then)
         return model
+    if provider is None or not isinstance(client, AsyncOpenAI):
+        return model  # (the Anthropic models send both from their settings)
+    with_options = client.with_options
     options: dict[str, Any] = {"http_client": client._client}
     if step.once:
         options["max_retries"] = 0
