@@ -1300,17 +1300,28 @@ async def test_a_token_count_is_free_and_outside_the_budget(sqlite_url: str, api
         "llm.calls", "tokens.input", "tokens.output", "cost.usd")), info.metrics
 
 
-def backgrounded(app: App, server: ScriptedResponsesServer) -> Any:
+def backgrounded(app: App, server: ScriptedResponsesServer, *, wrapped: bool) -> Any:
     """The agent ``bg`` (OpenAI's Responses API in background mode on ``server``, plain
-    requests) registered on ``app``; returns its provider (its client to close)."""
+    requests; with ``wrapped``, a capability wraps its model in a ``WrapperModel``)
+    registered on ``app``; returns its provider (its client to close)."""
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.models.wrapper import WrapperModel
+
+    class Wrapping(AbstractCapability[None]):
+        def get_wrapper_model(self, model: Any) -> Any:
+            return WrapperModel(model)
+
     provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
     model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
                                  settings={"openai_background": True})
-    TetherAgent(Agent(model, name="bg"), app=app, durability=TetherDurability(live=False))
+    TetherAgent(Agent(model, name="bg", capabilities=[Wrapping()] if wrapped else None),
+                app=app, durability=TetherDurability(live=False))
     return provider
 
 
-async def test_each_attempt_of_a_cancellation_is_one_http_request(sqlite_url: str) -> None:
+@pytest.mark.parametrize("wrapped", [False, True], ids=["model", "wrapped"])
+async def test_each_attempt_of_a_cancellation_is_one_http_request(sqlite_url: str,
+                                                                  wrapped: bool) -> None:
     """A background response (OpenAI's background mode: queued, then polled) whose poll
     is refused (a 400) fails the run, and pydantic-ai cancels the job it leaves: a
     ``model.cancel_suspended_response`` step. Its cancel is sent once a try, as a
@@ -1318,11 +1329,12 @@ async def test_each_attempt_of_a_cancellation_is_one_http_request(sqlite_url: st
     two journaled attempts of the step, one HTTP request each. It is free and not
     metered: the ledger counts the request that queued the job only. Until 2026-12-07
     pydantic-ai's cancel call (it takes no settings) went through the SDK client's own
-    retries: the 500 and the cancellation were one attempt, and no key was sent."""
+    retries: the 500 and the cancellation were one attempt, and no key was sent. The
+    same when a capability wraps the model (``get_wrapper_model``)."""
     async with ScriptedResponsesServer(script=[Fault.http(400, "the job cannot be read")],
                                        cancel_faults=[Fault.http(500)]) as server:
         app = App(sqlite_url)
-        provider = backgrounded(app, server)
+        provider = backgrounded(app, server, wrapped=wrapped)
         async with app, app.worker():
             with pytest.raises(RunFailed, match=r"FatalProviderError.*job cannot be read"):
                 await (await app.start("bg", "think long", run_id="c1")).result(timeout=60)
