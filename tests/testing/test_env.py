@@ -830,3 +830,88 @@ async def test_stuck_after_takes_seconds_or_none() -> None:
         with pytest.raises(ConfigError, match="stuck_after"):
             TestEnv(app, stuck_after=bad)  # type: ignore[arg-type]
     assert TestEnv(app, stuck_after=None).stuck_after is None
+
+
+@pytest.mark.timeout(120)  # (without RunStuck for timed waits: each waits its timeout)
+async def test_a_wait_with_a_timeout_on_a_run_that_can_never_end_raises_run_stuck(
+        store_url: str) -> None:
+    """A wait with a timeout (``env.run``'s 60 s, ``env.result``'s, a handle's) on a run
+    that can never end raises ``RunStuck`` once the environment has been still for
+    ``stuck_after``, with the explanation a wait without a timeout gives. Until
+    2026-12-07 it waited out its whole timeout (60 s by default), then explained."""
+    app, wf = _stuck_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_after=0.3) as env:
+        with pytest.raises(RunStuck, match=(
+                r"run '.*' \(approval\) can never end: for 0\.3 s of real time no run was "
+                r"running or due.*; run '.*' \(approval\) waits for signal 'decision', with "
+                r"no timeout, and none was sent.*env\.app\.signal.*None waits out the "
+                r"wait's timeout, 60 s\)$")) as err:
+            await env.run(wf["approval"])  # (60 s unless told)
+        assert isinstance(err.value, TimeoutError)
+        [run] = await env.app.list_runs()
+        handle = await env.start(wf["approval"])
+        for wait in (lambda: handle.result(timeout=40),
+                     lambda: env.result(run.run_id, timeout=40),
+                     lambda: env.app.handle(run.run_id).result(timeout=40)):
+            with pytest.raises(RunStuck, match=r"\(approval\) can never end: .*None waits "
+                                               r"out the wait's timeout, 40 s\)$"):
+                await wait()
+        # A parent waiting for its child, which waits for the signal: both named.
+        parent = await env.start(wf["parent"])
+        with pytest.raises(RunStuck, match=(
+                rf"run '{parent.run_id}' \(parent\) can never end \(it is waiting for "
+                r"child .*\): .*\(approval\) waits for signal 'decision'")):
+            await parent.result(timeout=40)
+        # The runs are untouched: a signal still ends each.
+        for run_id, answer in ((run.run_id, "yes"), (handle.run_id, "no")):
+            await env.app.signal(run_id, "decision", answer)
+            assert await env.result(run_id, timeout=40) == answer
+    # stuck_after=None: a timed wait waits out its timeout, as before.
+    async with TestEnv(app, store_url=store_url, stuck_after=None) as env:
+        handle = await env.start(wf["approval"])
+        with pytest.raises(TimeoutError, match=r"did not end within 0\.5 s; run '.*' "
+                                               r"\(approval\) waits for signal") as late:
+            await handle.result(timeout=0.5)
+        assert not isinstance(late.value, RunStuck)
+
+
+@pytest.mark.timeout(120)
+async def test_a_wait_with_a_timeout_on_a_run_that_can_end_still_completes(
+        store_url: str) -> None:
+    """``RunStuck`` does not cut short a timed wait that would complete: a run whose
+    timers the environment skips to (days of sleep, a signal's timeout, a child's
+    timers), and a run waiting for a signal that a task of the test sends after a real
+    sleep several times ``stuck_after`` (a task it created, or one gathered with the
+    wait)."""
+    app, wf = _stuck_app()
+    other, seen = make_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_after=0.2) as env:
+        assert await env.run(wf["napper"]) == 3 * DAY
+        napping = await env.start(wf["napper"])
+        assert await napping.result(timeout=40) == 6 * DAY
+
+        async def send_later(run_id: str, answer: str) -> None:
+            await asyncio.sleep(1.0)  # (five times stuck_after)
+            await env.app.signal(run_id, "decision", answer)
+
+        handle = await env.start(wf["approval"])
+        sender = asyncio.create_task(send_later(handle.run_id, "from a task"))
+        assert await handle.result(timeout=40) == "from a task"
+        await sender
+        again = await env.start(wf["approval"])
+        assert await asyncio.gather(env.result(again, timeout=40),
+                                    send_later(again.run_id, "gathered")) == ["gathered",
+                                                                              None]
+        third = await env.app.start(wf["approval"])
+        task = asyncio.create_task(third.result(timeout=40))
+        await asyncio.sleep(1.0)
+        await env.app.signal(third.run_id, "decision", "late")
+        assert await task == "late"
+    async with TestEnv(other, store_url=store_url, start_time=0.0, stuck_after=0.2) as env:
+        seen["env"] = env
+        assert await env.run(seen["workflows"]["parent"]) == [[3600.0, 7200.0], [10800.0]]
+        result = await env.run(seen["workflows"]["slow"], "retried")  # (backoffs too)
+        assert (result["waited"], result["answer"], result["status"]) == (
+            DAY, "timed out", "ok")
+        with pytest.raises(RunFailed, match="SignalTimeout"):  # (a day's timeout, skipped)
+            await env.run(seen["workflows"]["approval"])

@@ -30,13 +30,13 @@ A step can be replaced by a test double in the environment's runs (``mock_step``
 worker calls one in place of the step under the step's policies; the app under test and
 other environments run the step itself.
 
-A wait without a timeout (``await handle.result()`` on a handle of ``env.app``) on a run
-that can never end raises ``RunStuck``, saying what holds the run (a signal nothing
-sent, a queue the worker does not serve...), instead of hanging the test: the skip loop
-finds the environment still (no run running or due, no wake-up to skip to) and every
-task of the test waiting on the environment, for ``stuck_after`` real seconds. A task of
-the test doing anything else (a sleep, a request, a thread's work) may still send what
-the run waits for, so it holds that off.
+A wait on a run that can never end (with a timeout or without: ``await handle.result()``
+on a handle of ``env.app`` has none) raises ``RunStuck``, saying what holds the run (a
+signal nothing sent, a queue the worker does not serve...), instead of hanging the test
+or waiting out its timeout: the skip loop finds the environment still (no run running
+or due, no wake-up to skip to) and every task of the test waiting on the environment,
+for ``stuck_after`` real seconds. A task of the test doing anything else (a sleep, a
+request, a thread's work) may still send what the run waits for, so it holds that off.
 
 "Every run is waiting" is read from the store in one query (no run ``running``, none
 claimable now), so a run claimed but not yet started is never missed.
@@ -113,12 +113,12 @@ _MACHINERY = frozenset({"tether", "asyncio", "psycopg", "psycopg_pool", "httpx",
 
 
 class RunStuck(TetherError, TimeoutError):
-    """A wait without a timeout on a run that can never end in the environment: for
-    ``TestEnv(stuck_after=...)`` real seconds no run was running or due, no timer,
-    retry or schedule was pending, and the test did nothing but wait on the environment,
-    while the run had not ended (it waits for a signal nothing sent, say). The message
-    says what holds it. A ``TimeoutError``: the wait gave up, as one with a timeout
-    does."""
+    """A wait on a run that can never end in the environment, with a timeout or
+    without: for ``TestEnv(stuck_after=...)`` real seconds no run was running or due, no
+    timer, retry or schedule was pending, and the test did nothing but wait on the
+    environment, while the run had not ended (it waits for a signal nothing sent, say).
+    The message says what holds it. A ``TimeoutError``: the wait gave up, as one whose
+    timeout passed does, only sooner."""
 
     __module__ = "tether.testing"
 
@@ -180,8 +180,8 @@ class TestRunHandle(RunHandle[R]):
         Raises:
             RunFailed: the run ended failed, cancelled or blocked.
             TimeoutError: ``timeout`` real seconds passed first.
-            RunStuck: ``timeout=None`` and the run can never end (see ``TestEnv``'s
-                ``stuck_after``).
+            RunStuck: the run can never end (see ``TestEnv``'s ``stuck_after``): raised
+                after ``stuck_after`` real seconds of stillness, before ``timeout``.
         """
         return await super().result(timeout)  # (env.app skips time around it)
 
@@ -193,7 +193,9 @@ class _Wait:
     task: asyncio.Task[Any] | None
     run_id: str
     since: float  #: (real, monotonic) when it began
-    #: A wait without a timeout: the deadline ``RunStuck`` moves to now, else None.
+    #: Its own timeout (real seconds), or None.
+    timeout: float | None = None
+    #: The deadline ``RunStuck`` moves to now (None: ``stuck_after=None``).
     deadline: asyncio.Timeout | None = None
     stuck: RunStuck | None = None
 
@@ -214,11 +216,12 @@ class TestEnv:
             environment is open (their ``base_url`` comes back after).
         auto_skip: skip time whenever every run waits, not only while the test waits
             through the environment.
-        stuck_after: real seconds (default 3) after which a wait without a timeout
-            (``await handle.result()`` on a handle of ``env.app``, ``result(timeout=None)``)
-            raises ``RunStuck`` when its run can never end: all that time no run was
-            running or due, no timer, retry or schedule was pending, and every task of the
-            test was waiting on the environment. None: such a wait waits for ever.
+        stuck_after: real seconds (default 3) after which a wait on a run's result
+            (``env.run``, ``env.result``, ``await handle.result()``, with a timeout or
+            without) raises ``RunStuck`` when its run can never end: all that time no
+            run was running or due, no timer, retry or schedule was pending, and every
+            task of the test was waiting on the environment. None: such a wait waits
+            out its timeout, or for ever without one.
         queues: the worker's queues (default: every queue of the app's workflows).
         store_url: a store of your own instead of the temporary SQLite file (e.g. a
             fresh PostgreSQL database); it is left in place afterwards. One open
@@ -474,14 +477,15 @@ class TestEnv:
     @contextlib.asynccontextmanager
     async def _waiting(self, run_id: str, timeout: float | None) -> AsyncIterator[None]:
         """Register the wait (its task waits on the environment, see ``_test_busy``);
-        one without a timeout raises ``RunStuck`` when the skip loop finds its run
-        stuck (``_watch``), through a deadline of its own moved to now. Until
-        2026-12-06 such a wait on a run waiting for a signal nothing sent hung the test
-        for ever."""
-        wait = _Wait(asyncio.current_task(), run_id, time.monotonic())
+        it raises ``RunStuck`` when the skip loop finds its run stuck (``_watch``),
+        through a deadline of its own moved to now, with a timeout of its own or
+        without. Until 2026-12-06 such a wait on a run waiting for a signal nothing sent
+        hung the test for ever without a timeout, and waited its whole timeout (60 s by
+        default) with one."""
+        wait = _Wait(asyncio.current_task(), run_id, time.monotonic(), timeout)
         self._waits.append(wait)
         try:
-            if timeout is not None or self.stuck_after is None:
+            if self.stuck_after is None:
                 yield
                 return
             try:
@@ -793,7 +797,8 @@ class TestEnv:
             await asyncio.sleep(delay)
 
     async def _watch(self, *, still: bool) -> None:
-        """End the waits without a timeout whose runs can never end (``RunStuck``):
+        """End the waits (with a timeout or without) whose runs can never end
+        (``RunStuck``):
         the environment has been ``still`` (no run running or due, no wake-up to skip
         to) and the test busy with nothing but waits on the environment, since the wait
         began, for ``stuck_after`` real seconds. The real time leaves a thread or
@@ -834,7 +839,8 @@ class TestEnv:
             "retry or schedule was pending and the test did nothing but wait on the "
             "environment" + "".join(f"; {reason}" for reason in why)
             + " (TestEnv(stuck_after=...) sets how long to wait before saying so; None "
-            "waits for ever)")
+            + ("waits for ever)" if wait.timeout is None
+               else f"waits out the wait's timeout, {wait.timeout:g} s)"))
         wait.deadline.reschedule(asyncio.get_running_loop().time())
 
     def _test_busy(self) -> bool:
@@ -882,7 +888,8 @@ class TestEnv:
             RunFailed: the run ended failed, cancelled or blocked.
             RuntimeError: the environment is not open.
             TimeoutError: ``timeout`` real seconds passed first.
-            RunStuck: ``timeout=None`` and the run can never end (see ``stuck_after``).
+            RunStuck: the run can never end (see ``stuck_after``): raised after
+                ``stuck_after`` real seconds of stillness, before ``timeout``.
         """
         self._need_open()
         handle = run if isinstance(run, RunHandle) else self.app.handle(run)
