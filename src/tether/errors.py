@@ -41,8 +41,10 @@ Exception
 │   │       └── ai.ProviderBillingError    the account is out of credit (OpenAI's 429
 │   │                                      insufficient_quota, Anthropic's 402)
 │   ├── testing.HistoryError       a history file that cannot be read or is malformed
-│   ├── testing.RunStuck           a TestEnv wait without a timeout on a run that can
-│   │                              never end (also a TimeoutError)
+│   ├── testing.RunStuck           a TestEnv wait on a run that can never end (also a
+│   │   │                          TimeoutError)
+│   │   └── testing.RunSpinning        ... on a run that keeps failing a step, retried
+│   │                                  (TestEnv(stuck_attempts=...))
 │   ├── ai.ProviderError           (provider, status, message, code, request_id)
 │   │   ├── ai.RetryableProviderError  (retry_after) 429, 5xx, timeouts, drops
 │   │   └── ai.FatalProviderError      (also NonRetryable, above)

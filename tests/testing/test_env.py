@@ -17,7 +17,7 @@ from tether import App, InvalidName, RetryPolicy, RunFailed, RunNotFound, Signal
 from tether._types import RunRecord
 from tether.ai import LLM, Agent
 from tether.errors import ConfigError
-from tether.testing import Fault, Outage, Reply, RunStuck, ScriptedLLMServer, TestEnv
+from tether.testing import Fault, Outage, Reply, RunSpinning, RunStuck, ScriptedLLMServer, TestEnv
 
 DAY = 86400.0
 
@@ -915,3 +915,136 @@ async def test_a_wait_with_a_timeout_on_a_run_that_can_end_still_completes(
             DAY, "timed out", "ok")
         with pytest.raises(RunFailed, match="SignalTimeout"):  # (a day's timeout, skipped)
             await env.run(seen["workflows"]["approval"])
+
+
+def _spinning_app() -> tuple[App, dict[str, Any]]:
+    """A step retried for ever that always fails, in a run and in a child; one that
+    fails until the test says otherwise; one that fails twice per call; long sleeps."""
+    app = App("sqlite:///never-opened.db")
+    state: dict[str, Any] = {"fixed": False, "calls": 0}
+
+    @app.step(retry=RetryPolicy(max_attempts=None))
+    def charge(customer: str) -> str:
+        raise KeyError(customer)
+
+    @app.step(retry=RetryPolicy(initial_interval=1, max_interval=1, max_attempts=None))
+    def until_fixed() -> str:
+        if not state["fixed"]:
+            raise ConnectionError("the provider is down")
+        return "fixed"
+
+    @app.step(retry=RetryPolicy(initial_interval=60, max_attempts=None))
+    def twice_then_ok(i: int) -> int:
+        state["calls"] += 1
+        if state["calls"] % 3:
+            raise ConnectionError("flaky")
+        return i
+
+    @app.workflow
+    async def bill() -> str:
+        return await charge("customer_id")
+
+    @app.workflow
+    async def parent() -> str:
+        return await tether.call(bill)
+
+    @app.workflow
+    async def patient() -> str:
+        return await until_fixed()
+
+    @app.workflow
+    async def many() -> list[int]:
+        return [await twice_then_ok(i) for i in range(10)]
+
+    @app.workflow
+    async def years() -> float:
+        for _ in range(3):
+            await tether.sleep(365 * DAY)
+        return tether.now().timestamp()
+
+    return app, {"bill": bill, "parent": parent, "patient": patient, "many": many,
+                 "years": years, "state": state}
+
+
+@pytest.mark.timeout(150)  # (without RunSpinning: the timed waits wait out their timeout)
+async def test_a_wait_on_a_step_that_keeps_failing_raises_run_spinning(store_url: str) -> None:
+    """A step whose policy retries it for ever, failing each time: the environment skips
+    every backoff, so the run never ends and never stands still (``RunStuck`` cannot
+    tell). Once one call of the step has failed ``stuck_attempts`` attempts in a row and
+    fails again while the test only waits, the wait (with a timeout or without, on the
+    run or on a parent waiting for it) raises ``RunSpinning`` naming the step, its
+    attempts and its last error. Until 2026-12-07 a wait without a timeout spun for
+    ever, one with a timeout until its timeout (60 s by default)."""
+    app, wf = _spinning_app()
+    async with TestEnv(app, store_url=store_url, stuck_attempts=20) as env:
+        with pytest.raises(RunSpinning, match=(
+                r"^run '(.*)' \(bill\) makes no progress: its step 'charge' failed (\d+) "
+                r"attempts in a row, the last with KeyError: 'customer_id', and failed again "
+                r"while the test did nothing but wait on the environment; run '.*' \(bill\) "
+                r"retries step 'charge' .*fix the step, or bound its retries "
+                r"\(TestEnv\(stuck_attempts=\.\.\.\) sets how many failed attempts in a row "
+                r"of one step end the wait; None spins until the wait's timeout, 60 s\)$"
+                )) as err:
+            await env.run(wf["bill"])
+        assert isinstance(err.value, RunStuck) and isinstance(err.value, TimeoutError)
+        [run] = await env.app.list_runs()
+        assert run.status == "waiting"  # (left as it is: still retrying)
+        [entry] = (await env.app.get_run(run.run_id)).journal
+        assert entry["attempts"] >= 20
+        await env.app.cancel(run.run_id)
+
+        handle = await env.app.start(wf["bill"])
+        with pytest.raises(RunSpinning, match=(
+                rf"^run '{handle.run_id}' \(bill\) makes no progress: .*None spins for "
+                r"ever\)$")):
+            await handle.result()  # (no timeout)
+        await env.app.cancel(handle.run_id)
+
+        parent = await env.start(wf["parent"])
+        with pytest.raises(RunSpinning, match=(
+                r"^run '.*' \(bill\) makes no progress: its step 'charge' failed \d+ "
+                r"attempts in a row, .* \(the wait is on run "
+                rf"'{parent.run_id}' \(parent\), which waits for it\)")):
+            await parent.result(timeout=40)
+        await env.app.cancel(parent.run_id)
+        await env.settle()
+    # stuck_attempts=None: the wait spins until its timeout, as before.
+    async with TestEnv(app, store_url=store_url, stuck_attempts=None) as env:
+        handle = await env.start(wf["bill"])
+        with pytest.raises(TimeoutError, match=r"did not end within 1 s; run '.*' \(bill\) "
+                                               r"retries step 'charge'") as late:
+            await handle.result(timeout=1.0)
+        assert not isinstance(late.value, RunStuck)
+        await env.app.cancel(handle.run_id)
+        await env.settle()
+
+
+@pytest.mark.timeout(120)
+async def test_runs_that_progress_are_not_taken_for_spinning(store_url: str) -> None:
+    """``RunSpinning`` counts the failed attempts of one call of a step, in a row, while
+    the test only waits: years of virtual sleep, a step that fails twice per call (20
+    failures in all) and a step that fails until a task of the test, after a real
+    sleep, fixes what it needs, all complete, with ``stuck_attempts=3``."""
+    app, wf = _spinning_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_attempts=3) as env:
+        assert await env.run(wf["years"]) == 3 * 365 * DAY
+        assert await env.run(wf["many"]) == list(range(10))
+        assert wf["state"]["calls"] == 30
+
+        async def fix_later() -> None:
+            await asyncio.sleep(1.0)  # (the step fails meanwhile, every virtual second)
+            wf["state"]["fixed"] = True
+
+        handle = await env.start(wf["patient"])
+        assert await asyncio.gather(handle.result(timeout=40), fix_later()) == ["fixed", None]
+        [entry] = (await env.app.get_run(handle.run_id)).journal
+        assert entry["attempts"] > 3  # (it did fail more than stuck_attempts times)
+
+
+async def test_stuck_attempts_takes_a_whole_number_or_none() -> None:
+    app, _ = _spinning_app()
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ConfigError, match="stuck_attempts"):
+            TestEnv(app, stuck_attempts=bad)  # type: ignore[arg-type]
+    assert TestEnv(app, stuck_attempts=None).stuck_attempts is None
+    assert TestEnv(app).stuck_attempts == 1000

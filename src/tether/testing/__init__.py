@@ -2,8 +2,9 @@
 
 - ``TestEnv``: an app on a temporary SQLite store with a worker and a virtual clock
   that skips to the next wake-up whenever every run waits; its steps can be replaced by
-  test doubles (``env.mock_step``); ``RunStuck``, what a wait without a timeout on a
-  run that can never end there raises.
+  test doubles (``env.mock_step``); ``RunStuck``, what a wait on a run that can never
+  end there raises, and ``RunSpinning``, what one on a run that keeps failing a step
+  raises.
 - ``replay`` / ``load_history`` / ``export_history``: check recorded runs against the
   current code without executing anything.
 - ``ScriptedLLMServer``, ``Reply``, ``Fault``, ``Outage``: a scripted
@@ -25,13 +26,14 @@ from tether.testing._history import History, HistoryError, export_history, load_
 from tether.testing._replayer import ArgumentChange, ReplayResult, check_history, replay
 
 if TYPE_CHECKING:
-    from tether.testing._env import RunStuck, TestEnv, TestRunHandle, VirtualClock
+    from tether.testing._env import RunSpinning, RunStuck, TestEnv, TestRunHandle, VirtualClock
     from tether.testing._mcp import FakeMCPServer, MCPCall
     from tether.testing.llm_server import Fault, Outage, Reply, ScriptedLLMServer
 
 # Imported on first use (PEP 562): the CLI reaches the replayer through this package on
 # every command, and the test environment and the LLM server would add ~20 ms to each.
 _LAZY = {
+    "RunSpinning": "tether.testing._env",
     "RunStuck": "tether.testing._env",
     "TestEnv": "tether.testing._env",
     "TestRunHandle": "tether.testing._env",
@@ -67,6 +69,7 @@ __all__ = [
     "Outage",
     "ReplayResult",
     "Reply",
+    "RunSpinning",
     "RunStuck",
     "ScriptedLLMServer",
     "TestEnv",

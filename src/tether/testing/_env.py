@@ -37,6 +37,9 @@ or waiting out its timeout: the skip loop finds the environment still (no run ru
 or due, no wake-up to skip to) and every task of the test waiting on the environment,
 for ``stuck_after`` real seconds. A task of the test doing anything else (a sleep, a
 request, a thread's work) may still send what the run waits for, so it holds that off.
+A wait on a run that keeps failing one step (retried for ever, each backoff skipped)
+raises ``RunSpinning`` once a call of the step has failed ``stuck_attempts`` attempts in
+a row and fails again while the test only waits on the environment.
 
 "Every run is waiting" is read from the store in one query (no run ``running``, none
 claimable now), so a run claimed but not yet started is never missed.
@@ -72,6 +75,7 @@ from tether._app import App, RunHandle
 from tether._definitions import StepDef
 from tether._lifecycle import tick_schedules
 from tether._procs import process_alive
+from tether._types import JournalEntry, RunRecord
 from tether.errors import ConfigError, StoreError, TetherError
 from tether.testing._mocks import step_double, step_of
 from tether.testing.llm_server import ScriptedLLMServer, Step
@@ -87,6 +91,11 @@ log = logging.getLogger("tether.testing")
 #: Seconds of real time between looks at the store while skipping or settling.
 _POLL = 0.002
 _POLL_MAX = 0.02
+#: Seconds of real time between looks at the journals of the runs waited on, for a step
+#: that keeps failing (``TestEnv(stuck_attempts=...)``, ``RunSpinning``).
+_SPIN_CHECK = 0.5
+#: At most this many runs (the one waited on and the children it waits for) per wait.
+_SPIN_RUNS = 32
 
 #: The store's key-value row an open environment holds (``kv_get``/``kv_cas``), to refuse
 #: a second environment on the same store; its holder refreshes it every
@@ -111,6 +120,9 @@ _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 _MACHINERY = frozenset({"tether", "asyncio", "psycopg", "psycopg_pool", "httpx", "httpcore",
                         "h11", "anyio", "mcp", "starlette", "uvicorn", "opentelemetry"})
 
+#: The modules whose tasks run the runs' code (the worker's ``tether-run-...`` tasks).
+_RUNNERS = frozenset({"tether.worker._worker"})
+
 
 class RunStuck(TetherError, TimeoutError):
     """A wait on a run that can never end in the environment, with a timeout or
@@ -119,6 +131,18 @@ class RunStuck(TetherError, TimeoutError):
     environment, while the run had not ended (it waits for a signal nothing sent, say).
     The message says what holds it. A ``TimeoutError``: the wait gave up, as one whose
     timeout passed does, only sooner."""
+
+    __module__ = "tether.testing"
+
+
+class RunSpinning(RunStuck):
+    """A wait on a run that makes no progress in the environment: one call of a step,
+    in the run or in a child it waits for, failed ``TestEnv(stuck_attempts=...)``
+    attempts in a row and kept failing while the test did nothing but wait on the
+    environment (its retry policy retries it for ever, or nearly, and the environment
+    skips each backoff, so the wait spun until its timeout, or for ever without one).
+    The message names the run, the step, its attempts and its last error. A
+    ``RunStuck``, so a ``TimeoutError`` too."""
 
     __module__ = "tether.testing"
 
@@ -182,6 +206,8 @@ class TestRunHandle(RunHandle[R]):
             TimeoutError: ``timeout`` real seconds passed first.
             RunStuck: the run can never end (see ``TestEnv``'s ``stuck_after``): raised
                 after ``stuck_after`` real seconds of stillness, before ``timeout``.
+            RunSpinning: a step of the run (or of a child it waits for) keeps failing
+                (see ``TestEnv``'s ``stuck_attempts``).
         """
         return await super().result(timeout)  # (env.app skips time around it)
 
@@ -222,6 +248,12 @@ class TestEnv:
             run was running or due, no timer, retry or schedule was pending, and every
             task of the test was waiting on the environment. None: such a wait waits
             out its timeout, or for ever without one.
+        stuck_attempts: failed attempts in a row of one call of a step (default 1000)
+            after which a wait on a run's result raises ``RunSpinning`` when the step,
+            in the run or in a child it waits for, keeps failing: it failed again while
+            every task of the test was waiting on the environment, for at least half a
+            second of real time. Sleeps, timers and attempts that succeed never count.
+            None: such a wait spins until its timeout, or for ever without one.
         queues: the worker's queues (default: every queue of the app's workflows).
         store_url: a store of your own instead of the temporary SQLite file (e.g. a
             fresh PostgreSQL database); it is left in place afterwards. One open
@@ -250,10 +282,17 @@ class TestEnv:
                  queues: list[str] | None = None, store_url: str | None = None,
                  mock_steps: Mapping[str | Callable[..., Any], Callable[..., Any]]
                  | None = None, stuck_after: float | None = 3.0,
+                 stuck_attempts: int | None = 1000,
                  **worker_options: Any) -> None:
         if stuck_after is not None and _finite(stuck_after, "stuck_after") < 0:
             raise ConfigError(f"stuck_after takes seconds >= 0 or None, got {stuck_after!r}")
+        if stuck_attempts is not None and (isinstance(stuck_attempts, bool)
+                                           or not isinstance(stuck_attempts, int)
+                                           or stuck_attempts < 1):
+            raise ConfigError(f"stuck_attempts takes a whole number >= 1 or None, got "
+                              f"{stuck_attempts!r}")
         self.stuck_after = stuck_after
+        self.stuck_attempts = stuck_attempts
         self.source = app
         self.app = app  # replaced by the environment's own App when it opens
         self.clock = VirtualClock(start_time)
@@ -281,6 +320,12 @@ class TestEnv:
         self._waits: list[_Wait] = []
         #: (real, monotonic) since when the environment has been still (``_watch``).
         self._still_since: float | None = None
+        #: The failed attempts of the failing step calls of the runs waited on, by (run
+        #: id, position), at the last look while the test only waited (None: no such
+        #: look since the test last did something else), and when (``_watch_spinning``).
+        self._spin_base: dict[tuple[str, int], int] | None = None
+        self._spin_at = 0.0
+        self._busy_at = 0.0
         self._closing = False
         self._opened = False
         self._claim_id = uuid.uuid4().hex
@@ -798,13 +843,17 @@ class TestEnv:
 
     async def _watch(self, *, still: bool) -> None:
         """End the waits (with a timeout or without) whose runs can never end
-        (``RunStuck``):
-        the environment has been ``still`` (no run running or due, no wake-up to skip
-        to) and the test busy with nothing but waits on the environment, since the wait
-        began, for ``stuck_after`` real seconds. The real time leaves a thread or
-        another process of the test its chance to send what the run waits for."""
+        (``RunStuck``): the environment has been ``still`` (no run running or due, no
+        wake-up to skip to) and the test busy with nothing but waits on the environment,
+        since the wait began, for ``stuck_after`` real seconds. The real time leaves a
+        thread or another process of the test its chance to send what the run waits
+        for. Those whose runs keep failing a step end too (``_watch_spinning``)."""
         watched = [wait for wait in self._waits
                    if wait.deadline is not None and wait.stuck is None]
+        if watched and not still and self.stuck_attempts is not None:
+            await self._watch_spinning(watched)
+        else:
+            self._spin_base = None
         if not watched or not still or self.stuck_after is None or self._test_busy():
             self._still_since = None
             return
@@ -842,6 +891,91 @@ class TestEnv:
             + ("waits for ever)" if wait.timeout is None
                else f"waits out the wait's timeout, {wait.timeout:g} s)"))
         wait.deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def _watch_spinning(self, watched: list[_Wait]) -> None:
+        """End the waits whose run, or a child it waits for, keeps failing one call of a
+        step (``RunSpinning``): it has failed ``stuck_attempts`` attempts in a row or
+        more, and failed again between two looks at the journals (``_SPIN_CHECK`` real
+        seconds apart) while every task of the test only waited on the environment. A
+        task of the test doing anything else (a sleep, then setting what the step
+        needs) resets the looks: once it is done, the step's next attempt may succeed."""
+        now = time.monotonic()
+        if now - self._busy_at < _POLL_MAX:  # (a look at the tasks at most this often)
+            return
+        self._busy_at = now
+        if self._test_busy():
+            self._spin_base = None
+            return
+        if self._spin_base is not None and now - self._spin_at < _SPIN_CHECK:
+            return
+        self._spin_at = now
+        failing: dict[tuple[str, int], tuple[_Wait, RunRecord, JournalEntry]] = {}
+        try:
+            for wait in watched:
+                for run, entry in await self._failing_steps(wait.run_id):
+                    failing.setdefault((run.run_id, entry.position), (wait, run, entry))
+        except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
+            self._spin_base = None
+            return
+        base, self._spin_base = self._spin_base, {
+            key: entry.attempts for key, (_, _, entry) in failing.items()}
+        if base is None or self._test_busy():
+            return
+        assert self.stuck_attempts is not None
+        for key, (wait, run, entry) in failing.items():
+            if entry.attempts < self.stuck_attempts or entry.attempts <= base.get(key, 0) \
+                    or wait.stuck is not None or wait not in self._waits \
+                    or wait.deadline is None:
+                continue
+            error = _error_of(entry)
+            try:
+                why = await self._why()
+                waited = await self.app.store.run_get(wait.run_id)
+            except (TetherError, RuntimeError):
+                return
+            if wait.stuck is not None or wait not in self._waits or waited is None \
+                    or waited.status.is_settled:
+                continue
+            wait.stuck = RunSpinning(
+                f"run {run.run_id!r} ({run.workflow}) makes no progress: its step "
+                f"{entry.name!r} failed {entry.attempts} attempts in a row, the last with "
+                f"{error}, and failed again while the test did nothing but wait on the "
+                "environment"
+                + (f" (the wait is on run {wait.run_id!r} ({waited.workflow}), which waits "
+                   "for it)" if run.run_id != wait.run_id else "")
+                + "".join(f"; {reason}" for reason in why)
+                + " (TestEnv(stuck_attempts=...) sets how many failed attempts in a row "
+                "of one step end the wait; None "
+                + ("spins for ever)" if wait.timeout is None
+                   else f"spins until the wait's timeout, {wait.timeout:g} s)"))
+            wait.deadline.reschedule(asyncio.get_running_loop().time())
+
+    async def _failing_steps(self, run_id: str) -> list[tuple[RunRecord, JournalEntry]]:
+        """The step calls that failed and wait to be tried again (pending, with an
+        error) in the run ``run_id`` and in the children it started, theirs and so on
+        (at most ``_SPIN_RUNS`` runs), of the runs that have not ended."""
+        store = self.app.store
+        found: list[tuple[RunRecord, JournalEntry]] = []
+        todo: list[str] = [run_id]
+        seen: set[str] = set()
+        while todo and len(seen) < _SPIN_RUNS:
+            current = todo.pop(0)
+            if current in seen:
+                continue
+            seen.add(current)
+            run = await store.run_get(current)
+            if run is None or run.status.is_ended:
+                continue
+            for entry in await store.journal_read(current):
+                if entry.kind == "step" and entry.status == "pending" and entry.attempts \
+                        and entry.error is not None:
+                    found.append((run, entry))
+                elif entry.kind == "child_start" and entry.status == "ok" and entry.result:
+                    with contextlib.suppress(Exception):  # (a payload it cannot read)
+                        child = self.app.codec.decode(entry.result)
+                        if isinstance(child, str):
+                            todo.append(child)
+        return found
 
     def _test_busy(self) -> bool:
         """Whether a task of the test's own (not the environment's machinery, see
@@ -890,6 +1024,8 @@ class TestEnv:
             TimeoutError: ``timeout`` real seconds passed first.
             RunStuck: the run can never end (see ``stuck_after``): raised after
                 ``stuck_after`` real seconds of stillness, before ``timeout``.
+            RunSpinning: a step of the run (or of a child it waits for) keeps failing
+                (see ``stuck_attempts``).
         """
         self._need_open()
         handle = run if isinstance(run, RunHandle) else self.app.handle(run)
@@ -911,13 +1047,30 @@ class TestEnv:
         return await handle.result()
 
 
+def _error_of(entry: JournalEntry) -> str:
+    """A journal entry's recorded error as ``Type: message`` (the message cut at 200)."""
+    try:
+        error = json.loads(entry.error or "")
+    except ValueError:
+        error = None
+    if not isinstance(error, dict):
+        return str(entry.error)[:200]
+    return f"{error.get('type')}: {str(error.get('message'))[:200]}"
+
+
 def _machinery(task: asyncio.Task[Any]) -> bool:
     """The task runs the environment's machinery: each coroutine of its chain (the
     task's, the one it awaits, and so on) is code of a package of ``_MACHINERY``. One
     of other code makes it the test's: the test function, also when a runner of a
     package of ``_MACHINERY`` awaits it (anyio's pytest plugin), and a task of unknown
-    origin."""
+    origin. A task the worker started (``_RUNNERS``) is the machinery's whatever it
+    awaits: it runs the runs' code (a workflow, a step, a test double), which may be the
+    test module's; counted as the test's, every run replayed after a retry held
+    ``RunSpinning`` off."""
     awaited: Any = task.get_coro()
+    frame = getattr(awaited, "cr_frame", None)
+    if frame is not None and frame.f_globals.get("__name__") in _RUNNERS:
+        return True
     seen = False
     for _ in range(256):  # (a chain's depth)
         frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
