@@ -529,6 +529,9 @@ class TestEnv:
         default) with one."""
         wait = _Wait(asyncio.current_task(), run_id, time.monotonic(), timeout)
         self._waits.append(wait)
+        # (the test may have done anything since the last look at the journals, while no
+        # wait was on and nothing looked at its tasks: RunSpinning starts counting anew)
+        self._spin_base = None
         try:
             if self.stuck_after is None:
                 yield
