@@ -525,8 +525,8 @@ class TestEnv:
         it raises ``RunStuck`` when the skip loop finds its run stuck (``_watch``),
         through a deadline of its own moved to now, with a timeout of its own or
         without. Until 2026-12-06 such a wait on a run waiting for a signal nothing sent
-        hung the test for ever without a timeout, and waited its whole timeout (60 s by
-        default) with one."""
+        hung the test for ever without a timeout, and until 2026-12-07 one with a timeout
+        waited it out (60 s by default)."""
         wait = _Wait(asyncio.current_task(), run_id, time.monotonic(), timeout)
         self._waits.append(wait)
         # (the test may have done anything since the last look at the journals, while no
@@ -930,10 +930,12 @@ class TestEnv:
                     or wait.stuck is not None or wait not in self._waits \
                     or wait.deadline is None:
                 continue
-            error = _error_of(entry)
             try:
                 why = await self._why()
                 waited = await self.app.store.run_get(wait.run_id)
+                # (decoded as the run's document decodes it: a payload hook may encrypt it)
+                error = next((e.get("error") for e in (await self.app.get_run(
+                    run.run_id)).journal if e.get("position") == entry.position), None)
             except (TetherError, RuntimeError):
                 return
             if wait.stuck is not None or wait not in self._waits or waited is None \
@@ -942,8 +944,8 @@ class TestEnv:
             wait.stuck = RunSpinning(
                 f"run {run.run_id!r} ({run.workflow}) makes no progress: its step "
                 f"{entry.name!r} failed {entry.attempts} attempts in a row, the last with "
-                f"{error}, and failed again while the test did nothing but wait on the "
-                "environment"
+                f"{_error_text(error)}, and failed again while the test did nothing but "
+                "wait on the environment"
                 + (f" (the wait is on run {wait.run_id!r} ({waited.workflow}), which waits "
                    "for it)" if run.run_id != wait.run_id else "")
                 + "".join(f"; {reason}" for reason in why)
@@ -975,7 +977,7 @@ class TestEnv:
                     found.append((run, entry))
                 elif entry.kind == "child_start" and entry.status == "ok" and entry.result:
                     with contextlib.suppress(Exception):  # (a payload it cannot read)
-                        child = self.app.codec.decode(entry.result)
+                        child = self.app.codec.for_run(current).decode(entry.result)
                         if isinstance(child, str):
                             todo.append(child)
         return found
@@ -1050,14 +1052,11 @@ class TestEnv:
         return await handle.result()
 
 
-def _error_of(entry: JournalEntry) -> str:
-    """A journal entry's recorded error as ``Type: message`` (the message cut at 200)."""
-    try:
-        error = json.loads(entry.error or "")
-    except ValueError:
-        error = None
+def _error_text(error: object) -> str:
+    """A journal entry's recorded error (as a run's document has it) as ``Type: message``
+    (the message cut at 200 characters)."""
     if not isinstance(error, dict):
-        return str(entry.error)[:200]
+        return str(error)[:200]
     return f"{error.get('type')}: {str(error.get('message'))[:200]}"
 
 
