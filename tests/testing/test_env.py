@@ -1048,3 +1048,39 @@ async def test_stuck_attempts_takes_a_whole_number_or_none() -> None:
             TestEnv(app, stuck_attempts=bad)  # type: ignore[arg-type]
     assert TestEnv(app, stuck_attempts=None).stuck_attempts is None
     assert TestEnv(app).stuck_attempts == 1000
+
+
+@pytest.mark.timeout(120)
+async def test_run_spinning_reads_an_encrypted_journal() -> None:
+    """An app whose payloads are encrypted (``AesGcm``): the child's run id and the
+    step's last error are read through the app's codec, so ``RunSpinning`` still finds
+    the child and names its error in clear."""
+    pytest.importorskip("cryptography")
+    from tether.encryption import AesGcm
+
+    app = App("sqlite:///never-opened.db", payload_hook=AesGcm({"k1": bytes(range(32))}))
+
+    @app.step(retry=RetryPolicy(max_attempts=None))
+    def charge(customer: str) -> str:
+        raise KeyError(customer)
+
+    @app.workflow
+    async def bill() -> str:
+        return await charge("customer_id")
+
+    @app.workflow
+    async def parent() -> str:
+        return await tether.call(bill)
+
+    async with TestEnv(app, stuck_attempts=10) as env:
+        handle = await env.start(parent)
+        with pytest.raises(RunSpinning, match=(
+                r"^run '.*' \(bill\) makes no progress: its step 'charge' failed \d+ "
+                r"attempts in a row, the last with KeyError: 'customer_id', .* \(the wait is "
+                rf"on run '{handle.run_id}' \(parent\), which waits for it\)")):
+            await handle.result(timeout=40)
+        [child] = [r for r in await env.app.list_runs() if r.workflow == "bill"]
+        raw = await env.app.store.journal_read(child.run_id)
+        assert "customer_id" not in (raw[0].error or "")  # (stored encrypted)
+        await env.app.cancel(handle.run_id)
+        await env.settle()
