@@ -245,6 +245,33 @@ async def test_erase_removes_an_ended_runs_payloads(api: Api) -> None:
     assert [(e["position"], e["name"]) for e in doc["journal"]] == [(0, "hello")]
 
 
+async def test_a_second_erase_says_already_erased_and_keeps_erased_at(api_any: Api) -> None:
+    """The erase's answer says ``already_erased`` as ``tether erase --json`` does: false
+    while something new was erased (a parent whose child was erased alone before),
+    true when the run and its whole family had been, whose ``erased_at`` stays the first
+    erase's. Until 2026-12-07 the HTTP answer had no such field, and a second erase
+    answered as the first did."""
+    await _finish(api_any, "parent", ["secret-name"], "mom", "completed")
+    r = await api_any.http.post("/api/v1/runs/mom.0/erase")
+    assert r.status_code == 200, r.text
+    assert r.json()["erased"]["run_ids"] == ["mom.0"]
+    assert r.json()["erased"]["already_erased"] is False
+    child_at = (await api_any.http.get("/api/v1/runs/mom.0")).json()["erased_at"]
+    r = await api_any.http.post("/api/v1/runs/mom/erase")
+    assert r.status_code == 200, r.text
+    assert r.json()["erased"]["run_ids"] == ["mom", "mom.0"]
+    assert r.json()["erased"]["already_erased"] is False  # (the parent was not)
+    first = {run_id: (await api_any.http.get(f"/api/v1/runs/{run_id}")).json()["erased_at"]
+             for run_id in ("mom", "mom.0")}
+    assert first["mom.0"] == child_at and first["mom"] is not None
+    for path in ("/api/v1/runs/mom/erase", "/api/v1/runs/mom.0/erase"):
+        r = await api_any.http.post(path)
+        assert r.status_code == 200, r.text
+        assert r.json()["erased"]["already_erased"] is True, r.text
+    assert {run_id: (await api_any.http.get(f"/api/v1/runs/{run_id}")).json()["erased_at"]
+            for run_id in ("mom", "mom.0")} == first
+
+
 async def test_an_erased_run_is_not_retried_nor_forked(api_any: Api) -> None:
     """An erased run's input and results are ``{"erased": true}``: a retry would run on
     that input, a fork would replay those results as the steps' (a "completed" fork of

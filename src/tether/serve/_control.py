@@ -108,14 +108,18 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
 
 async def erase(app: App, run_id: str) -> dict[str, Any]:
     """Replace an ended run's payloads, and its family's (children and forks), with
-    ``{"erased": true}``; what was erased."""
+    ``{"erased": true}``; what was erased, and whether it all was already."""
     try:
         report = await app.store.run_erase(run_id=run_id, now=app.clock.now())
     except RunNotFound:
         raise run_not_found(run_id) from None
     except RunStateError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    return {"run_id": run_id, "erased": report.as_dict()}
+    # (already_erased: the run and its whole family had been erased before, nothing new
+    # was, and their erased_at stays the first erase's, as `tether erase --json` says;
+    # until 2026-12-07 a second erase answered as the first did.)
+    return {"run_id": run_id,
+            "erased": {**report.as_dict(), "already_erased": report.already_erased}}
 
 
 async def schedules(app: App) -> list[dict[str, Any]]:

@@ -86,7 +86,7 @@ _RUN_TIMES = {
 _ERASE_REPORT = {
     "type": "object",
     "required": ["runs", "journal_entries", "archived_entries", "attempts", "signals",
-                 "payloads", "blobs", "run_ids"],
+                 "payloads", "blobs", "run_ids", "already_erased"],
     "properties": {
         "runs": {**_COUNT, "description": "runs erased: the run and its family"},
         "journal_entries": _COUNT, "archived_entries": _COUNT,
@@ -96,7 +96,12 @@ _ERASE_REPORT = {
         "blobs": {**_COUNT, "description": "message texts no other run references"},
         "run_ids": {"type": "array", "items": {"type": "string"},
                     "description": "the runs erased, sorted: the run, its children and "
-                                   "its forks, recursively"}}}
+                                   "its forks, recursively"},
+        "already_erased": {
+            "type": "boolean",
+            "description": "every one of them had been erased before (alone or with a "
+                           "family): nothing new was erased, and their erased_at stays "
+                           "the first erase's (as `tether erase --json`)"}}}
 
 
 def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
