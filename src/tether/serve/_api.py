@@ -42,7 +42,6 @@ from tether.errors import (
     PayloadTooLarge,
     SignalError,
     StoreUnavailable,
-    WorkflowNotFound,
     shown,
 )
 from tether.serve._auth import Principal
@@ -307,12 +306,12 @@ async def start_run(request: Request) -> Response:
         run_id = run_id or new_run_id()
         await adopt_trace_context(app.store, run_id, carrier, app.clock.now())
     # A name no worker has registered yet is queued, not refused (scripts start runs
-    # before workers are up); the answer says so, as `tether start` does.
+    # before workers are up), with or without `serve --app`: the answer says so, as
+    # `tether start` does. (App.start raises no WorkflowNotFound for a name: the 404
+    # workflow_not_found the OpenAPI document listed was never answered.)
     known = await workflow_known(app, workflow)
     try:
         handle = await app.start(workflow, *values, run_id=run_id, queue=queue)
-    except WorkflowNotFound as exc:
-        raise ApiError(404, "workflow_not_found", str(exc)) from None
     except InvalidName as exc:  # e.g. a bidirectional override the check above lets by
         raise ApiError(400, "bad_request", str(exc)) from None
     except ConfigError as exc:  # the id belongs to a run of another workflow

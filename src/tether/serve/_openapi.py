@@ -290,12 +290,26 @@ def document(root_path: str = "") -> dict[str, Any]:
                         "properties": {"workflow": _NAME, "input": _OPTIONAL_INPUT,
                                        "run_id": _OPTIONAL_NAME,
                                        "queue": _OPTIONAL_NAME}}),
-                    "responses": {"201": _ok("started", started),
+                    # (No 404: a workflow no worker has registered is queued, with
+                    # `warnings`, with or without `serve --app`. The document listed a
+                    # 404 workflow_not_found that no start answered until 2026-12-07.)
+                    "responses": {"201": _ok("started; a workflow no worker of the store "
+                                             "has registered is queued all the same, "
+                                             "with `warnings` (never a 404)", started),
                                   "200": _ok("a run with this run_id existed (nothing "
                                              "started; its document)", started),
-                                  "404": _err("no such workflow"),
-                                  "409": _err("run_id belongs to another workflow"),
-                                  **_CHANGE_ERRORS},
+                                  "409": _err("run_id belongs to a run of another "
+                                              "workflow"),
+                                  **_CHANGE_ERRORS,
+                                  "400": _err(
+                                      "bad input (bad_request, malformed_json): a missing "
+                                      "or blank workflow, an input that is no array, a "
+                                      "name the patterns refuse; under `serve --app`, "
+                                      "also an input the workflow's function cannot take"),
+                                  "413": _err(
+                                      "the body is over --max-body, or the encoded input "
+                                      "over the store's payload limit "
+                                      "(payload_too_large)")},
                 },
                 "get": {
                     "summary": "List runs, newest first",
@@ -452,9 +466,20 @@ def document(root_path: str = "") -> dict[str, Any]:
                 "responses": {"201": _ok("the new run", {"allOf": [run_ref, {
                                   "type": "object", "properties": {"warnings": _WARNINGS}}]}),
                               "404": _err("no such run"),
-                              "409": _err("the new run id is in use"),
-                              "422": _err("at is not a position of the run (0 to its end)"),
-                              **_CHANGE_ERRORS}}},
+                              "409": _err("the new run id is in use, or the run was "
+                                          "erased (its input and results are gone)"),
+                              "422": _err("at is missing or is not a position of the run "
+                                          "(0 to its end)"),
+                              **_CHANGE_ERRORS,
+                              "400": _err(
+                                  "bad input (bad_request, malformed_json): an input "
+                                  "that is no array, a run_id the pattern refuses, a "
+                                  "run whose payloads are encrypted with no payload "
+                                  "hook here; under `serve --app`, also an input the "
+                                  "workflow's function cannot take"),
+                              "413": _err(
+                                  "the body is over --max-body, or the encoded input "
+                                  "over the store's payload limit (payload_too_large)")}}},
             "/api/v1/runs/{run_id}/erase": {"post": {
                 "summary": "Erase an ended run's payloads, and its children's and forks' "
                            "(recursively), keeping their timelines' shape (as `tether "
