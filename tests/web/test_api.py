@@ -822,6 +822,24 @@ async def test_run_document_and_journal(api: Api) -> None:
         assert r.status_code == 404 and error_of(r) == "run_not_found"
 
 
+async def test_a_read_token_reads_the_document_an_admin_token_reads(api: Api) -> None:
+    """A read token may only look, and sees what an admin token sees (docs/serve.md,
+    "What each role sees"): a failed run's document, its error's traceback and the
+    journal's and attempts' errors included, is the same for both."""
+    webapp.FIXED.discard("rt")
+    await api.http.post("/api/v1/runs", json={"workflow": "fixable", "input": ["rt"],
+                                              "run_id": "f"})
+    async with api.app.worker(queues=["default"]):
+        admin = await wait_status(api, "f", "failed")
+    read = {"Authorization": f"Bearer {READ}"}
+    r = await api.http.get("/api/v1/runs/f", headers=read)
+    assert r.status_code == 200, r.text
+    assert "bug in fragile('rt')" in admin["error"]["traceback"]
+    assert r.json() == admin
+    r = await api.http.get("/api/v1/runs/f/journal", headers=read)
+    assert r.json()["journal"] == admin["journal"]
+
+
 async def test_run_events_rejects_foreign_event_id(api: Api) -> None:
     await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": ["ana"],
                                               "run_id": "e"})
