@@ -2,8 +2,9 @@
 and must not be a code-execution hole.
 
 Encoding accepts JSON types, dataclasses, pydantic models, datetimes, UUIDs, enums,
-tuples and sets. Decoding restores types from an annotation when one names them
-(``-> list[Hit]`` turns dicts back into ``Hit``), through pydantic's TypeAdapter.
+tuples, sets and read-only mappings (``MappingProxyType``). Decoding restores types
+from an annotation when one names them (``-> list[Hit]`` turns dicts back into
+``Hit``), through pydantic's TypeAdapter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from tether._definitions import LazyHint
@@ -134,6 +136,8 @@ def _default(value: object) -> object:
         return value.value
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    if isinstance(value, MappingProxyType):  # (a read-only dict: ext.Run.inherited's)
+        return dict(value)
     if isinstance(value, bytes):
         raise _Unserializable(value)
     raise _Unserializable(value)
@@ -485,7 +489,7 @@ def _storable(value: object, depth: int = 0) -> object:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
-    if depth < 20 and isinstance(value, dict):
+    if depth < 20 and isinstance(value, (dict, MappingProxyType)):
         return {str(_storable(str(k))): _storable(v, depth + 1) for k, v in value.items()}
     if depth < 20 and isinstance(value, (list, tuple)):
         return [_storable(v, depth + 1) for v in value]

@@ -153,6 +153,16 @@ class _RunShared:
                                               amount=amount, now=now)
 
 
+def _frozen(value: Any) -> Any:
+    """``value`` (decoded JSON) read-only all the way down: each object a read-only
+    mapping, each array a tuple."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: _frozen(v) for key, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 class Run:
     """The run whose code executes here, as an integration sees it.
 
@@ -201,8 +211,15 @@ class Run:
     def inherited(self) -> Mapping[str, Any]:
         """What the run's parent handed down to integrations when it started it
         (:func:`start_child`'s ``inherit``; empty for any other run). Part of the run's
-        input: the same in every execution of the run, whatever crashed."""
-        return MappingProxyType(self._ctx.inherited)
+        input: the same in every execution of the run, whatever crashed.
+
+        Read-only all the way down: its objects are read-only mappings and its arrays
+        tuples (until 2026-12-07 only the outer mapping was, and code could change a
+        nested one, what every later read of this execution saw, where a replay read
+        the stored value). It encodes as JSON as it is: pass it, or a part of it, to
+        :func:`start_child`'s ``inherit``, a step or a result."""
+        frozen: Mapping[str, Any] = _frozen(self._ctx.inherited)
+        return frozen
 
     def memory(self, key: object, factory: Callable[[], T]) -> T:
         """Per-execution state under ``key`` (built by ``factory`` on first use).

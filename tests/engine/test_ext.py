@@ -267,6 +267,59 @@ async def test_start_child_hands_down_what_the_child_reads_in_every_execution(
     assert checked.compatible and checked.replayed == 1, checked.message
 
 
+async def test_what_a_run_inherited_is_read_only_all_the_way_down_and_encodes(
+        app: App) -> None:
+    """ext.Run.inherited is read-only at every depth: its nested objects and arrays
+    cannot be changed either (until 2026-12-07 only the outer mapping was read-only,
+    and a change to a nested dict or list was seen by every later read of that
+    execution). It encodes as JSON as it is: handed down again with start_child's
+    ``inherit``, given to a step, returned as a result."""
+    refused: list[str] = []
+    shared = {"limits": [1, {"deep": [2]}], "opts": {"mode": "wait"}}
+
+    @app.step
+    async def echo(value: Any) -> Any:
+        return value
+
+    @app.workflow
+    async def grandchild() -> Any:
+        run = ext.current_run()
+        assert run is not None
+        return dict(run.inherited)
+
+    @app.workflow
+    async def child() -> Any:
+        run = ext.current_run()
+        assert run is not None
+        refused.clear()  # (of this execution: its replay does the same again)
+        got = run.inherited["demo"]
+        for change in (lambda: got["opts"].__setitem__("mode", "go"),
+                       lambda: got["opts"].pop("mode"),
+                       lambda: got["limits"].append(3),
+                       lambda: got["limits"][1]["deep"].append(3),
+                       lambda: got["limits"][1].__setitem__("deep", [])):
+            try:
+                change()
+            except (TypeError, AttributeError) as exc:
+                refused.append(type(exc).__name__)
+        assert run.inherited["demo"] == got
+        echoed = await echo(run.inherited["demo"])
+        handle = await ext.start_child(grandchild, inherit=run.inherited)
+        return [echoed, await handle.result()]
+
+    @app.workflow
+    async def parent() -> Any:
+        handle = await ext.start_child(child, inherit={"demo": shared})
+        return await handle.result()
+
+    async with app.worker():
+        result = await (await app.start(parent, run_id="p")).result(timeout=10)
+    assert len(refused) == 5
+    assert result == [shared, {"demo": shared}]
+    [grand] = await app.store.run_search(parent="p.0")
+    assert (await app.get_run(grand.run_id)).input["ext"] == {"demo": shared}
+
+
 def test_a_workflow_defined_again_by_the_same_def_is_refused_saying_what_to_do() -> None:
     """A workflow defined inside a test function and registered on an App of the module
     is registered again on the test's second run (parametrized, rerun). Until 2026-12-06
