@@ -1180,7 +1180,7 @@ async def test_openapi_document_names_every_route(api: Api) -> None:
     # ... and every (path, method) the server routes is in the document, and back.
     from tether.serve import _api, _control
 
-    served = {(r.path.replace(":path", ""), m.lower()) for r in [*_api.routes,
+    served = {(re.sub(r":\w+}", "}", r.path), m.lower()) for r in [*_api.routes,
                                                                   *_control.routes]
               for m in (r.methods or ()) if m != "HEAD"}
     documented = {(path, m) for path, ops in doc["paths"].items() for m in ops}
@@ -1471,6 +1471,16 @@ async def test_metrics_in_prometheus_format(api_any: Api) -> None:
 
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("POST", "/api/v1/runs/w/signals/%7F", {"data": 1}),
+    # A line feed in an id (Starlette's path parameters stopped at one: no route
+    # matched, a 404 not_found, until 2026-12-07).
+    ("GET", "/api/v1/runs/a%0Ab", None),
+    ("GET", "/api/v1/runs/a%0Ab/journal", None),
+    ("GET", "/api/v1/runs/a%0A/events", None),
+    ("POST", "/api/v1/runs/w%0A/cancel", None),
+    ("POST", "/api/v1/runs/%0Aw/erase", None),
+    ("POST", "/api/v1/runs/w/signals/a%0Ab", None),
+    ("DELETE", "/api/v1/schedules/a%0Ab", None),
+    ("POST", "/api/v1/schedules/a%0Ab/pause", None),
     ("POST", "/api/v1/runs", {"workflow": "greet", "run_id": "a\u202eb"}),
     ("POST", "/api/v1/runs", {"workflow": "greet", "queue": "q\u0085"}),
 ])

@@ -15,6 +15,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -613,15 +614,34 @@ def _ignore_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-# ``{run_id:path}``: run ids may contain "/"; the routes with a suffix come first.
+class _AnyText(Convertor[str]):
+    """A path parameter of any characters, ``/`` and line feeds included: Starlette's
+    ``path`` (``.*``) stops at a line feed, so a run id or name holding one (``a%0Ab``)
+    matched no route and was a 404 ``not_found`` ("there is nothing at ...") where the
+    document and ``path_name`` say 400 ``bad_request``, as for every other control
+    character (until 2026-12-07)."""
+
+    regex = r"(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+#: ``{run_id:tether_id}``: a run id or schedule name in an API path.
+register_url_convertor("tether_id", _AnyText())
+
+# ``{run_id:tether_id}``: run ids may contain "/"; the routes with a suffix come first.
 routes = [
     Route("/api/v1/runs", start_run, methods=["POST"]),
     Route("/api/v1/runs", list_runs, methods=["GET"]),
-    Route("/api/v1/runs/{run_id:path}/journal", get_journal, methods=["GET"]),
-    Route("/api/v1/runs/{run_id:path}/events", run_events, methods=["GET"]),
-    Route("/api/v1/runs/{run_id:path}/signals/{name}", send_signal, methods=["POST"]),
-    Route("/api/v1/runs/{run_id:path}/cancel", cancel_run, methods=["POST"]),
-    Route("/api/v1/runs/{run_id:path}/approval", answer_approval, methods=["POST"]),
-    Route("/api/v1/runs/{run_id:path}", get_run, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:tether_id}/journal", get_journal, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:tether_id}/events", run_events, methods=["GET"]),
+    Route("/api/v1/runs/{run_id:tether_id}/signals/{name}", send_signal, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:tether_id}/cancel", cancel_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:tether_id}/approval", answer_approval, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:tether_id}", get_run, methods=["GET"]),
     Route("/api/v1/approvals", list_approvals, methods=["GET"]),
 ]

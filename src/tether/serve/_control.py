@@ -215,14 +215,14 @@ async def delete_schedule(request: Request) -> Response:
     return await _schedule(request, "delete")
 
 
-# Before the API's catch-all ``/api/v1/runs/{run_id:path}``.
+# Before the API's catch-all ``/api/v1/runs/{run_id:tether_id}``.
 routes = [
-    Route("/api/v1/runs/{run_id:path}/retry", retry_run, methods=["POST"]),
-    Route("/api/v1/runs/{run_id:path}/fork", fork_run, methods=["POST"]),
-    Route("/api/v1/runs/{run_id:path}/erase", erase_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:tether_id}/retry", retry_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:tether_id}/fork", fork_run, methods=["POST"]),
+    Route("/api/v1/runs/{run_id:tether_id}/erase", erase_run, methods=["POST"]),
     Route("/api/v1/schedules", list_schedules, methods=["GET"]),
-    Route("/api/v1/schedules/{name:path}/pause", pause_schedule, methods=["POST"]),
-    Route("/api/v1/schedules/{name:path}/resume", resume_schedule, methods=["POST"]),
-    Route("/api/v1/schedules/{name:path}/trigger", trigger_schedule, methods=["POST"]),
-    Route("/api/v1/schedules/{name:path}", delete_schedule, methods=["DELETE"]),
+    Route("/api/v1/schedules/{name:tether_id}/pause", pause_schedule, methods=["POST"]),
+    Route("/api/v1/schedules/{name:tether_id}/resume", resume_schedule, methods=["POST"]),
+    Route("/api/v1/schedules/{name:tether_id}/trigger", trigger_schedule, methods=["POST"]),
+    Route("/api/v1/schedules/{name:tether_id}", delete_schedule, methods=["DELETE"]),
 ]
