@@ -367,7 +367,16 @@ class _LatestWriter:
         begun, self._unbegun = self._unbegun, None
         if begun is None:
             return  # (it began, and ended the write itself)
-        begun.detach()
+        unbegun = begun.detach()
+        if unbegun is not None:
+            # Under a task factory that wraps the write (the worker's, for a run's
+            # tasks), the cancellation ended the wrapper alone: the write's coroutine,
+            # never started, is closed here. It was left to the garbage collector, which
+            # warned "coroutine '_write_latest' was never awaited" whenever it ran (an
+            # error in whichever test ran then, under -W error), until 2026-12-07.
+            for coro in unbegun[2][0]:
+                if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                    coro.close()
         self._writing = False
         if self._dirty and _loop_ending(task.get_loop()):
             self._ended = True
