@@ -822,6 +822,25 @@ async def test_run_document_and_journal(api: Api) -> None:
         assert r.status_code == 404 and error_of(r) == "run_not_found"
 
 
+async def test_a_get_of_an_actions_address_says_the_action_takes_post(api: Api) -> None:
+    """``GET /api/v1/runs/r/cancel`` (curl without ``-X POST``) reads the run of id
+    ``r/cancel``, which may exist; when none does, the 404 says that the cancel of run
+    ``r`` is a POST (it said "no run with id 'r/cancel'" alone: run r existed)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "r"})
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "s/retry"})
+    for path, what in (("cancel", "the cancel of"), ("erase", "the erase of"),
+                       ("signals/go", "a signal to"), ("fork", "a fork of")):
+        r = await api.http.get(f"/api/v1/runs/r/{path}")
+        assert r.status_code == 404 and error_of(r) == "run_not_found", r.text
+        assert r.json()["error"]["message"] == (
+            f"no run with id 'r/{path}'; {what} run 'r' is a POST to this address, "
+            "not a GET")
+    r = await api.http.get("/api/v1/runs/s/retry")  # (a run of that id is read)
+    assert r.status_code == 200 and r.json()["run_id"] == "s/retry"
+    r = await api.http.get("/api/v1/runs/r%2Fcancel")  # (an id written as one)
+    assert r.json()["error"]["message"] == "no run with id 'r/cancel'"
+
+
 async def test_a_read_token_reads_the_document_an_admin_token_reads(api: Api) -> None:
     """A read token may only look, and sees what an admin token sees (docs/serve.md,
     "What each role sees"): a failed run's document, its error's traceback and the

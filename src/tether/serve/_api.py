@@ -425,9 +425,30 @@ async def list_runs(request: Request) -> Response:
     return json_response({"runs": [run_summary(r) for r in page], "next_cursor": nxt})
 
 
+#: The words ending a run's address that take POST (an action): a GET of such an
+#: address reads the run of that whole id, as any GET of ``/api/v1/runs/{id}`` does.
+_ACTION_SUFFIX = re.compile(r"^(?P<run>.+)/(?P<action>cancel|approval|retry|fork|erase"
+                            r"|signals/[^/]+)$", re.S)
+
+_ACTION_WORDS = {"cancel": "the cancel of", "approval": "the answer to an approval of",
+                 "retry": "the retry of", "fork": "a fork of", "erase": "the erase of",
+                 "signals": "a signal to"}
+
+
 async def get_run(request: Request) -> Response:
     run_id = path_name(request, "run_id")
-    return json_response(await _document(tether_app(request), run_id))
+    try:
+        return json_response(await _document(tether_app(request), run_id))
+    except ApiError as exc:
+        action = _ACTION_SUFFIX.match(run_id)
+        if exc.status != 404 or action is None or request.scope.get(_SLASHES_KEPT):
+            raise
+        # (`curl .../runs/r-1/cancel` without -X POST said "no run with id 'r-1/cancel'"
+        # alone, until 2026-12-07)
+        what = _ACTION_WORDS[action["action"].split("/")[0]]
+        raise ApiError(404, exc.code, f"{exc.message}; {what} run "
+                       f"{shown(action['run'])} is a POST to this address, not a GET"
+                       ) from None
 
 
 async def get_journal(request: Request) -> Response:
