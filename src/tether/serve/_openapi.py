@@ -198,7 +198,12 @@ def document(root_path: str = "") -> dict[str, Any]:
                             "run_id": {"type": "string"}, "workflow": {"type": "string"},
                             "queue": {"type": "string"},
                             "status": {"type": "string", "enum": list(STATUSES)},
-                            "input": {}, "result": {}, "error": {"nullable": True},
+                            "input": {}, "result": {}, "error": {
+                                "nullable": True, "description": (
+                                    "a failed run's error as journaled: type, message, "
+                                    "traceback (its lines name the workers' files and "
+                                    "code), attempts; a read token sees it as an admin "
+                                    "token does")},
                             "status_info": {}, **_RUN_TIMES,
                             "version": {**_OPTIONAL_TEXT,
                                         "description": "the code version it runs under"},
