@@ -769,6 +769,32 @@ async def test_an_unexpected_error_is_a_500_in_the_apis_error_shape(sqlite_url: 
     await app.close()
 
 
+async def test_an_action_with_a_query_parameter_is_a_bad_request(api: Api) -> None:
+    """An action's fields go in its JSON body: a query parameter is a 400 that changes
+    nothing. ``POST /api/v1/runs?run_id=r-1`` started a run with a new id, its run_id
+    dropped without a word, so that each retry of the client started one more run
+    (until 2026-12-07)."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    for method, path, body in (
+            ("POST", "/api/v1/runs?run_id=r-1", {"workflow": "wait_go"}),
+            ("POST", "/api/v1/runs/w/signals/go?idempotency_key=k", {"data": 1}),
+            ("POST", "/api/v1/runs/w/cancel?reason=x", None),
+            ("POST", "/api/v1/runs/w/approval?approved=true", {"approved": True}),
+            ("POST", "/api/v1/runs/w/fork?at=0", {"at": 0}),
+            ("POST", "/api/v1/runs/w/retry?x=1", None),
+            ("POST", "/api/v1/runs/w/erase?x=1", None),
+            ("POST", "/api/v1/schedules/s/pause?x=1", None),
+            ("DELETE", "/api/v1/schedules/s?x=1", None)):
+        r = await api.http.request(method, path, json=body)
+        assert r.status_code == 400 and error_of(r) == "bad_request", (path, r.text)
+        name = path.split("?")[1].split("=")[0]
+        assert r.json()["error"]["message"] == (
+            f"unknown query parameter(s): {name}; this action takes none: send its "
+            "fields in the JSON body"), r.text
+    assert await api.snapshot() == before
+
+
 async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
     """``?status=waiting&status=completed`` listed the completed runs only (the last
     value won, the first was dropped without a word), and the approvals' ``limit`` and

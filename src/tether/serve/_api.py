@@ -107,7 +107,15 @@ def require_admin(request: Request) -> None:
 
 
 async def json_body(request: Request, *, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object (``{}`` for an empty optional body)."""
+    """The request's JSON object (``{}`` for an empty optional body). An action (every
+    route that reads a body) takes no query parameter: its fields are the body's."""
+    if request.query_params:
+        # (`POST /api/v1/runs?run_id=r-1` was taken without its run_id, and so started a
+        # new run at every retry of the client, until 2026-12-07)
+        names = sorted(set(request.query_params))
+        raise ApiError(400, "bad_request",
+                       f"unknown query parameter(s): {', '.join(n[:40] for n in names[:10])}"
+                       "; this action takes none: send its fields in the JSON body")
     raw = await request.body()
     if not raw.strip():
         if required:

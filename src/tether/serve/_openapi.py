@@ -309,7 +309,9 @@ def document(root_path: str = "") -> dict[str, Any]:
                                   "400": _err(
                                       "bad input (bad_request, malformed_json): a missing "
                                       "or blank workflow, an input that is no array, a "
-                                      "name the patterns refuse; under `serve --app`, "
+                                      "name the patterns refuse, an unknown field, a "
+                                      "query parameter (an action takes none: its fields "
+                                      "are the body's); under `serve --app`, "
                                       "also an input the workflow's function cannot take"),
                                   "413": _err(
                                       "the body is over --max-body, or the encoded input "
@@ -478,9 +480,10 @@ def document(root_path: str = "") -> dict[str, Any]:
                               **_CHANGE_ERRORS,
                               "400": _err(
                                   "bad input (bad_request, malformed_json): an input "
-                                  "that is no array, a run_id the pattern refuses, a "
-                                  "run whose payloads are encrypted with no payload "
-                                  "hook here; under `serve --app`, also an input the "
+                                  "that is no array, a run_id the pattern refuses, an "
+                                  "unknown field, a query parameter, a run whose "
+                                  "payloads are encrypted with no payload hook here; "
+                                  "under `serve --app`, also an input the "
                                   "workflow's function cannot take"),
                               "413": _err(
                                   "the body is over --max-body, or the encoded input "
