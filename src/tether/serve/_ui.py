@@ -621,6 +621,8 @@ async def _wait_view(app: App, doc: dict[str, Any]) -> dict[str, Any] | None:
 #: links add as many again (or all). Drawing all 5,000 entries of a long run took 1.4 s
 #: and 4 MB of HTML.
 TIMELINE_SHOWN = 200
+#: Earlier generations a run page draws (a run continued as new): the newest ones.
+GENERATIONS_SHOWN = 5
 
 
 def timeline_size(value: str | None) -> int | None:
@@ -656,6 +658,15 @@ async def run_view(app: App, run_id: str, *,
     doc["timeline_query"] = "" if timeline == TIMELINE_SHOWN else \
         f"?timeline={'all' if timeline is None else timeline}"
     doc["timeline_more"] = (timeline or 0) + TIMELINE_SHOWN
+    # A run continued as new: its earlier generations' journals (archived), newest
+    # first, GENERATIONS_SHOWN of them, each its newest TIMELINE_SHOWN entries.
+    history = doc.get("history") or []
+    doc["generations"] = [
+        {"generation": g["generation"], "input": g["input"], "size": len(g["journal"]),
+         "hidden": max(0, len(g["journal"]) - TIMELINE_SHOWN),
+         "rows": [entry_view(e, now) for e in g["journal"][-TIMELINE_SHOWN:]]}
+        for g in reversed(history[-GENERATIONS_SHOWN:])]
+    doc["generations_hidden"] = max(0, len(history) - GENERATIONS_SHOWN)
     doc["tree"], doc["tree_hidden"] = await _tree(app, run_id)
     m = doc["metrics"]
     kids_cost = sum(n["cost"] for n in doc["tree"]) + doc["tree_hidden"]["cost"]
