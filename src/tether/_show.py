@@ -93,7 +93,10 @@ def _latest(entries: list[dict[str, Any]], since: float | None) -> float | None:
 def signal_wait_starts(entries: list[dict[str, Any]], floor: float | None) -> float | None:
     """Give each signal wait without a timeout in ``entries`` (one generation's journal
     entries as ``App.get_run`` shows them) its ``started_at`` and ``duration``; returns
-    the latest completion time among them (``floor`` if none is later).
+    the latest completion time among them (``floor`` if none is later). A child's result
+    (``child_result``) gets its start the same way: it is journaled when a replay finds
+    the child ended, with that moment as both its start and its end, so its duration
+    read 0 however long the run waited for the child (until 2026-12-07).
 
     Such a wait journals nothing until its signal comes (a timed one journals its
     deadline, and its start with it, when it begins), so its entry has no stored start;
@@ -118,8 +121,11 @@ def signal_wait_starts(entries: list[dict[str, Any]], floor: float | None) -> fl
     last = floor
     for e in sorted(entries, key=lambda e: e["position"]):
         done = e.get("finished_at")
-        if (e["kind"] == "signal" and e.get("started_at") is None and done is not None
-                and last is not None):
+        # (A child's result is journaled when a replay finds the child ended, its start
+        # and end both that moment: the wait for the child began as a signal's does.)
+        derived = ((e["kind"] == "signal" and e.get("started_at") is None)
+                   or (e["kind"] == "child_result" and e.get("started_at") == done))
+        if derived and done is not None and last is not None:
             e["started_at"] = min(last, done)
             e["duration"] = done - e["started_at"]
         if done is not None and (last is None or done > last):
@@ -155,7 +161,8 @@ def waiting_since(doc: dict[str, Any]) -> float | None:
                     and e.get("started_at")), None)
     if started is not None:
         return float(started)
-    if str(doc.get("waiting_for") or "").startswith("signal "):
+    if str(doc.get("waiting_for") or "").startswith(("signal ", "child ")):
+        # (a child's result, like an untimed signal, journals nothing while awaited)
         return awaited_signal_since(doc)
     return None
 

@@ -59,6 +59,11 @@ def make_app(url: str) -> App:
     async def first_thing() -> Any:
         return await tether.wait_for_signal("go")
 
+    @app.workflow
+    async def delegate() -> Any:
+        await prepare()
+        return await tether.call(first_thing)
+
     return app
 
 
@@ -209,3 +214,41 @@ async def test_a_generations_first_wait_starts_at_the_end_of_the_one_before(
         assert await handle.result(timeout=30) == 2
     [wait] = (await _document(http, "cn-1"))["journal"]
     assert wait["started_at"] == step["finished_at"] <= wait["finished_at"]
+
+
+async def test_a_wait_for_a_child_shows_its_start_and_duration(
+        served: tuple[App, httpx.AsyncClient], store_url: str) -> None:
+    """A child's result is journaled when a replay finds the child ended, with that
+    moment as both its start and end: until 2026-12-07 the wait for a child read 0 µs
+    on the page and in ``tether show`` however long the run waited, and a run waiting
+    for its child had no ``waiting_since``. Its start is derived as a signal wait's:
+    the end of the operation before it (here the child's start)."""
+    app, http = served
+    handle = await app.start("delegate", run_id="dg-1")
+    await _until(app, "dg-1", lambda i: _waiting(i) and len(i.journal) == 2)
+    await _until(app, "dg-1.1", _waiting)
+    doc = await _document(http, "dg-1")
+    _step, start = doc["journal"]
+    assert start["kind"] == "child_start" and doc["waiting_for"] == "child dg-1.1"
+    assert doc["waiting_since"] == start["finished_at"]
+    shown = _show("dg-1", store_url)
+    assert re.search(r"waiting for: child dg-1\.1 \(since \d{4}-\d\d-\d\d ", shown), shown
+
+    await app.signal("dg-1.1", "go", "done")
+    async with app.worker():
+        assert await handle.result(timeout=30) == "done"
+    doc = await _document(http, "dg-1")
+    _step, start, result = doc["journal"]
+    assert result["kind"] == "child_result"
+    # The child took its signal after the parent had begun waiting for it: the wait
+    # lasted from the child's start until the parent took its result.
+    child = await _document(http, "dg-1.1")
+    [signal] = child["journal"]
+    assert result["started_at"] == start["finished_at"] < signal["finished_at"]
+    assert signal["finished_at"] <= result["finished_at"]
+    assert result["duration"] == result["finished_at"] - result["started_at"]
+    assert json.loads(_show("dg-1", store_url, "--json"))["journal"] == doc["journal"]
+    page = (await http.get("/runs/dg-1", headers=READ_HEADERS)).text
+    [row] = re.findall(r'<tr class="op k-child_result [^"]*">(.*?)</tr>', page, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert cells[6].strip() not in ("0 \u00b5s", "\u2013", ""), cells

@@ -379,7 +379,7 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     view["billed"] = billed(e.get("error")) if readable(e.get("error")) else None
     view["llm"] = llm_call(e)
     waiting = status == "pending" and kind in ("sleep", "signal", "child_result")
-    view["is_wait"] = waiting or kind in ("sleep", "signal")
+    view["is_wait"] = waiting or kind in ("sleep", "signal", "child_result")
     error = e.get("error")
     # A step that raised ``tether.Postpone`` (or met an open circuit breaker, a rate
     # limit) said "not now": its row says postponed, not "attempt N failed".
