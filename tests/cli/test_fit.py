@@ -158,8 +158,10 @@ def test_show_fits_120_columns_on_one_line_a_row(store: str) -> None:
     assert [line.split()[2] for line in attempts] == ["#1", "#2", "#3"], shown
     assert all(re.search(r"  [\w.-]+:\d+:[0-9a-f]+  ConnectionError", line)
                for line in attempts), shown
-    failed = shown[shown.index("\nfailed: ") + 1:]
+    failed, _, origin = shown[shown.index("\nfailed: ") + 1:].partition("\n  at ")
     assert " ".join(failed.split()) == f"failed: ConnectionError: {MESSAGE}", shown
+    # (then where it was raised: the step's line, tests/cli/test_show_origin.py)
+    assert "in charge: raise ConnectionError(MESSAGE)" in " ".join(origin.split()), shown
 
 
 @pytest.mark.parametrize("command", [("show", PARENT), ("show", FAILING), ("runs",)])

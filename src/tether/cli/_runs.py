@@ -38,8 +38,10 @@ from tether.cli._common import (
 )
 from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
+    ORIGIN_SHOWN,
     RESULT_WIDTH,
     child_id,
+    error_origin,
     error_summary,
     journal_row,
     llm_cell,
@@ -446,6 +448,9 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) ->
         err = info.error
         if isinstance(err, dict):
             w(f"\n{info.status.value}: {safe(error_summary(err))}\n")
+            origin = error_origin(err) if info.status in ORIGIN_SHOWN else None
+            if origin:
+                w(f"  at {safe(origin)}\n")
         else:  # not decodable here (e.g. encrypted, and this process has no key)
             w(f"\n{info.status.value}: {short(err, 200)}\n")
         if info.status is RunStatus.BLOCKED:

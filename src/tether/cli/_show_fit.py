@@ -18,10 +18,12 @@ from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
+    ORIGIN_SHOWN,
     attempt_position,
     attempt_took,
     attempts_worth_a_look,
     child_id,
+    error_origin,
     error_summary,
     fork_cut,
     llm_cell,
@@ -321,6 +323,10 @@ def _outcome(info: RunInfo, width: int, w: Write) -> None:
     for line in wrap(_line(_error_text(info.error)), width, f"{info.status.value}: ",
                      max_lines=12):
         w(line + "\n")
+    origin = error_origin(info.error) if info.status in ORIGIN_SHOWN else None
+    if origin:
+        for line in wrap(_line(origin), width, "  at "):
+            w(line + "\n")
     if info.status is RunStatus.BLOCKED:
         for line in wrap(OPERATOR_NOTE, width, ""):
             w(line + "\n")
