@@ -166,9 +166,10 @@ _FRAME = re.compile(r'^  File "(?P<file>[^"\n]+)", line (?P<line>\d+), in (?P<fn
 _OWN = str(Path(__file__).resolve().parents[1]) + os.sep
 
 
-#: The ended states whose error ``tether show`` says the origin of (``error_origin``):
-#: a bug, or a change that broke replay; not a cancel.
-ORIGIN_SHOWN = (RunStatus.FAILED, RunStatus.BLOCKED)
+#: The states whose error ``tether show`` says the origin of (``error_origin``): a
+#: failure, not a cancel (a blocked run's error keeps no traceback: its message says
+#: which operation the code asked for instead of the recorded one).
+ORIGIN_SHOWN = (RunStatus.FAILED,)
 
 
 def _own_frame(filename: str) -> bool:
