@@ -26,7 +26,10 @@ import inspect
 import itertools
 import json
 import logging
+import os
 import random
+import sys
+import sysconfig
 import uuid as _uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -786,6 +789,27 @@ def inherited_of(data: Any) -> dict[str, Any]:
     return dict(found) if isinstance(found, dict) else {}
 
 
+#: The folders whose frames ``_code_at`` passes over: Tether's own code, and Python's
+#: standard library (asyncio's machinery between a task and the code it runs).
+_NOT_THE_CODE = (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+                 os.path.join(sysconfig.get_paths()["stdlib"], ""))
+
+
+def _code_at() -> str | None:
+    """Where the workflow's code asked for the operation being checked: the innermost
+    frame of the calling stack outside Tether's own code, as ``FILE, line N, in FN``;
+    None if the stack holds none (an operation that checks its entry in a task of its
+    own). Read only when a replay meets another operation than the journal's: it tells
+    the operator which line of the changed code to look at."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(_NOT_THE_CODE) and not name.startswith("<"):
+            return f"{name}, line {frame.f_lineno}, in {frame.f_code.co_name}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
 class RunContext:
     """The journal cursor of one run being executed by one worker: its lease, its
     journal, the next position, the determinism check, why the run's code must stop,
@@ -973,7 +997,8 @@ class RunContext:
         if entry is None:
             return None
         if entry.kind != kind or entry.name != name:
-            err = NonDeterminismError(self.run_id, pos, (entry.kind, entry.name), (kind, name))
+            err = NonDeterminismError(self.run_id, pos, (entry.kind, entry.name), (kind, name),
+                                      code_at=_code_at())
             raise self.halt(Blocked(err))
         return entry
 

@@ -208,19 +208,23 @@ class NonDeterminismError(TetherError):
     """
 
     def __init__(self, run_id: str, position: int, recorded: tuple[str, str] | None,
-                 requested: tuple[str, str] | None, *, detail: str | None = None) -> None:
+                 requested: tuple[str, str] | None, *, detail: str | None = None,
+                 code_at: str | None = None) -> None:
         def fmt(op: tuple[str, str] | None) -> str:
             return "nothing" if op is None else f"{op[0]} {op[1]!r}"
 
         where = f" at position {position}" if position >= 0 else ""
+        # ``code_at``: the line of the workflow's code that asked for ``requested``.
+        asked = f" ({code_at})" if code_at else ""
         super().__init__(
             f"non-determinism in run {run_id!r}{where}: " + (
                 detail or f"the journal recorded {fmt(recorded)}, the workflow code now "
-                          f"asks for {fmt(requested)}"))
+                          f"asks for {fmt(requested)}{asked}"))
         self.run_id = run_id
         self.position = position
         self.recorded = recorded
         self.requested = requested
+        self.code_at = code_at
 
 
 class PayloadError(TetherError):

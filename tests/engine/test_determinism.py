@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -327,3 +328,52 @@ async def test_a_cancel_that_commits_just_before_the_block_is_recorded_ends_canc
     assert info.error["requested"] == ["step", "lookup"]
     lines = [r.getMessage() for r in caplog.records if "r-top blocked" in r.getMessage()]
     assert len(lines) == 1 and lines[0].endswith("; cancelled, as asked"), lines
+
+
+def _line_of(marker: str) -> int:
+    """The line of this file that holds ``marker`` (a comment on the code's line)."""
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    [n] = [i + 1 for i, line in enumerate(lines) if line.rstrip().endswith(f"# {marker}")]
+    return n
+
+
+@pytest.mark.parametrize("change", ["step", "signal"])
+async def test_the_block_names_the_line_of_code_that_asked(store_url: str,
+                                                           change: str) -> None:
+    """The message names the line of the changed workflow code that asked for the other
+    operation, where the operator looks first. Until 2026-12-07 it named the operations
+    alone: in a workflow calling one step from several places, which call had moved was
+    for the operator to find."""
+    await _park_v1(store_url)
+    v2 = App(store_url)
+
+    @v2.step
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    @v2.step
+    async def lookup(x: int) -> int:
+        return x * 10
+
+    async def helper(x: int) -> int:
+        return await lookup(x)  # asked-in-helper
+
+    @v2.workflow(name="flow")
+    async def flow(x: int) -> int:
+        if change == "step":
+            y = await helper(x)
+        else:
+            await tether.wait_for_signal("started")  # asked-signal
+            y = await fetch(x)
+        await tether.wait_for_signal("go")
+        return y
+
+    async with v2.worker():
+        await v2.signal("d", "go")
+        await wait_for(lambda: status_is(v2, "d", "blocked"))
+    info = await v2.get_run("d")
+    assert info.error is not None
+    marker, fn = ("asked-in-helper", "helper") if change == "step" else ("asked-signal", "flow")
+    assert info.error["message"].endswith(
+        f" ({__file__}, line {_line_of(marker)}, in {fn})"), info.error["message"]
+    await v2.close()
