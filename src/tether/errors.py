@@ -214,17 +214,24 @@ class NonDeterminismError(TetherError):
             return "nothing" if op is None else f"{op[0]} {op[1]!r}"
 
         where = f" at position {position}" if position >= 0 else ""
-        # ``code_at``: the line of the workflow's code that asked for ``requested``.
-        asked = f" ({code_at})" if code_at else ""
         super().__init__(
             f"non-determinism in run {run_id!r}{where}: " + (
                 detail or f"the journal recorded {fmt(recorded)}, the workflow code now "
-                          f"asks for {fmt(requested)}{asked}"))
+                          f"asks for {fmt(requested)}"))
         self.run_id = run_id
         self.position = position
         self.recorded = recorded
         self.requested = requested
-        self.code_at = code_at
+        # The line of the workflow's code that asked for ``requested`` (``FILE, line N,
+        # in FUNCTION``), for the operator: journaled as the error's ``code_at`` and
+        # shown by ``tether show``, the run page and the worker's log, not in the
+        # message, which remote callers may read (as they never get a traceback).
+        self._code_at = code_at
+
+    @property
+    def code_at(self) -> str | None:
+        """Where the workflow's code asked for the operation, if known."""
+        return self._code_at
 
 
 class PayloadError(TetherError):

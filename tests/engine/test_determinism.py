@@ -374,6 +374,22 @@ async def test_the_block_names_the_line_of_code_that_asked(store_url: str,
     info = await v2.get_run("d")
     assert info.error is not None
     marker, fn = ("asked-in-helper", "helper") if change == "step" else ("asked-signal", "flow")
-    assert info.error["message"].endswith(
-        f" ({__file__}, line {_line_of(marker)}, in {fn})"), info.error["message"]
+    where = f"{__file__}, line {_line_of(marker)}, in {fn}"
+    assert info.error["code_at"] == where, info.error
+    # Not in the message (remote callers may read it, as they never get a traceback),
+    # nor among the error's attributes.
+    assert __file__ not in info.error["message"] and "code_at" not in info.error["attrs"]
     await v2.close()
+    text = await asyncio.to_thread(run_cli, "show", "d", "--db", store_url)
+    assert f"\n  at {where}\n" in text, text
+
+    import httpx
+
+    from tether.serve import create_app
+
+    async with App(store_url) as reader:
+        asgi = create_app(reader, mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            page = (await http.get("/runs/d")).text
+    assert f"The code asking for it: <code>{where}</code>" in page, page

@@ -167,9 +167,9 @@ _OWN = str(Path(__file__).resolve().parents[1]) + os.sep
 
 
 #: The states whose error ``tether show`` says the origin of (``error_origin``): a
-#: failure, not a cancel (a blocked run's error keeps no traceback: its message says
-#: which operation the code asked for instead of the recorded one).
-ORIGIN_SHOWN = (RunStatus.FAILED,)
+#: failure (its traceback's line) and a block (the line that asked for the operation
+#: the journal does not hold: ``code_at``), not a cancel.
+ORIGIN_SHOWN = (RunStatus.FAILED, RunStatus.BLOCKED)
 
 
 def _own_frame(filename: str) -> bool:
@@ -185,6 +185,8 @@ def error_origin(err: Any) -> str | None:
     it), as ``FILE, line N, in FUNCTION: CODE``; None when it has none. A failed run's
     one line (``failed: AttributeError: ...``) did not say where, and the whole
     traceback was only in ``--json`` and the web UI."""
+    if isinstance(err, dict) and isinstance(err.get("code_at"), str):
+        return str(err["code_at"])  # (a blocked run's: the line that asked, no traceback)
     tb = err.get("traceback") if isinstance(err, dict) else None
     if not isinstance(tb, str):
         return None

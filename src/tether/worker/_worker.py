@@ -1393,6 +1393,8 @@ class Worker:
                     err, position=err.position,
                     recorded=list(err.recorded) if err.recorded else None,
                     requested=list(err.requested) if err.requested else None)
+                if err.code_at:
+                    detail["code_at"] = err.code_at
             else:
                 detail = error_to_dict(err)
             detail.pop("traceback", None)
@@ -1452,7 +1454,9 @@ class Worker:
         ended = status if stored == status.value else RunStatus(stored)
         ctx.ended = ended
         if isinstance(stop, Blocked):  # (logged once it is recorded, as a failure below)
-            log.error("run %s blocked: %s%s", run_id, stop.error,
+            code_at = getattr(stop.error, "code_at", None)
+            log.error("run %s blocked: %s%s%s", run_id, stop.error,
+                      f" (the code asking: {code_at})" if code_at else "",
                       "; cancelled, as asked" if ended is RunStatus.CANCELLED else "",
                       extra={"run_id": run_id})
         if status is RunStatus.FAILED:
