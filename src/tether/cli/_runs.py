@@ -414,7 +414,9 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) ->
     if info.cancel_requested:
         w(f"{cancel_note(info.queue)}\n")
     if info.status_info is not None:
-        w(f"status: {short(info.status_info, 100)}\n")
+        # ("live status": the workflow's own, tether.set_status; "status:" alone read
+        # as the run's, under a head that says "status completed")
+        w(f"live status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
     width = name_width(info)
     print_origin(info, w, width, parent_gone)

@@ -237,7 +237,7 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
     if info.cancel_requested:
         lines.append(cut_end(cancel_note(info.queue), width))
     if info.status_info is not None:
-        lines.append("status: " + short(info.status_info, width - len("status: ")))
+        lines.append("live status: " + short(info.status_info, width - len("live status: ")))
     lines.append("input: " + short(info.input, width - len("input: ")))
     parent = parent_text(info, parent_gone)
     if parent is not None and info.parent_run_id is not None:
