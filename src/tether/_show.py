@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_SIGNAL, Codec
@@ -25,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport", "StartReport",
            "awaited_signal_since", "blocked_reason", "counted", "entry_failed",
-           "entry_outcome", "in_flight", "info_dict", "journal_entries", "lifecycle_dict",
+           "entry_outcome", "error_origin", "in_flight", "info_dict", "journal_entries",
+           "lifecycle_dict",
            "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
            "signal_wait_starts", "start_report", "timed_out", "unreadable_payload",
            "waiting_since"]
@@ -56,6 +60,44 @@ def timed_out(e: dict[str, Any]) -> bool:
     err = e.get("error")
     return not isinstance(err, dict) or "type" not in err or str(
         err["type"]).endswith(".SignalTimeout")
+
+
+#: A frame of a stored traceback: its file, line, function, and the code line under it.
+_FRAME = re.compile(r'^  File "(?P<file>[^"\n]+)", line (?P<line>\d+), in (?P<fn>[^\n]+)\n'
+                    r'(?:    (?P<code>[^\n]*)\n)?', re.M)
+_OWN = str(Path(__file__).resolve().parent) + os.sep
+
+
+def _own_frame(filename: str) -> bool:
+    """Whether a traceback's file is Tether's own (this package, or an installed one)."""
+    name = filename.replace("\\", "/")
+    return filename.startswith(_OWN) or "/site-packages/tether/" in name
+
+
+def error_origin(err: Any) -> str | None:
+    """Where the code went wrong, from a recorded error's traceback: the innermost
+    frame outside Tether's own code of its first exception that has one (of a chain,
+    the root cause: a step's line that raised, else the workflow's line that called
+    it), as ``FILE, line N, in FUNCTION: CODE``; None when it has none. A failed run's
+    one line (``failed: AttributeError: ...``) did not say where, and the whole
+    traceback was only in ``--json`` and the web UI (``tether show`` and the worker's
+    log line of a failed run say it now)."""
+    if isinstance(err, dict) and isinstance(err.get("code_at"), str):
+        return str(err["code_at"])  # (a blocked run's: the line that asked, no traceback)
+    tb = err.get("traceback") if isinstance(err, dict) else None
+    if not isinstance(tb, str):
+        return None
+    for block in tb.split("Traceback (most recent call last):"):
+        frames = [m for m in _FRAME.finditer(block) if not _own_frame(m["file"])]
+        if frames:
+            break
+    else:
+        return None
+    f = frames[-1]
+    code = (f["code"] or "").strip()
+    # (the frame's text comes from the store: made safe to print by the caller)
+    return f"{f['file']}, line {f['line']}, in {f['fn'].strip()}" + (f": {code}" if code else "")
+
 
 
 def entry_outcome(e: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ no attribute 'get'`` alone, and the place was only in ``--json`` and the web UI.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -86,3 +87,25 @@ def test_a_failed_run_says_the_line_that_raised(store: str, terminal: bool) -> N
 def test_a_cancelled_run_says_no_origin(store: str) -> None:
     out = piped("cancel-1", store)
     assert "cancelled: " in out and "\n  at " not in out
+
+
+async def test_the_workers_failure_line_says_where(sqlite_url: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The worker's WARNING for a failed run names the line too (it named the error
+    alone)."""
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def divides(n: int) -> float:
+        return 1 / n  # divides-here
+
+    with caplog.at_level(logging.WARNING, logger="tether.worker"):
+        async with app, app.worker(poll_interval=0.05):
+            with pytest.raises(RunFailed):
+                await (await app.start(divides, 0, run_id="div-1")).result(timeout=30)
+    [line] = [r.getMessage() for r in caplog.records
+              if "run div-1 (divides) failed" in r.getMessage()]
+    lineno = next(i + 1 for i, text in enumerate(Path(HERE).read_text().splitlines())
+                  if text.rstrip().endswith("# divides-here"))
+    code = "return 1 / n  # divides-here"
+    assert line.endswith(f" (at {HERE}, line {lineno}, in divides: {code})"), line

@@ -3,12 +3,9 @@ earlier generations (continue-as-new) and every execution attempt of its steps."
 
 from __future__ import annotations
 
-import os
-import re
 import shlex
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from tether._show import in_flight, info_dict, timed_out, waiting_since
@@ -160,46 +157,10 @@ def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) ->
             f"{fmt_duration(e['duration']):>9}  {outcome}".rstrip() + "\n")
 
 
-#: A frame of a stored traceback: its file, line, function, and the code line under it.
-_FRAME = re.compile(r'^  File "(?P<file>[^"\n]+)", line (?P<line>\d+), in (?P<fn>[^\n]+)\n'
-                    r'(?:    (?P<code>[^\n]*)\n)?', re.M)
-_OWN = str(Path(__file__).resolve().parents[1]) + os.sep
-
-
 #: The states whose error ``tether show`` says the origin of (``error_origin``): a
 #: failure (its traceback's line) and a block (the line that asked for the operation
 #: the journal does not hold: ``code_at``), not a cancel.
 ORIGIN_SHOWN = (RunStatus.FAILED, RunStatus.BLOCKED)
-
-
-def _own_frame(filename: str) -> bool:
-    """Whether a traceback's file is Tether's own (this package, or an installed one)."""
-    name = filename.replace("\\", "/")
-    return filename.startswith(_OWN) or "/site-packages/tether/" in name
-
-
-def error_origin(err: Any) -> str | None:
-    """Where the code went wrong, from a recorded error's traceback: the innermost
-    frame outside Tether's own code of its first exception that has one (of a chain,
-    the root cause: a step's line that raised, else the workflow's line that called
-    it), as ``FILE, line N, in FUNCTION: CODE``; None when it has none. A failed run's
-    one line (``failed: AttributeError: ...``) did not say where, and the whole
-    traceback was only in ``--json`` and the web UI."""
-    if isinstance(err, dict) and isinstance(err.get("code_at"), str):
-        return str(err["code_at"])  # (a blocked run's: the line that asked, no traceback)
-    tb = err.get("traceback") if isinstance(err, dict) else None
-    if not isinstance(tb, str):
-        return None
-    for block in tb.split("Traceback (most recent call last):"):
-        frames = [m for m in _FRAME.finditer(block) if not _own_frame(m["file"])]
-        if frames:
-            break
-    else:
-        return None
-    f = frames[-1]
-    code = (f["code"] or "").strip()
-    # (the frame's text comes from the store: made safe to print by the caller)
-    return f"{f['file']}, line {f['line']}, in {f['fn'].strip()}" + (f": {code}" if code else "")
 
 
 def error_summary(err: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._fit import cut_end, cut_middle, hang, pack, wrap
-from tether._show import timed_out
+from tether._show import error_origin, timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 from tether.cli._lifecycle_show import (
@@ -23,7 +23,6 @@ from tether.cli._lifecycle_show import (
     attempt_took,
     attempts_worth_a_look,
     child_id,
-    error_origin,
     error_summary,
     fork_cut,
     llm_cell,

@@ -49,7 +49,7 @@ from tether._replay import (
     current_run,
     inherited_of,
 )
-from tether._show import counted
+from tether._show import counted, error_origin
 from tether._types import ClaimedRun, Lease, RunRecord, RunStatus, check_name
 from tether.errors import (
     Cancelled,
@@ -1464,8 +1464,10 @@ class Worker:
             # a run whose own code raised had no line at all, and one failed by a step
             # only the step's, which does not say the run ended.
             assert error is not None
-            log.warning("run %s (%s) failed: %s", run_id, ctx.workflow.name,
-                        _observe.error_text(ctx, error), extra={"run_id": run_id})
+            origin = error_origin(error_to_dict(error))  # (where its code went wrong)
+            log.warning("run %s (%s) failed: %s%s", run_id, ctx.workflow.name,
+                        _observe.error_text(ctx, error), f" (at {origin})" if origin else "",
+                        extra={"run_id": run_id})
         if status is RunStatus.CANCELLED:  # (a blocked end the store cancelled: it did)
             await self._cancel_children(run_id)
         self.completed += 1
