@@ -357,14 +357,19 @@ async def show(args: argparse.Namespace) -> int:
         # (a child whose parent a purge deleted: said, not left to a failed lookup)
         parent_gone = (doc is None and info.parent_run_id is not None
                        and await app.store.run_get(info.parent_run_id) is None)
+        unregistered = None
+        if doc is None and info.status is RunStatus.QUEUED and not info.journal:
+            known = await app.store.workflow_list()
+            if info.workflow not in known:
+                unregistered = did_you_mean(info.workflow, known)
     if doc is not None:
         print(dumps(doc))
         return 0
     width = fit_width(args.wide)
     if width is None:
-        print_timeline(info, parent_gone=parent_gone)
+        print_timeline(info, parent_gone=parent_gone, unregistered=unregistered)
     else:
-        print_fitted(info, width, sys.stdout.write, parent_gone)
+        print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered)
     return 0
 
 
@@ -401,7 +406,8 @@ def fitted_runs(found: list[Any], width: int,
     return lines
 
 
-def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) -> None:
+def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
+                   unregistered: str | None = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -424,7 +430,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False) ->
     if not info.journal:
         # (A run in its first step: its attempts below say what runs; a header with
         # no rows under it read as a table gone missing.)
-        w(f"\n{no_operations_note(info)}\n")
+        w(f"\n{no_operations_note(info, unregistered)}\n")
     else:
         w(f"\n{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':{status}} {'ATT':>3}  "
           f"{'DURATION':>9}  RESULT / ERROR\n")

@@ -187,9 +187,11 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
     return lines
 
 
-def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False) -> None:
+def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False, *,
+                 unregistered: str | None = None) -> None:
     """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
-    (``parent_gone``: its parent run was purged)."""
+    (``parent_gone``: its parent run was purged; ``unregistered``: as for
+    ``no_operations_note``)."""
     for line in _head(info, width, parent_gone):
         w(line + "\n")
     rows = [journal_row(e) for g in info.history for e in g["journal"]]
@@ -205,7 +207,8 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False)
         w(f"\ngeneration {info.generation} (current)\n")
     w("\n")
     if not info.journal:  # (a header with no rows: "no operations yet" instead)
-        w(cut_end(no_operations_note(info), width) + "\n")
+        for line in wrap(no_operations_note(info, unregistered), width, ""):
+            w(line + "\n")
     else:
         for line in [*header(lay), *table(rows[len(rows) - len(info.journal):], lay,
                                           cut_ids)]:
