@@ -1,5 +1,6 @@
-"""``tether show`` of a run queued under a workflow name no worker has registered (a
-typo'd ``tether start reserch``) says so, with the closest registered name. Until
+"""``tether show`` (and the run page) of a run queued under a workflow name no worker
+has registered (a typo'd ``tether start reserch``) says so, with the closest registered
+name. Until
 2026-12-07 it said "the run waits in queue default for a worker", while that queue's
 workers were up and serving, none of them with that workflow."""
 
@@ -59,3 +60,21 @@ def test_a_run_of_an_unregistered_workflow_says_so(store: str, terminal: bool) -
 def test_a_run_of_a_registered_workflow_waits_for_a_worker(store: str) -> None:
     out = piped("ok-1", store)
     assert "no operations yet: the run waits in queue default for a worker" in out, out
+
+
+async def test_the_run_page_says_so_too(store: str) -> None:
+    import httpx
+
+    from tether.serve import create_app
+
+    async with App(store) as reader:
+        asgi = create_app(reader, mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            typo = (await http.get("/runs/typo-1")).text
+            ok = (await http.get("/runs/ok-1")).text
+    text = " ".join(typo.split())
+    assert ("No operations yet: no worker has registered workflow <b>reserch</b> in this "
+            "store (did you mean &#39;research&#39;?); the run waits in queue <b>default</b> "
+            "until a worker with that workflow serves it.") in text, text
+    assert "the run waits in queue <b>default</b> for a worker." in " ".join(ok.split())

@@ -39,7 +39,7 @@ from tether._show import (
     run_document,
     unreadable_payload,
 )
-from tether._types import ENDED_VALUES, MAX_NAME
+from tether._types import ENDED_VALUES, MAX_NAME, did_you_mean
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
@@ -677,6 +677,14 @@ async def run_view(app: App, run_id: str, *,
         "kids_cost": kids_cost}
     doc["approval"] = _pending_approval(doc)
     doc["wait"] = await _wait_view(app, doc)
+    # A queued run of a workflow no worker of the store registered (a typo'd start):
+    # the closest registered name's hint (maybe ""), else None. "Waits ... for a
+    # worker" read as if none was up, while the queue's workers were serving.
+    doc["unregistered"] = None
+    if doc["status"] == "queued" and not doc["journal"]:
+        known = await app.store.workflow_list()
+        if doc["workflow"] not in known and doc["workflow"] not in app.workflows():
+            doc["unregistered"] = did_you_mean(doc["workflow"], known)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
