@@ -124,8 +124,9 @@ class RunHandle(Generic[R]):
         self.app = app
         self.run_id = run_id
         self.workflow = workflow
-        #: From ``App.start``: whether this start created the run (``False``: a run with
-        #: this id existed, and nothing was started); ``None`` where not known.
+        #: From ``App.start`` and ``App.fork``: whether this call created the run
+        #: (``False``: a run with this id existed, and nothing was started); ``None``
+        #: where not known.
         self.created = created
 
     def __repr__(self) -> str:
@@ -1034,7 +1035,13 @@ class App:
             RunNotFound: no run has this id.
             RunErased: the run's payloads were erased.
             ConfigError: a bad position, a malformed ``{"args", "kwargs"}`` input, or
-                the new id is in use.
+                the new id is held by another run.
+
+        With ``new_run_id``, a fork is idempotent, as ``start`` is with ``run_id``: when
+        that run exists and is this fork (of ``run_id``, at ``at``, with the same input),
+        nothing is started and its handle is returned (``handle.created`` is False).
+        Any other run with that id (a run that is no fork, a fork of another run or
+        position, or with another input) is a ``ConfigError`` that says which it is.
             NotSerializable: the new input is not JSON.
         """
         _lookup_id(run_id)
@@ -1094,13 +1101,40 @@ class App:
                            status=RunStatus.QUEUED, input=text, created_at=now,
                            updated_at=now, available_at=now, version=self.version,
                            forked_from=run_id, forked_at=at)
+        if new_run_id is not None and await self._fork_held(rid, run_id, at, text, codec):
+            return RunHandle(self, rid, source.workflow, created=False)
         if _observe.observers:
             await _observe.runs_starting(store, [(rid, source.workflow, source.queue)], now)
-        await store.run_fork(source_run_id=run_id, run=record, at=at, entries=copied)
+        try:
+            await store.run_fork(source_run_id=run_id, run=record, at=at, entries=copied)
+        except ConfigError:
+            # The id was taken meanwhile: by this very fork (asked twice at once), or not.
+            if new_run_id is not None and await self._fork_held(rid, run_id, at, text,
+                                                                 codec):
+                return RunHandle(self, rid, source.workflow, created=False)
+            raise
         for w in self._workers:
             w.notify()
         await self._warn_if_unserved(source.workflow, source.queue)
-        return RunHandle(self, rid, source.workflow)
+        return RunHandle(self, rid, source.workflow, created=True)
+
+    async def _fork_held(self, rid: str, run_id: str, at: int, text: str,
+                         codec: Codec) -> bool:
+        """Whether run ``rid`` exists and is the fork of ``run_id`` at ``at`` with the
+        input ``text`` (encoded for ``rid``): a fork asked for again, which starts
+        nothing. False: no run has the id. ``ForkIdTaken``: another run holds it."""
+        from tether._lifecycle import ForkIdTaken, fork_id_holder
+
+        holder = await self.store.run_get(rid)
+        if holder is None:
+            return False
+        same = (holder.input is not None
+                and codec.decode(holder.input, slot=SLOT_INPUT)
+                == codec.decode(text, slot=SLOT_INPUT))
+        problem = fork_id_holder(holder, rid, run_id, at, same)
+        if problem is not None:
+            raise ForkIdTaken(problem)
+        return True
 
     async def resume(self, run_id: str) -> RunStatus:
         """Make a ``blocked`` run runnable again, after its code was fixed.

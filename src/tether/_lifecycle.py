@@ -208,6 +208,29 @@ def fork_past_end(run_id: str, last: int, at: int, name: str = "at") -> str:
     return f"run {run_id!r} has {has}; {name} {at} is past its end (at most {n})"
 
 
+class ForkIdTaken(ConfigError):
+    """A fork's new id is held by another run than the fork asked for (not a fork of
+    the same run, at the same position, with the same input): ``App.fork``'s
+    ``ConfigError``, ``tether fork``'s exit 2, the API's 409."""
+
+
+def fork_id_holder(holder: RunRecord, new_id: str, run_id: str, at: int,
+                   same_input: bool) -> str | None:
+    """None if run ``holder`` (whose id is ``new_id``) is the fork of ``run_id`` at
+    ``at`` that was asked for again, with the same input (the fork is then idempotent,
+    as a start with ``--id`` is); else the one line that says which run holds the id."""
+    if holder.forked_from == run_id and holder.forked_at == at:
+        if same_input:
+            return None
+        what = f"the fork of run {run_id!r} at position {at} with another input"
+    elif holder.forked_from is not None:
+        what = (f"a fork of run {holder.forked_from!r} at position {holder.forked_at} "
+                f"(workflow {holder.workflow!r})")
+    else:
+        what = f"a run of workflow {holder.workflow!r} that is no fork"
+    return f"run id {new_id!r} is already used by {what}; choose another id"
+
+
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
     """End this run's journal and continue the same run (same id) with a fresh, empty
     journal, calling the workflow again with these arguments.

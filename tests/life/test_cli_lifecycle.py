@@ -110,8 +110,24 @@ async def test_retry_fork_purge_erase_from_the_command_line(store_url: str) -> N
                    "(at most 1)", code=2)
     one_line_error(cli("fork", "nope", "--at", "7", db=store_url), "nope", code=1)
     one_line_error(cli("fork", "j-1", "--at", "0", "--input", "{x", db=store_url), "JSON")
+    # --id is idempotent, as start's is: this fork asked for again (same source,
+    # position and input) prints its id and starts nothing; an id another run holds is
+    # bad input, exit 2 (it was exit 1 for both), on one line that says which run it is.
+    again = cli("fork", "j-1", "--at", "0", "--input", "[5]", "--id", "j-2", "--json",
+                db=store_url)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"run_id": "j-2", "forked_from": "j-1",
+                                        "forked_at": 0, "created": False}
     one_line_error(cli("fork", "j-1", "--at", "0", "--id", "j-2", db=store_url),
-                   "already used")
+                   "run id 'j-2' is already used by the fork of run 'j-1' at position 0 "
+                   "with another input", code=2)
+    one_line_error(cli("fork", "j-1", "--at", "1", "--input", "[5]", "--id", "j-2",
+                       db=store_url),
+                   "run id 'j-2' is already used by a fork of run 'j-1' at position 0",
+                   code=2)
+    one_line_error(cli("fork", "j-2", "--at", "0", "--id", "j-1", db=store_url),
+                   "run id 'j-1' is already used by a run of workflow 'job' that is no fork",
+                   code=2)
     one_line_error(cli("purge", "--older-than", "soon", db=store_url), "--older-than")
     one_line_error(cli("purge", "--older-than", "1d", "--status", "running",
                        db=store_url), "ended runs only")

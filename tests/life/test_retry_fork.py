@@ -161,8 +161,23 @@ async def test_fork_copies_the_journal_before_the_position(store_url: str) -> No
         assert calls == {"fetch": 2, "charge": 3}
         info = await app.get_run("child")
         assert (info.forked_from, info.forked_at) == ("src", 1)
-        with pytest.raises(tether.ConfigError, match="already used"):
-            await app.fork("src", at=1, new_run_id="child")
+        # The same fork asked for again is idempotent, as a start with an id is: its
+        # handle, nothing started (it raised ConfigError); another run's id is refused.
+        same = await app.fork("src", at=1, new_run_id="child")
+        assert (same.run_id, same.created, forked.created) == ("child", False, True)
+        assert calls == {"fetch": 2, "charge": 3}
+        assert len(await app.list_runs()) == 3
+        for kwargs, holder in (
+                ({"at": 0}, "a fork of run 'src' at position 1 (workflow 'order')"),
+                ({"at": 1, "input": [5]}, "the fork of run 'src' at position 1 with "
+                                          "another input")):
+            with pytest.raises(tether.ConfigError) as refused:
+                await app.fork("src", new_run_id="child", **kwargs)
+            assert str(refused.value) == (f"run id 'child' is already used by {holder}; "
+                                          "choose another id")
+        with pytest.raises(tether.ConfigError, match="'src' is already used by a run of "
+                                                     "workflow 'order' that is no fork"):
+            await app.fork("child", at=0, new_run_id="src")
         with pytest.raises(tether.ConfigError, match="past its end") as info:
             await app.fork("src", at=9)
         assert "--at" not in str(info.value)  # the Python API's own words, not the CLI's

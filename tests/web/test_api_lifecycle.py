@@ -200,6 +200,40 @@ async def test_fork_rejects_bad_input(api: Api, path: str, body: Any, status: in
     await _rejected(api, "POST", path, body, status, code)
 
 
+async def test_a_fork_asked_for_again_with_its_id_is_idempotent(api: Api) -> None:
+    """As a start with ``run_id``: the same fork (source, ``at``, input) posted again
+    answers 200 with the run it made, starting nothing (it was a 409); an id another
+    run holds is a 409 whose message says which run that is, and changes nothing."""
+    await _finish(api, "steps", [2], "src", "completed")
+    body = {"at": 1, "run_id": "fk", "input": [2]}
+    first = await api.http.post("/api/v1/runs/src/fork", json=body)
+    assert first.status_code == 201, first.text
+    before = await api.snapshot()
+    again = await api.http.post("/api/v1/runs/src/fork", json=body)
+    assert again.status_code == 200, again.text
+    assert (again.json()["run_id"], again.json()["forked_from"],
+            again.json()["forked_at"]) == ("fk", "src", 1)
+    assert await api.snapshot() == before
+    for other, holder in (({"at": 0, "run_id": "fk", "input": [2]},
+                           "a fork of run 'src' at position 1 (workflow 'steps')"),
+                          ({"at": 1, "run_id": "fk"},  # (src's input: [2] as well)
+                           None),
+                          ({"at": 1, "run_id": "fk", "input": [1]},
+                           "the fork of run 'src' at position 1 with another input"),
+                          ({"at": 1, "run_id": "src"},
+                           "a run of workflow 'steps' that is no fork")):
+        r = await api.http.post("/api/v1/runs/src/fork", json=other)
+        if holder is None:
+            assert r.status_code == 200, r.text
+            continue
+        assert r.status_code == 409, r.text
+        rid = other["run_id"]
+        assert r.json()["error"] == {
+            "code": "conflict",
+            "message": f"run id {rid!r} is already used by {holder}; choose another id"}
+    assert await api.snapshot() == before
+
+
 async def test_fork_past_the_end_names_the_journals_length(api: Api) -> None:
     """A position past the journal's end is a 422 (never a 500) whose message says how
     long the journal is, as ``tether fork`` does (exit 2)."""

@@ -10,6 +10,7 @@ from typing import Any
 from tether._app import App
 from tether._fit import fit_width, hang, say, wide_help
 from tether._lifecycle import (
+    ForkIdTaken,
     check_compatible,
     fork_past_end,
     live_versions,
@@ -58,7 +59,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "POSITION; it continues from there with the current code, so operations before "
         "POSITION (LLM calls included) are not paid again. `tether show` says where it "
         "came from. Prints the new run's id; --json prints {run_id, forked_from, "
-        "forked_at}.")
+        "forked_at, created}. --id makes it idempotent: when that run exists and is this "
+        "fork (of RUN_ID, at POSITION, with the same input), nothing is started, its id "
+        "is printed and created is false; an id another run holds is refused (exit 2).")
     p.add_argument("run_id", metavar="RUN_ID", type=run_id_arg)
     p.add_argument("--at", type=int, required=True, metavar="POSITION",
                    help="first position to run again: 0 to the journal's end (its last "
@@ -195,10 +198,13 @@ async def fork(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {"at": args.at, "new_run_id": args.new_id}
         if values is not None:
             kwargs["input"] = values
-        handle = await app.fork(args.run_id, **kwargs)
+        try:
+            handle = await app.fork(args.run_id, **kwargs)
+        except ForkIdTaken as exc:  # another run holds --id: bad input, as for start
+            raise CliError(str(exc), 2) from None
     if args.json:
         print(dumps({"run_id": handle.run_id, "forked_from": args.run_id,
-                     "forked_at": args.at}))
+                     "forked_at": args.at, "created": bool(handle.created)}))
         return 0
     print(safe(handle.run_id))
     return 0

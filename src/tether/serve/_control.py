@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._lifecycle import Cron, fork_past_end, zone_of
+from tether._lifecycle import Cron, ForkIdTaken, fork_past_end, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
 from tether._show import run_document, schedule_dict
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
@@ -75,16 +75,16 @@ def fork_position(value: Any) -> int:
 
 
 async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
-               new_id: str | None) -> dict[str, Any]:
-    """A new run with ``run_id``'s journal up to (not including) ``at``; its document."""
+               new_id: str | None) -> tuple[dict[str, Any], int]:
+    """A new run with ``run_id``'s journal up to (not including) ``at``; its document
+    and the HTTP status: 201, or 200 when ``new_id`` is this very fork already (the
+    same source, position and input: nothing is started, as for a start's id)."""
     store = app.store
     source = await store.run_get(run_id)
     if source is None:
         raise run_not_found(run_id)
     if values is not None:
         check_input(app, source.workflow, values)
-    if new_id is not None and await store.run_get(new_id) is not None:
-        raise ApiError(409, "conflict", f"run id {new_id!r} is already used; choose another")
     last = max((e.position for e in await store.journal_read(run_id)), default=-1)
     if at > last + 1:
         raise ApiError(422, "bad_position", fork_past_end(run_id, last, at))
@@ -101,9 +101,14 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
         raise ApiError(400, "bad_request", str(exc)) from None
     except PayloadError as exc:
         raise payload_error(exc) from None
-    except ConfigError as exc:  # the new id was taken meanwhile
+    except ForkIdTaken as exc:  # another run holds the new id
         raise ApiError(409, "conflict", str(exc)) from None
-    return await _warn_unserved(app, await run_document(app, handle.run_id))
+    except ConfigError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    doc = await run_document(app, handle.run_id)
+    if handle.created is False:  # this fork asked for again: nothing started (200)
+        return doc, 200
+    return await _warn_unserved(app, doc), 201
 
 
 async def erase(app: App, run_id: str) -> dict[str, Any]:
@@ -177,7 +182,8 @@ async def fork_run(request: Request) -> Response:
     if values is not None and not isinstance(values, list):
         raise ApiError(400, "bad_request", "input must be a JSON array of positional arguments")
     new_id = field_name(body.get("run_id"), "run_id", required=False)
-    return json_response(await fork(tether_app(request), run_id, at, values, new_id), 201)
+    doc, status = await fork(tether_app(request), run_id, at, values, new_id)
+    return json_response(doc, status)
 
 
 async def erase_run(request: Request) -> Response:

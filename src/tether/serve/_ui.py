@@ -1146,7 +1146,7 @@ async def fork_action(request: Request) -> Response:
     new_id = (values.get("run_id") or "").strip() or None
     if new_id is not None:
         field_name(new_id, "run_id", required=True)
-    doc = await fork(request.app.state.tether, run_id, at, args, new_id)
+    doc, _ = await fork(request.app.state.tether, run_id, at, args, new_id)
     return _redirect(request, f"/runs/{path_segment(doc['run_id'])}")
 
 
