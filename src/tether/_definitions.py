@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,12 +62,129 @@ class WorkflowDef:
                 signature = inspect.signature(self.fn)
             except (TypeError, ValueError):
                 return None
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
         try:
-            signature.bind(*values)
+            bound = signature.bind(*values)
         except TypeError as exc:
-            shown = signature.replace(return_annotation=inspect.Signature.empty)
             return f"{self.name}{shown}: {exc}"
+        hints = _hints(self.fn) or {}
+        for name, value in bound.arguments.items():
+            ann = hints.get(name)
+            if ann is None:
+                continue
+            kind = signature.parameters[name].kind
+            each = value if kind is inspect.Parameter.VAR_POSITIONAL else (value,)
+            for item in each:
+                problem = argument_misfit(name, item, ann)
+                if problem is not None:
+                    return f"{self.name}{shown}: {problem}"
         return None
+
+
+def argument_misfit(name: str, value: Any, annotation: Any) -> str | None:
+    """Why parsed JSON ``value`` cannot be argument ``name`` annotated ``annotation``
+    (``argument 'n' takes int, not a string: "abc"``); None when it can, or when the
+    annotation is not one this can judge (then the workflow takes what it is given).
+
+    JSON's basics are judged as Python would use them: an integer for ``float`` fits
+    (and a whole number such as ``3.0`` for ``int``), a boolean is no number; ``list``,
+    ``dict``, ``list[X]``, ``dict[str, X]``, ``Optional``, unions, ``Literal`` and
+    ``Annotated`` look inside. A dataclass, a pydantic model, a datetime (any type the
+    worker restores the argument into) is validated as the worker will (with pydantic),
+    so that a start is refused where its run would fail on the worker."""
+    from tether._codec import _names_a_rich_type, json_kind, restore
+    from tether.errors import PayloadError
+
+    if isinstance(annotation, LazyHint):
+        annotation = annotation.resolve()
+        if annotation is None:
+            return None
+    try:
+        rich = _names_a_rich_type(annotation)
+    except Exception:
+        return None
+    if rich:
+        try:
+            restore(value, annotation, strict=f"argument {name!r}")
+        except PayloadError as exc:
+            return str(exc)
+        return None
+    found = _plain_misfit(value, annotation, "")
+    if found is None:
+        return None
+    where, inner, expected = found
+    text = f"argument {name!r} takes {_type_text(annotation)}"
+    if where:
+        text += f"; {where} is {json_kind(inner)}, not {_type_text(expected)}"
+    else:
+        text += f", not {json_kind(inner)}"
+    return f"{text}: {_short(inner)}"
+
+
+def _plain_misfit(value: Any, ann: Any, where: str) -> tuple[str, Any, Any] | None:
+    """Where JSON ``value`` does not fit the plain annotation ``ann``: the path inside
+    it (``""``: the value itself, ``[1]``, ``["key"]``), the value there and what was
+    expected; None when it fits or ``ann`` is none this judges."""
+    if ann is Any or ann is object:
+        return None
+    if ann is None or ann is type(None):
+        return None if value is None else (where, value, ann)
+    if ann is bool:
+        return None if isinstance(value, bool) else (where, value, ann)
+    if ann is int:
+        ok = (not isinstance(value, bool)
+              and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())))
+        return None if ok else (where, value, ann)
+    if ann is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else (where, value, ann)
+    if ann is str:
+        return None if isinstance(value, str) else (where, value, ann)
+    origin = typing.get_origin(ann)
+    args = typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _plain_misfit(value, args[0], where)
+    if origin is typing.Union or origin is types.UnionType:
+        misses = [_plain_misfit(value, arm, where) for arm in args]
+        if any(f is None for f in misses):
+            return None
+        arms = [(arm, f) for arm, f in zip(args, misses, strict=True)
+                if arm is not type(None)]
+        if len(arms) == 1 and value is not None:  # (Optional[X]: say where X fails)
+            return arms[0][1]
+        return (where, value, ann)
+    if origin is typing.Literal:
+        fits = any(value == v and type(value) is type(v) for v in args)
+        return None if fits else (where, value, ann)
+    if ann is list or origin is list:
+        if not isinstance(value, list):
+            return (where, value, ann)
+        for i, item in enumerate(value):
+            if args and (found := _plain_misfit(item, args[0], f"{where}[{i}]")):
+                return found
+        return None
+    if ann is dict or origin is dict:
+        if not isinstance(value, dict):
+            return (where, value, ann)
+        for key, item in value.items():
+            path = f"{where}[{json.dumps(key)}]"
+            if len(args) == 2 and (found := _plain_misfit(item, args[1], path)):
+                return found
+        return None
+    return None  # (a type this does not judge: the workflow takes what it is given)
+
+
+def _type_text(ann: Any) -> str:
+    if ann is None or ann is type(None):
+        return "None"
+    if isinstance(ann, type) and not typing.get_args(ann):
+        return ann.__name__
+    return str(ann).replace("typing.", "")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class LazyHint:

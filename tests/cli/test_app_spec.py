@@ -98,10 +98,27 @@ async def test_start_with_app_refuses_an_input_the_workflow_cannot_take(
     for given, says in ((None, "--input [] does not fit crawl(pages: int, depth: int = 1): "
                                "missing a required argument: 'pages'"),
                         ("[1, 2, 3]", "--input [1, 2, 3] does not fit crawl(pages: int, "
-                                      "depth: int = 1): too many positional arguments")):
+                                      "depth: int = 1): too many positional arguments"),
+                        # (a type its annotation refuses: it was started, and the
+                        # workflow computed with the text)
+                        ('["three"]', '--input ["three"] does not fit crawl(pages: int, '
+                                      "depth: int = 1): argument 'pages' takes int, not a "
+                                      'string: "three"')):
         done = start(*(() if given is None else ("--input", given)))
         assert done.returncode == 2, done.stderr
         assert_one_line_error(done, says)
     assert not (tmp_path / "tether.db").exists()  # nothing started
     fine = start("--input", "[3, 2]", "--id", "c-1")
     assert fine.returncode == 0 and fine.stdout.strip() == "c-1", fine.stderr
+    # `tether fork --app` judges its --input by the same rule (it took any).
+    for given, says in (('[3, "deep"]', "argument 'depth' takes int, not a string: "
+                                        '"deep"'),
+                        ("[1, 2, 3]", "too many positional arguments")):
+        done = forked.run([sys.executable, "-m", "tether", "fork", "c-1", "--at", "0",
+                           "--app", "spec_flow:app", "--db", url, "--input", given],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert_one_line_error(done, f"--input {given} does not fit crawl(pages: int, depth: "
+                                    f"int = 1): {says}")
+    async with App(url) as app:
+        assert [r.run_id for r in await app.list_runs()] == ["c-1"]

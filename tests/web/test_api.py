@@ -266,7 +266,10 @@ async def test_a_start_whose_input_the_workflow_cannot_take_is_a_bad_request(
     take is a 400 that says why, as ``tether start --app`` exits 2, and nothing is
     stored: the run was created (201) and failed on the worker with a ``TypeError``."""
     for values, says in (([], "greet(name: str): missing a required argument: 'name'"),
-                         (["a", "b"], "greet(name: str): too many positional arguments")):
+                         (["a", "b"], "greet(name: str): too many positional arguments"),
+                         # (a type the annotation refuses: it was started)
+                         ([5], "greet(name: str): argument 'name' takes str, not a "
+                               "number: 5")):
         r = await api.http.post("/api/v1/runs", json={"workflow": "greet", "input": values,
                                                       "run_id": "g"})
         assert r.status_code == 400 and error_of(r) == "bad_request", r.text

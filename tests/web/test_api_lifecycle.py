@@ -185,6 +185,7 @@ async def test_fork_copies_the_journal_before_the_position(api_any: Api) -> None
     # (an input the workflow cannot take: a fork that failed on the worker)
     ("/api/v1/runs/src/fork", {"at": 1, "input": []}, 400, "bad_request"),
     ("/api/v1/runs/src/fork", {"at": 1, "input": [1, 2]}, 400, "bad_request"),
+    ("/api/v1/runs/src/fork", {"at": 1, "input": ["two"]}, 400, "bad_request"),  # (an int)
     ("/api/v1/runs/src/fork", {"at": 1, "run_id": ""}, 400, "bad_request"),
     ("/api/v1/runs/src/fork", {"at": 1, "run_id": "a\nb"}, 400, "bad_request"),
     ("/api/v1/runs/src/fork", {"at": 1, "colour": "red"}, 400, "bad_request"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from typing import Any
 
@@ -73,7 +74,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--id", dest="new_id", metavar="NEW_ID", help="the new run's id")
     p.add_argument("--app", metavar="MODULE:APP",
                    help="the app whose code version the fork runs under (default: none); "
-                   "its store is used unless --db is given")
+                   "its store is used unless --db is given; an --input its workflow "
+                   "cannot take is refused, as by start --app")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(handler=fork)
 
@@ -188,7 +190,13 @@ async def fork(args: argparse.Namespace) -> int:
     if args.new_id is not None and not args.new_id.strip():
         raise CliError("--id must not be empty", 2)
     async with _app_for(args) as app:
-        if await app.store.run_get(args.run_id) is not None:  # (else: RunNotFound, exit 1)
+        source = await app.store.run_get(args.run_id)
+        if source is not None:  # (else: RunNotFound, exit 1)
+            wdef = app.workflows().get(source.workflow)
+            misfit = wdef.misfit(values) if wdef is not None and values is not None else None
+            if misfit is not None:  # (--app: the code is at hand, as for start --app)
+                raise CliError(f"--input {safe(json.dumps(values))} does not fit "
+                               f"{safe(misfit)}", 2)
             # Past the journal's end is bad input, as --at -1 is (exit 2, not App.fork's
             # ConfigError, exit 1). A journal only grows: a position checked here stays.
             journal = await app.store.journal_read(args.run_id)

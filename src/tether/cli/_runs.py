@@ -78,8 +78,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--app", metavar="MODULE:APP",
                    help="load workflow definitions from code instead of the workers' "
                    "registry (a name that app lacks is refused, and an --input the "
-                   "workflow's signature cannot take; its store is used unless --db is "
-                   "given)")
+                   "workflow's signature cannot take: a missing or extra argument, or a "
+                   "value of a type its annotation refuses; its store is used unless "
+                   "--db is given)")
     p.add_argument("--json", action="store_true",
                    help="print the run's document (as POST /api/v1/runs answers it) with "
                    "created (false: the run id existed), input_differs (whether that "
@@ -258,8 +259,9 @@ async def _start(args: argparse.Namespace, app: App,
 
 def _check_arguments(app: App, workflow: str, values: list[Any]) -> None:
     """With ``--app``, the workflow's code is at hand: ``--input`` that its signature
-    cannot take (none where an argument is required, one too many) is bad input (exit
-    2), not a run started to fail with a ``TypeError`` on the worker."""
+    cannot take (none where an argument is required, one too many, a value of a type
+    its annotation refuses) is bad input (exit 2), not a run started to fail with a
+    ``TypeError`` on the worker, or to compute with a text where it takes a number."""
     misfit = app.workflows()[workflow].misfit(values)
     if misfit is not None:
         raise CliError(f"--input {json.dumps(values)} does not fit {safe(misfit)}", 2)
