@@ -892,3 +892,48 @@ async def test_versions_shows_each_versions_live_workers_and_the_newest(
         rows = await shown()
         assert "v2" not in rows  # (no run, no worker: nothing to show)
         assert rows["v1"]["newest"] is True and rows["v1"]["live_workers"] == 1
+
+
+async def test_show_gives_no_attempts_nor_duration_to_a_recorded_value(
+        sqlite_url: str) -> None:
+    """A journaled ``now`` (and ``random``, ``uuid``: values recorded, not run) read
+    ATT 0 and "0 µs" in ``tether show``, as if an attempt were to come and it had been
+    timed: now ``-`` in both cells, a pipe's lines and a terminal's, while a step keeps
+    its attempts and duration; ``--json`` keeps its fields and values (add-only)."""
+    import io
+
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    app = App(sqlite_url)
+
+    @app.step
+    async def inc(x: int) -> int:
+        return x + 1
+
+    @app.workflow
+    async def stamped() -> int:
+        tether.now()
+        tether.random()
+        tether.uuid()
+        return await inc(1)
+
+    async with app, app.worker(poll_interval=0.05):
+        assert await (await app.start(stamped, run_id="s-1")).result(timeout=30) == 2
+        info = await app.get_run("s-1")
+    wide, fitted = io.StringIO(), io.StringIO()
+    print_timeline(info, wide)
+    print_fitted(info, 100, fitted.write)
+    for text in (wide.getvalue(), fitted.getvalue()):
+        rows = {c[1]: c for c in (line.split() for line in text.splitlines())
+                if c and c[0].isdigit()}
+        assert set(rows) == {"now", "random", "uuid", "step"}, text
+        for kind in ("now", "random", "uuid"):
+            assert rows[kind][4:6] == ["-", "-"], text
+        assert rows["step"][4] == "1" and rows["step"][6] in ("µs", "ms"), text
+        assert "0 µs" not in text
+    shown = await cli("show", "s-1", "--json", db=sqlite_url)
+    journal = json.loads(shown.stdout)["journal"]
+    assert [(e["kind"], e["attempts"]) for e in journal] == [
+        ("now", 0), ("random", 0), ("uuid", 0), ("step", 1)]
+    assert [e["duration"] for e in journal[:3]] == [0.0, 0.0, 0.0]

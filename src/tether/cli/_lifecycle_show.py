@@ -157,12 +157,29 @@ def resume_command(run_id: str) -> str:
     return f"  tether resume {shlex.quote(safe(run_id))}"
 
 
+def attempts_cell(e: dict[str, Any]) -> str:
+    """An entry's ATT cell: its attempts, ``-`` for an operation nothing attempted (a
+    recorded ``now``, ``random`` or ``uuid``, a patch, a child's start, a timer: only a
+    step runs attempts); it read 0, as if an attempt were still to come."""
+    return str(e["attempts"]) if e["attempts"] else "-"
+
+
+def duration_cell(e: dict[str, Any]) -> str:
+    """An entry's DURATION cell: ``-`` for an operation that took no time of its own
+    (a recorded ``now``, ``random`` or ``uuid``, a patch, a child's start: its start
+    and end are one instant), which read "0 µs", as if it had been timed; a step's
+    duration, however short, and a wait's."""
+    if e["kind"] != "step" and not e["duration"]:
+        return "-"
+    return fmt_duration(e["duration"])
+
+
 def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) -> str:
     """One journal entry's line, its name in a column ``width`` wide, its status in one
     ``status`` wide (``status_width``)."""
     return (f"{e['position']:>4}  {safe(e['kind']):12} {safe(e['name']):{width}} "
-            f"{status_label(e):{status}} {e['attempts']:>3}  "
-            f"{fmt_duration(e['duration']):>9}  {outcome}".rstrip() + "\n")
+            f"{status_label(e):{status}} {attempts_cell(e):>3}  "
+            f"{duration_cell(e):>9}  {outcome}".rstrip() + "\n")
 
 
 #: The states whose error ``tether show`` says the origin of (``error_origin``): a

@@ -15,14 +15,16 @@ from typing import Any
 from tether._fit import cut_end, cut_middle, hang, pack, wrap
 from tether._show import error_origin, timed_out
 from tether._types import RunInfo, RunStatus
-from tether.cli._common import fmt_duration, fmt_time, safe, short
+from tether.cli._common import fmt_time, safe, short
 from tether.cli._lifecycle_show import (
     OPERATOR_NOTE,
     ORIGIN_SHOWN,
     attempt_position,
     attempt_took,
+    attempts_cell,
     attempts_worth_a_look,
     child_id,
+    duration_cell,
     error_summary,
     fork_cut,
     llm_cell,
@@ -103,7 +105,7 @@ def journal_row(e: dict[str, Any]) -> Row:
     """``e``'s cells: its outcome is its error, its wait, a child's id, the time a
     ``now`` entry recorded, or its result."""
     row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(status_label(e)),
-              str(e["attempts"]), fmt_duration(e["duration"]), "",
+              attempts_cell(e), duration_cell(e), "",
               name_id=e["kind"] == "child_result")
     figures = (llm_summary(e) or "").partition(" → ")[0]  # (the tools' names: cut)
     row.lead = len(figures) + 1 if figures else 0  # (+ the "…" of the text cut after)
