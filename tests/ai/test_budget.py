@@ -88,7 +88,7 @@ async def test_a_run_over_budget_waits_and_resumes_when_raised(
         proc = await asyncio.to_thread(tether_cli, "budget", "b1", "--tokens", "5000",
                                        db=store_url)
         assert proc.returncode == 0, proc.stderr
-        assert "budget of run b1 set to tokens 5000" in proc.stdout
+        assert "budget of run b1 set to 5,000 tokens" in proc.stdout
         assert await handle.result(timeout=15) == ["one", "two"]
     info = await app.get_run("b1")
     kinds = [(e["kind"], e["status"]) for e in info.journal]

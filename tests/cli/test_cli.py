@@ -561,6 +561,23 @@ async def test_budget_of_an_ended_run_says_the_budget_was_not_changed(
     assert got.returncode == 1 and "signal" not in got.stderr
 
 
+async def test_budget_says_the_new_limits_as_a_person_reads_them(
+        served: tuple[App, str]) -> None:
+    """``tether budget`` said ``usd 5, tokens 500000``: now dollars with their cents
+    and tokens grouped by thousands; the signal sent carries the numbers as given."""
+    app, url = served
+    await app.start("approval", run_id="bg-1")
+    for argv, says in ((("--usd", "5", "--tokens", "500000"), "$5.00 and 500,000 tokens"),
+                       (("--usd", "0.005"), "$0.005"),
+                       (("--usd", "1250.5"), "$1,250.50"),
+                       (("--tokens", "1"), "1 token")):
+        got = await cli("budget", "bg-1", *argv, db=url)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == f"budget of run bg-1 set to {says}\n", got.stdout
+    info = await app.get_run("bg-1")
+    assert info.status is tether.RunStatus.WAITING  # (it waits for approve, not budget)
+
+
 async def test_a_start_on_a_queue_no_worker_serves_is_warned_of(
         served: tuple[App, str]) -> None:
     """``tether start doubler --queue defualt`` (a typo) queued the run where no worker

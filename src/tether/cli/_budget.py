@@ -47,7 +47,19 @@ async def budget(args: argparse.Namespace) -> int:
             status = (await app.get_run(args.run_id)).status.value
             raise CliError(f"run {args.run_id!r} has ended ({status}): its budget was not "
                            "changed (a budget is set on a run that has not ended)") from None
-    limits = ", ".join(f"usd {v:.6f}".rstrip("0").rstrip(".") if k == "usd"
-                       else f"{k} {int(v)}" for k, v in payload.items())  # (not 1e+06)
-    say(f"budget of run {safe(args.run_id)} set to {limits}")
+    say(f"budget of run {safe(args.run_id)} set to {limits_text(args.usd, args.tokens)}")
     return 0
+
+
+def limits_text(usd: float | None, tokens: int | None) -> str:
+    """The limits as a person reads them: ``$5.00 and 500,000 tokens`` (it printed
+    ``usd 5, tokens 500000``); cents always shown, smaller fractions when given
+    (``$0.005``), never an exponent (``1e+06``)."""
+    said = []
+    if usd is not None:
+        text = f"{usd:,.10f}".rstrip("0")
+        whole, _, cents = text.partition(".")
+        said.append(f"${whole}.{cents.ljust(2, '0')}")
+    if tokens is not None:
+        said.append(f"{tokens:,} token{'' if tokens == 1 else 's'}")
+    return " and ".join(said)
