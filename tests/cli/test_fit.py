@@ -206,6 +206,24 @@ def test_runs_heading_fits_a_narrow_terminal_when_no_run_waits(store: str) -> No
             if line not in (PARENT, f"{PARENT}.1", LONG_CHILD, FAILING)] == [], listed
 
 
+@pytest.mark.parametrize("width", [61, 55, 45, 40])
+def test_runs_fits_a_narrow_terminal_when_a_run_waits(desk: str, width: int) -> None:
+    """Under 62 columns, a run that waits took ``tether runs``' rows past the terminal
+    (the wait and the queue cut to their least, 62 columns were left): now what a run
+    waits for goes under its row, whole, then the created time loses its year and
+    seconds, then (narrower still) the table its CREATED column. No line
+    is longer than the terminal but a run id kept whole."""
+    listed = on_terminal("runs", db=desk, columns=width)
+    ids = {r["run_id"] for r in json.loads(tether_cli("runs", "--json", db=desk).stdout)}
+    assert [line for line in long_lines(listed, width) if line not in ids] == [], listed
+    lines = listed.splitlines()
+    assert lines[0].split()[:5] == ["RUN", "ID", "WORKFLOW", "QUEUE", "STATUS"], listed
+    assert "WAITING FOR" not in lines[0], listed
+    waits = [line.strip() for line in lines if line.startswith("  waiting for: ")]
+    assert waits == ["waiting for: signal approval"], listed
+    assert ("CREATED" in lines[0]) == (width > 40), listed  # (40: the least fitted to)
+
+
 @pytest.mark.parametrize("width", [44, 50, 59])
 def test_metrics_wrapped_on_a_narrow_terminal_stay_under_their_values(width: int) -> None:
     """``tether show``'s metrics block on a terminal under 60 columns wrapped a line's

@@ -105,7 +105,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="JSON output: a list of runs, each with the fields GET "
                    "/api/v1/runs gives it")
     p.add_argument("--wide", action="store_true", help=wide_help(
-        f"{RUN_ID_KEPT}; the other long cells are cut at their end"))
+        f"{RUN_ID_KEPT}; the other long cells are cut at their end; on a narrow one, "
+        "what a run waits for goes under its row and the created time is shortened, "
+        "then left out"))
     p.set_defaults(handler=runs)
 
     p = sub.add_parser("show", parents=[common], help="a run's timeline")
@@ -400,12 +402,42 @@ def fitted_runs(found: list[Any], width: int,
     rows = [[safe(r.run_id), safe(r.workflow), safe(r.queue), r.status,
              fmt_time(r.created_at)[:19] + "Z", waits_cell(r, (blocked or {}).get(r.run_id))]
             for r in found]
+    keys = {row[0] for row in rows}
+
+    def fits(lines: list[str]) -> bool:  # (a run id longer than a line has one alone)
+        return all(len(line) <= width or line in keys for line in lines)
+
     lines = columns(RUN_COLUMNS, rows, width, RUN_GIVE)
-    if len(lines[0]) > width and not any(row[-1] for row in rows):
+    if fits(lines):
+        return lines
+    if not any(row[-1] for row in rows):
         # No run waits for anything, and the heading's WAITING FOR alone would take it
         # past the width (wrapped onto a line of its own): the table without it.
-        lines = columns(RUN_COLUMNS[:-1], [row[:-1] for row in rows], width, RUN_GIVE[1:])
-    return lines
+        def table(rows: list[list[str]]) -> list[str]:
+            return columns(RUN_COLUMNS[:-1], [row[:-1] for row in rows], width, RUN_GIVE[1:])
+    else:
+        # What a run waits for, cut to its least, still took the rows past the width
+        # (under 62 columns): it goes under its row, whole, as approvals' arguments do.
+        def table(rows: list[list[str]]) -> list[str]:
+            return columns(RUN_COLUMNS, rows, width, RUN_GIVE[1:], under="waiting for")
+    lines = table(rows)
+    if fits(lines):
+        return lines
+    # Narrower still (under 50 columns): the created time without its year and seconds;
+    # narrower still, without the created time (`tether show` has it).
+    lines = table([[*row[:4], _short_created(row[4]), row[5]] for row in rows])
+    if fits(lines):
+        return lines
+    titles = (*RUN_COLUMNS[:4], RUN_COLUMNS[5])
+    rows = [[*row[:4], row[5]] for row in rows]
+    if not any(row[-1] for row in rows):
+        return columns(titles[:-1], [row[:-1] for row in rows], width, RUN_GIVE[1:])
+    return columns(titles, rows, width, RUN_GIVE[1:], under="waiting for")
+
+
+def _short_created(text: str) -> str:
+    """``2026-12-07 00:44:16Z`` as ``12-07 00:44Z`` (a far date's words as they are)."""
+    return f"{text[5:16]}Z" if len(text) == 20 and text[4] == "-" else text
 
 
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
