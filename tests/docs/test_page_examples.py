@@ -186,6 +186,10 @@ async def test_readme_quickstart_runs_as_a_program_and_from_the_shell(tmp_path: 
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout == ("{'topic': 'durable execution', 'hits': None, "
                               "'approved_by': 'ana'}\n")
+        # It closes its app: the store is one file, no -wal or -shm left behind (the
+        # program never closed it, and both stayed).
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("tether.db")
+                      ) == ["tether.db"]
 
     # The shell block, on a store of its own, with the worker its first line starts.
     for name in ("tether.db", "tether.db-wal", "tether.db-shm"):  # (a stale WAL of the
