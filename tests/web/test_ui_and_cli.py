@@ -300,9 +300,13 @@ def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
     r = subprocess.run([*TETHER, "serve", "--db", f"sqlite:///{tmp_path}/x.db", "--host",
                         "0.0.0.0"], cwd=ROOT, env=env(), capture_output=True, text=True,
                        timeout=60)
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith(
-        "tether: error: refusing to serve on 0.0.0.0 without API tokens")
+    # A configuration refused is bad input (exit 2, as a malformed token file): it
+    # exited 1, as a store that cannot be reached does. One line, saying how to fix it.
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "tether: error: refusing to serve on 0.0.0.0 without API tokens: anyone who can "
+        "reach it could start and cancel runs; give --token-file FILE or TETHER_API_TOKENS "
+        "(entries admin:TOKEN or read:TOKEN), or bind to 127.0.0.1"]
 
 
 def test_serve_names_an_ipv6_address_as_a_url(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ EXIT_STATUSES = (
     "waits for an operator; a run that does not replay for `tether replay`); 2 bad "
     "input (a malformed argument or JSON, an id or name that is empty, "
     "holds control characters or is over 200 characters, a MODULE:APP that names no "
-    "importable tether.App); 3 `tether result`: the run has not ended (queued, "
+    "importable tether.App, a configuration refused such as `serve --host 0.0.0.0` "
+    "without tokens); 3 `tether result`: the run has not ended (queued, "
     "running or waiting; also when --wait ran out); 130 interrupted. `worker`, `serve` "
     "and `mcp` stopped by SIGTERM or SIGINT: 0 when the stop was clean, 1 when it was "
     "not (a step or a request cut off, a failed shutdown)")

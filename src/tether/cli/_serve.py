@@ -124,7 +124,13 @@ async def serve(args: argparse.Namespace) -> int:
         # A token file missing, unreadable or malformed (or TETHER_API_TOKENS): bad
         # input, as a bad --port is; until 2026-12-06 it exited 1, as a store outage.
         raise CliError(str(exc), EXIT_USAGE) from None
-    check_bind(args.host, tokens)
+    try:
+        check_bind(args.host, tokens)
+    except ConfigError as exc:
+        # A configuration refused (a public --host without tokens): bad input, one line
+        # that says how to fix it, exit 2, as a bad token file; it exited 1 until
+        # 2026-12-07, as if the store were down.
+        raise CliError(str(exc), EXIT_USAGE) from None
     if args.token_file is not None:
         exposed = Tokens.file_exposed(args.token_file)
         if exposed is not None:
