@@ -222,7 +222,9 @@ def fork_id_holder(holder: RunRecord, new_id: str, run_id: str, at: int,
     if holder.forked_from == run_id and holder.forked_at == at:
         if same_input:
             return None
-        what = f"the fork of run {run_id!r} at position {at} with another input"
+        what = (f"the fork of run {run_id!r} at position {at}, erased since"
+                if holder.erased_at is not None else
+                f"the fork of run {run_id!r} at position {at} with another input")
     elif holder.forked_from is not None:
         what = (f"a fork of run {holder.forked_from!r} at position {holder.forked_at} "
                 f"(workflow {holder.workflow!r})")

@@ -178,6 +178,11 @@ async def test_fork_copies_the_journal_before_the_position(store_url: str) -> No
         with pytest.raises(tether.ConfigError, match="'src' is already used by a run of "
                                                      "workflow 'order' that is no fork"):
             await app.fork("child", at=0, new_run_id="src")
+        # An erased fork is not that fork any more (its input is gone): refused, saying so.
+        await app.store.run_erase(run_id="child", now=app.clock.now())
+        with pytest.raises(tether.ConfigError, match=r"^run id 'child' is already used by "
+                           r"the fork of run 'src' at position 1, erased since; choose"):
+            await app.fork("src", at=1, new_run_id="child")
         with pytest.raises(tether.ConfigError, match="past its end") as info:
             await app.fork("src", at=9)
         assert "--at" not in str(info.value)  # the Python API's own words, not the CLI's
