@@ -669,7 +669,9 @@ class App:
             await _observe.runs_starting(store, [(rid, name, record.queue)], now)
         stored, created = await store.run_insert(run=record)
         if not created and stored.workflow != name:
-            raise ConfigError(
+            from tether._lifecycle import RunIdTaken
+
+            raise RunIdTaken(
                 f"run id {rid!r} is already used by a run of workflow {stored.workflow!r}"
             )
         if created:
@@ -1122,8 +1124,8 @@ class App:
                          codec: Codec) -> bool:
         """Whether run ``rid`` exists and is the fork of ``run_id`` at ``at`` with the
         input ``text`` (encoded for ``rid``): a fork asked for again, which starts
-        nothing. False: no run has the id. ``ForkIdTaken``: another run holds it."""
-        from tether._lifecycle import ForkIdTaken, fork_id_holder
+        nothing. False: no run has the id. ``RunIdTaken``: another run holds it."""
+        from tether._lifecycle import RunIdTaken, fork_id_holder
 
         holder = await self.store.run_get(rid)
         if holder is None:
@@ -1133,7 +1135,7 @@ class App:
                 == codec.decode(text, slot=SLOT_INPUT))
         problem = fork_id_holder(holder, rid, run_id, at, same)
         if problem is not None:
-            raise ForkIdTaken(problem)
+            raise RunIdTaken(problem)
         return True
 
     async def resume(self, run_id: str) -> RunStatus:

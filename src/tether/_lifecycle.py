@@ -208,10 +208,11 @@ def fork_past_end(run_id: str, last: int, at: int, name: str = "at") -> str:
     return f"run {run_id!r} has {has}; {name} {at} is past its end (at most {n})"
 
 
-class ForkIdTaken(ConfigError):
-    """A fork's new id is held by another run than the fork asked for (not a fork of
-    the same run, at the same position, with the same input): ``App.fork``'s
-    ``ConfigError``, ``tether fork``'s exit 2, the API's 409."""
+class RunIdTaken(ConfigError):
+    """A new run's id is held by another run than the one asked for: a start's by a run
+    of another workflow, a fork's by a run that is not the same fork (of the same run,
+    at the same position, with the same input). ``App.start``'s and ``App.fork``'s
+    ``ConfigError``, ``tether start``'s and ``tether fork``'s exit 2, the API's 409."""
 
 
 def fork_id_holder(holder: RunRecord, new_id: str, run_id: str, at: int,

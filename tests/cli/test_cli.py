@@ -131,6 +131,19 @@ async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> 
     assert "its input differs from this one" in bare.stderr
 
 
+async def test_an_id_a_run_of_another_workflow_holds_is_bad_input(
+        served: tuple[App, str]) -> None:
+    """``tether start approval --id d-x`` where ``d-x`` is a run of ``doubler``: one line
+    naming that workflow, exit 2 (bad input, as ``tether fork --id`` of an id another
+    run holds); it exited 1, as for a store that cannot be reached."""
+    app, url = served
+    await (await app.start("doubler", 1, run_id="d-x")).result(timeout=30)
+    got = await cli("start", "approval", "--id", "d-x", db=url)
+    assert got.returncode == 2, got.stderr
+    assert_one_line_error(got, "run id 'd-x' is already used by a run of workflow "
+                               "'doubler'")
+
+
 async def test_starting_an_existing_run_id_on_another_queue_says_so(store_url: str) -> None:
     """The warning for an existing id said whether the input differs, not the queue: a
     run that sits on queue ``side`` while this start names another queue (or, without

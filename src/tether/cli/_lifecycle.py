@@ -11,7 +11,7 @@ from typing import Any
 from tether._app import App
 from tether._fit import fit_width, hang, say, wide_help
 from tether._lifecycle import (
-    ForkIdTaken,
+    RunIdTaken,
     check_compatible,
     fork_past_end,
     live_versions,
@@ -208,7 +208,7 @@ async def fork(args: argparse.Namespace) -> int:
             kwargs["input"] = values
         try:
             handle = await app.fork(args.run_id, **kwargs)
-        except ForkIdTaken as exc:  # another run holds --id: bad input, as for start
+        except RunIdTaken as exc:  # another run holds --id: bad input, as for start
             raise CliError(str(exc), 2) from None
     if args.json:
         print(dumps({"run_id": handle.run_id, "forked_from": args.run_id,

@@ -10,6 +10,7 @@ from typing import Any
 
 from tether._app import App
 from tether._fit import RUN_ID_KEPT, WIDE_HELP, columns, fit_width, wide_help
+from tether._lifecycle import RunIdTaken
 from tether._show import (
     STATUSES,
     blocked_reason,
@@ -235,7 +236,11 @@ async def _start(args: argparse.Namespace, app: App,
                  values: list[Any]) -> dict[str, Any] | None:
     """Start the run; its document for ``--json`` (None: its id was printed)."""
     async with app:
-        handle = await app.start(args.workflow, *values, run_id=args.run_id, queue=args.queue)
+        try:
+            handle = await app.start(args.workflow, *values, run_id=args.run_id,
+                                     queue=args.queue)
+        except RunIdTaken as exc:  # a run of another workflow holds --id: bad input, as
+            raise CliError(str(exc), 2) from None  # for fork (it exited 1)
         report = await start_report(app, handle, values, args.queue)
         if report.created and args.queue is not None:
             await _warn_unserved_queue(app, args.workflow, args.queue)
