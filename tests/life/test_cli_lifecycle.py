@@ -312,7 +312,7 @@ async def test_lifecycle_commands_print_json_and_retry_names_its_children(
         out = cli("fork", "s-2", "--at", "1", "--id", "s-3", "--json", db=store_url)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == {"run_id": "s-3", "forked_from": "s-2",
-                                          "forked_at": 1}
+                                          "forked_at": 1, "created": True}
         await app.signal("s-3", "go", 8)
         assert await app.handle("s-3").result(timeout=20) == 8
 
