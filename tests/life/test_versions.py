@@ -4,6 +4,7 @@ migrate-runs relies on (a dry replay that executes nothing)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -246,3 +247,25 @@ async def test_a_schedules_ticks_go_to_the_newest_live_version(store_url: str) -
 
 async def _n_ended(app: App, since: float, n: int) -> bool:
     return sum(s == "completed" for _, _, s in await ticks(app, since)) >= n
+
+
+async def test_a_versioned_workers_start_line_names_its_version(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # An operator rolling out v2 beside v1 reads from each worker's first line which
+    # code it claims for (until 2026-12-07 the line was the same for every version).
+    caplog.set_level(logging.INFO, "tether.worker")
+    plain = App(store_url)
+
+    @plain.workflow
+    async def flow() -> str:
+        return "plain"
+
+    async with code(store_url, "2026-12-07") as v2, plain:
+        async with v2.worker(), plain.worker():
+            pass
+    lines = [r.getMessage() for r in caplog.records if "serving queues" in r.getMessage()]
+    assert len(lines) == 2, lines
+    versioned = [line for line in lines if "version" in line]
+    assert len(versioned) == 1, lines
+    assert versioned[0].endswith(
+        "(concurrency 50, version 2026-12-07: its runs and runs without one)"), versioned

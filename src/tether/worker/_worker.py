@@ -488,8 +488,12 @@ class Worker:
         if retention_plans(self.app):
             self._loops.append(asyncio.create_task(self._retention_loop(),
                                                    name="tether-retention"))
-        log.info("worker %s serving queues %s (concurrency %d)", self.worker_id,
-                 ",".join(self.queues), self.concurrency)
+        # (the version too: in a rolling deploy of versioned workers the log said nothing
+        # of which code a worker claims for, until 2026-12-07)
+        log.info("worker %s serving queues %s (concurrency %d%s)", self.worker_id,
+                 ",".join(self.queues), self.concurrency,
+                 "" if self.app.version is None else
+                 f", version {self.app.version}: its runs and runs without one")
         declared = {w.queue for w in self.app.workflows().values()}
         if self.app.workflows() and not declared & set(self.queues):
             # (a typo in --queue: such a worker waits for ever, and said nothing)
