@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -301,10 +302,24 @@ async def test_schedules_cli(store_url: str, tmp_path: Path) -> None:
     bad = cli("schedules", "pause", "nope", db=store_url)
     assert bad.returncode == 1 and "no schedule named 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
-    assert cli("schedules", "delete", "hourly", db=store_url).returncode == 0
+    deleted = cli("schedules", "delete", "hourly", db=store_url)
+    assert deleted.returncode == 0, deleted.stderr
+    # The line says the deletion lasts until a worker declaring it starts (it said
+    # "deleted" alone until 2026-12-07), and that a pause lasts across restarts:
+    assert deleted.stdout.startswith("hourly: deleted; a worker whose code still declares "
+                                     "it creates it again when it starts"), deleted.stdout
     out = cli("schedules", db=store_url)
     assert "hourly " not in out.stdout and "slow" in out.stdout
     assert done == [] and done2 == []
+    pause = cli("schedules", "pause", "slow", db=store_url)
+    assert pause.returncode == 0, pause.stderr
+    app4, _ = await setup(store_url)
+    async with app4, app4.worker():
+        pass  # a worker whose code declares both starts again
+    listed = {s["name"]: s for s in json.loads(
+        cli("schedules", "--json", db=store_url).stdout)}
+    assert set(listed) >= {"hourly", "slow"}, listed  # created again, as the line says
+    assert listed["slow"]["paused"] is True and listed["hourly"]["paused"] is False
 
 
 async def test_schedule_actions_print_json(sqlite_url: str) -> None:
@@ -312,7 +327,6 @@ async def test_schedule_actions_print_json(sqlite_url: str) -> None:
     or before it) and print what ``tether serve`` answers for the same action: the
     schedule, or ``{schedule, run_id}``, or ``{schedule, deleted}``. Before, ``--json``
     after the action was refused and before it was ignored (plain text came out)."""
-    import json
 
     app, _ = await setup(sqlite_url)
     async with app, app.worker():

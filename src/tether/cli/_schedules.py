@@ -110,7 +110,11 @@ async def schedules(args: argparse.Namespace) -> int:
         elif action == "delete":
             await store.schedule_delete(args.name)
             answer = {"schedule": args.name, "deleted": True}
-            text = f"{safe(args.name)}: deleted"
+            # (until 2026-12-07 "deleted" alone: an operator took it for good, and the
+            # next deploy's workers brought the schedule back)
+            text = (f"{safe(args.name)}: deleted; a worker whose code still declares it "
+                    "creates it again when it starts: remove it from the code, or pause "
+                    "it instead (a pause outlasts restarts)")
         if not args.json:
             print(text)
         elif action in ("pause", "resume"):
