@@ -86,3 +86,64 @@ def test_a_takeover_line_names_the_run_and_position(tmp_path: Path) -> None:
     assert "lease" not in message, message
     unnamed = [d for d in about if d.get("run_id") != "lg-1"]
     assert not unnamed, unnamed
+
+
+def _in_flight(db: str, run_id: str) -> list[dict[str, object]]:
+    proc = _tether("show", run_id, "--json", "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    return list(json.loads(proc.stdout)["in_flight"])
+
+
+def test_a_takeover_after_another_worker_found_the_owner_dead_says_so(
+        tmp_path: Path) -> None:
+    # Three workers of one host: `first` serves the run's queue and is killed in a step;
+    # `other` serves another queue only, finds `first` dead by its pid and ends its
+    # leases; `third`, started after that, takes the run over. Until 2026-12-07 its line
+    # said "taken over from a worker whose lease on it expired (it died, stalled, or lost
+    # the store ...)", although no lease had run out and the owner was known dead.
+    db = f"sqlite:///{tmp_path}/logs.db"
+    gate = tmp_path / "gate"
+    first = _worker(db, tmp_path / "first.log", gate, "text")
+    other = third = None
+    try:
+        started = _tether("start", "steps", "--id", "lg-2", "--input", "[6]", "--db", db)
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 60
+        while not _in_flight(db, "lg-2"):  # step 4 holds at the gate, its attempt written
+            assert time.monotonic() < deadline, "the run did not reach step 4"
+            time.sleep(0.1)
+        with open(tmp_path / "other.log", "wb") as out:
+            other = subprocess.Popen([*TETHER, "worker", WEBAPP, "--db", db, "--queue",
+                                      "elsewhere"], cwd=ROOT, env=env(), stdout=out,
+                                     stderr=subprocess.STDOUT)
+        while "serving queues" not in (tmp_path / "other.log").read_text():
+            assert time.monotonic() < deadline, "the other worker did not start"
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        while "is gone; 1 of its runs is claimable now" not in (
+                tmp_path / "other.log").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "other.log").read_text()
+            time.sleep(0.1)
+        gate.touch()
+        third = _worker(db, tmp_path / "third.log", gate, "text")
+        done = _tether("result", "lg-2", "--wait", "90", "--db", db)
+        assert done.returncode == 0, done.stderr
+    finally:
+        for proc in (first, other, third):
+            if proc is not None:
+                _stop(proc)
+    lines = [line for line in (tmp_path / "third.log").read_text().splitlines()
+             if "taken over" in line]
+    assert len(lines) == 1, (tmp_path / "third.log").read_text()
+    assert (f"run lg-2: taken over from a worker found dead (its process on this host is "
+            f"gone, worker {_worker_id(tmp_path / 'first.log')}; crash 1 of ") in lines[0], \
+        lines[0]
+    assert "lease" not in lines[0], lines[0]
+
+
+def _worker_id(log: Path) -> str:
+    for line in log.read_text().splitlines():
+        if "serving queues" in line:
+            return line.split("worker ")[1].split(" ")[0]
+    raise AssertionError(log.read_text())

@@ -1057,6 +1057,26 @@ class Worker:
                              w.worker_id, n, "is" if n == 1 else "are")
                     self._wake.set()
 
+    async def _owner_gone(self, run_id: str) -> str | None:
+        """How the worker cut off in a step of ``run_id`` was found dead, if it was a
+        process of this host that is gone (read from the attempt it left running), else
+        None. Another worker of this host (one serving other queues) may have found it
+        dead and ended its leases before this one looked."""
+        try:
+            attempts = await self.app.store.attempt_list(run_id)
+        except StoreError:
+            return None
+        cut = [a for a in attempts if a.status == "running" and a.worker_id != self.worker_id]
+        if not cut:
+            return None
+        owner = max(cut, key=lambda a: a.started_at).worker_id
+        host, _, rest = owner.rpartition(":")[0].rpartition(":")
+        if host != self.hostname or not rest.isdigit():
+            return None  # (another host's, or an id given by hand: nothing to tell by)
+        if process_alive(int(rest), ""):
+            return None
+        return f"its process on this host is gone, worker {owner}"
+
     def _remember_dead(self, run_ids: list[str], how: str) -> None:
         """Note how the owner of these runs was found dead, for the line of their
         takeover (bounded: ``FOUND_DEAD_MAX``)."""
@@ -1220,6 +1240,10 @@ class Worker:
             # 2026-12-06 a worker killed on this host, found dead through its pid, was
             # said to have let its lease expire)
             how = self._found_dead.pop(run.run_id, None)
+            if how is None:
+                # (found dead by another worker, one serving other queues say: that one
+                # ended the leases, and until 2026-12-07 this line blamed a lease expiry)
+                how = await self._owner_gone(run.run_id)
             cause = (f"found dead ({how}" if how is not None else
                      "whose lease on it expired (it died, stalled, or lost the store")
             log.warning("run %s: taken over from a worker %s; crash %d of %d in a row at "
