@@ -1057,8 +1057,8 @@ class Worker:
                              w.worker_id, n, "is" if n == 1 else "are")
                     self._wake.set()
 
-    async def _owner_gone(self, run_id: str) -> str | None:
-        """How the worker cut off in a step of ``run_id`` was found dead, if it was a
+    async def _owner_gone(self, run_id: str, generation: int, position: int) -> str | None:
+        """How the worker cut off in the step at ``position`` was found dead, if it was a
         process of this host that is gone (read from the attempt it left running), else
         None. Another worker of this host (one serving other queues) may have found it
         dead and ended its leases before this one looked."""
@@ -1066,7 +1066,8 @@ class Worker:
             attempts = await self.app.store.attempt_list(run_id)
         except StoreError:
             return None
-        cut = [a for a in attempts if a.status == "running" and a.worker_id != self.worker_id]
+        cut = [a for a in attempts if a.status == "running" and a.position == position
+               and a.generation == generation and a.worker_id != self.worker_id]
         if not cut:
             return None
         owner = max(cut, key=lambda a: a.started_at).worker_id
@@ -1243,7 +1244,7 @@ class Worker:
             if how is None:
                 # (found dead by another worker, one serving other queues say: that one
                 # ended the leases, and until 2026-12-07 this line blamed a lease expiry)
-                how = await self._owner_gone(run.run_id)
+                how = await self._owner_gone(run.run_id, run.generation, position)
             cause = (f"found dead ({how}" if how is not None else
                      "whose lease on it expired (it died, stalled, or lost the store")
             log.warning("run %s: taken over from a worker %s; crash %d of %d in a row at "
