@@ -967,3 +967,29 @@ async def test_show_gives_no_attempts_nor_duration_to_a_recorded_value(
     assert [(e["kind"], e["attempts"]) for e in journal] == [
         ("now", 0), ("random", 0), ("uuid", 0), ("step", 1)]
     assert [e["duration"] for e in journal[:3]] == [0.0, 0.0, 0.0]
+
+
+async def test_show_of_a_queued_run_names_its_queues_pause(store_url: str) -> None:
+    """A run queued on a paused queue (``tether queue-limit Q 0``) waits for the pause to
+    be lifted, not "for a worker": until 2026-12-07 `tether show` said the latter, with
+    the queue's workers up, and an operator restarted workers instead of lifting it."""
+    from tests.cli.test_fit import on_terminal
+
+    app = make_app(store_url)
+    async with app:
+        await app.set_queue_limit("default", 0)
+        await app.start("doubler", 2, run_id="paused-1")
+        async with app.worker(poll_interval=0.1):
+            await asyncio.sleep(0.5)  # a worker of the queue is up: it claims nothing
+            assert (await app.get_run("paused-1")).status is tether.RunStatus.QUEUED
+    piped = (await cli("show", "paused-1", db=store_url)).stdout
+    assert ("no operations yet: the run waits in queue default, which is paused (its "
+            "limit is 0: `tether queue-limit default none` lifts it)") in piped, piped
+    fitted = await asyncio.to_thread(on_terminal, "show", "paused-1", db=store_url,
+                                     columns=200)
+    assert "waits in queue default, which is paused" in fitted, fitted
+    async with App(store_url) as admin:
+        await admin.set_queue_limit("default", 3)
+    piped = (await cli("show", "paused-1", db=store_url)).stdout
+    assert ("the run waits in queue default for a worker (at most 3 of its runs at "
+            "once: tether queue-limit)") in piped, piped

@@ -71,13 +71,15 @@ def timeout_text(e: dict[str, Any]) -> str:
     return f"no signal {e['name']!r} arrived in time"
 
 
-def no_operations_note(info: RunInfo, unregistered: str | None = None) -> str:
+def no_operations_note(info: RunInfo, unregistered: str | None = None,
+                       queue_limit: int | None = None) -> str:
     """What ``tether show`` prints in place of the journal table of a run that has
     recorded no operation yet (as the run page's "No operations yet"): a header with no
     rows under it read as a table gone missing. A step in flight (the run in its first
     step) is listed under *attempts* below. ``unregistered``: no worker of the store
     has registered the queued run's workflow (a typo'd name), and the closest name's
-    hint (``did_you_mean``, maybe empty)."""
+    hint (``did_you_mean``, maybe empty). ``queue_limit``: the run's queue's limit
+    (``tether queue-limit``), if it has one."""
     if info.status.value == "queued" and unregistered is not None:
         # ("waits ... for a worker" read as if none was up, while the queue's workers
         # were serving, none of them with this workflow)
@@ -85,7 +87,15 @@ def no_operations_note(info: RunInfo, unregistered: str | None = None) -> str:
                 f"{safe(info.workflow)!r} in this store{safe(unregistered)}; the run waits "
                 f"in queue {safe(info.queue)} until a worker with that workflow serves it")
     if info.status.value == "queued":
-        return f"no operations yet: the run waits in queue {safe(info.queue)} for a worker"
+        queue = safe(info.queue)
+        if queue_limit == 0:
+            # (until 2026-12-07 "for a worker", with the workers up: the queue was paused)
+            return (f"no operations yet: the run waits in queue {queue}, which is paused "
+                    f"(its limit is 0: `tether queue-limit {queue} none` lifts it)")
+        if queue_limit is not None:
+            return (f"no operations yet: the run waits in queue {queue} for a worker "
+                    f"(at most {queue_limit} of its runs at once: tether queue-limit)")
+        return f"no operations yet: the run waits in queue {queue} for a worker"
     flying = in_flight({"journal": info.journal, "attempts": info.attempts,
                         "generation": info.generation})
     if flying:

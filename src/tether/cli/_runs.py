@@ -371,14 +371,20 @@ async def show(args: argparse.Namespace) -> int:
             known = await app.store.workflow_list()
             if info.workflow not in known:
                 unregistered = did_you_mean(info.workflow, known)
+        # (a queued run of a paused queue is not waiting "for a worker")
+        limit = ((await app.store.queue_limits()).get(info.queue)
+                 if doc is None and info.status is RunStatus.QUEUED and not info.journal
+                 else None)
     if doc is not None:
         print(dumps(doc))
         return 0
     width = fit_width(args.wide)
     if width is None:
-        print_timeline(info, parent_gone=parent_gone, unregistered=unregistered)
+        print_timeline(info, parent_gone=parent_gone, unregistered=unregistered,
+                       queue_limit=limit)
     else:
-        print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered)
+        print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered,
+                     queue_limit=limit)
     return 0
 
 
@@ -446,7 +452,7 @@ def _short_created(text: str) -> str:
 
 
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
-                   unregistered: str | None = None) -> None:
+                   unregistered: str | None = None, queue_limit: int | None = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -469,7 +475,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
     if not info.journal:
         # (A run in its first step: its attempts below say what runs; a header with
         # no rows under it read as a table gone missing.)
-        w(f"\n{no_operations_note(info, unregistered)}\n")
+        w(f"\n{no_operations_note(info, unregistered, queue_limit)}\n")
     else:
         w(f"\n{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':{status}} {'ATT':>3}  "
           f"{'DURATION':>9}  RESULT / ERROR\n")

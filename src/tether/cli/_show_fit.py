@@ -190,10 +190,10 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
 
 
 def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False, *,
-                 unregistered: str | None = None) -> None:
+                 unregistered: str | None = None, queue_limit: int | None = None) -> None:
     """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
     (``parent_gone``: its parent run was purged; ``unregistered``: as for
-    ``no_operations_note``)."""
+    ``no_operations_note``; ``queue_limit``: its queue's limit)."""
     for line in _head(info, width, parent_gone):
         w(line + "\n")
     rows = [journal_row(e) for g in info.history for e in g["journal"]]
@@ -209,7 +209,7 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
         w(f"\ngeneration {info.generation} (current)\n")
     w("\n")
     if not info.journal:  # (a header with no rows: "no operations yet" instead)
-        for line in wrap(no_operations_note(info, unregistered), width, ""):
+        for line in wrap(no_operations_note(info, unregistered, queue_limit), width, ""):
             w(line + "\n")
     else:
         for line in [*header(lay), *table(rows[len(rows) - len(info.journal):], lay,
