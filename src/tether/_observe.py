@@ -304,9 +304,11 @@ def step_failed(ctx: RunContext, info: StepInfo, error: BaseException,
     err = error_text(ctx, error)
     if next_attempt_at is None:
         log.warning("%s: step %s failed for good on attempt %d: %s", where, info.name,
-                    info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position})
+                    info.attempt, err, extra={"run_id": ctx.run_id, "position": info.position,
+                                              "attempt": info.attempt})
         return
     at = utc_datetime(next_attempt_at).isoformat(timespec="milliseconds")
     log.warning("%s: step %s attempt %d failed: %s; next attempt at %s (in %.1f s)", where,
                 info.name, info.attempt, err, at, max(next_attempt_at - ctx.clock.now(), 0.0),
-                extra={"run_id": ctx.run_id, "position": info.position})
+                extra={"run_id": ctx.run_id, "position": info.position,
+                       "attempt": info.attempt})

@@ -326,3 +326,32 @@ async def test_an_error_whose_message_is_a_read_only_property_reaches_the_workfl
     assert seen == [("answer not taken", f"{__name__}._ReadOnlyMessage: answer not taken",
                      True)] * 2
     await app.close()
+
+
+async def test_a_failed_attempts_log_line_carries_its_attempt_as_a_field(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The warning for each failed attempt has ``run_id``, ``position`` and ``attempt``
+    fields (JSON keys; ``attempt=K`` in a text line's tags), as lines logged inside a
+    step have: until 2026-12-07 ``attempt`` was only in the message, and a log pipeline
+    that grouped a step's lines by attempt lost these."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "tether.observe")
+    app = App(store_url)
+
+    @app.step(retry=RetryPolicy(initial_interval=0.01, max_attempts=3))
+    async def boom() -> str:
+        raise RuntimeError("upstream 503")
+
+    @app.workflow
+    async def wf() -> str:
+        return await boom()
+
+    async with app, app.worker():
+        h = await app.start(wf, run_id="att-1")
+        with pytest.raises(tether.RunFailed):
+            await h.result(timeout=30)
+    lines = [r for r in caplog.records if r.name == "tether.observe"]
+    assert [(getattr(r, "run_id", None), getattr(r, "position", None),
+             getattr(r, "attempt", None)) for r in lines] == [
+        ("att-1", 0, 1), ("att-1", 0, 2), ("att-1", 0, 3)], [r.getMessage() for r in lines]
