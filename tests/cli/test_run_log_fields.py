@@ -81,8 +81,8 @@ def test_a_takeover_line_names_the_run_and_position(tmp_path: Path) -> None:
     # Killed on this host: the second worker found its owner dead by its pid, no lease
     # ran out (until 2026-12-06 the line said "whose lease on it expired").
     message = str(takeover[0]["message"])
-    assert "taken over from a worker found dead (its process on this host is gone; " \
-           "crash 1 of " in message, message
+    assert "taken over from a worker found dead (its process on this host is gone, " \
+           f"worker {_worker_id(tmp_path / 'first.log')}; crash 1 of " in message, message
     assert "lease" not in message, message
     unnamed = [d for d in about if d.get("run_id") != "lg-1"]
     assert not unnamed, unnamed

@@ -1048,8 +1048,9 @@ class Worker:
                 run_ids = await store.lease_expire_owner(
                     worker_id=w.worker_id, now=now if cut is None else min(now, cut))
                 self._peers.remove(w)
-                self._remember_dead(run_ids, "its process on this host is gone" if gone else
-                                    f"no heartbeat for {now - w.heartbeat_at:.0f} s")
+                self._remember_dead(run_ids, (
+                    "its process on this host is gone" if gone else
+                    f"no heartbeat for {now - w.heartbeat_at:.0f} s") + f", worker {w.worker_id}")
                 n = len(run_ids)
                 if n:
                     # ("1 of its runs are" until 2026-12-06)
