@@ -543,7 +543,11 @@ class Worker:
         if unsubscribe is not None:
             await unsubscribe()
         for t in self._loops:
-            t.cancel()
+            # (not again a loop a drain cancelled: a claim that was cancelled in its
+            # query is still cancelling it in the server, and a second cancel cut that
+            # off, psycopg's WARNING "query cancellation interrupted" at a stop)
+            if not t.cancelling():
+                t.cancel()
         for a in list(self._active.values()):
             a.task.cancel()
         await asyncio.gather(*self._loops, *(a.task for a in self._active.values()),
