@@ -708,6 +708,45 @@ async def test_a_drain_cut_short_says_why(store_url: str, caplog: pytest.LogCapt
         assert "the grace period (0.1 s) is over" in lines[0]
 
 
+async def test_a_clean_drain_says_how_long_it_took(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A drain that let every run go within the grace period says so, with how many and
+    how long it took (an operator tunes --grace from it): until 2026-12-07 the log had
+    "draining: 2 runs in flight" then "stopped", and nothing of the time between."""
+    app = App(store_url)
+    entered: list[str] = []
+    release = asyncio.Event()
+
+    @app.step
+    async def slow(tag: str) -> str:
+        entered.append(tag)
+        await release.wait()
+        return tag
+
+    @app.workflow
+    async def wf(tag: str) -> str:
+        return await slow(tag) + await slow(tag)
+
+    await app.start(wf, "a", run_id="dr-a")
+    await app.start(wf, "b", run_id="dr-b")
+    worker = app.worker()
+    await worker.start()
+    try:
+        while len(entered) < 2:
+            await asyncio.sleep(0.01)
+        caplog.set_level(logging.INFO, logger="tether.worker")
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        assert await worker.drain(30.0)
+    finally:
+        await worker.stop()
+        await app.close()
+    lines = [r.getMessage() for r in caplog.records if " drained in " in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith(f"worker {worker.worker_id} drained in "), lines
+    assert lines[0].endswith(" s: 2 runs let go, each at its next operation (handed back "
+                             "to the queue, or ended)"), lines
+
+
 async def test_a_failed_run_is_logged_once_with_its_id_and_error(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A run whose workflow code raised (or whose result could not be encoded) ended

@@ -602,6 +602,7 @@ class Worker:
                 a.ctx.drain()
         tasks = [a.task for a in self._active.values()]
         clean = True
+        began = time.monotonic()
         if tasks:
             waiter = asyncio.ensure_future(asyncio.wait(tasks))
             stopper = asyncio.ensure_future(abandon.wait()) if abandon is not None else None
@@ -622,6 +623,12 @@ class Worker:
                             "(%s steps run again elsewhere)", self.worker_id, why, n,
                             "" if n == 1 else "s", "it" if n == 1 else "them",
                             "its" if n == 1 else "their")
+            else:
+                # (how long the drain took, against --grace: only "draining" and
+                # "stopped" were said until 2026-12-07)
+                log.info("worker %s drained in %.2f s: %d run%s let go, each at its next "
+                         "operation (handed back to the queue, or ended)", self.worker_id,
+                         time.monotonic() - began, len(tasks), "" if len(tasks) == 1 else "s")
         await self.stop()
         return clean
 
