@@ -626,9 +626,11 @@ class Worker:
             else:
                 # (how long the drain took, against --grace: only "draining" and
                 # "stopped" were said until 2026-12-07)
-                log.info("worker %s drained in %.2f s: %d run%s let go, each at its next "
+                n = len(tasks)
+                log.info("worker %s drained in %.2f s: %d run%s let go, %sat its next "
                          "operation (handed back to the queue, or ended)", self.worker_id,
-                         time.monotonic() - began, len(tasks), "" if len(tasks) == 1 else "s")
+                         time.monotonic() - began, n, "" if n == 1 else "s",
+                         "" if n == 1 else "each ")
         await self.stop()
         return clean
 
