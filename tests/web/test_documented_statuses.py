@@ -69,7 +69,8 @@ def test_a_starts_and_a_forks_documented_statuses_are_what_they_answer(
     assert ("misfit" in start["400"]) == with_app, start
     fork = _answers(http, "/api/v1/runs/g/fork", [
         ("new", {"json": {"at": 0, "run_id": "f"}}),
-        ("id-in-use", {"json": {"at": 0, "run_id": "f"}}),
+        ("same-fork-again", {"json": {"at": 0, "run_id": "f"}}),
+        ("id-in-use", {"json": {"at": 0, "run_id": "g"}}),
         ("past-the-end", {"json": {"at": 5}}),
         ("input-no-array", {"json": {"at": 0, "input": "a"}}),
         ("misfit", {"json": {"at": 0, "input": ["a", "b"], "run_id": "f2"}}),
@@ -81,6 +82,7 @@ def test_a_starts_and_a_forks_documented_statuses_are_what_they_answer(
     fork.update({k: fork.get(k, set()) | v for k, v in _answers(
         http, "/api/v1/runs/nope/fork", [("no-run", {"json": {"at": 0}})]).items()})
     assert ("misfit" in fork["400"]) == with_app, fork
+    assert fork["200"] == {"same-fork-again"} and "id-in-use" in fork["409"], fork
     for path, seen in (("/api/v1/runs", start), ("/api/v1/runs/{run_id}/fork", fork)):
         documented = set(doc[path]["post"]["responses"])
         assert set(seen) <= documented, (path, seen, documented)

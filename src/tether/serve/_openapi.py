@@ -472,9 +472,14 @@ def document(root_path: str = "") -> dict[str, Any]:
                                    "input": _OPTIONAL_INPUT, "run_id": _OPTIONAL_NAME}}),
                 "responses": {"201": _ok("the new run", {"allOf": [run_ref, {
                                   "type": "object", "properties": {"warnings": _WARNINGS}}]}),
+                              "200": _ok("the run `run_id` names, which is this fork (of "
+                                         "this run, at `at`, with the same input): "
+                                         "nothing was started (`created` false)", {
+                                             "allOf": [run_ref]}),
                               "404": _err("no such run"),
-                              "409": _err("the new run id is in use, or the run was "
-                                          "erased (its input and results are gone)"),
+                              "409": _err("the new run id is held by another run (the "
+                                          "message says which), or the run was erased "
+                                          "(its input and results are gone)"),
                               "422": _err("at is missing or is not a position of the run "
                                           "(0 to its end)"),
                               **_CHANGE_ERRORS,
