@@ -2,8 +2,9 @@
 the pydantic-ai crash tests: a pydantic-ai agent ``researcher`` registered with
 ``TetherAgent``, ``boss``, whose tool runs the agent ``helper`` (agent delegation), and
 the workflow ``summarized``, whose agent ``summarizer`` (OpenAI's Responses API)
-compacts an earlier conversation first (``/v1/responses/compact``); their model the
-scripted server of the test process.
+compacts an earlier conversation first (``/v1/responses/compact``), and ``backgrounder``
+(OpenAI's Responses API in background mode: each request queued, then polled); their
+model the scripted server of the test process.
 
 Environment (read at import): ``AGENT_LLM_URL`` (the scripted server), ``AGENT_GATE``
 (``slow_fetch`` waits until this file exists), ``AGENT_TOOL_LOG`` (each tool execution
@@ -101,3 +102,13 @@ async def summarized(prompt: str) -> str:
     earlier = [ModelRequest.user_text_prompt("Where is Paris?"),
                ModelResponse(parts=[TextPart("In France.")])]
     return (await summarizer.run(prompt, message_history=earlier, compact=True)).output
+
+
+# Background mode (the background crash test): each request of ``backgrounder`` is
+# queued (``"background": true``), then polled (``GET /v1/responses/{id}``); it calls
+# ``slow_fetch``, and answers.
+backgrounder = TetherAgent(
+    Agent(OpenAIResponsesModel("gpt-5.2", provider=provider,
+                               settings={"openai_background": True}),
+          name="backgrounder", tools=[slow_fetch]),
+    app=app, durability=TetherDurability(prices={"gpt-5.2": (2.0, 16.0)}, live=False))

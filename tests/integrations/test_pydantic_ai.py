@@ -1357,6 +1357,92 @@ async def test_each_attempt_of_a_cancellation_is_one_http_request(sqlite_url: st
     assert info.metrics.get("llm.calls") == 1 and not info.metrics.get("cost.usd")
 
 
+async def test_a_background_request_is_one_call_in_the_ledger(
+        sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """One request in OpenAI's background mode: its create answers at once ``queued``
+    (no usage yet), pydantic-ai polls it (``GET /v1/responses/{id}``, a second
+    ``model.request`` step) and the poll answers it completed, with the job's usage.
+    The ledger counts one call, its tokens and cost once (the completed answer's), and
+    no "answered without usage" warning is logged for the queued answer; the poll's
+    record says ``poll``. Until 2026-12-07 the create was a call of 0 tokens (and a
+    warning) and the poll that completed it another: two calls for one request."""
+    async with ScriptedResponsesServer(script=[
+            Reply("Otters, in space.", input_tokens=3_000, output_tokens=400)]) as server:
+        app = App(sqlite_url)
+        provider = backgrounded(app, server, wrapped=False)
+        with caplog.at_level("WARNING", logger="tether"):
+            async with app, app.worker():
+                handle = await app.start("bg", "Write a novel about otters", run_id="b1")
+                assert await handle.result(timeout=60) == "Otters, in space."
+                info = await app.get_run("b1")
+        await provider.client.close()
+    job = next(iter(server.background))
+    assert [(r.method, r.path, r.outcome) for r in server.requests] == [
+        ("POST", "/v1/responses", "queued"), ("GET", f"/v1/responses/{job}", "reply")]
+    assert info.metrics["llm.calls"] == 1
+    assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (3_000, 400)
+    assert info.metrics["cost.usd"] == pytest.approx((3_000 * 0.40 + 400 * 1.60) / 1e6)
+    assert not [r for r in caplog.records if "without the usage" in r.getMessage()]
+    assert [e["name"] for e in info.journal] == ["pydantic_ai:bg__model.request"] * 2
+    queued, polled = (e["result"] for e in info.journal)
+    assert queued["result"]["state"] == "suspended" and "poll" not in queued
+    assert polled["poll"] is True and polled["usage"]["input_tokens"] == 3_000
+    out = tether_cli("show", "b1", db=sqlite_url).stdout
+    assert "LLM spent:        1 call, 3,000 input + 400 output tokens" in out, out
+
+
+async def test_a_background_request_is_budgeted_as_one_request(sqlite_url: str) -> None:
+    """The budget of a run whose requests go in background mode: the first request is
+    admitted before it is sent, the completed job's cost (its poll's usage) spends the
+    budget, and the agent's next request is refused before it is sent
+    (``BudgetExceeded``): the server saw the first job's create and poll only. And a
+    budget spent already refuses the create itself: nothing is sent."""
+    call = {"name": "population", "arguments": {"city": "Paris"}}
+    async with ScriptedResponsesServer(script=[
+            Reply(tool_calls=[call], input_tokens=30_000, output_tokens=1_000),
+            Reply("never sent")]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                     settings={"openai_background": True})
+        agent = Agent(model, name="bgb")
+
+        @agent.tool_plain
+        def population(city: str) -> float:
+            """The population of a city, in millions."""
+            return 2.1
+
+        app = App(sqlite_url)
+        TetherAgent(agent, app=app, budget=Budget(usd=0.01, on_exceed="fail"),
+                    durability=TetherDurability(live=False))
+        spent = TetherAgent(Agent(model, name="spent"), app=app,
+                            budget=Budget(usd=0.0, on_exceed="fail"),
+                            durability=TetherDurability(live=False))
+        async with app, app.worker():
+            with pytest.raises(RunFailed, match=r"BudgetExceeded"):
+                await (await app.start("bgb", "How many in Paris?",
+                                       run_id="bb1")).result(timeout=60)
+            info = await app.get_run("bb1")
+            sent = len(server.requests)
+            with pytest.raises(RunFailed, match=r"BudgetExceeded"):
+                await (await spent.start("Anything", run_id="bb2")).result(timeout=60)
+            refused = await app.get_run("bb2")
+        await provider.client.close()
+    assert [(r.method, r.outcome) for r in server.requests] == [
+        ("POST", "queued"), ("GET", "reply")]
+    assert sent == 2
+    assert [(e["name"], e["status"]) for e in info.journal] == [
+        ("pydantic_ai:bgb__model.request", "ok"), ("pydantic_ai:bgb__model.request", "ok"),
+        ("pydantic_ai:bgb__function_toolset__<agent>.call_tool:population", "ok"),
+        ("pydantic_ai:bgb__model.request", "error")]
+    assert info.journal[3]["error"]["type"] == "tether.ai.BudgetExceeded"
+    assert info.metrics["llm.calls"] == 1
+    assert info.metrics["tokens.input"] == 30_000
+    assert info.metrics["cost.usd"] == pytest.approx((30_000 * 0.40 + 1_000 * 1.60) / 1e6)
+    assert [(e["name"], e["status"]) for e in refused.journal] == [
+        ("pydantic_ai:spent__model.request", "error")]
+    assert not refused.metrics.get("llm.calls")
+
+
 OPENAI_COMPACTION = "pydantic_ai:summarizer__model.compact_messages"
 
 

@@ -2,10 +2,12 @@
 two model requests: a new worker finishes it, the scripted server's request log shows
 no request sent twice, the completed tool call is not run again, and the typed output
 equals an uninterrupted run's. And killed between two attempts of a model request
-whose streams were cut: what the cut attempts were paid still counts."""
+whose streams were cut: what the cut attempts were paid still counts. And killed after a
+request in OpenAI's background mode: it is one call, spent once and saved once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -280,3 +282,54 @@ async def test_sigkill_after_a_compaction_sends_it_once(tmp_path: Path,
     # The new worker replayed the compaction and the first request.
     assert after.metrics["saved.calls"] == 2
     assert after.metrics["saved.tokens.input"] == 3_400
+
+
+async def test_sigkill_after_a_background_request_counts_it_once(tmp_path: Path,
+                                                                 store_url: str) -> None:
+    """``backgrounder`` sends each request in OpenAI's background mode (queued, then
+    polled: two ``model.request`` steps for one request); its first asks for
+    ``slow_fetch``, and the worker is killed with SIGKILL while the tool runs. The new
+    worker answers the first job's create and poll from the journal and sends only the
+    second job's: each job reached the provider once, and the ledger counts each
+    request once, spent or saved (until 2026-12-07 each job counted two calls, and the
+    replayed one two saved calls)."""
+    tmp = tmp_path / "b"
+    tmp.mkdir()
+    script = [Reply(tool_calls=[{"name": "slow_fetch",
+                                 "arguments": {"url": "https://example.org/otters"}}],
+                    input_tokens=400, output_tokens=10),
+              Reply("Otters float.", input_tokens=500, output_tokens=6)]
+    async with ScriptedResponsesServer(script=script) as server:
+        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
+        first = workers.start()
+        try:
+            async with App(store_url) as app:
+                await start_by_name(app, "bg1", "backgrounder", "Do otters float?")
+                await wait_for(lambda: any(t["tool"] == "slow_fetch"
+                                           for t in tool_log(tmp / "tools.jsonl")),
+                               timeout=30, what="slow_fetch starts")
+                os.kill(first.pid, signal.SIGKILL)
+                first.wait(10)
+                before = [(r.method, r.outcome) for r in server.requests]
+                (tmp / "gate").touch()
+                workers.start()
+                answer = await app.handle("bg1").result(timeout=60)
+                after = await app.get_run("bg1")
+        finally:
+            workers.stop_all()
+    assert before == [("POST", "queued"), ("GET", "reply")]
+    assert [(r.method, r.outcome) for r in server.requests] == [*before, *before]
+    sent = [(r.method, r.path, json.dumps(r.body, sort_keys=True)) for r in server.requests]
+    assert len(set(sent)) == len(sent), "the model received a request twice"
+    assert answer == "Otters float."
+    request = "pydantic_ai:backgrounder__model.request"
+    assert [e["name"] for e in after.journal] == [
+        request, request,
+        "pydantic_ai:backgrounder__function_toolset__<agent>.call_tool:slow_fetch",
+        request, request]
+    assert after.metrics["llm.calls"] == 2
+    assert after.metrics["tokens.input"] == 400 + 500
+    assert after.metrics["cost.usd"] == pytest.approx((900 * 2.0 + 16 * 16.0) / 1e6)
+    # The new worker replayed the first job: its create and its poll, one request.
+    assert after.metrics["saved.calls"] == 1
+    assert after.metrics["saved.tokens.input"] == 400

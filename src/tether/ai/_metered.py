@@ -23,6 +23,16 @@ The journaled result is ``{"result": <the request's JSON>, "usage": {...}, "mode
 record journaled before the operation was metered (``call(unmetered=)`` tells it) is
 returned as it is and counts nothing.
 
+A provider that runs a request as a job (OpenAI's background mode: the request answers
+at once ``queued``, polls of the job answer it later, their usage the job's so far)
+is metered as one call: the request that queued the job is the call (admitted by the
+budget, counted in ``llm.calls``), its answer without usage yet (``call(pending=)``
+tells it) says nothing of it; each poll is a ``call(polls=True)``, not a new call
+(no ``llm.calls``, no ``saved.calls``, not refused by the budget: the job runs and is
+paid whether or not it is read), that counts the tokens and cost its answer tells
+beyond what the earlier polls told (its ``usage`` reader subtracts them); its record
+says ``"poll": true``.
+
 A failed attempt counts what it was paid as ``LLM``'s do (``_accounting.paid_by``):
 nothing for an error with no answer begun (a 429, a 5xx, a refused connection);
 for a stream that failed after it began, what the provider told
@@ -114,7 +124,9 @@ class MeteredModel:
                    usage: UsageOf, estimate_tokens: int = 0, max_output_tokens: int = 0,
                    args: Mapping[str, Any] | None = None,
                    budget: Budget | None = None,
-                   unmetered: Callable[[Any], bool] | None = None) -> Any:
+                   unmetered: Callable[[Any], bool] | None = None,
+                   pending: Callable[[Any], bool] | None = None,
+                   polls: bool = False) -> Any:
         """Make ``request()`` one durable, metered operation named ``name``.
 
         Args:
@@ -134,6 +146,15 @@ class MeteredModel:
                 (by a plain step of an earlier version: the request's own result, not
                 a metered record): replay returns such a record as it is and counts
                 nothing for it (no ``saved.*``, nothing against the budget).
+            pending: tells an answer whose usage the provider tells later (a job it
+                queued or still runs, OpenAI's background mode): no "answered without
+                usage" warning for it; the poll that completes the job counts it.
+            polls: this call polls a job that an earlier call of the run sent (that
+                call was counted): it is no new call (no ``llm.calls``, no
+                ``saved.calls`` on replay), is not refused by the budget (nor needs a
+                price for it), takes no tokens from a TPM limit, and counts the tokens
+                and cost its answer tells (``usage`` should tell those beyond what the
+                earlier polls of the job told: the job's usage is cumulative).
 
         Outside a workflow (or inside a step) it is ``await request()``.
 
@@ -163,7 +184,7 @@ class MeteredModel:
                 limit = spending.effective(budget)
                 body = self._body(run, request, model=model, usage=usage, limit=limit,
                                   claim=claim, estimate=estimate_tokens,
-                                  max_out=max_output_tokens)
+                                  max_out=max_output_tokens, pending=pending, polls=polls)
                 try:
                     record = await ext.step(name, body, journaled, retry=self.retry,
                                             on_replay=on_replay, on_recorded=on_recorded)
@@ -185,7 +206,9 @@ class MeteredModel:
 
     def _body(self, run: ext.Run, request: Callable[[], Awaitable[Any]], *, model: str,
               usage: UsageOf, limit: Budget | None, claim: Claim, estimate: int,
-              max_out: int) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+              max_out: int, pending: Callable[[Any], bool] | None = None,
+              polls: bool = False
+              ) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         spending = spending_of(run)
 
         async def metered_call(journaled: dict[str, Any]) -> dict[str, Any]:
@@ -196,19 +219,23 @@ class MeteredModel:
             price = self.prices.price(model)
             bound = output_bound(max_out or None)  # (0: none given)
             try:
-                require_price(spending, limit, model=model, priced=price.known)
-                await spending.admit(
-                    limit, claim, estimate_tokens=estimate,
-                    estimate_usd=estimate * price.input_per_million / 1_000_000,
-                    bound_tokens=estimate + bound,
-                    bound_usd=(estimate * price.input_per_million
-                               + bound * price.output_per_million) / 1_000_000)
+                if polls:  # (the job is sent and paid: its poll is not refused)
+                    await spending.admit(None, claim, estimate_tokens=0, estimate_usd=0.0,
+                                         bound_tokens=0, bound_usd=0.0)
+                else:
+                    require_price(spending, limit, model=model, priced=price.known)
+                    await spending.admit(
+                        limit, claim, estimate_tokens=estimate,
+                        estimate_usd=estimate * price.input_per_million / 1_000_000,
+                        bound_tokens=estimate + bound,
+                        bound_usd=(estimate * price.input_per_million
+                                   + bound * price.output_per_million) / 1_000_000)
             except BaseException as exc:  # (refused: journaled with what was paid)
                 paid.mark(exc)
                 raise
             record = await paid.attempt(
                 self._attempt(run, request, model=model, usage=usage, estimate=estimate,
-                              max_out=max_out),
+                              max_out=max_out, pending=pending, polls=polls),
                 spending=spending, claim=claim, price=price, estimate_input=estimate)
             spending.answered(claim, *_cost(record))
             return paid.record(record)
@@ -216,14 +243,16 @@ class MeteredModel:
         return metered_call
 
     async def _attempt(self, run: ext.Run, request: Callable[[], Awaitable[Any]], *,
-                       model: str, usage: UsageOf, estimate: int,
-                       max_out: int) -> dict[str, Any]:
-        """One admitted attempt: breaker, rate limits, the request, its price."""
+                       model: str, usage: UsageOf, estimate: int, max_out: int,
+                       pending: Callable[[Any], bool] | None = None,
+                       polls: bool = False) -> dict[str, Any]:
+        """One admitted attempt: breaker, rate limits, the request, its price (a poll of
+        a job: no new call, its tokens taken from no TPM limit)."""
         gate = await ProviderGate.enter(
             run.shared, self.provider_key, breaker=self.breaker, rate=self.rate,
             api_key=lambda: self._api_key or os.environ.get(
                 f"{self.provider.upper().replace('-', '_')}_API_KEY", ""),
-            tokens=estimate + max_out, clock=run.clock)
+            tokens=0 if polls else estimate + max_out, clock=run.clock)
         try:
             result = await request()
         except (RetryableProviderError, FatalProviderError) as exc:
@@ -240,18 +269,23 @@ class MeteredModel:
             raise
         await gate.answered()
         used, answered = usage(result)
-        if used.total_tokens <= 0:
+        if used.total_tokens <= 0 and (pending is None or not pending(result)):
             _warn_no_usage(self.provider_key)
         price = self.prices.price(answered) if answered else self.prices.price(model)
         if not price.known:
             price = self.prices.price(model)
         cost = price.cost(used)
-        record = {"result": result, "usage": used.to_dict(), "model": answered or model,
-                  "cost_usd": cost, "priced": price.known}
-        deltas = {"llm.calls": 1.0, "tokens.input": float(used.input_tokens),
+        record: dict[str, Any] = {"result": result, "usage": used.to_dict(),
+                                  "model": answered or model, "cost_usd": cost,
+                                  "priced": price.known}
+        deltas = {"tokens.input": float(used.input_tokens),
                   "tokens.output": float(used.output_tokens), "cost.usd": cost}
-        if not price.known:
-            deltas["llm.unpriced_calls"] = 1.0
+        if polls:  # (the call that sent the job counted it)
+            record["poll"] = True
+        else:
+            deltas["llm.calls"] = 1.0
+            if not price.known:
+                deltas["llm.unpriced_calls"] = 1.0
         run.add_metrics(deltas)
         return record
 
@@ -284,7 +318,9 @@ def saved_metrics(value: Any) -> dict[str, float] | None:
     if not isinstance(value, Mapping) or "usage" not in value:
         return None
     used = Usage.from_dict(value.get("usage") or {})
-    return {"saved.calls": 1.0, "saved.tokens.input": float(used.input_tokens),
+    # (a job's poll is no call of its own: the call that sent the job is counted)
+    return {"saved.calls": 0.0 if value.get("poll") else 1.0,
+            "saved.tokens.input": float(used.input_tokens),
             "saved.tokens.output": float(used.output_tokens),
             "saved.cost.usd": float(value.get("cost_usd", 0.0))}
 

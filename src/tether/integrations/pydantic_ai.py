@@ -720,7 +720,28 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
             else {}
         return await self._metered_step(operation_id, name, body, messages, settings,
-                                        stream=operation_id.streaming)
+                                        stream=operation_id.streaming,
+                                        polled=self._polled_job(operation_id, messages))
+
+    def _polled_job(self, operation_id: _ModelOperationId,
+                    messages: object) -> ModelResponse | None:
+        """The suspended response whose server-side job a model request polls (OpenAI's
+        background mode: pydantic-ai's continuation of a response ``queued`` or
+        ``in_progress``, which retrieves it), else None. A continuation that generates
+        anew (Anthropic's ``pause_turn``, which continues at once) is a request of its
+        own; a job's poll is not: the model gives it a ``continuation_delay``."""
+        if not isinstance(messages, Sequence) or not messages:
+            return None
+        last = messages[-1]
+        if not isinstance(last, ModelResponse) or last.state != "suspended":
+            return None
+        model = self._model_of(operation_id)
+        if isinstance(model, Model):
+            try:
+                return last if model.continuation_delay(last) is not None else None
+            except Exception:  # (a model of its own that cannot tell: as OpenAI's marks it)
+                pass
+        return last if (last.provider_details or {}).get("background") else None
 
     async def _compaction_step(self, operation_id: ModelCompactMessagesId, name: str,
                                body: Callable[[], Awaitable[object]],
@@ -739,10 +760,18 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
     async def _metered_step(self, operation_id: _ModelOperationId, name: str,
                             body: Callable[[], Awaitable[object]], messages: object,
                             settings: Mapping[str, Any], *, stream: bool = False,
-                            unmetered: Callable[[Any], bool] | None = None) -> object:
+                            unmetered: Callable[[Any], bool] | None = None,
+                            polled: ModelResponse | None = None) -> object:
         """A provider request answered with a ``ModelResponse`` (a model request, a
         compaction) as one metered step (``MeteredModel.call``): budget, breaker, rate
-        limits and ledger, each attempt one HTTP request (``_provider_attempt``)."""
+        limits and ledger, each attempt one HTTP request (``_provider_attempt``).
+
+        A background job (OpenAI's background mode) is one call: the request that
+        queues it is metered as any request (its answer, ``queued`` without usage yet,
+        warns of none: ``_suspended``); a request that polls it (``polled``: the
+        suspended response it retrieves) is no new call and is not refused by the
+        budget, and counts the usage its answer tells beyond ``polled``'s (the job's
+        usage is cumulative; ``MeteredModel.call(polls=True)``)."""
         provider, base_url, model = self._model_for(operation_id)
         meter = self._meter(provider, base_url)
         try:
@@ -751,11 +780,13 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
             size = 0
         max_out = settings.get("max_tokens", 0)
         request = partial(_provider_attempt, provider, body, **self._sent_with(operation_id))
-        return await meter.call(name, request, model=model, usage=_usage_of,
+        return await meter.call(name, request, model=model,
+                                usage=_usage_of if polled is None else _usage_beyond(polled),
                                 estimate_tokens=size // 4 + 1,
                                 max_output_tokens=max_out if isinstance(max_out, int) else 0,
                                 args={"model": f"{provider}:{model}", "stream": stream},
-                                unmetered=unmetered)
+                                unmetered=unmetered, pending=_suspended,
+                                polls=polled is not None)
 
     async def _model_operation_step(self, operation_id: _ModelOperationId, name: str,
                                     body: Callable[[], Awaitable[object]],
@@ -827,6 +858,34 @@ def _usage_of(result: Any) -> tuple[Usage, str | None]:
         usage.get("cache_read_tokens"), usage.get("cache_write_tokens"),
         usage.get("cache_write_1h_tokens"))
     return used, (model if isinstance(model, str) and model else None)
+
+
+def _suspended(result: Any) -> bool:
+    """Whether a journaled ModelResponse (or streamed result) is suspended: a job the
+    provider queued or still runs (OpenAI's background mode), its usage told when it
+    completes, by the poll that completes it."""
+    response = result
+    if isinstance(result, Mapping) and "response" in result and "usage" not in result:
+        response = result["response"]
+    return isinstance(response, Mapping) and response.get("state") == "suspended"
+
+
+def _usage_beyond(polled: ModelResponse) -> Callable[[Any], tuple[Usage, str | None]]:
+    """``_usage_of`` less the usage of ``polled``, the suspended response a request polls:
+    a background job's answer tells its usage so far, of which the earlier polls
+    counted ``polled``'s."""
+    told = polled.usage
+
+    def usage_of(result: Any) -> tuple[Usage, str | None]:
+        used, model = _usage_of(result)
+        return Usage(
+            max(0, used.input_tokens - told.input_tokens),
+            max(0, used.output_tokens - told.output_tokens)).cached(
+                max(0, used.cache_read_tokens - told.cache_read_tokens),
+                max(0, used.cache_write_tokens - told.cache_write_tokens),
+                max(0, used.cache_write_1h_tokens - told.cache_write_1h_tokens)), model
+
+    return usage_of
 
 
 class TetherAgent(Generic[AgentDepsT, OutputT]):
