@@ -152,7 +152,8 @@ class MeteredModel:
             polls: this call polls a job that an earlier call of the run sent (that
                 call was counted): it is no new call (no ``llm.calls``, no
                 ``saved.calls`` on replay), is not refused by the budget (nor needs a
-                price for it), takes no tokens from a TPM limit, and counts the tokens
+                price for it), takes no prompt estimate from a TPM limit (the
+                breaker and RPM count it as a request), and counts the tokens
                 and cost its answer tells (``usage`` should tell those beyond what the
                 earlier polls of the job told: the job's usage is cumulative).
 
@@ -247,7 +248,7 @@ class MeteredModel:
                        pending: Callable[[Any], bool] | None = None,
                        polls: bool = False) -> dict[str, Any]:
         """One admitted attempt: breaker, rate limits, the request, its price (a poll of
-        a job: no new call, its tokens taken from no TPM limit)."""
+        a job: no new call, no prompt estimate taken from a TPM limit)."""
         gate = await ProviderGate.enter(
             run.shared, self.provider_key, breaker=self.breaker, rate=self.rate,
             api_key=lambda: self._api_key or os.environ.get(

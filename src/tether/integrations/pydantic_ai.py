@@ -15,7 +15,11 @@ Model requests also go through ``tether.ai.MeteredModel``: the run's budget
 (``tether.ai.set_budget`` or ``TetherAgent(budget=)``), the provider's shared circuit
 breaker, RPM/TPM limits, and the cost ledger (``llm.calls``, ``tokens.*``, ``cost.usd``,
 and ``saved.*`` for what replay answered), so ``tether show`` and ``tether budget`` work
-as for ``tether.ai.Agent``. A streamed request cut after its first event (pydantic-ai
+as for ``tether.ai.Agent``. A request in OpenAI's background mode is one call: the
+request that queues the job is metered (its queued answer, without usage yet, warns of
+none), and each poll of the job (a request continuing the suspended response) counts
+the usage it tells beyond the polled response's, but no call and no budget refusal
+(``MeteredModel.call(polls=True)``). A streamed request cut after its first event (pydantic-ai
 raises ``ModelConnectionError`` for a dropped connection, ``ModelServerError`` for an
 error event) becomes a ``RetryableProviderError`` whose ``delivered`` is the characters
 of text, thinking and tool calls its events carried: the attempt was billed, and
