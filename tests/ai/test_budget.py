@@ -497,6 +497,64 @@ async def test_metered_requests_reserve_the_budget_too(sqlite_url: str) -> None:
     await app.close()
 
 
+async def test_a_metered_jobs_polls_are_one_call_and_never_refused(
+        sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``MeteredModel`` and a job (OpenAI's background mode) under ``Budget(tokens=
+    1_500)``: the request that queues it answers without usage (``pending=``: no
+    warning) and is the call; another request then spends 1,400 tokens; the job's poll
+    (``polls=True``, estimated 990: a request would be refused) is not refused, adds no
+    call, and counts the 1,000 tokens the job used, so the next request is refused.
+    Replayed (the run released by a sleep), the job is one saved call."""
+    async def queue() -> dict[str, Any]:
+        return {"state": "suspended", "usage": {"input_tokens": 0, "output_tokens": 0}}
+
+    async def other() -> dict[str, Any]:
+        return {"state": "complete", "usage": {"input_tokens": 1_300, "output_tokens": 100}}
+
+    async def poll() -> dict[str, Any]:
+        return {"state": "complete", "usage": {"input_tokens": 900, "output_tokens": 100}}
+
+    def usage(result: Any) -> tuple[Usage, str | None]:
+        return Usage.from_dict(result["usage"]), None
+
+    def pending(result: Any) -> bool:
+        return bool(result["state"] == "suspended")
+
+    meter = MeteredModel("openai", base_url="http://jobs.invalid", breaker=None)
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def wf() -> str:
+        set_budget(Budget(tokens=1_500, on_exceed="fail"))
+        await meter.call("metered:queue", queue, model="gpt-4.1-mini", usage=usage,
+                         estimate_tokens=10, pending=pending)
+        await meter.call("metered:other", other, model="gpt-4.1-mini", usage=usage,
+                         estimate_tokens=10, pending=pending)
+        await meter.call("metered:poll", poll, model="gpt-4.1-mini", usage=usage,
+                         estimate_tokens=990, pending=pending, polls=True)
+        await tether.sleep(0.3)  # (past sticky_wait: the next execution replays)
+        try:
+            await meter.call("metered:next", other, model="gpt-4.1-mini", usage=usage,
+                             estimate_tokens=10, pending=pending)
+        except BudgetExceeded as exc:
+            return f"refused at {exc.spent_tokens}"
+        return "sent"
+
+    with caplog.at_level("WARNING", logger="tether.ai"):
+        async with app, app.worker(sticky_wait=0.05, poll_interval=0.05):
+            assert await (await app.start(wf, run_id="jobs")).result(timeout=30) == \
+                "refused at 2400"
+            info = await app.get_run("jobs")
+    assert not [r for r in caplog.records if "without the usage" in r.getMessage()]
+    assert [e["name"] for e in info.journal if e["kind"] == "step"] == [
+        "metered:queue", "metered:other", "metered:poll", "metered:next"]
+    assert info.journal[2]["result"]["poll"] is True
+    assert info.metrics["llm.calls"] == 2
+    assert info.metrics["tokens.input"] + info.metrics["tokens.output"] == 2_400
+    assert info.metrics["saved.calls"] == 2
+    assert info.metrics["saved.tokens.input"] == 1_300 + 900
+
+
 @pytest.mark.parametrize("decided", ["live", "on replay"])
 async def test_a_metered_call_that_fails_for_good_counts_its_paid_attempts(
         store_url: str, decided: str) -> None:
