@@ -42,7 +42,7 @@ from tests import forked
 from tests.ai.test_mcp import calls, free_port, start_http_server, stop_process
 from tests.engine.helpers import status_is, wait_for
 from tether import App, RunFailed
-from tether.ai import Budget, set_budget
+from tether.ai import Budget, Usage, set_budget
 from tether.errors import ConfigError
 from tether.ext import shared_state
 from tether.integrations.pydantic_ai import TetherAgent, TetherDurability
@@ -1389,6 +1389,20 @@ async def test_a_background_request_is_one_call_in_the_ledger(
     assert polled["poll"] is True and polled["usage"]["input_tokens"] == 3_000
     out = tether_cli("show", "b1", db=sqlite_url).stdout
     assert "LLM spent:        1 call, 3,000 input + 400 output tokens" in out, out
+
+
+def test_a_polls_usage_is_what_the_job_used_beyond_the_polled_response() -> None:
+    """A background job's answer tells its usage so far (pydantic-ai replaces the
+    suspended response with it): a poll counts what is beyond the response it polled,
+    which an earlier poll counted, never less than 0."""
+    from tether.integrations.pydantic_ai import _usage_beyond
+
+    polled = ModelResponse(parts=[], state="suspended", usage=RequestUsage(
+        input_tokens=3_000, output_tokens=100, cache_read_tokens=1_000))
+    done = {"state": "complete", "model_name": "gpt-5.2", "usage": {
+        "input_tokens": 3_000, "output_tokens": 400, "cache_read_tokens": 1_000}}
+    assert _usage_beyond(polled)(done) == (Usage(0, 300), "gpt-5.2")
+    assert _usage_beyond(polled)({**done, "usage": {}}) == (Usage(0, 0), "gpt-5.2")
 
 
 async def test_a_background_request_is_budgeted_as_one_request(sqlite_url: str) -> None:
