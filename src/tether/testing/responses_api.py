@@ -203,16 +203,8 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             await self._error(conn, rec, 400, "Missing required parameter: 'model'.",
                               outcome="invalid")
             return
-        try:
-            index, step = await self._take_step(rec)
-        except _Exhausted:
-            await self._error(conn, rec, 500, "script exhausted: the scripted LLM server got "
-                              f"request #{len(self.requests)} and has no step left for it",
-                              outcome="exhausted")
-            return
-        rec.step = index
-        if isinstance(step, Fault):
-            await self._fault(conn, rec, step)
+        step = await self._scripted(conn, rec)
+        if step is None:
             return
         given = body.get("input")
         given = [{"role": "user", "content": given}] if isinstance(given, str) else given
@@ -269,16 +261,8 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                                                       status=status),
                                      "id": response_id, "background": True, "usage": None})
             return
-        try:
-            index, step = await self._take_step(rec)
-        except _Exhausted:
-            await self._error(conn, rec, 500, "script exhausted: the scripted LLM server got "
-                              f"request #{len(self.requests)} and has no step left for it",
-                              outcome="exhausted")
-            return
-        rec.step = index
-        if isinstance(step, Fault):
-            await self._fault(conn, rec, step)
+        step = await self._scripted(conn, rec)
+        if step is None:
             return
         self.background[response_id] = (made, "completed")
         rec.status, rec.outcome = 200, "reply"
@@ -315,22 +299,30 @@ class ScriptedResponsesServer(ScriptedLLMServer):
             rec.status, rec.outcome = 200, "queued"
             await conn.respond(200, queued, headers={"x-request-id": self._next_id("req_")})
             return
+        step = await self._scripted(conn, rec)
+        if step is not None:
+            await self._responses_reply(conn, rec, step)
+
+    async def _scripted(self, conn: _Conn, rec: RecordedRequest) -> Reply | None:
+        """The script's step for ``rec``: its ``Reply``, or None when the request was
+        answered already (a ``Fault`` acted, the script exhausted, a step that raised:
+        a 500 saying so)."""
         try:
             index, step = await self._take_step(rec)
         except _Exhausted:
             await self._error(conn, rec, 500, "script exhausted: the scripted LLM server got "
                               f"request #{len(self.requests)} and has no step left for it",
                               outcome="exhausted")
-            return
+            return None
         except Exception as exc:
             await self._error(conn, rec, 500, f"a scripted step raised {type(exc).__name__}: "
                               f"{exc}", outcome="step_error")
-            return
+            return None
         rec.step = index
         if isinstance(step, Fault):
             await self._fault(conn, rec, step)
-        else:
-            await self._responses_reply(conn, rec, step)
+            return None
+        return step
 
     async def _responses_reply(self, conn: _Conn, rec: RecordedRequest, reply: Reply) -> None:
         if reply.delay > 0:
