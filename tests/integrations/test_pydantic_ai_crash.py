@@ -91,6 +91,30 @@ async def run_agent(tmp: Path, db: str, *, kill: bool) -> dict[str, Any]:
         return out
 
 
+async def killed_in_slow_fetch(tmp: Path, store_url: str, server: Any, run_id: str,
+                               workflow: str, prompt: str) -> tuple[list[Any], Any, Any]:
+    """Start ``workflow`` with ``prompt`` on one worker, SIGKILL it while ``slow_fetch``
+    runs, start another: (the requests the server had at the kill, the run's answer, the
+    run after)."""
+    workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
+    first = workers.start()
+    try:
+        async with App(store_url) as app:
+            await start_by_name(app, run_id, workflow, prompt)
+            await wait_for(lambda: any(t["tool"] == "slow_fetch"
+                                       for t in tool_log(tmp / "tools.jsonl")),
+                           timeout=30, what="slow_fetch starts")
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+            before = list(server.requests)
+            (tmp / "gate").touch()
+            workers.start()
+            answer = await app.handle(run_id).result(timeout=60)
+            return before, answer, await app.get_run(run_id)
+    finally:
+        workers.stop_all()
+
+
 async def test_sigkill_between_model_requests_repeats_none(tmp_path: Path,
                                                            store_url: str) -> None:
     killed = await run_agent(tmp_path / "killed", store_url, kill=True)
@@ -204,23 +228,9 @@ async def test_sigkill_after_a_delegated_agent_repeats_none_of_its_requests(
     tmp = tmp_path / "d"
     tmp.mkdir()
     async with ScriptedLLMServer(responder=delegation_respond) as server:
-        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
-        first = workers.start()
-        try:
-            async with App(store_url) as app:
-                await start_by_name(app, "d1", "boss", "Ask the helper")
-                await wait_for(lambda: any(t["tool"] == "slow_fetch"
-                                           for t in tool_log(tmp / "tools.jsonl")),
-                               timeout=30, what="slow_fetch starts")
-                os.kill(first.pid, signal.SIGKILL)
-                first.wait(10)
-                assert len(server.requests) == 3
-                (tmp / "gate").touch()
-                workers.start()
-                answer = await app.handle("d1").result(timeout=60)
-                after = await app.get_run("d1")
-        finally:
-            workers.stop_all()
+        before, answer, after = await killed_in_slow_fetch(tmp, store_url, server, "d1",
+                                                           "boss", "Ask the helper")
+    assert len(before) == 3
     assert answer == "four / page https://example.org/four: 42 words"
     assert len(server.requests) == 4
     assert_no_request_twice(list(server.requests))
@@ -251,23 +261,9 @@ async def test_sigkill_after_a_compaction_sends_it_once(tmp_path: Path,
                     input_tokens=400, output_tokens=10),
               Reply("Rome is in Italy.", input_tokens=500, output_tokens=6)]
     async with ScriptedResponsesServer(script=script) as server:
-        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
-        first = workers.start()
-        try:
-            async with App(store_url) as app:
-                await start_by_name(app, "s1", "summarized", "And Rome?")
-                await wait_for(lambda: any(t["tool"] == "slow_fetch"
-                                           for t in tool_log(tmp / "tools.jsonl")),
-                               timeout=30, what="slow_fetch starts")
-                os.kill(first.pid, signal.SIGKILL)
-                first.wait(10)
-                before = [r.path for r in server.requests]
-                (tmp / "gate").touch()
-                workers.start()
-                answer = await app.handle("s1").result(timeout=60)
-                after = await app.get_run("s1")
-        finally:
-            workers.stop_all()
+        sent, answer, after = await killed_in_slow_fetch(tmp, store_url, server, "s1",
+                                                         "summarized", "And Rome?")
+    before = [r.path for r in sent]
     assert before == ["/v1/responses/compact", "/v1/responses"]
     assert [r.path for r in server.requests] == [*before, "/v1/responses"]
     assert_no_request_twice(list(server.requests))
@@ -300,23 +296,9 @@ async def test_sigkill_after_a_background_request_counts_it_once(tmp_path: Path,
                     input_tokens=400, output_tokens=10),
               Reply("Otters float.", input_tokens=500, output_tokens=6)]
     async with ScriptedResponsesServer(script=script) as server:
-        workers = Workers(APP, store_url, env_for(tmp, server.base_url), tmp)
-        first = workers.start()
-        try:
-            async with App(store_url) as app:
-                await start_by_name(app, "bg1", "backgrounder", "Do otters float?")
-                await wait_for(lambda: any(t["tool"] == "slow_fetch"
-                                           for t in tool_log(tmp / "tools.jsonl")),
-                               timeout=30, what="slow_fetch starts")
-                os.kill(first.pid, signal.SIGKILL)
-                first.wait(10)
-                before = [(r.method, r.outcome) for r in server.requests]
-                (tmp / "gate").touch()
-                workers.start()
-                answer = await app.handle("bg1").result(timeout=60)
-                after = await app.get_run("bg1")
-        finally:
-            workers.stop_all()
+        sent, answer, after = await killed_in_slow_fetch(tmp, store_url, server, "bg1",
+                                                         "backgrounder", "Do otters float?")
+    before = [(r.method, r.outcome) for r in sent]
     assert before == [("POST", "queued"), ("GET", "reply")]
     assert [(r.method, r.outcome) for r in server.requests] == [*before, *before]
     sent = [(r.method, r.path, json.dumps(r.body, sort_keys=True)) for r in server.requests]
