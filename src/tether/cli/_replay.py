@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from tether._fit import say
+from tether._types import ENDED, RunStatus
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -25,6 +26,27 @@ from tether.testing._replayer import DEFAULT_TIMEOUT, ReplayResult, check_histor
 
 #: Exit code when a run does not replay (an unreadable input exits 2).
 EXIT_MISMATCH = 1
+
+#: Every status, and those of a run a worker may still replay (not ended: blocked is
+#: one, resumed once the code replays it): ``--unfinished``.
+_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
+_UNFINISHED: tuple[str, ...] = tuple(s.value for s in RunStatus if s not in ENDED)
+
+
+def _wanted_statuses(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The statuses ``--unfinished`` and ``--status`` ask for (None: every run)."""
+    if not args.unfinished and args.status is None:
+        return None
+    wanted: list[str] = list(_UNFINISHED) if args.unfinished else []
+    for text in args.status or ():
+        found = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [s for s in found if s not in _STATUSES]
+        if bad or not found:
+            raise CliError(f"--status {text!r}: not a list of statuses "
+                           f"({', '.join(_STATUSES)})", 2)
+        wanted.extend(found)
+    # In RunStatus's order, each once.
+    return tuple(s for s in _STATUSES if s in wanted)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -43,7 +65,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Replay recorded runs (history files from `tether export`, or a "
                     "workflow's runs in a store) against the code of MODULE:APP without "
                     "executing anything; print, per run, compatible or the first mismatch. "
-                    "Exit 1 if a run does not replay, 2 on bad input.")
+                    "--unfinished (or --status) checks only the runs a worker may still "
+                    "replay: a deploy gate that ended runs do not fail. "
+                    "Exit 1 if a checked run does not replay, 2 on bad input.")
     p.add_argument("--check", metavar="MODULE:APP", required=True,
                    help="the app whose current code is checked")
     p.add_argument("files", nargs="*", metavar="FILE", help="history files (tether export)")
@@ -53,6 +77,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=bounded_int(1_000_000), default=1000,
                    help="with --workflow: at most this many runs (1 to 1,000,000), newest first "
                         "(default 1000)")
+    p.add_argument("--unfinished", action="store_true",
+                   help="check only the runs that have not ended (" + ", ".join(_UNFINISHED)
+                        + "): the ones a worker may still replay, so that a check before "
+                        "a deploy is not failed by ended runs (as --status "
+                        + ",".join(_UNFINISHED) + ")")
+    p.add_argument("--status", metavar="S[,S]", action="append",
+                   help="check only the runs of these statuses (" + ", ".join(_STATUSES)
+                        + "; repeat for several, as a comma list does); with --unfinished, "
+                        "the runs of either")
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="give up on a run whose code does not reach its journal's end "
                         f"in SECONDS (default {DEFAULT_TIMEOUT:g})")
@@ -81,6 +114,7 @@ async def replay(args: argparse.Namespace) -> int:
     if not args.files and not args.workflow:
         raise CliError("nothing to check: give history FILES, or --workflow NAME (with --db, "
                        "else the app's store)", 2)
+    statuses = _wanted_statuses(args)
     app = load_app(args.check)
     results: list[ReplayResult] = []
     if args.files:
@@ -89,6 +123,8 @@ async def replay(args: argparse.Namespace) -> int:
         except HistoryError as exc:
             raise CliError(str(exc), 2) from None
         for h in histories:
+            if statuses is not None and h.status not in statuses:
+                continue  # (the status the run had when it was exported)
             results.append(await check_history(app, h, timeout=args.timeout,
                                                 compare_args=args.compare_args))
     else:
@@ -101,7 +137,16 @@ async def replay(args: argparse.Namespace) -> int:
             # The store's workflow filter (run_search: an index on PostgreSQL and SQLite)
             # reads the newest --limit runs of the workflow alone; reading every run
             # (up to 1,000,000) to filter them here took seconds on a large store.
-            runs = await store.run_search(workflow=args.workflow, limit=args.limit)
+            if statuses is None:
+                runs = await store.run_search(workflow=args.workflow, limit=args.limit)
+            else:
+                # One indexed search per status, merged: still the newest --limit runs.
+                runs = [r for status in statuses
+                        for r in await store.run_search(status=status,
+                                                        workflow=args.workflow,
+                                                        limit=args.limit)]
+                runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+                del runs[args.limit:]
             for run in runs:
                 try:
                     history = history_of(run, await store.journal_read(run.run_id),
