@@ -5,7 +5,16 @@ after a crash any worker replays the journal and the run continues where it stop
 """
 
 from tether._app import App, RunHandle
-from tether._context import now, patched, random, run_id, step_attempt, step_key, uuid
+from tether._context import (
+    deprecate_patch,
+    now,
+    patched,
+    random,
+    run_id,
+    step_attempt,
+    step_key,
+    uuid,
+)
 from tether._lifecycle import Retention, continue_as_new
 from tether._operations import ChildHandle, call, set_status, sleep, start_child, wait_for_signal
 from tether._retry import RateLimit, RetryPolicy
@@ -72,6 +81,7 @@ __all__ = [
     "WorkflowNotFound",
     "call",
     "continue_as_new",
+    "deprecate_patch",
     "now",
     "patched",
     "random",

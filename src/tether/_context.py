@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid as _uuid
 
-from tether._operations import now_value, patch_marker, random_value, uuid_value
+from tether._operations import (
+    deprecated_patch_marker,
+    now_value,
+    patch_marker,
+    random_value,
+    uuid_value,
+)
 from tether._replay import RunContext, current_run, current_step
 from tether.errors import OutsideRun
 
@@ -93,3 +99,24 @@ def patched(change_id: str) -> bool:
     if ctx is None:
         return True
     return patch_marker(ctx, change_id)
+
+
+def deprecate_patch(change_id: str) -> None:
+    """Retire ``tether.patched(change_id)``: the code keeps only the patched path.
+
+    Deploy it once no unfinished run took the old path (``tether replay --check
+    --unfinished``)::
+
+        tether.deprecate_patch("fetch-v2")    # was: if tether.patched("fetch-v2"): ...
+        data = await fetch_v2(url)
+
+    A run that recorded the ``patch`` marker here replays it (the marker is taken); a
+    run without it (one that has not got here yet, or whose journal predates the patch
+    and holds nothing here) goes on, and a new run records nothing. The call can then be
+    removed once no unfinished run recorded the marker. Outside a workflow, and in a
+    step, it does nothing. See docs/operations.md, "Patches".
+    """
+    ctx = _workflow_run()
+    if ctx is None:
+        return
+    deprecated_patch_marker(ctx, change_id)

@@ -943,6 +943,17 @@ def patch_marker(ctx: RunContext, change_id: str) -> bool:
     return True
 
 
+def deprecated_patch_marker(ctx: RunContext, change_id: str) -> None:
+    """``tether.deprecate_patch``: takes the ``change_id`` marker where the journal has it
+    at this position (a run that took the patched path); otherwise takes and records
+    nothing, so that the next operation is checked at this position as before."""
+    ctx.check_running()
+    entry = ctx.journal.get(ctx.position)
+    if entry is not None and entry.kind == OperationKind.PATCH and entry.name == change_id:
+        ctx.take_position()
+        ctx.replayed += 1
+
+
 def _iso(ts: float) -> str:
     return utc_datetime(ts).isoformat(timespec="seconds")
 

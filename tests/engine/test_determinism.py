@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tether
-from tests.engine.helpers import status_is, wait_for
+from tests.engine.helpers import journal_has, status_is, wait_for
 from tether import App, RunStatus
 from tether.cli import main
 
@@ -393,3 +393,107 @@ async def test_the_block_names_the_line_of_code_that_asked(store_url: str,
                                      base_url="http://127.0.0.1") as http:
             page = (await http.get("/runs/d")).text
     assert f"The code asking for it: <code>{where}</code>" in page, page
+
+
+def _patch_stage(store_url: str, stage: str, seen: dict[str, list[str]]) -> App:
+    """``flow`` at one stage of a patch's life: ``before`` (no patch), ``patched`` (``if
+    tether.patched("double")``), ``deprecated`` (``tether.deprecate_patch("double")``
+    and the patched path alone), ``removed`` (the patched path alone)."""
+    app = App(store_url)
+
+    @app.step
+    async def fetch(x: int) -> int:
+        return x + 1
+
+    @app.step
+    async def double(x: int) -> int:
+        return x * 2
+
+    @app.workflow(name="flow")
+    async def flow(x: int) -> int:
+        y = await fetch(x)
+        await tether.wait_for_signal("go")
+        seen.setdefault(tether.run_id(), []).append(stage)
+        if stage == "patched":
+            if tether.patched("double"):
+                y = await double(y)
+        elif stage == "deprecated":
+            tether.deprecate_patch("double")
+            y = await double(y)
+        elif stage == "removed":
+            y = await double(y)
+        await tether.wait_for_signal("more")
+        return y
+
+    return app
+
+
+async def _kinds(app: App, run_id: str) -> list[str]:
+    return [e["kind"] for e in (await app.get_run(run_id)).journal]
+
+
+async def test_deprecate_patch_retires_a_patch(store_url: str) -> None:
+    """A patch's life: added (``patched``), retired (``deprecate_patch``: the patched path
+    alone), then removed. Each deploy replays the unfinished runs of the one before."""
+    seen: dict[str, list[str]] = {}
+    before = _patch_stage(store_url, "before", seen)
+    async with before.worker():
+        for run_id in ("old", "old-removed"):  # parked before the patch's position
+            await before.start("flow", 1, run_id=run_id)
+            await wait_for(lambda r=run_id: status_is(before, r, "waiting"))
+    await before.close()
+
+    patched = _patch_stage(store_url, "patched", seen)
+    async with patched.worker():
+        for run_id in ("marked", "marked-removed"):  # record the marker, park after it
+            await patched.start("flow", 1, run_id=run_id)
+            await patched.signal(run_id, "go")
+            await wait_for(lambda r=run_id: journal_has(patched, r, 1, "patch"))
+            await wait_for(lambda r=run_id: status_is(patched, r, "waiting"))
+    assert await _kinds(patched, "marked") == ["step", "signal", "patch", "step"]
+    await patched.close()
+
+    deprecated = _patch_stage(store_url, "deprecated", seen)
+    async with deprecated.worker():
+        # A run that recorded the marker replays it (taken) and completes.
+        await deprecated.signal("marked", "more")
+        assert await deprecated.handle("marked").result(timeout=10) == 4
+        # A run recorded before the patch existed goes on, on the patched path.
+        await deprecated.signal("old", "go")
+        await deprecated.signal("old", "more")
+        assert await deprecated.handle("old").result(timeout=10) == 4
+        # A new run records no marker, and replays after its wait.
+        fresh = await deprecated.start("flow", 1, run_id="fresh")
+        await deprecated.signal("fresh", "go")
+        await wait_for(lambda: journal_has(deprecated, "fresh", 2))
+        await deprecated.signal("fresh", "more")
+        assert await fresh.result(timeout=10) == 4
+        await deprecated.start("flow", 1, run_id="fresh-removed")
+        await deprecated.signal("fresh-removed", "go")
+        await wait_for(lambda: journal_has(deprecated, "fresh-removed", 2))
+        await wait_for(lambda: status_is(deprecated, "fresh-removed", "waiting"))
+    assert await _kinds(deprecated, "marked") == [
+        "step", "signal", "patch", "step", "signal"]
+    assert await _kinds(deprecated, "fresh") == ["step", "signal", "step", "signal"]
+    assert seen["fresh"] == ["deprecated", "deprecated"]  # it ran, then replayed
+    assert seen["marked"][-1] == "deprecated"
+    await deprecated.close()
+
+    removed = _patch_stage(store_url, "removed", seen)
+    async with removed.worker():
+        # Runs begun under the deprecated code (no marker) replay without the call,
+        for run_id in ("fresh-removed", "old-removed"):
+            if run_id == "old-removed":
+                await removed.signal(run_id, "go")
+            await removed.signal(run_id, "more")
+            assert await removed.handle(run_id).result(timeout=10) == 4
+        # but a run that recorded the marker blocks: why the deprecation comes first.
+        await removed.signal("marked-removed", "more")
+        await wait_for(lambda: status_is(removed, "marked-removed", "blocked"))
+        info = await removed.get_run("marked-removed")
+        assert info.error is not None and info.error["recorded"] == ["patch", "double"]
+    await removed.close()
+
+
+async def test_deprecate_patch_outside_a_workflow_does_nothing() -> None:
+    assert tether.deprecate_patch("anything") is None

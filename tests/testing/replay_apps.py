@@ -56,6 +56,21 @@ async def flow_v2(key: str) -> int:
     return await _store2(value + str(go))
 
 
+#: v2 with its patch retired: the audit step alone, after ``deprecate_patch``.
+v2d = App("sqlite:///replay-apps-never-opened.db")
+_fetch2d, _store2d, _audit2d = _steps(v2d)
+
+
+@v2d.workflow(name="flow")
+async def flow_v2d(key: str) -> int:
+    value = await _fetch2d(key)
+    tether.deprecate_patch("audit-before-sleep")
+    await _audit2d(value)
+    await tether.sleep(3600)
+    go = await tether.wait_for_signal("go")
+    return await _store2d(value + str(go))
+
+
 #: Adds the audit step without a patch: runs past position 0 no longer replay.
 v3 = App("sqlite:///replay-apps-never-opened.db")
 _fetch3, _store3, _audit3 = _steps(v3)

@@ -517,3 +517,31 @@ async def test_live_events_from_workflow_code_do_not_stop_the_check() -> None:
     assert peeked.message == ("after 1 operation: the code uses the store outside an "
                               "operation (kv_get), which the journal does not record, so a "
                               "replay cannot answer it: read it in a step")
+
+
+async def _history_of(app: Any, run_id: str) -> dict[str, Any]:
+    env = TestEnv(app, start_time=0.0)
+    async with env:
+        handle = await env.start("flow", "abc", run_id=run_id)
+        await env.advance(3600)
+        await env.app.signal(run_id, "go", 7)
+        assert await handle.result() == 4
+        return await export_history(env.app, run_id)
+
+
+async def test_a_deprecated_patch_replays_runs_with_and_without_its_marker() -> None:
+    """``deprecate_patch`` (v2d) replays a run that recorded v2's marker; a run it
+    records holds no marker, so the code without the call (v3) replays it, while a run
+    with the marker does not replay under v3."""
+    marked = await _history_of(apps.v2, "marked")
+    fresh = await _history_of(apps.v2d, "fresh")
+    assert [e["kind"] for e in marked["journal"]][:2] == ["step", "patch"]
+    assert [e["kind"] for e in fresh["journal"]][:2] == ["step", "step"]
+    apps.CALLS.clear()
+    with_marker, without = await replay(apps.v2d, [marked, fresh])
+    assert with_marker.compatible and with_marker.replayed == 6, with_marker.message
+    assert without.compatible and without.replayed == 5, without.message
+    assert apps.CALLS == []  # nothing executed
+    gone_marked, gone_fresh = await replay(apps.v3, [marked, fresh])
+    assert gone_fresh.compatible, gone_fresh.message
+    assert not gone_marked.compatible and gone_marked.recorded == ("patch", "audit-before-sleep")

@@ -30,6 +30,7 @@ async def research(topic: str) -> dict[str, object]:
     assert_type(tether.now().isoformat(), str)
     assert_type(tether.random(), float)
     assert_type(tether.patched("x"), bool)
+    assert_type(tether.deprecate_patch("x"), None)
     child = await tether.start_child(helper, 3, queue="tools")
     assert_type(await child.result(), int)
     return {"hits": hits}
