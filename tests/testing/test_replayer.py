@@ -545,3 +545,22 @@ async def test_a_deprecated_patch_replays_runs_with_and_without_its_marker() -> 
     gone_marked, gone_fresh = await replay(apps.v3, [marked, fresh])
     assert gone_fresh.compatible, gone_fresh.message
     assert not gone_marked.compatible and gone_marked.recorded == ("patch", "audit-before-sleep")
+
+
+def test_cli_unfinished_filters_history_files_by_their_status(
+        recorded: dict[str, Path]) -> None:
+    """With history files, --unfinished and --status keep the files whose recorded
+    status they name: v5 (a step appended) does not replay the completed run, and the
+    check of the waiting one alone passes."""
+    files = [str(recorded["done"]), str(recorded["waiting"])]
+    every = tether("replay", "--check", "tests.testing.replay_apps:v5", *files, "--json")
+    assert every.returncode == 1, every.stderr
+    assert {r["run_id"]: r["compatible"] for r in json.loads(every.stdout)} == {
+        "done": False, "waiting": True}
+    unfinished = tether("replay", "--check", "tests.testing.replay_apps:v5", *files,
+                        "--unfinished", "--json")
+    assert unfinished.returncode == 0, unfinished.stdout + unfinished.stderr
+    assert [r["run_id"] for r in json.loads(unfinished.stdout)] == ["waiting"]
+    ended = tether("replay", "--check", "tests.testing.replay_apps:v5", *files,
+                   "--status", "completed,failed")
+    assert ended.returncode == 1 and "MISMATCH done flow" in ended.stdout
