@@ -115,3 +115,33 @@ async def test_only_the_newest_generations_are_drawn(
     page = await _page(http, "nb-2")
     assert [cells[0] for cells in _generation_rows(page)] == ["g1.0"]
     assert "1 older generation not drawn" in page
+
+
+async def test_show_gives_each_earlier_generation_the_header_of_the_current_one(
+        served: tuple[App, httpx.AsyncClient]) -> None:
+    """``tether show`` of a run continued as new: each generation's table has the header
+    row (POS KIND NAME ...), the earlier ones too (they had none until 2026-12-07), as
+    printed in full and fitted to a terminal."""
+    import io
+
+    from tether.cli._runs import print_timeline
+    from tether.cli._show_fit import print_fitted
+
+    app, _ = served
+    async with app.worker():
+        handle = await app.start("notebook", 0, [], run_id="nb-h")
+        await handle.result(timeout=30)
+    info = await app.get_run("nb-h")
+    for draw in (lambda out: print_timeline(info, out),
+                 lambda out: print_fitted(info, 100, out.write)):
+        out = io.StringIO()
+        draw(out)
+        lines = out.getvalue().splitlines()
+        headers = [i for i, line in enumerate(lines) if line.split()[:3] == ["POS", "KIND",
+                                                                             "NAME"]]
+        headings = [i for i, line in enumerate(lines) if line.startswith("generation ")]
+        assert len(headings) == 3 and len(headers) == 3, out.getvalue()
+        # each heading, then its header, then its row (gather_notes)
+        for heading, header in zip(headings, headers, strict=True):
+            assert heading < header
+            assert "gather_notes" in lines[header + 1]

@@ -184,6 +184,13 @@ def duration_cell(e: dict[str, Any]) -> str:
     return fmt_duration(e["duration"])
 
 
+def journal_header(width: int, status: int = 8) -> str:
+    """The header line of a journal table (every generation's, each under its own
+    heading: an earlier generation's rows had none until 2026-12-07)."""
+    return (f"{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':{status}} {'ATT':>3}  "
+            f"{'DURATION':>9}  RESULT / ERROR\n")
+
+
 def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) -> str:
     """One journal entry's line, its name in a column ``width`` wide, its status in one
     ``status`` wide (``status_width``)."""
@@ -256,6 +263,8 @@ def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,
     for g in info.history:
         w(f"\ngeneration {g['generation']} (continued as new)  input: "
           f"{short(g['input'], 80)}\n")
+        if g["journal"]:  # (the current generation's header: its rows read alike)
+            w(f"\n{journal_header(width, status_width(info))}")
         for e in g["journal"]:
             w(journal_row(e, width, child_id(e) or _outcome(e, 70),
                           status_width(info)))

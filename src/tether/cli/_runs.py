@@ -44,6 +44,7 @@ from tether.cli._lifecycle_show import (
     RESULT_WIDTH,
     child_id,
     error_summary,
+    journal_header,
     journal_row,
     llm_cell,
     name_width,
@@ -477,8 +478,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
         # no rows under it read as a table gone missing.)
         w(f"\n{no_operations_note(info, unregistered, queue_limit)}\n")
     else:
-        w(f"\n{'POS':>4}  {'KIND':12} {'NAME':{width}} {'STATUS':{status}} {'ATT':>3}  "
-          f"{'DURATION':>9}  RESULT / ERROR\n")
+        w(f"\n{journal_header(width, status)}")
     for e in info.journal:
         if timed_out(e):
             outcome = short(timeout_text(e), 70)

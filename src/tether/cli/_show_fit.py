@@ -203,7 +203,10 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
     for g in info.history:
         label = f"generation {g['generation']} (continued as new)  input: "
         w(f"\n{label}{cut_end(short(g['input'], 10_000), width - len(label))}\n")
-        for line in table([journal_row(e) for e in g["journal"]], lay, cut_ids):
+        if g["journal"]:  # (the current generation's header: its rows read alike)
+            w("\n")
+        for line in [*(header(lay) if g["journal"] else ()),
+                     *table([journal_row(e) for e in g["journal"]], lay, cut_ids)]:
             w(line + "\n")
     if info.history:
         w(f"\ngeneration {info.generation} (current)\n")
