@@ -421,3 +421,25 @@ async def test_schedules_page_says_an_overdue_tick_and_a_paused_schedule(
                      rows["late"]), rows["late"]
     assert '<span class="muted">\u2013 paused</span>' in rows["held"]
     assert "overdue" not in rows["ontime"] and re.search(r">in [0-9.]+ h<", rows["ontime"])
+
+
+async def test_a_blocked_run_names_the_same_command_on_its_page_and_in_show(
+        ui: httpx.AsyncClient, sqlite_url: str) -> None:
+    """What an operator runs for a blocked run is ``tether resume`` (docs/concepts.md,
+    docs/lifecycle.md), and both faces say so: until 2026-12-07 the page said "retry it
+    (`tether retry RUN`)" where ``tether show`` said ``tether resume RUN``. The page's
+    Retry button, which does the same for a blocked run, is named as well."""
+    await _blocked_run(sqlite_url, "drift-r")
+    out = subprocess.run([*TETHER, "show", "drift-r", "--db", sqlite_url], env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert "tether resume drift-r" in out.stdout, out.stdout
+    assert "tether retry" not in out.stdout
+    for token, button in ((READ, False), (ADMIN, True)):
+        await login(ui, token)
+        page = (await ui.get("/runs/drift-r")).text
+        note = re.search(r"<p class=\"small\">The run waits for an operator.*?</p>", page,
+                         re.S)
+        assert note is not None, page
+        assert "<code>tether resume drift-r</code>" in note.group(0)
+        assert "tether retry" not in note.group(0)
+        assert ("<b>Retry</b> below" in note.group(0)) is button

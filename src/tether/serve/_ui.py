@@ -325,7 +325,8 @@ def sealed_text(value: dict[str, Any]) -> str:
 _ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_times,
                     wait_text=wait_text, wait_title=wait_title, ago=fmt_ago, ahead=fmt_in,
                     waits=fmt_waits, duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd,
-                    pretty=pretty, short=short, id=short_id, seg=path_segment)
+                    pretty=pretty, short=short, id=short_id, seg=path_segment,
+                    shell=shlex.quote)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 _ENV.globals["overdue_after"] = OVERDUE_AFTER  # (the schedules page: a tick this late)
