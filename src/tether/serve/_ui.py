@@ -224,6 +224,25 @@ def fmt_waits(context: Context, waiting_for: str | None) -> str:
     return text
 
 
+def attempts_cell(e: dict[str, Any]) -> str:
+    """A timeline row's Attempts cell: its attempts, an en dash for an operation nothing
+    attempted (a recorded ``now``, ``random`` or ``uuid``, a patch, a child's start, a
+    timer: only a step runs attempts), as ``tether show``'s ATT says ``-``; it read 0,
+    as if an attempt were still to come (until 2026-12-07)."""
+    return str(e["attempts"]) if e.get("attempts") else "\u2013"
+
+
+def duration_cell(e: dict[str, Any]) -> str:
+    """A timeline row's Duration cell: an en dash for an operation that took no time of
+    its own (a recorded ``now``, ``random`` or ``uuid``, a patch, a child's start: its
+    start and end are one instant), as ``tether show``'s DURATION says ``-``; it read
+    "0 µs", as if it had been timed (until 2026-12-07). A step's, however short, and a
+    wait's are drawn."""
+    if e.get("kind") != "step" and not e.get("duration"):
+        return "\u2013"
+    return fmt_duration(e.get("duration"))
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "\u2013"  # (an en dash, as an unknown start is drawn)
@@ -326,7 +345,7 @@ _ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_tim
                     wait_text=wait_text, wait_title=wait_title, ago=fmt_ago, ahead=fmt_in,
                     waits=fmt_waits, duration=fmt_duration, tokens=fmt_tokens, usd=fmt_usd,
                     pretty=pretty, short=short, id=short_id, seg=path_segment,
-                    shell=shlex.quote)
+                    shell=shlex.quote, att=attempts_cell, took=duration_cell)
 _ENV.tests.update(sealed=sealed, readable=readable)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 _ENV.globals["overdue_after"] = OVERDUE_AFTER  # (the schedules page: a tick this late)
