@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -118,8 +119,8 @@ async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> 
         lines = [ln for ln in again.stderr.splitlines() if "already existed" in ln]
         assert len(lines) == 1, again.stderr
         assert "no worker has registered" not in again.stderr
-        assert lines[0].endswith(f"WARNING tether.cli: run 's-1' already existed and was "
-                                 f"not started again; {how}"), lines[0]
+        assert lines[0] == (f"tether: warning: run 's-1' already existed and was "
+                            f"not started again; {how}"), lines[0]
         shown = await cli("start", "later", "--id", "s-1", "--input", given, "--json",
                           db=store_url)
         doc = json.loads(shown.stdout)
@@ -993,3 +994,45 @@ async def test_show_of_a_queued_run_names_its_queues_pause(store_url: str) -> No
     piped = (await cli("show", "paused-1", db=store_url)).stdout
     assert ("the run waits in queue default for a worker (at most 3 of its runs at "
             "once: tether queue-limit)") in piped, piped
+
+
+async def test_a_short_commands_warnings_read_as_its_errors_do(store_url: str) -> None:
+    """A short-lived command's warnings are ``tether: warning: ...`` lines on stderr, as
+    its error is ``tether: error: ...``: no time, no level and logger of a log line
+    (until 2026-12-07 ``2026-12-07 00:44:01,123 WARNING tether.cli: ...``). So are the
+    warnings the library logs under it (``App.start``'s workflow that no worker
+    registered, logged by ``tether``). A worker keeps its log lines (time, level,
+    logger), and ``--log-level info`` lines keep them too."""
+    start = await cli("start", "nobody-serves", "--id", "w-1", db=store_url)
+    assert start.returncode == 0, start.stderr
+    assert start.stderr.splitlines() == [
+        "tether: warning: no worker has registered workflow 'nobody-serves' in this store "
+        "yet; the run waits on queue 'default' until a worker with that workflow serves "
+        "it"], start.stderr
+    again = await cli("start", "nobody-serves", "--id", "w-1", db=store_url)
+    assert again.stderr.splitlines() == [
+        "tether: warning: run 'w-1' already existed and was not started again; its input "
+        "is the same"], again.stderr
+    runs = await cli("runs", "--workflow", "nobody-serve", db=store_url)
+    assert runs.stderr.splitlines() == [
+        "tether: warning: no worker has registered workflow 'nobody-serve' in this "
+        "store"], runs.stderr
+    # ``--log-level info``: an info line keeps the log format, a warning does not.
+    info = await cli("start", "nobody-serves", "--id", "w-2", "--log-level", "debug",
+                     db=store_url)
+    warned = [ln for ln in info.stderr.splitlines() if "no worker has registered" in ln]
+    assert warned and all(ln.startswith("tether: warning: ") for ln in warned), info.stderr
+    # A long-running command keeps the log format: a worker's lines start with the time.
+    env = dict(os.environ)
+    env.pop("TETHER_DATABASE_URL", None)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tether", "worker", "tests.cli.cli_app:app", "--db",
+         store_url], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert worker.stderr is not None
+        first = await asyncio.to_thread(worker.stderr.readline)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=60)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO tether\.worker: worker ",
+                    first), first

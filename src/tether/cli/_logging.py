@@ -79,6 +79,36 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+#: The commands that run until stopped: their text lines keep the log format (time,
+#: level, logger), one line each of a long life an operator reads back.
+LONG_RUNNING = ("worker", "serve", "mcp", "demo")
+
+
+class CommandFormatter(TextFormatter):
+    """Text lines for a short-lived command (``start``, ``signal``, ``runs``, ``show``,
+    ``retry``, ``fork`` ...): a warning is the one line ``tether: warning: ...`` with
+    no time nor logger, as the command's own error line is ``tether: error: ...``;
+    whether the command logged it or the library it calls did (``App.start``'s
+    workflow no worker registered). Until 2026-12-07 a warning was a log line
+    (``2026-12-07 00:44:01,123 WARNING tether.cli: ...``) next to ``tether: error:
+    ...``. Other levels keep the log format: ``--log-level info`` and ``debug`` lines
+    trace what the command did, when, and an error logged on the way is not the
+    command's one ``tether: error:`` line (its exit status's reason)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno != logging.WARNING:
+            return super().format(record)
+        line = f"tether: warning: {safe(record.getMessage())}"
+        run_id = getattr(record, "run_id", None)
+        if run_id is not None:
+            line += f" [run={safe(run_id)}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, run fields, exception."""
 
@@ -153,7 +183,9 @@ def configure(args: argparse.Namespace) -> None:
     json_format = getattr(args, "log_format", None) == "json"
     handler = (JsonStreamHandler if json_format else logging.StreamHandler)(sys.stderr)
     handler.addFilter(RunContextFilter())
-    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+    text = (TextFormatter() if getattr(args, "command", None) in LONG_RUNNING
+            else CommandFormatter())
+    handler.setFormatter(JsonFormatter() if json_format else text)
     # Python's warnings (a library's DeprecationWarning, say) are written to stderr as
     # text lines of their own: in JSON they are log lines of ``py.warnings``.
     logging.captureWarnings(json_format)
