@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from tether._app import App, RunHandle
     from tether.store import SignalSent
 
-__all__ = ["OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport", "StartReport",
-           "awaited_signal_since", "blocked_reason", "counted", "entry_failed",
-           "entry_outcome", "error_origin", "in_flight", "info_dict", "journal_entries",
+__all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport",
+           "StartReport", "awaited_signal_since", "blocked_reason", "counted", "entry_failed",
+           "entry_outcome", "error_origin", "held", "in_flight", "info_dict", "journal_entries",
            "lifecycle_dict",
            "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
            "signal_wait_starts", "start_report", "timed_out", "unreadable_payload",
@@ -104,6 +104,21 @@ def entry_outcome(e: dict[str, Any]) -> str:
     """Journal entry ``e``'s status as the faces show it: its stored status (``ok``,
     ``error``, ``pending``), or ``TIMED_OUT`` for a signal wait that timed out."""
     return TIMED_OUT if timed_out(e) else str(e["status"])
+
+
+#: What the faces say of a pending entry of a blocked run (``held``): its timer's or its
+#: retry's time is kept, but nothing waits for it until an operator resumes the run.
+HELD_NOTE = "on hold while the run is blocked"
+
+
+def held(e: dict[str, Any], run_status: str) -> bool:
+    """Whether journal entry ``e`` of a run in ``run_status`` is a pending operation
+    (a timed wait, a step between attempts) that waits for nothing now: the run is
+    blocked, and no worker takes it, whatever its deadline, until an operator resumes
+    it (docs/concepts.md); then it goes on from this entry (a timer whose deadline
+    passed meanwhile ends at once). Until 2026-12-07 ``tether show`` and the run page
+    drew such an entry as waiting (the page's duration ticking)."""
+    return run_status == RunStatus.BLOCKED.value and e.get("status") == "pending"
 
 
 def entry_failed(e: dict[str, Any]) -> bool:

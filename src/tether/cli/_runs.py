@@ -12,10 +12,12 @@ from tether._app import App
 from tether._fit import RUN_ID_KEPT, WIDE_HELP, columns, fit_width, wide_help
 from tether._lifecycle import RunIdTaken
 from tether._show import (
+    HELD_NOTE,
     STATUSES,
     blocked_reason,
     cancel_pending,
     error_origin,
+    held,
     run_dict,
     run_document,
     signal_report,
@@ -492,6 +494,8 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
             outcome = f"until {fmt_time(e['next_attempt_at'])}"
         else:
             outcome = result_cell(e, RESULT_WIDTH)
+        if held(e, info.status.value):
+            outcome = f"{HELD_NOTE}; once resumed: {outcome}" if outcome else HELD_NOTE
         w(journal_row(e, width, child_id(e) or outcome, status))
     print_attempts(info, w, width)
     print_metrics(info.metrics, w)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._fit import cut_end, cut_middle, hang, pack, wrap
-from tether._show import error_origin, timed_out
+from tether._show import HELD_NOTE, error_origin, held, timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_time, safe, short
 from tether.cli._lifecycle_show import (
@@ -101,9 +101,18 @@ def _error_text(err: Any) -> str:
     return short(err, 10_000)  # not decodable here: the key id it needs, not ciphertext
 
 
-def journal_row(e: dict[str, Any]) -> Row:
+def journal_row(e: dict[str, Any], on_hold: bool = False) -> Row:
     """``e``'s cells: its outcome is its error, its wait, a child's id, the time a
-    ``now`` entry recorded, or its result."""
+    ``now`` entry recorded, or its result (``on_hold``: a pending entry of a blocked
+    run, ``_show.held``, said first)."""
+    row = _journal_row(e)
+    if on_hold:
+        row.outcome = f"{HELD_NOTE}; once resumed: {row.outcome}" if row.outcome else HELD_NOTE
+        row.lead = 0
+    return row
+
+
+def _journal_row(e: dict[str, Any]) -> Row:
     row = Row(str(e["position"]), _line(e["kind"]), _line(e["name"]), _line(status_label(e)),
               attempts_cell(e), duration_cell(e), "",
               name_id=e["kind"] == "child_result")
@@ -197,7 +206,7 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
     for line in _head(info, width, parent_gone):
         w(line + "\n")
     rows = [journal_row(e) for g in info.history for e in g["journal"]]
-    rows += [journal_row(e) for e in info.journal]
+    rows += [journal_row(e, held(e, info.status.value)) for e in info.journal]
     lay = layout(rows, width)  # one layout for every generation's table: they align
     cut_ids: dict[str, str] = {}
     for g in info.history:

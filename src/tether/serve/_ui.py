@@ -31,11 +31,13 @@ from tether import App, RunNotFound
 from tether._clock import beyond_dates, utc_datetime
 from tether._lifecycle import OVERDUE_AFTER
 from tether._show import (
+    HELD_NOTE,
     STATUSES,
     TIMED_OUT,
     awaited_signal_since,
     blocked_reason,
     entry_outcome,
+    held,
     run_document,
     unreadable_payload,
 )
@@ -347,6 +349,7 @@ _ENV.filters.update(time=fmt_time, when=time_tag, at=time_title, flash=flash_tim
                     pretty=pretty, short=short, id=short_id, seg=path_segment,
                     shell=shlex.quote, att=attempts_cell, took=duration_cell)
 _ENV.tests.update(sealed=sealed, readable=readable)
+_ENV.globals["held_note"] = HELD_NOTE  # (a blocked run's pending entry, as show says)
 _ENV.globals["max_name"] = MAX_NAME  # (the forms' maxlength: the engine's limit)
 _ENV.globals["overdue_after"] = OVERDUE_AFTER  # (the schedules page: a tick this late)
 
@@ -665,6 +668,10 @@ async def run_view(app: App, run_id: str, *,
     doc = await run_document(app, run_id, children=False)
     now = app.clock.now()
     doc["entries"] = [entry_view(e, now) for e in doc["journal"]]
+    for view in doc["entries"]:
+        if held(view, doc["status"]):
+            # (a blocked run waits for nothing: no "waiting" row, no ticking duration)
+            view.update(state="on_hold", held=True, running_for=None)
     cut = 0 if timeline is None else max(0, len(doc["entries"]) - timeline)
     doc["timeline_rows"] = with_awaited_signal(
         with_in_flight(doc["entries"][cut:], doc["in_flight"], now), doc, now)
