@@ -27,12 +27,11 @@ if TYPE_CHECKING:
     from tether.store import SignalSent
 
 __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "SignalReport",
-           "StartReport", "awaited_signal_since", "blocked_reason", "counted", "entry_failed",
-           "entry_outcome", "error_origin", "held", "in_flight", "info_dict", "journal_entries",
-           "lifecycle_dict",
-           "run_dict", "run_document", "run_info", "schedule_dict", "signal_report",
-           "signal_wait_starts", "start_report", "timed_out", "unreadable_payload",
-           "waiting_since"]
+           "StartReport", "awaited_signal_since", "blocked_reason", "bookkeeping", "counted",
+           "entry_failed", "entry_outcome", "error_origin", "held", "in_flight", "info_dict",
+           "journal_entries", "lifecycle_dict", "run_dict", "run_document", "run_info",
+           "schedule_dict", "signal_report", "signal_wait_starts", "start_report",
+           "timed_out", "unreadable_payload", "waiting_since"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -119,6 +118,37 @@ def held(e: dict[str, Any], run_status: str) -> bool:
     passed meanwhile ends at once). Until 2026-12-07 ``tether show`` and the run page
     drew such an entry as waiting (the page's duration ticking)."""
     return run_status == RunStatus.BLOCKED.value and e.get("status") == "pending"
+
+
+#: The journal's markers (``tether.patched``) that Tether's own libraries ask, by the
+#: start of their names: ``tether.ai.child-share``, ``tether.ai.agent:...``,
+#: ``openai_agents.agent-tool-durable`` ... (``tests/web/test_ui_bookkeeping.py`` checks
+#: that every library marker starts so).
+LIBRARY_PATCH_PREFIXES = ("tether.ai.", "openai_agents.")
+
+#: Tether's own steps that keep a budget's books: the share a child run gets
+#: (``tether.ai._budget.CHILD_SHARE_STEP``), and the roll-up of an ended child's spend
+#: (``<agent>.child_spend``, ``tether.ai._agent.roll_up_child``).
+CHILD_SHARE_STEP = "tether.ai.child_share"
+CHILD_SPEND_SUFFIX = ".child_spend"
+
+
+def bookkeeping(e: dict[str, Any]) -> str | None:
+    """What journal entry ``e`` keeps, when it is one of Tether's own bookkeeping
+    operations rather than one the workflow's code asked for: a library's version
+    marker (a patch), a child's budget share, a child's spend rolled up; None for any
+    other. The faces label such a row (``tether show``'s ``[bookkeeping: ...]``, the
+    run page's dimmed row): an agent's timeline read ``tether.ai.child-share`` and
+    ``tether.ai.child_spend`` as operations of its own (until 2026-12-07). The journal
+    and the documents are unchanged."""
+    kind, name = e.get("kind"), str(e.get("name") or "")
+    if kind == "patch" and name.startswith(LIBRARY_PATCH_PREFIXES):
+        return "a library's version marker"
+    if kind == "step" and name == CHILD_SHARE_STEP:
+        return "a child's budget share"
+    if kind == "step" and name.endswith(CHILD_SPEND_SUFFIX):
+        return "a child's spend rolled up"
+    return None
 
 
 def entry_failed(e: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether._show import in_flight, info_dict, timed_out, waiting_since
+from tether._show import bookkeeping, in_flight, info_dict, timed_out, waiting_since
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -184,6 +184,15 @@ def duration_cell(e: dict[str, Any]) -> str:
     return fmt_duration(e["duration"])
 
 
+def bookkeeping_cell(e: dict[str, Any], outcome: str) -> str:
+    """``outcome`` of entry ``e``, labelled ``[bookkeeping: WHAT]`` first when ``e`` is
+    one of Tether's own bookkeeping operations (``_show.bookkeeping``)."""
+    what = bookkeeping(e)
+    if what is None:
+        return outcome
+    return f"[bookkeeping: {what}] {outcome}".rstrip()
+
+
 def journal_header(width: int, status: int = 8) -> str:
     """The header line of a journal table (every generation's, each under its own
     heading: an earlier generation's rows had none until 2026-12-07)."""
@@ -193,7 +202,9 @@ def journal_header(width: int, status: int = 8) -> str:
 
 def journal_row(e: dict[str, Any], width: int, outcome: str, status: int = 8) -> str:
     """One journal entry's line, its name in a column ``width`` wide, its status in one
-    ``status`` wide (``status_width``)."""
+    ``status`` wide (``status_width``). A bookkeeping entry's outcome is labelled
+    (``bookkeeping_cell``)."""
+    outcome = bookkeeping_cell(e, outcome)
     return (f"{e['position']:>4}  {safe(e['kind']):12} {safe(e['name']):{width}} "
             f"{status_label(e):{status}} {attempts_cell(e):>3}  "
             f"{duration_cell(e):>9}  {outcome}".rstrip() + "\n")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._fit import cut_end, cut_middle, hang, pack, wrap
-from tether._show import HELD_NOTE, error_origin, held, timed_out
+from tether._show import HELD_NOTE, bookkeeping, error_origin, held, timed_out
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_time, safe, short
 from tether.cli._lifecycle_show import (
@@ -23,6 +23,7 @@ from tether.cli._lifecycle_show import (
     attempt_took,
     attempts_cell,
     attempts_worth_a_look,
+    bookkeeping_cell,
     child_id,
     duration_cell,
     error_summary,
@@ -106,6 +107,8 @@ def journal_row(e: dict[str, Any], on_hold: bool = False) -> Row:
     ``now`` entry recorded, or its result (``on_hold``: a pending entry of a blocked
     run, ``_show.held``, said first)."""
     row = _journal_row(e)
+    if bookkeeping(e) is not None and not row.outcome_id:
+        row.outcome, row.lead = bookkeeping_cell(e, row.outcome), 0
     if on_hold:
         row.outcome = f"{HELD_NOTE}; once resumed: {row.outcome}" if row.outcome else HELD_NOTE
         row.lead = 0

@@ -36,6 +36,7 @@ from tether._show import (
     TIMED_OUT,
     awaited_signal_since,
     blocked_reason,
+    bookkeeping,
     entry_outcome,
     held,
     run_document,
@@ -401,6 +402,7 @@ def entry_view(e: dict[str, Any], now: float) -> dict[str, Any]:
     view["traceback"] = _traceback(e.get("error"))
     view["billed"] = billed(e.get("error")) if readable(e.get("error")) else None
     view["llm"] = llm_call(e)
+    view["bookkeeping"] = bookkeeping(e)  # (Tether's own: a dimmed, labelled row)
     waiting = status == "pending" and kind in ("sleep", "signal", "child_result")
     view["is_wait"] = waiting or kind in ("sleep", "signal", "child_result")
     error = e.get("error")
