@@ -213,7 +213,7 @@ def test_tether_purge_warns_of_a_workflow_the_store_does_not_know(store_url: str
                "draft,chat", "--workflow", "zzz", db=store_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("purged 0 runs of workflows chatt, draft,chat, zzz: ")
-    warnings = [ln for ln in done.stderr.splitlines() if "WARNING" in ln]
+    warnings = [ln for ln in done.stderr.splitlines() if ln.startswith("tether: warning: ")]
     assert len(warnings) == 3, done.stderr
     assert warnings[0].endswith("no run of workflow 'chatt' is stored and no worker has "
                                 "registered it; did you mean 'chat'?"), warnings
@@ -225,7 +225,7 @@ def test_tether_purge_warns_of_a_workflow_the_store_does_not_know(store_url: str
     done = cli("purge", "--older-than", "0s", "--workflow", "chat", db=store_url)
     assert done.returncode == 0 and done.stdout.startswith("purged 1 run of workflow chat")
     again = cli("purge", "--older-than", "0s", "--workflow", "chat", db=store_url)
-    assert again.returncode == 0 and "WARNING" not in again.stderr, again.stderr
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
 
 
 async def test_mcp_ttl_follows_the_workflows_own_retention(store_url: str) -> None:
