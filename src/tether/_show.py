@@ -30,8 +30,9 @@ __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "Sign
            "StartReport", "awaited_signal_since", "blocked_reason", "bookkeeping", "counted",
            "entry_failed", "entry_outcome", "error_origin", "held", "in_flight", "info_dict",
            "journal_entries", "lifecycle_dict", "run_dict", "run_document", "run_info",
-           "schedule_dict", "signal_report", "signal_wait_starts", "start_report",
-           "timed_out", "unreadable_payload", "waiting_since"]
+           "schedule_dict", "search_statuses", "signal_report", "signal_wait_starts",
+           "split_statuses", "start_report", "timed_out", "unreadable_payload",
+           "waiting_since"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -48,6 +49,34 @@ TIMED_OUT = "timed_out"
 #: Every journal entry ``outcome`` in a run's document (the OpenAPI enum): its stored
 #: status, or ``TIMED_OUT``.
 OUTCOMES: tuple[str, ...] = (*(s.value for s in EntryStatus), TIMED_OUT)
+
+
+def split_statuses(texts: list[str] | tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The statuses of comma lists (``failed,blocked``; each text one list), in
+    :data:`STATUSES`' order, each once; and the words that are no status (an empty
+    list is none: ``,`` is no status)."""
+    found = [w.strip() for text in texts for w in text.split(",") if w.strip()]
+    bad = [w for w in found if w not in STATUSES]
+    return tuple(s for s in STATUSES if s in found), bad
+
+
+async def search_statuses(app: App, statuses: tuple[str, ...] | None, *, limit: int,
+                          before: tuple[float, str] | None = None,
+                          **filters: Any) -> list[Any]:
+    """``run_search`` for runs of any of ``statuses`` (None or empty: any status), newest
+    first, at most ``limit``: one indexed search per status (each its newest ``limit``
+    after ``before``), merged, so a page holds the newest runs of them all and the next
+    page (``before`` its last run) follows on from it."""
+    if not statuses or len(statuses) == len(STATUSES):
+        return await app.store.run_search(limit=limit, before=before, **filters)
+    if len(statuses) == 1:
+        return await app.store.run_search(status=statuses[0], limit=limit, before=before,
+                                          **filters)
+    found = [r for status in statuses
+             for r in await app.store.run_search(status=status, limit=limit, before=before,
+                                                 **filters)]
+    found.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    return found[:limit]
 
 
 def timed_out(e: dict[str, Any]) -> bool:

@@ -367,6 +367,38 @@ async def test_runs_filters_by_workflow_and_queue(store_url: str) -> None:
     assert "b-2" in text and "b-1" in text and "a-1" not in text
 
 
+async def test_runs_takes_several_statuses(store_url: str) -> None:
+    """``tether runs --status`` took one status (``purge --status`` a comma list): it
+    takes a comma list, or the option repeated, and ``--limit`` keeps the newest runs
+    of them all, newest first."""
+    app = App(store_url)
+    async with app:
+        for run_id in ("r-1", "r-2", "r-3", "r-4", "r-5"):
+            await app.start("wf_a", run_id=run_id)
+        for run_id in ("r-2", "r-4"):  # (queued, never started: cancelled at once)
+            await app.cancel(run_id)
+
+    async def ids(*flags: str) -> list[str]:
+        proc = await cli("runs", "--json", *flags, db=store_url)
+        assert proc.returncode == 0, proc.stderr
+        return [r["run_id"] for r in json.loads(proc.stdout)]
+
+    assert await ids("--status", "cancelled") == ["r-4", "r-2"]
+    every = ["r-5", "r-4", "r-3", "r-2", "r-1"]
+    assert await ids("--status", "queued,cancelled") == every
+    assert await ids("--status", "cancelled", "--status", "queued") == every
+    assert await ids("--status", "queued, failed,cancelled", "--limit", "3") == every[:3]
+    assert await ids("--status", "failed,completed") == []
+    text = (await cli("runs", "--status", "cancelled,queued", "--limit", "2",
+                      db=store_url))
+    assert [ln.split()[0] for ln in text.stdout.splitlines()[1:]] == ["r-5", "r-4"]
+    assert "more runs are stored" in text.stderr
+    for bad in ("cancelled,done", ","):
+        proc = await cli("runs", "--status", bad, db=store_url)
+        assert proc.returncode == 2
+        assert_one_line_error(proc, "not a list of statuses", "cancelled")
+
+
 async def test_runs_lines_into_a_pipe_end_without_spaces(sqlite_url: str) -> None:
     """``tether runs`` into a pipe padded every cell to its column, the last one too: a
     run that waits for nothing ended its line with a space (which ``diff``, ``grep

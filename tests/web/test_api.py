@@ -705,6 +705,35 @@ async def test_list_rejects_bad_query(api: Api, query: str) -> None:
     assert r.status_code == 400 and error_of(r) == "bad_request"
 
 
+async def test_list_takes_a_comma_list_of_statuses_and_pages_it(api_any: Api) -> None:
+    """``?status=queued,cancelled`` was a 400 (one status only; ``tether purge
+    --status`` takes a comma list): it lists the runs of either, newest first, and its
+    cursor pages them with no run left out or given twice."""
+    for run_id in ("s-1", "s-2", "s-3", "s-4", "s-5"):
+        await api_any.app.start("wf_none", run_id=run_id)
+    for run_id in ("s-2", "s-5"):
+        await api_any.app.cancel(run_id)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"status": "queued, cancelled", "limit": "2"}
+        if cursor:
+            params["cursor"] = cursor
+        r = await api_any.http.get("/api/v1/runs", params=params)
+        assert r.status_code == 200, r.text
+        seen += [x["run_id"] for x in r.json()["runs"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["s-5", "s-4", "s-3", "s-2", "s-1"]
+    r = await api_any.http.get("/api/v1/runs", params={"status": "cancelled,failed"})
+    assert [x["run_id"] for x in r.json()["runs"]] == ["s-5", "s-2"]
+    for bad in ("cancelled,done", ","):
+        r = await api_any.http.get("/api/v1/runs", params={"status": bad})
+        assert r.status_code == 400 and error_of(r) == "bad_request"
+        assert "comma list" in r.json()["error"]["message"]
+
+
 async def test_a_limit_out_of_range_is_named_as_a_malformed_one_is(api: Api) -> None:
     """Every refused ``limit`` says what was sent: ``limit=0`` and ``limit=600`` said
     only the range, where ``limit=ten`` said "got 'ten'"."""

@@ -20,7 +20,9 @@ from tether._show import (
     held,
     run_dict,
     run_document,
+    search_statuses,
     signal_report,
+    split_statuses,
     start_report,
     timed_out,
 )
@@ -96,8 +98,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
     # (A metavar: the choices in the usage line made it wider than an 80-column terminal.)
-    p.add_argument("--status", choices=STATUSES, metavar="STATUS",
-                   help=f"only the runs of this status: {', '.join(STATUSES)}")
+    p.add_argument("--status", metavar="S[,S]", action="append",
+                   help="only the runs of these statuses, a comma list or the option "
+                   f"repeated: {', '.join(STATUSES)}")
     p.add_argument("--workflow", metavar="NAME",
                    help="only the runs of this workflow (as the API's and the web UI's "
                    "workflow= filter)")
@@ -324,12 +327,24 @@ async def _warn_unknown_queue(app: App, queue: str) -> None:
                 queue, did_you_mean(queue, known))
 
 
+def _statuses(texts: list[str] | None) -> tuple[str, ...] | None:
+    """``--status failed,blocked`` (or repeated): the statuses asked for (None: any);
+    a word that is no status is bad input (exit 2), as argparse's choices made it."""
+    if texts is None:
+        return None
+    statuses, bad = split_statuses(texts)
+    if bad or not statuses:
+        raise CliError(f"--status {','.join(texts)!r}: not a list of statuses "
+                       f"({', '.join(STATUSES)})", 2)
+    return statuses
+
+
 async def runs(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         # (the search the API's list and the runs page make: a workflow's through its
         # index, not a scan of every run; and each record with a fork's origin)
-        found = await app.store.run_search(
-            status=args.status, workflow=_filter_name(args.workflow, "workflow"),
+        found = await search_statuses(
+            app, _statuses(args.status), workflow=_filter_name(args.workflow, "workflow"),
             queue=_filter_name(args.queue, "queue"), limit=args.limit + 1)
         more, found = len(found) > args.limit, found[:args.limit]
         # (a blocked run waits for an operator: its cell says why, as `tether show` does)

@@ -32,7 +32,9 @@ from tether._show import (
     journal_entries,
     run_document,
     run_info,
+    search_statuses,
     signal_report,
+    split_statuses,
     start_report,
 )
 from tether._types import ENDED_VALUES, check_name
@@ -417,15 +419,28 @@ def run_status(status: str | None) -> str | None:
     return status
 
 
+def run_statuses(text: str | None) -> tuple[str, ...] | None:
+    """The list's ``status`` filter: a status or a comma list of them
+    (``status=failed,blocked``), or a 400 naming the statuses."""
+    if not text:
+        return None
+    statuses, bad = split_statuses([text])
+    if bad or not statuses:
+        raise ApiError(400, "bad_request", f"status must be one of {', '.join(STATUSES)} "
+                       f"or a comma list of them, got {shown(text)}")
+    return statuses
+
+
 async def list_runs(request: Request) -> Response:
     q = request.query_params
     query_fields(request, {"status", "workflow", "queue", "parent", "limit", "cursor", "q"})
-    status = run_status(q.get("status") or None)
+    statuses = run_statuses(q.get("status") or None)
     limit = parse_limit(q.get("limit"))
     cursor = q.get("cursor")
     before = decode_cursor(cursor) if cursor else None
-    found = await tether_app(request).store.run_search(
-        status=status, workflow=_query_name(request, "workflow"),
+    # (several statuses: one indexed search each, merged; the cursor pages them alike)
+    found = await search_statuses(
+        tether_app(request), statuses, workflow=_query_name(request, "workflow"),
         queue=_query_name(request, "queue"), parent=_query_name(request, "parent"),
         text=_query_name(request, "q"), limit=limit + 1, before=before)
     page = found[:limit]

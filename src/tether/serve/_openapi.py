@@ -15,6 +15,9 @@ NAME_PATTERN = (r"^(?=.*\S)[^\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\
 #: What an id or name in a path may hold (``_api.path_name``): not blank, no C0
 #: control (a 400 otherwise; one that names nothing is a 404).
 PATH_PATTERN = r"^(?=.*\S)[^\u0000-\u001f]*$"
+#: A runs list's ``status``: a status, or a comma list of them (spaces around each).
+_STATUS_WORD = "(" + "|".join(STATUSES) + ")"
+_STATUS_LIST = rf"^ *{_STATUS_WORD} *(, *{_STATUS_WORD} *)*$"
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NAME_PATTERN}
 #: An optional name of a body: ``null`` is taken as its absence.
 _OPTIONAL_NAME = {**_NAME, "nullable": True}
@@ -323,7 +326,9 @@ def document(root_path: str = "") -> dict[str, Any]:
                     "operationId": "listRuns",
                     "parameters": [
                         {"name": "status", "in": "query", "allowEmptyValue": True,
-                         "schema": {"type": "string", "enum": list(STATUSES)}},
+                         "schema": {"type": "string", "pattern": _STATUS_LIST},
+                         "description": "a status, or a comma list of them (runs of "
+                         "any): " + ", ".join(STATUSES)},
                         {"name": "workflow", "in": "query", "allowEmptyValue": True,
                          "schema": _NAME},
                         {"name": "queue", "in": "query", "allowEmptyValue": True,
