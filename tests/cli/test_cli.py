@@ -94,6 +94,39 @@ async def test_start_show_result_runs_by_name(served: tuple[App, str]) -> None:
     assert "double" in text and "completed" in text
 
 
+async def test_result_json_gives_status_and_result_or_error(served: tuple[App, str]) -> None:
+    """``tether result`` had no ``--json`` (its siblings have one): it prints the run's
+    ``run_id``, ``status``, ``result`` and ``error`` as ``show --json`` has them, for a
+    run that ended cancelled or has not ended too, with the exit status and error line
+    it has without ``--json``; without it the output is the result alone, as before."""
+    app, url = served
+    await app.start("doubler", 21, run_id="d-1")
+    plain = await cli("result", "d-1", "--wait", "30", db=url)
+    assert plain.returncode == 0 and json.loads(plain.stdout) == {"x": 21, "doubled": 42}
+    got = await cli("result", "d-1", "--wait", "30", "--json", db=url)
+    assert got.returncode == 0, got.stderr
+    doc = json.loads(got.stdout)
+    shown = json.loads((await cli("show", "d-1", "--json", db=url)).stdout)
+    assert doc == {key: shown[key] for key in ("run_id", "status", "result", "error")}
+    assert doc == {"run_id": "d-1", "status": "completed",
+                   "result": {"x": 21, "doubled": 42}, "error": None}
+    await app.start("approval", run_id="w-1")
+    await _waiting(app, "w-1")
+    waiting = await cli("result", "w-1", "--json", db=url)
+    assert waiting.returncode == 3
+    assert json.loads(waiting.stdout) == {"run_id": "w-1", "status": "waiting",
+                                          "result": None, "error": None}
+    assert_one_line_error(waiting, "has not ended")
+    await app.cancel("w-1")
+    cancelled = await cli("result", "w-1", "--wait", "30", "--json", db=url)
+    assert cancelled.returncode == 1, cancelled.stderr
+    doc = json.loads(cancelled.stdout)
+    shown = json.loads((await cli("show", "w-1", "--json", db=url)).stdout)
+    assert doc["status"] == "cancelled" and doc["result"] is None
+    assert doc == {key: shown[key] for key in ("run_id", "status", "result", "error")}
+    assert_one_line_error(cancelled, "w-1")
+
+
 async def test_starting_an_existing_run_id_says_so_on_stderr(store_url: str) -> None:
     """``tether start WF --id X`` for an existing run X printed X and exited 0 without a
     word, whatever its input: it still does (idempotent), with a warning line saying the

@@ -18,8 +18,10 @@ from tether._show import (
     cancel_pending,
     error_origin,
     held,
+    info_dict,
     run_dict,
     run_document,
+    run_info,
     search_statuses,
     signal_report,
     split_statuses,
@@ -147,6 +149,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--app", metavar="MODULE:APP",
                    help="decode the result with that app's payload hook (runs whose "
                    "payloads are encrypted need it); its store is used unless --db is given")
+    p.add_argument("--json", action="store_true",
+                   help="print {run_id, status, result, error} (as show --json has them; "
+                   "null where there is none), also for a run that failed, was cancelled "
+                   "or has not ended (the exit status and the error line as without it)")
     p.set_defaults(handler=result)
 
     p = sub.add_parser(
@@ -606,17 +612,34 @@ async def result(args: argparse.Namespace) -> int:
         if args.wait is None:
             info = await app.get_run(args.run_id)
             if not info.status.is_settled:
+                await _print_outcome(app, args)
                 raise CliError(f"run {args.run_id!r} has not ended (status {info.status.value});"
                                " use --wait SECONDS", 3)
         try:
             value = await handle.result(timeout=args.wait if args.wait is not None else 5.0)
         except TimeoutError:
+            await _print_outcome(app, args)
             raise CliError(f"run {args.run_id!r} did not end within {args.wait:g} s"
                            f"{await _why_not_ended(app, args.run_id)}", 3) from None
         except RunFailed as exc:
+            await _print_outcome(app, args)
             raise CliError(str(exc), 1) from None
+        if args.json:
+            await _print_outcome(app, args)
+            return 0
     print(dumps(value))
     return 0
+
+
+async def _print_outcome(app: App, args: argparse.Namespace) -> None:
+    """``tether result --json``: the run's ``run_id``, ``status``, ``result`` and
+    ``error`` as ``tether show --json`` gives them (null where there is none), printed
+    whatever the outcome; the exit status and the error line on stderr are those
+    without ``--json``."""
+    if not args.json:
+        return
+    info = info_dict(await run_info(app, args.run_id))
+    print(dumps({key: info[key] for key in ("run_id", "status", "result", "error")}))
 
 
 async def _why_not_ended(app: App, run_id: str) -> str:
