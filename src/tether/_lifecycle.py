@@ -663,6 +663,18 @@ async def live_versions(store: Store, now: float) -> dict[str, tuple[int, float 
     return {v: (n, _since(doc["versions"].get(v))) for v, n in counts.items()}
 
 
+async def live_unversioned_workers(store: Store, now: float) -> int:
+    """How many live workers (heartbeat within ``WORKER_STALE``) run code of no version
+    (an ``App`` without ``version=``): the workers of the runs of none."""
+    from tether.store._port import WORKER_STALE
+
+    row = await store.kv_get(key=VERSIONS_KEY)
+    versioned = _versions_doc(row)["workers"]
+    return sum(1 for w in await store.worker_list()
+               if now - w.heartbeat_at <= WORKER_STALE
+               and not isinstance(versioned.get(w.worker_id), str))
+
+
 async def newest_live_version(store: Store, workflow: str, now: float) -> str | None:
     """The code version a new run of ``workflow`` that no app chose (a schedule's tick)
     goes to: of the versions with a live worker (heartbeat within ``WORKER_STALE``)

@@ -990,6 +990,43 @@ async def test_versions_shows_each_versions_live_workers_and_the_newest(
         assert rows["v1"]["newest"] is True and rows["v1"]["live_workers"] == 1
 
 
+async def test_versions_counts_the_live_workers_of_no_version(store_url: str) -> None:
+    """``tether versions`` showed WORKERS ``-`` (and ``live_workers`` 0) for
+    ``(none)`` however many workers of an app without a version ran: they are counted,
+    apart from a versioned one's, and a row of none is listed while they run even
+    before any run of none."""
+    def code(version: str | None) -> App:
+        app = App(store_url, version=version)
+
+        @app.workflow
+        async def job() -> str:
+            return str(version)
+
+        return app
+
+    plain, versioned = code(None), code("v1")
+
+    async def shown() -> dict[str | None, dict[str, object]]:
+        proc = await asyncio.to_thread(tether_cli, "versions", "--json", db=store_url)
+        assert proc.returncode == 0, proc.stderr
+        return {row["version"]: row for row in json.loads(proc.stdout)}
+
+    async with plain, versioned, versioned.worker(), plain.worker():
+        rows = await shown()
+        assert rows[None]["live_workers"] == 1 and rows[None]["runs"] == 0
+        assert rows["v1"]["live_workers"] == 1
+        assert rows[None]["newest"] is False and rows[None]["up_since"] is None
+        async with plain.worker():
+            assert await (await plain.start("job")).result(timeout=30) == "None"
+            rows = await shown()
+            assert rows[None]["live_workers"] == 2 and rows[None]["runs"] == 1
+            text = await asyncio.to_thread(tether_cli, "versions", db=store_url)
+            line = next(ln for ln in text.stdout.splitlines() if ln.startswith("(none)"))
+            assert line.split()[1:3] == ["1", "2"], line
+    rows = await shown()
+    assert rows[None]["live_workers"] == 0 and rows[None]["runs"] == 1
+
+
 async def test_show_gives_no_attempts_nor_duration_to_a_recorded_value(
         sqlite_url: str) -> None:
     """A journaled ``now`` (and ``random``, ``uuid``: values recorded, not run) read

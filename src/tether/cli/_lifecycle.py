@@ -14,6 +14,7 @@ from tether._lifecycle import (
     RunIdTaken,
     check_compatible,
     fork_past_end,
+    live_unversioned_workers,
     live_versions,
     parse_duration,
     parse_statuses,
@@ -84,7 +85,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Each code version runs were started under "
                        "(App(version=...)) with its number of runs, in all and by status, "
                        "and its live workers (heartbeat under 60 s); (none) counts the "
-                       "runs started without a version (its workers are not counted). "
+                       "runs started without a version and the live workers of an app "
+                       "without one. "
                        "When an old version has no run left unfinished, its workers can "
                        "be stopped. Of several live versions, the one whose workers came "
                        "up last is marked newest: schedules' ticks run there. --json "
@@ -222,15 +224,23 @@ async def versions(args: argparse.Namespace) -> int:
     async with client(args, read_only=True) as app:
         rows = await app.store.run_versions()
         live = await live_versions(app.store, app.clock.now())
+        # (the workers of no version: WORKERS said "-" for (none) however many ran)
+        unversioned = await live_unversioned_workers(app.store, app.clock.now())
     table: dict[str | None, dict[str, int]] = {}
     for version, status, n in rows:
         table.setdefault(version, {})[status] = n
     for version in live:  # (a new version's workers, before its first run)
         table.setdefault(version, {})
+    if unversioned:  # (and workers of none, before any run of none)
+        table.setdefault(None, {})
     newest = max(live, key=lambda v: (live[v][1] or 0.0, v)) if live else None
+
+    def workers_of(v: str | None) -> int:
+        return unversioned if v is None else live[v][0] if v in live else 0
+
     if args.json:
         print(dumps([{"version": v, "runs": sum(c.values()), "by_status": c,
-                      "live_workers": live[v][0] if v in live else 0,
+                      "live_workers": workers_of(v),
                       "up_since": live[v][1] if v in live else None,
                       "newest": v is not None and v == newest}
                      for v, c in table.items()]))
@@ -244,7 +254,7 @@ async def versions(args: argparse.Namespace) -> int:
         detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "-"
         if v is not None and v == newest and len(live) > 1:
             detail += " (newest: schedules' ticks run here)"
-        workers = str(live[v][0]) if v in live else "-"
+        workers = str(workers_of(v) or "-")
         name, cells = safe(v or "(none)"), f"{sum(counts.values()):>6} {workers:>7}  "
         head = f"{name:24} {cells}"
         if fit and len(head.rstrip()) > fit:  # (a long name: a line of its own, whole)
