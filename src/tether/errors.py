@@ -24,6 +24,8 @@ Exception
 │   │       └── encryption.PayloadNotEncryptedError  clear text, e.g. started without --app
 │   ├── StoreError
 │   │   ├── StoreUnavailable       retrying later may succeed
+│   │   │   └── StoreRefused       the server refused: no such database or role, a
+│   │   │                          failed password (configuration, not an outage)
 │   │   └── LeaseLost              (run_id, fencing_token) the write was fenced off
 │   ├── SignalError                signal to a run that has ended
 │   ├── SignalTimeout              (name, timeout) catchable in the workflow
@@ -275,6 +277,13 @@ class StoreError(TetherError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached; retrying later may succeed."""
+
+
+class StoreRefused(StoreUnavailable):
+    """The database server answered, and refused the connection for a reason of
+    configuration: a database or role that does not exist, a failed password login.
+    Not an outage to wait out; a worker still tries again (a database may be created
+    after it starts), its log line saying so."""
 
 
 class LeaseLost(StoreError):

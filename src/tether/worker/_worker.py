@@ -60,6 +60,7 @@ from tether.errors import (
     PayloadError,
     StepError,
     StoreError,
+    StoreRefused,
     StoreUnavailable,
     TetherError,
 )
@@ -430,8 +431,14 @@ class Worker:
                     raise
                 wait = delay if left is None else min(delay, left)
                 # One line per attempt, naming the server: the worker's state is in its log.
-                log.error("store unavailable: %s; retrying in %.1f s (attempt %d)", exc,
-                          wait, failures)
+                if isinstance(exc, StoreRefused):
+                    # (no database yet, a wrong password: no outage to wait out, and
+                    # said so; tried again all the same, for a database made later)
+                    log.error("%s; retrying in %.1f s (attempt %d) until it is fixed",
+                              exc, wait, failures)
+                else:
+                    log.error("store unavailable: %s; retrying in %.1f s (attempt %d)",
+                              exc, wait, failures)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, START_RETRY_MAX)
             except BaseException:

@@ -14,7 +14,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tether.errors import ConfigError, StoreError, StoreUnavailable
+from tether.errors import ConfigError, StoreError, StoreRefused, StoreUnavailable
 
 DEFAULT_SCHEMA = "tether"
 #: Seconds an operation may wait on its connection for the server's answer (a batch of
@@ -200,12 +200,46 @@ def connect_reason(exc: BaseException) -> str:
     return line.rsplit(" failed: ", 1)[-1].strip() or line
 
 
+#: The server's answers to a connection that are its configuration, not an outage:
+#: what to fix for each (libpq's message, after ``FATAL:``).
+_REFUSALS = (
+    (re.compile(r'database "(?P<name>.*)" does not exist'),
+     "create that database, or correct the database name in the URL"),
+    (re.compile(r'role "(?P<name>.*)" does not exist'),
+     "create that role, or correct the user name in the URL"),
+    (re.compile(r'password authentication failed for user "(?P<name>.*)"'),
+     "correct the password (the URL's, PGPASSWORD or ~/.pgpass) or the user name"),
+)
+
+
+def refusal(reason: str) -> str | None:
+    """What the server's answer ``reason`` (``connect_reason``) says when it refused
+    the connection for a reason of configuration (a database or role that does not
+    exist, a failed password): its words and the fix; None for any other reason."""
+    for pattern, fix in _REFUSALS:
+        found = pattern.search(reason)
+        if found is not None:
+            return f"{found[0]} (a configuration problem, not an outage: {fix})"
+    return None
+
+
+def refused(where: str, reason: str) -> StoreRefused | None:
+    """The StoreRefused for the server's answer ``reason``, if it was a refusal."""
+    said = refusal(reason)
+    return None if said is None else StoreRefused(
+        f"PostgreSQL at {where} refused the connection: {said}")
+
+
 def unavailable(cfg: PgConfig, exc: BaseException) -> StoreUnavailable:
-    """A one-line StoreUnavailable naming the server."""
+    """A one-line StoreUnavailable naming the server (a StoreRefused when the server
+    refused the connection for a reason of configuration)."""
     if isinstance(exc, psycopg_pool.PoolTimeout):
         why = f"no connection within the pool timeout ({_first_line(exc)})"
     else:
         why = connect_reason(exc)
+        refusal_ = refused(f"{cfg.host}:{cfg.port}", why)
+        if refusal_ is not None:
+            return refusal_
     return StoreUnavailable(f"PostgreSQL at {cfg.host}:{cfg.port} is unavailable: {why}")
 
 

@@ -102,6 +102,7 @@ from tether.store.postgres._config import (
     busy,
     parse_url,
     pick,
+    refused,
     translate_errors,
     unavailable,
 )
@@ -711,6 +712,9 @@ class PostgresStore(PostgresServeQueries):
     def _down(self) -> StoreUnavailable:
         outage = self._outage
         since = time.monotonic() - outage.since if outage.since is not None else 0.0
+        refusal = refused(f"{self.cfg.host}:{self.cfg.port}", outage.reason)
+        if refusal is not None:  # (a database dropped, a password changed: said so)
+            return refusal
         return StoreUnavailable(
             f"PostgreSQL at {self.cfg.host}:{self.cfg.port} is unavailable: "
             f"{outage.reason or 'cannot connect'} (no new connection for {since:.0f} s)")
