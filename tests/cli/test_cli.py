@@ -1098,6 +1098,107 @@ async def test_show_of_a_queued_run_names_its_queues_pause(store_url: str) -> No
             "once: tether queue-limit)") in piped, piped
 
 
+async def test_queues_shows_each_queues_runs_and_live_workers(
+        served: tuple[App, str]) -> None:
+    """``tether queues`` gives each queue's queued (and due), running and waiting runs
+    and its live workers, in text and ``--json`` (the fields it had kept): until
+    2026-12-07 it listed limits and workflows alone, and an operator could not tell a
+    backlog or a queue no worker serves from an idle one."""
+    app, url = served
+    handle = await app.start("approval", run_id="q-wait")
+    for _ in range(200):  # (the worker in this process parks it on its signal)
+        if (await app.store.run_get("q-wait")).status == "waiting":  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.05)
+    await app.start("doubler", 1, run_id="q-side-1", queue="side")
+    await app.start("doubler", 2, run_id="q-side-2", queue="side")
+    listed = await cli("queues", "--json", db=url)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["queue"]: r for r in json.loads(listed.stdout)}
+    assert rows["default"] == {"queue": "default", "limit": None,
+                               "workflows": ["approval", "doubler"], "queued": 0, "due": 0,
+                               "running": 0, "waiting": 1, "workers": 1}, rows
+    # (a queue no workflow is registered on, only runs: listed, with no worker)
+    assert rows["side"] == {"queue": "side", "limit": None, "workflows": [], "queued": 2,
+                            "due": 2, "running": 0, "waiting": 0, "workers": 0}, rows
+    text = (await cli("queues", db=url)).stdout.splitlines()
+    assert text[0].split() == ["QUEUE", "LIMIT", "QUEUED", "DUE", "RUNNING", "WAITING",
+                               "WORKERS", "WORKFLOWS"], text
+    assert ["default", "-", "0", "0", "0", "1", "1", "approval,", "doubler"] in [
+        line.split() for line in text], text
+    assert ["side", "-", "2", "2", "0", "0", "0", "-"] in [line.split() for line in text]
+    await app.signal("q-wait", "approve", True)
+    assert await handle.result(timeout=30) is True
+
+
+@pytest.fixture
+async def paused(store_url: str) -> str:
+    """A store whose queue ``held`` is paused (``tether queue-limit held 0``), with
+    ``doubler`` registered on ``default`` (as a worker of it would have)."""
+    async with make_app(store_url) as admin:
+        await admin.set_queue_limit("held", 0)
+        await admin.store.workflow_register(workflows={"doubler": "default"},
+                                            now=admin.clock.now())
+    return store_url
+
+
+async def test_a_start_on_a_paused_queue_warns(paused: str) -> None:
+    """``tether start`` on a paused queue (``tether queue-limit Q 0``) warns that the run
+    waits for the pause to be lifted (and ``--json`` lists it in ``warnings``), as it
+    warns of a workflow no worker registered. Until 2026-12-07 it said nothing."""
+    start = await cli("start", "doubler", "--id", "p-1", "--queue", "held", "--input",
+                      "[1]", db=paused)
+    assert start.returncode == 0, start.stderr
+    assert ("tether: warning: queue 'held' is paused (limit 0): the run waits until "
+            "`tether queue-limit held none` lifts it") in start.stderr.splitlines(), \
+        start.stderr
+    other = await cli("start", "doubler", "--id", "p-2", "--input", "[1]", db=paused)
+    assert other.returncode == 0 and "paused" not in other.stderr, other.stderr
+    as_json = await cli("start", "doubler", "--id", "p-3", "--queue", "held", "--json",
+                        db=paused)
+    assert any("is paused" in w for w in json.loads(as_json.stdout)["warnings"]), \
+        as_json.stdout
+
+
+async def test_runs_says_a_queued_run_waits_for_its_queues_pause(paused: str) -> None:
+    """``tether runs``' WAITING FOR of a run queued on a paused queue says "queue paused"
+    (it was empty, as for a run about to be claimed), on a pipe and on a terminal."""
+    from tests.cli.test_fit import on_terminal
+
+    async with App(paused) as app:
+        await app.start("doubler", 1, run_id="p-1", queue="held")
+        await app.start("doubler", 2, run_id="p-2")
+    rows = {line.split()[0]: line for line in
+            (await cli("runs", db=paused)).stdout.splitlines()[1:]}
+    assert rows["p-1"].split()[2:4] == ["held", "queued"], rows
+    assert rows["p-1"].endswith(" queue paused"), rows
+    assert "paused" not in rows["p-2"], rows
+    fitted = await asyncio.to_thread(on_terminal, "runs", db=paused, columns=120)
+    assert next(ln for ln in fitted.splitlines() if ln.startswith("p-1 ")).endswith(
+        " queue paused"), fitted
+
+
+async def test_the_run_page_says_a_queued_runs_queue_is_paused(paused: str) -> None:
+    """The run page of a run queued on a paused queue says the queue is paused (it said
+    the run "waits in queue held for a worker"), as ``tether show`` does."""
+    import httpx
+
+    from tether.serve import create_app
+
+    async with App(paused) as app:
+        await app.start("doubler", 1, run_id="p-1", queue="held")
+        await app.start("doubler", 2, run_id="p-2")
+        asgi = create_app(app, mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            page = " ".join((await http.get("/runs/p-1")).text.split())
+            plain = " ".join((await http.get("/runs/p-2")).text.split())
+    assert ("No operations yet: the run waits in queue <b>held</b>, which is paused (its "
+            "limit is 0: <code>tether queue-limit held none</code> lifts it).") in page
+    assert "for a worker" not in page
+    assert "the run waits in queue <b>default</b> for a worker." in plain
+
+
 async def test_a_short_commands_warnings_read_as_its_errors_do(store_url: str) -> None:
     """A short-lived command's warnings are ``tether: warning: ...`` lines on stderr, as
     its error is ``tether: error: ...``: no time, no level and logger of a log line

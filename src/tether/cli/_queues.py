@@ -11,6 +11,7 @@ from typing import Any
 
 from tether._fit import fit_width, hang, wide_help
 from tether.cli._common import CliError, client, dumps, safe
+from tether.store._port import WORKER_STALE, QueueCounts, WorkerInfo
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -47,12 +48,18 @@ async def queues(args: argparse.Namespace) -> int:
     try:
         limits = await app.queue_limits()
         workflows = await app.store.workflow_list()
+        now = app.clock.now()
+        counts = await app.store.queue_counts(now=now)
+        workers = live_workers(await app.store.worker_list(), now)
     finally:
         await app.close()
-    queues = sorted(set(limits) | set(workflows.values()))
+    # The registry's and the limits' queues, and those with unfinished runs or live
+    # workers (a queue only a typo of `tether start --queue` used, say).
+    queues = sorted(set(limits) | set(workflows.values()) | set(counts) | set(workers))
     served = {q: sorted(w for w, wq in workflows.items() if wq == q) for q in queues}
     if args.json:
-        print(dumps([{"queue": q, "limit": limits.get(q), "workflows": served[q]}
+        print(dumps([{"queue": q, "limit": limits.get(q), "workflows": served[q],
+                      **_figures(counts.get(q, QueueCounts()), workers.get(q, 0))}
                      for q in queues]))
         return 0
     if not queues:
@@ -60,12 +67,33 @@ async def queues(args: argparse.Namespace) -> int:
         return 0
     width = max(5, *(len(safe(q)) for q in queues))
     fit = fit_width(args.wide)  # on a terminal: a long list of workflows wrapped, not cut
-    print(f"{'QUEUE':{width}}  {'LIMIT':>5}  WORKFLOWS")
+    print(f"{'QUEUE':{width}}  {'LIMIT':>5}  {'QUEUED':>6}  {'DUE':>6}  {'RUNNING':>7}  "
+          f"{'WAITING':>7}  {'WORKERS':>7}  WORKFLOWS")
     for q in queues:
         limit = "-" if limits.get(q) is None else str(limits[q])
-        head, names = f"{safe(q):{width}}  {limit:>5}  ", ", ".join(map(safe, served[q])) or "-"
+        c = counts.get(q, QueueCounts())
+        head = (f"{safe(q):{width}}  {limit:>5}  {c.queued:>6}  {c.due:>6}  "
+                f"{c.running:>7}  {c.waiting:>7}  {workers.get(q, 0):>7}  ")
+        names = ", ".join(map(safe, served[q])) or "-"
         print("\n".join(hang(head, names, fit)) if fit else head + names)
     return 0
+
+
+def live_workers(workers: list[WorkerInfo], now: float) -> dict[str, int]:
+    """How many live workers (a heartbeat within ``WORKER_STALE`` of ``now``, as
+    ``tether versions`` counts them) serve each queue."""
+    served: dict[str, int] = {}
+    for w in workers:
+        if now - w.heartbeat_at <= WORKER_STALE:
+            for q in dict.fromkeys(w.queues.split(",")):
+                if q:
+                    served[q] = served.get(q, 0) + 1
+    return served
+
+
+def _figures(c: QueueCounts, workers: int) -> dict[str, int]:
+    return {"queued": c.queued, "due": c.due, "running": c.running, "waiting": c.waiting,
+            "workers": workers}
 
 
 async def queue_limit(args: argparse.Namespace) -> int:

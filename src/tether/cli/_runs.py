@@ -256,6 +256,8 @@ async def _start(args: argparse.Namespace, app: App,
         report = await start_report(app, handle, values, args.queue)
         if report.created and args.queue is not None:
             await _warn_unserved_queue(app, args.workflow, args.queue)
+        if report.created:
+            await _warn_paused_queue(app, handle.run_id)
         doc = await run_document(app, handle.run_id) if args.json else None
     if not report.created:
         if report.input_differs is None:
@@ -302,6 +304,19 @@ async def _warn_unserved_queue(app: App, workflow: str, queue: str) -> None:
         log.warning("no worker of this store serves queue %r, where this run waits; "
                     "workflow %r is registered on queue %r (a typo? its workers serve "
                     "that one unless started with --queue)", queue, workflow, registered)
+
+
+async def _warn_paused_queue(app: App, run_id: str) -> None:
+    """A run started on a paused queue (``tether queue-limit Q 0``) waits, however many
+    workers serve the queue, until the pause is lifted: say so (it started silently)."""
+    try:
+        run = await app.store.run_get(run_id)
+        if run is None or (await app.queue_limits()).get(run.queue) != 0:
+            return
+    except TetherError:
+        return
+    log.warning("queue %r is paused (limit 0): the run waits until `tether queue-limit "
+                "%s none` lifts it", run.queue, safe(run.queue))
 
 
 def _filter_name(value: str | None, what: str) -> str | None:
@@ -355,6 +370,12 @@ async def runs(args: argparse.Namespace) -> int:
         more, found = len(found) > args.limit, found[:args.limit]
         # (a blocked run waits for an operator: its cell says why, as `tether show` does)
         blocked = {r.run_id: blocked_reason(app, r) for r in found if r.status == "blocked"}
+        # (a queued run of a paused queue waits for the pause to be lifted, not for a
+        # worker: its cell says so, where it was empty, as `tether show` says it)
+        if any(r.status == "queued" for r in found):
+            limits = await app.store.queue_limits()
+            blocked.update({r.run_id: "queue paused" for r in found
+                            if r.status == "queued" and limits.get(r.queue) == 0})
         if not found and args.workflow:
             await _warn_unknown_filter(app, args.workflow)
         if not found and args.queue:

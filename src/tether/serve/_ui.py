@@ -714,6 +714,10 @@ async def run_view(app: App, run_id: str, *,
         known = await app.store.workflow_list()
         if doc["workflow"] not in known and doc["workflow"] not in app.workflows():
             doc["unregistered"] = did_you_mean(doc["workflow"], known)
+    # Its queue's limit (tether queue-limit), as `tether show` names it: a run of a
+    # paused queue waits for the pause to be lifted, not "for a worker".
+    doc["queue_limit"] = ((await app.store.queue_limits()).get(doc["queue"])
+                          if doc["status"] == "queued" and not doc["journal"] else None)
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))

@@ -282,6 +282,32 @@ class LiveStats:
     workers: int
 
 
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """The unfinished runs of one queue (``ServeQueries.queue_counts``): ``queued``
+    (of which ``due`` are claimable now, the rest delayed starts or backoffs not yet
+    due), ``running`` (claimed by a worker) and ``waiting`` (released: a timer, a
+    signal, a child)."""
+
+    queued: int = 0
+    due: int = 0
+    running: int = 0
+    waiting: int = 0
+
+
+def queue_counts_of(rows: Iterable[Sequence[object]]) -> dict[str, QueueCounts]:
+    """``queue_counts`` of the stores' rows: (queue, status, runs, due)."""
+    out: dict[str, dict[str, int]] = {}
+    for queue, status, n, due in rows:
+        counts = out.setdefault(str(queue), {})
+        counts[str(status)] = int(str(n))
+        if status == "queued":
+            counts["due"] = int(str(due or 0))
+    return {q: QueueCounts(queued=c.get("queued", 0), due=c.get("due", 0),
+                           running=c.get("running", 0), waiting=c.get("waiting", 0))
+            for q, c in out.items()}
+
+
 #: The run metrics ``StoreStats.llm`` sums, in the order the stores' queries give them.
 LLM_KEYS = ("tokens.input", "tokens.output", "cost.usd", "saved.tokens.input",
             "saved.tokens.output", "saved.cost.usd", "llm.calls")
@@ -401,6 +427,12 @@ class ServeQueries(Protocol):
     async def store_live_stats(self, *, now: float) -> LiveStats:
         """``store_stats``' queue depths and ages and its live workers alone: index
         lookups, cheap on any store (what ``tether serve`` reads at each scrape)."""
+
+    async def queue_counts(self, *, now: float) -> dict[str, QueueCounts]:
+        """Per queue, its ``queued`` (``due`` at ``now`` among them), ``running`` and
+        ``waiting`` runs; a queue with none of them is absent (``tether queues``). One
+        grouped count through the status indexes: it reads every unfinished run (not
+        the ended ones), an operator's read, not a hot path."""
 
 
 class Store(ServeQueries, Protocol):

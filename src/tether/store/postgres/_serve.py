@@ -11,9 +11,11 @@ from tether._types import RunRecord
 from tether.store._port import (
     WORKER_STALE,
     LiveStats,
+    QueueCounts,
     RunChildren,
     RunEvent,
     StoreStats,
+    queue_counts_of,
     stats_with_totals,
     stored_event_kinds,
 )
@@ -143,6 +145,10 @@ class PostgresServeQueries:
         workers, _ = await self._one("stats_workers", {"since": now - WORKER_STALE})
         return LiveStats({q: (int(n), float(oldest)) for q, n, oldest in queues},
                          int(workers[0][0]))
+
+    async def queue_counts(self, *, now: float) -> dict[str, QueueCounts]:
+        rows, _ = await self._one("queue_counts", {"now": now})
+        return queue_counts_of(rows)
 
 
 

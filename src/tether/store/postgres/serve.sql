@@ -238,6 +238,20 @@ SELECT status, count(*) FROM {schema}.runs GROUP BY status;
 SELECT queue, count(*), min(coalesce(available_at, created_at)) FROM {schema}.runs
 WHERE status = 'queued' GROUP BY queue;
 
+-- queue_counts --
+-- Per queue and unfinished status: how many runs, and of the queued ones how many are
+-- due now (tether queues). One select per status, so each reads its own index
+-- (runs_status for queued and waiting, runs_held for running) and no ended run.
+SELECT queue, 'queued'::text, count(*),
+       count(*) FILTER (WHERE coalesce(available_at, created_at) <= %(now)s)
+FROM {schema}.runs WHERE status = 'queued' GROUP BY queue
+UNION ALL
+SELECT queue, 'running'::text, count(*), 0 FROM {schema}.runs
+WHERE status = 'running' GROUP BY queue
+UNION ALL
+SELECT queue, 'waiting'::text, count(*), 0 FROM {schema}.runs
+WHERE status = 'waiting' GROUP BY queue;
+
 -- stats_steps --
 -- Finished steps of the runs kept (all generations): how many, their total seconds, and
 -- how many took at most each bound (the bounds are STEP_BUCKETS in tether.store._port).

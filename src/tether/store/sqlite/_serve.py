@@ -14,9 +14,11 @@ from tether._types import RunRecord
 from tether.store._port import (
     WORKER_STALE,
     LiveStats,
+    QueueCounts,
     RunChildren,
     RunEvent,
     StoreStats,
+    queue_counts_of,
     stats_with_totals,
     stored_event_kinds,
 )
@@ -91,6 +93,9 @@ class SqliteServeQueries(WriterClient):
 
     async def store_live_stats(self, *, now: float) -> LiveStats:
         return await self._read(_store_live_stats, now - WORKER_STALE)
+
+    async def queue_counts(self, *, now: float) -> dict[str, QueueCounts]:
+        return await self._read(_queue_counts, now)
 
     async def run_children_many(self, *, parents: Sequence[str],
                                 limit: int) -> dict[str, RunChildren]:
@@ -174,6 +179,10 @@ def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
     workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
     totals = {str(k): float(v) for k, v in conn.execute(Q["metric_totals"])}
     return stats_with_totals(by_status, queues, steps, llm, int(workers), totals)
+
+
+def _queue_counts(conn: apsw.Connection, now: float) -> dict[str, QueueCounts]:
+    return queue_counts_of(conn.execute(Q["queue_counts"], {"now": now}).fetchall())
 
 
 def _store_live_stats(conn: apsw.Connection, alive_since: float) -> LiveStats:

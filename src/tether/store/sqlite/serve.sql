@@ -258,6 +258,20 @@ SELECT status, count(*) FROM tether_runs GROUP BY status;
 SELECT queue, count(*), min(coalesce(available_at, created_at)) FROM tether_runs
 WHERE status = 'queued' GROUP BY queue;
 
+-- queue_counts --
+-- Per queue and unfinished status: how many runs, and of the queued ones how many are
+-- due now (tether queues). One select per status, so each reads its own index
+-- (tether_runs_status for queued and waiting, tether_runs_held for running) and no ended run.
+SELECT queue, 'queued', count(*),
+       sum(coalesce(available_at, created_at) <= :now)
+FROM tether_runs WHERE status = 'queued' GROUP BY queue
+UNION ALL
+SELECT queue, 'running', count(*), 0 FROM tether_runs
+WHERE status = 'running' GROUP BY queue
+UNION ALL
+SELECT queue, 'waiting', count(*), 0 FROM tether_runs
+WHERE status = 'waiting' GROUP BY queue;
+
 -- stats_steps --
 -- Finished steps of the runs kept (all generations): how many, their total seconds, and
 -- how many took at most each bound (the bounds are STEP_BUCKETS in tether.store._port).
