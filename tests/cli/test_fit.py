@@ -392,8 +392,20 @@ def test_queues_and_versions_wrap_their_lists_on_a_narrow_terminal(
     assert shown.split() == piped.split(), shown
     continued = [line for line in shown.splitlines() if line.startswith(" ")]
     assert continued, shown
-    if command == ("queues",):  # (a short head: the list goes on under its column)
+    if command == ("queues",):
+        # Since 2026-12-07 a queue's figures (runs, workers) make its head wider than
+        # 60 columns hold beside the workflows: WORKFLOWS heads a line of its own, and
+        # each queue's list goes under its row, indented as that heading.
+        heading = next(line for line in shown.splitlines() if "WORKFLOWS" in line)
+        column = heading.index("WORKFLOWS")
+        assert all(len(line) - len(line.lstrip()) == column for line in continued), shown
+        # Wide enough for both: the list goes on under its column, beside the figures.
+        shown = on_terminal(*command, db=desk, columns=130)
+        assert long_lines(shown, 130) == [], shown
+        assert shown.split() == piped.split(), shown
         column = shown.splitlines()[0].index("WORKFLOWS")
+        continued = [line for line in shown.splitlines() if line.startswith(" ")]
+        assert continued, shown
         assert all(len(line) - len(line.lstrip()) == column for line in continued), shown
 
 

@@ -67,15 +67,25 @@ async def queues(args: argparse.Namespace) -> int:
         return 0
     width = max(5, *(len(safe(q)) for q in queues))
     fit = fit_width(args.wide)  # on a terminal: a long list of workflows wrapped, not cut
-    print(f"{'QUEUE':{width}}  {'LIMIT':>5}  {'QUEUED':>6}  {'DUE':>6}  {'RUNNING':>7}  "
-          f"{'WAITING':>7}  {'WORKERS':>7}  WORKFLOWS")
+    titles = (f"{'QUEUE':{width}}  {'LIMIT':>5}  {'QUEUED':>6}  {'DUE':>6}  {'RUNNING':>7}  "
+              f"{'WAITING':>7}  {'WORKERS':>7}  ")
+    # On a terminal too narrow for the figures and the workflows side by side, each
+    # queue's workflows go under its row, indented (as the WORKFLOWS heading does).
+    under = fit is not None and len(titles) + len("WORKFLOWS") > fit
+    print(f"{titles.rstrip()}\n  WORKFLOWS" if under else titles + "WORKFLOWS")
     for q in queues:
         limit = "-" if limits.get(q) is None else str(limits[q])
         c = counts.get(q, QueueCounts())
         head = (f"{safe(q):{width}}  {limit:>5}  {c.queued:>6}  {c.due:>6}  "
                 f"{c.running:>7}  {c.waiting:>7}  {workers.get(q, 0):>7}  ")
         names = ", ".join(map(safe, served[q])) or "-"
-        print("\n".join(hang(head, names, fit)) if fit else head + names)
+        if fit is None:
+            print(head + names)
+        elif under:
+            print(head.rstrip())
+            print("\n".join(hang("  ", names, fit)))
+        else:
+            print("\n".join(hang(head, names, fit)))
     return 0
 
 
