@@ -149,9 +149,11 @@ def test_queue_limit_and_queues_commands(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "at most 2 runs at once" in done.stdout
     listed = tether("queues", "--db", url)
-    assert listed.returncode == 0 and listed.stdout.split()[3:5] == ["llm", "2"]
+    assert listed.returncode == 0 and listed.stdout.split()[8:10] == ["llm", "2"]
     as_json = tether("queues", "--json", "--db", url)
-    assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "workflows": []}]
+    assert json.loads(as_json.stdout) == [{"queue": "llm", "limit": 2, "workflows": [],
+                                           "queued": 0, "due": 0, "running": 0,
+                                           "waiting": 0, "workers": 0}]
     for bad in ("-1", "two"):
         refused = tether("queue-limit", "llm", bad, "--db", url)
         assert refused.returncode == 2 and repr(bad) in refused.stderr

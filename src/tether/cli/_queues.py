@@ -16,7 +16,8 @@ from tether.store._port import WORKER_STALE, QueueCounts, WorkerInfo
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("queues", parents=[common],
-                       help="list queues (from the workflows registry and the limits)")
+                       help="list queues: limits, runs queued, running and waiting, "
+                            "live workers, workflows")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=wide_help(
         "a long list of workflows is wrapped under its column; nothing is cut"))
