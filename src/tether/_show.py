@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import shlex
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -491,6 +492,14 @@ async def start_report(app: App, handle: RunHandle[Any], values: list[Any],
             canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
             differs = canonical(stored) != canonical({"args": values})
     return StartReport(False, differs, run.queue != wanted, run.queue, wanted)
+
+
+def paused_queue_warning(queue: str) -> str:
+    """The warning of a start (``tether start``, ``POST /api/v1/runs``) that queued its
+    run on a paused queue (``tether queue-limit Q 0``): it waits, however many workers
+    serve the queue, until the pause is lifted."""
+    return (f"queue {queue!r} is paused (limit 0): the run waits until "
+            f"`tether queue-limit {shlex.quote(queue)} none` lifts it")
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,23 @@ async def test_start_of_an_unregistered_workflow_is_queued_with_a_warning(api: A
     assert again.status_code == 200 and "warnings" not in again.json()
 
 
+async def test_start_on_a_paused_queue_warns(api_any: Api) -> None:
+    """A run queued on a paused queue (``tether queue-limit Q 0``) is started (201) with
+    a ``warnings`` line saying so, as ``tether start`` warns (until 2026-12-07, none);
+    a start on a queue that is not paused has none."""
+    await api_any.app.set_queue_limit("held", 0)
+    await api_any.app.store.workflow_register(workflows={"known": "default"},
+                                              now=api_any.app.clock.now())
+    r = await api_any.http.post("/api/v1/runs", json={"workflow": "known", "run_id": "h1",
+                                                      "queue": "held"})
+    assert r.status_code == 201, r.text
+    assert r.json()["warnings"] == [
+        "queue 'held' is paused (limit 0): the run waits until `tether queue-limit held "
+        "none` lifts it"], r.text
+    r = await api_any.http.post("/api/v1/runs", json={"workflow": "known", "run_id": "h2"})
+    assert r.status_code == 201 and "warnings" not in r.json(), r.text
+
+
 async def test_a_start_whose_input_the_workflow_cannot_take_is_a_bad_request(
         api: Api) -> None:
     """With the workflow's code at hand (``serve --app``), an input its signature cannot

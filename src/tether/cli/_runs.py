@@ -19,6 +19,7 @@ from tether._show import (
     error_origin,
     held,
     info_dict,
+    paused_queue_warning,
     run_dict,
     run_document,
     run_info,
@@ -315,8 +316,7 @@ async def _warn_paused_queue(app: App, run_id: str) -> None:
             return
     except TetherError:
         return
-    log.warning("queue %r is paused (limit 0): the run waits until `tether queue-limit "
-                "%s none` lifts it", run.queue, safe(run.queue))
+    log.warning("%s", safe(paused_queue_warning(run.queue)))
 
 
 def _filter_name(value: str | None, what: str) -> str | None:

@@ -30,6 +30,7 @@ from tether._show import (
     STATUSES,
     cancel_pending,
     journal_entries,
+    paused_queue_warning,
     run_document,
     run_info,
     search_statuses,
@@ -334,8 +335,14 @@ async def start_run(request: Request) -> Response:
     report = await start_report(app, handle, values, queue)
     doc = await _document(app, handle.run_id)
     doc.update(report.fields())  # as `tether start --json` prints it
+    warnings = []
     if not known and not existed:
-        doc["warnings"] = [unserved_warning(workflow, doc.get("queue", queue))]
+        warnings.append(unserved_warning(workflow, doc.get("queue", queue)))
+    run_queue = str(doc.get("queue", queue))
+    if not existed and (await app.queue_limits()).get(run_queue) == 0:
+        warnings.append(paused_queue_warning(run_queue))
+    if warnings:
+        doc["warnings"] = warnings
     return json_response(doc, 200 if existed else 201)
 
 
