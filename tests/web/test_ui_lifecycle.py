@@ -445,3 +445,23 @@ async def test_a_blocked_run_names_the_same_command_on_its_page_and_in_show(
         assert "<code>tether resume drift-r</code>" in note.group(0)
         assert "tether retry" not in note.group(0)
         assert ("<b>Retry</b> below" in note.group(0)) is button
+
+
+async def test_the_runs_page_takes_a_comma_list_of_statuses_as_the_api_does(
+        ui_any: httpx.AsyncClient) -> None:
+    """``/runs?status=queued,cancelled`` lists the runs of either, newest first, as
+    ``GET /api/v1/runs?status=`` does (the page took one status, and a list was refused
+    with a reason that was not the API's); a word that is no status is refused with the
+    API's reason."""
+    ui = ui_any
+    app = ui.app  # type: ignore[attr-defined]
+    await login(ui, READ)
+    for run_id in ("c-1", "c-2", "c-3"):
+        await app.start("steps", 1, run_id=run_id)
+    await app.cancel("c-2")
+    html = (await ui.get("/runs", params={"status": "queued,cancelled"})).text
+    assert list(dict.fromkeys(re.findall(r"\bc-[0-9]\b", html))) == ["c-3", "c-2", "c-1"]
+    html = (await ui.get("/runs", params={"status": "cancelled"})).text
+    assert "c-2" in html and "c-1" not in html and "c-3" not in html
+    r = await ui.get("/runs", params={"status": "cancelled,done"})
+    assert r.status_code == 400 and "or a comma list of them, got" in r.text

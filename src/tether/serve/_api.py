@@ -417,15 +417,6 @@ def run_summary(r: Any) -> dict[str, Any]:
     }
 
 
-def run_status(status: str | None) -> str | None:
-    """A runs list's ``status`` filter, or a 400 naming the statuses (the API and the
-    runs page say it alike; the page said "unknown status 'x'")."""
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, "bad_request",
-                       f"status must be one of {', '.join(STATUSES)}, got {shown(status)}")
-    return status
-
-
 def run_statuses(text: str | None) -> tuple[str, ...] | None:
     """The list's ``status`` filter: a status or a comma list of them
     (``status=failed,blocked``), or a 400 naming the statuses."""

@@ -40,6 +40,7 @@ from tether._show import (
     entry_outcome,
     held,
     run_document,
+    search_statuses,
     unreadable_payload,
 )
 from tether._types import ENDED_VALUES, MAX_NAME, did_you_mean
@@ -54,7 +55,7 @@ from tether.serve._api import (
     parse_json,
     parse_limit,
     run_not_found,
-    run_status,
+    run_statuses,
 )
 from tether.serve._auth import CSRF_COOKIE, SESSION_COOKIE, csrf_ok, digest, new_csrf
 from tether.serve._control import (
@@ -877,10 +878,11 @@ def _filters(request: Request) -> dict[str, str]:
             # than a new name's 200 characters.) The others are held to the API's rule
             # (``field_name``): one it refuses is refused with its reason. Cutting it to
             # 200 characters drew "No runs match these filters", where the API said why.
-            # (A status is one of the statuses: ``run_status`` says which.)
+            # (A status is one of the statuses, or a comma list of them, as the API's
+            # ``status=``: ``run_statuses`` says which.)
             out[key] = value if key in ("parent", "status") else str(
                 field_name(value, key, required=True))
-    run_status(out.get("status"))
+    run_statuses(out.get("status"))
     return out
 
 
@@ -889,8 +891,8 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     limit = parse_limit(request.query_params.get("limit"), 50)
     cursor = request.query_params.get("cursor")
     app: App = request.app.state.tether
-    found = await app.store.run_search(
-        status=filters.get("status"), workflow=filters.get("workflow"),
+    found = await search_statuses(
+        app, run_statuses(filters.get("status")), workflow=filters.get("workflow"),
         queue=filters.get("queue"), parent=filters.get("parent"), text=filters.get("q"),
         limit=limit + 1,
         before=decode_cursor(cursor) if cursor else None)
