@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tether import App, RunNotFound
-from tether._lifecycle import Cron, RunIdTaken, fork_past_end, zone_of
+from tether._lifecycle import Cron, fork_past_end, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
 from tether._show import run_document, schedule_dict
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
@@ -101,9 +101,7 @@ async def fork(app: App, run_id: str, at: int, values: list[Any] | None,
         raise ApiError(400, "bad_request", str(exc)) from None
     except PayloadError as exc:
         raise payload_error(exc) from None
-    except RunIdTaken as exc:  # another run holds the new id
-        raise ApiError(409, "conflict", str(exc)) from None
-    except ConfigError as exc:
+    except ConfigError as exc:  # another run holds the new id (RunIdTaken)
         raise ApiError(409, "conflict", str(exc)) from None
     doc = await run_document(app, handle.run_id)
     if handle.created is False:  # this fork asked for again: nothing started (200)
