@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_SIGNAL, Codec
-from tether._types import EntryStatus, RunInfo, RunStatus
+from tether._types import EntryStatus, RunInfo, RunStatus, did_you_mean
 from tether.encryption import _sealed_key_id
 from tether.errors import PayloadError
 
@@ -32,8 +32,8 @@ __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "Sign
            "entry_failed", "entry_outcome", "error_origin", "held", "in_flight", "info_dict",
            "journal_entries", "lifecycle_dict", "run_dict", "run_document", "run_info",
            "schedule_dict", "search_statuses", "signal_report", "signal_wait_starts",
-           "split_statuses", "start_report", "timed_out", "unreadable_payload",
-           "waiting_since"]
+           "split_statuses", "start_report", "timed_out", "unattempted", "unreadable_payload",
+           "untimed", "waiting_since"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -127,6 +127,20 @@ def error_origin(err: Any) -> str | None:
     # (the frame's text comes from the store: made safe to print by the caller)
     return f"{f['file']}, line {f['line']}, in {f['fn'].strip()}" + (f": {code}" if code else "")
 
+
+def unattempted(e: dict[str, Any]) -> bool:
+    """Whether journal entry ``e`` ran no attempt (a recorded ``now``, ``random`` or
+    ``uuid``, a patch, a child's start, a timer: only a step runs attempts): the faces
+    draw a dash in its attempts cell, not 0, as if an attempt were still to come."""
+    return not e.get("attempts")
+
+
+def untimed(e: dict[str, Any]) -> bool:
+    """Whether journal entry ``e`` took no time of its own (a recorded ``now``,
+    ``random`` or ``uuid``, a patch, a child's start: its start and end are one
+    instant): the faces draw a dash in its duration cell, not "0 µs", as if it had been
+    timed. A step's duration, however short, and a wait's are drawn."""
+    return e.get("kind") != "step" and not e.get("duration")
 
 
 def entry_outcome(e: dict[str, Any]) -> str:
@@ -492,6 +506,23 @@ async def start_report(app: App, handle: RunHandle[Any], values: list[Any],
             canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
             differs = canonical(stored) != canonical({"args": values})
     return StartReport(False, differs, run.queue != wanted, run.queue, wanted)
+
+
+async def queued_why(app: App, status: str, workflow: str, queue: str,
+                     journal: list[Any]) -> tuple[str | None, int | None]:
+    """What a queued run that has recorded no operation waits for, beyond a worker (the
+    faces' "no operations yet" note: ``tether show``, the run page): the closest
+    registered name's hint (maybe ``""``) when no worker of the store, nor ``app``, has
+    registered its workflow (a typo'd start), else None; and its queue's limit
+    (``tether queue-limit``: 0 is paused), else None. ``(None, None)`` for any other
+    run: "waits ... for a worker" read as if none was up, while the queue's workers
+    served, none of them with this workflow, or the queue was paused."""
+    if status != RunStatus.QUEUED.value or journal:
+        return None, None
+    known = await app.store.workflow_list()
+    unregistered = (did_you_mean(workflow, known)
+                    if workflow not in known and workflow not in app.workflows() else None)
+    return unregistered, (await app.store.queue_limits()).get(queue)
 
 
 def paused_queue_warning(queue: str) -> str:

@@ -8,7 +8,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tether._show import bookkeeping, in_flight, info_dict, timed_out, waiting_since
+from tether._show import (
+    bookkeeping,
+    in_flight,
+    info_dict,
+    timed_out,
+    unattempted,
+    untimed,
+    waiting_since,
+)
 from tether._types import RunInfo, RunStatus
 from tether.cli._common import fmt_duration, fmt_time, safe, short
 
@@ -168,20 +176,14 @@ def resume_command(run_id: str) -> str:
 
 
 def attempts_cell(e: dict[str, Any]) -> str:
-    """An entry's ATT cell: its attempts, ``-`` for an operation nothing attempted (a
-    recorded ``now``, ``random`` or ``uuid``, a patch, a child's start, a timer: only a
-    step runs attempts); it read 0, as if an attempt were still to come."""
-    return str(e["attempts"]) if e["attempts"] else "-"
+    """An entry's ATT cell: its attempts, ``-`` for one that ran none (``unattempted``)."""
+    return "-" if unattempted(e) else str(e["attempts"])
 
 
 def duration_cell(e: dict[str, Any]) -> str:
-    """An entry's DURATION cell: ``-`` for an operation that took no time of its own
-    (a recorded ``now``, ``random`` or ``uuid``, a patch, a child's start: its start
-    and end are one instant), which read "0 µs", as if it had been timed; a step's
-    duration, however short, and a wait's."""
-    if e["kind"] != "step" and not e["duration"]:
-        return "-"
-    return fmt_duration(e["duration"])
+    """An entry's DURATION cell: ``-`` for one that took no time of its own
+    (``untimed``)."""
+    return "-" if untimed(e) else fmt_duration(e["duration"])
 
 
 def bookkeeping_cell(e: dict[str, Any], outcome: str) -> str:

@@ -20,6 +20,7 @@ from tether._show import (
     held,
     info_dict,
     paused_queue_warning,
+    queued_why,
     run_dict,
     run_document,
     run_info,
@@ -411,15 +412,8 @@ async def show(args: argparse.Namespace) -> int:
         # (a child whose parent a purge deleted: said, not left to a failed lookup)
         parent_gone = (doc is None and info.parent_run_id is not None
                        and await app.store.run_get(info.parent_run_id) is None)
-        unregistered = None
-        if doc is None and info.status is RunStatus.QUEUED and not info.journal:
-            known = await app.store.workflow_list()
-            if info.workflow not in known:
-                unregistered = did_you_mean(info.workflow, known)
-        # (a queued run of a paused queue is not waiting "for a worker")
-        limit = ((await app.store.queue_limits()).get(info.queue)
-                 if doc is None and info.status is RunStatus.QUEUED and not info.journal
-                 else None)
+        unregistered, limit = (None, None) if doc is not None else await queued_why(
+            app, info.status.value, info.workflow, info.queue, info.journal)
     if doc is not None:
         print(dumps(doc))
         return 0

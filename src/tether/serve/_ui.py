@@ -39,11 +39,14 @@ from tether._show import (
     bookkeeping,
     entry_outcome,
     held,
+    queued_why,
     run_document,
     search_statuses,
+    unattempted,
     unreadable_payload,
+    untimed,
 )
-from tether._types import ENDED_VALUES, MAX_NAME, did_you_mean
+from tether._types import ENDED_VALUES, MAX_NAME
 from tether.ai._rows import billed, fmt_tokens, fmt_usd, llm_call
 from tether.errors import PayloadError, SignalError, shown
 from tether.serve._api import (
@@ -229,22 +232,15 @@ def fmt_waits(context: Context, waiting_for: str | None) -> str:
 
 
 def attempts_cell(e: dict[str, Any]) -> str:
-    """A timeline row's Attempts cell: its attempts, an en dash for an operation nothing
-    attempted (a recorded ``now``, ``random`` or ``uuid``, a patch, a child's start, a
-    timer: only a step runs attempts), as ``tether show``'s ATT says ``-``; it read 0,
-    as if an attempt were still to come (until 2026-12-07)."""
-    return str(e["attempts"]) if e.get("attempts") else "\u2013"
+    """A timeline row's Attempts cell: an en dash for an entry that ran no attempt
+    (``unattempted``), as ``tether show``'s ATT says ``-``."""
+    return "\u2013" if unattempted(e) else str(e["attempts"])
 
 
 def duration_cell(e: dict[str, Any]) -> str:
-    """A timeline row's Duration cell: an en dash for an operation that took no time of
-    its own (a recorded ``now``, ``random`` or ``uuid``, a patch, a child's start: its
-    start and end are one instant), as ``tether show``'s DURATION says ``-``; it read
-    "0 µs", as if it had been timed (until 2026-12-07). A step's, however short, and a
-    wait's are drawn."""
-    if e.get("kind") != "step" and not e.get("duration"):
-        return "\u2013"
-    return fmt_duration(e.get("duration"))
+    """A timeline row's Duration cell: an en dash for an entry that took no time of its
+    own (``untimed``), as ``tether show``'s DURATION says ``-``."""
+    return "\u2013" if untimed(e) else fmt_duration(e.get("duration"))
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -707,18 +703,10 @@ async def run_view(app: App, run_id: str, *,
         "kids_cost": kids_cost}
     doc["approval"] = _pending_approval(doc)
     doc["wait"] = await _wait_view(app, doc)
-    # A queued run of a workflow no worker of the store registered (a typo'd start):
-    # the closest registered name's hint (maybe ""), else None. "Waits ... for a
-    # worker" read as if none was up, while the queue's workers were serving.
-    doc["unregistered"] = None
-    if doc["status"] == "queued" and not doc["journal"]:
-        known = await app.store.workflow_list()
-        if doc["workflow"] not in known and doc["workflow"] not in app.workflows():
-            doc["unregistered"] = did_you_mean(doc["workflow"], known)
-    # Its queue's limit (tether queue-limit), as `tether show` names it: a run of a
-    # paused queue waits for the pause to be lifted, not "for a worker".
-    doc["queue_limit"] = ((await app.store.queue_limits()).get(doc["queue"])
-                          if doc["status"] == "queued" and not doc["journal"] else None)
+    # A queued run's workflow no worker registered, its queue's limit (paused: 0), as
+    # `tether show` says them.
+    doc["unregistered"], doc["queue_limit"] = await queued_why(
+        app, doc["status"], doc["workflow"], doc["queue"], doc["journal"])
     end = doc["finished_at"] or now
     doc["elapsed"] = end - doc["created_at"]
     doc["error_text"] = _error_text(doc.get("error"))
