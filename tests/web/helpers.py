@@ -181,6 +181,20 @@ async def ui_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
             await app.close()
 
 
+
+@contextlib.asynccontextmanager
+async def served_app(app: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """``app`` (a ``tether.App``, opened here) and a client of an in-process ``tether
+    serve`` over it with an admin and a read token (``ADMIN``, ``READ``): requests carry
+    their own ``Authorization`` header."""
+    from tether.serve import Tokens, create_app
+
+    async with app:
+        asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            yield app, http
+
 def add_paid_rounds(app: Any) -> Any:
     """Register on ``app`` a workflow ``rounds(n)`` that runs one step paying 100 input
     tokens and $0.5 (one LLM call) and continues as new up to ``n`` = 2: the runs the

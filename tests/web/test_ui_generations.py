@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import tether
-from tests.web.helpers import ADMIN, READ
+from tests.web.helpers import READ, served_app
 from tether import App
 
 READ_HEADERS = {"Authorization": f"Bearer {READ}"}
@@ -46,14 +46,8 @@ def make_app(url: str) -> App:
 
 @pytest.fixture
 async def served(store_url: str) -> AsyncIterator[tuple[App, httpx.AsyncClient]]:
-    from tether.serve import Tokens, create_app
-
-    app = make_app(store_url)
-    async with app:
-        asgi = create_app(app, tokens=Tokens({ADMIN: "admin", READ: "read"}), mcp=False)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                     base_url="http://127.0.0.1") as http:
-            yield app, http
+    async with served_app(make_app(store_url)) as pair:
+        yield pair
 
 
 async def _page(http: httpx.AsyncClient, run_id: str) -> str:
