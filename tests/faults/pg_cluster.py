@@ -189,10 +189,44 @@ def pg_cluster_version() -> str | None:
     return versions[-1] if versions else None
 
 
-def pg_ctl(version: str, action: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        capture_output=True, text=True, timeout=timeout, check=False)
+def pg_ctl(version: str, action: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``pg_ctlcluster VERSION main ACTION``. Its own waits add up to more than a minute
+    (``pg_ctl stop -w``'s 60 s, then up to 30 s for the socket), so the bound here is
+    above theirs: killing pg_ctlcluster mid-restart leaves a server half stopped. On a
+    timeout the error carries the server log's tail, which says what the server was
+    doing."""
+    try:
+        return subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+            capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(
+            f"pg_ctlcluster {version} main {action} took more than {timeout:.0f} s; "
+            f"the server log ends with:\n{pg_log_tail(version)}") from exc
+
+
+def pg_log_tail(version: str, lines: int = 40) -> str:
+    """The last lines of the local cluster's server log (empty if it cannot be read)."""
+    try:
+        text = Path(f"/var/log/postgresql/postgresql-{version}-main.log").read_text(
+            errors="replace")
+    except OSError as exc:
+        return f"(server log unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def checkpoint(url: str) -> float:
+    """Run ``CHECKPOINT`` on the server of ``url``; return the seconds it took.
+
+    A restart's shutdown checkpoint writes every dirty buffer of the whole server. Right
+    after the parallel part of the suite (hundreds of databases created, filled and
+    dropped) that can be most of ``shared_buffers``, which a slow disk takes longer to
+    write than pg_ctl waits. Checkpointing first leaves the restart only the test's own
+    writes to flush."""
+    t0 = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    return time.monotonic() - t0
 
 
 def pg_ready(timeout: float = 30) -> bool:

@@ -21,12 +21,14 @@ import pytest
 from tests.conftest import IN_CI
 from tests.faults.pg_cluster import (
     PgWorkers,
+    checkpoint,
     executions,
     group_by_step,
     journal_tokens,
     no_overlap,
     pg_cluster_version,
     pg_ctl,
+    pg_log_tail,
     pg_ready,
     wait_statuses,
 )
@@ -36,20 +38,26 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.postgres, pytest
 
 
 @pytest.fixture
-def cluster() -> Iterator[str]:
-    """The local cluster's version; on teardown, the server is up (started if not)."""
+def cluster(pg_url: str) -> Iterator[str]:
+    """The local cluster's version, checkpointed (see ``checkpoint``); on teardown, the
+    server is up (started if not). It asks for ``pg_url`` so that it is set up after the
+    test's database and torn down before it: the database is dropped on a running
+    server."""
     version = pg_cluster_version()
     if version is None:
         reason = "no local cluster to restart (pg_ctlcluster and /etc/postgresql/*/main)"
         if IN_CI:
             pytest.fail(f"CI=true and {reason}")
         pytest.skip(reason)
+    took = checkpoint(pg_url)
+    print(f"\ncheckpoint before the test took {took:.1f} s")
     try:
         yield version
     finally:
         if not pg_ready(5):
             pg_ctl(version, "start")
-            assert pg_ready(60), "PostgreSQL did not come back after the restart test"
+            assert pg_ready(60), ("PostgreSQL did not come back after the restart test; the "
+                                  f"server log ends with:\n{pg_log_tail(version)}")
 
 
 @pytest.fixture
