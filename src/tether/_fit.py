@@ -135,9 +135,10 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
     a person copies (a run id, a schedule's name), never cut. The other cells are whole
     if the line has room for them and the keys up to ``KEY_MIN`` long; else the columns
     of ``give`` ((index, least width), in that order) are cut at their end, down to
-    their least width or their title's, until it has. A key longer than its column has
-    a line to itself, its row's cells under it. Returns the heading, and each row's
-    lines."""
+    their least width or their title's, until it has; if that is not enough, the key
+    column narrows to the keys the line still has room for. A key longer than its
+    column has a line to itself, its row's cells under it. Returns the heading, and each
+    row's lines."""
     widths = [max([len(title), *(len(row[i]) for row in rows)])
               for i, title in enumerate(titles)]
     room = width - (sum(widths[1:]) + len(widths) - 1)  # what the other cells leave it
@@ -145,10 +146,22 @@ def key_table(titles: Sequence[str], rows: list[list[str]], width: int,
     # (the other cells cut for room if they must) and any longer the room has space for.
     widths[0] = max([len(titles[0]), *(len(row[0]) for row in rows
                                        if len(row[0]) <= max(room, KEY_MIN))])
+    cuts = []
     for i, least in give:
         cut = min(max(widths[0] - room, 0), widths[i] - max(least, len(titles[i])))
         widths[i] -= cut
         room += cut
+        cuts.append((i, cut))
+    if widths[0] > room:
+        # Cut to their least, the other cells still leave the keys too little room (a
+        # narrow terminal, long names): the column holds the keys that fit it, a longer
+        # one has a line of its own, and what that frees goes back to the cells cut last.
+        widths[0] = max([len(titles[0]), *(len(row[0]) for row in rows
+                                           if len(row[0]) <= room)])
+        for i, cut in reversed(cuts):
+            back = max(min(cut, room - widths[0]), 0)
+            widths[i] += back
+            room -= back
     head = " ".join(f"{t:{w}}" for t, w in zip(titles, widths, strict=True)).rstrip()
     groups = []
     for row in rows:

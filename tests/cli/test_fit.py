@@ -604,3 +604,57 @@ def test_schedules_say_an_overdue_tick_and_a_paused_schedule(sqlite_url: str) ->
     # (the column is as wide as its widest cell: LAST RUN stays one column)
     header, *lines = piped.stdout.splitlines()
     assert {ln.rindex(" -") for ln in lines} == {header.index("LAST RUN") - 1}, piped.stdout
+
+
+#: A queue name longer than the QUEUE column of a narrow terminal holds.
+LONG_QUEUE = "payments-reconciliation-eu-west-long-queue"
+#: Run ids of ``KEY_MIN`` (20) characters and shorter, which keep their row when they can.
+NAMED = ("a-run-id-of-20-chars", "short-id-1", "short-id-2")
+
+
+@pytest.fixture(scope="module")
+def long_queue(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Runs of a long workflow name on a long queue: completed, cancelled, waiting and
+    queued, their ids 20 characters long and shorter, and one of the engine's own."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('long_queue')}/q.db"
+    app = App(url)
+
+    @app.workflow(queue=LONG_QUEUE)
+    async def reconcile_payments_for_the_previous_day(wait: bool) -> None:
+        if wait:
+            await tether.wait_for_signal("approval")
+
+    async def run() -> None:
+        async with app, app.worker(poll_interval=0.05):
+            await (await app.start(reconcile_payments_for_the_previous_day, False,
+                                   run_id=NAMED[0])).result(timeout=30)
+            await app.start(reconcile_payments_for_the_previous_day, True, run_id=NAMED[1])
+            for _ in range(600):
+                if (await app.get_run(NAMED[1])).status.value == "waiting":
+                    break
+                await asyncio.sleep(0.05)
+        async with App(url) as client:  # (no worker: queued, and cancelled at once)
+            await client.start(reconcile_payments_for_the_previous_day, False,
+                               run_id=NAMED[2])
+            await client.cancel(NAMED[2])
+            await client.start(reconcile_payments_for_the_previous_day, False)
+
+    asyncio.run(run())
+    return url
+
+
+@pytest.mark.parametrize("width", [40, 41, 60, 80])
+def test_runs_of_a_long_queue_fit_the_narrowest_terminal(long_queue: str, width: int) -> None:
+    """At 40 and 41 columns ``tether runs`` printed lines of 42 to 45 characters when a
+    long queue name had its column cut to its least and a run id of 20 characters kept
+    the RUN ID column that wide (with a cancelled run's STATUS, 9 wide). The RUN ID
+    column now narrows to the ids it has room for; a longer one has a line of its own,
+    above its row. Every id is still whole at the start of a line."""
+    listed = on_terminal("runs", db=long_queue, columns=width)
+    ids = {r["run_id"] for r in json.loads(tether_cli("runs", "--json", db=long_queue).stdout)}
+    assert set(NAMED) < ids, listed
+    assert [line for line in long_lines(listed, width) if line not in ids] == [], listed
+    starts = [line.split()[0] for line in listed.splitlines()[1:] if not line.startswith(" ")]
+    assert sorted(starts) == sorted(ids), listed
+    assert [line.strip() for line in listed.splitlines()
+            if line.startswith("  waiting for: ")] in ([], ["waiting for: signal approval"])
