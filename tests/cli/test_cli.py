@@ -1115,11 +1115,12 @@ async def test_queues_shows_each_queues_runs_and_live_workers(
     listed = await cli("queues", "--json", db=url)
     assert listed.returncode == 0, listed.stderr
     rows = {r["queue"]: r for r in json.loads(listed.stdout)}
-    assert rows["default"] == {"queue": "default", "limit": None,
+    assert rows["default"] == {"queue": "default", "limit": None, "paused": False,
                                "workflows": ["approval", "doubler"], "queued": 0, "due": 0,
                                "running": 0, "waiting": 1, "workers": 1}, rows
     # (a queue no workflow is registered on, only runs: listed, with no worker)
-    assert rows["side"] == {"queue": "side", "limit": None, "workflows": [], "queued": 2,
+    assert rows["side"] == {"queue": "side", "limit": None, "paused": False,
+                            "workflows": [], "queued": 2,
                             "due": 2, "running": 0, "waiting": 0, "workers": 0}, rows
     text = (await cli("queues", db=url)).stdout.splitlines()
     assert text[0].split() == ["QUEUE", "LIMIT", "QUEUED", "DUE", "RUNNING", "WAITING",
@@ -1140,6 +1141,26 @@ async def paused(store_url: str) -> str:
         await admin.store.workflow_register(workflows={"doubler": "default"},
                                             now=admin.clock.now())
     return store_url
+
+
+async def test_queues_says_a_paused_queue_is_paused(paused: str) -> None:
+    """``tether queues``' LIMIT of a paused queue (the pause is the limit 0) is
+    ``paused``: it printed 0, which read as a count beside the run figures, or as no
+    limit. ``--json`` keeps ``limit: 0`` and adds ``paused``; a limited queue is not."""
+    async with make_app(paused) as admin:
+        await admin.set_queue_limit("capped", 2)
+    text = (await cli("queues", db=paused)).stdout.splitlines()
+    rows = {line.split()[0]: line.split() for line in text[1:]}
+    assert rows["held"][:2] == ["held", "paused"], text
+    assert rows["capped"][:2] == ["capped", "2"], text
+    assert rows["default"][:2] == ["default", "-"], text
+    column = text[0].index("LIMIT") + len("LIMIT")  # (the figures stay under the title)
+    assert {line[:column].rstrip()[-1] for line in text[1:]} == {"d", "2", "-"}, text
+    listed = {r["queue"]: r for r in json.loads((await cli("queues", "--json",
+                                                           db=paused)).stdout)}
+    assert (listed["held"]["limit"], listed["held"]["paused"]) == (0, True), listed
+    assert (listed["capped"]["limit"], listed["capped"]["paused"]) == (2, False), listed
+    assert (listed["default"]["limit"], listed["default"]["paused"]) == (None, False)
 
 
 async def test_a_start_on_a_paused_queue_warns(paused: str) -> None:

@@ -59,7 +59,9 @@ async def queues(args: argparse.Namespace) -> int:
     queues = sorted(set(limits) | set(workflows.values()) | set(counts) | set(workers))
     served = {q: sorted(w for w, wq in workflows.items() if wq == q) for q in queues}
     if args.json:
-        print(dumps([{"queue": q, "limit": limits.get(q), "workflows": served[q],
+        # (``paused``: a pause is the limit 0, which read as a limit of none at once)
+        print(dumps([{"queue": q, "limit": limits.get(q), "paused": limits.get(q) == 0,
+                      "workflows": served[q],
                       **_figures(counts.get(q, QueueCounts()), workers.get(q, 0))}
                      for q in queues]))
         return 0
@@ -68,16 +70,15 @@ async def queues(args: argparse.Namespace) -> int:
         return 0
     width = max(5, *(len(safe(q)) for q in queues))
     fit = fit_width(args.wide)  # on a terminal: a long list of workflows wrapped, not cut
-    titles = (f"{'QUEUE':{width}}  {'LIMIT':>5}  {'QUEUED':>6}  {'DUE':>6}  {'RUNNING':>7}  "
+    titles = (f"{'QUEUE':{width}}  {'LIMIT':>6}  {'QUEUED':>6}  {'DUE':>6}  {'RUNNING':>7}  "
               f"{'WAITING':>7}  {'WORKERS':>7}  ")
     # On a terminal too narrow for the figures and the workflows side by side, each
     # queue's workflows go under its row, indented (as the WORKFLOWS heading does).
     under = fit is not None and len(titles) + len("WORKFLOWS") > fit
     print(f"{titles.rstrip()}\n  WORKFLOWS" if under else titles + "WORKFLOWS")
     for q in queues:
-        limit = "-" if limits.get(q) is None else str(limits[q])
         c = counts.get(q, QueueCounts())
-        head = (f"{safe(q):{width}}  {limit:>5}  {c.queued:>6}  {c.due:>6}  "
+        head = (f"{safe(q):{width}}  {limit_cell(limits.get(q)):>6}  {c.queued:>6}  {c.due:>6}  "
                 f"{c.running:>7}  {c.waiting:>7}  {workers.get(q, 0):>7}  ")
         names = ", ".join(map(safe, served[q])) or "-"
         if fit is None:
@@ -88,6 +89,14 @@ async def queues(args: argparse.Namespace) -> int:
         else:
             print("\n".join(hang(head, names, fit)))
     return 0
+
+
+def limit_cell(limit: int | None) -> str:
+    """A queue's LIMIT cell: ``-`` for none, ``paused`` for 0 (the pause is the limit 0,
+    and "0" beside the other figures read as a count, or as no limit at all)."""
+    if limit is None:
+        return "-"
+    return "paused" if limit == 0 else str(limit)
 
 
 def live_workers(workers: list[WorkerInfo], now: float) -> dict[str, int]:
