@@ -819,16 +819,6 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
         else:
             due = due[-s.catchup_max:]
         dropped = [t for t in missed if t not in due]
-        if dropped:
-            # (after an outage, the ticks no worker ran: said, not left to be guessed
-            # from the runs that are not there; "10000 or more": the search stops there)
-            log.info("schedule %s: %s missed tick%s not started (catchup=%s%s): %s", s.name,
-                     f"{len(dropped)}{' or more' if len(missed) >= 10_000 else ''}",
-                     "" if len(dropped) == 1 else "s", s.catchup,
-                     f", catchup_max={s.catchup_max}" if s.catchup == "all" else "",
-                     tick_run_id(s.name, dropped[0]).partition("@")[2] + (
-                         "" if len(dropped) == 1 else
-                         " to " + tick_run_id(s.name, dropped[-1]).partition("@")[2]))
         batch = [tick_run_id(s.name, tick) for tick in due]
         if due and s.overlap != "allow":
             # Runs of this batch a worker that died before the compare-and-set started
@@ -855,12 +845,48 @@ async def tick_schedules(app: App, store: Store, workflows: set[str], now: float
         # ``last_tick`` is the tick of the last batch that started: ``in_flight`` looks
         # at that batch through it once a manual trigger took ``last_run_id``, so a
         # skipped batch leaves it (moved on, it let that batch's runs out of sight).
-        await store.schedule_advance(
+        moved = await store.schedule_advance(
             name=s.name, expected=s.next_tick, next_tick=following,
             last_tick=due[-1] if batch else None,
             last_run_id=batch[-1] if batch else None, now=now)
+        if moved:  # (said once: by the one worker whose compare-and-set moved it on)
+            _log_missed(s, missed, dropped, batch, now)
         nxt = following if nxt is None else min(nxt, following)
     return nxt
+
+
+def _log_missed(s: ScheduleRecord, due: list[float], dropped: list[float],
+                batch: list[str], now: float) -> None:
+    """After an outage (no worker of the workflow ran, or none reached the store), the
+    ticks of ``due`` past by more than ``OVERDUE_AFTER`` were missed: a WARNING names
+    the schedule, how many, the first and the last, and what ``catchup`` did with them
+    (how many started late, how many not at all). Ticks a sub-minute cron ran behind by
+    less than that and ``catchup`` dropped are said at INFO. (Said, not left to be
+    guessed from the runs that are not there; "10000 or more": the search stops there.)"""
+    late = [t for t in due if t < now - OVERDUE_AFTER]
+    if not late and not dropped:
+        return
+    policy = s.catchup + (f", catchup_max={s.catchup_max}" if s.catchup == "all" else "")
+    more = " or more" if len(due) >= 10_000 else ""
+    if not late:
+        log.info("schedule %s: %d%s missed tick%s not started (catchup=%s): %s", s.name,
+                 len(dropped), more, "" if len(dropped) == 1 else "s", policy,
+                 _tick_span(s.name, dropped))
+        return
+    started = sum(tick_run_id(s.name, t) in batch for t in late)
+    log.warning("schedule %s: %d%s missed tick%s, %s (no worker of workflow %s started "
+                "%s on time); catchup=%s: %d started late, %d not started", s.name,
+                len(late), more, "" if len(late) == 1 else "s", _tick_span(s.name, late),
+                s.workflow, "it" if len(late) == 1 else "them", policy, started,
+                len(late) - started)
+
+
+def _tick_span(name: str, ticks: list[float]) -> str:
+    """``FIRST`` or ``FIRST to LAST``: ticks as their runs' ids have them."""
+    first = tick_run_id(name, ticks[0]).partition("@")[2]
+    if len(ticks) == 1:
+        return first
+    return f"{first} to {tick_run_id(name, ticks[-1]).partition('@')[2]}"
 
 
 # -- compatibility of a run's journal with other code ------------------------------------
