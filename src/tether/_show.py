@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,9 @@ __all__ = ["HELD_NOTE", "OUTCOMES", "STATUSES", "TIMED_OUT", "WAIT_KINDS", "Sign
            "StartReport", "awaited_signal_since", "blocked_reason", "bookkeeping", "counted",
            "entry_failed", "entry_outcome", "error_origin", "held", "in_flight", "info_dict",
            "journal_entries", "lifecycle_dict", "run_dict", "run_document", "run_info",
-           "schedule_dict", "search_statuses", "signal_report", "signal_wait_starts",
-           "split_statuses", "start_report", "timed_out", "unattempted", "unreadable_payload",
-           "untimed", "waiting_since"]
+           "schedule_dict", "schedule_rows", "search_statuses", "signal_report",
+           "signal_wait_starts", "split_statuses", "start_report", "timed_out", "unattempted",
+           "unreadable_payload", "untimed", "waiting_since"]
 
 #: Every run status, in the order of :class:`RunStatus` (filters, OpenAPI enums).
 STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
@@ -569,6 +569,34 @@ async def signal_report(app: App, run_id: str, name: str, payload: Any,
             canonical = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
             differs = canonical(stored) != canonical(payload)
     return SignalReport(False, sent.name != name, differs)
+
+
+#: How many of a workflow's newest runs whose id holds ``NAME@`` ``schedule_rows`` reads
+#: to find a re-created schedule's last run.
+LAST_RUN_SEARCH = 50
+
+
+async def schedule_rows(app: App, found: list[Any] | None = None) -> list[Any]:
+    """The store's schedules (or ``found``) as ``tether schedules``, ``GET
+    /api/v1/schedules`` and the schedules page show them: a schedule whose row has no
+    last run (deleted, then created again by a worker, and not ticked since) has the
+    newest run a schedule of its name started (``NAME@TICK``, ``NAME@manual-...``; not a
+    child's). Its row was new, so they said "none yet" beside its runs."""
+    if found is None:
+        found = await app.store.schedule_list()
+    return [s if s.last_run_id is not None else replace(
+        s, last_run_id=await _newest_run_of(app, s.name, s.workflow)) for s in found]
+
+
+async def _newest_run_of(app: App, name: str, workflow: str) -> str | None:
+    """The newest top-level run of ``workflow`` whose id is ``NAME@...`` (a tick's, a
+    manual trigger's), among its ``LAST_RUN_SEARCH`` newest runs whose id holds it."""
+    prefix = f"{name}@"
+    for r in await app.store.run_search(workflow=workflow, text=prefix,
+                                        limit=LAST_RUN_SEARCH):
+        if r.run_id.startswith(prefix) and r.parent_run_id is None:
+            return str(r.run_id)
+    return None
 
 
 def schedule_dict(s: Any) -> dict[str, Any]:

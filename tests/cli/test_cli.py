@@ -1260,3 +1260,42 @@ async def test_a_short_commands_warnings_read_as_its_errors_do(store_url: str) -
         worker.communicate(timeout=60)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO tether\.worker: worker ",
                     first), first
+
+
+async def test_a_recreated_schedule_shows_its_names_last_run(store_url: str) -> None:
+    """A schedule deleted (``tether schedules delete``) and created again by a worker
+    whose code declares it has a new row, with no last run: ``tether schedules``, its
+    ``--json`` and ``GET /api/v1/schedules`` said ``-`` / null beside the runs it had
+    started. They give the newest run a schedule of that name started (not another
+    schedule's whose name ends in it), until its next tick sets its own."""
+    import httpx
+
+    from tether._lifecycle import make_spec, to_record
+    from tether.serve import create_app
+
+    async with make_app(store_url) as app:
+        now = app.clock.now()
+        for name in ("nightly", "eu-nightly"):
+            spec = make_spec("doubler", "default", "0 3 * * *", name=name, args=(1,))
+            await app.store.schedule_upsert(schedule=to_record(app, spec, now))
+    triggered = (await cli("schedules", "trigger", "nightly", db=store_url)).stdout.strip()
+    assert triggered.startswith("nightly@manual-"), triggered
+    assert (await cli("schedules", "delete", "nightly", db=store_url)).returncode == 0
+    other = (await cli("schedules", "trigger", "eu-nightly", db=store_url)).stdout.strip()
+    async with make_app(store_url) as app:  # (a worker starting: the schedule again)
+        spec = make_spec("doubler", "default", "0 3 * * *", name="nightly", args=(1,))
+        await app.store.schedule_upsert(schedule=to_record(app, spec, app.clock.now()))
+        asgi = create_app(app, mcp=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            api = {s["name"]: s for s in
+                   (await http.get("/api/v1/schedules")).json()["schedules"]}
+            page = (await http.get("/schedules")).text
+    listed = {s["name"]: s for s in json.loads(
+        (await cli("schedules", "--json", db=store_url)).stdout)}
+    assert listed["nightly"]["last_run_id"] == api["nightly"]["last_run_id"] == triggered
+    assert listed["eu-nightly"]["last_run_id"] == api["eu-nightly"]["last_run_id"] == other
+    rows = {line.split()[0]: line for line in
+            (await cli("schedules", db=store_url)).stdout.splitlines()[1:]}
+    assert rows["nightly"].endswith(f" {triggered}"), rows
+    assert f'title="{triggered}">{triggered}</a>' in page, page

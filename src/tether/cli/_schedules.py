@@ -7,7 +7,7 @@ from typing import Any
 
 from tether._fit import columns, fit_width, wide_help
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
-from tether._show import schedule_dict
+from tether._show import schedule_dict, schedule_rows
 from tether._types import check_name
 from tether.cli._common import (
     DB_HELP,
@@ -71,7 +71,7 @@ async def schedules(args: argparse.Namespace) -> int:
         store = app.store
         now = app.clock.now()
         if action == "list":
-            found = await store.schedule_list()
+            found = await schedule_rows(app)
             if args.json:
                 print(dumps([schedule_dict(s) for s in found]))
                 return 0
@@ -121,7 +121,7 @@ async def schedules(args: argparse.Namespace) -> int:
             after = await store.schedule_get(args.name)
             if after is None:  # deleted meanwhile
                 raise CliError(f"no schedule named {shown(args.name)}")
-            print(dumps(schedule_dict(after)))
+            print(dumps(schedule_dict((await schedule_rows(app, [after]))[0])))
         else:
             print(dumps(answer))
     return 0

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from tether import App, RunNotFound
 from tether._lifecycle import Cron, fork_past_end, zone_of
 from tether._lifecycle import trigger_schedule as start_manual_run
-from tether._show import run_document, schedule_dict
+from tether._show import run_document, schedule_dict, schedule_rows
 from tether.errors import ConfigError, InvalidName, PayloadError, RunStateError, shown
 from tether.serve._api import (
     ApiError,
@@ -126,7 +126,7 @@ async def erase(app: App, run_id: str) -> dict[str, Any]:
 
 
 async def schedules(app: App) -> list[dict[str, Any]]:
-    return [schedule_dict(s) for s in await app.store.schedule_list()]
+    return [schedule_dict(s) for s in await schedule_rows(app)]
 
 
 async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, Any], int]:
@@ -150,7 +150,7 @@ async def schedule_action(app: App, name: str, action: str) -> tuple[dict[str, A
     after = await store.schedule_get(name) if found else None
     if after is None:  # deleted meanwhile
         raise ApiError(404, "schedule_not_found", f"no schedule named {shown(name)}")
-    return schedule_dict(after), 200
+    return schedule_dict((await schedule_rows(app, [after]))[0]), 200
 
 
 # -- JSON API ----------------------------------------------------------------------------
