@@ -1299,3 +1299,42 @@ async def test_a_recreated_schedule_shows_its_names_last_run(store_url: str) -> 
             (await cli("schedules", db=store_url)).stdout.splitlines()[1:]}
     assert rows["nightly"].endswith(f" {triggered}"), rows
     assert f'title="{triggered}">{triggered}</a>' in page, page
+
+
+async def test_show_says_a_run_of_no_version_is_claimed_by_every_version(
+        store_url: str) -> None:
+    """With versioned workers live, a run started without a version (``tether start``
+    without ``--app``, the HTTP API without ``serve --app``) is claimed by a worker of
+    any version, and ``tether show`` printed no version line for it, as in a store of no
+    versions. It says it has none, that every version claims it, and which are live
+    (the claim records no version: which one ran it is not known); a pinned run's line
+    is as it was; with no versioned worker live, no line."""
+    from tests.cli.test_fit import on_terminal
+
+    pinned = App(store_url, version="v1")
+
+    @pinned.workflow(name="approval")
+    async def approval() -> object:
+        return await tether.wait_for_signal("approve")
+
+    async with pinned, pinned.worker(poll_interval=0.05):
+        async with App(store_url) as plain:  # (as `tether start approval`)
+            await plain.start("approval", run_id="of-none")
+        await pinned.start("approval", run_id="of-v1")
+        for _ in range(600):  # (the v1 worker claims both: each waits for its signal)
+            if {(await pinned.get_run(r)).status.value for r in ("of-none", "of-v1")} == {
+                    "waiting"}:
+                break
+            await asyncio.sleep(0.05)
+        none = (await cli("show", "of-none", db=store_url)).stdout
+        v1 = (await cli("show", "of-v1", db=store_url)).stdout
+        fitted = await asyncio.to_thread(on_terminal, "show", "of-none", db=store_url,
+                                         columns=50)
+    note = ("version: none (a run of none is claimed by workers of every version; live "
+            "now: v1)")
+    assert note in none.splitlines(), none
+    assert "version: v1" in v1.splitlines() and "none" not in v1, v1
+    assert " ".join(fitted.split()).count(" ".join(note.split())) == 1, fitted
+    assert all(len(line) <= 50 for line in fitted.splitlines()), fitted
+    after = (await cli("show", "of-none", db=store_url)).stdout  # (no worker live now)
+    assert "version" not in after, after

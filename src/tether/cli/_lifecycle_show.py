@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether._show import (
@@ -262,13 +262,27 @@ def fork_cut(info: RunInfo) -> str:
     return f"at position {at} ({copied})"
 
 
+def version_text(info: RunInfo, live: Sequence[str] = ()) -> str | None:
+    """``tether show``'s version line: the code version the run is pinned to; for a run
+    of none while versioned workers are live (``live``: their versions), that it has
+    none, which any of them claims (the claim records no version: which one ran it is
+    not known); else None (no line)."""
+    if info.version:
+        return f"version: {safe(info.version)}"
+    if not live:
+        return None
+    return ("version: none (a run of none is claimed by workers of every version; live "
+            f"now: {', '.join(map(safe, live))})")
+
+
 def print_origin(info: RunInfo, w: Callable[[str], Any], width: int,
-                 parent_gone: bool = False) -> None:
+                 parent_gone: bool = False, live: Sequence[str] = ()) -> None:
     parent = parent_text(info, parent_gone)
     if parent is not None:
         w(f"child of run {safe(parent)}\n")
-    if info.version:
-        w(f"version: {safe(info.version)}\n")
+    version = version_text(info, live)
+    if version is not None:
+        w(f"{version}\n")
     if info.forked_from:
         w(f"forked from run {safe(info.forked_from)} {fork_cut(info)}\n")
     if info.erased_at:

@@ -10,7 +10,7 @@ from typing import Any
 
 from tether._app import App
 from tether._fit import KEY_MIN, RUN_ID_KEPT, WIDE_HELP, columns, fit_width, wide_help
-from tether._lifecycle import RunIdTaken
+from tether._lifecycle import RunIdTaken, live_versions
 from tether._show import (
     HELD_NOTE,
     STATUSES,
@@ -90,7 +90,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    "registry (a name that app lacks is refused, and an --input the "
                    "workflow's signature cannot take: a missing or extra argument, or a "
                    "value of a type its annotation refuses; its store is used unless "
-                   "--db is given)")
+                   "--db is given; the run gets its App's version, if it has one: "
+                   "without --app a run has none, and workers of every version claim it)")
     p.add_argument("--json", action="store_true",
                    help="print the run's document (as POST /api/v1/runs answers it) with "
                    "created (false: the run id existed), input_differs (whether that "
@@ -414,17 +415,28 @@ async def show(args: argparse.Namespace) -> int:
                        and await app.store.run_get(info.parent_run_id) is None)
         unregistered, limit = (None, None) if doc is not None else await queued_why(
             app, info.status.value, info.workflow, info.queue, info.journal)
+        live = [] if doc is not None or info.version else await _live_versions(app)
     if doc is not None:
         print(dumps(doc))
         return 0
     width = fit_width(args.wide)
     if width is None:
         print_timeline(info, parent_gone=parent_gone, unregistered=unregistered,
-                       queue_limit=limit)
+                       queue_limit=limit, live=live)
     else:
         print_fitted(info, width, sys.stdout.write, parent_gone, unregistered=unregistered,
-                     queue_limit=limit)
+                     queue_limit=limit, live=live)
     return 0
+
+
+async def _live_versions(app: App) -> list[str]:
+    """The code versions of the live versioned workers, newest last: what ``tether
+    show`` names for a run of no version, which any of them claims (none: no line)."""
+    try:
+        live = await live_versions(app.store, app.clock.now())
+    except TetherError:
+        return []
+    return [v for v, _ in sorted(live.items(), key=lambda kv: (kv[1][1] or 0.0, kv[0]))]
 
 
 #: ``tether runs``' columns on a terminal, and the least each is cut to (the last three
@@ -495,7 +507,8 @@ def _short_created(text: str) -> str:
 
 
 def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
-                   unregistered: str | None = None, queue_limit: int | None = None) -> None:
+                   unregistered: str | None = None, queue_limit: int | None = None,
+                   live: list[str] | None = None) -> None:
     out = out or sys.stdout
     w = out.write
     w(f"run {safe(info.run_id)}  workflow {safe(info.workflow)}  queue {safe(info.queue)}  "
@@ -513,7 +526,7 @@ def print_timeline(info: RunInfo, out: Any = None, parent_gone: bool = False, *,
         w(f"live status: {short(info.status_info, 100)}\n")
     w(f"input: {short(info.input, 100)}\n")
     width = name_width(info)
-    print_origin(info, w, width, parent_gone)
+    print_origin(info, w, width, parent_gone, live or ())
     status = status_width(info)
     if not info.journal:
         # (A run in its first step: its attempts below say what runs; a header with

@@ -8,7 +8,7 @@ a terminal) prints ``_runs.print_timeline``'s full lines instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from tether.cli._lifecycle_show import (
     resume_command,
     status_label,
     timeout_text,
+    version_text,
     waiting_text,
 )
 
@@ -202,11 +203,13 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
 
 
 def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False, *,
-                 unregistered: str | None = None, queue_limit: int | None = None) -> None:
+                 unregistered: str | None = None, queue_limit: int | None = None,
+                 live: Sequence[str] = ()) -> None:
     """``info`` as ``tether show`` prints it on a terminal ``width`` columns wide
     (``parent_gone``: its parent run was purged; ``unregistered``: as for
-    ``no_operations_note``; ``queue_limit``: its queue's limit)."""
-    for line in _head(info, width, parent_gone):
+    ``no_operations_note``; ``queue_limit``: its queue's limit; ``live``: the versions
+    of the live versioned workers, for ``version_text``)."""
+    for line in _head(info, width, parent_gone, live):
         w(line + "\n")
     rows = [journal_row(e) for g in info.history for e in g["journal"]]
     rows += [journal_row(e, held(e, info.status.value)) for e in info.journal]
@@ -239,7 +242,8 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
     _outcome(info, width, w)
 
 
-def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
+def _head(info: RunInfo, width: int, parent_gone: bool = False,
+          live: Sequence[str] = ()) -> list[str]:
     """The run's id (whole, on the first line), where it stands, and its payloads."""
     where = [f"workflow {_line(info.workflow)}", f"queue {_line(info.queue)}",
              f"status {info.status.value}"]
@@ -268,8 +272,11 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False) -> list[str]:
             lines += [f"child of run {pid}", note.strip()]
         else:
             lines += ["child of run", pid, *([note.strip()] if note else [])]
+    version = version_text(info, live)
     if info.version:
         lines.append(cut_end(f"version: {_line(info.version)}", width))
+    elif version is not None:
+        lines += wrap(version.removeprefix("version: "), width, "version: ")
     if info.forked_from:
         lines += wrap(f"{_line(info.forked_from)} {fork_cut(info)}", width,
                       "forked from run ")
