@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from typing import Any, cast
 
 import pytest
 
@@ -232,3 +233,45 @@ async def test_the_missed_ticks_a_catch_up_drops_are_logged(
     ], lines
     assert started == ["h-all@2026-12-02T11:00:00Z", "h-all@2026-12-02T12:00:00Z",
                        "h-latest@2026-12-02T12:00:00Z"]
+
+
+class ListedEarlier:
+    """The store as a worker sees it that listed the schedules (``listed``) just before
+    another worker's compare-and-set moved them on: every other call is the store's."""
+
+    def __init__(self, store: Store, listed: list[Any]) -> None:
+        self._store, self._listed = store, listed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def schedule_list(self) -> list[Any]:
+        return self._listed
+
+
+async def test_missed_ticks_are_logged_once_when_two_workers_tick_at_once(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Two workers back after an outage find the same missed ticks: the one whose
+    compare-and-set moves the schedule on logs them; the other, which read the schedule
+    before that and starts nothing new (each tick's run id is the same), logs nothing.
+    Each worker logged them, once per worker ticking at once."""
+    app = App(store_url)
+
+    @app.workflow
+    async def job() -> None: ...
+
+    app.schedule(job, cron="0 * * * *", name="h-twice", catchup="latest")
+    async with app:
+        for spec in app._schedules.values():
+            await app.store.schedule_upsert(schedule=to_record(app, spec,
+                                                               ts("2026-12-02T09:30:00")))
+        listed = await app.store.schedule_list()
+        caplog.set_level(logging.INFO, logger="tether.worker")
+        at = ts("2026-12-02T12:30:00")
+        await tick_schedules(app, app.store, {"job"}, at, lambda: None)
+        late = cast(Store, ListedEarlier(app.store, listed))
+        await tick_schedules(app, late, {"job"}, at + 1, lambda: None)
+        started = sorted(r.run_id for r in await app.store.run_list(limit=100))
+    warned = [r.getMessage() for r in caplog.records if "missed tick" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("schedule h-twice: 3 missed ticks"), warned
+    assert started == ["h-twice@2026-12-02T12:00:00Z"]
