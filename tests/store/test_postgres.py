@@ -333,6 +333,53 @@ async def test_a_storm_of_cancelled_operations_leaves_every_connection_in_the_po
         await store.close()
 
 
+
+async def test_an_operation_cancelled_as_its_pipeline_starts_leaves_no_connection_in_it(
+        pg_url: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction (BEGIN, statements, COMMIT in one pipeline) cancelled at each turn
+    of the event loop from its start, on a pool of one: after each, the run it touches
+    is read as it is, and psycopg_pool never finds a busy connection given back.
+
+    psycopg yields to the loop after a wait that did not block once the loop has been
+    busy for a few milliseconds (``MAX_BUSY_TIME``, set to 0 here: so every time), and
+    a cancellation landing on the yield inside ``conn.pipeline()``'s entry left the
+    connection in pipeline mode, its exit never run. The pool took it back (idle), and
+    the next read on it was queued in the forgotten pipeline and answered before the
+    server had: no rows, a run that exists read as not found (``RunNotFound`` just after
+    a worker's stop, on a loaded machine); the pool then closed it, busy, with a
+    warning ("closing returned connection ... pipeline=ON")."""
+    import logging
+
+    from psycopg import waiting
+
+    monkeypatch.setattr(waiting, "MAX_BUSY_TIME", 0.0)
+    caplog.set_level(logging.DEBUG, logger="tether.store.postgres")
+    caplog.set_level(logging.DEBUG, logger="psycopg.pool")
+    store = PostgresStore(pg_url, pool_min=1, pool_max=1, pool_timeout=10.0)
+    await store.open()
+    try:
+        await store.run_insert(run=run_record("r"))
+        for turns in range(12):
+            op = asyncio.create_task(store.run_insert_many(runs=[run_record("r")]))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            op.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await op
+            for _ in range(2):  # (the first read of a forgotten pipeline answered no rows)
+                stored = await store.run_get("r")
+                assert stored is not None and stored.run_id == "r", f"cut at turn {turns}"
+    finally:
+        await store.close()
+    cut = [r for r in caplog.records if r.name == "tether.store.postgres"
+           and "in pipeline mode is closed" in r.getMessage()]
+    assert cut, "no cancellation landed as a pipeline started"  # (the case is met)
+    busy = [r.getMessage() for r in caplog.records if r.name == "psycopg.pool"
+            and "closing returned connection" in r.getMessage()]
+    assert busy == []
+
+
 _LEFT_OPEN = """
 import asyncio, sys
 from tether import App
@@ -1526,10 +1573,15 @@ async def test_an_inline_append_answered_late_is_awaited_and_the_writer_waits_fo
 
 async def test_an_inline_append_cancelled_while_late_leaves_a_working_store(
         pg: PostgresStore, raw: psycopg.AsyncConnection[object],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cancelled with its statement in flight: the connection is replaced (the pool
-    closes it busy), the statement's fate is the server's (it commits if it got the
-    row before its connection closed), and the next append works."""
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled with its statement in flight: the connection is replaced (the store
+    closes it busy as it gives it back, so psycopg_pool has no busy connection to warn
+    about: "closing returned connection", at each worker stop that cut a statement
+    short), the statement's fate is the server's (it commits if it got the row before
+    its connection closed), and the next append works."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="psycopg.pool")
     monkeypatch.setattr(pg_store, "_INLINE_WAIT", 0.02)
     lease = await _inline_ready(pg, "r1")
     async with _held_up(pg, raw, lease) as late:
@@ -1541,6 +1593,8 @@ async def test_an_inline_append_cancelled_while_late_leaves_a_working_store(
     assert [e.position for e in await pg.journal_read("r1")] in ([0, 1, 2, 3], [0, 1, 3])
     await pg.journal_append(lease=lease, entry=entry(4))
     assert [e.position for e in await pg.journal_read("r1")][-2:] == [3, 4]
+    assert [r.getMessage() for r in caplog.records if r.name == "psycopg.pool"
+            and r.levelno >= logging.WARNING] == []
 
 
 async def test_an_inline_append_whose_connection_dies_late_is_store_unavailable(

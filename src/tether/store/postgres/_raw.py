@@ -26,8 +26,8 @@ read or send the
 before. A statement the server no longer knows (``DEALLOCATE ALL``, which psycopg sends
 after a ``ROLLBACK`` on the connection) is prepared again and sent again: an execution of
 an unknown statement fails before doing anything. Cancelled while the statement is in
-flight, the connection is left busy (``ACTIVE``), and the pool closes such a connection
-when it is returned.
+flight, the connection is left busy (``ACTIVE``), and the store closes such a connection
+when it is given back (``_unfit_to_reuse``): the pool makes a new one.
 """
 
 from __future__ import annotations

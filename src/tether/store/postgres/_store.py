@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
-from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg.pq import ConnStatus, PipelineStatus, TransactionStatus
 from psycopg.pq.abc import PGresult
 
 from tether._types import (
@@ -228,6 +228,25 @@ def _has_idle(pool: psycopg_pool.AsyncConnectionPool[Conn]) -> bool:
     """Whether ``pool`` holds an idle connection (psycopg_pool 3's internals; when they
     are not there, the answer is no)."""
     return bool(getattr(pool, "_pool", None))
+
+
+def _unfit_to_reuse(conn: Conn) -> bool:
+    """Whether a connection given back must be closed rather than reused: still in
+    pipeline mode, or busy (a statement in flight, a cancelled task's).
+
+    psycopg (3.3) leaves a connection in pipeline mode when the task is cancelled as
+    ``conn.pipeline()`` enters (the pipeline is on, but its exit never runs: psycopg
+    yields to the event loop once the loop has been busy for a few milliseconds, and a
+    cancellation can land there). Reused, such a connection queues every statement in
+    the forgotten pipeline and answers before the server has: a read finds no rows (a
+    run that exists read as not found). A busy one the pool would close all the same,
+    with a warning ("closing returned connection").
+    """
+    if conn.closed:
+        return False
+    pgconn = conn.pgconn
+    return (pgconn.pipeline_status != PipelineStatus.OFF
+            or pgconn.transaction_status == TransactionStatus.ACTIVE)
 
 
 def _looks_dead(conn: Conn) -> bool:
@@ -749,7 +768,15 @@ class PostgresStore(PostgresServeQueries):
         the pool had idle connections. So a return that may suspend runs in a task of
         its own (about 10 µs more); the usual one, with nobody waiting and the pool's
         lock free to take at once (``_returns_at_once``), completes in this call, where
-        nothing can interrupt it."""
+        nothing can interrupt it.
+
+        A connection unfit to be used again (``_unfit_to_reuse``) is closed first: the
+        pool discards it and makes a new one."""
+        if _unfit_to_reuse(conn):
+            log.debug("PostgreSQL at %s: a connection given back %s is closed",
+                      self.cfg.where, "in pipeline mode" if conn.pgconn.pipeline_status
+                      else "busy")
+            await conn.close()
         if _returns_at_once(pool, conn):
             await pool.putconn(conn)
             return
