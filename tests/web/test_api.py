@@ -875,6 +875,47 @@ async def test_a_query_parameter_given_twice_is_a_bad_request(api: Api) -> None:
     assert [x["run_id"] for x in r.json()["runs"]] == ["w"]
 
 
+async def test_every_read_refuses_a_query_parameter_it_does_not_take(api: Api) -> None:
+    """Every GET of the API, and ``/openapi.json``, answers a query parameter it does
+    not take (a misspelt filter) with a 400 naming it and what the read takes: a run's
+    document, its journal, the schedules and the document answered as if it were not
+    there. ``_``, a cache-buster (jQuery's ``cache: false``), is taken by each and
+    ignored (the lists and the event stream refused it). ``/healthz`` and ``/metrics``
+    take any (probes and scrapers add their own), and the pages keep taking what their
+    links and a browser add."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    await api.http.post("/api/v1/runs/w/cancel")  # (ended: its event stream closes)
+    doc = (await api.http.get("/openapi.json")).json()
+    reads = [path.replace("{run_id}", "w") for path, ops in doc["paths"].items()
+             if "get" in ops]
+    assert len(reads) == 6
+    async with asyncio.timeout(30):
+        for path in [*reads, "/openapi.json"]:
+            for method in ("GET", "HEAD"):
+                r = await api.http.request(method, path, params={"stauts": "failed"})
+                assert r.status_code == 400, (method, path, r.text)
+                if method == "GET":
+                    assert error_of(r) == "bad_request"
+                    assert r.json()["error"]["message"].startswith(
+                        "unknown query parameter(s): stauts; "), r.text
+                for busted in ("_=1733000000000", "_=1&_=2"):
+                    r = await api.http.request(method, f"{path}?{busted}")
+                    assert r.status_code == 200, (method, path, busted, r.text)
+    for path in ("/api/v1/runs/w", "/api/v1/runs/w/journal", "/api/v1/schedules",
+                 "/openapi.json"):
+        r = await api.http.get(path, params={"x": "1", "_": "2"})
+        assert r.json()["error"]["message"] == (
+            "unknown query parameter(s): x; this address takes none (but _, a "
+            "cache-buster)"), (path, r.text)
+    r = await api.http.get("/api/v1/runs", params={"stauts": "failed", "_": "1"})
+    assert r.json()["error"]["message"] == (
+        "unknown query parameter(s): stauts; allowed: cursor, limit, parent, q, queue, "
+        "status, workflow")
+    for path in ("/healthz", "/metrics", "/runs", "/runs/w", "/approvals", "/schedules"):
+        r = await api.http.get(path, params={"x": "1", "_": "2"})
+        assert r.status_code == 200, (path, r.text)
+
+
 # -- one run --------------------------------------------------------------------------------
 
 
@@ -1378,7 +1419,7 @@ async def test_what_the_api_takes_is_in_the_document(api: Api) -> None:
         assert r.status_code == 200, r.text
         assert body_schema("/api/v1/runs/{run_id}/approval")["note"].get("nullable") is True
     events = paths["/api/v1/runs/{run_id}/events"]["get"]["parameters"]
-    assert {p["name"] for p in events if p["in"] == "query"} == {"after"}
+    assert {p["name"] for p in events if p["in"] == "query"} == {"after", "_"}
 
 
 @pytest.mark.parametrize("value", [

@@ -87,3 +87,26 @@ def test_a_starts_and_a_forks_documented_statuses_are_what_they_answer(
         documented = set(doc[path]["post"]["responses"])
         assert set(seen) <= documented, (path, seen, documented)
         assert documented - _NOT_CALLED_UP <= set(seen), (path, seen, documented)
+
+
+def test_every_reads_refusal_of_a_query_parameter_is_documented(http: httpx.Client) -> None:
+    """Every GET of the document answers a query parameter it does not list with a 400
+    (a misspelt filter: a run's document, its journal and the schedules answered 200,
+    the parameter dropped), which its operation lists; the cache-buster ``_`` each
+    lists is taken (200)."""
+    http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    assert http.post("/api/v1/runs/w/cancel").json()["status"] == "cancelled"  # (its
+    # event stream closes)
+    doc = http.get("/openapi.json").json()["paths"]
+    reads = {path: ops["get"] for path, ops in doc.items() if "get" in ops}
+    assert len(reads) == 6
+    for path, op in reads.items():
+        url = path.replace("{run_id}", "w")
+        listed = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        assert "_" in listed and "stauts" not in listed, path
+        typo = http.get(url, params={"stauts": "failed"})
+        assert typo.status_code == 400 and set(typo.json()) == {"error"}, (path, typo.text)
+        assert "stauts" in typo.json()["error"]["message"]
+        busted = http.get(url, params={"_": "1733000000000"})
+        assert busted.status_code == 200, (path, busted.text)
+        assert {"400", "200"} <= set(op["responses"]), path

@@ -184,23 +184,35 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def known_keys(body: dict[str, Any], allowed: set[str], what: str = "field(s)") -> None:
-    """A 400 naming the keys of ``body`` (a body's fields, or ``what``: a query's
-    parameters) that are not ``allowed``."""
+def known_keys(body: dict[str, Any], allowed: set[str]) -> None:
+    """A 400 naming the fields of ``body`` that are not ``allowed``."""
     unknown = sorted(set(body) - allowed)
     if unknown:
         takes = (f"allowed: {', '.join(sorted(allowed))}" if allowed
                  else "this action takes no fields: send no body or {}")
-        raise ApiError(400, "bad_request", f"unknown {what}: {', '.join(unknown)}; {takes}")
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}; {takes}")
+
+
+#: The query parameter every read of the API takes, and ignores: a cache-buster
+#: (``?_=1733...``, as jQuery's ``cache: false`` and others add to each GET).
+CACHE_BUSTER = "_"
 
 
 def query_fields(request: Request, allowed: set[str]) -> None:
-    """A 400 for a query parameter the route does not take, or one given twice: which
-    of its values would be meant? (``?status=waiting&status=failed`` listed the failed
-    runs only, as if the first were not there.)"""
+    """A 400 for a query parameter the route does not take (``?stauts=failed`` would list
+    every run, the filter misspelt), naming it and those the route takes, or for one
+    given twice: which of its values would be meant? (``?status=waiting&status=failed``
+    listed the failed runs only, as if the first were not there.) ``CACHE_BUSTER`` is
+    taken by every route, as often as it comes."""
     q = request.query_params
-    known_keys(dict(q), allowed, "query parameter(s)")
-    twice = sorted({key for key in q if len(q.getlist(key)) > 1})
+    names = set(q) - {CACHE_BUSTER}
+    unknown = sorted(names - allowed)
+    if unknown:
+        takes = (f"allowed: {', '.join(sorted(allowed))}" if allowed
+                 else f"this address takes none (but {CACHE_BUSTER}, a cache-buster)")
+        raise ApiError(400, "bad_request", "unknown query parameter(s): "
+                       f"{', '.join(n[:40] for n in unknown[:10])}; {takes}")
+    twice = sorted({key for key in names if len(q.getlist(key)) > 1})
     if twice:
         raise ApiError(400, "bad_request",
                        f"query parameter(s) given more than once: {', '.join(twice)}; "
@@ -458,6 +470,7 @@ _ACTION_WORDS = {"cancel": "the cancel of", "approval": "the answer to an approv
 
 async def get_run(request: Request) -> Response:
     run_id = path_name(request, "run_id")
+    query_fields(request, set())
     try:
         return json_response(await _document(tether_app(request), run_id))
     except ApiError as exc:
@@ -474,6 +487,7 @@ async def get_run(request: Request) -> Response:
 
 async def get_journal(request: Request) -> Response:
     run_id = path_name(request, "run_id")
+    query_fields(request, set())
     try:
         info = await run_info(tether_app(request), run_id)
     except RunNotFound:

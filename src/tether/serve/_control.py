@@ -30,6 +30,7 @@ from tether.serve._api import (
     known_keys,
     path_name,
     payload_error,
+    query_fields,
     require_admin,
     run_not_found,
     tether_app,
@@ -192,6 +193,7 @@ async def erase_run(request: Request) -> Response:
 
 
 async def list_schedules(request: Request) -> Response:
+    query_fields(request, set())
     return json_response({"schedules": await schedules(tether_app(request))})
 
 

@@ -61,8 +61,16 @@ _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change so
 #: a child's, its parent's and ``.N``).
 _PATH_NAME = {"type": "string", "minLength": 1, "pattern": PATH_PATTERN}
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _PATH_NAME}
-#: The 400 of an id or name in a path that is blank or holds control characters.
-_BAD_PATH = {"400": _err("the run id is blank or holds control characters")}
+#: The 400 of a read of a run: an id that is blank or holds control characters, or a
+#: query parameter (it takes none).
+_BAD_PATH = {"400": _err("the run id is blank or holds control characters, or the "
+                         "request has a query parameter (none is taken, but _)")}
+#: What a read (GET) takes beside its own parameters, and ignores: a cache-buster.
+_CACHE_BUSTER = {"name": "_", "in": "query", "allowEmptyValue": True,
+                 "schema": {"type": "string"},
+                 "description": "a cache-buster (jQuery's cache: false sends _=TIME): "
+                                "taken and ignored; any other query parameter the "
+                                "operation does not list is a 400"}
 _SCHEDULE = {"name": "name", "in": "path", "required": True, "schema": _PATH_NAME}
 #: W3C trace context of the caller (optional; an invalid value is ignored).
 _TRACE = [{"name": "traceparent", "in": "header", "schema": {"type": "string"},
@@ -344,6 +352,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                          "schema": {"type": "string"},
                          "description": "next_cursor of the page before (opaque: any other "
                                         "text is a 400)"},
+                        _CACHE_BUSTER,
                     ],
                     "responses": {"200": _ok("a page of runs", {
                         "type": "object", "required": ["runs", "next_cursor"],
@@ -351,18 +360,20 @@ def document(root_path: str = "") -> dict[str, Any]:
                             "runs": {"type": "array",
                                      "items": {"$ref": "#/components/schemas/RunSummary"}},
                             "next_cursor": {"type": "string", "nullable": True}}}),
-                        "400": _err("bad filter or cursor"), **_COMMON_ERRORS},
+                        "400": _err("bad filter or cursor, a query parameter this "
+                                    "operation does not list, or one given twice"),
+                        **_COMMON_ERRORS},
                 },
             },
             "/api/v1/runs/{run_id}": {"get": {
                 "summary": "A run: status, input, result or error, live status, metrics, "
                            "children (as `tether show RUN --json`)",
-                "operationId": "getRun", "parameters": [_RUN_ID],
+                "operationId": "getRun", "parameters": [_RUN_ID, _CACHE_BUSTER],
                 "responses": {"200": _ok("the run", run_ref), "404": _err("no such run"),
                               **_BAD_PATH, **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/journal": {"get": {
                 "summary": "The run's operations in position order",
-                "operationId": "getJournal", "parameters": [_RUN_ID],
+                "operationId": "getJournal", "parameters": [_RUN_ID, _CACHE_BUSTER],
                 "responses": {"200": _ok("the journal", {
                     "type": "object", "required": ["run_id", "journal"],
                     "properties": {"run_id": {"type": "string"},
@@ -376,14 +387,17 @@ def document(root_path: str = "") -> dict[str, Any]:
                               "schema": {"type": "string"}},
                     {"name": "after", "in": "query", "schema": {"type": "string"},
                      "description": "an event id: start right after it, as Last-Event-ID "
-                                    "(which wins when both are sent)"}],
+                                    "(which wins when both are sent)"},
+                    _CACHE_BUSTER],
                 "responses": {"200": {"description": "an event stream",
                                       "content": {"text/event-stream": {
                                           "schema": {"type": "string"}}}},
                               "400": _err("an event id that is not one of this run's "
                                           "events: another run's, or one this store "
                                           "never made (or no longer has: see the "
-                                          "docs)"),
+                                          "docs); a blank run id or one with control "
+                                          "characters; a query parameter other than "
+                                          "after (and _), or after given twice"),
                               "404": _err("no such run"), **_COMMON_ERRORS}}},
             "/api/v1/runs/{run_id}/signals/{name}": {"post": {
                 "summary": "Send a signal to a run",
@@ -515,12 +529,13 @@ def document(root_path: str = "") -> dict[str, Any]:
                     **_CHANGE_ERRORS}}},
             "/api/v1/schedules": {"get": {
                 "summary": "Every schedule, by name (as `tether schedules`)",
-                "operationId": "listSchedules",
+                "operationId": "listSchedules", "parameters": [_CACHE_BUSTER],
                 "responses": {"200": _ok("the schedules", {
                     "type": "object", "required": ["schedules"],
                     "properties": {"schedules": {
                         "type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}}),
-                    "400": _err("an address that is not UTF-8"), **_COMMON_ERRORS}}},
+                    "400": _err("an address that is not UTF-8, or a query parameter "
+                                "(none is taken, but _)"), **_COMMON_ERRORS}}},
             "/api/v1/schedules/{name}": {"delete": {
                 "summary": "Forget a schedule (its runs stay)", "operationId": "deleteSchedule",
                 "parameters": [_SCHEDULE],
@@ -555,6 +570,7 @@ def document(root_path: str = "") -> dict[str, Any]:
                      "schema": {"type": "string"},
                      "description": "next_cursor of the page before (opaque: any other "
                                     "text is a 400)"},
+                    _CACHE_BUSTER,
                 ],
                 "responses": {"200": _ok("pending approvals (a page with limit/cursor)", {
                     "type": "object", "required": ["approvals", "next_cursor"],
@@ -562,6 +578,8 @@ def document(root_path: str = "") -> dict[str, Any]:
                         "approvals": {"type": "array",
                                       "items": {"$ref": "#/components/schemas/Approval"}},
                         "next_cursor": {"type": "string", "nullable": True}}}),
-                    "400": _err("bad limit or cursor"), **_COMMON_ERRORS}}},
+                    "400": _err("bad limit or cursor, a query parameter this operation "
+                                "does not list, or one given twice"),
+                    **_COMMON_ERRORS}}},
         },
     }

@@ -569,7 +569,8 @@ def _jsonrpc_error(response: JSONResponse) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, _api.ApiError)
-    if not route_path(request.scope).startswith("/api/") and \
+    path = route_path(request.scope)
+    if not (_for_machines(path) or path == "/healthz") and \
             exc.status in (400, 403, 404, 409, 422):
         return _ui.error_page(request, exc.status, exc.message)
     return _error(exc.status, exc.code, exc.message)
@@ -794,6 +795,7 @@ class _StoreGate:
 
 
 async def _openapi(request: Request) -> Response:
+    _api.query_fields(request, set())
     return JSONResponse(document(root_of(request.scope)))
 
 
