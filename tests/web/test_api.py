@@ -341,6 +341,46 @@ async def test_a_body_with_a_content_encoding_is_refused_and_its_kind_named_in_j
         assert r.json()["error"]["message"] == f"the body must be a JSON object, not {kind}"
 
 
+async def test_a_json_type_with_the_json_suffix_is_json_and_a_charset_must_be_utf8(
+        api: Api) -> None:
+    """A body sent as ``application/merge-patch+json`` or ``application/vnd.api+json``
+    (RFC 6839: a ``+json`` type is JSON) was a 415; a ``charset`` was not read, so a
+    Latin-1 body was a 400 "'utf-8' codec can't decode byte 0xe9" (or taken misread).
+    Any other type is still a 415 that names it, and changes nothing."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    for i, ctype in enumerate(("application/merge-patch+json", "application/vnd.api+json",
+                               "application/json; charset=utf-8",
+                               'Application/JSON; Charset="UTF-8"',
+                               "application/problem+json;charset=us-ascii")):
+        body = json.dumps({"workflow": "greet", "input": ["é"], "run_id": f"t{i}"})
+        r = await api.http.post("/api/v1/runs", content=body.encode(),
+                                headers={"Content-Type": ctype})
+        assert r.status_code == 201 and r.json()["input"] == ["é"], (ctype, r.text)
+    r = await api.http.post("/api/v1/runs/w/signals/go", content=b'{"data": 1}',
+                            headers={"Content-Type": "application/vnd.api+json"})
+    assert r.status_code == 202, r.text
+    before = await api.snapshot()
+    latin = '{"workflow": "greet", "input": ["été"], "run_id": "l"}'.encode("latin-1")
+    for ctype, charset in (("application/json; charset=iso-8859-1", "iso-8859-1"),
+                           ("application/vnd.api+json; charset=UTF-16", "UTF-16")):
+        r = await api.http.post("/api/v1/runs", content=latin, headers={"Content-Type": ctype})
+        assert r.status_code == 415 and error_of(r) == "unsupported_media_type", r.text
+        assert r.json()["error"]["message"] == (
+            f"charset {charset!r} is not read here: send the JSON body in UTF-8 "
+            "(charset=utf-8, or no charset)")
+    start = b'{"workflow": "greet", "input": ["x"], "run_id": "n"}'
+    for ctype in ("text/plain", "application/jsonx", "application/+json", "text/x+json",
+                  "application/x-www-form-urlencoded", None):
+        r = await api.http.post("/api/v1/runs", content=start,
+                                headers={"Content-Type": ctype} if ctype else {})
+        assert r.status_code == 415 and error_of(r) == "unsupported_media_type", r.text
+        said = f"not {ctype!r}" if ctype else "the request has none"
+        assert r.json()["error"]["message"] == (
+            "send the body as JSON with Content-Type: application/json (or an "
+            f"application/...+json type): {said}"), r.text
+    assert await api.snapshot() == before
+
+
 async def test_oversized_body_is_refused(api: Api) -> None:
     """A body over the limit is a 413, whether announced or streamed, and changes nothing."""
     before = await api.snapshot()

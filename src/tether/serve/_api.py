@@ -124,10 +124,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         if required:
             raise ApiError(400, "bad_request", "the request needs a JSON object body")
         return {}
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise ApiError(415, "unsupported_media_type",
-                       "send the body as JSON with Content-Type: application/json")
+    check_json_type(request.headers.get("content-type", ""))
     coding = request.headers.get("content-encoding", "").strip().lower()
     if coding not in ("", "identity"):
         # (RFC 9110 8.4.1: a coding the server does not decode is a 415. A gzipped
@@ -144,6 +141,34 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {json_kind(value)}")
     return value
+
+
+#: The charsets a JSON body may declare: UTF-8 (RFC 8259 8.1), and ASCII, a part of it.
+_UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii"})
+
+
+def check_json_type(header: str) -> None:
+    """A 415 unless the ``Content-Type`` ``header`` names JSON: ``application/json``,
+    or a type with the ``+json`` suffix (RFC 6839: ``application/merge-patch+json``,
+    ``application/vnd.api+json``), and no charset or a UTF-8 one."""
+    kind, _, parameters = header.partition(";")
+    kind = kind.strip().lower()
+    top, _, sub = kind.partition("/")
+    if top != "application" or not (sub == "json" or (sub.endswith("+json") and
+                                                      len(sub) > len("+json"))):
+        got = f"not {shown(kind)}" if kind else "the request has none"
+        raise ApiError(415, "unsupported_media_type",
+                       "send the body as JSON with Content-Type: application/json (or an "
+                       f"application/...+json type): {got}")
+    for parameter in parameters.split(";"):
+        name, _, text = parameter.partition("=")
+        charset = text.strip().strip('"').strip()
+        if name.strip().lower() == "charset" and charset.lower() not in _UTF8_NAMES:
+            # (it was not read: a body in Latin-1 was read as UTF-8, a 400 "'utf-8'
+            # codec can't decode byte 0xe9", or taken misread if its bytes decoded)
+            raise ApiError(415, "unsupported_media_type",
+                           f"charset {shown(charset)} is not read here: send the JSON body "
+                           "in UTF-8 (charset=utf-8, or no charset)")
 
 
 def parse_json(text: str | bytes) -> Any:

@@ -55,8 +55,11 @@ _COMMON_ERRORS = {"401": _err("missing or unknown token"),
                               "Retry-After says when to try again")}
 _CHANGE_ERRORS = {**_COMMON_ERRORS, "403": _err("a read token tried to change something, "
                                                  f"or {_REFUSED}"),
-                  "400": _err("bad input"), "415": _err("body is not JSON, or is under a "
-                                                    "Content-Encoding (not decoded)")}
+                  "400": _err("bad input"),
+                  "415": _err("body is not JSON (application/json, or a +json type such "
+                              "as application/merge-patch+json), declares a charset "
+                              "other than UTF-8, or is under a Content-Encoding (not "
+                              "decoded)")}
 #: An id or name in a path: no length cap (the engine makes longer ids itself, such as
 #: a child's, its parent's and ``.N``).
 _PATH_NAME = {"type": "string", "minLength": 1, "pattern": PATH_PATTERN}
