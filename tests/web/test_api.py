@@ -381,6 +381,50 @@ async def test_a_json_type_with_the_json_suffix_is_json_and_a_charset_must_be_ut
     assert await api.snapshot() == before
 
 
+@pytest.mark.parametrize(("path", "body", "where", "code"), [
+    ("/api/v1/runs", b'{"workflow": "greet", "input": ["\\ud800"]}', "field input[0]",
+     "d800"),
+    ("/api/v1/runs", b'{"workflow": "gr\\udfffeet"}', "field workflow", "dfff"),
+    # A key holding one was a 500 (the answer naming it could not be encoded).
+    ("/api/v1/runs", b'{"workflow": "greet", "input": [{"k\\udc00": 1}]}',
+     "the key 'k\\udc00' of field input[0]", "dc00"),
+    ("/api/v1/runs", b'{"workflow": "greet", "\\ud800x": 1}',
+     "the field name '\\ud800x'", "d800"),
+    ("/api/v1/runs/w/signals/go", b'{"data": {"a": ["ok", "\\ude00"]}}',
+     "field data.a[1]", "de00"),
+    ("/api/v1/runs/w/signals/go", b'{"data": {"b c": "\\ud83d"}}',
+     "field data['b c']", "d83d"),
+    ("/api/v1/runs/w/approval", b'{"approved": true, "note": "\\ud800"}', "field note",
+     "d800"),
+    ("/api/v1/runs/w/fork", b'{"at": 0, "input": ["ok", "\\ud800"]}', "field input[1]",
+     "d800"),
+])
+async def test_a_lone_surrogate_in_a_body_is_named_by_its_field(
+        api: Api, path: str, body: bytes, where: str, code: str) -> None:
+    """A ``\\ud800`` escape with no partner is valid JSON but no Unicode text: the 400
+    said "input of workflow 'greet': value of type dict is not JSON-serializable"
+    (the engine's wrapper of the input, not the client's field), and a key holding one
+    was a 500. The answer names the field of the request, and nothing changes."""
+    await api.http.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w"})
+    before = await api.snapshot()
+    r = await api.http.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and error_of(r) == "bad_request", r.text
+    assert r.json()["error"]["message"] == (
+        f"{where} is not valid Unicode (lone surrogate \\u{code}): a \\uD800-\\uDFFF "
+        "escape must be half of a pair, as in \\ud83d\\ude00")
+    assert await api.snapshot() == before
+
+
+async def test_a_pair_of_surrogate_escapes_and_an_escaped_backslash_are_taken(
+        api: Api) -> None:
+    """What is no lone surrogate is taken as before: a pair (an emoji), and the text
+    ``\\ud800`` written with an escaped backslash."""
+    r = await api.http.post("/api/v1/runs", content=(
+        b'{"workflow": "greet", "input": ["\\ud83d\\ude00 \\\\ud800"], "run_id": "e"}'),
+        headers={"Content-Type": "application/json"})
+    assert r.status_code == 201 and r.json()["input"] == ["\U0001f600 \\ud800"], r.text
+
+
 async def test_oversized_body_is_refused(api: Api) -> None:
     """A body over the limit is a 413, whether announced or streamed, and changes nothing."""
     before = await api.snapshot()

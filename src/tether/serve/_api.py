@@ -140,6 +140,8 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {json_kind(value)}")
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(value)
     return value
 
 
@@ -169,6 +171,49 @@ def check_json_type(header: str) -> None:
             raise ApiError(415, "unsupported_media_type",
                            f"charset {shown(charset)} is not read here: send the JSON body "
                            "in UTF-8 (charset=utf-8, or no charset)")
+
+
+#: A JSON escape of a UTF-16 surrogate (``\ud800``), paired or not: only such an escape
+#: puts a lone surrogate in a parsed document (the bytes of one are no UTF-8).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
+    """A 400 naming the first field of ``body`` (or key of one) that holds a lone
+    surrogate (an unpaired ``\\uD800``-``\\uDFFF`` escape): valid JSON, but no Unicode
+    text, which nothing can store or send back (a key holding one was a 500)."""
+    todo: list[tuple[str, Any]] = [("", body)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, str):
+            _check_unicode(value, f"field {where}")
+        elif isinstance(value, dict):
+            items = list(value.items())
+            for key, _ in items:
+                _check_unicode(key, f"the key {shown(key)} of field {where}" if where
+                               else f"the field name {shown(key)}")
+            todo += reversed([(_member(where, key), item) for key, item in items])
+        elif isinstance(value, list):
+            todo += reversed([(f"{where}[{i}]", item) for i, item in enumerate(value)])
+
+
+def _member(where: str, key: str) -> str:
+    """The path of ``key`` of the object at ``where`` (``input[0].name``)."""
+    if not where:
+        return shown(key, quoted=False) if key.isidentifier() else shown(key)
+    return f"{where}.{key}" if key.isidentifier() and len(key) <= 40 else \
+        f"{where}[{shown(key)}]"
+
+
+def _check_unicode(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        raise ApiError(400, "bad_request",
+                       f"{where[:200]} is not valid Unicode (lone surrogate \\u{code:04x}): "
+                       "a \\uD800-\\uDFFF escape must be half of a pair, as in "
+                       "\\ud83d\\ude00") from None
 
 
 def parse_json(text: str | bytes) -> Any:
