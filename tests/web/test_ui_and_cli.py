@@ -165,6 +165,29 @@ async def test_forms_need_csrf_and_an_admin(ui: httpx.AsyncClient) -> None:
     assert r.status_code == 403 and "may read, not change" in r.text
 
 
+async def test_a_lone_surrogate_in_a_forms_json_is_named_by_its_field(
+        ui: httpx.AsyncClient) -> None:
+    """A signal's data or a fork's input holding a lone surrogate (``"\\ud800"``, valid
+    JSON but no Unicode text) is a 400 naming where: the signal form's was a 409
+    "payload of signal 'go': value of type dict is not JSON-serializable", the fork
+    form's a 400 about the engine's "value of type dict". Nothing is sent or forked."""
+    csrf = await login(ui, ADMIN)
+    await ui.post("/api/v1/runs", json={"workflow": "wait_go", "run_id": "w1"},
+                  headers={"Authorization": f"Bearer {ADMIN}"})
+    for path, field, text, where in (
+            ("/ui/runs/w1/signal", "data", '{"by": ["ana", "\\udc00"]}', "data.by[1]"),
+            ("/ui/runs/w1/signal", "data", '"\\ud800"', "data"),
+            ("/ui/runs/w1/fork", "input", '[{"k\\ud800": 1}]',
+             "the key &#39;k\\ud800&#39; of field input[0]")):
+        r = await ui.post(path, data={"csrf": csrf, "name": "go", "at": "0", field: text})
+        assert r.status_code == 400, (path, r.text)
+        said = where if where.startswith("the key") else f"field {where}"
+        assert f"{said} is not valid Unicode (lone surrogate" in r.text, (path, r.text)
+    store = ui.app.store  # type: ignore[attr-defined]
+    assert not await store.signal_pending(run_id="w1", name="go")
+    assert [r.run_id for r in await store.run_search(limit=10)] == ["w1"]
+
+
 async def test_a_form_says_what_it_did_once_and_a_refused_one_links_back(
         ui: httpx.AsyncClient) -> None:
     """After a form, the page it leads back to says what happened (once: a reload or

@@ -141,7 +141,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict[str, Any
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {json_kind(value)}")
     if _SURROGATE_ESCAPE.search(raw):
-        _refuse_lone_surrogates(value)
+        refuse_lone_surrogates(value)
     return value
 
 
@@ -178,23 +178,25 @@ def check_json_type(header: str) -> None:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
-    """A 400 naming the first field of ``body`` (or key of one) that holds a lone
-    surrogate (an unpaired ``\\uD800``-``\\uDFFF`` escape): valid JSON, but no Unicode
-    text, which nothing can store or send back (a key holding one was a 500)."""
-    todo: list[tuple[str, Any]] = [("", body)]
+def refuse_lone_surrogates(value: Any, field: str = "") -> None:
+    """A 400 naming the first string of ``value`` (or key of an object in it) that holds
+    a lone surrogate (an unpaired ``\\uD800``-``\\uDFFF`` escape): valid JSON, but no
+    Unicode text, which nothing can store or send back (a key holding one was a 500).
+    ``value`` is a request's body (its keys are its field names), or the JSON of the
+    form field ``field``."""
+    todo: list[tuple[str, Any]] = [(field, value)]
     while todo:
-        where, value = todo.pop()
-        if isinstance(value, str):
-            _check_unicode(value, f"field {where}")
-        elif isinstance(value, dict):
-            items = list(value.items())
-            for key, _ in items:
+        where, item = todo.pop()
+        if isinstance(item, str):
+            _check_unicode(item, f"field {where}")
+        elif isinstance(item, dict):
+            members = list(item.items())
+            for key, _ in members:
                 _check_unicode(key, f"the key {shown(key)} of field {where}" if where
                                else f"the field name {shown(key)}")
-            todo += reversed([(_member(where, key), item) for key, item in items])
-        elif isinstance(value, list):
-            todo += reversed([(f"{where}[{i}]", item) for i, item in enumerate(value)])
+            todo += reversed([(_member(where, key), one) for key, one in members])
+        elif isinstance(item, list):
+            todo += reversed([(f"{where}[{i}]", one) for i, one in enumerate(item)])
 
 
 def _member(where: str, key: str) -> str:

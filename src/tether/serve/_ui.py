@@ -57,6 +57,7 @@ from tether.serve._api import (
     field_name,
     parse_json,
     parse_limit,
+    refuse_lone_surrogates,
     run_not_found,
     run_statuses,
 )
@@ -1122,6 +1123,7 @@ async def signal_action(request: Request) -> Response:
         data = parse_json(text) if text else None
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"the data is not valid JSON: {exc}") from None
+    refuse_lone_surrogates(data, "data")
     app: App = request.app.state.tether
     try:
         await app.signal(run_id, name, data)
@@ -1163,6 +1165,7 @@ async def fork_action(request: Request) -> Response:
             args = parse_json(raw)
         except ValueError as exc:
             raise ApiError(400, "bad_request", f"the input is not valid JSON: {exc}") from None
+        refuse_lone_surrogates(args, "input")
         if not isinstance(args, list):
             raise ApiError(400, "bad_request",
                            "the input must be a JSON array of positional arguments")
