@@ -458,6 +458,10 @@ class AttemptWriter:
         self._lost = 0
         #: Attempts none of whose states has been written yet.
         self._fresh: set[str] = set()
+        #: States noted, by state (``running`` once per attempt started): the worker's
+        #: ``/metrics`` reads them (one increment per note, on the step's path).
+        self.noted: dict[str, int] = dict.fromkeys(
+            ("running", "ok", "error", "postponed", "cancelled"), 0)
         #: Fresh attempts that succeeded, their entries' commits not yet known, with the
         #: loop's time when they ended: a write holds them back until ``SETTLE_HOLD_MAX``
         #: after that (their entry commits meanwhile, as a rule; if it did not, the row
@@ -472,6 +476,7 @@ class AttemptWriter:
         """Note an attempt's state: ``row`` holds ``AttemptRecord``'s fields in order
         (a tuple costs a step less than the record, which is built once per attempt,
         when the buffer is written); a later state replaces an earlier one."""
+        self.noted[row[7]] += 1
         if self._from_journal:
             if row[7] == "running":  # (an attempt's first state)
                 self._fresh.add(attempt_id)

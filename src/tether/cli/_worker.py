@@ -12,7 +12,15 @@ from typing import Any
 
 from tether._operations import busy_step_threads
 from tether._show import counted
-from tether.cli._common import load_app, non_negative_float, positive_float, positive_int
+from tether.cli._common import (
+    CliError,
+    load_app,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from tether.errors import ConfigError
 
 log = logging.getLogger("tether.cli")
 
@@ -42,6 +50,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a run whose worker died executing it N times in a row (its code "
                    "calls os._exit() or crashes the process) with no journal progress "
                    "between is failed instead of taken over again (default 5)")
+    p.add_argument("--metrics-port", type=non_negative_int, metavar="PORT",
+                   help="serve GET /metrics (Prometheus text format: what this worker "
+                   "process did, its counters from zero at each start) on this port; 0 "
+                   "picks a free one, which the log line 'metrics on http://...' names "
+                   "(default: no metrics server)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="the address of --metrics-port (default 127.0.0.1); one beyond "
+                   "loopback needs tokens, as tether serve does")
+    p.add_argument("--metrics-token-file", metavar="F",
+                   help="tokens a scrape must send (Authorization: Bearer, a read or "
+                   "admin token: entries read:TOKEN or admin:TOKEN, one a line), with "
+                   "those of TETHER_API_TOKENS")
     p.set_defaults(handler=run)
 
 
@@ -62,8 +82,13 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, on_signal)
     # The worker tries an unreachable store again (0.5 s doubling to 10 s, one log line
     # per attempt) until it answers; a stop signal meanwhile ends the wait.
-    worker = app.worker(queues=args.queues, concurrency=args.concurrency,
-                        lease_seconds=args.lease, max_crashes=args.max_crashes)
+    try:
+        worker = app.worker(queues=args.queues, concurrency=args.concurrency,
+                            lease_seconds=args.lease, max_crashes=args.max_crashes,
+                            metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                            metrics_token_file=args.metrics_token_file)
+    except ConfigError as exc:  # (the metrics flags: bad input)
+        raise CliError(str(exc), code=2) from None
     starting = asyncio.ensure_future(worker.start())
     stopped = asyncio.ensure_future(stop.wait())
     try:

@@ -66,6 +66,7 @@ from tether.errors import (
 )
 from tether.store import HeartbeatResult, Wait, WorkerInfo
 from tether.worker import _gc
+from tether.worker._metrics import MetricsServer, WorkerCounts, check_host, load_tokens
 
 if TYPE_CHECKING:
     from tether._app import App
@@ -148,6 +149,9 @@ class _StoreOutage(OutagePacing):
         #: outage), and once a call goes through again, until when takeovers wait.
         self._cut_at: float | None = None
         self._grace_until: float | None = None
+        #: Outages told (a start line each) and the seconds of those that ended (/metrics).
+        self.outages = 0
+        self.outage_seconds = 0.0
 
     def takeover_before(self) -> float | None:
         """What this worker's claims pass as ``run_claim``'s ``takeover_before``: after
@@ -187,6 +191,7 @@ class _StoreOutage(OutagePacing):
         self.cut()  # (the grace is counted from the store's return)
         told = self._failure(OUTAGE_REMINDER)
         if told == "start":
+            self.outages += 1
             log.warning("store unavailable (%s); the worker and its runs in flight retry, "
                         "and this says how it goes every %.0f s (each retry at debug level)",
                         exc, OUTAGE_REMINDER)
@@ -212,8 +217,10 @@ class _StoreOutage(OutagePacing):
             self._grace_until = now + self._lease_seconds
         if self.since is None or (not by_run and self.runs):
             return
+        elapsed = self._elapsed()
+        self.outage_seconds += elapsed
         log.warning("store available again, %.1f s after the first failed call (%d failed "
-                    "calls meanwhile, %s, each retried)", self._elapsed(), self.failures,
+                    "calls meanwhile, %s, each retried)", elapsed, self.failures,
                     self._runs())
         self._clear()
         self.runs = set()
@@ -283,6 +290,7 @@ class _Active:
     ctx: RunContext | None
     seq: int
     lease: Lease
+    queue: str
     finishing: bool = False
 
 
@@ -307,7 +315,9 @@ class Worker:
                  lease_seconds: float = 5.0, heartbeat_interval: float | None = None,
                  poll_interval: float | None = None, sticky_wait: float = 2.0,
                  worker_id: str | None = None, tune_gc: bool = True,
-                 max_crashes: int = MAX_CRASHES, start_retry: float | None = None) -> None:
+                 max_crashes: int = MAX_CRASHES, start_retry: float | None = None,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 metrics_token_file: str | None = None) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be >= 1")
         if start_retry is not None and (isinstance(start_retry, bool)
@@ -326,6 +336,11 @@ class Worker:
             raise ConfigError("lease_seconds must be > 0")
         self.app = app
         self._host = worker_host(app)
+        #: What this worker did, for its ``/metrics`` (process-local, from zero).
+        self.counts = WorkerCounts()
+        #: When the worker was made (Unix time): its metrics' start time.
+        self.metrics_started_at = time.time()
+        self._metrics = self._metrics_server(metrics_port, metrics_host, metrics_token_file)
         if isinstance(queues, str):
             queues = [queues]  # (one name: not a list of one-letter queues)
         self.queues = list(queues) if queues else app.queues()
@@ -385,6 +400,50 @@ class Worker:
         self.tune_gc = tune_gc
         self._gc_tuned = False
 
+    def _metrics_server(self, port: int | None, host: str,
+                        token_file: str | None) -> MetricsServer | None:
+        """The ``GET /metrics`` server asked for (``metrics_port``), checked, not bound.
+        Raises: ConfigError (a bad port, tokens that cannot be read, a host beyond
+        loopback without tokens)."""
+        if port is None:
+            return None
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"metrics_port must be an integer from 0 to 65535 (0: a free "
+                              f"port), not {port!r}")
+        if not isinstance(host, str) or not host.strip("[] "):
+            raise ConfigError(f"metrics_host must be a host name or address, not {host!r}")
+        tokens = load_tokens(token_file)
+        check_host(host, tokens)
+        return MetricsServer(self, host, port, tokens)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of this worker's ``GET /metrics`` (the one bound, once started, when
+        0 was asked for); None without one."""
+        return None if self._metrics is None else self._metrics.port
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker was told to stop or drain (it claims nothing more)."""
+        return self._stopping or self._draining
+
+    def attempts_noted(self) -> dict[str, int]:
+        """Step attempt states noted by this worker, by state (``AttemptWriter.noted``)."""
+        writer = self._attempts
+        return dict(writer.noted) if writer is not None \
+            else dict.fromkeys(("running", "ok", "error", "postponed", "cancelled"), 0)
+
+    def outage_figures(self) -> tuple[int, float, int]:
+        """Store outages so far, their seconds (the one going on included), and 1 while
+        one goes on."""
+        outage = self._outage
+        going = outage.since is not None
+        return (outage.outages, outage.outage_seconds + outage._elapsed(), int(going))
+
+    def active_queues(self) -> list[str]:
+        """The queue of each run this worker holds now."""
+        return [a.queue for a in self._active.values()]
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Worker:
@@ -414,6 +473,16 @@ class Worker:
         """
         if self._started:
             return
+        if self._metrics is not None:
+            await self._metrics.start()  # (answers while the store is out, too)
+        try:
+            await self._start_retrying()
+        except BaseException:
+            if self._metrics is not None:
+                await self._metrics.close()
+            raise
+
+    async def _start_retrying(self) -> None:
         delay, failures = START_RETRY_FIRST, 0
         deadline = None if self.start_retry is None else time.monotonic() + self.start_retry
         while True:
@@ -575,6 +644,8 @@ class Worker:
         if self._gc_tuned:
             self._gc_tuned = False
             _gc.worker_stopped()
+        if self._metrics is not None:
+            await self._metrics.close()
         self._stopped = True
         log.info("worker %s stopped", self.worker_id)
 
@@ -717,10 +788,12 @@ class Worker:
                     continue
                 finally:
                     self._claiming = False
+                self.counts.claimed += len(claimed)
                 for c in claimed:
                     self._seq += 1
                     task = asyncio.create_task(self._execute(c), name=f"tether-run-{c.run.run_id}")
-                    self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease)
+                    self._active[c.run.run_id] = _Active(task, None, self._seq, c.lease,
+                                                         c.run.queue)
                     task.add_done_callback(self._make_done(c.run.run_id))
                 if claimed:
                     # (Expired, the next claim, this worker's own, would take the runs
@@ -807,6 +880,7 @@ class Worker:
                                        errors=(StoreError,), attempts=10) is not _GAVE_UP:
                 if crashes >= MAX_EXECUTOR_CRASHES:
                     self._crashes.pop(lease.run_id, None)
+                    self._count_end(RunStatus.FAILED)
                     self._host.run_ended(lease.run_id)
                 self._wake.set()
 
@@ -999,6 +1073,7 @@ class Worker:
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()
             if lost:
+                self.counts.leases_lost += len(lost)
                 await self._say_lost(lost)
             if not self._claiming and self._seq == seq:
                 with contextlib.suppress(StoreError):
@@ -1255,6 +1330,7 @@ class Worker:
             except LeaseLost:
                 return False
             self.completed += 1
+            self._count_end(RunStatus.FAILED)
             self._host.run_ended(run.run_id)
             return False
         if takeover:
@@ -1268,6 +1344,7 @@ class Worker:
                 how = await self._owner_gone(run.run_id, run.generation, position)
             cause = (f"found dead ({how}" if how is not None else
                      "whose lease on it expired (it died, stalled, or lost the store")
+            self.counts.taken_over["found_dead" if how is not None else "lease_expired"] += 1
             log.warning("run %s: taken over from a worker %s; crash %d of %d in a row at "
                         "position %d)", run.run_id, cause, crashes, self.max_crashes,
                         position, extra={"run_id": run.run_id, "position": position})
@@ -1457,6 +1534,7 @@ class Worker:
             result = None
         elif isinstance(stop, Release):
             await store.run_release(lease=ctx.lease, wait=stop.wait, now=now)
+            self.counts.released += 1
             self._wake.set()
             return
         elif isinstance(stop, Continue):
@@ -1521,10 +1599,15 @@ class Worker:
         if status is RunStatus.CANCELLED:  # (a blocked end the store cancelled: it did)
             await self._cancel_children(run_id)
         self.completed += 1
+        self._count_end(ended)
         self._host.run_ended(run_id, dataclasses.replace(
             run, status=ended, result=result, error=error_text, owner=None,
             updated_at=now, finished_at=now, available_at=None, waiting_for=None,
             metrics=dict(ctx.metrics)), since)
+
+    def _count_end(self, status: RunStatus) -> None:
+        ended = self.counts.ended
+        ended[status.value] = ended.get(status.value, 0) + 1
 
 
 def _doubling(base: float, n: int, cap: float) -> float:

@@ -1,0 +1,298 @@
+"""A worker process's own ``GET /metrics`` (``tether worker --metrics-port``), scraped
+over loopback after real events: a step that fails once, one postponed once, a run
+that fails, a run taken over after ``kill -9`` of the worker that held it; and the
+server's refusals (another path, another method, a non-loopback ``Host``, a missing
+token), and the embedded worker's (``app.worker(metrics_port=0)``)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import tether
+from tests.web.helpers import ROOT, TETHER, env
+
+APP = "tests.cli.metrics_app:app"
+BOUND = re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
+
+
+def _worker(db: str, log: Path, marks: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([*TETHER, "worker", APP, "--db", db, *extra], cwd=ROOT,
+                                env=env(TETHER_TEST_MARKS=str(marks)), stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def _tether(*args: str, marks: Path | None = None) -> subprocess.CompletedProcess[str]:
+    extra = {} if marks is None else {"TETHER_TEST_MARKS": str(marks)}
+    return subprocess.run([*TETHER, *args], cwd=ROOT, env=env(**extra),
+                          capture_output=True, text=True, timeout=120)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _port(log: Path, proc: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 60
+    while True:
+        found = BOUND.search(log.read_text())
+        if found:
+            return int(found.group(1))
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
+def _request(port: int, raw: bytes) -> tuple[int, dict[str, str], str]:
+    """Send ``raw`` as it is; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    assert int(headers["content-length"]) == len(body), data
+    return int(lines[0].split(" ")[1]), headers, body.decode()
+
+
+def _get(port: int, path: str = "/metrics", *headers: str) -> tuple[int, dict[str, str], str]:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    return _request(port, ("\r\n".join(lines) + "\r\n\r\n").encode())
+
+
+def _series(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value, for each sample line of an exposition."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def _scrape(port: int) -> dict[str, float]:
+    status, headers, body = _get(port)
+    assert status == 200, body
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return _series(body)
+
+
+def _scrape_until(port: int, want: dict[str, float]) -> dict[str, float]:
+    """Scrape until the series in ``want`` have those values (a run's end is counted
+    just after the store took it, so a result can be read a moment before)."""
+    deadline = time.monotonic() + 60
+    while True:
+        got = _scrape(port)
+        if all(got.get(k) == v for k, v in want.items()):
+            return got
+        assert time.monotonic() < deadline, (want, got)
+        time.sleep(0.1)
+
+
+def _result(db: str, run_id: str) -> subprocess.CompletedProcess[str]:
+    return _tether("result", run_id, "--wait", "90", "--db", db)
+
+
+def _worker_id(log: Path) -> str:
+    for line in log.read_text().splitlines():
+        if "serving queues" in line:
+            return line.split("worker ")[1].split(" ")[0]
+    raise AssertionError(log.read_text())
+
+
+def test_the_counters_follow_a_failed_attempt_a_postponement_and_the_runs_ends(
+        tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/m.db"
+    log = tmp_path / "worker.log"
+    proc = _worker(db, log, tmp_path, "--metrics-port", "0", "--concurrency", "7")
+    try:
+        port = _port(log, proc)
+        before = _scrape(port)  # (answers before any run, its counters at zero)
+        assert before["tether_worker_runs_claimed_total"] == 0
+        assert before["tether_worker_step_attempts_started_total"] == 0
+        for workflow, run_id in (("fails_once", "m-1"), ("postponed_once", "m-2"),
+                                 ("breaks", "m-3")):
+            started = _tether("start", workflow, "--id", run_id, "--input", '["x"]',
+                              "--db", db)
+            assert started.returncode == 0, started.stderr
+        assert _result(db, "m-1").returncode == 0
+        assert _result(db, "m-2").returncode == 0
+        assert _result(db, "m-3").returncode != 0
+        got = _scrape_until(port, {
+            'tether_worker_runs_ended_total{status="completed"}': 2,
+            'tether_worker_runs_ended_total{status="failed"}': 1})
+        assert got['tether_worker_runs_ended_total{status="blocked"}'] == 0
+        assert got['tether_worker_runs_ended_total{status="cancelled"}'] == 0
+        # flaky: a failed attempt and the one that succeeded; busy: a postponed attempt
+        # and the one that succeeded.
+        assert got["tether_worker_step_attempts_started_total"] == 4
+        assert got["tether_worker_step_attempts_failed_total"] == 1
+        assert got["tether_worker_step_postponements_total"] == 1
+        assert got["tether_worker_runs_claimed_total"] >= 3
+        assert got['tether_worker_runs_taken_over_total{cause="found_dead"}'] == 0
+        assert got['tether_worker_runs_taken_over_total{cause="lease_expired"}'] == 0
+        assert got["tether_worker_slots"] == 7
+        assert got['tether_worker_slots_in_use{queue="default"}'] == 0
+        assert got["tether_worker_store_outages_total"] == 0
+        assert got["tether_worker_store_unavailable"] == 0
+        assert got["tether_worker_draining"] == 0
+        assert got["tether_worker_uptime_seconds"] >= 0
+        info = [k for k in got if k.startswith("tether_worker_info{")]
+        assert len(info) == 1 and got[info[0]] == 1, info
+        assert f'worker_id="{_worker_id(log)}"' in info[0], info
+        assert 'queues="default"' in info[0], info
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_a_run_taken_over_after_kill_9_of_its_worker_is_counted_found_dead(
+        tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/m.db"
+    first = _worker(db, tmp_path / "first.log", tmp_path)
+    second = None
+    try:
+        started = _tether("start", "held", "--id", "t-1", "--input", '["x"]', "--db", db)
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 60
+        while True:  # the step is in flight in the first worker, its attempt written
+            shown = _tether("show", "t-1", "--json", "--db", db)
+            if '"in_flight": [{' in shown.stdout.replace("\n", "").replace("  ", ""):
+                break
+            assert time.monotonic() < deadline, shown.stdout
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        (tmp_path / "gate").touch()
+        log = tmp_path / "second.log"
+        second = _worker(db, log, tmp_path, "--metrics-port", "0")
+        port = _port(log, second)
+        assert _result(db, "t-1").returncode == 0
+        got = _scrape_until(port, {'tether_worker_runs_ended_total{status="completed"}': 1})
+        assert got['tether_worker_runs_taken_over_total{cause="found_dead"}'] == 1
+        assert got['tether_worker_runs_taken_over_total{cause="lease_expired"}'] == 0
+        assert got["tether_worker_runs_claimed_total"] == 1
+    finally:
+        _stop(first)
+        _stop(second)
+    assert "taken over from a worker found dead" in log.read_text()
+
+
+def test_the_server_answers_get_metrics_only(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/m.db"
+    log = tmp_path / "worker.log"
+    proc = _worker(db, log, tmp_path, "--metrics-port", "0")
+    try:
+        port = _port(log, proc)
+        assert _get(port, "/")[0] == 404
+        assert _get(port, "/metrics/x")[0] == 404
+        status, headers, _ = _request(port, b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1"
+                                            b"\r\nContent-Length: 0\r\n\r\n")
+        assert (status, headers.get("allow")) == (405, "GET")
+        assert _request(port, b"nonsense\r\n\r\n")[0] == 400
+        assert _request(port, b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 10_000
+                        + b"\r\n\r\n")[0] == 431
+        # Without tokens, a page that rebinds its own name to 127.0.0.1 is refused.
+        status, _, body = _request(port, b"GET /metrics HTTP/1.1\r\nHost: evil.example"
+                                         b"\r\n\r\n")
+        assert status == 403 and "tether_worker" not in body
+        assert _get(port, "/metrics?x=1")[0] == 200
+        assert proc.poll() is None  # (none of it hurt the worker)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_tokens_are_needed_once_configured(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/m.db"
+    tokens = tmp_path / "tokens"
+    tokens.write_text("read:read-token-0123456789\nadmin:admin-token-0123456789\n")
+    tokens.chmod(0o600)
+    log = tmp_path / "worker.log"
+    proc = _worker(db, log, tmp_path, "--metrics-port", "0", "--metrics-token-file",
+                   str(tokens))
+    try:
+        port = _port(log, proc)
+        status, headers, body = _get(port)
+        assert status == 401 and "tether_worker" not in body
+        assert headers["www-authenticate"].startswith("Bearer")
+        assert _get(port, "/metrics", "Authorization: Bearer wrong-token-0123456789")[0] \
+            == 401
+        for token in ("read-token-0123456789", "admin-token-0123456789"):
+            status, _, body = _get(port, "/metrics", f"Authorization: Bearer {token}")
+            assert status == 200 and "tether_worker_runs_claimed_total 0" in body
+    finally:
+        _stop(proc)
+
+
+def test_a_host_beyond_loopback_without_tokens_is_refused(tmp_path: Path) -> None:
+    done = _tether("worker", APP, "--db", f"sqlite:///{tmp_path}/m.db", "--metrics-port",
+                   "0", "--metrics-host", "0.0.0.0", marks=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "refusing to serve worker metrics on 0.0.0.0 without API tokens" in done.stderr
+    assert not (tmp_path / "m.db").exists()  # (refused before the store was opened)
+    bad = _tether("worker", APP, "--db", f"sqlite:///{tmp_path}/m.db", "--metrics-port",
+                  "70000", marks=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert "metrics_port must be an integer from 0 to 65535" in bad.stderr
+
+
+async def _async_get(port: int) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body.decode()
+
+
+async def test_an_embedded_worker_serves_its_metrics_until_it_stops(
+        tmp_path: Path) -> None:
+    app = tether.App(f"sqlite:///{tmp_path}/e.db")
+
+    @app.step
+    async def double(n: int) -> int:
+        return 2 * n
+
+    @app.workflow
+    async def twice(n: int) -> int:
+        return await double(n)
+
+    worker = app.worker(metrics_port=0)
+    assert worker.metrics_port == 0  # (not bound before it starts)
+    async with worker:
+        port = worker.metrics_port
+        assert port is not None and port > 0
+        handle = await app.start(twice, 21)
+        assert await handle.result(timeout=60) == 42
+        for _ in range(600):
+            status, body = await _async_get(port)
+            assert status == 200
+            got = _series(body)
+            if got['tether_worker_runs_ended_total{status="completed"}'] == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert got["tether_worker_step_attempts_started_total"] == 1
+        assert got["tether_worker_runs_claimed_total"] == 1
+    with pytest.raises(OSError):  # the server ended with the worker
+        await _async_get(port)
+    await app.close()
