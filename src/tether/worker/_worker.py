@@ -309,6 +309,14 @@ class Worker:
     default 700 to 10,000 objects (a quarter of the event loop's CPU went to collections
     with 1,000 runs in flight); an application that set its own thresholds keeps them,
     and ``tune_gc=False`` leaves the collector alone (``tether.worker._gc``).
+
+    ``metrics_port``: serve ``GET /metrics`` (Prometheus text format, this worker's
+    ``tether_worker_*`` counters, from zero at each start) on this port while the worker
+    runs; ``0`` picks a free one (``metrics_port`` then says which, once started).
+    ``metrics_host``: its address (default ``127.0.0.1``); one beyond loopback needs
+    tokens: ``metrics_token_file`` (entries ``read:TOKEN`` or ``admin:TOKEN``) and/or
+    ``TETHER_API_TOKENS``, as ``tether serve``'s; with tokens a scrape sends one
+    (``Authorization: Bearer``). See docs/telemetry.md.
     """
 
     def __init__(self, app: App, *, queues: list[str] | None = None, concurrency: int = 50,
