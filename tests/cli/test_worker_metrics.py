@@ -296,3 +296,55 @@ async def test_an_embedded_worker_serves_its_metrics_until_it_stops(
     with pytest.raises(OSError):  # the server ended with the worker
         await _async_get(port)
     await app.close()
+
+
+async def _scraped(port: int) -> dict[str, float]:
+    status, body = await _async_get(port)
+    assert status == 200, body
+    return _series(body)
+
+
+async def _until(port: int, series: str, value: float) -> dict[str, float]:
+    deadline = time.monotonic() + 60
+    while True:
+        got = await _scraped(port)
+        if got[series] == value:
+            return got
+        assert time.monotonic() < deadline, (series, value, got)
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.postgres
+async def test_a_store_outage_is_counted_with_its_seconds(pg_migrated_url: str) -> None:
+    """The worker's PostgreSQL goes away (every connection cut, new ones refused) and
+    comes back: one outage, told while it lasts (the scrape answers without the store),
+    its seconds added once it is over."""
+    from tests.faults.cutproxy import CuttingProxy
+
+    proxy = CuttingProxy(pg_migrated_url).start()
+    app = tether.App(proxy.url(), pool_timeout=1.0, connect_timeout=1.0)
+
+    @app.workflow
+    async def nothing() -> None:
+        return None
+
+    try:
+        async with app.worker(metrics_port=0, poll_interval=0.1) as worker:
+            port = worker.metrics_port
+            assert port is not None
+            got = await _scraped(port)
+            assert got["tether_worker_store_outages_total"] == 0
+            assert got["tether_worker_store_outage_seconds_total"] == 0
+            proxy.go_down()
+            during = await _until(port, "tether_worker_store_unavailable", 1)
+            assert during["tether_worker_store_outages_total"] == 1
+            proxy.back()
+            after = await _until(port, "tether_worker_store_unavailable", 0)
+            assert after["tether_worker_store_outages_total"] == 1
+            assert after["tether_worker_store_outage_seconds_total"] > 0
+            # (ended: its seconds stay as they were)
+            assert (await _scraped(port))["tether_worker_store_outage_seconds_total"] \
+                == after["tether_worker_store_outage_seconds_total"]
+    finally:
+        await app.close()
+        proxy.close()
