@@ -18,8 +18,10 @@ import pytest
 
 import tether
 from tests.web.helpers import ROOT, TETHER, env
+from tests.web.test_metrics_exposition import parse
 
 APP = "tests.cli.metrics_app:app"
+TELEMETRY = ROOT / "docs" / "telemetry.md"
 BOUND = re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
 
 
@@ -256,6 +258,34 @@ def test_a_host_beyond_loopback_without_tokens_is_refused(tmp_path: Path) -> Non
     assert "metrics_port must be an integer from 0 to 65535" in bad.stderr
 
 
+def _documented() -> dict[str, str]:
+    """The families of docs/telemetry.md's table of a worker's series, with their type
+    (a row may name two, ``a`, `b``)."""
+    out: dict[str, str] = {}
+    for line in TELEMETRY.read_text().splitlines():
+        if line.startswith("| `tether_worker_"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            for name in re.findall(r"`(tether_worker_[a-z_]+)", cells[0]):
+                out[name] = cells[1]
+    assert out, "no table of tether_worker_ series in docs/telemetry.md"
+    return out
+
+
+def test_a_port_in_use_is_one_error_line_before_the_store_is_opened(
+        tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _tether("worker", APP, "--db", f"sqlite:///{tmp_path}/m.db",
+                       "--metrics-port", str(port), marks=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"tether: error: cannot serve worker metrics on 127.0.0.1:{port}: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "m.db").exists()
+
+
 async def _async_get(port: int) -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -293,6 +323,11 @@ async def test_an_embedded_worker_serves_its_metrics_until_it_stops(
             await asyncio.sleep(0.1)
         assert got["tether_worker_step_attempts_started_total"] == 1
         assert got["tether_worker_runs_claimed_total"] == 1
+        # Read as Prometheus reads it, every family the guide lists, of its type, and
+        # no other.
+        families = parse(body)
+        assert {name: fam.type for name, fam in families.items()} == _documented()
+        assert all(fam.help for fam in families.values()), families
     with pytest.raises(OSError):  # the server ended with the worker
         await _async_get(port)
     await app.close()
