@@ -244,6 +244,21 @@ def test_tokens_are_needed_once_configured(tmp_path: Path) -> None:
             assert status == 200 and "tether_worker_runs_claimed_total 0" in body
     finally:
         _stop(proc)
+    assert "is readable by" not in log.read_text()  # (mode 0600: no warning)
+
+
+def test_a_token_file_others_may_read_is_said_at_start(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("read:read-token-0123456789\n")
+    tokens.chmod(0o644)
+    log = tmp_path / "worker.log"
+    proc = _worker(f"sqlite:///{tmp_path}/m.db", log, tmp_path, "--metrics-port", "0",
+                   "--metrics-token-file", str(tokens))
+    try:
+        _port(log, proc)
+    finally:
+        _stop(proc)
+    assert f"token file {tokens} is readable by everyone (mode 0644)" in log.read_text()
 
 
 def test_a_host_beyond_loopback_without_tokens_is_refused(tmp_path: Path) -> None:

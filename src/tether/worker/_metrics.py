@@ -147,7 +147,11 @@ def load_tokens(token_file: str | None) -> Tokens:
     ``tether serve`` (none: anyone who reaches the address). Raises: ConfigError."""
     from tether.serve._auth import Tokens
 
-    return Tokens.load(token_file)
+    tokens = Tokens.load(token_file)
+    exposed = None if token_file is None else Tokens.file_exposed(token_file)
+    if exposed is not None:
+        log.warning("%s", exposed)
+    return tokens
 
 
 def check_host(host: str, tokens: Tokens) -> None:
