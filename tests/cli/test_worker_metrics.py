@@ -199,6 +199,42 @@ def test_a_run_taken_over_after_kill_9_of_its_worker_is_counted_found_dead(
     assert "taken over from a worker found dead" in log.read_text()
 
 
+def test_a_run_taken_from_a_stalled_worker_is_counted_lease_expired_and_lost_there(
+        tmp_path: Path) -> None:
+    # The first worker (a 1 s lease) is stopped (SIGSTOP) in the run's step: alive but
+    # silent, so no worker finds it dead and the second takes the run over once the
+    # lease expired. Continued, the first finds the lease lost.
+    db = f"sqlite:///{tmp_path}/m.db"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _worker(db, first_log, tmp_path, "--metrics-port", "0", "--lease", "1")
+    second = None
+    try:
+        first_port = _port(first_log, first)
+        started = _tether("start", "held", "--id", "s-1", "--input", '["x"]', "--db", db)
+        assert started.returncode == 0, started.stderr
+        _scrape_until(first_port, {"tether_worker_step_attempts_started_total": 1,
+                                   'tether_worker_slots_in_use{queue="default"}': 1})
+        first.send_signal(signal.SIGSTOP)
+        (tmp_path / "gate").touch()
+        second = _worker(db, second_log, tmp_path, "--metrics-port", "0")
+        second_port = _port(second_log, second)
+        assert _result(db, "s-1").returncode == 0
+        got = _scrape_until(second_port,
+                            {'tether_worker_runs_ended_total{status="completed"}': 1})
+        assert got['tether_worker_runs_taken_over_total{cause="lease_expired"}'] == 1
+        assert got['tether_worker_runs_taken_over_total{cause="found_dead"}'] == 0
+        first.send_signal(signal.SIGCONT)
+        lost = _scrape_until(first_port, {"tether_worker_leases_lost_total": 1,
+                                          'tether_worker_slots_in_use{queue="default"}': 0})
+        assert lost['tether_worker_runs_ended_total{status="completed"}'] == 0
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGCONT)
+        _stop(first)
+        _stop(second)
+    assert "taken over from a worker whose lease on it expired" in second_log.read_text()
+
+
 def test_the_server_answers_get_metrics_only(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/m.db"
     log = tmp_path / "worker.log"

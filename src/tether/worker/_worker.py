@@ -1081,7 +1081,6 @@ class Worker:
                 elif run_id in hb.cancel_requested and active.ctx is not None:
                     active.ctx.request_cancel()
             if lost:
-                self.counts.leases_lost += len(lost)
                 await self._say_lost(lost)
             if not self._claiming and self._seq == seq:
                 with contextlib.suppress(StoreError):
@@ -1493,7 +1492,8 @@ class Worker:
         try:
             await self._retry_store(run_id, "record its end",
                                     lambda: self._record_end(ctx, value, error, stop, run))
-        except LeaseLost as exc:
+        except LeaseLost as exc:  # (its end refused: another worker holds the run)
+            self.counts.leases_lost += 1
             log.warning("run %s: %s", run_id, exc, extra={"run_id": run_id})
 
     async def _cancel_children(self, run_id: str) -> None:
@@ -1518,7 +1518,8 @@ class Worker:
         codec = ctx.codec  # bound to the run
         run_id = ctx.run_id
         now = app.clock.now()
-        if isinstance(stop, Lost):
+        if isinstance(stop, Lost):  # (a heartbeat, or a write of the run, found it taken)
+            self.counts.leases_lost += 1
             log.warning("run %s: %s", run_id, stop.error, extra={"run_id": run_id})
             return
         if isinstance(stop, Blocked):
