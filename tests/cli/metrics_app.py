@@ -1,5 +1,6 @@
 """Workflows for the worker ``/metrics`` tests (``tests.cli.metrics_app:app``): a step
-that fails once, one postponed once, and one held at a gate file (for a takeover). The
+that fails once, one postponed once, one held at a gate file (for a takeover), and one
+that ends its worker's process the first time. The
 "once" is kept in files under ``TETHER_TEST_MARKS``, so it holds across processes."""
 
 from __future__ import annotations
@@ -65,3 +66,15 @@ async def held(tag: str) -> str:
 @app.workflow
 async def breaks(tag: str) -> str:
     raise RuntimeError(f"broken {tag}")
+
+
+@app.step
+async def deadly(tag: str) -> str:
+    if _first_time(f"deadly-{tag}"):
+        os._exit(3)  # (the worker process dies in the step, as a segfault would end it)
+    return tag
+
+
+@app.workflow
+async def kills_its_worker(tag: str) -> str:
+    return await deadly(tag)

@@ -235,6 +235,28 @@ def test_a_run_taken_from_a_stalled_worker_is_counted_lease_expired_and_lost_the
     assert "taken over from a worker whose lease on it expired" in second_log.read_text()
 
 
+def test_a_run_failed_at_max_crashes_on_its_takeover_counts_as_both(
+        tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/m.db"
+    first = _worker(db, tmp_path / "first.log", tmp_path)
+    second = None
+    try:
+        started = _tether("start", "kills_its_worker", "--id", "k-1", "--input", '["x"]',
+                          "--db", db)
+        assert started.returncode == 0, started.stderr
+        assert first.wait(60) == 3  # (its step ended the process)
+        log = tmp_path / "second.log"
+        second = _worker(db, log, tmp_path, "--metrics-port", "0", "--max-crashes", "1")
+        port = _port(log, second)
+        assert _result(db, "k-1").returncode != 0
+        got = _scrape_until(port, {'tether_worker_runs_ended_total{status="failed"}': 1})
+        assert got['tether_worker_runs_taken_over_total{cause="found_dead"}'] == 1
+        assert got["tether_worker_step_attempts_started_total"] == 0  # (not run again)
+    finally:
+        _stop(first)
+        _stop(second)
+
+
 def test_the_server_answers_get_metrics_only(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/m.db"
     log = tmp_path / "worker.log"

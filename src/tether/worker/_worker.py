@@ -1322,6 +1322,17 @@ class Worker:
             return True
         pending = [e.position for e in claimed.journal if e.status == "pending"]
         position = min(pending) if pending else len(claimed.journal)
+        how = None
+        if takeover:
+            # (from a worker this one found dead, or one whose lease ran out: until
+            # 2026-12-06 a worker killed on this host, found dead through its pid, was
+            # said to have let its lease expire)
+            how = self._found_dead.pop(run.run_id, None)
+            if how is None:
+                # (found dead by another worker, one serving other queues say: that one
+                # ended the leases, and until 2026-12-07 this line blamed a lease expiry)
+                how = await self._owner_gone(run.run_id, run.generation, position)
+            self.counts.taken_over["found_dead" if how is not None else "lease_expired"] += 1
         if crashes >= self.max_crashes:
             message = (f"worker crashed {crashes} times running this run at position "
                        f"{position} (or stalled past its lease: a step blocking the event "
@@ -1341,17 +1352,8 @@ class Worker:
             self._host.run_ended(run.run_id)
             return False
         if takeover:
-            # (from a worker this one found dead, or one whose lease ran out: until
-            # 2026-12-06 a worker killed on this host, found dead through its pid, was
-            # said to have let its lease expire)
-            how = self._found_dead.pop(run.run_id, None)
-            if how is None:
-                # (found dead by another worker, one serving other queues say: that one
-                # ended the leases, and until 2026-12-07 this line blamed a lease expiry)
-                how = await self._owner_gone(run.run_id, run.generation, position)
             cause = (f"found dead ({how}" if how is not None else
                      "whose lease on it expired (it died, stalled, or lost the store")
-            self.counts.taken_over["found_dead" if how is not None else "lease_expired"] += 1
             log.warning("run %s: taken over from a worker %s; crash %d of %d in a row at "
                         "position %d)", run.run_id, cause, crashes, self.max_crashes,
                         position, extra={"run_id": run.run_id, "position": position})
