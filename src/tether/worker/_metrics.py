@@ -186,10 +186,14 @@ class MetricsServer:
         except OSError as exc:
             raise ConfigError(f"cannot serve worker metrics on {self.host}:{self.port}: "
                               f"{exc.strerror or exc}") from None
-        self.port = self._server.sockets[0].getsockname()[1]
-        shown = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
-        log.info("worker %s: metrics on http://%s:%d/metrics%s", self.worker.worker_id,
-                 shown, self.port, " (a token needed)" if self.tokens.enabled else "")
+        bound = [sock.getsockname()[:2] for sock in self._server.sockets]
+        self.port = bound[0][1]
+        # (each address: a name such as localhost binds its IPv4 and IPv6 addresses,
+        # on ports of their own when 0 asked for free ones)
+        urls = ", ".join(f"http://{f'[{addr}]' if ':' in addr else addr}:{port}/metrics"
+                         for addr, port in bound)
+        log.info("worker %s: metrics on %s%s", self.worker.worker_id, urls,
+                 " (a token needed)" if self.tokens.enabled else "")
 
     async def close(self) -> None:
         server, self._server = self._server, None
