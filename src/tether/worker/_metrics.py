@@ -53,7 +53,7 @@ class WorkerCounts:
         self.ended: dict[str, int] = dict.fromkeys(END_STATUSES, 0)
         self.taken_over: dict[str, int] = dict.fromkeys(TAKEOVER_CAUSES, 0)
         self.released = 0  #: runs handed back to wait (a sleep, a signal, a child ...)
-        self.leases_lost = 0  #: runs whose lease another worker took
+        self.leases_lost = 0  #: executions given up: another worker took the lease
 
 
 def _escape(value: str) -> str:
@@ -117,8 +117,8 @@ def exposition(worker: Worker) -> str:
     t.family(p + "runs_released_total", "counter", "Runs this worker handed back to "
              "wait (a sleep, a signal, a child, a retry's back-off).",
              [({}, counts.released)])
-    t.family(p + "leases_lost_total", "counter", "Runs this worker was executing whose "
-             "lease another worker took.", [({}, counts.leases_lost)])
+    t.family(p + "leases_lost_total", "counter", "Executions of a run this worker gave "
+             "up because another worker took its lease.", [({}, counts.leases_lost)])
     t.family(p + "step_attempts_started_total", "counter", "Step attempts this worker "
              "started (each retry counts).", [({}, noted["running"])])
     t.family(p + "step_attempts_failed_total", "counter", "Step attempts that raised (a "
