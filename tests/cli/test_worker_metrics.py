@@ -362,8 +362,13 @@ def test_a_port_in_use_is_one_error_line_before_the_store_is_opened(
 async def _async_get(port: int) -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    data = await reader.read()
+    try:
+        data = await reader.read()
+    except ConnectionResetError:
+        data = b""
     writer.close()
+    if not data:  # (closed without an answer: 0)
+        return 0, ""
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), body.decode()
 
@@ -456,3 +461,39 @@ async def test_a_store_outage_is_counted_with_its_seconds(pg_migrated_url: str) 
     finally:
         await app.close()
         proxy.close()
+
+
+async def test_connections_past_the_limit_are_closed_unanswered(tmp_path: Path) -> None:
+    """16 connections that send nothing hold every place; the 17th is closed without an
+    answer, and once they are gone a scrape is answered again."""
+    from tether.worker._metrics import MAX_CONNECTIONS
+
+    app = tether.App(f"sqlite:///{tmp_path}/c.db")
+
+    @app.workflow
+    async def nothing() -> None:
+        return None
+
+    try:
+        async with app.worker(metrics_port=0) as worker:
+            port = worker.metrics_port
+            assert port is not None
+            idle = [await asyncio.open_connection("127.0.0.1", port)
+                     for _ in range(MAX_CONNECTIONS)]
+            try:
+                await asyncio.sleep(0)  # (a turn of the loop: the server takes them)
+                assert (await _async_get(port))[0] == 0  # (closed: no status line)
+            finally:
+                for _, writer in idle:
+                    writer.close()
+                for _, writer in idle:
+                    await writer.wait_closed()
+            status = 0
+            for _ in range(100):  # (the server sees them closed at its next reads)
+                status = (await _async_get(port))[0]
+                if status:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 200
+    finally:
+        await app.close()
