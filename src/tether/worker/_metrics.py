@@ -101,8 +101,8 @@ def exposition(worker: Worker) -> str:
              [({"worker_id": worker.worker_id, "version": worker.app.version or "",
                 "tether_version": _tether_version(), "hostname": worker.hostname,
                 "queues": ",".join(worker.queues)}, 1)])
-    t.family(p + "start_time_seconds", "gauge", "When this worker process started "
-             "serving metrics (Unix time).", [({}, worker.metrics_started_at)])
+    t.family(p + "start_time_seconds", "gauge", "When this worker was made (Unix "
+             "time).", [({}, worker.metrics_started_at)])
     t.family(p + "uptime_seconds", "gauge", "Seconds since then.",
              [({}, max(time.time() - worker.metrics_started_at, 0.0))])
     t.family(p + "runs_claimed_total", "counter", "Runs this worker claimed (a "
