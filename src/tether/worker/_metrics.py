@@ -35,7 +35,8 @@ MAX_CONNECTIONS = 16
 MAX_REQUEST = 8192
 #: Seconds a client has to send its request.
 REQUEST_TIMEOUT = 5.0
-#: Step attempt states the ``AttemptWriter`` notes (``AttemptWriter.noted``).
+#: Step attempt states the ``AttemptWriter`` notes (``AttemptWriter.noted``, which
+#: lists them too: the core does not import the worker).
 ATTEMPT_STATES = ("running", "ok", "error", "postponed", "cancelled")
 #: Final statuses a worker records (``WorkerCounts.ended``).
 END_STATUSES = ("completed", "failed", "cancelled", "blocked")

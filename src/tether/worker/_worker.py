@@ -66,7 +66,13 @@ from tether.errors import (
 )
 from tether.store import HeartbeatResult, Wait, WorkerInfo
 from tether.worker import _gc
-from tether.worker._metrics import MetricsServer, WorkerCounts, check_host, load_tokens
+from tether.worker._metrics import (
+    ATTEMPT_STATES,
+    MetricsServer,
+    WorkerCounts,
+    check_host,
+    load_tokens,
+)
 
 if TYPE_CHECKING:
     from tether._app import App
@@ -438,8 +444,7 @@ class Worker:
     def attempts_noted(self) -> dict[str, int]:
         """Step attempt states noted by this worker, by state (``AttemptWriter.noted``)."""
         writer = self._attempts
-        return dict(writer.noted) if writer is not None \
-            else dict.fromkeys(("running", "ok", "error", "postponed", "cancelled"), 0)
+        return dict(writer.noted) if writer is not None else dict.fromkeys(ATTEMPT_STATES, 0)
 
     def outage_figures(self) -> tuple[int, float, int]:
         """Store outages so far, their seconds (the one going on included), and 1 while
