@@ -192,6 +192,11 @@ current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
     "tether_step", default=None
 )
+#: The id of the worker whose own work (its start, loops, runs, stop and drain) is
+#: executing: its log lines carry it as ``worker_id`` (``cli._logging``).
+current_worker: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "tether_worker", default=None
+)
 
 
 class _Settler:

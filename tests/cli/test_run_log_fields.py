@@ -78,6 +78,7 @@ def test_a_takeover_line_names_the_run_and_position(tmp_path: Path) -> None:
     assert len(takeover) == 1, lines
     assert takeover[0].get("run_id") == "lg-1", takeover
     assert takeover[0].get("position") == 3, takeover
+    assert takeover[0].get("worker_id") == _worker_id(tmp_path / "second.log"), takeover
     # Killed on this host: the second worker found its owner dead by its pid, no lease
     # ran out (until 2026-12-06 the line said "whose lease on it expired").
     message = str(takeover[0]["message"])
@@ -140,6 +141,9 @@ def test_a_takeover_after_another_worker_found_the_owner_dead_says_so(
             f"gone, worker {_worker_id(tmp_path / 'first.log')}; crash 1 of ") in lines[0], \
         lines[0]
     assert "lease" not in lines[0], lines[0]
+    # (the taking worker, as its own lines name it, at the end of the line's fields)
+    taker = _worker_id(tmp_path / "third.log")
+    assert lines[0].endswith(f" [run=lg-2 position=3 worker={taker}]"), lines[0]
 
 
 def _worker_id(log: Path) -> str:
@@ -147,3 +151,31 @@ def _worker_id(log: Path) -> str:
         if "serving queues" in line:
             return line.split("worker ")[1].split(" ")[0]
     raise AssertionError(log.read_text())
+
+
+def test_a_workers_own_lines_and_its_runs_lines_carry_its_id(tmp_path: Path) -> None:
+    # One worker, JSON lines: its start, a step attempt that failed and was retried, a
+    # run that failed, and its stop each carry `worker_id` (a log pipeline fed by many
+    # workers tells them apart by it, as it tells runs apart by `run_id`).
+    db = f"sqlite:///{tmp_path}/logs.db"
+    log = tmp_path / "worker.log"
+    worker = _worker(db, log, tmp_path / "gate", "json")
+    try:
+        for workflow, run_id in (("retrying", "wk-1"), ("fixable", "wk-2")):
+            started = _tether("start", workflow, "--id", run_id, "--input", '["x"]',
+                              "--db", db)
+            assert started.returncode == 0, started.stderr
+        assert _tether("result", "wk-1", "--wait", "90", "--db", db).returncode == 0
+        assert _tether("result", "wk-2", "--wait", "90", "--db", db).returncode != 0
+        _stop(worker)
+    finally:
+        _stop(worker)
+    lines = [json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{")]
+    me = _worker_id(log)
+    mine = [d for d in lines if str(d["logger"]).startswith(("tether.worker", "tether.observe"))]
+    said = {what: [d for d in mine if what in str(d["message"])]
+            for what in ("serving queues", "step flaky attempt 1 failed",
+                         "run wk-2 (fixable) failed", f"worker {me} stopped")}
+    assert all(said.values()), (said, lines)
+    assert [d for d in mine if d.get("worker_id") != me] == [], lines

@@ -14,7 +14,7 @@ from typing import Any
 from tether.cli._common import safe, safe_json
 
 LEVELS = ("debug", "info", "warning", "error")
-_RUN_FIELDS = ("run_id", "position", "attempt")
+_RUN_FIELDS = ("run_id", "position", "attempt", "worker_id")
 
 
 def add_arguments(parser: argparse._ActionsContainer, *, dest_prefix: str = "") -> None:
@@ -31,12 +31,16 @@ def add_arguments(parser: argparse._ActionsContainer, *, dest_prefix: str = "") 
 
 
 class RunContextFilter(logging.Filter):
-    """Adds ``run_id``, ``position`` and ``attempt`` from the executing run, unless the
-    line already carries them."""
+    """Adds ``run_id``, ``position`` and ``attempt`` from the executing run, and
+    ``worker_id`` from the worker whose work is executing (a worker's own lines, and
+    those of the runs it executes), unless the line already carries them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tether._replay import current_run, current_step
+        from tether._replay import current_run, current_step, current_worker
 
+        worker = current_worker.get()
+        if worker is not None and getattr(record, "worker_id", None) is None:
+            record.worker_id = worker
         ctx = current_run.get()
         if ctx is not None and getattr(record, "run_id", None) is None:
             record.run_id = ctx.run_id
@@ -68,13 +72,18 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        tags = []
         run_id = getattr(record, "run_id", None)
         if run_id is not None:
-            tags = [f"run={safe(run_id)}"]
+            tags.append(f"run={safe(run_id)}")
             for key in ("position", "attempt"):
                 value = getattr(record, key, None)
                 if value is not None:
                     tags.append(f"{key}={value}")
+        worker_id = getattr(record, "worker_id", None)
+        if worker_id is not None:
+            tags.append(f"worker={safe(worker_id)}")
+        if tags:
             line += " [" + " ".join(tags) + "]"
         return line
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether import _observe
 from tether._app import worker_host
@@ -47,6 +48,7 @@ from tether._replay import (
     RunContext,
     _Stop,
     current_run,
+    current_worker,
     inherited_of,
 )
 from tether._show import counted, error_origin
@@ -78,6 +80,22 @@ if TYPE_CHECKING:
     from tether._app import App
 
 log = logging.getLogger("tether.worker")
+
+_M = TypeVar("_M", bound=Callable[..., Awaitable[Any]])
+
+
+def _as_worker(method: _M) -> _M:
+    """``method`` of a ``Worker`` executing as that worker (``current_worker``): its log
+    lines, and those of the tasks it starts (claims, heartbeats, runs), carry the
+    worker's id; the caller's context is as it was once it returns."""
+    @functools.wraps(method)
+    async def wrapper(self: Worker, *args: Any, **kwargs: Any) -> Any:
+        token = current_worker.set(self.worker_id)
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            current_worker.reset(token)
+    return wrapper  # type: ignore[return-value]
 
 
 #: Lost leases whose run a heartbeat reads back to say who holds it now.
@@ -466,6 +484,7 @@ class Worker:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    @_as_worker
     async def start(self) -> None:
         """Register, recover runs of dead workers on this host, and start serving.
 
@@ -605,6 +624,7 @@ class Worker:
             await self._unregister()
         self._attempts = None
 
+    @_as_worker
     async def stop(self) -> None:
         """Stop claiming, stop executing, and hand held runs back to the queue.
 
@@ -675,6 +695,7 @@ class Worker:
                         "runs over when their leases expire", self.worker_id,
                         str(exc) or "the store did not answer")
 
+    @_as_worker
     async def drain(self, grace: float, abandon: asyncio.Event | None = None) -> bool:
         """Stop claiming; let each run's step in flight finish and be journaled, then hand
         the run back (another worker continues it at once); after ``grace`` seconds, or
