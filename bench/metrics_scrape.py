@@ -9,7 +9,7 @@ one run in 20) with SQL alone (PostgreSQL ``generate_series``, a recursive CTE o
 SQLite), in a scratch database (``--admin-url``; dropped at the end, ``--keep`` keeps it)
 or a temporary SQLite file. Then it times, best and median of ``--repeat``:
 
-- each query of ``Store.store_stats`` alone (``stats_status``, ``stats_queues``,
+- each query of ``Store.store_stats`` alone (``stats_workflows``, ``stats_queues``,
   ``stats_steps``, ``stats_metrics``, ``stats_workers``, ``metric_totals``);
 - ``GET /metrics`` through ``tether serve``'s ASGI application (in process) with
   ``metrics_interval=0`` (every figure computed in the request, as before the metrics
@@ -121,7 +121,7 @@ def _stats(times: list[float]) -> str:
 async def _time_queries(store: Any, repeat: int) -> None:
     from tether.store._port import WORKER_STALE
 
-    names = ["stats_status", "stats_queues", "stats_steps", "stats_metrics",
+    names = ["stats_workflows", "stats_queues", "stats_steps", "stats_metrics",
              "stats_workers", "metric_totals"]
     sqlite = not hasattr(store, "_one")
     for name in names:

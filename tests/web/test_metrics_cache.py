@@ -19,7 +19,10 @@ from tether.serve import create_app
 
 COUNTERS = ("tether_llm_calls_total", 'tether_llm_tokens_total{type="input",outcome="spent"}',
             'tether_llm_cost_usd_total{outcome="spent"}', "tether_step_duration_seconds_count",
-            'tether_step_duration_seconds_bucket{le="+Inf"}', "tether_step_duration_seconds_sum")
+            'tether_step_duration_seconds_bucket{le="+Inf"}', "tether_step_duration_seconds_sum",
+            'tether_step_name_duration_seconds_count{step="paid"}',
+            'tether_step_name_duration_seconds_bucket{step="paid",le="+Inf"}',
+            'tether_step_name_duration_seconds_sum{step="paid"}')
 
 
 def _value(text: str, name: str) -> float | None:
@@ -83,19 +86,27 @@ async def test_background_figures_are_right_and_never_go_down_across_refreshes_a
                 run = await app.start("rounds", 0, run_id=f"c{i}")
                 assert await run.result(timeout=20) == 2
         text = await scraper.until('tether_runs{status="completed"}', 2)
-        before = [_value(text, n) for n in COUNTERS[:5]]
-        assert before == [6, 600, 3.0, 6, 6], before  # three generations of each run
+        counted = [*COUNTERS[:5], *COUNTERS[6:8]]  # (the step `paid`'s too)
+        before = [_value(text, n) for n in counted]
+        # three generations of each run
+        assert before == [6, 600, 3.0, 6, 6, 6, 6], before
+        paid_seconds = _value(text, 'tether_step_name_duration_seconds_sum{step="paid"}')
+        assert paid_seconds == _value(text, "tether_step_duration_seconds_sum")
         report = await app.store.run_purge(finished_before=app.clock.now() + 1,
                                            statuses=["completed"], limit=100)
         assert report.runs == 2
         # A computation after the purge (no completed run left) counts them as before,
         # and no scrape in between saw a counter go down (Scraper).
         text = await scraper.until('tether_runs{status="completed"}', 0)
-        assert [_value(text, n) for n in COUNTERS[:5]] == before
+        assert [_value(text, n) for n in counted] == before
+        assert _value(text, 'tether_step_name_duration_seconds_sum{step="paid"}') == \
+            paid_seconds
+        assert 'tether_workflow_runs{workflow="rounds",status="completed"} 0' in text
         async with app.worker():
             assert await (await app.start("rounds", 2, run_id="c9")).result(timeout=20) == 2
         text = await scraper.until('tether_runs{status="completed"}', 1)
-        assert [_value(text, n) for n in COUNTERS[:5]] == [7, 700, 3.5, 7, 7]
+        assert [_value(text, n) for n in counted] == [7, 700, 3.5, 7, 7, 7, 7]
+        assert 'tether_workflow_runs{workflow="rounds",status="completed"} 1' in text
         # The queue and worker gauges are read at each scrape, not computed in the
         # background: a run queued shows at once.
         await app.start("rounds", 5, run_id="q1", queue="later")

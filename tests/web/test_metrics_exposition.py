@@ -107,12 +107,26 @@ def parse(text: str) -> dict[str, Family]:
     return families
 
 
+def histograms(fam: Family, label: str | None = None) -> dict[str, Family]:
+    """A histogram family's series, one family each, by the value of ``label`` (None:
+    the family has one series, under "")."""
+    out: dict[str, Family] = {}
+    for sample, labels, value in fam.samples:
+        key = "" if label is None else labels[label]
+        rest = {k: v for k, v in labels.items() if k != label}
+        out.setdefault(key, Family(fam.name, fam.type, fam.help)).samples.append(
+            (sample, rest, value))
+    return out
+
+
 def check_histogram(fam: Family) -> None:
     buckets = [(s[1], s[2]) for s in fam.samples if s[0] == fam.name + "_bucket"]
     sums = [s[2] for s in fam.samples if s[0] == fam.name + "_sum"]
     counts = [s[2] for s in fam.samples if s[0] == fam.name + "_count"]
     assert len(sums) == 1 and len(counts) == 1, fam
     assert all(set(labels) == {"le"} for labels, _ in buckets), buckets
+    assert all(not labels for sample, labels, _ in fam.samples
+               if not sample.endswith("_bucket")), fam
     bounds = [_value(labels["le"]) for labels, _ in buckets]
     assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds), bounds
     assert bounds[-1] == math.inf
@@ -128,6 +142,8 @@ DOCUMENTED = {
     "tether_queue_depth": ("gauge", {"queue"}),
     "tether_queue_oldest_age_seconds": ("gauge", {"queue"}),
     "tether_step_duration_seconds": ("histogram", {"le"}),
+    "tether_workflow_runs": ("gauge", {"workflow", "status"}),
+    "tether_step_name_duration_seconds": ("histogram", {"step", "le"}),
     "tether_llm_calls_total": ("counter", set()),
     "tether_llm_tokens_total": ("counter", {"type", "outcome"}),
     "tether_llm_cost_usd_total": ("counter", {"outcome"}),
@@ -167,7 +183,12 @@ async def test_metrics_parse_strictly_with_every_documented_family(api_any: Api)
         for sample, labels, _ in fam.samples:
             if kind != "histogram" or sample.endswith("_bucket"):
                 assert set(labels) == label_names, (sample, labels)
+            else:
+                assert set(labels) == label_names - {"le"}, (sample, labels)
     check_histogram(families["tether_step_duration_seconds"])
+    per_step = histograms(families["tether_step_name_duration_seconds"], "step")
+    for series in per_step.values():
+        check_histogram(series)
     run_ids = {r.run_id for r in await api.app.store.run_search(limit=100)}
     assert run_ids
     for fam in families.values():
@@ -177,12 +198,33 @@ async def test_metrics_parse_strictly_with_every_documented_family(api_any: Api)
                 assert value >= 0
     runs = {labels["status"]: v for _, labels, v in families["tether_runs"].samples}
     by_status: dict[str, int] = {}
+    by_workflow: dict[tuple[str, str], int] = {}
     for r in await api.app.store.run_search(limit=100):
         by_status[r.status] = by_status.get(r.status, 0) + 1
+        by_workflow[(r.workflow, r.status)] = by_workflow.get((r.workflow, r.status), 0) + 1
     assert {s: v for s, v in runs.items() if v} == by_status
+    workflow_runs = {(labels["workflow"], labels["status"]): v
+                     for _, labels, v in families["tether_workflow_runs"].samples}
+    assert {k: v for k, v in workflow_runs.items() if v} == by_workflow
+    # each registered workflow, and each with runs, has a series of every status that
+    # tether_runs has, 0 included
+    workflows = {w for w, _ in by_workflow} | set(await api.app.store.workflow_list())
+    assert set(workflow_runs) == {(w, s) for w in workflows for s in runs}
     # steps 3 + retrying 1 + the child's 1 + fixable 2
     count = families["tether_step_duration_seconds"].samples[-1]
     assert count[0] == "tether_step_duration_seconds_count" and count[2] == 7
+    # per step name: steps' `work` x3, retrying's `flaky` (its two attempts one step),
+    # parent's child greet's `hello` and fixable's `hello`, then its `fragile`
+    counts = {name: series.samples[-1][2] for name, series in per_step.items()}
+    assert counts == {"work": 3, "flaky": 1, "hello": 2, "fragile": 1}, counts
+    # the series of the step names add up to the histogram of all steps
+    total = families["tether_step_duration_seconds"].samples
+    for i, (sample, labels, value) in enumerate(total):
+        # (each sum printed to the microsecond)
+        assert sum(series.samples[i][2] for series in per_step.values()) == pytest.approx(
+            value, abs=1e-5 * len(per_step)), sample
+        named = sample.replace("tether_step_", "tether_step_name_", 1)
+        assert all(series.samples[i][:2] == (named, labels) for series in per_step.values())
 
 
 async def test_an_idle_queue_reads_0_not_no_data(api_any: Api) -> None:

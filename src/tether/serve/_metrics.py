@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +45,15 @@ SHARED_KEY = "tether.serve.metrics"
 #: How many times a computation tries to merge its figures into ``SHARED_KEY`` when
 #: other processes write it meanwhile.
 _PUBLISH_TRIES = 5
+#: ``tether_workflow_runs`` has series for the workflows with the most runs, this many
+#: at most; the runs of the others are summed under ``workflow="other"``.
+WORKFLOW_SERIES = 100
+#: ``tether_step_name_duration_seconds`` has series for the step names with the most
+#: finished steps, this many at most; the steps of the others are summed under
+#: ``step="other"``.
+STEP_NAME_SERIES = 50
+#: The label value of what the series above leave out.
+OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,24 +74,33 @@ def encode(figures: Figures) -> str:
         "at": figures.at, "took": figures.took, "runs_by_status": stats.runs_by_status,
         "step_count": stats.step_count, "step_seconds": stats.step_seconds,
         "step_buckets": list(stats.step_buckets), "llm": stats.llm,
+        "runs_by_workflow": [[w, st, n] for (w, st), n in stats.runs_by_workflow.items()],
+        "step_names": {k: list(v) for k, v in stats.step_names.items()},
     }, separators=(",", ":"))
 
 
 def decode(text: str) -> Figures | None:
     """The figures of a ``SHARED_KEY`` row; None for a row this version cannot read (a
-    later one's, with other buckets)."""
+    later one's, with other buckets). A row of an earlier version, without the figures
+    per workflow and per step name, has none of them."""
     try:
         doc: Any = json.loads(text)
         buckets = tuple(int(n) for n in doc["step_buckets"])
-        if len(buckets) != len(STEP_BUCKETS):
+        names = {str(k): tuple(float(n) for n in v)
+                 for k, v in doc.get("step_names", {}).items()}
+        if len(buckets) != len(STEP_BUCKETS) or any(
+                len(v) != len(STEP_BUCKETS) + 2 for v in names.values()):
             return None
         stats = StoreStats(
             runs_by_status={str(k): int(v) for k, v in doc["runs_by_status"].items()},
             queues={}, step_count=int(doc["step_count"]),
             step_seconds=float(doc["step_seconds"]), step_buckets=buckets,
-            llm={str(k): float(v) for k, v in doc["llm"].items()}, workers=0)
+            llm={str(k): float(v) for k, v in doc["llm"].items()}, workers=0,
+            runs_by_workflow={(str(w), str(st)): int(n)
+                              for w, st, n in doc.get("runs_by_workflow", [])},
+            step_names=names)
         at, took = float(doc["at"]), float(doc["took"])
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError):  # (and a bad unpacking)
         return None
     if not (math.isfinite(at) and math.isfinite(took)):
         return None
@@ -105,8 +124,20 @@ def merged(mine: Figures | None, theirs: Figures | None) -> Figures | None:
         step_buckets=tuple(max(a, b) for a, b in zip(new.step_buckets, old.step_buckets,
                                                      strict=True)),
         llm={k: max(new.llm.get(k, 0.0), old.llm.get(k, 0.0))
-             for k in (*new.llm, *(k for k in old.llm if k not in new.llm))})
+             for k in (*new.llm, *(k for k in old.llm if k not in new.llm))},
+        step_names={k: _higher(new.step_names.get(k), old.step_names.get(k))
+                    for k in (*new.step_names,
+                              *(k for k in old.step_names if k not in new.step_names))})
     return Figures(stats, newer.at, newer.took)
+
+
+def _higher(a: tuple[float, ...] | None, b: tuple[float, ...] | None) -> tuple[float, ...]:
+    """Each of a step name's counters at the higher of two computations'."""
+    if a is None or b is None:
+        out = a or b
+        assert out is not None
+        return out
+    return tuple(max(x, y) for x, y in zip(a, b, strict=True))
 
 
 async def shared(store: Any) -> Figures | None:
@@ -203,9 +234,44 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render(figures: Figures | None, live: LiveStats, now: float) -> str:
+def _kept(totals: dict[str, float], limit: int) -> set[str]:
+    """The ``limit`` names of the highest totals (of equal ones, the first by name)."""
+    return set(sorted(totals, key=lambda k: (-totals[k], k))[:limit])
+
+
+def _workflow_runs(stats: StoreStats, known: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Runs by workflow (``WORKFLOW_SERIES`` of them, the rest as ``OTHER``; the
+    ``known`` ones with none too) and status."""
+    totals: dict[str, float] = dict.fromkeys(known, 0)
+    for (workflow, _), n in stats.runs_by_workflow.items():
+        totals[workflow] = totals.get(workflow, 0) + n
+    kept = _kept(totals, WORKFLOW_SERIES)
+    out: dict[str, dict[str, int]] = {w: {} for w in kept}
+    for (workflow, status), n in stats.runs_by_workflow.items():
+        by_status = out.setdefault(workflow if workflow in kept else OTHER, {})
+        by_status[status] = by_status.get(status, 0) + n
+    return out
+
+
+def _step_names(stats: StoreStats) -> dict[str, tuple[float, ...]]:
+    """The step histogram's figures per step name (``STEP_NAME_SERIES`` of them, the
+    rest summed as ``OTHER``)."""
+    kept = _kept({k: v[0] for k, v in stats.step_names.items()}, STEP_NAME_SERIES)
+    out: dict[str, tuple[float, ...]] = {}
+    for name, values in stats.step_names.items():
+        key = name if name in kept else OTHER
+        had = out.get(key)
+        out[key] = values if had is None else tuple(
+            x + y for x, y in zip(had, values, strict=True))
+    return out
+
+
+def render(figures: Figures | None, live: LiveStats, now: float,
+           workflows: Iterable[str] = ()) -> str:
     """The exposition: ``figures`` (None: not computed yet, whose families are left
-    out, with a comment saying so) and the ``live`` gauges, at ``now``."""
+    out, with a comment saying so) and the ``live`` gauges, at ``now``; the registered
+    ``workflows`` have ``tether_workflow_runs`` series, 0 while they have no runs (an
+    alert on one reads 0, not "no data")."""
     out: list[str] = []
 
     def metric(name: str, kind: str, help_: str) -> None:
@@ -224,8 +290,9 @@ def render(figures: Figures | None, live: LiveStats, now: float) -> str:
     out.append(f"tether_workers {live.workers}")
     if figures is None:
         # (A comment line: Prometheus ignores it. Absent series are a gap, not a reset.)
-        out.append("# tether_runs, tether_step_duration_seconds and tether_llm_* are left "
-                   "out: their first computation has not finished yet")
+        out.append("# tether_runs, tether_workflow_runs, tether_step_duration_seconds, "
+                   "tether_step_name_duration_seconds and tether_llm_* are left out: their "
+                   "first computation has not finished yet")
         return "\n".join(out) + "\n"
     stats = figures.stats
     metric("tether_metrics_age_seconds", "gauge",
@@ -245,6 +312,26 @@ def render(figures: Figures | None, live: LiveStats, now: float) -> str:
     out.append(f'tether_step_duration_seconds_bucket{{le="+Inf"}} {stats.step_count}')
     out.append(f"tether_step_duration_seconds_sum {stats.step_seconds:.6f}")
     out.append(f"tether_step_duration_seconds_count {stats.step_count}")
+    metric("tether_workflow_runs", "gauge",
+           f"Runs in the store by workflow and status (the {WORKFLOW_SERIES} workflows with "
+           f'the most runs; the others under workflow="{OTHER}").')
+    for workflow, by_status in sorted(_workflow_runs(stats, workflows).items()):
+        for status in STATUSES:
+            out.append(f'tether_workflow_runs{{workflow="{_label(workflow)}",'
+                       f'status="{status}"}} {by_status.get(status, 0)}')
+    metric("tether_step_name_duration_seconds", "histogram",
+           "Seconds from the first attempt of each finished step to its outcome, per step "
+           f"name (the {STEP_NAME_SERIES} names with the most steps; the others under "
+           f'step="{OTHER}").')
+    for name, values in sorted(_step_names(stats).items()):
+        step = f'step="{_label(name)}"'
+        for bound, in_bucket in zip(STEP_BUCKETS, values[2:], strict=True):
+            out.append(f'tether_step_name_duration_seconds_bucket{{{step},le="{bound:g}"}} '
+                       f"{_num(in_bucket)}")
+        out.append(f'tether_step_name_duration_seconds_bucket{{{step},le="+Inf"}} '
+                   f"{_num(values[0])}")
+        out.append(f"tether_step_name_duration_seconds_sum{{{step}}} {values[1]:.6f}")
+        out.append(f"tether_step_name_duration_seconds_count{{{step}}} {_num(values[0])}")
     llm = stats.llm
     metric("tether_llm_calls_total", "counter", "LLM calls that reached a provider.")
     out.append(f"tether_llm_calls_total {_num(llm['llm.calls'])}")
@@ -285,14 +372,14 @@ def _serve_figures(request: Request) -> str:
     return render_connections(limit.open, limit.limit, limit.refused)
 
 
-async def with_known_queues(store: object, live: LiveStats, now: float) -> LiveStats:
+async def with_known_queues(store: object, live: LiveStats, now: float,
+                            workflows: dict[str, str]) -> LiveStats:
     """``live`` with a depth of 0 (and an age of 0) for each queue the store knows of
-    (``tether queues``: the workflows registry and the queue limits) that has no queued
-    run: an idle queue's series read 0, not "no data" (a gauge left out of a scrape is
-    stale for Prometheus: ``sum(tether_queue_depth)`` and dashboards went blank whenever
-    every queue was empty, and an alert on a queue's depth could not tell 0 from a
-    server that stopped reporting it)."""
-    workflows = await store.workflow_list()  # type: ignore[attr-defined]
+    (``tether queues``: the workflows registry, ``workflows``, and the queue limits)
+    that has no queued run: an idle queue's series read 0, not "no data" (a gauge left
+    out of a scrape is stale for Prometheus: ``sum(tether_queue_depth)`` and dashboards
+    went blank whenever every queue was empty, and an alert on a queue's depth could
+    not tell 0 from a server that stopped reporting it)."""
     limits = await store.queue_limits()  # type: ignore[attr-defined]
     known = set(workflows.values()) | set(limits)
     if known <= set(live.queues):
@@ -310,14 +397,17 @@ async def metrics(request: Request) -> Response:
         now = app.clock.now()
         stats = await app.store.store_stats(now=now)
         figures = await publish(app.store, Figures(stats, now, time.monotonic() - begun))
+        workflows = await app.store.workflow_list()
         live = await with_known_queues(app.store, LiveStats(stats.queues, stats.workers),
-                                       now)
-        return Response(render(figures, live, now) + _serve_figures(request),
+                                       now, workflows)
+        return Response(render(figures, live, now, workflows) + _serve_figures(request),
                         media_type=CONTENT_TYPE)
     # The live gauges first: a store known to be down answers 503 at once (FAIL_FAST),
     # and no computation is started against it.
     now = app.clock.now()
-    live = await with_known_queues(app.store, await app.store.store_live_stats(now=now), now)
+    live = await app.store.store_live_stats(now=now)
+    workflows = await app.store.workflow_list()
+    live = await with_known_queues(app.store, live, now, workflows)
     # The figures another process computed (uvicorn --workers, processes behind one
     # address): served merged with this one's, so that a counter another process served
     # is never followed by a lower one from this process; and this one computes none
@@ -331,5 +421,5 @@ async def metrics(request: Request) -> Response:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(REQUEST_TIMEOUT.get()):
                 await asyncio.shield(task)
-    return Response(render(merged(cache.latest, theirs), live, now) + _serve_figures(request),
-                    media_type=CONTENT_TYPE)
+    return Response(render(merged(cache.latest, theirs), live, now, workflows)
+                    + _serve_figures(request), media_type=CONTENT_TYPE)

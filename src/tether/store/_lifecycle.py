@@ -160,7 +160,7 @@ class RetryReport:
 @dataclass(frozen=True, slots=True)
 class RetryPlan:
     """How ``run_retry`` changes a journal: entries to delete, step entries to reset,
-    and how long the finished steps among them took (``counted``: /metrics' step
+    and the name and seconds of the finished steps among them (``counted``: /metrics' step
     histogram counted them; the store keeps them in its totals so that it never goes
     down), and ``cancel`` entries that took a timer's place to turn back into that timer
     (``restore``: kind and name ``sleep``, ``pending``, with the start, deadline and
@@ -169,7 +169,7 @@ class RetryPlan:
     delete: list[int]
     reset: list[int]
     restore: list[int] = field(default_factory=list)
-    counted: list[float] = field(default_factory=list)
+    counted: list[tuple[str, float]] = field(default_factory=list)
 
 
 def retry_plan(status: str, journal: list[JournalEntry],
@@ -214,7 +214,7 @@ def retry_plan(status: str, journal: list[JournalEntry],
                 continue
             (reset if e.kind == "step" else delete).append(e.position)
     changed = {*delete, *reset}
-    counted = [e.finished_at - e.started_at for e in by_pos
+    counted = [(e.name, e.finished_at - e.started_at) for e in by_pos
                if e.position in changed and e.position not in copied and e.kind == "step"
                and e.status != "pending"
                and e.started_at is not None and e.finished_at is not None]

@@ -270,6 +270,11 @@ class StoreStats:
     #: totals of the runs' metrics (``tokens.input``, ``cost.usd``, ``saved.*``, ...)
     llm: dict[str, float]
     workers: int
+    #: (workflow, status) -> runs; their sums per status are ``runs_by_status``
+    runs_by_workflow: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: step name -> its finished steps' (count, seconds, one count per ``STEP_BUCKETS``):
+    #: their sums are ``step_count``, ``step_seconds`` and ``step_buckets``
+    step_names: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,24 +322,32 @@ def _step_keys() -> list[str]:
     return ["step.count", "step.seconds", *(f"step.le.{b:g}" for b in STEP_BUCKETS)]
 
 
-def metric_totals_of(durations: Iterable[float], metrics: Iterable[str | None]
+#: In the keys of ``tether_metric_totals``, what follows it is a step name: the totals
+#: of that step name's purged steps (``step.count@charge``), beside those of all steps.
+STEP_NAME_MARK = "@"
+
+
+def metric_totals_of(durations: Iterable[tuple[str, float]], metrics: Iterable[str | None]
                      ) -> dict[str, float]:
     """What runs about to be purged count for in the cumulative figures of /metrics,
     keyed as the stores keep them (``tether_metric_totals``): their finished steps'
-    count, seconds and histogram buckets (``durations``, in seconds) and the LLM totals
-    of their metrics (``metrics``: each run's metrics JSON).
+    count, seconds and histogram buckets, of all and per step name (``durations``: each
+    step's name and seconds), and the LLM totals of their metrics (``metrics``: each
+    run's metrics JSON).
 
     A duration is a difference of wall-clock times: one that the clock stepped back
     across is negative, and counts as 0 (as the live figures count it, ``stats_steps``),
     or a purge would take seconds out of the histogram's sum."""
     totals = dict.fromkeys([*_step_keys(), *LLM_KEYS], 0.0)
-    for d in durations:
+    keys = _step_keys()
+    for name, d in durations:
         d = max(d, 0.0)
-        totals["step.count"] += 1
-        totals["step.seconds"] += d
-        for b in STEP_BUCKETS:
-            if d <= b:
-                totals[f"step.le.{b:g}"] += 1
+        for suffix in ("", f"{STEP_NAME_MARK}{name}"):
+            totals[keys[0] + suffix] = totals.get(keys[0] + suffix, 0.0) + 1
+            totals[keys[1] + suffix] = totals.get(keys[1] + suffix, 0.0) + d
+            for key, b in zip(keys[2:], STEP_BUCKETS, strict=True):
+                if d <= b:
+                    totals[key + suffix] = totals.get(key + suffix, 0.0) + 1
     for text in metrics:
         values = json.loads(text) if text else {}
         for key in LLM_KEYS:
@@ -351,19 +364,36 @@ def stored_event_kinds(kind: str) -> list[str]:
     return {"op": ["o", "op"], "status": ["s", "status"]}.get(kind, [kind])
 
 
-def stats_with_totals(by_status: dict[str, int], queues: dict[str, tuple[int, float]],
-                      steps: Sequence[float], llm: Sequence[float], workers: int,
+def stats_with_totals(by_workflow: Iterable[Sequence[object]],
+                      queues: dict[str, tuple[int, float]],
+                      steps: Iterable[Sequence[object]], llm: Sequence[float], workers: int,
                       totals: Mapping[str, float]) -> StoreStats:
-    """``StoreStats`` of the live rows' figures (``steps``: count, seconds, one count per
-    bucket; ``llm``: one sum per ``LLM_KEYS``) plus what purges took out (``totals``),
-    so that the counters of /metrics never go down."""
+    """``StoreStats`` of the live rows' figures (``by_workflow``: rows of workflow,
+    status, runs; ``steps``: rows of a step name, count, seconds, one count per bucket;
+    ``llm``: one sum per ``LLM_KEYS``) plus what purges took out (``totals``), so that
+    the counters of /metrics never go down."""
     keys = _step_keys()
-    step = [float(v) + totals.get(k, 0.0) for k, v in zip(keys, steps, strict=True)]
+    runs_by_workflow: dict[tuple[str, str], int] = {}
+    by_status: dict[str, int] = {}
+    for workflow, status, n in by_workflow:
+        runs_by_workflow[(str(workflow), str(status))] = int(str(n))
+        by_status[str(status)] = by_status.get(str(status), 0) + int(str(n))
+    live: dict[str, list[float]] = {}
+    for row in steps:
+        live[str(row[0])] = [float(str(v)) for v in row[1:]]
+    for key in totals:  # (step names whose steps were all purged)
+        if key.startswith(keys[0] + STEP_NAME_MARK):
+            live.setdefault(key[len(keys[0]) + 1:], [0.0] * len(keys))
+    names = {name: tuple(v + totals.get(k + STEP_NAME_MARK + name, 0.0)
+                         for k, v in zip(keys, values, strict=True))
+             for name, values in live.items()}
+    step = [sum(values[i] for values in live.values()) + totals.get(k, 0.0)
+            for i, k in enumerate(keys)]
     return StoreStats(
         runs_by_status=by_status, queues=queues, step_count=int(step[0]),
         step_seconds=step[1], step_buckets=tuple(int(n) for n in step[2:]),
         llm={k: float(v) + totals.get(k, 0.0) for k, v in zip(LLM_KEYS, llm, strict=True)},
-        workers=workers)
+        workers=workers, runs_by_workflow=runs_by_workflow, step_names=names)
 
 
 class ServeQueries(Protocol):

@@ -382,13 +382,13 @@ class Lifecycle:
                     "AND finished_at IS NOT NULL AND fencing_token IS DISTINCT FROM 0 "
                     "AND run_id = ANY(%s)")
         durations = await self._rows(
-            conn, f"SELECT finished_at - started_at FROM {{s}}.journal WHERE {finished} "
-            f"UNION ALL SELECT finished_at - started_at FROM {{s}}.journal_archive "
-            f"WHERE {finished}", (ids, ids))
+            conn, f"SELECT name, finished_at - started_at FROM {{s}}.journal WHERE "
+            f"{finished} UNION ALL SELECT name, finished_at - started_at FROM "
+            f"{{s}}.journal_archive WHERE {finished}", (ids, ids))
         metrics = await self._rows(conn, "SELECT metrics FROM {s}.runs WHERE run_id = "
                                    "ANY(%s) AND metrics IS NOT NULL", (ids,))
         await self._add_metric_totals(conn, metric_totals_of(
-            (float(d) for (d,) in durations), (m for (m,) in metrics)))
+            ((str(n), float(d)) for n, d in durations), (m for (m,) in metrics)))
 
     async def _add_metric_totals(self, conn: Conn, totals: dict[str, float]) -> None:
         if totals:

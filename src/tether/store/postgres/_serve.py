@@ -119,7 +119,7 @@ class PostgresServeQueries:
                 for tx, i, kind, data in rows]
 
     async def store_stats(self, *, now: float) -> StoreStats:
-        steps = [("stats_status", None), ("stats_queues", None), ("stats_steps", None),
+        steps = [("stats_workflows", None), ("stats_queues", None), ("stats_steps", None),
                  ("stats_metrics", None), ("stats_workers", {"since": now - WORKER_STALE}),
                  ("metric_totals", None)]
 
@@ -134,10 +134,10 @@ class PostgresServeQueries:
                     out.append(await cur.fetchall())
                 return out
 
-        by_status, queues, step_row, llm, workers, totals = await self._run_op(go)
+        by_workflow, queues, step_rows, llm, workers, totals = await self._run_op(go)
         return stats_with_totals(
-            {s: int(n) for s, n in by_status},
-            {q: (int(n), float(oldest)) for q, n, oldest in queues}, step_row[0], llm[0],
+            by_workflow,
+            {q: (int(n), float(oldest)) for q, n, oldest in queues}, step_rows, llm[0],
             int(workers[0][0]), {str(k): float(v) for k, v in totals})
 
     async def store_live_stats(self, *, now: float) -> LiveStats:

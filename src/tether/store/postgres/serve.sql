@@ -227,9 +227,10 @@ ORDER BY e.txid NULLS LAST, e.event_id;
 -- Store a streamed chunk as an event and send its parts to the run's channel.
 SELECT {schema}.publish_stored(%(run_id)s, %(channel)s, %(data)s, %(parts)s::text[]);
 
--- stats_status --
--- Runs by status.
-SELECT status, count(*) FROM {schema}.runs GROUP BY status;
+-- stats_workflows --
+-- Runs by workflow and status (summed per status: runs by status), read from the index
+-- runs_workflow (workflow, status, created_at) alone.
+SELECT workflow, status, count(*) FROM {schema}.runs GROUP BY workflow, status;
 
 -- stats_queues --
 -- Per queue: queued runs, and the earliest time one of them became claimable (its
@@ -253,15 +254,16 @@ SELECT queue, 'waiting'::text, count(*), 0 FROM {schema}.runs
 WHERE status = 'waiting' GROUP BY queue;
 
 -- stats_steps --
--- Finished steps of the runs kept (all generations): how many, their total seconds, and
--- how many took at most each bound (the bounds are STEP_BUCKETS in tether.store._port).
+-- Finished steps of the runs kept (all generations), per step name: how many, their total
+-- seconds, and how many took at most each bound (the bounds are STEP_BUCKETS in
+-- tether.store._port); their sums are those of all steps. One scan, as without the names.
 -- metric_totals adds those of purged runs. A duration is a difference of wall-clock
 -- times (stamped by the workers, perhaps two of them): one the clock stepped back across
 -- counts as 0, so that the sum never goes down (metric_totals_of clamps the same way).
 -- A fork's entries copied from its source (fencing token 0, which no claim gives) are the
 -- source's steps, counted with it: not again (an entry archived before the archive kept
 -- tokens, NULL, counts).
-SELECT count(*), coalesce(sum(d), 0.0),
+SELECT name, count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 0.005),
        count(*) FILTER (WHERE d <= 0.01),
        count(*) FILTER (WHERE d <= 0.025),
@@ -275,13 +277,14 @@ SELECT count(*), coalesce(sum(d), 0.0),
        count(*) FILTER (WHERE d <= 10),
        count(*) FILTER (WHERE d <= 30),
        count(*) FILTER (WHERE d <= 60)
-FROM (SELECT greatest(finished_at - started_at, 0.0) AS d FROM {schema}.journal
+FROM (SELECT name, greatest(finished_at - started_at, 0.0) AS d FROM {schema}.journal
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
         AND finished_at IS NOT NULL AND fencing_token IS DISTINCT FROM 0
       UNION ALL  -- (the journals of earlier generations: continue_as_new)
-      SELECT greatest(finished_at - started_at, 0.0) FROM {schema}.journal_archive
+      SELECT name, greatest(finished_at - started_at, 0.0) FROM {schema}.journal_archive
       WHERE kind = 'step' AND status <> 'pending' AND started_at IS NOT NULL
-        AND finished_at IS NOT NULL AND fencing_token IS DISTINCT FROM 0) AS steps;
+        AND finished_at IS NOT NULL AND fencing_token IS DISTINCT FROM 0) AS steps
+GROUP BY name;
 
 -- stats_metrics --
 -- LLM tokens and cost over all runs: spent, and saved by replay.

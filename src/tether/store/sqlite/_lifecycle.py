@@ -299,7 +299,8 @@ def _keep_metric_totals(conn: apsw.Connection, ids: list[str]) -> None:
     """Add what runs about to be purged counted for in /metrics' cumulative figures to
     ``tether_metric_totals``."""
     params = {"run_ids": json.dumps(ids)}
-    durations = [float(d) for (d,) in conn.execute(L["purge_step_durations"], params)]
+    durations = [(str(n), float(d))
+                 for n, d in conn.execute(L["purge_step_durations"], params)]
     metrics = [m for (m,) in conn.execute(L["purge_run_metrics"], params)]
     _add_metric_totals(conn, metric_totals_of(durations, metrics))
 

@@ -170,15 +170,14 @@ def event_chunk(conn: apsw.Connection, run_id: str, data: str) -> None:
 
 
 def _store_stats(conn: apsw.Connection, alive_since: float) -> StoreStats:
-    rows: Any = conn.execute(Q["stats_status"]).fetchall()
-    by_status = {str(s): int(n) for s, n in rows}
-    rows = conn.execute(Q["stats_queues"]).fetchall()
+    by_workflow: Any = conn.execute(Q["stats_workflows"]).fetchall()
+    rows: Any = conn.execute(Q["stats_queues"]).fetchall()
     queues = {str(q): (int(n), float(oldest)) for q, n, oldest in rows}
-    steps: Any = conn.execute(Q["stats_steps"]).fetchall()[0]
+    steps: Any = conn.execute(Q["stats_steps"]).fetchall()
     llm: Any = conn.execute(Q["stats_metrics"]).fetchall()[0]
     workers: Any = conn.execute(Q["stats_workers"], {"alive_since": alive_since}).fetchall()[0][0]
     totals = {str(k): float(v) for k, v in conn.execute(Q["metric_totals"])}
-    return stats_with_totals(by_status, queues, steps, llm, int(workers), totals)
+    return stats_with_totals(by_workflow, queues, steps, llm, int(workers), totals)
 
 
 def _queue_counts(conn: apsw.Connection, now: float) -> dict[str, QueueCounts]:

@@ -212,15 +212,16 @@ SELECT 1 FROM tether_runs
 WHERE run_id = :run_id AND fencing_token = :fencing_token AND status = 'running';
 
 -- purge_step_durations --
--- Purge: how long the finished steps of the runs (a JSON array) took, all generations
--- (kept in tether_metric_totals: /metrics' step histogram never goes down); not a fork's
--- entries copied from its source (token 0), which stats_steps never counted.
-SELECT finished_at - started_at FROM tether_journal
+-- Purge: the name of each finished step of the runs (a JSON array) and how long it took,
+-- all generations (kept in tether_metric_totals: /metrics' step histograms never go
+-- down); not a fork's entries copied from its source (token 0), which stats_steps never
+-- counted.
+SELECT name, finished_at - started_at FROM tether_journal
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'step'
   AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL
   AND fencing_token IS NOT 0
 UNION ALL
-SELECT finished_at - started_at FROM tether_journal_archive
+SELECT name, finished_at - started_at FROM tether_journal_archive
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'step'
   AND status <> 'pending' AND started_at IS NOT NULL AND finished_at IS NOT NULL
   AND fencing_token IS NOT 0;
