@@ -6,6 +6,7 @@ answer 503."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,8 @@ import pytest
 from tests.web.helpers import add_paid_rounds
 from tether import App
 from tether.serve import create_app
+from tether.serve._metrics import SHARED_KEY
+from tether.store._port import LLM_KEYS, STEP_BUCKETS
 
 COUNTERS = ("tether_llm_calls_total", 'tether_llm_tokens_total{type="input",outcome="spent"}',
             'tether_llm_cost_usd_total{outcome="spent"}', "tether_step_duration_seconds_count",
@@ -179,3 +182,30 @@ async def test_the_processes_of_a_store_share_their_figures(store_url: str) -> N
         for name in (*COUNTERS, 'tether_runs{status="completed"}',
                      "tether_metrics_computation_seconds"):
             assert _value(again, name) == _value(shown, name), name
+
+
+async def test_figures_an_earlier_version_shared_leave_the_runs_per_workflow_out(
+        store_url: str) -> None:
+    """The shared figures of a serve process of an earlier version (no runs per workflow
+    nor per step name in its row) are served without tether_workflow_runs' series: a
+    gap, not each registered workflow's runs read 0 while the store has some."""
+    app = App(store_url)
+    add_paid_rounds(app)
+    async with app:
+        async with app.worker():
+            assert await (await app.start("rounds", 2, run_id="r")).result(timeout=20) == 2
+        now = app.clock.now()
+        earlier = {"at": now, "took": 0.01, "runs_by_status": {"completed": 1},
+                   "step_count": 1, "step_seconds": 0.0,
+                   "step_buckets": [1] * len(STEP_BUCKETS), "llm": dict.fromkeys(LLM_KEYS, 0)}
+        assert await app.store.kv_cas(key=SHARED_KEY, value=json.dumps(earlier),
+                                      version=None, now=now)
+        asgi = create_app(app, mcp=False, metrics_interval=3600)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://127.0.0.1") as http:
+            text = (await http.get("/metrics")).text
+        assert 'tether_runs{status="completed"} 1' in text.splitlines(), text
+        assert "# TYPE tether_workflow_runs gauge" in text
+        assert not [line for line in text.splitlines()
+                    if line.startswith(("tether_workflow_runs{",
+                                        "tether_step_name_duration_seconds_"))], text

@@ -315,7 +315,11 @@ def render(figures: Figures | None, live: LiveStats, now: float,
     metric("tether_workflow_runs", "gauge",
            f"Runs in the store by workflow and status (the {WORKFLOW_SERIES} workflows with "
            f'the most runs; the others under workflow="{OTHER}").')
-    for workflow, by_status in sorted(_workflow_runs(stats, workflows).items()):
+    # (Figures computed by an earlier version, shared through the store, have no runs
+    # per workflow: its series are left out, a gap, rather than read 0.)
+    earlier = not stats.runs_by_workflow and any(stats.runs_by_status.values())
+    for workflow, by_status in sorted(
+            {} if earlier else _workflow_runs(stats, workflows).items()):
         for status in STATUSES:
             out.append(f'tether_workflow_runs{{workflow="{_label(workflow)}",'
                        f'status="{status}"}} {by_status.get(status, 0)}')
