@@ -65,6 +65,13 @@ async def test_a_never_returning_thread_step_does_not_outlive_sigterm(
         # (it said "1 step threads still running" until 2026-12-06)
         assert ("1 step thread still running after the grace period; exiting without "
                 "waiting for it") in workers.log(0), workers.story()
+        # (its last lines, written after the worker stopped, still name it)
+        me = next(line.split("worker ")[1].split(" ")[0]
+                  for line in workers.log(0).splitlines() if "serving queues" in line)
+        last = [line for line in workers.log(0).splitlines()
+                if "did not stop cleanly" in line or "still running after" in line]
+        assert len(last) == 2 and all(line.endswith(f" [worker={me}]") for line in last), \
+            workers.story()
         b = workers.start()
         assert await h.result(timeout=60) == "done"
     assert [pid for pid, what in workers.executions()] == [a.pid, b.pid]

@@ -117,7 +117,8 @@ async def run(args: argparse.Namespace) -> int:
         log.error("the worker did not stop cleanly: steps in flight were cut off (%s); "
                   "their runs were handed back, and those steps run again elsewhere",
                   "a second stop signal" if abandon.is_set()
-                  else f"the grace period of {args.grace:g} s ran out")
+                  else f"the grace period of {args.grace:g} s ran out",
+                  extra={"worker_id": worker.worker_id})
     # Steps still running in threads, not the executor's live threads: one whose step
     # had just returned, not yet woken by the executor's shutdown, counted as stuck, and
     # a clean drain said "1 step threads still running after the grace period".
@@ -129,7 +130,7 @@ async def run(args: argparse.Namespace) -> int:
         log.warning("%s still running after %s; exiting without waiting for %s",
                     counted(stuck, "step thread"), "a second stop signal"
                     if abandon.is_set() else "the grace period",
-                    "it" if stuck == 1 else "them")
+                    "it" if stuck == 1 else "them", extra={"worker_id": worker.worker_id})
         logging.shutdown()
         os._exit(code)
     return code
