@@ -71,8 +71,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-interval", type=non_negative_float, default=None,
                    metavar="SECONDS",
                    help="/metrics computes the figures that scan the whole store (runs "
-                   "by status, step histogram, LLM totals) in the background, at most "
-                   "every SECONDS and no sooner than ten times the last computation's "
+                   "by status and workflow, step histograms, LLM totals) in the "
+                   "background, at most every SECONDS and no sooner than ten times the "
+                   "last computation's "
                    "duration after it; a scrape answers at once with the latest (default "
                    "15; 0: compute them in each scrape, for a small store)")
     p.add_argument("--wait-for-store", type=non_negative_float, default=None,
