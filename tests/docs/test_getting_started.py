@@ -133,8 +133,9 @@ def test_the_getting_started_guide_works(tmp_path: Path) -> None:
     assert second == pages(recover)
     # The new worker, on the same host, saw the killed one gone: its run at once (the
     # line said "1 of its runs are claimable now" until 2026-12-06).
+    # (the line names the worker that wrote it, as each of its lines does)
     assert re.search(r"INFO tether\.worker: worker \S+ is gone; 1 of its runs is claimable "
-                     r"now\n", log2), log2
+                     r"now \[worker=\S+\]\n", log2), log2
     if second[0][1] == 2:  # the page in flight, fetched again: the attempt that died counts
         assert second == [(done + 1, 2)] + [(n, 1) for n in range(done + 2, 7)], second
     else:  # (the kill fell between two pages)
