@@ -1017,7 +1017,9 @@ async def test_versions_counts_the_live_workers_of_no_version(store_url: str) ->
         assert rows["v1"]["live_workers"] == 1
         assert rows[None]["newest"] is False and rows[None]["up_since"] is None
         async with plain.worker():
-            assert await (await plain.start("job")).result(timeout=30) == "None"
+            # A run of no version is claimed by workers of every version: the v1 worker
+            # may be the one that runs it.
+            assert await (await plain.start("job")).result(timeout=30) in ("None", "v1")
             rows = await shown()
             assert rows[None]["live_workers"] == 2 and rows[None]["runs"] == 1
             text = await asyncio.to_thread(tether_cli, "versions", db=store_url)
