@@ -1084,3 +1084,146 @@ async def test_run_spinning_reads_an_encrypted_journal() -> None:
         assert "customer_id" not in (raw[0].error or "")  # (stored encrypted)
         await env.app.cancel(handle.run_id)
         await env.settle()
+
+
+def _beside_app() -> tuple[App, dict[str, Any]]:
+    """A run that waits for a signal without a timeout (``approval``), a run that spins
+    beside it (``bill``: a step retried for ever that always fails), and runs that send
+    the signal, after a sleep, a step that fails a few times, or one the test fixes."""
+    app = App("sqlite:///never-opened.db")
+    state: dict[str, Any] = {"fixed": False, "fails": 0}
+
+    @app.step(retry=RetryPolicy(max_attempts=None))
+    def charge(customer: str) -> str:
+        raise KeyError(customer)
+
+    @app.step(retry=RetryPolicy(initial_interval=60, max_attempts=None))
+    def fails_five_times() -> str:
+        state["fails"] += 1
+        if state["fails"] <= 5:
+            raise ConnectionError("flaky")
+        return "recovered"
+
+    @app.step(retry=RetryPolicy(initial_interval=1, max_interval=1, max_attempts=None))
+    def until_fixed() -> str:
+        if not state["fixed"]:
+            raise ConnectionError("the provider is down")
+        return "fixed"
+
+    @app.step
+    async def tell(run_id: str, answer: str) -> None:
+        await state["env"].app.signal(run_id, "decision", answer)
+
+    @app.workflow
+    async def bill() -> str:
+        return await charge("customer_id")
+
+    @app.workflow
+    async def approval() -> Any:
+        return await tether.wait_for_signal("decision")
+
+    @app.workflow
+    async def sleeper(run_id: str, seconds: float) -> None:
+        await tether.sleep(seconds)
+        await tell(run_id, f"after {seconds:g} s")
+
+    @app.workflow
+    async def flaky(run_id: str) -> None:
+        await tell(run_id, await fails_five_times())
+
+    @app.workflow
+    async def patient(run_id: str) -> None:
+        await tell(run_id, await until_fixed())
+
+    return app, {"bill": bill, "approval": approval, "sleeper": sleeper, "flaky": flaky,
+                 "patient": patient, "state": state}
+
+
+@pytest.mark.timeout(150)
+async def test_a_run_that_only_spins_beside_a_wait_does_not_hold_off_run_stuck(
+        store_url: str) -> None:
+    """A wait on a run waiting for a signal nothing sends, while another run spins
+    beside it (a step retried for ever, always failing, each backoff skipped): the
+    spinning run is no progress for the wait, which raises ``RunStuck`` once that run
+    has failed ``stuck_attempts`` attempts in a row and the environment has been still
+    but for it for ``stuck_after``, naming both. Before, the spinning run's retries
+    kept the environment from ever being still: a wait without a timeout hung for
+    ever, one with a timeout waited it out."""
+    app, wf = _beside_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_after=0.3,
+                       stuck_attempts=20) as env:
+        spinner = await env.app.start(wf["bill"])
+        handle = await env.app.start(wf["approval"])
+        with pytest.raises(RunStuck, match=(
+                rf"^run '{handle.run_id}' \(approval\) can never end: for 0\.3 s of real "
+                r"time no run was running or due, no timer, retry or schedule was pending "
+                rf"but those of runs that only spin \(run '{spinner.run_id}' \(bill\) "
+                r"retrying step 'charge', which failed \d+ attempts in a row; "
+                r"TestEnv\(stuck_attempts=\.\.\.\)\) and the test did nothing but wait on "
+                r"the environment; .*\(bill\) retries step 'charge'.*; run "
+                rf"'{handle.run_id}' \(approval\) waits for signal 'decision', with no "
+                r"timeout, and none was sent.*None waits for ever\)$")) as err:
+            async with asyncio.timeout(60):  # (a regression hangs: this fails it)
+                await handle.result()  # (no timeout of its own)
+        assert not isinstance(err.value, RunSpinning)
+        # A timed wait the same, before its timeout.
+        with pytest.raises(RunStuck, match=r"\(approval\) can never end: .* but those of "
+                                           r"runs that only spin .*None waits out the "
+                                           r"wait's timeout, 40 s\)$") as timed:
+            await env.result(handle.run_id, timeout=40)
+        assert not isinstance(timed.value, RunSpinning)
+        # The runs are untouched: a signal still ends the wait; the spinner spins on.
+        await env.app.signal(handle.run_id, "decision", "yes")
+        assert await handle.result() == "yes"
+        assert (await env.app.get_run(spinner.run_id)).status != "completed"
+        await env.app.cancel(spinner.run_id)
+        await env.settle()
+
+
+@pytest.mark.timeout(150)
+async def test_runs_that_move_beside_a_spinning_run_still_end_a_wait(store_url: str) -> None:
+    """Beside a run that spins (``stuck_attempts=20`` passed many times over), a wait on
+    a run waiting for a signal is not cut short when something can still send it: a run
+    that sleeps an hour of virtual time (60 of the spinner's retries) then signals, one
+    whose step fails five times then succeeds and signals, one whose step fails until a
+    task of the test fixes it after a real sleep, and the test's own task signalling
+    after a real sleep. Without the spinner, a run that sleeps a year then signals."""
+    app, wf = _beside_app()
+    async with TestEnv(app, store_url=store_url, start_time=0.0, stuck_after=0.3,
+                       stuck_attempts=20) as env:
+        wf["state"]["env"] = env
+        waiting = await env.app.start(wf["approval"])
+        await env.app.start(wf["sleeper"], waiting.run_id, 365 * DAY)
+        assert await waiting.result() == f"after {365 * DAY:g} s"
+
+        spinner = await env.app.start(wf["bill"])
+        waiting = await env.app.start(wf["approval"])
+        await env.app.start(wf["sleeper"], waiting.run_id, 3600.0)
+        assert await waiting.result() == "after 3600 s"
+
+        waiting = await env.app.start(wf["approval"])
+        await env.app.start(wf["flaky"], waiting.run_id)
+        assert await waiting.result() == "recovered"
+        assert wf["state"]["fails"] == 6
+
+        async def fix_later() -> None:
+            await asyncio.sleep(1.0)  # (the step fails meanwhile, every virtual second)
+            wf["state"]["fixed"] = True
+
+        waiting = await env.app.start(wf["approval"])
+        patient = await env.app.start(wf["patient"], waiting.run_id)
+        assert await asyncio.gather(waiting.result(), fix_later()) == ["fixed", None]
+        [entry, _] = (await env.app.get_run(patient.run_id)).journal
+        assert entry["attempts"] > 20  # (it did fail more than stuck_attempts times)
+
+        async def signal_later(run_id: str) -> None:
+            await asyncio.sleep(1.0)
+            await env.app.signal(run_id, "decision", "from the test")
+
+        waiting = await env.app.start(wf["approval"])
+        assert await asyncio.gather(waiting.result(), signal_later(waiting.run_id)) == [
+            "from the test", None]
+        [bill] = (await env.app.get_run(spinner.run_id)).journal
+        assert bill["attempts"] > 20  # (it spun all along)
+        await env.app.cancel(spinner.run_id)
+        await env.settle()

@@ -39,7 +39,9 @@ for ``stuck_after`` real seconds. A task of the test doing anything else (a slee
 request, a thread's work) may still send what the run waits for, so it holds that off.
 A wait on a run that keeps failing one step (retried for ever, each backoff skipped)
 raises ``RunSpinning`` once a call of the step has failed ``stuck_attempts`` attempts in
-a row and fails again while the test only waits on the environment.
+a row and fails again while the test only waits on the environment. A run beside the
+wait that spins so is no movement for it: the environment is still but for such runs,
+and a wait on a run that can never end raises ``RunStuck`` all the same.
 
 "Every run is waiting" is read from the store in one query (no run ``running``, none
 claimable now), so a run claimed but not yet started is never missed.
@@ -96,6 +98,9 @@ _POLL_MAX = 0.02
 _SPIN_CHECK = 0.5
 #: At most this many runs (the one waited on and the children it waits for) per wait.
 _SPIN_RUNS = 32
+#: At most this many runs of each status that has not ended are read to tell that every
+#: run that moves only spins (``TestEnv._spinners``); a store with more is never still.
+_SPIN_LIST = 1000
 
 #: The store's key-value row an open environment holds (``kv_get``/``kv_cas``), to refuse
 #: a second environment on the same store; its holder refreshes it every
@@ -117,8 +122,13 @@ _KEY_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 #: the libraries Tether runs in the loop (the PostgreSQL pool, HTTP clients, the MCP
 #: server). A task with a coroutine of any other code (the test function, a task it
 #: created) that is not waiting on the environment holds ``RunStuck`` off (``_machinery``).
-_MACHINERY = frozenset({"tether", "asyncio", "psycopg", "psycopg_pool", "httpx", "httpcore",
-                        "h11", "anyio", "mcp", "starlette", "uvicorn", "opentelemetry"})
+#: ``contextlib`` is neither's: its ``asynccontextmanager`` sits in the chain of whoever
+#: enters one (the PostgreSQL store's connections; a test's own frame before it makes
+#: the task the test's); counted as the test's, a PostgreSQL store's group commit,
+#: busy while a run beside the wait retried, held ``RunStuck`` off.
+_MACHINERY = frozenset({"tether", "asyncio", "contextlib", "psycopg", "psycopg_pool",
+                        "httpx", "httpcore", "h11", "anyio", "mcp", "starlette", "uvicorn",
+                        "opentelemetry"})
 
 #: The modules whose tasks run the runs' code (the worker's ``tether-run-...`` tasks).
 _RUNNERS = frozenset({"tether.worker._worker"})
@@ -127,7 +137,8 @@ _RUNNERS = frozenset({"tether.worker._worker"})
 class RunStuck(TetherError, TimeoutError):
     """A wait on a run that can never end in the environment, with a timeout or
     without: for ``TestEnv(stuck_after=...)`` real seconds no run was running or due, no
-    timer, retry or schedule was pending, and the test did nothing but wait on the
+    timer, retry or schedule was pending (but those of runs that only spin, whose step
+    keeps failing: they cannot end it), and the test did nothing but wait on the
     environment, while the run had not ended (it waits for a signal nothing sent, say).
     The message says what holds it. A ``TimeoutError``: the wait gave up, as one whose
     timeout passed does, only sooner."""
@@ -245,9 +256,10 @@ class TestEnv:
         stuck_after: real seconds (default 3) after which a wait on a run's result
             (``env.run``, ``env.result``, ``await handle.result()``, with a timeout or
             without) raises ``RunStuck`` when its run can never end: all that time no
-            run was running or due, no timer, retry or schedule was pending, and every
-            task of the test was waiting on the environment. None: such a wait waits
-            out its timeout, or for ever without one.
+            run was running or due, no timer, retry or schedule was pending (but those
+            of runs that only spin, see ``stuck_attempts``), and every task of the test
+            was waiting on the environment. None: such a wait waits out its timeout, or
+            for ever without one.
         stuck_attempts: failed attempts in a row of one call of a step (default 1000)
             after which a wait on a run's result raises ``RunSpinning`` when the step,
             in the run or in a child it waits for, keeps failing: it failed again while
@@ -325,6 +337,10 @@ class TestEnv:
         #: look since the test last did something else), and when (``_watch_spinning``).
         self._spin_base: dict[tuple[str, int], int] | None = None
         self._spin_at = 0.0
+        #: The runs that only spin (by run id: the run and its step call failing in a
+        #: row), when at the last look at the journals every run that moved was one of
+        #: them: the environment is still but for them (``_watch``); else None.
+        self._spinners: dict[str, tuple[RunRecord, JournalEntry]] | None = None
         self._busy_at = 0.0
         self._closing = False
         self._opened = False
@@ -531,7 +547,7 @@ class TestEnv:
         self._waits.append(wait)
         # (the test may have done anything since the last look at the journals, while no
         # wait was on and nothing looked at its tasks: RunSpinning starts counting anew)
-        self._spin_base = None
+        self._spin_reset()
         try:
             if self.stuck_after is None:
                 yield
@@ -850,13 +866,19 @@ class TestEnv:
         wake-up to skip to) and the test busy with nothing but waits on the environment,
         since the wait began, for ``stuck_after`` real seconds. The real time leaves a
         thread or another process of the test its chance to send what the run waits
-        for. Those whose runs keep failing a step end too (``_watch_spinning``)."""
+        for. Those whose runs keep failing a step end too (``_watch_spinning``).
+
+        Runs that only spin (each keeps failing one call of a step, as ``RunSpinning``
+        tells) do not move the environment for the others' waits: a wait on a run
+        waiting for a signal nothing sends, beside a run retrying a step for ever whose
+        backoffs are skipped, raised nothing and hung (or waited out its timeout)."""
         watched = [wait for wait in self._waits
                    if wait.deadline is not None and wait.stuck is None]
         if watched and not still and self.stuck_attempts is not None:
             await self._watch_spinning(watched)
+            still = self._spinners is not None
         else:
-            self._spin_base = None
+            self._spin_reset()
         if not watched or not still or self.stuck_after is None or self._test_busy():
             self._still_since = None
             return
@@ -876,9 +898,17 @@ class TestEnv:
             idle, wake = await self._look()
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
             return
-        if run is None or run.status.is_settled or not idle or wake is not None \
-                or self._test_busy() or wait not in self._waits or wait.deadline is None:
+        if run is None or run.status.is_settled or self._test_busy() \
+                or wait not in self._waits or wait.deadline is None:
             return
+        spinners: list[str] = []
+        if not idle or wake is not None:  # (still but for runs that only spin?)
+            spinning = await self._only_spinners()
+            if spinning is None or wait not in self._waits or self._test_busy():
+                return
+            spinners = [f"run {spun.run_id!r} ({spun.workflow}) retrying step "
+                        f"{entry.name!r}, which failed {entry.attempts} attempts in a row"
+                        for spun, entry in spinning[:3]]
         # (what the run itself waits for, unless a reason below names it: a parent
         # waits for its child, the child for the signal)
         holds = ("" if any(repr(run.run_id) in reason for reason in why)
@@ -888,12 +918,22 @@ class TestEnv:
         wait.stuck = RunStuck(
             f"run {run.run_id!r} ({run.workflow}) can never end{holds}: for "
             f"{self.stuck_after} s of real time no run was running or due, no timer, "
-            "retry or schedule was pending and the test did nothing but wait on the "
+            "retry or schedule was pending"
+            + (f" but those of runs that only spin ({', '.join(spinners)}"
+               f"{', ...' if len(spinners) >= 3 else ''}; TestEnv(stuck_attempts=...))"
+               if spinners else "")
+            + " and the test did nothing but wait on the "
             "environment" + "".join(f"; {reason}" for reason in why)
             + " (TestEnv(stuck_after=...) sets how long to wait before saying so; None "
             + ("waits for ever)" if wait.timeout is None
                else f"waits out the wait's timeout, {wait.timeout:g} s)"))
         wait.deadline.reschedule(asyncio.get_running_loop().time())
+
+    def _spin_reset(self) -> None:
+        """Forget the last look at the journals (``_watch_spinning``): the test did
+        something else since, or the environment is still by itself."""
+        self._spin_base = None
+        self._spinners = None
 
     async def _watch_spinning(self, watched: list[_Wait]) -> None:
         """End the waits whose run, or a child it waits for, keeps failing one call of a
@@ -901,34 +941,50 @@ class TestEnv:
         more, and failed again between two looks at the journals (``_SPIN_CHECK`` real
         seconds apart) while every task of the test only waited on the environment. A
         task of the test doing anything else (a sleep, then setting what the step
-        needs) resets the looks: once it is done, the step's next attempt may succeed."""
+        needs) resets the looks: once it is done, the step's next attempt may succeed.
+
+        It also tells whether every run that moves (running, due, or waiting on a
+        timer or a backoff) only spins so (``_spinners``): then none of them can end a
+        wait on another run, and the environment is still for ``RunStuck``."""
         now = time.monotonic()
         if now - self._busy_at < _POLL_MAX:  # (a look at the tasks at most this often)
             return
         self._busy_at = now
         if self._test_busy():
-            self._spin_base = None
+            self._spin_reset()
             return
         if self._spin_base is not None and now - self._spin_at < _SPIN_CHECK:
             return
         self._spin_at = now
-        failing: dict[tuple[str, int], tuple[_Wait, RunRecord, JournalEntry]] = {}
+        failing: dict[tuple[str, int], tuple[_Wait | None, RunRecord, JournalEntry]] = {}
+        tree: dict[str, RunRecord] = {}
         try:
             for wait in watched:
-                for run, entry in await self._failing_steps(wait.run_id):
+                runs, steps = await self._failing_steps(wait.run_id)
+                for run, entry in steps:
                     failing.setdefault((run.run_id, entry.position), (wait, run, entry))
+                tree.update((run.run_id, run) for run in runs)
+            moving = await self._moving_beside(tree, failing)
         except (TetherError, RuntimeError):  # (a store closed or broken meanwhile)
-            self._spin_base = None
+            self._spin_reset()
             return
         base, self._spin_base = self._spin_base, {
             key: entry.attempts for key, (_, _, entry) in failing.items()}
         if base is None or self._test_busy():
+            self._spinners = None
             return
         assert self.stuck_attempts is not None
-        for key, (wait, run, entry) in failing.items():
-            if entry.attempts < self.stuck_attempts or entry.attempts <= base.get(key, 0) \
-                    or wait.stuck is not None or wait not in self._waits \
-                    or wait.deadline is None:
+        spun = [(waited_on, run, entry) for key, (waited_on, run, entry) in failing.items()
+                if entry.attempts >= self.stuck_attempts
+                and entry.attempts > base.get(key, 0)]
+        spinners = {run.run_id: (run, entry) for _, run, entry in spun}
+        self._spinners = (spinners if moving and spinners.keys() >= moving.keys()
+                          else None)
+        for waited_on, run, entry in spun:
+            if waited_on is None:  # (a run beside the waits: _spinners tells of it)
+                continue
+            wait = waited_on
+            if wait.stuck is not None or wait not in self._waits or wait.deadline is None:
                 continue
             try:
                 why = await self._why()
@@ -955,11 +1011,95 @@ class TestEnv:
                    else f"spins until the wait's timeout, {wait.timeout:g} s)"))
             wait.deadline.reschedule(asyncio.get_running_loop().time())
 
-    async def _failing_steps(self, run_id: str) -> list[tuple[RunRecord, JournalEntry]]:
-        """The step calls that failed and wait to be tried again (pending, with an
-        error) in the run ``run_id`` and in the children it started, theirs and so on
-        (at most ``_SPIN_RUNS`` runs), of the runs that have not ended."""
+    async def _moving_beside(
+            self, tree: dict[str, RunRecord],
+            failing: dict[tuple[str, int], tuple[_Wait | None, RunRecord, JournalEntry]],
+    ) -> dict[str, RunRecord] | None:
+        """Every run that moves (``_moves``), those of ``tree`` (the runs waited on and
+        their children) and the others, with the failing step calls of the others added
+        to ``failing``; or None as soon as one of them cannot be spinning (no step call
+        of its failed ``stuck_attempts`` attempts in a row), the store has schedules
+        (a tick starts a run) or more runs than ``_SPIN_LIST`` of a status. The store's
+        list of runs is read only when every run of ``tree`` waits without a wake-up or
+        spins (read again, so that a child that ended while the tree was read, waking
+        its parent, is seen): a wait on a run that moves reads only its journals, as
+        ``RunSpinning`` does."""
+        assert self.stuck_attempts is not None
+        limit = self.stuck_attempts
+
+        def spinning(run_id: str) -> bool:
+            return any(run.run_id == run_id and entry.attempts >= limit
+                       for _, run, entry in failing.values())
+
+        if self.app._schedules:
+            return None
         store = self.app.store
+        moving: dict[str, RunRecord] = {}
+        for run_id, run in tree.items():
+            if self._moves(run) and not spinning(run_id):
+                return None
+        for run_id in tree:
+            now = await store.run_get(run_id)
+            if now is not None and self._moves(now):
+                if not spinning(run_id):
+                    return None
+                moving[run_id] = now
+        for status in ("running", "queued", "waiting"):
+            runs = await store.run_list(status=status, limit=_SPIN_LIST)
+            if len(runs) >= _SPIN_LIST:
+                return None
+            for run in runs:
+                if run.run_id in tree or not self._moves(run):
+                    continue
+                for entry in await store.journal_read(run.run_id):
+                    if _failed_step(entry):
+                        failing.setdefault((run.run_id, entry.position), (None, run, entry))
+                if not spinning(run.run_id):
+                    return None
+                moving[run.run_id] = run
+        return moving
+
+    def _moves(self, run: RunRecord) -> bool:
+        """Whether ``run`` moves by itself in the environment: it is running, or queued
+        or waiting on a timer (a sleep, a backoff, a signal's timeout) on a queue the
+        worker serves; as ``Store.run_activity`` reads them."""
+        return run.status == "running" or (
+            run.queue in self.worker.queues
+            and (run.status == "queued"
+                 or (run.status == "waiting" and run.available_at is not None)))
+
+    async def _only_spinners(self) -> list[tuple[RunRecord, JournalEntry]] | None:
+        """The runs of the last look that only spin (``_spinners``), read again: None
+        unless every run that moves now is one of them and each still retries the same
+        step call, which has failed no fewer attempts (one that succeeded has moved on,
+        and may end the wait)."""
+        known = self._spinners
+        if known is None or self.app._schedules:
+            return None
+        store = self.app.store
+        for status in ("running", "queued", "waiting"):
+            runs = await store.run_list(status=status, limit=_SPIN_LIST)
+            if len(runs) >= _SPIN_LIST:
+                return None
+            for run in runs:
+                if not self._moves(run):
+                    continue
+                if run.run_id not in known:
+                    return None
+                _, entry = known[run.run_id]
+                now = next((e for e in await store.journal_read(run.run_id)
+                            if e.position == entry.position), None)
+                if now is None or not _failed_step(now) or now.attempts < entry.attempts:
+                    return None
+        return list(known.values())
+
+    async def _failing_steps(self, run_id: str) -> tuple[
+            list[RunRecord], list[tuple[RunRecord, JournalEntry]]]:
+        """The runs that have not ended of the run ``run_id`` and the children it
+        started, theirs and so on (at most ``_SPIN_RUNS`` runs), and their step calls
+        that failed and wait to be tried again (pending, with an error)."""
+        store = self.app.store
+        runs: list[RunRecord] = []
         found: list[tuple[RunRecord, JournalEntry]] = []
         todo: list[str] = [run_id]
         seen: set[str] = set()
@@ -971,16 +1111,16 @@ class TestEnv:
             run = await store.run_get(current)
             if run is None or run.status.is_ended:
                 continue
+            runs.append(run)
             for entry in await store.journal_read(current):
-                if entry.kind == "step" and entry.status == "pending" and entry.attempts \
-                        and entry.error is not None:
+                if _failed_step(entry):
                     found.append((run, entry))
                 elif entry.kind == "child_start" and entry.status == "ok" and entry.result:
                     with contextlib.suppress(Exception):  # (a payload it cannot read)
                         child = self.app.codec.for_run(current).decode(entry.result)
                         if isinstance(child, str):
                             todo.append(child)
-        return found
+        return runs, found
 
     def _test_busy(self) -> bool:
         """Whether a task of the test's own (not the environment's machinery, see
@@ -1058,6 +1198,12 @@ def _error_text(error: object) -> str:
     if not isinstance(error, dict):
         return str(error)[:200]
     return f"{error.get('type')}: {str(error.get('message'))[:200]}"
+
+
+def _failed_step(entry: JournalEntry) -> bool:
+    """A step call that failed and waits to be tried again (pending, with an error)."""
+    return (entry.kind == "step" and entry.status == "pending" and bool(entry.attempts)
+            and entry.error is not None)
 
 
 def _machinery(task: asyncio.Task[Any]) -> bool:
