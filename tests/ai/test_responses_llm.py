@@ -192,3 +192,35 @@ async def test_bad_api_options_are_clear_errors() -> None:
         LLM("openai:gpt-4.1", api="completions", base_url="http://127.0.0.1:9/v1").client()
     with pytest.raises(ConfigError, match="Anthropic models take no api= option"):
         LLM("anthropic:claude-sonnet-4-5", api="responses", api_key="k").client()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+async def test_a_background_request_is_refused_before_it_is_sent(
+        sqlite_url: str, server: ScriptedResponsesServer, llm: LLM, streamed: bool) -> None:
+    """``background=True`` (OpenAI's background mode) is refused, streamed or not,
+    before anything is sent: answered ``queued`` (no output, no usage) it read as an
+    empty reply, while the job ran on at the provider, billed, and nothing polled it.
+    In a workflow the step fails at once (one attempt), naming the alternatives."""
+    from tether import RunFailed
+    from tether.ai import ProviderConfigError
+
+    server.set_script([Reply("never sent")])
+    ask = llm.stream if streamed else llm.chat
+    with pytest.raises(ProviderConfigError, match=(
+            r"background=True is not supported by tether\.ai\.LLM.*in the foreground.*"
+            r"TetherAgent, openai_background=True")):
+        await ask([user_message("Write a novel")], background=True)
+    app = App(sqlite_url)
+
+    @app.workflow
+    async def novel() -> str:
+        reply = await ask([user_message("Write a novel")], background=True)
+        return reply.text or ""
+
+    async with app, app.worker():
+        handle = await app.start(novel)
+        with pytest.raises(RunFailed, match=r"ProviderConfigError.*background=True"):
+            await handle.result(timeout=20)
+        [entry] = (await app.get_run(handle.run_id)).journal
+    assert entry["attempts"] == 1
+    assert server.requests == []

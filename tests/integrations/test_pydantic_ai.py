@@ -1391,6 +1391,64 @@ async def test_a_background_request_is_one_call_in_the_ledger(
     assert "LLM spent:        1 call, 3,000 input + 400 output tokens" in out, out
 
 
+async def test_a_live_background_request_is_asked_plainly_then_polled(
+        sqlite_url: str) -> None:
+    """With live text on (``live=True``, the default), a request in OpenAI's background
+    mode is asked plainly, not streamed: its create answers ``queued`` at once and is
+    journaled, then pydantic-ai polls the job (a ``model.request`` step of its own), so
+    a crash or a cut between them polls the same job again rather than sending the
+    request anew. One call in the ledger, its usage once. Streamed (``"background":
+    true, "stream": true``), a stream cut mid-way was sent again by the step's next
+    attempt: a second job, billed (the scripted server refused it then)."""
+    async with ScriptedResponsesServer(script=[
+            Reply("Otters, in space.", input_tokens=3_000, output_tokens=400)]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                     settings={"openai_background": True})
+        app = App(sqlite_url)
+        TetherAgent(Agent(model, name="bg"), app=app, durability=TetherDurability())
+        async with app, app.worker():
+            handle = await app.start("bg", "Write a novel about otters", run_id="lb1")
+            assert await handle.result(timeout=60) == "Otters, in space."
+            info = await app.get_run("lb1")
+        await provider.client.close()
+    job = next(iter(server.background))
+    assert [(r.method, r.path, r.stream, r.outcome) for r in server.requests] == [
+        ("POST", "/v1/responses", False, "queued"),
+        ("GET", f"/v1/responses/{job}", False, "reply")]
+    assert [e["name"] for e in info.journal] == ["pydantic_ai:bg__model.request"] * 2
+    assert info.metrics["llm.calls"] == 1
+    assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (3_000, 400)
+
+
+async def test_a_streamed_background_request_is_refused_before_it_is_sent(
+        sqlite_url: str) -> None:
+    """A request pydantic-ai streams itself (an ``event_stream_handler``) in OpenAI's
+    background mode cannot be made durable (a cut stream, or a crash while it streams,
+    would send it again as a second job, billed): the run fails with a ``ConfigError``
+    naming the alternatives, before anything is sent."""
+    async def handler(ctx: RunContext[None], events: Any) -> None:
+        async for _ in events:
+            pass
+
+    async with ScriptedResponsesServer(script=[Reply("never sent")]) as server:
+        provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
+        model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
+                                     settings={"openai_background": True})
+        app = App(sqlite_url)
+        TetherAgent(Agent(model, name="bgs"), app=app,
+                    durability=TetherDurability(event_stream_handler=handler))
+        async with app, app.worker():
+            handle = await app.start("bgs", "Write a novel about otters", run_id="sb1")
+            with pytest.raises(RunFailed, match=(
+                    r"ConfigError.*agent 'bgs': a streamed request in OpenAI's background "
+                    r"mode .*cannot be made durable.*Run the agent without streaming "
+                    r"\(agent\.run, no event_stream_handler\).*or drop openai_background")):
+                await handle.result(timeout=60)
+        await provider.client.close()
+    assert server.requests == []
+
+
 def test_a_polls_usage_is_what_the_job_used_beyond_the_polled_response() -> None:
     """A background job's answer tells its usage so far (pydantic-ai replaces the
     suspended response with it): a poll counts what is beyond the response it polled,

@@ -30,6 +30,7 @@ import httpx2
 
 from tether.ai._accounting import StreamProgress
 from tether.ai._errors import (
+    ProviderConfigError,
     ProviderError,
     RetryableProviderError,
 )
@@ -90,6 +91,14 @@ class OpenAIResponses(_HTTPChat):
                 "type": "json_schema", "schema": dict(output_schema),
                 "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64]}}
         extra = dict(params)
+        if extra.get("background"):
+            raise ProviderConfigError(
+                f"{self.provider} responses: background=True is not supported by "
+                "tether.ai.LLM: the request would be answered 'queued', with no output "
+                "and no usage, and nothing here polls the job. Send it in the foreground "
+                "(with a longer timeout= for a long job), or use the pydantic-ai "
+                "integration (TetherAgent, openai_background=True), which queues the "
+                "job and polls it as one durable call")
         if "max_tokens" in extra:  # the name every other client takes
             extra.setdefault("max_output_tokens", extra.pop("max_tokens"))
         body.update(extra)

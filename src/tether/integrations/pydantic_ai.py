@@ -615,7 +615,11 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
 
     async def _model_request_operation(self, params: ModelRequestParams) -> ModelResponse:
         params = _for_step(params)
-        if not self._live or ext.current_step() is None:
+        if not self._live or ext.current_step() is None \
+                or _background(params.run_context.model, params.model_settings):
+            # (a request in OpenAI's background mode is asked plainly: queued at once,
+            # then polled, each a step of its own; streamed, a stream cut mid-way, or a
+            # crash, sent it again, a second job billed; _refuse_streamed_background)
             return await super()._model_request_operation(params)
         # Streamed for the observers; the step records the same ModelResponse.
         return await self._published(params, user_events=False)
@@ -723,6 +727,8 @@ class TetherDurability(BaseDurabilityCapability[AgentDepsT]):
         messages = cache_key[1] if len(cache_key) > 1 else []
         settings = cache_key[2] if len(cache_key) > 2 and isinstance(cache_key[2], Mapping) \
             else {}
+        if operation_id.streaming and _background(self._model_of(operation_id), settings):
+            _refuse_streamed_background(self.name)
         return await self._metered_step(operation_id, name, body, messages, settings,
                                         stream=operation_id.streaming,
                                         polled=self._polled_job(operation_id, messages))
@@ -840,6 +846,33 @@ def _provider_error(provider: str, exc: ModelAPIError, status: int | None) -> Pr
         return RetryableProviderError(message, provider=provider, status=status,
                                       retry_after=retry_after)
     return FatalProviderError(message, provider=provider, status=status)
+
+
+def _background(model: object, settings: Mapping[str, Any] | None) -> bool:
+    """Whether a request asks for OpenAI's background mode: ``openai_background`` in its
+    settings, or else in its model's own (``OpenAIResponsesModel(settings=...)``)."""
+    if settings and "openai_background" in settings:
+        return bool(settings["openai_background"])
+    own = getattr(model, "settings", None)
+    return isinstance(own, Mapping) and bool(own.get("openai_background"))
+
+
+def _refuse_streamed_background(agent: str) -> None:
+    """Refuse a request that pydantic-ai streams in OpenAI's background mode (an
+    ``event_stream_handler``, ``run_stream``): its step could not resume the job. A
+    stream cut mid-way (or a worker killed while it streams) leaves the job running at
+    the provider, and billed, with nothing journaled of it: the step's next attempt
+    would send the request again, a second job billed. Asked plainly, the request is
+    queued at once (journaled) and then polled, so a crash or a cut polls the same
+    job again."""
+    raise ConfigError(
+        f"agent {agent!r}: a streamed request in OpenAI's background mode "
+        "(openai_background=True with an event_stream_handler or run_stream) cannot be "
+        "made durable: a stream cut mid-way, or a worker stopped while it streams, would "
+        "send the request again as a new job, billed twice. Run the agent without "
+        "streaming (agent.run, no event_stream_handler): a background request is then "
+        "queued and polled, one call, resumed by polling after a crash; or drop "
+        "openai_background to stream it in the foreground")
 
 
 def _unmetered_response(record: Any) -> bool:
