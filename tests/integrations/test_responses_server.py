@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from openai import APIStatusError, AsyncOpenAI
+from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 
 from tether.testing import Fault
 from tether.testing.llm_server import Reply
@@ -149,3 +149,51 @@ async def test_background_responses_are_queued_retrieved_and_cancelled() -> None
     assert cancelled.id == second.id and cancelled.status == "cancelled"
     assert unknown.value.status_code == 404
     assert [status for _, status in server.background.values()] == ["completed", "cancelled"]
+
+
+async def test_a_streamed_background_response_resumes_after_a_cut() -> None:
+    """Background mode streamed (``background=True, stream=True``), read by the official
+    SDK: the create takes the script step and streams the job's events, each numbered
+    (``sequence_number`` from 0), ``response.created`` ``queued`` then
+    ``response.in_progress``, every response ``background: true``. A reset cuts the
+    stream; ``retrieve(id, stream=True, starting_after=N)`` streams the events after
+    ``N``, to ``response.completed``, without a script step of its own (the script has
+    one), and a plain retrieve answers the completed response. A stream asked of a job
+    created unstreamed is a 400, as the real API's."""
+    async with ScriptedResponsesServer(script=[
+            Reply("one two three four", reset_after_chunks=2, input_tokens=7,
+                  output_tokens=4),
+            Reply("unstreamed")]) as server, \
+            AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
+        stream = await client.responses.create(model="gpt-4.1", input="x", background=True,
+                                               stream=True)
+        seen = []
+        with pytest.raises(APIConnectionError):  # (the reset)
+            async for event in stream:
+                seen.append(event)
+        job = seen[0].response.id
+        resumed = await client.responses.retrieve(job, stream=True,
+                                                  starting_after=seen[-1].sequence_number)
+        rest = [event async for event in resumed]
+        got = await client.responses.retrieve(job)
+        plain = await client.responses.create(model="gpt-4.1", input="y", background=True)
+        with pytest.raises(APIStatusError) as refused:
+            await client.responses.retrieve(plain.id, stream=True, starting_after=0)
+    events = seen + rest
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.type for e in seen[:2]] == ["response.created", "response.in_progress"]
+    assert (seen[0].response.status, seen[0].response.background) == ("queued", True)
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") \
+        == "one two three four"
+    assert [e.delta for e in seen if e.type == "response.output_text.delta"] == [
+        "one ", "two "]
+    final = rest[-1]
+    assert final.type == "response.completed" and final.response.id == job
+    assert final.response.background and final.response.output_text == "one two three four"
+    assert (final.response.usage.input_tokens, final.response.usage.output_tokens) == (7, 4)
+    assert got.id == job and got.status == "completed"
+    assert refused.value.status_code == 400
+    assert [(r.method, r.outcome) for r in server.requests] == [
+        ("POST", "fault:reset_mid_stream"), ("GET", "resumed"), ("GET", "retrieved"),
+        ("POST", "queued"), ("GET", "invalid")]
+    assert server.requests[1].path == f"/v1/responses/{job}"

@@ -31,7 +31,16 @@ with ``"background": true`` (unstreamed) is answered at once, without a script s
 ``retrieve``) takes the script step that answers it (a ``Reply`` completes it, a
 ``Fault`` fails the retrieve); ``POST /v1/responses/{id}/cancel`` answers the response
 ``status: "cancelled"``, after the faults of ``cancel_faults=`` (as ``count_faults=``).
-An id the server did not give: 404.
+An id the server did not give: 404. Streamed (``"background": true, "stream": true``)
+the create takes the script step and streams the job's events, each with its
+``sequence_number``: ``response.created`` (``status: "queued"``), ``response.in_progress``,
+then the reply's events and ``response.completed``, every response ``background: true``
+(a ``Fault`` fails the create; ``reset_after_chunks`` cuts the stream, the job
+completing all the same, as the real one runs on without its reader). ``GET
+/v1/responses/{id}?stream=true&starting_after=N`` (the SDK's ``retrieve(id,
+stream=True, starting_after=N)``) streams the job's events after ``N`` again, and a
+plain ``GET`` answers the completed response, neither taking a script step; a stream
+asked of a job created unstreamed is a 400, as the real API's.
 
 Built on the provider-split server (``tether.testing.llm_server``): its ``_dispatch``,
 ``_render`` and ``_events`` hooks.
@@ -44,6 +53,7 @@ import hashlib
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +118,11 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         #: The background responses given (by id): the body of the request that made
         #: each, and its last status.
         self.background: dict[str, tuple[dict[str, Any], str]] = {}
+        #: The events of the background responses created streamed (by id), in order,
+        #: each ``(kind, SSE text, sequence_number)``, and the completed response: what
+        #: a resumed stream (``starting_after``) and a retrieve answer.
+        self.background_streams: dict[str, tuple[list[tuple[str, str, int]],
+                                                 dict[str, Any]]] = {}
 
     async def _dispatch(self, conn: _Conn, method: str, path: str,
                         headers: dict[str, str], raw_body: bytes) -> None:
@@ -252,6 +267,8 @@ class ScriptedResponsesServer(ScriptedLLMServer):
         made, status = job
         asked = RecordedRequest("POST", "/v1/responses", {}, made, rec.time,
                                 protocol="responses")
+        if not cancel and await self._retrieved_stream(conn, rec, response_id):
+            return
         if cancel:
             if status in ("queued", "in_progress"):
                 status = "cancelled"
@@ -288,11 +305,12 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 await self._error(conn, rec, 400, problem, outcome="invalid")
                 return
         if rec.body.get("background"):
-            # Queued at once, as the real API answers; a retrieve takes the script step.
-            if rec.stream:
-                await self._error(conn, rec, 400, "the scripted server answers background "
-                                  "responses unstreamed only", outcome="invalid")
+            if rec.stream:  # (the job's events, resumable by sequence_number)
+                step = await self._scripted(conn, rec)
+                if step is not None:
+                    await self._background_stream(conn, rec, step)
                 return
+            # Queued at once, as the real API answers; a retrieve takes the script step.
             queued = {**self._response(rec, Reply(""), items=[], status="queued"),
                       "background": True, "usage": None}
             self.background[queued["id"]] = (rec.body, "queued")
@@ -335,10 +353,15 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 return
             await conn.respond(200, body, headers={"x-request-id": self._next_id("req_")})
             return
+        await self._send_events(conn, rec, reply, list(self._response_events(rec, reply)))
+
+    async def _send_events(self, conn: _Conn, rec: RecordedRequest, reply: Reply,
+                           events: list[tuple[str, str]]) -> None:
+        """Stream ``events`` (SSE texts, each ``content`` or ``meta``), with ``reply``'s
+        faults: a reset or an error event after its chunks, a delay between them."""
         await conn.send(head(200, {"content-type": "text/event-stream; charset=utf-8",
                                    "cache-control": "no-cache", "transfer-encoding": "chunked",
                                    "x-request-id": self._next_id("req_")}))
-        events = list(self._response_events(rec, reply))
         reset_at = _cut_index(events, reply.reset_after_chunks)
         error_at = _cut_index(events, reply.error_after_chunks)
         sent = 0
@@ -361,6 +384,76 @@ class ScriptedResponsesServer(ScriptedLLMServer):
                 sent += 1
             await conn.send_chunk(payload)
         await conn.end_chunks()
+
+    async def _background_stream(self, conn: _Conn, rec: RecordedRequest,
+                                 reply: Reply) -> None:
+        """A background response created streamed: the job's events (``_background_events``),
+        kept for a resumed stream; the job completes whether or not its stream is read to
+        the end (a reset cuts the reader only)."""
+        if reply.delay > 0:
+            await asyncio.sleep(reply.delay)
+        events, final = self._background_events(rec, reply)
+        self.background[final["id"]] = (rec.body, "completed")
+        self.background_streams[final["id"]] = (events, final)
+        rec.outcome, rec.status = "reply", 200
+        await self._send_events(conn, rec, reply, [(kind, text) for kind, text, _ in events])
+
+    def _background_events(self, rec: RecordedRequest, reply: Reply
+                           ) -> tuple[list[tuple[str, str, int]], dict[str, Any]]:
+        """The events of a background job streamed, numbered in order from 0: the
+        foreground stream's (``_response_events``), with ``response.created`` saying
+        ``queued``, a ``response.in_progress`` after it, and ``background: true`` on every
+        response; and the completed response."""
+        events: list[tuple[str, str, int]] = []
+        final: dict[str, Any] = {}
+        for kind, text in self._response_events(rec, reply):
+            name, _, data = text.partition("\ndata: ")
+            payload = json.loads(data)
+            event = name.removeprefix("event: ")
+            if "response" in payload:
+                payload["response"] = {**payload["response"], "background": True}
+            if event == "response.created":
+                created = {**payload["response"], "status": "queued"}
+                events.append(("meta", _sse(event, {"response": created,
+                                                     "sequence_number": 0}), 0))
+                payload = {"response": {**created, "status": "in_progress"}}
+                event = "response.in_progress"
+            elif event in ("response.completed", "response.incomplete"):
+                final = payload["response"]
+            payload.pop("type", None)
+            payload["sequence_number"] = len(events)
+            events.append((kind, _sse(event, payload), len(events)))
+        return events, final
+
+    async def _retrieved_stream(self, conn: _Conn, rec: RecordedRequest,
+                                response_id: str) -> bool:
+        """Answer a retrieve of a background response created streamed (its events after
+        ``starting_after`` with ``stream=true``, else the completed response), or refuse a
+        stream of one created unstreamed, as the real API does: True when answered."""
+        query = urllib.parse.parse_qs(conn.query)
+        streamed = query.get("stream", [""])[0].lower() == "true"
+        kept = self.background_streams.get(response_id)
+        if kept is None:
+            if streamed:
+                await self._error(conn, rec, 400, "Cannot stream a background response that "
+                                  "was not created with stream=true.", outcome="invalid")
+                return True
+            return False
+        events, final = kept
+        if not streamed:
+            rec.status, rec.outcome = 200, "retrieved"
+            await conn.respond(200, final, headers={"x-request-id": self._next_id("req_")})
+            return True
+        try:
+            after = int(query.get("starting_after", ["-1"])[0])
+        except ValueError:
+            await self._error(conn, rec, 400, "Invalid 'starting_after': an integer is "
+                              "expected.", outcome="invalid")
+            return True
+        rec.status, rec.outcome = 200, "resumed"
+        await self._send_events(conn, rec, Reply(""), [(kind, text) for kind, text, number
+                                                       in events if number > after])
+        return True
 
     # -- Anthropic extended thinking --------------------------------------------------
 

@@ -27,6 +27,9 @@ class Conn:
         self.reader = reader
         self.writer = writer
         self.aborted = False
+        #: The query string of the request being answered (after ``?``; the path
+        #: ``read_request`` returns has none).
+        self.query = ""
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -104,4 +107,5 @@ async def read_request(conn: Conn) -> tuple[str, str, dict[str, str], bytes, boo
         body = await conn.reader.readexactly(int(headers.get("content-length", "0")))
     keep_alive = (version.strip() == "HTTP/1.1"
                   and headers.get("connection", "").lower() != "close")
-    return method.upper(), target.split("?", 1)[0], headers, body, keep_alive
+    path, _, conn.query = target.partition("?")
+    return method.upper(), path, headers, body, keep_alive
