@@ -1396,11 +1396,12 @@ async def test_a_live_background_request_is_asked_plainly_then_polled(
     """With live text on (``live=True``, the default), a request in OpenAI's background
     mode is asked plainly, not streamed: its create answers ``queued`` at once and is
     journaled, then pydantic-ai polls the job (a ``model.request`` step of its own), so
-    a crash or a cut between them polls the same job again rather than sending the
-    request anew. One call in the ledger, its usage once. Streamed (``"background":
-    true, "stream": true``), a stream cut mid-way was sent again by the step's next
-    attempt: a second job, billed (the scripted server refused it then)."""
+    a connection reset while it is read polls the same job again rather than sending
+    the request anew: one create, one call in the ledger, its usage once. Streamed
+    (``"background": true, "stream": true``), a stream cut mid-way was sent again by
+    the step's next attempt: a second job, billed."""
     async with ScriptedResponsesServer(script=[
+            Fault.reset(),
             Reply("Otters, in space.", input_tokens=3_000, output_tokens=400)]) as server:
         provider = OpenAIProvider(base_url=server.base_url, api_key="test-key")
         model = OpenAIResponsesModel("gpt-4.1-mini", provider=provider,
@@ -1415,8 +1416,10 @@ async def test_a_live_background_request_is_asked_plainly_then_polled(
     job = next(iter(server.background))
     assert [(r.method, r.path, r.stream, r.outcome) for r in server.requests] == [
         ("POST", "/v1/responses", False, "queued"),
+        ("GET", f"/v1/responses/{job}", False, "fault:reset"),
         ("GET", f"/v1/responses/{job}", False, "reply")]
-    assert [e["name"] for e in info.journal] == ["pydantic_ai:bg__model.request"] * 2
+    assert [(e["name"], e["attempts"]) for e in info.journal] == [
+        ("pydantic_ai:bg__model.request", 1), ("pydantic_ai:bg__model.request", 2)]
     assert info.metrics["llm.calls"] == 1
     assert (info.metrics["tokens.input"], info.metrics["tokens.output"]) == (3_000, 400)
 
