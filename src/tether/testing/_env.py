@@ -902,6 +902,7 @@ class TestEnv:
                 or wait not in self._waits or wait.deadline is None:
             return
         spinners: list[str] = []
+        more = False
         if not idle or wake is not None:  # (still but for runs that only spin?)
             spinning = await self._only_spinners()
             if spinning is None or wait not in self._waits or self._test_busy():
@@ -909,6 +910,7 @@ class TestEnv:
             spinners = [f"run {spun.run_id!r} ({spun.workflow}) retrying step "
                         f"{entry.name!r}, which failed {entry.attempts} attempts in a row"
                         for spun, entry in spinning[:3]]
+            more = len(spinning) > 3
         # (what the run itself waits for, unless a reason below names it: a parent
         # waits for its child, the child for the signal)
         holds = ("" if any(repr(run.run_id) in reason for reason in why)
@@ -920,7 +922,7 @@ class TestEnv:
             f"{self.stuck_after} s of real time no run was running or due, no timer, "
             "retry or schedule was pending"
             + (f" but those of runs that only spin ({', '.join(spinners)}"
-               f"{', ...' if len(spinners) >= 3 else ''}; TestEnv(stuck_attempts=...))"
+               f"{', ...' if more else ''}; TestEnv(stuck_attempts=...))"
                if spinners else "")
             + " and the test did nothing but wait on the "
             "environment" + "".join(f"; {reason}" for reason in why)
