@@ -53,7 +53,7 @@ from mcp_types import (
     SubscriptionsListenResult,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from tether._clock import utc_datetime
 from tether.errors import shown
@@ -110,6 +110,22 @@ class _TaskFields(Result):
     ttl_ms: int | None = None
     poll_interval_ms: int | None = None
 
+    @model_serializer(mode="wrap")
+    def _keep_ttl(self, handler: SerializerFunctionWrapHandler,
+                  info: SerializationInfo) -> dict[str, Any]:
+        return _with_ttl(handler(self), self.ttl_ms, info)
+
+
+def _with_ttl(data: dict[str, Any], ttl_ms: Any, info: SerializationInfo) -> dict[str, Any]:
+    """``ttlMs`` is required on the wire (``number | null``, null for unlimited), and the
+    SDK sends results and notifications with ``exclude_none``, which would leave an
+    unlimited task's ``ttlMs`` out: a client validating the extension's schema refuses
+    the message. Put it back as null."""
+    key = "ttlMs" if info.by_alias else "ttl_ms"
+    if ttl_ms is None and key not in data and "ttl_ms" not in (info.exclude or ()):
+        data[key] = None
+    return data
+
 
 class CreateTaskResult(_TaskFields):
     """The answer to a ``tools/call`` that became a task (``resultType: "task"``)."""
@@ -161,6 +177,15 @@ class TaskNotificationParams(NotificationParams):
     """A ``DetailedTask`` (every key of it) as notification params."""
 
     model_config = NotificationParams.model_config | {"extra": "allow"}
+
+    @model_serializer(mode="wrap")
+    def _keep_ttl(self, handler: SerializerFunctionWrapHandler,
+                  info: SerializationInfo) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        extra = self.model_extra or {}
+        if "ttlMs" in extra and extra["ttlMs"] is None:
+            data["ttlMs"] = None
+        return data
 
 
 class TaskNotification(Notification[TaskNotificationParams, Literal["notifications/tasks"]]):

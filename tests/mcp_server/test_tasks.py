@@ -602,6 +602,22 @@ async def test_task_notifications_to_a_subscriber(served: tuple[App, str]) -> No
     assert tasks[-1]["status"] == "completed"
     assert tasks[-1]["result"]["content"] == [{"type": "text", "text": "3"}]
     assert "resultType" not in tasks[-1]
+    assert all("ttlMs" in t and t["ttlMs"] is None for t in tasks), tasks  # required
+
+
+async def test_an_unlimited_ttl_is_sent_as_null(served: tuple[App, str]) -> None:
+    """The extension's ``Task`` has ``ttlMs: number | null``, a required key (null for
+    unlimited): the ``CreateTaskResult`` of a task kept without limit says
+    ``"ttlMs": null``, as ``tasks/get`` does. It was left out (the SDK sends results
+    without their None fields), so a client validating the extension's schema (the
+    TypeScript, C# and Qt SDKs' required ``ttlMs``) refused the task it was given."""
+    _, url = served
+    created = await raw_rpc(url, "tools/call", {"name": "slow_sum",
+                                                "arguments": {"numbers": [1]}})
+    assert created["result"]["resultType"] == "task", created
+    assert "ttlMs" in created["result"] and created["result"]["ttlMs"] is None, created
+    got = await raw_rpc(url, "tasks/get", {"taskId": created["result"]["taskId"]})
+    assert "ttlMs" in got["result"] and got["result"]["ttlMs"] is None, got
 
 
 async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, str]) -> None:
