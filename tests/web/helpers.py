@@ -61,7 +61,7 @@ def start_serve(db: str, tmp: Path, *, tokens: str | None = None, app: str | Non
                 extra_env: dict[str, str] | None = None, port: int | None = None,
                 args: tuple[str, ...] = ()) -> Served:
     """A ``tether serve`` process on ``port`` (default: a free loopback port), answering
-    /healthz.
+    /healthz; on the store ``db`` (``""``: no ``--db``, the ``app``'s own).
 
     A port this chose may be taken between ``free_port`` and the server's bind (by any
     process on the machine: seen once in ~30 runs of tests/ai/test_interrupt.py beside
@@ -86,7 +86,8 @@ def _start_serve(db: str, tmp: Path, tokens: str | None, app: str | None,
                  ) -> Served:
     log = tmp / f"serve-{port}-{time.monotonic_ns()}.log"
     extra_args = args
-    args = [*TETHER, "serve", "--db", db, "--port", str(port), *extra_args]
+    args = [*TETHER, "serve", *(("--db", db) if db else ()), "--port", str(port),
+            *extra_args]
     if app:
         args += ["--app", app]
     if tokens is not None:

@@ -47,7 +47,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--app", metavar="MODULE:APP",
                    help="load this app's code (workflow types for results, payload hooks; "
                         "its workflows and agents marked mcp=True are the tools at /mcp, "
-                        "which has none without it)")
+                        "which has none without it) and serve its store, unless --db "
+                        "names another")
     p.add_argument("--max-body", type=positive_int, default=None, metavar="BYTES",
                    help="largest request body accepted (default 1 MiB)")
     p.add_argument("--request-timeout", type=non_negative_float, default=None,
@@ -138,7 +139,8 @@ async def serve(args: argparse.Namespace) -> int:
             log.warning("%s", exposed)
     if args.app:
         app = load_app(args.app)
-        app.use_store(store_url(args, must_exist=False))
+        if args.db:  # the app's own store unless --db names another, as `tether worker`
+            app.use_store(store_url(args, must_exist=False))  # and `tether mcp` take it
     else:
         from tether import App
 
