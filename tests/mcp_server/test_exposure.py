@@ -114,6 +114,38 @@ def test_signature_a_tool_cannot_have(tmp_path: Path, source: str, param: str,
         TetherTasks(app)
 
 
+def test_an_annotation_of_no_json_schema_is_refused_naming_it(tmp_path: Path) -> None:
+    """A parameter whose annotation pydantic cannot make a JSON schema of (a plain
+    class) is refused when the tools are built, naming the workflow and the parameter:
+    pydantic's own error escaped as a traceback, and ``tether mcp`` ended with it."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+    namespace: dict[str, Any] = {}
+    exec("class Plain:\n    pass\n\n"
+         "async def wf(n: int, thing: Plain, note: str = '') -> int: ...", namespace)
+    app.workflow(mcp=True)(namespace["wf"])
+    with pytest.raises(ConfigError, match=r"workflow 'wf' cannot be a tool: its parameter "
+                                          r"'thing' has no JSON schema \(.*Plain"):
+        TetherTasks(app)
+
+
+def test_a_tools_description_is_its_docstring_dedented(tmp_path: Path) -> None:
+    """A docstring of several lines is the tool's description without the indentation
+    of its source (it kept four spaces before each line after the first)."""
+    app = App(f"sqlite:///{tmp_path / 't.db'}")
+
+    @app.workflow(mcp=True)
+    async def quote(n: int) -> int:
+        """Price an order.
+
+        Args:
+            n: how many
+        """
+        return n
+
+    assert TetherTasks(app).tools["quote"].tool.description == (
+        "Price an order.\n\nArgs:\n    n: how many")
+
+
 @pytest.mark.parametrize(("app", "line"), [
     (None, "MCP at /mcp: no tools: they are the workflows and agents marked mcp=True in "
            "the app of --app MODULE:APP (none given)"),

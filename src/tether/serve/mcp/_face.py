@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, CallToolRequestParams
-from pydantic import ValidationError
+from pydantic import PydanticUserError, TypeAdapter, ValidationError
 
 from tether import App, RunStatus, TetherError
 from tether._codec import SLOT_ERROR, SLOT_INPUT, SLOT_RESULT, SLOT_SIGNAL, SLOT_STATUS
@@ -174,7 +175,8 @@ class TetherTasks:
             if wdef is None:
                 raise TetherError(f"MCP: {name!r} is exposed but is not a registered workflow")
             description = (getattr(wdef.fn, "__tether_mcp_description__", None)
-                           or (wdef.fn.__doc__ or "").strip() or f"Run the workflow {name!r}.")
+                           or inspect.cleandoc(wdef.fn.__doc__ or "")
+                           or f"Run the workflow {name!r}.")
             parameters = inspect.signature(wdef.fn).parameters
             clash = sorted(_RESERVED & set(parameters))
             if clash:
@@ -188,9 +190,8 @@ class TetherTasks:
                 if problem is not None:
                     raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: its "
                                       f"parameter {param.name!r} is {problem}")
-            tool = SdkTool.from_function(wdef.fn, name=name, description=description,
-                                         structured_output=False)
-            self.tools[name] = _Exposed(name, mode == "task-only", tool)
+            self.tools[name] = _Exposed(name, mode == "task-only",
+                                        _sdk_tool(wdef.fn, name, description))
 
     # -- tools/call ---------------------------------------------------------------------
 
@@ -761,6 +762,39 @@ _RESERVED = frozenset({"workflow", "run_id", "queue"})
 
 #: Parameter kinds a tool (called with keyword arguments from a JSON object) cannot
 #: have, and why.
+def _sdk_tool(fn: Callable[..., Any], name: str, description: str) -> SdkTool:
+    """The SDK's tool for the workflow ``fn``: its input schema from the annotations. An
+    annotation pydantic cannot make a JSON schema of (a class of no schema, a
+    ``typing.TypedDict`` before Python 3.12) is a ``ConfigError`` naming the workflow and
+    the parameter, as a signature no call could fill is: pydantic's error escaped as a
+    traceback, and `tether mcp` / `tether serve --app` ended with it, serving no tool."""
+    try:
+        return SdkTool.from_function(fn, name=name, description=description,
+                                     structured_output=False)
+    except PydanticUserError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"MCP: workflow {name!r} cannot be a tool: "
+                          f"{_unschemable_parameter(fn)}has no JSON schema ({reason}); "
+                          "annotate it with a pydantic model, a dataclass or a JSON type"
+                          ) from None
+
+
+def _unschemable_parameter(fn: Callable[..., Any]) -> str:
+    """``"its parameter 'NAME' "`` for the first parameter of ``fn`` whose annotation has
+    no JSON schema, or ``"a parameter "`` when none can be singled out."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # an annotation that does not resolve: the SDK's error says it
+        return "a parameter "
+    for param in inspect.signature(fn).parameters:
+        if param in hints:
+            try:
+                TypeAdapter(hints[param]).json_schema()
+            except PydanticUserError:
+                return f"its parameter {param!r} "
+    return "a parameter "
+
+
 _UNTOOLABLE: dict[Any, str] = {
     inspect.Parameter.POSITIONAL_ONLY: "positional-only (a tool's arguments are passed "
                                        "by name): drop the '/'",
