@@ -14,7 +14,7 @@ with a ``ResultClaim`` on ``tools/call``) but no Tasks extension. What this modu
   backend decide per ``tools/call`` whether to answer with a task;
 - ``TasksClientExtension``: advertises the extension on a client's requests and claims
   the ``"task"`` result shape, so ``session.call_tool(..., allow_claimed=True)``
-  returns a ``CreateTaskResult``.
+  returns a ``CreateTaskResult``, and ``Client.call_tool`` follows the task to its end.
 
 Protocol rules implemented here (quoted from the extension text in docs/mcp-server.md):
 ``tasks/*`` from a client that did not declare the extension fail with -32021
@@ -51,6 +51,7 @@ from mcp_types import (
     SubscriptionsAcknowledgedNotificationParams,
     SubscriptionsListenRequestParams,
     SubscriptionsListenResult,
+    TextContent,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
@@ -68,6 +69,7 @@ __all__ = [
     "GetTaskRequest",
     "GetTaskResult",
     "TaskBackend",
+    "TaskInputRequired",
     "TaskListenHandler",
     "TaskNotification",
     "TaskNotificationParams",
@@ -396,20 +398,60 @@ def install_task_notifications(server: Any, backend: TaskBackend,
 # -- client side ---------------------------------------------------------------------------
 
 
-async def _refuse_transparent(result: CreateTaskResult, ctx: ClaimContext) -> CallToolResult:
-    # Tether drives tasks itself (released polling on durable timers): the call must be
-    # made with allow_claimed=True, never resolved by blocking inside the SDK.
-    raise RuntimeError(f"task {result.task_id} of tool {ctx.tool_name!r}: call with "
-                       "session.call_tool(..., allow_claimed=True) and poll tasks/get")
+class TaskInputRequired(RuntimeError):
+    """``Client.call_tool`` of a tool whose task waits for input (``input_required``),
+    which that call cannot give. ``task`` is the task as ``tasks/get`` answered it: its
+    ``task_id`` and ``input_requests``, to answer with ``tasks/update`` (then poll
+    ``tasks/get``), or to cancel with ``tasks/cancel``."""
+
+    def __init__(self, task: GetTaskResult, tool_name: str) -> None:
+        self.task = task
+        super().__init__(f"task {task.task_id} of tool {tool_name!r} waits for input "
+                         f"({', '.join(task.input_requests or {})}), which Client.call_tool "
+                         "cannot give: answer it with tasks/update (session.call_tool(..., "
+                         "allow_claimed=True) returns the task at once), or cancel it")
+
+
+#: The interval the resolver polls at when the server suggests none (the default of
+#: Tether's server).
+DEFAULT_POLL_INTERVAL_MS = 1000
+
+
+async def _follow_task(result: CreateTaskResult, ctx: ClaimContext) -> CallToolResult:
+    """``Client.call_tool``'s answer to a task: ``tasks/get`` at the task's
+    ``pollIntervalMs`` until it ends, then its result. A ``completed`` task is its
+    ``CallToolResult``; a ``failed`` or ``cancelled`` one an ``isError`` result saying so
+    (as Tether's own client answers them, and as a synchronous call of a tool that
+    failed reads). A task that needs input cannot be answered here: ``MCPError`` naming
+    the task (``TaskInputRequired``: a caller that answers input calls
+    ``session.call_tool(..., allow_claimed=True)`` and sends ``tasks/update``)."""
+    task_id, interval = result.task_id, result.poll_interval_ms
+    while True:
+        task = await ctx.session.send_request(
+            GetTaskRequest(params=GetTaskParams(task_id=task_id)), GetTaskResult)
+        if task.status == "completed":
+            return CallToolResult.model_validate(task.result or {"content": []})
+        if task.status in ("failed", "cancelled"):
+            error = task.error or {}
+            text = (f"task {task_id} of tool {ctx.tool_name!r} {task.status}: "
+                    f"{error.get('message') or task.status_message or task.status}")
+            return CallToolResult(content=[TextContent(type="text", text=text)],
+                                  is_error=True)
+        if task.status == "input_required":
+            raise TaskInputRequired(task, ctx.tool_name)
+        interval = task.poll_interval_ms or interval
+        await anyio.sleep((interval or DEFAULT_POLL_INTERVAL_MS) / 1000)
 
 
 class TasksClientExtension(ClientExtension):
     """Declares the Tasks extension on a client's requests and claims the ``"task"``
     result of ``tools/call`` (active on the 2026-07-28 protocol, where extensions are
-    negotiated per request)."""
+    negotiated per request). ``session.call_tool(..., allow_claimed=True)`` returns the
+    ``CreateTaskResult``; ``Client.call_tool`` follows the task to its end (see
+    ``_follow_task``)."""
 
     identifier = EXTENSION_ID
 
     def claims(self) -> Sequence[ResultClaim[Any]]:
         return (ResultClaim(result_type="task", model=CreateTaskResult,
-                            resolve=_refuse_transparent),)
+                            resolve=_follow_task),)

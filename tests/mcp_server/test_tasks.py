@@ -40,7 +40,12 @@ from tests.mcp_server.host import (
 from tether import App, RunStatus
 from tether.ai import LLM, Agent, Budget, request_approval
 from tether.encryption import AesGcm
-from tether.mcp_tasks import CreateTaskResult, TaskNotificationParams, TasksClientExtension
+from tether.mcp_tasks import (
+    CreateTaskResult,
+    TaskInputRequired,
+    TaskNotificationParams,
+    TasksClientExtension,
+)
 from tether.testing.llm_server import Reply, ScriptedLLMServer
 
 
@@ -618,6 +623,28 @@ async def test_an_unlimited_ttl_is_sent_as_null(served: tuple[App, str]) -> None
     assert "ttlMs" in created["result"] and created["result"]["ttlMs"] is None, created
     got = await raw_rpc(url, "tasks/get", {"taskId": created["result"]["taskId"]})
     assert "ttlMs" in got["result"] and got["result"]["ttlMs"] is None, got
+
+
+async def test_client_call_tool_follows_the_task_to_its_end(served: tuple[App, str]
+                                                            ) -> None:
+    """The SDK's ``Client.call_tool`` with ``TasksClientExtension``: a task is followed
+    on ``tasks/get`` to its end and answered as a synchronous call would be (its
+    result; a failed task an ``isError`` result with its error). It raised
+    ``RuntimeError`` for every call, the server answering each with a task. A task that
+    waits for input raises ``TaskInputRequired`` with the task, to answer or cancel."""
+    _, url = served
+    async with tasks_client(url) as client:
+        done = await client.call_tool("slow_sum", {"numbers": [1, 2], "pause": 0.2})
+        assert not done.is_error and done.content[0].text == "3"  # type: ignore[union-attr]
+        failed = await client.call_tool("explode", {"message": "out of fuel"})
+        assert failed.is_error, failed
+        assert "NonRetryable: out of fuel" in failed.content[0].text  # type: ignore[union-attr]
+        with pytest.raises(TaskInputRequired) as waits:
+            await client.call_tool("ask", {"question": "name?"})
+        task = waits.value.task
+        assert task.status == "input_required" and task.input_requests, task
+        await cancel_task(client, task.task_id)
+        assert (await poll(client, task.task_id, {"cancelled"})).status == "cancelled"
 
 
 async def test_handshake_era_client_gets_synchronous_calls(served: tuple[App, str]) -> None:
