@@ -56,7 +56,8 @@ Exception
 │   │                              an agent's reply was cut off at max_tokens
 │   ├── ai.ModelRefused            (agent, text, tool_calls) the model refused
 │   ├── ai.NoPendingApproval       (run_id, detail) nothing to approve
-│   └── ai.mcp.MCPUnavailable      (server, detail) retryable: unreachable, broken
+│   ├── ai.mcp.MCPUnavailable      (server, detail) retryable: unreachable, broken
+│   └── mcp_tasks.TaskInputRequired  (task) Client.call_tool of a task that waits for input
 └── ValueError
     └── ConfigError                (the same class: ``except ValueError`` catches it)
 ```

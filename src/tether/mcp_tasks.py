@@ -57,7 +57,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from tether._clock import utc_datetime
-from tether.errors import shown
+from tether.errors import TetherError, shown
 
 __all__ = [
     "EXTENSION_ID",
@@ -398,7 +398,7 @@ def install_task_notifications(server: Any, backend: TaskBackend,
 # -- client side ---------------------------------------------------------------------------
 
 
-class TaskInputRequired(RuntimeError):
+class TaskInputRequired(TetherError):
     """``Client.call_tool`` of a tool whose task waits for input (``input_required``),
     which that call cannot give. ``task`` is the task as ``tasks/get`` answered it: its
     ``task_id`` and ``input_requests``, to answer with ``tasks/update`` (then poll
@@ -414,7 +414,7 @@ class TaskInputRequired(RuntimeError):
 
 #: The interval the resolver polls at when the server suggests none (the default of
 #: Tether's server).
-DEFAULT_POLL_INTERVAL_MS = 1000
+_DEFAULT_POLL_INTERVAL_MS = 1000
 
 
 async def _follow_task(result: CreateTaskResult, ctx: ClaimContext) -> CallToolResult:
@@ -440,7 +440,7 @@ async def _follow_task(result: CreateTaskResult, ctx: ClaimContext) -> CallToolR
         if task.status == "input_required":
             raise TaskInputRequired(task, ctx.tool_name)
         interval = task.poll_interval_ms or interval
-        await anyio.sleep((interval or DEFAULT_POLL_INTERVAL_MS) / 1000)
+        await anyio.sleep((interval or _DEFAULT_POLL_INTERVAL_MS) / 1000)
 
 
 class TasksClientExtension(ClientExtension):
