@@ -143,6 +143,43 @@ def test_stdio_unknown_methods_and_notifications(tmp_path: Path) -> None:
     assert len(by_id[3]["result"]["tools"]) == 4
 
 
+def test_stdio_a_request_before_initialize_says_so(tmp_path: Path) -> None:
+    """A request without the 2026-07-28 envelope on a connection not opened with
+    ``initialize`` (a raw client that skipped the handshake) is -32602 saying it came
+    before initialize and how to open the connection; it was the SDK's bare "Invalid
+    request parameters" with an empty ``data``, for every method. After
+    ``initialize``, the same request is served."""
+    with subprocess.Popen(
+            [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
+             f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}) as proc:
+        try:
+            read = _lines(proc)
+            _send(proc, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            early = json.loads(read.get(timeout=30) or "")
+            _send(proc, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "initialize",
+                                    "params": {"protocolVersion": "2025-06-18",
+                                               "capabilities": {},
+                                               "clientInfo": {"name": "raw", "version": "0"}}}))
+            _send(proc, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            _send(proc, json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}))
+            answers = [json.loads(read.get(timeout=30) or "") for _ in range(2)]
+            assert proc.stdin is not None
+            proc.stdin.close()
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert early["id"] == 1 and early["error"]["code"] == -32602, early
+    assert early["error"]["message"].startswith(
+        "Invalid request parameters: tools/list before initialize: open the connection "
+        "with initialize"), early
+    assert early["error"]["data"] == {"initialized": False}
+    by_id = {answer["id"]: answer for answer in answers}
+    assert len(by_id[3]["result"]["tools"]) == 4, by_id
+
+
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
            "MCP-Protocol-Version": "2026-07-28"}
 

@@ -1093,6 +1093,11 @@ class _StoreRequests:
                            data=exc.data) from exc
         except ConfigError as exc:  # e.g. a store that cannot be opened (``serve_stdio``)
             raise MCPError(code=INTERNAL_ERROR, message=f"{ctx.method}: {exc}") from exc
+        except MCPError as exc:
+            if _before_initialize(ctx, exc):
+                raise MCPError(code=INVALID_PARAMS, message=_BEFORE_INITIALIZE.format(
+                    method=ctx.method), data={"initialized": False}) from exc
+            raise
         except ValidationError as exc:
             if not exc.title.endswith(("Request", "Params")):
                 raise  # (not the request's params: the SDK's answer, as before)
@@ -1106,6 +1111,25 @@ class _StoreRequests:
                                              in problems[:_SHOWN_PROBLEMS]]}) from exc
         finally:
             FAIL_FAST.reset(token)
+
+
+#: -32602's message to a request on a connection that was not opened: the SDK's says
+#: "Invalid request parameters", with an empty ``data``, and nothing of why.
+_BEFORE_INITIALIZE = (
+    "Invalid request parameters: {method} before initialize: open the connection with "
+    "initialize (then notifications/initialized), or send each request with the "
+    "2026-07-28 envelope in params._meta ('io.modelcontextprotocol/protocolVersion', "
+    "'io.modelcontextprotocol/clientCapabilities')")
+
+
+def _before_initialize(ctx: ServerRequestContext[Any, Any], exc: MCPError) -> bool:
+    """``exc`` is the SDK's refusal of a request on a handshake-era connection (stdio)
+    that has not been through ``initialize``: its bare -32602."""
+    if (exc.error.code, exc.error.message, exc.error.data) != (
+            INVALID_PARAMS, "Invalid request parameters", ""):
+        return False
+    connection = getattr(ctx.session, "_connection", None)
+    return connection is not None and not getattr(connection, "initialize_accepted", True)
 
 
 #: How many of a request's invalid params an error names.
