@@ -1,6 +1,8 @@
 """The ``tether`` command: one module per command group.
 
-Every command reads the store from ``--db URL`` or ``TETHER_DATABASE_URL`` (default
+Every command reads the store from ``--db URL``; without it, a command given an app
+(``MODULE:APP``: ``worker``, ``mcp``, ``serve --app``, ``start --app``, ...) uses that
+app's store, and the others ``TETHER_DATABASE_URL`` (default
 ``sqlite:///./tether.db``). Bad input gets a one-line error and a non-zero exit.
 """
 

@@ -21,7 +21,8 @@ from tether.errors import InvalidName
 from tether.store import resolve_url
 
 #: The help of every command's ``--db``.
-DB_HELP = ("store URL (default: $TETHER_DATABASE_URL or sqlite:///./tether.db); a "
+DB_HELP = ("store URL (default: the store of the app a command is given as MODULE:APP, "
+           "else $TETHER_DATABASE_URL or sqlite:///./tether.db); a "
            "postgresql:// URL takes the store's options as query parameters: schema, "
            "query_timeout, pool_min, pool_max, pool_timeout, pool_max_idle (e.g. "
            "postgresql://u@db/agents?pool_max=30; see docs/postgres.md)")
