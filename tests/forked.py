@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +60,18 @@ def _socket_path() -> str | None:
         atexit.register(_stop, proc, folder)
         return path
 
+
+def stop_process(proc: subprocess.Popen[Any] | None, grace: float = 30) -> None:
+    """End a process the test started, by its PID: SIGTERM, then SIGKILL if it has not
+    exited after ``grace`` seconds. Nothing for None or a process that has exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 def _stop(proc: subprocess.Popen[bytes], folder: str) -> None:
     """End the fork server (closing its standard input is its signal to go)."""

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import pytest
 
 from tests import forked
 from tests.conftest import DB_PREFIX, _create_database, _database_url, _drop_database
+from tests.forked import stop_process
 from tether import App, _faults
 from tether.store import WorkerInfo, open_store
 from tether.store._restore import RestoreRefused
@@ -73,16 +73,6 @@ def _worker(db: str, tmp: Path, name: str) -> subprocess.Popen[bytes]:
     with open(tmp / f"{name}.log", "wb") as out:
         return forked.Popen([sys.executable, "-m", "tether", "worker", APP, "--db", db],
                             cwd=ROOT, env=_env(tmp), stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _until(what: str, check: object, proc: subprocess.Popen[bytes] | None = None,
@@ -162,7 +152,7 @@ async def _round_trip(tmp: Path, source: str, target: str) -> None:
         assert result["restored"] is True and result["target"] == target
         assert worker_a.poll() is None
     finally:
-        _stop(worker_a)
+        stop_process(worker_a, 60)
     assert await _runs(target) == before
     worker_b = _worker(target, tmp, "worker-b")
     copy = App(target)
@@ -173,7 +163,7 @@ async def _round_trip(tmp: Path, source: str, target: str) -> None:
         assert await asyncio.wait_for(copy.handle("done").result(), 10) == "through"
     finally:
         await copy.close()
-        _stop(worker_b)
+        stop_process(worker_b, 60)
     assert worker_b.returncode == 0, (tmp / "worker-b.log").read_text()
     # The source store's waiting run still waits: the signal went to the copy only.
     assert (await _runs(source))["waiting"][0] == "waiting"
@@ -246,7 +236,7 @@ async def test_sqlite_a_store_a_worker_uses_is_never_restored_into(tmp_path: Pat
         assert f"stop it (kill -TERM {worker.pid}: it hands its runs back" in out.stderr
         assert worker.poll() is None
     finally:
-        _stop(worker)
+        stop_process(worker, 60)
     assert sorted(await _runs(target)) == ["kept"]
     # Stopped, it is no reason to refuse.
     out = _tether(tmp_path, "db", "restore", str(backup), "--db", target, "--force")
@@ -280,7 +270,7 @@ async def test_sqlite_a_store_tether_serve_uses_is_never_restored_into(tmp_path:
             f"tether: error: {path} is in use by process {server.pid} ("), out.stderr
         assert f"stop it (kill -TERM {server.pid}), then run the restore again" in out.stderr
     finally:
-        _stop(server)
+        stop_process(server, 60)
     assert await _runs(target) == {}  # (the store serve made, untouched)
 
 
@@ -506,7 +496,7 @@ async def test_postgres_a_store_a_worker_uses_is_never_restored_into(
         assert f"is in use by worker {info.worker_id} (pid {worker.pid} on " in out.stderr
         assert f"stop it (kill -TERM {worker.pid}" in out.stderr
     finally:
-        _stop(worker)
+        stop_process(worker, 60)
     assert sorted(await _runs(pg_database)) == ["kept"]
     out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database, "--force")
     assert out.returncode == 0, out.stderr
@@ -624,7 +614,7 @@ async def test_postgres_a_store_tether_serve_uses_is_never_restored_into(
         assert "is in use: PostgreSQL session " in out.stderr, out.stderr
         assert "a tether serve or worker: stop the Tether processes using it" in out.stderr
     finally:
-        _stop(server)
+        stop_process(server, 60)
     assert await _runs(pg_database) == {}
     out = _tether(tmp_path, "db", "restore", str(backup), "--db", pg_database)
     assert out.returncode == 0, out.stderr
@@ -760,7 +750,7 @@ async def _refused_while_a_worker_starts(tmp: Path, target: str, backup: Path) -
         assert worker.poll() is None
     finally:
         for proc in late:
-            _stop(proc)
+            stop_process(proc, 60)
     assert _executed(tmp, worker.pid) == ["old:0", "old:1 begun"]
 
 
@@ -794,7 +784,7 @@ async def _waits_for_the_restore(tmp: Path, target: str, backup: Path,
         assert worker.pid in [w.pid for w in await _workers(target)]
     finally:
         for proc in late:
-            _stop(proc)
+            stop_process(proc, 60)
     assert _executed(tmp, worker.pid) == ["from-backup:0"]
 
 

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.forked import stop_process
 from tests.web.helpers import ROOT, TETHER, WEBAPP, env
 
 
@@ -38,16 +39,6 @@ def _journal(db: str, run_id: str) -> list[dict[str, object]]:
     return list(json.loads(proc.stdout)["journal"])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def test_a_takeover_line_names_the_run_and_position(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/logs.db"
     gate = tmp_path / "gate"  # step 4 of `steps` waits until this file exists
@@ -66,11 +57,11 @@ def test_a_takeover_line_names_the_run_and_position(tmp_path: Path) -> None:
         second = _worker(db, tmp_path / "second.log", gate, "json")
         done = _tether("result", "lg-1", "--wait", "90", "--db", db)
         assert done.returncode == 0, done.stderr
-        _stop(second)
+        stop_process(second)
     finally:
         for proc in (first, second):
             if proc is not None:
-                _stop(proc)
+                stop_process(proc)
     lines = [json.loads(line) for line in (tmp_path / "second.log").read_text().splitlines()
              if line.startswith("{")]
     about = [d for d in lines if "lg-1" in str(d["message"])]
@@ -133,7 +124,7 @@ def test_a_takeover_after_another_worker_found_the_owner_dead_says_so(
     finally:
         for proc in (first, other, third):
             if proc is not None:
-                _stop(proc)
+                stop_process(proc)
     lines = [line for line in (tmp_path / "third.log").read_text().splitlines()
              if "taken over" in line]
     assert len(lines) == 1, (tmp_path / "third.log").read_text()
@@ -167,9 +158,9 @@ def test_a_workers_own_lines_and_its_runs_lines_carry_its_id(tmp_path: Path) -> 
             assert started.returncode == 0, started.stderr
         assert _tether("result", "wk-1", "--wait", "90", "--db", db).returncode == 0
         assert _tether("result", "wk-2", "--wait", "90", "--db", db).returncode != 0
-        _stop(worker)
+        stop_process(worker)
     finally:
-        _stop(worker)
+        stop_process(worker)
     lines = [json.loads(line) for line in log.read_text().splitlines()
              if line.startswith("{")]
     me = _worker_id(log)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import tether
+from tests.forked import stop_process
 from tests.web.helpers import ROOT, TETHER, env
 from tests.web.test_metrics_exposition import parse
 
@@ -36,16 +37,6 @@ def _tether(*args: str, marks: Path | None = None) -> subprocess.CompletedProces
     extra = {} if marks is None else {"TETHER_TEST_MARKS": str(marks)}
     return subprocess.run([*TETHER, *args], cwd=ROOT, env=env(**extra),
                           capture_output=True, text=True, timeout=120)
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _port(log: Path, proc: subprocess.Popen[bytes]) -> int:
@@ -163,7 +154,7 @@ def test_the_counters_follow_a_failed_attempt_a_postponement_and_the_runs_ends(
         assert f'worker_id="{_worker_id(log)}"' in info[0], info
         assert 'queues="default"' in info[0], info
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert proc.returncode == 0, log.read_text()
 
 
@@ -194,8 +185,8 @@ def test_a_run_taken_over_after_kill_9_of_its_worker_is_counted_found_dead(
         assert got['tether_worker_runs_taken_over_total{cause="lease_expired"}'] == 0
         assert got["tether_worker_runs_claimed_total"] == 1
     finally:
-        _stop(first)
-        _stop(second)
+        stop_process(first)
+        stop_process(second)
     assert "taken over from a worker found dead" in log.read_text()
 
 
@@ -230,8 +221,8 @@ def test_a_run_taken_from_a_stalled_worker_is_counted_lease_expired_and_lost_the
     finally:
         if first.poll() is None:
             first.send_signal(signal.SIGCONT)
-        _stop(first)
-        _stop(second)
+        stop_process(first)
+        stop_process(second)
     assert "taken over from a worker whose lease on it expired" in second_log.read_text()
 
 
@@ -253,8 +244,8 @@ def test_a_run_failed_at_max_crashes_on_its_takeover_counts_as_both(
         assert got['tether_worker_runs_taken_over_total{cause="found_dead"}'] == 1
         assert got["tether_worker_step_attempts_started_total"] == 0  # (not run again)
     finally:
-        _stop(first)
-        _stop(second)
+        stop_process(first)
+        stop_process(second)
 
 
 def test_the_server_answers_get_metrics_only(tmp_path: Path) -> None:
@@ -278,7 +269,7 @@ def test_the_server_answers_get_metrics_only(tmp_path: Path) -> None:
         assert _get(port, "/metrics?x=1")[0] == 200
         assert proc.poll() is None  # (none of it hurt the worker)
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert proc.returncode == 0, log.read_text()
 
 
@@ -301,7 +292,7 @@ def test_tokens_are_needed_once_configured(tmp_path: Path) -> None:
             status, _, body = _get(port, "/metrics", f"Authorization: Bearer {token}")
             assert status == 200 and "tether_worker_runs_claimed_total 0" in body
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert "is readable by" not in log.read_text()  # (mode 0600: no warning)
 
 
@@ -315,7 +306,7 @@ def test_a_token_file_others_may_read_is_said_at_start(tmp_path: Path) -> None:
     try:
         _port(log, proc)
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert f"token file {tokens} is readable by everyone (mode 0644)" in log.read_text()
 
 

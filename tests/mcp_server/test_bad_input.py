@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx2
 import pytest
@@ -53,6 +53,17 @@ def _send(proc: subprocess.Popen[str], line: str) -> None:
     proc.stdin.flush()
 
 
+def _stdio_server(tmp_path: Path, stderr: IO[str] | int = subprocess.DEVNULL
+                  ) -> subprocess.Popen[str]:
+    """``tether mcp`` of the test app over stdio (no worker), on a store in ``tmp_path``:
+    lines in and out as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
+         f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+        env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")})
+
+
 def test_stdio_answers_a_line_that_is_no_message_and_serves_the_next(
         tmp_path: Path) -> None:
     """A line on stdin that is not JSON, or JSON that is no JSON-RPC message (a batch,
@@ -75,11 +86,7 @@ def test_stdio_answers_a_line_that_is_no_message_and_serves_the_next(
         (json.dumps(request("tools/list", None)), None, -32600),
         ('{"jsonrpc": "2.0", "id": "p", "method": "tools/list", "params": 5}', "p", -32600),
     ]
-    with open(tmp_path / "stderr.txt", "w") as err, subprocess.Popen(
-            [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
-             f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-            env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}) as proc:
+    with open(tmp_path / "stderr.txt", "w") as err, _stdio_server(tmp_path, err) as proc:
         answers: list[dict[str, Any]] = []
         try:
             read = _lines(proc)
@@ -117,11 +124,7 @@ def test_stdio_unknown_methods_and_notifications(tmp_path: Path) -> None:
     """Already answered so (kept): an unknown method, ``tasks/result`` among them (the
     2025-11-25 experimental tasks are not served), is -32601 naming it; a notification
     of an unknown method is no request and gets no answer; the session goes on."""
-    with subprocess.Popen(
-            [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
-             f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}) as proc:
+    with _stdio_server(tmp_path) as proc:
         try:
             read = _lines(proc)
             _send(proc, json.dumps(request("no/such", 1)))
@@ -149,11 +152,7 @@ def test_stdio_a_request_before_initialize_says_so(tmp_path: Path) -> None:
     before initialize and how to open the connection; it was the SDK's bare "Invalid
     request parameters" with an empty ``data``, for every method. After
     ``initialize``, the same request is served."""
-    with subprocess.Popen(
-            [sys.executable, "-m", "tether", "mcp", "tests.mcp_server.apps:app", "--db",
-             f"sqlite:///{tmp_path / 'tether.db'}", "--no-worker"], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env={"PYTHONPATH": SERVER_PATH, "PATH": os.environ.get("PATH", "")}) as proc:
+    with _stdio_server(tmp_path) as proc:
         try:
             read = _lines(proc)
             _send(proc, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))

@@ -14,6 +14,7 @@ import pytest
 
 from tests import forked
 from tests.chaos.pgcluster import PrivateCluster, missing_privilege
+from tests.forked import stop_process
 from tests.web.helpers import ADMIN, ROOT, TETHER, WEBAPP, env, free_port
 
 needs_cluster = pytest.mark.skipif(missing_privilege() is not None,
@@ -48,16 +49,6 @@ def _until(url: str, status: int, proc: subprocess.Popen[bytes], log: Path,
         time.sleep(0.1)
     raise AssertionError(f"{url}: no {status} within {timeout} s (last: {last!r}): "
                          f"{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.mark.slow
@@ -104,7 +95,7 @@ async def test_serve_listens_before_its_store_is_up_and_serves_once_it_is(
         assert [r["run_id"] for r in listed.json()["runs"]] == ["r-1"]
         assert proc.poll() is None
     finally:
-        _stop(proc)
+        stop_process(proc, 20)
         await asyncio.to_thread(cluster.stop)
     said = log.read_text()
     assert "store unavailable: PostgreSQL at" in said, said
@@ -127,7 +118,7 @@ async def test_a_store_no_wait_fixes_found_after_listening_exits_1(tmp_path: Pat
         await asyncio.to_thread(cluster.start)
         assert await asyncio.to_thread(proc.wait, 120) == 1, log.read_text()
     finally:
-        _stop(proc)
+        stop_process(proc, 20)
         await asyncio.to_thread(cluster.stop)
     lines = [ln for ln in log.read_text().splitlines() if ln.startswith("tether: error:")]
     assert len(lines) == 1 and "no Tether store in PostgreSQL schema" in lines[0], \
@@ -147,7 +138,7 @@ def test_wait_for_store_gives_up_and_exits_1(tmp_path: Path) -> None:
         _until(url + "/healthz", 503, proc, log)  # (it listened meanwhile)
         assert proc.wait(120) == 1, log.read_text()
     finally:
-        _stop(proc)
+        stop_process(proc, 20)
     lines = [ln for ln in log.read_text().splitlines() if ln.startswith("tether: error:")]
     assert len(lines) == 1, log.read_text()
     assert "is unavailable" in lines[0] and "still unreachable after 2 s" in lines[0], lines
