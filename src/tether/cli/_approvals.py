@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tether._fit import RUN_ID_KEPT, fit_width, row_lines, say, wide_help, wrap
+from tether._fit import KEY_MIN, RUN_ID_KEPT, fit_width, row_lines, say, wide_help, wrap
 from tether.cli._common import (
     CliError,
     bounded_int,
@@ -114,16 +114,44 @@ def fitted_approvals(found: list[Any], now: float, width: int) -> list[str]:
     """``tether approvals``' table in ``width`` columns: the since time to the second,
     a run id never cut (``_fit.columns``), and the arguments whole, what an approver
     reads before answering: in their column if every row's fit the line, else wrapped
-    under their row, where the reason is too."""
+    under their row, where the reason is too. On a terminal too narrow for that (under
+    about 60 columns) the since time loses its year and seconds, then its column
+    (WAITING says how long it has waited)."""
     rows = [[safe(p.run_id), safe(p.agent), safe(p.tool), _ago(now - p.since),
              fmt_time(p.since)[:19] + "Z", short(p.arguments, 10_000)] for p in found]
-    head, groups = row_lines(APPROVAL_COLUMNS, rows, width, APPROVAL_GIVE, "arguments")
+    keys = {row[0] for row in rows}
+    lines = _approval_lines(found, APPROVAL_COLUMNS, rows, width)
+    if _fits(lines, width, keys):
+        return lines
+    rows = [[*row[:4], _short_since(row[4]), row[5]] for row in rows]
+    lines = _approval_lines(found, APPROVAL_COLUMNS, rows, width)
+    if _fits(lines, width, keys):
+        return lines
+    titles = (*APPROVAL_COLUMNS[:4], APPROVAL_COLUMNS[5])
+    return _approval_lines(found, titles, [[*row[:4], row[5]] for row in rows], width)
+
+
+def _approval_lines(found: list[Any], titles: tuple[str, ...], rows: list[list[str]],
+                    width: int) -> list[str]:
+    head, groups = row_lines(titles, rows, width, APPROVAL_GIVE, "arguments")
     lines = [head]
     for p, group in zip(found, groups, strict=True):
         lines += group
         if p.reason:
             lines += wrap(short(p.reason, 10_000), width, "  reason: ")
     return lines
+
+
+def _fits(lines: list[str], width: int, keys: set[str]) -> bool:
+    """Every line within ``width`` but a run id longer than a line (alone on one), and
+    every id up to ``KEY_MIN`` long on its row (as ``tether runs`` keeps them)."""
+    return all((len(line) <= width or line in keys)
+               and not (line in keys and len(line) <= KEY_MIN) for line in lines)
+
+
+def _short_since(text: str) -> str:
+    """``2026-12-07 00:44:16Z`` as ``12-07 00:44Z`` (a far date's words as they are)."""
+    return f"{text[5:16]}Z" if len(text) == 20 and text[4] == "-" else text
 
 
 def _ago(seconds: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tether._fit import columns, fit_width, wide_help
+from tether._fit import KEY_MIN, columns, fit_width, hang, key_table, wide_help
 from tether._lifecycle import Cron, tick_overdue, trigger_schedule, zone_of
 from tether._show import schedule_dict, schedule_rows
 from tether._types import check_name
@@ -151,11 +151,69 @@ def fitted_schedules(found: list[Any], width: int, now: float | None = None) -> 
     """``tether schedules``' table in ``width`` columns: the next tick to the second
     (with ``next_tick_cell``'s note when ``now`` is given), a schedule's name (what
     ``pause``, ``resume``, ``trigger`` and ``delete`` take) and its last run's id (what
-    ``tether show`` takes) never cut."""
+    ``tether show`` takes) never cut. On a terminal too narrow for that (under about 60
+    columns with long names), the next tick loses its year and seconds, then the cron
+    expression and its time zone go under the row, whole, then the workflow too: a
+    schedule's name, state and next tick keep their row."""
     rows = [[safe(s.name), safe(s.workflow), safe(s.cron), safe(s.timezone),
              "paused" if s.paused else "active",
              next_tick_cell(s, now, fmt_time(s.next_tick)[:19] + "Z") if now is not None
              else "-" if s.paused or s.next_tick is None
              else fmt_time(s.next_tick)[:19] + "Z",
              safe(s.last_run_id or "")] for s in found]
-    return columns(SCHEDULE_COLUMNS, rows, width, SCHEDULE_GIVE, under="last run")
+    keys = {row[0] for row in rows}
+
+    def fits(lines: list[str]) -> bool:
+        # Every line within the width but a name or a word longer than a line (alone on
+        # one), and every name up to KEY_MIN long on its row (as ``tether runs`` keeps
+        # its ids).
+        return all((len(line) <= width or line in keys or len(line.split()) == 1)
+                   and not (line in keys and len(line) <= KEY_MIN) for line in lines)
+
+    lines = columns(SCHEDULE_COLUMNS, rows, width, SCHEDULE_GIVE, under="last run")
+    if fits(lines):
+        return lines
+    rows = [[*row[:5], _short_tick(row[5]), row[6]] for row in rows]
+    lines = columns(SCHEDULE_COLUMNS, rows, width, SCHEDULE_GIVE, under="last run")
+    if fits(lines):
+        return lines
+    lines = _schedules_under(rows, width, workflow_under=False)
+    return lines if fits(lines) else _schedules_under(rows, width, workflow_under=True)
+
+
+def _short_tick(text: str) -> str:
+    """``2026-12-07 03:00:00Z overdue`` as ``12-07 03:00Z overdue`` (a tick is on a
+    minute; a far date's words, ``-`` and ``- (paused)`` as they are)."""
+    when, sep, note = text.partition(" overdue")
+    if len(when) == 20 and when[4] == "-" and when.endswith(":00Z"):
+        return f"{when[5:16]}Z{sep}{note}"
+    return text
+
+
+def _schedules_under(rows: list[list[str]], width: int, *, workflow_under: bool,
+                     ) -> list[str]:
+    """``tether schedules``' narrowest tables: NAME, (WORKFLOW,) STATE and NEXT TICK in
+    columns; under each row its cron expression and time zone, (its workflow,) and its
+    last run, each whole (wrapped between words if longer than a line; a word longer
+    than a line, such as a run id, on a line of its own)."""
+    keep = (0, 4, 5) if workflow_under else (0, 1, 4, 5)
+    titles = [SCHEDULE_COLUMNS[i] for i in keep]
+    give = () if workflow_under else ((1, 8),)
+    head, groups = key_table(titles, [[row[i] for i in keep] for row in rows], width, give)
+    lines = [head]
+    for row, group in zip(rows, groups, strict=True):
+        lines += group
+        lines += _under("  cron: ", f"{row[2]} ({row[3]})", width)
+        if workflow_under:
+            lines += _under("  workflow: ", row[1], width)
+        if row[6]:
+            lines += _under("  last run: ", row[6], width)
+    return lines
+
+
+def _under(label: str, text: str, width: int) -> list[str]:
+    """``label`` and ``text`` under a row (``hang``), a word longer than its line (a
+    long run id) on a line of its own indented by 2, as little past the width as it
+    can be."""
+    return [line if len(line) <= width or len(line.split()) > 1 else "  " + line.strip()
+            for line in hang(label, text, width)]
