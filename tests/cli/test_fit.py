@@ -658,3 +658,76 @@ def test_runs_of_a_long_queue_fit_the_narrowest_terminal(long_queue: str, width:
     assert sorted(starts) == sorted(ids), listed
     assert [line.strip() for line in listed.splitlines()
             if line.startswith("  waiting for: ")] in ([], ["waiting for: signal approval"])
+
+
+# -- every table at every width ---------------------------------------------------------------
+
+#: A schedule of a long cron expression and time zone, its workflow of a long name on a
+#: queue of a name longer than a 60-column line leaves its column.
+LONG_CRON = "*/15 0-6,18-23 1-7,15-21 1,3,5,7,9,11 1-5"
+SWEEP_QUEUE = "reporting-queue-for-quarterly-customer-reports-eu"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``desk``'s runs, approval, schedule, queues and versions, and a schedule whose
+    cron expression, time zone, workflow and queue are all long, with a short-named one."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sweep')}/sweep.db"
+    make_desk(url)
+    app = App(url)
+
+    @app.schedule(LONG_CRON, timezone="America/Argentina/ComodRivadavia",
+                  name="quarterly-customer-report-pipeline-eu")
+    @app.workflow(name="launch_the_quarterly_customer_report_pipeline", queue=SWEEP_QUEUE)
+    async def launch() -> None:
+        return None
+
+    @app.schedule("0 * * * *", name="hourly")
+    @app.workflow(name="tiny")
+    async def tiny() -> None:
+        return None
+
+    async def run() -> None:
+        async with app, app.worker(poll_interval=0.05):  # (its worker creates them)
+            await (await app.start(launch)).result(timeout=30)
+
+    asyncio.run(run())
+    return url
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120])
+@pytest.mark.parametrize("command", [("runs",), ("approvals",), ("schedules",),
+                                     ("schedules", "list"), ("queues",), ("versions",)])
+def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str, ...],
+                                                  width: int) -> None:
+    """On a terminal ``width`` wide no line of these tables is wider than it, but a single
+    word longer than the whole width (an id, a name) alone on its line. Until 2026-12-07
+    ``schedules`` printed 55-character lines at 40 columns (the next tick to the second
+    beside cron and time zone), ``approvals`` 57 (SINCE), ``queues`` 99 at 40 to 80 (the
+    QUEUE column as wide as its longest name) and ``versions`` a 50-column heading."""
+    shown = on_terminal(*command, db=sweep, columns=width)
+    assert [line for line in long_lines(shown, width) if len(line.split()) > 1] == [], shown
+    piped = tether_cli(*command, db=sweep).stdout
+    if command[0] in ("queues", "versions"):  # (nothing cut: every word still there)
+        assert sorted(shown.split()) == sorted(piped.split()), shown
+
+
+@pytest.mark.parametrize("width", [40, 50])
+def test_schedules_keep_name_state_and_next_tick_on_a_narrow_terminal(sweep: str,
+                                                                       width: int) -> None:
+    """What an operator reads first stays in its row: the name (or above it, whole), the
+    state and the next tick (to the minute, at 50 columns); at 40 the cron expression
+    and time zone go under the row, whole."""
+    shown = on_terminal("schedules", db=sweep, columns=width)
+    lines = shown.splitlines()
+    assert lines[0].split()[0] == "NAME" and "STATE" in lines[0], shown
+    row = next(line for line in lines if line.startswith("hourly "))
+    assert re.search(r" active \d\d-\d\d \d\d:\d\dZ$", row), shown
+    cron = [line for line in lines if line.startswith("  cron: ")]
+    if cron:
+        assert "  cron: 0 * * * * (UTC)" in lines, shown
+        assert LONG_CRON in unwrapped(shown.splitlines()), shown
+        assert "(America/Argentina/ComodRivadavia)" in shown.split(), shown
+    else:
+        assert LONG_CRON[:6] in shown, shown
+    assert (width == 40) == bool(cron), shown  # (50: cron and TZ cut in their columns)

@@ -249,7 +249,11 @@ async def versions(args: argparse.Namespace) -> int:
         print("no runs")
         return 0
     fit = fit_width(args.wide)  # on a terminal: the counts wrapped, not cut
-    print(f"{'VERSION':24} {'RUNS':>6} {'WORKERS':>7}  BY STATUS")
+    titles = f"{'VERSION':24} {'RUNS':>6} {'WORKERS':>7}  "
+    # On a terminal too narrow for the heading (40 columns), BY STATUS heads a line of
+    # its own, as the counts of a row too long for theirs go under it.
+    print(f"{titles.rstrip()}\n  BY STATUS" if fit and len(titles) + 9 > fit
+          else titles + "BY STATUS")
     for v, counts in table.items():
         detail = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "-"
         if v is not None and v == newest and len(live) > 1:

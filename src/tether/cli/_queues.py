@@ -68,27 +68,53 @@ async def queues(args: argparse.Namespace) -> int:
     if not queues:
         print("no queues")
         return 0
-    width = max(5, *(len(safe(q)) for q in queues))
     fit = fit_width(args.wide)  # on a terminal: a long list of workflows wrapped, not cut
-    titles = (f"{'QUEUE':{width}}  {'LIMIT':>6}  {'QUEUED':>6}  {'DUE':>6}  {'RUNNING':>7}  "
-              f"{'WAITING':>7}  {'WORKERS':>7}  ")
+    print("\n".join(queue_lines(queues, limits, counts, workers, served, fit)))
+    return 0
+
+
+def queue_lines(queues: list[str], limits: dict[str, int], counts: dict[str, QueueCounts],
+                workers: dict[str, int], served: dict[str, list[str]],
+                fit: int | None) -> list[str]:
+    """``tether queues``' table: in a pipe (``fit`` None) every cell in its column; on
+    a terminal ``fit`` wide a long list of workflows wrapped, under its row when the
+    figures leave it no room beside them, and a queue name too long for the figures'
+    line on a line of its own, above its row (the QUEUE column as wide as the names
+    that fit)."""
+    names = {q: safe(q) for q in queues}
+    figures = "  {:>6}  {:>6}  {:>6}  {:>7}  {:>7}  {:>7}  "
+    heads = ("LIMIT", "QUEUED", "DUE", "RUNNING", "WAITING", "WORKERS")
+    if fit is not None and 5 + len(figures.format(*heads).rstrip()) > fit:
+        figures = " {:>5} {:>6} {:>3} {:>7} {:>7} {:>7}  "  # (40 columns: as narrow as titles)
+    room = None if fit is None else fit - len(figures.format(*heads).rstrip())
+    width = 0 if room is not None and room < 5 else max(
+        [5, *(len(n) for n in names.values() if room is None or len(n) <= room)])
+    if width == 0:  # (no room for a QUEUE column: every name above its row)
+        figures = figures[1:]
+    titles = (f"{'QUEUE':{width}}" if width else "") + figures.format(*heads)
+    if width == 0:
+        titles = "QUEUE\n" + titles
     # On a terminal too narrow for the figures and the workflows side by side, each
     # queue's workflows go under its row, indented (as the WORKFLOWS heading does).
-    under = fit is not None and len(titles) + len("WORKFLOWS") > fit
-    print(f"{titles.rstrip()}\n  WORKFLOWS" if under else titles + "WORKFLOWS")
+    under = fit is not None and len(titles.split("\n")[-1]) + len("WORKFLOWS") > fit
+    lines = [f"{titles.rstrip()}\n  WORKFLOWS" if under else titles + "WORKFLOWS"]
     for q in queues:
         c = counts.get(q, QueueCounts())
-        head = (f"{safe(q):{width}}  {limit_cell(limits.get(q)):>6}  {c.queued:>6}  {c.due:>6}  "
-                f"{c.running:>7}  {c.waiting:>7}  {workers.get(q, 0):>7}  ")
-        names = ", ".join(map(safe, served[q])) or "-"
-        if fit is None:
-            print(head + names)
-        elif under:
-            print(head.rstrip())
-            print("\n".join(hang("  ", names, fit)))
+        cells = figures.format(limit_cell(limits.get(q)), c.queued, c.due, c.running,
+                               c.waiting, workers.get(q, 0))
+        if len(names[q]) > width:  # (a long name: a line of its own, whole)
+            lines.append(names[q])
+            head = " " * width + cells
         else:
-            print("\n".join(hang(head, names, fit)))
-    return 0
+            head = f"{names[q]:{width}}" + cells
+        listed = ", ".join(map(safe, served[q])) or "-"
+        if fit is None:
+            lines.append(head + listed)
+        elif under:
+            lines += [head.rstrip(), *(line for line in hang("  ", listed, fit) if line)]
+        else:
+            lines += hang(head, listed, fit)
+    return lines
 
 
 def limit_cell(limit: int | None) -> str:
