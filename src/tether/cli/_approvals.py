@@ -30,7 +30,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=wide_help(
         f"{RUN_ID_KEPT}; a long agent or tool is cut at its end; the arguments are wrapped "
-        "under their row when the line has no room for them, and so is the reason"))
+        "under their row when the line has no room for them, and so is the reason; on a "
+        "narrow terminal SINCE loses its year and seconds, then its column"))
     p.set_defaults(handler=approvals)
 
     p = sub.add_parser("approve", parents=[common],

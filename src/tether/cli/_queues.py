@@ -20,7 +20,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                             "live workers, workflows")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--wide", action="store_true", help=wide_help(
-        "a long list of workflows is wrapped under its column; nothing is cut"))
+        "a long list of workflows is wrapped under its column, a long queue name has a line "
+        "of its own, above its row; nothing is cut"))
     p.set_defaults(handler=queues)
 
     p = sub.add_parser("queue-limit", parents=[common],

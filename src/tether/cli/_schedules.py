@@ -25,7 +25,9 @@ from tether.errors import shown
 SCHEDULES_WIDE_HELP = wide_help(
     "a schedule's name and its last run's id are never cut: a long name has a line of its "
     "own, above its row, and the last run goes under its row when the line has no room "
-    "for it; the other long cells are cut at their end")
+    "for it; the other long cells are cut at their end; on a narrow terminal the next tick "
+    "loses its year and seconds, then the cron expression and time zone, and then the "
+    "workflow, go under the row whole")
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
