@@ -670,10 +670,12 @@ SWEEP_QUEUE = "reporting-queue-for-quarterly-customer-reports-eu"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """``desk``'s runs, approval, schedule, queues and versions, and a schedule whose
-    cron expression, time zone, workflow and queue are all long, with a short-named one."""
+    """``desk``'s runs, approval, schedule, queues and versions, ``store``'s runs (long
+    step and child names, a failed step's long error), and a schedule whose cron
+    expression, time zone, workflow and queue are all long, with a short-named one."""
     url = f"sqlite:///{tmp_path_factory.mktemp('sweep')}/sweep.db"
     make_desk(url)
+    make_runs(url)
     app = App(url)
 
     @app.schedule(LONG_CRON, timezone="America/Argentina/ComodRivadavia",
@@ -697,14 +699,17 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.mark.parametrize("width", [40, 60, 80, 120])
 @pytest.mark.parametrize("command", [("runs",), ("approvals",), ("schedules",),
-                                     ("schedules", "list"), ("queues",), ("versions",)])
+                                     ("schedules", "list"), ("queues",), ("versions",),
+                                     ("show", PARENT), ("show", FAILING), ("show", WAITER)])
 def test_no_table_line_is_wider_than_the_terminal(sweep: str, command: tuple[str, ...],
                                                   width: int) -> None:
     """On a terminal ``width`` wide no line of these tables is wider than it, but a single
     word longer than the whole width (an id, a name) alone on its line. Until 2026-12-07
     ``schedules`` printed 55-character lines at 40 columns (the next tick to the second
     beside cron and time zone), ``approvals`` 57 (SINCE), ``queues`` 99 at 40 to 80 (the
-    QUEUE column as wide as its longest name) and ``versions`` a 50-column heading."""
+    QUEUE column as wide as its longest name), ``versions`` a 50-column heading and
+    ``show`` 55-column journal rows (NAME cut to 16 beside the other cells), attempts of
+    50 (the worker id) and "run ID" and "N  CHILD-ID" lines past the width."""
     shown = on_terminal(*command, db=sweep, columns=width)
     assert [line for line in long_lines(shown, width) if len(line.split()) > 1] == [], shown
     piped = tether_cli(*command, db=sweep).stdout

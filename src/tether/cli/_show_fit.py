@@ -84,6 +84,9 @@ class Layout:
     took: int
     out: int
     width: int
+    #: The names on a line of their own under their row (a terminal too narrow for
+    #: a NAME column of ``NAME_MIN`` beside the other cells): ``name`` is that line's.
+    name_under: bool = False
 
 
 def cancel_note(queue: str) -> str:
@@ -144,7 +147,7 @@ def layout(rows: list[Row], width: int) -> Layout:
     ``NAME_MIN`` at least, for an LLM call's figures to stay whole) and the outcomes to
     the rest, if that is ``OUTCOME_MIN`` and every row's ``lead`` at least; else each
     outcome on a line of its own under its row, the names as wide as the line lets them
-    be."""
+    be (down to ``NAME_MIN``; narrower still, each name on a line of its own too)."""
     pos = max([3, *(len(r.pos) for r in rows)])
     kind = max([4, *(len(r.kind) for r in rows)])
     status = max([6, *(len(r.status) for r in rows)])
@@ -164,6 +167,12 @@ def layout(rows: list[Row], width: int) -> Layout:
         return Layout(pos, kind, status=status, took=took, name=name, out=room - name,
                       width=width)
     name = min(name_all, max(NAME_MIN, room + 2))  # (no outcome column: nor its gap)
+    if room + 2 < name:  # (the names cut to their least leave the row too long)
+        # Narrower still (under 56 columns): each name goes under its row, cut to the
+        # line, its outcome under it.
+        name = min(name_all, width - pos - 2)
+        return Layout(pos, kind, status=status, took=took, name=name, out=0, width=width,
+                      name_under=True)
     return Layout(pos, kind, status=status, took=took, name=name, out=0, width=width)
 
 
@@ -172,6 +181,10 @@ def _cut(text: str, width: int, is_id: bool) -> str:
 
 
 def header(lay: Layout) -> list[str]:
+    if lay.name_under:
+        return [f"{'POS':>{lay.pos}}  {'KIND':{lay.kind}} {'STATUS':{lay.status}} ATT  "
+                f"{'DURATION':>{lay.took}}", " " * (lay.pos + 2) + "NAME",
+                " " * (lay.pos + 2) + ARROW + "RESULT / ERROR"]
     head = (f"{'POS':>{lay.pos}}  {'KIND':{lay.kind}} {'NAME':{lay.name}} "
             f"{'STATUS':{lay.status}} ATT  {'DURATION':>{lay.took}}")
     if lay.out:
@@ -187,6 +200,9 @@ def table(rows: list[Row], lay: Layout, cut_ids: dict[str, str]) -> list[str]:
         name = cut_middle(r.name, lay.name)  # (a step's name too: "agent.tool:NAME")
         line = (f"{r.pos:>{lay.pos}}  {r.kind:{lay.kind}} {name:{lay.name}} "
                 f"{r.status:{lay.status}} {r.att:>3}  {r.took:>{lay.took}}")
+        if lay.name_under:
+            line = (f"{r.pos:>{lay.pos}}  {r.kind:{lay.kind}} {r.status:{lay.status}} "
+                    f"{r.att:>3}  {r.took:>{lay.took}}\n{' ' * (lay.pos + 2)}{name}")
         indent = lay.pos + 2 + len(ARROW)
         out_width = lay.out or (lay.width - indent)
         outcome = _cut(r.outcome, out_width, r.outcome_id)
@@ -236,7 +252,9 @@ def print_fitted(info: RunInfo, width: int, w: Write, parent_gone: bool = False,
     if cut_ids:
         w("\nchild runs (ids in full):\n")
         for child, pos in cut_ids.items():
-            w(f"{pos:>{lay.pos}}  {child}\n")
+            listed = f"{pos:>{lay.pos}}  {child}"
+            # (an id longer than the line leaves it: on a line of its own, whole)
+            w(f"{listed}\n" if len(listed) <= width else f"{pos:>{lay.pos}}\n{child}\n")
     _attempts(info, width, w)
     _metrics(info.metrics, width, w)
     _outcome(info, width, w)
@@ -249,7 +267,17 @@ def _head(info: RunInfo, width: int, parent_gone: bool = False,
              f"status {info.status.value}"]
     lines = pack([f"run {_line(info.run_id)}  {where[0]}", *where[1:]], width)
     if len(lines) > 1:  # the id on a line of its own, the rest under it
-        lines = [f"run {_line(info.run_id)}", *pack(where, width)]
+        lines = [f"run {_line(info.run_id)}", ""]
+        for chunk in where:
+            if len(chunk) > width:  # (a name too long for its label's line: under it)
+                lines += [*chunk.split(" ", 1), ""]
+            elif lines[-1] and len(lines[-1]) + 2 + len(chunk) <= width:
+                lines[-1] += "  " + chunk
+            else:
+                lines.append(chunk)
+        lines = [line for line in lines if line]
+        if len(lines[0]) > width:  # (longer than the line after "run": alone, whole)
+            lines[:1] = ["run", _line(info.run_id)]
     ended = ("blocked" if info.status is RunStatus.BLOCKED else "finished")
     lines += pack([f"created {fmt_time(info.created_at)}",
                    f"updated {fmt_time(info.updated_at)}",
@@ -302,12 +330,15 @@ def _attempts(info: RunInfo, width: int, w: Write) -> None:
                                                       (4, "DURATION"), (5, "WORKER")))
     fixed = pos + 2 + 1 + att + 1 + status + 1 + took + 2 + worker
     name = min(max([4, *(len(c[1]) for c in cells)]), max(NAME_MIN, width - fixed))
+    # (a terminal too narrow for the worker ids beside the least name: each under its row)
+    under = fixed - 2 - worker + name > width - 2 - worker
     w("\nattempts:\n")
     w(f"{'POS':>{pos}}  {'NAME':{name}} {'TRY':{att}} {'STATUS':{status}} "
-      f"{'DURATION':>{took}}  WORKER\n")
+      + (f"{'DURATION':>{took}}\n{' ' * (pos + 2)}WORKER\n" if under
+         else f"{'DURATION':>{took}}  WORKER\n"))
     for p, n, tried, s, t, wid, err in cells:
         line = (f"{p:>{pos}}  {cut_middle(n, name):{name}} {tried:{att}} {s:{status}} "
-                f"{t:>{took}}  {wid}")
+                f"{t:>{took}}" + (f"\n{' ' * (pos + 2)}{wid}" if under else f"  {wid}"))
         if err and width - len(line) - 2 >= OUTCOME_MIN:
             w(f"{line}  {cut_end(err, width - len(line) - 2)}\n")
             continue
